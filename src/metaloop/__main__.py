@@ -1,0 +1,5 @@
+import sys
+
+from metaloop.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,46 @@
+"""``metaloop`` command line: one subcommand per module in this package."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# Each name is a module metaloop.cli.<name> with ``register(subparsers)``; the parser it adds
+# sets ``func`` to a callable taking the parsed args and returning an exit code.
+COMMANDS = ("compare", "train", "eval", "predict", "adapt", "forgetting", "vae")
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as ``metaloop: error: ...`` with exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metaloop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        if importlib.util.find_spec(f"metaloop.cli.{name}") is None:
+            continue
+        importlib.import_module(f"metaloop.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        print(f"metaloop {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"metaloop {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""TaskBatch: B few-shot tasks, each with a support set D_i and a query set D~_i."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """A batch of B tasks with S support and Q query examples per task.
+
+    Classification: ``support_y`` is int64 ``[B, S]`` and ``query_y`` int64 ``[B, Q]``, with
+    task-local labels in ``[0, ways)``. Regression: ``support_y`` is float ``[B, S, out]`` and
+    ``query_y`` float ``[B, Q, out]``. Inputs are ``[B, S, *feature]`` and ``[B, Q, *feature]``.
+
+    Args:
+        support_x: ``[B, S, *feature]`` support inputs (D_i).
+        support_y: support targets, see above.
+        query_x: ``[B, Q, *feature]`` query inputs (D~_i).
+        query_y: query targets, see above.
+        classes: optional int64 ``[B, ways]``: the global class id of each task-local label,
+            used by the multi-task ``pretrain`` baseline. ``None`` for regression.
+
+    Raises:
+        ValueError: naming the field and shapes, when batch sizes, feature shapes, dtypes or
+            label ranges are inconsistent.
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    classes: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        names = ("support_x", "support_y", "query_x", "query_y")
+        for name in names:
+            if not isinstance(getattr(self, name), torch.Tensor):
+                raise ValueError(f"TaskBatch.{name} must be a torch.Tensor, "
+                                 f"got {type(getattr(self, name)).__name__}")
+        sx, sy, qx, qy = self.support_x, self.support_y, self.query_x, self.query_y
+        for name in names:
+            if getattr(self, name).dim() < 2:
+                raise ValueError(f"TaskBatch.{name} must have at least 2 dims [B, N, ...], "
+                                 f"got shape {_shape(getattr(self, name))}")
+        b = {n: getattr(self, n).shape[0] for n in names}
+        if len(set(b.values())) != 1:
+            raise ValueError("TaskBatch fields disagree on the number of tasks B: "
+                             + ", ".join(f"{n} {_shape(getattr(self, n))}" for n in names))
+        if b["support_x"] == 0:
+            raise ValueError("TaskBatch has no tasks (B = 0)")
+        if sx.shape[1] == 0 or qx.shape[1] == 0:
+            raise ValueError(f"TaskBatch needs at least one support and one query example, got "
+                             f"support_x {_shape(sx)}, query_x {_shape(qx)}")
+        if sx.shape[2:] != qx.shape[2:]:
+            raise ValueError(f"TaskBatch support_x {_shape(sx)} and query_x {_shape(qx)} "
+                             f"have different feature shapes")
+        if not (sx.is_floating_point() and qx.is_floating_point()):
+            raise ValueError(f"TaskBatch inputs must be floating point, got support_x "
+                             f"{sx.dtype}, query_x {qx.dtype}")
+        for xn, yn in (("support_x", "support_y"), ("query_x", "query_y")):
+            if getattr(self, yn).shape[1] != getattr(self, xn).shape[1]:
+                raise ValueError(f"TaskBatch.{yn} {_shape(getattr(self, yn))} does not match "
+                                 f"{xn} {_shape(getattr(self, xn))} in examples per task")
+        if sy.is_floating_point() != qy.is_floating_point():
+            raise ValueError(f"TaskBatch support_y ({sy.dtype}) and query_y ({qy.dtype}) must "
+                             f"both be int64 labels or both float targets")
+        if sy.is_floating_point():
+            self._check_regression()
+        else:
+            self._check_classification()
+
+    def _check_regression(self) -> None:
+        sy, qy = self.support_y, self.query_y
+        if sy.dim() != 3 or qy.dim() != 3 or sy.shape[2] != qy.shape[2]:
+            raise ValueError(f"regression targets must be [B, S, out] and [B, Q, out], got "
+                             f"support_y {_shape(sy)}, query_y {_shape(qy)}")
+        if self.classes is not None:
+            raise ValueError("TaskBatch.classes is only meaningful for classification")
+
+    def _check_classification(self) -> None:
+        sy, qy = self.support_y, self.query_y
+        for name, y in (("support_y", sy), ("query_y", qy)):
+            if y.dtype != torch.int64:
+                raise ValueError(f"TaskBatch.{name} labels must be int64, got {y.dtype}")
+            if y.dim() != 2:
+                raise ValueError(f"TaskBatch.{name} labels must be [B, N], got {_shape(y)}")
+        lo = min(int(sy.min()), int(qy.min()))
+        if lo < 0:
+            raise ValueError(f"TaskBatch labels must be >= 0, found {lo}")
+        ways = int(sy.max()) + 1
+        if int(qy.max()) >= ways:
+            raise ValueError(f"TaskBatch.query_y has label {int(qy.max())} that no support "
+                             f"example has (support labels are 0..{ways - 1})")
+        if self.classes is not None:
+            c = self.classes
+            if c.dtype != torch.int64 or c.dim() != 2 or c.shape[0] != sy.shape[0] \
+                    or c.shape[1] < ways:
+                raise ValueError(f"TaskBatch.classes must be int64 [B, ways>={ways}], got "
+                                 f"{c.dtype} {_shape(c)}")
+
+    @property
+    def num_tasks(self) -> int:
+        """B, the number of tasks."""
+        return self.support_x.shape[0]
+
+    def __len__(self) -> int:
+        return self.num_tasks
+
+    @property
+    def is_classification(self) -> bool:
+        return not self.support_y.is_floating_point()
+
+    @property
+    def ways(self) -> int:
+        """Number of classes per task (classification only)."""
+        if not self.is_classification:
+            raise ValueError("ways is undefined for a regression TaskBatch")
+        return int(self.support_y.max()) + 1
+
+    def task(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The i-th task as (support_x [S,...], support_y, query_x [Q,...], query_y)."""
+        return self.support_x[i], self.support_y[i], self.query_x[i], self.query_y[i]
+
+    def slice(self, start: int, stop: int) -> TaskBatch:
+        """Tasks ``start:stop`` as a new TaskBatch (used to shard a meta-batch across ranks)."""
+        c = None if self.classes is None else self.classes[start:stop]
+        return TaskBatch(self.support_x[start:stop], self.support_y[start:stop],
+                         self.query_x[start:stop], self.query_y[start:stop], c)
+
+    def to(self, device=None, dtype=None) -> TaskBatch:
+        """Move to a device; ``dtype`` casts the floating-point fields only."""
+        def mv(t):
+            if t is None:
+                return None
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+        return TaskBatch(mv(self.support_x), mv(self.support_y), mv(self.query_x),
+                         mv(self.query_y), mv(self.classes))

@@ -1,0 +1,73 @@
+"""Sinusoid regression tasks, exactly as MAML section 5.1 (Finn et al. 2017)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from metaloop.tasks.batch import TaskBatch
+
+
+class Sinusoid:
+    """y = A sin(x - phase) with A ~ U[0.1, 5], phase ~ U[0, pi], x ~ U[-5, 5].
+
+    Held-out tasks: the task distribution is continuous, so meta-training and held-out tasks
+    are kept apart by drawing them from disjoint seed streams (``ml.train`` and
+    ``ml.evaluate`` use different seeds); two streams give the same task with probability 0.
+
+    Args:
+        shots: S, support points per task (K in the MAML paper).
+        queries: Q, query points per task.
+        amplitude: (low, high) range of A.
+        phase: (low, high) range of the phase.
+        x_range: (low, high) range of the inputs.
+    """
+
+    kind = "regression"
+    in_dim = 1
+    out_dim = 1
+
+    def __init__(self, shots: int = 10, queries: int = 10, amplitude=(0.1, 5.0),
+                 phase=(0.0, math.pi), x_range=(-5.0, 5.0)):
+        for name, v in (("shots", shots), ("queries", queries)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"Sinusoid {name} must be a positive int, got {v!r}")
+        for name, (lo, hi) in (("amplitude", amplitude), ("phase", phase), ("x_range", x_range)):
+            if not lo < hi:
+                raise ValueError(f"Sinusoid {name} range must have low < high, got {(lo, hi)}")
+        self.shots, self.queries = shots, queries
+        self.amplitude, self.phase, self.x_range = tuple(amplitude), tuple(phase), tuple(x_range)
+
+    def sample_params(self, n: int, generator: torch.Generator | None = None):
+        """Draw n tasks' (amplitude [n], phase [n])."""
+        a = torch.empty(n, dtype=torch.float64).uniform_(*self.amplitude, generator=generator)
+        p = torch.empty(n, dtype=torch.float64).uniform_(*self.phase, generator=generator)
+        return a, p
+
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> TaskBatch:
+        """Sample n tasks.
+
+        Returns:
+            TaskBatch with support_x/support_y ``[n, shots, 1]``, query ``[n, queries, 1]``.
+        """
+        if not isinstance(n, int) or n <= 0:
+            raise ValueError(f"number of tasks must be a positive int, got {n!r}")
+        a, p = self.sample_params(n, generator)
+        x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64)
+        x.uniform_(*self.x_range, generator=generator)                 # [n, S+Q, 1]
+        y = a[:, None, None] * torch.sin(x - p[:, None, None])          # [n, S+Q, 1]
+        x, y = x.to(dtype), y.to(dtype)
+        s = self.shots
+        return TaskBatch(x[:, :s], y[:, :s], x[:, s:], y[:, s:])
+
+    def with_shots(self, shots: int, queries: int | None = None) -> Sinusoid:
+        """The same family with another number of support (and query) points."""
+        return Sinusoid(shots, self.queries if queries is None else queries, self.amplitude,
+                        self.phase, self.x_range)
+
+    @staticmethod
+    def curve(amplitude: float, phase: float, x: torch.Tensor) -> torch.Tensor:
+        """The true function of one task at inputs x (for plots)."""
+        return amplitude * torch.sin(x - phase)

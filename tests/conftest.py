@@ -1,0 +1,40 @@
+"""Shared fixtures. Data lives in ../shared beside the repository, never in it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _need(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path}"
+    if os.environ.get("CI"):
+        pytest.fail(msg + " (CI must provide it)")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def omniglot_root() -> Path:
+    """The packed Omniglot copy in ../shared/data/omniglot."""
+    return _need(SHARED / "data" / "omniglot", "Omniglot")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_root() -> Path:
+    """Fashion-MNIST IDX files from the Debian package dataset-fashion-mnist."""
+    return _need(FASHION_MNIST, "Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
