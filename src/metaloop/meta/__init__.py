@@ -1,0 +1,9 @@
+"""Meta-learners (outer loops), one per file, and the two baselines."""
+
+from metaloop.meta.anil import ANIL
+from metaloop.meta.maml import MAML
+from metaloop.meta.pretrain import Pretrain
+from metaloop.meta.reptile import Reptile
+from metaloop.meta.scratch import Scratch
+
+__all__ = ["ANIL", "MAML", "Pretrain", "Reptile", "Scratch"]

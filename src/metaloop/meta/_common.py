@@ -1,0 +1,88 @@
+"""What every meta-learner shares: the Learner protocol and per-task evaluation helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from metaloop.func.losses import accuracy
+from metaloop.func.params import Params
+from metaloop.tasks.batch import TaskBatch
+
+
+class Learner(Protocol):
+    """The contract of DESIGN section 3 (every meta-learner and baseline satisfies it)."""
+
+    model: nn.Module
+    meta_trains: bool
+
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def meta_gradient(self, batch: TaskBatch) -> dict[str, torch.Tensor]: ...
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Params: ...
+    def adapt_path(self, support_x, support_y, steps: int) -> Iterator[Params]: ...
+    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class AdaptsBySGD:
+    """Test-time adaptation by the learner's ``inner`` SGDAdapter (composed, not inherited)."""
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
+              steps: int | None = None) -> Params:
+        """Adapted parameters for ONE task (support_x ``[S, ...]``), detached."""
+        *_, last = self.adapt_path(support_x, support_y, steps)
+        return last
+
+    def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
+        """Yield one task's detached params after 0..steps inner SGD steps."""
+        return self.inner.test_path(dict(self.model.named_parameters()), support_x, support_y,
+                                    steps)
+
+    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Predictions ``[N, out]`` of the network with ``params`` on x ``[N, ...]``."""
+        return self.inner.fwd(params, x)
+
+
+def resolve_batching(batching: str, model: nn.Module) -> str:
+    """"loop" or "vmap" from "loop" | "vmap" | "auto" (vmap for plain MLP-like models)."""
+    if batching not in ("loop", "vmap", "auto"):
+        raise ValueError(f"batching must be 'loop', 'vmap' or 'auto', got {batching!r}")
+    if batching != "auto":
+        return batching
+    heavy = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.LayerNorm)
+    plain = not any(isinstance(m, heavy) or "Norm" in type(m).__name__ for m in model.modules())
+    return "vmap" if plain else "loop"
+
+
+def check_batch(batch) -> TaskBatch:
+    if not isinstance(batch, TaskBatch):
+        raise ValueError(f"expected a metaloop.TaskBatch, got {type(batch).__name__}")
+    return batch
+
+
+def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> dict[str, float]:
+    """loss, and accuracy for classification (out ``[Q, C]``, y int64 ``[Q]``)."""
+    m = {"loss": float(loss.detach())}
+    if not y.is_floating_point():
+        m["accuracy"] = float(accuracy(out.detach(), y))
+    return m
+
+
+def mean_metrics(per_task: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(m[k] for m in per_task) / len(per_task) for k in per_task[0]}
+
+
+def grads_to_dict(names, grads, params) -> dict[str, torch.Tensor]:
+    """autograd.grad output (None for unused) -> name -> tensor with zeros for None."""
+    return {n: torch.zeros_like(params[n]) if g is None else g
+            for n, g in zip(names, grads)}
+
+
+def accumulate(total: dict | None, grads: dict, scale: float) -> dict:
+    if total is None:
+        return {k: g * scale for k, g in grads.items()}
+    for k, g in grads.items():
+        total[k].add_(g, alpha=scale)
+    return total

@@ -1,0 +1,58 @@
+"""The multi-task pretraining baseline: one model trained on the union of all training tasks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from metaloop.adapt.sgd import SGDAdapter
+from metaloop.func.params import params_of
+from metaloop.meta._common import AdaptsBySGD, check_batch, grads_to_dict, task_metrics
+from metaloop.tasks.batch import TaskBatch
+
+
+class Pretrain(AdaptsBySGD):
+    """Ordinary supervised learning on every example of the meta-training tasks, no inner loop.
+
+    Regression: the model regresses all (x, y) pairs of all tasks (for sinusoids it learns the
+    mean function). Classification: the model's head has one output per *global* training
+    class (``batch.classes`` maps task-local labels to them); at test time it adapts like the
+    others, starting from a zero head of the task's size (``head_init="zero"``).
+
+    Args:
+        model: the network (for classification its head has ``num_classes`` outputs).
+        inner_lr, inner_steps, loss, adapt: the test-time fine-tuning rule (as ``MAML``).
+        head_init: test-time head: "learned" (keep the pretrained head) or "zero".
+    """
+
+    meta_trains = True
+
+    def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
+                 loss="mse", adapt=None, head_init: str = "learned"):
+        self.model = model
+        self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
+
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean loss of the unadapted model on support and query of every task."""
+        batch = check_batch(batch)
+        x = torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)     # [B*(S+Q), ...]
+        y = torch.cat([batch.support_y, batch.query_y], 1)                     # [B, S+Q, ...]
+        if batch.is_classification:
+            if batch.classes is None:
+                raise ValueError("Pretrain on classification tasks needs TaskBatch.classes "
+                                 "(global class ids of each task's labels)")
+            y = batch.classes.gather(1, y)                                    # global ids
+        y = y.flatten(0, 1)
+        out = self.inner.fwd(params_of(self.model), x)
+        if batch.is_classification and out.shape[-1] <= int(y.max()):
+            raise ValueError(f"Pretrain model has {out.shape[-1]} outputs but the batch has "
+                             f"global class {int(y.max())}: size its head to num_classes")
+        loss = self.inner.loss_fn(out, y)
+        return loss, task_metrics(out, y, loss)
+
+    def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
+        loss, metrics = self.meta_loss(batch)
+        params = params_of(self.model)
+        g = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        grads = grads_to_dict(list(params), g, params)
+        return (grads, metrics) if with_metrics else grads

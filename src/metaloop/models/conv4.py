@@ -1,0 +1,92 @@
+"""Conv4: the standard few-shot CNN (Vinyals et al. 2016; Finn et al. 2017)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation on the statistics of the current batch, in training and testing.
+
+    MAML normalises with batch statistics at test time too, so there are no running-statistics
+    buffers at all: nothing is mutated during adaptation, and forward is a pure function of
+    (parameters, input). Learnable ``weight [C]`` and ``bias [C]``.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch._C._functorch.maybe_current_level() is None:
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        # Under torch.func transforms (vmap), the fused kernel's double backward is wrong
+        # (pytorch/functorch#534); plain mean/variance arithmetic is exact there.
+        mean = x.mean((0, 2, 3), keepdim=True)                        # [1, C, 1, 1]
+        var = (x - mean).square().mean((0, 2, 3), keepdim=True)       # biased, as in BN
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class ConvBlock(nn.Module):
+    """3x3 conv -> BatchNorm -> ReLU -> 2x2 max-pool, or a stride-2 conv instead of the pool."""
+
+    def __init__(self, cin: int, cout: int, pool: str):
+        super().__init__()
+        self.pool = pool
+        self.conv = nn.Conv2d(cin, cout, 3, stride=2 if pool == "stride" else 1, padding=1)
+        self.bn = BatchNorm(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(x)))
+        return F.max_pool2d(x, 2) if self.pool == "max" else x
+
+
+class Conv4(nn.Module):
+    """Four conv blocks of ``hidden`` filters, then a linear ``head``.
+
+    Args:
+        in_channels: image channels.
+        hidden: filters per block (64 in the papers).
+        out_dim: outputs of the head (the number of ways).
+        pool: ``"max"`` (2x2 max-pool per block) or ``"stride"`` (stride-2 convolutions and a
+            spatial mean at the end, as the MAML paper's Omniglot network).
+        image_size: side of the square input, used to size the head.
+
+    Shapes:
+        x ``[N, in_channels, image_size, image_size]`` -> ``[N, out_dim]``.
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, out_dim: int = 5,
+                 pool: str = "max", image_size: int = 28):
+        super().__init__()
+        if pool not in ("max", "stride"):
+            raise ValueError(f"Conv4 pool must be 'max' or 'stride', got {pool!r}")
+        for name, v in (("in_channels", in_channels), ("hidden", hidden), ("out_dim", out_dim),
+                        ("image_size", image_size)):
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"Conv4 {name} must be a positive int, got {v!r}")
+        self.pool, self.in_channels, self.image_size = pool, in_channels, image_size
+        chans = (in_channels, hidden, hidden, hidden, hidden)
+        self.body = nn.Sequential(*(ConvBlock(a, b, pool) for a, b in zip(chans[:-1], chans[1:])))
+        with torch.no_grad():
+            d = self.features(torch.zeros(2, in_channels, image_size, image_size)).shape[1]
+        self.feature_dim = d
+        self.head = nn.Linear(d, out_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Body output ``[N, feature_dim]``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv4 expects [N, {self.in_channels}, H, W] input, "
+                             f"got {list(x.shape)}")
+        h = self.body(x)                                   # [N, hidden, h, w]
+        return h.mean((2, 3)) if self.pool == "stride" else h.flatten(1)
+
+    def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
+        """``[N, C, H, W] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
+        h = self.features(x)
+        return self.head(h) if head else h

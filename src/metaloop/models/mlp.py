@@ -1,0 +1,40 @@
+"""Multi-layer perceptron (the MAML sinusoid network: 1-40-40-1 with ReLU)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """``in_dim -> hidden... -> out_dim`` with ReLU between layers.
+
+    The last layer is called ``head`` (parameters ``head.weight [out, h]``, ``head.bias
+    [out]``), so head-only adaptation (ANIL, linear probes) selects it by name.
+
+    Args:
+        in_dim: input features.
+        hidden: widths of the hidden layers.
+        out_dim: outputs.
+
+    Shapes:
+        x ``[N, in_dim]`` (any leading dims) -> ``[N, out_dim]``.
+    """
+
+    def __init__(self, in_dim: int = 1, hidden=(40, 40), out_dim: int = 1):
+        super().__init__()
+        dims = (in_dim, *hidden)
+        for name, v in (("in_dim", in_dim), ("out_dim", out_dim), *(("hidden", h) for h in hidden)):
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"MLP {name} must be a positive int, got {v!r}")
+        self.body = nn.Sequential()
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            self.body.add_module(f"fc{i}", nn.Linear(a, b))
+            self.body.add_module(f"relu{i}", nn.ReLU())
+        self.feature_dim = dims[-1]
+        self.head = nn.Linear(dims[-1], out_dim)
+
+    def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
+        """``[N, in_dim] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
+        h = self.body(x)
+        return self.head(h) if head else h

@@ -1,0 +1,163 @@
+"""One conformance suite every gradient-based meta-learner passes.
+
+The reference is written independently of metaloop's functional core: the networks are spelled
+out with torch.nn.functional on plain tensors (BatchNorm as mean/variance arithmetic), and
+each task's inner loop is unrolled explicitly with torch.autograd.grad.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import metaloop as ml
+from metaloop.meta import ANIL, MAML, Reptile
+from metaloop.models import MLP, Conv4
+
+torch.set_default_dtype(torch.float64)
+RTOL = 1e-6
+
+
+def mlp_ref(p, x):
+    h = F.relu(x @ p["body.fc0.weight"].T + p["body.fc0.bias"])
+    h = F.relu(h @ p["body.fc1.weight"].T + p["body.fc1.bias"])
+    return h @ p["head.weight"].T + p["head.bias"]
+
+
+def conv4_ref(p, x):
+    for i in range(4):
+        b = f"body.{i}."
+        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = ((x - mean) ** 2).mean((0, 2, 3), keepdim=True)
+        x = (x - mean) / torch.sqrt(var + 1e-5)
+        x = x * p[b + "bn.weight"][None, :, None, None] + p[b + "bn.bias"][None, :, None, None]
+        x = F.max_pool2d(F.relu(x), 2)
+    return x.flatten(1) @ p["head.weight"].T + p["head.bias"]
+
+
+def reference_gradient(method, f, params, batch, loss, lr, steps, adapt_names):
+    """Per-task unrolled reference of the meta-gradient (mean over tasks)."""
+    names = list(params)
+    total = {n: torch.zeros_like(v) for n, v in params.items()}
+    for i in range(batch.num_tasks):
+        sx, sy, qx, qy = batch.task(i)
+        p = dict(params)
+        for _ in range(steps):
+            g = torch.autograd.grad(loss(f(p, sx), sy), [p[n] for n in adapt_names],
+                                    create_graph=(method == "maml"))
+            if method != "maml":
+                g = [gi.detach() for gi in g]
+            p = {**p, **{n: p[n] - lr * gi for n, gi in zip(adapt_names, g)}}
+        if method == "reptile":
+            for n in adapt_names:
+                total[n] += (params[n] - p[n]).detach() / batch.num_tasks
+            continue
+        grads = torch.autograd.grad(loss(f(p, qx), qy), [params[n] for n in names],
+                                    allow_unused=True)
+        for n, g in zip(names, grads):
+            if g is not None:
+                total[n] += g / batch.num_tasks
+    return total
+
+
+def _setup(model_name):
+    torch.manual_seed(1)
+    if model_name == "mlp":
+        model, f, loss = MLP(1, (16, 16), 1).double(), mlp_ref, F.mse_loss
+        batch = ml.tasks.Sinusoid(5, 6).sample(3, torch.Generator().manual_seed(2),
+                                               dtype=torch.float64)
+    else:
+        model, f, loss = Conv4(1, 8, 3, image_size=16).double(), conv4_ref, F.cross_entropy
+        g = torch.Generator().manual_seed(2)
+        sy = torch.arange(3).repeat(3, 2)                                     # [B, 6]
+        batch = ml.TaskBatch(torch.randn(3, 6, 1, 16, 16, generator=g), sy,
+                             torch.randn(3, 9, 1, 16, 16, generator=g), torch.arange(3).repeat(3, 3))
+    return model, f, loss, batch
+
+
+CASES = [
+    ("maml", dict(first_order=False)),
+    ("fomaml", dict(first_order=True)),
+    ("anil", dict()),
+    ("reptile", dict()),
+]
+
+
+def _learner(kind, model, lr, steps, loss_name, batching, kw):
+    if kind in ("maml", "fomaml"):
+        return MAML(model, lr, steps, loss=loss_name, batching=batching, **kw)
+    if kind == "anil":
+        return ANIL(model, lr, steps, loss=loss_name, batching=batching)
+    return Reptile(model, lr, steps, loss=loss_name)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "conv4"])
+@pytest.mark.parametrize("kind,kw", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_meta_gradient_matches_unrolled_reference(model_name, kind, kw, batching, steps):
+    if kind == "reptile" and batching == "vmap":
+        pytest.skip("Reptile has no vmap path")
+    model, f, loss, batch = _setup(model_name)
+    lr = 0.1 if model_name == "mlp" else 0.4
+    loss_name = "mse" if model_name == "mlp" else "ce"
+    learner = _learner(kind, model, lr, steps, loss_name, batching, kw)
+    params = dict(model.named_parameters())
+    adapt = ["head.weight", "head.bias"] if kind == "anil" else list(params)
+    method = {"maml": "maml", "fomaml": "fo", "anil": "maml", "reptile": "reptile"}[kind]
+    ref = reference_gradient(method, f, params, batch, loss, lr, steps, adapt)
+
+    got = learner.meta_gradient(batch)
+    for p in model.parameters():
+        p.grad = None
+    learner.meta_loss(batch)[0].backward()
+    for n, p in params.items():
+        scale = ref[n].abs().max().clamp_min(1e-6)  # conv biases before BN: exactly 0
+        assert (got[n] - ref[n]).abs().max() / scale < RTOL, (n, "meta_gradient")
+        assert (p.grad - ref[n]).abs().max() / scale < RTOL, (n, "meta_loss().backward()")
+    assert any(ref[n].abs().max() > 0 for n in params)
+
+
+def test_meta_loss_value_is_mean_query_loss_after_adaptation():
+    model, f, loss, batch = _setup("mlp")
+    learner = MAML(model, 0.1, 2)
+    value, metrics = learner.meta_loss(batch)
+    expected = []
+    for i in range(batch.num_tasks):
+        sx, sy, qx, qy = batch.task(i)
+        p = learner.adapt(sx, sy)
+        expected.append(F.mse_loss(mlp_ref(p, qx), qy))
+    assert torch.allclose(value, torch.stack(expected).mean())
+    assert metrics["loss"] == pytest.approx(float(value.detach()))
+
+
+def test_zero_head_gives_zero_logits_and_adapts_head_of_task_size():
+    torch.manual_seed(0)
+    model = Conv4(1, 8, 7, image_size=16).double()                     # 7 outputs, 3-way tasks
+    learner = MAML(model, 0.4, 1, loss="ce", head_init="zero")
+    _, _, _, batch = _setup("conv4")
+    sx, sy, qx, qy = batch.task(0)
+    p0 = learner.adapt(sx, sy, steps=0)
+    assert p0["head.weight"].shape == (3, model.feature_dim)
+    assert torch.equal(learner.predict(p0, qx), torch.zeros(qx.shape[0], 3))
+    p1 = learner.adapt(sx, sy, steps=1)
+    assert p1["head.weight"].abs().sum() > 0
+    g = learner.meta_gradient(batch)
+    assert torch.equal(g["head.weight"], torch.zeros_like(model.head.weight))
+    assert g["body.0.conv.weight"].abs().sum() > 0
+
+
+def test_same_seed_same_gradient():
+    a = MAML(*_setup("mlp")[:1], 0.1, 2).meta_gradient(_setup("mlp")[3])
+    b = MAML(*_setup("mlp")[:1], 0.1, 2).meta_gradient(_setup("mlp")[3])
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_meta_loss_does_not_mutate_model():
+    model, _, _, batch = _setup("conv4")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    MAML(model, 0.4, 2, loss="ce").meta_gradient(batch)
+    Reptile(model, 0.4, 2, loss="ce").meta_gradient(batch)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
