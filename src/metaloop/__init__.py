@@ -1,10 +1,25 @@
-"""metaloop: make models good at being fine-tuned, and fine-tune them well."""
+"""metaloop: make models good at being fine-tuned, and fine-tune them well.
 
-from metaloop import tasks
+``ml.train(...)`` and ``ml.evaluate(...)`` call ``metaloop.train.train`` and
+``metaloop.evaluate.evaluate``; the subpackages themselves stay importable.
+"""
+
+from metaloop import adapt, data, evaluate, func, meta, models, tasks, train
+from metaloop.evaluate import mean_ci
 from metaloop.tasks import TaskBatch
+from metaloop.train import NonFiniteLossError
 
 __all__ = [
+    "NonFiniteLossError",
     "TaskBatch",
+    "adapt",
+    "data",
+    "evaluate",
+    "func",
+    "mean_ci",
+    "meta",
+    "models",
     "tasks",
+    "train",
 ]
 __version__ = "0.1.0"

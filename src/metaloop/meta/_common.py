@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from metaloop.func.losses import accuracy
-from metaloop.func.params import Params
+from metaloop.func.params import Params, detach
 from metaloop.tasks.batch import TaskBatch
 
 
@@ -43,6 +43,21 @@ class AdaptsBySGD:
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Predictions ``[N, out]`` of the network with ``params`` on x ``[N, ...]``."""
         return self.inner.fwd(params, x)
+
+    def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
+        """All tasks of a batch at once under ``vmap``: params after 0..steps steps, each
+        tensor with a leading task dim ``[B, ...]``. Inputs ``[B, S, ...]``. Detached.
+        """
+        start = self.inner.start(detach(dict(self.model.named_parameters())), support_y)
+
+        def run(sx, sy):
+            return list(self.inner.path(start, sx, sy, steps, create_graph=False,
+                                        started=True, functional=True))
+        return [detach(p) for p in torch.func.vmap(run)(support_x, support_y)]
+
+    def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """``predict`` for ``[B, ...]``-batched params and x ``[B, N, ...]`` -> ``[B, N, out]``."""
+        return torch.func.vmap(self.predict)(params, x)
 
 
 def resolve_batching(batching: str, model: nn.Module) -> str:

@@ -7,7 +7,14 @@ from torch import nn
 
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.params import Params, detach, params_of
-from metaloop.meta._common import AdaptsBySGD, accumulate, check_batch, mean_metrics, task_metrics
+from metaloop.meta._common import (
+    AdaptsBySGD,
+    accumulate,
+    check_batch,
+    mean_metrics,
+    resolve_batching,
+    task_metrics,
+)
 from metaloop.tasks.batch import TaskBatch
 
 
@@ -45,12 +52,16 @@ class Reptile(AdaptsBySGD):
     meta_trains = True
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 5,
-                 loss="mse", adapt=None, head_init="learned", inner_optimizer: str = "sgd"):
+                 loss="mse", adapt=None, head_init="learned", inner_optimizer: str = "sgd",
+                 batching: str = "auto"):
         if inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
         self.model = model
         self.inner_optimizer = inner_optimizer
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
+        self.batching = resolve_batching(batching, model)
+        if self.batching == "vmap" and inner_optimizer == "adam":
+            self.batching = "loop"          # the inner Adam is written for one task at a time
         # A zero head restarts at 0 on every task, so theta_0's head gets no Reptile direction.
         self._moved = [n for n in self.inner.names
                        if head_init == "learned" or n not in self.inner.head]
@@ -66,6 +77,8 @@ class Reptile(AdaptsBySGD):
         """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere)."""
         batch = check_batch(batch)
         params = params_of(self.model)
+        if self.batching == "vmap":
+            return self._vmapped(batch, params, with_metrics)
         total = {n: torch.zeros_like(p) for n, p in params.items()}
         metrics = []
         for i in range(batch.num_tasks):
@@ -77,6 +90,19 @@ class Reptile(AdaptsBySGD):
                 out = self.inner.fwd(final, qx)
                 metrics.append(task_metrics(out, qy, self.inner.loss_fn(out, qy)))
         return (total, mean_metrics(metrics)) if with_metrics else total
+
+    def _vmapped(self, batch: TaskBatch, params, with_metrics: bool):
+        final = self.adapt_path_batched(batch.support_x, batch.support_y)[-1]   # [B, ...]
+        total = {n: torch.zeros_like(p) for n, p in params.items()}
+        for n in self._moved:
+            total[n] = (params[n].detach() - final[n]).mean(0)
+        if not with_metrics:
+            return total
+        with torch.no_grad():
+            out = self.predict_batched(final, batch.query_x)                   # [B, Q, out]
+            metrics = mean_metrics([task_metrics(o, y, self.inner.loss_fn(o, y))
+                                    for o, y in zip(out, batch.query_y)])
+        return total, metrics
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """A surrogate: its value is the mean query loss after adaptation, and its gradient

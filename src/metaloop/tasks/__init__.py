@@ -1,6 +1,8 @@
 """Task families and the TaskBatch container."""
 
 from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.fashion_mnist import FashionMNIST
+from metaloop.tasks.omniglot import Omniglot
 from metaloop.tasks.sinusoid import Sinusoid
 
-__all__ = ["TaskBatch", "Sinusoid"]
+__all__ = ["FashionMNIST", "Omniglot", "Sinusoid", "TaskBatch"]

@@ -52,7 +52,12 @@ class Sinusoid:
         Returns:
             TaskBatch with support_x/support_y ``[n, shots, 1]``, query ``[n, queries, 1]``.
         """
-        if not isinstance(n, int) or n <= 0:
+        return self.sample_with_params(n, generator, dtype)[0]
+
+    def sample_with_params(self, n: int, generator: torch.Generator | None = None,
+                           dtype: torch.dtype = torch.float32):
+        """``sample``, also returning each task's (amplitude ``[n]``, phase ``[n]``)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
             raise ValueError(f"number of tasks must be a positive int, got {n!r}")
         a, p = self.sample_params(n, generator)
         x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64)
@@ -60,7 +65,7 @@ class Sinusoid:
         y = a[:, None, None] * torch.sin(x - p[:, None, None])          # [n, S+Q, 1]
         x, y = x.to(dtype), y.to(dtype)
         s = self.shots
-        return TaskBatch(x[:, :s], y[:, :s], x[:, s:], y[:, s:])
+        return TaskBatch(x[:, :s], y[:, :s], x[:, s:], y[:, s:]), a, p
 
     def with_shots(self, shots: int, queries: int | None = None) -> Sinusoid:
         """The same family with another number of support (and query) points."""

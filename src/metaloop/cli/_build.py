@@ -1,0 +1,80 @@
+"""Build families, models and learners from a validated config dict."""
+
+from __future__ import annotations
+
+import torch
+
+from metaloop import meta, models, tasks
+
+METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil")
+FAMILIES = ("sinusoid", "omniglot", "fashion_mnist")
+MODELS = ("mlp", "conv4")
+
+
+def _choice(kind: str, value: str, options) -> str:
+    if value not in options:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of {list(options)}")
+    return value
+
+
+def build_family(fcfg: dict, split: str | None = None, shots: int = 0, queries: int = 0):
+    """A task family from the [family] section (split/shots/queries override it)."""
+    name = _choice("family", fcfg["name"], FAMILIES)
+    shots, queries = shots or fcfg["shots"], queries or fcfg["queries"]
+    split = split or fcfg["split"]
+    if name == "sinusoid":
+        return tasks.Sinusoid(shots, queries)
+    root = fcfg["root"] or None
+    if name == "omniglot":
+        return tasks.Omniglot(root, split=split, ways=fcfg["ways"], shots=shots,
+                              queries=queries, image_size=fcfg["image_size"])
+    classes = range(0, 5) if split == "train" else range(5, 10)
+    return tasks.FashionMNIST(root, classes=classes, ways=fcfg["ways"], shots=shots,
+                              queries=queries)
+
+
+def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
+    """The network for this family; pretrain on classification gets one output per class."""
+    name = _choice("model", mcfg["name"], MODELS)
+    if family.kind == "regression":
+        out = family.out_dim
+    else:
+        out = family.num_classes if method == "pretrain" else family.ways
+    if name == "mlp":
+        if family.kind != "regression":
+            raise ValueError("model 'mlp' expects a regression family such as sinusoid; use conv4")
+        return models.MLP(family.in_dim, tuple(mcfg["hidden"]), out)
+    shape = getattr(family, "image_shape", None)
+    if shape is None:
+        raise ValueError(f"model 'conv4' needs an image family, not {type(family).__name__}")
+    return models.Conv4(shape[0], mcfg["channels"], out, pool=mcfg["pool"], image_size=shape[-1])
+
+
+def build_learner(cfg: dict, family, model=None):
+    """The learner of the [method] section around a (new, seeded) model."""
+    mc = cfg["method"]
+    name = _choice("method", mc["name"], METHODS)
+    torch.manual_seed(cfg["train"]["seed"])
+    model = model if model is not None else build_model(cfg["model"], family, name)
+    loss = "mse" if family.kind == "regression" else "ce"
+    head_init = mc["head_init"]
+    if head_init == "auto":
+        head_init = "zero" if (name == "pretrain" and family.kind != "regression") else "learned"
+    if mc["first_order"] and name not in ("maml", "fomaml", "anil"):
+        raise ValueError(f"first_order applies to maml and anil, not {name!r}")
+    common = dict(inner_lr=mc["inner_lr"], inner_steps=mc["inner_steps"], loss=loss,
+                  head_init=head_init, batching=mc["batching"])
+    if name in ("maml", "fomaml"):
+        return meta.MAML(model, first_order=mc["first_order"] or name == "fomaml", **common)
+    if name == "anil":
+        return meta.ANIL(model, first_order=mc["first_order"], **common)
+    if name == "reptile":
+        return meta.Reptile(model, inner_optimizer=mc["inner_optimizer"], **common)
+    return {"pretrain": meta.Pretrain, "scratch": meta.Scratch}[name](model, **common)
+
+
+def eval_family(cfg: dict, train_family):
+    """The held-out family: [eval] split, shots and queries (0 = same as training)."""
+    ec = cfg["eval"]
+    return build_family(cfg["family"], split=ec["split"], shots=ec["shots"],
+                        queries=ec["queries"])

@@ -1,0 +1,421 @@
+"""Omniglot images (Lake, Salakhutdinov & Tenenbaum 2015), decoded once and cached in-process.
+
+Three sources hold the same 1623 characters x 20 drawings of 105x105 binary images, and each
+gives bit-identical results:
+
+- the packed ``omniglot_{background,evaluation}.npz`` files (format in
+  ``../shared/data/omniglot/README.md``), verified against a ``SHA256SUMS`` file beside them
+  when there is one;
+- a folder of the official PNGs, ``images_{background,evaluation}/<Alphabet>/characterNN/
+  IIII_DD.png``;
+- the official zips ``images_{background,evaluation}.zip``, read in place with ``zipfile``. A
+  zip is checked against a ``SHA256SUMS`` beside it when that lists it, otherwise against the
+  published sha256 of the official zip (``ZIP_SHA256``).
+
+``download=True`` fetches the official zips (and the Vinyals split files) into the download
+folder when no source is found. The zips are verified against both their sha256 (from
+TensorFlow Datasets' ``url_checksums/omniglot.txt``) and their md5 (torchvision's
+``Omniglot.zips_md5``) before they are used.
+
+Splits: ``background`` (964 classes) and ``evaluation`` (659 classes) are Lake et al.'s
+original 30/20-alphabet split without rotations. ``train``/``val``/``test``/``trainval``
+(4112/688/1692/4800 classes) are the Vinyals et al. (2016) split: each class is a (character,
+rotation) pair read from ``splits/vinyals/<split>.txt``, in that file's line order, and the
+rotation turns the image counter-clockwise as PIL's ``Image.rotate(deg)`` does.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import re
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metaloop.data.download import fetch, file_digest, read_sha256sums
+
+SETS = ("background", "evaluation")
+VINYALS_SPLITS = ("train", "val", "test", "trainval")
+SPLITS = SETS + VINYALS_SPLITS
+DRAWINGS = 20
+SIDE = 105
+_PACKED_BYTES = (SIDE * SIDE + 7) // 8  # 1379
+_RESIZE_CHUNK = 2048  # images per interpolate call: bounds the float32 working set to ~90 MB
+
+ZIP_URLS = {s: f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/images_{s}.zip"
+            for s in SETS}
+# tensorflow/datasets, tensorflow_datasets/url_checksums/omniglot.txt (sizes 9464212 / 6462886 B)
+ZIP_SHA256 = {
+    "background": "ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640",
+    "evaluation": "1f61a8f3366785b057fc117d9228e78a16e3d976c8953b2a10fcc74cf0609cee",
+}
+# pytorch/vision, torchvision/datasets/omniglot.py, Omniglot.zips_md5
+ZIP_MD5 = {
+    "background": "68d2efa1b9178cc56df9314c21c6e718",
+    "evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
+}
+SPLIT_URLS = {s: "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/"
+                 f"data/omniglot/splits/vinyals/{s}.txt" for s in VINYALS_SPLITS}
+# ../shared/data/omniglot/SHA256SUMS (the files are unchanged copies of the URLs above)
+SPLIT_SHA256 = {
+    "train": "984522c194c30fb678ce53304a160a42faf5403ad4f9a67010f32dd3a35738e0",
+    "val": "11f99e54faee3e26f53d3231c1cceac5bf7b8730e9be31cb6dab256551dc0c1a",
+    "test": "845264cc5c156180828ccf17915668b17ee21424d0170df6e7d81676aa5d1204",
+    "trainval": "5276ae50c755596d0bff7f2284e85625695549a85ee6e36b6491ad1e5d1cc26a",
+}
+# <repo>/../shared/data/omniglot, found relative to this file (src/metaloop/data/omniglot.py)
+SHARED_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "omniglot"
+
+_PNG_NAME = re.compile(r"^(\d+)_(\d+)\.png$")
+_CHAR_DIR = re.compile(r"^character(\d+)$")
+_SPLIT_LINE = re.compile(r"^([^/]+/character\d+)/rot(\d{3})$")
+
+
+class _Source(NamedTuple):
+    kind: str  # "npz", "folder" or "zip"
+    path: Path
+
+
+# ----------------------------------------------------------------------------- where to look
+
+
+def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """The folders searched for Omniglot files, in order.
+
+    Args:
+        root: an explicit folder. When given, it is the only place searched, so a wrong path
+            fails loudly instead of silently using another copy.
+
+    Returns:
+        ``[root]``, or ``[$METALOOP_DATA/omniglot (if set), ~/.cache/metaloop/omniglot,
+        <repo>/../shared/data/omniglot]``.
+    """
+    if root is not None:
+        return [Path(root).expanduser()]
+    dirs = []
+    if os.environ.get("METALOOP_DATA"):
+        dirs.append(Path(os.environ["METALOOP_DATA"]).expanduser() / "omniglot")
+    dirs.append(Path.home() / ".cache" / "metaloop" / "omniglot")
+    dirs.append(SHARED_DIR)
+    return dirs
+
+
+def download_dir(root: str | os.PathLike | None = None) -> Path:
+    """Where ``download=True`` puts files: ``root``, else ``$METALOOP_DATA/omniglot``, else
+    ``~/.cache/metaloop/omniglot``."""
+    if root is not None:
+        return Path(root).expanduser()
+    if os.environ.get("METALOOP_DATA"):
+        return Path(os.environ["METALOOP_DATA"]).expanduser() / "omniglot"
+    return Path.home() / ".cache" / "metaloop" / "omniglot"
+
+
+def _candidates(folder: Path, set_name: str) -> list[_Source]:
+    return [_Source("npz", folder / f"omniglot_{set_name}.npz"),
+            _Source("folder", folder / f"images_{set_name}"),
+            _Source("zip", folder / f"images_{set_name}.zip")]
+
+
+def _locate_set(set_name: str, root, download: bool) -> _Source:
+    """The first existing source of one set, downloading the official zip if allowed.
+
+    Raises:
+        FileNotFoundError: listing every path looked at and the expected zip checksum.
+    """
+    looked = []
+    for folder in search_dirs(root):
+        for src in _candidates(folder, set_name):
+            exists = src.path.is_dir() if src.kind == "folder" else src.path.is_file()
+            if exists:
+                return _Source(src.kind, src.path.resolve())
+            looked.append(str(src.path) + ("/" if src.kind == "folder" else ""))
+    dest = download_dir(root) / f"images_{set_name}.zip"
+    if download:
+        fetch(ZIP_URLS[set_name], dest, sha256=ZIP_SHA256[set_name], md5=ZIP_MD5[set_name],
+              progress=True)
+        return _Source("zip", dest.resolve())
+    raise FileNotFoundError(
+        f"Omniglot '{set_name}' images not found. Looked for:\n  " + "\n  ".join(looked)
+        + f"\nPass download=True to fetch {ZIP_URLS[set_name]} (sha256 {ZIP_SHA256[set_name]})"
+        f" into {dest.parent}, or put the packed omniglot_{set_name}.npz there.")
+
+
+def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None) -> None:
+    """Verify ``path`` against ``SHA256SUMS`` in its data folder if that lists ``rel``, else
+    against ``fallback_sha256`` if given.
+
+    Raises:
+        ValueError: naming the file, the expected and the actual sha256.
+    """
+    top = path.parents[len(PurePosixPath(rel).parts) - 1]
+    sums_file = top / "SHA256SUMS"
+    sums = read_sha256sums(sums_file) if sums_file.is_file() else {}
+    want, source = (sums[rel], str(sums_file)) if rel in sums else (fallback_sha256, "published")
+    if want is None:
+        return
+    got = file_digest(path, "sha256")
+    if got != want:
+        raise ValueError(f"{path} is corrupt: sha256 {got}, expected {want} ({source} "
+                         f"checksum). Delete it and fetch it again.")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _packed_from_npz(path: Path) -> tuple[np.ndarray, list[str]]:
+    """Read ``images_packed`` uint8 [C, 20, 1379] and ``class_names`` [C] from a packed file."""
+    _check_sums_file(path, path.name)
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            packed, names = d["images_packed"], [str(n) for n in d["class_names"]]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a packed Omniglot file (keys images_packed, "
+                         f"class_names): {e}") from e
+    if packed.dtype != np.uint8 or packed.shape[1:] != (DRAWINGS, _PACKED_BYTES) \
+            or len(names) != packed.shape[0]:
+        raise ValueError(f"{path}: expected images_packed uint8 [C, {DRAWINGS}, {_PACKED_BYTES}]"
+                         f" and class_names [C], got {packed.dtype} {list(packed.shape)} and "
+                         f"{len(names)} names")
+    return packed, names
+
+
+def _png_ink(data: bytes, what: str) -> np.ndarray:
+    """Ink mask bool [105, 105] of one PNG (the official files are mode "1", white = 1)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if im.size != (SIDE, SIDE):
+            raise ValueError(f"{what}: expected a {SIDE}x{SIDE} image, got {im.size}")
+        return np.asarray(im.convert("L")) < 128
+
+
+def _png_members(paths: list[str], where: str) -> dict[tuple[str, int, str], dict[int, str]]:
+    """Group PNG paths ``.../<Alphabet>/characterNN/IIII_DD.png`` by character.
+
+    Returns:
+        {(alphabet, NN, "characterNN"): {DD: path}}.
+    """
+    chars: dict[tuple[str, int, str], dict[int, str]] = {}
+    for p in paths:
+        parts = PurePosixPath(p).parts
+        if len(parts) < 3 or not parts[-1].endswith(".png"):
+            continue
+        alphabet, char_dir, name = parts[-3:]
+        cm, fm = _CHAR_DIR.match(char_dir), _PNG_NAME.match(name)
+        if cm is None or fm is None:
+            raise ValueError(f"{where}: unexpected file {p}; expected "
+                             f"<Alphabet>/characterNN/IIII_DD.png")
+        chars.setdefault((alphabet, int(cm[1]), char_dir), {})[int(fm[2])] = p
+    if not chars:
+        raise ValueError(f"{where}: no <Alphabet>/characterNN/IIII_DD.png images found")
+    for (alphabet, _, char_dir), drawings in chars.items():
+        if sorted(drawings) != list(range(1, DRAWINGS + 1)):
+            raise ValueError(f"{where}: {alphabet}/{char_dir} has drawings "
+                             f"{sorted(drawings)}, expected 1..{DRAWINGS}")
+    return chars
+
+
+def _packed_from_pngs(paths: list[str], read, where: str) -> tuple[np.ndarray, list[str]]:
+    """Decode and pack PNGs, classes in (alphabet, character number) order like the npz files.
+
+    Args:
+        paths: the PNG paths (zip member names or file paths).
+        read: callable path -> bytes.
+        where: the folder or zip, for error messages.
+    """
+    chars = _png_members(paths, where)
+    keys = sorted(chars)
+    ink = np.empty((len(keys), DRAWINGS, SIDE, SIDE), dtype=bool)        # [C, 20, 105, 105]
+    for c, key in enumerate(keys):
+        for d in range(DRAWINGS):
+            p = chars[key][d + 1]
+            ink[c, d] = _png_ink(read(p), f"{where}: {p}")
+    packed = np.packbits(ink.reshape(len(keys), DRAWINGS, -1), axis=-1)  # [C, 20, 1379]
+    return packed, [f"{a}/{cd}" for a, _, cd in keys]
+
+
+def _packed_from_folder(path: Path) -> tuple[np.ndarray, list[str]]:
+    files = [str(p) for p in path.glob("*/*/*.png")]
+    return _packed_from_pngs(files, lambda p: Path(p).read_bytes(), str(path))
+
+
+def _packed_from_zip(path: Path, set_name: str) -> tuple[np.ndarray, list[str]]:
+    """Read members ``images_<set>/<Alphabet>/characterNN/IIII_DD.png`` (the official layout)
+    or ``<Alphabet>/characterNN/IIII_DD.png``; others are ignored."""
+    _check_sums_file(path, path.name, fallback_sha256=ZIP_SHA256[set_name])
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist()
+                     if PurePosixPath(n).parts[:-3] in ((), (f"images_{set_name}",))]
+            return _packed_from_pngs(names, zf.read, str(path))
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is not a valid zip file: {e}") from e
+
+
+def _resize_packed(packed: np.ndarray, size: int) -> torch.Tensor:
+    """Unpack bits and resize with antialiasing.
+
+    Args:
+        packed: uint8 ``[C, 20, 1379]`` packed 105x105 images, bit 1 = ink.
+        size: output side.
+
+    Returns:
+        uint8 ``[C, 20, size, size]``, ink = 255, background = 0.
+    """
+    c = packed.shape[0]
+    flat = packed.reshape(c * DRAWINGS, _PACKED_BYTES)
+    out = torch.empty(c * DRAWINGS, size, size, dtype=torch.uint8)
+    for i in range(0, flat.shape[0], _RESIZE_CHUNK):
+        bits = np.unpackbits(flat[i:i + _RESIZE_CHUNK], axis=-1, count=SIDE * SIDE)
+        x = torch.from_numpy(bits).view(-1, 1, SIDE, SIDE).float()       # [b, 1, 105, 105]
+        if size != SIDE:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True)                            # [b, 1, size, size]
+        out[i:i + _RESIZE_CHUNK] = x.squeeze(1).mul_(255).round_().to(torch.uint8)
+    return out.view(c, DRAWINGS, size, size)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_set(set_name: str, src: _Source, size: int) -> tuple[torch.Tensor, tuple[str, ...]]:
+    if src.kind == "npz":
+        packed, names = _packed_from_npz(src.path)
+    elif src.kind == "folder":
+        packed, names = _packed_from_folder(src.path)
+    else:
+        packed, names = _packed_from_zip(src.path, set_name)
+    return _resize_packed(packed, size), tuple(names)
+
+
+# ----------------------------------------------------------------------------- Vinyals splits
+
+
+def rotate_ccw(images: torch.Tensor, degrees: int) -> torch.Tensor:
+    """Rotate counter-clockwise by a multiple of 90 degrees, as PIL's ``Image.rotate(degrees)``.
+
+    Args:
+        images: ``[..., H, W]``.
+        degrees: 0, 90, 180 or 270.
+
+    Returns:
+        ``[..., W, H]`` rotated images.
+    """
+    if degrees % 90 != 0:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {degrees}")
+    return torch.rot90(images, (degrees // 90) % 4, dims=(-2, -1))
+
+
+def _locate_split_file(split: str, root, download: bool) -> Path:
+    rel = f"splits/vinyals/{split}.txt"
+    looked = []
+    for folder in search_dirs(root):
+        path = folder / rel
+        if path.is_file():
+            _check_sums_file(path, rel)
+            return path.resolve()
+        looked.append(str(path))
+    dest = download_dir(root) / rel
+    if download:
+        return fetch(SPLIT_URLS[split], dest, sha256=SPLIT_SHA256[split]).resolve()
+    raise FileNotFoundError(
+        f"Omniglot Vinyals split file '{rel}' not found. Looked for:\n  " + "\n  ".join(looked)
+        + f"\nPass download=True to fetch {SPLIT_URLS[split]} (sha256 {SPLIT_SHA256[split]}) "
+        f"into {dest.parent}.")
+
+
+def _parse_split_file(path: Path, index: dict[str, int]) -> tuple[list[str], list[int], list[int]]:
+    """Lines ``<Alphabet>/characterNN/rotXXX`` -> (class names, character ids, degrees)."""
+    names, chars, degrees = [], [], []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        m = _SPLIT_LINE.match(line.strip())
+        if m is None or int(m[2]) not in (0, 90, 180, 270):
+            raise ValueError(f"{path}:{i}: expected '<Alphabet>/characterNN/rot000|090|180|270',"
+                             f" got {line!r}")
+        if m[1] not in index:
+            raise ValueError(f"{path}:{i}: character {m[1]!r} is in neither Omniglot set")
+        names.append(line.strip())
+        chars.append(index[m[1]])
+        degrees.append(int(m[2]))
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{path}: duplicated classes {dup[:5]}")
+    if not names:
+        raise ValueError(f"{path}: no classes listed")
+    return names, chars, degrees
+
+
+@functools.lru_cache(maxsize=4)
+def _load_vinyals(split_file: Path, srcs: tuple[_Source, ...], size: int
+                  ) -> tuple[torch.Tensor, tuple[str, ...]]:
+    parts = [_load_set(s, src, size) for s, src in zip(SETS, srcs, strict=True)]
+    every = torch.cat([p[0] for p in parts])                             # [1623, 20, H, W]
+    index = {n: i for i, n in enumerate(n for p in parts for n in p[1])}
+    names, chars, degrees = _parse_split_file(split_file, index)
+    chars_t, deg_t = torch.tensor(chars), torch.tensor(degrees)
+    out = torch.empty(len(names), *every.shape[1:], dtype=torch.uint8)  # [C, 20, H, W]
+    for deg in (0, 90, 180, 270):
+        rows = (deg_t == deg).nonzero().squeeze(1)
+        # rotating after the resize equals resizing the rotated 105x105 image: the
+        # antialiased bilinear kernel is symmetric on a square grid.
+        out[rows] = rotate_ccw(every[chars_t[rows]], deg)
+    return out, tuple(names)
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "background",
+                         image_size: int = 28, download: bool = False
+                         ) -> tuple[torch.Tensor, list[str]]:
+    """All images of one Omniglot split, resized, as one tensor.
+
+    The split is decoded once per process and cached (keyed on the files found, the split and
+    the size), so building several task families is cheap. The returned tensor is shared
+    between callers: treat it as read-only.
+
+    Args:
+        root: a folder holding ``omniglot_<set>.npz``, ``images_<set>/`` or
+            ``images_<set>.zip`` (and ``splits/vinyals/`` for the Vinyals splits). None
+            searches ``$METALOOP_DATA/omniglot``, ``~/.cache/metaloop/omniglot`` and
+            ``<repo>/../shared/data/omniglot``, in that order (see ``search_dirs``).
+        split: ``"background"`` or ``"evaluation"`` (Lake et al., no rotations), or
+            ``"train"``, ``"val"``, ``"test"``, ``"trainval"`` (Vinyals et al., character x
+            rotation classes in split-file order, mixing both sets).
+        image_size: output side H = W; 105 keeps the original pixels.
+        download: fetch the official zips (and split files) into ``download_dir(root)``
+            when no local copy is found; they are verified by sha256 and md5 first.
+
+    Returns:
+        images: uint8 ``[C, 20, H, W]``, ink = 255, background = 0, antialiased.
+        class_names: C names, ``"<Alphabet>/characterNN"`` or ``".../rotXXX"``.
+
+    Raises:
+        ValueError: unknown split, bad image_size, or a corrupt or malformed file (naming it
+            and, for checksums, the expected and actual sha256).
+        FileNotFoundError: nothing found; the message lists every place looked and the
+            expected checksum of the official download.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown Omniglot split {split!r}; expected one of {SPLITS}")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if split in SETS:
+        images, names = _load_set(split, _locate_set(split, root, download), image_size)
+    else:
+        split_file = _locate_split_file(split, root, download)
+        srcs = tuple(_locate_set(s, root, download) for s in SETS)
+        images, names = _load_vinyals(split_file, srcs, image_size)
+    return images, list(names)
+
+
+def clear_cache() -> None:
+    """Forget every decoded split (frees the memory; the next load decodes again)."""
+    _load_set.cache_clear()
+    _load_vinyals.cache_clear()

@@ -1,0 +1,107 @@
+"""Held-out evaluation: the same seeded tasks for every method, mean and 95% CI per step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from metaloop.func.losses import accuracy, get_loss
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the 95% confidence half-width 1.96 * sd / sqrt(n) (sd with n - 1)."""
+    v = torch.as_tensor(list(values), dtype=torch.float64)
+    if v.numel() == 0:
+        raise ValueError("mean_ci needs at least one value")
+    sd = float(v.std()) if v.numel() > 1 else 0.0
+    return float(v.mean()), 1.96 * sd / math.sqrt(v.numel())
+
+
+def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
+    """Yield the held-out TaskBatches: ``tasks`` tasks from ``torch.Generator(seed)``."""
+    if not isinstance(tasks, int) or tasks <= 0:
+        raise ValueError(f"tasks must be a positive int, got {tasks!r}")
+    g = torch.Generator().manual_seed(seed)
+    done = 0
+    while done < tasks:
+        n = min(chunk, tasks - done)
+        yield family.sample(n, generator=g)
+        done += n
+
+
+def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5, 10),
+             seed: int = 1_000_003, loss=None, device=None, progress=None) -> dict:
+    """Adapt ``learner`` on each held-out task's support set and score its query set.
+
+    Every method evaluated with the same ``family``, ``tasks`` and ``seed`` sees the same tasks.
+    Learners whose ``adapt_path`` ends before a requested step (closed-form heads) are scored
+    with their final parameters there.
+
+    Args:
+        learner: any metaloop learner (``adapt_path``, ``predict``).
+        family: the held-out task family (``sample(n, generator)``).
+        tasks: number of held-out tasks. steps: adaptation step counts to report.
+        seed: seed of the held-out task stream (keep it apart from the training seed).
+        loss: query loss; default the learner's inner loss.
+        progress: an optional callable ``progress(n_done)``.
+
+    Returns:
+        ``{"tasks", "seed", "steps", "loss": {"mean", "ci95"}, "accuracy": {...}}`` with one
+        entry per step (accuracy for classification only), and ``per_task`` raw values.
+    """
+    steps = sorted({int(s) for s in steps})
+    if not steps or steps[0] < 0:
+        raise ValueError(f"steps must be non-negative ints, got {steps}")
+    loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
+    per_task = {"loss": [[] for _ in steps], "accuracy": [[] for _ in steps]}
+    classification = None
+    for batch in heldout_tasks(family, tasks, seed):
+        batch = batch.to(device) if device is not None else batch
+        classification = batch.is_classification
+        if getattr(learner, "batching", "loop") == "vmap":
+            _score_batch(learner, loss_fn, batch, steps, per_task)
+        for i in range(batch.num_tasks if getattr(learner, "batching", "loop") != "vmap" else 0):
+            sx, sy, qx, qy = batch.task(i)
+            _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task)
+        if progress is not None:
+            progress(batch.num_tasks)
+    result = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {}}
+    for key in ("loss", "accuracy") if classification else ("loss",):
+        stats = [mean_ci(v) for v in per_task[key]]
+        result[key] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
+        result["per_task"][key] = per_task[key]
+    return result
+
+
+def _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task) -> None:
+    k, last = 0, None
+    for t, params in enumerate(learner.adapt_path(sx, sy, steps[-1])):
+        last = params
+        while k < len(steps) and steps[k] == t:
+            _record(learner, loss_fn, params, qx, qy, k, per_task)
+            k += 1
+    while k < len(steps):
+        _record(learner, loss_fn, last, qx, qy, k, per_task)
+        k += 1
+
+
+def _score_batch(learner, loss_fn, batch, steps, per_task) -> None:
+    """All tasks at once (learners with vmap batching): same numbers as ``_score_task``."""
+    path = learner.adapt_path_batched(batch.support_x, batch.support_y, steps[-1])
+    with torch.no_grad():
+        for k, t in enumerate(steps):
+            out = learner.predict_batched(path[min(t, len(path) - 1)], batch.query_x)
+            for o, y in zip(out, batch.query_y):                          # [Q, out], [Q]
+                per_task["loss"][k].append(float(loss_fn(o, y)))
+                if not y.is_floating_point():
+                    per_task["accuracy"][k].append(float(accuracy(o, y)))
+
+
+def _record(learner, loss_fn, params, qx, qy, k, per_task) -> None:
+    with torch.no_grad():
+        out = learner.predict(params, qx)                              # [Q, out]
+        per_task["loss"][k].append(float(loss_fn(out, qy)))
+        if not qy.is_floating_point():
+            per_task["accuracy"][k].append(float(accuracy(out, qy)))

@@ -1,0 +1,131 @@
+"""Atomic checkpoints: tensors in safetensors (no pickle), everything else in JSON.
+
+Layout of a run directory::
+
+    DIR/LATEST                      name of the newest complete checkpoint (atomically replaced)
+    DIR/ckpt-00001000/tensors.safetensors
+    DIR/ckpt-00001000/state.json    format version, iteration, config, optimizer groups,
+                                    python/numpy RNG states, sha256 of tensors.safetensors
+
+A checkpoint directory is written completely and fsynced before LATEST points at it, so a crash
+mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to path via a fsynced temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tensor],
+                    state: dict, keep: int = 2) -> Path:
+    """Write checkpoint ``ckpt-<iteration>`` and point LATEST at it; keep the newest ``keep``.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        iteration: completed outer iterations.
+        tensors: name -> tensor (model, optimizer moments, generator states).
+        state: JSON-serialisable rest (config, optimizer hyper-parameters, RNG states...).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = f"ckpt-{iteration:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}."))
+    try:
+        tfile = tmp / "tensors.safetensors"
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tfile))
+        meta = {"format_version": FORMAT_VERSION, "iteration": iteration,
+                "tensors_sha256": sha256_file(tfile), **state}
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        final = run_dir / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(run_dir / "LATEST", name + "\n")
+    for old in sorted(run_dir.glob("ckpt-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The directory LATEST points at, or None if the run has no checkpoint."""
+    ptr = Path(run_dir) / "LATEST"
+    if not ptr.exists():
+        return None
+    return Path(run_dir) / ptr.read_text().strip()
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load (tensors, state) from a run directory (via LATEST) or a ckpt-* directory.
+
+    Raises:
+        FileNotFoundError: no checkpoint there (names the path).
+        ValueError: a truncated or corrupt file (checksum mismatch), or an unknown format.
+    """
+    path = Path(path)
+    if (path / "LATEST").exists():
+        path = latest_checkpoint(path)
+    sfile, tfile = path / "state.json", path / "tensors.safetensors"
+    if not sfile.exists() or not tfile.exists():
+        raise FileNotFoundError(f"no checkpoint at {path} (expected LATEST, or state.json and "
+                                f"tensors.safetensors)")
+    try:
+        state = json.loads(sfile.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {sfile} is corrupt: {e}") from e
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"checkpoint {path} has format version {state.get('format_version')}"
+                         f", this metaloop reads {FORMAT_VERSION}")
+    actual = sha256_file(tfile)
+    if actual != state.get("tensors_sha256"):
+        raise ValueError(f"checkpoint {tfile} is corrupt or truncated: sha256 {actual}, "
+                         f"expected {state.get('tensors_sha256')}")
+    return load_file(str(tfile)), state

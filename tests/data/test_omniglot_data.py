@@ -1,0 +1,310 @@
+"""Omniglot loading: real splits, and packed / PNG folder / zip equivalence on a tiny fake set."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metaloop.data import omniglot as og
+from metaloop.data.omniglot import load_omniglot_images, rotate_ccw
+
+# ----------------------------------------------------------------------------- a fake Omniglot
+
+FAKE = {  # set -> [(alphabet, number of characters)]
+    "background": [("Alpha", 2), ("Beta", 1)],
+    "evaluation": [("Gamma", 2)],
+}
+FAKE_SPLITS = {
+    "train": ["Alpha/character01/rot000", "Alpha/character01/rot090", "Gamma/character02/rot270"],
+    "val": ["Beta/character01/rot180"],
+    "test": ["Gamma/character01/rot000", "Alpha/character02/rot090"],
+}
+FAKE_SPLITS["trainval"] = FAKE_SPLITS["train"] + FAKE_SPLITS["val"]
+
+
+def _fake_ink(set_name: str) -> tuple[np.ndarray, list[str]]:
+    """bool [C, 20, 105, 105] random strokes (ink = True) and the class names."""
+    names = [f"{a}/character{i + 1:02d}" for a, n in FAKE[set_name] for i in range(n)]
+    rng = np.random.default_rng(len(set_name))
+    ink = rng.random((len(names), 20, 105, 105)) < 0.1
+    ink[:, :, :30, :10] = True  # an asymmetric blob, so every rotation differs
+    return ink, names
+
+
+def _write_npz(folder: Path, set_name: str) -> None:
+    ink, names = _fake_ink(set_name)
+    alphabets = sorted({n.split("/")[0] for n in names})
+    np.savez_compressed(
+        folder / f"omniglot_{set_name}.npz",
+        images_packed=np.packbits(ink.reshape(len(names), 20, -1), axis=-1),
+        class_names=np.array(names),
+        class_alphabet=np.array([alphabets.index(n.split("/")[0]) for n in names], np.int16),
+        class_character=np.array([int(n[-2:]) for n in names], np.int16),
+        class_file_id=np.arange(1, len(names) + 1, dtype=np.int16),
+        alphabet_names=np.array(alphabets))
+
+
+def _write_pngs(folder: Path, set_name: str) -> None:
+    ink, names = _fake_ink(set_name)
+    for c, name in enumerate(names):
+        d = folder / f"images_{set_name}" / name
+        d.mkdir(parents=True)
+        for k in range(20):  # official files: mode "1", white (1) = background
+            Image.fromarray(~ink[c, k]).save(d / f"{c + 1:04d}_{k + 1:02d}.png")
+
+
+def _write_zip(folder: Path, set_name: str) -> None:
+    src = folder.parent / f"{folder.name}_pngs_{set_name}"
+    _write_pngs(src, set_name)
+    with zipfile.ZipFile(folder / f"images_{set_name}.zip", "w") as zf:
+        for p in sorted(src.rglob("*.png")):
+            zf.write(p, p.relative_to(src).as_posix())
+
+
+def _write_splits(folder: Path) -> None:
+    (folder / "splits" / "vinyals").mkdir(parents=True)
+    for split, lines in FAKE_SPLITS.items():
+        (folder / "splits" / "vinyals" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+def _write_sums(folder: Path, rels: list[str]) -> None:
+    lines = [f"{hashlib.sha256((folder / r).read_bytes()).hexdigest()}  {r}" for r in rels]
+    (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def _fake_root(folder: Path, kind: str) -> Path:
+    folder.mkdir(parents=True)
+    for s in og.SETS:
+        {"npz": _write_npz, "folder": _write_pngs, "zip": _write_zip}[kind](folder, s)
+    _write_splits(folder)
+    if kind == "zip":
+        _write_sums(folder, [f"images_{s}.zip" for s in og.SETS])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fake_roots(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("fake_omniglot")
+    return {kind: _fake_root(base / kind, kind) for kind in ("npz", "folder", "zip")}
+
+
+@pytest.fixture
+def nowhere(tmp_path, monkeypatch) -> list[Path]:
+    """No default location holds Omniglot; returns the folders that will be searched."""
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(og, "SHARED_DIR", tmp_path / "shared")
+    return og.search_dirs()
+
+
+# ----------------------------------------------------------------------------- fake data tests
+
+
+@pytest.mark.parametrize("size", [105, 28, 14])
+def test_packed_folder_and_zip_agree(fake_roots, size):
+    for split in og.SPLITS:
+        ref, ref_names = load_omniglot_images(fake_roots["npz"], split, size)
+        for kind in ("folder", "zip"):
+            images, names = load_omniglot_images(fake_roots[kind], split, size)
+            assert names == ref_names, (kind, split)
+            assert torch.equal(images, ref), (kind, split, size)
+
+
+def test_original_pixels_and_class_order(fake_roots):
+    images, names = load_omniglot_images(fake_roots["npz"], "background", 105)
+    ink, fake_names = _fake_ink("background")
+    assert names == fake_names
+    assert images.dtype == torch.uint8 and images.shape == (3, 20, 105, 105)
+    assert torch.equal(images, torch.from_numpy(ink.astype(np.uint8) * 255))
+
+
+def test_vinyals_rotation_matches_pil(fake_roots):
+    images, names = load_omniglot_images(fake_roots["zip"], "train", 105)
+    assert names == FAKE_SPLITS["train"]
+    ink = {s: _fake_ink(s)[0] for s in og.SETS}
+    originals = {"Alpha/character01": ink["background"][0],
+                 "Gamma/character02": ink["evaluation"][1]}
+    for c, line in enumerate(names):
+        char, rot = line.rsplit("/", 1)
+        for k in (0, 7):
+            pil = Image.fromarray(originals[char][k].astype(np.uint8) * 255).rotate(int(rot[3:]))
+            assert np.array_equal(images[c, k].numpy(), np.asarray(pil)), line
+
+
+def test_rotate_ccw_is_pil_rotate():
+    x = np.arange(5 * 5, dtype=np.uint8).reshape(5, 5)
+    for deg in (0, 90, 180, 270):
+        expected = np.asarray(Image.fromarray(x).rotate(deg))
+        assert np.array_equal(rotate_ccw(torch.from_numpy(x), deg).numpy(), expected), deg
+    with pytest.raises(ValueError, match="45"):
+        rotate_ccw(torch.from_numpy(x), 45)
+
+
+def test_results_are_cached(fake_roots):
+    a, _ = load_omniglot_images(fake_roots["npz"], "trainval", 28)
+    b, _ = load_omniglot_images(fake_roots["npz"], "trainval", 28)
+    assert a is b
+
+
+def test_missing_data_lists_every_place_looked(nowhere):
+    with pytest.raises(FileNotFoundError) as err:
+        load_omniglot_images(split="evaluation")
+    msg = str(err.value)
+    for folder in nowhere:
+        for name in ("omniglot_evaluation.npz", "images_evaluation/", "images_evaluation.zip"):
+            assert str(folder / name).rstrip("/") in msg
+    assert og.ZIP_SHA256["evaluation"] in msg and "download=True" in msg
+
+
+def test_missing_split_file_lists_every_place_looked(nowhere):
+    with pytest.raises(FileNotFoundError) as err:
+        load_omniglot_images(split="val")
+    for folder in nowhere:
+        assert str(folder / "splits" / "vinyals" / "val.txt") in str(err.value)
+    assert og.SPLIT_SHA256["val"] in str(err.value)
+
+
+def test_explicit_root_is_the_only_place_searched(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_omniglot_images(tmp_path, "background")
+    assert str(og.SHARED_DIR) not in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_packed_checksum_mismatch(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    _write_npz(root, "background")
+    (root / "SHA256SUMS").write_text(f"{'ab' * 32}  omniglot_background.npz\n")
+    with pytest.raises(ValueError, match="ab" * 32) as err:
+        load_omniglot_images(root, "background", 28)
+    assert "omniglot_background.npz" in str(err.value)
+
+
+def test_unofficial_zip_fails_the_published_checksum(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    _write_zip(root, "background")
+    with pytest.raises(ValueError, match=og.ZIP_SHA256["background"]):
+        load_omniglot_images(root, "background", 28)
+
+
+def test_corrupt_npz_and_zip(tmp_path):
+    (tmp_path / "omniglot_background.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="omniglot_background.npz"):
+        load_omniglot_images(tmp_path, "background", 28)
+    (tmp_path / "images_evaluation.zip").write_bytes(b"not a zip")
+    _write_sums(tmp_path, ["images_evaluation.zip"])
+    with pytest.raises(ValueError, match="images_evaluation.zip"):
+        load_omniglot_images(tmp_path, "evaluation", 28)
+
+
+def test_png_folder_with_a_missing_drawing(tmp_path):
+    _write_pngs(tmp_path, "background")
+    (tmp_path / "images_background" / "Beta" / "character01" / "0003_07.png").unlink()
+    with pytest.raises(ValueError, match="Beta/character01 has drawings"):
+        load_omniglot_images(tmp_path, "background", 28)
+
+
+def test_bad_split_file_line(tmp_path, fake_roots):
+    root = tmp_path / "r"
+    root.mkdir()
+    for s in og.SETS:
+        _write_npz(root, s)
+    (root / "splits" / "vinyals").mkdir(parents=True)
+    (root / "splits" / "vinyals" / "test.txt").write_text("Alpha/character01/rot045\n")
+    with pytest.raises(ValueError, match="test.txt:1"):
+        load_omniglot_images(root, "test", 28)
+    (root / "splits" / "vinyals" / "test.txt").write_text("Zeta/character01/rot090\n")
+    with pytest.raises(ValueError, match="Zeta/character01"):
+        load_omniglot_images(root, "test", 28)
+
+
+def test_bad_arguments(fake_roots):
+    with pytest.raises(ValueError, match="'training'"):
+        load_omniglot_images(fake_roots["npz"], "training")
+    with pytest.raises(ValueError, match="image_size"):
+        load_omniglot_images(fake_roots["npz"], "train", 0)
+
+
+def test_download_fetches_verifies_and_loads(tmp_path, fake_roots, monkeypatch):
+    served = fake_roots["zip"]
+    for s in og.SETS:
+        data = (served / f"images_{s}.zip").read_bytes()
+        monkeypatch.setitem(og.ZIP_URLS, s, (served / f"images_{s}.zip").as_uri())
+        monkeypatch.setitem(og.ZIP_SHA256, s, hashlib.sha256(data).hexdigest())
+        monkeypatch.setitem(og.ZIP_MD5, s, hashlib.md5(data).hexdigest())
+    for split in og.VINYALS_SPLITS:
+        path = served / "splits" / "vinyals" / f"{split}.txt"
+        monkeypatch.setitem(og.SPLIT_URLS, split, path.as_uri())
+        monkeypatch.setitem(og.SPLIT_SHA256, split, hashlib.sha256(path.read_bytes()).hexdigest())
+    dl = tmp_path / "dl"
+    images, names = load_omniglot_images(dl, "test", 28, download=True)
+    ref, ref_names = load_omniglot_images(fake_roots["npz"], "test", 28)
+    assert names == ref_names and torch.equal(images, ref)
+    assert sorted(p.name for p in dl.iterdir()) == [
+        "images_background.zip", "images_evaluation.zip", "splits"]
+
+
+def test_download_checksum_mismatch_leaves_nothing(tmp_path, fake_roots, monkeypatch):
+    zip_path = fake_roots["zip"] / "images_background.zip"
+    monkeypatch.setitem(og.ZIP_URLS, "background", zip_path.as_uri())
+    monkeypatch.setitem(og.ZIP_MD5, "background", None)
+    dl = tmp_path / "dl"
+    with pytest.raises(ValueError, match=og.ZIP_SHA256["background"]):
+        load_omniglot_images(dl, "background", 28, download=True)
+    assert list(dl.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the real data
+
+COUNTS = {"background": 964, "evaluation": 659, "train": 4112, "val": 688, "test": 1692,
+          "trainval": 4800}
+
+
+@pytest.fixture(scope="module")
+def real(omniglot_root) -> dict[str, tuple[torch.Tensor, list[str]]]:
+    return {s: load_omniglot_images(omniglot_root, s, 28) for s in og.SPLITS}
+
+
+def test_real_shapes_and_values(real):
+    for split, (images, names) in real.items():
+        assert images.shape == (COUNTS[split], 20, 28, 28) and images.dtype == torch.uint8
+        assert len(names) == len(set(names)) == COUNTS[split]
+    bg = real["background"][0]
+    assert int(bg.max()) == 255 and int(bg.min()) == 0
+    assert float((bg > 127).float().mean()) < 0.25          # mostly background (0)
+    assert int(bg[..., 0, 0].max()) == 0                    # corners are blank
+
+
+def test_real_split_membership(real):
+    chars = {s: {n.rsplit("/", 1)[0] for n in real[s][1]} for s in og.VINYALS_SPLITS}
+    assert (len(chars["train"]), len(chars["val"]), len(chars["test"])) == (1028, 172, 423)
+    assert not chars["train"] & chars["val"] and not chars["train"] & chars["test"]
+    assert not chars["val"] & chars["test"]
+    assert real["trainval"][1] == real["train"][1] + real["val"][1]
+    assert torch.equal(real["trainval"][0][:4112], real["train"][0])
+    lake = set(real["background"][1]) | set(real["evaluation"][1])
+    assert not set(real["background"][1]) & set(real["evaluation"][1])
+    assert chars["trainval"] | chars["test"] == lake and len(lake) == 1623
+    assert real["background"][1][0] == "Alphabet_of_the_Magi/character01"
+
+
+def test_real_rotation_is_pil_rotate_then_resize(real, omniglot_root):
+    """Vinyals class Angelic/character01/rot090 = resize(PIL rotate(original, 90))."""
+    images, names = real["train"]
+    with np.load(omniglot_root / "omniglot_evaluation.npz", allow_pickle=False) as d:
+        c = list(d["class_names"]).index("Angelic/character01")
+        packed = d["images_packed"][c, 3]
+    bits = np.unpackbits(packed, count=105 * 105).reshape(105, 105)
+    for deg in (0, 90, 180, 270):
+        turned = np.asarray(Image.fromarray(bits * 255).rotate(deg)) > 127
+        expected = og._resize_packed(np.packbits(turned.reshape(1, 1, -1), axis=-1)
+                                     .repeat(20, axis=1), 28)[0, 0]
+        got = images[names.index(f"Angelic/character01/rot{deg:03d}"), 3]
+        assert torch.equal(got, expected), deg
