@@ -18,6 +18,9 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaloop", description=__doc__)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: torch's choice; 1 is fastest for the "
+                             "small sinusoid MLP)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         if importlib.util.find_spec(f"metaloop.cli.{name}") is None:
@@ -32,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as e:

@@ -1,0 +1,133 @@
+"""Per-episode cost of the convex heads beside one SGD inner step on the same features.
+
+    python benchmarks/bench_heads.py [--tasks 4] [--reps 11] [--threads 1] [--dtype float32]
+
+For each support size N (5-way: N = 5, 25, 100 is 1, 5 and 20 shots) and feature width D
+(64: Conv4, 640: ResNet-12) it times, interleaved, only the hot call:
+
+* ``sgd``: one ANIL-style inner step on a zero-initialised linear head (cross-entropy,
+  ``autograd.grad(create_graph=True)``, ``W - lr g``), the cheapest differentiable adapter;
+* ``ridge``: ``ridge_head`` on one-hot targets (R2D2);
+* ``logreg``/``logreg-ift``: ``newton_head`` logistic, unrolled and implicit gradients;
+* ``svm``: ``newton_head`` squared-hinge SVM, unrolled.
+
+Newton heads run ``--steps`` steps. Support features require grad, as in meta-training.
+Two passes: the forward solve only, then forward + backward of a query cross-entropy
+(``--queries`` per class) into the support and query features. Times are medians over
+``--reps`` interleaved rounds, divided by the number of tasks (per-episode), in microseconds;
+``x`` is the ratio to ``sgd`` measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from metaloop.adapt.newton_head import newton_head
+from metaloop.adapt.ridge_head import head_logits, ridge_head
+
+SIZES = [(n, d) for d in (64, 640) for n in (5, 25, 100)]
+
+
+def sgd_step(phi, labels, ways, lr=0.1):
+    W = phi.new_zeros(phi.shape[0], phi.shape[2], ways, requires_grad=True)  # [B, D, C]
+    loss = F.cross_entropy(head_logits(phi, W).flatten(0, 1), labels.flatten(), reduction="sum")
+    (g,) = torch.autograd.grad(loss, W, create_graph=True)                    # [B, D, C]
+    return W - lr * g
+
+
+def make_heads(ways: int, steps: int) -> dict[str, Callable]:
+    def onehot_ridge(phi, labels):
+        return ridge_head(phi, F.one_hot(labels, ways).to(phi.dtype), lam=1.0)
+
+    def newton(loss, grad):
+        return lambda phi, labels: newton_head(phi, labels, ways, lam=1.0, steps=steps,
+                                               loss=loss, grad=grad)
+
+    return {"sgd": lambda phi, labels: sgd_step(phi, labels, ways), "ridge": onehot_ridge,
+            "logreg": newton("logistic", "unrolled"), "logreg-ift": newton("logistic", "implicit"),
+            "svm": newton("svm", "unrolled")}
+
+
+def episode(B, N, D, ways, queries, dtype, gen):
+    phi = torch.randn(B, N, D, dtype=dtype, generator=gen).requires_grad_(True)   # [B, N, D]
+    query = torch.randn(B, ways * queries, D, dtype=dtype, generator=gen).requires_grad_(True)
+    labels = (torch.arange(N) % ways).expand(B, N).contiguous()                  # [B, N]
+    q_labels = (torch.arange(ways * queries) % ways).expand(B, -1).contiguous()  # [B, Q]
+    return phi, labels, query, q_labels
+
+
+def time_call(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_size(heads, B, N, D, args, dtype, gen) -> dict[tuple[str, str], float]:
+    phi, labels, query, q_labels = episode(B, N, D, args.ways, args.queries, dtype, gen)
+
+    def fwd(head):
+        return lambda: head(phi, labels)
+
+    def fwd_bwd(head):
+        def go():
+            logits = head_logits(query, head(phi, labels))                         # [B, Q, C]
+            F.cross_entropy(logits.flatten(0, 1), q_labels.flatten()).backward()
+        return go
+
+    calls = {(name, p): make(h) for name, h in heads.items()
+             for p, make in (("fwd", fwd), ("fwd+bwd", fwd_bwd))}
+    for call in calls.values():       # warm-up, untimed
+        call()
+    samples = {key: [] for key in calls}
+    for _ in range(args.reps):        # interleaved rounds
+        for key, call in calls.items():
+            samples[key].append(time_call(call))
+    return {key: statistics.median(s) / B * 1e6 for key, s in samples.items()}
+
+
+def table(results, names, which: str, ways: int) -> list[str]:
+    head = f"| N | D | solve space | {' | '.join(names)} |"
+    lines = [head, "|" + "---|" * (3 + len(names))]
+    for (N, D), res in results.items():
+        base = res["sgd", which]
+        cells = [f"{res[n, which]:.0f}" + ("" if n == "sgd" else f" ({res[n, which] / base:.1f}x)")
+                 for n in names]
+        space = f"representer NC={N * ways}" if N < D else f"primal DC={D * ways}"
+        lines.append(f"| {N} | {D} | {space} | {' | '.join(cells)} |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", type=int, default=4, help="B, tasks per batched call")
+    ap.add_argument("--ways", type=int, default=5)
+    ap.add_argument("--queries", type=int, default=15, help="query examples per class")
+    ap.add_argument("--steps", type=int, default=5, help="Newton steps")
+    ap.add_argument("--reps", type=int, default=11)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    gen = torch.Generator().manual_seed(0)
+    heads = make_heads(args.ways, args.steps)
+    alloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")} or "glibc default"
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} thread(s), "
+          f"allocator: {alloc}, {args.dtype}, {args.ways}-way, B={args.tasks} tasks per call, "
+          f"{args.steps} Newton steps, lam=1, median of {args.reps} interleaved rounds")
+    results = {(N, D): run_size(heads, args.tasks, N, D, args, dtype, gen) for N, D in SIZES}
+    names = list(heads)
+    for which in ("fwd", "fwd+bwd"):
+        print(f"\nper-episode {which} time, microseconds (ratio to one SGD step)")
+        print("\n".join(table(results, names, which, args.ways)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Convex classification heads solved by differentiable Newton steps (MetaOptNet-style,
+Lee et al. 2019), batched over tasks.
+
+Each task solves ``min_W sum_i loss(W^T phi_i, y_i) + (lam / 2) ||W||_F^2`` with W ``[D, C]``
+and all C columns free. Two losses share one Newton machinery: each gives, per example, the
+gradient ``r_i [C]`` of the loss with respect to the logits ``z_i = W^T phi_i`` and a PSD
+curvature matrix ``S_i [C, C]`` (the Hessian, or a generalised Hessian):
+
+* ``"logistic"``: multinomial cross-entropy. ``r = p - y``, ``S = diag(p) - p p^T``. Smooth;
+  strictly convex together with the ridge term.
+* ``"svm"``: the Weston-Watkins multi-class *squared* hinge,
+  ``sum_{c != y} max(0, 1 + z_c - z_y)^2``: every wrong class must trail the true class by a
+  margin of 1. It is convex, continuously differentiable and piecewise quadratic, hence twice
+  differentiable except where a margin is exactly 1. Its generalised Hessian is
+  ``S = 2 sum_{c active} (e_c - e_y)(e_c - e_y)^T`` over the active wrong classes
+  (``1 + z_c - z_y > 0``), and Newton steps with it are the "generalised Newton" method of
+  Mangasarian (2002) / Keerthi & DeCoste (2005).
+
+Where the problem is solved: with ``N >= D`` the Newton system is the primal ``DC x DC``
+Hessian ``H = sum_i S_i (x) phi_i phi_i^T + lam I`` (symmetric positive definite, Cholesky).
+With ``N < D`` every iterate from zero lies in the span of the features, ``W = Phi^T A``
+with ``A [N, C]``, and the Newton step solves the ``NC x NC`` system
+``(S K~ + lam I) dA = r + lam A`` with ``K = Phi Phi^T`` and ``K~ = K (x) I_C`` (LU; the matrix
+is not symmetric but is invertible, since ``S K~`` has non-negative real eigenvalues). Its
+fixed point ``A* = (Y - P*) / lam`` (logistic) is the dual variable, unique even when K is
+singular.
+
+Each step ``x <- x - t d`` follows the Newton direction ``d`` with a step size ``t`` per task
+from Armijo backtracking (``t = 1, 1/2, 1/4, ...`` until the objective falls by at least
+``1e-4 t <grad, d>``, up to rounding noise). Full Newton steps from zero can diverge on the
+logistic loss when the features are large or ``lam`` small (seen for 5-way tasks with
+N=40, D=24, unit-variance features, lam=0.1); the line search makes both losses globally
+convergent. Near the solution ``t = 1``, and convergence is quadratic (logistic) or finite
+(SVM). It costs one objective evaluation per step, O(N D C) or O(N^2 C), and, on a GPU, one
+host sync. ``t`` is chosen without gradient and enters the differentiable computation as a
+constant.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from metaloop.adapt._checks import check_choice, check_features, check_int, check_labels, check_lam
+
+__all__ = ["newton_head", "svm_head"]
+
+Curvature = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Value = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Lam = float | torch.Tensor
+
+_ARMIJO_C = 1e-4         # sufficient-decrease constant of the backtracking line search
+_MAX_HALVINGS = 30       # t >= 2^-30
+_NOISE_EPS = 64          # rounding noise allowed in the Armijo test, in units of eps |f|
+
+
+def _shifted_exp(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(z - m) [B, N, C] and m = max_c z (detached) [B, N, 1], for a stable softmax.
+
+    Written out rather than ``torch.softmax``, whose kernel splits even a [1, 6, 3] input
+    across OpenMP threads: on 2 busy cores that cost 7.8 ms a call against 47 us here.
+    """
+    m = z.detach().amax(dim=-1, keepdim=True)                       # [B, N, 1]
+    return torch.exp(z - m), m
+
+
+def _logistic_curvature(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy gradient r [B, N, C] and Hessian S [B, N, C, C] wrt logits z [B, N, C]."""
+    e, _ = _shifted_exp(z)                                          # [B, N, C]
+    p = e / e.sum(dim=-1, keepdim=True)                             # [B, N, C] softmax
+    r = p - y                                                       # [B, N, C]
+    S = torch.diag_embed(p) - p[..., :, None] * p[..., None, :]     # [B, N, C, C]
+    return r, S
+
+
+def _logistic_value(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy [B] of logits z [B, N, C] against one-hot y [B, N, C]."""
+    e, m = _shifted_exp(z)                                          # [B, N, C], [B, N, 1]
+    lse = m.squeeze(-1) + torch.log(e.sum(dim=-1))                  # [B, N]
+    return (lse - (z * y).sum(dim=-1)).sum(dim=-1)
+
+
+def _svm_hinges(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Wrong-class hinges max(0, 1 + z_c - z_y) [B, N, C], zero at the true class."""
+    z_true = (z * y).sum(dim=-1, keepdim=True)                      # [B, N, 1]
+    return torch.relu(1.0 + z - z_true) * (1.0 - y)                 # [B, N, C]
+
+
+def _svm_curvature(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared-hinge gradient r [B, N, C] and generalised Hessian S [B, N, C, C]."""
+    h = _svm_hinges(z, y)                                           # [B, N, C]
+    r = 2.0 * (h - h.sum(dim=-1, keepdim=True) * y)                 # [B, N, C]
+    a = (h > 0).to(z.dtype)                                         # [B, N, C] active set
+    ay = a[..., :, None] * y[..., None, :]                          # [B, N, C, C]
+    yy = y[..., :, None] * y[..., None, :]                          # [B, N, C, C]
+    S = torch.diag_embed(a) - ay - ay.mT + a.sum(-1)[..., None, None] * yy
+    return r, 2.0 * S                                               # [B, N, C, C]
+
+
+def _svm_value(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed squared hinge [B]."""
+    return _svm_hinges(z, y).square().sum(dim=(-2, -1))
+
+
+# loss name -> (gradient and curvature wrt logits, summed loss value per task)
+_LOSSES: dict[str, tuple[Curvature, Value]] = {
+    "logistic": (_logistic_curvature, _logistic_value),
+    "svm": (_svm_curvature, _svm_value),
+}
+
+
+class _Primal:
+    """Newton steps on W [B, D, C] with the DC x DC Hessian (used when N >= D)."""
+
+    def __init__(self, phi: torch.Tensor, y: torch.Tensor, lam: Lam, loss: str):
+        self.phi, self.y, self.lam = phi, y, lam
+        self.curvature, self.value = _LOSSES[loss]
+
+    def init(self) -> torch.Tensor:
+        B, _, D = self.phi.shape
+        return self.phi.new_zeros(B, D, self.y.shape[-1])          # [B, D, C]
+
+    def objective(self, W: torch.Tensor) -> torch.Tensor:
+        """[B] objective values at W [B, D, C]."""
+        return self.value(self.phi @ W, self.y) + 0.5 * self.lam * W.square().sum(dim=(1, 2))
+
+    def direction(self, W: torch.Tensor, frozen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Newton direction d [B, D, C] (the step is W - d) and the slope <grad, d> [B]."""
+        phi, lam = self.phi, self.lam
+        B, D, C = W.shape
+        r, S = self.curvature(phi @ W, self.y)                      # [B, N, C], [B, N, C, C]
+        g = phi.mT @ r + lam * W                                    # [B, D, C]
+        if frozen:
+            phi, S, lam = phi.detach(), S.detach(), _detach(lam)
+        H = torch.einsum("bnd,bncf,bne->bdcef", phi, S, phi)        # [B, D, C, D, C]
+        H = H.reshape(B, D * C, D * C)                              # [B, DC, DC]
+        H = H + lam * torch.eye(D * C, dtype=W.dtype, device=W.device)
+        chol = torch.linalg.cholesky(H)                             # [B, DC, DC]
+        d = torch.cholesky_solve(g.reshape(B, D * C, 1), chol)      # [B, DC, 1]
+        d = d.reshape(B, D, C)                                      # [B, D, C]
+        with torch.no_grad():
+            slope = (g * d).sum(dim=(1, 2))                         # [B]
+        return d, slope
+
+    def weights(self, W: torch.Tensor) -> torch.Tensor:
+        return W
+
+
+class _Representer:
+    """Newton steps on A [B, N, C], W = Phi^T A, with an NC x NC system (used when N < D)."""
+
+    def __init__(self, phi: torch.Tensor, y: torch.Tensor, lam: Lam, loss: str):
+        self.phi, self.y, self.lam = phi, y, lam
+        self.curvature, self.value = _LOSSES[loss]
+        self.K = phi @ phi.mT                                       # [B, N, N]
+
+    def init(self) -> torch.Tensor:
+        return torch.zeros_like(self.y)                             # [B, N, C]
+
+    def objective(self, A: torch.Tensor) -> torch.Tensor:
+        """[B] objective values at W = Phi^T A; ||W||^2 = <A, K A>."""
+        Z = self.K @ A                                              # [B, N, C]
+        return self.value(Z, self.y) + 0.5 * self.lam * (A * Z).sum(dim=(1, 2))
+
+    def direction(self, A: torch.Tensor, frozen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Newton direction d [B, N, C] (the step is A - d) and the slope <grad_W, Phi^T d>."""
+        K, lam = self.K, self.lam
+        B, N, C = A.shape
+        r, S = self.curvature(K @ A, self.y)                        # [B, N, C], [B, N, C, C]
+        resid = r + lam * A                                         # [B, N, C] grad_W = Phi^T resid
+        if frozen:
+            K, S, lam = K.detach(), S.detach(), _detach(lam)
+        M = torch.einsum("bncf,bnm->bncmf", S, K)                   # [B, N, C, N, C]
+        M = M.reshape(B, N * C, N * C)                              # [B, NC, NC]
+        M = M + lam * torch.eye(N * C, dtype=A.dtype, device=A.device)
+        d = torch.linalg.solve(M, resid.reshape(B, N * C, 1))      # [B, NC, 1]
+        d = d.reshape(B, N, C)                                      # [B, N, C]
+        with torch.no_grad():
+            slope = (resid * (self.K @ d)).sum(dim=(1, 2))          # [B]
+        return d, slope
+
+    def weights(self, A: torch.Tensor) -> torch.Tensor:
+        return self.phi.mT @ A                                      # [B, D, C]
+
+
+def _detach(lam: Lam) -> Lam:
+    return lam.detach() if isinstance(lam, torch.Tensor) else lam
+
+
+@torch.no_grad()
+def _step_sizes(problem: _Primal | _Representer, x: torch.Tensor, d: torch.Tensor,
+                slope: torch.Tensor) -> torch.Tensor:
+    """Armijo backtracking from t = 1, per task: t [B] with f(x - t d) <= f(x) - c t slope.
+
+    The test allows rounding noise of ``64 eps max(|f(x)|, 1)``, so that a converged task,
+    whose predicted decrease ``slope`` is below that noise, keeps the full step.
+    """
+    f0 = problem.objective(x)                                       # [B]
+    bound = f0 + _NOISE_EPS * torch.finfo(f0.dtype).eps * f0.abs().clamp_min(1.0)
+    t = torch.ones_like(f0)                                         # [B]
+    ok = problem.objective(x - d) <= bound - _ARMIJO_C * slope      # [B]
+    for _ in range(_MAX_HALVINGS):
+        if bool(ok.all()):
+            break
+        t = torch.where(ok, t, 0.5 * t)
+        ok = ok | (problem.objective(x - t[:, None, None] * d) <= bound - _ARMIJO_C * t * slope)
+    return t
+
+
+def _newton_step(problem: _Primal | _Representer, x: torch.Tensor, ift: bool) -> torch.Tensor:
+    """x - t d, with t chosen by line search; with ``ift`` the Jacobian is that of x - d."""
+    d, slope = problem.direction(x, frozen=ift)                     # [B, *, C], [B]
+    t = _step_sizes(problem, x.detach(), d.detach(), slope)[:, None, None]
+    if not ift:
+        return x - t * d
+    return x - t * d.detach() - (d - d.detach())                    # value x - t d, Jacobian -dd
+
+
+def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
+                lam: float | torch.Tensor = 1.0, steps: int = 5,
+                loss: Literal["logistic", "svm"] = "logistic",
+                grad: Literal["unrolled", "implicit"] = "unrolled") -> torch.Tensor:
+    """Fit a linear classifier per task by ``steps`` Newton steps from ``W = 0``.
+
+    Minimises ``sum_i loss(W^T phi_i, y_i) + (lam / 2) ||W||^2`` (a sum over the N support
+    examples, not a mean), where ``loss`` is multinomial cross-entropy or the Weston-Watkins
+    squared hinge (see the module docstring). Steps are damped Newton steps with a
+    backtracking line search. With unit-scale features and ``lam`` about 0.1 or more, 5-10
+    steps reach machine precision; large features or a small ``lam`` need more, and the SVM
+    with ``N >= D`` and many margin violations can need tens of steps.
+
+    Gradient modes, for gradients into ``features`` and ``lam``:
+
+    * ``"unrolled"``: autograd through every step; memory grows with ``steps``. Exact
+      derivative of the truncated solver (step sizes held constant).
+    * ``"implicit"``: the implicit function theorem. The first ``steps - 1`` steps run under
+      ``no_grad``. The last step starts from the detached iterate ``x``; its Newton matrix
+      ``J(x)`` is detached too, so its direction is ``d = J^{-1} F(x; phi, lam)`` with
+      ``F`` the optimality residual, and it returns ``x - t d.detach() - (d - d.detach())``.
+      The value is ``x - t d``, *identical* to ``"unrolled"``, and the Jacobian is that of
+      the full step, ``-J^{-1} dF/d(phi, lam)``: exactly the IFT Jacobian ``dx*/d(phi, lam)``
+      when ``x`` is the solution (there ``F = 0``, so the derivative of ``J`` would be
+      multiplied by zero anyway), and off by O(||F(x)||) otherwise, so give this mode
+      enough steps to converge. Backward costs one linear solve with ``J^T``; memory does
+      not depend on ``steps``. This is simpler than a custom ``autograd.Function`` and
+      supports double backward (treating ``J`` as a constant, so only approximately). For
+      the SVM, the IFT holds with the active set fixed: exact wherever no margin is exactly
+      at 1.
+
+    With ``N < D`` the steps run in the representer space (``W = Phi^T A``): an ``NC x NC``
+    system per step instead of ``DC x DC``.
+
+    Args:
+        features: ``[B, N, D]`` float32/float64 support features Phi.
+        labels: ``[B, N]`` int64 labels in ``[0, n_classes)``; every class must occur in
+            every task.
+        n_classes: C >= 2.
+        lam: ridge strength > 0: a float or a 0-dim tensor (which may require grad).
+        steps: number of Newton steps, >= 1.
+        loss: ``"logistic"`` or ``"svm"``.
+        grad: ``"unrolled"`` or ``"implicit"``.
+
+    Returns:
+        ``W`` ``[B, D, C]``; logits are ``features @ W`` (see ``head_logits``).
+
+    Raises:
+        ValueError: on bad shapes or dtypes, ``lam <= 0``, labels out of range, a class with
+            no support example in some task, or an unknown ``loss`` / ``grad``.
+    """
+    fn = "newton_head"
+    check_features(fn, features)
+    check_labels(fn, labels, features, n_classes)
+    lam = check_lam(fn, lam, features)
+    check_int(fn, "steps", steps, 1)
+    check_choice(fn, "loss", loss, tuple(_LOSSES))
+    check_choice(fn, "grad", grad, ("unrolled", "implicit"))
+    y = F.one_hot(labels, n_classes).to(features.dtype)             # [B, N, C]
+    space = _Representer if features.shape[1] < features.shape[2] else _Primal
+    problem = space(features, y, lam, loss)
+    x = problem.init()                                              # [B, N or D, C]
+    if grad == "implicit":
+        with torch.no_grad():
+            for _ in range(steps - 1):
+                x = _newton_step(problem, x, ift=False)
+        x = _newton_step(problem, x, ift=True)
+    else:
+        for _ in range(steps):
+            x = _newton_step(problem, x, ift=False)
+    return problem.weights(x)                                       # [B, D, C]
+
+
+svm_head = functools.partial(newton_head, loss="svm")
+svm_head.__doc__ = """``newton_head`` with ``loss="svm"``: the Weston-Watkins multi-class
+squared-hinge SVM solved by generalised Newton steps. Same arguments and return value."""

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from metaloop import TaskBatch
+
+
+def _cls(B=2, S=4, Q=6, ways=2):
+    return (torch.randn(B, S, 3), torch.arange(ways).repeat(B, S // ways),
+            torch.randn(B, Q, 3), torch.arange(ways).repeat(B, Q // ways))
+
+
+def test_valid_classification_and_regression():
+    b = TaskBatch(*_cls())
+    assert b.num_tasks == 2 and b.ways == 2 and b.is_classification
+    r = TaskBatch(torch.randn(3, 5, 1), torch.randn(3, 5, 1), torch.randn(3, 7, 1),
+                  torch.randn(3, 7, 1))
+    assert not r.is_classification and len(r) == 3
+    sx, sy, qx, qy = r.task(1)
+    assert sx.shape == (5, 1) and qy.shape == (7, 1)
+    assert r.slice(1, 3).num_tasks == 2
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("support_x", torch.randn(3, 4, 3), "number of tasks B"),
+    ("query_x", torch.randn(2, 6, 5), "different feature shapes"),
+    ("support_y", torch.zeros(2, 4, dtype=torch.int32), "int64"),
+    ("support_y", torch.zeros(2, 3, dtype=torch.int64), "examples per task"),
+    ("query_y", torch.full((2, 6), 5, dtype=torch.int64), "no support example"),
+    ("support_y", torch.full((2, 4), -1, dtype=torch.int64), ">= 0"),
+    ("support_x", torch.zeros(2, 4, 3, dtype=torch.int64), "floating point"),
+    ("query_y", torch.randn(2, 6, 1), "both be int64 labels or both float"),
+])
+def test_bad_batches_name_the_field(field, value, match):
+    args = dict(zip(("support_x", "support_y", "query_x", "query_y"), _cls()))
+    args[field] = value
+    with pytest.raises(ValueError, match=match):
+        TaskBatch(**args)
+
+
+def test_bad_regression_shapes_and_classes():
+    with pytest.raises(ValueError, match=r"\[B, S, out\]"):
+        TaskBatch(torch.randn(2, 5, 1), torch.randn(2, 5), torch.randn(2, 5, 1),
+                  torch.randn(2, 5))
+    with pytest.raises(ValueError, match="classes"):
+        TaskBatch(*_cls(), classes=torch.zeros(2, 1, dtype=torch.int64))
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        TaskBatch([1.0], *_cls()[1:])

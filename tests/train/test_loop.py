@@ -1,0 +1,127 @@
+import json
+
+import pytest
+import torch
+
+import metaloop as ml
+from metaloop.meta import MAML, Reptile
+from metaloop.models import MLP
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+
+
+def _learner(kind="maml"):
+    torch.manual_seed(0)
+    model = MLP(1, (8, 8), 1)
+    return MAML(model, 0.01, 1) if kind == "maml" else Reptile(model, 0.01, 3)
+
+
+def _params(learner):
+    return {n: p.detach().clone() for n, p in learner.model.named_parameters()}
+
+
+@pytest.mark.parametrize("kind", ["maml", "reptile"])
+def test_resume_is_bit_identical(tmp_path, kind):
+    fam = ml.tasks.Sinusoid(5, 5)
+    full = _learner(kind)
+    ml.train(full, fam, iterations=12, meta_batch=4, progress=False, out_dir=tmp_path / "a",
+             checkpoint_every=5)
+    part = _learner(kind)
+    ml.train(part, fam, iterations=5, meta_batch=4, progress=False, out_dir=tmp_path / "b",
+             checkpoint_every=5)
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:      # lines past the checkpoint
+        f.write(json.dumps({"iteration": 6, "loss": 0.0}) + "\n")
+    resumed = _learner(kind)
+    ml.train(resumed, fam, iterations=12, meta_batch=4, progress=False,
+             out_dir=tmp_path / "b", checkpoint_every=5, resume=True)
+    a, b = _params(full), _params(resumed)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 13))
+    ref_lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    ref = [json.loads(x)["loss"] for x in ref_lines]
+    assert [x["loss"] for x in lines] == ref
+
+
+def test_training_reduces_meta_loss_and_checkpoints(tmp_path):
+    learner = _learner()
+    fam = ml.tasks.Sinusoid(5, 10)
+    before = ml.evaluate(learner, fam, tasks=50, steps=(1,))["loss"]["mean"][0]
+    ml.train(learner, fam, iterations=150, meta_batch=10, lr=3e-3, progress=False,
+             out_dir=tmp_path, checkpoint_every=50)
+    after = ml.evaluate(learner, fam, tasks=50, steps=(1,))["loss"]["mean"][0]
+    assert after < before
+    assert latest_checkpoint(tmp_path).name == "ckpt-00000150"
+    assert len(list(tmp_path.glob("ckpt-*"))) == 2               # keeps the newest two
+    tensors, state = load_checkpoint(tmp_path)
+    assert state["iteration"] == 150 and "rng.tasks" in tensors
+    assert torch.equal(tensors["model.head.weight"], learner.model.head.weight.detach())
+
+
+class NaNAfter:
+    """A sinusoid family whose third batch has a NaN target."""
+
+    kind = "regression"
+
+    def __init__(self):
+        self.fam, self.calls = ml.tasks.Sinusoid(5, 5), 0
+
+    def sample(self, n, generator=None):
+        self.calls += 1
+        b = self.fam.sample(n, generator)
+        if self.calls == 3:
+            b.query_y[0, 0, 0] = float("nan")
+        return b
+
+
+def test_non_finite_loss_stops_with_iteration_and_keeps_checkpoint(tmp_path):
+    learner = _learner()
+    with pytest.raises(ml.NonFiniteLossError, match="iteration 3"):
+        ml.train(learner, NaNAfter(), iterations=10, meta_batch=2, progress=False,
+                 out_dir=tmp_path, checkpoint_every=2)
+    assert latest_checkpoint(tmp_path).name == "ckpt-00000002"
+    tensors, _ = load_checkpoint(tmp_path)
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    ml.train(_learner(), ml.tasks.Sinusoid(), iterations=2, meta_batch=2, progress=False,
+             out_dir=tmp_path)
+    f = latest_checkpoint(tmp_path) / "tensors.safetensors"
+    f.write_bytes(f.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path)
+
+
+def test_crash_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    learner = _learner()
+    ml.train(learner, ml.tasks.Sinusoid(), iterations=2, meta_batch=2, progress=False,
+             out_dir=tmp_path)
+    import metaloop.train.checkpoint as ck
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(OSError):
+        ml.train(learner, ml.tasks.Sinusoid(), iterations=4, meta_batch=2, progress=False,
+                 out_dir=tmp_path, resume=True)
+    monkeypatch.undo()
+    _, state = load_checkpoint(tmp_path)
+    assert state["iteration"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    ml.train(_learner(), ml.tasks.Sinusoid(), iterations=2, meta_batch=2, progress=False,
+             out_dir=tmp_path, config={"method": {"inner_lr": 0.01}})
+    with pytest.raises(ValueError, match=r"method.inner_lr"):
+        ml.train(_learner(), ml.tasks.Sinusoid(), iterations=4, meta_batch=2, progress=False,
+                 out_dir=tmp_path, resume=True, config={"method": {"inner_lr": 0.1}})
+
+
+@pytest.mark.parametrize("kw,match", [(dict(iterations=0), "iterations"),
+                                      (dict(meta_batch=-1), "meta_batch"),
+                                      (dict(lr=0.0), "lr")])
+def test_bad_training_arguments(kw, match):
+    args = dict(iterations=2, meta_batch=2, lr=1e-3) | kw
+    with pytest.raises(ValueError, match=match):
+        ml.train(_learner(), ml.tasks.Sinusoid(), progress=False, **args)
