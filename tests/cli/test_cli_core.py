@@ -1,0 +1,82 @@
+"""The core CLI: compare, train, eval, and their errors (exit 2, clear message, no output)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from metaloop.cli.main import main
+
+SMALL = ["compare", "--iterations", "20", "--tasks", "20", "--no-progress",
+         "--methods", "scratch,pretrain,maml,fomaml,reptile,anil"]
+
+
+def test_compare_writes_results_plots_and_is_reproducible(tmp_path, capsys):
+    assert main([*SMALL, "--out", str(tmp_path / "a")]) == 0
+    table = capsys.readouterr().out
+    assert "maml" in table and "±" in table
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert set(res["methods"]) == {"scratch", "pretrain", "maml", "fomaml", "reptile", "anil"}
+    assert res["methods"]["maml"]["steps"] == list(range(11))
+    assert len(res["methods"]["maml"]["loss"]["ci95"]) == 11
+    for png in ("loss_vs_steps.png", "fits.png"):
+        assert (tmp_path / "a" / png).read_bytes()[:4] == b"\x89PNG"
+    assert main([*SMALL, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "results.json").read_text() == \
+        (tmp_path / "b" / "results.json").read_text()
+
+
+def test_train_then_eval_roundtrip(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "maml"\n'
+                   '[train]\niterations = 6\ncheckpoint_every = 3\nmeta_batch = 4\n'
+                   '[eval]\ntasks = 10\nsteps = [0, 1]\n')
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    assert (run / "LATEST").read_text().strip() == "ckpt-00000006"
+    assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["methods"]["maml"]["steps"] == [0, 1]
+    # a second train into the same directory must not clobber it
+    assert main(["train", "--config", str(cfg), "--out", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["compare", "mnist"], "unknown family 'mnist'"),
+    (["compare", "--methods", "maml,protonet"], "unknown method"),
+    (["compare", "--iterations", "0"], "--iterations must be positive"),
+    (["compare", "--iterations", "-3"], "--iterations must be positive"),
+    (["eval", "--checkpoint", "/nonexistent"], "no checkpoint"),
+    (["train"], "--out"),
+])
+def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
+    assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "compare" else [])]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+@pytest.mark.parametrize("body,message", [
+    ('[method]\nname = "maml"\ninner_lr = "big"\n', "method.inner_lr must be int or float"),
+    ('[method]\ninnr_lr = 0.1\n', "did you mean 'inner_lr'"),
+    ('[trian]\n', "did you mean 'train'"),
+    ('[method]\nname = "reptile"\nfirst_order = true\n', "first_order applies"),
+    ('[method]\ninner_steps = 0\n', "inner_steps must be a positive int"),
+    ('[method]\ninner_lr = -0.1\n', "inner_lr must be a positive"),
+    ('[train]\niterations = 0\n', "iterations must be a positive int"),
+    ('[family]\nname = "sinusoid"\nshots = 0\n', "shots must be a positive int"),
+    ('not toml [', "not valid TOML"),
+])
+def test_bad_config_is_named_before_training(body, message, tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(body)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "LATEST").exists()
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "metaloop", "--help"], capture_output=True,
+                       text=True, check=True)
+    assert "compare" in r.stdout and "train" in r.stdout
