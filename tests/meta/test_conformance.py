@@ -15,8 +15,16 @@ import metaloop as ml
 from metaloop.meta import ANIL, MAML, Reptile
 from metaloop.models import MLP, Conv4
 
-torch.set_default_dtype(torch.float64)
 RTOL = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Every test here runs in float64; the default is restored for the rest of the suite."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def mlp_ref(p, x):

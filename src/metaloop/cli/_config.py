@@ -21,10 +21,16 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
               "channels": (int, 64)},
     "method": {"name": (str, "maml"), "inner_lr": ((int, float), 0.01), "inner_steps": (int, 1),
                "first_order": (bool, False), "head_init": (str, "auto"),
-               "batching": (str, "auto"), "inner_optimizer": (str, "sgd")},
+               "batching": (str, "auto"), "inner_optimizer": (str, "sgd"),
+               # R2D2 / MetaOptNet: ridge strength (R2D2: its initial value), MetaOptNet's
+               # head ("svm" | "logistic") and gradient ("implicit" | "unrolled"), initial
+               # output scale (0: the method's default); MetaOptNet's Newton steps are
+               # inner_steps.
+               "lam": ((int, float), 1.0), "head": (str, "svm"), "grad": (str, "implicit"),
+               "scale": ((int, float), 0)},
     "train": {"iterations": (int, 1000), "meta_batch": (int, 25), "lr": ((int, float), 1e-3),
               "seed": (int, 0), "val_every": (int, 0), "val_tasks": (int, 100),
-              "checkpoint_every": (int, 1000)},
+              "checkpoint_every": (int, 1000), "dtype": (str, "float32")},
     "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0),
              "steps": ((list, int), [0, 1, 5, 10]), "seed": (int, 1_000_003),
              "split": (str, "test")},
@@ -77,6 +83,108 @@ def validate(cfg: dict) -> dict:
             _check_type(f"{section}.{key}", value, typ)
             out[section][key] = value
     return out
+
+
+# Classes per Omniglot split (Vinyals splits count the 4 rotations of each character) and
+# examples per class, for checks that need no data on disk. Fashion-MNIST families use labels
+# 0-4 (split "train") or 5-9 (other splits), with 6000 training images per class.
+OMNIGLOT_CLASSES = {"train": 4112, "val": 688, "test": 1692, "trainval": 4800,
+                    "background": 964, "evaluation": 659}
+PER_CLASS = {"omniglot": 20, "fashion_mnist": 6000}
+HEAD_BASED = ("r2d2", "metaoptnet")
+DTYPES = ("float32", "float64")
+
+
+def _one_of(where: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"config {where} = {value!r} is not one of {list(options)}"
+                         f"{_suggest(str(value), [str(o) for o in options])}")
+
+
+def _num_classes(family: str, split: str) -> int | None:
+    if family == "omniglot":
+        return OMNIGLOT_CLASSES[split]
+    if family == "fashion_mnist":
+        return 5
+    return None
+
+
+def check_combinations(cfg: dict) -> None:
+    """Check values and combinations of a validated config that are impossible whatever the
+    data; ``metaloop train`` calls it before any data is loaded or training starts.
+
+    Raises:
+        ValueError: naming the keys: an unknown name, a non-positive count, ``ways`` above the
+            classes of a split, ``shots + queries`` above the examples per class,
+            ``first_order`` on a learner without second-order variant (Reptile, the
+            head-based R2D2/MetaOptNet...), a model that cannot read the family's inputs.
+    """
+    from metaloop.cli._build import FAMILIES, METHODS, MODELS
+
+    f, m, me, t, ev = (cfg[k] for k in ("family", "model", "method", "train", "eval"))
+    for where, value, options in (
+            ("family.name", f["name"], FAMILIES), ("model.name", m["name"], MODELS),
+            ("method.name", me["name"], METHODS), ("train.dtype", t["dtype"], DTYPES),
+            ("model.pool", m["pool"], ("max", "stride")),
+            ("method.head_init", me["head_init"], ("auto", "learned", "zero")),
+            ("method.batching", me["batching"], ("auto", "loop", "vmap")),
+            ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam"))):
+        _one_of(where, value, options)
+    if f["name"] == "omniglot":
+        _one_of("family.split", f["split"], OMNIGLOT_CLASSES)
+        _one_of("eval.split", ev["split"], OMNIGLOT_CLASSES)
+    positive = [("family", k) for k in ("shots", "queries", "ways", "image_size")] + \
+        [("model", "channels"), ("method", "inner_steps"), ("eval", "tasks")] + \
+        [("train", k) for k in ("iterations", "meta_batch", "checkpoint_every", "val_tasks")]
+    for sec, key in positive:
+        if cfg[sec][key] <= 0:
+            raise ValueError(f"config {sec}.{key} must be a positive int, got {cfg[sec][key]!r}")
+    for sec, key in (("train", "lr"), ("method", "inner_lr")):
+        v = cfg[sec][key]
+        if not (v > 0 and v != float("inf")):
+            raise ValueError(f"config {sec}.{key} must be a positive number, got {v!r}")
+    for sec, key in (("train", "val_every"), ("train", "seed"), ("eval", "shots"),
+                     ("eval", "queries"), ("eval", "seed")):
+        if cfg[sec][key] < 0:
+            raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
+    if any(s < 0 for s in ev["steps"]):
+        raise ValueError(f"config eval.steps must be non-negative ints, got {ev['steps']!r}")
+    if any(h <= 0 for h in m["hidden"]):
+        raise ValueError(f"config model.hidden must be positive ints, got {m['hidden']!r}")
+
+    name = me["name"]
+    if me["first_order"] and name not in ("maml", "fomaml", "anil"):
+        why = (" (a head-based learner: its head is solved exactly, there is no first-order "
+               "variant)" if name in HEAD_BASED else "")
+        raise ValueError(f"config method.first_order = true: first_order applies to maml and "
+                         f"anil, not {name!r}{why}")
+    if me["inner_optimizer"] != "sgd" and name != "reptile":
+        raise ValueError(f"config method.inner_optimizer = {me['inner_optimizer']!r} applies "
+                         f"to reptile only, not {name!r}")
+    image = f["name"] != "sinusoid"
+    if m["name"] == "mlp" and image:
+        raise ValueError(f"config model.name = 'mlp' reads vectors, but family.name = "
+                         f"{f['name']!r} gives images: use model.name = 'conv4'")
+    if m["name"] == "conv4" and not image:
+        raise ValueError("config model.name = 'conv4' needs an image family, not 'sinusoid': "
+                         "use model.name = 'mlp'")
+    if not image:
+        return
+    splits = [("family.split", f["split"]), ("eval.split", ev["split"])]
+    if t["val_every"] and ev["split"] == "test":       # validation then uses split "val"
+        splits.append(("eval.split (validation uses 'val')", "val"))
+    for where, split in splits:
+        n = _num_classes(f["name"], split)
+        if f["ways"] > n:
+            raise ValueError(f"impossible config: family.ways = {f['ways']} but {f['name']} "
+                             f"{where} = {split!r} has only {n} classes")
+    per_class = PER_CLASS[f["name"]]
+    shots, queries = ev["shots"] or f["shots"], ev["queries"] or f["queries"]
+    for what, s, q in (("family.shots + family.queries", f["shots"], f["queries"]),
+                       ("eval.shots + eval.queries (0 = the family's)", shots, queries)):
+        if s + q > per_class:
+            raise ValueError(f"impossible config: {what} = {s} + {q} = {s + q} but {f['name']} "
+                             f"has only {per_class} examples per class")
 
 
 def load(path) -> dict:

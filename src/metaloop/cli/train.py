@@ -1,27 +1,49 @@
-"""``metaloop train --config FILE``: one method, checkpointed and resumable (``--resume``)."""
+"""``metaloop train --config FILE``: one method, checkpointed and resumable (``--resume``).
+
+Under torchrun (``torchrun --nproc_per_node N -m metaloop train ...``) every process meta-learns
+its shard of each meta-batch and the meta-gradients are averaged (see docs/distributed.md);
+rank 0 alone writes metrics and checkpoints.
+
+Exit status: 0 done; 2 bad input (named before any training); 1 the run stopped (non-finite
+loss, another rank failed); 130 interrupted (Ctrl-C/SIGTERM) after writing a checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+import torch
+
 from metaloop.cli import _build, _config, _output
-from metaloop.train import train
+from metaloop.train import distributed, train
 from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+from metaloop.train.loop import NonFiniteLossError
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="meta-train one method from a TOML config",
-                       description=__doc__)
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML config (see configs/)")
     p.add_argument("--out", help="run directory (checkpoints, metrics.jsonl)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the run in DIR (or --out) from its newest checkpoint")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="train on the CPU (default) or CUDA; under torchrun, cuda means one "
+                        "GPU per process (cuda:LOCAL_RANK) and the nccl backend, cpu gloo")
+    p.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S,
+                   metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others in any "
+                        "collective (and at start-up) before it stops with an error naming the "
+                        f"failure (default {distributed.DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def _resolve(args) -> tuple[dict, Path, bool]:
+    """The validated config, the run directory (created, writable) and whether to resume."""
     out = args.resume if isinstance(args.resume, str) else args.out
     if not out:
         raise ValueError("give the run directory with --out DIR (or --resume DIR)")
@@ -35,26 +57,55 @@ def _resolve(args) -> tuple[dict, Path, bool]:
         cfg = _config.validate(load_checkpoint(out)[1]["config"])
     else:
         raise ValueError("give --config FILE (or --resume DIR to continue a run)")
+    _config.check_combinations(cfg)
     if not resume and latest_checkpoint(out) is not None:
         raise ValueError(f"{out} already holds a run; use --resume to continue it, or another "
                          f"--out")
+    _output.prepare_out(out)
     return cfg, out, resume
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg, out, resume = _resolve(args)
+    if not args.dist_timeout > 0:
+        raise ValueError(f"--dist-timeout must be a positive number of seconds, got "
+                         f"{args.dist_timeout}")
+    try:
+        owner = distributed.init(args.device, args.dist_timeout)
+        try:
+            return _run(args)
+        finally:
+            if owner:
+                distributed.destroy()
+    except distributed.DistributedError as e:
+        print(f"metaloop train: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Rank 0 reads the config and checks the run directory; every rank gets its verdict.
+    cfg, out, resume = distributed.from_rank0(lambda: _resolve(args), "the checked config")
+    rank, world = distributed.rank_world()
     family = _build.build_family(cfg["family"])
     val = _build.eval_family(cfg, family) if cfg["train"]["val_every"] else None
     if val is not None and cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid":
         val = _build.build_family(cfg["family"], split="val")
     learner = _build.build_learner(cfg, family)
-    _output.prepare_out(out)
     tc = cfg["train"]
-    res = train(learner, family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
-                lr=tc["lr"], seed=tc["seed"], out_dir=out, resume=resume, val_family=val,
-                val_every=tc["val_every"], val_tasks=tc["val_tasks"],
-                checkpoint_every=tc["checkpoint_every"], config=cfg,
-                progress=not args.no_progress, desc=cfg["method"]["name"])
-    print(f"trained {cfg['method']['name']} for {res['iteration']} iterations; "
-          f"last meta-batch {res['last']}; checkpoint in {out}")
+    learner.model.to(device=distributed.device_for(args.device), dtype=getattr(torch, tc["dtype"]))
+    try:
+        res = train(learner, family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
+                    lr=tc["lr"], seed=tc["seed"], out_dir=out, resume=resume, val_family=val,
+                    val_every=tc["val_every"], val_tasks=tc["val_tasks"],
+                    checkpoint_every=tc["checkpoint_every"], config=cfg,
+                    progress=not args.no_progress, desc=cfg["method"]["name"])
+    except NonFiniteLossError as e:
+        print(f"metaloop train: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"metaloop train: interrupted: {e or 'no checkpoint written'}", file=sys.stderr)
+        return 130
+    if rank == 0:
+        where = f" on {world} ranks" if world > 1 else ""
+        print(f"trained {cfg['method']['name']} for {res['iteration']} iterations{where}; "
+              f"last meta-batch {res['last']}; checkpoint in {out}")
     return 0

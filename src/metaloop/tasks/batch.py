@@ -95,9 +95,12 @@ class TaskBatch:
         if lo < 0:
             raise ValueError(f"TaskBatch labels must be >= 0, found {lo}")
         ways = int(sy.max()) + 1
-        if int(qy.max()) >= ways:
-            raise ValueError(f"TaskBatch.query_y has label {int(qy.max())} that no support "
-                             f"example has (support labels are 0..{ways - 1})")
+        smax, qmax = sy.max(1).values, qy.max(1).values                # [B], per task
+        bad = (qmax > smax).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"TaskBatch.query_y of task {i} has label {int(qmax[i])} that no "
+                             f"support example has (support labels are 0..{int(smax[i])})")
         if self.classes is not None:
             c = self.classes
             if c.dtype != torch.int64 or c.dim() != 2 or c.shape[0] != sy.shape[0] \

@@ -8,7 +8,8 @@ Layout of a run directory::
                                     python/numpy RNG states, sha256 of tensors.safetensors
 
 A checkpoint directory is written completely and fsynced before LATEST points at it, so a crash
-mid-write leaves the previous checkpoint intact.
+mid-write (even SIGKILL or power loss) leaves the previous checkpoint intact; the temporary
+files such a crash leaves behind are removed by ``remove_stale`` when the run resumes.
 """
 
 from __future__ import annotations
@@ -93,6 +94,23 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
     for old in sorted(run_dir.glob("ckpt-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_stale(run_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``run_dir`` (``.ckpt-*`` folders,
+    ``.LATEST.*`` and other dot-files of ``atomic_write_text``); returns what was removed.
+
+    Call it only when no other process writes to ``run_dir`` (e.g. when resuming).
+    """
+    removed = []
+    for p in Path(run_dir).glob(".*"):
+        if p.name.startswith((".ckpt-", ".LATEST.", ".metrics.jsonl.", ".results.json.")):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -1,0 +1,255 @@
+"""Data-parallel meta-training on torch.distributed: shard the meta-batch, average the gradient.
+
+Launch one process per device with torchrun, which sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``::
+
+    torchrun --nproc_per_node 2 -m metaloop train --config configs/x.toml --out runs/x
+
+**Exactness.** Every rank draws the SAME whole meta-batch of B tasks from the same seeded
+generator and keeps the slice ``shard_bounds(B, rank, world)``. The union of the shards is
+therefore exactly the single-process meta-batch, and every rank's generator stays in the
+state a single process would have. Each rank's learner returns the mean meta-gradient over its
+shard; the shard means, weighted by ``shard size / B``, are summed by one all-reduce, which
+gives the mean over the whole meta-batch (equal to the single-process one up to the rounding
+of the sum). Metrics are reduced the same way. Sampling the whole batch on every rank costs
+little next to the meta-gradient.
+
+**Failures.** Every collective runs under the process group's timeout (``init(timeout_s=)``,
+default ``DEFAULT_TIMEOUT_S``; ``metaloop train --dist-timeout``). A collective that fails
+(a peer's connection closed: it died) or times out (a peer hangs) raises ``DistributedError``
+naming this rank, the step and the cause, instead of hanging; rank 0's last checkpoint is
+kept. Under torchrun, the agent also stops the other local workers as soon as one exits with
+an error.
+
+Backends: gloo on the CPU, nccl on CUDA (one GPU per process, ``cuda:LOCAL_RANK``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pickle
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class DistributedError(RuntimeError):
+    """A collective failed or timed out: another rank died, hung or became unreachable."""
+
+
+def _env_int(name: str, default: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        if default is None:
+            raise ValueError(f"distributed run: environment variable {name} is not set "
+                             f"(launch with torchrun, which sets RANK, WORLD_SIZE, LOCAL_RANK, "
+                             f"MASTER_ADDR and MASTER_PORT)")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"distributed run: {name}={raw!r} is not an integer") from None
+
+
+def requested_world_size() -> int:
+    """``WORLD_SIZE`` from the environment (1 when it is not set)."""
+    return _env_int("WORLD_SIZE", 1)
+
+
+def is_active() -> bool:
+    """Whether a process group is initialised (by ``init`` or by the caller)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the current process group, or (0, 1) without one."""
+    if not is_active():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def device_for(device: str) -> torch.device:
+    """The torch device this process trains on: ``"cpu"``, or ``"cuda"`` = ``cuda:LOCAL_RANK``.
+
+    Raises:
+        ValueError: an unknown device, no CUDA, or fewer visible GPUs than local ranks.
+    """
+    if device == "cpu":
+        return torch.device("cpu")
+    if device != "cuda":
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    local, count = _env_int("LOCAL_RANK", 0), torch.cuda.device_count()
+    if count == 1:       # torchrun may give each worker one visible GPU
+        return torch.device("cuda", 0)
+    if local >= count:
+        raise ValueError(f"LOCAL_RANK={local} but only {count} GPUs are visible: start at most "
+                         f"{count} processes per node (--nproc_per_node)")
+    return torch.device("cuda", local)
+
+
+def init(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Join the process group torchrun describes in the environment, if there is one.
+
+    Does nothing (returns False) when ``WORLD_SIZE`` is unset or 1, or when a group is already
+    initialised (the caller owns it). Otherwise initialises with ``init_method="env://"``,
+    backend gloo for ``device="cpu"`` and nccl for ``"cuda"`` (after selecting
+    ``cuda:LOCAL_RANK``), and ``timeout=timeout_s`` for every collective.
+
+    Returns:
+        True if this call created the group: the caller must ``destroy()`` it.
+
+    Raises:
+        ValueError: malformed or missing torchrun variables, a bad timeout or device.
+    """
+    world = requested_world_size()
+    if world <= 1 or is_active():
+        return False
+    if not dist.is_available():
+        raise ValueError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
+    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+        raise ValueError(f"distributed timeout must be a positive number of seconds, "
+                         f"got {timeout_s!r}")
+    rank = _env_int("RANK")
+    if not 0 <= rank < world:
+        raise ValueError(f"distributed run: RANK={rank} is outside 0..WORLD_SIZE-1={world - 1}")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(name):
+            raise ValueError(f"distributed run: environment variable {name} is not set "
+                             f"(launch with torchrun)")
+    dev = device_for(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    except RuntimeError as e:       # includes DistNetworkError and DistStoreError
+        raise DistributedError(
+            f"rank {rank} of {world}: could not join the {backend} process group at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout_s:g} s "
+            f"(is every rank started, and the address reachable from this node?): "
+            f"{_first_line(e)}") from e
+    return True
+
+
+def destroy() -> None:
+    """Leave the process group (no-op without one)."""
+    if is_active():
+        dist.destroy_process_group()
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Tasks ``[start, stop)`` of a meta-batch of ``n`` that ``rank`` of ``world`` handles.
+
+    Shards are contiguous, cover ``0..n`` exactly once and differ in size by at most one.
+    """
+    return n * rank // world, n * (rank + 1) // world
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().strip("'\"").strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else repr(e)}"
+
+
+def _collective(what: str, fn: Callable[[], object]):
+    try:
+        return fn()
+    except RuntimeError as e:       # gloo/nccl errors and timeouts are RuntimeErrors
+        rank, world = rank_world()
+        raise DistributedError(
+            f"rank {rank} of {world}: {what} failed, so another rank has most likely died, "
+            f"hung past the timeout, or become unreachable ({_first_line(e)}). The last "
+            f"checkpoint is kept: restart every rank with --resume") from e
+
+
+def reduce_step(grads: dict[str, torch.Tensor], metrics: dict[str, float], weight: float,
+                stop: bool, what: str) -> tuple[dict[str, torch.Tensor], dict[str, float], bool]:
+    """Average a shard's meta-gradient and metrics over the ranks, and agree on stopping.
+
+    Args:
+        grads: name -> this shard's mean meta-gradient (same names and shapes on every rank).
+        metrics: name -> this shard's mean metric (same names on every rank).
+        weight: shard size / meta-batch size.
+        stop: this rank was asked to stop (Ctrl-C); the result is True if any rank was.
+        what: the step, for error messages (e.g. "iteration 12").
+
+    Returns:
+        (mean gradients, mean metrics, stop) over the whole meta-batch, equal on every rank.
+
+    Raises:
+        DistributedError: a collective failed or timed out.
+    """
+    names = list(grads)
+    flat = torch.cat([grads[n].reshape(-1) for n in names]) * weight            # [P]
+    meta = torch.tensor([*metrics.values(), 0.0], dtype=torch.float64, device=flat.device)
+    meta[:-1] *= weight
+    meta[-1] = float(stop)
+    _collective(f"all_reduce of the meta-gradient at {what}",
+                lambda: (dist.all_reduce(flat), dist.all_reduce(meta)))
+    out, i = {}, 0
+    for n in names:
+        k = grads[n].numel()
+        out[n] = flat[i:i + k].view_as(grads[n])
+        i += k
+    values = meta.tolist()
+    return out, dict(zip(metrics, values[:-1])), values[-1] > 0
+
+
+def broadcast_object(obj, what: str):
+    """Rank 0's ``obj`` on every rank (pickled in memory, never on disk)."""
+    box = [obj]
+    _collective(f"broadcast of {what}", lambda: dist.broadcast_object_list(box, src=0))
+    return box[0]
+
+
+def _picklable(e: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(e))
+    except Exception:
+        return False
+    return True
+
+
+def from_rank0(fn: Callable[[], object], what: str):
+    """``fn()`` evaluated on rank 0 alone and sent to every rank; if it raises, every rank
+    raises the same exception. Without a process group, just ``fn()``.
+
+    For work that needs rank 0's files (a config or checkpoint in the run directory), so that
+    the other ranks need no shared file system and all fail alike on bad input.
+    """
+    rank, world = rank_world()
+    if world == 1:
+        return fn()
+    result, mine = None, None
+    if rank == 0:
+        try:
+            result = (fn(), None)
+        except Exception as e:      # re-raised below on every rank, rank 0 included
+            mine = e
+            result = (None, e if _picklable(e) else RuntimeError(_first_line(e)))
+    value, err = broadcast_object(result, what)
+    if mine is not None:
+        raise mine
+    if err is not None:
+        raise err
+    return value
+
+
+def broadcast_params(model: torch.nn.Module) -> None:
+    """Overwrite every rank's parameters with rank 0's, in place."""
+    def run():
+        with torch.no_grad():
+            for p in model.parameters():
+                dist.broadcast(p.data, src=0)
+    _collective("broadcast of the initial parameters", run)
+
+
+def barrier(what: str) -> None:
+    """Wait for every rank (e.g. until rank 0 has written its checkpoint)."""
+    _collective(f"barrier ({what})", dist.barrier)

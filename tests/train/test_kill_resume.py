@@ -1,0 +1,143 @@
+"""Runs that survive: SIGKILL at a random point, Ctrl-C, and exact (bit-identical) resume."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from metaloop.cli import _build
+from metaloop.cli.main import main
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+from metaloop.train.loop import _StopSignals
+
+
+@pytest.fixture(autouse=True)
+def _float32_default():
+    """Subprocesses run with torch's default dtype; so do these tests (tests/meta/
+    test_conformance.py sets float64 as the default when it is imported)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(old)
+
+
+CONFIG = """
+[family]
+name = "sinusoid"
+shots = 5
+queries = 5
+[model]
+hidden = [16, 16]
+[method]
+name = "maml"
+[train]
+iterations = {iterations}
+meta_batch = 4
+checkpoint_every = {every}
+seed = 7
+"""
+
+
+def _write(tmp_path, iterations=100, every=10):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.format(iterations=iterations, every=every))
+    return cfg
+
+
+def _model(run):
+    return {k: v for k, v in load_checkpoint(run)[0].items() if k.startswith("model.")}
+
+
+def _losses(run):
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same_run(a, b):
+    ma, mb = _model(a), _model(b)
+    assert ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
+    assert _losses(a) == _losses(b)
+
+
+def _lines(path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_at_a_random_point_then_resume_is_bit_identical(tmp_path):
+    cfg, run, ref = _write(tmp_path), tmp_path / "run", tmp_path / "ref"
+    seed = random.randrange(1 << 30)
+    kill_at = random.Random(seed).randint(11, 75)       # after the first checkpoint (10)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "error"}
+    proc = subprocess.Popen([sys.executable, "-m", "metaloop", "--threads", "1", "train",
+                             "--config", str(cfg), "--out", str(run), "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while latest_checkpoint(run) is None or _lines(run / "metrics.jsonl") < kill_at:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run did not reach the kill point"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill (seed {seed})"
+    killed_at = load_checkpoint(run)[1]["iteration"]
+    assert 10 <= killed_at < 100, (seed, killed_at)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0, seed
+    assert main(["train", "--config", str(cfg), "--out", str(ref), "--no-progress"]) == 0
+    _same_run(run, ref)
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]   # temp files gone
+
+
+class _CtrlCAt:
+    """A family that delivers a real SIGINT to this process while sampling batch ``at``."""
+
+    def __init__(self, family, at):
+        self.family, self.at, self.calls = family, at, 0
+
+    def sample(self, n, generator=None):
+        self.calls += 1
+        if self.calls == self.at:
+            signal.raise_signal(signal.SIGINT)
+        return self.family.sample(n, generator=generator)
+
+    def __getattr__(self, name):
+        return getattr(self.family, name)
+
+
+def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, monkeypatch,
+                                                                   capsys):
+    cfg, run, ref = _write(tmp_path, iterations=30, every=10), tmp_path / "run", tmp_path / "ref"
+    build = _build.build_family
+    monkeypatch.setattr(_build, "build_family", lambda *a, **k: _CtrlCAt(build(*a, **k), 14))
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: stopped by SIGINT after iteration 14" in err, err
+    assert latest_checkpoint(run).name == "ckpt-00000014"        # the iteration in flight ends
+    assert _lines(run / "metrics.jsonl") == 14
+    monkeypatch.setattr(_build, "build_family", build)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert main(["train", "--config", str(cfg), "--out", str(ref), "--no-progress"]) == 0
+    _same_run(run, ref)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # restored
+
+
+def test_a_second_ctrl_c_after_a_second_stops_at_once(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    with _StopSignals() as stop:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)      # the same press forwarded by torchrun
+        assert stop.name == "SIGINT"
+        now[0] += 2
+        with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+            signal.raise_signal(signal.SIGINT)
