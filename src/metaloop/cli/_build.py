@@ -6,7 +6,7 @@ import torch
 
 from metaloop import meta, models, tasks
 
-METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil")
+METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
 FAMILIES = ("sinusoid", "omniglot", "fashion_mnist")
 MODELS = ("mlp", "conv4")
 
@@ -60,6 +60,8 @@ def build_learner(cfg: dict, family, model=None):
     head_init = mc["head_init"]
     if head_init == "auto":
         head_init = "zero" if (name == "pretrain" and family.kind != "regression") else "learned"
+    if name in ("r2d2", "metaoptnet"):
+        return _build_head_learner(name, mc, family, model)
     if mc["first_order"] and name not in ("maml", "fomaml", "anil"):
         raise ValueError(f"first_order applies to maml and anil, not {name!r}")
     common = dict(inner_lr=mc["inner_lr"], inner_steps=mc["inner_steps"], loss=loss,
@@ -71,6 +73,24 @@ def build_learner(cfg: dict, family, model=None):
     if name == "reptile":
         return meta.Reptile(model, inner_optimizer=mc["inner_optimizer"], **common)
     return {"pretrain": meta.Pretrain, "scratch": meta.Scratch}[name](model, **common)
+
+
+def _build_head_learner(name: str, mc: dict, family, model):
+    """R2D2 / MetaOptNet around the model's features (classification families only)."""
+    if family.kind != "classification":
+        raise ValueError(f"method {name!r} needs a classification family such as omniglot, "
+                         f"not {type(family).__name__}")
+    if mc["first_order"]:
+        raise ValueError(f"first_order applies to maml and anil, not {name!r}")
+    from metaloop.meta.metaoptnet import MetaOptNet
+    from metaloop.meta.r2d2 import R2D2
+
+    kw = {"lam": mc["lam"], "batching": mc["batching"]}
+    if mc["scale"]:                                  # 0: the method's default initial scale
+        kw["scale"] = mc["scale"]
+    if name == "r2d2":
+        return R2D2(model, **kw)
+    return MetaOptNet(model, head=mc["head"], steps=mc["inner_steps"], grad=mc["grad"], **kw)
 
 
 def eval_family(cfg: dict, train_family):

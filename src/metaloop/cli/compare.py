@@ -31,16 +31,27 @@ DEFAULTS = {
         "eval": {"tasks": 600, "steps": [0, 1, 3], "split": "test"},
     },
 }
+# Settings that depend on the ways: the MAML paper's 20-way Omniglot rule (5 inner steps at
+# 0.1, meta-batch 16, evaluated after 5 steps) instead of the 5-way one.
+WAYS_DEFAULTS = {
+    ("omniglot", 20): {"method": {"inner_lr": 0.1, "inner_steps": 5},
+                       "train": {"meta_batch": 16}, "eval": {"steps": [0, 1, 5]}},
+}
 # Method-specific settings on top of the family's (Reptile takes several inner steps).
-METHOD_OVERRIDES = {"reptile": {"inner_steps": 5}, "anil": {}, "fomaml": {"first_order": True}}
-ALL = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil")
+METHOD_OVERRIDES = {"reptile": {"inner_steps": 5}, "anil": {}, "fomaml": {"first_order": True},
+                    "metaoptnet": {"inner_steps": 10}}     # Newton steps of the SVM head
+ALL = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
+# Methods whose head is a classifier solved per task: not run on regression families.
+CLASSIFICATION_ONLY = ("r2d2", "metaoptnet")
+REGRESSION_FAMILIES = ("sinusoid",)
 
 
 def register(sub) -> None:
     p = sub.add_parser("compare", help="meta-train all methods and baselines; compare them",
                        description=__doc__)
     p.add_argument("family", nargs="?", default="sinusoid", help="sinusoid (default), omniglot")
-    p.add_argument("--methods", default=",".join(ALL), help=f"comma list from {','.join(ALL)}")
+    p.add_argument("--methods", help=f"comma list from {','.join(ALL)} (default: all that "
+                   f"apply to the family; {','.join(CLASSIFICATION_ONLY)} need classification)")
     p.add_argument("--iterations", type=int, help="meta-training iterations per method")
     p.add_argument("--meta-batch", type=int, help="tasks per meta-batch")
     p.add_argument("--ways", type=int, help="classes per task (classification families)")
@@ -57,8 +68,12 @@ def _config_for(args) -> dict:
     if args.family not in DEFAULTS:
         raise ValueError(f"unknown family {args.family!r}; choose one of {sorted(DEFAULTS)}")
     cfg = _config.merge(DEFAULTS[args.family], {"train": {"seed": args.seed}})
+    if args.ways is not None and (args.family, args.ways) in WAYS_DEFAULTS:
+        cfg = _config.merge(cfg, WAYS_DEFAULTS[(args.family, args.ways)])
     if args.config:
-        cfg = _config.merge(cfg, {k: v for k, v in _config.load(args.config).items()})
+        _config.load(args.config)  # validates the file, naming it; defaults are not merged:
+        with open(args.config, "rb") as f:  # only the keys it sets override the family's
+            cfg = _config.merge(cfg, _config.tomllib.load(f))
     over = {"train": {}, "family": {}, "eval": {}}
     if args.iterations is not None:
         over["train"]["iterations"] = args.iterations
@@ -74,17 +89,23 @@ def _config_for(args) -> dict:
     return _config.validate(_config.merge(cfg, over))
 
 
-def _methods(text: str) -> list[str]:
+def _methods(text: str | None, family: str) -> list[str]:
+    regression = family in REGRESSION_FAMILIES
+    if text is None:
+        return [m for m in ALL if not (regression and m in CLASSIFICATION_ONLY)]
     methods = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in methods if m not in ALL]
     if bad or not methods:
         raise ValueError(f"unknown method(s) {bad or text!r}; choose from {list(ALL)}")
+    wrong = [m for m in methods if regression and m in CLASSIFICATION_ONLY]
+    if wrong:
+        raise ValueError(f"method(s) {wrong} need a classification family, not {family!r}")
     return methods
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = _config_for(args)
-    methods = _methods(args.methods)
+    methods = _methods(args.methods, cfg["family"]["name"])
     for key in ("iterations", "meta_batch"):
         if cfg["train"][key] <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {cfg['train'][key]}")

@@ -2,8 +2,10 @@
 
 from metaloop.meta.anil import ANIL
 from metaloop.meta.maml import MAML
+from metaloop.meta.metaoptnet import MetaOptNet
 from metaloop.meta.pretrain import Pretrain
+from metaloop.meta.r2d2 import R2D2
 from metaloop.meta.reptile import Reptile
 from metaloop.meta.scratch import Scratch
 
-__all__ = ["ANIL", "MAML", "Pretrain", "Reptile", "Scratch"]
+__all__ = ["ANIL", "MAML", "MetaOptNet", "Pretrain", "R2D2", "Reptile", "Scratch"]

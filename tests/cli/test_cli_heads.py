@@ -1,0 +1,85 @@
+"""R2D2 and MetaOptNet from the CLI: their Omniglot configs, train -> eval round trip,
+``metaloop compare omniglot`` with them, and the errors (tiny sizes, data from ../shared)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from metaloop.cli import _build, _config
+from metaloop.cli.eval import load_learner
+from metaloop.cli.main import main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("method", ["r2d2", "metaoptnet"])
+@pytest.mark.parametrize("ways", [5, 20])
+def test_cpu_configs_build_the_learner(method, ways):
+    cfg = _config.load(CONFIGS / f"omniglot_{method}_{ways}w1s_cpu.toml")
+    assert (cfg["family"]["ways"], cfg["family"]["shots"], cfg["method"]["name"]) == \
+        (ways, 1, method)
+    assert cfg["eval"]["tasks"] >= 600 and cfg["eval"]["split"] == "test"
+
+    class Fam:   # build_learner only needs the family's kind, ways and image shape
+        kind, image_shape, num_classes = "classification", (1, 28, 28), 100
+    Fam.ways = ways
+    learner = _build.build_learner(cfg, Fam())
+    assert learner.meta_trains and learner.batching == "loop"
+    assert ("log_lam" in dict(learner.model.named_parameters())) == (method == "r2d2")
+
+
+def _small(tmp_path, root, method):
+    cfg = tmp_path / f"{method}.toml"
+    cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{root}"\nways = 3\nshots = 1\n'
+                   f'queries = 2\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
+                   f'[method]\nname = "{method}"\ninner_steps = 6\n'
+                   f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 1\n'
+                   f'[eval]\ntasks = 4\nsteps = [0, 1]\nqueries = 2\n')
+    return cfg
+
+
+@pytest.mark.parametrize("method", ["r2d2", "metaoptnet"])
+def test_train_then_eval_roundtrip(tmp_path, omniglot_root, method):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(_small(tmp_path, omniglot_root, method)), "--out",
+                 str(run), "--no-progress"]) == 0
+    learner, _ = load_learner(run)
+    assert float(learner.model.log_scale.detach()) != pytest.approx(
+        float(torch.log(torch.tensor(10.0 if method == "r2d2" else 8.0))), abs=1e-6)
+    assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev")]) == 0
+    r = json.loads((tmp_path / "ev" / "results.json").read_text())["methods"][method]
+    assert r["steps"] == [0, 1] and r["accuracy"]["mean"][0] == r["accuracy"]["mean"][1]
+
+
+def test_compare_omniglot_with_both(tmp_path, omniglot_root):
+    small = tmp_path / "small.toml"
+    small.write_text(f'[family]\nroot = "{omniglot_root}"\nqueries = 2\n'
+                     '[model]\nchannels = 8\n[eval]\nsteps = [0, 1]\nqueries = 2\n')
+    argv = ["compare", "omniglot", "--iterations", "2", "--meta-batch", "2", "--tasks", "4",
+            "--ways", "3", "--shots", "1", "--methods", "r2d2,metaoptnet", "--config",
+            str(small), "--no-progress", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(res["methods"]) == {"r2d2", "metaoptnet"}
+    for r in res["methods"].values():
+        assert all(0 <= a <= 1 for a in r["accuracy"]["mean"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["compare", "--methods", "maml,r2d2"], "need a classification family, not 'sinusoid'"),
+    (["compare", "sinusoid", "--methods", "metaoptnet"], "need a classification family"),
+])
+def test_head_methods_refuse_regression(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_lam_in_a_config_is_named(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[family]\nname = "omniglot"\n[model]\nname = "conv4"\n'
+                   '[method]\nname = "r2d2"\nlam = -1.0\n')
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert "lam must be a finite number > 0" in capsys.readouterr().err

@@ -1,0 +1,271 @@
+"""MetaOptNet: meta-gradient against an independent reference (each task's convex problem
+solved by L-BFGS on the primal objective, differentiated by the implicit function theorem with
+an autograd Hessian; the network spelled out with torch.nn.functional) and finite differences;
+both gradient paths into the backbone; batching, determinism, shapes, errors, evaluate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import metaloop as ml
+from metaloop.meta.metaoptnet import MetaOptNet
+from metaloop.models import MLP, Conv4
+
+DT = torch.float64
+WAYS, SHOTS, QUERIES = 3, 2, 3          # S = 6 support and Q = 9 query examples per task
+LAM = 0.5
+
+
+def conv4_features_ref(p, x, prefix="backbone."):
+    """Conv4 (max-pool) features, BatchNorm as plain batch mean/variance arithmetic."""
+    for i in range(4):
+        b = f"{prefix}body.{i}."
+        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = ((x - mean) ** 2).mean((0, 2, 3), keepdim=True)
+        x = (x - mean) / torch.sqrt(var + 1e-5)
+        x = x * p[b + "bn.weight"][None, :, None, None] + p[b + "bn.bias"][None, :, None, None]
+        x = F.max_pool2d(F.relu(x), 2)
+    return x.flatten(1)                                              # [N, D]
+
+
+def objective(W, fs, sy, head):
+    """sum_i loss(W^T phi_i, y_i) + LAM / 2 ||W||^2, written out directly."""
+    z = fs @ W                                                       # [S, C]
+    if head == "logistic":
+        data = F.cross_entropy(z, sy, reduction="sum")
+    else:
+        z_true = z.gather(1, sy[:, None])                            # [S, 1]
+        margins = torch.relu(1 + z - z_true)                         # [S, C]
+        data = (margins.square() * (1 - F.one_hot(sy, WAYS).to(DT))).sum()
+    return data + 0.5 * LAM * W.square().sum()
+
+
+def solve_ref(fs, sy, head):
+    """W* by L-BFGS, polished by plain Newton steps with an autograd Hessian (no line
+    search, no representer trick), then ``W* - H^{-1} grad``: the same value, with the
+    implicit-function-theorem Jacobian dW*/dfs."""
+    f = fs.detach()
+    W = torch.zeros(fs.shape[1], WAYS, dtype=DT, requires_grad=True)
+    opt = torch.optim.LBFGS([W], lr=1, max_iter=200, tolerance_grad=1e-10,
+                            tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = objective(W, f, sy, head)
+        value.backward()
+        return value
+    opt.step(closure)
+    W_star, d = W.detach(), W.numel()
+    for _ in range(4):
+        H = torch.autograd.functional.hessian(lambda w: objective(w, f, sy, head), W_star)
+        g = torch.autograd.functional.jacobian(lambda w: objective(w, f, sy, head), W_star)
+        W_star = W_star - torch.linalg.solve(H.reshape(d, d), g.reshape(d)).reshape(W.shape)
+    H = torch.autograd.functional.hessian(lambda w: objective(w, f, sy, head), W_star)
+    g = torch.autograd.grad(objective(W_star.requires_grad_(), fs, sy, head), W_star,
+                            create_graph=True)[0]                    # ~0, depends on fs
+    assert g.detach().abs().max() < 1e-10                            # converged
+    return W_star.detach() - torch.linalg.solve(H.reshape(d, d), g.reshape(d)).reshape(W.shape)
+
+
+def reference_loss(p, batch, head, detach=None, prefix="backbone."):
+    losses = []
+    for i in range(batch.num_tasks):
+        sx, sy, qx, qy = batch.task(i)
+        fs, fq = conv4_features_ref(p, sx, prefix), conv4_features_ref(p, qx, prefix)
+        fs = fs.detach() if detach == "support" else fs
+        fq = fq.detach() if detach == "query" else fq
+        W = solve_ref(fs, sy, head)
+        losses.append(F.cross_entropy(p["log_scale"].exp() * (fq @ W), qy))
+    return torch.stack(losses).mean()
+
+
+def reference_grad(model, batch, head, **kw):
+    params = dict(model.named_parameters())
+    g = torch.autograd.grad(reference_loss(params, batch, head, **kw), list(params.values()),
+                            allow_unused=True)
+    return {n: torch.zeros_like(v) if gi is None else gi for (n, v), gi in zip(params.items(), g)}
+
+
+def make_batch(B=2, seed=2, size=16):
+    g = torch.Generator().manual_seed(seed)
+    sy = torch.arange(WAYS).repeat_interleave(SHOTS).repeat(B, 1)   # [B, S]
+    qy = torch.arange(WAYS).repeat_interleave(QUERIES).repeat(B, 1)  # [B, Q]
+    return ml.TaskBatch(torch.randn(B, WAYS * SHOTS, 1, size, size, generator=g, dtype=DT), sy,
+                        torch.randn(B, WAYS * QUERIES, 1, size, size, generator=g, dtype=DT), qy)
+
+
+def make_learner(head="svm", grad="implicit", hidden=8, seed=1, backbone=None, **kw):
+    torch.manual_seed(seed)
+    net = backbone if backbone is not None else Conv4(1, hidden, WAYS, image_size=16).double()
+    return MetaOptNet(net, head=head, lam=LAM, steps=kw.pop("steps", 25), grad=grad,
+                      scale=2.0, **kw)
+
+
+def assert_close_rel(got, ref, rtol=1e-6):
+    for n in ref:
+        scale = ref[n].abs().max().clamp_min(1e-6)   # conv biases before BN: exactly 0
+        assert (got[n] - ref[n]).abs().max() / scale < rtol, n
+
+
+# hidden 8: D = 8 > S = 6 (representer-space Newton); hidden 4: D = 4 < S (primal Newton)
+@pytest.mark.parametrize("head", ["logistic", "svm"])
+@pytest.mark.parametrize("grad", ["implicit", "unrolled"])
+@pytest.mark.parametrize("hidden", [8, 4])
+def test_meta_gradient_matches_lbfgs_ift_reference(head, grad, hidden):
+    learner = make_learner(head, grad, hidden)
+    batch = make_batch()
+    ref = reference_grad(learner.model, batch, head)
+    got = learner.meta_gradient(batch)
+    assert list(got) == [n for n, _ in learner.model.named_parameters()]
+    assert_close_rel(got, ref)
+    loss, metrics = learner.meta_loss(batch)
+    ref_loss = reference_loss(dict(learner.model.named_parameters()), batch, head).detach()
+    torch.testing.assert_close(loss.detach(), ref_loss, rtol=1e-9, atol=1e-12)
+    assert metrics["loss"] == pytest.approx(float(ref_loss))
+    for n in ("log_scale", "backbone.body.0.conv.weight", "backbone.body.3.bn.bias"):
+        assert got[n].abs().max() > 0, n
+    assert "log_lam" not in got                                      # lam is fixed
+
+
+@pytest.mark.parametrize("head", ["logistic", "svm"])
+def test_meta_gradient_matches_finite_differences(head):
+    learner = make_learner(head, "unrolled")
+    batch = make_batch()
+    params = dict(learner.model.named_parameters())
+    g = learner.meta_gradient(batch)
+    gen = torch.Generator().manual_seed(5)
+    v = {n: torch.randn(p.shape, generator=gen, dtype=DT) for n, p in params.items()}
+    eps = 1e-6
+
+    def loss_at(t):
+        with torch.no_grad():
+            for n, p in params.items():
+                p.add_(t * v[n])
+        out = float(learner.meta_loss(batch)[0].detach())
+        with torch.no_grad():
+            for n, p in params.items():
+                p.sub_(t * v[n])
+        return out
+    fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    assert fd == pytest.approx(sum(float((g[n] * v[n]).sum()) for n in params), rel=1e-6)
+
+
+class Gate(nn.Module):
+    """Conv4 features, detached for inputs with ``cut`` examples (the support or query set)."""
+
+    def __init__(self, net: nn.Module, cut: int):
+        super().__init__()
+        self.net, self.cut = net, cut
+
+    def forward(self, x, head=False):
+        h = self.net(x, head=False)
+        return h.detach() if x.shape[0] == self.cut else h
+
+
+@pytest.mark.parametrize("path", ["support", "query"])
+def test_gradient_reaches_backbone_through_each_path(path):
+    batch = make_batch()
+    cut = {"support": WAYS * QUERIES, "query": WAYS * SHOTS}[path]   # detach the OTHER set
+    torch.manual_seed(1)
+    gated = make_learner(backbone=Gate(Conv4(1, 8, WAYS, image_size=16).double(), cut))
+    got = gated.meta_gradient(batch)
+    other = "query" if path == "support" else "support"
+    ref = reference_grad(gated.model, batch, "svm", detach=other, prefix="backbone.net.")
+    assert_close_rel(got, ref)
+    for i in range(4):
+        assert got[f"backbone.net.body.{i}.conv.weight"].abs().max() > 1e-6, (path, i)
+
+
+def test_batched_tasks_equal_single_task_calls():
+    batch = make_batch(B=3)
+    for batching in ("loop", "vmap"):
+        learner = make_learner("logistic", batching=batching)
+        loss, _ = learner.meta_loss(batch)
+        singles = [learner.meta_loss(batch.slice(i, i + 1))[0].detach() for i in range(3)]
+        torch.testing.assert_close(loss.detach(), torch.stack(singles).mean(), rtol=1e-12,
+                                   atol=1e-12)
+        for i in range(3):
+            sx, sy, qx, qy = batch.task(i)
+            out = learner.predict(learner.adapt(sx, sy), qx)
+            torch.testing.assert_close(F.cross_entropy(out, qy), singles[i], rtol=1e-12,
+                                       atol=1e-12)
+    a = make_learner("logistic", batching="loop").meta_gradient(batch)
+    b = make_learner("logistic", batching="vmap").meta_gradient(batch)
+    assert_close_rel(a, b, rtol=1e-8)
+
+
+def test_deterministic_and_shapes():
+    a = make_learner().meta_gradient(make_batch())
+    b = make_learner().meta_gradient(make_batch())
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    learner = make_learner()
+    sx, sy, qx, _ = make_batch().task(0)
+    params = learner.adapt(sx, sy)
+    assert params["W"].shape == (8, WAYS) and "b" not in params
+    assert len(list(learner.adapt_path(sx, sy, 3))) == 1
+    assert learner.predict(params, qx).shape == (WAYS * QUERIES, WAYS)
+    assert learner.meta_trains and learner.inner.steps == 25
+
+
+def test_mlp_backbone_runs_under_vmap():
+    torch.manual_seed(0)
+    learner = MetaOptNet(MLP(4, (6,), 2).double(), head="logistic", steps=8)
+    g = torch.Generator().manual_seed(0)
+    batch = ml.TaskBatch(torch.randn(2, 4, 4, generator=g, dtype=DT),
+                         torch.tensor([[0, 1, 0, 1]] * 2),
+                         torch.randn(2, 6, 4, generator=g, dtype=DT),
+                         torch.tensor([[0, 1, 1, 0, 0, 1]] * 2))
+    assert learner.batching == "vmap"
+    assert learner.meta_gradient(batch)["backbone.body.fc0.weight"].abs().max() > 0
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"lam": 0.0}, "lam must be a finite number > 0"),
+    ({"lam": -2.0}, "lam must be a finite number > 0"),
+    ({"scale": -1.0}, "scale must be a finite number > 0"),
+    ({"head": "hinge"}, "head must be one of"),
+    ({"grad": "fd"}, "grad must be one of"),
+    ({"steps": 0}, "steps must be an int >= 1"),
+])
+def test_bad_arguments(kw, message):
+    with pytest.raises(ValueError, match=message):
+        MetaOptNet(Conv4(1, 4, WAYS, image_size=16), **kw)
+
+
+@pytest.mark.parametrize("head", ["logistic", "svm"])
+def test_bad_labels(head):
+    learner = make_learner(head, ways=WAYS)
+    sx, sy, qx, qy = make_batch().task(0)
+    with pytest.raises(ValueError, match=r"support_y labels must lie in \[0, ways=3\), found 3"):
+        learner.adapt(sx, sy + 1)
+    with pytest.raises(ValueError, match="found -1"):
+        learner.adapt(sx, sy - 1)
+    missing = torch.where(sy == 1, torch.zeros_like(sy), sy)         # class 1 has no example
+    with pytest.raises(ValueError, match="every class needs at least one support example"):
+        learner.adapt(sx, missing)
+    batch = ml.TaskBatch(sx[None], missing[None], qx[None], qy[None])
+    with pytest.raises(ValueError, match=r"task 0 class 1"):
+        learner.meta_loss(batch)
+
+
+class RandomImages:
+    def sample(self, n, generator=None):
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        return make_batch(B=n, seed=seed)
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_evaluate_roundtrip(batching):
+    learner = make_learner(batching=batching, steps=10)
+    fam = RandomImages()
+    r = ml.evaluate(learner, fam, tasks=4, steps=(0, 2), seed=3)
+    batch = fam.sample(4, torch.Generator().manual_seed(3))
+    manual = [float(F.cross_entropy(learner.predict(learner.adapt(sx, sy), qx), qy))
+              for sx, sy, qx, qy in (batch.task(i) for i in range(4))]
+    assert r["loss"]["mean"][0] == pytest.approx(sum(manual) / 4, rel=1e-10)
+    assert r["loss"]["mean"] == [r["loss"]["mean"][0]] * 2
+    assert 0 <= r["accuracy"]["mean"][0] <= 1
