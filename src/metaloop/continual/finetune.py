@@ -1,0 +1,275 @@
+"""Fine-tuning without catastrophic forgetting: a readable training function.
+
+``finetune`` trains on a new experience with three composable remedies:
+
+- **Replay** (``replay_ratio``, ``buffer_size``): a fraction of every batch is drawn from the
+  earlier experiences' data (all of it, or a reservoir sample) and scored by its own head
+  with its own labels. The default 0.1 follows the lecture's "about 10% pretraining-style
+  data"; 0 is naive fine-tuning.
+- **Kept heads** (``keep_heads``): the earlier heads stay attached, with their losses, on the
+  new experience's inputs. Those inputs have no labels for an earlier task, so the loss is
+  the one of Learning without Forgetting (Li & Hoiem 2016): the head's softened predictions
+  are pulled towards what the model predicted before this fine-tuning started,
+  ``T^2 KL(softmax(teacher / T) || softmax(student / T))``. The heads are not frozen: they
+  update, and their losses send gradients into the shared body. In the class-incremental
+  setting the earlier "head" is the earlier classes' slice of the one shared head, so the
+  loss is on those logits only (as LwF and iCaRL do there).
+- **What trains** (``trainable``): ``"all"``, ``"head"`` (every ``heads.*`` parameter), a
+  list of names or a predicate on names (a LoRA subset: ``lora.is_adapter``).
+
+Evaluation runs every ``eval_every`` steps on the test data of the given experiences, so
+the forgetting curve can be drawn; ``early_stop`` stops on the new experience's validation
+accuracy and returns the best parameters seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaloop.continual import lora
+from metaloop.continual.heads import PREFIX, check_heads, features, head_logits
+from metaloop.continual.replay import Batch, check_replay_ratio, mixed_batches, replay_buffer
+from metaloop.func.params import Params, detach, partition
+
+Trainable = str | Callable[[str], bool] | Iterable[str]
+
+
+class FinetuneResult(NamedTuple):
+    """What ``finetune`` returns.
+
+    Attributes:
+        params: the fine-tuned parameters, detached (the best on validation with
+            ``early_stop``).
+        curve: ``{"step": [S], "accuracy": {experience name: [S]}, "val_accuracy": [S]}``,
+            measured before the first step and every ``eval_every`` steps.
+        steps: optimiser steps taken.
+        best_step: the step whose parameters were returned.
+    """
+
+    params: Params
+    curve: dict
+    steps: int
+    best_step: int
+
+
+def select_trainable(params: Mapping[str, torch.Tensor], trainable: Trainable) -> list[str]:
+    """Names of the parameters to train.
+
+    Args:
+        params: all parameters.
+        trainable: ``"all"``; ``"head"`` (every ``heads.*`` parameter); ``"lora"`` (the
+            ``lora.*`` adapters and the heads); a predicate on names; or a list of names.
+
+    Raises:
+        ValueError: an unknown keyword, unknown names, or a selection that matches nothing.
+    """
+    keywords = {"all": lambda n: True, "head": lambda n: n.startswith(PREFIX),
+                "lora": lambda n: lora.is_adapter(n) or n.startswith(PREFIX)}
+    if isinstance(trainable, str):
+        if trainable not in keywords:
+            raise ValueError(f"unknown trainable {trainable!r}; use one of {sorted(keywords)}, "
+                             f"a predicate on parameter names, or a list of names")
+        trainable = keywords[trainable]
+    chosen, _ = partition(params, trainable)
+    return list(chosen)
+
+
+def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
+                         experiences: Sequence, split: str = "test",
+                         batch_size: int = 1000) -> dict[str, float]:
+    """Accuracy of each experience's head on its ``split`` data (argmax over all the head's
+    outputs), ``{experience name: accuracy}``; NaN for an empty split."""
+    out = {}
+    with torch.no_grad():
+        for e in experiences:
+            x, y = getattr(e, split)
+            correct = 0
+            for i in range(0, y.numel(), batch_size):
+                logits = head_logits(params, e.head, features(model, params, x[i:i + batch_size]))
+                correct += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
+            out[e.name] = correct / y.numel() if y.numel() else math.nan
+    return out
+
+
+def _kept_heads(keep_heads, new, earlier) -> dict[str, tuple[float, list[int]]]:
+    """``{head: (weight, earlier outputs)}``: the earlier heads whose losses stay active."""
+    if keep_heads is False or keep_heads is None:
+        return {}
+    outputs: dict[str, set[int]] = {}
+    for e in earlier:
+        outputs.setdefault(e.head, set()).update(e.classes)
+    if not outputs:
+        raise ValueError("keep_heads needs earlier experiences whose heads to keep; none given")
+    weights = dict.fromkeys(outputs, 1.0) if keep_heads is True else dict(keep_heads)
+    unknown = sorted(set(weights) - set(outputs))
+    if unknown:
+        raise ValueError(f"keep_heads names {unknown}, which are not heads of earlier "
+                         f"experiences {sorted(outputs)}")
+    for h, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0 \
+                or not math.isfinite(w):
+            raise ValueError(f"keep_heads weight of head {h!r} must be a finite number >= 0, "
+                             f"got {w!r}")
+    return {h: (float(w), sorted(outputs[h])) for h, w in weights.items() if w > 0}
+
+
+def _check_positive(**values) -> None:
+    for name, v in values.items():
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batch,
+               heads: Sequence[str], kept: Mapping[str, tuple[float, list[int]]] | None = None,
+               teacher: Mapping[str, torch.Tensor] | None = None,
+               temperature: float = 2.0) -> torch.Tensor:
+    """The fine-tuning loss of one mixed batch.
+
+    Cross-entropy of every example under its own head (new examples: ``heads[0]``; earlier
+    example from experience ``s``: ``heads[s + 1]``), averaged over the batch, plus for each
+    kept head ``h`` with weight ``w`` and earlier outputs ``O``:
+    ``w T^2 KL(softmax(teacher_h(x)[:, O] / T) || softmax(student_h(x)[:, O] / T))``, averaged
+    over the new examples ``x`` of the batch.
+
+    Args:
+        model: the body.
+        params: current parameters.
+        batch: ``x [B, *shape]``, ``y [B]``, ``source [B]`` (-1 = new).
+        heads: head of the new experience, then of each earlier experience.
+        kept: ``{head: (weight, outputs)}`` kept heads; teacher: the parameters before
+            fine-tuning (needed with ``kept``).
+        temperature: T of the distillation.
+
+    Returns:
+        Scalar loss.
+    """
+    feats = features(model, params, batch.x)                          # [B, D]
+    loss = feats.new_zeros(())
+    for s in batch.source.unique().tolist():
+        rows = batch.source == s
+        logits = head_logits(params, heads[s + 1], feats[rows])        # [b, C]
+        share = int(rows.sum()) / batch.y.numel()                      # this group's share of B
+        loss = loss + F.cross_entropy(logits, batch.y[rows]) * share
+    new = batch.source == -1
+    if kept and bool(new.any()):
+        with torch.no_grad():
+            t_feats = features(model, teacher, batch.x)[new]            # [n, D]
+        for h, (w, outputs) in kept.items():
+            student = head_logits(params, h, feats[new])[:, outputs] / temperature  # [n, |O|]
+            target = head_logits(teacher, h, t_feats)[:, outputs] / temperature     # [n, |O|]
+            kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(target, -1),
+                          reduction="batchmean", log_target=True)
+            loss = loss + w * temperature ** 2 * kl
+    return loss
+
+
+def finetune(model: nn.Module, params: Mapping[str, torch.Tensor], new, *,
+             earlier: Sequence = (), replay_ratio: float = 0.1, buffer_size: int | None = None,
+             keep_heads: bool | Mapping[str, float] = False, temperature: float = 2.0,
+             trainable: Trainable = "all", early_stop: int | None = None, steps: int = 500,
+             batch_size: int = 128, lr: float = 1e-3, eval_every: int = 100,
+             evaluate_on: Sequence | None = None, generator: torch.Generator | None = None,
+             progress: Callable[[int], None] | None = None) -> FinetuneResult:
+    """Fine-tune on a new experience, with replay and kept heads against forgetting.
+
+    Adam on the trainable parameters; nothing passed in is mutated.
+
+    Args:
+        model: the body, ``forward(x, head=False) -> [N, D]``.
+        params: body and ``heads.*`` parameters (see ``heads.init_params``).
+        new: the new ``Experience`` (``train``, ``val``, ``head``, ...).
+        earlier: the experiences learned before, in order: the replay data and the kept
+            heads.
+        replay_ratio: fraction of each batch drawn from the earlier data, in ``[0, 1)``.
+        buffer_size: None to replay all the earlier data; else the size of a reservoir
+            sample of it.
+        keep_heads: True keeps every earlier head's loss with weight 1; a mapping
+            ``{head: weight}`` keeps those heads with those weights; False keeps none.
+        temperature: T of the kept heads' distillation loss.
+        trainable: what trains; see ``select_trainable``.
+        early_stop: patience in evaluations: stop when the new experience's validation
+            accuracy has not improved for this many, and return the best parameters.
+        steps: maximum optimiser steps. batch_size: B. lr: Adam learning rate.
+        eval_every: steps between evaluations.
+        evaluate_on: experiences to evaluate during training (default: earlier + new).
+        generator: random source of batches and reservoir draws.
+        progress: called with the number of steps just done.
+
+    Returns:
+        ``FinetuneResult(params, curve, steps, best_step)``.
+
+    Raises:
+        ValueError: a replay ratio outside [0, 1); replay or kept heads with no earlier data;
+            a missing head or one whose output size does not match its experience; early
+            stopping without validation data; bad counts or temperature.
+    """
+    replay_ratio = check_replay_ratio(replay_ratio)
+    _check_positive(steps=steps, batch_size=batch_size, eval_every=eval_every,
+                    early_stop=early_stop, buffer_size=buffer_size)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or \
+            not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if early_stop is not None and new.val[1].numel() == 0:
+        raise ValueError(f"early_stop needs validation data, but experience {new.name!r} has "
+                         f"none")
+    earlier = list(earlier)
+    if replay_ratio > 0 and not earlier:
+        raise ValueError(f"replay_ratio={replay_ratio} but there is no earlier data to replay; "
+                         f"pass earlier=[...] or replay_ratio=0")
+    kept = _kept_heads(keep_heads, new, earlier)
+    with torch.no_grad():
+        dim = features(model, params, new.train[0][:2]).shape[1]
+    check_heads(params, [new], dim)
+    check_heads(params, earlier, dim, role="kept head" if kept else "earlier head")
+    names = set(select_trainable(params, trainable))
+    work = {k: v.detach().clone().requires_grad_(k in names) for k, v in params.items()}
+    opt = torch.optim.Adam([work[k] for k in work if k in names], lr=lr)
+    teacher = detach(params) if kept else None
+    buffer = replay_buffer(earlier, buffer_size, generator) if replay_ratio > 0 else None
+    batches = mixed_batches(*new.train, buffer, batch_size, replay_ratio, generator)
+    heads = [new.head, *(e.head for e in earlier)]
+    watch = list(evaluate_on) if evaluate_on is not None else [*earlier, new]
+    if len({e.name for e in watch}) != len(watch):
+        raise ValueError(f"experiences to evaluate need distinct names, got "
+                         f"{[e.name for e in watch]}")
+    curve = {"step": [], "accuracy": {e.name: [] for e in watch}, "val_accuracy": []}
+    best = (_record(curve, model, work, watch, new, 0), 0, _snapshot(work))
+    stale, step = 0, 0
+    while step < steps:
+        loss = batch_loss(model, work, next(batches), heads, kept, teacher, temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if progress is not None:
+            progress(1)
+        if step % eval_every and step != steps:
+            continue
+        val = _record(curve, model, work, watch, new, step)
+        if early_stop is None or val > best[0]:
+            best, stale = (val, step, _snapshot(work)), 0
+        else:
+            stale += 1
+            if stale >= early_stop:
+                break
+    return FinetuneResult(best[2], curve, step, best[1])
+
+
+def _snapshot(params: Mapping[str, torch.Tensor]) -> Params:
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def _record(curve, model, params, watch, new, step) -> float:
+    """Append one evaluation to ``curve``; return the new experience's validation accuracy."""
+    curve["step"].append(step)
+    for name, acc in evaluate_experiences(model, params, watch).items():
+        curve["accuracy"][name].append(acc)
+    val = evaluate_experiences(model, params, [new], split="val")[new.name]
+    curve["val_accuracy"].append(val)
+    return val

@@ -1,0 +1,118 @@
+"""Several linear heads on one shared body, all in one flat parameter dict.
+
+The body is any model with ``forward(x, head=False) -> features [N, D]`` (``MLP``, ``Conv4``);
+its own ``head`` layer is not used. Head ``h`` is the pair ``heads.<h>.weight [C, D]`` and
+``heads.<h>.bias [C]`` in the same dict as the body's parameters, so a parameter-name
+partition chooses what trains (body, heads, adapters) and a params dict is the whole state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaloop.continual import lora
+from metaloop.func.params import Params, forward, last_linear_names, params_of
+
+PREFIX = "heads."
+
+
+def head_names(name: str) -> tuple[str, str]:
+    """The parameter names ``("heads.<name>.weight", "heads.<name>.bias")`` of head ``name``."""
+    return f"{PREFIX}{name}.weight", f"{PREFIX}{name}.bias"
+
+
+def init_heads(sizes: Mapping[str, int], feature_dim: int,
+               generator: torch.Generator | None = None) -> Params:
+    """New linear heads, initialised as ``nn.Linear`` is: ``U(-1/sqrt(D), 1/sqrt(D))``.
+
+    Args:
+        sizes: head name -> number of outputs C.
+        feature_dim: D, the body's feature size.
+        generator: random source.
+
+    Returns:
+        ``{"heads.<h>.weight": [C, D], "heads.<h>.bias": [C]}`` for each head.
+    """
+    bound = 1.0 / math.sqrt(feature_dim)
+    out: Params = {}
+    for name, c in sizes.items():
+        w, b = head_names(name)
+        out[w] = (torch.rand(c, feature_dim, generator=generator) * 2 - 1) * bound  # [C, D]
+        out[b] = (torch.rand(c, generator=generator) * 2 - 1) * bound                # [C]
+    return out
+
+
+def init_params(model: nn.Module, experiences: Sequence,
+                generator: torch.Generator | None = None) -> Params:
+    """The body's parameters (copied, without the model's own head) plus one new head for
+    every distinct ``experience.head``.
+
+    Args:
+        model: the body, with ``forward(x, head=False)``.
+        experiences: the stream (``head``, ``num_outputs``, ``train``).
+        generator: random source of the heads' initialisation.
+
+    Raises:
+        ValueError: if two experiences give one head different output sizes.
+    """
+    own = set(last_linear_names(model))
+    body = {k: v.detach().clone() for k, v in params_of(model).items() if k not in own}
+    sizes: dict[str, int] = {}
+    for e in experiences:
+        if sizes.setdefault(e.head, e.num_outputs) != e.num_outputs:
+            raise ValueError(f"head {e.head!r} is given {sizes[e.head]} and {e.num_outputs} "
+                             f"outputs by different experiences")
+    with torch.no_grad():
+        dim = features(model, body, experiences[0].train[0][:2]).shape[1]
+    return {**body, **init_heads(sizes, dim, generator)}
+
+
+def body_params(params: Mapping[str, torch.Tensor]) -> Params:
+    """The body's parameters: low-rank adapters merged in, heads left out."""
+    return {k: v for k, v in lora.merge(params).items() if not k.startswith(PREFIX)}
+
+
+def features(model: nn.Module, params: Mapping[str, torch.Tensor],
+             x: torch.Tensor) -> torch.Tensor:
+    """Body features ``[N, D]`` of inputs ``x [N, *shape]`` under ``params``."""
+    return forward(model, body_params(params), x, head=False)
+
+
+def head_logits(params: Mapping[str, torch.Tensor], head: str,
+                feats: torch.Tensor) -> torch.Tensor:
+    """Logits ``[N, C]`` of head ``head`` on features ``[N, D]``."""
+    w, b = head_names(head)
+    return F.linear(feats, params[w], params[b])                      # [N, C]
+
+
+def check_heads(params: Mapping[str, torch.Tensor], experiences: Sequence, feature_dim: int,
+                role: str = "head") -> None:
+    """Check that each experience's head exists with shape ``[num_outputs, feature_dim]``
+    and that its labels fit the head.
+
+    Raises:
+        ValueError: naming the head, its shape and the experience, for a missing head, a
+            wrong output or input size, or a label outside the head's outputs.
+    """
+    heads = sorted({k[len(PREFIX):].rsplit(".", 1)[0] for k in params if k.startswith(PREFIX)})
+    for e in experiences:
+        w, b = head_names(e.head)
+        if w not in params or b not in params:
+            raise ValueError(f"{role} {e.head!r} of experience {e.name!r} is not in the "
+                             f"params; heads present: {heads}")
+        want = (e.num_outputs, feature_dim)
+        if tuple(params[w].shape) != want or tuple(params[b].shape) != want[:1]:
+            raise ValueError(f"{role} {e.head!r} has output size {params[w].shape[0]} "
+                             f"({w} {list(params[w].shape)}, {b} {list(params[b].shape)}), but "
+                             f"experience {e.name!r} needs [{want[0]}, {want[1]}] "
+                             f"({e.num_outputs} outputs on {feature_dim} features)")
+        for split, (_, y) in (("train", e.train), ("val", e.val), ("test", e.test)):
+            if y.numel() and not (0 <= int(y.min()) and int(y.max()) < e.num_outputs):
+                raise ValueError(f"experience {e.name!r} has {split} labels in "
+                                 f"{int(y.min())}..{int(y.max())}, outside the {e.num_outputs} "
+                                 f"outputs of {role} {e.head!r}")

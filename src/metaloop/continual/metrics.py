@@ -1,0 +1,111 @@
+"""Forgetting metrics on the accuracy matrix, named as Avalanche names them.
+
+``R[i, j]`` is the accuracy on experience ``j`` after training on experience ``i`` (rows:
+training time, columns: the experience tested), for ``T`` experiences:
+
+- **accuracy matrix** ``R`` ``[T, T]``;
+- **average accuracy** (Avalanche's ``Top1_Acc_Stream`` at the end):
+  ``ACC = mean_j R[T-1, j]``;
+- **experience forgetting** (``ExperienceForgetting``), for ``j < T-1``: the best accuracy on
+  ``j`` at an earlier time, from when it was learned, minus the final one,
+  ``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]`` (Chaudhry et al. 2018);
+- **stream forgetting** (``StreamForgetting``): ``mean_{j < T-1} f_j``;
+- **backward transfer** (``StreamBWT``; Lopez-Paz & Ranzato 2017):
+  ``BWT = mean_{j < T-1} (R[T-1, j] - R[j, j])``, negative when learning later experiences
+  hurt earlier ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+
+
+def accuracy_matrix(rows: Sequence[Mapping[str, float] | Sequence[float]],
+                    names: Sequence[str] | None = None) -> torch.Tensor:
+    """Stack per-time accuracies into ``R`` ``[T, T]`` (float64).
+
+    Args:
+        rows: row ``i`` holds the accuracies after training on experience ``i``: a sequence
+            of ``T`` numbers, or a mapping from experience name to accuracy.
+        names: the experience order (required for mapping rows).
+
+    Raises:
+        ValueError: ragged or non-square rows, missing names, or values outside [0, 1].
+    """
+    if names is not None:
+        names = list(names)
+        missing = [(i, n) for i, r in enumerate(rows) for n in names
+                   if not isinstance(r, Mapping) or n not in r]
+        if missing:
+            raise ValueError(f"accuracy rows lack (row, experience) {missing[:5]}")
+        rows = [[r[n] for n in names] for r in rows]
+    elif any(isinstance(r, Mapping) for r in rows):
+        raise ValueError("accuracy_matrix needs names= to order mapping rows")
+    lengths = {len(r) for r in rows}
+    if not rows or lengths != {len(rows)}:
+        raise ValueError(f"accuracy_matrix needs T rows of T values, got {len(rows)} rows of "
+                         f"lengths {sorted(lengths)}")
+    r = torch.tensor([list(map(float, row)) for row in rows], dtype=torch.float64)  # [T, T]
+    return check_matrix(r)
+
+
+def check_matrix(r: torch.Tensor) -> torch.Tensor:
+    """Return ``r`` if it is a square ``[T, T]`` matrix of accuracies in [0, 1]."""
+    if not torch.is_tensor(r) or r.dim() != 2 or r.shape[0] != r.shape[1] or r.shape[0] == 0:
+        shape = list(r.shape) if torch.is_tensor(r) else type(r).__name__
+        raise ValueError(f"an accuracy matrix must be a square [T, T] tensor, got {shape}")
+    if not bool(((r >= 0) & (r <= 1)).all()):
+        raise ValueError(f"accuracies must be in [0, 1] (not percentages, not NaN), got "
+                         f"{r.tolist()}")
+    return r
+
+
+def _need_two(r: torch.Tensor, what: str) -> torch.Tensor:
+    r = check_matrix(r)
+    if r.shape[0] < 2:
+        raise ValueError(f"{what} needs at least two experiences, got a 1x1 matrix")
+    return r
+
+
+def average_accuracy(r: torch.Tensor) -> float:
+    """``mean_j R[T-1, j]``: accuracy over all experiences after the last one."""
+    return float(check_matrix(r)[-1].mean())
+
+
+def experience_forgetting(r: torch.Tensor) -> torch.Tensor:
+    """``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]`` for ``j < T-1``, ``[T-1]``."""
+    r = _need_two(r, "forgetting")
+    t = r.shape[0]
+    best = torch.stack([r[j:t - 1, j].max() for j in range(t - 1)])   # [T-1]
+    return best - r[-1, :-1]
+
+
+def stream_forgetting(r: torch.Tensor) -> float:
+    """Mean experience forgetting over the experiences before the last."""
+    return float(experience_forgetting(r).mean())
+
+
+def backward_transfer(r: torch.Tensor) -> float:
+    """``mean_{j < T-1} (R[T-1, j] - R[j, j])``."""
+    r = _need_two(r, "backward transfer")
+    return float((r[-1, :-1] - r.diagonal()[:-1]).mean())
+
+
+def summarize(r: torch.Tensor) -> dict[str, float]:
+    """The table's numbers from one accuracy matrix.
+
+    Returns:
+        ``new_accuracy`` ``R[T-1, T-1]``; ``old_accuracy`` ``mean_{j<T-1} R[T-1, j]``;
+        ``retained`` ``sum_{j<T-1} R[T-1, j] / sum_{j<T-1} R[j, j]`` (the fraction of the
+        earlier experiences' accuracy, right after each was learned, that is kept; NaN if
+        that is 0); ``forgetting``; ``bwt``; ``average_accuracy``.
+    """
+    r = _need_two(r, "summarize")
+    learned = float(r.diagonal()[:-1].sum())
+    retained = float(r[-1, :-1].sum()) / learned if learned > 0 else math.nan
+    return {"new_accuracy": float(r[-1, -1]), "old_accuracy": float(r[-1, :-1].mean()),
+            "retained": retained, "forgetting": stream_forgetting(r),
+            "bwt": backward_transfer(r), "average_accuracy": average_accuracy(r)}

@@ -1,0 +1,95 @@
+"""Plots of forgetting: accuracy on an old experience against fine-tuning steps, and the
+accuracy matrix as heatmaps. Matplotlib's object API only (no pyplot, no backend change)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from metaloop.evaluate.heldout import mean_ci
+
+
+def mean_curve(curves: Sequence[Sequence[dict]], name: str) -> tuple[list, list, list]:
+    """Mean and 95% CI over seeds of experience ``name``'s accuracy at each step.
+
+    Args:
+        curves: per seed, the evaluation points ``{"step", "accuracy": {name: acc}}``.
+        name: the experience.
+
+    Returns:
+        ``(steps, means, ci95)`` over the steps at which any seed measured ``name``.
+    """
+    at: dict[int, list[float]] = {}
+    for curve in curves:
+        for point in curve:
+            if name in point["accuracy"]:
+                at.setdefault(point["step"], []).append(point["accuracy"][name])
+    steps = sorted(at)
+    stats = [mean_ci(at[s]) for s in steps]
+    return steps, [m for m, _ in stats], [c for _, c in stats]
+
+
+def old_accuracy_curves(runs: Mapping[str, Sequence[dict]], name: str, path: Path,
+                        title: str) -> None:
+    """Accuracy on experience ``name`` against fine-tuning steps, one line per strategy.
+
+    Args:
+        runs: strategy -> per-seed runs, each with ``curve`` and ``boundaries``.
+        name: the old experience to follow.
+        path: the PNG to write. title: its title.
+    """
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    for strategy, rs in runs.items():
+        steps, m, c = mean_curve([r["curve"] for r in rs], name)
+        ax.plot(steps, [100 * v for v in m], label=strategy)
+        ax.fill_between(steps, [100 * (a - b) for a, b in zip(m, c)],
+                        [100 * (a + b) for a, b in zip(m, c)], alpha=0.2)
+    first = next(iter(runs.values()))[0]
+    for b in first["boundaries"][1:]:
+        ax.axvline(b, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("fine-tuning steps (dotted: next experience)")
+    ax.set_ylabel(f"test accuracy on {name} (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def matrix_heatmaps(strategies: Mapping[str, dict], names: Sequence[str], path: Path,
+                    title: str) -> None:
+    """One heatmap per strategy of the mean accuracy matrix ``R[i, j]`` (row: after training
+    on experience i; column: tested on j), annotated in %.
+
+    Args:
+        strategies: strategy -> ``{"matrix": {"mean": [T][T]}}``.
+        names: experience names, in order. path: the PNG. title: the figure title.
+    """
+    n, t = len(strategies), len(names)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    side = 1.2 + 0.45 * t
+    fig = Figure(figsize=(cols * side + 1.2, rows * side + 0.8), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    image = None
+    for k, (ax, (strategy, r)) in enumerate(zip(axes.flat, strategies.items())):
+        m = r["matrix"]["mean"]
+        image = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        for i in range(t):
+            for j in range(t):
+                ax.text(j, i, f"{100 * m[i][j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if m[i][j] < 0.6 else "black")
+        ax.set_title(strategy, fontsize=9)
+        ax.set_xticks(range(t), [str(j) for j in range(t)], fontsize=7)
+        ax.set_yticks(range(t), [str(i) for i in range(t)], fontsize=7)
+        ax.set_xlabel("tested on experience j", fontsize=7)
+        if k % cols == 0:
+            ax.set_ylabel("after experience i", fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title}: accuracy matrix R[i, j] (%)", fontsize=10)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+    fig.savefig(path, dpi=100)

@@ -1,0 +1,199 @@
+"""Replay: the buffer of earlier data, and batches that mix it into fine-tuning.
+
+The buffer holds either all the earlier experiences' training data (``buffer_size=None``) or a
+fixed-size uniform sample of them drawn by reservoir sampling (Vitter's Algorithm R), which
+sees the earlier data once, as a stream, and keeps every example with the same probability.
+
+A mixed batch of ``B`` examples holds ``replay_count(step, B, ratio)`` earlier examples and
+new ones for the rest. That count is ``floor((t + 1) r B) - floor(t r B)`` for batch ``t``:
+exactly ``r B`` in every batch when ``r B`` is a whole number, otherwise ``floor(r B)`` or
+``ceil(r B)``, with the running total never more than one example away from ``r`` of all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import torch
+
+
+class ReplayBuffer(NamedTuple):
+    """Earlier examples kept for replay.
+
+    Attributes:
+        x: inputs ``[M, *shape]``.
+        y: labels int64 ``[M]``.
+        source: int64 ``[M]``: index of the earlier experience each example came from.
+        seen: how many stream examples were offered to the buffer (for reservoir updates).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    source: torch.Tensor
+    seen: int
+
+
+class Batch(NamedTuple):
+    """One training batch: ``x [B, *shape]``, ``y [B]``, and ``source [B]`` int64 (-1 for the
+    new experience, else the index of the earlier experience in the buffer)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    source: torch.Tensor
+
+
+def check_replay_ratio(replay_ratio: float) -> float:
+    """Return ``replay_ratio`` as a float, or raise ValueError if it is not in ``[0, 1)``."""
+    if isinstance(replay_ratio, bool) or not isinstance(replay_ratio, int | float) or \
+            not 0.0 <= float(replay_ratio) < 1.0:
+        raise ValueError(f"replay_ratio must be in [0, 1) (the fraction of each batch drawn "
+                         f"from earlier data), got {replay_ratio!r}")
+    return float(replay_ratio)
+
+
+def replay_count(step: int, batch_size: int, replay_ratio: float) -> int:
+    """Number of earlier examples in batch ``step``: ``floor((t+1) r B) - floor(t r B)``."""
+    per_batch = replay_ratio * batch_size
+    return math.floor((step + 1) * per_batch + 1e-9) - math.floor(step * per_batch + 1e-9)
+
+
+def empty_buffer(like: torch.Tensor) -> ReplayBuffer:
+    """A buffer with no examples, for inputs shaped like ``like [N, *shape]``."""
+    return ReplayBuffer(like.new_empty((0, *like.shape[1:])), torch.empty(0, dtype=torch.int64),
+                        torch.empty(0, dtype=torch.int64), 0)
+
+
+def full_buffer(earlier: Sequence) -> ReplayBuffer:
+    """All the training data of the earlier experiences.
+
+    Args:
+        earlier: experiences (anything with ``train = (x [N, *shape], y [N])``).
+
+    Raises:
+        ValueError: if there are no earlier examples.
+    """
+    if not earlier or sum(e.train[1].numel() for e in earlier) == 0:
+        raise ValueError("replay needs earlier data, but no earlier experience (or only empty "
+                         "ones) was given")
+    x = torch.cat([e.train[0] for e in earlier])
+    y = torch.cat([e.train[1] for e in earlier])
+    source = torch.cat([torch.full((e.train[1].numel(),), i, dtype=torch.int64)
+                        for i, e in enumerate(earlier)])
+    return ReplayBuffer(x, y, source, y.numel())
+
+
+def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, source: int,
+                     size: int, generator: torch.Generator | None = None) -> ReplayBuffer:
+    """Offer a stream of examples to a reservoir of ``size`` (Algorithm R); return the new one.
+
+    The ``n``-th example of the whole stream (0-based, counting ``buffer.seen`` earlier
+    ones) fills a free slot while ``n < size``; after that it replaces slot ``j`` when a
+    uniform draw ``j`` in ``0..n`` falls below ``size``. Every example seen so far is then in
+    the buffer with probability ``size / seen``. Nothing is mutated.
+
+    Args:
+        buffer: the current reservoir.
+        x: inputs ``[N, *shape]``; y: labels ``[N]``.
+        source: the experience index to record for these examples.
+        size: capacity of the reservoir.
+        generator: random source.
+    """
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ValueError(f"buffer_size must be a positive int or None, got {size!r}")
+    n, seen = y.numel(), buffer.seen
+    fill = max(0, min(size - buffer.y.numel(), n))
+    keep_x, keep_y = torch.cat([buffer.x, x[:fill]]), torch.cat([buffer.y, y[:fill]])
+    keep_s = torch.cat([buffer.source, torch.full((fill,), source, dtype=torch.int64)])
+    position = torch.arange(seen + fill, seen + n, dtype=torch.float64)  # stream index n
+    draw = (torch.rand(position.numel(), generator=generator, dtype=torch.float64)
+            * (position + 1)).floor().long()                              # uniform in 0..n
+    slot_of = {}
+    for i, j in zip((draw < size).nonzero().squeeze(1).tolist(), draw[draw < size].tolist()):
+        slot_of[j] = fill + i                     # later examples overwrite earlier ones
+    if slot_of:
+        slots, items = torch.tensor(list(slot_of)), torch.tensor(list(slot_of.values()))
+        keep_x, keep_y, keep_s = keep_x.clone(), keep_y.clone(), keep_s.clone()
+        keep_x[slots], keep_y[slots], keep_s[slots] = x[items], y[items], source
+    return ReplayBuffer(keep_x, keep_y, keep_s, seen + n)
+
+
+def replay_buffer(earlier: Sequence, buffer_size: int | None = None,
+                  generator: torch.Generator | None = None) -> ReplayBuffer:
+    """The buffer fine-tuning replays from: all earlier data, or a reservoir sample of it.
+
+    Args:
+        earlier: the earlier experiences, in the order they were learned.
+        buffer_size: None for all their training data, else the reservoir capacity.
+        generator: random source of the reservoir draws.
+
+    Raises:
+        ValueError: no earlier data, or a bad ``buffer_size``.
+    """
+    full = full_buffer(earlier)
+    if buffer_size is None:
+        return full
+    buffer = empty_buffer(full.x)
+    for i, e in enumerate(earlier):
+        buffer = reservoir_update(buffer, e.train[0], e.train[1], i, buffer_size, generator)
+    return buffer
+
+
+class IndexStream:
+    """Epoch-wise shuffled indices ``0..n-1``: ``take(m)`` continues into a fresh permutation
+    when one runs out, so every example is seen once per epoch."""
+
+    def __init__(self, n: int, generator: torch.Generator | None = None):
+        if n <= 0:
+            raise ValueError("cannot draw batches from an experience with no training data")
+        self.n, self.generator = n, generator
+        self._perm, self._pos = torch.empty(0, dtype=torch.int64), 0
+
+    def take(self, m: int) -> torch.Tensor:
+        parts = []
+        while m > 0:
+            if self._pos == self._perm.numel():
+                self._perm, self._pos = torch.randperm(self.n, generator=self.generator), 0
+            part = self._perm[self._pos:self._pos + m]
+            self._pos += part.numel()
+            m -= part.numel()
+            parts.append(part)
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+
+
+def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer | None,
+                  batch_size: int, replay_ratio: float,
+                  generator: torch.Generator | None = None) -> Iterator[Batch]:
+    """Endless training batches: new examples first, then ``replay_count`` earlier ones.
+
+    New examples are taken epoch by epoch in shuffled order. Earlier examples are drawn
+    uniformly (with replacement) from the buffer. With ``replay_ratio = 0`` the buffer is not
+    touched and no random numbers are drawn for it.
+
+    Args:
+        new_x: ``[N, *shape]``; new_y: ``[N]``.
+        buffer: the earlier examples (required when ``replay_ratio > 0``).
+        batch_size: B.
+        replay_ratio: the fraction of each batch drawn from the buffer, in ``[0, 1)``.
+        generator: random source.
+
+    Yields:
+        ``Batch`` with ``x [B, *shape]``, ``y [B]``, ``source [B]``.
+    """
+    replay_ratio = check_replay_ratio(replay_ratio)
+    if replay_ratio > 0 and (buffer is None or buffer.y.numel() == 0):
+        raise ValueError(f"replay_ratio={replay_ratio} but there is no earlier data to replay")
+    stream = IndexStream(new_y.numel(), generator)
+    step = 0
+    while True:
+        k = replay_count(step, batch_size, replay_ratio)
+        idx = stream.take(batch_size - k)
+        if k == 0:
+            yield Batch(new_x[idx], new_y[idx], torch.full((idx.numel(),), -1))
+        else:
+            old = torch.randint(buffer.y.numel(), (k,), generator=generator)
+            yield Batch(torch.cat([new_x[idx], buffer.x[old]]),
+                        torch.cat([new_y[idx], buffer.y[old]]),
+                        torch.cat([torch.full((idx.numel(),), -1), buffer.source[old]]))
+        step += 1

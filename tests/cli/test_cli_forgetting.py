@@ -1,0 +1,52 @@
+"""``metaloop forgetting``: a tiny end-to-end run and the errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from metaloop.cli.main import main
+
+TINY = ["--steps", "6", "--eval-every", "3", "--train-per-class", "12", "--val-per-class", "4",
+        "--test-per-class", "8", "--hidden", "16,16", "--batch-size", "16", "--no-progress"]
+
+
+def test_two_task_end_to_end(tmp_path, capsys, fashion_mnist_root):
+    out = tmp_path / "run"
+    code = main(["forgetting", "--scenario", "two-task", "--strategies", "naive,replay+heads,lora",
+                 "--seeds", "2", "--root", str(fashion_mnist_root), "--out", str(out), *TINY])
+    assert code == 0
+    text = capsys.readouterr().out
+    for word in ("new acc", "old acc", "forgetting", "BWT", "naive", "replay+heads", "±"):
+        assert word in text
+    r = json.loads((out / "results.json").read_text())
+    assert r["scenario"] == "two-task" and set(r["strategies"]) == {"naive", "replay+heads",
+                                                                    "lora"}
+    s = r["strategies"]["naive"]
+    assert len(s["summary"]["forgetting"]["per_seed"]) == 2
+    assert set(s["summary"]) == {"new_accuracy", "old_accuracy", "retained", "forgetting", "bwt",
+                                 "average_accuracy"}
+    assert len(s["matrix"]["mean"]) == 2 and len(s["matrix"]["per_seed"]) == 2
+    points = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(points) == 3 * 2 * 3                 # strategies x seeds x (steps 0, 3, 6)
+    assert {p["step"] for p in points} == {0, 3, 6}
+    for png in ("old_accuracy_vs_steps.png", "accuracy_matrix.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--replay-ratio", "1.0"], r"replay_ratio must be in \[0, 1\)"),
+    (["--replay-ratio", "-0.1"], r"replay_ratio must be in \[0, 1\)"),
+    (["--strategies", "naive,ewc"], "bad --strategies"),
+    (["--seeds", "0"], "--seeds must be positive"),
+    (["--steps", "-3"], "--steps must be positive"),
+    (["--buffer-size", "0"], "--buffer-size must be positive"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys, extra, match):
+    code = main(["forgetting", "--out", str(tmp_path), "--no-progress", *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "metaloop forgetting: error:" in err
+    assert re.search(match, err), err
