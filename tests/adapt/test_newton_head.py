@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +11,11 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import metaloop.adapt.newton_head as nh
 from metaloop.adapt.newton_head import newton_head, svm_head
 from metaloop.adapt.ridge_head import head_logits
+
+# the module, not the function metaloop.adapt re-exports under the same name
+nh = importlib.import_module("metaloop.adapt.newton_head")
 
 DT = torch.float64
 LOSSES = ["logistic", "svm"]
