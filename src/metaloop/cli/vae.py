@@ -71,6 +71,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="epochs between test-ELBO checks on 1,000 test images (0: never)")
     p.add_argument("--train-examples", type=int, default=None)
     p.add_argument("--test-examples", type=int, default=None)
+    p.add_argument("--train-eval-examples", type=int, default=0, metavar="N",
+                   help="also report ELBO and NLL on N training images (default 0: skip)")
     p.add_argument("--classes", type=_ints, default=None, metavar="C1,C2,...",
                    help="CVAE: classes to draw in classes.png (default: all)")
     p.add_argument("--classifier-epochs", type=int, default=2)
@@ -93,7 +95,8 @@ def _settings(args: argparse.Namespace):
                     batch_size=args.batch_size, lr=args.lr, lr_end=args.lr_end,
                     cpu_budget_min=args.cpu_budget, k=k, eval_batch=args.eval_batch,
                     eval_every=args.eval_every, train_examples=args.train_examples,
-                    test_examples=args.test_examples, classes=args.classes,
+                    test_examples=args.test_examples,
+                    train_eval_examples=args.train_eval_examples, classes=args.classes,
                     classifier_epochs=args.classifier_epochs,
                     quality_samples=args.quality_samples, seed=args.seed, root=args.root,
                     progress=not args.no_progress)

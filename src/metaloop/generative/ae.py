@@ -1,0 +1,127 @@
+"""The plain autoencoder: the baseline whose decoder makes a poor generator.
+
+It is trained only to reconstruct: z = f(x) is deterministic and nothing shapes the
+distribution of the codes. Decoding z ~ N(0, I) then lands wherever N(0, I) happens to fall
+relative to the codes: at small L, on a few blurry blends of the training data; at large L,
+almost always off the thin set the codes occupy, where the decoder outputs "hiss". Fitting a
+Gaussian to the codes (``fit_code_gaussian``) helps at small L and much less at large L.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from metaloop.generative import likelihoods
+from metaloop.generative.nets import Decoder, Encoder, check_positive
+
+
+class AE(nn.Module):
+    """Deterministic encoder z = f(x) and a decoder p(x|z) with the same pixel likelihood and
+    architecture as the ``VAE``, so that the two differ only in the three VAE ingredients.
+
+    Args:
+        latent: size L of z.
+        image_shape: ``(C, H, W)``.
+        arch: ``"mlp"`` or ``"conv"``.
+        hidden: MLP hidden widths (the decoder uses them reversed).
+        likelihood: reconstruction likelihood, see ``metaloop.generative.likelihoods``.
+        output_bias: optional ``[n_params * C, H, W]`` initial decoder output bias.
+
+    Raises:
+        ValueError: for a latent size <= 0 or an unknown arch/likelihood.
+    """
+
+    n_classes = 0
+    conditional = False
+
+    def __init__(self, latent: int = 50, *, image_shape=(1, 28, 28), arch: str = "mlp",
+                 hidden: tuple[int, ...] = (200, 200), likelihood: str = "bernoulli",
+                 output_bias: torch.Tensor | None = None):
+        super().__init__()
+        check_positive("latent size", latent)
+        likelihoods.check_kind(likelihood)
+        self.latent, self.likelihood, self.image_shape = latent, likelihood, tuple(image_shape)
+        out_ch = likelihoods.n_params(likelihood) * self.image_shape[0]
+        self.encoder = Encoder(latent, image_shape=image_shape, arch=arch, hidden=hidden)
+        self.decoder = Decoder(latent, out_ch, image_shape=image_shape, arch=arch,
+                               hidden=tuple(reversed(hidden)), output_bias=output_bias)
+
+    def codes(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z = f(x): ``[B, C, H, W]`` -> ``[B, L]``. ``y`` must be None."""
+        return self.encoder(x, y)
+
+    def log_px(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z): x ``[B, C, H, W]``, z ``[..., B, L]`` -> ``[..., B]``."""
+        return likelihoods.log_prob(self.decoder(z), x, self.likelihood)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction loss -log p(x | f(x)), averaged over the batch.
+
+        Args:
+            x: ``[B, C, H, W]`` data.
+            y: must be None (the AE is unconditional).
+            generator: unused; accepted so that every model trains through one loop.
+
+        Returns:
+            The scalar loss and ``{"loss", "recon"}`` (``recon`` = mean log p(x|f(x))).
+        """
+        recon = self.log_px(x, self.codes(x, y))               # [B]
+        loss = -recon.mean()
+        return loss, {"loss": float(loss.detach()), "recon": float(recon.detach().mean())}
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean images for given codes: ``[..., B, L]`` -> ``[..., B, C, H, W]``."""
+        return likelihoods.mean(self.decoder(z), self.likelihood)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, C, H, W]`` -> mean image of p(x | f(x)), ``[B, C, H, W]``."""
+        return self.decode_mean(self.codes(x, y))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               code_gaussian: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Decode z ~ N(0, I), or z ~ N(mean, cov) of ``code_gaussian``: ``[n, C, H, W]``.
+
+        Args:
+            n: number of samples.
+            generator: optional random generator.
+            code_gaussian: ``(mean [L], cov [L, L])`` from ``fit_code_gaussian``; None for
+                the prior N(0, I) that a VAE would use.
+        """
+        check_positive("number of samples", n)
+        eps = torch.randn(n, self.latent, generator=generator)     # [n, L]
+        if code_gaussian is None:
+            return self.decode_mean(eps)
+        mean, cov = code_gaussian
+        chol = torch.linalg.cholesky(cov.double()).to(eps.dtype)    # [L, L]
+        return self.decode_mean(mean + eps @ chol.T)
+
+
+@torch.no_grad()
+def fit_code_gaussian(model: AE, x: torch.Tensor, batch_size: int = 1000,
+                      jitter: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit N(mean, cov) (full covariance) to the codes f(x) of data ``x``.
+
+    Args:
+        model: a trained ``AE``.
+        x: ``[N, C, H, W]`` data, N >= 2.
+        batch_size: examples per encoder pass.
+        jitter: added to the diagonal (relative to its mean) so the Cholesky factor exists.
+
+    Returns:
+        mean ``[L]`` and covariance ``[L, L]``.
+    """
+    if len(x) < 2:
+        raise ValueError(f"fit_code_gaussian needs at least 2 examples, got {len(x)}")
+    z = torch.cat([model.codes(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+    z = z.double()                                              # [N, L]
+    mean = z.mean(0)
+    cov = torch.cov(z.T).reshape(model.latent, model.latent)
+    cov = cov + jitter * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(model.latent,
+                                                                             dtype=cov.dtype)
+    dtype = torch.get_default_dtype()
+    return mean.to(dtype), cov.to(dtype)

@@ -1,0 +1,391 @@
+"""End-to-end runs behind ``metaloop vae``: train one model and report it, or sweep latent sizes.
+
+``run`` trains an AE, VAE or CVAE, then writes under ``out``:
+
+- ``results.json``: the settings, the test ELBO and its parts, the IWAE NLL (VAE/CVAE), the
+  AE's test reconstruction, timings and the list of pictures;
+- ``metrics.jsonl``: one line per epoch (training means, and every ``eval_every`` epochs the
+  ELBO on the first 1,000 test images);
+- ``model.safetensors``: the trained weights;
+- PNGs: ``samples.png``, ``reconstructions.png``, ``interpolations.png``; the AE adds
+  ``samples_fitted.png`` (z from a Gaussian fitted to its codes), the CVAE ``classes.png``.
+
+``sweep`` trains the AE and the VAE at each latent size and draws the lecture's picture,
+``sweep.png``, scored by a classifier trained on the real data (``quality``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from metaloop.generative import data as gdata
+from metaloop.generative import likelihoods, plots, quality
+from metaloop.generative.ae import AE, fit_code_gaussian
+from metaloop.generative.bounds import evaluate
+from metaloop.generative.cvae import CVAE, check_classes, sample_classes
+from metaloop.generative.nets import check_positive, logit_of_mean
+from metaloop.generative.train import train
+from metaloop.generative.vae import VAE
+
+MODELS = ("ae", "vae", "cvae")
+
+
+@dataclass
+class Settings:
+    """Everything a run depends on; written to ``results.json``.
+
+    Attributes:
+        model: ``"ae"``, ``"vae"`` or ``"cvae"``.
+        data: ``"fashion-mnist"`` or ``"omniglot"``.
+        latent: size of z.
+        arch: ``"mlp"`` (IWAE 784-200-200-L, tanh) or ``"conv"``.
+        hidden: MLP hidden widths.
+        likelihood: ``"bernoulli"``, ``"gaussian"`` or ``"cbernoulli"``.
+        binarize: ``"dynamic"``, ``"static"`` or ``"none"`` (training); test data is
+            statically binarised unless ``"none"``.
+        beta: KL weight in the training loss.
+        epochs: passes over the training data (an upper limit with ``cpu_budget_min``).
+        batch_size: examples per step.
+        lr: initial Adam learning rate.
+        lr_end: final learning rate of the geometric decay.
+        cpu_budget_min: stop training after this many CPU minutes (None: no limit).
+        k: importance samples of the NLL estimate (0: skip).
+        eval_batch: test examples per pass of the NLL estimate.
+        eval_every: epochs between test-ELBO checks in ``metrics.jsonl`` (0: never).
+        train_examples: use only this many training images (None: all).
+        test_examples: use only this many test images (None: all).
+        train_eval_examples: also report the bounds on this many (statically binarised)
+            training images, to separate overfitting from a shift between train and test.
+        classes: classes drawn in the CVAE's ``classes.png`` (None: all).
+        classifier_epochs: epochs of the sweep's quality classifier.
+        quality_samples: samples scored per generator in the sweep.
+        seed: seed of everything random.
+        root: data folder (None: the loader's default search).
+        progress: show progress bars.
+    """
+
+    model: str = "vae"
+    data: str = "fashion-mnist"
+    latent: int = 50
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = (200, 200)
+    likelihood: str = "bernoulli"
+    binarize: str = "dynamic"
+    beta: float = 1.0
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    lr_end: float = 1e-4
+    cpu_budget_min: float | None = None
+    k: int = 5000
+    eval_batch: int = 100
+    eval_every: int = 0
+    train_examples: int | None = None
+    test_examples: int | None = None
+    train_eval_examples: int = 0
+    classes: list[int] | None = None
+    classifier_epochs: int = 2
+    quality_samples: int = 2000
+    seed: int = 0
+    root: str | None = None
+    progress: bool = True
+
+
+def check_settings(s: Settings) -> None:
+    """Fail early, with the offending value named, before any data is loaded.
+
+    Raises:
+        ValueError: for any bad setting.
+    """
+    if s.model not in MODELS:
+        raise ValueError(f"unknown model {s.model!r}; choose one of {', '.join(MODELS)}")
+    if s.data not in gdata.DATASETS:
+        raise ValueError(f"unknown data set {s.data!r}; choose one of "
+                         f"{', '.join(gdata.DATASETS)}")
+    check_positive("latent size (--latent)", s.latent)
+    likelihoods.check_kind(s.likelihood)
+    gdata.check_binarize(s.binarize)
+    for name in ("epochs", "batch_size", "eval_batch", "classifier_epochs", "quality_samples"):
+        check_positive(name, getattr(s, name))
+    if s.train_eval_examples < 0:
+        raise ValueError(f"train_eval_examples must be >= 0, got {s.train_eval_examples}")
+    for name in ("train_examples", "test_examples"):
+        if getattr(s, name) is not None:
+            check_positive(name, getattr(s, name))
+    if s.k < 0 or s.eval_every < 0:
+        raise ValueError(f"k and eval_every must be >= 0, got k={s.k}, "
+                         f"eval_every={s.eval_every}")
+    if not (s.lr > 0 and s.lr_end > 0):
+        raise ValueError(f"learning rates must be > 0, got lr={s.lr}, lr_end={s.lr_end}")
+    if s.beta < 0:
+        raise ValueError(f"beta must be >= 0, got {s.beta}")
+    if s.cpu_budget_min is not None and s.cpu_budget_min <= 0:
+        raise ValueError(f"cpu budget must be > 0 minutes, got {s.cpu_budget_min}")
+    if s.model == "cvae" and s.data == "omniglot":
+        raise ValueError("the CVAE needs the same classes in train and test, but Omniglot's "
+                         "background and evaluation alphabets are disjoint; use "
+                         "--data fashion-mnist")
+
+
+def _subset(d: gdata.ImageData, n: int | None, seed: int) -> gdata.ImageData:
+    if n is None or n >= len(d.images):
+        return d
+    idx = torch.randperm(len(d.images), generator=torch.Generator().manual_seed(seed))[:n]
+    return d._replace(images=d.images[idx], labels=d.labels[idx])
+
+
+def load_data(s: Settings) -> tuple[gdata.ImageData, gdata.ImageData]:
+    """The (possibly subsampled) train and test splits of ``s.data``."""
+    tr = _subset(gdata.load(s.data, "train", s.root), s.train_examples, s.seed)
+    te = _subset(gdata.load(s.data, "test", s.root), s.test_examples, s.seed + 1)
+    return tr, te
+
+
+def build_model(kind: str, s: Settings, train_images: torch.Tensor, n_classes: int
+                ) -> AE | VAE:
+    """An untrained ``kind`` model whose output bias is the logit of the training mean."""
+    bias = logit_of_mean(gdata.to_unit(train_images), likelihoods.n_params(s.likelihood))
+    common = dict(image_shape=tuple(train_images.shape[1:]), arch=s.arch, hidden=s.hidden,
+                  likelihood=s.likelihood, output_bias=bias)
+    torch.manual_seed(s.seed)
+    if kind == "ae":
+        return AE(s.latent, **common)
+    if kind == "vae":
+        return VAE(s.latent, beta=s.beta, **common)
+    return CVAE(n_classes, s.latent, beta=s.beta, **common)
+
+
+def _jsonl(path: Path):
+    def write(record: dict) -> None:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return write
+
+
+@torch.no_grad()
+def heldout_metrics(model: AE | VAE, x: torch.Tensor, y: torch.Tensor | None, *, k: int,
+                 batch: int, seed: int, progress: bool) -> dict[str, float]:
+    """VAE/CVAE: ``evaluate`` (ELBO, recon, KL, NLL). AE: mean test log p(x | f(x))."""
+    model.eval()
+    if isinstance(model, AE):
+        recon = sum(float(model.log_px(x[i:i + batch], model.codes(x[i:i + batch])).sum())
+                    for i in range(0, len(x), batch))
+        return {"recon": recon / len(x), "n": len(x)}
+    return evaluate(model, x, y if model.conditional else None, k=k, batch_size=batch,
+                    seed=seed, progress=progress)
+
+
+def _train_model(model, s: Settings, tr: gdata.ImageData, x_te, y_te, log) -> list[dict]:
+    def on_epoch(rec: dict) -> None:
+        if s.eval_every and rec["epoch"] % s.eval_every == 0:
+            m = heldout_metrics(model, x_te[:1000], y_te[:1000], k=0, batch=500, seed=s.seed,
+                             progress=False)
+            model.train()
+            rec.update({f"test_{n}": v for n, v in m.items() if n != "n"})
+        log(rec)
+
+    budget = None if s.cpu_budget_min is None else 60 * s.cpu_budget_min
+    return train(model, tr.images, tr.labels, epochs=s.epochs, batch_size=s.batch_size,
+                 lr=s.lr, lr_end=s.lr_end, binarize=s.binarize, cpu_budget_s=budget,
+                 seed=s.seed, on_epoch=on_epoch, progress=s.progress)
+
+
+def _pairs(y: torch.Tensor, n: int, same_class: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """n index pairs (a, b) into the test set; for a CVAE both share a class."""
+    a = torch.arange(n)
+    if not same_class:
+        return a, a + n
+    b = torch.tensor([int(torch.nonzero(y == y[i])[-1]) for i in range(n)])
+    return a, b
+
+
+@torch.no_grad()
+def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.ImageData,
+                   x_te: torch.Tensor, out: Path) -> list[str]:
+    """Samples, reconstructions, interpolations (and AE fitted samples / CVAE class rows)."""
+    model.eval()
+    g = torch.Generator().manual_seed(s.seed)
+    cond = getattr(model, "conditional", False)
+    files = {}
+    y64 = te.labels[:64] if cond else None
+    files["samples.png"] = (model.sample(64, y=y64, generator=g) if isinstance(model, VAE)
+                            else model.sample(64, generator=g))
+    if isinstance(model, AE):
+        fitted = fit_code_gaussian(model, gdata.binarize_static(tr.images[:10000], s.seed))
+        files["samples_fitted.png"] = model.sample(64, generator=g, code_gaussian=fitted)
+    kw = {"y": te.labels[:16]} if cond else {}
+    rec = model.reconstruct(x_te[:16], **kw)
+    grey = gdata.to_unit(te.images)           # what is shown; the model saw x_te (binarised)
+    files["reconstructions.png"] = torch.stack([grey[:8], rec[:8], grey[8:16], rec[8:16]])
+    n_pairs = min(8, len(x_te) // 2)
+    a, b = _pairs(te.labels, n_pairs, cond)
+    ya = {"y": te.labels[a]} if cond else {}
+    za, zb = model.codes(x_te[a], **ya), model.codes(x_te[b], **ya)   # [P, L]
+    t = torch.linspace(0, 1, 10).reshape(1, 10, 1)
+    z = (1 - t) * za[:, None] + t * zb[:, None]                      # [P, 10, L]
+    path = model.decode_mean(z.transpose(0, 1), **ya).transpose(0, 1)  # [P, 10, C, H, W]
+    files["interpolations.png"] = torch.cat([grey[a, None], path, grey[b, None]], dim=1)
+    for name, images in files.items():
+        plots.save_grid(images, out / name, title=_title(name, s), ncol=8)
+    names = list(files)
+    if cond:
+        classes = check_classes(model, s.classes if s.classes is not None
+                                else range(model.n_classes))
+        rows = sample_classes(model, classes, 10, generator=g)         # [K, 10, 1, H, W]
+        labels = [tr.class_names[int(c)] for c in classes]
+        plots.save_grid(rows, out / "classes.png", title=_title("classes.png", s),
+                        row_labels=labels)
+        names.append("classes.png")
+    return names
+
+
+_TITLES = {
+    "samples.png": "samples, z ~ N(0, I)",
+    "samples_fitted.png": "samples, z ~ Gaussian fitted to the codes",
+    "reconstructions.png": "rows: test images (grey), reconstructions",
+    "interpolations.png": "test image, 10 codes on the line between, test image",
+    "classes.png": "one row per class",
+}
+
+
+def _title(name: str, s: Settings) -> str:
+    return f"{s.model.upper()} {s.data}, latent {s.latent}\n{_TITLES[name]}"
+
+
+def run(s: Settings, out: str | os.PathLike) -> dict:
+    """Train, evaluate and draw one model; write ``results.json``, ``metrics.jsonl``, PNGs.
+
+    Args:
+        s: the settings.
+        out: output folder (created).
+
+    Returns:
+        The ``results.json`` content.
+
+    Raises:
+        ValueError: for bad settings or data unsuited to the likelihood.
+        FileNotFoundError: if the data set is missing.
+    """
+    check_settings(s)
+    if s.classes is not None and s.model != "cvae":
+        raise ValueError("--classes only applies to the CVAE (--model cvae)")
+    tr, te = load_data(s)
+    if s.model == "cvae" and s.classes is not None:
+        bad = [c for c in s.classes if not 0 <= c < tr.n_classes]
+        if bad:
+            raise ValueError(f"unknown class(es) {bad} for CVAE sampling: {s.data} has "
+                             f"classes 0..{tr.n_classes - 1}")
+    x_te = gdata.eval_pixels(te.images, s.binarize)
+    likelihoods.check_data(x_te[:1000], s.likelihood)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("")
+    model = build_model(s.model, s, tr.images, tr.n_classes)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    history = _train_model(model, s, tr, x_te, te.labels, _jsonl(out / "metrics.jsonl"))
+    train_cpu, train_wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    test = heldout_metrics(model, x_te, te.labels, k=s.k, batch=s.eval_batch, seed=s.seed,
+                        progress=s.progress)
+    eval_cpu, eval_wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    train_eval = None
+    if s.train_eval_examples:
+        n = min(s.train_eval_examples, len(tr.images))
+        x_tr = gdata.eval_pixels(tr.images[:n], s.binarize)
+        train_eval = heldout_metrics(model, x_tr, tr.labels[:n], k=s.k, batch=s.eval_batch,
+                                     seed=s.seed, progress=s.progress)
+    pictures = write_pictures(model, s, tr, te, x_te, out)
+    results = {"settings": asdict(s), "test": test, "train_subset": train_eval,
+               "final_train": history[-1],
+               "epochs_done": history[-1]["epoch"], "steps": history[-1]["steps"],
+               "train_cpu_s": train_cpu, "train_wall_s": train_wall, "eval_cpu_s": eval_cpu,
+               "eval_wall_s": eval_wall, "n_train": len(tr.images), "n_test": len(te.images),
+               "threads": torch.get_num_threads(), "pictures": pictures}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_file(model.state_dict(), str(out / "model.safetensors"))
+    return results
+
+
+SWEEP_COLUMNS = ("AE, z ~ N(0, I)", "AE, z ~ Gaussian fitted to codes", "VAE, z ~ N(0, I)")
+
+
+def _sweep_samples(kind: str, model: AE | VAE, tr: gdata.ImageData, n: int, seed: int
+                   ) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    model.eval()
+    if kind == "vae":
+        return {SWEEP_COLUMNS[2]: model.sample(n, generator=g)}
+    fitted = fit_code_gaussian(model, gdata.binarize_static(tr.images[:10000], seed))
+    return {SWEEP_COLUMNS[0]: model.sample(n, generator=g),
+            SWEEP_COLUMNS[1]: model.sample(n, generator=g, code_gaussian=fitted)}
+
+
+def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
+    """Train the AE and the VAE at each latent size; score and draw their samples.
+
+    The quality classifier is trained on the real training images; ``quality_samples``
+    samples of each generator are scored against the real test images (``quality``). The
+    real test images themselves give the ceiling (``results["real"]``).
+
+    Args:
+        s: settings (``s.model`` and ``s.latent`` are ignored).
+        latents: the latent sizes, each > 0.
+        out: output folder: ``results.json``, ``metrics.jsonl``, ``sweep.png``.
+
+    Returns:
+        The ``results.json`` content.
+
+    Raises:
+        ValueError: for a latent size <= 0 or any bad setting.
+    """
+    if not latents:
+        raise ValueError("--sweep-latent needs at least one latent size")
+    for latent in latents:
+        check_positive("latent size (--sweep-latent)", latent)
+    check_settings(Settings(**{**asdict(s), "model": "vae", "latent": latents[0]}))
+    tr, te = load_data(s)
+    x_te = gdata.eval_pixels(te.images, s.binarize)
+    likelihoods.check_data(x_te[:1000], s.likelihood)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("")
+    log = _jsonl(out / "metrics.jsonl")
+    clf = quality.train_classifier(tr.images, tr.labels, tr.n_classes,
+                                   epochs=s.classifier_epochs, seed=s.seed, progress=s.progress)
+    real = gdata.to_unit(te.images)
+    n = min(s.quality_samples, len(real) // 2)
+    results = {"settings": asdict(s), "latents": list(latents),
+               "classifier_test_accuracy": quality.accuracy(clf, real, te.labels),
+               "real": quality.sample_quality(clf, real[:n], real[n:]), "n_scored": n,
+               "runs": {}}
+    panels, scores = {}, {}
+    for latent in latents:
+        sl = Settings(**{**asdict(s), "latent": latent})
+        panels[latent], scores[latent], results["runs"][latent] = {}, {}, {}
+        for kind in ("ae", "vae"):
+            sl.model = kind
+            model = build_model(kind, sl, tr.images, tr.n_classes)
+            cpu0 = time.process_time()
+            hist = _train_model(model, sl, tr, x_te, te.labels,
+                                lambda r, k=kind, lat=latent: log({"model": k, "latent": lat,
+                                                                   **r}))
+            test = heldout_metrics(model, x_te, te.labels, k=s.k if kind == "vae" else 0,
+                                   batch=s.eval_batch, seed=s.seed, progress=False)
+            entry = {"test": test, "epochs_done": hist[-1]["epoch"],
+                     "train_cpu_s": time.process_time() - cpu0, "quality": {}}
+            for col, samples in _sweep_samples(kind, model, tr, n, s.seed).items():
+                scores[latent][col] = entry["quality"][col] = quality.sample_quality(
+                    clf, samples, real[n:])
+                panels[latent][col] = samples[:32]
+            results["runs"][latent][kind] = entry
+    plots.save_sweep(panels, scores, out / "sweep.png")
+    results["pictures"] = ["sweep.png"]
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

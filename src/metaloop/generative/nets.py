@@ -1,0 +1,189 @@
+"""Encoders and decoders for 28x28 images: the IWAE paper's MLP and a small conv net.
+
+Both take an optional one-hot label, concatenated to the flattened features (encoder) or to z
+(decoder), which is how the conditional VAE conditions on the class.
+
+- ``"mlp"``: Burda et al. (2016), 1 stochastic layer: ``784-200-200-50`` with tanh units.
+- ``"conv"``: two stride-2 4x4 convolutions (32, 64 channels, ReLU) to 7x7, then a dense layer
+  of 256; the decoder mirrors it with transposed convolutions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHS = ("mlp", "conv")
+
+
+def check_positive(name: str, value: int) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a positive int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_arch(arch: str, image_shape: tuple[int, int, int]) -> None:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
+    for name, v in zip(("channels", "height", "width"), image_shape):
+        check_positive(f"image {name}", v)
+    if arch == "conv" and (image_shape[1] % 4 or image_shape[2] % 4):
+        raise ValueError(f"the conv architecture needs H and W divisible by 4, got {image_shape}")
+
+
+def _mlp(dims: tuple[int, ...], act: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def _one_hot(y: torch.Tensor | None, n_classes: int, batch_shape: torch.Size
+             ) -> torch.Tensor | None:
+    if n_classes == 0:
+        if y is not None:
+            raise ValueError("labels were given to an unconditional network (n_classes = 0)")
+        return None
+    if y is None:
+        raise ValueError(f"this network is conditional on {n_classes} classes: pass labels y")
+    if y.dtype != torch.int64 or y.shape != batch_shape:
+        raise ValueError(f"labels must be int64 of shape {list(batch_shape)}, "
+                         f"got {y.dtype} {list(y.shape)}")
+    if y.numel() and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}), got range "
+                         f"[{int(y.min())}, {int(y.max())}]")
+    return F.one_hot(y, n_classes).to(torch.get_default_dtype())
+
+
+class Encoder(nn.Module):
+    """x (and label) -> ``out_dim`` numbers: ``2L`` for a Gaussian posterior, ``L`` for an AE.
+
+    Args:
+        out_dim: outputs per image.
+        image_shape: ``(C, H, W)``.
+        arch: ``"mlp"`` or ``"conv"``.
+        hidden: widths of the MLP's hidden layers (``"mlp"`` only).
+        n_classes: number of classes to condition on, 0 for none.
+
+    Shapes:
+        x ``[B, C, H, W]``, y int64 ``[B]`` -> ``[B, out_dim]``.
+    """
+
+    def __init__(self, out_dim: int, *, image_shape=(1, 28, 28), arch: str = "mlp",
+                 hidden: tuple[int, ...] = (200, 200), n_classes: int = 0):
+        super().__init__()
+        image_shape = tuple(image_shape)
+        _check_arch(arch, image_shape)
+        check_positive("encoder out_dim", out_dim)
+        for h in hidden:
+            check_positive("hidden width", h)
+        self.n_classes = n_classes
+        c, h, w = image_shape
+        if arch == "mlp":
+            self.body = nn.Flatten()
+            self.head = _mlp((c * h * w + n_classes, *hidden, out_dim), nn.Tanh)
+        else:
+            self.body = nn.Sequential(
+                nn.Conv2d(c, 32, 4, 2, 1), nn.ReLU(),          # [B, 32, H/2, W/2]
+                nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),         # [B, 64, H/4, W/4]
+                nn.Flatten())
+            self.head = _mlp((64 * (h // 4) * (w // 4) + n_classes, 256, out_dim), nn.ReLU)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, C, H, W]`` (and labels ``[B]``) -> ``[B, out_dim]``."""
+        f = self.body(x)                                       # [B, F]
+        onehot = _one_hot(y, self.n_classes, x.shape[:1])
+        if onehot is not None:
+            f = torch.cat([f, onehot.to(f.dtype)], dim=-1)     # [B, F + n_classes]
+        return self.head(f)
+
+
+class Decoder(nn.Module):
+    """z (and label) -> per-pixel likelihood parameters.
+
+    The output has a learned per-pixel bias, initialised from ``output_bias`` (the IWAE code
+    starts it at the logit of the training mean, which saves many early epochs).
+
+    Args:
+        latent: size L of z.
+        out_channels: channels of the output (``n_params * C``).
+        image_shape: ``(C, H, W)``.
+        arch: ``"mlp"`` or ``"conv"``.
+        hidden: widths of the MLP's hidden layers, listed from z upwards (``"mlp"`` only).
+        n_classes: number of classes to condition on, 0 for none.
+        output_bias: optional ``[out_channels, H, W]`` initial per-pixel bias.
+
+    Shapes:
+        z ``[..., B, L]``, y int64 ``[B]`` -> ``[..., B, out_channels, H, W]``.
+    """
+
+    def __init__(self, latent: int, out_channels: int, *, image_shape=(1, 28, 28),
+                 arch: str = "mlp", hidden: tuple[int, ...] = (200, 200), n_classes: int = 0,
+                 output_bias: torch.Tensor | None = None):
+        super().__init__()
+        image_shape = tuple(image_shape)
+        _check_arch(arch, image_shape)
+        check_positive("latent size", latent)
+        self.n_classes, self.arch = n_classes, arch
+        _, h, w = image_shape
+        self.out_shape = (out_channels, h, w)
+        if arch == "mlp":
+            self.head = _mlp((latent + n_classes, *hidden, out_channels * h * w), nn.Tanh)
+            self.body = nn.Identity()
+        else:
+            self.head = nn.Sequential(_mlp((latent + n_classes, 256, 64 * (h // 4) * (w // 4)),
+                                           nn.ReLU), nn.ReLU())
+            self.body = nn.Sequential(
+                nn.Unflatten(-1, (64, h // 4, w // 4)),
+                nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),    # [N, 32, H/2, W/2]
+                nn.ConvTranspose2d(32, out_channels, 4, 2, 1))      # [N, out, H, W]
+        self.bias = nn.Parameter(torch.zeros(self.out_shape))
+        if output_bias is not None:
+            if tuple(output_bias.shape) != self.out_shape:
+                raise ValueError(f"output_bias must have shape {list(self.out_shape)}, "
+                                 f"got {list(output_bias.shape)}")
+            with torch.no_grad():
+                self.bias.copy_(output_bias)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``[..., B, L]`` (and labels ``[B]``) -> ``[..., B, out_channels, H, W]``."""
+        onehot = _one_hot(y, self.n_classes, z.shape[-2:-1])
+        if onehot is not None:
+            onehot = onehot.to(z.dtype).expand(*z.shape[:-1], -1)
+            z = torch.cat([z, onehot], dim=-1)                 # [..., B, L + n_classes]
+        lead = z.shape[:-1]
+        h = self.head(z.reshape(-1, z.shape[-1]))              # [N, F]
+        if self.arch == "mlp":
+            out = h.reshape(-1, *self.out_shape)               # [N, out, H, W]
+        else:
+            out = self.body(h)                                 # [N, out, H, W]
+        return out.reshape(*lead, *self.out_shape) + self.bias
+
+
+def logit_of_mean(images: torch.Tensor, n_params: int = 1, eps: float = 1e-3) -> torch.Tensor:
+    """The IWAE code's output-bias initialisation: logit of the per-pixel training mean.
+
+    Args:
+        images: ``[N, C, H, W]`` pixels in [0, 1].
+        n_params: decoder outputs per channel; extra parameter channels get bias 0.
+        eps: clamp of the mean away from 0 and 1.
+
+    Returns:
+        ``[n_params * C, H, W]`` bias.
+    """
+    m = images.mean(0).clamp(eps, 1 - eps)                     # [C, H, W]
+    logit = torch.log(m) - torch.log1p(-m)
+    return torch.cat([logit] + [torch.zeros_like(logit)] * (n_params - 1), dim=0)
+
+
+def latent_log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))) summed over the last dim: ``[..., B, L] -> [..., B]``."""
+    return -0.5 * (((z - mu).square() * torch.exp(-logvar)) + logvar
+                   + math.log(2 * math.pi)).sum(-1)

@@ -1,0 +1,127 @@
+"""PNG pictures: sample grids, reconstructions, interpolations, class rows, the latent sweep.
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend state).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+
+def tile(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile images into one grey array, row-major, ``pad`` pixels of white between them.
+
+    Args:
+        images: ``[N, 1, H, W]`` (a flat list, ``ncol`` per row) or ``[R, K, 1, H, W]`` (R rows
+            of K) with values in [0, 1].
+        ncol: images per row for the flat form (default: about sqrt(N)).
+        pad: gap in pixels.
+
+    Returns:
+        float ``[R * (H + pad) - pad, K * (W + pad) - pad]`` array, 1 = ink (shown dark).
+    """
+    x = images.detach().float().cpu()
+    if x.dim() == 4:
+        n = len(x)
+        ncol = ncol or max(1, int(np.ceil(np.sqrt(n))))
+        nrow = -(-n // ncol)
+        x = torch.cat([x, torch.zeros(nrow * ncol - n, *x.shape[1:])]).reshape(
+            nrow, ncol, *x.shape[1:])
+    if x.dim() != 5 or x.shape[2] != 1:
+        raise ValueError(f"tile expects [N, 1, H, W] or [R, K, 1, H, W], got {list(x.shape)}")
+    r, k, _, h, w = x.shape
+    out = np.zeros((r * (h + pad) - pad, k * (w + pad) - pad), dtype=np.float32)
+    for i in range(r):
+        for j in range(k):
+            out[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = x[i, j, 0]
+    return out
+
+
+def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Render with Agg and write an 8-bit greyscale PNG (the pictures have no colour), which
+    is about a quarter of the size of matplotlib's RGBA output."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert(
+        "L").save(path, optimize=True)
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, *, title: str | None = None,
+              ncol: int | None = None, row_labels: Sequence[str] | None = None,
+              scale: float = 0.45) -> None:
+    """Save a grid of images (see ``tile`` for the shapes) as a PNG, ink dark on white.
+
+    Args:
+        images: ``[N, 1, H, W]`` or ``[R, K, 1, H, W]`` in [0, 1].
+        path: output file.
+        title: optional title.
+        ncol: images per row for the flat form.
+        row_labels: optional label per row (written to the left).
+        scale: inches per 28 pixels.
+    """
+    arr = tile(images, ncol)
+    h, w = arr.shape
+    left = 1.2 if row_labels else 0.1
+    top = 0.2 + 0.18 * (title.count("\n") + 1) if title else 0.1
+    fig = Figure(figsize=(max(w / 28 * scale, 3.6) + left + 0.1, h / 28 * scale + top + 0.05),
+                 dpi=100)
+    ax = fig.add_axes((left / fig.get_figwidth(), 0.05 / fig.get_figheight(),
+                       1 - (left + 0.1) / fig.get_figwidth(),
+                       1 - (top + 0.05) / fig.get_figheight()))
+    ax.imshow(arr, cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if row_labels:
+        hh = images.shape[-2] + 1
+        ax.set_yticks([i * hh + hh / 2 - 1 for i in range(len(row_labels))], list(row_labels),
+                      fontsize=8)
+        ax.tick_params(length=0)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def save_sweep(panels: dict[int, dict[str, torch.Tensor]], scores: dict[int, dict[str, dict]],
+               path: str | os.PathLike, *, ncol: int = 8, score_key: str = "recognisable",
+               score_label: str = "recognisable", dpi: int = 80) -> None:
+    """The lecture's picture: one row per latent size, one column per generator.
+
+    Args:
+        panels: ``{latent: {column name: [N, 1, H, W] samples}}``, the same columns per row.
+        scores: ``{latent: {column name: quality dict}}``; ``score_key`` of each is printed
+            under its panel.
+        path: output PNG.
+        ncol: images per panel row.
+        score_key: which quality number to print.
+        score_label: how to name it.
+        dpi: resolution.
+    """
+    latents = sorted(panels)
+    cols = list(panels[latents[0]])
+    rows = -(-len(panels[latents[0]][cols[0]]) // ncol)
+    fig = Figure(figsize=(3.0 * len(cols) + 0.6, (3.0 * rows / ncol + 0.55) * len(latents) + 0.3),
+                 dpi=dpi)
+    for i, latent in enumerate(latents):
+        for j, col in enumerate(cols):
+            ax = fig.add_subplot(len(latents), len(cols), i * len(cols) + j + 1)
+            ax.imshow(tile(panels[latent][col], ncol), cmap="Greys", vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(col, fontsize=10)
+            if j == 0:
+                ax.set_ylabel(f"latent {latent}", fontsize=10)
+            s = scores.get(latent, {}).get(col)
+            if s is not None:
+                ax.set_xlabel(f"{score_label} {100 * s[score_key]:.0f}%   "
+                              f"FD {s['frechet']:.0f}", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,49 @@
+"""Data sets and binarisation for the generative models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaloop.generative import data as gdata
+
+
+def test_binarisation():
+    images = torch.tensor([[0, 255, 128, 64]], dtype=torch.uint8).repeat(2000, 1)
+    a = gdata.binarize_static(images)
+    assert torch.equal(a, gdata.binarize_static(images))            # static: fixed
+    assert not torch.equal(gdata.binarize_dynamic(images), gdata.binarize_dynamic(images))
+    assert set(a.unique().tolist()) <= {0.0, 1.0}
+    assert a[:, 0].sum() == 0 and a[:, 1].sum() == 2000
+    assert abs(float(a[:, 2].mean()) - 128 / 255) < 0.05
+    assert torch.equal(gdata.eval_pixels(images, "none"), gdata.to_unit(images))
+    with pytest.raises(ValueError, match="unknown binarisation 'sometimes'"):
+        gdata.eval_pixels(images, "sometimes")
+
+
+def test_unknown_data_set_or_split():
+    with pytest.raises(ValueError, match="unknown data set 'mnist'"):
+        gdata.load("mnist", "train")
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        gdata.load("fashion-mnist", "valid")
+
+
+def test_omniglot_lake_split(omniglot_root):
+    tr = gdata.load("omniglot", "train", omniglot_root)
+    assert tr.images.shape == (19280, 1, 28, 28) and tr.images.dtype == torch.uint8
+    assert tr.n_classes == 30 and len(tr.class_names) == 30
+    assert tr.labels.min() == 0 and tr.labels.max() == 29
+    assert tr.images.float().mean() < 128                            # ink = 255 on black
+
+
+def test_fashion_mnist(fashion_mnist_root):
+    te = gdata.load("fashion-mnist", "test", fashion_mnist_root)
+    assert te.images.shape == (10000, 1, 28, 28) and te.n_classes == 10
+    assert te.class_names[9] == "Ankle boot"
+
+
+def test_omniglot_mixed_split_has_the_iwae_sizes(omniglot_root):
+    tr = gdata.load("omniglot-mixed", "train", omniglot_root)
+    te = gdata.load("omniglot-mixed", "test", omniglot_root)
+    assert len(tr.images) == 24345 and len(te.images) == 8070 and tr.n_classes == 50
+    assert set(te.labels.unique().tolist()) <= set(tr.labels.unique().tolist())

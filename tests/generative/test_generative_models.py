@@ -1,0 +1,154 @@
+"""Shapes, likelihoods, training and the errors of the AE, VAE and CVAE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metaloop.generative import AE, CVAE, VAE, fit_code_gaussian, likelihoods, sample_classes, train
+from metaloop.generative import data as gdata
+from metaloop.generative.quality import frechet_distance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _images(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 28, 28, generator=g) * 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("likelihood", likelihoods.KINDS)
+def test_vae_shapes(arch, likelihood):
+    m = VAE(3, arch=arch, hidden=(16,), likelihood=likelihood)
+    x = gdata.binarize_static(_images(5))
+    mu, logvar = m.posterior(x)
+    assert mu.shape == logvar.shape == (5, 3)
+    assert m.log_px(x, torch.randn(7, 5, 3)).shape == (7, 5)
+    loss, metrics = m.loss(x)
+    loss.backward()
+    assert set(metrics) == {"loss", "elbo", "recon", "kl"}
+    assert math.isclose(metrics["elbo"], metrics["recon"] - metrics["kl"], rel_tol=1e-5)
+    s = m.sample(4)
+    assert s.shape == (4, 1, 28, 28) and s.min() >= 0 and s.max() <= 1
+    assert m.reconstruct(x).shape == x.shape
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_ae_and_cvae_shapes(arch):
+    x = gdata.binarize_static(_images(6))
+    ae = AE(4, arch=arch, hidden=(16,))
+    assert ae.codes(x).shape == (6, 4) and ae.sample(3).shape == (3, 1, 28, 28)
+    mean, cov = fit_code_gaussian(ae, x)
+    assert mean.shape == (4,) and cov.shape == (4, 4)
+    assert ae.sample(3, code_gaussian=(mean, cov)).shape == (3, 1, 28, 28)
+    cv = CVAE(3, 2, arch=arch, hidden=(16,))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert cv.posterior(x, y)[0].shape == (6, 2)
+    assert sample_classes(cv, [2, 0], 5).shape == (2, 5, 1, 28, 28)
+
+
+def test_likelihoods_match_torch_distributions():
+    out = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    xb = torch.bernoulli(x)
+    bern = torch.distributions.Bernoulli(logits=out).log_prob(xb).flatten(1).sum(1)
+    assert torch.allclose(likelihoods.log_prob(out, xb, "bernoulli"), bern)
+    cb = torch.distributions.ContinuousBernoulli(logits=out).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(likelihoods.log_prob(out, x, "cbernoulli"), cb)
+    assert torch.allclose(likelihoods.mean(out, "cbernoulli"),
+                          torch.distributions.ContinuousBernoulli(logits=out).mean)
+    two = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    m = torch.sigmoid(two[:, :1])
+    scale = torch.exp(math.log(likelihoods.GAUSSIAN_MIN_SCALE)
+                      + torch.nn.functional.softplus(two[:, 1:]))
+    gauss = torch.distributions.Normal(m, scale).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(likelihoods.log_prob(two, x, "gaussian"), gauss)
+
+
+def test_training_lowers_the_loss():
+    torch.manual_seed(0)
+    images = torch.zeros(200, 1, 28, 28, dtype=torch.uint8)
+    images[:100, :, 5:20, 10:14] = 255                             # two kinds of image
+    images[100:, :, 12:16, 4:24] = 200
+    m = VAE(2, hidden=(32,))
+    hist = train(m, images, epochs=15, batch_size=50, lr=3e-3, progress=False)
+    assert len(hist) == 15 and hist[-1]["loss"] < 0.5 * hist[0]["loss"]
+    assert {"epoch", "steps", "lr", "cpu_s", "loss", "kl"} <= set(hist[-1])
+
+
+def test_cpu_budget_stops_training():
+    m = AE(2, hidden=(8,))
+    hist = train(m, _images(64), epochs=1000, batch_size=8, cpu_budget_s=1e-9, progress=False)
+    assert len(hist) == 1 and hist[0]["steps"] == 1
+
+
+def test_frechet_distance_of_gaussians():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    b = 2 * torch.randn(20000, 3, generator=g, dtype=torch.float64) + 1
+    # (mean diff)^2 = 3; trace term: 3 * (1 + 4 - 2 * 2) = 3
+    assert abs(frechet_distance(a, b) - 6.0) < 0.3
+    assert frechet_distance(a, a) < 1e-6
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("latent", [0, -3])
+def test_latent_must_be_positive(latent):
+    for make in (VAE, AE, lambda n: CVAE(10, n)):
+        with pytest.raises(ValueError, match="latent size must be a positive int"):
+            make(latent)
+
+
+def test_bernoulli_decoder_refuses_grey_pixels_without_binarisation():
+    m = VAE(2, hidden=(8,))
+    with pytest.raises(ValueError, match="Bernoulli decoder needs binary pixels"):
+        train(m, _images(16), binarize="none", epochs=1, progress=False)
+    grey = gdata.to_unit(_images(4))
+    with pytest.raises(ValueError, match="binarise the data"):
+        likelihoods.check_data(grey, "bernoulli")
+    likelihoods.check_data(grey, "cbernoulli")                     # fine for [0, 1] data
+    hist = train(VAE(2, hidden=(8,), likelihood="gaussian"), _images(16), binarize="none",
+                 epochs=1, progress=False)
+    assert math.isfinite(hist[0]["loss"])
+
+
+def test_unknown_class_for_cvae_sampling():
+    cv = CVAE(10, 2, hidden=(8,))
+    with pytest.raises(ValueError, match=r"unknown class\(es\) \[10, -1\].*0\.\.9"):
+        sample_classes(cv, [3, 10, -1], 2)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        cv.sample(2, y=torch.tensor([0, 12]))
+    with pytest.raises(ValueError, match="needs a conditional model"):
+        sample_classes(VAE(2), [0], 1)
+
+
+def test_label_errors():
+    x = gdata.binarize_static(_images(3))
+    with pytest.raises(ValueError, match="conditional on 4 classes: pass labels"):
+        CVAE(4, 2).loss(x)
+    with pytest.raises(ValueError, match="unconditional network"):
+        VAE(2).loss(x, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="a conditional model needs labels"):
+        train(CVAE(4, 2), _images(3), epochs=1, progress=False)
+
+
+def test_other_bad_settings():
+    with pytest.raises(ValueError, match="unknown likelihood 'poisson'"):
+        VAE(2, likelihood="poisson")
+    with pytest.raises(ValueError, match="unknown architecture 'rnn'"):
+        VAE(2, arch="rnn")
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        VAE(2, beta=-1.0)
+    with pytest.raises(ValueError, match="unknown binarisation 'always'"):
+        train(VAE(2), _images(4), binarize="always", progress=False)
