@@ -4,7 +4,7 @@
 ``metaloop.evaluate.evaluate``; the subpackages themselves stay importable.
 """
 
-from metaloop import adapt, continual, data, evaluate, func, meta, models, tasks, train
+from metaloop import adapt, continual, data, evaluate, func, generative, meta, models, tasks, train
 from metaloop.evaluate import mean_ci
 from metaloop.tasks import TaskBatch
 from metaloop.train import NonFiniteLossError
@@ -17,6 +17,7 @@ __all__ = [
     "data",
     "evaluate",
     "func",
+    "generative",
     "mean_ci",
     "meta",
     "models",
