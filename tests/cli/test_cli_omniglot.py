@@ -1,0 +1,96 @@
+"""Omniglot from the CLI: the configs/ profiles, and ``metaloop compare omniglot`` end to end
+for all six methods (tiny sizes; data read from ../shared/data/omniglot, nothing downloaded)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from metaloop.cli import _config
+from metaloop.cli.main import main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+METHODS = ("maml", "fomaml", "reptile", "anil", "scratch", "pretrain")
+SETTINGS = ("5w1s", "5w5s", "20w1s", "20w5s")
+
+
+def _cfg(method, setting, profile):
+    return _config.load(CONFIGS / f"omniglot_{method}_{setting}_{profile}.toml")
+
+
+@pytest.mark.parametrize("profile", ["cpu", "full"])
+def test_every_profile_exists_and_follows_the_paper(profile):
+    evals = set()
+    for method in METHODS:
+        for setting in SETTINGS:
+            c = _cfg(method, setting, profile)
+            ways, shots = map(int, re.match(r"(\d+)w(\d+)s", setting).groups())
+            assert (c["family"]["name"], c["family"]["ways"], c["family"]["shots"]) == \
+                ("omniglot", ways, shots)
+            assert c["model"] == {**c["model"], "name": "conv4", "pool": "stride",
+                                  "channels": 64}
+            assert c["family"]["image_size"] == 28 and c["family"]["split"] == "train"
+            m = c["method"]
+            assert (m["inner_lr"], m["inner_steps"] if method != "reptile" else 1) == \
+                ((0.4, 1) if ways == 5 else (0.1, 5 if method != "reptile" else 1))
+            assert m["first_order"] == (method == "fomaml")
+            if profile == "full":
+                assert c["train"]["iterations"] == 60000 and c["train"]["lr"] == 1e-3
+                assert c["train"]["meta_batch"] == (32 if ways == 5 else 16)
+            e = c["eval"]
+            assert e["tasks"] >= 600 and e["split"] == "test"
+            assert (3 if ways == 5 else 5) in e["steps"]
+            evals.add((e["tasks"], e["seed"], e["queries"]))
+    assert len(evals) == 1          # the same held-out episodes for every method
+
+
+def test_every_config_value_is_commented():
+    files = sorted(CONFIGS.glob("omniglot_*.toml"))
+    core = [f for f in files if f.name.split("_")[1] in METHODS]
+    assert len(core) == len(METHODS) * len(SETTINGS) * 2      # beside them: r2d2, metaoptnet
+    for f in files:
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            s = line.strip()
+            if s and s[0] not in "#[":
+                assert "#" in s, f"{f.name}:{i} has no comment: {s}"
+
+
+def _compare(tmp_path, root, methods):
+    small = tmp_path / "small.toml"
+    small.write_text(f'[family]\nroot = "{root}"\nqueries = 2\n'
+                     '[model]\nchannels = 8\n[eval]\nsteps = [0, 1]\nqueries = 2\n')
+    argv = ["compare", "omniglot", "--iterations", "2", "--meta-batch", "2", "--tasks", "4",
+            "--ways", "5", "--shots", "1", "--methods", ",".join(methods), "--config",
+            str(small), "--no-progress", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(res["methods"]) == set(methods) and res["family"] == "omniglot"
+    for r in res["methods"].values():
+        assert r["steps"] == [0, 1] and all(0 <= a <= 1 for a in r["accuracy"]["mean"])
+    assert (tmp_path / "out" / "accuracy_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_omniglot_with_a_partial_config(tmp_path, omniglot_root, capsys):
+    # pretrain (a 4112-output head, zero head at test) and one meta-learner; the config file
+    # overrides only the keys it sets
+    _compare(tmp_path, omniglot_root, ("pretrain", "maml"))
+    assert "omniglot: held-out query accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_compare_omniglot_runs_all_six_methods(tmp_path, omniglot_root):
+    _compare(tmp_path, omniglot_root, METHODS)
+
+
+@pytest.mark.parametrize("ways,rule", [(5, (0.4, 1, 32, 3)), (20, (0.1, 5, 16, 5))])
+def test_compare_omniglot_uses_the_papers_rule_for_the_ways(ways, rule):
+    import argparse
+
+    from metaloop.cli import compare
+    p = argparse.ArgumentParser()
+    compare.register(p.add_subparsers())
+    c = compare._config_for(p.parse_args(["compare", "omniglot", "--ways", str(ways)]))
+    lr, steps, batch, eval_steps = rule
+    assert (c["method"]["inner_lr"], c["method"]["inner_steps"]) == (lr, steps)
+    assert c["train"]["meta_batch"] == batch and eval_steps in c["eval"]["steps"]
