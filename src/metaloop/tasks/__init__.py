@@ -4,5 +4,6 @@ from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.fashion_mnist import FashionMNIST
 from metaloop.tasks.omniglot import Omniglot
 from metaloop.tasks.sinusoid import Sinusoid
+from metaloop.tasks.wordnet import WordNet
 
-__all__ = ["FashionMNIST", "Omniglot", "Sinusoid", "TaskBatch"]
+__all__ = ["FashionMNIST", "Omniglot", "Sinusoid", "TaskBatch", "WordNet"]

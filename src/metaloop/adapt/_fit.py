@@ -1,0 +1,126 @@
+"""What the adaptation strategies share: the adapted predictor, support checks, and a
+functional training loop over a chosen parameter subset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from metaloop.func.losses import cross_entropy
+from metaloop.func.params import Params, Selector, detach, forward, partition
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """A predictor adapted to one task: ``model`` called with ``params``.
+
+    Attributes:
+        model: the network (never mutated; for LoRA and soft prompts, the model that carries
+            the adapters).
+        params: name -> tensor, detached; the head is sized to the task's classes.
+        trainable: how many numbers were adapted (0 for prompting).
+        names: the adapted parameter names.
+        info: strategy-specific details (the chosen prompt, ...).
+    """
+
+    model: nn.Module
+    params: Params
+    trainable: int
+    names: tuple[str, ...] = ()
+    info: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, C]`` for inputs ``[N, ...]``."""
+        return forward(self.model, self.params, x)
+
+
+def numel(params: Mapping[str, torch.Tensor], names=None) -> int:
+    """Total size of ``params`` (or of the given names)."""
+    names = params if names is None else names
+    return sum(params[n].numel() for n in names)
+
+
+def check_support(fn: str, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Validate one task's support set; return its number of classes C.
+
+    Raises:
+        ValueError: an empty support set, x and y of different lengths, labels that are not
+            int64 ``[S]``, or a class in ``0..C-1`` without examples.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError(f"{fn}: support_x and support_y must be tensors")
+    if x.dim() == 0 or x.shape[0] == 0 or y.numel() == 0:
+        raise ValueError(f"{fn}: the support set is empty (support_x {list(x.shape)}, "
+                         f"support_y {list(y.shape)}); give at least one example per class")
+    if y.dtype != torch.int64 or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"{fn}: support_y must be int64 [S={x.shape[0]}] labels, got "
+                         f"{y.dtype} {list(y.shape)}")
+    if int(y.min()) < 0:
+        raise ValueError(f"{fn}: labels must be >= 0, found {int(y.min())}")
+    c = int(y.max()) + 1
+    missing = sorted(set(range(c)) - set(y.tolist()))
+    if missing:
+        raise ValueError(f"{fn}: classes {missing} have no support example (labels 0..{c - 1})")
+    return c
+
+
+def check_steps(fn: str, **values) -> None:
+    for name, v in values.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{fn}: {name} must be a non-negative int, got {v!r}")
+
+
+def check_lr(fn: str, **values) -> None:
+    for name, v in values.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+            raise ValueError(f"{fn}: {name} must be a positive number, got {v!r}")
+
+
+def fit_path(fwd: Callable[[Params, torch.Tensor], torch.Tensor],
+             params: Mapping[str, torch.Tensor], groups: Sequence[tuple[float, Sequence[str]]],
+             x: torch.Tensor, y: torch.Tensor, steps: int, optimizer: str = "adam",
+             loss_fn=cross_entropy) -> Iterator[Params]:
+    """Yield params after 0..steps optimiser steps on ``loss_fn(fwd(params, x), y)``.
+
+    A pure function: the caller's tensors are neither mutated nor part of the graph. Only
+    the names in ``groups`` change; the rest are detached and fixed.
+
+    Args:
+        fwd: ``fwd(params, x) -> logits``.
+        groups: ``(learning rate, names)`` pairs: the parameters trained, and at what rate.
+        x, y: the support set ``[S, ...]``, ``[S]`` (full batch: support sets are small).
+        steps: optimiser steps. optimizer: ``"adam"`` or ``"sgd"``. loss_fn: mean loss.
+    """
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    groups = [(lr, list(ns)) for lr, ns in groups if len(ns)]
+    names = [n for _, ns in groups for n in ns]
+    train = {n: params[n].detach().clone().requires_grad_() for n in names}
+    rest = detach({k: v for k, v in params.items() if k not in train})
+    opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+    opt = opt_cls([{"params": [train[n] for n in ns], "lr": lr} for lr, ns in groups])
+    yield {**rest, **detach(train)}
+    for _ in range(steps):
+        with torch.enable_grad():
+            loss = loss_fn(fwd({**rest, **train}, x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+        yield {**rest, **detach(train)}
+
+
+def fit(model: nn.Module, params: Mapping[str, torch.Tensor],
+        groups: Sequence[tuple[float, Sequence[str]]],
+        x: torch.Tensor, y: torch.Tensor, steps: int, **kw) -> Params:
+    """The last params of ``fit_path`` with ``fwd = forward(model, ...)``, detached."""
+    *_, last = fit_path(lambda p, v: forward(model, p, v), params, groups, x, y, steps, **kw)
+    return last
+
+
+def select(params: Mapping[str, torch.Tensor], adapt: Selector | None) -> list[str]:
+    """Names chosen by a predicate / collection (all if None); ValueError if none match."""
+    return list(params) if adapt is None else list(partition(params, adapt)[0])

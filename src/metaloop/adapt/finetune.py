@@ -1,0 +1,69 @@
+"""Approach 2, fine-tuning with a new head: zero (default) or random, optionally warmed up
+on frozen features first (LP-FT, Kumar et al. 2022). With ``adapt`` it trains any subset:
+LoRA and soft prompts (approach 3) are this function with a parameter partition."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from metaloop.adapt._fit import Adapted, check_lr, check_steps, check_support, fit, numel, select
+from metaloop.adapt.heads import head_names, init_head, warm_head
+from metaloop.func.params import Selector, detach, params_of
+
+
+def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
+             steps: int = 20, lr: float = 1e-4, head_lr: float = 1e-2, head_init: str = "zero",
+             warmup: str | None = None, warmup_kw: dict | None = None,
+             adapt: Selector | None = None, optimizer: str = "adam",
+             head: Sequence[str] | None = None,
+             generator: torch.Generator | None = None) -> Adapted:
+    """Train a new head and the chosen parameters on one task's support set.
+
+    Phases: (1) the head: ``head_init`` (``"zero"``: logits exactly 0 at the start;
+    ``"random"``: ``nn.Linear``'s init), or with ``warmup`` a head fitted on the frozen
+    features (``warm_head``, solver ``"logistic"``, ``"ridge"`` or ``"sgd"``; the body stays
+    bit-identical in this phase); (2) ``steps`` optimiser steps on the head (rate
+    ``head_lr``) and the ``adapt`` parameters (rate ``lr``) together. Nothing is mutated.
+
+    Args:
+        model: the pretrained network (``forward(x, head=False)`` for warm-up).
+        support_x: ``[S, ...]``; support_y: int64 ``[S]``.
+        steps: optimiser steps of phase 2. lr: rate of the adapted body parameters.
+        head_lr: rate of the head (a new head needs a larger rate than the pretrained body).
+        head_init: ``"zero"`` or ``"random"`` (ignored with ``warmup``).
+        warmup: None, or the head solver of LP-FT's first phase; ``warmup_kw`` its options.
+        adapt: predicate or names of the body parameters to train (default all: full
+            fine-tuning); the head is always trained.
+        optimizer: ``"adam"`` or ``"sgd"``. head: head names (default last ``nn.Linear``).
+        generator: random source of a random head.
+
+    Returns:
+        ``Adapted``; ``trainable`` counts the head and the adapted parameters.
+
+    Raises:
+        ValueError: an empty support set, bad steps or rates, or ``adapt`` matching nothing.
+    """
+    n_classes = check_support("finetune", support_x, support_y)
+    check_steps("finetune", steps=steps)
+    check_lr("finetune", lr=lr, head_lr=head_lr)
+    names = head_names(model, head)
+    params = detach(params_of(model))
+    if warmup is not None:
+        params = warm_head(model, params, support_x, support_y, names, warmup,
+                           **(warmup_kw or {}))
+    else:
+        params = init_head(params, names, n_classes, head_init, generator)
+    body = [n for n in select(params, adapt) if n not in names]
+    params = fit(model, params, [(lr, body), (head_lr, list(names))], support_x, support_y,
+                 steps, optimizer=optimizer)
+    info = {"head_init": "warmup:" + warmup if warmup else head_init, "steps": steps}
+    return Adapted(model, params, numel(params, [*body, *names]), (*body, *names), info)
+
+
+lpft = functools.partial(finetune, warmup="logistic")
+lpft.__doc__ = """LP-FT: ``finetune`` whose head is first fitted on frozen features
+(multinomial logistic regression), then everything is trained together."""

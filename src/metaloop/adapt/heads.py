@@ -1,0 +1,126 @@
+"""A new head for a task: zero, random, or fitted on frozen features (the warm-up of LP-FT).
+
+The head is the model's last ``nn.Linear`` (``weight [C, D]``, ``bias [C]``); a new head is
+sized to the task's C classes. Models give their features with ``forward(x, head=False)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaloop.adapt._fit import check_lr, check_steps, check_support, fit_path
+from metaloop.adapt.newton_head import newton_head
+from metaloop.adapt.ridge_head import ridge_head
+from metaloop.func.params import Params, forward, last_linear_names
+
+HEAD_INITS = ("zero", "random")
+SOLVERS = ("logistic", "ridge", "sgd")
+
+
+def head_names(model: nn.Module, head: Sequence[str] | None = None) -> tuple[str, str]:
+    """``(weight name, bias name)`` of the head (default: the last ``nn.Linear``).
+
+    Raises:
+        ValueError: if the head is not one 2-D weight and one 1-D bias of the model.
+    """
+    names = list(head) if head is not None else last_linear_names(model)
+    params = dict(model.named_parameters())
+    if len(names) != 2 or any(n not in params for n in names):
+        raise ValueError(f"the head must be a weight and a bias of the model, got {names}")
+    w, b = sorted(names, key=lambda n: params[n].dim(), reverse=True)
+    if params[w].dim() != 2 or params[b].dim() != 1:
+        raise ValueError(f"head {names}: need weight [C, D] and bias [C], got "
+                         f"{list(params[w].shape)} and {list(params[b].shape)}")
+    return w, b
+
+
+def init_head(params: Mapping[str, torch.Tensor], head: tuple[str, str], n_classes: int,
+              init: str = "zero", generator: torch.Generator | None = None) -> Params:
+    """params with a new ``[C, D]`` / ``[C]`` head: all zeros, or ``nn.Linear``'s default
+    init (uniform in +-1/sqrt(D)).
+
+    A zero head gives logits exactly 0 (a uniform prediction) and no gradient to the body on
+    the first step; a random one starts from random logits (Kumar et al. 2022 discuss how
+    that distorts the pretrained features).
+    """
+    if init not in HEAD_INITS:
+        raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
+    w, b = head
+    d, ref = params[w].shape[1], params[w]
+    if init == "zero":
+        weight = ref.new_zeros(n_classes, d)                                    # [C, D]
+        bias = ref.new_zeros(n_classes)                                         # [C]
+    else:
+        bound = 1.0 / math.sqrt(d)
+        weight = (torch.rand(n_classes, d, generator=generator) * 2 - 1) * bound  # [C, D]
+        bias = (torch.rand(n_classes, generator=generator) * 2 - 1) * bound       # [C]
+        weight, bias = weight.to(ref), bias.to(ref)
+    return {**params, w: weight, b: bias}
+
+
+def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
+             solver: str = "logistic", lam: float = 1.0, steps: int | None = None,
+             lr: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit a linear classifier on fixed features.
+
+    Args:
+        features: ``[N, D]`` float32/float64. labels: int64 ``[N]`` in ``[0, n_classes)``.
+        solver: ``"logistic"``: multinomial logistic regression by Newton steps
+            (``newton_head``, a constant feature for the bias, ridge ``lam``; default 10
+            steps); ``"ridge"``: closed-form ridge regression on one-hot targets
+            (``ridge_head`` with an unpenalised intercept); ``"sgd"``: Adam on the
+            cross-entropy from a zero head, ``steps`` steps (default 100) at rate ``lr``.
+
+    Returns:
+        ``(weight [C, D], bias [C])``.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"head solver must be one of {SOLVERS}, got {solver!r}")
+    if features.dim() != 2 or features.shape[0] != labels.shape[0]:
+        raise ValueError(f"fit_head: need features [N, D] and labels [N], got "
+                         f"{list(features.shape)} and {list(labels.shape)}")
+    features = features.detach()
+    if solver == "ridge":
+        y = F.one_hot(labels, n_classes).to(features.dtype)                    # [N, C]
+        W, b = ridge_head(features[None], y[None], lam, intercept=True)        # [1, D, C], [1, C]
+        return W[0].mT.contiguous(), b[0]
+    if solver == "logistic":
+        steps = 10 if steps is None else steps
+        check_steps("fit_head", steps=steps)
+        ones = features.new_ones(features.shape[0], 1)
+        W = newton_head(torch.cat([features, ones], 1)[None], labels[None], n_classes,
+                        lam, max(steps, 1))[0]                                 # [D+1, C]
+        return W[:-1].mT.contiguous(), W[-1].contiguous()
+    steps = 100 if steps is None else steps
+    check_steps("fit_head", steps=steps)
+    check_lr("fit_head", lr=lr)
+    start = {"weight": features.new_zeros(n_classes, features.shape[1]),
+             "bias": features.new_zeros(n_classes)}
+    *_, last = fit_path(lambda p, f: F.linear(f, p["weight"], p["bias"]), start,
+                        [(lr, ["weight", "bias"])], features, labels, steps)
+    return last["weight"], last["bias"]
+
+
+def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: torch.Tensor,
+              support_y: torch.Tensor, head: Sequence[str] | None = None,
+              solver: str = "logistic", **solver_kw) -> Params:
+    """params with the head fitted on the frozen features of the support set (LP-FT's first
+    phase). Every other tensor is passed through as is: the body stays bit-identical.
+
+    Args:
+        model: with ``forward(x, head=False)`` giving features ``[S, D]``.
+        params: the starting parameters. support_x ``[S, ...]``, support_y int64 ``[S]``.
+        head: head parameter names (default the last ``nn.Linear``).
+        solver, solver_kw: as ``fit_head``.
+    """
+    n_classes = check_support("warm_head", support_x, support_y)
+    w, b = head_names(model, head)
+    with torch.no_grad():
+        feats = forward(model, params, support_x, head=False)                  # [S, D]
+    weight, bias = fit_head(feats, support_y, n_classes, solver, **solver_kw)
+    return {**params, w: weight, b: bias}

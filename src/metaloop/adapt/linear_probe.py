@@ -1,0 +1,42 @@
+"""Approach 1, the linear probe: a new head on the frozen backbone's features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from metaloop.adapt._fit import Adapted, check_support
+from metaloop.adapt.heads import head_names, warm_head
+from metaloop.func.params import detach, params_of
+
+
+def linear_probe(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
+                 solver: str = "logistic", head: Sequence[str] | None = None,
+                 **solver_kw) -> Adapted:
+    """Fit a new linear head on frozen features; the backbone is untouched.
+
+    The support features are computed once, without gradients; the head is then solved in
+    closed form (``"ridge"``), by Newton steps (``"logistic"``) or by Adam (``"sgd"``), see
+    ``metaloop.adapt.heads.fit_head``.
+
+    Args:
+        model: a network with ``forward(x, head=False)`` (Conv4, MLP, TextEncoder).
+        support_x: ``[S, ...]`` one task's support inputs. support_y: int64 ``[S]`` labels.
+        solver: ``"logistic"``, ``"ridge"`` or ``"sgd"``.
+        head: head parameter names (default the last ``nn.Linear``).
+        solver_kw: ``lam``, ``steps``, ``lr`` for ``fit_head``.
+
+    Returns:
+        ``Adapted`` with a ``[C, D]`` head; ``trainable`` counts the head's numbers.
+
+    Raises:
+        ValueError: an empty or inconsistent support set, or bad solver options.
+    """
+    check_support("linear_probe", support_x, support_y)
+    names = head_names(model, head)
+    params = warm_head(model, detach(params_of(model)), support_x, support_y, names, solver,
+                       **solver_kw)
+    return Adapted(model, params, sum(params[n].numel() for n in names), names,
+                   {"frozen_body": True, "solver": solver})

@@ -1,0 +1,158 @@
+"""Approach 0, prompting a sentence encoder, with a prompt optimizer.
+
+Zero-shot classification: each class gets a label prompt, a template filled with a wording
+of its label (``"a kind of {}"`` with ``"dog"``); a text goes to the class whose prompt
+embedding is most cosine-similar to its own. This is a linear head whose rows are the
+normalised prompt embeddings, so the result is an ordinary ``Adapted`` predictor.
+
+The prompt optimizer chooses the template and the label wording (and optionally how much of
+the support examples' mean embedding to add to each prompt, ``mixes``) by leave-one-out
+accuracy on the support set, ties broken by the leave-one-out log-likelihood. It is given
+the support set only: query data never reach it. With ``mixes=(0,)`` (the default) a
+candidate classifier does not depend on the support set, so its leave-one-out accuracy is
+its support accuracy; with ``mix > 0`` example i is scored against prototypes that leave
+it out.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaloop.adapt._fit import Adapted, check_support
+from metaloop.adapt.heads import head_names
+from metaloop.func.params import detach, params_of
+
+TEMPLATES = (
+    "{}",
+    "a kind of {}.",
+    "this is a definition of a type of {}.",
+    "a word for a particular {}.",
+    "an example of {}.",
+    "something that is a {}.",
+)
+SCALE = 20.0   # logits = SCALE * cosine similarity (a temperature of 0.05)
+
+
+def _check_model(model: nn.Module) -> None:
+    if not (hasattr(model, "embed") and getattr(model, "normalize", False)):
+        raise ValueError(f"prompting needs a TextEncoder with normalize=True (cosine "
+                         f"similarities), got {type(model).__name__}")
+
+
+def _embed(model: nn.Module, texts: list[str], cache: dict | None) -> torch.Tensor:
+    """Normalised embeddings ``[N, D]``, reusing and filling ``cache`` (text -> [D])."""
+    if cache is None:
+        return model.embed(texts)
+    todo = sorted({t for t in texts if t not in cache})
+    if todo:
+        cache.update(zip(todo, model.embed(todo)))
+    return torch.stack([cache[t] for t in texts])
+
+
+def _with_head(model: nn.Module, vectors: torch.Tensor, scale: float) -> dict:
+    w, b = head_names(model)
+    params = detach(params_of(model))
+    return {**params, w: scale * vectors, b: vectors.new_zeros(vectors.shape[0])}
+
+
+def zero_shot(model: nn.Module, labels: Sequence[str], template: str = "{}",
+              scale: float = SCALE, cache: dict | None = None) -> Adapted:
+    """Classify by cosine similarity to the prompts ``template.format(label)``.
+
+    Args:
+        model: a ``TextEncoder`` with ``normalize=True``.
+        labels: one wording per class, in label order.
+        template: a string with one ``{}``.
+        cache: optional dict text -> embedding, shared between calls.
+
+    Returns:
+        ``Adapted`` with head ``scale * prompt embeddings`` ``[C, D]``; ``trainable`` is 0.
+    """
+    _check_model(model)
+    if "{}" not in template:
+        raise ValueError(f"template must contain '{{}}', got {template!r}")
+    if len(labels) == 0:
+        raise ValueError("zero_shot needs at least one label")
+    e = _embed(model, [template.format(label) for label in labels], cache)      # [C, D]
+    return Adapted(model, _with_head(model, F.normalize(e, dim=-1), scale), 0, (),
+                   {"template": template, "frozen_body": True})
+
+
+def _loo_scores(feats: torch.Tensor, y: torch.Tensor, prompts: torch.Tensor, mix: float,
+                scale: float) -> tuple[float, float]:
+    """Leave-one-out accuracy and mean log-likelihood of the class vectors
+    ``normalize(prompt_c + mix * mean of class c's other support features)``.
+
+    feats ``[S, D]`` normalised, y ``[S]``, prompts ``[C, D]`` normalised.
+    """
+    c = prompts.shape[0]
+    onehot = F.one_hot(y, c).to(feats.dtype)                                # [S, C]
+    sums, counts = onehot.T @ feats, onehot.sum(0)                          # [C, D], [C]
+    others = sums[None] - onehot[:, :, None] * feats[:, None]              # [S, C, D]
+    n = (counts[None] - onehot).clamp_min(1.0)[:, :, None]                 # [S, C, 1]
+    vecs = F.normalize(prompts[None] + mix * others / n, dim=-1)            # [S, C, D]
+    logits = scale * torch.einsum("scd,sd->sc", vecs, feats)               # [S, C]
+    acc = float((logits.argmax(-1) == y).float().mean())
+    return acc, float(-F.cross_entropy(logits, y))
+
+
+def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
+                    wordings: Sequence[Mapping[str, str] | str],
+                    templates: Sequence[str] = TEMPLATES, mixes: Sequence[float] = (0.0,),
+                    scale: float = SCALE, cache: dict | None = None) -> Adapted:
+    """Choose a prompt by leave-one-out accuracy on the support set, and classify with it.
+
+    Args:
+        model: a ``TextEncoder`` with ``normalize=True``; it is not trained.
+        support_x: ``[S, L]`` token ids; support_y: int64 ``[S]`` labels ``0..C-1``.
+        wordings: for each class c (in label order), a dict of candidate wordings
+            (``{"name": ..., "synonyms": ..., "gloss": ...}``, see ``WordNet.wordings``) or
+            a single string. Every class must offer the same keys.
+        templates: candidate templates, each with one ``{}``.
+        mixes: candidate weights of the support prototypes added to the prompt embeddings.
+        cache: optional dict text -> embedding, shared between tasks.
+
+    Returns:
+        ``Adapted`` (``trainable`` 0) whose ``info`` names the chosen template, wording key,
+        mix and leave-one-out accuracy, and the number of candidates tried.
+
+    Raises:
+        ValueError: an empty support set, a wording list whose length is not C, classes
+            with different wording keys, or a template without ``{}``.
+    """
+    _check_model(model)
+    n_classes = check_support("optimize_prompt", support_x, support_y)
+    if len(wordings) != n_classes:
+        raise ValueError(f"optimize_prompt: {len(wordings)} label wordings for "
+                         f"{n_classes} classes")
+    words = [{"label": w} if isinstance(w, str) else dict(w) for w in wordings]
+    keys = list(words[0])
+    if not keys or any(list(w) != keys for w in words):
+        raise ValueError(f"optimize_prompt: every class needs the same wording keys, got "
+                         f"{[sorted(w) for w in words]}")
+    bad = [t for t in templates if "{}" not in t]
+    if bad or not templates:
+        raise ValueError(f"optimize_prompt: templates must contain '{{}}', got {bad or templates}")
+    texts = [t.format(w[k]) for t in templates for k in keys for w in words]
+    emb = F.normalize(_embed(model, texts, cache), dim=-1)                  # [T*K*C, D]
+    emb = emb.view(len(templates), len(keys), n_classes, -1)               # [T, K, C, D]
+    with torch.no_grad():
+        feats = model(support_x, head=False)                               # [S, D]
+    best, choice = None, None
+    for i, j, mix in itertools.product(range(len(templates)), range(len(keys)), mixes):
+        score = _loo_scores(feats, support_y, emb[i, j], float(mix), scale)
+        if best is None or score > best:                  # ties: the first candidate wins
+            best, choice = score, (i, j, float(mix))
+    i, j, mix = choice
+    onehot = F.one_hot(support_y, n_classes).to(feats.dtype)               # [S, C]
+    protos = onehot.T @ feats / onehot.sum(0)[:, None]                     # [C, D]
+    vecs = F.normalize(emb[i, j] + mix * protos, dim=-1)                   # [C, D]
+    info = {"template": templates[i], "wording": keys[j], "mix": mix,
+            "loo_accuracy": best[0], "candidates": len(templates) * len(keys) * len(mixes),
+            "frozen_body": True}
+    return Adapted(model, _with_head(model, vecs, scale), 0, (), info)

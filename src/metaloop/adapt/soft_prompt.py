@@ -1,0 +1,100 @@
+"""Approach 3b, soft prompts (prompt tuning, Lester et al. 2021) with a new head, through
+Hugging Face peft.
+
+``add_soft_prompt`` wraps a ``TextEncoder``'s transformer in ``peft``'s prompt tuning: P
+learned vectors are prepended to the token embeddings of every input. Only they and a new
+head train (``soft_prompt_finetune`` is ``finetune`` with that partition); the transformer's
+own weights never change. The pooled features average the real tokens only: the virtual
+tokens act through attention.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from metaloop.adapt._fit import Adapted
+from metaloop.adapt.finetune import finetune
+
+INITS = ("sample_vocab", "random", "text")
+
+
+def is_prompt(name: str) -> bool:
+    """True for the soft-prompt parameters (``encoder.prompt_encoder.default.embedding...``)."""
+    return ".prompt_encoder." in name
+
+
+def add_soft_prompt(model: nn.Module, num_virtual_tokens: int = 8, init: str = "sample_vocab",
+                    init_text: str = "classify the category of this definition") -> nn.Module:
+    """A copy of a ``TextEncoder`` whose transformer reads ``num_virtual_tokens`` learned
+    prompt vectors before the text.
+
+    Args:
+        model: a ``metaloop.models.TextEncoder`` (not modified).
+        num_virtual_tokens: P, the prompt length.
+        init: ``"sample_vocab"`` (embeddings of P random vocabulary tokens, drawn from the
+            global torch RNG), ``"random"`` (``N(0, 1)``) or ``"text"`` (the embeddings of
+            ``init_text``'s tokens, repeated or cut to P).
+
+    Raises:
+        ValueError: a model that is not a transformer ``TextEncoder``, or bad options.
+    """
+    from metaloop.models.text import TextEncoder, require_text_extra
+
+    _, peft = require_text_extra()
+    if not isinstance(model, TextEncoder):
+        raise ValueError(f"soft prompts need a transformer TextEncoder, got "
+                         f"{type(model).__name__}")
+    if not isinstance(num_virtual_tokens, int) or num_virtual_tokens <= 0:
+        raise ValueError(f"num_virtual_tokens must be a positive int, got {num_virtual_tokens!r}")
+    if init not in INITS:
+        raise ValueError(f"soft prompt init must be one of {INITS}, got {init!r}")
+    if any(is_prompt(n) for n, _ in model.named_parameters()):
+        raise ValueError("the model already has a soft prompt")
+    new = copy.deepcopy(model)
+    kw = {}
+    if init == "text":
+        if new.tokenizer is None:
+            raise ValueError("init='text' needs the model's tokenizer")
+        kw = {"prompt_tuning_init_text": init_text,
+              "tokenizer_name_or_path": new.tokenizer.name_or_path}
+    config = peft.PromptTuningConfig(task_type="FEATURE_EXTRACTION",
+                                     num_virtual_tokens=num_virtual_tokens,
+                                     prompt_tuning_init="TEXT" if init == "text" else "RANDOM",
+                                     **kw)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated ``is_gradient_checkpointing`` (a
+        # FutureWarning in transformers 5); nothing to act on here.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated",
+                                category=FutureWarning)
+        new.encoder = peft.get_peft_model(new.encoder, config)
+    if init == "sample_vocab":   # done here: peft has its own only since late 2025
+        emb = new.encoder.prompt_encoder["default"].embedding
+        vocab = new.encoder.word_embeddings.weight                         # [V, H]
+        pick = torch.randint(vocab.shape[0], (emb.weight.shape[0],))       # [P]
+        with torch.no_grad():
+            emb.weight.copy_(vocab[pick])
+    for p in new.parameters():       # functional code decides what trains, not requires_grad
+        p.requires_grad_(True)
+    return new.eval()
+
+
+def soft_prompt_finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
+                         steps: int = 20, lr: float = 1e-2, head_lr: float = 1e-2,
+                         **kw) -> Adapted:
+    """Train the soft prompt and a new head on one task (``finetune`` with
+    ``adapt=is_prompt``); every other tensor is passed through unchanged.
+
+    Args:
+        model: from ``add_soft_prompt``. Others: as ``finetune``.
+
+    Raises:
+        ValueError: if the model has no soft prompt, or as ``finetune``.
+    """
+    if not any(is_prompt(n) for n, _ in model.named_parameters()):
+        raise ValueError(f"{type(model).__name__} has no soft prompt; call add_soft_prompt "
+                         f"first")
+    return finetune(model, support_x, support_y, steps, lr, head_lr, adapt=is_prompt, **kw)

