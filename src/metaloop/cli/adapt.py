@@ -35,14 +35,16 @@ APPROACHES = {   # name -> approach number (0-3)
     "lora": 3, "soft-prompt": 3,
 }
 META = ("fomaml", "reptile", "maml")
-# The meta-learners' inner loop: SGD on LoRA + a zero head, one step size for both. Features
-# are unit vectors, so a step of 1 gives the head small but informative logits after 3 steps
-# (argmax accuracy is what counts at test time). A step of 5 reaches confident logits but made
-# first-order MAML diverge after ~55 outer steps (train accuracy 0.9 -> 0.25): as the adapters
-# grow, 5 is too large for them.
-META_INNER = {"fomaml": {"inner_lr": 1.0, "inner_steps": 3},
-              "maml": {"inner_lr": 1.0, "inner_steps": 3},
-              "reptile": {"inner_lr": 1.0, "inner_steps": 4}}
+# The meta-learners' inner loop: SGD on LoRA + a zero head with one step size, on the
+# cross-entropy of 30 x logits (see lora_learner's logit_scale). Features are unit vectors;
+# with no scale, a step of 5 let first-order MAML's adapters blow up after ~55 outer steps
+# (train accuracy 0.9 -> 0.25) and a step of 1 left the logits so small (temperature ~5)
+# that the meta-loss only rewarded spreading all features apart: it plateaued after 50 steps
+# without any gain in accuracy. Scale 30 and step 0.05: the head moves like a step of 45,
+# the adapters like one of ~2 (docs/_results_adaptation.md has the measurements).
+META_INNER = {"fomaml": {"inner_lr": 0.05, "inner_steps": 3, "logit_scale": 30.0},
+              "maml": {"inner_lr": 0.05, "inner_steps": 3, "logit_scale": 30.0},
+              "reptile": {"inner_lr": 0.05, "inner_steps": 4, "logit_scale": 30.0}}
 # Meta-training tasks are 5-way 1-shot for MAML, whose query loss sees several examples of a
 # class; Reptile learns from the support set alone, and with one shot per class its only
 # signal is to push the support examples apart, so it meta-trains on 5-shot tasks.

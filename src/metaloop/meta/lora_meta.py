@@ -11,8 +11,11 @@ adapters and the head as the model's only parameters.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metaloop.adapt.heads import head_names
@@ -49,9 +52,15 @@ def trainable_only(model: nn.Module, keep: Selector) -> nn.Module:
     return new
 
 
+def scaled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                         scale: float = 1.0) -> torch.Tensor:
+    """Mean cross-entropy of ``scale * logits`` ``[N, C]`` (a temperature of 1 / scale)."""
+    return F.cross_entropy(scale * logits, labels)
+
+
 def lora_learner(model: nn.Module, method: str = "fomaml", r: int = 8, alpha: float = 16.0,
-                 target_modules: Sequence[str] | None = None, inner_lr: float = 0.5,
-                 inner_steps: int = 3, head_init: str = "zero",
+                 target_modules: Sequence[str] | None = None, inner_lr: float = 0.05,
+                 inner_steps: int = 3, head_init: str = "zero", logit_scale: float = 30.0,
                  inner_optimizer: str = "sgd"):
     """A meta-learner whose model is ``model`` + LoRA, with only LoRA and the head trainable.
 
@@ -64,13 +73,21 @@ def lora_learner(model: nn.Module, method: str = "fomaml", r: int = 8, alpha: fl
         inner_lr, inner_steps: the inner SGD loop on the LoRA adapters and the head.
         head_init: ``"zero"`` (a new zero head per task; LoRA alone is meta-learned) or
             ``"learned"`` (the head's start is meta-learned too).
+        logit_scale: s, the inner and outer losses are the cross-entropy of s x logits (a
+            cosine classifier's temperature 1/s when features are unit vectors). One SGD
+            step moves the head's scaled logits by ~ inner_lr s^2 but the adapters only by
+            ~ inner_lr^2 s^2, so a small ``inner_lr`` and a large s give the head the big
+            step unit features need while LoRA moves gently. Predictions (argmax) do not
+            depend on s.
         inner_optimizer: Reptile's inner optimiser, ``"sgd"`` or ``"adam"``.
 
     Returns:
-        A ``MAML`` or ``Reptile`` learner on the partitioned LoRA model, ``loss="ce"``.
+        A ``MAML`` or ``Reptile`` learner on the partitioned LoRA model.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(logit_scale, (int, float)) or not logit_scale > 0:
+        raise ValueError(f"logit_scale must be a positive number, got {logit_scale!r}")
     head = head_names(model)
     lora = trainable_only(add_lora(model, r, alpha, target_modules, head=head),
                           lambda n: is_lora(n) or n in head)
@@ -79,8 +96,10 @@ def lora_learner(model: nn.Module, method: str = "fomaml", r: int = 8, alpha: fl
         # second order needs double backward, which the CPU flash-attention kernel of
         # scaled_dot_product_attention lacks; plain matmul attention has it
         hf.set_attn_implementation("eager")
+    loss = "ce" if logit_scale == 1 else functools.partial(scaled_cross_entropy,
+                                                           scale=float(logit_scale))
     if method == "reptile":
-        return Reptile(lora, inner_lr, inner_steps, loss="ce", head_init=head_init,
+        return Reptile(lora, inner_lr, inner_steps, loss=loss, head_init=head_init,
                        inner_optimizer=inner_optimizer, batching="loop")
-    return MAML(lora, inner_lr, inner_steps, first_order=method == "fomaml", loss="ce",
+    return MAML(lora, inner_lr, inner_steps, first_order=method == "fomaml", loss=loss,
                 head_init=head_init, batching="loop")
