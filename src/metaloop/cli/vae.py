@@ -68,7 +68,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="importance samples for the NLL (default 5000; sweep: 0 = skip)")
     p.add_argument("--eval-batch", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=0,
-                   help="epochs between test-ELBO checks on 1,000 test images (0: never)")
+                   help="epochs between test-ELBO checks on 1,000 random test images "
+                        "(0: never)")
     p.add_argument("--train-examples", type=int, default=None)
     p.add_argument("--test-examples", type=int, default=None)
     p.add_argument("--train-eval-examples", type=int, default=0, metavar="N",

@@ -5,7 +5,7 @@
 - ``results.json``: the settings, the test ELBO and its parts, the IWAE NLL (VAE/CVAE), the
   AE's test reconstruction, timings and the list of pictures;
 - ``metrics.jsonl``: one line per epoch (training means, and every ``eval_every`` epochs the
-  ELBO on the first 1,000 test images);
+  ELBO on a fixed random 1,000 of the test images);
 - ``model.safetensors``: the trained weights;
 - PNGs: ``samples.png``, ``reconstructions.png``, ``interpolations.png``; the AE adds
   ``samples_fitted.png`` (z from a Gaussian fitted to its codes), the CVAE ``classes.png``.
@@ -61,8 +61,8 @@ class Settings:
         eval_every: epochs between test-ELBO checks in ``metrics.jsonl`` (0: never).
         train_examples: use only this many training images (None: all).
         test_examples: use only this many test images (None: all).
-        train_eval_examples: also report the bounds on this many (statically binarised)
-            training images, to separate overfitting from a shift between train and test.
+        train_eval_examples: also report the bounds on this many random (statically
+            binarised) training images, to tell overfitting from a train/test shift.
         classes: classes drawn in the CVAE's ``classes.png`` (None: all).
         classifier_epochs: epochs of the sweep's quality classifier.
         quality_samples: samples scored per generator in the sweep.
@@ -171,7 +171,7 @@ def _jsonl(path: Path):
 
 @torch.no_grad()
 def heldout_metrics(model: AE | VAE, x: torch.Tensor, y: torch.Tensor | None, *, k: int,
-                 batch: int, seed: int, progress: bool) -> dict[str, float]:
+                    batch: int, seed: int, progress: bool) -> dict[str, float]:
     """VAE/CVAE: ``evaluate`` (ELBO, recon, KL, NLL). AE: mean test log p(x | f(x))."""
     model.eval()
     if isinstance(model, AE):
@@ -183,10 +183,13 @@ def heldout_metrics(model: AE | VAE, x: torch.Tensor, y: torch.Tensor | None, *,
 
 
 def _train_model(model, s: Settings, tr: gdata.ImageData, x_te, y_te, log) -> list[dict]:
+    # a fixed random subset: test sets can be ordered (Omniglot's by alphabet)
+    watch = torch.randperm(len(x_te), generator=torch.Generator().manual_seed(s.seed))[:1000]
+
     def on_epoch(rec: dict) -> None:
         if s.eval_every and rec["epoch"] % s.eval_every == 0:
-            m = heldout_metrics(model, x_te[:1000], y_te[:1000], k=0, batch=500, seed=s.seed,
-                             progress=False)
+            m = heldout_metrics(model, x_te[watch], y_te[watch], k=0, batch=500, seed=s.seed,
+                                progress=False)
             model.train()
             rec.update({f"test_{n}": v for n, v in m.items() if n != "n"})
         log(rec)
@@ -293,13 +296,14 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
     train_cpu, train_wall = time.process_time() - cpu0, time.perf_counter() - wall0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     test = heldout_metrics(model, x_te, te.labels, k=s.k, batch=s.eval_batch, seed=s.seed,
-                        progress=s.progress)
+                           progress=s.progress)
     eval_cpu, eval_wall = time.process_time() - cpu0, time.perf_counter() - wall0
     train_eval = None
     if s.train_eval_examples:
-        n = min(s.train_eval_examples, len(tr.images))
-        x_tr = gdata.eval_pixels(tr.images[:n], s.binarize)
-        train_eval = heldout_metrics(model, x_tr, tr.labels[:n], k=s.k, batch=s.eval_batch,
+        pick = torch.randperm(len(tr.images), generator=torch.Generator().manual_seed(s.seed))
+        pick = pick[:s.train_eval_examples]                    # random: Omniglot is ordered
+        x_tr = gdata.eval_pixels(tr.images[pick], s.binarize)
+        train_eval = heldout_metrics(model, x_tr, tr.labels[pick], k=s.k, batch=s.eval_batch,
                                      seed=s.seed, progress=s.progress)
     pictures = write_pictures(model, s, tr, te, x_te, out)
     results = {"settings": asdict(s), "test": test, "train_subset": train_eval,
