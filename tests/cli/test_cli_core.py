@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from metaloop.cli.main import main
 
@@ -41,6 +42,9 @@ def test_train_then_eval_roundtrip(tmp_path, capsys):
     # a second train into the same directory must not clobber it
     assert main(["train", "--config", str(cfg), "--out", str(run)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["eval", "--checkpoint", str(run), "--device", "cuda"]) == 2
+        assert "torch sees no CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [

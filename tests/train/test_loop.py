@@ -125,3 +125,56 @@ def test_bad_training_arguments(kw, match):
     args = dict(iterations=2, meta_batch=2, lr=1e-3) | kw
     with pytest.raises(ValueError, match=match):
         ml.train(_learner(), ml.tasks.Sinusoid(), progress=False, **args)
+
+
+def test_cosine_schedule_values_and_bit_identical_resume(tmp_path):
+    from metaloop.train.loop import scheduled_lr
+    assert scheduled_lr(1e-3, "cosine", 0, 10) == pytest.approx(1e-3)
+    assert scheduled_lr(1e-3, "cosine", 5, 10) == pytest.approx(0.5e-3)
+    assert scheduled_lr(1e-3, "cosine", 9, 10) == pytest.approx(1e-3 * 0.5 * (1 + torch.cos(
+        torch.tensor(0.9 * torch.pi)).item()))
+    assert scheduled_lr(1e-3, "constant", 9, 10) == 1e-3
+    fam = ml.tasks.Sinusoid(5, 5)
+    full, part, resumed = _learner(), _learner(), _learner()
+    kw = dict(meta_batch=4, progress=False, checkpoint_every=4, lr_schedule="cosine")
+    ml.train(full, fam, iterations=10, out_dir=tmp_path / "a", **kw)
+
+    class CrashAt6:                     # the run dies in iteration 6, after the checkpoint at 4
+        kind, calls = "regression", 0
+
+        def sample(self, n, generator=None):
+            self.calls += 1
+            if self.calls == 6:
+                raise RuntimeError("crash")
+            return fam.sample(n, generator)
+    with pytest.raises(RuntimeError, match="crash"):
+        ml.train(part, CrashAt6(), iterations=10, out_dir=tmp_path / "b", **kw)
+    ml.train(resumed, fam, iterations=10, out_dir=tmp_path / "b", resume=True, **kw)
+    a, b = _params(full), _params(resumed)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    const = _learner()
+    ml.train(const, fam, iterations=10, meta_batch=4, progress=False)
+    assert any(not torch.equal(a[n], p) for n, p in _params(const).items())
+
+
+def test_unknown_lr_schedule_is_refused():
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
+        ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=2, meta_batch=2,
+                 progress=False, lr_schedule="linear")
+
+
+def test_clip_grad_norm_rescales_to_the_bound_and_logs_the_norm(tmp_path):
+    from metaloop.train.loop import _clip, _norm
+    g = {"a": torch.tensor([3.0, 0.0]), "b": torch.tensor([[4.0]])}
+    assert _norm(g) == pytest.approx(5.0)
+    c = _clip(g, 1.0)
+    assert _norm(c) == pytest.approx(1.0)
+    assert torch.allclose(c["a"], torch.tensor([0.6, 0.0])) and c["b"].item() == pytest.approx(0.8)
+    assert _clip(g, 10.0) is g                                     # under the bound: unchanged
+    ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=3, meta_batch=2, progress=False,
+             out_dir=tmp_path, clip_grad_norm=0.5)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(x["grad_norm"] > 0 for x in lines)
+    with pytest.raises(ValueError, match="clip_grad_norm must be >= 0"):
+        ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=1, meta_batch=2,
+                 progress=False, clip_grad_norm=-1)

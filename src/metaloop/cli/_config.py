@@ -30,7 +30,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                "scale": ((int, float), 0)},
     "train": {"iterations": (int, 1000), "meta_batch": (int, 25), "lr": ((int, float), 1e-3),
               "seed": (int, 0), "val_every": (int, 0), "val_tasks": (int, 100),
-              "checkpoint_every": (int, 1000), "dtype": (str, "float32")},
+              "checkpoint_every": (int, 1000), "dtype": (str, "float32"),
+              "lr_schedule": (str, "constant"), "clip_grad_norm": ((int, float), 0.0)},
     "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0),
              "steps": ((list, int), [0, 1, 5, 10]), "seed": (int, 1_000_003),
              "split": (str, "test")},
@@ -125,6 +126,7 @@ def check_combinations(cfg: dict) -> None:
     for where, value, options in (
             ("family.name", f["name"], FAMILIES), ("model.name", m["name"], MODELS),
             ("method.name", me["name"], METHODS), ("train.dtype", t["dtype"], DTYPES),
+            ("train.lr_schedule", t["lr_schedule"], ("constant", "cosine")),
             ("model.pool", m["pool"], ("max", "stride")),
             ("method.head_init", me["head_init"], ("auto", "learned", "zero")),
             ("method.batching", me["batching"], ("auto", "loop", "vmap")),

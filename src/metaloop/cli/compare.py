@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         tc = mcfg["train"]
         train(learner, family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
-              lr=tc["lr"], seed=tc["seed"], out_dir=out / "runs" / name,
+              lr=tc["lr"], lr_schedule=tc["lr_schedule"],
+              clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"],
+              out_dir=out / "runs" / name,
               checkpoint_every=tc["checkpoint_every"], config=mcfg,
               progress=not args.no_progress, desc=name)
         t1 = time.perf_counter()

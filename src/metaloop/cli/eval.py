@@ -21,6 +21,10 @@ def register(sub) -> None:
     p.add_argument("--shots", type=int, help="support examples (default: the config's)")
     p.add_argument("--split", help="held-out split (default: the config's eval.split)")
     p.add_argument("--out", help="write results.json and a plot here")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="adapt and score on the CPU (default) or the first CUDA device")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 matmuls and convolutions on CUDA (faster, ~1e-3 precision)")
     p.set_defaults(func=run)
 
 
@@ -56,7 +60,16 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{key} must be positive, got {ec[key]}")
     out = _output.prepare_out(args.out) if args.out else None
     heldout = _build.eval_family(cfg, None)
-    r = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"], seed=ec["seed"])
+    device = None
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but torch sees no CUDA device")
+        device = torch.device("cuda", 0)
+        from metaloop.train.distributed import set_tf32
+        set_tf32(args.tf32)
+        learner.model.to(device)
+    r = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"], seed=ec["seed"],
+                 device=device)
     metric = "accuracy" if "accuracy" in r else "loss"
     name = cfg["method"]["name"]
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "

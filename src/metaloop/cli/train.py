@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="run directory (checkpoints, metrics.jsonl)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the run in DIR (or --out) from its newest checkpoint")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 matmuls and convolutions on CUDA (faster, ~1e-3 precision)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="train on the CPU (default) or CUDA; under torchrun, cuda means one "
                         "GPU per process (cuda:LOCAL_RANK) and the nccl backend, cpu gloo")
@@ -91,10 +93,13 @@ def _run(args: argparse.Namespace) -> int:
         val = _build.build_family(cfg["family"], split="val")
     learner = _build.build_learner(cfg, family)
     tc = cfg["train"]
+    distributed.set_tf32(args.tf32)
     learner.model.to(device=distributed.device_for(args.device), dtype=getattr(torch, tc["dtype"]))
     try:
         res = train(learner, family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
-                    lr=tc["lr"], seed=tc["seed"], out_dir=out, resume=resume, val_family=val,
+                    lr=tc["lr"], lr_schedule=tc["lr_schedule"],
+                    clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
+                    resume=resume, val_family=val,
                     val_every=tc["val_every"], val_tasks=tc["val_tasks"],
                     checkpoint_every=tc["checkpoint_every"], config=cfg,
                     progress=not args.no_progress, desc=cfg["method"]["name"])

@@ -216,10 +216,31 @@ def _step_gradient(learner, batch, shard, stop: _StopSignals, iteration: int):
                                    stop.name is not None, f"iteration {iteration}")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_lr(lr: float, schedule: str, it: int, iterations: int) -> float:
+    """The outer learning rate of 0-based iteration ``it`` of ``iterations``."""
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * it / iterations))
+    return lr
+
+
+def _norm(grads: dict) -> float:
+    return float(torch.sqrt(sum(g.double().pow(2).sum() for g in grads.values())))
+
+
+def _clip(grads: dict, max_norm: float) -> dict:
+    """``grads`` scaled to a global L2 norm of at most ``max_norm``."""
+    scale = min(1.0, max_norm / max(_norm(grads), 1e-300))
+    return {n: g * scale for n, g in grads.items()} if scale < 1.0 else grads
+
+
 def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3,
           seed: int = 0, out_dir=None, resume: bool = False, val_family=None,
           val_every: int = 0, val_tasks: int = 100, checkpoint_every: int = 1000,
-          config: dict | None = None, progress: bool = True, desc: str = "meta-train") -> dict:
+          config: dict | None = None, progress: bool = True, desc: str = "meta-train",
+          lr_schedule: str = "constant", clip_grad_norm: float = 0.0) -> dict:
     """Meta-train ``learner`` with Adam on ``meta_gradient`` over tasks from ``family``.
 
     Each iteration samples ``meta_batch`` tasks from a ``torch.Generator(seed)`` stream, takes
@@ -241,6 +262,13 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         family: the meta-training task family. iterations: outer steps in total.
         meta_batch: tasks per outer step (at least the number of ranks). lr: Adam learning
             rate. seed: task-stream seed.
+        lr_schedule: ``"constant"``, or ``"cosine"``: step t (1-based) of T uses
+            ``lr * (1 + cos(pi * (t - 1) / T)) / 2``. The rate is a function of the iteration
+            alone, so a resumed run follows the same schedule.
+        clip_grad_norm: if > 0, rescale the meta-gradient to at most this global L2 norm
+            before the Adam step (``metrics.jsonl`` then logs ``grad_norm``, before
+            clipping). One task whose inner loop diverges can otherwise give a gradient of
+            1e20 that fills Adam's second moment and stalls training for thousands of steps.
         val_family / val_every / val_tasks: held-out validation every k iterations.
         config: JSON-serialisable description stored in checkpoints (checked on resume).
 
@@ -249,7 +277,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
 
     Raises:
         NonFiniteLossError: with the iteration number; the last good checkpoint is kept.
-        ValueError: for non-positive iterations, meta_batch, lr, fewer tasks than ranks, or a
+        ValueError: for non-positive iterations, meta_batch, lr, an unknown lr_schedule,
+            fewer tasks than ranks, or a
             config mismatch on resume (naming the differing keys).
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written.
         metaloop.train.distributed.DistributedError: another rank died or timed out.
@@ -258,6 +287,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     _positive_int("meta_batch", meta_batch)
     if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not isinstance(clip_grad_norm, (int, float)) or not clip_grad_norm >= 0:
+        raise ValueError(f"clip_grad_norm must be >= 0 (0: off), got {clip_grad_norm!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of "
+                         f"{', '.join(LR_SCHEDULES)}")
     rank, world = distributed.rank_world()
     if meta_batch < world:
         raise ValueError(f"meta_batch={meta_batch} is smaller than the {world} ranks: every "
@@ -292,7 +326,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                         f"non-finite meta-loss/gradient at iteration {it + 1} (loss "
                         f"{last['loss']})" + (f"; the last good checkpoint in {out} is kept"
                                               if out else ""))
+                if clip_grad_norm:
+                    grads, last = _clip(grads, clip_grad_norm), {**last, "grad_norm": _norm(grads)}
                 opt.zero_grad(set_to_none=True)
+                for group in opt.param_groups:
+                    group["lr"] = scheduled_lr(lr, lr_schedule, it, iterations)
                 for n, p in learner.model.named_parameters():
                     p.grad = grads[n]
                 opt.step()
