@@ -121,6 +121,8 @@ def main() -> int:
     ap.add_argument("--probe-config", default="omniglot_maml_5w1s_cpu")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to try the script")
     ap.add_argument("--eval-tasks", type=int, default=0, help="0: the config's")
+    ap.add_argument("--batching", choices=("loop", "vmap"),
+                    help="skip the check and probe and use this task batching")
     args = ap.parse_args()
     out, work = Path(args.out), Path(args.work)
     (work / "configs").mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,10 @@ def main() -> int:
     summary = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",
                "torch": torch.__version__}
     t0 = time.perf_counter()
-    summary["probe"] = check_and_probe(ROOT / "configs" / f"{args.probe_config}.toml", dev)
+    if args.batching:
+        summary["probe"] = {"batching": args.batching, "skipped": True}
+    else:
+        summary["probe"] = check_and_probe(ROOT / "configs" / f"{args.probe_config}.toml", dev)
     print(json.dumps(summary), f"{time.perf_counter() - t0:.0f} s", flush=True)
     batching = summary["probe"]["batching"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
