@@ -73,9 +73,10 @@ def rank_world() -> tuple[int, int]:
 
 
 def set_tf32(enabled: bool) -> None:
-    """TF32 for CUDA matmuls and convolutions: off by default in metaloop, since cuDNN's
-    TF32 convolutions (PyTorch's default) change second-order meta-gradients by ~1e-2
-    relative on an H100. ``--tf32`` turns it on for speed on Ampere and later GPUs."""
+    """TF32 for CUDA matmuls and convolutions: off by default in metaloop. PyTorch allows
+    TF32 in cuDNN convolutions by default, which rounds their inputs to 10 mantissa bits
+    (~1e-3 relative); with it off, an H100's meta-gradients match the CPU's to ~1e-6
+    (docs/benchmarks.md). ``--tf32`` turns it on for speed on Ampere and later GPUs."""
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
 
