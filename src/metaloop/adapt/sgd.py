@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from metaloop.func.losses import get_loss
 from metaloop.func.params import Params, Selector, detach, forward, last_linear_names, partition
@@ -15,9 +17,76 @@ from metaloop.func.params import Params, Selector, detach, forward, last_linear_
 Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
 
+def sgd_step(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], names: list[str],
+             x: torch.Tensor, y: torch.Tensor, lr: float, create_graph: bool = True) -> Params:
+    """One SGD step: ``params`` with each of ``names`` moved by ``-lr * grad`` (shapes kept).
+
+    Args as ``sgd_path``; ``names`` is a list of the adapted names.
+    """
+    loss = loss_fn(fwd(params, x), y)
+    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+    return {**params, **{n: params[n] - lr * g for n, g in zip(names, grads)}}
+
+
+def _leaves(tensors, grad_at) -> list[torch.Tensor]:
+    """Detached copies of ``tensors``; those at the indices ``grad_at`` require grad."""
+    return [t.detach().requires_grad_(i in grad_at) for i, t in enumerate(tensors)]
+
+
+class _RecomputedStep(torch.autograd.Function):
+    """theta_k -> theta_{k+1} by ``run``, keeping only the inputs for the backward pass.
+
+    ``forward(ctx, run, adapted, *tensors)``: ``tensors`` are every params tensor, then x and
+    y; ``adapted`` their indices that the step updates; ``run(tensors, create_graph)`` returns
+    the updated tensors in the order of ``adapted``. The forward pass computes the values
+    without a graph; the backward pass recomputes the step with ``create_graph=True`` (one
+    step's activations alive at a time) and returns its vector-Jacobian product.
+    """
+
+    @staticmethod
+    def forward(ctx, run, adapted, *tensors):
+        ctx.run, ctx.adapted = run, adapted
+        ctx.save_for_backward(*tensors)
+        with torch.enable_grad():
+            out = run(_leaves(tensors, set(adapted)), False)
+        return tuple(o.detach() for o in out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *v):
+        need = [i for i, r in enumerate(ctx.needs_input_grad[2:]) if r]
+        with torch.enable_grad():
+            inputs = _leaves(ctx.saved_tensors, set(ctx.adapted) | set(need))
+            out = ctx.run(inputs, True)
+            g = torch.autograd.grad(out, [inputs[i] for i in need], v, allow_unused=True)
+        grads = [None] * len(inputs)
+        for i, gi in zip(need, g):
+            grads[i] = gi
+        return (None, None, *grads)
+
+
+def recomputed_step(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor],
+                    names: list[str], x: torch.Tensor, y: torch.Tensor, lr: float) -> Params:
+    """``sgd_step`` with ``create_graph``, checkpointed: only the inputs (theta_k, x, y) are
+    kept for the backward pass, which recomputes the step's forward, gradient and update.
+
+    Once differentiable: the result supports ``backward``/``autograd.grad`` of an outer loss,
+    not a further derivative of that gradient. Not usable under ``vmap``.
+    """
+    keys = list(params)
+
+    def run(tensors, graph):
+        new = sgd_step(fwd, loss_fn, dict(zip(keys, tensors)), names, tensors[-2],
+                       tensors[-1], lr, graph)
+        return [new[n] for n in names]
+
+    out = _RecomputedStep.apply(run, [keys.index(n) for n in names], *params.values(), x, y)
+    return {**params, **dict(zip(names, out))}
+
+
 def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_names,
              x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
-             create_graph: bool = True) -> Iterator[Params]:
+             create_graph: bool = True, checkpoint: bool = False) -> Iterator[Params]:
     """Yield params after 0, 1, ..., ``steps`` SGD steps on ``loss_fn(fwd(params, x), y)``.
 
     Only the names in ``adapt_names`` change; the rest pass through. Nothing is mutated.
@@ -31,14 +100,20 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
         adapt_names: names to update.
         x: ``[S, ...]`` support inputs; y: ``[S]`` labels or ``[S, out]`` targets.
         lr: step size; steps: number of steps.
+        checkpoint: with ``create_graph``, keep only the params at each step for the
+            backward pass and recompute one step's activations at a time there
+            (``recomputed_step``): memory O(steps x params + one step's activations), about
+            one more forward-and-gradient pass per step. Without ``create_graph`` no
+            activations outlive a step anyway, and it changes nothing.
     """
     names = list(adapt_names)
     params = dict(params)
     yield params
     for _ in range(steps):
-        loss = loss_fn(fwd(params, x), y)
-        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
-        params = {**params, **{n: params[n] - lr * g for n, g in zip(names, grads)}}
+        if checkpoint and create_graph:
+            params = recomputed_step(fwd, loss_fn, params, names, x, y, lr)
+        else:
+            params = sgd_step(fwd, loss_fn, params, names, x, y, lr, create_graph)
         yield params
 
 
@@ -83,6 +158,8 @@ class SGDAdapter:
         head_init: "learned" (the head is part of the meta-learned start) or "zero" (a new
             zero head of the task's output size: use it when tasks differ in output size).
         head: head parameter names; default the last nn.Linear.
+        checkpoint: recompute each differentiable inner step in the backward pass instead
+            of keeping its activations (see ``sgd_path``); not with ``functional``/vmap.
     """
 
     model: nn.Module
@@ -92,6 +169,7 @@ class SGDAdapter:
     adapt: Selector | None = None
     head_init: str = "learned"
     head: list[str] | None = None
+    checkpoint: bool = False
     names: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -136,12 +214,19 @@ class SGDAdapter:
 
         ``started``: params already went through ``start`` (done outside ``vmap``).
         ``functional``: use the ``torch.func`` inner loop, required under ``vmap``.
+
+        Raises:
+            ValueError: on a bad ``steps``, or ``functional`` with ``checkpoint`` (the
+                checkpointed step is an autograd.Function without a vmap rule).
         """
         steps = self.steps if steps is None else steps
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if functional and self.checkpoint and create_graph:
+            raise ValueError("checkpoint=True does not support the functional (vmap) inner "
+                             "loop; use batching='loop'")
         start = dict(params) if started else self.start(params, y)
-        loop = sgd_path_func if functional else sgd_path
+        loop = sgd_path_func if functional else partial(sgd_path, checkpoint=self.checkpoint)
         if not self.head_only:
             return loop(self.fwd, self.loss_fn, start, self.names, x, y, self.lr, steps,
                         create_graph)

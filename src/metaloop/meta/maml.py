@@ -36,17 +36,32 @@ class MAML(AdaptsBySGD):
             least memory, fastest for conv nets on the CPU), "vmap" (all tasks at once with
             ``torch.func.vmap``: much faster for small MLPs), or "auto" (vmap for models
             without convolutions or normalisation layers). See docs/benchmarks.md.
+        checkpoint: recompute each inner step's activations in the backward pass instead of
+            keeping them: only theta at each step is stored, so memory grows with the steps
+            by one parameter set each, not by one step's activations (second order; first
+            order keeps no activations across steps anyway). Costs about one more forward
+            and gradient pass per step. Needs the loop batching: "auto" picks it.
+
+    Raises:
+        ValueError: ``checkpoint=True`` with ``batching="vmap"``.
     """
 
     meta_trains = True
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
                  first_order: bool = False, loss="mse", adapt=None, head_init="learned",
-                 batching: str = "auto"):
+                 batching: str = "auto", checkpoint: bool = False):
         self.model = model
         self.first_order = bool(first_order)
-        self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
+        self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
+                                checkpoint=bool(checkpoint))
         self.batching = resolve_batching(batching, model)
+        if checkpoint and self.batching == "vmap":
+            if batching == "vmap":
+                raise ValueError("MAML(checkpoint=True, batching='vmap') is not supported: the "
+                                 "checkpointed inner step has no vmap rule; use "
+                                 "batching='loop' or 'auto'")
+            self.batching = "loop"
 
     def _task_loss(self, params: Params, sx, sy, qx, qy, functional=False):
         fast = self.inner.run(params, sx, sy, create_graph=not self.first_order,

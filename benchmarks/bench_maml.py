@@ -1,0 +1,418 @@
+"""MAML on Omniglot, metaloop side by side with a plain loop and the peers (issue 8).
+
+The base configuration: Conv4 (64 filters, 3x3 conv + BatchNorm on batch statistics + ReLU +
+2x2 max-pool, 28x28 input), 5-way 1-shot, 15 queries per class, meta-batch 32, 1 inner SGD
+step at 0.4, second order, Adam outer step (lr 1e-3). One iteration = one meta-gradient and
+one Adam step; sampling the batch is not timed.
+
+Implementations (``--only`` picks some):
+  - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL``, ``batching="loop"``;
+  - ``metaloop-ckpt``: the same with ``checkpoint=True`` (with ``--checkpoint``);
+  - ``plain``: a per-task ``torch.autograd.grad`` loop written here (the reference);
+  - ``learn2learn``, ``higher``, ``torchopt``: only if importable (a note says why not).
+    Install them with ``bash benchmarks/setup_peers.sh`` and run this script with that venv's
+    python. higher and TorchOpt run second-order full MAML only.
+
+First, every implementation's meta-gradient is compared with metaloop's, in float64 on a
+small batch (``--check-tasks``) from the same seed: one that differs by more than 1e-5
+(relative to the largest gradient entry) is reported as wrong and not timed. Then each
+measurement runs in its own subprocess (so its peak RSS is its own), interleaved A B C A B C
+for ``--reps`` rounds of ``--iters`` timed iterations after ``--warmup``. It prints the median
+seconds per iteration, the peak RSS and the ratios to metaloop.
+
+    python benchmarks/bench_maml.py                         # base configuration
+    python benchmarks/bench_maml.py --first-order
+    python benchmarks/bench_maml.py --steps 5
+    python benchmarks/bench_maml.py --ways 20 --meta-batch 16 --steps 5 --inner-lr 0.1
+    python benchmarks/bench_maml.py --anil
+    python benchmarks/bench_maml.py --ways 20 --shots 5 --queries 5 --meta-batch 4 \\
+        --steps 10 --inner-lr 0.1 --checkpoint --only metaloop,metaloop-ckpt
+
+Compare ratios from one run only: absolute times vary ~20% between runs on these machines,
+and the allocator settings (printed) change them by 25% or more (DESIGN section 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import metaloop as ml
+from metaloop.meta import ANIL, MAML
+from metaloop.models import Conv4
+
+IMPLS = ("metaloop", "metaloop-ckpt", "plain", "learn2learn", "higher", "torchopt")
+PEERS = ("learn2learn", "higher", "torchopt")
+TOL = 1e-5
+_TORCHVISION_LIB = []   # keeps the torch.library definitions alive
+
+
+# ---------------------------------------------------------------------------- data and model
+
+def make_model(args) -> Conv4:
+    torch.manual_seed(args.seed)
+    return Conv4(1, args.hidden, args.ways, pool="max", image_size=28)
+
+
+def random_batch(n, args, g) -> ml.TaskBatch:
+    """Random images ``[n, ways*shots, 1, 28, 28]`` with balanced labels (cost as Omniglot)."""
+    sy = torch.arange(args.ways).repeat_interleave(args.shots).repeat(n, 1)     # [n, W*K]
+    qy = torch.arange(args.ways).repeat_interleave(args.queries).repeat(n, 1)   # [n, W*Q]
+    return ml.TaskBatch(torch.rand(n, sy.shape[1], 1, 28, 28, generator=g), sy,
+                        torch.rand(n, qy.shape[1], 1, 28, 28, generator=g), qy)
+
+
+def batch_source(args):
+    """``sample(n, generator) -> TaskBatch`` from Omniglot's train split, or random images."""
+    if args.random_data:
+        return lambda n, g: random_batch(n, args, g)
+    fam = ml.tasks.Omniglot(args.data, "train", args.ways, args.shots, args.queries)
+    return fam.sample
+
+
+def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
+    return ml.TaskBatch(batch.support_x.double(), batch.support_y,
+                        batch.query_x.double(), batch.query_y)
+
+
+# ---------------------------------------------------------------------------- implementations
+# Each builder returns grads(batch) -> {name: d meta-loss / d theta_0}, the mean over tasks.
+
+def build_metaloop(model, args, checkpoint=False):
+    make = ANIL if args.anil else MAML
+    learner = make(model, args.inner_lr, args.steps, args.first_order, loss="ce",
+                   batching="loop", checkpoint=checkpoint)
+    return learner.meta_gradient
+
+
+def _adapt_plain(fwd, p, names, sx, sy, args):
+    """``args.steps`` SGD steps on the support loss; p is a dict name -> tensor."""
+    for _ in range(args.steps):
+        g = torch.autograd.grad(F.cross_entropy(fwd(p, sx), sy), [p[n] for n in names],
+                                create_graph=not args.first_order)
+        p = {**p, **{n: p[n] - args.inner_lr * gi for n, gi in zip(names, g)}}
+    return p
+
+
+def build_plain(model, args):
+    params = dict(model.named_parameters())
+    head = ["head.weight", "head.bias"]
+
+    def full(p, x):
+        return functional_call(model, p, (x,))
+
+    def linear(p, f):
+        return F.linear(f, p["head.weight"], p["head.bias"])           # [N, D] -> [N, ways]
+
+    def task_loss(sx, sy, qx, qy):
+        if not args.anil:
+            return F.cross_entropy(full(_adapt_plain(full, params, list(params), sx, sy, args),
+                                        qx), qy)
+        fs, fq = (functional_call(model, params, (x,), {"head": False}) for x in (sx, qx))
+        p = _adapt_plain(linear, {n: params[n] for n in head}, head, fs, sy, args)
+        return F.cross_entropy(linear(p, fq), qy)
+
+    def grads(batch):
+        total = {n: torch.zeros_like(v) for n, v in params.items()}
+        for i in range(batch.num_tasks):
+            g = torch.autograd.grad(task_loss(*batch.task(i)), list(params.values()),
+                                    allow_unused=True)
+            for n, gi in zip(params, g):
+                if gi is not None:
+                    total[n] += gi / batch.num_tasks
+        return total
+    return grads
+
+
+def _backward_grads(model, per_task):
+    """grads(batch) from ``per_task(sx, sy, qx, qy) -> query loss`` by ``.backward()``."""
+    def grads(batch):
+        for p in model.parameters():
+            p.grad = None
+        for i in range(batch.num_tasks):
+            (per_task(*batch.task(i)) / batch.num_tasks).backward()
+        return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                for n, p in model.named_parameters()}
+    return grads
+
+
+def build_learn2learn(model, args):
+    import learn2learn as l2l
+    if not args.anil:
+        maml = l2l.algorithms.MAML(model, lr=args.inner_lr, first_order=args.first_order)
+
+        def per_task(sx, sy, qx, qy):
+            learner = maml.clone()
+            for _ in range(args.steps):
+                learner.adapt(F.cross_entropy(learner(sx), sy))
+            return F.cross_entropy(learner(qx), qy)
+        return _backward_grads(model, per_task)
+    head = l2l.algorithms.MAML(model.head, lr=args.inner_lr, first_order=args.first_order)
+
+    def per_task_anil(sx, sy, qx, qy):
+        fs, fq = model.features(sx), model.features(qx)
+        learner = head.clone()
+        for _ in range(args.steps):
+            learner.adapt(F.cross_entropy(learner(fs), sy))
+        return F.cross_entropy(learner(fq), qy)
+    return _backward_grads(model, per_task_anil)
+
+
+def build_higher(model, args):
+    import higher
+    inner_opt = torch.optim.SGD(model.parameters(), lr=args.inner_lr)
+
+    def per_task(sx, sy, qx, qy):
+        with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False) as (fm, opt):
+            for _ in range(args.steps):
+                opt.step(F.cross_entropy(fm(sx), sy))
+            return F.cross_entropy(fm(qx), qy)
+    return _backward_grads(model, per_task)
+
+
+def build_torchopt(model, args):
+    import torchopt
+    inner_opt = torchopt.MetaSGD(model, lr=args.inner_lr)
+
+    def per_task(sx, sy, qx, qy):
+        net_state = torchopt.extract_state_dict(model)
+        opt_state = torchopt.extract_state_dict(inner_opt)
+        for _ in range(args.steps):
+            inner_opt.step(F.cross_entropy(model(sx), sy))
+        loss = F.cross_entropy(model(qx), qy)
+        # the graph keeps the adapted tensors alive; put theta_0 back for the next task
+        torchopt.recover_state_dict(model, net_state)
+        torchopt.recover_state_dict(inner_opt, opt_state)
+        return loss
+    return _backward_grads(model, per_task)
+
+
+def build(name, model, args):
+    if name in ("metaloop", "metaloop-ckpt"):
+        return build_metaloop(model, args, checkpoint=name == "metaloop-ckpt")
+    return {"plain": build_plain, "learn2learn": build_learn2learn, "higher": build_higher,
+            "torchopt": build_torchopt}[name](model, args)
+
+
+# ---------------------------------------------------------------------------- peer imports
+
+def _define_torchvision_ops():
+    """torchvision's PyPI build for torch 2.13 is linked against CUDA libraries; on the CPU
+    torch build its extension does not load and its import fails with ``operator
+    torchvision::nms does not exist``. Define the two op schemas it registers fakes for
+    (nothing on the MAML path calls them), unless the extension loads.
+    """
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or _TORCHVISION_LIB:
+        return
+    so = sorted(Path(spec.origin).parent.glob("_C*.so"))
+    try:
+        if so:
+            torch.ops.load_library(str(so[0]))
+            return
+    except OSError:
+        pass
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _TORCHVISION_LIB.append(lib)
+
+
+def unavailable(name, args) -> str | None:
+    """Why ``name`` cannot run in this configuration, or None."""
+    if name == "metaloop-ckpt" and not args.checkpoint:
+        return "add --checkpoint to time it"
+    if name in ("higher", "torchopt") and (args.anil or args.first_order):
+        return "only second-order full MAML is written for it here"
+    if name not in PEERS:
+        return None
+    if name == "learn2learn":
+        _define_torchvision_ops()
+    try:
+        __import__(name)
+    except Exception as e:   # any import failure means: not usable here; say which
+        return f"not importable ({type(e).__name__}: {str(e).splitlines()[0][:100]})"
+    return None
+
+
+# ---------------------------------------------------------------------------- check and time
+
+def relative_error(got, ref) -> float:
+    """Max abs difference over all tensors / the largest |ref| entry (conv biases before BN
+    have exactly-zero true gradients, so a per-tensor ratio would be meaningless)."""
+    top = max(float(r.abs().max()) for r in ref.values())
+    return max(float((got[n] - ref[n]).abs().max()) for n in ref) / top
+
+
+def check(names, args) -> dict[str, float]:
+    """float64 meta-gradient of each implementation vs metaloop's: name -> relative error."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        batch = to_double(batch_source(args)(args.check_tasks,
+                                             torch.Generator().manual_seed(args.seed)))
+        grads = {n: build(n, make_model(args).double(), args)(batch) for n in names}
+    finally:
+        torch.set_default_dtype(old)
+    return {n: relative_error(grads[n], grads["metaloop"]) for n in names}
+
+
+def _status_mib(field: str) -> float | None:
+    """``VmRSS``/``VmHWM`` of this process from /proc (Linux), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024                     # kB -> MiB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS, where Linux allows it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(name, args) -> None:
+    """Time ``args.iters`` iterations of ``name`` (after warm-up); print one JSON line.
+
+    The peak RSS is that of the iterations (warm-up included) where /proc allows resetting
+    it after the set-up (loading the data set has a transient peak of its own); else the
+    whole process's.
+    """
+    model = make_model(args)
+    grads = build(name, model, args)
+    opt = torch.optim.Adam(model.parameters(), lr=args.outer_lr)
+    sample, g = batch_source(args), torch.Generator().manual_seed(args.seed + 1)
+    setup_mib, reset = _status_mib("VmRSS"), _reset_peak()
+    times = []
+    for i in range(args.warmup + args.iters):
+        batch = sample(args.meta_batch, g)
+        t = time.perf_counter()
+        for n, gn in grads(batch).items():
+            model.get_parameter(n).grad = gn
+        opt.step()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t)
+    rss = _status_mib("VmHWM") if reset else None
+    if rss is None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    print(json.dumps({"times": times, "rss_mib": rss, "setup_mib": setup_mib}))
+
+
+def measure(name, argv) -> dict:
+    """Run one measurement in a fresh process; its times and its own peak RSS."""
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", name]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- main
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = ap.add_argument
+    add("--ways", type=int, default=5)
+    add("--shots", type=int, default=1)
+    add("--queries", type=int, default=15, help="query images per class")
+    add("--meta-batch", type=int, default=32)
+    add("--steps", type=int, default=1, help="inner SGD steps")
+    add("--inner-lr", type=float, default=0.4)
+    add("--outer-lr", type=float, default=1e-3)
+    add("--hidden", type=int, default=64, help="Conv4 filters")
+    add("--first-order", action="store_true")
+    add("--anil", action="store_true", help="adapt only the head (ANIL)")
+    add("--checkpoint", action="store_true", help="also time metaloop with checkpoint=True")
+    add("--only", default=",".join(IMPLS), help="comma-separated implementations")
+    add("--iters", type=int, default=10, help="timed iterations per measurement")
+    add("--warmup", type=int, default=1)
+    add("--reps", type=int, default=2, help="interleaved rounds (one process each)")
+    add("--check-tasks", type=int, default=2, help="tasks in the float64 gradient check")
+    add("--threads", type=int, default=2)
+    add("--seed", type=int, default=0)
+    add("--data", default=None, help="Omniglot root (default: found automatically)")
+    add("--random-data", action="store_true", help="random images instead of Omniglot")
+    add("--worker", default=None, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def header(args) -> str:
+    alloc = {k: os.environ.get(k, "unset")
+             for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    kind = "first" if args.first_order else "second"
+    what = "ANIL" if args.anil else "MAML"
+    data = "random images" if args.random_data else "Omniglot train"
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), allocator "
+            f"{alloc}\n{kind}-order {what}, Conv4 {args.hidden} filters, {args.ways}-way "
+            f"{args.shots}-shot, {args.queries} queries/class, meta-batch {args.meta_batch}, "
+            f"{args.steps} step(s) at {args.inner_lr}, Adam {args.outer_lr}, {data}; "
+            f"median of {args.reps} x {args.iters} iterations")
+
+
+def report(results, args) -> None:
+    base = results["metaloop"]
+    base_t, base_m = statistics.median(base["times"]), base["rss_mib"]
+    print(f"{'implementation':15s} {'s/it':>9s} {'x metaloop':>11s} {'peak RSS MiB':>13s} "
+          f"{'x metaloop':>11s} {'after set-up':>13s}")
+    for name, r in results.items():
+        t = statistics.median(r["times"])
+        print(f"{name:15s} {t:9.3f} {t / base_t:11.2f} {r['rss_mib']:13.0f} "
+              f"{r['rss_mib'] / base_m:11.2f} {r['setup_mib']:13.0f}")
+    print("peak RSS: the process's peak over the iterations (data set and model resident); "
+          "after set-up: its RSS before the first iteration")
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        if args.worker in PEERS:
+            unavailable(args.worker, args)     # the same import path as the check
+        return worker(args.worker, args)
+    print(header(args))
+    names = []
+    for name in args.only.split(","):
+        why = unavailable(name, args) if name in IMPLS else "unknown implementation"
+        if why:
+            print(f"  skip {name}: {why}")
+        else:
+            names.append(name)
+    if "metaloop" not in names:
+        raise SystemExit("metaloop must be among --only: it is the reference for the ratios")
+    errors = check(names, args)
+    for name, err in errors.items():
+        ok = err <= TOL
+        print(f"  check {name:13s} max rel err {err:.1e} vs metaloop (float64, "
+              f"{args.check_tasks} tasks){'' if ok else '  WRONG: not timed'}")
+    names = [n for n in names if errors[n] <= TOL]
+    argv = sys.argv[1:] if argv is None else list(argv)
+    results = {n: {"times": [], "rss_mib": 0.0, "setup_mib": 0.0} for n in names}
+    for _ in range(args.reps):
+        for name in names:
+            r = measure(name, argv)
+            results[name]["times"] += r["times"]
+            for k in ("rss_mib", "setup_mib"):
+                results[name][k] = max(results[name][k], r[k] or 0.0)
+    report(results, args)
+
+
+if __name__ == "__main__":
+    main()
