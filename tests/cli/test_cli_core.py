@@ -28,6 +28,17 @@ def test_compare_writes_results_plots_and_is_reproducible(tmp_path, capsys):
         (tmp_path / "b" / "results.json").read_text()
 
 
+def test_checkpointed_inner_loop_from_a_config_trains(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\ninner_steps = 2\n'
+                   'checkpoint = true\n[train]\niterations = 3\nmeta_batch = 4\n')
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    from metaloop.cli.eval import load_learner
+    learner, _ = load_learner(tmp_path / "r")
+    assert learner.inner.checkpoint
+
+
 def test_train_then_eval_roundtrip(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "maml"\n'
@@ -66,6 +77,8 @@ def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
     ('[method]\ninnr_lr = 0.1\n', "did you mean 'inner_lr'"),
     ('[trian]\n', "did you mean 'train'"),
     ('[method]\nname = "reptile"\nfirst_order = true\n', "first_order applies"),
+    ('[method]\nname = "reptile"\ncheckpoint = true\n', "applies to maml, fomaml and anil"),
+    ('[method]\ncheckpoint = true\nbatching = "vmap"\n', "needs batching"),
     ('[method]\ninner_steps = 0\n', "inner_steps must be a positive int"),
     ('[method]\ninner_lr = -0.1\n', "inner_lr must be a positive"),
     ('[train]\niterations = 0\n', "iterations must be a positive int"),

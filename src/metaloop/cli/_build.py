@@ -64,12 +64,16 @@ def build_learner(cfg: dict, family, model=None):
         return _build_head_learner(name, mc, family, model)
     if mc["first_order"] and name not in ("maml", "fomaml", "anil"):
         raise ValueError(f"first_order applies to maml and anil, not {name!r}")
+    if mc["checkpoint"] and name not in ("maml", "fomaml", "anil"):
+        raise ValueError(f"method.checkpoint applies to maml, fomaml and anil, not {name!r}")
     common = dict(inner_lr=mc["inner_lr"], inner_steps=mc["inner_steps"], loss=loss,
                   head_init=head_init, batching=mc["batching"])
     if name in ("maml", "fomaml"):
-        return meta.MAML(model, first_order=mc["first_order"] or name == "fomaml", **common)
+        return meta.MAML(model, first_order=mc["first_order"] or name == "fomaml",
+                         checkpoint=mc["checkpoint"], **common)
     if name == "anil":
-        return meta.ANIL(model, first_order=mc["first_order"], **common)
+        return meta.ANIL(model, first_order=mc["first_order"], checkpoint=mc["checkpoint"],
+                         **common)
     if name == "reptile":
         return meta.Reptile(model, inner_optimizer=mc["inner_optimizer"], **common)
     return {"pretrain": meta.Pretrain, "scratch": meta.Scratch}[name](model, **common)
@@ -80,8 +84,8 @@ def _build_head_learner(name: str, mc: dict, family, model):
     if family.kind != "classification":
         raise ValueError(f"method {name!r} needs a classification family such as omniglot, "
                          f"not {type(family).__name__}")
-    if mc["first_order"]:
-        raise ValueError(f"first_order applies to maml and anil, not {name!r}")
+    if mc["first_order"] or mc["checkpoint"]:
+        raise ValueError(f"first_order and checkpoint apply to maml and anil, not {name!r}")
     from metaloop.meta.metaoptnet import MetaOptNet
     from metaloop.meta.r2d2 import R2D2
 

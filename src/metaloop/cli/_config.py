@@ -22,6 +22,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
     "method": {"name": (str, "maml"), "inner_lr": ((int, float), 0.01), "inner_steps": (int, 1),
                "first_order": (bool, False), "head_init": (str, "auto"),
                "batching": (str, "auto"), "inner_optimizer": (str, "sgd"),
+               # MAML / ANIL: recompute each inner step in the backward pass (memory flat in
+               # inner_steps, ~1.4x the time; docs/benchmarks.md)
+               "checkpoint": (bool, False),
                # R2D2 / MetaOptNet: ridge strength (R2D2: its initial value), MetaOptNet's
                # head ("svm" | "logistic") and gradient ("implicit" | "unrolled"), initial
                # output scale (0: the method's default); MetaOptNet's Newton steps are
@@ -160,6 +163,12 @@ def check_combinations(cfg: dict) -> None:
                "variant)" if name in HEAD_BASED else "")
         raise ValueError(f"config method.first_order = true: first_order applies to maml and "
                          f"anil, not {name!r}{why}")
+    if me["checkpoint"] and name not in ("maml", "fomaml", "anil"):
+        raise ValueError(f"config method.checkpoint = true: checkpointing the inner loop "
+                         f"applies to maml, fomaml and anil, not {name!r}")
+    if me["checkpoint"] and me["batching"] == "vmap":
+        raise ValueError("config method.checkpoint = true needs batching = \"loop\" or "
+                         "\"auto\", not \"vmap\"")
     if me["inner_optimizer"] != "sgd" and name != "reptile":
         raise ValueError(f"config method.inner_optimizer = {me['inner_optimizer']!r} applies "
                          f"to reptile only, not {name!r}")
