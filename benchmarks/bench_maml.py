@@ -9,6 +9,13 @@ Implementations (``--only`` picks some):
   - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL``, ``batching="loop"``;
   - ``metaloop-ckpt``: the same with ``checkpoint=True`` (with ``--checkpoint``);
   - ``plain``: a per-task ``torch.autograd.grad`` loop written here (the reference);
+  - ``plain-cl`` (only when named in ``--only``): the same loop with its image batches in
+    the channels-last layout that metaloop uses on the CPU (``metaloop.func.params.
+    channels_last``), to show how much of metaloop's lead is that layout;
+  - ``baseline`` (with ``--baseline DIR``): ``metaloop`` as it is in another source tree, e.g.
+    the commit before a change, unpacked by ``git archive COMMIT src | tar -x -C /tmp/base``
+    and given as ``--baseline /tmp/base/src``; its processes (and its gradient check) run
+    with ``PYTHONPATH=DIR``, so they use that tree's metaloop and models;
   - ``learn2learn``, ``higher``, ``torchopt``: only if importable (a note says why not).
     Install them with ``bash benchmarks/setup_peers.sh`` and run this script with that venv's
     python. higher and TorchOpt run second-order full MAML only.
@@ -42,6 +49,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,7 +61,9 @@ import metaloop as ml
 from metaloop.meta import ANIL, MAML
 from metaloop.models import Conv4
 
-IMPLS = ("metaloop", "metaloop-ckpt", "plain", "learn2learn", "higher", "torchopt")
+IMPLS = ("metaloop", "baseline", "metaloop-ckpt", "plain", "plain-cl", "learn2learn", "higher",
+         "torchopt")
+DEFAULT = [n for n in IMPLS if n != "plain-cl"]
 PEERS = ("learn2learn", "higher", "torchopt")
 TOL = 1e-5
 _TORCHVISION_LIB = []   # keeps the torch.library definitions alive
@@ -106,7 +116,7 @@ def _adapt_plain(fwd, p, names, sx, sy, args):
     return p
 
 
-def build_plain(model, args):
+def build_plain(model, args, layout=lambda x: x):
     params = dict(model.named_parameters())
     head = ["head.weight", "head.bias"]
 
@@ -127,7 +137,9 @@ def build_plain(model, args):
     def grads(batch):
         total = {n: torch.zeros_like(v) for n, v in params.items()}
         for i in range(batch.num_tasks):
-            g = torch.autograd.grad(task_loss(*batch.task(i)), list(params.values()),
+            sx, sy, qx, qy = batch.task(i)
+            g = torch.autograd.grad(task_loss(layout(sx), sy, layout(qx), qy),
+                                    list(params.values()),
                                     allow_unused=True)
             for n, gi in zip(params, g):
                 if gi is not None:
@@ -202,6 +214,9 @@ def build_torchopt(model, args):
 def build(name, model, args):
     if name in ("metaloop", "metaloop-ckpt"):
         return build_metaloop(model, args, checkpoint=name == "metaloop-ckpt")
+    if name == "plain-cl":
+        from metaloop.func.params import channels_last  # not in a --baseline tree
+        return build_plain(model, args, layout=channels_last)
     return {"plain": build_plain, "learn2learn": build_learn2learn, "higher": build_higher,
             "torchopt": build_torchopt}[name](model, args)
 
@@ -234,6 +249,8 @@ def unavailable(name, args) -> str | None:
     """Why ``name`` cannot run in this configuration, or None."""
     if name == "metaloop-ckpt" and not args.checkpoint:
         return "add --checkpoint to time it"
+    if name == "baseline" and not args.baseline:
+        return "add --baseline DIR to time it"
     if name in ("higher", "torchopt") and (args.anil or args.first_order):
         return "only second-order full MAML is written for it here"
     if name not in PEERS:
@@ -256,16 +273,29 @@ def relative_error(got, ref) -> float:
     return max(float((got[n] - ref[n]).abs().max()) for n in ref) / top
 
 
-def check(names, args) -> dict[str, float]:
-    """float64 meta-gradient of each implementation vs metaloop's: name -> relative error."""
+def check_grads(name, args) -> dict[str, torch.Tensor]:
+    """float64 meta-gradient of ``name`` on ``args.check_tasks`` tasks from ``args.seed``."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         batch = to_double(batch_source(args)(args.check_tasks,
                                              torch.Generator().manual_seed(args.seed)))
-        grads = {n: build(n, make_model(args).double(), args)(batch) for n in names}
+        return build(name, make_model(args).double(), args)(batch)
     finally:
         torch.set_default_dtype(old)
+
+
+def check(names, args, argv) -> dict[str, float]:
+    """float64 meta-gradient of each implementation vs metaloop's: name -> relative error."""
+    grads = {}
+    for n in names:
+        if n != "baseline":
+            grads[n] = check_grads(n, args)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "grads.pt"
+            run_worker("baseline", [*argv, "--check-out", str(out)])
+            grads[n] = torch.load(out)
     return {n: relative_error(grads[n], grads["metaloop"]) for n in names}
 
 
@@ -316,13 +346,27 @@ def worker(name, args) -> None:
     print(json.dumps({"times": times, "rss_mib": rss, "setup_mib": setup_mib}))
 
 
-def measure(name, argv) -> dict:
-    """Run one measurement in a fresh process; its times and its own peak RSS."""
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", name]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+def run_worker(name, argv) -> str:
+    """Run ``--worker name`` in a fresh process (``baseline``: metaloop from ``--baseline``)."""
+    env = dict(os.environ)
+    if name == "baseline":
+        args = parse(argv)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (args.baseline, env.get("PYTHONPATH")) if p)
+        if not args.data and not args.random_data:    # the Omniglot copy this tree finds
+            from metaloop.data.omniglot import search_dirs
+            found = [d for d in search_dirs() if (d / "splits").is_dir()]
+            argv = [*argv, "--data", str(found[0])] if found else argv
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker",
+           "metaloop" if name == "baseline" else name]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout
+
+
+def measure(name, argv) -> dict:
+    """Run one measurement in a fresh process; its times and its own peak RSS."""
+    return json.loads(run_worker(name, argv).strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------- main
@@ -341,7 +385,7 @@ def parse(argv=None):
     add("--first-order", action="store_true")
     add("--anil", action="store_true", help="adapt only the head (ANIL)")
     add("--checkpoint", action="store_true", help="also time metaloop with checkpoint=True")
-    add("--only", default=",".join(IMPLS), help="comma-separated implementations")
+    add("--only", default=",".join(DEFAULT), help="comma-separated implementations")
     add("--iters", type=int, default=10, help="timed iterations per measurement")
     add("--warmup", type=int, default=1)
     add("--reps", type=int, default=2, help="interleaved rounds (one process each)")
@@ -350,7 +394,10 @@ def parse(argv=None):
     add("--seed", type=int, default=0)
     add("--data", default=None, help="Omniglot root (default: found automatically)")
     add("--random-data", action="store_true", help="random images instead of Omniglot")
+    add("--baseline", default=None, metavar="DIR",
+        help="time metaloop from this source tree too, as 'baseline' (see the docstring)")
     add("--worker", default=None, help=argparse.SUPPRESS)
+    add("--check-out", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -386,6 +433,8 @@ def main(argv=None) -> None:
     if args.worker:
         if args.worker in PEERS:
             unavailable(args.worker, args)     # the same import path as the check
+        if args.check_out:
+            return torch.save(check_grads(args.worker, args), args.check_out)
         return worker(args.worker, args)
     print(header(args))
     names = []
@@ -397,13 +446,13 @@ def main(argv=None) -> None:
             names.append(name)
     if "metaloop" not in names:
         raise SystemExit("metaloop must be among --only: it is the reference for the ratios")
-    errors = check(names, args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    errors = check(names, args, argv)
     for name, err in errors.items():
         ok = err <= TOL
         print(f"  check {name:13s} max rel err {err:.1e} vs metaloop (float64, "
               f"{args.check_tasks} tasks){'' if ok else '  WRONG: not timed'}")
     names = [n for n in names if errors[n] <= TOL]
-    argv = sys.argv[1:] if argv is None else list(argv)
     results = {n: {"times": [], "rss_mib": 0.0, "setup_mib": 0.0} for n in names}
     for _ in range(args.reps):
         for name in names:

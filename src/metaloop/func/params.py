@@ -68,6 +68,33 @@ def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tenso
     return functional_call(model, dict(params), (x,), kwargs or None, strict=False)
 
 
+def has_conv2d(model: nn.Module) -> bool:
+    """Whether ``model`` contains an ``nn.Conv2d`` (cached on the model)."""
+    cached = model.__dict__.get("_metaloop_has_conv2d")
+    if cached is None:
+        cached = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        model.__dict__["_metaloop_has_conv2d"] = cached
+    return cached
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A CPU image batch ``[N, C, H, W]`` in the channels-last layout (same values and shape).
+
+    On the CPU the oneDNN convolutions, BatchNorm and max-pooling are several times faster
+    on channels-last tensors than on NCHW ones (docs/benchmarks.md, bench_maml), and a conv
+    net keeps the layout of its input from layer to layer. With one channel the two layouts
+    hold the same memory and torch cannot tell them apart, so the strides are set explicitly.
+    Anything else (other ranks, other devices, inside a ``torch.func`` transform) is
+    returned as it is.
+    """
+    if (x.dim() != 4 or x.device.type != "cpu" or not x.is_floating_point()
+            or torch._C._functorch.maybe_current_level() is not None):
+        return x
+    n, c, h, w = x.shape
+    x = x.contiguous(memory_format=torch.channels_last)
+    return x.as_strided(x.shape, (h * w * c, 1, w * c, c)) if c == 1 else x
+
+
 def detach(params: Mapping[str, torch.Tensor], requires_grad: bool = False) -> Params:
     """Detached copies of params (sharing storage), optionally as new autograd leaves."""
     return {k: v.detach().requires_grad_(requires_grad) for k, v in params.items()}

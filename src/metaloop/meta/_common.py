@@ -90,8 +90,12 @@ def mean_metrics(per_task: list[dict[str, float]]) -> dict[str, float]:
 
 
 def grads_to_dict(names, grads, params) -> dict[str, torch.Tensor]:
-    """autograd.grad output (None for unused) -> name -> tensor with zeros for None."""
-    return {n: torch.zeros_like(params[n]) if g is None else g
+    """autograd.grad output (None for unused) -> name -> tensor with zeros for None.
+
+    Contiguous like the parameters (with channels-last inputs, conv weight gradients come
+    back in a channels-last layout).
+    """
+    return {n: torch.zeros_like(params[n]) if g is None else g.contiguous()
             for n, g in zip(names, grads)}
 
 

@@ -1,0 +1,130 @@
+"""The CPU fast paths of the SGD learners give the same results as the plain computation.
+
+Kept (docs/benchmarks.md, bench_maml): conv nets get channels-last image batches on the CPU
+(``metaloop.func.params.channels_last``), and Conv4 applies its ReLU after the max-pool. The
+reference here is a plain per-task ``torch.autograd.grad`` loop on NCHW inputs with the
+ReLU before the pool, as a user would write it; everything runs in float64.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import metaloop as ml
+from metaloop.func.params import channels_last
+from metaloop.meta import ANIL, MAML
+from metaloop.models import Conv4
+
+RTOL = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def conv4_plain(p, x):
+    """Conv4 with F.conv2d / F.batch_norm, ReLU before the max-pool, NCHW as given."""
+    for i in range(4):
+        b = f"body.{i}."
+        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
+        x = F.batch_norm(x, None, None, p[b + "bn.weight"], p[b + "bn.bias"], True, 0.0, 1e-5)
+        x = F.max_pool2d(F.relu(x), 2)
+    return x.flatten(1) @ p["head.weight"].T + p["head.bias"]
+
+
+def plain_meta_gradient(params, batch, lr, steps, adapt, second_order=True):
+    names = list(params)
+    total = {n: torch.zeros_like(v) for n, v in params.items()}
+    for i in range(batch.num_tasks):
+        sx, sy, qx, qy = batch.task(i)
+        assert sx.is_contiguous() and qx.is_contiguous()            # NCHW
+        p = dict(params)
+        for _ in range(steps):
+            g = torch.autograd.grad(F.cross_entropy(conv4_plain(p, sx), sy),
+                                    [p[n] for n in adapt], create_graph=second_order)
+            p = {**p, **{n: p[n] - lr * gi for n, gi in zip(adapt, g)}}
+        loss = F.cross_entropy(conv4_plain(p, qx), qy)
+        for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names],
+                                                   allow_unused=True)):
+            if g is not None:
+                total[n] += g / batch.num_tasks
+    return total
+
+
+def _batch(tasks=3, ways=3, shots=2, queries=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sy = torch.arange(ways).repeat_interleave(shots).repeat(tasks, 1)
+    qy = torch.arange(ways).repeat_interleave(queries).repeat(tasks, 1)
+    return ml.TaskBatch(torch.rand(tasks, sy.shape[1], 1, 28, 28, generator=g), sy,
+                        torch.rand(tasks, qy.shape[1], 1, 28, 28, generator=g), qy)
+
+
+def _rel_err(got, ref):
+    top = max(float(r.abs().max()) for r in ref.values())
+    return max(float((got[n] - ref[n]).abs().max()) for n in ref) / top
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_maml_conv4_matches_plain_nchw_loop(steps, first_order):
+    torch.manual_seed(0)
+    model = Conv4(1, 8, 3)
+    batch = _batch()
+    learner = MAML(model, inner_lr=0.4, inner_steps=steps, first_order=first_order, loss="ce",
+                   batching="loop")
+    got = learner.meta_gradient(batch)
+    params = dict(model.named_parameters())
+    ref = plain_meta_gradient(params, batch, 0.4, steps, list(params), not first_order)
+    assert _rel_err(got, ref) < RTOL
+    assert all(g.is_contiguous() for g in got.values())
+
+
+def test_anil_conv4_matches_plain_nchw_loop():
+    torch.manual_seed(1)
+    model = Conv4(1, 8, 3)
+    batch = _batch(seed=1)
+    got = ANIL(model, inner_lr=0.4, inner_steps=2, loss="ce").meta_gradient(batch)
+    params = dict(model.named_parameters())
+    ref = plain_meta_gradient(params, batch, 0.4, 2, ["head.weight", "head.bias"])
+    assert _rel_err(got, ref) < RTOL
+
+
+def test_conv4_relu_after_pool_is_the_same_function_to_second_order():
+    """Same outputs bit for bit, and the same gradient and Hessian-vector product."""
+    torch.manual_seed(2)
+    model = Conv4(1, 8, 3)
+    x = torch.randn(6, 1, 28, 28)
+    params = dict(model.named_parameters())
+    assert torch.equal(model(x), conv4_plain(params, x))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    v = {n: torch.randn_like(p) for n, p in params.items()}
+    hvps = []
+    for f in (lambda p: ml.func.params.forward(model, p, x), lambda p: conv4_plain(p, x)):
+        g = torch.autograd.grad(F.cross_entropy(f(params), y), list(params.values()),
+                                create_graph=True)
+        dot = sum((gi * v[n]).sum() for gi, n in zip(g, params))
+        hvps.append([*g, *torch.autograd.grad(dot, list(params.values()))])
+    for a, b in zip(*hvps):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_channels_last_keeps_values_and_only_touches_cpu_image_batches():
+    for c in (1, 3):
+        x = torch.randn(4, c, 5, 6)
+        y = channels_last(x)
+        assert torch.equal(x, y) and y.shape == x.shape
+        assert y.stride() == (5 * 6 * c, 1, 6 * c, c)
+        assert torch.nn.Conv2d(c, 2, 3)(y).is_contiguous(memory_format=torch.channels_last)
+    flat = torch.randn(4, 3)
+    assert channels_last(flat) is flat
+    labels = torch.zeros(2, 1, 3, 3, dtype=torch.long)
+    assert channels_last(labels) is labels
+    # inside torch.func transforms the input is left alone (vmap batching)
+    out = torch.func.vmap(lambda t: channels_last(t).sum())(torch.randn(2, 4, 1, 5, 5))
+    assert out.shape == (2,)
