@@ -7,6 +7,9 @@ each task's inner loop is unrolled explicitly with torch.autograd.grad.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +17,9 @@ import torch.nn.functional as F
 import metaloop as ml
 from metaloop.meta import ANIL, MAML, Reptile
 from metaloop.models import MLP, Conv4
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _reference import conv4_features_ref  # noqa: E402
 
 RTOL = 1e-6
 
@@ -29,15 +35,7 @@ def mlp_ref(p, x):
 
 
 def conv4_ref(p, x):
-    for i in range(4):
-        b = f"body.{i}."
-        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
-        mean = x.mean((0, 2, 3), keepdim=True)
-        var = ((x - mean) ** 2).mean((0, 2, 3), keepdim=True)
-        x = (x - mean) / torch.sqrt(var + 1e-5)
-        x = x * p[b + "bn.weight"][None, :, None, None] + p[b + "bn.bias"][None, :, None, None]
-        x = F.max_pool2d(F.relu(x), 2)
-    return x.flatten(1) @ p["head.weight"].T + p["head.bias"]
+    return conv4_features_ref(p, x) @ p["head.weight"].T + p["head.bias"]
 
 
 def reference_gradient(method, f, params, batch, loss, lr, steps, adapt_names):

@@ -4,6 +4,9 @@ both gradient paths into the backbone; batching, determinism, shapes, errors, ev
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,21 +16,11 @@ import metaloop as ml
 from metaloop.meta.r2d2 import R2D2
 from metaloop.models import MLP, Conv4
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _reference import conv4_features_ref  # noqa: E402
+
 DT = torch.float64
 WAYS, SHOTS, QUERIES = 3, 2, 3          # S = 6 support and Q = 9 query examples per task
-
-
-def conv4_features_ref(p, x, prefix="backbone."):
-    """Conv4 (max-pool) features, BatchNorm as plain batch mean/variance arithmetic."""
-    for i in range(4):
-        b = f"{prefix}body.{i}."
-        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
-        mean = x.mean((0, 2, 3), keepdim=True)
-        var = ((x - mean) ** 2).mean((0, 2, 3), keepdim=True)
-        x = (x - mean) / torch.sqrt(var + 1e-5)
-        x = x * p[b + "bn.weight"][None, :, None, None] + p[b + "bn.bias"][None, :, None, None]
-        x = F.max_pool2d(F.relu(x), 2)
-    return x.flatten(1)                                              # [N, D]
 
 
 def ridge_ref(fs, y_onehot, lam, intercept):
