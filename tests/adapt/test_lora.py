@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,14 +15,8 @@ from metaloop.models import Conv4
 pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
 transformers = pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 
-
-def _tiny_text(out_dim=3):
-    from metaloop.models.text import TextEncoder
-    cfg = transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=37,
-                                  max_position_embeddings=64)
-    torch.manual_seed(0)
-    return TextEncoder(transformers.BertModel(cfg).eval(), None, out_dim)
+sys.path.insert(0, str(Path(__file__).parent))
+from _text_models import tiny_text  # noqa: E402
 
 
 def _ids(n=6, length=9, seed=0):
@@ -32,7 +29,7 @@ def _ids(n=6, length=9, seed=0):
 CASES = {
     "conv4": (lambda: Conv4(1, 8, out_dim=3), ["conv"],
               lambda: torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))),
-    "bert": (_tiny_text, ["query", "value"], _ids),
+    "bert": (tiny_text, ["query", "value"], _ids),
 }
 
 
@@ -78,7 +75,7 @@ def test_target_modules_that_match_nothing_list_the_available_names():
     with pytest.raises(ValueError, match=r"\['attn'\] match no Linear or Conv layer of Conv4; "
                                          r"available: \['body.0.conv', 'body.1.conv'"):
         add_lora(model, target_modules=["conv", "attn"])
-    assert adaptable_layers(_tiny_text())[:2] == ["encoder.encoder.layer.0.attention.self.query",
+    assert adaptable_layers(tiny_text())[:2] == ["encoder.encoder.layer.0.attention.self.query",
                                                    "encoder.encoder.layer.0.attention.self.key"]
     with pytest.raises(ValueError, match="LoRA rank r must be a positive int"):
         add_lora(model, r=0)

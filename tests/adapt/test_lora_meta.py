@@ -3,6 +3,9 @@ only the LoRA adapters and the head; the pretrained weights never move."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -14,14 +17,8 @@ from metaloop.tasks.batch import TaskBatch
 pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
 transformers = pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 
-
-def _tiny_text(out_dim=3):
-    from metaloop.models.text import TextEncoder
-    cfg = transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=37,
-                                  max_position_embeddings=64)
-    torch.manual_seed(0)
-    return TextEncoder(transformers.BertModel(cfg).eval(), None, out_dim)
+sys.path.insert(0, str(Path(__file__).parent))
+from _text_models import tiny_text  # noqa: E402
 
 
 def _batch(b=2, ways=3, shots=1, queries=2, length=6):
@@ -47,7 +44,7 @@ def test_trainable_only_turns_the_rest_into_buffers():
 
 @pytest.mark.parametrize("method", ["fomaml", "maml", "reptile"])
 def test_meta_learning_moves_only_lora_and_the_inner_loop_adapts_only_lora_and_head(method):
-    model = _tiny_text()
+    model = tiny_text()
     learner = lora_learner(model, method, r=2, target_modules=["query", "value"],
                            inner_lr=0.5, inner_steps=2, head_init="learned")
     names = [n for n, _ in learner.model.named_parameters()]
@@ -71,9 +68,9 @@ def test_meta_learning_moves_only_lora_and_the_inner_loop_adapts_only_lora_and_h
 
 
 def test_zero_head_meta_learns_lora_alone_and_unknown_methods_fail():
-    learner = lora_learner(_tiny_text(), "fomaml", r=2, inner_lr=0.5, inner_steps=2)
+    learner = lora_learner(tiny_text(), "fomaml", r=2, inner_lr=0.5, inner_steps=2)
     grads = learner.meta_gradient(_batch())
     assert float(grads["head.weight"].abs().max()) == 0.0         # a new zero head per task
     assert any(float(g.abs().max()) > 0 for n, g in grads.items() if ".lora_" in n)
     with pytest.raises(ValueError, match="method must be one of"):
-        lora_learner(_tiny_text(), "anil")
+        lora_learner(tiny_text(), "anil")

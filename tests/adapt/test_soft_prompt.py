@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,14 +14,8 @@ from metaloop.models import Conv4
 pytest.importorskip("peft", reason="soft prompts need the text extra: pip install 'metaloop[text]'")
 transformers = pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 
-
-def _tiny_text(out_dim=3):
-    from metaloop.models.text import TextEncoder
-    cfg = transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=37,
-                                  max_position_embeddings=64)
-    torch.manual_seed(0)
-    return TextEncoder(transformers.BertModel(cfg).eval(), None, out_dim)
+sys.path.insert(0, str(Path(__file__).parent))
+from _text_models import tiny_text  # noqa: E402
 
 
 def _task():
@@ -29,7 +26,7 @@ def _task():
 
 
 def test_soft_prompts_change_only_the_prompt_parameters():
-    model = _tiny_text()
+    model = tiny_text()
     sp = add_soft_prompt(model, num_virtual_tokens=4)
     names = [n for n, _ in sp.named_parameters() if is_prompt(n)]
     assert names == ["encoder.prompt_encoder.default.embedding.weight"]
@@ -50,7 +47,7 @@ def test_soft_prompts_change_only_the_prompt_parameters():
 
 
 def test_the_prompt_acts_through_attention_and_pooling_skips_it():
-    model = _tiny_text()
+    model = tiny_text()
     sp = add_soft_prompt(model, num_virtual_tokens=3, init="random")
     x, _ = _task()
     f0, f1 = model(x, head=False), sp(x, head=False)
@@ -62,7 +59,7 @@ def test_the_prompt_acts_through_attention_and_pooling_skips_it():
 def test_soft_prompt_errors():
     with pytest.raises(ValueError, match="soft prompts need a transformer TextEncoder, got Conv4"):
         add_soft_prompt(Conv4(1, 8))
-    model = _tiny_text()
+    model = tiny_text()
     with pytest.raises(ValueError, match="num_virtual_tokens must be a positive int"):
         add_soft_prompt(model, 0)
     with pytest.raises(ValueError, match="has no soft prompt; call add_soft_prompt"):
