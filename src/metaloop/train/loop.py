@@ -230,9 +230,11 @@ def _norm(grads: dict) -> float:
     return float(torch.sqrt(sum(g.double().pow(2).sum() for g in grads.values())))
 
 
-def _clip(grads: dict, max_norm: float) -> dict:
-    """``grads`` scaled to a global L2 norm of at most ``max_norm``."""
-    scale = min(1.0, max_norm / max(_norm(grads), 1e-300))
+def _clip(grads: dict, max_norm: float, norm: float | None = None) -> dict:
+    """``grads`` scaled to a global L2 norm of at most ``max_norm`` (``norm``: theirs, if
+    already known)."""
+    norm = _norm(grads) if norm is None else norm
+    scale = min(1.0, max_norm / max(norm, 1e-300))
     return {n: g * scale for n, g in grads.items()} if scale < 1.0 else grads
 
 
@@ -327,7 +329,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                         f"{last['loss']})" + (f"; the last good checkpoint in {out} is kept"
                                               if out else ""))
                 if clip_grad_norm:
-                    grads, last = _clip(grads, clip_grad_norm), {**last, "grad_norm": _norm(grads)}
+                    last = {**last, "grad_norm": _norm(grads)}
+                    grads = _clip(grads, clip_grad_norm, last["grad_norm"])
                 opt.zero_grad(set_to_none=True)
                 for group in opt.param_groups:
                     group["lr"] = scheduled_lr(lr, lr_schedule, it, iterations)
