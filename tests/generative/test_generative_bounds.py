@@ -11,15 +11,6 @@ from metaloop.generative import VAE, elbo, gaussian_kl, iwae_bound, reparameteri
 from metaloop.generative.nets import latent_log_normal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops on a busy 2-core machine: a second intra-op thread only adds waiting.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_analytic_kl_matches_monte_carlo():
     g = torch.Generator().manual_seed(0)
     mu = torch.tensor([[0.0, 1.5, -0.7], [2.0, -1.0, 0.3]], dtype=torch.float64)

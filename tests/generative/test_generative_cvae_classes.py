@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from metaloop.generative import CVAE, sample_classes, train, train_classifier
 from metaloop.generative import data as gdata
 from metaloop.generative.nets import logit_of_mean
 from metaloop.generative.quality import accuracy, predict
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_cvae_samples_are_classified_as_their_class(fashion_mnist_root):

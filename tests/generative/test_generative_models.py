@@ -12,14 +12,6 @@ from metaloop.generative import data as gdata
 from metaloop.generative.quality import frechet_distance
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _images(n=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, 1, 28, 28, generator=g) * 255).to(torch.uint8)
