@@ -21,16 +21,6 @@ SMALL = '[family]\nshots = 2\nqueries = 2\n[model]\nhidden = [4]\n' \
         '[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 1\n'
 
 
-@pytest.fixture(autouse=True)
-def _float32_default():
-    """Subprocesses run with torch's default dtype; so do these tests (tests/meta/
-    test_conformance.py sets float64 as the default when it is imported)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _train(tmp_path, body, *extra, out="run"):
     cfg = tmp_path / "c.toml"
     cfg.write_text(body)

@@ -23,17 +23,6 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _dist_common import KINDS, META_BATCH, SEED, batch, family, learner  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _float32_default():
-    """Subprocesses run with torch's default dtype; so do these tests (tests/meta/
-    test_conformance.py sets float64 as the default when it is imported)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(old)
-
-
 CLI_CONFIG = """
 [family]
 name = "sinusoid"

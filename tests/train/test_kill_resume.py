@@ -16,17 +16,6 @@ from metaloop.cli.main import main
 from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 from metaloop.train.loop import _StopSignals
 
-
-@pytest.fixture(autouse=True)
-def _float32_default():
-    """Subprocesses run with torch's default dtype; so do these tests (tests/meta/
-    test_conformance.py sets float64 as the default when it is imported)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(old)
-
-
 CONFIG = """
 [family]
 name = "sinusoid"
