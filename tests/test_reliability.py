@@ -110,6 +110,19 @@ def test_resume_with_a_different_config_names_the_keys(tmp_path, capsys):
         and "train.lr (0.001 != 0.002)" in err
 
 
+def test_resume_may_change_how_but_not_what_is_computed(tmp_path, capsys):
+    assert _train(tmp_path, SMALL + '[method]\nbatching = "vmap"\n') == 0
+    cfg = tmp_path / "c2.toml"
+    cfg.write_text(SMALL.replace("checkpoint_every = 1", "checkpoint_every = 3")
+                   + '[method]\nbatching = "loop"\n')
+    assert main(["train", "--config", str(cfg), "--resume", str(tmp_path / "run"),
+                 "--no-progress"]) == 0           # batching and checkpoint_every: allowed
+    cfg.write_text(SMALL + '[method]\nbatching = "loop"\ninner_lr = 0.02\n')
+    assert main(["train", "--config", str(cfg), "--resume", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    assert "method.inner_lr" in capsys.readouterr().err
+
+
 def test_a_checkpoint_from_before_a_config_key_existed_resumes(tmp_path, capsys):
     assert _train(tmp_path, SMALL) == 0
     state = latest_checkpoint(tmp_path / "run") / "state.json"

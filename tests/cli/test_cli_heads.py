@@ -30,22 +30,25 @@ def test_cpu_configs_build_the_learner(method, ways):
     assert ("log_lam" in dict(learner.model.named_parameters())) == (method == "r2d2")
 
 
-def _small(tmp_path, root, method):
+def _small(tmp_path, root, method, model="conv4"):
     cfg = tmp_path / f"{method}.toml"
     cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{root}"\nways = 3\nshots = 1\n'
-                   f'queries = 2\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
+                   f'queries = 2\n[model]\nname = "{model}"\npool = "stride"\nchannels = 4\n'
                    f'[method]\nname = "{method}"\ninner_steps = 6\n'
                    f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 1\n'
                    f'[eval]\ntasks = 4\nsteps = [0, 1]\nqueries = 2\n')
     return cfg
 
 
-@pytest.mark.parametrize("method", ["r2d2", "metaoptnet"])
-def test_train_then_eval_roundtrip(tmp_path, omniglot_root, method):
+@pytest.mark.parametrize("method,model", [("r2d2", "conv4"), ("metaoptnet", "conv4"),
+                                          ("r2d2", "resnet12")])
+def test_train_then_eval_roundtrip(tmp_path, omniglot_root, method, model):
     run = tmp_path / "run"
-    assert main(["train", "--config", str(_small(tmp_path, omniglot_root, method)), "--out",
-                 str(run), "--no-progress"]) == 0
+    assert main(["train", "--config", str(_small(tmp_path, omniglot_root, method, model)),
+                 "--out", str(run), "--no-progress"]) == 0
     learner, _ = load_learner(run)
+    assert type(learner.model.backbone).__name__ == {"conv4": "Conv4",
+                                                      "resnet12": "ResNet12"}[model]
     assert float(learner.model.log_scale.detach()) != pytest.approx(
         float(torch.log(torch.tensor(10.0 if method == "r2d2" else 8.0))), abs=1e-6)
     assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev")]) == 0

@@ -15,7 +15,7 @@ from torch import nn
 
 import metaloop as ml
 from metaloop.meta.metaoptnet import MetaOptNet
-from metaloop.models import MLP, Conv4
+from metaloop.models import MLP, Conv4, ResNet12
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _reference import conv4_features_ref  # noqa: E402
@@ -124,9 +124,12 @@ def test_meta_gradient_matches_lbfgs_ift_reference(head, grad, hidden):
     assert "log_lam" not in got                                      # lam is fixed
 
 
+@pytest.mark.parametrize("resnet", [False, True], ids=["conv4", "resnet12"])
 @pytest.mark.parametrize("head", ["logistic", "svm"])
-def test_meta_gradient_matches_finite_differences(head):
-    learner = make_learner(head, "unrolled")
+def test_meta_gradient_matches_finite_differences(head, resnet):
+    torch.manual_seed(1)
+    net = ResNet12(1, 2, WAYS, image_size=16).double() if resnet else None
+    learner = make_learner(head, "unrolled", backbone=net)
     batch = make_batch()
     params = dict(learner.model.named_parameters())
     g = learner.meta_gradient(batch)

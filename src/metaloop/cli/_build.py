@@ -8,7 +8,7 @@ from metaloop import meta, models, tasks
 
 METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
 FAMILIES = ("sinusoid", "omniglot", "fashion_mnist")
-MODELS = ("mlp", "conv4")
+MODELS = ("mlp", "conv4", "resnet12")
 
 
 def _choice(kind: str, value: str, options) -> str:
@@ -46,7 +46,9 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
         return models.MLP(family.in_dim, tuple(mcfg["hidden"]), out)
     shape = getattr(family, "image_shape", None)
     if shape is None:
-        raise ValueError(f"model 'conv4' needs an image family, not {type(family).__name__}")
+        raise ValueError(f"model {name!r} needs an image family, not {type(family).__name__}")
+    if name == "resnet12":          # widths channels x (1, 2.5, 5, 10): 64 -> 64..640
+        return models.ResNet12(shape[0], mcfg["channels"], out, image_size=shape[-1])
     return models.Conv4(shape[0], mcfg["channels"], out, pool=mcfg["pool"], image_size=shape[-1])
 
 

@@ -176,9 +176,9 @@ def check_combinations(cfg: dict) -> None:
     if m["name"] == "mlp" and image:
         raise ValueError(f"config model.name = 'mlp' reads vectors, but family.name = "
                          f"{f['name']!r} gives images: use model.name = 'conv4'")
-    if m["name"] == "conv4" and not image:
-        raise ValueError("config model.name = 'conv4' needs an image family, not 'sinusoid': "
-                         "use model.name = 'mlp'")
+    if m["name"] in ("conv4", "resnet12") and not image:
+        raise ValueError(f"config model.name = {m['name']!r} needs an image family, not "
+                         f"'sinusoid': use model.name = 'mlp'")
     if not image:
         return
     splits = [("family.split", f["split"]), ("eval.split", ev["split"])]

@@ -81,15 +81,18 @@ def load_predictor(path, head_init: str = "checkpoint") -> tuple[object, dict]:
     tensors, state = load_checkpoint(path)
     cfg = _config.validate(state["config"])
     fam, mod = cfg["family"], cfg["model"]
-    if fam["name"] == "sinusoid" or mod["name"] != "conv4":
-        raise ValueError(f"{path}: predict needs an image-classification checkpoint (conv4); "
+    if fam["name"] == "sinusoid" or mod["name"] not in ("conv4", "resnet12"):
+        raise ValueError(f"{path}: predict needs an image-classification checkpoint (conv4, "
+                         f"resnet12); "
                          f"this one is family {fam['name']!r}, model {mod['name']!r}")
     if head_init == "zero":
         cfg["method"]["head_init"] = "zero"
-    conv = [k for k in tensors if k.startswith("model.") and k.endswith("body.0.conv.weight")]
+    conv = [k for k in tensors if k.startswith("model.")            # Conv4 / ResNet-12
+            and k.endswith(("body.0.conv.weight", "body.0.conv1.weight"))]
     heads = [k for k in tensors if k.startswith("model.") and k.endswith("head.weight")]
     if not conv:
-        raise ValueError(f"{path}: no Conv4 weights (model.*body.0.conv.weight) in the checkpoint")
+        raise ValueError(f"{path}: no first-layer weights (model.*body.0.conv.weight or "
+                         f"conv1.weight) in the checkpoint")
     chans = int(tensors[conv[0]].shape[1])                               # [hidden, C, 3, 3]
     outputs = int(tensors[heads[0]].shape[0]) if heads else fam["ways"]  # head [out, D]
     family = SimpleNamespace(kind="classification", ways=fam["ways"], num_classes=outputs,

@@ -71,8 +71,8 @@ def MetaOptNet(model: nn.Module, head: str = "svm", lam: float = 1.0, steps: int
     """MetaOptNet: meta-learn a feature extractor for a per-task convex classifier.
 
     Args:
-        model: the backbone, e.g. ``Conv4`` (called as ``model(x, head=False)``); any module
-            mapping ``[N, ...]`` to features ``[N, D]``.
+        model: the backbone, e.g. ``Conv4`` or ``ResNet12`` (called as
+            ``model(x, head=False)``); any module mapping ``[N, ...]`` to features ``[N, D]``.
         head: ``"svm"`` (squared-hinge multi-class SVM) or ``"logistic"``.
         lam: ridge strength of the head (> 0), fixed.
         steps: Newton steps per solve; ``grad="implicit"`` needs enough to converge.

@@ -60,8 +60,8 @@ def R2D2(model: nn.Module, lam: float = 1.0, scale: float = 10.0, learn_lam: boo
     """R2D2: meta-learn a feature extractor for a per-task closed-form ridge head.
 
     Args:
-        model: the backbone, e.g. ``Conv4`` (called as ``model(x, head=False)``); any module
-            mapping ``[N, ...]`` to features ``[N, D]``.
+        model: the backbone, e.g. ``Conv4`` or ``ResNet12`` (called as
+            ``model(x, head=False)``); any module mapping ``[N, ...]`` to features ``[N, D]``.
         lam: initial ridge strength (> 0); meta-learned as ``exp(log_lam)`` unless
             ``learn_lam`` is False.
         scale: initial output scale (> 0), meta-learned as ``exp(log_scale)``. Ridge outputs

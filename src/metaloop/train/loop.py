@@ -66,14 +66,20 @@ def _load_optim(opt, tensors, groups) -> None:
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+# Keys that choose how the same numbers are computed, not which: a run may resume with other
+# values (e.g. a run begun on a GPU with vmap batching continues on the CPU with the loop;
+# tests/meta/test_fast_paths.py and test_checkpoint.py check that they agree).
+EXECUTION_KEYS = frozenset({"method.batching", "method.checkpoint", "train.checkpoint_every"})
+
+
 def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
-    """The keys where the stored config ``a`` and the new config ``b`` differ. A key that a
-    section of ``a`` lacks was added to metaloop after ``a`` was written: it takes its new
-    value."""
+    """The keys where the stored config ``a`` and the new config ``b`` differ, except
+    ``EXECUTION_KEYS``. A key that a section of ``a`` lacks was added to metaloop after ``a``
+    was written: it takes its new value."""
     keys = sorted(set(a) | set(b))
     out = []
     for k in keys:
-        if prefix and k not in a:
+        if (prefix and k not in a) or f"{prefix}{k}" in EXECUTION_KEYS:
             continue
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):

@@ -1,0 +1,83 @@
+"""ResNet-12: the residual few-shot backbone of TADAM and MetaOptNet (Lee et al. 2019)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaloop.models.conv4 import BatchNorm
+
+
+class ResBlock(nn.Module):
+    """Three 3x3 conv -> BatchNorm -> LeakyReLU(0.1) layers (no activation before the sum), a
+    1x1 conv + BatchNorm shortcut, LeakyReLU after the sum, then a 2x2 max-pool (floor)."""
+
+    def __init__(self, cin: int, cout: int, slope: float):
+        super().__init__()
+        self.slope = slope
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn1 = BatchNorm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = BatchNorm(cout)
+        self.conv3 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn3 = BatchNorm(cout)
+        self.shortcut = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn_shortcut = BatchNorm(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.bn1(self.conv1(x)), self.slope)
+        h = F.leaky_relu(self.bn2(self.conv2(h)), self.slope)
+        h = self.bn3(self.conv3(h))
+        h = F.leaky_relu(h + self.bn_shortcut(self.shortcut(x)), self.slope)
+        return F.max_pool2d(h, 2)
+
+
+class ResNet12(nn.Module):
+    """Four residual blocks of widths ``(w, 2.5w, 5w, 10w)``, a spatial mean, a linear ``head``.
+
+    With ``width=64`` the blocks have 64, 160, 320 and 640 channels, as in Lee et al. (2019)
+    (without DropBlock). Its BatchNorm uses the statistics of the batch it is given, like
+    Conv4's, so that forward is a pure function of (parameters, input). A 28x28 Omniglot image
+    leaves the four 2x2 pools at 1x1; an 84x84 image at 5x5.
+
+    Args:
+        in_channels: image channels.
+        width: channels of the first block (64 in the paper).
+        out_dim: outputs of the head (the number of ways).
+        image_size: side of the square input (at least 16, so that four pools leave >= 1x1).
+        negative_slope: of the LeakyReLU (0.1 in the paper).
+
+    Shapes:
+        x ``[N, in_channels, image_size, image_size]`` -> ``[N, out_dim]``; features
+        ``[N, 10 * width]``.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 64, out_dim: int = 5,
+                 image_size: int = 28, negative_slope: float = 0.1):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("width", width), ("out_dim", out_dim),
+                        ("image_size", image_size)):
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"ResNet12 {name} must be a positive int, got {v!r}")
+        if image_size < 16:
+            raise ValueError(f"ResNet12 image_size must be >= 16 (four 2x2 pools), got "
+                             f"{image_size}")
+        self.in_channels, self.image_size = in_channels, image_size
+        widths = (in_channels, width, int(2.5 * width), 5 * width, 10 * width)
+        self.body = nn.Sequential(*(ResBlock(a, b, negative_slope)
+                                    for a, b in zip(widths[:-1], widths[1:])))
+        self.feature_dim = widths[-1]
+        self.head = nn.Linear(self.feature_dim, out_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Body output ``[N, feature_dim]``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"ResNet12 expects [N, {self.in_channels}, H, W] input, "
+                             f"got {list(x.shape)}")
+        return self.body(x).mean((2, 3))
+
+    def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
+        """``[N, C, H, W] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
+        h = self.features(x)
+        return self.head(h) if head else h
