@@ -55,6 +55,16 @@ def test_text_table_results_json_and_chart(tiny_bert, tmp_path, capsys):
         assert 0 <= r["accuracy"]["mean"] <= 1 and len(r["per_task"]["accuracy"]) == 2
         assert r["adapt_seconds"] > 0
     assert res["meta"]["fomaml"]["cpu_seconds"] > 0
+    d = res["paired"]["meta-lora-fomaml - lora"]     # the per-task difference, recomputed
+    diff = [a - b for a, b in zip(rows["meta-lora-fomaml"]["per_task"]["accuracy"],
+                                  rows["lora"]["per_task"]["accuracy"])]
+    assert d["mean"] == pytest.approx(sum(diff) / 2)
+    assert d["ci95"] == pytest.approx(1.96 * abs(diff[0] - diff[1]) / 2 ** 0.5 / 2 ** 0.5)
+    assert d["wins"] + d["ties"] + d["losses"] == 2
+    assert set(res["paired"]) == {"meta-lora-fomaml - lora", "meta-lora-reptile - lora",
+                                  "meta-lora-fomaml inner - lora inner-fomaml",
+                                  "meta-lora-reptile inner - lora inner-reptile"}
+    assert "paired differences on the same tasks" in text
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     # a second call reuses the finished meta-training and scores the same tasks alike
     assert main([*argv[:-3], "--out", str(tmp_path / "again"), "--meta-dir",

@@ -69,6 +69,37 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
     return results
 
 
+def paired(results: dict, pairs) -> dict:
+    """Paired accuracy differences ``a - b`` over the same held-out tasks.
+
+    Two rows evaluated on the same tasks differ less from task to task than either varies,
+    so the CI of the per-task difference is the test of "a beats b", tighter than comparing
+    the two rows' own intervals.
+
+    Returns:
+        ``"a - b" -> {"mean", "ci95", "wins", "ties", "losses"}`` for each pair present.
+    """
+    from metaloop.evaluate import mean_ci
+
+    out = {}
+    for a, b in pairs:
+        if a not in results or b not in results:
+            continue
+        xa, xb = (results[n]["per_task"]["accuracy"] for n in (a, b))
+        d = [u - v for u, v in zip(xa, xb)]
+        m, c = mean_ci(d)
+        out[f"{a} - {b}"] = {"mean": m, "ci95": c, "wins": sum(x > 0 for x in d),
+                             "ties": sum(x == 0 for x in d), "losses": sum(x < 0 for x in d)}
+    return out
+
+
+def paired_lines(diffs: dict) -> str:
+    """One line per pair: difference in points ± 95% CI, and task wins / ties / losses."""
+    return "\n".join(f"{k}: {100 * v['mean']:+.2f} ± {100 * v['ci95']:.2f} points "
+                     f"(tasks won / tied / lost: {v['wins']} / {v['ties']} / {v['losses']})"
+                     for k, v in diffs.items())
+
+
 def _jsonable(info: dict) -> dict:
     return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
 

@@ -332,11 +332,17 @@ def run(args: argparse.Namespace) -> int:
              f"{args.tasks} held-out tasks")
     print(f"\n{title} ({args.queries} queries per class)")
     print(_adapt_eval.table(results))
+    methods = meta_info.keys()
+    diffs = _adapt_eval.paired(results, [(f"meta-lora-{m}", "lora") for m in methods]
+                               + [(f"meta-lora-{m} inner", f"lora inner-{m}") for m in methods])
+    if diffs:
+        print("\npaired differences on the same tasks (accuracy, 95% CI):")
+        print(_adapt_eval.paired_lines(diffs))
     _output.write_json(out / "results.json", {
         "model": args.model, "family": args.family, "ways": args.ways, "shots": args.shots,
         "queries": args.queries, "tasks": args.tasks, "seed": args.seed, "steps": args.steps,
         "eval_seconds": time.perf_counter() - t0, "meta": meta_info,
-        "threads": torch.get_num_threads(), "approaches": results})
+        "threads": torch.get_num_threads(), "paired": diffs, "approaches": results})
     _adapt_eval.bar_chart(results, out / "accuracy.png", title)
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")
     return 0
