@@ -86,3 +86,19 @@ def test_bad_lam_in_a_config_is_named(tmp_path, capsys):
                    '[method]\nname = "r2d2"\nlam = -1.0\n')
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert "lam must be a finite number > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method,checkpoint", [("maml", False), ("maml", True),
+                                               ("anil", True), ("r2d2", False)])
+@pytest.mark.parametrize("device", ["cpu", None, "cuda"])
+def test_auto_batching_is_vmap_on_cuda(method, checkpoint, device):
+    """Building for CUDA only chooses the batching (nothing is moved, so no GPU is needed)."""
+    cfg = _config.validate({"family": {"name": "omniglot"},
+                            "model": {"name": "conv4", "channels": 4},
+                            "method": {"name": method, "checkpoint": checkpoint}})
+
+    class Fam:
+        kind, image_shape, num_classes, ways = "classification", (1, 28, 28), 100, 5
+    learner = _build.build_learner(cfg, Fam(), device=device)
+    assert learner.batching == ("vmap" if device == "cuda" and not checkpoint else "loop")
+    assert next(learner.model.parameters()).device.type == "cpu"

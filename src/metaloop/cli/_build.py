@@ -52,9 +52,19 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
     return models.Conv4(shape[0], mcfg["channels"], out, pool=mcfg["pool"], image_size=shape[-1])
 
 
-def build_learner(cfg: dict, family, model=None):
-    """The learner of the [method] section around a (new, seeded) model."""
-    mc = cfg["method"]
+def batching_on(mc: dict, device) -> str:
+    """The [method] batching to use on ``device``: ``"auto"`` becomes ``"vmap"`` on CUDA
+    (5.7x faster than the loop for Omniglot Conv4 MAML on an H100, docs/benchmarks.md) unless
+    the inner loop is checkpointed; elsewhere the learner's own "auto" rule decides."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    return "vmap" if mc["batching"] == "auto" and cuda and not mc["checkpoint"] \
+        else mc["batching"]
+
+
+def build_learner(cfg: dict, family, model=None, device=None):
+    """The learner of the [method] section around a (new, seeded) model; ``device`` (where it
+    will run) only chooses the batching, see ``batching_on``."""
+    mc = {**cfg["method"], "batching": batching_on(cfg["method"], device)}
     name = _choice("method", mc["name"], METHODS)
     torch.manual_seed(cfg["train"]["seed"])
     model = model if model is not None else build_model(cfg["model"], family, name)

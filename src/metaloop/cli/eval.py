@@ -28,12 +28,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_learner(path) -> tuple[object, dict]:
-    """Rebuild the learner stored in a checkpoint (model weights loaded)."""
+def load_learner(path, device=None) -> tuple[object, dict]:
+    """Rebuild the learner stored in a checkpoint (model weights loaded; ``device`` only
+    chooses the batching, see ``_build.batching_on``)."""
     tensors, state = load_checkpoint(Path(path))
     cfg = _config.validate(state["config"])
     family = _build.build_family(cfg["family"])
-    learner = _build.build_learner(cfg, family)
+    learner = _build.build_learner(cfg, family, device=device)
     with torch.no_grad():
         for n, p in learner.model.named_parameters():
             p.copy_(tensors[f"model.{n}"])
@@ -41,7 +42,7 @@ def load_learner(path) -> tuple[object, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    learner, cfg = load_learner(args.checkpoint)
+    learner, cfg = load_learner(args.checkpoint, device=args.device)
     ec = dict(cfg["eval"])
     if args.tasks is not None:
         ec["tasks"] = args.tasks

@@ -91,10 +91,11 @@ def _run(args: argparse.Namespace) -> int:
     val = _build.eval_family(cfg, family) if cfg["train"]["val_every"] else None
     if val is not None and cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid":
         val = _build.build_family(cfg["family"], split="val")
-    learner = _build.build_learner(cfg, family)
+    device = distributed.device_for(args.device)
+    learner = _build.build_learner(cfg, family, device=device)
     tc = cfg["train"]
     distributed.set_tf32(args.tf32)
-    learner.model.to(device=distributed.device_for(args.device), dtype=getattr(torch, tc["dtype"]))
+    learner.model.to(device=device, dtype=getattr(torch, tc["dtype"]))
     try:
         res = train(learner, family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
                     lr=tc["lr"], lr_schedule=tc["lr_schedule"],
