@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import platform
 import zipfile
 from pathlib import Path
 
@@ -146,10 +147,22 @@ def test_rotate_ccw_is_pil_rotate():
         rotate_ccw(torch.from_numpy(x), 45)
 
 
-def test_results_are_cached(fake_roots):
+def test_results_are_cached(fake_roots, monkeypatch):
+    calls = []
+    monkeypatch.setattr(og, "release_free_memory", lambda: calls.append(1))
+    og.clear_cache()
     a, _ = load_omniglot_images(fake_roots["npz"], "trainval", 28)
+    assert calls == [1]                      # decoding's temporaries handed back once
     b, _ = load_omniglot_images(fake_roots["npz"], "trainval", 28)
-    assert a is b
+    assert a is b and calls == [1]           # a cache hit decodes nothing
+
+
+def test_release_free_memory_keeps_the_data(fake_roots):
+    a, _ = load_omniglot_images(fake_roots["npz"], "background", 28)
+    before = a.clone()
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert og.release_free_memory() is glibc              # without glibc: a no-op
+    assert torch.equal(a, before)
 
 
 def test_missing_data_lists_every_place_looked(nowhere):
