@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import metaloop as ml
 from metaloop.meta.metaoptnet import MetaOptNet
 from metaloop.models import MLP, Conv4, ResNet12
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _reference import conv4_features_ref  # noqa: E402
+import _reference as shared  # noqa: E402
 
 DT = torch.float64
 WAYS, SHOTS, QUERIES = 3, 2, 3          # S = 6 support and Q = 9 query examples per task
@@ -68,27 +67,14 @@ def reference_loss(p, batch, head, detach=None, prefix="backbone."):
     losses = []
     for i in range(batch.num_tasks):
         sx, sy, qx, qy = batch.task(i)
-        fs, fq = conv4_features_ref(p, sx, prefix), conv4_features_ref(p, qx, prefix)
-        fs = fs.detach() if detach == "support" else fs
-        fq = fq.detach() if detach == "query" else fq
+        fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
         W = solve_ref(fs, sy, head)
         losses.append(F.cross_entropy(p["log_scale"].exp() * (fq @ W), qy))
     return torch.stack(losses).mean()
 
 
-def reference_grad(model, batch, head, **kw):
-    params = dict(model.named_parameters())
-    g = torch.autograd.grad(reference_loss(params, batch, head, **kw), list(params.values()),
-                            allow_unused=True)
-    return {n: torch.zeros_like(v) if gi is None else gi for (n, v), gi in zip(params.items(), g)}
-
-
 def make_batch(B=2, seed=2, size=16):
-    g = torch.Generator().manual_seed(seed)
-    sy = torch.arange(WAYS).repeat_interleave(SHOTS).repeat(B, 1)   # [B, S]
-    qy = torch.arange(WAYS).repeat_interleave(QUERIES).repeat(B, 1)  # [B, Q]
-    return ml.TaskBatch(torch.randn(B, WAYS * SHOTS, 1, size, size, generator=g, dtype=DT), sy,
-                        torch.randn(B, WAYS * QUERIES, 1, size, size, generator=g, dtype=DT), qy)
+    return shared.image_task_batch(B, seed, size, WAYS, SHOTS, QUERIES)
 
 
 def make_learner(head="svm", grad="implicit", hidden=8, seed=1, backbone=None, **kw):
@@ -98,12 +84,6 @@ def make_learner(head="svm", grad="implicit", hidden=8, seed=1, backbone=None, *
                       scale=2.0, **kw)
 
 
-def assert_close_rel(got, ref, rtol=1e-6):
-    for n in ref:
-        scale = ref[n].abs().max().clamp_min(1e-6)   # conv biases before BN: exactly 0
-        assert (got[n] - ref[n]).abs().max() / scale < rtol, n
-
-
 # hidden 8: D = 8 > S = 6 (representer-space Newton); hidden 4: D = 4 < S (primal Newton)
 @pytest.mark.parametrize("head", ["logistic", "svm"])
 @pytest.mark.parametrize("grad", ["implicit", "unrolled"])
@@ -111,10 +91,10 @@ def assert_close_rel(got, ref, rtol=1e-6):
 def test_meta_gradient_matches_lbfgs_ift_reference(head, grad, hidden):
     learner = make_learner(head, grad, hidden)
     batch = make_batch()
-    ref = reference_grad(learner.model, batch, head)
+    ref = shared.reference_grad(reference_loss, learner.model, batch, head)
     got = learner.meta_gradient(batch)
     assert list(got) == [n for n, _ in learner.model.named_parameters()]
-    assert_close_rel(got, ref)
+    shared.assert_close_rel(got, ref, rtol=1e-6)
     loss, metrics = learner.meta_loss(batch)
     ref_loss = reference_loss(dict(learner.model.named_parameters()), batch, head).detach()
     torch.testing.assert_close(loss.detach(), ref_loss, rtol=1e-9, atol=1e-12)
@@ -130,36 +110,8 @@ def test_meta_gradient_matches_finite_differences(head, resnet):
     torch.manual_seed(1)
     net = ResNet12(1, 2, WAYS, image_size=16).double() if resnet else None
     learner = make_learner(head, "unrolled", backbone=net)
-    batch = make_batch()
-    params = dict(learner.model.named_parameters())
-    g = learner.meta_gradient(batch)
-    gen = torch.Generator().manual_seed(5)
-    v = {n: torch.randn(p.shape, generator=gen, dtype=DT) for n, p in params.items()}
-    eps = 1e-6
-
-    def loss_at(t):
-        with torch.no_grad():
-            for n, p in params.items():
-                p.add_(t * v[n])
-        out = float(learner.meta_loss(batch)[0].detach())
-        with torch.no_grad():
-            for n, p in params.items():
-                p.sub_(t * v[n])
-        return out
-    fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-    assert fd == pytest.approx(sum(float((g[n] * v[n]).sum()) for n in params), rel=1e-6)
-
-
-class Gate(nn.Module):
-    """Conv4 features, detached for inputs with ``cut`` examples (the support or query set)."""
-
-    def __init__(self, net: nn.Module, cut: int):
-        super().__init__()
-        self.net, self.cut = net, cut
-
-    def forward(self, x, head=False):
-        h = self.net(x, head=False)
-        return h.detach() if x.shape[0] == self.cut else h
+    fd, analytic = shared.directional_derivatives(learner, make_batch(), eps=1e-6)
+    assert fd == pytest.approx(analytic, rel=1e-6)
 
 
 @pytest.mark.parametrize("path", ["support", "query"])
@@ -167,11 +119,12 @@ def test_gradient_reaches_backbone_through_each_path(path):
     batch = make_batch()
     cut = {"support": WAYS * QUERIES, "query": WAYS * SHOTS}[path]   # detach the OTHER set
     torch.manual_seed(1)
-    gated = make_learner(backbone=Gate(Conv4(1, 8, WAYS, image_size=16).double(), cut))
+    gated = make_learner(backbone=shared.Gate(Conv4(1, 8, WAYS, image_size=16).double(), cut))
     got = gated.meta_gradient(batch)
     other = "query" if path == "support" else "support"
-    ref = reference_grad(gated.model, batch, "svm", detach=other, prefix="backbone.net.")
-    assert_close_rel(got, ref)
+    ref = shared.reference_grad(reference_loss, gated.model, batch, "svm", detach=other,
+                                prefix="backbone.net.")
+    shared.assert_close_rel(got, ref, rtol=1e-6)
     for i in range(4):
         assert got[f"backbone.net.body.{i}.conv.weight"].abs().max() > 1e-6, (path, i)
 
@@ -191,7 +144,7 @@ def test_batched_tasks_equal_single_task_calls():
                                        atol=1e-12)
     a = make_learner("logistic", batching="loop").meta_gradient(batch)
     b = make_learner("logistic", batching="vmap").meta_gradient(batch)
-    assert_close_rel(a, b, rtol=1e-8)
+    shared.assert_close_rel(a, b, rtol=1e-8)
 
 
 def test_deterministic_and_shapes():
@@ -210,11 +163,7 @@ def test_deterministic_and_shapes():
 def test_mlp_backbone_runs_under_vmap():
     torch.manual_seed(0)
     learner = MetaOptNet(MLP(4, (6,), 2).double(), head="logistic", steps=8)
-    g = torch.Generator().manual_seed(0)
-    batch = ml.TaskBatch(torch.randn(2, 4, 4, generator=g, dtype=DT),
-                         torch.tensor([[0, 1, 0, 1]] * 2),
-                         torch.randn(2, 6, 4, generator=g, dtype=DT),
-                         torch.tensor([[0, 1, 1, 0, 0, 1]] * 2))
+    batch = shared.vector_task_batch()
     assert learner.batching == "vmap"
     assert learner.meta_gradient(batch)["backbone.body.fc0.weight"].abs().max() > 0
 
@@ -248,20 +197,12 @@ def test_bad_labels(head):
         learner.meta_loss(batch)
 
 
-class RandomImages:
-    def sample(self, n, generator=None):
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return make_batch(B=n, seed=seed)
-
-
 @pytest.mark.parametrize("batching", ["loop", "vmap"])
 def test_evaluate_roundtrip(batching):
     learner = make_learner(batching=batching, steps=10)
-    fam = RandomImages()
+    fam = shared.RandomImages(make_batch)
     r = ml.evaluate(learner, fam, tasks=4, steps=(0, 2), seed=3)
-    batch = fam.sample(4, torch.Generator().manual_seed(3))
-    manual = [float(F.cross_entropy(learner.predict(learner.adapt(sx, sy), qx), qy))
-              for sx, sy, qx, qy in (batch.task(i) for i in range(4))]
-    assert r["loss"]["mean"][0] == pytest.approx(sum(manual) / 4, rel=1e-10)
+    manual = shared.mean_query_loss(learner, fam, tasks=4, seed=3)
+    assert r["loss"]["mean"][0] == pytest.approx(manual, rel=1e-10)
     assert r["loss"]["mean"] == [r["loss"]["mean"][0]] * 2
     assert 0 <= r["accuracy"]["mean"][0] <= 1

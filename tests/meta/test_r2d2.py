@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import metaloop as ml
 from metaloop.meta.r2d2 import R2D2
 from metaloop.models import MLP, Conv4, ResNet12
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _reference import conv4_features_ref  # noqa: E402
+import _reference as shared  # noqa: E402
 
 DT = torch.float64
 WAYS, SHOTS, QUERIES = 3, 2, 3          # S = 6 support and Q = 9 query examples per task
@@ -39,39 +38,20 @@ def reference_loss(p, batch, intercept=True, detach=None, prefix="backbone."):
     losses = []
     for i in range(batch.num_tasks):
         sx, sy, qx, qy = batch.task(i)
-        fs, fq = conv4_features_ref(p, sx, prefix), conv4_features_ref(p, qx, prefix)
-        fs = fs.detach() if detach == "support" else fs
-        fq = fq.detach() if detach == "query" else fq
+        fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
         W, b = ridge_ref(fs, F.one_hot(sy, WAYS).to(DT), p["log_lam"].exp(), intercept)
         losses.append(F.cross_entropy(p["log_scale"].exp() * (fq @ W + b), qy))
     return torch.stack(losses).mean()
 
 
-def reference_grad(model, batch, **kw):
-    params = dict(model.named_parameters())
-    g = torch.autograd.grad(reference_loss(params, batch, **kw), list(params.values()),
-                            allow_unused=True)
-    return {n: torch.zeros_like(v) if gi is None else gi for (n, v), gi in zip(params.items(), g)}
-
-
 def make_batch(B=3, seed=2, size=16):
-    g = torch.Generator().manual_seed(seed)
-    sy = torch.arange(WAYS).repeat_interleave(SHOTS).repeat(B, 1)   # [B, S]
-    qy = torch.arange(WAYS).repeat_interleave(QUERIES).repeat(B, 1)  # [B, Q]
-    return ml.TaskBatch(torch.randn(B, WAYS * SHOTS, 1, size, size, generator=g, dtype=DT), sy,
-                        torch.randn(B, WAYS * QUERIES, 1, size, size, generator=g, dtype=DT), qy)
+    return shared.image_task_batch(B, seed, size, WAYS, SHOTS, QUERIES)
 
 
 def make_learner(hidden=8, seed=1, resnet=False, **kw):
     torch.manual_seed(seed)
     net = ResNet12(1, 2, WAYS, image_size=16) if resnet else Conv4(1, hidden, WAYS, image_size=16)
     return R2D2(net.double(), lam=0.7, scale=3.0, **kw)
-
-
-def assert_close_rel(got, ref, rtol=1e-8):
-    for n in ref:
-        scale = ref[n].abs().max().clamp_min(1e-6)   # conv biases before BN: exactly 0
-        assert (got[n] - ref[n]).abs().max() / scale < rtol, n
 
 
 # hidden 8: D = 8 > S = 6 (Woodbury side of ridge_head); hidden 4: D = 4 < S (primal side)
@@ -81,10 +61,10 @@ def assert_close_rel(got, ref, rtol=1e-8):
 def test_meta_gradient_matches_per_task_normal_equations(hidden, batching, intercept):
     learner = make_learner(hidden, batching=batching, intercept=intercept)
     batch = make_batch()
-    ref = reference_grad(learner.model, batch, intercept=intercept)
+    ref = shared.reference_grad(reference_loss, learner.model, batch, intercept=intercept)
     got = learner.meta_gradient(batch)
     assert list(got) == [n for n, _ in learner.model.named_parameters()]
-    assert_close_rel(got, ref)
+    shared.assert_close_rel(got, ref, rtol=1e-8)
     loss, metrics = learner.meta_loss(batch)
     ref_loss = reference_loss(dict(learner.model.named_parameters()), batch, intercept)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-10, atol=1e-12)
@@ -99,37 +79,9 @@ def test_meta_gradient_matches_per_task_normal_equations(hidden, batching, inter
 @pytest.mark.parametrize("resnet", [False, True], ids=["conv4", "resnet12"])
 def test_meta_gradient_matches_finite_differences(resnet):
     learner = make_learner(resnet=resnet)           # ResNet-12 width 2: D = 20 > S = 6
-    batch = make_batch()
-    params = dict(learner.model.named_parameters())
-    g = learner.meta_gradient(batch)
-    gen = torch.Generator().manual_seed(5)
-    v = {n: torch.randn(p.shape, generator=gen, dtype=DT) for n, p in params.items()}
     eps = 1e-7 if resnet else 1e-6       # ResNet-12 of width 2 is sharply curved here
-
-    def loss_at(t):
-        with torch.no_grad():
-            for n, p in params.items():
-                p.add_(t * v[n])
-        out = float(learner.meta_loss(batch)[0].detach())
-        with torch.no_grad():
-            for n, p in params.items():
-                p.sub_(t * v[n])
-        return out
-    fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-    analytic = sum(float((g[n] * v[n]).sum()) for n in params)
+    fd, analytic = shared.directional_derivatives(learner, make_batch(), eps)
     assert fd == pytest.approx(analytic, rel=1e-6)
-
-
-class Gate(nn.Module):
-    """Conv4 features, detached for inputs with ``cut`` examples (the support or query set)."""
-
-    def __init__(self, net: nn.Module, cut: int):
-        super().__init__()
-        self.net, self.cut = net, cut
-
-    def forward(self, x, head=False):
-        h = self.net(x, head=False)
-        return h.detach() if x.shape[0] == self.cut else h
 
 
 @pytest.mark.parametrize("path", ["support", "query"])
@@ -139,17 +91,18 @@ def test_gradient_reaches_backbone_through_each_path(path):
     full = make_learner().meta_gradient(batch)
     cut = {"support": WAYS * QUERIES, "query": WAYS * SHOTS}[path]   # detach the OTHER set
     torch.manual_seed(1)
-    gated = R2D2(Gate(Conv4(1, 8, WAYS, image_size=16).double(), cut), lam=0.7, scale=3.0)
+    gated = R2D2(shared.Gate(Conv4(1, 8, WAYS, image_size=16).double(), cut), lam=0.7, scale=3.0)
     got = gated.meta_gradient(batch)
     other = "query" if path == "support" else "support"
-    ref = reference_grad(gated.model, batch, detach=other, prefix="backbone.net.")
-    assert_close_rel(got, ref)
+    ref = shared.reference_grad(reference_loss, gated.model, batch, detach=other,
+                                prefix="backbone.net.")
+    shared.assert_close_rel(got, ref, rtol=1e-8)
     for i in range(4):
         assert got[f"backbone.net.body.{i}.conv.weight"].abs().max() > 1e-6, (path, i)
     # the two paths add up to the full gradient
     other_cut = {"support": WAYS * SHOTS, "query": WAYS * QUERIES}[path]
     torch.manual_seed(1)
-    rest = R2D2(Gate(Conv4(1, 8, WAYS, image_size=16).double(), other_cut), lam=0.7,
+    rest = R2D2(shared.Gate(Conv4(1, 8, WAYS, image_size=16).double(), other_cut), lam=0.7,
                 scale=3.0).meta_gradient(batch)
     for n, g in full.items():
         m = "backbone.net." + n[len("backbone."):] if n.startswith("backbone.") else n
@@ -173,7 +126,7 @@ def test_batched_tasks_equal_single_task_calls():
                                        rtol=1e-12, atol=1e-12)
     a = make_learner(batching="loop").meta_gradient(batch)
     b = make_learner(batching="vmap").meta_gradient(batch)
-    assert_close_rel(a, b)
+    shared.assert_close_rel(a, b, rtol=1e-8)
 
 
 def test_deterministic():
@@ -203,11 +156,7 @@ def test_shapes_and_purity():
 def test_mlp_backbone_and_fixed_lam():
     torch.manual_seed(0)
     learner = R2D2(MLP(4, (6,), 2).double(), lam=0.5, learn_lam=False)
-    g = torch.Generator().manual_seed(0)
-    batch = ml.TaskBatch(torch.randn(2, 4, 4, generator=g, dtype=DT),
-                         torch.tensor([[0, 1, 0, 1]] * 2),
-                         torch.randn(2, 6, 4, generator=g, dtype=DT),
-                         torch.tensor([[0, 1, 1, 0, 0, 1]] * 2))
+    batch = shared.vector_task_batch()
     assert learner.batching == "vmap"
     grads = learner.meta_gradient(batch)
     assert "log_lam" not in grads and grads["backbone.body.fc0.weight"].abs().max() > 0
@@ -244,23 +193,13 @@ def test_bad_labels():
         learner.meta_loss(regression)
 
 
-class RandomImages:
-    """A tiny seeded task family: sample(n, generator) -> TaskBatch of random images."""
-
-    def sample(self, n, generator=None):
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return make_batch(B=n, seed=seed)
-
-
 @pytest.mark.parametrize("batching", ["loop", "vmap"])
 def test_evaluate_roundtrip(batching):
     learner = make_learner(batching=batching)
-    fam = RandomImages()
+    fam = shared.RandomImages(make_batch)
     r = ml.evaluate(learner, fam, tasks=5, steps=(0, 3), seed=11)
-    batch = fam.sample(5, torch.Generator().manual_seed(11))
-    manual = [float(F.cross_entropy(learner.predict(learner.adapt(sx, sy), qx), qy))
-              for sx, sy, qx, qy in (batch.task(i) for i in range(5))]
-    assert r["loss"]["mean"][0] == pytest.approx(sum(manual) / 5, rel=1e-10)
+    manual = shared.mean_query_loss(learner, fam, tasks=5, seed=11)
+    assert r["loss"]["mean"][0] == pytest.approx(manual, rel=1e-10)
     assert r["loss"]["mean"][1] == r["loss"]["mean"][0]      # a solved head: no later steps
     assert r == ml.evaluate(make_learner(batching=batching), fam, tasks=5, steps=(0, 3),
                             seed=11)
@@ -272,7 +211,7 @@ def test_evaluate_roundtrip(batching):
 def test_train_reduces_loss_and_updates_scale_and_lam():
     learner = make_learner()
     before = learner.model.log_scale.detach().clone(), learner.model.log_lam.detach().clone()
-    out = ml.train(learner, RandomImages(), iterations=3, meta_batch=2, lr=1e-2,
+    out = ml.train(learner, shared.RandomImages(make_batch), iterations=3, meta_batch=2, lr=1e-2,
                    progress=False)
     assert out["iteration"] == 3 and "accuracy" in out["last"]
     assert learner.model.log_scale.detach() != before[0]
