@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import minimize
 from scipy.special import logsumexp
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from metaloop.adapt.newton_head import newton_head, svm_head
 from metaloop.adapt.ridge_head import head_logits
 
 # the module, not the function metaloop.adapt re-exports under the same name
 nh = importlib.import_module("metaloop.adapt.newton_head")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _checks import LargestOutput  # noqa: E402
 
 DT = torch.float64
 LOSSES = ["logistic", "svm"]
@@ -204,27 +208,12 @@ def test_implicit_graph_does_not_grow_with_steps(N, D):
     assert size["unrolled", 6] > size["unrolled", 2] > size["implicit", 2]
 
 
-class _LargestOutput(TorchDispatchMode):
-    """Records the largest numel of any tensor an aten op returns, backward ops included."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for o in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(o, torch.Tensor):
-                self.largest = max(self.largest, o.numel())
-        return out
-
-
 @pytest.mark.parametrize("loss", LOSSES)
 def test_representer_side_never_forms_a_dc_by_dc_matrix(loss):
     N, D, C = 6, 300, 3
     phi, labels = _data(1, N, D, C)
     phi.requires_grad_(True)
-    with _LargestOutput() as spy:
+    with LargestOutput() as spy:
         W = newton_head(phi, labels, C, lam=1.0, steps=3, loss=loss)
         W.sum().backward()
     assert spy.largest <= N * D        # (D C)^2 would be 810000

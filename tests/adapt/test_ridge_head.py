@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from metaloop.adapt.ridge_head import head_logits, ridge_head
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _checks import LargestOutput  # noqa: E402
 
 DT = torch.float64
 # (N, D): the Woodbury side (N < D), the primal side (N > D) and the tie.
@@ -80,26 +85,11 @@ def test_gradcheck_features_targets_lam(N, D, intercept):
     assert torch.autograd.gradcheck(f, (phi, y, lam))
 
 
-class _LargestOutput(TorchDispatchMode):
-    """Records the largest numel of any tensor an aten op returns, backward ops included."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for o in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(o, torch.Tensor):
-                self.largest = max(self.largest, o.numel())
-        return out
-
-
 def test_woodbury_side_never_forms_a_d_by_d_matrix():
     N, D = 4, 400
     phi, y = _data(1, N, D, 3)
     phi.requires_grad_(True)
-    with _LargestOutput() as spy:
+    with LargestOutput() as spy:
         W = ridge_head(phi, y, lam=1.0)
         W.sum().backward()
     assert spy.largest <= N * D          # features-sized at most; D * D would be 160000
