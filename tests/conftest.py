@@ -34,6 +34,26 @@ def fashion_mnist_root() -> Path:
     return _need(FASHION_MNIST, "Fashion-MNIST (apt-get install dataset-fashion-mnist)")
 
 
+@pytest.fixture(scope="session")
+def save_tiny_bert(tmp_path_factory):
+    """A function ``words -> folder``: a random (seeded) 2-layer BERT and its word-piece
+    tokenizer over ``words``, saved like any Hugging Face model (needs the text extra)."""
+    def save(words) -> Path:
+        import transformers
+
+        d = tmp_path_factory.mktemp("tiny_bert")
+        (d / "vocab.txt").write_text("\n".join(words) + "\n")
+        tok = transformers.BertTokenizer(str(d / "vocab.txt"))
+        cfg = transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
+                                      num_attention_heads=2, intermediate_size=37,
+                                      max_position_embeddings=64)
+        torch.manual_seed(0)
+        transformers.BertModel(cfg).save_pretrained(d / "model")
+        tok.save_pretrained(d / "model")
+        return d / "model"
+    return save
+
+
 # Tests use tiny tensors: one thread avoids OpenMP start-up and oversubscription costs
 # that dominate at this size (measured 2-4x faster on the 2-core CI machines).
 torch.set_num_threads(1)

@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from metaloop.cli.main import main
 
-transformers = pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
 
 if not Path("/usr/share/wordnet/data.noun").is_file():
@@ -22,17 +21,8 @@ WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a an the of or in to and that is for wi
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("tiny")
-    (d / "vocab.txt").write_text("\n".join(WORDS) + "\n")
-    tok = transformers.BertTokenizer(str(d / "vocab.txt"))
-    cfg = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=37,
-                                  max_position_embeddings=64)
-    torch.manual_seed(0)
-    transformers.BertModel(cfg).save_pretrained(d / "bert")
-    tok.save_pretrained(d / "bert")
-    return str(d / "bert")
+def tiny_bert(save_tiny_bert) -> str:
+    return str(save_tiny_bert(WORDS))
 
 
 def test_text_table_results_json_and_chart(tiny_bert, tmp_path, capsys):

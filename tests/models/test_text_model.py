@@ -7,8 +7,7 @@ import sys
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers",
-                                   reason="text models need: pip install 'metaloop[text]'")
+pytest.importorskip("transformers", reason="text models need: pip install 'metaloop[text]'")
 pytest.importorskip("peft", reason="text models need: pip install 'metaloop[text]'")
 
 from metaloop.models.text import (  # noqa: E402
@@ -24,18 +23,9 @@ WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a an the of kind dog cat animal small p
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
+def tiny_dir(save_tiny_bert):
     """A random 2-layer BERT and its word-piece tokenizer, saved like any HF model."""
-    d = tmp_path_factory.mktemp("tiny_bert")
-    (d / "vocab.txt").write_text("\n".join(WORDS) + "\n")
-    tok = transformers.BertTokenizer(str(d / "vocab.txt"))
-    cfg = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=37,
-                                  max_position_embeddings=64)
-    torch.manual_seed(0)
-    transformers.BertModel(cfg).save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
-    return d / "model"
+    return save_tiny_bert(WORDS)
 
 
 def test_loads_any_model_folder_and_pools_real_tokens_only(tiny_dir):
