@@ -21,24 +21,13 @@ from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
+from _cli import write_config  # noqa: E402
 from _dist_common import KINDS, META_BATCH, SEED, batch, family, learner  # noqa: E402
 
-CLI_CONFIG = """
-[family]
-name = "sinusoid"
-shots = 5
-queries = 5
-[model]
-hidden = [16, 16]
-[method]
-name = "maml"
-[train]
-iterations = 5
-meta_batch = 5
-checkpoint_every = 2
-seed = 4
-dtype = "float64"
-"""
+
+def _cli_config(tmp_path, iterations=5, checkpoint_every=2):
+    return write_config(tmp_path / "c.toml", iterations=iterations, meta_batch=5,
+                        checkpoint_every=checkpoint_every, seed=4, dtype="float64")
 
 
 def _free_port() -> int:
@@ -63,8 +52,7 @@ def test_shard_bounds_cover_the_batch_once():
 
 
 def test_torchrun_two_ranks_match_single_process(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(CLI_CONFIG)
+    cfg = _cli_config(tmp_path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            str(HERE / "_dist_worker.py"), str(tmp_path), str(cfg)]
@@ -112,9 +100,7 @@ def test_torchrun_two_ranks_match_single_process(tmp_path):
 
 def test_a_dead_rank_stops_the_other_with_a_named_error(tmp_path):
     """Two ranks started by hand (as on two nodes); SIGKILL rank 1 mid-run."""
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(CLI_CONFIG.replace("iterations = 5", "iterations = 100000")
-                   .replace("checkpoint_every = 2", "checkpoint_every = 3"))
+    cfg = _cli_config(tmp_path, iterations=100000, checkpoint_every=3)
     run = tmp_path / "run"
     port = str(_free_port())
     procs = []

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,27 +17,13 @@ from metaloop.cli.main import main
 from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 from metaloop.train.loop import _StopSignals
 
-CONFIG = """
-[family]
-name = "sinusoid"
-shots = 5
-queries = 5
-[model]
-hidden = [16, 16]
-[method]
-name = "maml"
-[train]
-iterations = {iterations}
-meta_batch = 4
-checkpoint_every = {every}
-seed = 7
-"""
+sys.path.insert(0, str(Path(__file__).parent))
+from _cli import write_config  # noqa: E402
 
 
 def _write(tmp_path, iterations=100, every=10):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(CONFIG.format(iterations=iterations, every=every))
-    return cfg
+    return write_config(tmp_path / "c.toml", iterations=iterations, meta_batch=4,
+                        checkpoint_every=every, seed=7)
 
 
 def _model(run):
