@@ -30,8 +30,10 @@ def test_evaluate_matches_manual_adaptation_and_is_seeded(batching):
         p = learner.adapt(sx, sy, steps=2)
         manual.append(float(((learner.predict(p, qx) - qy) ** 2).mean()))
     assert r["loss"]["mean"][1] == pytest.approx(sum(manual) / 7, rel=1e-5)
-    assert r == ml.evaluate(learner, fam, tasks=7, steps=(0, 2), seed=11)
+    done = []
+    assert r == ml.evaluate(learner, fam, tasks=7, steps=(0, 2), seed=11, progress=done.append)
     assert len(r["loss"]["ci95"]) == 2
+    assert done == ([1] * 7 if batching == "loop" else [7])     # every task reported once
 
 
 def test_vmap_and_loop_evaluation_agree():

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from metaloop.cli import _build, _config, _output
 from metaloop.evaluate import evaluate
@@ -25,6 +26,7 @@ def register(sub) -> None:
                    help="adapt and score on the CPU (default) or the first CUDA device")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 matmuls and convolutions on CUDA (faster, ~1e-3 precision)")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
@@ -69,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
         from metaloop.train.distributed import set_tf32
         set_tf32(args.tf32)
         learner.model.to(device)
-    r = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"], seed=ec["seed"],
-                 device=device)
+    with tqdm(total=ec["tasks"], desc="held-out tasks", disable=args.no_progress,
+              leave=False) as bar:
+        r = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"], seed=ec["seed"],
+                     device=device, progress=bar.update)
     metric = "accuracy" if "accuracy" in r else "loss"
     name = cfg["method"]["name"]
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "

@@ -45,7 +45,8 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         tasks: number of held-out tasks. steps: adaptation step counts to report.
         seed: seed of the held-out task stream (keep it apart from the training seed).
         loss: query loss; default the learner's inner loss.
-        progress: an optional callable ``progress(n_done)``.
+        progress: an optional callable ``progress(n)``, called as tasks are scored with how
+            many were just scored (one at a time with the loop, a chunk with vmap).
 
     Returns:
         ``{"tasks", "seed", "steps", "loss": {"mean", "ci95"}, "accuracy": {...}}`` with one
@@ -62,11 +63,14 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         classification = batch.is_classification
         if getattr(learner, "batching", "loop") == "vmap":
             _score_batch(learner, loss_fn, batch, steps, per_task)
-        for i in range(batch.num_tasks if getattr(learner, "batching", "loop") != "vmap" else 0):
+            if progress is not None:
+                progress(batch.num_tasks)
+            continue
+        for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
             _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task)
-        if progress is not None:
-            progress(batch.num_tasks)
+            if progress is not None:
+                progress(1)
     result = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {}}
     for key in ("loss", "accuracy") if classification else ("loss",):
         stats = [mean_ci(v) for v in per_task[key]]
