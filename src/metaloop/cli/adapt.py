@@ -41,7 +41,7 @@ META = ("fomaml", "reptile", "maml")
 # (train accuracy 0.9 -> 0.25) and a step of 1 left the logits so small (temperature ~5)
 # that the meta-loss only rewarded spreading all features apart: it plateaued after 50 steps
 # without any gain in accuracy. Scale 30 and step 0.05: the head moves like a step of 45,
-# the adapters like one of ~2 (docs/_results_adaptation.md has the measurements). Reptile's
+# the adapters like one of ~2 (docs/results.md has the measurements). Reptile's
 # 5-shot inner loop takes 0.02: at 0.05 the head overshoots on 25 examples (support loss rises
 # again by the 4th step on validation tasks).
 META_INNER = {"fomaml": {"inner_lr": 0.05, "inner_steps": 3, "logit_scale": 30.0},
