@@ -102,3 +102,41 @@ def test_auto_batching_is_vmap_on_cuda(method, checkpoint, device):
     learner = _build.build_learner(cfg, Fam(), device=device)
     assert learner.batching == ("vmap" if device == "cuda" and not checkpoint else "loop")
     assert next(learner.model.parameters()).device.type == "cpu"
+
+
+def test_higher_way_training_evaluates_at_the_eval_ways(tmp_path, omniglot_root, capsys):
+    """Train 3-way, test 2-way (config eval.ways, and eval --ways): the head is solved for the
+    classes each test task has; the test tasks are those of a 2-way family."""
+    cfg = _small(tmp_path, omniglot_root, "r2d2")
+    cfg.write_text(cfg.read_text().replace("[eval]\n", "[eval]\nways = 2\n"))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    learner, saved = load_learner(run)
+    heldout = _build.eval_family(saved, None)
+    assert (saved["family"]["ways"], heldout.ways) == (3, 2)
+    assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "e2"),
+                 "--no-progress"]) == 0
+    r2 = json.loads((tmp_path / "e2" / "results.json").read_text())
+    assert main(["eval", "--checkpoint", str(run), "--ways", "3", "--out", str(tmp_path / "e3"),
+                 "--no-progress"]) == 0
+    r3 = json.loads((tmp_path / "e3" / "results.json").read_text())
+    assert (r2["config"]["eval"]["ways"], r3["config"]["eval"]["ways"]) == (2, 3)
+    fam3 = _build.eval_family(_config.validate({**saved, "eval": r3["config"]["eval"]}), None)
+    b = fam3.sample(4, generator=torch.Generator().manual_seed(r3["config"]["eval"]["seed"]))
+    want = sum(float((learner.predict(learner.adapt(sx, sy), qx).argmax(-1) == qy)
+                     .float().mean()) for sx, sy, qx, qy in (b.task(i) for i in range(4))) / 4
+    assert r3["methods"]["r2d2"]["accuracy"]["mean"][0] == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize("body,message", [
+    ('[method]\nname = "maml"\n[eval]\nways = 3\n',
+     "config eval.ways = 3 differs from family.ways = 5: only ['metaoptnet', 'r2d2']"),
+    ('[method]\nname = "r2d2"\n[eval]\nways = 1\n', "eval.ways must be 0 (the family's) or >= 2"),
+    ('[method]\nname = "r2d2"\n[eval]\nways = 2000\n',
+     "impossible config: eval.ways = 2000 but omniglot eval.split = 'test' has only 1692"),
+])
+def test_bad_eval_ways_is_named(tmp_path, capsys, body, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[family]\nname = "omniglot"\n[model]\nname = "conv4"\n' + body)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err

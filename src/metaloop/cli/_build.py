@@ -110,7 +110,7 @@ def _build_head_learner(name: str, mc: dict, family, model):
 
 
 def eval_family(cfg: dict, train_family):
-    """The held-out family: [eval] split, shots and queries (0 = same as training)."""
+    """The held-out family: [eval] split, ways, shots and queries (0 = same as training)."""
     ec = cfg["eval"]
-    return build_family(cfg["family"], split=ec["split"], shots=ec["shots"],
-                        queries=ec["queries"])
+    return build_family({**cfg["family"], "ways": ec["ways"] or cfg["family"]["ways"]},
+                        split=ec["split"], shots=ec["shots"], queries=ec["queries"])

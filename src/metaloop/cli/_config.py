@@ -35,7 +35,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
               "seed": (int, 0), "val_every": (int, 0), "val_tasks": (int, 100),
               "checkpoint_every": (int, 1000), "dtype": (str, "float32"),
               "lr_schedule": (str, "constant"), "clip_grad_norm": ((int, float), 0.0)},
-    "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0),
+    # eval.ways: 0 = the family's; another value only for the head-based learners, whose head
+    # is solved per task (higher-way training: meta-train 20-way, test 5-way)
+    "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0), "ways": (int, 0),
              "steps": ((list, int), [0, 1, 5, 10]), "seed": (int, 1_000_003),
              "split": (str, "test")},
 }
@@ -149,7 +151,7 @@ def check_combinations(cfg: dict) -> None:
         if not (v > 0 and v != float("inf")):
             raise ValueError(f"config {sec}.{key} must be a positive number, got {v!r}")
     for sec, key in (("train", "val_every"), ("train", "seed"), ("eval", "shots"),
-                     ("eval", "queries"), ("eval", "seed")):
+                     ("eval", "queries"), ("eval", "seed"), ("eval", "ways")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
     if any(s < 0 for s in ev["steps"]):
@@ -169,6 +171,13 @@ def check_combinations(cfg: dict) -> None:
     if me["checkpoint"] and me["batching"] == "vmap":
         raise ValueError("config method.checkpoint = true needs batching = \"loop\" or "
                          "\"auto\", not \"vmap\"")
+    if ev["ways"] not in (0, f["ways"]) and name not in HEAD_BASED:
+        raise ValueError(f"config eval.ways = {ev['ways']} differs from family.ways = "
+                         f"{f['ways']}: only {sorted(HEAD_BASED)} solve their head per task "
+                         f"and can be tested at another number of ways; {name!r} has a head of "
+                         f"family.ways outputs")
+    if ev["ways"] == 1:
+        raise ValueError("config eval.ways must be 0 (the family's) or >= 2, got 1")
     if me["inner_optimizer"] != "sgd" and name != "reptile":
         raise ValueError(f"config method.inner_optimizer = {me['inner_optimizer']!r} applies "
                          f"to reptile only, not {name!r}")
@@ -186,8 +195,10 @@ def check_combinations(cfg: dict) -> None:
         splits.append(("eval.split (validation uses 'val')", "val"))
     for where, split in splits:
         n = _num_classes(f["name"], split)
-        if f["ways"] > n:
-            raise ValueError(f"impossible config: family.ways = {f['ways']} but {f['name']} "
+        key, ways = ("eval.ways", ev["ways"]) if where != "family.split" and ev["ways"] \
+            else ("family.ways", f["ways"])
+        if ways > n:
+            raise ValueError(f"impossible config: {key} = {ways} but {f['name']} "
                              f"{where} = {split!r} has only {n} classes")
     per_class = PER_CLASS[f["name"]]
     shots, queries = ev["shots"] or f["shots"], ev["queries"] or f["queries"]

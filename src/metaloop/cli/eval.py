@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's)")
     p.add_argument("--steps", help="comma list of adaptation steps (default: the config's)")
     p.add_argument("--shots", type=int, help="support examples (default: the config's)")
+    p.add_argument("--ways", type=int, help="classes per held-out task (default: the "
+                   "config's; another number only for r2d2 and metaoptnet)")
     p.add_argument("--split", help="held-out split (default: the config's eval.split)")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -50,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         ec["tasks"] = args.tasks
     if args.shots is not None:
         ec["shots"] = args.shots
+    if args.ways is not None:
+        ec["ways"] = args.ways
     if args.split:
         ec["split"] = args.split
     if args.steps:
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise ValueError(f"--steps must be a comma list of ints, got {args.steps!r}") from e
     cfg = _config.validate({**cfg, "eval": ec})
+    _config.check_combinations(cfg)
     for key in ("tasks",):
         if ec[key] <= 0:
             raise ValueError(f"--{key} must be positive, got {ec[key]}")
