@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.losses import accuracy
 from metaloop.func.params import Params, detach
 from metaloop.tasks.batch import TaskBatch
@@ -27,7 +28,17 @@ class Learner(Protocol):
 
 
 class AdaptsBySGD:
-    """Test-time adaptation by the learner's ``inner`` SGDAdapter (composed, not inherited)."""
+    """Test-time adaptation by the learner's ``inner`` SGDAdapter (composed, not inherited).
+
+    Its constructor serves the learners without an inner loop in meta-training (``Pretrain``,
+    ``Scratch``): ``inner`` is only their test-time fine-tuning rule.
+    """
+
+    def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
+                 loss="mse", adapt=None, head_init: str = "learned", batching: str = "auto"):
+        self.model = model
+        self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
+        self.batching = resolve_batching(batching, model)   # for test-time adaptation
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
               steps: int | None = None) -> Params:

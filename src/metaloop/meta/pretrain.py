@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.params import params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
     check_batch,
     grads_to_dict,
-    resolve_batching,
     task_metrics,
 )
 from metaloop.tasks.batch import TaskBatch
@@ -32,12 +29,6 @@ class Pretrain(AdaptsBySGD):
     """
 
     meta_trains = True
-
-    def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
-                 loss="mse", adapt=None, head_init: str = "learned", batching: str = "auto"):
-        self.model = model
-        self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
-        self.batching = resolve_batching(batching, model)   # for test-time adaptation
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss of the unadapted model on support and query of every task."""
