@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop.cli import _output
+from metaloop.cli._args import int_list
 from metaloop.cli.main import UserError
 from metaloop.continual import metrics, plots
 from metaloop.continual.finetune import finetune
@@ -46,14 +47,6 @@ DEFAULTS = {
 }
 METRICS = (("new_accuracy", "new acc"), ("old_accuracy", "old acc"), ("retained", "retained"),
            ("forgetting", "forgetting"), ("bwt", "BWT"), ("average_accuracy", "avg acc"))
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
-                                         ) from None
 
 
 def _ratio(text: str) -> float | str:
@@ -92,7 +85,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--head-weight", type=float, default=1.0, help="weight of each kept head")
     p.add_argument("--temperature", type=float, default=2.0, help="kept heads' distillation T")
     p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--hidden", type=_ints, default=[256, 256], metavar="H1,H2",
+    p.add_argument("--hidden", type=int_list, default=[256, 256], metavar="H1,H2",
                    help="MLP hidden widths (default 256,256)")
     p.add_argument("--train-per-class", type=int, default=None,
                    help="Fashion-MNIST: training images per class (default all; Omniglot: 12)")

@@ -14,6 +14,7 @@ import json
 
 import torch
 
+from metaloop.cli._args import int_list
 from metaloop.cli.main import UserError
 
 DESCRIPTION = """\
@@ -23,14 +24,6 @@ with k importance samples, settings), metrics.jsonl and PNGs (samples, reconstru
 interpolations; AE: samples from a Gaussian fitted to its codes; CVAE: one row per class)
 under --out. With --sweep-latent, train the AE and the VAE at each latent size and draw
 sweep.png, scored by a classifier trained on the real data."""
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
-                                         ) from None
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -47,11 +40,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--root", default=None, help="data folder (default: the loader's search)")
     p.add_argument("--latent", type=int, default=50, help="size of z (default 50, IWAE)")
-    p.add_argument("--sweep-latent", type=_ints, default=None, metavar="L1,L2,...",
+    p.add_argument("--sweep-latent", type=int_list, default=None, metavar="L1,L2,...",
                    help="train the AE and the VAE at each latent size; draw sweep.png")
     p.add_argument("--arch", choices=ARCHS, default="mlp",
                    help="mlp: IWAE 784-200-200-L tanh; conv: small conv net")
-    p.add_argument("--hidden", type=_ints, default=[200, 200], metavar="H1,H2",
+    p.add_argument("--hidden", type=int_list, default=[200, 200], metavar="H1,H2",
                    help="MLP hidden widths (default 200,200)")
     p.add_argument("--likelihood", choices=KINDS, default="bernoulli")
     p.add_argument("--binarize", choices=BINARIZE, default="dynamic",
@@ -74,7 +67,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--test-examples", type=int, default=None)
     p.add_argument("--train-eval-examples", type=int, default=0, metavar="N",
                    help="also report ELBO and NLL on N training images (default 0: skip)")
-    p.add_argument("--classes", type=_ints, default=None, metavar="C1,C2,...",
+    p.add_argument("--classes", type=int_list, default=None, metavar="C1,C2,...",
                    help="CVAE: classes to draw in classes.png (default: all)")
     p.add_argument("--classifier-epochs", type=int, default=2)
     p.add_argument("--quality-samples", type=int, default=2000)
