@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 8's acceptance run: every bench_maml.py variant, side by side with the peers, 2 CPU
+# threads, on an otherwise idle machine. Each variant's table goes to OUT/<variant>.txt.
+#
+#     bash benchmarks/setup_peers.sh VENV            # once
+#     bash benchmarks/acceptance.sh VENV OUT [ITERS]
+#
+# ITERS (default 10) timed iterations per measurement for the 5-way variants; the heavy
+# 20-way variants take 3 (each is 10-60 s), the memory variants only need the peak.
+set -euo pipefail
+VENV="${1:?usage: acceptance.sh VENV OUT [ITERS]}"
+OUT="${2:?usage: acceptance.sh VENV OUT [ITERS]}"
+ITERS="${3:-10}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+mkdir -p "$OUT"
+run() {   # name, then bench_maml.py arguments
+  local name="$1"; shift
+  echo "== $name: bench_maml.py $*" | tee "$OUT/$name.txt"
+  "$VENV/bin/python" "$HERE/bench_maml.py" --threads 2 "$@" 2>&1 \
+    | grep -v -i "gym" | tee -a "$OUT/$name.txt"
+}
+run base         --iters "$ITERS" --reps 2 --warmup 1
+run first_order  --first-order --iters "$ITERS" --reps 2 --warmup 1
+run anil         --anil --iters "$ITERS" --reps 2 --warmup 1
+run steps5       --steps 5 --iters 3 --reps 1 --warmup 1
+run mem10        --ways 20 --shots 5 --queries 5 --meta-batch 4 --steps 10 --inner-lr 0.1 \
+                 --checkpoint --only metaloop,metaloop-ckpt --iters 3 --reps 1 --warmup 1 \
+                 --check-tasks 1
+run mem20        --ways 20 --shots 5 --queries 5 --meta-batch 4 --steps 20 --inner-lr 0.1 \
+                 --checkpoint --only metaloop,metaloop-ckpt --iters 3 --reps 1 --warmup 1 \
+                 --check-tasks 1
+run w20s1        --ways 20 --meta-batch 16 --steps 5 --inner-lr 0.1 --iters 3 --reps 1 \
+                 --warmup 1 --check-tasks 1
