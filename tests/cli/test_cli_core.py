@@ -53,6 +53,8 @@ def test_train_then_eval_roundtrip(tmp_path, capsys):
     # a second train into the same directory must not clobber it
     assert main(["train", "--config", str(cfg), "--out", str(run)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(run), "--tasks", "0"]) == 2
+    assert "--tasks must be positive, got 0" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["eval", "--checkpoint", str(run), "--device", "cuda"]) == 2
         assert "torch sees no CUDA device" in capsys.readouterr().err

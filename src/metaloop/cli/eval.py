@@ -61,11 +61,10 @@ def run(args: argparse.Namespace) -> int:
             ec["steps"] = [int(s) for s in args.steps.split(",")]
         except ValueError as e:
             raise ValueError(f"--steps must be a comma list of ints, got {args.steps!r}") from e
+    if ec["tasks"] <= 0:               # named by its flag, before the config's own check
+        raise ValueError(f"--tasks must be positive, got {ec['tasks']}")
     cfg = _config.validate({**cfg, "eval": ec})
     _config.check_combinations(cfg)
-    for key in ("tasks",):
-        if ec[key] <= 0:
-            raise ValueError(f"--{key} must be positive, got {ec[key]}")
     out = _output.prepare_out(args.out) if args.out else None
     heldout = _build.eval_family(cfg, None)
     device = None
