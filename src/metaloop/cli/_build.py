@@ -8,7 +8,8 @@ from metaloop import meta, models, tasks
 
 METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
 FAMILIES = ("sinusoid", "omniglot", "fashion_mnist")
-MODELS = ("mlp", "conv4", "resnet12")
+IMAGE_MODELS = ("conv4", "resnet12")
+MODELS = ("mlp", *IMAGE_MODELS)
 
 
 def _choice(kind: str, value: str, options) -> str:

@@ -125,7 +125,7 @@ def check_combinations(cfg: dict) -> None:
             ``first_order`` on a learner without second-order variant (Reptile, the
             head-based R2D2/MetaOptNet...), a model that cannot read the family's inputs.
     """
-    from metaloop.cli._build import FAMILIES, METHODS, MODELS
+    from metaloop.cli._build import FAMILIES, IMAGE_MODELS, METHODS, MODELS
 
     f, m, me, t, ev = (cfg[k] for k in ("family", "model", "method", "train", "eval"))
     for where, value, options in (
@@ -185,7 +185,7 @@ def check_combinations(cfg: dict) -> None:
     if m["name"] == "mlp" and image:
         raise ValueError(f"config model.name = 'mlp' reads vectors, but family.name = "
                          f"{f['name']!r} gives images: use model.name = 'conv4'")
-    if m["name"] in ("conv4", "resnet12") and not image:
+    if m["name"] in IMAGE_MODELS and not image:
         raise ValueError(f"config model.name = {m['name']!r} needs an image family, not "
                          f"'sinusoid': use model.name = 'mlp'")
     if not image:

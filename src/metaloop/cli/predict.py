@@ -81,9 +81,9 @@ def load_predictor(path, head_init: str = "checkpoint") -> tuple[object, dict]:
     tensors, state = load_checkpoint(path)
     cfg = _config.validate(state["config"])
     fam, mod = cfg["family"], cfg["model"]
-    if fam["name"] == "sinusoid" or mod["name"] not in ("conv4", "resnet12"):
-        raise ValueError(f"{path}: predict needs an image-classification checkpoint (conv4, "
-                         f"resnet12); "
+    if fam["name"] == "sinusoid" or mod["name"] not in _build.IMAGE_MODELS:
+        raise ValueError(f"{path}: predict needs an image-classification checkpoint "
+                         f"({', '.join(_build.IMAGE_MODELS)}); "
                          f"this one is family {fam['name']!r}, model {mod['name']!r}")
     if head_init == "zero":
         cfg["method"]["head_init"] = "zero"

@@ -408,16 +408,21 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
         raise ValueError(f"unknown Omniglot split {split!r}; expected one of {SPLITS}")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    misses = _load_set.cache_info().misses + _load_vinyals.cache_info().misses
+    decoded = _decodes()
     if split in SETS:
         images, names = _load_set(split, _locate_set(split, root, download), image_size)
     else:
         split_file = _locate_split_file(split, root, download)
         srcs = tuple(_locate_set(s, root, download) for s in SETS)
         images, names = _load_vinyals(split_file, srcs, image_size)
-    if _load_set.cache_info().misses + _load_vinyals.cache_info().misses > misses:
+    if _decodes() > decoded:
         release_free_memory()
     return images, list(names)
+
+
+def _decodes() -> int:
+    """How many times a set or a Vinyals split has been decoded (cache misses) so far."""
+    return _load_set.cache_info().misses + _load_vinyals.cache_info().misses
 
 
 def release_free_memory() -> bool:
