@@ -8,6 +8,8 @@ one Adam step; sampling the batch is not timed.
 Implementations (``--only`` picks some):
   - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL``, ``batching="loop"``;
   - ``metaloop-ckpt``: the same with ``checkpoint=True`` (with ``--checkpoint``);
+  - ``metaloop-compile`` (only when named in ``--only``): the same with ``compile=True``, its
+    query pass through ``torch.compile`` (compiled in the warm-up iteration, not timed);
   - ``plain``: a per-task ``torch.autograd.grad`` loop written here (the reference);
   - ``plain-cl`` (only when named in ``--only``): the same loop with its image batches in
     the channels-last layout that metaloop uses on the CPU (``metaloop.func.params.
@@ -32,6 +34,7 @@ seconds per iteration, the peak RSS and the ratios to metaloop.
     python benchmarks/bench_maml.py --steps 5
     python benchmarks/bench_maml.py --ways 20 --meta-batch 16 --steps 5 --inner-lr 0.1
     python benchmarks/bench_maml.py --anil
+    python benchmarks/bench_maml.py --pool stride --only metaloop,metaloop-compile,plain
     python benchmarks/bench_maml.py --ways 20 --shots 5 --queries 5 --meta-batch 4 \\
         --steps 10 --inner-lr 0.1 --checkpoint --only metaloop,metaloop-ckpt
 
@@ -61,9 +64,9 @@ import metaloop as ml
 from metaloop.meta import ANIL, MAML
 from metaloop.models import Conv4
 
-IMPLS = ("metaloop", "baseline", "metaloop-ckpt", "plain", "plain-cl", "learn2learn", "higher",
-         "torchopt")
-DEFAULT = [n for n in IMPLS if n != "plain-cl"]
+IMPLS = ("metaloop", "baseline", "metaloop-ckpt", "metaloop-compile", "plain", "plain-cl",
+         "learn2learn", "higher", "torchopt")
+DEFAULT = [n for n in IMPLS if n not in ("plain-cl", "metaloop-compile")]
 PEERS = ("learn2learn", "higher", "torchopt")
 TOL = 1e-5
 _TORCHVISION_LIB = []   # keeps the torch.library definitions alive
@@ -73,7 +76,7 @@ _TORCHVISION_LIB = []   # keeps the torch.library definitions alive
 
 def make_model(args) -> Conv4:
     torch.manual_seed(args.seed)
-    return Conv4(1, args.hidden, args.ways, pool="max", image_size=28)
+    return Conv4(1, args.hidden, args.ways, pool=args.pool, image_size=28)
 
 
 def random_batch(n, args, g) -> ml.TaskBatch:
@@ -100,10 +103,10 @@ def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
 # ---------------------------------------------------------------------------- implementations
 # Each builder returns grads(batch) -> {name: d meta-loss / d theta_0}, the mean over tasks.
 
-def build_metaloop(model, args, checkpoint=False):
+def build_metaloop(model, args, checkpoint=False, compile=False):
     make = ANIL if args.anil else MAML
     learner = make(model, args.inner_lr, args.steps, args.first_order, loss="ce",
-                   batching="loop", checkpoint=checkpoint)
+                   batching="loop", checkpoint=checkpoint, **({"compile": True} if compile else {}))
     return learner.meta_gradient
 
 
@@ -212,8 +215,9 @@ def build_torchopt(model, args):
 
 
 def build(name, model, args):
-    if name in ("metaloop", "metaloop-ckpt"):
-        return build_metaloop(model, args, checkpoint=name == "metaloop-ckpt")
+    if name in ("metaloop", "metaloop-ckpt", "metaloop-compile"):
+        return build_metaloop(model, args, checkpoint=name == "metaloop-ckpt",
+                              compile=name == "metaloop-compile")
     if name == "plain-cl":
         from metaloop.func.params import channels_last  # not in a --baseline tree
         return build_plain(model, args, layout=channels_last)
@@ -382,6 +386,9 @@ def parse(argv=None):
     add("--inner-lr", type=float, default=0.4)
     add("--outer-lr", type=float, default=1e-3)
     add("--hidden", type=int, default=64, help="Conv4 filters")
+    add("--pool", choices=["max", "stride"], default="max",
+        help="Conv4 downsampling: 2x2 max-pool (the issue's base) or stride-2 convs (the "
+             "MAML paper's Omniglot net, metaloop's Omniglot configs)")
     add("--first-order", action="store_true")
     add("--anil", action="store_true", help="adapt only the head (ANIL)")
     add("--checkpoint", action="store_true", help="also time metaloop with checkpoint=True")
@@ -408,10 +415,10 @@ def header(args) -> str:
     what = "ANIL" if args.anil else "MAML"
     data = "random images" if args.random_data else "Omniglot train"
     return (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), allocator "
-            f"{alloc}\n{kind}-order {what}, Conv4 {args.hidden} filters, {args.ways}-way "
-            f"{args.shots}-shot, {args.queries} queries/class, meta-batch {args.meta_batch}, "
-            f"{args.steps} step(s) at {args.inner_lr}, Adam {args.outer_lr}, {data}; "
-            f"median of {args.reps} x {args.iters} iterations")
+            f"{alloc}\n{kind}-order {what}, Conv4 {args.hidden} filters ({args.pool}), "
+            f"{args.ways}-way {args.shots}-shot, {args.queries} queries/class, "
+            f"meta-batch {args.meta_batch}, {args.steps} step(s) at {args.inner_lr}, "
+            f"Adam {args.outer_lr}, {data}; median of {args.reps} x {args.iters} iterations")
 
 
 def report(results, args) -> None:

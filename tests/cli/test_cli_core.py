@@ -39,6 +39,21 @@ def test_checkpointed_inner_loop_from_a_config_trains(tmp_path):
     assert learner.inner.checkpoint
 
 
+def test_compile_from_a_config_reaches_the_learner_and_keeps_the_loop_on_cuda():
+    from metaloop.cli import _build, _config
+    cfg = _config.validate({"family": {"name": "omniglot"}, "model": {"name": "conv4"},
+                            "method": {"name": "anil", "compile": True}})
+    assert _build.batching_on(cfg["method"], "cuda") == "auto"      # not vmap: compile loops
+    cfg["method"]["name"] = "fomaml"
+    model = _build.build_model(cfg["model"], _FakeFamily(), "fomaml")
+    learner = _build.build_learner(cfg, _FakeFamily(), model)
+    assert learner.compile and learner.first_order and learner.batching == "loop"
+
+
+class _FakeFamily:
+    kind, ways, image_shape = "classification", 5, (1, 28, 28)
+
+
 def test_train_then_eval_roundtrip(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "maml"\n'
@@ -81,6 +96,8 @@ def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
     ('[method]\nname = "reptile"\nfirst_order = true\n', "first_order applies"),
     ('[method]\nname = "reptile"\ncheckpoint = true\n', "applies to maml, fomaml and anil"),
     ('[method]\ncheckpoint = true\nbatching = "vmap"\n', "needs batching"),
+    ('[method]\nname = "r2d2"\ncompile = true\n', "compiling the query pass applies to maml"),
+    ('[method]\ncompile = true\nbatching = "vmap"\n', "method.compile = true needs batching"),
     ('[method]\ninner_steps = 0\n', "inner_steps must be a positive int"),
     ('[method]\ninner_lr = -0.1\n', "inner_lr must be a positive"),
     ('[train]\niterations = 0\n', "iterations must be a positive int"),

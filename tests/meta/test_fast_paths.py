@@ -91,6 +91,46 @@ def test_anil_conv4_matches_plain_nchw_loop():
     assert _rel_err(got, ref) < RTOL
 
 
+def test_compiled_query_pass_matches_plain_nchw_loop():
+    """MAML(compile=True): torch.compile'd query forward (and backward), exact in float64;
+    the second order still flows through the eager support graph. ANIL shares the path."""
+    torch.manual_seed(2)
+    model = Conv4(1, 8, 3, pool="stride")
+    batch = _batch(seed=2)
+    params = dict(model.named_parameters())
+
+    def plain_stride(p, x):
+        for i in range(4):
+            b = f"body.{i}."
+            x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], stride=2, padding=1)
+            x = F.relu(F.batch_norm(x, None, None, p[b + "bn.weight"], p[b + "bn.bias"], True,
+                                    0.0, 1e-5))
+        return x.mean((2, 3)) @ p["head.weight"].T + p["head.bias"]     # spatial mean
+
+    for steps, adapt in ((2, list(params)), (1, ["head.weight", "head.bias"])):
+        learner = (MAML(model, 0.4, steps, loss="ce", compile=True) if len(adapt) > 2 else
+                   ANIL(model, 0.4, steps, loss="ce", compile=True))
+        assert learner.compile and learner.batching == "loop"
+        got = learner.meta_gradient(batch)
+        total = {n: torch.zeros_like(v) for n, v in params.items()}
+        for i in range(batch.num_tasks):                   # the plain reference, by hand
+            sx, sy, qx, qy = batch.task(i)
+            p = dict(params)
+            for _ in range(steps):
+                g = torch.autograd.grad(F.cross_entropy(plain_stride(p, sx), sy),
+                                        [p[n] for n in adapt], create_graph=True)
+                p = {**p, **{n: p[n] - 0.4 * gi for n, gi in zip(adapt, g)}}
+            loss = F.cross_entropy(plain_stride(p, qx), qy)
+            for n, g in zip(params, torch.autograd.grad(loss, list(params.values()))):
+                total[n] += g / batch.num_tasks
+        assert _rel_err(got, total) < RTOL
+
+
+def test_compile_needs_the_loop():
+    with pytest.raises(ValueError, match="compile=True.*'loop'"):
+        MAML(Conv4(1, 8, 3), 0.4, 1, loss="ce", batching="vmap", compile=True)
+
+
 def test_conv4_relu_after_pool_is_the_same_function_to_second_order():
     """Same outputs bit for bit, and the same gradient and Hessian-vector product."""
     torch.manual_seed(2)

@@ -56,10 +56,11 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
 def batching_on(mc: dict, device) -> str:
     """The [method] batching to use on ``device``: ``"auto"`` becomes ``"vmap"`` on CUDA
     (5.7x faster than the loop for Omniglot Conv4 MAML on an H100, docs/benchmarks.md) unless
-    the inner loop is checkpointed; elsewhere the learner's own "auto" rule decides."""
+    the inner loop is checkpointed or the query pass compiled (both need the loop); elsewhere
+    the learner's own "auto" rule decides."""
     cuda = device is not None and torch.device(device).type == "cuda"
-    return "vmap" if mc["batching"] == "auto" and cuda and not mc["checkpoint"] \
-        else mc["batching"]
+    loop_only = mc["checkpoint"] or mc["compile"]
+    return "vmap" if mc["batching"] == "auto" and cuda and not loop_only else mc["batching"]
 
 
 def build_learner(cfg: dict, family, model=None, device=None):
@@ -83,10 +84,10 @@ def build_learner(cfg: dict, family, model=None, device=None):
                   head_init=head_init, batching=mc["batching"])
     if name in ("maml", "fomaml"):
         return meta.MAML(model, first_order=mc["first_order"] or name == "fomaml",
-                         checkpoint=mc["checkpoint"], **common)
+                         checkpoint=mc["checkpoint"], compile=mc["compile"], **common)
     if name == "anil":
         return meta.ANIL(model, first_order=mc["first_order"], checkpoint=mc["checkpoint"],
-                         **common)
+                         compile=mc["compile"], **common)
     if name == "reptile":
         return meta.Reptile(model, inner_optimizer=mc["inner_optimizer"], **common)
     return {"pretrain": meta.Pretrain, "scratch": meta.Scratch}[name](model, **common)

@@ -25,6 +25,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # MAML / ANIL: recompute each inner step in the backward pass (memory flat in
                # inner_steps, ~1.4x the time; docs/benchmarks.md)
                "checkpoint": (bool, False),
+               # MAML / ANIL: torch.compile each task's query pass in meta-training (pays on
+               # the stride-2 Conv4 on the CPU; docs/benchmarks.md)
+               "compile": (bool, False),
                # R2D2 / MetaOptNet: ridge strength (R2D2: its initial value), MetaOptNet's
                # head ("svm" | "logistic") and gradient ("implicit" | "unrolled"), initial
                # output scale (0: the method's default); MetaOptNet's Newton steps are
@@ -165,12 +168,14 @@ def check_combinations(cfg: dict) -> None:
                "variant)" if name in HEAD_BASED else "")
         raise ValueError(f"config method.first_order = true: first_order applies to maml and "
                          f"anil, not {name!r}{why}")
-    if me["checkpoint"] and name not in ("maml", "fomaml", "anil"):
-        raise ValueError(f"config method.checkpoint = true: checkpointing the inner loop "
-                         f"applies to maml, fomaml and anil, not {name!r}")
-    if me["checkpoint"] and me["batching"] == "vmap":
-        raise ValueError("config method.checkpoint = true needs batching = \"loop\" or "
-                         "\"auto\", not \"vmap\"")
+    for key, what in (("checkpoint", "checkpointing the inner loop"),
+                      ("compile", "compiling the query pass")):
+        if me[key] and name not in ("maml", "fomaml", "anil"):
+            raise ValueError(f"config method.{key} = true: {what} applies to maml, fomaml "
+                             f"and anil, not {name!r}")
+        if me[key] and me["batching"] == "vmap":
+            raise ValueError(f"config method.{key} = true needs batching = \"loop\" or "
+                             "\"auto\", not \"vmap\"")
     if ev["ways"] not in (0, f["ways"]) and name not in HEAD_BASED:
         raise ValueError(f"config eval.ways = {ev['ways']} differs from family.ways = "
                          f"{f['ways']}: only {sorted(HEAD_BASED)} solve their head per task "

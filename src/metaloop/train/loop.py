@@ -69,7 +69,8 @@ def _load_optim(opt, tensors, groups) -> None:
 # Keys that choose how the same numbers are computed, not which: a run may resume with other
 # values (e.g. a run begun on a GPU with vmap batching continues on the CPU with the loop;
 # tests/meta/test_fast_paths.py and test_checkpoint.py check that they agree).
-EXECUTION_KEYS = frozenset({"method.batching", "method.checkpoint", "train.checkpoint_every"})
+EXECUTION_KEYS = frozenset({"method.batching", "method.checkpoint", "method.compile",
+                            "train.checkpoint_every"})
 
 
 def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
