@@ -18,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from bench_maml import relative_error  # run as a script: benchmarks/ is on sys.path
 from torch.func import functional_call
 
 from metaloop.models.conv4 import Conv4
@@ -52,12 +53,7 @@ def main() -> None:
     t = time.perf_counter()
     g_compiled = grad(compiled)
     compile_s = time.perf_counter() - t
-    g_eager = grad(query_loss)
-    # relative to each tensor's scale, floored at the largest gradient entry overall (the conv
-    # biases before a BatchNorm have an exactly-zero gradient, so their own scale is noise)
-    top = max(float(b.abs().max()) for b in g_eager)
-    err = max(float((c - b).abs().max()) / max(float(b.abs().max()), 1e-3 * top)
-              for c, b in zip(g_compiled, g_eager))
+    err = relative_error(dict(enumerate(g_compiled)), dict(enumerate(grad(query_loss))))
     times = {"eager": [], "compiled": []}
     for _ in range(a.reps):
         for name, fn in (("eager", query_loss), ("compiled", compiled)):

@@ -105,8 +105,9 @@ def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
 
 def build_metaloop(model, args, checkpoint=False, compile=False):
     make = ANIL if args.anil else MAML
+    extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flag
     learner = make(model, args.inner_lr, args.steps, args.first_order, loss="ce",
-                   batching="loop", checkpoint=checkpoint, **({"compile": True} if compile else {}))
+                   batching="loop", checkpoint=checkpoint, **extra)
     return learner.meta_gradient
 
 

@@ -78,8 +78,9 @@ def build_learner(cfg: dict, family, model=None, device=None):
         return _build_head_learner(name, mc, family, model)
     if mc["first_order"] and name not in ("maml", "fomaml", "anil"):
         raise ValueError(f"first_order applies to maml and anil, not {name!r}")
-    if mc["checkpoint"] and name not in ("maml", "fomaml", "anil"):
-        raise ValueError(f"method.checkpoint applies to maml, fomaml and anil, not {name!r}")
+    for key in ("checkpoint", "compile"):
+        if mc[key] and name not in ("maml", "fomaml", "anil"):
+            raise ValueError(f"method.{key} applies to maml, fomaml and anil, not {name!r}")
     common = dict(inner_lr=mc["inner_lr"], inner_steps=mc["inner_steps"], loss=loss,
                   head_init=head_init, batching=mc["batching"])
     if name in ("maml", "fomaml"):
@@ -98,8 +99,9 @@ def _build_head_learner(name: str, mc: dict, family, model):
     if family.kind != "classification":
         raise ValueError(f"method {name!r} needs a classification family such as omniglot, "
                          f"not {type(family).__name__}")
-    if mc["first_order"] or mc["checkpoint"]:
-        raise ValueError(f"first_order and checkpoint apply to maml and anil, not {name!r}")
+    if mc["first_order"] or mc["checkpoint"] or mc["compile"]:
+        raise ValueError(f"first_order, checkpoint and compile apply to maml and anil, not "
+                         f"{name!r}")
     from metaloop.meta.metaoptnet import MetaOptNet
     from metaloop.meta.r2d2 import R2D2
 

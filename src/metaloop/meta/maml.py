@@ -75,14 +75,12 @@ class MAML(AdaptsBySGD):
             raise ValueError("MAML(compile=True) compiles the looped query pass; use "
                              "batching='loop' or 'auto', not 'vmap'")
         self.compile = bool(compile)
-        self._query_fwd = _compiled(self.inner.fwd) if compile else None
+        self._query_fwd = _compiled(self.inner.fwd) if compile else self.inner.fwd
 
     def _task_loss(self, params: Params, sx, sy, qx, qy, functional=False):
         fast = self.inner.run(params, sx, sy, create_graph=not self.first_order,
                               started=functional, functional=functional)
-        fwd = self._query_fwd if self._query_fwd is not None and not functional else \
-            self.inner.fwd
-        out = fwd(fast, qx)                                          # [Q, out]
+        out = self._query_fwd(fast, qx)                              # [Q, out]
         return self.inner.loss_fn(out, qy), out
 
     def _vmapped(self, batch: TaskBatch, params: Params):
@@ -126,7 +124,6 @@ class MAML(AdaptsBySGD):
             total = accumulate(total, grads_to_dict(names, g, params), 1.0 / batch.num_tasks)
             metrics.append(task_metrics(out, qy, loss))
         return (total, mean_metrics(metrics)) if with_metrics else total
-
 
 
 def _compiled(fn):
