@@ -35,8 +35,10 @@ def test_cpu_configs_build_the_learner(method, ways):
 
 def _small(tmp_path, root, method, model="conv4"):
     cfg = tmp_path / f"{method}.toml"
+    model, _, readout = model.partition("-")
     cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{root}"\nways = 3\nshots = 1\n'
                    f'queries = 2\n[model]\nname = "{model}"\npool = "stride"\nchannels = 4\n'
+                   f'readout = "{readout}"\n'
                    f'[method]\nname = "{method}"\ninner_steps = 6\n'
                    f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 1\n'
                    f'[eval]\ntasks = 4\nsteps = [0, 1]\nqueries = 2\n')
@@ -44,14 +46,16 @@ def _small(tmp_path, root, method, model="conv4"):
 
 
 @pytest.mark.parametrize("method,model", [("r2d2", "conv4"), ("metaoptnet", "conv4"),
-                                          ("r2d2", "resnet12")])
+                                          ("r2d2", "resnet12"), ("r2d2", "conv4-flatten")])
 def test_train_then_eval_roundtrip(tmp_path, omniglot_root, method, model):
     run = tmp_path / "run"
     assert main(["train", "--config", str(_small(tmp_path, omniglot_root, method, model)),
                  "--out", str(run), "--no-progress"]) == 0
     learner, _ = load_learner(run)
-    assert type(learner.model.backbone).__name__ == {"conv4": "Conv4",
+    assert type(learner.model.backbone).__name__ == {"conv4": "Conv4", "conv4-flatten": "Conv4",
                                                       "resnet12": "ResNet12"}[model]
+    if model == "conv4-flatten":           # the 4 x 2 x 2 map of the stride net, not its mean
+        assert learner.model.backbone.feature_dim == 16
     assert float(learner.model.log_scale.detach()) != pytest.approx(
         float(torch.log(torch.tensor(10.0 if method == "r2d2" else 8.0))), abs=1e-6)
     assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev")]) == 0
@@ -89,6 +93,14 @@ def test_bad_lam_in_a_config_is_named(tmp_path, capsys):
                    '[method]\nname = "r2d2"\nlam = -1.0\n')
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert "lam must be a finite number > 0" in capsys.readouterr().err
+    cfg.write_text('[family]\nname = "omniglot"\n[model]\nname = "conv4"\nreadout = "sum"\n'
+                   '[method]\nname = "r2d2"\n')
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert "model.readout" in capsys.readouterr().err
+    cfg.write_text('[family]\nname = "omniglot"\n[model]\nname = "resnet12"\n'
+                   'readout = "flatten"\n[method]\nname = "r2d2"\n')
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert "applies to conv4 only" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method,checkpoint", [("maml", False), ("maml", True),

@@ -16,6 +16,21 @@ def test_mlp_and_conv4_shapes_and_features():
     assert Conv4(3, 32, 5, image_size=84).feature_dim == 32 * 25
 
 
+def test_conv4_readout_flatten_keeps_the_spatial_map():
+    torch.manual_seed(0)
+    mean, flat = Conv4(1, 8, 5, pool="stride"), Conv4(1, 8, 5, pool="stride", readout="flatten")
+    flat.body.load_state_dict(mean.body.state_dict())
+    assert (mean.readout, flat.feature_dim) == ("mean", 8 * 2 * 2)    # 28 -> 14 -> 7 -> 4 -> 2
+    x = torch.randn(3, 1, 28, 28)
+    fmap = flat.body(x)                                               # [3, 8, 2, 2]
+    assert torch.equal(flat.features(x), fmap.flatten(1))
+    assert torch.allclose(mean.features(x), fmap.mean((2, 3)))
+    assert flat(x).shape == (3, 5)
+    a, b = Conv4(1, 8, 5, pool="max"), Conv4(1, 8, 5, pool="max", readout="mean")
+    b.load_state_dict(a.state_dict())                                 # max-pool ends at 1x1
+    assert a.readout == "flatten" and torch.equal(a.features(x), b.features(x))
+
+
 def test_batchnorm_uses_batch_statistics_and_has_no_buffers():
     bn = BatchNorm(4)
     assert list(bn.buffers()) == []
@@ -31,6 +46,8 @@ def test_batchnorm_uses_batch_statistics_and_has_no_buffers():
 def test_bad_model_arguments():
     with pytest.raises(ValueError, match="pool"):
         Conv4(pool="avg")
+    with pytest.raises(ValueError, match="readout"):
+        Conv4(pool="stride", readout="sum")
     with pytest.raises(ValueError, match="hidden"):
         MLP(1, (0,), 1)
     with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):

@@ -18,7 +18,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                "ways": (int, 5), "root": (str, ""), "image_size": (int, 28),
                "split": (str, "train")},
     "model": {"name": (str, "mlp"), "hidden": ((list, int), [40, 40]), "pool": (str, "max"),
-              "channels": (int, 64)},
+              "channels": (int, 64),
+              # conv4: "mean" (spatial mean) or "flatten" the last feature map; "" = the
+              # pool's default (mean for stride, flatten for max)
+              "readout": (str, "")},
     "method": {"name": (str, "maml"), "inner_lr": ((int, float), 0.01), "inner_steps": (int, 1),
                "first_order": (bool, False), "head_init": (str, "auto"),
                "batching": (str, "auto"), "inner_optimizer": (str, "sgd"),
@@ -136,6 +139,7 @@ def check_combinations(cfg: dict) -> None:
             ("method.name", me["name"], METHODS), ("train.dtype", t["dtype"], DTYPES),
             ("train.lr_schedule", t["lr_schedule"], ("constant", "cosine")),
             ("model.pool", m["pool"], ("max", "stride")),
+            ("model.readout", m["readout"], ("", "mean", "flatten")),
             ("method.head_init", me["head_init"], ("auto", "learned", "zero")),
             ("method.batching", me["batching"], ("auto", "loop", "vmap")),
             ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam"))):
@@ -186,6 +190,9 @@ def check_combinations(cfg: dict) -> None:
     if me["inner_optimizer"] != "sgd" and name != "reptile":
         raise ValueError(f"config method.inner_optimizer = {me['inner_optimizer']!r} applies "
                          f"to reptile only, not {name!r}")
+    if m["readout"] and m["name"] != "conv4":
+        raise ValueError(f"config model.readout = {m['readout']!r} applies to conv4 only, not "
+                         f"model.name = {m['name']!r}")
     image = f["name"] != "sinusoid"
     if m["name"] == "mlp" and image:
         raise ValueError(f"config model.name = 'mlp' reads vectors, but family.name = "

@@ -64,21 +64,30 @@ class Conv4(nn.Module):
         pool: ``"max"`` (2x2 max-pool per block) or ``"stride"`` (stride-2 convolutions and a
             spatial mean at the end, as the MAML paper's Omniglot network).
         image_size: side of the square input, used to size the head.
+        readout: how the last feature map ``[N, hidden, h, w]`` becomes features:
+            ``"mean"`` (spatial mean, ``hidden`` features; the MAML paper's stride net) or
+            ``"flatten"`` (``hidden * h * w`` features: 256 for the stride net on 28x28, a
+            richer input for the closed-form heads at no cost to the backbone). A max-pool
+            net on 28x28 ends at 1x1, where the two agree.
 
     Shapes:
         x ``[N, in_channels, image_size, image_size]`` -> ``[N, out_dim]``.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, out_dim: int = 5,
-                 pool: str = "max", image_size: int = 28):
+                 pool: str = "max", image_size: int = 28, readout: str | None = None):
         super().__init__()
         if pool not in ("max", "stride"):
             raise ValueError(f"Conv4 pool must be 'max' or 'stride', got {pool!r}")
+        readout = readout or ("mean" if pool == "stride" else "flatten")
+        if readout not in ("mean", "flatten"):
+            raise ValueError(f"Conv4 readout must be 'mean' or 'flatten', got {readout!r}")
         for name, v in (("in_channels", in_channels), ("hidden", hidden), ("out_dim", out_dim),
                         ("image_size", image_size)):
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"Conv4 {name} must be a positive int, got {v!r}")
         self.pool, self.in_channels, self.image_size = pool, in_channels, image_size
+        self.readout = readout
         chans = (in_channels, hidden, hidden, hidden, hidden)
         self.body = nn.Sequential(*(ConvBlock(a, b, pool) for a, b in zip(chans[:-1], chans[1:])))
         with torch.no_grad():
@@ -92,7 +101,7 @@ class Conv4(nn.Module):
             raise ValueError(f"Conv4 expects [N, {self.in_channels}, H, W] input, "
                              f"got {list(x.shape)}")
         h = self.body(x)                                   # [N, hidden, h, w]
-        return h.mean((2, 3)) if self.pool == "stride" else h.flatten(1)
+        return h.mean((2, 3)) if self.readout == "mean" else h.flatten(1)
 
     def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
         """``[N, C, H, W] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
