@@ -155,3 +155,17 @@ def test_bad_eval_ways_is_named(tmp_path, capsys, body, message):
     cfg.write_text('[family]\nname = "omniglot"\n[model]\nname = "conv4"\n' + body)
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_augment_shift_trains_on_shifted_images_only(tmp_path, omniglot_root, capsys):
+    cfg = _small(tmp_path, omniglot_root, "r2d2")
+    cfg.write_text(cfg.read_text().replace("[train]\n", "[train]\naugment_shift = 2\n"))
+    family = _build.build_family(_config.load(cfg)["family"])
+    fam = _build.training_family(_config.load(cfg), family)
+    assert type(fam).__name__ == "Shifted" and fam.max_shift == 2
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[family]\nname = "sinusoid"\n[train]\naugment_shift = 1\n')
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
+    assert "augment_shift" in capsys.readouterr().err

@@ -119,3 +119,11 @@ def eval_family(cfg: dict, train_family):
     ec = cfg["eval"]
     return build_family({**cfg["family"], "ways": ec["ways"] or cfg["family"]["ways"]},
                         split=ec["split"], shots=ec["shots"], queries=ec["queries"])
+
+
+def training_family(cfg: dict, family):
+    """The family meta-training samples from: ``family``, or with ``train.augment_shift``
+    random translations of its images (``metaloop.tasks.Shifted``); evaluation keeps
+    ``family``."""
+    s = cfg["train"]["augment_shift"]
+    return tasks.Shifted(family, s) if s else family

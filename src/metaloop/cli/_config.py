@@ -40,7 +40,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
     "train": {"iterations": (int, 1000), "meta_batch": (int, 25), "lr": ((int, float), 1e-3),
               "seed": (int, 0), "val_every": (int, 0), "val_tasks": (int, 100),
               "checkpoint_every": (int, 1000), "dtype": (str, "float32"),
-              "lr_schedule": (str, "constant"), "clip_grad_norm": ((int, float), 0.0)},
+              "lr_schedule": (str, "constant"), "clip_grad_norm": ((int, float), 0.0),
+              # image families: translate each training image by up to this many pixels
+              # (0 = off; held-out evaluation never shifts)
+              "augment_shift": (int, 0)},
     # eval.ways: 0 = the family's; another value only for the head-based learners, whose head
     # is solved per task (higher-way training: meta-train 20-way, test 5-way)
     "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0), "ways": (int, 0),
@@ -157,7 +160,8 @@ def check_combinations(cfg: dict) -> None:
         v = cfg[sec][key]
         if not (v > 0 and v != float("inf")):
             raise ValueError(f"config {sec}.{key} must be a positive number, got {v!r}")
-    for sec, key in (("train", "val_every"), ("train", "seed"), ("eval", "shots"),
+    for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
+                     ("eval", "shots"),
                      ("eval", "queries"), ("eval", "seed"), ("eval", "ways")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
@@ -200,6 +204,9 @@ def check_combinations(cfg: dict) -> None:
     if m["name"] in IMAGE_MODELS and not image:
         raise ValueError(f"config model.name = {m['name']!r} needs an image family, not "
                          f"'sinusoid': use model.name = 'mlp'")
+    if t["augment_shift"] and not image:
+        raise ValueError(f"config train.augment_shift = {t['augment_shift']} translates images, "
+                         f"but family.name = {f['name']!r} gives vectors")
     if not image:
         return
     splits = [("family.split", f["split"]), ("eval.split", ev["split"])]

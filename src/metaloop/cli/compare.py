@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         learner = _build.build_learner(mcfg, family)
         t0 = time.perf_counter()
         tc = mcfg["train"]
-        train(learner, family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
+        train(learner, _build.training_family(mcfg, family), iterations=tc["iterations"],
+              meta_batch=tc["meta_batch"],
               lr=tc["lr"], lr_schedule=tc["lr_schedule"],
               clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"],
               out_dir=out / "runs" / name,

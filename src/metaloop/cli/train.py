@@ -97,7 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     distributed.set_tf32(args.tf32)
     learner.model.to(device=device, dtype=getattr(torch, tc["dtype"]))
     try:
-        res = train(learner, family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
+        res = train(learner, _build.training_family(cfg, family), iterations=tc["iterations"],
+                    meta_batch=tc["meta_batch"],
                     lr=tc["lr"], lr_schedule=tc["lr_schedule"],
                     clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
                     resume=resume, val_family=val,
