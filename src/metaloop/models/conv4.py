@@ -66,9 +66,10 @@ class Conv4(nn.Module):
         image_size: side of the square input, used to size the head.
         readout: how the last feature map ``[N, hidden, h, w]`` becomes features:
             ``"mean"`` (spatial mean, ``hidden`` features; the MAML paper's stride net) or
-            ``"flatten"`` (``hidden * h * w`` features: 256 for the stride net on 28x28, a
-            richer input for the closed-form heads at no cost to the backbone). A max-pool
-            net on 28x28 ends at 1x1, where the two agree.
+            ``"flatten"`` (``hidden * h * w`` features: 256 for the stride net on 28x28, at
+            no extra backbone cost; it did not raise R2D2 / MetaOptNet on Omniglot 20-way
+            1-shot, ``docs/results.md``). A max-pool net on 28x28 ends at 1x1, where the two
+            agree. None: ``"mean"`` for stride, ``"flatten"`` for max.
 
     Shapes:
         x ``[N, in_channels, image_size, image_size]`` -> ``[N, out_dim]``.
