@@ -160,8 +160,8 @@ def test_bad_eval_ways_is_named(tmp_path, capsys, body, message):
 def test_augment_shift_trains_on_shifted_images_only(tmp_path, omniglot_root, capsys):
     cfg = _small(tmp_path, omniglot_root, "r2d2")
     cfg.write_text(cfg.read_text().replace("[train]\n", "[train]\naugment_shift = 2\n"))
-    family = _build.build_family(_config.load(cfg)["family"])
-    fam = _build.training_family(_config.load(cfg), family)
+    loaded = _config.load(cfg)
+    fam = _build.training_family(loaded, _build.build_family(loaded["family"]))
     assert type(fam).__name__ == "Shifted" and fam.max_shift == 2
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 0

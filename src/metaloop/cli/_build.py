@@ -51,7 +51,7 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
     if name == "resnet12":          # widths channels x (1, 2.5, 5, 10): 64 -> 64..640
         return models.ResNet12(shape[0], mcfg["channels"], out, image_size=shape[-1])
     return models.Conv4(shape[0], mcfg["channels"], out, pool=mcfg["pool"], image_size=shape[-1],
-                         readout=mcfg.get("readout") or None)
+                         readout=mcfg["readout"] or None)
 
 
 def batching_on(mc: dict, device) -> str:

@@ -161,8 +161,7 @@ def check_combinations(cfg: dict) -> None:
         if not (v > 0 and v != float("inf")):
             raise ValueError(f"config {sec}.{key} must be a positive number, got {v!r}")
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
-                     ("eval", "shots"),
-                     ("eval", "queries"), ("eval", "seed"), ("eval", "ways")):
+                     ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
     if any(s < 0 for s in ev["steps"]):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.omniglot import check_positive_int
 
 
 def shift_images(x: torch.Tensor, max_shift: int,
@@ -61,8 +62,7 @@ class Shifted:
     """
 
     def __init__(self, family, max_shift: int):
-        if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 1:
-            raise ValueError(f"Shifted max_shift must be an int >= 1, got {max_shift!r}")
+        check_positive_int("Shifted", max_shift=max_shift)
         if getattr(family, "image_shape", None) is None:
             raise ValueError(f"Shifted needs an image family, not {type(family).__name__}")
         self.family, self.max_shift = family, max_shift
