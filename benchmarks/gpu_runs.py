@@ -18,7 +18,8 @@ Writes ``summary.json`` (probe, per-run iterations, train seconds, eval accuraci
     python benchmarks/gpu_runs.py --out $OUT --train-seconds 330 --eval-seconds 150 \\
         omniglot_maml_5w1s_cpu omniglot_r2d2_5w1s_cpu ...
 
-A name ``NAME+cosine`` runs ``configs/NAME.toml`` with ``train.lr_schedule = "cosine"``.
+A name ``NAME+cosine`` runs ``configs/NAME.toml`` with ``train.lr_schedule = "cosine"``; a name
+ending in ``.toml`` is a config file's path, and its run is named after the file's stem.
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def check_and_probe(cfg_path: Path, device: str, reps: int = 5) -> dict:
 
 
 def write_config(name: str, batching: str, dst: Path) -> Path:
-    base, _, variant = name.partition("+")
-    text = (ROOT / "configs" / f"{base}.toml").read_text()
+    if name.endswith(".toml"):                      # a config file of one's own
+        text, name, variant = Path(name).read_text(), Path(name).stem, ""
+    else:
+        base, _, variant = name.partition("+")
+        text = (ROOT / "configs" / f"{base}.toml").read_text()
     text = re.sub(r'^batching = "\w+"', f'batching = "{batching}"', text, flags=re.M)
     if variant == "cosine":
         text = re.sub(r"^\[train\]\n", '[train]\nlr_schedule = "cosine"\n', text, flags=re.M)
@@ -140,7 +144,7 @@ def main() -> int:
     procs = {}
     for name in args.names:
         cfg = write_config(name, batching, work / "configs")
-        run = work / "runs" / name.replace("+", "_")
+        run = work / "runs" / cfg.stem
         log = open(work / f"{run.name}.train.log", "w")
         procs[name] = (run, time.perf_counter(), subprocess.Popen(
             [sys.executable, "-m", "metaloop", "--threads", "1", "train", "--config", str(cfg),

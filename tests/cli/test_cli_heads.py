@@ -159,13 +159,20 @@ def test_bad_eval_ways_is_named(tmp_path, capsys, body, message):
 
 def test_augment_shift_trains_on_shifted_images_only(tmp_path, omniglot_root, capsys):
     cfg = _small(tmp_path, omniglot_root, "r2d2")
-    cfg.write_text(cfg.read_text().replace("[train]\n", "[train]\naugment_shift = 2\n"))
+    cfg.write_text(cfg.read_text().replace("[train]\n", "[train]\naugment_shift = 2\n"
+                                                         "augment_rotate = 10\n"))
     loaded = _config.load(cfg)
     fam = _build.training_family(loaded, _build.build_family(loaded["family"]))
-    assert type(fam).__name__ == "Shifted" and fam.max_shift == 2
+    assert type(fam).__name__ == "Shifted" and (fam.max_shift, fam.max_rotate) == (2, 10)
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 0
     bad = tmp_path / "bad.toml"
     bad.write_text('[family]\nname = "sinusoid"\n[train]\naugment_shift = 1\n')
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
     assert "augment_shift" in capsys.readouterr().err
+    bad.write_text('[family]\nname = "sinusoid"\n[train]\naugment_rotate = 5.0\n')
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r3")]) == 2
+    assert "train.augment_rotate = 5.0 rotates images" in capsys.readouterr().err
+    bad.write_text(cfg.read_text().replace("augment_rotate = 10", "augment_rotate = 270"))
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r4")]) == 2
+    assert "augment_rotate must be in [0, 180]" in capsys.readouterr().err

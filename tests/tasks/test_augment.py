@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from metaloop.tasks import Omniglot, Shifted, shift_images
+from metaloop.tasks import Omniglot, Shifted, rotate_images, shift_images
 
 
 def _reference_shift(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -51,3 +53,49 @@ def test_shifted_family_moves_only_the_images(omniglot_root):
     assert Shifted(fam, 2).num_classes == fam.num_classes
     with pytest.raises(ValueError, match="max_shift"):
         Shifted(fam, 0)
+    rotated = Shifted(fam, 0, max_rotate=10.0).sample(2, torch.Generator().manual_seed(5))
+    assert torch.equal(rotated.query_y, plain.query_y)
+    assert not torch.equal(rotated.support_x, plain.support_x)
+    with pytest.raises(ValueError, match="max_degrees"):
+        Shifted(fam, 1, max_rotate=200.0)
+
+
+def _reference_rotate(img: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Turn a [C, H, W] image counter-clockwise (as displayed) about its centre, bilinear,
+    zero fill, written out pixel by pixel in pixel coordinates."""
+    c, h, w = img.shape
+    a = math.radians(degrees)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    out = torch.zeros_like(img, dtype=torch.float64)
+    src = img.double()
+    for i in range(h):
+        for j in range(w):
+            # output (row i, col j) reads the input at the point turned clockwise by a
+            y, x = i - cy, j - cx
+            sx, sy = math.cos(a) * x - math.sin(a) * y + cx, math.sin(a) * x + math.cos(a) * y + cy
+            x0, y0 = math.floor(sx), math.floor(sy)
+            for yy, xx in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
+                wgt = (1 - abs(sx - xx)) * (1 - abs(sy - yy))
+                if 0 <= yy < h and 0 <= xx < w and wgt > 0:
+                    out[:, i, j] += wgt * src[:, yy, xx]
+    return out.to(img.dtype)
+
+
+def test_rotate_images_matches_a_pixel_loop_and_rot90():
+    x = torch.rand(2, 3, 1, 7, 7)                                    # [..., C, H, W]
+    y = rotate_images(x, 20.0, torch.Generator().manual_seed(4))
+    u = torch.rand(6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    angles = ((2 * u - 1) * 20.0).tolist()                           # the draws, one per image
+    assert y.shape == x.shape and len({round(a, 3) for a in angles}) == 6
+    for xi, yi, a in zip(x.reshape(-1, 1, 7, 7), y.reshape(-1, 1, 7, 7), angles):
+        torch.testing.assert_close(yi, _reference_rotate(xi, a), atol=1e-5, rtol=0)
+    # a quarter turn is torch.rot90 exactly (to rounding): the sign convention
+    quarter = _reference_rotate(x[0, 0], 90.0)
+    torch.testing.assert_close(quarter, torch.rot90(x[0, 0], 1, (-2, -1)), atol=1e-5, rtol=0)
+    assert rotate_images(x, 0) is x
+    assert torch.equal(y, rotate_images(x, 20.0, torch.Generator().manual_seed(4)))
+    for bad in (-1.0, 181, float("nan"), True):
+        with pytest.raises(ValueError, match="max_degrees"):
+            rotate_images(x, bad)
+    with pytest.raises(ValueError, match="float"):
+        rotate_images(torch.ones(1, 5, 5, dtype=torch.uint8), 10.0)

@@ -122,8 +122,8 @@ def eval_family(cfg: dict, train_family):
 
 
 def training_family(cfg: dict, family):
-    """The family meta-training samples from: ``family``, or with ``train.augment_shift``
-    random translations of its images (``metaloop.tasks.Shifted``); evaluation keeps
-    ``family``."""
-    s = cfg["train"]["augment_shift"]
-    return tasks.Shifted(family, s) if s else family
+    """The family meta-training samples from: ``family``, or with ``train.augment_shift`` /
+    ``train.augment_rotate`` random translations / rotations of its images
+    (``metaloop.tasks.Shifted``); evaluation keeps ``family``."""
+    s, r = cfg["train"]["augment_shift"], cfg["train"]["augment_rotate"]
+    return tasks.Shifted(family, s, r) if s or r else family

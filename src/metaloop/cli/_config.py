@@ -43,7 +43,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
               "lr_schedule": (str, "constant"), "clip_grad_norm": ((int, float), 0.0),
               # image families: translate each training image by up to this many pixels
               # (0 = off; held-out evaluation never shifts)
-              "augment_shift": (int, 0)},
+              "augment_shift": (int, 0), "augment_rotate": ((int, float), 0.0)},
     # eval.ways: 0 = the family's; another value only for the head-based learners, whose head
     # is solved per task (higher-way training: meta-train 20-way, test 5-way)
     "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0), "ways": (int, 0),
@@ -203,9 +203,13 @@ def check_combinations(cfg: dict) -> None:
     if m["name"] in IMAGE_MODELS and not image:
         raise ValueError(f"config model.name = {m['name']!r} needs an image family, not "
                          f"'sinusoid': use model.name = 'mlp'")
-    if t["augment_shift"] and not image:
-        raise ValueError(f"config train.augment_shift = {t['augment_shift']} translates images, "
-                         f"but family.name = {f['name']!r} gives vectors")
+    if not 0 <= t["augment_rotate"] <= 180:
+        raise ValueError(f"config train.augment_rotate must be in [0, 180] degrees, got "
+                         f"{t['augment_rotate']!r}")
+    for key, what in (("augment_shift", "translates"), ("augment_rotate", "rotates")):
+        if t[key] and not image:
+            raise ValueError(f"config train.{key} = {t[key]} {what} images, but family.name "
+                             f"= {f['name']!r} gives vectors")
     if not image:
         return
     splits = [("family.split", f["split"]), ("eval.split", ev["split"])]

@@ -1,6 +1,6 @@
 """Task families and the TaskBatch container."""
 
-from metaloop.tasks.augment import Shifted, shift_images
+from metaloop.tasks.augment import Shifted, rotate_images, shift_images
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.fashion_mnist import FashionMNIST
 from metaloop.tasks.omniglot import Omniglot
@@ -8,4 +8,4 @@ from metaloop.tasks.sinusoid import Sinusoid
 from metaloop.tasks.wordnet import WordNet
 
 __all__ = ["FashionMNIST", "Omniglot", "Shifted", "Sinusoid", "TaskBatch", "WordNet",
-           "shift_images"]
+           "rotate_images", "shift_images"]

@@ -1,8 +1,10 @@
-"""Random integer translations of training images, applied to whole meta-batches at once.
+"""Random translations and small rotations of training images, for whole meta-batches at once.
 
 ``shift_images`` moves each image by its own (dy, dx) in ``[-s, s]`` pixels, filling with 0
-(background, as Omniglot stores ink = 1). ``Shifted`` wraps a task family so that its
-``sample`` returns shifted support and query images: the training loop uses it unchanged, and
+(background, as Omniglot stores ink = 1). ``rotate_images`` turns each image about its centre
+by its own angle in ``[-r, r]`` degrees (bilinear, zero fill). ``Shifted`` wraps a task family
+so that its ``sample`` returns rotated, then shifted, support and query images: the training
+loop uses it unchanged, and
 held-out evaluation keeps the plain family. Drawn from the task generator, so a run is
 reproducible and resumes exactly.
 """
@@ -51,30 +53,79 @@ def shift_images(x: torch.Tensor, max_shift: int,
     return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)
 
 
+def rotate_images(x: torch.Tensor, max_degrees: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each image about its centre by a uniform random angle, bilinear, zero fill.
+
+    Args:
+        x: ``[..., C, H, W]`` float images.
+        max_degrees: r in [0, 180]; each image turns by an angle drawn uniformly from
+            ``[-r, r]`` degrees (positive: counter-clockwise as displayed, row 0 on top).
+        generator: random source (one draw per image, on the CPU).
+
+    Returns:
+        ``[..., C, H, W]``, same dtype and device; ``x`` itself when r = 0.
+
+    Raises:
+        ValueError: ``max_degrees`` not a number in [0, 180], or ``x`` with fewer than 3
+            dims or not floating point.
+    """
+    if (not isinstance(max_degrees, (int, float)) or isinstance(max_degrees, bool)
+            or not 0 <= max_degrees <= 180):
+        raise ValueError(f"rotate_images max_degrees must be a number in [0, 180], got "
+                         f"{max_degrees!r}")
+    if x.dim() < 3 or not x.is_floating_point():
+        raise ValueError(f"rotate_images expects float [..., C, H, W] images, got "
+                         f"{x.dtype} {list(x.shape)}")
+    if max_degrees == 0:
+        return x
+    *lead, c, h, w = x.shape
+    flat = x.reshape(-1, c, h, w)                                       # [N, C, H, W]
+    u = torch.rand(flat.shape[0], generator=generator, dtype=torch.float64)
+    a = torch.deg2rad((2 * u - 1) * max_degrees).to(x.device, x.dtype)  # [N]
+    cos, sin = a.cos(), a.sin()
+    # output pixel (u, v) (normalised, v down) reads the input at R (u, v), R = [[c, -s],
+    # [s, c]]: a counter-clockwise turn as displayed; square pixels give the h / w factors
+    theta = torch.stack([torch.stack([cos, -sin * h / w, torch.zeros_like(a)], -1),
+                         torch.stack([sin * w / h, cos, torch.zeros_like(a)], -1)], 1)
+    grid = F.affine_grid(theta, list(flat.shape), align_corners=False)  # [N, H, W, 2]
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out.reshape(*lead, c, h, w)
+
+
 class Shifted:
-    """A task family whose sampled images are randomly translated (``shift_images``).
+    """A task family whose sampled images are randomly rotated (``rotate_images``), then
+    translated (``shift_images``).
 
     Args:
         family: any image family with ``sample(n, generator)`` returning a ``TaskBatch``.
-        max_shift: s >= 1 pixels.
+        max_shift: s >= 0 pixels.
+        max_rotate: r in [0, 180] degrees; s and r may not both be 0.
 
     Every other attribute is the wrapped family's.
     """
 
-    def __init__(self, family, max_shift: int):
-        check_positive_int("Shifted", max_shift=max_shift)
+    def __init__(self, family, max_shift: int, max_rotate: float = 0.0):
+        if max_rotate == 0 or not isinstance(max_shift, int) or max_shift < 0:
+            check_positive_int("Shifted", max_shift=max_shift)
+        rotate_images(torch.zeros(1, 1, 1), max_rotate)                # checks max_rotate
         if getattr(family, "image_shape", None) is None:
             raise ValueError(f"Shifted needs an image family, not {type(family).__name__}")
-        self.family, self.max_shift = family, max_shift
+        self.family, self.max_shift, self.max_rotate = family, max_shift, max_rotate
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return shift_images(rotate_images(x, self.max_rotate, generator), self.max_shift,
+                            generator)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
         b = self.family.sample(n, generator=generator)
-        return dataclasses.replace(
-            b, support_x=shift_images(b.support_x, self.max_shift, generator),
-            query_x=shift_images(b.query_x, self.max_shift, generator))
+        return dataclasses.replace(b, support_x=self._augment(b.support_x, generator),
+                                   query_x=self._augment(b.query_x, generator))
 
     def __getattr__(self, name):
         return getattr(self.family, name)
 
     def __repr__(self) -> str:
-        return f"Shifted({self.family!r}, max_shift={self.max_shift})"
+        return (f"Shifted({self.family!r}, max_shift={self.max_shift}, "
+                f"max_rotate={self.max_rotate})")
