@@ -14,11 +14,11 @@ The gradients of the two paths are compared first (a faster wrong answer does no
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
-import time
 
 import torch
+from _timing import interleaved_medians  # benchmarks/ is on sys.path
 
 import metaloop as ml
 from metaloop.meta import MAML
@@ -61,14 +61,10 @@ def main():
         # exactly-zero true gradients, whose float32 round-off would blow up a per-tensor ratio
         top = max(float(g.abs().max()) for g in ga.values())
         err = max(float((ga[k] - gb[k]).abs().max()) for k in ga) / top
-        times = {"loop": [], "vmap": []}
         reps = args.reps if "MLP" in name else max(3, args.reps // 3)
-        for _ in range(reps):
-            for b, learner in learners.items():
-                t = time.perf_counter()
-                learner.meta_gradient(batch)
-                times[b].append(time.perf_counter() - t)
-        lo, vm = statistics.median(times["loop"]), statistics.median(times["vmap"])
+        med = interleaved_medians({b: functools.partial(learner.meta_gradient, batch)
+                                   for b, learner in learners.items()}, reps)
+        lo, vm = med["loop"], med["vmap"]
         print(f"{name:16s} {lo:11.4f} {vm:11.4f} {vm / lo:11.2f} {err:11.2e}")
 
 

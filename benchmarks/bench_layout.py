@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
+import functools
 
 import torch
+from _timing import interleaved_medians  # benchmarks/ is on sys.path
 
 import metaloop as ml
 import metaloop.meta._head_learner as head_learner
@@ -78,14 +78,11 @@ def main() -> None:
         if err > 1e-10:
             raise SystemExit(f"{name}: the layouts' meta-gradients differ (rel {err:.1e})")
         learner.model.float()
-        times = {"nchw": [], "cl": []}
-        for _ in range(args.reps):
-            for key in times:
-                with nchw() if key == "nchw" else contextlib.nullcontext():
-                    t = time.perf_counter()
-                    learner.meta_gradient(tb)
-                    times[key].append(time.perf_counter() - t)
-        a, c = statistics.median(times["nchw"]), statistics.median(times["cl"])
+        step = functools.partial(learner.meta_gradient, tb)
+        med = interleaved_medians(
+            {"nchw": step, "cl": step}, args.reps,
+            context=lambda key: nchw() if key == "nchw" else contextlib.nullcontext())
+        a, c = med["nchw"], med["cl"]
         print(f"{name:16s} {a:8.3f} {c:9.3f} {a / c:7.2f}x {err:12.1e}")
 
 

@@ -1,0 +1,23 @@
+"""Shared timing helper for the benchmark scripts (run as ``python benchmarks/X.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], reps: int,
+                        context: Callable[[str], contextlib.AbstractContextManager]
+                        = lambda key: contextlib.nullcontext()) -> dict[str, float]:
+    """Median seconds of each of ``fns``, called A B A B ... ``reps`` times, each call inside
+    ``context(key)``: a slow phase of the machine then hits every variant alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for key, fn in fns.items():
+            with context(key):
+                t = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
