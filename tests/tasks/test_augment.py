@@ -51,8 +51,10 @@ def test_shifted_family_moves_only_the_images(omniglot_root):
     # ink is conserved unless a stroke is pushed over the border (2 pixels at most)
     assert torch.allclose(b.support_x.sum((-1, -2)), plain.support_x.sum((-1, -2)), rtol=0.2)
     assert Shifted(fam, 2).num_classes == fam.num_classes
-    with pytest.raises(ValueError, match="max_shift"):
+    with pytest.raises(ValueError, match="max_shift >= 1 or max_rotate > 0"):
         Shifted(fam, 0)
+    with pytest.raises(ValueError, match="max_shift must be an int >= 0"):
+        Shifted(fam, -1, max_rotate=5.0)
     rotated = Shifted(fam, 0, max_rotate=10.0).sample(2, torch.Generator().manual_seed(5))
     assert torch.equal(rotated.query_y, plain.query_y)
     assert not torch.equal(rotated.support_x, plain.support_x)

@@ -4,9 +4,8 @@
 (background, as Omniglot stores ink = 1). ``rotate_images`` turns each image about its centre
 by its own angle in ``[-r, r]`` degrees (bilinear, zero fill). ``Shifted`` wraps a task family
 so that its ``sample`` returns rotated, then shifted, support and query images: the training
-loop uses it unchanged, and
-held-out evaluation keeps the plain family. Drawn from the task generator, so a run is
-reproducible and resumes exactly.
+loop uses it unchanged, and held-out evaluation keeps the plain family. Drawn from the task
+generator, so a run is reproducible and resumes exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_positive_int
 
 
 def shift_images(x: torch.Tensor, max_shift: int,
@@ -107,9 +105,11 @@ class Shifted:
     """
 
     def __init__(self, family, max_shift: int, max_rotate: float = 0.0):
-        if max_rotate == 0 or not isinstance(max_shift, int) or max_shift < 0:
-            check_positive_int("Shifted", max_shift=max_shift)
+        shift_images(torch.zeros(1, 1, 1), max_shift)                  # checks max_shift
         rotate_images(torch.zeros(1, 1, 1), max_rotate)                # checks max_rotate
+        if max_shift == 0 and max_rotate == 0:
+            raise ValueError("Shifted needs max_shift >= 1 or max_rotate > 0: with both 0 it "
+                             "would change nothing")
         if getattr(family, "image_shape", None) is None:
             raise ValueError(f"Shifted needs an image family, not {type(family).__name__}")
         self.family, self.max_shift, self.max_rotate = family, max_shift, max_rotate
