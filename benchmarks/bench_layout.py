@@ -3,7 +3,7 @@
 Times ``meta_gradient`` of R2D2 and MetaOptNet-SVM on the shapes of the Omniglot 20-way
 1-shot cpu profiles (stride Conv4 with 64 filters, meta-batch 8, 1 support and 5 queries per
 class, random images: the data does not change the cost), with the backbone fed NCHW
-batches and channels-last ones (``metaloop.func.params.channels_last``, what the learners
+batches and channels-last ones (``metaloop.func.params.conv_layout``, what the learners
 use), interleaved A B A B in one process, in float32. Prints the median seconds of each and
 their ratio, after checking in float64 that the two layouts give the same meta-gradient
 (relative 1e-10; in float32 the first conv's weight gradient, a sum with much cancellation
@@ -29,13 +29,13 @@ from metaloop.models import Conv4
 
 @contextlib.contextmanager
 def nchw():
-    """The learners' ``channels_last`` replaced by the identity: plain NCHW batches."""
-    saved = head_learner.channels_last
-    head_learner.channels_last = lambda x: x
+    """The learners' ``conv_layout`` replaced by the identity: plain NCHW batches."""
+    saved = head_learner.conv_layout
+    head_learner.conv_layout = lambda model, x: x
     try:
         yield
     finally:
-        head_learner.channels_last = saved
+        head_learner.conv_layout = saved
 
 
 def batch(b=8, ways=20, queries=5, dtype=torch.float32):

@@ -95,6 +95,12 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.as_strided(x.shape, (h * w * c, 1, w * c, c)) if c == 1 else x
 
 
+def conv_layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as ``model`` should receive it: ``channels_last(x)`` when the model has an
+    ``nn.Conv2d`` (the oneDNN convolutions' fast layout), else ``x`` unchanged."""
+    return channels_last(x) if has_conv2d(model) else x
+
+
 def detach(params: Mapping[str, torch.Tensor], requires_grad: bool = False) -> Params:
     """Detached copies of params (sharing storage), optionally as new autograd leaves."""
     return {k: v.detach().requires_grad_(requires_grad) for k, v in params.items()}
