@@ -28,6 +28,16 @@ def test_compare_writes_results_plots_and_is_reproducible(tmp_path, capsys):
         (tmp_path / "b" / "results.json").read_text()
 
 
+def test_compare_applies_maml_only_config_keys_to_the_maml_family_only(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[method]\nlearn_inner_lr = true\ninner_steps = 2\n')
+    assert main(["compare", "--iterations", "3", "--tasks", "5", "--no-progress", "--methods",
+                 "scratch,maml,reptile", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert set(res["methods"]) == {"scratch", "maml", "reptile"}
+    assert res["config"]["method"]["learn_inner_lr"] is True
+
+
 def test_checkpointed_inner_loop_from_a_config_trains(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\ninner_steps = 2\n'
@@ -37,6 +47,24 @@ def test_checkpointed_inner_loop_from_a_config_trains(tmp_path):
     from metaloop.cli.eval import load_learner
     learner, _ = load_learner(tmp_path / "r")
     assert learner.inner.checkpoint
+
+
+def test_learned_inner_lr_trains_resumes_and_evaluates_with_the_learned_table(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\ninner_steps = 2\n'
+                   'learn_inner_lr = true\n[train]\niterations = 4\ncheckpoint_every = 2\n'
+                   'meta_batch = 4\n[eval]\ntasks = 5\nsteps = [0, 3]\n')
+    run = tmp_path / "r"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    from metaloop.cli.eval import load_learner
+    from metaloop.train.checkpoint import load_checkpoint
+    learner, _ = load_learner(run)
+    table = load_checkpoint(run)[0]["model.inner_lr"]               # [2 steps, 6 tensors]
+    assert table.shape == (2, 6) and not torch.allclose(table, torch.full_like(table, 0.01))
+    assert torch.equal(learner.model.inner_lr.detach(), table)      # loaded, not re-made
+    assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["methods"]["maml"]["steps"] == [0, 3]
 
 
 def test_compile_from_a_config_reaches_the_learner_and_keeps_the_loop_on_cuda():
@@ -98,6 +126,8 @@ def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
     ('[method]\ncheckpoint = true\nbatching = "vmap"\n', "needs batching"),
     ('[method]\nname = "r2d2"\ncompile = true\n', "compiling the query pass applies to maml"),
     ('[method]\ncompile = true\nbatching = "vmap"\n', "method.compile = true needs batching"),
+    ('[method]\nname = "reptile"\nlearn_inner_lr = true\n', "learned inner step sizes apply"),
+    ('[method]\nlearn_inner_lr = true\ncheckpoint = true\n', "drop one"),
     ('[method]\ninner_steps = 0\n', "inner_steps must be a positive int"),
     ('[method]\ninner_lr = -0.1\n', "inner_lr must be a positive"),
     ('[train]\niterations = 0\n', "iterations must be a positive int"),

@@ -159,3 +159,26 @@ def test_zero_and_solved_heads_take_any_class_count(omniglot_root, tmp_path, cap
     assert main(["predict", "--checkpoint", str(run), "--support", s, "--query", q]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(line.split("\t")[1] in ("u", "v") for line in lines)
+
+
+def test_learned_step_sizes_checkpoint_predicts_with_its_table(omniglot_root, tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(_config_text(omniglot_root,
+                                                  extra="learn_inner_lr = true\n"))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(run),
+                 "--no-progress"]) == 0
+    learner, cfg = load_predictor(run)
+    assert learner.model.inner_lr.shape == (1, 18)        # 1 step x Conv4's 18 tensors
+    s, q = _folders(tmp_path, classes=("a", "b", "c"))
+    assert main(["predict", "--checkpoint", str(run), "--support", s, "--query", q]) == 2
+    assert "has 3 classes" in capsys.readouterr().err     # the net's 5-way learned head
+    s, q = _folders(tmp_path / "five", classes=("a", "b", "c", "d", "e"))
+    assert main(["predict", "--checkpoint", str(run), "--support", s, "--query", q,
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    from metaloop.data.images import load_query, load_support
+    sx, sy, _, _ = load_support(s, 28)
+    qx, _ = load_query(q, 28)
+    ref = predict_folders(learner, sx, sy, qx)            # adapts with the learned table
+    for r, p in zip(rows, ref):
+        assert abs(r["scores"]["a"] - float(p[0])) < 1e-5

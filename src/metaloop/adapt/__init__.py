@@ -2,6 +2,7 @@
 
 from metaloop.adapt.finetune import finetune
 from metaloop.adapt.heads import fit_head, init_head, warm_head
+from metaloop.adapt.learned_lr import InnerLRs
 from metaloop.adapt.linear_probe import linear_probe
 from metaloop.adapt.lora import add_lora, lora_finetune, merge_lora
 from metaloop.adapt.newton_head import newton_head, svm_head
@@ -12,6 +13,7 @@ from metaloop.adapt.sgd import SGDAdapter, sgd_path, sgd_path_func
 from metaloop.adapt.soft_prompt import add_soft_prompt, soft_prompt_finetune
 
 __all__ = [
+    "InnerLRs",
     "Probe",
     "SGDAdapter",
     "add_lora",

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from metaloop.adapt.learned_lr import step_lr
 from metaloop.func.losses import get_loss
 from metaloop.func.params import (
     Params,
     Selector,
-    conv_layout,
     detach,
     forward,
     last_linear_names,
@@ -26,14 +26,22 @@ Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
 
 def sgd_step(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], names: list[str],
-             x: torch.Tensor, y: torch.Tensor, lr: float, create_graph: bool = True) -> Params:
+             x: torch.Tensor, y: torch.Tensor, lr, create_graph: bool = True) -> Params:
     """One SGD step: ``params`` with each of ``names`` moved by ``-lr * grad`` (shapes kept).
 
-    Args as ``sgd_path``; ``names`` is a list of the adapted names.
+    Args as ``sgd_path``; ``names`` is a list of the adapted names; ``lr`` a float or a
+    ``[len(names)]`` tensor of per-tensor step sizes (differentiable).
     """
     loss = loss_fn(fwd(params, x), y)
     grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
-    return {**params, **{n: params[n] - lr * g for n, g in zip(names, grads)}}
+    return {**params, **_update(params, names, grads, lr)}
+
+
+def _update(params, names, grads, lr) -> Params:
+    """{name: param - lr * grad} with a shared float lr or the per-name entries of a tensor."""
+    if isinstance(lr, torch.Tensor):
+        return {n: params[n] - lr[i] * g for i, (n, g) in enumerate(zip(names, grads))}
+    return {n: params[n] - lr * g for n, g in zip(names, grads)}
 
 
 def _leaves(tensors, grad_at) -> list[torch.Tensor]:
@@ -93,7 +101,7 @@ def recomputed_step(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor],
 
 
 def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_names,
-             x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
+             x: torch.Tensor, y: torch.Tensor, lr, steps: int,
              create_graph: bool = True, checkpoint: bool = False) -> Iterator[Params]:
     """Yield params after 0, 1, ..., ``steps`` SGD steps on ``loss_fn(fwd(params, x), y)``.
 
@@ -107,7 +115,9 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
         params: name -> tensor; the adapted ones must require grad.
         adapt_names: names to update.
         x: ``[S, ...]`` support inputs; y: ``[S]`` labels or ``[S, out]`` targets.
-        lr: step size; steps: number of steps.
+        lr: step size: a float, or a ``[rows, len(adapt_names)]`` tensor of per-step,
+            per-tensor step sizes (``metaloop.adapt.learned_lr``; differentiable; steps past
+            the last row reuse it). steps: number of steps.
         checkpoint: with ``create_graph``, keep only the params at each step for the
             backward pass and recompute one step's activations at a time there
             (``recomputed_step``): memory O(steps x params + one step's activations), about
@@ -116,17 +126,20 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
     """
     names = list(adapt_names)
     params = dict(params)
+    if checkpoint and create_graph and isinstance(lr, torch.Tensor) and lr.requires_grad:
+        raise ValueError("checkpoint=True does not support learned inner step sizes (a "
+                         "tensor lr that requires grad); use checkpoint=False")
     yield params
-    for _ in range(steps):
+    for k in range(steps):
         if checkpoint and create_graph:
-            params = recomputed_step(fwd, loss_fn, params, names, x, y, lr)
+            params = recomputed_step(fwd, loss_fn, params, names, x, y, step_lr(lr, k))
         else:
-            params = sgd_step(fwd, loss_fn, params, names, x, y, lr, create_graph)
+            params = sgd_step(fwd, loss_fn, params, names, x, y, step_lr(lr, k), create_graph)
         yield params
 
 
 def sgd_path_func(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_names,
-                  x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
+                  x: torch.Tensor, y: torch.Tensor, lr, steps: int,
                   create_graph: bool = True) -> Iterator[Params]:
     """``sgd_path`` written with ``torch.func.grad``, so that it runs under ``vmap``.
 
@@ -140,11 +153,11 @@ def sgd_path_func(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], ada
     def support_loss(adapted, rest):
         return loss_fn(fwd({**rest, **adapted}, x), y)
 
-    for _ in range(steps):
+    for k in range(steps):
         grads = torch.func.grad(support_loss)({n: params[n] for n in names}, params)
         if not create_graph:
             grads = {n: g.detach() for n, g in grads.items()}
-        params = {**params, **{n: params[n] - lr * grads[n] for n in names}}
+        params = {**params, **_update(params, names, [grads[n] for n in names], step_lr(lr, k))}
         yield params
 
 
@@ -200,12 +213,10 @@ class SGDAdapter:
                           and hasattr(self.model, "feature_dim"))
 
     def fwd(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return forward(self.model, params, self._layout(x))
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batches for a conv net go in channels-last on the CPU (``channels_last``):
-        the same results to rounding, 1.1-1.3x faster for second-order MAML on Conv4."""
-        return conv_layout(self.model, x)
+        """The network with ``params`` on ``x`` (image batches stay NCHW: on the CPU the
+        channels-last layout is faster but its float32 BatchNorm is not exact,
+        docs/benchmarks.md)."""
+        return forward(self.model, params, x)
 
     def start(self, params: Mapping[str, torch.Tensor], support_y: torch.Tensor) -> Params:
         """The starting point for one task: params, with a zero head if head_init == "zero".
@@ -222,11 +233,13 @@ class SGDAdapter:
         return {**params, **zero}
 
     def path(self, params, x, y, steps: int | None = None, create_graph: bool = True,
-             started: bool = False, functional: bool = False):
+             started: bool = False, functional: bool = False, lr=None):
         """Yield the task's params after 0..steps steps (differentiable if create_graph).
 
         ``started``: params already went through ``start`` (done outside ``vmap``).
         ``functional``: use the ``torch.func`` inner loop, required under ``vmap``.
+        ``lr``: None (the adapter's float ``lr``) or a ``[rows, len(self.names)]`` table of
+        per-step, per-tensor step sizes (``metaloop.adapt.learned_lr``).
 
         Raises:
             ValueError: on a bad ``steps``, or ``functional`` with ``checkpoint`` (the
@@ -238,17 +251,22 @@ class SGDAdapter:
         if functional and self.checkpoint and create_graph:
             raise ValueError("checkpoint=True does not support the functional (vmap) inner "
                              "loop; use batching='loop'")
+        if lr is None:
+            lr = self.lr
+        elif lr.dim() != 2 or lr.shape[1] != len(self.names):
+            raise ValueError(f"lr table must be [steps, {len(self.names)}] (one column per "
+                             f"adapted tensor), got shape {list(lr.shape)}")
         start = dict(params) if started else self.start(params, y)
         loop = sgd_path_func if functional else partial(sgd_path, checkpoint=self.checkpoint)
         if not self.head_only:
-            return loop(self.fwd, self.loss_fn, start, self.names, x, y, self.lr, steps,
+            return loop(self.fwd, self.loss_fn, start, self.names, x, y, lr, steps,
                         create_graph)
-        return self._head_path(loop, start, x, y, steps, create_graph)
+        return self._head_path(loop, start, x, y, steps, create_graph, lr)
 
-    def _head_path(self, loop, params, x, y, steps, create_graph):
-        feats = forward(self.model, params, self._layout(x), head=False)   # [S, D], once
+    def _head_path(self, loop, params, x, y, steps, create_graph, lr):
+        feats = forward(self.model, params, x, head=False)   # [S, D], once
         head = {n: params[n] for n in self.names}
-        for h in loop(_linear_head, self.loss_fn, head, self.names, feats, y, self.lr, steps,
+        for h in loop(_linear_head, self.loss_fn, head, self.names, feats, y, lr, steps,
                       create_graph):
             yield {**params, **h}
 
@@ -258,11 +276,12 @@ class SGDAdapter:
         *_, last = self.path(params, x, y, steps, create_graph, **kw)
         return last
 
-    def test_path(self, params, x, y, steps: int | None = None) -> Iterator[Params]:
+    def test_path(self, params, x, y, steps: int | None = None, lr=None) -> Iterator[Params]:
         """Like path, for evaluation: no graph to the start, detached outputs."""
+        lr = lr.detach() if isinstance(lr, torch.Tensor) else lr
         with torch.enable_grad():
             start = detach(params, requires_grad=True)
-            for p in self.path(start, x, y, steps, create_graph=False):
+            for p in self.path(start, x, y, steps, create_graph=False, lr=lr):
                 yield detach(p)
 
 

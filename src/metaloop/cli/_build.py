@@ -84,12 +84,15 @@ def build_learner(cfg: dict, family, model=None, device=None):
             raise ValueError(f"method.{key} applies to maml, fomaml and anil, not {name!r}")
     common = dict(inner_lr=mc["inner_lr"], inner_steps=mc["inner_steps"], loss=loss,
                   head_init=head_init, batching=mc["batching"])
+    if mc["learn_inner_lr"] and name not in ("maml", "fomaml", "anil"):
+        raise ValueError(f"method.learn_inner_lr applies to maml, fomaml and anil, not {name!r}")
     if name in ("maml", "fomaml"):
         return meta.MAML(model, first_order=mc["first_order"] or name == "fomaml",
-                         checkpoint=mc["checkpoint"], compile=mc["compile"], **common)
+                         checkpoint=mc["checkpoint"], compile=mc["compile"],
+                         learn_lr=mc["learn_inner_lr"], **common)
     if name == "anil":
         return meta.ANIL(model, first_order=mc["first_order"], checkpoint=mc["checkpoint"],
-                         compile=mc["compile"], **common)
+                         compile=mc["compile"], learn_lr=mc["learn_inner_lr"], **common)
     if name == "reptile":
         return meta.Reptile(model, inner_optimizer=mc["inner_optimizer"], **common)
     return {"pretrain": meta.Pretrain, "scratch": meta.Scratch}[name](model, **common)

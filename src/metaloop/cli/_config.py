@@ -31,6 +31,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # MAML / ANIL: torch.compile each task's query pass in meta-training (pays on
                # the stride-2 Conv4 on the CPU; docs/benchmarks.md)
                "compile": (bool, False),
+               # MAML / ANIL: meta-learn one inner step size per adapted tensor and inner
+               # step (MAML++'s LSLR), starting at inner_lr
+               "learn_inner_lr": (bool, False),
                # R2D2 / MetaOptNet: ridge strength (R2D2: its initial value), MetaOptNet's
                # head ("svm" | "logistic") and gradient ("implicit" | "unrolled"), initial
                # output scale (0: the method's default); MetaOptNet's Newton steps are
@@ -183,6 +186,12 @@ def check_combinations(cfg: dict) -> None:
         if me[key] and me["batching"] == "vmap":
             raise ValueError(f"config method.{key} = true needs batching = \"loop\" or "
                              "\"auto\", not \"vmap\"")
+    if me["learn_inner_lr"] and name not in ("maml", "fomaml", "anil"):
+        raise ValueError(f"config method.learn_inner_lr = true: learned inner step sizes "
+                         f"apply to maml, fomaml and anil, not {name!r}")
+    if me["learn_inner_lr"] and me["checkpoint"]:
+        raise ValueError("config method.learn_inner_lr = true and method.checkpoint = true: "
+                         "the checkpointed inner step takes a fixed step size; drop one")
     if ev["ways"] not in (0, f["ways"]) and name not in HEAD_BASED:
         raise ValueError(f"config eval.ways = {ev['ways']} differs from family.ways = "
                          f"{f['ways']}: only {sorted(HEAD_BASED)} solve their head per task "

@@ -112,7 +112,8 @@ def load_model(spec: str, family: str, max_length: int = 32):
             raise ValueError(f"{spec} is a metaloop (image) checkpoint; family wordnet needs a "
                              f"text model such as --model minilm")
         from metaloop.cli.predict import load_predictor
-        return load_predictor(path)[0].model, "image"
+        learner = load_predictor(path)[0]
+        return getattr(learner, "net", learner.model), "image"     # MAML: the network itself
     if family != "wordnet":
         if spec == "minilm" or (path / "config.json").is_file():
             raise ValueError(f"--model {spec} is a text encoder; family {family} needs an image "

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     sx, qx = sx.expand(-1, chans, -1, -1), qx.expand(-1, chans, -1, -1)
     # SGD learners with a learned head need as many classes as its outputs; a zero head
     # (pretrain, --head-init zero) and the solved heads of R2D2 / MetaOptNet take any number
-    head = getattr(learner.model, "head", None)
+    head = getattr(getattr(learner, "net", learner.model), "head", None)   # MAML: the net's
     head_out = head.out_features if isinstance(head, torch.nn.Linear) else None
     learned = getattr(getattr(learner, "inner", None), "head_init", None) == "learned"
     if learned and head_out is not None and len(classes) != head_out:

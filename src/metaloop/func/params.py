@@ -68,24 +68,16 @@ def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tenso
     return functional_call(model, dict(params), (x,), kwargs or None, strict=False)
 
 
-def has_conv2d(model: nn.Module) -> bool:
-    """Whether ``model`` contains an ``nn.Conv2d`` (cached on the model)."""
-    cached = model.__dict__.get("_metaloop_has_conv2d")
-    if cached is None:
-        cached = any(isinstance(m, nn.Conv2d) for m in model.modules())
-        model.__dict__["_metaloop_has_conv2d"] = cached
-    return cached
-
-
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """A CPU image batch ``[N, C, H, W]`` in the channels-last layout (same values and shape).
 
-    On the CPU the oneDNN convolutions, BatchNorm and max-pooling are several times faster
-    on channels-last tensors than on NCHW ones (docs/benchmarks.md, bench_maml), and a conv
-    net keeps the layout of its input from layer to layer. With one channel the two layouts
-    hold the same memory and torch cannot tell them apart, so the strides are set explicitly.
-    Anything else (other ranks, other devices, inside a ``torch.func`` transform) is
-    returned as it is.
+    Not used by metaloop's learners: on the CPU, oneDNN convolutions and max-pooling are
+    faster on channels-last tensors, but torch's fused float32 BatchNorm on them is not
+    exact (relative meta-gradient errors of 1e-2 to 0.6 against float64 on Omniglot Conv4,
+    where NCHW gives 1e-5; ``benchmarks/bench_layout.py``, docs/benchmarks.md). Kept for the
+    benchmarks that measure that trade. With one channel the two layouts hold the same
+    memory and torch cannot tell them apart, so the strides are set explicitly. Anything
+    else (other ranks, other devices, inside a ``torch.func`` transform) is returned as it is.
     """
     if (x.dim() != 4 or x.device.type != "cpu" or not x.is_floating_point()
             or torch._C._functorch.maybe_current_level() is not None):
@@ -93,12 +85,6 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     x = x.contiguous(memory_format=torch.channels_last)
     return x.as_strided(x.shape, (h * w * c, 1, w * c, c)) if c == 1 else x
-
-
-def conv_layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` as ``model`` should receive it: ``channels_last(x)`` when the model has an
-    ``nn.Conv2d`` (the oneDNN convolutions' fast layout), else ``x`` unchanged."""
-    return channels_last(x) if has_conv2d(model) else x
 
 
 def detach(params: Mapping[str, torch.Tensor], requires_grad: bool = False) -> Params:

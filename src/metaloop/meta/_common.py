@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from metaloop.adapt.learned_lr import split_lrs
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.losses import accuracy
 from metaloop.func.params import Params, detach
@@ -47,9 +48,10 @@ class AdaptsBySGD:
         return last
 
     def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
-        """Yield one task's detached params after 0..steps inner SGD steps."""
-        return self.inner.test_path(dict(self.model.named_parameters()), support_x, support_y,
-                                    steps)
+        """Yield one task's detached params after 0..steps inner SGD steps (with a learned
+        step-size table, ``metaloop.adapt.learned_lr``, steps past its rows reuse its last)."""
+        net, lrs = split_lrs(self.model, dict(self.model.named_parameters()))
+        return self.inner.test_path(net, support_x, support_y, steps, lr=lrs)
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Predictions ``[N, out]`` of the network with ``params`` on x ``[N, ...]``."""
@@ -59,11 +61,12 @@ class AdaptsBySGD:
         """All tasks of a batch at once under ``vmap``: params after 0..steps steps, each
         tensor with a leading task dim ``[B, ...]``. Inputs ``[B, S, ...]``. Detached.
         """
-        start = self.inner.start(detach(dict(self.model.named_parameters())), support_y)
+        net, lrs = split_lrs(self.model, detach(dict(self.model.named_parameters())))
+        start = self.inner.start(net, support_y)
 
         def run(sx, sy):
             return list(self.inner.path(start, sx, sy, steps, create_graph=False,
-                                        started=True, functional=True))
+                                        started=True, functional=True, lr=lrs))
         return [detach(p) for p in torch.func.vmap(run)(support_x, support_y)]
 
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -103,8 +106,8 @@ def mean_metrics(per_task: list[dict[str, float]]) -> dict[str, float]:
 def grads_to_dict(names, grads, params) -> dict[str, torch.Tensor]:
     """autograd.grad output (None for unused) -> name -> tensor with zeros for None.
 
-    Contiguous like the parameters (with channels-last inputs, conv weight gradients come
-    back in a channels-last layout).
+    Contiguous like the parameters (with channels-last inputs, e.g. a user's, conv weight
+    gradients come back in a channels-last layout).
     """
     return {n: torch.zeros_like(params[n]) if g is None else g.contiguous()
             for n, g in zip(names, grads)}

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaloop.adapt.ridge_head import head_logits
-from metaloop.func.params import Params, conv_layout, detach, forward
+from metaloop.func.params import Params, detach, forward
 from metaloop.meta._common import check_batch, resolve_batching
 from metaloop.tasks.batch import TaskBatch
 
@@ -163,8 +163,7 @@ class HeadLearner:
         """Per-task features ``[B, N, D]`` of ``x [B, N, ...]``, each task's BN on its own N."""
         body = {k: v for k, v in params.items() if k not in HEAD_KEYS}
         if self.batching == "loop":
-            return torch.stack([forward(self.model, body, conv_layout(self.model, xi))
-                                for xi in x])
+            return torch.stack([forward(self.model, body, xi) for xi in x])
         return torch.func.vmap(lambda xi: forward(self.model, body, xi))(x)   # [B, N, D]
 
     def _ways(self, support_y: torch.Tensor, *others: torch.Tensor) -> int:

@@ -10,7 +10,8 @@ from metaloop.meta.maml import MAML
 
 def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
          first_order: bool = False, loss="mse", head=None, head_init: str = "learned",
-         batching: str = "auto", checkpoint: bool = False, compile: bool = False) -> MAML:
+         batching: str = "auto", checkpoint: bool = False, compile: bool = False,
+         learn_lr: bool = False) -> MAML:
     """MAML with the inner loop restricted to the head ("almost no inner loop").
 
     The outer loop still meta-learns every parameter. For models with a linear ``head`` and
@@ -23,4 +24,4 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
     """
     head = last_linear_names(model) if head is None else head
     return MAML(model, inner_lr, inner_steps, first_order, loss, adapt=head, head_init=head_init,
-                batching=batching, checkpoint=checkpoint, compile=compile)
+                batching=batching, checkpoint=checkpoint, compile=compile, learn_lr=learn_lr)

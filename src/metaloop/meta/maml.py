@@ -7,6 +7,7 @@ import warnings
 import torch
 from torch import nn
 
+from metaloop.adapt.learned_lr import InnerLRs, split_lrs
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import (
@@ -50,20 +51,32 @@ class MAML(AdaptsBySGD):
             and a C++ compiler) and pays on the stride-2 Conv4 (query pass 1.27x faster on the
             CPU, ``benchmarks/bench_compile.py``), not on the max-pool one (1.04x). Loop
             batching only; evaluation stays eager.
+        learn_lr: meta-learn the inner step sizes, one per adapted tensor and inner step
+            (MAML++'s LSLR; ``metaloop.adapt.learned_lr``), all starting at ``inner_lr``.
+            ``self.model`` is then an ``InnerLRs`` wrapper: the network as ``net.*`` plus
+            ``inner_lr`` ``[inner_steps, adapted tensors]``; ``self.net`` is the network.
+            Test-time steps past ``inner_steps`` reuse the last step's sizes.
 
     Raises:
-        ValueError: ``checkpoint=True`` or ``compile=True`` with ``batching="vmap"``.
+        ValueError: ``checkpoint=True`` or ``compile=True`` with ``batching="vmap"``;
+            ``learn_lr=True`` with ``checkpoint=True``.
     """
 
     meta_trains = True
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
                  first_order: bool = False, loss="mse", adapt=None, head_init="learned",
-                 batching: str = "auto", checkpoint: bool = False, compile: bool = False):
-        self.model = model
+                 batching: str = "auto", checkpoint: bool = False, compile: bool = False,
+                 learn_lr: bool = False):
+        self.net = self.model = model
         self.first_order = bool(first_order)
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
                                 checkpoint=bool(checkpoint))
+        if learn_lr and checkpoint:
+            raise ValueError("MAML(learn_lr=True, checkpoint=True) is not supported: the "
+                             "checkpointed inner step takes a fixed step size")
+        if learn_lr:
+            self.model = InnerLRs(model, len(self.inner.names), inner_steps, inner_lr)
         self.batching = resolve_batching(batching, model)
         if checkpoint and self.batching == "vmap":
             if batching == "vmap":
@@ -77,16 +90,19 @@ class MAML(AdaptsBySGD):
         self.compile = bool(compile)
         self._query_fwd = _compiled(self.inner.fwd) if compile else self.inner.fwd
 
-    def _task_loss(self, params: Params, sx, sy, qx, qy, functional=False):
+    def _task_loss(self, params: Params, sx, sy, qx, qy, functional=False, lrs=None):
+        """One task's query loss and outputs; ``params`` are the network's (``lrs``: the
+        learned step-size table or None)."""
         fast = self.inner.run(params, sx, sy, create_graph=not self.first_order,
-                              started=functional, functional=functional)
+                              started=functional, functional=functional, lr=lrs)
         out = self._query_fwd(fast, qx)                              # [Q, out]
         return self.inner.loss_fn(out, qy), out
 
     def _vmapped(self, batch: TaskBatch, params: Params):
-        start = self.inner.start(params, batch.support_y)
+        net, lrs = split_lrs(self.model, params)
+        start = self.inner.start(net, batch.support_y)
         losses, outs = torch.func.vmap(
-            lambda sx, sy, qx, qy: self._task_loss(start, sx, sy, qx, qy, functional=True)
+            lambda sx, sy, qx, qy: self._task_loss(start, sx, sy, qx, qy, True, lrs)
         )(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         metrics = mean_metrics([task_metrics(o, y, l)
                                 for o, y, l in zip(outs, batch.query_y, losses)])
@@ -98,10 +114,11 @@ class MAML(AdaptsBySGD):
         params = params_of(self.model)
         if self.batching == "vmap":
             return self._vmapped(batch, params)
+        net, lrs = split_lrs(self.model, params)
         losses, metrics = [], []
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
-            loss, out = self._task_loss(params, sx, sy, qx, qy)
+            loss, out = self._task_loss(net, sx, sy, qx, qy, lrs=lrs)
             losses.append(loss)
             metrics.append(task_metrics(out, qy, loss))
         return torch.stack(losses).mean(), mean_metrics(metrics)
@@ -116,10 +133,11 @@ class MAML(AdaptsBySGD):
             g = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             total = grads_to_dict(names, g, params)
             return (total, metrics) if with_metrics else total
+        net, lrs = split_lrs(self.model, params)
         total, metrics = None, []
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
-            loss, out = self._task_loss(params, sx, sy, qx, qy)
+            loss, out = self._task_loss(net, sx, sy, qx, qy, lrs=lrs)
             g = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             total = accumulate(total, grads_to_dict(names, g, params), 1.0 / batch.num_tasks)
             metrics.append(task_metrics(out, qy, loss))
