@@ -175,3 +175,8 @@ def test_errors_name_the_problem():
     x, y = torch.randn(3, 1), torch.randn(3, 1)
     with pytest.raises(ValueError, match=r"lr table must be \[steps, 4\]"):
         adapter.run(dict(model.named_parameters()), x, y, lr=torch.ones(1, 3))
+    with pytest.raises(ValueError, match="lr must be a positive float"):
+        adapter.run(dict(model.named_parameters()), x, y, lr=-0.1)
+    a = adapter.run(dict(model.named_parameters()), x, y, lr=0.3)      # a float: as lr=0.3
+    b = SGDAdapter(model, "mse", 0.3, 1).run(dict(model.named_parameters()), x, y)
+    assert all(torch.equal(a[n], b[n]) for n in a)

@@ -238,8 +238,9 @@ class SGDAdapter:
 
         ``started``: params already went through ``start`` (done outside ``vmap``).
         ``functional``: use the ``torch.func`` inner loop, required under ``vmap``.
-        ``lr``: None (the adapter's float ``lr``) or a ``[rows, len(self.names)]`` table of
-        per-step, per-tensor step sizes (``metaloop.adapt.learned_lr``).
+        ``lr``: None (the adapter's float ``lr``), another positive float, or a
+        ``[rows, len(self.names)]`` table of per-step, per-tensor step sizes
+        (``metaloop.adapt.learned_lr``).
 
         Raises:
             ValueError: on a bad ``steps``, or ``functional`` with ``checkpoint`` (the
@@ -253,6 +254,8 @@ class SGDAdapter:
                              "loop; use batching='loop'")
         if lr is None:
             lr = self.lr
+        elif not isinstance(lr, torch.Tensor):
+            _positive("lr", lr)
         elif lr.dim() != 2 or lr.shape[1] != len(self.names):
             raise ValueError(f"lr table must be [steps, {len(self.names)}] (one column per "
                              f"adapted tensor), got shape {list(lr.shape)}")
