@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from metaloop import meta, models, tasks
+from metaloop.cli import _config
 
 METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
 FAMILIES = ("sinusoid", "omniglot", "fashion_mnist")
@@ -77,15 +78,13 @@ def build_learner(cfg: dict, family, model=None, device=None):
         head_init = "zero" if (name == "pretrain" and family.kind != "regression") else "learned"
     if name in ("r2d2", "metaoptnet"):
         return _build_head_learner(name, mc, family, model)
-    if mc["first_order"] and name not in ("maml", "fomaml", "anil"):
+    if mc["first_order"] and name not in _config.MAML_FAMILY:
         raise ValueError(f"first_order applies to maml and anil, not {name!r}")
-    for key in ("checkpoint", "compile"):
-        if mc[key] and name not in ("maml", "fomaml", "anil"):
+    for key in ("checkpoint", "compile", "learn_inner_lr"):
+        if mc[key] and name not in _config.MAML_FAMILY:
             raise ValueError(f"method.{key} applies to maml, fomaml and anil, not {name!r}")
     common = dict(inner_lr=mc["inner_lr"], inner_steps=mc["inner_steps"], loss=loss,
                   head_init=head_init, batching=mc["batching"])
-    if mc["learn_inner_lr"] and name not in ("maml", "fomaml", "anil"):
-        raise ValueError(f"method.learn_inner_lr applies to maml, fomaml and anil, not {name!r}")
     if name in ("maml", "fomaml"):
         return meta.MAML(model, first_order=mc["first_order"] or name == "fomaml",
                          checkpoint=mc["checkpoint"], compile=mc["compile"],

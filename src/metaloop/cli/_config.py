@@ -110,6 +110,10 @@ OMNIGLOT_CLASSES = {"train": 4112, "val": 688, "test": 1692, "trainval": 4800,
                     "background": 964, "evaluation": 659}
 PER_CLASS = {"omniglot": 20, "fashion_mnist": 6000}
 HEAD_BASED = ("r2d2", "metaoptnet")
+# The SGD meta-learners with an inner loop to differentiate through, and the method keys
+# that apply to them only.
+MAML_FAMILY = ("maml", "fomaml", "anil")
+MAML_ONLY = ("first_order", "checkpoint", "compile", "learn_inner_lr")
 DTYPES = ("float32", "float64")
 
 
@@ -173,20 +177,20 @@ def check_combinations(cfg: dict) -> None:
         raise ValueError(f"config model.hidden must be positive ints, got {m['hidden']!r}")
 
     name = me["name"]
-    if me["first_order"] and name not in ("maml", "fomaml", "anil"):
+    if me["first_order"] and name not in MAML_FAMILY:
         why = (" (a head-based learner: its head is solved exactly, there is no first-order "
                "variant)" if name in HEAD_BASED else "")
         raise ValueError(f"config method.first_order = true: first_order applies to maml and "
                          f"anil, not {name!r}{why}")
     for key, what in (("checkpoint", "checkpointing the inner loop"),
                       ("compile", "compiling the query pass")):
-        if me[key] and name not in ("maml", "fomaml", "anil"):
+        if me[key] and name not in MAML_FAMILY:
             raise ValueError(f"config method.{key} = true: {what} applies to maml, fomaml "
                              f"and anil, not {name!r}")
         if me[key] and me["batching"] == "vmap":
             raise ValueError(f"config method.{key} = true needs batching = \"loop\" or "
                              "\"auto\", not \"vmap\"")
-    if me["learn_inner_lr"] and name not in ("maml", "fomaml", "anil"):
+    if me["learn_inner_lr"] and name not in MAML_FAMILY:
         raise ValueError(f"config method.learn_inner_lr = true: learned inner step sizes "
                          f"apply to maml, fomaml and anil, not {name!r}")
     if me["learn_inner_lr"] and me["checkpoint"]:

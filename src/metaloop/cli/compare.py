@@ -40,8 +40,6 @@ WAYS_DEFAULTS = {
 # Method-specific settings on top of the family's (Reptile takes several inner steps).
 METHOD_OVERRIDES = {"reptile": {"inner_steps": 5}, "anil": {}, "fomaml": {"first_order": True},
                     "metaoptnet": {"inner_steps": 10}}     # Newton steps of the SVM head
-# Keys of the MAML family (maml, fomaml, anil) that a --config may set: off for the others.
-MAML_ONLY = ("first_order", "checkpoint", "compile", "learn_inner_lr")
 ALL = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
 # Methods whose head is a classifier solved per task: not run on regression families.
 CLASSIFICATION_ONLY = ("r2d2", "metaoptnet")
@@ -116,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     heldout = _build.eval_family(cfg, family)
     results, learners, timing = {}, {}, {}
     for name in tqdm(methods, desc="methods", disable=args.no_progress):
-        off = {} if name in ("maml", "fomaml", "anil") else {k: False for k in MAML_ONLY}
+        # keys of the MAML family that a --config may set: off for the other methods
+        off = ({} if name in _config.MAML_FAMILY else
+               {k: False for k in _config.MAML_ONLY})
         mcfg = _config.merge(cfg, {"method": {"name": name, **off,
                                               **METHOD_OVERRIDES.get(name, {})}})
         mcfg = _config.validate(mcfg)
