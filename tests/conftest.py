@@ -22,6 +22,15 @@ def _need(path: Path, what: str) -> Path:
     pytest.skip(msg)
 
 
+@pytest.fixture
+def float64():
+    """Run a test in float64; the default dtype is restored for the rest of the suite."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
 @pytest.fixture(scope="session")
 def omniglot_root() -> Path:
     """The packed Omniglot copy in ../shared/data/omniglot."""

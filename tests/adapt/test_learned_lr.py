@@ -20,12 +20,8 @@ from metaloop.models import MLP, Conv4
 RTOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+# every test here runs in float64 (the float64 fixture of tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _setup(kind):

@@ -20,7 +20,7 @@ from metaloop.models import MLP, Conv4
 RTOL = 1e-6
 
 
-# every test here runs in float64 (tests/meta/conftest.py)
+# every test here runs in float64 (the float64 fixture of tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("float64")
 
 

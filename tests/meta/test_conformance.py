@@ -24,7 +24,7 @@ from _reference import conv4_features_ref  # noqa: E402
 RTOL = 1e-6
 
 
-# every test here runs in float64 (tests/meta/conftest.py)
+# every test here runs in float64 (the float64 fixture of tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("float64")
 
 
