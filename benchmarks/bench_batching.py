@@ -1,14 +1,16 @@
-"""How to batch the tasks of a meta-batch: a per-task loop or torch.func.vmap.
+"""How to batch the tasks of a meta-batch: a per-task loop, the loop on threads, or vmap.
 
-Times ``MAML.meta_gradient`` (second order, 1 inner step) with both batchings, interleaved
-A B A B in one process, and prints medians and the vmap/loop ratio for
+Times ``MAML.meta_gradient`` (second order, 1 inner step) with ``batching="loop"``,
+``"threads"`` (the tasks spread over ``--threads`` threads of one intra-op thread each; the
+same as the loop with 1 thread) and ``"vmap"``, interleaved A B C A B C in one process, and
+prints medians and the ratios to the loop for
   - sinusoid: MLP 1-40-40-1, 5 shots, 10 queries, meta-batch 25;
   - omniglot: Conv4 (64 filters, max-pool, BatchNorm), 5-way 1-shot, 15 queries/class,
     meta-batch 32 (random images: the data does not change the cost).
 
     python benchmarks/bench_batching.py [--reps 10] [--threads N]
 
-The gradients of the two paths are compared first (a faster wrong answer does not count).
+The gradients of the paths are compared first (a faster wrong answer does not count).
 """
 
 from __future__ import annotations
@@ -50,22 +52,24 @@ def main():
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, MALLOC_MMAP_THRESHOLD_="
           f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}")
-    cols = ("loop s/it", "vmap s/it", "vmap/loop", "rel err")
-    print(f"{'case':16s} " + " ".join(f"{c:>11s}" for c in cols))
+    cols = ("loop s/it", "threads s/it", "vmap s/it", "threads/loop", "vmap/loop", "rel err")
+    print(f"{'case':16s} " + " ".join(f"{c:>12s}" for c in cols))
     for name, model, loss, lr, batch in cases():
         if args.skip_conv and "Conv4" in name:
             continue
-        learners = {b: MAML(model, lr, 1, loss=loss, batching=b) for b in ("loop", "vmap")}
-        ga, gb = (learners[b].meta_gradient(batch) for b in ("loop", "vmap"))
+        ways = ("loop", "threads", "vmap")
+        learners = {b: MAML(model, lr, 1, loss=loss, batching=b) for b in ways}
+        ga, *others = (learners[b].meta_gradient(batch) for b in ways)
         # relative to the largest gradient entry overall: conv biases before BatchNorm have
         # exactly-zero true gradients, whose float32 round-off would blow up a per-tensor ratio
         top = max(float(g.abs().max()) for g in ga.values())
-        err = max(float((ga[k] - gb[k]).abs().max()) for k in ga) / top
+        err = max(float((ga[k] - gb[k]).abs().max()) for gb in others for k in ga) / top
         reps = args.reps if "MLP" in name else max(3, args.reps // 3)
         med = interleaved_medians({b: functools.partial(learner.meta_gradient, batch)
                                    for b, learner in learners.items()}, reps)
-        lo, vm = med["loop"], med["vmap"]
-        print(f"{name:16s} {lo:11.4f} {vm:11.4f} {vm / lo:11.2f} {err:11.2e}")
+        lo, th, vm = med["loop"], med["threads"], med["vmap"]
+        print(f"{name:16s} {lo:12.4f} {th:12.4f} {vm:12.4f} {th / lo:12.2f} {vm / lo:12.2f} "
+              f"{err:12.2e}")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,14 @@ step at 0.4, second order, Adam outer step (lr 1e-3). One iteration = one meta-g
 one Adam step; sampling the batch is not timed.
 
 Implementations (``--only`` picks some):
-  - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL``, ``batching="loop"``;
-  - ``metaloop-ckpt``: the same with ``checkpoint=True`` (with ``--checkpoint``);
-  - ``metaloop-compile`` (only when named in ``--only``): the same with ``compile=True``, its
-    query pass through ``torch.compile`` (compiled in the warm-up iteration, not timed);
+  - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL``, ``batching="loop"`` (what "auto"
+    picks for Conv4): one task after another, each on ``--threads`` intra-op threads;
+  - ``metaloop-threads``: the same with ``batching="threads"``: the tasks spread over
+    ``--threads`` threads of one intra-op thread each;
+  - ``metaloop-ckpt``: ``metaloop`` with ``checkpoint=True`` (with ``--checkpoint``);
+  - ``metaloop-compile`` (only when named in ``--only``): ``metaloop`` with
+    ``compile=True``, its query pass through ``torch.compile`` (compiled in the warm-up
+    iteration, not timed);
   - ``plain``: a per-task ``torch.autograd.grad`` loop written here (the reference);
   - ``plain-cl`` (only when named in ``--only``): the same loop with its image batches in
     the channels-last layout that metaloop uses on the CPU (``metaloop.func.params.
@@ -64,8 +68,8 @@ import metaloop as ml
 from metaloop.meta import ANIL, MAML
 from metaloop.models import Conv4
 
-IMPLS = ("metaloop", "baseline", "metaloop-ckpt", "metaloop-compile", "plain", "plain-cl",
-         "learn2learn", "higher", "torchopt")
+IMPLS = ("metaloop", "metaloop-threads", "baseline", "metaloop-ckpt", "metaloop-compile", "plain",
+         "plain-cl", "learn2learn", "higher", "torchopt")
 DEFAULT = [n for n in IMPLS if n not in ("plain-cl", "metaloop-compile")]
 PEERS = ("learn2learn", "higher", "torchopt")
 TOL = 1e-5
@@ -103,11 +107,11 @@ def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
 # ---------------------------------------------------------------------------- implementations
 # Each builder returns grads(batch) -> {name: d meta-loss / d theta_0}, the mean over tasks.
 
-def build_metaloop(model, args, checkpoint=False, compile=False):
+def build_metaloop(model, args, checkpoint=False, compile=False, batching="loop"):
     make = ANIL if args.anil else MAML
     extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flag
     learner = make(model, args.inner_lr, args.steps, args.first_order, loss="ce",
-                   batching="loop", checkpoint=checkpoint, **extra)
+                   batching=batching, checkpoint=checkpoint, **extra)
     return learner.meta_gradient
 
 
@@ -216,9 +220,10 @@ def build_torchopt(model, args):
 
 
 def build(name, model, args):
-    if name in ("metaloop", "metaloop-ckpt", "metaloop-compile"):
+    if name in ("metaloop", "metaloop-threads", "metaloop-ckpt", "metaloop-compile"):
         return build_metaloop(model, args, checkpoint=name == "metaloop-ckpt",
-                              compile=name == "metaloop-compile")
+                              compile=name == "metaloop-compile",
+                              batching="threads" if name == "metaloop-threads" else "loop")
     if name == "plain-cl":
         from metaloop.func.params import channels_last  # not in a --baseline tree
         return build_plain(model, args, layout=channels_last)

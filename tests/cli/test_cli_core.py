@@ -78,6 +78,14 @@ def test_compile_from_a_config_reaches_the_learner_and_keeps_the_loop_on_cuda():
     assert learner.compile and learner.first_order and learner.batching == "loop"
 
 
+def test_threads_batching_from_a_config_reaches_the_learner():
+    from metaloop.cli import _build, _config
+    cfg = _config.validate({"family": {"name": "omniglot"}, "model": {"name": "conv4"},
+                            "method": {"name": "anil", "batching": "threads"}})
+    model = _build.build_model(cfg["model"], _FakeFamily(), "anil")
+    assert _build.build_learner(cfg, _FakeFamily(), model).batching == "threads"
+
+
 class _FakeFamily:
     kind, ways, image_shape = "classification", 5, (1, 28, 28)
 
@@ -126,6 +134,8 @@ def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
     ('[method]\ncheckpoint = true\nbatching = "vmap"\n', "needs batching"),
     ('[method]\nname = "r2d2"\ncompile = true\n', "compiling the query pass applies to maml"),
     ('[method]\ncompile = true\nbatching = "vmap"\n', "method.compile = true needs batching"),
+    ('[method]\ncompile = true\nbatching = "threads"\n', 'not "threads"'),
+    ('[method]\nname = "reptile"\nbatching = "threads"\n', '"threads" applies to maml'),
     ('[method]\nname = "reptile"\nlearn_inner_lr = true\n', "learned inner step sizes apply"),
     ('[method]\nlearn_inner_lr = true\ncheckpoint = true\n', "drop one"),
     ('[method]\ninner_steps = 0\n', "inner_steps must be a positive int"),

@@ -121,3 +121,59 @@ def directional_derivatives(learner, batch, eps, seed=5):
         return out
     fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
     return fd, sum(float((g[n] * v[n]).sum()) for n in params)
+
+
+def conv4_plain(p, x):
+    """Conv4 with F.conv2d / F.batch_norm, ReLU before the max-pool, NCHW as given."""
+    for i in range(4):
+        b = f"body.{i}."
+        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
+        x = F.batch_norm(x, None, None, p[b + "bn.weight"], p[b + "bn.bias"], True, 0.0, 1e-5)
+        x = F.max_pool2d(F.relu(x), 2)
+    return x.flatten(1) @ p["head.weight"].T + p["head.bias"]
+
+
+def conv4_plain_stride(p, x):
+    """Conv4 with stride-2 convolutions and a spatial mean before the head, NCHW as given."""
+    for i in range(4):
+        b = f"body.{i}."
+        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], stride=2, padding=1)
+        x = F.batch_norm(x, None, None, p[b + "bn.weight"], p[b + "bn.bias"], True, 0.0, 1e-5)
+        x = F.relu(x)
+    return x.mean((2, 3)) @ p["head.weight"].T + p["head.bias"]
+
+
+def plain_meta_gradient(params, batch, lr, steps, adapt, second_order=True, fwd=conv4_plain):
+    """Mean over tasks of d query loss / d params after ``steps`` SGD steps on ``adapt``: a
+    per-task ``autograd.grad`` loop written without metaloop (the fast paths' reference)."""
+    names = list(params)
+    total = {n: torch.zeros_like(v) for n, v in params.items()}
+    for i in range(batch.num_tasks):
+        sx, sy, qx, qy = batch.task(i)
+        assert sx.is_contiguous() and qx.is_contiguous()            # NCHW
+        p = dict(params)
+        for _ in range(steps):
+            g = torch.autograd.grad(F.cross_entropy(fwd(p, sx), sy),
+                                    [p[n] for n in adapt], create_graph=second_order)
+            p = {**p, **{n: p[n] - lr * gi for n, gi in zip(adapt, g)}}
+        loss = F.cross_entropy(fwd(p, qx), qy)
+        for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names],
+                                                   allow_unused=True)):
+            if g is not None:
+                total[n] += g / batch.num_tasks
+    return total
+
+
+def plain_batch(tasks=3, ways=3, shots=2, queries=3, seed=0):
+    """``tasks`` tasks of random ``[1, 28, 28]`` images in the default dtype."""
+    g = torch.Generator().manual_seed(seed)
+    sy = torch.arange(ways).repeat_interleave(shots).repeat(tasks, 1)
+    qy = torch.arange(ways).repeat_interleave(queries).repeat(tasks, 1)
+    return ml.TaskBatch(torch.rand(tasks, sy.shape[1], 1, 28, 28, generator=g), sy,
+                        torch.rand(tasks, qy.shape[1], 1, 28, 28, generator=g), qy)
+
+
+def rel_err(got, ref):
+    """Max abs difference over all tensors / the largest entry of ``ref``."""
+    top = max(float(r.abs().max()) for r in ref.values())
+    return max(float((got[n] - ref[n]).abs().max()) for n in ref) / top

@@ -9,6 +9,9 @@ in float32 on real images; ``tests/meta/test_float32.py`` guards that.)
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +21,15 @@ from metaloop.func.params import channels_last
 from metaloop.meta import ANIL, MAML
 from metaloop.models import Conv4
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _reference import (  # noqa: E402
+    conv4_plain,
+    conv4_plain_stride,
+    plain_batch,
+    plain_meta_gradient,
+    rel_err,
+)
+
 RTOL = 1e-6
 
 
@@ -25,81 +37,29 @@ RTOL = 1e-6
 pytestmark = pytest.mark.usefixtures("float64")
 
 
-def conv4_plain(p, x):
-    """Conv4 with F.conv2d / F.batch_norm, ReLU before the max-pool, NCHW as given."""
-    for i in range(4):
-        b = f"body.{i}."
-        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
-        x = F.batch_norm(x, None, None, p[b + "bn.weight"], p[b + "bn.bias"], True, 0.0, 1e-5)
-        x = F.max_pool2d(F.relu(x), 2)
-    return x.flatten(1) @ p["head.weight"].T + p["head.bias"]
-
-
-def conv4_plain_stride(p, x):
-    """Conv4 with stride-2 convolutions and a spatial mean before the head, NCHW as given."""
-    for i in range(4):
-        b = f"body.{i}."
-        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], stride=2, padding=1)
-        x = F.batch_norm(x, None, None, p[b + "bn.weight"], p[b + "bn.bias"], True, 0.0, 1e-5)
-        x = F.relu(x)
-    return x.mean((2, 3)) @ p["head.weight"].T + p["head.bias"]
-
-
-def plain_meta_gradient(params, batch, lr, steps, adapt, second_order=True, fwd=conv4_plain):
-    names = list(params)
-    total = {n: torch.zeros_like(v) for n, v in params.items()}
-    for i in range(batch.num_tasks):
-        sx, sy, qx, qy = batch.task(i)
-        assert sx.is_contiguous() and qx.is_contiguous()            # NCHW
-        p = dict(params)
-        for _ in range(steps):
-            g = torch.autograd.grad(F.cross_entropy(fwd(p, sx), sy),
-                                    [p[n] for n in adapt], create_graph=second_order)
-            p = {**p, **{n: p[n] - lr * gi for n, gi in zip(adapt, g)}}
-        loss = F.cross_entropy(fwd(p, qx), qy)
-        for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names],
-                                                   allow_unused=True)):
-            if g is not None:
-                total[n] += g / batch.num_tasks
-    return total
-
-
-def _batch(tasks=3, ways=3, shots=2, queries=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    sy = torch.arange(ways).repeat_interleave(shots).repeat(tasks, 1)
-    qy = torch.arange(ways).repeat_interleave(queries).repeat(tasks, 1)
-    return ml.TaskBatch(torch.rand(tasks, sy.shape[1], 1, 28, 28, generator=g), sy,
-                        torch.rand(tasks, qy.shape[1], 1, 28, 28, generator=g), qy)
-
-
-def _rel_err(got, ref):
-    top = max(float(r.abs().max()) for r in ref.values())
-    return max(float((got[n] - ref[n]).abs().max()) for n in ref) / top
-
-
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_maml_conv4_matches_plain_nchw_loop(steps, first_order):
     torch.manual_seed(0)
     model = Conv4(1, 8, 3)
-    batch = _batch()
+    batch = plain_batch()
     learner = MAML(model, inner_lr=0.4, inner_steps=steps, first_order=first_order, loss="ce",
                    batching="loop")
     got = learner.meta_gradient(batch)
     params = dict(model.named_parameters())
     ref = plain_meta_gradient(params, batch, 0.4, steps, list(params), not first_order)
-    assert _rel_err(got, ref) < RTOL
+    assert rel_err(got, ref) < RTOL
     assert all(g.is_contiguous() for g in got.values())
 
 
 def test_anil_conv4_matches_plain_nchw_loop():
     torch.manual_seed(1)
     model = Conv4(1, 8, 3)
-    batch = _batch(seed=1)
+    batch = plain_batch(seed=1)
     got = ANIL(model, inner_lr=0.4, inner_steps=2, loss="ce").meta_gradient(batch)
     params = dict(model.named_parameters())
     ref = plain_meta_gradient(params, batch, 0.4, 2, ["head.weight", "head.bias"])
-    assert _rel_err(got, ref) < RTOL
+    assert rel_err(got, ref) < RTOL
 
 
 def test_compiled_query_pass_matches_plain_nchw_loop():
@@ -107,14 +67,14 @@ def test_compiled_query_pass_matches_plain_nchw_loop():
     the second order still flows through the eager support graph. ANIL shares the path."""
     torch.manual_seed(2)
     model = Conv4(1, 8, 3, pool="stride")
-    batch = _batch(seed=2)
+    batch = plain_batch(seed=2)
     params = dict(model.named_parameters())
     for steps, adapt in ((2, list(params)), (1, ["head.weight", "head.bias"])):
         learner = (MAML(model, 0.4, steps, loss="ce", compile=True) if len(adapt) > 2 else
                    ANIL(model, 0.4, steps, loss="ce", compile=True))
         assert learner.compile and learner.batching == "loop"
         ref = plain_meta_gradient(params, batch, 0.4, steps, adapt, fwd=conv4_plain_stride)
-        assert _rel_err(learner.meta_gradient(batch), ref) < RTOL
+        assert rel_err(learner.meta_gradient(batch), ref) < RTOL
 
 
 def test_compile_needs_the_loop():

@@ -151,7 +151,7 @@ def check_combinations(cfg: dict) -> None:
             ("model.pool", m["pool"], ("max", "stride")),
             ("model.readout", m["readout"], ("", "mean", "flatten")),
             ("method.head_init", me["head_init"], ("auto", "learned", "zero")),
-            ("method.batching", me["batching"], ("auto", "loop", "vmap")),
+            ("method.batching", me["batching"], ("auto", "loop", "vmap", "threads")),
             ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam"))):
         _one_of(where, value, options)
     if f["name"] == "omniglot":
@@ -190,6 +190,12 @@ def check_combinations(cfg: dict) -> None:
         if me[key] and me["batching"] == "vmap":
             raise ValueError(f"config method.{key} = true needs batching = \"loop\" or "
                              "\"auto\", not \"vmap\"")
+    if me["compile"] and me["batching"] == "threads":
+        raise ValueError('config method.compile = true needs batching = "loop" or "auto", '
+                         'not "threads" (the compiled query pass runs on one thread)')
+    if me["batching"] == "threads" and name not in MAML_FAMILY:
+        raise ValueError(f'config method.batching = "threads" applies to maml, fomaml and '
+                         f'anil, not {name!r} (use "loop" or "auto")')
     if me["learn_inner_lr"] and name not in MAML_FAMILY:
         raise ValueError(f"config method.learn_inner_lr = true: learned inner step sizes "
                          f"apply to maml, fomaml and anil, not {name!r}")

@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         # keys of the MAML family that a --config may set: off for the other methods
         off = ({} if name in _config.MAML_FAMILY else
                {k: False for k in _config.MAML_ONLY})
+        if name not in _config.MAML_FAMILY and cfg["method"].get("batching") == "threads":
+            off["batching"] = "auto"
         mcfg = _config.merge(cfg, {"method": {"name": name, **off,
                                               **METHOD_OVERRIDES.get(name, {})}})
         mcfg = _config.validate(mcfg)

@@ -12,6 +12,7 @@ from metaloop.adapt.learned_lr import split_lrs
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.losses import accuracy
 from metaloop.func.params import Params, detach
+from metaloop.meta._threads import check_threadable
 from metaloop.tasks.batch import TaskBatch
 
 
@@ -74,10 +75,16 @@ class AdaptsBySGD:
         return torch.func.vmap(self.predict)(params, x)
 
 
-def resolve_batching(batching: str, model: nn.Module) -> str:
-    """"loop" or "vmap" from "loop" | "vmap" | "auto" (vmap for plain MLP-like models)."""
-    if batching not in ("loop", "vmap", "auto"):
-        raise ValueError(f"batching must be 'loop', 'vmap' or 'auto', got {batching!r}")
+def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> str:
+    """"loop", "vmap" or "threads" from "loop" | "vmap" | "threads" | "auto" (vmap for
+    plain MLP-like models, else loop). "threads" only where the learner supports it
+    (``threads``), for models without buffers."""
+    allowed = ("loop", "vmap", "threads", "auto") if threads else ("loop", "vmap", "auto")
+    if batching not in allowed:
+        raise ValueError(f"batching must be one of {', '.join(map(repr, allowed))}, "
+                         f"got {batching!r}")
+    if batching == "threads":
+        check_threadable(model)
     if batching != "auto":
         return batching
     heavy = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.LayerNorm)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from functools import partial
 
 import torch
 from torch import nn
@@ -19,6 +21,7 @@ from metaloop.meta._common import (
     resolve_batching,
     task_metrics,
 )
+from metaloop.meta._threads import replicate, run_threads, workers_for
 from metaloop.tasks.batch import TaskBatch
 
 
@@ -37,8 +40,13 @@ class MAML(AdaptsBySGD):
         head_init: "learned" or "zero" (see ``SGDAdapter``).
         batching: how the tasks of a meta-batch run: "loop" (one task's graph at a time:
             least memory, fastest for conv nets on the CPU), "vmap" (all tasks at once with
-            ``torch.func.vmap``: much faster for small MLPs), or "auto" (vmap for models
-            without convolutions or normalisation layers). See docs/benchmarks.md.
+            ``torch.func.vmap``: much faster for small MLPs), "threads" (the loop, its tasks
+            spread over ``torch.get_num_threads()`` CPU threads of one intra-op thread each:
+            1.02-1.2x faster than the loop for Conv4 on 2 cores, for one more task's graph
+            in memory per extra thread; runs inline with 1 thread or off the CPU; models
+            without buffers only; ``meta_gradient`` only, ``meta_loss`` loops), or "auto"
+            (vmap for models without convolutions or normalisation layers, else loop). See
+            docs/benchmarks.md.
         checkpoint: recompute each inner step's activations in the backward pass instead of
             keeping them: only theta at each step is stored, so memory grows with the steps
             by one parameter set each, not by one step's activations (second order; first
@@ -50,7 +58,7 @@ class MAML(AdaptsBySGD):
             function is exact to float rounding. It costs one compile (~30-40 s on the CPU,
             and a C++ compiler) and pays on the stride-2 Conv4 (query pass 1.27x faster on the
             CPU, ``benchmarks/bench_compile.py``), not on the max-pool one (1.04x). Loop
-            batching only; evaluation stays eager.
+            batching only (one thread); evaluation stays eager.
         learn_lr: meta-learn the inner step sizes, one per adapted tensor and inner step
             (MAML++'s LSLR; ``metaloop.adapt.learned_lr``), all starting at ``inner_lr``.
             ``self.model`` is then an ``InnerLRs`` wrapper: the network as ``net.*`` plus
@@ -59,7 +67,8 @@ class MAML(AdaptsBySGD):
 
     Raises:
         ValueError: ``checkpoint=True`` or ``compile=True`` with ``batching="vmap"``;
-            ``learn_lr=True`` with ``checkpoint=True``.
+            ``compile=True`` with ``batching="threads"``; ``batching="threads"`` for a model
+            with buffers; ``learn_lr=True`` with ``checkpoint=True``.
     """
 
     meta_trains = True
@@ -77,26 +86,29 @@ class MAML(AdaptsBySGD):
                              "checkpointed inner step takes a fixed step size")
         if learn_lr:
             self.model = InnerLRs(model, len(self.inner.names), inner_steps, inner_lr)
-        self.batching = resolve_batching(batching, model)
-        if checkpoint and self.batching == "vmap":
-            if batching == "vmap":
-                raise ValueError("MAML(checkpoint=True, batching='vmap') is not supported: the "
-                                 "checkpointed inner step has no vmap rule; use "
-                                 "batching='loop' or 'auto'")
+        self.batching = resolve_batching(batching, model, threads=True)
+        if checkpoint and batching == "vmap":
+            raise ValueError("MAML(checkpoint=True, batching='vmap') is not supported: the "
+                             "checkpointed inner step has no vmap rule; use "
+                             "batching='loop' or 'auto'")
+        if compile and batching in ("vmap", "threads"):
+            raise ValueError(f"MAML(compile=True) compiles the looped query pass on one "
+                             f"thread; use batching='loop' or 'auto', not {batching!r}")
+        if (checkpoint or compile) and batching == "auto":
             self.batching = "loop"
-        if compile and self.batching == "vmap":
-            raise ValueError("MAML(compile=True) compiles the looped query pass; use "
-                             "batching='loop' or 'auto', not 'vmap'")
         self.compile = bool(compile)
         self._query_fwd = _compiled(self.inner.fwd) if compile else self.inner.fwd
+        self._replicas: list[SGDAdapter] = []     # one per extra thread (batching="threads")
 
-    def _task_loss(self, params: Params, sx, sy, qx, qy, functional=False, lrs=None):
+    def _task_loss(self, params: Params, sx, sy, qx, qy, functional=False, lrs=None,
+                   inner: SGDAdapter | None = None):
         """One task's query loss and outputs; ``params`` are the network's (``lrs``: the
-        learned step-size table or None)."""
-        fast = self.inner.run(params, sx, sy, create_graph=not self.first_order,
-                              started=functional, functional=functional, lr=lrs)
-        out = self._query_fwd(fast, qx)                              # [Q, out]
-        return self.inner.loss_fn(out, qy), out
+        learned step-size table or None; ``inner``: a thread's adapter, default ours)."""
+        inner = inner or self.inner
+        fast = inner.run(params, sx, sy, create_graph=not self.first_order,
+                         started=functional, functional=functional, lr=lrs)
+        out = (self._query_fwd if inner is self.inner else inner.fwd)(fast, qx)   # [Q, out]
+        return inner.loss_fn(out, qy), out
 
     def _vmapped(self, batch: TaskBatch, params: Params):
         net, lrs = split_lrs(self.model, params)
@@ -134,14 +146,36 @@ class MAML(AdaptsBySGD):
             total = grads_to_dict(names, g, params)
             return (total, metrics) if with_metrics else total
         net, lrs = split_lrs(self.model, params)
+        tasks = range(batch.num_tasks)
+        workers = workers_for(self.net, batch.num_tasks) if self.batching == "threads" else 1
+        inners = [self.inner, *self._thread_inners(workers - 1)]
+        parts = run_threads([partial(self._tasks_gradient, batch, tasks[k::workers], inner,
+                                     params, names, net, lrs)
+                             for k, inner in enumerate(inners)])
+        total = parts[0][0]
+        for part, _ in parts[1:]:
+            accumulate(total, part, 1.0)
+        metrics = [m for _, m in sorted(i_m for _, ms in parts for i_m in ms)]
+        return (total, mean_metrics(metrics)) if with_metrics else total
+
+    def _tasks_gradient(self, batch, tasks, inner, params, names, net, lrs):
+        """Sum over ``tasks`` of d query loss / d theta_0 / num_tasks (one task's graph at a
+        time), and [(task, metrics)]."""
         total, metrics = None, []
-        for i in range(batch.num_tasks):
+        for i in tasks:
             sx, sy, qx, qy = batch.task(i)
-            loss, out = self._task_loss(net, sx, sy, qx, qy, lrs=lrs)
+            loss, out = self._task_loss(net, sx, sy, qx, qy, lrs=lrs, inner=inner)
             g = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             total = accumulate(total, grads_to_dict(names, g, params), 1.0 / batch.num_tasks)
-            metrics.append(task_metrics(out, qy, loss))
-        return (total, mean_metrics(metrics)) if with_metrics else total
+            metrics.append((i, task_metrics(out, qy, loss)))
+        return total, metrics
+
+    def _thread_inners(self, n: int) -> list[SGDAdapter]:
+        """``n`` copies of ``self.inner``, each over its own replica of the network."""
+        while len(self._replicas) < n:
+            self._replicas.append(dataclasses.replace(self.inner,
+                                                      model=replicate(self.inner.model)))
+        return self._replicas[:n]
 
 
 def _compiled(fn):
