@@ -1,6 +1,7 @@
 """The FLOPs of one bench_maml iteration, and what this machine's convolutions and matmuls reach.
 
-    python benchmarks/bench_flops.py [--threads 1] [--reps 20]
+    python benchmarks/bench_flops.py [--threads 1] [--reps 20] [--maml-tasks N]
+        [--batching loop|threads]
 
 Counts the convolution and matmul FLOPs (2 per multiply-add) of one second-order MAML
 iteration of Conv4 (1 inner step; BatchNorm, ReLU, pooling and the loss not counted, they are
@@ -60,7 +61,7 @@ def _once(fn) -> float:
     return time.perf_counter() - t
 
 
-def maml_step(tasks: int):
+def maml_step(tasks: int, batching: str = "loop"):
     """``run()`` computing metaloop's second-order MAML meta-gradient on ``tasks`` tasks."""
     import metaloop as ml
     from metaloop.meta import MAML
@@ -71,7 +72,7 @@ def maml_step(tasks: int):
     qy = torch.arange(5).repeat_interleave(15).repeat(tasks, 1)
     batch = ml.TaskBatch(torch.rand(tasks, 5, 1, 28, 28, generator=g), sy,
                          torch.rand(tasks, 75, 1, 28, 28, generator=g), qy)
-    learner = MAML(Conv4(1, 64, 5), inner_lr=0.4, inner_steps=1, loss="ce", batching="loop")
+    learner = MAML(Conv4(1, 64, 5), inner_lr=0.4, inner_steps=1, loss="ce", batching=batching)
     return lambda: learner.meta_gradient(batch)
 
 
@@ -81,6 +82,8 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--maml-tasks", type=int, default=0,
                     help="also time metaloop's MAML meta-gradient on this many tasks")
+    ap.add_argument("--batching", choices=["loop", "threads"], default="loop",
+                    help="the MAML learner's batching (threads: one task per thread)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     fl = maml_iteration_flops()
@@ -106,10 +109,10 @@ def main(argv=None) -> None:
             y = F.conv2d(xg, w, padding=1)
             torch.autograd.grad(y, [xg, w], torch.ones_like(y))
         cases[f"conv fwd+bwd {layout}"] = (fwd_bwd, 3 * conv_flops)
+    mname = f"metaloop MAML, {args.maml_tasks} tasks, {args.batching}"
     if args.maml_tasks:
-        cases[f"metaloop MAML, {args.maml_tasks} tasks"] = (
-            maml_step(args.maml_tasks), maml_iteration_flops(meta_batch=args.maml_tasks)[
-                "iteration"])
+        cases[mname] = (maml_step(args.maml_tasks, args.batching),
+                        maml_iteration_flops(meta_batch=args.maml_tasks)["iteration"])
     times = {name: [] for name in cases}
     for fn, _ in cases.values():
         fn()                                                        # warm-up
@@ -117,15 +120,15 @@ def main(argv=None) -> None:
         for name, (fn, _) in cases.items():
             times[name].append(_once(fn))
     best, rate = 0.0, {}
-    print(f"{'operation':28s} {'GFLOP/s best':>13s} {'median':>8s}")
+    print(f"{'operation':36s} {'GFLOP/s best':>13s} {'median':>8s}")
     for name, (_, flops) in cases.items():
         top = flops / min(times[name]) / 1e9
         rate[name] = flops / statistics.median(times[name]) / 1e9
         if name.startswith("conv"):
             best = max(best, top)
-        print(f"{name:28s} {top:13.1f} {rate[name]:8.1f}")
+        print(f"{name:36s} {top:13.1f} {rate[name]:8.1f}")
     if args.maml_tasks:
-        m = rate[f"metaloop MAML, {args.maml_tasks} tasks"]
+        m = rate[mname]
         print("metaloop MAML as a fraction of the same rounds' median throughput: " + ", ".join(
             f"{m / rate[k]:.2f} of {k}" for k in cases if not k.startswith("metaloop")))
     print(f"limit for one base iteration at the best conv rate: "
