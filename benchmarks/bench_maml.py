@@ -16,8 +16,9 @@ Implementations (``--only`` picks some):
     iteration, not timed);
   - ``plain``: a per-task ``torch.autograd.grad`` loop written here (the reference);
   - ``plain-cl`` (only when named in ``--only``): the same loop with its image batches in
-    the channels-last layout that metaloop uses on the CPU (``metaloop.func.params.
-    channels_last``), to show how much of metaloop's lead is that layout;
+    the channels-last layout (``metaloop.func.params.channels_last``) that metaloop used on
+    the CPU in sessions 3-6 and dropped as inexact in float32, to show what that layout is
+    worth;
   - ``baseline`` (with ``--baseline DIR``): ``metaloop`` as it is in another source tree, e.g.
     the commit before a change, unpacked by ``git archive COMMIT src | tar -x -C /tmp/base``
     and given as ``--baseline /tmp/base/src``; its processes (and its gradient check) run

@@ -116,8 +116,11 @@ def test_a_failing_task_raises_here_and_restores_the_thread_count():
     with pytest.raises(IndexError):
         learner.meta_gradient(batch)
     assert torch.get_num_threads() == 2
+
+    def boom():
+        raise RuntimeError("boom")
     with pytest.raises(RuntimeError, match="boom"):
-        run_threads([lambda: 1, lambda: (_ for _ in ()).throw(RuntimeError("boom"))])
+        run_threads([lambda: 1, boom])
     assert torch.get_num_threads() == 2
 
 

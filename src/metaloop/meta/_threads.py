@@ -3,9 +3,9 @@
 On the CPU, a few small kernels per task (Conv4 on 5-80 images) use torch's intra-op
 threads poorly: with 2 threads, one task after another is 1.3-1.5x faster than with 1, not
 2x. Running whole tasks side by side instead, each thread with one intra-op thread, keeps
-every core busy (docs/benchmarks.md, "Tasks on threads"). torch releases the GIL inside its
-kernels and runs a CPU graph's backward pass on the calling thread, so Python threads
-suffice.
+every core busy (docs/benchmarks.md, "Session 8: the tasks on threads"). torch releases
+the GIL inside its kernels and runs a CPU graph's backward pass on the calling thread, so
+Python threads suffice.
 
 ``functional_call`` swaps a module's attributes while it runs, so two threads must not
 share a module: each worker gets a *replica* whose parameters and buffers are the very
