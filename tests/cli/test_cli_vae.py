@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import struct
 
+import numpy as np
 import pytest
 import torch
 
-from metaloop.cli.main import main
+from metaloop.cli.main import build_parser, main
 
 TINY = ["--train-examples", "400", "--test-examples", "100", "--epochs", "1",
         "--hidden", "32", "--no-progress", "--threads", "1"]
@@ -84,3 +86,113 @@ def test_bad_argument_syntax_exits_2(capsys):
         main(["vae", "--sweep-latent", "2,x"])
     assert e.value.code == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    """An uncompressed IDX file of uint8 ``array``."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_fashion(tmp_path_factory):
+    """A made-up Fashion-MNIST in IDX files: class c is a bright bar in band c, plus noise
+    (300 training and 100 test images), so nothing is downloaded or read from the system."""
+    root = tmp_path_factory.mktemp("tiny_fashion")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 300), ("t10k", 100)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 + 2 * c:4 + 2 * c, 4:24] = 255
+        _write_idx(root / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def test_global_threads_option_reaches_vae(tiny_fashion, tmp_path, capsys):
+    # `metaloop --threads 1 vae ...` used to die with a TypeError: vae's own --threads
+    # (default None) overwrote the global value
+    parser = build_parser()
+    assert parser.parse_args(["--threads", "3", "vae"]).threads == 3
+    assert parser.parse_args(["vae"]).threads == 0
+    assert parser.parse_args(["vae", "--threads", "2"]).threads == 2          # old lines
+    assert parser.parse_args(["--threads", "3", "vae", "--threads", "2"]).threads == 2
+    bad = ["--root", str(tiny_fashion), "--out", str(tmp_path), "--latent", "0"]
+    torch.set_num_threads(2)
+    assert main(["--threads", "1", "vae", *bad]) == 2
+    assert torch.get_num_threads() == 1
+    assert main(["vae", "--threads", "2", *bad]) == 2
+    assert torch.get_num_threads() == 2
+    err = capsys.readouterr().err
+    assert err.count("latent size (--latent) must be a positive int, got 0") == 2
+    assert "TypeError" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["vae", "--threads", "-1", *bad])
+    assert e.value.code == 2
+
+
+def test_compare_inversion_end_to_end(tiny_fashion, tmp_path, capsys):
+    from metaloop.generative.inversion import FIGURE, METHODS
+
+    out = tmp_path / "inv"
+    rc = main(["--threads", "1", "vae", "--compare-inversion", "--root", str(tiny_fashion),
+               "--latent", "2", "--hidden", "16", "--epochs", "1", "--classifier-epochs", "2",
+               "--quality-samples", "40", "--invert-steps", "15", "--invert-lr", "0.2",
+               "--no-progress", "--out", str(out), "--record", str(tmp_path / "rec.json")])
+    assert rc == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["data"] == "fashion-mnist" and r["n_classes"] == 10 and r["per_class"] == 4
+    assert r["inversion"]["steps"] == 15 and r["settings"]["latent"] == 2
+    assert set(r["scores"]) == {"real", *METHODS}
+    for name, sc in r["scores"].items():
+        assert sc["frechet"] >= 0 and 0 <= sc["top_confidence_independent"] <= 1
+        conditional = name == "real" or name == "cvae" or name.startswith("inversion")
+        assert ("accuracy_independent" in sc) == conditional, name
+        if conditional:
+            assert 0 <= sc["accuracy_independent"] <= 1
+            assert 0 <= sc["mean_confidence_inverted"] <= 1
+    assert set(r["generators"]) == {"ae", "vae", "cvae"}
+    assert r["pictures"] == [FIGURE]
+    assert (out / FIGURE).read_bytes()[:4] == b"\x89PNG"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["model"] for line in lines] == ["ae", "vae", "cvae"]
+    printed = capsys.readouterr().out
+    assert "| samples | FD (B features) |" in printed and "results.json" in printed
+    from metaloop.evaluate.records import load_records
+
+    (rec,) = load_records(tmp_path)                    # a valid docs record
+    assert rec["table"] == "generative_inversion" and rec["row"] == "Fashion-MNIST"
+    assert rec["n"] == 40 and rec["scores"] == r["scores"]
+    assert rec["mean"] == pytest.approx(100 * r["scores"]["inversion"]["accuracy_independent"],
+                                        abs=0.01)
+    assert rec["command"].startswith("metaloop --threads 1 vae ")
+    assert "--compare-inversion" in rec["command"] and "--hidden 16 " in rec["command"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sweep-latent", "2"], "--compare-inversion and --sweep-latent are separate runs"),
+    (["--invert-until", "0"], r"inversion until must be a probability in (0, 1], got 0.0"),
+    (["--invert-tv", "-1"], "inversion penalties must be >= 0"),
+    (["--invert-steps", "0"], "inversion steps must be a positive int, got 0"),
+    (["--classes", "1"], "--classes only applies to the CVAE"),
+    (["--record", "rec.txt"], "record path must end in .json"),
+])
+def test_compare_inversion_bad_input(argv, message, tiny_fashion, tmp_path, capsys):
+    rc = main(["vae", "--compare-inversion", "--root", str(tiny_fashion), "--out",
+               str(tmp_path), *argv])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_record_needs_compare_inversion(tmp_path, capsys):
+    rc = main(["vae", "--record", str(tmp_path / "r.json"), "--out", str(tmp_path)])
+    assert rc == 2 and "--record goes with --compare-inversion" in capsys.readouterr().err
+
+
+def test_compare_inversion_runs_omniglot_on_the_class_sharing_split():
+    from metaloop.generative.inversion import split_name
+
+    assert split_name("omniglot") == "omniglot-mixed"
+    assert split_name("fashion-mnist") == "fashion-mnist"

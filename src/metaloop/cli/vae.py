@@ -5,14 +5,13 @@ Examples::
     metaloop vae --model vae --data omniglot --latent 50 --cpu-budget 45 --epochs 3000
     metaloop vae --model cvae --data fashion-mnist --latent 16 --epochs 20
     metaloop vae --sweep-latent 2,8,32,128 --data fashion-mnist --epochs 20
+    metaloop --threads 1 vae --compare-inversion --data fashion-mnist --latent 32 --epochs 10
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-
-import torch
 
 from metaloop.cli._args import int_list
 from metaloop.cli.main import UserError
@@ -23,7 +22,10 @@ Fashion-MNIST or Omniglot, and write results.json (test ELBO, reconstruction, KL
 with k importance samples, settings), metrics.jsonl and PNGs (samples, reconstructions,
 interpolations; AE: samples from a Gaussian fitted to its codes; CVAE: one row per class)
 under --out. With --sweep-latent, train the AE and the VAE at each latent size and draw
-sweep.png, scored by a classifier trained on the real data."""
+sweep.png, scored by a classifier trained on the real data. With --compare-inversion, train
+two classifiers (seeds s, s+1), invert the first into a generator, train an AE, a VAE and a
+CVAE, and draw and score them all on one figure (inversion_compare.png), the Frechet distance
+and accuracies measured by the second classifier."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -69,10 +71,32 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="also report ELBO and NLL on N training images (default 0: skip)")
     p.add_argument("--classes", type=int_list, default=None, metavar="C1,C2,...",
                    help="CVAE: classes to draw in classes.png (default: all)")
+    p.add_argument("--compare-inversion", action="store_true",
+                   help="classifier inversion vs AE vs VAE vs CVAE on one figure and table "
+                        "(Omniglot: the omniglot-mixed split)")
+    inv = p.add_argument_group("classifier inversion (--compare-inversion)")
+    inv.add_argument("--invert-steps", type=int, default=400, help="Adam steps per image")
+    inv.add_argument("--invert-lr", type=float, default=0.05,
+                     help="Adam learning rate on the pixel logits")
+    inv.add_argument("--invert-until", type=float, default=0.99, metavar="P",
+                     help="stop an image once the classifier gives its class this probability")
+    inv.add_argument("--invert-l2", type=float, default=0.3,
+                     help="L2 weight of the regularised inversion")
+    inv.add_argument("--invert-tv", type=float, default=1.0,
+                     help="total-variation weight of the regularised inversion")
+    inv.add_argument("--invert-jitter", type=int, default=2, metavar="PIXELS",
+                     help="largest random shift of the regularised inversion")
+    inv.add_argument("--record", metavar="PATH", default=None,
+                     help="also write the comparison as a JSON record for the docs tables, "
+                          "e.g. docs/results/generative_inversion_fashion.json")
     p.add_argument("--classifier-epochs", type=int, default=2)
     p.add_argument("--quality-samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    # The global option (metaloop --threads N vae ...) is the one that counts. This copy only
+    # keeps old command lines (metaloop vae ... --threads N) working: SUPPRESS leaves the
+    # global value alone when it is not given (a default here would overwrite it).
+    p.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                   help="same as metaloop --threads (torch CPU threads)")
     p.add_argument("--out", default="runs/vae")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -97,6 +121,13 @@ def _settings(args: argparse.Namespace):
 
 
 def _summary(results: dict) -> str:
+    if "scores" in results:
+        from metaloop.generative.inversion import table
+
+        acc = results["classifier_test_accuracy"]
+        return (f"{results['data']}: classifier test accuracy {acc['inverted']:.3f} "
+                f"(A, inverted) / {acc['independent']:.3f} (B, independent); chance "
+                f"{results['chance']:.3f}\n{table(results)}")
     if "runs" in results:
         lines = [f"classifier test accuracy {results['classifier_test_accuracy']:.3f}; real "
                  f"images: recognisable {results['real']['recognisable']:.2f}"]
@@ -113,14 +144,35 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand; bad input raises ValueError/UserError (exit status 2)."""
     from metaloop.generative import experiment
 
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise UserError(f"--threads must be positive, got {args.threads}")
-        torch.set_num_threads(args.threads)
     if args.sweep_latent is not None and args.model == "cvae":
         raise UserError("--sweep-latent trains the AE and the VAE; drop --model cvae")
+    if args.compare_inversion and args.sweep_latent is not None:
+        raise UserError("--compare-inversion and --sweep-latent are separate runs; pick one")
+    if args.compare_inversion and args.classes is not None:
+        raise UserError("--classes only applies to the CVAE (--model cvae)")
+    if args.record and not args.compare_inversion:
+        raise UserError("--record goes with --compare-inversion")
+    if args.record:
+        from metaloop.evaluate import records
+
+        records.check_record_path(args.record)
     s = _settings(args)
-    if args.sweep_latent is not None:
+    if args.compare_inversion:
+        from metaloop.generative import inversion
+
+        inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
+                                          until=args.invert_until, l2=args.invert_l2,
+                                          tv=args.invert_tv, jitter=args.invert_jitter)
+        results = inversion.compare(s, inv, args.out)
+        if args.record:
+            from metaloop.evaluate import records
+
+            lists = {k: ",".join(map(str, v)) for k, v in vars(args).items()
+                     if isinstance(v, list | tuple)}                   # as int_list reads them
+            command = records.command_line(argparse.Namespace(**{**vars(args), **lists}))
+            records.write_record(args.record, **inversion.record(results, command=command))
+            print(f"wrote {args.record}")
+    elif args.sweep_latent is not None:
         results = experiment.sweep(s, args.sweep_latent, args.out)
     else:
         results = experiment.run(s, args.out)

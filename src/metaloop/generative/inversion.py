@@ -1,0 +1,385 @@
+"""The lecture's generative argument on one figure and one score table (``metaloop vae
+--compare-inversion``).
+
+1. **Invert a classifier.** Train classifier A, then optimise images until A is sure they show
+   class c (``invert_classifier``). Three ways, all in the figure: from noise until A's
+   probability reaches 99%; from noise with the total-variation, L2 and jitter regularisers
+   for all the steps; from a real training image of another class until 99% (the classic
+   adversarial example). A fourth, from noise for all the steps without regularisers, is in
+   the table only.
+2. **Autoencoder samples.** Decode z ~ N(0, I) with a trained AE.
+3. **VAE and CVAE samples.** Decode z ~ N(0, I) with a trained VAE, and with a CVAE given
+   each class.
+
+Everything is scored by classifier B, trained like A on the same data but from another seed
+(the held-out classifier, never optimised against):
+
+- ``frechet``: Frechet distance between Gaussians fitted to B's penultimate features of the
+  samples and of real test images (``quality.frechet_distance``; lower is better);
+- for the class-conditional generators (inversion, CVAE): ``accuracy_independent``, the
+  fraction of samples meant as class c that B classifies as c (chance is 1 / classes), and
+  ``mean_confidence_inverted``, A's mean probability of the intended class
+  (``invert.confidence_report``);
+- for every generator: A's and B's mean top-class probability.
+
+Real test images give the ceiling. Omniglot runs on the ``omniglot-mixed`` split (labels are
+the 50 alphabets, present in both train and test): Lake's split has disjoint train and test
+alphabets, so neither a classifier's accuracy nor the CVAE's classes would carry over.
+
+Outputs under ``out``: ``results.json``, ``metrics.jsonl`` (the generators' training
+epochs) and ``inversion_compare.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from metaloop.generative import data as gdata
+from metaloop.generative import plots, quality
+from metaloop.generative.cvae import sample_classes
+from metaloop.generative.experiment import (
+    Settings,
+    _jsonl,
+    _train_model,
+    build_model,
+    check_settings,
+    heldout_metrics,
+    load_data,
+)
+from metaloop.generative.invert import confidence_report, invert_classifier
+from metaloop.generative.nets import check_positive
+
+FIGURE = "inversion_compare.png"
+# name -> (how it is made, in the figure?)
+METHODS = {
+    "inversion": "inverted classifier, from noise until A is 99% sure",
+    "inversion_regularised": "inverted classifier + TV, L2, jitter (all steps)",
+    "inversion_from_real": "inverted classifier, from a real image of another class",
+    "inversion_all_steps": "inverted classifier, from noise, all steps",
+    "ae": "AE, z ~ N(0, I)",
+    "vae": "VAE, z ~ N(0, I)",
+    "cvae": "CVAE, z ~ N(0, I), class given",
+}
+CONDITIONAL = ("inversion", "inversion_regularised", "inversion_from_real",
+               "inversion_all_steps", "cvae")
+# the figure's panels, 2 rows of 3: per-class panels on the left of each row
+PANELS = (("inversion", "inversion_regularised", "inversion_from_real"),
+          ("cvae", "ae", "vae"))
+
+
+@dataclass
+class InversionSettings:
+    """How the classifier is inverted (``invert_classifier``) and how much is drawn.
+
+    Attributes:
+        steps: Adam steps per image.
+        lr: Adam learning rate on the pixel logits.
+        until: the "until A is sure" probability of the noise and real-image variants.
+        l2: L2 weight of the regularised variant.
+        tv: total-variation weight of the regularised variant.
+        jitter: largest random shift (pixels) of the regularised variant.
+        figure_classes: classes drawn (the first ones; all are scored).
+        figure_per_class: images per class row and per panel row.
+    """
+
+    steps: int = 400
+    lr: float = 0.05
+    until: float = 0.99
+    l2: float = 0.3
+    tv: float = 1.0
+    jitter: int = 2
+    figure_classes: int = 10
+    figure_per_class: int = 10
+
+
+def check_inversion_settings(inv: InversionSettings) -> None:
+    """Fail early, naming the bad value.
+
+    Raises:
+        ValueError: for any bad setting.
+    """
+    for name in ("steps", "figure_classes", "figure_per_class"):
+        check_positive(f"inversion {name}", getattr(inv, name))
+    if not (math.isfinite(inv.lr) and inv.lr > 0):
+        raise ValueError(f"inversion lr must be > 0, got {inv.lr}")
+    if not 0 < inv.until <= 1:
+        raise ValueError(f"inversion until must be a probability in (0, 1], got {inv.until}")
+    if not (inv.l2 >= 0 and inv.tv >= 0) or isinstance(inv.jitter, bool) or inv.jitter < 0:
+        raise ValueError(f"inversion penalties must be >= 0, got l2={inv.l2}, tv={inv.tv}, "
+                         f"jitter={inv.jitter}")
+
+
+def split_name(data: str) -> str:
+    """The split the comparison runs on: Omniglot's class-sharing ``omniglot-mixed``."""
+    return "omniglot-mixed" if data == "omniglot" else data
+
+
+def _other_class_images(tr: gdata.ImageData, targets: torch.Tensor, seed: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each target, a random training image of another class: float ``[n, 1, H, W]``
+    and its labels ``[n]``."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(tr.labels), (len(targets),), generator=g)     # [n]
+    for _ in range(1000):
+        same = tr.labels[idx] == targets
+        if not bool(same.any()):
+            break
+        idx[same] = torch.randint(len(tr.labels), (int(same.sum()),), generator=g)
+    else:
+        raise ValueError("could not find training images of another class")
+    return gdata.to_unit(tr.images[idx]), tr.labels[idx]
+
+
+def _scores(samples: torch.Tensor, targets: torch.Tensor | None, A, B, real_ref: torch.Tensor
+            ) -> dict:
+    pa, _ = quality.predict(A, samples)                                  # [n, K]
+    pb, fb = quality.predict(B, samples)                                 # [n, K], [n, 128]
+    _, f_real = quality.predict(B, real_ref)
+    out = {"n": len(samples), "frechet": quality.frechet_distance(fb, f_real),
+           "top_confidence_inverted": float(pa.max(-1).values.mean()),
+           "top_confidence_independent": float(pb.max(-1).values.mean())}
+    if targets is not None:
+        r = confidence_report(samples, targets, A, B)
+        out.update({k: v for k, v in r.items() if isinstance(v, float)})
+    return out
+
+
+def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict:
+    """Train classifiers A and B, an AE, a VAE and a CVAE; invert A; score and draw it all.
+
+    Args:
+        s: the generators' settings (``model`` is ignored: all three are trained;
+            ``quality_samples`` samples of each generator are scored, split evenly over the
+            classes for the class-conditional ones; ``classifier_epochs`` trains A and B;
+            A has seed ``seed``, B ``seed + 1``).
+        inv: the inversion settings.
+        out: output folder (created): ``results.json``, ``metrics.jsonl``,
+            ``inversion_compare.png``.
+
+    Returns:
+        The ``results.json`` content: ``scores`` per method (``METHODS``) and for ``real``
+        test images, the classifiers' test accuracies, timings and settings.
+
+    Raises:
+        ValueError: for bad settings.
+        FileNotFoundError: if the data set is missing.
+    """
+    data = split_name(s.data)
+    s = replace(s, data=data)
+    check_settings(replace(s, model="cvae"))
+    check_inversion_settings(inv)
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    tr, te = load_data(s)
+    k = tr.n_classes
+    per_class = max(1, s.quality_samples // k)
+    n = per_class * k
+    real = gdata.to_unit(te.images)
+    m = min(n, len(real) // 2)
+    if m < 2:
+        raise ValueError(f"need at least 4 test images, got {len(real)}")
+    real_ref = real[m:]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("")
+    log = _jsonl(out / "metrics.jsonl")
+    cpu = {}
+
+    t0 = time.process_time()
+    A = quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
+                                 seed=s.seed, progress=s.progress)
+    B = quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
+                                 seed=s.seed + 1, progress=s.progress)
+    cpu["classifiers"] = time.process_time() - t0
+    settings = {name: v for name, v in asdict(s).items() if name != "model"}
+    results = {"settings": settings, "inversion": asdict(inv), "data": data,
+               "n_classes": k, "class_names": tr.class_names, "per_class": per_class,
+               "n_scored": n, "n_train": len(tr.images), "n_test": len(te.images),
+               "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, te.labels),
+                                            "independent": quality.accuracy(B, real,
+                                                                            te.labels)},
+               "chance": 1 / k, "methods": METHODS, "scores": {}, "generators": {}}
+    results["scores"]["real"] = _scores(real[:m], te.labels[:m], A, B, real_ref)
+
+    targets = torch.arange(k).repeat_interleave(per_class)               # [n]
+    samples: dict[str, torch.Tensor] = {}
+    common = dict(steps=inv.steps, lr=inv.lr)
+    init_real, init_labels = _other_class_images(tr, targets, s.seed + 2)
+    variants = {
+        "inversion": dict(until=inv.until),
+        "inversion_regularised": dict(l2=inv.l2, tv=inv.tv, jitter=inv.jitter),
+        "inversion_from_real": dict(until=inv.until, init=init_real),
+        "inversion_all_steps": {},
+    }
+    for name, kw in variants.items():
+        t0 = time.process_time()
+        samples[name] = invert_classifier(A, targets, generator=torch.Generator().manual_seed(
+            s.seed + 3), image_shape=tuple(tr.images.shape[1:]), **common, **kw)
+        cpu[name] = time.process_time() - t0
+    src = quality.predict(B, samples["inversion_from_real"])[0].argmax(-1)
+    results["from_real_independent_says_source"] = float((src == init_labels).float().mean())
+
+    x_te = gdata.eval_pixels(te.images, s.binarize)
+    for kind in ("ae", "vae", "cvae"):
+        t0 = time.process_time()
+        model = build_model(kind, s, tr.images, k)
+        hist = _train_model(model, s, tr, x_te, te.labels,
+                            lambda r, kind=kind: log({"model": kind, **r}))
+        cpu[kind] = time.process_time() - t0
+        test = heldout_metrics(model, x_te, te.labels, k=0, batch=s.eval_batch, seed=s.seed,
+                               progress=False)
+        results["generators"][kind] = {"test": test, "epochs_done": hist[-1]["epoch"],
+                                       "train_cpu_s": cpu[kind]}
+        g = torch.Generator().manual_seed(s.seed + 4)
+        model.eval()
+        if kind == "cvae":
+            samples[kind] = sample_classes(model, range(k), per_class, generator=g).reshape(
+                n, *tr.images.shape[1:])
+        else:
+            samples[kind] = model.sample(n, generator=g)
+
+    for name in METHODS:
+        results["scores"][name] = _scores(samples[name], targets if name in CONDITIONAL
+                                          else None, A, B, real_ref)
+    save_figure(samples, results, inv, out / FIGURE)
+    results["pictures"] = [FIGURE]
+    results["cpu_s"] = {**cpu, "total": time.process_time() - cpu_start}
+    results["wall_s"] = time.perf_counter() - wall_start
+    results["threads"] = torch.get_num_threads()
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+DATA_LABELS = {"fashion-mnist": "Fashion-MNIST",
+               "omniglot-mixed": "Omniglot (mixed split, 50 alphabets)"}
+
+
+def _device() -> str:
+    """``"CPU (<n>-core <model>), <t> thread(s)"``, the model from /proc/cpuinfo."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = " " + line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    t = torch.get_num_threads()
+    return f"CPU ({os.cpu_count()}-core{model}), {t} thread{'s' if t != 1 else ''}"
+
+
+def record(results: dict, command: str, device: str | None = None) -> dict:
+    """The docs record (``metaloop.evaluate.records``) of one comparison.
+
+    The headline number is the independent classifier's accuracy on the samples inverted
+    from noise until A was 99% sure (the lesson's "fools A, not B"), with a normal-
+    approximation 95% interval over the samples; every method's scores ride along under
+    ``scores``.
+
+    Args:
+        results: ``compare``'s result.
+        command: the exact command line.
+        device: what ran it (default: the CPU model, cores and torch threads).
+    """
+    import datetime
+
+    sc = results["scores"]["inversion"]
+    p, n = sc["accuracy_independent"], sc["n"]
+    keep = ("data", "n_classes", "per_class", "n_scored", "n_train", "n_test",
+            "classifier_test_accuracy", "chance", "from_real_independent_says_source",
+            "settings", "inversion", "methods", "scores", "generators", "cpu_s", "wall_s",
+            "threads")
+    return {
+        "table": "generative_inversion",
+        "row": DATA_LABELS.get(results["data"], results["data"]),
+        "metric": "classifier B's accuracy on images inverted from classifier A (%)",
+        "mean": round(100 * p, 2), "ci95": round(100 * 1.96 * math.sqrt(p * (1 - p) / n), 2),
+        "n": n, "unit": "%", "digits": 1,
+        "budget": {"cpu_seconds": round(results["cpu_s"]["total"])},
+        "device": device or _device(),
+        "torch": torch.__version__.split("+")[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "config": None, "command": command, "published": None,
+        **{k: results[k] for k in keep if k in results},
+    }
+
+
+def _panel(images: torch.Tensor, name: str, k: int, per_class: int, inv: InversionSettings
+           ) -> torch.Tensor:
+    """``[rows, cols, 1, H, W]``: per-class rows for the conditional ones, else a block."""
+    rows, cols = min(inv.figure_classes, k), min(inv.figure_per_class, per_class)
+    if name in CONDITIONAL:
+        return images.reshape(k, per_class, *images.shape[1:])[:rows, :cols]
+    return images[:rows * cols].reshape(rows, cols, *images.shape[1:])
+
+
+def _label(name: str, sc: dict, chance: float) -> str:
+    text = f"FD {sc['frechet']:.1f}"
+    if "accuracy_independent" in sc:
+        text += (f"   B acc {100 * sc['accuracy_independent']:.0f}% (chance "
+                 f"{100 * chance:.0f}%)\nA conf. in class "
+                 f"{100 * sc['mean_confidence_inverted']:.1f}%")
+    else:
+        text += (f"\nA top conf. {100 * sc['top_confidence_inverted']:.0f}%   "
+                 f"B top conf. {100 * sc['top_confidence_independent']:.0f}%")
+    return text
+
+
+def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionSettings,
+                path: str | os.PathLike, dpi: int = 80) -> None:
+    """The comparison's one figure: 2 rows of 3 panels (``PANELS``), scores under each."""
+    k, per_class = results["n_classes"], results["per_class"]
+    names = results["class_names"][:min(inv.figure_classes, k)]
+    panels = {name: _panel(samples[name], name, k, per_class, inv)
+              for row in PANELS for name in row}
+    r, c = panels["inversion"].shape[:2]
+    fig = Figure(figsize=(3 * 0.32 * c + 2.2, 2 * (0.32 * r + 1.3) + 0.5), dpi=dpi)
+    for i, row in enumerate(PANELS):
+        for j, name in enumerate(row):
+            ax = fig.add_subplot(len(PANELS), len(row), i * len(row) + j + 1)
+            ax.imshow(plots.tile(panels[name]), cmap="Greys", vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0 and name in CONDITIONAL:
+                hh = panels[name].shape[-2] + 1
+                ax.set_yticks([q * hh + hh / 2 - 1 for q in range(len(names))],
+                              [str(nm)[:14] for nm in names], fontsize=8)
+                ax.tick_params(length=0)
+            title = METHODS[name].replace(", from", ",\nfrom").replace(" + ", "\n+ ")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel(_label(name, results["scores"][name], results["chance"]), fontsize=8)
+    acc = results["classifier_test_accuracy"]
+    fig.suptitle(f"{results['data']}: A (inverted) and B (independent) classifiers, test "
+                 f"accuracy {100 * acc['inverted']:.1f}% / {100 * acc['independent']:.1f}%; "
+                 f"FD in B's features (real images: "
+                 f"{results['scores']['real']['frechet']:.1f})", fontsize=10)
+    fig.tight_layout()
+    plots._save(fig, path)
+
+
+def table(results: dict) -> str:
+    """The score table as Markdown, one row per method and one for real test images."""
+    head = ("| samples | FD (B features) | B accuracy on class c | A confidence in class c | "
+            "A >= 99% | A top conf. | B top conf. |\n|---|---|---|---|---|---|---|")
+    rows = [head]
+    for name in ("real", *METHODS):
+        sc = results["scores"][name]
+        what = "real test images" if name == "real" else METHODS[name]
+
+        def pct(key, sc=sc):
+            return f"{100 * sc[key]:.1f}%" if key in sc else "–"
+
+        rows.append(f"| {what} | {sc['frechet']:.1f} | {pct('accuracy_independent')} | "
+                    f"{pct('mean_confidence_inverted')} | {pct('fraction_confident_inverted')} | "
+                    f"{pct('top_confidence_inverted')} | {pct('top_confidence_independent')} |")
+    return "\n".join(rows)
+
+
