@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's acceptance run: every bench_maml.py variant, side by side with the peers, 2 CPU
+# The full MAML benchmark: every bench_maml.py variant, side by side with the peers, 2 CPU
 # threads, on an otherwise idle machine. Each variant's table goes to OUT/<variant>.txt.
 #
 #     bash benchmarks/setup_peers.sh VENV            # once

@@ -1,4 +1,4 @@
-"""Does torch.compile pay on the CPU for MAML's query pass? (issue 8, a candidate fast path)
+"""Does torch.compile pay on the CPU for MAML's query pass? (a candidate fast path)
 
 In second-order MAML the query loss is differentiated once (to theta'; the eager support
 graph carries the second order), so the query pass is the one part that a compiled

@@ -1,4 +1,4 @@
-"""MAML on Omniglot, metaloop side by side with a plain loop and the peers (issue 8).
+"""MAML on Omniglot, metaloop side by side with a plain loop and the peers.
 
 The base configuration: Conv4 (64 filters, 3x3 conv + BatchNorm on batch statistics + ReLU +
 2x2 max-pool, 28x28 input), 5-way 1-shot, 15 queries per class, meta-batch 32, 1 inner SGD
@@ -17,7 +17,7 @@ Implementations (``--only`` picks some):
   - ``plain``: a per-task ``torch.autograd.grad`` loop written here (the reference);
   - ``plain-cl`` (only when named in ``--only``): the same loop with its image batches in
     the channels-last layout (``metaloop.func.params.channels_last``) that metaloop used on
-    the CPU in sessions 3-6 and dropped as inexact in float32, to show what that layout is
+    the CPU in earlier versions and dropped as inexact in float32, to show what that layout is
     worth;
   - ``baseline`` (with ``--baseline DIR``): ``metaloop`` as it is in another source tree, e.g.
     the commit before a change, unpacked by ``git archive COMMIT src | tar -x -C /tmp/base``
@@ -44,7 +44,7 @@ seconds per iteration, the peak RSS and the ratios to metaloop.
         --steps 10 --inner-lr 0.1 --checkpoint --only metaloop,metaloop-ckpt
 
 Compare ratios from one run only: absolute times vary ~20% between runs on these machines,
-and the allocator settings (printed) change them by 25% or more (DESIGN section 8).
+and the allocator settings (printed) change them by 25% or more (docs/benchmarks.md).
 """
 
 from __future__ import annotations

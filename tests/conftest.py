@@ -72,3 +72,67 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def write_image_folder(root: Path, classes: int = 6, per_class: int = 8, side: int = 28,
+                       seed: int = 0, corrupt: bool = False, mixed: bool = True) -> Path:
+    """Write a small labelled image folder ``root/<class>/<image>``.
+
+    Class k is a fixed random glyph (a few thick strokes, ink on a light background); each
+    image is that glyph shifted by up to 2 px with speckle noise, so few-shot learners can
+    tell the classes apart. With ``mixed``, files cycle through PNG (L, 16-bit, palette),
+    JPEG (RGB), BMP, GIF, WebP (RGBA with transparency) and several sizes and aspect ratios;
+    a ``notes.txt`` and a hidden ``.DS_Store`` sit in the first class folder. ``corrupt``
+    adds ``broken.png`` (not an image) to the last class.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k in range(classes):
+        glyph = np.zeros((side, side), np.uint8)
+        for _ in range(3):
+            r0, c0 = rng.integers(4, side - 4, size=2)
+            r1, c1 = rng.integers(4, side - 4, size=2)
+            for t in np.linspace(0, 1, 4 * side):
+                r, c = int(r0 + t * (r1 - r0)), int(c0 + t * (c1 - c0))
+                glyph[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = 255
+        d = root / f"class_{k:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            dr, dc = rng.integers(-2, 3, size=2)
+            a = np.roll(glyph, (dr, dc), axis=(0, 1))
+            a = np.where(rng.random(a.shape) < 0.02, 255 - a, a)
+            paper = (255 - a).astype(np.uint8)                       # dark ink on light paper
+            kind = (i + k) % 7 if mixed else 0
+            if kind == 0:
+                Image.fromarray(paper).save(d / f"{i:03d}.png")
+            elif kind == 1:
+                Image.fromarray(np.stack([paper] * 3, -1)).resize((side * 2, side * 2)).save(
+                    d / f"{i:03d}.jpg", quality=95)
+            elif kind == 2:
+                Image.fromarray(paper).save(d / f"{i:03d}.bmp")
+            elif kind == 3:
+                Image.fromarray(paper).convert("P").save(d / f"{i:03d}.gif")
+            elif kind == 4:
+                rgba = np.zeros((side, side, 4), np.uint8)
+                rgba[..., 3] = a                                     # ink opaque, paper clear
+                Image.fromarray(rgba, "RGBA").save(d / f"{i:03d}.webp", lossless=True)
+            elif kind == 5:
+                wide = np.full((side, side + side // 2), 255, np.uint8)
+                wide[:, side // 4:side // 4 + side] = paper
+                Image.fromarray(wide).save(d / f"{i:03d}.png")
+            else:
+                Image.fromarray(paper.astype(np.uint16) * 257).save(d / f"{i:03d}.png")
+        if mixed and k == 0:
+            (d / "notes.txt").write_text("not an image")
+            (d / ".DS_Store").write_bytes(b"\0junk")
+    if corrupt:
+        (root / f"class_{classes - 1:02d}" / "broken.png").write_bytes(b"this is not a png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """A small mixed-format image folder (see ``write_image_folder``), no corrupt file."""
+    return write_image_folder(tmp_path / "images")

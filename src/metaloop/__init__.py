@@ -4,7 +4,19 @@
 ``metaloop.evaluate.evaluate``; the subpackages themselves stay importable.
 """
 
-from metaloop import adapt, continual, data, evaluate, func, generative, meta, models, tasks, train
+from metaloop import (
+    adapt,
+    continual,
+    data,
+    evaluate,
+    func,
+    generative,
+    meta,
+    models,
+    recipes,
+    tasks,
+    train,
+)
 from metaloop.evaluate import mean_ci
 from metaloop.tasks import TaskBatch
 from metaloop.train import NonFiniteLossError
@@ -21,6 +33,7 @@ __all__ = [
     "mean_ci",
     "meta",
     "models",
+    "recipes",
     "tasks",
     "train",
 ]

@@ -1,8 +1,10 @@
-"""``metaloop adapt``: the table, results.json and the bar chart, on a tiny text model and a
-tiny Omniglot checkpoint; named errors with exit status 2."""
+"""``metaloop adapt``: the table, results.json and the bar chart, on a tiny text model (WordNet
+and the user's own text tables) and a tiny Omniglot checkpoint; named errors with exit status 2
+that write nothing."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -13,8 +15,8 @@ from metaloop.cli.main import main
 pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
 
-if not Path("/usr/share/wordnet/data.noun").is_file():
-    pytest.skip("WordNet not installed (apt-get install wordnet-base)", allow_module_level=True)
+needs_wordnet = pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
+                                   reason="WordNet not installed (apt-get install wordnet-base)")
 
 WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a an the of or in to and that is for with by as on "
          "from kind type part person plant animal act used small large genus family").split()
@@ -25,7 +27,8 @@ def tiny_bert(save_tiny_bert) -> str:
     return str(save_tiny_bert(WORDS))
 
 
-def test_text_table_results_json_and_chart(tiny_bert, tmp_path, capsys):
+@needs_wordnet
+def test_wordnet_results_json_and_chart(tiny_bert, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["adapt", "--model", tiny_bert, "--family", "wordnet", "--ways", "3", "--shots",
             "1", "--queries", "2", "--tasks", "2", "--steps", "2", "--meta", "fomaml,reptile",
@@ -85,6 +88,7 @@ def test_image_checkpoint_rows(omniglot_root, tmp_path, capsys):
     assert rows["lora"]["trainable"] == (8 * 9 + 64) + 3 * (8 * 8 * 9 + 64) + 27
 
 
+@needs_wordnet
 @pytest.mark.parametrize("extra,message", [
     (["--model", "/no/such/model"], "model path /no/such/model does not exist"),
     (["--ways", "106"], "ways=106 exceeds the 105 categories of split 'test'"),
@@ -106,3 +110,180 @@ def test_a_text_model_cannot_adapt_to_images(tmp_path, capsys):
     assert main(["adapt", "--model", "minilm", "--family", "omniglot",
                  "--out", str(tmp_path)]) == 2
     assert "is a text encoder; family omniglot needs an image model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- --family table
+
+KEYWORDS = ("person", "plant", "animal", "act", "genus", "family", "kind", "type", "part",
+            "small", "large", "used")
+FILLER = ("a", "the", "of", "or", "in", "to", "and", "that", "is", "for", "with", "by", "on")
+
+
+def write_sentences(path: Path, classes=KEYWORDS, per_class=8, skip=()) -> Path:
+    """A table of labelled sentences (CSV, TSV or JSONL by extension): the texts of class c
+    all contain the word c among filler words; rows listed in ``skip`` leave out the label."""
+    rows = []
+    for ci, c in enumerate(classes):
+        for j in range(per_class):
+            words = [FILLER[(ci * 7 + j * 3 + k) % len(FILLER)] for k in range(5)]
+            words.insert(j % 5, c)
+            rows.append({"text": " ".join(words), "label": "" if len(rows) in skip else c})
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, ["text", "label"],
+                               delimiter="\t" if path.suffix == ".tsv" else ",")
+            w.writeheader()
+            w.writerows(rows)
+    return path
+
+
+def _table_argv(model: str, data: Path, out: Path, *extra) -> list[str]:
+    return ["adapt", "--model", model, "--family", "table", "--data", str(data), "--ways", "2",
+            "--shots", "1", "--queries", "2", "--tasks", "2", "--steps", "2", "--out", str(out),
+            "--no-progress", *extra]
+
+
+def test_table_every_approach_and_meta_lora_on_held_out_classes(tiny_bert, tmp_path, capsys):
+    from metaloop.tasks.splits import split_classes
+
+    data = write_sentences(tmp_path / "sentences.csv")
+    out = tmp_path / "out"
+    assert main(_table_argv(tiny_bert, data, out, "--meta", "fomaml,reptile",
+                            "--meta-iterations", "2", "--meta-batch", "1")) == 0
+    text = capsys.readouterr().out
+    train, _, test = split_classes(KEYWORDS, (0.7, 0.1, 0.2), seed=0)
+    assert f"held-out classes, split 'test': 2 ({', '.join(test)})" in text
+    assert f"meta-training classes: 9 ({', '.join(train)})" in text
+    assert "table sentences.csv 2-way 1-shot" in text
+    res = json.loads((out / "results.json").read_text())
+    rows = res["approaches"]
+    assert sorted(rows) == sorted(
+        ["prompt-zero-shot", "prompt-optimized", "probe-logistic", "probe-ridge", "probe-sgd",
+         "finetune-zero", "finetune-random", "lp-ft", "lora", "soft-prompt",
+         "meta-lora-fomaml", "meta-lora-fomaml inner", "lora inner-fomaml",
+         "meta-lora-reptile", "meta-lora-reptile inner", "lora inner-reptile"])
+    for name, r in rows.items():
+        assert name in text and 0 <= r["accuracy"]["mean"] <= 1
+        assert len(r["per_task"]["accuracy"]) == 2
+    assert rows["probe-ridge"]["trainable"] == 2 * 32 + 2
+    assert rows["prompt-optimized"]["info"]["wording"] == "name"
+    table = res["table"]
+    assert table["heldout_classes"] == test and table["train_classes"] == train
+    assert not set(test) & set(train) and table["data"] == str(data)
+    assert table["texts"] == 2 * 8 and table["dropped_classes"] == []
+    assert res["meta"]["fomaml"]["config"]["table"]["classes"] == train
+    assert res["meta"]["reptile"]["config"]["shots"] == 5
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".jsonl"])
+def test_table_without_meta_holds_out_every_class(tiny_bert, tmp_path, capsys, suffix):
+    data = write_sentences(tmp_path / f"s{suffix}")
+    out = tmp_path / "out"
+    assert main(_table_argv(tiny_bert, data, out, "--ways", "3", "--approaches",
+                            "prompt-optimized,probe-ridge")) == 0
+    assert "held-out classes, every class (no meta-training): 12" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["table"]["heldout_classes"] == sorted(KEYWORDS)
+    assert res["table"]["train_classes"] == [] and res["meta"] == {}
+    assert sorted(res["approaches"]) == ["probe-ridge", "prompt-optimized"]
+    assert res["approaches"]["probe-ridge"]["trainable"] == 3 * 32 + 3
+
+
+def test_table_drop_small_says_how_many(tiny_bert, tmp_path, capsys):
+    data = write_sentences(tmp_path / "s.csv", per_class=3)
+    with data.open("a") as f:
+        f.write("the act of a person,big\nthe plant of a genus,big\n")  # a class of 2 texts
+    out = tmp_path / "out"
+    assert main(_table_argv(tiny_bert, data, out, "--drop-small", "--approaches",
+                            "probe-ridge")) == 0
+    assert "dropped 1 class(es) with too few texts: big" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["table"]["dropped_classes"] == ["big"]
+
+
+@pytest.mark.parametrize("change,extra,message", [
+    ("missing", [], "does not exist"),
+    ("xlsx", [], "unknown format '.xlsx'; use one of"),
+    (None, ["--text-column", "sentence"],
+     "has no text column 'sentence'; its columns are ['text', 'label']"),
+    ("empty-labels", [], "2 row(s) have empty labels (column 'label') at lines 2, 5"),
+    (None, ["--ways", "13"], "has 12 class(es) with at least 3 texts, fewer than ways = 13"),
+    (None, ["--queries", "8"], "12 class(es) have fewer than shots + queries = 1 + 8 = 9 texts"),
+    (None, ["--meta", "fomaml", "--ways", "3"],
+     "(split 'test') has 2 class(es) with at least 3 texts, fewer than ways = 3"),
+    (None, ["--meta", "reptile", "--queries", "4"],
+     "(split 'train'): 9 class(es) have fewer than shots + queries = 5 + 4 = 9 texts"),
+    (None, ["--split-fractions", "0.5,0.5"], "--split-fractions must be three numbers"),
+    ("no-data", [], "--family table needs --data PATH"),
+    ("wordnet", [], "--data applies to --family table, not wordnet"),
+    (None, ["--root", "/data"], "--root applies to the built-in families; give the table"),
+])
+def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, change, extra,
+                                              message):
+    data = write_sentences(tmp_path / "s.csv", skip=(0, 3) if change == "empty-labels" else ())
+    if change == "missing":
+        data = tmp_path / "none.csv"
+    elif change == "xlsx":
+        data = data.rename(tmp_path / "s.xlsx")
+    out = tmp_path / "out"
+    argv = _table_argv(tiny_bert, data, out, *extra)
+    if change == "no-data":
+        argv.remove("--data")
+        argv.remove(str(data))
+    elif change == "wordnet":
+        argv[argv.index("table")] = "wordnet"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("metaloop adapt: error:")
+    assert not out.exists()
+
+
+# ----------------------------------------------------- the "table" config family (train, eval)
+
+def _table_config(path: Path, data: Path, encoder: str, model: str = "text",
+                  method: str = "protonet") -> Path:
+    path.write_text(f'[family]\nname = "table"\nroot = "{data}"\nencoder = "{encoder}"\n'
+                    f'ways = 2\nshots = 1\nqueries = 2\n[model]\nname = "{model}"\n'
+                    f'[method]\nname = "{method}"\n[train]\niterations = 2\nmeta_batch = 2\n'
+                    f'checkpoint_every = 2\n[eval]\ntasks = 4\nsteps = [0]\n')
+    return path
+
+
+def test_table_config_trains_and_evaluates_on_held_out_classes(tiny_bert, tmp_path, capsys):
+    from metaloop.tasks.splits import split_classes
+
+    cfg = _table_config(tmp_path / "t.toml", write_sentences(tmp_path / "s.csv"), tiny_bert)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    assert "(train): 72 texts in 9 classes" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "ev"),
+                 "--no-progress"]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    fam = res["config"]["family"]
+    train, val, test = split_classes(KEYWORDS, (0.7, 0.1, 0.2), seed=0)
+    assert (fam["train_classes"], fam["val_classes"], fam["test_classes"]) == (train, val, test)
+    acc = res["methods"]["protonet"]["accuracy"]["mean"][0]
+    assert 0 <= acc <= 1 and res["methods"]["protonet"]["tasks"] == 4
+
+
+@pytest.mark.parametrize("change,message", [
+    ("model", "config model.name = 'conv4' and family.name = 'table': model 'text'"),
+    ("missing", "text table"),
+    ("labels", "1 row(s) have empty labels (column 'label') at line 3"),
+])
+def test_bad_table_config_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, change,
+                                                      message):
+    data = tmp_path / "s.csv"
+    if change == "labels":
+        data.write_text("text,label\nthe act,act\nthe plant,\n")
+    elif change == "model":
+        write_sentences(data)
+    cfg = _table_config(tmp_path / "t.toml", data, tiny_bert,
+                        model="conv4" if change == "model" else "text")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and (change != "missing" or "s.csv does not exist" in err)
+    assert not out.exists()

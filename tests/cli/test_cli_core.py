@@ -38,10 +38,10 @@ def test_compare_applies_maml_only_config_keys_to_the_maml_family_only(tmp_path)
     assert res["config"]["method"]["learn_inner_lr"] is True
 
 
-def test_checkpointed_inner_loop_from_a_config_trains(tmp_path):
+def test_recomputed_inner_loop_from_a_config_trains(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\ninner_steps = 2\n'
-                   'checkpoint = true\n[train]\niterations = 3\nmeta_batch = 4\n')
+                   'recompute_inner_loop = true\n[train]\niterations = 3\nmeta_batch = 4\n')
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 0
     from metaloop.cli.eval import load_learner
@@ -130,14 +130,15 @@ def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
     ('[method]\ninnr_lr = 0.1\n', "did you mean 'inner_lr'"),
     ('[trian]\n', "did you mean 'train'"),
     ('[method]\nname = "reptile"\nfirst_order = true\n', "first_order applies"),
-    ('[method]\nname = "reptile"\ncheckpoint = true\n', "applies to maml, fomaml and anil"),
-    ('[method]\ncheckpoint = true\nbatching = "vmap"\n', "needs batching"),
+    ('[method]\nname = "reptile"\nrecompute_inner_loop = true\n',
+     "applies to maml, fomaml and anil"),
+    ('[method]\nrecompute_inner_loop = true\nbatching = "vmap"\n', "needs batching"),
     ('[method]\nname = "r2d2"\ncompile = true\n', "compiling the query pass applies to maml"),
     ('[method]\ncompile = true\nbatching = "vmap"\n', "method.compile = true needs batching"),
     ('[method]\ncompile = true\nbatching = "threads"\n', 'not "threads"'),
     ('[method]\nname = "reptile"\nbatching = "threads"\n', '"threads" applies to maml'),
     ('[method]\nname = "reptile"\nlearn_inner_lr = true\n', "learned inner step sizes apply"),
-    ('[method]\nlearn_inner_lr = true\ncheckpoint = true\n', "drop one"),
+    ('[method]\nlearn_inner_lr = true\nrecompute_inner_loop = true\n', "drop one"),
     ('[method]\ninner_steps = 0\n', "inner_steps must be a positive int"),
     ('[method]\ninner_lr = -0.1\n', "inner_lr must be a positive"),
     ('[train]\niterations = 0\n', "iterations must be a positive int"),

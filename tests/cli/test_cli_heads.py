@@ -110,7 +110,7 @@ def test_auto_batching_is_vmap_on_cuda(method, checkpoint, device):
     """Building for CUDA only chooses the batching (nothing is moved, so no GPU is needed)."""
     cfg = _config.validate({"family": {"name": "omniglot"},
                             "model": {"name": "conv4", "channels": 4},
-                            "method": {"name": method, "checkpoint": checkpoint}})
+                            "method": {"name": method, "recompute_inner_loop": checkpoint}})
 
     class Fam:
         kind, image_shape, num_classes, ways = "classification", (1, 28, 28), 100, 5
@@ -145,7 +145,7 @@ def test_higher_way_training_evaluates_at_the_eval_ways(tmp_path, omniglot_root,
 
 @pytest.mark.parametrize("body,message", [
     ('[method]\nname = "maml"\n[eval]\nways = 3\n',
-     "config eval.ways = 3 differs from family.ways = 5: only ['metaoptnet', 'r2d2']"),
+     "config eval.ways = 3 differs from family.ways = 5: only ['metaoptnet', 'protonet', 'r2d2']"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 1\n', "eval.ways must be 0 (the family's) or >= 2"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 2000\n',
      "impossible config: eval.ways = 2000 but omniglot eval.split = 'test' has only 1692"),

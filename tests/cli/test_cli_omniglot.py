@@ -26,6 +26,10 @@ def test_every_profile_exists_and_follows_the_paper(profile):
         for setting in SETTINGS:
             c = _cfg(method, setting, profile)
             ways, shots = map(int, re.match(r"(\d+)w(\d+)s", setting).groups())
+            if method == "reptile":          # Nichol et al.'s own protocol, not MAML's
+                _check_reptile_protocol(c, ways, shots, profile)
+                evals.add((c["eval"]["tasks"], c["eval"]["seed"], c["eval"]["queries"]))
+                continue
             assert (c["family"]["name"], c["family"]["ways"], c["family"]["shots"]) == \
                 ("omniglot", ways, shots)
             assert c["model"] == {**c["model"], "name": "conv4", "pool": "stride",
@@ -52,6 +56,25 @@ def test_every_profile_exists_and_follows_the_paper(profile):
             assert (3 if ways == 5 else 5) in e["steps"]
             evals.add((e["tasks"], e["seed"], e["queries"]))
     assert len(evals) == 1          # the same held-out episodes for every method
+
+
+def _check_reptile_protocol(c, ways, shots, profile):
+    """Nichol et al. 2018's Omniglot protocol: inner Adam (beta1 = 0) on mini-batches of 10
+    training shots per class, outer SGD from 1.0 decaying linearly, meta-batch 5, 50 Adam
+    steps at test time, non-transductive scoring."""
+    f, m, t, e = c["family"], c["method"], c["train"], c["eval"]
+    assert (f["name"], f["ways"], f["shots"], f["split"]) == ("omniglot", ways, 10, "trainval")
+    assert c["model"] == {**c["model"], "name": "conv4", "pool": "stride", "channels": 64}
+    assert (m["name"], m["inner_optimizer"], m["transductive"]) == ("reptile", "adam", False)
+    five = ways == 5
+    assert (m["inner_lr"], m["inner_steps"], m["inner_batch"], m["test_batch"]) == \
+        ((0.001, 5, 10, 5) if five else (0.0005, 10, 20, 10))
+    assert (t["optimizer"], t["lr"], t["lr_schedule"], t["meta_batch"]) == \
+        ("sgd", 1.0, "linear", 5)
+    if profile == "full":
+        assert t["iterations"] == (100000 if five else 200000)
+    assert (e["shots"], e["split"], 50 in e["steps"]) == (shots, "test", True)
+    assert e["tasks"] >= 600
 
 
 def test_every_config_value_is_commented():

@@ -1,5 +1,5 @@
-"""finetune: replay batches, kept heads, naive equivalence, trainable subsets, early stopping,
-LoRA, and the errors bad input gets."""
+"""finetune_experience: replay batches, kept heads, naive equivalence, trainable subsets,
+early stopping, LoRA, and the errors bad input gets."""
 
 from __future__ import annotations
 
@@ -7,17 +7,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaloop.continual import lora
 from metaloop.continual.finetune import (
     batch_loss,
     evaluate_experiences,
-    finetune,
+    finetune_experience,
     select_trainable,
 )
-from metaloop.continual.heads import head_names, init_heads, init_params
+from metaloop.continual.heads import head_param_names, init_heads, init_params
 from metaloop.continual.replay import Batch, replay_count
 from metaloop.continual.scenarios import Experience
-from metaloop.continual.sequence import run_sequence, strategy_options
+from metaloop.continual.sequence import (
+    merge_lora_params,
+    run_sequence,
+    strategy_options,
+    with_lora,
+)
 from metaloop.models import MLP, Conv4
 
 D = 8
@@ -68,8 +72,9 @@ def _same(a, b):
 def test_training_batches_honour_the_replay_ratio(two):
     model, p = _setup(two, model=RecordingMLP(D, (16,), 1))
     model.seen.clear()
-    finetune(model, p, two[1], earlier=[two[0]], replay_ratio=0.15, keep_heads=True,
-             batch_size=20, steps=12, eval_every=5, generator=torch.Generator().manual_seed(0))
+    finetune_experience(model, p, two[1], earlier=[two[0]], replay_ratio=0.15, keep_heads=True,
+                        batch_size=20, steps=12, eval_every=5,
+                        generator=torch.Generator().manual_seed(0))
     assert len(model.seen) == 12                    # one training forward per step
     for t, x in enumerate(model.seen):
         assert x.shape[0] == 20
@@ -79,11 +84,11 @@ def test_training_batches_honour_the_replay_ratio(two):
 def test_replay_0_and_no_kept_heads_is_exactly_naive_fine_tuning(two):
     model, p = _setup(two)
     kw = dict(replay_ratio=0.0, steps=9, batch_size=16, lr=3e-3, eval_every=4)
-    a = finetune(model, p, two[1], earlier=[two[0]], generator=torch.Generator().manual_seed(5),
-                 **kw)
-    b = finetune(model, p, two[1], generator=torch.Generator().manual_seed(5), **kw)
-    c = finetune(model, p, two[1], earlier=[two[0]], keep_heads={"A": 0.0},
-                 generator=torch.Generator().manual_seed(5), **kw)
+    a = finetune_experience(model, p, two[1], earlier=[two[0]],
+                            generator=torch.Generator().manual_seed(5), **kw)
+    b = finetune_experience(model, p, two[1], generator=torch.Generator().manual_seed(5), **kw)
+    c = finetune_experience(model, p, two[1], earlier=[two[0]], keep_heads={"A": 0.0},
+                            generator=torch.Generator().manual_seed(5), **kw)
     assert _same(a.params, b.params) and _same(a.params, c.params)
     # the textbook loop: an nn.Module with head B, shuffled epochs, Adam, mean cross-entropy
     ref = MLP(D, (16,), 2)
@@ -125,16 +130,17 @@ def test_kept_heads_receive_gradients_and_change(two):
     assert with_heads["heads.A.weight"].abs().sum() > 0
     assert with_heads["heads.A.bias"].abs().sum() > 0
     assert not torch.allclose(with_heads["body.fc0.weight"], without["body.fc0.weight"])
-    r = finetune(model, p, two[1], earlier=[two[0]], replay_ratio=0.0, keep_heads=True,
-                 steps=20, batch_size=16, eval_every=10, generator=torch.Generator().manual_seed(0))
-    for name in head_names("A"):
+    r = finetune_experience(model, p, two[1], earlier=[two[0]], replay_ratio=0.0, keep_heads=True,
+                            steps=20, batch_size=16, eval_every=10,
+                            generator=torch.Generator().manual_seed(0))
+    for name in head_param_names("A"):
         assert not torch.equal(r.params[name], p[name]), name
 
 
 def test_every_strategy_runs_and_its_matrix_is_the_final_evaluation(two):
     model, p = _setup(two)
-    pre = finetune(model, p, two[0], replay_ratio=0.0, steps=60, batch_size=16, eval_every=60,
-                   generator=torch.Generator().manual_seed(0))
+    pre = finetune_experience(model, p, two[0], replay_ratio=0.0, steps=60, batch_size=16,
+                              eval_every=60, generator=torch.Generator().manual_seed(0))
     assert pre.curve["accuracy"]["A"][-1] > 0.8
     for strategy in ("naive", "replay", "heads", "replay+heads", "lora", "joint"):
         r = run_sequence(model, pre.params, two, strategy, pretrained=True, steps=15,
@@ -148,34 +154,47 @@ def test_every_strategy_runs_and_its_matrix_is_the_final_evaluation(two):
 def test_trainable_subsets(two):
     model, p = _setup(two)
     kw = dict(earlier=[two[0]], replay_ratio=0.25, steps=5, batch_size=8, eval_every=5)
-    r = finetune(model, p, two[1], trainable="head", **kw)
+    r = finetune_experience(model, p, two[1], trainable="head", **kw)
     assert all(torch.equal(r.params[k], p[k]) for k in p if k.startswith("body."))
     assert not torch.equal(r.params["heads.B.weight"], p["heads.B.weight"])
-    r = finetune(model, p, two[1], trainable=["heads.B.weight"], **kw)
+    r = finetune_experience(model, p, two[1], trainable=["heads.B.weight"], **kw)
     assert [k for k in p if not torch.equal(r.params[k], p[k])] == ["heads.B.weight"]
     assert select_trainable(p, lambda n: n.endswith("bias")) == [k for k in p
                                                                  if k.endswith("bias")]
     with pytest.raises(ValueError, match="unknown trainable 'body'"):
-        finetune(model, p, two[1], trainable="body", **kw)
+        finetune_experience(model, p, two[1], trainable="body", **kw)
     with pytest.raises(ValueError, match="unknown parameter names"):
-        finetune(model, p, two[1], trainable=["heads.C.weight"], **kw)
+        finetune_experience(model, p, two[1], trainable=["heads.C.weight"], **kw)
 
 
 def test_lora_trains_adapters_only_and_starts_as_the_identity(two):
+    """The lora strategy's adapters are peft's (``metaloop.adapt.add_lora``): the body with
+    fresh adapters computes what it did, only the adapters and heads train, and merging
+    folds ``B A`` into the plain body's weights."""
+    pytest.importorskip("peft")
     model, p = _setup(two)
-    with_lora = lora.add(model, p, rank=2, generator=torch.Generator().manual_seed(0))
-    assert with_lora["lora.body.fc0.A"].shape == (2, D)
-    assert with_lora["lora.body.fc0.B"].shape == (16, 2)
-    assert _same(lora.merge(with_lora), p)
-    r = finetune(model, with_lora, two[1], replay_ratio=0.0, trainable="lora", steps=5,
-                 batch_size=8, eval_every=5)
-    assert torch.equal(r.params["body.fc0.weight"], p["body.fc0.weight"])
-    assert not torch.equal(r.params["lora.body.fc0.B"], with_lora["lora.body.fc0.B"])
-    assert not torch.equal(lora.merge(r.params)["body.fc0.weight"], p["body.fc0.weight"])
+    body, start = with_lora(model, p, rank=2, generator=torch.Generator().manual_seed(0))
+    A, B = "body.fc0.lora_A.default.weight", "body.fc0.lora_B.default.weight"
+    assert start[A].shape == (2, D) and start[B].shape == (16, 2)
+    assert torch.equal(start["body.fc0.base_layer.weight"], p["body.fc0.weight"])
+    assert _same(merge_lora_params(body, start), p)
+    assert evaluate_experiences(body, start, two) == evaluate_experiences(model, p, two)
+    r = finetune_experience(body, start, two[1], replay_ratio=0.0, trainable="lora", steps=5,
+                            batch_size=8, eval_every=5)
+    assert torch.equal(r.params["body.fc0.base_layer.weight"], p["body.fc0.weight"])
+    assert not torch.equal(r.params[B], start[B])
+    merged = merge_lora_params(body, r.params)
+    assert merged.keys() == p.keys()
+    want = p["body.fc0.weight"] + r.params[B] @ r.params[A]                 # W + B A
+    assert torch.allclose(merged["body.fc0.weight"], want, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(merged["body.fc0.weight"], p["body.fc0.weight"])
+    assert torch.equal(merged["heads.B.weight"], r.params["heads.B.weight"])
     with pytest.raises(ValueError, match="already hold LoRA"):
-        lora.add(model, with_lora)
+        with_lora(body, start)
+    with pytest.raises(ValueError, match="LoRA rank must be a positive int"):
+        with_lora(model, p, rank=0)
     with pytest.raises(ValueError, match="no nn.Linear layer in its body"):
-        lora.add(Conv4(1, 4, 1, image_size=16), {})
+        with_lora(Conv4(1, 4, 1, image_size=16), {})
 
 
 def test_conv4_body_and_nothing_mutated():
@@ -188,19 +207,19 @@ def test_conv4_body_and_nothing_mutated():
     exps = [images("A", -1.0, 1), images("B", 1.0, 2)]
     model, p = _setup(exps, model=Conv4(1, 4, 1, image_size=16))
     before = {k: v.clone() for k, v in p.items()}
-    r = finetune(model, p, exps[1], earlier=exps[:1], keep_heads=True, steps=3, batch_size=8,
-                 eval_every=2)
+    r = finetune_experience(model, p, exps[1], earlier=exps[:1], keep_heads=True, steps=3,
+                            batch_size=8, eval_every=2)
     assert _same(p, before) and r.steps == 3 and r.curve["step"] == [0, 2, 3]
 
 
 def test_early_stopping_returns_the_best_parameters(two):
     model, p = _setup(two)
-    r = finetune(model, p, two[1], replay_ratio=0.0, lr=0.0, early_stop=2, steps=100,
-                 batch_size=8, eval_every=3)
+    r = finetune_experience(model, p, two[1], replay_ratio=0.0, lr=0.0, early_stop=2, steps=100,
+                            batch_size=8, eval_every=3)
     assert r.steps == 6 and r.best_step == 0 and _same(r.params, p)
     no_val = two[1]._replace(val=(two[1].val[0][:0], two[1].val[1][:0]))
     with pytest.raises(ValueError, match="early_stop needs validation data"):
-        finetune(model, p, no_val, replay_ratio=0.0, early_stop=2)
+        finetune_experience(model, p, no_val, replay_ratio=0.0, early_stop=2)
 
 
 def test_evaluate_experiences_by_hand(two):
@@ -238,20 +257,20 @@ def test_bad_input_is_a_clear_error(two, kwargs, match):
     model, p = _setup(two)
     kw = {"earlier": [two[0]], "steps": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
-        finetune(model, p, two[1], **kw)
+        finetune_experience(model, p, two[1], **kw)
 
 
 def test_kept_head_of_the_wrong_size_is_a_clear_error(two):
     model, p = _setup(two)
     wrong = {**p, **init_heads({"A": 3}, 16)}
     with pytest.raises(ValueError, match=r"kept head 'A' has output size 3 .* needs \[2, 16\]"):
-        finetune(model, wrong, two[1], earlier=[two[0]], keep_heads=True, steps=2)
+        finetune_experience(model, wrong, two[1], earlier=[two[0]], keep_heads=True, steps=2)
     narrow = {**p, **init_heads({"A": 2}, 5)}
     with pytest.raises(ValueError, match=r"kept head 'A' .* \(2 outputs on 16 features\)"):
-        finetune(model, narrow, two[1], earlier=[two[0]], keep_heads=True, steps=2)
+        finetune_experience(model, narrow, two[1], earlier=[two[0]], keep_heads=True, steps=2)
     missing = {k: v for k, v in p.items() if not k.startswith("heads.A")}
     with pytest.raises(ValueError, match=r"head 'A' of experience 'A' is not in the params"):
-        finetune(model, missing, two[1], earlier=[two[0]], steps=2)
+        finetune_experience(model, missing, two[1], earlier=[two[0]], steps=2)
     bad_labels = two[1]._replace(train=(two[1].train[0], two[1].train[1] + 5))
     with pytest.raises(ValueError, match="outside the 2 outputs of head 'B'"):
-        finetune(model, p, bad_labels, replay_ratio=0.0, steps=2)
+        finetune_experience(model, p, bad_labels, replay_ratio=0.0, steps=2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaloop.continual.finetune import finetune
+from metaloop.continual.finetune import finetune_experience
 from metaloop.continual.heads import init_params
 from metaloop.continual.metrics import summarize
 from metaloop.continual.scenarios import (
@@ -87,8 +87,8 @@ def test_two_task_replay_keeps_90_percent_of_the_old_accuracy(fashion_mnist_root
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         model = MLP(784, (256, 256), 1)
-        first = finetune(model, init_params(model, exps, g), exps[0], replay_ratio=0.0,
-                         steps=400, eval_every=400, generator=g)
+        first = finetune_experience(model, init_params(model, exps, g), exps[0],
+                                    replay_ratio=0.0, steps=400, eval_every=400, generator=g)
         for name in retained:
             r = run_sequence(model, first.params, exps, name, pretrained=True, steps=400,
                              eval_every=400, generator=torch.Generator().manual_seed(seed))

@@ -1,6 +1,6 @@
 """Training runs in float32: its meta-gradients on real Omniglot images match float64.
 
-Session 7 found that the channels-last CPU fast path (then used by every learner) gave
+A channels-last CPU fast path (once used by every learner) gave
 float32 meta-gradients off by 1e-2 to 0.2 (per tensor, ||error|| / ||float64 value||) on
 Omniglot batches, while float64 and random-image tests were exact: torch's fused CPU
 BatchNorm on channels-last float32 tensors loses precision on the near-constant channels

@@ -114,3 +114,124 @@ def test_sample_flat(train):
     idx = torch.randint(4112 * 20, (64,), generator=_gen(0))
     assert torch.equal(y, idx // 20)
     assert torch.equal(x[:, 0], train.images.flatten(0, 1)[idx].float() / 255)
+
+
+# ----------------------------------------------------------------------------- the challenge
+
+
+@pytest.fixture(scope="module")
+def evaluation(omniglot_root) -> Omniglot:
+    return Omniglot(omniglot_root, split="evaluation", ways=20, shots=1, queries=1,
+                    within_alphabet=True)
+
+
+def _alphabet(fam, classes):
+    """Alphabet names of class ids ``[n, ways]``, from the class names."""
+    return [[fam.class_names[c].split("/")[0] for c in row] for row in classes.tolist()]
+
+
+def test_within_alphabet_tasks_share_an_alphabet(evaluation):
+    b = evaluation.sample(300, generator=_gen(0))
+    assert b.support_x.shape == (300, 20, 1, 28, 28) and b.query_x.shape == (300, 20, 1, 28, 28)
+    alphabets = _alphabet(evaluation, b.classes)
+    assert all(len(set(row)) == 1 for row in alphabets)
+    assert (b.classes.sort(dim=1).values.diff(dim=1) > 0).all()     # 20 distinct characters
+    # the alphabet is uniform over the 20 evaluation alphabets (all have >= 20 characters)
+    counts = torch.bincount(evaluation.class_alphabet[b.classes[:, 0]], minlength=20)
+    assert len(evaluation.alphabets) == 20 and counts.min() > 0 and counts.max() < 35
+    # the images are the drawings of the named classes
+    classes, idx = evaluation.sample_indices(300, generator=_gen(0))
+    assert torch.equal(classes, b.classes)
+    assert torch.equal(idx // 20, classes.unsqueeze(-1).expand_as(idx))
+
+
+def test_within_alphabet_is_seeded_and_skips_small_alphabets(omniglot_root):
+    bg = Omniglot(omniglot_root, split="background", ways=20, shots=1, queries=1,
+                  within_alphabet=1.0)
+    a, b = bg.sample_indices(500, _gen(7)), bg.sample_indices(500, _gen(7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], bg.sample_indices(500, _gen(8))[0])
+    used = {row[0] for row in _alphabet(bg, a[0])}
+    # Blackfoot (14), Inuktitut (16), Ojibwe (14) and Tagalog (17) have < 20 characters
+    small = {"Blackfoot_(Canadian_Aboriginal_Syllabics)", "Ojibwe_(Canadian_Aboriginal_Syllabics)",
+             "Inuktitut_(Canadian_Aboriginal_Syllabics)", "Tagalog"}
+    assert not used & small and len(used) == 26
+    # 5-way tasks use every alphabet
+    five = Omniglot(omniglot_root, split="background", ways=5, within_alphabet=True)
+    assert {row[0] for row in _alphabet(five, five.sample_indices(2000, _gen(1))[0])} \
+        == set(five.alphabets)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 0.8])
+def test_within_alphabet_rate_mixes_as_asked(omniglot_root, rate):
+    fam = Omniglot(omniglot_root, split="background", ways=5, shots=1, queries=1,
+                   within_alphabet=rate)
+    classes, _ = fam.sample_indices(4000, _gen(3))
+    a = fam.class_alphabet[classes]                                          # [n, 5]
+    same = (a == a[:, :1]).all(dim=1).float().mean()
+    # random 5-way tasks from 30 alphabets share one alphabet with probability ~1e-5
+    assert abs(float(same) - rate) < 0.03, float(same)
+    if rate == 0.0:   # rate 0 is the plain random stream, unchanged
+        plain = Omniglot(omniglot_root, split="background", ways=5, shots=1, queries=1)
+        assert torch.equal(classes, plain.sample_indices(4000, _gen(3))[0])
+
+
+def test_rotations_give_four_times_the_classes(omniglot_root):
+    plain = Omniglot(omniglot_root, split="evaluation", ways=5)
+    rot = Omniglot(omniglot_root, split="evaluation", ways=5, rotations=True,
+                   within_alphabet=True)
+    c = plain.num_classes
+    assert rot.num_classes == 4 * c == 2636 and len(rot.class_names) == 4 * c
+    assert rot.class_names[c + 3] == plain.class_names[3] + "/rot090"
+    # class r * C + k is class k turned 90 r degrees counter-clockwise (PIL's rotate)
+    for r in range(4):
+        assert torch.equal(rot.images[r * c + 3], torch.rot90(plain.images[3], r, dims=(-2, -1)))
+    classes, _ = rot.sample_indices(200, _gen(0))
+    a = rot.class_alphabet[classes]
+    assert (a == a[:, :1]).all()               # rotations belong to their character's alphabet
+    assert int(classes.max()) >= c             # rotated classes are drawn
+    x, y = rot.sample_flat(16, _gen(2))
+    assert int(y.max()) < 4 * c
+
+
+def test_held_out_background_alphabets(omniglot_root):
+    tr = Omniglot(omniglot_root, split="background_train", ways=20, within_alphabet=1.0)
+    va = Omniglot(omniglot_root, split="background_val", ways=20, within_alphabet=1.0)
+    bg = Omniglot(omniglot_root, split="background", ways=5)
+    assert (tr.num_classes, va.num_classes) == (775, 189)
+    assert len(tr.alphabets) == 25 and len(va.alphabets) == 5
+    assert not set(tr.alphabets) & set(va.alphabets)
+    assert sorted(tr.class_names + va.class_names) == sorted(bg.class_names)
+    i = bg.class_names.index(va.class_names[0])
+    assert torch.equal(va.images[0], bg.images[i])
+    ev = Omniglot(omniglot_root, split="evaluation", ways=5)
+    assert not set(ev.alphabets) & set(bg.alphabets)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"within_alphabet": 1.5}, "within_alphabet must be a bool or a rate in \\[0, 1\\]"),
+    ({"within_alphabet": -0.1}, "within_alphabet must be a bool or a rate"),
+    ({"within_alphabet": "yes"}, "within_alphabet must be a bool or a rate"),
+    ({"within_alphabet": 0.5, "ways": 56},
+     "within_alphabet=0.5: no alphabet of split 'background' has ways=56 characters \\(the "
+     "largest has 55\\)"),
+    ({"rotations": True, "split": "train"}, "rotations=True applies to the Lake splits"),
+    ({"rotations": 1}, "rotations must be a bool"),
+])
+def test_challenge_validation(omniglot_root, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Omniglot(omniglot_root, **{"split": "background", **kwargs})
+
+
+def test_within_classes_errors_and_padding():
+    from metaloop.tasks.omniglot import within_classes
+    groups = torch.tensor([[0, 1, 2, 2], [3, 4, 5, 6]])       # group 0 padded past 3 classes
+    sizes = torch.tensor([3, 4])
+    out = within_classes(groups, sizes, 2000, 3, _gen(0))
+    g0 = out.max(dim=1).values <= 2
+    assert (out[g0] <= 2).all() and (out[~g0] >= 3).all()    # one group per task
+    assert (out.sort(dim=1).values.diff(dim=1) > 0).all()    # padding (a repeated 2) never drawn
+    assert 0.4 < float(g0.float().mean()) < 0.6              # groups equally likely
+    assert (within_classes(groups, sizes, 100, 4, _gen(0)) >= 3).all()   # only group 1 fits
+    with pytest.raises(ValueError, match="ways=5 characters, but the largest has 4"):
+        within_classes(groups, sizes, 10, 5, _gen(0))

@@ -158,9 +158,9 @@ def test_cosine_schedule_values_and_bit_identical_resume(tmp_path):
 
 
 def test_unknown_lr_schedule_is_refused():
-    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
         ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=2, meta_batch=2,
-                 progress=False, lr_schedule="linear")
+                 progress=False, lr_schedule="step")
 
 
 def test_clip_grad_norm_rescales_to_the_bound_and_logs_the_norm(tmp_path):
@@ -178,3 +178,172 @@ def test_clip_grad_norm_rescales_to_the_bound_and_logs_the_norm(tmp_path):
     with pytest.raises(ValueError, match="clip_grad_norm must be >= 0"):
         ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=1, meta_batch=2,
                  progress=False, clip_grad_norm=-1)
+
+
+def _lines(path):
+    return [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+class TensorMetrics:
+    """MAML whose metrics stay tensors (as a learner's device-side metrics would)."""
+
+    def __init__(self, learner):
+        self.learner, self.model, self.inner = learner, learner.model, learner.inner
+
+    def meta_gradient(self, batch, with_metrics=False):
+        grads, metrics = self.learner.meta_gradient(batch, with_metrics=True)
+        return grads, {k: torch.tensor(v) for k, v in metrics.items()}
+
+
+@pytest.mark.parametrize("tensors", [False, True])
+def test_log_every_writes_window_means_at_its_cadence(tmp_path, tensors):
+    fam = ml.tasks.Sinusoid(5, 5)
+    every = _learner()
+    ml.train(every, fam, iterations=12, meta_batch=4, progress=False, out_dir=tmp_path / "a")
+    ref = _lines(tmp_path / "a")
+    assert [x["iteration"] for x in ref] == list(range(1, 13))   # the default on the CPU: 1
+    sparse = _learner()
+    ml.train(TensorMetrics(sparse) if tensors else sparse, fam, iterations=12, meta_batch=4,
+             progress=False, out_dir=tmp_path / "b", log_every=5)
+    _params_equal = all(torch.equal(p, q) for p, q in zip(_params(every).values(),
+                                                          _params(sparse).values()))
+    assert _params_equal
+    lines = _lines(tmp_path / "b")
+    assert [x["iteration"] for x in lines] == [5, 10, 12]        # and always the last one
+    for line, (lo, hi) in zip(lines, [(0, 5), (5, 10), (10, 12)]):
+        window = [x["loss"] for x in ref[lo:hi]]
+        if tensors:                                              # summed in float64 tensors
+            assert line["loss"] == pytest.approx(sum(window) / len(window), rel=1e-6)
+        else:
+            assert line["loss"] == sum(window) / len(window)
+
+
+def test_log_every_reads_metrics_and_checks_only_at_its_cadence(monkeypatch):
+    from metaloop.train import loop
+    calls = {"read": 0, "check": 0, "postfix": 0}
+    read, check = loop._Window.read, loop._FiniteGuard.check
+
+    def counting_read(self):
+        calls["read"] += 1
+        return read(self)
+
+    def counting_check(self):
+        calls["check"] += bool(self._flags)        # a check that reads something
+        return check(self)
+
+    class Bar:
+        def __init__(self, it, **kw):
+            self.it = it
+
+        def __iter__(self):
+            return iter(self.it)
+
+        def set_postfix(self, *a, **k):
+            calls["postfix"] += 1
+
+        def close(self):
+            pass
+    monkeypatch.setattr(loop._Window, "read", counting_read)
+    monkeypatch.setattr(loop._FiniteGuard, "check", counting_check)
+    monkeypatch.setattr(loop, "tqdm", Bar)
+    res = ml.train(TensorMetrics(_learner()), ml.tasks.Sinusoid(5, 5), iterations=20,
+                   meta_batch=2, log_every=10)
+    assert calls == {"read": 2, "check": 2, "postfix": 2}
+    assert set(res["last"]) == {"loss"} and isinstance(res["last"]["loss"], float)
+    with pytest.raises(ValueError, match="log_every must be a positive int"):
+        ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=2, meta_batch=2,
+                 progress=False, log_every=-1)
+
+
+def test_resume_mid_log_window_is_bit_identical(tmp_path):
+    fam = ml.tasks.Sinusoid(5, 5)
+    kw = dict(iterations=12, meta_batch=4, progress=False, log_every=5, checkpoint_every=3)
+    full = _learner()
+    ml.train(full, fam, out_dir=tmp_path / "a", **kw)
+
+    class CrashAt8:                     # dies in iteration 8, after the checkpoint at 6
+        kind, calls = "regression", 0
+
+        def sample(self, n, generator=None):
+            self.calls += 1
+            if self.calls == 8:
+                raise RuntimeError("crash")
+            return fam.sample(n, generator)
+    with pytest.raises(RuntimeError, match="crash"):
+        ml.train(_learner(), CrashAt8(), out_dir=tmp_path / "b", **kw)
+    assert load_checkpoint(tmp_path / "b")[1]["log_window"]["count"] == 1    # iteration 6
+    resumed = _learner()
+    ml.train(resumed, fam, out_dir=tmp_path / "b", resume=True, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(_params(full).values(),
+                                                 _params(resumed).values()))
+    ref = [(x["iteration"], x["loss"]) for x in _lines(tmp_path / "a")]
+    assert [i for i, _ in ref] == [5, 10, 12]
+    assert [(x["iteration"], x["loss"]) for x in _lines(tmp_path / "b")] == ref
+
+
+@pytest.mark.parametrize("log_every,checkpoint_every", [(4, 2), (10, 2)])
+def test_non_finite_is_caught_between_log_lines_before_any_checkpoint(
+        tmp_path, log_every, checkpoint_every):
+    with pytest.raises(ml.NonFiniteLossError, match="iteration 3"):
+        ml.train(_learner(), NaNAfter(), iterations=10, meta_batch=2, progress=False,
+                 out_dir=tmp_path, checkpoint_every=checkpoint_every, log_every=log_every)
+    assert latest_checkpoint(tmp_path).name == "ckpt-00000002"
+    tensors, _ = load_checkpoint(tmp_path)
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+
+
+class NaNGrad(TensorMetrics):
+    """Tensor metrics, and a NaN meta-gradient (finite loss) at iteration 3."""
+
+    calls = 0
+
+    def meta_gradient(self, batch, with_metrics=False):
+        grads, metrics = super().meta_gradient(batch, True)
+        NaNGrad.calls += 1
+        if NaNGrad.calls == 3:
+            grads = {n: g * float("nan") for n, g in grads.items()}
+        return grads, metrics
+
+
+def test_a_non_finite_gradient_is_caught_without_a_per_step_check(tmp_path):
+    NaNGrad.calls = 0
+    with pytest.raises(ml.NonFiniteLossError, match=r"iteration 3 \(loss [0-9.]+\)"):
+        ml.train(NaNGrad(_learner()), ml.tasks.Sinusoid(5, 5), iterations=10, meta_batch=2,
+                 progress=False, out_dir=tmp_path, checkpoint_every=4, log_every=8)
+    assert not list(tmp_path.glob("ckpt-*"))    # the first checkpoint (4) would be non-finite
+
+
+def test_bf16_autocast_trains_close_to_float32():
+    from metaloop.models import Conv4
+    fam = ml.tasks.Omniglot(split="val", ways=3, shots=1, queries=2, image_size=14)
+    out = {}
+    for precision in ("float32", "bf16"):
+        torch.manual_seed(0)
+        learner = MAML(Conv4(1, 8, 3, pool="stride", image_size=14), 0.4, 1, loss="ce")
+        out[precision] = ml.train(learner, fam, iterations=2, meta_batch=2, progress=False,
+                                  precision=precision)["last"]["loss"]
+    assert out["float32"] != out["bf16"]
+    assert out["bf16"] == pytest.approx(out["float32"], rel=0.05)
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=1, meta_batch=2,
+                 progress=False, precision="fp8")
+    with pytest.raises(ValueError, match="autocasts a float32 model"):
+        ml.train(MAML(MLP(1, (4,), 1).double(), 0.01, 1), ml.tasks.Sinusoid(5, 5),
+                 iterations=1, meta_batch=2, progress=False, precision="bf16")
+
+
+def test_cast_wrapper_is_a_task_family_with_the_family_attributes():
+    from metaloop.train.loop import _Cast
+    fam = ml.tasks.Omniglot(split="val", ways=5, shots=1, queries=2, image_size=14)
+    cast = _Cast(fam, torch.device("cpu"), torch.float64)
+    assert isinstance(cast, ml.tasks.TaskFamily)
+    assert not hasattr(_Cast, "__getattr__")                     # no blanket delegation
+    assert (cast.kind, cast.ways, cast.shots, cast.queries) == ("classification", 5, 1, 2)
+    assert cast.num_classes == fam.num_classes and cast.class_names is fam.class_names
+    assert cast.input_shape == cast.image_shape == (1, 14, 14)
+    more = cast.with_shots(3, 4)
+    assert isinstance(more, _Cast) and (more.shots, more.queries) == (3, 4)
+    assert more.sample(2, torch.Generator()).support_x.dtype == torch.float64
+    assert not hasattr(cast, "sample_flat")                      # not part of the protocol
+    sin = _Cast(ml.tasks.Sinusoid(5, 5), torch.device("cpu"), torch.float64)
+    assert sin.kind == "regression" and sin.ways is None and sin.input_shape == (1,)

@@ -18,7 +18,6 @@ from torch import nn
 from metaloop.adapt._fit import Adapted
 from metaloop.adapt.finetune import finetune
 from metaloop.adapt.heads import head_names
-from metaloop.func.params import Params, params_of
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -162,8 +161,3 @@ def merge_lora(model: nn.Module, params: Mapping[str, torch.Tensor] | None = Non
         layer.merge(safe_merge=True)
         setattr(new.get_submodule(parent_name), child, layer.get_base_layer())
     return new.eval()
-
-
-def lora_params(model: nn.Module) -> Params:
-    """The LoRA adapter parameters of ``model`` (name -> live tensor)."""
-    return {n: p for n, p in params_of(model).items() if is_lora(n)}

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -181,6 +180,11 @@ class SGDAdapter:
         head: head parameter names; default the last nn.Linear.
         checkpoint: recompute each differentiable inner step in the backward pass instead
             of keeping its activations (see ``sgd_path``); not with ``functional``/vmap.
+        path_fn: another inner loop over the same settings, called as ``path_fn(adapter,
+            loop, start, x, y, steps, create_graph, lr)`` with ``loop`` the plain SGD path
+            (``sgd_path`` or, under vmap, ``sgd_path_func``); None runs ``loop`` on the whole
+            network. ANIL sets it to its head-only path
+            (``metaloop.meta.anil.head_only_path``).
     """
 
     model: nn.Module
@@ -191,6 +195,7 @@ class SGDAdapter:
     head_init: str = "learned"
     head: list[str] | None = None
     checkpoint: bool = False
+    path_fn: Callable | None = None
     names: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -206,11 +211,6 @@ class SGDAdapter:
         if self.head_init == "zero" and not set(self.head) <= set(self.names):
             raise ValueError(f"head_init='zero' needs the head {self.head} among the adapted "
                              f"parameters {self.names}")
-        # Head-only adaptation of a model with a linear ``head`` and ``forward(x, head=False)``:
-        # the body is fixed in the inner loop, so its features are computed once per task.
-        self.head_only = (sorted(self.names) == sorted(self.head) == ["head.bias", "head.weight"]
-                          and isinstance(getattr(self.model, "head", None), nn.Linear)
-                          and hasattr(self.model, "feature_dim"))
 
     def fwd(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The network with ``params`` on ``x`` (image batches stay NCHW: on the CPU the
@@ -261,17 +261,9 @@ class SGDAdapter:
                              f"adapted tensor), got shape {list(lr.shape)}")
         start = dict(params) if started else self.start(params, y)
         loop = sgd_path_func if functional else partial(sgd_path, checkpoint=self.checkpoint)
-        if not self.head_only:
-            return loop(self.fwd, self.loss_fn, start, self.names, x, y, lr, steps,
-                        create_graph)
-        return self._head_path(loop, start, x, y, steps, create_graph, lr)
-
-    def _head_path(self, loop, params, x, y, steps, create_graph, lr):
-        feats = forward(self.model, params, x, head=False)   # [S, D], once
-        head = {n: params[n] for n in self.names}
-        for h in loop(_linear_head, self.loss_fn, head, self.names, feats, y, lr, steps,
-                      create_graph):
-            yield {**params, **h}
+        if self.path_fn is not None:
+            return self.path_fn(self, loop, start, x, y, steps, create_graph, lr)
+        return loop(self.fwd, self.loss_fn, start, self.names, x, y, lr, steps, create_graph)
 
     def run(self, params, x, y, steps: int | None = None, create_graph: bool = True,
             **kw) -> Params:
@@ -286,7 +278,3 @@ class SGDAdapter:
             start = detach(params, requires_grad=True)
             for p in self.path(start, x, y, steps, create_graph=False, lr=lr):
                 yield detach(p)
-
-
-def _linear_head(p: Mapping[str, torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
-    return F.linear(feats, p["head.weight"], p["head.bias"])          # [S, D] -> [S, out]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from metaloop import meta, models, tasks
 from metaloop.cli import _config
 
-METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
-FAMILIES = ("sinusoid", "omniglot", "fashion_mnist")
+METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet",
+           "protonet")
+FAMILIES = ("sinusoid", "omniglot", "fashion_mnist", *_config.USER_FAMILIES)
 IMAGE_MODELS = ("conv4", "resnet12")
-MODELS = ("mlp", *IMAGE_MODELS)
+MODELS = ("mlp", *IMAGE_MODELS, "text")
 
 
 def _choice(kind: str, value: str, options) -> str:
@@ -19,20 +22,141 @@ def _choice(kind: str, value: str, options) -> str:
     return value
 
 
-def build_family(fcfg: dict, split: str | None = None, shots: int = 0, queries: int = 0):
-    """A task family from the [family] section (split/shots/queries override it)."""
+def build_family(fcfg: dict, split: str | None = None, shots: int = 0, queries: int = 0,
+                 progress=None):
+    """A task family from the [family] section (split/shots/queries override it);
+    ``progress(n)`` is told how many images a folder family has decoded, while it decodes."""
     name = _choice("family", fcfg["name"], FAMILIES)
     shots, queries = shots or fcfg["shots"], queries or fcfg["queries"]
     split = split or fcfg["split"]
     if name == "sinusoid":
         return tasks.Sinusoid(shots, queries)
+    if name in _config.USER_FAMILIES:
+        return user_family(fcfg, split, shots, queries, progress)
     root = fcfg["root"] or None
     if name == "omniglot":
         return tasks.Omniglot(root, split=split, ways=fcfg["ways"], shots=shots,
-                              queries=queries, image_size=fcfg["image_size"])
+                              queries=queries, image_size=fcfg["image_size"],
+                              within_alphabet=fcfg.get("within_alphabet", 0.0),
+                              rotations=fcfg.get("rotations", False))
     classes = range(0, 5) if split == "train" else range(5, 10)
     return tasks.FashionMNIST(root, classes=classes, ways=fcfg["ways"], shots=shots,
                               queries=queries)
+
+
+def build_family_verbose(fcfg: dict, split: str | None = None, shots: int = 0,
+                         queries: int = 0, show: bool = True, progress: bool = True):
+    """``build_family`` for the CLI: a progress bar while a folder decodes, then one line on
+    stderr saying what was read, ignored, skipped and dropped (user data only)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def tick(n: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(desc="decoding images (once, into the cache)", unit="img",
+                       disable=not (show and progress), leave=False)
+        bar.update(n - bar.n)
+
+    try:
+        family = build_family(fcfg, split, shots, queries, progress=tick)
+    finally:
+        if bar is not None:
+            bar.close()
+    if show and fcfg["name"] in _config.USER_FAMILIES:
+        print(f"{fcfg['name']} {fcfg['root']} ({split or fcfg['split']}): {family.describe()}",
+              file=sys.stderr)
+    return family
+
+
+def _split_args(fcfg: dict, split: str) -> dict:
+    """The class-split keyword arguments of ``Episodes.from_folder`` / ``from_tensors``: the
+    resolved ``*_classes`` lists when the config has them, else fractions or split files."""
+    lists = {s: fcfg[f"{s}_classes"] for s in _config.USER_SPLITS}
+    if any(lists.values()):
+        return {"classes": lists[split]}
+    files = dict(zip(_config.USER_SPLITS, fcfg["split_files"])) or None
+    return {"split": split, "fractions": tuple(fcfg["split_fractions"]),
+            "seed": fcfg["split_seed"], "split_files": files}
+
+
+def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None):
+    """An ``Episodes`` family over the user's folder or tensor file, or a ``TextTable``
+    (one class split)."""
+    if fcfg["name"] == "table":
+        return _text_table(fcfg, split, shots, queries)
+    common = dict(ways=fcfg["ways"], shots=shots, queries=queries,
+                  drop_small=fcfg["drop_small"], **_split_args(fcfg, split))
+    if fcfg["name"] == "tensors":
+        return tasks.Episodes.from_tensors(fcfg["root"], **common)
+    return tasks.Episodes.from_folder(
+        fcfg["root"], image_size=fcfg["image_size"], channels=fcfg["channels"],
+        invert=fcfg["invert"], class_depth=fcfg["class_depth"],
+        skip_corrupt=fcfg["skip_corrupt"], progress=progress, **common)
+
+
+def resolve_split(cfg: dict) -> dict:
+    """``cfg`` with the class split of a folder / tensors family written out as
+    ``family.{train,val,test}_classes`` (from fractions and seed, or split files), so that a
+    run stores exactly which classes it trained on and held out. Other families, and configs
+    that list their classes already, are returned as they are.
+
+    Raises:
+        ValueError: as ``split_classes`` / ``read_split_file``, naming the problem.
+    """
+    f = cfg["family"]
+    if f["name"] not in _config.USER_FAMILIES or \
+            any(f[f"{s}_classes"] for s in _config.USER_SPLITS):
+        return cfg
+    names = _class_names(f)
+    lists = {s: tasks.episodes.select_split(names, s, tuple(f["split_fractions"]),
+                                             f["split_seed"], _split_args(f, s)["split_files"])
+             for s in _config.USER_SPLITS}
+    return {**cfg, "family": {**f, **{f"{s}_classes": v for s, v in lists.items()}}}
+
+
+@functools.lru_cache(maxsize=2)
+def _text_encoder(source: str, max_length: int):
+    """The ``TextEncoder`` of a table family's ``encoder``, loaded once per process (the
+    family keeps it for its tokenizer; ``build_model`` copies it)."""
+    from metaloop.models.text import load_text_encoder
+    return load_text_encoder(source, max_length=max_length)
+
+
+def _text_table(fcfg: dict, split: str, shots: int, queries: int):
+    """A ``TextTable`` over one class split of ``family.root``, tokenized for its encoder."""
+    from metaloop.tasks.splits import read_split_file
+    from metaloop.tasks.text_table import TextTable
+
+    args = _split_args(fcfg, split)
+    if "classes" in args:
+        where = {"classes": args["classes"]}
+    elif args["split_files"]:
+        where = {"classes": read_split_file(args["split_files"][split])}
+    else:
+        where = {"split": split, "fractions": args["fractions"], "split_seed": args["seed"]}
+    enc = _text_encoder(fcfg["encoder"], fcfg["max_length"])
+    return TextTable(fcfg["root"], text_column=fcfg["text_column"],
+                     label_column=fcfg["label_column"], delimiter=fcfg["delimiter"] or None,
+                     ways=fcfg["ways"], shots=shots, queries=queries,
+                     drop_small=fcfg["drop_small"], tokenizer=enc.tokenize, **where)
+
+
+def _class_names(f: dict) -> list[str]:
+    """The class names of a folder (a scan: nothing decoded), a tensor file or a table."""
+    if f["name"] == "table":
+        from metaloop.tasks.text_table import read_text_table
+        labels = read_text_table(f["root"], f["text_column"], f["label_column"],
+                                 f["delimiter"] or None)[1]
+        return sorted(set(labels))
+    if f["name"] == "folder":
+        from metaloop.data.folder import scan_folder
+        return scan_folder(f["root"], f["class_depth"]).classes
+    fam = tasks.Episodes.from_tensors(f["root"], ways=1, shots=1, queries=1, drop_small=True)
+    return fam.all_class_names
 
 
 def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
@@ -43,11 +167,25 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
     else:
         out = family.num_classes if method == "pretrain" else family.ways
     if name == "mlp":
-        if family.kind != "regression":
-            raise ValueError("model 'mlp' expects a regression family such as sinusoid; use conv4")
-        return models.MLP(family.in_dim, tuple(mcfg["hidden"]), out)
+        if family.kind == "regression":
+            return models.MLP(family.in_dim, tuple(mcfg["hidden"]), out)
+        if len(family.input_shape) != 1:
+            raise ValueError(f"model 'mlp' reads feature vectors, but the family gives inputs "
+                             f"of shape {list(family.input_shape)}: use model.name = 'conv4'")
+        return models.MLP(family.input_shape[0], tuple(mcfg["hidden"]), out)
+    if name == "text":              # the table family's encoder (a copy), with a new head
+        import copy
+
+        from metaloop.models.text import TextEncoder
+        enc = getattr(getattr(family, "tokenizer", None), "__self__", None)
+        if not isinstance(enc, TextEncoder):
+            raise ValueError(f"model 'text' needs family 'table' (its encoder tokenizes the "
+                             f"texts), not {type(family).__name__}")
+        model = copy.deepcopy(enc)
+        model.head = torch.nn.Linear(model.feature_dim, out)
+        return model
     shape = getattr(family, "image_shape", None)
-    if shape is None:
+    if shape is None or len(shape) != 3:
         raise ValueError(f"model {name!r} needs an image family, not {type(family).__name__}")
     if name == "resnet12":          # widths channels x (1, 2.5, 5, 10): 64 -> 64..640
         return models.ResNet12(shape[0], mcfg["channels"], out, image_size=shape[-1])
@@ -58,10 +196,10 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
 def batching_on(mc: dict, device) -> str:
     """The [method] batching to use on ``device``: ``"auto"`` becomes ``"vmap"`` on CUDA
     (5.7x faster than the loop for Omniglot Conv4 MAML on an H100, docs/benchmarks.md) unless
-    the inner loop is checkpointed or the query pass compiled (both need the loop); elsewhere
+    the inner loop is recomputed or the query pass compiled (both need the loop); elsewhere
     the learner's own "auto" rule decides."""
     cuda = device is not None and torch.device(device).type == "cuda"
-    loop_only = mc["checkpoint"] or mc["compile"]
+    loop_only = mc["recompute_inner_loop"] or mc["compile"]
     return "vmap" if mc["batching"] == "auto" and cuda and not loop_only else mc["batching"]
 
 
@@ -76,36 +214,41 @@ def build_learner(cfg: dict, family, model=None, device=None):
     head_init = mc["head_init"]
     if head_init == "auto":
         head_init = "zero" if (name == "pretrain" and family.kind != "regression") else "learned"
-    if name in ("r2d2", "metaoptnet"):
+    if name in _config.HEAD_BASED:
         return _build_head_learner(name, mc, family, model)
     if mc["first_order"] and name not in _config.MAML_FAMILY:
         raise ValueError(f"first_order applies to maml and anil, not {name!r}")
-    for key in ("checkpoint", "compile", "learn_inner_lr"):
+    for key in ("recompute_inner_loop", "compile", "learn_inner_lr"):
         if mc[key] and name not in _config.MAML_FAMILY:
             raise ValueError(f"method.{key} applies to maml, fomaml and anil, not {name!r}")
     common = dict(inner_lr=mc["inner_lr"], inner_steps=mc["inner_steps"], loss=loss,
                   head_init=head_init, batching=mc["batching"])
     if name in ("maml", "fomaml"):
         return meta.MAML(model, first_order=mc["first_order"] or name == "fomaml",
-                         checkpoint=mc["checkpoint"], compile=mc["compile"],
+                         recompute_inner_loop=mc["recompute_inner_loop"], compile=mc["compile"],
                          learn_lr=mc["learn_inner_lr"], **common)
     if name == "anil":
-        return meta.ANIL(model, first_order=mc["first_order"], checkpoint=mc["checkpoint"],
-                         compile=mc["compile"], learn_lr=mc["learn_inner_lr"], **common)
+        return meta.ANIL(model, first_order=mc["first_order"],
+                         recompute_inner_loop=mc["recompute_inner_loop"], compile=mc["compile"],
+                         learn_lr=mc["learn_inner_lr"], **common)
     if name == "reptile":
-        return meta.Reptile(model, inner_optimizer=mc["inner_optimizer"], **common)
+        return meta.Reptile(model, inner_optimizer=mc["inner_optimizer"],
+                            inner_batch=mc.get("inner_batch", 0),
+                            test_batch=mc.get("test_batch", 0),
+                            transductive=mc.get("transductive", True), **common)
     return {"pretrain": meta.Pretrain, "scratch": meta.Scratch}[name](model, **common)
 
 
 def _build_head_learner(name: str, mc: dict, family, model):
-    """R2D2 / MetaOptNet around the model's features (classification families only)."""
+    """R2D2 / MetaOptNet / ProtoNet around the model's features (classification only)."""
     if family.kind != "classification":
         raise ValueError(f"method {name!r} needs a classification family such as omniglot, "
                          f"not {type(family).__name__}")
-    if mc["first_order"] or mc["checkpoint"] or mc["compile"]:
-        raise ValueError(f"first_order, checkpoint and compile apply to maml and anil, not "
-                         f"{name!r}")
+    if mc["first_order"] or mc["recompute_inner_loop"] or mc["compile"]:
+        raise ValueError(f"first_order, recompute_inner_loop and compile apply to maml and anil, "
+                         f"not {name!r}")
     from metaloop.meta.metaoptnet import MetaOptNet
+    from metaloop.meta.protonet import ProtoNet
     from metaloop.meta.r2d2 import R2D2
 
     kw = {"lam": mc["lam"], "batching": mc["batching"]}
@@ -113,13 +256,18 @@ def _build_head_learner(name: str, mc: dict, family, model):
         kw["scale"] = mc["scale"]
     if name == "r2d2":
         return R2D2(model, **kw)
+    if name == "protonet":                           # no ridge strength: lam is unused
+        return ProtoNet(model, **{k: v for k, v in kw.items() if k != "lam"})
     return MetaOptNet(model, head=mc["head"], steps=mc["inner_steps"], grad=mc["grad"], **kw)
 
 
 def eval_family(cfg: dict, train_family):
-    """The held-out family: [eval] split, ways, shots and queries (0 = same as training)."""
+    """The held-out family: [eval] split, ways, shots and queries (0 = same as training);
+    Omniglot tasks within one alphabet if ``eval.within_alphabet``, never rotated."""
     ec = cfg["eval"]
-    return build_family({**cfg["family"], "ways": ec["ways"] or cfg["family"]["ways"]},
+    within = 1.0 if ec.get("within_alphabet", False) else 0.0
+    return build_family({**cfg["family"], "ways": ec["ways"] or cfg["family"]["ways"],
+                         "within_alphabet": within, "rotations": False},
                         split=ec["split"], shots=ec["shots"], queries=ec["queries"])
 
 

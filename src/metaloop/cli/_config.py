@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import sys
+import warnings
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -16,7 +17,31 @@ else:  # pragma: no cover
 SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
     "family": {"name": (str, "sinusoid"), "shots": (int, 10), "queries": (int, 10),
                "ways": (int, 5), "root": (str, ""), "image_size": (int, 28),
-               "split": (str, "train")},
+               "split": (str, "train"),
+               # omniglot: fraction of training tasks whose classes share one alphabet (the
+               # original one-shot challenge's tasks), and rotations as extra classes (Lake
+               # splits only)
+               "within_alphabet": ((int, float), 0.0), "rotations": (bool, False),
+               # your own data: "folder" (root = root/<class>/<image>) and "tensors" (root = an
+               # .npz/.pt file with x and y). class_depth 2 reads root/<group>/<class>/<image>;
+               # channels 1 (grey) or 3 (RGB); invert "never" | "always" | "auto" (per image)
+               "class_depth": (int, 1), "channels": (int, 1), "invert": (str, "never"),
+               # the class split: [train, val, test] fractions with a seed, or split files
+               # (one class per line, [train, val, test] paths); metaloop train writes the
+               # resolved class lists into the run's config (*_classes), so eval and predict
+               # use exactly the classes the run held out
+               "split_fractions": ((list, (int, float)), [0.7, 0.1, 0.2]), "split_seed": (int, 0),
+               "split_files": ((list, str), []), "train_classes": ((list, str), []),
+               "val_classes": ((list, str), []), "test_classes": ((list, str), []),
+               # leave out classes with fewer than shots + queries images / unreadable images
+               # (both counted and reported) instead of stopping with an error naming them
+               "drop_small": (bool, False), "skip_corrupt": (bool, False),
+               # "table" (root = a .csv / .tsv / .jsonl file, one text and label per row):
+               # its columns, the CSV delimiter ("" = by extension), and the Hugging Face
+               # encoder ("minilm", a folder or a cached name) whose tokenizer encodes the texts
+               # to max_length tokens; model.name = "text" is that encoder with a new head
+               "text_column": (str, "text"), "label_column": (str, "label"),
+               "delimiter": (str, ""), "encoder": (str, "minilm"), "max_length": (int, 32)},
     "model": {"name": (str, "mlp"), "hidden": ((list, int), [40, 40]), "pool": (str, "max"),
               "channels": (int, 64),
               # conv4: "mean" (spatial mean) or "flatten" the last feature map; "" = the
@@ -26,8 +51,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                "first_order": (bool, False), "head_init": (str, "auto"),
                "batching": (str, "auto"), "inner_optimizer": (str, "sgd"),
                # MAML / ANIL: recompute each inner step in the backward pass (memory flat in
-               # inner_steps, ~1.4x the time; docs/benchmarks.md)
-               "checkpoint": (bool, False),
+               # inner_steps, ~1.4x the time; docs/benchmarks.md); formerly "checkpoint"
+               "recompute_inner_loop": (bool, False),
                # MAML / ANIL: torch.compile each task's query pass in meta-training (pays on
                # the stride-2 Conv4 on the CPU; docs/benchmarks.md)
                "compile": (bool, False),
@@ -39,19 +64,38 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # output scale (0: the method's default); MetaOptNet's Newton steps are
                # inner_steps.
                "lam": ((int, float), 1.0), "head": (str, "svm"), "grad": (str, "implicit"),
-               "scale": ((int, float), 0)},
+               "scale": ((int, float), 0),
+               # Reptile (Nichol et al.'s protocol): support examples per inner step in
+               # meta-training / at test time, drawn without replacement (0: the whole support
+               # set); transductive = false scores each query on its own, BatchNorm with the
+               # support set's statistics
+               "inner_batch": (int, 0), "test_batch": (int, 0), "transductive": (bool, True)},
     "train": {"iterations": (int, 1000), "meta_batch": (int, 25), "lr": ((int, float), 1e-3),
               "seed": (int, 0), "val_every": (int, 0), "val_tasks": (int, 100),
               "checkpoint_every": (int, 1000), "dtype": (str, "float32"),
               "lr_schedule": (str, "constant"), "clip_grad_norm": ((int, float), 0.0),
+              # the outer optimizer: "adam", or "sgd" (Reptile's outer step: lr = 1.0 with
+              # lr_schedule = "linear" decays it linearly to 0, as Nichol et al.)
+              "optimizer": (str, "adam"),
               # image families: translate each training image by up to this many pixels
               # (0 = off; held-out evaluation never shifts)
-              "augment_shift": (int, 0), "augment_rotate": ((int, float), 0.0)},
+              "augment_shift": (int, 0), "augment_rotate": ((int, float), 0.0),
+              # draw the next meta-batch in a background thread: "auto" (on for a CUDA model
+              # fed from the host), "on", "off"; the numbers are the same either way
+              "prefetch": (str, "auto"),
+              # a metrics line, progress update and non-finite check every k iterations;
+              # 0 = 1 on the CPU, 100 on CUDA (each read waits for the GPU)
+              "log_every": (int, 0),
+              # omniglot: keep the images on the training device and draw tasks there
+              # (no host->device copy per iteration; another task stream than the CPU's on CUDA)
+              "device_tasks": (bool, False)},
     # eval.ways: 0 = the family's; another value only for the head-based learners, whose head
     # is solved per task (higher-way training: meta-train 20-way, test 5-way)
     "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0), "ways": (int, 0),
              "steps": ((list, int), [0, 1, 5, 10]), "seed": (int, 1_000_003),
-             "split": (str, "test")},
+             "split": (str, "test"),
+             # omniglot: held-out tasks drawn within one alphabet; the error rate is reported
+             "within_alphabet": (bool, False)},
 }
 
 
@@ -64,8 +108,8 @@ def _check_type(where: str, value, typ) -> None:
     if isinstance(typ, tuple) and typ and typ[0] is list:
         if not isinstance(value, list) or not all(
                 isinstance(v, typ[1]) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"config {where} must be a list of {typ[1].__name__}, "
-                             f"got {value!r}")
+            what = getattr(typ[1], "__name__", "number")
+            raise ValueError(f"config {where} must be a list of {what}, got {value!r}")
         return
     ok = isinstance(value, typ) and (typ is bool or not isinstance(value, bool))
     if not ok:
@@ -73,14 +117,39 @@ def _check_type(where: str, value, typ) -> None:
         raise ValueError(f"config {where} must be {want}, got {type(value).__name__} {value!r}")
 
 
+# Keys renamed since they were introduced: {section: {old name: new name}}. The old name still
+# loads, with a FutureWarning (shown to command-line users, unlike a DeprecationWarning).
+RENAMED = {"method": {"checkpoint": "recompute_inner_loop"}}
+
+
+def _renamed(section: str, body):
+    """``body`` with the deprecated keys of ``section`` under their new names (warning)."""
+    if not isinstance(body, dict) or not any(old in body for old in RENAMED.get(section, {})):
+        return body
+    body = dict(body)
+    for old, new in RENAMED[section].items():
+        if old not in body:
+            continue
+        if new in body:
+            raise ValueError(f"config {section}.{old} is the deprecated name of "
+                             f"{section}.{new}; give {section}.{new} only")
+        warnings.warn(f"config key {section}.{old} is deprecated; it is now {section}.{new} "
+                      f"(same meaning): rename it", FutureWarning, stacklevel=3)
+        body[new] = body.pop(old)
+    return body
+
+
 def validate(cfg: dict) -> dict:
     """Fill defaults and check keys and types; returns a new dict.
+
+    A deprecated key (``RENAMED``) is read under its new name, with a FutureWarning.
 
     Raises:
         ValueError: unknown section or key (with the nearest valid one), wrong type.
     """
     if not isinstance(cfg, dict):
         raise ValueError(f"config must be a table, got {type(cfg).__name__}")
+    cfg = {section: _renamed(section, body) for section, body in cfg.items()}
     out = {}
     for section, body in cfg.items():
         if section not in SCHEMA:
@@ -107,13 +176,24 @@ def validate(cfg: dict) -> dict:
 # examples per class, for checks that need no data on disk. Fashion-MNIST families use labels
 # 0-4 (split "train") or 5-9 (other splits), with 6000 training images per class.
 OMNIGLOT_CLASSES = {"train": 4112, "val": 688, "test": 1692, "trainval": 4800,
-                    "background": 964, "evaluation": 659}
+                    "background": 964, "evaluation": 659, "background_train": 775,
+                    "background_val": 189}
+# Characters of the largest alphabet of each Lake split: the most ways a within-alphabet task
+# can have (Vinyals splits: rotations are classes of the same alphabet, so 4x).
+OMNIGLOT_LARGEST_ALPHABET = {"background": 55, "evaluation": 47, "background_train": 52,
+                             "background_val": 55, "train": 220, "val": 184, "test": 188,
+                             "trainval": 220}
 PER_CLASS = {"omniglot": 20, "fashion_mnist": 6000}
-HEAD_BASED = ("r2d2", "metaoptnet")
+# Families over the user's own data, and their class splits.
+USER_FAMILIES = ("folder", "tensors", "table")
+TEXT_FAMILIES = ("table",)
+USER_SPLITS = ("train", "val", "test")
+INVERT = ("never", "always", "auto")
+HEAD_BASED = ("r2d2", "metaoptnet", "protonet")
 # The SGD meta-learners with an inner loop to differentiate through, and the method keys
 # that apply to them only.
 MAML_FAMILY = ("maml", "fomaml", "anil")
-MAML_ONLY = ("first_order", "checkpoint", "compile", "learn_inner_lr")
+MAML_ONLY = ("first_order", "recompute_inner_loop", "compile", "learn_inner_lr")
 DTYPES = ("float32", "float64")
 
 
@@ -147,16 +227,23 @@ def check_combinations(cfg: dict) -> None:
     for where, value, options in (
             ("family.name", f["name"], FAMILIES), ("model.name", m["name"], MODELS),
             ("method.name", me["name"], METHODS), ("train.dtype", t["dtype"], DTYPES),
-            ("train.lr_schedule", t["lr_schedule"], ("constant", "cosine")),
+            ("train.lr_schedule", t["lr_schedule"], ("constant", "cosine", "linear")),
+            ("train.optimizer", t["optimizer"], ("adam", "sgd")),
             ("model.pool", m["pool"], ("max", "stride")),
             ("model.readout", m["readout"], ("", "mean", "flatten")),
             ("method.head_init", me["head_init"], ("auto", "learned", "zero")),
             ("method.batching", me["batching"], ("auto", "loop", "vmap", "threads")),
-            ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam"))):
+            ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam")),
+            ("train.prefetch", t["prefetch"], ("auto", "on", "off"))):
         _one_of(where, value, options)
     if f["name"] == "omniglot":
         _one_of("family.split", f["split"], OMNIGLOT_CLASSES)
         _one_of("eval.split", ev["split"], OMNIGLOT_CLASSES)
+        _check_within_alphabet(f, ev)
+    elif f["within_alphabet"] or f["rotations"] or ev["within_alphabet"]:
+        raise ValueError(f"config family.within_alphabet, family.rotations and "
+                         f"eval.within_alphabet apply to omniglot, not family.name = "
+                         f"{f['name']!r}")
     positive = [("family", k) for k in ("shots", "queries", "ways", "image_size")] + \
         [("model", "channels"), ("method", "inner_steps"), ("eval", "tasks")] + \
         [("train", k) for k in ("iterations", "meta_batch", "checkpoint_every", "val_tasks")]
@@ -167,7 +254,11 @@ def check_combinations(cfg: dict) -> None:
         v = cfg[sec][key]
         if not (v > 0 and v != float("inf")):
             raise ValueError(f"config {sec}.{key} must be a positive number, got {v!r}")
+    if t["device_tasks"] and f["name"] != "omniglot":
+        raise ValueError(f"config train.device_tasks = true applies to omniglot, not "
+                         f"family.name = {f['name']!r}")
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
+                     ("train", "log_every"),
                      ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
@@ -182,7 +273,7 @@ def check_combinations(cfg: dict) -> None:
                "variant)" if name in HEAD_BASED else "")
         raise ValueError(f"config method.first_order = true: first_order applies to maml and "
                          f"anil, not {name!r}{why}")
-    for key, what in (("checkpoint", "checkpointing the inner loop"),
+    for key, what in (("recompute_inner_loop", "recomputing the inner loop"),
                       ("compile", "compiling the query pass")):
         if me[key] and name not in MAML_FAMILY:
             raise ValueError(f"config method.{key} = true: {what} applies to maml, fomaml "
@@ -199,9 +290,9 @@ def check_combinations(cfg: dict) -> None:
     if me["learn_inner_lr"] and name not in MAML_FAMILY:
         raise ValueError(f"config method.learn_inner_lr = true: learned inner step sizes "
                          f"apply to maml, fomaml and anil, not {name!r}")
-    if me["learn_inner_lr"] and me["checkpoint"]:
-        raise ValueError("config method.learn_inner_lr = true and method.checkpoint = true: "
-                         "the checkpointed inner step takes a fixed step size; drop one")
+    if me["learn_inner_lr"] and me["recompute_inner_loop"]:
+        raise ValueError("config method.learn_inner_lr = true and method.recompute_inner_loop "
+                         "= true: the recomputed inner step takes a fixed step size; drop one")
     if ev["ways"] not in (0, f["ways"]) and name not in HEAD_BASED:
         raise ValueError(f"config eval.ways = {ev['ways']} differs from family.ways = "
                          f"{f['ways']}: only {sorted(HEAD_BASED)} solve their head per task "
@@ -209,12 +300,34 @@ def check_combinations(cfg: dict) -> None:
                          f"family.ways outputs")
     if ev["ways"] == 1:
         raise ValueError("config eval.ways must be 0 (the family's) or >= 2, got 1")
+    for key, default in (("inner_batch", 0), ("test_batch", 0), ("transductive", True)):
+        if me[key] != default and name != "reptile":
+            raise ValueError(f"config method.{key} = {me[key]!r} applies to reptile only, not "
+                             f"{name!r}")
+        if key != "transductive" and me[key] < 0:
+            raise ValueError(f"config method.{key} must be >= 0 (0: the whole support set), "
+                             f"got {me[key]!r}")
     if me["inner_optimizer"] != "sgd" and name != "reptile":
         raise ValueError(f"config method.inner_optimizer = {me['inner_optimizer']!r} applies "
                          f"to reptile only, not {name!r}")
     if m["readout"] and m["name"] != "conv4":
         raise ValueError(f"config model.readout = {m['readout']!r} applies to conv4 only, not "
                          f"model.name = {m['name']!r}")
+    if (f["name"] in TEXT_FAMILIES) != (m["name"] == "text"):
+        raise ValueError(f"config model.name = {m['name']!r} and family.name = {f['name']!r}: "
+                         f"model 'text' (the family's encoder with a new head) reads the "
+                         f"texts of family 'table', and only it does")
+    if f["name"] in TEXT_FAMILIES:
+        if f["max_length"] <= 0:
+            raise ValueError(f"config family.max_length must be a positive int, got "
+                             f"{f['max_length']!r}")
+        for key in ("augment_shift", "augment_rotate"):
+            if t[key]:
+                raise ValueError(f"config train.{key} = {t[key]} transforms images, but "
+                                 f"family.name = 'table' gives texts")
+    if f["name"] in USER_FAMILIES:
+        _check_user_family(f, ev)
+        return                      # the rest depends on the data: checked when it is read
     image = f["name"] != "sinusoid"
     if m["name"] == "mlp" and image:
         raise ValueError(f"config model.name = 'mlp' reads vectors, but family.name = "
@@ -248,6 +361,53 @@ def check_combinations(cfg: dict) -> None:
         if s + q > per_class:
             raise ValueError(f"impossible config: {what} = {s} + {q} = {s + q} but {f['name']} "
                              f"has only {per_class} examples per class")
+
+
+def _check_user_family(f: dict, ev: dict) -> None:
+    """The keys of the folder / tensors families that need no data to check."""
+    if not f["root"]:
+        what = {"folder": "image folder", "tensors": ".npz or .pt file with x and y",
+                "table": ".csv, .tsv or .jsonl file of texts and labels"}[f["name"]]
+        raise ValueError(f"config family.root must name the {what} for family.name = "
+                         f"{f['name']!r}")
+    for where, split in (("family.split", f["split"]), ("eval.split", ev["split"])):
+        _one_of(where, split, USER_SPLITS)
+    _one_of("family.class_depth", f["class_depth"], (1, 2))
+    _one_of("family.channels", f["channels"], (1, 3))
+    _one_of("family.invert", f["invert"], INVERT)
+    fr = f["split_fractions"]
+    if len(fr) != 3 or any(v < 0 for v in fr) or abs(sum(fr) - 1) > 1e-6:
+        raise ValueError(f"config family.split_fractions must be [train, val, test] >= 0 "
+                         f"summing to 1, got {fr!r}")
+    if f["split_files"] and len(f["split_files"]) != 3:
+        raise ValueError(f"config family.split_files must list 3 files [train, val, test], "
+                         f"got {f['split_files']!r}")
+    lists = [f[f"{s}_classes"] for s in USER_SPLITS]
+    both = [(a, b) for a, b in ((0, 1), (0, 2), (1, 2)) if set(lists[a]) & set(lists[b])]
+    if both:
+        a, b = both[0]
+        shared = sorted(set(lists[a]) & set(lists[b]))
+        raise ValueError(f"config family.{USER_SPLITS[a]}_classes and "
+                         f"{USER_SPLITS[b]}_classes share classes {shared[:5]}")
+
+
+def _check_within_alphabet(f: dict, ev: dict) -> None:
+    """Omniglot's within-alphabet rate, rotations and the ways an alphabet can supply."""
+    if not 0 <= f["within_alphabet"] <= 1:
+        raise ValueError(f"config family.within_alphabet must be a rate in [0, 1], got "
+                         f"{f['within_alphabet']!r}")
+    if f["rotations"] and f["split"] in ("train", "val", "test", "trainval"):
+        raise ValueError(f"config family.rotations = true applies to the Lake splits; "
+                         f"family.split = {f['split']!r} (Vinyals) has rotations as classes "
+                         f"already")
+    for key, on, split, ways in (
+            ("family.within_alphabet", f["within_alphabet"] > 0, f["split"], f["ways"]),
+            ("eval.within_alphabet", ev["within_alphabet"], ev["split"], ev["ways"] or f["ways"])):
+        rot = 4 if key.startswith("family") and f["rotations"] else 1
+        most = OMNIGLOT_LARGEST_ALPHABET[split] * rot
+        if on and ways > most:
+            raise ValueError(f"impossible config: {key} needs {ways} characters of one "
+                             f"alphabet, but the largest alphabet of split {split!r} has {most}")
 
 
 def load(path) -> dict:

@@ -9,9 +9,16 @@ tasks for every row), the number of adapted parameters, and the adaptation time 
   3  LoRA and soft prompts with a new head; with --meta, LoRA meta-learned by first-order
      MAML / Reptile on the meta-training categories, fine-tuned like plain LoRA
 
+Families: ``wordnet`` (WordNet noun categories), ``table`` (your own labelled texts: a CSV,
+TSV or JSONL file given by ``--data``, one text and label per row; the labels are the classes
+and their prompt wordings), ``omniglot`` and ``fashion_mnist`` (image models). On a table,
+every class is held out unless ``--meta`` trains on some: then the classes are split by
+``--split-fractions`` (train, val, test), meta-learners train on the train classes and every
+approach is scored on the test classes.
+
 Models: ``minilm`` (all-MiniLM-L6-v2, offline), a Hugging Face model folder or cached name,
 or a metaloop checkpoint folder (an image model, e.g. the Omniglot pretrain baseline).
-Writes ``results.json`` and ``accuracy.png`` to ``--out``.
+Writes ``results.json`` and ``accuracy.png`` to ``--out``; bad input writes nothing there.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ import torch
 from metaloop.cli import _adapt_eval, _output
 from metaloop.cli.main import UserError
 
-FAMILIES = ("wordnet", "omniglot", "fashion_mnist")
+FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist")
+TEXT_FAMILIES = ("wordnet", "table")
 TEXT_ONLY = ("prompt-zero-shot", "prompt-optimized", "soft-prompt")
 APPROACHES = {   # name -> approach number (0-3)
     "prompt-zero-shot": 0, "prompt-optimized": 0,
@@ -74,8 +82,9 @@ def register(sub) -> None:
                         "conv for Conv4)")
     p.add_argument("--prompt-tokens", type=int, default=8, help="soft prompt length")
     p.add_argument("--max-length", type=int, default=32,
-                   help="text models: longest input in tokens (93%% of WordNet glosses fit "
-                        "in 32; longer ones lose the end of their usage examples)")
+                   help="text models: longest input in tokens; longer texts are cut (93%% "
+                        "of WordNet glosses fit in 32; longer ones lose the end of their usage "
+                        "examples)")
     p.add_argument("--meta", default="", help="comma list of meta-learners over LoRA + head "
                    f"to train and add ({', '.join(META)})")
     p.add_argument("--meta-iterations", type=int, default=300, help="outer steps per method")
@@ -86,6 +95,16 @@ def register(sub) -> None:
                    "(default OUT/meta)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out tasks")
     p.add_argument("--root", help="data folder of the family (default: its usual places)")
+    t = p.add_argument_group("your own text (--family table)")
+    t.add_argument("--data", help="the table: a .csv, .tsv or .jsonl file, one example per row")
+    t.add_argument("--text-column", default="text", help="column of the texts")
+    t.add_argument("--label-column", default="label", help="column of the labels (classes)")
+    t.add_argument("--delimiter", help="CSV/TSV field separator (default: by extension)")
+    t.add_argument("--split-fractions", default="0.7,0.1,0.2",
+                   help="train,val,test fractions of the classes, used with --meta")
+    t.add_argument("--split-seed", type=int, default=0, help="seed of the class split")
+    t.add_argument("--drop-small", action="store_true",
+                   help="drop classes with fewer than shots + queries texts (default: error)")
     p.add_argument("--out", default="runs/adapt", help="output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -108,13 +127,13 @@ def load_model(spec: str, family: str, max_length: int = 32):
     metaloop checkpoints."""
     path = Path(spec).expanduser()
     if _is_checkpoint(path):
-        if family == "wordnet":
-            raise ValueError(f"{spec} is a metaloop (image) checkpoint; family wordnet needs a "
+        if family in TEXT_FAMILIES:
+            raise ValueError(f"{spec} is a metaloop (image) checkpoint; family {family} needs a "
                              f"text model such as --model minilm")
         from metaloop.cli.predict import load_predictor
         learner = load_predictor(path)[0]
         return getattr(learner, "net", learner.model), "image"     # MAML: the network itself
-    if family != "wordnet":
+    if family not in TEXT_FAMILIES:
         if spec == "minilm" or (path / "config.json").is_file():
             raise ValueError(f"--model {spec} is a text encoder; family {family} needs an image "
                              f"model: a metaloop checkpoint folder (e.g. the pretrain baseline "
@@ -138,12 +157,39 @@ def build_family(args, model, kind: str, split: str, shots: int, queries: int):
     if args.family == "wordnet":
         return WordNet(args.root, split=split, ways=args.ways, shots=shots, queries=queries,
                        tokenizer=model.tokenize)
+    if args.family == "table":         # held out: every class, or the test classes with --meta
+        meta = split == "train" or bool(_meta_methods(args.meta))
+        heldout, train = _table_families(args, model.tokenize, shots, queries,
+                                         [shots] if meta else [])
+        return train[shots] if split == "train" else heldout
     if args.family == "omniglot":
         return tasks.Omniglot(args.root, split=split, ways=args.ways, shots=shots,
                               queries=queries)
     classes = range(0, 5) if split == "train" else range(5, 10)
     return tasks.FashionMNIST(args.root, classes=classes, ways=args.ways, shots=shots,
                               queries=queries, split="train" if split == "train" else "test")
+
+
+def _table_families(args, tokenizer, shots: int, queries: int, meta_shots):
+    """``recipes.adapt.table_families`` with the table options of ``args``."""
+    from metaloop.recipes.adapt import parse_fractions, table_families
+    if not args.data:
+        raise ValueError("--family table needs --data PATH: a .csv, .tsv or .jsonl file with "
+                         f"a {args.text_column!r} and a {args.label_column!r} column")
+    return table_families(args.data, ways=args.ways, shots=shots, queries=queries,
+                          meta_shots=meta_shots, tokenizer=tokenizer,
+                          text_column=args.text_column, label_column=args.label_column,
+                          delimiter=args.delimiter,
+                          fractions=parse_fractions(args.split_fractions),
+                          split_seed=args.split_seed, drop_small=args.drop_small)
+
+
+def _meta_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in META]
+    if bad:
+        raise ValueError(f"unknown --meta method(s) {bad}; choose from {list(META)}")
+    return methods
 
 
 def _approach_names(text: str | None, kind: str) -> list[str]:
@@ -224,8 +270,12 @@ def _prompt_opt(optimize_prompt, model, family, cache, sx, sy, classes):
 
 # ----------------------------------------------------------------------------- meta-learning
 
-def meta_strategies(args, model, kind: str, out: Path) -> tuple[dict, dict]:
+def meta_strategies(args, model, kind: str, out: Path, train_families: dict | None = None
+                    ) -> tuple[dict, dict]:
     """Train (or resume) each ``--meta`` learner over LoRA + head.
+
+    ``train_families`` maps each method to its meta-training family (default: built here
+    from ``args``).
 
     Rows per method: ``meta-lora-M`` fine-tunes the meta-learned LoRA exactly like the plain
     ``lora`` row (Adam, ``--steps``); ``meta-lora-M inner`` adapts by the learner's own inner
@@ -237,10 +287,7 @@ def meta_strategies(args, model, kind: str, out: Path) -> tuple[dict, dict]:
     from metaloop.meta.lora_meta import lora_learner
     from metaloop.train import train
 
-    methods = [m.strip() for m in args.meta.split(",") if m.strip()]
-    bad = [m for m in methods if m not in META]
-    if bad:
-        raise ValueError(f"unknown --meta method(s) {bad}; choose from {list(META)}")
+    methods = _meta_methods(args.meta)
     if not methods:
         return {}, {}
     _positive(meta_iterations=args.meta_iterations, meta_batch=args.meta_batch)
@@ -252,7 +299,8 @@ def meta_strategies(args, model, kind: str, out: Path) -> tuple[dict, dict]:
         hp = {"r": args.lora_r, "alpha": 2.0 * args.lora_r, "target_modules": targets,
               **META_INNER[method]}
         shots = args.meta_shots or META_SHOTS[method]
-        train_family = build_family(args, model, kind, "train", shots, args.queries)
+        train_family = (train_families[method] if train_families is not None
+                        else build_family(args, model, kind, "train", shots, args.queries))
         torch.manual_seed(0)
         learner = lora_learner(model, method, **hp)
         run_dir = meta_dir / method
@@ -260,6 +308,8 @@ def meta_strategies(args, model, kind: str, out: Path) -> tuple[dict, dict]:
                   "ways": args.ways, "shots": shots, "queries": args.queries,
                   "max_length": args.max_length, "iterations": args.meta_iterations,
                   "meta_batch": args.meta_batch, "outer_lr": META_OUTER_LR, **hp}
+        if args.family == "table":    # resume only on the same table and classes
+            config["table"] = _table_identity(train_family)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         train(learner, train_family, iterations=args.meta_iterations,
               meta_batch=args.meta_batch, lr=META_OUTER_LR, seed=0, out_dir=run_dir,
@@ -278,6 +328,14 @@ def meta_strategies(args, model, kind: str, out: Path) -> tuple[dict, dict]:
             baselines[key] = lora_learner(model, method, **hp)
             rows[f"lora inner-{method}"] = (3, _inner(baselines[key]))
     return rows, info
+
+
+def _table_identity(family) -> dict:
+    """The file (path and content hash), columns and classes a table family reads."""
+    import hashlib
+    digest = hashlib.sha256(family.path.read_bytes()).hexdigest()
+    return {"data": str(family.path), "sha256": digest, "text_column": family.text_column,
+            "label_column": family.label_column, "classes": family.class_names}
 
 
 def _add_budget(run_dir: Path, cpu: float, wall: float) -> dict:
@@ -320,16 +378,44 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown family {args.family!r}; choose one of {list(FAMILIES)}")
     if args.approaches is not None:
         _approach_names(args.approaches, "text")            # names, before loading anything
-    out = _output.prepare_out(args.out)
+    methods = _meta_methods(args.meta)
+    if args.meta:
+        _positive(meta_iterations=args.meta_iterations, meta_batch=args.meta_batch)
+    meta_shots = {m: args.meta_shots or META_SHOTS[m] for m in methods}
+    if args.family != "table":
+        for opt in ("data", "delimiter"):
+            if getattr(args, opt) is not None:
+                raise ValueError(f"--{opt} applies to --family table, not {args.family}")
+    elif args.root is not None:
+        raise ValueError("--root applies to the built-in families; give the table as --data")
+    else:   # read and check the table before loading any model
+        _table_families(args, None, args.shots, args.queries, meta_shots.values())
+    # Everything that can fail on bad input happens before --out is created.
     model, kind = load_model(args.model, args.family, args.max_length)
-    heldout = build_family(args, model, kind, "test", args.shots, args.queries)
+    table = None
+    if args.family == "table":
+        heldout, by_shots = _table_families(args, model.tokenize, args.shots, args.queries,
+                                            meta_shots.values())
+        train_families = {m: by_shots[s] for m, s in meta_shots.items()}
+        from metaloop.recipes.adapt import describe, table_summary
+        table = table_summary(heldout, by_shots)
+        print(describe(heldout, by_shots))
+    else:
+        heldout = build_family(args, model, kind, "test", args.shots, args.queries)
+        train = {}
+        for m, s in meta_shots.items():
+            train[m] = (next(iter(train.values())).with_shots(s, args.queries) if train
+                        else build_family(args, model, kind, "train", s, args.queries))
+        train_families = train
     rows = strategies(args, model, kind, heldout)
-    meta_rows, meta_info = meta_strategies(args, model, kind, out)
+    out = _output.prepare_out(args.out)
+    meta_rows, meta_info = meta_strategies(args, model, kind, out, train_families)
     rows.update(meta_rows)
     t0 = time.perf_counter()
     results = _adapt_eval.evaluate_strategies(rows, heldout, args.tasks, args.seed,
                                               progress=not args.no_progress)
-    title = (f"{args.family} {args.ways}-way {args.shots}-shot, {args.model}: "
+    data = f" {Path(args.data).name}" if args.family == "table" else ""
+    title = (f"{args.family}{data} {args.ways}-way {args.shots}-shot, {args.model}: "
              f"{args.tasks} held-out tasks")
     print(f"\n{title} ({args.queries} queries per class)")
     print(_adapt_eval.table(results))
@@ -343,7 +429,8 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "family": args.family, "ways": args.ways, "shots": args.shots,
         "queries": args.queries, "tasks": args.tasks, "seed": args.seed, "steps": args.steps,
         "eval_seconds": time.perf_counter() - t0, "meta": meta_info,
-        "threads": torch.get_num_threads(), "paired": diffs, "approaches": results})
+        "threads": torch.get_num_threads(), "paired": diffs, "approaches": results,
+        **({"table": table} if table is not None else {})})
     _adapt_eval.bar_chart(results, out / "accuracy.png", title)
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")
     return 0

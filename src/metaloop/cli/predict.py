@@ -8,11 +8,15 @@ the support set with its own rule (its inner learning rate and inner steps, from
 and each query file is printed as ``file<TAB>class``; ``--json`` prints a list of
 ``{"file", "class", "scores"}`` with the softmax probability of every class.
 
-Images are preprocessed as in training: greyscale, ink = 1 on a 0 background (a mostly-light
-image is inverted, see ``metaloop.data.images``), padded to a square, resized to the
-checkpoint's image size. The query images are classified together in one batch, as in
-training and ``metaloop eval``: the Conv4's BatchNorm uses the statistics of the batch it
-sees (as MAML does), so give a few queries at once rather than one at a time.
+Images are preprocessed as in training. A checkpoint trained on your own folder
+(``family.name = "folder"``) applies that folder's transform: its channels (grey or RGB), its
+``invert`` setting, padding to a square and an antialiased resize to its image size. Other
+checkpoints read greyscale with ink = 1 on a 0 background (a mostly-light image is inverted,
+see ``metaloop.data.images``), padded to a square and resized to the checkpoint's image size.
+
+The query images are classified together in one batch, as in training and ``metaloop eval``:
+the Conv4's BatchNorm uses the statistics of the batch it sees (as MAML does), so give a few
+queries at once rather than one at a time.
 
 A learned head (MAML, first-order MAML, ANIL, Reptile, scratch) has one output per way of the
 checkpoint. A support set with another number of classes is refused unless
@@ -51,9 +55,10 @@ def register(sub) -> None:
     p.add_argument("--head-init", choices=("checkpoint", "zero"), default="checkpoint",
                    help="'zero' adapts from a zero head sized to the support classes, needed "
                         "when their number differs from the checkpoint's ways")
-    p.add_argument("--invert", choices=INVERT_MODES, default="auto",
+    p.add_argument("--invert", choices=INVERT_MODES, default=None,
                    help="polarity: auto (invert images whose mean is above 0.5, i.e. dark "
-                        "ink on light), always, never")
+                        "ink on light), always, never (default: the training folder's "
+                        "family.invert, else auto)")
     p.set_defaults(func=run)
 
 
@@ -134,11 +139,17 @@ def predict_folders(learner, support_x, support_y, query_x, steps: int | None = 
 
 def run(args: argparse.Namespace) -> int:
     learner, cfg = load_predictor(args.checkpoint, args.head_init)
-    size = cfg["family"]["image_size"]
-    sx, sy, classes, _ = load_support(args.support, size, args.invert)
-    qx, names = load_query(args.query, size, args.invert)
+    fam = cfg["family"]
+    size = fam["image_size"]
+    user = fam["name"] in _config.USER_FAMILIES        # the training folder's transform
+    invert = args.invert or (fam["invert"] if user else "auto")
     conv = next(m for m in learner.model.modules() if isinstance(m, torch.nn.Conv2d))
     chans = conv.in_channels
+    read = chans if user else 1                         # built-in families: grey, repeated
+    sx, sy, classes, _ = load_support(args.support, size, invert, read)
+    qx, names = load_query(args.query, size, invert, read)
+    if user:          # training saw uint8-quantised images: quantise alike
+        sx, qx = (t.mul(255).round_().div_(255) for t in (sx, qx))
     sx, qx = sx.expand(-1, chans, -1, -1), qx.expand(-1, chans, -1, -1)
     # SGD learners with a learned head need as many classes as its outputs; a zero head
     # (pretrain, --head-init zero) and the solved heads of R2D2 / MetaOptNet take any number

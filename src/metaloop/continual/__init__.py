@@ -1,18 +1,25 @@
 """Continual fine-tuning: replay mixing, kept heads, forgetting metrics, scenarios.
 
-``finetune`` is the training function; ``run_sequence`` learns a stream of experiences with
-one of the named ``STRATEGIES``; the metrics follow Avalanche's names.
+``finetune_experience`` is the training function (``finetune``, its older name, still works);
+``run_sequence`` learns a stream of experiences with one of the named ``STRATEGIES``; the
+metrics follow Avalanche's names.
 """
 
-from metaloop.continual import lora
 from metaloop.continual.finetune import (
     FinetuneResult,
     batch_loss,
     evaluate_experiences,
-    finetune,
+    finetune_experience,
     select_trainable,
 )
-from metaloop.continual.heads import features, head_logits, head_names, init_heads, init_params
+from metaloop.continual.finetune import finetune as finetune  # the older name, not in __all__
+from metaloop.continual.heads import (
+    features,
+    head_param_names,
+    init_heads,
+    init_params,
+    logits_of_head,
+)
 from metaloop.continual.metrics import (
     accuracy_matrix,
     average_accuracy,
@@ -38,7 +45,14 @@ from metaloop.continual.scenarios import (
     split_fashion_mnist,
     two_task,
 )
-from metaloop.continual.sequence import STRATEGIES, SequenceResult, run_sequence, strategy_options
+from metaloop.continual.sequence import (
+    STRATEGIES,
+    SequenceResult,
+    merge_lora_params,
+    run_sequence,
+    strategy_options,
+    with_lora,
+)
 
 __all__ = [
     "SCENARIOS",
@@ -56,13 +70,13 @@ __all__ = [
     "experience_forgetting",
     "fashion_mnist_experiences",
     "features",
-    "finetune",
+    "finetune_experience",
     "full_buffer",
-    "head_logits",
-    "head_names",
+    "head_param_names",
     "init_heads",
     "init_params",
-    "lora",
+    "logits_of_head",
+    "merge_lora_params",
     "mixed_batches",
     "omniglot_alphabets",
     "replay_buffer",
@@ -75,4 +89,5 @@ __all__ = [
     "strategy_options",
     "summarize",
     "two_task",
+    "with_lora",
 ]

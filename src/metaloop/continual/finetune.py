@@ -1,6 +1,6 @@
 """Fine-tuning without catastrophic forgetting: a readable training function.
 
-``finetune`` trains on a new experience with three composable remedies:
+``finetune_experience`` trains on a new experience with three composable remedies:
 
 - **Replay** (``replay_ratio``, ``buffer_size``): a fraction of every batch is drawn from the
   earlier experiences' data (all of it, or a reservoir sample) and scored by its own head
@@ -14,8 +14,9 @@
   update, and their losses send gradients into the shared body. In the class-incremental
   setting the earlier "head" is the earlier classes' slice of the one shared head, so the
   loss is on those logits only (as LwF and iCaRL do there).
-- **What trains** (``trainable``): ``"all"``, ``"head"`` (every ``heads.*`` parameter), a
-  list of names or a predicate on names (a LoRA subset: ``lora.is_adapter``).
+- **What trains** (``trainable``): ``"all"``, ``"head"`` (every ``heads.*`` parameter),
+  ``"lora"`` (the LoRA adapters of a body from ``with_lora``, and the heads), a list of names
+  or a predicate on names.
 
 Evaluation runs every ``eval_every`` steps on the test data of the given experiences, so
 the forgetting curve can be drawn; ``early_stop`` stops on the new experience's validation
@@ -32,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaloop.continual import lora
-from metaloop.continual.heads import PREFIX, check_heads, features, head_logits
+from metaloop.adapt.lora import is_lora
+from metaloop.continual.heads import PREFIX, check_heads, features, logits_of_head
 from metaloop.continual.replay import Batch, check_replay_ratio, mixed_batches, replay_buffer
 from metaloop.func.params import Params, detach, partition
 
@@ -41,7 +42,7 @@ Trainable = str | Callable[[str], bool] | Iterable[str]
 
 
 class FinetuneResult(NamedTuple):
-    """What ``finetune`` returns.
+    """What ``finetune_experience`` returns.
 
     Attributes:
         params: the fine-tuned parameters, detached (the best on validation with
@@ -63,14 +64,15 @@ def select_trainable(params: Mapping[str, torch.Tensor], trainable: Trainable) -
 
     Args:
         params: all parameters.
-        trainable: ``"all"``; ``"head"`` (every ``heads.*`` parameter); ``"lora"`` (the
-            ``lora.*`` adapters and the heads); a predicate on names; or a list of names.
+        trainable: ``"all"``; ``"head"`` (every ``heads.*`` parameter); ``"lora"`` (the LoRA
+            adapters, ``...lora_A...`` / ``...lora_B...`` as ``metaloop.adapt.add_lora``
+            names them, and the heads); a predicate on names; or a list of names.
 
     Raises:
         ValueError: an unknown keyword, unknown names, or a selection that matches nothing.
     """
     keywords = {"all": lambda n: True, "head": lambda n: n.startswith(PREFIX),
-                "lora": lambda n: lora.is_adapter(n) or n.startswith(PREFIX)}
+                "lora": lambda n: is_lora(n) or n.startswith(PREFIX)}
     if isinstance(trainable, str):
         if trainable not in keywords:
             raise ValueError(f"unknown trainable {trainable!r}; use one of {sorted(keywords)}, "
@@ -91,7 +93,8 @@ def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
             x, y = getattr(e, split)
             correct = 0
             for i in range(0, y.numel(), batch_size):
-                logits = head_logits(params, e.head, features(model, params, x[i:i + batch_size]))
+                feats = features(model, params, x[i:i + batch_size])          # [n, D]
+                logits = logits_of_head(params, e.head, feats)                  # [n, C]
                 correct += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
             out[e.name] = correct / y.numel() if y.numel() else math.nan
     return out
@@ -153,7 +156,7 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
     loss = feats.new_zeros(())
     for s in batch.source.unique().tolist():
         rows = batch.source == s
-        logits = head_logits(params, heads[s + 1], feats[rows])        # [b, C]
+        logits = logits_of_head(params, heads[s + 1], feats[rows])        # [b, C]
         share = int(rows.sum()) / batch.y.numel()                      # this group's share of B
         loss = loss + F.cross_entropy(logits, batch.y[rows]) * share
     new = batch.source == -1
@@ -161,21 +164,24 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
         with torch.no_grad():
             t_feats = features(model, teacher, batch.x)[new]            # [n, D]
         for h, (w, outputs) in kept.items():
-            student = head_logits(params, h, feats[new])[:, outputs] / temperature  # [n, |O|]
-            target = head_logits(teacher, h, t_feats)[:, outputs] / temperature     # [n, |O|]
+            student = logits_of_head(params, h, feats[new])[:, outputs] / temperature  # [n, |O|]
+            target = logits_of_head(teacher, h, t_feats)[:, outputs] / temperature     # [n, |O|]
             kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(target, -1),
                           reduction="batchmean", log_target=True)
             loss = loss + w * temperature ** 2 * kl
     return loss
 
 
-def finetune(model: nn.Module, params: Mapping[str, torch.Tensor], new, *,
-             earlier: Sequence = (), replay_ratio: float = 0.1, buffer_size: int | None = None,
-             keep_heads: bool | Mapping[str, float] = False, temperature: float = 2.0,
-             trainable: Trainable = "all", early_stop: int | None = None, steps: int = 500,
-             batch_size: int = 128, lr: float = 1e-3, eval_every: int = 100,
-             evaluate_on: Sequence | None = None, generator: torch.Generator | None = None,
-             progress: Callable[[int], None] | None = None) -> FinetuneResult:
+def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], new, *,
+                        earlier: Sequence = (), replay_ratio: float = 0.1,
+                        buffer_size: int | None = None,
+                        keep_heads: bool | Mapping[str, float] = False,
+                        temperature: float = 2.0, trainable: Trainable = "all",
+                        early_stop: int | None = None, steps: int = 500, batch_size: int = 128,
+                        lr: float = 1e-3, eval_every: int = 100,
+                        evaluate_on: Sequence | None = None,
+                        generator: torch.Generator | None = None,
+                        progress: Callable[[int], None] | None = None) -> FinetuneResult:
     """Fine-tune on a new experience, with replay and kept heads against forgetting.
 
     Adam on the trainable parameters; nothing passed in is mutated.
@@ -259,6 +265,9 @@ def finetune(model: nn.Module, params: Mapping[str, torch.Tensor], new, *,
             if stale >= early_stop:
                 break
     return FinetuneResult(best[2], curve, step, best[1])
+
+
+finetune = finetune_experience    # the older name (``metaloop.adapt.finetune`` is per task)
 
 
 def _snapshot(params: Mapping[str, torch.Tensor]) -> Params:

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaloop.continual import lora
 from metaloop.func.params import Params, forward, last_linear_names, params_of
 
 PREFIX = "heads."
 
 
-def head_names(name: str) -> tuple[str, str]:
+def head_param_names(name: str) -> tuple[str, str]:
     """The parameter names ``("heads.<name>.weight", "heads.<name>.bias")`` of head ``name``."""
     return f"{PREFIX}{name}.weight", f"{PREFIX}{name}.bias"
 
@@ -41,7 +40,7 @@ def init_heads(sizes: Mapping[str, int], feature_dim: int,
     bound = 1.0 / math.sqrt(feature_dim)
     out: Params = {}
     for name, c in sizes.items():
-        w, b = head_names(name)
+        w, b = head_param_names(name)
         out[w] = (torch.rand(c, feature_dim, generator=generator) * 2 - 1) * bound  # [C, D]
         out[b] = (torch.rand(c, generator=generator) * 2 - 1) * bound                # [C]
     return out
@@ -73,8 +72,8 @@ def init_params(model: nn.Module, experiences: Sequence,
 
 
 def body_params(params: Mapping[str, torch.Tensor]) -> Params:
-    """The body's parameters: low-rank adapters merged in, heads left out."""
-    return {k: v for k, v in lora.merge(params).items() if not k.startswith(PREFIX)}
+    """The body's parameters (with LoRA adapters, if any): everything but the heads."""
+    return {k: v for k, v in params.items() if not k.startswith(PREFIX)}
 
 
 def features(model: nn.Module, params: Mapping[str, torch.Tensor],
@@ -83,10 +82,11 @@ def features(model: nn.Module, params: Mapping[str, torch.Tensor],
     return forward(model, body_params(params), x, head=False)
 
 
-def head_logits(params: Mapping[str, torch.Tensor], head: str,
-                feats: torch.Tensor) -> torch.Tensor:
-    """Logits ``[N, C]`` of head ``head`` on features ``[N, D]``."""
-    w, b = head_names(head)
+def logits_of_head(params: Mapping[str, torch.Tensor], head: str,
+                   feats: torch.Tensor) -> torch.Tensor:
+    """Logits ``[N, C]`` of the head named ``head`` (``heads.<head>.*`` in ``params``) on
+    features ``[N, D]``."""
+    w, b = head_param_names(head)
     return F.linear(feats, params[w], params[b])                      # [N, C]
 
 
@@ -101,7 +101,7 @@ def check_heads(params: Mapping[str, torch.Tensor], experiences: Sequence, featu
     """
     heads = sorted({k[len(PREFIX):].rsplit(".", 1)[0] for k in params if k.startswith(PREFIX)})
     for e in experiences:
-        w, b = head_names(e.head)
+        w, b = head_param_names(e.head)
         if w not in params or b not in params:
             raise ValueError(f"{role} {e.head!r} of experience {e.name!r} is not in the "
                              f"params; heads present: {heads}")

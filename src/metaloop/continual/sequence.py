@@ -1,6 +1,7 @@
 """Named strategies, and learning a stream of experiences one after another.
 
-The strategies ``metaloop forgetting`` compares, as ``finetune`` options for experience t >= 1:
+The strategies ``metaloop forgetting`` compares, as ``finetune_experience`` options for
+experience t >= 1:
 
 - ``naive``: ``replay_ratio=0``, plain fine-tuning of everything.
 - ``replay``: ``replay_ratio`` (0.1) of each batch from the earlier experiences;
@@ -8,9 +9,9 @@ The strategies ``metaloop forgetting`` compares, as ``finetune`` options for exp
   experience replay of van de Ven et al. (2022) weights its losses.
 - ``heads``: the earlier heads keep their (distillation) losses, weight ``head_weight``.
 - ``replay+heads``: both.
-- ``lora``: a fresh low-rank adapter on the body's linear layers, and the heads, train; the
-  body's weights stay put, and the adapter is merged into them after the experience
-  (the temporary LoRA of ``continual.lora``).
+- ``lora``: a fresh low-rank adapter (peft's, through ``metaloop.adapt.add_lora``) on each
+  ``nn.Linear`` of the body, and the heads, train; the body's weights stay put, and the
+  adapter is merged into them after the experience (``with_lora``, ``merge_lora_params``).
 - ``joint``: Avalanche's *cumulative* strategy: batches drawn uniformly from all the data so
   far, that is replay of all earlier data at ratio ``n_earlier / (n_earlier + n_new)``.
 
@@ -20,16 +21,18 @@ from the same model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from metaloop.continual import lora
-from metaloop.continual.finetune import evaluate_experiences, finetune
+from metaloop.adapt.lora import add_lora, is_lora, merge_lora
+from metaloop.continual.finetune import evaluate_experiences, finetune_experience
+from metaloop.continual.heads import PREFIX
 from metaloop.continual.metrics import accuracy_matrix
-from metaloop.func.params import Params
+from metaloop.func.params import Params, params_of
 
 STRATEGIES = ("naive", "replay", "heads", "replay+heads", "lora", "joint")
 
@@ -54,7 +57,7 @@ class SequenceResult(NamedTuple):
 
 def strategy_options(strategy: str, t: int, experiences: Sequence, *,
                      replay_ratio: float | str = 0.1, head_weight: float = 1.0) -> dict:
-    """``finetune`` keyword arguments of a named strategy on experience ``t``.
+    """``finetune_experience`` keyword arguments of a named strategy on experience ``t``.
 
     Args:
         strategy: one of ``STRATEGIES``.
@@ -104,8 +107,9 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
             strategy's adapters.
         generator: random source.
         progress: called with the number of optimiser steps just done.
-        **finetune_kwargs: passed to every ``finetune`` call (``steps``, ``batch_size``,
-            ``lr``, ``eval_every``, ``early_stop``, ``buffer_size``, ``temperature``).
+        **finetune_kwargs: passed to every ``finetune_experience`` call (``steps``,
+            ``batch_size``, ``lr``, ``eval_every``, ``early_stop``, ``buffer_size``,
+            ``temperature``).
 
     Returns:
         ``SequenceResult(matrix, curve, boundaries, params)``.
@@ -122,10 +126,11 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
                                                       replay_ratio=replay_ratio,
                                                       head_weight=head_weight)}
         use_lora = strategy == "lora" and t > 0
-        start = lora.add(model, params, lora_rank, generator) if use_lora else params
-        result = finetune(model, start, experiences[t], earlier=experiences[:t],
-                          generator=generator, progress=progress, **opts)
-        params = lora.merge(result.params) if use_lora else result.params
+        body, start = with_lora(model, params, lora_rank, generator) if use_lora else \
+            (model, params)
+        result = finetune_experience(body, start, experiences[t], earlier=experiences[:t],
+                                     generator=generator, progress=progress, **opts)
+        params = merge_lora_params(body, result.params) if use_lora else result.params
         rows.append(evaluate_experiences(model, params, experiences))
         if t > 0:
             boundaries.append(offset)
@@ -135,3 +140,78 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
             offset += result.steps
     matrix = accuracy_matrix(rows, names=[e.name for e in experiences])
     return SequenceResult(matrix, curve, boundaries, params)
+
+
+def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 8,
+              generator: torch.Generator | None = None) -> tuple[nn.Module, Params]:
+    """The ``lora`` strategy's start: the body with fresh LoRA adapters, and its parameters.
+
+    The adapters are peft's (``metaloop.adapt.add_lora`` with ``alpha = rank``, so a layer
+    computes ``W x + B A x``), on every ``nn.Linear`` of the body except its own head: not on
+    convolutions, not on the ``heads.*``.
+
+    Args:
+        model: the body (not modified).
+        params: its parameters and the heads (see ``heads.init_params``).
+        rank: r.
+        generator: random source of ``A``.
+
+    Returns:
+        (a copy of the body with the adapters, the parameters under its names: each adapted
+        layer's weight and bias as ``<layer>.base_layer.*``, its adapter
+        ``<layer>.lora_A.default.weight [r, in]`` (uniform in +-1/sqrt(in), as peft
+        initialises it) and ``<layer>.lora_B.default.weight [out, r]`` (zeros, so the body
+        computes what it did), and the heads unchanged).
+
+    Raises:
+        ValueError: a bad rank, params that already hold adapters, or no ``nn.Linear`` in the
+            body.
+        ModuleNotFoundError: peft is not installed (``pip install 'metaloop[text]'``).
+    """
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
+        raise ValueError(f"LoRA rank must be a positive int, got {rank!r}")
+    if any(is_lora(k) for k in params):
+        raise ValueError("params already hold LoRA adapters; merge them first "
+                         "(merge_lora_params)")
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:-1]
+    targets = [n for n in linears if f"{n}.weight" in params]
+    if not targets:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer in its body to adapt "
+                         f"(the lora strategy adapts nn.Linear layers, not convolutions)")
+    body = add_lora(model, r=rank, alpha=float(rank), target_modules=targets)
+    start = {}
+    for name in params_of(body):
+        plain = name.replace(".base_layer.", ".")
+        if not is_lora(name) and plain in params:
+            start[name] = params[plain]
+    for n in targets:
+        d_out, d_in = params[f"{n}.weight"].shape
+        bound = 1.0 / math.sqrt(d_in)
+        start[f"{n}.lora_A.default.weight"] = (torch.rand(rank, d_in, generator=generator)
+                                               * 2 - 1) * bound                 # [r, in]
+        start[f"{n}.lora_B.default.weight"] = torch.zeros(d_out, rank)          # [out, r]
+    start.update({k: v for k, v in params.items() if k.startswith(PREFIX)})
+    return body, start
+
+
+def merge_lora_params(body: nn.Module, params: Mapping[str, torch.Tensor]) -> Params:
+    """Fold the adapters into the weights (``W + B A``): the parameters of the plain body.
+
+    Args:
+        body: the body with adapters, from ``with_lora``.
+        params: its parameters (after fine-tuning) and the heads.
+
+    Returns:
+        The parameters under the plain body's names (``<layer>.weight``), detached, and the
+        heads unchanged.
+    """
+    own = {k: v for k, v in params.items() if not k.startswith(PREFIX)}
+    merged = params_of(merge_lora(body, own))
+    out = {}
+    for k, v in params.items():
+        if k.startswith(PREFIX):
+            out[k] = v
+        elif not is_lora(k):
+            plain = k.replace(".base_layer.", ".")
+            out[plain] = merged[plain].detach()
+    return out

@@ -34,50 +34,95 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "auto"
-               ) -> torch.Tensor:
+CHANNELS = (1, 3)
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit greyscale
+
+
+def _pixels(im: Image.Image, channels: int) -> np.ndarray:
+    """float32 ``[h, w, channels]`` in [0, 1] from any Pillow mode: transparency is composited
+    on white, palettes expanded, 16-bit greyscale scaled by 65535 (by 255 where its values
+    fit 8 bits), RGB averaged to grey for ``channels = 1`` (Pillow's ``L`` weights)."""
+    if im.mode in _WIDE_MODES:
+        a = np.asarray(im, dtype=np.float32)                                  # [h, w]
+        if im.mode != "F":
+            a = a / (65535.0 if a.max(initial=0) > 255 else 255.0)
+        a = np.clip(a, 0.0, 1.0)[..., None]                                   # [h, w, 1]
+        return a if channels == 1 else np.repeat(a, 3, axis=-1)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    return a.reshape(*a.shape[:2], channels)                                  # [h, w, c]
+
+
+def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "auto",
+               channels: int = 1) -> torch.Tensor:
     """One image file as the network's input.
 
     Args:
-        path: any file Pillow can decode (PNG, JPEG, BMP, GIF, TIFF, WebP, ...).
+        path: any file Pillow can decode (PNG, JPEG, BMP, GIF, TIFF, WebP, ...), in any mode
+            (RGBA, palette, 16-bit) and size. An animated GIF gives its first frame.
         image_size: output side H = W.
-        invert: ``"auto"`` (invert if the greyscale mean is above 0.5), ``"always"`` or
-            ``"never"``.
+        invert: ``"auto"`` (invert if the mean is above 0.5), ``"always"`` or ``"never"``.
+        channels: 1 (greyscale) or 3 (RGB).
 
     Returns:
-        float32 ``[1, H, W]`` in [0, 1], ink = 1, background = 0.
+        float32 ``[channels, H, W]`` in [0, 1]; with inversion, ink = 1 and background = 0.
 
     Raises:
-        ValueError: the file cannot be read as an image, or a bad ``invert``.
+        ValueError: the file cannot be read as an image (naming it), a bad ``invert`` or
+            ``channels``.
     """
     if invert not in INVERT_MODES:
         raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
     path = Path(path)
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, rgba)
-            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0      # [h, w]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            im.seek(0)
+            pix = _pixels(ImageOps.exif_transpose(im), channels)              # [h, w, c]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
-    if grey.size == 0:
+    if pix.size == 0:
         raise ValueError(f"cannot read image {path}: it has no pixels")
-    x = torch.from_numpy(grey)                                                # [h, w]
+    return _to_input(pix, image_size, invert)
+
+
+def image_to_input(im: Image.Image, image_size: int = 28, invert: str = "never",
+                   channels: int = 1) -> torch.Tensor:
+    """A Pillow image as the network's input, exactly as ``load_image`` converts a file.
+
+    Returns:
+        float32 ``[channels, H, W]`` in [0, 1].
+    """
+    if invert not in INVERT_MODES:
+        raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    pix = _pixels(ImageOps.exif_transpose(im), channels)                      # [h, w, c]
+    if pix.size == 0:
+        raise ValueError("image_to_input: the image has no pixels")
+    return _to_input(pix, image_size, invert)
+
+
+def _to_input(pix: np.ndarray, image_size: int, invert: str) -> torch.Tensor:
+    """``[h, w, c]`` pixels in [0, 1] -> inverted, squared, resized ``[c, H, W]``."""
+    channels = pix.shape[-1]
+    x = torch.from_numpy(np.ascontiguousarray(pix)).permute(2, 0, 1)         # [c, h, w]
     if invert == "always" or (invert == "auto" and float(x.mean()) > 0.5):
         x = 1.0 - x
-    h, w = x.shape
+    h, w = x.shape[-2:]
     if h != w:                                    # centre on a square background, no crop
         side = max(h, w)
         top, left = (side - h) // 2, (side - w) // 2
-        x = F.pad(x, (left, side - w - left, top, side - h - top), value=0.0)  # [s, s]
-    x = x.view(1, 1, *x.shape)
+        x = F.pad(x, (left, side - w - left, top, side - h - top), value=0.0)  # [c, s, s]
+    x = x.unsqueeze(0)                                                        # [1, c, s, s]
     if x.shape[-1] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)                # [1, 1, H, W]
-    return x.view(1, image_size, image_size).clamp_(0.0, 1.0)
+                          align_corners=False, antialias=True)                # [1, c, H, W]
+    return x.reshape(channels, image_size, image_size).clamp_(0.0, 1.0)
 
 
 def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
@@ -96,15 +141,16 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto"
-                 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Path]]:
+def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
+                 channels: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Path]]:
     """A support set laid out as one sub-folder of images per class.
 
     Classes are the sub-folder names in sorted order; label k is the k-th name. Any number
     of classes (at least 2) and of images per class (at least 1, not necessarily equal).
 
     Returns:
-        x: float32 ``[S, 1, H, W]``; y: int64 ``[S]`` labels; class names; the files in order.
+        x: float32 ``[S, channels, H, W]``; y: int64 ``[S]`` labels; class names; the files
+        in order.
 
     Raises:
         ValueError: naming the path: missing folder, a file beside the class folders, an
@@ -129,19 +175,19 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
         if not cfiles:
             raise ValueError(f"class folder {cdir} holds no images")
         for f in cfiles:
-            xs.append(load_image(f, image_size, invert))
+            xs.append(load_image(f, image_size, invert, channels))
             ys.append(label)
             files.append(f)
-    return (torch.stack(xs), torch.tensor(ys, dtype=torch.int64),       # [S, 1, H, W], [S]
+    return (torch.stack(xs), torch.tensor(ys, dtype=torch.int64),       # [S, c, H, W], [S]
             [c.name for c in classes], files)
 
 
-def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto"
-               ) -> tuple[torch.Tensor, list[str]]:
+def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
+               channels: int = 1) -> tuple[torch.Tensor, list[str]]:
     """Every image under ``folder`` (sub-folders included), in sorted path order.
 
     Returns:
-        x: float32 ``[Q, 1, H, W]``; names: each file's path relative to ``folder`` (posix).
+        x: float32 ``[Q, channels, H, W]``; names: each file's path relative to ``folder`` (posix).
 
     Raises:
         ValueError: naming the path: missing folder, no images, or an unreadable image.
@@ -153,5 +199,5 @@ def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "a
     files = image_files(folder, recursive=True)
     if not files:
         raise ValueError(f"query folder {folder} holds no images")
-    x = torch.stack([load_image(f, image_size, invert) for f in files])  # [Q, 1, H, W]
+    x = torch.stack([load_image(f, image_size, invert, channels) for f in files])  # [Q,c,H,W]
     return x, [f.relative_to(folder).as_posix() for f in files]

@@ -18,10 +18,14 @@ TensorFlow Datasets' ``url_checksums/omniglot.txt``) and their md5 (torchvision'
 ``Omniglot.zips_md5``) before they are used.
 
 Splits: ``background`` (964 classes) and ``evaluation`` (659 classes) are Lake et al.'s
-original 30/20-alphabet split without rotations. ``train``/``val``/``test``/``trainval``
-(4112/688/1692/4800 classes) are the Vinyals et al. (2016) split: each class is a (character,
-rotation) pair read from ``splits/vinyals/<split>.txt``, in that file's line order, and the
-rotation turns the image counter-clockwise as PIL's ``Image.rotate(deg)`` does.
+original 30/20-alphabet split without rotations. ``background_train`` (775 classes, 25
+alphabets) and ``background_val`` (189 classes, the 5 alphabets of
+``BACKGROUND_VAL_ALPHABETS``) divide the background set by alphabet, so that a model trained
+for the original one-shot challenge can be validated without touching the evaluation set.
+``train``/``val``/``test``/``trainval`` (4112/688/1692/4800 classes) are the Vinyals et al.
+(2016) split: each class is a (character, rotation) pair read from
+``splits/vinyals/<split>.txt``, in that file's line order, and the rotation turns the image
+counter-clockwise as PIL's ``Image.rotate(deg)`` does.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ from metaloop.data.download import fetch, file_digest, read_sha256sums
 SETS = ("background", "evaluation")
 VINYALS_SPLITS = ("train", "val", "test", "trainval")
 SPLITS = SETS + VINYALS_SPLITS
+# Background alphabets held out for validation (model selection) in the original one-shot
+# challenge: 5 of the 30, each with >= 20 characters so that 20-way within-alphabet tasks
+# exist, chosen to span scripts (Indic, Semitic, Hangul, Tifinagh, Balinese); 189 characters.
+BACKGROUND_VAL_ALPHABETS = ("Balinese", "Early_Aramaic", "Gujarati", "Korean", "Tifinagh")
+HOLDOUT_SPLITS = ("background_train", "background_val")
 DRAWINGS = 20
 SIDE = 105
 _PACKED_BYTES = (SIDE * SIDE + 7) // 8  # 1379
@@ -387,7 +396,9 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
             ``images_<set>.zip`` (and ``splits/vinyals/`` for the Vinyals splits). None
             searches ``$METALOOP_DATA/omniglot``, ``~/.cache/metaloop/omniglot`` and
             ``<repo>/../shared/data/omniglot``, in that order (see ``search_dirs``).
-        split: ``"background"`` or ``"evaluation"`` (Lake et al., no rotations), or
+        split: ``"background"`` or ``"evaluation"`` (Lake et al., no rotations),
+            ``"background_train"`` / ``"background_val"`` (the background set without / with
+            only the alphabets of ``BACKGROUND_VAL_ALPHABETS``; a fresh copy), or
             ``"train"``, ``"val"``, ``"test"``, ``"trainval"`` (Vinyals et al., character x
             rotation classes in split-file order, mixing both sets).
         image_size: output side H = W; 105 keeps the original pixels.
@@ -404,12 +415,19 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
         FileNotFoundError: nothing found; the message lists every place looked and the
             expected checksum of the official download.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown Omniglot split {split!r}; expected one of {SPLITS}")
+    if split not in SPLITS + HOLDOUT_SPLITS:
+        raise ValueError(f"unknown Omniglot split {split!r}; expected one of "
+                         f"{SPLITS + HOLDOUT_SPLITS}")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     decoded = _decodes()
-    if split in SETS:
+    if split in HOLDOUT_SPLITS:
+        images, names = _load_set("background", _locate_set("background", root, download),
+                                  image_size)
+        held = [alphabet_of(n) in BACKGROUND_VAL_ALPHABETS for n in names]
+        keep = [i for i, h in enumerate(held) if h == (split == "background_val")]
+        images, names = images[keep], [names[i] for i in keep]           # [C', 20, H, W] copy
+    elif split in SETS:
         images, names = _load_set(split, _locate_set(split, root, download), image_size)
     else:
         split_file = _locate_split_file(split, root, download)
@@ -418,6 +436,12 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
     if _decodes() > decoded:
         release_free_memory()
     return images, list(names)
+
+
+def alphabet_of(class_name: str) -> str:
+    """The alphabet of a class name: ``"Latin"`` for ``"Latin/character01"`` or
+    ``"Latin/character01/rot090"``."""
+    return class_name.split("/", 1)[0]
 
 
 def _decodes() -> int:

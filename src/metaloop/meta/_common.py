@@ -1,9 +1,9 @@
-"""What every meta-learner shares: the Learner protocol and per-task evaluation helpers."""
+"""What every meta-learner shares: the ``Learner`` protocol and per-task helpers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -16,17 +16,67 @@ from metaloop.meta._threads import check_threadable
 from metaloop.tasks.batch import TaskBatch
 
 
+class InnerRule(Protocol):
+    """What the training loop and ``evaluate`` read of a learner's ``inner``: its default
+    number of adaptation steps and its query loss."""
+
+    steps: int
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
 class Learner(Protocol):
-    """The contract of DESIGN section 3 (every meta-learner and baseline satisfies it)."""
+    """Everything ``metaloop.train`` and ``metaloop.evaluate`` use of a learner.
+
+    Every meta-learner and baseline of ``metaloop.meta`` satisfies it, and so can a class
+    of your own: nothing needs to inherit from it.
+
+    Attributes:
+        model: the module whose ``named_parameters()`` are the meta-parameters: the training
+            loop's optimiser steps them, checkpoints store them, data-parallel ranks average
+            their gradients.
+        meta_trains: False for a learner with nothing to meta-train (``Scratch``): the loop
+            then skips its iterations.
+        batching: ``"loop"``, ``"vmap"`` or ``"threads"``; with ``"vmap"``, ``evaluate``
+            scores a whole batch of tasks at once through ``adapt_path_batched`` and
+            ``predict_batched``.
+        inner: the adaptation rule: ``inner.steps`` is the step count validation scores at,
+            ``inner.loss_fn(pred, y)`` the query loss ``evaluate`` reports.
+    """
 
     model: nn.Module
     meta_trains: bool
+    batching: str
+    inner: InnerRule
 
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
-    def meta_gradient(self, batch: TaskBatch) -> dict[str, torch.Tensor]: ...
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Params: ...
-    def adapt_path(self, support_x, support_y, steps: int) -> Iterator[Params]: ...
-    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor: ...
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean query loss over the batch's tasks after adaptation (differentiable in
+        ``model``'s parameters) and its metrics ``{"loss", "accuracy"?}``."""
+
+    def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
+        """d meta_loss / d parameter, name -> tensor over ``model.named_parameters()``
+        (zeros where unused); ``(grads, metrics)`` with ``with_metrics``."""
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
+              steps: int | None = None) -> Params:
+        """Adapted parameters for ONE task (support ``[S, ...]``, labels ``[S]`` or targets
+        ``[S, out]``), detached."""
+
+    def adapt_path(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                   steps: int | None = None) -> Iterator[Params]:
+        """One task's detached parameters after 0, 1, ..., ``steps`` adaptation steps (a
+        learner with a solved head may yield fewer; ``evaluate`` reuses the last)."""
+
+    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Predictions ``[N, out]`` on x ``[N, ...]`` with adapted ``params``."""
+
+    def adapt_path_batched(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                           steps: int | None = None) -> list[Params]:
+        """``adapt_path`` for B tasks at once (support ``[B, S, ...]``): a list over steps of
+        params whose per-task entries carry a leading ``[B]`` dimension."""
+
+    def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """``predict`` for batched params and x ``[B, N, ...]`` -> ``[B, N, out]``."""
 
 
 class AdaptsBySGD:

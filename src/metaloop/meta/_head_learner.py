@@ -28,9 +28,10 @@ Two ways to run the backbone over a meta-batch, with the same numbers (tested):
   examples.
 
 ``"auto"`` (the default) picks as MAML does: vmap for models without convolutions or
-normalisation layers. Only first derivatives flow through the backbone, so the functorch
-BatchNorm double-backward issue of DESIGN section 8 does not arise. The head solves and the
-query loss are batched over all tasks in either mode.
+normalisation layers. Only first derivatives flow through the backbone, so the wrong double
+backward of the fused BatchNorm kernel under vmap (pytorch/functorch#534, which Conv4's
+``BatchNorm`` works around) does not matter here. The head solves and the query loss are
+batched over all tasks in either mode.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ class HeadLearner:
     def _params(self) -> Params:
         return dict(self.model.named_parameters())
 
-    # -- the section 3 contract ----------------------------------------------------------
+    # -- the Learner protocol (metaloop.meta.Learner) -------------------------------------
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean over tasks of the query cross-entropy; differentiable wrt ``model``'s params.
 

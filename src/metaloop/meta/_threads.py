@@ -3,7 +3,7 @@
 On the CPU, a few small kernels per task (Conv4 on 5-80 images) use torch's intra-op
 threads poorly: with 2 threads, one task after another is 1.3-1.5x faster than with 1, not
 2x. Running whole tasks side by side instead, each thread with one intra-op thread, keeps
-every core busy (docs/benchmarks.md, "Session 8: the tasks on threads"). torch releases
+every core busy (docs/benchmarks.md, "How the tasks of a meta-batch are batched"). torch releases
 the GIL inside its kernels and runs a CPU graph's backward pass on the calling thread, so
 Python threads suffice.
 

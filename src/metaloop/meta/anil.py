@@ -1,27 +1,75 @@
-"""ANIL (Raghu et al. 2020): MAML whose inner loop adapts only the head."""
+"""ANIL (Raghu et al. 2020): MAML whose inner loop adapts only the head.
+
+The parameters are partitioned by name: the head (default the last ``nn.Linear``) adapts in
+the inner loop, the body does not; the outer loop still meta-learns both. Since the body is
+fixed within a task, ``head_only_path`` computes its support features once per task and runs
+the inner SGD on the linear head alone, for models whose head is a linear ``head`` module
+called after ``forward(x, head=False)`` (metaloop's MLP and Conv4). Other models run MAML's
+inner loop on the whole network with the same adapted names: the same numbers, slower.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-from metaloop.func.params import last_linear_names
+from metaloop.adapt.sgd import SGDAdapter
+from metaloop.func.params import Params, forward, last_linear_names, partition
 from metaloop.meta.maml import MAML
+
+HEAD = ("head.weight", "head.bias")
+
+
+def linear_head(head: Mapping[str, torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
+    """The head on body features: ``[S, D] -> [S, out]``."""
+    return F.linear(feats, head["head.weight"], head["head.bias"])      # [S, out]
+
+
+def head_only_path(adapter: SGDAdapter, loop, params: Params, x: torch.Tensor, y: torch.Tensor,
+                   steps: int, create_graph: bool, lr) -> Iterator[Params]:
+    """ANIL's inner loop: SGD on the head over body features computed once.
+
+    An ``SGDAdapter.path_fn``: ``loop`` is the plain SGD path (``sgd_path``, or
+    ``sgd_path_func`` under vmap), ``params`` the task's start. Yields the whole params
+    after 0..steps steps, the body unchanged (the same tensors).
+    """
+    head, _body = partition(params, adapter.names)      # head.weight [C, D], head.bias [C]
+    feats = forward(adapter.model, params, x, head=False)             # [S, D], once
+    for h in loop(linear_head, adapter.loss_fn, head, adapter.names, feats, y, lr, steps,
+                  create_graph):
+        yield {**params, **h}
+
+
+def features_once(model: nn.Module, adapted) -> bool:
+    """Whether ``head_only_path`` applies: the adapted names are exactly ``head.weight`` and
+    ``head.bias`` of a linear ``head`` in a model with ``forward(x, head=False)`` (it has
+    ``feature_dim``)."""
+    return (sorted(adapted) == sorted(HEAD) and isinstance(getattr(model, "head", None), nn.Linear)
+            and hasattr(model, "feature_dim"))
 
 
 def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
          first_order: bool = False, loss="mse", head=None, head_init: str = "learned",
-         batching: str = "auto", checkpoint: bool = False, compile: bool = False,
-         learn_lr: bool = False) -> MAML:
+         batching: str = "auto", recompute_inner_loop: bool = False, compile: bool = False,
+         learn_lr: bool = False, checkpoint: bool | None = None) -> MAML:
     """MAML with the inner loop restricted to the head ("almost no inner loop").
 
     The outer loop still meta-learns every parameter. For models with a linear ``head`` and
     ``forward(x, head=False)`` (MLP, Conv4) the body's support features are computed once per
-    task, since the body does not change in the inner loop.
+    task (``head_only_path``), since the body does not change in the inner loop.
 
     Args:
         head: predicate or names of the adapted parameters; default the last ``nn.Linear``.
-        Others: as ``MAML``.
+        Others: as ``MAML`` (``checkpoint``: the older name of ``recompute_inner_loop``).
     """
     head = last_linear_names(model) if head is None else head
-    return MAML(model, inner_lr, inner_steps, first_order, loss, adapt=head, head_init=head_init,
-                batching=batching, checkpoint=checkpoint, compile=compile, learn_lr=learn_lr)
+    learner = MAML(model, inner_lr, inner_steps, first_order, loss, adapt=head,
+                   head_init=head_init, batching=batching,
+                   recompute_inner_loop=recompute_inner_loop, compile=compile,
+                   learn_lr=learn_lr, checkpoint=checkpoint)
+    if features_once(model, learner.inner.names):
+        learner.inner.path_fn = head_only_path
+    return learner

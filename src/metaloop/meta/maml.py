@@ -1,10 +1,15 @@
-"""MAML (Finn et al. 2017): backprop through the inner SGD loop; first-order as a flag."""
+"""MAML (Finn et al. 2017): backprop through the inner SGD loop; first-order as a flag.
+
+``maml_meta_gradient`` is the whole algorithm on its default path: each task's inner SGD
+steps and query loss, one task's graph at a time, written out. ``MAML`` holds the settings
+and picks, by its flags, the small execution strategies of ``metaloop.meta._strategies``
+(vmap, threads, a compiled query pass, a recomputed or otherwise replaced inner loop), none
+of which changes the meta-gradient.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
-from functools import partial
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -21,15 +26,85 @@ from metaloop.meta._common import (
     resolve_batching,
     task_metrics,
 )
-from metaloop.meta._threads import replicate, run_threads, workers_for
+from metaloop.meta._strategies import (
+    InnerLoop,
+    TaskGradients,
+    compiled,
+    on_threads,
+    replicas,
+    sgd_inner_loop,
+    vmapped_query_losses,
+)
+from metaloop.meta._threads import workers_for
 from metaloop.tasks.batch import TaskBatch
+
+
+def maml_meta_gradient(adapter: SGDAdapter, params: Params, batch: TaskBatch, *,
+                       first_order: bool = False, tasks: Sequence[int] | None = None,
+                       net: Params | None = None, inner_loop: InnerLoop | None = None,
+                       query_fwd=None) -> TaskGradients:
+    """MAML's meta-gradient, one task's graph at a time (the default path, written out).
+
+    For task i, theta_i' is theta_0 after ``adapter.steps`` SGD steps of size alpha on the
+    support loss L_i; the meta-loss is the mean over the B tasks of the query loss
+    L~_i(theta_i'), and its gradient (1/B) sum_i dL~_i(theta_i')/dtheta_0 is accumulated
+    task by task, so only one task's graph is alive at a time. Second order: the inner
+    gradients keep their graph, so dtheta_i'/dtheta_0 has its Hessian terms; first order:
+    they are constants, and dtheta_i'/dtheta_0 is the identity.
+
+    Args:
+        adapter: the inner loop's settings: the network (``fwd``), ``loss_fn``, the step size
+            alpha (``lr``), ``steps``, the adapted ``names`` and the head ``start``.
+        params: theta_0, every meta-parameter (name -> tensor); the gradient is theirs.
+        batch: B tasks.
+        first_order: drop the second derivatives (first-order MAML).
+        tasks: the tasks of ``batch`` to take (default all); the sum is still divided by B
+            (the threads strategy deals a batch out this way).
+        net: the network's parameters within ``params`` (default ``params`` itself; with
+            learned step sizes, the ``net.*`` entries without their prefix).
+        inner_loop: a strategy replacing the written-out SGD steps,
+            ``(net, sx, sy) -> theta_i'`` (``_strategies.sgd_inner_loop``).
+        query_fwd: a strategy replacing ``adapter.fwd`` for the query pass
+            (``_strategies.compiled``).
+
+    Returns:
+        (the gradient, name -> tensor like ``params``, zeros where unused; one
+        ``(task, {"loss", "accuracy"})`` per task, accuracy for classification only).
+    """
+    names = list(params)
+    net = params if net is None else net
+    query_fwd = adapter.fwd if query_fwd is None else query_fwd
+    alpha, create_graph = adapter.lr, not first_order
+    total, metrics = None, []
+    for i in range(batch.num_tasks) if tasks is None else tasks:
+        sx, sy, qx, qy = batch.task(i)     # sx [S, ...], sy [S] or [S, out]; qx [Q, ...], qy
+        if inner_loop is not None:
+            theta = inner_loop(net, sx, sy)                          # theta_i'
+        else:
+            theta = adapter.start(net, sy)          # theta_0 (head_init="zero": a zero head)
+            for _ in range(adapter.steps):
+                pred = adapter.fwd(theta, sx)                              # [S, out]
+                support_loss = adapter.loss_fn(pred, sy)                   # L_i(theta_k), scalar
+                g = torch.autograd.grad(support_loss, [theta[n] for n in adapter.names],
+                                        create_graph=create_graph)   # dL_i/dtheta_k, per name
+                theta = {**theta, **{n: theta[n] - alpha * gn         # theta_{k+1}, same shapes
+                                     for n, gn in zip(adapter.names, g)}}
+        out = query_fwd(theta, qx)                                   # [Q, out]
+        loss = adapter.loss_fn(out, qy)                              # L~_i(theta_i'), scalar
+        g = torch.autograd.grad(loss, [params[n] for n in names],    # dL~_i/dtheta_0, per name
+                                allow_unused=True)                   # (None: unused, -> zeros)
+        total = accumulate(total, grads_to_dict(names, g, params), 1.0 / batch.num_tasks)
+        metrics.append((i, task_metrics(out, qy, loss)))
+    return total, metrics
 
 
 class MAML(AdaptsBySGD):
     """Model-agnostic meta-learning over any parameter subset.
 
     The meta-loss is the mean over tasks of the query loss L~_i(theta_i'), theta_i' = the
-    result of ``inner_steps`` SGD steps on the support loss L_i from theta_0.
+    result of ``inner_steps`` SGD steps on the support loss L_i from theta_0. The default
+    path is ``maml_meta_gradient``; the flags below choose how it is executed, not what it
+    computes.
 
     Args:
         model: the network (its parameters are theta_0).
@@ -47,11 +122,12 @@ class MAML(AdaptsBySGD):
             without buffers only; ``meta_gradient`` only, ``meta_loss`` loops), or "auto"
             (vmap for models without convolutions or normalisation layers, else loop). See
             docs/benchmarks.md.
-        checkpoint: recompute each inner step's activations in the backward pass instead of
-            keeping them: only theta at each step is stored, so memory grows with the steps
-            by one parameter set each, not by one step's activations (second order; first
-            order keeps no activations across steps anyway). Costs about one more forward
-            and gradient pass per step. Needs the loop batching: "auto" picks it.
+        recompute_inner_loop: recompute each inner step's activations in the backward pass
+            instead of keeping them: only theta at each step is stored, so memory grows with
+            the steps by one parameter set each, not by one step's activations (second
+            order; first order keeps no activations across steps anyway). Costs about one
+            more forward and gradient pass per step. Needs the loop batching: "auto" picks
+            it.
         compile: run each task's query forward pass (and so its backward) through
             ``torch.compile`` in meta-training. The query loss is differentiated once (to
             theta'; the eager support graph carries the second order), so the compiled
@@ -64,58 +140,58 @@ class MAML(AdaptsBySGD):
             ``self.model`` is then an ``InnerLRs`` wrapper: the network as ``net.*`` plus
             ``inner_lr`` ``[inner_steps, adapted tensors]``; ``self.net`` is the network.
             Test-time steps past ``inner_steps`` reuse the last step's sizes.
+        checkpoint: the older name of ``recompute_inner_loop`` (still accepted).
 
     Raises:
-        ValueError: ``checkpoint=True`` or ``compile=True`` with ``batching="vmap"``;
-            ``compile=True`` with ``batching="threads"``; ``batching="threads"`` for a model
-            with buffers; ``learn_lr=True`` with ``checkpoint=True``.
+        ValueError: ``recompute_inner_loop=True`` or ``compile=True`` with
+            ``batching="vmap"``; ``compile=True`` with ``batching="threads"``;
+            ``batching="threads"`` for a model with buffers; ``learn_lr=True`` with
+            ``recompute_inner_loop=True``.
     """
 
     meta_trains = True
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
                  first_order: bool = False, loss="mse", adapt=None, head_init="learned",
-                 batching: str = "auto", checkpoint: bool = False, compile: bool = False,
-                 learn_lr: bool = False):
+                 batching: str = "auto", recompute_inner_loop: bool = False,
+                 compile: bool = False, learn_lr: bool = False, checkpoint: bool | None = None):
+        flag = "recompute_inner_loop"
+        if checkpoint is not None:          # the older name; the messages use the one given
+            recompute_inner_loop, flag = recompute_inner_loop or bool(checkpoint), "checkpoint"
+        recompute = bool(recompute_inner_loop)
         self.net = self.model = model
         self.first_order = bool(first_order)
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
-                                checkpoint=bool(checkpoint))
-        if learn_lr and checkpoint:
-            raise ValueError("MAML(learn_lr=True, checkpoint=True) is not supported: the "
-                             "checkpointed inner step takes a fixed step size")
+                                checkpoint=recompute)
+        if learn_lr and recompute:
+            raise ValueError(f"MAML(learn_lr=True, {flag}=True) is not supported: the "
+                             f"recomputed inner step takes a fixed step size (checkpoint)")
         if learn_lr:
             self.model = InnerLRs(model, len(self.inner.names), inner_steps, inner_lr)
         self.batching = resolve_batching(batching, model, threads=True)
-        if checkpoint and batching == "vmap":
-            raise ValueError("MAML(checkpoint=True, batching='vmap') is not supported: the "
-                             "checkpointed inner step has no vmap rule; use "
-                             "batching='loop' or 'auto'")
+        if recompute and batching == "vmap":
+            raise ValueError(f"MAML({flag}=True, batching='vmap') is not supported: the "
+                             f"recomputed inner step has no vmap rule; use batching='loop' "
+                             f"or 'auto'")
         if compile and batching in ("vmap", "threads"):
             raise ValueError(f"MAML(compile=True) compiles the looped query pass on one "
                              f"thread; use batching='loop' or 'auto', not {batching!r}")
-        if (checkpoint or compile) and batching == "auto":
+        if (recompute or compile) and batching == "auto":
             self.batching = "loop"
+        self.recompute_inner_loop = recompute
         self.compile = bool(compile)
-        self._query_fwd = _compiled(self.inner.fwd) if compile else self.inner.fwd
+        self._query_fwd = compiled(self.inner.fwd) if compile else None
         self._replicas: list[SGDAdapter] = []     # one per extra thread (batching="threads")
 
-    def _task_loss(self, params: Params, sx, sy, qx, qy, functional=False, lrs=None,
-                   inner: SGDAdapter | None = None):
-        """One task's query loss and outputs; ``params`` are the network's (``lrs``: the
-        learned step-size table or None; ``inner``: a thread's adapter, default ours)."""
-        inner = inner or self.inner
-        fast = inner.run(params, sx, sy, create_graph=not self.first_order,
-                         started=functional, functional=functional, lr=lrs)
-        out = (self._query_fwd if inner is self.inner else inner.fwd)(fast, qx)   # [Q, out]
-        return inner.loss_fn(out, qy), out
+    def _inner_loop(self, adapter: SGDAdapter, lrs) -> InnerLoop | None:
+        """None (the written-out SGD of ``maml_meta_gradient``) unless a flag or ANIL's
+        head-only path needs ``SGDAdapter.run``'s inner loop."""
+        plain = not adapter.checkpoint and lrs is None and adapter.path_fn is None
+        return None if plain else sgd_inner_loop(adapter, self.first_order, lrs)
 
     def _vmapped(self, batch: TaskBatch, params: Params):
         net, lrs = split_lrs(self.model, params)
-        start = self.inner.start(net, batch.support_y)
-        losses, outs = torch.func.vmap(
-            lambda sx, sy, qx, qy: self._task_loss(start, sx, sy, qx, qy, True, lrs)
-        )(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        losses, outs = vmapped_query_losses(self.inner, net, batch, self.first_order, lrs)
         metrics = mean_metrics([task_metrics(o, y, l)
                                 for o, y, l in zip(outs, batch.query_y, losses)])
         return losses.mean(), metrics
@@ -127,69 +203,41 @@ class MAML(AdaptsBySGD):
         if self.batching == "vmap":
             return self._vmapped(batch, params)
         net, lrs = split_lrs(self.model, params)
+        adapt = sgd_inner_loop(self.inner, self.first_order, lrs)
+        query_fwd = self._query_fwd or self.inner.fwd
         losses, metrics = [], []
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
-            loss, out = self._task_loss(net, sx, sy, qx, qy, lrs=lrs)
+            out = query_fwd(adapt(net, sx, sy), qx)                    # [Q, out]
+            loss = self.inner.loss_fn(out, qy)
             losses.append(loss)
             metrics.append(task_metrics(out, qy, loss))
         return torch.stack(losses).mean(), mean_metrics(metrics)
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
-        """d meta_loss / d theta_0 as name -> tensor (looped: one task's graph at a time)."""
+        """d meta_loss / d theta_0 as name -> tensor (``maml_meta_gradient``, executed as
+        ``batching`` says); with the mean query metrics if asked."""
         batch = check_batch(batch)
         params = params_of(self.model)
-        names = list(params)
         if self.batching == "vmap":
+            names = list(params)
             loss, metrics = self._vmapped(batch, params)
             g = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             total = grads_to_dict(names, g, params)
             return (total, metrics) if with_metrics else total
         net, lrs = split_lrs(self.model, params)
-        tasks = range(batch.num_tasks)
-        workers = workers_for(self.net, batch.num_tasks) if self.batching == "threads" else 1
-        inners = [self.inner, *self._thread_inners(workers - 1)]
-        parts = run_threads([partial(self._tasks_gradient, batch, tasks[k::workers], inner,
-                                     params, names, net, lrs)
-                             for k, inner in enumerate(inners)])
-        total = parts[0][0]
-        for part, _ in parts[1:]:
-            accumulate(total, part, 1.0)
-        metrics = [m for _, m in sorted(i_m for _, ms in parts for i_m in ms)]
-        return (total, mean_metrics(metrics)) if with_metrics else total
 
-    def _tasks_gradient(self, batch, tasks, inner, params, names, net, lrs):
-        """Sum over ``tasks`` of d query loss / d theta_0 / num_tasks (one task's graph at a
-        time), and [(task, metrics)]."""
-        total, metrics = None, []
-        for i in tasks:
-            sx, sy, qx, qy = batch.task(i)
-            loss, out = self._task_loss(net, sx, sy, qx, qy, lrs=lrs, inner=inner)
-            g = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-            total = accumulate(total, grads_to_dict(names, g, params), 1.0 / batch.num_tasks)
-            metrics.append((i, task_metrics(out, qy, loss)))
-        return total, metrics
+        def run(adapter: SGDAdapter, tasks: Sequence[int]) -> TaskGradients:
+            return maml_meta_gradient(
+                adapter, params, batch, first_order=self.first_order, tasks=tasks, net=net,
+                inner_loop=self._inner_loop(adapter, lrs),
+                query_fwd=self._query_fwd if adapter is self.inner else None)
 
-    def _thread_inners(self, n: int) -> list[SGDAdapter]:
-        """``n`` copies of ``self.inner``, each over its own replica of the network."""
-        while len(self._replicas) < n:
-            self._replicas.append(dataclasses.replace(self.inner,
-                                                      model=replicate(self.inner.model)))
-        return self._replicas[:n]
-
-
-def _compiled(fn):
-    """``torch.compile(fn)`` for fixed shapes. Torch's own warnings while it compiles say
-    nothing to our users (importing inductor: its deprecated ``torch.jit.script_method``;
-    dynamo tracing: reading ``.grad`` of theta', which is not a leaf), so they are hidden."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated",
-                                DeprecationWarning)
-        compiled = torch.compile(fn, dynamic=False)
-
-    def call(*args):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a "
-                                    "leaf", UserWarning)
-            return compiled(*args)
-    return call
+        if self.batching == "threads":
+            extra = workers_for(self.net, batch.num_tasks) - 1
+            adapters = [self.inner, *replicas(self.inner, extra, self._replicas)]
+            total, per_task = on_threads(run, batch.num_tasks, adapters)
+        else:
+            total, per_task = run(self.inner, range(batch.num_tasks))
+        metrics = mean_metrics([m for _, m in per_task])
+        return (total, metrics) if with_metrics else total

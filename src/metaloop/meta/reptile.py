@@ -1,11 +1,23 @@
-"""Reptile (Nichol et al. 2018): move theta_0 toward each task's adapted theta."""
+"""Reptile (Nichol et al. 2018): move theta_0 toward each task's adapted theta.
+
+The published protocol is a set of flags on one class (no subclasses): ``inner_optimizer=
+"adam"`` (Adam with beta1 = 0 in the inner loop, its moments reset per task), ``inner_batch``
+(each inner step on a mini-batch of the support set, drawn without replacement, epoch after
+epoch), ``test_batch`` (the same at test time), ``transductive=False`` (each query scored on its
+own: BatchNorm normalises it with the support set's statistics, never the other queries').
+The outer SGD step with a linearly decaying size is the training loop's (``train(...,
+optimizer="sgd", lr_schedule="linear")``): SGD with rate epsilon on ``meta_gradient`` is
+theta_0 += epsilon * mean(theta_final - theta_0).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from metaloop.adapt.sgd import SGDAdapter
+from metaloop.adapt.sgd import SGDAdapter, sgd_step
 from metaloop.func.params import Params, detach, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
@@ -15,16 +27,46 @@ from metaloop.meta._common import (
     resolve_batching,
     task_metrics,
 )
+from metaloop.models.conv4 import BatchNorm
 from metaloop.tasks.batch import TaskBatch
 
+# Key prefix of the support-set BatchNorm statistics that non-transductive adaptation adds to
+# a task's params (``"bn_stats:body.0.bn.mean"`` ``[C]``, ``... .var`` ``[C]``).
+STATS = "bn_stats:"
 
-def _adam_path(adapter: SGDAdapter, params, x, y, steps, betas=(0.0, 0.999), eps=1e-8):
-    """Inner Adam on the adapted names (beta1 = 0 as in the Reptile paper's code)."""
+
+def minibatches(n: int, size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Indices of ``steps`` mini-batches of ``size`` out of ``n`` examples, drawn without
+    replacement: successive random permutations of ``range(n)``, concatenated and cut into
+    consecutive chunks (a batch may straddle two permutations), as Nichol et al.'s code.
+
+    Args:
+        n: examples. size: examples per batch (0 or >= n: every batch is all ``n`` in order).
+        steps: batches. generator: the random stream.
+
+    Returns:
+        ``steps`` int64 tensors ``[min(size, n)]``.
+    """
+    if size <= 0 or size >= n:
+        return [torch.arange(n)] * steps
+    need = size * steps
+    perms = [torch.randperm(n, generator=generator) for _ in range(-(-need // n))]
+    flat = torch.cat(perms)[:need]                                        # [size * steps]
+    return list(flat.view(steps, size))
+
+
+def _adam_path(adapter: SGDAdapter, params, x, y, steps, batches=None, betas=(0.0, 0.999),
+               eps=1e-8) -> Iterator[Params]:
+    """Yield params after 0..steps inner Adam steps on the adapted names (beta1 = 0 as in the
+    Reptile paper's code; fresh moments for each task). ``batches[k]``: the support indices of
+    step k (None: the whole support set). Each step is detached from the one before."""
     p = adapter.start(params, y)
     m = {n: torch.zeros_like(p[n]) for n in adapter.names}
     v = {n: torch.zeros_like(p[n]) for n in adapter.names}
+    yield p
     for t in range(1, steps + 1):
-        loss = adapter.loss_fn(adapter.fwd(p, x), y)
+        xb, yb = (x, y) if batches is None else (x[batches[t - 1]], y[batches[t - 1]])
+        loss = adapter.loss_fn(adapter.fwd(p, xb), yb)
         grads = torch.autograd.grad(loss, [p[n] for n in adapter.names])
         new = {}
         for n, g in zip(adapter.names, grads):
@@ -33,7 +75,19 @@ def _adam_path(adapter: SGDAdapter, params, x, y, steps, betas=(0.0, 0.999), eps
             mh, vh = m[n] / (1 - betas[0] ** t), v[n] / (1 - betas[1] ** t)
             new[n] = (p[n] - adapter.lr * mh / (vh.sqrt() + eps)).detach().requires_grad_()
         p = {**p, **new}
-    return p
+        yield p
+
+
+def _sgd_path(adapter: SGDAdapter, params, x, y, steps, batches) -> Iterator[Params]:
+    """Yield params after 0..steps plain SGD steps at ``adapter.lr``, step k on the support
+    indices ``batches[k]``; first order (each step detached)."""
+    p = adapter.start(params, y)
+    yield p
+    for idx in batches:
+        p = sgd_step(adapter.fwd, adapter.loss_fn, p, adapter.names, x[idx], y[idx], adapter.lr,
+                     create_graph=False)
+        p = detach(p, requires_grad=True)
+        yield p
 
 
 class Reptile(AdaptsBySGD):
@@ -41,37 +95,153 @@ class Reptile(AdaptsBySGD):
 
     An outer SGD step with rate epsilon on this direction is exactly the Reptile update
     theta_0 += epsilon * mean(theta_final - theta_0); Adam on it is the common variant.
-    At test time the model adapts by plain SGD with ``inner_lr``, like MAML.
+    At test time the model adapts with the inner rule (``inner_optimizer``, ``inner_lr``) on
+    mini-batches of ``test_batch`` support examples.
 
     Args:
-        model: the network. inner_lr: inner step size. inner_steps: inner steps.
-        inner_optimizer: "sgd" (default) or "adam".
+        model: the network. inner_lr: inner step size (SGD's rate, or Adam's).
+        inner_steps: inner steps in meta-training.
         loss, adapt, head_init: as ``MAML``.
+        inner_optimizer: "sgd" (default) or "adam" (beta1 = 0, beta2 = 0.999, moments reset
+            for each task), in meta-training and at test time.
+        batching: "auto", "loop" or "vmap" (plain SGD on whole support sets only).
+        inner_batch: support examples per inner step in meta-training, drawn without
+            replacement (see ``minibatches``); 0: the whole support set. Nichol et al.: 10.
+        test_batch: the same for test-time adaptation (its batches come from a fixed seed, so
+            evaluation is deterministic); 0: the whole support set. Nichol et al.: 5 (5-way),
+            10 (20-way).
+        transductive: True: queries are scored together, BatchNorm on their batch statistics.
+            False: each query on its own, BatchNorm with the statistics of the support set
+            under the adapted params (the params of ``adapt``/``adapt_path`` then carry them
+            under ``STATS`` keys; ``predict`` uses them). ``evaluation`` names the mode.
+
+    Raises:
+        ValueError: an unknown ``inner_optimizer``; a negative ``inner_batch``/``test_batch``;
+            ``batching="vmap"`` with Adam or mini-batches.
     """
 
     meta_trains = True
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 5,
                  loss="mse", adapt=None, head_init="learned", inner_optimizer: str = "sgd",
-                 batching: str = "auto"):
+                 batching: str = "auto", inner_batch: int = 0, test_batch: int = 0,
+                 transductive: bool = True):
         if inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
+        for name, v in (("inner_batch", inner_batch), ("test_batch", test_batch)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0 (0: the whole support set), "
+                                 f"got {v!r}")
         self.model = model
         self.inner_optimizer = inner_optimizer
+        self.inner_batch, self.test_batch = inner_batch, test_batch
+        self.transductive = bool(transductive)
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
+        plain = inner_optimizer == "sgd" and not inner_batch and not test_batch
+        if batching == "vmap" and not plain:
+            raise ValueError(f"batching='vmap' needs plain SGD on whole support sets, not "
+                             f"inner_optimizer={inner_optimizer!r}, inner_batch={inner_batch}, "
+                             f"test_batch={test_batch}; use 'loop' or 'auto'")
         self.batching = resolve_batching(batching, model)
-        if self.batching == "vmap" and inner_optimizer == "adam":
-            self.batching = "loop"          # the inner Adam is written for one task at a time
+        if self.batching == "vmap" and not plain:
+            self.batching = "loop"          # Adam and mini-batches are written per task
+        self._bn = {n: m for n, m in model.named_modules() if isinstance(m, BatchNorm)}
+        if not self.transductive and self._bn:
+            self.batching = "loop"          # statistics are attached per task
         # A zero head restarts at 0 on every task, so theta_0's head gets no Reptile direction.
         self._moved = [n for n in self.inner.names
                        if head_init == "learned" or n not in self.inner.head]
 
+    @property
+    def evaluation(self) -> str:
+        """How queries are scored: "transductive" or "non-transductive" (see the class)."""
+        return "transductive" if self.transductive else "non-transductive"
+
+    def _path(self, params, x, y, steps: int, batch: int, generator) -> Iterator[Params]:
+        """One task's params after 0..steps inner steps of the inner rule (not detached)."""
+        if self.inner_optimizer == "sgd" and not batch:
+            return self.inner.path(params, x, y, steps, create_graph=False)
+        batches = None if self.inner_optimizer == "adam" and not batch else \
+            minibatches(x.shape[0], batch, steps, generator)
+        if self.inner_optimizer == "adam":
+            return _adam_path(self.inner, params, x, y, steps, batches)
+        return _sgd_path(self.inner, params, x, y, steps, batches)
+
     def _final(self, params: Params, sx, sy) -> Params:
         start = detach(params, requires_grad=True)
+        g = None
+        if self.inner_batch:                # the task stream's RNG: seeded, checkpointed
+            g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
         with torch.enable_grad():
-            if self.inner_optimizer == "adam":
-                return detach(_adam_path(self.inner, start, sx, sy, self.inner.steps))
-            return detach(self.inner.run(start, sx, sy, create_graph=False))
+            *_, last = self._path(start, sx, sy, self.inner.steps, self.inner_batch, g)
+        return detach(last)
+
+    def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
+        """Yield one task's detached params after 0..steps steps of the inner rule on
+        mini-batches of ``test_batch`` (from a fixed seed); non-transductive: with the
+        support set's BatchNorm statistics under ``STATS`` keys."""
+        steps = self.inner.steps if steps is None else steps
+        if self.inner_optimizer == "sgd" and not self.test_batch:
+            path = super().adapt_path(support_x, support_y, steps)
+        else:
+            path = self._test_path(support_x, support_y, steps)
+        for p in path:
+            yield p if self.transductive else {**p, **self.support_stats(p, support_x)}
+
+    def _test_path(self, sx, sy, steps):
+        g = torch.Generator().manual_seed(0)
+        with torch.enable_grad():
+            start = detach(params_of(self.model), requires_grad=True)
+            for p in self._path(start, sx, sy, steps, self.test_batch, g):
+                yield detach(p)
+
+    def support_stats(self, params: Params, support_x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-channel mean and (biased) variance ``[C]`` of each BatchNorm layer's input
+        when the network with ``params`` runs on ``support_x`` ``[S, ...]``, keyed
+        ``STATS + "<layer>.mean"`` / ``".var"``; empty for a network without BatchNorm."""
+        if not self._bn:
+            return {}
+        stats = {}
+
+        def capture(name):
+            def hook(mod, args, out):
+                x = args[0]                                               # [S, C, H, W]
+                mean = x.mean((0, 2, 3))                                  # [C]
+                stats[f"{STATS}{name}.mean"] = mean
+                stats[f"{STATS}{name}.var"] = (x - mean[:, None, None]).square().mean((0, 2, 3))
+            return hook
+
+        handles = [m.register_forward_hook(capture(n)) for n, m in self._bn.items()]
+        try:
+            with torch.no_grad():
+                self.inner.fwd(_net(params), support_x)
+        finally:
+            for h in handles:
+                h.remove()
+        return stats
+
+    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Predictions ``[N, out]`` on x ``[N, ...]``; with ``STATS`` entries in ``params``
+        (non-transductive adaptation) BatchNorm normalises with those statistics, so each
+        row depends on its own input alone."""
+        stats = {k: v for k, v in params.items() if k.startswith(STATS)}
+        if not stats:
+            return self.inner.fwd(params, x)
+
+        def fixed(name):
+            def hook(mod, args, out):
+                mean = stats[f"{STATS}{name}.mean"][:, None, None]           # [C, 1, 1]
+                var = stats[f"{STATS}{name}.var"][:, None, None]
+                h = (args[0] - mean) * torch.rsqrt(var + mod.eps)             # [N, C, H, W]
+                return h * mod.weight[:, None, None] + mod.bias[:, None, None]
+            return hook
+
+        handles = [m.register_forward_hook(fixed(n)) for n, m in self._bn.items()]
+        try:
+            return self.inner.fwd(_net(params), x)
+        finally:
+            for h in handles:
+                h.remove()
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere)."""
@@ -86,9 +256,12 @@ class Reptile(AdaptsBySGD):
             final = self._final(params, sx, sy)
             delta = {n: params[n].detach() - final[n] for n in self._moved}
             accumulate(total, delta, 1.0 / batch.num_tasks)
-            with torch.no_grad():
-                out = self.inner.fwd(final, qx)
-                metrics.append(task_metrics(out, qy, self.inner.loss_fn(out, qy)))
+            if with_metrics:
+                if not self.transductive:
+                    final = {**final, **self.support_stats(final, sx)}
+                with torch.no_grad():
+                    out = self.predict(final, qx)
+                    metrics.append(task_metrics(out, qy, self.inner.loss_fn(out, qy)))
         return (total, mean_metrics(metrics)) if with_metrics else total
 
     def _vmapped(self, batch: TaskBatch, params, with_metrics: bool):
@@ -113,3 +286,8 @@ class Reptile(AdaptsBySGD):
         dot = sum((params[n] * g).sum() for n, g in grads.items())
         value = torch.tensor(metrics["loss"], dtype=dot.dtype)
         return value + dot - dot.detach(), metrics
+
+
+def _net(params: Params) -> Params:
+    """``params`` without the ``STATS`` entries."""
+    return {k: v for k, v in params.items() if not k.startswith(STATS)}

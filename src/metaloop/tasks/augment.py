@@ -101,7 +101,7 @@ class Shifted:
         max_shift: s >= 0 pixels.
         max_rotate: r in [0, 180] degrees; s and r may not both be 0.
 
-    Every other attribute is the wrapped family's.
+    The TaskFamily attributes are the wrapped family's.
     """
 
     def __init__(self, family, max_shift: int, max_rotate: float = 0.0):
@@ -123,8 +123,23 @@ class Shifted:
         return dataclasses.replace(b, support_x=self._augment(b.support_x, generator),
                                    query_x=self._augment(b.query_x, generator))
 
-    def __getattr__(self, name):
-        return getattr(self.family, name)
+    # The TaskFamily protocol, explicitly: everything but sample is the wrapped family's.
+    kind = property(lambda self: self.family.kind)
+    ways = property(lambda self: self.family.ways)
+    shots = property(lambda self: self.family.shots)
+    queries = property(lambda self: self.family.queries)
+    num_classes = property(lambda self: self.family.num_classes)
+    class_names = property(lambda self: self.family.class_names)
+    input_shape = property(lambda self: self.family.input_shape)
+    image_shape = property(lambda self: self.family.image_shape)
+
+    def with_shots(self, shots: int, queries: int | None = None) -> Shifted:
+        """The wrapped family with other shot counts, augmented the same way."""
+        return Shifted(self.family.with_shots(shots, queries), self.max_shift, self.max_rotate)
+
+    def sample_flat(self, n: int, generator: torch.Generator | None = None):
+        """The wrapped family's flat examples, unaugmented."""
+        return self.family.sample_flat(n, generator)
 
     def __repr__(self) -> str:
         return (f"Shifted({self.family!r}, max_shift={self.max_shift}, "

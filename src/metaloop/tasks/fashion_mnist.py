@@ -80,6 +80,11 @@ class FashionMNIST:
             raise ValueError(f"FashionMNIST shots + queries = {self.shots} + {self.queries} "
                              f"exceeds the {fewest} images of the smallest class")
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input (TaskFamily protocol): ``image_shape``."""
+        return self.image_shape
+
     def sample_indices(self, n: int, generator: torch.Generator | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class positions int64 ``[n, ways]`` and dataset image indices

@@ -4,15 +4,20 @@ The episode sampler (``episode_indices``, ``episode_batch``) is shared with the 
 families: each family keeps its images flat, uint8 ``[N, H, W]``, and a table of the flat
 indices of each class's images, so that one draw of random keys, one ``topk`` and one gather
 build a whole meta-batch.
+
+Omniglot also samples the original one-shot challenge's tasks (Lake et al. 2015): with
+``within_alphabet`` every class of a task comes from one alphabet (``within_classes``, again
+one ``topk`` over a padded table of each alphabet's classes), so the distractors look alike.
 """
 
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 
-from metaloop.data.omniglot import DRAWINGS, load_omniglot_images
+from metaloop.data.omniglot import DRAWINGS, SETS, alphabet_of, load_omniglot_images, rotate_ccw
 from metaloop.tasks.batch import TaskBatch
 
 
@@ -24,8 +29,8 @@ def check_positive_int(owner: str, **values) -> None:
 
 
 def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, ways: int,
-                    per_class: int, generator: torch.Generator | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    per_class: int, generator: torch.Generator | None = None,
+                    classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw n tasks: ``ways`` distinct classes each, ``per_class`` distinct images per class.
 
     Args:
@@ -36,19 +41,56 @@ def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, wa
         ways: classes per task, at most K.
         per_class: images per class (support + query), at most ``counts.min()``.
         generator: random source; the same seed gives the same tasks.
+        classes: int64 ``[n, ways]`` classes already chosen (e.g. by ``within_classes``);
+            None draws ``ways`` distinct classes uniformly from all K.
 
     Returns:
         classes: int64 ``[n, ways]``, row positions into ``table`` (distinct within a task).
         images: int64 ``[n, ways, per_class]``, flat image indices (distinct within a class).
     """
     k, m = table.shape
-    classes = torch.rand(n, k, generator=generator).topk(ways, dim=1).indices  # [n, ways]
+    if classes is None:
+        classes = torch.rand(n, k, generator=generator).topk(ways, dim=1).indices  # [n, ways]
     keys = torch.rand(n, ways, m, generator=generator)                          # [n, ways, M]
     if counts is not None:
         pad = torch.arange(m) >= counts[classes].unsqueeze(-1)                   # [n, ways, M]
         keys.masked_fill_(pad, -1.0)  # rand is in [0, 1): padding is never among the top
     pos = keys.topk(per_class, dim=-1).indices                                   # [n, ways, k]
     return classes, table[classes.unsqueeze(-1), pos]
+
+
+def within_classes(groups: torch.Tensor, sizes: torch.Tensor, n: int, ways: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw n tasks of ``ways`` distinct classes, all from one group (alphabet) each.
+
+    The group is uniform over the groups with at least ``ways`` classes; the classes are
+    uniform within it. Two draws of random keys and two ``topk``, no Python loop.
+
+    Args:
+        groups: int64 ``[G, M]``, the class ids of each group (rows padded past ``sizes``).
+        sizes: int64 ``[G]``, real entries per row.
+        n: number of tasks.
+        ways: classes per task.
+        generator: random source.
+
+    Returns:
+        int64 ``[n, ways]`` class ids, distinct within a task, one group per task.
+
+    Raises:
+        ValueError: no group has ``ways`` classes.
+    """
+    ok = sizes >= ways                                                        # [G]
+    if not bool(ok.any()):
+        raise ValueError(f"within-alphabet tasks need an alphabet with at least ways={ways} "
+                         f"characters, but the largest has {int(sizes.max())}")
+    g_keys = torch.rand(n, groups.shape[0], generator=generator)             # [n, G]
+    g_keys.masked_fill_(~ok, -1.0)          # rand is in [0, 1): too-small groups never win
+    g = g_keys.argmax(dim=1)                                                  # [n]
+    m = groups.shape[1]
+    keys = torch.rand(n, m, generator=generator)                              # [n, M]
+    keys.masked_fill_(torch.arange(m) >= sizes[g].unsqueeze(1), -1.0)        # padding loses
+    pos = keys.topk(ways, dim=1).indices                                      # [n, ways]
+    return groups[g.unsqueeze(1), pos]                                        # [n, ways]
 
 
 def episode_batch(images: torch.Tensor, classes: torch.Tensor, idx: torch.Tensor,
@@ -86,6 +128,12 @@ class Omniglot:
     Each task draws ``ways`` distinct classes of the split and ``shots + queries`` distinct
     drawings of each (of its 20). Images are float32 in [0, 1] with ink = 1.
 
+    The original one-shot challenge (Lake et al. 2015) is 20-way 1-shot with all 20
+    characters of a task from one alphabet: ``within_alphabet=True`` on the ``"evaluation"``
+    split. For training, ``within_alphabet`` is a rate, so that a meta-batch can mix
+    within-alphabet and random tasks, and ``rotations=True`` adds each character's rotations
+    by 90, 180 and 270 degrees as three more classes (of the same alphabet).
+
     Args:
         root: data folder, or None for the default search (see
             ``metaloop.data.omniglot.load_omniglot_images``).
@@ -96,28 +144,60 @@ class Omniglot:
         queries: query images per class.
         image_size: image side H = W.
         download: fetch the official zips if no local copy is found.
+        within_alphabet: the fraction in [0, 1] of tasks whose classes all come from one
+            alphabet (True = 1, False = 0; each task decides independently). The alphabet is
+            uniform over those with at least ``ways`` classes; smaller ones are skipped.
+        rotations: Lake splits only (``"background"``, ``"evaluation"``,
+            ``"background_train"``, ``"background_val"``): add the rotations by 90, 180 and
+            270 degrees counter-clockwise as classes, ``4 C`` in all; class ``r * C + c`` is
+            class c rotated by ``90 r`` degrees (named ``.../rotXXX``). The Vinyals splits
+            have them already.
 
     Attributes:
         kind: ``"classification"``.
         num_classes: classes in the split (C).
         image_shape: ``(1, H, W)``.
         class_names: C names, indexed by the ids in ``TaskBatch.classes``.
+        alphabets: the split's alphabet names, sorted.
+        class_alphabet: int64 ``[C]``, each class's index into ``alphabets``.
 
     Raises:
-        ValueError: non-positive counts, ``ways > num_classes`` or ``shots + queries > 20``.
+        ValueError: non-positive counts, ``ways > num_classes``, ``shots + queries > 20``,
+            ``within_alphabet`` outside [0, 1] or (when > 0) no alphabet with ``ways``
+            characters, ``rotations`` on a Vinyals split.
     """
 
     kind = "classification"
 
     def __init__(self, root=None, split: str = "train", ways: int = 5, shots: int = 1,
-                 queries: int = 15, image_size: int = 28, download: bool = False):
+                 queries: int = 15, image_size: int = 28, download: bool = False,
+                 within_alphabet: float | bool = 0.0, rotations: bool = False):
         check_positive_int("Omniglot", ways=ways, shots=shots, queries=queries)
+        rate = _check_rate(within_alphabet)
+        if not isinstance(rotations, bool):
+            raise ValueError(f"Omniglot rotations must be a bool, got {rotations!r}")
+        if rotations and not (split in SETS or split.startswith("background_")):
+            raise ValueError(f"Omniglot rotations=True applies to the Lake splits; split "
+                             f"{split!r} (Vinyals) has the rotations as classes already")
         images, names = load_omniglot_images(root, split, image_size, download)
+        if rotations:
+            images = torch.cat([rotate_ccw(images, deg) for deg in (0, 90, 180, 270)])
+            names = [f"{n}/rot{deg:03d}" for deg in (0, 90, 180, 270) for n in names]
         c, d, h, w = images.shape
         self.split, self.image_size, self.class_names = split, image_size, names
         self.num_classes, self.image_shape = c, (1, h, w)
-        self._images = images.view(c * d, h, w)                      # [C*20, H, W] uint8
+        self.within_alphabet, self.rotations = rate, rotations
+        self._images = images.reshape(c * d, h, w)                   # [C*20, H, W] uint8
         self._table = torch.arange(c * d).view(c, d)                 # [C, 20]
+        self.alphabets = sorted({alphabet_of(n) for n in names})
+        index = {a: i for i, a in enumerate(self.alphabets)}
+        self.class_alphabet = torch.tensor([index[alphabet_of(n)] for n in names])  # [C]
+        sizes = torch.bincount(self.class_alphabet, minlength=len(self.alphabets))  # [A]
+        order = self.class_alphabet.argsort(stable=True)             # classes grouped by alphabet
+        start = torch.cumsum(sizes, 0) - sizes                       # [A]
+        slot = torch.arange(int(sizes.max())).unsqueeze(0)           # [1, M]
+        pos = (start.unsqueeze(1) + slot).clamp_max(c - 1)           # [A, M]
+        self._groups, self._group_sizes = order[pos], sizes          # [A, M] (padded), [A]
         self.ways, self.shots, self.queries = ways, shots, queries
         self._validate()
 
@@ -129,6 +209,16 @@ class Omniglot:
         if self.shots + self.queries > DRAWINGS:
             raise ValueError(f"Omniglot shots + queries = {self.shots} + {self.queries} exceeds "
                              f"the {DRAWINGS} drawings per class")
+        largest = int(self._group_sizes.max())
+        if self.within_alphabet > 0 and largest < self.ways:
+            raise ValueError(f"Omniglot within_alphabet={self.within_alphabet}: no alphabet of "
+                             f"split {self.split!r} has ways={self.ways} characters (the "
+                             f"largest has {largest})")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input (TaskFamily protocol): ``image_shape``."""
+        return self.image_shape
 
     @property
     def images(self) -> torch.Tensor:
@@ -140,8 +230,16 @@ class Omniglot:
         """Classes int64 ``[n, ways]`` and flat image ids ``[n, ways, shots+queries]``
         (image id = class * 20 + drawing)."""
         check_positive_int("Omniglot.sample", n=n)
-        return episode_indices(self._table, None, n, self.ways, self.shots + self.queries,
-                               generator)
+        per_class, rate = self.shots + self.queries, self.within_alphabet
+        if rate == 0:       # the random-class stream, unchanged by the within-alphabet option
+            return episode_indices(self._table, None, n, self.ways, per_class, generator)
+        classes = within_classes(self._groups, self._group_sizes, n, self.ways, generator)
+        if rate < 1:        # each task is within-alphabet with probability rate
+            within = torch.rand(n, generator=generator) < rate                    # [n]
+            anywhere = torch.rand(n, self.num_classes, generator=generator)       # [n, C]
+            anywhere = anywhere.topk(self.ways, dim=1).indices                    # [n, ways]
+            classes = torch.where(within.unsqueeze(1), classes, anywhere)
+        return episode_indices(self._table, None, n, self.ways, per_class, generator, classes)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
         """Sample n tasks.
@@ -176,6 +274,18 @@ class Omniglot:
         return new
 
     def __repr__(self) -> str:
+        extra = (f", within_alphabet={self.within_alphabet}" if self.within_alphabet else "") \
+            + (", rotations=True" if self.rotations else "")
         return (f"Omniglot(split={self.split!r}, ways={self.ways}, shots={self.shots}, "
                 f"queries={self.queries}, image_size={self.image_size}, "
-                f"num_classes={self.num_classes})")
+                f"num_classes={self.num_classes}{extra})")
+
+
+def _check_rate(value: object) -> float:
+    """``within_alphabet`` as a float in [0, 1] (True = 1.0, False = 0.0)."""
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"Omniglot within_alphabet must be a bool or a rate in [0, 1], got "
+                         f"{value!r}")
+    return float(value)

@@ -27,6 +27,8 @@ class Sinusoid:
     kind = "regression"
     in_dim = 1
     out_dim = 1
+    input_shape = (1,)
+    ways = num_classes = class_names = None    # regression: no classes (TaskFamily protocol)
 
     def __init__(self, shots: int = 10, queries: int = 10, amplitude=(0.1, 5.0),
                  phase=(0.0, math.pi), x_range=(-5.0, 5.0)):

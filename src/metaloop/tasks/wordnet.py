@@ -112,6 +112,11 @@ class WordNet:
         qy = label.repeat_interleave(self.queries).expand(n, -1).contiguous()  # [n, ways*Q]
         return TaskBatch(sx, sy, qx, qy, classes)
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(L,)`` token ids, or ``(1,)`` example ids without a tokenizer."""
+        return tuple(self._inputs.shape[1:])
+
     def wordings(self, classes: torch.Tensor | Sequence[int]) -> list[dict[str, str]]:
         """Candidate label wordings (``name``, ``synonyms``, ``gloss``) of each class id."""
         return [self.categories[int(c)].wordings() for c in classes]

@@ -8,6 +8,8 @@ import random
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop.evaluate.heldout import evaluate
+from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.device import _unchecked_batch
 from metaloop.train import distributed
 from metaloop.train.checkpoint import (
     atomic_write_text,
@@ -33,8 +37,10 @@ def _positive_int(name, v):
         raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
-def _rng_state(generator: torch.Generator) -> tuple[dict, dict]:
-    tensors = {"rng.tasks": generator.get_state(), "rng.torch": torch.get_rng_state()}
+def _rng_state(generator: torch.Generator, tasks_state: torch.Tensor | None = None
+               ) -> tuple[dict, dict]:
+    tasks_state = generator.get_state() if tasks_state is None else tasks_state
+    tensors = {"rng.tasks": tasks_state, "rng.torch": torch.get_rng_state()}
     npk, npstate, nppos, npg, npc = np.random.get_state()
     state = {"rng": {"python": random.getstate(),
                      "numpy": [npk, npstate.tolist(), nppos, npg, npc]}}
@@ -69,8 +75,9 @@ def _load_optim(opt, tensors, groups) -> None:
 # Keys that choose how the same numbers are computed, not which: a run may resume with other
 # values (e.g. a run begun on a GPU with vmap batching continues on the CPU with the loop;
 # tests/meta/test_fast_paths.py and test_checkpoint.py check that they agree).
-EXECUTION_KEYS = frozenset({"method.batching", "method.checkpoint", "method.compile",
-                            "train.checkpoint_every"})
+EXECUTION_KEYS = frozenset({"method.batching", "method.recompute_inner_loop",
+                            "method.checkpoint", "method.compile",
+                            "train.checkpoint_every", "train.prefetch", "train.log_every"})
 
 
 def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
@@ -90,14 +97,19 @@ def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
     return out
 
 
-def save_run(out_dir, iteration, learner, opt, generator, config) -> Path:
-    """Checkpoint the model, optimizer, RNG states, iteration and config atomically."""
+def save_run(out_dir, iteration, learner, opt, generator, config, *,
+             tasks_state: torch.Tensor | None = None, extra: dict | None = None) -> Path:
+    """Checkpoint the model, optimizer, RNG states, iteration and config atomically.
+
+    ``tasks_state``: the task generator's state to store instead of its current one (with
+    prefetching, the state before the meta-batch drawn ahead); ``extra``: more JSON state.
+    """
     tensors = {f"model.{n}": p for n, p in learner.model.named_parameters()}
     ot, groups = _optim_tensors(opt)
-    rt, rstate = _rng_state(generator)
+    rt, rstate = _rng_state(generator, tasks_state)
     return save_checkpoint(out_dir, iteration, {**tensors, **ot, **rt},
                            {"config": config or {}, "optimizer": {"param_groups": groups},
-                            **rstate})
+                            **rstate, **(extra or {})})
 
 
 def _load_for_resume(out_dir, config) -> tuple[dict, dict]:
@@ -127,8 +139,8 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
     atomic_write_text(log, "".join(ln + "\n" for ln in keep))
 
 
-def _resume(out_dir: Path, learner, opt, generator, config, lead: bool) -> int:
-    """Restore everything from the newest checkpoint; returns its iteration.
+def _resume(out_dir: Path, learner, opt, generator, config, lead: bool) -> tuple[int, dict]:
+    """Restore everything from the newest checkpoint; returns its iteration and its state.
 
     Rank 0 reads the checkpoint and sends it (or its error) to the other ranks, so that only
     rank 0 needs the run directory.
@@ -144,32 +156,219 @@ def _resume(out_dir: Path, learner, opt, generator, config, lead: bool) -> int:
     if lead:
         remove_stale(out_dir)
         _truncate_log(out_dir, it)
-    return it
-
-
-def _finite(loss: float, grads: dict) -> bool:
-    return math.isfinite(loss) and all(bool(torch.isfinite(g).all()) for g in grads.values())
+    return it, state
 
 
 class _Cast:
-    """A task family whose batches are moved to the model's device and dtype."""
+    """A task family whose batches are moved to the model's device and dtype.
+
+    It satisfies ``metaloop.tasks.TaskFamily`` with the wrapped family's own attributes, read
+    through explicit properties (None where the family has no such attribute, e.g. ``ways`` of
+    a regression family).
+    """
 
     def __init__(self, family, device: torch.device, dtype: torch.dtype):
         self.family, self.device, self.dtype = family, device, dtype
 
     def sample(self, n: int, generator=None):
-        return self.family.sample(n, generator=generator).to(self.device, self.dtype)
+        """The family's batch (checked where it was made), moved without checking it again:
+        ``TaskBatch``'s checks read labels back, a host synchronisation on a GPU."""
+        b = self.family.sample(n, generator=generator)
+        if not isinstance(b, TaskBatch):
+            raise ValueError(f"{type(self.family).__name__}.sample must return a TaskBatch, "
+                             f"got {type(b).__name__}")
 
-    def __getattr__(self, name):
-        return getattr(self.family, name)
+        def mv(t):
+            return None if t is None else t.to(
+                self.device, self.dtype if t.is_floating_point() else None)
+        return _unchecked_batch(mv(b.support_x), mv(b.support_y), mv(b.query_x),
+                                mv(b.query_y), mv(b.classes))
+
+    def with_shots(self, shots: int, queries: int | None = None) -> _Cast:
+        return _Cast(self.family.with_shots(shots, queries), self.device, self.dtype)
+
+    kind = property(lambda self: self.family.kind)
+    shots = property(lambda self: self.family.shots)
+    queries = property(lambda self: self.family.queries)
+    ways = property(lambda self: getattr(self.family, "ways", None))
+    num_classes = property(lambda self: getattr(self.family, "num_classes", None))
+    class_names = property(lambda self: getattr(self.family, "class_names", None))
+    image_shape = property(lambda self: getattr(self.family, "image_shape", None))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The wrapped family's ``input_shape`` (older families: ``image_shape`` or
+        ``(in_dim,)``)."""
+        for name in ("input_shape", "image_shape"):
+            shape = getattr(self.family, name, None)
+            if shape is not None:
+                return tuple(shape)
+        return (self.family.in_dim,)
+
+    def __repr__(self) -> str:
+        return f"_Cast({self.family!r}, device={self.device}, dtype={self.dtype})"
 
 
 def _on_model(family, model: torch.nn.Module):
-    """``family`` itself for a float32 CPU model, else one that casts its batches."""
+    """``family`` itself for a float32 CPU model or a family that already samples on the
+    model's device in its dtype (``metaloop.tasks.DeviceTasks``), else one that casts its
+    batches."""
     p = next(model.parameters(), None)
     if family is None or p is None or (p.dtype, p.device.type) == (torch.float32, "cpu"):
         return family
+    if (getattr(family, "device", None), getattr(family, "dtype", None)) == (p.device, p.dtype):
+        return family
     return _Cast(family, p.device, p.dtype)
+
+
+def _generator_device(family) -> torch.device:
+    """Where the task generator lives: ``family.generator_device`` for families that sample
+    on an accelerator (``metaloop.tasks.DeviceTasks``), else the CPU."""
+    return torch.device(getattr(family, "generator_device", None) or "cpu")
+
+
+class _Sampler:
+    """The meta-batches of a run, each drawn from ``generator``; with ``prefetch``, the next
+    one is drawn in a background thread while the current one trains.
+
+    Exactness: the batches are drawn in the same order from the same generator either way, so
+    prefetching changes no number. ``tasks_state`` is the generator's state as if no batch had
+    been drawn ahead (taken before a draw is handed to the thread, when no draw is running),
+    which is what a checkpoint must store. An exception in the thread is raised in the caller
+    of ``next``, at the iteration that needed the batch. ``family.sample`` must draw from the
+    generator it is given only (not from the global RNGs, which the training thread uses).
+    """
+
+    def __init__(self, family, n: int, generator: torch.Generator, prefetch: bool,
+                 remaining: int):
+        self.family, self.n, self.generator, self._left = family, n, generator, remaining
+        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="metaloop-prefetch")
+                      if prefetch and remaining > 1 else None)
+        self._pending = None            # (generator state before the draw, its future)
+
+    def _draw(self):
+        return self.family.sample(self.n, generator=self.generator)
+
+    def next(self):
+        """The next meta-batch (and, with prefetch, the draw of the one after starts)."""
+        if self._pending is None:
+            batch = self._draw()
+        else:
+            _, future = self._pending
+            self._pending = None
+            batch = future.result()     # re-raises the thread's exception here
+        self._left -= 1
+        if self._pool is not None and self._left > 0:
+            self._pending = (self.generator.get_state(), self._pool.submit(self._draw))
+        return batch
+
+    def tasks_state(self) -> torch.Tensor:
+        """The generator state after the batches handed out so far (none drawn ahead)."""
+        return self.generator.get_state() if self._pending is None else self._pending[0]
+
+    def close(self) -> None:
+        """Wait for a draw in flight (its batch, or error, belongs to an iteration that will
+        not run) and stop the thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _resolve_prefetch(prefetch, family, model: torch.nn.Module) -> bool:
+    """``prefetch`` as a bool. ``"auto"``: on where it measurably helps, i.e. a CUDA model fed
+    from a host-side family (the host draws the next batch while the device computes). On
+    the CPU the draw is well under 1% of a meta-iteration for the built-in families
+    (benchmarks/bench_sampling.py), and a sampling thread competes with the training threads
+    for the cores, so it is off."""
+    if prefetch == "auto":
+        p = next(model.parameters(), None)
+        return (p is not None and p.device.type == "cuda"
+                and _generator_device(family).type == "cpu")
+    if not isinstance(prefetch, bool):
+        raise ValueError(f"prefetch must be True, False or 'auto', got {prefetch!r}")
+    return prefetch
+
+
+def _resolve_log_every(log_every, model: torch.nn.Module) -> int:
+    """``log_every`` as an int: None/0 means 1 for a CPU model (a line per iteration, which
+    costs nothing there) and ``CUDA_LOG_EVERY`` on an accelerator, where each read of a metric
+    waits for the device."""
+    if log_every in (None, 0):
+        p = next(model.parameters(), None)
+        return 1 if p is None or p.device.type == "cpu" else CUDA_LOG_EVERY
+    _positive_int("log_every", log_every)
+    return log_every
+
+
+CUDA_LOG_EVERY = 100
+PRECISIONS = ("float32", "bf16")
+
+
+class _Window:
+    """The metrics of the iterations since the last log line, summed where they are: Python
+    floats on the host, tensors (e.g. a learner's device-side loss) on their device, so that
+    adding them needs no host synchronisation. ``read`` gives the means (one read per
+    tensor) and starts a new window; ``state``/``load`` carry an open window through a
+    checkpoint, so that a resumed run logs exactly the lines of an uninterrupted one."""
+
+    def __init__(self):
+        self.sums: dict = {}
+        self.count = 0
+
+    def add(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            v = v.detach().double() if torch.is_tensor(v) else v
+            self.sums[k] = v if k not in self.sums else self.sums[k] + v
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        out = {k: float(s) / self.count for k, s in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return out
+
+    def state(self) -> dict:
+        return {"count": self.count, "sums": {k: float(s) for k, s in self.sums.items()}}
+
+    def load(self, state: dict | None) -> None:
+        state = state or {"count": 0, "sums": {}}
+        self.sums, self.count = dict(state["sums"]), state["count"]
+
+
+class _FiniteGuard:
+    """Keeps the non-finite check's guarantee without a host synchronisation per step.
+
+    Each step adds a flag, computed on the gradients' device, saying whether its meta-loss and
+    meta-gradient are finite (a loss that is already a Python float is checked at once).
+    ``check`` reads the flags gathered since the last check in one transfer and raises
+    ``NonFiniteLossError`` naming the first bad iteration. The loop checks before the Adam
+    step of each logged iteration and before every checkpoint, so a checkpoint never holds
+    parameters that a non-finite step touched, and the run stops with the last good one.
+    """
+
+    def __init__(self, where: str):
+        self.where, self._flags = where, []   # [(iteration, flag tensor, loss)]
+
+    def add(self, iteration: int, loss, grads: dict) -> None:
+        if not torch.is_tensor(loss) and not math.isfinite(loss):
+            self._raise(iteration, loss)
+        flags = [torch.isfinite(g).all() for g in grads.values()]
+        if torch.is_tensor(loss):
+            flags.append(torch.isfinite(loss.detach()).all())
+        if flags:
+            self._flags.append((iteration, torch.stack(flags).all(), loss))
+
+    def check(self) -> None:
+        if not self._flags:
+            return
+        flags, self._flags = self._flags, []
+        ok = torch.stack([f for _, f, _ in flags]).cpu()       # the one read of the window
+        if not bool(ok.all()):
+            it, _, loss = flags[int((~ok).nonzero()[0])]
+            self._raise(it, loss)
+
+    def _raise(self, iteration: int, loss) -> None:
+        loss = float(loss) if torch.is_tensor(loss) else loss
+        raise NonFiniteLossError(f"non-finite meta-loss/gradient at iteration {iteration} "
+                                 f"(loss {loss})" + self.where)
 
 
 class _StopSignals:
@@ -223,13 +422,17 @@ def _step_gradient(learner, batch, shard, stop: _StopSignals, iteration: int):
                                    stop.name is not None, f"iteration {iteration}")
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+# The outer optimizers: Adam, or plain SGD (Reptile's own outer step, with "linear" from 1.0)
+OPTIMIZERS = ("adam", "sgd")
 
 
 def scheduled_lr(lr: float, schedule: str, it: int, iterations: int) -> float:
     """The outer learning rate of 0-based iteration ``it`` of ``iterations``."""
     if schedule == "cosine":
         return lr * 0.5 * (1.0 + math.cos(math.pi * it / iterations))
+    if schedule == "linear":
+        return lr * (1.0 - it / iterations)
     return lr
 
 
@@ -249,14 +452,16 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
           seed: int = 0, out_dir=None, resume: bool = False, val_family=None,
           val_every: int = 0, val_tasks: int = 100, checkpoint_every: int = 1000,
           config: dict | None = None, progress: bool = True, desc: str = "meta-train",
-          lr_schedule: str = "constant", clip_grad_norm: float = 0.0) -> dict:
+          lr_schedule: str = "constant", clip_grad_norm: float = 0.0,
+          prefetch: bool | str = "auto", log_every: int | None = None,
+          precision: str = "float32", optimizer: str = "adam") -> dict:
     """Meta-train ``learner`` with Adam on ``meta_gradient`` over tasks from ``family``.
 
     Each iteration samples ``meta_batch`` tasks from a ``torch.Generator(seed)`` stream, takes
     the learner's meta-gradient and applies one Adam step. Batches are cast to the model's
-    device and dtype. With ``out_dir``: ``metrics.jsonl`` gets a line per iteration, and
-    checkpoints are written every ``checkpoint_every`` iterations and at the end;
-    ``resume=True`` continues from the newest checkpoint exactly (bit for bit).
+    device and dtype. With ``out_dir``: ``metrics.jsonl`` gets a line every ``log_every``
+    iterations, and checkpoints are written every ``checkpoint_every`` iterations and at the
+    end; ``resume=True`` continues from the newest checkpoint exactly (bit for bit).
 
     Inside an initialised ``torch.distributed`` process group (see ``metaloop.train.
     distributed``) every rank samples the same meta-batch, meta-learns its shard, and the
@@ -268,7 +473,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
 
     Args:
         learner: a metaloop learner; Scratch (``meta_trains = False``) is saved untrained.
-        family: the meta-training task family. iterations: outer steps in total.
+        family: the meta-training task family (``metaloop.tasks.TaskFamily``); a
+            ``metaloop.tasks.DeviceTasks`` samples on its device with a generator there.
+        iterations: outer steps in total.
         meta_batch: tasks per outer step (at least the number of ranks). lr: Adam learning
             rate. seed: task-stream seed.
         lr_schedule: ``"constant"``, or ``"cosine"``: step t (1-based) of T uses
@@ -278,17 +485,32 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             before the Adam step (``metrics.jsonl`` then logs ``grad_norm``, before
             clipping). One task whose inner loop diverges can otherwise give a gradient of
             1e20 that fills Adam's second moment and stalls training for thousands of steps.
+            Reading the norm synchronises with the device once per step.
         val_family / val_every / val_tasks: held-out validation every k iterations.
         config: JSON-serialisable description stored in checkpoints (checked on resume).
+        prefetch: draw the next meta-batch in a background thread while the current one
+            trains (True / False), or ``"auto"``: on for a CUDA model fed by a host-side
+            family, off on the CPU (see ``_resolve_prefetch``). Results are identical either
+            way; ``family.sample`` must then draw only from the generator it is given.
+        log_every: write a metrics line (the means over the iterations since the last one),
+            update the progress bar and check for non-finite values every k iterations, and
+            at validation and the last iteration; None: 1 on the CPU (a line per iteration),
+            ``CUDA_LOG_EVERY`` on an accelerator, where metrics stay on the device between
+            reads. Non-finite values are also checked before every checkpoint.
+        precision: ``"float32"``, or ``"bf16"``: the meta-gradient under
+            ``torch.autocast(dtype=torch.bfloat16)`` (float32 model only; opt-in).
+        optimizer: the outer optimizer, ``"adam"`` or ``"sgd"`` (plain SGD: with Reptile's
+            ``meta_gradient``, lr 1.0 and ``lr_schedule="linear"`` (step t of T uses
+            ``lr * (1 - (t - 1) / T)``) it is Nichol et al.'s outer update).
 
     Returns:
-        ``{"iteration", "last": metrics of the last iteration, "val": last validation}``.
+        ``{"iteration", "last": the last logged metrics, "val": last validation}``.
 
     Raises:
         NonFiniteLossError: with the iteration number; the last good checkpoint is kept.
-        ValueError: for non-positive iterations, meta_batch, lr, an unknown lr_schedule,
-            fewer tasks than ranks, or a
-            config mismatch on resume (naming the differing keys).
+        ValueError: for non-positive iterations, meta_batch, lr, log_every, an unknown
+            lr_schedule, prefetch or precision, fewer tasks than ranks, or a config mismatch
+            on resume (naming the differing keys).
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written.
         metaloop.train.distributed.DistributedError: another rank died or timed out.
     """
@@ -301,18 +523,32 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of "
                          f"{', '.join(LR_SCHEDULES)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of "
+                         f"{', '.join(OPTIMIZERS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of "
+                         f"{', '.join(PRECISIONS)}")
+    model_p = next(learner.model.parameters(), None)
+    if precision == "bf16" and model_p is not None and model_p.dtype != torch.float32:
+        raise ValueError(f"precision 'bf16' autocasts a float32 model, not {model_p.dtype}")
+    prefetch = _resolve_prefetch(prefetch, family, learner.model)
+    log_every = _resolve_log_every(log_every, learner.model)
     rank, world = distributed.rank_world()
     if meta_batch < world:
         raise ValueError(f"meta_batch={meta_batch} is smaller than the {world} ranks: every "
                          f"rank needs at least one task")
     lead, shard = rank == 0, ((rank, world) if world > 1 else None)
-    opt = torch.optim.Adam(learner.model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(
+        learner.model.parameters(), lr=lr)
+    generator = torch.Generator(device=_generator_device(family)).manual_seed(seed)
     out = Path(out_dir) if out_dir is not None else None
     log_dir = out if lead else None
     family, val_family = _on_model(family, learner.model), _on_model(val_family, learner.model)
+    window = _Window()
     if resume and out is not None:
-        start = _resume(out, learner, opt, generator, config, lead)
+        start, state = _resume(out, learner, opt, generator, config, lead)
+        window.load(state.get("log_window"))
     else:
         start = 0
         if shard:
@@ -321,39 +557,60 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         iterations = start
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
+    autocast = (torch.autocast(model_p.device.type, dtype=torch.bfloat16)
+                if precision == "bf16" and model_p is not None else nullcontext())
+    guard = _FiniteGuard(f"; the last good checkpoint in {out} is kept" if out else "")
+    sampler = _Sampler(family, meta_batch, generator, prefetch, iterations - start)
     last, val = {}, None
     saved = start if resume and out is not None else None   # iteration of the newest checkpoint
+
+    def save(iteration: int) -> None:
+        guard.check()                                          # never save non-finite params
+        save_run(log_dir, iteration, learner, opt, generator, config,
+                 tasks_state=sampler.tasks_state(), extra={"log_window": window.state()})
+
     bar = tqdm(range(start, iterations), desc=desc, disable=not (progress and lead),
-               initial=start, total=iterations, dynamic_ncols=True, leave=False)
+               initial=start, total=iterations, dynamic_ncols=True, leave=False,
+               miniters=log_every)
     try:
         with _StopSignals() as stop:
             for it in bar:
-                batch = family.sample(meta_batch, generator=generator)
-                grads, last, agreed = _step_gradient(learner, batch, shard, stop, it + 1)
-                if not _finite(last["loss"], grads):
-                    raise NonFiniteLossError(
-                        f"non-finite meta-loss/gradient at iteration {it + 1} (loss "
-                        f"{last['loss']})" + (f"; the last good checkpoint in {out} is kept"
-                                              if out else ""))
+                batch = sampler.next()
+                with autocast:
+                    grads, metrics, agreed = _step_gradient(learner, batch, shard, stop, it + 1)
+                # the same on every rank, so that all ranks check (and stop) together
+                val_due = bool(val_family is not None and val_every
+                               and (it + 1) % val_every == 0)
+                is_val = lead and val_due
+                logged = (it + 1) % log_every == 0 or it + 1 == iterations or val_due
+                guard.add(it + 1, metrics["loss"], grads)
+                if logged:
+                    guard.check()                              # before this step is applied
                 if clip_grad_norm:
-                    last = {**last, "grad_norm": _norm(grads)}
-                    grads = _clip(grads, clip_grad_norm, last["grad_norm"])
+                    metrics = {**metrics, "grad_norm": _norm(grads)}
+                    grads = _clip(grads, clip_grad_norm, metrics["grad_norm"])
+                window.add(metrics)
                 opt.zero_grad(set_to_none=True)
                 for group in opt.param_groups:
                     group["lr"] = scheduled_lr(lr, lr_schedule, it, iterations)
                 for n, p in learner.model.named_parameters():
                     p.grad = grads[n]
                 opt.step()
-                if lead and val_family is not None and val_every and (it + 1) % val_every == 0:
+                if is_val:
                     r = evaluate(learner, val_family, tasks=val_tasks,
                                  steps=(learner.inner.steps,))
                     val = {f"val_{k}": r[k]["mean"][0] for k in ("loss", "accuracy") if k in r}
-                _log(log_dir, it + 1, last, val if val and (it + 1) % val_every == 0 else None)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in {**last, **(val or {})}.items()})
+                if logged:
+                    last = window.read()
+                    _log(log_dir, it + 1, last, val if is_val else None)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in {**last, **(val or {})}.items()},
+                                    refresh=False)
                 stopping = agreed if shard else stop.name is not None
-                if log_dir is not None and ((it + 1) % checkpoint_every == 0 or stopping):
-                    save_run(log_dir, it + 1, learner, opt, generator, config)
-                    saved = it + 1
+                if out is not None and ((it + 1) % checkpoint_every == 0 or stopping):
+                    guard.check()
+                    if log_dir is not None:
+                        save(it + 1)
+                        saved = it + 1
                 if stopping:
                     _finish(shard, "the interrupt checkpoint")
                     where = f"; checkpoint in {out}" if out else ""
@@ -361,8 +618,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                                             f"iteration {it + 1}{where}")
     finally:
         bar.close()
+        sampler.close()
+    guard.check()
     if log_dir is not None and saved != iterations:
-        save_run(log_dir, iterations, learner, opt, generator, config)
+        save(iterations)
     _finish(shard, "the final checkpoint")
     return {"iteration": iterations, "last": last, "val": val}
 

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# The MAML paper's Omniglot 5-way 1-shot protocol (configs/omniglot_maml_5w1s_full.toml:
+# Conv4 stride 64 filters, 60,000 iterations, meta-batch 32, 1 inner step at 0.4, Adam 1e-3)
+# and its 600-task evaluation in one command, under a wall-clock budget, on a lent GPU.
+#
+#   METALOOP_DATA=<folder holding omniglot/> OUT=<dir> bash benchmarks/gpu_paper.sh [options]
+#   bash benchmarks/gpu_paper.sh --smoke               # CPU, tiny overrides, ~1 minute
+#   bash benchmarks/gpu_paper.sh --iterations 2000     # the pilot: iterations/s, projection
+#
+# Steps: (1) checks on the training device (~30 s): the device sampler under
+# torch.cuda.set_sync_debug_mode (it must not synchronise), the host synchronisations left in
+# a training step, seconds per iteration with host sampling (prefetch off / on) and device
+# sampling, and the relative error of the bf16-autocast meta-gradient against float32; (2) `metaloop train` of the config with the GPU settings below, stopped with
+# SIGINT (which checkpoints) if it reaches --train-seconds; (3) `metaloop eval` of the
+# checkpoint on the config's 600 test tasks at the paper's 3 test-time steps; (4)
+# $OUT/summary.json: iterations, train_seconds, eval_seconds, wall_seconds,
+# accuracy_mean, accuracy_ci95 (percent), device, torch, and the checks.
+#
+# GPU settings applied to the config (written to $OUT/config.toml): method.batching = "vmap"
+# (tasks batched; the loop on the CPU), train.device_tasks = true (images on the GPU, tasks
+# drawn there), train.log_every = 100 (metrics read every 100 iterations). Options:
+#   --smoke              tiny run on the CPU (or --device cuda): 20 iterations, 20 eval tasks
+#   --iterations N       train N iterations (default: the config's 60,000)
+#   --train-seconds S    stop training at S s (default 470); --eval-seconds S (default 110)
+#   --precision bf16     bf16 autocast; --tf32: TF32 matmuls/convolutions (both opt-in)
+#   --device cpu|cuda    default: cuda when available
+#   --config FILE        another config (default configs/omniglot_maml_5w1s_full.toml)
+#
+# On a lent machine (no network, bare): carry the Omniglot data in an ignored folder, e.g.
+#   mkdir -p runs/data && cp -r ../shared/data/omniglot runs/data/     (5.5 MB)
+#   then run:  METALOOP_DATA=runs/data bash benchmarks/gpu_paper.sh --iterations 2000
+#   (the pilot; carry runs/data), and the full run the same way without --iterations.
+# The package runs from this checkout (src/ on PYTHONPATH); it needs torch with CUDA.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+exec python - "$@" <<'PY'
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import warnings
+from pathlib import Path
+
+import torch
+
+START = time.perf_counter()
+p = argparse.ArgumentParser(prog="gpu_paper.sh")
+p.add_argument("--smoke", action="store_true")
+p.add_argument("--iterations", type=int)
+p.add_argument("--train-seconds", type=float, default=470.0)
+p.add_argument("--eval-seconds", type=float, default=110.0)
+p.add_argument("--precision", choices=("float32", "bf16"), default="float32")
+p.add_argument("--tf32", action="store_true")
+p.add_argument("--device", choices=("cpu", "cuda"))
+p.add_argument("--config", default="configs/omniglot_maml_5w1s_full.toml")
+p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_paper")
+args = p.parse_args()
+device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+out = Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+
+cfg = tomllib.loads(Path(args.config).read_text())
+cfg["method"]["batching"] = "vmap" if device == "cuda" else "loop"
+cfg["train"].update(device_tasks=True, log_every=100 if device == "cuda" else 5)
+if args.smoke:
+    cfg["model"]["channels"] = 8
+    cfg["train"].update(iterations=20, meta_batch=2, checkpoint_every=10)
+    cfg["eval"]["tasks"] = 20
+if args.iterations:
+    cfg["train"]["iterations"] = args.iterations
+
+
+def toml_text(c: dict) -> str:
+    """Sections of scalars and lists (json quoting is valid TOML for these)."""
+    return "".join(f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
+                   + "\n" for sec, body in c.items())
+
+
+cfg_path = out / "config.toml"
+cfg_path.write_text(toml_text(cfg))
+threads = ["--threads", "1"] if device == "cpu" else []
+flags = ["--device", device] + (["--tf32"] if args.tf32 else [])
+run_dir, eval_dir = out / "run", out / "eval"
+
+
+def checks() -> dict:
+    """Sync-freedom of the sampler, syncs left per training step, bf16 gradient error."""
+    import metaloop as ml
+    from metaloop.cli import _build, _config
+    from metaloop.tasks.device import DeviceTasks
+    from metaloop.train.distributed import set_tf32
+    set_tf32(args.tf32)
+    c = _config.validate(tomllib.loads(cfg_path.read_text()))
+    fam = _build.build_family(c["family"])
+    dev = torch.device(device)
+    res = {}
+    learner = _build.build_learner(c, fam, device=dev)
+    learner.model.to(dev)
+    dfam = DeviceTasks(_build.training_family(c, fam), dev)
+    g = torch.Generator(device=dfam.generator_device).manual_seed(0)
+    mb = c["train"]["meta_batch"]
+    batch = dfam.sample(mb, g)
+    if device == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            dfam.sample(mb, g)
+            res["sampler_sync_free"] = True
+        except RuntimeError as e:
+            res["sampler_sync_free"] = f"no: {e}"
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        ml.train(learner, dfam, iterations=2, meta_batch=mb, progress=False, log_every=100)
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                ml.train(learner, dfam, iterations=5, meta_batch=mb, progress=False,
+                         log_every=100)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(x.message) for x in w if "synchroniz" in str(x.message)]
+        res["syncs_in_5_iterations"] = len(syncs)   # incl. the one log read at iteration 5
+        res["sync_examples"] = sorted(set(s[:160] for s in syncs))[:5]
+        # seconds per iteration: host sampling without / with prefetch, device sampling
+        host = _build.training_family(c, fam)
+        for name, family, prefetch in (("host", host, False), ("host_prefetch", host, True),
+                                       ("device", dfam, False)):
+            ml.train(learner, family, iterations=3, meta_batch=mb, progress=False,
+                     prefetch=prefetch, log_every=100)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            ml.train(learner, family, iterations=20, meta_batch=mb, progress=False,
+                     prefetch=prefetch, log_every=100)
+            torch.cuda.synchronize()
+            res[f"s_per_it_{name}"] = (time.perf_counter() - t0) / 20
+    grads = {}
+    for prec in ("float32", "bf16"):
+        ctx = (torch.autocast(dev.type, dtype=torch.bfloat16) if prec == "bf16"
+               else torch.autocast(dev.type, enabled=False))
+        with ctx:
+            grads[prec] = learner.meta_gradient(batch)
+    num = sum(float((grads["bf16"][k].double() - v.double()).pow(2).sum())
+              for k, v in grads["float32"].items())
+    den = sum(float(v.double().pow(2).sum()) for v in grads["float32"].values())
+    res["bf16_meta_gradient_relative_error"] = (num / den) ** 0.5
+    per = sorted(float((grads["bf16"][k].double() - v.double()).norm() / v.double().norm())
+                 for k, v in grads["float32"].items() if float(v.norm()) > 0)
+    res["bf16_relative_error_per_tensor_median"] = per[len(per) // 2]   # conv biases before
+    # BatchNorm have ~0 float32 gradients (BN cancels them): their relative errors are huge
+    return res
+
+
+t = time.perf_counter()
+summary = {"config": args.config, "overrides": {"method.batching": cfg["method"]["batching"],
+           "train.device_tasks": True, "train.log_every": cfg["train"]["log_every"]},
+           "smoke": args.smoke, "precision": args.precision, "tf32": args.tf32,
+           "iterations_target": cfg["train"]["iterations"],
+           "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+           "torch": torch.__version__}
+try:
+    summary["checks"] = checks()
+except Exception as e:                       # the run below is the point; report and go on
+    summary["checks"] = {"error": f"{type(e).__name__}: {e}"}
+summary["checks_seconds"] = time.perf_counter() - t
+print("checks:", json.dumps(summary["checks"]), flush=True)
+
+cmd = [sys.executable, "-m", "metaloop", *threads, "train", "--config", str(cfg_path),
+       "--out", str(run_dir), "--no-progress", "--precision", args.precision, *flags]
+t = time.perf_counter()
+proc = subprocess.Popen(cmd)
+try:
+    rc = proc.wait(timeout=args.train_seconds)
+except subprocess.TimeoutExpired:            # stop after the current iteration, checkpointed
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait()
+summary["train_seconds"] = time.perf_counter() - t
+summary["train_exit"] = rc
+lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+    if (run_dir / "metrics.jsonl").exists() else []
+latest = (run_dir / "LATEST").read_text().strip() if (run_dir / "LATEST").exists() else None
+its = int(latest.split("-")[1]) if latest else 0
+summary["iterations"] = its
+summary["complete"] = its == cfg["train"]["iterations"]
+if len(lines) >= 2:                          # steady rate, between the first and last lines
+    dt = lines[-1]["time"] - lines[0]["time"]
+    summary["iterations_per_second"] = (lines[-1]["iteration"] - lines[0]["iteration"]) / dt
+    summary["projected_full_train_seconds"] = 60000 / summary["iterations_per_second"]
+    summary["last_logged"] = lines[-1]
+
+ecmd = [sys.executable, "-m", "metaloop", *threads, "eval", "--checkpoint", str(run_dir),
+        "--steps", "3", "--out", str(eval_dir), "--no-progress", *flags]
+t = time.perf_counter()
+if its:
+    try:
+        summary["eval_exit"] = subprocess.run(ecmd, timeout=args.eval_seconds).returncode
+    except subprocess.TimeoutExpired:
+        summary["eval_exit"] = "timeout"
+summary["eval_seconds"] = time.perf_counter() - t
+res = eval_dir / "results.json"
+if res.exists():
+    r = json.loads(res.read_text())
+    acc = next(iter(r["methods"].values()))["accuracy"]
+    summary["accuracy_mean"] = 100 * acc["mean"][-1]
+    summary["accuracy_ci95"] = 100 * acc["ci95"][-1]
+    summary["eval_tasks"] = r["config"]["eval"]["tasks"]
+    summary["eval_steps"] = 3
+else:
+    summary["accuracy_mean"] = summary["accuracy_ci95"] = None
+summary["commands"] = [" ".join(cmd), " ".join(ecmd)]
+summary["wall_seconds"] = time.perf_counter() - START
+(out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+print(json.dumps({k: summary.get(k) for k in ("iterations", "train_seconds", "eval_seconds",
+                  "wall_seconds", "accuracy_mean", "accuracy_ci95", "device")}))
+print(f"summary: {out / 'summary.json'}")
+PY

@@ -1,0 +1,374 @@
+"""Image folders (torchvision's ``root/<class>/<image>`` layout), decoded once into a cache.
+
+A folder is scanned, every image is decoded with ``metaloop.data.images.load_image`` (any
+format and mode Pillow reads, padded to a square, resized with antialiasing, optionally
+inverted) and quantised to uint8, and the result is written as a ``.npy`` array that later
+opens memory-mapped: the images are read from disk as tasks touch them, never all held in
+RAM. A JSON manifest beside it lists every image file with its size and modification time,
+the settings, and a hash of both.
+
+Opening the folder again rescans it (names, sizes and mtimes only) and compares the hash:
+- the same: the cache is used as it is (a second open of 50,000 images takes well under 2 s,
+  ``benchmarks/bench_sampling.py``);
+- different files or settings: the cache is rebuilt, re-decoding only the files that changed
+  (``FolderData.cache_status`` says ``"rebuilt"`` and why). A stale cache is never used.
+
+The cache lives in ``<root>/.metaloop-cache/`` when the folder is writable, otherwise under
+``$METALOOP_CACHE`` or ``~/.cache/metaloop/folders/``. Writes are atomic: the arrays get
+new names and the manifest, which names them, is replaced last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaloop.data.images import CHANNELS, INVERT_MODES, load_image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                    ".pgm", ".pbm")
+CACHE_DIRNAME = ".metaloop-cache"
+CACHE_VERSION = 2
+
+
+@dataclass
+class FolderScan:
+    """What a folder holds.
+
+    Attributes:
+        root: the folder, resolved.
+        classes: class names in sorted order (``"group/class"`` when ``class_depth = 2``).
+        files: per class, the image files (paths relative to ``root``, posix, sorted).
+        stats: ``{relative path: (size, mtime_ns)}`` of every image file.
+        ignored: files that are not images (by extension), including any beside the class
+            folders.
+        hidden: hidden files and folders (names starting with ``.``) skipped.
+    """
+
+    root: Path
+    classes: list[str]
+    files: list[list[str]]
+    stats: dict[str, tuple[int, int]]
+    ignored: int = 0
+    hidden: int = 0
+
+
+@dataclass
+class FolderData:
+    """A decoded image folder.
+
+    Attributes:
+        images: uint8 ``[N, C, H, W]``, memory-mapped from the cache (copy-on-write).
+        labels: int64 ``[N]``, positions into ``class_names``.
+        class_names: K names (a class whose images were all skipped as corrupt has none).
+        files: N paths relative to the root, in image order.
+        ignored, hidden: as in ``FolderScan``.
+        skipped: ``(path, reason)`` of each unreadable image left out (``skip_corrupt=True``).
+        cache_dir: where the cache is.
+        cache_status: ``"hit"``, ``"built"`` or ``"rebuilt (...)"``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    files: list[str]
+    ignored: int
+    hidden: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    cache_dir: Path | None = None
+    cache_status: str = ""
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(folder: Path, rel: str, stats: dict, counts: dict) -> list[str]:
+    """Image files under ``folder`` (recursively), relative to the root; counts the rest."""
+    out = []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if _hidden(e.name):
+            counts["hidden"] += 1
+            continue
+        r = f"{rel}/{e.name}"
+        if e.is_dir(follow_symlinks=True):
+            out += _walk(Path(e.path), r, stats, counts)
+        elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+            st = e.stat(follow_symlinks=True)
+            stats[r] = (st.st_size, st.st_mtime_ns)
+            out.append(r)
+        else:
+            counts["ignored"] += 1
+    return out
+
+
+def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
+    """List the classes and image files of ``root``.
+
+    Args:
+        root: ``root/<class>/<image>`` (``class_depth = 1``) or
+            ``root/<group>/<class>/<image>`` (``class_depth = 2``, e.g. Omniglot's official
+            ``<Alphabet>/characterNN/``). Images may sit in sub-folders of a class folder.
+        class_depth: 1 or 2.
+
+    Returns:
+        FolderScan; classes without any image file are left out.
+
+    Raises:
+        ValueError: the root is missing or not a folder, a bad ``class_depth``, or no class
+            folder holds an image (the message shows the expected layout).
+    """
+    if class_depth not in (1, 2):
+        raise ValueError(f"class_depth must be 1 (root/<class>/<image>) or 2 "
+                         f"(root/<group>/<class>/<image>), got {class_depth!r}")
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ValueError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} is not a folder")
+    root = root.resolve()
+    counts = {"ignored": 0, "hidden": 0}
+    stats: dict[str, tuple[int, int]] = {}
+    class_dirs: list[tuple[str, Path]] = []
+    level = [("", root)]
+    for _ in range(class_depth):
+        nxt = []
+        for rel, d in level:
+            for e in sorted(os.scandir(d), key=lambda e: e.name):
+                if _hidden(e.name):
+                    counts["hidden"] += e.name != CACHE_DIRNAME     # our own cache is not
+                elif e.is_dir(follow_symlinks=True):
+                    nxt.append((f"{rel}/{e.name}".lstrip("/"), Path(e.path)))
+                else:
+                    counts["ignored"] += 1       # a file beside the class (or group) folders
+        level = nxt
+    class_dirs = level
+    classes, files = [], []
+    for name, d in class_dirs:
+        found = _walk(d, name, stats, counts)
+        if found:
+            classes.append(name)
+            files.append(found)
+    if not classes:
+        layout = "root/<class>/<image>" if class_depth == 1 else "root/<group>/<class>/<image>"
+        raise ValueError(f"image folder {root} holds no images in the layout {layout} "
+                         f"(class_depth={class_depth}; {counts['ignored']} non-image and "
+                         f"{counts['hidden']} hidden entries ignored)")
+    return FolderScan(root, classes, files, stats, counts["ignored"], counts["hidden"])
+
+
+def _settings(image_size: int, channels: int, invert: str, skip_corrupt: bool,
+              class_depth: int) -> dict:
+    return {"image_size": image_size, "channels": channels, "invert": invert,
+            "skip_corrupt": skip_corrupt, "class_depth": class_depth}
+
+
+def _listing_hash(scan: FolderScan, settings: dict) -> str:
+    h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, **settings}, sort_keys=True)
+                       .encode())
+    for name, fs in zip(scan.classes, scan.files):
+        for f in fs:
+            size, mtime = scan.stats[f]
+            h.update(f"{name}\0{f}\0{size}\0{mtime}\n".encode())
+    return h.hexdigest()
+
+
+def default_cache_dir(root: Path) -> Path:
+    """``<root>/.metaloop-cache`` if ``root`` is writable, else ``$METALOOP_CACHE/folders``
+    or ``~/.cache/metaloop/folders``."""
+    if os.access(root, os.W_OK):
+        return root / CACHE_DIRNAME
+    base = os.environ.get("METALOOP_CACHE")
+    return (Path(base).expanduser() if base else Path.home() / ".cache" / "metaloop") / "folders"
+
+
+def _atomic_write(path: Path, write: Callable, mode: str = "wb") -> None:
+    """``write(file)`` into a temporary file beside ``path``, fsync it, then rename it onto
+    ``path``: a reader sees the old file or the new one, never part of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_json(path: Path, obj: dict) -> None:
+    _atomic_write(path, lambda f: json.dump(obj, f), "w")
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> None:
+    _atomic_write(path, lambda f: np.save(f, array))
+
+
+def _decode(root: Path, rel: str, settings: dict) -> np.ndarray | str:
+    """uint8 ``[C, S, S]``, or the error message of an unreadable file."""
+    try:
+        x = load_image(root / rel, settings["image_size"], settings["invert"],
+                       settings["channels"])                                # [C, S, S]
+    except ValueError as e:
+        return str(e)
+    return x.mul_(255).round_().to(torch.uint8).numpy()
+
+
+def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int = 1,
+                invert: str = "never", class_depth: int = 1, skip_corrupt: bool = False,
+                cache_dir: str | os.PathLike | None = None, workers: int | None = None,
+                progress: Callable[[int], None] | None = None) -> FolderData:
+    """Decode an image folder once, then open it from its memory-mapped cache.
+
+    Args:
+        root: the folder; see ``scan_folder`` for the layout.
+        image_size: output side H = W (images are padded to a square, then resized with
+            antialiasing).
+        channels: 1 (greyscale) or 3 (RGB).
+        invert: ``"never"``, ``"always"`` or ``"auto"`` (per image, when its mean is above
+            0.5: dark ink on light paper becomes ink = 1).
+        class_depth: 1 or 2.
+        skip_corrupt: leave out unreadable images (counted in ``skipped``) instead of
+            raising.
+        cache_dir: where to keep the cache (default ``default_cache_dir(root)``).
+        workers: decoding threads (default: ``os.cpu_count()``).
+        progress: called with the number of images decoded so far, while decoding.
+
+    Returns:
+        FolderData.
+
+    Raises:
+        ValueError: as ``scan_folder``; bad settings; an unreadable image (naming the file)
+            unless ``skip_corrupt``; every image unreadable.
+    """
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    if invert not in INVERT_MODES:
+        raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
+    scan = scan_folder(root, class_depth)
+    settings = _settings(image_size, channels, invert, bool(skip_corrupt), class_depth)
+    digest = _listing_hash(scan, settings)
+    cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(scan.root)
+    key = hashlib.sha256(f"{scan.root}\0{json.dumps(settings, sort_keys=True)}".encode()
+                         ).hexdigest()[:16]
+    manifest_path = cdir / f"{key}.json"
+    old = _read_manifest(manifest_path)
+    if old is not None and old.get("hash") == digest:
+        data = _open(cdir, old, scan)
+        if data is not None:
+            data.cache_status = "hit"
+            return data
+    data, manifest = _build(scan, settings, digest, cdir, key, old, workers, progress)
+    _atomic_json(manifest_path, manifest)
+    if old is not None:
+        for k in ("images", "labels", "stats"):
+            if old.get(k) and old[k] != manifest[k]:
+                (cdir / old[k]).unlink(missing_ok=True)
+    data.cache_dir = cdir
+    if old is None:
+        data.cache_status = "built"
+    else:
+        why = "settings or version" if old.get("settings") != settings else "files changed"
+        data.cache_status = f"rebuilt ({why})"
+    return data
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("version") == CACHE_VERSION else None
+
+
+def _open(cdir: Path, m: dict, scan: FolderScan) -> FolderData | None:
+    """The cached arrays, or None if they are missing or do not match the manifest."""
+    try:
+        images = np.load(cdir / m["images"], mmap_mode="c")                  # [N, C, S, S]
+        labels = np.load(cdir / m["labels"])                                 # [N]
+    except (OSError, ValueError, KeyError):
+        return None
+    if list(images.shape) != m["shape"] or labels.shape != (m["shape"][0],):
+        return None
+    return FolderData(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)),
+                      m["classes"], m["files"].split("\n"), scan.ignored, scan.hidden,
+                      [tuple(s) for s in m["skipped"]], cdir)
+
+
+def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
+           old: dict | None, workers: int | None, progress) -> tuple[FolderData, dict]:
+    """Decode what the old cache does not already hold, write the new arrays."""
+    rels = [f for fs in scan.files for f in fs]
+    lab = [k for k, fs in enumerate(scan.files) for _ in fs]
+    reuse: dict[str, int] = {}
+    old_images = None
+    if old is not None and old.get("settings") == settings:
+        opened = _open(cdir, old, scan)
+        try:
+            stats = np.load(cdir / old["stats"]).tolist()                        # [N, 2]
+        except (OSError, ValueError, KeyError):
+            opened = None                                    # damaged: decode everything
+        if opened is not None:
+            old_images = opened.images.numpy()
+            for i, (f, st) in enumerate(zip(opened.files, stats)):
+                if tuple(scan.stats.get(f, ())) == tuple(st):
+                    reuse[f] = i
+    c, s = settings["channels"], settings["image_size"]
+    todo = [f for f in rels if f not in reuse]
+    decoded: dict[str, np.ndarray | str] = {}
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    with ThreadPoolExecutor(n_workers) as pool:
+        for i, (f, x) in enumerate(zip(todo, pool.map(
+                lambda r: _decode(scan.root, r, settings), todo, chunksize=1 if
+                len(todo) < 64 else 32))):
+            decoded[f] = x
+            if progress is not None and (i + 1) % 256 == 0:
+                progress(i + 1)
+    if progress is not None and todo:
+        progress(len(todo))
+    bad = [(f, decoded[f]) for f in todo if isinstance(decoded[f], str)]
+    if bad and not settings["skip_corrupt"]:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValueError(f"{bad[0][1]}{more}; pass skip_corrupt=True (config "
+                         f"family.skip_corrupt = true) to leave unreadable files out")
+    bad_set = {f for f, _ in bad}
+    keep = [(f, y) for f, y in zip(rels, lab) if f not in bad_set]
+    if not keep:
+        raise ValueError(f"image folder {scan.root}: none of its {len(rels)} images could be "
+                         f"read, e.g. {bad[0][1]}")
+    images = np.empty((len(keep), c, s, s), dtype=np.uint8)                   # [N, C, S, S]
+    for i, (f, _) in enumerate(keep):
+        images[i] = old_images[reuse[f]] if f in reuse else decoded[f]
+    labels = np.asarray([y for _, y in keep], dtype=np.int64)                # [N]
+    cdir.mkdir(parents=True, exist_ok=True)       # only now: a failed decode leaves nothing
+    names = {"images": f"{key}-{digest[:16]}.images.npy",
+             "labels": f"{key}-{digest[:16]}.labels.npy",
+             "stats": f"{key}-{digest[:16]}.stats.npy"}
+    _atomic_npy(cdir / names["images"], images)
+    _atomic_npy(cdir / names["labels"], labels)
+    files = [f for f, _ in keep]
+    _atomic_npy(cdir / names["stats"],                                       # [N, 2]
+                np.asarray([scan.stats[f] for f in files], dtype=np.int64).reshape(-1, 2))
+    manifest = {"version": CACHE_VERSION, "root": str(scan.root), "settings": settings,
+                # one string: a 50,000-file manifest then parses in milliseconds
+                "hash": digest, "classes": scan.classes, "files": "\n".join(files),
+                "skipped": bad,
+                "shape": list(images.shape), **names}
+    del images
+    data = _open(cdir, manifest, scan)
+    assert data is not None
+    return data, manifest

@@ -1,0 +1,440 @@
+"""Result records: one JSON file per measured number, and the tables generated from them.
+
+A record is a JSON object in ``docs/results/NAME.json``. It names the table it belongs to and
+its row, and holds the measurement with everything needed to reproduce it:
+
+```json
+{
+  "table": "omniglot", "row": "MAML, 5-way 1-shot", "metric": "accuracy (%)",
+  "mean": 97.40, "ci95": 0.27, "n": 600,
+  "budget": {"iterations": 60000, "cpu_seconds": 3300},
+  "device": "2-core CPU", "torch": "2.13.0", "date": "2026-11-30",
+  "config": "configs/omniglot_maml_5w1s_cpu.toml",
+  "command": "metaloop eval --checkpoint runs/maml_5w1s --tasks 600",
+  "published": {"value": "98.7 ± 0.4%", "source": "Finn et al. 2017, Table 1"}
+}
+```
+
+``ci95`` is the half-width of the 95% confidence interval (``null`` where there is none, e.g.
+a speed ratio); ``n`` is the number of tasks or repeats behind the mean (``null`` if it does
+not apply); ``published`` is ``null`` or the paper's number quoted exactly with its source.
+Extra fields are kept. A few change how the row is shown: ``unit`` (appended to the mean,
+e.g. ``"%"`` or ``"x"``), ``digits`` (decimals shown, default 2), ``notation`` (``"e"``
+for scientific), ``order`` (rows sort by it,
+then by file name) and ``note`` (shown after the row label).
+
+Documents mark where each table goes::
+
+    <!-- table:omniglot -->
+    ...generated, do not edit...
+    <!-- /table -->
+
+``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
+marked table in ``docs/*.md`` from ``docs/results/*.json``; with ``--check`` it writes nothing
+and exits 1, naming each stale table, when a document differs from what the records give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+REQUIRED = ("table", "row", "metric", "mean", "ci95", "n", "budget", "device", "torch",
+            "date", "config", "command", "published")
+"""The fields every record must have (``null`` is allowed where noted in the module doc)."""
+
+
+
+class RecordError(ValueError):
+    """A record that is missing fields or has malformed ones (names the record and fields)."""
+
+
+BUDGET_KEYS = ("iterations", "cpu_seconds", "gpu_seconds")
+_TABLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_BLOCK = re.compile(r"(<!-- table:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /table -->)",
+                    re.DOTALL)
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate_record(rec: Mapping, where: str = "record") -> dict:
+    """Check a record's fields and types; return it as a plain dict.
+
+    Args:
+        rec: the record's fields. where: how the error names the record (e.g. its file).
+
+    Raises:
+        RecordError: (a ValueError) naming the record and each missing or malformed field.
+    """
+    if not isinstance(rec, Mapping):
+        raise RecordError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        raise RecordError(f"{where}: missing required field(s) {', '.join(missing)}")
+    bad = []
+    if not isinstance(rec["table"], str) or not _TABLE_NAME.match(rec["table"]):
+        bad.append(f"table must be a lower-case name like 'omniglot', got {rec['table']!r}")
+    for k in ("row", "metric", "device", "torch", "command"):
+        if not isinstance(rec[k], str) or not rec[k].strip():
+            bad.append(f"{k} must be a non-empty string, got {rec[k]!r}")
+    if not _number(rec["mean"]):
+        bad.append(f"mean must be a finite number, got {rec['mean']!r}")
+    if rec["ci95"] is not None and not (_number(rec["ci95"]) and rec["ci95"] >= 0):
+        bad.append(f"ci95 must be a non-negative number or null, got {rec['ci95']!r}")
+    n = rec["n"]
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        bad.append(f"n must be a positive int or null, got {n!r}")
+    budget = rec["budget"]
+    if not isinstance(budget, Mapping) or not budget:
+        bad.append(f"budget must be a non-empty object, got {budget!r}")
+    else:
+        unknown = sorted(set(budget) - set(BUDGET_KEYS))
+        if unknown:
+            bad.append(f"budget has unknown key(s) {', '.join(unknown)} "
+                       f"(known: {', '.join(BUDGET_KEYS)})")
+        for k, v in budget.items():
+            if k in BUDGET_KEYS and not (_number(v) and v >= 0):
+                bad.append(f"budget.{k} must be a non-negative number, got {v!r}")
+    if not isinstance(rec["date"], str) or not _DATE.match(rec["date"]):
+        bad.append(f"date must be YYYY-MM-DD, got {rec['date']!r}")
+    if rec["config"] is not None and not (isinstance(rec["config"], str) and rec["config"]):
+        bad.append(f"config must be a path string or null, got {rec['config']!r}")
+    pub = rec["published"]
+    if pub is not None and not (isinstance(pub, Mapping) and set(pub) == {"value", "source"}
+                                and isinstance(pub["source"], str) and pub["source"]
+                                and (isinstance(pub["value"], str) or _number(pub["value"]))):
+        bad.append(f"published must be null or {{\"value\", \"source\"}}, got {pub!r}")
+    if "digits" in rec and not (isinstance(rec["digits"], int) and 0 <= rec["digits"] <= 6):
+        bad.append(f"digits must be an int in 0..6, got {rec['digits']!r}")
+    if "order" in rec and not _number(rec["order"]):
+        bad.append(f"order must be a number, got {rec['order']!r}")
+    for k in ("unit", "note"):
+        if k in rec and not isinstance(rec[k], str):
+            bad.append(f"{k} must be a string, got {rec[k]!r}")
+    if "notation" in rec and rec["notation"] not in ("f", "e"):
+        bad.append(f"notation must be 'f' (fixed) or 'e' (scientific), got {rec['notation']!r}")
+    if bad:
+        raise RecordError(f"{where}: " + "; ".join(bad))
+    return dict(rec)
+
+
+def write_record(path, **fields) -> Path:
+    """Validate a record and write it as JSON to ``path``, atomically.
+
+    The JSON goes to a temporary file in the same folder, then ``os.replace`` moves it onto
+    ``path``: a reader sees the old record or the new one, never half of one.
+
+    Args:
+        path: the record file, conventionally ``docs/results/NAME.json``.
+        **fields: the record: every name in ``REQUIRED``, plus any extra fields.
+
+    Returns:
+        The path written.
+
+    Raises:
+        RecordError: (a ValueError) naming the missing or malformed fields; nothing is
+            written.
+        ValueError: a path that does not end in ``.json`` or a folder that cannot be written.
+    """
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"record path must end in .json, got {str(path)!r}")
+    rec = validate_record(fields, where=str(path))
+    check_record_path(path)
+    text = json.dumps(rec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_record_path(path) -> Path:
+    """Fail early, before any work, if a record cannot be written at ``path``.
+
+    Raises:
+        ValueError: the path does not end in ``.json``, or its folder cannot be created or
+            written.
+    """
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"record path must end in .json, got {str(path)!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the record's folder {path.parent}: {e.strerror}") from e
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"the record's folder {path.parent} is not writable")
+    return path
+
+
+def command_line(args: argparse.Namespace, program: str = "metaloop",
+                 global_options: tuple[str, ...] = ("threads",)) -> str:
+    """The exact command a parsed ``metaloop`` subcommand stands for, rebuilt from ``args``.
+
+    Every option with a value is written out (defaults included), so the line reproduces the
+    run whatever the defaults become. ``global_options`` go before the subcommand; options
+    that are ``None``, ``False`` or ``0`` for a global option are left out.
+    """
+    opts = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+
+    def flags(items) -> list[str]:
+        out = []
+        for k, v in items:
+            if v is None or v is False:
+                continue
+            out.append("--" + k.replace("_", "-"))
+            if v is not True:
+                out.append(str(v))
+        return out
+
+    glob = [(k, opts.pop(k)) for k in global_options if k in opts]
+    glob = [(k, v) for k, v in glob if v]
+    parts = [program, *flags(glob), args.command, *flags(sorted(opts.items()))]
+    return shlex.join(parts)
+
+
+def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, command: str,
+                device: str = "cpu") -> dict:
+    """The record of one ``metaloop eval``: the last evaluated step of ``result``.
+
+    The table is the task family's name; the row names the method and, for classification,
+    the ways and shots. The budget has the checkpoint's iterations and, when the run folder
+    has ``metrics.jsonl``, the training wall-clock between its first and last lines, counted
+    as CPU or GPU seconds by ``device``. Edit the record's ``row``, ``table`` or
+    ``published`` afterwards as the document needs.
+
+    Args:
+        cfg: the validated run config (``family``, ``method``, ``eval``).
+        result: ``metaloop.evaluate.evaluate``'s result. metric: ``"accuracy"`` or ``"loss"``.
+        checkpoint: the run folder or ``ckpt-*`` folder evaluated.
+        command: the exact command line. device: ``"cpu"`` or ``"cuda"``.
+    """
+    import datetime
+
+    import torch
+
+    ckpt = Path(checkpoint)
+    run_dir = ckpt if (ckpt / "LATEST").exists() else ckpt.parent
+    state_dir = run_dir / (ckpt / "LATEST").read_text().strip() if (ckpt / "LATEST").exists() \
+        else ckpt
+    budget: dict = {}
+    try:
+        budget["iterations"] = int(json.loads((state_dir / "state.json").read_text())
+                                   ["iteration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    times = []
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            if line.strip():
+                times.append(float(json.loads(line)["time"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        times = []
+    if len(times) > 1:
+        key = "gpu_seconds" if device == "cuda" else "cpu_seconds"
+        budget[key] = round(times[-1] - times[0], 1)
+    if not budget:
+        budget["iterations"] = 0
+    fam, ec = cfg["family"], cfg["eval"]
+    row = str(cfg["method"]["name"])
+    ways = ec.get("ways") or fam.get("ways")
+    shots = ec.get("shots") or fam.get("shots")
+    if metric == "accuracy" and ways and shots:
+        row += f", {ways}-way {shots}-shot"
+    step = result["steps"][-1]
+    scale = 100.0 if metric == "accuracy" else 1.0
+    if device == "cuda" and torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+    else:
+        dev = f"CPU, {torch.get_num_threads()} threads"
+    return {
+        "table": re.sub(r"[^a-z0-9_.-]", "-", str(fam["name"]).lower()),
+        "row": row,
+        "metric": f"query {metric}{' (%)' if scale == 100.0 else ''} after {step} "
+                  f"step{'s' if step != 1 else ''}",
+        "mean": scale * result[metric]["mean"][-1],
+        "ci95": scale * result[metric]["ci95"][-1],
+        "n": int(result["tasks"]),
+        "budget": budget,
+        "device": dev,
+        "torch": torch.__version__.split("+")[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "config": None,
+        "command": command,
+        "published": None,
+        "digits": 2 if scale == 100.0 else 3,
+        "split": ec.get("split"),
+        "seed": result.get("seed"),
+        "run_config": dict(cfg),
+    }
+
+
+def load_records(folder) -> list[dict]:
+    """Read and validate every ``*.json`` record in ``folder``, sorted by file name.
+
+    Each returned dict has the record's fields plus ``"_file"``, the file's name.
+
+    Raises:
+        FileNotFoundError: if ``folder`` does not exist.
+        RecordError: (a ValueError) naming the file that is not JSON or not a valid record.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"records folder {folder} does not exist")
+    out = []
+    for p in sorted(folder.glob("*.json")):
+        try:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{p}: not valid JSON ({e})") from e
+        rec = validate_record(rec, where=str(p))
+        rec["_file"] = p.name
+        out.append(rec)
+    return out
+
+
+def _fmt(x: float, digits: int, notation: str = "f") -> str:
+    return f"{x:.{digits}e}" if notation == "e" else f"{x:,.{digits}f}"
+
+
+def _cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def format_budget(budget: Mapping) -> str:
+    """``{"iterations": 60000, "cpu_seconds": 3282}`` -> ``"60,000 it, 54.7 CPU-min"``."""
+    parts = []
+    if "iterations" in budget:
+        parts.append(f"{int(budget['iterations']):,} it")
+    if "cpu_seconds" in budget:
+        parts.append(f"{budget['cpu_seconds'] / 60:,.1f} CPU-min")
+    if "gpu_seconds" in budget:
+        parts.append(f"{budget['gpu_seconds']:,.0f} GPU-s")
+    return ", ".join(parts)
+
+
+def format_value(rec: Mapping) -> str:
+    """The measured cell: ``mean ± ci95`` with the record's ``digits`` and ``unit``."""
+    d, notation = rec.get("digits", 2), rec.get("notation", "f")
+    unit = rec.get("unit", "")
+    s = _fmt(rec["mean"], d, notation)
+    if rec["ci95"] is not None:
+        s += f" ± {_fmt(rec['ci95'], d, notation)}"
+    return s + unit
+
+
+def render_table(records: list[Mapping]) -> str:
+    """One markdown table (plus a line naming the torch versions and dates) for ``records``.
+
+    Rows sort by the optional ``order`` field, then by file name.
+    """
+    if not records:
+        raise ValueError("render_table needs at least one record")
+    rows = sorted(records, key=lambda r: (r.get("order", math.inf), r.get("_file", ""),
+                                          r["row"]))
+    head = ["method and setting", "metric", "measured (mean ± 95% CI)", "n", "budget",
+            "device", "published (source)", "command"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        label = r["row"] + (f" ({r['note']})" if r.get("note") else "")
+        pub = r["published"]
+        pub_s = "—" if pub is None else f"{pub['value']} ({pub['source']})"
+        cmd = r["command"]
+        cells = [label, r["metric"], format_value(r), "—" if r["n"] is None else str(r["n"]),
+                 format_budget(r["budget"]), r["device"], pub_s, f"`{cmd}`"]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    torches = sorted({r["torch"] for r in rows})
+    dates = sorted(r["date"] for r in rows)
+    when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    lines.append("")
+    lines.append(f"*Generated from {len(rows)} record(s) in `docs/results/`; torch "
+                 f"{', '.join(torches)}; measured {when}.*")
+    return "\n".join(lines) + "\n"
+
+
+def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
+    """Rewrite (or with ``check``, compare) every marked table in ``docs_dir/*.md``.
+
+    Returns:
+        The problems found, one line each: stale tables (``check`` only), markers naming a
+        table without records, and records whose table no document marks. Empty when the
+        documents are current.
+
+    Raises:
+        ValueError / FileNotFoundError: from ``load_records``.
+    """
+    docs_dir = Path(docs_dir)
+    records = load_records(records_dir)
+    by_table: dict[str, list[dict]] = {}
+    for r in records:
+        by_table.setdefault(r["table"], []).append(r)
+    problems, used = [], set()
+    for doc in sorted(docs_dir.glob("*.md")):
+        text = doc.read_text(encoding="utf-8")
+
+        def fill(m: re.Match, doc=doc) -> str:
+            name = m.group("name")
+            if name not in by_table:
+                problems.append(f"{doc}: table {name!r} has no records in {records_dir}")
+                return m.group(0)
+            used.add(name)
+            body = render_table(by_table[name])
+            if check and m.group("body") != body:
+                problems.append(f"{doc}: table {name!r} is stale; run "
+                                f"`python docs/gen_tables.py` to regenerate it")
+            return m.group(1) + body + m.group(4)
+
+        new = _BLOCK.sub(fill, text)
+        if not check and new != text:
+            doc.write_text(new, encoding="utf-8")
+    for name in sorted(set(by_table) - used):
+        files = ", ".join(r["_file"] for r in by_table[name])
+        problems.append(f"table {name!r} ({files}) is not marked in any document in "
+                        f"{docs_dir} (add <!-- table:{name} --> ... <!-- /table -->)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the generator; returns the exit status (0 current, 1 stale, 2 bad)."""
+    ap = argparse.ArgumentParser(prog="gen_tables", description="Regenerate the results "
+                                 "tables in the documents from the JSON records.")
+    ap.add_argument("--docs", default="docs", help="folder of the markdown documents")
+    ap.add_argument("--records", default=None, help="folder of the records "
+                    "(default: DOCS/results)")
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each "
+                    "table that differs from what the records give")
+    args = ap.parse_args(argv)
+    records = args.records if args.records is not None else str(Path(args.docs) / "results")
+    try:
+        problems = generate(args.docs, records, check=args.check)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"gen_tables: error: {e}", file=sys.stderr)
+        return 2
+    for p in problems:
+        print(f"gen_tables: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

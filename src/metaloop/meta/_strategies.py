@@ -1,0 +1,110 @@
+"""How MAML's meta-gradient is executed: small strategies that ``MAML``'s flags select.
+
+``metaloop.meta.maml.maml_meta_gradient`` is the default path, one task at a time with the
+plain inner SGD written out. Each strategy here changes *how* that is computed, never what:
+
+- ``sgd_inner_loop``: the inner loop of ``SGDAdapter.run`` instead of the written-out one, for
+  inner-loop recomputation (``recompute_inner_loop``), learned step sizes (``learn_lr``) and
+  ANIL's head-only path;
+- ``compiled``: the query pass through ``torch.compile`` (``compile``);
+- ``vmapped_query_losses``: all tasks at once under ``torch.func.vmap`` (``batching="vmap"``);
+- ``on_threads`` with ``replicas``: the tasks spread over CPU threads
+  (``batching="threads"``).
+
+Each is tested on its own in ``tests/meta/test_maml.py`` and against the plain per-task
+reference in ``tests/meta/test_conformance.py``, ``test_threads.py``, ``test_fast_paths.py``
+and ``test_checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+
+from metaloop.adapt.sgd import SGDAdapter
+from metaloop.func.params import Params
+from metaloop.meta._common import accumulate
+from metaloop.meta._threads import replicate, run_threads
+from metaloop.tasks.batch import TaskBatch
+
+InnerLoop = Callable[[Params, torch.Tensor, torch.Tensor], Params]
+TaskGradients = tuple[dict[str, torch.Tensor], list[tuple[int, dict[str, float]]]]
+
+
+def sgd_inner_loop(adapter: SGDAdapter, first_order: bool,
+                   lrs: torch.Tensor | None = None) -> InnerLoop:
+    """One task's inner loop by ``adapter.run``: ``(net params, sx [S, ...], sy) -> theta'``.
+
+    ``adapter.run`` holds the variants of the plain SGD loop: each step recomputed in the
+    backward pass (``adapter.checkpoint``), a ``[steps, adapted]`` table of learned step
+    sizes (``lrs``), and another path such as ANIL's head-only one (``adapter.path_fn``).
+    """
+    def inner_loop(net: Params, sx: torch.Tensor, sy: torch.Tensor) -> Params:
+        return adapter.run(net, sx, sy, create_graph=not first_order, lr=lrs)
+    return inner_loop
+
+
+def compiled(fn):
+    """``torch.compile(fn)`` for fixed shapes. Torch's own warnings while it compiles say
+    nothing to our users (importing inductor: its deprecated ``torch.jit.script_method``;
+    dynamo tracing: reading ``.grad`` of theta', which is not a leaf), so they are hidden."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated",
+                                DeprecationWarning)
+        compiled_fn = torch.compile(fn, dynamic=False)
+
+    def call(*args):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a "
+                                    "leaf", UserWarning)
+            return compiled_fn(*args)
+    return call
+
+
+def vmapped_query_losses(adapter: SGDAdapter, net: Params, batch: TaskBatch, first_order: bool,
+                         lrs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every task's query loss ``[B]`` and outputs ``[B, Q, out]`` in one ``vmap`` call.
+
+    The start (a zero head for ``head_init="zero"``) is made once outside ``vmap``; inside,
+    the inner loop is the ``torch.func`` one (``sgd_path_func``). Differentiable in ``net``
+    (and ``lrs``).
+    """
+    start = adapter.start(net, batch.support_y)
+
+    def task(sx, sy, qx, qy):
+        fast = adapter.run(start, sx, sy, create_graph=not first_order, started=True,
+                           functional=True, lr=lrs)
+        out = adapter.fwd(fast, qx)                                    # [Q, out]
+        return adapter.loss_fn(out, qy), out
+    return torch.func.vmap(task)(batch.support_x, batch.support_y, batch.query_x,
+                                 batch.query_y)
+
+
+def replicas(adapter: SGDAdapter, n: int, cache: list[SGDAdapter]) -> list[SGDAdapter]:
+    """``n`` copies of ``adapter``, each over its own replica of the network (sharing its
+    tensors); kept in ``cache`` between calls."""
+    while len(cache) < n:
+        cache.append(dataclasses.replace(adapter, model=replicate(adapter.model)))
+    return cache[:n]
+
+
+def on_threads(run: Callable[[SGDAdapter, Sequence[int]], TaskGradients], num_tasks: int,
+               adapters: list[SGDAdapter]) -> TaskGradients:
+    """``run(adapter, tasks)`` with the tasks dealt round-robin over ``len(adapters)`` CPU
+    threads (the first on the calling thread); the gradients summed, the per-task metrics
+    back in task order.
+
+    ``run`` returns (the sum of its tasks' gradients, [(task, metrics)]), as
+    ``maml_meta_gradient`` does.
+    """
+    workers = len(adapters)
+    tasks = range(num_tasks)
+    parts = run_threads([lambda a=a, k=k: run(a, tasks[k::workers])
+                         for k, a in enumerate(adapters)])
+    total = parts[0][0]
+    for part, _ in parts[1:]:
+        accumulate(total, part, 1.0)
+    return total, sorted(i_m for _, ms in parts for i_m in ms)

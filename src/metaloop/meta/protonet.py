@@ -1,0 +1,71 @@
+"""Prototypical Networks (Snell et al. 2017) as a closed-form head on meta-learned features.
+
+Per task, each class's prototype is the mean of its support features and the query logits
+are ``-scale * ||Phi_q - c_k||^2``, computed as the linear head ``proto_head`` gives (``W =
+2 C^T``, ``b = -||c||^2``; the ``||Phi_q||^2`` it drops is the same for every class and
+cancels in the softmax). It is R2D2's learner with the ridge solve replaced by a mean: the
+backbone and the output scale (``exp(log_scale)``, 1 at the start = the paper's plain
+distances) are meta-learned, and there is no ridge strength.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from metaloop.adapt.proto_head import proto_head
+from metaloop.func.losses import cross_entropy
+from metaloop.meta._head_learner import HeadLearner, HeadNet, check_positive
+
+__all__ = ["ProtoNet", "PrototypeSolver"]
+
+
+@dataclass(frozen=True)
+class PrototypeSolver:
+    """Class means of the support features as a linear head: ProtoNet's inner problem.
+
+    Attributes:
+        loss_fn: the query loss (cross-entropy), as ``evaluate`` expects of ``inner``.
+        steps: 1; the head is closed-form (``evaluate`` reuses it at every step count).
+    """
+
+    steps: int = 1
+    loss_fn: ClassVar = staticmethod(cross_entropy)
+
+    def __call__(self, features: torch.Tensor, labels: torch.Tensor, ways: int,
+                 lam: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W [B, D, C]`` and ``b [B, C]`` for features ``[B, S, D]`` and int64 labels
+        ``[B, S]`` in ``[0, ways)``; ``lam`` is ignored (there is no regulariser).
+
+        Raises:
+            ValueError: a class of ``[0, ways)`` with no support example in some task.
+        """
+        return proto_head(features, labels, ways)
+
+
+def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
+             batching: str = "auto") -> HeadLearner:
+    """Prototypical Networks: meta-learn a feature extractor for a nearest-class-mean head.
+
+    Args:
+        model: the backbone, e.g. ``Conv4`` or ``ResNet12`` (called as
+            ``model(x, head=False)``); any module mapping ``[N, ...]`` to features ``[N, D]``.
+        scale: initial output scale (> 0), meta-learned as ``exp(log_scale)``; 1 gives the
+            paper's logits ``-||q - c_k||^2``.
+        ways: classes per task; None infers ``max(support_y) + 1``. Every class needs a
+            support example.
+        batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
+
+    Returns:
+        a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
+        ``backbone.*`` and ``log_scale``) and whose ``inner`` is a ``PrototypeSolver``.
+
+    Raises:
+        ValueError: scale not a finite number > 0, or a bad ``ways`` / ``batching``.
+    """
+    check_positive("ProtoNet", "scale", scale)
+    net = HeadNet(model, scale=scale, lam=1.0, learn_lam=False)
+    return HeadLearner(net, PrototypeSolver(), ways=ways, batching=batching)

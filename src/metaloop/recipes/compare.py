@@ -1,0 +1,278 @@
+"""The main job: meta-train every method and both baselines on one family, evaluate them on
+the same held-out tasks.
+
+The settings live in TOML files shipped with the package, ``metaloop/configs/
+compare_<family>.toml`` (``config_text(family)`` returns one to copy). Besides the sections of
+any metaloop config (``[family] [model] [method] [train] [eval]``) a compare config has a
+``[compare]`` table:
+
+- ``methods``: the methods run by default, in order;
+- ``[compare.per_method.<name>.<section>]``: keys that apply to that method only (Reptile's
+  inner optimizer, first-order MAML's flag...);
+- ``[compare.per_ways.<ways>.<section>]``: keys that apply at that number of ways (the MAML
+  paper's 20-way Omniglot rule).
+
+``load_config`` merges the shipped file, the per-ways rule, a user's file (only the keys it
+sets) and explicit overrides; ``run`` trains and evaluates; ``record`` is what
+``metaloop compare`` writes to ``results.json``. The same config and seed give the same record.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from metaloop.cli import _build, _config
+from metaloop.evaluate import evaluate
+from metaloop.train import train
+
+ALL = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
+# Methods whose head is a classifier solved per task: not run on regression families.
+CLASSIFICATION_ONLY = ("r2d2", "metaoptnet")
+REGRESSION_FAMILIES = ("sinusoid",)
+# The families with a shipped compare config (metaloop/configs/compare_<family>.toml).
+FAMILIES = ("sinusoid", "omniglot")
+COMPARE_KEYS = ("methods", "per_method", "per_ways")
+
+__all__ = ["ALL", "FAMILIES", "config_path", "config_text", "load_config", "method_config",
+           "methods_for", "record", "run"]
+
+
+def config_path(family: str):
+    """The shipped compare config of ``family`` (an ``importlib.resources`` traversable).
+
+    Raises:
+        ValueError: ``family`` has no compare config (naming the ones that do).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    return resources.files("metaloop") / "configs" / f"compare_{family}.toml"
+
+
+def config_text(family: str) -> str:
+    """The shipped compare config of ``family`` as TOML text, comments included: a starting
+    point for a user's own (``metaloop compare FAMILY --print-config > mine.toml``)."""
+    return config_path(family).read_text()
+
+
+def _read(text: str, where: str) -> dict:
+    try:
+        return _config.tomllib.loads(text)
+    except _config.tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {where} is not valid TOML: {e}") from e
+
+
+def _check_compare(table, where: str) -> dict:
+    """The ``[compare]`` table of ``where``, checked: known keys, method names, sections."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: [compare] must be a table, got {table!r}")
+    bad = sorted(set(table) - set(COMPARE_KEYS))
+    if bad:
+        raise ValueError(f"{where}: unknown key(s) compare.{', compare.'.join(bad)}; valid: "
+                         f"{list(COMPARE_KEYS)}")
+    methods = table.get("methods", [])
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise ValueError(f"{where}: compare.methods must be a list of method names, got "
+                         f"{methods!r}")
+    wrong = [m for m in [*methods, *table.get("per_method", {})] if m not in ALL]
+    if wrong:
+        raise ValueError(f"{where}: unknown method(s) {wrong} in [compare]; choose from "
+                         f"{list(ALL)}")
+    for kind in ("per_method", "per_ways"):
+        for key, body in table.get(kind, {}).items():
+            if kind == "per_ways" and not key.isdigit():
+                raise ValueError(f"{where}: compare.per_ways keys are numbers of ways, got "
+                                 f"{key!r}")
+            if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
+                raise ValueError(f"{where}: compare.{kind}.{key} must hold tables of config "
+                                 f"sections, got {body!r}")
+            _config.validate(body)           # its sections and keys exist, with their types
+    return table
+
+
+def _split(raw: dict, where: str) -> tuple[dict, dict]:
+    """(the config sections, the checked [compare] table) of a parsed file."""
+    raw = copy.deepcopy(raw)
+    table = _check_compare(raw.pop("compare", {}), where)
+    _config.validate(raw)                    # unknown sections / keys, wrong types: named
+    return raw, table
+
+
+def _merge_compare(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    if "methods" in over:
+        out["methods"] = list(over["methods"])
+    for kind in ("per_method", "per_ways"):
+        for key, body in over.get(kind, {}).items():
+            mine = out.setdefault(kind, {}).setdefault(key, {})
+            for section, keys in body.items():
+                mine.setdefault(section, {}).update(keys)
+    return out
+
+
+def _without(table: dict, given: dict) -> dict:
+    """``table`` with the per-method keys that ``given`` (the user's) sets removed: a key the
+    user sets applies to every method, over the shipped file's per-method value."""
+    out = copy.deepcopy(table)
+    for body in out.get("per_method", {}).values():
+        for section, keys in body.items():
+            for key in given.get(section, {}):
+                keys.pop(key, None)
+    return out
+
+
+def load_config(family: str | None = None, path=None, overrides: dict | None = None) -> dict:
+    """The validated compare config.
+
+    Merged in this order, each overriding the one before: the shipped file of the family,
+    its ``per_ways`` rule for the ways in effect, the keys ``path`` sets, ``overrides``. A key
+    that ``path`` or ``overrides`` sets applies to every method (the shipped file's
+    ``per_method`` value for it is dropped); ``path``'s own ``per_method`` tables apply after
+    that, except for the keys ``overrides`` sets (the CLI's flags win over everything).
+
+    Args:
+        family: a family with a shipped config (``FAMILIES``); None: the one ``path``'s
+            ``family.name`` names, else ``"sinusoid"``.
+        path: a user's TOML file: a full copy of a shipped config, or only the keys to change.
+        overrides: ``{section: {key: value}}`` applied last (the CLI's flags).
+
+    Returns:
+        Every section of a metaloop config, filled and type-checked, plus ``"compare"``.
+
+    Raises:
+        ValueError: an unknown family, section, key, method or type, or a file that is not
+            TOML (naming it); FileNotFoundError: ``path`` does not exist.
+    """
+    user, user_cmp = {}, {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        user, user_cmp = _split(_read(path.read_text(), str(path)), str(path))
+    family = family or user.get("family", {}).get("name") or "sinusoid"
+    # your own data ("folder", "tensors"): the Omniglot config's methods and settings, with
+    # the [family] section of your file alone
+    shipped = "omniglot" if family in _config.USER_FAMILIES else family
+    base, table = _split(_read(config_text(shipped), f"compare_{shipped}.toml"),
+                         f"compare_{shipped}.toml")
+    if shipped != family:
+        base = {**base, "family": {}}
+    named = user.get("family", {}).get("name", family)
+    if named != family:
+        raise ValueError(f"config file {path} sets family.name = {named!r} but the family "
+                         f"asked for is {family!r}")
+    overrides = overrides or {}
+    table = _without(_merge_compare(_without(table, _config.merge(user, overrides)),
+                                    user_cmp), overrides)
+    ways = {**base.get("family", {}), **user.get("family", {}),
+            **overrides.get("family", {})}.get("ways")
+    cfg = _config.merge(base, table.get("per_ways", {}).get(str(ways), {}))
+    cfg = _config.validate(_config.merge(_config.merge(cfg, user), overrides))
+    return {**cfg, "compare": table}
+
+
+def methods_for(cfg: dict, methods: Sequence[str] | str | None = None) -> list[str]:
+    """The methods to run: ``methods`` (a list or a comma list), else the config's
+    ``compare.methods``, else all that apply to the family.
+
+    Raises:
+        ValueError: an unknown method, or a classification-only one on a regression family.
+    """
+    family = cfg["family"]["name"]
+    regression = family in REGRESSION_FAMILIES
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()] or [methods]
+    if methods is None:
+        methods = cfg.get("compare", {}).get("methods") or \
+            [m for m in ALL if not (regression and m in CLASSIFICATION_ONLY)]
+    methods = list(methods)
+    bad = [m for m in methods if m not in ALL]
+    if bad or not methods:
+        raise ValueError(f"unknown method(s) {bad or methods!r}; choose from {list(ALL)}")
+    wrong = [m for m in methods if regression and m in CLASSIFICATION_ONLY]
+    if wrong:
+        raise ValueError(f"method(s) {wrong} need a classification family, not {family!r}")
+    return methods
+
+
+def method_config(cfg: dict, name: str) -> dict:
+    """The validated config one method trains with: the shared sections, the keys of the
+    MAML family switched off for the other methods, then ``compare.per_method.<name>``."""
+    sections = {k: v for k, v in cfg.items() if k != "compare"}
+    off = {} if name in _config.MAML_FAMILY else {k: False for k in _config.MAML_ONLY}
+    if name not in _config.MAML_FAMILY and cfg["method"].get("batching") == "threads":
+        off["batching"] = "auto"
+    mcfg = _config.merge(sections, {"method": {"name": name, **off}})
+    mcfg = _config.merge(mcfg, cfg.get("compare", {}).get("per_method", {}).get(name, {}))
+    mcfg = _config.validate(mcfg)
+    _config.check_combinations(mcfg)
+    return mcfg
+
+
+def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
+        progress: bool = False, on_method: Callable[[str], None] | None = None) -> dict:
+    """Meta-train each method, then evaluate it on the config's held-out tasks.
+
+    Every method gets the same training seed and the same held-out tasks (``eval.seed``).
+
+    Args:
+        cfg: a config from ``load_config``. methods: see ``methods_for``.
+        out_dir: if given, each method's run (checkpoints, ``metrics.jsonl``) goes to
+            ``out_dir/runs/<method>``.
+        progress: per-iteration progress bars. on_method: called with each method's name
+            before it starts.
+
+    Returns:
+        ``{"family", "metric" ("loss" or "accuracy"), "config", "methods": {name: the
+        ``evaluate`` result, per-task values included}, "evaluation": {name: how its
+        queries were scored}, "timing": {name: {"train_s", "eval_s"}}, "wall_s", "learners":
+        {name: learner}, "heldout": the held-out family}``.
+
+    Raises:
+        ValueError: a bad method list or an impossible per-method config, before training.
+    """
+    names = methods_for(cfg, methods)
+    for key in ("iterations", "meta_batch"):
+        if cfg["train"][key] <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got "
+                             f"{cfg['train'][key]}")
+    mcfgs = {name: method_config(cfg, name) for name in names}   # all checked before training
+    t_start = time.perf_counter()
+    family = _build.build_family(cfg["family"])
+    heldout = _build.eval_family(cfg, family)
+    results, learners, timing, evaluation = {}, {}, {}, {}
+    for name, mcfg in mcfgs.items():
+        if on_method is not None:
+            on_method(name)
+        learner = _build.build_learner(mcfg, family)
+        tc, ec = mcfg["train"], mcfg["eval"]
+        t0 = time.perf_counter()
+        train(learner, _build.training_family(mcfg, family), iterations=tc["iterations"],
+              meta_batch=tc["meta_batch"], lr=tc["lr"], lr_schedule=tc["lr_schedule"],
+              clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"],
+              out_dir=None if out_dir is None else Path(out_dir) / "runs" / name,
+              checkpoint_every=tc["checkpoint_every"], config=mcfg, progress=progress,
+              desc=name, optimizer=tc["optimizer"])
+        t1 = time.perf_counter()
+        results[name] = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
+                                 seed=ec["seed"])
+        timing[name] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
+        evaluation[name] = getattr(learner, "evaluation", "transductive")
+        learners[name] = learner
+    metric = "accuracy" if "accuracy" in next(iter(results.values())) else "loss"
+    return {"family": cfg["family"]["name"], "metric": metric, "config": cfg,
+            "methods": results, "evaluation": evaluation, "timing": timing,
+            "wall_s": time.perf_counter() - t_start, "learners": learners, "heldout": heldout}
+
+
+def record(result: dict) -> dict:
+    """The JSON record of a ``run`` (what ``metaloop compare`` writes to results.json): the
+    config, the metric, and each method's means and 95% CIs per step (no per-task values, no
+    timings: the same config and seed give the same record)."""
+    methods = {k: {kk: vv for kk, vv in v.items() if kk != "per_task"}
+               for k, v in result["methods"].items()}
+    return {"family": result["family"], "config": result["config"], "metric": result["metric"],
+            "evaluation": result["evaluation"], "methods": methods}

@@ -1,0 +1,218 @@
+"""Device-resident episodes: an image family's uint8 store and class table on the model's
+device, sampled, rotated and shifted there with a generator on that device.
+
+``DeviceTasks(family, device)`` copies the store once; each ``sample`` then runs entirely on
+``device`` (no host->device copy, no Python per task, no host synchronisation), so that on a
+GPU the data share of a meta-iteration is a handful of kernel launches.
+
+How the streams relate: the sampler is the host families' algorithm (``episode_indices`` then
+``episode_batch``, and ``Shifted``'s rotate-then-shift) with every random draw made on the
+generator's device. On the CPU, ``DeviceTasks(fam, "cpu")`` with a CPU generator gives
+exactly (bit for bit) ``fam``'s tasks. On CUDA the draws come from the CUDA generator's own
+(Philox) stream, so the tasks differ from the CPU's, but the same seed gives the same tasks
+on a given device and torch version.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from metaloop.tasks.augment import Shifted, rotate_images, shift_images
+from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.omniglot import check_positive_int
+
+
+def _store(family) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The family's flat uint8 images ``[N, C, H, W]``, class table int64 ``[K, M]`` (flat
+    image indices per class, padded) and counts int64 ``[K]`` (None: every row is full).
+
+    Read from ``family.episode_store()`` where a family defines it, else from a public
+    ``images`` of shape ``[K, M, H, W]`` (K classes of M images each, as ``Omniglot``).
+    """
+    if hasattr(family, "episode_store"):
+        images, table, counts = family.episode_store()
+    else:
+        images = getattr(family, "images", None)
+        if not torch.is_tensor(images) or images.dim() != 4:
+            raise ValueError(f"DeviceTasks needs an image family with an episode_store() "
+                             f"method or uint8 images [classes, per_class, H, W] (as Omniglot)"
+                             f"; {type(family).__name__} has neither")
+        k, m, h, w = images.shape
+        images, table, counts = images.reshape(k * m, h, w), torch.arange(k * m).view(k, m), None
+    if images.dtype != torch.uint8 or images.dim() not in (3, 4):
+        raise ValueError(f"DeviceTasks needs uint8 images [N, H, W] or [N, C, H, W], got "
+                         f"{images.dtype} {list(images.shape)}")
+    if images.dim() == 3:
+        images = images.unsqueeze(1)                                    # [N, 1, H, W]
+    return images, table, counts
+
+
+def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, ways: int,
+                    per_class: int, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``metaloop.tasks.omniglot.episode_indices`` with every draw on ``table``'s device.
+
+    Returns:
+        classes int64 ``[n, ways]`` and flat image indices int64 ``[n, ways, per_class]``,
+        on ``table``'s device.
+    """
+    k, m = table.shape
+    dev = table.device
+    classes = torch.rand(n, k, generator=generator, device=dev).topk(ways, dim=1).indices
+    keys = torch.rand(n, ways, m, generator=generator, device=dev)            # [n, ways, M]
+    if counts is not None:
+        pad = torch.arange(m, device=dev) >= counts[classes].unsqueeze(-1)      # [n, ways, M]
+        keys.masked_fill_(pad, -1.0)
+    pos = keys.topk(per_class, dim=-1).indices                                  # [n, ways, k]
+    return classes, table[classes.unsqueeze(-1), pos]
+
+
+def rotate(x: torch.Tensor, max_degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """``metaloop.tasks.rotate_images`` with its angles drawn on ``x``'s device."""
+    if max_degrees == 0:
+        return x
+    *lead, c, h, w = x.shape
+    flat = x.reshape(-1, c, h, w)                                       # [N, C, H, W]
+    u = torch.rand(flat.shape[0], generator=generator, dtype=torch.float64, device=x.device)
+    a = torch.deg2rad((2 * u - 1) * max_degrees).to(x.dtype)            # [N]
+    cos, sin, zero = a.cos(), a.sin(), torch.zeros_like(a)
+    theta = torch.stack([torch.stack([cos, -sin * h / w, zero], -1),
+                         torch.stack([sin * w / h, cos, zero], -1)], 1)   # [N, 2, 3]
+    grid = F.affine_grid(theta, list(flat.shape), align_corners=False)  # [N, H, W, 2]
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(*lead, c, h, w)
+
+
+def shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """``metaloop.tasks.shift_images`` with its offsets drawn on ``x``'s device."""
+    if max_shift == 0:
+        return x
+    *lead, c, h, w = x.shape
+    flat = x.reshape(-1, c, h, w)                                       # [N, C, H, W]
+    n, s = flat.shape[0], max_shift
+    d = torch.randint(0, 2 * s + 1, (2, n), generator=generator, device=x.device)   # [2, N]
+    rows = d[0, :, None] + torch.arange(h, device=x.device)             # [N, H] into padded
+    cols = d[1, :, None] + torch.arange(w, device=x.device)             # [N, W]
+    padded = F.pad(flat, (s, s, s, s))                                  # [N, C, H+2s, W+2s]
+    n_idx = torch.arange(n, device=x.device)[:, None, None]
+    out = padded[n_idx, :, rows[:, :, None], cols[:, None, :]]          # [N, H, W, C]
+    return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)
+
+
+def _unchecked_batch(sx, sy, qx, qy, classes) -> TaskBatch:
+    """A TaskBatch built without ``__post_init__``'s checks, which read label values back to
+    the host (a synchronisation per batch on a GPU). Only for batches valid by construction:
+    the labels here are ``arange(ways)`` repeated, the inputs float, the shapes consistent."""
+    batch = object.__new__(TaskBatch)
+    for name, value in (("support_x", sx), ("support_y", sy), ("query_x", qx),
+                        ("query_y", qy), ("classes", classes)):
+        object.__setattr__(batch, name, value)
+    return batch
+
+
+class DeviceTasks:
+    """N-way K-shot tasks of an image family, stored and sampled on ``device``.
+
+    Args:
+        family: an image family (see ``_store``: ``Omniglot``, or any family with an
+            ``episode_store()``), or a ``Shifted`` one, whose rotations and shifts are then
+            drawn on the device too.
+        device: where the store lives and the tasks are drawn; ``sample`` needs a
+            ``torch.Generator`` on it (``generator_device``; ``metaloop.train`` makes it).
+        dtype: the floating dtype of the sampled images (the model's).
+
+    Attributes:
+        kind, ways, shots, queries, num_classes, class_names, image_shape, input_shape: as
+            the family's. device, dtype, generator_device: see above.
+
+    Raises:
+        ValueError: a family without a uint8 image store, or shots + queries above the
+            smallest class.
+    """
+
+    kind = "classification"
+
+    def __init__(self, family, device, dtype: torch.dtype = torch.float32):
+        self.max_shift, self.max_rotate = 0, 0.0
+        if isinstance(family, Shifted):
+            self.max_shift, self.max_rotate = family.max_shift, family.max_rotate
+            family = family.family
+        images, table, counts = _store(family)
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.family, self.device, self.dtype, self.generator_device = family, device, dtype, device
+        self.ways, self.shots, self.queries = family.ways, family.shots, family.queries
+        self.num_classes = table.shape[0]
+        self.class_names = getattr(family, "class_names", None)
+        self.image_shape = tuple(images.shape[1:])
+        self._fewest = int(table.shape[1] if counts is None else counts.min())
+        self._images = images.to(device)                                # [N, C, H, W] uint8
+        self._table = table.to(device)                                  # [K, M] int64
+        self._counts = None if counts is None else counts.to(device)    # [K] int64
+        self._validate()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.image_shape
+
+    def _validate(self) -> None:
+        check_positive_int("DeviceTasks", ways=self.ways, shots=self.shots,
+                           queries=self.queries)
+        if self.ways > self.num_classes:
+            raise ValueError(f"DeviceTasks ways={self.ways} exceeds the {self.num_classes} "
+                             f"classes")
+        if self.shots + self.queries > self._fewest:
+            raise ValueError(f"DeviceTasks shots + queries = {self.shots} + {self.queries} "
+                             f"exceeds the {self._fewest} images of the smallest class")
+        shift_images(torch.zeros(1, 1, 1), self.max_shift)           # checks, as Shifted
+        rotate_images(torch.zeros(1, 1, 1), self.max_rotate)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
+        """n tasks, every tensor on ``device``.
+
+        Args:
+            n: number of tasks.
+            generator: a generator on ``generator_device`` (None: that device's default).
+
+        Returns:
+            TaskBatch: support_x ``[n, ways*shots, C, H, W]`` in ``dtype``, support_y int64
+            ``[n, ways*shots]``, query likewise with ``queries``, classes int64 ``[n, ways]``.
+
+        Raises:
+            ValueError: a non-positive n, or a generator on another device.
+        """
+        check_positive_int("DeviceTasks.sample", n=n)
+        if generator is not None and generator.device != self.device:
+            raise ValueError(f"DeviceTasks on {self.device} needs a generator there, got one "
+                             f"on {generator.device}")
+        ways, shots, per_class = self.ways, self.shots, self.shots + self.queries
+        classes, idx = episode_indices(self._table, self._counts, n, ways, per_class,
+                                       generator)
+        c, h, w = self.image_shape
+        x = self._images.index_select(0, idx.flatten()).to(torch.float32).div_(255)
+        x = x.view(n, ways, per_class, c, h, w)                         # [n, ways, S+Q, C, H, W]
+        sx = x[:, :, :shots].reshape(n, ways * shots, c, h, w)          # [n, ways*S, C, H, W]
+        qx = x[:, :, shots:].reshape(n, ways * self.queries, c, h, w)   # [n, ways*Q, C, H, W]
+        if self.max_shift or self.max_rotate:             # Shifted's order: support, query
+            sx = shift(rotate(sx, self.max_rotate, generator), self.max_shift, generator)
+            qx = shift(rotate(qx, self.max_rotate, generator), self.max_shift, generator)
+        label = torch.arange(ways, device=self.device)
+        sy = label.repeat_interleave(shots).expand(n, -1).contiguous()         # [n, ways*S]
+        qy = label.repeat_interleave(self.queries).expand(n, -1).contiguous()  # [n, ways*Q]
+        return _unchecked_batch(sx.to(self.dtype), sy, qx.to(self.dtype), qy, classes)
+
+    def with_shots(self, shots: int, queries: int | None = None) -> DeviceTasks:
+        """The same store (shared, not copied) with other shot (and query) counts."""
+        new = copy.copy(self)
+        new.shots, new.queries = shots, self.queries if queries is None else queries
+        new._validate()
+        return new
+
+    def __repr__(self) -> str:
+        aug = (f", max_shift={self.max_shift}, max_rotate={self.max_rotate}"
+               if self.max_shift or self.max_rotate else "")
+        return f"DeviceTasks({self.family!r}, device={self.device}, dtype={self.dtype}{aug})"

@@ -1,0 +1,476 @@
+"""``Episodes``: N-way K-shot tasks from any labelled data (tensors, an image folder, a
+``Dataset``), on the same vectorised episode sampler as the built-in image families."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.omniglot import check_positive_int, episode_indices
+from metaloop.tasks.splits import read_split_file, split_classes
+
+SPLITS = ("train", "val", "test")
+
+
+def class_table(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The example indices of each class, padded with 0.
+
+    Args:
+        labels: int64 ``[N]`` in ``[0, num_classes)``.
+        num_classes: K.
+
+    Returns:
+        table int64 ``[K, M]`` (M = the largest class; each row in dataset order),
+        counts int64 ``[K]``.
+    """
+    y = labels.numpy()                        # numpy: torch's CPU sort is slow to start up
+    counts = np.bincount(y, minlength=num_classes)                             # [K]
+    order = np.argsort(y, kind="stable")                                       # [N]
+    starts = np.cumsum(counts) - counts                                        # [K]
+    m = max(int(counts.max()) if len(counts) else 0, 1)
+    pos = np.arange(m)                                                         # [M]
+    real = pos < counts[:, None]                                               # [K, M]
+    flat = np.minimum(starts[:, None] + pos, max(len(order) - 1, 0))           # [K, M]
+    table = np.where(real, order[flat], 0) if len(order) else np.zeros_like(flat)
+    table, counts = torch.from_numpy(table).long(), torch.from_numpy(counts).long()
+    return table, counts
+
+
+class Episodes:
+    """N-way K-shot classification tasks from labelled examples.
+
+    Each task draws ``ways`` distinct classes and ``shots + queries`` distinct examples of
+    each; classes may have unequal sizes. Images stored as uint8 are scaled to [0, 1] when a
+    task is drawn, so a memory-mapped uint8 store (``from_folder``) is read only where tasks
+    touch it.
+
+    Args:
+        x: ``[N, C, H, W]`` images (uint8 in 0..255, or float), ``[N, H, W]`` greyscale
+            images (a channel axis is added), or ``[N, D]`` feature vectors. A numpy array
+            or a tensor; it is not copied.
+        y: int ``[N]`` labels in ``[0, K)``.
+        ways: classes per task.
+        shots: support examples per class.
+        queries: query examples per class.
+        class_names: K names (default ``"0"``, ``"1"``, ...), indexed by label.
+        classes: use only these class names (e.g. one split of ``split_classes``).
+        drop_small: leave out classes with fewer than ``shots + queries`` examples (their
+            names are in ``dropped``) instead of raising.
+
+    Attributes:
+        kind: ``"classification"``.
+        num_classes: classes in use (K', after ``classes`` and ``drop_small``).
+        class_names: their names; ``TaskBatch.classes`` holds positions into this list.
+        input_shape: ``(C, H, W)`` or ``(D,)``; ``image_shape`` is the same for images and
+            None for vectors.
+        dropped: names of the classes ``drop_small`` left out.
+        transform: for folder data, the settings that turn an image file into an input
+            (``image_size``, ``channels``, ``invert``), else None.
+
+    Raises:
+        ValueError: naming the problem: shapes or dtypes, labels out of range, unknown
+            ``classes``, fewer classes than ``ways``, or classes smaller than
+            ``shots + queries`` (listed).
+    """
+
+    kind = "classification"
+
+    def __init__(self, x, y, ways: int = 5, shots: int = 1, queries: int = 15,
+                 class_names: Sequence[str] | None = None, *,
+                 classes: Sequence[str] | None = None, drop_small: bool = False):
+        check_positive_int("Episodes", ways=ways, shots=shots, queries=queries)
+        x = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+        y = torch.from_numpy(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"Episodes x must be a tensor or numpy array, got "
+                             f"{type(x).__name__}")
+        if x.dim() == 3:
+            x = x.unsqueeze(1)                                         # [N, 1, H, W]
+        if x.dim() not in (2, 4):
+            raise ValueError(f"Episodes x must be [N, C, H, W] images, [N, H, W] greyscale "
+                             f"images or [N, D] vectors, got shape {list(x.shape)}")
+        if x.dtype != torch.uint8 and not x.is_floating_point():
+            raise ValueError(f"Episodes x must be uint8 or floating point, got {x.dtype}")
+        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(f"Episodes y must be int labels [N] with N = {len(x)} (as x), got "
+                             f"{y.dtype} {list(y.shape)}")
+        if len(y) == 0:
+            raise ValueError("Episodes got no examples (N = 0)")
+        y = y.to(torch.int64)
+        k = len(class_names) if class_names is not None else int(y.max()) + 1
+        if int(y.min()) < 0 or int(y.max()) >= k:
+            raise ValueError(f"Episodes labels must be in [0, {k}) "
+                             f"({'len(class_names)' if class_names is not None else 'max + 1'}"
+                             f"), found {int(y.min())}..{int(y.max())}")
+        names = [str(n) for n in class_names] if class_names is not None \
+            else [str(i) for i in range(k)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Episodes class_names has duplicates: "
+                             f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
+        table, counts = class_table(y, k)                              # [K, M], [K]
+        use = list(range(k))
+        if classes is not None:
+            index = {n: i for i, n in enumerate(names)}
+            unknown = [c for c in classes if c not in index]
+            if unknown:
+                raise ValueError(f"Episodes classes names {len(unknown)} unknown class(es): "
+                                 f"{list(unknown)[:5]}")
+            use = [index[c] for c in classes]
+        self._x, self._y = x, y
+        self._all_names, self._all_table, self._all_counts = names, table, counts
+        self._use = use
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.drop_small = bool(drop_small)
+        self.transform: dict | None = None
+        self._select()
+
+    # -- class selection -----------------------------------------------------------------
+
+    def _select(self) -> None:
+        """Keep the classes in use with enough examples; build the sampling table."""
+        need = self.shots + self.queries
+        counts = self._all_counts[self._use]                             # [K']
+        small = [(self._all_names[c], int(n)) for c, n in zip(self._use, counts) if n < need]
+        if small and not self.drop_small:
+            shown = ", ".join(f"{n!r} ({c})" for n, c in small[:8])
+            more = f" and {len(small) - 8} more" if len(small) > 8 else ""
+            raise ValueError(f"Episodes: {len(small)} class(es) have fewer than shots + "
+                             f"queries = {self.shots} + {self.queries} = {need} examples: "
+                             f"{shown}{more}; give fewer shots/queries, or drop_small=True "
+                             f"(config family.drop_small = true) to leave them out")
+        small_names = {n for n, _ in small}
+        keep = [c for c in self._use if self._all_names[c] not in small_names]
+        self.dropped = [n for n, _ in small]
+        self._keep = torch.tensor(keep, dtype=torch.int64)
+        self.class_names = [self._all_names[c] for c in keep]
+        self.num_classes = len(keep)
+        if self.num_classes < self.ways:
+            why = f" after dropping {len(small)} small class(es)" if small else ""
+            raise ValueError(f"Episodes ways={self.ways} exceeds the {self.num_classes} "
+                             f"classes available{why}")
+        self._table = self._all_table[self._keep]                        # [K', M]
+        self._counts = self._all_counts[self._keep]                      # [K']
+        m = self._table.shape[1]
+        self._pad = None if bool((self._counts == m).all()) else self._counts
+
+    def subset(self, classes: Sequence[str]) -> Episodes:
+        """The same data restricted to ``classes`` (names), sharing the storage.
+
+        Raises:
+            ValueError: unknown names, or too few classes for ``ways``.
+        """
+        index = {n: i for i, n in enumerate(self._all_names)}
+        unknown = [c for c in classes if c not in index]
+        if unknown:
+            raise ValueError(f"Episodes.subset: {len(unknown)} unknown class(es): "
+                             f"{list(unknown)[:5]}")
+        new = copy.copy(self)
+        new._use = [index[c] for c in classes]
+        new._select()
+        return new
+
+    # -- the TaskFamily protocol ---------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self._x.shape[1:])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` for images, None for feature vectors."""
+        return tuple(self._x.shape[1:]) if self._x.dim() == 4 else None
+
+    @property
+    def all_class_names(self) -> list[str]:
+        """Every class of the data, whether in use or not (``class_names`` are those in use)."""
+        return list(self._all_names)
+
+    def describe(self) -> str:
+        """One line on what was read: images, classes, and what was ignored, skipped or
+        dropped (folder data), or examples and classes."""
+        r = getattr(self, "report", None)
+        if r is None:
+            return (f"{self.num_examples} examples in {self.num_classes} classes"
+                    + (f"; dropped {len(self.dropped)} class(es) with fewer than "
+                       f"{self.shots + self.queries} examples" if self.dropped else ""))
+        parts = [f"{r['images']} images in {r['classes']} classes (cache {r['cache_status']}: "
+                 f"{r['cache']}); {self.num_classes} classes in use"]
+        if r["ignored"] or r["hidden"]:
+            parts.append(f"ignored {r['ignored']} non-image and {r['hidden']} hidden entries")
+        if r["skipped"]:
+            parts.append(f"skipped {len(r['skipped'])} unreadable image(s), e.g. "
+                         f"{r['skipped'][0]}")
+        if self.dropped:
+            parts.append(f"dropped {len(self.dropped)} class(es) with fewer than "
+                         f"{self.shots + self.queries} images, e.g. {self.dropped[0]!r}")
+        return "; ".join(parts)
+
+    @property
+    def num_examples(self) -> int:
+        """Examples of the classes in use."""
+        return int(self._counts.sum())
+
+    def episode_store(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The sampler's data, for ``metaloop.tasks.device.DeviceTasks``: the examples
+        ``[N, *input_shape]``, the class table int64 ``[K', M]`` of flat indices, and the
+        per-class counts ``[K']`` (None when every class has M examples)."""
+        return self._x, self._table, self._pad
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """float32 examples at flat indices ``idx [...]`` -> ``[..., *input_shape]``."""
+        x = self._x.index_select(0, idx.flatten())                       # [n, *feature]
+        x = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)
+        return x.view(*idx.shape, *x.shape[1:])
+
+    def sample_indices(self, n: int, generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class positions int64 ``[n, ways]`` and example indices
+        ``[n, ways, shots + queries]``."""
+        check_positive_int("Episodes.sample", n=n)
+        return episode_indices(self._table, self._pad, n, self.ways, self.shots + self.queries,
+                               generator)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
+        """Sample n tasks.
+
+        Returns:
+            TaskBatch: support_x float32 ``[n, ways*shots, *input_shape]`` (images in
+            [0, 1] when stored as uint8), support_y int64 ``[n, ways*shots]`` with labels
+            ``arange(ways).repeat_interleave(shots)``, query likewise with ``queries``,
+            classes int64 ``[n, ways]`` (positions into ``class_names``).
+        """
+        classes, idx = self.sample_indices(n, generator)
+        x = self._gather(idx)                                    # [n, ways, S+Q, *feature]
+        feat = x.shape[3:]
+        s, q = self.shots, self.queries
+        sx = x[:, :, :s].reshape(n, self.ways * s, *feat)        # [n, ways*S, *feature]
+        qx = x[:, :, s:].reshape(n, self.ways * q, *feat)        # [n, ways*Q, *feature]
+        label = torch.arange(self.ways)
+        sy = label.repeat_interleave(s).expand(n, -1).contiguous()         # [n, ways*S]
+        qy = label.repeat_interleave(q).expand(n, -1).contiguous()         # [n, ways*Q]
+        return TaskBatch(sx, sy, qx, qy, classes)
+
+    def sample_flat(self, n: int, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n examples drawn uniformly with replacement from the classes in use.
+
+        Returns:
+            x: float32 ``[n, *input_shape]``; y: int64 ``[n]`` positions into
+            ``class_names``.
+        """
+        check_positive_int("Episodes.sample_flat", n=n)
+        m = self._table.shape[1]
+        real = torch.arange(m) < self._counts[:, None]                     # [K', M]
+        pick = torch.randint(int(real.sum()), (n,), generator=generator)   # [n]
+        flat, y = self._table[real], real.nonzero()[:, 0]                  # [E], [E]
+        return self._gather(flat[pick]), y[pick]
+
+    def with_shots(self, shots: int, queries: int | None = None) -> Episodes:
+        """The same classes and ways with other shot (and query) counts, sharing the data."""
+        new = copy.copy(self)
+        new.shots, new.queries = shots, self.queries if queries is None else queries
+        check_positive_int("Episodes", shots=new.shots, queries=new.queries)
+        new._select()
+        return new
+
+    def with_ways(self, ways: int) -> Episodes:
+        """The same classes with another number of ways."""
+        new = copy.copy(self)
+        check_positive_int("Episodes", ways=ways)
+        new.ways = ways
+        new._select()
+        return new
+
+    def __repr__(self) -> str:
+        return (f"Episodes(num_classes={self.num_classes}, ways={self.ways}, "
+                f"shots={self.shots}, queries={self.queries}, "
+                f"input_shape={self.input_shape})")
+
+    # -- constructors --------------------------------------------------------------------
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike, ways: int = 5, shots: int = 1,
+                    queries: int = 15, *, image_size: int = 28, channels: int = 1,
+                    invert: str = "never", class_depth: int = 1, split: str | None = None,
+                    fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0,
+                    split_files: dict[str, str | os.PathLike] | None = None,
+                    classes: Sequence[str] | None = None, drop_small: bool = False,
+                    skip_corrupt: bool = False, cache_dir: str | os.PathLike | None = None,
+                    progress: Callable[[int], None] | None = None) -> Episodes:
+        """Tasks from an image folder ``root/<class>/<image>`` (torchvision's layout), or
+        ``root/<group>/<class>/<image>`` with ``class_depth = 2``.
+
+        The folder is decoded once into a memory-mapped uint8 cache
+        (``metaloop.data.folder.load_folder``); hidden files and non-image files are
+        ignored and counted (``report``).
+
+        Args:
+            root: the folder.
+            ways, shots, queries: the task shape.
+            image_size: side H = W after padding to a square and an antialiased resize.
+            channels: 1 (greyscale) or 3 (RGB).
+            invert: ``"never"``, ``"always"`` or ``"auto"`` (see ``load_image``).
+            class_depth: 1 or 2.
+            split: None (every class), or ``"train"``, ``"val"``, ``"test"``: the classes of
+                ``split_files[split]`` if given, else of ``split_classes(names, fractions,
+                seed)``.
+            fractions, seed: the class split.
+            split_files: ``{"train": path, "val": path, "test": path}``, one class per
+                line.
+            classes: use exactly these classes (overrides ``split``).
+            drop_small: leave out classes with fewer than shots + queries images.
+            skip_corrupt: leave out unreadable images instead of raising.
+            cache_dir: where the decoded cache lives (default: beside the data, or
+                ``~/.cache/metaloop/folders`` when the folder is read-only).
+            progress: called with the images decoded so far while the cache is built.
+
+        Returns:
+            Episodes with ``transform`` set and ``report`` =
+            ``{"images", "classes", "ignored", "hidden", "skipped", "dropped", "cache",
+            "cache_status"}``.
+
+        Raises:
+            ValueError: naming the problem (see ``load_folder``, ``split_classes``,
+                ``read_split_file`` and the class).
+        """
+        from metaloop.data.folder import load_folder
+
+        data = load_folder(root, image_size=image_size, channels=channels, invert=invert,
+                           class_depth=class_depth, skip_corrupt=skip_corrupt,
+                           cache_dir=cache_dir, progress=progress)
+        use = classes if classes is not None else select_split(
+            data.class_names, split, fractions, seed, split_files)
+        fam = cls(data.images, data.labels, ways, shots, queries, data.class_names,
+                  classes=use, drop_small=drop_small)
+        fam.transform = {"image_size": image_size, "channels": channels, "invert": invert}
+        fam.report = {"images": len(data.files), "classes": len(data.class_names),
+                      "ignored": data.ignored, "hidden": data.hidden,
+                      "skipped": [f for f, _ in data.skipped], "dropped": fam.dropped,
+                      "cache": str(data.cache_dir), "cache_status": data.cache_status}
+        return fam
+
+    @classmethod
+    def from_tensors(cls, path: str | os.PathLike, ways: int = 5, shots: int = 1,
+                     queries: int = 15, **kw) -> Episodes:
+        """Tasks from a ``.npz`` or ``.pt`` file holding ``x`` and ``y`` (and optionally
+        ``class_names``); other keyword arguments as the constructor (and ``split``,
+        ``fractions``, ``seed``, ``split_files`` as ``from_folder``).
+
+        Raises:
+            ValueError: a missing file, another extension, or missing keys.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"tensor file {path} does not exist")
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as d:
+                got = {k: d[k] for k in d.files}
+        elif path.suffix == ".pt":
+            got = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(got, dict):
+                raise ValueError(f"{path} must hold a dict with 'x' and 'y', got "
+                                 f"{type(got).__name__}")
+        else:
+            raise ValueError(f"tensor file {path} must be .npz or .pt, got {path.suffix!r}")
+        missing = [k for k in ("x", "y") if k not in got]
+        if missing:
+            raise ValueError(f"tensor file {path} lacks {missing} (it has {sorted(got)})")
+        names = got.get("class_names")
+        names = [str(n) for n in names] if names is not None else None
+        split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
+        x, y = got["x"], got["y"]
+        if split.get("split") is not None and kw.get("classes") is None:
+            k = len(names) if names is not None else int(np.asarray(y).max()) + 1
+            all_names = names or [str(i) for i in range(k)]
+            kw["classes"] = select_split(all_names, split["split"],
+                                         split.get("fractions", (0.7, 0.1, 0.2)),
+                                         split.get("seed", 0), split.get("split_files"))
+        return cls(x, y, ways, shots, queries, names, **kw)
+
+    @classmethod
+    def from_dataset(cls, dataset, ways: int = 5, shots: int = 1, queries: int = 15, *,
+                     image_column: str = "image", label_column: str = "label",
+                     image_size: int | None = None, channels: int | None = None, **kw
+                     ) -> Episodes:
+        """Tasks from any map-style dataset of ``(x, label)`` pairs (``torch.utils.data.
+        Dataset``: ``len`` and integer indexing), or a Hugging Face ``datasets.Dataset``
+        (``image_column`` / ``label_column``; its ``ClassLabel`` names become the class
+        names). The dataset is read once, in order, into memory.
+
+        ``x`` may be a tensor or array (``[C, H, W]``, ``[H, W]`` or ``[D]``) or a PIL image
+        (converted like ``load_image`` with ``image_size`` and ``channels``, default its
+        size and 1 channel). Other keyword arguments go to the constructor.
+
+        Raises:
+            ValueError: an empty dataset, an item that is not a pair, examples of different
+                shapes (naming the first two indices).
+        """
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise ValueError(f"from_dataset needs a map-style dataset (len and indexing), got "
+                             f"{type(dataset).__name__}")
+        n = len(dataset)
+        if n == 0:
+            raise ValueError("from_dataset: the dataset is empty")
+        names = kw.pop("class_names", None)
+        hf = hasattr(dataset, "column_names") and hasattr(dataset, "features")
+        if hf and names is None:
+            feat = dataset.features.get(label_column)
+            names = list(getattr(feat, "names", None) or []) or None
+        xs, ys = [], []
+        for i in range(n):
+            item = dataset[i]
+            if hf:
+                item = (item[image_column], item[label_column])
+            if not isinstance(item, (tuple, list)) or len(item) < 2:
+                raise ValueError(f"from_dataset: item {i} must be (x, label), got "
+                                 f"{type(item).__name__}")
+            x = _as_array(item[0], image_size, channels, i)
+            if xs and x.shape != xs[0].shape:
+                raise ValueError(f"from_dataset: item 0 has shape {list(xs[0].shape)} but item "
+                                 f"{i} has {list(x.shape)}; resize them (image_size=...) first")
+            xs.append(x)
+            ys.append(int(item[1]))
+        return cls(torch.stack(xs), torch.tensor(ys), ways, shots, queries, names, **kw)
+
+
+def _as_array(x, image_size: int | None, channels: int | None, i: int) -> torch.Tensor:
+    """One dataset example as a tensor (PIL images converted as ``load_image`` does)."""
+    from PIL import Image
+
+    if isinstance(x, Image.Image):
+        from metaloop.data.images import image_to_input
+
+        t = image_to_input(x, image_size or max(x.size), "never", channels or 1)  # [C, S, S]
+        return t.mul_(255).round_().to(torch.uint8)
+    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if t.dtype == torch.bool or (not t.is_floating_point() and t.dtype != torch.uint8):
+        t = t.to(torch.float32)
+    return t
+
+
+def select_split(class_names: Sequence[str], split: str | None,
+                 fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0,
+                 split_files: dict[str, str | os.PathLike] | None = None) -> list[str] | None:
+    """The class names of one split: from ``split_files[split]`` if given, else from
+    ``split_classes``; None for ``split=None`` (every class).
+
+    Raises:
+        ValueError: an unknown split name, a split file naming unknown classes, or a
+            split missing from ``split_files``.
+    """
+    if split is None:
+        return None
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS} (or None for "
+                         f"every class)")
+    if split_files:
+        if split not in split_files:
+            raise ValueError(f"split_files has no {split!r} entry (it has {sorted(split_files)})")
+        return read_split_file(split_files[split], known=class_names)
+    return split_classes(class_names, fractions, seed)[SPLITS.index(split)]

@@ -1,0 +1,100 @@
+"""Deterministic class splits (meta-train / validation / test classes) and split files."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+
+def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                  seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Split class names into disjoint train / validation / test lists.
+
+    The names are sorted first, so the result depends on the set of names, the fractions and
+    the seed only (not on the order they were listed in), and is the same on every machine.
+    Counts are ``floor(f * C)`` for validation and test (at least 1 where ``f > 0`` and there
+    are classes to spare); train gets the rest. Each list keeps sorted order.
+
+    Args:
+        class_names: C distinct names.
+        fractions: (train, val, test), each >= 0, summing to 1.
+        seed: permutation seed.
+
+    Returns:
+        (train names, val names, test names).
+
+    Raises:
+        ValueError: duplicated or empty names, fractions that are not three non-negative
+            numbers summing to 1, or too few classes for every non-zero fraction.
+    """
+    names = [str(n) for n in class_names]
+    if not names:
+        raise ValueError("split_classes needs at least one class name")
+    dup = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) \
+        else []
+    if dup:
+        raise ValueError(f"split_classes: duplicated class names {dup[:5]}")
+    fr = tuple(fractions)
+    if len(fr) != 3 or any(not isinstance(f, (int, float)) or isinstance(f, bool) or f < 0
+                           or not math.isfinite(f) for f in fr):
+        raise ValueError(f"split_classes fractions must be three numbers >= 0 "
+                         f"(train, val, test), got {fractions!r}")
+    if abs(sum(fr) - 1.0) > 1e-6:
+        raise ValueError(f"split_classes fractions must sum to 1, got {fractions!r} "
+                         f"(sum {sum(fr):g})")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"split_classes seed must be an int, got {seed!r}")
+    c = len(names)
+    need = sum(1 for f in fr if f > 0)
+    if c < need:
+        raise ValueError(f"split_classes: {c} class(es) cannot fill {need} non-empty splits "
+                         f"with fractions {fractions!r}")
+    n_val, n_test = (max(1, math.floor(f * c)) if f > 0 else 0 for f in fr[1:])
+    if fr[0] > 0:
+        n_val, n_test = min(n_val, c - 1 - (n_test > 0)), min(n_test, c - 1)
+    n_train = c - n_val - n_test
+    order = sorted(names)
+    perm = torch.randperm(c, generator=torch.Generator().manual_seed(seed)).tolist()
+    picked = [order[i] for i in perm]
+    test, val, train = picked[:n_test], picked[n_test:n_test + n_val], picked[n_test + n_val:]
+    assert len(train) == n_train
+    return sorted(train), sorted(val), sorted(test)
+
+
+def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None) -> list[str]:
+    """Class names from a split file: one per line (blank lines and ``#`` comments skipped),
+    like Vinyals et al.'s Omniglot lists.
+
+    Args:
+        path: the text file.
+        known: the classes that exist; every listed name must be one of them.
+
+    Returns:
+        The names in file order.
+
+    Raises:
+        ValueError: a missing or empty file, duplicated names, or names not in ``known``
+            (the first few are listed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"split file {path} does not exist")
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    if not names:
+        raise ValueError(f"split file {path} lists no classes")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"split file {path} lists classes twice: {dup[:5]}")
+    if known is not None:
+        have = set(known)
+        unknown = [n for n in names if n not in have]
+        if unknown:
+            raise ValueError(f"split file {path} names {len(unknown)} unknown class(es): "
+                             f"{unknown[:5]}; the data has {len(have)} classes, e.g. "
+                             f"{sorted(have)[:3]}")
+    return names

@@ -1,0 +1,384 @@
+"""Few-shot text classification over the user's own table of labelled texts.
+
+A text table is a CSV, TSV or JSONL file with one example per row: a text column and a label
+column (``text`` and ``label`` by default). The classes are the distinct labels, sorted;
+their names serve as the prompt wordings of approach 0 (``wordings``), so readable labels
+(``"sports"``, ``"weather report"``) help zero-shot prompting; numeric labels work for every
+other approach.
+
+The format follows the file's extension: ``.csv`` (comma, or ``delimiter``), ``.tsv`` /
+``.tab`` (tab), ``.jsonl`` / ``.ndjson`` (one JSON object per line). CSV and TSV files need a
+header row; their text is read as UTF-8 (a byte-order mark is skipped). Errors name the file
+and the line numbers (the header is line 1 of a CSV or TSV file).
+
+Classes are split into disjoint meta-train / validation / test classes by
+``split_classes(class_names, fractions, split_seed)`` over the whole table, before any class
+is dropped, so the split of a class does not depend on shot counts.
+
+Text inputs in a TaskBatch are numbers, as in ``metaloop.tasks.WordNet``: padded token ids
+stored as float32 ``[n, S, L]`` with a ``tokenizer`` (``TextEncoder.tokenize``), otherwise
+the example's index into ``family.texts`` ``[n, S, 1]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import difflib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.omniglot import check_positive_int, episode_indices
+from metaloop.tasks.splits import split_classes
+
+Tokenizer = Callable[[Sequence[str]], torch.Tensor]
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SPLITS = ("all", "train", "val", "test", "trainval")
+
+
+def _lines(numbers: Sequence[int], limit: int = 10) -> str:
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    more = f" and {len(numbers) - limit} more" if len(numbers) > limit else ""
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
+def _missing_column(path: Path, which: str, name: str, columns: Sequence[str]) -> ValueError:
+    near = difflib.get_close_matches(name, list(columns), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return ValueError(f"text table {path} has no {which} column {name!r}{hint}; its columns "
+                      f"are {list(columns)}")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return value.strip() if isinstance(value, str) else str(value).strip()
+
+
+def _read_csv(path: Path, delimiter: str, encoding: str):
+    """(columns, [(line, row dict)]) of a CSV/TSV file with a header row; blank lines are
+    skipped, and a row's line is the file line it starts on."""
+    rows, columns = [], []
+    with path.open(newline="", encoding=encoding) as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        start = 1
+        try:
+            for fields in reader:
+                if fields and any(v.strip() for v in fields):
+                    if not columns:
+                        columns = [c.strip() for c in fields]
+                    else:
+                        rows.append((start, dict(zip(columns, fields))))
+                start = reader.line_num + 1
+        except csv.Error as e:
+            kind = "TSV" if delimiter == "\t" else "CSV"
+            raise ValueError(f"text table {path} is not valid {kind} at line {start}: {e}"
+                             ) from e
+    return columns, rows
+
+
+def _read_jsonl(path: Path, encoding: str):
+    """(columns in first-seen order, [(line, object)]) of a JSON-lines file."""
+    rows, columns = [], {}
+    with path.open(encoding=encoding) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"text table {path}: line {line_no} is not valid JSON: "
+                                 f"{e.msg}") from e
+            if not isinstance(obj, dict):
+                raise ValueError(f"text table {path}: line {line_no} is a JSON "
+                                 f"{type(obj).__name__}, not an object with named fields")
+            columns.update(dict.fromkeys(obj))
+            rows.append((line_no, obj))
+    return list(columns), rows
+
+
+def read_text_table(path: str | os.PathLike, text_column: str = "text",
+                    label_column: str = "label", delimiter: str | None = None,
+                    encoding: str = "utf-8-sig") -> tuple[list[str], list[str]]:
+    """The texts and labels of a CSV, TSV or JSONL table, one example per row.
+
+    Texts and labels are stripped of surrounding white space; JSON numbers and booleans
+    become strings (``1`` -> ``"1"``). Blank JSONL lines are skipped.
+
+    Args:
+        path: a ``.csv``, ``.tsv``, ``.tab``, ``.jsonl`` or ``.ndjson`` file.
+        text_column, label_column: the column (JSON key) names.
+        delimiter: the field separator of a CSV/TSV file (default: ``","`` for ``.csv``,
+            tab for ``.tsv``); not allowed for JSONL.
+        encoding: the text encoding (``utf-8-sig`` reads UTF-8 with or without a BOM).
+
+    Returns:
+        ``(texts, labels)``: two lists of N strings.
+
+    Raises:
+        ValueError: naming the file: it does not exist, an unknown extension, a delimiter for
+            JSONL, text that is not in ``encoding``, malformed CSV or JSON (with the line), a
+            missing column (listing the columns it has), no rows, or empty labels or texts
+            (with their line numbers).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ValueError(f"text table {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"text table {path} is not a file")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"text table {path}: unknown format {path.suffix or '(no extension)'!r}"
+                         f"; use one of {sorted(FORMATS)}")
+    if delimiter is not None and fmt == "jsonl":
+        raise ValueError(f"text table {path}: a delimiter applies to CSV and TSV files, not "
+                         f"JSONL")
+    if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
+        raise ValueError(f"text table {path}: delimiter must be one character, got "
+                         f"{delimiter!r}")
+    for which, name in (("text", text_column), ("label", label_column)):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"text table {path}: the {which} column name must be a non-empty "
+                             f"string, got {name!r}")
+    if text_column == label_column:
+        raise ValueError(f"text table {path}: the text and label columns are both "
+                         f"{text_column!r}")
+    try:
+        if fmt == "jsonl":
+            columns, rows = _read_jsonl(path, encoding)
+        else:
+            columns, rows = _read_csv(path, delimiter or ("," if fmt == "csv" else "\t"),
+                                      encoding)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"text table {path} is not {encoding} text (byte {e.start}: "
+                         f"{e.reason})") from e
+    if fmt != "jsonl" and not columns:
+        raise ValueError(f"text table {path} is empty: it needs a header row naming the "
+                         f"columns ({text_column!r} and {label_column!r}) and one row per "
+                         f"example")
+    for which, name in (("text", text_column), ("label", label_column)):
+        if name not in columns:
+            if not rows:
+                raise ValueError(f"text table {path} has no rows")
+            raise _missing_column(path, which, name, columns)
+    if not rows:
+        raise ValueError(f"text table {path} has a header but no rows")
+    texts = [_cell(row.get(text_column)) for _, row in rows]
+    labels = [_cell(row.get(label_column)) for _, row in rows]
+    for which, name, values in (("labels", label_column, labels), ("texts", text_column, texts)):
+        empty = [line for (line, _), v in zip(rows, values) if not v]
+        if empty:
+            raise ValueError(f"text table {path}: {len(empty)} row(s) have empty {which} "
+                             f"(column {name!r}) at {_lines(empty)}; fill or remove them")
+    return texts, labels
+
+
+class TextTable:
+    """N-way K-shot tasks over the labelled texts of a CSV, TSV or JSONL file.
+
+    Args:
+        path: the table (see ``read_text_table``).
+        text_column, label_column: the column names (``"text"``, ``"label"``).
+        ways: classes per task. shots: support texts per class. queries: query texts per
+            class.
+        delimiter: the CSV/TSV field separator (default by extension).
+        split: ``"all"`` (every class, the default), or ``"train"``, ``"val"``, ``"test"``,
+            ``"trainval"``: the classes ``split_classes(class names, fractions, split_seed)``
+            gives that split (disjoint; ``"trainval"`` is train + val).
+        fractions: (train, val, test) fractions of the classes, summing to 1.
+        split_seed: the seed of the class split.
+        classes: explicit class names to use instead of ``split`` (e.g. from a split file,
+            ``read_split_file``); each must be a label of the table.
+        tokenizer: optional ``texts -> [N, L]`` token ids (e.g. ``TextEncoder.tokenize``),
+            applied once to every text of the chosen classes.
+        drop_small: drop the classes with fewer than ``shots + queries`` texts instead of
+            raising; ``dropped`` then names them.
+        encoding: the file's text encoding.
+
+    Attributes:
+        kind: ``"classification"``. path: the file.
+        class_names: the classes used (sorted labels), indexed by the ids in
+            ``TaskBatch.classes``; num_classes: their number.
+        all_class_names: every label of the table (sorted).
+        texts: every text of the classes used; ``labels`` int64 ``[N]`` their class ids.
+        dropped: the classes dropped for having too few texts (``drop_small``).
+        input_shape: ``(L,)`` with a tokenizer, ``(1,)`` without.
+
+    Raises:
+        ValueError: naming the file: every error of ``read_text_table``, an unknown split,
+            unknown class names, fewer classes than ``ways`` (in the split), and classes with
+            fewer than ``shots + queries`` texts (named; unless ``drop_small``).
+    """
+
+    kind = "classification"
+
+    def __init__(self, path: str | os.PathLike, text_column: str = "text",
+                 label_column: str = "label", ways: int = 5, shots: int = 1, queries: int = 5,
+                 delimiter: str | None = None, split: str = "all",
+                 fractions: Sequence[float] = (0.7, 0.1, 0.2), split_seed: int = 0,
+                 classes: Sequence[str] | None = None, tokenizer: Tokenizer | None = None,
+                 drop_small: bool = False, encoding: str = "utf-8-sig"):
+        check_positive_int("TextTable", ways=ways, shots=shots, queries=queries)
+        self.path = Path(path).expanduser()
+        if classes is None and split not in SPLITS:
+            raise ValueError(f"TextTable split must be one of {list(SPLITS)}, got {split!r}")
+        texts, labels = read_text_table(self.path, text_column, label_column, delimiter,
+                                        encoding)
+        self.all_class_names = sorted(set(labels))
+        if classes is not None:
+            names = [str(c) for c in classes]
+            known = set(self.all_class_names)
+            unknown = [c for c in names if c not in known]
+            if unknown:
+                raise ValueError(f"text table {self.path} has no class(es) {unknown[:10]}; its "
+                                 f"labels are {self.all_class_names[:10]}"
+                                 f"{' ...' if len(known) > 10 else ''}")
+            split = "classes"
+        elif split == "all":
+            names = self.all_class_names
+        else:
+            train, val, test = split_classes(self.all_class_names, fractions, split_seed)
+            names = {"train": train, "val": val, "test": test, "trainval": train + val}[split]
+        self.split, self.fractions, self.split_seed = split, tuple(fractions), split_seed
+        self.text_column, self.label_column = text_column, label_column
+        wanted = set(names)
+        by_class: dict[str, list[str]] = {c: [] for c in sorted(wanted)}
+        for t, lab in zip(texts, labels):
+            if lab in wanted:
+                by_class[lab].append(t)
+        self._by_class = by_class
+        self.tokenizer, self.drop_small = tokenizer, drop_small
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self._build()
+
+    # ------------------------------------------------------------------ classes and inputs
+
+    def _build(self) -> None:
+        """Choose the classes for ``shots + queries`` (dropping or rejecting small ones),
+        then the index table and the inputs."""
+        need = self.shots + self.queries
+        small = [c for c, ts in self._by_class.items() if len(ts) < need]
+        where = "" if self.split == "all" else f" (split {self.split!r})"
+        if small and not self.drop_small:
+            sizes = ", ".join(f"{c!r} ({len(self._by_class[c])})" for c in small[:10])
+            more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+            raise ValueError(f"text table {self.path}{where}: {len(small)} class(es) have fewer "
+                             f"than shots + queries = {self.shots} + {self.queries} = {need} "
+                             f"texts: {sizes}{more}; add texts, lower shots or queries, or "
+                             f"drop them (drop_small=True, --drop-small)")
+        names = [c for c in self._by_class if c not in set(small)]
+        if len(names) < self.ways:
+            kept = f" ({len(small)} dropped as too small)" if small else ""
+            raise ValueError(f"text table {self.path}{where} has {len(names)} class(es) with "
+                             f"at least {need} texts{kept}, fewer than ways = {self.ways}: "
+                             f"{names[:10]}{' ...' if len(names) > 10 else ''}")
+        self.dropped = small
+        if names == getattr(self, "class_names", None):
+            return                      # the same classes: share the texts and inputs
+        self.class_names, self.num_classes = names, len(names)
+        groups = [self._by_class[c] for c in names]
+        self.texts = [t for g in groups for t in g]
+        counts = torch.tensor([len(g) for g in groups])                      # [K]
+        self.labels = torch.repeat_interleave(torch.arange(len(names)), counts)  # [N]
+        starts = torch.cumsum(counts, 0) - counts                            # [K]
+        m = int(counts.max())
+        pos = torch.arange(m)                                                # [M]
+        self._table = (starts[:, None] + pos).masked_fill(pos >= counts[:, None], 0)  # [K, M]
+        self._counts = counts
+        self._pad = None if bool((counts == m).all()) else counts
+        if self.tokenizer is None:
+            self._inputs = torch.arange(len(self.texts), dtype=torch.float32)[:, None]  # [N, 1]
+        else:
+            self._inputs = _tokenize(self.tokenizer, self.texts)             # [N, L]
+        words = [c.replace("_", " ").replace("-", " ") for c in names]
+        self._words = words if words != names else None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self._inputs.shape[1:])
+
+    def describe(self) -> str:
+        """One line on what was read: texts and classes in use, and classes dropped."""
+        return (f"{len(self.texts)} texts in {self.num_classes} classes"
+                + (f"; dropped {len(self.dropped)} class(es) with fewer than "
+                   f"{self.shots + self.queries} texts, e.g. {self.dropped[0]!r}"
+                   if self.dropped else ""))
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample_indices(self, n: int, generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class ids int64 ``[n, ways]`` and text ids ``[n, ways, shots+queries]``
+        (positions in ``texts``)."""
+        check_positive_int("TextTable.sample", n=n)
+        return episode_indices(self._table, self._pad, n, self.ways, self.shots + self.queries,
+                               generator)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
+        """Sample n tasks.
+
+        Returns:
+            TaskBatch: support_x float32 ``[n, ways*shots, L]`` (token ids, or ``L = 1`` text
+            ids without a tokenizer), support_y int64 ``[n, ways*shots]`` with labels
+            ``arange(ways).repeat_interleave(shots)``, query likewise with ``queries``, and
+            classes int64 ``[n, ways]`` (ids into ``class_names``).
+        """
+        classes, idx = self.sample_indices(n, generator)
+        ways, s = self.ways, self.shots
+        x = self._inputs[idx]                                      # [n, ways, S+Q, L]
+        sx = x[:, :, :s].flatten(1, 2)                             # [n, ways*S, L]
+        qx = x[:, :, s:].flatten(1, 2)                             # [n, ways*Q, L]
+        label = torch.arange(ways)
+        sy = label.repeat_interleave(s).expand(n, -1).contiguous()             # [n, ways*S]
+        qy = label.repeat_interleave(self.queries).expand(n, -1).contiguous()  # [n, ways*Q]
+        return TaskBatch(sx, sy, qx, qy, classes)
+
+    def wordings(self, classes: torch.Tensor | Sequence[int]) -> list[dict[str, str]]:
+        """Candidate label wordings of each class id: ``name`` (the label), and ``words``
+        (underscores and hyphens as spaces) when some label of the family has them."""
+        out = []
+        for c in classes:
+            c = int(c)
+            w = {"name": self.class_names[c]}
+            if self._words is not None:
+                w["words"] = self._words[c]
+            out.append(w)
+        return out
+
+    def text_of(self, x: torch.Tensor) -> list[str]:
+        """The texts of text-id inputs ``[N, 1]`` (families without a tokenizer)."""
+        if self.tokenizer is not None:
+            raise ValueError("text_of needs text-id inputs; this family has a tokenizer")
+        return [self.texts[int(i)] for i in x[:, 0]]
+
+    def with_shots(self, shots: int, queries: int | None = None) -> TextTable:
+        """The same table, split and ways with other shot (and query) counts, sharing the
+        texts (classes are checked, or dropped, again for the new ``shots + queries``)."""
+        queries = self.queries if queries is None else queries
+        check_positive_int("TextTable", shots=shots, queries=queries)
+        new = copy.copy(self)
+        new.shots, new.queries = shots, queries
+        if shots + queries != self.shots + self.queries:
+            new._build()
+        return new
+
+    def __repr__(self) -> str:
+        return (f"TextTable({str(self.path)!r}, split={self.split!r}, ways={self.ways}, "
+                f"shots={self.shots}, queries={self.queries}, num_classes={self.num_classes})")
+
+
+def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
+    ids = tokenizer(texts)
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != len(texts):
+        got = list(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"TextTable tokenizer must return a [N={len(texts)}, L] tensor, "
+                         f"got {got}")
+    if not ids.is_floating_point() and int(ids.max()) >= 2 ** 24:
+        raise ValueError("TextTable tokenizer ids must be below 2**24 to be exact in float32")
+    return ids.to(torch.float32)

@@ -1,0 +1,133 @@
+"""The original Omniglot one-shot challenge from the CLI: a ProtoNet trained on background
+alphabets, ``metaloop eval --within-alphabet`` (error rate, CI, trial count), named config
+errors that write nothing, and ``metaloop predict`` on official-style 105x105 1-bit PNGs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metaloop.cli import _build, _config
+from metaloop.cli.main import main
+from metaloop.cli.predict import load_predictor
+from metaloop.data.omniglot import load_omniglot_images
+from metaloop.evaluate.heldout import heldout_tasks
+
+
+def _config_text(root, family_extra="", eval_extra=""):
+    return (f'[family]\nname = "omniglot"\nroot = "{root}"\nsplit = "background_train"\n'
+            f'ways = 5\nshots = 1\nqueries = 2\n{family_extra}'
+            f'[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
+            f'[method]\nname = "protonet"\n'
+            f'[train]\niterations = 3\nmeta_batch = 2\ncheckpoint_every = 3\n'
+            f'[eval]\nsplit = "background_val"\nwithin_alphabet = true\nways = 20\n'
+            f'queries = 1\ntasks = 4\nsteps = [0]\n{eval_extra}')
+
+
+@pytest.fixture(scope="module")
+def run(omniglot_root, tmp_path_factory):
+    d = tmp_path_factory.mktemp("challenge")
+    (d / "c.toml").write_text(_config_text(omniglot_root, "within_alphabet = 0.5\n"))
+    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
+                 "--no-progress"]) == 0
+    return d / "run"
+
+
+def test_eval_within_alphabet_reports_the_error_rate(run, tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(run), "--split", "evaluation", "--within-alphabet",
+                 "--tasks", "20", "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "e" / "results.json").read_text())
+    err, acc = res["error_rate"], res["methods"]["protonet"]["accuracy"]
+    assert err["mean"] == pytest.approx(1 - acc["mean"][-1]) and err["ci95"] == acc["ci95"][-1]
+    assert (err["trials"], err["tasks"], err["ways"], err["shots"], err["queries"]) == \
+        (400, 20, 20, 1, 1)
+    assert err["split"] == "evaluation" and res["config"]["eval"]["within_alphabet"] is True
+    assert (f"within-alphabet 20-way 1-shot error rate: {100 * err['mean']:.2f}% ± "
+            f"{100 * err['ci95']:.2f}% (95% CI over 20 tasks, 400 trials)") in out
+    # the held-out tasks are within one evaluation alphabet, and the same for every model
+    cfg = _config.validate(res["config"])
+    fam = _build.eval_family(cfg, None)
+    assert fam.split == "evaluation" and fam.within_alphabet == 1.0 and not fam.rotations
+    batch = next(heldout_tasks(fam, 20, cfg["eval"]["seed"]))
+    a = fam.class_alphabet[batch.classes]
+    assert (a == a[:, :1]).all()
+    # without the flag or the key: no error rate
+    assert main(["eval", "--checkpoint", str(run), "--split", "evaluation", "--tasks", "2",
+                 "--no-progress"]) == 0
+    assert "error rate" in capsys.readouterr().out      # eval.within_alphabet = true in config
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"family": {"within_alphabet": 1.5}}, "family.within_alphabet must be a rate in [0, 1]"),
+    ({"family": {"rotations": True, "split": "train"}},
+     "family.rotations = true applies to the Lake splits; family.split = 'train' (Vinyals)"),
+    ({"family": {"within_alphabet": 1.0, "ways": 53}},
+     "family.within_alphabet needs 53 characters of one alphabet, but the largest alphabet "
+     "of split 'background_train' has 52"),
+    ({"eval": {"split": "evaluation", "ways": 48}},
+     "eval.within_alphabet needs 48 characters of one alphabet, but the largest alphabet of "
+     "split 'evaluation' has 47"),
+])
+def test_bad_challenge_configs_exit_2_and_write_nothing(omniglot_root, tmp_path, capsys,
+                                                        change, message):
+    import tomllib
+    cfg = tomllib.loads(_config_text(omniglot_root))
+    for section, body in change.items():
+        cfg[section].update(body)
+    lines = []
+    for section, body in cfg.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in body.items()]
+    (tmp_path / "c.toml").write_text("\n".join(lines) + "\n")
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out",
+                 str(tmp_path / "run"), "--no-progress"]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "run").exists()
+
+
+def test_within_alphabet_needs_omniglot(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text('[family]\nname = "sinusoid"\nwithin_alphabet = 0.5\n')
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out",
+                 str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "apply to omniglot, not family.name = 'sinusoid'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _save_official(ink: torch.Tensor, path):
+    """A 105x105 drawing saved as the official files are: 1-bit PNG, white paper, black ink."""
+    Image.fromarray(ink.numpy() == 0).convert("1").save(path)
+
+
+def test_predict_on_official_105px_pngs(run, omniglot_root, tmp_path, capsys):
+    images, names = load_omniglot_images(omniglot_root, "evaluation", 105)   # [659, 20, ...]
+    chars = [0, 1, 2, 3, 4]                        # 5 characters of the first alphabet
+    for c in chars:
+        folder = tmp_path / "support" / names[c].replace("/", "_")
+        folder.mkdir(parents=True)
+        _save_official(images[c, 0], folder / f"{c + 965:04d}_01.png")
+    (tmp_path / "query").mkdir()
+    for c in chars:
+        for d in (1, 2):
+            _save_official(images[c, d], tmp_path / "query" / f"{c + 965:04d}_{d + 1:02d}.png")
+    with Image.open(tmp_path / "query" / "0965_02.png") as im:
+        assert im.mode == "1" and im.size == (105, 105)
+    assert main(["predict", "--checkpoint", str(run), "--support", str(tmp_path / "support"),
+                 "--query", str(tmp_path / "query"), "--json"]) == 0
+    got = {r["file"].split("/")[-1]: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(got) == sorted(f"{c + 965:04d}_{d + 1:02d}.png" for c in chars for d in (1, 2))
+    # the same prediction as the learner on the loader's 28x28 images of those drawings
+    learner, _ = load_predictor(run)
+    small, _ = load_omniglot_images(omniglot_root, "evaluation", 28)
+    sx = small[chars, 0].float().div(255).unsqueeze(1)                       # [5, 1, 28, 28]
+    qx = small[chars][:, 1:3].flatten(0, 1).float().div(255).unsqueeze(1)    # [10, 1, 28, 28]
+    with torch.no_grad():
+        probs = learner.predict(learner.adapt(sx, torch.arange(5)), qx).softmax(-1)
+    classes = sorted(names[c].replace("/", "_") for c in chars)
+    for i, (c, d) in enumerate((c, d) for c in chars for d in (1, 2)):
+        r = got[f"{c + 965:04d}_{d + 1:02d}.png"]
+        scores = np.array([r["scores"][k] for k in classes])
+        assert np.abs(scores - probs[i].numpy()).max() < 0.02
+        assert r["class"] == classes[int(probs[i].argmax())]

@@ -1,0 +1,169 @@
+"""The global options work with every subcommand, and every failure is a named error.
+
+Each subcommand runs as ``metaloop --threads 1 <command> ...`` (the form the README teaches):
+once with bad input (a missing file or folder), which must exit with status 2 and a
+``metaloop <command>: error: ...`` line, never a traceback; and, where that is cheap, once on
+a tiny valid input, which must succeed. The commands run in this process through ``main``, so
+an exception escaping it (a traceback on the command line) fails the test; one run goes
+through the real ``metaloop`` console entry point in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from metaloop.cli.main import COMMANDS, main
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """``--threads 1`` sets torch's thread count for the process: put it back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _bad_input(tmp_path) -> dict[str, list[str]]:
+    """Per command, arguments naming files and folders that do not exist."""
+    missing = str(tmp_path / "missing")
+    return {
+        "compare": ["--config", f"{missing}.toml", "--out", str(tmp_path / "c"),
+                    "--no-progress"],
+        "train": ["--config", f"{missing}.toml", "--out", str(tmp_path / "t"), "--no-progress"],
+        "eval": ["--checkpoint", missing, "--no-progress"],
+        "predict": ["--checkpoint", missing, "--support", missing, "--query", missing],
+        "adapt": ["--model", missing, "--family", "omniglot", "--out", str(tmp_path / "a")],
+        "forgetting": ["--root", missing, "--steps", "2", "--out", str(tmp_path / "f"),
+                       "--no-progress"],
+        "vae": ["--root", missing, "--epochs", "1", "--out", str(tmp_path / "v"),
+                "--no-progress"],
+    }
+
+
+def _named_error(capsys, command: str, rc: int) -> str:
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"metaloop {command}: error: " in err, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def test_every_command_is_covered(tmp_path):
+    assert set(_bad_input(tmp_path)) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_bad_input_is_a_named_error_with_status_2(command, tmp_path, capsys):
+    rc = main(["--threads", "1", command, *_bad_input(tmp_path)[command]])
+    err = _named_error(capsys, command, rc)
+    assert "missing" in err                              # the message names the path
+    assert torch.get_num_threads() == 1                  # the global option took effect
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_bad_global_option_is_a_named_error(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--threads", "-1", command, *_bad_input(tmp_path)[command]])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--threads must be >= 0" in err and "Traceback" not in err
+
+
+def test_the_console_entry_point_prints_no_traceback(tmp_path):
+    """``metaloop --threads 1 vae ...`` as a user types it (the form that once died with a
+    TypeError because ``vae`` had its own ``--threads``)."""
+    argv = [sys.executable, "-m", "metaloop", "--threads", "1", "vae",
+            *_bad_input(tmp_path)["vae"]]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "metaloop vae: error: " in done.stderr and "Traceback" not in done.stderr
+
+
+# -- tiny valid runs --------------------------------------------------------------------------
+
+SINUSOID = """\
+[family]
+name = "sinusoid"
+shots = 5
+queries = 5
+[model]
+hidden = [8]
+[method]
+name = "maml"
+inner_lr = 0.01
+[train]
+iterations = 2
+meta_batch = 2
+checkpoint_every = 2
+[eval]
+tasks = 4
+steps = [0, 1]
+"""
+
+
+def test_train_then_eval_with_the_global_option(tmp_path, capsys):
+    cfg, run = tmp_path / "c.toml", tmp_path / "run"
+    cfg.write_text(SINUSOID)
+    assert main(["--threads", "1", "train", "--config", str(cfg), "--out", str(run),
+                 "--no-progress"]) == 0
+    assert main(["--threads", "1", "eval", "--checkpoint", str(run), "--tasks", "4",
+                 "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert torch.get_num_threads() == 1
+
+
+def test_compare_with_the_global_option(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["--threads", "1", "compare", "sinusoid", "--methods", "maml,scratch",
+                 "--iterations", "2", "--meta-batch", "2", "--tasks", "4", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert set(json.loads((out / "results.json").read_text())["methods"]) >= {"maml", "scratch"}
+
+
+def test_forgetting_with_the_global_option(tmp_path, capsys, fashion_mnist_root):
+    out = tmp_path / "f"
+    assert main(["--threads", "1", "forgetting", "--scenario", "two-task", "--strategies",
+                 "naive", "--seeds", "1", "--root", str(fashion_mnist_root), "--steps", "2",
+                 "--eval-every", "2", "--train-per-class", "8", "--val-per-class", "2",
+                 "--test-per-class", "4", "--hidden", "8", "--batch-size", "8",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "results.json").exists()
+
+
+def test_vae_with_the_global_option(tmp_path, capsys, fashion_mnist_root):
+    out = tmp_path / "v"
+    assert main(["--threads", "1", "vae", "--model", "ae", "--data", "fashion-mnist",
+                 "--root", str(fashion_mnist_root), "--latent", "2", "--train-examples", "200",
+                 "--test-examples", "50", "--epochs", "1", "--hidden", "16",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_predict_and_adapt_with_the_global_option(tmp_path, capsys, omniglot_root):
+    """An image run (tiny Conv4 MAML on Omniglot), then predict and adapt with it."""
+    cfg, run = tmp_path / "c.toml", tmp_path / "run"
+    cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 2\n'
+                   f'shots = 1\nqueries = 1\n[model]\nname = "conv4"\nchannels = 4\n'
+                   f'[method]\nname = "maml"\ninner_lr = 0.4\n[train]\niterations = 1\n'
+                   f'meta_batch = 1\n[eval]\ntasks = 2\nsteps = [0, 1]\n')
+    assert main(["--threads", "1", "train", "--config", str(cfg), "--out", str(run),
+                 "--no-progress"]) == 0
+    from PIL import Image
+
+    for part, n in (("support", 1), ("query", 1)):
+        for c in ("a", "b"):
+            (tmp_path / part / c).mkdir(parents=True)
+            for i in range(n):
+                value = 0 if c == "a" else 255
+                Image.new("L", (28, 28), value).save(tmp_path / part / c / f"{i}.png")
+    assert main(["--threads", "1", "predict", "--checkpoint", str(run), "--support",
+                 str(tmp_path / "support"), "--query", str(tmp_path / "query")]) == 0
+    assert main(["--threads", "1", "adapt", "--model", str(run), "--family", "omniglot",
+                 "--root", str(omniglot_root), "--ways", "2", "--shots", "1", "--queries",
+                 "1", "--tasks", "2", "--steps", "1", "--out", str(tmp_path / "a")]) == 0

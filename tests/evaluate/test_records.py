@@ -1,0 +1,195 @@
+"""Result records (write_record, load_records) and the table generator (--check)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metaloop.evaluate import records
+from metaloop.evaluate.records import (
+    RecordError,
+    generate,
+    load_records,
+    main,
+    render_table,
+    write_record,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fields(**over) -> dict:
+    rec = dict(table="omniglot", row="MAML, 5-way 1-shot", metric="accuracy (%)", mean=97.4,
+               ci95=0.27, n=600, budget={"iterations": 60000, "cpu_seconds": 3282},
+               device="2-core CPU", torch="2.13.0", date="2026-11-30",
+               config="configs/omniglot_maml_5w1s_cpu.toml",
+               command="metaloop train --config configs/omniglot_maml_5w1s_cpu.toml",
+               published={"value": "98.7 ± 0.4%", "source": "Finn et al. 2017, Table 1"})
+    rec.update(over)
+    return rec
+
+
+def test_write_then_load_roundtrips_every_field_and_extras(tmp_path):
+    p = write_record(tmp_path / "r" / "maml.json", **_fields(unit="%", extra={"k": [1, 2]}))
+    assert p == tmp_path / "r" / "maml.json"
+    (rec,) = load_records(tmp_path / "r")
+    assert rec["_file"] == "maml.json"
+    assert {k: v for k, v in rec.items() if k != "_file"} == _fields(unit="%",
+                                                                      extra={"k": [1, 2]})
+    # no temporary file is left beside it
+    assert sorted(os.listdir(tmp_path / "r")) == ["maml.json"]
+
+
+@pytest.mark.parametrize("over,names", [
+    ({"mean": float("nan")}, "mean"),
+    ({"ci95": -1.0}, "ci95"),
+    ({"n": 0}, "n"),
+    ({"table": "Omniglot Table"}, "table"),
+    ({"budget": {"hours": 3}}, "budget has unknown key(s) hours"),
+    ({"budget": {}}, "budget"),
+    ({"date": "30/11/2026"}, "date"),
+    ({"published": {"value": 1.0}}, "published"),
+    ({"command": ""}, "command"),
+])
+def test_malformed_fields_raise_a_named_error_and_write_nothing(tmp_path, over, names):
+    with pytest.raises(RecordError, match=names.replace("(", r"\(").replace(")", r"\)")):
+        write_record(tmp_path / "bad.json", **_fields(**over))
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_fields_are_named(tmp_path):
+    f = _fields()
+    del f["ci95"], f["published"]
+    with pytest.raises(ValueError, match="missing required field.*ci95, published"):
+        write_record(tmp_path / "x.json", **f)
+
+
+def test_null_ci_and_n_are_allowed_and_render_as_a_bare_value(tmp_path):
+    write_record(tmp_path / "speed.json", **_fields(
+        table="benchmarks-maml", row="metaloop vs learn2learn", metric="time ratio",
+        mean=1.114, ci95=None, n=None, published=None, unit="x", digits=3,
+        budget={"iterations": 20}))
+    table = render_table(load_records(tmp_path))
+    row = table.splitlines()[2]
+    assert "| 1.114x | — | 20 it |" in row and "±" not in row
+    assert "| — | `metaloop" in row                       # no published number
+
+
+def test_write_is_atomic_an_existing_record_survives_a_failed_write(tmp_path, monkeypatch):
+    p = write_record(tmp_path / "a.json", **_fields())
+    before = p.read_text()
+
+    def boom(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(records.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_record(p, **_fields(mean=12.0))
+    assert p.read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["a.json"]
+
+
+def test_load_records_names_the_bad_file(tmp_path):
+    write_record(tmp_path / "a.json", **_fields())
+    (tmp_path / "b.json").write_text("{not json")
+    with pytest.raises(ValueError, match="b.json: not valid JSON"):
+        load_records(tmp_path)
+    (tmp_path / "b.json").write_text(json.dumps({**_fields(), "n": -3}))
+    with pytest.raises(ValueError, match="b.json: n must be a positive int"):
+        load_records(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_records(tmp_path / "nope")
+
+
+def test_render_table_formats_value_budget_published_and_orders_rows(tmp_path):
+    write_record(tmp_path / "a.json", **_fields(row="R2D2", mean=98.26, ci95=0.25, order=2,
+                                                unit="%"))
+    write_record(tmp_path / "b.json", **_fields(row="MAML | 1st", order=1, unit="%",
+                                                budget={"gpu_seconds": 95.4}))
+    lines = render_table(load_records(tmp_path)).splitlines()
+    assert lines[0].startswith("| method and setting | metric | measured (mean ± 95% CI) |")
+    assert lines[2].startswith("| MAML \\| 1st |")              # pipes escaped, order first
+    assert "| 97.40 ± 0.27% | 600 | 95 GPU-s |" in lines[2]
+    assert "| 98.26 ± 0.25% | 600 | 60,000 it, 54.7 CPU-min |" in lines[3]
+    assert "| 98.7 ± 0.4% (Finn et al. 2017, Table 1) |" in lines[3]
+    assert lines[-1] == ("*Generated from 2 record(s) in `docs/results/`; torch 2.13.0; "
+                         "measured 2026-11-30.*")
+
+
+def _site(tmp_path) -> tuple[Path, Path]:
+    docs, recs = tmp_path / "docs", tmp_path / "docs" / "results"
+    write_record(recs / "maml.json", **_fields())
+    write_record(recs / "sine.json", **_fields(table="sinusoid", row="MAML", metric="MSE",
+                                               mean=0.218, ci95=0.029, digits=3))
+    (docs / "results.md").write_text("# Results\n\n<!-- table:omniglot -->\nold\n"
+                                     "<!-- /table -->\n\ntext\n\n<!-- table:sinusoid -->\n"
+                                     "<!-- /table -->\nend\n")
+    return docs, recs
+
+
+def test_generate_fills_every_marked_table_and_check_then_passes(tmp_path):
+    docs, recs = _site(tmp_path)
+    assert main(["--docs", str(docs), "--check"]) == 1
+    text = (docs / "results.md").read_text()
+    assert "old" in text                                      # --check writes nothing
+    assert generate(docs, recs) == []
+    text = (docs / "results.md").read_text()
+    assert "old" not in text and "| 97.40 ± 0.27 |" in text and "| 0.218 ± 0.029 |" in text
+    assert text.startswith("# Results\n\n<!-- table:omniglot -->\n| method")
+    assert text.endswith("<!-- /table -->\nend\n") and "\n\ntext\n\n" in text
+    assert main(["--docs", str(docs), "--check"]) == 0
+    assert generate(docs, recs) == []                         # idempotent
+    assert (docs / "results.md").read_text() == text
+
+
+def test_check_names_the_stale_table_after_a_record_changes(tmp_path, capsys):
+    docs, recs = _site(tmp_path)
+    generate(docs, recs)
+    write_record(recs / "sine.json", **_fields(table="sinusoid", row="MAML", metric="MSE",
+                                               mean=0.3, ci95=0.029, digits=3))
+    assert main(["--docs", str(docs), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "table 'sinusoid' is stale" in err and "'omniglot'" not in err
+
+
+def test_check_fails_on_a_marker_without_records_and_on_records_without_a_marker(
+        tmp_path, capsys):
+    docs, recs = _site(tmp_path)
+    write_record(recs / "vae.json", **_fields(table="generative"))
+    with open(docs / "results.md", "a") as f:
+        f.write("<!-- table:continual -->\n<!-- /table -->\n")
+    assert main(["--docs", str(docs), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "table 'continual' has no records" in err
+    assert "table 'generative' (vae.json) is not marked in any document" in err
+
+
+def test_a_malformed_record_exits_2_naming_it(tmp_path, capsys):
+    docs, recs = _site(tmp_path)
+    (recs / "bad.json").write_text(json.dumps({"table": "omniglot"}))
+    assert main(["--docs", str(docs), "--check"]) == 2
+    assert "bad.json: missing required field(s) row" in capsys.readouterr().err
+
+
+def test_command_line_rebuilds_the_exact_subcommand():
+    import argparse
+    ns = argparse.Namespace(func=print, command="eval", threads=1, checkpoint="runs/my run",
+                            tasks=600, steps=None, within_alphabet=False, no_progress=True,
+                            device="cpu")
+    cmd = records.command_line(ns)
+    assert shlex.split(cmd) == ["metaloop", "--threads", "1", "eval", "--checkpoint",
+                                "runs/my run", "--device", "cpu", "--no-progress", "--tasks",
+                                "600"]
+
+
+def test_the_repository_documents_are_current():
+    """The committed docs match the committed records (what CI runs with --check)."""
+    r = subprocess.run([sys.executable, str(REPO / "docs" / "gen_tables.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

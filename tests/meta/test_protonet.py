@@ -1,0 +1,153 @@
+"""ProtoNet: meta-gradient against an independent per-task reference (class means and squared
+distances written out, the network with torch.nn.functional) and finite differences; batching,
+determinism, adapt/predict, errors, evaluate and the config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import metaloop as ml
+from metaloop.cli import _build, _config
+from metaloop.meta.protonet import ProtoNet
+from metaloop.models import Conv4, ResNet12
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _reference as shared  # noqa: E402
+
+DT = torch.float64
+WAYS, SHOTS, QUERIES = 3, 2, 3
+
+
+def reference_loss(p, batch, detach=None, prefix="backbone."):
+    """Mean over tasks of the query cross-entropy of ``-scale * ||q - c_k||^2``."""
+    losses = []
+    for i in range(batch.num_tasks):
+        sx, sy, qx, qy = batch.task(i)
+        fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
+        protos = torch.stack([fs[sy == k].mean(0) for k in range(WAYS)])     # [C, D]
+        d2 = ((fq[:, None, :] - protos[None]) ** 2).sum(-1)                  # [Q, C]
+        losses.append(F.cross_entropy(-p["log_scale"].exp() * d2, qy))
+    return torch.stack(losses).mean()
+
+
+def make_batch(B=3, seed=2, size=16):
+    return shared.image_task_batch(B, seed, size, WAYS, SHOTS, QUERIES)
+
+
+def make_learner(seed=1, resnet=False, **kw):
+    torch.manual_seed(seed)
+    net = ResNet12(1, 2, WAYS, image_size=16) if resnet else Conv4(1, 8, WAYS, image_size=16)
+    return ProtoNet(net.double(), scale=0.3, **kw)
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_meta_gradient_matches_per_task_distances(batching):
+    learner = make_learner(batching=batching)
+    batch = make_batch()
+    ref = shared.reference_grad(reference_loss, learner.model, batch)
+    got = learner.meta_gradient(batch)
+    assert list(got) == [n for n, _ in learner.model.named_parameters()]
+    assert "log_lam" not in got
+    shared.assert_close_rel(got, ref, rtol=1e-8)
+    loss, metrics = learner.meta_loss(batch)
+    ref_loss = reference_loss(dict(learner.model.named_parameters()), batch)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-10, atol=1e-12)
+    assert metrics["loss"] == pytest.approx(float(ref_loss.detach()))
+    for n in ("log_scale", "backbone.body.0.conv.weight", "backbone.body.3.bn.bias"):
+        assert got[n].abs().max() > 0, n
+    assert torch.equal(got["backbone.head.weight"], torch.zeros_like(got["backbone.head.weight"]))
+
+
+@pytest.mark.parametrize("path", ["support", "query"])
+def test_gradient_reaches_backbone_through_each_path(path):
+    batch = make_batch()
+    cut = {"support": WAYS * QUERIES, "query": WAYS * SHOTS}[path]   # detach the OTHER set
+    torch.manual_seed(1)
+    gated = ProtoNet(shared.Gate(Conv4(1, 8, WAYS, image_size=16).double(), cut), scale=0.3)
+    got = gated.meta_gradient(batch)
+    other = "query" if path == "support" else "support"
+    ref = shared.reference_grad(reference_loss, gated.model, batch, detach=other,
+                                prefix="backbone.net.")
+    shared.assert_close_rel(got, ref, rtol=1e-8)
+    assert got["backbone.net.body.0.conv.weight"].abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("resnet", [False, True], ids=["conv4", "resnet12"])
+def test_meta_gradient_matches_finite_differences(resnet):
+    learner = make_learner(resnet=resnet)
+    fd, analytic = shared.directional_derivatives(learner, make_batch(), 1e-7 if resnet else 1e-6)
+    assert fd == pytest.approx(analytic, rel=1e-6)
+
+
+def test_adapt_predict_and_determinism():
+    learner = make_learner()
+    batch = make_batch(B=4)
+    loss, _ = learner.meta_loss(batch)
+    before = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
+    for i in range(4):
+        sx, sy, qx, qy = batch.task(i)
+        params = learner.adapt(sx, sy)
+        assert params["W"].shape == (8, WAYS) and params["b"].shape == (WAYS,)
+        assert not params["W"].requires_grad and len(list(learner.adapt_path(sx, sy, 5))) == 1
+        out = learner.predict(params, qx)                                  # [Q, C]
+        p = dict(learner.model.named_parameters())
+        fs, fq = shared.task_features_ref(p, sx, qx, "backbone.")
+        protos = torch.stack([fs[sy == k].mean(0) for k in range(WAYS)])
+        d2 = torch.cdist(fq, protos) ** 2
+        torch.testing.assert_close(out.softmax(-1), (-0.3 * d2).softmax(-1))
+    assert all(torch.equal(before[n], p) for n, p in learner.model.named_parameters())
+    a, b = make_learner().meta_gradient(batch), make_learner().meta_gradient(batch)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    v = make_learner(batching="vmap").meta_gradient(batch)
+    shared.assert_close_rel(v, a, rtol=1e-8)
+    assert float(learner.model.scale) == pytest.approx(0.3)
+    assert float(loss.detach()) > 0
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_evaluate_roundtrip(batching):
+    learner = make_learner(batching=batching)
+    fam = shared.RandomImages(make_batch)
+    r = ml.evaluate(learner, fam, tasks=5, steps=(0, 3), seed=11)
+    manual = shared.mean_query_loss(learner, fam, 5, 11)
+    assert r["loss"]["mean"][0] == pytest.approx(manual) == r["loss"]["mean"][1]
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"scale": 0.0}, "ProtoNet: scale must be a finite number > 0"),
+    ({"scale": float("inf")}, "scale must be a finite number > 0"),
+    ({"batching": "threads"}, "batching must be"),
+    ({"ways": 1}, "ways must be None or an int >= 2"),
+])
+def test_bad_arguments(kw, message):
+    with pytest.raises(ValueError, match=message):
+        ProtoNet(Conv4(1, 4, WAYS, image_size=16), **kw)
+
+
+def test_missing_class_is_named():
+    learner = make_learner(ways=4)
+    sx, sy, *_ = make_batch().task(0)
+    with pytest.raises(ValueError, match="every class needs at least one support example"):
+        learner.adapt(sx, sy)
+
+
+def test_config_builds_protonet():
+    cfg = _config.validate({"family": {"name": "omniglot", "ways": 5},
+                            "model": {"name": "conv4", "channels": 8},
+                            "method": {"name": "protonet", "scale": 2.0}})
+    _config.check_combinations(cfg)
+    family = SimpleNamespace(kind="classification", ways=5, num_classes=5,
+                             image_shape=(1, 28, 28))
+    learner = _build.build_learner(cfg, family)
+    assert type(learner.inner).__name__ == "PrototypeSolver"
+    assert float(learner.model.scale) == pytest.approx(2.0)
+    assert "log_lam" not in dict(learner.model.named_parameters())
+    with pytest.raises(ValueError, match="first_order applies to maml and anil, not 'protonet'"):
+        _config.check_combinations(_config.validate(
+            {**cfg, "method": {**cfg["method"], "first_order": True}}))

@@ -1,0 +1,229 @@
+"""Reptile's published protocol (Nichol et al. 2018) as flags: inner Adam with beta1 = 0 on
+mini-batches of the support set, test-time adaptation by the same rule, non-transductive
+scoring (BatchNorm with the support set's statistics), and the outer SGD step decaying
+linearly from 1.0.
+
+The references are independent of metaloop's inner loops: ``torch.optim.Adam`` / plain SGD on
+a copy of the network, the mini-batches drawn from the same seed by an explicit loop, and the
+Conv4 forward spelled out with torch.nn.functional.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import metaloop as ml
+from metaloop.meta import Reptile
+from metaloop.meta.reptile import STATS, minibatches
+from metaloop.models import MLP, Conv4
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _reference import image_task_batch  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+
+def _regression_batch(B=3, S=8, Q=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ml.TaskBatch(torch.randn(B, S, 1, generator=g), torch.randn(B, S, 1, generator=g),
+                        torch.randn(B, Q, 1, generator=g), torch.randn(B, Q, 1, generator=g))
+
+
+def _ref_batches(seed, n, size, steps):
+    """The mini-batch indices, drawn element by element from successive permutations."""
+    g = torch.Generator().manual_seed(seed)
+    out, cur, perm = [], [], []
+    while len(out) < steps:
+        if not perm:
+            perm = torch.randperm(n, generator=g).tolist()
+        cur.append(perm.pop(0))
+        if len(cur) == size:
+            out.append(cur)
+            cur = []
+    return out
+
+
+def _ref_final(model, sx, sy, loss, optimizer, lr, batches):
+    """One task's adapted parameters by torch.optim on a copy of ``model``."""
+    net = copy.deepcopy(model)
+    opt = (torch.optim.Adam(net.parameters(), lr=lr, betas=(0.0, 0.999), eps=1e-8)
+           if optimizer == "adam" else torch.optim.SGD(net.parameters(), lr=lr))
+    for idx in batches:
+        opt.zero_grad()
+        loss(net(sx[idx]), sy[idx]).backward()
+        opt.step()
+    return {n: p.detach() for n, p in net.named_parameters()}
+
+
+def test_minibatches_cover_every_example_once_per_epoch_and_straddle_epochs():
+    g = torch.Generator().manual_seed(3)
+    got = minibatches(5, 2, 5, g)                 # 10 draws = two permutations of 5
+    flat = torch.cat(got).tolist()
+    assert [len(b) for b in got] == [2] * 5
+    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:]) == list(range(5))
+    assert flat == [i for b in _ref_batches(3, 5, 2, 5) for i in b]
+    assert all(torch.equal(b, torch.arange(4)) for b in minibatches(4, 0, 3, g))
+    assert all(torch.equal(b, torch.arange(4)) for b in minibatches(4, 9, 3, g))
+
+
+@pytest.mark.parametrize("optimizer,inner_batch", [("adam", 3), ("adam", 0), ("sgd", 3)])
+def test_meta_gradient_matches_an_unrolled_torch_optim_reference(optimizer, inner_batch):
+    torch.manual_seed(0)
+    model = MLP(1, (8, 8), 1)
+    steps, lr = 4, 0.01
+    learner = Reptile(model, lr, steps, loss="mse", inner_optimizer=optimizer,
+                      inner_batch=inner_batch)
+    batch = _regression_batch()
+    torch.manual_seed(7)
+    got = learner.meta_gradient(batch)
+    torch.manual_seed(7)                           # the same stream: one seed per task
+    ref = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(batch.num_tasks):
+        sx, sy, _, _ = batch.task(i)
+        if inner_batch:
+            seed = int(torch.randint(2**62, (1,)))
+            idx = _ref_batches(seed, sx.shape[0], inner_batch, steps)
+        else:
+            idx = [list(range(sx.shape[0]))] * steps
+        final = _ref_final(model, sx, sy, F.mse_loss, optimizer, lr, idx)
+        for n, p in model.named_parameters():
+            ref[n] += (p.detach() - final[n]) / batch.num_tasks
+    for n in ref:
+        assert ref[n].abs().max() > 1e-4, n         # the direction is not trivially zero
+        torch.testing.assert_close(got[n], ref[n], rtol=1e-9, atol=1e-12)
+
+
+def test_inner_adam_first_step_has_size_lr_in_every_coordinate():
+    # beta1 = 0 with fresh moments: the bias-corrected first step is lr * g / (|g| + eps)
+    torch.manual_seed(1)
+    model = MLP(1, (4,), 1)
+    learner = Reptile(model, 0.05, 1, loss="mse", inner_optimizer="adam")
+    batch = _regression_batch(B=1)
+    step = learner.meta_gradient(batch)
+    moved = torch.cat([v.flatten() for v in step.values()]).abs()
+    # lr * |g| / (|g| + 1e-8): at most lr, and lr to 1e-6 wherever |g| > 1e-2
+    assert moved.max() <= 0.05 + 1e-12
+    assert (moved - 0.05).abs().lt(1e-6).float().mean() > 0.5
+
+
+def test_test_time_adaptation_uses_the_inner_rule_on_seeded_test_batches():
+    torch.manual_seed(2)
+    model = MLP(1, (8,), 1)
+    learner = Reptile(model, 0.01, 2, loss="mse", inner_optimizer="adam", test_batch=3)
+    sx, sy, _, _ = _regression_batch(B=1, S=7).task(0)
+    path = list(learner.adapt_path(sx, sy, 6))
+    again = list(learner.adapt_path(sx, sy, 6))
+    assert len(path) == 7
+    ref = _ref_final(model, sx, sy, F.mse_loss, "adam", 0.01, _ref_batches(0, 7, 3, 6))
+    for n in ref:
+        torch.testing.assert_close(path[-1][n], ref[n], rtol=1e-9, atol=1e-12)
+        assert torch.equal(path[-1][n], again[-1][n])        # deterministic evaluation
+        assert not path[-1][n].requires_grad
+    # the model is never mutated
+    assert all(torch.equal(p, path[0][n]) for n, p in model.named_parameters())
+
+
+def _conv4_fixed_stats_ref(p, x, stats):
+    """Max-pool Conv4 with BatchNorm normalising by the given per-layer (mean, var)."""
+    for i in range(4):
+        b = f"body.{i}."
+        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
+        mean, var = stats[i]
+        x = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + 1e-5)
+        x = x * p[b + "bn.weight"][None, :, None, None] + p[b + "bn.bias"][None, :, None, None]
+        x = F.max_pool2d(F.relu(x), 2)
+    return x.flatten(1) @ p["head.weight"].T + p["head.bias"]
+
+
+def _support_stats_ref(p, x):
+    stats = []
+    for i in range(4):
+        b = f"body.{i}."
+        x = F.conv2d(x, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
+        mean = x.mean((0, 2, 3))
+        var = ((x - mean[None, :, None, None]) ** 2).mean((0, 2, 3))
+        stats.append((mean, var))
+        x = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + 1e-5)
+        x = x * p[b + "bn.weight"][None, :, None, None] + p[b + "bn.bias"][None, :, None, None]
+        x = F.max_pool2d(F.relu(x), 2)
+    return stats
+
+
+def test_non_transductive_scoring_uses_the_support_statistics_one_query_at_a_time():
+    torch.manual_seed(3)
+    model = Conv4(1, 4, 3, pool="max", image_size=16)
+    batch = image_task_batch(1, 0, 16, ways=3, shots=2, queries=4)
+    sx, sy, qx, _ = batch.task(0)
+    nt = Reptile(model, 0.001, 3, loss="ce", inner_optimizer="adam", transductive=False)
+    tr = Reptile(model, 0.001, 3, loss="ce", inner_optimizer="adam")
+    assert (nt.evaluation, tr.evaluation) == ("non-transductive", "transductive")
+    params = nt.adapt(sx, sy, 3)
+    assert sum(k.startswith(STATS) for k in params) == 8          # 4 layers x (mean, var)
+    net = {k: v for k, v in params.items() if not k.startswith(STATS)}
+    ref = _conv4_fixed_stats_ref(net, qx, _support_stats_ref(net, sx))
+    got = nt.predict(params, qx)
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-10)
+    one_by_one = torch.cat([nt.predict(params, qx[j:j + 1]) for j in range(qx.shape[0])])
+    torch.testing.assert_close(one_by_one, got, rtol=1e-9, atol=1e-10)
+    # transductive scoring (the queries' own batch statistics) differs, and hooks are gone
+    trans = tr.predict(tr.adapt(sx, sy, 3), qx)
+    assert (trans - got).abs().max() > 1e-3
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_non_transductive_meta_training_reports_non_transductive_query_metrics():
+    torch.manual_seed(4)
+    model = Conv4(1, 4, 3, pool="max", image_size=16)
+    batch = image_task_batch(2, 1, 16, ways=3, shots=2, queries=2)
+    nt = Reptile(model, 0.001, 2, loss="ce", inner_optimizer="adam", inner_batch=4,
+                 transductive=False)
+    loss, metrics = nt.meta_loss(batch)
+    loss.backward()
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_outer_sgd_with_step_one_lands_on_the_adapted_parameters():
+    # Nichol et al.'s outer step: theta += eps * (theta_final - theta), eps linear from 1.0;
+    # the first iteration's eps is 1, so with one task theta becomes that task's theta_final
+    torch.manual_seed(5)
+    model = MLP(1, (8,), 1)
+    learner = Reptile(model, 0.01, 3, loss="mse", inner_optimizer="adam", inner_batch=4)
+
+    class One:
+        kind = "regression"
+
+        def sample(self, n, generator=None):
+            return _regression_batch(B=n, seed=11)
+
+    torch.manual_seed(9)
+    sx, sy, _, _ = One().sample(1).task(0)
+    seed = int(torch.randint(2**62, (1,)))
+    expect = _ref_final(model, sx, sy, F.mse_loss, "adam", 0.01, _ref_batches(seed, 8, 4, 3))
+    torch.manual_seed(9)
+    ml.train.train(learner, One(), iterations=1, meta_batch=1, lr=1.0, optimizer="sgd",
+                   lr_schedule="linear", progress=False)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), expect[n], rtol=1e-9, atol=1e-12)
+
+
+def test_linear_schedule_decays_from_lr_to_zero():
+    from metaloop.train.loop import scheduled_lr
+    assert [scheduled_lr(1.0, "linear", it, 4) for it in range(4)] == [1.0, 0.75, 0.5, 0.25]
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(inner_optimizer="rmsprop"), "inner_optimizer must be"),
+    (dict(inner_batch=-1), "inner_batch must be an int >= 0"),
+    (dict(test_batch=1.5), "test_batch must be an int >= 0"),
+    (dict(inner_optimizer="adam", batching="vmap"), "batching='vmap' needs plain SGD"),
+])
+def test_bad_flags_are_named(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Reptile(MLP(1, (4,), 1), 0.01, 2, **kw)

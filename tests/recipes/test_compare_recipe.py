@@ -1,0 +1,111 @@
+"""``metaloop.recipes.compare``: the shipped configs, how a user's file and flags merge onto
+them, and the recipe on a tiny config (the record is what ``metaloop compare`` writes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metaloop.cli import _config
+from metaloop.cli.main import main
+from metaloop.recipes import compare
+
+TINY = {"train": {"iterations": 3, "meta_batch": 4, "checkpoint_every": 100},
+        "eval": {"tasks": 6, "steps": [0, 1, 3]}}
+
+
+@pytest.mark.parametrize("family", compare.FAMILIES)
+def test_shipped_configs_load_validate_and_name_their_family(family):
+    cfg = compare.load_config(family)
+    assert cfg["family"]["name"] == family
+    assert _config.validate({k: v for k, v in cfg.items() if k != "compare"}) == \
+        {k: v for k, v in cfg.items() if k != "compare"}
+    for name in compare.methods_for(cfg):
+        mcfg = compare.method_config(cfg, name)
+        assert mcfg["method"]["name"] == name
+    assert "# " in compare.config_text(family)          # commented, for users to copy
+
+
+def test_sinusoid_defaults_are_the_stable_main_job():
+    cfg = compare.load_config()
+    assert compare.methods_for(cfg) == ["scratch", "pretrain", "maml", "fomaml", "reptile",
+                                        "anil"]
+    assert cfg["eval"]["steps"] == list(range(11)) and cfg["eval"]["tasks"] == 600
+    assert cfg["train"]["clip_grad_norm"] > 0 and cfg["method"]["inner_steps"] == 2
+    assert compare.method_config(cfg, "fomaml")["method"]["first_order"] is True
+    assert compare.method_config(cfg, "scratch")["method"]["first_order"] is False
+
+
+def test_a_users_file_and_flags_override_only_the_keys_they_set(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('[family]\nname = "omniglot"\nways = 20\n[train]\niterations = 7\n'
+                 '[compare]\nmethods = ["maml", "r2d2"]\n'
+                 '[compare.per_method.reptile.method]\ninner_steps = 3\n')
+    cfg = compare.load_config(None, f, {"eval": {"tasks": 9}})
+    assert cfg["family"]["name"] == "omniglot"           # the file's family, not sinusoid
+    assert cfg["train"]["iterations"] == 7 and cfg["eval"]["tasks"] == 9
+    # the 20-way rule of the shipped file applies under the file's keys
+    assert (cfg["method"]["inner_lr"], cfg["method"]["inner_steps"]) == (0.1, 5)
+    assert cfg["train"]["meta_batch"] == 16 and 5 in cfg["eval"]["steps"]
+    assert compare.methods_for(cfg) == ["maml", "r2d2"]
+    assert compare.method_config(cfg, "reptile")["method"]["inner_steps"] == 3
+    assert compare.method_config(cfg, "metaoptnet")["method"]["inner_steps"] == 10
+
+
+def test_flags_and_a_users_keys_apply_to_every_method():
+    cfg = compare.load_config("sinusoid", overrides={"train": {"iterations": 3}})
+    assert {compare.method_config(cfg, m)["train"]["iterations"]
+            for m in compare.methods_for(cfg)} == {3}
+    shipped = compare.load_config("sinusoid")
+    assert compare.method_config(shipped, "maml")["train"]["iterations"] != \
+        compare.method_config(shipped, "fomaml")["train"]["iterations"]
+
+
+@pytest.mark.parametrize("family", compare.FAMILIES)
+def test_a_copy_of_the_shipped_file_gives_the_same_config(tmp_path, family):
+    f = tmp_path / "copy.toml"
+    f.write_text(compare.config_text(family))
+    assert compare.load_config(None, f) == compare.load_config(family)
+    # flags still win over the copy's per-method values
+    cfg = compare.load_config(None, f, {"train": {"iterations": 2}})
+    assert {compare.method_config(cfg, m)["train"]["iterations"]
+            for m in compare.methods_for(cfg)} == {2}
+
+
+@pytest.mark.parametrize("text,match", [
+    ('[compare]\nmethod = ["maml"]\n', r"unknown key\(s\) compare.method"),
+    ('[compare]\nmethods = ["maml", "protonets"]\n', r"unknown method\(s\) \['protonets'\]"),
+    ('[compare.per_method.maml.method]\ninner_step = 2\n', "unknown key method.inner_step"),
+    ('[compare.per_ways.twenty.method]\ninner_lr = 0.1\n', "keys are numbers of ways"),
+    ('[trian]\niterations = 2\n', r"unknown config section \[trian\]"),
+    ('[family]\nname = "omniglot"\n', "sets family.name = 'omniglot' but the family asked"),
+])
+def test_bad_files_are_named(tmp_path, text, match):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        compare.load_config("sinusoid", f)
+
+
+def test_the_recipe_on_a_tiny_config_is_reproducible_and_is_what_the_cli_writes(tmp_path):
+    cfg = compare.load_config("sinusoid", overrides=TINY)
+    runs = [compare.run(cfg, "maml,reptile,scratch") for _ in range(2)]
+    rec = compare.record(runs[0])
+    assert rec == compare.record(runs[1])                 # same config and seed: same numbers
+    assert set(rec["methods"]) == {"maml", "reptile", "scratch"} and rec["metric"] == "loss"
+    for r in rec["methods"].values():
+        assert r["steps"] == [0, 1, 3] and len(r["loss"]["mean"]) == 3
+        assert all(m > 0 for m in r["loss"]["mean"])
+    assert "per_task" not in rec["methods"]["maml"] and "per_task" in runs[0]["methods"]["maml"]
+    # step 0 is the untrained-for-the-task start: MAML and Reptile moved it, scratch did not
+    assert set(runs[0]["timing"]) == {"maml", "reptile", "scratch"} and runs[0]["wall_s"] > 0
+    argv = ["compare", "--methods", "maml,reptile,scratch", "--iterations", "3",
+            "--meta-batch", "4", "--tasks", "6", "--no-progress", "--out", str(tmp_path / "o")]
+    small = tmp_path / "small.toml"
+    small.write_text('[train]\ncheckpoint_every = 100\n[eval]\nsteps = [0, 1, 3]\n')
+    assert main([*argv, "--config", str(small)]) == 0
+    written = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert written == json.loads(json.dumps(rec))
+    timing = json.loads((tmp_path / "o" / "timing.json").read_text())
+    assert set(timing["methods"]) == {"maml", "reptile", "scratch"} and timing["wall_s"] > 0

@@ -1,0 +1,161 @@
+"""Episodes: tasks from tensors, files and Datasets; the same sampler as the image families."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import metaloop as ml
+from metaloop.tasks import Episodes, TaskFamily
+
+
+def _data(sizes=(7, 9, 12, 8, 10, 6), d=5):
+    y = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])            # [N]
+    x = torch.randn(len(y), d, generator=torch.Generator().manual_seed(0)) + y[:, None]
+    return x, y
+
+
+def test_tasks_from_unequal_classes_are_valid_and_seeded():
+    x, y = _data()
+    fam = Episodes(x, y, ways=4, shots=2, queries=3, class_names=list("abcdef"))
+    assert isinstance(fam, TaskFamily) and fam.input_shape == (5,) and fam.image_shape is None
+    b = fam.sample(50, torch.Generator().manual_seed(1))
+    assert b.support_x.shape == (50, 8, 5) and b.query_x.shape == (50, 12, 5)
+    assert b.support_y[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    for t in range(50):
+        cls = b.classes[t]
+        assert len(set(cls.tolist())) == 4
+        xs = torch.cat([b.support_x[t].view(4, 2, 5), b.query_x[t].view(4, 3, 5)], 1)
+        for w in range(4):                          # every example is of its class, distinct
+            rows = [int((x == e).all(1).nonzero()) for e in xs[w]]
+            assert len(set(rows)) == 5 and all(int(y[r]) == int(cls[w]) for r in rows)
+    b2 = fam.sample(50, torch.Generator().manual_seed(1))
+    assert torch.equal(b.support_x, b2.support_x) and torch.equal(b.classes, b2.classes)
+
+
+def test_same_sampler_as_omniglot(omniglot_root):
+    om = ml.tasks.Omniglot(omniglot_root, split="evaluation", ways=5, shots=1, queries=3)
+    imgs = om.images                                                 # [C, 20, H, W] uint8
+    ep = Episodes(imgs.reshape(-1, 1, 28, 28), torch.arange(om.num_classes).repeat_interleave(20),
+                  ways=5, shots=1, queries=3, class_names=om.class_names)
+    a, b = (f.sample(16, torch.Generator().manual_seed(7)) for f in (om, ep))
+    for f in ("support_x", "support_y", "query_x", "query_y", "classes"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+
+
+def test_uint8_images_scale_and_three_dim_input_gets_a_channel():
+    x = torch.randint(0, 256, (20, 6, 6), dtype=torch.uint8)
+    fam = Episodes(x, torch.arange(20) % 4, ways=2, shots=1, queries=1)
+    assert fam.input_shape == (1, 6, 6) and fam.image_shape == (1, 6, 6)
+    b = fam.sample(3)
+    assert b.support_x.dtype == torch.float32 and float(b.support_x.max()) <= 1.0
+    xf, yf = fam.sample_flat(10, torch.Generator().manual_seed(0))
+    assert xf.shape == (10, 1, 6, 6) and yf.max() < 4
+
+
+def test_small_classes_are_named_or_dropped_and_ways_checked():
+    x, y = _data(sizes=(7, 3, 12, 2))
+    with pytest.raises(ValueError, match=r"2 class\(es\) have fewer than shots \+ queries = "
+                                         r"1 \+ 3 = 4 examples: 'b' \(3\), 'd' \(2\)"):
+        Episodes(x, y, ways=2, shots=1, queries=3, class_names=list("abcd"))
+    fam = Episodes(x, y, ways=2, shots=1, queries=3, class_names=list("abcd"), drop_small=True)
+    assert fam.class_names == ["a", "c"] and fam.dropped == ["b", "d"]
+    assert "dropped 2 class(es)" in fam.describe()
+    with pytest.raises(ValueError, match="ways=3 exceeds the 2 classes available after "
+                                         "dropping 2"):
+        Episodes(x, y, ways=3, shots=1, queries=3, drop_small=True)
+    assert fam.with_shots(1, 1).class_names == ["a", "b", "c", "d"]   # all fit 2 again
+    assert fam.subset(["c", "a"]).class_names == ["c", "a"]
+    with pytest.raises(ValueError, match="unknown"):
+        fam.subset(["zz"])
+
+
+@pytest.mark.parametrize("x, y, match", [
+    (torch.zeros(4, 2, 3, 3, 3), torch.zeros(4, dtype=torch.int64), "shape"),
+    (torch.zeros(4, 3, dtype=torch.int32), torch.zeros(4, dtype=torch.int64), "uint8 or float"),
+    (torch.zeros(4, 3), torch.zeros(5, dtype=torch.int64), "N = 4"),
+    (torch.zeros(4, 3), torch.zeros(4), "int labels"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, -1, 0]), "labels must be in"),
+])
+def test_bad_tensors_are_named(x, y, match):
+    with pytest.raises(ValueError, match=match):
+        Episodes(x, y, ways=1, shots=1, queries=1)
+
+
+def test_from_tensor_files_with_a_split(tmp_path):
+    x, y = _data(sizes=(6,) * 10)
+    names = np.array([f"k{i}" for i in range(10)])
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=y.numpy(), class_names=names)
+    torch.save({"x": x, "y": y}, tmp_path / "d.pt")
+    a = Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2, split="test")
+    tr, va, te = ml.tasks.split_classes(list(names))
+    assert a.class_names == te and a.input_shape == (5,)
+    b = Episodes.from_tensors(tmp_path / "d.pt", ways=3, shots=2, queries=2)
+    assert b.num_classes == 10 and b.class_names[0] == "0"
+    np.savez(tmp_path / "bad.npz", x=x.numpy())
+    with pytest.raises(ValueError, match=r"lacks \['y'\]"):
+        Episodes.from_tensors(tmp_path / "bad.npz")
+    (tmp_path / "x.csv").write_text("1")
+    with pytest.raises(ValueError, match="must be .npz or .pt"):
+        Episodes.from_tensors(tmp_path / "x.csv")
+    with pytest.raises(ValueError, match="does not exist"):
+        Episodes.from_tensors(tmp_path / "missing.npz")
+
+
+def test_from_dataset_tensors_and_pil_images():
+    class Pairs(torch.utils.data.Dataset):
+        def __init__(self, items):
+            self.items = items
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+    x, y = _data(sizes=(4, 4, 4))
+    fam = Episodes.from_dataset(Pairs(list(zip(x, y.tolist()))), ways=3, shots=1, queries=2)
+    assert fam.input_shape == (5,) and fam.num_examples == 12
+    ims = [(Image.fromarray(np.full((10, 14), 40 * k, np.uint8)), k) for k in range(3)
+           for _ in range(3)]
+    fam = Episodes.from_dataset(Pairs(ims), ways=2, shots=1, queries=1, image_size=8)
+    b = fam.sample(2)
+    assert fam.input_shape == (1, 8, 8) and b.support_x.dtype == torch.float32
+    with pytest.raises(ValueError, match="item 0 has shape"):
+        Episodes.from_dataset(Pairs([(torch.zeros(3), 0), (torch.zeros(4), 1)]))
+    with pytest.raises(ValueError, match="empty"):
+        Episodes.from_dataset(Pairs([]))
+    with pytest.raises(ValueError, match=r"must be \(x, label\)"):
+        Episodes.from_dataset(Pairs([torch.zeros(3)]))
+
+
+def test_every_family_satisfies_the_protocol(omniglot_root, fashion_mnist_root, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("text,label\n" + "".join(f"sentence {i},c{i % 3}\n" for i in range(30)))
+    fams = [ml.tasks.Sinusoid(), ml.tasks.Omniglot(omniglot_root, split="evaluation"),
+            ml.tasks.Shifted(ml.tasks.Omniglot(omniglot_root, split="evaluation"), 1),
+            ml.tasks.FashionMNIST(fashion_mnist_root, classes=range(5)),
+            ml.tasks.WordNet(split="test", ways=5, shots=2, queries=3),
+            ml.tasks.TextTable(table, ways=2, shots=1, queries=1),
+            Episodes(*_data(), ways=2, shots=1, queries=1)]
+    for fam in fams:
+        assert isinstance(fam, TaskFamily), type(fam).__name__
+        assert fam.with_shots(2, 3).shots == 2
+        b = fam.sample(2, torch.Generator().manual_seed(0))
+        assert tuple(b.support_x.shape[2:]) == tuple(fam.input_shape)
+    sh = fams[2].with_shots(2)
+    assert isinstance(sh, ml.tasks.Shifted) and sh.max_shift == 1 and sh.class_names[0]
+
+
+def test_from_a_hugging_face_dataset():
+    datasets = pytest.importorskip("datasets")
+    ims = [Image.fromarray(np.full((12, 12), 30 * k, np.uint8)) for k in range(4) for _ in range(3)]
+    ds = datasets.Dataset.from_dict(
+        {"img": ims, "lab": [k for k in range(4) for _ in range(3)]},
+        features=datasets.Features({"img": datasets.Image(),
+                                    "lab": datasets.ClassLabel(names=list("wxyz"))}))
+    fam = Episodes.from_dataset(ds, ways=2, shots=1, queries=2, image_column="img",
+                                label_column="lab", image_size=12)
+    assert fam.class_names == list("wxyz") and fam.input_shape == (1, 12, 12)
+    x, y = fam.sample_flat(6, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x[:, 0, 0, 0], (30 * y).float().div(255))

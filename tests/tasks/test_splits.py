@@ -1,0 +1,51 @@
+"""Class splits: deterministic, disjoint, covering, and named errors; split files."""
+
+import pytest
+
+from metaloop.tasks import read_split_file, split_classes
+
+NAMES = [f"c{i:02d}" for i in range(50)]
+
+
+def test_split_is_deterministic_disjoint_covering_and_order_free():
+    tr, va, te = split_classes(NAMES, (0.7, 0.1, 0.2), seed=3)
+    assert (len(tr), len(va), len(te)) == (35, 5, 10)
+    assert set(tr) | set(va) | set(te) == set(NAMES)
+    assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
+    assert (tr, va, te) == split_classes(list(reversed(NAMES)), (0.7, 0.1, 0.2), seed=3)
+    assert (tr, va, te) != split_classes(NAMES, (0.7, 0.1, 0.2), seed=4)
+    assert tr == sorted(tr) and te == sorted(te)
+
+
+def test_small_splits_keep_one_class_each():
+    tr, va, te = split_classes(["a", "b", "c"], (0.8, 0.1, 0.1))
+    assert len(tr) == len(va) == len(te) == 1
+    tr, va, te = split_classes(["a", "b"], (0.5, 0.0, 0.5))
+    assert (len(tr), va, len(te)) == (1, [], 1)
+
+
+@pytest.mark.parametrize("names, fractions, match", [
+    ([], (0.7, 0.1, 0.2), "at least one"),
+    (["a", "a", "b"], (0.7, 0.1, 0.2), "duplicated class names"),
+    (NAMES, (0.7, 0.2), "three numbers"),
+    (NAMES, (0.7, -0.1, 0.4), "three numbers"),
+    (NAMES, (0.7, 0.2, 0.2), "sum to 1"),
+    (["a", "b"], (0.7, 0.1, 0.2), "cannot fill 3 non-empty splits"),
+])
+def test_bad_splits_are_named(names, fractions, match):
+    with pytest.raises(ValueError, match=match):
+        split_classes(names, fractions)
+
+
+def test_split_files(tmp_path):
+    f = tmp_path / "test.txt"
+    f.write_text("# held out\nc01\n\nc07\n")
+    assert read_split_file(f, known=NAMES) == ["c01", "c07"]
+    f.write_text("c01\nnope\nc99\n")
+    with pytest.raises(ValueError, match=r"names 2 unknown class\(es\): \['nope', 'c99'\]"):
+        read_split_file(f, known=NAMES)
+    f.write_text("c01\nc01\n")
+    with pytest.raises(ValueError, match="twice"):
+        read_split_file(f)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_split_file(tmp_path / "missing.txt")

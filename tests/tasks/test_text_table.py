@@ -1,0 +1,242 @@
+"""TextTable: CSV, TSV and JSONL tables of labelled texts as N-way K-shot tasks; class splits,
+sampling determinism, and a named error for each kind of bad table."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import metaloop as ml
+from metaloop.tasks import TextTable
+from metaloop.tasks.protocol import TaskFamily
+from metaloop.tasks.splits import split_classes
+from metaloop.tasks.text_table import read_text_table
+
+CLASSES = [f"topic_{i:02d}" for i in range(10)]
+
+
+def _rows(classes=CLASSES, per_class=6):
+    # texts with a comma, quotes and a newline, to exercise CSV quoting
+    return [{"text": f'text {j} of {c}, "quoted"\nsecond line', "label": c}
+            for c in classes for j in range(per_class)]
+
+
+def write_table(path, rows, columns=("text", "label"), delimiter=None):
+    """Write rows (dicts) as CSV / TSV (by extension, or ``delimiter``) or JSONL."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+    sep = delimiter or ("\t" if path.suffix == ".tsv" else ",")
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), delimiter=sep, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def table(tmp_path):
+    return write_table(tmp_path / "t.csv", _rows())
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_formats_read_the_same_examples_and_tasks(tmp_path, table, suffix):
+    other = write_table(tmp_path / f"u{suffix}", _rows())
+    a = TextTable(table, ways=3, shots=2, queries=3)
+    b = TextTable(other, ways=3, shots=2, queries=3)
+    assert b.texts == a.texts and torch.equal(b.labels, a.labels)
+    assert b.class_names == CLASSES and b.num_classes == 10 and b.kind == "classification"
+    assert 'text 0 of topic_00, "quoted"\nsecond line' in b.texts      # quoting survived
+    ba = a.sample(4, torch.Generator().manual_seed(3))
+    bb = b.sample(4, torch.Generator().manual_seed(3))
+    assert torch.equal(ba.support_x, bb.support_x) and torch.equal(ba.classes, bb.classes)
+
+
+def test_bom_other_delimiter_and_column_names(tmp_path):
+    path = tmp_path / "semi.csv"
+    rows = [{"sentence": f"s{j}", "topic": c} for c in ("a", "b") for j in range(3)]
+    write_table(path, rows, columns=("topic", "sentence"), delimiter=";")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())                  # Excel's BOM
+    fam = TextTable(path, text_column="sentence", label_column="topic", delimiter=";",
+                    ways=2, shots=1, queries=2)
+    assert fam.class_names == ["a", "b"] and fam.texts[:3] == ["s0", "s1", "s2"]
+
+
+def test_jsonl_numbers_become_strings_and_blank_lines_are_skipped(tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{j}", "label": j % 2}) + "\n\n"
+                            for j in range(6)))
+    texts, labels = read_text_table(path)
+    assert labels == ["0", "1"] * 3 and texts[:2] == ["t0", "t1"]
+
+
+def test_sample_shapes_labels_and_class_membership(table):
+    fam = TextTable(table, ways=4, shots=2, queries=3)
+    b = fam.sample(5, torch.Generator().manual_seed(0))
+    assert b.support_x.shape == (5, 8, 1) and b.query_x.shape == (5, 12, 1)
+    assert b.support_x.dtype == torch.float32 and b.classes.shape == (5, 4)
+    assert b.support_y[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert b.query_y[0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    for i in range(5):
+        names = [fam.class_names[int(c)] for c in b.classes[i]]
+        assert len(set(names)) == 4
+        texts = fam.text_of(torch.cat([b.support_x[i], b.query_x[i]]))
+        labels = torch.cat([b.support_y[i], b.query_y[i]]).tolist()
+        assert len(set(texts)) == 20                       # no text twice in a task
+        for t, y in zip(texts, labels):
+            assert f"of {names[y]}," in t                  # every text is of its class
+    assert fam.wordings(b.classes[0]) == [{"name": n, "words": n.replace("_", " ")}
+                                          for n in (fam.class_names[int(c)]
+                                                    for c in b.classes[0])]
+
+
+def test_sampling_is_deterministic_in_the_seed(table):
+    fam = TextTable(table, ways=3, shots=1, queries=2)
+    a, b = (fam.sample(6, torch.Generator().manual_seed(7)) for _ in range(2))
+    c = fam.sample(6, torch.Generator().manual_seed(8))
+    assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+    assert torch.equal(a.classes, b.classes)
+    assert not torch.equal(a.support_x, c.support_x)
+
+
+def test_splits_are_disjoint_and_follow_split_classes(table):
+    train, val, test = split_classes(CLASSES, (0.6, 0.2, 0.2), seed=4)
+    fams = {s: TextTable(table, ways=2, shots=1, queries=1, split=s, fractions=(0.6, 0.2, 0.2),
+                         split_seed=4) for s in ("train", "val", "test", "trainval")}
+    assert fams["train"].class_names == train and fams["val"].class_names == val
+    assert fams["test"].class_names == test
+    assert fams["trainval"].class_names == sorted(train + val)
+    assert sorted(train + val + test) == CLASSES
+    assert len(test) == 2 and not set(test) & set(train + val)
+    texts = fams["test"].texts
+    assert all(any(f"of {c}," in t for c in test) for t in texts) and len(texts) == 12
+    other = TextTable(table, ways=2, shots=1, queries=1, split="test", split_seed=5,
+                      fractions=(0.6, 0.2, 0.2))
+    assert other.class_names == split_classes(CLASSES, (0.6, 0.2, 0.2), seed=5)[2]
+
+
+def test_explicit_classes_tokenizer_and_protocol(table):
+    def tokenizer(texts):                       # [N, 3]: length, and two fixed ids
+        return torch.tensor([[len(t), 7, 0] for t in texts])
+    fam = TextTable(table, ways=2, shots=1, queries=2, classes=["topic_03", "topic_01"],
+                    tokenizer=tokenizer)
+    assert fam.class_names == ["topic_01", "topic_03"] and fam.input_shape == (3,)
+    b = fam.sample(2, torch.Generator().manual_seed(0))
+    assert b.support_x.shape == (2, 2, 3) and b.support_x[0, 0, 1] == 7
+    assert isinstance(fam, TaskFamily) and ml.tasks.TextTable is TextTable
+    with pytest.raises(ValueError, match="needs text-id inputs"):
+        fam.text_of(b.support_x[0])
+
+
+def test_with_shots_shares_texts_and_rechecks_sizes(table):
+    fam = TextTable(table, ways=3, shots=1, queries=2)
+    five = fam.with_shots(5, 1)
+    assert (five.shots, five.queries, five.ways) == (5, 1, 3) and five.texts is fam.texts
+    assert five.sample(1).support_x.shape == (1, 15, 1)
+    with pytest.raises(ValueError, match="10 class.es. have fewer than shots"):
+        fam.with_shots(5, 2)
+
+
+def test_drop_small_drops_and_names_the_classes(tmp_path):
+    rows = _rows(CLASSES[:4]) + _rows(["tiny", "wee"], per_class=2)
+    path = write_table(tmp_path / "s.csv", rows)
+    with pytest.raises(ValueError, match=r"2 class\(es\) have fewer than shots \+ queries = "
+                       r"1 \+ 2 = 3 texts: 'tiny' \(2\), 'wee' \(2\); .*drop_small=True"):
+        TextTable(path, ways=2, shots=1, queries=2)
+    fam = TextTable(path, ways=2, shots=1, queries=2, drop_small=True)
+    assert fam.dropped == ["tiny", "wee"] and fam.class_names == CLASSES[:4]
+    assert fam.describe() == ("24 texts in 4 classes; dropped 2 class(es) with fewer than 3 "
+                              "texts, e.g. 'tiny'")
+    assert TextTable(path, ways=2, shots=1, queries=1).dropped == []
+    # fewer shots bring the classes back
+    assert fam.with_shots(1, 1).class_names == sorted(CLASSES[:4] + ["tiny", "wee"])
+
+
+# ------------------------------------------------------------------------ bad input
+
+def test_missing_file_and_unknown_format(tmp_path):
+    with pytest.raises(ValueError, match=f"text table {tmp_path / 'no.csv'} does not exist"):
+        TextTable(tmp_path / "no.csv")
+    path = tmp_path / "t.xlsx"
+    path.write_text("x")
+    with pytest.raises(ValueError, match=r"t.xlsx: unknown format '.xlsx'; use one of "
+                       r"\['.csv', '.jsonl', '.ndjson', '.tab', '.tsv'\]"):
+        TextTable(path)
+    with pytest.raises(ValueError, match="is not a file"):
+        TextTable(tmp_path)
+
+
+def test_missing_columns_are_named_with_the_columns_present(tmp_path):
+    path = write_table(tmp_path / "c.csv", [{"sentence": "s", "label": "a"}],
+                       columns=("sentence", "label"))
+    with pytest.raises(ValueError, match=r"c.csv has no text column 'text'; its columns are "
+                       r"\['sentence', 'label'\]"):
+        TextTable(path)
+    with pytest.raises(ValueError, match=r"has no label column 'Label' \(did you mean "
+                       r"'label'\?\); its columns are \['sentence', 'label'\]"):
+        TextTable(path, text_column="sentence", label_column="Label")
+    js = write_table(tmp_path / "c.jsonl", [{"body": "s", "label": "a"}])
+    with pytest.raises(ValueError, match=r"c.jsonl has no text column 'text'; its columns "
+                       r"are \['body', 'label'\]"):
+        TextTable(js)
+
+
+def test_empty_labels_and_texts_name_their_lines(tmp_path):
+    rows = _rows(CLASSES[:2])
+    rows[1]["label"], rows[4]["label"] = "", "  "
+    path = write_table(tmp_path / "e.csv", rows)
+    # every row spans two lines (the text has a newline): row i starts on line 2 + 2 i
+    with pytest.raises(ValueError, match=r"e.csv: 2 row\(s\) have empty labels \(column "
+                       r"'label'\) at lines 4, 10; fill or remove them"):
+        TextTable(path)
+    js = write_table(tmp_path / "e.jsonl", [{"text": "", "label": "a"}, {"text": "x"},
+                                            {"text": None, "label": "b"}])
+    with pytest.raises(ValueError, match=r"e.jsonl: 1 row\(s\) have empty labels .* at line 2;"):
+        TextTable(js)
+    js.write_text('{"text": "", "label": "a"}\n{"text": "t", "label": "b"}\n'
+                  '{"label": "b"}\n')
+    with pytest.raises(ValueError, match=r"e.jsonl: 2 row\(s\) have empty texts \(column "
+                       r"'text'\) at lines 1, 3"):
+        TextTable(js)
+
+
+def test_empty_tables_and_malformed_lines(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.csv is empty: it needs a header row"):
+        TextTable(empty)
+    head = tmp_path / "head.tsv"
+    head.write_text("text\tlabel\n")
+    with pytest.raises(ValueError, match="head.tsv has a header but no rows"):
+        TextTable(head)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n{"text": \n')
+    with pytest.raises(ValueError, match="bad.jsonl: line 2 is not valid JSON"):
+        TextTable(bad)
+    bad.write_text('["a", "x"]\n')
+    with pytest.raises(ValueError, match="bad.jsonl: line 1 is a JSON list, not an object"):
+        TextTable(bad)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.csv is not utf-8-sig text"):
+        TextTable(latin)
+    with pytest.raises(ValueError, match="a delimiter applies to CSV and TSV files, not JSONL"):
+        TextTable(bad, delimiter=",")
+
+
+def test_too_few_classes_bad_split_and_unknown_classes(table):
+    with pytest.raises(ValueError, match=r"t.csv has 10 class\(es\) with at least 2 texts, "
+                       r"fewer than ways = 11"):
+        TextTable(table, ways=11, shots=1, queries=1)
+    with pytest.raises(ValueError, match=r"t.csv \(split 'test'\) has 2 class\(es\) with at "
+                       r"least 2 texts, fewer than ways = 3"):
+        TextTable(table, ways=3, shots=1, queries=1, split="test")
+    with pytest.raises(ValueError, match="TextTable split must be one of"):
+        TextTable(table, split="holdout")
+    with pytest.raises(ValueError, match=r"has no class\(es\) \['sport'\]; its labels are"):
+        TextTable(table, ways=1, classes=["topic_01", "sport"])
+    with pytest.raises(ValueError, match="TextTable shots must be a positive int, got 0"):
+        TextTable(table, shots=0)
