@@ -325,6 +325,9 @@ def check_combinations(cfg: dict) -> None:
             if t[key]:
                 raise ValueError(f"config train.{key} = {t[key]} transforms images, but "
                                  f"family.name = 'table' gives texts")
+    if not 0 <= t["augment_rotate"] <= 180:
+        raise ValueError(f"config train.augment_rotate must be in [0, 180] degrees, got "
+                         f"{t['augment_rotate']!r}")
     if f["name"] in USER_FAMILIES:
         _check_user_family(f, ev)
         return                      # the rest depends on the data: checked when it is read
@@ -335,9 +338,6 @@ def check_combinations(cfg: dict) -> None:
     if m["name"] in IMAGE_MODELS and not image:
         raise ValueError(f"config model.name = {m['name']!r} needs an image family, not "
                          f"'sinusoid': use model.name = 'mlp'")
-    if not 0 <= t["augment_rotate"] <= 180:
-        raise ValueError(f"config train.augment_rotate must be in [0, 180] degrees, got "
-                         f"{t['augment_rotate']!r}")
     for key, what in (("augment_shift", "translates"), ("augment_rotate", "rotates")):
         if t[key] and not image:
             raise ValueError(f"config train.{key} = {t[key]} {what} images, but family.name "
@@ -364,7 +364,7 @@ def check_combinations(cfg: dict) -> None:
 
 
 def _check_user_family(f: dict, ev: dict) -> None:
-    """The keys of the folder / tensors families that need no data to check."""
+    """The keys of the folder / tensors / table families that need no data to check."""
     if not f["root"]:
         what = {"folder": "image folder", "tensors": ".npz or .pt file with x and y",
                 "table": ".csv, .tsv or .jsonl file of texts and labels"}[f["name"]]
