@@ -63,7 +63,8 @@ META_OUTER_LR = 1e-3
 
 
 def register(sub) -> None:
-    p = sub.add_parser("adapt", help="adaptation approaches 0-3 on a pretrained model",
+    p = sub.add_parser("adapt", help="adapt a pretrained model to few-shot tasks: prompting, "
+                       "linear probes, fine-tuning, LoRA / soft prompts, meta-learned LoRA",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="minilm",
                    help="minilm, a Hugging Face model folder or cached name, or a metaloop "
