@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_folder import cpu_name  # noqa: E402  (benchmarks/ is on the path)
 
 CONFIG = """[family]
 {family}
@@ -94,14 +94,6 @@ def run(work: Path, tag: str, family: str, eval_split: str, iterations: int) -> 
     res = json.loads((eval_dir / "results.json").read_text())
     acc = res["methods"]["r2d2"]["accuracy"]
     return acc["mean"][0], acc["ci95"][0]
-
-
-def cpu_name() -> str:
-    """The CPU model and the cores this process may use, e.g. 'AMD EPYC 7B13 (2 cores)'."""
-    model = next((ln.split(":", 1)[1].strip() for ln in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), "unknown CPU")
-    return f"{model} ({len(os.sched_getaffinity(0))} cores)"
 
 
 def main() -> int:
