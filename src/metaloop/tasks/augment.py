@@ -42,7 +42,9 @@ def shift_images(x: torch.Tensor, max_shift: int,
     *lead, c, h, w = x.shape
     flat = x.reshape(-1, c, h, w)                                       # [N, C, H, W]
     n, s = flat.shape[0], max_shift
-    d = torch.randint(0, 2 * s + 1, (2, n), generator=generator).to(x.device)   # [2, N]
+    # drawn where the generator lives (the CPU's stream for a CPU generator), then moved
+    at = generator.device if generator is not None else torch.device("cpu")
+    d = torch.randint(0, 2 * s + 1, (2, n), generator=generator, device=at).to(x.device)
     rows = d[0, :, None] + torch.arange(h, device=x.device)             # [N, H] into padded
     cols = d[1, :, None] + torch.arange(w, device=x.device)             # [N, W]
     padded = F.pad(flat, (s, s, s, s))                                  # [N, C, H+2s, W+2s]

@@ -87,19 +87,9 @@ def rotate(x: torch.Tensor, max_degrees: float, generator: torch.Generator) -> t
 
 
 def shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """``metaloop.tasks.shift_images`` with its offsets drawn on ``x``'s device."""
-    if max_shift == 0:
-        return x
-    *lead, c, h, w = x.shape
-    flat = x.reshape(-1, c, h, w)                                       # [N, C, H, W]
-    n, s = flat.shape[0], max_shift
-    d = torch.randint(0, 2 * s + 1, (2, n), generator=generator, device=x.device)   # [2, N]
-    rows = d[0, :, None] + torch.arange(h, device=x.device)             # [N, H] into padded
-    cols = d[1, :, None] + torch.arange(w, device=x.device)             # [N, W]
-    padded = F.pad(flat, (s, s, s, s))                                  # [N, C, H+2s, W+2s]
-    n_idx = torch.arange(n, device=x.device)[:, None, None]
-    out = padded[n_idx, :, rows[:, :, None], cols[:, None, :]]          # [N, H, W, C]
-    return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)
+    """``metaloop.tasks.shift_images``, whose offsets are drawn on the generator's device
+    (here ``x``'s): no host round trip."""
+    return shift_images(x, max_shift, generator)
 
 
 def _unchecked_batch(sx, sy, qx, qy, classes) -> TaskBatch:
