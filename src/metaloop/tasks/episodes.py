@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_positive_int, episode_indices
+from metaloop.tasks.omniglot import check_positive_int, episode_indices, split_episodes
 from metaloop.tasks.splits import read_split_file, split_classes
 
 SPLITS = ("train", "val", "test")
@@ -246,15 +246,7 @@ class Episodes:
             classes int64 ``[n, ways]`` (positions into ``class_names``).
         """
         classes, idx = self.sample_indices(n, generator)
-        x = self._gather(idx)                                    # [n, ways, S+Q, *feature]
-        feat = x.shape[3:]
-        s, q = self.shots, self.queries
-        sx = x[:, :, :s].reshape(n, self.ways * s, *feat)        # [n, ways*S, *feature]
-        qx = x[:, :, s:].reshape(n, self.ways * q, *feat)        # [n, ways*Q, *feature]
-        label = torch.arange(self.ways)
-        sy = label.repeat_interleave(s).expand(n, -1).contiguous()         # [n, ways*S]
-        qy = label.repeat_interleave(q).expand(n, -1).contiguous()         # [n, ways*Q]
-        return TaskBatch(sx, sy, qx, qy, classes)
+        return split_episodes(self._gather(idx), classes, self.shots)  # x [n, ways, S+Q, ...]
 
     def sample_flat(self, n: int, generator: torch.Generator | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:

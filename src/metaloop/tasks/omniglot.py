@@ -110,12 +110,28 @@ def episode_batch(images: torch.Tensor, classes: torch.Tensor, idx: torch.Tensor
         ``arange(ways).repeat_interleave(shots)`` (resp. ``queries``).
     """
     n, ways, per_class = idx.shape
-    queries = per_class - shots
     h, w = images.shape[-2:]
     x = images.index_select(0, idx.flatten()).to(torch.float32).div_(255)  # [n*ways*(S+Q), H, W]
-    x = x.view(n, ways, per_class, 1, h, w)                        # [n, ways, S+Q, 1, H, W]
-    sx = x[:, :, :shots].reshape(n, ways * shots, 1, h, w)         # [n, ways*S, 1, H, W]
-    qx = x[:, :, shots:].reshape(n, ways * queries, 1, h, w)       # [n, ways*Q, 1, H, W]
+    return split_episodes(x.view(n, ways, per_class, 1, h, w), classes, shots)
+
+
+def split_episodes(x: torch.Tensor, classes: torch.Tensor, shots: int) -> TaskBatch:
+    """Tasks from gathered examples: the first ``shots`` of each class are the support.
+
+    Args:
+        x: ``[n, ways, shots + queries, *feature]`` examples, class by class.
+        classes: int64 ``[n, ways]``, stored as ``TaskBatch.classes``.
+        shots: support examples per class.
+
+    Returns:
+        TaskBatch with ``[n, ways*shots, *feature]`` support and ``[n, ways*queries,
+        *feature]`` query inputs, labels ``arange(ways).repeat_interleave(shots)`` (resp.
+        ``queries``).
+    """
+    n, ways, per_class, *feat = x.shape
+    queries = per_class - shots
+    sx = x[:, :, :shots].reshape(n, ways * shots, *feat)            # [n, ways*S, *feature]
+    qx = x[:, :, shots:].reshape(n, ways * queries, *feat)          # [n, ways*Q, *feature]
     label = torch.arange(ways)
     sy = label.repeat_interleave(shots).expand(n, -1).contiguous()  # [n, ways*S]
     qy = label.repeat_interleave(queries).expand(n, -1).contiguous()  # [n, ways*Q]

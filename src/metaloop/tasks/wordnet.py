@@ -19,7 +19,7 @@ import torch
 
 from metaloop.data.wordnet import load_wordnet
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_positive_int, episode_indices
+from metaloop.tasks.omniglot import check_positive_int, episode_indices, split_episodes
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -103,14 +103,7 @@ class WordNet:
             classes int64 ``[n, ways]`` (ids into ``categories``).
         """
         classes, idx = self.sample_indices(n, generator)
-        ways, s = self.ways, self.shots
-        x = self._inputs[idx]                                      # [n, ways, S+Q, L]
-        sx = x[:, :, :s].flatten(1, 2)                             # [n, ways*S, L]
-        qx = x[:, :, s:].flatten(1, 2)                             # [n, ways*Q, L]
-        label = torch.arange(ways)
-        sy = label.repeat_interleave(s).expand(n, -1).contiguous()             # [n, ways*S]
-        qy = label.repeat_interleave(self.queries).expand(n, -1).contiguous()  # [n, ways*Q]
-        return TaskBatch(sx, sy, qx, qy, classes)
+        return split_episodes(self._inputs[idx], classes, self.shots)  # [n, ways, S+Q, L]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
