@@ -92,7 +92,8 @@ run_dir, eval_dir = out / "run", out / "eval"
 def checks() -> dict:
     """Sync-freedom of the sampler, syncs left per training step, bf16 gradient error."""
     import metaloop as ml
-    from metaloop.cli import _build, _config
+    from metaloop import build as _build
+    from metaloop import config as _config
     from metaloop.tasks.device import DeviceTasks
     from metaloop.train.distributed import set_tf32
     set_tf32(args.tf32)

@@ -40,7 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from metaloop.cli import _build, _config  # noqa: E402
+from metaloop import build as _build  # noqa: E402
+from metaloop import config as _config  # noqa: E402
 
 
 def _learner(cfg_path: Path, batching: str, device: str):

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metaloop.cli import _config
+from metaloop import config as _config
 from metaloop.cli.main import main
 from metaloop.tasks.batch import TaskBatch
 from metaloop.train.checkpoint import FORMAT_VERSION, latest_checkpoint
@@ -59,7 +59,7 @@ def _train(tmp_path, body, *extra, out="run"):
 ])
 def test_impossible_configs_are_named_before_any_data_is_read(tmp_path, capsys, monkeypatch,
                                                               body, message):
-    from metaloop.cli import _build
+    from metaloop import build as _build
 
     def no_data(*a, **k):
         raise AssertionError("data was loaded before the config was checked")
@@ -70,7 +70,7 @@ def test_impossible_configs_are_named_before_any_data_is_read(tmp_path, capsys, 
 
 
 def test_first_order_on_a_head_based_learner_is_named(monkeypatch):
-    from metaloop.cli import _build
+    from metaloop import build as _build
     monkeypatch.setattr(_build, "METHODS", (*_build.METHODS, "r2d2", "metaoptnet"))
     cfg = _config.validate({"method": {"name": "metaoptnet", "first_order": True}})
     with pytest.raises(ValueError, match="not 'metaoptnet' .a head-based learner"):

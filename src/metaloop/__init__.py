@@ -6,6 +6,8 @@
 
 from metaloop import (
     adapt,
+    build,
+    config,
     continual,
     data,
     evaluate,
@@ -14,26 +16,33 @@ from metaloop import (
     meta,
     models,
     recipes,
+    runs,
     tasks,
     train,
 )
 from metaloop.evaluate import mean_ci
+from metaloop.runs import Run, load_run
 from metaloop.tasks import TaskBatch
 from metaloop.train import NonFiniteLossError
 
 __all__ = [
     "NonFiniteLossError",
+    "Run",
     "TaskBatch",
     "adapt",
+    "build",
+    "config",
     "continual",
     "data",
     "evaluate",
     "func",
     "generative",
+    "load_run",
     "mean_ci",
     "meta",
     "models",
     "recipes",
+    "runs",
     "tasks",
     "train",
 ]

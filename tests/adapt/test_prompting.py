@@ -71,7 +71,7 @@ def test_leave_one_out_never_scores_an_example_against_itself():
 
 def test_the_prompt_optimizer_never_reads_query_labels():
     """Poison the query labels: what is adapted is identical, only the score changes."""
-    from metaloop.cli._adapt_eval import evaluate_strategies
+    from metaloop.recipes.adapt import evaluate_strategies
 
     model = BagOfWords(TEXTS)
     seen = []

@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from metaloop.cli import _build, _config
+from metaloop import build as _build
+from metaloop import config as _config
 from metaloop.cli.main import main
-from metaloop.cli.predict import load_predictor
 from metaloop.data.omniglot import load_omniglot_images
 from metaloop.evaluate.heldout import heldout_tasks
+from metaloop.runs import load_run
 
 
 def _config_text(root, family_extra="", eval_extra=""):
@@ -119,7 +120,8 @@ def test_predict_on_official_105px_pngs(run, omniglot_root, tmp_path, capsys):
     got = {r["file"].split("/")[-1]: r for r in json.loads(capsys.readouterr().out)}
     assert sorted(got) == sorted(f"{c + 965:04d}_{d + 1:02d}.png" for c in chars for d in (1, 2))
     # the same prediction as the learner on the loader's 28x28 images of those drawings
-    learner, _ = load_predictor(run)
+    _run = load_run(run)
+    learner, _ = _run.learner, _run.config
     small, _ = load_omniglot_images(omniglot_root, "evaluation", 28)
     sx = small[chars, 0].float().div(255).unsqueeze(1)                       # [5, 1, 28, 28]
     qx = small[chars][:, 1:3].flatten(0, 1).float().div(255).unsqueeze(1)    # [10, 1, 28, 28]

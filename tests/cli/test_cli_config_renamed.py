@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from metaloop.cli import _build, _config
+from metaloop import build as _build
+from metaloop import config as _config
 
 
 def test_the_old_key_loads_under_the_new_name_with_a_warning():
@@ -37,8 +38,8 @@ def test_both_names_at_once_and_the_key_on_other_methods_are_named_errors():
 
 def test_a_config_with_the_old_key_still_trains_and_evaluates(tmp_path, capsys):
     """A user's config (and every run saved before the rename) has method.checkpoint."""
-    from metaloop.cli.eval import load_learner
     from metaloop.cli.main import main
+    from metaloop.runs import load_run
 
     cfg = tmp_path / "c.toml"
     cfg.write_text('[family]\nname = "sinusoid"\n[model]\nhidden = [4]\n[method]\n'
@@ -47,5 +48,6 @@ def test_a_config_with_the_old_key_still_trains_and_evaluates(tmp_path, capsys):
     with pytest.warns(FutureWarning, match="method.recompute_inner_loop"):
         assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"),
                      "--no-progress"]) == 0
-    learner, saved = load_learner(tmp_path / "r")
+    _run = load_run(tmp_path / "r")
+    learner, saved = _run.learner, _run.config
     assert learner.recompute_inner_loop and saved["method"]["recompute_inner_loop"] is True

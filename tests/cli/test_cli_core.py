@@ -44,8 +44,9 @@ def test_recomputed_inner_loop_from_a_config_trains(tmp_path):
                    'recompute_inner_loop = true\n[train]\niterations = 3\nmeta_batch = 4\n')
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 0
-    from metaloop.cli.eval import load_learner
-    learner, _ = load_learner(tmp_path / "r")
+    from metaloop.runs import load_run
+    _run = load_run(tmp_path / "r")
+    learner, _ = _run.learner, _run.config
     assert learner.inner.checkpoint
 
 
@@ -56,9 +57,10 @@ def test_learned_inner_lr_trains_resumes_and_evaluates_with_the_learned_table(tm
                    'meta_batch = 4\n[eval]\ntasks = 5\nsteps = [0, 3]\n')
     run = tmp_path / "r"
     assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
-    from metaloop.cli.eval import load_learner
+    from metaloop.runs import load_run
     from metaloop.train.checkpoint import load_checkpoint
-    learner, _ = load_learner(run)
+    _run = load_run(run)
+    learner, _ = _run.learner, _run.config
     table = load_checkpoint(run)[0]["model.inner_lr"]               # [2 steps, 6 tensors]
     assert table.shape == (2, 6) and not torch.allclose(table, torch.full_like(table, 0.01))
     assert torch.equal(learner.model.inner_lr.detach(), table)      # loaded, not re-made
@@ -68,7 +70,8 @@ def test_learned_inner_lr_trains_resumes_and_evaluates_with_the_learned_table(tm
 
 
 def test_compile_from_a_config_reaches_the_learner_and_keeps_the_loop_on_cuda():
-    from metaloop.cli import _build, _config
+    from metaloop import build as _build
+    from metaloop import config as _config
     cfg = _config.validate({"family": {"name": "omniglot"}, "model": {"name": "conv4"},
                             "method": {"name": "anil", "compile": True}})
     assert _build.batching_on(cfg["method"], "cuda") == "auto"      # not vmap: compile loops
@@ -79,7 +82,8 @@ def test_compile_from_a_config_reaches_the_learner_and_keeps_the_loop_on_cuda():
 
 
 def test_threads_batching_from_a_config_reaches_the_learner():
-    from metaloop.cli import _build, _config
+    from metaloop import build as _build
+    from metaloop import config as _config
     cfg = _config.validate({"family": {"name": "omniglot"}, "model": {"name": "conv4"},
                             "method": {"name": "anil", "batching": "threads"}})
     model = _build.build_model(cfg["model"], _FakeFamily(), "anil")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaloop.cli import _config
+from metaloop import config as _config
 from metaloop.cli.main import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -72,7 +72,7 @@ def test_train_saves_the_split_and_eval_uses_it(folder_run, capsys):
 def test_predict_applies_the_training_transform(folder_run, tmp_path, capsys, monkeypatch):
     """The support and query images predict feeds the network are exactly the training
     folder's cached images of the same files (same size, channels, inversion, uint8 steps)."""
-    import metaloop.cli.predict as predict_mod
+    import metaloop.recipes.predict as predict_mod
     from metaloop.data.folder import load_folder
 
     d, root = folder_run

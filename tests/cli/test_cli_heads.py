@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from metaloop.cli import _build, _config
-from metaloop.cli.eval import load_learner
+from metaloop import build as _build
+from metaloop import config as _config
 from metaloop.cli.main import main
+from metaloop.runs import load_run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -51,7 +52,8 @@ def test_train_then_eval_roundtrip(tmp_path, omniglot_root, method, model):
     run = tmp_path / "run"
     assert main(["train", "--config", str(_small(tmp_path, omniglot_root, method, model)),
                  "--out", str(run), "--no-progress"]) == 0
-    learner, _ = load_learner(run)
+    _run = load_run(run)
+    learner, _ = _run.learner, _run.config
     assert type(learner.model.backbone).__name__ == {"conv4": "Conv4", "conv4-flatten": "Conv4",
                                                       "resnet12": "ResNet12"}[model]
     if model == "conv4-flatten":           # the 4 x 2 x 2 map of the stride net, not its mean
@@ -126,7 +128,8 @@ def test_higher_way_training_evaluates_at_the_eval_ways(tmp_path, omniglot_root,
     cfg.write_text(cfg.read_text().replace("[eval]\n", "[eval]\nways = 2\n"))
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
-    learner, saved = load_learner(run)
+    _run = load_run(run)
+    learner, saved = _run.learner, _run.config
     heldout = _build.eval_family(saved, None)
     assert (saved["family"]["ways"], heldout.ways) == (3, 2)
     assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "e2"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metaloop.cli import _config
+from metaloop import config as _config
 from metaloop.cli.main import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -8,10 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from metaloop.cli import _build, _config
+from metaloop import build as _build
+from metaloop import config as _config
 from metaloop.cli.main import main
-from metaloop.cli.predict import load_predictor, predict_folders
 from metaloop.evaluate.heldout import heldout_tasks
+from metaloop.recipes.predict import predict_folders
+from metaloop.runs import load_run
 
 TASKS, WAYS, QUERIES = 3, 5, 3
 
@@ -65,7 +67,8 @@ def test_predict_matches_eval_on_heldout_episodes(maml_run, tmp_path, capsys):
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
     eval_acc = res["methods"]["maml"]["accuracy"]["mean"][0]
     capsys.readouterr()
-    learner, cfg = load_predictor(maml_run)
+    _run = load_run(maml_run)
+    learner, cfg = _run.learner, _run.config
     fam = _build.eval_family(_config.validate(cfg), None)
     batch = next(heldout_tasks(fam, TASKS, cfg["eval"]["seed"]))
     accs, plain_agree, plain_total = [], 0, 0
@@ -152,7 +155,8 @@ def test_zero_and_solved_heads_take_any_class_count(omniglot_root, tmp_path, cap
     assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(run),
                  "--no-progress"]) == 0
     capsys.readouterr()
-    learner, _ = load_predictor(run)
+    _run = load_run(run)
+    learner, _ = _run.learner, _run.config
     if method == "pretrain":
         assert learner.model.head.out_features == 4112   # one output per Vinyals train class
     s, q = _folders(tmp_path, classes=("u", "v"), queries=3)
@@ -167,7 +171,7 @@ def test_learned_step_sizes_checkpoint_predicts_with_its_table(omniglot_root, tm
     run = tmp_path / "run"
     assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(run),
                  "--no-progress"]) == 0
-    learner, cfg = load_predictor(run)
+    learner = load_run(run).learner
     assert learner.model.inner_lr.shape == (1, 18)        # 1 step x Conv4's 18 tensors
     s, q = _folders(tmp_path, classes=("a", "b", "c"))
     assert main(["predict", "--checkpoint", str(run), "--support", s, "--query", q]) == 2

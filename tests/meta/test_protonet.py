@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import metaloop as ml
-from metaloop.cli import _build, _config
+from metaloop import build as _build
+from metaloop import config as _config
 from metaloop.meta.protonet import ProtoNet
 from metaloop.models import Conv4, ResNet12
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from metaloop.cli import _config
+from metaloop import config as _config
 from metaloop.cli.main import main
 from metaloop.recipes import compare
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metaloop.cli import _build
+from metaloop import build as _build
 from metaloop.cli.main import main
 from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 from metaloop.train.loop import _StopSignals

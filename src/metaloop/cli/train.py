@@ -1,12 +1,4 @@
-"""``metaloop train --config FILE``: one method, checkpointed and resumable (``--resume``).
-
-Under torchrun (``torchrun --nproc_per_node N -m metaloop train ...``) every process meta-learns
-its shard of each meta-batch and the meta-gradients are averaged (see docs/distributed.md);
-rank 0 alone writes metrics and checkpoints.
-
-Exit status: 0 done; 2 bad input (named before any training); 1 the run stopped (non-finite
-loss, another rank failed); 130 interrupted (Ctrl-C/SIGTERM) after writing a checkpoint.
-"""
+"""``metaloop train``: meta-train one method from a TOML config, checkpointed and resumable."""
 
 from __future__ import annotations
 
@@ -16,16 +8,34 @@ from pathlib import Path
 
 import torch
 
-from metaloop.cli import _build, _config, _output
+from metaloop import build as _build
+from metaloop import config as _config
+from metaloop.cli._output import prepare_out
+from metaloop.runs import load_run
 from metaloop.train import distributed, train
-from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint
 from metaloop.train.loop import NonFiniteLossError
+
+DESCRIPTION = """\
+Meta-train one method (MAML, first-order MAML, Reptile, ANIL, R2D2, MetaOptNet, ProtoNet, or
+the pretrain / scratch baselines) on one task family, as a TOML config describes it (see
+configs/ and 'metaloop compare --print-config'). The run directory gets checkpoints written
+atomically every train.checkpoint_every iterations and metrics.jsonl; --resume continues
+from the newest checkpoint exactly (same numbers as an uninterrupted run).
+
+Under torchrun (torchrun --nproc_per_node N -m metaloop train ...) every process meta-learns
+its shard of each meta-batch and the meta-gradients are averaged; rank 0 alone writes.
+
+Exit status: 0 done; 2 bad input (named before any training); 1 the run stopped (non-finite
+loss, another rank failed); 130 interrupted (Ctrl-C / SIGTERM) after writing a checkpoint."""
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="meta-train one method from a TOML config",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  metaloop train --config configs/folder_example.toml "
+                              "--out runs/mine\n  metaloop train --resume runs/mine")
     p.add_argument("--config", help="TOML config (see configs/)")
     p.add_argument("--out", help="run directory (checkpoints, metrics.jsonl)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
@@ -61,7 +71,7 @@ def _resolve(args) -> tuple[dict, Path, bool, bool]:
     if args.config:
         cfg = _config.load(args.config)
     elif resume:
-        cfg = _config.validate(load_checkpoint(out)[1]["config"])
+        cfg = load_run(out).config
     else:
         raise ValueError("give --config FILE (or --resume DIR to continue a run)")
     _config.check_combinations(cfg)
@@ -70,7 +80,7 @@ def _resolve(args) -> tuple[dict, Path, bool, bool]:
         raise ValueError(f"{out} already holds a run; use --resume to continue it, or another "
                          f"--out")
     created = not out.exists()
-    _output.prepare_out(out)
+    prepare_out(out)
     return cfg, out, resume, created
 
 

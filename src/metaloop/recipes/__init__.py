@@ -1,12 +1,15 @@
-"""Recipes: whole experiments as library functions over a validated config dict.
+"""Recipes: whole experiments as library functions, the ones behind the command line.
 
-A recipe builds the families and learners a config describes, trains and evaluates them,
-and returns the numbers; the CLI loads the config file, calls the recipe and prints. The
-``metaloop compare`` main job is ``compare.run``; its settings ship as TOML files beside the
-package (``metaloop/configs/compare_<family>.toml``, see ``compare.config_text``).
-``adapt`` holds the text-table pieces of ``metaloop adapt --family table``.
+A recipe builds the families and learners it needs (``metaloop.build``), trains and
+evaluates them, and returns the numbers; the CLI parses arguments, calls the recipe and
+prints. ``compare`` is the main job (its settings ship as TOML files beside the package,
+``metaloop/configs/compare_<family>.toml``), ``evaluation`` the held-out evaluation of a saved
+run, ``predict`` few-shot classification of image folders, ``adapt`` the adaptation
+comparison with meta-learned LoRA, ``forgetting`` the continual fine-tuning experiment, and
+``report`` the tables and plots they share. The generative comparison is
+``metaloop.generative``'s experiment.
 """
 
-from metaloop.recipes import adapt, compare
+from metaloop.recipes import adapt, compare, evaluation, forgetting, predict, report
 
-__all__ = ["adapt", "compare"]
+__all__ = ["adapt", "compare", "evaluation", "forgetting", "predict", "report"]

@@ -1,7 +1,20 @@
-"""The adaptation experiment on the user's own text table (``metaloop adapt --family table``):
-which classes are held out, which ones meta-training may see, and the task families over them.
+"""The adaptation experiment (``metaloop adapt``): approaches 0-3 on a pretrained model, and
+LoRA meta-learned by first-order MAML / MAML / Reptile, on the same held-out tasks.
 
-Approaches 0-3 adapt on each task's support set alone and never see another class, so without
+Approaches, each adapting on a task's support set alone:
+
+- 0, prompting: zero-shot label prompts; the prompt optimizer (text encoders only);
+- 1, linear probe on frozen features: logistic (Newton), ridge (closed form), SGD;
+- 2, fine-tuning everything: zero head, random head, LP-FT (head warm-up first);
+- 3, LoRA (peft) and soft prompts with a new head; with ``meta``, LoRA meta-learned on the
+  meta-training classes, then fine-tuned like plain LoRA.
+
+``prepare(AdaptSettings(...))`` loads the model and the task families (everything that can fail
+on bad input), ``run(prepared, out)`` meta-trains (resumably), evaluates every approach on the
+same held-out tasks and returns the ``results.json`` body; ``table``, ``paired_lines`` and
+``bar_chart`` report it.
+
+On the user's own text table, approaches 0-3 never see another class, so without
 meta-training every class of the table is held out. Meta-learned LoRA trains on other
 classes: then the classes are split by ``split_classes(labels, fractions, split_seed)``, the
 meta-learners train on the train classes, and every approach is scored on the test classes,
@@ -10,11 +23,555 @@ so that no row of the table has seen a held-out class.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from metaloop.recipes import report
 from metaloop.tasks.text_table import TextTable
+
+__all__ = ["APPROACHES", "FAMILIES", "META", "AdaptSettings", "Prepared", "bar_chart",
+           "describe", "evaluate_strategies", "paired", "paired_lines", "parse_fractions",
+           "prepare", "run", "table", "table_families", "table_summary", "title"]
+
+FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist")
+TEXT_FAMILIES = ("wordnet", "table")
+TEXT_ONLY = ("prompt-zero-shot", "prompt-optimized", "soft-prompt")
+APPROACHES = {   # name -> approach number (0-3)
+    "prompt-zero-shot": 0, "prompt-optimized": 0,
+    "probe-logistic": 1, "probe-ridge": 1, "probe-sgd": 1,
+    "finetune-zero": 2, "finetune-random": 2, "lp-ft": 2,
+    "lora": 3, "soft-prompt": 3,
+}
+META = ("fomaml", "reptile", "maml")
+# The meta-learners' inner loop: SGD on LoRA + a zero head with one step size, on the
+# cross-entropy of 30 x logits (see lora_learner's logit_scale). Features are unit vectors;
+# with no scale, a step of 5 let first-order MAML's adapters blow up after ~55 outer steps
+# (train accuracy 0.9 -> 0.25) and a step of 1 left the logits so small (temperature ~5)
+# that the meta-loss only rewarded spreading all features apart: it plateaued after 50 steps
+# without any gain in accuracy. Scale 30 and step 0.05: the head moves like a step of 45,
+# the adapters like one of ~2 (docs/results.md has the measurements). Reptile's
+# 5-shot inner loop takes 0.02: at 0.05 the head overshoots on 25 examples (support loss rises
+# again by the 4th step on validation tasks).
+META_INNER = {"fomaml": {"inner_lr": 0.05, "inner_steps": 3, "logit_scale": 30.0},
+              "maml": {"inner_lr": 0.05, "inner_steps": 3, "logit_scale": 30.0},
+              "reptile": {"inner_lr": 0.02, "inner_steps": 4, "logit_scale": 30.0}}
+# Meta-training tasks are 5-way 1-shot for MAML, whose query loss sees several examples of a
+# class; Reptile learns from the support set alone, and with one shot per class its only
+# signal is to push the support examples apart, so it meta-trains on 5-shot tasks.
+META_SHOTS = {"fomaml": 1, "maml": 1, "reptile": 5}
+META_OUTER_LR = 1e-3
+
+
+@dataclasses.dataclass
+class AdaptSettings:
+    """Everything ``metaloop adapt`` takes (its flags, with the same names and defaults).
+
+    ``model``: "minilm", a Hugging Face model folder or cached name, or a metaloop run folder
+    (an image model); ``family``: one of ``FAMILIES``; ``approaches``: a comma list of
+    ``APPROACHES`` (None: all that apply); ``meta``: a comma list of ``META`` learners over
+    LoRA + head; ``data`` and the table options: ``family="table"``'s file.
+    """
+
+    model: str = "minilm"
+    family: str = "wordnet"
+    ways: int = 5
+    shots: int = 1
+    queries: int = 5
+    tasks: int = 100
+    approaches: str | None = None
+    steps: int = 20
+    lora_r: int = 8
+    lora_targets: str | None = None
+    prompt_tokens: int = 8
+    max_length: int = 32
+    meta: str = ""
+    meta_iterations: int = 300
+    meta_batch: int = 4
+    meta_shots: int | None = None
+    meta_dir: str | None = None
+    seed: int = 0
+    root: str | None = None
+    data: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    delimiter: str | None = None
+    split_fractions: str = "0.7,0.1,0.2"
+    split_seed: int = 0
+    drop_small: bool = False
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What ``prepare`` loaded: the model (and its kind, "text" or "image"), the held-out
+    family, each meta-learner's training family, the table summary (``family="table"``) and
+    the lines describing the data."""
+
+    settings: AdaptSettings
+    model: object
+    kind: str
+    heldout: object
+    train_families: dict
+    table: dict | None
+    description: str
+
+
+def prepare(s: AdaptSettings) -> Prepared:
+    """Check the settings, load the model and build the task families.
+
+    Everything that can fail on bad input fails here, before any output is written.
+
+    Raises:
+        ValueError: naming the bad setting, file or model.
+    """
+    _positive(ways=s.ways, shots=s.shots, queries=s.queries, tasks=s.tasks,
+              steps=s.steps, max_length=s.max_length, lora_r=s.lora_r,
+              prompt_tokens=s.prompt_tokens)
+    if s.family not in FAMILIES:
+        raise ValueError(f"unknown family {s.family!r}; choose one of {list(FAMILIES)}")
+    if s.approaches is not None:
+        _approach_names(s.approaches, "text")            # names, before loading anything
+    methods = _meta_methods(s.meta)
+    if s.meta:
+        _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
+    meta_shots = {m: s.meta_shots or META_SHOTS[m] for m in methods}
+    if s.family != "table":
+        for opt in ("data", "delimiter"):
+            if getattr(s, opt) is not None:
+                raise ValueError(f"--{opt} applies to --family table, not {s.family}")
+    elif s.root is not None:
+        raise ValueError("--root applies to the built-in families; give the table as --data")
+    else:   # read and check the table before loading any model
+        _table_families(s, None, s.shots, s.queries, meta_shots.values())
+    model, kind = load_model(s.model, s.family, s.max_length)
+    _approach_names(s.approaches, kind)                  # text-only approaches on images
+    table, description = None, ""
+    if s.family == "table":
+        heldout, by_shots = _table_families(s, model.tokenize, s.shots, s.queries,
+                                            meta_shots.values())
+        train_families = {m: by_shots[k] for m, k in meta_shots.items()}
+        table = table_summary(heldout, by_shots)
+        description = describe(heldout, by_shots)
+    else:
+        heldout = build_family(s, model, kind, "test", s.shots, s.queries)
+        train_families = {}
+        for m, k in meta_shots.items():
+            train_families[m] = (next(iter(train_families.values())).with_shots(k, s.queries)
+                                 if train_families
+                                 else build_family(s, model, kind, "train", k, s.queries))
+    return Prepared(s, model, kind, heldout, train_families, table, description)
+
+
+def title(s: AdaptSettings) -> str:
+    """The experiment in one line: family, data file, ways, shots, model and tasks."""
+    data = f" {Path(s.data).name}" if s.family == "table" else ""
+    return (f"{s.family}{data} {s.ways}-way {s.shots}-shot, {s.model}: {s.tasks} held-out "
+            f"tasks")
+
+
+def run(p: Prepared, out, *, progress: bool = False) -> dict:
+    """Meta-train the ``meta`` learners (resumably, under ``meta_dir`` or ``out/meta``),
+    evaluate every approach on the same held-out tasks and return the ``results.json`` body:
+    the settings, ``"approaches"`` (``evaluate_strategies``' result), ``"paired"``
+    (meta-learned LoRA against plain LoRA on the same tasks), ``"meta"`` (each meta-run's
+    config and budget) and ``"table"`` (the table summary, ``family="table"``)."""
+    s = p.settings
+    rows = strategies(s, p.model, p.kind, p.heldout)
+    meta_rows, meta_info = meta_strategies(s, p.model, p.kind, Path(out), p.train_families,
+                                           progress=progress)
+    rows.update(meta_rows)
+    t0 = time.perf_counter()
+    results = evaluate_strategies(rows, p.heldout, s.tasks, s.seed, progress=progress)
+    methods = meta_info.keys()
+    diffs = paired(results, [(f"meta-lora-{m}", "lora") for m in methods]
+                   + [(f"meta-lora-{m} inner", f"lora inner-{m}") for m in methods])
+    return {"model": s.model, "family": s.family, "ways": s.ways, "shots": s.shots,
+            "queries": s.queries, "tasks": s.tasks, "seed": s.seed, "steps": s.steps,
+            "eval_seconds": time.perf_counter() - t0, "meta": meta_info,
+            "threads": torch.get_num_threads(), "paired": diffs, "approaches": results,
+            **({"table": p.table} if p.table is not None else {})}
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def _positive(**values) -> None:
+    for name, v in values.items():
+        if v is None or v <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.is_dir() and ((path / "LATEST").is_file() or (path / "state.json").is_file())
+
+
+def load_model(spec: str, family: str, max_length: int = 32):
+    """(model, kind) for ``--model``: ``"text"`` for Hugging Face encoders, ``"image"`` for
+    metaloop checkpoints."""
+    path = Path(spec).expanduser()
+    if _is_checkpoint(path):
+        if family in TEXT_FAMILIES:
+            raise ValueError(f"{spec} is a metaloop (image) checkpoint; family {family} needs a "
+                             f"text model such as --model minilm")
+        from metaloop.runs import load_run
+        return load_run(path).network, "image"       # MAML / ANIL: the network itself
+    if family not in TEXT_FAMILIES:
+        if spec == "minilm" or (path / "config.json").is_file():
+            raise ValueError(f"--model {spec} is a text encoder; family {family} needs an image "
+                             f"model: a metaloop checkpoint folder (e.g. the pretrain baseline "
+                             f"from 'metaloop train')")
+        if not path.exists():
+            raise ValueError(f"model path {spec} does not exist")
+        raise ValueError(f"{spec} is not a metaloop checkpoint folder (no LATEST file)")
+    from metaloop.models.text import load_text_encoder
+    try:
+        return load_text_encoder(spec, max_length=max_length), "text"
+    except ModuleNotFoundError as e:
+        raise ValueError(str(e)) from e
+
+
+def build_family(s, model, kind: str, split: str, shots: int, queries: int):
+    """The task family of ``--family`` on ``split`` (held-out: ``test``)."""
+    if s.family not in FAMILIES:
+        raise ValueError(f"unknown family {s.family!r}; choose one of {list(FAMILIES)}")
+    from metaloop import tasks
+    from metaloop.tasks.wordnet import WordNet
+    if s.family == "wordnet":
+        return WordNet(s.root, split=split, ways=s.ways, shots=shots, queries=queries,
+                       tokenizer=model.tokenize)
+    if s.family == "table":         # held out: every class, or the test classes with --meta
+        meta = split == "train" or bool(_meta_methods(s.meta))
+        heldout, train = _table_families(s, model.tokenize, shots, queries,
+                                         [shots] if meta else [])
+        return train[shots] if split == "train" else heldout
+    if s.family == "omniglot":
+        return tasks.Omniglot(s.root, split=split, ways=s.ways, shots=shots,
+                              queries=queries)
+    classes = range(0, 5) if split == "train" else range(5, 10)
+    return tasks.FashionMNIST(s.root, classes=classes, ways=s.ways, shots=shots,
+                              queries=queries, split="train" if split == "train" else "test")
+
+
+def _table_families(s, tokenizer, shots: int, queries: int, meta_shots):
+    """``table_families`` with the table options of ``s``."""
+    if not s.data:
+        raise ValueError("--family table needs --data PATH: a .csv, .tsv or .jsonl file with "
+                         f"a {s.text_column!r} and a {s.label_column!r} column")
+    return table_families(s.data, ways=s.ways, shots=shots, queries=queries,
+                          meta_shots=meta_shots, tokenizer=tokenizer,
+                          text_column=s.text_column, label_column=s.label_column,
+                          delimiter=s.delimiter,
+                          fractions=parse_fractions(s.split_fractions),
+                          split_seed=s.split_seed, drop_small=s.drop_small)
+
+
+def _meta_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in META]
+    if bad:
+        raise ValueError(f"unknown --meta method(s) {bad}; choose from {list(META)}")
+    return methods
+
+
+def _approach_names(text: str | None, kind: str) -> list[str]:
+    allowed = [a for a in APPROACHES if kind == "text" or a not in TEXT_ONLY]
+    if not text:
+        return allowed
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in names if a not in APPROACHES]
+    if bad or not names:
+        raise ValueError(f"unknown approach(es) {bad or text!r}; choose from {list(APPROACHES)}")
+    wrong = [a for a in names if a not in allowed]
+    if wrong:
+        raise ValueError(f"approach(es) {wrong} need a text encoder; the model is an image model")
+    return names
+
+
+def strategies(s, model, kind: str, family) -> dict:
+    """name -> (approach number, callable(support_x, support_y, classes) -> Adapted)."""
+    from metaloop.adapt.finetune import finetune, lpft
+    from metaloop.adapt.linear_probe import linear_probe
+
+    names = _approach_names(s.approaches, kind)
+    steps = s.steps
+    targets = (s.lora_targets.split(",") if s.lora_targets
+               else ["query", "value"] if kind == "text" else ["conv"])
+    # Rates: a new head learns at 1e-2; the pretrained body at 1e-4 (full fine-tuning) or
+    # 1e-3 (LoRA); soft prompts at 1e-2 (Lester et al. use large prompt rates).
+    body_lr = 1e-4 if kind == "text" else 1e-3
+    out = {}
+    for name in names:
+        if name == "prompt-zero-shot":
+            from metaloop.adapt.prompting import zero_shot
+            cache: dict = {}
+            fn = functools.partial(_zero_shot, zero_shot, model, family, cache)
+        elif name == "prompt-optimized":
+            from metaloop.adapt.prompting import optimize_prompt
+            cache = {}
+            fn = functools.partial(_prompt_opt, optimize_prompt, model, family, cache)
+        elif name.startswith("probe-"):
+            solver = name.split("-")[1]
+            kw = {"lam": 0.1} if solver != "sgd" else {"lr": 0.1, "steps": 100}
+            fn = _ignore_classes(functools.partial(linear_probe, model, solver=solver, **kw))
+        elif name in ("finetune-zero", "finetune-random"):
+            fn = _ignore_classes(functools.partial(
+                finetune, model, steps=steps, lr=body_lr, head_lr=1e-2,
+                head_init=name.split("-")[1]))
+        elif name == "lp-ft":
+            fn = _ignore_classes(functools.partial(lpft, model, steps=steps, lr=body_lr,
+                                                   head_lr=1e-2, warmup_kw={"lam": 0.1}))
+        elif name == "lora":
+            from metaloop.adapt.lora import add_lora, lora_finetune
+            torch.manual_seed(0)      # the same adapter init as the --meta learners start from
+            lora = add_lora(model, r=s.lora_r, alpha=2.0 * s.lora_r,
+                            target_modules=targets)
+            fn = _ignore_classes(functools.partial(lora_finetune, lora, steps=steps, lr=1e-3,
+                                                   head_lr=1e-2))
+        else:  # soft-prompt
+            from metaloop.adapt.soft_prompt import add_soft_prompt, soft_prompt_finetune
+            torch.manual_seed(s.seed)
+            sp = add_soft_prompt(model, s.prompt_tokens)
+            fn = _ignore_classes(functools.partial(soft_prompt_finetune, sp, steps=steps,
+                                                   lr=1e-2, head_lr=1e-2))
+        out[name] = (APPROACHES[name], fn)
+    return out
+
+
+def _ignore_classes(fn):
+    return lambda sx, sy, classes: fn(sx, sy)
+
+
+def _zero_shot(zero_shot, model, family, cache, sx, sy, classes):
+    return zero_shot(model, [w["name"] for w in family.wordings(classes)], cache=cache)
+
+
+def _prompt_opt(optimize_prompt, model, family, cache, sx, sy, classes):
+    return optimize_prompt(model, sx, sy, family.wordings(classes), cache=cache)
+
+
+# ----------------------------------------------------------------------------- meta-learning
+
+def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None = None,
+                    progress: bool = False) -> tuple[dict, dict]:
+    """Train (or resume) each ``--meta`` learner over LoRA + head.
+
+    ``train_families`` maps each method to its meta-training family (default: built here
+    from ``s``, an ``AdaptSettings``).
+
+    Rows per method: ``meta-lora-M`` fine-tunes the meta-learned LoRA exactly like the plain
+    ``lora`` row (Adam, ``--steps``); ``meta-lora-M inner`` adapts by the learner's own inner
+    loop (SGD); ``lora inner-M`` is plain LoRA from the pretrained start under that same inner
+    loop. Runs are checkpointed in ``--meta-dir`` and resumed (a finished run is reused); the
+    CPU and wall seconds spent on each are kept in its ``budget.json``.
+    """
+    from metaloop.adapt.lora import lora_finetune
+    from metaloop.meta.lora_meta import lora_learner
+    from metaloop.train import train
+
+    methods = _meta_methods(s.meta)
+    if not methods:
+        return {}, {}
+    _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
+    targets = (s.lora_targets.split(",") if s.lora_targets
+               else ["query", "value"] if kind == "text" else ["conv"])
+    meta_dir = Path(s.meta_dir) if s.meta_dir else out / "meta"
+    rows, info, baselines = {}, {}, {}
+    for method in methods:
+        hp = {"r": s.lora_r, "alpha": 2.0 * s.lora_r, "target_modules": targets,
+              **META_INNER[method]}
+        shots = s.meta_shots or META_SHOTS[method]
+        train_family = (train_families[method] if train_families is not None
+                        else build_family(s, model, kind, "train", shots, s.queries))
+        torch.manual_seed(0)
+        learner = lora_learner(model, method, **hp)
+        run_dir = meta_dir / method
+        config = {"method": method, "model": s.model, "family": s.family,
+                  "ways": s.ways, "shots": shots, "queries": s.queries,
+                  "max_length": s.max_length, "iterations": s.meta_iterations,
+                  "meta_batch": s.meta_batch, "outer_lr": META_OUTER_LR, **hp}
+        if s.family == "table":    # resume only on the same table and classes
+            config["table"] = _table_identity(train_family)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        train(learner, train_family, iterations=s.meta_iterations,
+              meta_batch=s.meta_batch, lr=META_OUTER_LR, seed=0, out_dir=run_dir,
+              resume=(run_dir / "LATEST").is_file(), checkpoint_every=25, config=config,
+              progress=progress, desc=f"meta-train {method}")
+        info[method] = {"config": config, "run_dir": str(run_dir),
+                        **_add_budget(run_dir, time.process_time() - cpu0,
+                                      time.perf_counter() - wall0)}
+        lr_kw = {"steps": s.steps, "lr": 1e-3, "head_lr": 1e-2}
+        rows[f"meta-lora-{method}"] = (3, _ignore_classes(
+            functools.partial(lora_finetune, learner.model, **lr_kw)))
+        rows[f"meta-lora-{method} inner"] = (3, _inner(learner))
+        key = (META_INNER[method]["inner_lr"], META_INNER[method]["inner_steps"])
+        if key not in baselines:
+            torch.manual_seed(0)
+            baselines[key] = lora_learner(model, method, **hp)
+            rows[f"lora inner-{method}"] = (3, _inner(baselines[key]))
+    return rows, info
+
+
+def _table_identity(family) -> dict:
+    """The file (path and content hash), columns and classes a table family reads."""
+    import hashlib
+    digest = hashlib.sha256(family.path.read_bytes()).hexdigest()
+    return {"data": str(family.path), "sha256": digest, "text_column": family.text_column,
+            "label_column": family.label_column, "classes": family.class_names}
+
+
+def _add_budget(run_dir: Path, cpu: float, wall: float) -> dict:
+    """Accumulate the meta-training CPU and wall seconds of a run in ``budget.json``."""
+    import json
+    path = run_dir / "budget.json"
+    total = json.loads(path.read_text()) if path.exists() else {"cpu_seconds": 0.0,
+                                                               "wall_seconds": 0.0}
+    total = {"cpu_seconds": total["cpu_seconds"] + cpu,
+             "wall_seconds": total["wall_seconds"] + wall}
+    report.write_json(path, total)
+    return total
+
+
+def _inner(learner):
+    """The learner's own test-time adaptation (its inner SGD loop) as an Adapted."""
+    from metaloop.adapt._fit import Adapted
+
+    def fn(sx, sy, classes):
+        params = learner.adapt(sx, sy)
+        return Adapted(learner.model, params, sum(p.numel() for p in params.values()))
+    return fn
+
+
+def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: bool = False
+                        ) -> dict:
+    """Adapt every strategy on each held-out task's support set; score its query set.
+
+    Every strategy sees the same tasks (``heldout_tasks(family, tasks, seed)``) and is given
+    only the support set and the task's class ids (for label wordings); query labels are
+    used for scoring, after adaptation. Predictors with a frozen body share one computation
+    of the query features per task.
+
+    Returns:
+        name -> ``{"approach", "accuracy": {"mean", "ci95"}, "trainable", "adapt_seconds",
+        "per_task": {"accuracy": [...], "adapt_seconds": [...]}, "info"}``.
+    """
+    from metaloop.evaluate import heldout_tasks, mean_ci
+    from metaloop.func.params import forward
+
+    per = {n: {"accuracy": [], "adapt_seconds": [], "trainable": 0, "info": None} for n in rows}
+    bar = tqdm(total=tasks, desc="held-out tasks", disable=not progress, leave=False)
+    done = 0
+    for batch in heldout_tasks(family, tasks, seed):
+        for i in range(batch.num_tasks):
+            sx, sy, qx, qy = batch.task(i)
+            feats: dict[int, torch.Tensor] = {}
+            for name, (_, fn) in rows.items():
+                torch.manual_seed(seed * 100_003 + done)
+                t0 = time.perf_counter()
+                adapted = fn(sx, sy, batch.classes[i])
+                per[name]["adapt_seconds"].append(time.perf_counter() - t0)
+                with torch.no_grad():
+                    if adapted.info.get("frozen_body"):
+                        key = id(adapted.model)
+                        if key not in feats:
+                            feats[key] = forward(adapted.model, adapted.params, qx, head=False)
+                        w, b = (adapted.params[n] for n in ("head.weight", "head.bias"))
+                        logits = F.linear(feats[key], w, b)                     # [Q, C]
+                    else:
+                        logits = adapted(qx)                                    # [Q, C]
+                per[name]["accuracy"].append(float((logits.argmax(-1) == qy).float().mean()))
+                per[name]["trainable"] = adapted.trainable
+                per[name]["info"] = per[name]["info"] or _jsonable(adapted.info)
+            done += 1
+            bar.update(1)
+    bar.close()
+    results = {}
+    for name, r in per.items():
+        m, c = mean_ci(r["accuracy"])
+        results[name] = {"approach": rows[name][0], "accuracy": {"mean": m, "ci95": c},
+                         "trainable": r["trainable"],
+                         "adapt_seconds": sum(r["adapt_seconds"]) / len(r["adapt_seconds"]),
+                         "per_task": {"accuracy": r["accuracy"],
+                                      "adapt_seconds": r["adapt_seconds"]},
+                         "info": r["info"]}
+    return results
+
+
+def paired(results: dict, pairs) -> dict:
+    """Paired accuracy differences ``a - b`` over the same held-out tasks.
+
+    Two rows evaluated on the same tasks differ less from task to task than either varies,
+    so the CI of the per-task difference is the test of "a beats b", tighter than comparing
+    the two rows' own intervals.
+
+    Returns:
+        ``"a - b" -> {"mean", "ci95", "wins", "ties", "losses"}`` for each pair present.
+    """
+    from metaloop.evaluate import mean_ci
+
+    out = {}
+    for a, b in pairs:
+        if a not in results or b not in results:
+            continue
+        xa, xb = (results[n]["per_task"]["accuracy"] for n in (a, b))
+        d = [u - v for u, v in zip(xa, xb)]
+        m, c = mean_ci(d)
+        out[f"{a} - {b}"] = {"mean": m, "ci95": c, "wins": sum(x > 0 for x in d),
+                             "ties": sum(x == 0 for x in d), "losses": sum(x < 0 for x in d)}
+    return out
+
+
+def paired_lines(diffs: dict) -> str:
+    """One line per pair: difference in points ± 95% CI, and task wins / ties / losses."""
+    return "\n".join(f"{k}: {100 * v['mean']:+.2f} ± {100 * v['ci95']:.2f} points "
+                     f"(tasks won / tied / lost: {v['wins']} / {v['ties']} / {v['losses']})"
+                     for k, v in diffs.items())
+
+
+def _jsonable(info: dict) -> dict:
+    return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
+
+
+def table(results: dict) -> str:
+    """approach | # | accuracy (%) mean ± 95% CI | trainable parameters | s / task."""
+    head = ["approach", "#", "accuracy %", "trainable", "s/task"]
+    rows = [head]
+    for name, r in results.items():
+        a = r["accuracy"]
+        rows.append([name, str(r["approach"]), f"{100 * a['mean']:.2f} ± {100 * a['ci95']:.2f}",
+                     f"{r['trainable']:,}", f"{r['adapt_seconds']:.3f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i in (0, 1) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def bar_chart(results: dict, path: Path, title: str) -> None:
+    """Horizontal bars of accuracy with 95% CI error bars, one per approach."""
+    plt = report.plt
+    names = list(results)
+    means = [100 * results[n]["accuracy"]["mean"] for n in names]
+    cis = [100 * results[n]["accuracy"]["ci95"] for n in names]
+    colors = [f"C{results[n]['approach']}" for n in names]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    ax.barh(range(len(names)), means, xerr=cis, color=colors, capsize=3)
+    ax.set_yticks(range(len(names)), [f"{n} ({results[n]['approach']})" for n in names])
+    ax.invert_yaxis()
+    lo = min(m - c for m, c in zip(means, cis))
+    ax.set_xlim(max(0.0, math.floor(lo / 10) * 10 - 10), 100)
+    ax.set_xlabel("held-out query accuracy (%), 95% CI")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: int,

@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
-from metaloop.cli import _build, _config
+from metaloop import build as _build
+from metaloop import config as _config
 from metaloop.evaluate import evaluate
 from metaloop.train import train
 

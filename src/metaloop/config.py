@@ -1,4 +1,12 @@
-"""Config files (TOML): loading, defaults and validation. Only cli/ knows about them."""
+"""The one config schema: TOML run configs, their defaults, validation and deprecated keys.
+
+A config is a dict of sections ``[family] [model] [method] [train] [eval]``; ``SCHEMA`` lists
+every key with its type and default. ``load(path)`` reads and validates a file, ``validate``
+fills the defaults and checks keys and types of a dict, and ``check_combinations`` rejects the
+values and combinations that are impossible whatever the data, before any data is read. The
+command line, the recipes (``metaloop.recipes``) and ``metaloop.runs.load_run`` all validate
+through here.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,9 @@ import difflib
 import sys
 import warnings
 from pathlib import Path
+
+__all__ = ["FAMILIES", "METHODS", "MODELS", "RENAMED", "SCHEMA", "check_combinations", "load",
+           "merge", "validate"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -190,6 +201,12 @@ TEXT_FAMILIES = ("table",)
 USER_SPLITS = ("train", "val", "test")
 INVERT = ("never", "always", "auto")
 HEAD_BASED = ("r2d2", "metaoptnet", "protonet")
+# The names a config may give: family.name, method.name, model.name.
+METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet",
+           "protonet")
+FAMILIES = ("sinusoid", "omniglot", "fashion_mnist", *USER_FAMILIES)
+IMAGE_MODELS = ("conv4", "resnet12")
+MODELS = ("mlp", *IMAGE_MODELS, "text")
 # The SGD meta-learners with an inner loop to differentiate through, and the method keys
 # that apply to them only.
 MAML_FAMILY = ("maml", "fomaml", "anil")
@@ -221,8 +238,6 @@ def check_combinations(cfg: dict) -> None:
             ``first_order`` on a learner without second-order variant (Reptile, the
             head-based R2D2/MetaOptNet...), a model that cannot read the family's inputs.
     """
-    from metaloop.cli._build import FAMILIES, IMAGE_MODELS, METHODS, MODELS
-
     f, m, me, t, ev = (cfg[k] for k in ("family", "model", "method", "train", "eval"))
     for where, value, options in (
             ("family.name", f["name"], FAMILIES), ("model.name", m["name"], MODELS),

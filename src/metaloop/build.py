@@ -1,4 +1,10 @@
-"""Build families, models and learners from a validated config dict."""
+"""Build the task families, models and learners a validated config describes.
+
+``build_family`` / ``eval_family`` / ``training_family`` give the meta-training, held-out and
+augmented families of a config, ``build_model`` the network, ``build_learner`` the learner of
+its ``[method]`` section around that network; ``resolve_split`` writes a folder's class split
+into the config so a run stores exactly which classes it trained on.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,12 @@ import functools
 
 import torch
 
+from metaloop import config as _config
 from metaloop import meta, models, tasks
-from metaloop.cli import _config
+from metaloop.config import FAMILIES, METHODS, MODELS
 
-METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet",
-           "protonet")
-FAMILIES = ("sinusoid", "omniglot", "fashion_mnist", *_config.USER_FAMILIES)
-IMAGE_MODELS = ("conv4", "resnet12")
-MODELS = ("mlp", *IMAGE_MODELS, "text")
+__all__ = ["batching_on", "build_family", "build_learner", "build_model", "eval_family",
+           "resolve_split", "training_family", "user_family"]
 
 
 def _choice(kind: str, value: str, options) -> str:

@@ -1,0 +1,261 @@
+"""The forgetting experiment (``metaloop forgetting``): continual fine-tuning with and
+without the remedies for forgetting, over seeds.
+
+For each seed, experience 0 is learned once (plain training) and every strategy then
+fine-tunes that same model through the rest of the stream. ``run`` returns, as mean ± 95% CI
+over the seeds: new-task accuracy (the last experience), old-task accuracy (the earlier ones,
+at the end), the fraction of each earlier experience's accuracy retained, forgetting,
+backward transfer (BWT) and the average accuracy, with the accuracy matrices and curves;
+``write`` saves results.json, metrics.jsonl (every evaluation during fine-tuning),
+old_accuracy_vs_steps.png and accuracy_matrix.png.
+
+    s = settings("two-task", strategies="naive,replay,joint", seeds=3)
+    res = run(s, experiences("two-task"))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import torch
+
+from metaloop.continual import metrics, plots
+from metaloop.continual.finetune import finetune_experience
+from metaloop.continual.heads import init_params
+from metaloop.continual.replay import check_replay_ratio
+from metaloop.continual.scenarios import SCENARIOS
+from metaloop.continual.sequence import STRATEGIES, run_sequence
+from metaloop.evaluate.heldout import mean_ci
+from metaloop.models import MLP
+from metaloop.recipes import report
+from metaloop.train.checkpoint import atomic_write_text
+
+__all__ = ["DEFAULTS", "METRICS", "experiences", "run", "settings", "table", "write"]
+
+# Per-scenario defaults, sized so that six strategies x 3 seeds take < 15 min on 2 cores.
+# The network is van de Ven et al.'s Split-MNIST MLP with 256 instead of 400 units.
+DEFAULTS = {
+    "two-task": {"steps": 500, "batch_size": 128, "eval_every": 50},
+    "split-fmnist-task": {"steps": 200, "batch_size": 128, "eval_every": 50},
+    "split-fmnist-class": {"steps": 200, "batch_size": 128, "eval_every": 50},
+    "omniglot-alphabets": {"steps": 150, "batch_size": 64, "eval_every": 25},
+}
+METRICS = (("new_accuracy", "new acc"), ("old_accuracy", "old acc"), ("retained", "retained"),
+           ("forgetting", "forgetting"), ("bwt", "BWT"), ("average_accuracy", "avg acc"))
+
+
+
+
+def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIES),
+             seeds: int = 3, seed: int = 0, steps: int | None = None,
+             pretrain_steps: int | None = None, batch_size: int | None = None,
+             lr: float = 1e-3, eval_every: int | None = None, early_stop: int | None = None,
+             replay_ratio: float | str = 0.1, buffer_size: int | None = None,
+             head_weight: float = 1.0, temperature: float = 2.0, lora_rank: int = 8,
+             hidden=(256, 256)) -> dict:
+    """The checked settings of one experiment (None: the scenario's ``DEFAULTS``).
+
+    Args:
+        scenario: one of ``metaloop.continual.scenarios.SCENARIOS``.
+        strategies: a comma list of distinct ``STRATEGIES``. seeds, seed: seeds
+            ``seed .. seed + seeds - 1``.
+        steps, pretrain_steps: fine-tuning steps per experience, and on experience 0.
+        replay_ratio: the replayed fraction of each batch, or "balanced" (t/(t+1) on
+            experience t). The other keys: see ``metaloop.continual.sequence.run_sequence``.
+
+    Raises:
+        ValueError: naming the bad setting.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
+    d = DEFAULTS[scenario]
+    s = {"scenario": scenario, "strategies": _strategies(strategies),
+         "seeds": list(range(seed, seed + seeds)),
+         "steps": steps or d["steps"], "batch_size": batch_size or d["batch_size"],
+         "eval_every": eval_every or d["eval_every"], "lr": lr,
+         "early_stop": early_stop, "replay_ratio": replay_ratio,
+         "buffer_size": buffer_size, "head_weight": head_weight,
+         "temperature": temperature, "lora_rank": lora_rank, "hidden": list(hidden)}
+    s["pretrain_steps"] = pretrain_steps or s["steps"]
+    for key in ("steps", "pretrain_steps", "batch_size", "eval_every", "lora_rank"):
+        if s[key] <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {s[key]}")
+    for key in ("early_stop", "buffer_size"):
+        if s[key] is not None and s[key] <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {s[key]}")
+    if seeds <= 0:
+        raise ValueError(f"--seeds must be positive, got {seeds}")
+    if not hidden or min(hidden) <= 0:
+        raise ValueError(f"--hidden must be positive widths, got {list(hidden)}")
+    if not (lr > 0 and head_weight >= 0 and temperature > 0):
+        raise ValueError("--lr and --temperature must be positive, --head-weight >= 0")
+    if replay_ratio != "balanced":
+        check_replay_ratio(replay_ratio)
+    return s
+
+
+def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
+                val_per_class: int | None = None, test_per_class: int | None = None,
+                alphabets: int = 5) -> list:
+    """The experiences of ``scenario`` (None: the scenario's own sizes).
+
+    Raises:
+        ValueError: ``test_per_class`` on Omniglot; missing data (naming where it looked).
+    """
+    kw = {"root": root}
+    if train_per_class is not None:
+        kw["train_per_class"] = train_per_class
+    if val_per_class is not None:
+        kw["val_per_class"] = val_per_class
+    if scenario == "omniglot-alphabets":
+        if test_per_class is not None:
+            raise ValueError("--test-per-class is for Fashion-MNIST; Omniglot tests on the "
+                             "drawings left after --train-per-class and --val-per-class")
+        return SCENARIOS[scenario](alphabets=alphabets, **kw)
+    return SCENARIOS[scenario](test_per_class=test_per_class, **kw)
+
+
+def total_steps(s: dict, exps: list) -> int:
+    """Optimiser steps of the whole experiment (for a progress bar)."""
+    later = s["steps"] * (len(exps) - 1) * len(s["strategies"])
+    return len(s["seeds"]) * (s["pretrain_steps"] + later)
+
+
+def run(s: dict, exps: list, progress: Callable[[int], None] | None = None
+        ) -> tuple[dict, dict]:
+    """Every strategy over every seed; ``progress(n)`` is told of each ``n`` steps done.
+
+    Returns:
+        ``(runs, results)``: per strategy the list of per-seed runs (matrix, curve,
+        boundaries), and the summary written to results.json.
+    """
+    update = progress or (lambda n: None)
+    t_start = time.perf_counter()
+    runs = {name: [] for name in s["strategies"]}
+    for seed in s["seeds"]:
+        for name, r in _one_seed(s, exps, seed, update).items():
+            runs[name].append(r)
+    return runs, _results(s, exps, runs, time.perf_counter() - t_start)
+
+
+def _strategies(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in STRATEGIES]
+    if bad or not names or len(set(names)) != len(names):
+        raise ValueError(f"bad --strategies {text!r}: choose distinct names from "
+                        f"{list(STRATEGIES)}")
+    return names
+
+
+def _settings(args) -> dict:
+    d = DEFAULTS[args.scenario]
+    s = {"scenario": args.scenario, "strategies": _strategies(args.strategies),
+         "seeds": list(range(args.seed, args.seed + args.seeds)),
+         "steps": args.steps or d["steps"], "batch_size": args.batch_size or d["batch_size"],
+         "eval_every": args.eval_every or d["eval_every"], "lr": args.lr,
+         "early_stop": args.early_stop, "replay_ratio": args.replay_ratio,
+         "buffer_size": args.buffer_size, "head_weight": args.head_weight,
+         "temperature": args.temperature, "lora_rank": args.lora_rank, "hidden": args.hidden}
+    s["pretrain_steps"] = args.pretrain_steps or s["steps"]
+    for key in ("steps", "pretrain_steps", "batch_size", "eval_every", "lora_rank"):
+        if s[key] <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {s[key]}")
+    for key in ("early_stop", "buffer_size"):
+        if s[key] is not None and s[key] <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {s[key]}")
+    if args.seeds <= 0:
+        raise ValueError(f"--seeds must be positive, got {args.seeds}")
+    if not args.hidden or min(args.hidden) <= 0:
+        raise ValueError(f"--hidden must be positive widths, got {args.hidden}")
+    if not (args.lr > 0 and args.head_weight >= 0 and args.temperature > 0):
+        raise ValueError("--lr and --temperature must be positive, --head-weight >= 0")
+    if args.replay_ratio != "balanced":
+        check_replay_ratio(args.replay_ratio)
+    return s
+
+
+def _experiences(args):
+    kw = {"root": args.root}
+    if args.train_per_class is not None:
+        kw["train_per_class"] = args.train_per_class
+    if args.val_per_class is not None:
+        kw["val_per_class"] = args.val_per_class
+    if args.scenario == "omniglot-alphabets":
+        if args.test_per_class is not None:
+            raise ValueError("--test-per-class is for Fashion-MNIST; Omniglot tests on the "
+                            "drawings left after --train-per-class and --val-per-class")
+        return SCENARIOS[args.scenario](alphabets=args.alphabets, **kw)
+    return SCENARIOS[args.scenario](test_per_class=args.test_per_class, **kw)
+
+
+def _one_seed(s, exps, seed, update) -> dict:
+    """Learn experience 0 once, then every strategy from there."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = MLP(exps[0].train[0].shape[1], tuple(s["hidden"]), 1)
+    ft = {k: s[k] for k in ("batch_size", "lr", "eval_every", "early_stop")}
+    first = finetune_experience(model, init_params(model, exps, g), exps[0], replay_ratio=0.0,
+                     steps=s["pretrain_steps"], generator=g, progress=update, **ft)
+    out = {}
+    for name in s["strategies"]:
+        t0 = time.perf_counter()
+        r = run_sequence(model, first.params, exps, name, pretrained=True,
+                         replay_ratio=s["replay_ratio"], head_weight=s["head_weight"],
+                         lora_rank=s["lora_rank"], buffer_size=s["buffer_size"],
+                         temperature=s["temperature"], steps=s["steps"],
+                         generator=torch.Generator().manual_seed(1000 + seed), progress=update,
+                         **ft)
+        out[name] = {"seed": seed, "matrix": r.matrix, "curve": r.curve,
+                     "boundaries": r.boundaries, "wall_s": time.perf_counter() - t0}
+    return out
+
+
+def _results(s, exps, runs, wall_s) -> dict:
+    strategies = {}
+    for name, rs in runs.items():
+        per_seed = [metrics.summarize(r["matrix"]) for r in rs]
+        summary = {}
+        for key, _ in METRICS:
+            values = [p[key] for p in per_seed]
+            m, c = mean_ci(values)
+            summary[key] = {"mean": m, "ci95": c, "per_seed": values}
+        stack = torch.stack([r["matrix"] for r in rs])                  # [S, T, T]
+        strategies[name] = {
+            "summary": summary,
+            "matrix": {"mean": stack.mean(0).tolist(), "per_seed": stack.tolist()},
+            "experience_forgetting": [metrics.experience_forgetting(r["matrix"]).tolist()
+                                      for r in rs],
+            "wall_s": [r["wall_s"] for r in rs]}
+    return {"scenario": s["scenario"], "settings": s, "wall_s": wall_s,
+            "experiences": [{"name": e.name, "head": e.head, "outputs": e.num_outputs,
+                             "classes": list(e.classes), "train": e.train[1].numel(),
+                             "val": e.val[1].numel(), "test": e.test[1].numel()} for e in exps],
+            "rows": "R[i][j]: test accuracy on experience j after training on experience i",
+            "strategies": strategies}
+
+
+def table(strategies: dict) -> str:
+    """Strategies x metrics, each ``mean ± ci95`` in %."""
+    rows = [["strategy"] + [label for _, label in METRICS]]
+    for name, r in strategies.items():
+        rows.append([name] + [f"{100 * r['summary'][k]['mean']:.1f} ± "
+                              f"{100 * r['summary'][k]['ci95']:.1f}" for k, _ in METRICS])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write(out, s, exps, runs, results) -> None:
+    """results.json, metrics.jsonl and the two plots, in ``out``."""
+    report.write_json(out / "results.json", results)
+    lines = [json.dumps({"strategy": name, "seed": r["seed"], **point})
+             for name, rs in runs.items() for r in rs for point in r["curve"]]
+    atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
+    plots.old_accuracy_curves(runs, exps[0].name, out / "old_accuracy_vs_steps.png",
+                              f"{s['scenario']}: accuracy on {exps[0].name} while "
+                              f"fine-tuning")
+    plots.matrix_heatmaps(results["strategies"], [e.name for e in exps],
+                          out / "accuracy_matrix.png", s["scenario"])

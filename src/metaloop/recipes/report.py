@@ -1,0 +1,88 @@
+"""Reports shared by the recipes: results tables, curves with 95% CI bands, JSON files.
+
+Plots are written with matplotlib's non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from metaloop.train.checkpoint import atomic_write_text  # noqa: E402
+
+__all__ = ["plot_curves", "plot_fits", "strip_per_task", "table", "write_json"]
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically (a crash leaves no partial
+    file)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def strip_per_task(result: dict) -> dict:
+    """An ``evaluate`` result without its per-task values."""
+    return {k: v for k, v in result.items() if k != "per_task"}
+
+
+def table(results: dict[str, dict], metric: str) -> str:
+    """Methods x steps table of ``mean ± ci95`` for ``metric`` ("loss" or "accuracy")."""
+    steps = next(iter(results.values()))["steps"]
+    pct = metric == "accuracy"
+    head = ["method"] + [f"{s} step{'s' if s != 1 else ''}" for s in steps]
+    rows = [head]
+    for name, r in results.items():
+        cells = [name]
+        for m, c in zip(r[metric]["mean"], r[metric]["ci95"]):
+            cells.append(f"{100 * m:.2f} ± {100 * c:.2f}" if pct else f"{m:.3f} ± {c:.3f}")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot_curves(results: dict[str, dict], metric: str, path: Path, title: str) -> None:
+    """``metric`` against adaptation steps per method, with 95% CI bands (MAML Fig. 2)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in results.items():
+        m, c = r[metric]["mean"], r[metric]["ci95"]
+        ax.plot(r["steps"], m, marker="o", label=name)
+        ax.fill_between(r["steps"], [a - b for a, b in zip(m, c)], [a + b for a, b in zip(m, c)],
+                        alpha=0.2)
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel({"loss": "query loss (MSE)" if "MSE" in title else "query loss"}.get(
+        metric, "query accuracy"))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_fits(learners: dict, family, seed: int, path, steps=(0, 1, 10)) -> None:
+    """One panel per method: true curve, support points, predictions after ``steps``."""
+    batch, amp, phase = family.sample_with_params(1, torch.Generator().manual_seed(seed))
+    sx, sy = batch.support_x[0], batch.support_y[0]
+    xs = torch.linspace(-5, 5, 200).unsqueeze(1)                          # [200, 1]
+    fig, axes = plt.subplots(1, len(learners), figsize=(3.2 * len(learners), 3), sharey=True,
+                             squeeze=False)
+    for ax, (name, learner) in zip(axes[0], learners.items()):
+        ax.plot(xs, family.curve(float(amp[0]), float(phase[0]), xs), "k", lw=2, label="truth")
+        path_ = list(learner.adapt_path(sx, sy, max(steps)))
+        for s in steps:
+            with torch.no_grad():
+                ys = learner.predict(path_[min(s, len(path_) - 1)], xs)
+            ax.plot(xs, ys, "--", label=f"{s} step{'s' if s != 1 else ''}")
+        ax.scatter(sx, sy, c="red", zorder=3, label="support")
+        ax.set_title(name)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,146 @@
+"""A saved run, loaded in one place: ``load_run(path)``.
+
+A run directory (what ``metaloop train`` or ``metaloop.train.train(out_dir=...)`` writes)
+holds checkpoints whose ``state.json`` carries the validated config. ``load_run`` rebuilds the
+learner the config describes, loads the checkpoint's weights into it, and returns them with
+the config, the class split (your own data) and the image transform the run was trained
+with. ``metaloop eval``, ``predict``, ``adapt --model RUN`` and ``train --resume`` all load
+runs through it.
+
+Image models are rebuilt from the shapes of the stored tensors (input channels, head outputs),
+so loading an Omniglot or folder run needs neither the training images nor Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from metaloop import build, config
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+
+__all__ = ["Run", "load_run"]
+
+
+@dataclass
+class Run:
+    """A loaded run.
+
+    Attributes:
+        path: the run directory (or ``ckpt-*`` directory) it was loaded from.
+        config: the validated config the run trained with (a folder run's class lists
+            included; ``head_init`` as asked for).
+        learner: the learner of ``config["method"]`` with the checkpoint's weights.
+        iteration: the meta-training iteration the checkpoint was written at.
+    """
+
+    path: Path
+    config: dict
+    learner: object
+    iteration: int
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The adapted network itself (MAML and ANIL wrap it with their step sizes)."""
+        return getattr(self.learner, "net", self.learner.model)
+
+    @property
+    def classes(self) -> dict[str, list[str]] | None:
+        """Your own data (``folder`` / ``tensors`` / ``table``): the class names of each
+        split, ``{"train": [...], "val": [...], "test": [...]}``; built-in families: None."""
+        f = self.config["family"]
+        if f["name"] not in config.USER_FAMILIES:
+            return None
+        return {s: list(f[f"{s}_classes"]) for s in config.USER_SPLITS}
+
+    @property
+    def transform(self) -> dict | None:
+        """How an image is turned into the network's input, as in training: ``{"image_size",
+        "channels" (the network's input channels), "read_channels" (what is read from the
+        file: 1 grey, 3 RGB), "invert", "quantize" (round to uint8 steps, as the folder
+        cache)}``; None for a model that does not read images."""
+        f, m = self.config["family"], self.config["model"]
+        if m["name"] not in config.IMAGE_MODELS:
+            return None
+        conv = next(x for x in self.network.modules() if isinstance(x, torch.nn.Conv2d))
+        user = f["name"] in config.USER_FAMILIES
+        return {"image_size": f["image_size"], "channels": conv.in_channels,
+                "read_channels": conv.in_channels if user else 1,
+                "invert": f["invert"] if user else "auto", "quantize": user}
+
+    def heldout(self):
+        """The held-out task family of the config's ``[eval]`` section (reads the data)."""
+        return build.eval_family(self.config, None)
+
+
+def _stand_in(tensors: dict, fam: dict, path: Path) -> SimpleNamespace:
+    """The family attributes an image model is built from, read off the stored tensors."""
+    conv = [k for k in tensors if k.startswith("model.")                # Conv4 / ResNet-12
+            and k.endswith(("body.0.conv.weight", "body.0.conv1.weight"))]
+    heads = [k for k in tensors if k.startswith("model.") and k.endswith("head.weight")]
+    if not conv:
+        raise ValueError(f"{path}: no first-layer weights (model.*body.0.conv.weight or "
+                         f"conv1.weight) in the checkpoint")
+    chans = int(tensors[conv[0]].shape[1])                                # [hidden, C, 3, 3]
+    outputs = int(tensors[heads[0]].shape[0]) if heads else fam["ways"]   # head [out, D]
+    return SimpleNamespace(kind="classification", ways=fam["ways"], num_classes=outputs,
+                           image_shape=(chans, fam["image_size"], fam["image_size"]))
+
+
+def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
+    """Load a saved run: its config, and its learner with the checkpoint's weights.
+
+    Args:
+        path: a run directory (its newest checkpoint, named by ``LATEST``) or one
+            ``ckpt-*`` directory.
+        device: where the learner will run (``"cpu"``, ``"cuda"``, a ``torch.device`` or
+            None): the model is moved there and it chooses the batching
+            (``metaloop.build.batching_on``).
+        head_init: ``"checkpoint"`` (the config's rule) or ``"zero"`` (adapt from a zero
+            head sized to each task's classes).
+
+    Returns:
+        A ``Run``. A config key renamed since the run was written loads under its new name
+        with a FutureWarning.
+
+    Raises:
+        ValueError: no such directory, no checkpoint in it, a config that no longer
+            validates, or stored tensors that do not fit the config's model (naming them).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"no checkpoint at {path}: the folder does not exist")
+    if not (path / "state.json").is_file() and latest_checkpoint(path) is None:
+        raise ValueError(f"no checkpoint in {path} (no LATEST file or state.json)")
+    if head_init not in ("checkpoint", "zero"):
+        raise ValueError(f"head_init must be 'checkpoint' or 'zero', got {head_init!r}")
+    tensors, state = load_checkpoint(path)
+    cfg = config.validate(state["config"])
+    if head_init == "zero":
+        cfg["method"]["head_init"] = "zero"
+    if cfg["model"]["name"] in config.IMAGE_MODELS:
+        family = _stand_in(tensors, cfg["family"], path)
+    else:                              # sinusoid (no data), vectors or a text table
+        family = build.build_family(cfg["family"])
+    if device is not None and not isinstance(device, torch.device):
+        device = torch.device(device)
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but torch sees no CUDA device")
+    learner = build.build_learner(cfg, family, device=device)
+    params = dict(learner.model.named_parameters())
+    missing = sorted(set(params) - {k[len("model."):] for k in tensors if k.startswith("model.")})
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks model tensors {missing}")
+    with torch.no_grad():
+        for n, p in params.items():
+            t = tensors[f"model.{n}"]
+            if t.shape != p.shape:
+                raise ValueError(f"{path}: tensor model.{n} has shape {list(t.shape)}, the "
+                                 f"config's model expects {list(p.shape)}")
+            p.copy_(t)
+    if device is not None:
+        learner.model.to(device)
+    return Run(path=path, config=cfg, learner=learner, iteration=int(state.get("iteration", 0)))

@@ -1,0 +1,94 @@
+"""``metaloop.runs.load_run``: one way to load a saved run, for eval, predict, adapt and
+resume."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import metaloop as ml
+from metaloop.cli.main import main
+from metaloop.recipes.evaluation import evaluate_run
+from metaloop.train.checkpoint import load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import write_image_folder  # noqa: E402
+
+SINUSOID = ('[family]\nname = "sinusoid"\nshots = 5\nqueries = 5\n[method]\nname = "maml"\n'
+            'learn_inner_lr = true\n[train]\niterations = 4\nmeta_batch = 2\n'
+            'checkpoint_every = 2\n[eval]\ntasks = 4\nsteps = [0, 1]\n')
+
+
+@pytest.fixture
+def sinusoid_run(tmp_path) -> Path:
+    (tmp_path / "c.toml").write_text(SINUSOID)
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    return tmp_path / "r"
+
+
+def test_load_run_gives_the_checkpoints_weights_config_and_iteration(sinusoid_run):
+    run = ml.load_run(sinusoid_run)
+    tensors, state = load_checkpoint(sinusoid_run)
+    assert run.iteration == state["iteration"] == 4
+    assert run.config == ml.config.validate(state["config"])
+    params = dict(run.learner.model.named_parameters())
+    assert params and all(torch.equal(p, tensors[f"model.{n}"]) for n, p in params.items())
+    assert run.classes is None and run.transform is None       # built-in family, not images
+    older = ml.load_run(sinusoid_run / "ckpt-00000002")         # one checkpoint directory
+    assert older.iteration == 2
+    assert not all(torch.equal(p, dict(older.learner.model.named_parameters())[n])
+                   for n, p in params.items())
+
+
+def test_evaluate_run_is_what_metaloop_eval_writes(sinusoid_run, tmp_path):
+    assert main(["eval", "--checkpoint", str(sinusoid_run), "--out", str(tmp_path / "e"),
+                 "--no-progress"]) == 0
+    written = json.loads((tmp_path / "e" / "results.json").read_text())["methods"]["maml"]
+    res = evaluate_run(ml.load_run(sinusoid_run))
+    assert res["metric"] == "loss" and res["error_rate"] is None
+    assert res["result"]["loss"]["mean"] == pytest.approx(written["loss"]["mean"], rel=1e-6)
+    fewer = evaluate_run(ml.load_run(sinusoid_run), tasks=2, steps=[1])
+    assert fewer["config"]["eval"]["tasks"] == 2 and fewer["result"]["steps"] == [1]
+    with pytest.raises(ValueError, match="unknown eval key"):
+        evaluate_run(ml.load_run(sinusoid_run), task=2)
+
+
+def test_a_folder_run_carries_its_class_split_and_transform(tmp_path):
+    root = write_image_folder(tmp_path / "images", classes=8, per_class=5, mixed=False)
+    (tmp_path / "c.toml").write_text(
+        f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\nqueries = 2\n'
+        'image_size = 20\nchannels = 3\ninvert = "auto"\nsplit_fractions = [0.5, 0.25, 0.25]\n'
+        '[model]\nname = "conv4"\nchannels = 4\n[method]\nname = "r2d2"\n'
+        '[train]\niterations = 1\nmeta_batch = 1\n')
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    run = ml.load_run(tmp_path / "r")
+    assert sorted(sum(run.classes.values(), [])) == sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(run.classes["train"]) == 4 and not set(run.classes["train"]) & set(
+        run.classes["test"])
+    assert run.transform == {"image_size": 20, "channels": 3, "read_channels": 3,
+                             "invert": "auto", "quantize": True}
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: d / "absent", "the folder does not exist"),
+    (lambda d: d, "no checkpoint in"),
+])
+def test_no_run_is_a_named_error(tmp_path, make, message):
+    with pytest.raises(ValueError, match=message):
+        ml.load_run(make(tmp_path))
+
+
+def test_tensors_that_do_not_fit_the_config_are_named(sinusoid_run):
+    state_path = next(sinusoid_run.glob("ckpt-00000004/state.json"))
+    state = json.loads(state_path.read_text())
+    state["config"]["model"]["hidden"] = [41, 40]
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="has shape .* expects"):
+        ml.load_run(sinusoid_run)
