@@ -49,3 +49,29 @@ def test_a_bad_record_path_fails_before_evaluating_and_writes_nothing(tmp_path, 
     assert "record path must end in .json" in capsys.readouterr().err
     assert not (tmp_path / "ev").exists()
     assert not (tmp_path / "r.txt").exists()
+
+
+def test_a_classification_record_has_the_cell_fields_and_the_evaluation_label(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "images", classes=8, per_class=5, mixed=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\n'
+                   'queries = 2\nsplit_fractions = [0.5, 0.25, 0.25]\n[model]\nname = "conv4"\n'
+                   'channels = 4\n[method]\nname = "reptile"\ntransductive = false\n'
+                   '[train]\niterations = 2\nmeta_batch = 1\n[eval]\ntasks = 3\nsteps = [1]\n')
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    rec_path = tmp_path / "results" / "cell.json"
+    assert main(["eval", "--checkpoint", str(run), "--record", str(rec_path),
+                 "--no-progress"]) == 0
+    (rec,) = load_records(rec_path.parent)
+    assert rec["row"] == "reptile, 2-way 1-shot" and rec["metric"].startswith("query accuracy")
+    assert (rec["accuracy_mean"], rec["accuracy_ci95"], rec["tasks"]) == \
+        (rec["mean"], rec["ci95"], rec["n"]) and rec["tasks"] == 3
+    assert rec["iterations"] == rec["budget"]["iterations"] == 2
+    assert rec["evaluation"] != "transductive" and "transductive" in rec["evaluation"]

@@ -94,5 +94,6 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         records.write_record(args.record, **records.eval_record(
             cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
-            device=args.device))
+            device=args.device,
+            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
     return 0

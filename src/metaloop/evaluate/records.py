@@ -215,7 +215,7 @@ def command_line(args: argparse.Namespace, program: str = "metaloop",
 
 
 def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, command: str,
-                device: str = "cpu") -> dict:
+                device: str = "cpu", evaluation: str | None = None) -> dict:
     """The record of one ``metaloop eval``: the last evaluated step of ``result``.
 
     The table is the task family's name; the row names the method and, for classification,
@@ -229,6 +229,12 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         result: ``metaloop.evaluate.evaluate``'s result. metric: ``"accuracy"`` or ``"loss"``.
         checkpoint: the run folder or ``ckpt-*`` folder evaluated.
         command: the exact command line. device: ``"cpu"`` or ``"cuda"``.
+        evaluation: how the queries were scored, when not transductively (kept as
+            ``"evaluation"``).
+
+    A classification record also has the accuracy under its own names (``accuracy_mean``,
+    ``accuracy_ci95`` in %, ``tasks``) and the budget's ``iterations`` and CPU or GPU
+    seconds at the top level, as the Omniglot table's cells list them.
     """
     import datetime
 
@@ -287,6 +293,11 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         "split": ec.get("split"),
         "seed": result.get("seed"),
         "run_config": dict(cfg),
+        **({"accuracy_mean": scale * result[metric]["mean"][-1],
+            "accuracy_ci95": scale * result[metric]["ci95"][-1], "tasks": int(result["tasks"]),
+            **{k: budget[k] for k in ("iterations", "cpu_seconds", "gpu_seconds")
+               if k in budget}} if metric == "accuracy" else {}),
+        **({"evaluation": evaluation} if evaluation else {}),
     }
 
 
