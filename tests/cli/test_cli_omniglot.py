@@ -41,9 +41,9 @@ def test_every_profile_exists_and_follows_the_paper(profile):
             paper = (0.4, 1) if ways == 5 else (0.1, 5 if method != "reptile" else 1)
             got = (m["inner_lr"], m["inner_steps"] if method != "reptile" else 1)
             if m["learn_inner_lr"]:
-                # only the 1-shot MAML cpu profiles (the acceptance cells) learn their step
-                # sizes: from the paper's rate; at 20 ways they train 1 step and test 5
-                assert (profile, method, shots) == ("cpu", "maml", 1)
+                # only cpu profiles of the MAML family learn their step sizes: from the
+                # paper's rate; at 20 ways they train 1 step and test 5
+                assert profile == "cpu" and method in ("maml", "fomaml", "anil")
                 assert got[0] == paper[0] and got[1] in (1, paper[1])
             else:
                 assert got == paper

@@ -193,3 +193,32 @@ def test_the_repository_documents_are_current():
     r = subprocess.run([sys.executable, str(REPO / "docs" / "gen_tables.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_grid_pivots_its_records_into_method_by_setting_cells(tmp_path):
+    recs = tmp_path / "results"
+    cell = dict(grid="omni", table="omniglot")
+    write_record(recs / "a.json", **_fields(**cell, grid_row="MAML", grid_column="20w1s",
+                                            mean=89.39, order=2,
+                                            published={"value": "95.8 ± 0.3%", "source": "s"}))
+    write_record(recs / "b.json", **_fields(**cell, grid_row="MAML", grid_column="5w1s",
+                                            order=1))
+    write_record(recs / "c.json", **_fields(**cell, grid_row="R2D2", grid_column="5w5s",
+                                            mean=99.5, published=None, order=5))
+    docs = tmp_path
+    (docs / "r.md").write_text("<!-- table:omniglot -->\n<!-- /table -->\n"
+                               "<!-- grid:omni -->\nold\n<!-- /grid -->\n")
+    assert generate(docs, recs) == []
+    text = (docs / "r.md").read_text()
+    head = "| method | 5-way 1-shot | 5-way 5-shot | 20-way 1-shot |"
+    assert head in text                                      # settings by ways, then shots
+    maml = next(line for line in text.splitlines() if line.startswith("| MAML |"))
+    cells = [c.strip() for c in maml.strip("|").split("|")][1:]
+    assert cells[0].startswith("**97.40 ± 0.27**<br>paper 98.7 (-1.30)")
+    assert cells[1] == "not measured" and "(-6.41)" in cells[2]
+    r2d2 = next(line for line in text.splitlines() if line.startswith("| R2D2 |"))
+    assert "paper" not in r2d2 and text.index("| MAML |") < text.index("| R2D2 |")
+    assert main(["--docs", str(docs), "--check"]) == 0
+    write_record(recs / "d.json", **_fields(**cell, grid_row="R2D2", grid_column="5w5s"))
+    with pytest.raises(ValueError, match="both fill grid 'omni' cell"):
+        generate(docs, recs)

@@ -29,8 +29,13 @@ Documents mark where each table goes::
     ...generated, do not edit...
     <!-- /table -->
 
+A record with ``grid``, ``grid_row`` and ``grid_column`` (e.g. ``"omniglot"``, ``"MAML"``,
+``"5w1s"``) is also a cell of a method x setting grid, marked ``<!-- grid:omniglot -->`` ...
+``<!-- /grid -->``: each cell shows the measurement, the gap to the published number and the
+budget, and a cell without a record says "not measured".
+
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
-marked table in ``docs/*.md`` from ``docs/results/*.json``; with ``--check`` it writes nothing
+marked table and grid in ``docs/*.md`` from ``docs/results/*.json``; with ``--check`` it writes nothing
 and exits 1, naming each stale table, when a document differs from what the records give.
 """
 
@@ -62,6 +67,9 @@ _TABLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /table -->)",
                     re.DOTALL)
+_GRID = re.compile(r"(<!-- grid:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /grid -->)",
+                   re.DOTALL)
+_SETTING = re.compile(r"^(\d+)w(\d+)s$")
 
 
 def _number(x) -> bool:
@@ -119,7 +127,7 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
         bad.append(f"digits must be an int in 0..6, got {rec['digits']!r}")
     if "order" in rec and not _number(rec["order"]):
         bad.append(f"order must be a number, got {rec['order']!r}")
-    for k in ("unit", "note"):
+    for k in ("unit", "note", "grid", "grid_row", "grid_column"):
         if k in rec and not isinstance(rec[k], str):
             bad.append(f"{k} must be a string, got {rec[k]!r}")
     if "notation" in rec and rec["notation"] not in ("f", "e"):
@@ -384,6 +392,71 @@ def render_table(records: list[Mapping]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _published_number(rec: Mapping) -> float | None:
+    """The leading number of the record's published value (``"98.7 ± 0.4%"`` -> 98.7)."""
+    pub = rec["published"]
+    if pub is None:
+        return None
+    m = re.match(r"\s*([0-9]+(?:\.[0-9]+)?)", str(pub["value"]))
+    return float(m.group(1)) if m else None
+
+
+def _column_key(col: str):
+    m = _SETTING.match(col)
+    return (0, int(m.group(1)), int(m.group(2)), col) if m else (1, 0, 0, col)
+
+
+def _column_label(col: str) -> str:
+    m = _SETTING.match(col)
+    return f"{m.group(1)}-way {m.group(2)}-shot" if m else col
+
+
+def render_grid(records: list[Mapping]) -> str:
+    """A method x setting grid of the records that name it (``grid``, ``grid_row``,
+    ``grid_column``): each cell the measured mean ± 95% CI, the published number with the
+    gap to it, and the budget; "not measured" where a cell has no record.
+
+    Columns named like ``5w1s`` (ways, shots) sort by ways, then shots; rows by the
+    smallest ``order`` of their records.
+    """
+    if not records:
+        raise ValueError("render_grid needs at least one record")
+    cells = {(r["grid_row"], r["grid_column"]): r for r in records}
+    if len(cells) != len(records):
+        seen: dict = {}
+        for r in records:
+            key = (r["grid_row"], r["grid_column"])
+            if key in seen:
+                raise ValueError(f"records {seen[key]} and {r.get('_file')} both fill grid "
+                                 f"{r['grid']!r} cell {key}")
+            seen[key] = r.get("_file")
+    cols = sorted({c for _, c in cells}, key=_column_key)
+    first = {}
+    for r in records:
+        first[r["grid_row"]] = min(first.get(r["grid_row"], math.inf), r.get("order", math.inf))
+    rows = sorted(first, key=lambda name: (first[name], name))
+    lines = ["| method | " + " | ".join(_column_label(c) for c in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for name in rows:
+        out = []
+        for col in cols:
+            r = cells.get((name, col))
+            if r is None:
+                out.append("not measured")
+                continue
+            s = f"**{format_value(r)}**"
+            pub = _published_number(r)
+            if pub is not None:
+                s += f"<br>paper {pub:g} ({r['mean'] - pub:+.2f})"
+            s += f"<br>{format_budget(r['budget'])}"
+            out.append(s)
+        lines.append("| " + " | ".join(_cell(c) for c in [name, *out]) + " |")
+    lines.append("")
+    lines.append(f"*Generated from {len(records)} record(s) in `docs/results/`; each cell's "
+                 f"command, device and source are in its row of the tables below.*")
+    return "\n".join(lines) + "\n"
+
+
 def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
     """Rewrite (or with ``check``, compare) every marked table in ``docs_dir/*.md``.
 
@@ -416,7 +489,19 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
                                 f"`python docs/gen_tables.py` to regenerate it")
             return m.group(1) + body + m.group(4)
 
-        new = _BLOCK.sub(fill, text)
+        def fill_grid(m: re.Match, doc=doc) -> str:
+            name = m.group("name")
+            members = [r for r in records if r.get("grid") == name]
+            if not members:
+                problems.append(f"{doc}: grid {name!r} has no records in {records_dir}")
+                return m.group(0)
+            body = render_grid(members)
+            if check and m.group("body") != body:
+                problems.append(f"{doc}: grid {name!r} is stale; run "
+                                f"`python docs/gen_tables.py` to regenerate it")
+            return m.group(1) + body + m.group(4)
+
+        new = _GRID.sub(fill_grid, _BLOCK.sub(fill, text))
         if not check and new != text:
             doc.write_text(new, encoding="utf-8")
     for name in sorted(set(by_table) - used):
