@@ -167,3 +167,17 @@ def test_predict_and_adapt_with_the_global_option(tmp_path, capsys, omniglot_roo
     assert main(["--threads", "1", "adapt", "--model", str(run), "--family", "omniglot",
                  "--root", str(omniglot_root), "--ways", "2", "--shots", "1", "--queries",
                  "1", "--tasks", "2", "--steps", "1", "--out", str(tmp_path / "a")]) == 0
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_describes_itself_with_an_example(command):
+    """``metaloop COMMAND --help``: a description in users' words (not a module docstring
+    with reST markup) and at least one runnable example."""
+    from metaloop.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    assert sub.description and "``" not in sub.description, sub.description
+    assert sub.epilog and "example" in sub.epilog, sub.epilog
+    assert any(f"metaloop {g}{command} " in sub.epilog for g in ("", "--threads 1 ")), \
+        sub.epilog
