@@ -10,7 +10,7 @@ backward transfer (BWT) and the average accuracy, with the accuracy matrices and
 old_accuracy_vs_steps.png and accuracy_matrix.png.
 
     s = settings("two-task", strategies="naive,replay,joint", seeds=3)
-    res = run(s, experiences("two-task"))
+    runs, results = run(s, experiences("two-task"))
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from metaloop.models import MLP
 from metaloop.recipes import report
 from metaloop.train.checkpoint import atomic_write_text
 
-__all__ = ["DEFAULTS", "METRICS", "experiences", "run", "settings", "table", "write"]
+__all__ = ["DEFAULTS", "METRICS", "experiences", "run", "settings", "table", "total_steps", "write"]
 
 # Per-scenario defaults, sized so that six strategies x 3 seeds take < 15 min on 2 cores.
 # The network is van de Ven et al.'s Split-MNIST MLP with 256 instead of 400 units.
@@ -147,47 +147,6 @@ def _strategies(text: str) -> list[str]:
         raise ValueError(f"bad --strategies {text!r}: choose distinct names from "
                         f"{list(STRATEGIES)}")
     return names
-
-
-def _settings(args) -> dict:
-    d = DEFAULTS[args.scenario]
-    s = {"scenario": args.scenario, "strategies": _strategies(args.strategies),
-         "seeds": list(range(args.seed, args.seed + args.seeds)),
-         "steps": args.steps or d["steps"], "batch_size": args.batch_size or d["batch_size"],
-         "eval_every": args.eval_every or d["eval_every"], "lr": args.lr,
-         "early_stop": args.early_stop, "replay_ratio": args.replay_ratio,
-         "buffer_size": args.buffer_size, "head_weight": args.head_weight,
-         "temperature": args.temperature, "lora_rank": args.lora_rank, "hidden": args.hidden}
-    s["pretrain_steps"] = args.pretrain_steps or s["steps"]
-    for key in ("steps", "pretrain_steps", "batch_size", "eval_every", "lora_rank"):
-        if s[key] <= 0:
-            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {s[key]}")
-    for key in ("early_stop", "buffer_size"):
-        if s[key] is not None and s[key] <= 0:
-            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {s[key]}")
-    if args.seeds <= 0:
-        raise ValueError(f"--seeds must be positive, got {args.seeds}")
-    if not args.hidden or min(args.hidden) <= 0:
-        raise ValueError(f"--hidden must be positive widths, got {args.hidden}")
-    if not (args.lr > 0 and args.head_weight >= 0 and args.temperature > 0):
-        raise ValueError("--lr and --temperature must be positive, --head-weight >= 0")
-    if args.replay_ratio != "balanced":
-        check_replay_ratio(args.replay_ratio)
-    return s
-
-
-def _experiences(args):
-    kw = {"root": args.root}
-    if args.train_per_class is not None:
-        kw["train_per_class"] = args.train_per_class
-    if args.val_per_class is not None:
-        kw["val_per_class"] = args.val_per_class
-    if args.scenario == "omniglot-alphabets":
-        if args.test_per_class is not None:
-            raise ValueError("--test-per-class is for Fashion-MNIST; Omniglot tests on the "
-                            "drawings left after --train-per-class and --val-per-class")
-        return SCENARIOS[args.scenario](alphabets=args.alphabets, **kw)
-    return SCENARIOS[args.scenario](test_per_class=args.test_per_class, **kw)
 
 
 def _one_seed(s, exps, seed, update) -> dict:
