@@ -49,9 +49,11 @@ class Learner(Protocol):
     batching: str
     inner: InnerRule
 
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss over the batch's tasks after adaptation (differentiable in
-        ``model``'s parameters) and its metrics ``{"loss", "accuracy"?}``."""
+        ``model``'s parameters) and its metrics ``{"loss", "accuracy"?}``: detached 0-dim
+        tensors on the model's device (``float(v)`` reads one; the training loop reads them
+        only when it logs, so a CUDA step has no host synchronisation)."""
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d parameter, name -> tensor over ``model.named_parameters()``
@@ -148,15 +150,19 @@ def check_batch(batch) -> TaskBatch:
     return batch
 
 
-def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> dict[str, float]:
-    """loss, and accuracy for classification (out ``[Q, C]``, y int64 ``[Q]``)."""
-    m = {"loss": float(loss.detach())}
+def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+    """loss, and accuracy for classification (out ``[Q, C]``, y int64 ``[Q]``), as detached
+    0-dim tensors on the model's device: reading them is left to whoever logs them, so a
+    CUDA training step needs no host synchronisation (``float(v)`` gives the number)."""
+    m = {"loss": loss.detach()}
     if not y.is_floating_point():
-        m["accuracy"] = float(accuracy(out.detach(), y))
+        m["accuracy"] = accuracy(out.detach(), y)
     return m
 
 
-def mean_metrics(per_task: list[dict[str, float]]) -> dict[str, float]:
+def mean_metrics(per_task: list[dict]) -> dict:
+    """The mean of each metric over tasks (tensors stay tensors, on their device)."""
     return {k: sum(m[k] for m in per_task) / len(per_task) for k in per_task[0]}
 
 

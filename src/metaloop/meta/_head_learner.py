@@ -199,7 +199,7 @@ class HeadLearner:
         return dict(self.model.named_parameters())
 
     # -- the Learner protocol (metaloop.meta.Learner) -------------------------------------
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean over tasks of the query cross-entropy; differentiable wrt ``model``'s params.
 
         Returns:
@@ -219,7 +219,7 @@ class HeadLearner:
         loss = per_task.mean()
         with torch.no_grad():
             acc = (logits.argmax(-1) == batch.query_y).to(logits.dtype).mean()
-        return loss, {"loss": float(loss.detach()), "accuracy": float(acc)}
+        return loss, {"loss": loss.detach(), "accuracy": acc}     # 0-dim, no host sync
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d params as name -> tensor over ``model.named_parameters()``

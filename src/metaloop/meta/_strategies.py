@@ -31,7 +31,7 @@ from metaloop.meta._threads import replicate, run_threads
 from metaloop.tasks.batch import TaskBatch
 
 InnerLoop = Callable[[Params, torch.Tensor, torch.Tensor], Params]
-TaskGradients = tuple[dict[str, torch.Tensor], list[tuple[int, dict[str, float]]]]
+TaskGradients = tuple[dict[str, torch.Tensor], list[tuple[int, dict[str, torch.Tensor]]]]
 
 
 def sgd_inner_loop(adapter: SGDAdapter, first_order: bool,

@@ -196,7 +196,7 @@ class MAML(AdaptsBySGD):
                                 for o, y, l in zip(outs, batch.query_y, losses)])
         return losses.mean(), metrics
 
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss over tasks after adaptation; differentiable wrt the model params."""
         batch = check_batch(batch)
         params = params_of(self.model)

@@ -30,7 +30,7 @@ class Pretrain(AdaptsBySGD):
 
     meta_trains = True
 
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean loss of the unadapted model on support and query of every task."""
         batch = check_batch(batch)
         x = torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)     # [B*(S+Q), ...]

@@ -277,14 +277,14 @@ class Reptile(AdaptsBySGD):
                                     for o, y in zip(out, batch.query_y)])
         return total, metrics
 
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """A surrogate: its value is the mean query loss after adaptation, and its gradient
         wrt the model params is ``meta_gradient`` (so ``.backward()`` gives the Reptile step).
         """
         grads, metrics = self.meta_gradient(batch, with_metrics=True)
         params = params_of(self.model)
         dot = sum((params[n] * g).sum() for n, g in grads.items())
-        value = torch.tensor(metrics["loss"], dtype=dot.dtype)
+        value = torch.as_tensor(metrics["loss"], dtype=dot.dtype).detach()
         return value + dot - dot.detach(), metrics
 
 

@@ -23,7 +23,7 @@ class Scratch(AdaptsBySGD):
 
     meta_trains = False
 
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss after test-time adaptation (not differentiable: a constant)."""
         batch = check_batch(batch)
         losses, metrics = [], []
