@@ -35,8 +35,9 @@ A record with ``grid``, ``grid_row`` and ``grid_column`` (e.g. ``"omniglot"``, `
 budget, and a cell without a record says "not measured".
 
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
-marked table and grid in ``docs/*.md`` from ``docs/results/*.json``; with ``--check`` it writes nothing
-and exits 1, naming each stale table, when a document differs from what the records give.
+marked table and grid in ``docs/*.md`` from ``docs/results/*.json``; with ``--check`` it
+writes nothing and exits 1, naming each stale table, when a document differs from what the
+records give.
 """
 
 from __future__ import annotations
