@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from metaloop.cli._output import prepare_out
 from metaloop.recipes import adapt as recipe
 from metaloop.recipes import report
+from metaloop.recipes.report import prepare_out
 
 DESCRIPTION = """\
 Adapt a pretrained model to few-shot classification tasks in every way the library knows,

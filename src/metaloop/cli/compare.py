@@ -6,9 +6,9 @@ import argparse
 
 from tqdm.auto import tqdm
 
-from metaloop.cli._output import prepare_out
 from metaloop.recipes import compare as recipe
 from metaloop.recipes import report
+from metaloop.recipes.report import prepare_out
 
 DESCRIPTION = """\
 Meta-train every method (MAML, first-order MAML, Reptile, ANIL, and on classification R2D2

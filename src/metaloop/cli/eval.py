@@ -8,10 +8,10 @@ import sys
 from tqdm.auto import tqdm
 
 from metaloop.cli._args import int_list
-from metaloop.cli._output import prepare_out
 from metaloop.evaluate import records
 from metaloop.recipes import report
 from metaloop.recipes.evaluation import eval_config, evaluate_run
+from metaloop.recipes.report import prepare_out
 from metaloop.runs import load_run
 
 DESCRIPTION = """\

@@ -8,10 +8,10 @@ import argparse
 from tqdm.auto import tqdm
 
 from metaloop.cli._args import int_list
-from metaloop.cli._output import prepare_out
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES
 from metaloop.recipes import forgetting as recipe
+from metaloop.recipes.report import prepare_out
 
 DESCRIPTION = """\
 Fine-tune a model on a stream of tasks ("experiences") and measure what it forgets, with

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import torch
-
-from metaloop import build as _build
-from metaloop import config as _config
-from metaloop.cli._output import prepare_out
-from metaloop.runs import load_run
-from metaloop.train import distributed, train
-from metaloop.train.checkpoint import latest_checkpoint
+from metaloop.recipes import training as recipe
+from metaloop.train import distributed
 from metaloop.train.loop import NonFiniteLossError
 
 DESCRIPTION = """\
@@ -58,32 +51,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _resolve(args) -> tuple[dict, Path, bool, bool]:
-    """The validated config, the run directory (created, writable), whether to resume, and
-    whether the directory was created here."""
-    out = args.resume if isinstance(args.resume, str) else args.out
-    if not out:
-        raise ValueError("give the run directory with --out DIR (or --resume DIR)")
-    out = Path(out)
-    resume = bool(args.resume)
-    if resume and latest_checkpoint(out) is None:
-        raise ValueError(f"--resume: no checkpoint in {out} (no LATEST file)")
-    if args.config:
-        cfg = _config.load(args.config)
-    elif resume:
-        cfg = load_run(out).config
-    else:
-        raise ValueError("give --config FILE (or --resume DIR to continue a run)")
-    _config.check_combinations(cfg)
-    cfg = _build.resolve_split(cfg)          # folder / tensors: the class lists, stored
-    if not resume and latest_checkpoint(out) is not None:
-        raise ValueError(f"{out} already holds a run; use --resume to continue it, or another "
-                         f"--out")
-    created = not out.exists()
-    prepare_out(out)
-    return cfg, out, resume, created
-
-
 def run(args: argparse.Namespace) -> int:
     if not args.dist_timeout > 0:
         raise ValueError(f"--dist-timeout must be a positive number of seconds, got "
@@ -102,38 +69,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Rank 0 reads the config and checks the run directory; every rank gets its verdict.
-    cfg, out, resume, created = distributed.from_rank0(lambda: _resolve(args), "the checked config")
+    out = args.resume if isinstance(args.resume, str) else args.out
+    cfg, out, created = distributed.from_rank0(
+        lambda: recipe.prepare(out, config_path=args.config, resume=bool(args.resume)),
+        "the checked config")
     rank, world = distributed.rank_world()
     try:
-        family = _build.build_family_verbose(cfg["family"], show=rank == 0,
-                                             progress=not args.no_progress)
-    except ValueError:
-        if rank == 0 and created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()                  # bad data: leave no empty run directory behind
-        raise
-    val = _build.eval_family(cfg, family) if cfg["train"]["val_every"] else None
-    if val is not None and cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid":
-        val = _build.build_family(cfg["family"], split="val")
-    device = distributed.device_for(args.device)
-    learner = _build.build_learner(cfg, family, device=device)
-    tc = cfg["train"]
-    distributed.set_tf32(args.tf32)
-    learner.model.to(device=device, dtype=getattr(torch, tc["dtype"]))
-    train_family = _build.training_family(cfg, family)
-    if tc["device_tasks"]:              # the images on the training device, sampled there
-        from metaloop.tasks.device import DeviceTasks
-        train_family = DeviceTasks(train_family, device or "cpu", getattr(torch, tc["dtype"]))
-    try:
-        res = train(learner, train_family, iterations=tc["iterations"],
-                    meta_batch=tc["meta_batch"],
-                    lr=tc["lr"], lr_schedule=tc["lr_schedule"], optimizer=tc["optimizer"],
-                    clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
-                    resume=resume, val_family=val,
-                    val_every=tc["val_every"], val_tasks=tc["val_tasks"],
-                    checkpoint_every=tc["checkpoint_every"], config=cfg,
-                    progress=not args.no_progress, desc=cfg["method"]["name"],
-                    prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
-                    log_every=tc["log_every"] or None, precision=args.precision)
+        res = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
+                                  precision=args.precision, tf32=args.tf32,
+                                  progress=not args.no_progress, created=created)
     except NonFiniteLossError as e:
         print(f"metaloop train: error: {e}", file=sys.stderr)
         return 1

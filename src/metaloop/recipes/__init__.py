@@ -10,6 +10,6 @@ comparison with meta-learned LoRA, ``forgetting`` the continual fine-tuning expe
 ``metaloop.generative``'s experiment.
 """
 
-from metaloop.recipes import adapt, compare, evaluation, forgetting, predict, report
+from metaloop.recipes import adapt, compare, evaluation, forgetting, predict, report, training
 
-__all__ = ["adapt", "compare", "evaluation", "forgetting", "predict", "report"]
+__all__ = ["adapt", "compare", "evaluation", "forgetting", "predict", "report", "training"]

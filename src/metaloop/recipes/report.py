@@ -6,6 +6,7 @@ Plots are written with matplotlib's non-interactive Agg backend.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +17,23 @@ import torch  # noqa: E402
 
 from metaloop.train.checkpoint import atomic_write_text  # noqa: E402
 
-__all__ = ["plot_curves", "plot_fits", "strip_per_task", "table", "write_json"]
+__all__ = ["plot_curves", "plot_fits", "prepare_out", "strip_per_task", "table", "write_json"]
+
+
+def prepare_out(path) -> Path:
+    """Create the output directory, or fail before any work if it is not writable.
+
+    Raises:
+        ValueError: naming the directory and why it cannot be used.
+    """
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create output directory {out}: {e.strerror}") from e
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"output directory {out} is not writable")
+    return out
 
 
 def write_json(path: Path, obj) -> None:

@@ -1,0 +1,105 @@
+"""Meta-training one method from a config (``metaloop train``), fresh or resumed.
+
+``prepare(out, config=..., resume=...)`` checks the config and the run directory before any
+data is read; ``train_config(cfg, out, ...)`` builds the families and the learner the config
+describes and trains it, checkpointing into ``out``. Under ``torchrun`` every process calls
+``train_config`` on its shard of each meta-batch (``metaloop.train.distributed``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from metaloop import build, config
+from metaloop.recipes.report import prepare_out
+from metaloop.runs import load_run
+from metaloop.train import distributed, train
+from metaloop.train.checkpoint import latest_checkpoint
+
+__all__ = ["prepare", "train_config"]
+
+
+def prepare(out, *, config_path=None, resume: bool = False) -> tuple[dict, Path, bool]:
+    """The validated config of a run and its directory (created, writable).
+
+    Args:
+        out: the run directory. config_path: a TOML config (None: the run's own, to resume).
+        resume: continue from the newest checkpoint in ``out``.
+
+    Returns:
+        ``(config, out, created)``: a folder / tensors / table family's class split is written
+        into the config; ``created`` says whether ``out`` was made here.
+
+    Raises:
+        ValueError: no directory given; resuming without a checkpoint; a fresh run into a
+            directory that holds one; a bad config (naming the key).
+    """
+    if not out:
+        raise ValueError("give the run directory with --out DIR (or --resume DIR)")
+    out = Path(out)
+    if resume and latest_checkpoint(out) is None:
+        raise ValueError(f"--resume: no checkpoint in {out} (no LATEST file)")
+    if config_path:
+        cfg = config.load(config_path)
+    elif resume:
+        cfg = load_run(out).config
+    else:
+        raise ValueError("give --config FILE (or --resume DIR to continue a run)")
+    config.check_combinations(cfg)
+    cfg = build.resolve_split(cfg)          # folder / tensors: the class lists, stored
+    if not resume and latest_checkpoint(out) is not None:
+        raise ValueError(f"{out} already holds a run; use --resume to continue it, or another "
+                         f"--out")
+    created = not out.exists()
+    prepare_out(out)
+    return cfg, out, created
+
+
+def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
+                 precision: str = "float32", tf32: bool = False, progress: bool = True,
+                 created: bool = False) -> dict:
+    """Train the learner ``cfg`` describes, checkpointing into ``out``.
+
+    Args:
+        cfg: a config from ``prepare``. device: "cpu" or "cuda" (under torchrun: this
+            process's GPU). precision: "float32" or "bf16" (autocast). tf32: allow TF32 on
+            CUDA. progress: progress bars (rank 0). created: ``out`` was made for this run,
+            so bad data removes it again when it is still empty.
+
+    Returns:
+        ``metaloop.train.train``'s result.
+
+    Raises:
+        ValueError: bad data (naming it); NonFiniteLossError; KeyboardInterrupt after the
+            interrupt checkpoint.
+    """
+    out = Path(out)
+    rank, _ = distributed.rank_world()
+    try:
+        family = build.build_family_verbose(cfg["family"], show=rank == 0, progress=progress)
+    except ValueError:
+        if rank == 0 and created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()                  # bad data: leave no empty run directory behind
+        raise
+    tc = cfg["train"]
+    val = build.eval_family(cfg, family) if tc["val_every"] else None
+    if val is not None and cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid":
+        val = build.build_family(cfg["family"], split="val")
+    dev = distributed.device_for(device)
+    learner = build.build_learner(cfg, family, device=dev)
+    distributed.set_tf32(tf32)
+    learner.model.to(device=dev, dtype=getattr(torch, tc["dtype"]))
+    train_family = build.training_family(cfg, family)
+    if tc["device_tasks"]:              # the images on the training device, sampled there
+        from metaloop.tasks.device import DeviceTasks
+        train_family = DeviceTasks(train_family, dev or "cpu", getattr(torch, tc["dtype"]))
+    return train(learner, train_family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
+                 lr=tc["lr"], lr_schedule=tc["lr_schedule"], optimizer=tc["optimizer"],
+                 clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
+                 resume=resume, val_family=val, val_every=tc["val_every"],
+                 val_tasks=tc["val_tasks"], checkpoint_every=tc["checkpoint_every"],
+                 config=cfg, progress=progress, desc=cfg["method"]["name"],
+                 prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
+                 log_every=tc["log_every"] or None, precision=precision)
