@@ -196,3 +196,98 @@ def test_compare_inversion_runs_omniglot_on_the_class_sharing_split():
 
     assert split_name("omniglot") == "omniglot-mixed"
     assert split_name("fashion-mnist") == "fashion-mnist"
+
+
+PROTOCOL = ["--protocol", "iwae", "--data", "fashion-mnist", "--stages", "2", "--latent", "3",
+            "--hidden", "16,16", "--curve-k", "5", "--curve-examples", "20",
+            "--no-progress"]
+
+
+def test_protocol_run_stops_resumes_and_writes_a_record(tiny_fashion, tmp_path, capsys):
+    out = tmp_path / "iwae"
+    common = ["--threads", "1", "vae", *PROTOCOL, "--root", str(tiny_fashion), "--out",
+              str(out)]
+    assert main([*common, "--until-pass", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "2/4 passes" in printed and "continue with --resume" in printed
+    assert main([*common, "--resume", "--k", "20"]) == 0          # passes 3, 4, then k = 20
+    printed = capsys.readouterr().out
+    assert "4/4 passes" in printed and "test NLL" in printed
+    final = json.loads((out / "final-k20-n100.json").read_text())
+    assert final["passes"] == 4 and [s["from_passes"] for s in final["sessions"]] == [0, 2]
+    assert [c["passes"] for c in final["curve"]] == [1, 4]        # the two stage ends
+    rec_path = tmp_path / "docs" / "generative_iwae.json"
+    assert main([*common, "--evaluate", "--k", "10", "--test-examples", "30", "--record",
+                 str(rec_path)]) == 0
+    from metaloop.evaluate.records import load_records
+
+    recs = load_records(rec_path.parent)
+    (rec,) = [r for r in recs if r["table"] == "generative_iwae"]
+    curve = sorted((r for r in recs if r["table"] == "generative_iwae_curve"),
+                   key=lambda r: r["order"])
+    assert [r["budget"]["iterations"] for r in curve] == [1, 4]      # the stage ends
+    assert [r["mean"] for r in curve] == [round(c["nll"], 2) for c in final["curve"]]
+    assert all("--resume" in r["command"] and "--evaluate" not in r["command"] for r in curve)
+    assert (tmp_path / "docs" / "generative_iwae_curve_0004.json").exists()
+    assert rec["n"] == 30 and rec["budget"]["iterations"] == 4
+    assert rec["metric"] == "test NLL (nats), k = 10, a fixed random 30 of the 100 test images"
+    assert rec["published"]["value"] == "108.11" and rec["device"].endswith("1 thread")
+    assert rec["command"].startswith("metaloop --threads 1 vae ")
+    assert "--protocol iwae" in rec["command"] and "--evaluate" in rec["command"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--resume"], "--resume go(es) with --protocol iwae"),
+    (["--protocol", "iwae", "--resume"], "no checkpoint in"),
+    (["--protocol", "iwae", "--evaluate"], "no checkpoint in"),
+    (["--protocol", "iwae", "--model", "cvae"], "--protocol iwae trains one VAE"),
+    (["--protocol", "iwae", "--stages", "0"], "stages must be a positive int, got 0"),
+    (["--protocol", "iwae", "--record", "r.json"], "--record goes with --evaluate"),
+    (["--protocol", "iwae", "--evaluate", "--resume"], "--evaluate measures the checkpoint"),
+])
+def test_protocol_bad_input_exits_2(argv, message, tiny_fashion, tmp_path, capsys):
+    rc = main(["vae", "--root", str(tiny_fashion), "--out", str(tmp_path / "run"), *argv])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "LATEST").exists()
+
+
+def test_vae_help_has_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["vae", "--help"])
+    assert "--protocol iwae --data omniglot-mixed" in capsys.readouterr().out
+
+
+def test_inversion_transfer_end_to_end(tiny_fashion, tmp_path, capsys):
+    out = tmp_path / "transfer"
+    rc = main(["--threads", "1", "vae", "--inversion-transfer", "--root", str(tiny_fashion),
+               "--classifier-epochs", "1", "--quality-samples", "20", "--invert-steps", "10",
+               "--invert-lr", "0.2", "--invert-lrs", "0.2,0.1", "--no-progress", "--out",
+               str(out), "--record", str(tmp_path / "rec" / "t.json")])
+    assert rc == 0
+    r = json.loads((out / "results.json").read_text())
+    assert [(row["start"], row["lr"], row["max_steps"]) for row in r["rows"]] == [
+        ("noise", 0.2, 10), ("noise", 0.1, 20), ("real", 0.2, 10), ("real", 0.1, 20)]
+    for row in r["rows"]:
+        assert row["n"] == 20 and 0 <= row["accuracy_independent"] <= 1
+        assert row["mean_abs_change"] > 0
+        assert ("independent_says_source" in row) == (row["start"] == "real")
+    assert "| noise | 0.1 (20) |" in capsys.readouterr().out
+    from metaloop.evaluate.records import load_records
+
+    (rec,) = load_records(tmp_path / "rec")
+    assert rec["table"] == "generative_inversion_transfer" and rec["n"] == 20
+    assert rec["row"] == "Fashion-MNIST, from noise, Adam lr 0.1"
+    assert rec["mean"] == pytest.approx(100 * r["rows"][1]["accuracy_independent"], abs=0.01)
+    assert "--invert-lrs 0.2,0.1" in rec["command"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--invert-lrs", "0.1,0"], "inversion learning rates must be > 0, got 0.0"),
+    (["--compare-inversion"], "--inversion-transfer is a run of its own"),
+])
+def test_inversion_transfer_bad_input(argv, message, tiny_fashion, tmp_path, capsys):
+    rc = main(["vae", "--inversion-transfer", "--root", str(tiny_fashion), "--out",
+               str(tmp_path / "t"), "--classifier-epochs", "1", "--quality-samples", "20",
+               "--no-progress", *argv])
+    assert rc == 2 and message in capsys.readouterr().err

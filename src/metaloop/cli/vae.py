@@ -6,6 +6,7 @@ Examples::
     metaloop vae --model cvae --data fashion-mnist --latent 16 --epochs 20
     metaloop vae --sweep-latent 2,8,32,128 --data fashion-mnist --epochs 20
     metaloop --threads 1 vae --compare-inversion --data fashion-mnist --latent 32 --epochs 10
+    metaloop --threads 1 vae --protocol iwae --data omniglot-mixed --out runs/iwae --resume
 """
 
 from __future__ import annotations
@@ -25,7 +26,22 @@ under --out. With --sweep-latent, train the AE and the VAE at each latent size a
 sweep.png, scored by a classifier trained on the real data. With --compare-inversion, train
 two classifiers (seeds s, s+1), invert the first into a generator, train an AE, a VAE and a
 CVAE, and draw and score them all on one figure (inversion_compare.png), the Frechet distance
-and accuracies measured by the second classifier."""
+and accuracies measured by the second classifier. With --inversion-transfer, train only
+the two classifiers and measure, for several step sizes, how often the second agrees with
+images inverted from the first. With --protocol iwae, train the IWAE
+paper's VAE the paper's way (batch 20, 3,280 passes in 8 stages of falling learning rate) as
+a run that checkpoints in --out and can be stopped (--until-pass, --max-minutes, Ctrl-C) and
+continued exactly (--resume); --evaluate measures its latest checkpoint with --k samples."""
+
+EPILOG = """examples:
+  metaloop --threads 1 vae --model vae --data omniglot-mixed --latent 50 --epochs 100
+  metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
+      --out runs/generative_iwae_omniglot --max-minutes 60        # first slice
+  metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
+      --out runs/generative_iwae_omniglot --resume --max-minutes 60   # the next ones
+  metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
+      --out runs/generative_iwae_omniglot --evaluate --k 5000 \\
+      --record docs/results/generative_iwae_omniglot.json"""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -34,9 +50,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     from metaloop.generative.experiment import MODELS
     from metaloop.generative.likelihoods import KINDS
     from metaloop.generative.nets import ARCHS
+    from metaloop.generative.protocol import PROTOCOLS
 
     p = subparsers.add_parser("vae", help="AE / VAE / CVAE: samples, reconstructions, NLL",
-                              description=DESCRIPTION,
+                              description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="vae")
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
@@ -53,7 +70,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="training binarisation (test data: static unless 'none')")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight in the training loss")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per step (default 100; --protocol iwae: 20)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-end", type=float, default=1e-4,
                    help="final learning rate of the geometric decay")
@@ -86,9 +104,43 @@ def register(subparsers) -> argparse.ArgumentParser:
                      help="total-variation weight of the regularised inversion")
     inv.add_argument("--invert-jitter", type=int, default=2, metavar="PIXELS",
                      help="largest random shift of the regularised inversion")
+    inv.add_argument("--inversion-transfer", action="store_true",
+                     help="only classifiers A and B: invert A from noise and from real images "
+                          "until it is sure, at each --invert-lrs, and measure how often B "
+                          "agrees")
+    inv.add_argument("--invert-lrs", type=float_list, default=[0.05, 0.01, 0.0025],
+                     metavar="LR1,LR2,...",
+                     help="--inversion-transfer: Adam learning rates (default "
+                          "0.05,0.01,0.0025)")
     inv.add_argument("--record", metavar="PATH", default=None,
                      help="also write the comparison as a JSON record for the docs tables, "
                           "e.g. docs/results/generative_inversion_fashion.json")
+    pro = p.add_argument_group("the IWAE paper's training protocol (--protocol iwae)")
+    pro.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                     help="iwae: Burda et al. 2016's VAE 784-200-200-50 trained their way, "
+                          "checkpointed in --out, resumable")
+    pro.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its latest checkpoint")
+    pro.add_argument("--until-pass", type=int, default=None, metavar="N",
+                     help="stop (checkpointed) once N passes are done")
+    pro.add_argument("--max-minutes", type=float, default=None, metavar="MIN",
+                     help="stop (checkpointed) after the first pass that ends past MIN "
+                          "wall-clock minutes")
+    pro.add_argument("--stages", type=int, default=8,
+                     help="stage i has 3^i passes (default 8: 3,280 passes)")
+    pro.add_argument("--curve-k", type=int, default=500,
+                     help="importance samples of the NLL-vs-passes curve (default 500)")
+    pro.add_argument("--curve-examples", type=int, default=1000,
+                     help="test images of the curve, a fixed random subset (default 1000)")
+    pro.add_argument("--curve-every", type=int, default=200, metavar="PASSES",
+                     help="curve points every PASSES passes besides stage ends (default "
+                          "200; 0: stage ends only)")
+    pro.add_argument("--checkpoint-every", type=int, default=50, metavar="PASSES",
+                     help="checkpoint every PASSES passes besides stage ends (default 50)")
+    pro.add_argument("--evaluate", action="store_true",
+                     help="measure the latest checkpoint in --out: test NLL with --k samples "
+                          "(default 5000) on --test-examples images (default all); with "
+                          "--record, write the docs record")
     p.add_argument("--classifier-epochs", type=int, default=2)
     p.add_argument("--quality-samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
@@ -103,6 +155,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def float_list(text: str) -> list[float]:
+    """``"0.05,0.01"`` -> ``[0.05, 0.01]``; an argparse error names a bad item."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
+                                         ) from None
+
+
 def _settings(args: argparse.Namespace):
     from metaloop.generative.experiment import Settings
 
@@ -110,7 +171,8 @@ def _settings(args: argparse.Namespace):
     return Settings(model=args.model, data=args.data, latent=args.latent, arch=args.arch,
                     hidden=tuple(args.hidden), likelihood=args.likelihood,
                     binarize=args.binarize, beta=args.beta, epochs=args.epochs,
-                    batch_size=args.batch_size, lr=args.lr, lr_end=args.lr_end,
+                    batch_size=100 if args.batch_size is None else args.batch_size,
+                    lr=args.lr, lr_end=args.lr_end,
                     cpu_budget_min=args.cpu_budget, k=k, eval_batch=args.eval_batch,
                     eval_every=args.eval_every, train_examples=args.train_examples,
                     test_examples=args.test_examples,
@@ -140,23 +202,150 @@ def _summary(results: dict) -> str:
     return json.dumps(results["test"])
 
 
+def _record_command(args: argparse.Namespace) -> str:
+    from metaloop.evaluate import records
+
+    lists = {k: ",".join(map(str, v)) for k, v in vars(args).items()
+             if isinstance(v, list | tuple)}                           # as int_list reads them
+    return records.command_line(argparse.Namespace(**{**vars(args), **lists}))
+
+
+_PROTOCOL_OPTIONS = ("threads", "command", "protocol", "data", "root", "latent", "hidden",
+                     "batch_size", "lr", "stages", "seed", "curve_k", "curve_examples",
+                     "curve_every", "checkpoint_every", "train_examples", "out")
+
+
+def _protocol_command(args: argparse.Namespace, evaluate: bool) -> str:
+    """The exact protocol command (every option that matters, defaults included): the
+    evaluation with its ``--k``/``--test-examples``/``--record``, or the training one with
+    ``--resume``."""
+    keep = {k: getattr(args, k) for k in _PROTOCOL_OPTIONS if hasattr(args, k)}
+    keep["batch_size"] = 20 if args.batch_size is None else args.batch_size
+    if evaluate:
+        keep.update(evaluate=True, k=5000 if args.k is None else args.k,
+                    test_examples=args.test_examples, record=args.record)
+    else:
+        keep.update(resume=True, no_progress=True)
+    return _record_command(argparse.Namespace(**keep))
+
+
+_TRANSFER_OPTIONS = ("threads", "command", "inversion_transfer", "data", "root",
+                     "classifier_epochs", "quality_samples", "invert_steps", "invert_lr",
+                     "invert_until", "invert_lrs", "seed", "out", "record")
+
+
+def _transfer_command(args: argparse.Namespace) -> str:
+    """The exact ``--inversion-transfer`` command: every option it reads, defaults included."""
+    return _record_command(argparse.Namespace(**{k: getattr(args, k) for k in
+                                                 _TRANSFER_OPTIONS if hasattr(args, k)}))
+
+
+def _protocol(args: argparse.Namespace) -> int:
+    """``--protocol iwae``: train/resume the run in --out, or --evaluate its checkpoint."""
+    from metaloop.generative import protocol
+
+    if args.compare_inversion or args.sweep_latent is not None or args.model != "vae":
+        raise UserError("--protocol iwae trains one VAE; drop --compare-inversion, "
+                        "--sweep-latent and --model")
+    if args.record and not args.evaluate:
+        raise UserError("--record goes with --evaluate: the record is of a measured "
+                        "checkpoint")
+    if args.evaluate:
+        if args.resume or args.until_pass is not None or args.max_minutes is not None:
+            raise UserError("--evaluate measures the checkpoint; it does not train: drop "
+                            "--resume, --until-pass and --max-minutes")
+        if args.record:
+            from metaloop.evaluate import records
+
+            records.check_record_path(args.record)
+        result = protocol.evaluate_run(args.out, k=5000 if args.k is None else args.k,
+                                       examples=args.test_examples, root=args.root,
+                                       progress=not args.no_progress)
+        t = result["test"]
+        print(f"{result['passes']}/{result['total_passes']} passes: test NLL {t['nll']:.2f} "
+              f"± {t['nll_ci95']:.2f} (k = {t['k']}, {t['n']} images), ELBO {t['elbo']:.2f}")
+        if args.record:
+            from metaloop.evaluate import records
+            from metaloop.generative.inversion import cpu_device
+
+            threads = sorted({r["threads"] for r in result["sessions"]})
+            rec = protocol.record(result, command=_protocol_command(args, evaluate=True),
+                                  device=cpu_device(threads[-1]))
+            records.write_record(args.record, **rec)
+            print(f"wrote {args.record}")
+            # the curve, one record per point, beside it; its command is the training one
+            train_cmd = _protocol_command(args, evaluate=False)
+            stem = args.record[:-len(".json")]
+            for c in protocol.curve_records(result, command=train_cmd,
+                                            device=rec["device"]):
+                records.write_record(f"{stem}_curve_{c['passes']:04d}.json", **c)
+            print(f"wrote {len(result['curve'])} curve records {stem}_curve_*.json")
+        return 0
+    s = protocol.settings_from(
+        data=args.data, latent=args.latent, hidden=tuple(args.hidden),
+        batch_size=args.batch_size, lr=args.lr, stages=args.stages, seed=args.seed,
+        curve_k=args.curve_k, curve_examples=args.curve_examples,
+        curve_every=args.curve_every, checkpoint_every=args.checkpoint_every,
+        train_examples=args.train_examples, root=args.root)
+    state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
+                         max_minutes=args.max_minutes,
+                         final_k=5000 if args.k is None else args.k, log=print)
+    print(f"{state['passes']}/{state['total_passes']} passes in {args.out} "
+          f"({state['train_cpu_s'] / 60:.1f} CPU-min of training)"
+          + ("" if state["done"] else "; continue with --resume"))
+    if state.get("final"):
+        t = state["final"]["test"]
+        print(f"test NLL {t['nll']:.2f} ± {t['nll_ci95']:.2f} (k = {t['k']}, {t['n']} images)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; bad input raises ValueError/UserError (exit status 2)."""
     from metaloop.generative import experiment
 
+    if args.protocol is not None:
+        return _protocol(args)
+    protocol_only = [f for f, v in (("--resume", args.resume),
+                                    ("--until-pass", args.until_pass is not None),
+                                    ("--max-minutes", args.max_minutes is not None),
+                                    ("--evaluate", args.evaluate)) if v]
+    if protocol_only:
+        raise UserError(f"{', '.join(protocol_only)} go(es) with --protocol iwae")
     if args.sweep_latent is not None and args.model == "cvae":
         raise UserError("--sweep-latent trains the AE and the VAE; drop --model cvae")
+    if args.inversion_transfer and (args.compare_inversion or args.sweep_latent is not None):
+        raise UserError("--inversion-transfer is a run of its own; drop --compare-inversion "
+                        "and --sweep-latent")
     if args.compare_inversion and args.sweep_latent is not None:
         raise UserError("--compare-inversion and --sweep-latent are separate runs; pick one")
     if args.compare_inversion and args.classes is not None:
         raise UserError("--classes only applies to the CVAE (--model cvae)")
-    if args.record and not args.compare_inversion:
-        raise UserError("--record goes with --compare-inversion")
+    if args.record and not (args.compare_inversion or args.inversion_transfer):
+        raise UserError("--record goes with --compare-inversion, --inversion-transfer or "
+                        "--protocol iwae --evaluate")
     if args.record:
         from metaloop.evaluate import records
 
         records.check_record_path(args.record)
     s = _settings(args)
+    if args.inversion_transfer:
+        from metaloop.generative import inversion
+
+        inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
+                                          until=args.invert_until)
+        results = inversion.transfer_study(s, inv, args.invert_lrs, args.out)
+        print(f"{results['data']}: classifier test accuracy "
+              f"{results['classifier_test_accuracy']['inverted']:.3f} (A) / "
+              f"{results['classifier_test_accuracy']['independent']:.3f} (B); chance "
+              f"{results['chance']:.3f}\n{inversion.transfer_table(results)}")
+        if args.record:
+            from metaloop.evaluate import records
+
+            records.write_record(args.record, **inversion.transfer_record(
+                results, command=_transfer_command(args)))
+            print(f"wrote {args.record}")
+        print(f"wrote {args.out}/results.json")
+        return 0
     if args.compare_inversion:
         from metaloop.generative import inversion
 
@@ -167,10 +356,8 @@ def run(args: argparse.Namespace) -> int:
         if args.record:
             from metaloop.evaluate import records
 
-            lists = {k: ",".join(map(str, v)) for k, v in vars(args).items()
-                     if isinstance(v, list | tuple)}                   # as int_list reads them
-            command = records.command_line(argparse.Namespace(**{**vars(args), **lists}))
-            records.write_record(args.record, **inversion.record(results, command=command))
+            records.write_record(args.record, **inversion.record(
+                results, command=_record_command(args)))
             print(f"wrote {args.record}")
     elif args.sweep_latent is not None:
         results = experiment.sweep(s, args.sweep_latent, args.out)

@@ -1,9 +1,10 @@
 """The training loop for the AE, VAE and CVAE: one readable function, with a progress bar.
 
 Adam with the IWAE paper's epsilon (1e-4). The learning rate decays geometrically from ``lr``
-to ``lr_end`` over the run, which is the IWAE schedule (1e-3 down to 1e-4 over 3^8 epochs)
-compressed to the budget. "Over the run" means over the epochs or, when a CPU-time budget is
-set, over whichever of the two runs out first.
+to ``lr_end`` over the run, which is the IWAE schedule (1e-3 down to 1e-4 over 3,280 passes)
+compressed to the budget; ``metaloop.generative.protocol`` runs the paper's schedule itself.
+"Over the run" means over the epochs or, when a CPU-time budget is set, over whichever of
+the two runs out first.
 """
 
 from __future__ import annotations
