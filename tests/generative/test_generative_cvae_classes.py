@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metaloop.generative import CVAE, sample_classes, train, train_classifier
+from metaloop.generative import CVAE, fit_generative, sample_classes, train_classifier
 from metaloop.generative import data as gdata
 from metaloop.generative.nets import logit_of_mean
 from metaloop.generative.quality import accuracy, predict
@@ -20,7 +20,7 @@ def test_cvae_samples_are_classified_as_their_class(fashion_mnist_root):
     real_acc = accuracy(clf, gdata.to_unit(te.images[:2000]), te.labels[:2000])
     torch.manual_seed(0)
     model = CVAE(10, 2, hidden=(100, 100), output_bias=logit_of_mean(gdata.to_unit(x)))
-    train(model, x, y, epochs=8, batch_size=100, lr=3e-3, progress=False)
+    fit_generative(model, x, y, epochs=8, batch_size=100, lr=3e-3, progress=False)
     samples = sample_classes(model, range(10), 50, generator=torch.Generator().manual_seed(0))
     probs, _ = predict(clf, samples.reshape(-1, 1, 28, 28))
     acc = float((probs.argmax(-1) == torch.arange(10).repeat_interleave(50)).float().mean())

@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from metaloop.generative import AE, CVAE, VAE, fit_code_gaussian, likelihoods, sample_classes, train
+from metaloop.generative import (
+    AE,
+    CVAE,
+    VAE,
+    fit_code_gaussian,
+    fit_generative,
+    likelihoods,
+    sample_classes,
+)
 from metaloop.generative import data as gdata
 from metaloop.generative.quality import frechet_distance
 
@@ -72,14 +80,15 @@ def test_training_lowers_the_loss():
     images[:100, :, 5:20, 10:14] = 255                             # two kinds of image
     images[100:, :, 12:16, 4:24] = 200
     m = VAE(2, hidden=(32,))
-    hist = train(m, images, epochs=15, batch_size=50, lr=3e-3, progress=False)
+    hist = fit_generative(m, images, epochs=15, batch_size=50, lr=3e-3, progress=False)
     assert len(hist) == 15 and hist[-1]["loss"] < 0.5 * hist[0]["loss"]
     assert {"epoch", "steps", "lr", "cpu_s", "loss", "kl"} <= set(hist[-1])
 
 
 def test_cpu_budget_stops_training():
     m = AE(2, hidden=(8,))
-    hist = train(m, _images(64), epochs=1000, batch_size=8, cpu_budget_s=1e-9, progress=False)
+    hist = fit_generative(m, _images(64), epochs=1000, batch_size=8, cpu_budget_s=1e-9,
+                          progress=False)
     assert len(hist) == 1 and hist[0]["steps"] == 1
 
 
@@ -105,12 +114,12 @@ def test_latent_must_be_positive(latent):
 def test_bernoulli_decoder_refuses_grey_pixels_without_binarisation():
     m = VAE(2, hidden=(8,))
     with pytest.raises(ValueError, match="Bernoulli decoder needs binary pixels"):
-        train(m, _images(16), binarize="none", epochs=1, progress=False)
+        fit_generative(m, _images(16), binarize="none", epochs=1, progress=False)
     grey = gdata.to_unit(_images(4))
     with pytest.raises(ValueError, match="binarise the data"):
         likelihoods.check_data(grey, "bernoulli")
     likelihoods.check_data(grey, "cbernoulli")                     # fine for [0, 1] data
-    hist = train(VAE(2, hidden=(8,), likelihood="gaussian"), _images(16), binarize="none",
+    hist = fit_generative(VAE(2, hidden=(8,), likelihood="gaussian"), _images(16), binarize="none",
                  epochs=1, progress=False)
     assert math.isfinite(hist[0]["loss"])
 
@@ -132,7 +141,7 @@ def test_label_errors():
     with pytest.raises(ValueError, match="unconditional network"):
         VAE(2).loss(x, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="a conditional model needs labels"):
-        train(CVAE(4, 2), _images(3), epochs=1, progress=False)
+        fit_generative(CVAE(4, 2), _images(3), epochs=1, progress=False)
 
 
 def test_other_bad_settings():
@@ -143,4 +152,14 @@ def test_other_bad_settings():
     with pytest.raises(ValueError, match="beta must be >= 0"):
         VAE(2, beta=-1.0)
     with pytest.raises(ValueError, match="unknown binarisation 'always'"):
-        train(VAE(2), _images(4), binarize="always", progress=False)
+        fit_generative(VAE(2), _images(4), binarize="always", progress=False)
+
+
+def test_the_older_names_still_work_with_a_warning():
+    import metaloop.generative as gen
+
+    with pytest.warns(FutureWarning, match="generative.fit_generative"):
+        assert gen.train is gen.fit_generative
+    with pytest.warns(FutureWarning, match="generative.evaluate_bounds"):
+        assert gen.evaluate is gen.evaluate_bounds
+    assert not hasattr(gen, "no_such_name")

@@ -138,7 +138,7 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int, y: torch.Tensor | No
 
 
 @torch.no_grad()
-def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None, *,
+def evaluate_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None, *,
              k: int = 0, batch_size: int = 100, chunk: int = 500, seed: int = 0,
              progress: bool = False) -> dict[str, float]:
     """Test-set averages: ELBO, its parts, and (if ``k`` > 0) the IWAE_k NLL estimate.

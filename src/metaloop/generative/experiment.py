@@ -28,10 +28,10 @@ from safetensors.torch import save_file
 from metaloop.generative import data as gdata
 from metaloop.generative import likelihoods, plots, quality
 from metaloop.generative.ae import AE, fit_code_gaussian
-from metaloop.generative.bounds import evaluate
+from metaloop.generative.bounds import evaluate_bounds
 from metaloop.generative.cvae import CVAE, check_classes, sample_classes
+from metaloop.generative.fit import fit_generative
 from metaloop.generative.nets import check_positive, logit_of_mean
-from metaloop.generative.train import train
 from metaloop.generative.vae import VAE
 
 MODELS = ("ae", "vae", "cvae")
@@ -178,7 +178,7 @@ def heldout_metrics(model: AE | VAE, x: torch.Tensor, y: torch.Tensor | None, *,
         recon = sum(float(model.log_px(x[i:i + batch], model.codes(x[i:i + batch])).sum())
                     for i in range(0, len(x), batch))
         return {"recon": recon / len(x), "n": len(x)}
-    return evaluate(model, x, y if model.conditional else None, k=k, batch_size=batch,
+    return evaluate_bounds(model, x, y if model.conditional else None, k=k, batch_size=batch,
                     seed=seed, progress=progress)
 
 
@@ -195,7 +195,7 @@ def _train_model(model, s: Settings, tr: gdata.ImageData, x_te, y_te, log) -> li
         log(rec)
 
     budget = None if s.cpu_budget_min is None else 60 * s.cpu_budget_min
-    return train(model, tr.images, tr.labels, epochs=s.epochs, batch_size=s.batch_size,
+    return fit_generative(model, tr.images, tr.labels, epochs=s.epochs, batch_size=s.batch_size,
                  lr=s.lr, lr_end=s.lr_end, binarize=s.binarize, cpu_budget_s=budget,
                  seed=s.seed, on_epoch=on_epoch, progress=s.progress)
 

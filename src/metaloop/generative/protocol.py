@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from metaloop.generative import data as gdata
 from metaloop.generative import plots
-from metaloop.generative.bounds import elbo, evaluate, iwae_bound
+from metaloop.generative.bounds import elbo, evaluate_bounds, iwae_bound
 from metaloop.generative.nets import check_positive, logit_of_mean
 from metaloop.generative.vae import VAE
 from metaloop.train import checkpoint as ckpt
@@ -354,7 +354,7 @@ def curve_evaluator(x_test: torch.Tensor, s: ProtocolSettings) -> Callable[[VAE]
 
     def measure(model: VAE) -> dict:
         model.eval()
-        m = evaluate(model, x, k=s.curve_k, batch_size=100, seed=s.seed)
+        m = evaluate_bounds(model, x, k=s.curve_k, batch_size=100, seed=s.seed)
         return {"elbo": round(m["elbo"], 4), "nll": round(m["nll"], 4), "k": s.curve_k,
                 "n": m["n"]}
     return measure

@@ -50,7 +50,7 @@ def _training_pixels(images: torch.Tensor, binarize: str, likelihood: str, seed:
     return x
 
 
-def train(model: Trainable, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor | None = None, *,
           epochs: int = 10, batch_size: int = 100, lr: float = 1e-3, lr_end: float | None = None,
           binarize: str = "dynamic", cpu_budget_s: float | None = None, seed: int = 0,
           on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:

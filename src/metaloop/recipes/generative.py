@@ -1,0 +1,225 @@
+"""The generative experiments behind ``metaloop vae``: train an AE / VAE / CVAE, sweep the
+latent size, compare an inverted classifier with them, measure how inverted images transfer
+between classifiers, and the IWAE paper's protocol as a resumable run.
+
+``run(options, log=log)`` dispatches on the options (any object with the attributes of
+``metaloop vae``'s flags, such as its parsed arguments), checks that they go together, runs
+the experiment and writes its files and records; the experiments themselves are
+``metaloop.generative.experiment``, ``.inversion`` and ``.protocol``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+__all__ = ["run"]
+
+
+def _settings(args: argparse.Namespace):
+    from metaloop.generative.experiment import Settings
+
+    k = args.k if args.k is not None else (0 if args.sweep_latent else 5000)
+    return Settings(model=args.model, data=args.data, latent=args.latent, arch=args.arch,
+                    hidden=tuple(args.hidden), likelihood=args.likelihood,
+                    binarize=args.binarize, beta=args.beta, epochs=args.epochs,
+                    batch_size=100 if args.batch_size is None else args.batch_size,
+                    lr=args.lr, lr_end=args.lr_end,
+                    cpu_budget_min=args.cpu_budget, k=k, eval_batch=args.eval_batch,
+                    eval_every=args.eval_every, train_examples=args.train_examples,
+                    test_examples=args.test_examples,
+                    train_eval_examples=args.train_eval_examples, classes=args.classes,
+                    classifier_epochs=args.classifier_epochs,
+                    quality_samples=args.quality_samples, seed=args.seed, root=args.root,
+                    progress=not args.no_progress)
+
+
+def _summary(results: dict) -> str:
+    if "scores" in results:
+        from metaloop.generative.inversion import table
+
+        acc = results["classifier_test_accuracy"]
+        return (f"{results['data']}: classifier test accuracy {acc['inverted']:.3f} "
+                f"(A, inverted) / {acc['independent']:.3f} (B, independent); chance "
+                f"{results['chance']:.3f}\n{table(results)}")
+    if "runs" in results:
+        lines = [f"classifier test accuracy {results['classifier_test_accuracy']:.3f}; real "
+                 f"images: recognisable {results['real']['recognisable']:.2f}"]
+        for latent, kinds in results["runs"].items():
+            for q in kinds.values():
+                for col, v in q["quality"].items():
+                    lines.append(f"latent {latent:>4} {col:<34} recognisable "
+                                 f"{v['recognisable']:.2f}  FD {v['frechet']:.1f}")
+        return "\n".join(lines)
+    return json.dumps(results["test"])
+
+
+def _record_command(args: argparse.Namespace) -> str:
+    from metaloop.evaluate import records
+
+    lists = {k: ",".join(map(str, v)) for k, v in vars(args).items()
+             if isinstance(v, list | tuple)}                           # as int_list reads them
+    return records.command_line(argparse.Namespace(**{**vars(args), **lists}))
+
+
+_PROTOCOL_OPTIONS = ("threads", "command", "protocol", "data", "root", "latent", "hidden",
+                     "batch_size", "lr", "stages", "seed", "curve_k", "curve_examples",
+                     "curve_every", "checkpoint_every", "train_examples", "out")
+
+
+def _protocol_command(args: argparse.Namespace, evaluate: bool) -> str:
+    """The exact protocol command (every option that matters, defaults included): the
+    evaluation with its ``--k``/``--test-examples``/``--record``, or the training one with
+    ``--resume``."""
+    keep = {k: getattr(args, k) for k in _PROTOCOL_OPTIONS if hasattr(args, k)}
+    keep["batch_size"] = 20 if args.batch_size is None else args.batch_size
+    if evaluate:
+        keep.update(evaluate=True, k=5000 if args.k is None else args.k,
+                    test_examples=args.test_examples, record=args.record)
+    else:
+        keep.update(resume=True, no_progress=True)
+    return _record_command(argparse.Namespace(**keep))
+
+
+_TRANSFER_OPTIONS = ("threads", "command", "inversion_transfer", "data", "root",
+                     "classifier_epochs", "quality_samples", "invert_steps", "invert_lr",
+                     "invert_until", "invert_lrs", "seed", "out", "record")
+
+
+def _transfer_command(args: argparse.Namespace) -> str:
+    """The exact ``--inversion-transfer`` command: every option it reads, defaults included."""
+    return _record_command(argparse.Namespace(**{k: getattr(args, k) for k in
+                                                 _TRANSFER_OPTIONS if hasattr(args, k)}))
+
+
+def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
+    """``--protocol iwae``: train/resume the run in --out, or --evaluate its checkpoint."""
+    from metaloop.generative import protocol
+
+    if args.compare_inversion or args.sweep_latent is not None or args.model != "vae":
+        raise ValueError("--protocol iwae trains one VAE; drop --compare-inversion, "
+                        "--sweep-latent and --model")
+    if args.record and not args.evaluate:
+        raise ValueError("--record goes with --evaluate: the record is of a measured "
+                        "checkpoint")
+    if args.evaluate:
+        if args.resume or args.until_pass is not None or args.max_minutes is not None:
+            raise ValueError("--evaluate measures the checkpoint; it does not train: drop "
+                            "--resume, --until-pass and --max-minutes")
+        if args.record:
+            from metaloop.evaluate import records
+
+            records.check_record_path(args.record)
+        result = protocol.evaluate_run(args.out, k=5000 if args.k is None else args.k,
+                                       examples=args.test_examples, root=args.root,
+                                       progress=not args.no_progress)
+        t = result["test"]
+        log(f"{result['passes']}/{result['total_passes']} passes: test NLL {t['nll']:.2f} "
+              f"± {t['nll_ci95']:.2f} (k = {t['k']}, {t['n']} images), ELBO {t['elbo']:.2f}")
+        if args.record:
+            from metaloop.evaluate import records
+            from metaloop.generative.inversion import cpu_device
+
+            threads = sorted({r["threads"] for r in result["sessions"]})
+            rec = protocol.record(result, command=_protocol_command(args, evaluate=True),
+                                  device=cpu_device(threads[-1]))
+            records.write_record(args.record, **rec)
+            log(f"wrote {args.record}")
+            # the curve, one record per point, beside it; its command is the training one
+            train_cmd = _protocol_command(args, evaluate=False)
+            stem = args.record[:-len(".json")]
+            for c in protocol.curve_records(result, command=train_cmd,
+                                            device=rec["device"]):
+                records.write_record(f"{stem}_curve_{c['passes']:04d}.json", **c)
+            log(f"wrote {len(result['curve'])} curve records {stem}_curve_*.json")
+        return 0
+    s = protocol.settings_from(
+        data=args.data, latent=args.latent, hidden=tuple(args.hidden),
+        batch_size=args.batch_size, lr=args.lr, stages=args.stages, seed=args.seed,
+        curve_k=args.curve_k, curve_examples=args.curve_examples,
+        curve_every=args.curve_every, checkpoint_every=args.checkpoint_every,
+        train_examples=args.train_examples, root=args.root)
+    state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
+                         max_minutes=args.max_minutes,
+                         final_k=5000 if args.k is None else args.k, log=log)
+    log(f"{state['passes']}/{state['total_passes']} passes in {args.out} "
+          f"({state['train_cpu_s'] / 60:.1f} CPU-min of training)"
+          + ("" if state["done"] else "; continue with --resume"))
+    if state.get("final"):
+        t = state["final"]["test"]
+        log(f"test NLL {t['nll']:.2f} ± {t['nll_ci95']:.2f} (k = {t['k']}, {t['n']} images)")
+    return 0
+
+
+def run(args, log: Callable[[str], None] = print) -> int:
+    """Run the experiment the options ask for; returns 0.
+
+    Raises:
+        ValueError: options that do not go together, or bad input (naming it).
+    """
+    from metaloop.generative import experiment
+
+    if args.protocol is not None:
+        return _protocol(args, log)
+    protocol_only = [f for f, v in (("--resume", args.resume),
+                                    ("--until-pass", args.until_pass is not None),
+                                    ("--max-minutes", args.max_minutes is not None),
+                                    ("--evaluate", args.evaluate)) if v]
+    if protocol_only:
+        raise ValueError(f"{', '.join(protocol_only)} go(es) with --protocol iwae")
+    if args.sweep_latent is not None and args.model == "cvae":
+        raise ValueError("--sweep-latent trains the AE and the VAE; drop --model cvae")
+    if args.inversion_transfer and (args.compare_inversion or args.sweep_latent is not None):
+        raise ValueError("--inversion-transfer is a run of its own; drop --compare-inversion "
+                        "and --sweep-latent")
+    if args.compare_inversion and args.sweep_latent is not None:
+        raise ValueError("--compare-inversion and --sweep-latent are separate runs; pick one")
+    if args.compare_inversion and args.classes is not None:
+        raise ValueError("--classes only applies to the CVAE (--model cvae)")
+    if args.record and not (args.compare_inversion or args.inversion_transfer):
+        raise ValueError("--record goes with --compare-inversion, --inversion-transfer or "
+                        "--protocol iwae --evaluate")
+    if args.record:
+        from metaloop.evaluate import records
+
+        records.check_record_path(args.record)
+    s = _settings(args)
+    if args.inversion_transfer:
+        from metaloop.generative import inversion
+
+        inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
+                                          until=args.invert_until)
+        results = inversion.transfer_study(s, inv, args.invert_lrs, args.out)
+        log(f"{results['data']}: classifier test accuracy "
+              f"{results['classifier_test_accuracy']['inverted']:.3f} (A) / "
+              f"{results['classifier_test_accuracy']['independent']:.3f} (B); chance "
+              f"{results['chance']:.3f}\n{inversion.transfer_table(results)}")
+        if args.record:
+            from metaloop.evaluate import records
+
+            records.write_record(args.record, **inversion.transfer_record(
+                results, command=_transfer_command(args)))
+            log(f"wrote {args.record}")
+        log(f"wrote {args.out}/results.json")
+        return 0
+    if args.compare_inversion:
+        from metaloop.generative import inversion
+
+        inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
+                                          until=args.invert_until, l2=args.invert_l2,
+                                          tv=args.invert_tv, jitter=args.invert_jitter)
+        results = inversion.compare(s, inv, args.out)
+        if args.record:
+            from metaloop.evaluate import records
+
+            records.write_record(args.record, **inversion.record(
+                results, command=_record_command(args)))
+            log(f"wrote {args.record}")
+    elif args.sweep_latent is not None:
+        results = experiment.sweep(s, args.sweep_latent, args.out)
+    else:
+        results = experiment.run(s, args.out)
+    log(_summary(results))
+    log(f"wrote {args.out}/results.json")
+    return 0
