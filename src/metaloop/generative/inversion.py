@@ -152,6 +152,24 @@ def _scores(samples: torch.Tensor, targets: torch.Tensor | None, A, B, real_ref:
     return out
 
 
+def _setup(s: Settings, inv: InversionSettings):
+    """Check the settings and load the data: ``(s with the split's name, train, test,
+    classes k, samples per class, the test images in [0, 1])``."""
+    s = replace(s, data=split_name(s.data))
+    check_settings(replace(s, model="cvae"))
+    check_inversion_settings(inv)
+    tr, te = load_data(s)
+    k = tr.n_classes
+    return s, tr, te, k, max(1, s.quality_samples // k), gdata.to_unit(te.images)
+
+
+def _classifiers(s: Settings, tr, k: int):
+    """Classifier A (seed ``s.seed``), inverted, and the independent B (``s.seed + 1``)."""
+    return tuple(quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
+                                          seed=seed, progress=s.progress)
+                 for seed in (s.seed, s.seed + 1))
+
+
 def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict:
     """Train classifiers A and B, an AE, a VAE and a CVAE; invert A; score and draw it all.
 
@@ -172,16 +190,9 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
         ValueError: for bad settings.
         FileNotFoundError: if the data set is missing.
     """
-    data = split_name(s.data)
-    s = replace(s, data=data)
-    check_settings(replace(s, model="cvae"))
-    check_inversion_settings(inv)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
-    tr, te = load_data(s)
-    k = tr.n_classes
-    per_class = max(1, s.quality_samples // k)
+    s, tr, te, k, per_class, real = _setup(s, inv)
     n = per_class * k
-    real = gdata.to_unit(te.images)
     m = min(n, len(real) // 2)
     if m < 2:
         raise ValueError(f"need at least 4 test images, got {len(real)}")
@@ -193,13 +204,10 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     cpu = {}
 
     t0 = time.process_time()
-    A = quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
-                                 seed=s.seed, progress=s.progress)
-    B = quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
-                                 seed=s.seed + 1, progress=s.progress)
+    A, B = _classifiers(s, tr, k)
     cpu["classifiers"] = time.process_time() - t0
     settings = {name: v for name, v in asdict(s).items() if name != "model"}
-    results = {"settings": settings, "inversion": asdict(inv), "data": data,
+    results = {"settings": settings, "inversion": asdict(inv), "data": s.data,
                "n_classes": k, "class_names": tr.class_names, "per_class": per_class,
                "n_scored": n, "n_train": len(tr.images), "n_test": len(te.images),
                "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, te.labels),
@@ -348,19 +356,9 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
     for lr in lrs:
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"inversion learning rates must be > 0, got {lr}")
-    data = split_name(s.data)
-    s = replace(s, data=data)
-    check_settings(replace(s, model="cvae"))
-    check_inversion_settings(inv)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
-    tr, te = load_data(s)
-    k = tr.n_classes
-    per_class = max(1, s.quality_samples // k)
-    real = gdata.to_unit(te.images)
-    A = quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
-                                 seed=s.seed, progress=s.progress)
-    B = quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
-                                 seed=s.seed + 1, progress=s.progress)
+    s, tr, te, k, per_class, real = _setup(s, inv)
+    A, B = _classifiers(s, tr, k)
     targets = torch.arange(k).repeat_interleave(per_class)               # [n]
     init_real, init_labels = _other_class_images(tr, targets, s.seed + 2)
     shape = tuple(tr.images.shape[1:])
@@ -387,7 +385,7 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
             rows.append(row)
             if s.progress:
                 print(f"{start} lr {lr}: B accuracy {row['accuracy_independent']:.3f}")
-    results = {"data": data, "n_classes": k, "per_class": per_class,
+    results = {"data": s.data, "n_classes": k, "per_class": per_class,
                "n_scored": len(targets), "chance": 1 / k,
                "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, te.labels),
                                             "independent": quality.accuracy(B, real,
