@@ -170,21 +170,6 @@ def test_compare_inversion_end_to_end(tiny_fashion, tmp_path, capsys):
     assert "--compare-inversion" in rec["command"] and "--hidden 16 " in rec["command"]
 
 
-def test_inversion_transfer_end_to_end(tiny_fashion, tmp_path, capsys):
-    out = tmp_path / "tr"
-    rc = main(["--threads", "1", "vae", "--inversion-transfer", "--root", str(tiny_fashion),
-               "--classifier-epochs", "1", "--quality-samples", "20", "--invert-steps", "5",
-               "--invert-lrs", "0.05,0.01", "--no-progress", "--out", str(out)])
-    assert rc == 0
-    r = json.loads((out / "results.json").read_text())
-    assert r["data"] == "fashion-mnist" and r["n_classes"] == 10 and r["per_class"] == 2
-    got = sorted((row["start"], row["lr"]) for row in r["rows"])
-    assert got == sorted((s, lr) for s in ("noise", "real") for lr in (0.05, 0.01))
-    for row in r["rows"]:
-        assert 0 <= row["accuracy_independent"] <= 1 and row["mean_abs_change"] >= 0
-        assert ("independent_says_source" in row) == (row["start"] == "real")
-    assert "| start | Adam lr (max steps) |" in capsys.readouterr().out
-
 
 @pytest.mark.parametrize("argv, message", [
     (["--sweep-latent", "2"], "--compare-inversion and --sweep-latent are separate runs"),
