@@ -422,15 +422,13 @@ def render_grid(records: list[Mapping]) -> str:
     """
     if not records:
         raise ValueError("render_grid needs at least one record")
-    cells = {(r["grid_row"], r["grid_column"]): r for r in records}
-    if len(cells) != len(records):
-        seen: dict = {}
-        for r in records:
-            key = (r["grid_row"], r["grid_column"])
-            if key in seen:
-                raise ValueError(f"records {seen[key]} and {r.get('_file')} both fill grid "
-                                 f"{r['grid']!r} cell {key}")
-            seen[key] = r.get("_file")
+    cells: dict[tuple[str, str], Mapping] = {}
+    for r in records:
+        key = (r["grid_row"], r["grid_column"])
+        if key in cells:
+            raise ValueError(f"records {cells[key].get('_file')} and {r.get('_file')} both "
+                             f"fill grid {r['grid']!r} cell {key}")
+        cells[key] = r
     cols = sorted({c for _, c in cells}, key=_column_key)
     first = {}
     for r in records:
@@ -474,38 +472,32 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
     by_table: dict[str, list[dict]] = {}
     for r in records:
         by_table.setdefault(r["table"], []).append(r)
-    problems, used = [], set()
+    problems, used = [], {"table": set(), "grid": set()}
     for doc in sorted(docs_dir.glob("*.md")):
         text = doc.read_text(encoding="utf-8")
 
-        def fill(m: re.Match, doc=doc) -> str:
-            name = m.group("name")
-            if name not in by_table:
-                problems.append(f"{doc}: table {name!r} has no records in {records_dir}")
-                return m.group(0)
-            used.add(name)
-            body = render_table(by_table[name])
-            if check and m.group("body") != body:
-                problems.append(f"{doc}: table {name!r} is stale; run "
-                                f"`python docs/gen_tables.py` to regenerate it")
-            return m.group(1) + body + m.group(4)
+        def filler(kind: str, members_of, render, doc=doc):
+            """A ``re.sub`` callback filling one ``kind`` of marked block ("table"/"grid")."""
+            def fill(m: re.Match) -> str:
+                name = m.group("name")
+                members = members_of(name)
+                if not members:
+                    problems.append(f"{doc}: {kind} {name!r} has no records in {records_dir}")
+                    return m.group(0)
+                used[kind].add(name)
+                body = render(members)
+                if check and m.group("body") != body:
+                    problems.append(f"{doc}: {kind} {name!r} is stale; run "
+                                    f"`python docs/gen_tables.py` to regenerate it")
+                return m.group(1) + body + m.group(4)
+            return fill
 
-        def fill_grid(m: re.Match, doc=doc) -> str:
-            name = m.group("name")
-            members = [r for r in records if r.get("grid") == name]
-            if not members:
-                problems.append(f"{doc}: grid {name!r} has no records in {records_dir}")
-                return m.group(0)
-            body = render_grid(members)
-            if check and m.group("body") != body:
-                problems.append(f"{doc}: grid {name!r} is stale; run "
-                                f"`python docs/gen_tables.py` to regenerate it")
-            return m.group(1) + body + m.group(4)
-
-        new = _GRID.sub(fill_grid, _BLOCK.sub(fill, text))
+        new = _BLOCK.sub(filler("table", lambda n: by_table.get(n), render_table), text)
+        new = _GRID.sub(filler("grid", lambda n: [r for r in records if r.get("grid") == n],
+                               render_grid), new)
         if not check and new != text:
             doc.write_text(new, encoding="utf-8")
-    for name in sorted(set(by_table) - used):
+    for name in sorted(set(by_table) - used["table"]):
         files = ", ".join(r["_file"] for r in by_table[name])
         problems.append(f"table {name!r} ({files}) is not marked in any document in "
                         f"{docs_dir} (add <!-- table:{name} --> ... <!-- /table -->)")
