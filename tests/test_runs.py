@@ -56,6 +56,10 @@ def test_evaluate_run_is_what_metaloop_eval_writes(sinusoid_run, tmp_path):
     assert fewer["config"]["eval"]["tasks"] == 2 and fewer["result"]["steps"] == [1]
     with pytest.raises(ValueError, match="unknown eval key"):
         evaluate_run(ml.load_run(sinusoid_run), task=2)
+    same = evaluate_run(ml.load_run(sinusoid_run), config=fewer["config"])
+    assert same["result"]["loss"]["mean"] == fewer["result"]["loss"]["mean"]
+    with pytest.raises(ValueError, match="not both"):
+        evaluate_run(ml.load_run(sinusoid_run), config=fewer["config"], tasks=2)
 
 
 def test_a_folder_run_carries_its_class_split_and_transform(tmp_path):

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     ec = cfg["eval"]
     with tqdm(total=ec["tasks"], desc="held-out tasks", disable=args.no_progress,
               leave=False) as bar:
-        res = evaluate_run(loaded, device=args.device, progress=bar.update, **changes)
+        res = evaluate_run(loaded, config=cfg, device=args.device, progress=bar.update)
     metric, r, error, name = res["metric"], res["result"], res["error_rate"], \
         cfg["method"]["name"]
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "

@@ -53,12 +53,14 @@ def error_rate(cfg: dict, result: dict) -> dict:
             "shots": shots, "queries": queries, "split": ec["split"]}
 
 
-def evaluate_run(run: Run, *, device=None, progress: Callable[[int], None] | None = None,
-                 **changes) -> dict:
+def evaluate_run(run: Run, *, config: dict | None = None, device=None,
+                 progress: Callable[[int], None] | None = None, **changes) -> dict:
     """Evaluate ``run`` on held-out tasks.
 
     Args:
-        run: a loaded run. device: where to adapt and score (the run's model must be there:
+        run: a loaded run. config: the config to evaluate, already checked
+            (``eval_config``); None: the run's, with ``changes``.
+        device: where to adapt and score (the run's model must be there:
             ``load_run(path, device=...)``).
         progress: called with the number of tasks finished so far in each chunk.
         **changes: ``[eval]`` keys to change (``EVAL_KEYS``): tasks, shots, ways, split,
@@ -70,7 +72,9 @@ def evaluate_run(run: Run, *, device=None, progress: Callable[[int], None] | Non
         scored ("transductive" or the learner's own label), "error_rate": ``error_rate`` for
         within-alphabet classification, else None}``.
     """
-    cfg = eval_config(run, **changes)
+    if config is not None and changes:
+        raise ValueError("give the eval changes or a config from eval_config, not both")
+    cfg = config if config is not None else eval_config(run, **changes)
     ec = cfg["eval"]
     heldout = build.eval_family(cfg, None)
     device = None if device is None or torch.device(device).type == "cpu" else \
