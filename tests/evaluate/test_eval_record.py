@@ -75,3 +75,7 @@ def test_a_classification_record_has_the_cell_fields_and_the_evaluation_label(tm
         (rec["mean"], rec["ci95"], rec["n"]) and rec["tasks"] == 3
     assert rec["iterations"] == rec["budget"]["iterations"] == 2
     assert rec["evaluation"] != "transductive" and "transductive" in rec["evaluation"]
+    # the run's training curve comes along: one point per logged iteration here (2 < 10)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rec["training_curve"] == [[x["iteration"], round(100 * x["accuracy"], 2)]
+                                     for x in lines]

@@ -56,6 +56,11 @@ def test_write_then_load_roundtrips_every_field_and_extras(tmp_path):
     ({"date": "30/11/2026"}, "date"),
     ({"published": {"value": 1.0}}, "published"),
     ({"command": ""}, "command"),
+    ({"training_curve": [[100, "high"]]}, "training_curve"),
+    ({"training_curve": []}, "training_curve"),
+    ({"projection": {"iterations": 0, "source": "s"}}, "projection"),
+    ({"projection": {"iterations": 10}}, "projection"),
+    ({"full_config": 3}, "full_config"),
 ])
 def test_malformed_fields_raise_a_named_error_and_write_nothing(tmp_path, over, names):
     with pytest.raises(RecordError, match=names.replace("(", r"\(").replace(")", r"\)")):
@@ -222,3 +227,52 @@ def test_a_grid_pivots_its_records_into_method_by_setting_cells(tmp_path):
     write_record(recs / "d.json", **_fields(**cell, grid_row="R2D2", grid_column="5w5s"))
     with pytest.raises(ValueError, match="both fill grid 'omni' cell"):
         generate(docs, recs)
+
+
+def test_training_curve_averages_equal_windows_of_the_metrics(tmp_path):
+    lines = [{"iteration": i, "loss": 1.0, "accuracy": 0.1 * ((i - 1) // 5), "time": i}
+             for i in range(1, 21)]                    # 4 blocks of 5: 0.0, 0.1, 0.2, 0.3
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert records.training_curve(tmp_path, points=4) == [[5, 0.0], [10, 10.0], [15, 20.0],
+                                                          [20, 30.0]]
+    curve = records.training_curve(tmp_path, points=3)  # uneven windows: 6, 7, 7 lines
+    assert [it for it, _ in curve] == [6, 13, 20]
+    assert curve[0][1] == round(100 * (5 * 0.0 + 0.1) / 6, 2)
+    assert records.training_curve(tmp_path, points=50)[-1] == [20, 30.0]   # one line each
+    assert records.training_curve(tmp_path / "missing") is None
+    (tmp_path / "m2").mkdir()
+    (tmp_path / "m2" / "metrics.jsonl").write_text('{"iteration": 1, "loss": 0.5}\n')
+    assert records.training_curve(tmp_path / "m2") is None              # a regression run
+    with pytest.raises(ValueError, match="points >= 1"):
+        records.training_curve(tmp_path, points=0)
+
+
+def test_the_short_block_lists_only_cells_below_the_paper_with_curve_and_price(tmp_path):
+    recs = tmp_path / "results"
+    cell = dict(grid="omni", table="omniglot")
+    pub = {"value": "95.8 ± 0.3%", "source": "Finn et al. 2017, Table 1"}
+    write_record(recs / "a.json", **_fields(**cell, grid_row="MAML", grid_column="20w1s",
+                                            mean=89.39, published=pub,
+                                            budget={"iterations": 2000, "cpu_seconds": 2400},
+                                            training_curve=[[1000, 80.0], [2000, 85.5]],
+                                            projection={"iterations": 120000,
+                                                        "source": "the paper"},
+                                            full_config="configs/x_full.toml"))
+    write_record(recs / "b.json", **_fields(**cell, grid_row="MAML", grid_column="5w1s",
+                                            mean=97.0))         # 1.7 short: not listed
+    write_record(recs / "c.json", **_fields(**cell, grid_row="R2D2", grid_column="5w1s",
+                                            mean=50.0, published=None))   # no paper
+    docs = tmp_path
+    (docs / "r.md").write_text("<!-- table:omniglot -->\n<!-- /table -->\n"
+                               "<!-- short:omni -->\nold\n<!-- /short -->\n")
+    assert generate(docs, recs) == []
+    text = (docs / "r.md").read_text().split("<!-- short:omni -->")[1]
+    rows = [line for line in text.splitlines() if line.startswith("| MAML")]
+    assert len(rows) == 1 and "R2D2" not in text
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[0] == "MAML, 20-way 1-shot" and cells[1] == "89.39 ± 0.27"
+    assert cells[4] == "1,000: 80.0 · 2,000: 85.5"
+    assert cells[5] == "120,000 it (the paper): ≈ 40.0 CPU-h"       # 1.2 CPU-s/it x 120k
+    assert cells[6] == "`configs/x_full.toml`"
+    assert "1 cell(s) more than 2 points below" in text
+    assert main(["--docs", str(docs), "--check"]) == 0

@@ -34,10 +34,18 @@ A record with ``grid``, ``grid_row`` and ``grid_column`` (e.g. ``"omniglot"``, `
 ``<!-- /grid -->``: each cell shows the measurement, the gap to the published number and the
 budget, and a cell without a record says "not measured".
 
+A grid record may also carry ``training_curve`` (``[[iteration, accuracy %], ...]``: the
+training tasks' query accuracy after adaptation, averaged over equal windows of the run, as
+``training_curve`` reads it from ``metrics.jsonl``) and ``projection`` (``{"iterations": N,
+"source": "..."}``: the iterations of the paper's schedule). Its grid's cells that fall more
+than 2 points short of the paper are listed, with those curves and the paper's schedule priced
+at the measured cost per iteration, in a block marked ``<!-- short:omniglot -->`` ...
+``<!-- /short -->``.
+
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
-marked table and grid in ``docs/*.md`` from ``docs/results/*.json``; with ``--check`` it
-writes nothing and exits 1, naming each stale table, when a document differs from what the
-records give.
+marked table, grid and short-cell list in ``docs/*.md`` from ``docs/results/*.json``; with
+``--check`` it writes nothing and exits 1, naming each stale table, when a document differs
+from what the records give.
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ _TABLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /table -->)",
                     re.DOTALL)
+_SHORT = re.compile(r"(<!-- short:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /short -->)",
+                    re.S)
 _GRID = re.compile(r"(<!-- grid:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /grid -->)",
                    re.DOTALL)
 _SETTING = re.compile(r"^(\d+)w(\d+)s$")
@@ -128,9 +138,22 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
         bad.append(f"digits must be an int in 0..6, got {rec['digits']!r}")
     if "order" in rec and not _number(rec["order"]):
         bad.append(f"order must be a number, got {rec['order']!r}")
-    for k in ("unit", "note", "grid", "grid_row", "grid_column"):
+    for k in ("unit", "note", "grid", "grid_row", "grid_column", "full_config"):
         if k in rec and not isinstance(rec[k], str):
             bad.append(f"{k} must be a string, got {rec[k]!r}")
+    curve = rec.get("training_curve")
+    if curve is not None and not (isinstance(curve, list) and curve and all(
+            isinstance(p, list) and len(p) == 2 and _number(p[0]) and _number(p[1])
+            for p in curve)):
+        bad.append(f"training_curve must be a non-empty list of [iteration, value] pairs, "
+                   f"got {curve!r}")
+    proj = rec.get("projection")
+    if proj is not None and not (isinstance(proj, Mapping) and set(proj) == {"iterations",
+                                                                            "source"}
+                                 and _number(proj["iterations"]) and proj["iterations"] > 0
+                                 and isinstance(proj["source"], str) and proj["source"]):
+        bad.append(f"projection must be null or {{\"iterations\": N > 0, \"source\": "
+                   f"\"...\"}}, got {proj!r}")
     if "notation" in rec and rec["notation"] not in ("f", "e"):
         bad.append(f"notation must be 'f' (fixed) or 'e' (scientific), got {rec['notation']!r}")
     if bad:
@@ -223,6 +246,41 @@ def command_line(args: argparse.Namespace, program: str = "metaloop",
     return shlex.join(parts)
 
 
+def training_curve(run_dir, points: int = 10) -> list[list[float]] | None:
+    """The training tasks' query accuracy (%) against iterations, from ``run_dir/metrics.jsonl``.
+
+    The run's logged lines are cut into ``points`` equal consecutive windows; each point is
+    ``[last iteration of the window, mean accuracy over the window in %]``. It is the
+    accuracy on the training tasks' queries after the inner loop, so it shows whether a run
+    was still improving when it stopped; it is not a held-out number.
+
+    Returns:
+        The curve, or ``None`` when the folder has no metrics with an ``accuracy``.
+
+    Raises:
+        ValueError: if ``points`` < 1.
+    """
+    if points < 1:
+        raise ValueError(f"training_curve needs points >= 1, got {points}")
+    rows = []
+    try:
+        for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                if "accuracy" in rec and "iteration" in rec:
+                    rows.append((int(rec["iteration"]), float(rec["accuracy"])))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not rows:
+        return None
+    points = min(points, len(rows))
+    curve = []
+    for i in range(points):
+        window = rows[len(rows) * i // points: len(rows) * (i + 1) // points]
+        curve.append([window[-1][0], round(100.0 * sum(a for _, a in window) / len(window), 2)])
+    return curve
+
+
 def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, command: str,
                 device: str = "cpu", evaluation: str | None = None) -> dict:
     """The record of one ``metaloop eval``: the last evaluated step of ``result``.
@@ -271,6 +329,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         budget[key] = round(times[-1] - times[0], 1)
     if not budget:
         budget["iterations"] = 0
+    curve = training_curve(run_dir) if metric == "accuracy" else None
     fam, ec = cfg["family"], cfg["eval"]
     row = str(cfg["method"]["name"])
     ways = ec.get("ways") or fam.get("ways")
@@ -307,6 +366,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
             **{k: budget[k] for k in ("iterations", "cpu_seconds", "gpu_seconds")
                if k in budget}} if metric == "accuracy" else {}),
         **({"evaluation": evaluation} if evaluation else {}),
+        **({"training_curve": curve} if curve else {}),
     }
 
 
@@ -456,6 +516,51 @@ def render_grid(records: list[Mapping]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHORT_BY = 2.0
+"""A grid cell is listed as short when its mean is more than this many points below the
+paper's number."""
+
+
+def _format_curve(curve) -> str:
+    return " · ".join(f"{int(it):,}: {acc:.1f}" for it, acc in curve)
+
+
+def render_short(records: list[Mapping]) -> str:
+    """The cells of a grid more than ``SHORT_BY`` points below their paper, one row each: the
+    measurement, the paper's number, the budget spent, the training curve (when the record
+    has ``training_curve``) and the paper's schedule priced at the measured seconds per
+    iteration (when it has ``projection``), with the config for that budget (``full_config``).
+    """
+    short = []
+    for r in records:
+        pub = _published_number(r)
+        if pub is not None and r["mean"] < pub - SHORT_BY:
+            short.append(r)
+    short.sort(key=lambda r: (r.get("order", math.inf), r.get("_file", "")))
+    head = ["cell", "measured", "paper", "spent", "training-query accuracy (%) by iteration",
+            "the paper's schedule at this cost", "config for that budget"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in short:
+        b, proj = r["budget"], r.get("projection")
+        price = "—"
+        if proj and b.get("iterations"):
+            per = {k: b[k] / b["iterations"] for k in ("cpu_seconds", "gpu_seconds") if k in b}
+            n = proj["iterations"]
+            cost = ", ".join(f"{per[k] * n / 3600:,.1f} {k[:3].upper()}-h" for k in per)
+            price = f"{int(n):,} it ({proj['source']})" + (f": ≈ {cost}" if cost else "")
+        curve = r.get("training_curve")
+        cells = [f"{r['grid_row']}, {_column_label(r['grid_column'])}", format_value(r),
+                 f"{r['published']['value']} ({r['published']['source']})",
+                 format_budget(b), _format_curve(curve) if curve else "—", price,
+                 f"`{r['full_config']}`" if r.get("full_config") else "—"]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines.append("")
+    lines.append(f"*Generated from the {len(records)} record(s) of the grid in "
+                 f"`docs/results/`: {len(short)} cell(s) more than {SHORT_BY:g} points below "
+                 f"the paper.*")
+    return "\n".join(lines) + "\n"
+
+
 def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
     """Rewrite (or with ``check``, compare) every marked table in ``docs_dir/*.md``.
 
@@ -472,12 +577,13 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
     by_table: dict[str, list[dict]] = {}
     for r in records:
         by_table.setdefault(r["table"], []).append(r)
-    problems, used = [], {"table": set(), "grid": set()}
+    problems, used = [], {"table": set(), "grid": set(), "short": set()}
     for doc in sorted(docs_dir.glob("*.md")):
         text = doc.read_text(encoding="utf-8")
 
         def filler(kind: str, members_of, render, doc=doc):
-            """A ``re.sub`` callback filling one ``kind`` of marked block ("table"/"grid")."""
+            """A ``re.sub`` callback filling one ``kind`` of marked block ("table", "grid",
+            "short")."""
             def fill(m: re.Match) -> str:
                 name = m.group("name")
                 members = members_of(name)
@@ -495,6 +601,8 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
         new = _BLOCK.sub(filler("table", lambda n: by_table.get(n), render_table), text)
         new = _GRID.sub(filler("grid", lambda n: [r for r in records if r.get("grid") == n],
                                render_grid), new)
+        new = _SHORT.sub(filler("short", lambda n: [r for r in records if r.get("grid") == n],
+                                render_short), new)
         if not check and new != text:
             doc.write_text(new, encoding="utf-8")
     for name in sorted(set(by_table) - used["table"]):
