@@ -101,7 +101,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
               # (no host->device copy per iteration; another task stream than the CPU's on CUDA)
               "device_tasks": (bool, False)},
     # eval.ways: 0 = the family's; another value only for the head-based learners, whose head
-    # is solved per task (higher-way training: meta-train 20-way, test 5-way)
+    # is solved per task, and for a zero head (pretrain's default): higher-way training,
+    # meta-train 20-way, test 5-way
     "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0), "ways": (int, 0),
              "steps": ((list, int), [0, 1, 5, 10]), "seed": (int, 1_000_003),
              "split": (str, "test"),
@@ -308,10 +309,12 @@ def check_combinations(cfg: dict) -> None:
     if me["learn_inner_lr"] and me["recompute_inner_loop"]:
         raise ValueError("config method.learn_inner_lr = true and method.recompute_inner_loop "
                          "= true: the recomputed inner step takes a fixed step size; drop one")
-    if ev["ways"] not in (0, f["ways"]) and name not in HEAD_BASED:
+    zero_head = me["head_init"] == "zero" or (me["head_init"] == "auto" and name == "pretrain")
+    if ev["ways"] not in (0, f["ways"]) and name not in HEAD_BASED and not zero_head:
         raise ValueError(f"config eval.ways = {ev['ways']} differs from family.ways = "
-                         f"{f['ways']}: only {sorted(HEAD_BASED)} solve their head per task "
-                         f"and can be tested at another number of ways; {name!r} has a head of "
+                         f"{f['ways']}: only {sorted(HEAD_BASED)}, pretrain and methods with "
+                         f"method.head_init = 'zero' start each task's head afresh and can be "
+                         f"tested at another number of ways; {name!r} has a learned head of "
                          f"family.ways outputs")
     if ev["ways"] == 1:
         raise ValueError("config eval.ways must be 0 (the family's) or >= 2, got 1")

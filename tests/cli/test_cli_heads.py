@@ -146,9 +146,36 @@ def test_higher_way_training_evaluates_at_the_eval_ways(tmp_path, omniglot_root,
     assert r3["methods"]["r2d2"]["accuracy"]["mean"][0] == pytest.approx(want, abs=1e-6)
 
 
+def test_a_zero_head_learner_is_tested_at_other_ways(tmp_path, omniglot_root):
+    """pretrain starts each test task from a zero head sized by the task's labels, so a run
+    trained on 3-way tasks is tested on 2-way ones: the number equals adapting and scoring
+    the same held-out tasks by hand."""
+    cfg = _small(tmp_path, omniglot_root, "pretrain")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    assert main(["eval", "--checkpoint", str(run), "--ways", "2", "--tasks", "4", "--steps",
+                 "2", "--out", str(tmp_path / "e2"), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "e2" / "results.json").read_text())
+    assert res["config"]["eval"]["ways"] == 2
+    learner = load_run(run).learner
+    fam2 = _build.eval_family(_config.validate({**load_run(run).config,
+                                                "eval": res["config"]["eval"]}), None)
+    b = fam2.sample(4, generator=torch.Generator().manual_seed(res["config"]["eval"]["seed"]))
+    want = []
+    for i in range(4):
+        sx, sy, qx, qy = b.task(i)
+        assert int(sy.max()) == 1                                        # 2-way tasks
+        adapted = learner.adapt(sx, sy, steps=2)
+        assert adapted[learner.inner.head[0]].shape[0] == 2              # a 2-output head
+        want.append(float((learner.predict(adapted, qx).argmax(-1) == qy).float().mean()))
+    assert res["methods"]["pretrain"]["accuracy"]["mean"][0] == pytest.approx(
+        sum(want) / 4, abs=1e-6)
+
+
 @pytest.mark.parametrize("body,message", [
     ('[method]\nname = "maml"\n[eval]\nways = 3\n',
-     "config eval.ways = 3 differs from family.ways = 5: only ['metaoptnet', 'protonet', 'r2d2']"),
+     "config eval.ways = 3 differs from family.ways = 5: only ['metaoptnet', 'protonet', "
+     "'r2d2'], pretrain and methods with method.head_init = 'zero'"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 1\n', "eval.ways must be 0 (the family's) or >= 2"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 2000\n',
      "impossible config: eval.ways = 2000 but omniglot eval.split = 'test' has only 1692"),

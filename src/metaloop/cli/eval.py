@@ -37,7 +37,8 @@ def register(sub) -> None:
                    "the config's)")
     p.add_argument("--shots", type=int, help="support examples (default: the config's)")
     p.add_argument("--ways", type=int, help="classes per held-out task (default: the "
-                   "config's; another number only for r2d2, metaoptnet and protonet)")
+                   "config's; another number only for r2d2, metaoptnet, protonet, and "
+                   "pretrain or any method.head_init = 'zero')")
     p.add_argument("--split", help="held-out split (default: the config's eval.split)")
     p.add_argument("--within-alphabet", action="store_true", default=None,
                    help="omniglot: draw each task's classes from one alphabet, as the original "
