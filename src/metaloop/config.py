@@ -107,7 +107,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              "steps": ((list, int), [0, 1, 5, 10]), "seed": (int, 1_000_003),
              "split": (str, "test"),
              # omniglot: held-out tasks drawn within one alphabet; the error rate is reported
-             "within_alphabet": (bool, False)},
+             "within_alphabet": (bool, False),
+             # test-time augmentation of image tasks: each support set grown by every shift
+             # of its images up to this many pixels ((2s+1)^2 copies); 0 = off
+             "support_shift": (int, 0)},
 }
 
 
@@ -275,7 +278,8 @@ def check_combinations(cfg: dict) -> None:
                          f"family.name = {f['name']!r}")
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
                      ("train", "log_every"),
-                     ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways")):
+                     ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),
+                     ("eval", "support_shift")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
     if any(s < 0 for s in ev["steps"]):
@@ -360,6 +364,9 @@ def check_combinations(cfg: dict) -> None:
         if t[key] and not image:
             raise ValueError(f"config train.{key} = {t[key]} {what} images, but family.name "
                              f"= {f['name']!r} gives vectors")
+    if ev["support_shift"] and not image:
+        raise ValueError(f"config eval.support_shift = {ev['support_shift']} shifts images, but "
+                         f"family.name = {f['name']!r} gives vectors")
     if not image:
         return
     splits = [("family.split", f["split"]), ("eval.split", ev["split"])]

@@ -177,6 +177,8 @@ def test_a_zero_head_learner_is_tested_at_other_ways(tmp_path, omniglot_root):
      "config eval.ways = 3 differs from family.ways = 5: only ['metaoptnet', 'protonet', "
      "'r2d2'], pretrain and methods with method.head_init = 'zero'"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 1\n', "eval.ways must be 0 (the family's) or >= 2"),
+    ('[method]\nname = "protonet"\n[eval]\nsupport_shift = -1\n',
+     "config eval.support_shift must be >= 0, got -1"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 2000\n',
      "impossible config: eval.ways = 2000 but omniglot eval.split = 'test' has only 1692"),
 ])
@@ -206,3 +208,24 @@ def test_augment_shift_trains_on_shifted_images_only(tmp_path, omniglot_root, ca
     bad.write_text(cfg.read_text().replace("augment_rotate = 10", "augment_rotate = 270"))
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r4")]) == 2
     assert "augment_rotate must be in [0, 180]" in capsys.readouterr().err
+
+
+def test_eval_support_shift_is_recorded_and_printed(tmp_path, omniglot_root, capsys):
+    cfg = _small(tmp_path, omniglot_root, "protonet")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    rec = tmp_path / "results" / "r.json"
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--support-shift", "1", "--tasks", "3",
+                 "--out", str(tmp_path / "e"), "--record", str(rec), "--no-progress"]) == 0
+    assert "support sets grown 9x by every shift of their images up to 1 px" in \
+        capsys.readouterr().out
+    res = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert res["config"]["eval"]["support_shift"] == 1
+    record = json.loads(rec.read_text())
+    assert record["row"].endswith(", support shifted up to 1 px")
+    assert "--support-shift 1" in record["command"]
+    bad = tmp_path / "sin.toml"
+    bad.write_text('[family]\nname = "sinusoid"\n[eval]\nsupport_shift = 1\n')
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
+    assert "eval.support_shift = 1 shifts images" in capsys.readouterr().err

@@ -51,3 +51,31 @@ def test_bad_evaluate_arguments():
         ml.evaluate(learner, ml.tasks.Sinusoid(), tasks=0)
     with pytest.raises(ValueError, match="steps"):
         ml.evaluate(learner, ml.tasks.Sinusoid(), tasks=2, steps=(-1,))
+
+
+def test_support_shift_adapts_on_every_shifted_support_image():
+    """eval's test-time augmentation: the head is fitted to the support set grown by every
+    shift (here a prototype head, whose prototypes average over the shifts); the queries are
+    scored as they are. Checked against growing the support set by hand."""
+    from metaloop.models import Conv4
+    from metaloop.tasks.augment import all_shifts
+
+    torch.manual_seed(0)
+    learner = ml.meta.ProtoNet(Conv4(1, 4, 3, image_size=16))
+    x = torch.rand(40, 1, 16, 16)
+    fam = ml.tasks.Episodes(x, torch.arange(40) % 8, ways=3, shots=1, queries=2)
+    r = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3, support_shift=1)
+    plain = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3)
+    assert r["support_shift"] == 1 and "support_shift" not in plain
+    b = fam.sample(5, torch.Generator().manual_seed(3))
+    want = []
+    for i in range(5):
+        sx, sy, qx, qy = b.task(i)
+        gx = torch.cat([all_shifts(sx, 1)[k] for k in [4, 0, 1, 2, 3, 5, 6, 7, 8]])
+        p = learner.adapt(gx, sy.repeat(9))
+        want.append(float(ml.func.losses.accuracy(learner.predict(p, qx), qy)))
+    assert r["accuracy"]["mean"][0] == pytest.approx(sum(want) / 5, abs=1e-6)
+    with pytest.raises(ValueError, match="shifts images"):
+        ml.evaluate(MAML(MLP(), 0.01, 1), ml.tasks.Sinusoid(), tasks=2, support_shift=1)
+    with pytest.raises(ValueError, match="support_shift must be an int >= 0"):
+        ml.evaluate(learner, fam, tasks=2, support_shift=-1)

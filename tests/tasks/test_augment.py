@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from metaloop.tasks import Omniglot, Shifted, rotate_images, shift_images
+from metaloop.tasks.augment import all_shifts, shifted_support
 
 
 def _reference_shift(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -101,3 +102,37 @@ def test_rotate_images_matches_a_pixel_loop_and_rot90():
             rotate_images(x, bad)
     with pytest.raises(ValueError, match="float"):
         rotate_images(torch.ones(1, 5, 5, dtype=torch.uint8), 10.0)
+
+
+def test_all_shifts_gives_every_offset_in_order_against_a_pixel_loop():
+    x = torch.rand(2, 3, 1, 5, 6)                                    # [..., C, H, W]
+    out = all_shifts(x, 2)
+    assert out.shape == (25, 2, 3, 1, 5, 6)
+    for k, (dy, dx) in enumerate((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)):
+        for xi, oi in zip(x.reshape(-1, 1, 5, 6), out[k].reshape(-1, 1, 5, 6)):
+            assert torch.equal(oi, _reference_shift(xi, dy, dx))
+    assert torch.equal(out[12], x) and torch.equal(all_shifts(x, 0)[0], x)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="shift must be an int >= 0"):
+            all_shifts(x, bad)
+    with pytest.raises(ValueError, match=r"\[\.\.\., C, H, W\]"):
+        all_shifts(torch.rand(4, 4), 1)
+
+
+def test_shifted_support_grows_a_task_or_a_batch_with_its_labels():
+    sx, sy = torch.rand(6, 1, 5, 5), torch.tensor([0, 1, 2, 0, 1, 2])    # one task
+    x, y = shifted_support(sx, sy, 1)
+    assert x.shape == (54, 1, 5, 5) and torch.equal(x[:6], sx)         # the plain images first
+    assert torch.equal(y, sy.repeat(9))
+    copies = all_shifts(sx, 1)
+    for j in range(54):                                               # each a shift of its own
+        assert any(torch.equal(x[j], copies[k][j % 6]) for k in range(9))
+    bx, by = torch.rand(3, 6, 1, 5, 5), torch.randint(0, 3, (3, 6))  # a batch of 3 tasks
+    x, y = shifted_support(bx, by, 1)
+    assert x.shape == (3, 54, 1, 5, 5) and y.shape == (3, 54)
+    for b in range(3):
+        tx, ty = shifted_support(bx[b], by[b], 1)
+        assert torch.equal(x[b], tx) and torch.equal(y[b], ty)
+    assert shifted_support(sx, sy, 0) == (sx, sy)
+    with pytest.raises(ValueError, match="S, C, H, W"):
+        shifted_support(torch.rand(6, 5), sy, 1)

@@ -44,6 +44,10 @@ def register(sub) -> None:
                    help="omniglot: draw each task's classes from one alphabet, as the original "
                         "one-shot challenge, and report the error rate (default: the config's "
                         "eval.within_alphabet)")
+    p.add_argument("--support-shift", type=int, metavar="S",
+                   help="test-time augmentation of image tasks: grow each support set by "
+                        "every shift of its images up to S pixels ((2S+1)^2 copies; default: "
+                        "the config's eval.support_shift, 0 = off)")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
                    help="also write the result (last step) as a JSON record for the docs "
@@ -59,7 +63,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.checkpoint, device=args.device)
     changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
-                                             "within_alphabet")}
+                                             "within_alphabet", "support_shift")}
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
     if args.record:
         records.check_record_path(args.record)
@@ -78,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     print(report.table({name: r}, metric))
     if res["evaluation"] != "transductive":
         print(f"queries scored {res['evaluation']}")
+    if ec["support_shift"]:
+        k = (2 * ec["support_shift"] + 1) ** 2
+        print(f"support sets grown {k}x by every shift of their images up to "
+              f"{ec['support_shift']} px (test-time augmentation)")
     if error is not None:
         print(f"within-alphabet {error['ways']}-way {error['shots']}-shot error rate: "
               f"{100 * error['mean']:.2f}% ± {100 * error['ci95']:.2f}% (95% CI over "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import torch
 
 from metaloop.func.losses import accuracy, get_loss
+from metaloop.tasks.augment import shifted_support
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
@@ -32,7 +34,8 @@ def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
 
 
 def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5, 10),
-             seed: int = 1_000_003, loss=None, device=None, progress=None) -> dict:
+             seed: int = 1_000_003, loss=None, device=None, progress=None,
+             support_shift: int = 0) -> dict:
     """Adapt ``learner`` on each held-out task's support set and score its query set.
 
     Every method evaluated with the same ``family``, ``tasks`` and ``seed`` sees the same tasks.
@@ -47,6 +50,9 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         loss: query loss; default the learner's inner loss.
         progress: an optional callable ``progress(n)``, called as tasks are scored with how
             many were just scored (one at a time with the loop, a chunk with vmap).
+        support_shift: test-time augmentation of image tasks: each support set is grown by
+            every translation of its images up to this many pixels (``(2s+1)^2`` copies,
+            ``metaloop.tasks.augment.shifted_support``); the queries are left alone. 0: off.
 
     Returns:
         ``{"tasks", "seed", "steps", "loss": {"mean", "ci95"}, "accuracy": {...}}`` with one
@@ -58,9 +64,18 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
     per_task = {"loss": [[] for _ in steps], "accuracy": [[] for _ in steps]}
     classification = None
+    if not isinstance(support_shift, int) or isinstance(support_shift, bool) \
+            or support_shift < 0:
+        raise ValueError(f"support_shift must be an int >= 0, got {support_shift!r}")
     for batch in heldout_tasks(family, tasks, seed):
         batch = batch.to(device) if device is not None else batch
         classification = batch.is_classification
+        if support_shift:
+            if batch.support_x.dim() != 5:
+                raise ValueError(f"support_shift = {support_shift} shifts images, but the "
+                                 f"tasks' inputs are {list(batch.support_x.shape[2:])}")
+            sx, sy = shifted_support(batch.support_x, batch.support_y, support_shift)
+            batch = dataclasses.replace(batch, support_x=sx, support_y=sy)
         if getattr(learner, "batching", "loop") == "vmap":
             _score_batch(learner, loss_fn, batch, steps, per_task)
             if progress is not None:
@@ -71,7 +86,8 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
             _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task)
             if progress is not None:
                 progress(1)
-    result = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {}}
+    result = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {},
+              **({"support_shift": support_shift} if support_shift else {})}
     for key in ("loss", "accuracy") if classification else ("loss",):
         stats = [mean_ci(v) for v in per_task[key]]
         result[key] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}

@@ -336,6 +336,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     shots = ec.get("shots") or fam.get("shots")
     if metric == "accuracy" and ways and shots:
         row += f", {ways}-way {shots}-shot"
+    if ec.get("support_shift"):
+        row += f", support shifted up to {ec['support_shift']} px"
     step = result["steps"][-1]
     scale = 100.0 if metric == "accuracy" else 1.0
     if device == "cuda" and torch.cuda.is_available():

@@ -20,7 +20,8 @@ from metaloop.runs import Run
 
 __all__ = ["error_rate", "eval_config", "evaluate_run"]
 
-EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "steps", "queries", "seed")
+EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "steps", "queries", "seed",
+             "support_shift")
 
 
 def eval_config(run: Run, **changes) -> dict:
@@ -64,7 +65,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
             ``load_run(path, device=...)``).
         progress: called with the number of tasks finished so far in each chunk.
         **changes: ``[eval]`` keys to change (``EVAL_KEYS``): tasks, shots, ways, split,
-            within_alphabet, steps, queries, seed.
+            within_alphabet, steps, queries, seed, support_shift (test-time shifts of the
+            support images, see ``metaloop.evaluate.evaluate``).
 
     Returns:
         ``{"config": the config evaluated, "metric": "accuracy" or "loss", "result":
@@ -80,7 +82,7 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     device = None if device is None or torch.device(device).type == "cpu" else \
         torch.device(device)
     r = evaluate(run.learner, heldout, tasks=ec["tasks"], steps=ec["steps"], seed=ec["seed"],
-                 device=device, progress=progress)
+                 device=device, progress=progress, support_shift=ec["support_shift"])
     metric = "accuracy" if "accuracy" in r else "loss"
     within = ec["within_alphabet"] and metric == "accuracy"
     return {"config": cfg, "metric": metric, "result": r,

@@ -53,6 +53,58 @@ def shift_images(x: torch.Tensor, max_shift: int,
     return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)
 
 
+def all_shifts(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Every translation of each image by (dy, dx) in ``[-shift, shift]``^2, zero fill: the
+    deterministic counterpart of ``shift_images``, for test-time augmentation.
+
+    Args:
+        x: ``[..., C, H, W]`` images. shift: s >= 0.
+
+    Returns:
+        ``[(2s+1)^2, ..., C, H, W]``: copy ``(dy + s) * (2s+1) + (dx + s)`` is ``x`` moved
+        down by dy and right by dx pixels; the middle copy is ``x`` itself.
+
+    Raises:
+        ValueError: a negative or non-int ``shift``, or ``x`` with fewer than 3 dims.
+    """
+    if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
+        raise ValueError(f"all_shifts shift must be an int >= 0, got {shift!r}")
+    if x.dim() < 3:
+        raise ValueError(f"all_shifts expects [..., C, H, W] images, got {list(x.shape)}")
+    h, w = x.shape[-2:]
+    s = shift
+    padded = F.pad(x, (s, s, s, s))                                   # [..., C, H+2s, W+2s]
+    copies = [padded[..., s - dy: s - dy + h, s - dx: s - dx + w]     # moved by (dy, dx)
+              for dy in range(-s, s + 1) for dx in range(-s, s + 1)]
+    return torch.stack(copies)                                        # [(2s+1)^2, ..., C, H, W]
+
+
+def shifted_support(sx: torch.Tensor, sy: torch.Tensor, shift: int):
+    """A support set grown by every shift of each image up to ``shift`` pixels (labels
+    repeated), so a prototype or head fitted to it averages over the shifts.
+
+    Args:
+        sx: ``[..., S, C, H, W]`` support images. sy: ``[..., S]`` (or ``[..., S, out]``).
+        shift: s >= 0 (0 returns the inputs).
+
+    Returns:
+        ``([..., S * (2s+1)^2, C, H, W], [..., S * (2s+1)^2(, out)])``, the original images
+        first.
+    """
+    if shift == 0:
+        return sx, sy
+    if sx.dim() < 4:
+        raise ValueError(f"shifted_support expects [..., S, C, H, W] images, got "
+                         f"{list(sx.shape)}")
+    copies = all_shifts(sx, shift)                                    # [K, ..., S, C, H, W]
+    k, mid = copies.shape[0], copies.shape[0] // 2
+    order = [mid] + [i for i in range(k) if i != mid]                 # the plain images first
+    lead = sx.dim() - 4                                               # batch dims before S
+    x = torch.cat([copies[i] for i in order], dim=lead)               # [..., K*S, C, H, W]
+    y = torch.cat([sy] * k, dim=lead)
+    return x, y
+
+
 def rotate_images(x: torch.Tensor, max_degrees: float,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Rotate each image about its centre by a uniform random angle, bilinear, zero fill.
