@@ -18,6 +18,15 @@ import torch.nn.functional as F
 from metaloop.tasks.batch import TaskBatch
 
 
+def _check_shift(what: str, shift, x: torch.Tensor) -> None:
+    """Name a shift that is not an int >= 0, or images without ``[..., C, H, W]`` dims."""
+    if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
+        raise ValueError(f"{what} must be an int >= 0, got {shift!r}")
+    if x.dim() < 3:
+        raise ValueError(f"{what.split()[0]} expects [..., C, H, W] images, got "
+                         f"{list(x.shape)}")
+
+
 def shift_images(x: torch.Tensor, max_shift: int,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Translate each image by a uniform random integer offset, zero fill.
@@ -33,10 +42,7 @@ def shift_images(x: torch.Tensor, max_shift: int,
     Raises:
         ValueError: a negative or non-int ``max_shift``, or ``x`` with fewer than 3 dims.
     """
-    if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 0:
-        raise ValueError(f"shift_images max_shift must be an int >= 0, got {max_shift!r}")
-    if x.dim() < 3:
-        raise ValueError(f"shift_images expects [..., C, H, W] images, got {list(x.shape)}")
+    _check_shift("shift_images max_shift", max_shift, x)
     if max_shift == 0:
         return x
     *lead, c, h, w = x.shape
@@ -67,10 +73,7 @@ def all_shifts(x: torch.Tensor, shift: int) -> torch.Tensor:
     Raises:
         ValueError: a negative or non-int ``shift``, or ``x`` with fewer than 3 dims.
     """
-    if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
-        raise ValueError(f"all_shifts shift must be an int >= 0, got {shift!r}")
-    if x.dim() < 3:
-        raise ValueError(f"all_shifts expects [..., C, H, W] images, got {list(x.shape)}")
+    _check_shift("all_shifts shift", shift, x)
     h, w = x.shape[-2:]
     s = shift
     padded = F.pad(x, (s, s, s, s))                                   # [..., C, H+2s, W+2s]
