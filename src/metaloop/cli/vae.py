@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from metaloop.cli._args import int_list
+from metaloop.cli._args import float_list, int_list
 from metaloop.recipes import generative as recipe
 
 DESCRIPTION = """\
@@ -152,15 +152,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
-
-
-def float_list(text: str) -> list[float]:
-    """``"0.05,0.01"`` -> ``[0.05, 0.01]``; an argparse error names a bad item."""
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
-                                         ) from None
 
 
 def run(args: argparse.Namespace) -> int:
