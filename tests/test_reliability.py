@@ -54,6 +54,10 @@ def _train(tmp_path, body, *extra, out="run"):
      "config method.first_order = true: first_order applies to maml and anil, not 'reptile'"),
     ('[method]\nname = "maml"\ninner_optimizer = "adam"\n',
      "method.inner_optimizer = 'adam' applies to reptile only"),
+    ('[method]\nname = "reptile"\nadam_state = "shared"\n',
+     "method.adam_state = 'shared' applies to reptile with method.inner_optimizer = \"adam\""),
+    ('[method]\nname = "reptile"\ninner_optimizer = "adam"\nadam_state = "global"\n',
+     "config method.adam_state = 'global' is not one of"),
     ('[family]\nname = "omniglot"\n', "config model.name = 'mlp' reads vectors"),
     ('[model]\nname = "conv4"\n', "config model.name = 'conv4' needs an image family"),
 ])

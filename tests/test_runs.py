@@ -96,3 +96,23 @@ def test_tensors_that_do_not_fit_the_config_are_named(sinusoid_run):
     state_path.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="has shape .* expects"):
         ml.load_run(sinusoid_run)
+
+
+def test_a_reptile_run_loads_its_shared_inner_adam_state(tmp_path):
+    body = SINUSOID.replace('name = "maml"\nlearn_inner_lr = true',
+                            'name = "reptile"\ninner_optimizer = "adam"\nadam_state = "shared"')
+    (tmp_path / "c.toml").write_text(body)
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    tensors, _ = load_checkpoint(tmp_path / "r")
+    run = ml.load_run(tmp_path / "r")
+    state = run.learner.extra_state()
+    assert int(state["t"]) == 4 * 2 * 1                  # 4 iterations x 2 tasks x 1 step
+    assert set(state) == {k[len("learner."):] for k in tensors if k.startswith("learner.")}
+    assert all(torch.equal(state[k], tensors[f"learner.{k}"]) for k in state)
+    # the state is the run's: a learner made from the config alone adapts differently
+    x = torch.linspace(-1, 1, 5)[:, None]
+    loaded = list(run.learner.adapt_path(x, torch.sin(x), 3))[-1]
+    run.learner.load_extra_state({})
+    fresh = list(run.learner.adapt_path(x, torch.sin(x), 3))[-1]
+    assert max((loaded[n] - fresh[n]).abs().max() for n in loaded) > 1e-6

@@ -239,7 +239,8 @@ def build_learner(cfg: dict, family, model=None, device=None):
         return meta.Reptile(model, inner_optimizer=mc["inner_optimizer"],
                             inner_batch=mc.get("inner_batch", 0),
                             test_batch=mc.get("test_batch", 0),
-                            transductive=mc.get("transductive", True), **common)
+                            transductive=mc.get("transductive", True),
+                            adam_state=mc.get("adam_state", "task"), **common)
     return {"pretrain": meta.Pretrain, "scratch": meta.Scratch}[name](model, **common)
 
 

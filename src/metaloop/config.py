@@ -80,7 +80,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # meta-training / at test time, drawn without replacement (0: the whole support
                # set); transductive = false scores each query on its own, BatchNorm with the
                # support set's statistics
-               "inner_batch": (int, 0), "test_batch": (int, 0), "transductive": (bool, True)},
+               "inner_batch": (int, 0), "test_batch": (int, 0), "transductive": (bool, True),
+               # Reptile with inner Adam: "task" (fresh moments per task) or "shared" (one
+               # Adam state runs on through meta-training and starts every test task, as
+               # Nichol et al.'s code)
+               "adam_state": (str, "task")},
     "train": {"iterations": (int, 1000), "meta_batch": (int, 25), "lr": ((int, float), 1e-3),
               "seed": (int, 0), "val_every": (int, 0), "val_tasks": (int, 100),
               "checkpoint_every": (int, 1000), "dtype": (str, "float32"),
@@ -253,6 +257,7 @@ def check_combinations(cfg: dict) -> None:
             ("method.head_init", me["head_init"], ("auto", "learned", "zero")),
             ("method.batching", me["batching"], ("auto", "loop", "vmap", "threads")),
             ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam")),
+            ("method.adam_state", me["adam_state"], ("task", "shared")),
             ("train.prefetch", t["prefetch"], ("auto", "on", "off"))):
         _one_of(where, value, options)
     if f["name"] == "omniglot":
@@ -329,6 +334,9 @@ def check_combinations(cfg: dict) -> None:
         if key != "transductive" and me[key] < 0:
             raise ValueError(f"config method.{key} must be >= 0 (0: the whole support set), "
                              f"got {me[key]!r}")
+    if me["adam_state"] != "task" and (name != "reptile" or me["inner_optimizer"] != "adam"):
+        raise ValueError(f"config method.adam_state = {me['adam_state']!r} applies to reptile "
+                         f"with method.inner_optimizer = \"adam\" only")
     if me["inner_optimizer"] != "sgd" and name != "reptile":
         raise ValueError(f"config method.inner_optimizer = {me['inner_optimizer']!r} applies "
                          f"to reptile only, not {name!r}")

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 
 from metaloop import build, config
-from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, load_extra_state
 
 __all__ = ["Run", "load_run"]
 
@@ -143,4 +143,8 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
             p.copy_(t)
     if device is not None:
         learner.model.to(device)
+    try:
+        load_extra_state(learner, tensors)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return Run(path=path, config=cfg, learner=learner, iteration=int(state.get("iteration", 0)))

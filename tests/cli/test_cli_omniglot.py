@@ -74,6 +74,7 @@ def _check_reptile_protocol(c, ways, shots, profile):
     assert (f["name"], f["ways"], f["shots"], f["split"]) == ("omniglot", ways, 10, "trainval")
     assert c["model"] == {**c["model"], "name": "conv4", "pool": "stride", "channels": 64}
     assert (m["name"], m["inner_optimizer"], m["transductive"]) == ("reptile", "adam", False)
+    assert m["adam_state"] == "shared"          # the code's one Adam optimizer
     five = ways == 5
     assert (m["inner_lr"], m["inner_steps"], m["inner_batch"], m["test_batch"]) == \
         ((0.001, 5, 10, 5) if five else (0.0005, 10, 20, 10))

@@ -227,3 +227,166 @@ def test_linear_schedule_decays_from_lr_to_zero():
 def test_bad_flags_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
         Reptile(MLP(1, (4,), 1), 0.01, 2, **kw)
+
+
+# --- adam_state="shared": one inner Adam runs on through the tasks (Nichol et al.'s code) ---
+
+def _ref_shared_run(model, batches_x, batches_y, lr, eps_outer, steps, inner_batch, seeds):
+    """Reptile as the reference code runs it: ONE torch.optim.Adam over a copy of the network;
+    each task restores the weights (not the optimizer) to theta_0 and takes its steps; the
+    outer step interpolates theta_0 toward the tasks' mean. Returns (net, optimizer)."""
+    net = copy.deepcopy(model)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.0, 0.999), eps=1e-8)
+    seed_iter = iter(seeds)
+    for bx, by in zip(batches_x, batches_y):
+        old = {n: p.detach().clone() for n, p in net.named_parameters()}
+        finals = []
+        for sx, sy in zip(bx, by):
+            with torch.no_grad():
+                for n, p in net.named_parameters():
+                    p.copy_(old[n])
+            idx = (_ref_batches(next(seed_iter), sx.shape[0], inner_batch, steps) if inner_batch
+                   else [list(range(sx.shape[0]))] * steps)
+            for i in idx:
+                opt.zero_grad()
+                F.mse_loss(net(sx[i]), sy[i]).backward()
+                opt.step()
+            finals.append({n: p.detach().clone() for n, p in net.named_parameters()})
+        with torch.no_grad():
+            for n, p in net.named_parameters():
+                mean = sum(f[n] for f in finals) / len(finals)
+                p.copy_(old[n] + eps_outer * (mean - old[n]))
+    return net, opt
+
+
+@pytest.mark.parametrize("inner_batch", [0, 3])
+def test_shared_adam_state_matches_one_torch_optim_adam_through_tasks_and_iterations(
+        inner_batch):
+    torch.manual_seed(0)
+    model = MLP(1, (8, 8), 1)
+    steps, lr, eps_outer = 3, 0.01, 0.5
+    learner = Reptile(model, lr, steps, loss="mse", inner_optimizer="adam",
+                      inner_batch=inner_batch, adam_state="shared")
+    batches = [_regression_batch(B=3, seed=s) for s in (1, 2)]
+    torch.manual_seed(7)
+    for b in batches:                                   # outer SGD: theta -= eps * direction
+        g = learner.meta_gradient(b)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p -= eps_outer * g[n]
+    torch.manual_seed(7)                                # the same per-task seeds
+    seeds = [int(torch.randint(2**62, (1,))) for _ in range(6)] if inner_batch else []
+    ref_model = copy.deepcopy(model)
+    torch.manual_seed(0)
+    start = MLP(1, (8, 8), 1)
+    net, opt = _ref_shared_run(start, [[b.task(i)[0] for i in range(3)] for b in batches],
+                               [[b.task(i)[1] for i in range(3)] for b in batches],
+                               lr, eps_outer, steps, inner_batch, seeds)
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(ref_model.state_dict()[n], p.detach(), rtol=1e-9,
+                                   atol=1e-12)
+    # the learner's state is the reference optimizer's: 6 tasks x 3 steps, and its moments
+    state = learner.extra_state()
+    assert int(state["t"]) == 6 * steps
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(state[f"v.{n}"], opt.state[p]["exp_avg_sq"], rtol=1e-9,
+                                   atol=1e-15)
+
+
+def test_shared_state_differs_from_fresh_moments():
+    torch.manual_seed(0)
+    batches = [_regression_batch(B=2, seed=s) for s in (1, 2)]
+    moved = {}
+    for mode in ("task", "shared"):
+        torch.manual_seed(0)
+        learner = Reptile(MLP(1, (8,), 1), 0.01, 3, loss="mse", inner_optimizer="adam",
+                          adam_state=mode)
+        learner.meta_gradient(batches[0])
+        moved[mode] = learner.meta_gradient(batches[1])
+    gap = max((moved["task"][n] - moved["shared"][n]).abs().max() for n in moved["task"])
+    assert gap > 1e-4
+
+
+def test_test_tasks_adapt_from_a_copy_of_the_shared_state_and_leave_it_unchanged():
+    torch.manual_seed(2)
+    model = MLP(1, (8,), 1)
+    learner = Reptile(model, 0.01, 2, loss="mse", inner_optimizer="adam", test_batch=3,
+                      adam_state="shared")
+    learner.meta_gradient(_regression_batch(B=2, seed=4))       # some training state
+    before = {k: v.clone() for k, v in learner.extra_state().items()}
+    sx, sy, _, _ = _regression_batch(B=1, S=7, seed=5).task(0)
+    path = list(learner.adapt_path(sx, sy, 6))
+    again = list(learner.adapt_path(sx, sy, 6))
+    after = learner.extra_state()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    # reference: torch.optim.Adam continuing from the same moments and step count
+    net = copy.deepcopy(model)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01, betas=(0.0, 0.999), eps=1e-8)
+    for n, p in net.named_parameters():
+        opt.state[p] = {"step": before["t"].to(torch.float64).clone(),
+                        "exp_avg": before[f"m.{n}"].clone(),
+                        "exp_avg_sq": before[f"v.{n}"].clone()}
+    for idx in _ref_batches(0, 7, 3, 6):
+        opt.zero_grad()
+        F.mse_loss(net(sx[idx]), sy[idx]).backward()
+        opt.step()
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(path[-1][n], p.detach(), rtol=1e-9, atol=1e-12)
+        assert torch.equal(path[-1][n], again[-1][n])
+    fresh = Reptile(model, 0.01, 2, loss="mse", inner_optimizer="adam", test_batch=3)
+    gap = max((list(fresh.adapt_path(sx, sy, 6))[-1][n] - path[-1][n]).abs().max()
+              for n in path[-1])
+    assert gap > 1e-5                                   # the state matters at test time
+
+
+def test_shared_state_resumes_exactly_from_a_checkpoint(tmp_path):
+    class Stream:
+        kind = "regression"
+
+        def sample(self, n, generator=None):
+            x = torch.randn(n, 6, 1, generator=generator)
+            return ml.TaskBatch(x[:, :4], torch.sin(x[:, :4]), x[:, 4:], torch.sin(x[:, 4:]))
+
+    def learner():
+        torch.manual_seed(0)
+        return Reptile(MLP(1, (8,), 1), 0.01, 2, loss="mse", inner_optimizer="adam",
+                       adam_state="shared")
+
+    kw = dict(meta_batch=2, lr=0.5, optimizer="sgd", progress=False)
+    whole = learner()
+    ml.train.train(whole, Stream(), iterations=4, **kw)
+    ml.train.train(learner(), Stream(), iterations=2, out_dir=tmp_path, **kw)  # stops at 2
+    resumed = learner()
+    ml.train.train(resumed, Stream(), iterations=4, out_dir=tmp_path, resume=True, **kw)
+    for n, p in whole.model.named_parameters():
+        assert torch.equal(p, dict(resumed.model.named_parameters())[n])
+    a, b = whole.extra_state(), resumed.extra_state()
+    assert set(a) == set(b) and int(a["t"]) == 4 * 2 * 2
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # without the stored state the resumed run would differ: a fresh learner's is empty
+    assert learner().extra_state() == {}
+
+
+def test_bad_shared_state_flags_and_states_are_named():
+    with pytest.raises(ValueError, match="adam_state must be 'task' or 'shared'"):
+        Reptile(MLP(1, (4,), 1), 0.01, 2, inner_optimizer="adam", adam_state="global")
+    with pytest.raises(ValueError, match="needs inner_optimizer='adam'"):
+        Reptile(MLP(1, (4,), 1), 0.01, 2, adam_state="shared")
+    shared = Reptile(MLP(1, (4,), 1), 0.01, 2, loss="mse", inner_optimizer="adam",
+                     adam_state="shared")
+    shared.meta_gradient(_regression_batch(B=1))
+    state = shared.extra_state()
+    with pytest.raises(ValueError, match="adam_state='task'"):
+        Reptile(MLP(1, (4,), 1), 0.01, 2, inner_optimizer="adam").load_extra_state(state)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        Reptile(MLP(1, (5,), 1), 0.01, 2, inner_optimizer="adam",
+                adam_state="shared").load_extra_state(state)
+
+
+def test_shared_state_refuses_to_be_split_over_ranks(monkeypatch):
+    from metaloop.train import distributed
+    monkeypatch.setattr(distributed, "rank_world", lambda: (0, 2))
+    learner = Reptile(MLP(1, (4,), 1), 0.01, 2, loss="mse", inner_optimizer="adam",
+                      adam_state="shared")
+    with pytest.raises(ValueError, match="cannot be split over ranks"):
+        ml.train.train(learner, None, iterations=1, meta_batch=2, progress=False)

@@ -1,7 +1,9 @@
 """Reptile (Nichol et al. 2018): move theta_0 toward each task's adapted theta.
 
 The published protocol is a set of flags on one class (no subclasses): ``inner_optimizer=
-"adam"`` (Adam with beta1 = 0 in the inner loop, its moments reset per task), ``inner_batch``
+"adam"`` (Adam with beta1 = 0 in the inner loop), ``adam_state="shared"`` (one Adam state carried
+from task to task through meta-training and used, unchanged, by every test task, as Nichol et
+al.'s code does; ``"task"``: fresh moments for each task), ``inner_batch``
 (each inner step on a mini-batch of the support set, drawn without replacement, epoch after
 epoch), ``test_batch`` (the same at test time), ``transductive=False`` (each query scored on its
 own: BatchNorm normalises it with the support set's statistics, never the other queries').
@@ -55,24 +57,42 @@ def minibatches(n: int, size: int, steps: int, generator: torch.Generator) -> li
     return list(flat.view(steps, size))
 
 
+def adam_state(params: Params, names) -> dict[str, torch.Tensor]:
+    """A fresh inner-Adam state for the tensors ``names`` of ``params``: ``{"t": [] int64
+    (steps taken), "m.<name>": zeros like the tensor, "v.<name>": zeros like it}``."""
+    state = {"t": torch.zeros((), dtype=torch.int64)}
+    for n in names:
+        state[f"m.{n}"] = torch.zeros_like(params[n]).detach()
+        state[f"v.{n}"] = torch.zeros_like(params[n]).detach()
+    return state
+
+
 def _adam_path(adapter: SGDAdapter, params, x, y, steps, batches=None, betas=(0.0, 0.999),
-               eps=1e-8) -> Iterator[Params]:
+               eps=1e-8, state: dict | None = None) -> Iterator[Params]:
     """Yield params after 0..steps inner Adam steps on the adapted names (beta1 = 0 as in the
-    Reptile paper's code; fresh moments for each task). ``batches[k]``: the support indices of
-    step k (None: the whole support set). Each step is detached from the one before."""
+    Reptile paper's code). ``batches[k]``: the support indices of step k (None: the whole
+    support set). Each step is detached from the one before.
+
+    ``state``: an ``adam_state`` to continue from, updated in place step by step (its step
+    count ``t`` runs on, so the bias corrections are those of one long Adam run); None: fresh
+    moments for this task alone. The update is torch.optim.Adam's:
+    p -= lr * m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t).
+    """
     p = adapter.start(params, y)
-    m = {n: torch.zeros_like(p[n]) for n in adapter.names}
-    v = {n: torch.zeros_like(p[n]) for n in adapter.names}
+    if state is None:
+        state = adam_state(p, adapter.names)
     yield p
-    for t in range(1, steps + 1):
-        xb, yb = (x, y) if batches is None else (x[batches[t - 1]], y[batches[t - 1]])
+    for k in range(steps):
+        xb, yb = (x, y) if batches is None else (x[batches[k]], y[batches[k]])
         loss = adapter.loss_fn(adapter.fwd(p, xb), yb)
         grads = torch.autograd.grad(loss, [p[n] for n in adapter.names])
+        state["t"] = state["t"] + 1
+        t = int(state["t"])
         new = {}
         for n, g in zip(adapter.names, grads):
-            m[n] = betas[0] * m[n] + (1 - betas[0]) * g
-            v[n] = betas[1] * v[n] + (1 - betas[1]) * g * g
-            mh, vh = m[n] / (1 - betas[0] ** t), v[n] / (1 - betas[1] ** t)
+            m = state[f"m.{n}"] = betas[0] * state[f"m.{n}"] + (1 - betas[0]) * g.detach()
+            v = state[f"v.{n}"] = betas[1] * state[f"v.{n}"] + (1 - betas[1]) * g.detach() ** 2
+            mh, vh = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
             new[n] = (p[n] - adapter.lr * mh / (vh.sqrt() + eps)).detach().requires_grad_()
         p = {**p, **new}
         yield p
@@ -102,8 +122,12 @@ class Reptile(AdaptsBySGD):
         model: the network. inner_lr: inner step size (SGD's rate, or Adam's).
         inner_steps: inner steps in meta-training.
         loss, adapt, head_init: as ``MAML``.
-        inner_optimizer: "sgd" (default) or "adam" (beta1 = 0, beta2 = 0.999, moments reset
-            for each task), in meta-training and at test time.
+        inner_optimizer: "sgd" (default) or "adam" (beta1 = 0, beta2 = 0.999), in
+            meta-training and at test time.
+        adam_state: with Adam, "task" (default: fresh moments for each task) or "shared"
+            (Nichol et al.'s code: one Adam state, held by the learner, runs on from task to
+            task through meta-training, in task order; each test task adapts from a copy of
+            it and leaves it unchanged). It is checkpointed with the run (``extra_state``).
         batching: "auto", "loop" or "vmap" (plain SGD on whole support sets only).
         inner_batch: support examples per inner step in meta-training, drawn without
             replacement (see ``minibatches``); 0: the whole support set. Nichol et al.: 10.
@@ -116,8 +140,9 @@ class Reptile(AdaptsBySGD):
             under ``STATS`` keys; ``predict`` uses them). ``evaluation`` names the mode.
 
     Raises:
-        ValueError: an unknown ``inner_optimizer``; a negative ``inner_batch``/``test_batch``;
-            ``batching="vmap"`` with Adam or mini-batches.
+        ValueError: an unknown ``inner_optimizer`` or ``adam_state``; ``adam_state="shared"``
+            without Adam; a negative ``inner_batch``/``test_batch``; ``batching="vmap"`` with
+            Adam or mini-batches.
     """
 
     meta_trains = True
@@ -125,9 +150,15 @@ class Reptile(AdaptsBySGD):
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 5,
                  loss="mse", adapt=None, head_init="learned", inner_optimizer: str = "sgd",
                  batching: str = "auto", inner_batch: int = 0, test_batch: int = 0,
-                 transductive: bool = True):
+                 transductive: bool = True, adam_state: str = "task"):
         if inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
+        if adam_state not in ("task", "shared"):
+            raise ValueError(f"adam_state must be 'task' or 'shared', got {adam_state!r}")
+        if adam_state == "shared" and inner_optimizer != "adam":
+            raise ValueError(f"adam_state='shared' carries the inner Adam's moments from task "
+                             f"to task; it needs inner_optimizer='adam', not "
+                             f"{inner_optimizer!r}")
         for name, v in (("inner_batch", inner_batch), ("test_batch", test_batch)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0 (0: the whole support set), "
@@ -136,7 +167,10 @@ class Reptile(AdaptsBySGD):
         self.inner_optimizer = inner_optimizer
         self.inner_batch, self.test_batch = inner_batch, test_batch
         self.transductive = bool(transductive)
+        self.adam_state = adam_state
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
+        # the shared inner-Adam state (adam_state="shared"), made at the first task
+        self._shared: dict[str, torch.Tensor] | None = None
         plain = inner_optimizer == "sgd" and not inner_batch and not test_batch
         if batching == "vmap" and not plain:
             raise ValueError(f"batching='vmap' needs plain SGD on whole support sets, not "
@@ -157,14 +191,51 @@ class Reptile(AdaptsBySGD):
         """How queries are scored: "transductive" or "non-transductive" (see the class)."""
         return "transductive" if self.transductive else "non-transductive"
 
-    def _path(self, params, x, y, steps: int, batch: int, generator) -> Iterator[Params]:
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The state beyond the model's parameters that a checkpoint must hold: the shared
+        inner-Adam state (``adam_state="shared"``, once a task has run), else empty."""
+        return dict(self._shared) if self._shared is not None else {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore ``extra_state``'s output (an empty dict: no shared state yet).
+
+        Raises:
+            ValueError: a state for another model or inner rule (missing or misshapen
+                tensors, or a state given to a learner with ``adam_state="task"``).
+        """
+        if not state:
+            self._shared = None
+            return
+        if self.adam_state != "shared":
+            raise ValueError("the checkpoint holds a shared inner-Adam state, but this Reptile "
+                             "has adam_state='task'")
+        want = adam_state(params_of(self.model), self.inner.names)
+        bad = sorted(k for k in want if k not in state or state[k].shape != want[k].shape)
+        if bad or set(state) != set(want):
+            raise ValueError(f"the inner-Adam state does not fit this model: missing or "
+                             f"misshapen {bad}, unexpected {sorted(set(state) - set(want))}")
+        p = next(iter(self.model.parameters()))
+        self._shared = {k: v.to(p.device) if k == "t" else v.to(p.device, p.dtype)
+                        for k, v in state.items()}
+
+    def _state(self, params: Params, copy: bool) -> dict | None:
+        """The inner-Adam state a task starts from: None (fresh) unless shared; the shared
+        one itself (``copy=False``: the task's steps update it) or a copy of it."""
+        if self.adam_state != "shared":
+            return None
+        if self._shared is None:
+            self._shared = adam_state(params, self.inner.names)
+        return dict(self._shared) if copy else self._shared
+
+    def _path(self, params, x, y, steps: int, batch: int, generator,
+              state: dict | None = None) -> Iterator[Params]:
         """One task's params after 0..steps inner steps of the inner rule (not detached)."""
         if self.inner_optimizer == "sgd" and not batch:
             return self.inner.path(params, x, y, steps, create_graph=False)
         batches = None if self.inner_optimizer == "adam" and not batch else \
             minibatches(x.shape[0], batch, steps, generator)
         if self.inner_optimizer == "adam":
-            return _adam_path(self.inner, params, x, y, steps, batches)
+            return _adam_path(self.inner, params, x, y, steps, batches, state=state)
         return _sgd_path(self.inner, params, x, y, steps, batches)
 
     def _final(self, params: Params, sx, sy) -> Params:
@@ -173,7 +244,8 @@ class Reptile(AdaptsBySGD):
         if self.inner_batch:                # the task stream's RNG: seeded, checkpointed
             g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
         with torch.enable_grad():
-            *_, last = self._path(start, sx, sy, self.inner.steps, self.inner_batch, g)
+            *_, last = self._path(start, sx, sy, self.inner.steps, self.inner_batch, g,
+                                  self._state(params, copy=False))
         return detach(last)
 
     def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
@@ -192,7 +264,8 @@ class Reptile(AdaptsBySGD):
         g = torch.Generator().manual_seed(0)
         with torch.enable_grad():
             start = detach(params_of(self.model), requires_grad=True)
-            for p in self._path(start, sx, sy, steps, self.test_batch, g):
+            state = self._state(start, copy=True)
+            for p in self._path(start, sx, sy, steps, self.test_batch, g, state):
                 yield detach(p)
 
     def support_stats(self, params: Params, support_x: torch.Tensor) -> dict[str, torch.Tensor]:

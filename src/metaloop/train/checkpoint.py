@@ -150,3 +150,26 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"checkpoint {tfile} is corrupt or truncated: sha256 {actual}, "
                          f"expected {state.get('tensors_sha256')}")
     return load_file(str(tfile)), state
+
+
+def extra_state(learner) -> dict[str, torch.Tensor]:
+    """The learner's state beyond its model's parameters (``learner.extra_state()``, e.g.
+    Reptile's shared inner-Adam state), stored in checkpoints under ``learner.*``; empty for
+    learners without such state."""
+    fn = getattr(learner, "extra_state", None)
+    return fn() if fn is not None else {}
+
+
+def load_extra_state(learner, tensors: dict[str, torch.Tensor]) -> None:
+    """Give the learner the ``learner.*`` tensors of a checkpoint (see ``extra_state``).
+
+    Raises:
+        ValueError: the checkpoint holds such state and the learner keeps none.
+    """
+    state = {k[len("learner."):]: v for k, v in tensors.items() if k.startswith("learner.")}
+    fn = getattr(learner, "load_extra_state", None)
+    if fn is not None:
+        fn(state)
+    elif state:
+        raise ValueError(f"the checkpoint holds learner state {sorted(state)} that a "
+                         f"{type(learner).__name__} does not keep")

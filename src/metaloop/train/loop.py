@@ -22,7 +22,9 @@ from metaloop.tasks.device import _unchecked_batch
 from metaloop.train import distributed
 from metaloop.train.checkpoint import (
     atomic_write_text,
+    extra_state,
     load_checkpoint,
+    load_extra_state,
     remove_stale,
     save_checkpoint,
 )
@@ -105,6 +107,7 @@ def save_run(out_dir, iteration, learner, opt, generator, config, *,
     prefetching, the state before the meta-batch drawn ahead); ``extra``: more JSON state.
     """
     tensors = {f"model.{n}": p for n, p in learner.model.named_parameters()}
+    tensors.update({f"learner.{k}": v for k, v in extra_state(learner).items()})
     ot, groups = _optim_tensors(opt)
     rt, rstate = _rng_state(generator, tasks_state)
     return save_checkpoint(out_dir, iteration, {**tensors, **ot, **rt},
@@ -150,6 +153,7 @@ def _resume(out_dir: Path, learner, opt, generator, config, lead: bool) -> tuple
     with torch.no_grad():
         for n, p in learner.model.named_parameters():
             p.copy_(tensors[f"model.{n}"])
+    load_extra_state(learner, tensors)
     _load_optim(opt, tensors, state["optimizer"]["param_groups"])
     _set_rng_state(generator, tensors, state)
     it = state["iteration"]
@@ -538,6 +542,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     if meta_batch < world:
         raise ValueError(f"meta_batch={meta_batch} is smaller than the {world} ranks: every "
                          f"rank needs at least one task")
+    if world > 1 and getattr(learner, "adam_state", None) == "shared":
+        raise ValueError("adam_state='shared' carries one inner-Adam state through the tasks "
+                         "in order, so its meta-batch cannot be split over ranks; train it in "
+                         "one process, or use adam_state='task'")
     lead, shard = rank == 0, ((rank, world) if world > 1 else None)
     opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(
         learner.model.parameters(), lr=lr)
