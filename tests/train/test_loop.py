@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -351,3 +352,33 @@ def test_cast_wrapper_is_a_task_family_with_the_family_attributes():
     assert not hasattr(cast, "sample_flat")                      # not part of the protocol
     sin = _Cast(ml.tasks.Sinusoid(5, 5), torch.device("cpu"), torch.float64)
     assert sin.kind == "regression" and sin.ways is None and sin.input_shape == (1,)
+
+
+def test_checkpoints_carry_the_runs_cpu_seconds_through_resume(tmp_path):
+    """state.json's cpu_seconds is the process CPU time the run took, measured here around
+    each call, and a resumed segment adds its own to the stored total."""
+    fam = ml.tasks.Sinusoid(5, 5)
+    kw = dict(meta_batch=4, progress=False, out_dir=tmp_path, checkpoint_every=5)
+    t0 = time.process_time()
+    ml.train(_learner(), fam, iterations=5, **kw)
+    first_spent = time.process_time() - t0
+    first = load_checkpoint(tmp_path)[1]["cpu_seconds"]
+    assert 0 < first <= first_spent + 0.01
+    t0 = time.process_time()
+    ml.train(_learner(), fam, iterations=10, resume=True, **kw)
+    second_spent = time.process_time() - t0
+    total = load_checkpoint(tmp_path)[1]["cpu_seconds"]
+    assert first < total <= first + second_spent + 0.01
+
+
+def test_a_resumed_checkpoint_without_cpu_seconds_records_none(tmp_path):
+    """An older checkpoint does not know its CPU time, so the resumed run claims none."""
+    fam = ml.tasks.Sinusoid(5, 5)
+    kw = dict(meta_batch=4, progress=False, out_dir=tmp_path, checkpoint_every=5)
+    ml.train(_learner(), fam, iterations=5, **kw)
+    state_file = latest_checkpoint(tmp_path) / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["cpu_seconds"]
+    state_file.write_text(json.dumps(state))
+    ml.train(_learner(), fam, iterations=10, resume=True, **kw)
+    assert "cpu_seconds" not in load_checkpoint(tmp_path)[1]

@@ -286,10 +286,11 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     """The record of one ``metaloop eval``: the last evaluated step of ``result``.
 
     The table is the task family's name; the row names the method and, for classification,
-    the ways and shots. The budget has the checkpoint's iterations and, when the run folder
-    has ``metrics.jsonl``, the training wall-clock between its first and last lines, counted
-    as CPU or GPU seconds by ``device``. Edit the record's ``row``, ``table`` or
-    ``published`` afterwards as the document needs.
+    the ways and shots. The budget has the checkpoint's iterations and its training cost: on
+    the CPU, the process CPU seconds the checkpoint stores (``metaloop.train``; none for a
+    torchrun run or an older checkpoint); on CUDA, the training wall-clock between the first
+    and last lines of the run's ``metrics.jsonl``, as GPU seconds. Edit the record's ``row``,
+    ``table`` or ``published`` afterwards as the document needs.
 
     Args:
         cfg: the validated run config (``family``, ``method``, ``eval``).
@@ -313,20 +314,23 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         else ckpt
     budget: dict = {}
     try:
-        budget["iterations"] = int(json.loads((state_dir / "state.json").read_text())
-                                   ["iteration"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+        state = json.loads((state_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        state = {}
+    if isinstance(state.get("iteration"), int):
+        budget["iterations"] = state["iteration"]
+    if device != "cuda" and isinstance(state.get("cpu_seconds"), (int, float)):
+        budget["cpu_seconds"] = round(float(state["cpu_seconds"]), 2)
     times = []
-    try:
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            if line.strip():
-                times.append(float(json.loads(line)["time"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        times = []
+    if device == "cuda":
+        try:
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+                if line.strip():
+                    times.append(float(json.loads(line)["time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            times = []
     if len(times) > 1:
-        key = "gpu_seconds" if device == "cuda" else "cpu_seconds"
-        budget[key] = round(times[-1] - times[0], 1)
+        budget["gpu_seconds"] = round(times[-1] - times[0], 1)
     if not budget:
         budget["iterations"] = 0
     curve = training_curve(run_dir) if metric == "accuracy" else None

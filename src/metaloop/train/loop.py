@@ -465,7 +465,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     the learner's meta-gradient and applies one Adam step. Batches are cast to the model's
     device and dtype. With ``out_dir``: ``metrics.jsonl`` gets a line every ``log_every``
     iterations, and checkpoints are written every ``checkpoint_every`` iterations and at the
-    end; ``resume=True`` continues from the newest checkpoint exactly (bit for bit).
+    end; ``resume=True`` continues from the newest checkpoint exactly (bit for bit). Each
+    checkpoint's ``state.json`` holds ``cpu_seconds``, the process CPU time the run has taken
+    so far, summed over resumed segments (absent in a torchrun run, and after resuming a
+    checkpoint that lacks it): the budget that ``metaloop eval --record`` reports.
 
     Inside an initialised ``torch.distributed`` process group (see ``metaloop.train.
     distributed``) every rank samples the same meta-batch, meta-learns its shard, and the
@@ -554,13 +557,18 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     log_dir = out if lead else None
     family, val_family = _on_model(family, learner.model), _on_model(val_family, learner.model)
     window = _Window()
+    # this run's CPU seconds in one process, carried through resumes (None: not known, e.g.
+    # resumed from a checkpoint that lacks them, or torchrun, where rank 0 sees its own only)
+    cpu_before: float | None = None if shard else 0.0
     if resume and out is not None:
         start, state = _resume(out, learner, opt, generator, config, lead)
         window.load(state.get("log_window"))
+        cpu_before = None if shard else state.get("cpu_seconds")
     else:
         start = 0
         if shard:
             distributed.broadcast_params(learner.model)
+    cpu_start = time.process_time()
     if not getattr(learner, "meta_trains", True):
         iterations = start
     if log_dir is not None:
@@ -574,8 +582,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
 
     def save(iteration: int) -> None:
         guard.check()                                          # never save non-finite params
+        extra = {"log_window": window.state()}
+        if cpu_before is not None:
+            extra["cpu_seconds"] = round(cpu_before + time.process_time() - cpu_start, 2)
         save_run(log_dir, iteration, learner, opt, generator, config,
-                 tasks_state=sampler.tasks_state(), extra={"log_window": window.state()})
+                 tasks_state=sampler.tasks_state(), extra=extra)
 
     bar = tqdm(range(start, iterations), desc=desc, disable=not (progress and lead),
                initial=start, total=iterations, dynamic_ncols=True, leave=False,
