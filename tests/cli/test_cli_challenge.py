@@ -61,6 +61,66 @@ def test_eval_within_alphabet_reports_the_error_rate(run, tmp_path, capsys):
     assert "error rate" in capsys.readouterr().out      # eval.within_alphabet = true in config
 
 
+def test_seed_and_ensemble_of_runs(run, omniglot_root, tmp_path, capsys):
+    """``train --seed`` trains another member of one config; ``eval --checkpoint A B`` scores
+    the ensemble (averaged probabilities), as the Ensemble learner does, and its record sums
+    the members' budgets."""
+    from metaloop.meta import Ensemble
+    from metaloop.recipes.evaluation import evaluate_run, load_ensemble
+    second = tmp_path / "seed1"
+    assert main(["train", "--config", str(run.parent / "c.toml"), "--seed", "1", "--out",
+                 str(second), "--no-progress"]) == 0
+    a, b = load_run(run), load_run(second)
+    assert (a.config["train"]["seed"], b.config["train"]["seed"]) == (0, 1)
+    wa, wb = (dict(r.learner.model.named_parameters()) for r in (a, b))
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)
+    capsys.readouterr()
+    rec = tmp_path / "ens.json"
+    assert main(["eval", "--checkpoint", str(run), str(second), "--split", "evaluation",
+                 "--tasks", "6", "--record", str(rec), "--out", str(tmp_path / "e"),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "ensemble of 2 runs: class probabilities averaged" in out
+    res = json.loads((tmp_path / "e" / "results.json").read_text())
+    ens = load_ensemble([run, second])
+    assert isinstance(ens.learner, Ensemble) and len(ens.members) == 2
+    want = evaluate_run(ens, split="evaluation", tasks=6)["result"]
+    assert res["methods"]["protonet"]["accuracy"]["mean"] == want["accuracy"]["mean"]
+    r = json.loads(rec.read_text())
+    sa, sb = (json.loads((p / "ckpt-00000003" / "state.json").read_text())
+              for p in (run, second))
+    assert r["budget"]["members"] == 2 and r["budget"]["iterations"] == 6
+    assert r["budget"]["cpu_seconds"] == pytest.approx(sa["cpu_seconds"] + sb["cpu_seconds"],
+                                                       abs=0.02)
+    assert r["row"].endswith("ensemble of 2 runs") and "training_curve" not in r
+    # one run alone is not an ensemble
+    assert main(["eval", "--checkpoint", str(run), "--tasks", "2", "--no-progress"]) == 0
+    assert "ensemble" not in capsys.readouterr().out
+
+
+def test_bad_seed_and_mismatched_ensembles_exit_2(run, tmp_path, capsys):
+    assert main(["train", "--config", str(run.parent / "c.toml"), "--seed", "-1", "--out",
+                 str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "--seed must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--resume", str(run), "--seed", "3", "--no-progress"]) == 2
+    assert "a resumed run keeps the seed" in capsys.readouterr().err
+    # a member trained at another resolution reads other images: named, nothing written
+    text = (run.parent / "c.toml").read_text().replace("ways = 5\n", "ways = 5\nimage_size = 20\n")
+    (tmp_path / "c20.toml").write_text(text)
+    assert main(["train", "--config", str(tmp_path / "c20.toml"), "--out",
+                 str(tmp_path / "r20"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), str(tmp_path / "r20"), "--out",
+                 str(tmp_path / "e"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "family.image_size = 20" in err and "same kind of task" in err
+    assert not (tmp_path / "e").exists()
+    assert main(["eval", "--checkpoint", str(run), str(tmp_path / "nope"),
+                 "--no-progress"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change, message", [
     ({"family": {"within_alphabet": 1.5}}, "family.within_alphabet must be a rate in [0, 1]"),
     ({"family": {"rotations": True, "split": "train"}},

@@ -276,3 +276,11 @@ def test_the_short_block_lists_only_cells_below_the_paper_with_curve_and_price(t
     assert cells[6] == "`configs/x_full.toml`"
     assert "1 cell(s) more than 2 points below" in text
     assert main(["--docs", str(docs), "--check"]) == 0
+
+
+def test_format_budget_names_an_ensembles_members():
+    from metaloop.evaluate.records import format_budget
+    assert format_budget({"iterations": 60000, "cpu_seconds": 3282}) == \
+        "60,000 it, 54.7 CPU-min"
+    assert format_budget({"members": 4, "iterations": 32000, "cpu_seconds": 3540}) == \
+        "4 runs: 32,000 it, 59.0 CPU-min"

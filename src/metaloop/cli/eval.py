@@ -10,9 +10,8 @@ from tqdm.auto import tqdm
 from metaloop.cli._args import int_list
 from metaloop.evaluate import records
 from metaloop.recipes import report
-from metaloop.recipes.evaluation import eval_config, evaluate_run
+from metaloop.recipes.evaluation import eval_config, evaluate_run, load_ensemble
 from metaloop.recipes.report import prepare_out
-from metaloop.runs import load_run
 
 DESCRIPTION = """\
 Evaluate a trained run on held-out tasks: the classes (or functions) it never saw, the same
@@ -21,7 +20,11 @@ number of adaptation steps, as mean and 95% confidence interval over the tasks.
 
 The original Omniglot one-shot challenge (Lake et al. 2015): --within-alphabet --split
 evaluation --ways 20 --shots 1 draws every task's 20 characters from one evaluation alphabet
-and reports the error rate over the trials (tasks x ways x queries) with its 95% CI."""
+and reports the error rate over the trials (tasks x ways x queries) with its 95% CI.
+
+An ensemble: --checkpoint RUN RUN ... adapts every run to each task and averages their class
+probabilities (the mean output for regression); the held-out tasks are the first run's
+config's, and --record sums the members' training budgets."""
 
 
 def register(sub) -> None:
@@ -29,9 +32,12 @@ def register(sub) -> None:
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  metaloop eval --checkpoint runs/mine --out "
-                              "runs/mine/eval\n  metaloop eval --checkpoint runs/challenge "
+                              "runs/mine/eval\n  metaloop eval --checkpoint runs/a runs/b runs/c   "
+                              "(an ensemble)\n  metaloop eval --checkpoint runs/challenge "
                               "--within-alphabet --split evaluation --ways 20 --shots 1")
-    p.add_argument("--checkpoint", required=True, help="run directory or ckpt-* directory")
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="RUN",
+                   help="run directory or ckpt-* directory; several: evaluate their ensemble "
+                        "(averaged probabilities)")
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's)")
     p.add_argument("--steps", type=int_list, help="comma list of adaptation steps (default: "
                    "the config's)")
@@ -61,7 +67,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_run(args.checkpoint, device=args.device)
+    loaded = load_ensemble(args.checkpoint, device=args.device)
     changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
                                              "within_alphabet", "support_shift")}
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
@@ -80,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "
           f"over {ec['tasks']} tasks")
     print(report.table({name: r}, metric))
+    if len(args.checkpoint) > 1:
+        what = "class probabilities" if loaded.learner.combine == "probabilities" \
+            else "predictions"
+        print(f"ensemble of {len(args.checkpoint)} runs: {what} averaged")
     if res["evaluation"] != "transductive":
         print(f"queries scored {res['evaluation']}")
     if ec["support_shift"]:
@@ -102,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
     if args.record:
         records.write_record(args.record, **records.eval_record(
-            cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
+            cfg, r, metric, checkpoint=args.checkpoint if len(args.checkpoint) > 1 else
+            args.checkpoint[0], command=records.command_line(args),
             device=args.device,
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
     return 0

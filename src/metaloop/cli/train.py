@@ -31,6 +31,9 @@ def register(sub) -> None:
                               "--out runs/mine\n  metaloop train --resume runs/mine")
     p.add_argument("--config", help="TOML config (see configs/)")
     p.add_argument("--out", help="run directory (checkpoints, metrics.jsonl)")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="replace the config's train.seed (model init and task stream), e.g. "
+                        "for an ensemble's members (metaloop eval --checkpoint RUN RUN ...)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the run in DIR (or --out) from its newest checkpoint")
     p.add_argument("--tf32", action="store_true",
@@ -71,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     # Rank 0 reads the config and checks the run directory; every rank gets its verdict.
     out = args.resume if isinstance(args.resume, str) else args.out
     cfg, out, created = distributed.from_rank0(
-        lambda: recipe.prepare(out, config_path=args.config, resume=bool(args.resume)),
+        lambda: recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
+                               seed=args.seed),
         "the checked config")
     rank, world = distributed.rank_world()
     try:

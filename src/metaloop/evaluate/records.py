@@ -71,7 +71,7 @@ class RecordError(ValueError):
     """A record that is missing fields or has malformed ones (names the record and fields)."""
 
 
-BUDGET_KEYS = ("iterations", "cpu_seconds", "gpu_seconds")
+BUDGET_KEYS = ("iterations", "cpu_seconds", "gpu_seconds", "members")
 _TABLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /table -->)",
@@ -226,7 +226,9 @@ def command_line(args: argparse.Namespace, program: str = "metaloop",
 
     Every option with a value is written out (defaults included), so the line reproduces the
     run whatever the defaults become. ``global_options`` go before the subcommand; options
-    that are ``None``, ``False`` or ``0`` for a global option are left out.
+    that are ``None``, ``False`` or ``0`` for a global option are left out. A list of
+    numbers is written comma-separated (``--steps 0,1,5``), a list of strings as separate
+    words (``--checkpoint runs/a runs/b``).
     """
     opts = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
 
@@ -236,7 +238,11 @@ def command_line(args: argparse.Namespace, program: str = "metaloop",
             if v is None or v is False:
                 continue
             out.append("--" + k.replace("_", "-"))
-            if v is not True:
+            if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+                out.extend(v)
+            elif isinstance(v, (list, tuple)):
+                out.append(",".join(str(x) for x in v))
+            elif v is not True:
                 out.append(str(v))
         return out
 
@@ -295,7 +301,9 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     Args:
         cfg: the validated run config (``family``, ``method``, ``eval``).
         result: ``metaloop.evaluate.evaluate``'s result. metric: ``"accuracy"`` or ``"loss"``.
-        checkpoint: the run folder or ``ckpt-*`` folder evaluated.
+        checkpoint: the run folder or ``ckpt-*`` folder evaluated, or a list of them (an
+            ensemble: the budget sums the members' iterations and seconds, ``members``
+            counts them, and the row says so).
         command: the exact command line. device: ``"cpu"`` or ``"cuda"``.
         evaluation: how the queries were scored, when not transductively (kept as
             ``"evaluation"``).
@@ -308,32 +316,17 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
 
     import torch
 
-    ckpt = Path(checkpoint)
-    run_dir = ckpt if (ckpt / "LATEST").exists() else ckpt.parent
-    state_dir = run_dir / (ckpt / "LATEST").read_text().strip() if (ckpt / "LATEST").exists() \
-        else ckpt
-    budget: dict = {}
-    try:
-        state = json.loads((state_dir / "state.json").read_text())
-    except (OSError, ValueError):
-        state = {}
-    if isinstance(state.get("iteration"), int):
-        budget["iterations"] = state["iteration"]
-    if device != "cuda" and isinstance(state.get("cpu_seconds"), (int, float)):
-        budget["cpu_seconds"] = round(float(state["cpu_seconds"]), 2)
-    times = []
-    if device == "cuda":
-        try:
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-                if line.strip():
-                    times.append(float(json.loads(line)["time"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            times = []
-    if len(times) > 1:
-        budget["gpu_seconds"] = round(times[-1] - times[0], 1)
-    if not budget:
-        budget["iterations"] = 0
-    curve = training_curve(run_dir) if metric == "accuracy" else None
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    parts = [_run_budget(Path(p), device) for p in paths]
+    run_dir = parts[0][0]
+    if len(parts) == 1:
+        budget = parts[0][1]
+    else:                             # an ensemble: its members' training, summed
+        budget = {"members": len(parts)}
+        for key in ("iterations", "cpu_seconds", "gpu_seconds"):
+            if all(key in b for _, b in parts):
+                budget[key] = round(sum(b[key] for _, b in parts), 2)
+    curve = training_curve(run_dir) if metric == "accuracy" and len(parts) == 1 else None
     fam, ec = cfg["family"], cfg["eval"]
     row = str(cfg["method"]["name"])
     ways = ec.get("ways") or fam.get("ways")
@@ -342,6 +335,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         row += f", {ways}-way {shots}-shot"
     if ec.get("support_shift"):
         row += f", support shifted up to {ec['support_shift']} px"
+    if len(parts) > 1:
+        row += f", ensemble of {len(parts)} runs"
     step = result["steps"][-1]
     scale = 100.0 if metric == "accuracy" else 1.0
     if device == "cuda" and torch.cuda.is_available():
@@ -374,6 +369,36 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         **({"evaluation": evaluation} if evaluation else {}),
         **({"training_curve": curve} if curve else {}),
     }
+
+
+def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:
+    """A run's (or ``ckpt-*`` folder's) run directory and training budget: iterations, and
+    its stored CPU seconds (CPU) or its metrics.jsonl wall-clock (CUDA, as GPU seconds)."""
+    run_dir = ckpt if (ckpt / "LATEST").exists() else ckpt.parent
+    state_dir = run_dir / (ckpt / "LATEST").read_text().strip() if (ckpt / "LATEST").exists() \
+        else ckpt
+    budget: dict = {}
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        state = {}
+    if isinstance(state.get("iteration"), int):
+        budget["iterations"] = state["iteration"]
+    if device != "cuda" and isinstance(state.get("cpu_seconds"), (int, float)):
+        budget["cpu_seconds"] = round(float(state["cpu_seconds"]), 2)
+    times = []
+    if device == "cuda":
+        try:
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+                if line.strip():
+                    times.append(float(json.loads(line)["time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            times = []
+    if len(times) > 1:
+        budget["gpu_seconds"] = round(times[-1] - times[0], 1)
+    if not budget:
+        budget["iterations"] = 0
+    return run_dir, budget
 
 
 def load_records(folder) -> list[dict]:
@@ -409,7 +434,8 @@ def _cell(s: str) -> str:
 
 
 def format_budget(budget: Mapping) -> str:
-    """``{"iterations": 60000, "cpu_seconds": 3282}`` -> ``"60,000 it, 54.7 CPU-min"``."""
+    """``{"iterations": 60000, "cpu_seconds": 3282}`` -> ``"60,000 it, 54.7 CPU-min"``; an
+    ensemble's (``members``: 4) -> ``"4 runs: 60,000 it, ..."`` (its members' sums)."""
     parts = []
     if "iterations" in budget:
         parts.append(f"{int(budget['iterations']):,} it")
@@ -417,7 +443,8 @@ def format_budget(budget: Mapping) -> str:
         parts.append(f"{budget['cpu_seconds'] / 60:,.1f} CPU-min")
     if "gpu_seconds" in budget:
         parts.append(f"{budget['gpu_seconds']:,.0f} GPU-s")
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    return f"{int(budget['members'])} runs: {text}" if "members" in budget else text
 
 
 def format_value(rec: Mapping) -> str:

@@ -3,6 +3,7 @@ they all satisfy."""
 
 from metaloop.meta._common import Learner
 from metaloop.meta.anil import ANIL
+from metaloop.meta.ensemble import Ensemble
 from metaloop.meta.maml import MAML
 from metaloop.meta.metaoptnet import MetaOptNet
 from metaloop.meta.pretrain import Pretrain
@@ -13,6 +14,7 @@ from metaloop.meta.scratch import Scratch
 
 __all__ = [
     "ANIL",
+    "Ensemble",
     "MAML",
     "Learner",
     "MetaOptNet",

@@ -6,6 +6,10 @@ held-out tasks of its config's ``[eval]`` section, with any of its keys changed,
 the mean and 95% CI per adaptation step. With ``within_alphabet=True`` on Omniglot (``split=
 "evaluation", ways=20, shots=1``: Lake et al.'s one-shot challenge), every task's characters
 come from one alphabet and the error rate over the trials is reported too.
+
+``load_ensemble(paths)`` loads several runs as one ``Run`` whose learner is a
+``metaloop.meta.Ensemble`` (``metaloop eval --checkpoint RUN RUN ...``): every member adapts
+to each task and their probabilities are averaged; the held-out tasks are the first run's.
 """
 
 from __future__ import annotations
@@ -16,9 +20,15 @@ import torch
 
 from metaloop import build, config
 from metaloop.evaluate import evaluate
-from metaloop.runs import Run
+from metaloop.meta.ensemble import Ensemble
+from metaloop.runs import Run, load_run
 
-__all__ = ["error_rate", "eval_config", "evaluate_run"]
+__all__ = ["error_rate", "eval_config", "evaluate_run", "load_ensemble"]
+
+# what every member of an ensemble must share with the first: the data and inputs it reads,
+# and the classes it holds out (training ways and splits may differ)
+SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth",
+               "val_classes", "test_classes", "encoder")
 
 EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "steps", "queries", "seed",
              "support_shift")
@@ -40,6 +50,45 @@ def eval_config(run: Run, **changes) -> dict:
     cfg = config.validate({**run.config, "eval": ec})
     config.check_combinations(cfg)
     return cfg
+
+
+def load_ensemble(paths, *, device=None) -> Run:
+    """Load several runs as one ``Run`` whose learner averages them (``metaloop.meta.Ensemble``).
+
+    Args:
+        paths: two or more run (or ``ckpt-*``) directories, e.g. one config trained with
+            different seeds (``metaloop train --seed``); one path loads that run alone.
+        device: as ``metaloop.runs.load_run``.
+
+    Returns:
+        A ``Run`` with the first run's path, config (its ``[eval]`` section decides the
+        held-out tasks) and iteration, and an ``Ensemble`` learner; ``Run.members`` lists
+        the loaded runs.
+
+    Raises:
+        ValueError: no paths, a path that is not a run (named), or a run whose task family
+            differs from the first's in a key the held-out tasks depend on (named).
+    """
+    paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") \
+        else list(paths)
+    if not paths:
+        raise ValueError("load_ensemble needs at least one run directory")
+    runs = [load_run(p, device=device) for p in paths]
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0].config["family"]
+    for r in runs[1:]:
+        fam = r.config["family"]
+        for key in SAME_FAMILY:
+            if fam.get(key) != first.get(key):
+                raise ValueError(f"ensemble: {r.path} has family.{key} = {fam.get(key)!r}, the "
+                                 f"first run ({runs[0].path}) {first.get(key)!r}; every member "
+                                 f"must be trained on the same kind of task")
+    learner = Ensemble([r.learner for r in runs])
+    ens = Run(path=runs[0].path, config=runs[0].config, learner=learner,
+              iteration=runs[0].iteration)
+    ens.members = runs
+    return ens
 
 
 def error_rate(cfg: dict, result: dict) -> dict:

@@ -21,12 +21,15 @@ from metaloop.train.checkpoint import latest_checkpoint
 __all__ = ["prepare", "train_config"]
 
 
-def prepare(out, *, config_path=None, resume: bool = False) -> tuple[dict, Path, bool]:
+def prepare(out, *, config_path=None, resume: bool = False,
+            seed: int | None = None) -> tuple[dict, Path, bool]:
     """The validated config of a run and its directory (created, writable).
 
     Args:
         out: the run directory. config_path: a TOML config (None: the run's own, to resume).
         resume: continue from the newest checkpoint in ``out``.
+        seed: replaces ``train.seed`` (model init and task stream) of a new run, e.g. to
+            train an ensemble's members from one config; None keeps the config's.
 
     Returns:
         ``(config, out, created)``: a folder / tensors / table family's class split is written
@@ -34,8 +37,14 @@ def prepare(out, *, config_path=None, resume: bool = False) -> tuple[dict, Path,
 
     Raises:
         ValueError: no directory given; resuming without a checkpoint; a fresh run into a
-            directory that holds one; a bad config (naming the key).
+            directory that holds one; a bad config (naming the key); a seed that is not an
+            int >= 0, or one given to a resumed run.
     """
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
+    if seed is not None and resume:
+        raise ValueError("--seed starts a new run; a resumed run keeps the seed it was "
+                         "trained with")
     if not out:
         raise ValueError("give the run directory with --out DIR (or --resume DIR)")
     out = Path(out)
@@ -47,6 +56,8 @@ def prepare(out, *, config_path=None, resume: bool = False) -> tuple[dict, Path,
         cfg = load_run(out).config
     else:
         raise ValueError("give --config FILE (or --resume DIR to continue a run)")
+    if seed is not None:
+        cfg["train"]["seed"] = seed
     config.check_combinations(cfg)
     cfg = build.resolve_split(cfg)          # folder / tensors: the class lists, stored
     if not resume and latest_checkpoint(out) is not None:

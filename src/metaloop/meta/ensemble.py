@@ -1,0 +1,146 @@
+"""An ensemble of trained learners: each adapts to the task on its own, and their query
+predictions are averaged.
+
+For classification (a cross-entropy query loss) the members' class probabilities are
+averaged and the ensemble's logits are their log, ``log (1/M) sum_m softmax(z_m)``, so the
+query loss ``evaluate`` reports is the averaged model's negative log-likelihood and its
+argmax the averaged vote. For regression (any other loss) the members' outputs are averaged.
+Nothing is trained: an ensemble is a test-time learner for ``metaloop.evaluate`` and
+``metaloop eval --checkpoint RUN RUN ...``, and its training cost is the sum of its members'.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from metaloop.func.losses import cross_entropy
+from metaloop.func.params import Params
+
+__all__ = ["Ensemble"]
+
+COMBINE = ("auto", "probabilities", "mean")
+
+
+class Ensemble:
+    """Average the predictions of several learners, each adapted on the same support set.
+
+    Args:
+        learners: two or more (one is allowed: it predicts exactly as its member) metaloop
+            learners (``adapt_path``, ``predict``, ``inner.loss_fn``) with the same query
+            loss, e.g. the same config trained with different seeds.
+        combine: ``"probabilities"`` (classification: the log of the mean softmax),
+            ``"mean"`` (the mean output, for regression), or ``"auto"``: probabilities for a
+            cross-entropy loss, else the mean.
+
+    Attributes:
+        members: the learners. model: an ``nn.ModuleList`` of their models (``.to(device)``
+            moves them all). inner: the first member's (its ``loss_fn`` and ``steps``).
+        batching: ``"vmap"`` when every member scores whole batches of tasks, else ``"loop"``.
+        evaluation: how the queries are scored: the members' label when they agree.
+
+    Params are ``{"members": (params_0, ..., params_{M-1})}``, one adapted dict per member.
+
+    Raises:
+        ValueError: no learners, a member without ``adapt_path`` / ``predict``, members whose
+            query losses differ, or an unknown ``combine``.
+    """
+
+    meta_trains = False
+
+    def __init__(self, learners: Sequence, combine: str = "auto"):
+        learners = list(learners)
+        if not learners:
+            raise ValueError("Ensemble needs at least one learner")
+        for i, m in enumerate(learners):
+            missing = [a for a in ("adapt_path", "predict", "inner") if not hasattr(m, a)]
+            if missing:
+                raise ValueError(f"Ensemble member {i} ({type(m).__name__}) lacks {missing}")
+        losses = {getattr(m.inner.loss_fn, "__name__", repr(m.inner.loss_fn))
+                  for m in learners}
+        if len(losses) > 1:
+            raise ValueError(f"Ensemble members have different query losses {sorted(losses)}; "
+                             f"their predictions cannot be averaged")
+        if combine not in COMBINE:
+            raise ValueError(f"Ensemble combine must be one of {COMBINE}, got {combine!r}")
+        if combine == "auto":
+            combine = "probabilities" if learners[0].inner.loss_fn is cross_entropy \
+                else "mean"
+        self.members = learners
+        self.combine = combine
+        self.inner = learners[0].inner
+        self.model = nn.ModuleList([m.model for m in learners])
+        self.batching = "vmap" if all(getattr(m, "batching", "loop") == "vmap"
+                                      for m in learners) else "loop"
+        labels = {getattr(m, "evaluation", "transductive") for m in learners}
+        self.evaluation = labels.pop() if len(labels) == 1 else " / ".join(sorted(labels))
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def adapt_path(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                   steps: int | None = None) -> Iterator[Params]:
+        """Yield every member's detached params after 0, 1, ..., ``steps`` steps, as
+        ``{"members": tuple}``. A member whose path has ended (a solved head yields once)
+        keeps its last params; the ensemble's path is as long as its longest member's."""
+        paths = [m.adapt_path(support_x, support_y, steps) for m in self.members]
+        last: list = [None] * len(paths)
+        while True:
+            moved = False
+            for i, p in enumerate(paths):
+                nxt = next(p, None)
+                if nxt is not None:
+                    last[i], moved = nxt, True
+            if not moved:
+                return
+            if any(v is None for v in last):       # a member yielded nothing at all
+                raise ValueError("Ensemble: a member's adapt_path yielded no params")
+            yield {"members": tuple(last)}
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
+              steps: int | None = None) -> Params:
+        """Every member's adapted params for ONE task, ``{"members": tuple}``, detached."""
+        *_, last = self.adapt_path(support_x, support_y, steps)
+        return last
+
+    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """The combined predictions ``[N, out]`` on x ``[N, ...]``: log mean probability
+        (classification) or mean output (regression) over the members."""
+        outs = [m.predict(p, x) for m, p in zip(self.members, self._split(params))]
+        return self._combine(outs)
+
+    def adapt_path_batched(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                           steps: int | None = None) -> list[Params]:
+        """``adapt_path`` for B tasks at once (support ``[B, S, ...]``; every member must
+        batch with vmap): a list over steps, each ``{"members": tuple}`` of the members'
+        batched params, a shorter member's path padded with its last entry."""
+        paths = [m.adapt_path_batched(support_x, support_y, steps) for m in self.members]
+        n = max(len(p) for p in paths)
+        return [{"members": tuple(p[min(t, len(p) - 1)] for p in paths)} for t in range(n)]
+
+    def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """``predict`` for batched params and x ``[B, N, ...]`` -> ``[B, N, out]``."""
+        outs = [m.predict_batched(p, x) for m, p in zip(self.members, self._split(params))]
+        return self._combine(outs)
+
+    def _split(self, params: Params) -> tuple:
+        members = params.get("members") if isinstance(params, dict) else None
+        if not isinstance(members, tuple) or len(members) != len(self.members):
+            raise ValueError(f"Ensemble.predict: params must be {{'members': a tuple of "
+                             f"{len(self.members)} dicts}} as adapt() returns")
+        return members
+
+    def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        shapes = {tuple(o.shape) for o in outs}
+        if len(shapes) > 1:
+            raise ValueError(f"Ensemble members predict different shapes "
+                             f"{[list(o.shape) for o in outs]}: they must have as many "
+                             f"outputs (classes) for the task")
+        stacked = torch.stack(outs)                                     # [M, ..., out]
+        if self.combine == "mean":
+            return stacked.mean(0)
+        logp = torch.log_softmax(stacked, dim=-1)                       # [M, ..., C]
+        return torch.logsumexp(logp, dim=0) - math.log(len(outs))       # log mean softmax

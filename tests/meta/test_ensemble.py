@@ -1,0 +1,145 @@
+"""Ensemble: its predictions against the members' written out by hand (log of the mean
+softmax; the mean output for regression), paths of unequal length, loop against vmap,
+``evaluate`` on an ensemble, and named errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import metaloop as ml
+from metaloop.meta import MAML, Ensemble
+from metaloop.meta.protonet import ProtoNet
+from metaloop.models import MLP, Conv4
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _reference as shared  # noqa: E402
+
+WAYS, SHOTS, QUERIES = 3, 2, 3
+
+
+def make_batch(B=3, seed=2, size=16):
+    return shared.image_task_batch(B, seed, size, WAYS, SHOTS, QUERIES)
+
+
+def proto(seed, batching="loop"):
+    torch.manual_seed(seed)
+    return ProtoNet(Conv4(1, 8, WAYS, image_size=16).double(), scale=0.3, batching=batching)
+
+
+def maml(seed, batching="loop", loss="ce", out=WAYS, model=None):
+    torch.manual_seed(seed)
+    net = model if model is not None else Conv4(1, 8, out, image_size=16).double()
+    return MAML(net, inner_lr=0.1, inner_steps=2, loss=loss, batching=batching)
+
+
+def test_classification_averages_the_members_probabilities():
+    members = [proto(1), proto(2), maml(3)]
+    ens = Ensemble(members)
+    assert ens.combine == "probabilities" and len(ens) == 3 and ens.batching == "loop"
+    sx, sy, qx, qy = make_batch(B=1).task(0)
+    got = ens.predict(ens.adapt(sx, sy, 2), qx)                       # [Q, C]
+    probs = [F.softmax(m.predict(m.adapt(sx, sy, 2), qx), -1) for m in members]
+    ref = torch.log((probs[0] + probs[1] + probs[2]) / 3)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    # the query loss evaluate reports is the averaged model's negative log-likelihood
+    nll = -ref[torch.arange(len(qy)), qy].mean()
+    torch.testing.assert_close(F.cross_entropy(got, qy), nll)
+
+
+def test_one_member_predicts_as_the_member():
+    m = proto(1)
+    sx, sy, qx, _ = make_batch(B=1).task(0)
+    got = Ensemble([m]).predict(Ensemble([m]).adapt(sx, sy), qx)
+    want = m.predict(m.adapt(sx, sy), qx)
+    torch.testing.assert_close(got, F.log_softmax(want, -1))
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_regression_averages_outputs():
+    members = []
+    for s in (0, 1):
+        torch.manual_seed(s)
+        members.append(MAML(MLP(1, (8, 8), 1).double(), inner_lr=0.01, inner_steps=1))
+    ens = Ensemble(members)
+    assert ens.combine == "mean"
+    g = torch.Generator().manual_seed(0)
+    sx, sy = torch.randn(5, 1, generator=g, dtype=torch.float64), \
+        torch.randn(5, 1, generator=g, dtype=torch.float64)
+    qx = torch.randn(7, 1, generator=g, dtype=torch.float64)
+    got = ens.predict(ens.adapt(sx, sy, 3), qx)
+    ref = sum(m.predict(m.adapt(sx, sy, 3), qx) for m in members) / 2
+    torch.testing.assert_close(got, ref)
+
+
+def test_paths_of_unequal_length_keep_the_shorter_members_last_params():
+    p, m = proto(1), maml(2)
+    sx, sy, qx, _ = make_batch(B=1).task(0)
+    path = list(Ensemble([p, m]).adapt_path(sx, sy, 3))
+    assert len(path) == 4                                 # MAML: 0..3 steps; ProtoNet: once
+    mpath = list(m.adapt_path(sx, sy, 3))
+    ph = p.adapt(sx, sy)
+    for t, params in enumerate(path):
+        got_p, got_m = params["members"]
+        assert all(torch.equal(got_p[k], ph[k]) for k in ph)
+        assert all(torch.equal(got_m[k], mpath[t][k]) for k in mpath[t])
+
+
+def test_vmap_scores_as_the_loop():
+    loop = Ensemble([proto(1, "loop"), proto(2, "loop")])
+    vm = Ensemble([proto(1, "vmap"), proto(2, "vmap")])
+    assert vm.batching == "vmap" and loop.batching == "loop"
+    assert Ensemble([proto(1, "vmap"), proto(2, "loop")]).batching == "loop"
+    fam = shared.RandomImages(make_batch)
+    a = ml.evaluate(loop, fam, tasks=4, steps=(0,), seed=5)
+    b = ml.evaluate(vm, fam, tasks=4, steps=(0,), seed=5)
+    for key in ("loss", "accuracy"):
+        torch.testing.assert_close(torch.tensor(a["per_task"][key]),
+                                   torch.tensor(b["per_task"][key]), rtol=1e-9, atol=1e-12)
+
+
+def test_evaluate_an_ensemble_against_a_hand_average():
+    members = [proto(1), maml(2)]
+    fam = shared.RandomImages(make_batch)
+    r = ml.evaluate(Ensemble(members), fam, tasks=3, steps=(0, 2), seed=7)
+    batch = fam.sample(3, torch.Generator().manual_seed(7))
+    for k, steps in enumerate((0, 2)):
+        accs, losses = [], []
+        for i in range(3):
+            sx, sy, qx, qy = batch.task(i)
+            probs = sum(F.softmax(m.predict(m.adapt(sx, sy, steps), qx), -1) for m in members)
+            logp = torch.log(probs / 2)
+            losses.append(float(F.nll_loss(logp, qy)))
+            accs.append(float((logp.argmax(-1) == qy).double().mean()))
+        assert r["per_task"]["loss"][k] == pytest.approx(losses, rel=1e-9)
+        assert r["per_task"]["accuracy"][k] == pytest.approx(accs)
+
+
+def test_identical_members_score_as_one():
+    fam = shared.RandomImages(make_batch)
+    one = ml.evaluate(proto(1), fam, tasks=3, steps=(0,), seed=3)
+    two = ml.evaluate(Ensemble([proto(1), proto(1)]), fam, tasks=3, steps=(0,), seed=3)
+    assert two["per_task"]["accuracy"] == one["per_task"]["accuracy"]
+    assert two["loss"]["mean"][0] == pytest.approx(one["loss"]["mean"][0], rel=1e-9)
+
+
+def test_named_errors():
+    with pytest.raises(ValueError, match="at least one learner"):
+        Ensemble([])
+    with pytest.raises(ValueError, match="member 1 .* lacks"):
+        Ensemble([proto(1), object()])
+    with pytest.raises(ValueError, match="different query losses"):
+        Ensemble([proto(1), maml(2, loss="mse")])
+    with pytest.raises(ValueError, match="combine must be one of"):
+        Ensemble([proto(1)], combine="vote")
+    ens = Ensemble([proto(1), proto(2)])
+    sx, sy, qx, _ = make_batch(B=1).task(0)
+    with pytest.raises(ValueError, match="params must be"):
+        ens.predict(proto(1).adapt(sx, sy), qx)
+    wide = Ensemble([proto(1), maml(2, out=WAYS + 2)])
+    with pytest.raises(ValueError, match="different shapes"):
+        wide.predict(wide.adapt(sx, sy, 1), qx)
