@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from metaloop.recipes import training as recipe
@@ -60,14 +61,24 @@ def run(args: argparse.Namespace) -> int:
                          f"{args.dist_timeout}")
     try:
         owner = distributed.init(args.device, args.dist_timeout)
-        try:
-            return _run(args)
-        finally:
-            if owner:
-                distributed.destroy()
     except distributed.DistributedError as e:
         print(f"metaloop train: error: {e}", file=sys.stderr)
         return 1
+    try:
+        return _run(args)
+    except distributed.DistributedError as e:
+        print(f"metaloop train: error: {e}", file=sys.stderr)
+        if not owner:
+            return 1
+        # The group is broken (a peer died or timed out): tearing it down, even in the
+        # interpreter's own shutdown, can abort the process from gloo's or nccl's threads.
+        # Checkpoints and metrics are already on disk, so leave now with the documented status.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    finally:
+        if owner and distributed.is_active():
+            distributed.destroy()
 
 
 def _run(args: argparse.Namespace) -> int:
