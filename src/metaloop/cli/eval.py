@@ -112,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
         report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
     if args.record:
         records.write_record(args.record, **records.eval_record(
-            cfg, r, metric, checkpoint=args.checkpoint if len(args.checkpoint) > 1 else
-            args.checkpoint[0], command=records.command_line(args),
+            cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device,
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
     return 0

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(1)
     finally:
-        if owner and distributed.is_active():
+        if owner:
             distributed.destroy()
 
 
