@@ -7,6 +7,8 @@ import importlib
 import importlib.util
 import sys
 
+from metaloop.train.malloc import MODES, keep_heap
+
 # Each name is a module metaloop.cli.<name> with ``register(subparsers)``; the parser it adds
 # sets ``func`` to a callable taking the parsed args and returning an exit code.
 COMMANDS = ("compare", "train", "eval", "predict", "adapt", "forgetting", "vae")
@@ -33,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's choice; 1 is fastest for the "
                              "small sinusoid MLP)")
+    parser.add_argument("--malloc", choices=MODES, default="heap",
+                        help="heap (default): glibc serves large tensors from its heap and "
+                             "reuses them, instead of mapping fresh pages on every call "
+                             "(less system time; the peak memory can grow); system: glibc's "
+                             "defaults (metaloop.train.malloc)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         if importlib.util.find_spec(f"metaloop.cli.{name}") is None:
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")
+    if args.malloc == "heap":
+        keep_heap()
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

@@ -1,0 +1,134 @@
+"""CPU time and peak memory of training runs under glibc's default malloc and under
+``metaloop --malloc heap`` (large blocks kept in the heap and reused, not mapped and unmapped
+on every call), measured side by side in one run.
+
+Each workload is a config from ``configs/`` trained for ``--iterations`` iterations by
+``metaloop --threads 1 [--malloc MODE] train`` in a child process; the child's user and
+system CPU seconds and its peak RSS come from ``os.wait4``. The two modes alternate
+(system, heap, system, heap, ...) ``--reps`` times per workload, so drift on a shared machine
+hits both alike; the printed ratio is heap / system of the summed CPU seconds, and the start-
+up cost (imports, data loading) is in both.
+
+Run:  python benchmarks/bench_malloc.py [--iterations 30] [--reps 2]
+          [--configs omniglot_pretrain_5w1s_cpu,omniglot_maml_20w1s_cpu,...]
+          [--records docs/results]
+
+``--records DIR`` writes one record per workload, ``DIR/benchmarks_malloc_<config>.json``,
+for the ``benchmarks-malloc`` table of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ("omniglot_pretrain_5w1s_cpu,omniglot_maml_20w1s_cpu,omniglot_anil_20w1s_cpu,"
+           "omniglot_reptile_5w1s_cpu,omniglot_challenge_cpu")
+
+
+def short_config(name: str, iterations: int, folder: Path) -> Path:
+    """A copy of ``configs/<name>.toml`` that trains ``iterations`` iterations and writes
+    no intermediate checkpoint."""
+    text = (ROOT / "configs" / f"{name}.toml").read_text()
+    text, n = re.subn(r"(?m)^iterations\s*=\s*\d+", f"iterations = {iterations}", text)
+    if n != 1:
+        raise ValueError(f"configs/{name}.toml: expected one 'iterations =' line, found {n}")
+    text = re.sub(r"(?m)^checkpoint_every\s*=\s*\d+", "checkpoint_every = 1000000", text)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def run_once(config: Path, mode: str, out: Path) -> dict:
+    """Train once in a child process; its CPU seconds (user, sys) and peak RSS (MiB)."""
+    cmd = [sys.executable, "-m", "metaloop", "--threads", "1", "--malloc", mode, "train",
+           "--config", str(config), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+    return {"user": usage.ru_utime, "sys": usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", default=DEFAULT, help="comma-separated names in configs/")
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=2, help="alternating runs of each mode")
+    ap.add_argument("--records", help="write one JSON record per workload into this folder")
+    args = ap.parse_args(argv)
+    if args.iterations <= 0 or args.reps <= 0:
+        ap.error("--iterations and --reps must be positive")
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"torch {torch.__version__}, 1 thread, {cpu}; {args.iterations} iterations per run, "
+          f"{args.reps} alternating run(s) per mode")
+    print(f"{'config':34s} {'system CPU-s (user+sys)':>24s} {'heap CPU-s (user+sys)':>22s} "
+          f"{'heap/system':>11s} {'peak MiB sys/heap':>18s}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in names:
+            cfg = short_config(name, args.iterations, tmp)
+            res = {"system": [], "heap": []}
+            for r in range(args.reps):
+                for mode in ("system", "heap"):
+                    res[mode].append(run_once(cfg, mode, tmp / f"{name}-{mode}-{r}"))
+            tot = {m: {k: sum(x[k] for x in v) for k in ("user", "sys")}
+                   for m, v in res.items()}
+            cpu_s = {m: t["user"] + t["sys"] for m, t in tot.items()}
+            rss = {m: max(x["rss_mib"] for x in v) for m, v in res.items()}
+            ratio = cpu_s["heap"] / cpu_s["system"]
+            print(f"{name:34s} {cpu_s['system']:9.1f} ({tot['system']['user']:.1f}+"
+                  f"{tot['system']['sys']:.1f}) {cpu_s['heap']:9.1f} ({tot['heap']['user']:.1f}+"
+                  f"{tot['heap']['sys']:.1f}) {ratio:11.2f} {rss['system']:8.0f}/{rss['heap']:.0f}",
+                  flush=True)
+            rows.append({"config": f"configs/{name}.toml", "cpu_seconds": cpu_s,
+                         "user_seconds": {m: t["user"] for m, t in tot.items()},
+                         "sys_seconds": {m: t["sys"] for m, t in tot.items()},
+                         "peak_rss_mib": rss, "heap_over_system": ratio})
+    if args.records:
+        command = "python benchmarks/bench_malloc.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)
+        for i, r in enumerate(rows):
+            name = Path(r["config"]).stem
+            rec = {"table": "benchmarks-malloc", "order": 1100 + i,
+                   "row": f"{r['config']}, {args.iterations} iterations (start-up included)",
+                   "metric": "CPU time (user + sys), --malloc heap / system",
+                   "mean": round(r["heap_over_system"], 2), "ci95": None, "unit": "x",
+                   "digits": 2, "n": 2 * args.reps,
+                   "budget": {"iterations": 2 * args.reps * args.iterations},
+                   "device": f"CPU ({cpu}), 1 thread, shared", "config": r["config"],
+                   "published": None, "command": command,
+                   "note": (f"user + sys CPU-s: system {r['user_seconds']['system']:.1f} + "
+                            f"{r['sys_seconds']['system']:.1f}, heap "
+                            f"{r['user_seconds']['heap']:.1f} + {r['sys_seconds']['heap']:.1f}; "
+                            f"peak RSS {r['peak_rss_mib']['system']:.0f} vs "
+                            f"{r['peak_rss_mib']['heap']:.0f} MiB"),
+                   "torch": torch.__version__.split("+")[0],
+                   "date": datetime.date.today().isoformat()}
+            out = Path(args.records) / f"benchmarks_malloc_{name}.json"
+            out.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
