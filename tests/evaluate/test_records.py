@@ -284,3 +284,37 @@ def test_format_budget_names_an_ensembles_members():
         "60,000 it, 54.7 CPU-min"
     assert format_budget({"members": 4, "iterations": 32000, "cpu_seconds": 3540}) == \
         "4 runs: 32,000 it, 59.0 CPU-min"
+
+
+def test_a_detail_block_shows_one_records_own_table_and_check_sees_it_change(tmp_path,
+                                                                             capsys):
+    docs, recs = tmp_path / "docs", tmp_path / "docs" / "results"
+    detail = "| samples | FD |\n|---|---|\n| real | 3.0 |\n| VAE | 95.8 |"
+    write_record(recs / "gen_fashion.json", **_fields(table="gen", detail=detail))
+    (docs / "g.md").write_text("<!-- table:gen -->\n<!-- /table -->\n\n"
+                               "<!-- detail:gen_fashion -->\nstale\n<!-- /detail -->\n")
+    assert generate(docs, recs) == []
+    text = (docs / "g.md").read_text()
+    block = text.split("<!-- detail:gen_fashion -->\n")[1].split("<!-- /detail -->")[0]
+    assert block.startswith(detail + "\n\n*Generated from `docs/results/gen_fashion.json`; ")
+    assert "2-core CPU; torch 2.13.0; measured 2026-11-30" in block
+    assert main(["--docs", str(docs), "--check"]) == 0
+    write_record(recs / "gen_fashion.json",
+                 **_fields(table="gen", detail=detail.replace("95.8", "90.1")))
+    assert main(["--docs", str(docs), "--check"]) == 1
+    assert "detail 'gen_fashion' is stale" in capsys.readouterr().err
+
+
+def test_a_detail_marker_naming_a_record_without_detail_is_reported(tmp_path, capsys):
+    docs, recs = tmp_path / "docs", tmp_path / "docs" / "results"
+    write_record(recs / "plain.json", **_fields(table="gen"))
+    (docs / "g.md").write_text("<!-- table:gen -->\n<!-- /table -->\n"
+                               "<!-- detail:plain -->\n<!-- /detail -->\n")
+    assert main(["--docs", str(docs), "--check"]) == 1
+    assert "detail 'plain' has no records" in capsys.readouterr().err
+
+
+def test_a_detail_that_is_not_a_markdown_table_is_a_named_error(tmp_path):
+    with pytest.raises(RecordError, match="detail must be a Markdown table"):
+        write_record(tmp_path / "r.json", **_fields(detail="just words"))
+    assert not (tmp_path / "r.json").exists()

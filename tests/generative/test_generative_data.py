@@ -47,3 +47,22 @@ def test_omniglot_mixed_split_has_the_iwae_sizes(omniglot_root):
     te = gdata.load("omniglot-mixed", "test", omniglot_root)
     assert len(tr.images) == 24345 and len(te.images) == 8070 and tr.n_classes == 50
     assert set(te.labels.unique().tolist()) <= set(tr.labels.unique().tolist())
+
+
+def test_binarisation_entropy_is_the_entropy_of_the_enumerated_binarisations():
+    import itertools
+    import math
+
+    images = torch.tensor([[[0, 255], [128, 64]], [[200, 30], [255, 7]]], dtype=torch.uint8)
+    got = gdata.binarization_entropy(images)
+    assert got.shape == (2,) and got.dtype == torch.float64
+    for img, h in zip(images, got):
+        p = [v / 255 for v in img.flatten().tolist()]
+        total = 0.0                      # -sum over all 16 binary images of P log P
+        for bits in itertools.product((0, 1), repeat=4):
+            prob = math.prod(pi if b else 1 - pi for pi, b in zip(p, bits))
+            total -= prob * math.log(prob) if prob > 0 else 0.0
+        assert float(h) == pytest.approx(total, rel=1e-12)
+    assert float(gdata.binarization_entropy(images[:1, :1, :1])) == 0.0   # pure black
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        gdata.binarization_entropy(images.float())

@@ -175,6 +175,11 @@ def test_evaluation_and_its_record(images, x_test, tmp_path):
     assert rec["budget"]["iterations"] == 9 and rec["note"].endswith("resumable")
     assert rec["published"]["value"] == "108.11"
     assert rec["projection_nll_at_end"] is not None
+    assert result["binarization_entropy"] is None and rec["test_binarization_entropy"] is None
+    rec = P.record({**result, "binarization_entropy": 63.266},
+                   command="metaloop vae --protocol iwae --evaluate", device="CPU")
+    assert rec["test_binarization_entropy"] == 63.27
+    assert "63.27 nats of it at least are the binarisation's own entropy" in rec["note"]
 
 
 def test_projection_follows_the_last_stage_in_log_passes():

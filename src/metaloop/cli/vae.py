@@ -5,7 +5,8 @@ Examples::
     metaloop vae --model vae --data omniglot --latent 50 --cpu-budget 45 --epochs 3000
     metaloop vae --model cvae --data fashion-mnist --latent 16 --epochs 20
     metaloop vae --sweep-latent 2,8,32,128 --data fashion-mnist --epochs 20
-    metaloop --threads 1 vae --compare-inversion --data fashion-mnist --latent 32 --epochs 10
+    metaloop --threads 1 vae --compare-inversion --data fashion-mnist --latent 32 --epochs 20 \
+        --classifier-epochs 10
     metaloop --threads 1 vae --protocol iwae --data omniglot-mixed --out runs/iwae --resume
 """
 
@@ -140,7 +141,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                      help="measure the latest checkpoint in --out: test NLL with --k samples "
                           "(default 5000) on --test-examples images (default all); with "
                           "--record, write the docs record")
-    p.add_argument("--classifier-epochs", type=int, default=2)
+    p.add_argument("--classifier-epochs", type=int, default=2,
+                   help="epochs of the scoring classifier(s) (default 2, the sweep's); "
+                        "--compare-inversion and --inversion-transfer need classifiers "
+                        "trained to convergence for the lesson to hold: 10 on Fashion-MNIST, "
+                        "25 on Omniglot (docs/generative.md)")
     p.add_argument("--quality-samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     # The global option (metaloop --threads N vae ...) is the one that counts. This copy only

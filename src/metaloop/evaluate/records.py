@@ -42,8 +42,13 @@ than 2 points short of the paper are listed, with those curves and the paper's s
 at the measured cost per iteration, in a block marked ``<!-- short:omniglot -->`` ...
 ``<!-- /short -->``.
 
+A record may carry ``detail``: a Markdown table of its parts that the headline row cannot
+hold (every method of a comparison, every setting of a study), written by the recipe that
+made the record. ``<!-- detail:STEM -->`` ... ``<!-- /detail -->`` shows the ``detail`` of
+``STEM.json``, with the file named under it.
+
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
-marked table, grid and short-cell list in ``docs/*.md`` from ``docs/results/*.json``; with
+marked table, grid, short-cell list and detail in ``docs/*.md`` from ``docs/results/*.json``; with
 ``--check`` it writes nothing and exits 1, naming each stale table, when a document differs
 from what the records give.
 """
@@ -78,6 +83,8 @@ _BLOCK = re.compile(r"(<!-- table:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /tab
                     re.DOTALL)
 _SHORT = re.compile(r"(<!-- short:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /short -->)",
                     re.S)
+_DETAIL = re.compile(r"(<!-- detail:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /detail -->)",
+                     re.S)
 _GRID = re.compile(r"(<!-- grid:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /grid -->)",
                    re.DOTALL)
 _SETTING = re.compile(r"^(\d+)w(\d+)s$")
@@ -109,6 +116,10 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
             bad.append(f"{k} must be a non-empty string, got {rec[k]!r}")
     if not _number(rec["mean"]):
         bad.append(f"mean must be a finite number, got {rec['mean']!r}")
+    if "detail" in rec and not (isinstance(rec["detail"], str)
+                                and rec["detail"].lstrip().startswith("|")):
+        bad.append(f"detail must be a Markdown table (a string starting with '|'), got "
+                   f"{rec['detail']!r:.60}")
     if rec["ci95"] is not None and not (_number(rec["ci95"]) and rec["ci95"] >= 0):
         bad.append(f"ci95 must be a non-negative number or null, got {rec['ci95']!r}")
     n = rec["n"]
@@ -610,13 +621,14 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
     by_table: dict[str, list[dict]] = {}
     for r in records:
         by_table.setdefault(r["table"], []).append(r)
-    problems, used = [], {"table": set(), "grid": set(), "short": set()}
+    problems, used = [], {"table": set(), "grid": set(), "short": set(), "detail": set()}
+    by_stem = {Path(r["_file"]).stem: r for r in records}
     for doc in sorted(docs_dir.glob("*.md")):
         text = doc.read_text(encoding="utf-8")
 
         def filler(kind: str, members_of, render, doc=doc):
             """A ``re.sub`` callback filling one ``kind`` of marked block ("table", "grid",
-            "short")."""
+            "short", "detail")."""
             def fill(m: re.Match) -> str:
                 name = m.group("name")
                 members = members_of(name)
@@ -636,6 +648,8 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
                                render_grid), new)
         new = _SHORT.sub(filler("short", lambda n: [r for r in records if r.get("grid") == n],
                                 render_short), new)
+        new = _DETAIL.sub(filler("detail", lambda n: [by_stem[n]] if "detail" in by_stem.get(
+            n, {}) else None, render_detail), new)
         if not check and new != text:
             doc.write_text(new, encoding="utf-8")
     for name in sorted(set(by_table) - used["table"]):
@@ -643,6 +657,13 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
         problems.append(f"table {name!r} ({files}) is not marked in any document in "
                         f"{docs_dir} (add <!-- table:{name} --> ... <!-- /table -->)")
     return problems
+
+
+def render_detail(records: list[Mapping]) -> str:
+    """A ``detail`` block: the one record's ``detail`` Markdown, then its file name."""
+    (r,) = records
+    return (f"{r['detail'].rstrip()}\n\n*Generated from `docs/results/{r['_file']}`; "
+            f"{r['device']}; torch {r['torch']}; measured {r['date']}.*\n")
 
 
 def main(argv: list[str] | None = None) -> int:

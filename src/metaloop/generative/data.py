@@ -118,6 +118,27 @@ def binarize_dynamic(images: torch.Tensor, generator: torch.Generator | None = N
     return torch.bernoulli(to_unit(images), generator=generator)
 
 
+def binarization_entropy(images: torch.Tensor) -> torch.Tensor:
+    """The entropy in nats of each image's binarisation: sum over pixels of H(p), with p the
+    grey level as the probability of ink (``binarize_dynamic``'s coin).
+
+    No model of the binarised images can have an expected NLL below it on that image: even a
+    model that knew every grey level exactly pays this for the coin flips. Grey, antialiased
+    strokes raise it; crisp black and white lowers it.
+
+    Args:
+        images: uint8 ``[N, ...]``.
+
+    Returns:
+        float64 ``[N]``, nats per image.
+    """
+    if images.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 images, got {images.dtype}")
+    p = images.double().flatten(1) / 255.0                                    # [N, D]
+    h = -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))     # [N, D]
+    return h.sum(1)
+
+
 def binarize_static(images: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> torch.Tensor:
     """The fixed binarisation with ``seed``: the same 0/1 images on every call."""
     return binarize_dynamic(images, torch.Generator().manual_seed(seed))

@@ -315,7 +315,7 @@ def record(results: dict, command: str, device: str | None = None) -> dict:
         "device": device or cpu_device(),
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        "config": None, "command": command, "published": None,
+        "config": None, "command": command, "published": None, "detail": table(results),
         **{k: results[k] for k in keep if k in results},
     }
 
@@ -426,9 +426,12 @@ def transfer_record(results: dict, command: str, device: str | None = None) -> d
     head = min(noise, key=lambda r: r["lr"])
     p, n = head["accuracy_independent"], head["n"]
     label = DATA_LABELS.get(results["data"], results["data"])
+    acc = results["classifier_test_accuracy"]
     return {
         "table": "generative_inversion_transfer",
-        "row": f"{label}, from noise, Adam lr {head['lr']:g}",
+        "row": f"{label}, classifiers trained {results['settings']['classifier_epochs']} epochs "
+               f"({100 * acc['inverted']:.1f}% / {100 * acc['independent']:.1f}%), from noise, "
+               f"Adam lr {head['lr']:g}",
         "metric": "classifier B's accuracy on images inverted from A until A is "
                   f"{100 * results['inversion']['until']:g}% sure (%)",
         "mean": round(100 * p, 2), "ci95": round(100 * 1.96 * math.sqrt(p * (1 - p) / n), 2),
@@ -439,6 +442,7 @@ def transfer_record(results: dict, command: str, device: str | None = None) -> d
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "config": None, "command": command, "published": None,
+        "detail": transfer_table(results),
         **{k: results[k] for k in ("data", "n_classes", "per_class", "n_scored", "chance",
                                    "classifier_test_accuracy", "settings", "inversion",
                                    "rows", "cpu_s", "wall_s", "threads")},

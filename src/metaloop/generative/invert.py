@@ -322,9 +322,10 @@ def confidence_report(images: torch.Tensor, target, inverted, independent, *,
     """How sure the inverted classifier and an independent one are that images show ``target``.
 
     Adversarial images fool the classifier they were made against (high ``inverted``
-    confidence). An independently trained one is fooled less often, but the patterns can
-    transfer (on Fashion-MNIST it still gave the intended class to 70% of them,
-    docs/generative.md), so its verdict is no proof of class membership either.
+    confidence). An independently trained one is not, when both are trained to convergence
+    (it named the intended class at chance in docs/generative.md); under-trained classifiers
+    share the patterns (about half transferred on Fashion-MNIST after 2 epochs), so a second
+    classifier's verdict is no proof of class membership either.
 
     Args:
         images: ``[n, C, H, W]`` in [0, 1], e.g. from ``invert_classifier``.
