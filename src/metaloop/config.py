@@ -114,7 +114,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              "within_alphabet": (bool, False),
              # test-time augmentation of image tasks: each support set grown by every shift
              # of its images up to this many pixels ((2s+1)^2 copies); 0 = off
-             "support_shift": (int, 0)},
+             "support_shift": (int, 0),
+             # test-time augmentation of classification queries: each scored by its class
+             # probabilities averaged over every shift up to this many pixels; 0 = off
+             "query_shift": (int, 0)},
 }
 
 
@@ -284,7 +287,7 @@ def check_combinations(cfg: dict) -> None:
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
                      ("train", "log_every"),
                      ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),
-                     ("eval", "support_shift")):
+                     ("eval", "support_shift"), ("eval", "query_shift")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
     if any(s < 0 for s in ev["steps"]):
@@ -372,9 +375,10 @@ def check_combinations(cfg: dict) -> None:
         if t[key] and not image:
             raise ValueError(f"config train.{key} = {t[key]} {what} images, but family.name "
                              f"= {f['name']!r} gives vectors")
-    if ev["support_shift"] and not image:
-        raise ValueError(f"config eval.support_shift = {ev['support_shift']} shifts images, but "
-                         f"family.name = {f['name']!r} gives vectors")
+    for key in ("support_shift", "query_shift"):
+        if ev[key] and not image:
+            raise ValueError(f"config eval.{key} = {ev[key]} shifts images, but "
+                             f"family.name = {f['name']!r} gives vectors")
     if not image:
         return
     splits = [("family.split", f["split"]), ("eval.split", ev["split"])]

@@ -179,6 +179,8 @@ def test_a_zero_head_learner_is_tested_at_other_ways(tmp_path, omniglot_root):
     ('[method]\nname = "r2d2"\n[eval]\nways = 1\n', "eval.ways must be 0 (the family's) or >= 2"),
     ('[method]\nname = "protonet"\n[eval]\nsupport_shift = -1\n',
      "config eval.support_shift must be >= 0, got -1"),
+    ('[method]\nname = "protonet"\n[eval]\nquery_shift = -2\n',
+     "config eval.query_shift must be >= 0, got -2"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 2000\n',
      "impossible config: eval.ways = 2000 but omniglot eval.split = 'test' has only 1692"),
 ])
@@ -217,15 +219,21 @@ def test_eval_support_shift_is_recorded_and_printed(tmp_path, omniglot_root, cap
     rec = tmp_path / "results" / "r.json"
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run), "--support-shift", "1", "--tasks", "3",
-                 "--out", str(tmp_path / "e"), "--record", str(rec), "--no-progress"]) == 0
-    assert "support sets grown 9x by every shift of their images up to 1 px" in \
-        capsys.readouterr().out
+                 "--query-shift", "1", "--out", str(tmp_path / "e"), "--record", str(rec),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "support sets grown 9x by every shift of their images up to 1 px" in out
+    assert "queries scored by their class probabilities averaged over 9 shifts up to 1 px" in out
     res = json.loads((tmp_path / "e" / "results.json").read_text())
     assert res["config"]["eval"]["support_shift"] == 1
+    assert res["config"]["eval"]["query_shift"] == 1
     record = json.loads(rec.read_text())
-    assert record["row"].endswith(", support shifted up to 1 px")
-    assert "--support-shift 1" in record["command"]
+    assert record["row"].endswith(", support shifted up to 1 px, queries averaged over shifts "
+                                  "up to 1 px")
+    assert "--support-shift 1" in record["command"] and "--query-shift 1" in record["command"]
+    assert "--malloc" not in record["command"]
     bad = tmp_path / "sin.toml"
-    bad.write_text('[family]\nname = "sinusoid"\n[eval]\nsupport_shift = 1\n')
-    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
-    assert "eval.support_shift = 1 shifts images" in capsys.readouterr().err
+    for key in ("support_shift", "query_shift"):
+        bad.write_text(f'[family]\nname = "sinusoid"\n[eval]\n{key} = 1\n')
+        assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
+        assert f"eval.{key} = 1 shifts images" in capsys.readouterr().err

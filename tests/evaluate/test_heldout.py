@@ -79,3 +79,38 @@ def test_support_shift_adapts_on_every_shifted_support_image():
         ml.evaluate(MAML(MLP(), 0.01, 1), ml.tasks.Sinusoid(), tasks=2, support_shift=1)
     with pytest.raises(ValueError, match="support_shift must be an int >= 0"):
         ml.evaluate(learner, fam, tasks=2, support_shift=-1)
+
+
+def test_query_shift_scores_each_query_by_probabilities_averaged_over_its_shifts():
+    """eval's query test-time augmentation, checked against shifting by hand: the log of
+    the mean softmax over the 9 copies, predicted in one batch (transductive BatchNorm sees
+    them together); loop and vmap agree."""
+    from metaloop.models import Conv4
+    from metaloop.tasks.augment import all_shifts
+
+    torch.manual_seed(0)
+    learner = ml.meta.ProtoNet(Conv4(1, 4, 3, image_size=16))
+    x = torch.rand(40, 1, 16, 16)
+    fam = ml.tasks.Episodes(x, torch.arange(40) % 8, ways=3, shots=1, queries=2)
+    r = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3, query_shift=1)
+    plain = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3)
+    assert r["query_shift"] == 1 and "query_shift" not in plain
+    b = fam.sample(5, torch.Generator().manual_seed(3))
+    acc, loss = [], []
+    for i in range(5):
+        sx, sy, qx, qy = b.task(i)
+        p = learner.adapt(sx, sy)
+        copies = all_shifts(qx, 1)                                      # [9, Q, 1, 16, 16]
+        out = learner.predict(p, copies.flatten(0, 1))                  # one batch [9*Q, 3]
+        logp = torch.softmax(out, -1).unflatten(0, (9, -1)).mean(0).log()   # [Q, 3]
+        acc.append(float((logp.argmax(-1) == qy).float().mean()))
+        loss.append(float(torch.nn.functional.nll_loss(logp, qy)))
+    assert r["accuracy"]["mean"][0] == pytest.approx(sum(acc) / 5, abs=1e-6)
+    assert r["loss"]["mean"][0] == pytest.approx(sum(loss) / 5, rel=1e-4)
+    learner.batching = "vmap"
+    v = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3, query_shift=1)
+    assert v["accuracy"]["mean"][0] == pytest.approx(r["accuracy"]["mean"][0], abs=1e-6)
+    with pytest.raises(ValueError, match="query_shift = 1 averages class probabilities"):
+        ml.evaluate(MAML(MLP(), 0.01, 1), ml.tasks.Sinusoid(), tasks=2, query_shift=1)
+    with pytest.raises(ValueError, match="query_shift must be an int >= 0"):
+        ml.evaluate(learner, fam, tasks=2, query_shift=True)

@@ -191,6 +191,11 @@ def test_command_line_rebuilds_the_exact_subcommand():
     assert shlex.split(cmd) == ["metaloop", "--threads", "1", "eval", "--checkpoint",
                                 "runs/my run", "--device", "cpu", "--no-progress", "--tasks",
                                 "600"]
+    # the allocator is a global option: before the subcommand, and left out at its default
+    assert records.command_line(argparse.Namespace(**{**vars(ns), "malloc": "heap"})) == cmd
+    cmd = records.command_line(argparse.Namespace(**{**vars(ns), "malloc": "system"}))
+    assert shlex.split(cmd)[:5] == ["metaloop", "--threads", "1", "--malloc", "system"]
+    assert shlex.split(cmd)[5] == "eval"
 
 
 def test_the_repository_documents_are_current():

@@ -54,6 +54,11 @@ def register(sub) -> None:
                    help="test-time augmentation of image tasks: grow each support set by "
                         "every shift of its images up to S pixels ((2S+1)^2 copies; default: "
                         "the config's eval.support_shift, 0 = off)")
+    p.add_argument("--query-shift", type=int, metavar="S",
+                   help="test-time augmentation of image classification: score each query by "
+                        "its class probabilities averaged over every shift of it up to S "
+                        "pixels ((2S+1)^2 copies; default: the config's eval.query_shift, "
+                        "0 = off)")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
                    help="also write the result (last step) as a JSON record for the docs "
@@ -69,7 +74,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load_ensemble(args.checkpoint, device=args.device)
     changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
-                                             "within_alphabet", "support_shift")}
+                                             "within_alphabet", "support_shift",
+                                             "query_shift")}
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
     if args.record:
         records.check_record_path(args.record)
@@ -96,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
         k = (2 * ec["support_shift"] + 1) ** 2
         print(f"support sets grown {k}x by every shift of their images up to "
               f"{ec['support_shift']} px (test-time augmentation)")
+    if ec["query_shift"]:
+        k = (2 * ec["query_shift"] + 1) ** 2
+        print(f"queries scored by their class probabilities averaged over {k} shifts up to "
+              f"{ec['query_shift']} px (test-time augmentation)")
     if error is not None:
         print(f"within-alphabet {error['ways']}-way {error['shots']}-shot error rate: "
               f"{100 * error['mean']:.2f}% ± {100 * error['ci95']:.2f}% (95% CI over "

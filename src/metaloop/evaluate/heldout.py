@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from metaloop.func.losses import accuracy, get_loss
-from metaloop.tasks.augment import shifted_support
+from metaloop.tasks.augment import all_shifts, shifted_support
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
@@ -35,7 +35,7 @@ def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
 
 def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5, 10),
              seed: int = 1_000_003, loss=None, device=None, progress=None,
-             support_shift: int = 0) -> dict:
+             support_shift: int = 0, query_shift: int = 0) -> dict:
     """Adapt ``learner`` on each held-out task's support set and score its query set.
 
     Every method evaluated with the same ``family``, ``tasks`` and ``seed`` sees the same tasks.
@@ -53,6 +53,10 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         support_shift: test-time augmentation of image tasks: each support set is grown by
             every translation of its images up to this many pixels (``(2s+1)^2`` copies,
             ``metaloop.tasks.augment.shifted_support``); the queries are left alone. 0: off.
+        query_shift: test-time augmentation of classification queries: each query is scored
+            by its class probabilities averaged over every translation of it up to this many
+            pixels (``(2s+1)^2`` copies, ``all_shifts``), predicted in one batch (with
+            transductive BatchNorm the copies share the batch statistics). 0: off.
 
     Returns:
         ``{"tasks", "seed", "steps", "loss": {"mean", "ci95"}, "accuracy": {...}}`` with one
@@ -64,9 +68,9 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
     per_task = {"loss": [[] for _ in steps], "accuracy": [[] for _ in steps]}
     classification = None
-    if not isinstance(support_shift, int) or isinstance(support_shift, bool) \
-            or support_shift < 0:
-        raise ValueError(f"support_shift must be an int >= 0, got {support_shift!r}")
+    for name, v in (("support_shift", support_shift), ("query_shift", query_shift)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
     for batch in heldout_tasks(family, tasks, seed):
         batch = batch.to(device) if device is not None else batch
         classification = batch.is_classification
@@ -76,18 +80,24 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
                                  f"tasks' inputs are {list(batch.support_x.shape[2:])}")
             sx, sy = shifted_support(batch.support_x, batch.support_y, support_shift)
             batch = dataclasses.replace(batch, support_x=sx, support_y=sy)
+        if query_shift and (batch.query_x.dim() != 5 or not batch.is_classification):
+            raise ValueError(f"query_shift = {query_shift} averages class probabilities over "
+                             f"shifted query images, but the tasks' queries are "
+                             f"{list(batch.query_x.shape[2:])} with "
+                             f"{'class labels' if batch.is_classification else 'real targets'}")
         if getattr(learner, "batching", "loop") == "vmap":
-            _score_batch(learner, loss_fn, batch, steps, per_task)
+            _score_batch(learner, loss_fn, batch, steps, per_task, query_shift)
             if progress is not None:
                 progress(batch.num_tasks)
             continue
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
-            _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task)
+            _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task, query_shift)
             if progress is not None:
                 progress(1)
     result = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {},
-              **({"support_shift": support_shift} if support_shift else {})}
+              **({"support_shift": support_shift} if support_shift else {}),
+              **({"query_shift": query_shift} if query_shift else {})}
     for key in ("loss", "accuracy") if classification else ("loss",):
         stats = [mean_ci(v) for v in per_task[key]]
         result[key] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
@@ -95,33 +105,48 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     return result
 
 
-def _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task) -> None:
+def _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task, query_shift=0) -> None:
     k, last = 0, None
     for t, params in enumerate(learner.adapt_path(sx, sy, steps[-1])):
         last = params
         while k < len(steps) and steps[k] == t:
-            _record(learner, loss_fn, params, qx, qy, k, per_task)
+            _record(learner, loss_fn, params, qx, qy, k, per_task, query_shift)
             k += 1
     while k < len(steps):
-        _record(learner, loss_fn, last, qx, qy, k, per_task)
+        _record(learner, loss_fn, last, qx, qy, k, per_task, query_shift)
         k += 1
 
 
-def _score_batch(learner, loss_fn, batch, steps, per_task) -> None:
+def _shift_averaged(predict, params, qx: torch.Tensor, shift: int) -> torch.Tensor:
+    """``predict(params, x)`` on every shift of the queries ``qx`` ``[..., Q, C, H, W]`` in
+    one call, returned as the log of the class probabilities averaged over the shifts
+    ``[..., Q, classes]``; ``shift = 0``: ``predict(params, qx)`` as it is."""
+    if not shift:
+        return predict(params, qx)
+    copies = all_shifts(qx, shift)                                    # [K, ..., Q, C, H, W]
+    k, lead = copies.shape[0], qx.dim() - 4                           # K, batch dims before Q
+    flat = copies.movedim(0, lead).flatten(lead, lead + 1)            # [..., K*Q, C, H, W]
+    out = predict(params, flat)                                       # [..., K*Q, classes]
+    out = out.unflatten(lead, (k, qx.shape[lead]))                    # [..., K, Q, classes]
+    return torch.logsumexp(torch.log_softmax(out, -1), lead) - math.log(k)   # [..., Q, cl.]
+
+
+def _score_batch(learner, loss_fn, batch, steps, per_task, query_shift=0) -> None:
     """All tasks at once (learners with vmap batching): same numbers as ``_score_task``."""
     path = learner.adapt_path_batched(batch.support_x, batch.support_y, steps[-1])
     with torch.no_grad():
         for k, t in enumerate(steps):
-            out = learner.predict_batched(path[min(t, len(path) - 1)], batch.query_x)
+            out = _shift_averaged(learner.predict_batched, path[min(t, len(path) - 1)],
+                                  batch.query_x, query_shift)
             for o, y in zip(out, batch.query_y):                          # [Q, out], [Q]
                 per_task["loss"][k].append(float(loss_fn(o, y)))
                 if not y.is_floating_point():
                     per_task["accuracy"][k].append(float(accuracy(o, y)))
 
 
-def _record(learner, loss_fn, params, qx, qy, k, per_task) -> None:
+def _record(learner, loss_fn, params, qx, qy, k, per_task, query_shift=0) -> None:
     with torch.no_grad():
-        out = learner.predict(params, qx)                              # [Q, out]
+        out = _shift_averaged(learner.predict, params, qx, query_shift)   # [Q, out]
         per_task["loss"][k].append(float(loss_fn(out, qy)))
         if not qy.is_floating_point():
             per_task["accuracy"][k].append(float(accuracy(out, qy)))

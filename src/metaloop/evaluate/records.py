@@ -232,12 +232,13 @@ def check_record_path(path) -> Path:
 
 
 def command_line(args: argparse.Namespace, program: str = "metaloop",
-                 global_options: tuple[str, ...] = ("threads",)) -> str:
+                 global_options: tuple[str, ...] = ("threads", "malloc")) -> str:
     """The exact command a parsed ``metaloop`` subcommand stands for, rebuilt from ``args``.
 
     Every option with a value is written out (defaults included), so the line reproduces the
     run whatever the defaults become. ``global_options`` go before the subcommand; options
-    that are ``None``, ``False`` or ``0`` for a global option are left out. A list of
+    that are ``None``, ``False`` or ``0`` for a global option are left out, and so is
+    ``--malloc heap`` (the allocator changes CPU time, not results). A list of
     numbers is written comma-separated (``--steps 0,1,5``), a list of strings as separate
     words (``--checkpoint runs/a runs/b``).
     """
@@ -258,7 +259,7 @@ def command_line(args: argparse.Namespace, program: str = "metaloop",
         return out
 
     glob = [(k, opts.pop(k)) for k in global_options if k in opts]
-    glob = [(k, v) for k, v in glob if v]
+    glob = [(k, v) for k, v in glob if v and not (k == "malloc" and v == "heap")]
     parts = [program, *flags(glob), args.command, *flags(sorted(opts.items()))]
     return shlex.join(parts)
 
@@ -346,6 +347,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         row += f", {ways}-way {shots}-shot"
     if ec.get("support_shift"):
         row += f", support shifted up to {ec['support_shift']} px"
+    if ec.get("query_shift"):
+        row += f", queries averaged over shifts up to {ec['query_shift']} px"
     if len(parts) > 1:
         row += f", ensemble of {len(parts)} runs"
     step = result["steps"][-1]

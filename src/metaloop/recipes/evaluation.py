@@ -31,7 +31,7 @@ SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth"
                "val_classes", "test_classes", "encoder")
 
 EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "steps", "queries", "seed",
-             "support_shift")
+             "support_shift", "query_shift")
 
 
 def eval_config(run: Run, **changes) -> dict:
@@ -114,8 +114,9 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
             ``load_run(path, device=...)``).
         progress: called with the number of tasks finished so far in each chunk.
         **changes: ``[eval]`` keys to change (``EVAL_KEYS``): tasks, shots, ways, split,
-            within_alphabet, steps, queries, seed, support_shift (test-time shifts of the
-            support images, see ``metaloop.evaluate.evaluate``).
+            within_alphabet, steps, queries, seed, support_shift and query_shift
+            (test-time shifts of the support and the query images, see
+            ``metaloop.evaluate.evaluate``).
 
     Returns:
         ``{"config": the config evaluated, "metric": "accuracy" or "loss", "result":
@@ -131,7 +132,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     device = None if device is None or torch.device(device).type == "cpu" else \
         torch.device(device)
     r = evaluate(run.learner, heldout, tasks=ec["tasks"], steps=ec["steps"], seed=ec["seed"],
-                 device=device, progress=progress, support_shift=ec["support_shift"])
+                 device=device, progress=progress, support_shift=ec["support_shift"],
+                 query_shift=ec["query_shift"])
     metric = "accuracy" if "accuracy" in r else "loss"
     within = ec["within_alphabet"] and metric == "accuracy"
     return {"config": cfg, "metric": metric, "result": r,
