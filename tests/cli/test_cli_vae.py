@@ -278,7 +278,11 @@ def test_inversion_transfer_end_to_end(tiny_fashion, tmp_path, capsys):
 
     (rec,) = load_records(tmp_path / "rec")
     assert rec["table"] == "generative_inversion_transfer" and rec["n"] == 20
-    assert rec["row"] == "Fashion-MNIST, from noise, Adam lr 0.1"
+    acc = r["classifier_test_accuracy"]
+    assert rec["row"] == (f"Fashion-MNIST, classifiers trained 1 epoch "
+                          f"({100 * acc['inverted']:.1f}% / {100 * acc['independent']:.1f}%), "
+                          f"from noise, Adam lr 0.1")
+    assert rec["detail"].startswith("| start | Adam lr (max steps) |")
     assert rec["mean"] == pytest.approx(100 * r["rows"][1]["accuracy_independent"], abs=0.01)
     assert "--invert-lrs 0.2,0.1" in rec["command"]
 

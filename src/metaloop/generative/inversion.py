@@ -426,10 +426,10 @@ def transfer_record(results: dict, command: str, device: str | None = None) -> d
     head = min(noise, key=lambda r: r["lr"])
     p, n = head["accuracy_independent"], head["n"]
     label = DATA_LABELS.get(results["data"], results["data"])
-    acc = results["classifier_test_accuracy"]
+    acc, epochs = results["classifier_test_accuracy"], results["settings"]["classifier_epochs"]
     return {
         "table": "generative_inversion_transfer",
-        "row": f"{label}, classifiers trained {results['settings']['classifier_epochs']} epochs "
+        "row": f"{label}, classifiers trained {epochs} epoch{'s' if epochs != 1 else ''} "
                f"({100 * acc['inverted']:.1f}% / {100 * acc['independent']:.1f}%), from noise, "
                f"Adam lr {head['lr']:g}",
         "metric": "classifier B's accuracy on images inverted from A until A is "
