@@ -53,17 +53,23 @@ def test_bad_evaluate_arguments():
         ml.evaluate(learner, ml.tasks.Sinusoid(), tasks=2, steps=(-1,))
 
 
-def test_support_shift_adapts_on_every_shifted_support_image():
-    """eval's test-time augmentation: the head is fitted to the support set grown by every
-    shift (here a prototype head, whose prototypes average over the shifts); the queries are
-    scored as they are. Checked against growing the support set by hand."""
+def _protonet_on_images():
+    """A small Conv4 ProtoNet and 3-way 1-shot tasks of random 16x16 images (8 classes)."""
     from metaloop.models import Conv4
-    from metaloop.tasks.augment import all_shifts
 
     torch.manual_seed(0)
     learner = ml.meta.ProtoNet(Conv4(1, 4, 3, image_size=16))
     x = torch.rand(40, 1, 16, 16)
-    fam = ml.tasks.Episodes(x, torch.arange(40) % 8, ways=3, shots=1, queries=2)
+    return learner, ml.tasks.Episodes(x, torch.arange(40) % 8, ways=3, shots=1, queries=2)
+
+
+def test_support_shift_adapts_on_every_shifted_support_image():
+    """eval's test-time augmentation: the head is fitted to the support set grown by every
+    shift (here a prototype head, whose prototypes average over the shifts); the queries are
+    scored as they are. Checked against growing the support set by hand."""
+    from metaloop.tasks.augment import all_shifts
+
+    learner, fam = _protonet_on_images()
     r = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3, support_shift=1)
     plain = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3)
     assert r["support_shift"] == 1 and "support_shift" not in plain
@@ -85,13 +91,9 @@ def test_query_shift_scores_each_query_by_probabilities_averaged_over_its_shifts
     """eval's query test-time augmentation, checked against shifting by hand: the log of
     the mean softmax over the 9 copies, predicted in one batch (transductive BatchNorm sees
     them together); loop and vmap agree."""
-    from metaloop.models import Conv4
     from metaloop.tasks.augment import all_shifts
 
-    torch.manual_seed(0)
-    learner = ml.meta.ProtoNet(Conv4(1, 4, 3, image_size=16))
-    x = torch.rand(40, 1, 16, 16)
-    fam = ml.tasks.Episodes(x, torch.arange(40) % 8, ways=3, shots=1, queries=2)
+    learner, fam = _protonet_on_images()
     r = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3, query_shift=1)
     plain = ml.evaluate(learner, fam, tasks=5, steps=(0,), seed=3)
     assert r["query_shift"] == 1 and "query_shift" not in plain
