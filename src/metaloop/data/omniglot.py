@@ -30,8 +30,6 @@ counter-clockwise as PIL's ``Image.rotate(deg)`` does.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import io
 import os
@@ -44,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metaloop._libc import libc_function
 from metaloop.data.download import fetch, file_digest, read_sha256sums
 
 SETS = ("background", "evaluation")
@@ -457,11 +456,7 @@ def release_free_memory() -> bool:
     process ~190 MB larger than before, for ~95 MB of cached images; trimmed, ~95 MB. Returns
     False where there is no glibc (nothing else changes).
     """
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
+    trim = libc_function("malloc_trim")
     if trim is None:
         return False
     trim(0)

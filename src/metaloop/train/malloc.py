@@ -15,7 +15,8 @@ CLI's default) calls it before any work; ``--malloc system`` leaves glibc's defa
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+
+from metaloop._libc import libc_function
 
 __all__ = ["MODES", "keep_heap"]
 
@@ -28,11 +29,7 @@ TRIM_BYTES = 1 << 30
 
 
 def _mallopt():
-    name = ctypes.util.find_library("c")
-    try:
-        fn = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return None
+    fn = libc_function("mallopt")
     if fn is not None:
         fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return fn
