@@ -256,7 +256,8 @@ def _build_head_learner(name: str, mc: dict, family, model):
     from metaloop.meta.protonet import ProtoNet
     from metaloop.meta.r2d2 import R2D2
 
-    kw = {"lam": mc["lam"], "batching": mc["batching"]}
+    kw = {"lam": mc["lam"], "batching": mc["batching"],
+          "transductive": mc.get("transductive", True)}
     if mc["scale"]:                                  # 0: the method's default initial scale
         kw["scale"] = mc["scale"]
     if name == "r2d2":
@@ -278,7 +279,10 @@ def eval_family(cfg: dict, train_family):
 
 def training_family(cfg: dict, family):
     """The family meta-training samples from: ``family``, or with ``train.augment_shift`` /
-    ``train.augment_rotate`` random translations / rotations of its images
-    (``metaloop.tasks.Shifted``); evaluation keeps ``family``."""
-    s, r = cfg["train"]["augment_shift"], cfg["train"]["augment_rotate"]
-    return tasks.Shifted(family, s, r) if s or r else family
+    ``augment_rotate`` / ``augment_stroke`` / ``augment_elastic`` random translations /
+    rotations / stroke widths / elastic bends of its images (``metaloop.tasks.Shifted``);
+    evaluation keeps ``family``."""
+    t = cfg["train"]
+    s, r, w, e = (t.get(k, 0) for k in ("augment_shift", "augment_rotate", "augment_stroke",
+                                        "augment_elastic"))
+    return tasks.Shifted(family, s, r, max_stroke=w, elastic=e) if s or r or w or e else family

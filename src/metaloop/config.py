@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -78,8 +79,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                "scale": ((int, float), 0),
                # Reptile (Nichol et al.'s protocol): support examples per inner step in
                # meta-training / at test time, drawn without replacement (0: the whole support
-               # set); transductive = false scores each query on its own, BatchNorm with the
-               # support set's statistics
+               # set); Reptile and the solved heads (r2d2, metaoptnet, protonet):
+               # transductive = false scores each query on its own, BatchNorm with the
+               # support set's statistics, in meta-training as at test time
                "inner_batch": (int, 0), "test_batch": (int, 0), "transductive": (bool, True),
                # Reptile with inner Adam: "task" (fresh moments per task) or "shared" (one
                # Adam state runs on through meta-training and starts every test task, as
@@ -95,6 +97,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
               # image families: translate each training image by up to this many pixels
               # (0 = off; held-out evaluation never shifts)
               "augment_shift": (int, 0), "augment_rotate": ((int, float), 0.0),
+              # ... thicken or thin strokes by up to this fraction of a pixel (0..1), and
+              # bend them elastically by this RMS displacement in pixels (0 = off)
+              "augment_stroke": ((int, float), 0.0), "augment_elastic": ((int, float), 0.0),
               # draw the next meta-batch in a background thread: "auto" (on for a CUDA model
               # fed from the host), "on", "off"; the numbers are the same either way
               "prefetch": (str, "auto"),
@@ -117,7 +122,12 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              "support_shift": (int, 0),
              # test-time augmentation of classification queries: each scored by its class
              # probabilities averaged over every shift up to this many pixels; 0 = off
-             "query_shift": (int, 0)},
+             "query_shift": (int, 0),
+             # how queries are scored: "as-trained" (the learner's method.transductive),
+             # "transductive" (a task's queries normalised together by BatchNorm) or
+             # "non-transductive" (each with its support set's statistics); the last two
+             # for reptile, r2d2, metaoptnet and protonet
+             "scoring": (str, "as-trained")},
 }
 
 
@@ -209,9 +219,12 @@ PER_CLASS = {"omniglot": 20, "fashion_mnist": 6000}
 # Families over the user's own data, and their class splits.
 USER_FAMILIES = ("folder", "tensors", "table")
 TEXT_FAMILIES = ("table",)
+AUGMENTS = ("augment_shift", "augment_rotate", "augment_stroke", "augment_elastic")
 USER_SPLITS = ("train", "val", "test")
 INVERT = ("never", "always", "auto")
 HEAD_BASED = ("r2d2", "metaoptnet", "protonet")
+NON_TRANSDUCTIVE = ("reptile", *HEAD_BASED)   # learners that can score each query on its own
+SCORING = ("as-trained", "transductive", "non-transductive")
 # The names a config may give: family.name, method.name, model.name.
 METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet",
            "protonet")
@@ -331,9 +344,12 @@ def check_combinations(cfg: dict) -> None:
     if ev["ways"] == 1:
         raise ValueError("config eval.ways must be 0 (the family's) or >= 2, got 1")
     for key, default in (("inner_batch", 0), ("test_batch", 0), ("transductive", True)):
+        if key == "transductive" and name in NON_TRANSDUCTIVE:
+            continue
         if me[key] != default and name != "reptile":
-            raise ValueError(f"config method.{key} = {me[key]!r} applies to reptile only, not "
-                             f"{name!r}")
+            only = sorted(NON_TRANSDUCTIVE) if key == "transductive" else ["reptile"]
+            raise ValueError(f"config method.{key} = {me[key]!r} applies to "
+                             f"{', '.join(only)} only, not {name!r}")
         if key != "transductive" and me[key] < 0:
             raise ValueError(f"config method.{key} must be >= 0 (0: the whole support set), "
                              f"got {me[key]!r}")
@@ -354,13 +370,25 @@ def check_combinations(cfg: dict) -> None:
         if f["max_length"] <= 0:
             raise ValueError(f"config family.max_length must be a positive int, got "
                              f"{f['max_length']!r}")
-        for key in ("augment_shift", "augment_rotate"):
+        for key in AUGMENTS:
             if t[key]:
                 raise ValueError(f"config train.{key} = {t[key]} transforms images, but "
                                  f"family.name = 'table' gives texts")
     if not 0 <= t["augment_rotate"] <= 180:
         raise ValueError(f"config train.augment_rotate must be in [0, 180] degrees, got "
                          f"{t['augment_rotate']!r}")
+    if not 0 <= t["augment_stroke"] <= 1:
+        raise ValueError(f"config train.augment_stroke must be in [0, 1] pixels, got "
+                         f"{t['augment_stroke']!r}")
+    if not (math.isfinite(t["augment_elastic"]) and t["augment_elastic"] >= 0):
+        raise ValueError(f"config train.augment_elastic must be a finite number >= 0 pixels, "
+                         f"got {t['augment_elastic']!r}")
+    if ev["scoring"] not in SCORING:
+        raise ValueError(f"config eval.scoring must be one of {list(SCORING)}, got "
+                         f"{ev['scoring']!r}")
+    if ev["scoring"] != "as-trained" and me["name"] not in NON_TRANSDUCTIVE:
+        raise ValueError(f"config eval.scoring = {ev['scoring']!r} applies to "
+                         f"{', '.join(sorted(NON_TRANSDUCTIVE))}, not {me['name']!r}")
     if f["name"] in USER_FAMILIES:
         _check_user_family(f, ev)
         return                      # the rest depends on the data: checked when it is read
@@ -371,7 +399,8 @@ def check_combinations(cfg: dict) -> None:
     if m["name"] in IMAGE_MODELS and not image:
         raise ValueError(f"config model.name = {m['name']!r} needs an image family, not "
                          f"'sinusoid': use model.name = 'mlp'")
-    for key, what in (("augment_shift", "translates"), ("augment_rotate", "rotates")):
+    for key, what in zip(AUGMENTS, ("translates", "rotates", "thickens or thins",
+                                    "bends")):
         if t[key] and not image:
             raise ValueError(f"config train.{key} = {t[key]} {what} images, but family.name "
                              f"= {f['name']!r} gives vectors")

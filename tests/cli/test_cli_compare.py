@@ -34,7 +34,7 @@ def test_a_printed_config_runs_back_through_config(tmp_path, capsys):
 @pytest.mark.parametrize("text,message", [
     ('[compare]\nmethodz = ["maml"]\n', "unknown key(s) compare.methodz"),
     ('[compare.per_method.maml.method]\ninner_batch = 4\n', "applies to reptile only"),
-    ('[method]\ntransductive = false\n', "applies to reptile only"),
+    ('[method]\ntransductive = false\n', "applies to metaoptnet, protonet, r2d2, reptile only"),
     ('[train]\noptimizer = "rmsprop"\n', "train.optimizer = 'rmsprop' is not one of"),
 ])
 def test_bad_compare_configs_exit_2_and_write_nothing(tmp_path, capsys, text, message):

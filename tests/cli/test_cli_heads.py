@@ -210,6 +210,72 @@ def test_augment_shift_trains_on_shifted_images_only(tmp_path, omniglot_root, ca
     bad.write_text(cfg.read_text().replace("augment_rotate = 10", "augment_rotate = 270"))
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r4")]) == 2
     assert "augment_rotate must be in [0, 180]" in capsys.readouterr().err
+    for text, message in (("augment_stroke = 1.5", "augment_stroke must be in [0, 1]"),
+                          ("augment_elastic = -1.0", "augment_elastic must be a finite"),
+                          ("augment_elastic = inf", "augment_elastic must be a finite")):
+        bad.write_text(cfg.read_text().replace("augment_rotate = 10", text))
+        assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r5")]) == 2
+        assert message in capsys.readouterr().err
+    bad.write_text('[family]\nname = "sinusoid"\n[train]\naugment_elastic = 1.0\n')
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r6")]) == 2
+    assert "train.augment_elastic = 1.0 bends images" in capsys.readouterr().err
+    assert not (tmp_path / "r5").exists() and not (tmp_path / "r6").exists()
+
+
+def test_stroke_and_elastic_augmentation_reach_the_training_family(tmp_path, omniglot_root):
+    cfg = _small(tmp_path, omniglot_root, "protonet")
+    cfg.write_text(cfg.read_text().replace("[train]\n", "[train]\naugment_stroke = 0.5\n"
+                                                         "augment_elastic = 1.0\n"))
+    loaded = _config.load(cfg)
+    fam = _build.training_family(loaded, _build.build_family(loaded["family"]))
+    assert (fam.max_shift, fam.max_rotate, fam.max_stroke, fam.elastic) == (0, 0, 0.5, 1.0)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+
+
+def test_eval_scoring_switches_modes_records_them_and_names_bad_input(tmp_path, omniglot_root,
+                                                                      capsys):
+    cfg = _small(tmp_path, omniglot_root, "protonet")
+    run, run_nt = tmp_path / "run", tmp_path / "run_nt"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    nt = tmp_path / "nt.toml"
+    nt.write_text(cfg.read_text().replace("[method]\n", "[method]\ntransductive = false\n"))
+    assert main(["train", "--config", str(nt), "--out", str(run_nt), "--no-progress"]) == 0
+    assert load_run(run_nt).learner.evaluation == "non-transductive"
+    accs = {}
+    for path, how in ((run, "as-trained"), (run, "non-transductive"), (run_nt, "as-trained"),
+                      (run_nt, "transductive")):
+        capsys.readouterr()
+        rec = tmp_path / "results" / f"{path.name}_{how}.json"
+        out_dir = tmp_path / f"e_{path.name}_{how}"
+        assert main(["eval", "--checkpoint", str(path), "--scoring", how, "--tasks", "4",
+                     "--out", str(out_dir), "--record", str(rec), "--no-progress"]) == 0
+        printed = capsys.readouterr().out
+        record = json.loads(rec.read_text())
+        scored = "non-transductive" if (path, how) in ((run, "non-transductive"),
+                                                        (run_nt, "as-trained")) else None
+        assert record.get("evaluation") == scored
+        assert ("queries scored non-transductive" in printed) == bool(scored)
+        assert record["row"].endswith(", queries scored non-transductive") == bool(scored)
+        assert f"--scoring {how}" in record["command"]
+        accs[path.name, how] = record["accuracy_mean"]
+    # the same trained model, scored two ways, and each run's own mode restored afterwards
+    assert accs["run", "as-trained"] != accs["run", "non-transductive"]
+    assert load_run(run).learner.evaluation == "transductive"
+    # an ensemble of one of each: the label names both
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), str(run_nt), "--tasks", "2",
+                 "--no-progress"]) == 0
+    assert "queries scored non-transductive / transductive" in capsys.readouterr().out
+    maml = _small(tmp_path, omniglot_root, "maml")
+    maml.write_text(maml.read_text() + 'scoring = "non-transductive"\n')
+    assert main(["train", "--config", str(maml), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "eval.scoring = 'non-transductive' applies to metaoptnet, protonet, r2d2, reptile" \
+        in err and not (tmp_path / "m").exists()
+    with pytest.raises(SystemExit):
+        main(["eval", "--checkpoint", str(run), "--scoring", "alone"])
+    assert "invalid choice: 'alone'" in capsys.readouterr().err
 
 
 def test_eval_support_shift_is_recorded_and_printed(tmp_path, omniglot_root, capsys):

@@ -26,6 +26,22 @@ def conv4_features_ref(p, x, prefix=""):
     return x.flatten(1)
 
 
+def support_normalised_features_ref(p, sx, qx, prefix=""):
+    """Conv4 (max-pool) features of a task's support ``[S, D]`` and query ``[Q, D]`` sets when
+    every BatchNorm normalises both sets with the support set's batch mean and variance (the
+    non-transductive setting), written out layer by layer."""
+    for i in range(4):
+        b = f"{prefix}body.{i}."
+        sx = F.conv2d(sx, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
+        qx = F.conv2d(qx, p[b + "conv.weight"], p[b + "conv.bias"], padding=1)
+        mean = sx.mean((0, 2, 3), keepdim=True)
+        var = ((sx - mean) ** 2).mean((0, 2, 3), keepdim=True)
+        w, bias = p[b + "bn.weight"][None, :, None, None], p[b + "bn.bias"][None, :, None, None]
+        sx = F.max_pool2d(F.relu((sx - mean) / torch.sqrt(var + 1e-5) * w + bias), 2)
+        qx = F.max_pool2d(F.relu((qx - mean) / torch.sqrt(var + 1e-5) * w + bias), 2)
+    return sx.flatten(1), qx.flatten(1)
+
+
 def task_features_ref(p, sx, qx, prefix="", detach=None):
     """Support and query features of one task by :func:`conv4_features_ref`; ``detach`` names
     the set ("support" or "query") whose features are cut from the graph, if any."""

@@ -25,12 +25,16 @@ DT = torch.float64
 WAYS, SHOTS, QUERIES = 3, 2, 3
 
 
-def reference_loss(p, batch, detach=None, prefix="backbone."):
-    """Mean over tasks of the query cross-entropy of ``-scale * ||q - c_k||^2``."""
+def reference_loss(p, batch, detach=None, prefix="backbone.", transductive=True):
+    """Mean over tasks of the query cross-entropy of ``-scale * ||q - c_k||^2``; not
+    transductive: the queries normalised with the support set's BatchNorm statistics."""
     losses = []
     for i in range(batch.num_tasks):
         sx, sy, qx, qy = batch.task(i)
-        fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
+        if transductive:
+            fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
+        else:
+            fs, fq = shared.support_normalised_features_ref(p, sx, qx, prefix)
         protos = torch.stack([fs[sy == k].mean(0) for k in range(WAYS)])     # [C, D]
         d2 = ((fq[:, None, :] - protos[None]) ** 2).sum(-1)                  # [Q, C]
         losses.append(F.cross_entropy(-p["log_scale"].exp() * d2, qy))
@@ -152,3 +156,46 @@ def test_config_builds_protonet():
     with pytest.raises(ValueError, match="first_order applies to maml and anil, not 'protonet'"):
         _config.check_combinations(_config.validate(
             {**cfg, "method": {**cfg["method"], "first_order": True}}))
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_non_transductive_meta_gradient_matches_support_normalised_reference(batching):
+    learner = make_learner(batching=batching, transductive=False)
+    assert learner.batching == "loop" and learner.evaluation == "non-transductive"
+    batch = make_batch()
+    ref = shared.reference_grad(reference_loss, learner.model, batch, transductive=False)
+    got = learner.meta_gradient(batch)
+    shared.assert_close_rel(got, ref, rtol=1e-8)
+    loss, _ = learner.meta_loss(batch)
+    torch.testing.assert_close(loss, reference_loss(dict(learner.model.named_parameters()),
+                                                    batch, transductive=False))
+    transductive = reference_loss(dict(learner.model.named_parameters()), batch)
+    assert abs(float(loss.detach()) - float(transductive.detach())) > 1e-4
+    fd, analytic = shared.directional_derivatives(learner, batch, 1e-6)
+    assert fd == pytest.approx(analytic, rel=1e-6)
+
+
+def test_non_transductive_scoring_scores_each_query_on_its_own():
+    learner = make_learner(transductive=False)
+    sx, sy, qx, _ = make_batch(B=1).task(0)
+    params = learner.adapt(sx, sy)
+    stats = [k for k in params if k.startswith("bn_stats:")]
+    assert len(stats) == 8 and params[stats[0]].shape == (8,)           # 4 layers x mean, var
+    together = learner.predict(params, qx)                               # [Q, C]
+    alone = torch.cat([learner.predict(params, qx[j:j + 1]) for j in range(len(qx))])
+    torch.testing.assert_close(alone, together, rtol=1e-10, atol=1e-12)
+    p = dict(learner.model.named_parameters())
+    fs, fq = shared.support_normalised_features_ref(p, sx, qx, "backbone.")
+    protos = torch.stack([fs[sy == k].mean(0) for k in range(WAYS)])
+    d2 = ((fq[:, None, :] - protos[None]) ** 2).sum(-1)
+    want = -p["log_scale"].exp() * d2                                   # up to a per-row shift
+    torch.testing.assert_close(together - together[:, :1], (want - want[:, :1]).detach())
+    # switching the mode after construction: transductive scores depend on the other queries
+    learner.transductive = True
+    assert learner.evaluation == "transductive"
+    t_params = learner.adapt(sx, sy)
+    assert not any(k.startswith("bn_stats:") for k in t_params)
+    first = learner.predict(t_params, qx)[:1]
+    assert not torch.allclose(first, learner.predict(t_params, qx[:1]))
+    with pytest.raises(ValueError, match="transductive must be True or False"):
+        make_learner(transductive="no")

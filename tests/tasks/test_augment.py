@@ -3,8 +3,16 @@ import math
 import pytest
 import torch
 
+import metaloop as ml
 from metaloop.tasks import Omniglot, Shifted, rotate_images, shift_images
-from metaloop.tasks.augment import all_shifts, shifted_support
+from metaloop.tasks.augment import (
+    ELASTIC_SIGMA,
+    all_shifts,
+    augment_images,
+    elastic_images,
+    shifted_support,
+    stroke_images,
+)
 
 
 def _reference_shift(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -52,7 +60,7 @@ def test_shifted_family_moves_only_the_images(omniglot_root):
     # ink is conserved unless a stroke is pushed over the border (2 pixels at most)
     assert torch.allclose(b.support_x.sum((-1, -2)), plain.support_x.sum((-1, -2)), rtol=0.2)
     assert Shifted(fam, 2).num_classes == fam.num_classes
-    with pytest.raises(ValueError, match="max_shift >= 1 or max_rotate > 0"):
+    with pytest.raises(ValueError, match="max_shift, max_rotate, max_stroke or elastic on"):
         Shifted(fam, 0)
     with pytest.raises(ValueError, match="max_shift must be an int >= 0"):
         Shifted(fam, -1, max_rotate=5.0)
@@ -136,3 +144,129 @@ def test_shifted_support_grows_a_task_or_a_batch_with_its_labels():
     assert shifted_support(sx, sy, 0) == (sx, sy)
     with pytest.raises(ValueError, match="S, C, H, W"):
         shifted_support(torch.rand(6, 5), sy, 1)
+
+
+def _draws(seed: int, *shape: int) -> torch.Tensor:
+    """The uniform [-1, 1) float64 draws an augmentation makes from a fresh generator."""
+    return 2 * torch.rand(*shape, generator=torch.Generator().manual_seed(seed),
+                          dtype=torch.float64) - 1
+
+
+def test_stroke_images_blends_toward_a_pixel_loop_dilation_or_erosion():
+    x = (torch.rand(3, 2, 1, 8, 9) > 0.6).float() * 0.9 + 0.05      # ink 0.95 on 0.05
+    y = stroke_images(x, 0.7, torch.Generator().manual_seed(3))
+    t = (_draws(3, 6) * 0.7).float()                                  # one t per image
+    assert (t > 0).any() and (t < 0).any()
+    for xi, yi, ti in zip(x.reshape(-1, 8, 9), y.reshape(-1, 8, 9), t):
+        bg = float(xi.min())
+        want = torch.empty_like(xi)
+        for i in range(8):
+            for j in range(9):
+                nb = [float(xi[a, b]) if 0 <= a < 8 and 0 <= b < 9 else bg
+                      for a in range(i - 1, i + 2) for b in range(j - 1, j + 2)]
+                morph = max(nb) if ti > 0 else min(nb)
+                want[i, j] = xi[i, j] + abs(float(ti)) * (morph - xi[i, j])
+        torch.testing.assert_close(yi, want)
+        assert yi.min() >= xi.min() - 1e-6 and yi.max() <= xi.max() + 1e-6
+    # a full step thickens a one-pixel dot into a 3x3 square and erases it when thinning
+    dot = torch.zeros(1, 1, 5, 5)
+    dot[0, 0, 2, 2] = 1.0
+    full = stroke_images(dot.expand(400, 1, 5, 5), 1.0, torch.Generator().manual_seed(0))
+    t = _draws(0, 400)
+    grown, gone = full[int(t.argmax())], full[int(t.argmin())]
+    assert grown[0, 1:4, 1:4].min() > 0.99 and grown.sum() < 9 + 1e-4
+    assert gone.max() < 0.01
+    assert stroke_images(x, 0) is x
+    assert torch.equal(y, stroke_images(x, 0.7, torch.Generator().manual_seed(3)))
+    for bad in (-0.1, 1.5, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="max_change must be a number in"):
+            stroke_images(x, bad)
+    with pytest.raises(ValueError, match="float"):
+        stroke_images(torch.ones(1, 5, 5, dtype=torch.uint8), 0.5)
+
+
+def test_elastic_images_matches_scipy_smoothing_and_bilinear_sampling():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = torch.rand(2, 1, 12, 10, dtype=torch.float64)                # [N, C, H, W]
+    alpha, sigma = 1.5, 2.0
+    y = elastic_images(x, alpha, sigma, torch.Generator().manual_seed(7))
+    noise = _draws(7, 2, 2, 12, 10).numpy()                          # [N, (dx, dy), H, W]
+    for n in range(2):
+        coords = []
+        for axis in (1, 0):                          # rows move by dy, columns by dx
+            f = ndimage.gaussian_filter(noise[n, axis], sigma, mode="nearest", truncate=3.0)
+            f = f * alpha / (f ** 2).mean() ** 0.5                   # RMS alpha pixels
+            coords.append(f)
+        rows, cols = torch.meshgrid(torch.arange(12.0), torch.arange(10.0), indexing="ij")
+        at = [rows.numpy() + coords[0], cols.numpy() + coords[1]]
+        want = ndimage.map_coordinates(x[n, 0].numpy(), at, order=1, mode="grid-constant",
+                                       cval=0.0)
+        torch.testing.assert_close(y[n, 0], torch.from_numpy(want), atol=1e-9, rtol=0)
+    assert elastic_images(x, 0) is x
+    assert torch.equal(y, elastic_images(x, alpha, sigma, torch.Generator().manual_seed(7)))
+    # a bigger alpha moves pixels further: the change from the input grows with it
+    smooth = torch.zeros(1, 1, 28, 28)
+    smooth[..., 8:20, 8:20] = 1.0
+    diffs = [float((elastic_images(smooth, a, 3.0, torch.Generator().manual_seed(1))
+                    - smooth).abs().sum()) for a in (0.5, 1.0, 2.0)]
+    assert diffs[0] < diffs[1] < diffs[2]
+    for kw, match in (({"alpha": -1.0}, "alpha"), ({"alpha": float("inf")}, "alpha"),
+                      ({"alpha": 1.0, "sigma": 0.0}, "sigma"), ({"alpha": True}, "alpha")):
+        with pytest.raises(ValueError, match=match):
+            elastic_images(x, **kw)
+    with pytest.raises(ValueError, match="float"):
+        elastic_images(torch.ones(1, 5, 5, dtype=torch.uint8), 1.0)
+
+
+def test_augment_images_composes_in_order_and_draws_nothing_for_a_step_that_is_off(
+        omniglot_root):
+    x = torch.rand(4, 6, 1, 9, 9)
+    g = torch.Generator().manual_seed(5)
+    y = augment_images(x, g, 1, 10.0, 0.5, 1.0)
+    h = torch.Generator().manual_seed(5)
+    want = shift_images(rotate_images(elastic_images(stroke_images(x, 0.5, h), 1.0,
+                                                     ELASTIC_SIGMA, h), 10.0, h), 1, h)
+    assert torch.equal(y, want)
+    # with stroke and elastic off, the stream is the rotate-then-shift one
+    a = augment_images(x, torch.Generator().manual_seed(2), 2, 5.0)
+    h = torch.Generator().manual_seed(2)
+    assert torch.equal(a, shift_images(rotate_images(x, 5.0, h), 2, h))
+    fam = Omniglot(omniglot_root, ways=3, shots=1, queries=2)
+    aug = Shifted(fam, 0, max_stroke=0.5, elastic=1.0)
+    assert "max_stroke=0.5" in repr(aug) and "elastic=1.0" in repr(aug)
+    b = aug.sample(2, torch.Generator().manual_seed(0))
+    plain = fam.sample(2, torch.Generator().manual_seed(0))
+    assert torch.equal(b.support_y, plain.support_y) and not torch.equal(b.support_x,
+                                                                         plain.support_x)
+    assert float(b.support_x.min()) >= 0.0 and float(b.support_x.max()) <= 1.0 + 1e-6
+    again = aug.with_shots(1, 3)
+    assert (again.max_stroke, again.elastic, again.queries) == (0.5, 1.0, 3)
+    with pytest.raises(ValueError, match="max_change"):
+        Shifted(fam, 0, max_stroke=2.0)
+    with pytest.raises(ValueError, match="alpha"):
+        Shifted(fam, 0, elastic=-1.0)
+
+
+def test_training_on_bent_and_restroked_tasks_resumes_bit_for_bit(omniglot_root, tmp_path):
+    fam = Shifted(Omniglot(omniglot_root, ways=3, shots=1, queries=2), 1, max_stroke=0.5,
+                  elastic=1.0)
+
+    def learner():
+        torch.manual_seed(0)
+        return ml.meta.ProtoNet(ml.models.Conv4(1, hidden=4, out_dim=3, pool="stride",
+                                                image_size=14))
+
+    def params(lrn):
+        return {n: p.detach().clone() for n, p in lrn.model.named_parameters()}
+
+    full = learner()
+    ml.train(full, fam, iterations=4, meta_batch=2, progress=False, out_dir=tmp_path / "a",
+             checkpoint_every=2)
+    part = learner()
+    ml.train(part, fam, iterations=2, meta_batch=2, progress=False, out_dir=tmp_path / "b",
+             checkpoint_every=2)
+    resumed = learner()
+    ml.train(resumed, fam, iterations=4, meta_batch=2, progress=False, out_dir=tmp_path / "b",
+             checkpoint_every=2, resume=True)
+    a, b = params(full), params(resumed)
+    assert all(torch.equal(a[n], b[n]) for n in a)

@@ -55,6 +55,11 @@ def test_on_the_cpu_the_device_stream_is_the_host_stream(omniglot):
     assert (dev.max_shift, dev.max_rotate) == (2, 15.0)
     for _ in range(3):
         assert _equal(dev.sample(4, g1), shifted.sample(4, g2))
+    bent = ml.tasks.Shifted(omniglot, max_shift=1, max_stroke=0.5, elastic=1.0)
+    dev = DeviceTasks(bent, "cpu")
+    assert (dev.max_stroke, dev.elastic) == (0.5, 1.0) and "elastic=1.0" in repr(dev)
+    for _ in range(2):
+        assert _equal(dev.sample(4, g1), bent.sample(4, g2))
     assert torch.equal(g1.get_state(), g2.get_state())
     d64 = DeviceTasks(omniglot, "cpu", dtype=torch.float64).sample(2, g1)
     h64 = omniglot.sample(2, g2).to(dtype=torch.float64)
@@ -181,7 +186,7 @@ def test_cli_device_tasks_prefetch_and_log_every_give_the_default_run(tmp_path, 
 def test_the_sampler_never_reads_a_value_back_to_the_host(omniglot):
     """On the meta device every tensor op works but any read of a value (``int``, ``.item``,
     ``nonzero``...) raises: sampling there proves it needs no host synchronisation."""
-    dev = DeviceTasks(ml.tasks.Shifted(omniglot, 2, 10.0), "meta")
+    dev = DeviceTasks(ml.tasks.Shifted(omniglot, 2, 10.0, max_stroke=0.5, elastic=1.0), "meta")
     b = dev.sample(4)
     assert b.support_x.device.type == "meta" and b.support_x.shape == (4, 10, 1, 14, 14)
     assert b.query_y.shape == (4, 15) and b.classes.shape == (4, 5)

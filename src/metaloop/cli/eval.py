@@ -59,6 +59,12 @@ def register(sub) -> None:
                         "its class probabilities averaged over every shift of it up to S "
                         "pixels ((2S+1)^2 copies; default: the config's eval.query_shift, "
                         "0 = off)")
+    p.add_argument("--scoring", choices=("as-trained", "transductive", "non-transductive"),
+                   help="how queries are scored: as the run was trained (method.transductive), "
+                        "transductive (a task's queries normalised together by BatchNorm) or "
+                        "non-transductive (each with its support set's BatchNorm statistics, "
+                        "as Lake's protocol scores one image at a time); reptile, r2d2, "
+                        "metaoptnet and protonet (default: the config's eval.scoring)")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
                    help="also write the result (last step) as a JSON record for the docs "
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_ensemble(args.checkpoint, device=args.device)
     changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
                                              "within_alphabet", "support_shift",
-                                             "query_shift")}
+                                             "query_shift", "scoring")}
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
     if args.record:
         records.check_record_path(args.record)

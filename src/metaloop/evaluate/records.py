@@ -351,6 +351,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         row += f", queries averaged over shifts up to {ec['query_shift']} px"
     if len(parts) > 1:
         row += f", ensemble of {len(parts)} runs"
+    if evaluation and evaluation != "transductive":
+        row += f", queries scored {evaluation}"
     step = result["steps"][-1]
     scale = 100.0 if metric == "accuracy" else 1.0
     if device == "cuda" and torch.cuda.is_available():

@@ -127,6 +127,31 @@ class AdaptsBySGD:
         return torch.func.vmap(self.predict)(params, x)
 
 
+class ScoresEitherWay:
+    """The switch that Reptile and the solved heads share: ``transductive`` (True: a task's
+    queries are normalised together by BatchNorm; False: each with its support set's
+    statistics, ``metaloop.models.bn_stats``), changeable after construction, and the
+    ``evaluation`` label that records and printed results carry."""
+
+    _transductive: bool = True
+
+    @property
+    def transductive(self) -> bool:
+        """Whether a task's queries are scored together (see the class)."""
+        return self._transductive
+
+    @transductive.setter
+    def transductive(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"transductive must be True or False, got {value!r}")
+        self._transductive = value
+
+    @property
+    def evaluation(self) -> str:
+        """How queries are scored: "transductive" or "non-transductive"."""
+        return "transductive" if self.transductive else "non-transductive"
+
+
 def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> str:
     """"loop", "vmap" or "threads" from "loop" | "vmap" | "threads" | "auto" (vmap for
     plain MLP-like models, else loop). "threads" only where the learner supports it

@@ -27,6 +27,14 @@ Two ways to run the backbone over a meta-batch, with the same numbers (tested):
   switches to plain mean/variance arithmetic under vmap and reduces over each task's own
   examples.
 
+Transductive or not. By default (``transductive=True``) a task's queries go through the
+backbone as one batch, so BatchNorm normalises them with their own statistics and each
+query's score depends on the others. With ``transductive=False`` the queries are normalised
+with the statistics of their task's support set (``metaloop.models.bn_stats``), in
+meta-training as at test time, so each query is scored on its own; the support statistics
+travel with the solved head under ``STATS`` keys. That mode runs one task at a time
+(``batching`` is then ``"loop"``).
+
 ``"auto"`` (the default) picks as MAML does: vmap for models without convolutions or
 normalisation layers. Only first derivatives flow through the backbone, so the wrong double
 backward of the fused BatchNorm kernel under vmap (pytorch/functorch#534, which Conv4's
@@ -47,7 +55,14 @@ from torch import nn
 
 from metaloop.adapt.ridge_head import head_logits
 from metaloop.func.params import Params, detach, forward
-from metaloop.meta._common import check_batch, resolve_batching
+from metaloop.meta._common import ScoresEitherWay, check_batch, resolve_batching
+from metaloop.models.bn_stats import (
+    STATS,
+    batchnorm_layers,
+    fixed_stats,
+    recorded_stats,
+    split_stats,
+)
 from metaloop.tasks.batch import TaskBatch
 
 HEAD_KEYS = ("W", "b")   # the solved head in an adapted params dict: W [D, C], b [C] (optional)
@@ -126,7 +141,7 @@ class HeadNet(nn.Module):
 Solver = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
-class HeadLearner:
+class HeadLearner(ScoresEitherWay):
     """A meta-learner whose inner loop is a convex head solved on the support features.
 
     For each task: ``Phi_s = f(x_s) [S, D]``, ``Phi_q = f(x_q) [Q, D]``, ``(W, b) =
@@ -145,19 +160,37 @@ class HeadLearner:
         ways: classes per task; None infers ``max(support_y) + 1`` per batch / task.
         batching: ``"loop"`` (one backbone call per task and set), ``"vmap"`` (all tasks in
             one vmapped call per set) or ``"auto"``; same results.
+        transductive: True: each task's queries are normalised together (BatchNorm on their
+            batch statistics). False: with their support set's statistics, in training and
+            at test time, so each query is scored on its own (``evaluation`` names the mode;
+            it may be changed after construction, e.g. to score a transductively trained
+            model the other way).
     """
 
     meta_trains = True
 
     def __init__(self, model: HeadNet, inner: Solver, ways: int | None = None,
-                 batching: str = "auto"):
+                 batching: str = "auto", transductive: bool = True):
         if not isinstance(model, HeadNet):
             raise ValueError(f"HeadLearner: model must be a HeadNet, got {type(model).__name__}")
         if ways is not None and (not isinstance(ways, int) or isinstance(ways, bool)
                                  or ways < 2):
             raise ValueError(f"ways must be None or an int >= 2, got {ways!r}")
         self.model, self.inner, self.ways = model, inner, ways
-        self.batching = resolve_batching(batching, model.backbone)
+        self._batching = resolve_batching(batching, model.backbone)
+        self._bn = batchnorm_layers(model)
+        self.transductive = transductive
+
+    @property
+    def batching(self) -> str:
+        """``"loop"`` or ``"vmap"``: as constructed, but ``"loop"`` when queries are scored
+        non-transductively with BatchNorm layers (statistics are recorded per task)."""
+        return "loop" if not self.transductive and self._bn else self._batching
+
+    @batching.setter
+    def batching(self, value: str) -> None:
+        self._batching = resolve_batching(value, self.model.backbone)
+
 
     # -- shared pieces -------------------------------------------------------------------
     def _features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -184,15 +217,45 @@ class HeadLearner:
             raise ValueError(f"tasks need at least 2 classes, got labels in [0, {ways})")
         return ways
 
+    def _support_features(self, params: Params, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Features ``[B, S, D]`` of support sets ``x [B, S, ...]`` and, when not
+        transductive, each BatchNorm layer's statistics on each task's set, stacked ``[B,
+        C]`` under ``STATS`` keys (else ``{}``)."""
+        if self.transductive or not self._bn:
+            return self._features(params, x), {}
+        body = {k: v for k, v in params.items() if k not in HEAD_KEYS}
+        feats, stats = [], []
+        for xi in x:
+            with recorded_stats(self._bn, {}) as rec:
+                feats.append(forward(self.model, body, xi))          # [S, D]
+            stats.append(rec)
+        return torch.stack(feats), {k: torch.stack([r[k] for r in stats]) for k in stats[0]}
+
+    def _query_features(self, params: Params, x: torch.Tensor, stats: dict) -> torch.Tensor:
+        """Features ``[B, N, D]`` of ``x [B, N, ...]``: BatchNorm on each task's own batch,
+        or with ``stats`` (``[B, C]`` per key, from ``_support_features``) when given."""
+        if not stats:
+            return self._features(params, x)
+        body = {k: v for k, v in params.items() if k not in HEAD_KEYS}
+        feats = []
+        for i, xi in enumerate(x):
+            with fixed_stats(self._bn, {k: v[i] for k, v in stats.items()}):
+                feats.append(forward(self.model, body, xi))          # [N, D]
+        return torch.stack(feats)
+
     def _solve(self, params: Params, support_x, support_y, ways) -> Params:
-        """The solved heads ``{"W": [B, D, C], "b": [B, C]?}`` for ``[B, S, ...]`` support."""
-        feats = self._features(params, support_x)                    # [B, S, D]
+        """The solved heads ``{"W": [B, D, C], "b": [B, C]?}`` for ``[B, S, ...]`` support,
+        with the support statistics (``STATS`` keys, ``[B, C]``) when not transductive."""
+        feats, stats = self._support_features(params, support_x)    # [B, S, D]
         W, b = self.inner(feats, support_y, ways, self.model.lam_from(params))
-        return {"W": W} if b is None else {"W": W, "b": b}
+        head = {"W": W} if b is None else {"W": W, "b": b}
+        return {**head, **stats}
 
     def _logits(self, params: Params, head: Params, x: torch.Tensor) -> torch.Tensor:
-        """``scale * (features @ W + b)`` ``[B, N, C]`` for x ``[B, N, ...]``."""
-        feats = self._features(params, x)                            # [B, N, D]
+        """``scale * (features @ W + b)`` ``[B, N, C]`` for x ``[B, N, ...]``; ``head``'s
+        ``STATS`` entries, if any, normalise the queries."""
+        _, stats = split_stats(head)
+        feats = self._query_features(params, x, stats)               # [B, N, D]
         return params["log_scale"].exp() * head_logits(feats, head["W"], head.get("b"))
 
     def _params(self) -> Params:
@@ -247,11 +310,11 @@ class HeadLearner:
         """Yield the adapted params once: a solved head has no intermediate steps
         (``evaluate`` scores every requested step count with it)."""
         batched = self.adapt_path_batched(support_x[None], support_y[None], steps)[0]
-        yield {k: v[0] if k in HEAD_KEYS else v for k, v in batched.items()}
+        yield {k: v[0] if _per_task(k) else v for k, v in batched.items()}
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, C]`` for x ``[N, ...]`` with an adapted params dict."""
-        head = {k: params[k][None] for k in HEAD_KEYS if k in params}
+        head = {k: v[None] for k, v in params.items() if _per_task(k)}
         return self.predict_batched({**params, **head}, x[None])[0]
 
     def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
@@ -269,5 +332,10 @@ class HeadLearner:
         missing = [k for k in ("W", "log_scale") if k not in params]
         if missing:
             raise ValueError(f"predict: params lack {missing}; pass the dict from adapt()")
-        head = {k: params[k] for k in HEAD_KEYS if k in params}
-        return self._logits(params, head, x)
+        head = {k: v for k, v in params.items() if _per_task(k)}
+        return self._logits(split_stats(params)[0], head, x)
+
+
+def _per_task(key: str) -> bool:
+    """Whether an adapted params entry belongs to one task (the head, support statistics)."""
+    return key in HEAD_KEYS or key.startswith(STATS)

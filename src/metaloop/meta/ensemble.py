@@ -73,10 +73,19 @@ class Ensemble:
         self.combine = combine
         self.inner = learners[0].inner
         self.model = nn.ModuleList([m.model for m in learners])
-        self.batching = "vmap" if all(getattr(m, "batching", "loop") == "vmap"
-                                      for m in learners) else "loop"
-        labels = {getattr(m, "evaluation", "transductive") for m in learners}
-        self.evaluation = labels.pop() if len(labels) == 1 else " / ".join(sorted(labels))
+
+    @property
+    def batching(self) -> str:
+        """``"vmap"`` when every member batches tasks that way, else ``"loop"`` (read from the
+        members now, so a member whose scoring changed is followed)."""
+        return "vmap" if all(getattr(m, "batching", "loop") == "vmap"
+                             for m in self.members) else "loop"
+
+    @property
+    def evaluation(self) -> str:
+        """The members' scoring label ("transductive", ...), or theirs joined by " / "."""
+        labels = {getattr(m, "evaluation", "transductive") for m in self.members}
+        return labels.pop() if len(labels) == 1 else " / ".join(sorted(labels))
 
     def __len__(self) -> int:
         return len(self.members)

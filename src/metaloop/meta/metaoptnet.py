@@ -67,7 +67,7 @@ class NewtonSolver:
 
 def MetaOptNet(model: nn.Module, head: str = "svm", lam: float = 1.0, steps: int = 10,
                grad: str = "implicit", scale: float = 8.0, ways: int | None = None,
-               batching: str = "auto") -> HeadLearner:
+               batching: str = "auto", transductive: bool = True) -> HeadLearner:
     """MetaOptNet: meta-learn a feature extractor for a per-task convex classifier.
 
     Args:
@@ -84,6 +84,8 @@ def MetaOptNet(model: nn.Module, head: str = "svm", lam: float = 1.0, steps: int
         ways: classes per task; None infers ``max(support_y) + 1``. Every class needs a
             support example.
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
+        transductive: False: each query normalised with its support set's BatchNorm
+            statistics, in training and testing (see ``HeadLearner``).
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
@@ -96,4 +98,5 @@ def MetaOptNet(model: nn.Module, head: str = "svm", lam: float = 1.0, steps: int
     check_positive("MetaOptNet", "lam", lam)
     solver = NewtonSolver(head=head, steps=steps, grad=grad)
     net = HeadNet(model, scale=scale, lam=lam, learn_lam=False)
-    return HeadLearner(net, solver, ways=ways, batching=batching)
+    return HeadLearner(net, solver, ways=ways, batching=batching,
+                       transductive=transductive)

@@ -47,7 +47,7 @@ class PrototypeSolver:
 
 
 def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
-             batching: str = "auto") -> HeadLearner:
+             batching: str = "auto", transductive: bool = True) -> HeadLearner:
     """Prototypical Networks: meta-learn a feature extractor for a nearest-class-mean head.
 
     Args:
@@ -58,6 +58,8 @@ def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
         ways: classes per task; None infers ``max(support_y) + 1``. Every class needs a
             support example.
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
+        transductive: False: each query normalised with its support set's BatchNorm
+            statistics, in training and testing (see ``HeadLearner``).
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
@@ -68,4 +70,5 @@ def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
     """
     check_positive("ProtoNet", "scale", scale)
     net = HeadNet(model, scale=scale, lam=1.0, learn_lam=False)
-    return HeadLearner(net, PrototypeSolver(), ways=ways, batching=batching)
+    return HeadLearner(net, PrototypeSolver(), ways=ways, batching=batching,
+                       transductive=transductive)

@@ -55,8 +55,8 @@ class RidgeSolver:
 
 
 def R2D2(model: nn.Module, lam: float = 1.0, scale: float = 10.0, learn_lam: bool = True,
-         intercept: bool = True, ways: int | None = None, batching: str = "auto"
-         ) -> HeadLearner:
+         intercept: bool = True, ways: int | None = None, batching: str = "auto",
+         transductive: bool = True) -> HeadLearner:
     """R2D2: meta-learn a feature extractor for a per-task closed-form ridge head.
 
     Args:
@@ -70,6 +70,8 @@ def R2D2(model: nn.Module, lam: float = 1.0, scale: float = 10.0, learn_lam: boo
         intercept: solve an unpenalised per-class bias with W (see the module docstring).
         ways: classes per task; None infers ``max(support_y) + 1``.
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
+        transductive: False: each query normalised with its support set's BatchNorm
+            statistics, in training and testing (see ``HeadLearner``).
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
@@ -83,4 +85,5 @@ def R2D2(model: nn.Module, lam: float = 1.0, scale: float = 10.0, learn_lam: boo
     if not isinstance(intercept, bool):
         raise ValueError(f"R2D2: intercept must be a bool, got {intercept!r}")
     net = HeadNet(model, scale=scale, lam=lam, learn_lam=learn_lam)
-    return HeadLearner(net, RidgeSolver(intercept=intercept), ways=ways, batching=batching)
+    return HeadLearner(net, RidgeSolver(intercept=intercept), ways=ways, batching=batching,
+                       transductive=transductive)

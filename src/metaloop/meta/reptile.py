@@ -23,18 +23,21 @@ from metaloop.adapt.sgd import SGDAdapter, sgd_step
 from metaloop.func.params import Params, detach, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
+    ScoresEitherWay,
     accumulate,
     check_batch,
     mean_metrics,
     resolve_batching,
     task_metrics,
 )
-from metaloop.models.conv4 import BatchNorm
+from metaloop.models.bn_stats import (  # noqa: F401 (STATS: the key prefix, re-exported)
+    STATS,
+    batchnorm_layers,
+    fixed_stats,
+    recorded_stats,
+    split_stats,
+)
 from metaloop.tasks.batch import TaskBatch
-
-# Key prefix of the support-set BatchNorm statistics that non-transductive adaptation adds to
-# a task's params (``"bn_stats:body.0.bn.mean"`` ``[C]``, ``... .var`` ``[C]``).
-STATS = "bn_stats:"
 
 
 def minibatches(n: int, size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -110,7 +113,7 @@ def _sgd_path(adapter: SGDAdapter, params, x, y, steps, batches) -> Iterator[Par
         yield p
 
 
-class Reptile(AdaptsBySGD):
+class Reptile(AdaptsBySGD, ScoresEitherWay):
     """Reptile: ``meta_gradient`` is the mean over tasks of theta_0 - theta_final.
 
     An outer SGD step with rate epsilon on this direction is exactly the Reptile update
@@ -176,20 +179,26 @@ class Reptile(AdaptsBySGD):
             raise ValueError(f"batching='vmap' needs plain SGD on whole support sets, not "
                              f"inner_optimizer={inner_optimizer!r}, inner_batch={inner_batch}, "
                              f"test_batch={test_batch}; use 'loop' or 'auto'")
-        self.batching = resolve_batching(batching, model)
-        if self.batching == "vmap" and not plain:
-            self.batching = "loop"          # Adam and mini-batches are written per task
-        self._bn = {n: m for n, m in model.named_modules() if isinstance(m, BatchNorm)}
-        if not self.transductive and self._bn:
-            self.batching = "loop"          # statistics are attached per task
+        self._plain = plain
+        self.batching = batching
+        self._bn = batchnorm_layers(model)
         # A zero head restarts at 0 on every task, so theta_0's head gets no Reptile direction.
         self._moved = [n for n in self.inner.names
                        if head_init == "learned" or n not in self.inner.head]
 
     @property
-    def evaluation(self) -> str:
-        """How queries are scored: "transductive" or "non-transductive" (see the class)."""
-        return "transductive" if self.transductive else "non-transductive"
+    def batching(self) -> str:
+        """``"loop"`` or ``"vmap"``: as constructed, but ``"loop"`` for inner Adam or
+        mini-batches (written per task) and for non-transductive scoring with BatchNorm
+        layers (statistics are attached per task)."""
+        if not self._plain or (not self.transductive and self._bn):
+            return "loop"
+        return self._batching
+
+    @batching.setter
+    def batching(self, value: str) -> None:
+        self._batching = resolve_batching(value, self.model)
+
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """The state beyond the model's parameters that a checkpoint must hold: the shared
@@ -274,47 +283,19 @@ class Reptile(AdaptsBySGD):
         ``STATS + "<layer>.mean"`` / ``".var"``; empty for a network without BatchNorm."""
         if not self._bn:
             return {}
-        stats = {}
-
-        def capture(name):
-            def hook(mod, args, out):
-                x = args[0]                                               # [S, C, H, W]
-                mean = x.mean((0, 2, 3))                                  # [C]
-                stats[f"{STATS}{name}.mean"] = mean
-                stats[f"{STATS}{name}.var"] = (x - mean[:, None, None]).square().mean((0, 2, 3))
-            return hook
-
-        handles = [m.register_forward_hook(capture(n)) for n, m in self._bn.items()]
-        try:
-            with torch.no_grad():
-                self.inner.fwd(_net(params), support_x)
-        finally:
-            for h in handles:
-                h.remove()
+        with torch.no_grad(), recorded_stats(self._bn, {}) as stats:
+            self.inner.fwd(_net(params), support_x)
         return stats
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Predictions ``[N, out]`` on x ``[N, ...]``; with ``STATS`` entries in ``params``
         (non-transductive adaptation) BatchNorm normalises with those statistics, so each
         row depends on its own input alone."""
-        stats = {k: v for k, v in params.items() if k.startswith(STATS)}
+        _, stats = split_stats(params)
         if not stats:
             return self.inner.fwd(params, x)
-
-        def fixed(name):
-            def hook(mod, args, out):
-                mean = stats[f"{STATS}{name}.mean"][:, None, None]           # [C, 1, 1]
-                var = stats[f"{STATS}{name}.var"][:, None, None]
-                h = (args[0] - mean) * torch.rsqrt(var + mod.eps)             # [N, C, H, W]
-                return h * mod.weight[:, None, None] + mod.bias[:, None, None]
-            return hook
-
-        handles = [m.register_forward_hook(fixed(n)) for n, m in self._bn.items()]
-        try:
+        with fixed_stats(self._bn, stats):
             return self.inner.fwd(_net(params), x)
-        finally:
-            for h in handles:
-                h.remove()
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere)."""
@@ -363,4 +344,4 @@ class Reptile(AdaptsBySGD):
 
 def _net(params: Params) -> Params:
     """``params`` without the ``STATS`` entries."""
-    return {k: v for k, v in params.items() if not k.startswith(STATS)}
+    return split_stats(params)[0]

@@ -13,6 +13,10 @@ class BatchNorm(nn.Module):
     MAML normalises with batch statistics at test time too, so there are no running-statistics
     buffers at all: nothing is mutated during adaptation, and forward is a pure function of
     (parameters, input). Learnable ``weight [C]`` and ``bias [C]``.
+
+    ``fixed``: None, or a ``(mean [C], var [C])`` pair to normalise with instead of the
+    batch's, set only for the duration of ``metaloop.models.bn_stats.fixed_stats``
+    (non-transductive scoring).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -20,8 +24,13 @@ class BatchNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed is not None:
+            mean, var = self.fixed                                    # [C], [C]
+            x = (x - mean[:, None, None]) * torch.rsqrt(var[:, None, None] + self.eps)
+            return x * self.weight[:, None, None] + self.bias[:, None, None]
         if torch._C._functorch.maybe_current_level() is None:
             return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         # Under torch.func transforms (vmap), the fused kernel's double backward is wrong

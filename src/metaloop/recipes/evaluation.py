@@ -10,11 +10,16 @@ come from one alphabet and the error rate over the trials is reported too.
 ``load_ensemble(paths)`` loads several runs as one ``Run`` whose learner is a
 ``metaloop.meta.Ensemble`` (``metaloop eval --checkpoint RUN RUN ...``): every member adapts
 to each task and their probabilities are averaged; the held-out tasks are the first run's.
+
+``scoring`` (``eval.scoring``, ``metaloop eval --scoring``) scores a run's queries
+transductively or each on its own whatever it was trained with, for the learners that can
+(Reptile and the solved heads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
@@ -23,7 +28,7 @@ from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.runs import Run, load_run
 
-__all__ = ["error_rate", "eval_config", "evaluate_run", "load_ensemble"]
+__all__ = ["error_rate", "eval_config", "evaluate_run", "load_ensemble", "scoring"]
 
 # what every member of an ensemble must share with the first: the data and inputs it reads,
 # and the classes it holds out (training ways and splits may differ)
@@ -31,7 +36,38 @@ SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth"
                "val_classes", "test_classes", "encoder")
 
 EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "steps", "queries", "seed",
-             "support_shift", "query_shift")
+             "support_shift", "query_shift", "scoring")
+
+
+@contextmanager
+def scoring(learner, how: str):
+    """Score queries ``how`` while active: ``"as-trained"`` (no change), ``"transductive"``
+    or ``"non-transductive"`` (``eval.scoring``), for the learner or every member of an
+    ``Ensemble``; each learner's own mode is restored afterwards.
+
+    Raises:
+        ValueError: an unknown ``how``, or a learner that cannot change how it scores
+            (only Reptile and the solved heads can; named).
+    """
+    if how not in config.SCORING:
+        raise ValueError(f"scoring must be one of {list(config.SCORING)}, got {how!r}")
+    if how == "as-trained":
+        yield
+        return
+    members = learner.members if isinstance(learner, Ensemble) else [learner]
+    for m in members:
+        if not hasattr(m, "transductive"):
+            raise ValueError(f"eval.scoring = {how!r}: {type(m).__name__} always scores a "
+                             f"task's queries together; reptile, r2d2, metaoptnet and "
+                             f"protonet can score them either way")
+    before = [m.transductive for m in members]
+    try:
+        for m in members:
+            m.transductive = how == "transductive"
+        yield
+    finally:
+        for m, b in zip(members, before):
+            m.transductive = b
 
 
 def eval_config(run: Run, **changes) -> dict:
@@ -116,7 +152,7 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
         **changes: ``[eval]`` keys to change (``EVAL_KEYS``): tasks, shots, ways, split,
             within_alphabet, steps, queries, seed, support_shift and query_shift
             (test-time shifts of the support and the query images, see
-            ``metaloop.evaluate.evaluate``).
+            ``metaloop.evaluate.evaluate``), and scoring (``scoring``).
 
     Returns:
         ``{"config": the config evaluated, "metric": "accuracy" or "loss", "result":
@@ -131,11 +167,13 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     heldout = build.eval_family(cfg, None)
     device = None if device is None or torch.device(device).type == "cpu" else \
         torch.device(device)
-    r = evaluate(run.learner, heldout, tasks=ec["tasks"], steps=ec["steps"], seed=ec["seed"],
-                 device=device, progress=progress, support_shift=ec["support_shift"],
-                 query_shift=ec["query_shift"])
+    with scoring(run.learner, ec["scoring"]):
+        r = evaluate(run.learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
+                     seed=ec["seed"], device=device, progress=progress,
+                     support_shift=ec["support_shift"], query_shift=ec["query_shift"])
+        evaluation = getattr(run.learner, "evaluation", "transductive")
     metric = "accuracy" if "accuracy" in r else "loss"
     within = ec["within_alphabet"] and metric == "accuracy"
     return {"config": cfg, "metric": metric, "result": r,
-            "evaluation": getattr(run.learner, "evaluation", "transductive"),
+            "evaluation": evaluation,
             "error_rate": error_rate(cfg, r) if within else None}

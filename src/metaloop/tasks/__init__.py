@@ -1,6 +1,12 @@
 """Task families and the TaskBatch container."""
 
-from metaloop.tasks.augment import Shifted, rotate_images, shift_images
+from metaloop.tasks.augment import (
+    Shifted,
+    elastic_images,
+    rotate_images,
+    shift_images,
+    stroke_images,
+)
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.device import DeviceTasks
 from metaloop.tasks.episodes import Episodes
@@ -13,5 +19,6 @@ from metaloop.tasks.text_table import TextTable
 from metaloop.tasks.wordnet import WordNet
 
 __all__ = ["DeviceTasks", "Episodes", "FashionMNIST", "Omniglot", "Shifted", "Sinusoid",
-           "TaskBatch", "TaskFamily", "TextTable", "WordNet", "read_split_file",
-           "rotate_images", "shift_images", "split_classes"]
+           "TaskBatch", "TaskFamily", "TextTable", "WordNet", "elastic_images",
+           "read_split_file", "rotate_images", "shift_images", "split_classes",
+           "stroke_images"]

@@ -1,12 +1,12 @@
 """Device-resident episodes: an image family's uint8 store and class table on the model's
-device, sampled, rotated and shifted there with a generator on that device.
+device, sampled and augmented there with a generator on that device.
 
 ``DeviceTasks(family, device)`` copies the store once; each ``sample`` then runs entirely on
 ``device`` (no host->device copy, no Python per task, no host synchronisation), so that on a
 GPU the data share of a meta-iteration is a handful of kernel launches.
 
 How the streams relate: the sampler is the host families' algorithm (``episode_indices`` then
-``episode_batch``, and ``Shifted``'s rotate-then-shift) with every random draw made on the
+``episode_batch``, and ``Shifted``'s ``augment_images``) with every random draw made on the
 generator's device. On the CPU, ``DeviceTasks(fam, "cpu")`` with a CPU generator gives
 exactly (bit for bit) ``fam``'s tasks. On CUDA the draws come from the CUDA generator's own
 (Philox) stream, so the tasks differ from the CPU's, but the same seed gives the same tasks
@@ -18,9 +18,15 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 
-from metaloop.tasks.augment import Shifted, rotate_images, shift_images
+from metaloop.tasks.augment import (
+    Shifted,
+    augment_images,
+    elastic_images,
+    rotate_images,
+    shift_images,
+    stroke_images,
+)
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.omniglot import check_positive_int
 
@@ -70,28 +76,6 @@ def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, wa
     return classes, table[classes.unsqueeze(-1), pos]
 
 
-def rotate(x: torch.Tensor, max_degrees: float, generator: torch.Generator) -> torch.Tensor:
-    """``metaloop.tasks.rotate_images`` with its angles drawn on ``x``'s device."""
-    if max_degrees == 0:
-        return x
-    *lead, c, h, w = x.shape
-    flat = x.reshape(-1, c, h, w)                                       # [N, C, H, W]
-    u = torch.rand(flat.shape[0], generator=generator, dtype=torch.float64, device=x.device)
-    a = torch.deg2rad((2 * u - 1) * max_degrees).to(x.dtype)            # [N]
-    cos, sin, zero = a.cos(), a.sin(), torch.zeros_like(a)
-    theta = torch.stack([torch.stack([cos, -sin * h / w, zero], -1),
-                         torch.stack([sin * w / h, cos, zero], -1)], 1)   # [N, 2, 3]
-    grid = F.affine_grid(theta, list(flat.shape), align_corners=False)  # [N, H, W, 2]
-    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.reshape(*lead, c, h, w)
-
-
-def shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """``metaloop.tasks.shift_images``, whose offsets are drawn on the generator's device
-    (here ``x``'s): no host round trip."""
-    return shift_images(x, max_shift, generator)
-
-
 def _unchecked_batch(sx, sy, qx, qy, classes) -> TaskBatch:
     """A TaskBatch built without ``__post_init__``'s checks, which read label values back to
     the host (a synchronisation per batch on a GPU). Only for batches valid by construction:
@@ -126,9 +110,10 @@ class DeviceTasks:
     kind = "classification"
 
     def __init__(self, family, device, dtype: torch.dtype = torch.float32):
-        self.max_shift, self.max_rotate = 0, 0.0
+        self.max_shift, self.max_rotate, self.max_stroke, self.elastic = 0, 0.0, 0.0, 0.0
         if isinstance(family, Shifted):
             self.max_shift, self.max_rotate = family.max_shift, family.max_rotate
+            self.max_stroke, self.elastic = family.max_stroke, family.elastic
             family = family.family
         images, table, counts = _store(family)
         device = torch.device(device)
@@ -158,8 +143,11 @@ class DeviceTasks:
         if self.shots + self.queries > self._fewest:
             raise ValueError(f"DeviceTasks shots + queries = {self.shots} + {self.queries} "
                              f"exceeds the {self._fewest} images of the smallest class")
-        shift_images(torch.zeros(1, 1, 1), self.max_shift)           # checks, as Shifted
-        rotate_images(torch.zeros(1, 1, 1), self.max_rotate)
+        z = torch.zeros(1, 1, 1)                                      # checks, as Shifted
+        shift_images(z, self.max_shift)
+        rotate_images(z, self.max_rotate)
+        stroke_images(z, self.max_stroke)
+        elastic_images(z, self.elastic)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
         """n tasks, every tensor on ``device``.
@@ -187,9 +175,9 @@ class DeviceTasks:
         x = x.view(n, ways, per_class, c, h, w)                         # [n, ways, S+Q, C, H, W]
         sx = x[:, :, :shots].reshape(n, ways * shots, c, h, w)          # [n, ways*S, C, H, W]
         qx = x[:, :, shots:].reshape(n, ways * self.queries, c, h, w)   # [n, ways*Q, C, H, W]
-        if self.max_shift or self.max_rotate:             # Shifted's order: support, query
-            sx = shift(rotate(sx, self.max_rotate, generator), self.max_shift, generator)
-            qx = shift(rotate(qx, self.max_rotate, generator), self.max_shift, generator)
+        aug = (self.max_shift, self.max_rotate, self.max_stroke, self.elastic)
+        sx = augment_images(sx, generator, *aug)          # Shifted's order: support, query
+        qx = augment_images(qx, generator, *aug)
         label = torch.arange(ways, device=self.device)
         sy = label.repeat_interleave(shots).expand(n, -1).contiguous()         # [n, ways*S]
         qy = label.repeat_interleave(self.queries).expand(n, -1).contiguous()  # [n, ways*Q]
@@ -203,6 +191,6 @@ class DeviceTasks:
         return new
 
     def __repr__(self) -> str:
-        aug = (f", max_shift={self.max_shift}, max_rotate={self.max_rotate}"
-               if self.max_shift or self.max_rotate else "")
+        aug = "".join(f", {k}={getattr(self, k)}" for k in
+                      ("max_shift", "max_rotate", "max_stroke", "elastic") if getattr(self, k))
         return f"DeviceTasks({self.family!r}, device={self.device}, dtype={self.dtype}{aug})"
