@@ -112,6 +112,12 @@ def shifted_support(sx: torch.Tensor, sy: torch.Tensor, shift: int):
     return x, y
 
 
+def _check_images(what: str, x: torch.Tensor) -> None:
+    if x.dim() < 3 or not x.is_floating_point():
+        raise ValueError(f"{what} expects float [..., C, H, W] images, got {x.dtype} "
+                         f"{list(x.shape)}")
+
+
 def rotate_images(x: torch.Tensor, max_degrees: float,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Rotate each image about its centre by a uniform random angle, bilinear, zero fill.
@@ -133,9 +139,7 @@ def rotate_images(x: torch.Tensor, max_degrees: float,
             or not 0 <= max_degrees <= 180):
         raise ValueError(f"rotate_images max_degrees must be a number in [0, 180], got "
                          f"{max_degrees!r}")
-    if x.dim() < 3 or not x.is_floating_point():
-        raise ValueError(f"rotate_images expects float [..., C, H, W] images, got "
-                         f"{x.dtype} {list(x.shape)}")
+    _check_images("rotate_images", x)
     if max_degrees == 0:
         return x
     *lead, c, h, w = x.shape
@@ -159,12 +163,6 @@ def _uniform(n: int, generator: torch.Generator | None, x: torch.Tensor,
     at = generator.device if generator is not None else x.device
     u = torch.rand(n, *shape, generator=generator, dtype=torch.float64, device=at)
     return (2 * u - 1).to(x.device)
-
-
-def _check_images(what: str, x: torch.Tensor) -> None:
-    if x.dim() < 3 or not x.is_floating_point():
-        raise ValueError(f"{what} expects float [..., C, H, W] images, got {x.dtype} "
-                         f"{list(x.shape)}")
 
 
 def _max_min_3x3(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
