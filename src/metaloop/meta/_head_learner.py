@@ -191,11 +191,10 @@ class HeadLearner(ScoresEitherWay):
     def batching(self, value: str) -> None:
         self._batching = resolve_batching(value, self.model.backbone)
 
-
     # -- shared pieces -------------------------------------------------------------------
     def _features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Per-task features ``[B, N, D]`` of ``x [B, N, ...]``, each task's BN on its own N."""
-        body = {k: v for k, v in params.items() if k not in HEAD_KEYS}
+        body = _body(params)
         if self.batching == "loop":
             return torch.stack([forward(self.model, body, xi) for xi in x])
         return torch.func.vmap(lambda xi: forward(self.model, body, xi))(x)   # [B, N, D]
@@ -223,7 +222,7 @@ class HeadLearner(ScoresEitherWay):
         C]`` under ``STATS`` keys (else ``{}``)."""
         if self.transductive or not self._bn:
             return self._features(params, x), {}
-        body = {k: v for k, v in params.items() if k not in HEAD_KEYS}
+        body = _body(params)
         feats, stats = [], []
         for xi in x:
             with recorded_stats(self._bn, {}) as rec:
@@ -236,7 +235,7 @@ class HeadLearner(ScoresEitherWay):
         or with ``stats`` (``[B, C]`` per key, from ``_support_features``) when given."""
         if not stats:
             return self._features(params, x)
-        body = {k: v for k, v in params.items() if k not in HEAD_KEYS}
+        body = _body(params)
         feats = []
         for i, xi in enumerate(x):
             with fixed_stats(self._bn, {k: v[i] for k, v in stats.items()}):
@@ -339,3 +338,8 @@ class HeadLearner(ScoresEitherWay):
 def _per_task(key: str) -> bool:
     """Whether an adapted params entry belongs to one task (the head, support statistics)."""
     return key in HEAD_KEYS or key.startswith(STATS)
+
+
+def _body(params: Params) -> Params:
+    """The network's own entries of a params dict: without the solved head."""
+    return {k: v for k, v in params.items() if k not in HEAD_KEYS}

@@ -199,7 +199,6 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     def batching(self, value: str) -> None:
         self._batching = resolve_batching(value, self.model)
 
-
     def extra_state(self) -> dict[str, torch.Tensor]:
         """The state beyond the model's parameters that a checkpoint must hold: the shared
         inner-Adam state (``adam_state="shared"``, once a task has run), else empty."""

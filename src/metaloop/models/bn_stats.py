@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from metaloop.models.conv4 import BatchNorm
+from metaloop.models.conv4 import BatchNorm, batch_stats
 
 __all__ = ["STATS", "batchnorm_layers", "fixed_stats", "recorded_stats", "split_stats"]
 
@@ -55,10 +55,8 @@ def recorded_stats(layers: dict[str, BatchNorm], into: dict) -> Iterator[dict]:
     """
     def capture(name):
         def hook(mod, args, out):
-            x = args[0]                                               # [N, C, H, W]
-            mean = x.mean((0, 2, 3))                                  # [C]
-            into[f"{STATS}{name}.mean"] = mean
-            into[f"{STATS}{name}.var"] = (x - mean[:, None, None]).square().mean((0, 2, 3))
+            mean, var = batch_stats(args[0])                          # [C], [C]
+            into[f"{STATS}{name}.mean"], into[f"{STATS}{name}.var"] = mean, var
         return hook
 
     handles = [m.register_forward_hook(capture(n)) for n, m in layers.items()]

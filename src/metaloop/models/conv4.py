@@ -27,18 +27,20 @@ class BatchNorm(nn.Module):
         self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fixed is not None:
-            mean, var = self.fixed                                    # [C], [C]
-            x = (x - mean[:, None, None]) * torch.rsqrt(var[:, None, None] + self.eps)
-            return x * self.weight[:, None, None] + self.bias[:, None, None]
-        if torch._C._functorch.maybe_current_level() is None:
+        if self.fixed is None and torch._C._functorch.maybe_current_level() is None:
             return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        # Under torch.func transforms (vmap), the fused kernel's double backward is wrong
-        # (pytorch/functorch#534); plain mean/variance arithmetic is exact there.
-        mean = x.mean((0, 2, 3), keepdim=True)                        # [1, C, 1, 1]
-        var = (x - mean).square().mean((0, 2, 3), keepdim=True)       # biased, as in BN
-        x = (x - mean) * torch.rsqrt(var + self.eps)
+        # Given statistics, or under torch.func transforms (vmap), where the fused kernel's
+        # double backward is wrong (pytorch/functorch#534): plain arithmetic, exact there.
+        mean, var = self.fixed if self.fixed is not None else batch_stats(x)   # [C], [C]
+        x = (x - mean[:, None, None]) * torch.rsqrt(var[:, None, None] + self.eps)
         return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and biased variance ``[C]`` of ``x [N, C, H, W]``: the statistics
+    ``BatchNorm`` normalises a batch with."""
+    mean = x.mean((0, 2, 3))                                          # [C]
+    return mean, (x - mean[:, None, None]).square().mean((0, 2, 3))
 
 
 class ConvBlock(nn.Module):
