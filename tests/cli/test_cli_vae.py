@@ -71,6 +71,7 @@ def test_sweep_writes_the_picture(tmp_path, fashion_mnist_root):
     (["--model", "cvae", "--classes", "3,11"], "unknown class(es) [11] for CVAE sampling"),
     (["--model", "cvae", "--data", "omniglot"], "alphabets are disjoint"),
     (["--classes", "1"], "--classes only applies to the CVAE"),
+    (["--resample", "bicubic"], "resample 'bicubic' applies to the Omniglot data sets"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path, fashion_mnist_root,
                                                 capsys):
@@ -245,6 +246,8 @@ def test_protocol_run_stops_resumes_and_writes_a_record(tiny_fashion, tmp_path, 
     (["--protocol", "iwae", "--stages", "0"], "stages must be a positive int, got 0"),
     (["--protocol", "iwae", "--record", "r.json"], "--record goes with --evaluate"),
     (["--protocol", "iwae", "--evaluate", "--resume"], "--evaluate measures the checkpoint"),
+    (["--protocol", "iwae", "--data", "fashion-mnist", "--resample", "bicubic"],
+     "Fashion-MNIST is 28x28 already"),
 ])
 def test_protocol_bad_input_exits_2(argv, message, tiny_fashion, tmp_path, capsys):
     rc = main(["vae", "--root", str(tiny_fashion), "--out", str(tmp_path / "run"), *argv])

@@ -138,6 +138,31 @@ def test_vinyals_rotation_matches_pil(fake_roots):
             assert np.array_equal(images[c, k].numpy(), np.asarray(pil)), line
 
 
+@pytest.mark.parametrize("resample", og.RESAMPLE)
+def test_resize_kernels_match_pil(fake_roots, resample):
+    """The antialiased kernels are PIL's resize of the 105x105 drawing (float image, so no
+    rounding on PIL's side), clipped to [0, 1], within one grey level."""
+    images, _ = load_omniglot_images(fake_roots["npz"], "background", 28, resample=resample)
+    ink = _fake_ink("background")[0]
+    pil_filter = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[resample]
+    for c, k in ((0, 0), (1, 5), (2, 19)):
+        pil = Image.fromarray(ink[c, k].astype(np.float32)).resize((28, 28), pil_filter)
+        expected = np.clip(np.asarray(pil), 0, 1) * 255
+        diff = np.abs(images[c, k].numpy().astype(np.float64) - expected)
+        assert diff.max() <= 1.0, (resample, c, k, diff.max())
+
+
+def test_bicubic_is_crisper_and_cached_apart(fake_roots):
+    bilinear, _ = load_omniglot_images(fake_roots["npz"], "trainval", 28)
+    bicubic, _ = load_omniglot_images(fake_roots["npz"], "trainval", 28, resample="bicubic")
+    assert bicubic.shape == bilinear.shape and not torch.equal(bicubic, bilinear)
+    # fewer grey pixels: more of them are at 0 or 255 (bicubic overshoots and is clipped)
+    extremes = [((x == 0) | (x == 255)).float().mean() for x in (bilinear, bicubic)]
+    assert extremes[1] > extremes[0]
+    again, _ = load_omniglot_images(fake_roots["npz"], "trainval", 28)
+    assert again is bilinear
+
+
 def test_rotate_ccw_is_pil_rotate():
     x = np.arange(5 * 5, dtype=np.uint8).reshape(5, 5)
     for deg in (0, 90, 180, 270):
@@ -243,6 +268,8 @@ def test_bad_arguments(fake_roots):
         load_omniglot_images(fake_roots["npz"], "training")
     with pytest.raises(ValueError, match="image_size"):
         load_omniglot_images(fake_roots["npz"], "train", 0)
+    with pytest.raises(ValueError, match="unknown resample kernel 'lanczos'"):
+        load_omniglot_images(fake_roots["npz"], "train", 28, resample="lanczos")
 
 
 def test_download_fetches_verifies_and_loads(tmp_path, fake_roots, monkeypatch):

@@ -157,6 +157,29 @@ def test_bad_runs_raise_clear_errors(images, x_test, tmp_path):
         P.evaluate_run(tmp_path / "empty", k=5, x_test=x_test, s=TINY)
 
 
+def test_the_downsampling_kernel_is_a_training_setting(images, x_test, tmp_path):
+    import json
+
+    _train(images, x_test, tmp_path / "run", until_pass=1)
+    bicubic = P.ProtocolSettings(**{**TINY.__dict__, "resample": "bicubic"})
+    with pytest.raises(ValueError, match=r"other settings: resample='bilinear' \(now 'bicubic'\)"):
+        P.train_protocol(images, tmp_path / "run", bicubic, resume=True)
+    with pytest.raises(ValueError, match="trained on Omniglot downsampled with "
+                                         "resample='bilinear', not 'bicubic'"):
+        P.evaluate_run(tmp_path / "run", k=5, resample="bicubic")
+    # a checkpoint written before the setting existed has its default, bilinear
+    state = tmp_path / "run" / (tmp_path / "run" / "LATEST").read_text().strip() / "state.json"
+    meta = json.loads(state.read_text())
+    del meta["settings"]["resample"]
+    state.write_text(json.dumps(meta))
+    assert "resample" not in ckpt.load_checkpoint(tmp_path / "run")[1]["settings"]
+    assert _train(images, x_test, tmp_path / "run", resume=True, until_pass=2)["passes"] == 2
+    with pytest.raises(ValueError, match="unknown resample kernel 'area'"):
+        P.check_protocol_settings(P.ProtocolSettings(resample="area"))
+    with pytest.raises(ValueError, match="applies to the Omniglot data sets"):
+        P.check_protocol_settings(P.ProtocolSettings(data="fashion-mnist", resample="bicubic"))
+
+
 def test_evaluation_and_its_record(images, x_test, tmp_path):
     _train(images, x_test, tmp_path / "run", until_pass=9)
     result = P.evaluate_run(tmp_path / "run", k=50, x_test=x_test, s=TINY)
@@ -180,6 +203,14 @@ def test_evaluation_and_its_record(images, x_test, tmp_path):
                    command="metaloop vae --protocol iwae --evaluate", device="CPU")
     assert rec["test_binarization_entropy"] == 63.27
     assert "63.27 nats of it at least are the binarisation's own entropy" in rec["note"]
+    assert rec["row"] == "VAE 784-200-200-50, IWAE protocol, omniglot-mixed"
+    curve = P.curve_records(result, command="metaloop vae", device="CPU")
+    assert {c["table"] for c in curve} == {"generative_iwae_curve"}
+    bicubic = {**result, "settings": {**result["settings"], "resample": "bicubic"}}
+    rec = P.record(bicubic, command="metaloop vae", device="CPU")
+    assert rec["row"] == "VAE 784-200-200-50, IWAE protocol, omniglot-mixed, bicubic downsampling"
+    curve = P.curve_records(bicubic, command="metaloop vae", device="CPU")
+    assert {c["table"] for c in curve} == {"generative_iwae_curve_bicubic"}
 
 
 def test_projection_follows_the_last_stage_in_log_passes():

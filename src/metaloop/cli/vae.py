@@ -46,7 +46,7 @@ EPILOG = """examples:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``vae`` subcommand."""
-    from metaloop.generative.data import BINARIZE, DATASETS
+    from metaloop.generative.data import BINARIZE, DATASETS, RESAMPLE
     from metaloop.generative.experiment import MODELS
     from metaloop.generative.likelihoods import KINDS
     from metaloop.generative.nets import ARCHS
@@ -58,6 +58,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODELS, default="vae")
     p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--root", default=None, help="data folder (default: the loader's search)")
+    p.add_argument("--resample", choices=RESAMPLE, default="bilinear",
+                   help="Omniglot's antialiased 105 -> 28 downsampling kernel: bilinear "
+                        "(default, as every Omniglot loader here) or bicubic (PIL's and "
+                        "MATLAB's default; crisper strokes)")
     p.add_argument("--latent", type=int, default=50, help="size of z (default 50, IWAE)")
     p.add_argument("--sweep-latent", type=int_list, default=None, metavar="L1,L2,...",
                    help="train the AE and the VAE at each latent size; draw sweep.png")

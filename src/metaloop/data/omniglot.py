@@ -56,6 +56,7 @@ HOLDOUT_SPLITS = ("background_train", "background_val")
 DRAWINGS = 20
 SIDE = 105
 _PACKED_BYTES = (SIDE * SIDE + 7) // 8  # 1379
+RESAMPLE = ("bilinear", "bicubic")  # antialiased 105 -> image_size kernels
 _RESIZE_CHUNK = 2048  # images per interpolate call: bounds the float32 working set to ~90 MB
 
 ZIP_URLS = {s: f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/images_{s}.zip"
@@ -268,12 +269,14 @@ def _packed_from_zip(path: Path, set_name: str) -> tuple[np.ndarray, list[str]]:
         raise ValueError(f"{path} is not a valid zip file: {e}") from e
 
 
-def _resize_packed(packed: np.ndarray, size: int) -> torch.Tensor:
+def _resize_packed(packed: np.ndarray, size: int, resample: str = "bilinear") -> torch.Tensor:
     """Unpack bits and resize with antialiasing.
 
     Args:
         packed: uint8 ``[C, 20, 1379]`` packed 105x105 images, bit 1 = ink.
         size: output side.
+        resample: the antialiased kernel, one of ``RESAMPLE`` (bicubic overshoots at stroke
+            edges and is clipped to [0, 1]).
 
     Returns:
         uint8 ``[C, 20, size, size]``, ink = 255, background = 0.
@@ -285,21 +288,22 @@ def _resize_packed(packed: np.ndarray, size: int) -> torch.Tensor:
         bits = np.unpackbits(flat[i:i + _RESIZE_CHUNK], axis=-1, count=SIDE * SIDE)
         x = torch.from_numpy(bits).view(-1, 1, SIDE, SIDE).float()       # [b, 1, 105, 105]
         if size != SIDE:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=True)                            # [b, 1, size, size]
+            x = F.interpolate(x, size=(size, size), mode=resample, align_corners=False,
+                              antialias=True).clamp_(0, 1)               # [b, 1, size, size]
         out[i:i + _RESIZE_CHUNK] = x.squeeze(1).mul_(255).round_().to(torch.uint8)
     return out.view(c, DRAWINGS, size, size)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_set(set_name: str, src: _Source, size: int) -> tuple[torch.Tensor, tuple[str, ...]]:
+def _load_set(set_name: str, src: _Source, size: int, resample: str = "bilinear"
+              ) -> tuple[torch.Tensor, tuple[str, ...]]:
     if src.kind == "npz":
         packed, names = _packed_from_npz(src.path)
     elif src.kind == "folder":
         packed, names = _packed_from_folder(src.path)
     else:
         packed, names = _packed_from_zip(src.path, set_name)
-    return _resize_packed(packed, size), tuple(names)
+    return _resize_packed(packed, size, resample), tuple(names)
 
 
 # ----------------------------------------------------------------------------- Vinyals splits
@@ -362,9 +366,9 @@ def _parse_split_file(path: Path, index: dict[str, int]) -> tuple[list[str], lis
 
 
 @functools.lru_cache(maxsize=4)
-def _load_vinyals(split_file: Path, srcs: tuple[_Source, ...], size: int
-                  ) -> tuple[torch.Tensor, tuple[str, ...]]:
-    parts = [_load_set(s, src, size) for s, src in zip(SETS, srcs, strict=True)]
+def _load_vinyals(split_file: Path, srcs: tuple[_Source, ...], size: int,
+                  resample: str = "bilinear") -> tuple[torch.Tensor, tuple[str, ...]]:
+    parts = [_load_set(s, src, size, resample) for s, src in zip(SETS, srcs, strict=True)]
     every = torch.cat([p[0] for p in parts])                             # [1623, 20, H, W]
     index = {n: i for i, n in enumerate(n for p in parts for n in p[1])}
     names, chars, degrees = _parse_split_file(split_file, index)
@@ -373,7 +377,7 @@ def _load_vinyals(split_file: Path, srcs: tuple[_Source, ...], size: int
     for deg in (0, 90, 180, 270):
         rows = (deg_t == deg).nonzero().squeeze(1)
         # rotating after the resize equals resizing the rotated 105x105 image: the
-        # antialiased bilinear kernel is symmetric on a square grid.
+        # antialiased kernels are symmetric on a square grid.
         out[rows] = rotate_ccw(every[chars_t[rows]], deg)
     return out, tuple(names)
 
@@ -382,8 +386,8 @@ def _load_vinyals(split_file: Path, srcs: tuple[_Source, ...], size: int
 
 
 def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "background",
-                         image_size: int = 28, download: bool = False
-                         ) -> tuple[torch.Tensor, list[str]]:
+                         image_size: int = 28, download: bool = False,
+                         resample: str = "bilinear") -> tuple[torch.Tensor, list[str]]:
     """All images of one Omniglot split, resized, as one tensor.
 
     The split is decoded once per process and cached (keyed on the files found, the split and
@@ -403,6 +407,9 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
         image_size: output side H = W; 105 keeps the original pixels.
         download: fetch the official zips (and split files) into ``download_dir(root)``
             when no local copy is found; they are verified by sha256 and md5 first.
+        resample: the antialiased resizing kernel (``RESAMPLE``): ``"bilinear"``, every
+            loader's default, or ``"bicubic"`` (Keys' a = -0.5 kernel, the default of PIL's
+            and MATLAB's resizing: crisper strokes).
 
     Returns:
         images: uint8 ``[C, 20, H, W]``, ink = 255, background = 0, antialiased.
@@ -419,19 +426,22 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
                          f"{SPLITS + HOLDOUT_SPLITS}")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if resample not in RESAMPLE:
+        raise ValueError(f"unknown resample kernel {resample!r}; expected one of {RESAMPLE}")
     decoded = _decodes()
     if split in HOLDOUT_SPLITS:
         images, names = _load_set("background", _locate_set("background", root, download),
-                                  image_size)
+                                  image_size, resample)
         held = [alphabet_of(n) in BACKGROUND_VAL_ALPHABETS for n in names]
         keep = [i for i, h in enumerate(held) if h == (split == "background_val")]
         images, names = images[keep], [names[i] for i in keep]           # [C', 20, H, W] copy
     elif split in SETS:
-        images, names = _load_set(split, _locate_set(split, root, download), image_size)
+        images, names = _load_set(split, _locate_set(split, root, download), image_size,
+                                  resample)
     else:
         split_file = _locate_split_file(split, root, download)
         srcs = tuple(_locate_set(s, root, download) for s in SETS)
-        images, names = _load_vinyals(split_file, srcs, image_size)
+        images, names = _load_vinyals(split_file, srcs, image_size, resample)
     if _decodes() > decoded:
         release_free_memory()
     return images, list(names)

@@ -68,6 +68,7 @@ class Settings:
         quality_samples: samples scored per generator in the sweep.
         seed: seed of everything random.
         root: data folder (None: the loader's default search).
+        resample: Omniglot's 105 -> 28 kernel (``data.RESAMPLE``; "bilinear").
         progress: show progress bars.
     """
 
@@ -95,6 +96,7 @@ class Settings:
     quality_samples: int = 2000
     seed: int = 0
     root: str | None = None
+    resample: str = "bilinear"
     progress: bool = True
 
 
@@ -109,6 +111,7 @@ def check_settings(s: Settings) -> None:
     if s.data not in gdata.DATASETS:
         raise ValueError(f"unknown data set {s.data!r}; choose one of "
                          f"{', '.join(gdata.DATASETS)}")
+    gdata.check_resample(s.data, s.resample)
     check_positive("latent size (--latent)", s.latent)
     likelihoods.check_kind(s.likelihood)
     gdata.check_binarize(s.binarize)
@@ -143,8 +146,8 @@ def _subset(d: gdata.ImageData, n: int | None, seed: int) -> gdata.ImageData:
 
 def load_data(s: Settings) -> tuple[gdata.ImageData, gdata.ImageData]:
     """The (possibly subsampled) train and test splits of ``s.data``."""
-    tr = _subset(gdata.load(s.data, "train", s.root), s.train_examples, s.seed)
-    te = _subset(gdata.load(s.data, "test", s.root), s.test_examples, s.seed + 1)
+    tr = _subset(gdata.load(s.data, "train", s.root, s.resample), s.train_examples, s.seed)
+    te = _subset(gdata.load(s.data, "test", s.root, s.resample), s.test_examples, s.seed + 1)
     return tr, te
 
 

@@ -104,6 +104,7 @@ class ProtocolSettings:
         checkpoint_every: checkpoint every this many passes (and at stage ends and stops).
         train_examples: use only this many training images (None: all; for quick checks).
         root: data folder (None: the loader's default search).
+        resample: Omniglot's 105 -> 28 kernel (``data.RESAMPLE``; "bilinear").
     """
 
     data: str = "omniglot-mixed"
@@ -119,11 +120,12 @@ class ProtocolSettings:
     checkpoint_every: int = 50
     train_examples: int | None = None
     root: str | None = None
+    resample: str = "bilinear"
 
 
 # Settings that change the trained parameters; a resumed run must keep them.
 _TRAINING_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
-                  "train_examples")
+                  "train_examples", "resample")
 
 
 def check_protocol_settings(s: ProtocolSettings) -> None:
@@ -131,6 +133,7 @@ def check_protocol_settings(s: ProtocolSettings) -> None:
     if s.data not in gdata.DATASETS:
         raise ValueError(f"unknown data set {s.data!r}; choose one of "
                          f"{', '.join(gdata.DATASETS)}")
+    gdata.check_resample(s.data, s.resample)
     for name in ("latent", "batch_size", "stages", "curve_k", "checkpoint_every"):
         check_positive(name, getattr(s, name))
     if not s.hidden or any(h < 1 for h in s.hidden):
@@ -252,7 +255,8 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
                              f"run without --resume")
         ckpt.remove_stale(out)
         tensors, state = ckpt.load_checkpoint(out)
-        saved = state["settings"]
+        # a setting added since the checkpoint was written had its default then
+        saved = {**asdict(ProtocolSettings()), **state["settings"]}
         diff = [k for k in _TRAINING_KEYS
                 if json.dumps(saved.get(k)) != json.dumps(asdict(s)[k])]
         if diff:
@@ -338,11 +342,11 @@ def _subset(n: int, k: int | None, seed: int) -> torch.Tensor:
 def load_protocol_data(s: ProtocolSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 training images ``[N, 1, 28, 28]`` and the statically binarised test pixels
     ``[M, 1, 28, 28]`` of ``s.data``."""
-    tr = gdata.load(s.data, "train", s.root)
+    tr = gdata.load(s.data, "train", s.root, s.resample)
     images = tr.images
     if s.train_examples is not None:
         images = images[_subset(len(images), s.train_examples, s.seed)]
-    x_te = gdata.eval_pixels(gdata.load(s.data, "test", s.root).images, "dynamic")
+    x_te = gdata.eval_pixels(gdata.load(s.data, "test", s.root, s.resample).images, "dynamic")
     return images, x_te
 
 
@@ -377,7 +381,8 @@ def run(s: ProtocolSettings, out: str | os.PathLike, *, resume: bool = False,
 
 def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None = None,
                  x_test: torch.Tensor | None = None, s: ProtocolSettings | None = None,
-                 root: str | None = None, progress: bool = False) -> dict:
+                 root: str | None = None, resample: str | None = None,
+                 progress: bool = False) -> dict:
     """The IWAE_k NLL of the latest checkpoint in ``out`` on the test set (or on a fixed
     random ``examples`` of it); writes ``final-k<k>-n<n>.json`` in ``out`` and returns it.
     If that file already holds this checkpoint's measurement, it is returned as it is.
@@ -389,6 +394,8 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
         x_test: the binarised test pixels ``[M, C, H, W]`` (None: loaded from the run's data).
         s: the run's settings (None: the checkpoint's, with ``root`` if given).
         root: data folder, when ``s`` is None.
+        resample: the Omniglot kernel the run must have been trained on (None: the
+            checkpoint's, unchecked).
         progress: show a progress bar.
 
     Returns:
@@ -400,7 +407,8 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
         and ``sessions``.
 
     Raises:
-        ValueError: if ``k`` or ``examples`` is not positive, or ``out`` has no checkpoint.
+        ValueError: if ``k`` or ``examples`` is not positive, ``out`` has no checkpoint, or
+            ``resample`` is not the run's.
     """
     check_positive("k", k)
     if examples is not None:
@@ -410,12 +418,16 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
         raise ValueError(f"no checkpoint in {out} to evaluate")
     tensors, state = ckpt.load_checkpoint(out)
     if s is None:
-        saved = state["settings"]
+        saved = {**asdict(ProtocolSettings()), **state["settings"]}
         s = ProtocolSettings(**{**saved, "hidden": tuple(saved["hidden"]),
                                 "root": root if root is not None else saved["root"]})
+    if resample is not None and resample != s.resample:
+        raise ValueError(f"the run in {out} was trained on Omniglot downsampled with "
+                         f"resample={s.resample!r}, not {resample!r}: evaluate it with "
+                         f"--resample {s.resample}")
     grey = None
     if x_test is None:
-        grey = gdata.load(s.data, "test", s.root).images                     # uint8 [M, 1, H, W]
+        grey = gdata.load(s.data, "test", s.root, s.resample).images        # uint8 [M, 1, H, W]
         x_test = gdata.eval_pixels(grey, "dynamic")
     idx = _subset(len(x_test), examples, s.seed + 2)
     entropy = None if grey is None else float(gdata.binarization_entropy(grey[idx]).mean())
@@ -476,6 +488,15 @@ PUBLISHED = {"value": "108.11",
                        "estimated with k = 5000"}
 
 
+def _default_kernel(s: dict) -> bool:
+    return s.get("resample", "bilinear") == "bilinear"
+
+
+def _kernel_label(s: dict) -> str:
+    """How the row names a run's Omniglot kernel: nothing for the default."""
+    return "" if _default_kernel(s) else f", {s['resample']} downsampling"
+
+
 def record(result: dict, *, command: str, device: str) -> dict:
     """The docs record (``metaloop.evaluate.records.write_record`` fields) of an
     ``evaluate_run`` result: the test NLL with its passes, CPU time, curve and projection."""
@@ -495,7 +516,8 @@ def record(result: dict, *, command: str, device: str) -> dict:
         note += (f"; {ent:.2f} nats of it at least are the binarisation's own entropy, "
                  "the floor under any model's NLL on these images")
     return {
-        "table": "generative_iwae", "row": f"VAE 784-200-200-50, IWAE protocol, {s['data']}",
+        "table": "generative_iwae",
+        "row": f"VAE 784-200-200-50, IWAE protocol, {s['data']}{_kernel_label(s)}",
         "note": note,
         "metric": f"test NLL (nats), k = {test['k']:,}, {which}",
         "mean": round(test["nll"], 2), "ci95": round(test["nll_ci95"], 2), "n": test["n"],
@@ -532,7 +554,8 @@ def curve_records(result: dict, *, command: str, device: str) -> list[dict]:
         what = (f"end of stage {c['stage']}" if c["passes"] in ends
                 else f"stage {c['stage']}")
         out.append({
-            "table": "generative_iwae_curve",
+            "table": "generative_iwae_curve" + ("" if _default_kernel(s) else
+                                                f"_{s['resample']}"),
             "row": f"{c['passes']:,} pass{'es' if c['passes'] != 1 else ''} "
                    f"({what}, lr {c['lr']:.3g})",
             "metric": f"test NLL (nats), k = {c['k']}, a fixed random {c['n']:,} test images",

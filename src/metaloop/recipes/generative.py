@@ -32,7 +32,7 @@ def _settings(args: argparse.Namespace):
                     train_eval_examples=args.train_eval_examples, classes=args.classes,
                     classifier_epochs=args.classifier_epochs,
                     quality_samples=args.quality_samples, seed=args.seed, root=args.root,
-                    progress=not args.no_progress)
+                    resample=args.resample, progress=not args.no_progress)
 
 
 def _summary(results: dict) -> str:
@@ -63,7 +63,8 @@ def _record_command(args: argparse.Namespace) -> str:
     return records.command_line(argparse.Namespace(**{**vars(args), **lists}))
 
 
-_PROTOCOL_OPTIONS = ("threads", "command", "protocol", "data", "root", "latent", "hidden",
+_PROTOCOL_OPTIONS = ("threads", "command", "protocol", "data", "resample", "root", "latent",
+                     "hidden",
                      "batch_size", "lr", "stages", "seed", "curve_k", "curve_examples",
                      "curve_every", "checkpoint_every", "train_examples", "out")
 
@@ -113,6 +114,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
             records.check_record_path(args.record)
         result = protocol.evaluate_run(args.out, k=5000 if args.k is None else args.k,
                                        examples=args.test_examples, root=args.root,
+                                       resample=args.resample,
                                        progress=not args.no_progress)
         t = result["test"]
         log(f"{result['passes']}/{result['total_passes']} passes: test NLL {t['nll']:.2f} "
@@ -139,7 +141,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
         batch_size=args.batch_size, lr=args.lr, stages=args.stages, seed=args.seed,
         curve_k=args.curve_k, curve_examples=args.curve_examples,
         curve_every=args.curve_every, checkpoint_every=args.checkpoint_every,
-        train_examples=args.train_examples, root=args.root)
+        train_examples=args.train_examples, root=args.root, resample=args.resample)
     state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
                          max_minutes=args.max_minutes,
                          final_k=5000 if args.k is None else args.k, log=log)
