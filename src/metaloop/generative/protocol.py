@@ -128,6 +128,11 @@ _TRAINING_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "see
                   "train_examples", "resample")
 
 
+def _saved_settings(state: dict) -> dict:
+    """A checkpoint's settings; one added since the checkpoint was written had its default."""
+    return {**asdict(ProtocolSettings()), **state["settings"]}
+
+
 def check_protocol_settings(s: ProtocolSettings) -> None:
     """Raise ``ValueError`` naming the first bad setting."""
     if s.data not in gdata.DATASETS:
@@ -255,8 +260,7 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
                              f"run without --resume")
         ckpt.remove_stale(out)
         tensors, state = ckpt.load_checkpoint(out)
-        # a setting added since the checkpoint was written had its default then
-        saved = {**asdict(ProtocolSettings()), **state["settings"]}
+        saved = _saved_settings(state)
         diff = [k for k in _TRAINING_KEYS
                 if json.dumps(saved.get(k)) != json.dumps(asdict(s)[k])]
         if diff:
@@ -418,7 +422,7 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
         raise ValueError(f"no checkpoint in {out} to evaluate")
     tensors, state = ckpt.load_checkpoint(out)
     if s is None:
-        saved = {**asdict(ProtocolSettings()), **state["settings"]}
+        saved = _saved_settings(state)
         s = ProtocolSettings(**{**saved, "hidden": tuple(saved["hidden"]),
                                 "root": root if root is not None else saved["root"]})
     if resample is not None and resample != s.resample:
