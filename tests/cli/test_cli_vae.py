@@ -153,13 +153,19 @@ def test_compare_inversion_end_to_end(tiny_fashion, tmp_path, capsys):
         if conditional:
             assert 0 <= sc["accuracy_independent"] <= 1
             assert 0 <= sc["mean_confidence_inverted"] <= 1
+        assert ("frechet_class" in sc) == conditional, name
+    # the real images meant as their own labels lie closer to their classes than the
+    # images inverted from another class's real images
+    assert r["scores"]["real"]["frechet_class"] < r["scores"]["inversion_from_real"][
+        "frechet_class"]
     assert set(r["generators"]) == {"ae", "vae", "cvae"}
     assert r["pictures"] == [FIGURE]
     assert (out / FIGURE).read_bytes()[:4] == b"\x89PNG"
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["model"] for line in lines] == ["ae", "vae", "cvae"]
     printed = capsys.readouterr().out
-    assert "| samples | FD (B features) |" in printed and "results.json" in printed
+    assert "| samples | FD (B features) | FD to class c |" in printed
+    assert "results.json" in printed
     from metaloop.evaluate.records import load_records
 
     (rec,) = load_records(tmp_path)                    # a valid docs record
@@ -276,6 +282,7 @@ def test_inversion_transfer_end_to_end(tiny_fashion, tmp_path, capsys):
         assert row["n"] == 20 and 0 <= row["accuracy_independent"] <= 1
         assert row["mean_abs_change"] > 0
         assert ("independent_says_source" in row) == (row["start"] == "real")
+        assert row["frechet_class"] >= 0
     assert "| noise | 0.1 (20) |" in capsys.readouterr().out
     from metaloop.evaluate.records import load_records
 
@@ -286,6 +293,7 @@ def test_inversion_transfer_end_to_end(tiny_fashion, tmp_path, capsys):
                           f"({100 * acc['inverted']:.1f}% / {100 * acc['independent']:.1f}%), "
                           f"from noise, Adam lr 0.1")
     assert rec["detail"].startswith("| start | Adam lr (max steps) |")
+    assert "| FD (B's features) | FD to class c |" in rec["detail"]
     assert rec["mean"] == pytest.approx(100 * r["rows"][1]["accuracy_independent"], abs=0.01)
     assert "--invert-lrs 0.2,0.1" in rec["command"]
 

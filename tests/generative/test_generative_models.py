@@ -17,7 +17,7 @@ from metaloop.generative import (
     sample_classes,
 )
 from metaloop.generative import data as gdata
-from metaloop.generative.quality import frechet_distance
+from metaloop.generative.quality import class_frechet_distance, frechet_distance
 
 
 def _images(n=32, seed=0):
@@ -99,6 +99,38 @@ def test_frechet_distance_of_gaussians():
     # (mean diff)^2 = 3; trace term: 3 * (1 + 4 - 2 * 2) = 3
     assert abs(frechet_distance(a, b) - 6.0) < 0.3
     assert frechet_distance(a, a) < 1e-6
+
+
+
+def test_class_frechet_distance_is_the_mean_of_per_class_distances():
+    g = torch.Generator().manual_seed(1)
+    # two classes of real features, far apart; samples drawn like them
+    real = torch.cat([torch.randn(4000, 3, generator=g, dtype=torch.float64),
+                      torch.randn(4000, 3, generator=g, dtype=torch.float64) + 5])
+    real_y = torch.arange(2).repeat_interleave(4000)
+    x = torch.cat([torch.randn(4000, 3, generator=g, dtype=torch.float64),
+                   2 * torch.randn(4000, 3, generator=g, dtype=torch.float64) + 5])
+    y = real_y.clone()
+    # class 0 matches (about 0); class 1: means agree, trace term 3 * (1 + 4 - 4) = 3
+    assert class_frechet_distance(x, y, real, real_y) == pytest.approx(1.5, abs=0.25)
+    # the same images meant as the other class: the unconditional FD cannot tell,
+    # the class FD sees 3 * 25 = 75 of mean difference in each class
+    assert frechet_distance(x, real) < 2
+    assert class_frechet_distance(x, 1 - y, real, real_y) > 70
+    # a class with fewer than two rows on either side is left out of the mean
+    z = torch.cat([x[:4000], x[4000:4001]])
+    assert class_frechet_distance(z, y[:4001], real, real_y) == pytest.approx(
+        frechet_distance(x[:4000], real[:4000]))
+
+
+def test_class_frechet_distance_bad_input():
+    a, b = torch.randn(10, 3), torch.randn(10, 3)
+    with pytest.raises(ValueError, match="one label per row"):
+        class_frechet_distance(a, torch.zeros(9, dtype=torch.long), b,
+                               torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="no class has two rows"):
+        class_frechet_distance(a, torch.zeros(10, dtype=torch.long), b,
+                               torch.ones(10, dtype=torch.long))
 
 
 # ----------------------------------------------------------------------------- bad input

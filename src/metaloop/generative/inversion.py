@@ -17,9 +17,12 @@ Everything is scored by classifier B, trained like A on the same data but from a
 - ``frechet``: Frechet distance between Gaussians fitted to B's penultimate features of the
   samples and of real test images (``quality.frechet_distance``; lower is better);
 - for the class-conditional generators (inversion, CVAE): ``accuracy_independent``, the
-  fraction of samples meant as class c that B classifies as c (chance is 1 / classes), and
-  ``mean_confidence_inverted``, A's mean probability of the intended class
-  (``invert.confidence_report``);
+  fraction of samples meant as class c that B classifies as c (chance is 1 / classes);
+  ``frechet_class``, the Frechet distance of the samples meant as class c to the real test
+  images of class c, averaged over the classes (``quality.class_frechet_distance``: an image
+  inverted from a real image of another class looks real, so ``frechet`` is low, but it
+  lies far from the class it was meant as); and ``mean_confidence_inverted``, A's mean
+  probability of the intended class (``invert.confidence_report``);
 - for every generator: A's and B's mean top-class probability.
 
 Real test images give the ceiling. Omniglot runs on the ``omniglot-mixed`` split (labels are
@@ -138,17 +141,20 @@ def _other_class_images(tr: gdata.ImageData, targets: torch.Tensor, seed: int
     return gdata.to_unit(tr.images[idx]), tr.labels[idx]
 
 
-def _scores(samples: torch.Tensor, targets: torch.Tensor | None, A, B, real_ref: torch.Tensor
-            ) -> dict:
+def _scores(samples: torch.Tensor, targets: torch.Tensor | None, A, B, real_ref: torch.Tensor,
+            ref_labels: torch.Tensor) -> dict:
+    """B's and A's scores of ``samples [n, 1, H, W]`` (meant as ``targets [n]`` when given),
+    against the real images ``real_ref [M, 1, H, W]`` with labels ``ref_labels [M]``."""
     pa, _ = quality.predict(A, samples)                                  # [n, K]
     pb, fb = quality.predict(B, samples)                                 # [n, K], [n, 128]
-    _, f_real = quality.predict(B, real_ref)
+    _, f_real = quality.predict(B, real_ref)                             # [M, 128]
     out = {"n": len(samples), "frechet": quality.frechet_distance(fb, f_real),
            "top_confidence_inverted": float(pa.max(-1).values.mean()),
            "top_confidence_independent": float(pb.max(-1).values.mean())}
     if targets is not None:
         r = confidence_report(samples, targets, A, B)
         out.update({k: v for k, v in r.items() if isinstance(v, float)})
+        out["frechet_class"] = quality.class_frechet_distance(fb, targets, f_real, ref_labels)
     return out
 
 
@@ -196,7 +202,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     m = min(n, len(real) // 2)
     if m < 2:
         raise ValueError(f"need at least 4 test images, got {len(real)}")
-    real_ref = real[m:]
+    real_ref, ref_labels = real[m:], te.labels[m:]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("")
@@ -214,7 +220,8 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
                                             "independent": quality.accuracy(B, real,
                                                                             te.labels)},
                "chance": 1 / k, "methods": METHODS, "scores": {}, "generators": {}}
-    results["scores"]["real"] = _scores(real[:m], te.labels[:m], A, B, real_ref)
+    results["scores"]["real"] = _scores(real[:m], te.labels[:m], A, B, real_ref,
+                                        ref_labels)
 
     targets = torch.arange(k).repeat_interleave(per_class)               # [n]
     samples: dict[str, torch.Tensor] = {}
@@ -255,7 +262,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
 
     for name in METHODS:
         results["scores"][name] = _scores(samples[name], targets if name in CONDITIONAL
-                                          else None, A, B, real_ref)
+                                          else None, A, B, real_ref, ref_labels)
     save_figure(samples, results, inv, out / FIGURE)
     results["pictures"] = [FIGURE]
     results["cpu_s"] = {**cpu, "total": time.process_time() - cpu_start}
@@ -365,7 +372,7 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
     starts = {"noise": torch.sigmoid(torch.randn(len(targets), *shape, generator=torch.Generator()
                                                  .manual_seed(s.seed + 3))),
               "real": init_real.clamp(0.01, 0.99)}                       # [n, 1, H, W] each
-    real_ref = real[len(real) // 2:]
+    real_ref, ref_labels = real[len(real) // 2:], te.labels[len(real) // 2:]
     rows = []
     for start in TRANSFER_STARTS:
         for lr in lrs:
@@ -375,7 +382,7 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
                                   init="noise" if start == "noise" else init_real,
                                   generator=torch.Generator().manual_seed(s.seed + 3),
                                   image_shape=shape)
-            sc = _scores(x, targets, A, B, real_ref)
+            sc = _scores(x, targets, A, B, real_ref, ref_labels)
             row = {"start": start, "lr": lr, "max_steps": max_steps, **sc,
                    "mean_abs_change": float((x - starts[start]).abs().mean()),
                    "cpu_s": time.process_time() - t0}
@@ -403,8 +410,9 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
 def transfer_table(results: dict) -> str:
     """``transfer_study``'s rows as Markdown."""
     lines = ["| start | Adam lr (max steps) | A >= 99% sure | B says class c | "
-             "B says the source class | mean pixel change | FD (B's features) |",
-             "|---|---|---|---|---|---|---|"]
+             "B says the source class | mean pixel change | FD (B's features) | "
+             "FD to class c |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         src = (f"{100 * r['independent_says_source']:.1f}%"
                if "independent_says_source" in r else "–")
@@ -412,7 +420,8 @@ def transfer_table(results: dict) -> str:
         lines.append(f"| {what} | {r['lr']:g} ({r['max_steps']:,}) | "
                      f"{100 * r['fraction_confident_inverted']:.1f}% | "
                      f"{100 * r['accuracy_independent']:.1f}% | {src} | "
-                     f"{r['mean_abs_change']:.3f} | {r['frechet']:.1f} |")
+                     f"{r['mean_abs_change']:.3f} | {r['frechet']:.1f} | "
+                     f"{r['frechet_class']:.1f} |")
     return "\n".join(lines)
 
 
@@ -460,6 +469,8 @@ def _panel(images: torch.Tensor, name: str, k: int, per_class: int, inv: Inversi
 
 def _label(name: str, sc: dict, chance: float) -> str:
     text = f"FD {sc['frechet']:.1f}"
+    if "frechet_class" in sc:
+        text += f" (to class c {sc['frechet_class']:.1f})"
     if "accuracy_independent" in sc:
         text += (f"   B acc {100 * sc['accuracy_independent']:.0f}% (chance "
                  f"{100 * chance:.0f}%)\nA conf. in class "
@@ -505,8 +516,9 @@ def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionS
 
 def table(results: dict) -> str:
     """The score table as Markdown, one row per method and one for real test images."""
-    head = ("| samples | FD (B features) | B accuracy on class c | A confidence in class c | "
-            "A >= 99% | A top conf. | B top conf. |\n|---|---|---|---|---|---|---|")
+    head = ("| samples | FD (B features) | FD to class c | B accuracy on class c | "
+            "A confidence in class c | A >= 99% | A top conf. | B top conf. |\n"
+            "|---|---|---|---|---|---|---|---|")
     rows = [head]
     for name in ("real", *METHODS):
         sc = results["scores"][name]
@@ -515,7 +527,8 @@ def table(results: dict) -> str:
         def pct(key, sc=sc):
             return f"{100 * sc[key]:.1f}%" if key in sc else "–"
 
-        rows.append(f"| {what} | {sc['frechet']:.1f} | {pct('accuracy_independent')} | "
+        fdc = f"{sc['frechet_class']:.1f}" if "frechet_class" in sc else "–"
+        rows.append(f"| {what} | {sc['frechet']:.1f} | {fdc} | {pct('accuracy_independent')} | "
                     f"{pct('mean_confidence_inverted')} | {pct('fraction_confident_inverted')} | "
                     f"{pct('top_confidence_inverted')} | {pct('top_confidence_independent')} |")
     return "\n".join(rows)

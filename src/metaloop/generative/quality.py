@@ -118,6 +118,34 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ma - mb).square().sum() + sa.trace() + sb.trace() - 2 * tr_sqrt)
 
 
+def class_frechet_distance(a: torch.Tensor, labels_a: torch.Tensor, b: torch.Tensor,
+                           labels_b: torch.Tensor) -> float:
+    """The mean over classes of the Frechet distance between the class's features in ``a``
+    and in ``b``: how far the samples meant as class c lie from real images of class c.
+
+    Args:
+        a: features ``[N, D]`` (e.g. of samples), with their intended classes ``labels_a [N]``.
+        b: reference features ``[M, D]`` (e.g. of real images), with labels ``labels_b [M]``.
+
+    Returns:
+        The mean of ``frechet_distance`` over the classes with at least two rows on each side.
+
+    Raises:
+        ValueError: if the label counts do not match the rows, or no class has two rows on
+            each side.
+    """
+    if labels_a.shape != (len(a),) or labels_b.shape != (len(b),):
+        raise ValueError(f"class_frechet_distance needs one label per row, got "
+                         f"{tuple(labels_a.shape)} for {len(a)} rows and "
+                         f"{tuple(labels_b.shape)} for {len(b)}")
+    ds = [frechet_distance(a[labels_a == c], b[labels_b == c])
+          for c in torch.unique(labels_a).tolist()
+          if int((labels_a == c).sum()) >= 2 and int((labels_b == c).sum()) >= 2]
+    if not ds:
+        raise ValueError("class_frechet_distance: no class has two rows on each side")
+    return sum(ds) / len(ds)
+
+
 @torch.no_grad()
 def sample_quality(clf: Classifier, samples: torch.Tensor, real: torch.Tensor, *,
                    confidence: float = 0.9) -> dict[str, float]:
