@@ -141,13 +141,12 @@ def _other_class_images(tr: gdata.ImageData, targets: torch.Tensor, seed: int
     return gdata.to_unit(tr.images[idx]), tr.labels[idx]
 
 
-def _scores(samples: torch.Tensor, targets: torch.Tensor | None, A, B, real_ref: torch.Tensor,
+def _scores(samples: torch.Tensor, targets: torch.Tensor | None, A, B, f_real: torch.Tensor,
             ref_labels: torch.Tensor) -> dict:
     """B's and A's scores of ``samples [n, 1, H, W]`` (meant as ``targets [n]`` when given),
-    against the real images ``real_ref [M, 1, H, W]`` with labels ``ref_labels [M]``."""
+    against B's features ``f_real [M, 128]`` of real images with labels ``ref_labels [M]``."""
     pa, _ = quality.predict(A, samples)                                  # [n, K]
     pb, fb = quality.predict(B, samples)                                 # [n, K], [n, 128]
-    _, f_real = quality.predict(B, real_ref)                             # [M, 128]
     out = {"n": len(samples), "frechet": quality.frechet_distance(fb, f_real),
            "top_confidence_inverted": float(pa.max(-1).values.mean()),
            "top_confidence_independent": float(pb.max(-1).values.mean())}
@@ -202,7 +201,6 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     m = min(n, len(real) // 2)
     if m < 2:
         raise ValueError(f"need at least 4 test images, got {len(real)}")
-    real_ref, ref_labels = real[m:], te.labels[m:]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("")
@@ -212,6 +210,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     t0 = time.process_time()
     A, B = _classifiers(s, tr, k)
     cpu["classifiers"] = time.process_time() - t0
+    f_real, ref_labels = quality.predict(B, real[m:])[1], te.labels[m:]  # [M, 128], [M]
     settings = {name: v for name, v in asdict(s).items() if name != "model"}
     results = {"settings": settings, "inversion": asdict(inv), "data": s.data,
                "n_classes": k, "class_names": tr.class_names, "per_class": per_class,
@@ -220,7 +219,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
                                             "independent": quality.accuracy(B, real,
                                                                             te.labels)},
                "chance": 1 / k, "methods": METHODS, "scores": {}, "generators": {}}
-    results["scores"]["real"] = _scores(real[:m], te.labels[:m], A, B, real_ref,
+    results["scores"]["real"] = _scores(real[:m], te.labels[:m], A, B, f_real,
                                         ref_labels)
 
     targets = torch.arange(k).repeat_interleave(per_class)               # [n]
@@ -262,7 +261,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
 
     for name in METHODS:
         results["scores"][name] = _scores(samples[name], targets if name in CONDITIONAL
-                                          else None, A, B, real_ref, ref_labels)
+                                          else None, A, B, f_real, ref_labels)
     save_figure(samples, results, inv, out / FIGURE)
     results["pictures"] = [FIGURE]
     results["cpu_s"] = {**cpu, "total": time.process_time() - cpu_start}
@@ -372,7 +371,8 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
     starts = {"noise": torch.sigmoid(torch.randn(len(targets), *shape, generator=torch.Generator()
                                                  .manual_seed(s.seed + 3))),
               "real": init_real.clamp(0.01, 0.99)}                       # [n, 1, H, W] each
-    real_ref, ref_labels = real[len(real) // 2:], te.labels[len(real) // 2:]
+    f_real = quality.predict(B, real[len(real) // 2:])[1]                # [M, 128]
+    ref_labels = te.labels[len(real) // 2:]                              # [M]
     rows = []
     for start in TRANSFER_STARTS:
         for lr in lrs:
@@ -382,7 +382,7 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
                                   init="noise" if start == "noise" else init_real,
                                   generator=torch.Generator().manual_seed(s.seed + 3),
                                   image_shape=shape)
-            sc = _scores(x, targets, A, B, real_ref, ref_labels)
+            sc = _scores(x, targets, A, B, f_real, ref_labels)
             row = {"start": start, "lr": lr, "max_steps": max_steps, **sc,
                    "mean_abs_change": float((x - starts[start]).abs().mean()),
                    "cpu_s": time.process_time() - t0}
