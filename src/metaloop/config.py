@@ -94,6 +94,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
               # the outer optimizer: "adam", or "sgd" (Reptile's outer step: lr = 1.0 with
               # lr_schedule = "linear" decays it linearly to 0, as Nichol et al.)
               "optimizer": (str, "adam"),
+              # decoupled weight decay of every meta-parameter (AdamW: each step shrinks them
+              # by lr * weight_decay; with "sgd" the usual L2 term); 0 = off
+              "weight_decay": ((int, float), 0.0),
               # image families: translate each training image by up to this many pixels
               # (0 = off; held-out evaluation never shifts)
               "augment_shift": (int, 0), "augment_rotate": ((int, float), 0.0),
@@ -294,6 +297,9 @@ def check_combinations(cfg: dict) -> None:
         v = cfg[sec][key]
         if not (v > 0 and v != float("inf")):
             raise ValueError(f"config {sec}.{key} must be a positive number, got {v!r}")
+    if not (t["weight_decay"] >= 0 and math.isfinite(t["weight_decay"])):
+        raise ValueError(f"config train.weight_decay must be a finite number >= 0 (0: off), "
+                         f"got {t['weight_decay']!r}")
     if t["device_tasks"] and f["name"] != "omniglot":
         raise ValueError(f"config train.device_tasks = true applies to omniglot, not "
                          f"family.name = {f['name']!r}")

@@ -146,6 +146,8 @@ def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
     ('[method]\ninner_steps = 0\n', "inner_steps must be a positive int"),
     ('[method]\ninner_lr = -0.1\n', "inner_lr must be a positive"),
     ('[train]\niterations = 0\n', "iterations must be a positive int"),
+    ('[train]\nweight_decay = -0.01\n', "train.weight_decay must be a finite number >= 0"),
+    ('[train]\nweight_decay = nan\n', "train.weight_decay must be a finite number >= 0"),
     ('[family]\nname = "sinusoid"\nshots = 0\n', "shots must be a positive int"),
     ('not toml [', "not valid TOML"),
 ])

@@ -181,6 +181,37 @@ def test_clip_grad_norm_rescales_to_the_bound_and_logs_the_norm(tmp_path):
                  progress=False, clip_grad_norm=-1)
 
 
+@pytest.mark.parametrize("optimizer, lr", [("adam", 1e-2), ("sgd", 0.1)])
+def test_weight_decay_after_one_step_against_the_formula(optimizer, lr):
+    """After one step from the same start on the same tasks, decoupled decay (Adam) moves
+    each parameter by -lr * wd * p0 more than no decay; SGD's L2 term by -lr * wd * p0 too."""
+    fam, wd = ml.tasks.Sinusoid(5, 5), 0.3
+    start = _params(_learner())
+    plain, decayed = _learner(), _learner()
+    ml.train(plain, fam, iterations=1, meta_batch=3, lr=lr, progress=False, optimizer=optimizer)
+    ml.train(decayed, fam, iterations=1, meta_batch=3, lr=lr, progress=False,
+             optimizer=optimizer, weight_decay=wd)
+    a, b = _params(plain), _params(decayed)
+    for n in a:
+        assert torch.allclose(b[n] - a[n], -lr * wd * start[n], atol=1e-6), n
+    assert any(start[n].abs().max() > 0.1 for n in start)           # a visible difference
+
+
+def test_weight_decay_resumes_bit_identically_and_refuses_bad_values(tmp_path):
+    fam = ml.tasks.Sinusoid(5, 5)
+    full, part, resumed = _learner(), _learner(), _learner()
+    kw = dict(meta_batch=4, progress=False, checkpoint_every=4, weight_decay=0.05)
+    ml.train(full, fam, iterations=8, out_dir=tmp_path / "a", **kw)
+    ml.train(part, fam, iterations=4, out_dir=tmp_path / "b", **kw)
+    ml.train(resumed, fam, iterations=8, out_dir=tmp_path / "b", resume=True, **kw)
+    a, b = _params(full), _params(resumed)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    for bad in (-0.1, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+            ml.train(_learner(), fam, iterations=1, meta_batch=2, progress=False,
+                     weight_decay=bad)
+
+
 def _lines(path):
     return [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
 

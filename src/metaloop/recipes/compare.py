@@ -256,7 +256,8 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
               clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"],
               out_dir=None if out_dir is None else Path(out_dir) / "runs" / name,
               checkpoint_every=tc["checkpoint_every"], config=mcfg, progress=progress,
-              desc=name, optimizer=tc["optimizer"])
+              desc=name, optimizer=tc["optimizer"],
+              weight_decay=tc["weight_decay"])
         t1 = time.perf_counter()
         results[name] = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
                                  seed=ec["seed"])

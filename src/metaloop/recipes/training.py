@@ -108,6 +108,7 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         train_family = DeviceTasks(train_family, dev or "cpu", getattr(torch, tc["dtype"]))
     return train(learner, train_family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
                  lr=tc["lr"], lr_schedule=tc["lr_schedule"], optimizer=tc["optimizer"],
+                 weight_decay=tc["weight_decay"],
                  clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
                  resume=resume, val_family=val, val_every=tc["val_every"],
                  val_tasks=tc["val_tasks"], checkpoint_every=tc["checkpoint_every"],

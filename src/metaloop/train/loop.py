@@ -458,7 +458,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
           config: dict | None = None, progress: bool = True, desc: str = "meta-train",
           lr_schedule: str = "constant", clip_grad_norm: float = 0.0,
           prefetch: bool | str = "auto", log_every: int | None = None,
-          precision: str = "float32", optimizer: str = "adam") -> dict:
+          precision: str = "float32", optimizer: str = "adam",
+          weight_decay: float = 0.0) -> dict:
     """Meta-train ``learner`` with Adam on ``meta_gradient`` over tasks from ``family``.
 
     Each iteration samples ``meta_batch`` tasks from a ``torch.Generator(seed)`` stream, takes
@@ -509,15 +510,19 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         optimizer: the outer optimizer, ``"adam"`` or ``"sgd"`` (plain SGD: with Reptile's
             ``meta_gradient``, lr 1.0 and ``lr_schedule="linear"`` (step t of T uses
             ``lr * (1 - (t - 1) / T)``) it is Nichol et al.'s outer update).
+        weight_decay: if > 0, every meta-parameter decays towards 0: with Adam decoupled from
+            the gradient (AdamW, Loshchilov & Hutter 2019: each step first multiplies the
+            parameters by ``1 - lr_t * weight_decay``), with SGD as an L2 term added to the
+            gradient. 0 (the default) is plain Adam or SGD.
 
     Returns:
         ``{"iteration", "last": the last logged metrics, "val": last validation}``.
 
     Raises:
         NonFiniteLossError: with the iteration number; the last good checkpoint is kept.
-        ValueError: for non-positive iterations, meta_batch, lr, log_every, an unknown
-            lr_schedule, prefetch or precision, fewer tasks than ranks, or a config mismatch
-            on resume (naming the differing keys).
+        ValueError: for non-positive iterations, meta_batch, lr, log_every, a negative
+            weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
+            ranks, or a config mismatch on resume (naming the differing keys).
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written.
         metaloop.train.distributed.DistributedError: another rank died or timed out.
     """
@@ -527,6 +532,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not isinstance(clip_grad_norm, (int, float)) or not clip_grad_norm >= 0:
         raise ValueError(f"clip_grad_norm must be >= 0 (0: off), got {clip_grad_norm!r}")
+    if not isinstance(weight_decay, (int, float)) or not weight_decay >= 0 \
+            or not math.isfinite(weight_decay):
+        raise ValueError(f"weight_decay must be a finite number >= 0 (0: off), got "
+                         f"{weight_decay!r}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of "
                          f"{', '.join(LR_SCHEDULES)}")
@@ -550,8 +559,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                          "in order, so its meta-batch cannot be split over ranks; train it in "
                          "one process, or use adam_state='task'")
     lead, shard = rank == 0, ((rank, world) if world > 1 else None)
-    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(
-        learner.model.parameters(), lr=lr)
+    opt = torch.optim.SGD(learner.model.parameters(), lr=lr, weight_decay=weight_decay) \
+        if optimizer == "sgd" else torch.optim.Adam(
+            learner.model.parameters(), lr=lr, weight_decay=weight_decay,
+            decoupled_weight_decay=weight_decay > 0)
     generator = torch.Generator(device=_generator_device(family)).manual_seed(seed)
     out = Path(out_dir) if out_dir is not None else None
     log_dir = out if lead else None
