@@ -130,7 +130,13 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              # "transductive" (a task's queries normalised together by BatchNorm) or
              # "non-transductive" (each with its support set's statistics); the last two
              # for reptile, r2d2, metaoptnet and protonet
-             "scoring": (str, "as-trained")},
+             "scoring": (str, "as-trained"),
+             # protonet: soft k-means rounds that refine each task's prototypes with its
+             # unlabelled queries before scoring them (transductive; 0 = off), and the
+             # temperature of the queries' assignment to classes, and the query set's
+             # weight against the support set's
+             "refine": (int, 0), "refine_temperature": ((int, float), 0.5),
+             "refine_weight": ((int, float), 2.0)},
 }
 
 
@@ -306,7 +312,7 @@ def check_combinations(cfg: dict) -> None:
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
                      ("train", "log_every"),
                      ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),
-                     ("eval", "support_shift"), ("eval", "query_shift")):
+                     ("eval", "support_shift"), ("eval", "query_shift"), ("eval", "refine")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
     if any(s < 0 for s in ev["steps"]):
@@ -395,6 +401,19 @@ def check_combinations(cfg: dict) -> None:
     if ev["scoring"] != "as-trained" and me["name"] not in NON_TRANSDUCTIVE:
         raise ValueError(f"config eval.scoring = {ev['scoring']!r} applies to "
                          f"{', '.join(sorted(NON_TRANSDUCTIVE))}, not {me['name']!r}")
+    for key in ("refine_temperature", "refine_weight"):
+        if not (math.isfinite(ev[key]) and ev[key] > 0):
+            raise ValueError(f"config eval.{key} must be a finite number > 0, got {ev[key]!r}")
+    if ev["refine"] and me["name"] != "protonet":
+        raise ValueError(f"config eval.refine = {ev['refine']} refines prototypes, which only "
+                         f"method.name = 'protonet' has, not {me['name']!r}")
+    if ev["refine"] and (ev["scoring"] == "non-transductive" or (
+            ev["scoring"] == "as-trained" and not me["transductive"])):
+        raise ValueError(f"config eval.refine = {ev['refine']} refines the prototypes with all "
+                         f"of a task's queries, but its queries are scored non-transductively "
+                         f"(eval.scoring = {ev['scoring']!r}, method.transductive = "
+                         f"{me['transductive']}); use eval.scoring = 'transductive' or "
+                         f"eval.refine = 0")
     if f["name"] in USER_FAMILIES:
         _check_user_family(f, ev)
         return                      # the rest depends on the data: checked when it is read

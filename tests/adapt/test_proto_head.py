@@ -1,5 +1,6 @@
 """Prototype head: class means, the linear form against squared distances (torch.cdist), the
-gradient against a per-task reference written with loops, errors."""
+gradient against a per-task reference written with loops, errors; the soft k-means refinement
+against a loop reference, its invariance to copies, and its gradient."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaloop.adapt import head_logits, proto_head, proto_logits, prototypes
+from metaloop.adapt import head_logits, proto_head, proto_logits, prototypes, refine_prototypes
 
 DT = torch.float64
 
@@ -72,3 +73,95 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"prototypes \[B, C, D\], got queries \[3, 4, 5\] and "
                                          r"prototypes \[3, 3, 4\]"):
         proto_logits(queries, prototypes(feats, labels, 3)[..., :4])
+
+
+def _refine_loop(protos, queries, scale, steps, temperature, weight=1.0):
+    """refine_prototypes written per task, class and query with plain sums (no batching)."""
+    out = []
+    for t in range(protos.shape[0]):
+        C, M = protos.shape[1], queries.shape[1]
+        cur = [protos[t, k] for k in range(C)]
+        for _ in range(steps):
+            w = []
+            for m in range(M):
+                d = torch.stack([((queries[t, m] - c) ** 2).sum() for c in cur])
+                w.append(torch.softmax(-temperature * scale * d, 0))
+            new = []
+            for k in range(C):
+                a = weight * C / M
+                num = protos[t, k] + sum(a * w[m][k] * queries[t, m] for m in range(M))
+                den = 1 + sum(a * w[m][k] for m in range(M))
+                new.append(num / den)
+            cur = new
+        out.append(torch.stack(cur))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("steps,temperature,weight", [(1, 1.0, 1.0), (3, 0.5, 2.0),
+                                                     (10, 0.25, 0.5)])
+def test_refine_matches_loop_reference(steps, temperature, weight):
+    feats, labels, queries = _data()
+    protos = prototypes(feats, labels, 3)
+    got = refine_prototypes(protos, queries, 0.7, steps, temperature, weight)
+    torch.testing.assert_close(got, _refine_loop(protos, queries, 0.7, steps, temperature,
+                                                 weight), rtol=1e-12, atol=1e-12)
+    assert (got - protos).abs().max() > 1e-3            # it moved them
+
+
+def test_refine_zero_steps_is_identity_and_copies_change_nothing():
+    feats, labels, queries = _data()
+    protos = prototypes(feats, labels, 3)
+    assert refine_prototypes(protos, queries, 1.0, 0) is protos
+    once = refine_prototypes(protos, queries, 1.0, 4)                     # weight 2, the default
+    thrice = refine_prototypes(protos, queries.repeat(1, 3, 1), 1.0, 4)   # each query 3 times
+    torch.testing.assert_close(once, thrice, rtol=1e-12, atol=1e-12)
+    # support copies give the same prototypes, so the same refinement
+    more = prototypes(feats.repeat(1, 2, 1), labels.repeat(1, 2), 3)
+    torch.testing.assert_close(refine_prototypes(more, queries, 1.0, 4), once)
+
+
+def test_refine_pulls_a_prototype_to_a_query_it_owns():
+    protos = torch.tensor([[[0.0, 0.0], [10.0, 0.0]]], dtype=DT)      # [1, 2, 2]
+    queries = torch.tensor([[[0.0, 2.0], [10.0, 0.0]]], dtype=DT)     # one per class
+    got = refine_prototypes(protos, queries, 1.0, 1, weight=1.0)
+    # query 0 belongs to class 0 (prob ~1): weight a = C / M = 1, so the midpoint
+    torch.testing.assert_close(got[0, 0], torch.tensor([0.0, 1.0], dtype=DT), atol=1e-9,
+                               rtol=0)
+    torch.testing.assert_close(got[0, 1], protos[0, 1], atol=1e-9, rtol=0)
+
+
+def test_refine_gradient_matches_loop_reference():
+    feats, labels, queries = _data()
+    qy = torch.tensor([[0, 1, 2, 0]] * 3)
+
+    def loss(refine, f, q):
+        W, _ = proto_head(f, labels, 3)
+        c = refine(W.mT / 2, q, 0.7, 3, 0.5, 2.0)
+        return F.cross_entropy(proto_logits(q, c).flatten(0, 1), qy.flatten())
+
+    f1, q1 = feats.clone().requires_grad_(), queries.clone().requires_grad_()
+    got = torch.autograd.grad(loss(refine_prototypes, f1, q1), [f1, q1])
+    f2, q2 = feats.clone().requires_grad_(), queries.clone().requires_grad_()
+    ref = torch.autograd.grad(loss(_refine_loop, f2, q2), [f2, q2])
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+        assert r.abs().max() > 0
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"steps": -1}, "steps must be an int >= 0"),
+    ({"steps": 1.5}, "steps must be an int >= 0"),
+    ({"temperature": 0.0}, "temperature must be a finite number > 0"),
+    ({"temperature": float("inf")}, "temperature must be a finite number > 0"),
+    ({"weight": 0}, "weight must be a finite number > 0"),
+    ({"scale": -1.0}, "scale must be > 0"),
+])
+def test_refine_errors_name_the_problem(kw, message):
+    feats, labels, queries = _data()
+    protos = prototypes(feats, labels, 3)
+    args = {"scale": 1.0, "steps": 2, "temperature": 0.5, "weight": 1.0, **kw}
+    with pytest.raises(ValueError, match=message):
+        refine_prototypes(protos, queries, **args)
+    with pytest.raises(ValueError, match=r"prototypes \[B, C, D\] and queries \[B, M, D\], got "
+                                         r"prototypes \[3, 3, 4\] and queries \[3, 4, 5\]"):
+        refine_prototypes(protos[..., :4], queries, 1.0, 1)

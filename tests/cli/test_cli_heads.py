@@ -303,3 +303,52 @@ def test_eval_support_shift_is_recorded_and_printed(tmp_path, omniglot_root, cap
         bad.write_text(f'[family]\nname = "sinusoid"\n[eval]\n{key} = 1\n')
         assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
         assert f"eval.{key} = 1 shifts images" in capsys.readouterr().err
+
+
+def test_eval_refine_is_recorded_printed_restored_and_bad_input_named(tmp_path, omniglot_root,
+                                                                      capsys):
+    cfg = _small(tmp_path, omniglot_root, "protonet")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    recs = {}
+    for flags in ([], ["--refine", "4"], ["--refine", "4", "--refine-temperature", "2",
+                                          "--refine-weight", "3"]):
+        capsys.readouterr()
+        rec = tmp_path / "results" / f"r{len(flags)}.json"
+        assert main(["eval", "--checkpoint", str(run), "--tasks", "4", *flags,
+                     "--out", str(tmp_path / f"e{len(flags)}"), "--record", str(rec),
+                     "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        record = json.loads(rec.read_text())
+        label = (f"transductive, prototypes refined with the queries (4 soft k-means steps, "
+                 f"temperature {'2' if len(flags) > 2 else '0.5'}, query weight "
+                 f"{'3' if len(flags) > 2 else '2'})")
+        assert (f"queries scored {label}" in out) == bool(flags)
+        assert record.get("evaluation") == (label if flags else None)
+        assert record["row"].endswith(f"queries scored {label}") == bool(flags)
+        assert all(f in record["command"] for f in flags)
+        res = json.loads((tmp_path / f"e{len(flags)}" / "results.json").read_text())
+        assert res["config"]["eval"]["refine"] == (4 if flags else 0)
+        recs[len(flags)] = record["accuracy_mean"]
+    # the refined prototypes score the queries differently from the plain ones
+    assert len({recs[0], recs[2], recs[6]}) > 1
+    assert load_run(run).learner.refine == 0
+    for flags, message in (
+            (["--refine", "-1"], "config eval.refine must be >= 0, got -1"),
+            (["--refine", "2", "--refine-temperature", "0"],
+             "eval.refine_temperature must be a finite number > 0, got 0.0"),
+            (["--refine", "2", "--refine-weight", "nan"],
+             "eval.refine_weight must be a finite number > 0, got nan"),
+            (["--refine", "2", "--scoring", "non-transductive"],
+             "eval.refine = 2 refines the prototypes with all of a task's queries, but its "
+             "queries are scored non-transductively")):
+        out_dir = tmp_path / "bad"
+        assert main(["eval", "--checkpoint", str(run), *flags, "--tasks", "2", "--out",
+                     str(out_dir), "--no-progress"]) == 2
+        assert message in capsys.readouterr().err and not out_dir.exists()
+    r2d2 = tmp_path / "r2d2"
+    assert main(["train", "--config", str(_small(tmp_path, omniglot_root, "r2d2")), "--out",
+                 str(r2d2), "--no-progress"]) == 0
+    assert main(["eval", "--checkpoint", str(r2d2), "--refine", "2", "--tasks", "2"]) == 2
+    assert "eval.refine = 2 refines prototypes, which only method.name = 'protonet' has, " \
+           "not 'r2d2'" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """ProtoNet: meta-gradient against an independent per-task reference (class means and squared
 distances written out, the network with torch.nn.functional) and finite differences; batching,
-determinism, adapt/predict, errors, evaluate and the config."""
+determinism, adapt/predict, errors, evaluate and the config; prototypes refined with the queries
+(soft k-means) against a reference written per class and query."""
 
 from __future__ import annotations
 
@@ -25,9 +26,26 @@ DT = torch.float64
 WAYS, SHOTS, QUERIES = 3, 2, 3
 
 
-def reference_loss(p, batch, detach=None, prefix="backbone.", transductive=True):
+def refined_ref(protos, fq, scale, steps, temperature, weight):
+    """Soft k-means from ``protos [C, D]`` over the queries ``fq [M, D]``, per class and
+    query: each query's class probabilities at ``temperature * scale``, the query set
+    weighing ``weight`` times the support set (weight * C / M per query)."""
+    C, M = protos.shape[0], fq.shape[0]
+    cur = list(protos)
+    for _ in range(steps):
+        w = [torch.softmax(torch.stack([-temperature * scale * ((q - c) ** 2).sum()
+                                        for c in cur]), 0) for q in fq]
+        a = weight * C / M
+        cur = [(protos[k] + sum(a * w[m][k] * fq[m] for m in range(M)))
+               / (1 + sum(a * w[m][k] for m in range(M))) for k in range(C)]
+    return torch.stack(cur)
+
+
+def reference_loss(p, batch, detach=None, prefix="backbone.", transductive=True, refine=0,
+                   temperature=0.5, weight=1.0):
     """Mean over tasks of the query cross-entropy of ``-scale * ||q - c_k||^2``; not
-    transductive: the queries normalised with the support set's BatchNorm statistics."""
+    transductive: the queries normalised with the support set's BatchNorm statistics; with
+    ``refine``, the prototypes refined with the queries first."""
     losses = []
     for i in range(batch.num_tasks):
         sx, sy, qx, qy = batch.task(i)
@@ -36,6 +54,8 @@ def reference_loss(p, batch, detach=None, prefix="backbone.", transductive=True)
         else:
             fs, fq = shared.support_normalised_features_ref(p, sx, qx, prefix)
         protos = torch.stack([fs[sy == k].mean(0) for k in range(WAYS)])     # [C, D]
+        if refine:
+            protos = refined_ref(protos, fq, p["log_scale"].exp(), refine, temperature, weight)
         d2 = ((fq[:, None, :] - protos[None]) ** 2).sum(-1)                  # [Q, C]
         losses.append(F.cross_entropy(-p["log_scale"].exp() * d2, qy))
     return torch.stack(losses).mean()
@@ -199,3 +219,46 @@ def test_non_transductive_scoring_scores_each_query_on_its_own():
     assert not torch.allclose(first, learner.predict(t_params, qx[:1]))
     with pytest.raises(ValueError, match="transductive must be True or False"):
         make_learner(transductive="no")
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_refined_prototypes_meta_gradient_and_prediction_match_reference(batching):
+    learner = make_learner(batching=batching, refine=3, refine_temperature=0.7,
+                           refine_weight=2.0)
+    assert learner.evaluation == ("transductive, prototypes refined with the queries (3 soft "
+                                  "k-means steps, temperature 0.7, query weight 2)")
+    batch = make_batch()
+    ref = shared.reference_grad(reference_loss, learner.model, batch, refine=3, temperature=0.7,
+                                weight=2.0)
+    shared.assert_close_rel(learner.meta_gradient(batch), ref, rtol=1e-8)
+    p = dict(learner.model.named_parameters())
+    plain = reference_loss(p, batch)
+    assert abs(float(learner.meta_loss(batch)[0].detach()) - float(plain.detach())) > 1e-4
+    sx, sy, qx, _ = batch.task(0)
+    out = learner.predict(learner.adapt(sx, sy), qx)                       # [Q, C]
+    fs, fq = shared.task_features_ref(p, sx, qx, "backbone.")
+    protos = torch.stack([fs[sy == k].mean(0) for k in range(WAYS)])
+    c = refined_ref(protos, fq, 0.3, 3, 0.7, 2.0)
+    want = -0.3 * ((fq[:, None, :] - c[None]) ** 2).sum(-1)
+    torch.testing.assert_close(out.softmax(-1), want.softmax(-1).detach())
+
+
+def test_refine_errors_name_the_problem():
+    with pytest.raises(ValueError, match="refine must be an int >= 0"):
+        make_learner(refine=-1)
+    with pytest.raises(ValueError, match="refine_temperature must be a finite number > 0"):
+        make_learner(refine=2, refine_temperature=0.0)
+    with pytest.raises(ValueError, match="refine_weight must be a finite number > 0"):
+        make_learner(refine=2, refine_weight=-1.0)
+    with pytest.raises(ValueError, match=r"refine = 2 scores a task's queries together, but "
+                                         r"this learner scores each on its own"):
+        make_learner(refine=2, transductive=False)
+    learner = make_learner(refine=2)
+    with pytest.raises(ValueError, match="set refine = 0 first"):
+        learner.transductive = False
+    learner.refine = 0
+    learner.transductive = False                    # now allowed
+    assert learner.evaluation == "non-transductive"
+    r2d2 = ml.meta.R2D2(Conv4(1, 4, WAYS, image_size=16))
+    with pytest.raises(ValueError, match="RidgeSolver has no prototypes to refine"):
+        r2d2.refine = 3

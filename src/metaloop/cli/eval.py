@@ -65,6 +65,16 @@ def register(sub) -> None:
                         "non-transductive (each with its support set's BatchNorm statistics, "
                         "as Lake's protocol scores one image at a time); reptile, r2d2, "
                         "metaoptnet and protonet (default: the config's eval.scoring)")
+    p.add_argument("--refine", type=int, metavar="K",
+                   help="protonet: refine each task's prototypes with its unlabelled queries "
+                        "by K soft k-means steps before scoring them (transductive; default: "
+                        "the config's eval.refine, 0 = off)")
+    p.add_argument("--refine-temperature", type=float, metavar="T",
+                   help="with --refine: multiply the logits that assign queries to classes "
+                        "by T (default: the config's eval.refine_temperature, 0.5)")
+    p.add_argument("--refine-weight", type=float, metavar="W",
+                   help="with --refine: the query set weighs W times the support set "
+                        "(default: the config's eval.refine_weight, 2)")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
                    help="also write the result (last step) as a JSON record for the docs "
@@ -81,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_ensemble(args.checkpoint, device=args.device)
     changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
                                              "within_alphabet", "support_shift",
-                                             "query_shift", "scoring")}
+                                             "query_shift", "scoring", "refine",
+                                             "refine_temperature", "refine_weight")}
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
     if args.record:
         records.check_record_path(args.record)

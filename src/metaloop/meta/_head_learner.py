@@ -165,12 +165,21 @@ class HeadLearner(ScoresEitherWay):
             at test time, so each query is scored on its own (``evaluation`` names the mode;
             it may be changed after construction, e.g. to score a transductively trained
             model the other way).
+        refine: rounds of soft k-means that pull the solved prototypes toward the task's
+            unlabelled queries before they are scored (``inner.refine``, ProtoNet's
+            :func:`metaloop.adapt.refine_prototypes`); transductive by nature, so it needs
+            ``transductive=True``. 0 (the default): off. It may be set after construction,
+            and applies wherever queries are scored, meta-training included.
+        refine_temperature: multiplies the logits that assign queries to classes while
+            refining (> 0).
+        refine_weight: the query set's weight against the support set's while refining (> 0).
     """
 
     meta_trains = True
 
     def __init__(self, model: HeadNet, inner: Solver, ways: int | None = None,
-                 batching: str = "auto", transductive: bool = True):
+                 batching: str = "auto", transductive: bool = True, refine: int = 0,
+                 refine_temperature: float = 0.5, refine_weight: float = 2.0):
         if not isinstance(model, HeadNet):
             raise ValueError(f"HeadLearner: model must be a HeadNet, got {type(model).__name__}")
         if ways is not None and (not isinstance(ways, int) or isinstance(ways, bool)
@@ -180,6 +189,51 @@ class HeadLearner(ScoresEitherWay):
         self._batching = resolve_batching(batching, model.backbone)
         self._bn = batchnorm_layers(model)
         self.transductive = transductive
+        self.refine_temperature = check_positive("HeadLearner", "refine_temperature",
+                                                 refine_temperature)
+        self.refine_weight = check_positive("HeadLearner", "refine_weight", refine_weight)
+        self.refine = refine
+
+    @property
+    def refine(self) -> int:
+        """Soft k-means rounds over the queries before scoring them (0: off; see the class)."""
+        return self._refine
+
+    @refine.setter
+    def refine(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"refine must be an int >= 0 (soft k-means rounds, 0 = off), "
+                             f"got {value!r}")
+        if value and not hasattr(self.inner, "refine"):
+            raise ValueError(f"refine = {value}: {type(self.inner).__name__} has no prototypes "
+                             f"to refine with the queries; only protonet's head has")
+        if value and not self.transductive:
+            raise ValueError(f"refine = {value} scores a task's queries together, but this "
+                             f"learner scores each on its own (transductive = False)")
+        self._refine = value
+
+    @property
+    def transductive(self) -> bool:
+        """Whether a task's queries are scored together (see ``ScoresEitherWay``)."""
+        return self._transductive
+
+    @transductive.setter
+    def transductive(self, value: bool) -> None:
+        if value is False and getattr(self, "_refine", 0):
+            raise ValueError(f"transductive = False scores each query on its own, but refine "
+                             f"= {self._refine} refines the prototypes with all of a task's "
+                             f"queries; set refine = 0 first")
+        ScoresEitherWay.transductive.fset(self, value)
+
+    @property
+    def evaluation(self) -> str:
+        """How queries are scored: "transductive" or "non-transductive", and with
+        ``refine``, how the prototypes were refined with them."""
+        if not self.refine:
+            return ScoresEitherWay.evaluation.fget(self)
+        return (f"transductive, prototypes refined with the queries ({self.refine} soft "
+                f"k-means steps, temperature {self.refine_temperature:g}, query weight "
+                f"{self.refine_weight:g})")
 
     @property
     def batching(self) -> str:
@@ -255,7 +309,12 @@ class HeadLearner(ScoresEitherWay):
         ``STATS`` entries, if any, normalise the queries."""
         _, stats = split_stats(head)
         feats = self._query_features(params, x, stats)               # [B, N, D]
-        return params["log_scale"].exp() * head_logits(feats, head["W"], head.get("b"))
+        scale = params["log_scale"].exp()
+        W, b = head["W"], head.get("b")                                # [B, D, C], [B, C]
+        if self.refine:                                                # with these N queries
+            W, b = self.inner.refine(W, b, feats, scale, self.refine, self.refine_temperature,
+                                     self.refine_weight)
+        return scale * head_logits(feats, W, b)
 
     def _params(self) -> Params:
         return dict(self.model.named_parameters())

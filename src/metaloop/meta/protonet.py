@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from metaloop.adapt.proto_head import proto_head
+from metaloop.adapt.proto_head import proto_head, refine_prototypes
 from metaloop.func.losses import cross_entropy
 from metaloop.meta._head_learner import HeadLearner, HeadNet, check_positive
 
@@ -45,9 +45,19 @@ class PrototypeSolver:
         """
         return proto_head(features, labels, ways)
 
+    def refine(self, W: torch.Tensor, b: torch.Tensor, queries: torch.Tensor,
+               scale: float | torch.Tensor, steps: int, temperature: float,
+               weight: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head ``(W [B, D, C], b [B, C])`` of the prototypes refined with the query
+        features ``[B, M, D]`` by :func:`metaloop.adapt.refine_prototypes` (transductive)."""
+        protos = refine_prototypes(W.mT / 2, queries, scale, steps, temperature,
+                                   weight)                                  # [B, C, D]
+        return 2 * protos.mT, -(protos * protos).sum(-1)
+
 
 def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
-             batching: str = "auto", transductive: bool = True) -> HeadLearner:
+             batching: str = "auto", transductive: bool = True, refine: int = 0,
+             refine_temperature: float = 0.5, refine_weight: float = 2.0) -> HeadLearner:
     """Prototypical Networks: meta-learn a feature extractor for a nearest-class-mean head.
 
     Args:
@@ -60,6 +70,10 @@ def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
         transductive: False: each query normalised with its support set's BatchNorm
             statistics, in training and testing (see ``HeadLearner``).
+        refine, refine_temperature, refine_weight: soft k-means rounds that refine the
+            prototypes with a task's unlabelled queries before scoring them, the temperature
+            of the assignment and the query set's weight against the support set's
+            (``metaloop.adapt.refine_prototypes``); 0 rounds: off.
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
@@ -71,4 +85,5 @@ def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
     check_positive("ProtoNet", "scale", scale)
     net = HeadNet(model, scale=scale, lam=1.0, learn_lam=False)
     return HeadLearner(net, PrototypeSolver(), ways=ways, batching=batching,
-                       transductive=transductive)
+                       transductive=transductive, refine=refine,
+                       refine_temperature=refine_temperature, refine_weight=refine_weight)

@@ -13,7 +13,8 @@ to each task and their probabilities are averaged; the held-out tasks are the fi
 
 ``scoring`` (``eval.scoring``, ``metaloop eval --scoring``) scores a run's queries
 transductively or each on its own whatever it was trained with, for the learners that can
-(Reptile and the solved heads).
+(Reptile and the solved heads). ``refining`` (``eval.refine``, ``metaloop eval --refine``)
+refines a ProtoNet's prototypes with each task's unlabelled queries before scoring them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.runs import Run, load_run
 
-__all__ = ["error_rate", "eval_config", "evaluate_run", "load_ensemble", "scoring"]
+__all__ = ["error_rate", "eval_config", "evaluate_run", "load_ensemble", "refining", "scoring"]
 
 # what every member of an ensemble must share with the first: the data and inputs it reads,
 # and the classes it holds out (training ways and splits may differ)
@@ -36,7 +37,8 @@ SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth"
                "val_classes", "test_classes", "encoder")
 
 EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "steps", "queries", "seed",
-             "support_shift", "query_shift", "scoring")
+             "support_shift", "query_shift", "scoring", "refine", "refine_temperature",
+             "refine_weight")
 
 
 @contextmanager
@@ -68,6 +70,37 @@ def scoring(learner, how: str):
     finally:
         for m, b in zip(members, before):
             m.transductive = b
+
+
+@contextmanager
+def refining(learner, steps: int, temperature: float = 0.5, weight: float = 2.0):
+    """Refine the prototypes with each task's queries while active (``eval.refine``): ``steps``
+    soft k-means rounds at ``temperature``, the queries weighing ``weight`` times the support
+    set (``metaloop.adapt.refine_prototypes``), for the
+    learner or every member of an ``Ensemble``; each learner's own setting is restored
+    afterwards. ``steps = 0`` changes nothing.
+
+    Raises:
+        ValueError: a learner without prototypes (only ProtoNet has them) or one that scores
+            each query on its own (named).
+    """
+    if not steps:
+        yield
+        return
+    members = learner.members if isinstance(learner, Ensemble) else [learner]
+    for m in members:
+        if not hasattr(m, "refine"):
+            raise ValueError(f"eval.refine = {steps}: {type(m).__name__} has no prototypes to "
+                             f"refine; only protonet has")
+    before = [(m.refine, m.refine_temperature, m.refine_weight) for m in members]
+    try:
+        for m in members:
+            m.refine_temperature, m.refine_weight = temperature, weight
+            m.refine = steps
+        yield
+    finally:
+        for m, (k, t, w) in zip(members, before):
+            m.refine, m.refine_temperature, m.refine_weight = k, t, w
 
 
 def eval_config(run: Run, **changes) -> dict:
@@ -152,7 +185,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
         **changes: ``[eval]`` keys to change (``EVAL_KEYS``): tasks, shots, ways, split,
             within_alphabet, steps, queries, seed, support_shift and query_shift
             (test-time shifts of the support and the query images, see
-            ``metaloop.evaluate.evaluate``), and scoring (``scoring``).
+            ``metaloop.evaluate.evaluate``), scoring (``scoring``), and refine,
+            refine_temperature and refine_weight (``refining``).
 
     Returns:
         ``{"config": the config evaluated, "metric": "accuracy" or "loss", "result":
@@ -167,7 +201,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     heldout = build.eval_family(cfg, None)
     device = None if device is None or torch.device(device).type == "cpu" else \
         torch.device(device)
-    with scoring(run.learner, ec["scoring"]):
+    with scoring(run.learner, ec["scoring"]), \
+            refining(run.learner, ec["refine"], ec["refine_temperature"], ec["refine_weight"]):
         r = evaluate(run.learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
                      seed=ec["seed"], device=device, progress=progress,
                      support_shift=ec["support_shift"], query_shift=ec["query_shift"])
