@@ -1,6 +1,7 @@
 """Ensemble: its predictions against the members' written out by hand (log of the mean
 softmax; the mean output for regression), paths of unequal length, loop against vmap,
-``evaluate`` on an ensemble, and named errors."""
+``evaluate`` on an ensemble, every member's prototypes refined under ``refining``, and named
+errors."""
 
 from __future__ import annotations
 
@@ -143,3 +144,25 @@ def test_named_errors():
     wide = Ensemble([proto(1), maml(2, out=WAYS + 2)])
     with pytest.raises(ValueError, match="different shapes"):
         wide.predict(wide.adapt(sx, sy, 1), qx)
+
+
+def test_refining_refines_every_member_and_restores_them():
+    from metaloop.recipes.evaluation import refining
+    members = [proto(0), proto(1)]
+    ens = Ensemble(members)
+    sx, sy, qx, _ = make_batch().task(0)
+    plain = ens.predict(ens.adapt(sx, sy), qx)
+    with refining(ens, 3, 0.7, 2.0):
+        assert ens.evaluation == ("transductive, prototypes refined with the queries (3 soft "
+                                  "k-means steps, temperature 0.7, query weight 2)")
+        got = ens.predict(ens.adapt(sx, sy), qx)                             # [Q, C]
+    assert all(m.refine == 0 and m.refine_temperature == 0.5 for m in members)   # restored
+    assert not torch.allclose(got, plain)
+    # by hand: each member refined on its own, then the log of the mean softmax
+    for m in members:
+        m.refine, m.refine_temperature = 3, 0.7
+    probs = torch.stack([m.predict(m.adapt(sx, sy), qx).softmax(-1) for m in members])
+    torch.testing.assert_close(got, probs.mean(0).log())
+    with pytest.raises(ValueError, match="eval.refine = 2: MAML has no prototypes to refine"):
+        with refining(Ensemble([proto(0), maml(1)]), 2):
+            pass

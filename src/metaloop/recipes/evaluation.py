@@ -76,9 +76,9 @@ def scoring(learner, how: str):
 def refining(learner, steps: int, temperature: float = 0.5, weight: float = 2.0):
     """Refine the prototypes with each task's queries while active (``eval.refine``): ``steps``
     soft k-means rounds at ``temperature``, the queries weighing ``weight`` times the support
-    set (``metaloop.adapt.refine_prototypes``), for the
-    learner or every member of an ``Ensemble``; each learner's own setting is restored
-    afterwards. ``steps = 0`` changes nothing.
+    set (``metaloop.adapt.refine_prototypes``), for the learner or every member of an
+    ``Ensemble``; each learner's own setting is restored afterwards. ``steps = 0`` changes
+    nothing.
 
     Raises:
         ValueError: a learner without prototypes (only ProtoNet has them) or one that scores
