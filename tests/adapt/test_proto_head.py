@@ -162,6 +162,7 @@ def test_refine_errors_name_the_problem(kw, message):
     args = {"scale": 1.0, "steps": 2, "temperature": 0.5, "weight": 1.0, **kw}
     with pytest.raises(ValueError, match=message):
         refine_prototypes(protos, queries, **args)
-    with pytest.raises(ValueError, match=r"prototypes \[B, C, D\] and queries \[B, M, D\], got "
-                                         r"prototypes \[3, 3, 4\] and queries \[3, 4, 5\]"):
+    with pytest.raises(ValueError, match=r"refine_prototypes: need queries \[B, M, D\] and "
+                                         r"prototypes \[B, C, D\], got queries \[3, 4, 5\] and "
+                                         r"prototypes \[3, 3, 4\]"):
         refine_prototypes(protos[..., :4], queries, 1.0, 1)

@@ -76,12 +76,7 @@ def proto_logits(queries: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: the shapes do not line up.
     """
-    check_features("proto_logits", queries)
-    if not isinstance(protos, torch.Tensor) or protos.dim() != 3 \
-            or protos.shape[0] != queries.shape[0] or protos.shape[2] != queries.shape[2]:
-        got = shape_str(protos) if isinstance(protos, torch.Tensor) else type(protos).__name__
-        raise ValueError(f"proto_logits: need queries [B, M, D] and prototypes [B, C, D], got "
-                         f"queries {shape_str(queries)} and prototypes {got}")
+    _check_pair("proto_logits", queries, protos)
     diff = queries.unsqueeze(2) - protos.unsqueeze(1)               # [B, M, C, D]
     return -(diff * diff).sum(-1)                                    # [B, M, C]
 
@@ -120,12 +115,7 @@ def refine_prototypes(protos: torch.Tensor, queries: torch.Tensor, scale: float 
         ValueError: shapes that do not line up, or a bad ``steps`` / ``temperature`` /
             ``weight`` / ``scale``.
     """
-    check_features("refine_prototypes", queries)
-    if not isinstance(protos, torch.Tensor) or protos.dim() != 3 \
-            or protos.shape[0] != queries.shape[0] or protos.shape[2] != queries.shape[2]:
-        got = shape_str(protos) if isinstance(protos, torch.Tensor) else type(protos).__name__
-        raise ValueError(f"refine_prototypes: need prototypes [B, C, D] and queries [B, M, D], "
-                         f"got prototypes {got} and queries {shape_str(queries)}")
+    _check_pair("refine_prototypes", queries, protos)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"refine_prototypes: steps must be an int >= 0, got {steps!r}")
     for name, v in (("temperature", temperature), ("weight", weight)):
@@ -141,3 +131,13 @@ def refine_prototypes(protos: torch.Tensor, queries: torch.Tensor, scale: float 
         w = a * torch.softmax(logits, -1)                            # [B, M, C]
         refined = (protos + w.mT @ queries) / (1 + w.sum(1).unsqueeze(-1))   # [B, C, D]
     return refined
+
+
+def _check_pair(owner: str, queries: torch.Tensor, protos: torch.Tensor) -> None:
+    """ValueError unless ``queries [B, M, D]`` and ``protos [B, C, D]`` line up."""
+    check_features(owner, queries)
+    if not isinstance(protos, torch.Tensor) or protos.dim() != 3 \
+            or protos.shape[0] != queries.shape[0] or protos.shape[2] != queries.shape[2]:
+        got = shape_str(protos) if isinstance(protos, torch.Tensor) else type(protos).__name__
+        raise ValueError(f"{owner}: need queries [B, M, D] and prototypes [B, C, D], got "
+                         f"queries {shape_str(queries)} and prototypes {got}")
