@@ -112,8 +112,9 @@ def refine_prototypes(protos: torch.Tensor, queries: torch.Tensor, scale: float 
         ``[B, C, D]`` refined prototypes, differentiable in both inputs.
 
     Raises:
-        ValueError: shapes that do not line up, or a bad ``steps`` / ``temperature`` /
-            ``weight`` / ``scale``.
+        ValueError: shapes that do not line up, a bad ``steps`` / ``temperature`` /
+            ``weight``, or a number ``scale`` <= 0 (a tensor scale is not read, so that a GPU
+            never waits for the check).
     """
     _check_pair("refine_prototypes", queries, protos)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
@@ -122,7 +123,7 @@ def refine_prototypes(protos: torch.Tensor, queries: torch.Tensor, scale: float 
         if not (float(v) > 0 and float(v) != float("inf")):
             raise ValueError(f"refine_prototypes: {name} must be a finite number > 0, got {v!r}")
     t = float(temperature)
-    if not bool(torch.all(torch.as_tensor(scale) > 0)):
+    if not isinstance(scale, torch.Tensor) and not float(scale) > 0:   # a tensor: no host sync
         raise ValueError(f"refine_prototypes: scale must be > 0, got {scale!r}")
     a = float(weight) * protos.shape[1] / queries.shape[1]           # weight * C / M
     refined = protos

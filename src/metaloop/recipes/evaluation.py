@@ -56,20 +56,14 @@ def scoring(learner, how: str):
     if how == "as-trained":
         yield
         return
-    members = learner.members if isinstance(learner, Ensemble) else [learner]
+    members = _members(learner)
     for m in members:
         if not hasattr(m, "transductive"):
             raise ValueError(f"eval.scoring = {how!r}: {type(m).__name__} always scores a "
                              f"task's queries together; reptile, r2d2, metaoptnet and "
                              f"protonet can score them either way")
-    before = [m.transductive for m in members]
-    try:
-        for m in members:
-            m.transductive = how == "transductive"
+    with _set_on(members, transductive=how == "transductive"):
         yield
-    finally:
-        for m, b in zip(members, before):
-            m.transductive = b
 
 
 @contextmanager
@@ -87,20 +81,35 @@ def refining(learner, steps: int, temperature: float = 0.5, weight: float = 2.0)
     if not steps:
         yield
         return
-    members = learner.members if isinstance(learner, Ensemble) else [learner]
+    members = _members(learner)
     for m in members:
         if not hasattr(m, "refine"):
             raise ValueError(f"eval.refine = {steps}: {type(m).__name__} has no prototypes to "
                              f"refine; only protonet has")
-    before = [(m.refine, m.refine_temperature, m.refine_weight) for m in members]
+    with _set_on(members, refine_temperature=temperature, refine_weight=weight, refine=steps):
+        yield
+
+
+def _members(learner) -> list:
+    """The learners that score: an ``Ensemble``'s members, or the learner itself."""
+    return learner.members if isinstance(learner, Ensemble) else [learner]
+
+
+@contextmanager
+def _set_on(members: list, **values):
+    """Set the attributes ``values``, in their order, on every member while active; each
+    member's own values are restored afterwards, in the reverse order (so a setting that
+    depends on another is undone first), also when setting one fails."""
+    before = [{k: getattr(m, k) for k in values} for m in members]
     try:
         for m in members:
-            m.refine_temperature, m.refine_weight = temperature, weight
-            m.refine = steps
+            for k, v in values.items():
+                setattr(m, k, v)
         yield
     finally:
-        for m, (k, t, w) in zip(members, before):
-            m.refine, m.refine_temperature, m.refine_weight = k, t, w
+        for m, b in zip(members, before):
+            for k in reversed(b):
+                setattr(m, k, b[k])
 
 
 def eval_config(run: Run, **changes) -> dict:
