@@ -132,7 +132,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              # for reptile, r2d2, metaoptnet and protonet
              "scoring": (str, "as-trained"),
              # protonet: soft k-means rounds that refine each task's prototypes with its
-             # unlabelled queries before scoring them (transductive; 0 = off), and the
+             # unlabelled queries before scoring them (transductive; 0 = off), the
              # temperature of the queries' assignment to classes, and the query set's
              # weight against the support set's
              "refine": (int, 0), "refine_temperature": ((int, float), 0.5),
