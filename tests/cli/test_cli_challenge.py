@@ -193,3 +193,40 @@ def test_predict_on_official_105px_pngs(run, omniglot_root, tmp_path, capsys):
         scores = np.array([r["scores"][k] for k in classes])
         assert np.abs(scores - probs[i].numpy()).max() < 0.02
         assert r["class"] == classes[int(probs[i].argmax())]
+
+
+def test_predict_refines_the_prototypes_with_the_queries(run, omniglot_root, tmp_path, capsys):
+    images, names = load_omniglot_images(omniglot_root, "evaluation", 28)     # [659, 20, ...]
+    chars = [0, 1, 2, 3, 4]
+    for c in chars:
+        folder = tmp_path / "support" / f"c{c}"
+        folder.mkdir(parents=True)
+        Image.fromarray(images[c, 0].numpy()).save(folder / "0.png")
+    (tmp_path / "query").mkdir()
+    for c in chars:
+        for d in (1, 2):
+            Image.fromarray(images[c, d].numpy()).save(tmp_path / "query" / f"{c}_{d}.png")
+    scores = {}
+    for k in (0, 4):
+        assert main(["predict", "--checkpoint", str(run), "--support", str(tmp_path / "support"),
+                     "--query", str(tmp_path / "query"), "--json", "--refine", str(k),
+                     "--refine-weight", "3"]) == 0
+        got = {r["file"]: r["scores"] for r in json.loads(capsys.readouterr().out)}
+        scores[k] = np.array([[got[f"{c}_{d}.png"][f"c{j}"] for j in chars]
+                              for c in chars for d in (1, 2)])               # [10, 5]
+    # the learner refining with the same queries, on the same images
+    learner = load_run(run).learner
+    learner.refine, learner.refine_weight = 4, 3.0
+    sx = images[chars, 0].float().div(255).unsqueeze(1)                      # [5, 1, 28, 28]
+    qx = images[chars][:, 1:3].flatten(0, 1).float().div(255).unsqueeze(1)   # [10, 1, 28, 28]
+    with torch.no_grad():
+        probs = learner.predict(learner.adapt(sx, torch.arange(5)), qx).softmax(-1)
+    assert np.abs(scores[4] - probs.numpy()).max() < 1e-4
+    assert np.abs(scores[4] - scores[0]).max() > 1e-3                         # it changed them
+    for flags, message in ((["--refine", "2", "--refine-weight", "0"],
+                            "refine_weight must be a finite number > 0, got 0.0"),
+                           (["--refine", "-1"], "refine must be an int >= 0")):
+        assert main(["predict", "--checkpoint", str(run), "--support", str(tmp_path / "support"),
+                     "--query", str(tmp_path / "query"), *flags]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == ""

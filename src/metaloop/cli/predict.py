@@ -7,6 +7,7 @@ import json
 import sys
 
 from metaloop.data.images import INVERT_MODES
+from metaloop.recipes.evaluation import refining
 from metaloop.recipes.predict import classify_folders
 from metaloop.runs import load_run
 
@@ -23,7 +24,8 @@ polarity, padding and size; other runs read greyscale with light ink on a dark b
 (dark-on-light images are inverted). Queries are classified together in one batch, as in
 training (BatchNorm uses the batch's statistics), so give a few at once. A learned head
 (MAML, ANIL, Reptile, scratch) has one output per training way: another number of support
-classes needs --head-init zero."""
+classes needs --head-init zero. A ProtoNet run can also refine its prototypes with the query
+images (--refine K, as metaloop eval --refine): transductive, like the batch statistics."""
 
 
 def register(sub) -> None:
@@ -45,13 +47,24 @@ def register(sub) -> None:
                    help="polarity: auto (invert images whose mean is above 0.5, i.e. dark "
                         "ink on light), always, never (default: the training folder's "
                         "family.invert, else auto)")
+    p.add_argument("--refine", type=int, default=0, metavar="K",
+                   help="protonet: refine the prototypes with the query images by K soft "
+                        "k-means steps before scoring them (transductive; 0 = off, the "
+                        "default)")
+    p.add_argument("--refine-temperature", type=float, default=0.5, metavar="T",
+                   help="with --refine: multiply the logits that assign queries to classes "
+                        "by T (default 0.5)")
+    p.add_argument("--refine-weight", type=float, default=2.0, metavar="W",
+                   help="with --refine: the query images weigh W times the support images "
+                        "(default 2)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.checkpoint, head_init=args.head_init)
-    pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
-                            invert=args.invert)
+    with refining(loaded.learner, args.refine, args.refine_temperature, args.refine_weight):
+        pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
+                                invert=args.invert)
     if args.json:
         rows = [{"file": f, "class": label,
                  "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}

@@ -189,10 +189,26 @@ class HeadLearner(ScoresEitherWay):
         self._batching = resolve_batching(batching, model.backbone)
         self._bn = batchnorm_layers(model)
         self.transductive = transductive
-        self.refine_temperature = check_positive("HeadLearner", "refine_temperature",
-                                                 refine_temperature)
-        self.refine_weight = check_positive("HeadLearner", "refine_weight", refine_weight)
+        self.refine_temperature, self.refine_weight = refine_temperature, refine_weight
         self.refine = refine
+
+    @property
+    def refine_temperature(self) -> float:
+        """Multiplies the logits that assign queries to classes while refining (> 0)."""
+        return self._refine_temperature
+
+    @refine_temperature.setter
+    def refine_temperature(self, value: float) -> None:
+        self._refine_temperature = check_positive("HeadLearner", "refine_temperature", value)
+
+    @property
+    def refine_weight(self) -> float:
+        """The query set's weight against the support set's while refining (> 0)."""
+        return self._refine_weight
+
+    @refine_weight.setter
+    def refine_weight(self, value: float) -> None:
+        self._refine_weight = check_positive("HeadLearner", "refine_weight", value)
 
     @property
     def refine(self) -> int:
