@@ -243,6 +243,16 @@ def test_refined_prototypes_meta_gradient_and_prediction_match_reference(batchin
     torch.testing.assert_close(out.softmax(-1), want.softmax(-1).detach())
 
 
+def test_refine_defaults_are_one_pair_of_constants():
+    from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
+    learner = make_learner()
+    assert (learner.refine, learner.refine_temperature, learner.refine_weight) == \
+        (0, REFINE_TEMPERATURE, REFINE_WEIGHT)
+    ev = _config.validate({"family": {"name": "omniglot"}})["eval"]
+    assert (ev["refine"], ev["refine_temperature"], ev["refine_weight"]) == \
+        (0, REFINE_TEMPERATURE, REFINE_WEIGHT)
+
+
 def test_refine_errors_name_the_problem():
     with pytest.raises(ValueError, match="refine must be an int >= 0"):
         make_learner(refine=-1)

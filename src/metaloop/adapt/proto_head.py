@@ -20,7 +20,13 @@ import torch.nn.functional as F
 
 from metaloop.adapt._checks import check_features, check_labels, shape_str
 
-__all__ = ["proto_head", "proto_logits", "prototypes", "refine_prototypes"]
+__all__ = ["REFINE_TEMPERATURE", "REFINE_WEIGHT", "proto_head", "proto_logits", "prototypes",
+           "refine_prototypes"]
+
+# refine_prototypes' defaults, chosen on Omniglot's held-out background alphabets (with 10
+# steps, within-alphabet 20-way 1-shot; docs/omniglot.md); config.py's eval defaults match
+REFINE_TEMPERATURE = 0.5
+REFINE_WEIGHT = 2.0
 
 
 def prototypes(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -82,7 +88,8 @@ def proto_logits(queries: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
 
 
 def refine_prototypes(protos: torch.Tensor, queries: torch.Tensor, scale: float | torch.Tensor,
-                      steps: int, temperature: float = 0.5, weight: float = 2.0) -> torch.Tensor:
+                      steps: int, temperature: float = REFINE_TEMPERATURE,
+                      weight: float = REFINE_WEIGHT) -> torch.Tensor:
     """Pull each prototype toward the unlabelled queries it probably owns (soft k-means).
 
     Starting from the support prototypes ``c_k``, each of ``steps`` rounds computes every

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.data.images import INVERT_MODES
 from metaloop.recipes.evaluation import refining
 from metaloop.recipes.predict import classify_folders
@@ -51,12 +52,12 @@ def register(sub) -> None:
                    help="protonet: refine the prototypes with the query images by K soft "
                         "k-means steps before scoring them (transductive; 0 = off, the "
                         "default)")
-    p.add_argument("--refine-temperature", type=float, default=0.5, metavar="T",
+    p.add_argument("--refine-temperature", type=float, default=REFINE_TEMPERATURE, metavar="T",
                    help="with --refine: multiply the logits that assign queries to classes "
-                        "by T (default 0.5)")
-    p.add_argument("--refine-weight", type=float, default=2.0, metavar="W",
+                        "by T (default %(default)g)")
+    p.add_argument("--refine-weight", type=float, default=REFINE_WEIGHT, metavar="W",
                    help="with --refine: the query images weigh W times the support images "
-                        "(default 2)")
+                        "(default %(default)g)")
     p.set_defaults(func=run)
 
 

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.adapt.ridge_head import head_logits
 from metaloop.func.params import Params, detach, forward
 from metaloop.meta._common import ScoresEitherWay, check_batch, resolve_batching
@@ -179,7 +180,8 @@ class HeadLearner(ScoresEitherWay):
 
     def __init__(self, model: HeadNet, inner: Solver, ways: int | None = None,
                  batching: str = "auto", transductive: bool = True, refine: int = 0,
-                 refine_temperature: float = 0.5, refine_weight: float = 2.0):
+                 refine_temperature: float = REFINE_TEMPERATURE,
+                 refine_weight: float = REFINE_WEIGHT):
         if not isinstance(model, HeadNet):
             raise ValueError(f"HeadLearner: model must be a HeadNet, got {type(model).__name__}")
         if ways is not None and (not isinstance(ways, int) or isinstance(ways, bool)

@@ -16,7 +16,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from metaloop.adapt.proto_head import proto_head, refine_prototypes
+from metaloop.adapt.proto_head import (
+    REFINE_TEMPERATURE,
+    REFINE_WEIGHT,
+    proto_head,
+    refine_prototypes,
+)
 from metaloop.func.losses import cross_entropy
 from metaloop.meta._head_learner import HeadLearner, HeadNet, check_positive
 
@@ -47,7 +52,7 @@ class PrototypeSolver:
 
     def refine(self, W: torch.Tensor, b: torch.Tensor, queries: torch.Tensor,
                scale: float | torch.Tensor, steps: int, temperature: float,
-               weight: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+               weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The head ``(W [B, D, C], b [B, C])`` of the prototypes refined with the query
         features ``[B, M, D]`` by :func:`metaloop.adapt.refine_prototypes` (transductive)."""
         protos = refine_prototypes(W.mT / 2, queries, scale, steps, temperature,
@@ -57,7 +62,8 @@ class PrototypeSolver:
 
 def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
              batching: str = "auto", transductive: bool = True, refine: int = 0,
-             refine_temperature: float = 0.5, refine_weight: float = 2.0) -> HeadLearner:
+             refine_temperature: float = REFINE_TEMPERATURE,
+             refine_weight: float = REFINE_WEIGHT) -> HeadLearner:
     """Prototypical Networks: meta-learn a feature extractor for a nearest-class-mean head.
 
     Args:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from metaloop import build, config
+from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.runs import Run, load_run
@@ -67,7 +68,8 @@ def scoring(learner, how: str):
 
 
 @contextmanager
-def refining(learner, steps: int, temperature: float = 0.5, weight: float = 2.0):
+def refining(learner, steps: int, temperature: float = REFINE_TEMPERATURE,
+             weight: float = REFINE_WEIGHT):
     """Refine the prototypes with each task's queries while active (``eval.refine``): ``steps``
     soft k-means rounds at ``temperature``, the queries weighing ``weight`` times the support
     set (``metaloop.adapt.refine_prototypes``), for the learner or every member of an
