@@ -133,10 +133,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              "scoring": (str, "as-trained"),
              # protonet: soft k-means rounds that refine each task's prototypes with its
              # unlabelled queries before scoring them (transductive; 0 = off), the
-             # temperature of the queries' assignment to classes, and the query set's
-             # weight against the support set's
+             # temperature of the queries' assignment to classes, the query set's
+             # weight against the support set's, and whether an ensemble's members share
+             # one assignment (their averaged class probabilities)
              "refine": (int, 0), "refine_temperature": ((int, float), 0.5),
-             "refine_weight": ((int, float), 2.0)},
+             "refine_weight": ((int, float), 2.0), "refine_jointly": (bool, False)},
 }
 
 
@@ -414,6 +415,10 @@ def check_combinations(cfg: dict) -> None:
                          f"(eval.scoring = {ev['scoring']!r}, method.transductive = "
                          f"{me['transductive']}); use eval.scoring = 'transductive' or "
                          f"eval.refine = 0")
+    if ev["refine_jointly"] and not ev["refine"]:
+        raise ValueError("config eval.refine_jointly = true shares the refinement's assignment "
+                         "between an ensemble's members, but eval.refine = 0 refines nothing; "
+                         "set eval.refine > 0")
     if f["name"] in USER_FAMILIES:
         _check_user_family(f, ev)
         return                      # the rest depends on the data: checked when it is read

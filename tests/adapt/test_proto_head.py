@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaloop.adapt import head_logits, proto_head, proto_logits, prototypes, refine_prototypes
+from metaloop.adapt import (
+    head_logits,
+    proto_head,
+    proto_logits,
+    prototypes,
+    refine_prototypes,
+    refine_prototypes_jointly,
+)
 
 DT = torch.float64
 
@@ -166,3 +173,88 @@ def test_refine_errors_name_the_problem(kw, message):
                                          r"prototypes \[B, C, D\], got queries \[3, 4, 5\] and "
                                          r"prototypes \[3, 3, 4\]"):
         refine_prototypes(protos[..., :4], queries, 1.0, 1)
+
+
+def _joint_loop(protos, queries, scales, steps, temperature, weight):
+    """refine_prototypes_jointly per task, class and query with plain sums: each member's
+    class probabilities of each query, averaged over the members, move every member."""
+    out = [[] for _ in protos]
+    for t in range(protos[0].shape[0]):
+        C, M = protos[0].shape[1], queries[0].shape[1]
+        cur = [[P[t, k] for k in range(C)] for P in protos]
+        for _ in range(steps):
+            w = []
+            for m in range(M):
+                per = [torch.softmax(-temperature * s * torch.stack(
+                    [((Q[t, m] - c) ** 2).sum() for c in cs]), 0)
+                    for cs, Q, s in zip(cur, queries, scales)]
+                w.append(sum(per) / len(per))
+            a = weight * C / M
+            cur = [[(P[t, k] + sum(a * w[m][k] * Q[t, m] for m in range(M)))
+                    / (1 + sum(a * w[m][k] for m in range(M))) for k in range(C)]
+                   for P, Q in zip(protos, queries)]
+        for i, cs in enumerate(cur):
+            out[i].append(torch.stack(cs))
+    return [torch.stack(o) for o in out]
+
+
+def _two_members():
+    feats, labels, queries = _data()
+    f2, _, q2 = _data(D=4, seed=1)                  # another feature space, same tasks
+    return [prototypes(feats, labels, 3), prototypes(f2, labels, 3)], [queries, q2]
+
+
+@pytest.mark.parametrize("steps,temperature,weight", [(1, 1.0, 1.0), (4, 0.5, 2.0)])
+def test_joint_refine_matches_loop_reference(steps, temperature, weight):
+    protos, queries = _two_members()
+    got = refine_prototypes_jointly(protos, queries, [0.7, 1.3], steps, temperature, weight)
+    ref = _joint_loop(protos, queries, [0.7, 1.3], steps, temperature, weight)
+    for g, r, p in zip(got, ref, protos):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+        assert (g - p).abs().max() > 1e-3
+    # the shared assignment differs from each member refining on its own
+    alone = refine_prototypes(protos[0], queries[0], 0.7, steps, temperature, weight)
+    assert (got[0] - alone).abs().max() > 1e-6
+
+
+def test_joint_refine_of_one_member_or_of_copies_is_refine_prototypes():
+    feats, labels, queries = _data()
+    protos = prototypes(feats, labels, 3)
+    alone = refine_prototypes(protos, queries, 0.7, 4)
+    (one,) = refine_prototypes_jointly([protos], [queries], [0.7], 4)
+    assert torch.equal(one, alone)
+    for got in refine_prototypes_jointly([protos] * 3, [queries] * 3, [0.7] * 3, 4):
+        torch.testing.assert_close(got, alone, rtol=1e-12, atol=1e-12)
+
+
+def test_joint_refine_gradient_matches_loop_reference():
+    protos, queries = _two_members()
+    qy = torch.tensor([[0, 1, 2, 0]] * 3)
+
+    def loss(refine, ps, qs):
+        refined = refine(ps, qs, [0.7, 1.3], 3, 0.5, 2.0)
+        return sum(F.cross_entropy(proto_logits(q, c).flatten(0, 1), qy.flatten())
+                   for q, c in zip(qs, refined))
+
+    inputs = [t.clone().requires_grad_() for t in (*protos, *queries)]
+    got = torch.autograd.grad(loss(refine_prototypes_jointly, inputs[:2], inputs[2:]), inputs)
+    inputs = [t.clone().requires_grad_() for t in (*protos, *queries)]
+    ref = torch.autograd.grad(loss(_joint_loop, inputs[:2], inputs[2:]), inputs)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+        assert r.abs().max() > 0
+
+
+def test_joint_refine_errors_name_the_problem():
+    protos, queries = _two_members()
+    with pytest.raises(ValueError, match="one prototype tensor, query tensor and scale per "
+                                         "member"):
+        refine_prototypes_jointly(protos, queries, [1.0], 2)
+    with pytest.raises(ValueError, match="at least one"):
+        refine_prototypes_jointly([], [], [], 2)
+    with pytest.raises(ValueError, match="must share tasks, classes and queries"):
+        refine_prototypes_jointly(protos, [queries[0], queries[1][:, :3]], [1.0, 1.0], 2)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        refine_prototypes_jointly(protos, queries, [1.0, 0.0], 2)
+    with pytest.raises(ValueError, match=r"need queries \[B, M, D\] and prototypes"):
+        refine_prototypes_jointly(protos, queries[::-1], [1.0, 1.0], 2)

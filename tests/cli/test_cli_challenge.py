@@ -230,3 +230,90 @@ def test_predict_refines_the_prototypes_with_the_queries(run, omniglot_root, tmp
                      "--query", str(tmp_path / "query"), *flags]) == 2
         captured = capsys.readouterr()
         assert message in captured.err and captured.out == ""
+
+
+def _moved(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Images ``[N, 1, H, W]`` moved down dy and right dx pixels, zero fill (by hand)."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def test_predict_an_ensemble_with_shifts_and_joint_refinement(run, omniglot_root, tmp_path,
+                                                               capsys):
+    """``predict --checkpoint A B --support-shift --query-shift --refine --refine-jointly``
+    gives the probabilities written out by hand: the support grown by every shift, each
+    query's probabilities averaged over its shifts, the members' prototypes refined with
+    one shared assignment of all those query copies, and the members averaged."""
+    from metaloop.recipes.evaluation import load_ensemble, refining
+    second = tmp_path / "seed1"
+    assert main(["train", "--config", str(run.parent / "c.toml"), "--seed", "1", "--out",
+                 str(second), "--no-progress"]) == 0
+    images, _ = load_omniglot_images(omniglot_root, "evaluation", 28)       # [659, 20, ...]
+    chars = [0, 1, 2, 3, 4]
+    for c in chars:
+        folder = tmp_path / "support" / f"c{c}"
+        folder.mkdir(parents=True)
+        Image.fromarray(images[c, 0].numpy()).save(folder / "0.png")
+    (tmp_path / "query").mkdir()
+    for c in chars:
+        Image.fromarray(images[c, 1].numpy()).save(tmp_path / "query" / f"{c}.png")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(run), str(second), "--support",
+                 str(tmp_path / "support"), "--query", str(tmp_path / "query"), "--json",
+                 "--support-shift", "1", "--query-shift", "1", "--refine", "3",
+                 "--refine-jointly"]) == 0
+    got = {r["file"]: r["scores"] for r in json.loads(capsys.readouterr().out)}
+    scores = np.array([[got[f"{c}.png"][f"c{j}"] for j in chars] for c in chars])   # [5, 5]
+    sx = images[chars, 0].float().div(255).unsqueeze(1)                      # [5, 1, 28, 28]
+    qx = images[chars, 1].float().div(255).unsqueeze(1)                      # [5, 1, 28, 28]
+    moves = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    sx9 = torch.cat([_moved(sx, dy, dx) for dy, dx in moves])               # [45, 1, 28, 28]
+    qx9 = torch.cat([_moved(qx, dy, dx) for dy, dx in moves])               # [45, 1, 28, 28]
+    ens = load_ensemble([run, second])
+    with torch.no_grad(), refining(ens.learner, 3, jointly=True):
+        logp = ens.learner.predict(ens.learner.adapt(sx9, torch.arange(5).repeat(9)), qx9)
+    probs = logp.softmax(-1).view(9, 5, 5).mean(0)                          # [Q, C]
+    assert np.abs(scores - probs.numpy()).max() < 1e-4
+    with torch.no_grad():
+        plain = ens.learner.predict(ens.learner.adapt(sx, torch.arange(5)), qx).softmax(-1)
+    assert np.abs(scores - plain.numpy()).max() > 1e-3                      # they changed it
+    for flags, message in ((["--refine-jointly"], "--refine-jointly shares the refinement's "
+                                                  "assignment between the members, but "
+                                                  "--refine is 0"),
+                           (["--support-shift", "-1"], "support_shift must be an int >= 0 "
+                                                       "pixels, got -1"),
+                           (["--query-shift", "-2"], "query_shift must be an int >= 0 "
+                                                     "pixels, got -2")):
+        assert main(["predict", "--checkpoint", str(run), str(second), "--support",
+                     str(tmp_path / "support"), "--query", str(tmp_path / "query"),
+                     *flags]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == ""
+
+
+def test_predict_on_a_run_folder_laid_out_as_lakes(run, omniglot_root, tmp_path, capsys):
+    """One of Lake's one-shot runs as distributed: ``training/classNN.png`` (one drawing per
+    character, no class folders) and ``test/itemNN.png``; predict names each item's class,
+    as the learner decides on the same drawings."""
+    images, _ = load_omniglot_images(omniglot_root, "evaluation", 105)       # [659, 20, ...]
+    chars = [3, 0, 4, 1, 2]                               # item k is a drawing of chars[k]
+    (tmp_path / "run01" / "training").mkdir(parents=True)
+    (tmp_path / "run01" / "test").mkdir()
+    for k in range(5):
+        _save_official(images[k, 0], tmp_path / "run01" / "training" / f"class{k + 1:02d}.png")
+        _save_official(images[chars[k], 1], tmp_path / "run01" / "test" / f"item{k + 1:02d}.png")
+    assert main(["predict", "--checkpoint", str(run), "--support",
+                 str(tmp_path / "run01" / "training"), "--query",
+                 str(tmp_path / "run01" / "test")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [f"item{k:02d}.png" for k in range(1, 6)]
+    small, _ = load_omniglot_images(omniglot_root, "evaluation", 28)
+    learner = load_run(run).learner
+    sx = small[:5, 0].float().div(255).unsqueeze(1)                          # [5, 1, 28, 28]
+    qx = small[chars, 1].float().div(255).unsqueeze(1)                       # [5, 1, 28, 28]
+    with torch.no_grad():
+        want = learner.predict(learner.adapt(sx, torch.arange(5)), qx).argmax(-1)
+    assert [line.split("\t")[1] for line in lines] == [f"class{int(k) + 1:02d}" for k in want]

@@ -92,9 +92,9 @@ def test_predict_applies_the_training_transform(folder_run, tmp_path, capsys, mo
     seen = {}
     real = predict_mod.predict_folders
 
-    def spy(learner, sx, sy, qx, steps=None):
+    def spy(learner, sx, sy, qx, *args):
         seen.update(sx=sx, qx=qx)
-        return real(learner, sx, sy, qx, steps)
+        return real(learner, sx, sy, qx, *args)
 
     monkeypatch.setattr(predict_mod, "predict_folders", spy)
     capsys.readouterr()

@@ -352,3 +352,38 @@ def test_eval_refine_is_recorded_printed_restored_and_bad_input_named(tmp_path, 
     assert main(["eval", "--checkpoint", str(r2d2), "--refine", "2", "--tasks", "2"]) == 2
     assert "eval.refine = 2 refines prototypes, which only method.name = 'protonet' has, " \
            "not 'r2d2'" in capsys.readouterr().err
+
+
+def test_eval_refine_jointly_is_recorded_and_bad_input_named(tmp_path, omniglot_root, capsys):
+    cfg = _small(tmp_path, omniglot_root, "protonet")
+    runs = [tmp_path / "run0", tmp_path / "run1"]
+    for seed, run in enumerate(runs):
+        assert main(["train", "--config", str(cfg), "--seed", str(seed), "--out", str(run),
+                     "--no-progress"]) == 0
+    acc = {}
+    for name, ckpts, flags in (("own", runs, []), ("joint", runs, ["--refine-jointly"]),
+                               ("one", runs[:1], []), ("one_joint", runs[:1],
+                                                       ["--refine-jointly"])):
+        capsys.readouterr()
+        rec = tmp_path / "results" / f"{name}.json"
+        assert main(["eval", "--checkpoint", *map(str, ckpts), "--tasks", "4", "--refine", "3",
+                     *flags, "--out", str(tmp_path / name), "--record", str(rec),
+                     "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        record = json.loads(rec.read_text())
+        joint = name == "joint"               # one checkpoint: nothing to share
+        label = ("transductive, prototypes refined with the queries"
+                 f"{' jointly by the members' if joint else ''} (3 soft k-means steps, "
+                 "temperature 0.5, query weight 2)")
+        assert f"queries scored {label}" in out and record["evaluation"] == label
+        assert ("--refine-jointly" in record["command"]) == bool(flags)
+        res = json.loads((tmp_path / name / "results.json").read_text())
+        assert res["config"]["eval"]["refine_jointly"] == bool(flags)
+        acc[name] = record["accuracy_mean"]
+    assert acc["one"] == acc["one_joint"]
+    out_dir = tmp_path / "bad"
+    assert main(["eval", "--checkpoint", *map(str, runs), "--refine-jointly", "--tasks", "2",
+                 "--out", str(out_dir), "--no-progress"]) == 2
+    assert "eval.refine_jointly = true shares the refinement's assignment between an " \
+           "ensemble's members, but eval.refine = 0 refines nothing" in capsys.readouterr().err
+    assert not out_dir.exists()

@@ -81,6 +81,23 @@ def test_support_and_query_folders(tmp_path):
     assert [p.name for p in image_files(tmp_path / "q")] == ["z.bmp"]
 
 
+def test_a_folder_of_images_is_one_class_per_image(tmp_path):
+    """The one-shot layout (the training folder of one of Lake's runs): each file a class,
+    named by its stem, in sorted order; hidden files skipped."""
+    root = tmp_path / "training"
+    root.mkdir()
+    glyphs = {f"class{i:02d}": np.roll(_glyph(), 3 * i, axis=1) for i in (2, 1, 10)}
+    for name, g in glyphs.items():
+        Image.fromarray(g).save(root / f"{name}.png")
+    (root / ".DS_Store").write_bytes(b"junk")
+    x, y, classes, files = load_support(root)
+    assert classes == ["class01", "class02", "class10"] and y.tolist() == [0, 1, 2]
+    assert [f.name for f in files] == ["class01.png", "class02.png", "class10.png"]
+    for k, name in enumerate(classes):
+        torch.testing.assert_close(x[k], load_image(root / f"{name}.png"))
+    assert not torch.equal(x[0], x[1])
+
+
 def _support(root, classes):
     for c, n in classes.items():
         (root / c).mkdir(parents=True)
@@ -93,7 +110,9 @@ def _support(root, classes):
     ("missing", "does not exist"),
     ("one_class", "at least 2"),
     ("empty_class", "empty_cls holds no images"),
-    ("stray_file", "stray.png is a file"),
+    ("stray_file", "stray.png is a file beside the class folders"),
+    ("one_image", "has 1 image"),
+    ("same_stem", r"class .a. has several files \(a.bmp, a.png\)"),
     ("unreadable", "cannot read image"),
 ])
 def test_bad_support_names_the_path(tmp_path, case, message):
@@ -106,6 +125,10 @@ def test_bad_support_names_the_path(tmp_path, case, message):
     elif case == "stray_file":
         _support(root, {"x": 1, "y": 1})
         Image.fromarray(_glyph()).save(root / "stray.png")
+    elif case in ("one_image", "same_stem"):
+        root.mkdir()
+        for name in ("a.png", "a.bmp")[:1 if case == "one_image" else 2]:
+            Image.fromarray(_glyph()).save(root / name)
     elif case == "unreadable":
         _support(root, {"x": 1, "y": 1})
         (root / "y" / "notes.txt").write_text("not an image")

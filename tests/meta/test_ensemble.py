@@ -166,3 +166,73 @@ def test_refining_refines_every_member_and_restores_them():
     with pytest.raises(ValueError, match="eval.refine = 2: MAML has no prototypes to refine"):
         with refining(Ensemble([proto(0), maml(1)]), 2):
             pass
+
+
+def _by_hand_jointly(members, sx, sy, qx, steps, temperature, weight):
+    """The joint refinement written out: each member's prototypes from its own backbone's
+    features, refined with one shared assignment, scored by -scale ||q - c||^2."""
+    from metaloop.adapt import refine_prototypes_jointly
+    protos, queries, scales = [], [], []
+    for m in members:
+        fs, fq = m.model.backbone(sx, head=False), m.model.backbone(qx, head=False)
+        onehot = F.one_hot(sy, WAYS).to(fs.dtype)                          # [S, C]
+        protos.append((onehot.T @ fs / onehot.sum(0)[:, None])[None])      # [1, C, D]
+        queries.append(fq[None])                                           # [1, Q, D]
+        scales.append(m.model.log_scale.exp())
+    refined = refine_prototypes_jointly(protos, queries, scales, steps, temperature, weight)
+    probs = [torch.softmax(-s * ((q[0][:, None] - c[0][None]) ** 2).sum(-1), -1)
+             for q, c, s in zip(queries, refined, scales)]
+    return torch.stack(probs).mean(0).log()                                # [Q, C]
+
+
+def test_refine_jointly_against_a_hand_computation():
+    from metaloop.recipes.evaluation import refining
+    members = [proto(0), proto(1)]
+    ens = Ensemble(members)
+    batch = make_batch()
+    sx, sy, qx, _ = batch.task(0)
+    separate = ens.predict(ens.adapt(sx, sy), qx)
+    with torch.no_grad(), refining(ens, 3, 0.7, 2.0, jointly=True):
+        assert ens.refine_jointly
+        assert ens.evaluation == ("transductive, prototypes refined with the queries jointly "
+                                  "by the members (3 soft k-means steps, temperature 0.7, "
+                                  "query weight 2)")
+        got = ens.predict(ens.adapt(sx, sy), qx)                             # [Q, C]
+        want = _by_hand_jointly(members, sx, sy, qx, 3, 0.7, 2.0)
+        # every task of a batch at once, as evaluate's vmap path calls it
+        (params,) = ens.adapt_path_batched(batch.support_x, batch.support_y)
+        batched = ens.predict_batched(params, batch.query_x)                 # [B, Q, C]
+        first = ens.predict(ens.adapt(*batch.task(1)[:2]), batch.task(1)[2])
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(batched[0], got)
+    torch.testing.assert_close(batched[1], first)
+    assert not ens.refine_jointly and all(m.refine == 0 for m in members)   # restored
+    with refining(ens, 3, 0.7, 2.0):                                        # each on its own
+        own = ens.predict(ens.adapt(sx, sy), qx)
+    assert (own - got).abs().max() > 1e-6 and (own - separate).abs().max() > 1e-6
+
+
+def test_refine_jointly_with_one_member_or_without_refine_changes_nothing():
+    from metaloop.recipes.evaluation import refining
+    member = proto(0)
+    sx, sy, qx, _ = make_batch().task(0)
+    ens = Ensemble([member], refine_jointly=True)
+    plain = member.predict(member.adapt(sx, sy), qx)
+    torch.testing.assert_close(ens.predict(ens.adapt(sx, sy), qx), plain.log_softmax(-1))
+    assert ens.evaluation == "transductive"
+    with refining(ens, 3):
+        alone = member.predict(member.adapt(sx, sy), qx)
+        torch.testing.assert_close(ens.predict(ens.adapt(sx, sy), qx), alone.log_softmax(-1))
+
+
+def test_refine_jointly_named_errors():
+    with pytest.raises(ValueError, match=r"refine_jointly: member 1 \(MAML\) has no prototypes"):
+        Ensemble([proto(0), maml(1)], refine_jointly=True)
+    with pytest.raises(ValueError, match="refine_jointly must be True or False"):
+        Ensemble([proto(0)], refine_jointly=1)
+    members = [proto(0), proto(1)]
+    ens = Ensemble(members, refine_jointly=True)
+    members[0].refine, members[1].refine = 2, 3
+    sx, sy, qx, _ = make_batch(B=1).task(0)
+    with pytest.raises(ValueError, match="the members refine with different"):
+        ens.predict(ens.adapt(sx, sy), qx)

@@ -8,7 +8,13 @@ from metaloop.adapt.lora import add_lora, lora_finetune, merge_lora
 from metaloop.adapt.newton_head import newton_head, svm_head
 from metaloop.adapt.probe import Probe, fit_probe
 from metaloop.adapt.prompting import optimize_prompt, zero_shot
-from metaloop.adapt.proto_head import proto_head, proto_logits, prototypes, refine_prototypes
+from metaloop.adapt.proto_head import (
+    proto_head,
+    proto_logits,
+    prototypes,
+    refine_prototypes,
+    refine_prototypes_jointly,
+)
 from metaloop.adapt.ridge_head import head_logits, ridge_head
 from metaloop.adapt.sgd import SGDAdapter, sgd_path, sgd_path_func
 from metaloop.adapt.soft_prompt import add_soft_prompt, soft_prompt_finetune
@@ -33,6 +39,7 @@ __all__ = [
     "proto_logits",
     "prototypes",
     "refine_prototypes",
+    "refine_prototypes_jointly",
     "ridge_head",
     "sgd_path",
     "sgd_path_func",

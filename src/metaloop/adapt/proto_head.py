@@ -10,10 +10,13 @@ cross-entropy, same predictions); ``proto_logits`` gives the distances themselve
 
 ``refine_prototypes`` is the transductive step that uses a task's unlabelled queries: soft
 k-means from the support prototypes, after Ren et al. (2018, "Meta-Learning for
-Semi-Supervised Few-Shot Classification").
+Semi-Supervised Few-Shot Classification"); ``refine_prototypes_jointly`` does it for an
+ensemble, whose members share one assignment of the queries.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from metaloop.adapt._checks import check_features, check_labels, shape_str
 
 __all__ = ["REFINE_TEMPERATURE", "REFINE_WEIGHT", "proto_head", "proto_logits", "prototypes",
-           "refine_prototypes"]
+           "refine_prototypes", "refine_prototypes_jointly"]
 
 # refine_prototypes' defaults, chosen on Omniglot's held-out background alphabets (with 10
 # steps, within-alphabet 20-way 1-shot; docs/omniglot.md); config.py's eval defaults match
@@ -123,22 +126,60 @@ def refine_prototypes(protos: torch.Tensor, queries: torch.Tensor, scale: float 
             ``weight``, or a number ``scale`` <= 0 (a tensor scale is not read, so that a GPU
             never waits for the check).
     """
-    _check_pair("refine_prototypes", queries, protos)
+    return refine_prototypes_jointly([protos], [queries], [scale], steps, temperature,
+                                     weight)[0]
+
+
+def refine_prototypes_jointly(protos: Sequence[torch.Tensor], queries: Sequence[torch.Tensor],
+                              scales: Sequence[float | torch.Tensor], steps: int,
+                              temperature: float = REFINE_TEMPERATURE,
+                              weight: float = REFINE_WEIGHT) -> list[torch.Tensor]:
+    """:func:`refine_prototypes` for an ensemble: one assignment shared by all its members.
+
+    Member ``i`` has its own feature space (``protos[i] [B, C, D_i]``, ``queries[i] [B, M,
+    D_i]``, ``scales[i]``); the same M queries and C classes in every member. Each round
+    assigns the queries with the members' class probabilities averaged, ``w_mk = (1/E) sum_i
+    softmax_k(temperature * scale_i * -||q_im - c'_ik||^2)``, and moves every member's
+    prototypes with that ``w`` (the update of :func:`refine_prototypes`). So the members
+    agree on which query belongs to which class, as their averaged prediction will; with one
+    member this is exactly :func:`refine_prototypes`.
+
+    Returns:
+        the E refined prototypes, ``[B, C, D_i]`` each, differentiable in every input.
+
+    Raises:
+        ValueError: no member, members whose tasks, classes or queries differ, or what
+            :func:`refine_prototypes` refuses.
+    """
+    protos, queries, scales = list(protos), list(queries), list(scales)
+    if not protos or not len(protos) == len(queries) == len(scales):
+        raise ValueError(f"refine_prototypes_jointly: need one prototype tensor, query tensor "
+                         f"and scale per member (at least one), got {len(protos)}, "
+                         f"{len(queries)} and {len(scales)}")
+    for P, Q in zip(protos, queries):
+        _check_pair("refine_prototypes", Q, P)
+    shapes = {(tuple(P.shape[:2]), Q.shape[1]) for P, Q in zip(protos, queries)}
+    if len(shapes) > 1:
+        raise ValueError(f"refine_prototypes_jointly: the members must share tasks, classes "
+                         f"and queries; got prototypes {[shape_str(P) for P in protos]} and "
+                         f"queries {[shape_str(Q) for Q in queries]}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"refine_prototypes: steps must be an int >= 0, got {steps!r}")
     for name, v in (("temperature", temperature), ("weight", weight)):
         if not (float(v) > 0 and float(v) != float("inf")):
             raise ValueError(f"refine_prototypes: {name} must be a finite number > 0, got {v!r}")
     t = float(temperature)
-    if not isinstance(scale, torch.Tensor) and not float(scale) > 0:   # a tensor: no host sync
-        raise ValueError(f"refine_prototypes: scale must be > 0, got {scale!r}")
-    a = float(weight) * protos.shape[1] / queries.shape[1]           # weight * C / M
+    for scale in scales:
+        if not isinstance(scale, torch.Tensor) and not float(scale) > 0:   # a tensor: no sync
+            raise ValueError(f"refine_prototypes: scale must be > 0, got {scale!r}")
+    a = float(weight) * protos[0].shape[1] / queries[0].shape[1]    # weight * C / M
     refined = protos
     for _ in range(steps):
-        logits = t * scale * proto_logits(queries, refined)          # [B, M, C]
-        w = a * torch.softmax(logits, -1)                            # [B, M, C]
-        refined = (protos + w.mT @ queries) / (1 + w.sum(1).unsqueeze(-1))   # [B, C, D]
-    return refined
+        w = sum(torch.softmax(t * s * proto_logits(Q, P), -1)         # [B, M, C] per member
+                for P, Q, s in zip(refined, queries, scales)) * (a / len(protos))
+        refined = [(P0 + w.mT @ Q) / (1 + w.sum(1).unsqueeze(-1))      # [B, C, D_i]
+                   for P0, Q in zip(protos, queries)]
+    return list(refined)
 
 
 def _check_pair(owner: str, queries: torch.Tensor, protos: torch.Tensor) -> None:

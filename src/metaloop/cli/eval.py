@@ -75,6 +75,11 @@ def register(sub) -> None:
     p.add_argument("--refine-weight", type=float, metavar="W",
                    help="with --refine: the query set weighs W times the support set "
                         "(default: the config's eval.refine_weight, 2)")
+    p.add_argument("--refine-jointly", action="store_const", const=True,
+                   help="with --refine and several checkpoints: the members share one "
+                        "assignment of the queries (their averaged class probabilities) "
+                        "instead of each using its own (default: the config's "
+                        "eval.refine_jointly, off)")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
                    help="also write the result (last step) as a JSON record for the docs "
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
                                              "within_alphabet", "support_shift",
                                              "query_shift", "scoring", "refine",
-                                             "refine_temperature", "refine_weight")}
+                                             "refine_temperature", "refine_weight",
+                                             "refine_jointly")}
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
     if args.record:
         records.check_record_path(args.record)

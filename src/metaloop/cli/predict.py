@@ -8,9 +8,8 @@ import sys
 
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.data.images import INVERT_MODES
-from metaloop.recipes.evaluation import refining
+from metaloop.recipes.evaluation import load_ensemble, refining
 from metaloop.recipes.predict import classify_folders
-from metaloop.runs import load_run
 
 DESCRIPTION = """\
 Classify your own images after few-shot adaptation. SUPPORT holds one sub-folder of images
@@ -26,7 +25,18 @@ polarity, padding and size; other runs read greyscale with light ink on a dark b
 training (BatchNorm uses the batch's statistics), so give a few at once. A learned head
 (MAML, ANIL, Reptile, scratch) has one output per training way: another number of support
 classes needs --head-init zero. A ProtoNet run can also refine its prototypes with the query
-images (--refine K, as metaloop eval --refine): transductive, like the batch statistics."""
+images (--refine K, as metaloop eval --refine): transductive, like the batch statistics.
+
+The test-time settings of metaloop eval apply here too: several checkpoints are an ensemble
+(their class probabilities averaged; --refine-jointly shares the refinement's assignment
+between them), --support-shift S adapts to every shift of the support images up to S pixels
+as well, and --query-shift S scores each query over its shifts up to S pixels.
+
+For one-shot tasks SUPPORT may instead hold only images, each its own class named by its file
+name: the training folder of one of Lake's Omniglot one-shot runs, classified with the
+challenge record's settings by
+  metaloop predict --checkpoint RUN0 RUN1 --support run01/training --query run01/test
+  --support-shift 2 --query-shift 1 --refine 10"""
 
 
 def register(sub) -> None:
@@ -35,8 +45,11 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  metaloop predict --checkpoint runs/mine --support "
                               "support/ --query query/ --json")
-    p.add_argument("--checkpoint", required=True, help="run directory or ckpt-* directory")
-    p.add_argument("--support", required=True, help="folder with one sub-folder per class")
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="RUN",
+                   help="run directory or ckpt-* directory; several: their ensemble "
+                        "(averaged probabilities)")
+    p.add_argument("--support", required=True,
+                   help="folder with one sub-folder per class, or only images, one per class")
     p.add_argument("--query", required=True, help="folder of images to classify")
     p.add_argument("--json", action="store_true", help="print JSON instead of file<TAB>class")
     p.add_argument("--steps", type=int,
@@ -58,14 +71,29 @@ def register(sub) -> None:
     p.add_argument("--refine-weight", type=float, default=REFINE_WEIGHT, metavar="W",
                    help="with --refine: the query images weigh W times the support images "
                         "(default %(default)g)")
+    p.add_argument("--refine-jointly", action="store_true",
+                   help="with --refine and several checkpoints: the members share one "
+                        "assignment of the queries (their averaged class probabilities)")
+    p.add_argument("--support-shift", type=int, default=0, metavar="S",
+                   help="adapt to every shift of the support images up to S pixels as well "
+                        "((2S+1)^2 copies, as metaloop eval --support-shift; 0 = off)")
+    p.add_argument("--query-shift", type=int, default=0, metavar="S",
+                   help="score each query by its class probabilities averaged over its shifts "
+                        "up to S pixels ((2S+1)^2 copies, as metaloop eval --query-shift; "
+                        "0 = off)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_run(args.checkpoint, head_init=args.head_init)
-    with refining(loaded.learner, args.refine, args.refine_temperature, args.refine_weight):
+    loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
+    if args.refine_jointly and not args.refine:
+        raise ValueError("--refine-jointly shares the refinement's assignment between the "
+                         "members, but --refine is 0: give --refine K")
+    with refining(loaded.learner, args.refine, args.refine_temperature, args.refine_weight,
+                  args.refine_jointly):
         pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
-                                invert=args.invert)
+                                invert=args.invert, support_shift=args.support_shift,
+                                query_shift=args.query_shift)
     if args.json:
         rows = [{"file": f, "class": label,
                  "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}

@@ -143,29 +143,37 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path
 
 def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
                  channels: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Path]]:
-    """A support set laid out as one sub-folder of images per class.
+    """A support set laid out as one sub-folder of images per class, or, for one-shot
+    tasks, as one image per class.
 
     Classes are the sub-folder names in sorted order; label k is the k-th name. Any number
-    of classes (at least 2) and of images per class (at least 1, not necessarily equal).
+    of classes (at least 2) and of images per class (at least 1, not necessarily equal). A
+    folder that holds only image files and no sub-folder is the one-shot layout: each file
+    is a class of one image, named by its file name without the suffix (the ``training``
+    folder of one of Lake's Omniglot one-shot runs, ``class01.png`` ... ``class20.png``).
 
     Returns:
         x: float32 ``[S, channels, H, W]``; y: int64 ``[S]`` labels; class names; the files
         in order.
 
     Raises:
-        ValueError: naming the path: missing folder, a file beside the class folders, an
-            empty class folder, fewer than 2 classes, or an unreadable image.
+        ValueError: naming the path: missing folder, a file beside class folders, an empty
+            class folder, fewer than 2 classes, two files of one name (``a.png`` and
+            ``a.jpg``) in the one-shot layout, or an unreadable image.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"support folder {folder} does not exist" if not folder.exists()
                          else f"support {folder} is not a folder")
     entries = sorted((p for p in folder.iterdir() if _visible(p)), key=lambda p: p.name)
-    stray = [p for p in entries if not p.is_dir()]
-    if stray:
-        raise ValueError(f"support folder {folder} must hold one sub-folder per class, but "
-                         f"{stray[0]} is a file; move each image into its class's folder")
     classes = [p for p in entries if p.is_dir()]
+    stray = [p for p in entries if not p.is_dir()]
+    if stray and not classes:                     # one image per class: the one-shot layout
+        return _one_image_per_class(folder, stray, image_size, invert, channels)
+    if stray:
+        raise ValueError(f"support folder {folder} must hold one sub-folder per class (or, "
+                         f"one-shot, only images, one per class), but {stray[0]} is a file "
+                         f"beside the class folders; move each image into its class's folder")
     if len(classes) < 2:
         raise ValueError(f"support folder {folder} has {len(classes)} class folder(s); "
                          f"few-shot classification needs at least 2")
@@ -180,6 +188,24 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
             files.append(f)
     return (torch.stack(xs), torch.tensor(ys, dtype=torch.int64),       # [S, c, H, W], [S]
             [c.name for c in classes], files)
+
+
+def _one_image_per_class(folder: Path, files: list[Path], image_size: int, invert: str,
+                         channels: int):
+    """``load_support``'s one-shot layout: each file of ``folder`` is a class (its stem)."""
+    if len(files) < 2:
+        raise ValueError(f"support folder {folder} has {len(files)} image(s) and no class "
+                         f"folder; few-shot classification needs at least 2 classes")
+    names = [f.stem for f in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        same = ", ".join(f.name for f in files if f.stem == twice[0])
+        raise ValueError(f"support folder {folder} holds one image per class, but class "
+                         f"{twice[0]!r} has several files ({same}); put a class's images in "
+                         f"a sub-folder of its name")
+    xs = [load_image(f, image_size, invert, channels) for f in files]
+    return (torch.stack(xs), torch.arange(len(files), dtype=torch.int64),   # [S, c, H, W]
+            names, list(files))
 
 
 def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",

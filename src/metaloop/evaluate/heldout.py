@@ -117,7 +117,7 @@ def _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task, query_shift=0
         k += 1
 
 
-def _shift_averaged(predict, params, qx: torch.Tensor, shift: int) -> torch.Tensor:
+def shift_averaged(predict, params, qx: torch.Tensor, shift: int) -> torch.Tensor:
     """``predict(params, x)`` on every shift of the queries ``qx`` ``[..., Q, C, H, W]`` in
     one call, returned as the log of the class probabilities averaged over the shifts
     ``[..., Q, classes]``; ``shift = 0``: ``predict(params, qx)`` as it is."""
@@ -136,8 +136,8 @@ def _score_batch(learner, loss_fn, batch, steps, per_task, query_shift=0) -> Non
     path = learner.adapt_path_batched(batch.support_x, batch.support_y, steps[-1])
     with torch.no_grad():
         for k, t in enumerate(steps):
-            out = _shift_averaged(learner.predict_batched, path[min(t, len(path) - 1)],
-                                  batch.query_x, query_shift)
+            out = shift_averaged(learner.predict_batched, path[min(t, len(path) - 1)],
+                                 batch.query_x, query_shift)
             for o, y in zip(out, batch.query_y):                          # [Q, out], [Q]
                 per_task["loss"][k].append(float(loss_fn(o, y)))
                 if not y.is_floating_point():
@@ -146,7 +146,7 @@ def _score_batch(learner, loss_fn, batch, steps, per_task, query_shift=0) -> Non
 
 def _record(learner, loss_fn, params, qx, qy, k, per_task, query_shift=0) -> None:
     with torch.no_grad():
-        out = _shift_averaged(learner.predict, params, qx, query_shift)   # [Q, out]
+        out = shift_averaged(learner.predict, params, qx, query_shift)    # [Q, out]
         per_task["loss"][k].append(float(loss_fn(out, qy)))
         if not qy.is_floating_point():
             per_task["accuracy"][k].append(float(accuracy(out, qy)))

@@ -325,14 +325,29 @@ class HeadLearner(ScoresEitherWay):
     def _logits(self, params: Params, head: Params, x: torch.Tensor) -> torch.Tensor:
         """``scale * (features @ W + b)`` ``[B, N, C]`` for x ``[B, N, ...]``; ``head``'s
         ``STATS`` entries, if any, normalise the queries."""
-        _, stats = split_stats(head)
-        feats = self._query_features(params, x, stats)               # [B, N, D]
-        scale = params["log_scale"].exp()
-        W, b = head["W"], head.get("b")                                # [B, D, C], [B, C]
+        feats, W, b, scale = self._query_parts(params, head, x)
         if self.refine:                                                # with these N queries
             W, b = self.inner.refine(W, b, feats, scale, self.refine, self.refine_temperature,
                                      self.refine_weight)
         return scale * head_logits(feats, W, b)
+
+    def _query_parts(self, params: Params, head: Params, x: torch.Tensor) -> tuple:
+        """The query features ``[B, N, D]``, the solved head ``W [B, D, C]``, ``b [B, C]`` (or
+        None) and the output scale, before any refinement."""
+        _, stats = split_stats(head)
+        feats = self._query_features(params, x, stats)               # [B, N, D]
+        return feats, head["W"], head.get("b"), params["log_scale"].exp()
+
+    def query_parts(self, params: Params, x: torch.Tensor) -> tuple:
+        """What :meth:`predict_batched` scores, unrefined: ``(features [B, N, D], W [B, D,
+        C], b [B, C] or None, scale)`` for x ``[B, N, ...]`` and ``adapt_path_batched``'s
+        params. ``metaloop.meta.Ensemble`` refines its members' prototypes jointly from
+        these; the logits are ``scale * head_logits(features, W, b)``."""
+        return self._query_parts(*_body_and_head(params), x)
+
+    def batched(self, params: Params) -> Params:
+        """One task's adapted params (``adapt``) as a batch of one (``adapt_path_batched``)."""
+        return {**params, **{k: v[None] for k, v in params.items() if _per_task(k)}}
 
     def _params(self) -> Params:
         return dict(self.model.named_parameters())
@@ -390,8 +405,7 @@ class HeadLearner(ScoresEitherWay):
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, C]`` for x ``[N, ...]`` with an adapted params dict."""
-        head = {k: v[None] for k, v in params.items() if _per_task(k)}
-        return self.predict_batched({**params, **head}, x[None])[0]
+        return self.predict_batched(self.batched(params), x[None])[0]
 
     def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
         """``adapt_path`` for B tasks at once (support ``[B, S, ...]``): a one-element list
@@ -405,11 +419,15 @@ class HeadLearner(ScoresEitherWay):
 
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, N, C]`` for x ``[B, N, ...]`` with ``adapt_path_batched``'s params."""
-        missing = [k for k in ("W", "log_scale") if k not in params]
-        if missing:
-            raise ValueError(f"predict: params lack {missing}; pass the dict from adapt()")
-        head = {k: v for k, v in params.items() if _per_task(k)}
-        return self._logits(split_stats(params)[0], head, x)
+        return self._logits(*_body_and_head(params), x)
+
+
+def _body_and_head(params: Params) -> tuple[Params, Params]:
+    """Batched adapted params split into (the model's params, the per-task head)."""
+    missing = [k for k in ("W", "log_scale") if k not in params]
+    if missing:
+        raise ValueError(f"predict: params lack {missing}; pass the dict from adapt()")
+    return split_stats(params)[0], {k: v for k, v in params.items() if _per_task(k)}
 
 
 def _per_task(key: str) -> bool:

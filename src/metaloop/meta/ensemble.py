@@ -7,6 +7,11 @@ query loss ``evaluate`` reports is the averaged model's negative log-likelihood 
 argmax the averaged vote. For regression (any other loss) the members' outputs are averaged.
 Nothing is trained: an ensemble is a test-time learner for ``metaloop.evaluate`` and
 ``metaloop eval --checkpoint RUN RUN ...``, and its training cost is the sum of its members'.
+
+Members that refine their prototypes with the queries (ProtoNet's ``refine``) do so each on
+its own, unless ``refine_jointly``: then one assignment of the queries, from the members'
+averaged class probabilities, moves every member's prototypes
+(``metaloop.adapt.refine_prototypes_jointly``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from metaloop.adapt.ridge_head import head_logits
 from metaloop.func.losses import cross_entropy
 from metaloop.func.params import Params
 
@@ -35,6 +41,10 @@ class Ensemble:
         combine: ``"probabilities"`` (classification: the log of the mean softmax),
             ``"mean"`` (the mean output, for regression), or ``"auto"``: probabilities for a
             cross-entropy loss, else the mean.
+        refine_jointly: members that refine their prototypes with the queries (ProtoNet with
+            ``refine = K``; every member the same K, temperature and weight) share one
+            assignment of the queries, their averaged class probabilities, instead of each
+            using its own. Needs members with prototype heads; off by default. Settable.
 
     Attributes:
         members: the learners. model: an ``nn.ModuleList`` of their models (``.to(device)``
@@ -46,12 +56,14 @@ class Ensemble:
 
     Raises:
         ValueError: no learners, a member without ``adapt_path`` / ``predict``, members whose
-            query losses differ, or an unknown ``combine``.
+            query losses differ, an unknown ``combine``, or ``refine_jointly`` with a member
+            that has no prototypes to refine. At prediction: members that refine jointly
+            with different settings.
     """
 
     meta_trains = False
 
-    def __init__(self, learners: Sequence, combine: str = "auto"):
+    def __init__(self, learners: Sequence, combine: str = "auto", refine_jointly: bool = False):
         learners = list(learners)
         if not learners:
             raise ValueError("Ensemble needs at least one learner")
@@ -73,6 +85,36 @@ class Ensemble:
         self.combine = combine
         self.inner = learners[0].inner
         self.model = nn.ModuleList([m.model for m in learners])
+        self.refine_jointly = refine_jointly
+
+    @property
+    def refine_jointly(self) -> bool:
+        """Whether refining members share one assignment of the queries (see the class)."""
+        return self._refine_jointly
+
+    @refine_jointly.setter
+    def refine_jointly(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"Ensemble refine_jointly must be True or False, got {value!r}")
+        if value:
+            for i, m in enumerate(self.members):
+                if not (hasattr(m, "query_parts") and hasattr(m.inner, "refine_jointly")):
+                    raise ValueError(f"Ensemble refine_jointly: member {i} "
+                                     f"({type(m).__name__}) has no prototypes to refine with "
+                                     f"the queries; only protonet's head has")
+        self._refine_jointly = value
+
+    def _joint(self) -> tuple[int, float, float] | None:
+        """The members' shared (steps, temperature, weight) when they refine jointly now."""
+        if not self.refine_jointly:
+            return None
+        settings = {(m.refine, m.refine_temperature, m.refine_weight) for m in self.members}
+        if len(settings) > 1:
+            raise ValueError(f"Ensemble refine_jointly: the members refine with different "
+                             f"(steps, temperature, weight) {sorted(settings)}; one shared "
+                             f"assignment needs one setting")
+        steps, temperature, weight = settings.pop()
+        return (steps, temperature, weight) if steps else None
 
     @property
     def batching(self) -> str:
@@ -85,7 +127,11 @@ class Ensemble:
     def evaluation(self) -> str:
         """The members' scoring label ("transductive", ...), or theirs joined by " / "."""
         labels = {getattr(m, "evaluation", "transductive") for m in self.members}
-        return labels.pop() if len(labels) == 1 else " / ".join(sorted(labels))
+        label = labels.pop() if len(labels) == 1 else " / ".join(sorted(labels))
+        if self._joint():
+            label = label.replace("refined with the queries",
+                                  "refined with the queries jointly by the members")
+        return label
 
     def __len__(self) -> int:
         return len(self.members)
@@ -118,8 +164,11 @@ class Ensemble:
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """The combined predictions ``[N, out]`` on x ``[N, ...]``: log mean probability
         (classification) or mean output (regression) over the members."""
-        outs = [m.predict(p, x) for m, p in zip(self.members, self._split(params))]
-        return self._combine(outs)
+        members = self._split(params)
+        if self._joint():
+            batched = [m.batched(p) for m, p in zip(self.members, members)]
+            return self._combine(self._joint_logits(batched, x[None]))[0]
+        return self._combine([m.predict(p, x) for m, p in zip(self.members, members)])
 
     def adapt_path_batched(self, support_x: torch.Tensor, support_y: torch.Tensor,
                            steps: int | None = None) -> list[Params]:
@@ -132,8 +181,20 @@ class Ensemble:
 
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """``predict`` for batched params and x ``[B, N, ...]`` -> ``[B, N, out]``."""
-        outs = [m.predict_batched(p, x) for m, p in zip(self.members, self._split(params))]
-        return self._combine(outs)
+        members = self._split(params)
+        if self._joint():
+            return self._combine(self._joint_logits(members, x))
+        return self._combine([m.predict_batched(p, x) for m, p in zip(self.members, members)])
+
+    def _joint_logits(self, members: Sequence[Params], x: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's logits ``[B, N, C]`` for x ``[B, N, ...]`` after refining all their
+        prototypes with one shared assignment of the queries (batched params per member)."""
+        steps, temperature, weight = self._joint()
+        parts = [m.query_parts(p, x) for m, p in zip(self.members, members)]   # feats, W, b, s
+        heads = self.members[0].inner.refine_jointly(
+            [(W, b) for _, W, b, _ in parts], [f for f, *_ in parts],
+            [s for *_, s in parts], steps, temperature, weight)
+        return [s * head_logits(f, W, b) for (f, _, _, s), (W, b) in zip(parts, heads)]
 
     def _split(self, params: Params) -> tuple:
         members = params.get("members") if isinstance(params, dict) else None

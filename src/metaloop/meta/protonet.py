@@ -20,7 +20,7 @@ from metaloop.adapt.proto_head import (
     REFINE_TEMPERATURE,
     REFINE_WEIGHT,
     proto_head,
-    refine_prototypes,
+    refine_prototypes_jointly,
 )
 from metaloop.func.losses import cross_entropy
 from metaloop.meta._head_learner import HeadLearner, HeadNet, check_positive
@@ -55,9 +55,18 @@ class PrototypeSolver:
                weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The head ``(W [B, D, C], b [B, C])`` of the prototypes refined with the query
         features ``[B, M, D]`` by :func:`metaloop.adapt.refine_prototypes` (transductive)."""
-        protos = refine_prototypes(W.mT / 2, queries, scale, steps, temperature,
-                                   weight)                                  # [B, C, D]
-        return 2 * protos.mT, -(protos * protos).sum(-1)
+        return self.refine_jointly([(W, b)], [queries], [scale], steps, temperature, weight)[0]
+
+    @staticmethod
+    def refine_jointly(heads: list, queries: list, scales: list, steps: int,
+                       temperature: float, weight: float) -> list:
+        """``refine`` for the members of an ensemble at once, with one shared assignment of
+        the queries (:func:`metaloop.adapt.refine_prototypes_jointly`): member i's head
+        ``(W_i [B, D_i, C], b_i [B, C])``, query features ``[B, M, D_i]`` and scale; returns
+        the refined heads in order."""
+        protos = refine_prototypes_jointly([W.mT / 2 for W, _ in heads], queries, scales,
+                                           steps, temperature, weight)       # [B, C, D_i]
+        return [(2 * P.mT, -(P * P).sum(-1)) for P in protos]
 
 
 def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,

@@ -39,7 +39,7 @@ SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth"
 
 EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "steps", "queries", "seed",
              "support_shift", "query_shift", "scoring", "refine", "refine_temperature",
-             "refine_weight")
+             "refine_weight", "refine_jointly")
 
 
 @contextmanager
@@ -69,12 +69,13 @@ def scoring(learner, how: str):
 
 @contextmanager
 def refining(learner, steps: int, temperature: float = REFINE_TEMPERATURE,
-             weight: float = REFINE_WEIGHT):
+             weight: float = REFINE_WEIGHT, jointly: bool = False):
     """Refine the prototypes with each task's queries while active (``eval.refine``): ``steps``
     soft k-means rounds at ``temperature``, the queries weighing ``weight`` times the support
     set (``metaloop.adapt.refine_prototypes``), for the learner or every member of an
     ``Ensemble``; each learner's own setting is restored afterwards. ``steps = 0`` changes
-    nothing.
+    nothing. ``jointly`` (``eval.refine_jointly``): an ensemble's members share one
+    assignment of the queries (``Ensemble.refine_jointly``); a single learner is unaffected.
 
     Raises:
         ValueError: a learner without prototypes (only ProtoNet has them) or one that scores
@@ -88,7 +89,9 @@ def refining(learner, steps: int, temperature: float = REFINE_TEMPERATURE,
         if not hasattr(m, "refine"):
             raise ValueError(f"eval.refine = {steps}: {type(m).__name__} has no prototypes to "
                              f"refine; only protonet has")
-    with _set_on(members, refine_temperature=temperature, refine_weight=weight, refine=steps):
+    ensemble = [learner] if isinstance(learner, Ensemble) else []
+    with _set_on(members, refine_temperature=temperature, refine_weight=weight, refine=steps), \
+            _set_on(ensemble, refine_jointly=jointly):
         yield
 
 
@@ -132,13 +135,13 @@ def eval_config(run: Run, **changes) -> dict:
     return cfg
 
 
-def load_ensemble(paths, *, device=None) -> Run:
+def load_ensemble(paths, *, device=None, head_init: str = "checkpoint") -> Run:
     """Load several runs as one ``Run`` whose learner averages them (``metaloop.meta.Ensemble``).
 
     Args:
         paths: two or more run (or ``ckpt-*``) directories, e.g. one config trained with
             different seeds (``metaloop train --seed``); one path loads that run alone.
-        device: as ``metaloop.runs.load_run``.
+        device, head_init: as ``metaloop.runs.load_run``, for every member.
 
     Returns:
         A ``Run`` with the first run's path, config (its ``[eval]`` section decides the
@@ -153,7 +156,7 @@ def load_ensemble(paths, *, device=None) -> Run:
         else list(paths)
     if not paths:
         raise ValueError("load_ensemble needs at least one run directory")
-    runs = [load_run(p, device=device) for p in paths]
+    runs = [load_run(p, device=device, head_init=head_init) for p in paths]
     if len(runs) == 1:
         return runs[0]
     first = runs[0].config["family"]
@@ -197,7 +200,7 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
             within_alphabet, steps, queries, seed, support_shift and query_shift
             (test-time shifts of the support and the query images, see
             ``metaloop.evaluate.evaluate``), scoring (``scoring``), and refine,
-            refine_temperature and refine_weight (``refining``).
+            refine_temperature, refine_weight and refine_jointly (``refining``).
 
     Returns:
         ``{"config": the config evaluated, "metric": "accuracy" or "loss", "result":
@@ -213,7 +216,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     device = None if device is None or torch.device(device).type == "cpu" else \
         torch.device(device)
     with scoring(run.learner, ec["scoring"]), \
-            refining(run.learner, ec["refine"], ec["refine_temperature"], ec["refine_weight"]):
+            refining(run.learner, ec["refine"], ec["refine_temperature"], ec["refine_weight"],
+                     ec["refine_jointly"]):
         r = evaluate(run.learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
                      seed=ec["seed"], device=device, progress=progress,
                      support_shift=ec["support_shift"], query_shift=ec["query_shift"])

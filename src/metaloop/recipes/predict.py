@@ -2,7 +2,9 @@
 
 ``classify_folders(run, support, query)`` reads a support folder (one sub-folder of images per
 class) and a query folder with the run's own image transform (``Run.transform``), adapts the
-run's learner to the support set with its own rule, and scores every query image.
+run's learner to the support set with its own rule, and scores every query image. The run
+may be an ensemble (``load_ensemble``), and the test-time shifts of ``metaloop eval``
+(``support_shift``, ``query_shift``) apply as there.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from metaloop.data.images import load_query, load_support
+from metaloop.evaluate.heldout import shift_averaged
 from metaloop.runs import Run
+from metaloop.tasks.augment import shifted_support
 
 __all__ = ["QUERY_CHUNK", "Predictions", "classify_folders", "predict_folders"]
 
@@ -34,36 +38,48 @@ class Predictions:
         return [self.classes[int(k)] for k in self.probs.argmax(-1)]
 
 
-def predict_folders(learner, support_x, support_y, query_x, steps: int | None = None
-                    ) -> torch.Tensor:
+def predict_folders(learner, support_x, support_y, query_x, steps: int | None = None,
+                    support_shift: int = 0, query_shift: int = 0) -> torch.Tensor:
     """Adapt to one support set and score the queries.
 
     Args:
         support_x: ``[S, C, H, W]``; support_y: int64 ``[S]`` in ``0..n-1``.
         query_x: ``[Q, C, H, W]``.
         steps: adaptation steps (default the learner's inner steps).
+        support_shift: adapt to every shift of the support images up to this many pixels
+            as well (``metaloop.tasks.augment.shifted_support``; 0 = off).
+        query_shift: score each query by its class probabilities averaged over its shifts
+            up to this many pixels, all copies of a chunk in one batch (0 = off).
 
     Returns:
         float32 ``[Q, n]`` softmax probabilities.
+
+    Raises:
+        ValueError: a negative or non-int shift.
     """
+    support_x, support_y = shifted_support(support_x, support_y, support_shift)
     params = learner.adapt(support_x, support_y, steps)
     n = int(support_y.max()) + 1
     with torch.no_grad():
-        logits = torch.cat([learner.predict(params, query_x[i:i + QUERY_CHUNK])
+        logits = torch.cat([shift_averaged(learner.predict, params,
+                                           query_x[i:i + QUERY_CHUNK], query_shift)
                             for i in range(0, len(query_x), QUERY_CHUNK)])  # [Q, out]
     return logits[:, :n].softmax(-1)                                          # [Q, n]
 
 
 def classify_folders(run: Run, support, query, *, steps: int | None = None,
-                     invert: str | None = None) -> Predictions:
+                     invert: str | None = None, support_shift: int = 0,
+                     query_shift: int = 0) -> Predictions:
     """Adapt ``run``'s learner to the images of ``support`` and classify those of ``query``.
 
     Args:
-        run: a loaded image-classification run (``load_run``).
+        run: a loaded image-classification run (``load_run``), or an ensemble of such runs
+            (``metaloop.recipes.evaluation.load_ensemble``: their probabilities averaged).
         support: a folder with one sub-folder of images per class (at least 2 classes).
         query: a folder of images to classify (sub-folders are searched too).
         steps: adaptation steps (default: the run's inner steps; >= 0).
         invert: polarity ("auto", "always", "never"; default: the run's transform).
+        support_shift, query_shift: test-time shifts in pixels, as ``predict_folders``.
 
     Returns:
         ``Predictions``; all queries are classified in one batch (per ``QUERY_CHUNK``), so
@@ -72,7 +88,7 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     Raises:
         ValueError: not an image-classification run; unreadable folders; a support set whose
             number of classes differs from a learned head's outputs (adapt from a zero head
-            with ``load_run(..., head_init="zero")`` instead); negative ``steps``.
+            with ``load_run(..., head_init="zero")`` instead); negative ``steps`` or shifts.
     """
     tf = run.transform
     if tf is None or run.config["family"]["name"] == "sinusoid":
@@ -81,6 +97,9 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
                          f"model {run.config['model']['name']!r}")
     if steps is not None and steps < 0:
         raise ValueError(f"--steps must be >= 0, got {steps}")
+    for name, shift in (("support_shift", support_shift), ("query_shift", query_shift)):
+        if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
+            raise ValueError(f"{name} must be an int >= 0 pixels, got {shift!r}")
     size, chans = tf["image_size"], tf["channels"]
     invert = invert or tf["invert"]
     sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"])
@@ -90,14 +109,21 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     sx, qx = sx.expand(-1, chans, -1, -1), qx.expand(-1, chans, -1, -1)
     # SGD learners with a learned head need as many classes as its outputs; a zero head
     # (pretrain, head_init "zero") and the solved heads of R2D2 / MetaOptNet take any number
+    for member in getattr(run, "members", [run]):           # an ensemble: each of its runs
+        _check_head(member, support, len(classes))
+    return Predictions(names, classes, predict_folders(run.learner, sx, sy, qx, steps,
+                                                       support_shift, query_shift))
+
+
+def _check_head(run: Run, support, n_classes: int) -> None:
+    """ValueError unless the run's learner can adapt to ``n_classes`` support classes."""
     head = getattr(run.network, "head", None)
     head_out = head.out_features if isinstance(head, torch.nn.Linear) else None
     learned = getattr(getattr(run.learner, "inner", None), "head_init", None) == "learned"
-    if learned and head_out is not None and len(classes) != head_out:
+    if learned and head_out is not None and n_classes != head_out:
         raise ValueError(
-            f"{support} has {len(classes)} classes but the checkpoint's learned head has "
+            f"{support} has {n_classes} classes but the checkpoint's learned head has "
             f"{head_out} outputs ({run.config['method']['name']} trained "
-            f"{run.config['family']['ways']}-way); give {head_out} class folders, or pass "
-            f"--head-init zero to adapt from a zero head of {len(classes)} outputs (usually "
-            f"less accurate than the learned head)")
-    return Predictions(names, classes, predict_folders(run.learner, sx, sy, qx, steps))
+            f"{run.config['family']['ways']}-way; {run.path}); give {head_out} class folders, "
+            f"or pass --head-init zero to adapt from a zero head of {n_classes} outputs "
+            f"(usually less accurate than the learned head)")
