@@ -97,6 +97,16 @@ def test_every_config_value_is_commented():
                 assert "#" in s, f"{f.name}:{i} has no comment: {s}"
 
 
+def test_every_config_file_validates():
+    """Every shipped config, the challenge's pilots and GPU configs included, passes the
+    schema and the cross-key checks that ``metaloop train`` applies before it writes."""
+    files = sorted(CONFIGS.glob("*.toml"))
+    assert len(files) > 50
+    for f in files:
+        cfg = _config.load(f)
+        assert cfg["family"]["name"] and cfg["method"]["name"], f.name
+
+
 def _compare(tmp_path, root, methods):
     small = tmp_path / "small.toml"
     small.write_text(f'[family]\nroot = "{root}"\nqueries = 2\n'
