@@ -195,17 +195,23 @@ def test_predict_on_official_105px_pngs(run, omniglot_root, tmp_path, capsys):
         assert r["class"] == classes[int(probs[i].argmax())]
 
 
+def _episode_folders(images, chars, drawings, root) -> None:
+    """``root/support/c<char>/0.png`` (drawing 0 of each character) and
+    ``root/query/<char>_<drawing>.png``, from the loader's uint8 images."""
+    for c in chars:
+        folder = root / "support" / f"c{c}"
+        folder.mkdir(parents=True)
+        Image.fromarray(images[c, 0].numpy()).save(folder / "0.png")
+    (root / "query").mkdir()
+    for c in chars:
+        for d in drawings:
+            Image.fromarray(images[c, d].numpy()).save(root / "query" / f"{c}_{d}.png")
+
+
 def test_predict_refines_the_prototypes_with_the_queries(run, omniglot_root, tmp_path, capsys):
     images, names = load_omniglot_images(omniglot_root, "evaluation", 28)     # [659, 20, ...]
     chars = [0, 1, 2, 3, 4]
-    for c in chars:
-        folder = tmp_path / "support" / f"c{c}"
-        folder.mkdir(parents=True)
-        Image.fromarray(images[c, 0].numpy()).save(folder / "0.png")
-    (tmp_path / "query").mkdir()
-    for c in chars:
-        for d in (1, 2):
-            Image.fromarray(images[c, d].numpy()).save(tmp_path / "query" / f"{c}_{d}.png")
+    _episode_folders(images, chars, (1, 2), tmp_path)
     scores = {}
     for k in (0, 4):
         assert main(["predict", "--checkpoint", str(run), "--support", str(tmp_path / "support"),
@@ -253,20 +259,14 @@ def test_predict_an_ensemble_with_shifts_and_joint_refinement(run, omniglot_root
                  str(second), "--no-progress"]) == 0
     images, _ = load_omniglot_images(omniglot_root, "evaluation", 28)       # [659, 20, ...]
     chars = [0, 1, 2, 3, 4]
-    for c in chars:
-        folder = tmp_path / "support" / f"c{c}"
-        folder.mkdir(parents=True)
-        Image.fromarray(images[c, 0].numpy()).save(folder / "0.png")
-    (tmp_path / "query").mkdir()
-    for c in chars:
-        Image.fromarray(images[c, 1].numpy()).save(tmp_path / "query" / f"{c}.png")
+    _episode_folders(images, chars, (1,), tmp_path)
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(run), str(second), "--support",
                  str(tmp_path / "support"), "--query", str(tmp_path / "query"), "--json",
                  "--support-shift", "1", "--query-shift", "1", "--refine", "3",
                  "--refine-jointly"]) == 0
     got = {r["file"]: r["scores"] for r in json.loads(capsys.readouterr().out)}
-    scores = np.array([[got[f"{c}.png"][f"c{j}"] for j in chars] for c in chars])   # [5, 5]
+    scores = np.array([[got[f"{c}_1.png"][f"c{j}"] for j in chars] for c in chars])  # [5, 5]
     sx = images[chars, 0].float().div(255).unsqueeze(1)                      # [5, 1, 28, 28]
     qx = images[chars, 1].float().div(255).unsqueeze(1)                      # [5, 1, 28, 28]
     moves = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
