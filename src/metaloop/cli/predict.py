@@ -85,10 +85,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
     if args.refine_jointly and not args.refine:
         raise ValueError("--refine-jointly shares the refinement's assignment between the "
                          "members, but --refine is 0: give --refine K")
+    loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
     with refining(loaded.learner, args.refine, args.refine_temperature, args.refine_weight,
                   args.refine_jointly):
         pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
