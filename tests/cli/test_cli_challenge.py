@@ -317,3 +317,70 @@ def test_predict_on_a_run_folder_laid_out_as_lakes(run, omniglot_root, tmp_path,
     with torch.no_grad():
         want = learner.predict(learner.adapt(sx, torch.arange(5)), qx).argmax(-1)
     assert [line.split("\t")[1] for line in lines] == [f"class{int(k) + 1:02d}" for k in want]
+
+
+def _lake_runs(images, root, runs):
+    """Official-style runs from the loader's 105x105 images: run r uses characters
+    ``chars`` (drawing 0 in training/, drawing 1 in test/, item k drawn of ``chars[perm[k]]``)
+    and a class_labels.txt as Lake's."""
+    for name, chars, perm in runs:
+        (root / name / "training").mkdir(parents=True)
+        (root / name / "test").mkdir()
+        lines = []
+        for k, c in enumerate(chars):
+            _save_official(images[c, 0], root / name / "training" / f"class{k + 1:02d}.png")
+        for i, k in enumerate(perm):
+            _save_official(images[chars[k], 1], root / name / "test" / f"item{i + 1:02d}.png")
+            lines.append(f"{name}/test/item{i + 1:02d}.png {name}/training/class{k + 1:02d}.png")
+        (root / name / "class_labels.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_eval_scores_the_official_runs(run, omniglot_root, tmp_path, capsys):
+    images, _ = load_omniglot_images(omniglot_root, "evaluation", 105)
+    small, _ = load_omniglot_images(omniglot_root, "evaluation", 28)
+    runs = [("run01", [0, 1, 2, 3, 4], [3, 0, 4, 1, 2]), ("run02", [5, 6, 7, 8, 9, 10],
+                                                          [5, 4, 3, 2, 1, 0])]
+    _lake_runs(images, tmp_path / "all_runs", runs)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--lake-runs", str(tmp_path / "all_runs"),
+                 "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "e" / "results.json").read_text())["lake_runs"]
+    # the learner on the loader's 28x28 images of the same drawings, run by run
+    learner = load_run(run).learner
+    errors = []
+    for (name, chars, perm), got in zip(runs, res["runs"]):
+        sx = small[chars, 0].float().div(255).unsqueeze(1)
+        qx = small[[chars[k] for k in perm], 1].float().div(255).unsqueeze(1)
+        with torch.no_grad():
+            pred = learner.predict(learner.adapt(sx, torch.arange(len(chars))), qx).argmax(-1)
+        wrong = int((pred != torch.tensor(perm)).sum())
+        assert (got["name"], got["trials"], got["errors"]) == (name, len(perm), wrong)
+        assert f"{name}: {wrong} of {len(perm)} wrong" in out
+        errors.append(wrong / len(perm))
+    assert res["trials"] == 11 and res["error_rate"] == pytest.approx(np.mean(errors))
+    assert res["ci95"] == pytest.approx(1.96 * np.std(errors, ddof=1) / np.sqrt(2))
+    assert (f"official one-shot runs ({tmp_path / 'all_runs'}): error rate "
+            f"{100 * res['error_rate']:.2f}% ± {100 * res['ci95']:.2f}% (95% CI over 2 runs, "
+            f"11 trials)") in out
+    # with the record's test-time settings: as predict decides on the run folder
+    assert main(["eval", "--checkpoint", str(run), "--lake-runs", str(tmp_path / "all_runs"
+                                                                       / "run02"),
+                 "--support-shift", "1", "--query-shift", "1", "--refine", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "prototypes refined with the queries (3 soft k-means steps" in out
+    assert main(["predict", "--checkpoint", str(run), "--support",
+                 str(tmp_path / "all_runs" / "run02" / "training"), "--query",
+                 str(tmp_path / "all_runs" / "run02" / "test"), "--support-shift", "1",
+                 "--query-shift", "1", "--refine", "3"]) == 0
+    decided = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    wrong = sum(d != f"class{k + 1:02d}" for d, k in zip(decided, runs[1][2]))
+    assert f"run02: {wrong} of 6 wrong" in out
+    for flags, message in ((["--record", str(tmp_path / "r.json")],
+                            "--record writes the result of generated tasks"),
+                           ([], "holds no one-shot run")):
+        target = tmp_path / ("all_runs" if flags else "e")
+        assert main(["eval", "--checkpoint", str(run), "--lake-runs", str(target),
+                     *flags]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == ""

@@ -10,7 +10,12 @@ from tqdm.auto import tqdm
 from metaloop.cli._args import int_list
 from metaloop.evaluate import records
 from metaloop.recipes import report
-from metaloop.recipes.evaluation import eval_config, evaluate_run, load_ensemble
+from metaloop.recipes.evaluation import (
+    eval_config,
+    evaluate_lake_runs,
+    evaluate_run,
+    load_ensemble,
+)
 from metaloop.recipes.report import prepare_out
 
 DESCRIPTION = """\
@@ -21,6 +26,8 @@ number of adaptation steps, as mean and 95% confidence interval over the tasks.
 The original Omniglot one-shot challenge (Lake et al. 2015): --within-alphabet --split
 evaluation --ways 20 --shots 1 draws every task's 20 characters from one evaluation alphabet
 and reports the error rate over the trials (tasks x ways x queries) with its 95% CI.
+--lake-runs DIR scores the challenge's official runs instead (Lake's all_runs folder: 20 runs
+of 20 trials), with the same test-time settings.
 
 An ensemble: --checkpoint RUN RUN ... adapts every run to each task and averages their class
 probabilities (the mean output for regression); the held-out tasks are the first run's
@@ -80,6 +87,11 @@ def register(sub) -> None:
                         "assignment of the queries (their averaged class probabilities) "
                         "instead of each using its own (default: the config's "
                         "eval.refine_jointly, off)")
+    p.add_argument("--lake-runs", metavar="DIR",
+                   help="score the official runs of the Omniglot one-shot challenge instead "
+                        "of generated tasks: Lake's all_runs folder unpacked (run01 ... "
+                        "run20, each with training/, test/ and class_labels.txt), or one run "
+                        "folder; the test-time settings above apply")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
                    help="also write the result (last step) as a JSON record for the docs "
@@ -100,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
                                              "refine_temperature", "refine_weight",
                                              "refine_jointly")}
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
+    if args.lake_runs:
+        return _lake_runs(args, loaded, cfg)
     if args.record:
         records.check_record_path(args.record)
     out = prepare_out(args.out) if args.out else None
@@ -148,4 +162,30 @@ def run(args: argparse.Namespace) -> int:
             cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device,
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
+    return 0
+
+
+def _lake_runs(args: argparse.Namespace, loaded, cfg: dict) -> int:
+    """``--lake-runs``: the error rate on the challenge's official runs."""
+    if args.record:
+        raise ValueError("--record writes the result of generated tasks; with --lake-runs the "
+                         "result goes to --out DIR (results.json)")
+    out = prepare_out(args.out) if args.out else None
+    res = evaluate_lake_runs(loaded, args.lake_runs, cfg)
+    for r in res["runs"]:
+        print(f"{r['name']}: {r['errors']} of {r['trials']} wrong "
+              f"({100 * r['error_rate']:.1f}% error)")
+    if len(args.checkpoint) > 1:
+        print(f"ensemble of {len(args.checkpoint)} runs: class probabilities averaged")
+    if res["evaluation"] != "transductive":
+        print(f"queries scored {res['evaluation']}")
+    ec = cfg["eval"]
+    for key, what in (("support_shift", "support images also"), ("query_shift", "queries")):
+        if ec[key]:
+            print(f"{what} at every shift up to {ec[key]} px (test-time augmentation)")
+    print(f"official one-shot runs ({args.lake_runs}): error rate {100 * res['error_rate']:.2f}% "
+          f"± {100 * res['ci95']:.2f}% (95% CI over {len(res['runs'])} runs, "
+          f"{res['trials']} trials)")
+    if out is not None:
+        report.write_json(out / "results.json", {"config": cfg, "lake_runs": res})
     return 0

@@ -28,9 +28,11 @@ from metaloop import build, config
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
+from metaloop.recipes.predict import score_lake_runs
 from metaloop.runs import Run, load_run
 
-__all__ = ["error_rate", "eval_config", "evaluate_run", "load_ensemble", "refining", "scoring"]
+__all__ = ["error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run", "load_ensemble",
+           "refining", "scoring"]
 
 # what every member of an ensemble must share with the first: the data and inputs it reads,
 # and the classes it holds out (training ways and splits may differ)
@@ -227,3 +229,26 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     return {"config": cfg, "metric": metric, "result": r,
             "evaluation": evaluation,
             "error_rate": error_rate(cfg, r) if within else None}
+
+
+def evaluate_lake_runs(run: Run, root, config: dict) -> dict:
+    """The error rate on the official runs of the Omniglot one-shot challenge in ``root``
+    (``metaloop eval --lake-runs``), scored with ``config``'s ``[eval]`` test-time settings:
+    support and query shifts, scoring, the refinement, and the last of its ``steps``.
+
+    Args:
+        run: a loaded run or ensemble (``load_ensemble``). root: Lake's ``all_runs`` folder
+            unpacked, or one run folder. config: from ``eval_config(run, ...)``.
+
+    Returns:
+        ``metaloop.recipes.predict.score_lake_runs``'s result, with ``"evaluation"``: how
+        the queries were scored.
+    """
+    ec = config["eval"]
+    with scoring(run.learner, ec["scoring"]), \
+            refining(run.learner, ec["refine"], ec["refine_temperature"], ec["refine_weight"],
+                     ec["refine_jointly"]):
+        res = score_lake_runs(run, root, steps=ec["steps"][-1],
+                              support_shift=ec["support_shift"], query_shift=ec["query_shift"])
+        res["evaluation"] = getattr(run.learner, "evaluation", "transductive")
+    return res

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-from metaloop.data.images import load_query, load_support
-from metaloop.evaluate.heldout import shift_averaged
+from metaloop.data.images import load_image, load_query, load_support
+from metaloop.data.lake_runs import read_lake_runs
+from metaloop.evaluate.heldout import mean_ci, shift_averaged
 from metaloop.runs import Run
 from metaloop.tasks.augment import shifted_support
 
-__all__ = ["QUERY_CHUNK", "Predictions", "classify_folders", "predict_folders"]
+__all__ = ["QUERY_CHUNK", "Predictions", "classify_folders", "predict_folders",
+           "score_lake_runs"]
 
 QUERY_CHUNK = 1024   # queries per forward pass (BatchNorm statistics come from each chunk)
 
@@ -90,6 +92,63 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
             number of classes differs from a learned head's outputs (adapt from a zero head
             with ``load_run(..., head_init="zero")`` instead); negative ``steps`` or shifts.
     """
+    tf = _checked_transform(run, steps, support_shift, query_shift)
+    size, invert = tf["image_size"], invert or tf["invert"]
+    sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"])
+    qx, names = load_query(query, size, invert, tf["read_channels"])
+    sx, qx = _as_trained(tf, sx), _as_trained(tf, qx)
+    # SGD learners with a learned head need as many classes as its outputs; a zero head
+    # (pretrain, head_init "zero") and the solved heads of R2D2 / MetaOptNet take any number
+    for member in getattr(run, "members", [run]):           # an ensemble: each of its runs
+        _check_head(member, support, len(classes))
+    return Predictions(names, classes, predict_folders(run.learner, sx, sy, qx, steps,
+                                                       support_shift, query_shift))
+
+
+def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | None = None,
+                    support_shift: int = 0, query_shift: int = 0) -> dict:
+    """The error rate on the official runs of the Omniglot one-shot challenge.
+
+    Each run (:func:`metaloop.data.lake_runs.read_lake_runs`) is one task: the learner adapts
+    to its training drawings (one per class) and classifies its test drawings together, as
+    :func:`classify_folders` does, and a test drawing counts as an error unless its most
+    probable class is the one ``class_labels.txt`` names.
+
+    Args:
+        run: a loaded image-classification run or ensemble, as for :func:`classify_folders`;
+            its refinement and scoring settings apply as set (``refining``, ``scoring``).
+        root: Lake's ``all_runs`` folder unpacked, or one run folder.
+        steps, invert, support_shift, query_shift: as :func:`classify_folders`.
+
+    Returns:
+        ``{"runs": [{"name", "trials", "errors", "error_rate"}, ...], "error_rate", "ci95"
+        (over runs), "trials", "root"}``; rates are fractions (0.05 = 5%).
+
+    Raises:
+        ValueError: what :func:`classify_folders` and ``read_lake_runs`` refuse.
+    """
+    tf = _checked_transform(run, steps, support_shift, query_shift)
+    size, invert = tf["image_size"], invert or tf["invert"]
+    device = next(run.learner.model.parameters()).device               # where the model is
+    rows = []
+    for lake in read_lake_runs(root):
+        sx, qx = ([load_image(f, size, invert, tf["read_channels"]) for f in files]
+                  for files in (lake.support, lake.query))
+        sx, qx = (_as_trained(tf, torch.stack(x)).to(device) for x in (sx, qx))
+        for member in getattr(run, "members", [run]):
+            _check_head(member, lake.support[0].parent, len(sx))
+        probs = predict_folders(run.learner, sx, torch.arange(len(sx), device=device), qx,
+                                steps, support_shift, query_shift)           # [Q, n]
+        errors = int((probs.argmax(-1).cpu() != torch.tensor(lake.labels)).sum())
+        rows.append({"name": lake.name, "trials": len(qx), "errors": errors,
+                     "error_rate": errors / len(qx)})
+    mean, ci = mean_ci([r["error_rate"] for r in rows])
+    return {"runs": rows, "error_rate": mean, "ci95": ci, "root": str(root),
+            "trials": sum(r["trials"] for r in rows)}
+
+
+def _checked_transform(run: Run, steps, support_shift, query_shift) -> dict:
+    """The run's image transform, after checking that it reads images and the settings."""
     tf = run.transform
     if tf is None or run.config["family"]["name"] == "sinusoid":
         raise ValueError(f"{run.path}: predict needs an image-classification run (conv4 or "
@@ -100,19 +159,15 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     for name, shift in (("support_shift", support_shift), ("query_shift", query_shift)):
         if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
             raise ValueError(f"{name} must be an int >= 0 pixels, got {shift!r}")
-    size, chans = tf["image_size"], tf["channels"]
-    invert = invert or tf["invert"]
-    sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"])
-    qx, names = load_query(query, size, invert, tf["read_channels"])
-    if tf["quantize"]:                   # training saw uint8-quantised images: quantise alike
-        sx, qx = (t.mul(255).round_().div_(255) for t in (sx, qx))
-    sx, qx = sx.expand(-1, chans, -1, -1), qx.expand(-1, chans, -1, -1)
-    # SGD learners with a learned head need as many classes as its outputs; a zero head
-    # (pretrain, head_init "zero") and the solved heads of R2D2 / MetaOptNet take any number
-    for member in getattr(run, "members", [run]):           # an ensemble: each of its runs
-        _check_head(member, support, len(classes))
-    return Predictions(names, classes, predict_folders(run.learner, sx, sy, qx, steps,
-                                                       support_shift, query_shift))
+    return tf
+
+
+def _as_trained(tf: dict, x: torch.Tensor) -> torch.Tensor:
+    """Decoded images ``[N, c, H, W]`` as training saw them: uint8-quantised where training
+    was, and with the network's number of channels."""
+    if tf["quantize"]:
+        x = x.mul(255).round_().div_(255)
+    return x.expand(-1, tf["channels"], -1, -1)
 
 
 def _check_head(run: Run, support, n_classes: int) -> None:

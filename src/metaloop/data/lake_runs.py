@@ -1,0 +1,86 @@
+"""The official runs of the Omniglot one-shot classification challenge (Lake et al. 2015).
+
+The challenge's test set is distributed as ``all_runs.zip`` (``python/one-shot-classification``
+in Lake's Omniglot repository): 20 folders ``run01`` ... ``run20``, each one 20-way
+within-alphabet one-shot trial set with
+
+* ``training/class01.png`` ... ``class20.png``: one drawing of each character;
+* ``test/item01.png`` ... ``item20.png``: another drawing of each;
+* ``class_labels.txt``: one line per test image, ``run01/test/item01.png
+  run01/training/class07.png``, naming the training image of the same character.
+
+:func:`read_lake_runs` reads that layout from an unpacked folder (all runs, or one run
+folder); the images are decoded by the caller (``metaloop eval --lake-runs``,
+:func:`metaloop.recipes.predict.score_lake_runs`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LABELS_FILE", "LakeRun", "read_lake_runs"]
+
+LABELS_FILE = "class_labels.txt"
+
+
+@dataclass(frozen=True)
+class LakeRun:
+    """One run: ``support[k]`` is the training drawing of class k, ``query[i]`` a test drawing
+    of class ``labels[i]`` (files sorted by name, as Lake's scoring code sorts them)."""
+
+    name: str
+    support: tuple[Path, ...]
+    query: tuple[Path, ...]
+    labels: tuple[int, ...]
+
+
+def read_lake_runs(root: str | os.PathLike) -> list[LakeRun]:
+    """The runs under ``root``: a folder of run folders (``all_runs``) or one run folder.
+
+    A run folder is one that holds ``class_labels.txt``. Each line's two paths are read by
+    their last two parts (``test/item01.png``, ``training/class07.png``) inside the run
+    folder, so the runs may sit anywhere.
+
+    Returns:
+        the runs, sorted by folder name.
+
+    Raises:
+        ValueError: naming the path: no run folder, a malformed line (not two paths), a test
+            image listed twice, or a listed image that does not exist.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"one-shot runs folder {root} does not exist" if not root.exists()
+                         else f"one-shot runs {root} is not a folder")
+    folders = [root] if (root / LABELS_FILE).is_file() else sorted(
+        d for d in root.iterdir() if d.is_dir() and (d / LABELS_FILE).is_file())
+    if not folders:
+        raise ValueError(f"{root} holds no one-shot run: a run is a folder with {LABELS_FILE}, "
+                         f"training/ and test/, as in Lake's all_runs.zip")
+    return [_read_run(folder) for folder in folders]
+
+
+def _read_run(folder: Path) -> LakeRun:
+    labels_file = folder / LABELS_FILE
+    answer: dict[Path, Path] = {}                       # test image -> its training image
+    for n, line in enumerate(labels_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{labels_file}:{n}: expected a test image and its training "
+                             f"image, got {line.strip()!r}")
+        test, train = (folder.joinpath(*Path(p).parts[-2:]) for p in parts)
+        if test in answer:
+            raise ValueError(f"{labels_file}:{n}: {test.name} is listed twice")
+        for f in (test, train):
+            if not f.is_file():
+                raise ValueError(f"{labels_file}:{n}: {f} does not exist")
+        answer[test] = train
+    if not answer:
+        raise ValueError(f"{labels_file} lists no test image")
+    support = tuple(sorted(set(answer.values())))
+    query = tuple(sorted(answer))
+    return LakeRun(folder.name, support, query, tuple(support.index(answer[q]) for q in query))

@@ -1,0 +1,65 @@
+"""The official one-shot runs' layout (Lake's all_runs.zip): runs found, labels read from
+class_labels.txt by file name, and named errors for what does not fit."""
+
+import pytest
+
+from metaloop.data.lake_runs import read_lake_runs
+
+
+def _run(root, name, answers, lines=None):
+    """A run folder: training/classNN.png, test/itemNN.png (empty files: only names are
+    read here), and class_labels.txt naming item i+1's class answers[i] + 1."""
+    run = root / name
+    (run / "training").mkdir(parents=True)
+    (run / "test").mkdir()
+    for k in range(len(answers)):
+        (run / "training" / f"class{k + 1:02d}.png").write_bytes(b"")
+        (run / "test" / f"item{k + 1:02d}.png").write_bytes(b"")
+    text = lines if lines is not None else "".join(
+        f"{name}/test/item{i + 1:02d}.png {name}/training/class{a + 1:02d}.png\n"
+        for i, a in enumerate(answers))
+    (run / "class_labels.txt").write_text(text)
+    return run
+
+
+def test_all_runs_and_one_run(tmp_path):
+    _run(tmp_path, "run02", [0, 1, 2])
+    _run(tmp_path, "run01", [2, 0, 1])
+    (tmp_path / "notes").mkdir()                                   # not a run: skipped
+    runs = read_lake_runs(tmp_path)
+    assert [r.name for r in runs] == ["run01", "run02"]
+    r = runs[0]
+    assert [p.name for p in r.support] == ["class01.png", "class02.png", "class03.png"]
+    assert [p.name for p in r.query] == ["item01.png", "item02.png", "item03.png"]
+    assert r.labels == (2, 0, 1) and r.support[0].parent == tmp_path / "run01" / "training"
+    (one,) = read_lake_runs(tmp_path / "run02")
+    assert one.name == "run02" and one.labels == (0, 1, 2)
+
+
+def test_lines_in_any_order_and_paths_from_anywhere(tmp_path):
+    lines = ("/data/all_runs/run07/test/item02.png run07/training/class01.png\n\n"
+             "test/item01.png training/class02.png\n")
+    (r,) = read_lake_runs(_run(tmp_path, "run07", [1, 0], lines))
+    assert r.labels == (1, 0)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "does not exist"),
+    ("no_run", "holds no one-shot run"),
+    ("three_paths", r"class_labels.txt:1: expected a test image and its training image"),
+    ("twice", "item01.png is listed twice"),
+    ("no_file", "class09.png does not exist"),
+    ("empty", "lists no test image"),
+])
+def test_bad_runs_are_named(tmp_path, case, message):
+    root = tmp_path / "all_runs"
+    lines = {"three_paths": "a b c\n", "empty": "\n",
+             "twice": "test/item01.png training/class01.png\n"
+                      "test/item01.png training/class02.png\n",
+             "no_file": "test/item01.png training/class09.png\n"}.get(case)
+    if case == "no_run":
+        (root / "run01").mkdir(parents=True)
+    elif case != "missing":
+        _run(root, "run01", [0, 1], lines)
+    with pytest.raises(ValueError, match=message):
+        read_lake_runs(root)
