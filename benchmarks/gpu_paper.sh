@@ -65,7 +65,9 @@ device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 
-cfg = tomllib.loads(Path(args.config).read_text())
+from metaloop import config as _config  # noqa: E402
+
+cfg = _config.load(args.config)           # the config, its extends chain resolved
 cfg["method"]["batching"] = "vmap" if device == "cuda" else "loop"
 cfg["train"].update(device_tasks=True, log_every=100 if device == "cuda" else 5)
 if args.smoke:
@@ -93,7 +95,6 @@ def checks() -> dict:
     """Sync-freedom of the sampler, syncs left per training step, bf16 gradient error."""
     import metaloop as ml
     from metaloop import build as _build
-    from metaloop import config as _config
     from metaloop.tasks.device import DeviceTasks
     from metaloop.train.distributed import set_tf32
     set_tf32(args.tf32)

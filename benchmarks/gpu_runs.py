@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -93,18 +92,24 @@ def check_and_probe(cfg_path: Path, device: str, reps: int = 5) -> dict:
 
 
 def write_config(name: str, batching: str, dst: Path) -> Path:
+    """The resolved config of ``name`` (its ``extends`` chain read) with the probed task
+    batching and the name's variant applied, written whole to ``dst`` as TOML."""
     if name.endswith(".toml"):                      # a config file of one's own
-        text, name, variant = Path(name).read_text(), Path(name).stem, ""
+        src, name, variant = Path(name), Path(name).stem, ""
     else:
         base, _, variant = name.partition("+")
-        text = (ROOT / "configs" / f"{base}.toml").read_text()
-    text = re.sub(r'^batching = "\w+"', f'batching = "{batching}"', text, flags=re.M)
+        src = ROOT / "configs" / f"{base}.toml"
+    cfg = _config.load(src)
+    cfg["method"]["batching"] = batching
     if variant == "cosine":
-        text = re.sub(r"^\[train\]\n", '[train]\nlr_schedule = "cosine"\n', text, flags=re.M)
+        cfg["train"]["lr_schedule"] = "cosine"
     elif variant:
         raise ValueError(f"unknown variant {variant!r} in {name!r}")
     path = dst / f"{name.replace('+', '_')}.toml"
-    path.write_text(text)
+    # sections of scalars and lists: JSON quoting is valid TOML for these
+    path.write_text("".join(f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                                     for k, v in body.items()) + "\n"
+                            for sec, body in cfg.items()))
     return path
 
 

@@ -507,15 +507,53 @@ def _check_within_alphabet(f: dict, ev: dict) -> None:
 
 
 def load(path) -> dict:
-    """Read and validate a TOML config file."""
-    path = Path(path)
+    """Read and validate a TOML config file.
+
+    A config may start from another one: a top-level ``extends = "base.toml"`` (a path
+    relative to the file that names it) reads that config first, and this file's keys then
+    replace the base's one by one, section by section; keys it does not name keep the base's
+    values. A base may extend another in turn. The result is validated as one config, so a
+    run stores the whole resolved config, not the chain of files.
+
+    Raises:
+        FileNotFoundError: the file, or a config it extends, does not exist (both named).
+        ValueError: invalid TOML, an ``extends`` that is not a path string, a chain of
+            ``extends`` that returns to a file already in it, or a bad key or value.
+    """
+    return validate(_read_chain(Path(path), ()))
+
+
+def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:
+    """The raw TOML of ``path`` on top of the config it ``extends`` (recursively)."""
     if not path.is_file():
+        if chain:
+            raise FileNotFoundError(f"config file {chain[-1]} extends {path}, which does not "
+                                    f"exist")
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"config file {path} is not valid TOML: {e}") from e
-    return validate(raw)
+    # deprecated keys under their new names, file by file, so either name overrides the other
+    raw = {section: _renamed(section, body) for section, body in raw.items()}
+    if "extends" not in raw:
+        return raw
+    base = raw.pop("extends")
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"config file {path}: extends must name another config file (a "
+                         f"path string, relative to this file), got {base!r}")
+    base_path = path.parent / base
+    seen = [p.resolve() for p in (*chain, path)]
+    if base_path.resolve() in seen:
+        names = " -> ".join(str(p) for p in (*chain, path, base_path))
+        raise ValueError(f"config file {path}: extends {base!r} makes a cycle: {names}")
+    out = _read_chain(base_path, (*chain, path))
+    for section, body in raw.items():
+        if isinstance(body, dict) and isinstance(out.get(section), dict):
+            out[section] = {**out[section], **body}
+        else:
+            out[section] = body          # a new section, or a non-table that validate names
+    return out
 
 
 def merge(base: dict, override: dict) -> dict:

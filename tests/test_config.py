@@ -1,0 +1,117 @@
+"""``metaloop.config.load``: a config that ``extends`` another one."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from metaloop import config
+from metaloop.cli.main import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+BASE = """\
+[family]
+name = "omniglot"
+ways = 20
+shots = 1
+image_size = 28
+[model]
+name = "conv4"
+channels = 64
+[method]
+name = "protonet"
+[train]
+iterations = 100
+lr = 0.001
+"""
+
+
+def _by_hand(base: dict, **changes) -> dict:
+    """The base's validated config with ``section.key`` values replaced one by one."""
+    out = copy.deepcopy(base)
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        out[section][key] = value
+    return out
+
+
+def test_a_child_replaces_the_keys_it_names_and_keeps_the_rest(tmp_path):
+    (tmp_path / "base.toml").write_text(BASE)
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[family]\nways = 40\n'
+                                         '[train]\nlr = 0.003\nseed = 7\n')
+    base = config.load(tmp_path / "base.toml")
+    want = _by_hand(base, family__ways=40, train__lr=0.003, train__seed=7)
+    assert config.load(tmp_path / "child.toml") == want
+    assert base["family"]["shots"] == 1 and want["family"]["shots"] == 1   # kept
+
+
+def test_a_chain_of_extends_resolves_paths_relative_to_each_file(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "root.toml").write_text(BASE)
+    (tmp_path / "base" / "mid.toml").write_text('extends = "root.toml"\n[model]\nchannels = 32\n')
+    (tmp_path / "leaf.toml").write_text('extends = "base/mid.toml"\n[model]\npool = "stride"\n'
+                                        '[eval]\nways = 5\n')
+    root = config.load(tmp_path / "base" / "root.toml")
+    want = _by_hand(root, model__channels=32, model__pool="stride", eval__ways=5)
+    assert config.load(tmp_path / "leaf.toml") == want
+
+
+def test_a_deprecated_key_in_the_child_replaces_the_base_key_it_was_renamed_to(tmp_path):
+    (tmp_path / "base.toml").write_text(BASE.replace('name = "protonet"',
+                                                     'name = "maml"\nrecompute_inner_loop = false'))
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[method]\ncheckpoint = true\n')
+    with pytest.warns(FutureWarning, match="method.checkpoint is deprecated"):
+        cfg = config.load(tmp_path / "child.toml")
+    assert cfg["method"]["recompute_inner_loop"] is True
+
+
+def test_a_missing_base_is_named_with_the_file_that_extends_it(tmp_path):
+    (tmp_path / "child.toml").write_text('extends = "nowhere.toml"\n')
+    with pytest.raises(FileNotFoundError, match=r"child\.toml extends .*nowhere\.toml"):
+        config.load(tmp_path / "child.toml")
+
+
+@pytest.mark.parametrize("value", ['""', "3", '["a.toml"]'])
+def test_extends_that_is_not_a_path_string_is_named(tmp_path, value):
+    (tmp_path / "child.toml").write_text(f"extends = {value}\n")
+    with pytest.raises(ValueError, match="extends must name another config file"):
+        config.load(tmp_path / "child.toml")
+
+
+def test_a_cycle_of_extends_is_named(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    (tmp_path / "self.toml").write_text('extends = "./self.toml"\n')
+    with pytest.raises(ValueError, match=r"makes a cycle: .*a\.toml -> .*b\.toml -> .*a\.toml"):
+        config.load(tmp_path / "a.toml")
+    with pytest.raises(ValueError, match="makes a cycle"):
+        config.load(tmp_path / "self.toml")
+
+
+def test_a_bad_key_in_the_child_is_named_as_in_any_config(tmp_path):
+    (tmp_path / "base.toml").write_text(BASE)
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[train]\nlearning_rate = 1\n')
+    with pytest.raises(ValueError, match=r"unknown key train\.learning_rate"):
+        config.load(tmp_path / "child.toml")
+
+
+def test_train_refuses_a_missing_base_with_exit_2_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "child.toml").write_text('extends = "nowhere.toml"\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "child.toml"), "--out", str(out)]) == 2
+    assert "nowhere.toml" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_shipped_configs_that_extend_another_name_a_shipped_config():
+    """Every ``extends`` in ``configs/`` points at a file beside it, so a clone runs them."""
+    children = 0
+    for f in sorted(CONFIGS.glob("*.toml")):
+        base = config.tomllib.loads(f.read_text()).get("extends")
+        if base is not None:
+            children += 1
+            assert (CONFIGS / base).is_file(), f"{f.name} extends {base}, not in configs/"
+    assert children > 0
