@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
 import torch
 
 from metaloop.cli.main import main
+from metaloop.evaluate import records
 from metaloop.evaluate.records import load_records
 
 
@@ -33,6 +35,14 @@ def test_eval_record_matches_results_json(tmp_path):
     assert rec["metric"] == "query loss after 1 step"
     assert rec["mean"] == res["loss"]["mean"][-1] and rec["ci95"] == res["loss"]["ci95"][-1]
     assert rec["n"] == 6 and rec["budget"]["iterations"] == 4
+    # every task's loss, in task order, so later records on these tasks pair with this one
+    # (results.json keeps only their mean and CI: recomputed from the values, they agree)
+    per_task = torch.tensor(rec["per_task"], dtype=torch.float64)
+    assert per_task.shape == (6,)
+    assert float(per_task.mean()) == pytest.approx(res["loss"]["mean"][-1], abs=1e-6)
+    assert 1.96 * float(per_task.std()) / 6 ** 0.5 == pytest.approx(res["loss"]["ci95"][-1],
+                                                                     abs=1e-6)
+    assert records.paired_difference(rec, rec) == {"mean": 0.0, "ci95": 0.0, "n": 6}
     # the CPU seconds the final checkpoint stores (the training process's own CPU time)
     state = json.loads((run / "ckpt-00000004" / "state.json").read_text())
     assert rec["budget"]["cpu_seconds"] == state["cpu_seconds"] >= 0

@@ -323,3 +323,67 @@ def test_a_detail_that_is_not_a_markdown_table_is_a_named_error(tmp_path):
     with pytest.raises(RecordError, match="detail must be a Markdown table"):
         write_record(tmp_path / "r.json", **_fields(detail="just words"))
     assert not (tmp_path / "r.json").exists()
+
+
+def _per_task(values, **over) -> dict:
+    return _fields(**{"mean": sum(values) / len(values), "n": len(values),
+                      "per_task": list(values), "split": "test", "seed": 7, **over})
+
+
+def test_per_task_values_roundtrip_on_one_line_of_the_file(tmp_path):
+    vals = [95.0, 100.0, 90.0, 97.5]
+    p = write_record(tmp_path / "r.json", **_per_task(vals))
+    (line,) = [ln for ln in p.read_text().splitlines() if '"per_task"' in ln]
+    assert line.strip() == '"per_task": [95.0, 100.0, 90.0, 97.5],'
+    (rec,) = load_records(tmp_path)
+    assert rec["per_task"] == vals and rec["mean"] == 95.625
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"per_task": [1.0, 2.0]}, "per_task has 2 values but n is 3"),
+    ({"per_task": [1.0, 2.0, 3.5]}, "per_task averages 2.1667, not the record's mean 2.0"),
+    ({"per_task": [1.0, "2", 3.0]}, "per_task must be a list of finite numbers"),
+    ({"per_task": 2.0}, "per_task must be a list of finite numbers"),
+])
+def test_malformed_per_task_values_are_named_and_nothing_is_written(tmp_path, over, message):
+    rec = _fields(mean=2.0, n=3, **over)
+    with pytest.raises(RecordError, match=message):
+        write_record(tmp_path / "r.json", **rec)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_paired_difference_is_the_mean_and_ci_of_the_task_by_task_differences():
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(50, generator=g) * 100).tolist()
+    b = [x + float(d) for x, d in zip(a, torch.randn(50, generator=g))]
+    d = records.paired_difference(_per_task(a), _per_task(b))
+    diff = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    assert d["n"] == 50
+    assert d["mean"] == pytest.approx(float(diff.mean()), abs=1e-12)
+    assert d["ci95"] == pytest.approx(1.96 * float(diff.std()) / 50 ** 0.5, abs=1e-12)
+    # the records' own CIs are far wider: the pairing removes the tasks' shared difficulty
+    own = 1.96 * float(torch.tensor(a).std()) / 50 ** 0.5
+    assert d["ci95"] < own / 5
+
+
+def test_records_of_other_tasks_or_without_per_task_values_are_not_paired():
+    a = _per_task([1.0, 2.0, 3.0])
+    with pytest.raises(RecordError, match=r"not measured on the same tasks: seed 7 != 8"):
+        records.paired_difference(a, _per_task([1.0, 2.0, 3.0], seed=8))
+    with pytest.raises(RecordError, match=r"n 3 != 2"):
+        records.paired_difference(a, _per_task([1.0, 2.0]))
+    with pytest.raises(RecordError, match="has no per_task values"):
+        records.paired_difference(a, _fields())
+
+
+def test_the_paired_command_prints_the_difference_and_names_a_bad_pair(tmp_path, capsys):
+    write_record(tmp_path / "a.json", **_per_task([10.0, 20.0, 30.0], unit="%"))
+    write_record(tmp_path / "b.json", **_per_task([5.0, 20.0, 25.0], unit="%"))
+    write_record(tmp_path / "c.json", **_fields())
+    a, b, c = (str(tmp_path / f"{x}.json") for x in "abc")
+    assert main(["--paired", a, b]) == 0
+    assert capsys.readouterr().out.strip() == (f"{a} - {b}: +3.33 ± 3.27 points "
+                                               f"(paired, 3 tasks)")
+    assert main(["--paired", a, c]) == 2
+    assert f"{c} has no per_task values" in capsys.readouterr().err

@@ -47,10 +47,17 @@ hold (every method of a comparison, every setting of a study), written by the re
 made the record. ``<!-- detail:STEM -->`` ... ``<!-- /detail -->`` shows the ``detail`` of
 ``STEM.json``, with the file named under it.
 
+A record may carry ``per_task``: the metric of each of its ``n`` tasks, in the record's unit
+and in task order (``metaloop eval --record`` writes it), so that two records measured on
+the same tasks (same split and task seed) can be compared task by task:
+``paired_difference(a, b)`` gives the mean difference with its paired 95% CI, which is
+usually far narrower than the two records' own CIs suggest.
+
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
 marked table, grid, short-cell list and detail in ``docs/*.md`` from ``docs/results/*.json``; with
 ``--check`` it writes nothing and exits 1, naming each stale table, when a document differs
-from what the records give.
+from what the records give. ``--paired A.json B.json`` prints A's mean minus B's with the
+paired 95% CI instead.
 """
 
 from __future__ import annotations
@@ -165,6 +172,18 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
                                  and isinstance(proj["source"], str) and proj["source"]):
         bad.append(f"projection must be null or {{\"iterations\": N > 0, \"source\": "
                    f"\"...\"}}, got {proj!r}")
+    per_task = rec.get("per_task")
+    if per_task is not None:
+        if not (isinstance(per_task, list) and all(_number(v) for v in per_task)):
+            bad.append(f"per_task must be a list of finite numbers, got {per_task!r:.60}")
+        elif not isinstance(n, int) or len(per_task) != n:
+            bad.append(f"per_task has {len(per_task)} values but n is {n!r}")
+        elif _number(rec["mean"]):
+            digits = rec.get("digits", 2) if isinstance(rec.get("digits", 2), int) else 2
+            mean = math.fsum(per_task) / len(per_task)
+            if abs(mean - rec["mean"]) > 0.5 * 10 ** -digits + 1e-9:
+                bad.append(f"per_task averages {mean:.{digits + 2}f}, not the record's mean "
+                           f"{rec['mean']!r}")
     if "notation" in rec and rec["notation"] not in ("f", "e"):
         bad.append(f"notation must be 'f' (fixed) or 'e' (scientific), got {rec['notation']!r}")
     if bad:
@@ -195,7 +214,7 @@ def write_record(path, **fields) -> Path:
         raise ValueError(f"record path must end in .json, got {str(path)!r}")
     rec = validate_record(fields, where=str(path))
     check_record_path(path)
-    text = json.dumps(rec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    text = dumps_record(rec)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -210,6 +229,49 @@ def write_record(path, **fields) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def dumps_record(rec: Mapping) -> str:
+    """A record as its file's text: sorted keys, two-space indents, ``per_task`` on one line
+    (it holds one number per task), and a final newline."""
+    text = json.dumps(rec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return re.sub(r'("per_task": )\[\n(.*?)\n\s*\]',
+                  lambda m: m.group(1) + "[" + ", ".join(v.strip().rstrip(",") for v in
+                                                      m.group(2).splitlines()) + "]",
+                  text, flags=re.S)
+
+
+def paired_difference(a: Mapping, b: Mapping) -> dict:
+    """Record ``a``'s mean minus ``b``'s, task by task, with the paired 95% CI.
+
+    Both records must hold ``per_task`` for the same tasks: the same ``n``, and the same
+    ``split`` and ``seed`` where both records name them.
+
+    Returns:
+        ``{"mean": mean of a - b, "ci95": 1.96 * sd / sqrt(n) of the differences (sd with
+        n - 1), "n": n}``.
+
+    Raises:
+        RecordError: (a ValueError) a record without ``per_task``, or records whose tasks
+            differ (naming what differs).
+    """
+    names = [r.get("_file", where) for r, where in ((a, "the first record"),
+                                                     (b, "the second record"))]
+    for r, name in zip((a, b), names):
+        if r.get("per_task") is None:
+            raise RecordError(f"{name} has no per_task values, so it cannot be paired: "
+                              f"re-measure it with metaloop eval --record")
+    differ = [k for k in ("n", "split", "seed") if k in a and k in b and a[k] != b[k]]
+    if len(a["per_task"]) != len(b["per_task"]) and "n" not in differ:
+        differ.insert(0, "n")
+    if differ:
+        raise RecordError(f"{names[0]} and {names[1]} were not measured on the same tasks: "
+                          + ", ".join(f"{k} {a.get(k)!r} != {b.get(k)!r}" for k in differ))
+    d = [x - y for x, y in zip(a["per_task"], b["per_task"])]
+    n = len(d)
+    mean = math.fsum(d) / n
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "ci95": 1.96 * sd / math.sqrt(n), "n": n}
 
 
 def check_record_path(path) -> Path:
@@ -384,6 +446,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
                if k in budget}} if metric == "accuracy" else {}),
         **({"evaluation": evaluation} if evaluation else {}),
         **({"training_curve": curve} if curve else {}),
+        "per_task": [round(scale * v, 6) for v in result["per_task"][metric][-1]],
     }
 
 
@@ -680,7 +743,23 @@ def main(argv: list[str] | None = None) -> int:
                     "(default: DOCS/results)")
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each "
                     "table that differs from what the records give")
+    ap.add_argument("--paired", nargs=2, metavar=("A", "B"), help="print record A's mean "
+                    "minus record B's, task by task, with the paired 95%% CI, and exit")
     args = ap.parse_args(argv)
+    if args.paired:
+        try:
+            recs = []
+            for f in args.paired:
+                rec = validate_record(json.loads(Path(f).read_text(encoding="utf-8")), f)
+                recs.append({**rec, "_file": f})
+            d = paired_difference(*recs)
+        except (ValueError, OSError) as e:
+            print(f"gen_tables: error: {e}", file=sys.stderr)
+            return 2
+        unit = recs[0].get("unit", "")
+        print(f"{args.paired[0]} - {args.paired[1]}: {d['mean']:+.2f} ± {d['ci95']:.2f}"
+              f"{' points' if unit == '%' else unit} (paired, {d['n']} tasks)")
+        return 0
     records = args.records if args.records is not None else str(Path(args.docs) / "results")
     try:
         problems = generate(args.docs, records, check=args.check)
