@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 __all__ = ["FAMILIES", "METHODS", "MODELS", "RENAMED", "SCHEMA", "check_combinations", "load",
-           "merge", "validate"]
+           "merge", "read", "validate"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -520,7 +520,15 @@ def load(path) -> dict:
         ValueError: invalid TOML, an ``extends`` that is not a path string, a chain of
             ``extends`` that returns to a file already in it, or a bad key or value.
     """
-    return validate(_read_chain(Path(path), ()))
+    return validate(read(path))
+
+
+def read(path) -> dict:
+    """The TOML of a config file with its ``extends`` chain applied (see :func:`load`), but
+    neither validated nor filled with defaults: for callers that merge a partial config
+    into another, as ``metaloop compare --config`` does. Raises as :func:`load` does for
+    the files and the chain."""
+    return _read_chain(Path(path), ())
 
 
 def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:

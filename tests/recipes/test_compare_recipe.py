@@ -73,6 +73,19 @@ def test_a_copy_of_the_shipped_file_gives_the_same_config(tmp_path, family):
             for m in compare.methods_for(cfg)} == {2}
 
 
+def test_a_file_that_extends_another_is_the_two_merged(tmp_path):
+    """A user's compare config may extend another partial one: the same config as the two
+    files' keys written into one."""
+    (tmp_path / "mine.toml").write_text('[train]\niterations = 7\nlr = 0.002\n'
+                                        '[compare]\nmethods = ["maml", "reptile"]\n')
+    (tmp_path / "more.toml").write_text('extends = "mine.toml"\n[train]\niterations = 9\n')
+    (tmp_path / "both.toml").write_text('[train]\niterations = 9\nlr = 0.002\n'
+                                        '[compare]\nmethods = ["maml", "reptile"]\n')
+    got = compare.load_config("sinusoid", tmp_path / "more.toml")
+    assert got == compare.load_config("sinusoid", tmp_path / "both.toml")
+    assert got["train"]["iterations"] == 9 and got["compare"]["methods"] == ["maml", "reptile"]
+
+
 @pytest.mark.parametrize("text,match", [
     ('[compare]\nmethod = ["maml"]\n', r"unknown key\(s\) compare.method"),
     ('[compare]\nmethods = ["maml", "protonets"]\n', r"unknown method\(s\) \['protonets'\]"),

@@ -137,7 +137,8 @@ def load_config(family: str | None = None, path=None, overrides: dict | None = N
     Args:
         family: a family with a shipped config (``FAMILIES``); None: the one ``path``'s
             ``family.name`` names, else ``"sinusoid"``.
-        path: a user's TOML file: a full copy of a shipped config, or only the keys to change.
+        path: a user's TOML file: a full copy of a shipped config, or only the keys to change;
+            it may ``extends`` another file (``metaloop.config.load``).
         overrides: ``{section: {key: value}}`` applied last (the CLI's flags).
 
     Returns:
@@ -150,9 +151,7 @@ def load_config(family: str | None = None, path=None, overrides: dict | None = N
     user, user_cmp = {}, {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        user, user_cmp = _split(_read(path.read_text(), str(path)), str(path))
+        user, user_cmp = _split(_config.read(path), str(path))   # its extends chain applied
     family = family or user.get("family", {}).get("name") or "sinusoid"
     # your own data ("folder", "tensors"): the Omniglot config's methods and settings, with
     # the [family] section of your file alone
