@@ -111,7 +111,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
               "log_every": (int, 0),
               # omniglot: keep the images on the training device and draw tasks there
               # (no host->device copy per iteration; another task stream than the CPU's on CUDA)
-              "device_tasks": (bool, False)},
+              "device_tasks": (bool, False),
+              # start from a saved run's weights (a run or ckpt-* directory; "" = the seeded
+              # initialisation): every tensor of the same name and shape is copied, the output
+              # head only when its shape fits (metaloop.recipes.training.init_from)
+              "init": (str, "")},
     # eval.ways: 0 = the family's; another value only for the head-based learners, whose head
     # is solved per task, and for a zero head (pretrain's default): higher-way training,
     # meta-train 20-way, test 5-way

@@ -4,6 +4,7 @@
 data is read; ``train_config(cfg, out, ...)`` builds the families and the learner the config
 describes and trains it, checkpointing into ``out``. Under ``torchrun`` every process calls
 ``train_config`` on its shard of each meta-batch (``metaloop.train.distributed``).
+``init_from(learner, run)`` starts a new run from a saved run's weights (``train.init``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from metaloop.runs import load_run
 from metaloop.train import distributed, train
 from metaloop.train.checkpoint import latest_checkpoint
 
-__all__ = ["prepare", "train_config"]
+__all__ = ["init_from", "prepare", "train_config"]
 
 
 def prepare(out, *, config_path=None, resume: bool = False,
@@ -58,6 +59,11 @@ def prepare(out, *, config_path=None, resume: bool = False,
         raise ValueError("give --config FILE (or --resume DIR to continue a run)")
     if seed is not None:
         cfg["train"]["seed"] = seed
+    init = cfg["train"]["init"]
+    if init and not resume and not (Path(init) / "state.json").is_file() \
+            and latest_checkpoint(init) is None:
+        raise ValueError(f"train.init = {init!r}: no saved run there (a run directory with a "
+                         f"LATEST file, or a ckpt-* directory)")
     config.check_combinations(cfg)
     cfg = build.resolve_split(cfg)          # folder / tensors: the class lists, stored
     if not resume and latest_checkpoint(out) is not None:
@@ -100,6 +106,18 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         val = build.build_family(cfg["family"], split="val")
     dev = distributed.device_for(device)
     learner = build.build_learner(cfg, family, device=dev)
+    if tc["init"] and not resume:       # a resumed run has its own weights
+        try:
+            got = init_from(learner, tc["init"])
+        except ValueError:
+            if rank == 0 and created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+            raise
+        if rank == 0:
+            left = f"; left at their initial values: {', '.join(got['left'])}" \
+                if got["left"] else ""
+            print(f"init: {len(got['loaded'])} tensors from {got['run']} (iteration "
+                  f"{got['iteration']}){left}")
     distributed.set_tf32(tf32)
     learner.model.to(device=dev, dtype=getattr(torch, tc["dtype"]))
     train_family = build.training_family(cfg, family)
@@ -115,3 +133,54 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
                  config=cfg, progress=progress, desc=cfg["method"]["name"],
                  prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
                  log_every=tc["log_every"] or None, precision=precision)
+
+
+def _plain(name: str) -> str:
+    """A parameter's name without the ``backbone.`` of a solved-head learner's network, so a
+    Conv4 trained by MAML or Pretrain and the backbone of a ProtoNet share names."""
+    return name.removeprefix("backbone.")
+
+
+def init_from(learner, run) -> dict:
+    """Copy a saved run's weights into ``learner``'s model (``train.init``), in place.
+
+    Names are matched with any ``backbone.`` prefix removed, so any two learners on the same
+    network share their body: a ``Pretrain`` or MAML Conv4 can start a ProtoNet, R2D2 or
+    MetaOptNet run, and the other way round. A tensor of the same name and shape is copied;
+    an output head (``head.*``) of another shape (another number of classes) and tensors the
+    run does not have (a learned output scale, learned inner step sizes) keep their seeded
+    initial values.
+
+    Args:
+        learner: a freshly built learner. run: a run directory or ``ckpt-*`` directory.
+
+    Returns:
+        ``{"run": the run's path, "iteration": its iteration, "loaded": [names copied],
+        "left": [names left at their initial values]}``.
+
+    Raises:
+        ValueError: no saved run there; a tensor other than the head whose shape differs (a
+            different network: every such name with both shapes); no tensor in common.
+    """
+    src = load_run(run)
+    theirs = {_plain(k): v for k, v in src.learner.model.named_parameters()}
+    mine = dict(learner.model.named_parameters())
+    loaded, left, bad = [], [], []
+    for name, p in mine.items():
+        t = theirs.get(_plain(name))
+        if t is not None and t.shape == p.shape:
+            loaded.append(name)
+        elif t is None or _plain(name).startswith("head."):
+            left.append(name)
+        else:
+            bad.append(f"{name} {list(t.shape)} in the run, {list(p.shape)} here")
+    if bad:
+        raise ValueError(f"train.init = {str(run)!r} is another network: "
+                         + "; ".join(bad))
+    if not loaded:
+        raise ValueError(f"train.init = {str(run)!r} has no tensor of this model's (its "
+                         f"names: {', '.join(list(theirs)[:4])}, ...)")
+    with torch.no_grad():
+        for name in loaded:
+            mine[name].copy_(theirs[_plain(name)])
+    return {"run": str(src.path), "iteration": src.iteration, "loaded": loaded, "left": left}
