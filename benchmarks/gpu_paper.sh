@@ -43,7 +43,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 import warnings
 from pathlib import Path
 
@@ -78,14 +77,8 @@ if args.iterations:
     cfg["train"]["iterations"] = args.iterations
 
 
-def toml_text(c: dict) -> str:
-    """Sections of scalars and lists (json quoting is valid TOML for these)."""
-    return "".join(f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
-                   + "\n" for sec, body in c.items())
-
-
 cfg_path = out / "config.toml"
-cfg_path.write_text(toml_text(cfg))
+cfg_path.write_text(_config.to_toml(cfg))
 threads = ["--threads", "1"] if device == "cpu" else []
 flags = ["--device", device] + (["--tf32"] if args.tf32 else [])
 run_dir, eval_dir = out / "run", out / "eval"
@@ -98,7 +91,7 @@ def checks() -> dict:
     from metaloop.tasks.device import DeviceTasks
     from metaloop.train.distributed import set_tf32
     set_tf32(args.tf32)
-    c = _config.validate(tomllib.loads(cfg_path.read_text()))
+    c = _config.load(cfg_path)
     fam = _build.build_family(c["family"])
     dev = torch.device(device)
     res = {}

@@ -106,10 +106,7 @@ def write_config(name: str, batching: str, dst: Path) -> Path:
     elif variant:
         raise ValueError(f"unknown variant {variant!r} in {name!r}")
     path = dst / f"{name.replace('+', '_')}.toml"
-    # sections of scalars and lists: JSON quoting is valid TOML for these
-    path.write_text("".join(f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n"
-                                                     for k, v in body.items()) + "\n"
-                            for sec, body in cfg.items()))
+    path.write_text(_config.to_toml(cfg))
     return path
 
 

@@ -115,3 +115,22 @@ def test_shipped_configs_that_extend_another_name_a_shipped_config():
             children += 1
             assert (CONFIGS / base).is_file(), f"{f.name} extends {base}, not in configs/"
     assert children > 0
+
+
+def test_to_toml_reads_back_to_the_same_config_for_every_shipped_config(tmp_path):
+    """``to_toml`` writes a resolved config whole (its extends chain applied), and
+    ``load`` reads it back unchanged: the benchmarks hand configs to other processes so."""
+    files = sorted(CONFIGS.glob("*.toml"))
+    assert len(files) > 50
+    for f in files:
+        cfg = config.load(f)
+        out = tmp_path / f.name
+        out.write_text(config.to_toml(cfg))
+        assert config.load(out) == cfg, f.name
+
+
+def test_to_toml_refuses_a_non_finite_number(tmp_path):
+    cfg = config.load(CONFIGS / "omniglot_challenge_pilot28_cpu.toml")
+    cfg["train"]["lr"] = float("nan")
+    with pytest.raises(ValueError, match="Out of range float values"):
+        config.to_toml(cfg)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import math
 import sys
 import warnings
 from pathlib import Path
 
 __all__ = ["FAMILIES", "METHODS", "MODELS", "RENAMED", "SCHEMA", "check_combinations", "load",
-           "merge", "read", "validate"]
+           "merge", "read", "to_toml", "validate"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -566,6 +567,21 @@ def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:
         else:
             out[section] = body          # a new section, or a non-table that validate names
     return out
+
+
+def to_toml(cfg: dict) -> str:
+    """A config as TOML text, one table per section, that :func:`load` reads back to the same
+    config (e.g. a resolved ``extends`` chain written whole for another process).
+
+    Raises:
+        ValueError: a non-finite number (TOML has them, but no config key takes one).
+    """
+    out = []
+    for section, body in cfg.items():
+        # scalars, strings and lists: JSON's quoting is valid TOML for them
+        out += [f"[{section}]", *(f"{k} = {json.dumps(v, allow_nan=False)}"
+                                  for k, v in body.items()), ""]
+    return "\n".join(out)
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -22,7 +22,7 @@ import torch
 from metaloop import build, config
 from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, load_extra_state
 
-__all__ = ["Run", "load_run"]
+__all__ = ["Run", "load_run", "saved_run"]
 
 
 @dataclass
@@ -90,6 +90,13 @@ def _stand_in(tensors: dict, fam: dict, path: Path) -> SimpleNamespace:
                            image_shape=(chans, fam["image_size"], fam["image_size"]))
 
 
+def saved_run(path) -> bool:
+    """Whether ``path`` holds a saved run: a run directory with a ``LATEST`` file, or one
+    ``ckpt-*`` directory (its ``state.json``)."""
+    path = Path(path)
+    return (path / "state.json").is_file() or latest_checkpoint(path) is not None
+
+
 def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     """Load a saved run: its config, and its learner with the checkpoint's weights.
 
@@ -113,7 +120,7 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"no checkpoint at {path}: the folder does not exist")
-    if not (path / "state.json").is_file() and latest_checkpoint(path) is None:
+    if not saved_run(path):
         raise ValueError(f"no checkpoint in {path} (no LATEST file or state.json)")
     if head_init not in ("checkpoint", "zero"):
         raise ValueError(f"head_init must be 'checkpoint' or 'zero', got {head_init!r}")

@@ -15,7 +15,7 @@ import torch
 
 from metaloop import build, config
 from metaloop.recipes.report import prepare_out
-from metaloop.runs import load_run
+from metaloop.runs import load_run, saved_run
 from metaloop.train import distributed, train
 from metaloop.train.checkpoint import latest_checkpoint
 
@@ -60,8 +60,7 @@ def prepare(out, *, config_path=None, resume: bool = False,
     if seed is not None:
         cfg["train"]["seed"] = seed
     init = cfg["train"]["init"]
-    if init and not resume and not (Path(init) / "state.json").is_file() \
-            and latest_checkpoint(init) is None:
+    if init and not resume and not saved_run(init):
         raise ValueError(f"train.init = {init!r}: no saved run there (a run directory with a "
                          f"LATEST file, or a ckpt-* directory)")
     config.check_combinations(cfg)
@@ -94,11 +93,15 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
     """
     out = Path(out)
     rank, _ = distributed.rank_world()
+
+    def _undo() -> None:                 # bad data or init: leave no empty run directory
+        if rank == 0 and created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
     try:
         family = build.build_family_verbose(cfg["family"], show=rank == 0, progress=progress)
     except ValueError:
-        if rank == 0 and created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()                  # bad data: leave no empty run directory behind
+        _undo()
         raise
     tc = cfg["train"]
     val = build.eval_family(cfg, family) if tc["val_every"] else None
@@ -110,8 +113,7 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         try:
             got = init_from(learner, tc["init"])
         except ValueError:
-            if rank == 0 and created and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
+            _undo()
             raise
         if rank == 0:
             left = f"; left at their initial values: {', '.join(got['left'])}" \
