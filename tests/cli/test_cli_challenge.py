@@ -93,6 +93,14 @@ def test_seed_and_ensemble_of_runs(run, omniglot_root, tmp_path, capsys):
     assert r["budget"]["cpu_seconds"] == pytest.approx(sa["cpu_seconds"] + sb["cpu_seconds"],
                                                        abs=0.02)
     assert r["row"].endswith("ensemble of 2 runs") and "training_curve" not in r
+    # a within-alphabet evaluation is the challenge's measurement: the error rate in %, per
+    # task too (each task's 1 - accuracy), in the challenge table
+    err = res["error_rate"]
+    assert r["table"] == "challenge" and r["metric"] == "within-alphabet 20-way 1-shot error (%)"
+    assert r["mean"] == r["error_rate"] == pytest.approx(100 * err["mean"])
+    assert r["ci95"] == pytest.approx(100 * err["ci95"]) and r["trials"] == err["trials"]
+    acc = want["per_task"]["accuracy"][-1]
+    assert r["per_task"] == pytest.approx([100 - 100 * a for a in acc])
     # one run alone is not an ensemble
     assert main(["eval", "--checkpoint", str(run), "--tasks", "2", "--no-progress"]) == 0
     assert "ensemble" not in capsys.readouterr().out

@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         records.write_record(args.record, **records.eval_record(
             cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device,
-            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
+            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
+            error_rate=error))
     return 0
 
 

@@ -362,7 +362,8 @@ def training_curve(run_dir, points: int = 10) -> list[list[float]] | None:
 
 
 def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, command: str,
-                device: str = "cpu", evaluation: str | None = None) -> dict:
+                device: str = "cpu", evaluation: str | None = None,
+                error_rate: Mapping | None = None) -> dict:
     """The record of one ``metaloop eval``: the last evaluated step of ``result``.
 
     The table is the task family's name; the row names the method and, for classification,
@@ -381,6 +382,10 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         command: the exact command line. device: ``"cpu"`` or ``"cuda"``.
         evaluation: how the queries were scored, when not transductively (kept as
             ``"evaluation"``).
+        error_rate: for within-alphabet Omniglot tasks, ``metaloop.recipes.evaluation
+            .error_rate``'s block: the record is then the Omniglot challenge's measurement,
+            in table ``"challenge"``: its mean, CI and ``per_task`` are the error rate in %,
+            with ``error_rate`` and ``trials`` as the challenge's records have them.
 
     A classification record also has the accuracy under its own names (``accuracy_mean``,
     ``accuracy_ci95`` in %, ``tasks``) and the budget's ``iterations`` and CPU or GPU
@@ -421,7 +426,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         dev = torch.cuda.get_device_name(0)
     else:
         dev = f"CPU, {torch.get_num_threads()} threads"
-    return {
+    rec = {
         "table": re.sub(r"[^a-z0-9_.-]", "-", str(fam["name"]).lower()),
         "row": row,
         "metric": f"query {metric}{' (%)' if scale == 100.0 else ''} after {step} "
@@ -448,6 +453,14 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         **({"training_curve": curve} if curve else {}),
         "per_task": [round(scale * v, 6) for v in result["per_task"][metric][-1]],
     }
+    if error_rate is not None and metric == "accuracy":
+        e = error_rate
+        rec.update(table="challenge",
+                   metric=f"within-alphabet {e['ways']}-way {e['shots']}-shot error (%)",
+                   mean=100 * e["mean"], ci95=100 * e["ci95"], error_rate=100 * e["mean"],
+                   trials=e["trials"], digits=2, unit="%",
+                   per_task=[round(100 - 100 * v, 6) for v in result["per_task"][metric][-1]])
+    return rec
 
 
 def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:
