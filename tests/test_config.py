@@ -134,3 +134,17 @@ def test_to_toml_refuses_a_non_finite_number(tmp_path):
     cfg["train"]["lr"] = float("nan")
     with pytest.raises(ValueError, match="Out of range float values"):
         config.to_toml(cfg)
+
+
+def test_train_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "base.toml").write_text(BASE)
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[train]\nlr = 0.003\n')
+    assert main(["train", "--config", str(tmp_path / "child.toml"), "--print-config"]) == 0
+    printed = tmp_path / "printed.toml"
+    printed.write_text(capsys.readouterr().out)
+    assert config.load(printed) == config.load(tmp_path / "child.toml")
+    assert "extends" not in printed.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.toml", "child.toml",
+                                                          "printed.toml"]
+    assert main(["train", "--print-config"]) == 2
+    assert "give --config FILE" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from metaloop import config as _config
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
 from metaloop.train.loop import NonFiniteLossError
@@ -51,11 +52,19 @@ def register(sub) -> None:
                    help="under torchrun: how long a rank waits for the others in any "
                         "collective (and at start-up) before it stops with an error naming the "
                         f"failure (default {distributed.DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the --config file as it will run (its extends chain applied, "
+                        "every default filled) as TOML, and exit")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.print_config:
+        if not args.config:
+            raise ValueError("--print-config prints the --config file: give --config FILE")
+        print(_config.to_toml(_config.load(args.config)), end="")
+        return 0
     if not args.dist_timeout > 0:
         raise ValueError(f"--dist-timeout must be a positive number of seconds, got "
                          f"{args.dist_timeout}")
