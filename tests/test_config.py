@@ -148,3 +148,10 @@ def test_train_print_config_prints_the_resolved_config_and_writes_nothing(tmp_pa
                                                           "printed.toml"]
     assert main(["train", "--print-config"]) == 2
     assert "give --config FILE" in capsys.readouterr().err
+
+
+def test_a_section_that_is_not_a_table_in_the_child_is_named(tmp_path):
+    (tmp_path / "base.toml").write_text(BASE)
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\ntrain = 3\n')
+    with pytest.raises(ValueError, match=r"config \[train\] must be a table, got 3"):
+        config.load(tmp_path / "child.toml")

@@ -560,13 +560,7 @@ def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:
     if base_path.resolve() in seen:
         names = " -> ".join(str(p) for p in (*chain, path, base_path))
         raise ValueError(f"config file {path}: extends {base!r} makes a cycle: {names}")
-    out = _read_chain(base_path, (*chain, path))
-    for section, body in raw.items():
-        if isinstance(body, dict) and isinstance(out.get(section), dict):
-            out[section] = {**out[section], **body}
-        else:
-            out[section] = body          # a new section, or a non-table that validate names
-    return out
+    return merge(_read_chain(base_path, (*chain, path)), raw)
 
 
 def to_toml(cfg: dict) -> str:
@@ -585,8 +579,12 @@ def to_toml(cfg: dict) -> str:
 
 
 def merge(base: dict, override: dict) -> dict:
-    """Deep-merge override into a copy of base (section by section)."""
+    """Deep-merge override into a copy of base (section by section). A section that is not a
+    table on either side (raw TOML before ``validate``, which names it) is replaced whole."""
     out = copy.deepcopy(base)
     for section, body in override.items():
-        out.setdefault(section, {}).update(body)
+        if isinstance(body, dict) and isinstance(out.get(section, {}), dict):
+            out.setdefault(section, {}).update(body)
+        else:
+            out[section] = body
     return out

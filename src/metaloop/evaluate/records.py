@@ -507,14 +507,25 @@ def load_records(folder) -> list[dict]:
         raise FileNotFoundError(f"records folder {folder} does not exist")
     out = []
     for p in sorted(folder.glob("*.json")):
-        try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{p}: not valid JSON ({e})") from e
-        rec = validate_record(rec, where=str(p))
+        rec = load_record(p)
         rec["_file"] = p.name
         out.append(rec)
     return out
+
+
+def load_record(path) -> dict:
+    """Read and validate one record file.
+
+    Raises:
+        RecordError: (a ValueError) naming the file that is not JSON or not a valid record.
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}: not valid JSON ({e})") from e
+    return validate_record(rec, where=str(path))
 
 
 def _fmt(x: float, digits: int, notation: str = "f") -> str:
@@ -761,10 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.paired:
         try:
-            recs = []
-            for f in args.paired:
-                rec = validate_record(json.loads(Path(f).read_text(encoding="utf-8")), f)
-                recs.append({**rec, "_file": f})
+            recs = [{**load_record(f), "_file": f} for f in args.paired]
             d = paired_difference(*recs)
         except (ValueError, OSError) as e:
             print(f"gen_tables: error: {e}", file=sys.stderr)
