@@ -12,8 +12,10 @@ from PIL import Image
 from metaloop import build as _build
 from metaloop import config as _config
 from metaloop.cli.main import main
+from metaloop.data.lake_runs import OFFICIAL_RUNS_SHA256, read_lake_runs, runs_digest
 from metaloop.data.omniglot import load_omniglot_images
 from metaloop.evaluate.heldout import heldout_tasks
+from metaloop.evaluate.records import validate_record
 from metaloop.runs import load_run
 
 
@@ -384,11 +386,39 @@ def test_eval_scores_the_official_runs(run, omniglot_root, tmp_path, capsys):
     decided = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
     wrong = sum(d != f"class{k + 1:02d}" for d, k in zip(decided, runs[1][2]))
     assert f"run02: {wrong} of 6 wrong" in out
-    for flags, message in ((["--record", str(tmp_path / "r.json")],
-                            "--record writes the result of generated tasks"),
+    for flags, message in ((["--record", str(tmp_path / "r.txt")],
+                            "record path must end in .json"),
                            ([], "holds no one-shot run")):
         target = tmp_path / ("all_runs" if flags else "e")
         assert main(["eval", "--checkpoint", str(run), "--lake-runs", str(target),
                      *flags]) == 2
         captured = capsys.readouterr()
         assert message in captured.err and captured.out == ""
+    assert not (tmp_path / "r.txt").exists()
+
+
+def test_eval_records_the_official_runs(run, omniglot_root, tmp_path, capsys):
+    """--lake-runs --record: a challenge record over the runs, naming the runs scored."""
+    images, _ = load_omniglot_images(omniglot_root, "evaluation", 105)
+    runs = [("run01", [0, 1, 2, 3, 4], [3, 0, 4, 1, 2]), ("run02", [5, 6, 7, 8, 9, 10],
+                                                          [5, 4, 3, 2, 1, 0])]
+    _lake_runs(images, tmp_path / "all_runs", runs)
+    record = tmp_path / "docs" / "official.json"
+    assert main(["eval", "--checkpoint", str(run), "--lake-runs", str(tmp_path / "all_runs"),
+                 "--support-shift", "1", "--out", str(tmp_path / "e"),
+                 "--record", str(record)]) == 0
+    assert "the runs are not Lake's official 20" in capsys.readouterr().out
+    res = json.loads((tmp_path / "e" / "results.json").read_text())["lake_runs"]
+    rec = validate_record(json.loads(record.read_text()))
+    assert rec["table"] == "challenge-official" and rec["unit"] == "%"
+    assert rec["split"] == "evaluation" and rec["n"] == 2 and rec["trials"] == 11
+    assert rec["per_task"] == pytest.approx([100 * r["errors"] / r["trials"]
+                                             for r in res["runs"]])
+    assert rec["mean"] == pytest.approx(100 * res["error_rate"]) == rec["error_rate"]
+    assert rec["ci95"] == pytest.approx(100 * res["ci95"])
+    assert rec["lake_runs"] == {"runs": 2, "names": ["run01", "run02"],
+                                "runs_sha256": runs_digest(read_lake_runs(
+                                    tmp_path / "all_runs"))}
+    assert res["official"] is False and rec["lake_runs"]["runs_sha256"] != OFFICIAL_RUNS_SHA256
+    assert "support shifted up to 1 px" in rec["row"] and "--lake-runs" in rec["command"]
+    assert rec["run_config"]["eval"]["support_shift"] == 1 and rec["budget"]["iterations"] > 0

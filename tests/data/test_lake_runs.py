@@ -63,3 +63,27 @@ def test_bad_runs_are_named(tmp_path, case, message):
         _run(root, "run01", [0, 1], lines)
     with pytest.raises(ValueError, match=message):
         read_lake_runs(root)
+
+
+def test_runs_digest_names_the_contents_wherever_they_are(tmp_path):
+    import hashlib
+    import shutil
+
+    from metaloop.data.lake_runs import runs_digest
+
+    run = _run(tmp_path / "a", "run01", [1, 0])
+    for i, f in enumerate(sorted((run / "training").iterdir()) + sorted((run / "test").iterdir())):
+        f.write_bytes(bytes([i, 255 - i]))
+    digest = runs_digest(read_lake_runs(tmp_path / "a"))
+    # the documented layout, hashed by hand: the run's name, then each file's path inside
+    # the run folder, its size and its bytes (labels, training images, test images)
+    h = hashlib.sha256(b"run run01\n")
+    for rel in ("class_labels.txt", "training/class01.png", "training/class02.png",
+                "test/item01.png", "test/item02.png"):
+        data = (run / rel).read_bytes()
+        h.update(f"{rel} {len(data)}\n".encode() + data)
+    assert digest == h.hexdigest()
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "all_runs")
+    assert runs_digest(read_lake_runs(tmp_path / "elsewhere" / "all_runs")) == digest
+    (run / "test" / "item02.png").write_bytes(b"\x01\xfe")         # one image changed
+    assert runs_digest(read_lake_runs(tmp_path / "a")) != digest

@@ -27,7 +27,8 @@ The original Omniglot one-shot challenge (Lake et al. 2015): --within-alphabet -
 evaluation --ways 20 --shots 1 draws every task's 20 characters from one evaluation alphabet
 and reports the error rate over the trials (tasks x ways x queries) with its 95% CI.
 --lake-runs DIR scores the challenge's official runs instead (Lake's all_runs folder: 20 runs
-of 20 trials), with the same test-time settings.
+of 20 trials), with the same test-time settings, and says whether they are Lake's, unaltered;
+--record then writes a challenge record whose mean and CI are over the runs.
 
 An ensemble: --checkpoint RUN RUN ... adapts every run to each task and averages their class
 probabilities (the mean output for regression); the held-out tasks are the first run's
@@ -94,8 +95,9 @@ def register(sub) -> None:
                         "folder; the test-time settings above apply")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
-                   help="also write the result (last step) as a JSON record for the docs "
-                        "tables, e.g. docs/results/NAME.json (see metaloop.evaluate.records)")
+                   help="also write the result (last step; with --lake-runs, the official "
+                        "runs' error rate) as a JSON record for the docs tables, e.g. "
+                        "docs/results/NAME.json (see metaloop.evaluate.records)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="adapt and score on the CPU (default) or the first CUDA device")
     p.add_argument("--tf32", action="store_true",
@@ -169,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
 def _lake_runs(args: argparse.Namespace, loaded, cfg: dict) -> int:
     """``--lake-runs``: the error rate on the challenge's official runs."""
     if args.record:
-        raise ValueError("--record writes the result of generated tasks; with --lake-runs the "
-                         "result goes to --out DIR (results.json)")
+        records.check_record_path(args.record)
     out = prepare_out(args.out) if args.out else None
     res = evaluate_lake_runs(loaded, args.lake_runs, cfg)
     for r in res["runs"]:
@@ -187,6 +188,14 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict) -> int:
     print(f"official one-shot runs ({args.lake_runs}): error rate {100 * res['error_rate']:.2f}% "
           f"± {100 * res['ci95']:.2f}% (95% CI over {len(res['runs'])} runs, "
           f"{res['trials']} trials)")
+    print("the runs are Lake's official 20, unaltered (sha256 of their files matches)"
+          if res["official"] else f"the runs are not Lake's official 20 (sha256 of their "
+          f"files {res['runs_sha256'][:12]}...)")
     if out is not None:
         report.write_json(out / "results.json", {"config": cfg, "lake_runs": res})
+    if args.record:
+        records.write_record(args.record, **records.lake_runs_record(
+            cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
+            device=args.device,
+            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
     return 0

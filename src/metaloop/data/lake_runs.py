@@ -16,13 +16,18 @@ folder); the images are decoded by the caller (``metaloop eval --lake-runs``,
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LABELS_FILE", "LakeRun", "read_lake_runs"]
+__all__ = ["LABELS_FILE", "OFFICIAL_RUNS_SHA256", "OFFICIAL_ZIP_SHA256", "LakeRun",
+           "read_lake_runs", "runs_digest"]
 
 LABELS_FILE = "class_labels.txt"
+# ``all_runs.zip`` as Lake's repository has it, and ``runs_digest`` of its 20 runs unpacked
+OFFICIAL_ZIP_SHA256 = "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325"
+OFFICIAL_RUNS_SHA256 = "394ba5a35a940e8e90c3817ac853c8057cbd48ad14fba9730fa67d368b62db08"
 
 
 @dataclass(frozen=True)
@@ -84,3 +89,21 @@ def _read_run(folder: Path) -> LakeRun:
     support = tuple(sorted(set(answer.values())))
     query = tuple(sorted(answer))
     return LakeRun(folder.name, support, query, tuple(support.index(answer[q]) for q in query))
+
+
+def runs_digest(runs: list[LakeRun]) -> str:
+    """The sha256 of the runs' contents, to name in a record what was scored.
+
+    It hashes, run by run in order, the run's name and each of its files (``class_labels.txt``
+    and every training and test image) by its path inside the run folder and its bytes, so
+    it is the same wherever the runs were unpacked. Lake's ``all_runs.zip`` unpacked gives
+    ``OFFICIAL_RUNS_SHA256``.
+    """
+    h = hashlib.sha256()
+    for run in runs:
+        folder = run.support[0].parent.parent
+        h.update(f"run {run.name}\n".encode())
+        for f in (folder / LABELS_FILE, *run.support, *run.query):
+            h.update(f"{f.relative_to(folder).as_posix()} {f.stat().st_size}\n".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()

@@ -391,20 +391,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     ``accuracy_ci95`` in %, ``tasks``) and the budget's ``iterations`` and CPU or GPU
     seconds at the top level, as the Omniglot table's cells list them.
     """
-    import datetime
-
-    import torch
-
-    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    parts = [_run_budget(Path(p), device) for p in paths]
-    run_dir = parts[0][0]
-    if len(parts) == 1:
-        budget = parts[0][1]
-    else:                             # an ensemble: its members' training, summed
-        budget = {"members": len(parts)}
-        for key in ("iterations", "cpu_seconds", "gpu_seconds"):
-            if all(key in b for _, b in parts):
-                budget[key] = round(sum(b[key] for _, b in parts), 2)
+    prov = _provenance(checkpoint, device)
+    parts, run_dir, budget = prov["parts"], prov["run_dir"], prov["budget"]
     curve = training_curve(run_dir) if metric == "accuracy" and len(parts) == 1 else None
     fam, ec = cfg["family"], cfg["eval"]
     row = str(cfg["method"]["name"])
@@ -422,10 +410,6 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         row += f", queries scored {evaluation}"
     step = result["steps"][-1]
     scale = 100.0 if metric == "accuracy" else 1.0
-    if device == "cuda" and torch.cuda.is_available():
-        dev = torch.cuda.get_device_name(0)
-    else:
-        dev = f"CPU, {torch.get_num_threads()} threads"
     rec = {
         "table": re.sub(r"[^a-z0-9_.-]", "-", str(fam["name"]).lower()),
         "row": row,
@@ -435,9 +419,9 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         "ci95": scale * result[metric]["ci95"][-1],
         "n": int(result["tasks"]),
         "budget": budget,
-        "device": dev,
-        "torch": torch.__version__.split("+")[0],
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "device": prov["device"],
+        "torch": prov["torch"],
+        "date": prov["date"],
         "config": None,
         "command": command,
         "published": None,
@@ -461,6 +445,90 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
                    trials=e["trials"], digits=2, unit="%",
                    per_task=[round(100 - 100 * v, 6) for v in result["per_task"][metric][-1]])
     return rec
+
+
+def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
+                     device: str = "cpu", evaluation: str | None = None) -> dict:
+    """The record of ``metaloop eval --lake-runs``: the error rate on the official runs of
+    the Omniglot one-shot challenge, in table ``"challenge-official"``.
+
+    Its ``n`` is the number of runs and ``per_task`` each run's error rate in %, so the mean
+    and 95% CI are over runs, as ``score_lake_runs`` gives them; ``trials`` counts the test
+    drawings and ``lake_runs`` names the runs scored (their count, folder names and
+    ``runs_sha256``, the digest of their files: ``metaloop.data.lake_runs.runs_digest``).
+    The budget, device and date are as :func:`eval_record` gives them.
+
+    Args:
+        cfg: the validated run config whose ``[eval]`` test-time settings were used.
+        res: ``metaloop.recipes.evaluation.evaluate_lake_runs``'s result (with
+            ``"runs_sha256"``). checkpoint, command, device, evaluation: as
+            :func:`eval_record`.
+    """
+    prov = _provenance(checkpoint, device)
+    ec = cfg["eval"]
+    row = f"{cfg['method']['name']}, official runs"
+    if ec.get("support_shift"):
+        row += f", support shifted up to {ec['support_shift']} px"
+    if ec.get("query_shift"):
+        row += f", queries averaged over shifts up to {ec['query_shift']} px"
+    if len(prov["parts"]) > 1:
+        row += f", ensemble of {len(prov['parts'])} runs"
+    if evaluation and evaluation != "transductive":
+        row += f", queries scored {evaluation}"
+    per_run = [round(100 * r["error_rate"], 6) for r in res["runs"]]
+    return {
+        "table": "challenge-official",
+        "row": row,
+        "metric": "within-alphabet one-shot error (%), the challenge's official runs",
+        "mean": 100 * res["error_rate"],
+        "ci95": 100 * res["ci95"],
+        "n": len(per_run),
+        "budget": prov["budget"],
+        "device": prov["device"],
+        "torch": prov["torch"],
+        "date": prov["date"],
+        "config": None,
+        "command": command,
+        "published": None,
+        "digits": 2,
+        "unit": "%",
+        "split": "evaluation",
+        "error_rate": 100 * res["error_rate"],
+        "trials": int(res["trials"]),
+        "lake_runs": {"runs": len(per_run), "names": [r["name"] for r in res["runs"]],
+                      "runs_sha256": res["runs_sha256"]},
+        "run_config": dict(cfg),
+        **({"evaluation": evaluation} if evaluation else {}),
+        "per_task": per_run,
+    }
+
+
+def _provenance(checkpoint, device: str) -> dict:
+    """What a record of an evaluation says of where it ran: ``parts`` (each checkpoint's run
+    directory and budget), ``run_dir`` (the first), ``budget`` (one run's, or an ensemble's
+    members' summed, with ``members``), ``device`` (the GPU's name, or the CPU's threads),
+    ``torch`` and ``date`` (UTC)."""
+    import datetime
+
+    import torch
+
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    parts = [_run_budget(Path(p), device) for p in paths]
+    if len(parts) == 1:
+        budget = parts[0][1]
+    else:                             # an ensemble: its members' training, summed
+        budget = {"members": len(parts)}
+        for key in ("iterations", "cpu_seconds", "gpu_seconds"):
+            if all(key in b for _, b in parts):
+                budget[key] = round(sum(b[key] for _, b in parts), 2)
+    if device == "cuda" and torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+    else:
+        n = torch.get_num_threads()
+        dev = f"CPU, {n} thread{'s' if n != 1 else ''}"
+    return {"parts": parts, "run_dir": parts[0][0], "budget": budget, "device": dev,
+            "torch": torch.__version__.split("+")[0],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
 
 
 def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from metaloop.data.images import load_image, load_query, load_support
-from metaloop.data.lake_runs import read_lake_runs
+from metaloop.data.lake_runs import OFFICIAL_RUNS_SHA256, read_lake_runs, runs_digest
 from metaloop.evaluate.heldout import mean_ci, shift_averaged
 from metaloop.runs import Run
 from metaloop.tasks.augment import shifted_support
@@ -122,7 +122,9 @@ def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | N
 
     Returns:
         ``{"runs": [{"name", "trials", "errors", "error_rate"}, ...], "error_rate", "ci95"
-        (over runs), "trials", "root"}``; rates are fractions (0.05 = 5%).
+        (over runs), "trials", "root", "runs_sha256" (``runs_digest``), "official"}``, where
+        ``official`` says whether the runs are Lake's 20, unaltered; rates are fractions
+        (0.05 = 5%).
 
     Raises:
         ValueError: what :func:`classify_folders` and ``read_lake_runs`` refuse.
@@ -130,8 +132,8 @@ def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | N
     tf = _checked_transform(run, steps, support_shift, query_shift)
     size, invert = tf["image_size"], invert or tf["invert"]
     device = next(run.learner.model.parameters()).device               # where the model is
-    rows = []
-    for lake in read_lake_runs(root):
+    rows, runs = [], read_lake_runs(root)
+    for lake in runs:
         sx, qx = ([load_image(f, size, invert, tf["read_channels"]) for f in files]
                   for files in (lake.support, lake.query))
         sx, qx = (_as_trained(tf, torch.stack(x)).to(device) for x in (sx, qx))
@@ -143,8 +145,10 @@ def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | N
         rows.append({"name": lake.name, "trials": len(qx), "errors": errors,
                      "error_rate": errors / len(qx)})
     mean, ci = mean_ci([r["error_rate"] for r in rows])
+    digest = runs_digest(runs)
     return {"runs": rows, "error_rate": mean, "ci95": ci, "root": str(root),
-            "trials": sum(r["trials"] for r in rows)}
+            "trials": sum(r["trials"] for r in rows), "runs_sha256": digest,
+            "official": digest == OFFICIAL_RUNS_SHA256}
 
 
 def _checked_transform(run: Run, steps, support_shift, query_shift) -> dict:
