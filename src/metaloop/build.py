@@ -42,7 +42,8 @@ def build_family(fcfg: dict, split: str | None = None, shots: int = 0, queries: 
         return tasks.Omniglot(root, split=split, ways=fcfg["ways"], shots=shots,
                               queries=queries, image_size=fcfg["image_size"],
                               within_alphabet=fcfg.get("within_alphabet", 0.0),
-                              rotations=fcfg.get("rotations", False))
+                              rotations=fcfg.get("rotations", False),
+                              drawers=fcfg.get("drawers", "any"))
     classes = range(0, 5) if split == "train" else range(5, 10)
     return tasks.FashionMNIST(root, classes=classes, ways=fcfg["ways"], shots=shots,
                               queries=queries)
@@ -269,11 +270,13 @@ def _build_head_learner(name: str, mc: dict, family, model):
 
 def eval_family(cfg: dict, train_family):
     """The held-out family: [eval] split, ways, shots and queries (0 = same as training);
-    Omniglot tasks within one alphabet if ``eval.within_alphabet``, never rotated."""
+    Omniglot tasks within one alphabet if ``eval.within_alphabet``, drawn by
+    ``eval.drawers``, never rotated."""
     ec = cfg["eval"]
     within = 1.0 if ec.get("within_alphabet", False) else 0.0
     return build_family({**cfg["family"], "ways": ec["ways"] or cfg["family"]["ways"],
-                         "within_alphabet": within, "rotations": False},
+                         "within_alphabet": within, "rotations": False,
+                         "drawers": ec.get("drawers", "any")},
                         split=ec["split"], shots=ec["shots"], queries=ec["queries"])
 
 

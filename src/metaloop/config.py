@@ -35,6 +35,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # original one-shot challenge's tasks), and rotations as extra classes (Lake
                # splits only)
                "within_alphabet": ((int, float), 0.0), "rotations": (bool, False),
+               # omniglot: "any" drawer for each drawing, or "shared": every class of a task
+               # by the same drawers (support by one, queries by another: the official runs)
+               "drawers": (str, "any"),
                # your own data: "folder" (root = root/<class>/<image>) and "tensors" (root = an
                # .npz/.pt file with x and y). class_depth 2 reads root/<group>/<class>/<image>;
                # channels 1 (grey) or 3 (RGB); invert "never" | "always" | "auto" (per image)
@@ -125,6 +128,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              "split": (str, "test"),
              # omniglot: held-out tasks drawn within one alphabet; the error rate is reported
              "within_alphabet": (bool, False),
+             # omniglot: who drew a held-out task's images: "any" (each drawing's drawer at
+             # random) or "shared" (the support set by one drawer and the queries by
+             # another, as the challenge's official runs are built)
+             "drawers": (str, "any"),
              # test-time augmentation of image tasks: each support set grown by every shift
              # of its images up to this many pixels ((2s+1)^2 copies); 0 = off
              "support_shift": (int, 0),
@@ -294,11 +301,14 @@ def check_combinations(cfg: dict) -> None:
     if f["name"] == "omniglot":
         _one_of("family.split", f["split"], OMNIGLOT_CLASSES)
         _one_of("eval.split", ev["split"], OMNIGLOT_CLASSES)
+        _one_of("family.drawers", f["drawers"], ("any", "shared"))
+        _one_of("eval.drawers", ev["drawers"], ("any", "shared"))
         _check_within_alphabet(f, ev)
-    elif f["within_alphabet"] or f["rotations"] or ev["within_alphabet"]:
-        raise ValueError(f"config family.within_alphabet, family.rotations and "
-                         f"eval.within_alphabet apply to omniglot, not family.name = "
-                         f"{f['name']!r}")
+    elif f["within_alphabet"] or f["rotations"] or ev["within_alphabet"] \
+            or f["drawers"] != "any" or ev["drawers"] != "any":
+        raise ValueError(f"config family.within_alphabet, family.rotations, family.drawers, "
+                         f"eval.within_alphabet and eval.drawers apply to omniglot, not "
+                         f"family.name = {f['name']!r}")
     positive = [("family", k) for k in ("shots", "queries", "ways", "image_size")] + \
         [("model", "channels"), ("method", "inner_steps"), ("eval", "tasks")] + \
         [("train", k) for k in ("iterations", "meta_batch", "checkpoint_every", "val_tasks")]
@@ -315,6 +325,11 @@ def check_combinations(cfg: dict) -> None:
     if t["device_tasks"] and f["name"] != "omniglot":
         raise ValueError(f"config train.device_tasks = true applies to omniglot, not "
                          f"family.name = {f['name']!r}")
+    if t["device_tasks"] and (f["within_alphabet"] or f["drawers"] != "any"):
+        raise ValueError(f"config train.device_tasks = true samples each task's classes and "
+                         f"drawings at random; family.within_alphabet = "
+                         f"{f['within_alphabet']!r} and family.drawers = {f['drawers']!r} need "
+                         f"the host sampler (device_tasks = false)")
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
                      ("train", "log_every"),
                      ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),

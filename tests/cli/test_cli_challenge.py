@@ -61,6 +61,18 @@ def test_eval_within_alphabet_reports_the_error_rate(run, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--split", "evaluation", "--tasks", "2",
                  "--no-progress"]) == 0
     assert "error rate" in capsys.readouterr().out      # eval.within_alphabet = true in config
+    # --drawers shared: every task's support set by one drawer, its queries by another
+    assert main(["eval", "--checkpoint", str(run), "--split", "evaluation", "--within-alphabet",
+                 "--drawers", "shared", "--tasks", "20", "--out", str(tmp_path / "d"),
+                 "--record", str(tmp_path / "d.json"), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "d" / "results.json").read_text())
+    cfg = _config.validate(res["config"])
+    assert cfg["eval"]["drawers"] == "shared" and "drawers shared" in \
+        json.loads((tmp_path / "d.json").read_text())["row"]
+    fam = _build.eval_family(cfg, None)
+    assert fam.drawers == "shared" and fam.within_alphabet == 1.0
+    classes, idx = fam.sample_indices(20, torch.Generator().manual_seed(cfg["eval"]["seed"]))
+    assert (idx % 20 == (idx % 20)[:, :1]).all() and (a == a[:, :1]).all()
 
 
 def test_seed_and_ensemble_of_runs(run, omniglot_root, tmp_path, capsys):
@@ -141,6 +153,9 @@ def test_bad_seed_and_mismatched_ensembles_exit_2(run, tmp_path, capsys):
     ({"eval": {"split": "evaluation", "ways": 48}},
      "eval.within_alphabet needs 48 characters of one alphabet, but the largest alphabet of "
      "split 'evaluation' has 47"),
+    ({"eval": {"drawers": "one"}}, "eval.drawers = 'one' is not one of ['any', 'shared']"),
+    ({"family": {"drawers": "shared"}, "train": {"device_tasks": True}},
+     "train.device_tasks = true samples each task's classes and drawings at random"),
 ])
 def test_bad_challenge_configs_exit_2_and_write_nothing(omniglot_root, tmp_path, capsys,
                                                         change, message):
@@ -159,8 +174,9 @@ def test_bad_challenge_configs_exit_2_and_write_nothing(omniglot_root, tmp_path,
     assert not (tmp_path / "run").exists()
 
 
-def test_within_alphabet_needs_omniglot(tmp_path, capsys):
-    (tmp_path / "c.toml").write_text('[family]\nname = "sinusoid"\nwithin_alphabet = 0.5\n')
+@pytest.mark.parametrize("key", ["within_alphabet = 0.5", 'drawers = "shared"'])
+def test_within_alphabet_needs_omniglot(tmp_path, capsys, key):
+    (tmp_path / "c.toml").write_text(f'[family]\nname = "sinusoid"\n{key}\n')
     assert main(["train", "--config", str(tmp_path / "c.toml"), "--out",
                  str(tmp_path / "run"), "--no-progress"]) == 2
     assert "apply to omniglot, not family.name = 'sinusoid'" in capsys.readouterr().err

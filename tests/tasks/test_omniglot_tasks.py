@@ -217,10 +217,38 @@ def test_held_out_background_alphabets(omniglot_root):
      "largest has 55\\)"),
     ({"rotations": True, "split": "train"}, "rotations=True applies to the Lake splits"),
     ({"rotations": 1}, "rotations must be a bool"),
+    ({"drawers": "same"}, "drawers must be one of \\['any', 'shared'\\], got 'same'"),
 ])
 def test_challenge_validation(omniglot_root, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Omniglot(omniglot_root, **{"split": "background", **kwargs})
+
+
+@pytest.mark.parametrize("within", [1.0, 0.5, 0.0])
+def test_shared_drawers_draw_every_class_by_the_same_people(omniglot_root, within):
+    """drawers="shared": image j of every class of a task is by the task's drawer j (the
+    official runs' construction); the classes are drawn as with any drawers."""
+    fam = Omniglot(omniglot_root, split="evaluation", ways=20, shots=2, queries=3,
+                   within_alphabet=within, drawers="shared")
+    classes, idx = fam.sample_indices(400, _gen(4))
+    assert torch.equal(idx // 20, classes.unsqueeze(-1).expand_as(idx))       # their drawings
+    drawer = idx % 20                                                         # [n, ways, 5]
+    assert (drawer == drawer[:, :1]).all()                    # the same 5 drawers per class
+    assert (drawer[:, 0].sort(dim=1).values.diff(dim=1) > 0).all()           # 5 distinct ones
+    assert len(torch.unique(drawer)) == 20                    # every drawer is drawn somewhere
+    a = fam.class_alphabet[classes]
+    same = float((a == a[:, :1]).all(dim=1).float().mean())
+    assert abs(same - within) < 0.1 and (classes.sort(dim=1).values.diff(dim=1) > 0).all()
+    b = fam.sample(400, _gen(4))                              # the images are those drawings
+    want = fam.images[classes.unsqueeze(-1), drawer].float().div(255)         # [n, 20, 5, H, W]
+    assert torch.equal(b.support_x[:, :, 0], want[:, :, :2].reshape(400, 40, 28, 28))
+    assert torch.equal(b.query_x[:, :, 0], want[:, :, 2:].reshape(400, 60, 28, 28))
+    again = fam.sample_indices(400, _gen(4))
+    assert torch.equal(again[0], classes) and torch.equal(again[1], idx)
+    assert "drawers='shared'" in repr(fam) and fam.with_shots(1, 1).drawers == "shared"
+    any_ = Omniglot(omniglot_root, split="evaluation", ways=20, shots=2, queries=3,
+                    within_alphabet=within)
+    assert not (any_.sample_indices(400, _gen(4))[1] % 20 == drawer[:, :1]).all()
 
 
 def test_within_classes_errors_and_padding():

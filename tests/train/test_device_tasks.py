@@ -111,6 +111,11 @@ def test_with_shots_shares_the_store_and_bad_input_is_named(omniglot):
         dev.sample(0)
     assert isinstance(dev, ml.tasks.TaskFamily)
     assert dev.input_shape == (1, 14, 14) and dev.num_classes == omniglot.num_classes
+    # the device sampler draws classes and drawings at random: the challenge's samplers refuse
+    for kw in ({"within_alphabet": 0.5}, {"drawers": "shared"}):
+        fam = ml.tasks.Omniglot(split="evaluation", ways=5, image_size=14, **kw)
+        with pytest.raises(ValueError, match="sample it on the host"):
+            DeviceTasks(ml.tasks.Shifted(fam, 1), "cpu")
 
 
 def test_training_through_device_tasks_equals_the_host_path(omniglot, tmp_path):

@@ -58,6 +58,11 @@ def register(sub) -> None:
                    help="omniglot: draw each task's classes from one alphabet, as the original "
                         "one-shot challenge, and report the error rate (default: the config's "
                         "eval.within_alphabet)")
+    p.add_argument("--drawers", choices=("any", "shared"),
+                   help="omniglot: who drew a held-out task's images: any (each drawing's "
+                        "drawer at random) or shared (the support set by one drawer and the "
+                        "queries by another, as the challenge's official runs are built; "
+                        "default: the config's eval.drawers)")
     p.add_argument("--support-shift", type=int, metavar="S",
                    help="test-time augmentation of image tasks: grow each support set by "
                         "every shift of its images up to S pixels ((2S+1)^2 copies; default: "
@@ -109,7 +114,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load_ensemble(args.checkpoint, device=args.device)
     changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
-                                             "within_alphabet", "support_shift",
+                                             "within_alphabet", "drawers", "support_shift",
                                              "query_shift", "scoring", "refine",
                                              "refine_temperature", "refine_weight",
                                              "refine_jointly")}

@@ -400,6 +400,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     shots = ec.get("shots") or fam.get("shots")
     if metric == "accuracy" and ways and shots:
         row += f", {ways}-way {shots}-shot"
+    if ec.get("drawers", "any") != "any":
+        row += f", drawers {ec['drawers']} by a task's classes"
     if ec.get("support_shift"):
         row += f", support shifted up to {ec['support_shift']} px"
     if ec.get("query_shift"):

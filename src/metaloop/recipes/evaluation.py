@@ -39,9 +39,9 @@ __all__ = ["error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run", "l
 SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth",
                "val_classes", "test_classes", "encoder")
 
-EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "steps", "queries", "seed",
-             "support_shift", "query_shift", "scoring", "refine", "refine_temperature",
-             "refine_weight", "refine_jointly")
+EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "drawers", "steps",
+             "queries", "seed", "support_shift", "query_shift", "scoring", "refine",
+             "refine_temperature", "refine_weight", "refine_jointly")
 
 
 @contextmanager
@@ -199,7 +199,7 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
             ``load_run(path, device=...)``).
         progress: called with the number of tasks finished so far in each chunk.
         **changes: ``[eval]`` keys to change (``EVAL_KEYS``): tasks, shots, ways, split,
-            within_alphabet, steps, queries, seed, support_shift and query_shift
+            within_alphabet, drawers, steps, queries, seed, support_shift and query_shift
             (test-time shifts of the support and the query images, see
             ``metaloop.evaluate.evaluate``), scoring (``scoring``), and refine,
             refine_temperature, refine_weight and refine_jointly (``refining``).

@@ -103,8 +103,9 @@ class DeviceTasks:
             the family's. device, dtype, generator_device: see above.
 
     Raises:
-        ValueError: a family without a uint8 image store, or shots + queries above the
-            smallest class.
+        ValueError: a family without a uint8 image store, shots + queries above the
+            smallest class, or an Omniglot family with ``within_alphabet`` or shared
+            ``drawers`` (the device sampler draws classes and drawings at random).
     """
 
     kind = "classification"
@@ -115,6 +116,10 @@ class DeviceTasks:
             self.max_shift, self.max_rotate = family.max_shift, family.max_rotate
             self.max_stroke, self.elastic = family.max_stroke, family.elastic
             family = family.family
+        if getattr(family, "within_alphabet", 0) or getattr(family, "drawers", "any") != "any":
+            raise ValueError(f"DeviceTasks draws each task's classes and drawings at random; "
+                             f"{family!r} draws them within an alphabet or by shared "
+                             f"drawers: sample it on the host")
         images, table, counts = _store(family)
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:

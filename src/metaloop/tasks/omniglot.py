@@ -7,7 +7,10 @@ build a whole meta-batch.
 
 Omniglot also samples the original one-shot challenge's tasks (Lake et al. 2015): with
 ``within_alphabet`` every class of a task comes from one alphabet (``within_classes``, again
-one ``topk`` over a padded table of each alphabet's classes), so the distractors look alike.
+one ``topk`` over a padded table of each alphabet's classes), so the distractors look alike,
+and with ``drawers="shared"`` every class of a task is drawn by the same people, as in the
+challenge's official runs (one drawer for a run's training drawings, another for its test
+drawings).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import torch
 
 from metaloop.data.omniglot import DRAWINGS, SETS, alphabet_of, load_omniglot_images, rotate_ccw
 from metaloop.tasks.batch import TaskBatch
+
+DRAWERS = ("any", "shared")
 
 
 def check_positive_int(owner: str, **values) -> None:
@@ -168,6 +173,13 @@ class Omniglot:
             270 degrees counter-clockwise as classes, ``4 C`` in all; class ``r * C + c`` is
             class c rotated by ``90 r`` degrees (named ``.../rotXXX``). The Vinyals splits
             have them already.
+        drawers: who drew a task's images. ``"any"`` (the default): each class's drawings
+            are drawn on their own, so a task mixes drawers. ``"shared"``: each task draws
+            ``shots + queries`` distinct drawers (drawing numbers ``IIII_DD``, the same
+            person across an alphabet's characters) and image j of every class is drawer
+            j's: the support set is by ``shots`` people and the queries by ``queries``
+            others, as the challenge's official runs are built (1-shot: one drawer for the
+            training drawings, another for the test drawings).
 
     Attributes:
         kind: ``"classification"``.
@@ -180,18 +192,22 @@ class Omniglot:
     Raises:
         ValueError: non-positive counts, ``ways > num_classes``, ``shots + queries > 20``,
             ``within_alphabet`` outside [0, 1] or (when > 0) no alphabet with ``ways``
-            characters, ``rotations`` on a Vinyals split.
+            characters, ``rotations`` on a Vinyals split, an unknown ``drawers``.
     """
 
     kind = "classification"
 
     def __init__(self, root=None, split: str = "train", ways: int = 5, shots: int = 1,
                  queries: int = 15, image_size: int = 28, download: bool = False,
-                 within_alphabet: float | bool = 0.0, rotations: bool = False):
+                 within_alphabet: float | bool = 0.0, rotations: bool = False,
+                 drawers: str = "any"):
         check_positive_int("Omniglot", ways=ways, shots=shots, queries=queries)
         rate = _check_rate(within_alphabet)
         if not isinstance(rotations, bool):
             raise ValueError(f"Omniglot rotations must be a bool, got {rotations!r}")
+        if drawers not in DRAWERS:
+            raise ValueError(f"Omniglot drawers must be one of {list(DRAWERS)}, got "
+                             f"{drawers!r}")
         if rotations and not (split in SETS or split.startswith("background_")):
             raise ValueError(f"Omniglot rotations=True applies to the Lake splits; split "
                              f"{split!r} (Vinyals) has the rotations as classes already")
@@ -202,7 +218,7 @@ class Omniglot:
         c, d, h, w = images.shape
         self.split, self.image_size, self.class_names = split, image_size, names
         self.num_classes, self.image_shape = c, (1, h, w)
-        self.within_alphabet, self.rotations = rate, rotations
+        self.within_alphabet, self.rotations, self.drawers = rate, rotations, drawers
         self._images = images.reshape(c * d, h, w)                   # [C*20, H, W] uint8
         self._table = torch.arange(c * d).view(c, d)                 # [C, 20]
         self.alphabets = sorted({alphabet_of(n) for n in names})
@@ -247,14 +263,22 @@ class Omniglot:
         (image id = class * 20 + drawing)."""
         check_positive_int("Omniglot.sample", n=n)
         per_class, rate = self.shots + self.queries, self.within_alphabet
-        if rate == 0:       # the random-class stream, unchanged by the within-alphabet option
+        if rate == 0 and self.drawers == "any":   # the random-class stream, as it always was
             return episode_indices(self._table, None, n, self.ways, per_class, generator)
-        classes = within_classes(self._groups, self._group_sizes, n, self.ways, generator)
-        if rate < 1:        # each task is within-alphabet with probability rate
+        if rate == 0:
+            classes = torch.rand(n, self.num_classes, generator=generator)        # [n, C]
+            classes = classes.topk(self.ways, dim=1).indices                      # [n, ways]
+        else:
+            classes = within_classes(self._groups, self._group_sizes, n, self.ways, generator)
+        if 0 < rate < 1:    # each task is within-alphabet with probability rate
             within = torch.rand(n, generator=generator) < rate                    # [n]
             anywhere = torch.rand(n, self.num_classes, generator=generator)       # [n, C]
             anywhere = anywhere.topk(self.ways, dim=1).indices                    # [n, ways]
             classes = torch.where(within.unsqueeze(1), classes, anywhere)
+        if self.drawers == "shared":   # image j of every class by the task's drawer j
+            drawer = torch.rand(n, DRAWINGS, generator=generator)                 # [n, 20]
+            drawer = drawer.topk(per_class, dim=1).indices                        # [n, S+Q]
+            return classes, self._table[classes.unsqueeze(-1), drawer.unsqueeze(1)]
         return episode_indices(self._table, None, n, self.ways, per_class, generator, classes)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
@@ -291,7 +315,8 @@ class Omniglot:
 
     def __repr__(self) -> str:
         extra = (f", within_alphabet={self.within_alphabet}" if self.within_alphabet else "") \
-            + (", rotations=True" if self.rotations else "")
+            + (", rotations=True" if self.rotations else "") \
+            + (f", drawers={self.drawers!r}" if self.drawers != "any" else "")
         return (f"Omniglot(split={self.split!r}, ways={self.ways}, shots={self.shots}, "
                 f"queries={self.queries}, image_size={self.image_size}, "
                 f"num_classes={self.num_classes}{extra})")
