@@ -402,14 +402,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         row += f", {ways}-way {shots}-shot"
     if ec.get("drawers", "any") != "any":
         row += f", drawers {ec['drawers']} by a task's classes"
-    if ec.get("support_shift"):
-        row += f", support shifted up to {ec['support_shift']} px"
-    if ec.get("query_shift"):
-        row += f", queries averaged over shifts up to {ec['query_shift']} px"
-    if len(parts) > 1:
-        row += f", ensemble of {len(parts)} runs"
-    if evaluation and evaluation != "transductive":
-        row += f", queries scored {evaluation}"
+    row += _test_time(ec, len(parts), evaluation)
     step = result["steps"][-1]
     scale = 100.0 if metric == "accuracy" else 1.0
     rec = {
@@ -420,13 +413,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         "mean": scale * result[metric]["mean"][-1],
         "ci95": scale * result[metric]["ci95"][-1],
         "n": int(result["tasks"]),
-        "budget": budget,
-        "device": prov["device"],
-        "torch": prov["torch"],
-        "date": prov["date"],
-        "config": None,
+        **prov["fields"],
         "command": command,
-        "published": None,
         "digits": 2 if scale == 100.0 else 3,
         "split": ec.get("split"),
         "seed": result.get("seed"),
@@ -468,15 +456,8 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
     """
     prov = _provenance(checkpoint, device)
     ec = cfg["eval"]
-    row = f"{cfg['method']['name']}, official runs"
-    if ec.get("support_shift"):
-        row += f", support shifted up to {ec['support_shift']} px"
-    if ec.get("query_shift"):
-        row += f", queries averaged over shifts up to {ec['query_shift']} px"
-    if len(prov["parts"]) > 1:
-        row += f", ensemble of {len(prov['parts'])} runs"
-    if evaluation and evaluation != "transductive":
-        row += f", queries scored {evaluation}"
+    row = f"{cfg['method']['name']}, official runs" + _test_time(ec, len(prov["parts"]),
+                                                                   evaluation)
     per_run = [round(100 * r["error_rate"], 6) for r in res["runs"]]
     return {
         "table": "challenge-official",
@@ -485,13 +466,8 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
         "mean": 100 * res["error_rate"],
         "ci95": 100 * res["ci95"],
         "n": len(per_run),
-        "budget": prov["budget"],
-        "device": prov["device"],
-        "torch": prov["torch"],
-        "date": prov["date"],
-        "config": None,
+        **prov["fields"],
         "command": command,
-        "published": None,
         "digits": 2,
         "unit": "%",
         "split": "evaluation",
@@ -505,11 +481,27 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
     }
 
 
+def _test_time(ec: Mapping, members: int, evaluation: str | None) -> str:
+    """What a record's row adds for the ``[eval]`` test-time settings: shifts, an ensemble,
+    and how the queries were scored when not transductively."""
+    row = ""
+    if ec.get("support_shift"):
+        row += f", support shifted up to {ec['support_shift']} px"
+    if ec.get("query_shift"):
+        row += f", queries averaged over shifts up to {ec['query_shift']} px"
+    if members > 1:
+        row += f", ensemble of {members} runs"
+    if evaluation and evaluation != "transductive":
+        row += f", queries scored {evaluation}"
+    return row
+
+
 def _provenance(checkpoint, device: str) -> dict:
     """What a record of an evaluation says of where it ran: ``parts`` (each checkpoint's run
     directory and budget), ``run_dir`` (the first), ``budget`` (one run's, or an ensemble's
-    members' summed, with ``members``), ``device`` (the GPU's name, or the CPU's threads),
-    ``torch`` and ``date`` (UTC)."""
+    members' summed, with ``members``), and ``fields``: the record's ``budget``, ``device``
+    (the GPU's name, or the CPU's threads), ``torch``, ``date`` (UTC), and ``config`` and
+    ``published`` left null."""
     import datetime
 
     import torch
@@ -528,9 +520,11 @@ def _provenance(checkpoint, device: str) -> dict:
     else:
         n = torch.get_num_threads()
         dev = f"CPU, {n} thread{'s' if n != 1 else ''}"
-    return {"parts": parts, "run_dir": parts[0][0], "budget": budget, "device": dev,
-            "torch": torch.__version__.split("+")[0],
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
+    return {"parts": parts, "run_dir": parts[0][0], "budget": budget,
+            "fields": {"budget": budget, "device": dev, "torch": torch.__version__.split("+")[0],
+                       "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+                           "%Y-%m-%d"),
+                       "config": None, "published": None}}
 
 
 def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:
