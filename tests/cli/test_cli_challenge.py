@@ -413,8 +413,10 @@ def test_eval_scores_the_official_runs(run, omniglot_root, tmp_path, capsys):
     assert not (tmp_path / "r.txt").exists()
 
 
-def test_eval_records_the_official_runs(run, omniglot_root, tmp_path, capsys):
-    """--lake-runs --record: a challenge record over the runs, naming the runs scored."""
+def test_eval_records_the_official_runs(run, omniglot_root, tmp_path, capsys, monkeypatch):
+    """--lake-runs --record: a challenge record over the runs, naming the runs scored; the
+    zip of the runs scores as the folder does."""
+    import shutil
     images, _ = load_omniglot_images(omniglot_root, "evaluation", 105)
     runs = [("run01", [0, 1, 2, 3, 4], [3, 0, 4, 1, 2]), ("run02", [5, 6, 7, 8, 9, 10],
                                                           [5, 4, 3, 2, 1, 0])]
@@ -438,3 +440,9 @@ def test_eval_records_the_official_runs(run, omniglot_root, tmp_path, capsys):
     assert res["official"] is False and rec["lake_runs"]["runs_sha256"] != OFFICIAL_RUNS_SHA256
     assert "support shifted up to 1 px" in rec["row"] and "--lake-runs" in rec["command"]
     assert rec["run_config"]["eval"]["support_shift"] == 1 and rec["budget"]["iterations"] > 0
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "cache"))
+    zipped = shutil.make_archive(str(tmp_path / "all_runs"), "zip", tmp_path / "all_runs")
+    assert main(["eval", "--checkpoint", str(run), "--lake-runs", zipped, "--support-shift",
+                 "1", "--out", str(tmp_path / "z")]) == 0
+    from_zip = json.loads((tmp_path / "z" / "results.json").read_text())["lake_runs"]
+    assert from_zip["runs"] == res["runs"] and from_zip["runs_sha256"] == res["runs_sha256"]

@@ -87,3 +87,30 @@ def test_runs_digest_names_the_contents_wherever_they_are(tmp_path):
     assert runs_digest(read_lake_runs(tmp_path / "elsewhere" / "all_runs")) == digest
     (run / "test" / "item02.png").write_bytes(b"\x01\xfe")         # one image changed
     assert runs_digest(read_lake_runs(tmp_path / "a")) != digest
+
+
+def test_the_zip_is_read_as_its_folder(tmp_path, monkeypatch):
+    import shutil
+    import zipfile
+
+    from metaloop.data.lake_runs import runs_digest
+
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "cache"))
+    _run(tmp_path / "all_runs", "run01", [1, 0, 2])
+    _run(tmp_path / "all_runs", "run02", [0, 2, 1])
+    zipped = shutil.make_archive(str(tmp_path / "all_runs"), "zip", tmp_path / "all_runs")
+    folder, from_zip = read_lake_runs(tmp_path / "all_runs"), read_lake_runs(zipped)
+    assert [(r.name, r.labels) for r in from_zip] == [(r.name, r.labels) for r in folder]
+    assert runs_digest(from_zip) == runs_digest(folder)
+    cached = from_zip[0].support[0].parents[2]
+    assert cached.parent == tmp_path / "cache" / "omniglot" / "lake_runs"
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]    # no leftovers
+    assert read_lake_runs(zipped)[0].support[0].parents[2] == cached     # unpacked once
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bad.zip is not a zip file"):
+        read_lake_runs(tmp_path / "bad.zip")
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
+        z.writestr("../outside.txt", "x")
+    with pytest.raises(ValueError, match="would unpack outside its folder"):
+        read_lake_runs(tmp_path / "evil.zip")
+    assert not (tmp_path / "cache" / "omniglot" / "outside.txt").exists()

@@ -96,8 +96,9 @@ def register(sub) -> None:
     p.add_argument("--lake-runs", metavar="DIR",
                    help="score the official runs of the Omniglot one-shot challenge instead "
                         "of generated tasks: Lake's all_runs folder unpacked (run01 ... "
-                        "run20, each with training/, test/ and class_labels.txt), or one run "
-                        "folder; the test-time settings above apply")
+                        "run20, each with training/, test/ and class_labels.txt), one run "
+                        "folder, or all_runs.zip itself (unpacked once into the data cache); "
+                        "the test-time settings above apply")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
                    help="also write the result (last step; with --lake-runs, the official "

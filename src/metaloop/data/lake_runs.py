@@ -10,8 +10,8 @@ within-alphabet one-shot trial set with
   run01/training/class07.png``, naming the training image of the same character.
 
 :func:`read_lake_runs` reads that layout from an unpacked folder (all runs, or one run
-folder); the images are decoded by the caller (``metaloop eval --lake-runs``,
-:func:`metaloop.recipes.predict.score_lake_runs`).
+folder) or from the zip itself (:func:`unpack_runs`); the images are decoded by the caller
+(``metaloop eval --lake-runs``, :func:`metaloop.recipes.predict.score_lake_runs`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["LABELS_FILE", "OFFICIAL_RUNS_SHA256", "OFFICIAL_ZIP_SHA256", "LakeRun",
-           "read_lake_runs", "runs_digest"]
+           "read_lake_runs", "runs_digest", "unpack_runs"]
 
 LABELS_FILE = "class_labels.txt"
 # ``all_runs.zip`` as Lake's repository has it, and ``runs_digest`` of its 20 runs unpacked
@@ -41,8 +41,50 @@ class LakeRun:
     labels: tuple[int, ...]
 
 
+def unpack_runs(zip_path: str | os.PathLike) -> Path:
+    """Lake's ``all_runs.zip`` (or any zip of run folders) unpacked once into the data cache,
+    ``download_dir() / "lake_runs" / <its sha256's first 16 digits>``; returns that folder.
+
+    The zip is unpacked into a temporary folder beside the target and renamed into place, so
+    an interrupted unpack leaves nothing that a later call would take for the runs.
+
+    Raises:
+        ValueError: not a zip file, or a member that would land outside the folder.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    from metaloop.data.omniglot import download_dir
+
+    zip_path = Path(zip_path)
+    data = zip_path.read_bytes()
+    target = download_dir() / "lake_runs" / hashlib.sha256(data).hexdigest()[:16]
+    if target.is_dir():
+        return target
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{zip_path} is not a zip file: {e}") from e
+    with archive:
+        for name in archive.namelist():
+            if name.startswith(("/", "\\")) or ".." in Path(name).parts:
+                raise ValueError(f"{zip_path}: member {name!r} would unpack outside its folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpacking-"))
+        try:
+            archive.extractall(tmp)
+            os.replace(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not target.is_dir():  # else another process put the same runs there first
+                raise
+    return target
+
+
 def read_lake_runs(root: str | os.PathLike) -> list[LakeRun]:
-    """The runs under ``root``: a folder of run folders (``all_runs``) or one run folder.
+    """The runs under ``root``: a folder of run folders (``all_runs``) or one run folder, or
+    a zip of them (Lake's ``all_runs.zip``, unpacked once by :func:`unpack_runs`).
 
     A run folder is one that holds ``class_labels.txt``. Each line's two paths are read by
     their last two parts (``test/item01.png``, ``training/class07.png``) inside the run
@@ -56,6 +98,8 @@ def read_lake_runs(root: str | os.PathLike) -> list[LakeRun]:
             image listed twice, or a listed image that does not exist.
     """
     root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".zip":
+        root = unpack_runs(root)
     if not root.is_dir():
         raise ValueError(f"one-shot runs folder {root} does not exist" if not root.exists()
                          else f"one-shot runs {root} is not a folder")
