@@ -1,6 +1,8 @@
 """The official one-shot runs' layout (Lake's all_runs.zip): runs found, labels read from
 class_labels.txt by file name, and named errors for what does not fit."""
 
+from pathlib import Path
+
 import pytest
 
 from metaloop.data.lake_runs import read_lake_runs
@@ -114,3 +116,9 @@ def test_the_zip_is_read_as_its_folder(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="would unpack outside its folder"):
         read_lake_runs(tmp_path / "evil.zip")
     assert not (tmp_path / "cache" / "omniglot" / "outside.txt").exists()
+    good = Path(zipped).read_bytes()                   # a member's bytes damaged: CRC fails
+    at = good.index(b"run01/class_labels.txt") + 60
+    (tmp_path / "damaged.zip").write_bytes(good[:at] + bytes([good[at] ^ 255]) + good[at + 1:])
+    with pytest.raises(ValueError, match="damaged.zip is corrupt"):
+        read_lake_runs(tmp_path / "damaged.zip")
+    assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]   # nothing left

@@ -49,11 +49,14 @@ def unpack_runs(zip_path: str | os.PathLike) -> Path:
     an interrupted unpack leaves nothing that a later call would take for the runs.
 
     Raises:
-        ValueError: not a zip file, or a member that would land outside the folder.
+        ValueError: not a zip file, a corrupt member (nothing is left behind), or a member
+            that would land outside the folder.
     """
+    import io
     import shutil
     import tempfile
     import zipfile
+    import zlib
 
     from metaloop.data.omniglot import download_dir
 
@@ -63,7 +66,7 @@ def unpack_runs(zip_path: str | os.PathLike) -> Path:
     if target.is_dir():
         return target
     try:
-        archive = zipfile.ZipFile(zip_path)
+        archive = zipfile.ZipFile(io.BytesIO(data))                  # the bytes hashed above
     except zipfile.BadZipFile as e:
         raise ValueError(f"{zip_path} is not a zip file: {e}") from e
     with archive:
@@ -75,8 +78,10 @@ def unpack_runs(zip_path: str | os.PathLike) -> Path:
         try:
             archive.extractall(tmp)
             os.replace(tmp, target)
-        except OSError:
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if not isinstance(e, OSError):
+                raise ValueError(f"{zip_path} is corrupt: {e}") from e
             if not target.is_dir():  # else another process put the same runs there first
                 raise
     return target
