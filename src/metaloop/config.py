@@ -301,8 +301,8 @@ def check_combinations(cfg: dict) -> None:
     if f["name"] == "omniglot":
         _one_of("family.split", f["split"], OMNIGLOT_CLASSES)
         _one_of("eval.split", ev["split"], OMNIGLOT_CLASSES)
-        _one_of("family.drawers", f["drawers"], ("any", "shared"))
-        _one_of("eval.drawers", ev["drawers"], ("any", "shared"))
+        for where, value in (("family.drawers", f["drawers"]), ("eval.drawers", ev["drawers"])):
+            _one_of(where, value, ("any", "shared"))
         _check_within_alphabet(f, ev)
     elif f["within_alphabet"] or f["rotations"] or ev["within_alphabet"] \
             or f["drawers"] != "any" or ev["drawers"] != "any":

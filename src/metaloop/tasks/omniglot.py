@@ -175,11 +175,11 @@ class Omniglot:
             have them already.
         drawers: who drew a task's images. ``"any"`` (the default): each class's drawings
             are drawn on their own, so a task mixes drawers. ``"shared"``: each task draws
-            ``shots + queries`` distinct drawers (drawing numbers ``IIII_DD``, the same
-            person across an alphabet's characters) and image j of every class is drawer
-            j's: the support set is by ``shots`` people and the queries by ``queries``
-            others, as the challenge's official runs are built (1-shot: one drawer for the
-            training drawings, another for the test drawings).
+            ``shots + queries`` distinct drawer numbers (the ``DD`` of the official files'
+            ``IIII_DD.png``) and image j of every class is drawer j's: the support set is by
+            ``shots`` drawers and the queries by ``queries`` others, as the challenge's
+            official runs are built (1-shot: one drawer for the training drawings, another
+            for the test drawings).
 
     Attributes:
         kind: ``"classification"``.
