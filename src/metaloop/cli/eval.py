@@ -120,10 +120,10 @@ def run(args: argparse.Namespace) -> int:
                                              "refine_temperature", "refine_weight",
                                              "refine_jointly")}
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
-    if args.lake_runs:
-        return _lake_runs(args, loaded, cfg)
     if args.record:
         records.check_record_path(args.record)
+    if args.lake_runs:
+        return _lake_runs(args, loaded, cfg)
     out = prepare_out(args.out) if args.out else None
     if args.device == "cuda":
         from metaloop.train.distributed import set_tf32
@@ -176,8 +176,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _lake_runs(args: argparse.Namespace, loaded, cfg: dict) -> int:
     """``--lake-runs``: the error rate on the challenge's official runs."""
-    if args.record:
-        records.check_record_path(args.record)
     out = prepare_out(args.out) if args.out else None
     res = evaluate_lake_runs(loaded, args.lake_runs, cfg)
     for r in res["runs"]:
