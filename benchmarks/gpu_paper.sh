@@ -62,6 +62,11 @@ p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_paper")
 args = p.parse_args()
 device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 out = Path(args.out)
+stale = [str(out / x) for x in ("run", "eval", "summary.json") if (out / x).exists()]
+if stale:                                    # a stale run or result would be read as this one's
+    print(f"gpu_paper.sh: error: {', '.join(stale)} already exist(s); give an empty --out",
+          file=sys.stderr)
+    sys.exit(2)
 out.mkdir(parents=True, exist_ok=True)
 
 from metaloop import config as _config  # noqa: E402

@@ -91,6 +91,11 @@ def check_and_probe(cfg_path: Path, device: str, reps: int = 5) -> dict:
     return out
 
 
+def run_name(name: str) -> str:
+    """The run folder's (and written config's) name for a config ``name`` on the command line."""
+    return Path(name).stem if name.endswith(".toml") else name.replace("+", "_")
+
+
 def write_config(name: str, batching: str, dst: Path) -> Path:
     """The resolved config of ``name`` (its ``extends`` chain read) with the probed task
     batching and the name's variant applied, written whole to ``dst`` as TOML."""
@@ -105,7 +110,7 @@ def write_config(name: str, batching: str, dst: Path) -> Path:
         cfg["train"]["lr_schedule"] = "cosine"
     elif variant:
         raise ValueError(f"unknown variant {variant!r} in {name!r}")
-    path = dst / f"{name.replace('+', '_')}.toml"
+    path = dst / f"{run_name(name)}.toml"
     path.write_text(_config.to_toml(cfg))
     return path
 
@@ -132,6 +137,10 @@ def main() -> int:
                     help="skip the check and probe and use this task batching")
     args = ap.parse_args()
     out, work = Path(args.out), Path(args.work)
+    stale = [str(work / "runs" / run_name(n)) for n in args.names
+             if (work / "runs" / run_name(n)).exists()]
+    if stale:                                # a stale run would be evaluated as this one
+        ap.error(f"{', '.join(stale)} already exist(s); give another --work")
     (work / "configs").mkdir(parents=True, exist_ok=True)
     dev = args.device
     summary = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",

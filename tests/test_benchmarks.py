@@ -1,0 +1,57 @@
+"""The prepared GPU commands (``benchmarks/gpu_paper.sh``, ``benchmarks/gpu_runs.py``) on the CPU.
+
+A lent GPU gives one session 15 minutes, so these scripts must work the first time there:
+their CPU smoke path runs the same steps (checks, train, stop, eval, summary), and an output
+folder that already holds a run is refused before any work (its stale run would otherwise be
+read as the new one's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+                          **kw)
+
+
+def test_gpu_paper_refuses_an_out_that_holds_a_run(tmp_path):
+    (tmp_path / "run").mkdir()
+    r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
+              "--out", str(tmp_path)])
+    assert r.returncode == 2, r.stderr
+    assert f"{tmp_path / 'run'} already exist" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]      # nothing written
+
+
+def test_gpu_runs_refuses_a_work_folder_that_holds_the_run(tmp_path):
+    (tmp_path / "work" / "runs" / "omniglot_maml_5w1s_cpu_cosine").mkdir(parents=True)
+    r = _run([sys.executable, "benchmarks/gpu_runs.py", "--out", str(tmp_path / "out"),
+              "--work", str(tmp_path / "work"), "--device", "cpu", "--batching", "loop",
+              "omniglot_maml_5w1s_cpu+cosine"])
+    assert r.returncode == 2, r.stderr
+    assert "omniglot_maml_5w1s_cpu_cosine already exist" in r.stderr
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "work" / "configs").exists()
+
+
+def test_gpu_paper_smoke_on_cpu_writes_the_summary(tmp_path, omniglot_root):
+    r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
+              "--out", str(tmp_path)], input="")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["train_exit"] == 0 and s["eval_exit"] == 0
+    assert s["iterations"] == 20 and s["complete"] is True
+    assert s["device"] == "cpu" and s["torch"] == __import__("torch").__version__
+    assert s["eval_tasks"] == 20 and s["eval_steps"] == 3
+    assert 0.0 <= s["accuracy_mean"] <= 100.0 and s["accuracy_ci95"] > 0.0
+    assert s["wall_seconds"] >= s["train_seconds"] + s["eval_seconds"]
+    assert "error" not in s["checks"] and s["checks"]["bf16_meta_gradient_relative_error"] > 0
