@@ -7,10 +7,12 @@
 #   bash benchmarks/gpu_paper.sh --smoke               # CPU, tiny overrides, ~1 minute
 #   bash benchmarks/gpu_paper.sh --iterations 2000     # the pilot: iterations/s, projection
 #
-# Steps: (1) checks on the training device (~30 s): the device sampler under
+# Steps: (1) checks on the training device (~40 s): the device sampler under
 # torch.cuda.set_sync_debug_mode (it must not synchronise), the host synchronisations left in
 # a training step, seconds per iteration with host sampling (prefetch off / on) and device
-# sampling, and the relative error of the bf16-autocast meta-gradient against float32; (2) `metaloop train` of the config with the GPU settings below, stopped with
+# sampling, the whole step captured as one CUDA graph (benchmarks/gpu_graph.py: whether it
+# captures, its speed-up, its parameters against the eager step's), and the relative error
+# of the bf16-autocast meta-gradient against float32; (2) `metaloop train` of the config with the GPU settings below, stopped with
 # SIGINT (which checkpoints) if it reaches --train-seconds; (3) `metaloop eval` of the
 # checkpoint on the config's 600 test tasks at the paper's 3 test-time steps; (4)
 # $OUT/summary.json: iterations, train_seconds, eval_seconds, wall_seconds,
@@ -140,6 +142,13 @@ def checks() -> dict:
                      prefetch=prefetch, log_every=100)
             torch.cuda.synchronize()
             res[f"s_per_it_{name}"] = (time.perf_counter() - t0) / 20
+        # the whole step as one CUDA graph: does it capture, how much faster, the same step?
+        sys.path.insert(0, "benchmarks")
+        from gpu_graph import probe
+        try:
+            res["cuda_graph"] = probe(str(cfg_path), device, iters=30)
+        except Exception as e:
+            res["cuda_graph"] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
     grads = {}
     for prec in ("float32", "bf16"):
         ctx = (torch.autocast(dev.type, dtype=torch.bfloat16) if prec == "bf16"
