@@ -116,6 +116,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
               # omniglot: keep the images on the training device and draw tasks there
               # (no host->device copy per iteration; another task stream than the CPU's on CUDA)
               "device_tasks": (bool, False),
+              # CUDA: record the whole training step as one CUDA graph and replay it
+              # (metaloop.train.graphs): needs device_tasks, adam, clip_grad_norm = 0
+              "cuda_graph": (bool, False),
               # start from a saved run's weights (a run or ckpt-* directory; "" = the seeded
               # initialisation): every tensor of the same name and shape is copied, the output
               # head only when its shape fits (metaloop.recipes.training.init_from)
@@ -330,6 +333,15 @@ def check_combinations(cfg: dict) -> None:
                          f"drawings at random; family.within_alphabet = "
                          f"{f['within_alphabet']!r} and family.drawers = {f['drawers']!r} need "
                          f"the host sampler (device_tasks = false)")
+    if t["cuda_graph"]:
+        needs = [what for what, bad in (
+            ("train.device_tasks = true", not t["device_tasks"]),
+            ("train.optimizer = \"adam\"", t["optimizer"] != "adam"),
+            ("train.clip_grad_norm = 0", t["clip_grad_norm"] != 0),
+            ("train.prefetch = \"auto\" or \"off\"", t["prefetch"] == "on")) if bad]
+        if needs:
+            raise ValueError(f"config train.cuda_graph = true replays one recorded step on the "
+                             f"GPU; it needs {', '.join(needs)}")
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
                      ("train", "log_every"),
                      ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),

@@ -134,7 +134,8 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
                  val_tasks=tc["val_tasks"], checkpoint_every=tc["checkpoint_every"],
                  config=cfg, progress=progress, desc=cfg["method"]["name"],
                  prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
-                 log_every=tc["log_every"] or None, precision=precision)
+                 log_every=tc["log_every"] or None, precision=precision,
+                 cuda_graph=tc["cuda_graph"])
 
 
 def _plain(name: str) -> str:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from metaloop.evaluate.heldout import evaluate
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.device import _unchecked_batch
-from metaloop.train import distributed
+from metaloop.train import distributed, graphs
 from metaloop.train.checkpoint import (
     atomic_write_text,
     extra_state,
@@ -62,7 +62,9 @@ def _optim_tensors(opt: torch.optim.Optimizer) -> tuple[dict, list]:
     sd = opt.state_dict()
     tensors = {f"optim.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v)
                for i, st in sd["state"].items() for k, v in st.items()}
-    return tensors, sd["param_groups"]
+    groups = [{k: float(v) if torch.is_tensor(v) and v.dim() == 0 else v     # a device lr
+               for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, groups
 
 
 def _load_optim(opt, tensors, groups) -> None:
@@ -71,7 +73,18 @@ def _load_optim(opt, tensors, groups) -> None:
         if key.startswith("optim."):
             _, i, k = key.split(".", 2)
             state.setdefault(int(i), {})[k] = v
+    # how this optimizer runs stays this run's (a graph run resumes without one, and back)
+    # (torch places the state, e.g. Adam's step count, by the loaded groups' flags)
+    groups = [{**saved, **{k: g[k] for k in _OPTIM_EXECUTION if k in g}}
+              for saved, g in zip(groups, opt.param_groups)]
+    lrs = [g["lr"] for g in opt.param_groups]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    for g, lr in zip(opt.param_groups, lrs):
+        if torch.is_tensor(lr):                  # keep the device tensor a CUDA graph reads
+            g["lr"] = lr.fill_(float(g["lr"]))
+
+
+_OPTIM_EXECUTION = ("capturable", "foreach", "fused", "differentiable")
 
 
 # Keys that choose how the same numbers are computed, not which: a run may resume with other
@@ -79,7 +92,8 @@ def _load_optim(opt, tensors, groups) -> None:
 # tests/meta/test_fast_paths.py and test_checkpoint.py check that they agree).
 EXECUTION_KEYS = frozenset({"method.batching", "method.recompute_inner_loop",
                             "method.checkpoint", "method.compile",
-                            "train.checkpoint_every", "train.prefetch", "train.log_every"})
+                            "train.checkpoint_every", "train.prefetch", "train.log_every",
+                            "train.cuda_graph"})
 
 
 def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
@@ -360,6 +374,10 @@ class _FiniteGuard:
         if flags:
             self._flags.append((iteration, torch.stack(flags).all(), loss))
 
+    def add_flag(self, iteration: int, flag: torch.Tensor, loss) -> None:
+        """A step's finite flag computed elsewhere (a replayed CUDA graph's)."""
+        self._flags.append((iteration, flag, loss))
+
     def check(self) -> None:
         if not self._flags:
             return
@@ -459,7 +477,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
           lr_schedule: str = "constant", clip_grad_norm: float = 0.0,
           prefetch: bool | str = "auto", log_every: int | None = None,
           precision: str = "float32", optimizer: str = "adam",
-          weight_decay: float = 0.0) -> dict:
+          weight_decay: float = 0.0, cuda_graph: bool = False) -> dict:
     """Meta-train ``learner`` with Adam on ``meta_gradient`` over tasks from ``family``.
 
     Each iteration samples ``meta_batch`` tasks from a ``torch.Generator(seed)`` stream, takes
@@ -514,6 +532,12 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             the gradient (AdamW, Loshchilov & Hutter 2019: each step first multiplies the
             parameters by ``1 - lr_t * weight_decay``), with SGD as an L2 term added to the
             gradient. 0 (the default) is plain Adam or SGD.
+        cuda_graph: record the whole step (meta-gradient, finite flag, a capturable Adam
+            step) as one CUDA graph and replay it (``metaloop.train.graphs``): a CUDA model,
+            tasks drawn on the GPU (``DeviceTasks``), one process, Adam, no clipping. The
+            finite flags are read at the same cadence; a replayed step has already been
+            applied when its flag is read, so a non-finite one stops the run before the next
+            checkpoint, and the last good checkpoint is kept.
 
     Returns:
         ``{"iteration", "last": the last logged metrics, "val": last validation}``.
@@ -551,6 +575,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     prefetch = _resolve_prefetch(prefetch, family, learner.model)
     log_every = _resolve_log_every(log_every, learner.model)
     rank, world = distributed.rank_world()
+    if cuda_graph:
+        graphs.check_supported(learner.model, _generator_device(family), sharded=world > 1,
+                               clip_grad_norm=clip_grad_norm, optimizer=optimizer,
+                               prefetch=prefetch)
     if meta_batch < world:
         raise ValueError(f"meta_batch={meta_batch} is smaller than the {world} ranks: every "
                          f"rank needs at least one task")
@@ -559,10 +587,14 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                          "in order, so its meta-batch cannot be split over ranks; train it in "
                          "one process, or use adam_state='task'")
     lead, shard = rank == 0, ((rank, world) if world > 1 else None)
+    on_cuda = model_p is not None and model_p.device.type == "cuda"
+    capturable = cuda_graph and on_cuda            # the rate a device tensor the graph reads
     opt = torch.optim.SGD(learner.model.parameters(), lr=lr, weight_decay=weight_decay) \
         if optimizer == "sgd" else torch.optim.Adam(
-            learner.model.parameters(), lr=lr, weight_decay=weight_decay,
-            decoupled_weight_decay=weight_decay > 0)
+            learner.model.parameters(),
+            lr=torch.tensor(float(lr), device=model_p.device) if capturable else lr,
+            weight_decay=weight_decay, decoupled_weight_decay=weight_decay > 0,
+            capturable=capturable)
     generator = torch.Generator(device=_generator_device(family)).manual_seed(seed)
     out = Path(out_dir) if out_dir is not None else None
     log_dir = out if lead else None
@@ -587,6 +619,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     autocast = (torch.autocast(model_p.device.type, dtype=torch.bfloat16)
                 if precision == "bf16" and model_p is not None else nullcontext())
     guard = _FiniteGuard(f"; the last good checkpoint in {out} is kept" if out else "")
+    graph = graphs.GraphStep(learner, opt, autocast) if cuda_graph else None
     sampler = _Sampler(family, meta_batch, generator, prefetch, iterations - start)
     last, val = {}, None
     saved = start if resume and out is not None else None   # iteration of the newest checkpoint
@@ -606,26 +639,36 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         with _StopSignals() as stop:
             for it in bar:
                 batch = sampler.next()
-                with autocast:
-                    grads, metrics, agreed = _step_gradient(learner, batch, shard, stop, it + 1)
                 # the same on every rank, so that all ranks check (and stop) together
                 val_due = bool(val_family is not None and val_every
                                and (it + 1) % val_every == 0)
                 is_val = lead and val_due
                 logged = (it + 1) % log_every == 0 or it + 1 == iterations or val_due
-                guard.add(it + 1, metrics["loss"], grads)
-                if logged:
-                    guard.check()                              # before this step is applied
-                if clip_grad_norm:
-                    metrics = {**metrics, "grad_norm": _norm(grads)}
-                    grads = _clip(grads, clip_grad_norm, metrics["grad_norm"])
-                window.add(metrics)
-                opt.zero_grad(set_to_none=True)
-                for group in opt.param_groups:
-                    group["lr"] = scheduled_lr(lr, lr_schedule, it, iterations)
-                for n, p in learner.model.named_parameters():
-                    p.grad = grads[n]
-                opt.step()
+                lr_it = scheduled_lr(lr, lr_schedule, it, iterations)
+                if graph is not None:                  # one replay: the step is applied
+                    metrics, finite = graph.step(batch, lr_it)
+                    agreed = None
+                    guard.add_flag(it + 1, finite, metrics["loss"])
+                    if logged:
+                        guard.check()
+                    window.add(metrics)
+                else:
+                    with autocast:
+                        grads, metrics, agreed = _step_gradient(learner, batch, shard, stop,
+                                                                it + 1)
+                    guard.add(it + 1, metrics["loss"], grads)
+                    if logged:
+                        guard.check()                          # before this step is applied
+                    if clip_grad_norm:
+                        metrics = {**metrics, "grad_norm": _norm(grads)}
+                        grads = _clip(grads, clip_grad_norm, metrics["grad_norm"])
+                    window.add(metrics)
+                    opt.zero_grad(set_to_none=True)
+                    for group in opt.param_groups:
+                        group["lr"] = lr_it
+                    for n, p in learner.model.named_parameters():
+                        p.grad = grads[n]
+                    opt.step()
                 if is_val:
                     r = evaluate(learner, val_family, tasks=val_tasks,
                                  steps=(learner.inner.steps,))
