@@ -155,3 +155,10 @@ def test_a_section_that_is_not_a_table_in_the_child_is_named(tmp_path):
     (tmp_path / "child.toml").write_text('extends = "base.toml"\ntrain = 3\n')
     with pytest.raises(ValueError, match=r"config \[train\] must be a table, got 3"):
         config.load(tmp_path / "child.toml")
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "bad.toml").write_bytes(b'[train]\nlr = 1e-3 # \xff\n')
+    with pytest.raises(ValueError, match=r"config file .*bad\.toml is not UTF-8 text \(TOML "
+                                         r"is\): byte 0xff at offset 20"):
+        config.load(tmp_path / "bad.toml")

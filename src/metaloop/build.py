@@ -110,7 +110,7 @@ def resolve_split(cfg: dict) -> dict:
     that list their classes already, are returned as they are.
 
     Raises:
-        ValueError: as ``split_classes`` / ``read_split_file``, naming the problem.
+        ValueError: as ``split_classes`` / ``read_split_files``, naming the problem.
     """
     f = cfg["family"]
     if f["name"] not in _config.USER_FAMILIES or \
@@ -133,14 +133,14 @@ def _text_encoder(source: str, max_length: int):
 
 def _text_table(fcfg: dict, split: str, shots: int, queries: int):
     """A ``TextTable`` over one class split of ``family.root``, tokenized for its encoder."""
-    from metaloop.tasks.splits import read_split_file
+    from metaloop.tasks.splits import read_split_files
     from metaloop.tasks.text_table import TextTable
 
     args = _split_args(fcfg, split)
     if "classes" in args:
         where = {"classes": args["classes"]}
     elif args["split_files"]:
-        where = {"classes": read_split_file(args["split_files"][split])}
+        where = {"classes": read_split_files(args["split_files"])[split]}   # none shared
     else:
         where = {"split": split, "fractions": args["fractions"], "split_seed": args["seed"]}
     enc = _text_encoder(fcfg["encoder"], fcfg["max_length"])

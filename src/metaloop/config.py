@@ -388,6 +388,9 @@ def check_combinations(cfg: dict) -> None:
                          f"family.ways outputs")
     if ev["ways"] == 1:
         raise ValueError("config eval.ways must be 0 (the family's) or >= 2, got 1")
+    if f["name"] != "sinusoid" and f["ways"] == 1:
+        raise ValueError("config family.ways must be >= 2 for classification: a 1-way task "
+                         "is always answered right, got 1")
     for key, default in (("inner_batch", 0), ("test_batch", 0), ("transductive", True)):
         if key == "transductive" and name in NON_TRANSDUCTIVE:
             continue
@@ -571,7 +574,10 @@ def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:
                                     f"exist")
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path} is not UTF-8 text (TOML is): byte "
+                         f"0x{e.object[e.start]:02x} at offset {e.start}") from e
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"config file {path} is not valid TOML: {e}") from e
     # deprecated keys under their new names, file by file, so either name overrides the other

@@ -93,6 +93,7 @@ def test_image_checkpoint_rows(omniglot_root, tmp_path, capsys):
     (["--model", "/no/such/model"], "model path /no/such/model does not exist"),
     (["--ways", "106"], "ways=106 exceeds the 105 categories of split 'test'"),
     (["--shots", "0"], "--shots must be positive, got 0"),
+    (["--ways", "1"], "ways must be >= 2: a 1-way task is always answered right"),
     (["--approaches", "lora,magic"], "unknown approach(es) ['magic']"),
     (["--lora-targets", "attn", "--approaches", "lora"],
      "['attn'] match no Linear or Conv layer of TextEncoder; available: ['encoder.encoder"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from metaloop.cli.main import main
@@ -49,3 +50,21 @@ def test_bad_compare_configs_exit_2_and_write_nothing(tmp_path, capsys, text, me
 def test_print_config_of_an_unknown_family_is_named(capsys):
     assert main(["compare", "mnist", "--print-config"]) == 2
     assert "unknown family 'mnist'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family, flags, message", [
+    ('name = "folder"\nroot = "{d}/no_such_folder"\n', [], "does not exist"),
+    ('name = "tensors"\nroot = "{d}/feats.npz"\nways = 2\nshots = 1\nqueries = 2\n'
+     'split_fractions = [0.5, 0.0, 0.5]\n', ["--ways", "9"], "ways=9 exceeds the 6 classes"),
+])
+@pytest.mark.parametrize("out", ["o/sub", None])
+def test_bad_data_exits_2_and_leaves_no_out_folder(tmp_path, capsys, monkeypatch, family,
+                                                   flags, message, out):
+    np.savez(tmp_path / "feats.npz", x=np.random.default_rng(0).normal(size=(120, 6)),
+             y=np.arange(12).repeat(10))
+    (tmp_path / "bad.toml").write_text("[family]\n" + family.format(d=tmp_path))
+    monkeypatch.chdir(tmp_path)                          # no --out: ./runs/compare
+    argv = ["compare", "--config", "bad.toml", "--methods", "maml", "--no-progress", *flags]
+    assert main([*argv, *(["--out", out] if out else [])]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "runs").exists()

@@ -50,3 +50,22 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys, extra, match):
     err = capsys.readouterr().err
     assert "metaloop forgetting: error:" in err
     assert re.search(match, err), err
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--pretrain-steps", "--batch-size", "--eval-every"])
+def test_zero_is_refused_not_taken_for_the_default(tmp_path, capsys, flag):
+    out = tmp_path / "run"
+    assert main(["forgetting", "--out", str(out), "--no-progress", flag, "0"]) == 2
+    assert f"metaloop forgetting: error: {flag} must be positive, got 0" in \
+        capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_stream_of_one_alphabet_is_refused_and_writes_nothing(tmp_path, capsys,
+                                                                omniglot_root):
+    out = tmp_path / "run"
+    assert main(["forgetting", "--scenario", "omniglot-alphabets", "--alphabets", "1",
+                 "--root", str(omniglot_root), "--out", str(out), "--no-progress"]) == 2
+    assert "a stream needs at least two experiences, got 1 (--alphabets 1)" in \
+        capsys.readouterr().err
+    assert not out.exists()

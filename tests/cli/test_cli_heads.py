@@ -191,6 +191,16 @@ def test_bad_eval_ways_is_named(tmp_path, capsys, body, message):
     assert message in capsys.readouterr().err
 
 
+def test_one_way_classification_is_named_before_anything_is_written(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[family]\nname = "omniglot"\nways = 1\n[model]\nname = "conv4"\n'
+                   '[method]\nname = "maml"\n')
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert "config family.ways must be >= 2 for classification: a 1-way task is always " \
+        "answered right, got 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_augment_shift_trains_on_shifted_images_only(tmp_path, omniglot_root, capsys):
     cfg = _small(tmp_path, omniglot_root, "r2d2")
     cfg.write_text(cfg.read_text().replace("[train]\n", "[train]\naugment_shift = 2\n"

@@ -242,6 +242,21 @@ def test_corrupt_npz_and_zip(tmp_path):
         load_omniglot_images(tmp_path, "evaluation", 28)
 
 
+@pytest.mark.parametrize("cut", ["empty", "truncated", "npy"])
+def test_empty_or_truncated_npz_is_named(tmp_path, cut):
+    path = tmp_path / "omniglot_background.npz"
+    if cut == "npy":
+        np.save(tmp_path / "a.npy", np.zeros(3, np.uint8))
+        (tmp_path / "a.npy").rename(path)
+    else:
+        _write_npz(tmp_path, "background")
+        data = path.read_bytes()
+        path.write_bytes(b"" if cut == "empty" else data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"omniglot_background\.npz is not a packed Omniglot "
+                                         r"file"):
+        load_omniglot_images(tmp_path, "background", 28)
+
+
 def test_png_folder_with_a_missing_drawing(tmp_path):
     _write_pngs(tmp_path, "background")
     (tmp_path / "images_background" / "Beta" / "character01" / "0003_07.png").unlink()

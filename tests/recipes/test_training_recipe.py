@@ -105,3 +105,23 @@ def test_a_model_without_a_tensor_in_common_is_named(tmp_path):
     learner = build.build_learner(cfg, build.build_family(cfg["family"]))
     with pytest.raises(ValueError, match="has no tensor of this model"):
         init_from(learner, pre)
+
+
+def test_a_run_sharing_only_a_head_bias_and_a_scale_is_another_network(tmp_path, monkeypatch):
+    """A run of another network whose output bias and learned scale happen to fit, but no
+    body tensor, is refused (copying those two would pass for a warm start)."""
+    from types import SimpleNamespace
+
+    from metaloop.recipes import training
+
+    cfg = config.load(_config(tmp_path, "r2d2"))
+    learner = build.build_learner(cfg, build.build_family(cfg["family"]))
+    other = torch.nn.Module()                        # an MLP run: body.0 [8, 16], head [2, 8]
+    other.body = torch.nn.Sequential(torch.nn.Linear(16, 8))
+    other.head = torch.nn.Linear(8, 2)
+    other.log_scale = torch.nn.Parameter(torch.tensor(0.0))
+    run = SimpleNamespace(learner=SimpleNamespace(model=other), path=tmp_path, iteration=1)
+    monkeypatch.setattr(training, "load_run", lambda r: run)
+    with pytest.raises(ValueError, match=r"is another network: it shares no body tensor with "
+                                         r"this model, only log_scale, backbone.head.bias"):
+        init_from(learner, tmp_path)

@@ -3,6 +3,7 @@
 import pytest
 
 from metaloop.tasks import read_split_file, split_classes
+from metaloop.tasks.splits import read_split_files
 
 NAMES = [f"c{i:02d}" for i in range(50)]
 
@@ -49,3 +50,40 @@ def test_split_files(tmp_path):
         read_split_file(f)
     with pytest.raises(ValueError, match="does not exist"):
         read_split_file(tmp_path / "missing.txt")
+
+
+def test_split_file_that_is_not_utf8_names_the_byte(tmp_path):
+    f = tmp_path / "test.txt"
+    f.write_bytes(b"c01\nc\xff07\n")
+    with pytest.raises(ValueError, match=r"test\.txt is not UTF-8 text: byte 0xff at offset 5 "
+                                         r"\(line 2\)"):
+        read_split_file(f, known=NAMES)
+
+
+def test_split_files_must_not_share_classes(tmp_path):
+    files = {s: tmp_path / f"{s}.txt" for s in ("train", "val", "test")}
+    files["train"].write_text("c00\nc01\nc03\n")
+    files["val"].write_text("c02\n")
+    files["test"].write_text("c04\nc03\nc01\n")
+    with pytest.raises(ValueError, match=r"split files .*train\.txt \(train\) and .*test\.txt "
+                                         r"\(test\) share 2 class\(es\): \['c01', 'c03'\]"):
+        read_split_files(files, known=NAMES)
+    files["test"].write_text("c04\n")
+    assert read_split_files(files, known=NAMES) == {"train": ["c00", "c01", "c03"],
+                                                    "val": ["c02"], "test": ["c04"]}
+
+
+def test_table_family_split_files_must_not_share_classes(tmp_path):
+    """A text-table family's split files are checked together too, before its encoder loads."""
+    from metaloop import build
+
+    (tmp_path / "tr.txt").write_text("cooking\nmusic\n")
+    (tmp_path / "va.txt").write_text("sports\n")
+    (tmp_path / "te.txt").write_text("music\nweather\n")
+    fcfg = {"train_classes": [], "val_classes": [], "test_classes": [],
+            "split_files": [str(tmp_path / f) for f in ("tr.txt", "va.txt", "te.txt")],
+            "split_fractions": [0.5, 0.0, 0.5], "split_seed": 0,
+            "encoder": "/no/such/encoder", "max_length": 32}
+    with pytest.raises(ValueError, match=r"tr.txt \(train\) and .*te.txt \(test\) share 1 "
+                                         r"class\(es\): \['music'\]"):
+        build._text_table(fcfg, "test", 1, 1)

@@ -413,3 +413,14 @@ def test_a_resumed_checkpoint_without_cpu_seconds_records_none(tmp_path):
     state_file.write_text(json.dumps(state))
     ml.train(_learner(), fam, iterations=10, resume=True, **kw)
     assert "cpu_seconds" not in load_checkpoint(tmp_path)[1]
+
+
+def test_a_fresh_run_starts_a_fresh_log(tmp_path):
+    """A run killed before its first checkpoint leaves metrics.jsonl lines that no run
+    resumes; the next fresh run in that folder must not append to them."""
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "loss": 1.0}) + "\n" for i in range(1, 50)))
+    ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=3, meta_batch=2, progress=False,
+             out_dir=tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2, 3]

@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from metaloop.recipes import compare as recipe
 from metaloop.recipes import report
-from metaloop.recipes.report import prepare_out
+from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
 Meta-train every method (MAML, first-order MAML, Reptile, ANIL, and on classification R2D2
@@ -78,19 +78,19 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {cfg['train'][key]}")
     for name in methods:                       # impossible per-method configs: before any output
         recipe.method_config(cfg, name)
-    out = prepare_out(args.out)
-    bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress)
+    with output_dir(args.out) as out:       # bad data (found by recipe.run): no folder left
+        bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress)
 
-    def started(name: str) -> None:
-        bar.n = methods.index(name)
-        bar.set_postfix_str(name)
+        def started(name: str) -> None:
+            bar.n = methods.index(name)
+            bar.set_postfix_str(name)
 
-    res = recipe.run(cfg, methods, out_dir=out, progress=not args.no_progress,
-                     on_method=started)
-    bar.n = len(methods)
-    bar.refresh()
-    bar.close()
-    _report(res, out)
+        res = recipe.run(cfg, methods, out_dir=out, progress=not args.no_progress,
+                         on_method=started)
+        bar.n = len(methods)
+        bar.refresh()
+        bar.close()
+        _report(res, out)
     return 0
 
 

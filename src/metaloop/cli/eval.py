@@ -16,7 +16,7 @@ from metaloop.recipes.evaluation import (
     evaluate_run,
     load_ensemble,
 )
-from metaloop.recipes.report import prepare_out
+from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
 Evaluate a trained run on held-out tasks: the classes (or functions) it never saw, the same
@@ -113,6 +113,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag in ("ways", "shots"):          # 0 in a config means the family's; here: an error
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{flag} must be positive, got {value}")
     loaded = load_ensemble(args.checkpoint, device=args.device)
     changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
                                              "within_alphabet", "drawers", "support_shift",
@@ -122,9 +126,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = eval_config(loaded, **changes)          # bad flags: named before any output
     if args.record:
         records.check_record_path(args.record)
-    if args.lake_runs:
-        return _lake_runs(args, loaded, cfg)
-    out = prepare_out(args.out) if args.out else None
+    with output_dir(args.out or None) as out:
+        if args.lake_runs:
+            return _lake_runs(args, loaded, cfg, out)
+        return _evaluate(args, loaded, cfg, out)
+
+
+def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
+    """Generated held-out tasks: the table, and ``results.json`` and a plot in ``out``."""
     if args.device == "cuda":
         from metaloop.train.distributed import set_tf32
         set_tf32(args.tf32)
@@ -174,9 +183,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lake_runs(args: argparse.Namespace, loaded, cfg: dict) -> int:
+def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     """``--lake-runs``: the error rate on the challenge's official runs."""
-    out = prepare_out(args.out) if args.out else None
     res = evaluate_lake_runs(loaded, args.lake_runs, cfg)
     for r in res["runs"]:
         print(f"{r['name']}: {r['errors']} of {r['trials']} wrong "

@@ -11,7 +11,7 @@ from metaloop.cli._args import int_list
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES
 from metaloop.recipes import forgetting as recipe
-from metaloop.recipes.report import prepare_out
+from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
 Fine-tune a model on a stream of tasks ("experiences") and measure what it forgets, with
@@ -91,10 +91,11 @@ def run(args: argparse.Namespace) -> int:
                               train_per_class=args.train_per_class,
                               val_per_class=args.val_per_class,
                               test_per_class=args.test_per_class, alphabets=args.alphabets)
-    out = prepare_out(args.out)
-    with tqdm(total=recipe.total_steps(s, exps), desc="steps", disable=args.no_progress) as bar:
-        runs, results = recipe.run(s, exps, bar.update)
-    recipe.write(out, s, exps, runs, results)
+    with output_dir(args.out) as out:
+        with tqdm(total=recipe.total_steps(s, exps), desc="steps",
+                  disable=args.no_progress) as bar:
+            runs, results = recipe.run(s, exps, bar.update)
+        recipe.write(out, s, exps, runs, results)
     print(f"\n{s['scenario']}: {len(exps)} experiences; mean ± 95% CI over "
           f"{len(s['seeds'])} seeds (accuracies in %)")
     print(recipe.table(results["strategies"]))

@@ -35,6 +35,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
@@ -182,10 +183,11 @@ def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None) -
 def _packed_from_npz(path: Path) -> tuple[np.ndarray, list[str]]:
     """Read ``images_packed`` uint8 [C, 20, 1379] and ``class_names`` [C] from a packed file."""
     _check_sums_file(path, path.name)
-    try:
-        with np.load(path, allow_pickle=False) as d:
+    try:       # np.load(path) would leak the open file when the zip is corrupt
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
             packed, names = d["images_packed"], [str(n) for n in d["class_names"]]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile,
+            zlib.error) as e:
         raise ValueError(f"{path} is not a packed Omniglot file (keys images_packed, "
                          f"class_names): {e}") from e
     if packed.dtype != np.uint8 or packed.shape[1:] != (DRAWINGS, _PACKED_BYTES) \

@@ -137,6 +137,8 @@ def prepare(s: AdaptSettings) -> Prepared:
               prompt_tokens=s.prompt_tokens)
     if s.family not in FAMILIES:
         raise ValueError(f"unknown family {s.family!r}; choose one of {list(FAMILIES)}")
+    if s.ways < 2:
+        raise ValueError(f"ways must be >= 2: a {s.ways}-way task is always answered right")
     if s.approaches is not None:
         _approach_names(s.approaches, "text")            # names, before loading anything
     methods = _meta_methods(s.meta)

@@ -73,12 +73,12 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
     d = DEFAULTS[scenario]
     s = {"scenario": scenario, "strategies": _strategies(strategies),
          "seeds": list(range(seed, seed + seeds)),
-         "steps": steps or d["steps"], "batch_size": batch_size or d["batch_size"],
-         "eval_every": eval_every or d["eval_every"], "lr": lr,
+         "steps": _given(steps, d["steps"]), "batch_size": _given(batch_size, d["batch_size"]),
+         "eval_every": _given(eval_every, d["eval_every"]), "lr": lr,
          "early_stop": early_stop, "replay_ratio": replay_ratio,
          "buffer_size": buffer_size, "head_weight": head_weight,
          "temperature": temperature, "lora_rank": lora_rank, "hidden": list(hidden)}
-    s["pretrain_steps"] = pretrain_steps or s["steps"]
+    s["pretrain_steps"] = _given(pretrain_steps, s["steps"])
     for key in ("steps", "pretrain_steps", "batch_size", "eval_every", "lora_rank"):
         if s[key] <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {s[key]}")
@@ -96,13 +96,19 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
     return s
 
 
+def _given(value, default):
+    """``value``, or ``default`` when not given (None); 0 stays 0, for the check to refuse."""
+    return default if value is None else value
+
+
 def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                 val_per_class: int | None = None, test_per_class: int | None = None,
                 alphabets: int = 5) -> list:
     """The experiences of ``scenario`` (None: the scenario's own sizes).
 
     Raises:
-        ValueError: ``test_per_class`` on Omniglot; missing data (naming where it looked).
+        ValueError: ``test_per_class`` on Omniglot; fewer than two experiences; missing data
+            (naming where it looked).
     """
     kw = {"root": root}
     if train_per_class is not None:
@@ -113,8 +119,14 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
         if test_per_class is not None:
             raise ValueError("--test-per-class is for Fashion-MNIST; Omniglot tests on the "
                              "drawings left after --train-per-class and --val-per-class")
-        return SCENARIOS[scenario](alphabets=alphabets, **kw)
-    return SCENARIOS[scenario](test_per_class=test_per_class, **kw)
+        exps = SCENARIOS[scenario](alphabets=alphabets, **kw)
+    else:
+        exps = SCENARIOS[scenario](test_per_class=test_per_class, **kw)
+    if len(exps) < 2:                        # named here, before any output
+        raise ValueError(f"a stream needs at least two experiences, got {len(exps)}"
+                         + (f" (--alphabets {alphabets})" if scenario == "omniglot-alphabets"
+                            else ""))
+    return exps
 
 
 def total_steps(s: dict, exps: list) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +18,8 @@ import torch  # noqa: E402
 
 from metaloop.train.checkpoint import atomic_write_text  # noqa: E402
 
-__all__ = ["plot_curves", "plot_fits", "prepare_out", "strip_per_task", "table", "write_json"]
+__all__ = ["output_dir", "plot_curves", "plot_fits", "prepare_out", "strip_per_task", "table",
+           "write_json"]
 
 
 def prepare_out(path) -> Path:
@@ -34,6 +36,28 @@ def prepare_out(path) -> Path:
     if not os.access(out, os.W_OK):
         raise ValueError(f"output directory {out} is not writable")
     return out
+
+
+@contextmanager
+def output_dir(path):
+    """``prepare_out(path)`` for the body of a ``with`` (None: no folder, yields None).
+
+    If the body fails, the folders this call created are removed again while still empty,
+    so bad input found after the folder was made (data errors) leaves nothing behind; a
+    folder that already existed, or one that holds results, is never removed."""
+    if path is None:
+        yield None
+        return
+    path = Path(path)
+    made = [d for d in (path, *path.parents) if not d.exists()]       # deepest first
+    out = prepare_out(path)
+    try:
+        yield out
+    except BaseException:
+        for d in made:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
 
 
 def write_json(path: Path, obj) -> None:

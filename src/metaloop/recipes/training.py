@@ -163,7 +163,8 @@ def init_from(learner, run) -> dict:
 
     Raises:
         ValueError: no saved run there; a tensor other than the head whose shape differs (a
-            different network: every such name with both shapes); no tensor in common.
+            different network: every such name with both shapes); no tensor in common, or
+            none but a head bias or a scalar (a different network too).
     """
     src = load_run(run)
     theirs = {_plain(k): v for k, v in src.learner.model.named_parameters()}
@@ -183,6 +184,11 @@ def init_from(learner, run) -> dict:
     if not loaded:
         raise ValueError(f"train.init = {str(run)!r} has no tensor of this model's (its "
                          f"names: {', '.join(list(theirs)[:4])}, ...)")
+    body = [n for n in loaded if not _plain(n).startswith("head.") and mine[n].numel() > 1]
+    if not body:                # only a head bias or a learned scale: another network's run
+        raise ValueError(f"train.init = {str(run)!r} is another network: it shares no body "
+                         f"tensor with this model, only {', '.join(loaded)} (its names: "
+                         f"{', '.join(list(theirs)[:4])}, ...)")
     with torch.no_grad():
         for name in loaded:
             mine[name].copy_(theirs[_plain(name)])

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import torch
 
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.omniglot import check_positive_int, episode_indices, split_episodes
-from metaloop.tasks.splits import read_split_file, split_classes
+from metaloop.tasks.splits import read_split_files, split_classes
 
 SPLITS = ("train", "val", "test")
 
@@ -355,30 +358,31 @@ class Episodes:
         ``fractions``, ``seed``, ``split_files`` as ``from_folder``).
 
         Raises:
-            ValueError: a missing file, another extension, or missing keys.
+            ValueError: a missing, empty or unreadable file, another extension, missing keys,
+                a non-numeric ``x`` or ``y``, or non-finite values in ``x`` (naming the rows'
+                classes).
         """
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"tensor file {path} does not exist")
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as d:
-                got = {k: d[k] for k in d.files}
-        elif path.suffix == ".pt":
-            got = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(got, dict):
-                raise ValueError(f"{path} must hold a dict with 'x' and 'y', got "
-                                 f"{type(got).__name__}")
-        else:
+        if path.suffix not in (".npz", ".pt"):
             raise ValueError(f"tensor file {path} must be .npz or .pt, got {path.suffix!r}")
+        if path.stat().st_size == 0:
+            raise ValueError(f"tensor file {path} is empty (0 bytes)")
+        got = _load_npz(path) if path.suffix == ".npz" else _load_pt(path)
         missing = [k for k in ("x", "y") if k not in got]
         if missing:
             raise ValueError(f"tensor file {path} lacks {missing} (it has {sorted(got)})")
         names = got.get("class_names")
         names = [str(n) for n in names] if names is not None else None
         split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
-        x, y = got["x"], got["y"]
+        x, y = _numeric(path, "x", got["x"]), _numeric(path, "y", got["y"])
+        if x.numel() == 0 or y.numel() == 0:
+            raise ValueError(f"tensor file {path} holds no examples (x {list(x.shape)}, "
+                             f"y {list(y.shape)})")
+        _check_finite(path, x, y, names)
         if split.get("split") is not None and kw.get("classes") is None:
-            k = len(names) if names is not None else int(np.asarray(y).max()) + 1
+            k = len(names) if names is not None else int(y.max()) + 1
             all_names = names or [str(i) for i in range(k)]
             kw["classes"] = select_split(all_names, split["split"],
                                          split.get("fractions", (0.7, 0.1, 0.2)),
@@ -431,6 +435,83 @@ class Episodes:
         return cls(torch.stack(xs), torch.tensor(ys), ways, shots, queries, names, **kw)
 
 
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (no pickles).
+
+    Raises:
+        ValueError: a file that is not a zip archive, or a corrupt one (naming the file).
+    """
+    with open(path, "rb") as f:            # np.load(path) leaks the file if the zip is bad
+        head = f.read(4)
+        if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise ValueError(f"tensor file {path} is not an .npz archive (np.savez writes a "
+                             f"zip file; this one starts with {head!r})")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as d:
+                return {k: d[k] for k in d.files}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+            raise ValueError(f"tensor file {path} is a corrupt .npz archive: {e}") from e
+
+
+def _load_pt(path: Path) -> dict:
+    """The dict of a ``torch.save`` file, loaded with ``weights_only=True``.
+
+    Raises:
+        ValueError: a file ``torch.load`` cannot read or refuses, or that holds no dict
+            (naming the file).
+    """
+    try:
+        got = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError,
+            OSError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")),
+                   lines[0] if lines else "")
+        raise ValueError(f"tensor file {path} is not a torch save of tensors (torch.load with "
+                         f"weights_only=True failed: {type(e).__name__}: {why})") from e
+    if not isinstance(got, dict):
+        raise ValueError(f"{path} must hold a dict with 'x' and 'y', got "
+                         f"{type(got).__name__}")
+    return got
+
+
+def _numeric(path: Path, key: str, v) -> torch.Tensor:
+    """``x`` or ``y`` of a tensor file as a tensor.
+
+    Raises:
+        ValueError: a dtype that is not numeric (strings, dates, records), naming the file.
+    """
+    if isinstance(v, torch.Tensor):
+        return v
+    a = np.asarray(v)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"tensor file {path}: {key} must be numeric (bool, int, uint or "
+                         f"float), got dtype {a.dtype}")
+    return torch.from_numpy(a)
+
+
+def _check_finite(path: Path, x: torch.Tensor, y: torch.Tensor, names: list[str] | None
+                  ) -> None:
+    """Refuse NaN or inf in floating-point ``x`` [N, ...] (a shape mismatch with ``y`` [N] is
+    left to the constructor).
+
+    Raises:
+        ValueError: naming the file, the rows and their classes (the first few).
+    """
+    if not x.is_floating_point() or x.dim() < 2 or y.shape != x.shape[:1] \
+            or y.is_floating_point():
+        return
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)                      # [N]
+    if bad.any():
+        rows = bad.nonzero().flatten().tolist()
+        labels = y[bad].unique().tolist()
+        classes = [names[i] if names and 0 <= i < len(names) else str(i) for i in labels]
+        raise ValueError(f"tensor file {path}: x has non-finite values (NaN or inf) in "
+                         f"{len(rows)} row(s) {rows[:5]} of {len(classes)} class(es) "
+                         f"{classes[:5]}")
+
+
 def _as_array(x, image_size: int | None, channels: int | None, i: int) -> torch.Tensor:
     """One dataset example as a tensor (PIL images converted as ``load_image`` does)."""
     from PIL import Image
@@ -453,8 +534,8 @@ def select_split(class_names: Sequence[str], split: str | None,
     ``split_classes``; None for ``split=None`` (every class).
 
     Raises:
-        ValueError: an unknown split name, a split file naming unknown classes, or a
-            split missing from ``split_files``.
+        ValueError: an unknown split name, a split file naming unknown classes, split
+            files that share classes, or a split missing from ``split_files``.
     """
     if split is None:
         return None
@@ -464,5 +545,5 @@ def select_split(class_names: Sequence[str], split: str | None,
     if split_files:
         if split not in split_files:
             raise ValueError(f"split_files has no {split!r} entry (it has {sorted(split_files)})")
-        return read_split_file(split_files[split], known=class_names)
+        return read_split_files(split_files, known=class_names)[split]
     return split_classes(class_names, fractions, seed)[SPLITS.index(split)]

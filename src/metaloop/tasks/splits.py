@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -77,13 +77,19 @@ def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None)
         The names in file order.
 
     Raises:
-        ValueError: a missing or empty file, duplicated names, or names not in ``known``
-            (the first few are listed).
+        ValueError: a missing or empty file, one that is not UTF-8 text (naming the byte
+            offset), duplicated names, or names not in ``known`` (the first few are listed).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"split file {path} does not exist")
-    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ValueError(f"split file {path} is not UTF-8 text: byte 0x{e.object[e.start]:02x} "
+                         f"at offset {e.start} (line {line})") from e
+    names = [ln.strip() for ln in text.splitlines()
              if ln.strip() and not ln.lstrip().startswith("#")]
     if not names:
         raise ValueError(f"split file {path} lists no classes")
@@ -98,3 +104,30 @@ def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None)
                              f"{unknown[:5]}; the data has {len(have)} classes, e.g. "
                              f"{sorted(have)[:3]}")
     return names
+
+
+def read_split_files(split_files: Mapping[str, str | os.PathLike],
+                     known: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Class names of several split files (``{"train": path, ...}``), which must not share
+    classes.
+
+    Args:
+        split_files: split name -> file, each read as ``read_split_file``.
+        known: the classes that exist.
+
+    Returns:
+        split name -> the names in file order.
+
+    Raises:
+        ValueError: as ``read_split_file``, or two files that list the same class (naming
+            both files and the first few shared classes).
+    """
+    lists = {s: read_split_file(p, known) for s, p in split_files.items()}
+    splits = list(lists)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1:]:
+            shared = sorted(set(lists[a]) & set(lists[b]))
+            if shared:
+                raise ValueError(f"split files {split_files[a]} ({a}) and {split_files[b]} ({b}) "
+                                 f"share {len(shared)} class(es): {shared[:5]}")
+    return lists

@@ -616,6 +616,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         iterations = start
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
+        if start == 0 and (log_dir / "metrics.jsonl").exists():
+            # a fresh run's log starts empty (a run killed before its first checkpoint
+            # leaves lines that are no run's)
+            atomic_write_text(log_dir / "metrics.jsonl", "")
     autocast = (torch.autocast(model_p.device.type, dtype=torch.bfloat16)
                 if precision == "bf16" and model_p is not None else nullcontext())
     guard = _FiniteGuard(f"; the last good checkpoint in {out} is kept" if out else "")

@@ -1,0 +1,58 @@
+"""``metaloop eval`` on bad input: exit 2 with a named error, and no --out folder left
+behind (data errors are found after the folder is made, which is then removed again)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metaloop.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """An R2D2 run on a tensor file: 12 classes of 10 examples, 6 held out, no val split."""
+    d = tmp_path_factory.mktemp("eval_bad_input")
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(12).repeat_interleave(10)                                  # [120]
+    x = torch.randn(120, 6, generator=g) + torch.nn.functional.one_hot(y % 6, 6) * 3
+    np.savez(d / "feats.npz", x=x.numpy(), y=y.numpy())
+    (d / "c.toml").write_text(
+        f'[family]\nname = "tensors"\nroot = "{d / "feats.npz"}"\nways = 2\nshots = 2\n'
+        'queries = 3\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "mlp"\n'
+        'hidden = [16]\n[method]\nname = "r2d2"\n[train]\niterations = 2\nmeta_batch = 2\n'
+        'checkpoint_every = 2\n[eval]\ntasks = 4\nsteps = [0]\n')
+    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
+                 "--no-progress"]) == 0
+    return d / "run"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ways", "9"], "ways=9 exceeds the 6 classes available"),
+    (["--shots", "10"], "have fewer than shots + queries = 10 + 3"),
+    (["--split", "val"], "exceeds the 0 classes available"),
+    (["--lake-runs", "nosuch"], "predict needs an image-classification run"),
+    (["--ways", "0"], "--ways must be positive, got 0"),
+    (["--shots", "0"], "--shots must be positive, got 0"),
+    (["--shots", "-1"], "--shots must be positive, got -1"),
+])
+def test_eval_bad_input_exits_2_and_leaves_no_out_folder(tiny_run, tmp_path, capsys, argv,
+                                                         message):
+    out = tmp_path / "ev" / "sub"
+    assert main(["eval", "--checkpoint", str(tiny_run), "--no-progress", "--out", str(out),
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert "metaloop eval: error:" in err and message in err, err
+    assert not (tmp_path / "ev").exists()
+
+
+def test_eval_bad_data_keeps_an_out_folder_the_user_had(tiny_run, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    assert main(["eval", "--checkpoint", str(tiny_run), "--no-progress", "--out", str(out),
+                 "--ways", "9"]) == 2
+    assert "ways=9 exceeds" in capsys.readouterr().err
+    assert out.is_dir()
+    assert main(["eval", "--checkpoint", str(tiny_run), "--no-progress", "--out", str(out)]) == 0
+    assert (out / "results.json").exists()

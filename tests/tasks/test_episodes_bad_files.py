@@ -1,0 +1,97 @@
+"""Episodes.from_tensors / select_split: bad data and split files get a ValueError naming the
+file and the problem."""
+
+import numpy as np
+import pytest
+import torch
+
+from metaloop.tasks import Episodes
+from metaloop.tasks.episodes import select_split
+
+NAMES = [f"class_{i:02d}" for i in range(8)]
+
+
+def _xy():
+    x = np.random.default_rng(0).standard_normal((48, 16)).astype(np.float32)   # [N, D]
+    return x, np.repeat(np.arange(8), 6)                                         # [N]
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("d.npz", b"", r"d\.npz is empty \(0 bytes\)"),
+    ("d.pt", b"", r"d\.pt is empty \(0 bytes\)"),
+    ("d.npz", b"hello world\n", r"d\.npz is not an \.npz archive"),
+    ("d.npz", b"\x93NUMPY\x01\x00", r"d\.npz is not an \.npz archive"),
+    ("d.pt", b"hello world\n", r"d\.pt is not a torch save"),
+])
+def test_unreadable_tensor_files_are_named(tmp_path, name, content, match):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        Episodes.from_tensors(tmp_path / name, ways=2, shots=1, queries=2)
+
+
+def test_truncated_tensor_files_are_named(tmp_path):
+    x, y = _xy()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    torch.save({"x": torch.from_numpy(x), "y": torch.from_numpy(y)}, tmp_path / "d.pt")
+    for name, match in (("d.npz", r"d\.npz is a corrupt \.npz archive"),
+                        ("d.pt", r"d\.pt is not a torch save")):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(data[:len(data) // 2])
+        with pytest.raises(ValueError, match=match):
+            Episodes.from_tensors(tmp_path / name, ways=2, shots=1, queries=2)
+
+
+def test_numpy_arrays_in_a_pt_file_are_refused_not_unpickled(tmp_path):
+    x, y = _xy()
+    torch.save({"x": x, "y": y}, tmp_path / "d.pt")
+    with pytest.raises(ValueError, match=r"d\.pt is not a torch save.*Unsupported global"):
+        Episodes.from_tensors(tmp_path / "d.pt", ways=2, shots=1, queries=2)
+
+
+@pytest.mark.parametrize("key", ["x", "y"])
+def test_string_arrays_are_named(tmp_path, key):
+    x, y = _xy()
+    arrays = {"x": x, "y": y, key: np.array(["a"] * 48)}
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(ValueError, match=rf"d\.npz: {key} must be numeric .*got dtype <U1"):
+        Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2, split="test")
+
+
+def test_empty_arrays_are_named(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((0, 16), np.float32), y=np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match=r"d\.npz holds no examples"):
+        Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2, split="test")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_non_finite_features_are_named_with_rows_and_classes(tmp_path, suffix):
+    x, y = _xy()
+    x[3, 2], x[40, 0] = np.nan, np.inf                                  # classes 0 and 6
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".npz":
+        np.savez(path, x=x, y=y, class_names=np.array(NAMES))
+    else:
+        torch.save({"x": torch.from_numpy(x), "y": torch.from_numpy(y),
+                    "class_names": NAMES}, path)
+    for split in ("train", "test", None):
+        with pytest.raises(ValueError, match=rf"d\{suffix}: x has non-finite values \(NaN or "
+                                             r"inf\) in 2 row\(s\) \[3, 40\] of 2 class\(es\) "
+                                             r"\['class_00', 'class_06'\]"):
+            Episodes.from_tensors(path, ways=2, shots=1, queries=2, split=split)
+
+
+def test_overlapping_split_files_are_named(tmp_path):
+    x, y = _xy()
+    np.savez(tmp_path / "d.npz", x=x, y=y, class_names=np.array(NAMES))
+    (tmp_path / "tr.txt").write_text("class_00\nclass_01\nclass_02\nclass_03\n")
+    (tmp_path / "va.txt").write_text("class_04\nclass_05\n")
+    (tmp_path / "te.txt").write_text("class_06\nclass_07\nclass_03\n")
+    files = {s: tmp_path / f for s, f in (("train", "tr.txt"), ("val", "va.txt"),
+                                          ("test", "te.txt"))}
+    for split in ("train", "val", "test"):
+        with pytest.raises(ValueError, match=r"split files .*tr\.txt \(train\) and .*te\.txt "
+                                             r"\(test\) share 1 class\(es\): \['class_03'\]"):
+            Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2, split=split,
+                                  split_files=files)
+    (tmp_path / "te.txt").write_text("class_06\nclass_07\n")
+    assert select_split(NAMES, "test", split_files=files) == ["class_06", "class_07"]
