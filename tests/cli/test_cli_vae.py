@@ -49,11 +49,13 @@ def test_vae_command_writes_results_and_pictures(model, tmp_path, fashion_mnist_
     assert "results.json" in capsys.readouterr().out
 
 
-def test_sweep_writes_the_picture(tmp_path, fashion_mnist_root):
-    out = tmp_path / "sweep"
+def test_sweep_writes_the_picture_and_the_record(tmp_path, fashion_mnist_root):
+    from metaloop.evaluate.records import load_record
+
+    out, rec = tmp_path / "sweep", tmp_path / "sweep.json"
     rc = main(["vae", "--sweep-latent", "2,5", "--data", "fashion-mnist", "--root",
                str(fashion_mnist_root), "--classifier-epochs", "1", "--quality-samples", "40",
-               "--out", str(out), *TINY])
+               "--out", str(out), "--record", str(rec), *TINY])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     assert results["latents"] == [2, 5]
@@ -61,6 +63,26 @@ def test_sweep_writes_the_picture(tmp_path, fashion_mnist_root):
     q = results["runs"]["5"]["ae"]["quality"]
     assert len(q) == 2 and all(0 <= v["recognisable"] <= 1 for v in q.values())
     assert (out / "sweep.png").stat().st_size > 1000
+    # the record: the VAE's FD at the largest latent size, every cell in its detail table
+    r = load_record(rec)
+    vae5 = results["runs"]["5"]["vae"]["quality"]["VAE, z ~ N(0, I)"]["frechet"]
+    assert r["table"] == "generative_sweep" and r["mean"] == round(vae5, 2)
+    assert r["ci95"] is None and r["n"] == results["n_scored"]
+    assert r["budget"]["cpu_seconds"] == round(results["cpu_s"])
+    assert "--sweep-latent 2,5" in r["command"] and f"--record {rec}" in r["command"]
+    lines = r["detail"].splitlines()
+    assert len(lines) == 2 + 2 + 1                    # head, rule, latents 2 and 5, real
+    for latent, line in zip((2, 5), lines[2:4]):
+        run = results["runs"][str(latent)]
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        fds = [run[k]["quality"][c]["frechet"] for k, c in (
+            ("ae", "AE, z ~ N(0, I)"), ("ae", "AE, z ~ Gaussian fitted to codes"),
+            ("vae", "VAE, z ~ N(0, I)"))]
+        assert cells == [str(latent), *(f"{v:.1f}" for v in fds),
+                         f"{run['ae']['test']['recon']:.1f}",
+                         f"{run['vae']['test']['elbo']:.1f}"]
+        assert line.count("**") == 2 and f"**{min(fds):.1f}**" in line
+    assert f"{results['real']['frechet']:.2f}" in lines[4]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -194,9 +216,11 @@ def test_compare_inversion_bad_input(argv, message, tiny_fashion, tmp_path, caps
     assert not (tmp_path / "results.json").exists()
 
 
-def test_record_needs_compare_inversion(tmp_path, capsys):
+def test_record_needs_a_measured_study(tmp_path, capsys):
     rc = main(["vae", "--record", str(tmp_path / "r.json"), "--out", str(tmp_path)])
-    assert rc == 2 and "--record goes with --compare-inversion" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "--record goes with --compare-inversion, --inversion-transfer, " \
+        "--sweep-latent" in err
 
 
 def test_compare_inversion_runs_omniglot_on_the_class_sharing_split():
@@ -307,3 +331,11 @@ def test_inversion_transfer_bad_input(argv, message, tiny_fashion, tmp_path, cap
                str(tmp_path / "t"), "--classifier-epochs", "1", "--quality-samples", "20",
                "--no-progress", *argv])
     assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_bad_hidden_width_exits_2_and_writes_nothing(tiny_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["vae", "--root", str(tiny_fashion), "--hidden", "0", "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "hidden width must be a positive int, got 0" in capsys.readouterr().err
+    assert not out.exists()

@@ -117,7 +117,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                      help="--inversion-transfer: Adam learning rates (default "
                           "0.05,0.01,0.0025)")
     inv.add_argument("--record", metavar="PATH", default=None,
-                     help="also write the comparison as a JSON record for the docs tables, "
+                     help="also write the comparison (or the --sweep-latent or "
+                          "--inversion-transfer study) as a JSON record for the docs tables, "
                           "e.g. docs/results/generative_inversion_fashion.json")
     pro = p.add_argument_group("the IWAE paper's training protocol (--protocol iwae)")
     pro.add_argument("--protocol", choices=PROTOCOLS, default=None,

@@ -290,10 +290,10 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
                              f"classes 0..{tr.n_classes - 1}")
     x_te = gdata.eval_pixels(te.images, s.binarize)
     likelihoods.check_data(x_te[:1000], s.likelihood)
+    model = build_model(s.model, s, tr.images, tr.n_classes)      # bad widths: before output
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("")
-    model = build_model(s.model, s, tr.images, tr.n_classes)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     history = _train_model(model, s, tr, x_te, te.labels, _jsonl(out / "metrics.jsonl"))
     train_cpu, train_wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -357,6 +357,7 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
     for latent in latents:
         check_positive("latent size (--sweep-latent)", latent)
     check_settings(Settings(**{**asdict(s), "model": "vae", "latent": latents[0]}))
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
     tr, te = load_data(s)
     x_te = gdata.eval_pixels(te.images, s.binarize)
     likelihoods.check_data(x_te[:1000], s.likelihood)
@@ -394,5 +395,65 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
             results["runs"][latent][kind] = entry
     plots.save_sweep(panels, scores, out / "sweep.png")
     results["pictures"] = ["sweep.png"]
+    results["cpu_s"] = time.process_time() - cpu_start
+    results["wall_s"] = time.perf_counter() - wall_start
+    results["threads"] = torch.get_num_threads()
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def sweep_table(results: dict) -> str:
+    """``sweep``'s scores as Markdown: one row per latent size, the Frechet distance of each
+    generator's samples (lowest in bold) and the test likelihoods, then the real images'."""
+    head = ("| latent | " + " | ".join(f"{c}: FD" for c in SWEEP_COLUMNS)
+            + " | AE test recon (nats) | VAE test ELBO (nats) |\n"
+            + "|---" * (len(SWEEP_COLUMNS) + 3) + "|")
+    rows = [head]
+    for latent in results["latents"]:
+        run = results["runs"][latent] if latent in results["runs"] else \
+            results["runs"][str(latent)]
+        fd = {c: run[k]["quality"][c]["frechet"] for k in ("ae", "vae")
+              for c in run[k]["quality"]}
+        best = min(fd.values())
+        cells = [f"**{fd[c]:.1f}**" if fd[c] == best else f"{fd[c]:.1f}" for c in SWEEP_COLUMNS]
+        rows.append(f"| {latent} | " + " | ".join(cells)
+                    + f" | {run['ae']['test']['recon']:.1f} | {run['vae']['test']['elbo']:.1f} |")
+    rows.append(f"| real test images | {results['real']['frechet']:.2f} | | | | |")
+    return "\n".join(rows)
+
+
+def sweep_record(results: dict, command: str, device: str | None = None) -> dict:
+    """The docs record (``metaloop.evaluate.records``) of one latent sweep.
+
+    The headline is the Frechet distance of the VAE's samples at the largest latent size (no
+    CI: one set of samples); every latent size and generator is in ``detail``
+    (``sweep_table``) and ``runs``.
+
+    Args:
+        results: ``sweep``'s result. command: the exact command line.
+        device: what ran it (default: the CPU model, cores and torch threads).
+    """
+    import datetime
+
+    from metaloop.generative.inversion import DATA_LABELS, cpu_device
+
+    data = results["settings"]["data"]
+    latent = results["latents"][-1]
+    runs = results["runs"]
+    run = runs[latent] if latent in runs else runs[str(latent)]
+    epochs = results["settings"]["epochs"]
+    return {
+        "table": "generative_sweep",
+        "row": (f"{DATA_LABELS.get(data, data)}, AE and VAE at latent sizes "
+                f"{', '.join(str(z) for z in results['latents'])}, {epochs} epochs each"),
+        "metric": f"FD of the VAE's samples at latent size {latent} (z ~ N(0, I))",
+        "mean": round(run["vae"]["quality"][SWEEP_COLUMNS[2]]["frechet"], 2), "ci95": None,
+        "n": results["n_scored"], "digits": 1,
+        "budget": {"cpu_seconds": round(results["cpu_s"])},
+        "device": device or cpu_device(results.get("threads")),
+        "torch": torch.__version__.split("+")[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "config": None, "command": command, "published": None, "detail": sweep_table(results),
+        **{k: results[k] for k in ("settings", "latents", "classifier_test_accuracy", "real",
+                                   "n_scored", "runs", "cpu_s", "wall_s") if k in results},
+    }

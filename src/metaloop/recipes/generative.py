@@ -179,9 +179,10 @@ def run(args, log: Callable[[str], None] = print) -> int:
         raise ValueError("--compare-inversion and --sweep-latent are separate runs; pick one")
     if args.compare_inversion and args.classes is not None:
         raise ValueError("--classes only applies to the CVAE (--model cvae)")
-    if args.record and not (args.compare_inversion or args.inversion_transfer):
-        raise ValueError("--record goes with --compare-inversion, --inversion-transfer or "
-                        "--protocol iwae --evaluate")
+    if args.record and not (args.compare_inversion or args.inversion_transfer
+                            or args.sweep_latent is not None):
+        raise ValueError("--record goes with --compare-inversion, --inversion-transfer, "
+                         "--sweep-latent or --protocol iwae --evaluate")
     if args.record:
         from metaloop.evaluate import records
 
@@ -220,6 +221,12 @@ def run(args, log: Callable[[str], None] = print) -> int:
             log(f"wrote {args.record}")
     elif args.sweep_latent is not None:
         results = experiment.sweep(s, args.sweep_latent, args.out)
+        if args.record:
+            from metaloop.evaluate import records
+
+            records.write_record(args.record, **experiment.sweep_record(
+                results, command=_record_command(args)))
+            log(f"wrote {args.record}")
     else:
         results = experiment.run(s, args.out)
     log(_summary(results))
