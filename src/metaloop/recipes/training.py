@@ -100,6 +100,10 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
 
     try:
         family = build.build_family_verbose(cfg["family"], show=rank == 0, progress=progress)
+        if cfg["family"]["name"] in config.USER_FAMILIES:
+            # the held-out split of the user's data, read now: a class too small for its
+            # shots + queries is named before training, not when the run is evaluated
+            build.eval_family(cfg, family)
     except ValueError:
         _undo()
         raise
