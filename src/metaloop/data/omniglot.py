@@ -154,8 +154,10 @@ def _locate_set(set_name: str, root, download: bool) -> _Source:
         return _Source("zip", dest.resolve())
     raise FileNotFoundError(
         f"Omniglot '{set_name}' images not found. Looked for:\n  " + "\n  ".join(looked)
-        + f"\nPass download=True to fetch {ZIP_URLS[set_name]} (sha256 {ZIP_SHA256[set_name]})"
-        f" into {dest.parent}, or put the packed omniglot_{set_name}.npz there.")
+        + f"\nPut the official images_{set_name}.zip or the packed omniglot_{set_name}.npz into "
+        f"{dest.parent} (or point $METALOOP_DATA at a folder holding omniglot/), or, in "
+        f"Python, pass download=True (metaloop.tasks.Omniglot(..., download=True)) to fetch "
+        f"{ZIP_URLS[set_name]} (sha256 {ZIP_SHA256[set_name]}) there.")
 
 
 def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None) -> None:
@@ -340,8 +342,9 @@ def _locate_split_file(split: str, root, download: bool) -> Path:
         return fetch(SPLIT_URLS[split], dest, sha256=SPLIT_SHA256[split]).resolve()
     raise FileNotFoundError(
         f"Omniglot Vinyals split file '{rel}' not found. Looked for:\n  " + "\n  ".join(looked)
-        + f"\nPass download=True to fetch {SPLIT_URLS[split]} (sha256 {SPLIT_SHA256[split]}) "
-        f"into {dest.parent}.")
+        + f"\nPut it into {dest.parent}, or, in Python, pass download=True "
+        f"(metaloop.tasks.Omniglot(..., download=True)) to fetch {SPLIT_URLS[split]} (sha256 "
+        f"{SPLIT_SHA256[split]}) there.")
 
 
 def _parse_split_file(path: Path, index: dict[str, int]) -> tuple[list[str], list[int], list[int]]:

@@ -402,6 +402,25 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
     return results
 
 
+DATA_LABELS = {"fashion-mnist": "Fashion-MNIST",
+               "omniglot-mixed": "Omniglot (mixed split, 50 alphabets)"}
+
+
+def cpu_device(threads: int | None = None) -> str:
+    """``"CPU (<n>-core <model>), <t> thread(s)"``, the model from /proc/cpuinfo and ``t``
+    the given ``threads`` (default: torch's current thread count)."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = " " + line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    t = torch.get_num_threads() if threads is None else threads
+    return f"CPU ({os.cpu_count()}-core{model}), {t} thread{'s' if t != 1 else ''}"
+
+
 def sweep_table(results: dict) -> str:
     """``sweep``'s scores as Markdown: one row per latent size, the Frechet distance of each
     generator's samples (lowest in bold) and the test likelihoods, then the real images'."""
@@ -434,8 +453,6 @@ def sweep_record(results: dict, command: str, device: str | None = None) -> dict
         device: what ran it (default: the CPU model, cores and torch threads).
     """
     import datetime
-
-    from metaloop.generative.inversion import DATA_LABELS, cpu_device
 
     data = results["settings"]["data"]
     latent = results["latents"][-1]

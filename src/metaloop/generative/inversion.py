@@ -49,11 +49,13 @@ from metaloop.generative import data as gdata
 from metaloop.generative import plots, quality
 from metaloop.generative.cvae import sample_classes
 from metaloop.generative.experiment import (
+    DATA_LABELS,
     Settings,
     _jsonl,
     _train_model,
     build_model,
     check_settings,
+    cpu_device,
     heldout_metrics,
     load_data,
 )
@@ -269,25 +271,6 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     results["threads"] = torch.get_num_threads()
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
-
-
-DATA_LABELS = {"fashion-mnist": "Fashion-MNIST",
-               "omniglot-mixed": "Omniglot (mixed split, 50 alphabets)"}
-
-
-def cpu_device(threads: int | None = None) -> str:
-    """``"CPU (<n>-core <model>), <t> thread(s)"``, the model from /proc/cpuinfo and ``t``
-    the given ``threads`` (default: torch's current thread count)."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = " " + line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    t = torch.get_num_threads() if threads is None else threads
-    return f"CPU ({os.cpu_count()}-core{model}), {t} thread{'s' if t != 1 else ''}"
 
 
 def record(results: dict, command: str, device: str | None = None) -> dict:

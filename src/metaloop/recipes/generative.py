@@ -121,7 +121,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
               f"± {t['nll_ci95']:.2f} (k = {t['k']}, {t['n']} images), ELBO {t['elbo']:.2f}")
         if args.record:
             from metaloop.evaluate import records
-            from metaloop.generative.inversion import cpu_device
+            from metaloop.generative.experiment import cpu_device
 
             threads = sorted({r["threads"] for r in result["sessions"]})
             rec = protocol.record(result, command=_protocol_command(args, evaluate=True),
