@@ -74,6 +74,18 @@ def _seed():
     yield
 
 
+def write_tensor_file(path: Path) -> Path:
+    """12 classes of 10 feature vectors [6] (class k near 3 x one-hot(k % 6)) as ``x`` and
+    ``y`` in the .npz ``path``, for a ``family.name = "tensors"`` config."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(12).repeat_interleave(10)                                  # [120]
+    x = torch.randn(120, 6, generator=g) + torch.nn.functional.one_hot(y % 6, 6) * 3
+    np.savez(path, x=x.numpy(), y=y.numpy())
+    return path
+
+
 def write_image_folder(root: Path, classes: int = 6, per_class: int = 8, side: int = 28,
                        seed: int = 0, corrupt: bool = False, mixed: bool = True) -> Path:
     """Write a small labelled image folder ``root/<class>/<image>``.

@@ -3,21 +3,22 @@ behind (data errors are found after the folder is made, which is then removed ag
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
+
 import pytest
-import torch
 
 from metaloop.cli.main import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import write_tensor_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """An R2D2 run on a tensor file: 12 classes of 10 examples, 6 held out, no val split."""
     d = tmp_path_factory.mktemp("eval_bad_input")
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(12).repeat_interleave(10)                                  # [120]
-    x = torch.randn(120, 6, generator=g) + torch.nn.functional.one_hot(y % 6, 6) * 3
-    np.savez(d / "feats.npz", x=x.numpy(), y=y.numpy())
+    write_tensor_file(d / "feats.npz")
     (d / "c.toml").write_text(
         f'[family]\nname = "tensors"\nroot = "{d / "feats.npz"}"\nways = 2\nshots = 2\n'
         'queries = 3\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "mlp"\n'

@@ -8,7 +8,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,7 +15,7 @@ from metaloop import config as _config
 from metaloop.cli.main import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO, write_image_folder  # noqa: E402
+from conftest import REPO, write_image_folder, write_tensor_file  # noqa: E402
 
 EXAMPLE = REPO / "configs" / "folder_example.toml"
 
@@ -109,10 +108,7 @@ def test_predict_applies_the_training_transform(folder_run, tmp_path, capsys, mo
 
 
 def test_tensor_file_family(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(12).repeat_interleave(10)                                  # [120]
-    x = torch.randn(120, 6, generator=g) + torch.nn.functional.one_hot(y % 6, 6) * 3
-    np.savez(tmp_path / "feats.npz", x=x.numpy(), y=y.numpy())
+    write_tensor_file(tmp_path / "feats.npz")
     (tmp_path / "c.toml").write_text(
         f'[family]\nname = "tensors"\nroot = "{tmp_path / "feats.npz"}"\nways = 2\nshots = 2\n'
         'queries = 3\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "mlp"\n'
