@@ -620,7 +620,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             # a fresh run's log starts empty (a run killed before its first checkpoint
             # leaves lines that are no run's)
             atomic_write_text(log_dir / "metrics.jsonl", "")
-    autocast = (torch.autocast(model_p.device.type, dtype=torch.bfloat16)
+    # a recorded graph must not reuse autocast's cache of cast weights (CUDA graphs' rule)
+    autocast = (torch.autocast(model_p.device.type, dtype=torch.bfloat16,
+                               cache_enabled=not cuda_graph)
                 if precision == "bf16" and model_p is not None else nullcontext())
     guard = _FiniteGuard(f"; the last good checkpoint in {out} is kept" if out else "")
     graph = graphs.GraphStep(learner, opt, autocast) if cuda_graph else None
