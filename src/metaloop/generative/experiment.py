@@ -464,7 +464,7 @@ def sweep_record(results: dict, command: str, device: str | None = None) -> dict
         "row": (f"{DATA_LABELS.get(data, data)}, AE and VAE at latent sizes "
                 f"{', '.join(str(z) for z in results['latents'])}, {epochs} epochs each"),
         "metric": f"FD of the VAE's samples at latent size {latent} (z ~ N(0, I))",
-        "mean": round(run["vae"]["quality"][SWEEP_COLUMNS[2]]["frechet"], 2), "ci95": None,
+        "mean": run["vae"]["quality"][SWEEP_COLUMNS[2]]["frechet"], "ci95": None,   # as shown
         "n": results["n_scored"], "digits": 1,
         "budget": {"cpu_seconds": round(results["cpu_s"])},
         "device": device or cpu_device(results.get("threads")),
