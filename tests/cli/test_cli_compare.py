@@ -68,3 +68,57 @@ def test_bad_data_exits_2_and_leaves_no_out_folder(tmp_path, capsys, monkeypatch
     assert main([*argv, *(["--out", out] if out else [])]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "runs").exists()
+
+
+class _CtrlCAt:
+    """A family that delivers a real SIGINT to this process while sampling batch ``at``."""
+
+    def __init__(self, family, at):
+        self.family, self.at, self.calls = family, at, 0
+
+    def sample(self, n, generator=None):
+        self.calls += 1
+        if self.calls == self.at:
+            import signal
+            signal.raise_signal(signal.SIGINT)
+        return self.family.sample(n, generator=generator)
+
+    def __getattr__(self, name):
+        return getattr(self.family, name)
+
+
+def test_an_interrupted_comparison_resumes_to_the_uninterrupted_result(tmp_path, capsys,
+                                                                     monkeypatch):
+    """Ctrl-C in the second method's training checkpoints it; --resume evaluates the first
+    method's finished run again, continues the second and trains the third, and results.json
+    is the uninterrupted comparison's."""
+    from metaloop import build
+
+    argv = ["compare", "--methods", "maml,fomaml,reptile", "--iterations", "6",
+            "--meta-batch", "2", "--tasks", "4", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "ref")]) == 0
+    real = build.build_family
+    monkeypatch.setattr(build, "build_family", lambda *a, **k: _CtrlCAt(real(*a, **k), 9))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 130
+    assert "with --resume continues them" in capsys.readouterr().err
+    assert not (out / "results.json").exists() and (out / "runs" / "fomaml").is_dir()
+    monkeypatch.setattr(build, "build_family", real)
+    assert main([*argv, "--out", str(out)]) == 2               # runs there: not overwritten
+    assert "already holds runs of maml, fomaml; use --resume" in capsys.readouterr().err
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    got, want = (json.loads((d / "results.json").read_text()) for d in (out, tmp_path / "ref"))
+    assert got == want
+
+
+def test_resume_refuses_a_changed_config_and_an_empty_folder(tmp_path, capsys):
+    argv = ["compare", "--methods", "maml", "--iterations", "2", "--meta-batch", "2",
+            "--tasks", "2", "--no-progress", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--resume"]) == 2
+    assert "--resume: no run to continue in" in capsys.readouterr().err
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv[:4], "3", *argv[5:], "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to resume" in err and "train.iterations (2 != 3)" in err, err

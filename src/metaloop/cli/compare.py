@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tqdm.auto import tqdm
 
@@ -46,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--print-config", action="store_true",
                    help="print the family's shipped config (TOML, commented) and exit")
     p.add_argument("--out", default="runs/compare", help="output directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted comparison in --out: each method's run from "
+                        "its newest checkpoint (the same command and config), exactly")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -85,8 +89,14 @@ def run(args: argparse.Namespace) -> int:
             bar.n = methods.index(name)
             bar.set_postfix_str(name)
 
-        res = recipe.run(cfg, methods, out_dir=out, progress=not args.no_progress,
-                         on_method=started)
+        try:
+            res = recipe.run(cfg, methods, out_dir=out, progress=not args.no_progress,
+                             on_method=started, resume=args.resume)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"metaloop compare: the runs so far are checkpointed in {out / 'runs'}; the "
+                  f"same command with --resume continues them", file=sys.stderr)
+            raise
         bar.n = len(methods)
         bar.refresh()
         bar.close()

@@ -212,8 +212,48 @@ def method_config(cfg: dict, name: str) -> dict:
     return mcfg
 
 
+def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
+    """Which methods continue from a checkpoint in ``out_dir/runs/<method>``.
+
+    Args:
+        mcfgs: each method's config (``method_config``). out_dir: the comparison's folder
+            (None: nothing is saved, nothing resumes). resume: continue the runs there.
+
+    Returns:
+        method -> whether its run resumes (False: it starts afresh).
+
+    Raises:
+        ValueError: runs there without ``resume`` (they would be overwritten), ``resume``
+            with no run there, or a run whose config differs from its method's (naming the
+            keys), all before any training.
+    """
+    from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+    from metaloop.train.loop import _config_diff
+
+    if out_dir is None:
+        if resume:
+            raise ValueError("--resume continues the runs in --out; give --out")
+        return {name: False for name in mcfgs}
+    runs = {name: Path(out_dir) / "runs" / name for name in mcfgs}
+    have = {name: latest_checkpoint(run) is not None for name, run in runs.items()}
+    if not resume and any(have.values()):
+        raise ValueError(f"{out_dir} already holds runs of "
+                         f"{', '.join(n for n, h in have.items() if h)}; use --resume to "
+                         f"continue them (an interrupted comparison), or another --out")
+    if resume and not any(have.values()):
+        raise ValueError(f"--resume: no run to continue in {Path(out_dir) / 'runs'}")
+    for name, run in runs.items():
+        if have[name]:
+            diff = _config_diff(load_checkpoint(run)[1].get("config", {}), mcfgs[name])
+            if diff:
+                raise ValueError(f"refusing to resume {run}: the config differs in "
+                                 + ", ".join(diff))
+    return have
+
+
 def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
-        progress: bool = False, on_method: Callable[[str], None] | None = None) -> dict:
+        progress: bool = False, on_method: Callable[[str], None] | None = None,
+        resume: bool = False) -> dict:
     """Meta-train each method, then evaluate it on the config's held-out tasks.
 
     Every method gets the same training seed and the same held-out tasks (``eval.seed``).
@@ -224,6 +264,9 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
             ``out_dir/runs/<method>``.
         progress: per-iteration progress bars. on_method: called with each method's name
             before it starts.
+        resume: continue the runs in ``out_dir`` of an interrupted comparison (each from its
+            newest checkpoint, exactly; a finished one is only evaluated again). The result
+            is the uninterrupted comparison's.
 
     Returns:
         ``{"family", "metric" ("loss" or "accuracy"), "config", "methods": {name: the
@@ -232,7 +275,9 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         {name: learner}, "heldout": the held-out family}``.
 
     Raises:
-        ValueError: a bad method list or an impossible per-method config, before training.
+        ValueError: a bad method list or an impossible per-method config, runs in
+            ``out_dir`` without ``resume`` or none with it, before training.
+        KeyboardInterrupt: after Ctrl-C/SIGTERM, once the method in training checkpointed.
     """
     names = methods_for(cfg, methods)
     for key in ("iterations", "meta_batch"):
@@ -240,6 +285,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got "
                              f"{cfg['train'][key]}")
     mcfgs = {name: method_config(cfg, name) for name in names}   # all checked before training
+    resumes = resumable(mcfgs, out_dir, resume)
     t_start = time.perf_counter()
     family = _build.build_family(cfg["family"])
     heldout = _build.eval_family(cfg, family)
@@ -256,7 +302,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
               out_dir=None if out_dir is None else Path(out_dir) / "runs" / name,
               checkpoint_every=tc["checkpoint_every"], config=mcfg, progress=progress,
               desc=name, optimizer=tc["optimizer"],
-              weight_decay=tc["weight_decay"])
+              weight_decay=tc["weight_decay"], resume=resumes[name])
         t1 = time.perf_counter()
         results[name] = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
                                  seed=ec["seed"])
