@@ -74,6 +74,25 @@ def _seed():
     yield
 
 
+class CtrlCAt:
+    """A task family that delivers a real SIGINT to this process while sampling its batch
+    number ``at`` (1-based), as Ctrl-C in the middle of a run does."""
+
+    def __init__(self, family, at: int):
+        self.family, self.at, self.calls = family, at, 0
+
+    def sample(self, n, generator=None):
+        import signal
+
+        self.calls += 1
+        if self.calls == self.at:
+            signal.raise_signal(signal.SIGINT)
+        return self.family.sample(n, generator=generator)
+
+    def __getattr__(self, name):
+        return getattr(self.family, name)
+
+
 def write_tensor_file(path: Path) -> Path:
     """12 classes of 10 feature vectors [6] (class k near 3 x one-hot(k % 6)) as ``x`` and
     ``y`` in the .npz ``path``, for a ``family.name = "tensors"`` config."""

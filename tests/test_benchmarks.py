@@ -1,6 +1,6 @@
 """The prepared GPU commands (``benchmarks/gpu_paper.sh``, ``benchmarks/gpu_runs.py``) on the CPU.
 
-A lent GPU gives one session 15 minutes, so these scripts must work the first time there:
+A lent GPU comes with 15 minutes in all, so these scripts must work the first time there:
 their CPU smoke path runs the same steps (checks, train, stop, eval, summary), and an output
 folder that already holds a run is refused before any work (its stale run would otherwise be
 read as the new one's).

@@ -4,12 +4,17 @@ with a copy), and bad input (exit 2, a named error, nothing written)."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from metaloop.cli.main import main
 from metaloop.recipes import compare
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import CtrlCAt  # noqa: E402
 
 
 @pytest.mark.parametrize("family", ["sinusoid", "omniglot"])
@@ -70,23 +75,6 @@ def test_bad_data_exits_2_and_leaves_no_out_folder(tmp_path, capsys, monkeypatch
     assert not (tmp_path / "o").exists() and not (tmp_path / "runs").exists()
 
 
-class _CtrlCAt:
-    """A family that delivers a real SIGINT to this process while sampling batch ``at``."""
-
-    def __init__(self, family, at):
-        self.family, self.at, self.calls = family, at, 0
-
-    def sample(self, n, generator=None):
-        self.calls += 1
-        if self.calls == self.at:
-            import signal
-            signal.raise_signal(signal.SIGINT)
-        return self.family.sample(n, generator=generator)
-
-    def __getattr__(self, name):
-        return getattr(self.family, name)
-
-
 def test_an_interrupted_comparison_resumes_to_the_uninterrupted_result(tmp_path, capsys,
                                                                      monkeypatch):
     """Ctrl-C in the second method's training checkpoints it; --resume evaluates the first
@@ -98,7 +86,7 @@ def test_an_interrupted_comparison_resumes_to_the_uninterrupted_result(tmp_path,
             "--meta-batch", "2", "--tasks", "4", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "ref")]) == 0
     real = build.build_family
-    monkeypatch.setattr(build, "build_family", lambda *a, **k: _CtrlCAt(real(*a, **k), 9))
+    monkeypatch.setattr(build, "build_family", lambda *a, **k: CtrlCAt(real(*a, **k), 9))
     out = tmp_path / "run"
     capsys.readouterr()
     assert main([*argv, "--out", str(out)]) == 130

@@ -18,7 +18,9 @@ from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 from metaloop.train.loop import _StopSignals
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _cli import write_config  # noqa: E402
+from conftest import CtrlCAt  # noqa: E402
 
 
 def _write(tmp_path, iterations=100, every=10):
@@ -74,27 +76,11 @@ def test_sigkill_at_a_random_point_then_resume_is_bit_identical(tmp_path):
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]   # temp files gone
 
 
-class _CtrlCAt:
-    """A family that delivers a real SIGINT to this process while sampling batch ``at``."""
-
-    def __init__(self, family, at):
-        self.family, self.at, self.calls = family, at, 0
-
-    def sample(self, n, generator=None):
-        self.calls += 1
-        if self.calls == self.at:
-            signal.raise_signal(signal.SIGINT)
-        return self.family.sample(n, generator=generator)
-
-    def __getattr__(self, name):
-        return getattr(self.family, name)
-
-
 def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, monkeypatch,
                                                                    capsys):
     cfg, run, ref = _write(tmp_path, iterations=30, every=10), tmp_path / "run", tmp_path / "ref"
     build = _build.build_family
-    monkeypatch.setattr(_build, "build_family", lambda *a, **k: _CtrlCAt(build(*a, **k), 14))
+    monkeypatch.setattr(_build, "build_family", lambda *a, **k: CtrlCAt(build(*a, **k), 14))
     assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert "interrupted: stopped by SIGINT after iteration 14" in err, err
