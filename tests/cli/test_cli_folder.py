@@ -178,20 +178,37 @@ def test_compare_runs_on_a_folder_config(tmp_path):
     assert res["config"]["family"]["root"] == str(root)
 
 
-def test_a_small_class_in_the_held_out_split_is_named_before_training(tmp_path, capsys):
-    """The held-out split is read when training starts, so a class too small for the
-    evaluation's shots + queries is named then, not after the run when it is evaluated."""
+def _small_test_class(tmp_path, **family) -> Path:
+    """A config on 20 classes split by files, whose test class class_03 has 2 images."""
     root = write_image_folder(tmp_path / "images", classes=20, per_class=8, mixed=False)
     splits = {"train": [0, 1, 2, 4, 5, 6, 7, 8, 9], "val": [15],
               "test": [3, 10, 11, 12, 13, 14]}
     for name, ks in splits.items():
         (tmp_path / f"{name}.txt").write_text("".join(f"class_{k:02d}\n" for k in ks))
-    cfg = _config_file(tmp_path, root, split_files=[str(tmp_path / f"{s}.txt")
-                                                    for s in ("train", "val", "test")])
-    _small_class(root)                               # class_03, a test class: 2 images
+    cfg = _config_file(tmp_path, root, **family, split_files=[
+        str(tmp_path / f"{s}.txt") for s in ("train", "val", "test")])
+    _small_class(root)
+    return cfg
+
+
+def test_a_small_class_in_the_held_out_split_is_named_before_training(tmp_path, capsys):
+    """The held-out split is read when training starts, so a class too small for the
+    evaluation's shots + queries is named then, not after the run when it is evaluated."""
+    cfg = _small_test_class(tmp_path)
     capsys.readouterr()
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert re.search(r"class\(es\) have fewer than shots \+ queries .*'class_03' \(2\)", err), err
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_names_the_held_out_classes_drop_small_left_out(tmp_path, capsys):
+    cfg = _small_test_class(tmp_path, drop_small=True)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "note: family.drop_small left out 1 held-out class(es) with fewer than " in err
+    assert err.rstrip().endswith("examples: class_03"), err

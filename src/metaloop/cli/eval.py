@@ -152,6 +152,11 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         print(f"ensemble of {len(args.checkpoint)} runs: {what} averaged")
     if res["evaluation"] != "transductive":
         print(f"queries scored {res['evaluation']}")
+    if res["dropped"]:
+        print(f"note: family.drop_small left out {len(res['dropped'])} held-out class(es) with "
+              f"fewer than {ec['shots'] or cfg['family']['shots']} + "
+              f"{ec['queries'] or cfg['family']['queries']} examples: "
+              f"{', '.join(res['dropped'])}", file=sys.stderr)
     if ec["support_shift"]:
         k = (2 * ec["support_shift"] + 1) ** 2
         print(f"support sets grown {k}x by every shift of their images up to "

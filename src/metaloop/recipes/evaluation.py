@@ -208,7 +208,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
         ``{"config": the config evaluated, "metric": "accuracy" or "loss", "result":
         ``evaluate``'s result (per-task values included), "evaluation": how the queries were
         scored ("transductive" or the learner's own label), "error_rate": ``error_rate`` for
-        within-alphabet classification, else None}``.
+        within-alphabet classification, else None, "dropped": the held-out classes that
+        ``family.drop_small`` left out (user data; else empty)}``.
     """
     if config is not None and changes:
         raise ValueError("give the eval changes or a config from eval_config, not both")
@@ -228,7 +229,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     within = ec["within_alphabet"] and metric == "accuracy"
     return {"config": cfg, "metric": metric, "result": r,
             "evaluation": evaluation,
-            "error_rate": error_rate(cfg, r) if within else None}
+            "error_rate": error_rate(cfg, r) if within else None,
+            "dropped": list(getattr(heldout, "dropped", None) or [])}
 
 
 def evaluate_lake_runs(run: Run, root, config: dict) -> dict:
