@@ -82,6 +82,8 @@ def test_a_folder_run_carries_its_class_split_and_transform(tmp_path):
 
 @pytest.mark.parametrize("make,message", [
     (lambda d: d / "absent", "the folder does not exist"),
+    (lambda d: (d / "f.txt").write_text("x") and d / "f.txt",
+     "no checkpoint at .*f.txt: it is a file, not a run folder"),
     (lambda d: d, "no checkpoint in"),
 ])
 def test_no_run_is_a_named_error(tmp_path, make, message):

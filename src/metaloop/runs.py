@@ -119,7 +119,9 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     """
     path = Path(path)
     if not path.is_dir():
-        raise ValueError(f"no checkpoint at {path}: the folder does not exist")
+        raise ValueError(f"no checkpoint at {path}: " + ("it is a file, not a run folder"
+                                                          if path.exists()
+                                                          else "the folder does not exist"))
     if not saved_run(path):
         raise ValueError(f"no checkpoint in {path} (no LATEST file or state.json)")
     if head_init not in ("checkpoint", "zero"):
