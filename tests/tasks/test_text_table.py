@@ -227,6 +227,16 @@ def test_empty_tables_and_malformed_lines(tmp_path):
         TextTable(bad, delimiter=",")
 
 
+def test_a_row_with_more_fields_than_the_header_is_named(tmp_path):
+    """An unquoted comma in a text splits the row: the cell after it would be read as the
+    label and the rest dropped."""
+    path = tmp_path / "t.csv"
+    path.write_text('text,label\n"a, quoted one",x\nhello, world,y\nfine,y\nmore, cells,x\n')
+    with pytest.raises(ValueError, match=r"t.csv: 2 row\(s\) have more fields than the "
+                                         r"header's 2 at line\(s\) 3, 5; quote a text"):
+        TextTable(path)
+
+
 def test_too_few_classes_bad_split_and_unknown_classes(table):
     with pytest.raises(ValueError, match=r"t.csv has 10 class\(es\) with at least 2 texts, "
                        r"fewer than ways = 11"):

@@ -64,7 +64,8 @@ def _cell(value) -> str:
 def _read_csv(path: Path, delimiter: str, encoding: str):
     """(columns, [(line, row dict)]) of a CSV/TSV file with a header row; blank lines are
     skipped, and a row's line is the file line it starts on."""
-    rows, columns = [], []
+    rows, columns, long = [], [], []
+    kind = "TSV" if delimiter == "\t" else "CSV"
     with path.open(newline="", encoding=encoding) as f:
         reader = csv.reader(f, delimiter=delimiter)
         start = 1
@@ -74,12 +75,18 @@ def _read_csv(path: Path, delimiter: str, encoding: str):
                     if not columns:
                         columns = [c.strip() for c in fields]
                     else:
+                        if len(fields) > len(columns):      # zip would drop the extra cells
+                            long.append(start)
                         rows.append((start, dict(zip(columns, fields))))
                 start = reader.line_num + 1
         except csv.Error as e:
-            kind = "TSV" if delimiter == "\t" else "CSV"
             raise ValueError(f"text table {path} is not valid {kind} at line {start}: {e}"
                              ) from e
+    if long:
+        raise ValueError(f"text table {path}: {len(long)} row(s) have more fields than the "
+                         f"header's {len(columns)} at line(s) {', '.join(map(str, long[:5]))}"
+                         f"; quote a text that holds the delimiter {delimiter!r} (as "
+                         f"\"a, b\")")
     return columns, rows
 
 
