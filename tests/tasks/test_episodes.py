@@ -102,6 +102,21 @@ def test_from_tensor_files_with_a_split(tmp_path):
         Episodes.from_tensors(tmp_path / "missing.npz")
 
 
+def test_tensor_labels_with_gaps_name_the_classes_by_value(tmp_path):
+    x, y = _data(sizes=(6,) * 8)
+    np.savez(tmp_path / "gaps.npz", x=x.numpy(), y=(10 * y).numpy())
+    fam = Episodes.from_tensors(tmp_path / "gaps.npz", ways=2, shots=1, queries=2)
+    assert fam.class_names == [str(10 * k) for k in range(8)]
+    assert fam.num_classes == 8 and fam.num_examples == 48
+    split = Episodes.from_tensors(tmp_path / "gaps.npz", ways=2, shots=1, queries=2,
+                                  split="test", fractions=(0.5, 0.0, 0.5))
+    assert split.class_names == ml.tasks.split_classes(fam.class_names, (0.5, 0.0, 0.5))[2]
+    np.savez(tmp_path / "plain.npz", x=x.numpy(), y=y.numpy())   # 0..K-1: unchanged names
+    assert Episodes.from_tensors(tmp_path / "plain.npz", ways=2, shots=1,
+                                 queries=2).class_names == \
+        [str(k) for k in range(8)]
+
+
 def test_from_dataset_tensors_and_pil_images():
     class Pairs(torch.utils.data.Dataset):
         def __init__(self, items):

@@ -355,7 +355,9 @@ class Episodes:
                      queries: int = 15, **kw) -> Episodes:
         """Tasks from a ``.npz`` or ``.pt`` file holding ``x`` and ``y`` (and optionally
         ``class_names``); other keyword arguments as the constructor (and ``split``,
-        ``fractions``, ``seed``, ``split_files`` as ``from_folder``).
+        ``fractions``, ``seed``, ``split_files`` as ``from_folder``). Without
+        ``class_names``, integer labels with gaps (0, 10, 20, ...) are classes named by
+        their value ("0", "10", ...); labels 0..K-1 are classes "0".."K-1".
 
         Raises:
             ValueError: a missing, empty or unreadable file, another extension, missing keys,
@@ -380,6 +382,11 @@ class Episodes:
         if x.numel() == 0 or y.numel() == 0:
             raise ValueError(f"tensor file {path} holds no examples (x {list(x.shape)}, "
                              f"y {list(y.shape)})")
+        if names is None and not y.is_floating_point() and y.dim() == 1 \
+                and int(y.min()) >= 0 and len(torch.unique(y)) != int(y.max()) + 1:
+            # labels with gaps (0, 10, 20, ...) name the classes by value, not 0..max
+            values = torch.unique(y)                                          # sorted [K]
+            y, names = torch.searchsorted(values, y), [str(int(v)) for v in values]
         _check_finite(path, x, y, names)
         if split.get("split") is not None and kw.get("classes") is None:
             k = len(names) if names is not None else int(y.max()) + 1
