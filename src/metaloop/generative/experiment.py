@@ -421,6 +421,13 @@ def cpu_device(threads: int | None = None) -> str:
     return f"CPU ({os.cpu_count()}-core{model}), {t} thread{'s' if t != 1 else ''}"
 
 
+def _sweep_run(results: dict, latent: int) -> dict:
+    """``results["runs"]`` of one latent size, keyed by int (``sweep``'s result) or by str
+    (the same read back from ``results.json``)."""
+    runs = results["runs"]
+    return runs[latent] if latent in runs else runs[str(latent)]
+
+
 def sweep_table(results: dict) -> str:
     """``sweep``'s scores as Markdown: one row per latent size, the Frechet distance of each
     generator's samples (lowest in bold) and the test likelihoods, then the real images'."""
@@ -429,8 +436,7 @@ def sweep_table(results: dict) -> str:
             + "|---" * (len(SWEEP_COLUMNS) + 3) + "|")
     rows = [head]
     for latent in results["latents"]:
-        run = results["runs"][latent] if latent in results["runs"] else \
-            results["runs"][str(latent)]
+        run = _sweep_run(results, latent)
         fd = {c: run[k]["quality"][c]["frechet"] for k in ("ae", "vae")
               for c in run[k]["quality"]}
         best = min(fd.values())
@@ -456,8 +462,7 @@ def sweep_record(results: dict, command: str, device: str | None = None) -> dict
 
     data = results["settings"]["data"]
     latent = results["latents"][-1]
-    runs = results["runs"]
-    run = runs[latent] if latent in runs else runs[str(latent)]
+    run = _sweep_run(results, latent)
     epochs = results["settings"]["epochs"]
     return {
         "table": "generative_sweep",
