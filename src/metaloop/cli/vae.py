@@ -19,7 +19,8 @@ from metaloop.recipes import generative as recipe
 
 DESCRIPTION = """\
 Train an autoencoder (ae), a VAE (vae) or a conditional VAE (cvae) on binarised
-Fashion-MNIST or Omniglot, and write results.json (test ELBO, reconstruction, KL, IWAE NLL
+Fashion-MNIST or Omniglot (on the grey values with --likelihood gaussian or cbernoulli), and
+write results.json (test ELBO, reconstruction, KL, IWAE NLL
 with k importance samples, settings), metrics.jsonl and PNGs (samples, reconstructions,
 interpolations; AE: samples from a Gaussian fitted to its codes; CVAE: one row per class)
 under --out. With --sweep-latent, train the AE and the VAE at each latent size and draw
@@ -70,8 +71,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int_list, default=[200, 200], metavar="H1,H2",
                    help="MLP hidden widths (default 200,200)")
     p.add_argument("--likelihood", choices=KINDS, default="bernoulli")
-    p.add_argument("--binarize", choices=BINARIZE, default="dynamic",
-                   help="training binarisation (test data: static unless 'none')")
+    p.add_argument("--binarize", choices=BINARIZE, default=None,
+                   help="training binarisation (default: dynamic for the Bernoulli decoder, "
+                        "none for gaussian and cbernoulli, which model grey values; test "
+                        "data: static unless 'none')")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight in the training loss")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=None,

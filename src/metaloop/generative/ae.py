@@ -84,21 +84,23 @@ class AE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,
                code_gaussian: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Decode z ~ N(0, I), or z ~ N(mean, cov) of ``code_gaussian``: ``[n, C, H, W]``.
+        """Decode z ~ N(0, I), or z ~ N(mean, cov) of ``code_gaussian``: ``[n, C, H, W]``, in
+        the model's dtype and on its device.
 
         Args:
             n: number of samples.
-            generator: optional random generator.
+            generator: optional CPU random generator (z is drawn on the CPU).
             code_gaussian: ``(mean [L], cov [L, L])`` from ``fit_code_gaussian``; None for
                 the prior N(0, I) that a VAE would use.
         """
         check_positive("number of samples", n)
-        eps = torch.randn(n, self.latent, generator=generator)     # [n, L]
+        eps = torch.randn(n, self.latent, generator=generator)     # [n, L], on the CPU
+        eps = eps.to(self.decoder.bias)                             # the model's dtype, device
         if code_gaussian is None:
             return self.decode_mean(eps)
         mean, cov = code_gaussian
-        chol = torch.linalg.cholesky(cov.double()).to(eps.dtype)    # [L, L]
-        return self.decode_mean(mean + eps @ chol.T)
+        chol = torch.linalg.cholesky(cov.double()).to(eps)          # [L, L]
+        return self.decode_mean(mean.to(eps) + eps @ chol.T)
 
 
 @torch.no_grad()
@@ -121,7 +123,7 @@ def fit_code_gaussian(model: AE, x: torch.Tensor, batch_size: int = 1000,
     z = z.double()                                              # [N, L]
     mean = z.mean(0)
     cov = torch.cov(z.T).reshape(model.latent, model.latent)
-    cov = cov + jitter * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(model.latent,
-                                                                             dtype=cov.dtype)
-    dtype = torch.get_default_dtype()
+    cov = cov + jitter * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(
+        model.latent, dtype=cov.dtype, device=cov.device)
+    dtype = model.decoder.bias.dtype
     return mean.to(dtype), cov.to(dtype)

@@ -165,6 +165,20 @@ def binarize_static(images: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) ->
     return binarize_dynamic(images, torch.Generator().manual_seed(seed))
 
 
+def default_binarize(likelihood: str) -> str:
+    """The training binarisation that suits ``likelihood``: ``"dynamic"`` for the Bernoulli
+    decoder (binary data), ``"none"`` (the grey values) for the continuous likelihoods, whose
+    densities on binarised pixels grow without bound and mean nothing.
+
+    Raises:
+        ValueError: for an unknown likelihood.
+    """
+    from metaloop.generative.likelihoods import check_kind
+
+    check_kind(likelihood)
+    return "dynamic" if likelihood == "bernoulli" else "none"
+
+
 def check_binarize(mode: str) -> None:
     """Raise ValueError naming ``mode`` unless it is one of ``BINARIZE``."""
     if mode not in BINARIZE:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -125,12 +126,14 @@ def check_settings(s: Settings) -> None:
     if s.k < 0 or s.eval_every < 0:
         raise ValueError(f"k and eval_every must be >= 0, got k={s.k}, "
                          f"eval_every={s.eval_every}")
-    if not (s.lr > 0 and s.lr_end > 0):
-        raise ValueError(f"learning rates must be > 0, got lr={s.lr}, lr_end={s.lr_end}")
-    if s.beta < 0:
-        raise ValueError(f"beta must be >= 0, got {s.beta}")
-    if s.cpu_budget_min is not None and s.cpu_budget_min <= 0:
-        raise ValueError(f"cpu budget must be > 0 minutes, got {s.cpu_budget_min}")
+    if not (0 < s.lr < math.inf and 0 < s.lr_end < math.inf):
+        raise ValueError(f"learning rates must be finite and > 0, got lr={s.lr}, "
+                         f"lr_end={s.lr_end}")
+    if not 0 <= s.beta < math.inf:
+        raise ValueError(f"beta must be finite and >= 0, got {s.beta}")
+    if s.cpu_budget_min is not None and not 0 < s.cpu_budget_min < math.inf:
+        raise ValueError(f"cpu budget must be a finite number > 0 of minutes, got "
+                         f"{s.cpu_budget_min}")
     if s.model == "cvae" and s.data == "omniglot":
         raise ValueError("the CVAE needs the same classes in train and test, but Omniglot's "
                          "background and evaluation alphabets are disjoint; use "
@@ -145,9 +148,18 @@ def _subset(d: gdata.ImageData, n: int | None, seed: int) -> gdata.ImageData:
 
 
 def load_data(s: Settings) -> tuple[gdata.ImageData, gdata.ImageData]:
-    """The (possibly subsampled) train and test splits of ``s.data``."""
+    """The (possibly subsampled) train and test splits of ``s.data``.
+
+    Raises:
+        ValueError: if either split has fewer than 2 images (a Gaussian fitted to codes,
+            an interpolation and a Frechet distance each need two).
+    """
     tr = _subset(gdata.load(s.data, "train", s.root, s.resample), s.train_examples, s.seed)
     te = _subset(gdata.load(s.data, "test", s.root, s.resample), s.test_examples, s.seed + 1)
+    for split, d, flag in (("training", tr, "--train-examples"), ("test", te, "--test-examples")):
+        if len(d.images) < 2:
+            raise ValueError(f"need at least 2 {split} images, got {len(d.images)} "
+                             f"({flag} or the data in --root)")
     return tr, te
 
 
@@ -220,16 +232,20 @@ def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.
     g = torch.Generator().manual_seed(s.seed)
     cond = getattr(model, "conditional", False)
     files = {}
-    y64 = te.labels[:64] if cond else None
+    # a CVAE's 64 samples take the labels of the first 64 test images, cycled if fewer
+    y64 = te.labels[torch.arange(64) % len(te.labels)] if cond else None      # [64]
     files["samples.png"] = (model.sample(64, y=y64, generator=g) if isinstance(model, VAE)
                             else model.sample(64, generator=g))
     if isinstance(model, AE):
         fitted = fit_code_gaussian(model, gdata.binarize_static(tr.images[:10000], s.seed))
         files["samples_fitted.png"] = model.sample(64, generator=g, code_gaussian=fitted)
     kw = {"y": te.labels[:16]} if cond else {}
-    rec = model.reconstruct(x_te[:16], **kw)
+    rec = model.reconstruct(x_te[:16], **kw)                          # [min(16, N), C, H, W]
     grey = gdata.to_unit(te.images)           # what is shown; the model saw x_te (binarised)
-    files["reconstructions.png"] = torch.stack([grey[:8], rec[:8], grey[8:16], rec[8:16]])
+    # rows of 8: test images, their reconstructions (twice with 16 or more test images)
+    w = min(8, len(rec))
+    rows = [grey[:w], rec[:w]] if len(rec) < 16 else [grey[:8], rec[:8], grey[8:16], rec[8:16]]
+    files["reconstructions.png"] = torch.stack(rows)                  # [R, w, C, H, W]
     n_pairs = min(8, len(x_te) // 2)
     a, b = _pairs(te.labels, n_pairs, cond)
     ya = {"y": te.labels[a]} if cond else {}
@@ -361,14 +377,18 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
     tr, te = load_data(s)
     x_te = gdata.eval_pixels(te.images, s.binarize)
     likelihoods.check_data(x_te[:1000], s.likelihood)
+    real = gdata.to_unit(te.images)
+    n = min(s.quality_samples, len(real) // 2)    # samples scored; as many real test images
+    if n < 2:
+        raise ValueError(f"the sweep scores at least 2 samples against as many real test "
+                         f"images: need --quality-samples >= 2 and at least 4 test images, "
+                         f"got {s.quality_samples} and {len(real)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("")
     log = _jsonl(out / "metrics.jsonl")
     clf = quality.train_classifier(tr.images, tr.labels, tr.n_classes,
                                    epochs=s.classifier_epochs, seed=s.seed, progress=s.progress)
-    real = gdata.to_unit(te.images)
-    n = min(s.quality_samples, len(real) // 2)
     results = {"settings": asdict(s), "latents": list(latents),
                "classifier_test_accuracy": quality.accuracy(clf, real, te.labels),
                "real": quality.sample_quality(clf, real[:n], real[n:]), "n_scored": n,

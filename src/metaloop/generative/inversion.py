@@ -46,7 +46,7 @@ import torch
 from matplotlib.figure import Figure
 
 from metaloop.generative import data as gdata
-from metaloop.generative import plots, quality
+from metaloop.generative import likelihoods, plots, quality
 from metaloop.generative.cvae import sample_classes
 from metaloop.generative.experiment import (
     DATA_LABELS,
@@ -203,6 +203,8 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     m = min(n, len(real) // 2)
     if m < 2:
         raise ValueError(f"need at least 4 test images, got {len(real)}")
+    # the generators' data must suit their likelihood: fail now, not after the classifiers
+    likelihoods.check_data(gdata.eval_pixels(te.images[:1000], s.binarize), s.likelihood)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("")

@@ -5,10 +5,12 @@ log-probability of a target class by gradient steps on the pixels. The classifie
 reports the target with near certainty, but the images are adversarial patterns, not class
 members: they look like noise and lie far from real images in the features of a classifier
 that was not optimised against (a large Frechet distance). A second classifier trained the
-same way from another seed (``confidence_report``) is fooled less often than the first, but
-it is fooled too: the patterns transfer between classifiers trained on the same data
-(docs/generative.md has the measured numbers). That is why generating needs a model of p(x)
-(the VAE), not a model of p(y|x).
+same way from another seed (``confidence_report``) names the intended class at about chance
+when both are trained to convergence; under-trained classifiers share the patterns (making a
+soft classifier sure takes a larger change, which the other one reads too), so a second
+classifier's verdict is no proof of class membership either (docs/generative.md has the
+measured numbers for both). That is why generating needs a model of p(x) (the VAE), not a
+model of p(y|x).
 
 The pixels are ``sigmoid(u)`` of free logits u, so they stay in [0, 1], and u is optimised by
 Adam. The usual "make it look less like noise" tricks are options, each a per-image term of
@@ -30,6 +32,7 @@ class members (docs/generative.md).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -63,17 +66,26 @@ def _check_classifier(classifier) -> None:
                          f"{type(classifier).__name__}")
 
 
+def _is_number(value) -> bool:
+    """A real number that is not a bool (Python's or NumPy's: ``numbers.Real``)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    """An integer that is not a bool (Python's or NumPy's: ``numbers.Integral``)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_penalty(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value < 0:
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} penalty must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
 def _check_count(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not _is_int(value) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _check_image_shape(image_shape) -> tuple[int, int, int]:
@@ -81,11 +93,10 @@ def _check_image_shape(image_shape) -> tuple[int, int, int]:
         shape = tuple(image_shape)
     except TypeError:
         shape = None
-    if shape is None or len(shape) != 3 or any(
-            isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in shape):
+    if shape is None or len(shape) != 3 or any(not _is_int(v) or v <= 0 for v in shape):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got "
                          f"{image_shape!r}")
-    return shape
+    return tuple(int(v) for v in shape)
 
 
 def _as_target(target) -> torch.Tensor:
@@ -96,13 +107,15 @@ def _as_target(target) -> torch.Tensor:
         t = target
     else:
         if isinstance(target, float) or (isinstance(target, Sequence) and any(
-                isinstance(v, bool) or not isinstance(v, int) for v in target)):
+                not _is_int(v) for v in target)):
             raise ValueError(f"target must be integer class indices, got {target!r}")
         try:
             t = torch.as_tensor(target)
         except (TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"target must be an int or a sequence/tensor of ints, got "
                              f"{target!r}") from e
+    if t.numel() == 0:
+        raise ValueError("target is empty: give a class, or one class per image")
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
         raise ValueError(f"target must be integer class indices, got dtype {t.dtype}")
     if t.dim() > 1:
@@ -195,7 +208,8 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
             int tensor ``[n]``), each in ``[0, K)``.
         n: number of images (default: ``len(target)`` for a 1-D target, else the init's batch
             size for a 4-D init, else 1).
-        steps: Adam steps, >= 0 (0 returns the starting images).
+        steps: Adam steps, >= 0 (0 returns the starting images; an ``init`` image
+            clamped to [0.01, 0.99]).
         lr: Adam learning rate on the logits u, > 0.
         init: ``"noise"`` (u ~ N(0, 1): grey noise around 0.5) or images ``[n, C, H, W]``,
             ``[1, C, H, W]`` or ``[C, H, W]`` in [0, 1] to start from (e.g. a real image of
@@ -223,12 +237,11 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
     l2, tv = _check_penalty("l2", l2), _check_penalty("tv", tv)
     steps = _check_count("steps", steps, 0)
     jitter = _check_count("jitter", jitter, 0)
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not (math.isfinite(lr)
-                                                                        and lr > 0):
+    if not _is_number(lr) or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if until is not None and (isinstance(until, bool) or not isinstance(until, int | float)
-                              or not 0 < until <= 1):
+    if until is not None and (not _is_number(until) or not 0 < until <= 1):
         raise ValueError(f"until must be a probability in (0, 1], got {until!r}")
+    lr, until = float(lr), None if until is None else float(until)
     if n is not None:
         n = _check_count("n", n, 1)
     if image_shape is not None:

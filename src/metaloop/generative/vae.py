@@ -100,15 +100,18 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean images E[x|z[, y]] for z ~ N(0, I): ``[n, C, H, W]``.
+        """Mean images E[x|z[, y]] for z ~ N(0, I): ``[n, C, H, W]``, in the model's dtype
+        and on its device.
 
         Args:
             n: number of samples.
-            y: int64 ``[n]`` labels (conditional model only).
-            generator: optional random generator.
+            y: int64 ``[n]`` labels (conditional model only), on the model's device.
+            generator: optional CPU random generator (z is drawn on the CPU, so a seed gives
+                the same z on every device).
         """
         check_positive("number of samples", n)
-        z = torch.randn(n, self.latent, generator=generator)   # [n, L]
+        z = torch.randn(n, self.latent, generator=generator)   # [n, L], drawn on the CPU
+        z = z.to(self.decoder.bias)                            # the model's dtype and device
         return likelihoods.mean(self.decode(z, y), self.likelihood)
 
     @torch.no_grad()

@@ -94,6 +94,14 @@ def _transfer_command(args: argparse.Namespace) -> str:
                                                  _TRANSFER_OPTIONS if hasattr(args, k)}))
 
 
+# Options of the other runs that would change the protocol's model or training, with the
+# values that leave it as it is (the paper's MLP, Bernoulli decoder, dynamic binarisation,
+# ELBO, stage schedule): any other value is refused rather than ignored.
+_NOT_PROTOCOL = (("arch", ("mlp",)), ("likelihood", ("bernoulli",)), ("beta", (1.0,)),
+                 ("binarize", (None, "dynamic")), ("epochs", (20,)), ("lr_end", (1e-4,)),
+                 ("cpu_budget", (None,)))
+
+
 def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
     """``--protocol iwae``: train/resume the run in --out, or --evaluate its checkpoint."""
     from metaloop.generative import protocol
@@ -101,6 +109,13 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
     if args.compare_inversion or args.sweep_latent is not None or args.model != "vae":
         raise ValueError("--protocol iwae trains one VAE; drop --compare-inversion, "
                         "--sweep-latent and --model")
+    given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, keep in _NOT_PROTOCOL
+             if getattr(args, k, keep[0]) not in keep]
+    if given:
+        raise ValueError(f"--protocol iwae trains the paper's MLP VAE (Bernoulli decoder, "
+                         f"dynamic binarisation, the stage schedule of --stages and --lr; "
+                         f"stop it with --until-pass or --max-minutes); drop "
+                         f"{', '.join(given)}")
     if args.record and not args.evaluate:
         raise ValueError("--record goes with --evaluate: the record is of a measured "
                         "checkpoint")
@@ -161,9 +176,13 @@ def run(args, log: Callable[[str], None] = print) -> int:
         ValueError: options that do not go together, or bad input (naming it).
     """
     from metaloop.generative import experiment
+    from metaloop.generative.data import default_binarize
 
     if args.protocol is not None:
         return _protocol(args, log)
+    if getattr(args, "binarize", None) is None:       # follows the likelihood; recorded
+        args = argparse.Namespace(**{**vars(args),
+                                     "binarize": default_binarize(args.likelihood)})
     protocol_only = [f for f, v in (("--resume", args.resume),
                                     ("--until-pass", args.until_pass is not None),
                                     ("--max-minutes", args.max_minutes is not None),
@@ -177,7 +196,8 @@ def run(args, log: Callable[[str], None] = print) -> int:
                         "and --sweep-latent")
     if args.compare_inversion and args.sweep_latent is not None:
         raise ValueError("--compare-inversion and --sweep-latent are separate runs; pick one")
-    if args.compare_inversion and args.classes is not None:
+    if args.classes is not None and (args.model != "cvae" or args.compare_inversion
+                                     or args.inversion_transfer):
         raise ValueError("--classes only applies to the CVAE (--model cvae)")
     if args.record and not (args.compare_inversion or args.inversion_transfer
                             or args.sweep_latent is not None):
