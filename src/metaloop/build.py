@@ -198,23 +198,30 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
                          readout=mcfg["readout"] or None)
 
 
-def batching_on(mc: dict, device) -> str:
+def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:
     """The [method] batching to use on ``device``: ``"auto"`` becomes ``"vmap"`` on CUDA
     (5.7x faster than the loop for Omniglot Conv4 MAML on an H100, docs/benchmarks.md) unless
-    the inner loop is recomputed or the query pass compiled (both need the loop); elsewhere
-    the learner's own "auto" rule decides."""
+    the inner loop is recomputed or the query pass compiled (both need the loop), or second-order
+    MAML adapts a ``model`` with torch's BatchNorm, InstanceNorm or LayerNorm (a text encoder,
+    say), whose double backward is wrong under vmap (``metaloop.meta.maml.
+    check_vmap_second_order``); elsewhere the learner's own "auto" rule decides."""
+    from metaloop.meta.maml import VMAP_WRONG_SECOND_ORDER
+
     cuda = device is not None and torch.device(device).type == "cuda"
-    loop_only = mc["recompute_inner_loop"] or mc["compile"]
+    second_order_maml = mc["name"] in ("maml",) and not mc["first_order"]
+    torch_norms = model is not None and any(isinstance(m, VMAP_WRONG_SECOND_ORDER)
+                                            for m in model.modules())
+    loop_only = mc["recompute_inner_loop"] or mc["compile"] or (second_order_maml and torch_norms)
     return "vmap" if mc["batching"] == "auto" and cuda and not loop_only else mc["batching"]
 
 
 def build_learner(cfg: dict, family, model=None, device=None):
     """The learner of the [method] section around a (new, seeded) model; ``device`` (where it
     will run) only chooses the batching, see ``batching_on``."""
-    mc = {**cfg["method"], "batching": batching_on(cfg["method"], device)}
-    name = _choice("method", mc["name"], METHODS)
+    name = _choice("method", cfg["method"]["name"], METHODS)
     torch.manual_seed(cfg["train"]["seed"])
     model = model if model is not None else build_model(cfg["model"], family, name)
+    mc = {**cfg["method"], "batching": batching_on(cfg["method"], device, model)}
     loss = "mse" if family.kind == "regression" else "ce"
     head_init = mc["head_init"]
     if head_init == "auto":

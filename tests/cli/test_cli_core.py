@@ -81,6 +81,24 @@ def test_compile_from_a_config_reaches_the_learner_and_keeps_the_loop_on_cuda():
     assert learner.compile and learner.first_order and learner.batching == "loop"
 
 
+def test_auto_batching_on_cuda_keeps_the_loop_for_second_order_maml_over_torch_norm_layers():
+    # torch's LayerNorm/BatchNorm give a wrong double backward under vmap: "auto" must not
+    # pick vmap for second-order MAML over such a model (a text encoder), which the learner
+    # would refuse, but still picks it for first-order MAML and for models without them.
+    from metaloop import build as _build
+    from metaloop import config as _config
+    cfg = _config.validate({"family": {"name": "omniglot"}, "model": {"name": "conv4"},
+                            "method": {"name": "maml"}})
+    normed = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 8),
+                                 torch.nn.LayerNorm(8), torch.nn.Linear(8, 5))
+    assert _build.batching_on(cfg["method"], "cuda", normed) == "auto"
+    assert _build.build_learner(cfg, _FakeFamily(), normed, device="cuda").batching == "loop"
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5))
+    assert _build.batching_on(cfg["method"], "cuda", plain) == "vmap"
+    cfg["method"]["name"] = "fomaml"
+    assert _build.batching_on(cfg["method"], "cuda", normed) == "vmap"
+
+
 def test_threads_batching_from_a_config_reaches_the_learner():
     from metaloop import build as _build
     from metaloop import config as _config

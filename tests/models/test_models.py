@@ -52,3 +52,18 @@ def test_bad_model_arguments():
         MLP(1, (0,), 1)
     with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):
         Conv4()(torch.randn(2, 3, 28, 28))
+
+
+def test_inputs_of_the_wrong_size_are_named():
+    """An image size other than the one Conv4 was built for (its head would not fit), or an
+    MLP input whose last dimension is not ``in_dim``: a ValueError naming the shapes, not a
+    matmul error."""
+    with pytest.raises(ValueError, match=r"built for 28x28 inputs \(8 features.*\[2, 1, 84, 84\] "
+                                         r"gives 200; build it with image_size=84"):
+        Conv4(1, 8, 5)(torch.randn(2, 1, 84, 84))
+    assert Conv4(1, 8, 5)(torch.randn(2, 1, 84, 84), head=False).shape == (2, 200)
+    assert Conv4(1, 8, 5, pool="stride")(torch.randn(2, 1, 84, 84)).shape == (2, 5)
+    with pytest.raises(ValueError, match=r"MLP expects inputs \[\.\.\., in_dim=784\], got shape "
+                                         r"\[2, 1, 28, 28\]"):
+        MLP(784, (8,), 5)(torch.randn(2, 1, 28, 28))
+    assert MLP(3, (4,), 2)(torch.randn(5, 7, 3)).shape == (5, 7, 2)    # any leading dims

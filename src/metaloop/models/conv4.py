@@ -116,6 +116,18 @@ class Conv4(nn.Module):
         return h.mean((2, 3)) if self.readout == "mean" else h.flatten(1)
 
     def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
-        """``[N, C, H, W] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
+        """``[N, C, H, W] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head.
+
+        Raises:
+            ValueError: with the head, an input whose size gives other than ``feature_dim``
+                features (the net was built for another ``image_size``).
+        """
         h = self.features(x)
-        return self.head(h) if head else h
+        if not head:
+            return h
+        if h.shape[-1] != self.feature_dim:
+            raise ValueError(f"Conv4 was built for {self.image_size}x{self.image_size} inputs "
+                             f"({self.feature_dim} features for its head), but input "
+                             f"{list(x.shape)} gives {h.shape[-1]}; build it with "
+                             f"image_size={x.shape[-1]} or resize the images")
+        return self.head(h)

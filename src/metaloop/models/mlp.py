@@ -27,6 +27,7 @@ class MLP(nn.Module):
         for name, v in (("in_dim", in_dim), ("out_dim", out_dim), *(("hidden", h) for h in hidden)):
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"MLP {name} must be a positive int, got {v!r}")
+        self.in_dim = in_dim
         self.body = nn.Sequential()
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             self.body.add_module(f"fc{i}", nn.Linear(a, b))
@@ -35,6 +36,14 @@ class MLP(nn.Module):
         self.head = nn.Linear(dims[-1], out_dim)
 
     def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
-        """``[N, in_dim] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
+        """``[N, in_dim] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head.
+
+        Raises:
+            ValueError: an input whose last dimension is not ``in_dim`` (e.g. images not
+                flattened).
+        """
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"MLP expects inputs [..., in_dim={self.in_dim}], got shape "
+                             f"{list(x.shape)}")
         h = self.body(x)
         return self.head(h) if head else h

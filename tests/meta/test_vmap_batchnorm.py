@@ -1,0 +1,222 @@
+"""The vmap paths of the SGD learners with BatchNorm in the model, and the variants the
+conformance suite does not cover, against a per-task unrolled reference.
+
+The reference is written without metaloop's functional core: the network with
+torch.nn.functional on plain tensors (BatchNorm as batch mean/variance arithmetic), each task's
+inner loop unrolled with ``torch.autograd.grad`` (``create_graph`` for second order), the query
+loss differentiated with respect to the starting parameters, averaged over tasks; float64.
+
+Under vmap, torch's own BatchNorm, InstanceNorm and LayerNorm give wrong second derivatives
+(pytorch/functorch#534), so second-order MAML refuses ``batching="vmap"`` for models with
+them; the first-order and head-only (ANIL) paths, which never differentiate those kernels
+twice, must still match the reference.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import metaloop as ml
+from metaloop.meta import ANIL, MAML
+from metaloop.models import Conv4
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _reference import conv4_features_ref  # noqa: E402
+
+RTOL = 1e-8
+HEAD = ["head.weight", "head.bias"]
+
+# every test here runs in float64 (the float64 fixture of tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("float64")
+
+
+def _batch(size=16, tasks=3):
+    """``tasks`` 3-way tasks of random float64 ``[1, size, size]`` images: 2 shots, 3
+    queries per class."""
+    g = torch.Generator().manual_seed(2)
+    sy = torch.arange(3).repeat(tasks, 2)                                 # [B, 6]
+    qy = torch.arange(3).repeat(tasks, 3)                                 # [B, 9]
+    return ml.TaskBatch(torch.randn(tasks, 6, 1, size, size, generator=g), sy,
+                        torch.randn(tasks, 9, 1, size, size, generator=g), qy)
+
+
+def conv4_ref(p, x):
+    return conv4_features_ref(p, x) @ p["head.weight"].T + p["head.bias"]
+
+
+class SmallNet(nn.Module):
+    """conv -> a torch normalisation layer -> ReLU -> spatial mean -> linear head."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.conv, self.norm, self.head = nn.Conv2d(1, 4, 3, padding=1), norm, nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(F.relu(self.norm(self.conv(x))).mean((2, 3)))
+
+
+def small_ref(p, x):
+    """``SmallNet`` with ``nn.BatchNorm2d(4, track_running_stats=False)``, written out."""
+    h = F.conv2d(x, p["conv.weight"], p["conv.bias"], padding=1)
+    mean = h.mean((0, 2, 3), keepdim=True)
+    var = ((h - mean) ** 2).mean((0, 2, 3), keepdim=True)
+    h = (h - mean) / torch.sqrt(var + 1e-5)
+    h = h * p["norm.weight"][None, :, None, None] + p["norm.bias"][None, :, None, None]
+    return F.relu(h).mean((2, 3)) @ p["head.weight"].T + p["head.bias"]
+
+
+def unrolled_meta_loss(f, params, batch, lrs, adapt, second_order, start=None):
+    """Mean over tasks of the query loss after ``len(lrs)`` SGD steps on the names ``adapt``
+    from ``params`` (``start`` overrides entries of each task's start: a zero head);
+    ``lrs[k][j]`` is step k's size for ``adapt[j]`` (floats, or a tensor table)."""
+    losses = []
+    for i in range(batch.num_tasks):
+        sx, sy, qx, qy = batch.task(i)
+        p = {**params, **(start or {})}
+        for row in lrs:
+            g = torch.autograd.grad(F.cross_entropy(f(p, sx), sy), [p[n] for n in adapt],
+                                    create_graph=second_order)
+            p = {**p, **{n: p[n] - a * gi for n, a, gi in zip(adapt, row, g)}}
+        losses.append(F.cross_entropy(f(p, qx), qy))
+    return torch.stack(losses).mean()
+
+
+def grad_dict(loss, params):
+    """d loss / d each of ``params`` (zeros where unused)."""
+    g = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    return {n: torch.zeros_like(v) if gi is None else gi for (n, v), gi in zip(params.items(), g)}
+
+
+def unrolled_meta_gradient(f, params, batch, lrs, adapt, second_order, start=None):
+    """d ``unrolled_meta_loss`` / d ``params``: the reference meta-gradient."""
+    return grad_dict(unrolled_meta_loss(f, params, batch, lrs, adapt, second_order, start),
+                     params)
+
+
+def assert_close(got, ref):
+    assert set(got) == set(ref)
+    top = max(float(r.abs().max()) for r in ref.values())
+    for n in ref:
+        assert float((got[n] - ref[n]).abs().max()) / top < RTOL, n
+    assert top > 0
+
+
+@pytest.mark.parametrize("norm", [lambda: nn.BatchNorm2d(4, track_running_stats=False),
+                                  lambda: nn.BatchNorm2d(4),
+                                  lambda: nn.InstanceNorm2d(4, affine=True),
+                                  lambda: nn.LayerNorm([4, 8, 8])],
+                         ids=["batchnorm", "batchnorm-running-stats", "instancenorm",
+                              "layernorm"])
+def test_second_order_vmap_with_torch_norm_layers_is_refused_by_name(norm):
+    torch.manual_seed(0)
+    net = SmallNet(norm())
+    with pytest.raises(ValueError, match=r"batching='vmap', first_order=False.*wrong meta-"
+                                         r"gradient.*norm \(\w+Norm\w*\).*conv\.weight"):
+        MAML(net, 0.4, 2, loss="ce", batching="vmap")
+    with pytest.raises(ValueError, match="wrong meta-gradient"):
+        MAML(net, 0.4, 2, loss="ce", batching="vmap", learn_lr=True)
+    learner = MAML(net, 0.4, 2, loss="ce", batching="loop")
+    learner.batching = "vmap"                                        # set afterwards
+    with pytest.raises(ValueError, match="wrong meta-gradient"):
+        learner.meta_gradient(_batch(size=8))
+    assert MAML(net, 0.4, 2, loss="ce").batching == "loop"           # auto -> loop
+
+
+RUNS = [(MAML, "loop", False), (MAML, "vmap", True), (ANIL, "vmap", False),
+        (ANIL, "vmap", True)]
+
+
+@pytest.mark.parametrize("method,batching,first_order", RUNS,
+                         ids=["maml-loop", "fomaml-vmap", "anil-vmap", "foanil-vmap"])
+def test_torch_batchnorm_paths_that_run_match_the_unrolled_reference(method, batching,
+                                                                      first_order):
+    """Second-order MAML on the loop, first-order MAML and ANIL under vmap: exact with
+    torch's BatchNorm2d (ANIL's inner gradient is the head's, never BatchNorm's)."""
+    torch.manual_seed(0)
+    net = SmallNet(nn.BatchNorm2d(4, track_running_stats=False))
+    batch = _batch(size=8)
+    params = dict(net.named_parameters())
+    adapt = HEAD if method is ANIL else list(params)
+    learner = method(net, 0.4, 2, first_order, loss="ce", batching=batching)
+    assert learner.batching == batching
+    ref = unrolled_meta_gradient(small_ref, params, batch, [[0.4] * len(adapt)] * 2, adapt,
+                                 not first_order)
+    assert_close(learner.meta_gradient(batch), ref)
+
+
+def test_groupnorm_is_not_refused():
+    """GroupNorm's double backward under vmap is exact: vmap equals the loop."""
+    torch.manual_seed(0)
+    net = SmallNet(nn.GroupNorm(2, 4))
+    batch = _batch(size=8)
+    assert_close(MAML(net, 0.4, 2, loss="ce", batching="vmap").meta_gradient(batch),
+                 MAML(net, 0.4, 2, loss="ce", batching="loop").meta_gradient(batch))
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+@pytest.mark.parametrize("method", [MAML, ANIL], ids=["maml", "anil"])
+def test_learned_step_sizes_with_batchnorm_match_the_unrolled_reference(method, batching):
+    """MAML++'s per-step, per-tensor step sizes, distinct entries, on Conv4 with BatchNorm:
+    the gradient of the network and of the table."""
+    torch.manual_seed(3)
+    model = Conv4(1, 4, 3, image_size=16).double()
+    learner = method(model, 0.3, 2, loss="ce", batching=batching, learn_lr=True)
+    assert learner.batching == batching
+    with torch.no_grad():
+        table = learner.model.inner_lr                               # [2, adapted]
+        table.copy_(0.3 * (1 + 0.3 * torch.rand(table.shape,
+                                                generator=torch.Generator().manual_seed(5))))
+    batch = _batch()
+    params = dict(learner.model.named_parameters())        # net.* and inner_lr
+    net = {n[len("net."):]: v for n, v in params.items() if n.startswith("net.")}
+    loss = unrolled_meta_loss(conv4_ref, net, batch, params["inner_lr"], learner.inner.names,
+                              True)
+    ref = grad_dict(loss, params)
+    got = learner.meta_gradient(batch)
+    assert_close(got, ref)
+    assert got["inner_lr"].abs().min() > 0
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_zero_head_with_batchnorm_matches_the_unrolled_reference(batching):
+    """``head_init="zero"``: each task starts from a zero head of its size (3 of 7 outputs);
+    the starting head gets no gradient, the body gets the second-order one."""
+    torch.manual_seed(1)
+    model = Conv4(1, 4, 7, image_size=16).double()
+    learner = MAML(model, 0.4, 2, loss="ce", head_init="zero", batching=batching)
+    batch = _batch()
+    params = dict(model.named_parameters())
+    zero = {"head.weight": torch.zeros(3, model.feature_dim, requires_grad=True),
+            "head.bias": torch.zeros(3, requires_grad=True)}
+    ref = unrolled_meta_gradient(conv4_ref, params, batch, [[0.4] * len(params)] * 2,
+                                 list(params), True, start=zero)
+    got = learner.meta_gradient(batch)
+    assert_close(got, ref)
+    assert not got["head.weight"].any()
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second", "first"])
+@pytest.mark.parametrize("method", [MAML, ANIL], ids=["maml", "anil"])
+def test_recomputed_inner_loop_matches_the_unrolled_reference(method, first_order):
+    """Inner-loop recomputation (checkpointing) against the reference directly, not only
+    against the unrecomputed path: Conv4 with BatchNorm, 3 steps."""
+    torch.manual_seed(1)
+    model = Conv4(1, 4, 3, image_size=16).double()
+    learner = method(model, 0.4, 3, first_order, loss="ce", recompute_inner_loop=True)
+    assert learner.inner.checkpoint and learner.batching == "loop"
+    batch = _batch()
+    params = dict(model.named_parameters())
+    adapt = HEAD if method is ANIL else list(params)
+    ref = unrolled_meta_gradient(conv4_ref, params, batch, [[0.4] * len(adapt)] * 3, adapt,
+                                 not first_order)
+    assert_close(learner.meta_gradient(batch), ref)
+    for p in model.parameters():
+        p.grad = None
+    learner.meta_loss(batch)[0].backward()
+    assert_close({n: p.grad for n, p in params.items()}, ref)
