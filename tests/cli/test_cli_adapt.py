@@ -220,6 +220,12 @@ def test_table_drop_small_says_how_many(tiny_bert, tmp_path, capsys):
     ("no-data", [], "--family table needs --data PATH"),
     ("wordnet", [], "--data applies to --family table, not wordnet"),
     (None, ["--root", "/data"], "--root applies to the built-in families; give the table"),
+    (None, ["--lora-targets", "attn", "--approaches", "lora"],
+     "['attn'] match no Linear or Conv layer of TextEncoder"),
+    (None, ["--meta", "fomaml", "--meta-shots", "0", "--meta-iterations", "1"],
+     "--meta-shots must be positive, got 0"),
+    ("meta-dir-file", ["--meta", "fomaml", "--meta-iterations", "1", "--meta-batch", "1"],
+     "s.csv is a file, not a folder"),
 ])
 def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, change, extra,
                                               message):
@@ -235,10 +241,46 @@ def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, chang
         argv.remove(str(data))
     elif change == "wordnet":
         argv[argv.index("table")] = "wordnet"
+    elif change == "meta-dir-file":
+        argv += ["--meta-dir", str(data / "meta")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("metaloop adapt: error:")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--max-length", "100", "--approaches", "probe-ridge"],
+     "--max-length 100 exceeds the 64 token positions of model"),
+    (["--max-length", "57", "--approaches", "probe-ridge,soft-prompt"],
+     "--max-length 57 + --prompt-tokens 8 = 65 exceeds the 64 token positions of model"),
+])
+def test_inputs_longer_than_the_model_exit_2_and_write_nothing(tiny_bert, tmp_path, capsys,
+                                                               extra, message):
+    """The tiny BERT has 64 positions; the table's texts have 120+ tokens, which the model
+    cannot read at full length (a RuntimeError deep in transformers otherwise)."""
+    data = tmp_path / "long.csv"
+    data.write_text("text,label\n" + "".join(f"{' '.join(['the', c] * (60 + i))},{c}\n"
+                                              for c in ("person", "plant") for i in range(3)))
+    out = tmp_path / "out"
+    assert main(_table_argv(tiny_bert, data, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("metaloop adapt: error:")
+    assert not out.exists()
+    # exactly the model's positions: 56 text tokens + 8 prompt tokens = 64 runs
+    assert main(_table_argv(tiny_bert, data, out, "--max-length", "56", "--approaches",
+                            "soft-prompt")) == 0
+    assert json.loads((out / "results.json").read_text())["approaches"]["soft-prompt"]
+
+
+def test_lora_targets_may_have_spaces_after_the_commas(tiny_bert, tmp_path):
+    data = write_sentences(tmp_path / "s.csv")
+    out = tmp_path / "out"
+    assert main(_table_argv(tiny_bert, data, out, "--approaches", "lora", "--lora-targets",
+                            "query, value")) == 0
+    row = json.loads((out / "results.json").read_text())["approaches"]["lora"]
+    # rank 8 on query and value of 2 layers, 32 wide: 2 * 2 * (8 * 32 + 32 * 8); head 2 * 32 + 2
+    assert row["trainable"] == 2 * 2 * (8 * 32 + 32 * 8) + 2 * 32 + 2
 
 
 # ----------------------------------------------------- the "table" config family (train, eval)

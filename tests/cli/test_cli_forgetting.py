@@ -69,3 +69,25 @@ def test_a_stream_of_one_alphabet_is_refused_and_writes_nothing(tmp_path, capsys
     assert "a stream needs at least two experiences, got 1 (--alphabets 1)" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--lr", "inf", "--lr must be a finite number > 0, got inf"),
+    ("--lr", "0", "--lr must be a finite number > 0, got 0.0"),
+    ("--temperature", "inf", "--temperature must be a finite number > 0, got inf"),
+    ("--head-weight", "inf", "--head-weight must be a finite number >= 0, got inf"),
+    ("--head-weight", "-1", "--head-weight must be a finite number >= 0, got -1.0"),
+])
+def test_infinite_or_out_of_range_rates_are_refused_by_name(tmp_path, capsys, flag, value,
+                                                            message):
+    """An infinite learning rate used to train (every parameter NaN, chance accuracy) and
+    report a table; each bad number is now named before any data is read."""
+    from metaloop.recipes import forgetting as recipe
+
+    key = flag[2:].replace("-", "_")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        recipe.settings("two-task", **{key: float(value)})
+    out = tmp_path / "run"
+    assert main(["forgetting", "--out", str(out), "--no-progress", flag, value]) == 2
+    assert f"metaloop forgetting: error: {message}" in capsys.readouterr().err
+    assert not out.exists()

@@ -252,6 +252,8 @@ def test_strategy_options():
     ({"steps": 0}, "steps must be a positive int"),
     ({"buffer_size": 0}, "buffer_size must be a positive int"),
     ({"temperature": 0.0}, "temperature must be a positive number"),
+    ({"lr": float("inf")}, "lr must be a finite number >= 0, got inf"),
+    ({"lr": float("nan")}, "lr must be a finite number >= 0, got nan"),
 ])
 def test_bad_input_is_a_clear_error(two, kwargs, match):
     model, p = _setup(two)

@@ -8,7 +8,7 @@ import dataclasses
 
 from metaloop.recipes import adapt as recipe
 from metaloop.recipes import report
-from metaloop.recipes.report import prepare_out
+from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
 Adapt a pretrained model to few-shot classification tasks in every way the library knows,
@@ -89,15 +89,15 @@ def run(args: argparse.Namespace) -> int:
     prepared = recipe.prepare(recipe.AdaptSettings(**{n: getattr(args, n) for n in names}))
     if prepared.description:
         print(prepared.description)
-    out = prepare_out(args.out)
-    res = recipe.run(prepared, out, progress=not args.no_progress)
-    title = recipe.title(prepared.settings)
-    print(f"\n{title} ({args.queries} queries per class)")
-    print(recipe.table(res["approaches"]))
-    if res["paired"]:
-        print("\npaired differences on the same tasks (accuracy, 95% CI):")
-        print(recipe.paired_lines(res["paired"]))
-    report.write_json(out / "results.json", res)
-    recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
+    with output_dir(args.out) as out:    # bad input found while running: no folder left
+        res = recipe.run(prepared, out, progress=not args.no_progress)
+        title = recipe.title(prepared.settings)
+        print(f"\n{title} ({args.queries} queries per class)")
+        print(recipe.table(res["approaches"]))
+        if res["paired"]:
+            print("\npaired differences on the same tasks (accuracy, 95% CI):")
+            print(recipe.paired_lines(res["paired"]))
+        report.write_json(out / "results.json", res)
+        recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")
     return 0

@@ -63,7 +63,8 @@ def register(sub) -> argparse.ArgumentParser:
                         "evaluations without improvement")
     p.add_argument("--replay-ratio", type=_ratio, default=0.1,
                    help="fraction of each batch replayed from earlier data (default 0.1), or "
-                        "'balanced': t/(t+1) on experience t, an equal share per experience")
+                        "'balanced': t/(t+1) on experience t, so the new experience gets "
+                        "1/(t+1)")
     p.add_argument("--buffer-size", type=int, default=None,
                    help="reservoir sample of the earlier data (default: all of it)")
     p.add_argument("--head-weight", type=float, default=1.0, help="weight of each kept head")

@@ -213,7 +213,7 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
     Raises:
         ValueError: a replay ratio outside [0, 1); replay or kept heads with no earlier data;
             a missing head or one whose output size does not match its experience; early
-            stopping without validation data; bad counts or temperature.
+            stopping without validation data; bad counts, temperature or learning rate.
     """
     replay_ratio = check_replay_ratio(replay_ratio)
     _check_positive(steps=steps, batch_size=batch_size, eval_every=eval_every,
@@ -221,6 +221,8 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or \
             not 0 < temperature < float("inf"):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 <= lr < float("inf"):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
     if early_stop is not None and new.val[1].numel() == 0:
         raise ValueError(f"early_stop needs validation data, but experience {new.name!r} has "
                          f"none")

@@ -5,8 +5,10 @@ experience t >= 1:
 
 - ``naive``: ``replay_ratio=0``, plain fine-tuning of everything.
 - ``replay``: ``replay_ratio`` (0.1) of each batch from the earlier experiences;
-  ``"balanced"`` gives each experience seen so far an equal share, ``t / (t + 1)``, as the
-  experience replay of van de Ven et al. (2022) weights its losses.
+  ``"balanced"`` is ``t / (t + 1)``, so the new experience gets ``1 / (t + 1)``, as the
+  experience replay of van de Ven et al. (2022) weights its losses. The earlier share is
+  drawn from their pooled data: each earlier experience gets ``1 / (t + 1)`` only when they
+  are the same size (Fashion-MNIST), otherwise a share in proportion to its size.
 - ``heads``: the earlier heads keep their (distillation) losses, weight ``head_weight``.
 - ``replay+heads``: both.
 - ``lora``: a fresh low-rank adapter (peft's, through ``metaloop.adapt.add_lora``) on each

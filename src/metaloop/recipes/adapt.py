@@ -144,6 +144,10 @@ def prepare(s: AdaptSettings) -> Prepared:
     methods = _meta_methods(s.meta)
     if s.meta:
         _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
+    if s.meta_shots is not None:        # 0 is refused, not taken for the default
+        _positive(meta_shots=s.meta_shots)
+    if methods and s.meta_dir:
+        _check_meta_dir(Path(s.meta_dir).expanduser())
     meta_shots = {m: s.meta_shots or META_SHOTS[m] for m in methods}
     if s.family != "table":
         for opt in ("data", "delimiter"):
@@ -154,7 +158,9 @@ def prepare(s: AdaptSettings) -> Prepared:
     else:   # read and check the table before loading any model
         _table_families(s, None, s.shots, s.queries, meta_shots.values())
     model, kind = load_model(s.model, s.family, s.max_length)
-    _approach_names(s.approaches, kind)                  # text-only approaches on images
+    names = _approach_names(s.approaches, kind)          # text-only approaches on images
+    if kind == "text":
+        _check_length(s, model, "soft-prompt" in names)
     table, description = None, ""
     if s.family == "table":
         heldout, by_shots = _table_families(s, model.tokenize, s.shots, s.queries,
@@ -208,6 +214,35 @@ def _positive(**values) -> None:
     for name, v in values.items():
         if v is None or v <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
+
+
+def _check_length(s: AdaptSettings, model, soft_prompt: bool) -> None:
+    """Refuse a ``max_length`` (plus the soft prompt's tokens, which come before the text's)
+    longer than the encoder's position embeddings, before any text reaches the model."""
+    limits = [getattr(getattr(model.encoder, "config", None), "max_position_embeddings", None),
+              getattr(model.tokenizer, "model_max_length", None)]
+    limits = [v for v in limits if isinstance(v, int) and 0 < v < 1_000_000]   # unset: 1e30
+    if not limits:
+        return
+    limit = min(limits)
+    if s.max_length > limit:
+        raise ValueError(f"--max-length {s.max_length} exceeds the {limit} token positions of "
+                         f"model {s.model}")
+    if soft_prompt and s.max_length + s.prompt_tokens > limit:
+        raise ValueError(f"--max-length {s.max_length} + --prompt-tokens {s.prompt_tokens} = "
+                         f"{s.max_length + s.prompt_tokens} exceeds the {limit} token positions "
+                         f"of model {s.model} (soft-prompt puts its tokens before the text's); "
+                         f"lower one of them")
+
+
+def _check_meta_dir(path: Path) -> None:
+    """Refuse a ``--meta-dir`` that cannot become a folder (a file on its path, or a parent
+    that is not writable), before anything is trained."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--meta-dir {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"--meta-dir {path}: {existing} is not writable")
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -303,8 +338,7 @@ def strategies(s, model, kind: str, family) -> dict:
 
     names = _approach_names(s.approaches, kind)
     steps = s.steps
-    targets = (s.lora_targets.split(",") if s.lora_targets
-               else ["query", "value"] if kind == "text" else ["conv"])
+    targets = _lora_targets(s, kind)
     # Rates: a new head learns at 1e-2; the pretrained body at 1e-4 (full fine-tuning) or
     # 1e-3 (LoRA); soft prompts at 1e-2 (Lester et al. use large prompt rates).
     body_lr = 1e-4 if kind == "text" else 1e-3
@@ -346,6 +380,13 @@ def strategies(s, model, kind: str, family) -> dict:
     return out
 
 
+def _lora_targets(s, kind: str) -> list[str]:
+    """``--lora-targets`` as a list (spaces around the commas allowed), or the default:
+    query and value for text encoders, the convolutions for image models."""
+    names = [n.strip() for n in (s.lora_targets or "").split(",") if n.strip()]
+    return names or (["query", "value"] if kind == "text" else ["conv"])
+
+
 def _ignore_classes(fn):
     return lambda sx, sy, classes: fn(sx, sy)
 
@@ -381,8 +422,7 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
     if not methods:
         return {}, {}
     _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
-    targets = (s.lora_targets.split(",") if s.lora_targets
-               else ["query", "value"] if kind == "text" else ["conv"])
+    targets = _lora_targets(s, kind)
     meta_dir = Path(s.meta_dir) if s.meta_dir else out / "meta"
     rows, info, baselines = {}, {}, {}
     for method in methods:

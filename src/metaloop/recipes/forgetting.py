@@ -16,6 +16,7 @@ old_accuracy_vs_steps.png and accuracy_matrix.png.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 
@@ -89,8 +90,11 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
         raise ValueError(f"--seeds must be positive, got {seeds}")
     if not hidden or min(hidden) <= 0:
         raise ValueError(f"--hidden must be positive widths, got {list(hidden)}")
-    if not (lr > 0 and head_weight >= 0 and temperature > 0):
-        raise ValueError("--lr and --temperature must be positive, --head-weight >= 0")
+    for key, value, low in (("lr", lr, "> 0"), ("temperature", temperature, "> 0"),
+                            ("head_weight", head_weight, ">= 0")):
+        if not (math.isfinite(value) and (value > 0 if low == "> 0" else value >= 0)):
+            raise ValueError(f"--{key.replace('_', '-')} must be a finite number {low}, got "
+                             f"{value}")
     if replay_ratio != "balanced":
         check_replay_ratio(replay_ratio)
     return s

@@ -6,6 +6,7 @@ Plots are written with matplotlib's non-interactive Agg backend.
 from __future__ import annotations
 
 import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,8 +63,21 @@ def output_dir(path):
 
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as indented, key-sorted JSON, atomically (a crash leaves no partial
-    file)."""
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    file). JSON has no NaN or infinity: a non-finite float is written as ``null``, so every
+    JSON reader can read the file (``json.dumps`` would write the non-standard ``NaN``)."""
+    atomic_write_text(path, json.dumps(_finite(obj), indent=1, sort_keys=True,
+                                       allow_nan=False) + "\n")
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by ``None``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def strip_per_task(result: dict) -> dict:

@@ -63,12 +63,14 @@ def _cell(value) -> str:
 
 def _read_csv(path: Path, delimiter: str, encoding: str):
     """(columns, [(line, row dict)]) of a CSV/TSV file with a header row; blank lines are
-    skipped, and a row's line is the file line it starts on."""
+    skipped, and a row's line is the file line it starts on. A field may be of any length
+    (the csv module's default limit, 131,072 characters, is lifted while reading)."""
     rows, columns, long = [], [], []
     kind = "TSV" if delimiter == "\t" else "CSV"
     with path.open(newline="", encoding=encoding) as f:
         reader = csv.reader(f, delimiter=delimiter)
         start = 1
+        limit = csv.field_size_limit(2 ** 31 - 1)          # fits a C long on every platform
         try:
             for fields in reader:
                 if fields and any(v.strip() for v in fields):
@@ -82,6 +84,8 @@ def _read_csv(path: Path, delimiter: str, encoding: str):
         except csv.Error as e:
             raise ValueError(f"text table {path} is not valid {kind} at line {start}: {e}"
                              ) from e
+        finally:
+            csv.field_size_limit(limit)
     if long:
         raise ValueError(f"text table {path}: {len(long)} row(s) have more fields than the "
                          f"header's {len(columns)} at line(s) {', '.join(map(str, long[:5]))}"
