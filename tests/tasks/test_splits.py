@@ -87,3 +87,12 @@ def test_table_family_split_files_must_not_share_classes(tmp_path):
     with pytest.raises(ValueError, match=r"tr.txt \(train\) and .*te.txt \(test\) share 1 "
                                          r"class\(es\): \['music'\]"):
         build._text_table(fcfg, "test", 1, 1)
+
+
+def test_split_file_with_a_byte_order_mark(tmp_path):
+    f = tmp_path / "train.txt"                       # as Windows editors save UTF-8
+    f.write_bytes(b"\xef\xbb\xbfc01\r\nc02\r\n")
+    assert read_split_file(f, known=NAMES) == ["c01", "c02"]
+    f.write_bytes(b"\xef\xbb\xbfc01\nc\xff07\n")     # offsets still count the file's bytes
+    with pytest.raises(ValueError, match=r"byte 0xff at offset 8 \(line 2\)"):
+        read_split_file(f, known=NAMES)

@@ -8,14 +8,15 @@ RAM. A JSON manifest beside it lists every image file with its size and modifica
 the settings, and a hash of both.
 
 Opening the folder again rescans it (names, sizes and mtimes only) and compares the hash:
-- the same: the cache is used as it is (a second open of 50,000 images takes well under 2 s,
-  ``benchmarks/bench_sampling.py``);
+- the same: the cache is used as it is (a second open of 50,000 images takes under a
+  second, ``benchmarks/bench_folder.py``);
 - different files or settings: the cache is rebuilt, re-decoding only the files that changed
   (``FolderData.cache_status`` says ``"rebuilt"`` and why). A stale cache is never used.
 
-The cache lives in ``<root>/.metaloop-cache/`` when the folder is writable, otherwise under
-``$METALOOP_CACHE`` or ``~/.cache/metaloop/folders/``. Writes are atomic: the arrays get
-new names and the manifest, which names them, is replaced last.
+The cache lives in ``<root>/.metaloop-cache/`` when the folder (and that sub-folder, if it
+exists) is writable, otherwise under ``$METALOOP_CACHE/folders/`` or
+``~/.cache/metaloop/folders/``. Writes are atomic: the arrays get new names and the
+manifest, which names them, is replaced last.
 """
 
 from __future__ import annotations
@@ -92,8 +93,22 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(folder: Path, rel: str, stats: dict, counts: dict) -> list[str]:
-    """Image files under ``folder`` (recursively), relative to the root; counts the rest."""
+def _walk(folder: Path, rel: str, stats: dict, counts: dict,
+          above: frozenset[str] = frozenset()) -> list[str]:
+    """Image files under ``folder`` (recursively), relative to the root; counts the rest.
+
+    Args:
+        above: the real paths of the folders this one is inside (the root's included).
+
+    Raises:
+        ValueError: a symbolic link back to a folder above it (naming both), which would
+            list the same images without end.
+    """
+    here = os.path.realpath(folder)
+    if here in above:
+        raise ValueError(f"image folder entry {folder} links back to {here}, a folder above "
+                         f"it; remove the link or point it elsewhere")
+    above = above | {here}
     out = []
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name)
@@ -103,7 +118,7 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict) -> list[str]:
             continue
         r = f"{rel}/{e.name}"
         if e.is_dir(follow_symlinks=True):
-            out += _walk(Path(e.path), r, stats, counts)
+            out += _walk(Path(e.path), r, stats, counts, above)
         elif e.name.lower().endswith(IMAGE_EXTENSIONS):
             st = e.stat(follow_symlinks=True)
             stats[r] = (st.st_size, st.st_mtime_ns)
@@ -126,8 +141,9 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
         FolderScan; classes without any image file are left out.
 
     Raises:
-        ValueError: the root is missing or not a folder, a bad ``class_depth``, or no class
-            folder holds an image (the message shows the expected layout).
+        ValueError: the root is missing or not a folder, a bad ``class_depth``, a symbolic
+            link back to a folder above it, or no class folder holds an image (the message
+            shows the expected layout).
     """
     if class_depth not in (1, 2):
         raise ValueError(f"class_depth must be 1 (root/<class>/<image>) or 2 "
@@ -156,7 +172,8 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
     class_dirs = level
     classes, files = [], []
     for name, d in class_dirs:
-        found = _walk(d, name, stats, counts)
+        above = frozenset(os.path.realpath(p) for p in (root, d.parent))   # root (, group)
+        found = _walk(d, name, stats, counts, above)
         if found:
             classes.append(name)
             files.append(found)
@@ -185,10 +202,11 @@ def _listing_hash(scan: FolderScan, settings: dict) -> str:
 
 
 def default_cache_dir(root: Path) -> Path:
-    """``<root>/.metaloop-cache`` if ``root`` is writable, else ``$METALOOP_CACHE/folders``
-    or ``~/.cache/metaloop/folders``."""
-    if os.access(root, os.W_OK):
-        return root / CACHE_DIRNAME
+    """``<root>/.metaloop-cache`` if ``root`` is writable (and so is that folder, where it
+    exists already), else ``$METALOOP_CACHE/folders`` or ``~/.cache/metaloop/folders``."""
+    own = root / CACHE_DIRNAME
+    if os.access(root, os.W_OK) and (not own.exists() or os.access(own, os.W_OK)):
+        return own
     base = os.environ.get("METALOOP_CACHE")
     return (Path(base).expanduser() if base else Path.home() / ".cache" / "metaloop") / "folders"
 
@@ -251,7 +269,8 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
 
     Raises:
         ValueError: as ``scan_folder``; bad settings; an unreadable image (naming the file)
-            unless ``skip_corrupt``; every image unreadable.
+            unless ``skip_corrupt``; every image unreadable; a cache folder that cannot be
+            written (naming it).
     """
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -272,8 +291,12 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
         if data is not None:
             data.cache_status = "hit"
             return data
-    data, manifest = _build(scan, settings, digest, cdir, key, old, workers, progress)
-    _atomic_json(manifest_path, manifest)
+    try:
+        data, manifest = _build(scan, settings, digest, cdir, key, old, workers, progress)
+        _atomic_json(manifest_path, manifest)
+    except OSError as e:       # decoding raises ValueError; this is the cache's own writing
+        raise ValueError(f"cannot write the decoded image cache of {scan.root} to {cdir}: "
+                         f"{e}; pass a writable cache_dir") from e
     if old is not None:
         for k in ("images", "labels", "stats"):
             if old.get(k) and old[k] != manifest[k]:

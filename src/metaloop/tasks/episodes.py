@@ -77,8 +77,8 @@ class Episodes:
             (``image_size``, ``channels``, ``invert``), else None.
 
     Raises:
-        ValueError: naming the problem: shapes or dtypes, labels out of range, unknown
-            ``classes``, fewer classes than ``ways``, or classes smaller than
+        ValueError: naming the problem: shapes or dtypes, labels out of range, unknown or
+            repeated ``classes``, fewer classes than ``ways``, or classes smaller than
             ``shots + queries`` (listed).
     """
 
@@ -124,6 +124,7 @@ class Episodes:
             if unknown:
                 raise ValueError(f"Episodes classes names {len(unknown)} unknown class(es): "
                                  f"{list(unknown)[:5]}")
+            _check_distinct("Episodes classes", classes)
             use = [index[c] for c in classes]
         self._x, self._y = x, y
         self._all_names, self._all_table, self._all_counts = names, table, counts
@@ -166,13 +167,14 @@ class Episodes:
         """The same data restricted to ``classes`` (names), sharing the storage.
 
         Raises:
-            ValueError: unknown names, or too few classes for ``ways``.
+            ValueError: unknown or repeated names, or too few classes for ``ways``.
         """
         index = {n: i for i, n in enumerate(self._all_names)}
         unknown = [c for c in classes if c not in index]
         if unknown:
             raise ValueError(f"Episodes.subset: {len(unknown)} unknown class(es): "
                              f"{list(unknown)[:5]}")
+        _check_distinct("Episodes.subset classes", classes)
         new = copy.copy(self)
         new._use = [index[c] for c in classes]
         new._select()
@@ -440,6 +442,19 @@ class Episodes:
             xs.append(x)
             ys.append(int(item[1]))
         return cls(torch.stack(xs), torch.tensor(ys), ways, shots, queries, names, **kw)
+
+
+def _check_distinct(what: str, classes: Sequence[str]) -> None:
+    """Refuse a class listed twice: it would be two labels of one task, and the same example
+    could then be in the support set under one label and in the query set under the other.
+
+    Raises:
+        ValueError: naming ``what`` and the duplicated names (the first few).
+    """
+    names = list(classes)
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{what} lists {len(dup)} class(es) more than once: {dup[:5]}")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -67,7 +67,7 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
 
 def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None) -> list[str]:
     """Class names from a split file: one per line (blank lines and ``#`` comments skipped),
-    like Vinyals et al.'s Omniglot lists.
+    like Vinyals et al.'s Omniglot lists. UTF-8, with or without a byte-order mark.
 
     Args:
         path: the text file.
@@ -84,7 +84,7 @@ def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None)
     if not path.is_file():
         raise ValueError(f"split file {path} does not exist")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # BOM: not a name
     except UnicodeDecodeError as e:
         line = e.object[:e.start].count(b"\n") + 1
         raise ValueError(f"split file {path} is not UTF-8 text: byte 0x{e.object[e.start]:02x} "
