@@ -37,6 +37,12 @@ def tiny_run(tmp_path_factory):
     (["--ways", "0"], "--ways must be positive, got 0"),
     (["--shots", "0"], "--shots must be positive, got 0"),
     (["--shots", "-1"], "--shots must be positive, got -1"),
+    # the official runs are fixed: the flags that choose generated tasks would be ignored
+    (["--lake-runs", "nosuch", "--tasks", "5", "--within-alphabet"],
+     "--lake-runs scores the official runs as they are (their own classes, drawings and "
+     "trials), so --tasks, --within-alphabet would change nothing"),
+    (["--lake-runs", "nosuch", "--split", "test", "--ways", "3", "--shots", "1", "--drawers",
+      "shared"], "so --shots, --ways, --split, --drawers would change nothing"),
 ])
 def test_eval_bad_input_exits_2_and_leaves_no_out_folder(tiny_run, tmp_path, capsys, argv,
                                                          message):

@@ -116,3 +116,20 @@ def test_query_shift_scores_each_query_by_probabilities_averaged_over_its_shifts
         ml.evaluate(MAML(MLP(), 0.01, 1), ml.tasks.Sinusoid(), tasks=2, query_shift=1)
     with pytest.raises(ValueError, match="query_shift must be an int >= 0"):
         ml.evaluate(learner, fam, tasks=2, query_shift=True)
+
+
+def test_every_steps_ci_is_the_normal_interval_over_tasks():
+    """Each step's ci95 is 1.96 * sample sd / sqrt(tasks) of the per-task values (numpy's
+    ddof=1), for the loss and the accuracy; constant values give 0, one value 0 (no spread)."""
+    np = pytest.importorskip("numpy")
+    learner, fam = _protonet_on_images()
+    r = ml.evaluate(learner, fam, tasks=7, steps=(0, 2), seed=5)
+    for key in ("loss", "accuracy"):
+        for k in range(2):
+            v = np.asarray(r["per_task"][key][k], dtype=np.float64)
+            assert len(v) == 7
+            assert r[key]["mean"][k] == pytest.approx(v.mean(), abs=1e-12)
+            assert r[key]["ci95"][k] == pytest.approx(1.96 * v.std(ddof=1) / np.sqrt(7),
+                                                      abs=1e-12)
+    assert ml.mean_ci([0.8, 0.8, 0.8]) == pytest.approx((0.8, 0.0), abs=1e-12)
+    assert ml.mean_ci([0.25]) == (0.25, 0.0)

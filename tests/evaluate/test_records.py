@@ -326,7 +326,9 @@ def test_a_detail_that_is_not_a_markdown_table_is_a_named_error(tmp_path):
 
 
 def _per_task(values, **over) -> dict:
-    return _fields(**{"mean": sum(values) / len(values), "n": len(values),
+    import statistics
+    ci = 1.96 * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+    return _fields(**{"mean": sum(values) / len(values), "n": len(values), "ci95": ci,
                       "per_task": list(values), "split": "test", "seed": 7, **over})
 
 
@@ -344,12 +346,29 @@ def test_per_task_values_roundtrip_on_one_line_of_the_file(tmp_path):
     ({"per_task": [1.0, 2.0, 3.5]}, "per_task averages 2.1667, not the record's mean 2.0"),
     ({"per_task": [1.0, "2", 3.0]}, "per_task must be a list of finite numbers"),
     ({"per_task": 2.0}, "per_task must be a list of finite numbers"),
+    # the CI of [1, 2, 3] is 1.96 * 1 / sqrt(3) = 1.1316 (numpy's sample sd, below)
+    ({"per_task": [1.0, 2.0, 3.0], "ci95": 0.65},
+     r"per_task gives the 95% CI 1.96 \* sd / sqrt\(n\) = 1.1316, not the record's ci95 0.65"),
 ])
 def test_malformed_per_task_values_are_named_and_nothing_is_written(tmp_path, over, message):
     rec = _fields(mean=2.0, n=3, **over)
     with pytest.raises(RecordError, match=message):
         write_record(tmp_path / "r.json", **rec)
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_record_ci_must_be_that_of_its_per_task_values(tmp_path):
+    np = pytest.importorskip("numpy")
+    vals = [92.5, 100.0, 85.0, 95.0, 90.0]
+    want = 1.96 * np.std(vals, ddof=1) / np.sqrt(len(vals))
+    for ci in (round(want, 2), want + 0.004, None):          # within the digits shown, or none
+        write_record(tmp_path / "r.json", **_per_task(vals, ci95=ci))
+    with pytest.raises(RecordError, match=f"= {want:.4f}, not the record's ci95"):
+        write_record(tmp_path / "r.json", **_per_task(vals, ci95=want + 0.006))
+    # a population sd (ddof=0) or a t quantile is not what the records hold
+    for wrong in (1.96 * np.std(vals) / np.sqrt(5), 2.776 * np.std(vals, ddof=1) / np.sqrt(5)):
+        with pytest.raises(RecordError, match="not the record's ci95"):
+            write_record(tmp_path / "r.json", **_per_task(vals, ci95=wrong))
 
 
 def test_paired_difference_is_the_mean_and_ci_of_the_task_by_task_differences():
@@ -377,6 +396,40 @@ def test_records_of_other_tasks_or_without_per_task_values_are_not_paired():
         records.paired_difference(a, _fields())
 
 
+def _run_config(ways=5, within_alphabet=False) -> dict:
+    return {"family": {"name": "omniglot", "ways": 5, "shots": 1, "queries": 3},
+            "eval": {"ways": ways, "shots": 1, "queries": 1,
+                     "within_alphabet": within_alphabet}}
+
+
+@pytest.mark.parametrize("over_a, over_b, message", [
+    # the challenge's official runs (one value per run) against 20 generated tasks
+    ({"lake_runs": {"runs": 3, "runs_sha256": "ab"}, "error_rate": 2.0, "seed": None},
+     {"error_rate": 2.0}, r"tasks 'official runs' != 'generated'"),
+    ({"lake_runs": {"runs": 3, "runs_sha256": "ab"}, "error_rate": 2.0},
+     {"lake_runs": {"runs": 3, "runs_sha256": "cd"}, "error_rate": 2.0},
+     r"runs_sha256 'ab' != 'cd'"),
+    # an error rate in % against an accuracy in % of other (within-alphabet) tasks
+    ({"error_rate": 2.0, "run_config": _run_config(within_alphabet=True)},
+     {"run_config": _run_config()},
+     r"metric 'error rate' != 'not an error rate', within_alphabet True != False"),
+    # 3-way against 5-way tasks drawn with the same seed
+    ({"run_config": _run_config(ways=3)}, {"run_config": _run_config(ways=5)},
+     r"ways 3 != 5"),
+])
+def test_records_of_other_kinds_of_tasks_are_not_paired(over_a, over_b, message):
+    a = _per_task([1.0, 2.0, 3.0], **over_a)
+    if a["seed"] is None:
+        del a["seed"]
+    with pytest.raises(RecordError, match=f"not measured on the same tasks: .*{message}"):
+        records.paired_difference(a, _per_task([1.0, 2.0, 4.0], **over_b))
+    # the same kinds of tasks pair, also when one record keeps no run_config
+    b = {**a, "per_task": [1.0, 2.0, 4.0], "mean": 7 / 3}
+    assert records.paired_difference(a, b)["mean"] == pytest.approx(-1 / 3)
+    b.pop("run_config", None)
+    assert records.paired_difference(a, b)["n"] == 3
+
+
 def test_the_paired_command_prints_the_difference_and_names_a_bad_pair(tmp_path, capsys):
     write_record(tmp_path / "a.json", **_per_task([10.0, 20.0, 30.0], unit="%"))
     write_record(tmp_path / "b.json", **_per_task([5.0, 20.0, 25.0], unit="%"))
@@ -387,3 +440,13 @@ def test_the_paired_command_prints_the_difference_and_names_a_bad_pair(tmp_path,
                                                f"(paired, 3 tasks)")
     assert main(["--paired", a, c]) == 2
     assert f"{c} has no per_task values" in capsys.readouterr().err
+
+
+def test_one_paired_task_has_no_ci(tmp_path, capsys):
+    write_record(tmp_path / "a.json", **_per_task([10.0], unit="%"))
+    write_record(tmp_path / "b.json", **_per_task([4.0], unit="%"))
+    a, b = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    assert records.paired_difference(load_records(tmp_path)[0], load_records(tmp_path)[1]) \
+        == {"mean": 6.0, "ci95": None, "n": 1}
+    assert main(["--paired", a, b]) == 0
+    assert capsys.readouterr().out.strip() == f"{a} - {b}: +6.00 points (one task: no CI)"

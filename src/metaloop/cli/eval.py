@@ -98,7 +98,9 @@ def register(sub) -> None:
                         "of generated tasks: Lake's all_runs folder unpacked (run01 ... "
                         "run20, each with training/, test/ and class_labels.txt), one run "
                         "folder, or all_runs.zip itself (unpacked once into the data cache); "
-                        "the test-time settings above apply")
+                        "the test-time settings above apply, and the flags that choose "
+                        "generated tasks (--tasks, --shots, --ways, --split, "
+                        "--within-alphabet, --drawers) are refused")
     p.add_argument("--out", help="write results.json and a plot here")
     p.add_argument("--record", metavar="PATH",
                    help="also write the result (last step; with --lake-runs, the official "
@@ -112,7 +114,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+GENERATED_ONLY = ("tasks", "shots", "ways", "split", "within_alphabet", "drawers")
+"""The flags that choose generated held-out tasks; the official runs (--lake-runs) are fixed."""
+
+
 def run(args: argparse.Namespace) -> int:
+    given = [f"--{k.replace('_', '-')}" for k in GENERATED_ONLY if getattr(args, k) is not None]
+    if args.lake_runs and given:
+        raise ValueError(f"--lake-runs scores the official runs as they are (their own "
+                         f"classes, drawings and trials), so {', '.join(given)} would change "
+                         f"nothing: they choose generated held-out tasks; leave them out")
     for flag in ("ways", "shots"):          # 0 in a config means the family's; here: an error
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -146,6 +157,9 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "
           f"over {ec['tasks']} tasks")
     print(report.table({name: r}, metric))
+    if ec["tasks"] == 1:
+        print("note: one task has no confidence interval (its ± 0 is not one); give --tasks 2 "
+              "or more", file=sys.stderr)
     if len(args.checkpoint) > 1:
         what = "class probabilities" if loaded.learner.combine == "probabilities" \
             else "predictions"
@@ -166,14 +180,17 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         print(f"queries scored by their class probabilities averaged over {k} shifts up to "
               f"{ec['query_shift']} px (test-time augmentation)")
     if error is not None:
+        ci = f"± {100 * error['ci95']:.2f}% (95% CI over {ec['tasks']} tasks, " \
+            if ec["tasks"] > 1 else "(one task: no 95% CI; "
         print(f"within-alphabet {error['ways']}-way {error['shots']}-shot error rate: "
-              f"{100 * error['mean']:.2f}% ± {100 * error['ci95']:.2f}% (95% CI over "
-              f"{ec['tasks']} tasks, {error['trials']} trials)")
-        if cfg["family"]["split"] in ("train", "val", "test", "trainval") \
-                and ec["split"] == "evaluation":
-            print(f"note: family.split = {cfg['family']['split']!r} (Vinyals) holds characters "
-                  f"of the evaluation alphabets; the original challenge trains on the "
-                  f"background alphabets only", file=sys.stderr)
+              f"{100 * error['mean']:.2f}% {ci}{error['trials']} trials)")
+        for member in getattr(loaded, "members", [loaded]):  # an ensemble: every member's
+            split = member.config["family"]["split"]
+            if split in ("train", "val", "test", "trainval") and ec["split"] == "evaluation":
+                who = f"{member.path}: " if len(args.checkpoint) > 1 else ""
+                print(f"note: {who}family.split = {split!r} (Vinyals) holds characters of "
+                      f"the evaluation alphabets; the original challenge trains on the "
+                      f"background alphabets only", file=sys.stderr)
     if out is not None:
         extra = {"error_rate": error} if error is not None else {}
         report.write_json(out / "results.json", {"config": cfg, "metric": metric, **extra,
@@ -202,9 +219,10 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     for key, what in (("support_shift", "support images also"), ("query_shift", "queries")):
         if ec[key]:
             print(f"{what} at every shift up to {ec[key]} px (test-time augmentation)")
+    ci = f"± {100 * res['ci95']:.2f}% (95% CI over {len(res['runs'])} runs, " \
+        if len(res["runs"]) > 1 else "(one run: no 95% CI; "
     print(f"official one-shot runs ({args.lake_runs}): error rate {100 * res['error_rate']:.2f}% "
-          f"± {100 * res['ci95']:.2f}% (95% CI over {len(res['runs'])} runs, "
-          f"{res['trials']} trials)")
+          f"{ci}{res['trials']} trials)")
     print("the runs are Lake's official 20, unaltered (sha256 of their files matches)"
           if res["official"] else f"the runs are not Lake's official 20 (sha256 of their "
           f"files {res['runs_sha256'][:12]}...)")

@@ -13,7 +13,14 @@ from metaloop.tasks.augment import all_shifts, shifted_support
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the 95% confidence half-width 1.96 * sd / sqrt(n) (sd with n - 1)."""
+    """Mean and the 95% confidence half-width 1.96 * sd / sqrt(n) (sd with n - 1).
+
+    One value has no spread to measure and so no CI; its half-width is returned as 0.0, and
+    ``metaloop eval`` and the records it writes say there is none (``ci95`` null).
+
+    Raises:
+        ValueError: no values.
+    """
     v = torch.as_tensor(list(values), dtype=torch.float64)
     if v.numel() == 0:
         raise ValueError("mean_ci needs at least one value")

@@ -16,12 +16,12 @@ its row, and holds the measurement with everything needed to reproduce it:
 ```
 
 ``ci95`` is the half-width of the 95% confidence interval (``null`` where there is none, e.g.
-a speed ratio); ``n`` is the number of tasks or repeats behind the mean (``null`` if it does
-not apply); ``published`` is ``null`` or the paper's number quoted exactly with its source.
-Extra fields are kept. A few change how the row is shown: ``unit`` (appended to the mean,
-e.g. ``"%"`` or ``"x"``), ``digits`` (decimals shown, default 2), ``notation`` (``"e"``
-for scientific), ``order`` (rows sort by it,
-then by file name) and ``note`` (shown after the row label).
+a speed ratio, or a mean of one task or run); ``n`` is the number of tasks or repeats behind
+the mean (``null`` if it does not apply); ``published`` is ``null`` or the paper's number
+quoted exactly with its source. Extra fields are kept. A few change how the row is shown:
+``unit`` (appended to the mean, e.g. ``"%"`` or ``"x"``), ``digits`` (decimals shown,
+default 2), ``notation`` (``"e"`` for scientific), ``order`` (rows sort by it, then by file
+name) and ``note`` (shown after the row label).
 
 Documents mark where each table goes::
 
@@ -49,7 +49,8 @@ made the record. ``<!-- detail:STEM -->`` ... ``<!-- /detail -->`` shows the ``d
 
 A record may carry ``per_task``: the metric of each of its ``n`` tasks, in the record's unit
 and in task order (``metaloop eval --record`` writes it), so that two records measured on
-the same tasks (same split and task seed) can be compared task by task:
+the same tasks (same split and task seed) can be compared task by task (its mean and
+``ci95``, ``1.96 * sd / sqrt(n)``, must then be theirs, to the record's ``digits``):
 ``paired_difference(a, b)`` gives the mean difference with its paired 95% CI, which is
 usually far narrower than the two records' own CIs suggest.
 
@@ -184,11 +185,25 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
             if abs(mean - rec["mean"]) > 0.5 * 10 ** -digits + 1e-9:
                 bad.append(f"per_task averages {mean:.{digits + 2}f}, not the record's mean "
                            f"{rec['mean']!r}")
+            ci = _ci95(per_task)
+            if ci is not None and _number(rec["ci95"]) \
+                    and abs(ci - rec["ci95"]) > 0.5 * 10 ** -digits + 1e-9:
+                bad.append(f"per_task gives the 95% CI 1.96 * sd / sqrt(n) = "
+                           f"{ci:.{digits + 2}f}, not the record's ci95 {rec['ci95']!r}")
     if "notation" in rec and rec["notation"] not in ("f", "e"):
         bad.append(f"notation must be 'f' (fixed) or 'e' (scientific), got {rec['notation']!r}")
     if bad:
         raise RecordError(f"{where}: " + "; ".join(bad))
     return dict(rec)
+
+
+def _ci95(values) -> float | None:
+    """``1.96 * sd / sqrt(n)`` of ``values`` (sd with n - 1), or None for one value."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = math.fsum(values) / n
+    return 1.96 * math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1) / n)
 
 
 def write_record(path, **fields) -> Path:
@@ -244,12 +259,15 @@ def dumps_record(rec: Mapping) -> str:
 def paired_difference(a: Mapping, b: Mapping) -> dict:
     """Record ``a``'s mean minus ``b``'s, task by task, with the paired 95% CI.
 
-    Both records must hold ``per_task`` for the same tasks: the same ``n``, and the same
-    ``split`` and ``seed`` where both records name them.
+    Both records must hold ``per_task`` for the same tasks: the same ``n``; the same
+    ``split`` and ``seed`` where both records name them; both on the challenge's official
+    runs (``lake_runs``, the same ``runs_sha256``) or both on generated tasks; both error
+    rates (``error_rate``) or neither; and, where both keep their ``run_config``, the same
+    task family and held-out ways, shots, queries and ``within_alphabet``.
 
     Returns:
         ``{"mean": mean of a - b, "ci95": 1.96 * sd / sqrt(n) of the differences (sd with
-        n - 1), "n": n}``.
+        n - 1; ``None`` for one task, which has no CI), "n": n}``.
 
     Raises:
         RecordError: (a ValueError) a record without ``per_task``, or records whose tasks
@@ -261,17 +279,41 @@ def paired_difference(a: Mapping, b: Mapping) -> dict:
         if r.get("per_task") is None:
             raise RecordError(f"{name} has no per_task values, so it cannot be paired: "
                               f"re-measure it with metaloop eval --record")
-    differ = [k for k in ("n", "split", "seed") if k in a and k in b and a[k] != b[k]]
+    ta, tb = _tasks_of(a), _tasks_of(b)
+    differ = [k for k in ta if k in tb and ta[k] != tb[k]]
     if len(a["per_task"]) != len(b["per_task"]) and "n" not in differ:
         differ.insert(0, "n")
+        ta["n"], tb["n"] = len(a["per_task"]), len(b["per_task"])
     if differ:
         raise RecordError(f"{names[0]} and {names[1]} were not measured on the same tasks: "
-                          + ", ".join(f"{k} {a.get(k)!r} != {b.get(k)!r}" for k in differ))
+                          + ", ".join(f"{k} {ta.get(k)!r} != {tb.get(k)!r}" for k in differ))
     d = [x - y for x, y in zip(a["per_task"], b["per_task"])]
     n = len(d)
     mean = math.fsum(d) / n
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "ci95": 1.96 * sd / math.sqrt(n), "n": n}
+    return {"mean": mean, "ci95": _ci95(d), "n": n}
+
+
+def _tasks_of(rec: Mapping) -> dict:
+    """What a record says of the tasks behind its ``per_task`` values, by name: ``n``,
+    ``split`` and ``seed`` (where it names them), ``tasks`` ("official runs" or "generated"),
+    ``runs_sha256`` (official runs), ``metric`` ("error rate" or not) and, from its
+    ``run_config``, the family's name and the held-out ``ways``, ``shots``, ``queries`` and
+    ``within_alphabet``."""
+    out = {k: rec[k] for k in ("n", "split", "seed") if k in rec}
+    lake = rec.get("lake_runs")
+    out["tasks"] = "official runs" if lake is not None else "generated"
+    if isinstance(lake, Mapping) and "runs_sha256" in lake:
+        out["runs_sha256"] = lake["runs_sha256"]
+    out["metric"] = "error rate" if "error_rate" in rec else "not an error rate"
+    cfg = rec.get("run_config")
+    if isinstance(cfg, Mapping) and isinstance(cfg.get("family"), Mapping) \
+            and isinstance(cfg.get("eval"), Mapping):
+        fam, ec = cfg["family"], cfg["eval"]
+        out["family"] = fam.get("name")
+        for k in ("ways", "shots", "queries"):
+            out[k] = ec.get(k) or fam.get(k)
+        out["within_alphabet"] = bool(ec.get("within_alphabet"))
+    return out
 
 
 def check_record_path(path) -> Path:
@@ -387,6 +429,9 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
             in table ``"challenge"``: its mean, CI and ``per_task`` are the error rate in %,
             with ``error_rate`` and ``trials`` as the challenge's records have them.
 
+    With one task there is no confidence interval: ``ci95`` (and ``accuracy_ci95``) is
+    ``null``.
+
     A classification record also has the accuracy under its own names (``accuracy_mean``,
     ``accuracy_ci95`` in %, ``tasks``) and the budget's ``iterations`` and CPU or GPU
     seconds at the top level, as the Omniglot table's cells list them.
@@ -405,13 +450,14 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     row += _test_time(ec, len(parts), evaluation)
     step = result["steps"][-1]
     scale = 100.0 if metric == "accuracy" else 1.0
+    ci = None if int(result["tasks"]) == 1 else scale * result[metric]["ci95"][-1]
     rec = {
         "table": re.sub(r"[^a-z0-9_.-]", "-", str(fam["name"]).lower()),
         "row": row,
         "metric": f"query {metric}{' (%)' if scale == 100.0 else ''} after {step} "
                   f"step{'s' if step != 1 else ''}",
         "mean": scale * result[metric]["mean"][-1],
-        "ci95": scale * result[metric]["ci95"][-1],
+        "ci95": ci,
         "n": int(result["tasks"]),
         **prov["fields"],
         "command": command,
@@ -420,7 +466,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         "seed": result.get("seed"),
         "run_config": dict(cfg),
         **({"accuracy_mean": scale * result[metric]["mean"][-1],
-            "accuracy_ci95": scale * result[metric]["ci95"][-1], "tasks": int(result["tasks"]),
+            "accuracy_ci95": ci, "tasks": int(result["tasks"]),
             **{k: budget[k] for k in ("iterations", "cpu_seconds", "gpu_seconds")
                if k in budget}} if metric == "accuracy" else {}),
         **({"evaluation": evaluation} if evaluation else {}),
@@ -431,7 +477,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         e = error_rate
         rec.update(table="challenge",
                    metric=f"within-alphabet {e['ways']}-way {e['shots']}-shot error (%)",
-                   mean=100 * e["mean"], ci95=100 * e["ci95"], error_rate=100 * e["mean"],
+                   mean=100 * e["mean"], ci95=None if ci is None else 100 * e["ci95"],
+                   error_rate=100 * e["mean"],
                    trials=e["trials"], digits=2, unit="%",
                    per_task=[round(100 - 100 * v, 6) for v in result["per_task"][metric][-1]])
     return rec
@@ -443,10 +490,11 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
     the Omniglot one-shot challenge, in table ``"challenge-official"``.
 
     Its ``n`` is the number of runs and ``per_task`` each run's error rate in %, so the mean
-    and 95% CI are over runs, as ``score_lake_runs`` gives them; ``trials`` counts the test
-    drawings and ``lake_runs`` names the runs scored (their count, folder names and
-    ``runs_sha256``, the digest of their files: ``metaloop.data.lake_runs.runs_digest``).
-    The budget, device and date are as :func:`eval_record` gives them.
+    and 95% CI are over runs, as ``score_lake_runs`` gives them (``null`` for one run);
+    ``trials`` counts the test drawings and ``lake_runs`` names the runs scored (their count,
+    folder names and ``runs_sha256``, the digest of their files:
+    ``metaloop.data.lake_runs.runs_digest``). The budget, device and date are as
+    :func:`eval_record` gives them.
 
     Args:
         cfg: the validated run config whose ``[eval]`` test-time settings were used.
@@ -464,7 +512,7 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
         "row": row,
         "metric": "within-alphabet one-shot error (%), the challenge's official runs",
         "mean": 100 * res["error_rate"],
-        "ci95": 100 * res["ci95"],
+        "ci95": 100 * res["ci95"] if len(per_run) > 1 else None,
         "n": len(per_run),
         **prov["fields"],
         "command": command,
@@ -842,8 +890,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gen_tables: error: {e}", file=sys.stderr)
             return 2
         unit = recs[0].get("unit", "")
-        print(f"{args.paired[0]} - {args.paired[1]}: {d['mean']:+.2f} ± {d['ci95']:.2f}"
-              f"{' points' if unit == '%' else unit} (paired, {d['n']} tasks)")
+        unit = " points" if unit == "%" else unit
+        ci = f" ± {d['ci95']:.2f}{unit} (paired, {d['n']} tasks)" if d["ci95"] is not None \
+            else f"{unit} (one task: no CI)"
+        print(f"{args.paired[0]} - {args.paired[1]}: {d['mean']:+.2f}{ci}")
         return 0
     records = args.records if args.records is not None else str(Path(args.docs) / "results")
     try:

@@ -124,7 +124,9 @@ def eval_config(run: Run, **changes) -> dict:
     leaves a key as it is).
 
     Raises:
-        ValueError: an unknown key, or an impossible held-out config (naming the key).
+        ValueError: an unknown key, an impossible held-out config (naming the key), or an
+            ensemble member whose learned head has another number of outputs than the
+            held-out tasks have ways (naming the run).
     """
     bad = sorted(set(changes) - set(EVAL_KEYS))
     if bad:
@@ -134,7 +136,28 @@ def eval_config(run: Run, **changes) -> dict:
         raise ValueError(f"--tasks must be positive, got {ec['tasks']}")
     cfg = config.validate({**run.config, "eval": ec})
     config.check_combinations(cfg)
+    _check_member_heads(run, cfg)
     return cfg
+
+
+def _check_member_heads(run: Run, cfg: dict) -> None:
+    """ValueError unless every classifying member of an ensemble with a learned head has one
+    output per way of the held-out tasks (the first run's config checks only its own)."""
+    members = getattr(run, "members", None)
+    if not members or getattr(run.learner, "combine", None) != "probabilities":
+        return
+    ways = cfg["eval"]["ways"] or cfg["family"]["ways"]
+    for m in members:
+        head = getattr(m.network, "head", None)
+        outputs = head.out_features if isinstance(head, torch.nn.Linear) else None
+        learned = getattr(getattr(m.learner, "inner", None), "head_init", None) == "learned"
+        if learned and outputs is not None and outputs != ways:
+            raise ValueError(f"ensemble: {m.path} has a learned head of {outputs} outputs "
+                             f"({m.config['method']['name']} trained "
+                             f"{m.config['family']['ways']}-way), but the held-out tasks are "
+                             f"{ways}-way; every member with a learned head must have one "
+                             f"output per way (the pretrain baseline, protonet, r2d2 and "
+                             f"metaoptnet take any number)")
 
 
 def load_ensemble(paths, *, device=None, head_init: str = "checkpoint") -> Run:

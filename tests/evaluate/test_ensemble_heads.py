@@ -1,0 +1,74 @@
+"""``metaloop eval`` of an ensemble whose members differ from the first run: a learned head of
+another size is refused before any output, naming the run, instead of failing inside the
+evaluation; a member trained on a Vinyals split is noted as the first run would be."""
+
+import pytest
+
+from metaloop.cli.main import main
+from metaloop.recipes.evaluation import eval_config, load_ensemble
+
+
+def _train(root, d, method, ways, split="train"):
+    (d / f"{method}{ways}{split}.toml").write_text(
+        f'[family]\nname = "omniglot"\nroot = "{root}"\nways = {ways}\nshots = 1\n'
+        f'split = "{split}"\n'
+        f'queries = 1\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
+        f'[method]\nname = "{method}"\ninner_lr = 0.4\ninner_steps = 1\n'
+        f'[train]\niterations = 1\nmeta_batch = 1\ncheckpoint_every = 1\n'
+        f'[eval]\ntasks = 2\nsteps = [1]\nqueries = 1\n')
+    out = d / f"{method}{ways}{split}"
+    assert main(["train", "--config", str(d / f"{method}{ways}{split}.toml"), "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(omniglot_root, tmp_path_factory):
+    d = tmp_path_factory.mktemp("heads")
+    return {name: _train(omniglot_root, d, *how)
+            for name, how in {"maml5": ("maml", 5), "maml3": ("maml", 3),
+                              "proto5": ("protonet", 5),
+                              "proto5_bg": ("protonet", 5, "background")}.items()}
+
+
+@pytest.mark.parametrize("members, named, outputs, ways", [
+    (("maml5", "maml3"), "maml3", 3, 5),       # the second member's head is too small
+    (("maml3", "maml5"), "maml5", 5, 3),       # ... too large (it used to crash inside)
+    (("proto5", "maml3"), "maml3", 3, 5),      # a prototype head first takes any ways
+])
+def test_a_member_with_another_learned_head_is_named(runs, tmp_path, capsys, members, named,
+                                                     outputs, ways):
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", *(str(runs[m]) for m in members), "--out",
+                 str(tmp_path / "e"), "--record", str(tmp_path / "r" / "x.json"),
+                 "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
+    assert (f"ensemble: {runs[named]} has a learned head of {outputs} outputs (maml trained "
+            f"{outputs}-way), but the held-out tasks are {ways}-way") in err
+    with pytest.raises(ValueError, match=f"{runs[named]} has a learned head"):
+        eval_config(load_ensemble([runs[m] for m in members]))
+
+
+def test_members_whose_heads_fit_the_tasks_are_evaluated(runs, capsys):
+    assert main(["eval", "--checkpoint", str(runs["maml5"]), str(runs["proto5"]),
+                 "--no-progress"]) == 0
+    assert "ensemble of 2 runs: class probabilities averaged" in capsys.readouterr().out
+    # protonet's prototypes take any number of ways; the first run's config decides them
+    assert main(["eval", "--checkpoint", str(runs["proto5"]), str(runs["proto5"]), "--ways",
+                 "3", "--no-progress"]) == 0
+
+
+def test_every_member_trained_on_a_vinyals_split_is_noted(runs, capsys):
+    """Vinyals' splits hold characters of the evaluation alphabets: the challenge's error rate
+    of any member trained on one is noted, naming that member."""
+    flags = ["--within-alphabet", "--split", "evaluation", "--tasks", "2", "--no-progress"]
+    assert main(["eval", "--checkpoint", str(runs["proto5_bg"]), *flags]) == 0
+    assert "Vinyals" not in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(runs["proto5_bg"]), str(runs["proto5"]),
+                 *flags]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {runs['proto5']}: family.split = 'train' (Vinyals) holds characters" in err
+    assert str(runs["proto5_bg"]) not in err
+    assert main(["eval", "--checkpoint", str(runs["proto5"]), *flags]) == 0
+    assert "note: family.split = 'train' (Vinyals) holds characters" in capsys.readouterr().err
