@@ -117,6 +117,17 @@ def test_tensor_labels_with_gaps_name_the_classes_by_value(tmp_path):
         [str(k) for k in range(8)]
 
 
+def test_dataset_labels_with_gaps_name_the_classes_by_value():
+    # as from_tensors: 0, 10, 20, ... are 8 classes named by value, not 71 with 63 empty
+    x, y = _data(sizes=(6,) * 8)
+    pairs = list(zip(x, (10 * y).tolist()))
+    fam = Episodes.from_dataset(pairs, ways=2, shots=1, queries=2)
+    assert fam.class_names == [str(10 * k) for k in range(8)]
+    assert fam.num_classes == 8 and fam.num_examples == 48
+    batch = fam.sample(3, generator=torch.Generator().manual_seed(0))
+    assert batch.support_y.max() < 2 and batch.query_y.max() < 2
+
+
 def test_from_dataset_tensors_and_pil_images():
     class Pairs(torch.utils.data.Dataset):
         def __init__(self, items):

@@ -384,11 +384,7 @@ class Episodes:
         if x.numel() == 0 or y.numel() == 0:
             raise ValueError(f"tensor file {path} holds no examples (x {list(x.shape)}, "
                              f"y {list(y.shape)})")
-        if names is None and not y.is_floating_point() and y.dim() == 1 \
-                and int(y.min()) >= 0 and len(torch.unique(y)) != int(y.max()) + 1:
-            # labels with gaps (0, 10, 20, ...) name the classes by value, not 0..max
-            values = torch.unique(y)                                          # sorted [K]
-            y, names = torch.searchsorted(values, y), [str(int(v)) for v in values]
+        y, names = _dense_labels(y, names)
         _check_finite(path, x, y, names)
         if split.get("split") is not None and kw.get("classes") is None:
             k = len(names) if names is not None else int(y.max()) + 1
@@ -441,7 +437,19 @@ class Episodes:
                                  f"{i} has {list(x.shape)}; resize them (image_size=...) first")
             xs.append(x)
             ys.append(int(item[1]))
-        return cls(torch.stack(xs), torch.tensor(ys), ways, shots, queries, names, **kw)
+        y, names = _dense_labels(torch.tensor(ys), names)
+        return cls(torch.stack(xs), y, ways, shots, queries, names, **kw)
+
+
+def _dense_labels(y: torch.Tensor, names: list[str] | None
+                  ) -> tuple[torch.Tensor, list[str] | None]:
+    """Integer labels with gaps (0, 10, 20, ...) and no class names: the classes named by their
+    value and labelled 0..K-1 (``[N]``), rather than 0..max with empty classes between."""
+    if names is None and not y.is_floating_point() and y.dim() == 1 and y.numel() \
+            and int(y.min()) >= 0 and len(torch.unique(y)) != int(y.max()) + 1:
+        values = torch.unique(y)                                              # sorted [K]
+        return torch.searchsorted(values, y), [str(int(v)) for v in values]
+    return y, names
 
 
 def _check_distinct(what: str, classes: Sequence[str]) -> None:
