@@ -127,6 +127,8 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     if head_init not in ("checkpoint", "zero"):
         raise ValueError(f"head_init must be 'checkpoint' or 'zero', got {head_init!r}")
     tensors, state = load_checkpoint(path)
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(f"{path}: the checkpoint is corrupt: its state.json holds no config")
     cfg = config.validate(state["config"])
     if head_init == "zero":
         cfg["method"]["head_init"] = "zero"

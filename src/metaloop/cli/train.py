@@ -93,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     # Rank 0 reads the config and checks the run directory; every rank gets its verdict.
     out = args.resume if isinstance(args.resume, str) else args.out
+    if args.out and os.path.abspath(args.out) != os.path.abspath(out):
+        raise ValueError(f"--resume {args.resume} and --out {args.out} name two run "
+                         f"directories; a run resumes in its own: give --resume DIR alone")
     cfg, out, created = distributed.from_rank0(
         lambda: recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
                                seed=args.seed),

@@ -88,8 +88,9 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         ``metaloop.train.train``'s result.
 
     Raises:
-        ValueError: bad data (naming it); NonFiniteLossError; KeyboardInterrupt after the
-            interrupt checkpoint.
+        ValueError: bad data (naming it), ``precision="bf16"`` with a ``train.dtype`` other
+            than float32 (before any data is read); NonFiniteLossError; KeyboardInterrupt
+            after the interrupt checkpoint.
     """
     out = Path(out)
     rank, _ = distributed.rank_world()
@@ -98,6 +99,11 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         if rank == 0 and created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
 
+    tc = cfg["train"]
+    if precision == "bf16" and tc["dtype"] != "float32":     # before any data is read
+        _undo()
+        raise ValueError(f"--precision bf16 autocasts a float32 model, but train.dtype = "
+                         f"{tc['dtype']!r}")
     try:
         family = build.build_family_verbose(cfg["family"], show=rank == 0, progress=progress)
         if cfg["family"]["name"] in config.USER_FAMILIES:
@@ -107,7 +113,6 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
     except ValueError:
         _undo()
         raise
-    tc = cfg["train"]
     val = build.eval_family(cfg, family) if tc["val_every"] else None
     if val is not None and cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid":
         val = build.build_family(cfg["family"], split="val")
@@ -130,16 +135,20 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
     if tc["device_tasks"]:              # the images on the training device, sampled there
         from metaloop.tasks.device import DeviceTasks
         train_family = DeviceTasks(train_family, dev or "cpu", getattr(torch, tc["dtype"]))
-    return train(learner, train_family, iterations=tc["iterations"], meta_batch=tc["meta_batch"],
-                 lr=tc["lr"], lr_schedule=tc["lr_schedule"], optimizer=tc["optimizer"],
-                 weight_decay=tc["weight_decay"],
-                 clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
-                 resume=resume, val_family=val, val_every=tc["val_every"],
-                 val_tasks=tc["val_tasks"], checkpoint_every=tc["checkpoint_every"],
-                 config=cfg, progress=progress, desc=cfg["method"]["name"],
-                 prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
-                 log_every=tc["log_every"] or None, precision=precision,
-                 cuda_graph=tc["cuda_graph"])
+    try:               # a ValueError before the first metrics line leaves no empty run dir
+        return train(learner, train_family, iterations=tc["iterations"],
+                     meta_batch=tc["meta_batch"], lr=tc["lr"], lr_schedule=tc["lr_schedule"],
+                     optimizer=tc["optimizer"], weight_decay=tc["weight_decay"],
+                     clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
+                     resume=resume, val_family=val, val_every=tc["val_every"],
+                     val_tasks=tc["val_tasks"], checkpoint_every=tc["checkpoint_every"],
+                     config=cfg, progress=progress, desc=cfg["method"]["name"],
+                     prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
+                     log_every=tc["log_every"] or None, precision=precision,
+                     cuda_graph=tc["cuda_graph"])
+    except ValueError:
+        _undo()
+        raise
 
 
 def _plain(name: str) -> str:

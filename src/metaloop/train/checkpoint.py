@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
@@ -117,39 +118,68 @@ def remove_stale(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The directory LATEST points at, or None if the run has no checkpoint."""
+    """The directory LATEST points at, or None if the run has no checkpoint.
+
+    Raises:
+        ValueError: LATEST cannot be read, or does not hold the name of a ``ckpt-*``
+            directory (naming the file and what it holds).
+    """
     ptr = Path(run_dir) / "LATEST"
     if not ptr.exists():
         return None
-    return Path(run_dir) / ptr.read_text().strip()
+    try:
+        name = ptr.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{ptr} is unreadable ({e}); it should hold the name of the newest "
+                         f"ckpt-* directory") from e
+    if not name.startswith("ckpt-") or "/" in name or "\\" in name:
+        raise ValueError(f"{ptr} is corrupt: it holds {name[:80]!r}, not the name of a ckpt-* "
+                         f"directory")
+    return Path(run_dir) / name
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Load (tensors, state) from a run directory (via LATEST) or a ckpt-* directory.
 
     Raises:
-        FileNotFoundError: no checkpoint there (names the path).
-        ValueError: a truncated or corrupt file (checksum mismatch), or an unknown format.
+        FileNotFoundError: no checkpoint there, or LATEST names a directory that is not a
+            complete checkpoint (names the path).
+        ValueError: a corrupt LATEST, a truncated or corrupt file (checksum mismatch, a
+            ``state.json`` that is not a JSON object with an integer iteration, a tensors
+            file that is not safetensors), or an unknown format.
     """
     path = Path(path)
+    via = None
     if (path / "LATEST").exists():
-        path = latest_checkpoint(path)
+        via, path = path / "LATEST", latest_checkpoint(path)
     sfile, tfile = path / "state.json", path / "tensors.safetensors"
-    if not sfile.exists() or not tfile.exists():
+    if via is not None and not (sfile.is_file() and tfile.is_file()):
+        lacks = " and ".join(f.name for f in (sfile, tfile) if not f.is_file())
+        raise FileNotFoundError(f"no checkpoint at {path}: {via} names it, but "
+                                + (f"it lacks {lacks}" if path.is_dir() else "it does not exist"))
+    if not sfile.is_file() or not tfile.is_file():
         raise FileNotFoundError(f"no checkpoint at {path} (expected LATEST, or state.json and "
                                 f"tensors.safetensors)")
     try:
         state = json.loads(sfile.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"checkpoint {sfile} is corrupt: {e}") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {sfile} is corrupt: it holds a JSON "
+                         f"{type(state).__name__}, not an object")
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"checkpoint {path} has format version {state.get('format_version')}"
                          f", this metaloop reads {FORMAT_VERSION}")
+    if not isinstance(state.get("iteration"), int):
+        raise ValueError(f"checkpoint {sfile} is corrupt: no integer 'iteration'")
     actual = sha256_file(tfile)
     if actual != state.get("tensors_sha256"):
         raise ValueError(f"checkpoint {tfile} is corrupt or truncated: sha256 {actual}, "
                          f"expected {state.get('tensors_sha256')}")
-    return load_file(str(tfile)), state
+    try:
+        return load_file(str(tfile)), state
+    except SafetensorError as e:
+        raise ValueError(f"checkpoint {tfile} is corrupt: not a safetensors file ({e})") from e
 
 
 def extra_state(learner) -> dict[str, torch.Tensor]:

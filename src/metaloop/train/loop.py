@@ -129,11 +129,43 @@ def save_run(out_dir, iteration, learner, opt, generator, config, *,
                             **rstate, **(extra or {})})
 
 
-def _load_for_resume(out_dir, config) -> tuple[dict, dict]:
-    tensors, state = load_checkpoint(out_dir)
+def check_resume_config(out_dir, state: dict, config: dict | None) -> None:
+    """Refuse to resume the run in ``out_dir`` (its checkpoint's ``state``) with a ``config``
+    that differs from the one it was trained with, naming the keys (execution-only keys may
+    differ)."""
     diff = _config_diff(state.get("config", {}), config or {})
     if diff:
         raise ValueError(f"refusing to resume {out_dir}: the config differs in " + ", ".join(diff))
+
+
+def _load_for_resume(out_dir, config, learner, precision: str) -> tuple[dict, dict]:
+    """The newest checkpoint of ``out_dir``, checked against this run before anything of it
+    is applied.
+
+    Raises:
+        ValueError: the config differs (naming the keys); the run was trained at another
+            ``precision``; the checkpoint lacks state or tensors a resume needs, or holds a
+            model tensor of another shape (naming them).
+    """
+    tensors, state = load_checkpoint(out_dir)
+    check_resume_config(out_dir, state, config)
+    stored = state.get("precision")              # absent: written before it was stored
+    if stored is not None and stored != precision:
+        raise ValueError(f"refusing to resume {out_dir}: it was trained with precision "
+                         f"{stored!r}, this run asks for {precision!r} (metaloop train "
+                         f"--precision {stored})")
+    where = f"checkpoint {out_dir} (iteration {state['iteration']}) is corrupt"
+    missing = [k for k in ("optimizer", "rng") if not isinstance(state.get(k), dict)]
+    if missing:
+        raise ValueError(f"{where}: its state.json lacks {missing}")
+    want = {f"model.{n}": p.shape for n, p in learner.model.named_parameters()}
+    missing = sorted({*want, "rng.tasks", "rng.torch"} - set(tensors))
+    if missing:
+        raise ValueError(f"{where}: it lacks the tensors {missing}")
+    bad = [f"{k} {list(tensors[k].shape)} (the model's: {list(v)})"
+           for k, v in want.items() if tensors[k].shape != v]
+    if bad:
+        raise ValueError(f"{where} or of another model: " + ", ".join(bad))
     return tensors, state
 
 
@@ -143,7 +175,10 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
     log = out_dir / "metrics.jsonl"
     if not log.exists():
         return
-    lines, keep = log.read_text().splitlines(), []
+    try:
+        lines, keep = log.read_text().splitlines(), []
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{log} is corrupt: not UTF-8 text ({e})") from e
     for i, ln in enumerate(lines):
         try:
             rec = json.loads(ln)
@@ -151,19 +186,23 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
             if i == len(lines) - 1:          # killed mid-write
                 break
             raise ValueError(f"{log} line {i + 1} is corrupt: {e}") from e
+        if not isinstance(rec, dict) or not isinstance(rec.get("iteration"), int):
+            raise ValueError(f"{log} line {i + 1} is corrupt: not a metrics record with an "
+                             f"integer 'iteration'")
         if rec["iteration"] <= iteration:
             keep.append(ln)
     atomic_write_text(log, "".join(ln + "\n" for ln in keep))
 
 
-def _resume(out_dir: Path, learner, opt, generator, config, lead: bool) -> tuple[int, dict]:
+def _resume(out_dir: Path, learner, opt, generator, config, lead: bool,
+            precision: str) -> tuple[int, dict]:
     """Restore everything from the newest checkpoint; returns its iteration and its state.
 
     Rank 0 reads the checkpoint and sends it (or its error) to the other ranks, so that only
     rank 0 needs the run directory.
     """
-    tensors, state = distributed.from_rank0(lambda: _load_for_resume(out_dir, config),
-                                            "the checkpoint to resume")
+    tensors, state = distributed.from_rank0(
+        lambda: _load_for_resume(out_dir, config, learner, precision), "the checkpoint to resume")
     with torch.no_grad():
         for n, p in learner.model.named_parameters():
             p.copy_(tensors[f"model.{n}"])
@@ -546,7 +585,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         NonFiniteLossError: with the iteration number; the last good checkpoint is kept.
         ValueError: for non-positive iterations, meta_batch, lr, log_every, a negative
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
-            ranks, or a config mismatch on resume (naming the differing keys).
+            ranks, or on resume: a config mismatch (naming the differing keys), another
+            ``precision`` than the run's, or a checkpoint that is corrupt (naming it).
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written.
         metaloop.train.distributed.DistributedError: another rank died or timed out.
     """
@@ -604,7 +644,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     # resumed from a checkpoint that lacks them, or torchrun, where rank 0 sees its own only)
     cpu_before: float | None = None if shard else 0.0
     if resume and out is not None:
-        start, state = _resume(out, learner, opt, generator, config, lead)
+        start, state = _resume(out, learner, opt, generator, config, lead, precision)
         window.load(state.get("log_window"))
         cpu_before = None if shard else state.get("cpu_seconds")
     else:
@@ -624,15 +664,25 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     autocast = (torch.autocast(model_p.device.type, dtype=torch.bfloat16,
                                cache_enabled=not cuda_graph)
                 if precision == "bf16" and model_p is not None else nullcontext())
-    guard = _FiniteGuard(f"; the last good checkpoint in {out} is kept" if out else "")
+    guard = _FiniteGuard("")
     graph = graphs.GraphStep(learner, opt, autocast) if cuda_graph else None
     sampler = _Sampler(family, meta_batch, generator, prefetch, iterations - start)
     last, val = {}, None
     saved = start if resume and out is not None else None   # iteration of the newest checkpoint
 
+    def kept(saved: int | None) -> str:
+        """What a non-finite stop leaves: the newest checkpoint, or none yet."""
+        if out is None:
+            return ""
+        if saved is None:
+            return f"; no checkpoint was written to {out} yet"
+        return f"; the last good checkpoint in {out} (iteration {saved}) is kept"
+
+    guard.where = kept(saved)
+
     def save(iteration: int) -> None:
         guard.check()                                          # never save non-finite params
-        extra = {"log_window": window.state()}
+        extra = {"log_window": window.state(), "precision": precision}
         if cpu_before is not None:
             extra["cpu_seconds"] = round(cpu_before + time.process_time() - cpu_start, 2)
         save_run(log_dir, iteration, learner, opt, generator, config,
@@ -689,7 +739,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                     guard.check()
                     if log_dir is not None:
                         save(it + 1)
-                        saved = it + 1
+                    saved = it + 1                     # (rank 0 writes it)
+                    guard.where = kept(saved)
                 if stopping:
                     _finish(shard, "the interrupt checkpoint")
                     where = f"; checkpoint in {out}" if out else ""
