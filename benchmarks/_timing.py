@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -21,3 +22,10 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], reps: int,
                 fn()
                 times[key].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def allocator() -> str:
+    """The glibc allocator settings every implementation of this run shares (DESIGN: a
+    benchmark says which): the ``MALLOC_*`` variables set, else glibc's defaults."""
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")}
+    return "allocator " + (", ".join(f"{k}={v}" for k, v in env.items()) or "glibc default")

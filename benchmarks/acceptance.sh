@@ -8,6 +8,7 @@
 # ITERS (default 10) timed iterations per measurement for the 5-way variants; the heavy
 # 20-way variants take 3 (each is 10-60 s), the memory variants only need the peak.
 set -euo pipefail
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0;; esac
 VENV="${1:?usage: acceptance.sh VENV OUT [ITERS]}"
 OUT="${2:?usage: acceptance.sh VENV OUT [ITERS]}"
 ITERS="${3:-10}"

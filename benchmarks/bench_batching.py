@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 
 import torch
-from _timing import interleaved_medians  # benchmarks/ is on sys.path
+from _timing import allocator, interleaved_medians  # benchmarks/ is on sys.path
 
 import metaloop as ml
 from metaloop.meta import MAML
@@ -50,8 +49,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, MALLOC_MMAP_THRESHOLD_="
-          f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {allocator()}")
     cols = ("loop s/it", "threads s/it", "vmap s/it", "threads/loop", "vmap/loop", "rel err")
     print(f"{'case':16s} " + " ".join(f"{c:>12s}" for c in cols))
     for name, model, loss, lr, batch in cases():

@@ -18,7 +18,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from bench_maml import relative_error  # run as a script: benchmarks/ is on sys.path
+from _timing import allocator  # run as a script: benchmarks/ is on sys.path
+from bench_maml import relative_error
 from torch.func import functional_call
 
 from metaloop.models.conv4 import Conv4
@@ -62,7 +63,7 @@ def main() -> None:
                 grad(fn)
             times[name].append((time.perf_counter() - t) / a.iters)
     eager, comp = (statistics.median(times[k]) for k in ("eager", "compiled"))
-    print(f"torch {torch.__version__}, {a.threads} thread(s), Conv4 pool={a.pool}, "
+    print(f"torch {torch.__version__}, {a.threads} thread(s), {allocator()}, Conv4 pool={a.pool}, "
           f"{a.queries} query images, {a.dtype}; median of {a.reps} x {a.iters}")
     print(f"compile + first call {compile_s:.1f} s; max rel gradient difference {err:.1e}")
     print(f"eager {eager * 1e3:.1f} ms, compiled {comp * 1e3:.1f} ms, "

@@ -25,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _timing import allocator  # benchmarks/ is on sys.path
 
 
 def conv4_layer_flops(hidden=64, in_channels=1, size=28, ways=5) -> list[int]:
@@ -87,7 +88,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     fl = maml_iteration_flops()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {allocator()}")
     print(f"Conv4 forward per image {fl['forward_per_image'] / 1e6:.2f} MFLOP; per task: "
           f"support {fl['support_per_task'] / 1e9:.3f} GFLOP, query "
           f"{fl['query_per_task'] / 1e9:.3f} GFLOP; one base iteration (meta-batch 32) "

@@ -25,7 +25,7 @@ import contextlib
 import functools
 
 import torch
-from _timing import interleaved_medians  # benchmarks/ is on sys.path
+from _timing import allocator, interleaved_medians  # benchmarks/ is on sys.path
 
 import metaloop.adapt.sgd as sgd
 import metaloop.meta._head_learner as head_learner
@@ -81,8 +81,8 @@ def main() -> None:
     fam = Omniglot(args.root, split="train", ways=20, shots=1, queries=5)
     tb = fam.sample(args.tasks, generator=torch.Generator().manual_seed(0))
     tb64 = tb.to(torch.device("cpu"), torch.float64)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), Omniglot 20-way 1-shot, "
-          f"{args.tasks} tasks, median of {args.reps}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {allocator()}, Omniglot "
+          f"20-way 1-shot, {args.tasks} tasks, median of {args.reps}")
     print(f"{'learner':16s} {'f32 err NCHW':>12s} {'f32 err ch-last':>15s} {'NCHW s':>8s} "
           f"{'ch-last s':>9s} {'ch-last speed-up':>16s}")
     for kind in ("MAML (2 steps)", "R2D2", "MetaOptNet-SVM"):

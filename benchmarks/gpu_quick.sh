@@ -7,10 +7,10 @@
 # Step 1 (gpu_runs.py's check and probe, ~20 s): the second-order meta-gradient on CUDA equals
 # the CPU's (float32, TF32 off), loop and vmap task batching, and seconds per meta-gradient
 # for each. Step 2: configs/omniglot_maml_5w1s_cpu.toml (2,000 iterations, meta-batch 16) with
-# the faster batching, then 600 test tasks. Measured on an H100 (docs/benchmarks.md,
-# docs/results.md): 0.041 s per vmap meta-gradient; the run took 151 s sharing the GPU with two
-# other runs, and evaluated at 94.88 ± 0.41%.
+# the faster batching, then 600 test tasks. Measured on an H100 (docs/benchmarks.md): 0.041 s
+# per vmap meta-gradient.
 set -euo pipefail
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0;; esac
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-runs/gpu_quick}}
 export PYTHONUNBUFFERED=1

@@ -12,6 +12,7 @@
 # build for torch 2.13 fails on the CPU torch build with "operator torchvision::nms does not
 # exist" -- bench_maml.py defines those op schemas with torch.library before importing it.
 set -euo pipefail
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0;; esac
 HERE="$(cd "$(dirname "$0")" && pwd)"
 VENV="${1:-$HOME/.venvs/metaloop-peers}"
 REQ="$HERE/requirements.txt"

@@ -3,7 +3,7 @@
 A lent GPU comes with 15 minutes in all, so these scripts must work the first time there:
 their CPU smoke path runs the same steps (checks, train, stop, eval, summary), and an output
 folder that already holds a run is refused before any work (its stale run would otherwise be
-read as the new one's).
+read as the new one's). The CPU timing scripts say which allocator settings they ran under.
 """
 
 from __future__ import annotations
@@ -68,3 +68,30 @@ def test_gpu_graph_probe_runs_the_graph_step_path_on_cpu(omniglot_root):
     assert r["max_relative_param_difference"] == 0.0
     assert r["all_finite"] is True
     assert r["eager_s_per_it"] > 0 and r["graph_s_per_it"] > 0
+
+
+def test_timing_scripts_state_their_allocator_settings():
+    """Every implementation of a run shares one allocator, and the output says which (DESIGN:
+    glibc's settings change the times by up to 3x): the MALLOC_* variables set, or glibc's
+    defaults."""
+    base = {k: v for k, v in ENV.items() if not k.startswith("MALLOC_")}
+    for script, flags, env, said in (
+            ("bench_batching.py", ["--reps", "1", "--skip-conv"], {"MALLOC_ARENA_MAX": "2"},
+             "allocator MALLOC_ARENA_MAX=2"),
+            ("bench_flops.py", ["--reps", "1"], {}, "allocator glibc default")):
+        r = subprocess.run([sys.executable, f"benchmarks/{script}", *flags], cwd=ROOT,
+                           env={**base, **env, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert said in r.stdout.splitlines()[0], (script, r.stdout[:300])
+
+
+def test_every_shell_script_answers_help_and_does_nothing_else(tmp_path):
+    """``bash benchmarks/X.sh --help`` prints the script's usage and exits 0, creating
+    nothing (the argument would otherwise be taken as a folder name)."""
+    for script in sorted((ROOT / "benchmarks").glob("*.sh")):
+        r = subprocess.run(["bash", str(script), "--help"], cwd=tmp_path, env=ENV,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (script.name, r.stderr[-500:])
+        assert "usage" in r.stdout.lower() or "bash benchmarks/" in r.stdout, script.name
+        assert "nvidia-smi" not in r.stderr and not list(tmp_path.iterdir()), script.name

@@ -52,6 +52,38 @@ def test_bad_compare_configs_exit_2_and_write_nothing(tmp_path, capsys, text, me
     assert not out.exists()
 
 
+@pytest.mark.parametrize("family, shipped", [("omniglot", "omniglot"),
+                                             ("folder", "omniglot"), ("sinusoid", "sinusoid")])
+def test_print_config_with_a_config_prints_its_familys_shipped_file(tmp_path, capsys, family,
+                                                                   shipped):
+    """The family of ``--config`` (the one the comparison runs), not sinusoid's; your own
+    data runs with the Omniglot file."""
+    (tmp_path / "mine.toml").write_text(f'[family]\nname = "{family}"\n')
+    assert main(["compare", "--config", str(tmp_path / "mine.toml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == compare.config_text(shipped)
+
+
+def test_sgd_methods_without_an_adapting_eval_step_are_refused(tmp_path, capsys):
+    """A file whose eval.steps is [0] (a closed-form head's config, as
+    configs/folder_example.toml) would score every SGD learner unadapted, at chance: named,
+    exit 2, nothing written; the closed-form heads alone still run."""
+    np.savez(tmp_path / "feats.npz", x=np.random.default_rng(0).normal(size=(120, 6)),
+             y=np.arange(12).repeat(10))
+    (tmp_path / "mine.toml").write_text(
+        f'[family]\nname = "tensors"\nroot = "{tmp_path / "feats.npz"}"\nways = 2\nshots = 1\n'
+        'queries = 2\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "mlp"\n'
+        'hidden = [8]\n[eval]\nsteps = [0]\nsplit = "test"\nqueries = 2\n')
+    argv = ["compare", "--config", str(tmp_path / "mine.toml"), "--iterations", "2",
+            "--meta-batch", "2", "--tasks", "2", "--no-progress"]
+    assert main([*argv, "--methods", "r2d2,maml", "--out", str(tmp_path / "o")]) == 2
+    assert "eval.steps = [0]: maml adapts by SGD steps" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main([*argv, "--methods", "r2d2,metaoptnet", "--out", str(tmp_path / "h")]) == 0
+    with pytest.raises(ValueError, match="scratch adapts by SGD steps"):
+        compare.method_config(compare.load_config(overrides={"eval": {"steps": [0]}}),
+                              "scratch")
+
+
 def test_print_config_of_an_unknown_family_is_named(capsys):
     assert main(["compare", "mnist", "--print-config"]) == 2
     assert "unknown family 'mnist'" in capsys.readouterr().err

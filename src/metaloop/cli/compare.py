@@ -7,6 +7,7 @@ import sys
 
 from tqdm.auto import tqdm
 
+from metaloop import config as _config
 from metaloop.recipes import compare as recipe
 from metaloop.recipes import report
 from metaloop.recipes.report import output_dir
@@ -28,8 +29,10 @@ def register(sub) -> None:
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  metaloop --threads 1 compare\n  metaloop compare "
-                              "omniglot --ways 5 --shots 1\n  metaloop compare --config "
-                              "configs/folder_example.toml --out runs/compare_mine")
+                              "omniglot --ways 5 --shots 1\n  metaloop compare omniglot "
+                              "--print-config > mine.toml   # set its [family] to your "
+                              "data (docs/data.md)\n  metaloop compare --config mine.toml "
+                              "--out runs/compare_mine")
     p.add_argument("family", nargs="?", default=None,
                    help=f"{', '.join(recipe.FAMILIES)} (default: the --config file's "
                         f"family.name, else sinusoid)")
@@ -45,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("--config", help="TOML file: a copy of a shipped config, or only the keys "
                    "it changes")
     p.add_argument("--print-config", action="store_true",
-                   help="print the family's shipped config (TOML, commented) and exit")
+                   help="print the family's shipped config (TOML, commented) and exit (your "
+                        "own data's family: the omniglot one, which it runs with)")
     p.add_argument("--out", default="runs/compare", help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted comparison in --out: each method's run from "
@@ -73,7 +77,10 @@ def _config_for(args) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     if args.print_config:
-        print(recipe.config_text(args.family or "sinusoid"), end="")
+        family = args.family or (args.config and _config.read(args.config).get(
+            "family", {}).get("name")) or "sinusoid"
+        shipped = "omniglot" if family in _config.USER_FAMILIES else family
+        print(recipe.config_text(shipped), end="")
         return 0
     cfg = _config_for(args)
     methods = recipe.methods_for(cfg, args.methods)

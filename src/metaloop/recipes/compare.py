@@ -200,7 +200,13 @@ def methods_for(cfg: dict, methods: Sequence[str] | str | None = None) -> list[s
 
 def method_config(cfg: dict, name: str) -> dict:
     """The validated config one method trains with: the shared sections, the keys of the
-    MAML family switched off for the other methods, then ``compare.per_method.<name>``."""
+    MAML family switched off for the other methods, then ``compare.per_method.<name>``.
+
+    Raises:
+        ValueError: an impossible combination of keys, or a method that adapts by SGD steps
+            (all but the closed-form heads) with no ``eval.steps`` above 0: it would be
+            scored unadapted, at chance.
+    """
     sections = {k: v for k, v in cfg.items() if k != "compare"}
     off = {} if name in _config.MAML_FAMILY else {k: False for k in _config.MAML_ONLY}
     if name not in _config.MAML_FAMILY and cfg["method"].get("batching") == "threads":
@@ -209,6 +215,12 @@ def method_config(cfg: dict, name: str) -> dict:
     mcfg = _config.merge(mcfg, cfg.get("compare", {}).get("per_method", {}).get(name, {}))
     mcfg = _config.validate(mcfg)
     _config.check_combinations(mcfg)
+    steps = mcfg["eval"]["steps"]
+    if name not in CLASSIFICATION_ONLY and max(steps, default=0) <= 0:
+        raise ValueError(f"eval.steps = {steps}: {name} adapts by SGD steps, so it would be "
+                         f"scored unadapted (chance); give eval.steps a step above 0, e.g. "
+                         f"[0, 1, 3], or compare only the closed-form heads (--methods "
+                         f"{','.join(CLASSIFICATION_ONLY)})")
     return mcfg
 
 
@@ -227,8 +239,8 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
             with no run there, or a run whose config differs from its method's (naming the
             keys), all before any training.
     """
-    from metaloop.train.checkpoint import latest_checkpoint
-    from metaloop.train.loop import _load_for_resume
+    from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+    from metaloop.train.loop import check_resume_config
 
     if out_dir is None:
         if resume:
@@ -242,9 +254,9 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
                          f"continue them (an interrupted comparison), or another --out")
     if resume and not any(have.values()):
         raise ValueError(f"--resume: no run to continue in {Path(out_dir) / 'runs'}")
-    for name, run in runs.items():
-        if have[name]:
-            _load_for_resume(run, mcfgs[name])     # train's own check: the differing keys
+    for name, run in runs.items():             # train's own check of the differing keys;
+        if have[name]:                         # it checks the rest when the run resumes
+            check_resume_config(run, load_checkpoint(run)[1], mcfgs[name])
     return have
 
 
