@@ -167,3 +167,26 @@ def write_image_folder(root: Path, classes: int = 6, per_class: int = 8, side: i
 def image_folder(tmp_path) -> Path:
     """A small mixed-format image folder (see ``write_image_folder``), no corrupt file."""
     return write_image_folder(tmp_path / "images")
+
+
+def write_tiny_fashion(root: Path, n_train: int, n_test: int) -> Path:
+    """A made-up Fashion-MNIST in uncompressed IDX files under ``root``: class c (``i % 10``)
+    is a bright bar in band c on grey noise, so nothing is downloaded or read from the
+    system."""
+    import struct
+
+    import numpy as np
+
+    def write_idx(path: Path, array) -> None:
+        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 + 2 * c:4 + 2 * c, 4:24] = 255
+        write_idx(root / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
+    return root

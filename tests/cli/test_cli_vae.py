@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-import struct
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from metaloop.cli.main import build_parser, main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import write_tiny_fashion  # noqa: E402
 
 TINY = ["--train-examples", "400", "--test-examples", "100", "--epochs", "1",
         "--hidden", "32", "--no-progress", "--threads", "1"]
@@ -111,26 +114,12 @@ def test_bad_argument_syntax_exits_2(capsys):
     assert "comma-separated integers" in capsys.readouterr().err
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    """An uncompressed IDX file of uint8 ``array``."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
 
 @pytest.fixture(scope="module")
 def tiny_fashion(tmp_path_factory):
     """A made-up Fashion-MNIST in IDX files: class c is a bright bar in band c, plus noise
     (300 training and 100 test images), so nothing is downloaded or read from the system."""
-    root = tmp_path_factory.mktemp("tiny_fashion")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 300), ("t10k", 100)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 + 2 * c:4 + 2 * c, 4:24] = 255
-        _write_idx(root / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
-    return root
+    return write_tiny_fashion(tmp_path_factory.mktemp("tiny_fashion"), 300, 100)
 
 
 def test_global_threads_option_reaches_vae(tiny_fashion, tmp_path, capsys):

@@ -5,13 +5,16 @@ get grey values."""
 from __future__ import annotations
 
 import json
-import struct
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from metaloop.cli.main import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import write_tiny_fashion  # noqa: E402
 
 TINY = ["--epochs", "1", "--hidden", "16", "--latent", "2", "--k", "3", "--no-progress"]
 
@@ -23,26 +26,12 @@ def _restore_threads():
     torch.set_num_threads(n)
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    """An uncompressed IDX file of uint8 ``array``."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
 
 @pytest.fixture(scope="module")
 def tiny_fashion(tmp_path_factory):
     """A made-up Fashion-MNIST in IDX files (200 training, 60 test images): class c is a
     bright bar in band c on grey noise."""
-    root = tmp_path_factory.mktemp("tiny_fashion_small")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 200), ("t10k", 60)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 + 2 * c:4 + 2 * c, 4:24] = 255
-        _write_idx(root / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
-    return root
+    return write_tiny_fashion(tmp_path_factory.mktemp("tiny_fashion_small"), 200, 60)
 
 
 def _vae(root, out, *argv):
