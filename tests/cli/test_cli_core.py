@@ -181,3 +181,15 @@ def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "metaloop", "--help"], capture_output=True,
                        text=True, check=True)
     assert "compare" in r.stdout and "train" in r.stdout
+
+
+def test_resuming_a_finished_run_says_so_without_an_empty_meta_batch(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\n'
+                   '[train]\niterations = 2\nmeta_batch = 2\n')
+    run = tmp_path / "r"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    assert "last meta-batch {'loss'" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "trained maml for 2 iterations; checkpoint in" in out and "{}" not in out

@@ -113,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     if rank == 0:
         where = f" on {world} ranks" if world > 1 else ""
+        last = f"last meta-batch {res['last']}; " if res["last"] else ""   # none: resumed done
         print(f"trained {cfg['method']['name']} for {res['iteration']} iterations{where}; "
-              f"last meta-batch {res['last']}; checkpoint in {out}")
+              f"{last}checkpoint in {out}")
     return 0
