@@ -151,9 +151,12 @@ def test_compare_inversion_end_to_end(tiny_fashion, tmp_path, capsys):
     rc = main(["--threads", "1", "vae", "--compare-inversion", "--root", str(tiny_fashion),
                "--latent", "2", "--hidden", "16", "--epochs", "1", "--classifier-epochs", "2",
                "--quality-samples", "40", "--invert-steps", "15", "--invert-lr", "0.2",
+               "--invert-until", "0.9",
                "--no-progress", "--out", str(out), "--record", str(tmp_path / "rec.json")])
     assert rc == 0
     r = json.loads((out / "results.json").read_text())
+    # the noise inversion is labelled with the --invert-until it ran with, not a fixed 99%
+    assert r["methods"]["inversion"] == "inverted classifier, from noise until A is 90% sure"
     assert r["data"] == "fashion-mnist" and r["n_classes"] == 10 and r["per_class"] == 4
     assert r["inversion"]["steps"] == 15 and r["settings"]["latent"] == 2
     assert set(r["scores"]) == {"real", *METHODS}
@@ -176,6 +179,7 @@ def test_compare_inversion_end_to_end(tiny_fashion, tmp_path, capsys):
     assert [json.loads(line)["model"] for line in lines] == ["ae", "vae", "cvae"]
     printed = capsys.readouterr().out
     assert "| samples | FD (B features) | FD to class c |" in printed
+    assert "from noise until A is 90% sure" in printed and "until A is 99% sure" not in printed
     assert "results.json" in printed
     from metaloop.evaluate.records import load_records
 

@@ -73,6 +73,14 @@ METHODS = {
     "vae": "VAE, z ~ N(0, I)",
     "cvae": "CVAE, z ~ N(0, I), class given",
 }
+
+
+def method_labels(until: float) -> dict[str, str]:
+    """``METHODS`` with the noise inversion's "until A is sure" probability ``until``."""
+    return {**METHODS, "inversion": f"inverted classifier, from noise until A is "
+                                    f"{100 * until:g}% sure"}
+
+
 CONDITIONAL = ("inversion", "inversion_regularised", "inversion_from_real",
                "inversion_all_steps", "cvae")
 # the figure's panels, 2 rows of 3: per-class panels on the left of each row
@@ -222,7 +230,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
                "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, te.labels),
                                             "independent": quality.accuracy(B, real,
                                                                             te.labels)},
-               "chance": 1 / k, "methods": METHODS, "scores": {}, "generators": {}}
+               "chance": 1 / k, "methods": method_labels(inv.until), "scores": {}, "generators": {}}
     results["scores"]["real"] = _scores(real[:m], te.labels[:m], A, B, f_real,
                                         ref_labels)
 
@@ -487,7 +495,8 @@ def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionS
                 ax.set_yticks([q * hh + hh / 2 - 1 for q in range(len(names))],
                               [str(nm)[:14] for nm in names], fontsize=8)
                 ax.tick_params(length=0)
-            title = METHODS[name].replace(", from", ",\nfrom").replace(" + ", "\n+ ")
+            title = results.get("methods", METHODS)[name]
+            title = title.replace(", from", ",\nfrom").replace(" + ", "\n+ ")
             ax.set_title(title, fontsize=9)
             ax.set_xlabel(_label(name, results["scores"][name], results["chance"]), fontsize=8)
     acc = results["classifier_test_accuracy"]
@@ -507,7 +516,7 @@ def table(results: dict) -> str:
     rows = [head]
     for name in ("real", *METHODS):
         sc = results["scores"][name]
-        what = "real test images" if name == "real" else METHODS[name]
+        what = "real test images" if name == "real" else results.get("methods", METHODS)[name]
 
         def pct(key, sc=sc):
             return f"{100 * sc[key]:.1f}%" if key in sc else "–"
