@@ -74,6 +74,15 @@ def test_a_missing_base_is_named_with_the_file_that_extends_it(tmp_path):
         config.load(tmp_path / "child.toml")
 
 
+def test_a_folder_in_place_of_a_config_file_is_named_as_a_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ValueError, match=r"sub is a folder, not a config file"):
+        config.load(tmp_path / "sub")
+    (tmp_path / "child.toml").write_text('extends = "sub"\n')
+    with pytest.raises(ValueError, match=r"child\.toml extends .*sub, which is a folder"):
+        config.read(tmp_path / "child.toml")
+
+
 @pytest.mark.parametrize("value", ['""', "3", '["a.toml"]'])
 def test_extends_that_is_not_a_path_string_is_named(tmp_path, value):
     (tmp_path / "child.toml").write_text(f"extends = {value}\n")

@@ -552,8 +552,9 @@ def load(path) -> dict:
 
     Raises:
         FileNotFoundError: the file, or a config it extends, does not exist (both named).
-        ValueError: invalid TOML, an ``extends`` that is not a path string, a chain of
-            ``extends`` that returns to a file already in it, or a bad key or value.
+        ValueError: a folder in place of the file or of a config it extends, invalid TOML,
+            an ``extends`` that is not a path string, a chain of ``extends`` that returns to
+            a file already in it, or a bad key or value.
     """
     return validate(read(path))
 
@@ -568,6 +569,10 @@ def read(path) -> dict:
 
 def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:
     """The raw TOML of ``path`` on top of the config it ``extends`` (recursively)."""
+    if path.is_dir():
+        where = f"config file {chain[-1]} extends {path}, which" if chain else f"{path}"
+        raise ValueError(f"{where} is a folder, not a config file (a config is a TOML file, "
+                         f"e.g. one of configs/)")
     if not path.is_file():
         if chain:
             raise FileNotFoundError(f"config file {chain[-1]} extends {path}, which does not "

@@ -84,6 +84,19 @@ def test_sgd_methods_without_an_adapting_eval_step_are_refused(tmp_path, capsys)
                               "scratch")
 
 
+def test_ways_on_a_regression_family_is_refused(tmp_path, capsys):
+    """--ways sets the classes of a classification family; on sinusoid (regression) it
+    would be ignored, so it is named instead, exit 2, nothing written."""
+    argv = ["compare", "--ways", "5", "--iterations", "2", "--tasks", "2", "--methods", "maml",
+            "--no-progress", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--ways" in (err := capsys.readouterr().err) and "sinusoid is regression" in err
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "s.toml").write_text('[family]\nname = "sinusoid"\n')
+    assert main([*argv[:1], "--config", str(tmp_path / "s.toml"), *argv[1:]]) == 2
+    assert "sinusoid is regression" in capsys.readouterr().err
+
+
 def test_print_config_of_an_unknown_family_is_named(capsys):
     assert main(["compare", "mnist", "--print-config"]) == 2
     assert "unknown family 'mnist'" in capsys.readouterr().err

@@ -177,6 +177,14 @@ def test_bad_config_is_named_before_training(body, message, tmp_path, capsys):
     assert not (tmp_path / "run" / "LATEST").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_a_folder_given_as_config_is_named_as_a_folder(command, tmp_path, capsys):
+    assert main([command, "--config", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a folder, not a config file" in err and "does not exist" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "metaloop", "--help"], capture_output=True,
                        text=True, check=True)

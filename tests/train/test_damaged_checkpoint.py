@@ -51,6 +51,12 @@ def _rewrite_sha(ck: Path) -> None:
     _state(ck, lambda s: s.update(tensors_sha256=sha256_file(ck / "tensors.safetensors")))
 
 
+def _metrics_folder(run: Path) -> None:
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    (run / "metrics.jsonl" / "inside.txt").write_text("kept\n")
+
+
 DAMAGES = {
     "LATEST names nothing": (lambda run, ck: (run / "LATEST").write_text("ckpt-00000099\n"),
                              "LATEST names it, but it does not exist"),
@@ -82,6 +88,8 @@ DAMAGES = {
     "metrics not text": (
         lambda run, ck: (run / "metrics.jsonl").write_bytes(b"\xff\n"),
         "metrics.jsonl is corrupt: not UTF-8 text"),
+    "metrics a folder": (lambda run, ck: _metrics_folder(run),
+                         "metrics.jsonl is corrupt: a folder, not the run's metrics log"),
 }
 
 WITH_CONFIG = {       # resumed with --config, the model's tensors are read by the loop itself

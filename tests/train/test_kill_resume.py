@@ -93,6 +93,22 @@ def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, monk
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # restored
 
 
+def test_ctrl_c_in_the_last_iteration_completes_the_run(tmp_path, monkeypatch, capsys):
+    """Its final checkpoint is written, so the run is done: exit 0, not "interrupted", and
+    the same run as an uninterrupted one."""
+    cfg, run, ref = _write(tmp_path, iterations=12, every=5), tmp_path / "run", tmp_path / "ref"
+    build = _build.build_family
+    monkeypatch.setattr(_build, "build_family", lambda *a, **k: CtrlCAt(build(*a, **k), 12))
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "interrupted" not in err and "trained maml for 12 iterations" in out, (out, err)
+    assert latest_checkpoint(run).name == "ckpt-00000012"
+    monkeypatch.setattr(_build, "build_family", build)
+    assert main(["train", "--config", str(cfg), "--out", str(ref), "--no-progress"]) == 0
+    _same_run(run, ref)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # restored
+
+
 def test_a_second_ctrl_c_after_a_second_stops_at_once(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])

@@ -83,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         print(recipe.config_text(shipped), end="")
         return 0
     cfg = _config_for(args)
+    family = cfg["family"]["name"]
+    if args.ways is not None and family in recipe.REGRESSION_FAMILIES:
+        raise ValueError(f"--ways sets the classes per task of a classification family; "
+                         f"{family} is regression (it has no classes): drop --ways")
     methods = recipe.methods_for(cfg, args.methods)
     for key in ("iterations", "meta_batch"):
         if cfg["train"][key] <= 0:

@@ -109,8 +109,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"metaloop train: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"metaloop train: interrupted: {e or 'no checkpoint written'}", file=sys.stderr)
-        return 130
+        res = getattr(e, "result", None)       # in the last iteration: its final checkpoint
+        if res is None:                        # is written, the run is complete
+            print(f"metaloop train: interrupted: {e or 'no checkpoint written'}",
+                  file=sys.stderr)
+            return 130
     if rank == 0:
         where = f" on {world} ranks" if world > 1 else ""
         last = f"last meta-batch {res['last']}; " if res["last"] else ""   # none: resumed done

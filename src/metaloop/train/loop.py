@@ -175,6 +175,8 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
     log = out_dir / "metrics.jsonl"
     if not log.exists():
         return
+    if log.is_dir():
+        raise ValueError(f"{log} is corrupt: a folder, not the run's metrics log (a file)")
     try:
         lines, keep = log.read_text().splitlines(), []
     except UnicodeDecodeError as e:
@@ -587,7 +589,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
             ranks, or on resume: a config mismatch (naming the differing keys), another
             ``precision`` than the run's, or a checkpoint that is corrupt (naming it).
-        KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written.
+        KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written; in the
+            last iteration (the final checkpoint written: the run is complete) it carries
+            the result as its ``result``.
         metaloop.train.distributed.DistributedError: another rank died or timed out.
     """
     _positive_int("iterations", iterations)
@@ -744,8 +748,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                 if stopping:
                     _finish(shard, "the interrupt checkpoint")
                     where = f"; checkpoint in {out}" if out else ""
-                    raise KeyboardInterrupt(f"stopped by {stop.name or 'another rank'} after "
-                                            f"iteration {it + 1}{where}")
+                    e = KeyboardInterrupt(f"stopped by {stop.name or 'another rank'} after "
+                                          f"iteration {it + 1}{where}")
+                    if out is not None and it + 1 == iterations:   # the final checkpoint
+                        e.result = {"iteration": iterations, "last": last, "val": val}
+                    raise e
     finally:
         bar.close()
         sampler.close()
