@@ -204,13 +204,12 @@ def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:
     the inner loop is recomputed or the query pass compiled (both need the loop), or second-order
     MAML adapts a ``model`` with torch's BatchNorm, InstanceNorm or LayerNorm (a text encoder,
     say), whose double backward is wrong under vmap (``metaloop.meta.maml.
-    check_vmap_second_order``); elsewhere the learner's own "auto" rule decides."""
-    from metaloop.meta.maml import VMAP_WRONG_SECOND_ORDER
+    vmap_wrong_norms``); elsewhere the learner's own "auto" rule decides."""
+    from metaloop.meta.maml import vmap_wrong_norms
 
     cuda = device is not None and torch.device(device).type == "cuda"
-    second_order_maml = mc["name"] in ("maml",) and not mc["first_order"]
-    torch_norms = model is not None and any(isinstance(m, VMAP_WRONG_SECOND_ORDER)
-                                            for m in model.modules())
+    second_order_maml = mc["name"] == "maml" and not mc["first_order"]
+    torch_norms = model is not None and bool(vmap_wrong_norms(model))
     loop_only = mc["recompute_inner_loop"] or mc["compile"] or (second_order_maml and torch_norms)
     return "vmap" if mc["batching"] == "auto" and cuda and not loop_only else mc["batching"]
 

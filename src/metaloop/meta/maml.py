@@ -104,23 +104,28 @@ def maml_meta_gradient(adapter: SGDAdapter, params: Params, batch: TaskBatch, *,
 VMAP_WRONG_SECOND_ORDER = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
 
 
-def check_vmap_second_order(model: nn.Module, adapter: SGDAdapter) -> None:
-    """Refuse second-order MAML under ``vmap`` where torch would give a wrong meta-gradient.
+def vmap_wrong_norms(model: nn.Module) -> list[str]:
+    """The layers of ``model`` whose double backward is wrong under vmap, as ``"name (Type)"``."""
+    return [f"{n or type(model).__name__} ({type(m).__name__})"
+            for n, m in model.named_modules() if isinstance(m, VMAP_WRONG_SECOND_ORDER)]
+
+
+def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter) -> str | None:
+    """Why second-order MAML under ``vmap`` would give a wrong meta-gradient, or None.
 
     Under ``torch.func.vmap`` the double backward of torch's built-in BatchNorm, InstanceNorm
     and LayerNorm is silently wrong (float64 relative errors of 6e-5 to 0.67 against the
     per-task loop, growing with the inner steps). The inner gradient of a parameter at or
     before such a layer goes through that double backward; the head's (ANIL) does not.
 
-    Raises:
-        ValueError: naming the layers and the adapted parameters beyond the head.
+    Returns:
+        The message naming the layers and the adapted parameters beyond the head, or None.
     """
-    layers = [f"{n or type(model).__name__} ({type(m).__name__})"
-              for n, m in model.named_modules() if isinstance(m, VMAP_WRONG_SECOND_ORDER)]
+    layers = vmap_wrong_norms(model)
     beyond_head = [n for n in adapter.names if n not in adapter.head]
-    if layers and beyond_head:
-        raise ValueError(
-            f"MAML(batching='vmap', first_order=False) would give a wrong meta-gradient: "
+    if not (layers and beyond_head):
+        return None
+    return (f"MAML(batching='vmap', first_order=False) would give a wrong meta-gradient: "
             f"torch's double backward of {', '.join(layers)} is wrong under vmap "
             f"(pytorch/functorch#534), and the inner loop adapts {beyond_head[:3]}"
             f"{' ...' if len(beyond_head) > 3 else ''} beyond the head; use batching='loop' "
@@ -175,7 +180,7 @@ class MAML(AdaptsBySGD):
         ValueError: ``recompute_inner_loop=True`` or ``compile=True`` with
             ``batching="vmap"``; second order with ``batching="vmap"`` for a model with
             torch's BatchNorm, InstanceNorm or LayerNorm layers when more than the head
-            adapts (``check_vmap_second_order``); ``compile=True`` with ``batching="threads"``;
+            adapts (``vmap_second_order_refusal``); ``compile=True`` with ``batching="threads"``;
             ``batching="threads"`` for a model with buffers; ``learn_lr=True`` with
             ``recompute_inner_loop=True``.
     """
@@ -209,8 +214,11 @@ class MAML(AdaptsBySGD):
                              f"thread; use batching='loop' or 'auto', not {batching!r}")
         if (recompute or compile) and batching == "auto":
             self.batching = "loop"
-        if self.batching == "vmap" and not self.first_order:
-            check_vmap_second_order(model, self.inner)
+        # the model and what adapts are fixed: found once, raised whenever vmap would run
+        self._vmap_refusal = None if self.first_order else \
+            vmap_second_order_refusal(model, self.inner)
+        if self.batching == "vmap" and self._vmap_refusal:
+            raise ValueError(self._vmap_refusal)
         self.recompute_inner_loop = recompute
         self.compile = bool(compile)
         self._query_fwd = compiled(self.inner.fwd) if compile else None
@@ -223,8 +231,8 @@ class MAML(AdaptsBySGD):
         return None if plain else sgd_inner_loop(adapter, self.first_order, lrs)
 
     def _vmapped(self, batch: TaskBatch, params: Params):
-        if not self.first_order:            # also when ``batching`` was set after construction
-            check_vmap_second_order(self.net, self.inner)
+        if self._vmap_refusal:              # also when ``batching`` was set after construction
+            raise ValueError(self._vmap_refusal)
         net, lrs = split_lrs(self.model, params)
         losses, outs = vmapped_query_losses(self.inner, net, batch, self.first_order, lrs)
         metrics = mean_metrics([task_metrics(o, y, l)

@@ -90,11 +90,11 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
         raise ValueError(f"--seeds must be positive, got {seeds}")
     if not hidden or min(hidden) <= 0:
         raise ValueError(f"--hidden must be positive widths, got {list(hidden)}")
-    for key, value, low in (("lr", lr, "> 0"), ("temperature", temperature, "> 0"),
-                            ("head_weight", head_weight, ">= 0")):
-        if not (math.isfinite(value) and (value > 0 if low == "> 0" else value >= 0)):
-            raise ValueError(f"--{key.replace('_', '-')} must be a finite number {low}, got "
-                             f"{value}")
+    for flag, value, ok, low in (("lr", lr, lr > 0, "> 0"),
+                                 ("temperature", temperature, temperature > 0, "> 0"),
+                                 ("head-weight", head_weight, head_weight >= 0, ">= 0")):
+        if not (ok and math.isfinite(value)):
+            raise ValueError(f"--{flag} must be a finite number {low}, got {value}")
     if replay_ratio != "balanced":
         check_replay_ratio(replay_ratio)
     return s
