@@ -668,7 +668,6 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     autocast = (torch.autocast(model_p.device.type, dtype=torch.bfloat16,
                                cache_enabled=not cuda_graph)
                 if precision == "bf16" and model_p is not None else nullcontext())
-    guard = _FiniteGuard("")
     graph = graphs.GraphStep(learner, opt, autocast) if cuda_graph else None
     sampler = _Sampler(family, meta_batch, generator, prefetch, iterations - start)
     last, val = {}, None
@@ -682,7 +681,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             return f"; no checkpoint was written to {out} yet"
         return f"; the last good checkpoint in {out} (iteration {saved}) is kept"
 
-    guard.where = kept(saved)
+    guard = _FiniteGuard(kept(saved))
 
     def save(iteration: int) -> None:
         guard.check()                                          # never save non-finite params
