@@ -40,8 +40,9 @@ def test_eval_record_matches_results_json(tmp_path):
     per_task = torch.tensor(rec["per_task"], dtype=torch.float64)
     assert per_task.shape == (6,)
     assert float(per_task.mean()) == pytest.approx(res["loss"]["mean"][-1], abs=1e-6)
-    assert 1.96 * float(per_task.std()) / 6 ** 0.5 == pytest.approx(res["loss"]["ci95"][-1],
-                                                                     abs=1e-6)
+    t5 = pytest.importorskip("scipy.stats").t.ppf(0.975, 5)
+    assert t5 * float(per_task.std()) / 6 ** 0.5 == pytest.approx(res["loss"]["ci95"][-1],
+                                                                   abs=1e-6)
     assert records.paired_difference(rec, rec) == {"mean": 0.0, "ci95": 0.0, "n": 6}
     # the CPU seconds the final checkpoint stores (the training process's own CPU time)
     state = json.loads((run / "ckpt-00000004" / "state.json").read_text())

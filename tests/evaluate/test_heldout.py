@@ -12,7 +12,8 @@ def test_mean_ci_matches_hand_computation():
     v = [1.0, 2.0, 4.0, 7.0]
     m = sum(v) / 4
     sd = math.sqrt(sum((x - m) ** 2 for x in v) / 3)
-    assert ml.mean_ci(v) == pytest.approx((m, 1.96 * sd / 2))
+    t3 = pytest.importorskip("scipy.stats").t.ppf(0.975, 3)       # Student's t, 3 df
+    assert ml.mean_ci(v) == pytest.approx((m, t3 * sd / 2))
     with pytest.raises(ValueError):
         ml.mean_ci([])
 
@@ -118,10 +119,12 @@ def test_query_shift_scores_each_query_by_probabilities_averaged_over_its_shifts
         ml.evaluate(learner, fam, tasks=2, query_shift=True)
 
 
-def test_every_steps_ci_is_the_normal_interval_over_tasks():
-    """Each step's ci95 is 1.96 * sample sd / sqrt(tasks) of the per-task values (numpy's
-    ddof=1), for the loss and the accuracy; constant values give 0, one value 0 (no spread)."""
+def test_every_steps_ci_is_students_t_interval_over_tasks():
+    """Each step's ci95 is t_975(tasks - 1) * sample sd / sqrt(tasks) of the per-task values
+    (numpy's ddof=1, scipy's t quantile), for the loss and the accuracy; constant values give
+    0, one value 0 (no spread)."""
     np = pytest.importorskip("numpy")
+    t6 = pytest.importorskip("scipy.stats").t.ppf(0.975, 6)
     learner, fam = _protonet_on_images()
     r = ml.evaluate(learner, fam, tasks=7, steps=(0, 2), seed=5)
     for key in ("loss", "accuracy"):
@@ -129,7 +132,7 @@ def test_every_steps_ci_is_the_normal_interval_over_tasks():
             v = np.asarray(r["per_task"][key][k], dtype=np.float64)
             assert len(v) == 7
             assert r[key]["mean"][k] == pytest.approx(v.mean(), abs=1e-12)
-            assert r[key]["ci95"][k] == pytest.approx(1.96 * v.std(ddof=1) / np.sqrt(7),
+            assert r[key]["ci95"][k] == pytest.approx(t6 * v.std(ddof=1) / np.sqrt(7),
                                                       abs=1e-12)
     assert ml.mean_ci([0.8, 0.8, 0.8]) == pytest.approx((0.8, 0.0), abs=1e-12)
     assert ml.mean_ci([0.25]) == (0.25, 0.0)

@@ -38,12 +38,13 @@ def test_one_task_prints_and_records_no_ci(run, tmp_path, capsys):
     assert len(rec["per_task"]) == 1
     assert records.paired_difference(rec, rec) == {"mean": 0.0, "ci95": None, "n": 1}
     assert "one task" not in records.format_value(rec)            # the table shows the mean
-    # two tasks: the CI over them, 1.96 * sd / sqrt(n) with the sample sd (numpy's ddof=1)
+    # two tasks: the CI over them, Student's t_975(1) * sd / sqrt(n) with the sample sd
     assert main(["eval", "--checkpoint", str(run), "--tasks", "2", "--record",
                  str(tmp_path / "two.json"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     rec = validate_record(json.loads((tmp_path / "two.json").read_text()))
-    want = 1.96 * np.std(rec["per_task"], ddof=1) / np.sqrt(2)
+    t1 = pytest.importorskip("scipy.stats").t.ppf(0.975, 1)                 # 12.706
+    want = t1 * np.std(rec["per_task"], ddof=1) / np.sqrt(2)
     assert rec["ci95"] == pytest.approx(want, abs=1e-4)
     assert f"± {rec['ci95']:.2f}% (95% CI over 2 tasks, 10 trials)" in out
 

@@ -327,7 +327,10 @@ def test_a_detail_that_is_not_a_markdown_table_is_a_named_error(tmp_path):
 
 def _per_task(values, **over) -> dict:
     import statistics
-    ci = 1.96 * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+
+    from scipy.stats import t as student_t
+    n = len(values)
+    ci = student_t.ppf(0.975, n - 1) * statistics.stdev(values) / n ** 0.5 if n > 1 else None
     return _fields(**{"mean": sum(values) / len(values), "n": len(values), "ci95": ci,
                       "per_task": list(values), "split": "test", "seed": 7, **over})
 
@@ -346,9 +349,10 @@ def test_per_task_values_roundtrip_on_one_line_of_the_file(tmp_path):
     ({"per_task": [1.0, 2.0, 3.5]}, "per_task averages 2.1667, not the record's mean 2.0"),
     ({"per_task": [1.0, "2", 3.0]}, "per_task must be a list of finite numbers"),
     ({"per_task": 2.0}, "per_task must be a list of finite numbers"),
-    # the CI of [1, 2, 3] is 1.96 * 1 / sqrt(3) = 1.1316 (numpy's sample sd, below)
+    # the CI of [1, 2, 3] is Student's t_975(2) * 1 / sqrt(3) = 4.3027 / 1.7321 = 2.4841
     ({"per_task": [1.0, 2.0, 3.0], "ci95": 0.65},
-     r"per_task gives the 95% CI 1.96 \* sd / sqrt\(n\) = 1.1316, not the record's ci95 0.65"),
+     r"per_task gives the 95% CI t_975\(n - 1\) \* sd / sqrt\(n\) = 2.4841, not the record's "
+     r"ci95 0.65"),
 ])
 def test_malformed_per_task_values_are_named_and_nothing_is_written(tmp_path, over, message):
     rec = _fields(mean=2.0, n=3, **over)
@@ -360,13 +364,15 @@ def test_malformed_per_task_values_are_named_and_nothing_is_written(tmp_path, ov
 def test_a_record_ci_must_be_that_of_its_per_task_values(tmp_path):
     np = pytest.importorskip("numpy")
     vals = [92.5, 100.0, 85.0, 95.0, 90.0]
-    want = 1.96 * np.std(vals, ddof=1) / np.sqrt(len(vals))
+    student_t = pytest.importorskip("scipy.stats").t
+    want = student_t.ppf(0.975, 4) * np.std(vals, ddof=1) / np.sqrt(len(vals))
     for ci in (round(want, 2), want + 0.004, None):          # within the digits shown, or none
         write_record(tmp_path / "r.json", **_per_task(vals, ci95=ci))
     with pytest.raises(RecordError, match=f"= {want:.4f}, not the record's ci95"):
         write_record(tmp_path / "r.json", **_per_task(vals, ci95=want + 0.006))
-    # a population sd (ddof=0) or a t quantile is not what the records hold
-    for wrong in (1.96 * np.std(vals) / np.sqrt(5), 2.776 * np.std(vals, ddof=1) / np.sqrt(5)):
+    # a population sd (ddof=0) or the normal's 1.96 is not what the records hold
+    for wrong in (want * np.std(vals) / np.std(vals, ddof=1),
+                  1.96 * np.std(vals, ddof=1) / np.sqrt(5)):
         with pytest.raises(RecordError, match="not the record's ci95"):
             write_record(tmp_path / "r.json", **_per_task(vals, ci95=wrong))
 
@@ -380,9 +386,10 @@ def test_paired_difference_is_the_mean_and_ci_of_the_task_by_task_differences():
     diff = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
     assert d["n"] == 50
     assert d["mean"] == pytest.approx(float(diff.mean()), abs=1e-12)
-    assert d["ci95"] == pytest.approx(1.96 * float(diff.std()) / 50 ** 0.5, abs=1e-12)
+    t49 = pytest.importorskip("scipy.stats").t.ppf(0.975, 49)
+    assert d["ci95"] == pytest.approx(t49 * float(diff.std()) / 50 ** 0.5, abs=1e-12)
     # the records' own CIs are far wider: the pairing removes the tasks' shared difficulty
-    own = 1.96 * float(torch.tensor(a).std()) / 50 ** 0.5
+    own = t49 * float(torch.tensor(a).std()) / 50 ** 0.5
     assert d["ci95"] < own / 5
 
 
@@ -436,7 +443,7 @@ def test_the_paired_command_prints_the_difference_and_names_a_bad_pair(tmp_path,
     write_record(tmp_path / "c.json", **_fields())
     a, b, c = (str(tmp_path / f"{x}.json") for x in "abc")
     assert main(["--paired", a, b]) == 0
-    assert capsys.readouterr().out.strip() == (f"{a} - {b}: +3.33 ± 3.27 points "
+    assert capsys.readouterr().out.strip() == (f"{a} - {b}: +3.33 ± 7.17 points "
                                                f"(paired, 3 tasks)")
     assert main(["--paired", a, c]) == 2
     assert f"{c} has no per_task values" in capsys.readouterr().err

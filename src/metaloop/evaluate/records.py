@@ -50,7 +50,7 @@ made the record. ``<!-- detail:STEM -->`` ... ``<!-- /detail -->`` shows the ``d
 A record may carry ``per_task``: the metric of each of its ``n`` tasks, in the record's unit
 and in task order (``metaloop eval --record`` writes it), so that two records measured on
 the same tasks (same split and task seed) can be compared task by task (its mean and
-``ci95``, ``1.96 * sd / sqrt(n)``, must then be theirs, to the record's ``digits``):
+``ci95``, Student's ``t_975(n - 1) * sd / sqrt(n)``, must then be theirs, to the record's ``digits``):
 ``paired_difference(a, b)`` gives the mean difference with its paired 95% CI, which is
 usually far narrower than the two records' own CIs suggest.
 
@@ -73,6 +73,8 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from metaloop.evaluate.stats import t_975
 
 REQUIRED = ("table", "row", "metric", "mean", "ci95", "n", "budget", "device", "torch",
             "date", "config", "command", "published")
@@ -188,7 +190,7 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
             ci = _ci95(per_task)
             if ci is not None and _number(rec["ci95"]) \
                     and abs(ci - rec["ci95"]) > 0.5 * 10 ** -digits + 1e-9:
-                bad.append(f"per_task gives the 95% CI 1.96 * sd / sqrt(n) = "
+                bad.append(f"per_task gives the 95% CI t_975(n - 1) * sd / sqrt(n) = "
                            f"{ci:.{digits + 2}f}, not the record's ci95 {rec['ci95']!r}")
     if "notation" in rec and rec["notation"] not in ("f", "e"):
         bad.append(f"notation must be 'f' (fixed) or 'e' (scientific), got {rec['notation']!r}")
@@ -198,12 +200,13 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
 
 
 def _ci95(values) -> float | None:
-    """``1.96 * sd / sqrt(n)`` of ``values`` (sd with n - 1), or None for one value."""
+    """``t_975(n - 1) * sd / sqrt(n)`` of ``values`` (sd with n - 1; Student's t interval,
+    as ``metaloop.evaluate.mean_ci``), or None for one value."""
     n = len(values)
     if n < 2:
         return None
     mean = math.fsum(values) / n
-    return 1.96 * math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1) / n)
+    return t_975(n - 1) * math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1) / n)
 
 
 def write_record(path, **fields) -> Path:
@@ -266,7 +269,7 @@ def paired_difference(a: Mapping, b: Mapping) -> dict:
     task family and held-out ways, shots, queries and ``within_alphabet``.
 
     Returns:
-        ``{"mean": mean of a - b, "ci95": 1.96 * sd / sqrt(n) of the differences (sd with
+        ``{"mean": mean of a - b, "ci95": t_975(n - 1) * sd / sqrt(n) of the differences (sd with
         n - 1; ``None`` for one task, which has no CI), "n": n}``.
 
     Raises:

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from metaloop.evaluate.heldout import mean_ci
 from metaloop.generative import data as gdata
 from metaloop.generative import plots
 from metaloop.generative.bounds import elbo, evaluate_bounds, iwae_bound
@@ -471,7 +472,7 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
 def _per_example(model: VAE, x: torch.Tensor, *, k: int, seed: int, progress: bool,
                  batch_size: int = 100) -> dict:
     """Means over ``x`` ``[N, C, H, W]`` of the ELBO and the IWAE_k NLL, with the NLL's 95%
-    half-width over examples (1.96 * sample std / sqrt(N); 0 for N = 1)."""
+    half-width over examples (``metaloop.evaluate.mean_ci``: Student's t; 0 for N = 1)."""
     g = torch.Generator().manual_seed(seed)
     nll, elbos = [], []
     for start in tqdm(range(0, len(x), batch_size), desc=f"eval (k={k})", disable=not progress,
@@ -481,7 +482,7 @@ def _per_example(model: VAE, x: torch.Tensor, *, k: int, seed: int, progress: bo
         nll.append(-iwae_bound(model, xb, k, chunk=500, generator=g))           # [b]
     nll_t, elbo_t = torch.cat(nll).double(), torch.cat(elbos).double()            # [N]
     n = len(nll_t)
-    ci = 1.96 * float(nll_t.std()) / math.sqrt(n) if n > 1 else 0.0
+    ci = mean_ci(nll_t.tolist())[1]
     return {"nll": float(nll_t.mean()), "nll_ci95": ci, "elbo": float(elbo_t.mean()),
             "k": k, "n": n}
 
