@@ -181,3 +181,15 @@ def test_every_subcommand_describes_itself_with_an_example(command):
     assert sub.epilog and "example" in sub.epilog, sub.epilog
     assert any(f"metaloop {g}{command} " in sub.epilog for g in ("", "--threads 1 ")), \
         sub.epilog
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """``metaloop ... | head``: when stdout's reader closes the pipe, the command stops with
+    SIGPIPE's status (141) and no traceback, as shell tools do."""
+    p = subprocess.Popen([sys.executable, "-m", "metaloop", "compare", "--print-config"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()                    # gone before the child's first write (torch import)
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert p.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

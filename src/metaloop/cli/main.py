@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from metaloop.train.malloc import MODES, keep_heap
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"metaloop {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:    # the reader went away (| head): stop quietly, as a shell tool
+        devnull = os.open(os.devnull, os.O_WRONLY)         # so the exit's flush has a target
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13                                    # 141, as a process killed by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ import argparse
 import json
 import sys
 
+from tqdm.auto import tqdm
+
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.data.images import INVERT_MODES
+from metaloop.recipes import report
 from metaloop.recipes.evaluation import load_ensemble, refining
 from metaloop.recipes.predict import classify_folders
 
@@ -17,7 +20,8 @@ per class (the folder name is the class; 2 or more classes, any number of images
 or format Pillow reads); QUERY holds the images to classify. The run's model adapts to the
 support images with its own rule (inner learning rate and steps) and each query file is
 printed as FILE<TAB>CLASS, or with --json as {"file", "class", "scores"} with the probability
-of every class.
+of every class. --out DIR also writes them, with the classes and settings, to
+DIR/results.json (atomically; nothing is written on an error).
 
 Images are read as in training: a run on your own folder uses that folder's channels,
 polarity, padding and size; other runs read greyscale with light ink on a dark background
@@ -52,6 +56,11 @@ def register(sub) -> None:
                    help="folder with one sub-folder per class, or only images, one per class")
     p.add_argument("--query", required=True, help="folder of images to classify")
     p.add_argument("--json", action="store_true", help="print JSON instead of file<TAB>class")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write results.json here: the checkpoints, folders, classes, "
+                        "settings and the --json predictions")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar while the images are read")
     p.add_argument("--steps", type=int,
                    help="adaptation steps (default: the checkpoint's inner steps)")
     p.add_argument("--head-init", choices=("checkpoint", "zero"), default="checkpoint",
@@ -89,18 +98,30 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--refine-jointly shares the refinement's assignment between the "
                          "members, but --refine is 0: give --refine K")
     loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
-    with refining(loaded.learner, args.refine, args.refine_temperature, args.refine_weight,
-                  args.refine_jointly):
-        pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
-                                invert=args.invert, support_shift=args.support_shift,
-                                query_shift=args.query_shift)
-    if args.json:
+    with report.output_dir(args.out or None) as out:
+        with refining(loaded.learner, args.refine, args.refine_temperature,
+                      args.refine_weight, args.refine_jointly), \
+                tqdm(desc="reading images", unit="image", disable=args.no_progress,
+                     leave=False) as bar:
+            pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
+                                    invert=args.invert, support_shift=args.support_shift,
+                                    query_shift=args.query_shift, progress=bar.update)
         rows = [{"file": f, "class": label,
                  "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}
                 for f, label, row in zip(pred.files, pred.labels, pred.probs)]
+        if out is not None:
+            settings = {k: getattr(args, k) for k in (
+                "steps", "head_init", "refine", "refine_temperature", "refine_weight",
+                "refine_jointly", "support_shift", "query_shift")}
+            settings["invert"] = args.invert or loaded.transform["invert"]
+            report.write_json(out / "results.json", {
+                "checkpoints": [str(c) for c in args.checkpoint], "support": str(args.support),
+                "query": str(args.query), "classes": pred.classes, "settings": settings,
+                "predictions": rows})
+    if args.json:
         json.dump(rows, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        for f, label in zip(pred.files, pred.labels):
-            print(f"{f}\t{label}")
+        for row in rows:
+            print(f"{row['file']}\t{row['class']}")
     return 0

@@ -38,7 +38,7 @@ from metaloop.data.images import CHANNELS, INVERT_MODES, load_image
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm", ".pbm")
 CACHE_DIRNAME = ".metaloop-cache"
-CACHE_VERSION = 2
+CACHE_VERSION = 3   # raised whenever decoding changes, so no cache disagrees with predict
 
 
 @dataclass

@@ -20,6 +20,7 @@ Every function raises ``ValueError`` naming the offending path.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def _pixels(im: Image.Image, channels: int) -> np.ndarray:
             a = a / (65535.0 if a.max(initial=0) > 255 else 255.0)
         a = np.clip(a, 0.0, 1.0)[..., None]                                   # [h, w, 1]
         return a if channels == 1 else np.repeat(a, 3, axis=-1)
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:   # P, L, RGB with tRNS
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, rgba)
@@ -83,6 +84,9 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
         with Image.open(path) as im:
             im.seek(0)
             pix = _pixels(ImageOps.exif_transpose(im), channels)              # [h, w, c]
+    except Image.DecompressionBombError as e:           # not an OSError: would escape
+        raise ValueError(f"cannot read image {path}: {e} Shrink it first (or raise "
+                         f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
     if pix.size == 0:
@@ -128,21 +132,47 @@ def _to_input(pix: np.ndarray, image_size: int, invert: str) -> torch.Tensor:
 def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """The visible regular files of a folder, sorted (hidden ``.names`` are skipped).
 
+    With ``recursive``, sub-folders are searched too, symbolic links to folders included
+    (as the training folder's scan follows them).
+
     Raises:
-        ValueError: the folder does not exist or is not a directory.
+        ValueError: the folder does not exist or is not a directory, a folder that cannot be
+            listed, a symbolic link back to a folder above it or to nothing (naming them).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder" if folder.exists()
                          else f"folder {folder} does not exist")
-    pattern = folder.rglob("*") if recursive else folder.iterdir()
-    files = [p for p in pattern if p.is_file() and _visible(p)
-             and all(_visible(q) for q in p.relative_to(folder).parents if str(q) != ".")]
+    files = _walk_files(folder, recursive, frozenset())
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
+def _walk_files(folder: Path, recursive: bool, above: frozenset[str]) -> list[Path]:
+    """``image_files``' walk; ``above``: the real paths of the folders ``folder`` is in."""
+    here = os.path.realpath(folder)
+    if here in above:
+        raise ValueError(f"{folder} links back to {here}, a folder above it; remove the link "
+                         f"or point it elsewhere")
+    try:
+        entries = [p for p in folder.iterdir() if _visible(p)]
+    except OSError as e:
+        raise ValueError(f"cannot list folder {folder}: {e}") from e
+    files = []
+    for p in entries:
+        if p.is_dir():
+            if recursive:
+                files += _walk_files(p, recursive, above | {here})
+        elif p.is_file():
+            files.append(p)
+        elif p.is_symlink() and not p.exists():          # would be left out without a word
+            raise ValueError(f"{p} is a link to {os.readlink(p)}, which does not exist; "
+                             f"remove the link or restore its target")
+    return files
+
+
 def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
-                 channels: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Path]]:
+                 channels: int = 1, progress: Callable[[int], None] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Path]]:
     """A support set laid out as one sub-folder of images per class, or, for one-shot
     tasks, as one image per class.
 
@@ -151,6 +181,7 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     folder that holds only image files and no sub-folder is the one-shot layout: each file
     is a class of one image, named by its file name without the suffix (the ``training``
     folder of one of Lake's Omniglot one-shot runs, ``class01.png`` ... ``class20.png``).
+    ``progress``, if given, is called with 1 after each image is decoded.
 
     Returns:
         x: float32 ``[S, channels, H, W]``; y: int64 ``[S]`` labels; class names; the files
@@ -165,11 +196,14 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     if not folder.is_dir():
         raise ValueError(f"support folder {folder} does not exist" if not folder.exists()
                          else f"support {folder} is not a folder")
-    entries = sorted((p for p in folder.iterdir() if _visible(p)), key=lambda p: p.name)
+    try:
+        entries = sorted((p for p in folder.iterdir() if _visible(p)), key=lambda p: p.name)
+    except OSError as e:
+        raise ValueError(f"cannot list support folder {folder}: {e}") from e
     classes = [p for p in entries if p.is_dir()]
     stray = [p for p in entries if not p.is_dir()]
     if stray and not classes:                     # one image per class: the one-shot layout
-        return _one_image_per_class(folder, stray, image_size, invert, channels)
+        return _one_image_per_class(folder, stray, image_size, invert, channels, progress)
     if stray:
         raise ValueError(f"support folder {folder} must hold one sub-folder per class (or, "
                          f"one-shot, only images, one per class), but {stray[0]} is a file "
@@ -183,15 +217,24 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
         if not cfiles:
             raise ValueError(f"class folder {cdir} holds no images")
         for f in cfiles:
-            xs.append(load_image(f, image_size, invert, channels))
+            xs.append(_load_counted(f, image_size, invert, channels, progress))
             ys.append(label)
             files.append(f)
     return (torch.stack(xs), torch.tensor(ys, dtype=torch.int64),       # [S, c, H, W], [S]
             [c.name for c in classes], files)
 
 
+def _load_counted(path: Path, image_size: int, invert: str, channels: int,
+                  progress: Callable[[int], None] | None) -> torch.Tensor:
+    """``load_image``, then ``progress(1)``."""
+    x = load_image(path, image_size, invert, channels)
+    if progress is not None:
+        progress(1)
+    return x
+
+
 def _one_image_per_class(folder: Path, files: list[Path], image_size: int, invert: str,
-                         channels: int):
+                         channels: int, progress: Callable[[int], None] | None = None):
     """``load_support``'s one-shot layout: each file of ``folder`` is a class (its stem)."""
     if len(files) < 2:
         raise ValueError(f"support folder {folder} has {len(files)} image(s) and no class "
@@ -203,14 +246,16 @@ def _one_image_per_class(folder: Path, files: list[Path], image_size: int, inver
         raise ValueError(f"support folder {folder} holds one image per class, but class "
                          f"{twice[0]!r} has several files ({same}); put a class's images in "
                          f"a sub-folder of its name")
-    xs = [load_image(f, image_size, invert, channels) for f in files]
+    xs = [_load_counted(f, image_size, invert, channels, progress) for f in files]
     return (torch.stack(xs), torch.arange(len(files), dtype=torch.int64),   # [S, c, H, W]
             names, list(files))
 
 
 def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
-               channels: int = 1) -> tuple[torch.Tensor, list[str]]:
-    """Every image under ``folder`` (sub-folders included), in sorted path order.
+               channels: int = 1, progress: Callable[[int], None] | None = None,
+               ) -> tuple[torch.Tensor, list[str]]:
+    """Every image under ``folder`` (sub-folders included), in sorted path order;
+    ``progress``, if given, is called with 1 after each image is decoded.
 
     Returns:
         x: float32 ``[Q, channels, H, W]``; names: each file's path relative to ``folder`` (posix).
@@ -225,5 +270,6 @@ def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "a
     files = image_files(folder, recursive=True)
     if not files:
         raise ValueError(f"query folder {folder} holds no images")
-    x = torch.stack([load_image(f, image_size, invert, channels) for f in files])  # [Q,c,H,W]
+    x = torch.stack([_load_counted(f, image_size, invert, channels, progress)
+                     for f in files])                                      # [Q, c, H, W]
     return x, [f.relative_to(folder).as_posix() for f in files]

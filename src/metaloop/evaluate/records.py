@@ -50,8 +50,8 @@ made the record. ``<!-- detail:STEM -->`` ... ``<!-- /detail -->`` shows the ``d
 A record may carry ``per_task``: the metric of each of its ``n`` tasks, in the record's unit
 and in task order (``metaloop eval --record`` writes it), so that two records measured on
 the same tasks (same split and task seed) can be compared task by task (its mean and
-``ci95``, Student's ``t_975(n - 1) * sd / sqrt(n)``, must then be theirs, to the record's ``digits``):
-``paired_difference(a, b)`` gives the mean difference with its paired 95% CI, which is
+``ci95``, Student's ``t_975(n - 1) * sd / sqrt(n)``, must then be theirs, to the record's
+``digits``): ``paired_difference(a, b)`` gives the mean difference with its paired 95% CI, which is
 usually far narrower than the two records' own CIs suggest.
 
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every

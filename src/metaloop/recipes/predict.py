@@ -9,6 +9,7 @@ may be an ensemble (``load_ensemble``), and the test-time shifts of ``metaloop e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ from metaloop.tasks.augment import shifted_support
 __all__ = ["QUERY_CHUNK", "Predictions", "classify_folders", "predict_folders",
            "score_lake_runs"]
 
-QUERY_CHUNK = 1024   # queries per forward pass (BatchNorm statistics come from each chunk)
+QUERY_CHUNK = 1024   # most queries per forward pass (BatchNorm statistics come from each chunk)
 
 
 @dataclass
@@ -53,6 +54,9 @@ def predict_folders(learner, support_x, support_y, query_x, steps: int | None = 
         query_shift: score each query by its class probabilities averaged over its shifts
             up to this many pixels, all copies of a chunk in one batch (0 = off).
 
+    More than ``QUERY_CHUNK`` queries are scored in chunks of equal size (within one), so
+    no query is left to a small last chunk's BatchNorm statistics.
+
     Returns:
         float32 ``[Q, n]`` softmax probabilities.
 
@@ -62,30 +66,34 @@ def predict_folders(learner, support_x, support_y, query_x, steps: int | None = 
     support_x, support_y = shifted_support(support_x, support_y, support_shift)
     params = learner.adapt(support_x, support_y, steps)
     n = int(support_y.max()) + 1
+    chunks = query_x.tensor_split(max(1, -(-len(query_x) // QUERY_CHUNK)))  # equal sizes
     with torch.no_grad():
-        logits = torch.cat([shift_averaged(learner.predict, params,
-                                           query_x[i:i + QUERY_CHUNK], query_shift)
-                            for i in range(0, len(query_x), QUERY_CHUNK)])  # [Q, out]
+        logits = torch.cat([shift_averaged(learner.predict, params, chunk, query_shift)
+                            for chunk in chunks])                                # [Q, out]
     return logits[:, :n].softmax(-1)                                          # [Q, n]
 
 
 def classify_folders(run: Run, support, query, *, steps: int | None = None,
                      invert: str | None = None, support_shift: int = 0,
-                     query_shift: int = 0) -> Predictions:
+                     query_shift: int = 0,
+                     progress: Callable[[int], None] | None = None) -> Predictions:
     """Adapt ``run``'s learner to the images of ``support`` and classify those of ``query``.
 
     Args:
-        run: a loaded image-classification run (``load_run``), or an ensemble of such runs
-            (``metaloop.recipes.evaluation.load_ensemble``: their probabilities averaged).
+        run: a loaded image-classification run (``load_run``, on any device), or an
+            ensemble of such runs (``metaloop.recipes.evaluation.load_ensemble``: their
+            probabilities averaged).
         support: a folder with one sub-folder of images per class (at least 2 classes).
         query: a folder of images to classify (sub-folders are searched too).
         steps: adaptation steps (default: the run's inner steps; >= 0).
         invert: polarity ("auto", "always", "never"; default: the run's transform).
         support_shift, query_shift: test-time shifts in pixels, as ``predict_folders``.
+        progress: called with 1 after each support or query image is decoded.
 
     Returns:
-        ``Predictions``; all queries are classified in one batch (per ``QUERY_CHUNK``), so
-        BatchNorm sees the statistics of the query batch, as in training.
+        ``Predictions`` (its ``probs`` on the CPU); all queries are classified in one batch
+        (per ``QUERY_CHUNK``), so BatchNorm sees the statistics of the query batch, as in
+        training.
 
     Raises:
         ValueError: not an image-classification run; unreadable folders; a support set whose
@@ -94,15 +102,17 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     """
     tf = _checked_transform(run, steps, support_shift, query_shift)
     size, invert = tf["image_size"], invert or tf["invert"]
-    sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"])
-    qx, names = load_query(query, size, invert, tf["read_channels"])
-    sx, qx = _as_trained(tf, sx), _as_trained(tf, qx)
+    sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"], progress)
     # SGD learners with a learned head need as many classes as its outputs; a zero head
     # (pretrain, head_init "zero") and the solved heads of R2D2 / MetaOptNet take any number
     for member in getattr(run, "members", [run]):           # an ensemble: each of its runs
         _check_head(member, support, len(classes))
-    return Predictions(names, classes, predict_folders(run.learner, sx, sy, qx, steps,
-                                                       support_shift, query_shift))
+    qx, names = load_query(query, size, invert, tf["read_channels"], progress)
+    device = next(run.learner.model.parameters()).device               # where the model is
+    sx, qx = _as_trained(tf, sx).to(device), _as_trained(tf, qx).to(device)
+    probs = predict_folders(run.learner, sx, sy.to(device), qx, steps, support_shift,
+                            query_shift)                                  # [Q, n]
+    return Predictions(names, classes, probs.cpu())
 
 
 def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | None = None,
