@@ -193,3 +193,16 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     p.stderr.close()
     assert p.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_commands_other_than_train_are_refused_under_torchrun(tmp_path, monkeypatch, capsys):
+    """Under torchrun every process would run the whole command and write the same --out:
+    anything but ``train`` is refused by name before it reads or writes."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "cmp"
+    assert main(["compare", "--iterations", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "started by torchrun (WORLD_SIZE=2)" in err and "only metaloop train" in err
+    assert not out.exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")                        # one process: as always
+    assert main(["compare", "--print-config"]) == 0

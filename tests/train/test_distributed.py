@@ -169,3 +169,64 @@ def test_a_missing_peer_at_start_up_is_named_after_the_timeout(monkeypatch):
                                                            "gloo process group at 127.0.0.1"):
         distributed.init("cpu", timeout_s=1)
     assert not distributed.is_active()
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10, 1e15, float("nan"), 0, -5, True])
+def test_a_timeout_that_would_overflow_is_refused_by_name(monkeypatch, timeout):
+    """inf used to end in datetime's OverflowError (a traceback), and 1e10 s overflowed inside
+    PyTorch into an instant "could not join ... within 1e+10 s"."""
+    for k, v in {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValueError, match="positive, finite number of seconds up to 1e"):
+        distributed.init("cpu", timeout_s=timeout)
+    assert not distributed.is_active()
+
+
+def test_cli_dist_timeout_inf_exits_2_with_the_message(monkeypatch, tmp_path, capsys):
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0",
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(k, v)
+    cfg = _cli_config(tmp_path)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress", "--dist-timeout", "inf"]) == 2
+    assert "finite number of seconds" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_start_up_failure_does_not_send_the_user_to_resume(monkeypatch):
+    """The initial broadcast runs before any checkpoint exists: --resume would fail."""
+    def dead(*a, **k):
+        raise RuntimeError("Connection reset by peer")
+    monkeypatch.setattr(distributed, "rank_world", lambda: (0, 2))
+    monkeypatch.setattr(distributed.dist, "broadcast", dead)
+    with pytest.raises(distributed.DistributedError) as e:
+        distributed.broadcast_params(torch.nn.Linear(2, 1))
+    assert "rank 0 of 2: broadcast of the initial parameters failed" in str(e.value)
+    assert "No checkpoint was written yet" in str(e.value) and "--resume" not in str(e.value)
+    # a failure later in the run keeps the advice to resume
+    monkeypatch.setattr(distributed.dist, "barrier", dead)
+    with pytest.raises(distributed.DistributedError, match="restart every rank with --resume"):
+        distributed.barrier("the final checkpoint")
+
+
+@pytest.mark.parametrize("visible,local,want", [
+    (None, "0", "cuda:0"),          # one GPU, one process per node
+    (None, "1", None),              # two processes on the one GPU every process sees: refused
+    ("3", "1", "cuda:0"),           # a scheduler gave this worker its own one GPU
+])
+def test_device_for_refuses_two_ranks_on_one_visible_gpu(monkeypatch, visible, local, want):
+    """It used to put LOCAL_RANK 1 on cuda:0 too, where NCCL fails at the first collective
+    with an error that metaloop reports as a dead peer."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for k in distributed._VISIBLE_DEVICES:
+        monkeypatch.delenv(k, raising=False)
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setenv("LOCAL_RANK", local)
+    if want is None:
+        with pytest.raises(ValueError, match="LOCAL_RANK=1 but only 1 GPU is visible"):
+            distributed.device_for("cuda")
+    else:
+        assert distributed.device_for("cuda") == torch.device(want)

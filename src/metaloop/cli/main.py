@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")
+    world = os.environ.get("WORLD_SIZE", "1")
+    if args.command != "train" and world.strip() not in ("", "1", "0"):
+        print(f"metaloop {args.command}: error: started by torchrun (WORLD_SIZE={world}), "
+              f"but only metaloop train is distributed: every process would run the whole "
+              f"{args.command} and write the same output; start it without torchrun",
+              file=sys.stderr)
+        return 2
     if args.malloc == "heap":
         keep_heap()
     if args.threads:

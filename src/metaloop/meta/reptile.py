@@ -40,6 +40,11 @@ from metaloop.models.bn_stats import (  # noqa: F401 (STATS: the key prefix, re-
 from metaloop.tasks.batch import TaskBatch
 
 
+def _task_seed() -> int:
+    """One task's mini-batch seed, drawn from the global torch RNG."""
+    return int(torch.randint(2**62, (1,)))
+
+
 def minibatches(n: int, size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Indices of ``steps`` mini-batches of ``size`` out of ``n`` examples, drawn without
     replacement: successive random permutations of ``range(n)``, concatenated and cut into
@@ -246,11 +251,20 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
             return _adam_path(self.inner, params, x, y, steps, batches, state=state)
         return _sgd_path(self.inner, params, x, y, steps, batches)
 
+    def skip_tasks(self, tasks: int) -> None:
+        """Advance the global torch RNG past the draws that ``tasks`` tasks' meta-gradient
+        makes here (one mini-batch seed per task with ``inner_batch``; none otherwise): a
+        rank of a sharded meta-batch skips the other ranks' tasks, so that every task gets
+        the seed it gets in one process and the ranks' RNGs stay equal."""
+        if self.inner_batch:
+            for _ in range(tasks):
+                _task_seed()
+
     def _final(self, params: Params, sx, sy) -> Params:
         start = detach(params, requires_grad=True)
         g = None
         if self.inner_batch:                # the task stream's RNG: seeded, checkpointed
-            g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+            g = torch.Generator().manual_seed(_task_seed())
         with torch.enable_grad():
             *_, last = self._path(start, sx, sy, self.inner.steps, self.inner_batch, g,
                                   self._state(params, copy=False))

@@ -27,6 +27,7 @@ Backends: gloo on the CPU, nccl on CUDA (one GPU per process, ``cuda:LOCAL_RANK`
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import pickle
 from collections.abc import Callable
@@ -35,6 +36,10 @@ import torch
 import torch.distributed as dist
 
 DEFAULT_TIMEOUT_S = 300.0
+# The longest timeout accepted: about 31 years. PyTorch keeps timeouts in int64 nanoseconds
+# (and ``datetime.timedelta`` stops at ~2.7e6 years); above ~9.2e9 s the value overflows and
+# the TCP store "times out" at once, so a larger value must be refused, not passed on.
+MAX_TIMEOUT_S = 1e9
 
 
 class DistributedError(RuntimeError):
@@ -82,7 +87,8 @@ def set_tf32(enabled: bool) -> None:
 
 
 def device_for(device: str) -> torch.device:
-    """The torch device this process trains on: ``"cpu"``, or ``"cuda"`` = ``cuda:LOCAL_RANK``.
+    """The torch device this process trains on: ``"cpu"``, or ``"cuda"`` = ``cuda:LOCAL_RANK``
+    (``cuda:0`` where ``CUDA_VISIBLE_DEVICES`` leaves this process a single GPU).
 
     Raises:
         ValueError: an unknown device, no CUDA, or fewer visible GPUs than local ranks.
@@ -94,12 +100,34 @@ def device_for(device: str) -> torch.device:
     if not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch sees no CUDA device")
     local, count = _env_int("LOCAL_RANK", 0), torch.cuda.device_count()
-    if count == 1:       # torchrun may give each worker one visible GPU
-        return torch.device("cuda", 0)
+    if count == 1 and any(os.environ.get(v) for v in _VISIBLE_DEVICES):
+        return torch.device("cuda", 0)   # a scheduler gave each worker its own one GPU
     if local >= count:
-        raise ValueError(f"LOCAL_RANK={local} but only {count} GPUs are visible: start at most "
-                         f"{count} processes per node (--nproc_per_node)")
+        # (every process sees the same GPUs: two ranks on one GPU would make NCCL fail at
+        # the first collective, with an error that reads like a dead peer)
+        raise ValueError(f"LOCAL_RANK={local} but only {count} GPU{'s' * (count != 1)} "
+                         f"{'are' if count != 1 else 'is'} visible: start at most {count} "
+                         f"processes per node (--nproc_per_node), or give each its own GPU "
+                         f"with CUDA_VISIBLE_DEVICES")
     return torch.device("cuda", local)
+
+
+# Set by a scheduler (or the user) to give a process some GPUs only; unset, every process
+# of a node sees all of them, so LOCAL_RANK picks one.
+_VISIBLE_DEVICES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+
+
+def check_timeout(timeout_s: float) -> None:
+    """Refuse a timeout that is not a finite number of seconds in (0, ``MAX_TIMEOUT_S``].
+
+    Raises:
+        ValueError: naming the value (``inf`` or a huge number would otherwise overflow
+            inside ``datetime.timedelta`` or PyTorch, as a traceback or an instant timeout).
+    """
+    if not (isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+            and math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
+        raise ValueError(f"distributed timeout must be a positive, finite number of seconds "
+                         f"up to {MAX_TIMEOUT_S:g} (about 31 years), got {timeout_s!r}")
 
 
 def init(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
@@ -114,16 +142,16 @@ def init(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
         True if this call created the group: the caller must ``destroy()`` it.
 
     Raises:
-        ValueError: malformed or missing torchrun variables, a bad timeout or device.
+        ValueError: malformed or missing torchrun variables, a bad timeout (see
+            ``check_timeout``) or device.
+        DistributedError: the group could not be joined within the timeout.
     """
     world = requested_world_size()
     if world <= 1 or is_active():
         return False
     if not dist.is_available():
         raise ValueError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
-    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-        raise ValueError(f"distributed timeout must be a positive number of seconds, "
-                         f"got {timeout_s!r}")
+    check_timeout(timeout_s)
     rank = _env_int("RANK")
     if not 0 <= rank < world:
         raise ValueError(f"distributed run: RANK={rank} is outside 0..WORLD_SIZE-1={world - 1}")
@@ -166,15 +194,19 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else repr(e)}"
 
 
-def _collective(what: str, fn: Callable[[], object]):
+_KEPT = "The last checkpoint is kept: restart every rank with --resume"
+
+
+def _collective(what: str, fn: Callable[[], object], then: str = _KEPT):
+    """``fn()``; a failure or timeout becomes a ``DistributedError`` naming this rank and
+    ``what``, ending with ``then`` (what the user does next)."""
     try:
         return fn()
     except RuntimeError as e:       # gloo/nccl errors and timeouts are RuntimeErrors
         rank, world = rank_world()
         raise DistributedError(
             f"rank {rank} of {world}: {what} failed, so another rank has most likely died, "
-            f"hung past the timeout, or become unreachable ({_first_line(e)}). The last "
-            f"checkpoint is kept: restart every rank with --resume") from e
+            f"hung past the timeout, or become unreachable ({_first_line(e)}). {then}") from e
 
 
 def reduce_step(grads: dict[str, torch.Tensor], metrics: dict[str, float], weight: float,
@@ -251,12 +283,14 @@ def from_rank0(fn: Callable[[], object], what: str):
 
 
 def broadcast_params(model: torch.nn.Module) -> None:
-    """Overwrite every rank's parameters with rank 0's, in place."""
+    """Overwrite every rank's parameters with rank 0's, in place (at the start of a new run,
+    before any checkpoint exists)."""
     def run():
         with torch.no_grad():
             for p in model.parameters():
                 dist.broadcast(p.data, src=0)
-    _collective("broadcast of the initial parameters", run)
+    _collective("broadcast of the initial parameters", run,
+                "No checkpoint was written yet: start every rank again with the same command")
 
 
 def barrier(what: str) -> None:

@@ -480,9 +480,24 @@ def _step_gradient(learner, batch, shard, stop: _StopSignals, iteration: int):
         grads, metrics = learner.meta_gradient(batch, with_metrics=True)
         return grads, metrics, None
     lo, hi = distributed.shard_bounds(batch.num_tasks, *shard)
-    grads, metrics = learner.meta_gradient(batch.slice(lo, hi), with_metrics=True)
+    grads, metrics = shard_gradient(learner, batch, lo, hi)
     return distributed.reduce_step(grads, metrics, (hi - lo) / batch.num_tasks,
                                    stop.name is not None, f"iteration {iteration}")
+
+
+def shard_gradient(learner, batch, lo: int, hi: int):
+    """One rank's ``meta_gradient(batch.slice(lo, hi), with_metrics=True)``. A learner that
+    draws from the global torch RNG per task (Reptile's mini-batch seeds: ``skip_tasks``)
+    first skips the draws of the tasks before ``lo`` and then those after ``hi``, so each
+    task gets the draw it gets in one process and every rank ends the step in the same RNG
+    state."""
+    skip = getattr(learner, "skip_tasks", None)
+    if skip is not None:
+        skip(lo)
+    out = learner.meta_gradient(batch.slice(lo, hi), with_metrics=True)
+    if skip is not None:
+        skip(batch.num_tasks - hi)
+    return out
 
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
