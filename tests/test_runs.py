@@ -118,3 +118,27 @@ def test_a_reptile_run_loads_its_shared_inner_adam_state(tmp_path):
     run.learner.load_extra_state({})
     fresh = list(run.learner.adapt_path(x, torch.sin(x), 3))[-1]
     assert max((loaded[n] - fresh[n]).abs().max() for n in loaded) > 1e-6
+
+
+def test_a_run_written_by_ml_train_without_a_config_is_not_rebuilt_from_defaults(
+        tmp_path, capsys):
+    """``ml.train(..., out_dir=...)`` stores only its ``config=``: rebuilt from the default
+    config, a 5-shot sinusoid run was scored at 10 shots (and an image run failed with
+    "lacks model tensors"). ``load_run`` and ``metaloop eval`` say what is missing."""
+    torch.manual_seed(0)
+    learner = ml.meta.MAML(ml.models.MLP(1, (8,), 1), inner_lr=0.01, inner_steps=1)
+    ml.train(learner, ml.tasks.Sinusoid(shots=5), iterations=2, meta_batch=2,
+             out_dir=tmp_path / "py", progress=False)
+    with pytest.raises(ValueError, match="does not say what it was trained as: its stored "
+                                         "config has no family, model, method section"):
+        ml.load_run(tmp_path / "py")
+    out = tmp_path / "ev"
+    assert main(["eval", "--checkpoint", str(tmp_path / "py"), "--tasks", "4", "--out",
+                 str(out), "--no-progress"]) == 2
+    assert "ml.train(..., resume=True)" in capsys.readouterr().err
+    assert not out.exists()
+    # the same run continues from Python, as the message says
+    again = ml.meta.MAML(ml.models.MLP(1, (8,), 1), inner_lr=0.01, inner_steps=1)
+    ml.train(again, ml.tasks.Sinusoid(shots=5), iterations=3, meta_batch=2,
+             out_dir=tmp_path / "py", resume=True, progress=False)
+    assert (tmp_path / "py" / "ckpt-00000003").is_dir()

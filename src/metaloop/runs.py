@@ -114,8 +114,10 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
         with a FutureWarning.
 
     Raises:
-        ValueError: no such directory, no checkpoint in it, a config that no longer
-            validates, or stored tensors that do not fit the config's model (naming them).
+        ValueError: no such directory, no checkpoint in it, a run whose stored config lacks
+            the family, model or method (``ml.train`` without a full ``config=``), a config
+            that no longer validates, or stored tensors that do not fit the config's model
+            (naming them).
     """
     path = Path(path)
     if not path.is_dir():
@@ -129,6 +131,14 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     tensors, state = load_checkpoint(path)
     if not isinstance(state.get("config"), dict):
         raise ValueError(f"{path}: the checkpoint is corrupt: its state.json holds no config")
+    lacking = [k for k in ("family", "model", "method") if k not in state["config"]]
+    if lacking:     # ml.train(..., out_dir=...) stores only the config= it was given
+        raise ValueError(f"{path} does not say what it was trained as: its stored config has "
+                         f"no {', '.join(lacking)} section, so its learner cannot be rebuilt "
+                         f"(a run written by ml.train(..., out_dir=...) stores only its "
+                         f"config= argument); continue it with ml.train(..., resume=True) "
+                         f"and the same learner and family, or train with metaloop train "
+                         f"--config FILE, which stores the whole config")
     cfg = config.validate(state["config"])
     if head_init == "zero":
         cfg["method"]["head_init"] = "zero"
