@@ -17,7 +17,7 @@ from metaloop.meta.protonet import ProtoNet
 from metaloop.meta.r2d2 import R2D2
 from metaloop.models import Conv4
 from metaloop.train import distributed
-from metaloop.train.loop import shard_gradient
+from metaloop.train.loop import check_shardable, shard_gradient
 
 B, WAYS, SHOTS, QUERIES, CLASSES = 5, 3, 2, 2, 12     # shards of 2 and 3 tasks on 2 ranks
 
@@ -125,3 +125,19 @@ def test_reptile_with_inner_mini_batches_is_shard_exact():
         assert torch.equal(torch.get_rng_state(), end)
         for n, g in whole.items():
             torch.testing.assert_close(got[n], g, rtol=0, atol=1e-10, msg=f"{world} {n}")
+
+
+def test_pretrain_with_batchnorm_is_named_when_sharded_and_the_rest_are_not():
+    """The one learner that is not shard-exact says so when a run is split over ranks."""
+    with pytest.warns(UserWarning, match="on 2 ranks each BatchNorm sees only its rank's"):
+        check_shardable(_learner("pretrain"), 2)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_shardable(_learner("pretrain"), 1)                       # one process
+        check_shardable(Pretrain(ml.models.MLP(4, (8,), CLASSES), loss="ce"), 2)  # no norm
+        for kind in ("maml", "reptile", "protonet", "r2d2"):
+            check_shardable(_learner(kind), 2)
+    with pytest.raises(ValueError, match="adam_state='shared'"):
+        check_shardable(Reptile(_conv4(WAYS), 0.1, 2, loss="ce", inner_optimizer="adam",
+                                adam_state="shared"), 2)

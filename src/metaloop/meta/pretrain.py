@@ -29,6 +29,8 @@ class Pretrain(AdaptsBySGD):
     """
 
     meta_trains = True
+    # its meta-batch is one batch of every task's examples: BatchNorm statistics span tasks
+    pools_tasks = True
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean loss of the unadapted model on support and query of every task."""

@@ -8,6 +8,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop.evaluate.heldout import evaluate
+from metaloop.models.conv4 import BatchNorm
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.device import _unchecked_batch
 from metaloop.train import distributed, graphs
@@ -485,6 +487,33 @@ def _step_gradient(learner, batch, shard, stop: _StopSignals, iteration: int):
                                    stop.name is not None, f"iteration {iteration}")
 
 
+def check_shardable(learner, world: int) -> None:
+    """Whether ``learner``'s meta-batch may be split over ``world`` ranks.
+
+    Raises:
+        ValueError: Reptile's ``adam_state='shared'`` (one inner-Adam state carried through
+            the tasks in order).
+
+    Warns:
+        UserWarning: a learner that pools every task's examples into one batch (the
+            pretraining baseline) over a network with BatchNorm: each rank normalises its
+            own shard, so the run is not the single-process run.
+    """
+    if world <= 1:
+        return
+    if getattr(learner, "adam_state", None) == "shared":
+        raise ValueError("adam_state='shared' carries one inner-Adam state through the tasks "
+                         "in order, so its meta-batch cannot be split over ranks; train it in "
+                         "one process, or use adam_state='task'")
+    norms = (BatchNorm, torch.nn.modules.batchnorm._BatchNorm)
+    if getattr(learner, "pools_tasks", False) and any(
+            isinstance(m, norms) for m in learner.model.modules()):
+        warnings.warn(f"{type(learner).__name__} normalises its whole meta-batch as one "
+                      f"batch, so on {world} ranks each BatchNorm sees only its rank's shard: "
+                      f"the run trains, but it is not the single-process run (as "
+                      f"DistributedDataParallel without SyncBatchNorm)", stacklevel=3)
+
+
 def shard_gradient(learner, batch, lo: int, hi: int):
     """One rank's ``meta_gradient(batch.slice(lo, hi), with_metrics=True)``. A learner that
     draws from the global torch RNG per task (Reptile's mini-batch seeds: ``skip_tasks``)
@@ -641,10 +670,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     if meta_batch < world:
         raise ValueError(f"meta_batch={meta_batch} is smaller than the {world} ranks: every "
                          f"rank needs at least one task")
-    if world > 1 and getattr(learner, "adam_state", None) == "shared":
-        raise ValueError("adam_state='shared' carries one inner-Adam state through the tasks "
-                         "in order, so its meta-batch cannot be split over ranks; train it in "
-                         "one process, or use adam_state='task'")
+    check_shardable(learner, world)
     lead, shard = rank == 0, ((rank, world) if world > 1 else None)
     on_cuda = model_p is not None and model_p.device.type == "cuda"
     capturable = cuda_graph and on_cuda            # the rate a device tensor the graph reads
