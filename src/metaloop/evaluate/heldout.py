@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from metaloop.evaluate.stats import t_975
+from metaloop.evaluate.stats import ci95
 from metaloop.func.losses import accuracy, get_loss
 from metaloop.tasks.augment import all_shifts, shifted_support
 
@@ -25,12 +25,10 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     Raises:
         ValueError: no values.
     """
-    v = torch.as_tensor(list(values), dtype=torch.float64)
-    if v.numel() == 0:
+    v = [float(x) for x in values]
+    if not v:
         raise ValueError("mean_ci needs at least one value")
-    if v.numel() == 1:
-        return float(v.mean()), 0.0
-    return float(v.mean()), t_975(v.numel() - 1) * float(v.std()) / math.sqrt(v.numel())
+    return math.fsum(v) / len(v), ci95(v) or 0.0
 
 
 def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):

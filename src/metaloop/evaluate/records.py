@@ -74,7 +74,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from metaloop.evaluate.stats import t_975
+from metaloop.evaluate.stats import ci95 as _ci95
 
 REQUIRED = ("table", "row", "metric", "mean", "ci95", "n", "budget", "device", "torch",
             "date", "config", "command", "published")
@@ -197,16 +197,6 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
     if bad:
         raise RecordError(f"{where}: " + "; ".join(bad))
     return dict(rec)
-
-
-def _ci95(values) -> float | None:
-    """``t_975(n - 1) * sd / sqrt(n)`` of ``values`` (sd with n - 1; Student's t interval,
-    as ``metaloop.evaluate.mean_ci``), or None for one value."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = math.fsum(values) / n
-    return t_975(n - 1) * math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1) / n)
 
 
 def write_record(path, **fields) -> Path:

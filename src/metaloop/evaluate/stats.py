@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["Z_975", "t_975"]
+__all__ = ["Z_975", "ci95", "t_975"]
 
 Z_975 = 1.959963984540054     # the standard normal's 97.5% quantile
 
@@ -56,3 +56,13 @@ def t_975(df: int) -> float:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if _t_two_sided(mid, df) < 0.95 else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+def ci95(values) -> float | None:
+    """The 95% confidence half-width of the mean of ``values``: Student's
+    ``t_975(n - 1) * sd / sqrt(n)`` (sd with n - 1), or None for one value (no spread)."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = math.fsum(values) / n
+    return t_975(n - 1) * math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1) / n)
