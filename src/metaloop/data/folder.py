@@ -285,7 +285,9 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
     key = hashlib.sha256(f"{scan.root}\0{json.dumps(settings, sort_keys=True)}".encode()
                          ).hexdigest()[:16]
     manifest_path = cdir / f"{key}.json"
-    old = _read_manifest(manifest_path)
+    previous = _read_json(manifest_path)              # any version: its arrays go once replaced
+    old = previous if previous is not None and previous.get("version") == CACHE_VERSION \
+        else None
     if old is not None and old.get("hash") == digest:
         data = _open(cdir, old, scan)
         if data is not None:
@@ -297,25 +299,30 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
     except OSError as e:       # decoding raises ValueError; this is the cache's own writing
         raise ValueError(f"cannot write the decoded image cache of {scan.root} to {cdir}: "
                          f"{e}; pass a writable cache_dir") from e
-    if old is not None:
+    if previous is not None:
         for k in ("images", "labels", "stats"):
-            if old.get(k) and old[k] != manifest[k]:
-                (cdir / old[k]).unlink(missing_ok=True)
+            name = previous.get(k)
+            # a plain file name of ours (a damaged manifest names nothing else to delete)
+            if (isinstance(name, str) and name != manifest[k] and name.startswith(f"{key}-")
+                    and Path(name).name == name):
+                (cdir / name).unlink(missing_ok=True)
     data.cache_dir = cdir
-    if old is None:
+    if previous is None:
         data.cache_status = "built"
     else:
-        why = "settings or version" if old.get("settings") != settings else "files changed"
+        why = ("made by another metaloop version" if old is None else
+               "settings" if old.get("settings") != settings else "files changed")
         data.cache_status = f"rebuilt ({why})"
     return data
 
 
-def _read_manifest(path: Path) -> dict | None:
+def _read_json(path: Path) -> dict | None:
+    """A cache manifest of any version, or None if there is none or it is not readable."""
     try:
         m = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return m if isinstance(m, dict) and m.get("version") == CACHE_VERSION else None
+    return m if isinstance(m, dict) else None
 
 
 def _open(cdir: Path, m: dict, scan: FolderScan) -> FolderData | None:
