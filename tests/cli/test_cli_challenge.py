@@ -256,7 +256,7 @@ def test_predict_refines_the_prototypes_with_the_queries(run, omniglot_root, tmp
     assert np.abs(scores[4] - probs.numpy()).max() < 1e-4
     assert np.abs(scores[4] - scores[0]).max() > 1e-3                         # it changed them
     for flags, message in ((["--refine", "2", "--refine-weight", "0"],
-                            "refine_weight must be a finite number > 0, got 0.0"),
+                            "--refine-weight must be a finite number > 0, got 0.0"),
                            (["--refine", "-1"], "refine must be an int >= 0")):
         assert main(["predict", "--checkpoint", str(run), "--support", str(tmp_path / "support"),
                      "--query", str(tmp_path / "query"), *flags]) == 2
@@ -309,9 +309,9 @@ def test_predict_an_ensemble_with_shifts_and_joint_refinement(run, omniglot_root
     for flags, message in ((["--refine-jointly"], "--refine-jointly shares the refinement's "
                                                   "assignment between the members, but "
                                                   "--refine is 0"),
-                           (["--support-shift", "-1"], "support_shift must be an int >= 0 "
+                           (["--support-shift", "-1"], "--support-shift must be an int >= 0 "
                                                        "pixels, got -1"),
-                           (["--query-shift", "-2"], "query_shift must be an int >= 0 "
+                           (["--query-shift", "-2"], "--query-shift must be an int >= 0 "
                                                      "pixels, got -2")):
         assert main(["predict", "--checkpoint", str(run), str(second), "--support",
                      str(tmp_path / "support"), "--query", str(tmp_path / "query"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from tqdm.auto import tqdm
@@ -12,7 +13,7 @@ from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.data.images import INVERT_MODES
 from metaloop.recipes import report
 from metaloop.recipes.evaluation import load_ensemble, refining
-from metaloop.recipes.predict import classify_folders
+from metaloop.recipes.predict import classify_folders, takes_steps, tsv_line
 
 DESCRIPTION = """\
 Classify your own images after few-shot adaptation. SUPPORT holds one sub-folder of images
@@ -20,8 +21,13 @@ per class (the folder name is the class; 2 or more classes, any number of images
 or format Pillow reads); QUERY holds the images to classify. The run's model adapts to the
 support images with its own rule (inner learning rate and steps) and each query file is
 printed as FILE<TAB>CLASS, or with --json as {"file", "class", "scores"} with the probability
-of every class. --out DIR also writes them, with the classes and settings, to
-DIR/results.json (atomically; nothing is written on an error).
+of every class. A file or class name holding a tab, a line break or a double quote is printed
+in double quotes, a quote inside doubled (the tab dialect of Python's csv module, read back by
+csv.reader(f, dialect="excel-tab")); other names are printed as they are. --out DIR also
+writes them, with the classes and settings, to DIR/results.json (atomically; nothing is
+written on an error). A flag that would change nothing for the run's learner (--steps for a
+solved head, --head-init for one, --refine for a learner without prototypes, a refine setting
+without --refine) is refused by name.
 
 Images are read as in training: a run on your own folder uses that folder's channels,
 polarity, padding and size; other runs read greyscale with light ink on a dark background
@@ -55,31 +61,36 @@ def register(sub) -> None:
     p.add_argument("--support", required=True,
                    help="folder with one sub-folder per class, or only images, one per class")
     p.add_argument("--query", required=True, help="folder of images to classify")
-    p.add_argument("--json", action="store_true", help="print JSON instead of file<TAB>class")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON instead of file<TAB>class lines (in which a name "
+                        "holding a tab, line break or double quote is double-quoted, as the "
+                        "csv module's excel-tab dialect writes it)")
     p.add_argument("--out", metavar="DIR",
                    help="also write results.json here: the checkpoints, folders, classes, "
                         "settings and the --json predictions")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar while the images are read")
     p.add_argument("--steps", type=int,
-                   help="adaptation steps (default: the checkpoint's inner steps)")
+                   help="adaptation steps (default: the checkpoint's inner steps); refused for "
+                        "a run whose head is solved, not stepped (protonet, r2d2, metaoptnet)")
     p.add_argument("--head-init", choices=("checkpoint", "zero"), default="checkpoint",
                    help="'zero' adapts from a zero head sized to the support classes, needed "
-                        "when their number differs from the checkpoint's ways")
+                        "when their number differs from the checkpoint's ways (a learned "
+                        "head); refused for a solved head (protonet, r2d2, metaoptnet)")
     p.add_argument("--invert", choices=INVERT_MODES, default=None,
                    help="polarity: auto (invert images whose mean is above 0.5, i.e. dark "
                         "ink on light), always, never (default: the training folder's "
                         "family.invert, else auto)")
-    p.add_argument("--refine", type=int, default=0, metavar="K",
+    p.add_argument("--refine", type=int, metavar="K",
                    help="protonet: refine the prototypes with the query images by K soft "
                         "k-means steps before scoring them (transductive; 0 = off, the "
-                        "default)")
-    p.add_argument("--refine-temperature", type=float, default=REFINE_TEMPERATURE, metavar="T",
-                   help="with --refine: multiply the logits that assign queries to classes "
-                        "by T (default %(default)g)")
-    p.add_argument("--refine-weight", type=float, default=REFINE_WEIGHT, metavar="W",
-                   help="with --refine: the query images weigh W times the support images "
-                        "(default %(default)g)")
+                        "default; the two settings below without --refine are refused)")
+    p.add_argument("--refine-temperature", type=float, metavar="T",
+                   help=f"with --refine: multiply the logits that assign queries to classes "
+                        f"by T (default {REFINE_TEMPERATURE:g})")
+    p.add_argument("--refine-weight", type=float, metavar="W",
+                   help=f"with --refine: the query images weigh W times the support images "
+                        f"(default {REFINE_WEIGHT:g})")
     p.add_argument("--refine-jointly", action="store_true",
                    help="with --refine and several checkpoints: the members share one "
                         "assignment of the queries (their averaged class probabilities)")
@@ -94,10 +105,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.refine_jointly and not args.refine:
-        raise ValueError("--refine-jointly shares the refinement's assignment between the "
-                         "members, but --refine is 0: give --refine K")
+    _check_flags(args)
     loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
+    _check_flags_apply(args, loaded)
     with report.output_dir(args.out or None) as out:
         with refining(loaded.learner, args.refine, args.refine_temperature,
                       args.refine_weight, args.refine_jointly), \
@@ -109,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         rows = [{"file": f, "class": label,
                  "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}
                 for f, label, row in zip(pred.files, pred.labels, pred.probs)]
+        printed = (json.dumps(rows, indent=1) + "\n" if args.json else
+                   _encoded("".join(tsv_line([r["file"], r["class"]]) for r in rows)))
         if out is not None:
             settings = {k: getattr(args, k) for k in (
                 "steps", "head_init", "refine", "refine_temperature", "refine_weight",
@@ -118,10 +130,91 @@ def run(args: argparse.Namespace) -> int:
                 "checkpoints": [str(c) for c in args.checkpoint], "support": str(args.support),
                 "query": str(args.query), "classes": pred.classes, "settings": settings,
                 "predictions": rows})
-    if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if isinstance(printed, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(printed)
     else:
-        for row in rows:
-            print(f"{row['file']}\t{row['class']}")
+        sys.stdout.write(printed)
     return 0
+
+
+def _encoded(text: str) -> str | bytes:
+    """The lines as stdout's bytes where it has a byte buffer: a file name that is not
+    valid UTF-8 (decoded by Python with surrogate escapes) is written back as its own bytes,
+    as ls and find do, where a strict stdout would fail after part of the output.
+
+    Raises:
+        ValueError: a name stdout's encoding cannot write (naming it), before anything is
+            written.
+    """
+    buffer, encoding = getattr(sys.stdout, "buffer", None), getattr(sys.stdout, "encoding", None)
+    if buffer is None or not encoding:
+        return text
+    try:
+        return text.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"stdout's encoding {encoding} cannot write the name "
+                         f"{e.object[max(0, e.start - 20):e.end + 20]!r}; use --json (ASCII) "
+                         f"or a UTF-8 stdout (PYTHONIOENCODING=utf-8)") from None
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """ValueError naming the flag unless the settings are possible; fills in the refine
+    defaults (a refine setting given without ``--refine`` would change nothing)."""
+    if args.steps is not None and args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    for flag, shift in (("--support-shift", args.support_shift),
+                        ("--query-shift", args.query_shift)):
+        if shift < 0:
+            raise ValueError(f"{flag} must be an int >= 0 pixels, got {shift}")
+    if args.refine is not None and args.refine < 0:
+        raise ValueError(f"--refine must be an int >= 0 (soft k-means rounds, 0 = off), got "
+                         f"{args.refine}")
+    for flag, key, default in (("--refine-temperature", "refine_temperature", REFINE_TEMPERATURE),
+                               ("--refine-weight", "refine_weight", REFINE_WEIGHT)):
+        value = getattr(args, key)
+        if value is None:
+            setattr(args, key, default)
+        elif args.refine is None:     # an explicit --refine 0 (a sweep's baseline) may keep it
+            raise ValueError(f"{flag} {value:g} sets how --refine refines the prototypes, but "
+                             f"no --refine K is given (off), so it would change nothing: give "
+                             f"--refine K or drop {flag}")
+        elif not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} must be a finite number > 0, got {value!r}")
+    args.refine = args.refine or 0
+    if args.refine_jointly and not args.refine:
+        raise ValueError("--refine-jointly shares the refinement's assignment between the "
+                         "members, but --refine is 0: give --refine K")
+    if args.refine_jointly and len(args.checkpoint) < 2:
+        raise ValueError("--refine-jointly shares the refinement's assignment between the "
+                         "members of an ensemble, but one --checkpoint is given, so it would "
+                         "change nothing: give several checkpoints or drop --refine-jointly")
+
+
+def _check_flags_apply(args: argparse.Namespace, loaded) -> None:
+    """ValueError naming the flag and the learner where a flag would change nothing for the
+    loaded run or ensemble (the solved heads: every member), or cannot apply to it."""
+    members = getattr(loaded, "members", [loaded])
+    methods = [m.config["method"]["name"] for m in members]
+    solved = not takes_steps(loaded)
+    what = (f"{methods[0]} ({loaded.path})" if len(members) == 1 else
+            f"every member ({', '.join(sorted(set(methods)))})")
+    if args.steps is not None and solved:
+        newton = (" (metaoptnet's Newton steps are fixed by the run's method.inner_steps)"
+                  if "metaoptnet" in methods else "")
+        raise ValueError(f"--steps {args.steps}: {what} solves its head in closed form and "
+                         f"takes no adaptation steps, so --steps would change nothing{newton}; "
+                         f"drop --steps")
+    if args.head_init == "zero" and solved:
+        raise ValueError(f"--head-init zero: {what} solves a fresh head for the support "
+                         f"classes (any number of them), so there is no learned head to "
+                         f"replace; drop --head-init")
+    if args.refine:
+        for m, name in zip(members, methods):
+            if name != "protonet":
+                raise ValueError(f"--refine {args.refine} refines prototypes, which only a "
+                                 f"protonet run has; {m.path} is {name}")
+            if not getattr(m.learner, "transductive", True):
+                raise ValueError(f"--refine {args.refine} refines the prototypes with all the "
+                                 f"query images together, but {m.path} scores each query on "
+                                 f"its own (method.transductive = false); drop --refine")

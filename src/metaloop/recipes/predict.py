@@ -4,7 +4,8 @@
 class) and a query folder with the run's own image transform (``Run.transform``), adapts the
 run's learner to the support set with its own rule, and scores every query image. The run
 may be an ensemble (``load_ensemble``), and the test-time shifts of ``metaloop eval``
-(``support_shift``, ``query_shift``) apply as there.
+(``support_shift``, ``query_shift``) apply as there. ``tsv_line`` writes one row of
+``metaloop predict``'s tab-separated output.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from metaloop.config import HEAD_BASED
 from metaloop.data.images import load_image, load_query, load_support
 from metaloop.data.lake_runs import OFFICIAL_RUNS_SHA256, read_lake_runs, runs_digest
 from metaloop.evaluate.heldout import mean_ci, shift_averaged
@@ -21,7 +23,7 @@ from metaloop.runs import Run
 from metaloop.tasks.augment import shifted_support
 
 __all__ = ["QUERY_CHUNK", "Predictions", "classify_folders", "predict_folders",
-           "score_lake_runs"]
+           "score_lake_runs", "takes_steps", "tsv_line"]
 
 QUERY_CHUNK = 1024   # most queries per forward pass (BatchNorm statistics come from each chunk)
 
@@ -85,7 +87,9 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
             probabilities averaged).
         support: a folder with one sub-folder of images per class (at least 2 classes).
         query: a folder of images to classify (sub-folders are searched too).
-        steps: adaptation steps (default: the run's inner steps; >= 0).
+        steps: adaptation steps (default: the run's inner steps; >= 0). Refused for a run
+            (or an ensemble all of whose members) solve their head in closed form
+            (``takes_steps`` is False), where it would change nothing.
         invert: polarity ("auto", "always", "never"; default: the run's transform).
         support_shift, query_shift: test-time shifts in pixels, as ``predict_folders``.
         progress: called with 1 after each support or query image is decoded.
@@ -98,9 +102,14 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     Raises:
         ValueError: not an image-classification run; unreadable folders; a support set whose
             number of classes differs from a learned head's outputs (adapt from a zero head
-            with ``load_run(..., head_init="zero")`` instead); negative ``steps`` or shifts.
+            with ``load_run(..., head_init="zero")`` instead); negative ``steps`` or shifts;
+            ``steps`` for a run that takes no adaptation steps.
     """
     tf = _checked_transform(run, steps, support_shift, query_shift)
+    if steps is not None and not takes_steps(run):
+        methods = sorted({m.config["method"]["name"] for m in getattr(run, "members", [run])})
+        raise ValueError(f"steps = {steps}: {run.path} ({', '.join(methods)}) solves its head "
+                         f"in closed form and takes no adaptation steps; leave steps None")
     size, invert = tf["image_size"], invert or tf["invert"]
     sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"], progress)
     # SGD learners with a learned head need as many classes as its outputs; a zero head
@@ -161,6 +170,25 @@ def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | N
             "official": digest == OFFICIAL_RUNS_SHA256}
 
 
+def takes_steps(run: Run) -> bool:
+    """Whether the run's learner adapts by steps (SGD: maml, anil, reptile, scratch,
+    pretrain...), so that a number of steps changes its prediction; False when it (every
+    member of an ensemble) solves its head in closed form (``metaloop.config.HEAD_BASED``:
+    protonet, r2d2, metaoptnet, whose Newton steps are fixed by ``method.inner_steps``)."""
+    return any(m.config["method"]["name"] not in HEAD_BASED
+               for m in getattr(run, "members", [run]))
+
+
+def tsv_line(fields: list[str]) -> str:
+    """One line of tab-separated values, ending in ``"\\n"``: a field holding a tab, a line
+    break (``\\n`` or ``\\r``) or a double quote is written in double quotes with each quote
+    doubled, as the csv module's ``excel-tab`` dialect reads it back
+    (``csv.reader(f, dialect="excel-tab")``); any other field is written as it is."""
+    quoted = ['"' + f.replace('"', '""') + '"' if any(c in f for c in '\t\n\r"') else f
+              for f in fields]
+    return "\t".join(quoted) + "\n"
+
+
 def _checked_transform(run: Run, steps, support_shift, query_shift) -> dict:
     """The run's image transform, after checking that it reads images and the settings."""
     tf = run.transform
@@ -169,7 +197,7 @@ def _checked_transform(run: Run, steps, support_shift, query_shift) -> dict:
                          f"resnet12); this one is family {run.config['family']['name']!r}, "
                          f"model {run.config['model']['name']!r}")
     if steps is not None and steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {steps}")
+        raise ValueError(f"steps must be >= 0, got {steps}")
     for name, shift in (("support_shift", support_shift), ("query_shift", query_shift)):
         if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
             raise ValueError(f"{name} must be an int >= 0 pixels, got {shift!r}")
