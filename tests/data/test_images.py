@@ -131,11 +131,11 @@ def test_bad_support_names_the_path(tmp_path, case, message):
             Image.fromarray(_glyph()).save(root / name)
     elif case == "unreadable":
         _support(root, {"x": 1, "y": 1})
-        (root / "y" / "notes.txt").write_text("not an image")
+        (root / "y" / "notes.png").write_text("not an image")
     with pytest.raises(ValueError, match=message) as err:
         load_support(root)
     if case == "unreadable":
-        assert "notes.txt" in str(err.value)
+        assert "notes.png" in str(err.value)
     else:
         assert str(root) in str(err.value)
 

@@ -17,8 +17,9 @@ from metaloop.recipes.predict import classify_folders, takes_steps, tsv_line
 
 DESCRIPTION = """\
 Classify your own images after few-shot adaptation. SUPPORT holds one sub-folder of images
-per class (the folder name is the class; 2 or more classes, any number of images, any size
-or format Pillow reads); QUERY holds the images to classify. The run's model adapts to the
+per class (the folder name is the class; 2 or more classes, any number of images, any size,
+PNG, JPEG, BMP, GIF, WebP, TIFF or PNM by their suffix; other files such as README.txt are
+left out, and counted on stderr); QUERY holds the images to classify. The run's model adapts to the
 support images with its own rule (inner learning rate and steps) and each query file is
 printed as FILE<TAB>CLASS, or with --json as {"file", "class", "scores"} with the probability
 of every class. A file or class name holding a tab, a line break or a double quote is printed
@@ -129,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
             report.write_json(out / "results.json", {
                 "checkpoints": [str(c) for c in args.checkpoint], "support": str(args.support),
                 "query": str(args.query), "classes": pred.classes, "settings": settings,
-                "predictions": rows})
+                "ignored": pred.ignored, "predictions": rows})
+    if pred.ignored:
+        print(f"metaloop predict: left out {len(pred.ignored)} file(s) that are not images by "
+              f"their suffix, e.g. {pred.ignored[0]!r}", file=sys.stderr)
     if isinstance(printed, bytes):
         sys.stdout.flush()
         sys.stdout.buffer.write(printed)

@@ -33,10 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaloop.data.images import CHANNELS, INVERT_MODES, load_image
+from metaloop.data.images import CHANNELS, IMAGE_EXTENSIONS, INVERT_MODES, load_image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                    ".pgm", ".pbm")
 CACHE_DIRNAME = ".metaloop-cache"
 CACHE_VERSION = 3   # raised whenever decoding changes, so no cache disagrees with predict
 

@@ -29,6 +29,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 INVERT_MODES = ("auto", "always", "never")
+# What counts as an image, by its suffix (any case), here and in the training folder's scan;
+# other files (README.txt, Thumbs.db, desktop.ini) are left out and counted.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                    ".pgm", ".pbm")
 
 
 def _visible(path: Path) -> bool:
@@ -129,8 +133,16 @@ def _to_input(pix: np.ndarray, image_size: int, invert: str) -> torch.Tensor:
     return x.reshape(channels, image_size, image_size).clamp_(0.0, 1.0)
 
 
-def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """The visible regular files of a folder, sorted (hidden ``.names`` are skipped).
+def is_image_name(path: Path) -> bool:
+    """Whether the file's suffix is an image format's (``IMAGE_EXTENSIONS``, any case)."""
+    return path.name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def image_files(folder: str | os.PathLike, recursive: bool = False,
+                ignored: list[Path] | None = None) -> list[Path]:
+    """The visible image files of a folder, sorted (hidden ``.names`` are skipped, and so
+    are files whose suffix is not an image format's: they are appended to ``ignored``
+    if it is given).
 
     With ``recursive``, sub-folders are searched too, symbolic links to folders included
     (as the training folder's scan follows them).
@@ -144,7 +156,11 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         raise ValueError(f"{folder} is not a folder" if folder.exists()
                          else f"folder {folder} does not exist")
     files = _walk_files(folder, recursive, frozenset())
-    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+    if ignored is not None:
+        ignored += sorted((f for f in files if not is_image_name(f)),
+                          key=lambda p: p.relative_to(folder).as_posix())
+    return sorted((f for f in files if is_image_name(f)),
+                  key=lambda p: p.relative_to(folder).as_posix())
 
 
 def _walk_files(folder: Path, recursive: bool, above: frozenset[str]) -> list[Path]:
@@ -172,6 +188,7 @@ def _walk_files(folder: Path, recursive: bool, above: frozenset[str]) -> list[Pa
 
 def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
                  channels: int = 1, progress: Callable[[int], None] | None = None,
+                 ignored: list[Path] | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Path]]:
     """A support set laid out as one sub-folder of images per class, or, for one-shot
     tasks, as one image per class.
@@ -181,7 +198,8 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     folder that holds only image files and no sub-folder is the one-shot layout: each file
     is a class of one image, named by its file name without the suffix (the ``training``
     folder of one of Lake's Omniglot one-shot runs, ``class01.png`` ... ``class20.png``).
-    ``progress``, if given, is called with 1 after each image is decoded.
+    ``progress``, if given, is called with 1 after each image is decoded. Files whose suffix
+    is not an image format's are left out, and appended to ``ignored`` if it is given.
 
     Returns:
         x: float32 ``[S, channels, H, W]``; y: int64 ``[S]`` labels; class names; the files
@@ -201,7 +219,10 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     except OSError as e:
         raise ValueError(f"cannot list support folder {folder}: {e}") from e
     classes = [p for p in entries if p.is_dir()]
-    stray = [p for p in entries if not p.is_dir()]
+    other = [p for p in entries if not p.is_dir() and not is_image_name(p)]
+    if ignored is not None:
+        ignored += other
+    stray = [p for p in entries if not p.is_dir() and is_image_name(p)]
     if stray and not classes:                     # one image per class: the one-shot layout
         return _one_image_per_class(folder, stray, image_size, invert, channels, progress)
     if stray:
@@ -213,9 +234,12 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
                          f"few-shot classification needs at least 2")
     xs, ys, files = [], [], []
     for label, cdir in enumerate(classes):
-        cfiles = image_files(cdir, recursive=True)
+        skipped: list[Path] = []
+        cfiles = image_files(cdir, recursive=True, ignored=skipped)
+        if ignored is not None:
+            ignored += skipped
         if not cfiles:
-            raise ValueError(f"class folder {cdir} holds no images")
+            raise ValueError(f"class folder {cdir} holds no images" + _named(skipped))
         for f in cfiles:
             xs.append(_load_counted(f, image_size, invert, channels, progress))
             ys.append(label)
@@ -253,9 +277,10 @@ def _one_image_per_class(folder: Path, files: list[Path], image_size: int, inver
 
 def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
                channels: int = 1, progress: Callable[[int], None] | None = None,
-               ) -> tuple[torch.Tensor, list[str]]:
+               ignored: list[Path] | None = None) -> tuple[torch.Tensor, list[str]]:
     """Every image under ``folder`` (sub-folders included), in sorted path order;
-    ``progress``, if given, is called with 1 after each image is decoded.
+    ``progress``, if given, is called with 1 after each image is decoded. Files whose suffix
+    is not an image format's are left out, and appended to ``ignored`` if it is given.
 
     Returns:
         x: float32 ``[Q, channels, H, W]``; names: each file's path relative to ``folder`` (posix).
@@ -267,9 +292,20 @@ def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "a
     if not folder.is_dir():
         raise ValueError(f"query folder {folder} does not exist" if not folder.exists()
                          else f"query {folder} is not a folder")
-    files = image_files(folder, recursive=True)
+    skipped: list[Path] = []
+    files = image_files(folder, recursive=True, ignored=skipped)
+    if ignored is not None:
+        ignored += skipped
     if not files:
-        raise ValueError(f"query folder {folder} holds no images")
+        raise ValueError(f"query folder {folder} holds no images" + _named(skipped))
     x = torch.stack([_load_counted(f, image_size, invert, channels, progress)
                      for f in files])                                      # [Q, c, H, W]
     return x, [f.relative_to(folder).as_posix() for f in files]
+
+
+def _named(skipped: list[Path]) -> str:
+    """What an empty folder's message adds about the files it left out."""
+    if not skipped:
+        return ""
+    return (f" ({len(skipped)} other file(s) left out, e.g. {skipped[0].name}: an image's "
+            f"name ends in one of {', '.join(IMAGE_EXTENSIONS)})")

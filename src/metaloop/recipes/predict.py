@@ -11,7 +11,7 @@ may be an ensemble (``load_ensemble``), and the test-time shifts of ``metaloop e
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,11 +31,13 @@ QUERY_CHUNK = 1024   # most queries per forward pass (BatchNorm statistics come 
 @dataclass
 class Predictions:
     """The scores of ``classify_folders``: ``files[i]`` (relative to the query folder) has
-    softmax probabilities ``probs[i]`` (float32 ``[Q, n]``) over ``classes`` (n names)."""
+    softmax probabilities ``probs[i]`` (float32 ``[Q, n]``) over ``classes`` (n names);
+    ``ignored`` lists the files of either folder left out as not images by their suffix."""
 
     files: list[str]
     classes: list[str]
     probs: torch.Tensor
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
@@ -111,17 +113,19 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
         raise ValueError(f"steps = {steps}: {run.path} ({', '.join(methods)}) solves its head "
                          f"in closed form and takes no adaptation steps; leave steps None")
     size, invert = tf["image_size"], invert or tf["invert"]
-    sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"], progress)
+    ignored: list = []                                   # README.txt, Thumbs.db, ...
+    sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"], progress,
+                                      ignored)
     # SGD learners with a learned head need as many classes as its outputs; a zero head
     # (pretrain, head_init "zero") and the solved heads of R2D2 / MetaOptNet take any number
     for member in getattr(run, "members", [run]):           # an ensemble: each of its runs
         _check_head(member, support, len(classes))
-    qx, names = load_query(query, size, invert, tf["read_channels"], progress)
+    qx, names = load_query(query, size, invert, tf["read_channels"], progress, ignored)
     device = next(run.learner.model.parameters()).device               # where the model is
     sx, qx = _as_trained(tf, sx).to(device), _as_trained(tf, qx).to(device)
     probs = predict_folders(run.learner, sx, sy.to(device), qx, steps, support_shift,
                             query_shift)                                  # [Q, n]
-    return Predictions(names, classes, probs.cpu())
+    return Predictions(names, classes, probs.cpu(), [str(f) for f in ignored])
 
 
 def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | None = None,

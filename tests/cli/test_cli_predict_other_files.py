@@ -1,0 +1,84 @@
+"""Files that are not images by their suffix (README.txt, Thumbs.db) are left out of the
+support and query folders, as training's folder scan leaves them out, and counted; before,
+the first one stopped `metaloop predict` with "cannot read image"."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metaloop.cli.main import main
+from metaloop.data.images import load_query, load_support
+
+
+def _png(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((28, 28)) > 0.8).astype(np.uint8) * 255).save(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_protonet_run(omniglot_root, tmp_path_factory):
+    d = tmp_path_factory.mktemp("protonet")
+    (d / "c.toml").write_text(
+        f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 2\nshots = 1\n'
+        f'queries = 1\n[model]\nname = "conv4"\npool = "stride"\nchannels = 4\n'
+        f'[method]\nname = "protonet"\n[train]\niterations = 1\nmeta_batch = 1\n'
+        f'checkpoint_every = 1\n[eval]\ntasks = 2\n')
+    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
+                 "--no-progress"]) == 0
+    return d / "run"
+
+
+@pytest.fixture
+def folders(tmp_path):
+    for c in range(2):
+        for i in range(2):
+            _png(tmp_path / "support" / f"class_{c}" / f"{i}.png", 10 * c + i)
+        (tmp_path / "support" / f"class_{c}" / "Thumbs.db").write_bytes(b"\x00\x01")
+    (tmp_path / "support" / "README.txt").write_text("two classes")
+    for i in range(3):
+        _png(tmp_path / "query" / f"q{i}.PNG", 100 + i)
+    (tmp_path / "query" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_loaders_leave_out_and_list_other_files(folders):
+    ignored = []
+    x, y, classes, files = load_support(folders / "support", ignored=ignored)
+    assert classes == ["class_0", "class_1"] and x.shape == (4, 1, 28, 28)
+    qx, names = load_query(folders / "query", ignored=ignored)
+    assert names == ["q0.PNG", "q1.PNG", "q2.PNG"]
+    assert sorted(p.name for p in ignored) == ["README.txt", "Thumbs.db", "Thumbs.db",
+                                               "notes.txt"]
+
+
+def test_one_shot_layout_ignores_other_files(tmp_path):
+    for k in range(3):
+        _png(tmp_path / "training" / f"class{k:02d}.png", k)
+    (tmp_path / "training" / "desktop.ini").write_text("[.ShellClassInfo]")
+    x, y, classes, _ = load_support(tmp_path / "training")
+    assert classes == ["class00", "class01", "class02"] and y.tolist() == [0, 1, 2]
+
+
+def test_folder_of_only_other_files_names_them(tmp_path):
+    (tmp_path / "query").mkdir()
+    (tmp_path / "query" / "scan.pdf").write_bytes(b"%PDF")
+    with pytest.raises(ValueError, match=r"holds no images \(1 other file\(s\) left out, e\.g\. "
+                                         r"scan\.pdf: an image's name ends in one of \.png"):
+        load_query(tmp_path / "query")
+
+
+def test_predict_leaves_them_out_and_says_so(folders, tiny_protonet_run, capsys):
+    out = folders / "out"
+    assert main(["--threads", "1", "predict", "--checkpoint", str(tiny_protonet_run),
+                 "--support", str(folders / "support"), "--query", str(folders / "query"),
+                 "--out", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [
+        "q0.PNG", "q1.PNG", "q2.PNG"]
+    assert "left out 4 file(s) that are not images by their suffix" in captured.err
+    res = json.loads((out / "results.json").read_text())
+    assert sorted(p.rsplit("/", 1)[-1] for p in res["ignored"]) == [
+        "README.txt", "Thumbs.db", "Thumbs.db", "notes.txt"]
