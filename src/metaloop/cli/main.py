@@ -8,6 +8,7 @@ import importlib.util
 import os
 import sys
 
+from metaloop.train import distributed
 from metaloop.train.malloc import MODES, keep_heap
 
 # Each name is a module metaloop.cli.<name> with ``register(subparsers)``; the parser it adds
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads must be >= 0, got {args.threads}")
     world = os.environ.get("WORLD_SIZE", "1")
     if args.command != "train" and world.strip() not in ("", "1", "0"):
+        if not distributed.local_leader():     # the same refusal in every process: once
+            return 2
         print(f"metaloop {args.command}: error: started by torchrun (WORLD_SIZE={world}), "
               f"but only metaloop train is distributed: every process would run the whole "
               f"{args.command} and write the same output; start it without torchrun",
@@ -72,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as e:
-        print(f"metaloop {args.command}: error: {e}", file=sys.stderr)
+        text = distributed.message(e)      # None: another rank of a torchrun prints it
+        if text is not None:
+            print(f"metaloop {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"metaloop {args.command}: interrupted", file=sys.stderr)

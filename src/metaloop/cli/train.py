@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
 
 from metaloop import config as _config
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
+from metaloop.train.checkpoint import latest_checkpoint
 from metaloop.train.loop import NonFiniteLossError
 
 DESCRIPTION = """\
@@ -19,7 +25,10 @@ atomically every train.checkpoint_every iterations and metrics.jsonl; --resume c
 from the newest checkpoint exactly (same numbers as an uninterrupted run).
 
 Under torchrun (torchrun --nproc_per_node N -m metaloop train ...) every process meta-learns
-its shard of each meta-batch and the meta-gradients are averaged; rank 0 alone writes.
+its shard of each meta-batch and the meta-gradients are averaged; rank 0 alone writes, and
+prints what every rank meets alike (an error only some ranks meet is printed by those ranks,
+named 'rank R of N'). A run that stops before its first checkpoint removes the run directory
+it created (one that stopped on a non-finite loss keeps its metrics.jsonl).
 
 Exit status: 0 done; 2 bad input (named before any training); 1 the run stopped (non-finite
 loss, another rank failed); 130 interrupted (Ctrl-C / SIGTERM) after writing a checkpoint."""
@@ -60,23 +69,32 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.print_config:
-        if not args.config:
-            raise ValueError("--print-config prints the --config file: give --config FILE")
-        print(_config.to_toml(_config.load(args.config)), end="")
-        return 0
-    if not args.dist_timeout > 0:
-        raise ValueError(f"--dist-timeout must be a positive number of seconds, got "
-                         f"{args.dist_timeout}")
     try:
+        if args.print_config:
+            if not args.config:
+                raise ValueError("--print-config prints the --config file: give --config FILE")
+            text = _config.to_toml(_config.load(args.config))
+            if distributed.local_leader():         # once per node under torchrun
+                print(text, end="")
+            return 0
+        if not args.dist_timeout > 0:
+            raise ValueError(f"--dist-timeout must be a positive number of seconds, got "
+                             f"{args.dist_timeout}")
         owner = distributed.init(args.device, args.dist_timeout)
+    except (ValueError, FileNotFoundError) as e:
+        # decided by the command line, the same in every process of a node: said once there
+        distributed.show_as(e, "plain" if distributed.local_leader() else "quiet")
+        raise
     except distributed.DistributedError as e:
         print(f"metaloop train: error: {e}", file=sys.stderr)
         return 1
     try:
         return _run(args)
+    except distributed.StartupError as e:         # the group still works: leave as usual
+        _error(e)
+        return 1
     except distributed.DistributedError as e:
-        print(f"metaloop train: error: {e}", file=sys.stderr)
+        _error(e)
         if not owner:
             return 1
         # The group is broken (a peer died or timed out): tearing it down, even in the
@@ -90,33 +108,94 @@ def run(args: argparse.Namespace) -> int:
             distributed.destroy()
 
 
+def _error(e: BaseException) -> None:
+    text = distributed.message(e)
+    if text is not None:
+        print(f"metaloop train: error: {text}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     # Rank 0 reads the config and checks the run directory; every rank gets its verdict.
     out = args.resume if isinstance(args.resume, str) else args.out
     if args.out and os.path.abspath(args.out) != os.path.abspath(out):
-        raise ValueError(f"--resume {args.resume} and --out {args.out} name two run "
-                         f"directories; a run resumes in its own: give --resume DIR alone")
-    cfg, out, created = distributed.from_rank0(
-        lambda: recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
-                               seed=args.seed),
-        "the checked config")
+        raise distributed.show_as(   # the command line's own error: once per node
+            ValueError(f"--resume {args.resume} and --out {args.out} name two run "
+                       f"directories; a run resumes in its own: give --resume DIR alone"),
+            "plain" if distributed.local_leader() else "quiet")
     rank, world = distributed.rank_world()
+    # (rank 0 alone creates the run directory; a failure before its first checkpoint, here
+    # or at any rank, removes it again: a folder that existed before is never removed)
+    existed = rank == 0 and out is not None and os.path.lexists(out)
     try:
-        res = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
-                                  precision=args.precision, tf32=args.tf32,
-                                  progress=not args.no_progress, created=created)
-    except NonFiniteLossError as e:
-        print(f"metaloop train: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as e:
-        res = getattr(e, "result", None)       # in the last iteration: its final checkpoint
-        if res is None:                        # is written, the run is complete
-            print(f"metaloop train: interrupted: {e or 'no checkpoint written'}",
-                  file=sys.stderr)
-            return 130
+        with _sigterm_interrupts():
+            cfg, out, created = distributed.from_rank0(
+                lambda: recipe.prepare(out, config_path=args.config,
+                                       resume=bool(args.resume), seed=args.seed),
+                "the checked config")
+            distributed.begin_startup()
+            res = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
+                                      precision=args.precision, tf32=args.tf32,
+                                      progress=not args.no_progress, created=created)
+            distributed.agree_startup()         # (a run with no collective: every rank)
+    except BaseException as e:
+        if distributed.startup_open():
+            distributed.agree_startup(e)
+        elif rank and isinstance(e, (NonFiniteLossError, KeyboardInterrupt)):
+            distributed.show_as(e, "quiet")       # every rank stopped alike: rank 0 says so
+        if isinstance(e, NonFiniteLossError):    # kept: its metrics.jsonl shows the way there
+            _error(e)
+            return 1
+        if rank == 0 and out is not None and not existed:
+            _discard(out)
+        if isinstance(e, KeyboardInterrupt):
+            res = getattr(e, "result", None)       # in the last iteration: its final
+            if res is None:                        # checkpoint is written, the run is complete
+                text = str(e)
+                if "checkpoint" not in text:           # stopped before the training loop
+                    text = f"{text or 'stopped'}; " + (
+                        f"the checkpoint in {out} is kept" if args.resume
+                        else "no checkpoint written")
+                if distributed.message(e) is not None:
+                    print(f"metaloop train: interrupted: {text}", file=sys.stderr)
+                return 130
+        else:
+            raise
     if rank == 0:
         where = f" on {world} ranks" if world > 1 else ""
         last = f"last meta-batch {res['last']}; " if res["last"] else ""   # none: resumed done
         print(f"trained {cfg['method']['name']} for {res['iteration']} iterations{where}; "
               f"{last}checkpoint in {out}")
     return 0
+
+
+def _discard(out) -> bool:
+    """Remove the run directory ``out`` (made by this run) if it holds no checkpoint: a run
+    that failed before its first one leaves nothing behind. Returns whether it did."""
+    out = Path(out)
+    try:
+        if not out.is_dir() or out.is_symlink() or latest_checkpoint(out) is not None \
+                or any(p.name.startswith("ckpt-") for p in out.iterdir()):
+            return False
+    except (ValueError, OSError):                 # a damaged LATEST: keep what is there
+        return False
+    shutil.rmtree(out, ignore_errors=True)
+    return not out.exists()
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (torchrun stopping its workers, a scheduler) raises KeyboardInterrupt, as
+    SIGINT does, so a run stopped before its first checkpoint removes its run directory
+    (the training loop turns both into a request to stop after the current iteration)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handle(signum, frame):
+        raise KeyboardInterrupt("stopped by SIGTERM")
+    old = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

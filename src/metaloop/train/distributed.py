@@ -21,6 +21,14 @@ naming this rank, the step and the cause, instead of hanging; rank 0's last chec
 kept. Under torchrun, the agent also stops the other local workers as soon as one exits with
 an error.
 
+**Messages once.** An error every rank meets alike (bad input, a non-finite loss, an
+interrupt) is printed by rank 0 alone; one that only some ranks meet is printed by each of
+them, named ``rank r of W: ...``. ``begin_startup()`` opens the start-up, from the checked
+config to the first collective of training: its errors and warnings are compared there
+(``agree_startup``), so a rank that started learns that another did not (``StartupError``)
+instead of waiting for it, and rank 0 alone shows a warning every rank gives. ``message(e)``
+is what this rank prints for ``e`` (None: another rank prints it).
+
 Backends: gloo on the CPU, nccl on CUDA (one GPU per process, ``cuda:LOCAL_RANK``).
 """
 
@@ -30,6 +38,7 @@ import datetime
 import math
 import os
 import pickle
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -44,6 +53,37 @@ MAX_TIMEOUT_S = 1e9
 
 class DistributedError(RuntimeError):
     """A collective failed or timed out: another rank died, hung or became unreachable."""
+
+
+class StartupError(DistributedError):
+    """This rank started, but another failed before training (its error is in the message)."""
+
+
+# How this rank prints an exception: "quiet" (another rank prints the same one) or "named"
+# (only some ranks met it: "rank r of W: ..."); unset: as it is.
+_SHOWN = "_metaloop_shown"
+
+
+def show_as(e: BaseException, how: str, rank: int = 0, world: int = 1) -> BaseException:
+    """Mark how ``message(e)`` renders ``e``: ``"quiet"``, ``"named"`` or ``"plain"``."""
+    setattr(e, _SHOWN, (how, rank, world))
+    return e
+
+
+def message(e: BaseException) -> str | None:
+    """The text this rank prints for ``e``: None where another rank prints the same error,
+    ``"rank r of W: ..."`` where only some ranks met it, else ``str(e)``."""
+    how, rank, world = getattr(e, _SHOWN, ("plain", 0, 1))
+    if how == "quiet":
+        return None
+    return f"rank {rank} of {world}: {e}" if how == "named" else str(e)
+
+
+def local_leader() -> bool:
+    """Whether this process is the first of its node (``LOCAL_RANK`` unset or 0). Before a
+    process group exists, only it reports what the command line alone decides: every
+    process torchrun starts on a node gets the same command line."""
+    return os.environ.get("LOCAL_RANK", "0").strip() in ("", "0")
 
 
 def _env_int(name: str, default: int | None = None) -> int:
@@ -199,7 +239,10 @@ _KEPT = "The last checkpoint is kept: restart every rank with --resume"
 
 def _collective(what: str, fn: Callable[[], object], then: str = _KEPT):
     """``fn()``; a failure or timeout becomes a ``DistributedError`` naming this rank and
-    ``what``, ending with ``then`` (what the user does next)."""
+    ``what``, ending with ``then`` (what the user does next). The first collective after
+    ``begin_startup()`` first ends the start-up (``agree_startup``)."""
+    if _startup is not None:
+        agree_startup()
     try:
         return fn()
     except RuntimeError as e:       # gloo/nccl errors and timeouts are RuntimeErrors
@@ -277,8 +320,8 @@ def from_rank0(fn: Callable[[], object], what: str):
     value, err = broadcast_object(result, what)
     if mine is not None:
         raise mine
-    if err is not None:
-        raise err
+    if err is not None:             # rank 0 prints it
+        raise show_as(err, "quiet", rank, world)
     return value
 
 
@@ -296,3 +339,99 @@ def broadcast_params(model: torch.nn.Module) -> None:
 def barrier(what: str) -> None:
     """Wait for every rank (e.g. until rank 0 has written its checkpoint)."""
     _collective(f"barrier ({what})", dist.barrier)
+
+
+class _Startup:
+    """The start-up of a run on several ranks: the warnings it gave. Rank 0 shows its own at
+    once; the other ranks hold theirs until ``agree_startup`` and show those rank 0 did not."""
+
+    def __init__(self):
+        self.rank, self.world = rank_world()
+        self.held: list[tuple] = []
+        self.show = warnings.showwarning
+
+        def hook(message, category, filename, lineno, file=None, line=None):
+            self.held.append((str(message), category, filename, lineno, file, line))
+            if self.rank == 0:
+                self.show(message, category, filename, lineno, file, line)
+        warnings.showwarning = hook
+
+    def close(self) -> None:
+        warnings.showwarning = self.show
+
+    def replay(self, shown_by_rank0: set[str]) -> None:
+        if self.rank == 0:
+            return
+        for text, category, filename, lineno, file, line in self.held:
+            if text not in shown_by_rank0:
+                self.show(f"rank {self.rank} of {self.world}: {text}", category, filename,
+                          lineno, file, line)
+
+
+_startup: _Startup | None = None
+
+
+def begin_startup() -> None:
+    """Open the start-up of a run (after the config is agreed; no-op without a process
+    group): until the next collective, or ``agree_startup``, this rank's warnings are held
+    for comparison (rank 0 shows its own at once)."""
+    global _startup
+    if is_active() and _startup is None:
+        _startup = _Startup()
+
+
+def startup_open() -> bool:
+    """Whether ``begin_startup()`` was called and the start-up has not been agreed yet."""
+    return _startup is not None
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def agree_startup(error: BaseException | None = None) -> None:
+    """End the start-up: every rank sends whether it failed (``error``) and its warnings.
+
+    Every rank calls this once, from the first collective of training, or with the error
+    that stopped it before then. Afterwards, ``error`` is marked for ``message``: quiet on
+    ranks other than 0 when every rank failed alike, named when only some ranks failed.
+    A rank other than 0 shows the warnings rank 0 did not give, named. No-op when no
+    start-up is open.
+
+    Raises:
+        StartupError: this rank started (``error`` is None), but another did not; rank 0
+            prints it (with the failed ranks' errors), the others stay quiet.
+        DistributedError: the exchange failed (``error`` is None; else ``error`` is marked
+            as this rank's own).
+    """
+    global _startup
+    state, _startup = _startup, None
+    if state is None:
+        return
+    state.close()
+    rank, world = state.rank, state.world
+    mine = (None if error is None else _describe(error), [w[0] for w in state.held])
+    box: list = [None] * world
+    try:
+        _collective("start-up check (did every rank start?)",
+                    lambda: dist.all_gather_object(box, mine),
+                    "No checkpoint was written yet: start every rank again with the same "
+                    "command")
+    except DistributedError:
+        if error is None:
+            raise
+        show_as(error, "named", rank, world)       # nobody else may print it
+        return
+    state.replay(set(box[0][1]))
+    errors = [b[0] for b in box]
+    if error is not None:
+        alike = all(x == errors[rank] for x in errors)
+        show_as(error, ("quiet" if rank else "plain") if alike else "named", rank, world)
+        return
+    failed = [(r, x) for r, x in enumerate(errors) if x is not None]
+    if failed:
+        who = "; ".join(f"rank {r} of {world}: {x}" for r, x in failed)
+        raise show_as(StartupError(f"stopped before training, as {len(failed)} of the "
+                                   f"{world} ranks failed to start ({who}). No checkpoint "
+                                   f"was written"),
+                      "quiet" if rank else "plain", rank, world)

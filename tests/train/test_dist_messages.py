@@ -1,0 +1,200 @@
+"""``metaloop train`` on 2 gloo ranks: a message every rank meets is printed once (rank 0), one
+that a single rank meets is printed by that rank, named; a run that fails before its first
+checkpoint leaves no run directory behind (one that existed, or holds a checkpoint, stays)."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from metaloop.cli import train as cli_train
+from metaloop.cli.main import main
+from metaloop.train.checkpoint import latest_checkpoint
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from _cli import write_config  # noqa: E402
+
+# Runs ``metaloop train ARGS`` in one rank. MODE: "plain"; "rank1" (rank 1 alone cannot build
+# its learner, as when its node lacks the data); "warn" (every rank warns alike, rank 1 also
+# warns alone); "die" (rank 1 dies before the first collective, as a crashed node).
+WORKER = textwrap.dedent("""
+    import os, sys, warnings
+    from metaloop import build
+    from metaloop.cli.main import main
+
+    mode, rank = sys.argv[1], int(os.environ["RANK"])
+    real = build.build_learner
+
+    def patched(*args, **kwargs):
+        if mode == "rank1" and rank == 1:
+            raise ValueError("family.root /data/x does not exist on this node")
+        if mode == "die" and rank == 1:
+            os._exit(9)
+        if mode == "warn":
+            warnings.warn("every rank warns this")
+            if rank == 1:
+                warnings.warn("rank 1 alone warns this")
+        return real(*args, **kwargs)
+
+    build.build_learner = patched
+    sys.exit(main(["train", "--no-progress", "--dist-timeout", "60", *sys.argv[2:]]))
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_ranks(mode: str, *args: str) -> list[subprocess.CompletedProcess]:
+    """Both ranks started by hand (as on two nodes), so each one's output is its own."""
+    port, procs = str(_free_port()), []
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    for rank in (0, 1):
+        env = {**base, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default", "RANK": str(rank),
+               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port}
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, mode, *args], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    done = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return done
+
+
+def _config(tmp_path, meta_batch=4):
+    return str(write_config(tmp_path / "c.toml", iterations=3, meta_batch=meta_batch,
+                            checkpoint_every=2, seed=1))
+
+
+@pytest.mark.slow               # five 2-rank launches: 70 to 100 s on 2 cores
+def test_messages_once_and_a_failed_start_leaves_no_run_directory(tmp_path):
+    # bad input every rank meets: rank 0 says it, once; nothing is created
+    run = tmp_path / "small"
+    r0, r1 = _two_ranks("plain", "--config", _config(tmp_path, meta_batch=1), "--out", str(run))
+    assert (r0.returncode, r1.returncode) == (2, 2), r0.stderr + r1.stderr
+    assert r0.stderr.count("error:") == 1 and "meta_batch=1 is smaller than the 2 ranks" \
+        in r0.stderr, r0.stderr
+    assert r1.stderr == "" and r1.stdout == "", r1.stderr
+    assert not run.exists()
+
+    # bad input rank 1 alone meets: rank 1 names it and exits 2; rank 0 stops (exit 1) naming
+    # rank 1's error, and removes the run directory it had created
+    run = tmp_path / "one_rank"
+    r0, r1 = _two_ranks("rank1", "--config", _config(tmp_path), "--out", str(run))
+    assert (r0.returncode, r1.returncode) == (1, 2), r0.stderr + r1.stderr
+    assert r1.stderr == ("metaloop train: error: rank 1 of 2: family.root /data/x does not "
+                         "exist on this node\n"), r1.stderr
+    assert r0.stderr.count("error:") == 1, r0.stderr
+    assert "1 of the 2 ranks failed to start (rank 1 of 2: ValueError: family.root /data/x" \
+        in r0.stderr, r0.stderr
+    assert "Traceback" not in r0.stderr + r1.stderr
+    assert not run.exists()
+
+    # a rank that dies before the first collective: rank 0 names the failure, leaves no folder
+    run = tmp_path / "dead"
+    r0, _ = _two_ranks("die", "--config", _config(tmp_path), "--out", str(run))
+    assert r0.returncode == 1, r0.stderr
+    assert "rank 0 of 2: start-up check (did every rank start?) failed" in r0.stderr, r0.stderr
+    assert not run.exists()
+
+    # warnings: one every rank gives is shown by rank 0 alone; rank 1's own by rank 1, named;
+    # the summary once. The same --out then works again (nothing partial was left).
+    run = tmp_path / "warned"
+    r0, r1 = _two_ranks("warn", "--config", _config(tmp_path), "--out", str(run))
+    assert (r0.returncode, r1.returncode) == (0, 0), r0.stderr + r1.stderr
+    assert r0.stderr.count("every rank warns this") == 1 and "alone" not in r0.stderr
+    assert "every rank warns this" not in r1.stderr, r1.stderr
+    assert r1.stderr.count("rank 1 of 2: rank 1 alone warns this") == 1, r1.stderr
+    assert r0.stdout.startswith("trained maml for 3 iterations on 2 ranks") and r1.stdout == ""
+    assert latest_checkpoint(run).name == "ckpt-00000003"
+
+    # a failed resume (rank 0's verdict, sent to rank 1) is said once; the run is untouched
+    r0, r1 = _two_ranks("plain", "--resume", str(run), "--seed", "3")
+    assert (r0.returncode, r1.returncode) == (2, 2), r0.stderr + r1.stderr
+    assert r0.stderr.count("--seed starts a new run") == 1 and r1.stderr == "", r1.stderr
+    assert latest_checkpoint(run).name == "ckpt-00000003"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_removes_its_directory(tmp_path,
+                                                                              monkeypatch,
+                                                                              capsys):
+    cfg = _config(tmp_path)
+
+    def fails(cfg, out, **kw):
+        (Path(out) / "metrics.jsonl").write_text('{"iteration": 1}\n')   # a partial run
+        raise RuntimeError("the device went away")
+
+    monkeypatch.setattr(cli_train.recipe, "train_config", fails)
+    run = tmp_path / "new"
+    with pytest.raises(RuntimeError, match="went away"):
+        main(["train", "--config", cfg, "--out", str(run), "--no-progress"])
+    assert not run.exists()
+    old = tmp_path / "old"                    # a folder that existed before is never removed
+    old.mkdir()
+    with pytest.raises(RuntimeError, match="went away"):
+        main(["train", "--config", cfg, "--out", str(old), "--no-progress"])
+    assert (old / "metrics.jsonl").exists()
+
+    def interrupted(cfg, out, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_train.recipe, "train_config", interrupted)
+    assert main(["train", "--config", cfg, "--out", str(run), "--no-progress"]) == 130
+    assert not run.exists()
+    assert capsys.readouterr().err.endswith(
+        "metaloop train: interrupted: stopped; no checkpoint written\n")
+
+
+def test_a_non_finite_stop_keeps_its_directory_and_metrics(tmp_path, monkeypatch, capsys):
+    """A diverged run is a result, not bad input: its metrics.jsonl shows where the loss went,
+    so its directory stays even without a checkpoint (a new run there starts afresh)."""
+    cfg = _config(tmp_path)
+
+    def diverges(cfg, out, **kw):
+        (Path(out) / "metrics.jsonl").write_text('{"iteration": 1, "loss": 1e30}\n')
+        raise cli_train.NonFiniteLossError("non-finite loss at iteration 2")
+
+    monkeypatch.setattr(cli_train.recipe, "train_config", diverges)
+    run = tmp_path / "diverged"
+    assert main(["train", "--config", cfg, "--out", str(run), "--no-progress"]) == 1
+    assert "non-finite loss at iteration 2" in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text().startswith('{"iteration": 1')
+
+
+def test_a_folder_with_a_checkpoint_is_never_removed(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ckpt-00000002").mkdir()          # a checkpoint whose LATEST was not written yet
+    assert not cli_train._discard(run) and run.exists()
+    (run / "ckpt-00000002").rmdir()
+    (run / "LATEST").write_text("not a checkpoint name\n")   # damaged: keep, do not guess
+    assert not cli_train._discard(run) and run.exists()
+    (run / "LATEST").unlink()
+    (run / "metrics.jsonl").write_text("")
+    assert cli_train._discard(run) and not run.exists()
+
+
+def test_an_empty_run_directory_does_not_block_a_new_run(tmp_path):
+    """(An empty folder left by an older version is accepted as --out.)"""
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = write_config(tmp_path / "c.toml", iterations=2, meta_batch=2, checkpoint_every=2,
+                       seed=1)
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    assert latest_checkpoint(run).name == "ckpt-00000002"
