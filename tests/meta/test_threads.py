@@ -113,8 +113,8 @@ def test_a_failing_task_raises_here_and_restores_the_thread_count():
     learner = MAML(Conv4(1, 8, 3), 0.4, 1, loss="ce", batching="threads")
     batch = plain_batch(tasks=4)
     batch.query_y[3, 0] = 7                          # a label outside the 3 ways
-    with pytest.raises(IndexError):
-        learner.meta_gradient(batch)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, C=3\).*found 7"):
+        learner.meta_gradient(batch)                 # raised on a worker thread (task 3)
     assert torch.get_num_threads() == 2
 
     def boom():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -161,7 +162,8 @@ def sgd_path_func(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], ada
 
 
 def _positive(name: str, value, kind=float) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
+        and math.isfinite(value)
     if not ok or (kind is int and not isinstance(value, int)):
         raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
 
@@ -199,6 +201,8 @@ class SGDAdapter:
     names: list[str] = field(init=False)
 
     def __post_init__(self):
+        if not isinstance(self.model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
         _positive("inner_lr", self.lr)
         _positive("inner_steps", self.steps, int)
         if self.head_init not in ("learned", "zero"):

@@ -10,13 +10,58 @@ import torch.nn.functional as F
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all elements: pred, target ``[N, out]``."""
+    """Mean squared error over all elements: pred, target ``[N, out]``.
+
+    Raises:
+        ValueError: target not a float tensor of pred's shape (torch would broadcast
+            ``[N, 1]`` against ``[N]`` to ``[N, N]`` and return a wrong number).
+    """
+    if not isinstance(target, torch.Tensor) or not target.is_floating_point():
+        got = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"mse: targets must be float [N, out] like the predictions "
+                         f"{_shape(pred)}, got {got}; for class labels use loss='ce'")
+    if pred.shape != target.shape:
+        raise ValueError(f"mse: predictions {_shape(pred)} and targets {_shape(target)} "
+                         f"differ in shape (regression targets are [N, out], with out the "
+                         f"model's output size)")
     return F.mse_loss(pred, target)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy: logits ``[N, C]``, labels int64 ``[N]``."""
+    """Mean cross-entropy: logits ``[N, C]``, labels int64 ``[N]`` in ``[0, C)`` (or float
+    class probabilities ``[N, C]``).
+
+    Raises:
+        ValueError: labels that are not int64 ``[N]`` (nor float ``[N, C]``), or, for labels
+            on the CPU outside a ``torch.func`` transform, labels outside ``[0, C)`` (checked
+            there only: elsewhere reading them would cost a device synchronisation).
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"cross_entropy: labels must be an int64 tensor [N], "
+                         f"got {type(labels).__name__}")
+    if labels.is_floating_point():
+        if labels.shape != logits.shape:
+            raise ValueError(f"cross_entropy: labels must be int64 class indices [N], got "
+                             f"{labels.dtype} {_shape(labels)} for logits {_shape(logits)} "
+                             f"(float labels are read as class probabilities [N, C]); "
+                             f"call .long() on class indices")
+    elif labels.dtype != torch.int64:
+        raise ValueError(f"cross_entropy: labels must be int64 class indices, got "
+                         f"{labels.dtype}; call .long()")
+    elif logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"cross_entropy: logits must be [N, C] and labels [N], got logits "
+                         f"{_shape(logits)} and labels {_shape(labels)}")
+    elif (labels.numel() and labels.device.type == "cpu"
+          and torch._C._functorch.maybe_current_level() is None):
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= logits.shape[1]:
+            raise ValueError(f"cross_entropy: labels must lie in [0, C={logits.shape[1]}) "
+                             f"(C: the model's outputs), found {lo if lo < 0 else hi}")
     return F.cross_entropy(logits, labels)
 
 

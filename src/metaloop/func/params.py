@@ -28,9 +28,13 @@ def partition(params: Mapping[str, torch.Tensor], select: Selector) -> tuple[Par
     """Split params into (selected, rest) by a name predicate or a collection of names.
 
     Raises:
-        ValueError: if a collection of names names a parameter that does not exist, or if
-            nothing is selected.
+        ValueError: if a collection of names names a parameter that does not exist, if
+            nothing is selected, or if ``select`` is a single string (a string is a
+            collection of characters, not of names: pass ``[name]``).
     """
+    if isinstance(select, str):
+        raise ValueError(f"select must be a predicate or a collection of parameter names, got "
+                         f"the string {select!r}; pass [{select!r}] for that one name")
     if not callable(select):
         select = list(select)
         missing = sorted(set(select) - set(params))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -103,17 +103,28 @@ class AdaptsBySGD:
     def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
         """Yield one task's detached params after 0..steps inner SGD steps (with a learned
         step-size table, ``metaloop.adapt.learned_lr``, steps past its rows reuse its last)."""
+        check_task(type(self).__name__, self.inner.model, support_x, support_y,
+                   self.inner.loss)
         net, lrs = split_lrs(self.model, dict(self.model.named_parameters()))
         return self.inner.test_path(net, support_x, support_y, steps, lr=lrs)
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Predictions ``[N, out]`` of the network with ``params`` on x ``[N, ...]``."""
+        """Predictions ``[N, out]`` of the network with ``params`` on x ``[N, ...]``.
+
+        Raises:
+            ValueError: ``params`` with names the network does not have, or x on another
+                device or in another float dtype than the network.
+        """
+        check_params(type(self).__name__, self.inner.model, params)
+        check_inputs(type(self).__name__, self.inner.model, x=x)
         return self.inner.fwd(params, x)
 
     def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
         """All tasks of a batch at once under ``vmap``: params after 0..steps steps, each
         tensor with a leading task dim ``[B, ...]``. Inputs ``[B, S, ...]``. Detached.
         """
+        check_inputs(type(self).__name__, self.inner.model, support_x=support_x,
+                     support_y=support_y)
         net, lrs = split_lrs(self.model, detach(dict(self.model.named_parameters())))
         start = self.inner.start(net, support_y)
 
@@ -169,10 +180,113 @@ def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> 
     return "vmap" if plain else "loop"
 
 
-def check_batch(batch) -> TaskBatch:
+def check_batch(batch, model: nn.Module | None = None) -> TaskBatch:
+    """``batch`` if it is a TaskBatch whose tensors suit ``model`` (``check_inputs``).
+
+    Raises:
+        ValueError: not a TaskBatch, or one on another device or in another float dtype
+            than the model's parameters.
+    """
     if not isinstance(batch, TaskBatch):
         raise ValueError(f"expected a metaloop.TaskBatch, got {type(batch).__name__}")
+    if model is not None:
+        check_inputs("TaskBatch", model, support_x=batch.support_x, support_y=batch.support_y,
+                     query_x=batch.query_x, query_y=batch.query_y)
     return batch
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` as a bool: True, False, or an int 0 / 1 (a string such as ``"False"``
+    would otherwise read as True).
+
+    Raises:
+        ValueError: naming ``name`` and the value.
+    """
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def check_inputs(owner: str, model: nn.Module, **tensors: torch.Tensor) -> None:
+    """Each named tensor must be on the device of ``model``'s parameters, and a floating
+    input (a name ending in ``x``) in their dtype (the forward pass would otherwise fail
+    deep inside torch). Labels and targets are checked for their device only; a model
+    without parameters, or with several float dtypes, is not checked for dtype.
+
+    Raises:
+        ValueError: naming ``owner``, the tensor, and both devices or dtypes.
+    """
+    params = list(model.parameters())
+    if not params:
+        return
+    device = params[0].device
+    dtypes = {p.dtype for p in params if p.is_floating_point()}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device != device:
+            raise ValueError(f"{owner}: {name} is on {t.device} but the model's parameters are "
+                             f"on {device}; move one of them (batch.to(device) or "
+                             f"model.to(device))")
+        if name.endswith("x") and t.is_floating_point() and len(dtypes) == 1 \
+                and t.dtype not in dtypes:
+            (dtype,) = dtypes
+            raise ValueError(f"{owner}: {name} is {t.dtype} but the model's parameters are "
+                             f"{dtype}; cast one of them (batch.to(dtype={dtype}) or "
+                             f"model.to({t.dtype}))")
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def check_task(owner: str, model: nn.Module, support_x, support_y, loss=None) -> None:
+    """ONE task's support set for ``adapt``: tensors ``[S, ...]`` with the same S >= 1, on
+    the model's device and in its dtype, finite; with a built-in ``loss`` ("ce"/"mse"), labels
+    int64 ``[S]`` or targets float ``[S, out]``.
+
+    Raises:
+        ValueError: naming the argument and its shape, dtype or device; a batch of tasks
+            (``[B, S, ...]``) is named as such.
+    """
+    check_inputs(owner, model, support_x=support_x, support_y=support_y)
+    if support_x.dim() == 0 or support_y.dim() == 0:
+        raise ValueError(f"{owner}: support_x and support_y must be [S, ...], got "
+                         f"{_shape(support_x)} and {_shape(support_y)}")
+    if support_x.shape[0] != support_y.shape[0]:
+        raise ValueError(f"{owner}: support_x {_shape(support_x)} and support_y "
+                         f"{_shape(support_y)} differ in the number of examples S")
+    if support_x.shape[0] == 0:
+        raise ValueError(f"{owner}: the support set is empty (S = 0): nothing to adapt to")
+    for name, t in (("support_x", support_x), ("support_y", support_y)):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{owner}: {name} {_shape(t)} has non-finite values (NaN or "
+                             f"inf); the adapted parameters would be NaN")
+    want = {"ce": 1, "cross_entropy": 1, "mse": 2}.get(loss) if isinstance(loss, str) else None
+    if want is not None and support_y.dim() != want:
+        what = "int64 labels [S]" if want == 1 else "float targets [S, out]"
+        raise ValueError(f"{owner} adapts to ONE task: support_y must be {what}, got "
+                         f"{_shape(support_y)} (for a TaskBatch use batch.task(i), or "
+                         f"adapt_path_batched for all its tasks)")
+
+
+def check_params(owner: str, model: nn.Module, params) -> None:
+    """``params`` for ``predict``: a dict whose names are all ``model``'s parameters or
+    buffers (the model's own tensors fill in the rest, so a misnamed entry, e.g. with a
+    wrapper's prefix, would be ignored without a word).
+
+    Raises:
+        ValueError: not a mapping, or names the model does not have.
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{owner}: params must be a dict name -> tensor (from adapt), got "
+                         f"{type(params).__name__}")
+    known = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    unknown = sorted(k for k in params if k not in known)
+    if unknown:
+        raise ValueError(f"{owner}: params has names the model does not have: {unknown[:5]}"
+                         f"{' ...' if len(unknown) > 5 else ''}; pass the dict from adapt() "
+                         f"(the model's names include {sorted(known)[:3]})")
 
 
 def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor

@@ -56,7 +56,12 @@ from torch import nn
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.adapt.ridge_head import head_logits
 from metaloop.func.params import Params, detach, forward
-from metaloop.meta._common import ScoresEitherWay, check_batch, resolve_batching
+from metaloop.meta._common import (
+    ScoresEitherWay,
+    check_batch,
+    check_inputs,
+    resolve_batching,
+)
 from metaloop.models.bn_stats import (
     STATS,
     batchnorm_layers,
@@ -363,6 +368,7 @@ class HeadLearner(ScoresEitherWay):
         if not batch.is_classification:
             raise ValueError("R2D2 and MetaOptNet need a classification TaskBatch (int64 "
                              "labels), got float regression targets")
+        check_batch(batch, self.model)
         ways = self._ways(batch.support_y, batch.query_y)
         params = self._params()
         head = self._solve(params, batch.support_x, batch.support_y, ways)
@@ -410,7 +416,22 @@ class HeadLearner(ScoresEitherWay):
     def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
         """``adapt_path`` for B tasks at once (support ``[B, S, ...]``): a one-element list
         of params whose head entries carry the task dim (``W [B, D, C]``, ``b [B, C]``);
-        the backbone entries are shared. Used by ``evaluate`` when ``batching == "vmap"``."""
+        the backbone entries are shared. Used by ``evaluate`` when ``batching == "vmap"``.
+
+        Raises:
+            ValueError: support sets that are empty, differ from their labels in size, sit on
+                another device or in another float dtype than the model, or labels that are
+                not int64 in ``[0, ways)``.
+        """
+        check_inputs(type(self.inner).__name__, self.model, support_x=support_x,
+                     support_y=support_y)
+        if support_y.dim() != 2 or support_x.dim() < 3 or support_x.shape[:2] != support_y.shape:
+            raise ValueError(f"support_x and support_y must be [S, ...] and [S] for one task "
+                             f"(adapt) or [B, S, ...] and [B, S] for a batch, got "
+                             f"{list(support_x.shape)[1:]} and {list(support_y.shape)[1:]} "
+                             f"(batched: {list(support_x.shape)} and {list(support_y.shape)})")
+        if support_y.shape[1] == 0:
+            raise ValueError("the support set is empty (S = 0): there is no head to solve")
         ways = self._ways(support_y)
         params = detach(self._params())
         with torch.no_grad():

@@ -21,6 +21,7 @@ from metaloop.meta._common import (
     AdaptsBySGD,
     accumulate,
     check_batch,
+    check_flag,
     grads_to_dict,
     mean_metrics,
     resolve_batching,
@@ -191,8 +192,13 @@ class MAML(AdaptsBySGD):
                  first_order: bool = False, loss="mse", adapt=None, head_init="learned",
                  batching: str = "auto", recompute_inner_loop: bool = False,
                  compile: bool = False, learn_lr: bool = False, checkpoint: bool | None = None):
+        first_order = check_flag("first_order", first_order)
+        recompute_inner_loop = check_flag("recompute_inner_loop", recompute_inner_loop)
+        compile = check_flag("compile", compile)
+        learn_lr = check_flag("learn_lr", learn_lr)
         flag = "recompute_inner_loop"
         if checkpoint is not None:          # the older name; the messages use the one given
+            checkpoint = check_flag("checkpoint", checkpoint)
             recompute_inner_loop, flag = recompute_inner_loop or bool(checkpoint), "checkpoint"
         recompute = bool(recompute_inner_loop)
         self.net = self.model = model
@@ -241,7 +247,7 @@ class MAML(AdaptsBySGD):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss over tasks after adaptation; differentiable wrt the model params."""
-        batch = check_batch(batch)
+        batch = check_batch(batch, self.net)
         params = params_of(self.model)
         if self.batching == "vmap":
             return self._vmapped(batch, params)
@@ -260,7 +266,7 @@ class MAML(AdaptsBySGD):
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d theta_0 as name -> tensor (``maml_meta_gradient``, executed as
         ``batching`` says); with the mean query metrics if asked."""
-        batch = check_batch(batch)
+        batch = check_batch(batch, self.net)
         params = params_of(self.model)
         if self.batching == "vmap":
             names = list(params)

@@ -26,6 +26,9 @@ from metaloop.meta._common import (
     ScoresEitherWay,
     accumulate,
     check_batch,
+    check_inputs,
+    check_params,
+    check_task,
     mean_metrics,
     resolve_batching,
     task_metrics,
@@ -174,7 +177,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         self.model = model
         self.inner_optimizer = inner_optimizer
         self.inner_batch, self.test_batch = inner_batch, test_batch
-        self.transductive = bool(transductive)
+        self.transductive = transductive
         self.adam_state = adam_state
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
         # the shared inner-Adam state (adam_state="shared"), made at the first task
@@ -275,6 +278,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         mini-batches of ``test_batch`` (from a fixed seed); non-transductive: with the
         support set's BatchNorm statistics under ``STATS`` keys."""
         steps = self.inner.steps if steps is None else steps
+        check_task("Reptile", self.model, support_x, support_y, self.inner.loss)
         if self.inner_optimizer == "sgd" and not self.test_batch:
             path = super().adapt_path(support_x, support_y, steps)
         else:
@@ -304,7 +308,9 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         """Predictions ``[N, out]`` on x ``[N, ...]``; with ``STATS`` entries in ``params``
         (non-transductive adaptation) BatchNorm normalises with those statistics, so each
         row depends on its own input alone."""
-        _, stats = split_stats(params)
+        net, stats = split_stats(params)
+        check_params("Reptile", self.model, net)
+        check_inputs("Reptile", self.model, x=x)
         if not stats:
             return self.inner.fwd(params, x)
         with fixed_stats(self._bn, stats):
@@ -312,7 +318,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere)."""
-        batch = check_batch(batch)
+        batch = check_batch(batch, self.model)
         params = params_of(self.model)
         if self.batching == "vmap":
             return self._vmapped(batch, params, with_metrics)

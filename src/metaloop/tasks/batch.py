@@ -28,8 +28,8 @@ class TaskBatch:
             used by the multi-task ``pretrain`` baseline. ``None`` for regression.
 
     Raises:
-        ValueError: naming the field and shapes, when batch sizes, feature shapes, dtypes or
-            label ranges are inconsistent.
+        ValueError: naming the field and shapes, when batch sizes, feature shapes, dtypes,
+            devices or label ranges are inconsistent.
     """
 
     support_x: torch.Tensor
@@ -64,6 +64,16 @@ class TaskBatch:
         if not (sx.is_floating_point() and qx.is_floating_point()):
             raise ValueError(f"TaskBatch inputs must be floating point, got support_x "
                              f"{sx.dtype}, query_x {qx.dtype}")
+        if sx.dtype != qx.dtype:
+            raise ValueError(f"TaskBatch support_x ({sx.dtype}) and query_x ({qx.dtype}) must "
+                             f"have the same dtype; TaskBatch.to(dtype=...) casts both")
+        devices = {n: getattr(self, n).device for n in names}
+        if self.classes is not None:
+            devices["classes"] = self.classes.device
+        if len(set(devices.values())) != 1:
+            raise ValueError("TaskBatch fields are on different devices: "
+                             + ", ".join(f"{n} {d}" for n, d in devices.items())
+                             + "; TaskBatch.to(device) moves them together")
         for xn, yn in (("support_x", "support_y"), ("query_x", "query_y")):
             if getattr(self, yn).shape[1] != getattr(self, xn).shape[1]:
                 raise ValueError(f"TaskBatch.{yn} {_shape(getattr(self, yn))} does not match "
@@ -81,6 +91,9 @@ class TaskBatch:
         if sy.dim() != 3 or qy.dim() != 3 or sy.shape[2] != qy.shape[2]:
             raise ValueError(f"regression targets must be [B, S, out] and [B, Q, out], got "
                              f"support_y {_shape(sy)}, query_y {_shape(qy)}")
+        if sy.dtype != qy.dtype:
+            raise ValueError(f"TaskBatch support_y ({sy.dtype}) and query_y ({qy.dtype}) must "
+                             f"have the same dtype; TaskBatch.to(dtype=...) casts both")
         if self.classes is not None:
             raise ValueError("TaskBatch.classes is only meaningful for classification")
 

@@ -77,9 +77,9 @@ class Episodes:
             (``image_size``, ``channels``, ``invert``), else None.
 
     Raises:
-        ValueError: naming the problem: shapes or dtypes, labels out of range, unknown or
-            repeated ``classes``, fewer classes than ``ways``, or classes smaller than
-            ``shots + queries`` (listed).
+        ValueError: naming the problem: shapes or dtypes, non-finite values in float ``x``,
+            labels out of range, unknown or repeated ``classes``, fewer classes than
+            ``ways``, or classes smaller than ``shots + queries`` (listed).
     """
 
     kind = "classification"
@@ -113,6 +113,14 @@ class Episodes:
                              f"), found {int(y.min())}..{int(y.max())}")
         names = [str(n) for n in class_names] if class_names is not None \
             else [str(i) for i in range(k)]
+        if x.is_floating_point():
+            bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)               # [N]
+            if bool(bad.any()):
+                rows = bad.nonzero().flatten().tolist()
+                labels = y[bad].unique().tolist()
+                raise ValueError(f"Episodes x has non-finite values (NaN or inf) in "
+                                 f"{len(rows)} row(s) {rows[:5]} of {len(labels)} class(es) "
+                                 f"{[names[i] for i in labels][:5]}")
         if len(set(names)) != len(names):
             raise ValueError(f"Episodes class_names has duplicates: "
                              f"{sorted({n for n in names if names.count(n) > 1})[:5]}")

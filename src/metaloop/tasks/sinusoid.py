@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -35,7 +36,14 @@ class Sinusoid:
         for name, v in (("shots", shots), ("queries", queries)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"Sinusoid {name} must be a positive int, got {v!r}")
-        for name, (lo, hi) in (("amplitude", amplitude), ("phase", phase), ("x_range", x_range)):
+        for name, r in (("amplitude", amplitude), ("phase", phase), ("x_range", x_range)):
+            ok = isinstance(r, (tuple, list)) and len(r) == 2 and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                for v in r)
+            if not ok:
+                raise ValueError(f"Sinusoid {name} must be a (low, high) pair of finite "
+                                 f"numbers, got {r!r}")
+            lo, hi = r
             if not lo < hi:
                 raise ValueError(f"Sinusoid {name} range must have low < high, got {(lo, hi)}")
         self.shots, self.queries = shots, queries

@@ -1,0 +1,162 @@
+"""Bad input to the learners from a notebook: a clear ValueError naming the argument, never
+a deep torch traceback or a silently wrong number."""
+
+import pytest
+import torch
+
+import metaloop as ml
+from metaloop.func import params_of, partition
+from metaloop.func.losses import cross_entropy, mse
+from metaloop.models import MLP, Conv4
+
+
+def regression_batch(tasks=2):
+    return ml.tasks.Sinusoid(shots=5, queries=5).sample(
+        tasks, generator=torch.Generator().manual_seed(0))
+
+
+def classification_batch(tasks=2, ways=3):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(ways).repeat(tasks, 1)                                   # [B, ways]
+    return ml.TaskBatch(torch.rand(tasks, ways, 1, 16, 16, generator=g), y,
+                        torch.rand(tasks, ways, 1, 16, 16, generator=g), y)
+
+
+def mlp():
+    return MLP(in_dim=1, hidden=(8,), out_dim=1)
+
+
+@pytest.mark.parametrize("make", [ml.meta.MAML, ml.meta.Reptile, ml.meta.Pretrain])
+def test_infinite_inner_lr_is_refused(make):
+    with pytest.raises(ValueError, match="inner_lr must be a positive float, got inf"):
+        make(mlp(), inner_lr=float("inf"))
+
+
+def test_a_model_that_is_not_a_module_is_named():
+    with pytest.raises(ValueError, match="model must be a torch.nn.Module, got str"):
+        ml.meta.MAML("mlp")
+
+
+@pytest.mark.parametrize("flag", ["first_order", "compile", "learn_lr",
+                                  "recompute_inner_loop"])
+def test_string_flags_are_refused_not_read_as_true(flag):
+    with pytest.raises(ValueError, match=f"{flag} must be True or False, got 'False'"):
+        ml.meta.MAML(mlp(), **{flag: "False"})
+    assert ml.meta.MAML(mlp(), first_order=1).first_order is True
+
+
+def test_reptile_transductive_string_is_refused():
+    with pytest.raises(ValueError, match="transductive must be True or False, got 'no'"):
+        ml.meta.Reptile(mlp(), transductive="no")
+
+
+def test_a_single_name_string_as_selector_is_refused():
+    msg = r"got the string 'head.weight'; pass \['head.weight'\]"
+    with pytest.raises(ValueError, match=msg):
+        ml.meta.ANIL(mlp(), head="head.weight")
+    with pytest.raises(ValueError, match=msg):
+        partition(params_of(mlp()), "head.weight")
+
+
+def test_adapt_takes_one_task_not_a_batch():
+    learner, b = ml.meta.MAML(mlp()), regression_batch()
+    with pytest.raises(ValueError, match=r"ONE task: support_y must be float targets \[S, out\], "
+                                         r"got \[2, 5, 1\]"):
+        learner.adapt(b.support_x, b.support_y)      # would adapt to both tasks' points at once
+    with pytest.raises(ValueError, match=r"got \[5\]"):
+        learner.adapt(b.support_x[0], b.support_y[0, :, 0])   # mse would broadcast to [5, 5]
+
+
+def test_adapt_refuses_an_empty_or_mismatched_support_set():
+    learner, b = ml.meta.MAML(mlp()), regression_batch()
+    sx, sy = b.support_x[0], b.support_y[0]
+    with pytest.raises(ValueError, match=r"support set is empty \(S = 0\)"):
+        learner.adapt(sx[:0], sy[:0])
+    with pytest.raises(ValueError, match=r"support_x \[5, 1\] and support_y \[3, 1\] differ"):
+        learner.adapt(sx, sy[:3])
+    with pytest.raises(ValueError, match="support set is empty"):
+        ml.meta.Reptile(mlp(), inner_optimizer="adam").adapt(sx[:0], sy[:0])
+
+
+def test_adapt_refuses_non_finite_support_data():
+    learner, b = ml.meta.MAML(mlp()), regression_batch()
+    sx = b.support_x[0].clone()
+    sx[2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"support_x \[5, 1\] has non-finite values"):
+        learner.adapt(sx, b.support_y[0])
+
+
+def test_dtype_and_device_mismatches_are_named():
+    b = regression_batch()
+    for learner in (ml.meta.MAML(mlp(), batching="loop"), ml.meta.MAML(mlp(), batching="vmap"),
+                    ml.meta.Reptile(mlp()), ml.meta.Pretrain(mlp()), ml.meta.Scratch(mlp())):
+        with pytest.raises(ValueError, match=r"support_x is torch.float64 but the model's "
+                                             r"parameters are torch.float32"):
+            learner.meta_gradient(b.to(dtype=torch.float64))
+    learner = ml.meta.MAML(mlp())
+    with pytest.raises(ValueError, match="support_x is torch.float64"):
+        learner.adapt(b.support_x[0].double(), b.support_y[0].double())
+    with pytest.raises(ValueError, match=r"x is torch.float64"):
+        learner.predict(learner.adapt(b.support_x[0], b.support_y[0]), b.query_x[0].double())
+    proto = ml.meta.ProtoNet(Conv4(1, 8, 3, image_size=16))
+    with pytest.raises(ValueError, match="support_x is torch.float64"):
+        proto.meta_loss(classification_batch().to(dtype=torch.float64))
+
+
+def test_predict_refuses_params_the_model_does_not_have():
+    learner, b = ml.meta.MAML(mlp()), regression_batch()
+    params = learner.adapt(b.support_x[0], b.support_y[0])
+    prefixed = {f"net.{k}": v for k, v in params.items()}    # would be ignored: unadapted output
+    with pytest.raises(ValueError, match=r"names the model does not have: \['net.body"):
+        learner.predict(prefixed, b.query_x[0])
+
+
+def test_classification_labels_outside_the_model_outputs_are_named():
+    b = classification_batch(ways=3)
+    learner = ml.meta.MAML(Conv4(1, 8, 2, image_size=16), loss="ce")   # 2 outputs, 3 ways
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, C=2\).*found 2"):
+        learner.meta_gradient(b)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, C=2\).*found 2"):
+        ml.meta.ANIL(Conv4(1, 8, 2, image_size=16), loss="ce").meta_loss(b)
+    sx, sy, _, _ = b.task(0)
+    good = ml.meta.MAML(Conv4(1, 8, 3, image_size=16), loss="ce")
+    with pytest.raises(ValueError, match="found -1"):
+        good.adapt(sx, sy - 1)
+    with pytest.raises(ValueError, match="labels must be int64 class indices"):
+        good.adapt(sx, sy.float())
+    with pytest.raises(ValueError, match="got torch.int32; call .long()"):
+        good.adapt(sx, sy.int())
+
+
+def test_head_learners_refuse_an_empty_support_set():
+    b = classification_batch()
+    sx, sy, _, _ = b.task(0)
+    for learner in (ml.meta.R2D2(Conv4(1, 8, 3, image_size=16)),
+                    ml.meta.ProtoNet(Conv4(1, 8, 3, image_size=16)),
+                    ml.meta.MetaOptNet(Conv4(1, 8, 3, image_size=16), steps=2)):
+        with pytest.raises(ValueError, match=r"support set is empty \(S = 0\)"):
+            learner.adapt(sx[:0], sy[:0])
+        with pytest.raises(ValueError, match=r"got \[3, 1, 16, 16\] and \[2\]"):
+            learner.adapt(sx, sy[:2])
+
+
+def test_losses_refuse_shapes_torch_would_broadcast():
+    with pytest.raises(ValueError, match=r"predictions \[4, 1\] and targets \[4\] differ"):
+        mse(torch.zeros(4, 1), torch.zeros(4))
+    with pytest.raises(ValueError, match="targets must be float"):
+        mse(torch.zeros(4, 3), torch.zeros(4, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"logits must be \[N, C\] and labels \[N\]"):
+        cross_entropy(torch.zeros(4, 3), torch.zeros(4, 1, dtype=torch.int64))
+    probs = torch.full((4, 3), 1 / 3)                        # class probabilities stay allowed
+    assert torch.allclose(cross_entropy(torch.zeros(4, 3), probs), torch.tensor(3.0).log())
+    with pytest.raises(ValueError, match="mse"):
+        ml.meta.MAML(mlp(), loss="mse").meta_loss(ml.TaskBatch(
+            torch.zeros(2, 5, 1), torch.zeros(2, 5, 2), torch.zeros(2, 5, 1),
+            torch.zeros(2, 5, 2)))                              # 2 targets, 1 output
+
+
+def test_a_batch_on_another_device_than_the_model_is_named():
+    learner = ml.meta.MAML(mlp().to("meta"))
+    with pytest.raises(ValueError, match=r"support_x is on cpu but the model's parameters are "
+                                         r"on meta"):
+        learner.meta_gradient(regression_batch())
