@@ -171,3 +171,43 @@ def test_a_config_that_is_not_utf8_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"config file .*bad\.toml is not UTF-8 text \(TOML "
                                          r"is\): byte 0xff at offset 20"):
         config.load(tmp_path / "bad.toml")
+
+
+def test_a_split_with_fewer_classes_than_ways_is_named_with_its_fix(tmp_path):
+    """12 classes split 70/10/20 leave 2 test classes for 5-way tasks: the error named
+    neither the split nor what to change ('Episodes ways=5 exceeds the 2 classes available')."""
+    import numpy as np
+
+    from metaloop import build
+
+    x = np.zeros((72, 1, 8, 8), np.uint8)
+    y = np.repeat(np.arange(12), 6)
+    np.savez(tmp_path / "t.npz", x=x, y=y)
+    cfg = build.resolve_split(config.validate({"family": {
+        "name": "tensors", "root": str(tmp_path / "t.npz"), "ways": 5, "shots": 1,
+        "queries": 2}, "model": {"name": "mlp"}, "method": {"name": "protonet"}}))
+    with pytest.raises(ValueError, match=r"ways=5 exceeds the 2 classes of the 'test' split "
+                                         r"\(family\.test_classes; by family\.split_fractions = "
+                                         r"\[0\.7, 0\.1, 0\.2\] .*lower family\.ways"):
+        build.user_family(cfg["family"], "test", 1, 2)
+    assert len(build.user_family(cfg["family"], "train", 1, 2).class_names) >= 5
+
+
+def test_image_augmentation_on_feature_vectors_names_the_key(tmp_path):
+    """train.augment_shift on [N, D] features said 'Shifted needs an image family, not
+    Episodes', naming neither the key nor the fix."""
+    import numpy as np
+
+    from metaloop import build
+
+    np.savez(tmp_path / "f.npz", x=np.zeros((60, 16), np.float32), y=np.repeat(np.arange(6), 10))
+    cfg = config.validate({"family": {"name": "tensors", "root": str(tmp_path / "f.npz"),
+                                      "ways": 2, "shots": 1, "queries": 2},
+                           "model": {"name": "mlp"}, "method": {"name": "protonet"},
+                           "train": {"augment_shift": 2, "augment_rotate": 10}})
+    fam = build.user_family(build.resolve_split(cfg)["family"], "train", 1, 2)
+    with pytest.raises(ValueError, match=r"train\.augment_shift, train\.augment_rotate moves or "
+                                         r"bends images, but this family's examples are not "
+                                         r"images \(Episodes of shape \[16\]\): set "
+                                         r"train\.augment_shift and train\.augment_rotate = 0"):
+        build.training_family(cfg, fam)

@@ -93,8 +93,19 @@ def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None)
     (one class split)."""
     if fcfg["name"] == "table":
         return _text_table(fcfg, split, shots, queries)
+    split_args = _split_args(fcfg, split)
+    have = split_args.get("classes")
+    if have is not None and len(have) < fcfg["ways"]:
+        how = ("family.split_files" if fcfg["split_files"] else
+               f"family.split_fractions = {fcfg['split_fractions']} (train, val, test)")
+        raise ValueError(f"Episodes ways={fcfg['ways']} exceeds the {len(have)} classes of "
+                         f"the {split!r} split (family.{split}_classes; by {how} unless the "
+                         f"config lists them): lower "
+                         f"family.ways (eval: --ways), give that split more classes "
+                         f"(family.split_fractions or family.split_files), or bring more "
+                         f"classes")
     common = dict(ways=fcfg["ways"], shots=shots, queries=queries,
-                  drop_small=fcfg["drop_small"], **_split_args(fcfg, split))
+                  drop_small=fcfg["drop_small"], **split_args)
     if fcfg["name"] == "tensors":
         return tasks.Episodes.from_tensors(fcfg["root"], **common)
     return tasks.Episodes.from_folder(
@@ -294,4 +305,11 @@ def training_family(cfg: dict, family):
     t = cfg["train"]
     s, r, w, e = (t.get(k, 0) for k in ("augment_shift", "augment_rotate", "augment_stroke",
                                         "augment_elastic"))
-    return tasks.Shifted(family, s, r, max_stroke=w, elastic=e) if s or r or w or e else family
+    if not (s or r or w or e):
+        return family
+    if getattr(family, "image_shape", None) is None:
+        on = [f"train.{k}" for k, v in zip(_config.AUGMENTS, (s, r, w, e)) if v]
+        raise ValueError(f"{', '.join(on)} moves or bends images, but this family's "
+                         f"examples are not images ({type(family).__name__} of shape "
+                         f"{list(family.input_shape)}): set {' and '.join(on)} = 0")
+    return tasks.Shifted(family, s, r, max_stroke=w, elastic=e)

@@ -117,6 +117,19 @@ def test_bad_roots_are_named(tmp_path, make, match):
         load_folder(make(tmp_path))
 
 
+def test_images_outside_class_folders_are_named(tmp_path):
+    """A flat folder of images (no class folders) was 'N non-image entries ignored'."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(flat / f"{k}.png")
+    (flat / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"4 other and 0 hidden entries ignored; 3 of them are "
+                                         r"images outside any class folder \(e\.g\. 0\.png\): "
+                                         r"put each class's images in a folder named after"):
+        load_folder(flat)
+
+
 def test_folder_and_packed_loaders_give_the_same_images_and_tasks(omniglot_root, tmp_path):
     """Omniglot written out in its official layout reads back as the packed loader's images,
     and the two give the same task stream for the same class order and seed."""

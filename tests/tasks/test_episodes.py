@@ -185,3 +185,14 @@ def test_from_a_hugging_face_dataset():
     assert fam.class_names == list("wxyz") and fam.input_shape == (1, 12, 12)
     x, y = fam.sample_flat(6, torch.Generator().manual_seed(0))
     torch.testing.assert_close(x[:, 0, 0, 0], (30 * y).float().div(255))
+
+
+def test_a_split_with_fewer_classes_than_ways_names_the_split(tmp_path):
+    x = np.zeros((72, 8), np.float32)
+    np.savez(tmp_path / "t.npz", x=x, y=np.repeat(np.arange(12), 6))
+    with pytest.raises(ValueError, match=r"ways=5 exceeds the 2 classes of split 'test' \(2 of "
+                                         r"the 12 classes, by split fractions \[0\.7, 0\.1, "
+                                         r"0\.2\] \(train, val, test\)\): lower ways"):
+        Episodes.from_tensors(tmp_path / "t.npz", ways=5, shots=1, queries=2, split="test")
+    assert Episodes.from_tensors(tmp_path / "t.npz", ways=2, shots=1, queries=2,
+                                 split="test").num_classes == 2

@@ -131,6 +131,21 @@ def test_explicit_classes_tokenizer_and_protocol(table):
         fam.text_of(b.support_x[0])
 
 
+def test_text_of_takes_one_task_and_names_a_batch(table):
+    """A [B, N, 1] batch gave one text per task (x[:, 0] is its first row) without a word;
+    a single id [1] was an IndexError."""
+    fam = TextTable(table, ways=2, shots=1, queries=1)
+    b = fam.sample(3, torch.Generator().manual_seed(0))
+    assert len(fam.text_of(b.support_x[1])) == 2
+    with pytest.raises(ValueError, match=r"one task's text ids \[N, 1\], got \[3, 2, 1\] "
+                                         r"\(a batch of tasks: give one, e\.g\. x\[0\]\)"):
+        fam.text_of(b.support_x)
+    with pytest.raises(ValueError, match=r"got \[1\]"):
+        fam.text_of(b.support_x[0, 0])
+    with pytest.raises(ValueError, match=r"ids \[-1\] are outside the table's"):
+        fam.text_of(torch.tensor([[-1.0]]))
+
+
 def test_with_shots_shares_texts_and_rechecks_sizes(table):
     fam = TextTable(table, ways=3, shots=1, queries=2)
     five = fam.with_shots(5, 1)
@@ -178,6 +193,13 @@ def test_missing_columns_are_named_with_the_columns_present(tmp_path):
     with pytest.raises(ValueError, match=r"has no label column 'Label' \(did you mean "
                        r"'label'\?\); its columns are \['sentence', 'label'\]"):
         TextTable(path, text_column="sentence", label_column="Label")
+    semi = tmp_path / "semi.csv"                 # a European spreadsheet's export
+    semi.write_text("text;label\nbonjour;a\nsalut;b\n")
+    with pytest.raises(ValueError, match=r"no text column 'text' \(the header looks separated "
+                                         r"by ';': give delimiter=';'; metaloop adapt "
+                                         r"--delimiter, config family.delimiter\)"):
+        TextTable(semi)
+    assert read_text_table(semi, delimiter=";") == (["bonjour", "salut"], ["a", "b"])
     js = write_table(tmp_path / "c.jsonl", [{"body": "s", "label": "a"}])
     with pytest.raises(ValueError, match=r"c.jsonl has no text column 'text'; its columns "
                        r"are \['body', 'label'\]"):

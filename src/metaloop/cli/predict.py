@@ -13,7 +13,7 @@ from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.data.images import INVERT_MODES
 from metaloop.recipes import report
 from metaloop.recipes.evaluation import load_ensemble, refining
-from metaloop.recipes.predict import classify_folders, takes_steps, tsv_line
+from metaloop.recipes.predict import check_image_run, classify_folders, takes_steps, tsv_line
 
 DESCRIPTION = """\
 Classify your own images after few-shot adaptation. SUPPORT holds one sub-folder of images
@@ -198,6 +198,7 @@ def _check_flags(args: argparse.Namespace) -> None:
 def _check_flags_apply(args: argparse.Namespace, loaded) -> None:
     """ValueError naming the flag and the learner where a flag would change nothing for the
     loaded run or ensemble (the solved heads: every member), or cannot apply to it."""
+    check_image_run(loaded)           # before the progress bar: a text run draws none
     members = getattr(loaded, "members", [loaded])
     methods = [m.config["method"]["name"] for m in members]
     solved = not takes_steps(loaded)

@@ -153,6 +153,7 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
         raise ValueError(f"image folder {root} is not a folder")
     root = root.resolve()
     counts = {"ignored": 0, "hidden": 0}
+    loose: list[str] = []                        # images where a class folder belongs
     stats: dict[str, tuple[int, int]] = {}
     class_dirs: list[tuple[str, Path]] = []
     level = [("", root)]
@@ -166,6 +167,8 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
                     nxt.append((f"{rel}/{e.name}".lstrip("/"), Path(e.path)))
                 else:
                     counts["ignored"] += 1       # a file beside the class (or group) folders
+                    if e.name.lower().endswith(IMAGE_EXTENSIONS):
+                        loose.append(f"{rel}/{e.name}".lstrip("/"))
         level = nxt
     class_dirs = level
     classes, files = [], []
@@ -177,9 +180,14 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
             files.append(found)
     if not classes:
         layout = "root/<class>/<image>" if class_depth == 1 else "root/<group>/<class>/<image>"
+        where = ""
+        if loose:
+            where = (f"; {len(loose)} of them are images outside any class folder (e.g. "
+                     f"{loose[0]}): put each class's images in a folder named after the class"
+                     + (", inside a group folder" if class_depth == 2 else ""))
         raise ValueError(f"image folder {root} holds no images in the layout {layout} "
-                         f"(class_depth={class_depth}; {counts['ignored']} non-image and "
-                         f"{counts['hidden']} hidden entries ignored)")
+                         f"(class_depth={class_depth}; {counts['ignored']} other and "
+                         f"{counts['hidden']} hidden entries ignored{where})")
     return FolderScan(root, classes, files, stats, counts["ignored"], counts["hidden"])
 
 

@@ -22,8 +22,8 @@ from metaloop.evaluate.heldout import mean_ci, shift_averaged
 from metaloop.runs import Run
 from metaloop.tasks.augment import shifted_support
 
-__all__ = ["QUERY_CHUNK", "Predictions", "classify_folders", "predict_folders",
-           "score_lake_runs", "takes_steps", "tsv_line"]
+__all__ = ["QUERY_CHUNK", "Predictions", "check_image_run", "classify_folders",
+           "predict_folders", "score_lake_runs", "takes_steps", "tsv_line"]
 
 QUERY_CHUNK = 1024   # most queries per forward pass (BatchNorm statistics come from each chunk)
 
@@ -193,13 +193,24 @@ def tsv_line(fields: list[str]) -> str:
     return "\t".join(quoted) + "\n"
 
 
-def _checked_transform(run: Run, steps, support_shift, query_shift) -> dict:
-    """The run's image transform, after checking that it reads images and the settings."""
+def check_image_run(run: Run) -> dict:
+    """The run's image transform (``Run.transform``).
+
+    Raises:
+        ValueError: the run (or ensemble) does not classify images (a text, tensor or
+            regression run), naming its family and model.
+    """
     tf = run.transform
     if tf is None or run.config["family"]["name"] == "sinusoid":
         raise ValueError(f"{run.path}: predict needs an image-classification run (conv4 or "
                          f"resnet12); this one is family {run.config['family']['name']!r}, "
                          f"model {run.config['model']['name']!r}")
+    return tf
+
+
+def _checked_transform(run: Run, steps, support_shift, query_shift) -> dict:
+    """The run's image transform, after checking that it reads images and the settings."""
+    tf = check_image_run(run)
     if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     for name, shift in (("support_shift", support_shift), ("query_shift", query_shift)):

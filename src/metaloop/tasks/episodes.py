@@ -351,6 +351,8 @@ class Episodes:
                            cache_dir=cache_dir, progress=progress)
         use = classes if classes is not None else select_split(
             data.class_names, split, fractions, seed, split_files)
+        if classes is None:
+            _check_split_ways(use, split, len(data.class_names), ways, fractions, split_files)
         fam = cls(data.images, data.labels, ways, shots, queries, data.class_names,
                   classes=use, drop_small=drop_small)
         fam.transform = {"image_size": image_size, "channels": channels, "invert": invert}
@@ -397,9 +399,11 @@ class Episodes:
         if split.get("split") is not None and kw.get("classes") is None:
             k = len(names) if names is not None else int(y.max()) + 1
             all_names = names or [str(i) for i in range(k)]
-            kw["classes"] = select_split(all_names, split["split"],
-                                         split.get("fractions", (0.7, 0.1, 0.2)),
+            fractions = split.get("fractions", (0.7, 0.1, 0.2))
+            kw["classes"] = select_split(all_names, split["split"], fractions,
                                          split.get("seed", 0), split.get("split_files"))
+            _check_split_ways(kw["classes"], split["split"], len(all_names), ways, fractions,
+                              split.get("split_files"))
         return cls(x, y, ways, shots, queries, names, **kw)
 
     @classmethod
@@ -563,6 +567,19 @@ def _as_array(x, image_size: int | None, channels: int | None, i: int) -> torch.
     if t.dtype == torch.bool or (not t.is_floating_point() and t.dtype != torch.uint8):
         t = t.to(torch.float32)
     return t
+
+
+def _check_split_ways(use: list[str] | None, split: str | None, total: int, ways: int,
+                      fractions: Sequence[float], split_files) -> None:
+    """A split with fewer classes than ``ways``, named with how it was made and the fix."""
+    if use is None or split is None or len(use) >= ways:
+        return
+    how = ("its split file" if split_files else
+           f"split fractions {[float(f) for f in fractions]} (train, val, test)")
+    raise ValueError(f"Episodes ways={ways} exceeds the {len(use)} classes of split {split!r} "
+                     f"({len(use)} of the {total} classes, by {how}): lower ways, or give "
+                     f"that split more classes (fractions= / split_files=; config "
+                     f"family.split_fractions / family.split_files), or bring more classes")
 
 
 def select_split(class_names: Sequence[str], split: str | None,

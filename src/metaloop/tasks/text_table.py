@@ -51,6 +51,10 @@ def _lines(numbers: Sequence[int], limit: int = 10) -> str:
 def _missing_column(path: Path, which: str, name: str, columns: Sequence[str]) -> ValueError:
     near = difflib.get_close_matches(name, list(columns), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
+    seps = [c for c in ";\t|," if len(columns) == 1 and c in columns[0]]
+    if seps:                 # one column whose name holds a separator: another delimiter
+        hint = (f" (the header looks separated by {seps[0]!r}: give delimiter={seps[0]!r}; "
+                f"metaloop adapt --delimiter, config family.delimiter)")
     return ValueError(f"text table {path} has no {which} column {name!r}{hint}; its columns "
                       f"are {list(columns)}")
 
@@ -356,10 +360,27 @@ class TextTable:
         return out
 
     def text_of(self, x: torch.Tensor) -> list[str]:
-        """The texts of text-id inputs ``[N, 1]`` (families without a tokenizer)."""
+        """The texts of one task's text-id inputs ``[N, 1]`` (families without a tokenizer),
+        e.g. ``fam.text_of(batch.support_x[0])``.
+
+        Raises:
+            ValueError: a family with a tokenizer; inputs that are not ``[N, 1]`` ids (a whole
+                batch ``[B, N, 1]`` is named as such) or ids outside the table.
+        """
         if self.tokenizer is not None:
             raise ValueError("text_of needs text-id inputs; this family has a tokenizer")
-        return [self.texts[int(i)] for i in x[:, 0]]
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != 1:
+            shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            batch = " (a batch of tasks: give one, e.g. x[0])" if isinstance(
+                x, torch.Tensor) and x.dim() == 3 else ""
+            raise ValueError(f"text_of needs one task's text ids [N, 1], got "
+                             f"{shape}{batch}")
+        ids = [int(i) for i in x[:, 0].tolist()]          # the batches carry them as floats
+        bad = [i for i in ids if not 0 <= i < len(self.texts)]
+        if bad:
+            raise ValueError(f"text_of: ids {bad[:5]} are outside the table's "
+                             f"{len(self.texts)} texts")
+        return [self.texts[i] for i in ids]
 
     def with_shots(self, shots: int, queries: int | None = None) -> TextTable:
         """The same table, split and ways with other shot (and query) counts, sharing the
