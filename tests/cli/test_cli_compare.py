@@ -97,6 +97,32 @@ def test_ways_on_a_regression_family_is_refused(tmp_path, capsys):
     assert "sinusoid is regression" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, named", [
+    (["--ways", "5"], "--ways"),
+    (["--methods", "maml", "--iterations", "3"], "--methods, --iterations"),
+    (["--out", "o", "--no-progress"], "--out, --no-progress"),
+    (["--resume", "--seed", "2"], "--seed, --resume"),
+])
+def test_print_config_with_flags_of_a_run_is_refused(tmp_path, capsys, monkeypatch, flags,
+                                                      named):
+    """--print-config prints the shipped file and exits: the flags that set up a comparison
+    changed nothing (the file printed was the shipped one), so they are named instead."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "omniglot", "--print-config", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"so {named} would change nothing" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_training_flags_with_only_scratch_are_refused(tmp_path, capsys):
+    """scratch is not meta-trained: --iterations and --meta-batch changed nothing."""
+    assert main(["compare", "--methods", "scratch", "--iterations", "5", "--meta-batch", "3",
+                 "--tasks", "2", "--no-progress", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--iterations, --meta-batch: scratch is not meta-trained" in err
+    assert "would change nothing" in err and not (tmp_path / "o").exists()
+
+
 def test_print_config_of_an_unknown_family_is_named(capsys):
     assert main(["compare", "mnist", "--print-config"]) == 2
     assert "unknown family 'mnist'" in capsys.readouterr().err

@@ -30,10 +30,10 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--ways", "9"], "ways=9 exceeds the 6 classes available"),
+    (["--ways", "9"], "ways=9 exceeds the 6 classes of the 'test' split"),
     (["--shots", "10"], "have fewer than shots + queries = 10 + 3"),
-    (["--split", "val"], "exceeds the 0 classes available"),
-    (["--lake-runs", "nosuch"], "predict needs an image-classification run"),
+    (["--split", "val"], "exceeds the 0 classes of the 'val' split"),
+    (["--lake-runs", "nosuch"], "--lake-runs scores Omniglot drawings, but"),
     (["--ways", "0"], "--ways must be positive, got 0"),
     (["--shots", "0"], "--shots must be positive, got 0"),
     (["--shots", "-1"], "--shots must be positive, got -1"),

@@ -372,8 +372,7 @@ def test_eval_refine_jointly_is_recorded_and_bad_input_named(tmp_path, omniglot_
                      "--no-progress"]) == 0
     acc = {}
     for name, ckpts, flags in (("own", runs, []), ("joint", runs, ["--refine-jointly"]),
-                               ("one", runs[:1], []), ("one_joint", runs[:1],
-                                                       ["--refine-jointly"])):
+                               ("one", runs[:1], [])):
         capsys.readouterr()
         rec = tmp_path / "results" / f"{name}.json"
         assert main(["eval", "--checkpoint", *map(str, ckpts), "--tasks", "4", "--refine", "3",
@@ -390,7 +389,6 @@ def test_eval_refine_jointly_is_recorded_and_bad_input_named(tmp_path, omniglot_
         res = json.loads((tmp_path / name / "results.json").read_text())
         assert res["config"]["eval"]["refine_jointly"] == bool(flags)
         acc[name] = record["accuracy_mean"]
-    assert acc["one"] == acc["one_joint"]
     out_dir = tmp_path / "bad"
     assert main(["eval", "--checkpoint", *map(str, runs), "--refine-jointly", "--tasks", "2",
                  "--out", str(out_dir), "--no-progress"]) == 2

@@ -50,7 +50,7 @@ def register(sub) -> None:
     p.add_argument("--print-config", action="store_true",
                    help="print the family's shipped config (TOML, commented) and exit (your "
                         "own data's family: the omniglot one, which it runs with)")
-    p.add_argument("--out", default="runs/compare", help="output directory")
+    p.add_argument("--out", help="output directory (default: runs/compare)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted comparison in --out: each method's run from "
                         "its newest checkpoint (the same command and config), exactly")
@@ -75,7 +75,17 @@ def _config_for(args) -> dict:
     return recipe.load_config(args.family, args.config, _overrides(args))
 
 
+RUN_FLAGS = ("methods", "iterations", "meta_batch", "ways", "shots", "tasks", "seed", "out",
+             "resume", "no_progress")
+"""The flags that set up or report a comparison, which --print-config does not run."""
+
+
 def run(args: argparse.Namespace) -> int:
+    given = [f"--{k.replace('_', '-')}" for k in RUN_FLAGS if getattr(args, k) not in (None, False)]
+    if args.print_config and given:
+        raise ValueError(f"--print-config prints the family's shipped config and exits without "
+                         f"comparing, so {', '.join(given)} would change nothing: leave them "
+                         f"out (or set them in the printed file and pass it to --config)")
     if args.print_config:
         family = args.family or (args.config and _config.read(args.config).get(
             "family", {}).get("name")) or "sinusoid"
@@ -88,12 +98,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--ways sets the classes per task of a classification family; "
                          f"{family} is regression (it has no classes): drop --ways")
     methods = recipe.methods_for(cfg, args.methods)
+    trained = [m for m in methods if m not in recipe.NOT_META_TRAINED]
+    fixed = [f"--{k.replace('_', '-')}" for k in ("iterations", "meta_batch")
+             if getattr(args, k) is not None]
+    if fixed and not trained:
+        raise ValueError(f"{', '.join(fixed)}: {', '.join(methods)} is not meta-trained (a "
+                         f"fresh model adapted on each task), so {' and '.join(fixed)} would "
+                         f"change nothing; add a method that meta-trains (--methods) or drop "
+                         f"{' and '.join(fixed)}")
     for key in ("iterations", "meta_batch"):
         if cfg["train"][key] <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {cfg['train'][key]}")
     for name in methods:                       # impossible per-method configs: before any output
         recipe.method_config(cfg, name)
-    with output_dir(args.out) as out:       # bad data (found by recipe.run): no folder left
+    # bad data (found by recipe.run): no folder left
+    with output_dir(args.out or "runs/compare") as out:
         bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress)
 
         def started(name: str) -> None:

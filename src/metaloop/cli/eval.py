@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from tqdm.auto import tqdm
@@ -10,12 +11,14 @@ from tqdm.auto import tqdm
 from metaloop.cli._args import int_list
 from metaloop.evaluate import records
 from metaloop.recipes import report
+from metaloop.recipes.compare import REGRESSION_FAMILIES
 from metaloop.recipes.evaluation import (
     eval_config,
     evaluate_lake_runs,
     evaluate_run,
     load_ensemble,
 )
+from metaloop.recipes.predict import takes_steps
 from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
@@ -48,7 +51,8 @@ def register(sub) -> None:
                         "(averaged probabilities)")
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's)")
     p.add_argument("--steps", type=int_list, help="comma list of adaptation steps (default: "
-                   "the config's)")
+                   "the config's; not for the closed-form heads protonet, r2d2 and "
+                   "metaoptnet, which take none; with --lake-runs one number)")
     p.add_argument("--shots", type=int, help="support examples (default: the config's)")
     p.add_argument("--ways", type=int, help="classes per held-out task (default: the "
                    "config's; another number only for r2d2, metaoptnet, protonet, and "
@@ -109,7 +113,8 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="adapt and score on the CPU (default) or the first CUDA device")
     p.add_argument("--tf32", action="store_true",
-                   help="allow TF32 matmuls and convolutions on CUDA (faster, ~1e-3 precision)")
+                   help="with --device cuda: allow TF32 matmuls and convolutions (faster, "
+                        "~1e-3 precision)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -118,7 +123,54 @@ GENERATED_ONLY = ("tasks", "shots", "ways", "split", "within_alphabet", "drawers
 """The flags that choose generated held-out tasks; the official runs (--lake-runs) are fixed."""
 
 
+EVAL_FLAGS = ("tasks", "shots", "ways", "split", "steps", "within_alphabet", "drawers",
+              "support_shift", "query_shift", "scoring", "refine", "refine_temperature",
+              "refine_weight", "refine_jointly")
+"""The flags that set a key of the ``[eval]`` section of the same name."""
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_flags(args)
+    loaded = load_ensemble(args.checkpoint, device=args.device)
+    _check_flags_family(args, loaded)
+    changes = {k: getattr(args, k) for k in EVAL_FLAGS}
+    try:
+        cfg = eval_config(loaded, **changes)      # bad flags: named before any output
+    except ValueError as e:
+        raise ValueError(_named_by_flags(str(e), changes)) from e
+    _check_flags_apply(args, loaded, cfg)
+    if args.record:
+        records.check_record_path(args.record)
+    if args.device == "cuda":
+        from metaloop.train.distributed import set_tf32
+        set_tf32(args.tf32)
+    with output_dir(args.out or None) as out:
+        if args.lake_runs:
+            return _lake_runs(args, loaded, cfg, out)
+        return _evaluate(args, loaded, cfg, out)
+
+
+def _flag(key: str, value) -> str:
+    """``--key VALUE`` as it was given (a switch: ``--key``)."""
+    flag = f"--{key.replace('_', '-')}"
+    if value is True:
+        return flag
+    if isinstance(value, (list, tuple)):
+        return f"{flag} {','.join(str(v) for v in value)}"
+    return f"{flag} {value}"
+
+
+def _named_by_flags(message: str, changes: dict) -> str:
+    """``message`` (the config's check, naming ``eval.<key>``) led by the flags that set
+    those keys, so that a bad value is named by its flag; unchanged if no flag set one."""
+    given = [_flag(k, v) for k, v in changes.items()
+             if v is not None and re.search(rf"\beval\.{k}\b", message)]
+    return f"{', '.join(given)}: {message}" if given else message
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """ValueError naming the flag where a value is impossible, or a flag would change
+    nothing whatever the runs are (before any run is loaded)."""
     given = [f"--{k.replace('_', '-')}" for k in GENERATED_ONLY if getattr(args, k) is not None]
     if args.lake_runs and given:
         raise ValueError(f"--lake-runs scores the official runs as they are (their own "
@@ -128,26 +180,108 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise ValueError(f"--{flag} must be positive, got {value}")
-    loaded = load_ensemble(args.checkpoint, device=args.device)
-    changes = {k: getattr(args, k) for k in ("tasks", "shots", "ways", "split", "steps",
-                                             "within_alphabet", "drawers", "support_shift",
-                                             "query_shift", "scoring", "refine",
-                                             "refine_temperature", "refine_weight",
-                                             "refine_jointly")}
-    cfg = eval_config(loaded, **changes)          # bad flags: named before any output
-    if args.record:
-        records.check_record_path(args.record)
-    with output_dir(args.out or None) as out:
-        if args.lake_runs:
-            return _lake_runs(args, loaded, cfg, out)
-        return _evaluate(args, loaded, cfg, out)
+    if args.ways == 1:
+        raise ValueError("--ways must be >= 2: a 1-way task is always answered right, got 1")
+    if args.steps is not None and any(s < 0 for s in args.steps):
+        raise ValueError(f"--steps must be non-negative ints, got {','.join(map(str, args.steps))}")
+    for flag, shift in (("--support-shift", args.support_shift),
+                        ("--query-shift", args.query_shift)):
+        if shift is not None and shift < 0:
+            raise ValueError(f"{flag} must be an int >= 0 pixels, got {shift}")
+    if args.lake_runs and args.steps is not None and len(set(args.steps)) > 1:
+        raise ValueError(f"--steps {','.join(map(str, args.steps))}: --lake-runs scores the "
+                         f"official runs after one number of steps (the largest, "
+                         f"{max(args.steps)}), so the others would change nothing; give one, "
+                         f"e.g. --steps {max(args.steps)}")
+    if args.tf32 and args.device != "cuda":
+        raise ValueError(f"--tf32 allows TF32 matmuls on CUDA, but --device is {args.device}, "
+                         f"so it would change nothing: give --device cuda or drop --tf32")
+    if args.refine_jointly and len(args.checkpoint) < 2:
+        raise ValueError("--refine-jointly shares the refinement's assignment between the "
+                         "members of an ensemble, but one --checkpoint is given, so it would "
+                         "change nothing: give several checkpoints or drop --refine-jointly")
+
+
+def _check_flags_family(args: argparse.Namespace, loaded) -> None:
+    """ValueError naming the flag where it cannot apply to the run's task family: Omniglot's
+    own flags elsewhere, image shifts on inputs that are not images, ways without classes,
+    the official runs for a run that reads no images."""
+    family = loaded.config["family"]["name"]
+    first = getattr(loaded, "members", [loaded])[0]
+    images = first.transform is not None
+    omniglot_only = [_flag(k, getattr(args, k)) for k in ("within_alphabet", "drawers")
+                     if getattr(args, k) is not None]
+    if family != "omniglot" and omniglot_only:
+        raise ValueError(f"{', '.join(omniglot_only)}: {loaded.path} is family {family!r}, "
+                         f"but these choose Omniglot's alphabets and drawers, so they would "
+                         f"change nothing; leave them out")
+    shifts = [_flag(k, getattr(args, k)) for k in ("support_shift", "query_shift")
+              if getattr(args, k) is not None]
+    if shifts and not images:
+        raise ValueError(f"{', '.join(shifts)}: shifts images, but {loaded.path} reads no "
+                         f"images (family {family!r}, model "
+                         f"{loaded.config['model']['name']!r}); leave them out")
+    if args.ways is not None and family in REGRESSION_FAMILIES:
+        raise ValueError(f"--ways {args.ways} sets the classes per held-out task of a "
+                         f"classification family; {family} is regression (it has no "
+                         f"classes): drop --ways")
+    if args.lake_runs and not images:
+        raise ValueError(f"--lake-runs scores Omniglot drawings, but {loaded.path} reads no "
+                         f"images (family {family!r}, model "
+                         f"{loaded.config['model']['name']!r})")
+
+
+def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
+    """ValueError naming the flag and the learner where a flag would change nothing for the
+    loaded run or ensemble (the solved heads: every member), or cannot apply to one of its
+    members (the first run's config checks only its own learner)."""
+    members = getattr(loaded, "members", [loaded])
+    methods = [m.config["method"]["name"] for m in members]
+    what = (f"{methods[0]} ({loaded.path})" if len(members) == 1 else
+            f"every member ({', '.join(sorted(set(methods)))})")
+    ec = cfg["eval"]
+    if args.steps is not None and not takes_steps(loaded):
+        newton = (" (metaoptnet's Newton steps are fixed by the run's method.inner_steps)"
+                  if "metaoptnet" in methods else "")
+        raise ValueError(f"--steps {','.join(map(str, args.steps))}: {what} solves its head "
+                         f"in closed form and takes no adaptation steps, so --steps would "
+                         f"change nothing{newton}; drop --steps")
+    if args.scoring is not None:
+        fixed = [(m, n) for m, n in zip(members, methods)
+                 if not hasattr(m.learner, "transductive")]
+        if args.scoring == "as-trained" and len(fixed) == len(members):
+            raise ValueError(f"--scoring as-trained: {what} always scores a task's queries "
+                             f"together, so --scoring would change nothing (reptile, r2d2, "
+                             f"metaoptnet and protonet can score them either way); drop "
+                             f"--scoring")
+        if args.scoring != "as-trained" and fixed:
+            m, name = fixed[0]
+            raise ValueError(f"--scoring {args.scoring}: {m.path} is {name}, which always "
+                             f"scores a task's queries together; reptile, r2d2, metaoptnet "
+                             f"and protonet can score them either way")
+    refine = _flag("refine", ec["refine"]) if args.refine is not None else \
+        f"eval.refine = {ec['refine']} (the config of {loaded.path})"
+    for m, name in zip(members, methods) if ec["refine"] else ():
+        if name != "protonet":
+            raise ValueError(f"{refine} refines prototypes, which only a protonet run has; "
+                             f"{m.path} is {name}")
+        if ec["scoring"] == "as-trained" and not getattr(m.learner, "transductive", True):
+            raise ValueError(f"{refine} refines the prototypes with all of a task's queries "
+                             f"together, but {m.path} scores each query on its own "
+                             f"(method.transductive = false); give --scoring transductive or "
+                             f"drop --refine")
+    for key in ("refine_temperature", "refine_weight"):
+        value = getattr(args, key)
+        if value is not None and args.refine is None and not ec["refine"]:
+            flag = _flag(key, value)
+            raise ValueError(f"{flag} sets how --refine refines the prototypes, but no "
+                             f"--refine K is given and the run's eval.refine is 0 (off), so it "
+                             f"would change nothing: give --refine K or drop "
+                             f"{flag.split()[0]}")
 
 
 def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     """Generated held-out tasks: the table, and ``results.json`` and a plot in ``out``."""
-    if args.device == "cuda":
-        from metaloop.train.distributed import set_tf32
-        set_tf32(args.tf32)
     ec = cfg["eval"]
     with tqdm(total=ec["tasks"], desc="held-out tasks", disable=args.no_progress,
               leave=False) as bar:

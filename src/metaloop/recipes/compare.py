@@ -34,6 +34,8 @@ ALL = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "meta
 # Methods whose head is a classifier solved per task: not run on regression families.
 CLASSIFICATION_ONLY = ("r2d2", "metaoptnet")
 REGRESSION_FAMILIES = ("sinusoid",)
+# Methods that are not meta-trained (train's iterations and meta-batch change nothing).
+NOT_META_TRAINED = ("scratch",)
 # The families with a shipped compare config (metaloop/configs/compare_<family>.toml).
 FAMILIES = ("sinusoid", "omniglot")
 COMPARE_KEYS = ("methods", "per_method", "per_ways")

@@ -259,7 +259,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
 def evaluate_lake_runs(run: Run, root, config: dict) -> dict:
     """The error rate on the official runs of the Omniglot one-shot challenge in ``root``
     (``metaloop eval --lake-runs``), scored with ``config``'s ``[eval]`` test-time settings:
-    support and query shifts, scoring, the refinement, and the last of its ``steps``.
+    support and query shifts, scoring, the refinement, and the largest of its
+    ``steps``.
 
     Args:
         run: a loaded run or ensemble (``load_ensemble``). root: Lake's ``all_runs`` folder
@@ -273,7 +274,7 @@ def evaluate_lake_runs(run: Run, root, config: dict) -> dict:
     with scoring(run.learner, ec["scoring"]), \
             refining(run.learner, ec["refine"], ec["refine_temperature"], ec["refine_weight"],
                      ec["refine_jointly"]):
-        res = score_lake_runs(run, root, steps=ec["steps"][-1],
+        res = score_lake_runs(run, root, steps=max(ec["steps"]),
                               support_shift=ec["support_shift"], query_shift=ec["query_shift"])
         res["evaluation"] = getattr(run.learner, "evaluation", "transductive")
     return res
