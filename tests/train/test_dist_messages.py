@@ -198,3 +198,14 @@ def test_an_empty_run_directory_does_not_block_a_new_run(tmp_path):
                        seed=1)
     assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
     assert latest_checkpoint(run).name == "ckpt-00000002"
+
+
+def test_a_usage_error_is_printed_once_per_node(monkeypatch, capsys):
+    """argparse's own errors (a misspelt flag) came from every rank of a node."""
+    for local_rank, printed in (("0", True), ("1", False)):
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--confg", "c.toml"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert ("unrecognized arguments: --confg" in err) == printed, err

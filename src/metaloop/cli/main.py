@@ -20,8 +20,18 @@ class UserError(Exception):
     """Bad input from the user: printed as ``metaloop: error: ...`` with exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are printed once per node under torchrun
+    (every process of a node gets the same command line); exit status 2 on every rank."""
+
+    def error(self, message):
+        if not distributed.local_leader():
+            self.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="metaloop", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Meta-learn a starting point that fine-tunes well, adapt pretrained "
                     "models, fine-tune\nwithout forgetting, and generate - on your data or "
