@@ -23,12 +23,14 @@ def _train(tmp_path):
     return run
 
 
-def test_eval_record_matches_results_json(tmp_path):
+def test_eval_record_matches_results_json(tmp_path, capsys):
     run = _train(tmp_path)
     rec_path = tmp_path / "docs" / "results" / "sine.json"
     argv = ["--threads", "1", "eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev"),
             "--record", str(rec_path), "--no-progress"]
+    capsys.readouterr()
     assert main(argv) == 0
+    assert capsys.readouterr().out.endswith(f"wrote record {rec_path}\n")
     res = json.loads((tmp_path / "ev" / "results.json").read_text())["methods"]["maml"]
     (rec,) = load_records(rec_path.parent)
     assert rec["table"] == "sinusoid" and rec["row"] == "maml"
@@ -53,6 +55,8 @@ def test_eval_record_matches_results_json(tmp_path):
     parts = shlex.split(rec["command"])
     assert parts[0] == "metaloop" and parts[1:4] == ["--threads", "1", "eval"]
     assert set(argv[3:]) <= set(parts)
+    assert main([*argv[:5], "--record", str(rec_path), "--no-progress"]) == 0   # rerun
+    assert capsys.readouterr().out.endswith(f"replaced record {rec_path}\n")
 
 
 def test_a_bad_record_path_fails_before_evaluating_and_writes_nothing(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -331,12 +332,20 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
                                                  "methods": {name: report.strip_per_task(r)}})
         report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
     if args.record:
-        records.write_record(args.record, **records.eval_record(
+        _write_record(args.record, records.eval_record(
             cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device,
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
             error_rate=error))
     return 0
+
+
+def _write_record(path, fields: dict) -> None:
+    """Write the record and say where (and that it replaced one, as rerunning a record's
+    command does: git diff shows what moved)."""
+    existed = Path(path).exists()
+    records.write_record(path, **fields)
+    print(f"{'replaced' if existed else 'wrote'} record {path}")
 
 
 def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
@@ -363,7 +372,7 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if out is not None:
         report.write_json(out / "results.json", {"config": cfg, "lake_runs": res})
     if args.record:
-        records.write_record(args.record, **records.lake_runs_record(
+        _write_record(args.record, records.lake_runs_record(
             cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device,
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
