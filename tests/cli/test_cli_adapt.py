@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from metaloop.cli.main import main
+from metaloop.recipes.adapt import STEPPED
 
 pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
@@ -142,8 +143,13 @@ def write_sentences(path: Path, classes=KEYWORDS, per_class=8, skip=()) -> Path:
 
 
 def _table_argv(model: str, data: Path, out: Path, *extra) -> list[str]:
+    """The command on a table, with --steps 2 where an approach or --meta takes steps (it is
+    refused where none does)."""
+    names = extra[extra.index("--approaches") + 1] if "--approaches" in extra else "lora"
+    steps = (["--steps", "2"] if "--meta" in extra
+             or any(n.strip() in STEPPED for n in names.split(",")) else [])
     return ["adapt", "--model", model, "--family", "table", "--data", str(data), "--ways", "2",
-            "--shots", "1", "--queries", "2", "--tasks", "2", "--steps", "2", "--out", str(out),
+            "--shots", "1", "--queries", "2", "--tasks", "2", *steps, "--out", str(out),
             "--no-progress", *extra]
 
 
@@ -217,7 +223,8 @@ def test_table_drop_small_says_how_many(tiny_bert, tmp_path, capsys):
      "(split 'test') has 2 class(es) with at least 3 texts, fewer than ways = 3"),
     (None, ["--meta", "reptile", "--queries", "4"],
      "(split 'train'): 9 class(es) have fewer than shots + queries = 5 + 4 = 9 texts"),
-    (None, ["--split-fractions", "0.5,0.5"], "--split-fractions must be three numbers"),
+    (None, ["--split-fractions", "0.5,0.5", "--meta", "fomaml"],
+     "--split-fractions must be three numbers"),
     ("no-data", [], "--family table needs --data PATH"),
     ("wordnet", [], "--data applies to --family table, not wordnet"),
     (None, ["--root", "/data"], "--root applies to the built-in families; give the table"),

@@ -28,7 +28,12 @@ are split by --split-fractions and every approach is scored on the test classes.
 
 Models: minilm (all-MiniLM-L6-v2, offline), a Hugging Face model folder or cached name, or a
 metaloop run folder (an image model, e.g. the Omniglot pretrain baseline). Writes
-results.json and accuracy.png to --out; bad input writes nothing there."""
+results.json and accuracy.png to --out; bad input writes nothing there. A flag that this
+run would not read is refused by name: an approach's option without that approach
+(--steps without approaches 2-3 or --meta, --lora-r and --lora-targets without lora or
+--meta, --prompt-tokens without soft-prompt), --max-length with an image model, the --meta-*
+options without --meta, the table's options without --family table (--split-fractions and
+--split-seed also need --meta)."""
 
 
 def register(sub) -> None:
@@ -49,20 +54,25 @@ def register(sub) -> None:
     p.add_argument("--tasks", type=int, default=100, help="held-out tasks")
     p.add_argument("--approaches", help="comma list (default: all that apply); choose from "
                    + ", ".join(recipe.APPROACHES))
-    p.add_argument("--steps", type=int, default=20, help="optimiser steps of approaches 2-3")
-    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
+    p.add_argument("--steps", type=int,
+                   help="optimiser steps of approaches 2-3 and of --meta's fine-tuned rows "
+                        "(default 20)")
+    p.add_argument("--lora-r", type=int, help="LoRA rank (lora and --meta; default 8)")
     p.add_argument("--lora-targets",
-                   help="comma list of LoRA target modules (default: query,value for text, "
-                        "conv for Conv4)")
-    p.add_argument("--prompt-tokens", type=int, default=8, help="soft prompt length")
-    p.add_argument("--max-length", type=int, default=32,
-                   help="text models: longest input in tokens; longer texts are cut (93%% "
-                        "of WordNet glosses fit in 32; longer ones lose the end of their usage "
-                        "examples)")
+                   help="comma list of LoRA target modules (lora and --meta; default: "
+                        "query,value for text, conv for Conv4)")
+    p.add_argument("--prompt-tokens", type=int, help="soft prompt length (soft-prompt; "
+                   "default 8)")
+    p.add_argument("--max-length", type=int,
+                   help="text models: longest input in tokens (default 32); longer texts are "
+                        "cut (93%% of WordNet glosses fit in 32; longer ones lose the end of "
+                        "their usage examples)")
     p.add_argument("--meta", default="", help="comma list of meta-learners over LoRA + head "
                    f"to train and add ({', '.join(recipe.META)})")
-    p.add_argument("--meta-iterations", type=int, default=300, help="outer steps per method")
-    p.add_argument("--meta-batch", type=int, default=4, help="tasks per outer step")
+    p.add_argument("--meta-iterations", type=int,
+                   help="with --meta: outer steps per method (default 300)")
+    p.add_argument("--meta-batch", type=int, help="with --meta: tasks per outer step "
+                   "(default 4)")
     p.add_argument("--meta-shots", type=int, help="support examples per class when "
                    "meta-training (default: 1 for MAML, 5 for Reptile)")
     p.add_argument("--meta-dir", help="where meta-learned runs are kept and resumed from "
@@ -71,12 +81,14 @@ def register(sub) -> None:
     p.add_argument("--root", help="data folder of the family (default: its usual places)")
     t = p.add_argument_group("your own text (--family table)")
     t.add_argument("--data", help="the table: a .csv, .tsv or .jsonl file, one example per row")
-    t.add_argument("--text-column", default="text", help="column of the texts")
-    t.add_argument("--label-column", default="label", help="column of the labels (classes)")
+    t.add_argument("--text-column", help="column of the texts (default text)")
+    t.add_argument("--label-column", help="column of the labels (classes; default label)")
     t.add_argument("--delimiter", help="CSV/TSV field separator (default: by extension)")
-    t.add_argument("--split-fractions", default="0.7,0.1,0.2",
-                   help="train,val,test fractions of the classes, used with --meta")
-    t.add_argument("--split-seed", type=int, default=0, help="seed of the class split")
+    t.add_argument("--split-fractions",
+                   help="train,val,test fractions of the classes, used with --meta (default "
+                        "0.7,0.1,0.2)")
+    t.add_argument("--split-seed", type=int, help="seed of the class split, used with --meta "
+                   "(default 0)")
     t.add_argument("--drop-small", action="store_true",
                    help="drop classes with fewer than shots + queries texts (default: error)")
     p.add_argument("--out", default="runs/adapt", help="output directory")
@@ -85,8 +97,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = [f.name for f in dataclasses.fields(recipe.AdaptSettings)]
-    prepared = recipe.prepare(recipe.AdaptSettings(**{n: getattr(args, n) for n in names}))
+    # a flag left out is None (or False): the settings' default, and not "given"
+    given = {f.name: v for f in dataclasses.fields(recipe.AdaptSettings)
+             if (v := getattr(args, f.name)) is not None and v is not False}
+    prepared = recipe.prepare(recipe.AdaptSettings(**given), given=set(given))
     if prepared.description:
         print(prepared.description)
     with output_dir(args.out) as out:    # bad input found while running: no folder left

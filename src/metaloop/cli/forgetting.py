@@ -23,7 +23,12 @@ model through the rest of the stream. The table gives, as mean ± 95% CI over th
 new-task accuracy (the last experience), old-task accuracy (the earlier ones, at the end),
 the fraction of each earlier experience's accuracy retained, forgetting, backward transfer
 (BWT) and the average accuracy. --out gets results.json, metrics.jsonl (every evaluation
-during fine-tuning), old_accuracy_vs_steps.png and accuracy_matrix.png."""
+during fine-tuning), old_accuracy_vs_steps.png and accuracy_matrix.png.
+
+An option that would change nothing is refused by name: a strategy's option without that
+strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
+--head-weight and --temperature: heads, replay+heads; --lora-rank: lora), --alphabets
+outside omniglot-alphabets, --test-per-class on it."""
 SETTINGS = ("strategies", "seeds", "seed", "steps", "pretrain_steps", "batch_size", "lr",
             "eval_every", "early_stop", "replay_ratio", "buffer_size", "head_weight",
             "temperature", "lora_rank", "hidden")
@@ -61,15 +66,19 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE",
                    help="stop on the new task's validation accuracy after this many "
                         "evaluations without improvement")
-    p.add_argument("--replay-ratio", type=_ratio, default=0.1,
-                   help="fraction of each batch replayed from earlier data (default 0.1), or "
-                        "'balanced': t/(t+1) on experience t, so the new experience gets "
-                        "1/(t+1)")
+    p.add_argument("--replay-ratio", type=_ratio, default=None,
+                   help="replay, replay+heads: fraction of each batch replayed from earlier "
+                        "data (default 0.1), or 'balanced': t/(t+1) on experience t, so the "
+                        "new experience gets 1/(t+1)")
     p.add_argument("--buffer-size", type=int, default=None,
-                   help="reservoir sample of the earlier data (default: all of it)")
-    p.add_argument("--head-weight", type=float, default=1.0, help="weight of each kept head")
-    p.add_argument("--temperature", type=float, default=2.0, help="kept heads' distillation T")
-    p.add_argument("--lora-rank", type=int, default=8)
+                   help="replay, replay+heads: reservoir sample of the earlier data (default: "
+                        "all of it)")
+    p.add_argument("--head-weight", type=float, default=None,
+                   help="heads, replay+heads: weight of each kept head (default 1)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="heads, replay+heads: kept heads' distillation T (default 2)")
+    p.add_argument("--lora-rank", type=int, default=None,
+                   help="lora: rank of the adapters (default 8)")
     p.add_argument("--hidden", type=int_list, default=[256, 256], metavar="H1,H2",
                    help="MLP hidden widths (default 256,256)")
     p.add_argument("--train-per-class", type=int, default=None,
@@ -78,7 +87,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="validation images per class (Fashion-MNIST 500, Omniglot 3)")
     p.add_argument("--test-per-class", type=int, default=None,
                    help="Fashion-MNIST: test images per class (default all 1,000)")
-    p.add_argument("--alphabets", type=int, default=5, help="Omniglot: number of alphabets")
+    p.add_argument("--alphabets", type=int, default=None,
+                   help="omniglot-alphabets: number of alphabets (default 5)")
     p.add_argument("--root", default=None, help="data folder (default: the loader's search)")
     p.add_argument("--out", default="runs/forgetting", help="output directory")
     p.add_argument("--no-progress", action="store_true")

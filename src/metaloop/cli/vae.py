@@ -32,7 +32,14 @@ the two classifiers and measure, for several step sizes, how often the second ag
 images inverted from the first. With --protocol iwae, train the IWAE
 paper's VAE the paper's way (batch 20, 3,280 passes in 8 stages of falling learning rate) as
 a run that checkpoints in --out and can be stopped (--until-pass, --max-minutes, Ctrl-C) and
-continued exactly (--resume); --evaluate measures its latest checkpoint with --k samples."""
+continued exactly (--resume); --evaluate measures its latest checkpoint with --k samples.
+
+An option that the chosen run does not read is refused by name when it is given another
+value than its default (a default given explicitly changes nothing and is accepted): the
+scoring classifiers' and inversions' options without the run that trains them, --latent and
+--model with --sweep-latent, --model and --k with --compare-inversion, the generators'
+options with --inversion-transfer, --beta and --k for the AE, --hidden with --arch conv, the
+protocol options without --protocol iwae and the other runs' options with it."""
 
 EPILOG = """examples:
   metaloop --threads 1 vae --model vae --data omniglot-mixed --latent 50 --epochs 100

@@ -28,7 +28,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import torch
@@ -39,8 +39,8 @@ from metaloop.recipes import report
 from metaloop.tasks.text_table import TextTable
 
 __all__ = ["APPROACHES", "FAMILIES", "META", "AdaptSettings", "Prepared", "bar_chart",
-           "describe", "evaluate_strategies", "paired", "paired_lines", "parse_fractions",
-           "prepare", "run", "table", "table_families", "table_summary", "title"]
+           "check_given", "describe", "evaluate_strategies", "paired", "paired_lines",
+           "parse_fractions", "prepare", "run", "table", "table_families", "table_summary", "title"]
 
 FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist")
 TEXT_FAMILIES = ("wordnet", "table")
@@ -124,13 +124,20 @@ class Prepared:
     description: str
 
 
-def prepare(s: AdaptSettings) -> Prepared:
+def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
     """Check the settings, load the model and build the task families.
 
     Everything that can fail on bad input fails here, before any output is written.
 
+    Args:
+        s: the settings.
+        given: the names of the settings the user gave (``metaloop adapt``'s flags), each
+            refused (``check_given``) where it would change nothing; None: those that differ
+            from the defaults.
+
     Raises:
-        ValueError: naming the bad setting, file or model.
+        ValueError: naming the bad setting, file or model, or a given setting that would
+            change nothing.
     """
     _positive(ways=s.ways, shots=s.shots, queries=s.queries, tasks=s.tasks,
               steps=s.steps, max_length=s.max_length, lora_r=s.lora_r,
@@ -142,6 +149,7 @@ def prepare(s: AdaptSettings) -> Prepared:
     if s.approaches is not None:
         _approach_names(s.approaches, "text")            # names, before loading anything
     methods = _meta_methods(s.meta)
+    check_given(s, _given_settings(s) if given is None else given)
     if s.meta:
         _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
     if s.meta_shots is not None:        # 0 is refused, not taken for the default
@@ -176,6 +184,55 @@ def prepare(s: AdaptSettings) -> Prepared:
                                  if train_families
                                  else build_family(s, model, kind, "train", k, s.queries))
     return Prepared(s, model, kind, heldout, train_families, table, description)
+
+
+# The settings only some runs read: name -> (what reads it, does this run read it?). The
+# approaches a run reads them through are those of --approaches that its model can run
+# (text-only ones dropped on an image family; their explicit naming is refused elsewhere).
+STEPPED = ("finetune-zero", "finetune-random", "lp-ft", "lora", "soft-prompt")
+TABLE_ONLY = ("text_column", "label_column", "split_fractions", "split_seed", "drop_small")
+
+
+def _readers(s: AdaptSettings, names: list[str], meta: bool) -> dict:
+    text, table = s.family in TEXT_FAMILIES, s.family == "table"
+    return {
+        "steps": (f"the approaches {', '.join(STEPPED)} and --meta", meta
+                  or any(n in STEPPED for n in names)),
+        "lora_r": ("the lora approach and --meta", meta or "lora" in names),
+        "lora_targets": ("the lora approach and --meta", meta or "lora" in names),
+        "prompt_tokens": ("the soft-prompt approach (text models)", "soft-prompt" in names),
+        "max_length": ("text models (--family wordnet or table)", text),
+        **{k: ("--meta", meta) for k in ("meta_iterations", "meta_batch", "meta_shots",
+                                         "meta_dir")},
+        **{k: ("--family table", table) for k in TABLE_ONLY},
+        **{k: ("--family table with --meta (without it every class is held out)",
+               table and meta) for k in ("split_fractions", "split_seed")},
+    }
+
+
+def _given_settings(s: AdaptSettings) -> set[str]:
+    """The names of the settings that differ from ``AdaptSettings``' defaults."""
+    return {f.name for f in dataclasses.fields(s) if getattr(s, f.name) != f.default}
+
+
+def check_given(s: AdaptSettings, given: Collection[str]) -> None:
+    """Refuse a given setting that this run would not read, naming its flag and what reads
+    it: an option of the approaches that are not run, of --meta without it, of the table
+    without --family table, of text models with an image model.
+
+    Raises:
+        ValueError: naming the first such flag.
+    """
+    kind = "text" if s.family in TEXT_FAMILIES else "image"
+    names = [a for a in _approach_names(s.approaches, "text")
+             if kind == "text" or a not in TEXT_ONLY]
+    run = ", ".join(names) + (f" and --meta {s.meta}" if _meta_methods(s.meta) else "")
+    for key, (what, read) in _readers(s, names, bool(_meta_methods(s.meta))).items():
+        if key in given and not read:
+            flag = f"--{key.replace('_', '-')}"
+            value = "" if isinstance(getattr(s, key), bool) else f" {getattr(s, key)}"
+            raise ValueError(f"{flag}{value} applies to {what}; this run ({s.family}: {run}) "
+                             f"does not read it, so it would change nothing: drop {flag}")
 
 
 def title(s: AdaptSettings) -> str:

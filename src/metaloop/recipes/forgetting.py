@@ -33,7 +33,8 @@ from metaloop.models import MLP
 from metaloop.recipes import report
 from metaloop.train.checkpoint import atomic_write_text
 
-__all__ = ["DEFAULTS", "METRICS", "experiences", "run", "settings", "table", "total_steps", "write"]
+__all__ = ["DEFAULTS", "METRICS", "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS", "experiences",
+           "run", "settings", "table", "total_steps", "write"]
 
 # Per-scenario defaults, sized so that six strategies x 3 seeds take < 15 min on 2 cores.
 # The network is van de Ven et al.'s Split-MNIST MLP with 256 instead of 400 units.
@@ -43,6 +44,15 @@ DEFAULTS = {
     "split-fmnist-class": {"steps": 200, "batch_size": 128, "eval_every": 50},
     "omniglot-alphabets": {"steps": 150, "batch_size": 64, "eval_every": 25},
 }
+# The strategy options, their defaults and the strategies that read them; ``joint`` replays
+# all earlier data at its own ratio, so it reads neither replay option.
+STRATEGY_DEFAULTS = {"replay_ratio": 0.1, "head_weight": 1.0, "temperature": 2.0,
+                     "lora_rank": 8}
+STRATEGY_OPTIONS = {"replay_ratio": ("replay", "replay+heads"),
+                    "buffer_size": ("replay", "replay+heads"),
+                    "head_weight": ("heads", "replay+heads"),
+                    "temperature": ("heads", "replay+heads"),
+                    "lora_rank": ("lora",)}
 METRICS = (("new_accuracy", "new acc"), ("old_accuracy", "old acc"), ("retained", "retained"),
            ("forgetting", "forgetting"), ("bwt", "BWT"), ("average_accuracy", "avg acc"))
 
@@ -53,10 +63,11 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
              seeds: int = 3, seed: int = 0, steps: int | None = None,
              pretrain_steps: int | None = None, batch_size: int | None = None,
              lr: float = 1e-3, eval_every: int | None = None, early_stop: int | None = None,
-             replay_ratio: float | str = 0.1, buffer_size: int | None = None,
-             head_weight: float = 1.0, temperature: float = 2.0, lora_rank: int = 8,
-             hidden=(256, 256)) -> dict:
-    """The checked settings of one experiment (None: the scenario's ``DEFAULTS``).
+             replay_ratio: float | str | None = None, buffer_size: int | None = None,
+             head_weight: float | None = None, temperature: float | None = None,
+             lora_rank: int | None = None, hidden=(256, 256)) -> dict:
+    """The checked settings of one experiment (None: the scenario's ``DEFAULTS``, or the
+    strategy options' ``STRATEGY_DEFAULTS``).
 
     Args:
         scenario: one of ``metaloop.continual.scenarios.SCENARIOS``.
@@ -65,14 +76,24 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
         steps, pretrain_steps: fine-tuning steps per experience, and on experience 0.
         replay_ratio: the replayed fraction of each batch, or "balanced" (t/(t+1) on
             experience t). The other keys: see ``metaloop.continual.sequence.run_sequence``.
+            A strategy option (``STRATEGY_OPTIONS``) given when none of ``strategies``
+            reads it is refused: it would change nothing.
 
     Raises:
-        ValueError: naming the bad setting.
+        ValueError: naming the bad setting, or the strategy option that no chosen strategy
+            reads.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
     d = DEFAULTS[scenario]
-    s = {"scenario": scenario, "strategies": _strategies(strategies),
+    names = _strategies(strategies)
+    given = {"replay_ratio": replay_ratio, "buffer_size": buffer_size,
+             "head_weight": head_weight, "temperature": temperature, "lora_rank": lora_rank}
+    _check_strategy_options(names, {k: v for k, v in given.items() if v is not None})
+    replay_ratio, head_weight, temperature, lora_rank = (
+        _given(given[k], STRATEGY_DEFAULTS[k])
+        for k in ("replay_ratio", "head_weight", "temperature", "lora_rank"))
+    s = {"scenario": scenario, "strategies": names,
          "seeds": list(range(seed, seed + seeds)),
          "steps": _given(steps, d["steps"]), "batch_size": _given(batch_size, d["batch_size"]),
          "eval_every": _given(eval_every, d["eval_every"]), "lr": lr,
@@ -100,6 +121,19 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
     return s
 
 
+def _check_strategy_options(strategies: list[str], given: dict) -> None:
+    """ValueError naming each given strategy option (``--replay-ratio`` ...) that none of
+    ``strategies`` reads, so that it would change nothing."""
+    for key, value in given.items():
+        readers = STRATEGY_OPTIONS[key]
+        if not set(readers) & set(strategies):
+            flag = f"--{key.replace('_', '-')}"
+            raise ValueError(f"{flag} {value} applies to the strateg"
+                             f"{'y' if len(readers) == 1 else 'ies'} {', '.join(readers)}, "
+                             f"none of which is in --strategies {','.join(strategies)}, so it "
+                             f"would change nothing: add one of them or drop {flag}")
+
+
 def _given(value, default):
     """``value``, or ``default`` when not given (None); 0 stays 0, for the check to refuse."""
     return default if value is None else value
@@ -107,12 +141,13 @@ def _given(value, default):
 
 def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                 val_per_class: int | None = None, test_per_class: int | None = None,
-                alphabets: int = 5) -> list:
-    """The experiences of ``scenario`` (None: the scenario's own sizes).
+                alphabets: int | None = None) -> list:
+    """The experiences of ``scenario`` (None: the scenario's own sizes; Omniglot: 5
+    alphabets).
 
     Raises:
-        ValueError: ``test_per_class`` on Omniglot; fewer than two experiences; missing data
-            (naming where it looked).
+        ValueError: ``test_per_class`` on Omniglot, ``alphabets`` on Fashion-MNIST; fewer than
+            two experiences; missing data (naming where it looked).
     """
     kw = {"root": root}
     if train_per_class is not None:
@@ -123,8 +158,13 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
         if test_per_class is not None:
             raise ValueError("--test-per-class is for Fashion-MNIST; Omniglot tests on the "
                              "drawings left after --train-per-class and --val-per-class")
+        alphabets = 5 if alphabets is None else alphabets
         exps = SCENARIOS[scenario](alphabets=alphabets, **kw)
     else:
+        if alphabets is not None:
+            raise ValueError(f"--alphabets {alphabets} sets the length of the "
+                             f"omniglot-alphabets stream; {scenario} is Fashion-MNIST, so it "
+                             f"would change nothing: drop --alphabets")
         exps = SCENARIOS[scenario](test_per_class=test_per_class, **kw)
     if len(exps) < 2:                        # named here, before any output
         raise ValueError(f"a stream needs at least two experiences, got {len(exps)}"

@@ -102,6 +102,138 @@ _NOT_PROTOCOL = (("arch", ("mlp",)), ("likelihood", ("bernoulli",)), ("beta", (1
                  ("cpu_budget", (None,)))
 
 
+# The options only some runs read, with ``metaloop vae``'s defaults. A run refuses each that
+# it does not read unless it has its default value: the records' commands spell out every
+# option, defaults included (see ``_record_command``), so a default given explicitly is
+# accepted wherever it goes.
+OPTION_DEFAULTS = {
+    "model": "vae", "latent": 50, "arch": "mlp", "hidden": [200, 200],
+    "likelihood": "bernoulli", "binarize": None, "beta": 1.0, "epochs": 20,
+    "batch_size": None, "lr": 1e-3, "lr_end": 1e-4, "cpu_budget": None, "k": None,
+    "eval_batch": 100, "eval_every": 0, "test_examples": None, "train_eval_examples": 0,
+    "classifier_epochs": 2, "quality_samples": 2000, "invert_steps": 400, "invert_lr": 0.05,
+    "invert_until": 0.99, "invert_l2": 0.3, "invert_tv": 1.0, "invert_jitter": 2,
+    "invert_lrs": [0.05, 0.01, 0.0025], "stages": 8, "curve_k": 500, "curve_examples": 1000,
+    "curve_every": 200, "checkpoint_every": 50, "inversion_transfer": False}
+_PROTOCOL_ONLY = ("stages", "curve_k", "curve_examples", "curve_every", "checkpoint_every")
+_SCORING = ("classifier_epochs", "quality_samples")
+_INVERSION = ("invert_steps", "invert_lr", "invert_until", "invert_l2", "invert_tv",
+              "invert_jitter", "invert_lrs")
+_REGULARISED = ("invert_l2", "invert_tv", "invert_jitter")
+_GENERATOR = ("latent", "arch", "hidden", "likelihood", "binarize", "beta", "epochs",
+              "batch_size", "lr", "lr_end", "cpu_budget", "eval_batch", "eval_every")
+
+
+def _unread(args) -> tuple[str, list[tuple[tuple[str, ...], str]]]:
+    """The run ``args`` ask for, and the options it does not read, in groups with the
+    reason."""
+    protocol = ("--protocol iwae trains the paper's VAE on its own schedule, checkpoints and "
+                "curve (the options of the other runs' training, scoring classifiers and "
+                "inversions are not its)")
+    if args.protocol is not None:
+        groups = [(("eval_batch", "eval_every", "train_eval_examples", *_SCORING,
+                    *_INVERSION, "inversion_transfer"), protocol)]
+        if not args.evaluate:
+            groups.append((("test_examples",), "--protocol iwae measures the whole test set "
+                           "when it finishes; --test-examples goes with --evaluate"))
+        return "--protocol iwae", groups
+    not_protocol = (_PROTOCOL_ONLY, "it is not a --protocol iwae run")
+    if args.inversion_transfer:
+        return "--inversion-transfer", [
+            (("model", "k", "train_eval_examples", *_GENERATOR),
+             "--inversion-transfer trains only the two classifiers (no generator, no NLL)"),
+            (_REGULARISED, "--inversion-transfer inverts without regularisers (those of "
+             "--compare-inversion)"), not_protocol]
+    if args.compare_inversion:
+        return "--compare-inversion", [
+            (("model",), "--compare-inversion trains all three models (AE, VAE, CVAE)"),
+            (("k", "train_eval_examples"), "--compare-inversion measures no NLL and no "
+             "training-set bounds"),
+            (("invert_lrs",), "--invert-lrs is --inversion-transfer's; --compare-inversion "
+             "inverts at --invert-lr"), not_protocol]
+    if args.sweep_latent is not None:
+        return "--sweep-latent", [
+            (("model",), "--sweep-latent trains both the AE and the VAE"),
+            (("latent",), "--sweep-latent sets the latent sizes"),
+            (("train_eval_examples",), "--sweep-latent measures the test set only"),
+            (_INVERSION, "--sweep-latent inverts no classifier"), not_protocol]
+    groups = [(_SCORING + _INVERSION, f"--model {args.model} trains one model and draws its "
+               f"samples; classifiers are trained by --sweep-latent, --compare-inversion and "
+               f"--inversion-transfer"), not_protocol]
+    if args.model == "ae":
+        groups.append((("beta", "k"), "the AE has no KL term and no importance-sampled NLL"))
+    return f"--model {args.model}", groups
+
+
+def _check_read(args) -> None:
+    """ValueError naming the first option, given with other than its default value, that
+    the run does not read (it would change nothing)."""
+    run, groups = _unread(args)
+    if (getattr(args, "arch", "mlp") == "conv" and args.protocol is None
+            and not args.inversion_transfer):        # both refuse --arch conv itself
+        groups.append((("hidden",), "--arch conv has no hidden widths (they are the MLP's)"))
+    for names, why in groups:
+        for name in names:
+            value = getattr(args, name, OPTION_DEFAULTS[name])
+            default = OPTION_DEFAULTS[name]
+            if isinstance(value, tuple | list):
+                value, default = list(value), list(default or [])
+            if value != default:
+                flag = f"--{name.replace('_', '-')}"
+                shown = (",".join(map(str, value)) if isinstance(value, list)
+                         else "" if isinstance(value, bool) else value)
+                raise ValueError(f"{flag} {shown}".rstrip() + f" would change nothing in "
+                                 f"this run ({run}): {why}; drop {flag}")
+
+
+# The protocol run's settings that --evaluate takes from its checkpoint (``--resample`` is
+# checked by ``evaluate_run``): the options must be the run's, since they would change
+# nothing in the measurement but the record's training command is written from them.
+_EVALUATED_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
+                   "train_examples", "curve_k", "curve_examples", "curve_every",
+                   "checkpoint_every")
+
+
+def _protocol_settings(args: argparse.Namespace):
+    from metaloop.generative import protocol
+
+    return protocol.settings_from(
+        data=args.data, latent=args.latent, hidden=tuple(args.hidden),
+        batch_size=args.batch_size, lr=args.lr, stages=args.stages, seed=args.seed,
+        curve_k=args.curve_k, curve_examples=args.curve_examples,
+        curve_every=args.curve_every, checkpoint_every=args.checkpoint_every,
+        train_examples=args.train_examples, root=args.root, resample=args.resample)
+
+
+def _shown(value) -> str:
+    """An option's value as the command line writes it (lists comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def _check_evaluated_run(args: argparse.Namespace) -> None:
+    """ValueError naming each option of ``--evaluate`` whose value is not that of the run in
+    --out (nothing to check without a checkpoint: ``evaluate_run`` names that)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from metaloop.generative import protocol
+    from metaloop.train import checkpoint as ckpt
+
+    out = Path(args.out)
+    if not out.is_dir() or ckpt.latest_checkpoint(out) is None:
+        return
+    _, state = ckpt.load_checkpoint(out)
+    saved = {**asdict(protocol.ProtocolSettings()), **state["settings"]}
+    given = asdict(_protocol_settings(args))
+    bad = [k for k in _EVALUATED_KEYS if _shown(given[k]) != _shown(saved[k])]
+    if bad:
+        flags = ", ".join(f"--{k.replace('_', '-')} {_shown(given[k])} (the run's: "
+                          f"{_shown(saved[k])})" for k in bad)
+        raise ValueError(f"--evaluate measures the run in {out} as it was trained, and its "
+                         f"record's training command is written from these options: {flags}; "
+                         f"give the run's values")
+
+
 def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
     """``--protocol iwae``: train/resume the run in --out, or --evaluate its checkpoint."""
     from metaloop.generative import protocol
@@ -109,6 +241,9 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
     if args.compare_inversion or args.sweep_latent is not None or args.model != "vae":
         raise ValueError("--protocol iwae trains one VAE; drop --compare-inversion, "
                         "--sweep-latent and --model")
+    if args.classes is not None:
+        raise ValueError("--classes only applies to the CVAE (--model cvae)")
+    _check_read(args)
     given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, keep in _NOT_PROTOCOL
              if getattr(args, k, keep[0]) not in keep]
     if given:
@@ -127,6 +262,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
             from metaloop.evaluate import records
 
             records.check_record_path(args.record)
+        _check_evaluated_run(args)
         result = protocol.evaluate_run(args.out, k=5000 if args.k is None else args.k,
                                        examples=args.test_examples, root=args.root,
                                        resample=args.resample,
@@ -151,12 +287,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
                 records.write_record(f"{stem}_curve_{c['passes']:04d}.json", **c)
             log(f"wrote {len(result['curve'])} curve records {stem}_curve_*.json")
         return 0
-    s = protocol.settings_from(
-        data=args.data, latent=args.latent, hidden=tuple(args.hidden),
-        batch_size=args.batch_size, lr=args.lr, stages=args.stages, seed=args.seed,
-        curve_k=args.curve_k, curve_examples=args.curve_examples,
-        curve_every=args.curve_every, checkpoint_every=args.checkpoint_every,
-        train_examples=args.train_examples, root=args.root, resample=args.resample)
+    s = _protocol_settings(args)
     state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
                          max_minutes=args.max_minutes,
                          final_k=5000 if args.k is None else args.k, log=log)
@@ -180,6 +311,17 @@ def run(args, log: Callable[[str], None] = print) -> int:
 
     if args.protocol is not None:
         return _protocol(args, log)
+    if args.classes is not None and (args.model != "cvae" or args.compare_inversion
+                                     or args.inversion_transfer):
+        raise ValueError("--classes only applies to the CVAE (--model cvae)")
+    if args.sweep_latent is not None and args.model == "cvae":
+        raise ValueError("--sweep-latent trains the AE and the VAE; drop --model cvae")
+    if args.inversion_transfer and (args.compare_inversion or args.sweep_latent is not None):
+        raise ValueError("--inversion-transfer is a run of its own; drop --compare-inversion "
+                        "and --sweep-latent")
+    if args.compare_inversion and args.sweep_latent is not None:
+        raise ValueError("--compare-inversion and --sweep-latent are separate runs; pick one")
+    _check_read(args)
     if getattr(args, "binarize", None) is None:       # follows the likelihood; recorded
         args = argparse.Namespace(**{**vars(args),
                                      "binarize": default_binarize(args.likelihood)})
@@ -189,16 +331,6 @@ def run(args, log: Callable[[str], None] = print) -> int:
                                     ("--evaluate", args.evaluate)) if v]
     if protocol_only:
         raise ValueError(f"{', '.join(protocol_only)} go(es) with --protocol iwae")
-    if args.sweep_latent is not None and args.model == "cvae":
-        raise ValueError("--sweep-latent trains the AE and the VAE; drop --model cvae")
-    if args.inversion_transfer and (args.compare_inversion or args.sweep_latent is not None):
-        raise ValueError("--inversion-transfer is a run of its own; drop --compare-inversion "
-                        "and --sweep-latent")
-    if args.compare_inversion and args.sweep_latent is not None:
-        raise ValueError("--compare-inversion and --sweep-latent are separate runs; pick one")
-    if args.classes is not None and (args.model != "cvae" or args.compare_inversion
-                                     or args.inversion_transfer):
-        raise ValueError("--classes only applies to the CVAE (--model cvae)")
     if args.record and not (args.compare_inversion or args.inversion_transfer
                             or args.sweep_latent is not None):
         raise ValueError("--record goes with --compare-inversion, --inversion-transfer, "
