@@ -12,6 +12,7 @@ import pytest
 
 from metaloop.cli.main import main
 from metaloop.recipes.adapt import STEPPED
+from metaloop.runs import load_run
 
 pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
@@ -88,6 +89,29 @@ def test_image_checkpoint_rows(omniglot_root, tmp_path, capsys):
     assert rows["probe-ridge"]["trainable"] == 3 * 8 + 3             # head on 8 features
     # LoRA r=8 on four 3x3 convs (1->8, then 8->8 channels): A r*cin*9, B cout*r; and the head
     assert rows["lora"]["trainable"] == (8 * 9 + 64) + 3 * (8 * 8 * 9 + 64) + 27
+
+
+@pytest.mark.parametrize("method", ["r2d2", "protonet"])
+def test_a_solved_head_run_adapts_its_meta_learned_body(omniglot_root, tmp_path, method):
+    """An R2D2 / ProtoNet run's network is its HeadNet (body + output scale): adapt called
+    it with head=False and stopped with a TypeError; the approaches adapt its body."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 3\n'
+                   f'shots = 1\nqueries = 2\n[model]\nname = "conv4"\npool = "stride"\n'
+                   f'channels = 8\n[method]\nname = "{method}"\n'
+                   f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n')
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    out = tmp_path / "out"
+    assert main(["adapt", "--model", str(tmp_path / "run"), "--family", "omniglot",
+                 "--root", str(omniglot_root), "--ways", "3", "--shots", "1", "--queries",
+                 "2", "--tasks", "2", "--steps", "1", "--approaches",
+                 "probe-ridge,finetune-zero", "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads((out / "results.json").read_text())["approaches"]
+    assert rows["probe-ridge"]["trainable"] == 3 * 8 + 3             # head on 8 features
+    body = load_run(tmp_path / "run").network.backbone
+    assert rows["finetune-zero"]["trainable"] == sum(
+        p.numel() for n, p in body.named_parameters() if not n.startswith("head.")) + 3 * 8 + 3
 
 
 @needs_wordnet

@@ -314,8 +314,12 @@ def load_model(spec: str, family: str, max_length: int = 32):
         if family in TEXT_FAMILIES:
             raise ValueError(f"{spec} is a metaloop (image) checkpoint; family {family} needs a "
                              f"text model such as --model minilm")
+        from metaloop.meta._head_learner import HeadNet
         from metaloop.runs import load_run
-        return load_run(path).network, "image"       # MAML / ANIL: the network itself
+        net = load_run(path).network                  # MAML / ANIL: the network itself
+        if isinstance(net, HeadNet):                  # R2D2, MetaOptNet, ProtoNet: their
+            net = net.backbone                        # meta-learned body (its head unused)
+        return net, "image"
     if family not in TEXT_FAMILIES:
         if spec == "minilm" or (path / "config.json").is_file():
             raise ValueError(f"--model {spec} is a text encoder; family {family} needs an image "
