@@ -3,6 +3,7 @@ functional training loop over a chosen parameter subset."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -34,7 +35,12 @@ class Adapted:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N, C]`` for inputs ``[N, ...]``."""
+        """Logits ``[N, C]`` for inputs ``[N, ...]``.
+
+        Raises:
+            ValueError: ``x`` on another device, or in another float dtype, than the params.
+        """
+        check_model_inputs("Adapted", self.model, x=x)
         return forward(self.model, self.params, x)
 
 
@@ -44,15 +50,37 @@ def numel(params: Mapping[str, torch.Tensor], names=None) -> int:
     return sum(params[n].numel() for n in names)
 
 
-def check_support(fn: str, x: torch.Tensor, y: torch.Tensor) -> int:
+def check_model_inputs(fn: str, model: nn.Module, **tensors: torch.Tensor) -> None:
+    """``metaloop.meta._common.check_inputs``: each tensor on the device of ``model``'s
+    parameters, a float input (a name ending in ``x``) in their dtype. Token ids of a text
+    model (one with ``tokenize``) are float32 whatever the model's dtype, so they are checked
+    for their device only.
+
+    Raises:
+        ValueError: naming ``fn``, the tensor, and both devices or dtypes.
+    """
+    from metaloop.meta._common import check_inputs  # metaloop.meta imports this package
+    if callable(getattr(model, "tokenize", None)):
+        tensors = {f"{k} (token ids)" if k.endswith("x") else k: v for k, v in tensors.items()}
+    check_inputs(fn, model, **tensors)
+
+
+def check_support(fn: str, x: torch.Tensor, y: torch.Tensor,
+                  model: nn.Module | None = None) -> int:
     """Validate one task's support set; return its number of classes C.
+
+    With ``model``, the tensors must also be on the device of its parameters, and a float
+    ``x`` in their dtype (``metaloop.meta._common.check_inputs``).
 
     Raises:
         ValueError: an empty support set, x and y of different lengths, labels that are not
-            int64 ``[S]``, or a class in ``0..C-1`` without examples.
+            int64 ``[S]``, a class in ``0..C-1`` without examples, non-finite inputs, or
+            tensors on another device or in another float dtype than ``model``.
     """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ValueError(f"{fn}: support_x and support_y must be tensors")
+    if model is not None:
+        check_model_inputs(fn, model, support_x=x, support_y=y)
     if x.dim() == 0 or x.shape[0] == 0 or y.numel() == 0:
         raise ValueError(f"{fn}: the support set is empty (support_x {list(x.shape)}, "
                          f"support_y {list(y.shape)}); give at least one example per class")
@@ -61,6 +89,9 @@ def check_support(fn: str, x: torch.Tensor, y: torch.Tensor) -> int:
                          f"{y.dtype} {list(y.shape)}")
     if int(y.min()) < 0:
         raise ValueError(f"{fn}: labels must be >= 0, found {int(y.min())}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{fn}: support_x {list(x.shape)} has non-finite values (NaN or inf); "
+                         f"the adapted parameters would be NaN")
     c = int(y.max()) + 1
     missing = sorted(set(range(c)) - set(y.tolist()))
     if missing:
@@ -76,8 +107,9 @@ def check_steps(fn: str, **values) -> None:
 
 def check_lr(fn: str, **values) -> None:
     for name, v in values.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-            raise ValueError(f"{fn}: {name} must be a positive number, got {v!r}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 \
+                or not math.isfinite(v):
+            raise ValueError(f"{fn}: {name} must be a positive number (and finite), got {v!r}")
 
 
 def fit_path(fwd: Callable[[Params, torch.Tensor], torch.Tensor],

@@ -45,9 +45,11 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
         ``Adapted``; ``trainable`` counts the head and the adapted parameters.
 
     Raises:
-        ValueError: an empty support set, bad steps or rates, or ``adapt`` matching nothing.
+        ValueError: an empty support set, bad steps or rates (zero, negative, inf), inputs
+            with NaN or inf, or on another device / in another dtype than ``model``, or
+            ``adapt`` matching nothing.
     """
-    n_classes = check_support("finetune", support_x, support_y)
+    n_classes = check_support("finetune", support_x, support_y, model)
     check_steps("finetune", steps=steps)
     check_lr("finetune", lr=lr, head_lr=head_lr)
     names = head_names(model, head)

@@ -78,12 +78,21 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
     Returns:
         ``(weight [C, D], bias [C])``.
+
+    Raises:
+        ValueError: an unknown solver; features that are not a finite float ``[N, D]``;
+            labels that are not int64 ``[N]`` in ``[0, n_classes)`` on the features' device;
+            ``n_classes < 2``; bad ``lam``, ``steps`` or ``lr``.
     """
     if solver not in SOLVERS:
         raise ValueError(f"head solver must be one of {SOLVERS}, got {solver!r}")
-    if features.dim() != 2 or features.shape[0] != labels.shape[0]:
+    if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise ValueError(f"fit_head: features and labels must be tensors, got "
+                         f"{type(features).__name__} and {type(labels).__name__}")
+    if features.dim() != 2 or labels.dim() != 1 or features.shape[0] != labels.shape[0]:
         raise ValueError(f"fit_head: need features [N, D] and labels [N], got "
                          f"{list(features.shape)} and {list(labels.shape)}")
+    _check_head_labels(features, labels, n_classes)
     features = features.detach()
     if solver == "ridge":
         y = F.one_hot(labels, n_classes).to(features.dtype)                    # [N, C]
@@ -106,6 +115,28 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
     return last["weight"], last["bias"]
 
 
+def _check_head_labels(features: torch.Tensor, labels: torch.Tensor, n_classes: object) -> None:
+    """What every solver of ``fit_head`` needs (``newton_head`` checks the rest itself)."""
+    if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
+        raise ValueError(f"fit_head: n_classes must be an int >= 2, got {n_classes!r}")
+    if not features.is_floating_point():
+        raise ValueError(f"fit_head: features must be float [N, D], got {features.dtype}")
+    if labels.dtype != torch.int64:
+        raise ValueError(f"fit_head: labels must be int64 class indices [N], got "
+                         f"{labels.dtype}")
+    if labels.device != features.device:
+        raise ValueError(f"fit_head: labels on {labels.device} but features on "
+                         f"{features.device}")
+    if labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"fit_head: labels must lie in [0, n_classes={n_classes}), "
+                             f"found {lo if lo < 0 else hi}")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError(f"fit_head: features {list(features.shape)} have non-finite values "
+                         f"(NaN or inf); the head would be NaN")
+
+
 def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: torch.Tensor,
               support_y: torch.Tensor, head: Sequence[str] | None = None,
               solver: str = "logistic", **solver_kw) -> Params:
@@ -118,7 +149,7 @@ def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: t
         head: head parameter names (default the last ``nn.Linear``).
         solver, solver_kw: as ``fit_head``.
     """
-    n_classes = check_support("warm_head", support_x, support_y)
+    n_classes = check_support("warm_head", support_x, support_y, model)
     w, b = head_names(model, head)
     with torch.no_grad():
         feats = forward(model, params, support_x, head=False)                  # [S, D]

@@ -12,6 +12,9 @@ step, checkpoints, resumption and data-parallel all-reduce treat them like any w
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
@@ -27,10 +30,15 @@ class InnerLRs(nn.Module):
         net: the network; ``forward`` calls it unchanged.
         adapted: how many tensors the inner loop adapts (the columns of the table).
         steps: inner steps in meta-training (the rows of the table).
-        init: the initial step size of every entry (the configured ``inner_lr``).
+        init: the initial step size of every entry (the configured ``inner_lr``), a finite
+            number > 0.
 
     Parameters: ``net.*`` (the network's own) and ``inner_lr`` ``[steps, adapted]``, in the
     dtype and device of the network's first floating-point parameter.
+
+    Raises:
+        ValueError: a ``net`` that is not a module, ``adapted`` or ``steps`` < 1, or a bad
+            ``init``.
     """
 
     def __init__(self, net: nn.Module, adapted: int, steps: int, init: float):
@@ -40,6 +48,10 @@ class InnerLRs(nn.Module):
         for name, v in (("adapted", adapted), ("steps", steps)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"InnerLRs: {name} must be a positive int, got {v!r}")
+        if isinstance(init, bool) or not isinstance(init, numbers.Real) \
+                or not 0 < float(init) < math.inf:
+            raise ValueError(f"InnerLRs: init (the initial inner_lr) must be a finite number "
+                             f"> 0, got {init!r}")
         first = next((p for p in net.parameters() if p.is_floating_point()), None)
         kw = {"dtype": first.dtype, "device": first.device} if first is not None else {}
         self.net = net

@@ -32,9 +32,10 @@ def linear_probe(model: nn.Module, support_x: torch.Tensor, support_y: torch.Ten
         ``Adapted`` with a ``[C, D]`` head; ``trainable`` counts the head's numbers.
 
     Raises:
-        ValueError: an empty or inconsistent support set, or bad solver options.
+        ValueError: an empty or inconsistent support set, inputs with NaN or inf or on
+            another device / in another dtype than ``model``, or bad solver options.
     """
-    check_support("linear_probe", support_x, support_y)
+    check_support("linear_probe", support_x, support_y, model)
     names = head_names(model, head)
     params = warm_head(model, detach(params_of(model)), support_x, support_y, names, solver,
                        **solver_kw)

@@ -77,7 +77,8 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
         ``<layer>.lora_B.default.weight``; the base weights become ``<layer>.base_layer.*``.
 
     Raises:
-        ValueError: non-positive ``r``, or target modules that match no Linear / Conv layer
+        ValueError: non-positive ``r``, an ``alpha`` that is not a finite number > 0, a
+            ``dropout`` outside [0, 1), or target modules that match no Linear / Conv layer
             (the message lists the available names).
         ModuleNotFoundError: peft is not installed (``pip install 'metaloop[text]'``).
     """
@@ -86,6 +87,13 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
     _, peft = require_text_extra()
     if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
         raise ValueError(f"LoRA rank r must be a positive int, got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
+            or not 0 < alpha < float("inf"):
+        raise ValueError(f"LoRA alpha must be a finite number > 0 (the update is alpha / r * "
+                         f"B A; 0 would switch the adapters off), got {alpha!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0 <= dropout < 1:
+        raise ValueError(f"LoRA dropout must be a probability in [0, 1), got {dropout!r}")
     head_module = head_names(model, head)[0].rpartition(".")[0]
     targets = _resolve_targets(model, target_modules, head_module)
     new = copy.deepcopy(model)

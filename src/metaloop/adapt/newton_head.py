@@ -139,7 +139,12 @@ class _Primal:
         H = torch.einsum("bnd,bncf,bne->bdcef", phi, S, phi)        # [B, D, C, D, C]
         H = H.reshape(B, D * C, D * C)                              # [B, DC, DC]
         H = H + lam * torch.eye(D * C, dtype=W.dtype, device=W.device)
-        chol = torch.linalg.cholesky(H)                             # [B, DC, DC]
+        try:
+            chol = torch.linalg.cholesky(H)                         # [B, DC, DC]
+        except torch.linalg.LinAlgError as e:   # lam > 0 was checked: NaN / inf get here
+            raise ValueError("newton_head: the Newton system is not positive-definite: the "
+                             "features (or a tensor lam) hold NaN or inf values, or are too "
+                             "large for their dtype") from e
         d = torch.cholesky_solve(g.reshape(B, D * C, 1), chol)      # [B, DC, 1]
         d = d.reshape(B, D, C)                                      # [B, D, C]
         with torch.no_grad():
@@ -269,7 +274,9 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
     Raises:
         ValueError: on bad shapes or dtypes, ``lam <= 0``, labels out of range, a class with
-            no support example in some task, or an unknown ``loss`` / ``grad``.
+            no support example in some task, an unknown ``loss`` / ``grad``, or (when
+            N >= D, found by the Cholesky factorisation at no cost to valid input) features
+            with NaN or inf values.
     """
     fn = "newton_head"
     check_features(fn, features)

@@ -44,6 +44,15 @@ def _check_model(model: nn.Module) -> None:
                          f"similarities), got {type(model).__name__}")
 
 
+def _check_scale(fn: str, scale: object) -> float:
+    """The logit scale as a float: a finite number > 0 (0 would give uniform predictions,
+    a negative one would rank the classes backwards)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+            or not 0 < scale < float("inf"):
+        raise ValueError(f"{fn}: scale must be a finite number > 0, got {scale!r}")
+    return float(scale)
+
+
 def _embed(model: nn.Module, texts: list[str], cache: dict | None) -> torch.Tensor:
     """Normalised embeddings ``[N, D]``, reusing and filling ``cache`` (text -> [D])."""
     if cache is None:
@@ -72,12 +81,20 @@ def zero_shot(model: nn.Module, labels: Sequence[str], template: str = "{}",
 
     Returns:
         ``Adapted`` with head ``scale * prompt embeddings`` ``[C, D]``; ``trainable`` is 0.
+
+    Raises:
+        ValueError: a model without normalised embeddings, a template without ``{}``, no
+            labels (or one string in place of a list), or a scale that is not finite and > 0.
     """
     _check_model(model)
-    if "{}" not in template:
+    if not isinstance(template, str) or "{}" not in template:
         raise ValueError(f"template must contain '{{}}', got {template!r}")
+    if isinstance(labels, str):
+        raise ValueError(f"zero_shot: labels must be a sequence of wordings, one per class, "
+                         f"got the single string {labels!r} (write [{labels!r}])")
     if len(labels) == 0:
         raise ValueError("zero_shot needs at least one label")
+    scale = _check_scale("zero_shot", scale)
     e = _embed(model, [template.format(label) for label in labels], cache)      # [C, D]
     return Adapted(model, _with_head(model, F.normalize(e, dim=-1), scale), 0, (),
                    {"template": template, "frozen_body": True})
@@ -123,10 +140,11 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
 
     Raises:
         ValueError: an empty support set, a wording list whose length is not C, classes
-            with different wording keys, or a template without ``{}``.
+            with different wording keys, a template without ``{}``, no ``mixes`` or a
+            negative one, or a scale that is not finite and > 0.
     """
     _check_model(model)
-    n_classes = check_support("optimize_prompt", support_x, support_y)
+    n_classes = check_support("optimize_prompt", support_x, support_y, model)
     if len(wordings) != n_classes:
         raise ValueError(f"optimize_prompt: {len(wordings)} label wordings for "
                          f"{n_classes} classes")
@@ -135,9 +153,18 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
     if not keys or any(list(w) != keys for w in words):
         raise ValueError(f"optimize_prompt: every class needs the same wording keys, got "
                          f"{[sorted(w) for w in words]}")
-    bad = [t for t in templates if "{}" not in t]
+    if isinstance(templates, str):
+        raise ValueError(f"optimize_prompt: templates must be a sequence of templates, got "
+                         f"the single string {templates!r} (write [{templates!r}])")
+    bad = [t for t in templates if not isinstance(t, str) or "{}" not in t]
     if bad or not templates:
         raise ValueError(f"optimize_prompt: templates must contain '{{}}', got {bad or templates}")
+    mixes = tuple(mixes)
+    if not mixes or any(isinstance(m, bool) or not isinstance(m, (int, float))
+                        or not 0 <= m < float("inf") for m in mixes):
+        raise ValueError(f"optimize_prompt: mixes must be one or more finite numbers >= 0, "
+                         f"got {mixes!r}")
+    scale = _check_scale("optimize_prompt", scale)
     texts = [t.format(w[k]) for t in templates for k in keys for w in words]
     emb = F.normalize(_embed(model, texts, cache), dim=-1)                  # [T*K*C, D]
     emb = emb.view(len(templates), len(keys), n_classes, -1)               # [T, K, C, D]

@@ -16,6 +16,8 @@ ensemble, whose members share one assignment of the queries.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -166,12 +168,13 @@ def refine_prototypes_jointly(protos: Sequence[torch.Tensor], queries: Sequence[
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"refine_prototypes: steps must be an int >= 0, got {steps!r}")
     for name, v in (("temperature", temperature), ("weight", weight)):
-        if not (float(v) > 0 and float(v) != float("inf")):
+        if not _positive_number(v):
             raise ValueError(f"refine_prototypes: {name} must be a finite number > 0, got {v!r}")
     t = float(temperature)
     for scale in scales:
-        if not isinstance(scale, torch.Tensor) and not float(scale) > 0:   # a tensor: no sync
-            raise ValueError(f"refine_prototypes: scale must be > 0, got {scale!r}")
+        if not isinstance(scale, torch.Tensor) and not _positive_number(scale):  # tensor: no sync
+            raise ValueError(f"refine_prototypes: scale must be > 0 and finite (a number, or "
+                             f"a tensor), got {scale!r}")
     a = float(weight) * protos[0].shape[1] / queries[0].shape[1]    # weight * C / M
     refined = protos
     for _ in range(steps):
@@ -180,6 +183,11 @@ def refine_prototypes_jointly(protos: Sequence[torch.Tensor], queries: Sequence[
         refined = [(P0 + w.mT @ Q) / (1 + w.sum(1).unsqueeze(-1))      # [B, C, D_i]
                    for P0, Q in zip(protos, queries)]
     return list(refined)
+
+
+def _positive_number(v: object) -> bool:
+    """A real number (not a bool or a string) that is finite and > 0."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < float(v) < math.inf
 
 
 def _check_pair(owner: str, queries: torch.Tensor, protos: torch.Tensor) -> None:

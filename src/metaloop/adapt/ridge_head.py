@@ -43,7 +43,9 @@ def ridge_head(features, targets, lam=1.0, intercept=False):
         pair ``(W [B, D, C], b [B, C])``; pass ``b`` to :func:`head_logits` as ``bias``.
 
     Raises:
-        ValueError: when shapes, dtypes or devices disagree, or when ``lam <= 0``.
+        ValueError: when shapes, dtypes or devices disagree, when ``lam <= 0``, or when the
+            features hold NaN or inf (found by the Cholesky factorisation, so valid input
+            costs no extra check).
     """
     check_features("ridge_head", features)
     check_targets("ridge_head", targets, features)
@@ -73,7 +75,12 @@ def _ridge(phi: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor) -> tor
 def _spd_solve(a: torch.Tensor, lam: float | torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """(a + lam I)^{-1} rhs for symmetric PSD a [B, K, K], rhs [B, K, C], by Cholesky."""
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)   # [K, K]
-    chol = torch.linalg.cholesky(a + lam * eye)                     # [B, K, K]
+    try:
+        chol = torch.linalg.cholesky(a + lam * eye)                 # [B, K, K]
+    except torch.linalg.LinAlgError as e:   # lam > 0 was checked: NaN / inf get here
+        raise ValueError("ridge_head: the regularised Gram matrix is not positive-definite: "
+                         "the features (or a tensor lam) hold NaN or inf values, or are too "
+                         "large for their dtype") from e
     return torch.cholesky_solve(rhs, chol)                          # [B, K, C]
 
 
@@ -90,7 +97,7 @@ def head_logits(features: torch.Tensor, W: torch.Tensor,
         ``[B, M, C]`` logits (or regression outputs).
 
     Raises:
-        ValueError: when the shapes do not line up.
+        ValueError: when the shapes do not line up, or the tensors differ in dtype or device.
     """
     if not (isinstance(features, torch.Tensor) and isinstance(W, torch.Tensor)):
         raise ValueError("head_logits: features and W must be torch.Tensors")
@@ -98,6 +105,11 @@ def head_logits(features: torch.Tensor, W: torch.Tensor,
             or features.shape[2] != W.shape[1]:
         raise ValueError(f"head_logits: need features [B, M, D] and W [B, D, C], got features "
                          f"{shape_str(features)} and W {shape_str(W)}")
+    for name, t in (("W", W), ("bias", bias)):
+        if isinstance(t, torch.Tensor) and (t.dtype != features.dtype
+                                            or t.device != features.device):
+            raise ValueError(f"head_logits: {name} is {t.dtype} on {t.device} but features "
+                             f"are {features.dtype} on {features.device}")
     out = features @ W                                              # [B, M, C]
     if bias is None:
         return out

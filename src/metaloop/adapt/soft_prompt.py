@@ -48,7 +48,8 @@ def add_soft_prompt(model: nn.Module, num_virtual_tokens: int = 8, init: str = "
     if not isinstance(model, TextEncoder):
         raise ValueError(f"soft prompts need a transformer TextEncoder, got "
                          f"{type(model).__name__}")
-    if not isinstance(num_virtual_tokens, int) or num_virtual_tokens <= 0:
+    if not isinstance(num_virtual_tokens, int) or isinstance(num_virtual_tokens, bool) \
+            or num_virtual_tokens <= 0:
         raise ValueError(f"num_virtual_tokens must be a positive int, got {num_virtual_tokens!r}")
     if init not in INITS:
         raise ValueError(f"soft prompt init must be one of {INITS}, got {init!r}")

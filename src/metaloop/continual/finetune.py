@@ -34,11 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaloop.adapt.lora import is_lora
-from metaloop.continual.heads import PREFIX, check_heads, features, logits_of_head
+from metaloop.continual.heads import PREFIX, check_data, check_heads, features, logits_of_head
 from metaloop.continual.replay import Batch, check_replay_ratio, mixed_batches, replay_buffer
 from metaloop.func.params import Params, detach, partition
 
 Trainable = str | Callable[[str], bool] | Iterable[str]
+SPLITS = ("train", "val", "test")
 
 
 class FinetuneResult(NamedTuple):
@@ -86,7 +87,15 @@ def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
                          experiences: Sequence, split: str = "test",
                          batch_size: int = 1000) -> dict[str, float]:
     """Accuracy of each experience's head on its ``split`` data (argmax over all the head's
-    outputs), ``{experience name: accuracy}``; NaN for an empty split."""
+    outputs), ``{experience name: accuracy}``; NaN for an empty split.
+
+    Raises:
+        ValueError: a split other than ``"train"``, ``"val"`` or ``"test"``, or a batch size
+            that is not a positive int.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    _check_positive(batch_size=batch_size)
     out = {}
     with torch.no_grad():
         for e in experiences:
@@ -104,6 +113,9 @@ def _kept_heads(keep_heads, new, earlier) -> dict[str, tuple[float, list[int]]]:
     """``{head: (weight, earlier outputs)}``: the earlier heads whose losses stay active."""
     if keep_heads is False or keep_heads is None:
         return {}
+    if keep_heads is not True and not isinstance(keep_heads, Mapping):
+        raise ValueError(f"keep_heads must be True, False or a mapping {{head: weight}}, got "
+                         f"{keep_heads!r}")
     outputs: dict[str, set[int]] = {}
     for e in earlier:
         outputs.setdefault(e.head, set()).update(e.classes)
@@ -212,8 +224,10 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
 
     Raises:
         ValueError: a replay ratio outside [0, 1); replay or kept heads with no earlier data;
-            a missing head or one whose output size does not match its experience; early
-            stopping without validation data; bad counts, temperature or learning rate.
+            a missing head or one whose output size does not match its experience; labels
+            that are not int64; inputs on another device or in another dtype than
+            ``params``, or non-finite training inputs; early stopping without validation
+            data; bad counts, temperature, learning rate or ``keep_heads``.
     """
     replay_ratio = check_replay_ratio(replay_ratio)
     _check_positive(steps=steps, batch_size=batch_size, eval_every=eval_every,
@@ -231,6 +245,7 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
         raise ValueError(f"replay_ratio={replay_ratio} but there is no earlier data to replay; "
                          f"pass earlier=[...] or replay_ratio=0")
     kept = _kept_heads(keep_heads, new, earlier)
+    check_data(params, [new, *earlier])
     with torch.no_grad():
         dim = features(model, params, new.train[0][:2]).shape[1]
     check_heads(params, [new], dim)

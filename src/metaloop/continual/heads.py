@@ -26,23 +26,36 @@ def head_param_names(name: str) -> tuple[str, str]:
 
 
 def init_heads(sizes: Mapping[str, int], feature_dim: int,
-               generator: torch.Generator | None = None) -> Params:
+               generator: torch.Generator | None = None, *, dtype: torch.dtype | None = None,
+               device: torch.device | str | None = None) -> Params:
     """New linear heads, initialised as ``nn.Linear`` is: ``U(-1/sqrt(D), 1/sqrt(D))``.
 
     Args:
         sizes: head name -> number of outputs C.
         feature_dim: D, the body's feature size.
         generator: random source.
+        dtype, device: of the heads (default float32 on the CPU); the draws are made on the
+            CPU in float32 whatever these are, so a seed gives the same heads everywhere.
 
     Returns:
         ``{"heads.<h>.weight": [C, D], "heads.<h>.bias": [C]}`` for each head.
+
+    Raises:
+        ValueError: a feature size or an output size that is not a positive int.
     """
+    if not isinstance(feature_dim, int) or isinstance(feature_dim, bool) or feature_dim <= 0:
+        raise ValueError(f"feature_dim must be a positive int, got {feature_dim!r}")
+    for name, c in sizes.items():
+        if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
+            raise ValueError(f"head {name!r} needs a positive int number of outputs, got {c!r}")
     bound = 1.0 / math.sqrt(feature_dim)
     out: Params = {}
     for name, c in sizes.items():
         w, b = head_param_names(name)
         out[w] = (torch.rand(c, feature_dim, generator=generator) * 2 - 1) * bound  # [C, D]
         out[b] = (torch.rand(c, generator=generator) * 2 - 1) * bound                # [C]
+    if dtype is not None or device is not None:
+        out = {k: v.to(dtype=dtype, device=device) for k, v in out.items()}
     return out
 
 
@@ -56,9 +69,18 @@ def init_params(model: nn.Module, experiences: Sequence,
         experiences: the stream (``head``, ``num_outputs``, ``train``).
         generator: random source of the heads' initialisation.
 
+    Returns:
+        The body's parameters and the heads, the heads in the dtype and on the device of
+        the body's first floating-point parameter.
+
     Raises:
-        ValueError: if two experiences give one head different output sizes.
+        ValueError: no experiences, two experiences that give one head different output
+            sizes, or a first experience whose inputs do not suit the body (``check_data``).
     """
+    experiences = list(experiences)
+    if not experiences:
+        raise ValueError("init_params needs at least one experience (its heads and its data "
+                         "give the heads' sizes)")
     own = set(last_linear_names(model))
     body = {k: v.detach().clone() for k, v in params_of(model).items() if k not in own}
     sizes: dict[str, int] = {}
@@ -66,9 +88,12 @@ def init_params(model: nn.Module, experiences: Sequence,
         if sizes.setdefault(e.head, e.num_outputs) != e.num_outputs:
             raise ValueError(f"head {e.head!r} is given {sizes[e.head]} and {e.num_outputs} "
                              f"outputs by different experiences")
+    check_data(body, experiences[:1])
     with torch.no_grad():
         dim = features(model, body, experiences[0].train[0][:2]).shape[1]
-    return {**body, **init_heads(sizes, dim, generator)}
+    ref = next((v for v in body.values() if v.is_floating_point()), None)
+    where = {} if ref is None else {"dtype": ref.dtype, "device": ref.device}
+    return {**body, **init_heads(sizes, dim, generator, **where)}
 
 
 def body_params(params: Mapping[str, torch.Tensor]) -> Params:
@@ -90,6 +115,37 @@ def logits_of_head(params: Mapping[str, torch.Tensor], head: str,
     return F.linear(feats, params[w], params[b])                      # [N, C]
 
 
+def check_data(params: Mapping[str, torch.Tensor], experiences: Sequence) -> None:
+    """Each experience's inputs on the device of the body's parameters and in their float
+    dtype, and its training inputs finite (checked once, before training: a NaN input would
+    make every parameter NaN).
+
+    Raises:
+        ValueError: naming the experience and the split, for inputs and labels of different
+            lengths, on another device or in another dtype than the parameters, or training
+            inputs with NaN or inf.
+    """
+    ref = next((v for k, v in params.items()
+                if not k.startswith(PREFIX) and v.is_floating_point()), None)
+    for e in experiences:
+        for split, (x, y) in (("train", e.train), ("val", e.val), ("test", e.test)):
+            if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+                raise ValueError(f"experience {e.name!r} has {split} inputs {list(x.shape)} "
+                                 f"and labels {list(y.shape)}: they must have one label per "
+                                 f"input")
+            for what, t in (("inputs", x), ("labels", y)):
+                if ref is not None and t.device != ref.device:
+                    raise ValueError(f"experience {e.name!r} has {split} {what} on {t.device} "
+                                     f"but the params are on {ref.device}; move one of them")
+            if ref is not None and x.is_floating_point() and x.dtype != ref.dtype:
+                raise ValueError(f"experience {e.name!r} has {split} inputs of dtype {x.dtype} "
+                                 f"but the params are {ref.dtype}; cast one of them")
+        x = e.train[0]
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"experience {e.name!r} has non-finite (NaN or inf) training "
+                             f"inputs; training on them would make every parameter NaN")
+
+
 def check_heads(params: Mapping[str, torch.Tensor], experiences: Sequence, feature_dim: int,
                 role: str = "head") -> None:
     """Check that each experience's head exists with shape ``[num_outputs, feature_dim]``
@@ -97,7 +153,8 @@ def check_heads(params: Mapping[str, torch.Tensor], experiences: Sequence, featu
 
     Raises:
         ValueError: naming the head, its shape and the experience, for a missing head, a
-            wrong output or input size, or a label outside the head's outputs.
+            wrong output or input size, labels that are not int64 ``[N]``, or a label
+            outside the head's outputs.
     """
     heads = sorted({k[len(PREFIX):].rsplit(".", 1)[0] for k in params if k.startswith(PREFIX)})
     for e in experiences:
@@ -112,6 +169,9 @@ def check_heads(params: Mapping[str, torch.Tensor], experiences: Sequence, featu
                              f"experience {e.name!r} needs [{want[0]}, {want[1]}] "
                              f"({e.num_outputs} outputs on {feature_dim} features)")
         for split, (_, y) in (("train", e.train), ("val", e.val), ("test", e.test)):
+            if y.dtype != torch.int64 or y.dim() != 1:
+                raise ValueError(f"experience {e.name!r} has {split} labels {y.dtype} "
+                                 f"{list(y.shape)}; they must be int64 class indices [N]")
             if y.numel() and not (0 <= int(y.min()) and int(y.max()) < e.num_outputs):
                 raise ValueError(f"experience {e.name!r} has {split} labels in "
                                  f"{int(y.min())}..{int(y.max())}, outside the {e.num_outputs} "

@@ -59,6 +59,13 @@ def replay_count(step: int, batch_size: int, replay_ratio: float) -> int:
     return math.floor((step + 1) * per_batch + 1e-9) - math.floor(step * per_batch + 1e-9)
 
 
+def _check_pair(what: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One label per input: a buffer of misaligned examples would replay wrong labels."""
+    if x.dim() == 0 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{what} has inputs {list(x.shape)} and labels {list(y.shape)}: they "
+                         f"must be [N, *shape] and [N], one label per input")
+
+
 def empty_buffer(like: torch.Tensor) -> ReplayBuffer:
     """A buffer with no examples, for inputs shaped like ``like [N, *shape]``."""
     return ReplayBuffer(like.new_empty((0, *like.shape[1:])), torch.empty(0, dtype=torch.int64),
@@ -72,8 +79,11 @@ def full_buffer(earlier: Sequence) -> ReplayBuffer:
         earlier: experiences (anything with ``train = (x [N, *shape], y [N])``).
 
     Raises:
-        ValueError: if there are no earlier examples.
+        ValueError: if there are no earlier examples, or an experience whose inputs and labels
+            differ in length.
     """
+    for i, e in enumerate(earlier):
+        _check_pair(f"earlier experience {i} ({getattr(e, 'name', '?')!r})", *e.train)
     if not earlier or sum(e.train[1].numel() for e in earlier) == 0:
         raise ValueError("replay needs earlier data, but no earlier experience (or only empty "
                          "ones) was given")
@@ -99,9 +109,14 @@ def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, sou
         source: the experience index to record for these examples.
         size: capacity of the reservoir.
         generator: random source.
+
+    Raises:
+        ValueError: a ``size`` that is not a positive int, or ``x`` and ``y`` of different
+            lengths.
     """
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ValueError(f"buffer_size must be a positive int or None, got {size!r}")
+    _check_pair("the stream offered to the reservoir", x, y)
     n, seen = y.numel(), buffer.seen
     fill = max(0, min(size - buffer.y.numel(), n))
     keep_x, keep_y = torch.cat([buffer.x, x[:fill]]), torch.cat([buffer.y, y[:fill]])
@@ -180,8 +195,15 @@ def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer
 
     Yields:
         ``Batch`` with ``x [B, *shape]``, ``y [B]``, ``source [B]``.
+
+    Raises:
+        ValueError: a replay ratio outside ``[0, 1)``, a batch size that is not a positive
+            int, or replay without earlier data.
     """
     replay_ratio = check_replay_ratio(replay_ratio)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r} (an empty "
+                         f"batch would repeat forever)")
     if replay_ratio > 0 and (buffer is None or buffer.y.numel() == 0):
         raise ValueError(f"replay_ratio={replay_ratio} but there is no earlier data to replay")
     stream = IndexStream(new_y.numel(), generator)

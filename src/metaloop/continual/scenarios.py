@@ -26,6 +26,7 @@ import torch
 
 from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 from metaloop.data.omniglot import load_omniglot_images
+from metaloop.meta._common import check_flag
 
 Split = tuple[torch.Tensor, torch.Tensor]
 SETTINGS = ("task", "class")
@@ -129,10 +130,11 @@ def fashion_mnist_experiences(groups: Sequence[Sequence[int]], *, setting: str =
 
     Raises:
         ValueError: unknown setting, labels outside 0..9, a label in two groups, wrong
-            number of head names, or bad counts.
+            number of head names, bad counts, or a ``flatten`` that is not a bool.
     """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose one of {SETTINGS}")
+    flatten = check_flag("flatten", flatten)
     groups = [tuple(int(c) for c in grp) for grp in groups]
     flat = [c for grp in groups for c in grp]
     if not groups or any(not grp for grp in groups) or \
@@ -211,14 +213,15 @@ def omniglot_alphabets(root=None, alphabets: int | Sequence[str] = 5, *,
         One ``Experience`` per alphabet, its head named after the alphabet.
 
     Raises:
-        ValueError: unknown alphabet names, too many alphabets, or counts that leave no test
-            drawings.
+        ValueError: unknown or repeated alphabet names, too many alphabets, counts that
+            leave no test drawings, or a ``flatten`` that is not a bool.
     """
     if split not in ("background", "evaluation"):
         raise ValueError(f"omniglot_alphabets needs split 'background' or 'evaluation', got "
                          f"{split!r}")
     _check_count("train_per_class", train_per_class, allow_none=False)
     _check_count("val_per_class", val_per_class, allow_none=False, allow_zero=True)
+    flatten = check_flag("flatten", flatten)
     images, names = load_omniglot_images(root, split, 28)               # [C, 20, 28, 28]
     if train_per_class + val_per_class >= images.shape[1]:
         raise ValueError(f"train_per_class + val_per_class = {train_per_class + val_per_class}"
@@ -250,11 +253,17 @@ def _choose_alphabets(alphabets, available: list[str], split: str) -> list[str]:
             raise ValueError(f"alphabets must be 1..{len(available)} for the {split} set, got "
                              f"{alphabets}")
         return available[:alphabets]
+    if isinstance(alphabets, str):
+        alphabets = [alphabets]      # one name, not its letters
     chosen = list(alphabets)
     unknown = [a for a in chosen if a not in available]
     if unknown or not chosen:
         raise ValueError(f"unknown Omniglot alphabets {unknown or chosen}; the {split} set has "
                          f"{available}")
+    repeated = sorted({a for a in chosen if chosen.count(a) > 1})
+    if repeated:
+        raise ValueError(f"alphabets {repeated} are listed more than once; each alphabet is "
+                         f"one experience with its own head")
     return chosen
 
 

@@ -35,6 +35,7 @@ from metaloop.continual.finetune import evaluate_experiences, finetune_experienc
 from metaloop.continual.heads import PREFIX
 from metaloop.continual.metrics import accuracy_matrix
 from metaloop.func.params import Params, params_of
+from metaloop.meta._common import check_flag
 
 STRATEGIES = ("naive", "replay", "heads", "replay+heads", "lora", "joint")
 
@@ -115,11 +116,17 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
 
     Returns:
         ``SequenceResult(matrix, curve, boundaries, params)``.
+
+    Raises:
+        ValueError: an unknown strategy, fewer than two experiences, a ``pretrained`` that
+            is not a bool (the string ``"False"`` would read as True), or what
+            ``finetune_experience`` refuses.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
     if len(experiences) < 2:
         raise ValueError(f"a stream needs at least two experiences, got {len(experiences)}")
+    pretrained = check_flag("pretrained", pretrained)
     rows, curve, boundaries, offset = [], [], [], 0
     if pretrained:
         rows.append(evaluate_experiences(model, params, experiences))

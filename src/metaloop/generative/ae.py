@@ -92,8 +92,14 @@ class AE(nn.Module):
             generator: optional CPU random generator (z is drawn on the CPU).
             code_gaussian: ``(mean [L], cov [L, L])`` from ``fit_code_gaussian``; None for
                 the prior N(0, I) that a VAE would use.
+
+        Raises:
+            ValueError: ``n`` not a positive int, or a ``code_gaussian`` that is not a mean
+                ``[L]`` and a covariance ``[L, L]`` for this model's L.
         """
         check_positive("number of samples", n)
+        if code_gaussian is not None:
+            _check_code_gaussian(code_gaussian, self.latent)
         eps = torch.randn(n, self.latent, generator=generator)     # [n, L], on the CPU
         eps = eps.to(self.decoder.bias)                             # the model's dtype, device
         if code_gaussian is None:
@@ -101,6 +107,18 @@ class AE(nn.Module):
         mean, cov = code_gaussian
         chol = torch.linalg.cholesky(cov.double()).to(eps)          # [L, L]
         return self.decode_mean(mean.to(eps) + eps @ chol.T)
+
+
+def _check_code_gaussian(code_gaussian, latent: int) -> None:
+    shapes = None
+    if isinstance(code_gaussian, (tuple, list)) and len(code_gaussian) == 2 \
+            and all(isinstance(t, torch.Tensor) for t in code_gaussian):
+        shapes = [list(t.shape) for t in code_gaussian]
+        if shapes == [[latent], [latent, latent]]:
+            return
+    raise ValueError(f"code_gaussian must be (mean [L], cov [L, L]) with L = {latent} (the "
+                     f"model's latent size), from fit_code_gaussian; got "
+                     f"{shapes if shapes is not None else type(code_gaussian).__name__}")
 
 
 @torch.no_grad()
@@ -116,7 +134,11 @@ def fit_code_gaussian(model: AE, x: torch.Tensor, batch_size: int = 1000,
 
     Returns:
         mean ``[L]`` and covariance ``[L, L]``.
+
+    Raises:
+        ValueError: fewer than 2 examples, or a ``batch_size`` that is not a positive int.
     """
+    check_positive("batch_size", batch_size)
     if len(x) < 2:
         raise ValueError(f"fit_code_gaussian needs at least 2 examples, got {len(x)}")
     z = torch.cat([model.codes(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])

@@ -17,7 +17,8 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from metaloop.generative.nets import latent_log_normal
+from metaloop.generative import likelihoods
+from metaloop.generative.nets import check_positive, latent_log_normal
 
 
 class LatentModel(Protocol):
@@ -125,10 +126,12 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int, y: torch.Tensor | No
         ``[B]`` bounds in nats; ``-iwae_bound(...).mean()`` estimates the NLL.
 
     Raises:
-        ValueError: if ``k`` or ``chunk`` is not positive.
+        ValueError: if ``k`` or ``chunk`` is not a positive int.
     """
-    if k < 1 or chunk < 1:
-        raise ValueError(f"iwae_bound needs k >= 1 and chunk >= 1, got k={k}, chunk={chunk}")
+    for name, v in (("k", k), ("chunk", chunk)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"iwae_bound needs k >= 1 and chunk >= 1 (ints), got "
+                             f"{name}={v!r}")
     total = None
     for start in range(0, k, chunk):
         lw = log_weights(model, x, min(chunk, k - start), y, generator)   # [c, B]
@@ -156,7 +159,27 @@ def evaluate_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None 
     Returns:
         ``{"elbo", "recon", "kl", "n"}`` and, if ``k`` > 0, ``"nll"`` and ``"k"``: means over
         the N examples in nats (``elbo = recon - kl``; ``nll`` is ``-IWAE_k``).
+
+    Raises:
+        ValueError: no examples; ``k`` not an int >= 0; ``batch_size`` or ``chunk`` not a
+            positive int; labels that are not one per example; or, for a model with a
+            ``likelihood``, pixels that do not suit it (``likelihoods.check_data``: NaN, outside
+            [0, 1], or not binary for ``"bernoulli"``).
     """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) == 0:
+        got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"evaluate_bounds needs data [N, C, H, W] with N >= 1, got {got}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"evaluate_bounds: k must be an int >= 0 (0 skips the NLL), got {k!r}")
+    check_positive("batch_size", batch_size)
+    check_positive("chunk", chunk)
+    if y is not None and (not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]):
+        got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"evaluate_bounds: labels must be one per example, [{len(x)}], "
+                         f"got {got}")
+    kind = getattr(model, "likelihood", None)
+    if kind is not None:
+        likelihoods.check_data(x, kind)
     g = torch.Generator().manual_seed(seed)
     sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0, "nll": 0.0}
     starts = range(0, len(x), batch_size)

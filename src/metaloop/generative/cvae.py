@@ -36,11 +36,18 @@ def check_classes(model: VAE, classes: Sequence[int] | torch.Tensor) -> torch.Te
     """The classes as int64 ``[K]``, after checking the model knows each one.
 
     Raises:
-        ValueError: if the model is unconditional, or a class is outside ``[0, n_classes)``.
+        ValueError: if the model is unconditional, no class is given, a class is not an
+            integer, or a class is outside ``[0, n_classes)``.
     """
     if not model.conditional:
         raise ValueError("class-conditional sampling needs a conditional model (a CVAE)")
-    t = torch.as_tensor(classes, dtype=torch.int64).reshape(-1)
+    t = torch.as_tensor(classes)
+    if t.numel() == 0:
+        raise ValueError("no classes to sample: give at least one class")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"classes must be integer class indices, got {t.dtype} values "
+                         f"{t.reshape(-1).tolist()[:5]}")
+    t = t.to(torch.int64).reshape(-1)
     bad = [int(c) for c in t if not 0 <= int(c) < model.n_classes]
     if bad:
         raise ValueError(f"unknown class(es) {bad}: this CVAE knows classes "
@@ -67,6 +74,6 @@ def sample_classes(model: VAE, classes: Sequence[int] | torch.Tensor, per_class:
     """
     t = check_classes(model, classes)
     check_positive("samples per class", per_class)
-    y = t.repeat_interleave(per_class)                         # [K * per_class]
+    y = t.repeat_interleave(per_class).to(model.decoder.bias.device)   # [K * per_class]
     x = model.sample(len(y), y=y, generator=generator)         # [K * per_class, C, H, W]
     return x.reshape(len(t), per_class, *x.shape[1:])

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from metaloop.generative import likelihoods
 from metaloop.generative.data import binarize_dynamic, binarize_static, check_binarize, to_unit
-from metaloop.generative.nets import check_positive
+from metaloop.generative.nets import check_number, check_positive
+from metaloop.meta._common import check_inputs
 
 
 class Trainable(Protocol):
@@ -77,17 +78,41 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
         epoch means of the model's metrics (``loss``, ``recon`` and for a VAE ``elbo``, ``kl``).
 
     Raises:
-        ValueError: for bad sizes, an unknown binarisation, missing labels for a conditional
-            model, or non-binary data for the Bernoulli decoder with ``binarize="none"``.
+        ValueError: for bad sizes, no images, learning rates or a budget that are not finite
+            numbers > 0, an unknown binarisation, missing labels (or not one per image) for a
+            conditional model, images or labels on another device than the model, or
+            non-binary data for the Bernoulli decoder with ``binarize="none"``.
     """
     check_binarize(binarize)
     check_positive("epochs", epochs)
     check_positive("batch_size", batch_size)
-    if images.dtype != torch.uint8 or images.dim() != 4:
-        raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} "
-                         f"{list(images.shape)}")
+    check_number("lr", lr)
+    if lr_end is not None:
+        check_number("lr_end", lr_end)
+    if cpu_budget_s is not None:
+        check_number("cpu_budget_s", cpu_budget_s)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 \
+            or images.dim() != 4:
+        got = (f"{images.dtype} {list(images.shape)}" if isinstance(images, torch.Tensor)
+               else type(images).__name__)
+        raise ValueError(f"images must be uint8 [N, C, H, W], got {got}")
+    if len(images) == 0:
+        raise ValueError("fit_generative needs at least one training image, got none")
     if model.conditional and labels is None:
         raise ValueError("a conditional model needs labels")
+    if model.conditional and (not isinstance(labels, torch.Tensor)
+                              or labels.shape != images.shape[:1]):
+        got = list(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be one per image, [{len(images)}], got {got}")
+    check_inputs("fit_generative", model, images=images,
+                 **({"labels": labels} if model.conditional else {}))
+    pixels = torch.get_default_dtype()      # what to_unit and the binarisations give
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if dtypes and dtypes != {pixels}:
+        raise ValueError(f"fit_generative: the model's parameters are "
+                         f"{', '.join(map(str, sorted(dtypes, key=str)))} but the training "
+                         f"pixels are {pixels} (torch's default dtype); call "
+                         f"model.to({pixels}) or torch.set_default_dtype")
     y_all = labels if model.conditional else None
     fixed = _training_pixels(images, binarize, model.likelihood, seed + 1)
     g = torch.Generator().manual_seed(seed)

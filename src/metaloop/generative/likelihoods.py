@@ -50,11 +50,13 @@ def check_data(x: torch.Tensor, kind: str) -> None:
 
     Raises:
         ValueError: if ``kind`` is ``"bernoulli"`` and ``x`` holds values other than 0 and 1,
-            or if any pixel lies outside [0, 1].
+            or if any pixel is NaN or lies outside [0, 1].
     """
     check_kind(kind)
     if not x.is_floating_point():
         raise ValueError(f"pixels must be float in [0, 1], got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("pixels must be finite floats in [0, 1], got NaN or inf values")
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"pixels must lie in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
     if kind == "bernoulli" and not bool(((x == 0) | (x == 1)).all()):

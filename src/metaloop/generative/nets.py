@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop.meta._common import check_inputs
+
 ARCHS = ("mlp", "conv")
 
 
@@ -23,6 +25,21 @@ def check_positive(name: str, value: int) -> None:
     """Raise ValueError naming ``name`` unless ``value`` is a positive int."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_number(name: str, value: object, low: float = 0.0, strict: bool = True) -> float:
+    """``value`` as a float, if it is a finite real number > ``low`` (>= with ``strict``
+    False); not a bool or a string.
+
+    Raises:
+        ValueError: naming ``name`` and the value.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value > low if strict else value >= low)
+    if not ok:
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low:g} (a finite "
+                         f"number), got {value!r}")
+    return float(value)
 
 
 def _check_arch(arch: str, image_shape: tuple[int, int, int]) -> None:
@@ -45,17 +62,20 @@ def _mlp(dims: tuple[int, ...], act: type[nn.Module]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _one_hot(y: torch.Tensor | None, n_classes: int, batch_shape: torch.Size
-             ) -> torch.Tensor | None:
+def _one_hot(y: torch.Tensor | None, n_classes: int, batch_shape: torch.Size,
+             device: torch.device | None = None) -> torch.Tensor | None:
     if n_classes == 0:
         if y is not None:
             raise ValueError("labels were given to an unconditional network (n_classes = 0)")
         return None
     if y is None:
         raise ValueError(f"this network is conditional on {n_classes} classes: pass labels y")
-    if y.dtype != torch.int64 or y.shape != batch_shape:
-        raise ValueError(f"labels must be int64 of shape {list(batch_shape)}, "
-                         f"got {y.dtype} {list(y.shape)}")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != batch_shape:
+        got = f"{y.dtype} {list(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"labels must be int64 of shape {list(batch_shape)}, got {got}")
+    if device is not None and y.device != device:
+        raise ValueError(f"labels are on {y.device} but the inputs are on {device}; move one "
+                         f"of them")
     if y.numel() and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes}), got range "
                          f"[{int(y.min())}, {int(y.max())}]")
@@ -84,7 +104,7 @@ class Encoder(nn.Module):
         check_positive("encoder out_dim", out_dim)
         for h in hidden:
             check_positive("hidden width", h)
-        self.n_classes = n_classes
+        self.n_classes, self.image_shape = n_classes, image_shape
         c, h, w = image_shape
         if arch == "mlp":
             self.body = nn.Flatten()
@@ -97,9 +117,21 @@ class Encoder(nn.Module):
             self.head = _mlp((64 * (h // 4) * (w // 4) + n_classes, 256, out_dim), nn.ReLU)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, C, H, W]`` (and labels ``[B]``) -> ``[B, out_dim]``."""
+        """``[B, C, H, W]`` (and labels ``[B]``) -> ``[B, out_dim]``.
+
+        Raises:
+            ValueError: ``x`` that is not float images of the model's ``(C, H, W)``, or on
+                another device or in another float dtype than the model.
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 \
+                or tuple(x.shape[1:]) != self.image_shape or not x.is_floating_point():
+            got = (f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor)
+                   else type(x).__name__)
+            raise ValueError(f"images must be float [B, {', '.join(map(str, self.image_shape))}]"
+                             f" (the model's image_shape), got {got}")
+        check_inputs("the encoder", self, x=x)
         f = self.body(x)                                       # [B, F]
-        onehot = _one_hot(y, self.n_classes, x.shape[:1])
+        onehot = _one_hot(y, self.n_classes, x.shape[:1], x.device)
         if onehot is not None:
             f = torch.cat([f, onehot.to(f.dtype)], dim=-1)     # [B, F + n_classes]
         return self.head(f)
@@ -131,7 +163,7 @@ class Decoder(nn.Module):
         image_shape = tuple(image_shape)
         _check_arch(arch, image_shape)
         check_positive("latent size", latent)
-        self.n_classes, self.arch = n_classes, arch
+        self.n_classes, self.arch, self.latent = n_classes, arch, latent
         _, h, w = image_shape
         self.out_shape = (out_channels, h, w)
         if arch == "mlp":
@@ -153,8 +185,16 @@ class Decoder(nn.Module):
                 self.bias.copy_(output_bias)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``[..., B, L]`` (and labels ``[B]``) -> ``[..., B, out_channels, H, W]``."""
-        onehot = _one_hot(y, self.n_classes, z.shape[-2:-1])
+        """``[..., B, L]`` (and labels ``[B]``) -> ``[..., B, out_channels, H, W]``.
+
+        Raises:
+            ValueError: codes ``z`` whose last size is not the model's latent size L.
+        """
+        if not isinstance(z, torch.Tensor) or z.dim() < 2 or z.shape[-1] != self.latent:
+            got = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"codes z must be [..., B, L] with L = {self.latent} (the "
+                             f"model's latent size), got {got}")
+        onehot = _one_hot(y, self.n_classes, z.shape[-2:-1], z.device)
         if onehot is not None:
             onehot = onehot.to(z.dtype).expand(*z.shape[:-1], -1)
             z = torch.cat([z, onehot], dim=-1)                 # [..., B, L + n_classes]

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metaloop.generative.data import to_unit
-from metaloop.generative.nets import check_positive
+from metaloop.generative.nets import check_number, check_positive
 
 
 class Classifier(nn.Module):
@@ -70,11 +70,29 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
     Returns:
         The trained classifier, in eval mode.
+
+    Raises:
+        ValueError: no images, images that are not uint8 ``[N, C, H, W]``, labels that are
+            not int64 ``[N]`` in ``[0, n_classes)``, or bad epochs, batch size or rate.
     """
     check_positive("classifier epochs", epochs)
-    if images.shape[:1] != labels.shape:
-        raise ValueError(f"images {list(images.shape)} and labels {list(labels.shape)} "
-                         "disagree on N")
+    check_positive("classifier batch_size", batch_size)
+    check_number("classifier lr", lr)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 \
+            or images.dim() != 4 or len(images) == 0:
+        got = (f"{images.dtype} {list(images.shape)}" if isinstance(images, torch.Tensor)
+               else type(images).__name__)
+        raise ValueError(f"train_classifier needs uint8 images [N, C, H, W] with N >= 1, "
+                         f"got {got}")
+    if not isinstance(labels, torch.Tensor) or images.shape[:1] != labels.shape:
+        got = list(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"images {list(images.shape)} and labels {got} disagree on N")
+    if labels.dtype != torch.int64:
+        raise ValueError(f"labels must be int64 class indices, got {labels.dtype}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or (isinstance(n_classes, int) and hi >= n_classes):
+        raise ValueError(f"labels must lie in [0, n_classes={n_classes}), got range "
+                         f"[{lo}, {hi}]")
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -159,7 +177,16 @@ def sample_quality(clf: Classifier, samples: torch.Tensor, real: torch.Tensor, *
 
     Returns:
         ``{"recognisable", "inception_score", "frechet", "mean_confidence"}``.
+
+    Raises:
+        ValueError: fewer than two samples or real images, images that are not finite
+            floats in [0, 1], or a ``confidence`` outside ``(0, 1]``.
     """
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
+            or not 0 < confidence <= 1:
+        raise ValueError(f"confidence must be a probability in (0, 1], got {confidence!r}")
+    for name, t in (("samples", samples), ("real", real)):
+        _check_pixels(name, t)
     if len(samples) < 2 or len(real) < 2:
         raise ValueError(f"sample_quality needs >= 2 samples and real images, got "
                          f"{len(samples)} and {len(real)}")
@@ -174,8 +201,26 @@ def sample_quality(clf: Classifier, samples: torch.Tensor, real: torch.Tensor, *
             "mean_confidence": float(top.mean())}
 
 
+def _check_pixels(name: str, x: object) -> None:
+    """Float images ``[N, C, H, W]``, finite, in [0, 1] (what the classifier was trained on)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4:
+        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be float images [N, C, H, W] in [0, 1], got {got} "
+                         f"(uint8 images: divide by 255)")
+    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):    # False for NaN too
+        raise ValueError(f"{name} must be finite pixels in [0, 1], got values in "
+                         f"[{float(x.min()):.3g}, {float(x.max()):.3g}] or NaN")
+
+
 @torch.no_grad()
 def accuracy(clf: Classifier, x: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of float images ``[N, 1, H, W]`` classified as ``labels [N]``."""
+    """Fraction of float images ``[N, 1, H, W]`` classified as ``labels [N]``.
+
+    Raises:
+        ValueError: labels that are not one per image, ``[N]``.
+    """
+    if not isinstance(labels, torch.Tensor) or labels.shape != (len(x),):
+        got = list(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"accuracy needs one label per image, [{len(x)}], got {got}")
     p, _ = predict(clf, x)
     return float((p.argmax(-1) == labels).float().mean())

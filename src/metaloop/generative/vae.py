@@ -18,7 +18,7 @@ from torch import nn
 
 from metaloop.generative import likelihoods
 from metaloop.generative.bounds import elbo
-from metaloop.generative.nets import Decoder, Encoder, check_positive
+from metaloop.generative.nets import Decoder, Encoder, check_number, check_positive
 
 
 class VAE(nn.Module):
@@ -38,7 +38,8 @@ class VAE(nn.Module):
             ``nets.logit_of_mean(train_images)``.
 
     Raises:
-        ValueError: for a latent size <= 0, a negative beta, or an unknown arch/likelihood.
+        ValueError: for a latent size <= 0, a beta that is not a finite number >= 0, or an
+            unknown arch/likelihood.
     """
 
     def __init__(self, latent: int = 50, *, image_shape=(1, 28, 28), arch: str = "mlp",
@@ -47,8 +48,7 @@ class VAE(nn.Module):
         super().__init__()
         check_positive("latent size", latent)
         likelihoods.check_kind(likelihood)
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
+        check_number("beta", beta, 0.0, strict=False)
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 0:
             raise ValueError(f"n_classes must be an int >= 0, got {n_classes!r}")
         self.latent, self.likelihood, self.beta = latent, likelihood, float(beta)
