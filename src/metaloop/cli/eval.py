@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from metaloop.cli import _checks
 from metaloop.cli._args import int_list
 from metaloop.evaluate import records
 from metaloop.recipes import report
@@ -19,7 +20,6 @@ from metaloop.recipes.evaluation import (
     evaluate_run,
     load_ensemble,
 )
-from metaloop.recipes.predict import takes_steps
 from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
@@ -197,10 +197,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     if args.tf32 and args.device != "cuda":
         raise ValueError(f"--tf32 allows TF32 matmuls on CUDA, but --device is {args.device}, "
                          f"so it would change nothing: give --device cuda or drop --tf32")
-    if args.refine_jointly and len(args.checkpoint) < 2:
-        raise ValueError("--refine-jointly shares the refinement's assignment between the "
-                         "members of an ensemble, but one --checkpoint is given, so it would "
-                         "change nothing: give several checkpoints or drop --refine-jointly")
+    _checks.refuse_joint_with_one(args.refine_jointly, args.checkpoint)
 
 
 def _check_flags_family(args: argparse.Namespace, loaded) -> None:
@@ -236,17 +233,10 @@ def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
     """ValueError naming the flag and the learner where a flag would change nothing for the
     loaded run or ensemble (the solved heads: every member), or cannot apply to one of its
     members (the first run's config checks only its own learner)."""
-    members = getattr(loaded, "members", [loaded])
-    methods = [m.config["method"]["name"] for m in members]
-    what = (f"{methods[0]} ({loaded.path})" if len(members) == 1 else
-            f"every member ({', '.join(sorted(set(methods)))})")
+    members, methods, what = _checks.members(loaded)
     ec = cfg["eval"]
-    if args.steps is not None and not takes_steps(loaded):
-        newton = (" (metaoptnet's Newton steps are fixed by the run's method.inner_steps)"
-                  if "metaoptnet" in methods else "")
-        raise ValueError(f"--steps {','.join(map(str, args.steps))}: {what} solves its head "
-                         f"in closed form and takes no adaptation steps, so --steps would "
-                         f"change nothing{newton}; drop --steps")
+    if args.steps is not None:
+        _checks.refuse_steps(",".join(map(str, args.steps)), loaded)
     if args.scoring is not None:
         fixed = [(m, n) for m, n in zip(members, methods)
                  if not hasattr(m.learner, "transductive")]
@@ -262,15 +252,10 @@ def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
                              f"and protonet can score them either way")
     refine = _flag("refine", ec["refine"]) if args.refine is not None else \
         f"eval.refine = {ec['refine']} (the config of {loaded.path})"
-    for m, name in zip(members, methods) if ec["refine"] else ():
-        if name != "protonet":
-            raise ValueError(f"{refine} refines prototypes, which only a protonet run has; "
-                             f"{m.path} is {name}")
-        if ec["scoring"] == "as-trained" and not getattr(m.learner, "transductive", True):
-            raise ValueError(f"{refine} refines the prototypes with all of a task's queries "
-                             f"together, but {m.path} scores each query on its own "
-                             f"(method.transductive = false); give --scoring transductive or "
-                             f"drop --refine")
+    if ec["refine"]:
+        _checks.check_refinable(refine, loaded, scored_as_trained=ec["scoring"] == "as-trained",
+                                each_on_its_own_fix="give --scoring transductive or drop "
+                                                    "--refine")
     for key in ("refine_temperature", "refine_weight"):
         value = getattr(args, key)
         if value is not None and args.refine is None and not ec["refine"]:

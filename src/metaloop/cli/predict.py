@@ -10,6 +10,7 @@ import sys
 from tqdm.auto import tqdm
 
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
+from metaloop.cli import _checks
 from metaloop.data.images import INVERT_MODES
 from metaloop.recipes import report
 from metaloop.recipes.evaluation import load_ensemble, refining
@@ -189,37 +190,19 @@ def _check_flags(args: argparse.Namespace) -> None:
     if args.refine_jointly and not args.refine:
         raise ValueError("--refine-jointly shares the refinement's assignment between the "
                          "members, but --refine is 0: give --refine K")
-    if args.refine_jointly and len(args.checkpoint) < 2:
-        raise ValueError("--refine-jointly shares the refinement's assignment between the "
-                         "members of an ensemble, but one --checkpoint is given, so it would "
-                         "change nothing: give several checkpoints or drop --refine-jointly")
+    _checks.refuse_joint_with_one(args.refine_jointly, args.checkpoint)
 
 
 def _check_flags_apply(args: argparse.Namespace, loaded) -> None:
     """ValueError naming the flag and the learner where a flag would change nothing for the
     loaded run or ensemble (the solved heads: every member), or cannot apply to it."""
     check_image_run(loaded)           # before the progress bar: a text run draws none
-    members = getattr(loaded, "members", [loaded])
-    methods = [m.config["method"]["name"] for m in members]
-    solved = not takes_steps(loaded)
-    what = (f"{methods[0]} ({loaded.path})" if len(members) == 1 else
-            f"every member ({', '.join(sorted(set(methods)))})")
-    if args.steps is not None and solved:
-        newton = (" (metaoptnet's Newton steps are fixed by the run's method.inner_steps)"
-                  if "metaoptnet" in methods else "")
-        raise ValueError(f"--steps {args.steps}: {what} solves its head in closed form and "
-                         f"takes no adaptation steps, so --steps would change nothing{newton}; "
-                         f"drop --steps")
-    if args.head_init == "zero" and solved:
-        raise ValueError(f"--head-init zero: {what} solves a fresh head for the support "
-                         f"classes (any number of them), so there is no learned head to "
-                         f"replace; drop --head-init")
+    if args.steps is not None:
+        _checks.refuse_steps(str(args.steps), loaded)
+    if args.head_init == "zero" and not takes_steps(loaded):
+        raise ValueError(f"--head-init zero: {_checks.members(loaded)[2]} solves a fresh head "
+                         f"for the support classes (any number of them), so there is no "
+                         f"learned head to replace; drop --head-init")
     if args.refine:
-        for m, name in zip(members, methods):
-            if name != "protonet":
-                raise ValueError(f"--refine {args.refine} refines prototypes, which only a "
-                                 f"protonet run has; {m.path} is {name}")
-            if not getattr(m.learner, "transductive", True):
-                raise ValueError(f"--refine {args.refine} refines the prototypes with all the "
-                                 f"query images together, but {m.path} scores each query on "
-                                 f"its own (method.transductive = false); drop --refine")
+        _checks.check_refinable(f"--refine {args.refine}", loaded,
+                                each_on_its_own_fix="drop --refine")

@@ -1,0 +1,62 @@
+"""Checks that ``eval`` and ``predict`` share: a flag that would change nothing for the
+loaded run or ensemble is refused by name (exit status 2), before any work."""
+
+from __future__ import annotations
+
+from metaloop.recipes.predict import takes_steps
+
+
+def members(loaded) -> tuple[list, list[str], str]:
+    """(the runs, their method names, how a message names them: the run, or every member)."""
+    runs = getattr(loaded, "members", [loaded])
+    methods = [m.config["method"]["name"] for m in runs]
+    what = (f"{methods[0]} ({loaded.path})" if len(runs) == 1 else
+            f"every member ({', '.join(sorted(set(methods)))})")
+    return runs, methods, what
+
+
+def refuse_steps(steps: str, loaded) -> None:
+    """``--steps STEPS`` for a run (every member) that solves its head in closed form.
+
+    Raises:
+        ValueError: naming the flag and the learner.
+    """
+    if takes_steps(loaded):
+        return
+    _, methods, what = members(loaded)
+    newton = (" (metaoptnet's Newton steps are fixed by the run's method.inner_steps)"
+              if "metaoptnet" in methods else "")
+    raise ValueError(f"--steps {steps}: {what} solves its head in closed form and takes no "
+                     f"adaptation steps, so --steps would change nothing{newton}; drop "
+                     f"--steps")
+
+
+def refuse_joint_with_one(refine_jointly: bool, checkpoints: list) -> None:
+    """``--refine-jointly`` with one checkpoint: there are no members to share with.
+
+    Raises:
+        ValueError: naming the flag.
+    """
+    if refine_jointly and len(checkpoints) < 2:
+        raise ValueError("--refine-jointly shares the refinement's assignment between the "
+                         "members of an ensemble, but one --checkpoint is given, so it would "
+                         "change nothing: give several checkpoints or drop --refine-jointly")
+
+
+def check_refinable(refine: str, loaded, *, each_on_its_own_fix: str,
+                    scored_as_trained: bool = True) -> None:
+    """Refinement (named ``refine``, e.g. ``--refine 10``) needs every member to be a
+    ProtoNet that scores a task's queries together.
+
+    Raises:
+        ValueError: naming ``refine`` and the member that cannot be refined.
+    """
+    runs, methods, _ = members(loaded)
+    for m, name in zip(runs, methods):
+        if name != "protonet":
+            raise ValueError(f"{refine} refines prototypes, which only a protonet run has; "
+                             f"{m.path} is {name}")
+        if scored_as_trained and not getattr(m.learner, "transductive", True):
+            raise ValueError(f"{refine} refines the prototypes with all of a task's queries "
+                             f"together, but {m.path} scores each query on its own "
+                             f"(method.transductive = false); {each_on_its_own_fix}")
