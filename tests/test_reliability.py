@@ -112,6 +112,8 @@ def test_resume_with_a_different_config_names_the_keys(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "refusing to resume" in err and "train.iterations (2 != 4)" in err \
         and "train.lr (0.001 != 0.002)" in err
+    # more iterations for a finished run: the way on is a new run from its weights
+    assert "start a new run from its weights (config train.init = the run's directory" in err
 
 
 def test_resume_may_change_how_but_not_what_is_computed(tmp_path, capsys):

@@ -137,7 +137,11 @@ def check_resume_config(out_dir, state: dict, config: dict | None) -> None:
     differ)."""
     diff = _config_diff(state.get("config", {}), config or {})
     if diff:
-        raise ValueError(f"refusing to resume {out_dir}: the config differs in " + ", ".join(diff))
+        more = ("; to train a finished run further, start a new run from its weights "
+                "(config train.init = the run's directory, --out another directory)"
+                if any(d.startswith("train.iterations") for d in diff) else "")
+        raise ValueError(f"refusing to resume {out_dir}: the config differs in "
+                         + ", ".join(diff) + more)
 
 
 def _load_for_resume(out_dir, config, learner, precision: str) -> tuple[dict, dict]:
