@@ -194,6 +194,28 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
     return texts, labels
 
 
+def texts_of(texts: Sequence[str], tokenizer, x: torch.Tensor, kind: str) -> list[str]:
+    """``texts[i]`` for each id of one task's inputs ``[N, 1]`` (the ``text_of`` of the text
+    families without a tokenizer; ``kind`` names the ids: "text", "example").
+
+    Raises:
+        ValueError: a family with a tokenizer; inputs that are not ``[N, 1]`` ids (a whole
+            batch ``[B, N, 1]`` is named as such) or ids outside ``texts``.
+    """
+    if tokenizer is not None:
+        raise ValueError(f"text_of needs {kind}-id inputs; this family has a tokenizer")
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != 1:
+        shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        batch = " (a batch of tasks: give one, e.g. x[0])" if isinstance(
+            x, torch.Tensor) and x.dim() == 3 else ""
+        raise ValueError(f"text_of needs one task's {kind} ids [N, 1], got {shape}{batch}")
+    ids = [int(i) for i in x[:, 0].tolist()]              # the batches carry them as floats
+    bad = [i for i in ids if not 0 <= i < len(texts)]
+    if bad:
+        raise ValueError(f"text_of: ids {bad[:5]} are outside the {len(texts)} {kind}s")
+    return [texts[i] for i in ids]
+
+
 class TextTable:
     """N-way K-shot tasks over the labelled texts of a CSV, TSV or JSONL file.
 
@@ -361,26 +383,8 @@ class TextTable:
 
     def text_of(self, x: torch.Tensor) -> list[str]:
         """The texts of one task's text-id inputs ``[N, 1]`` (families without a tokenizer),
-        e.g. ``fam.text_of(batch.support_x[0])``.
-
-        Raises:
-            ValueError: a family with a tokenizer; inputs that are not ``[N, 1]`` ids (a whole
-                batch ``[B, N, 1]`` is named as such) or ids outside the table.
-        """
-        if self.tokenizer is not None:
-            raise ValueError("text_of needs text-id inputs; this family has a tokenizer")
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != 1:
-            shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            batch = " (a batch of tasks: give one, e.g. x[0])" if isinstance(
-                x, torch.Tensor) and x.dim() == 3 else ""
-            raise ValueError(f"text_of needs one task's text ids [N, 1], got "
-                             f"{shape}{batch}")
-        ids = [int(i) for i in x[:, 0].tolist()]          # the batches carry them as floats
-        bad = [i for i in ids if not 0 <= i < len(self.texts)]
-        if bad:
-            raise ValueError(f"text_of: ids {bad[:5]} are outside the table's "
-                             f"{len(self.texts)} texts")
-        return [self.texts[i] for i in ids]
+        e.g. ``fam.text_of(batch.support_x[0])``; see ``texts_of``."""
+        return texts_of(self.texts, self.tokenizer, x, "text")
 
     def with_shots(self, shots: int, queries: int | None = None) -> TextTable:
         """The same table, split and ways with other shot (and query) counts, sharing the

@@ -20,6 +20,7 @@ import torch
 from metaloop.data.wordnet import load_wordnet
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.omniglot import check_positive_int, episode_indices, split_episodes
+from metaloop.tasks.text_table import texts_of
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -115,10 +116,9 @@ class WordNet:
         return [self.categories[int(c)].wordings() for c in classes]
 
     def text_of(self, x: torch.Tensor) -> list[str]:
-        """The texts of example-id inputs ``[N, 1]`` (families without a tokenizer)."""
-        if self.tokenizer is not None:
-            raise ValueError("text_of needs example-id inputs; this family has a tokenizer")
-        return [self.texts[int(i)] for i in x[:, 0]]
+        """The texts of one task's example-id inputs ``[N, 1]`` (families without a
+        tokenizer), e.g. ``fam.text_of(batch.support_x[0])``; see ``texts_of``."""
+        return texts_of(self.texts, self.tokenizer, x, "example")
 
     def with_shots(self, shots: int, queries: int | None = None) -> WordNet:
         """The same split and ways with other shot (and query) counts, sharing the data."""
