@@ -91,7 +91,8 @@ if args.iterations:
 cfg_path = out / "config.toml"
 cfg_path.write_text(_config.to_toml(cfg))
 threads = ["--threads", "1"] if device == "cpu" else []
-flags = ["--device", device] + (["--tf32"] if args.tf32 else [])
+# (TF32 exists on CUDA only: metaloop eval refuses --tf32 without --device cuda)
+flags = ["--device", device] + (["--tf32"] if args.tf32 and device == "cuda" else [])
 run_dir, eval_dir = out / "run", out / "eval"
 
 
@@ -218,8 +219,11 @@ if len(lines) >= 2:                          # steady rate, between the first an
     summary["projected_full_train_seconds"] = 60000 / summary["iterations_per_second"]
     summary["last_logged"] = lines[-1]
 
+# the paper's 3 test-time steps; a closed-form head (another --config) takes none, and
+# metaloop eval refuses --steps for it
+steps = [] if cfg["method"]["name"] in _config.HEAD_BASED else ["--steps", "3"]
 ecmd = [sys.executable, "-m", "metaloop", *threads, "eval", "--checkpoint", str(run_dir),
-        "--steps", "3", "--out", str(eval_dir), "--no-progress", *flags]
+        *steps, "--out", str(eval_dir), "--no-progress", *flags]
 t = time.perf_counter()
 if its:
     try:
@@ -234,7 +238,7 @@ if res.exists():
     summary["accuracy_mean"] = 100 * acc["mean"][-1]
     summary["accuracy_ci95"] = 100 * acc["ci95"][-1]
     summary["eval_tasks"] = r["config"]["eval"]["tasks"]
-    summary["eval_steps"] = 3
+    summary["eval_steps"] = 3 if steps else 0
 else:
     summary["accuracy_mean"] = summary["accuracy_ci95"] = None
 summary["commands"] = [" ".join(cmd), " ".join(ecmd)]

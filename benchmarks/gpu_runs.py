@@ -185,11 +185,14 @@ def main() -> int:
         if runs[name]["iterations"] == 0 and "scratch" not in name:
             continue
         log = open(work / f"{run.name}.eval.log", "w")
+        # a closed-form head (r2d2, metaoptnet, protonet) takes no steps: eval refuses --steps
+        method = _config.load(work / "configs" / f"{run.name}.toml")["method"]["name"]
+        steps = [] if method in _config.HEAD_BASED else \
+            ["--steps", "0,1,3" if "_5w" in name else "0,1,5"]
         evals[name] = subprocess.Popen(
             [sys.executable, "-m", "metaloop", "--threads", "1", "eval", "--checkpoint",
              str(run), "--out", str(run / "eval"), "--device", dev]
-            + (["--tasks", str(args.eval_tasks)] if args.eval_tasks else [])
-            + ["--steps", "0,1,3" if "_5w" in name else "0,1,5"],
+            + (["--tasks", str(args.eval_tasks)] if args.eval_tasks else []) + steps,
             stdout=log, stderr=subprocess.STDOUT, env=env)
     eval_deadline = time.perf_counter() + args.eval_seconds
     for name, p in evals.items():

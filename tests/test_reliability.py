@@ -278,3 +278,21 @@ def test_fuzz_taskbatch_validation(data):
     for lo, hi in ((0, b), (0, 1), (b - 1, b)):
         part = batch.slice(lo, hi)
         assert part.num_tasks == hi - lo and torch.equal(part.query_x, qx[lo:hi])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tf32"], "--tf32 allows TF32 matmuls on CUDA, but --device is cpu, so it would "
+                 "change nothing"),
+    (["--dist-timeout", "60"], "--dist-timeout 60 sets how long a rank of a torchrun waits "
+                               "for the others, but this is one process"),
+])
+def test_train_refuses_flags_that_change_nothing(tmp_path, capsys, monkeypatch, flags,
+                                                 message):
+    """Both were accepted and ignored by a one-process CPU run."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

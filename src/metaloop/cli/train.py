@@ -56,8 +56,7 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="train on the CPU (default) or CUDA; under torchrun, cuda means one "
                         "GPU per process (cuda:LOCAL_RANK) and the nccl backend, cpu gloo")
-    p.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S,
-                   metavar="SECONDS",
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
                    help="under torchrun: how long a rank waits for the others in any "
                         "collective (and at start-up) before it stops with an error naming the "
                         f"failure (default {distributed.DEFAULT_TIMEOUT_S:g})")
@@ -77,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
             if distributed.local_leader():         # once per node under torchrun
                 print(text, end="")
             return 0
-        if not args.dist_timeout > 0:
-            raise ValueError(f"--dist-timeout must be a positive number of seconds, got "
-                             f"{args.dist_timeout}")
+        _check_flags(args)
         owner = distributed.init(args.device, args.dist_timeout)
     except (ValueError, FileNotFoundError) as e:
         # decided by the command line, the same in every process of a node: said once there
@@ -106,6 +103,25 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if owner:
             distributed.destroy()
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """ValueError naming a flag that would change nothing (``--tf32`` off CUDA,
+    ``--dist-timeout`` without torchrun) or has an impossible value; fills in the default
+    ``--dist-timeout``."""
+    if args.tf32 and args.device != "cuda":
+        raise ValueError(f"--tf32 allows TF32 matmuls on CUDA, but --device is {args.device}, "
+                         f"so it would change nothing: give --device cuda or drop --tf32")
+    if args.dist_timeout is None:
+        args.dist_timeout = distributed.DEFAULT_TIMEOUT_S
+    elif os.environ.get("WORLD_SIZE", "").strip() in ("", "0", "1"):
+        raise ValueError(f"--dist-timeout {args.dist_timeout:g} sets how long a rank of a "
+                         f"torchrun waits for the others, but this is one process (no "
+                         f"WORLD_SIZE above 1), so it would change nothing: drop it, or start "
+                         f"the run with torchrun")
+    if not args.dist_timeout > 0:
+        raise ValueError(f"--dist-timeout must be a positive number of seconds, got "
+                         f"{args.dist_timeout}")
 
 
 def _error(e: BaseException) -> None:
