@@ -18,8 +18,9 @@ import sys
 import warnings
 from pathlib import Path
 
-__all__ = ["FAMILIES", "METHODS", "MODELS", "RENAMED", "SCHEMA", "check_combinations", "load",
-           "merge", "read", "to_toml", "validate"]
+__all__ = ["FAMILIES", "METHODS", "MODELS", "RENAMED", "SCHEMA", "UnreadKeyWarning",
+           "check_combinations", "load", "merge", "read", "to_toml", "unread_keys", "validate",
+           "warn_unread", "written_keys"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -494,6 +495,135 @@ def check_combinations(cfg: dict) -> None:
                              f"has only {per_class} examples per class")
 
 
+class UnreadKeyWarning(UserWarning):
+    """A config file sets a key that the run it describes never reads (``warn_unread``)."""
+
+
+# Keys that only some families, models or methods read: (section, keys, whether a validated
+# config reads them, what they are for). Every other key is read by every run (the names,
+# shots / queries, the [train] and [eval] keys that apply to any learner), or its non-default
+# values are refused by check_combinations where they apply to nothing; a key listed here is
+# one a config may still write (its default, or a run of another kind) to no effect.
+_IMAGE_FAMILIES = ("omniglot", "fashion_mnist", "folder", "tensors")   # tensors: maybe images
+_SCRATCH_UNTRAINED = ("iterations", "meta_batch", "lr", "lr_schedule", "optimizer",
+                      "weight_decay", "clip_grad_norm", "checkpoint_every", "val_every",
+                      "val_tasks", "log_every", *AUGMENTS)
+_READERS: tuple = (
+    ("family", ("ways", "root", "split"), lambda c: c["family"]["name"] != "sinusoid",
+     "family", "the sinusoid family draws its own functions"),
+    ("family", ("image_size",), lambda c: c["family"]["name"] in ("omniglot", "folder"),
+     "family", "only omniglot and folder images are resized"),
+    ("family", ("within_alphabet", "rotations", "drawers"),
+     lambda c: c["family"]["name"] == "omniglot", "family", "an Omniglot key"),
+    ("family", ("class_depth", "channels", "invert", "skip_corrupt"),
+     lambda c: c["family"]["name"] == "folder", "family", "an image-folder key"),
+    ("family", ("split_fractions", "split_seed", "split_files", "train_classes",
+                "val_classes", "test_classes", "drop_small"),
+     lambda c: c["family"]["name"] in USER_FAMILIES, "family",
+     "a key of your own data (folder, tensors, table)"),
+    ("family", ("text_column", "label_column", "delimiter", "encoder", "max_length"),
+     lambda c: c["family"]["name"] in TEXT_FAMILIES, "family", "a key of the table family"),
+    ("model", ("hidden",), lambda c: c["model"]["name"] == "mlp", "model",
+     "the mlp's hidden widths"),
+    ("model", ("pool", "readout"), lambda c: c["model"]["name"] == "conv4", "model",
+     "a conv4 key"),
+    ("model", ("channels",), lambda c: c["model"]["name"] in IMAGE_MODELS, "model",
+     "the width of conv4 and resnet12"),
+    ("method", ("inner_lr", "head_init"), lambda c: c["method"]["name"] not in HEAD_BASED,
+     "method", "it solves its head in closed form, with no SGD steps"),
+    ("method", ("inner_steps",), lambda c: c["method"]["name"] not in ("r2d2", "protonet"),
+     "method", "it solves its head in closed form, with no steps"),
+    # fomaml is maml with first_order = true: a config may say so, not the opposite
+    ("method", ("first_order",), lambda c: c["method"]["name"] in ("maml", "anil") or (
+        c["method"]["name"] == "fomaml" and c["method"]["first_order"]), "method",
+     "fomaml is first-order whatever first_order says; the others have no second order"),
+    ("method", ("recompute_inner_loop", "compile", "learn_inner_lr"),
+     lambda c: c["method"]["name"] in MAML_FAMILY, "method", "a key of maml, fomaml and anil"),
+    ("method", ("inner_optimizer", "inner_batch", "test_batch", "adam_state"),
+     lambda c: c["method"]["name"] == "reptile", "method", "a Reptile key"),
+    ("method", ("transductive",), lambda c: c["method"]["name"] in NON_TRANSDUCTIVE, "method",
+     "only reptile and the solved heads can score queries one by one"),
+    ("method", ("lam",), lambda c: c["method"]["name"] in ("r2d2", "metaoptnet"), "method",
+     "the ridge strength of r2d2 and metaoptnet"),
+    ("method", ("head", "grad"), lambda c: c["method"]["name"] == "metaoptnet", "method",
+     "a MetaOptNet key"),
+    ("method", ("scale",), lambda c: c["method"]["name"] in HEAD_BASED, "method",
+     "the output scale of r2d2, metaoptnet and protonet"),
+    ("train", AUGMENTS, lambda c: c["family"]["name"] in _IMAGE_FAMILIES, "family",
+     "it augments images"),
+    ("train", ("device_tasks",), lambda c: c["family"]["name"] == "omniglot", "family",
+     "an Omniglot key"),
+    ("train", _SCRATCH_UNTRAINED, lambda c: c["method"]["name"] != "scratch", "method",
+     "scratch is not meta-trained"),
+    ("eval", ("within_alphabet", "drawers"), lambda c: c["family"]["name"] == "omniglot",
+     "family", "an Omniglot key"),
+    ("eval", ("support_shift", "query_shift"),
+     lambda c: c["family"]["name"] in _IMAGE_FAMILIES, "family", "it shifts images"),
+    ("eval", ("scoring",), lambda c: c["method"]["name"] in NON_TRANSDUCTIVE, "method",
+     "only reptile and the solved heads can score queries one by one"),
+    ("eval", ("refine", "refine_temperature", "refine_weight", "refine_jointly"),
+     lambda c: c["method"]["name"] == "protonet", "method", "only protonet has prototypes"),
+)
+
+
+def unread_keys(cfg: dict, written) -> list[tuple[str, str, str]]:
+    """The keys of ``written`` (``(section, key)`` pairs a file sets) that a run of the
+    validated ``cfg`` never reads, as ``(section, key, why)`` in schema order: e.g.
+    ``method.inner_lr`` for protonet, ``model.hidden`` for conv4, ``family.drawers`` for a
+    family other than omniglot, ``train.augment_*`` for the sinusoid. Keys not written (the
+    defaults ``validate`` fills in) are never listed."""
+    written = set(written)
+    out = []
+    for section, keys, reads, by, why in _READERS:
+        if reads(cfg):
+            continue
+        name = cfg[by]["name"]
+        who = name if by == "method" else f"{by}.name = {name!r}"
+        out += [(section, key, f"{who} ({why})") for key in keys if (section, key) in written]
+    order = {(s, k): i for i, (s, k) in enumerate((s, k) for s in SCHEMA for k in SCHEMA[s])}
+    return sorted(out, key=lambda t: order[t[:2]])
+
+
+def warn_unread(cfg: dict, path) -> list[str]:
+    """Warn (``UnreadKeyWarning``, one per key) for each key the config file ``path`` or a
+    file it ``extends`` sets that the run of ``cfg`` (``load(path)``, possibly changed since)
+    never reads, naming the file that sets it. A warning, not an error: a config that
+    extends a base written for another method inherits keys it cannot remove. A resolved
+    config that sets every key (``to_toml``, ``metaloop train --print-config``) is not
+    warned about: it spells out every default by design. Returns the messages."""
+    return warn_unread_by_all([cfg], path)
+
+
+def warn_unread_by_all(cfgs: list[dict], path) -> list[str]:
+    """``warn_unread`` for several runs of one config file (``metaloop compare --config``:
+    one validated config per method): the keys that no run of ``cfgs`` reads, with the
+    first run's reason. Returns the messages."""
+    path = Path(path)
+    where = written_keys(path)
+    if all((s, k) in where for s in SCHEMA for k in SCHEMA[s]):
+        return []       # a resolved config (--print-config, to_toml) spells out every key
+    unread = [{(s, k): why for s, k, why in unread_keys(c, where)} for c in cfgs]
+    common = [sk for sk in unread[0] if all(sk in u for u in unread[1:])] if unread else []
+    cfg = cfgs[0] if cfgs else {}
+    messages = []
+    for (section, key) in common:
+        why = unread[0][(section, key)] if len(cfgs) == 1 else \
+            f"any method compared ({', '.join(c['method']['name'] for c in cfgs)})"
+        src = where[(section, key)]
+        value = json.dumps(cfg[section][key])
+        if src == path:
+            origin, fix = f"({src})", "remove it"
+        else:
+            origin = f"(inherited from {src}, which {path} extends)"
+            fix = "a config cannot unset an inherited key: ignore this, or extend a base " \
+                  "without it"
+        messages.append(f"config {section}.{key} = {value} {origin} changes nothing for "
+                        f"{why}; {fix}")
+    for text in messages:
+        warnings.warn(text, UnreadKeyWarning, stacklevel=2)
+    return messages
+
+
 def _check_user_family(f: dict, ev: dict) -> None:
     """The keys of the folder / tensors / table families that need no data to check."""
     if not f["root"]:
@@ -567,8 +697,20 @@ def read(path) -> dict:
     return _read_chain(Path(path), ())
 
 
-def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:
-    """The raw TOML of ``path`` on top of the config it ``extends`` (recursively)."""
+def written_keys(path) -> dict[tuple[str, str], Path]:
+    """Which file of a config's ``extends`` chain sets each key it sets: ``{(section, key):
+    the file}`` (the last file in the chain that names it, i.e. the one whose value is
+    used); keys no file names, which ``validate`` fills with defaults, are absent. A
+    deprecated key (``RENAMED``) is listed under its new name. Raises as :func:`read`."""
+    where: dict[tuple[str, str], Path] = {}
+    _read_chain(Path(path), (), where)
+    return where
+
+
+def _read_chain(path: Path, chain: tuple[Path, ...],
+                where: dict[tuple[str, str], Path] | None = None) -> dict:
+    """The raw TOML of ``path`` on top of the config it ``extends`` (recursively); ``where``
+    gets the file that sets each key (see :func:`written_keys`)."""
     if path.is_dir():
         where = f"config file {chain[-1]} extends {path}, which" if chain else f"{path}"
         raise ValueError(f"{where} is a folder, not a config file (a config is a TOML file, "
@@ -588,6 +730,7 @@ def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:
     # deprecated keys under their new names, file by file, so either name overrides the other
     raw = {section: _renamed(section, body) for section, body in raw.items()}
     if "extends" not in raw:
+        _note(raw, path, where)
         return raw
     base = raw.pop("extends")
     if not isinstance(base, str) or not base.strip():
@@ -598,7 +741,17 @@ def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict:
     if base_path.resolve() in seen:
         names = " -> ".join(str(p) for p in (*chain, path, base_path))
         raise ValueError(f"config file {path}: extends {base!r} makes a cycle: {names}")
-    return merge(_read_chain(base_path, (*chain, path)), raw)
+    merged = merge(_read_chain(base_path, (*chain, path), where), raw)
+    _note(raw, path, where)                 # after the base's: this file's keys win
+    return merged
+
+
+def _note(raw: dict, path: Path, where: dict | None) -> None:
+    if where is None:
+        return
+    for section, body in raw.items():
+        if isinstance(body, dict):
+            where.update({(section, key): path for key in body})
 
 
 def to_toml(cfg: dict) -> str:

@@ -109,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
     for key in ("iterations", "meta_batch"):
         if cfg["train"][key] <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {cfg['train'][key]}")
-    for name in methods:                       # impossible per-method configs: before any output
-        recipe.method_config(cfg, name)
+    # impossible per-method configs: before any output
+    mcfgs = [recipe.method_config(cfg, name) for name in methods]
+    if args.config:                            # keys of the user's file no method reads
+        _config.warn_unread_by_all(mcfgs, args.config)
     # bad data (found by recipe.run): no folder left
     with output_dir(args.out or "runs/compare") as out:
         bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress)

@@ -36,6 +36,11 @@ def prepare(out, *, config_path=None, resume: bool = False,
         ``(config, out, created)``: a folder / tensors / table family's class split is written
         into the config; ``created`` says whether ``out`` was made here.
 
+    Warns:
+        config.UnreadKeyWarning: once per key that the config file (or a file it extends)
+            sets and this run never reads (``config.warn_unread``), e.g. ``method.inner_lr``
+            for protonet; the run goes on.
+
     Raises:
         ValueError: no directory given; resuming without a checkpoint; a fresh run into a
             directory that holds one; a bad config (naming the key); a seed that is not an
@@ -64,6 +69,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
         raise ValueError(f"train.init = {init!r}: no saved run there (a run directory with a "
                          f"LATEST file, or a ckpt-* directory)")
     config.check_combinations(cfg)
+    if config_path:                    # once, on rank 0: keys of the file no run reads
+        config.warn_unread(cfg, config_path)
     cfg = build.resolve_split(cfg)          # folder / tensors: the class lists, stored
     if not resume and latest_checkpoint(out) is not None:
         raise ValueError(f"{out} already holds a run; use --resume to continue it, or another "
