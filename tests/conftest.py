@@ -190,3 +190,15 @@ def write_tiny_fashion(root: Path, n_train: int, n_test: int) -> Path:
         write_idx(root / f"{prefix}-images-idx3-ubyte", images)
         write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
     return root
+
+
+def sgd_keys(method: str, inner_lr: float = 0.4, inner_steps: int = 1) -> str:
+    """The ``[method]`` lines of the inner rule that ``method`` reads, for test configs
+    written for several methods: a solved head reads no step size (metaoptnet reads its
+    Newton steps), so writing them would warn (``config.UnreadKeyWarning``)."""
+    lines = ""
+    if method not in ("protonet", "r2d2", "metaoptnet"):
+        lines += f"inner_lr = {inner_lr}\n"
+    if method not in ("protonet", "r2d2"):
+        lines += f"inner_steps = {inner_steps}\n"
+    return lines

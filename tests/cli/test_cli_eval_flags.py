@@ -5,6 +5,7 @@ and every command of the committed records (docs/results) is still accepted."""
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ import pytest
 from metaloop import config
 from metaloop.cli import eval as eval_cli
 from metaloop.cli.main import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import sgd_keys  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
@@ -23,7 +27,7 @@ def _train(d, family, method):
            'hidden = [8]\n')
     steps = "[0]" if method in config.HEAD_BASED else "[1]"
     (d / "c.toml").write_text(
-        f'{fam}[method]\nname = "{method}"\ninner_lr = 0.4\ninner_steps = 1\n'
+        f'{fam}[method]\nname = "{method}"\n{sgd_keys(method)}'
         f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n'
         f'[eval]\ntasks = 2\nsteps = {steps}\n')
     assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),

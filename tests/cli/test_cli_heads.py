@@ -2,6 +2,7 @@
 ``metaloop compare omniglot`` with them, and the errors (tiny sizes, data from ../shared)."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from metaloop import build as _build
 from metaloop import config as _config
 from metaloop.cli.main import main
 from metaloop.runs import load_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import sgd_keys  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -37,10 +41,10 @@ def test_cpu_configs_build_the_learner(method, ways):
 def _small(tmp_path, root, method, model="conv4"):
     cfg = tmp_path / f"{method}.toml"
     model, _, readout = model.partition("-")
+    conv = f'pool = "stride"\nreadout = "{readout}"\n' if model == "conv4" else ""
     cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{root}"\nways = 3\nshots = 1\n'
-                   f'queries = 2\n[model]\nname = "{model}"\npool = "stride"\nchannels = 4\n'
-                   f'readout = "{readout}"\n'
-                   f'[method]\nname = "{method}"\ninner_steps = 6\n'
+                   f'queries = 2\n[model]\nname = "{model}"\nchannels = 4\n{conv}'
+                   f'[method]\nname = "{method}"\n{sgd_keys(method, inner_steps=6)}'
                    f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 1\n'
                    f'[eval]\ntasks = 4\nsteps = [0, 1]\nqueries = 2\n')
     return cfg

@@ -2,6 +2,8 @@
 classified exactly as ``metaloop eval`` scores the same episodes."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +17,16 @@ from metaloop.evaluate.heldout import heldout_tasks
 from metaloop.recipes.predict import predict_folders
 from metaloop.runs import load_run
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import sgd_keys  # noqa: E402
+
 TASKS, WAYS, QUERIES = 3, 5, 3
 
 
 def _config_text(root, method="maml", extra=""):
     return (f'[family]\nname = "omniglot"\nroot = "{root}"\nways = {WAYS}\nshots = 1\n'
             f'queries = {QUERIES}\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
-            f'[method]\nname = "{method}"\ninner_lr = 0.4\ninner_steps = 1\n{extra}'
+            f'[method]\nname = "{method}"\n{sgd_keys(method)}{extra}'
             f'[train]\niterations = 3\nmeta_batch = 2\ncheckpoint_every = 3\n'
             f'[eval]\ntasks = {TASKS}\nsteps = [1]\nqueries = {QUERIES}\n')
 

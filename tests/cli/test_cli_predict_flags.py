@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +17,15 @@ from metaloop.cli.main import main
 from metaloop.recipes.predict import classify_folders, tsv_line
 from metaloop.runs import load_run
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import sgd_keys  # noqa: E402
+
 
 def _train(omniglot_root, d, method, extra=""):
     (d / "c.toml").write_text(
         f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 3\nshots = 1\n'
         f'queries = 2\n[model]\nname = "conv4"\npool = "stride"\nchannels = 4\n'
-        f'[method]\nname = "{method}"\ninner_lr = 0.4\ninner_steps = 1\n{extra}'
+        f'[method]\nname = "{method}"\n{sgd_keys(method)}{extra}'
         f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n'
         f'[eval]\ntasks = 2\nsteps = [1]\n')
     assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),

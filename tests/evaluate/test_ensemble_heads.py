@@ -2,10 +2,16 @@
 another size is refused before any output, naming the run, instead of failing inside the
 evaluation; a member trained on a Vinyals split is noted as the first run would be."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from metaloop.cli.main import main
 from metaloop.recipes.evaluation import eval_config, load_ensemble
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import sgd_keys  # noqa: E402
 
 
 def _train(root, d, method, ways, split="train"):
@@ -13,7 +19,7 @@ def _train(root, d, method, ways, split="train"):
         f'[family]\nname = "omniglot"\nroot = "{root}"\nways = {ways}\nshots = 1\n'
         f'split = "{split}"\n'
         f'queries = 1\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
-        f'[method]\nname = "{method}"\ninner_lr = 0.4\ninner_steps = 1\n'
+        f'[method]\nname = "{method}"\n{sgd_keys(method)}'
         f'[train]\niterations = 1\nmeta_batch = 1\ncheckpoint_every = 1\n'
         f'[eval]\ntasks = 2\nsteps = [1]\nqueries = 1\n')
     out = d / f"{method}{ways}{split}"
