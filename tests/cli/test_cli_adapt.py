@@ -71,19 +71,26 @@ def test_wordnet_results_json_and_chart(tiny_bert, tmp_path, capsys):
         assert again[name]["per_task"]["accuracy"] == rows[name]["per_task"]["accuracy"]
 
 
-def test_image_checkpoint_rows(omniglot_root, tmp_path, capsys):
+def _image_rows(omniglot_root, tmp_path, method_lines: str, *extra: str) -> dict:
+    """Train a 2-iteration 3-way Conv4 (8 filters) run with ``[method]`` ``method_lines``,
+    then ``metaloop adapt`` it on 2 held-out Omniglot tasks; the approaches' rows."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 3\n'
                    f'shots = 1\nqueries = 2\n[model]\nname = "conv4"\npool = "stride"\n'
-                   f'channels = 8\n[method]\nname = "pretrain"\nhead_init = "zero"\n'
+                   f'channels = 8\n[method]\n{method_lines}'
                    f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n')
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 0
     out = tmp_path / "out"
     assert main(["adapt", "--model", str(tmp_path / "run"), "--family", "omniglot",
                  "--root", str(omniglot_root), "--ways", "3", "--shots", "1", "--queries",
-                 "2", "--tasks", "2", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
-    rows = json.loads((out / "results.json").read_text())["approaches"]
+                 "2", "--tasks", "2", *extra, "--out", str(out), "--no-progress"]) == 0
+    return json.loads((out / "results.json").read_text())["approaches"]
+
+
+def test_image_checkpoint_rows(omniglot_root, tmp_path, capsys):
+    rows = _image_rows(omniglot_root, tmp_path, 'name = "pretrain"\nhead_init = "zero"\n',
+                       "--steps", "2")
     assert sorted(rows) == ["finetune-random", "finetune-zero", "lora", "lp-ft",
                             "probe-logistic", "probe-ridge", "probe-sgd"]
     assert rows["probe-ridge"]["trainable"] == 3 * 8 + 3             # head on 8 features
@@ -95,19 +102,8 @@ def test_image_checkpoint_rows(omniglot_root, tmp_path, capsys):
 def test_a_solved_head_run_adapts_its_meta_learned_body(omniglot_root, tmp_path, method):
     """An R2D2 / ProtoNet run's network is its HeadNet (body + output scale): adapt called
     it with head=False and stopped with a TypeError; the approaches adapt its body."""
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 3\n'
-                   f'shots = 1\nqueries = 2\n[model]\nname = "conv4"\npool = "stride"\n'
-                   f'channels = 8\n[method]\nname = "{method}"\n'
-                   f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n')
-    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
-                 "--no-progress"]) == 0
-    out = tmp_path / "out"
-    assert main(["adapt", "--model", str(tmp_path / "run"), "--family", "omniglot",
-                 "--root", str(omniglot_root), "--ways", "3", "--shots", "1", "--queries",
-                 "2", "--tasks", "2", "--steps", "1", "--approaches",
-                 "probe-ridge,finetune-zero", "--out", str(out), "--no-progress"]) == 0
-    rows = json.loads((out / "results.json").read_text())["approaches"]
+    rows = _image_rows(omniglot_root, tmp_path, f'name = "{method}"\n', "--steps", "1",
+                       "--approaches", "probe-ridge,finetune-zero")
     assert rows["probe-ridge"]["trainable"] == 3 * 8 + 3             # head on 8 features
     body = load_run(tmp_path / "run").network.backbone
     assert rows["finetune-zero"]["trainable"] == sum(
