@@ -1,5 +1,5 @@
-"""Checks that ``eval`` and ``predict`` share: a flag that would change nothing for the
-loaded run or ensemble is refused by name (exit status 2), before any work."""
+"""Checks that the commands share: a flag that would change nothing for the loaded run or
+ensemble, or has an impossible value, is refused by name (exit status 2), before any work."""
 
 from __future__ import annotations
 
@@ -60,3 +60,25 @@ def check_refinable(refine: str, loaded, *, each_on_its_own_fix: str,
             raise ValueError(f"{refine} refines the prototypes with all of a task's queries "
                              f"together, but {m.path} scores each query on its own "
                              f"(method.transductive = false); {each_on_its_own_fix}")
+
+
+def check_shifts(support_shift: int | None, query_shift: int | None) -> None:
+    """``--support-shift`` / ``--query-shift`` (None: not given) must be >= 0 pixels.
+
+    Raises:
+        ValueError: naming the flag.
+    """
+    for flag, shift in (("--support-shift", support_shift), ("--query-shift", query_shift)):
+        if shift is not None and shift < 0:
+            raise ValueError(f"{flag} must be an int >= 0 pixels, got {shift}")
+
+
+def refuse_tf32_off_cuda(tf32: bool, device: str) -> None:
+    """``--tf32`` without ``--device cuda``: TF32 exists on CUDA only.
+
+    Raises:
+        ValueError: naming the flag and the device.
+    """
+    if tf32 and device != "cuda":
+        raise ValueError(f"--tf32 allows TF32 matmuls on CUDA, but --device is {device}, so "
+                         f"it would change nothing: give --device cuda or drop --tf32")

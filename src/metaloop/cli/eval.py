@@ -185,18 +185,13 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError("--ways must be >= 2: a 1-way task is always answered right, got 1")
     if args.steps is not None and any(s < 0 for s in args.steps):
         raise ValueError(f"--steps must be non-negative ints, got {','.join(map(str, args.steps))}")
-    for flag, shift in (("--support-shift", args.support_shift),
-                        ("--query-shift", args.query_shift)):
-        if shift is not None and shift < 0:
-            raise ValueError(f"{flag} must be an int >= 0 pixels, got {shift}")
+    _checks.check_shifts(args.support_shift, args.query_shift)
     if args.lake_runs and args.steps is not None and len(set(args.steps)) > 1:
         raise ValueError(f"--steps {','.join(map(str, args.steps))}: --lake-runs scores the "
                          f"official runs after one number of steps (the largest, "
                          f"{max(args.steps)}), so the others would change nothing; give one, "
                          f"e.g. --steps {max(args.steps)}")
-    if args.tf32 and args.device != "cuda":
-        raise ValueError(f"--tf32 allows TF32 matmuls on CUDA, but --device is {args.device}, "
-                         f"so it would change nothing: give --device cuda or drop --tf32")
+    _checks.refuse_tf32_off_cuda(args.tf32, args.device)
     _checks.refuse_joint_with_one(args.refine_jointly, args.checkpoint)
 
 

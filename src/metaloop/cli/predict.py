@@ -168,10 +168,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     defaults (a refine setting given without ``--refine`` would change nothing)."""
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    for flag, shift in (("--support-shift", args.support_shift),
-                        ("--query-shift", args.query_shift)):
-        if shift < 0:
-            raise ValueError(f"{flag} must be an int >= 0 pixels, got {shift}")
+    _checks.check_shifts(args.support_shift, args.query_shift)
     if args.refine is not None and args.refine < 0:
         raise ValueError(f"--refine must be an int >= 0 (soft k-means rounds, 0 = off), got "
                          f"{args.refine}")

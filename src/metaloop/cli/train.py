@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from metaloop import config as _config
+from metaloop.cli import _checks
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
 from metaloop.train.checkpoint import latest_checkpoint
@@ -109,9 +110,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     """ValueError naming a flag that would change nothing (``--tf32`` off CUDA,
     ``--dist-timeout`` without torchrun) or has an impossible value; fills in the default
     ``--dist-timeout``."""
-    if args.tf32 and args.device != "cuda":
-        raise ValueError(f"--tf32 allows TF32 matmuls on CUDA, but --device is {args.device}, "
-                         f"so it would change nothing: give --device cuda or drop --tf32")
+    _checks.refuse_tf32_off_cuda(args.tf32, args.device)
     if args.dist_timeout is None:
         args.dist_timeout = distributed.DEFAULT_TIMEOUT_S
     elif os.environ.get("WORLD_SIZE", "").strip() in ("", "0", "1"):
