@@ -62,6 +62,31 @@ def check_refinable(refine: str, loaded, *, each_on_its_own_fix: str,
                              f"(method.transductive = false); {each_on_its_own_fix}")
 
 
+def check_scoring(scoring: str | None, loaded) -> None:
+    """``--scoring`` (None: not given) must change how some member scores: reptile, r2d2,
+    metaoptnet and protonet score either way; the others always score a task's queries
+    together.
+
+    Raises:
+        ValueError: ``as-trained`` when no member can score another way, or another mode
+            for a member that cannot (naming the flag and that member).
+    """
+    if scoring is None:
+        return
+    runs, methods, what = members(loaded)
+    fixed = [(m, n) for m, n in zip(runs, methods) if not hasattr(m.learner, "transductive")]
+    if scoring == "as-trained" and len(fixed) == len(runs):
+        raise ValueError(f"--scoring as-trained: {what} always scores a task's queries "
+                         f"together, so --scoring would change nothing (reptile, r2d2, "
+                         f"metaoptnet and protonet can score them either way); drop "
+                         f"--scoring")
+    if scoring != "as-trained" and fixed:
+        m, name = fixed[0]
+        raise ValueError(f"--scoring {scoring}: {m.path} is {name}, which always scores a "
+                         f"task's queries together; reptile, r2d2, metaoptnet and protonet "
+                         f"can score them either way")
+
+
 def check_shifts(support_shift: int | None, query_shift: int | None) -> None:
     """``--support-shift`` / ``--query-shift`` (None: not given) must be >= 0 pixels.
 

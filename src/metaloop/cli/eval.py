@@ -228,23 +228,10 @@ def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
     """ValueError naming the flag and the learner where a flag would change nothing for the
     loaded run or ensemble (the solved heads: every member), or cannot apply to one of its
     members (the first run's config checks only its own learner)."""
-    members, methods, what = _checks.members(loaded)
     ec = cfg["eval"]
     if args.steps is not None:
         _checks.refuse_steps(",".join(map(str, args.steps)), loaded)
-    if args.scoring is not None:
-        fixed = [(m, n) for m, n in zip(members, methods)
-                 if not hasattr(m.learner, "transductive")]
-        if args.scoring == "as-trained" and len(fixed) == len(members):
-            raise ValueError(f"--scoring as-trained: {what} always scores a task's queries "
-                             f"together, so --scoring would change nothing (reptile, r2d2, "
-                             f"metaoptnet and protonet can score them either way); drop "
-                             f"--scoring")
-        if args.scoring != "as-trained" and fixed:
-            m, name = fixed[0]
-            raise ValueError(f"--scoring {args.scoring}: {m.path} is {name}, which always "
-                             f"scores a task's queries together; reptile, r2d2, metaoptnet "
-                             f"and protonet can score them either way")
+    _checks.check_scoring(args.scoring, loaded)
     refine = _flag("refine", ec["refine"]) if args.refine is not None else \
         f"eval.refine = {ec['refine']} (the config of {loaded.path})"
     if ec["refine"]:

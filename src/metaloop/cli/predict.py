@@ -13,7 +13,7 @@ from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.cli import _checks
 from metaloop.data.images import INVERT_MODES
 from metaloop.recipes import report
-from metaloop.recipes.evaluation import load_ensemble, refining
+from metaloop.recipes.evaluation import load_ensemble, refining, scoring
 from metaloop.recipes.predict import check_image_run, classify_folders, takes_steps, tsv_line
 
 DESCRIPTION = """\
@@ -28,13 +28,16 @@ in double quotes, a quote inside doubled (the tab dialect of Python's csv module
 csv.reader(f, dialect="excel-tab")); other names are printed as they are. --out DIR also
 writes them, with the classes and settings, to DIR/results.json (atomically; nothing is
 written on an error). A flag that would change nothing for the run's learner (--steps for a
-solved head, --head-init for one, --refine for a learner without prototypes, a refine setting
-without --refine) is refused by name.
+solved head, --head-init for one, --scoring for a learner that scores one way only, --refine
+for a learner without prototypes, a refine setting without --refine) is refused by name.
 
 Images are read as in training: a run on your own folder uses that folder's channels,
 polarity, padding and size; other runs read greyscale with light ink on a dark background
 (dark-on-light images are inverted). Queries are classified together in one batch, as in
-training (BatchNorm uses the batch's statistics), so give a few at once. A learned head
+training (BatchNorm uses the batch's statistics), so give a few at once, or score each on its
+own with --scoring non-transductive (BatchNorm with the support images' statistics, as Lake's
+protocol scores one drawing at a time): then a query's class does not depend on the other
+query images (reptile, r2d2, metaoptnet and protonet runs). A learned head
 (MAML, ANIL, Reptile, scratch) has one output per training way: another number of support
 classes needs --head-init zero. A ProtoNet run can also refine its prototypes with the query
 images (--refine K, as metaloop eval --refine): transductive, like the batch statistics.
@@ -83,6 +86,12 @@ def register(sub) -> None:
                    help="polarity: auto (invert images whose mean is above 0.5, i.e. dark "
                         "ink on light), always, never (default: the training folder's "
                         "family.invert, else auto)")
+    p.add_argument("--scoring", choices=("as-trained", "transductive", "non-transductive"),
+                   help="how the queries are scored: as the run was trained (the default; "
+                        "method.transductive), transductive (the query images normalised "
+                        "together by BatchNorm) or non-transductive (each with the support "
+                        "images' BatchNorm statistics, so its class does not depend on the "
+                        "other queries); reptile, r2d2, metaoptnet and protonet")
     p.add_argument("--refine", type=int, metavar="K",
                    help="protonet: refine the prototypes with the query images by K soft "
                         "k-means steps before scoring them (transductive; 0 = off, the "
@@ -111,13 +120,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
     _check_flags_apply(args, loaded)
     with report.output_dir(args.out or None) as out:
-        with refining(loaded.learner, args.refine, args.refine_temperature,
+        with scoring(loaded.learner, args.scoring or "as-trained"), \
+                refining(loaded.learner, args.refine, args.refine_temperature,
                       args.refine_weight, args.refine_jointly), \
                 tqdm(desc="reading images", unit="image", disable=args.no_progress,
                      leave=False) as bar:
             pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
                                     invert=args.invert, support_shift=args.support_shift,
                                     query_shift=args.query_shift, progress=bar.update)
+            evaluation = getattr(loaded.learner, "evaluation", "transductive")
         rows = [{"file": f, "class": label,
                  "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}
                 for f, label, row in zip(pred.files, pred.labels, pred.probs)]
@@ -125,9 +136,11 @@ def run(args: argparse.Namespace) -> int:
                    _encoded("".join(tsv_line([r["file"], r["class"]]) for r in rows)))
         if out is not None:
             settings = {k: getattr(args, k) for k in (
-                "steps", "head_init", "refine", "refine_temperature", "refine_weight",
+                "steps", "head_init", "scoring", "refine", "refine_temperature", "refine_weight",
                 "refine_jointly", "support_shift", "query_shift")}
             settings["invert"] = args.invert or loaded.transform["invert"]
+            settings["scoring"] = args.scoring or "as-trained"
+            settings["evaluation"] = evaluation         # how the queries were scored
             report.write_json(out / "results.json", {
                 "checkpoints": [str(c) for c in args.checkpoint], "support": str(args.support),
                 "query": str(args.query), "classes": pred.classes, "settings": settings,
@@ -200,6 +213,13 @@ def _check_flags_apply(args: argparse.Namespace, loaded) -> None:
         raise ValueError(f"--head-init zero: {_checks.members(loaded)[2]} solves a fresh head "
                          f"for the support classes (any number of them), so there is no "
                          f"learned head to replace; drop --head-init")
+    _checks.check_scoring(args.scoring, loaded)
+    if args.refine and args.scoring == "non-transductive":
+        raise ValueError(f"--refine {args.refine} refines the prototypes with all the query "
+                         f"images together, but --scoring non-transductive scores each on its "
+                         f"own: drop one of them")
     if args.refine:
         _checks.check_refinable(f"--refine {args.refine}", loaded,
-                                each_on_its_own_fix="drop --refine")
+                                scored_as_trained=args.scoring in (None, "as-trained"),
+                                each_on_its_own_fix="give --scoring transductive or drop "
+                                                    "--refine")

@@ -99,7 +99,10 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     Returns:
         ``Predictions`` (its ``probs`` on the CPU); all queries are classified in one batch
         (per ``QUERY_CHUNK``), so BatchNorm sees the statistics of the query batch, as in
-        training.
+        training, unless the learner scores each query on its own (``transductive =
+        False``; ``metaloop.recipes.evaluation.scoring(run.learner, "non-transductive")``
+        sets it for a run trained transductively). The refinement of the prototypes applies
+        as set (``metaloop.recipes.evaluation.refining``).
 
     Raises:
         ValueError: not an image-classification run; unreadable folders; a support set whose
