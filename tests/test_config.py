@@ -193,6 +193,23 @@ def test_a_split_with_fewer_classes_than_ways_is_named_with_its_fix(tmp_path):
     assert len(build.user_family(cfg["family"], "train", 1, 2).class_names) >= 5
 
 
+def test_a_table_split_with_fewer_classes_than_ways_is_named_with_its_fix(tmp_path):
+    """8 labels split 70/10/20 leave 1 validation class for 2-way tasks: the error said
+    "(split 'classes') has 1 class(es)", naming neither the split nor what to change."""
+    from metaloop import build
+
+    rows = "".join(f"text {c} {j},c{c}\n" for c in range(8) for j in range(4))
+    (tmp_path / "t.csv").write_text("text,label\n" + rows)
+    cfg = build.resolve_split(config.validate({"family": {
+        "name": "table", "root": str(tmp_path / "t.csv"), "ways": 2, "shots": 1,
+        "queries": 1}, "model": {"name": "text"}, "method": {"name": "protonet"}}))
+    with pytest.raises(ValueError, match=r"TextTable ways=2 exceeds the 1 classes of the 'val' "
+                                         r"split \(family\.val_classes; by "
+                                         r"family\.split_fractions = \[0\.7, 0\.1, 0\.2\] "
+                                         r".*lower family\.ways"):
+        build.user_family(cfg["family"], "val", 1, 1)
+
+
 def test_image_augmentation_on_feature_vectors_names_the_key(tmp_path):
     """train.augment_shift on [N, D] features said 'Shifted needs an image family, not
     Episodes', naming neither the key nor the fix."""

@@ -91,19 +91,20 @@ def _split_args(fcfg: dict, split: str) -> dict:
 def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None):
     """An ``Episodes`` family over the user's folder or tensor file, or a ``TextTable``
     (one class split)."""
-    if fcfg["name"] == "table":
-        return _text_table(fcfg, split, shots, queries)
     split_args = _split_args(fcfg, split)
     have = split_args.get("classes")
     if have is not None and len(have) < fcfg["ways"]:
         how = ("family.split_files" if fcfg["split_files"] else
                f"family.split_fractions = {fcfg['split_fractions']} (train, val, test)")
-        raise ValueError(f"Episodes ways={fcfg['ways']} exceeds the {len(have)} classes of "
+        kind = "TextTable" if fcfg["name"] == "table" else "Episodes"
+        raise ValueError(f"{kind} ways={fcfg['ways']} exceeds the {len(have)} classes of "
                          f"the {split!r} split (family.{split}_classes; by {how} unless the "
                          f"config lists them): lower "
                          f"family.ways (eval: --ways), give that split more classes "
                          f"(family.split_fractions or family.split_files), or bring more "
                          f"classes")
+    if fcfg["name"] == "table":
+        return _text_table(fcfg, split, shots, queries)
     common = dict(ways=fcfg["ways"], shots=shots, queries=queries,
                   drop_small=fcfg["drop_small"], **split_args)
     if fcfg["name"] == "tensors":
@@ -135,7 +136,7 @@ def resolve_split(cfg: dict) -> dict:
 
 
 @functools.lru_cache(maxsize=2)
-def _text_encoder(source: str, max_length: int):
+def text_encoder(source: str, max_length: int):
     """The ``TextEncoder`` of a table family's ``encoder``, loaded once per process (the
     family keeps it for its tokenizer; ``build_model`` copies it)."""
     from metaloop.models.text import load_text_encoder
@@ -154,7 +155,7 @@ def _text_table(fcfg: dict, split: str, shots: int, queries: int):
         where = {"classes": read_split_files(args["split_files"])[split]}   # none shared
     else:
         where = {"split": split, "fractions": args["fractions"], "split_seed": args["seed"]}
-    enc = _text_encoder(fcfg["encoder"], fcfg["max_length"])
+    enc = text_encoder(fcfg["encoder"], fcfg["max_length"])
     return TextTable(fcfg["root"], text_column=fcfg["text_column"],
                      label_column=fcfg["label_column"], delimiter=fcfg["delimiter"] or None,
                      ways=fcfg["ways"], shots=shots, queries=queries,

@@ -8,7 +8,8 @@ with. ``metaloop eval``, ``predict``, ``adapt --model RUN`` and ``train --resume
 runs through it.
 
 Image models are rebuilt from the shapes of the stored tensors (input channels, head outputs),
-so loading an Omniglot or folder run needs neither the training images nor Fashion-MNIST.
+so loading an Omniglot or folder run needs neither the training images nor Fashion-MNIST; a
+text run needs its encoder (``family.encoder``), not its table.
 """
 
 from __future__ import annotations
@@ -90,6 +91,17 @@ def _stand_in(tensors: dict, fam: dict, path: Path) -> SimpleNamespace:
                            image_shape=(chans, fam["image_size"], fam["image_size"]))
 
 
+def _text_stand_in(tensors: dict, fam: dict) -> SimpleNamespace:
+    """The family attributes a text model is built from: the family's encoder (whose
+    tokenizer it copies) and the head's outputs, read off the stored tensors; the table
+    itself is not read."""
+    heads = [k for k in tensors if k.startswith("model.") and k.endswith("head.weight")]
+    outputs = int(tensors[heads[0]].shape[0]) if heads else fam["ways"]   # head [out, D]
+    enc = build.text_encoder(fam["encoder"], fam["max_length"])
+    return SimpleNamespace(kind="classification", ways=fam["ways"], num_classes=outputs,
+                           tokenizer=enc.tokenize)
+
+
 def saved_run(path) -> bool:
     """Whether ``path`` holds a saved run: a run directory with a ``LATEST`` file, or one
     ``ckpt-*`` directory (its ``state.json``)."""
@@ -144,7 +156,9 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
         cfg["method"]["head_init"] = "zero"
     if cfg["model"]["name"] in config.IMAGE_MODELS:
         family = _stand_in(tensors, cfg["family"], path)
-    else:                              # sinusoid (no data), vectors or a text table
+    elif cfg["model"]["name"] == "text":
+        family = _text_stand_in(tensors, cfg["family"])
+    else:                              # sinusoid (no data) or feature vectors
         family = build.build_family(cfg["family"])
     if device is not None and not isinstance(device, torch.device):
         device = torch.device(device)

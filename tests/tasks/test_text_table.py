@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import metaloop as ml
 from metaloop.tasks import TextTable
 from metaloop.tasks.protocol import TaskFamily
 from metaloop.tasks.splits import split_classes
-from metaloop.tasks.text_table import read_text_table
+from metaloop.tasks.text_table import read_text_table, read_texts
 
 CLASSES = [f"topic_{i:02d}" for i in range(10)]
 
@@ -196,8 +197,9 @@ def test_missing_columns_are_named_with_the_columns_present(tmp_path):
     semi = tmp_path / "semi.csv"                 # a European spreadsheet's export
     semi.write_text("text;label\nbonjour;a\nsalut;b\n")
     with pytest.raises(ValueError, match=r"no text column 'text' \(the header looks separated "
-                                         r"by ';': give delimiter=';'; metaloop adapt "
-                                         r"--delimiter, config family.delimiter\)"):
+                                         r"by ';': give delimiter=';'; --delimiter in "
+                                         r"metaloop adapt and predict, family.delimiter in a "
+                                         r"config\)"):
         TextTable(semi)
     assert read_text_table(semi, delimiter=";") == (["bonjour", "salut"], ["a", "b"])
     js = write_table(tmp_path / "c.jsonl", [{"body": "s", "label": "a"}])
@@ -272,3 +274,36 @@ def test_too_few_classes_bad_split_and_unknown_classes(table):
         TextTable(table, ways=1, classes=["topic_01", "sport"])
     with pytest.raises(ValueError, match="TextTable shots must be a positive int, got 0"):
         TextTable(table, shots=0)
+
+
+def test_read_texts_reads_a_text_column_or_the_lines_of_a_txt_file(tmp_path):
+    """The queries of ``metaloop predict`` on a text run: a table's text column (a label
+    column, if any, ignored) in the file's order, or one text per line of a .txt file."""
+    (tmp_path / "q.csv").write_text('id,text\n1," b, with a comma "\n2,a\n')
+    assert read_texts(tmp_path / "q.csv") == ["b, with a comma", "a"]
+    (tmp_path / "q.jsonl").write_text('{"sentence": "x", "label": "y"}\n\n{"sentence": 3}\n')
+    assert read_texts(tmp_path / "q.jsonl", "sentence") == ["x", "3"]
+    (tmp_path / "q.tsv").write_text("text\tlabel\nfirst\t\n")    # an empty label: ignored
+    assert read_texts(tmp_path / "q.tsv") == ["first"]
+    (tmp_path / "q.txt").write_text("  one  \n\n\t\ntwo, three\r\n")
+    assert read_texts(tmp_path / "q.txt") == ["one", "two, three"]
+
+
+@pytest.mark.parametrize("name,content,kw,message", [
+    ("q.txt", "", {}, "holds no text"),
+    ("q.txt", "a\n", {"delimiter": ";"}, "a .txt file holds one text per line"),
+    ("q.txt", b"\xff\n", {}, "is not utf-8-sig text"),
+    ("missing.txt", None, {}, "does not exist"),
+    ("q.csv", "text,label\n,x\n", {}, "1 row(s) have empty texts (column 'text') at line 2"),
+    ("q.csv", "sentence\nx\n", {}, "has no text column 'text'"),
+    ("q.csv", "text\nx\n", {"text_column": ""}, "text column name must be a non-empty"),
+    ("q.jsonl", '{"text": "x"}\n', {"delimiter": ","}, "not JSONL"),
+])
+def test_read_texts_names_what_is_wrong(tmp_path, name, content, kw, message):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_texts(path, **kw)

@@ -1,4 +1,4 @@
-"""``metaloop predict``: classify your own images with a saved run."""
+"""``metaloop predict``: classify your own images or texts with a saved run."""
 
 from __future__ import annotations
 
@@ -14,22 +14,29 @@ from metaloop.cli import _checks
 from metaloop.data.images import INVERT_MODES
 from metaloop.recipes import report
 from metaloop.recipes.evaluation import load_ensemble, refining, scoring
-from metaloop.recipes.predict import check_image_run, classify_folders, takes_steps, tsv_line
+from metaloop.recipes.predict import (
+    check_image_run,
+    classify_folders,
+    classify_texts,
+    takes_steps,
+    tsv_line,
+)
 
 DESCRIPTION = """\
-Classify your own images after few-shot adaptation. SUPPORT holds one sub-folder of images
-per class (the folder name is the class; 2 or more classes, any number of images, any size,
-PNG, JPEG, BMP, GIF, WebP, TIFF or PNM by their suffix; other files such as README.txt are
-left out, and counted on stderr); QUERY holds the images to classify. The run's model adapts to the
-support images with its own rule (inner learning rate and steps) and each query file is
-printed as FILE<TAB>CLASS, or with --json as {"file", "class", "scores"} with the probability
-of every class. A file or class name holding a tab, a line break or a double quote is printed
-in double quotes, a quote inside doubled (the tab dialect of Python's csv module, read back by
-csv.reader(f, dialect="excel-tab")); other names are printed as they are. --out DIR also
-writes them, with the classes and settings, to DIR/results.json (atomically; nothing is
-written on an error). A flag that would change nothing for the run's learner (--steps for a
-solved head, --head-init for one, --scoring for a learner that scores one way only, --refine
-for a learner without prototypes, a refine setting without --refine) is refused by name.
+Classify your own images (or texts, with a text run: see the end) after few-shot adaptation.
+SUPPORT holds one sub-folder of images per class (the folder name is the class; 2 or more
+classes, any number of images, any size, PNG, JPEG, BMP, GIF, WebP, TIFF or PNM by their
+suffix; other files such as README.txt are left out, and counted on stderr); QUERY holds the
+images to classify. The run's model adapts to the support images with its own rule (inner
+learning rate and steps) and each query file is printed as FILE<TAB>CLASS, or with --json as
+{"file", "class", "scores"} with the probability of every class. A file or class name holding a
+tab, a line break or a double quote is printed in double quotes, a quote inside doubled (the
+tab dialect of Python's csv module, read back by csv.reader(f, dialect="excel-tab")); other
+names are printed as they are. --out DIR also writes them, with the classes and settings, to
+DIR/results.json (atomically; nothing is written on an error). A flag that would change nothing
+for the run's learner (--steps for a solved head, --head-init for one, --scoring for a learner
+that scores one way only, --refine for a learner without prototypes, a refine setting without
+--refine) is refused by name.
 
 Images are read as in training: a run on your own folder uses that folder's channels,
 polarity, padding and size; other runs read greyscale with light ink on a dark background
@@ -51,11 +58,21 @@ For one-shot tasks SUPPORT may instead hold only images, each its own class name
 name: the training folder of one of Lake's Omniglot one-shot runs, classified with the
 challenge record's settings by
   metaloop predict --checkpoint RUN0 RUN1 --support run01/training --query run01/test
-  --support-shift 2 --query-shift 1 --refine 10"""
+  --support-shift 2 --query-shift 1 --refine 10
+
+A text run (model "text", trained on a table family) classifies texts instead: SUPPORT is a
+CSV, TSV or JSONL table of labelled texts (its distinct labels are the classes) and QUERY a
+table with a text column or a .txt file with one text per line; each query is printed as
+TEXT<TAB>CLASS, in the file's order, or with --json as {"text", "class", "scores"}. The
+columns are the run's (family.text_column, family.label_column) unless --text-column and
+--label-column name others. Only the checkpoint and its encoder are read, not the training
+table. The image flags (--invert, the shifts, --scoring) are refused for a text run, and the
+table flags for an image run."""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="classify your own images after few-shot adaptation",
+    p = sub.add_parser("predict", help="classify your own images or texts after few-shot "
+                                          "adaptation",
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  metaloop predict --checkpoint runs/mine --support "
@@ -64,8 +81,11 @@ def register(sub) -> None:
                    help="run directory or ckpt-* directory; several: their ensemble "
                         "(averaged probabilities)")
     p.add_argument("--support", required=True,
-                   help="folder with one sub-folder per class, or only images, one per class")
-    p.add_argument("--query", required=True, help="folder of images to classify")
+                   help="folder with one sub-folder per class, or only images, one per class; "
+                        "for a text run, a CSV, TSV or JSONL table of labelled texts")
+    p.add_argument("--query", required=True,
+                   help="folder of images to classify; for a text run, a table with a text "
+                        "column or a .txt file, one text per line")
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of file<TAB>class lines (in which a name "
                         "holding a tab, line break or double quote is double-quoted, as the "
@@ -105,6 +125,15 @@ def register(sub) -> None:
     p.add_argument("--refine-jointly", action="store_true",
                    help="with --refine and several checkpoints: the members share one "
                         "assignment of the queries (their averaged class probabilities)")
+    p.add_argument("--text-column", metavar="NAME",
+                   help="text run: the tables' text column (default: the run's "
+                        "family.text_column)")
+    p.add_argument("--label-column", metavar="NAME",
+                   help="text run: the support table's label column (default: the run's "
+                        "family.label_column)")
+    p.add_argument("--delimiter", metavar="CHAR",
+                   help="text run: the field separator of CSV and TSV tables (default: ',' "
+                        "for .csv, tab for .tsv)")
     p.add_argument("--support-shift", type=int, default=0, metavar="S",
                    help="adapt to every shift of the support images up to S pixels as well "
                         "((2S+1)^2 copies, as metaloop eval --support-shift; 0 = off)")
@@ -118,34 +147,50 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
-    _check_flags_apply(args, loaded)
+    texts = _check_flags_apply(args, loaded)
     with report.output_dir(args.out or None) as out:
         with scoring(loaded.learner, args.scoring or "as-trained"), \
                 refining(loaded.learner, args.refine, args.refine_temperature,
-                      args.refine_weight, args.refine_jointly), \
-                tqdm(desc="reading images", unit="image", disable=args.no_progress,
+                         args.refine_weight, args.refine_jointly), \
+                tqdm(desc="scoring texts" if texts else "reading images",
+                     unit="text" if texts else "image", disable=args.no_progress,
                      leave=False) as bar:
-            pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
-                                    invert=args.invert, support_shift=args.support_shift,
-                                    query_shift=args.query_shift, progress=bar.update)
+            if texts:
+                pred = classify_texts(loaded, args.support, args.query, steps=args.steps,
+                                      text_column=args.text_column,
+                                      label_column=args.label_column,
+                                      delimiter=args.delimiter, progress=bar.update)
+            else:
+                pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
+                                        invert=args.invert, support_shift=args.support_shift,
+                                        query_shift=args.query_shift, progress=bar.update)
             evaluation = getattr(loaded.learner, "evaluation", "transductive")
-        rows = [{"file": f, "class": label,
+        key, items = ("text", pred.texts) if texts else ("file", pred.files)
+        rows = [{key: f, "class": label,
                  "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}
-                for f, label, row in zip(pred.files, pred.labels, pred.probs)]
+                for f, label, row in zip(items, pred.labels, pred.probs)]
         printed = (json.dumps(rows, indent=1) + "\n" if args.json else
-                   _encoded("".join(tsv_line([r["file"], r["class"]]) for r in rows)))
+                   _encoded("".join(tsv_line([r[key], r["class"]]) for r in rows)))
         if out is not None:
             settings = {k: getattr(args, k) for k in (
-                "steps", "head_init", "scoring", "refine", "refine_temperature", "refine_weight",
-                "refine_jointly", "support_shift", "query_shift")}
-            settings["invert"] = args.invert or loaded.transform["invert"]
-            settings["scoring"] = args.scoring or "as-trained"
-            settings["evaluation"] = evaluation         # how the queries were scored
+                "steps", "head_init", "refine", "refine_temperature", "refine_weight",
+                "refine_jointly")}
+            if texts:
+                fam = loaded.config["family"]
+                settings.update(text_column=args.text_column or fam["text_column"],
+                                label_column=args.label_column or fam["label_column"],
+                                delimiter=args.delimiter)
+            else:
+                settings.update(support_shift=args.support_shift, query_shift=args.query_shift,
+                                invert=args.invert or loaded.transform["invert"],
+                                scoring=args.scoring or "as-trained")
+            if not texts or args.refine:    # a text encoder has no BatchNorm: no other way
+                settings["evaluation"] = evaluation     # how the queries were scored
             report.write_json(out / "results.json", {
                 "checkpoints": [str(c) for c in args.checkpoint], "support": str(args.support),
                 "query": str(args.query), "classes": pred.classes, "settings": settings,
-                "ignored": pred.ignored, "predictions": rows})
-    if pred.ignored:
+                **({} if texts else {"ignored": pred.ignored}), "predictions": rows})
+    if not texts and pred.ignored:
         print(f"metaloop predict: left out {len(pred.ignored)} file(s) that are not images by "
               f"their suffix, e.g. {pred.ignored[0]!r}", file=sys.stderr)
     if isinstance(printed, bytes):
@@ -203,10 +248,30 @@ def _check_flags(args: argparse.Namespace) -> None:
     _checks.refuse_joint_with_one(args.refine_jointly, args.checkpoint)
 
 
-def _check_flags_apply(args: argparse.Namespace, loaded) -> None:
-    """ValueError naming the flag and the learner where a flag would change nothing for the
-    loaded run or ensemble (the solved heads: every member), or cannot apply to it."""
-    check_image_run(loaded)           # before the progress bar: a text run draws none
+def _check_flags_apply(args: argparse.Namespace, loaded) -> bool:
+    """Whether the run classifies texts (else images); ValueError naming the flag and the
+    learner where a flag would change nothing for the loaded run or ensemble (the solved
+    heads: every member), or cannot apply to it."""
+    texts = loaded.config["model"]["name"] == "text"
+    if texts:
+        image_only = [flag for flag, given in (
+            ("--invert", args.invert is not None), ("--support-shift", args.support_shift),
+            ("--query-shift", args.query_shift), ("--scoring", args.scoring is not None))
+            if given]
+        if image_only:
+            raise ValueError(f"{image_only[0]} applies to a run that classifies images (it "
+                             f"shifts, inverts or normalises them with BatchNorm), but "
+                             f"{loaded.path} classifies texts (model 'text'), so it would "
+                             f"change nothing: drop {image_only[0]}")
+    else:
+        check_image_run(loaded)       # before the progress bar: a run of vectors reads none
+        text_only = [flag for flag, given in (
+            ("--text-column", args.text_column), ("--label-column", args.label_column),
+            ("--delimiter", args.delimiter)) if given is not None]
+        if text_only:
+            raise ValueError(f"{text_only[0]} reads a table of texts, but {loaded.path} "
+                             f"classifies images (model {loaded.config['model']['name']!r}) "
+                             f"from folders, so it would change nothing: drop {text_only[0]}")
     if args.steps is not None:
         _checks.refuse_steps(str(args.steps), loaded)
     if args.head_init == "zero" and not takes_steps(loaded):
@@ -223,3 +288,4 @@ def _check_flags_apply(args: argparse.Namespace, loaded) -> None:
                                 scored_as_trained=args.scoring in (None, "as-trained"),
                                 each_on_its_own_fix="give --scoring transductive or drop "
                                                     "--refine")
+    return texts

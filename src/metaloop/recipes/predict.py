@@ -4,28 +4,35 @@
 class) and a query folder with the run's own image transform (``Run.transform``), adapts the
 run's learner to the support set with its own rule, and scores every query image. The run
 may be an ensemble (``load_ensemble``), and the test-time shifts of ``metaloop eval``
-(``support_shift``, ``query_shift``) apply as there. ``tsv_line`` writes one row of
-``metaloop predict``'s tab-separated output.
+(``support_shift``, ``query_shift``) apply as there. ``classify_texts(run, support, query)``
+does the same for a text run (``model.name = "text"``, e.g. trained on a table family): a
+support table of labelled texts and a query table or ``.txt`` file of texts to classify.
+``tsv_line`` writes one row of ``metaloop predict``'s tab-separated output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from metaloop.build import text_encoder
 from metaloop.config import HEAD_BASED
 from metaloop.data.images import load_image, load_query, load_support
 from metaloop.data.lake_runs import OFFICIAL_RUNS_SHA256, read_lake_runs, runs_digest
 from metaloop.evaluate.heldout import mean_ci, shift_averaged
 from metaloop.runs import Run
 from metaloop.tasks.augment import shifted_support
+from metaloop.tasks.text_table import FORMATS, read_text_table, read_texts
 
-__all__ = ["QUERY_CHUNK", "Predictions", "check_image_run", "classify_folders",
-           "predict_folders", "score_lake_runs", "takes_steps", "tsv_line"]
+__all__ = ["QUERY_CHUNK", "TEXT_CHUNK", "Predictions", "TextPredictions", "check_image_run",
+           "check_text_run", "classify_folders", "classify_texts", "predict_folders",
+           "score_lake_runs", "takes_steps", "tsv_line"]
 
 QUERY_CHUNK = 1024   # most queries per forward pass (BatchNorm statistics come from each chunk)
+TEXT_CHUNK = 64      # query texts per forward pass of a text encoder (no statistics shared)
 
 
 @dataclass
@@ -42,6 +49,21 @@ class Predictions:
     @property
     def labels(self) -> list[str]:
         """The most probable class of each file."""
+        return [self.classes[int(k)] for k in self.probs.argmax(-1)]
+
+
+@dataclass
+class TextPredictions:
+    """The scores of ``classify_texts``: ``texts[i]`` (in the query file's order) has softmax
+    probabilities ``probs[i]`` (float32 ``[Q, n]``) over ``classes`` (n labels, sorted)."""
+
+    texts: list[str]
+    classes: list[str]
+    probs: torch.Tensor
+
+    @property
+    def labels(self) -> list[str]:
+        """The most probable class of each text."""
         return [self.classes[int(k)] for k in self.probs.argmax(-1)]
 
 
@@ -131,6 +153,95 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     return Predictions(names, classes, probs.cpu(), [str(f) for f in ignored])
 
 
+def classify_texts(run: Run, support, query, *, steps: int | None = None,
+                   text_column: str | None = None, label_column: str | None = None,
+                   delimiter: str | None = None,
+                   progress: Callable[[int], None] | None = None) -> TextPredictions:
+    """Adapt a text run's learner to the labelled texts of ``support`` and classify the texts
+    of ``query``.
+
+    Args:
+        run: a loaded text-classification run (``model.name = "text"``: its family's encoder
+            with a head), or an ensemble of such runs (``load_ensemble``).
+        support: a CSV, TSV or JSONL table with a text and a label column
+            (``metaloop.tasks.text_table.read_text_table``); its distinct labels, sorted,
+            are the classes (at least 2; any number of texts each).
+        query: a table with a text column (other columns are ignored), or a ``.txt`` file
+            with one text per line (``read_texts``).
+        steps: adaptation steps (default: the run's inner steps; >= 0); refused for a run
+            that solves its head in closed form, as in :func:`classify_folders`.
+        text_column, label_column: the columns to read (default: the run's
+            ``family.text_column`` and ``family.label_column``).
+        delimiter: the field separator of the CSV / TSV files among ``support`` and
+            ``query`` (default: by extension, ``","`` or tab).
+        progress: called with the number of query texts scored after each chunk.
+
+    Returns:
+        ``TextPredictions`` (its ``probs`` on the CPU). The texts are tokenized by the run's
+        encoder and cut at its ``family.max_length`` tokens, as in training. A text model
+        has no BatchNorm, so a text's scores do not depend on the other queries, unless a
+        ProtoNet's prototypes are refined with them (``metaloop.recipes.evaluation.refining``;
+        then all queries, up to ``QUERY_CHUNK``, refine together).
+
+    Raises:
+        ValueError: not a text run; an unreadable table or file (named, with the line); a
+            support table with fewer than 2 labels; a learned head with another number of
+            outputs (``head_init="zero"`` instead); a delimiter that applies to neither file;
+            negative ``steps``, or ``steps`` for a run that takes none.
+    """
+    check_text_run(run)
+    if steps is not None and steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if steps is not None and not takes_steps(run):
+        methods = sorted({m.config["method"]["name"] for m in getattr(run, "members", [run])})
+        raise ValueError(f"steps = {steps}: {run.path} ({', '.join(methods)}) solves its head "
+                         f"in closed form and takes no adaptation steps; leave steps None")
+    for flag, path, what in (("support", support, "a CSV, TSV or JSONL table of labelled "
+                                                   "texts"),
+                             ("query", query, "a table with a text column or a .txt file")):
+        if Path(path).expanduser().is_dir():
+            raise ValueError(f"{run.path} classifies texts (model 'text'), so the {flag} is "
+                             f"{what}, not a folder ({path})")
+    fam = run.config["family"]
+    text_column, label_column = (text_column or fam["text_column"],
+                                 label_column or fam["label_column"])
+    separated = [f for f in (support, query) if _separated(f)]
+    if delimiter is not None and not separated:
+        raise ValueError(f"delimiter {delimiter!r} separates the fields of CSV and TSV files, "
+                         f"but {support} and {query} are neither")
+    texts, labels = read_text_table(support, text_column, label_column,
+                                    delimiter if _separated(support) else None)
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise ValueError(f"{support} has {len(classes)} label ({classes[0]!r}); the support "
+                         f"table needs texts of at least 2 labels, the classes to choose "
+                         f"from")
+    for member in getattr(run, "members", [run]):          # an ensemble: each of its runs
+        _check_head(member, support, len(classes), "labels")
+    queries = read_texts(query, text_column, delimiter if _separated(query) else None)
+    members = getattr(run, "members", [run])
+    tokenize = text_encoder(fam["encoder"], fam["max_length"]).tokenize   # as in training
+    device = next(run.learner.model.parameters()).device
+    sy = torch.tensor([classes.index(label) for label in labels], device=device)    # [S]
+    params = run.learner.adapt(tokenize(texts).to(device), sy, steps)
+    refines = any(getattr(m.learner, "refine", 0) for m in members)
+    size = QUERY_CHUNK if refines else TEXT_CHUNK
+    logits = []
+    with torch.no_grad():
+        for i in range(0, len(queries), size):
+            chunk = queries[i:i + size]
+            logits.append(run.learner.predict(params, tokenize(chunk).to(device)))  # [q, out]
+            if progress is not None:
+                progress(len(chunk))
+    probs = torch.cat(logits)[:, :len(classes)].softmax(-1)                     # [Q, n]
+    return TextPredictions(queries, classes, probs.cpu())
+
+
+def _separated(path) -> bool:
+    """Whether ``path`` names a CSV or TSV file (which a delimiter applies to)."""
+    return FORMATS.get(Path(path).suffix.lower()) in ("csv", "tsv")
+
+
 def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | None = None,
                     support_shift: int = 0, query_shift: int = 0) -> dict:
     """The error rate on the official runs of the Omniglot one-shot challenge.
@@ -205,10 +316,24 @@ def check_image_run(run: Run) -> dict:
     """
     tf = run.transform
     if tf is None or run.config["family"]["name"] == "sinusoid":
-        raise ValueError(f"{run.path}: predict needs an image-classification run (conv4 or "
-                         f"resnet12); this one is family {run.config['family']['name']!r}, "
-                         f"model {run.config['model']['name']!r}")
+        raise ValueError(f"{run.path}: classifying images needs an image-classification run "
+                         f"(conv4 or resnet12); this one is family "
+                         f"{run.config['family']['name']!r}, model "
+                         f"{run.config['model']['name']!r}")
     return tf
+
+
+def check_text_run(run: Run) -> None:
+    """Nothing, for a text-classification run (or ensemble): ``model.name = "text"``.
+
+    Raises:
+        ValueError: another run, naming its family and model.
+    """
+    if run.config["model"]["name"] != "text":
+        raise ValueError(f"{run.path}: classifying texts needs a text run (model 'text', e.g. "
+                         f"trained on a table family); this one is family "
+                         f"{run.config['family']['name']!r}, model "
+                         f"{run.config['model']['name']!r}")
 
 
 def _checked_transform(run: Run, steps, support_shift, query_shift) -> dict:
@@ -230,8 +355,9 @@ def _as_trained(tf: dict, x: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, tf["channels"], -1, -1)
 
 
-def _check_head(run: Run, support, n_classes: int) -> None:
-    """ValueError unless the run's learner can adapt to ``n_classes`` support classes."""
+def _check_head(run: Run, support, n_classes: int, what: str = "class folders") -> None:
+    """ValueError unless the run's learner can adapt to ``n_classes`` support classes
+    (``what`` names how the support set gives them)."""
     head = getattr(run.network, "head", None)
     head_out = head.out_features if isinstance(head, torch.nn.Linear) else None
     learned = getattr(getattr(run.learner, "inner", None), "head_init", None) == "learned"
@@ -239,6 +365,6 @@ def _check_head(run: Run, support, n_classes: int) -> None:
         raise ValueError(
             f"{support} has {n_classes} classes but the checkpoint's learned head has "
             f"{head_out} outputs ({run.config['method']['name']} trained "
-            f"{run.config['family']['ways']}-way; {run.path}); give {head_out} class folders, "
+            f"{run.config['family']['ways']}-way; {run.path}); give {head_out} {what}, "
             f"or pass --head-init zero to adapt from a zero head of {n_classes} outputs "
             f"(usually less accurate than the learned head)")

@@ -54,7 +54,7 @@ def _missing_column(path: Path, which: str, name: str, columns: Sequence[str]) -
     seps = [c for c in ";\t|," if len(columns) == 1 and c in columns[0]]
     if seps:                 # one column whose name holds a separator: another delimiter
         hint = (f" (the header looks separated by {seps[0]!r}: give delimiter={seps[0]!r}; "
-                f"metaloop adapt --delimiter, config family.delimiter)")
+                f"--delimiter in metaloop adapt and predict, family.delimiter in a config)")
     return ValueError(f"text table {path} has no {which} column {name!r}{hint}; its columns "
                       f"are {list(columns)}")
 
@@ -142,6 +142,64 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
             missing column (listing the columns it has), no rows, or empty labels or texts
             (with their line numbers).
     """
+    for which, name in (("text", text_column), ("label", label_column)):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"text table {path}: the {which} column name must be a non-empty "
+                             f"string, got {name!r}")
+    if text_column == label_column:
+        raise ValueError(f"text table {path}: the text and label columns are both "
+                         f"{text_column!r}")
+    texts, labels = _read_columns(path, {"text": text_column, "label": label_column},
+                                  delimiter, encoding)
+    return texts, labels
+
+
+def read_texts(path: str | os.PathLike, text_column: str = "text",
+               delimiter: str | None = None, encoding: str = "utf-8-sig") -> list[str]:
+    """The texts to classify: a table's text column (other columns, a label column
+    included, are ignored), or a ``.txt`` file's lines, one text per line.
+
+    Args:
+        path: a ``.csv``, ``.tsv``, ``.tab``, ``.jsonl``, ``.ndjson`` or ``.txt`` file.
+        text_column: the column (JSON key) name of a table.
+        delimiter: as :func:`read_text_table` (not for JSONL or ``.txt``).
+        encoding: as :func:`read_text_table`.
+
+    Returns:
+        N strings, in the file's order, stripped of surrounding white space; blank lines of a
+        ``.txt`` file are skipped.
+
+    Raises:
+        ValueError: as :func:`read_text_table` (naming the file), and a ``.txt`` file with
+            no text or given a delimiter.
+    """
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".txt":
+        if not isinstance(text_column, str) or not text_column:
+            raise ValueError(f"text table {path}: the text column name must be a non-empty "
+                             f"string, got {text_column!r}")
+        return _read_columns(path, {"text": text_column}, delimiter, encoding)[0]
+    if delimiter is not None:
+        raise ValueError(f"text file {p}: a delimiter applies to CSV and TSV files; a .txt "
+                         f"file holds one text per line")
+    if not p.is_file():
+        raise ValueError(f"text file {p} " + ("is not a file" if p.exists()
+                                               else "does not exist"))
+    try:
+        lines = p.read_text(encoding=encoding).splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"text file {p} is not {encoding} text (byte {e.start}: "
+                         f"{e.reason})") from e
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise ValueError(f"text file {p} holds no text (one text per line)")
+    return texts
+
+
+def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
+                  encoding: str) -> list[list[str]]:
+    """The values of the columns ``wanted`` (``{which: column name}``) of a table, in the
+    order given, after the checks :func:`read_text_table` names."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ValueError(f"text table {path} does not exist")
@@ -157,13 +215,6 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
     if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
         raise ValueError(f"text table {path}: delimiter must be one character, got "
                          f"{delimiter!r}")
-    for which, name in (("text", text_column), ("label", label_column)):
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"text table {path}: the {which} column name must be a non-empty "
-                             f"string, got {name!r}")
-    if text_column == label_column:
-        raise ValueError(f"text table {path}: the text and label columns are both "
-                         f"{text_column!r}")
     try:
         if fmt == "jsonl":
             columns, rows = _read_jsonl(path, encoding)
@@ -174,24 +225,24 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
         raise ValueError(f"text table {path} is not {encoding} text (byte {e.start}: "
                          f"{e.reason})") from e
     if fmt != "jsonl" and not columns:
+        named = " and ".join(repr(n) for n in wanted.values())
         raise ValueError(f"text table {path} is empty: it needs a header row naming the "
-                         f"columns ({text_column!r} and {label_column!r}) and one row per "
-                         f"example")
-    for which, name in (("text", text_column), ("label", label_column)):
+                         f"columns ({named}) and one row per example")
+    for which, name in wanted.items():
         if name not in columns:
             if not rows:
                 raise ValueError(f"text table {path} has no rows")
             raise _missing_column(path, which, name, columns)
     if not rows:
         raise ValueError(f"text table {path} has a header but no rows")
-    texts = [_cell(row.get(text_column)) for _, row in rows]
-    labels = [_cell(row.get(label_column)) for _, row in rows]
-    for which, name, values in (("labels", label_column, labels), ("texts", text_column, texts)):
-        empty = [line for (line, _), v in zip(rows, values) if not v]
+    values = [[_cell(row.get(name)) for _, row in rows] for name in wanted.values()]
+    for (which, name), vals in sorted(zip(wanted.items(), values),
+                                      key=lambda item: item[0][0] != "label"):
+        empty = [line for (line, _), v in zip(rows, vals) if not v]
         if empty:
-            raise ValueError(f"text table {path}: {len(empty)} row(s) have empty {which} "
+            raise ValueError(f"text table {path}: {len(empty)} row(s) have empty {which}s "
                              f"(column {name!r}) at {_lines(empty)}; fill or remove them")
-    return texts, labels
+    return values
 
 
 def texts_of(texts: Sequence[str], tokenizer, x: torch.Tensor, kind: str) -> list[str]:
