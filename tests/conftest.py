@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,19 @@ def write_image_folder(root: Path, classes: int = 6, per_class: int = 8, side: i
     return root
 
 
+def drawing(k: int):
+    """A 28 x 28 grey-level PIL image: dark strokes on white paper, different for every k."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(k)
+    a = np.full((28, 28), 255, np.uint8)
+    for _ in range(5):
+        y, x = rng.integers(2, 22, 2)
+        a[y:y + rng.integers(2, 6), x:x + rng.integers(3, 10)] = 0
+    return Image.fromarray(a)
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """A small mixed-format image folder (see ``write_image_folder``), no corrupt file."""
@@ -202,3 +216,130 @@ def sgd_keys(method: str, inner_lr: float = 0.4, inner_steps: int = 1) -> str:
     if method not in ("protonet", "r2d2"):
         lines += f"inner_steps = {inner_steps}\n"
     return lines
+
+
+def train_run(d: Path, config: str, *flags: str) -> Path:
+    """Write ``config`` to ``d/c.toml`` and train it into ``d/run`` with ``metaloop train
+    --no-progress`` and ``flags``, which must exit 0; returns ``d/run``."""
+    from metaloop.cli.main import main
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "c.toml").write_text(config)
+    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
+                 "--no-progress", *flags]) == 0
+    return d / "run"
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of the run folder ``run`` at ``dest`` (returned), for a test that changes it."""
+    shutil.copytree(run, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A function ``(config, *flags) -> run folder``: ``train_run`` of that config text and
+    those flags, trained once for the whole test run and shared by every test that asks for
+    the same, so a test must not change it (it changes a ``copy_run`` instead). The config
+    file lies beside the run, at ``run.parent / "c.toml"``."""
+    made = {}
+
+    def get(config: str, *flags: str) -> Path:
+        if (config, flags) not in made:
+            made[config, flags] = train_run(tmp_path_factory.mktemp("run"), config, *flags)
+        return made[config, flags]
+    return get
+
+
+def omniglot_config(root, method: str = "protonet", *, ways: int = 5, queries: int = 2,
+                    channels: int = 8, iterations: int = 2, meta_batch: int = 2,
+                    family_lines: str = "", method_lines: str = "",
+                    eval_lines: str = "tasks = 2\nsteps = [0]\n") -> str:
+    """A tiny Omniglot config: ``ways``-way 1-shot tasks with ``queries`` queries per class
+    from ``root``, a strided Conv4 of ``channels`` filters, ``method`` with the inner-rule
+    keys it reads (``sgd_keys``) and ``method_lines``, trained for ``iterations``
+    meta-batches of ``meta_batch`` tasks with one checkpoint at the end. ``family_lines``
+    are more [family] keys, ``eval_lines`` the [eval] section."""
+    return (f'[family]\nname = "omniglot"\nroot = "{root}"\n{family_lines}ways = {ways}\n'
+            f'shots = 1\nqueries = {queries}\n[model]\nname = "conv4"\npool = "stride"\n'
+            f'channels = {channels}\n[method]\nname = "{method}"\n{sgd_keys(method)}'
+            f'{method_lines}[train]\niterations = {iterations}\nmeta_batch = {meta_batch}\n'
+            f'checkpoint_every = {iterations}\n[eval]\n{eval_lines}')
+
+
+@pytest.fixture(scope="session")
+def protonet_run(omniglot_root, trained_run) -> Path:
+    """A ProtoNet run of ``omniglot_config``'s defaults (5-way 1-shot, 2 queries, 8 filters,
+    2 iterations), trained once for the test run: read it, never change it."""
+    return trained_run(omniglot_config(omniglot_root))
+
+
+@pytest.fixture(scope="session")
+def method_runs(omniglot_root, trained_run):
+    """A function ``(method, family="omniglot", method_lines="") -> run folder`` (a str):
+    ``method`` trained for 2 iterations on 3-way 1-shot Omniglot with a Conv4 of 4 filters
+    (or, for ``family="sinusoid"``, on sinusoid with an MLP of 8 hidden units), evaluated
+    after 0 steps for a solved head and 1 step for the others; each trained once for the
+    test run (``trained_run``): read it, never change it."""
+    from metaloop.config import HEAD_BASED
+
+    def get(method: str, family: str = "omniglot", method_lines: str = "") -> str:
+        steps = "[0]" if method in HEAD_BASED else "[1]"
+        evals = f"tasks = 2\nsteps = {steps}\n"
+        if family == "sinusoid":
+            config = ('[family]\nname = "sinusoid"\n[model]\nname = "mlp"\nhidden = [8]\n'
+                      f'[method]\nname = "{method}"\n{sgd_keys(method)}{method_lines}'
+                      '[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n'
+                      f'[eval]\n{evals}')
+        else:
+            config = omniglot_config(omniglot_root, method, ways=3, channels=4,
+                                     method_lines=method_lines, eval_lines=evals)
+        return str(trained_run(config))
+    return get
+
+
+def tensor_config(path: Path, method_lines: str = 'name = "r2d2"\n', iterations: int = 2,
+                  eval_lines: str = "tasks = 4\nsteps = [0]\n") -> str:
+    """A config on the tensor file ``path`` (``write_tensor_file``: 12 classes, half of them
+    held out for testing, no val split): 2-way 2-shot tasks with 3 queries, an MLP of 16
+    hidden units, the [method] ``method_lines``, ``iterations`` meta-batches of 2 tasks with
+    one checkpoint at the end, and the [eval] ``eval_lines``."""
+    return (f'[family]\nname = "tensors"\nroot = "{path}"\nways = 2\nshots = 2\nqueries = 3\n'
+            'split_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "mlp"\nhidden = [16]\n'
+            f'[method]\n{method_lines}[train]\niterations = {iterations}\nmeta_batch = 2\n'
+            f'checkpoint_every = {iterations}\n[eval]\n{eval_lines}')
+
+
+def meta_gradient_cases(test):
+    """``test`` parametrized over the exact meta-gradient cases of ``tiny_meta_batch``:
+    ``method`` MAML or ANIL, ``steps`` 1 or 3, ``first_order`` or not, ``kind`` "mlp" or
+    "conv4"."""
+    from metaloop.meta import ANIL, MAML
+
+    for mark in (pytest.mark.parametrize("method", [MAML, ANIL], ids=["maml", "anil"]),
+                 pytest.mark.parametrize("steps", [1, 3]),
+                 pytest.mark.parametrize("first_order", [False, True], ids=["second", "first"]),
+                 pytest.mark.parametrize("kind", ["mlp", "conv4"])):
+        test = mark(test)
+    return test
+
+
+def tiny_meta_batch(kind: str, tasks: int, seed: int, hidden=(16, 16)):
+    """(model, loss name, batch) for exact meta-gradient checks in float64. ``kind`` "mlp":
+    an MLP(1, hidden, 1) and ``tasks`` sinusoid tasks of 5 shots and 6 queries; "conv4": a
+    Conv4 of 4 filters and ``tasks`` 3-way 1-shot tasks of random 16 x 16 images with 2
+    queries per class. The model is drawn after ``torch.manual_seed(seed)``, the batch from
+    a generator seeded with ``seed + 1``."""
+    import metaloop as ml
+    from metaloop.models import MLP, Conv4
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    if kind == "mlp":
+        batch = ml.tasks.Sinusoid(5, 6).sample(tasks, g, dtype=torch.float64)
+        return MLP(1, hidden, 1).double(), "mse", batch
+    sy = torch.arange(3).repeat(tasks, 1)                              # [B, 3]: 3-way 1-shot
+    qy = torch.arange(3).repeat(tasks, 2)                              # [B, 6]
+    batch = ml.TaskBatch(torch.randn(tasks, 3, 1, 16, 16, generator=g), sy,
+                         torch.randn(tasks, 6, 1, 16, 16, generator=g), qy)
+    return Conv4(1, 4, 3, image_size=16).double(), "ce", batch

@@ -16,7 +16,7 @@ from metaloop.recipes.evaluation import evaluate_run
 from metaloop.train.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import write_image_folder  # noqa: E402
+from conftest import copy_run, train_run, write_image_folder  # noqa: E402
 
 SINUSOID = ('[family]\nname = "sinusoid"\nshots = 5\nqueries = 5\n[method]\nname = "maml"\n'
             'learn_inner_lr = true\n[train]\niterations = 4\nmeta_batch = 2\n'
@@ -24,11 +24,9 @@ SINUSOID = ('[family]\nname = "sinusoid"\nshots = 5\nqueries = 5\n[method]\nname
 
 
 @pytest.fixture
-def sinusoid_run(tmp_path) -> Path:
-    (tmp_path / "c.toml").write_text(SINUSOID)
-    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
-                 "--no-progress"]) == 0
-    return tmp_path / "r"
+def sinusoid_run(trained_run) -> Path:
+    """The run of SINUSOID, trained once for the test run: read it, never change it."""
+    return trained_run(SINUSOID)
 
 
 def test_load_run_gives_the_checkpoints_weights_config_and_iteration(sinusoid_run):
@@ -64,14 +62,11 @@ def test_evaluate_run_is_what_metaloop_eval_writes(sinusoid_run, tmp_path):
 
 def test_a_folder_run_carries_its_class_split_and_transform(tmp_path):
     root = write_image_folder(tmp_path / "images", classes=8, per_class=5, mixed=False)
-    (tmp_path / "c.toml").write_text(
-        f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\nqueries = 2\n'
-        'image_size = 20\nchannels = 3\ninvert = "auto"\nsplit_fractions = [0.5, 0.25, 0.25]\n'
-        '[model]\nname = "conv4"\nchannels = 4\n[method]\nname = "r2d2"\n'
-        '[train]\niterations = 1\nmeta_batch = 1\n')
-    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
-                 "--no-progress"]) == 0
-    run = ml.load_run(tmp_path / "r")
+    run = ml.load_run(train_run(
+        tmp_path, f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\n'
+        'queries = 2\nimage_size = 20\nchannels = 3\ninvert = "auto"\n'
+        'split_fractions = [0.5, 0.25, 0.25]\n[model]\nname = "conv4"\nchannels = 4\n'
+        '[method]\nname = "r2d2"\n[train]\niterations = 1\nmeta_batch = 1\n'))
     assert sorted(sum(run.classes.values(), [])) == sorted(
         p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(run.classes["train"]) == 4 and not set(run.classes["train"]) & set(
@@ -91,23 +86,22 @@ def test_no_run_is_a_named_error(tmp_path, make, message):
         ml.load_run(make(tmp_path))
 
 
-def test_tensors_that_do_not_fit_the_config_are_named(sinusoid_run):
-    state_path = next(sinusoid_run.glob("ckpt-00000004/state.json"))
+def test_tensors_that_do_not_fit_the_config_are_named(sinusoid_run, tmp_path):
+    run = copy_run(sinusoid_run, tmp_path / "r")
+    state_path = next(run.glob("ckpt-00000004/state.json"))
     state = json.loads(state_path.read_text())
     state["config"]["model"]["hidden"] = [41, 40]
     state_path.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="has shape .* expects"):
-        ml.load_run(sinusoid_run)
+        ml.load_run(run)
 
 
 def test_a_reptile_run_loads_its_shared_inner_adam_state(tmp_path):
     body = SINUSOID.replace('name = "maml"\nlearn_inner_lr = true',
                             'name = "reptile"\ninner_optimizer = "adam"\nadam_state = "shared"')
-    (tmp_path / "c.toml").write_text(body)
-    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
-                 "--no-progress"]) == 0
-    tensors, _ = load_checkpoint(tmp_path / "r")
-    run = ml.load_run(tmp_path / "r")
+    path = train_run(tmp_path, body)
+    tensors, _ = load_checkpoint(path)
+    run = ml.load_run(path)
     state = run.learner.extra_state()
     assert int(state["t"]) == 4 * 2 * 1                  # 4 iterations x 2 tasks x 1 step
     assert set(state) == {k[len("learner."):] for k in tensors if k.startswith("learner.")}

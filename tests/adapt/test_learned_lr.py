@@ -7,15 +7,20 @@ and central finite differences in the step sizes.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-import metaloop as ml
 from metaloop.adapt.learned_lr import InnerLRs, split_lrs, step_lr
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.losses import get_loss
-from metaloop.meta import ANIL, MAML
-from metaloop.models import MLP, Conv4
+from metaloop.meta import MAML
+from metaloop.models import MLP
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import meta_gradient_cases, tiny_meta_batch  # noqa: E402
 
 RTOL = 1e-6
 
@@ -25,17 +30,8 @@ pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _setup(kind):
-    torch.manual_seed(3)
-    if kind == "mlp":
-        batch = ml.tasks.Sinusoid(5, 6).sample(2, torch.Generator().manual_seed(4),
-                                               dtype=torch.float64)
-        return MLP(1, (12, 12), 1).double(), "mse", 0.05, batch
-    g = torch.Generator().manual_seed(4)
-    sy = torch.arange(3).repeat(2, 1)                                  # [B, 3]: 3-way 1-shot
-    qy = torch.arange(3).repeat(2, 2)                                  # [B, 6]
-    batch = ml.TaskBatch(torch.randn(2, 3, 1, 16, 16, generator=g), sy,
-                         torch.randn(2, 6, 1, 16, 16, generator=g), qy)
-    return Conv4(1, 4, 3, image_size=16).double(), "ce", 0.3, batch
+    model, loss, batch = tiny_meta_batch(kind, 2, 3, hidden=(12, 12))
+    return model, loss, 0.05 if kind == "mlp" else 0.3, batch
 
 
 def _reference(model, loss, names, lrs, batch, first_order):
@@ -61,10 +57,7 @@ def _close(a, b):
     return float((a - b).abs().max() / scale)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "conv4"])
-@pytest.mark.parametrize("first_order", [False, True], ids=["second", "first"])
-@pytest.mark.parametrize("steps", [1, 3])
-@pytest.mark.parametrize("method", [MAML, ANIL], ids=["maml", "anil"])
+@meta_gradient_cases
 def test_meta_gradient_matches_unrolled_reference(kind, first_order, steps, method):
     model, loss, lr, batch = _setup(kind)
     learner = method(model, lr, steps, first_order=first_order, loss=loss, learn_lr=True)

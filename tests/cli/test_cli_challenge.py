@@ -3,6 +3,8 @@ alphabets, ``metaloop eval --within-alphabet`` (error rate, CI, trial count), na
 errors that write nothing, and ``metaloop predict`` on official-style 105x105 1-bit PNGs."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,24 +20,20 @@ from metaloop.evaluate.heldout import heldout_tasks
 from metaloop.evaluate.records import validate_record
 from metaloop.runs import load_run
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import omniglot_config  # noqa: E402
+
 
 def _config_text(root, family_extra="", eval_extra=""):
-    return (f'[family]\nname = "omniglot"\nroot = "{root}"\nsplit = "background_train"\n'
-            f'ways = 5\nshots = 1\nqueries = 2\n{family_extra}'
-            f'[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
-            f'[method]\nname = "protonet"\n'
-            f'[train]\niterations = 3\nmeta_batch = 2\ncheckpoint_every = 3\n'
-            f'[eval]\nsplit = "background_val"\nwithin_alphabet = true\nways = 20\n'
-            f'queries = 1\ntasks = 4\nsteps = [0]\n{eval_extra}')
+    return omniglot_config(root, family_lines=f'split = "background_train"\n{family_extra}',
+                           iterations=3,
+                           eval_lines=f'split = "background_val"\nwithin_alphabet = true\n'
+                           f'ways = 20\nqueries = 1\ntasks = 4\nsteps = [0]\n{eval_extra}')
 
 
 @pytest.fixture(scope="module")
-def run(omniglot_root, tmp_path_factory):
-    d = tmp_path_factory.mktemp("challenge")
-    (d / "c.toml").write_text(_config_text(omniglot_root, "within_alphabet = 0.5\n"))
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return d / "run"
+def run(omniglot_root, trained_run):
+    return trained_run(_config_text(omniglot_root, "within_alphabet = 0.5\n"))
 
 
 def test_eval_within_alphabet_reports_the_error_rate(run, tmp_path, capsys):
@@ -75,15 +73,13 @@ def test_eval_within_alphabet_reports_the_error_rate(run, tmp_path, capsys):
     assert (idx % 20 == (idx % 20)[:, :1]).all() and (a == a[:, :1]).all()
 
 
-def test_seed_and_ensemble_of_runs(run, omniglot_root, tmp_path, capsys):
+def test_seed_and_ensemble_of_runs(run, trained_run, tmp_path, capsys):
     """``train --seed`` trains another member of one config; ``eval --checkpoint A B`` scores
     the ensemble (averaged probabilities), as the Ensemble learner does, and its record sums
     the members' budgets."""
     from metaloop.meta import Ensemble
     from metaloop.recipes.evaluation import evaluate_run, load_ensemble
-    second = tmp_path / "seed1"
-    assert main(["train", "--config", str(run.parent / "c.toml"), "--seed", "1", "--out",
-                 str(second), "--no-progress"]) == 0
+    second = trained_run((run.parent / "c.toml").read_text(), "--seed", "1")
     a, b = load_run(run), load_run(second)
     assert (a.config["train"]["seed"], b.config["train"]["seed"]) == (0, 1)
     wa, wb = (dict(r.learner.model.named_parameters()) for r in (a, b))
@@ -273,16 +269,14 @@ def _moved(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out
 
 
-def test_predict_an_ensemble_with_shifts_and_joint_refinement(run, omniglot_root, tmp_path,
-                                                               capsys):
+def test_predict_an_ensemble_with_shifts_and_joint_refinement(run, trained_run, omniglot_root,
+                                                               tmp_path, capsys):
     """``predict --checkpoint A B --support-shift --query-shift --refine --refine-jointly``
     gives the probabilities written out by hand: the support grown by every shift, each
     query's probabilities averaged over its shifts, the members' prototypes refined with
     one shared assignment of all those query copies, and the members averaged."""
     from metaloop.recipes.evaluation import load_ensemble, refining
-    second = tmp_path / "seed1"
-    assert main(["train", "--config", str(run.parent / "c.toml"), "--seed", "1", "--out",
-                 str(second), "--no-progress"]) == 0
+    second = trained_run((run.parent / "c.toml").read_text(), "--seed", "1")
     images, _ = load_omniglot_images(omniglot_root, "evaluation", 28)       # [659, 20, ...]
     chars = [0, 1, 2, 3, 4]
     _episode_folders(images, chars, (1,), tmp_path)

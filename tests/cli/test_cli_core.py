@@ -3,11 +3,15 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from metaloop.cli.main import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import train_run  # noqa: E402
 
 SMALL = ["compare", "--iterations", "20", "--tasks", "20", "--no-progress",
          "--methods", "scratch,pretrain,maml,fomaml,reptile,anil"]
@@ -39,24 +43,19 @@ def test_compare_applies_maml_only_config_keys_to_the_maml_family_only(tmp_path)
 
 
 def test_recomputed_inner_loop_from_a_config_trains(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\ninner_steps = 2\n'
-                   'recompute_inner_loop = true\n[train]\niterations = 3\nmeta_batch = 4\n')
-    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"),
-                 "--no-progress"]) == 0
+    run = train_run(tmp_path, '[family]\nname = "sinusoid"\n[method]\nname = "maml"\n'
+                    'inner_steps = 2\nrecompute_inner_loop = true\n[train]\niterations = 3\n'
+                    'meta_batch = 4\n')
     from metaloop.runs import load_run
-    _run = load_run(tmp_path / "r")
+    _run = load_run(run)
     learner, _ = _run.learner, _run.config
     assert learner.inner.checkpoint
 
 
 def test_learned_inner_lr_trains_resumes_and_evaluates_with_the_learned_table(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\ninner_steps = 2\n'
-                   'learn_inner_lr = true\n[train]\niterations = 4\ncheckpoint_every = 2\n'
-                   'meta_batch = 4\n[eval]\ntasks = 5\nsteps = [0, 3]\n')
-    run = tmp_path / "r"
-    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    run = train_run(tmp_path, '[family]\nname = "sinusoid"\n[method]\nname = "maml"\n'
+                    'inner_steps = 2\nlearn_inner_lr = true\n[train]\niterations = 4\n'
+                    'checkpoint_every = 2\nmeta_batch = 4\n[eval]\ntasks = 5\nsteps = [0, 3]\n')
     from metaloop.runs import load_run
     from metaloop.train.checkpoint import load_checkpoint
     _run = load_run(run)
@@ -113,18 +112,15 @@ class _FakeFamily:
 
 
 def test_train_then_eval_roundtrip(tmp_path, capsys):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "maml"\n'
-                   '[train]\niterations = 6\ncheckpoint_every = 3\nmeta_batch = 4\n'
-                   '[eval]\ntasks = 10\nsteps = [0, 1]\n')
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    run = train_run(tmp_path, '[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "maml"\n'
+                    '[train]\niterations = 6\ncheckpoint_every = 3\nmeta_batch = 4\n'
+                    '[eval]\ntasks = 10\nsteps = [0, 1]\n')
     assert (run / "LATEST").read_text().strip() == "ckpt-00000006"
     assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev")]) == 0
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert res["methods"]["maml"]["steps"] == [0, 1]
     # a second train into the same directory must not clobber it
-    assert main(["train", "--config", str(cfg), "--out", str(run)]) == 2
+    assert main(["train", "--config", str(run.parent / "c.toml"), "--out", str(run)]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(run), "--tasks", "0"]) == 2
     assert "--tasks must be positive, got 0" in capsys.readouterr().err
@@ -192,11 +188,8 @@ def test_python_dash_m_entry_point():
 
 
 def test_resuming_a_finished_run_says_so_without_an_empty_meta_batch(tmp_path, capsys):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\n'
-                   '[train]\niterations = 2\nmeta_batch = 2\n')
-    run = tmp_path / "r"
-    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    run = train_run(tmp_path, '[family]\nname = "sinusoid"\n[method]\nname = "maml"\n'
+                    '[train]\niterations = 2\nmeta_batch = 2\n')
     assert "last meta-batch {'loss'" in capsys.readouterr().out
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out

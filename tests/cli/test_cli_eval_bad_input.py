@@ -11,22 +11,14 @@ import pytest
 from metaloop.cli.main import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import write_tensor_file  # noqa: E402
+from conftest import tensor_config, train_run, write_tensor_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """An R2D2 run on a tensor file: 12 classes of 10 examples, 6 held out, no val split."""
     d = tmp_path_factory.mktemp("eval_bad_input")
-    write_tensor_file(d / "feats.npz")
-    (d / "c.toml").write_text(
-        f'[family]\nname = "tensors"\nroot = "{d / "feats.npz"}"\nways = 2\nshots = 2\n'
-        'queries = 3\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "mlp"\n'
-        'hidden = [16]\n[method]\nname = "r2d2"\n[train]\niterations = 2\nmeta_batch = 2\n'
-        'checkpoint_every = 2\n[eval]\ntasks = 4\nsteps = [0]\n')
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return d / "run"
+    return train_run(d, tensor_config(write_tensor_file(d / "feats.npz")))
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -5,7 +5,6 @@ and every command of the committed records (docs/results) is still accepted."""
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,39 +13,7 @@ from metaloop import config
 from metaloop.cli import eval as eval_cli
 from metaloop.cli.main import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import sgd_keys  # noqa: E402
-
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
-
-
-def _train(d, family, method):
-    fam = (f'[family]\nname = "omniglot"\nroot = "{family}"\nways = 3\nshots = 1\n'
-           f'queries = 2\n[model]\nname = "conv4"\npool = "stride"\nchannels = 4\n'
-           if family != "sinusoid" else '[family]\nname = "sinusoid"\n[model]\nname = "mlp"\n'
-           'hidden = [8]\n')
-    steps = "[0]" if method in config.HEAD_BASED else "[1]"
-    (d / "c.toml").write_text(
-        f'{fam}[method]\nname = "{method}"\n{sgd_keys(method)}'
-        f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n'
-        f'[eval]\ntasks = 2\nsteps = {steps}\n')
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return str(d / "run")
-
-
-@pytest.fixture(scope="module")
-def runs(omniglot_root, tmp_path_factory):
-    """A function ``(method, family="omniglot") -> run directory``, each trained once."""
-    made = {}
-
-    def get(method, family="omniglot"):
-        if (method, family) not in made:
-            made[method, family] = _train(tmp_path_factory.mktemp(f"{method}_{family}"),
-                                          omniglot_root if family == "omniglot" else family,
-                                          method)
-        return made[method, family]
-    return get
 
 
 def _refused(argv, capsys, tmp_path, *words):
@@ -63,57 +30,58 @@ def _refused(argv, capsys, tmp_path, *words):
 
 
 @pytest.mark.parametrize("method", ["protonet", "r2d2", "metaoptnet"])
-def test_steps_are_refused_for_a_solved_head(runs, tmp_path, capsys, method):
+def test_steps_are_refused_for_a_solved_head(method_runs, tmp_path, capsys, method):
     """A closed-form head takes no adaptation steps: every --steps gave the same numbers."""
-    _refused(["--checkpoint", runs(method), "--steps", "0,1,5"], capsys, tmp_path,
+    _refused(["--checkpoint", method_runs(method), "--steps", "0,1,5"], capsys, tmp_path,
              f"--steps 0,1,5: {method} (", "solves its head in closed form",
              "would change nothing")
 
 
-def test_refine_settings_without_refine_are_refused(runs, tmp_path, capsys):
+def test_refine_settings_without_refine_are_refused(method_runs, tmp_path, capsys):
     """The run's eval.refine is 0 and no --refine is given: the temperature and the weight
     refined nothing, and the run was evaluated as without them."""
     for flag in ("--refine-temperature", "--refine-weight"):
-        _refused(["--checkpoint", runs("protonet"), flag, "2"], capsys, tmp_path,
+        _refused(["--checkpoint", method_runs("protonet"), flag, "2"], capsys, tmp_path,
                  f"{flag} 2.0 sets how --refine refines the prototypes",
                  "would change nothing")
     # an explicit --refine 0 (a sweep's baseline) keeps them, as predict does
-    assert main(["eval", "--checkpoint", runs("protonet"), "--refine", "0",
+    assert main(["eval", "--checkpoint", method_runs("protonet"), "--refine", "0",
                  "--refine-temperature", "2", "--tasks", "1", "--no-progress"]) == 0
 
 
-def test_refine_jointly_with_one_checkpoint_is_refused(runs, tmp_path, capsys):
-    _refused(["--checkpoint", runs("protonet"), "--refine", "2", "--refine-jointly"], capsys,
+def test_refine_jointly_with_one_checkpoint_is_refused(method_runs, tmp_path, capsys):
+    _refused(["--checkpoint", method_runs("protonet"), "--refine", "2", "--refine-jointly"], capsys,
              tmp_path, "--refine-jointly", "one --checkpoint is given", "change nothing")
 
 
-def test_scoring_for_a_learner_that_scores_one_way_is_refused(runs, tmp_path, capsys):
-    _refused(["--checkpoint", runs("maml"), "--scoring", "as-trained"], capsys, tmp_path,
+def test_scoring_for_a_learner_that_scores_one_way_is_refused(method_runs, tmp_path, capsys):
+    _refused(["--checkpoint", method_runs("maml"), "--scoring", "as-trained"], capsys, tmp_path,
              "--scoring as-trained: maml (", "always scores a task's queries together",
              "would change nothing")
     # transductive: the first run's config names the flag
-    _refused(["--checkpoint", runs("maml"), "--scoring", "transductive"], capsys, tmp_path,
+    _refused(["--checkpoint", method_runs("maml"), "--scoring", "transductive"], capsys, tmp_path,
              "--scoring transductive: config eval.scoring = 'transductive' applies to")
     # an ensemble: every member is checked, before any task is drawn
-    _refused(["--checkpoint", runs("protonet"), runs("maml"), "--scoring", "non-transductive"],
-             capsys, tmp_path, f"--scoring non-transductive: {runs('maml')} is maml")
+    _refused(["--checkpoint", method_runs("protonet"), method_runs("maml"), "--scoring",
+              "non-transductive"], capsys, tmp_path,
+             f"--scoring non-transductive: {method_runs('maml')} is maml")
 
 
-def test_refine_for_a_member_without_prototypes_is_named(runs, tmp_path, capsys):
-    _refused(["--checkpoint", runs("protonet"), runs("maml"), "--refine", "2"], capsys,
-             tmp_path, "--refine 2 refines prototypes, which only a protonet run has; "
-             f"{runs('maml')} is maml")
+def test_refine_for_a_member_without_prototypes_is_named(method_runs, tmp_path, capsys):
+    _refused(["--checkpoint", method_runs("protonet"), method_runs("maml"), "--refine", "2"],
+             capsys, tmp_path, "--refine 2 refines prototypes, which only a protonet run has; "
+             f"{method_runs('maml')} is maml")
 
 
-def test_omniglot_flags_on_another_family_are_refused(runs, tmp_path, capsys):
-    sin = runs("maml", "sinusoid")
+def test_omniglot_flags_on_another_family_are_refused(method_runs, tmp_path, capsys):
+    sin = method_runs("maml", "sinusoid")
     for flags in (["--drawers", "any"], ["--drawers", "shared"], ["--within-alphabet"]):
         _refused(["--checkpoint", sin, *flags], capsys, tmp_path, " ".join(flags),
                  "is family 'sinusoid'", "choose Omniglot's alphabets and drawers")
 
 
-def test_image_shifts_and_ways_on_sinusoid_are_refused(runs, tmp_path, capsys):
-    sin = runs("maml", "sinusoid")
+def test_image_shifts_and_ways_on_sinusoid_are_refused(method_runs, tmp_path, capsys):
+    sin = method_runs("maml", "sinusoid")
     for flags in (["--support-shift", "0"], ["--query-shift", "1"]):
         _refused(["--checkpoint", sin, *flags], capsys, tmp_path, " ".join(flags),
                  "shifts images, but", "reads no images (family 'sinusoid'")
@@ -124,10 +92,10 @@ def test_image_shifts_and_ways_on_sinusoid_are_refused(runs, tmp_path, capsys):
 
 
 def test_tf32_without_cuda_and_several_steps_on_the_official_runs_are_refused(
-        runs, tmp_path, capsys):
-    _refused(["--checkpoint", runs("maml"), "--tf32"], capsys, tmp_path,
+        method_runs, tmp_path, capsys):
+    _refused(["--checkpoint", method_runs("maml"), "--tf32"], capsys, tmp_path,
              "--tf32 allows TF32 matmuls on CUDA, but --device is cpu")
-    _refused(["--checkpoint", runs("maml"), "--lake-runs", "nosuch", "--steps", "0,3"],
+    _refused(["--checkpoint", method_runs("maml"), "--lake-runs", "nosuch", "--steps", "0,3"],
              capsys, tmp_path, "--steps 0,3: --lake-runs scores the official runs after one "
              "number of steps (the largest, 3)", "give one, e.g. --steps 3")
 
@@ -142,8 +110,8 @@ def test_tf32_without_cuda_and_several_steps_on_the_official_runs_are_refused(
     (["--steps", "-1"], "--steps must be non-negative ints, got -1"),
     (["--split", "nosuch"], "--split nosuch: "),
 ])
-def test_bad_values_are_named_by_their_flag(runs, tmp_path, capsys, flags, message):
-    _refused(["--checkpoint", runs("protonet"), *flags], capsys, tmp_path, message)
+def test_bad_values_are_named_by_their_flag(method_runs, tmp_path, capsys, flags, message):
+    _refused(["--checkpoint", method_runs("protonet"), *flags], capsys, tmp_path, message)
 
 
 def _committed_eval_commands() -> list[str]:
@@ -169,7 +137,7 @@ def _committed_eval_commands() -> list[str]:
     return out
 
 
-def test_the_committed_records_commands_are_still_accepted(runs, tmp_path, monkeypatch):
+def test_the_committed_records_commands_are_still_accepted(method_runs, tmp_path, monkeypatch):
     """The reproduction commands of docs/results, on small runs of the same method and
     family: every flag check passes (the evaluation itself is left out)."""
     commands = _committed_eval_commands()
@@ -185,7 +153,7 @@ def test_the_committed_records_commands_are_still_accepted(runs, tmp_path, monke
         method = method if method in ("protonet", "r2d2", "metaoptnet", "reptile") else "maml"
         i = argv.index("--checkpoint") + 1
         j = next((k for k in range(i, len(argv)) if argv[k].startswith("--")), len(argv))
-        argv[i:j] = [runs(method, family)] * (j - i)
+        argv[i:j] = [method_runs(method, family)] * (j - i)
         if "--record" in argv:
             argv[argv.index("--record") + 1] = str(tmp_path / "r.json")
         assert main(argv) == 0, command

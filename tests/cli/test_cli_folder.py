@@ -15,7 +15,13 @@ from metaloop import config as _config
 from metaloop.cli.main import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO, write_image_folder, write_tensor_file  # noqa: E402
+from conftest import (  # noqa: E402
+    REPO,
+    tensor_config,
+    train_run,
+    write_image_folder,
+    write_tensor_file,
+)
 
 EXAMPLE = REPO / "configs" / "folder_example.toml"
 
@@ -108,15 +114,10 @@ def test_predict_applies_the_training_transform(folder_run, tmp_path, capsys, mo
 
 
 def test_tensor_file_family(tmp_path):
-    write_tensor_file(tmp_path / "feats.npz")
-    (tmp_path / "c.toml").write_text(
-        f'[family]\nname = "tensors"\nroot = "{tmp_path / "feats.npz"}"\nways = 2\nshots = 2\n'
-        'queries = 3\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "mlp"\n'
-        'hidden = [16]\n[method]\nname = "maml"\ninner_lr = 0.1\n[train]\niterations = 3\n'
-        'meta_batch = 2\ncheckpoint_every = 3\n[eval]\ntasks = 10\nsteps = [0, 1]\n')
-    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"),
-                 "--no-progress"]) == 0
-    assert main(["eval", "--checkpoint", str(tmp_path / "r"), "--no-progress",
+    run = train_run(tmp_path, tensor_config(write_tensor_file(tmp_path / "feats.npz"),
+                                            'name = "maml"\ninner_lr = 0.1\n', iterations=3,
+                                            eval_lines="tasks = 10\nsteps = [0, 1]\n"))
+    assert main(["eval", "--checkpoint", str(run), "--no-progress",
                  "--out", str(tmp_path / "e")]) == 0
     res = json.loads((tmp_path / "e" / "results.json").read_text())
     assert len(res["config"]["family"]["test_classes"]) == 6

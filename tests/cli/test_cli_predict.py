@@ -18,26 +18,20 @@ from metaloop.recipes.predict import predict_folders
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import sgd_keys  # noqa: E402
+from conftest import omniglot_config, train_run  # noqa: E402
 
 TASKS, WAYS, QUERIES = 3, 5, 3
 
 
 def _config_text(root, method="maml", extra=""):
-    return (f'[family]\nname = "omniglot"\nroot = "{root}"\nways = {WAYS}\nshots = 1\n'
-            f'queries = {QUERIES}\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
-            f'[method]\nname = "{method}"\n{sgd_keys(method)}{extra}'
-            f'[train]\niterations = 3\nmeta_batch = 2\ncheckpoint_every = 3\n'
-            f'[eval]\ntasks = {TASKS}\nsteps = [1]\nqueries = {QUERIES}\n')
+    return omniglot_config(root, method, ways=WAYS, queries=QUERIES, iterations=3,
+                           method_lines=extra,
+                           eval_lines=f"tasks = {TASKS}\nsteps = [1]\nqueries = {QUERIES}\n")
 
 
 @pytest.fixture(scope="module")
-def maml_run(omniglot_root, tmp_path_factory):
-    d = tmp_path_factory.mktemp("maml")
-    (d / "c.toml").write_text(_config_text(omniglot_root))
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return d / "run"
+def maml_run(omniglot_root, trained_run):
+    return trained_run(_config_text(omniglot_root))
 
 
 def _save(x: torch.Tensor, path, kind="png"):
@@ -155,10 +149,7 @@ def test_bad_folders_exit_2_naming_the_path(maml_run, tmp_path, capsys, case, me
 
 @pytest.mark.parametrize("method", ["pretrain", "r2d2"])
 def test_zero_and_solved_heads_take_any_class_count(omniglot_root, tmp_path, capsys, method):
-    (tmp_path / "c.toml").write_text(_config_text(omniglot_root, method))
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(run),
-                 "--no-progress"]) == 0
+    run = train_run(tmp_path, _config_text(omniglot_root, method))
     capsys.readouterr()
     _run = load_run(run)
     learner, _ = _run.learner, _run.config
@@ -171,11 +162,7 @@ def test_zero_and_solved_heads_take_any_class_count(omniglot_root, tmp_path, cap
 
 
 def test_learned_step_sizes_checkpoint_predicts_with_its_table(omniglot_root, tmp_path, capsys):
-    (tmp_path / "c.toml").write_text(_config_text(omniglot_root,
-                                                  extra="learn_inner_lr = true\n"))
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(run),
-                 "--no-progress"]) == 0
+    run = train_run(tmp_path, _config_text(omniglot_root, extra="learn_inner_lr = true\n"))
     learner = load_run(run).learner
     assert learner.model.inner_lr.shape == (1, 18)        # 1 step x Conv4's 18 tensors
     s, q = _folders(tmp_path, classes=("a", "b", "c"))

@@ -9,50 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from metaloop.cli.main import main
 from metaloop.recipes.predict import classify_folders, tsv_line
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import sgd_keys  # noqa: E402
-
-
-def _train(omniglot_root, d, method, extra=""):
-    (d / "c.toml").write_text(
-        f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 3\nshots = 1\n'
-        f'queries = 2\n[model]\nname = "conv4"\npool = "stride"\nchannels = 4\n'
-        f'[method]\nname = "{method}"\n{sgd_keys(method)}{extra}'
-        f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n'
-        f'[eval]\ntasks = 2\nsteps = [1]\n')
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return str(d / "run")
-
-
-@pytest.fixture(scope="module")
-def runs(omniglot_root, tmp_path_factory):
-    """A function ``method -> run directory``, each trained once (2 iterations, 3-way)."""
-    made = {}
-
-    def get(method):
-        if method not in made:
-            made[method] = _train(omniglot_root, tmp_path_factory.mktemp(method), method)
-        return made[method]
-    return get
-
-
-def _drawing(k: int) -> Image.Image:
-    """Dark strokes on white paper, different for every k."""
-    rng = np.random.default_rng(k)
-    a = np.full((28, 28), 255, np.uint8)
-    for _ in range(5):
-        y, x = rng.integers(2, 22, 2)
-        a[y:y + rng.integers(2, 6), x:x + rng.integers(3, 10)] = 0
-    return Image.fromarray(a)
+from conftest import drawing  # noqa: E402
 
 
 def _folders(root, classes=("a", "b", "c"), queries=None):
@@ -60,10 +24,10 @@ def _folders(root, classes=("a", "b", "c"), queries=None):
     queries = queries or {f"q{k}.png": c for k, c in enumerate(classes)}
     for k, c in enumerate(classes):
         (root / "s" / c).mkdir(parents=True)
-        _drawing(k).save(root / "s" / c / "0.png")
+        drawing(k).save(root / "s" / c / "0.png")
     for f, c in queries.items():
         (root / "q" / f).parent.mkdir(parents=True, exist_ok=True)
-        _drawing(classes.index(c)).save(root / "q" / f)
+        drawing(classes.index(c)).save(root / "q" / f)
     return str(root / "s"), str(root / "q")
 
 
@@ -80,10 +44,10 @@ def _refused(argv, capsys, tmp_path, *words):
 
 
 @pytest.mark.parametrize("method", ["protonet", "r2d2", "metaoptnet"])
-def test_steps_and_head_init_are_refused_for_a_solved_head(runs, tmp_path, capsys, method):
+def test_steps_and_head_init_are_refused_for_a_solved_head(method_runs, tmp_path, capsys, method):
     """A solved head takes no adaptation steps and has no learned head to replace: --steps
     and --head-init zero changed nothing, and predict ran as if they were not given."""
-    run = runs(method)
+    run = method_runs(method)
     s, q = _folders(tmp_path)
     base = ["predict", "--checkpoint", run, "--support", s, "--query", q]
     err = _refused([*base, "--steps", "5"], capsys, tmp_path, "--steps 5", method, run,
@@ -99,8 +63,8 @@ def test_steps_and_head_init_are_refused_for_a_solved_head(runs, tmp_path, capsy
 
 
 @pytest.mark.parametrize("method", ["maml", "anil", "reptile"])
-def test_steps_are_taken_by_a_learner_that_steps(runs, tmp_path, capsys, method):
-    run = runs(method)
+def test_steps_are_taken_by_a_learner_that_steps(method_runs, tmp_path, capsys, method):
+    run = method_runs(method)
     s, q = _folders(tmp_path)
     capsys.readouterr()
     scores = []
@@ -111,21 +75,21 @@ def test_steps_are_taken_by_a_learner_that_steps(runs, tmp_path, capsys, method)
     assert scores[0] != scores[1]                               # --steps changed them
 
 
-def test_an_ensemble_with_a_learner_that_steps_takes_steps(runs, tmp_path, capsys):
+def test_an_ensemble_with_a_learner_that_steps_takes_steps(method_runs, tmp_path, capsys):
     """--steps applies to the members that step; the solved head's member ignores it."""
     s, q = _folders(tmp_path)
-    maml, proto = runs("maml"), runs("protonet")
+    maml, proto = method_runs("maml"), method_runs("protonet")
     capsys.readouterr()
     assert main(["predict", "--checkpoint", maml, proto, "--support", s,
                  "--query", q, "--steps", "2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
 
 
-def test_bad_values_and_idle_refine_settings_are_named_by_their_flag(runs, tmp_path, capsys):
+def test_bad_values_and_idle_refine_settings_are_named_by_their_flag(method_runs, tmp_path, capsys):
     """Shift errors named the Python keyword (query_shift), and a refine setting without
     --refine (or --refine-jointly with one checkpoint) was silently ignored."""
     s, q = _folders(tmp_path)
-    proto = ["predict", "--checkpoint", runs("protonet"), "--support", s, "--query", q]
+    proto = ["predict", "--checkpoint", method_runs("protonet"), "--support", s, "--query", q]
     for flags, message in (
             (["--support-shift", "-1"], "--support-shift must be an int >= 0 pixels, got -1"),
             (["--query-shift", "-2"], "--query-shift must be an int >= 0 pixels, got -2"),
@@ -140,26 +104,26 @@ def test_bad_values_and_idle_refine_settings_are_named_by_their_flag(runs, tmp_p
             (["--refine", "2", "--refine-jointly"], "one --checkpoint is given")):
         err = _refused([*proto, *flags], capsys, tmp_path, message)
         assert "_shift" not in err and "refine_" not in err
-    maml = runs("maml")
+    maml = method_runs("maml")
     _refused(["predict", "--checkpoint", maml, "--support", s, "--query", q, "--refine", "2"],
              capsys, tmp_path, "--refine 2", "only a protonet run", f"{maml} is maml")
 
 
-def test_a_non_transductive_protonet_refuses_refine_by_flag(omniglot_root, tmp_path, capsys):
-    run = _train(omniglot_root, tmp_path, "protonet", "transductive = false\n")
+def test_a_non_transductive_protonet_refuses_refine_by_flag(method_runs, tmp_path, capsys):
+    run = method_runs("protonet", method_lines="transductive = false\n")
     s, q = _folders(tmp_path)
     _refused(["predict", "--checkpoint", run, "--support", s, "--query", q, "--refine", "3"],
              capsys, tmp_path, "--refine 3", run, "method.transductive = false")
 
 
-def test_tsv_quotes_names_with_tabs_line_breaks_and_quotes(runs, tmp_path, capsys):
+def test_tsv_quotes_names_with_tabs_line_breaks_and_quotes(method_runs, tmp_path, capsys):
     """A class or file name with a tab or a line break made a line that reads as other
     files and classes; such names are now quoted as the csv module's tab dialect does."""
     classes = ("tab\there", "line\nbreak", 'say "hi"')
     queries = {"ordinary.png": "tab\there", "a\tb.png": "line\nbreak", "c\rd.png": 'say "hi"',
                "sub/e\nf.png": "tab\there"}
     s, q = _folders(tmp_path, classes, queries)
-    base = ["predict", "--checkpoint", runs("protonet"), "--support", s, "--query", q]
+    base = ["predict", "--checkpoint", method_runs("protonet"), "--support", s, "--query", q]
     capsys.readouterr()
     assert main([*base, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -177,12 +141,12 @@ def test_tsv_line_leaves_ordinary_names_as_they_are():
     assert tsv_line(["a\tb", 'x"y']) == '"a\tb"\t"x""y"\n'
 
 
-def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(runs, tmp_path, capsysbinary):
+def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(method_runs, tmp_path, capsysbinary):
     """On a strict UTF-8 stdout such a name failed after --out's results.json was written
     (exit 2, "surrogates not allowed"); now it is printed as its own bytes, as ls does."""
     s, q = _folders(tmp_path)
-    _drawing(0).save(os.fsdecode(os.path.join(os.fsencode(q), b"bad\xff.png")))
-    run = runs("protonet")
+    drawing(0).save(os.fsdecode(os.path.join(os.fsencode(q), b"bad\xff.png")))
+    run = method_runs("protonet")
     capsysbinary.readouterr()
     out = tmp_path / "out"
     assert main(["predict", "--checkpoint", run, "--support", s, "--query", q, "--no-progress",

@@ -18,19 +18,6 @@ def _png(path, seed):
     Image.fromarray((rng.random((28, 28)) > 0.8).astype(np.uint8) * 255).save(path)
 
 
-@pytest.fixture(scope="module")
-def tiny_protonet_run(omniglot_root, tmp_path_factory):
-    d = tmp_path_factory.mktemp("protonet")
-    (d / "c.toml").write_text(
-        f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 2\nshots = 1\n'
-        f'queries = 1\n[model]\nname = "conv4"\npool = "stride"\nchannels = 4\n'
-        f'[method]\nname = "protonet"\n[train]\niterations = 1\nmeta_batch = 1\n'
-        f'checkpoint_every = 1\n[eval]\ntasks = 2\n')
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return d / "run"
-
-
 @pytest.fixture
 def folders(tmp_path):
     for c in range(2):
@@ -70,9 +57,9 @@ def test_folder_of_only_other_files_names_them(tmp_path):
         load_query(tmp_path / "query")
 
 
-def test_predict_leaves_them_out_and_says_so(folders, tiny_protonet_run, capsys):
+def test_predict_leaves_them_out_and_says_so(folders, protonet_run, capsys):
     out = folders / "out"
-    assert main(["--threads", "1", "predict", "--checkpoint", str(tiny_protonet_run),
+    assert main(["--threads", "1", "predict", "--checkpoint", str(protonet_run),
                  "--support", str(folders / "support"), "--query", str(folders / "query"),
                  "--out", str(out), "--no-progress"]) == 0
     captured = capsys.readouterr()

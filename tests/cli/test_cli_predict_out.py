@@ -3,45 +3,30 @@ themselves are classified as their own class whatever the names' order, in every
 (the printed lines, --json and --out's results.json), and --out writes nothing on an error."""
 
 import json
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from metaloop.cli.main import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import drawing  # noqa: E402
 
 # class names whose sorted order is not the order they are written in, and query files named
 # so that no sorted order lines them up with the classes
 TRUTH = {"q3.png": "zeta", "q0.png": "Alpha", "b/q1.png": "m", "q4.jpg": "c10", "a.png": "c2"}
 
 
-@pytest.fixture(scope="module")
-def proto_run(omniglot_root, tmp_path_factory):
-    d = tmp_path_factory.mktemp("proto")
-    (d / "c.toml").write_text(
-        f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 5\nshots = 1\n'
-        f'queries = 2\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
-        f'[method]\nname = "protonet"\n[train]\niterations = 2\nmeta_batch = 2\n'
-        f'checkpoint_every = 2\n[eval]\ntasks = 2\nsteps = [0]\n')
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return str(d / "run")
-
-
-def _drawing(k: int) -> np.ndarray:
-    """uint8 [28, 28]: dark strokes on white paper, different for every k."""
-    rng = np.random.default_rng(k)
-    a = np.full((28, 28), 255, np.uint8)
-    for _ in range(5):
-        y, x = rng.integers(2, 22, 2)
-        a[y:y + rng.integers(2, 6), x:x + rng.integers(3, 10)] = 0
-    return a
+@pytest.fixture
+def proto_run(protonet_run):
+    return str(protonet_run)
 
 
 def _folders(root, one_shot=False):
     """support/<class>/0.png (or support/<class>.png) and the same drawings as queries."""
     for k, (qfile, cls) in enumerate(sorted(TRUTH.items())):
-        im = Image.fromarray(_drawing(k))
+        im = drawing(k)
         s = root / "s" / (f"{cls}.png" if one_shot else f"{cls}/0.png")
         s.parent.mkdir(parents=True, exist_ok=True)
         im.save(s)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from metaloop.cli.main import main
 from metaloop.recipes.evaluation import scoring
@@ -17,54 +16,25 @@ from metaloop.recipes.predict import classify_folders
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import sgd_keys  # noqa: E402
+from conftest import drawing  # noqa: E402
 
 CLASSES = ("a", "b", "c")
 
 
-def _train(omniglot_root, d: Path, method: str, extra: str = "") -> str:
-    (d / "c.toml").write_text(
-        f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 3\nshots = 1\n'
-        f'queries = 2\n[model]\nname = "conv4"\npool = "stride"\nchannels = 4\n'
-        f'[method]\nname = "{method}"\n{sgd_keys(method)}{extra}'
-        f'[train]\niterations = 2\nmeta_batch = 2\ncheckpoint_every = 2\n'
-        f'[eval]\ntasks = 2\nsteps = [1]\n')
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return str(d / "run")
-
-
-@pytest.fixture(scope="module")
-def runs(omniglot_root, tmp_path_factory):
-    """``(method, extra config lines) -> run directory``, each trained once."""
-    made = {}
-
-    def get(method, extra=""):
-        if (method, extra) not in made:
-            made[method, extra] = _train(omniglot_root, tmp_path_factory.mktemp(method),
-                                         method, extra)
-        return made[method, extra]
-    return get
-
-
-def _drawing(k: int) -> Image.Image:
-    """Dark strokes on white paper, different for every k."""
-    rng = np.random.default_rng(k)
-    a = np.full((28, 28), 255, np.uint8)
-    for _ in range(5):
-        y, x = rng.integers(2, 22, 2)
-        a[y:y + rng.integers(2, 6), x:x + rng.integers(3, 10)] = 0
-    return Image.fromarray(a)
+@pytest.fixture
+def runs(method_runs):
+    """``(method, extra [method] lines) -> run directory`` (3-way, shared by the test run)."""
+    return lambda method, extra="": method_runs(method, method_lines=extra)
 
 
 def _folders(root: Path, queries: int = 6) -> tuple[str, str]:
     """support/<class>/0.png and query/q<k>.png: 6 queries, drawings unlike the support's."""
     for k, c in enumerate(CLASSES):
         (root / "s" / c).mkdir(parents=True)
-        _drawing(k).save(root / "s" / c / "0.png")
+        drawing(k).save(root / "s" / c / "0.png")
     (root / "q").mkdir()
     for k in range(queries):
-        _drawing(100 + k).save(root / "q" / f"q{k}.png")
+        drawing(100 + k).save(root / "q" / f"q{k}.png")
     return str(root / "s"), str(root / "q")
 
 

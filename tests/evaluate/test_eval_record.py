@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,19 +14,19 @@ from metaloop.cli.main import main
 from metaloop.evaluate import records
 from metaloop.evaluate.records import load_records
 
-
-def _train(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "maml"\n'
-                   '[train]\niterations = 4\ncheckpoint_every = 2\nmeta_batch = 2\n'
-                   '[eval]\ntasks = 6\nsteps = [0, 1]\n')
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
-    return run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import train_run, write_image_folder  # noqa: E402
 
 
-def test_eval_record_matches_results_json(tmp_path, capsys):
-    run = _train(tmp_path)
+@pytest.fixture(scope="module")
+def run(trained_run):
+    """A MAML run on 5-shot sinusoid tasks: 4 iterations, evaluated on 6 tasks."""
+    return trained_run('[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "maml"\n'
+                       '[train]\niterations = 4\ncheckpoint_every = 2\nmeta_batch = 2\n'
+                       '[eval]\ntasks = 6\nsteps = [0, 1]\n')
+
+
+def test_eval_record_matches_results_json(run, tmp_path, capsys):
     rec_path = tmp_path / "docs" / "results" / "sine.json"
     argv = ["--threads", "1", "eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev"),
             "--record", str(rec_path), "--no-progress"]
@@ -59,8 +61,7 @@ def test_eval_record_matches_results_json(tmp_path, capsys):
     assert capsys.readouterr().out.endswith(f"replaced record {rec_path}\n")
 
 
-def test_a_bad_record_path_fails_before_evaluating_and_writes_nothing(tmp_path, capsys):
-    run = _train(tmp_path)
+def test_a_bad_record_path_fails_before_evaluating_and_writes_nothing(run, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev"),
                  "--record", str(tmp_path / "r.txt"), "--no-progress"]) == 2
     assert "record path must end in .json" in capsys.readouterr().err
@@ -69,20 +70,12 @@ def test_a_bad_record_path_fails_before_evaluating_and_writes_nothing(tmp_path, 
 
 
 def test_a_classification_record_has_the_cell_fields_and_the_evaluation_label(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import write_image_folder
-
     root = write_image_folder(tmp_path / "images", classes=8, per_class=5, mixed=False)
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\n'
-                   'queries = 2\nsplit_fractions = [0.5, 0.25, 0.25]\n[model]\nname = "conv4"\n'
-                   'channels = 4\n[method]\nname = "reptile"\ntransductive = false\n'
-                   '[train]\niterations = 2\nmeta_batch = 1\n[eval]\ntasks = 3\nsteps = [1]\n')
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    run = train_run(tmp_path, f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\n'
+                    'shots = 1\nqueries = 2\nsplit_fractions = [0.5, 0.25, 0.25]\n[model]\n'
+                    'name = "conv4"\nchannels = 4\n[method]\nname = "reptile"\n'
+                    'transductive = false\n[train]\niterations = 2\nmeta_batch = 1\n[eval]\n'
+                    'tasks = 3\nsteps = [1]\n')
     rec_path = tmp_path / "results" / "cell.json"
     assert main(["eval", "--checkpoint", str(run), "--record", str(rec_path),
                  "--no-progress"]) == 0

@@ -2,6 +2,8 @@
 says so instead of printing ``± 0.00`` as one, and its record's ``ci95`` is ``null``."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,19 +13,17 @@ from metaloop.cli.main import main
 from metaloop.evaluate import records
 from metaloop.evaluate.records import validate_record
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import omniglot_config  # noqa: E402
+
 
 @pytest.fixture(scope="module")
-def run(omniglot_root, tmp_path_factory):
-    d = tmp_path_factory.mktemp("one_task")
-    (d / "c.toml").write_text(
-        f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 5\nshots = 1\n'
-        f'queries = 2\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
-        f'[method]\nname = "protonet"\n[train]\niterations = 2\nmeta_batch = 2\n'
-        f'checkpoint_every = 2\n[eval]\nsplit = "evaluation"\nwithin_alphabet = true\n'
-        f'queries = 1\ntasks = 2\nsteps = [0]\n')
-    assert main(["train", "--config", str(d / "c.toml"), "--out", str(d / "run"),
-                 "--no-progress"]) == 0
-    return d / "run"
+def run(omniglot_root, trained_run):
+    """A ProtoNet run trained as ``protonet_run`` is, but evaluated within one alphabet of the
+    evaluation split with 1 query per class."""
+    return trained_run(omniglot_config(
+        omniglot_root, eval_lines='split = "evaluation"\nwithin_alphabet = true\nqueries = 1\n'
+                                  'tasks = 2\nsteps = [0]\n'))
 
 
 def test_one_task_prints_and_records_no_ci(run, tmp_path, capsys):

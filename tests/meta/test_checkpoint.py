@@ -8,14 +8,18 @@ for Conv4 with BatchNorm on tiny random images. No memory or timing is asserted 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-import metaloop as ml
 from metaloop.adapt.sgd import sgd_path
 from metaloop.func.losses import get_loss
-from metaloop.meta import ANIL, MAML
-from metaloop.models import MLP, Conv4
+from metaloop.meta import MAML
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import meta_gradient_cases, tiny_meta_batch  # noqa: E402
 
 RTOL = 1e-6
 
@@ -26,17 +30,8 @@ pytestmark = pytest.mark.usefixtures("float64")
 
 def _setup(model_name):
     """(model, loss name, inner lr, batch): 3 tasks each."""
-    torch.manual_seed(1)
-    if model_name == "mlp":
-        batch = ml.tasks.Sinusoid(5, 6).sample(3, torch.Generator().manual_seed(2),
-                                               dtype=torch.float64)
-        return MLP(1, (16, 16), 1).double(), "mse", 0.1, batch
-    g = torch.Generator().manual_seed(2)
-    sy = torch.arange(3).repeat(3, 1)                                  # [B, 3]: 3-way 1-shot
-    qy = torch.arange(3).repeat(3, 2)                                  # [B, 6]
-    batch = ml.TaskBatch(torch.randn(3, 3, 1, 16, 16, generator=g), sy,
-                         torch.randn(3, 6, 1, 16, 16, generator=g), qy)
-    return Conv4(1, 4, 3, image_size=16).double(), "ce", 0.4, batch
+    model, loss, batch = tiny_meta_batch(model_name, 3, 1)
+    return model, loss, 0.1 if model_name == "mlp" else 0.4, batch
 
 
 def _both_gradients(learner, batch):
@@ -54,12 +49,9 @@ def _assert_close(a, b, what):
         assert (a[n] - b[n]).abs().max() / scale < RTOL, (n, what)
 
 
-@pytest.mark.parametrize("model_name", ["mlp", "conv4"])
-@pytest.mark.parametrize("first_order", [False, True], ids=["second", "first"])
-@pytest.mark.parametrize("steps", [1, 3])
-@pytest.mark.parametrize("method", [MAML, ANIL], ids=["maml", "anil"])
-def test_checkpoint_gives_the_same_meta_gradient(model_name, first_order, steps, method):
-    model, loss, lr, batch = _setup(model_name)
+@meta_gradient_cases
+def test_checkpoint_gives_the_same_meta_gradient(kind, first_order, steps, method):
+    model, loss, lr, batch = _setup(kind)
     plain, ckpt = (method(model, lr, steps, first_order, loss=loss, batching="loop",
                           checkpoint=c) for c in (False, True))
     ref_g, ref_b = _both_gradients(plain, batch)
