@@ -246,7 +246,7 @@ def test_table_drop_small_says_how_many(tiny_bert, tmp_path, capsys):
     (None, ["--split-fractions", "0.5,0.5", "--meta", "fomaml"],
      "--split-fractions must be three numbers"),
     ("no-data", [], "--family table needs --data PATH"),
-    ("wordnet", [], "--data applies to --family table, not wordnet"),
+    ("wordnet", [], "--data applies to --family table, folder or tensors, not wordnet"),
     (None, ["--root", "/data"], "--root applies to the built-in families; give the table"),
     (None, ["--lora-targets", "attn", "--approaches", "lora"],
      "['attn'] match no Linear or Conv layer of TextEncoder"),

@@ -41,8 +41,8 @@ IMAGES = ["--family", "omniglot", "--model", "/no/such/run", "--root", "/no/such
     (["--meta-shots", "2"], "--meta-shots 2", "--meta"),
     (["--meta-dir", "/tmp/m"], "--meta-dir /tmp/m", "--meta"),
     (["--split-fractions", "0.5,0.2,0.3"], "--split-fractions 0.5,0.2,0.3",
-     "--family table with --meta"),
-    (["--split-seed", "3"], "--split-seed 3", "--family table with --meta"),
+     "--family table, folder or tensors with --meta"),
+    (["--split-seed", "3"], "--split-seed 3", "--family table, folder or tensors with --meta"),
 ])
 def test_an_option_of_what_the_table_run_does_not_do_is_refused(argv, named, what, tmp_path,
                                                                 capsys):

@@ -23,8 +23,12 @@ of adapted parameters, and the adaptation time per task.
 
 Families: wordnet (WordNet noun categories), table (your own labelled texts: a CSV, TSV or
 JSONL file given by --data, one text and label per row), omniglot and fashion_mnist (image
-models). On a table every class is held out unless --meta trains on some: then the classes
-are split by --split-fractions and every approach is scored on the test classes.
+models), folder and tensors (your own images for an image model: an image folder with one
+sub-folder per class, or an .npz / .pt file with x and y, given by --data and read as the
+--model run reads images). On your own data every class is held out unless --meta trains on
+some: then the classes are split by --split-fractions and every approach is scored on the
+test classes. The data a --model run was trained on keeps that run's split: its test classes
+are held out, and --meta trains on its train classes.
 
 Models: minilm (all-MiniLM-L6-v2, offline), a Hugging Face model folder or cached name, or a
 metaloop run folder (an image model, e.g. the Omniglot pretrain baseline). Writes
@@ -33,7 +37,8 @@ run would not read is refused by name: an approach's option without that approac
 (--steps without approaches 2-3 or --meta, --lora-r and --lora-targets without lora or
 --meta, --prompt-tokens without soft-prompt), --max-length with an image model, the --meta-*
 options without --meta, the table's options without --family table (--split-fractions and
---split-seed also need --meta)."""
+--split-seed also need --meta, and are refused for a run's own data; --drop-small also
+applies to folder and tensors)."""
 
 
 def register(sub) -> None:
@@ -43,7 +48,9 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  metaloop adapt --family wordnet --shots 1\n"
                               "  metaloop adapt --family table --data sentences.csv --meta "
-                              "fomaml\n  metaloop adapt --model runs/pretrain --family omniglot")
+                              "fomaml\n  metaloop adapt --model runs/pretrain --family omniglot\n"
+                              "  metaloop adapt --model runs/my_folder --family folder --data "
+                              "photos/")
     p.add_argument("--model", default="minilm",
                    help="minilm, a Hugging Face model folder or cached name, or a metaloop "
                         "checkpoint folder (image models)")
@@ -79,8 +86,10 @@ def register(sub) -> None:
                    "(default OUT/meta)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out tasks")
     p.add_argument("--root", help="data folder of the family (default: its usual places)")
-    t = p.add_argument_group("your own text (--family table)")
-    t.add_argument("--data", help="the table: a .csv, .tsv or .jsonl file, one example per row")
+    t = p.add_argument_group("your own data (--family table, folder or tensors)")
+    t.add_argument("--data", help="table: a .csv, .tsv or .jsonl file, one example per row; "
+                   "folder: an image folder, one sub-folder per class; tensors: an .npz or "
+                   ".pt file with x and y")
     t.add_argument("--text-column", help="column of the texts (default text)")
     t.add_argument("--label-column", help="column of the labels (classes; default label)")
     t.add_argument("--delimiter", help="CSV/TSV field separator (default: by extension)")
@@ -90,7 +99,8 @@ def register(sub) -> None:
     t.add_argument("--split-seed", type=int, help="seed of the class split, used with --meta "
                    "(default 0)")
     t.add_argument("--drop-small", action="store_true",
-                   help="drop classes with fewer than shots + queries texts (default: error)")
+                   help="drop classes with fewer than shots + queries examples (default: "
+                        "error)")
     p.add_argument("--out", default="runs/adapt", help="output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

@@ -14,6 +14,11 @@ on bad input), ``run(prepared, out)`` meta-trains (resumably), evaluates every a
 same held-out tasks and returns the ``results.json`` body; ``table``, ``paired_lines`` and
 ``bar_chart`` report it.
 
+On the user's own images (``family="folder"``: an image folder; ``"tensors"``: an ``.npz`` /
+``.pt`` file) the model is a metaloop image run, and the images are read as that run reads
+them (``Run.transform``). A run trained on that same data holds out its own test classes (and
+meta-learns LoRA on its train classes); other data is held out as a table is.
+
 On the user's own text table, approaches 0-3 never see another class, so without
 meta-training every class of the table is held out. Meta-learned LoRA trains on other
 classes: then the classes are split by ``split_classes(labels, fractions, split_seed)``, the
@@ -42,8 +47,10 @@ __all__ = ["APPROACHES", "FAMILIES", "META", "AdaptSettings", "Prepared", "bar_c
            "check_given", "describe", "evaluate_strategies", "paired", "paired_lines",
            "parse_fractions", "prepare", "run", "table", "table_families", "table_summary", "title"]
 
-FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist")
+FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist", "folder", "tensors")
 TEXT_FAMILIES = ("wordnet", "table")
+USER_FAMILIES = ("table", "folder", "tensors")       # the user's data, given by --data
+IMAGE_DATA = ("folder", "tensors")                   # the user's images
 TEXT_ONLY = ("prompt-zero-shot", "prompt-optimized", "soft-prompt")
 APPROACHES = {   # name -> approach number (0-3)
     "prompt-zero-shot": 0, "prompt-optimized": 0,
@@ -78,7 +85,8 @@ class AdaptSettings:
     ``model``: "minilm", a Hugging Face model folder or cached name, or a metaloop run folder
     (an image model); ``family``: one of ``FAMILIES``; ``approaches``: a comma list of
     ``APPROACHES`` (None: all that apply); ``meta``: a comma list of ``META`` learners over
-    LoRA + head; ``data`` and the table options: ``family="table"``'s file.
+    LoRA + head; ``data``: the file or folder of ``family="table"``, ``"folder"`` or
+    ``"tensors"``, and the table options: how ``family="table"`` reads it.
     """
 
     model: str = "minilm"
@@ -113,7 +121,8 @@ class AdaptSettings:
 class Prepared:
     """What ``prepare`` loaded: the model (and its kind, "text" or "image"), the held-out
     family, each meta-learner's training family, the table summary (``family="table"``) and
-    the lines describing the data."""
+    the lines describing the data; ``data``: which of the user's images are held out and
+    which meta-train (``family="folder"`` or ``"tensors"``)."""
 
     settings: AdaptSettings
     model: object
@@ -122,6 +131,7 @@ class Prepared:
     train_families: dict
     table: dict | None
     description: str
+    data: dict | None = None
 
 
 def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
@@ -149,7 +159,8 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
     if s.approaches is not None:
         _approach_names(s.approaches, "text")            # names, before loading anything
     methods = _meta_methods(s.meta)
-    check_given(s, _given_settings(s) if given is None else given)
+    given = _given_settings(s) if given is None else set(given)
+    check_given(s, given)
     if s.meta:
         _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
     if s.meta_shots is not None:        # 0 is refused, not taken for the default
@@ -157,14 +168,25 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
     if methods and s.meta_dir:
         _check_meta_dir(Path(s.meta_dir).expanduser())
     meta_shots = {m: s.meta_shots or META_SHOTS[m] for m in methods}
-    if s.family != "table":
+    if s.family not in USER_FAMILIES:
         for opt in ("data", "delimiter"):
             if getattr(s, opt) is not None:
-                raise ValueError(f"--{opt} applies to --family table, not {s.family}")
+                raise ValueError(f"--{opt} applies to --family table, folder or tensors, not "
+                                 f"{s.family}" if opt == "data" else
+                                 f"--{opt} applies to --family table, not {s.family}")
     elif s.root is not None:
-        raise ValueError("--root applies to the built-in families; give the table as --data")
-    else:   # read and check the table before loading any model
+        raise ValueError(f"--root applies to the built-in families; give "
+                         f"{'the table' if s.family == 'table' else 'your data'} as --data")
+    elif s.family == "table":   # read and check the table before loading any model
         _table_families(s, None, s.shots, s.queries, meta_shots.values())
+    elif s.delimiter is not None:
+        raise ValueError(f"--delimiter applies to --family table, not {s.family}")
+    elif not s.data:
+        raise ValueError(f"--family {s.family} needs --data PATH: "
+                         + ("an image folder (one sub-folder per class)" if s.family == "folder"
+                            else "an .npz or .pt file with x and y"))
+    if s.family in IMAGE_DATA:
+        return _prepare_images(s, meta_shots, given)
     model, kind = load_model(s.model, s.family, s.max_length)
     names = _approach_names(s.approaches, kind)          # text-only approaches on images
     if kind == "text":
@@ -186,15 +208,106 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
     return Prepared(s, model, kind, heldout, train_families, table, description)
 
 
+def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str]
+                    ) -> Prepared:
+    """``prepare`` for the user's images: the image run of ``--model`` and the families of
+    ``--data``, read as the run reads images."""
+    from metaloop.runs import load_run
+
+    path = Path(s.model).expanduser()
+    if not _is_checkpoint(path):
+        load_model(s.model, s.family, s.max_length)   # names what --model is instead
+    run = load_run(path)
+    tf = run.transform
+    if tf is None:
+        raise ValueError(f"--model {s.model} is a {run.config['model']['name']} run (family "
+                         f"{run.config['family']['name']}); --family {s.family} needs an image "
+                         f"model (conv4 or resnet12)")
+    model = _body(run)
+    fam = run.config["family"]
+    own = fam["name"] == s.family and \
+        Path(fam["root"]).expanduser().resolve() == Path(s.data).expanduser().resolve()
+    if own and {"split_fractions", "split_seed"} & given:
+        raise ValueError(f"--data {s.data} is the data {s.model} was trained on, so its own "
+                         f"class split is used (family.train_classes and test_classes), and "
+                         f"--split-fractions / --split-seed would change nothing: drop them")
+    meta = bool(meta_shots)
+    if own:
+        held, train = list(fam["test_classes"]), list(fam["train_classes"])
+        where = f"the test classes of {s.model}"
+    elif meta:
+        held = train = None
+        where = f"split 'test' by --split-fractions {s.split_fractions}"
+    else:
+        held, train, where = None, None, "every class (no meta-training)"
+
+    def family(split: str | None, classes, shots: int):
+        kw = dict(ways=s.ways, shots=shots, queries=s.queries, drop_small=s.drop_small)
+        if classes is not None:
+            kw["classes"] = classes
+        elif split is not None:
+            kw.update(split=split, fractions=parse_fractions(s.split_fractions),
+                      seed=s.split_seed)
+        if s.family == "tensors":
+            from metaloop.tasks import Episodes
+            if split is not None and classes is None:
+                kw["split"] = {"split": kw.pop("split"), "fractions": kw.pop("fractions"),
+                               "seed": kw.pop("seed")}
+            out = Episodes.from_tensors(s.data, **kw)
+        else:
+            from metaloop.tasks import Episodes
+            out = Episodes.from_folder(
+                s.data, image_size=tf["image_size"], channels=tf["read_channels"],
+                invert=tf["invert"], class_depth=fam["class_depth"] if own else 1, **kw)
+        want = (tf["read_channels"], tf["image_size"], tf["image_size"])
+        if tuple(out.input_shape) != want:
+            raise ValueError(f"--data {s.data} holds inputs of shape {list(out.input_shape)}, "
+                             f"but {s.model} reads images of shape {list(want)} (channels, "
+                             f"height, width)")
+        return out
+
+    heldout = family("test" if meta and not own else None, held, s.shots)
+    train_families = {}
+    for m, k in meta_shots.items():
+        train_families[m] = (next(iter(train_families.values())).with_shots(k, s.queries)
+                             if train_families else
+                             family("train" if not own else None, train, k))
+    first = next(iter(train_families.values()), None)
+    data = {"data": str(s.data), "heldout": where, "heldout_classes": heldout.class_names,
+            "train_classes": first.class_names if first is not None else [],
+            "dropped_classes": sorted(set(heldout.dropped).union(
+                *(f.dropped for f in train_families.values()))),
+            "transform": {k: tf[k] for k in ("image_size", "read_channels", "invert")}}
+    names = ", ".join(heldout.class_names[:12]) + (" ..." if heldout.num_classes > 12 else "")
+    lines = [f"{s.data}: held-out classes, {where}: {heldout.num_classes} ({names})"]
+    if first is not None:
+        tnames = ", ".join(first.class_names[:12]) + (" ..." if first.num_classes > 12 else "")
+        lines.append(f"meta-training classes: {first.num_classes} ({tnames})")
+    if data["dropped_classes"]:
+        d = data["dropped_classes"]
+        lines.append(f"dropped {len(d)} class(es) with too few images: {', '.join(d[:12])}"
+                     f"{' ...' if len(d) > 12 else ''}")
+    return Prepared(s, model, "image", heldout, train_families, None, "\n".join(lines), data)
+
+
+def _body(run):
+    """The network ``adapt`` works on: a MAML / ANIL run's network, or the meta-learned body
+    of R2D2, MetaOptNet and ProtoNet (their solved head unused)."""
+    from metaloop.meta._head_learner import HeadNet
+    net = run.network
+    return net.backbone if isinstance(net, HeadNet) else net
+
+
 # The settings only some runs read: name -> (what reads it, does this run read it?). The
 # approaches a run reads them through are those of --approaches that its model can run
 # (text-only ones dropped on an image family; their explicit naming is refused elsewhere).
 STEPPED = ("finetune-zero", "finetune-random", "lp-ft", "lora", "soft-prompt")
-TABLE_ONLY = ("text_column", "label_column", "split_fractions", "split_seed", "drop_small")
+TABLE_ONLY = ("text_column", "label_column")
 
 
 def _readers(s: AdaptSettings, names: list[str], meta: bool) -> dict:
-    text, table = s.family in TEXT_FAMILIES, s.family == "table"
+    text, table, user = s.family in TEXT_FAMILIES, s.family == "table", \
+        s.family in USER_FAMILIES
     return {
         "steps": (f"the approaches {', '.join(STEPPED)} and --meta", meta
                   or any(n in STEPPED for n in names)),
@@ -205,8 +318,9 @@ def _readers(s: AdaptSettings, names: list[str], meta: bool) -> dict:
         **{k: ("--meta", meta) for k in ("meta_iterations", "meta_batch", "meta_shots",
                                          "meta_dir")},
         **{k: ("--family table", table) for k in TABLE_ONLY},
-        **{k: ("--family table with --meta (without it every class is held out)",
-               table and meta) for k in ("split_fractions", "split_seed")},
+        "drop_small": ("--family table, folder or tensors", user),
+        **{k: ("--family table, folder or tensors with --meta (without it every class is "
+               "held out)", user and meta) for k in ("split_fractions", "split_seed")},
     }
 
 
@@ -237,7 +351,7 @@ def check_given(s: AdaptSettings, given: Collection[str]) -> None:
 
 def title(s: AdaptSettings) -> str:
     """The experiment in one line: family, data file, ways, shots, model and tasks."""
-    data = f" {Path(s.data).name}" if s.family == "table" else ""
+    data = f" {Path(s.data).name}" if s.family in USER_FAMILIES else ""
     return (f"{s.family}{data} {s.ways}-way {s.shots}-shot, {s.model}: {s.tasks} held-out "
             f"tasks")
 
@@ -262,7 +376,8 @@ def run(p: Prepared, out, *, progress: bool = False) -> dict:
             "queries": s.queries, "tasks": s.tasks, "seed": s.seed, "steps": s.steps,
             "eval_seconds": time.perf_counter() - t0, "meta": meta_info,
             "threads": torch.get_num_threads(), "paired": diffs, "approaches": results,
-            **({"table": p.table} if p.table is not None else {})}
+            **({"table": p.table} if p.table is not None else {}),
+            **({"data": p.data} if p.data is not None else {})}
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -314,12 +429,8 @@ def load_model(spec: str, family: str, max_length: int = 32):
         if family in TEXT_FAMILIES:
             raise ValueError(f"{spec} is a metaloop (image) checkpoint; family {family} needs a "
                              f"text model such as --model minilm")
-        from metaloop.meta._head_learner import HeadNet
         from metaloop.runs import load_run
-        net = load_run(path).network                  # MAML / ANIL: the network itself
-        if isinstance(net, HeadNet):                  # R2D2, MetaOptNet, ProtoNet: their
-            net = net.backbone                        # meta-learned body (its head unused)
-        return net, "image"
+        return _body(load_run(path)), "image"
     if family not in TEXT_FAMILIES:
         if spec == "minilm" or (path / "config.json").is_file():
             raise ValueError(f"--model {spec} is a text encoder; family {family} needs an image "
@@ -501,6 +612,8 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
                   "meta_batch": s.meta_batch, "outer_lr": META_OUTER_LR, **hp}
         if s.family == "table":    # resume only on the same table and classes
             config["table"] = _table_identity(train_family)
+        elif s.family in IMAGE_DATA:     # ... and on the same images and classes
+            config["data"] = _data_identity(s, train_family)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         train(learner, train_family, iterations=s.meta_iterations,
               meta_batch=s.meta_batch, lr=META_OUTER_LR, seed=0, out_dir=run_dir,
@@ -527,6 +640,20 @@ def _table_identity(family) -> dict:
     digest = hashlib.sha256(family.path.read_bytes()).hexdigest()
     return {"data": str(family.path), "sha256": digest, "text_column": family.text_column,
             "label_column": family.label_column, "classes": family.class_names}
+
+
+def _data_identity(s: AdaptSettings, family) -> dict:
+    """The user's images a meta-training family reads: the path, a sha256 of the examples of
+    its classes (as decoded) and the classes."""
+    import hashlib
+
+    x, table, pad = family.episode_store()             # [N, ...], [K', M], [K'] or None
+    rows = table.flatten() if pad is None else torch.cat(
+        [r[:int(n)] for r, n in zip(table, pad)])
+    used = x.index_select(0, rows.sort().values).contiguous()
+    digest = hashlib.sha256(used.numpy().tobytes()).hexdigest()
+    return {"data": str(Path(s.data).expanduser()), "sha256": digest,
+            "classes": family.class_names}
 
 
 def _add_budget(run_dir: Path, cpu: float, wall: float) -> dict:
