@@ -283,9 +283,10 @@ def _stub_the_work(monkeypatch) -> None:
     def reached(*a, **k):
         raise Reached
     for module, names in ((eval_cli, ("_evaluate", "_lake_runs")),
-                          (predict_cli, ("classify_folders",)),
+                          (predict_cli, ("classify_folders", "classify_tensors",
+                                         "classify_texts")),
                           (training, ("prepare",)), (compare, ("run",)),
-                          (adapt, ("load_model",)),
+                          (adapt, ("load_model", "_prepare_images")),
                           (experiment, ("run", "sweep")),
                           (inversion, ("compare", "transfer_study")),
                           (protocol, ("run", "evaluate_run"))):

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -15,8 +16,10 @@ from metaloop.data.images import INVERT_MODES
 from metaloop.recipes import report
 from metaloop.recipes.evaluation import load_ensemble, refining, scoring
 from metaloop.recipes.predict import (
+    TENSOR_SUFFIXES,
     check_image_run,
     classify_folders,
+    classify_tensors,
     classify_texts,
     takes_steps,
     tsv_line,
@@ -67,7 +70,13 @@ TEXT<TAB>CLASS, in the file's order, or with --json as {"text", "class", "scores
 columns are the run's (family.text_column, family.label_column) unless --text-column and
 --label-column name others. Only the checkpoint and its encoder are read, not the training
 table. The image flags (--invert, the shifts, --scoring) are refused for a text run, and the
-table flags for an image run."""
+table flags for an image run.
+
+A SUPPORT file ending in .npz or .pt holds labelled examples as arrays (x and y, and
+optionally class_names), and QUERY then is such a file of examples to classify (x): feature
+vectors for a run of them (model "mlp", family "tensors"), or images for an image run. Each
+row of the query file is printed as ROW<TAB>CLASS, or with --json as {"index", "class",
+"scores"}."""
 
 
 def register(sub) -> None:
@@ -82,10 +91,12 @@ def register(sub) -> None:
                         "(averaged probabilities)")
     p.add_argument("--support", required=True,
                    help="folder with one sub-folder per class, or only images, one per class; "
-                        "for a text run, a CSV, TSV or JSONL table of labelled texts")
+                        "a .npz or .pt file of labelled examples (x, y); for a text run, a "
+                        "CSV, TSV or JSONL table of labelled texts")
     p.add_argument("--query", required=True,
-                   help="folder of images to classify; for a text run, a table with a text "
-                        "column or a .txt file, one text per line")
+                   help="folder of images to classify; with a .npz / .pt support, such a "
+                        "file of examples (x); for a text run, a table with a text column or "
+                        "a .txt file, one text per line")
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of file<TAB>class lines (in which a name "
                         "holding a tab, line break or double quote is double-quoted, as the "
@@ -147,50 +158,58 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
-    texts = _check_flags_apply(args, loaded)
+    kind = _check_flags_apply(args, loaded)             # "texts", "tensors" or "images"
     with report.output_dir(args.out or None) as out:
         with scoring(loaded.learner, args.scoring or "as-trained"), \
                 refining(loaded.learner, args.refine, args.refine_temperature,
                          args.refine_weight, args.refine_jointly), \
-                tqdm(desc="scoring texts" if texts else "reading images",
-                     unit="text" if texts else "image", disable=args.no_progress,
-                     leave=False) as bar:
-            if texts:
+                tqdm(desc="scoring texts" if kind == "texts" else "reading images",
+                     unit="text" if kind == "texts" else "image",
+                     disable=args.no_progress or kind == "tensors", leave=False) as bar:
+            if kind == "texts":
                 pred = classify_texts(loaded, args.support, args.query, steps=args.steps,
                                       text_column=args.text_column,
                                       label_column=args.label_column,
                                       delimiter=args.delimiter, progress=bar.update)
+                key, items = "text", pred.texts
+            elif kind == "tensors":
+                pred = classify_tensors(loaded, args.support, args.query, steps=args.steps,
+                                        support_shift=args.support_shift,
+                                        query_shift=args.query_shift)
+                key, items = "index", list(range(len(pred.probs)))
             else:
                 pred = classify_folders(loaded, args.support, args.query, steps=args.steps,
                                         invert=args.invert, support_shift=args.support_shift,
                                         query_shift=args.query_shift, progress=bar.update)
+                key, items = "file", pred.files
             evaluation = getattr(loaded.learner, "evaluation", "transductive")
-        key, items = ("text", pred.texts) if texts else ("file", pred.files)
         rows = [{key: f, "class": label,
                  "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}
                 for f, label, row in zip(items, pred.labels, pred.probs)]
         printed = (json.dumps(rows, indent=1) + "\n" if args.json else
-                   _encoded("".join(tsv_line([r[key], r["class"]]) for r in rows)))
+                   _encoded("".join(tsv_line([str(r[key]), r["class"]]) for r in rows)))
         if out is not None:
             settings = {k: getattr(args, k) for k in (
                 "steps", "head_init", "refine", "refine_temperature", "refine_weight",
                 "refine_jointly")}
-            if texts:
+            if kind == "texts":
                 fam = loaded.config["family"]
                 settings.update(text_column=args.text_column or fam["text_column"],
                                 label_column=args.label_column or fam["label_column"],
                                 delimiter=args.delimiter)
             else:
                 settings.update(support_shift=args.support_shift, query_shift=args.query_shift,
-                                invert=args.invert or loaded.transform["invert"],
                                 scoring=args.scoring or "as-trained")
-            if not texts or args.refine:    # a text encoder has no BatchNorm: no other way
+            if kind == "images":
+                settings["invert"] = args.invert or loaded.transform["invert"]
+            if kind != "texts" or args.refine:  # a text encoder has no BatchNorm: one way
                 settings["evaluation"] = evaluation     # how the queries were scored
             report.write_json(out / "results.json", {
                 "checkpoints": [str(c) for c in args.checkpoint], "support": str(args.support),
                 "query": str(args.query), "classes": pred.classes, "settings": settings,
-                **({} if texts else {"ignored": pred.ignored}), "predictions": rows})
-    if not texts and pred.ignored:
+                **({"ignored": pred.ignored} if kind == "images" else {}),
+                "predictions": rows})
+    if kind == "images" and pred.ignored:
         print(f"metaloop predict: left out {len(pred.ignored)} file(s) that are not images by "
               f"their suffix, e.g. {pred.ignored[0]!r}", file=sys.stderr)
     if isinstance(printed, bytes):
@@ -248,30 +267,38 @@ def _check_flags(args: argparse.Namespace) -> None:
     _checks.refuse_joint_with_one(args.refine_jointly, args.checkpoint)
 
 
-def _check_flags_apply(args: argparse.Namespace, loaded) -> bool:
-    """Whether the run classifies texts (else images); ValueError naming the flag and the
+def _check_flags_apply(args: argparse.Namespace, loaded) -> str:
+    """What the run classifies here: ``"texts"`` (a text run), ``"tensors"`` (a ``.npz`` /
+    ``.pt`` support file) or ``"images"`` (folders); ValueError naming the flag and the
     learner where a flag would change nothing for the loaded run or ensemble (the solved
     heads: every member), or cannot apply to it."""
-    texts = loaded.config["model"]["name"] == "text"
-    if texts:
-        image_only = [flag for flag, given in (
-            ("--invert", args.invert is not None), ("--support-shift", args.support_shift),
-            ("--query-shift", args.query_shift), ("--scoring", args.scoring is not None))
-            if given]
-        if image_only:
-            raise ValueError(f"{image_only[0]} applies to a run that classifies images (it "
-                             f"shifts, inverts or normalises them with BatchNorm), but "
-                             f"{loaded.path} classifies texts (model 'text'), so it would "
-                             f"change nothing: drop {image_only[0]}")
+    if loaded.config["model"]["name"] == "text":
+        kind, what = "texts", f"{loaded.path} classifies texts (model 'text')"
+        others = (("--invert", args.invert is not None), ("--support-shift", args.support_shift),
+                  ("--query-shift", args.query_shift), ("--scoring", args.scoring is not None))
+        reads = "a run that classifies images (it shifts, inverts or normalises them with " \
+                "BatchNorm)"
+    elif Path(args.support).suffix.lower() in TENSOR_SUFFIXES:
+        kind, what = "tensors", f"--support {args.support} is a tensor file of examples"
+        others = (("--invert", args.invert is not None),)
+        reads = "image files (it sets their polarity as they are decoded)"
     else:
+        kind = "images"
         check_image_run(loaded)       # before the progress bar: a run of vectors reads none
-        text_only = [flag for flag, given in (
+        others, what, reads = (), "", ""
+    if kind != "texts":
+        others += tuple((flag, value is not None) for flag, value in (
             ("--text-column", args.text_column), ("--label-column", args.label_column),
-            ("--delimiter", args.delimiter)) if given is not None]
-        if text_only:
-            raise ValueError(f"{text_only[0]} reads a table of texts, but {loaded.path} "
-                             f"classifies images (model {loaded.config['model']['name']!r}) "
-                             f"from folders, so it would change nothing: drop {text_only[0]}")
+            ("--delimiter", args.delimiter)))
+        reads = reads or "a table of texts"
+        what = what or (f"{loaded.path} classifies images (model "
+                        f"{loaded.config['model']['name']!r}) from folders")
+    given = [flag for flag, on in others if on]
+    if given:
+        text_flag = given[0] in ("--text-column", "--label-column", "--delimiter")
+        raise ValueError(f"{given[0]} applies to "
+                         f"{'a table of texts' if text_flag else reads}, but {what}, so it "
+                         f"would change nothing: drop {given[0]}")
     if args.steps is not None:
         _checks.refuse_steps(str(args.steps), loaded)
     if args.head_init == "zero" and not takes_steps(loaded):
@@ -288,4 +315,4 @@ def _check_flags_apply(args: argparse.Namespace, loaded) -> bool:
                                 scored_as_trained=args.scoring in (None, "as-trained"),
                                 each_on_its_own_fix="give --scoring transductive or drop "
                                                     "--refine")
-    return texts
+    return kind

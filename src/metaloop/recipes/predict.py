@@ -7,6 +7,8 @@ may be an ensemble (``load_ensemble``), and the test-time shifts of ``metaloop e
 (``support_shift``, ``query_shift``) apply as there. ``classify_texts(run, support, query)``
 does the same for a text run (``model.name = "text"``, e.g. trained on a table family): a
 support table of labelled texts and a query table or ``.txt`` file of texts to classify.
+``classify_tensors(run, support, query)`` takes ``.npz`` / ``.pt`` files of examples instead
+(feature vectors, or images as arrays), for any classification run whose network reads them.
 ``tsv_line`` writes one row of ``metaloop predict``'s tab-separated output.
 """
 
@@ -27,12 +29,14 @@ from metaloop.runs import Run
 from metaloop.tasks.augment import shifted_support
 from metaloop.tasks.text_table import FORMATS, read_text_table, read_texts
 
-__all__ = ["QUERY_CHUNK", "TEXT_CHUNK", "Predictions", "TextPredictions", "check_image_run",
-           "check_text_run", "classify_folders", "classify_texts", "predict_folders",
-           "score_lake_runs", "takes_steps", "tsv_line"]
+__all__ = ["QUERY_CHUNK", "TEXT_CHUNK", "TENSOR_SUFFIXES", "Predictions", "TensorPredictions",
+           "TextPredictions", "check_image_run", "check_text_run", "classify_folders",
+           "classify_tensors", "classify_texts", "predict_folders", "score_lake_runs",
+           "takes_steps", "tsv_line"]
 
 QUERY_CHUNK = 1024   # most queries per forward pass (BatchNorm statistics come from each chunk)
 TEXT_CHUNK = 64      # query texts per forward pass of a text encoder (no statistics shared)
+TENSOR_SUFFIXES = (".npz", ".pt")   # files of examples as arrays (``read_tensor_file``)
 
 
 @dataclass
@@ -64,6 +68,20 @@ class TextPredictions:
     @property
     def labels(self) -> list[str]:
         """The most probable class of each text."""
+        return [self.classes[int(k)] for k in self.probs.argmax(-1)]
+
+
+@dataclass
+class TensorPredictions:
+    """The scores of ``classify_tensors``: row ``i`` of the query file's ``x`` has softmax
+    probabilities ``probs[i]`` (float32 ``[Q, n]``) over ``classes`` (n names)."""
+
+    classes: list[str]
+    probs: torch.Tensor
+
+    @property
+    def labels(self) -> list[str]:
+        """The most probable class of each row."""
         return [self.classes[int(k)] for k in self.probs.argmax(-1)]
 
 
@@ -151,6 +169,105 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     probs = predict_folders(run.learner, sx, sy.to(device), qx, steps, support_shift,
                             query_shift)                                  # [Q, n]
     return Predictions(names, classes, probs.cpu(), [str(f) for f in ignored])
+
+
+def classify_tensors(run: Run, support, query, *, steps: int | None = None,
+                     support_shift: int = 0, query_shift: int = 0) -> TensorPredictions:
+    """Adapt ``run``'s learner to the labelled examples of the tensor file ``support`` and
+    classify the rows of the tensor file ``query``.
+
+    Args:
+        run: a loaded classification run (or ensemble) whose network reads the files'
+            examples: feature vectors ``[D]`` (an MLP run, e.g. trained on a tensors family)
+            or images ``[C, H, W]`` / ``[H, W]`` (a Conv4 or ResNet-12 run).
+        support: an ``.npz`` or ``.pt`` file with ``x`` and ``y`` (and optionally
+            ``class_names``), read as ``Episodes.from_tensors`` reads it
+            (``metaloop.tasks.episodes.read_tensor_file``); at least 2 classes.
+        query: an ``.npz`` or ``.pt`` file with ``x`` (a ``y`` in it is ignored).
+        steps: as :func:`classify_folders`.
+        support_shift, query_shift: test-time shifts in pixels (images only), as
+            :func:`predict_folders`.
+
+    Returns:
+        ``TensorPredictions`` (its ``probs`` on the CPU), one row per query example, in the
+        file's order. Examples are converted as in training: uint8 to floats in [0, 1],
+        ``[N, H, W]`` to ``[N, 1, H, W]``.
+
+    Raises:
+        ValueError: a regression or text run; unreadable files (named); fewer than 2
+            classes; examples whose shape the network does not read (naming both); shifts
+            on feature vectors; a learned head with another number of outputs; negative
+            ``steps`` or shifts, or ``steps`` for a run that takes none.
+    """
+    from metaloop.tasks.episodes import read_tensor_file
+
+    members = getattr(run, "members", [run])
+    for m in members:
+        if m.config["family"]["name"] == "sinusoid" or m.config["model"]["name"] == "text":
+            raise ValueError(f"{m.path}: classifying the examples of a tensor file needs a "
+                             f"classification run of images or feature vectors; this one is "
+                             f"family {m.config['family']['name']!r}, model "
+                             f"{m.config['model']['name']!r}")
+    if steps is not None and steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if steps is not None and not takes_steps(run):
+        methods = sorted({m.config["method"]["name"] for m in members})
+        raise ValueError(f"steps = {steps}: {run.path} ({', '.join(methods)}) solves its head "
+                         f"in closed form and takes no adaptation steps; leave steps None")
+    sx, sy, names = read_tensor_file(support)
+    if sy.dim() != 1 or len(sy) != len(sx):
+        raise ValueError(f"tensor file {support}: y must be int labels [N] with N = "
+                         f"{len(sx)} (as x), got {list(sy.shape)}")
+    classes = names if names is not None else [str(i) for i in range(int(sy.max()) + 1)]
+    present = sorted(set(sy.tolist()))
+    if len(present) < 2:
+        raise ValueError(f"tensor file {support} holds examples of {len(present)} class; the "
+                         f"support set needs at least 2 classes to choose from")
+    if present != list(range(len(classes))):     # names of classes without examples: drop
+        classes = [classes[i] for i in present]
+        sy = torch.searchsorted(torch.tensor(present), sy)
+    qx = read_tensor_file(query, labels=False)[0]
+    sx, qx = (_as_input(x) for x in (sx, qx))
+    want = _input_shape(run)
+    for name, x in (("support", sx), ("query", qx)):
+        if want is not None and tuple(x.shape[1:]) != want:
+            raise ValueError(f"the {name} file {support if name == 'support' else query} holds "
+                             f"examples of shape {list(x.shape[1:])}, but {run.path} reads "
+                             f"{list(want)}")
+    if (support_shift or query_shift) and sx.dim() != 4:
+        raise ValueError(f"support_shift and query_shift shift images [N, C, H, W], but the "
+                         f"files hold feature vectors {list(sx.shape)}")
+    for name, shift in (("support_shift", support_shift), ("query_shift", query_shift)):
+        if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
+            raise ValueError(f"{name} must be an int >= 0 pixels, got {shift!r}")
+    for member in members:
+        _check_head(member, support, len(classes), "classes")
+    device = next(run.learner.model.parameters()).device
+    probs = predict_folders(run.learner, sx.to(device), sy.to(device), qx.to(device), steps,
+                            support_shift, query_shift)                       # [Q, n]
+    return TensorPredictions(classes, probs.cpu())
+
+
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    """Examples as training turns them into inputs (``Episodes._gather``): float32, uint8
+    scaled to [0, 1], ``[N, H, W]`` greyscale images given their channel."""
+    x = x.unsqueeze(1) if x.dim() == 3 else x
+    return x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)
+
+
+def _input_shape(run: Run) -> tuple[int, ...] | None:
+    """The example shape the run's network reads: ``(D,)`` for an MLP, ``(C, H, W)`` for an
+    image network trained on images of a known size; None where only a forward pass can
+    tell (an image network trained on a tensor file)."""
+    first = getattr(run, "members", [run])[0]
+    tf, fam = first.transform, first.config["family"]
+    if tf is None:
+        lin = next((m for m in first.network.modules() if isinstance(m, torch.nn.Linear)),
+                   None)
+        return (lin.in_features,) if lin is not None else None
+    if fam["name"] == "tensors":
+        return None
+    return (tf["channels"], tf["image_size"], tf["image_size"])
 
 
 def classify_texts(run: Run, support, query, *, steps: int | None = None,
@@ -316,10 +433,13 @@ def check_image_run(run: Run) -> dict:
     """
     tf = run.transform
     if tf is None or run.config["family"]["name"] == "sinusoid":
+        vectors = run.config["family"]["name"] != "sinusoid"
         raise ValueError(f"{run.path}: classifying images needs an image-classification run "
                          f"(conv4 or resnet12); this one is family "
                          f"{run.config['family']['name']!r}, model "
-                         f"{run.config['model']['name']!r}")
+                         f"{run.config['model']['name']!r}"
+                         + ("; a run of feature vectors classifies the rows of .npz or .pt "
+                            "files: --support FILE.npz --query FILE.npz" if vectors else ""))
     return tf
 
 

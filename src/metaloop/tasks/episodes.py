@@ -376,26 +376,8 @@ class Episodes:
                 a non-numeric ``x`` or ``y``, or non-finite values in ``x`` (naming the rows'
                 classes).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"tensor file {path} does not exist")
-        if path.suffix not in (".npz", ".pt"):
-            raise ValueError(f"tensor file {path} must be .npz or .pt, got {path.suffix!r}")
-        if path.stat().st_size == 0:
-            raise ValueError(f"tensor file {path} is empty (0 bytes)")
-        got = _load_npz(path) if path.suffix == ".npz" else _load_pt(path)
-        missing = [k for k in ("x", "y") if k not in got]
-        if missing:
-            raise ValueError(f"tensor file {path} lacks {missing} (it has {sorted(got)})")
-        names = got.get("class_names")
-        names = [str(n) for n in names] if names is not None else None
         split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
-        x, y = _numeric(path, "x", got["x"]), _numeric(path, "y", got["y"])
-        if x.numel() == 0 or y.numel() == 0:
-            raise ValueError(f"tensor file {path} holds no examples (x {list(x.shape)}, "
-                             f"y {list(y.shape)})")
-        y, names = _dense_labels(y, names)
-        _check_finite(path, x, y, names)
+        x, y, names = read_tensor_file(path)
         if split.get("split") is not None and kw.get("classes") is None:
             k = len(names) if names is not None else int(y.max()) + 1
             all_names = names or [str(i) for i in range(k)]
@@ -451,6 +433,51 @@ class Episodes:
             ys.append(int(item[1]))
         y, names = _dense_labels(torch.tensor(ys), names)
         return cls(torch.stack(xs), y, ways, shots, queries, names, **kw)
+
+
+def read_tensor_file(path: str | os.PathLike, labels: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    """``(x, y, class_names)`` of a ``.npz`` or ``.pt`` file holding ``x`` and ``y`` (and
+    optionally ``class_names``), as ``Episodes.from_tensors`` reads it: integer labels with
+    gaps and no names become classes named by their value. With ``labels=False`` only ``x``
+    is needed and read (``y`` and the names are None): the examples to classify.
+
+    Raises:
+        ValueError: a missing, empty or unreadable file, another extension, missing keys, a
+            non-numeric ``x`` or ``y``, no examples, or non-finite values in ``x`` (naming
+            the file, and the rows' classes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"tensor file {path} does not exist")
+    if path.suffix not in (".npz", ".pt"):
+        raise ValueError(f"tensor file {path} must be .npz or .pt, got {path.suffix!r}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"tensor file {path} is empty (0 bytes)")
+    got = _load_npz(path) if path.suffix == ".npz" else _load_pt(path)
+    missing = [k for k in (("x", "y") if labels else ("x",)) if k not in got]
+    if missing:
+        raise ValueError(f"tensor file {path} lacks {missing} (it has {sorted(got)})")
+    x = _numeric(path, "x", got["x"])
+    if not labels:
+        if x.numel() == 0:
+            raise ValueError(f"tensor file {path} holds no examples (x {list(x.shape)})")
+        if x.is_floating_point() and x.dim() >= 2:
+            bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)              # [N]
+            if bool(bad.any()):
+                rows = bad.nonzero().flatten().tolist()
+                raise ValueError(f"tensor file {path}: x has non-finite values (NaN or inf) "
+                                 f"in {len(rows)} row(s) {rows[:5]}")
+        return x, None, None
+    names = got.get("class_names")
+    names = [str(n) for n in names] if names is not None else None
+    y = _numeric(path, "y", got["y"])
+    if x.numel() == 0 or y.numel() == 0:
+        raise ValueError(f"tensor file {path} holds no examples (x {list(x.shape)}, "
+                         f"y {list(y.shape)})")
+    y, names = _dense_labels(y, names)
+    _check_finite(path, x, y, names)
+    return x, y, names
 
 
 def _dense_labels(y: torch.Tensor, names: list[str] | None

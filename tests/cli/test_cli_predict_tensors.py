@@ -1,0 +1,144 @@
+"""``metaloop predict`` with ``.npz`` / ``.pt`` files: the support file's labelled examples
+adapt the run, and each row of the query file is classified, for a run of feature vectors
+and for an image run; what does not fit is named, and nothing is written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metaloop.cli.main import main
+from metaloop.recipes.predict import classify_tensors
+from metaloop.runs import load_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import tensor_config, write_tensor_file  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def vector_run(tmp_path_factory, trained_run):
+    """A ProtoNet MLP run on 6-d feature vectors (``write_tensor_file``)."""
+    path = write_tensor_file(tmp_path_factory.mktemp("vectors") / "v.npz")
+    return trained_run(tensor_config(path, 'name = "protonet"\n'))
+
+
+def _files(d: Path, labels=(3, 7, 3, 7, 11, 11), query_rows=4, dim=6, names=None):
+    """support.npz (one example per label, near 3 x one-hot(label % 6)) and query.npz."""
+    d.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(1)
+    y = torch.tensor(labels)
+    x = torch.randn(len(y), dim, generator=g) * 0.1 + \
+        torch.nn.functional.one_hot(y % 6, 6)[:, :dim] * 3
+    extra = {"class_names": np.array(names)} if names is not None else {}
+    np.savez(d / "support.npz", x=x.numpy(), y=y.numpy(), **extra)
+    q = x[:query_rows] + torch.randn(len(x[:query_rows]), dim, generator=g) * 0.1
+    np.savez(d / "query.npz", x=q.numpy())
+    return d / "support.npz", d / "query.npz"
+
+
+def test_rows_of_the_query_file_are_classified_as_an_independent_protonet_does(
+        vector_run, tmp_path, capsys):
+    """softmax(-scale ||f(q) - c_k||^2), with c_k the class means of the support features;
+    labels with gaps (3, 7, 11) are classes named by their value."""
+    s, q = _files(tmp_path)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(vector_run), "--support", str(s), "--query",
+                 str(q), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    classes = ["3", "7", "11"]
+    got = torch.tensor([[r["scores"][c] for c in classes] for r in rows], dtype=torch.float64)
+    net = load_run(vector_run).network
+    sup = np.load(s)
+    with torch.no_grad():
+        fs = net.backbone(torch.from_numpy(sup["x"]), head=False)                # [6, D]
+        y = torch.from_numpy(sup["y"])
+        protos = torch.stack([fs[y == int(c)].mean(0) for c in classes])         # [3, D]
+        fq = net.backbone(torch.from_numpy(np.load(q)["x"]), head=False)         # [4, D]
+        want = (-net.log_scale.exp() * torch.cdist(fq, protos) ** 2).softmax(-1)
+    np.testing.assert_allclose(got, want.double(), atol=2e-6)
+    assert [r["class"] for r in rows] == ["3", "7", "3", "7"]
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(vector_run), "--support", str(s), "--query",
+                 str(q), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out == "0\t3\n1\t7\n2\t3\n3\t7\n"
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["classes"] == classes and res["predictions"] == rows
+    assert "invert" not in res["settings"] and res["settings"]["scoring"] == "as-trained"
+
+
+def test_class_names_and_a_pt_file(vector_run, tmp_path):
+    s, q = _files(tmp_path, labels=(0, 1, 0, 1), names=["cat", "dog"])
+    torch.save({"x": torch.from_numpy(np.load(q)["x"])}, tmp_path / "q.pt")
+    pred = classify_tensors(load_run(vector_run), s, tmp_path / "q.pt")
+    assert pred.classes == ["cat", "dog"] and pred.labels == ["cat", "dog", "cat", "dog"]
+    torch.testing.assert_close(pred.probs.sum(-1), torch.ones(4))
+
+
+def test_an_image_run_classifies_arrays_of_images(method_runs, tmp_path, capsys):
+    """uint8 [N, 28, 28] arrays read as training reads them: [N, 1, 28, 28] in [0, 1]; the
+    same images as PNG files in folders give the same scores."""
+    from PIL import Image
+
+    run = method_runs("protonet")
+    g = torch.Generator().manual_seed(0)
+    glyphs = ((torch.rand(3, 28, 28, generator=g) > 0.8) * 255).to(torch.uint8)  # ink high
+    np.savez(tmp_path / "s.npz", x=glyphs.numpy(), y=np.arange(3))
+    np.savez(tmp_path / "q.npz", x=glyphs.flip(0).numpy())
+    pred = classify_tensors(load_run(run), tmp_path / "s.npz", tmp_path / "q.npz")
+    for k in range(3):
+        (tmp_path / "s" / str(k)).mkdir(parents=True)
+        Image.fromarray(glyphs[k].numpy()).save(tmp_path / "s" / str(k) / "0.png")
+        (tmp_path / "q").mkdir(exist_ok=True)
+        Image.fromarray(glyphs.flip(0)[k].numpy()).save(tmp_path / "q" / f"{k}.png")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", run, "--support", str(tmp_path / "s"), "--query",
+                 str(tmp_path / "q"), "--json", "--invert", "never", "--no-progress"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    folder = torch.tensor([[r["scores"][c] for c in ("0", "1", "2")] for r in rows])
+    torch.testing.assert_close(pred.probs, folder, atol=1e-6, rtol=0)
+    assert pred.labels == ["2", "1", "0"]
+
+
+def _refused(argv, capsys, tmp_path, *words):
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    for w in words:
+        assert w in captured.err, (w, captured.err)
+
+
+def test_what_does_not_fit_is_named(vector_run, method_runs, tmp_path, capsys):
+    s, q = _files(tmp_path)
+    base = ["predict", "--checkpoint", str(vector_run), "--support", str(s), "--query", str(q)]
+    _refused([*base, "--invert", "never"], capsys, tmp_path, "--invert applies to image files",
+             "is a tensor file of examples", "drop --invert")
+    _refused([*base, "--delimiter", ";"], capsys, tmp_path, "--delimiter applies to a table")
+    _refused([*base, "--support-shift", "1"], capsys, tmp_path, "shift images",
+             "feature vectors")
+    wide, _ = _files(tmp_path / "w", dim=4)
+    _refused([*base[:4], str(wide), *base[5:]], capsys, tmp_path, "examples of shape [4]",
+             "reads [6]")
+    one, _ = _files(tmp_path / "o", labels=(5, 5))
+    _refused([*base[:4], str(one), *base[5:]], capsys, tmp_path, "examples of 1 class",
+             "at least 2 classes")
+    (tmp_path / "bad.npz").write_text("not a zip")
+    _refused([*base[:6], str(tmp_path / "bad.npz")], capsys, tmp_path,
+             "is not an .npz archive")
+    np.savez(tmp_path / "nox.npz", y=np.arange(3))
+    _refused([*base[:6], str(tmp_path / "nox.npz")], capsys, tmp_path, "lacks ['x']")
+    # a run of vectors given image folders says what it reads instead
+    _refused(["predict", "--checkpoint", str(vector_run), "--support", str(tmp_path),
+              "--query", str(tmp_path)], capsys, tmp_path, "'mlp'",
+             "classifies the rows of .npz or .pt files")
+    # a sinusoid run does not classify
+    sine = method_runs("maml", family="sinusoid")
+    _refused(["predict", "--checkpoint", sine, "--support", str(s), "--query", str(q)],
+             capsys, tmp_path, "needs a classification run", "'sinusoid'")
