@@ -4,6 +4,7 @@ forgetting."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -18,6 +19,15 @@ Fine-tune a model on a stream of tasks ("experiences") and measure what it forge
 and without the remedies: replaying about 10% old data (replay), keeping the old heads
 training (heads), both, LoRA on the new task, and joint training as the upper bound.
 
+Scenarios: two-task and split-fmnist-task/-class (Fashion-MNIST), omniglot-alphabets, and
+split-data-task/-class on your own labelled data: --data is an image folder
+root/<class>/<image> or a .npz/.pt file with x [N, ...] and y [N]. Its classes (in name
+order) are grouped --classes-per-experience at a time; -task gives each experience its own
+head, -class one shared head over all classes. Each class holds out 20% test and 10%
+validation images (at least one each; --test-per-class and --val-per-class set counts
+instead), chosen by a fixed seed. Folder images are decoded to --image-size pixels with
+--channels 1 or 3; the MLP's input size follows the data.
+
 For each seed, experience 0 is learned once and every strategy then fine-tunes that same
 model through the rest of the stream. The table gives, as mean ± 95% CI over the seeds:
 new-task accuracy (the last experience), old-task accuracy (the earlier ones, at the end),
@@ -28,7 +38,9 @@ during fine-tuning), old_accuracy_vs_steps.png and accuracy_matrix.png.
 An option that would change nothing is refused by name: a strategy's option without that
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
 --head-weight and --temperature: heads, replay+heads; --lora-rank: lora), --alphabets
-outside omniglot-alphabets, --test-per-class on it."""
+outside omniglot-alphabets, --test-per-class on it, --data, --classes-per-experience,
+--image-size and --channels outside split-data-task/-class, --image-size and --channels
+with a tensor file, --root and --alphabets on split-data-task/-class."""
 SETTINGS = ("strategies", "seeds", "seed", "steps", "pretrain_steps", "batch_size", "lr",
             "eval_every", "early_stop", "replay_ratio", "buffer_size", "head_weight",
             "temperature", "lora_rank", "hidden")
@@ -52,7 +64,9 @@ def register(sub) -> argparse.ArgumentParser:
                        epilog="examples:\n  metaloop forgetting --scenario two-task\n"
                               "  metaloop forgetting --scenario split-fmnist-class "
                               "--strategies naive,replay,joint\n  metaloop forgetting "
-                              "--scenario omniglot-alphabets --alphabets 5 --seeds 5")
+                              "--scenario omniglot-alphabets --alphabets 5 --seeds 5\n"
+                              "  metaloop forgetting --scenario split-data-class --data "
+                              "my_images --classes-per-experience 2 --channels 3")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="two-task")
     p.add_argument("--strategies", default=",".join(STRATEGIES),
                    help=f"comma list from {','.join(STRATEGIES)}")
@@ -82,14 +96,30 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int_list, default=[256, 256], metavar="H1,H2",
                    help="MLP hidden widths (default 256,256)")
     p.add_argument("--train-per-class", type=int, default=None,
-                   help="Fashion-MNIST: training images per class (default all; Omniglot: 12)")
+                   help="Fashion-MNIST, your data: at most this many training images per "
+                        "class (default all; Omniglot: 12)")
     p.add_argument("--val-per-class", type=int, default=None,
-                   help="validation images per class (Fashion-MNIST 500, Omniglot 3)")
+                   help="validation images per class (Fashion-MNIST 500, Omniglot 3, your "
+                        "data 10%% of each class, at least 1)")
     p.add_argument("--test-per-class", type=int, default=None,
-                   help="Fashion-MNIST: test images per class (default all 1,000)")
+                   help="Fashion-MNIST: test images per class (default all 1,000); your "
+                        "data: held out per class (default 20%%, at least 1)")
     p.add_argument("--alphabets", type=int, default=None,
                    help="omniglot-alphabets: number of alphabets (default 5)")
-    p.add_argument("--root", default=None, help="data folder (default: the loader's search)")
+    p.add_argument("--root", default=None, help="built-in scenarios: data folder (default: "
+                   "the loader's search)")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="split-data-task/-class: an image folder root/<class>/<image>, or a "
+                        ".npz/.pt file with x and y (and optionally class_names)")
+    p.add_argument("--classes-per-experience", type=int, default=None, metavar="N",
+                   help="split-data-task/-class: classes per experience, in name order; the "
+                        "last gets what is left (default 2)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="split-data-task/-class with a folder: image side in pixels "
+                        "(default 28)")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="split-data-task/-class with a folder: 1 greyscale, 3 RGB "
+                        "(default 1)")
     p.add_argument("--out", default="runs/forgetting", help="output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -101,11 +131,16 @@ def run(args: argparse.Namespace) -> int:
     exps = recipe.experiences(args.scenario, root=args.root,
                               train_per_class=args.train_per_class,
                               val_per_class=args.val_per_class,
-                              test_per_class=args.test_per_class, alphabets=args.alphabets)
+                              test_per_class=args.test_per_class, alphabets=args.alphabets,
+                              data=args.data,
+                              classes_per_experience=args.classes_per_experience,
+                              image_size=args.image_size, channels=args.channels)
     with output_dir(args.out) as out:
         with tqdm(total=recipe.total_steps(s, exps), desc="steps",
                   disable=args.no_progress) as bar:
             runs, results = recipe.run(s, exps, bar.update)
+        if args.data is not None:
+            results["data"] = str(Path(args.data).expanduser().resolve())
         recipe.write(out, s, exps, runs, results)
     print(f"\n{s['scenario']}: {len(exps)} experiences; mean ± 95% CI over "
           f"{len(s['seeds'])} seeds (accuracies in %)")

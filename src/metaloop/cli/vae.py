@@ -8,6 +8,8 @@ Examples::
     metaloop --threads 1 vae --compare-inversion --data fashion-mnist --latent 32 --epochs 20 \
         --classifier-epochs 10
     metaloop --threads 1 vae --protocol iwae --data omniglot-mixed --out runs/iwae --resume
+    metaloop vae --model cvae --data path/to/images --latent 16 --epochs 50 --out runs/mine
+    metaloop vae --model vae --data my_images.npz --image-size 32 --arch conv
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from metaloop.cli._args import float_list, int_list
 from metaloop.recipes import generative as recipe
 
 DESCRIPTION = """\
-Train an autoencoder (ae), a VAE (vae) or a conditional VAE (cvae) on binarised
-Fashion-MNIST or Omniglot (on the grey values with --likelihood gaussian or cbernoulli), and
-write results.json (test ELBO, reconstruction, KL, IWAE NLL
+Train an autoencoder (ae), a VAE (vae) or a conditional VAE (cvae) on Fashion-MNIST,
+Omniglot or your own images (--data PATH: an image folder root/<class>/<image>, whose class
+folders are the CVAE's classes, or a .npz/.pt file with x and y; converted to grey
+--image-size squares, --test-fraction of each class held out as the test set with a fixed
+seed), binarised (on the grey values with --likelihood gaussian or cbernoulli), and write
+results.json (test ELBO, reconstruction, KL, IWAE NLL
 with k importance samples, settings), metrics.jsonl and PNGs (samples, reconstructions,
 interpolations; AE: samples from a Gaussian fitted to its codes; CVAE: one row per class)
 under --out. With --sweep-latent, train the AE and the VAE at each latent size and draw
@@ -39,10 +44,14 @@ value than its default (a default given explicitly changes nothing and is accept
 scoring classifiers' and inversions' options without the run that trains them, --latent and
 --model with --sweep-latent, --model and --k with --compare-inversion, the generators'
 options with --inversion-transfer, --beta and --k for the AE, --hidden with --arch conv, the
-protocol options without --protocol iwae and the other runs' options with it."""
+protocol options without --protocol iwae and the other runs' options with it, --image-size,
+--invert and --test-fraction with a built-in data set, --root and --resample with your own
+data."""
 
 EPILOG = """examples:
   metaloop --threads 1 vae --model vae --data omniglot-mixed --latent 50 --epochs 100
+  metaloop --threads 1 vae --model cvae --data path/to/images --latent 16 --epochs 50 \
+      --out runs/vae_mine                   # your own images: root/<class>/<image>
   metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
       --out runs/generative_iwae_omniglot --max-minutes 60        # first slice
   metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
@@ -54,6 +63,7 @@ EPILOG = """examples:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``vae`` subcommand."""
+    from metaloop.data.images import INVERT_MODES
     from metaloop.generative.data import BINARIZE, DATASETS, RESAMPLE
     from metaloop.generative.experiment import MODELS
     from metaloop.generative.likelihoods import KINDS
@@ -64,12 +74,29 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="vae")
-    p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
-    p.add_argument("--root", default=None, help="data folder (default: the loader's search)")
+    p.add_argument("--data", default="fashion-mnist", metavar="NAME|PATH",
+                   help=f"a built-in data set ({', '.join(DATASETS)}; default "
+                        f"fashion-mnist), or your own: an image folder root/<class>/<image> "
+                        f"(any format Pillow reads; decoded once into a cache in "
+                        f"root/.metaloop-cache) or a .npz/.pt file with x (uint8 or floats "
+                        f"in [0, 1], [N, H, W] or [N, C, H, W]) and y (labels [N])")
+    p.add_argument("--root", default=None,
+                   help="the built-in data sets' folder (default: the loader's search)")
     p.add_argument("--resample", choices=RESAMPLE, default="bilinear",
                    help="Omniglot's antialiased 105 -> 28 downsampling kernel: bilinear "
                         "(default, as every Omniglot loader here) or bicubic (PIL's and "
                         "MATLAB's default; crisper strokes)")
+    own = p.add_argument_group("your own images (--data PATH)")
+    own.add_argument("--image-size", type=int, default=28, metavar="S",
+                     help="side of the square grey images (default 28; padded to a square, "
+                          "resized with antialiasing; --arch conv needs S divisible by 4; "
+                          "the classifier-scored runs need 28)")
+    own.add_argument("--invert", choices=INVERT_MODES, default="auto",
+                     help="auto (default: an image lighter than half grey is inverted, so "
+                          "dark ink on light paper becomes ink), always or never")
+    own.add_argument("--test-fraction", type=float, default=0.1, metavar="F",
+                     help="share of each class held out as the test set, at least one "
+                          "image of each class of two or more (default 0.1; fixed seed)")
     p.add_argument("--latent", type=int, default=50, help="size of z (default 50, IWAE)")
     p.add_argument("--sweep-latent", type=int_list, default=None, metavar="L1,L2,...",
                    help="train the AE and the VAE at each latent size; draw sweep.png")

@@ -2,7 +2,8 @@
 
 ``finetune_experience`` is the training function (``finetune``, its older name, still works);
 ``run_sequence`` learns a stream of experiences with one of the named ``STRATEGIES``; the
-metrics follow Avalanche's names.
+metrics follow Avalanche's names. ``user_experiences`` makes a stream from your own image
+folder or tensor file.
 """
 
 from metaloop.continual.finetune import (
@@ -45,6 +46,9 @@ from metaloop.continual.scenarios import (
     split_fashion_mnist,
     two_task,
 )
+from metaloop.continual.scenarios import load_labelled as load_labelled  # your own data
+from metaloop.continual.scenarios import split_classes_of as split_classes_of
+from metaloop.continual.scenarios import user_experiences as user_experiences
 from metaloop.continual.sequence import (
     STRATEGIES,
     SequenceResult,
@@ -75,6 +79,7 @@ __all__ = [
     "head_param_names",
     "init_heads",
     "init_params",
+    "load_labelled",
     "logits_of_head",
     "merge_lora_params",
     "mixed_batches",
@@ -84,10 +89,12 @@ __all__ = [
     "reservoir_update",
     "run_sequence",
     "select_trainable",
+    "split_classes_of",
     "split_fashion_mnist",
     "stream_forgetting",
     "strategy_options",
     "summarize",
     "two_task",
+    "user_experiences",
     "with_lora",
 ]

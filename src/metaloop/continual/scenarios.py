@@ -11,17 +11,25 @@ it. Three settings:
   model must also tell which experience a test image came from (van de Ven et al. 2022).
 - **Omniglot alphabets:** a sequence of alphabets of Lake et al.'s background set, each one a
   task with a head over its characters (task-incremental).
+- **Your own data:** an image folder ``root/<class>/<image>`` or a ``.npz``/``.pt`` file with
+  ``x`` and ``y``, split into experiences of a few classes each (``user_experiences``), in
+  either setting; test and validation images are held out of each class by a seed
+  (``split_classes_of``).
 
 Labels are always indices into the experience's head: ``0..C-1`` for a task head, the
-original Fashion-MNIST label for the shared head.
+original label (Fashion-MNIST's, or the position in the data's class names) for the shared
+head.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
@@ -266,10 +274,319 @@ def _choose_alphabets(alphabets, available: list[str], split: str) -> list[str]:
                          f"one experience with its own head")
     return chosen
 
+TENSOR_SUFFIXES = (".npz", ".pt")
+
+
+def _check_fraction(name: str, value, low_open: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        (0 < value < 1 if low_open else 0 <= value < 1)
+    if not ok:
+        raise ValueError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1), got "
+                         f"{value!r}")
+
+
+def _held_out(n: int, per_class: int | None, fraction: float, at_least: int) -> int:
+    """Images of a class of ``n`` held out: ``per_class``, else ``round(fraction * n)`` but at
+    least ``at_least`` (when ``fraction > 0``)."""
+    if per_class is not None:
+        return per_class
+    return max(at_least, round(fraction * n)) if fraction > 0 else 0
+
+
+def _user_groups(groups, classes_per_experience: int | None, names: list[str]
+                 ) -> list[tuple[int, ...]]:
+    """The experiences' labels: ``groups`` (names or labels) or consecutive runs of
+    ``classes_per_experience`` labels (the last one may be shorter)."""
+    k = len(names)
+    if groups is None:
+        per = 2 if classes_per_experience is None else classes_per_experience
+        _check_count("classes_per_experience", per, allow_none=False)
+        return [tuple(range(i, min(i + per, k))) for i in range(0, k, per)]
+    if classes_per_experience is not None:
+        raise ValueError("give groups or classes_per_experience, not both (groups already "
+                         "says how many classes each experience has)")
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for grp in groups:
+        grp = [grp] if isinstance(grp, (str, int)) else list(grp)
+        labels = []
+        for c in grp:
+            if isinstance(c, str) and c in index:
+                labels.append(index[c])
+            elif isinstance(c, int) and not isinstance(c, bool) and 0 <= c < k:
+                labels.append(c)
+            else:
+                raise ValueError(f"groups names unknown class {c!r}; the data has the "
+                                 f"{k} classes {names[:10]}{' ...' if k > 10 else ''} (names "
+                                 f"or labels 0..{k - 1})")
+        out.append(tuple(labels))
+    flat = [c for grp in out for c in grp]
+    if not out or any(not grp for grp in out) or len(set(flat)) != len(flat):
+        raise ValueError(f"groups must be non-empty, disjoint sets of classes, got "
+                         f"{[[names[c] for c in g] for g in out]}")
+    return out
+
+
+def _as_inputs(x: torch.Tensor, flatten: bool) -> torch.Tensor:
+    """uint8 images (scaled to [0, 1]) or float inputs -> float32 ``[N, D]`` when
+    ``flatten`` (or for vectors), else ``[N, C, H, W]``."""
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)                                               # [N, 1, H, W]
+    return x.flatten(1) if flatten else x
+
+
+def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
+                     classes_per_experience: int | None = None,
+                     groups: Sequence[Sequence[str | int]] | None = None,
+                     setting: str = "task", test_per_class: int | None = None,
+                     val_per_class: int | None = None, test_fraction: float | None = None,
+                     val_fraction: float | None = None, train_per_class: int | None = None,
+                     flatten: bool = True, seed: int = 0) -> list[Experience]:
+    """Experiences of a few classes each from labelled data that has no official test split.
+
+    Each class's images are shuffled by ``seed`` and split into test, validation and
+    training images (per class, so classes of unequal sizes keep their proportions); an
+    image is in exactly one of the three. A class's split depends only on ``seed`` and the
+    class sizes, not on how the classes are grouped.
+
+    Args:
+        x: uint8 images ``[N, C, H, W]`` or ``[N, H, W]`` (scaled to [0, 1]), float images,
+            or float feature vectors ``[N, D]``. A tensor or numpy array.
+        y: int labels ``[N]`` in ``[0, K)``.
+        class_names: K names, indexed by label (default ``"0"``, ``"1"``, ...); the
+            experiences are named after them (``"cat, dog"``).
+        classes_per_experience: consecutive labels per experience (default 2); the last
+            experience gets what is left and may be smaller.
+        groups: instead, the classes of each experience (names or labels), e.g.
+            ``[["cat", "dog"], ["car", "bus"]]``; classes in no group are not used.
+        setting: ``"task"`` (a head per experience, ``"task0"``, ``"task1"``, ..., labels
+            ``0..C-1`` in the group's order) or ``"class"`` (one shared K-way head
+            ``"all"``, the original labels), as ``fashion_mnist_experiences``.
+        test_per_class, val_per_class: test and validation images per class (a fixed
+            count; the test count must be positive, validation may be 0).
+        test_fraction, val_fraction: otherwise these fractions of each class, rounded and at
+            least one image each (defaults 0.2 and 0.1; ``val_fraction=0``: no validation).
+        train_per_class: keep at most this many training images per class (None: all the
+            rest).
+        flatten: inputs ``[N, C*H*W]`` (for an MLP) instead of ``[N, C, H, W]``; feature
+            vectors stay ``[N, D]``.
+        seed: seed of the split and of the subsampling.
+
+    Returns:
+        One ``Experience`` per group; ``train``, ``val`` and ``test`` hold float32 inputs.
+
+    Raises:
+        ValueError: naming the problem: shapes or dtypes of ``x``/``y``, non-finite values,
+            labels outside the class names, unknown setting, unknown or repeated classes in
+            ``groups``, fewer than two experiences, a task-setting experience of one class
+            (its one-way head would learn nothing), bad counts or fractions, or classes too
+            small to give a test, a validation (if asked for) and a training image (listed
+            with their sizes).
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; choose one of {SETTINGS}")
+    flatten = check_flag("flatten", flatten)
+    if isinstance(x, np.ndarray):                   # a read-only array (np.load) is copied
+        x = torch.from_numpy(x if x.flags.writeable else x.copy())
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3, 4):
+        raise ValueError(f"x must be [N, C, H, W] or [N, H, W] images or [N, D] feature "
+                         f"vectors, got {type(x).__name__} of shape "
+                         f"{list(getattr(x, 'shape', []))}")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise ValueError(f"x must be uint8 images (0..255) or floating point, got {x.dtype}; "
+                         f"convert it (e.g. x.astype('uint8') for 0..255 pixels)")
+    if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"y must be int labels [N] with N = {len(x)} (as x), got {y.dtype} "
+                         f"{list(y.shape)}")
+    if len(y) == 0:
+        raise ValueError("the data holds no examples (N = 0)")
+    y = y.to(torch.int64)
+    names = [str(n) for n in class_names] if class_names is not None \
+        else [str(i) for i in range(int(y.max()) + 1)]
+    if int(y.min()) < 0 or int(y.max()) >= len(names):
+        raise ValueError(f"labels must be in [0, {len(names)}) (one per class name), found "
+                         f"{int(y.min())}..{int(y.max())}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names has duplicates: "
+                         f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)                      # [N]
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten().tolist()
+            raise ValueError(f"x has non-finite values (NaN or inf) in {len(rows)} row(s) "
+                             f"{rows[:5]}")
+    _check_count("test_per_class", test_per_class)
+    _check_count("val_per_class", val_per_class, allow_zero=True)
+    _check_count("train_per_class", train_per_class)
+    for name, count, fraction in (("test", test_per_class, test_fraction),
+                                  ("val", val_per_class, val_fraction)):
+        if count is not None and fraction is not None:
+            raise ValueError(f"give {name}_per_class or {name}_fraction, not both")
+    test_fraction = 0.2 if test_fraction is None else test_fraction
+    val_fraction = 0.1 if val_fraction is None else val_fraction
+    _check_fraction("test_fraction", test_fraction, low_open=True)
+    _check_fraction("val_fraction", val_fraction, low_open=False)
+    if test_fraction + val_fraction >= 1:
+        raise ValueError(f"test_fraction + val_fraction = {test_fraction + val_fraction} "
+                         f"leaves no training images")
+    grouped = groups is None                          # consecutive classes_per_experience
+    groups = _user_groups(groups, classes_per_experience, names)
+    if len(groups) < 2:
+        raise ValueError(f"a stream needs at least two experiences, but the {len(names)} "
+                         f"classes {names[:10]} make {len(groups)} of "
+                         f"{len(groups[0])} class(es): give fewer classes per experience "
+                         f"(classes_per_experience, --classes-per-experience) or more classes")
+    if setting == "task":
+        single = [names[g[0]] for g in groups if len(g) == 1]
+        if single:
+            k = len(names)
+            fits = [n for n in range(2, k) if k % n != 1]
+            hint = f"; e.g. {fits[0]} for {k} classes" if fits and grouped else ""
+            raise ValueError(f"in the task setting each experience has its own head, and the "
+                             f"experience(s) of the single class(es) {single} would get a "
+                             f"one-way head that learns nothing: group the classes so that "
+                             f"every experience has at least two (classes_per_experience, "
+                             f"--classes-per-experience{hint}), or use the class setting")
+    counts = torch.bincount(y, minlength=len(names))                            # [K]
+    g = torch.Generator().manual_seed(seed)
+    perms = [torch.randperm(int(n), generator=g) for n in counts]   # every class, by label
+    members = torch.split(torch.argsort(y, stable=True), counts.tolist())  # K x [n_c]
+    used = sorted(c for grp in groups for c in grp)
+    small, parts = [], {}
+    for c in used:
+        n = int(counts[c])
+        n_test = _held_out(n, test_per_class, test_fraction, 1)
+        n_val = _held_out(n, val_per_class, val_fraction, 1)
+        if n - n_test - n_val < 1:
+            small.append(f"{names[c]!r} ({n}: needs {n_test} test + {n_val} val + 1 train)")
+            continue
+        idx = members[c][perms[c]]
+        train = idx[n_test + n_val:]
+        parts[c] = (train[:train_per_class] if train_per_class is not None else train,
+                    idx[n_test:n_test + n_val], idx[:n_test])
+    if small:
+        more = f" and {len(small) - 8} more" if len(small) > 8 else ""
+        raise ValueError(f"{len(small)} class(es) have too few images to hold out test and "
+                         f"validation images and keep one for training: "
+                         f"{', '.join(small[:8])}{more}; add images, or hold out fewer "
+                         f"(test_per_class / val_per_class, --test-per-class / "
+                         f"--val-per-class)")
+    shared = setting == "class"
+    out = []
+    for i, grp in enumerate(groups):
+        lookup = torch.full((len(names),), -1, dtype=torch.int64)
+        lookup[list(grp)] = torch.arange(len(grp))
+
+        def split(k: int, grp=grp, lookup=lookup) -> Split:
+            idx = torch.cat([parts[c][k] for c in grp])
+            return _as_inputs(x[idx], flatten), (y[idx] if shared else lookup[y[idx]])
+
+        out.append(Experience(
+            name=", ".join(names[c] for c in grp), head="all" if shared else f"task{i}",
+            num_outputs=len(names) if shared else len(grp),
+            classes=grp if shared else tuple(range(len(grp))),
+            train=split(0), val=split(1), test=split(2)))
+    return out
+
+
+def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
+                  channels: int | None = None, invert: str = "never",
+                  cache_dir: str | os.PathLike | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Labelled data from an image folder or a tensor file.
+
+    Args:
+        path: an image folder ``root/<class>/<image>`` (torchvision's layout, decoded once
+            into a cache by ``metaloop.data.folder.load_folder``), or a ``.npz``/``.pt``
+            file with ``x`` and ``y`` (and optionally ``class_names``), read as
+            ``metaloop.tasks.Episodes.from_tensors`` reads it.
+        image_size: folders only: side H = W of the decoded images (default 28).
+        channels: folders only: 1 (greyscale, the default) or 3 (RGB).
+        invert: folders only: ``"never"``, ``"always"`` or ``"auto"``.
+        cache_dir: folders only: where the decoded cache lives.
+
+    Returns:
+        x (uint8 ``[N, C, H, W]`` for a folder; as stored for a file), y int64 ``[N]`` in
+        ``[0, K)`` and the K class names.
+
+    Raises:
+        ValueError: a missing path, a file that is not ``.npz``/``.pt``, a folder without
+            images in that layout or with an unreadable image, an unreadable tensor file
+            (all named), or ``image_size``/``channels``/``invert`` given for a tensor file,
+            where they would change nothing.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ValueError(f"data {p} does not exist: give an image folder root/<class>/<image> "
+                         f"or a .npz/.pt file with x and y")
+    if p.is_dir():
+        from metaloop.data.folder import load_folder
+
+        data = load_folder(p, image_size=28 if image_size is None else image_size,
+                           channels=1 if channels is None else channels, invert=invert,
+                           cache_dir=cache_dir)
+        return data.images, data.labels, list(data.class_names)
+    if p.suffix not in TENSOR_SUFFIXES:
+        raise ValueError(f"data {p} is neither a folder nor a .npz/.pt file (got "
+                         f"{p.suffix or 'no extension'!r}): give an image folder "
+                         f"root/<class>/<image> or a tensor file with x and y")
+    given = [(n, v) for n, v in (("image_size", image_size), ("channels", channels),
+                                 ("invert", invert)) if v is not None and v != "never"]
+    if given:
+        flags = " and ".join(f"--{n.replace('_', '-')}" for n, _ in given)
+        raise ValueError(f"{', '.join(f'{n}={v!r}' for n, v in given)} ({flags}) only "
+                         f"decode{'s' if len(given) == 1 else ''} image folders; {p} is a "
+                         f"tensor file whose x is used as it is, so it would change nothing: "
+                         f"drop {flags}")
+    return _read_tensor_file(p)
+
+
+def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """``x``, ``y`` and the class names of a ``.npz``/``.pt`` file, read by
+    ``metaloop.tasks.episodes.read_tensor_file`` (no pickles; integer labels with gaps become
+    classes named by their value); shapes are ``split_classes_of``'s to check."""
+    from metaloop.tasks.episodes import read_tensor_file
+
+    x, y, names = read_tensor_file(path)
+    if names is None and y.dim() == 1 and not y.is_floating_point() and int(y.min()) >= 0:
+        names = [str(i) for i in range(int(y.max()) + 1)]
+    return x, y, names
+
+
+def user_experiences(path: str | os.PathLike, *, setting: str = "task",
+                     image_size: int | None = None, channels: int | None = None,
+                     invert: str = "never", cache_dir: str | os.PathLike | None = None,
+                     **kwargs) -> list[Experience]:
+    """Experiences from your own labelled data: an image folder ``root/<class>/<image>`` or a
+    ``.npz``/``.pt`` file with ``x`` and ``y``.
+
+    ``load_labelled(path, image_size=, channels=, invert=, cache_dir=)`` reads the data;
+    ``split_classes_of`` (with ``setting`` and ``**kwargs``: ``classes_per_experience``,
+    ``groups``, ``test_per_class``, ``val_per_class``, ``test_fraction``,
+    ``val_fraction``, ``train_per_class``, ``flatten``, ``seed``) makes the experiences.
+
+    Example:
+        ``user_experiences("photos", classes_per_experience=2, setting="class")``: one
+        experience per two classes of ``photos/<class>/``, 28x28 greyscale, one shared head.
+
+    Raises:
+        ValueError: as ``load_labelled`` and ``split_classes_of``.
+    """
+    x, y, names = load_labelled(path, image_size=image_size, channels=channels,
+                                invert=invert, cache_dir=cache_dir)
+    return split_classes_of(x, y, names, setting=setting, **kwargs)
+
 
 SCENARIOS = {
     "two-task": two_task,
     "split-fmnist-task": partial(split_fashion_mnist, setting="task"),
     "split-fmnist-class": partial(split_fashion_mnist, setting="class"),
     "omniglot-alphabets": omniglot_alphabets,
+    "split-data-task": partial(user_experiences, setting="task"),
+    "split-data-class": partial(user_experiences, setting="class"),
 }
+"""The named scenarios of ``metaloop forgetting``; ``split-data-task`` and ``split-data-class``
+take the path of your own data (``user_experiences``), the others read their built-in data
+from ``root``."""

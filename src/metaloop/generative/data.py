@@ -25,18 +25,53 @@ Data sets (28x28, one channel, ink = 1):
 The Omniglot sets take the downsampling kernel as ``resample`` (``RESAMPLE``): antialiased
 bilinear by default, as every Omniglot loader in metaloop, or bicubic, whose crisper strokes
 leave less grey for the binarisation to flip (``binarization_entropy``).
+
+Your own images (``load_user``; ``load`` takes a path where it takes a data set's name):
+
+- an image folder in torchvision's layout ``root/<class>/<image>``, decoded once by
+  ``metaloop.data.folder.load_folder`` into a cached uint8 array (any format and mode Pillow
+  reads, padded to a square, resized with antialiasing to ``image_size``, converted to
+  grey, inverted per ``invert``); the class folders are the labels;
+- a tensor file ``.npz`` or ``.pt`` with ``x`` (``[N, H, W]`` or ``[N, C, H, W]``, C = 1 or
+  3; uint8 0..255, integers in 0..255, bool, or floats in [0, 1]) and ``y`` (``[N]`` integer
+  labels), optionally ``class_names``; converted as a folder's images are (RGB to grey with
+  Pillow's ``L`` weights, ``invert``, padded to a square, resized to ``image_size``).
+
+The images come out as the built-in sets' do: uint8 ``[N, 1, S, S]``, ink = 255. The models
+take any S (the conv architecture needs S divisible by 4); the sample-quality classifier of
+the latent sweep and the inversion studies is built for 28x28. One channel only: the
+pictures are drawn in grey. The default likelihood and binarisation are the built-in sets'
+(``default_binarize``): each grey level is the probability of ink, binarised afresh in every
+batch for the Bernoulli decoder; the continuous likelihoods model the grey values as they
+are.
+
+Such data has no test split of its own: ``split_indices`` holds out ``test_fraction`` of each
+class (rounded half up, at least one image of each class of two or more, never its last),
+chosen at random with a fixed seed: the split is the same on every call, the two parts are
+disjoint, and each comes in a fixed random order (the classes mixed). ``user_data_hash``
+identifies the decoded images, so a resumed run can refuse data that changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
+from metaloop.data.images import INVERT_MODES
 from metaloop.data.omniglot import RESAMPLE
 
 DATASETS = ("fashion-mnist", "omniglot", "omniglot-mixed")
+TENSOR_SUFFIXES = (".npz", ".pt")
+IMAGE_SIZE = 28             # the built-in sets' side, and the default for your own images
+INVERT = "auto"             # your own images: dark ink on light paper becomes ink = 255
+TEST_FRACTION = 0.1         # your own images: the share of each class held out as "test"
+SPLIT_SEED = 0              # ... chosen with this seed
 BINARIZE = ("dynamic", "static", "none")
 TEST_BINARIZATION_SEED = 0
 MIXED_SIZES = (24_345, 8_070)   # Burda et al. (2016), Omniglot train / test
@@ -47,9 +82,10 @@ class ImageData(NamedTuple):
     """One split of a data set.
 
     Attributes:
-        images: uint8 ``[N, 1, 28, 28]``, 0 = background, 255 = ink.
+        images: uint8 ``[N, 1, S, S]``, 0 = background, 255 = ink (S = 28 for the
+            built-in sets, ``image_size`` for your own images).
         labels: int64 ``[N]`` class labels.
-        n_classes: number of classes in this split.
+        n_classes: number of classes in this split (your own data: in both splits).
         class_names: names of the classes, in label order.
     """
 
@@ -60,23 +96,33 @@ class ImageData(NamedTuple):
 
 
 def load(name: str, split: str, root: str | os.PathLike | None = None,
-         resample: str = "bilinear") -> ImageData:
-    """Load ``split`` (``"train"`` or ``"test"``) of data set ``name``.
+         resample: str = "bilinear", *, image_size: int = IMAGE_SIZE, invert: str = INVERT,
+         test_fraction: float = TEST_FRACTION) -> ImageData:
+    """Load ``split`` (``"train"`` or ``"test"``) of data set ``name``, or of your own data.
 
     Args:
-        name: one of ``DATASETS``.
-        split: ``"train"`` or ``"test"`` (Omniglot: background / evaluation).
-        root: folder of the data files; None uses the loader's default search.
+        name: one of ``DATASETS``, or the path of an image folder or a ``.npz``/``.pt``
+            tensor file (``load_user``).
+        split: ``"train"`` or ``"test"`` (Omniglot: background / evaluation; your own
+            data: ``split_indices``).
+        root: folder of the built-in data files; None uses the loader's default search.
         resample: Omniglot's 105 -> 28 kernel, one of ``RESAMPLE`` (Fashion-MNIST is 28x28
             already and takes only the default).
+        image_size, invert, test_fraction: your own data's (see ``load_user``); the
+            built-in sets take only the defaults.
 
     Raises:
-        ValueError: for an unknown data set, split or kernel, or a kernel for Fashion-MNIST.
+        ValueError: for an unknown data set, split or kernel, an option the data does not
+            take (``check_data_options``), or bad data of your own (``load_user``).
         FileNotFoundError: from the loaders, listing where they looked.
     """
-    check_resample(name, resample)
+    check_data_options(name, resample=resample, image_size=image_size, invert=invert,
+                       test_fraction=test_fraction, root=root)
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+    if is_user_data(name):
+        return load_user(name, split, image_size=image_size, invert=invert,
+                         test_fraction=test_fraction)
     if name == "fashion-mnist":
         from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
@@ -84,23 +130,277 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
         return ImageData(x.unsqueeze(1), y, len(CLASS_NAMES), list(CLASS_NAMES))
     if name == "omniglot":
         return _omniglot(("background" if split == "train" else "evaluation",), root, resample)
-    if name == "omniglot-mixed":
-        d = _omniglot(("background", "evaluation"), root, resample)
-        perm = torch.randperm(len(d.images), generator=torch.Generator().manual_seed(MIXED_SEED))
-        n_train, n_test = MIXED_SIZES
-        idx = perm[:n_train] if split == "train" else perm[n_train:n_train + n_test]
-        return d._replace(images=d.images[idx], labels=d.labels[idx])
-    raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    d = _omniglot(("background", "evaluation"), root, resample)       # omniglot-mixed
+    perm = torch.randperm(len(d.images), generator=torch.Generator().manual_seed(MIXED_SEED))
+    n_train, n_test = MIXED_SIZES
+    idx = perm[:n_train] if split == "train" else perm[n_train:n_train + n_test]
+    return d._replace(images=d.images[idx], labels=d.labels[idx])
+
+
+def is_user_data(name: str | os.PathLike) -> bool:
+    """Whether ``name`` is a path of your own data rather than one of ``DATASETS`` (a folder
+    named like a built-in set is given as ``./omniglot``)."""
+    return str(name) not in DATASETS
 
 
 def check_resample(name: str, resample: str) -> None:
-    """Raise ``ValueError`` for an unknown kernel, or any but the default for Fashion-MNIST."""
+    """Raise ``ValueError`` for an unknown kernel, or any but the default for data that is
+    not Omniglot (Fashion-MNIST, your own images)."""
     if resample not in RESAMPLE:
         raise ValueError(f"unknown resample kernel {resample!r}; choose one of "
                          f"{', '.join(RESAMPLE)}")
-    if name == "fashion-mnist" and resample != RESAMPLE[0]:
+    if resample != RESAMPLE[0] and name not in ("omniglot", "omniglot-mixed"):
+        what = ("Fashion-MNIST is 28x28 already" if name == "fashion-mnist" else
+                f"{name} is resized to image_size with antialiased bilinear interpolation")
         raise ValueError(f"resample {resample!r} applies to the Omniglot data sets, which are "
-                         f"downsampled from 105x105; Fashion-MNIST is 28x28 already")
+                         f"downsampled from 105x105; {what}")
+
+
+def check_data_options(name: str, *, resample: str = "bilinear", image_size: int = IMAGE_SIZE,
+                       invert: str = INVERT, test_fraction: float = TEST_FRACTION,
+                       root: str | os.PathLike | None = None) -> None:
+    """Check the data options against the data: the built-in sets are 28x28 with a test
+    split of their own, so they take only the defaults of ``image_size``, ``invert`` and
+    ``test_fraction``; your own data takes no ``root`` (its path is ``name``) and no
+    Omniglot kernel.
+
+    Raises:
+        ValueError: naming the option and its value; for your own data, as
+            ``check_user_path``.
+    """
+    check_resample(name, resample)
+    if not is_user_data(name):
+        given = [f"{k}={v!r}" for k, v, d in (("image_size", image_size, IMAGE_SIZE),
+                                             ("invert", invert, INVERT),
+                                             ("test_fraction", test_fraction, TEST_FRACTION))
+                 if v != d]
+        if given:
+            raise ValueError(f"{', '.join(given)} appl(ies) to your own images (an image "
+                             f"folder or a tensor file); {name} is 28x28 with a test split "
+                             f"of its own")
+        return
+    check_user_path(name)
+    if root is not None:
+        raise ValueError(f"root={str(root)!r} is the built-in data sets' folder; your own "
+                         f"data is read from its path, {name}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4:
+        raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
+    if invert not in INVERT_MODES:
+        raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}, got {invert!r}")
+    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float))
+            or not 0 < test_fraction < 1):
+        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got "
+                         f"{test_fraction!r}")
+
+
+def check_user_path(name: str | os.PathLike) -> Path:
+    """``name`` as the path of your own data, if it is a folder or a ``.npz``/``.pt`` file.
+
+    Raises:
+        ValueError: naming ``name`` when nothing is there (it is then no known data set
+            either) or it is a file of another kind.
+    """
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise ValueError(f"unknown data set {str(name)!r}: not one of the built-in data sets "
+                         f"({', '.join(DATASETS)}), and there is no file or folder {path}; "
+                         f"your own data is an image folder root/<class>/<image> or a "
+                         f".npz/.pt file with x and y")
+    if path.is_file() and path.suffix not in TENSOR_SUFFIXES:
+        raise ValueError(f"data {path}: a file must be a tensor file .npz or .pt with x and "
+                         f"y (got {path.suffix or 'no extension'!r}); images go in a folder "
+                         f"root/<class>/<image>")
+    return path
+
+
+def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
+              invert: str = INVERT) -> ImageData:
+    """All of your own images, before the split.
+
+    Args:
+        path: an image folder ``root/<class>/<image>`` or a ``.npz``/``.pt`` file with ``x``
+            and ``y`` (and optionally ``class_names``); see the module's docstring.
+        image_size: side S of the square output images.
+        invert: ``"auto"`` (per image: a mean above half becomes ink = 255), ``"always"``
+            or ``"never"``.
+
+    Returns:
+        ImageData: uint8 ``[N, 1, S, S]``, ink = 255; labels int64 ``[N]``; every class.
+
+    Raises:
+        ValueError: a missing path, a file of another kind, a folder without images in the
+            layout (or with an unreadable one), a tensor file without ``x`` and ``y``, with
+            non-numeric or non-finite values, float pixels outside [0, 1], integer pixels
+            outside 0..255, or shapes that are not images with labels.
+    """
+    check_data_options(str(path), image_size=image_size, invert=invert)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        from metaloop.data.folder import load_folder
+
+        d = load_folder(path, image_size=image_size, channels=1, invert=invert)
+        images = d.images.clone()                            # off the memory-mapped cache
+        return ImageData(images, d.labels.clone(), len(d.class_names), list(d.class_names))
+    return _read_tensors(path, image_size, invert)
+
+
+def _read_tensors(path: Path, image_size: int, invert: str) -> ImageData:
+    """A ``.npz``/``.pt`` file's ``x`` and ``y`` as ``read_user`` returns them."""
+    from metaloop.tasks.episodes import read_tensor_file
+
+    x, y, names = read_tensor_file(path)      # checked: keys, dtypes, finite, dense labels
+    if x.dim() == 3:
+        x = x.unsqueeze(1)                                                   # [N, 1, H, W]
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or len(x) == 0:
+        raise ValueError(f"tensor file {path}: x must be images [N, H, W] or [N, C, H, W] "
+                         f"with C = 1 or 3 and N > 0, got shape {list(x.shape)}")
+    if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"tensor file {path}: y must be integer labels [N] with N = {len(x)} "
+                         f"(as x), got {y.dtype} {list(y.shape)}")
+    y = y.to(torch.int64)
+    k = len(names) if names is not None else int(y.max()) + 1
+    if int(y.min()) < 0 or int(y.max()) >= k:
+        raise ValueError(f"tensor file {path}: labels y must lie in [0, {k}) "
+                         f"({'len(class_names)' if names is not None else 'max + 1'}), found "
+                         f"{int(y.min())}..{int(y.max())}")
+    if x.is_floating_point():
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"tensor file {path}: float pixels x must lie in [0, 1], got "
+                             f"range [{lo:.3g}, {hi:.3g}]; scale them (e.g. x / 255) or store "
+                             f"uint8")
+        u = x.to(torch.float32)
+    elif x.dtype == torch.bool:
+        u = x.to(torch.float32)
+    else:
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"tensor file {path}: integer pixels x must lie in 0..255, got "
+                             f"{lo}..{hi}")
+        u = x.to(torch.float32) / 255.0
+    return ImageData(_to_grey_square(u, image_size, invert), y, k,
+                     names or [str(i) for i in range(k)])
+
+
+def _to_grey_square(u: torch.Tensor, image_size: int, invert: str) -> torch.Tensor:
+    """float ``[N, C, H, W]`` in [0, 1] -> uint8 ``[N, 1, S, S]``, as ``load_image`` converts
+    a file: grey (Pillow's ``L`` weights), inverted per ``invert``, centred on a square
+    background, resized with antialiasing."""
+    if u.shape[1] == 3:
+        w = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+        u = (u * w).sum(1, keepdim=True)                                     # [N, 1, H, W]
+    if invert == "always":
+        u = 1.0 - u
+    elif invert == "auto":
+        light = u.flatten(1).mean(1) > 0.5                                   # [N]
+        u = torch.where(light[:, None, None, None], 1.0 - u, u)
+    h, w_ = u.shape[-2:]
+    if h != w_:                                   # centre on a square background, no crop
+        side = max(h, w_)
+        top, left = (side - h) // 2, (side - w_) // 2
+        u = F.pad(u, (left, side - w_ - left, top, side - h - top), value=0.0)  # [N, 1, s, s]
+    if u.shape[-1] != image_size:
+        u = F.interpolate(u, size=(image_size, image_size), mode="bilinear",
+                          align_corners=False, antialias=True)               # [N, 1, S, S]
+    return u.clamp(0.0, 1.0).mul(255).round().to(torch.uint8)
+
+
+def split_indices(labels: torch.Tensor, n_classes: int, test_fraction: float = TEST_FRACTION,
+                  seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stratified, seeded train/test split of examples with ``labels``.
+
+    Each class of n >= 2 examples gives ``floor(test_fraction * n + 1/2)`` of them to the
+    test part, at least 1 and at most n - 1; a class of one example stays in training. The
+    examples are drawn at random with ``seed``: the same labels give the same split.
+
+    Args:
+        labels: int64 ``[N]`` in ``[0, n_classes)``.
+        n_classes: number of classes K.
+        test_fraction: share of each class held out, strictly between 0 and 1.
+        seed: seed of the draw.
+
+    Returns:
+        int64 train indices ``[N - M]`` and test indices ``[M]``: disjoint, covering
+        ``range(N)`` together, each in a random order fixed by ``seed`` (the classes mixed,
+        as in the built-in test sets, whose first images the pictures and scores take).
+    """
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in range(n_classes):
+        idx = (labels == c).nonzero().flatten()                              # [n_c]
+        n = len(idx)
+        idx = idx[torch.randperm(n, generator=g)]
+        m = 0 if n < 2 else min(n - 1, max(1, math.floor(test_fraction * n + 0.5)))
+        test.append(idx[:m])
+        train.append(idx[m:])
+    tr, te = torch.cat(train), torch.cat(test)
+    return (tr[torch.randperm(len(tr), generator=g)],
+            te[torch.randperm(len(te), generator=g)])
+
+
+def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SIZE,
+              invert: str = INVERT, test_fraction: float = TEST_FRACTION,
+              seed: int = SPLIT_SEED) -> ImageData:
+    """One split of your own images (``read_user``, then ``split_indices``).
+
+    Args:
+        path: an image folder ``root/<class>/<image>`` or a ``.npz``/``.pt`` tensor file.
+        split: ``"train"`` or ``"test"``.
+        image_size: side S of the square output images (default 28).
+        invert: ``"auto"`` (default), ``"always"`` or ``"never"``.
+        test_fraction: share of each class held out as the test split (default 0.1).
+        seed: seed of the split (default ``SPLIT_SEED``).
+
+    Returns:
+        ImageData: uint8 ``[N, 1, S, S]``, ink = 255; both splits have every class in
+        ``n_classes`` and ``class_names``.
+
+    Raises:
+        ValueError: as ``read_user``; a bad option; fewer than 2 training or 2 test images
+            after the split (naming the counts per class).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+    check_data_options(str(path), image_size=image_size, invert=invert,
+                       test_fraction=test_fraction)
+    d = read_user(path, image_size=image_size, invert=invert)
+    tr, te = split_indices(d.labels, d.n_classes, test_fraction, seed)
+    if len(tr) < 2 or len(te) < 2:
+        counts = torch.bincount(d.labels, minlength=d.n_classes).tolist()
+        shown = ", ".join(f"{n!r}: {c}" for n, c in zip(d.class_names[:8], counts[:8]))
+        raise ValueError(f"data {path}: {len(d.labels)} image(s) in {d.n_classes} class(es) "
+                         f"({shown}{', ...' if d.n_classes > 8 else ''}) are too few to hold "
+                         f"out a test set: test fraction {test_fraction:g} leaves {len(tr)} "
+                         f"training and {len(te)} test image(s), and each part needs at "
+                         f"least 2 (every class of two or more images gives at least one to "
+                         f"the test set); add images")
+    idx = tr if split == "train" else te
+    return d._replace(images=d.images[idx], labels=d.labels[idx])
+
+
+def user_data_hash(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
+                   invert: str = INVERT) -> str:
+    """SHA-256 of your own data as the models see it (the decoded images, labels and class
+    names, before the split): equal for the same data, different after any change."""
+    d = read_user(path, image_size=image_size, invert=invert)
+    h = hashlib.sha256()
+    h.update(repr((list(d.images.shape), d.class_names)).encode())
+    h.update(d.images.contiguous().numpy().tobytes())
+    h.update(d.labels.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def data_label(name: str) -> str:
+    """A short name of the data for figure titles: the data set, or the path's last part."""
+    return Path(name).name if is_user_data(name) else name
+
+
+def require_classes(d: ImageData, name: str, what: str) -> None:
+    """Raise ``ValueError`` unless ``d`` has at least 2 classes, which ``what`` needs."""
+    if d.n_classes < 2:
+        raise ValueError(f"{what} needs at least 2 classes, but {name} has "
+                         f"{d.n_classes} ({', '.join(d.class_names)}); give it one "
+                         f"sub-folder per class (or labels y with two values or more)")
 
 
 def _omniglot(sets: tuple[str, ...], root, resample: str) -> ImageData:

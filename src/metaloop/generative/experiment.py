@@ -44,7 +44,8 @@ class Settings:
 
     Attributes:
         model: ``"ae"``, ``"vae"`` or ``"cvae"``.
-        data: ``"fashion-mnist"`` or ``"omniglot"``.
+        data: one of ``data.DATASETS``, or the path of your own image folder or tensor
+            file (``data.load_user``).
         latent: size of z.
         arch: ``"mlp"`` (IWAE 784-200-200-L, tanh) or ``"conv"``.
         hidden: MLP hidden widths.
@@ -70,6 +71,9 @@ class Settings:
         seed: seed of everything random.
         root: data folder (None: the loader's default search).
         resample: Omniglot's 105 -> 28 kernel (``data.RESAMPLE``; "bilinear").
+        image_size: your own images' side (the built-in sets are 28x28).
+        invert: your own images' inversion, ``"auto"``, ``"always"`` or ``"never"``.
+        test_fraction: share of each class of your own data held out as the test split.
         progress: show progress bars.
     """
 
@@ -98,6 +102,9 @@ class Settings:
     seed: int = 0
     root: str | None = None
     resample: str = "bilinear"
+    image_size: int = gdata.IMAGE_SIZE
+    invert: str = gdata.INVERT
+    test_fraction: float = gdata.TEST_FRACTION
     progress: bool = True
 
 
@@ -109,10 +116,8 @@ def check_settings(s: Settings) -> None:
     """
     if s.model not in MODELS:
         raise ValueError(f"unknown model {s.model!r}; choose one of {', '.join(MODELS)}")
-    if s.data not in gdata.DATASETS:
-        raise ValueError(f"unknown data set {s.data!r}; choose one of "
-                         f"{', '.join(gdata.DATASETS)}")
-    gdata.check_resample(s.data, s.resample)
+    gdata.check_data_options(s.data, resample=s.resample, image_size=s.image_size,
+                             invert=s.invert, test_fraction=s.test_fraction, root=s.root)
     check_positive("latent size (--latent)", s.latent)
     likelihoods.check_kind(s.likelihood)
     gdata.check_binarize(s.binarize)
@@ -147,6 +152,12 @@ def _subset(d: gdata.ImageData, n: int | None, seed: int) -> gdata.ImageData:
     return d._replace(images=d.images[idx], labels=d.labels[idx])
 
 
+def load_split(s: Settings, split: str) -> gdata.ImageData:
+    """The whole ``split`` of ``s.data`` (``data.load`` with the settings' data options)."""
+    return gdata.load(s.data, split, s.root, s.resample, image_size=s.image_size,
+                      invert=s.invert, test_fraction=s.test_fraction)
+
+
 def load_data(s: Settings) -> tuple[gdata.ImageData, gdata.ImageData]:
     """The (possibly subsampled) train and test splits of ``s.data``.
 
@@ -154,13 +165,30 @@ def load_data(s: Settings) -> tuple[gdata.ImageData, gdata.ImageData]:
         ValueError: if either split has fewer than 2 images (a Gaussian fitted to codes,
             an interpolation and a Frechet distance each need two).
     """
-    tr = _subset(gdata.load(s.data, "train", s.root, s.resample), s.train_examples, s.seed)
-    te = _subset(gdata.load(s.data, "test", s.root, s.resample), s.test_examples, s.seed + 1)
+    tr = _subset(load_split(s, "train"), s.train_examples, s.seed)
+    te = _subset(load_split(s, "test"), s.test_examples, s.seed + 1)
     for split, d, flag in (("training", tr, "--train-examples"), ("test", te, "--test-examples")):
         if len(d.images) < 2:
             raise ValueError(f"need at least 2 {split} images, got {len(d.images)} "
                              f"({flag} or the data in --root)")
     return tr, te
+
+
+def data_identity(s: Settings) -> dict:
+    """For your own data, ``{"data_hash": ...}`` (``data.user_data_hash``) to store beside
+    the settings; nothing for the built-in sets."""
+    if not gdata.is_user_data(s.data):
+        return {}
+    return {"data_hash": gdata.user_data_hash(s.data, image_size=s.image_size,
+                                              invert=s.invert)}
+
+
+def check_scored_size(s: Settings, run: str) -> None:
+    """Raise ``ValueError`` unless the images are 28x28: the scoring classifier's size."""
+    if s.image_size != 28:
+        raise ValueError(f"{run} scores samples with a classifier built for 28x28 images; "
+                         f"image_size {s.image_size} (--image-size) is for single-model runs "
+                         f"(--model ae, vae or cvae)")
 
 
 def build_model(kind: str, s: Settings, train_images: torch.Tensor, n_classes: int
@@ -278,7 +306,7 @@ _TITLES = {
 
 
 def _title(name: str, s: Settings) -> str:
-    return f"{s.model.upper()} {s.data}, latent {s.latent}\n{_TITLES[name]}"
+    return f"{s.model.upper()} {gdata.data_label(s.data)}, latent {s.latent}\n{_TITLES[name]}"
 
 
 def run(s: Settings, out: str | os.PathLike) -> dict:
@@ -299,6 +327,8 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
     if s.classes is not None and s.model != "cvae":
         raise ValueError("--classes only applies to the CVAE (--model cvae)")
     tr, te = load_data(s)
+    if s.model == "cvae":
+        gdata.require_classes(tr, s.data, "the conditional VAE (--model cvae)")
     if s.model == "cvae" and s.classes is not None:
         bad = [c for c in s.classes if not 0 <= c < tr.n_classes]
         if bad:
@@ -325,7 +355,8 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
         train_eval = heldout_metrics(model, x_tr, tr.labels[pick], k=s.k, batch=s.eval_batch,
                                      seed=s.seed, progress=s.progress)
     pictures = write_pictures(model, s, tr, te, x_te, out)
-    results = {"settings": asdict(s), "test": test, "train_subset": train_eval,
+    results = {"settings": asdict(s), **data_identity(s), "test": test,
+               "train_subset": train_eval,
                "final_train": history[-1],
                "epochs_done": history[-1]["epoch"], "steps": history[-1]["steps"],
                "train_cpu_s": train_cpu, "train_wall_s": train_wall, "eval_cpu_s": eval_cpu,
@@ -374,7 +405,9 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
         check_positive("latent size (--sweep-latent)", latent)
     check_settings(Settings(**{**asdict(s), "model": "vae", "latent": latents[0]}))
     cpu_start, wall_start = time.process_time(), time.perf_counter()
+    check_scored_size(s, "--sweep-latent")
     tr, te = load_data(s)
+    gdata.require_classes(tr, s.data, "the sweep's scoring classifier (--sweep-latent)")
     x_te = gdata.eval_pixels(te.images, s.binarize)
     likelihoods.check_data(x_te[:1000], s.likelihood)
     real = gdata.to_unit(te.images)
@@ -389,7 +422,7 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
     log = _jsonl(out / "metrics.jsonl")
     clf = quality.train_classifier(tr.images, tr.labels, tr.n_classes,
                                    epochs=s.classifier_epochs, seed=s.seed, progress=s.progress)
-    results = {"settings": asdict(s), "latents": list(latents),
+    results = {"settings": asdict(s), **data_identity(s), "latents": list(latents),
                "classifier_test_accuracy": quality.accuracy(clf, real, te.labels),
                "real": quality.sample_quality(clf, real[:n], real[n:]), "n_scored": n,
                "runs": {}}

@@ -54,8 +54,10 @@ from metaloop.generative.experiment import (
     _jsonl,
     _train_model,
     build_model,
+    check_scored_size,
     check_settings,
     cpu_device,
+    data_identity,
     heldout_metrics,
     load_data,
 )
@@ -173,7 +175,9 @@ def _setup(s: Settings, inv: InversionSettings):
     s = replace(s, data=split_name(s.data))
     check_settings(replace(s, model="cvae"))
     check_inversion_settings(inv)
+    check_scored_size(s, "the inversion study")
     tr, te = load_data(s)
+    gdata.require_classes(tr, s.data, "the inversion study's classifiers")
     k = tr.n_classes
     return s, tr, te, k, max(1, s.quality_samples // k), gdata.to_unit(te.images)
 
@@ -224,7 +228,8 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     cpu["classifiers"] = time.process_time() - t0
     f_real, ref_labels = quality.predict(B, real[m:])[1], te.labels[m:]  # [M, 128], [M]
     settings = {name: v for name, v in asdict(s).items() if name != "model"}
-    results = {"settings": settings, "inversion": asdict(inv), "data": s.data,
+    results = {"settings": settings, **data_identity(s), "inversion": asdict(inv),
+               "data": s.data,
                "n_classes": k, "class_names": tr.class_names, "per_class": per_class,
                "n_scored": n, "n_train": len(tr.images), "n_test": len(te.images),
                "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, te.labels),
@@ -385,7 +390,7 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
             rows.append(row)
             if s.progress:
                 print(f"{start} lr {lr}: B accuracy {row['accuracy_independent']:.3f}")
-    results = {"data": s.data, "n_classes": k, "per_class": per_class,
+    results = {"data": s.data, **data_identity(s), "n_classes": k, "per_class": per_class,
                "n_scored": len(targets), "chance": 1 / k,
                "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, te.labels),
                                             "independent": quality.accuracy(B, real,

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -92,7 +92,8 @@ class ProtocolSettings:
     """What a protocol run depends on; stored in every checkpoint.
 
     Attributes:
-        data: one of ``data.DATASETS`` (the paper's Omniglot sizes: ``"omniglot-mixed"``).
+        data: one of ``data.DATASETS`` (the paper's Omniglot sizes: ``"omniglot-mixed"``),
+            or the path of your own image folder or tensor file (``data.load_user``).
         latent: size of z (50 in the paper).
         hidden: MLP hidden widths (200, 200 in the paper).
         batch_size: examples per Adam step (20).
@@ -106,6 +107,9 @@ class ProtocolSettings:
         train_examples: use only this many training images (None: all; for quick checks).
         root: data folder (None: the loader's default search).
         resample: Omniglot's 105 -> 28 kernel (``data.RESAMPLE``; "bilinear").
+        image_size, invert, test_fraction: your own data's options (``data.load_user``).
+        data_hash: your own data's ``data.user_data_hash`` (None for the built-in sets;
+            ``run`` fills it in), so that a resumed run refuses changed data.
     """
 
     data: str = "omniglot-mixed"
@@ -122,11 +126,16 @@ class ProtocolSettings:
     train_examples: int | None = None
     root: str | None = None
     resample: str = "bilinear"
+    image_size: int = gdata.IMAGE_SIZE
+    invert: str = gdata.INVERT
+    test_fraction: float = gdata.TEST_FRACTION
+    data_hash: str | None = None
 
 
 # Settings that change the trained parameters; a resumed run must keep them.
 _TRAINING_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
-                  "train_examples", "resample")
+                  "train_examples", "resample", "image_size", "invert", "test_fraction",
+                  "data_hash")
 
 
 def _saved_settings(state: dict) -> dict:
@@ -136,10 +145,8 @@ def _saved_settings(state: dict) -> dict:
 
 def check_protocol_settings(s: ProtocolSettings) -> None:
     """Raise ``ValueError`` naming the first bad setting."""
-    if s.data not in gdata.DATASETS:
-        raise ValueError(f"unknown data set {s.data!r}; choose one of "
-                         f"{', '.join(gdata.DATASETS)}")
-    gdata.check_resample(s.data, s.resample)
+    gdata.check_data_options(s.data, resample=s.resample, image_size=s.image_size,
+                             invert=s.invert, test_fraction=s.test_fraction, root=s.root)
     for name in ("latent", "batch_size", "stages", "curve_k", "checkpoint_every"):
         check_positive(name, getattr(s, name))
     if not s.hidden or any(h < 1 for h in s.hidden):
@@ -264,6 +271,11 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
         saved = _saved_settings(state)
         diff = [k for k in _TRAINING_KEYS
                 if json.dumps(saved.get(k)) != json.dumps(asdict(s)[k])]
+        if diff == ["data_hash"]:
+            raise ValueError(f"the data {s.data} is not what the run in {out} was trained "
+                             f"and split on (its images, labels or class names changed); "
+                             f"resume it on the same data, or start a new run in another "
+                             f"--out")
         if diff:
             raise ValueError("the run in {} was trained with other settings: {}".format(
                 out, ", ".join(f"{k}={saved.get(k)!r} (now {asdict(s)[k]!r})" for k in diff)))
@@ -344,14 +356,26 @@ def _subset(n: int, k: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
 
 
+def _load(s: ProtocolSettings, split: str) -> gdata.ImageData:
+    return gdata.load(s.data, split, s.root, s.resample, image_size=s.image_size,
+                      invert=s.invert, test_fraction=s.test_fraction)
+
+
+def with_data_hash(s: ProtocolSettings) -> ProtocolSettings:
+    """``s`` with your own data's ``data_hash`` filled in (unchanged for the built-in sets)."""
+    if not gdata.is_user_data(s.data):
+        return s
+    return replace(s, data_hash=gdata.user_data_hash(s.data, image_size=s.image_size,
+                                                     invert=s.invert))
+
+
 def load_protocol_data(s: ProtocolSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 training images ``[N, 1, 28, 28]`` and the statically binarised test pixels
-    ``[M, 1, 28, 28]`` of ``s.data``."""
-    tr = gdata.load(s.data, "train", s.root, s.resample)
-    images = tr.images
+    """uint8 training images ``[N, 1, S, S]`` and the statically binarised test pixels
+    ``[M, 1, S, S]`` of ``s.data`` (S = 28 for the built-in sets)."""
+    images = _load(s, "train").images
     if s.train_examples is not None:
         images = images[_subset(len(images), s.train_examples, s.seed)]
-    x_te = gdata.eval_pixels(gdata.load(s.data, "test", s.root, s.resample).images, "dynamic")
+    x_te = gdata.eval_pixels(_load(s, "test").images, "dynamic")
     return images, x_te
 
 
@@ -377,6 +401,7 @@ def run(s: ProtocolSettings, out: str | os.PathLike, *, resume: bool = False,
     set with ``final_k`` importance samples (``evaluate_run``; the result is ``"final"``)."""
     check_protocol_settings(s)
     images, x_te = load_protocol_data(s)
+    s = with_data_hash(s)
     state = train_protocol(images, out, s, resume=resume, until_pass=until_pass,
                            max_minutes=max_minutes, curve_fn=curve_evaluator(x_te, s), log=log)
     if state["done"]:
@@ -426,13 +451,17 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
         saved = _saved_settings(state)
         s = ProtocolSettings(**{**saved, "hidden": tuple(saved["hidden"]),
                                 "root": root if root is not None else saved["root"]})
+        if gdata.is_user_data(s.data) and with_data_hash(s).data_hash != s.data_hash:
+            raise ValueError(f"the data {s.data} is not what the run in {out} was trained "
+                             f"and split on (its images, labels or class names changed): "
+                             f"its test set would be another")
     if resample is not None and resample != s.resample:
         raise ValueError(f"the run in {out} was trained on Omniglot downsampled with "
                          f"resample={s.resample!r}, not {resample!r}: evaluate it with "
                          f"--resample {s.resample}")
     grey = None
     if x_test is None:
-        grey = gdata.load(s.data, "test", s.root, s.resample).images        # uint8 [M, 1, H, W]
+        grey = _load(s, "test").images                                     # uint8 [M, 1, H, W]
         x_test = gdata.eval_pixels(grey, "dynamic")
     idx = _subset(len(x_test), examples, s.seed + 2)
     entropy = None if grey is None else float(gdata.binarization_entropy(grey[idx]).mean())
@@ -463,7 +492,7 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
     ckpt.atomic_write_text(out / name, json.dumps(result, indent=1) + "\n")
     samples = model.sample(64, generator=torch.Generator().manual_seed(s.seed))   # [64, 1, H, W]
     plots.save_grid(samples, out / "samples.png", ncol=8, title=(
-        f"VAE {s.data}, IWAE protocol, {state['passes']:,} passes\n"
+        f"VAE {gdata.data_label(s.data)}, IWAE protocol, {state['passes']:,} passes\n"
         f"decoder means for z ~ N(0, I); test NLL {m['nll']:.2f} (k = {k})"))
     return result
 

@@ -11,6 +11,9 @@ old_accuracy_vs_steps.png and accuracy_matrix.png.
 
     s = settings("two-task", strategies="naive,replay,joint", seeds=3)
     runs, results = run(s, experiences("two-task"))
+
+On your own data (an image folder ``root/<class>/<image>`` or a ``.npz``/``.pt`` file):
+``experiences("split-data-class", data="photos", classes_per_experience=2)``.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from metaloop.models import MLP
 from metaloop.recipes import report
 from metaloop.train.checkpoint import atomic_write_text
 
-__all__ = ["DEFAULTS", "METRICS", "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS", "experiences",
-           "run", "settings", "table", "total_steps", "write"]
+__all__ = ["DATA_SCENARIOS", "DEFAULTS", "METRICS", "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS",
+           "experiences", "run", "settings", "table", "total_steps", "write"]
 
 # Per-scenario defaults, sized so that six strategies x 3 seeds take < 15 min on 2 cores.
 # The network is van de Ven et al.'s Split-MNIST MLP with 256 instead of 400 units.
@@ -43,7 +46,11 @@ DEFAULTS = {
     "split-fmnist-task": {"steps": 200, "batch_size": 128, "eval_every": 50},
     "split-fmnist-class": {"steps": 200, "batch_size": 128, "eval_every": 50},
     "omniglot-alphabets": {"steps": 150, "batch_size": 64, "eval_every": 25},
+    "split-data-task": {"steps": 200, "batch_size": 64, "eval_every": 25},
+    "split-data-class": {"steps": 200, "batch_size": 64, "eval_every": 25},
 }
+# The scenarios on the user's own data (``--data``).
+DATA_SCENARIOS = ("split-data-task", "split-data-class")
 # The strategy options, their defaults and the strategies that read them; ``joint`` replays
 # all earlier data at its own ratio, so it reads neither replay option.
 STRATEGY_DEFAULTS = {"replay_ratio": 0.1, "head_weight": 1.0, "temperature": 2.0,
@@ -141,14 +148,42 @@ def _given(value, default):
 
 def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                 val_per_class: int | None = None, test_per_class: int | None = None,
-                alphabets: int | None = None) -> list:
+                alphabets: int | None = None, data=None,
+                classes_per_experience: int | None = None, image_size: int | None = None,
+                channels: int | None = None) -> list:
     """The experiences of ``scenario`` (None: the scenario's own sizes; Omniglot: 5
-    alphabets).
+    alphabets; your own data: 2 classes per experience, 28x28 greyscale images, 20% test and
+    10% validation images per class).
+
+    Args:
+        scenario: one of ``SCENARIOS``.
+        root: the built-in scenarios' data folder.
+        data: ``split-data-task`` / ``split-data-class``: an image folder
+            ``root/<class>/<image>`` or a ``.npz``/``.pt`` file with ``x`` and ``y``
+            (``metaloop.continual.scenarios.user_experiences``).
+        classes_per_experience, image_size, channels: those scenarios' grouping and, for a
+            folder, decoding.
 
     Raises:
-        ValueError: ``test_per_class`` on Omniglot, ``alphabets`` on Fashion-MNIST; fewer than
-            two experiences; missing data (naming where it looked).
+        ValueError: an option the scenario does not read (it would change nothing):
+            ``test_per_class`` on Omniglot, ``alphabets`` outside it, ``data`` and its
+            options on built-in data, ``root`` on your own data; a data scenario without
+            ``data``; fewer than two experiences; missing or bad data (naming it).
     """
+    if scenario in DATA_SCENARIOS:
+        return _data_experiences(scenario, data, root=root, alphabets=alphabets,
+                                 train_per_class=train_per_class, val_per_class=val_per_class,
+                                 test_per_class=test_per_class,
+                                 classes_per_experience=classes_per_experience,
+                                 image_size=image_size, channels=channels)
+    given = {"data": data, "classes_per_experience": classes_per_experience,
+             "image_size": image_size, "channels": channels}
+    for key, value in given.items():
+        if value is not None:
+            flag = f"--{key.replace('_', '-')}"
+            raise ValueError(f"{flag} {value} applies to the scenarios "
+                             f"{', '.join(DATA_SCENARIOS)} (your own data); {scenario} reads "
+                             f"its built-in data, so it would change nothing: drop {flag}")
     kw = {"root": root}
     if train_per_class is not None:
         kw["train_per_class"] = train_per_class
@@ -171,6 +206,31 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                          + (f" (--alphabets {alphabets})" if scenario == "omniglot-alphabets"
                             else ""))
     return exps
+
+
+def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
+                      val_per_class, test_per_class, classes_per_experience, image_size,
+                      channels) -> list:
+    """``split-data-task`` / ``split-data-class``: the built-in options refused by name, then
+    ``SCENARIOS[scenario](data, ...)`` with the options given."""
+    for flag, value, what in (("--root", root, "the folder the built-in scenarios search for "
+                               "Fashion-MNIST or Omniglot"),
+                              ("--alphabets", alphabets, "the length of the "
+                               "omniglot-alphabets stream")):
+        if value is not None:
+            raise ValueError(f"{flag} {value} is {what}; {scenario} reads --data, so it would "
+                             f"change nothing: drop {flag}")
+    if data is None:
+        raise ValueError(f"--scenario {scenario} needs --data PATH: an image folder "
+                         f"root/<class>/<image>, or a .npz/.pt file with x [N, ...] and "
+                         f"y [N]")
+    kw = {k: v for k, v in (("train_per_class", train_per_class),
+                            ("val_per_class", val_per_class),
+                            ("test_per_class", test_per_class),
+                            ("classes_per_experience", classes_per_experience),
+                            ("image_size", image_size), ("channels", channels))
+          if v is not None}
+    return SCENARIOS[scenario](data, **kw)
 
 
 def total_steps(s: dict, exps: list) -> int:

@@ -17,11 +17,29 @@ from collections.abc import Callable
 __all__ = ["run"]
 
 
+def _data(args: argparse.Namespace) -> str:
+    """``--data``: a built-in data set's name, or your own data's path made absolute (a run
+    resumed from another folder finds it, and compares it, the same). Whether the path holds
+    data is checked by the run, with its settings, before it writes anything."""
+    from pathlib import Path
+
+    from metaloop.generative.data import is_user_data
+
+    if not is_user_data(args.data):
+        return args.data
+    return str(Path(args.data).expanduser().resolve())
+
+
+def _data_options(args: argparse.Namespace) -> dict:
+    """The options of your own data (``--image-size``, ``--invert``, ``--test-fraction``)."""
+    return {k: getattr(args, k, OPTION_DEFAULTS[k]) for k in _USER_DATA}
+
+
 def _settings(args: argparse.Namespace):
     from metaloop.generative.experiment import Settings
 
     k = args.k if args.k is not None else (0 if args.sweep_latent else 5000)
-    return Settings(model=args.model, data=args.data, latent=args.latent, arch=args.arch,
+    return Settings(model=args.model, data=_data(args), latent=args.latent, arch=args.arch,
                     hidden=tuple(args.hidden), likelihood=args.likelihood,
                     binarize=args.binarize, beta=args.beta, epochs=args.epochs,
                     batch_size=100 if args.batch_size is None else args.batch_size,
@@ -32,7 +50,8 @@ def _settings(args: argparse.Namespace):
                     train_eval_examples=args.train_eval_examples, classes=args.classes,
                     classifier_epochs=args.classifier_epochs,
                     quality_samples=args.quality_samples, seed=args.seed, root=args.root,
-                    resample=args.resample, progress=not args.no_progress)
+                    resample=args.resample, **_data_options(args),
+                    progress=not args.no_progress)
 
 
 def _summary(results: dict) -> str:
@@ -69,11 +88,19 @@ _PROTOCOL_OPTIONS = ("threads", "command", "protocol", "data", "resample", "root
                      "curve_every", "checkpoint_every", "train_examples", "out")
 
 
+def _own_data_options(args: argparse.Namespace) -> tuple[str, ...]:
+    """The data options a record's command spells out: your own data's, or none."""
+    from metaloop.generative.data import is_user_data
+
+    return _USER_DATA if is_user_data(args.data) else ()
+
+
 def _protocol_command(args: argparse.Namespace, evaluate: bool) -> str:
     """The exact protocol command (every option that matters, defaults included): the
     evaluation with its ``--k``/``--test-examples``/``--record``, or the training one with
     ``--resume``."""
-    keep = {k: getattr(args, k) for k in _PROTOCOL_OPTIONS if hasattr(args, k)}
+    keep = {k: getattr(args, k) for k in (*_PROTOCOL_OPTIONS, *_own_data_options(args))
+            if hasattr(args, k)}
     keep["batch_size"] = 20 if args.batch_size is None else args.batch_size
     if evaluate:
         keep.update(evaluate=True, k=5000 if args.k is None else args.k,
@@ -90,8 +117,9 @@ _TRANSFER_OPTIONS = ("threads", "command", "inversion_transfer", "data", "root",
 
 def _transfer_command(args: argparse.Namespace) -> str:
     """The exact ``--inversion-transfer`` command: every option it reads, defaults included."""
-    return _record_command(argparse.Namespace(**{k: getattr(args, k) for k in
-                                                 _TRANSFER_OPTIONS if hasattr(args, k)}))
+    return _record_command(argparse.Namespace(**{
+        k: getattr(args, k) for k in (*_TRANSFER_OPTIONS, *_own_data_options(args))
+        if hasattr(args, k)}))
 
 
 # Options of the other runs that would change the protocol's model or training, with the
@@ -114,7 +142,10 @@ OPTION_DEFAULTS = {
     "classifier_epochs": 2, "quality_samples": 2000, "invert_steps": 400, "invert_lr": 0.05,
     "invert_until": 0.99, "invert_l2": 0.3, "invert_tv": 1.0, "invert_jitter": 2,
     "invert_lrs": [0.05, 0.01, 0.0025], "stages": 8, "curve_k": 500, "curve_examples": 1000,
-    "curve_every": 200, "checkpoint_every": 50, "inversion_transfer": False}
+    "curve_every": 200, "checkpoint_every": 50, "inversion_transfer": False,
+    "root": None, "resample": "bilinear", "image_size": 28, "invert": "auto",
+    "test_fraction": 0.1}
+_USER_DATA = ("image_size", "invert", "test_fraction")
 _PROTOCOL_ONLY = ("stages", "curve_k", "curve_examples", "curve_every", "checkpoint_every")
 _SCORING = ("classifier_epochs", "quality_samples")
 _INVERSION = ("invert_steps", "invert_lr", "invert_until", "invert_l2", "invert_tv",
@@ -168,7 +199,19 @@ def _unread(args) -> tuple[str, list[tuple[tuple[str, ...], str]]]:
 def _check_read(args) -> None:
     """ValueError naming the first option, given with other than its default value, that
     the run does not read (it would change nothing)."""
+    from metaloop.generative.data import is_user_data
+
     run, groups = _unread(args)
+    data = getattr(args, "data", "fashion-mnist")
+    if is_user_data(data):
+        groups.append((("root",), "--root is where the built-in data sets are found; "
+                       "--data PATH names your own data"))
+        groups.append((("resample",), "--resample is the Omniglot data sets' 105 -> 28 "
+                       "kernel; your own images are resized to --image-size"))
+    else:
+        groups.append((_USER_DATA, f"--data {data} is a built-in data set, 28x28 with a test "
+                       f"split of its own; --image-size, --invert and --test-fraction go "
+                       f"with --data PATH (an image folder or a .npz/.pt file)"))
     if (getattr(args, "arch", "mlp") == "conv" and args.protocol is None
             and not args.inversion_transfer):        # both refuse --arch conv itself
         groups.append((("hidden",), "--arch conv has no hidden widths (they are the MLP's)"))
@@ -191,14 +234,14 @@ def _check_read(args) -> None:
 # nothing in the measurement but the record's training command is written from them.
 _EVALUATED_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
                    "train_examples", "curve_k", "curve_examples", "curve_every",
-                   "checkpoint_every")
+                   "checkpoint_every", "image_size", "invert", "test_fraction")
 
 
 def _protocol_settings(args: argparse.Namespace):
     from metaloop.generative import protocol
 
     return protocol.settings_from(
-        data=args.data, latent=args.latent, hidden=tuple(args.hidden),
+        data=_data(args), **_data_options(args), latent=args.latent, hidden=tuple(args.hidden),
         batch_size=args.batch_size, lr=args.lr, stages=args.stages, seed=args.seed,
         curve_k=args.curve_k, curve_examples=args.curve_examples,
         curve_every=args.curve_every, checkpoint_every=args.checkpoint_every,

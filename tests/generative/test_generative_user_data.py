@@ -1,0 +1,189 @@
+"""Your own images for the generative models: an image folder or a tensor file becomes the
+same ``ImageData`` as the built-in sets (uint8 ``[N, 1, S, S]``, ink = 255), split into a
+seeded, stratified, disjoint train and test set; bad data is a named error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metaloop.generative import data as gdata
+from metaloop.generative.experiment import Settings, build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from user_images import SHAPES, shape_arrays, write_shape_folder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_shape_folder(tmp_path_factory.mktemp("user_images") / "shapes")
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    x, y = shape_arrays()
+    path = tmp_path_factory.mktemp("user_tensors") / "shapes.npz"
+    np.savez(path, x=x, y=y * 10)                   # labels with gaps: classes "0", "10", "20"
+    return path
+
+
+def _check_images(d: gdata.ImageData, n: int, side: int = 28) -> None:
+    assert d.images.dtype == torch.uint8 and d.images.shape == (n, 1, side, side)
+    assert d.labels.dtype == torch.int64 and d.labels.shape == (n,)
+    # dark outlines on light pages, inverted: background 0, the outline's ink up to 255
+    assert int(d.images.max()) == 255
+    corners = d.images[:, 0, [0, 0, -1, -1], [0, -1, 0, -1]]                 # [N, 4]
+    assert int(corners.max()) < 40
+    assert float(d.images.float().mean()) < 0.4 * 255
+
+
+def test_a_folder_gives_every_class_split_by_class(folder):
+    tr = gdata.load(str(folder), "train")
+    te = gdata.load_user(folder, "test")
+    assert tr.class_names == te.class_names == list(SHAPES)
+    assert tr.n_classes == te.n_classes == 3
+    _check_images(tr, 54)
+    _check_images(te, 6)
+    # 10% of 20 per class: 2 of each class in test, 18 in training
+    assert torch.bincount(te.labels).tolist() == [2, 2, 2]
+    assert torch.bincount(tr.labels).tolist() == [18, 18, 18]
+    # each split in a fixed random order, the classes mixed (pictures take the first ones)
+    assert tr.labels[:18].unique().numel() == 3 and te.labels[:3].unique().numel() > 1
+    # the two splits are disjoint parts of the whole data set, and the same on every call
+    whole = gdata.read_user(folder)
+    train_idx, test_idx = gdata.split_indices(whole.labels, 3)
+    assert torch.equal(whole.images[test_idx], te.images)
+    assert torch.equal(whole.images[train_idx], tr.images)
+    assert torch.equal(gdata.load_user(folder, "test").images, te.images)
+    flat = whole.images.flatten(1)
+    for img in te.images.flatten(1):             # no test image is also a training image
+        assert not (flat[train_idx] == img).all(1).any()
+
+
+def test_the_split_is_seeded_stratified_and_disjoint():
+    labels = torch.tensor([0] * 30 + [1] * 7 + [2] * 2 + [3] * 1)
+    tr, te = gdata.split_indices(labels, 4, test_fraction=0.2, seed=0)
+    assert set(tr.tolist()).isdisjoint(te.tolist())
+    assert sorted(tr.tolist() + te.tolist()) == list(range(40))
+    # 0.2 of 30, 7 (1.4 -> 1), 2 (at least 1, never the last), 1 (stays in training)
+    assert torch.bincount(labels[te], minlength=4).tolist() == [6, 1, 1, 0]
+    again = gdata.split_indices(labels, 4, test_fraction=0.2, seed=0)
+    assert torch.equal(again[0], tr) and torch.equal(again[1], te)
+    other = gdata.split_indices(labels, 4, test_fraction=0.2, seed=1)[1]
+    assert not torch.equal(other, te)
+    assert torch.bincount(labels[other], minlength=4).tolist() == [6, 1, 1, 0]
+
+
+def test_image_size_and_invert(folder):
+    big = gdata.load_user(folder, "train", image_size=32)
+    _check_images(big, 54, side=32)
+    never = gdata.read_user(folder, invert="never").images
+    always = gdata.read_user(folder, invert="always").images
+    auto = gdata.read_user(folder).images
+    assert torch.equal(auto, always)            # every page is light: auto inverts them all
+    # the non-square pages are padded with 0 after inversion, so compare square ones
+    square = [i for i, f in enumerate(sorted(p.name for p in (folder / "circle").iterdir()
+                                             if not p.name.startswith(".")))
+              if int(f.split("_")[1][:2]) % 3 != 1]
+    assert (never[square].int() + always[square].int() - 255).abs().max() <= 1
+
+
+def test_tensor_files_npz_and_pt(npz, tmp_path):
+    tr, te = gdata.load_user(npz, "train"), gdata.load_user(npz, "test")
+    assert tr.class_names == ["0", "10", "20"] and tr.n_classes == 3
+    _check_images(tr, 54)
+    _check_images(te, 6)
+    x, y = shape_arrays()
+    raw = torch.from_numpy(255 - x[:, None])                         # inverted by hand
+    whole = gdata.read_user(npz)
+    assert torch.equal(whole.images, raw)                            # 28x28: no resampling
+    # float RGB, not square, as a .pt with class names: grey, padded, resized to 28
+    rgb = torch.from_numpy(x).float().div(255)[:, None].repeat(1, 3, 1, 1)[..., :, 2:26]
+    pt = tmp_path / "shapes.pt"
+    torch.save({"x": rgb, "y": torch.from_numpy(y), "class_names": list(SHAPES)}, pt)
+    d = gdata.load_user(pt, "test")
+    assert d.class_names == list(SHAPES)
+    _check_images(d, 6)
+
+
+def test_the_models_take_the_images(folder):
+    tr = gdata.load_user(folder, "train", image_size=32)
+    s = Settings(model="cvae", data=str(folder), latent=2, hidden=(8,), arch="conv",
+                 image_size=32)
+    model = build_model("cvae", s, tr.images, tr.n_classes)
+    x = gdata.binarize_static(tr.images[:5])                                  # [5, 1, 32, 32]
+    loss, _ = model.loss(x, tr.labels[:5])
+    assert torch.isfinite(loss)
+    assert model.sample(3, y=torch.tensor([0, 1, 2])).shape == (3, 1, 32, 32)
+
+
+def test_the_hash_follows_the_data(folder, npz, tmp_path):
+    h = gdata.user_data_hash(folder)
+    assert h == gdata.user_data_hash(folder) and len(h) == 64
+    assert gdata.user_data_hash(folder, image_size=32) != h
+    assert gdata.user_data_hash(npz) != h
+    copy = write_shape_folder(tmp_path / "copy", per_class=4)
+    before = gdata.user_data_hash(copy)
+    Image.new("L", (30, 30), 255).save(copy / "cross" / "blank.png")
+    assert gdata.user_data_hash(copy) != before
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "unknown data set '.*missing': not one of the built-in"),
+    (lambda p: (p / "notes.txt", (p / "notes.txt").write_text("hi"))[0],
+     "a file must be a tensor file .npz or .pt"),
+    (lambda p: ((p / "empty" / "a").mkdir(parents=True), p / "empty")[1],
+     "holds no images in the layout root/<class>/<image>"),
+    (lambda p: write_shape_folder(p / "few", per_class=1),
+     r"3 image\(s\) in 3 class\(es\) .* too few to hold out a test set: test fraction 0.1 "
+     r"leaves 3 training and 0 test"),
+    (lambda p: (np.savez(p / "f.npz", x=np.full((6, 4, 4), 2.0), y=np.arange(6) % 2),
+                p / "f.npz")[1], r"float pixels x must lie in \[0, 1\], got range \[2, 2\]"),
+    (lambda p: (np.savez(p / "i.npz", x=np.full((6, 4, 4), 300), y=np.arange(6) % 2),
+                p / "i.npz")[1], r"integer pixels x must lie in 0..255, got 300..300"),
+    (lambda p: (np.savez(p / "s.npz", x=np.zeros((6, 2, 4, 4)), y=np.arange(6) % 2),
+                p / "s.npz")[1], r"x must be images \[N, H, W\] or \[N, C, H, W\] with C = 1 "
+                                 r"or 3"),
+    (lambda p: (np.savez(p / "y.npz", x=np.zeros((6, 4, 4)), y=np.arange(5)),
+                p / "y.npz")[1], r"y must be integer labels \[N\] with N = 6"),
+    (lambda p: (np.savez(p / "k.npz", x=np.zeros((6, 4, 4))), p / "k.npz")[1],
+     r"lacks \['y'\]"),
+])
+def test_bad_data_is_named(make, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        gdata.load_user(make(tmp_path), "train")
+
+
+def test_options_that_do_not_fit_the_data_are_named(folder):
+    with pytest.raises(ValueError, match=r"image_size=32 appl\(ies\) to your own images"):
+        gdata.load("fashion-mnist", "train", image_size=32)
+    with pytest.raises(ValueError, match="invert='never', test_fraction=0.5 appl"):
+        gdata.load("omniglot", "test", invert="never", test_fraction=0.5)
+    with pytest.raises(ValueError, match="resample 'bicubic' applies to the Omniglot"):
+        gdata.load(str(folder), "train", resample="bicubic")
+    with pytest.raises(ValueError, match="root='elsewhere' is the built-in data sets' folder"):
+        gdata.load(str(folder), "train", root="elsewhere")
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match="test_fraction must be a number strictly "
+                                             "between 0 and 1"):
+            gdata.load_user(folder, "train", test_fraction=bad)
+    with pytest.raises(ValueError, match="image_size must be an int >= 4, got 2"):
+        gdata.load_user(folder, "train", image_size=2)
+    with pytest.raises(ValueError, match="invert must be one of"):
+        gdata.load_user(folder, "train", invert="sometimes")
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        gdata.load_user(folder, "val")
+
+
+def test_one_class_is_refused_where_classes_are_needed(tmp_path):
+    one = gdata.load_user(write_shape_folder(tmp_path / "one", per_class=20,
+                                             shapes=("circle",)), "train")
+    assert one.n_classes == 1 and len(one.images) == 18
+    with pytest.raises(ValueError, match=r"the conditional VAE needs at least 2 classes, "
+                                         r"but .* has 1 \(circle\)"):
+        gdata.require_classes(one, "one", "the conditional VAE")
