@@ -230,6 +230,21 @@ def train_run(d: Path, config: str, *flags: str) -> Path:
     return d / "run"
 
 
+def refused(argv: list[str], capsys, tmp_path: Path, *words: str) -> str:
+    """Run the command ``argv`` with ``--out``: it must exit 2 with each of ``words`` in its
+    message, printing nothing on stdout and writing nothing; returns the message."""
+    from metaloop.cli.main import main
+
+    out = tmp_path / "out"
+    capsys.readouterr()                                        # what came before
+    assert main([*argv, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    for w in words:
+        assert w in captured.err, (w, captured.err)
+    return captured.err
+
+
 def copy_run(run: Path, dest: Path) -> Path:
     """A copy of the run folder ``run`` at ``dest`` (returned), for a test that changes it."""
     shutil.copytree(run, dest)

@@ -16,7 +16,7 @@ from metaloop.recipes.predict import classify_folders, tsv_line
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import drawing  # noqa: E402
+from conftest import drawing, refused  # noqa: E402
 
 
 def _folders(root, classes=("a", "b", "c"), queries=None):
@@ -31,16 +31,6 @@ def _folders(root, classes=("a", "b", "c"), queries=None):
     return str(root / "s"), str(root / "q")
 
 
-def _refused(argv, capsys, tmp_path, *words):
-    """Run ``argv`` with --out: exit 2, the words in the message, nothing printed or written."""
-    out = tmp_path / "out"
-    capsys.readouterr()                                        # what came before
-    assert main([*argv, "--out", str(out)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and not out.exists()
-    for w in words:
-        assert w in captured.err, (w, captured.err)
-    return captured.err
 
 
 @pytest.mark.parametrize("method", ["protonet", "r2d2", "metaoptnet"])
@@ -50,11 +40,11 @@ def test_steps_and_head_init_are_refused_for_a_solved_head(method_runs, tmp_path
     run = method_runs(method)
     s, q = _folders(tmp_path)
     base = ["predict", "--checkpoint", run, "--support", s, "--query", q]
-    err = _refused([*base, "--steps", "5"], capsys, tmp_path, "--steps 5", method, run,
+    err = refused([*base, "--steps", "5"], capsys, tmp_path, "--steps 5", method, run,
                    "no adaptation steps")
     assert ("method.inner_steps" in err) == (method == "metaoptnet")
-    _refused([*base, "--head-init", "zero"], capsys, tmp_path, "--head-init zero", method)
-    _refused(["predict", "--checkpoint", run, run, "--support", s, "--query", q, "--steps",
+    refused([*base, "--head-init", "zero"], capsys, tmp_path, "--head-init zero", method)
+    refused(["predict", "--checkpoint", run, run, "--support", s, "--query", q, "--steps",
               "2"], capsys, tmp_path, "--steps 2", f"every member ({method})")
     assert main(base) == 0                                     # without them: as before
     assert len(capsys.readouterr().out.splitlines()) == 3
@@ -102,17 +92,17 @@ def test_bad_values_and_idle_refine_settings_are_named_by_their_flag(method_runs
             (["--refine-weight", "2"], "--refine-weight 2 sets how --refine refines"),
             (["--refine-temperature", "0.5"], "no --refine K is given"),
             (["--refine", "2", "--refine-jointly"], "one --checkpoint is given")):
-        err = _refused([*proto, *flags], capsys, tmp_path, message)
+        err = refused([*proto, *flags], capsys, tmp_path, message)
         assert "_shift" not in err and "refine_" not in err
     maml = method_runs("maml")
-    _refused(["predict", "--checkpoint", maml, "--support", s, "--query", q, "--refine", "2"],
+    refused(["predict", "--checkpoint", maml, "--support", s, "--query", q, "--refine", "2"],
              capsys, tmp_path, "--refine 2", "only a protonet run", f"{maml} is maml")
 
 
 def test_a_non_transductive_protonet_refuses_refine_by_flag(method_runs, tmp_path, capsys):
     run = method_runs("protonet", method_lines="transductive = false\n")
     s, q = _folders(tmp_path)
-    _refused(["predict", "--checkpoint", run, "--support", s, "--query", q, "--refine", "3"],
+    refused(["predict", "--checkpoint", run, "--support", s, "--query", q, "--refine", "3"],
              capsys, tmp_path, "--refine 3", run, "method.transductive = false")
 
 

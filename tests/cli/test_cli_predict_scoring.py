@@ -16,7 +16,7 @@ from metaloop.recipes.predict import classify_folders
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import drawing  # noqa: E402
+from conftest import drawing, refused  # noqa: E402
 
 CLASSES = ("a", "b", "c")
 
@@ -115,15 +115,6 @@ def test_results_json_records_how_the_queries_were_scored(runs, tmp_path, capsys
         assert settings["evaluation"].startswith(evaluation), settings["evaluation"]
 
 
-def _refused(argv, capsys, tmp_path, *words):
-    """Run ``argv`` with --out: exit 2, the words in the message, nothing printed or written."""
-    out = tmp_path / "out"
-    capsys.readouterr()
-    assert main([*argv, "--out", str(out)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and not out.exists()
-    for w in words:
-        assert w in captured.err, (w, captured.err)
 
 
 def test_scoring_is_refused_where_it_cannot_apply_or_would_change_nothing(runs, tmp_path,
@@ -131,18 +122,18 @@ def test_scoring_is_refused_where_it_cannot_apply_or_would_change_nothing(runs, 
     s, q = _folders(tmp_path)
     maml, proto = runs("maml"), runs("protonet")
     base = ["--support", s, "--query", q]
-    _refused(["predict", "--checkpoint", maml, *base, "--scoring", "non-transductive"],
+    refused(["predict", "--checkpoint", maml, *base, "--scoring", "non-transductive"],
              capsys, tmp_path, "--scoring non-transductive", f"{maml} is maml",
              "always scores a task's queries together")
-    _refused(["predict", "--checkpoint", maml, *base, "--scoring", "as-trained"], capsys,
+    refused(["predict", "--checkpoint", maml, *base, "--scoring", "as-trained"], capsys,
              tmp_path, "--scoring as-trained", "would change nothing", "drop --scoring")
-    _refused(["predict", "--checkpoint", proto, maml, *base, "--scoring", "transductive"],
+    refused(["predict", "--checkpoint", proto, maml, *base, "--scoring", "transductive"],
              capsys, tmp_path, "--scoring transductive", f"{maml} is maml")
-    _refused(["predict", "--checkpoint", proto, *base, "--scoring", "non-transductive",
+    refused(["predict", "--checkpoint", proto, *base, "--scoring", "non-transductive",
               "--refine", "3"], capsys, tmp_path, "--refine 3", "--scoring non-transductive",
              "drop one of them")
     nt_run = runs("protonet", "transductive = false\n")
-    _refused(["predict", "--checkpoint", nt_run, *base, "--refine", "3"], capsys, tmp_path,
+    refused(["predict", "--checkpoint", nt_run, *base, "--refine", "3"], capsys, tmp_path,
              "--refine 3", "method.transductive = false", "give --scoring transductive")
     capsys.readouterr()
     assert main(["predict", "--checkpoint", nt_run, *base, "--refine", "3", "--scoring",

@@ -17,7 +17,7 @@ from metaloop.recipes.predict import classify_tensors
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import tensor_config, write_tensor_file  # noqa: E402
+from conftest import refused, tensor_config, write_tensor_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -105,40 +105,32 @@ def test_an_image_run_classifies_arrays_of_images(method_runs, tmp_path, capsys)
     assert pred.labels == ["2", "1", "0"]
 
 
-def _refused(argv, capsys, tmp_path, *words):
-    out = tmp_path / "out"
-    capsys.readouterr()
-    assert main([*argv, "--out", str(out)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and not out.exists()
-    for w in words:
-        assert w in captured.err, (w, captured.err)
 
 
 def test_what_does_not_fit_is_named(vector_run, method_runs, tmp_path, capsys):
     s, q = _files(tmp_path)
     base = ["predict", "--checkpoint", str(vector_run), "--support", str(s), "--query", str(q)]
-    _refused([*base, "--invert", "never"], capsys, tmp_path, "--invert applies to image files",
+    refused([*base, "--invert", "never"], capsys, tmp_path, "--invert applies to image files",
              "is a tensor file of examples", "drop --invert")
-    _refused([*base, "--delimiter", ";"], capsys, tmp_path, "--delimiter applies to a table")
-    _refused([*base, "--support-shift", "1"], capsys, tmp_path, "shift images",
+    refused([*base, "--delimiter", ";"], capsys, tmp_path, "--delimiter applies to a table")
+    refused([*base, "--support-shift", "1"], capsys, tmp_path, "shift images",
              "feature vectors")
     wide, _ = _files(tmp_path / "w", dim=4)
-    _refused([*base[:4], str(wide), *base[5:]], capsys, tmp_path, "examples of shape [4]",
+    refused([*base[:4], str(wide), *base[5:]], capsys, tmp_path, "examples of shape [4]",
              "reads [6]")
     one, _ = _files(tmp_path / "o", labels=(5, 5))
-    _refused([*base[:4], str(one), *base[5:]], capsys, tmp_path, "examples of 1 class",
+    refused([*base[:4], str(one), *base[5:]], capsys, tmp_path, "examples of 1 class",
              "at least 2 classes")
     (tmp_path / "bad.npz").write_text("not a zip")
-    _refused([*base[:6], str(tmp_path / "bad.npz")], capsys, tmp_path,
+    refused([*base[:6], str(tmp_path / "bad.npz")], capsys, tmp_path,
              "is not an .npz archive")
     np.savez(tmp_path / "nox.npz", y=np.arange(3))
-    _refused([*base[:6], str(tmp_path / "nox.npz")], capsys, tmp_path, "lacks ['x']")
+    refused([*base[:6], str(tmp_path / "nox.npz")], capsys, tmp_path, "lacks ['x']")
     # a run of vectors given image folders says what it reads instead
-    _refused(["predict", "--checkpoint", str(vector_run), "--support", str(tmp_path),
+    refused(["predict", "--checkpoint", str(vector_run), "--support", str(tmp_path),
               "--query", str(tmp_path)], capsys, tmp_path, "'mlp'",
              "classifies the rows of .npz or .pt files")
     # a sinusoid run does not classify
     sine = method_runs("maml", family="sinusoid")
-    _refused(["predict", "--checkpoint", sine, "--support", str(s), "--query", str(q)],
+    refused(["predict", "--checkpoint", sine, "--support", str(s), "--query", str(q)],
              capsys, tmp_path, "needs a classification run", "'sinusoid'")

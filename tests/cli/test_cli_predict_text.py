@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from metaloop.cli.main import main
 from metaloop.recipes.evaluation import load_ensemble
 from metaloop.recipes.predict import classify_texts
 from metaloop.runs import load_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import refused  # noqa: E402
 
 pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 
@@ -181,14 +185,8 @@ def test_an_ensemble_of_text_runs(runs, tmp_path, capsys):
 
 
 def _refused(argv, capsys, tmp_path, *words):
-    """Run ``argv`` with --out: exit 2, the words in the message, nothing printed or written."""
-    out = tmp_path / "out"
-    capsys.readouterr()
-    assert main([*argv, "--out", str(out), "--no-progress"]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and not out.exists()
-    for w in words:
-        assert w in captured.err, (w, captured.err)
+    """``refused`` without a progress bar."""
+    return refused([*argv, "--no-progress"], capsys, tmp_path, *words)
 
 
 def test_image_flags_and_bad_tables_are_refused_by_name(runs, tmp_path, capsys):
