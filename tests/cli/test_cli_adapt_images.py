@@ -172,3 +172,18 @@ def test_prepare_reads_the_images_as_the_run_does(folder_run):
     tf = load_run(run).transform
     assert p.data["transform"] == {k: tf[k] for k in ("image_size", "read_channels", "invert")}
     assert tuple(p.heldout.input_shape) == (tf["channels"], tf["image_size"], tf["image_size"])
+
+
+def test_a_metaloop_run_for_a_table_is_named_as_a_run_not_an_image_model(method_runs,
+                                                                          tmp_path, capsys):
+    """A text run given to --family table was called "a metaloop (image) checkpoint"."""
+    rows = "".join(f"{w} text {j},{w}\n" for w in ("alpha", "beta", "gamma") for j in range(8))
+    (tmp_path / "t.csv").write_text("text,label\n" + rows)
+    run = method_runs("protonet")
+    capsys.readouterr()
+    assert main(["adapt", "--model", run, "--family", "table", "--data",
+                 str(tmp_path / "t.csv"), "--ways", "2", "--out", str(tmp_path / "o"),
+                 "--approaches", "probe-ridge", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} is a metaloop run; family table adapts a Hugging Face text encoder" in err
+    assert "(image)" not in err and not (tmp_path / "o").exists()

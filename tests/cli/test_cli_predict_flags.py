@@ -31,6 +31,31 @@ def _folders(root, classes=("a", "b", "c"), queries=None):
     return str(root / "s"), str(root / "q")
 
 
+def _with_family(run, dest, **changes):
+    """A copy of ``run`` whose stored config has ``family`` keys ``changes``."""
+    import shutil
+    shutil.copytree(run, dest)
+    ckpt = next(Path(dest).glob("ckpt-*"))
+    state = json.loads((ckpt / "state.json").read_text())
+    state["config"]["family"].update(changes)
+    (ckpt / "state.json").write_text(json.dumps(state))
+    return str(dest)
+
+
+def test_an_ensemble_needs_members_that_read_alike_not_the_same_training_data(
+        method_runs, tmp_path, capsys):
+    """predict draws no tasks: members trained on other data (another family.root) were
+    refused as for eval; members that read images otherwise still are."""
+    run = method_runs("protonet")
+    moved = _with_family(run, tmp_path / "moved", root=str(tmp_path / "elsewhere"))
+    s, q = _folders(tmp_path)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", run, moved, "--support", s, "--query", q]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    refused(["eval", "--checkpoint", run, moved], capsys, tmp_path, "family.root")
+    bigger = _with_family(run, tmp_path / "bigger", image_size=32)
+    refused(["predict", "--checkpoint", run, bigger, "--support", s, "--query", q], capsys,
+            tmp_path, "read the images alike", "'image_size': 32")
 
 
 @pytest.mark.parametrize("method", ["protonet", "r2d2", "metaoptnet"])

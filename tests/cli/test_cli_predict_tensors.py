@@ -124,6 +124,11 @@ def test_what_does_not_fit_is_named(vector_run, method_runs, tmp_path, capsys):
     (tmp_path / "bad.npz").write_text("not a zip")
     refused([*base[:6], str(tmp_path / "bad.npz")], capsys, tmp_path,
              "is not an .npz archive")
+    refused([*base[:6], str(tmp_path)], capsys, tmp_path, f"the query {tmp_path} is a folder",
+            "a tensor file of labelled examples")
+    np.savez(tmp_path / "flat.npz", x=np.zeros(6, np.float32))
+    refused([*base[:6], str(tmp_path / "flat.npz")], capsys, tmp_path,
+            "holds x as one row of 6 values", "x[None] ([1, 6])")
     np.savez(tmp_path / "nox.npz", y=np.arange(3))
     refused([*base[:6], str(tmp_path / "nox.npz")], capsys, tmp_path, "lacks ['x']")
     # a run of vectors given image folders says what it reads instead
@@ -134,3 +139,15 @@ def test_what_does_not_fit_is_named(vector_run, method_runs, tmp_path, capsys):
     sine = method_runs("maml", family="sinusoid")
     refused(["predict", "--checkpoint", sine, "--support", str(s), "--query", str(q)],
              capsys, tmp_path, "needs a classification run", "'sinusoid'")
+
+
+def test_scoring_is_refused_for_a_run_without_batchnorm(vector_run, tmp_path, capsys):
+    """An MLP has no BatchNorm: each query is scored on its own either way, and --scoring
+    was accepted by eval and predict and changed nothing."""
+    s, q = _files(tmp_path)
+    for how in ("non-transductive", "transductive", "as-trained"):
+        refused(["predict", "--checkpoint", str(vector_run), "--support", str(s), "--query",
+                 str(q), "--scoring", how], capsys, tmp_path, f"--scoring {how}",
+                "no BatchNorm layers", "drop --scoring")
+        refused(["eval", "--checkpoint", str(vector_run), "--scoring", how, "--no-progress"],
+                capsys, tmp_path, "no BatchNorm layers")

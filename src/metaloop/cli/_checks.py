@@ -3,6 +3,7 @@ ensemble, or has an impossible value, is refused by name (exit status 2), before
 
 from __future__ import annotations
 
+from metaloop.models.bn_stats import batchnorm_layers
 from metaloop.recipes.predict import takes_steps
 
 
@@ -65,11 +66,12 @@ def check_refinable(refine: str, loaded, *, each_on_its_own_fix: str,
 def check_scoring(scoring: str | None, loaded) -> None:
     """``--scoring`` (None: not given) must change how some member scores: reptile, r2d2,
     metaoptnet and protonet score either way; the others always score a task's queries
-    together.
+    together; and only BatchNorm makes the two ways differ.
 
     Raises:
-        ValueError: ``as-trained`` when no member can score another way, or another mode
-            for a member that cannot (naming the flag and that member).
+        ValueError: a run without BatchNorm layers (an MLP, a text encoder); ``as-trained``
+            when no member can score another way; another mode for a member that cannot
+            (naming the flag and that member).
     """
     if scoring is None:
         return
@@ -85,6 +87,10 @@ def check_scoring(scoring: str | None, loaded) -> None:
         raise ValueError(f"--scoring {scoring}: {m.path} is {name}, which always scores a "
                          f"task's queries together; reptile, r2d2, metaoptnet and protonet "
                          f"can score them either way")
+    if not any(batchnorm_layers(m.learner.model) for m in runs):
+        raise ValueError(f"--scoring {scoring} sets how BatchNorm normalises the queries, but "
+                         f"{what} has no BatchNorm layers, so each query is scored on its own "
+                         f"whatever it is given: drop --scoring")
 
 
 def check_shifts(support_shift: int | None, query_shift: int | None) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import os
 import sys
+import warnings
 
 from metaloop.train import distributed
 from metaloop.train.malloc import MODES, keep_heap
@@ -60,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(command: str, show, message, category, filename, lineno, file=None,
+                  line=None) -> None:
+    """Print metaloop's own warnings (``metaloop.config.UnreadKeyWarning``...) as
+    ``metaloop COMMAND: warning: ...``, as errors are printed, without the source line of
+    the library that raised them; other warnings as Python shows them."""
+    if getattr(category, "__module__", "").startswith("metaloop."):
+        print(f"metaloop {command}: warning: {message}", file=file or sys.stderr)
+    else:
+        show(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -82,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    shown = warnings.showwarning
+    if shown is getattr(warnings, "_showwarning_orig", None):   # nobody records warnings
+        warnings.showwarning = functools.partial(_show_warning, args.command, shown)
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as e:
@@ -96,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)         # so the exit's flush has a target
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + 13                                    # 141, as a process killed by SIGPIPE
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_flags(args)
-    loaded = load_ensemble(args.checkpoint, head_init=args.head_init)
+    loaded = load_ensemble(args.checkpoint, head_init=args.head_init, same=READ_ALIKE)
+    _check_read_alike(loaded)
     kind = _check_flags_apply(args, loaded)             # "texts", "tensors" or "images"
     with report.output_dir(args.out or None) as out:
         with scoring(loaded.learner, args.scoring or "as-trained"), \
@@ -218,6 +219,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(printed)
     return 0
+
+
+# what the members of an ensemble must share to read the same inputs: predict draws no tasks,
+# so the data they were trained on and the classes they held out may differ
+READ_ALIKE = ("encoder", "max_length")
+
+
+def _check_read_alike(loaded) -> None:
+    """ValueError unless every member reads images as the first does (``Run.transform``);
+    text members share the encoder by ``READ_ALIKE``."""
+    runs = getattr(loaded, "members", [loaded])
+    first = runs[0].transform
+    for r in runs[1:]:
+        if r.transform != first:
+            raise ValueError(f"ensemble: {r.path} reads images as {r.transform}, the first run "
+                             f"({runs[0].path}) as {first}; every member must read the "
+                             f"images alike (size, channels, polarity)")
 
 
 def _encoded(text: str) -> str | bytes:

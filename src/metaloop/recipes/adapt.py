@@ -427,8 +427,10 @@ def load_model(spec: str, family: str, max_length: int = 32):
     path = Path(spec).expanduser()
     if _is_checkpoint(path):
         if family in TEXT_FAMILIES:
-            raise ValueError(f"{spec} is a metaloop (image) checkpoint; family {family} needs a "
-                             f"text model such as --model minilm")
+            raise ValueError(f"{spec} is a metaloop run; family {family} adapts a Hugging Face "
+                             f"text encoder (--model minilm, or a model folder), whatever the "
+                             f"run was trained on (metaloop eval and predict score a text "
+                             f"run)")
         from metaloop.runs import load_run
         return _body(load_run(path)), "image"
     if family not in TEXT_FAMILIES:

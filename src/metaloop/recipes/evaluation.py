@@ -160,13 +160,17 @@ def _check_member_heads(run: Run, cfg: dict) -> None:
                              f"metaoptnet take any number)")
 
 
-def load_ensemble(paths, *, device=None, head_init: str = "checkpoint") -> Run:
+def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
+                  same: tuple[str, ...] = SAME_FAMILY) -> Run:
     """Load several runs as one ``Run`` whose learner averages them (``metaloop.meta.Ensemble``).
 
     Args:
         paths: two or more run (or ``ckpt-*``) directories, e.g. one config trained with
             different seeds (``metaloop train --seed``); one path loads that run alone.
         device, head_init: as ``metaloop.runs.load_run``, for every member.
+        same: the ``family`` keys every member must share with the first (default: what
+            the held-out tasks depend on; ``metaloop predict``, which draws no tasks, asks
+            only that the members read their inputs alike).
 
     Returns:
         A ``Run`` with the first run's path, config (its ``[eval]`` section decides the
@@ -187,7 +191,7 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint") -> Run:
     first = runs[0].config["family"]
     for r in runs[1:]:
         fam = r.config["family"]
-        for key in SAME_FAMILY:
+        for key in same:
             if fam.get(key) != first.get(key):
                 raise ValueError(f"ensemble: {r.path} has family.{key} = {fam.get(key)!r}, the "
                                  f"first run ({runs[0].path}) {first.get(key)!r}; every member "

@@ -226,7 +226,16 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
     if present != list(range(len(classes))):     # names of classes without examples: drop
         classes = [classes[i] for i in present]
         sy = torch.searchsorted(torch.tensor(present), sy)
+    if Path(query).expanduser().is_dir():
+        raise ValueError(f"the query {query} is a folder, but the support {support} is a "
+                         f"tensor file of labelled examples, so the query is such a file of "
+                         f"examples to classify (.npz or .pt with x)")
     qx = read_tensor_file(query, labels=False)[0]
+    for name, x, path in (("support", sx, support), ("query", qx, query)):
+        if x.dim() == 1:
+            raise ValueError(f"the {name} file {path} holds x as one row of {len(x)} values; x "
+                             f"holds one example per row: save x[None] ([1, {len(x)}]) for "
+                             f"a single example")
     sx, qx = (_as_input(x) for x in (sx, qx))
     want = _input_shape(run)
     for name, x in (("support", sx), ("query", qx)):
