@@ -37,14 +37,18 @@ the two classifiers and measure, for several step sizes, how often the second ag
 images inverted from the first. With --protocol iwae, train the IWAE
 paper's VAE the paper's way (batch 20, 3,280 passes in 8 stages of falling learning rate) as
 a run that checkpoints in --out and can be stopped (--until-pass, --max-minutes, Ctrl-C) and
-continued exactly (--resume); --evaluate measures its latest checkpoint with --k samples.
+continued exactly (--resume); the call that reaches its last pass measures the test set
+with --k samples, and --evaluate its latest checkpoint. A run without checkpoints that is
+interrupted or fails removes the --out folder it created (a protocol run keeps it once it
+holds a checkpoint); a folder that existed before is never removed.
 
 An option that the chosen run does not read is refused by name when it is given another
 value than its default (a default given explicitly changes nothing and is accepted): the
 scoring classifiers' and inversions' options without the run that trains them, --latent and
 --model with --sweep-latent, --model and --k with --compare-inversion, the generators'
 options with --inversion-transfer, --beta and --k for the AE, --hidden with --arch conv, the
-protocol options without --protocol iwae and the other runs' options with it, --image-size,
+protocol options without --protocol iwae and the other runs' options with it, --k with
+--protocol iwae when --until-pass stops it before its last pass, --image-size,
 --invert and --test-fraction with a built-in data set, --root and --resample with your own
 data."""
 
@@ -119,7 +123,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cpu-budget", type=float, default=None, metavar="MIN",
                    help="stop training after this many CPU minutes")
     p.add_argument("--k", type=int, default=None,
-                   help="importance samples for the NLL (default 5000; sweep: 0 = skip)")
+                   help="importance samples for the NLL (default 5000; sweep: 0 = skip; "
+                        "--protocol iwae: of the measurement at its last pass or "
+                        "--evaluate's)")
     p.add_argument("--eval-batch", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=0,
                    help="epochs between test-ELBO checks on 1,000 random test images "

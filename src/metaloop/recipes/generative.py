@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
 
 __all__ = ["run"]
 
@@ -21,8 +24,6 @@ def _data(args: argparse.Namespace) -> str:
     """``--data``: a built-in data set's name, or your own data's path made absolute (a run
     resumed from another folder finds it, and compares it, the same). Whether the path holds
     data is checked by the run, with its settings, before it writes anything."""
-    from pathlib import Path
-
     from metaloop.generative.data import is_user_data
 
     if not is_user_data(args.data):
@@ -155,6 +156,17 @@ _GENERATOR = ("latent", "arch", "hidden", "likelihood", "binarize", "beta", "epo
               "batch_size", "lr", "lr_end", "cpu_budget", "eval_batch", "eval_every")
 
 
+def _protocol_passes(stages) -> int | None:
+    """The passes of a protocol run of ``stages`` stages (None for a bad ``stages``, which
+    the run names)."""
+    from metaloop.generative import protocol
+
+    try:
+        return protocol.stage_ends(protocol.iwae_schedule(stages))[-1]
+    except (ValueError, TypeError):
+        return None
+
+
 def _unread(args) -> tuple[str, list[tuple[tuple[str, ...], str]]]:
     """The run ``args`` ask for, and the options it does not read, in groups with the
     reason."""
@@ -167,6 +179,14 @@ def _unread(args) -> tuple[str, list[tuple[tuple[str, ...], str]]]:
         if not args.evaluate:
             groups.append((("test_examples",), "--protocol iwae measures the whole test set "
                            "when it finishes; --test-examples goes with --evaluate"))
+            total = _protocol_passes(getattr(args, "stages", 8))
+            until = getattr(args, "until_pass", None)
+            if total is not None and until is not None and until < total:
+                groups.append((("k",), f"--protocol iwae measures the test set with --k "
+                               f"samples only when the run reaches its last pass ({total:,}), "
+                               f"and --until-pass {until} stops it before (the curve's "
+                               f"samples are --curve-k); --k goes with --evaluate, or with a "
+                               f"call that runs to the last pass"))
         return "--protocol iwae", groups
     not_protocol = (_PROTOCOL_ONLY, "it is not a --protocol iwae run")
     if args.inversion_transfer:
@@ -257,7 +277,6 @@ def _check_evaluated_run(args: argparse.Namespace) -> None:
     """ValueError naming each option of ``--evaluate`` whose value is not that of the run in
     --out (nothing to check without a checkpoint: ``evaluate_run`` names that)."""
     from dataclasses import asdict
-    from pathlib import Path
 
     from metaloop.generative import protocol
     from metaloop.train import checkpoint as ckpt
@@ -275,6 +294,47 @@ def _check_evaluated_run(args: argparse.Namespace) -> None:
         raise ValueError(f"--evaluate measures the run in {out} as it was trained, and its "
                          f"record's training command is written from these options: {flags}; "
                          f"give the run's values")
+
+
+def _has_checkpoint(out: Path) -> bool:
+    """Whether the run folder ``out`` holds a checkpoint (or a damaged one: kept too)."""
+    from metaloop.train import checkpoint as ckpt
+
+    try:
+        return ckpt.latest_checkpoint(out) is not None or any(
+            p.name.startswith("ckpt-") for p in out.iterdir())
+    except (ValueError, OSError):
+        return True
+
+
+@contextmanager
+def _output(out, *, checkpoints: bool = False):
+    """The run's output folder ``out``, created before the run reads any data, for the body
+    of a ``with``.
+
+    If the body fails or is interrupted, a folder this call created is removed with what
+    the run wrote in it (a run stopped before its results leaves nothing behind), and so are
+    the empty parents it created; with ``checkpoints`` (a resumable run), it is kept once it
+    holds a checkpoint. A folder that existed before is never removed.
+
+    Raises:
+        ValueError: naming the folder and why it cannot be created or written (a file in
+            the way), before anything is written.
+    """
+    from metaloop.recipes.report import prepare_out
+
+    path = Path(out)
+    made = [d for d in (path, *path.parents) if not d.exists() and not d.is_symlink()]
+    prepare_out(path)
+    try:
+        yield path
+    except BaseException:
+        if made and not (checkpoints and _has_checkpoint(path)):
+            shutil.rmtree(path, ignore_errors=True)
+            for d in made[1:]:                                        # deepest first
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+        raise
 
 
 def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
@@ -331,9 +391,10 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
             log(f"wrote {len(result['curve'])} curve records {stem}_curve_*.json")
         return 0
     s = _protocol_settings(args)
-    state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
-                         max_minutes=args.max_minutes,
-                         final_k=5000 if args.k is None else args.k, log=log)
+    with _output(args.out, checkpoints=True):
+        state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
+                             max_minutes=args.max_minutes,
+                             final_k=5000 if args.k is None else args.k, log=log)
     log(f"{state['passes']}/{state['total_passes']} passes in {args.out} "
           f"({state['train_cpu_s'] / 60:.1f} CPU-min of training)"
           + ("" if state["done"] else "; continue with --resume"))
@@ -388,7 +449,8 @@ def run(args, log: Callable[[str], None] = print) -> int:
 
         inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
                                           until=args.invert_until)
-        results = inversion.transfer_study(s, inv, args.invert_lrs, args.out)
+        with _output(args.out):
+            results = inversion.transfer_study(s, inv, args.invert_lrs, args.out)
         log(f"{results['data']}: classifier test accuracy "
               f"{results['classifier_test_accuracy']['inverted']:.3f} (A) / "
               f"{results['classifier_test_accuracy']['independent']:.3f} (B); chance "
@@ -407,7 +469,8 @@ def run(args, log: Callable[[str], None] = print) -> int:
         inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
                                           until=args.invert_until, l2=args.invert_l2,
                                           tv=args.invert_tv, jitter=args.invert_jitter)
-        results = inversion.compare(s, inv, args.out)
+        with _output(args.out):
+            results = inversion.compare(s, inv, args.out)
         if args.record:
             from metaloop.evaluate import records
 
@@ -415,7 +478,8 @@ def run(args, log: Callable[[str], None] = print) -> int:
                 results, command=_record_command(args)))
             log(f"wrote {args.record}")
     elif args.sweep_latent is not None:
-        results = experiment.sweep(s, args.sweep_latent, args.out)
+        with _output(args.out):
+            results = experiment.sweep(s, args.sweep_latent, args.out)
         if args.record:
             from metaloop.evaluate import records
 
@@ -423,7 +487,8 @@ def run(args, log: Callable[[str], None] = print) -> int:
                 results, command=_record_command(args)))
             log(f"wrote {args.record}")
     else:
-        results = experiment.run(s, args.out)
+        with _output(args.out):
+            results = experiment.run(s, args.out)
     log(_summary(results))
     log(f"wrote {args.out}/results.json")
     return 0
