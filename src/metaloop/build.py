@@ -16,8 +16,8 @@ from metaloop import config as _config
 from metaloop import meta, models, tasks
 from metaloop.config import FAMILIES, METHODS, MODELS
 
-__all__ = ["batching_on", "build_family", "build_learner", "build_model", "eval_family",
-           "resolve_split", "training_family", "user_family"]
+__all__ = ["batching_on", "build_family", "build_learner", "build_model", "data_fingerprint",
+           "eval_family", "resolve_split", "training_family", "user_family"]
 
 
 def _choice(kind: str, value: str, options) -> str:
@@ -103,16 +103,71 @@ def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None)
                          f"family.ways (eval: --ways), give that split more classes "
                          f"(family.split_fractions or family.split_files), or bring more "
                          f"classes")
+    try:
+        if fcfg["name"] == "table":
+            return _text_table(fcfg, split, shots, queries)
+        common = dict(ways=fcfg["ways"], shots=shots, queries=queries,
+                      drop_small=fcfg["drop_small"], **split_args)
+        if fcfg["name"] == "tensors":
+            return tasks.Episodes.from_tensors(fcfg["root"], **common)
+        return tasks.Episodes.from_folder(
+            fcfg["root"], image_size=fcfg["image_size"], channels=fcfg["channels"],
+            invert=fcfg["invert"], class_depth=fcfg["class_depth"],
+            skip_corrupt=fcfg["skip_corrupt"], progress=progress, **common)
+    except ValueError:
+        if have is None:
+            raise
+        gone = _classes_gone(fcfg, have)
+        if not gone:
+            raise
+        raise ValueError(
+            f"family.{split}_classes names {len(gone)} class(es) that the data at "
+            f"{fcfg['root']} no longer has: {gone[:10]}{' ...' if len(gone) > 10 else ''}; "
+            f"a run stores the class list it was trained with, so the data changed since: "
+            f"restore those classes under {fcfg['root']}, or train a new run on the data as "
+            f"it is now") from None
+
+
+def _classes_gone(fcfg: dict, have) -> list[str]:
+    """The names of ``have`` that the data of ``fcfg`` lacks (empty when it cannot tell)."""
+    try:
+        names = set(_class_names(fcfg))
+    except (ValueError, OSError):
+        return []
+    return [c for c in have if c not in names]
+
+
+def data_fingerprint(fcfg: dict, *families) -> dict | None:
+    """What a run on the user's data reads, to tell on resume whether it changed: a table's
+    file hash, or the sha256 of each class's decoded examples (``episode_store``), in class
+    order over ``families`` (training, then held-out), with one digest over them all. None
+    for a built-in family.
+
+    Returns:
+        ``{"family", "root", "sha256"}``, plus ``"classes": {name: digest}`` for Episodes.
+    """
+    import hashlib
+
+    from metaloop.train.checkpoint import sha256_file
+
+    if fcfg["name"] not in _config.USER_FAMILIES:
+        return None
+    out = {"family": fcfg["name"], "root": str(fcfg["root"])}
     if fcfg["name"] == "table":
-        return _text_table(fcfg, split, shots, queries)
-    common = dict(ways=fcfg["ways"], shots=shots, queries=queries,
-                  drop_small=fcfg["drop_small"], **split_args)
-    if fcfg["name"] == "tensors":
-        return tasks.Episodes.from_tensors(fcfg["root"], **common)
-    return tasks.Episodes.from_folder(
-        fcfg["root"], image_size=fcfg["image_size"], channels=fcfg["channels"],
-        invert=fcfg["invert"], class_depth=fcfg["class_depth"],
-        skip_corrupt=fcfg["skip_corrupt"], progress=progress, **common)
+        return {**out, "sha256": sha256_file(fcfg["root"])}
+    classes: dict[str, str] = {}
+    for fam in families:
+        x, table, counts = fam.episode_store()
+        for k, name in enumerate(fam.class_names):
+            if name in classes:
+                continue
+            n = int(counts[k]) if counts is not None else table.shape[1]
+            xs = x.index_select(0, table[k, :n]).contiguous()
+            h = hashlib.sha256(f"{list(xs.shape)} {xs.dtype}\n".encode())
+            h.update(xs.numpy().tobytes())
+            classes[name] = h.hexdigest()[:16]
+    whole = hashlib.sha256("".join(f"{n}\0{d}\n" for n, d in classes.items()).encode())
+    return {**out, "sha256": whole.hexdigest(), "classes": classes}
 
 
 def resolve_split(cfg: dict) -> dict:

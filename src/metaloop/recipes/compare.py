@@ -20,6 +20,7 @@ sets) and explicit overrides; ``run`` trains and evaluates; ``record`` is what
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -29,6 +30,7 @@ from metaloop import build as _build
 from metaloop import config as _config
 from metaloop.evaluate import evaluate
 from metaloop.train import train
+from metaloop.train.loop import check_resume_data
 
 ALL = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
 # Methods whose head is a classifier solved per task: not run on regression families.
@@ -41,7 +43,7 @@ FAMILIES = ("sinusoid", "omniglot")
 COMPARE_KEYS = ("methods", "per_method", "per_ways")
 
 __all__ = ["ALL", "FAMILIES", "config_path", "config_text", "load_config", "method_config",
-           "methods_for", "record", "run"]
+           "methods_for", "record", "run", "with_split"]
 
 
 def config_path(family: str):
@@ -262,6 +264,63 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
     return have
 
 
+def _stored_state(run_dir: Path) -> dict | None:
+    """The ``state.json`` of the newest checkpoint of ``run_dir`` (None: none, or one that
+    cannot be read; ``resumable`` and the resume name those)."""
+    from metaloop.train.checkpoint import latest_checkpoint
+
+    try:
+        ckpt = latest_checkpoint(run_dir)
+        state = None if ckpt is None else json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def with_split(cfg: dict, out_dir=None, resume: bool = False) -> dict:
+    """``cfg`` with the class split of the user's data (folder / tensors / table) written out
+    as ``family.{train,val,test}_classes``, one split for every method of the comparison, so
+    that each run stores the classes it trained on and held out: a fresh comparison resolves
+    it from the data (``metaloop.build.resolve_split``), a resumed one takes the split its
+    runs store. Built-in families, and configs that list their classes, are returned as
+    they are.
+
+    Raises:
+        ValueError: resuming runs in ``out_dir`` that store no class split (written before
+            comparisons stored it: resuming would split the data again as it is now), or
+            runs that store different splits.
+    """
+    f = cfg["family"]
+    if f["name"] not in _config.USER_FAMILIES:
+        return cfg
+    keys = [f"{s}_classes" for s in _config.USER_SPLITS]
+    runs = Path(out_dir) / "runs" if out_dir is not None else None
+    if resume and runs is not None and runs.is_dir():
+        stored = {}
+        for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
+            state = _stored_state(run_dir)
+            fam = (state or {}).get("config", {}).get("family")
+            if isinstance(fam, dict):
+                stored[run_dir.name] = {k: list(fam.get(k) or []) for k in keys}
+        none = [n for n, split in stored.items() if not any(split.values())]
+        if none:
+            raise ValueError(
+                f"refusing to resume {out_dir}: the run(s) of {', '.join(none)} store no class "
+                f"split (family.train_classes, val_classes and test_classes are empty: they "
+                f"were written before a comparison stored its split), so resuming would split "
+                f"the classes of {f['root']} again as they are now, and a class added or "
+                f"removed since would move classes between training and held-out; re-run the "
+                f"comparison without --resume, into a new --out")
+        splits = {json.dumps(split, sort_keys=True) for split in stored.values()}
+        if len(splits) > 1:
+            raise ValueError(f"refusing to resume {out_dir}: its runs store different class "
+                             f"splits (family.*_classes of {', '.join(stored)}); re-run the "
+                             f"comparison without --resume, into a new --out")
+        if stored and not any(f[k] for k in keys):
+            return {**cfg, "family": {**f, **next(iter(stored.values()))}}
+    return _build.resolve_split(cfg)
+
+
 def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         progress: bool = False, on_method: Callable[[str], None] | None = None,
         resume: bool = False) -> dict:
@@ -277,7 +336,9 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
             before it starts.
         resume: continue the runs in ``out_dir`` of an interrupted comparison (each from its
             newest checkpoint, exactly; a finished one is only evaluated again). The result
-            is the uninterrupted comparison's.
+            is the uninterrupted comparison's. On your own data every run stores the class
+            split (``with_split``) and a fingerprint of the data (``metaloop.build.
+            data_fingerprint``); a resume on changed data is refused.
 
     Returns:
         ``{"family", "metric" ("loss" or "accuracy"), "config", "methods": {name: the
@@ -287,7 +348,8 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
 
     Raises:
         ValueError: a bad method list or an impossible per-method config, runs in
-            ``out_dir`` without ``resume`` or none with it, before training.
+            ``out_dir`` without ``resume`` or none with it, runs to resume that store no
+            class split or were trained on other data, before training.
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the method in training checkpointed.
     """
     names = methods_for(cfg, methods)
@@ -295,11 +357,17 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         if cfg["train"][key] <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got "
                              f"{cfg['train'][key]}")
+    cfg = with_split(cfg, out_dir, resume)     # your own data: one class split, stored
     mcfgs = {name: method_config(cfg, name) for name in names}   # all checked before training
     resumes = resumable(mcfgs, out_dir, resume)
     t_start = time.perf_counter()
     family = _build.build_family(cfg["family"])
     heldout = _build.eval_family(cfg, family)
+    data = _build.data_fingerprint(cfg["family"], family, heldout)
+    for name, again in resumes.items():        # changed data: refused before any training
+        if again:
+            run_dir = Path(out_dir) / "runs" / name
+            check_resume_data(run_dir, _stored_state(run_dir) or {}, data)
     results, learners, timing, evaluation = {}, {}, {}, {}
     for name, mcfg in mcfgs.items():
         if on_method is not None:
@@ -313,7 +381,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
               out_dir=None if out_dir is None else Path(out_dir) / "runs" / name,
               checkpoint_every=tc["checkpoint_every"], config=mcfg, progress=progress,
               desc=name, optimizer=tc["optimizer"],
-              weight_decay=tc["weight_decay"], resume=resumes[name])
+              weight_decay=tc["weight_decay"], resume=resumes[name], data=data)
         t1 = time.perf_counter()
         results[name] = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
                                  seed=ec["seed"])

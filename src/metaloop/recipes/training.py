@@ -96,8 +96,9 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
 
     Raises:
         ValueError: bad data (naming it), ``precision="bf16"`` with a ``train.dtype`` other
-            than float32 (before any data is read); NonFiniteLossError; KeyboardInterrupt
-            after the interrupt checkpoint.
+            than float32 (before any data is read); on resume, data that changed since the
+            run's checkpoint (``metaloop.build.data_fingerprint``); NonFiniteLossError;
+            KeyboardInterrupt after the interrupt checkpoint.
     """
     out = Path(out)
     rank, _ = distributed.rank_world()
@@ -111,18 +112,24 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         _undo()
         raise ValueError(f"--precision bf16 autocasts a float32 model, but train.dtype = "
                          f"{tc['dtype']!r}")
+    heldout = None
     try:
         family = build.build_family_verbose(cfg["family"], show=rank == 0, progress=progress)
         if cfg["family"]["name"] in config.USER_FAMILIES:
             # the held-out split of the user's data, read now: a class too small for its
             # shots + queries is named before training, not when the run is evaluated
-            build.eval_family(cfg, family)
+            heldout = build.eval_family(cfg, family)
     except ValueError:
         _undo()
         raise
     val = build.eval_family(cfg, family) if tc["val_every"] else None
     if val is not None and cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid":
         val = build.build_family(cfg["family"], split="val")
+    # what the run reads of the user's data, stored in its checkpoints: a resume on changed
+    # data is refused (rank 0 alone writes and checks checkpoints)
+    read = [f for f in (family, heldout, val) if f is not None]
+    data = build.data_fingerprint(cfg["family"], *read) \
+        if rank == 0 and heldout is not None else None
     dev = distributed.device_for(device)
     learner = build.build_learner(cfg, family, device=dev)
     if tc["init"] and not resume:       # a resumed run has its own weights
@@ -152,7 +159,7 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
                      config=cfg, progress=progress, desc=cfg["method"]["name"],
                      prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
                      log_every=tc["log_every"] or None, precision=precision,
-                     cuda_graph=tc["cuda_graph"])
+                     cuda_graph=tc["cuda_graph"], data=data)
     except ValueError:
         _undo()
         raise

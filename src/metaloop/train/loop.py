@@ -144,17 +144,49 @@ def check_resume_config(out_dir, state: dict, config: dict | None) -> None:
                          + ", ".join(diff) + more)
 
 
-def _load_for_resume(out_dir, config, learner, precision: str) -> tuple[dict, dict]:
+def check_resume_data(out_dir, state: dict, data: dict | None) -> None:
+    """Refuse to resume the run in ``out_dir`` on data whose fingerprint (``data``, see
+    ``metaloop.build.data_fingerprint``) differs from the one its checkpoint ``state`` stores,
+    naming what changed (a checkpoint without one, or no ``data``, is not checked)."""
+    stored = state.get("data")
+    if data is None or not isinstance(stored, dict) or stored.get("sha256") == data["sha256"]:
+        return
+    what = f"{data['family']} {data['root']}"
+    if stored.get("root") != data["root"]:
+        what += f" (the run read {stored.get('root')})"
+    old, new = stored.get("classes"), data.get("classes")
+    if isinstance(old, dict) and isinstance(new, dict):
+        parts = [f"{label} {names[:5]}{' ...' if len(names) > 5 else ''}"
+                 for label, names in (
+                     ("examples changed in class(es)",
+                      [c for c in new if c in old and old[c] != new[c]]),
+                     ("class(es) gone", [c for c in old if c not in new]),
+                     ("class(es) new in use", [c for c in new if c not in old]))
+                 if names]
+        change = "; ".join(parts) or "the class order changed"
+    else:
+        change = "its file's sha256 differs"
+    raise ValueError(f"refusing to resume {out_dir}: the data changed since its checkpoint "
+                     f"({what}: {change}), so it would not give an uninterrupted run's "
+                     f"numbers; restore the data as the run read it, or start a new run from "
+                     f"this run's weights (config train.init = {str(out_dir)!r}, --out another "
+                     f"directory)")
+
+
+def _load_for_resume(out_dir, config, learner, precision: str,
+                     data: dict | None = None) -> tuple[dict, dict]:
     """The newest checkpoint of ``out_dir``, checked against this run before anything of it
     is applied.
 
     Raises:
-        ValueError: the config differs (naming the keys); the run was trained at another
-            ``precision``; the checkpoint lacks state or tensors a resume needs, or holds a
-            model tensor of another shape (naming them).
+        ValueError: the config differs (naming the keys), or the data's fingerprint
+            (``data``); the run was trained at another ``precision``; the checkpoint lacks
+            state or tensors a resume needs, or holds a model tensor of another shape (naming
+            them).
     """
     tensors, state = load_checkpoint(out_dir)
     check_resume_config(out_dir, state, config)
+    check_resume_data(out_dir, state, data)
     stored = state.get("precision")              # absent: written before it was stored
     if stored is not None and stored != precision:
         raise ValueError(f"refusing to resume {out_dir}: it was trained with precision "
@@ -203,14 +235,15 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
 
 
 def _resume(out_dir: Path, learner, opt, generator, config, lead: bool,
-            precision: str) -> tuple[int, dict]:
+            precision: str, data: dict | None = None) -> tuple[int, dict]:
     """Restore everything from the newest checkpoint; returns its iteration and its state.
 
     Rank 0 reads the checkpoint and sends it (or its error) to the other ranks, so that only
     rank 0 needs the run directory.
     """
     tensors, state = distributed.from_rank0(
-        lambda: _load_for_resume(out_dir, config, learner, precision), "the checkpoint to resume")
+        lambda: _load_for_resume(out_dir, config, learner, precision, data),
+        "the checkpoint to resume")
     with torch.no_grad():
         for n, p in learner.model.named_parameters():
             p.copy_(tensors[f"model.{n}"])
@@ -566,7 +599,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
           lr_schedule: str = "constant", clip_grad_norm: float = 0.0,
           prefetch: bool | str = "auto", log_every: int | None = None,
           precision: str = "float32", optimizer: str = "adam",
-          weight_decay: float = 0.0, cuda_graph: bool = False) -> dict:
+          weight_decay: float = 0.0, cuda_graph: bool = False,
+          data: dict | None = None) -> dict:
     """Meta-train ``learner`` with Adam on ``meta_gradient`` over tasks from ``family``.
 
     Each iteration samples ``meta_batch`` tasks from a ``torch.Generator(seed)`` stream, takes
@@ -627,6 +661,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             finite flags are read at the same cadence; a replayed step has already been
             applied when its flag is read, so a non-finite one stops the run before the next
             checkpoint, and the last good checkpoint is kept.
+        data: a fingerprint of the data the run reads (``metaloop.build.data_fingerprint``;
+            rank 0's), stored in each checkpoint's ``state.json`` beside the config; on
+            resume, a checkpoint that stores another one is refused, naming what changed.
 
     Returns:
         ``{"iteration", "last": the last logged metrics, "val": last validation}``.
@@ -636,7 +673,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         ValueError: for non-positive iterations, meta_batch, lr, log_every, a negative
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
             ranks, or on resume: a config mismatch (naming the differing keys), another
-            ``precision`` than the run's, or a checkpoint that is corrupt (naming it).
+            ``precision`` than the run's, another ``data`` fingerprint, or a checkpoint that
+            is corrupt (naming it).
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written; in the
             last iteration (the final checkpoint written: the run is complete) it carries
             the result as its ``result``.
@@ -693,7 +731,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     # resumed from a checkpoint that lacks them, or torchrun, where rank 0 sees its own only)
     cpu_before: float | None = None if shard else 0.0
     if resume and out is not None:
-        start, state = _resume(out, learner, opt, generator, config, lead, precision)
+        start, state = _resume(out, learner, opt, generator, config, lead, precision, data)
         window.load(state.get("log_window"))
         cpu_before = None if shard else state.get("cpu_seconds")
     else:
@@ -731,6 +769,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     def save(iteration: int) -> None:
         guard.check()                                          # never save non-finite params
         extra = {"log_window": window.state(), "precision": precision}
+        if data is not None:
+            extra["data"] = data
         if cpu_before is not None:
             extra["cpu_seconds"] = round(cpu_before + time.process_time() - cpu_start, 2)
         save_run(log_dir, iteration, learner, opt, generator, config,

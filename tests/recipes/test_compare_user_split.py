@@ -1,0 +1,87 @@
+"""``metaloop compare`` on your own data stores one class split in every method's run, so a
+resumed comparison (and ``metaloop eval --checkpoint`` of one of its runs) keeps the classes
+it trained on and held out, whatever was added to the folder since; a comparison written
+without the split is refused on resume, naming why and what to do."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from metaloop.cli.main import main
+from metaloop.recipes import compare
+from metaloop.train.checkpoint import latest_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import write_image_folder  # noqa: E402
+
+METHODS = ["scratch", "maml", "r2d2"]
+
+
+def _compare(tmp_path, root, *flags: str) -> int:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[family]\nname = "folder"\nroot = "{root}"\ninvert = "auto"\nways = 3\nshots = 1\n'
+        'queries = 2\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nchannels = 4\n'
+        '[train]\niterations = 2\nmeta_batch = 2\n[eval]\ntasks = 4\nsteps = [0, 1]\n')
+    return main(["--threads", "1", "compare", "--config", str(cfg), "--methods",
+                 ",".join(METHODS), "--out", str(tmp_path / "out"), "--no-progress", *flags])
+
+
+def _split(run_dir: Path) -> dict:
+    state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())
+    return {k: state["config"]["family"][f"{k}_classes"] for k in ("train", "val", "test")}
+
+
+def _add_class(root: Path, tmp_path: Path) -> None:
+    """A new class folder (a copy of a generated one, under a name sorted first)."""
+    extra = write_image_folder(tmp_path / "more", classes=1, per_class=6, mixed=False, seed=7)
+    shutil.copytree(extra / "class_00", root / "aaa_new")
+
+
+def test_every_run_stores_one_split_and_resume_keeps_it(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "images", classes=12, per_class=6, mixed=False)
+    assert _compare(tmp_path, root) == 0
+    runs = tmp_path / "out" / "runs"
+    splits = {m: _split(runs / m) for m in METHODS}
+    first = splits["maml"]
+    assert len(first["train"]) == 6 and len(first["test"]) == 6 and first["val"] == []
+    assert not set(first["train"]) & set(first["test"])
+    assert all(s == first for s in splits.values())            # one split for all methods
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["config"]["family"]["test_classes"] == first["test"]
+
+    _add_class(root, tmp_path)
+    capsys.readouterr()
+    assert _compare(tmp_path, root, "--resume") == 0, capsys.readouterr().err
+    assert {m: _split(runs / m) for m in METHODS} == splits     # held-out classes unchanged
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert again["methods"] == res["methods"]                 # the same comparison
+    # a run of the comparison evaluates on the classes it held out, not a new split
+    assert main(["eval", "--checkpoint", str(runs / "maml"), "--no-progress",
+                 "--out", str(tmp_path / "eval")]) == 0
+    ev = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert ev["config"]["family"]["test_classes"] == first["test"]
+
+
+def test_a_comparison_without_a_stored_split_is_refused_on_resume(tmp_path, capsys):
+    """Runs written before comparisons stored the split (empty class lists)."""
+    root = write_image_folder(tmp_path / "images", classes=12, per_class=6, mixed=False)
+    assert _compare(tmp_path, root) == 0
+    for m in METHODS:                                   # as a comparison wrote them before
+        sfile = latest_checkpoint(tmp_path / "out" / "runs" / m) / "state.json"
+        state = json.loads(sfile.read_text())
+        for k in ("train", "val", "test"):
+            state["config"]["family"][f"{k}_classes"] = []
+        sfile.write_text(json.dumps(state))
+    _add_class(root, tmp_path)
+    capsys.readouterr()
+    assert _compare(tmp_path, root, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "store no class split" in err and str(root) in err
+    assert "without --resume, into a new --out" in err
+
+
+def test_with_split_leaves_builtin_families_alone():
+    cfg = compare.load_config("sinusoid")
+    assert compare.with_split(cfg) is cfg
