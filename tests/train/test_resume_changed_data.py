@@ -101,3 +101,26 @@ def test_a_table_is_fingerprinted_by_its_bytes(tmp_path):
     table.write_text("text,label\na,x\nc,y\n")
     assert build.data_fingerprint(fcfg)["sha256"] != before["sha256"]
     assert build.data_fingerprint({"name": "sinusoid"}) is None
+
+
+def test_resume_with_the_config_file_keeps_the_runs_split(tmp_path, capsys):
+    """``train --config FILE --resume RUN`` split the classes again from the data as it is
+    now: a class folder added since was refused as "the config differs in
+    family.test_classes" (the file had not changed). The run's stored split is used: an
+    added class changes nothing, and a changed image is named as changed data."""
+    run, root = _folder_run(tmp_path)
+    shutil.copytree(root / sorted(p.name for p in root.iterdir() if p.is_dir())[0],
+                    root / "zz added later")
+    argv = ["train", "--config", str(tmp_path / "c.toml"), "--resume", str(run),
+            "--no-progress"]
+    assert main(argv) == 0
+    assert _state(run)["iteration"] == 4
+    assert "zz added later" not in json.dumps(_state(run)["config"]["family"])
+    atomic_write_text(run / "LATEST", "ckpt-00000002\n")
+    cls = _state(run)["config"]["family"]["test_classes"][0]
+    other = _state(run)["config"]["family"]["train_classes"][0]
+    shutil.copyfile(sorted((root / other).iterdir())[0], sorted((root / cls).iterdir())[0])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the data changed since its checkpoint" in err and "config differs" not in err

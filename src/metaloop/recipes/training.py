@@ -9,6 +9,7 @@ describes and trains it, checkpointing into ``out``. Under ``torchrun`` every pr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -71,6 +72,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
     config.check_combinations(cfg)
     if config_path:                    # once, on rank 0: keys of the file no run reads
         config.warn_unread(cfg, config_path)
+    if resume and config_path:
+        cfg = _stored_split(cfg, out)
     cfg = build.resolve_split(cfg)          # folder / tensors: the class lists, stored
     if not resume and latest_checkpoint(out) is not None:
         raise ValueError(f"{out} already holds a run; use --resume to continue it, or another "
@@ -78,6 +81,31 @@ def prepare(out, *, config_path=None, resume: bool = False,
     created = not out.exists()
     prepare_out(out)
     return cfg, out, created
+
+
+def _stored_split(cfg: dict, out: Path) -> dict:
+    """``cfg`` (a config file given with ``--resume``) with the class lists the run in ``out``
+    stores, when the file gives none and splits the same data the same way: the split is
+    the run's, not one made again from the data as it is now (a changed data set is then
+    named by the data check, not as a config that differs)."""
+    f = cfg["family"]
+    if f["name"] not in config.USER_FAMILIES or any(f[f"{s}_classes"] for s in
+                                                    config.USER_SPLITS):
+        return cfg
+    try:
+        stored = json.loads((latest_checkpoint(out) / "state.json").read_text())
+        fam = stored["config"]["family"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return cfg                      # load_checkpoint names a damaged checkpoint later
+    lists = {f"{s}_classes": fam.get(f"{s}_classes") for s in config.USER_SPLITS}
+    if not any(lists.values()) or any(fam.get(k) != f[k] for k in SPLIT_KEYS):
+        return cfg
+    return {**cfg, "family": {**f, **lists}}
+
+
+# the family keys that decide a user data set's class split
+SPLIT_KEYS = ("name", "root", "split_fractions", "split_seed", "split_files", "class_depth",
+              "text_column", "label_column", "delimiter")
 
 
 def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",

@@ -154,8 +154,9 @@ class Episodes:
             more = f" and {len(small) - 8} more" if len(small) > 8 else ""
             raise ValueError(f"Episodes: {len(small)} class(es) have fewer than shots + "
                              f"queries = {self.shots} + {self.queries} = {need} examples: "
-                             f"{shown}{more}; give fewer shots/queries, or drop_small=True "
-                             f"(config family.drop_small = true) to leave them out")
+                             f"{shown}{more}; give fewer shots/queries, or leave them out: "
+                             f"drop_small=True (--drop-small in metaloop adapt, "
+                             f"family.drop_small = true in a config)")
         small_names = {n for n, _ in small}
         keep = [c for c in self._use if self._all_names[c] not in small_names]
         self.dropped = [n for n, _ in small]
