@@ -73,6 +73,16 @@ def _show_warning(command: str, show, message, category, filename, lineno, file=
         show(message, category, filename, lineno, file, line)
 
 
+def _shown_as_python_does() -> bool:
+    """Whether warnings go to Python's own display: neither replaced nor recorded (a
+    ``catch_warnings(record=True)`` keeps ``showwarning`` and swaps the function that
+    ``_showwarnmsg`` calls for a list's ``append``)."""
+    impl = getattr(warnings, "_showwarnmsg_impl", None)
+    return (warnings.showwarning is getattr(warnings, "_showwarning_orig", None)
+            and getattr(impl, "__module__", None) == "warnings"
+            and getattr(impl, "__name__", None) == "_showwarnmsg_impl")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     shown = warnings.showwarning
-    if shown is getattr(warnings, "_showwarning_orig", None):   # nobody records warnings
+    if _shown_as_python_does():        # not recorded (pytest.warns, catch_warnings(record))
         warnings.showwarning = functools.partial(_show_warning, args.command, shown)
     try:
         return int(args.func(args) or 0)
