@@ -151,10 +151,7 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
             ``steps`` for a run that takes no adaptation steps.
     """
     tf = _checked_transform(run, steps, support_shift, query_shift)
-    if steps is not None and not takes_steps(run):
-        methods = sorted({m.config["method"]["name"] for m in getattr(run, "members", [run])})
-        raise ValueError(f"steps = {steps}: {run.path} ({', '.join(methods)}) solves its head "
-                         f"in closed form and takes no adaptation steps; leave steps None")
+    _check_steps(run, steps)
     size, invert = tf["image_size"], invert or tf["invert"]
     ignored: list = []                                   # README.txt, Thumbs.db, ...
     sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"], progress,
@@ -208,12 +205,8 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
                              f"classification run of images or feature vectors; this one is "
                              f"family {m.config['family']['name']!r}, model "
                              f"{m.config['model']['name']!r}")
-    if steps is not None and steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if steps is not None and not takes_steps(run):
-        methods = sorted({m.config["method"]["name"] for m in members})
-        raise ValueError(f"steps = {steps}: {run.path} ({', '.join(methods)}) solves its head "
-                         f"in closed form and takes no adaptation steps; leave steps None")
+    _check_steps(run, steps)
+    _check_shifts(support_shift, query_shift)
     sx, sy, names = read_tensor_file(support)
     if sy.dim() != 1 or len(sy) != len(sx):
         raise ValueError(f"tensor file {support}: y must be int labels [N] with N = "
@@ -246,9 +239,6 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
     if (support_shift or query_shift) and sx.dim() != 4:
         raise ValueError(f"support_shift and query_shift shift images [N, C, H, W], but the "
                          f"files hold feature vectors {list(sx.shape)}")
-    for name, shift in (("support_shift", support_shift), ("query_shift", query_shift)):
-        if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
-            raise ValueError(f"{name} must be an int >= 0 pixels, got {shift!r}")
     for member in members:
         _check_head(member, support, len(classes), "classes")
     device = next(run.learner.model.parameters()).device
@@ -316,12 +306,7 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
             negative ``steps``, or ``steps`` for a run that takes none.
     """
     check_text_run(run)
-    if steps is not None and steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if steps is not None and not takes_steps(run):
-        methods = sorted({m.config["method"]["name"] for m in getattr(run, "members", [run])})
-        raise ValueError(f"steps = {steps}: {run.path} ({', '.join(methods)}) solves its head "
-                         f"in closed form and takes no adaptation steps; leave steps None")
+    _check_steps(run, steps)
     for flag, path, what in (("support", support, "a CSV, TSV or JSONL table of labelled "
                                                    "texts"),
                              ("query", query, "a table with a text column or a .txt file")):
@@ -470,10 +455,28 @@ def _checked_transform(run: Run, steps, support_shift, query_shift) -> dict:
     tf = check_image_run(run)
     if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    _check_shifts(support_shift, query_shift)
+    return tf
+
+
+def _check_steps(run: Run, steps: int | None) -> None:
+    """ValueError for negative ``steps``, or ``steps`` for a run (every member of an
+    ensemble) that solves its head in closed form and so takes none."""
+    if steps is None:
+        return
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not takes_steps(run):
+        methods = sorted({m.config["method"]["name"] for m in getattr(run, "members", [run])})
+        raise ValueError(f"steps = {steps}: {run.path} ({', '.join(methods)}) solves its head "
+                         f"in closed form and takes no adaptation steps; leave steps None")
+
+
+def _check_shifts(support_shift, query_shift) -> None:
+    """ValueError unless both test-time shifts are ints >= 0 (pixels)."""
     for name, shift in (("support_shift", support_shift), ("query_shift", query_shift)):
         if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
             raise ValueError(f"{name} must be an int >= 0 pixels, got {shift!r}")
-    return tf
 
 
 def _as_trained(tf: dict, x: torch.Tensor) -> torch.Tensor:
