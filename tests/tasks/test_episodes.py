@@ -72,7 +72,8 @@ def test_small_classes_are_named_or_dropped_and_ways_checked():
 
 @pytest.mark.parametrize("x, y, match", [
     (torch.zeros(4, 2, 3, 3, 3), torch.zeros(4, dtype=torch.int64), "shape"),
-    (torch.zeros(4, 3, dtype=torch.int32), torch.zeros(4, dtype=torch.int64), "uint8 or float"),
+    (torch.zeros(4, 3, dtype=torch.int32), torch.zeros(4, dtype=torch.int64),
+     r"uint8 images \(0\.\.255\) or floating point, got torch.int32"),
     (torch.zeros(4, 3), torch.zeros(5, dtype=torch.int64), "N = 4"),
     (torch.zeros(4, 3), torch.zeros(4), "int labels"),
     (torch.zeros(4, 3), torch.tensor([0, 1, -1, 0]), "labels must be in"),

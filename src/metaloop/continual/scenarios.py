@@ -29,12 +29,12 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 from metaloop.data.omniglot import load_omniglot_images
 from metaloop.meta._common import check_flag
+from metaloop.tasks.episodes import check_examples
 
 Split = tuple[torch.Tensor, torch.Tensor]
 SETTINGS = ("task", "class")
@@ -387,36 +387,7 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose one of {SETTINGS}")
     flatten = check_flag("flatten", flatten)
-    if isinstance(x, np.ndarray):                   # a read-only array (np.load) is copied
-        x = torch.from_numpy(x if x.flags.writeable else x.copy())
-    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
-    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3, 4):
-        raise ValueError(f"x must be [N, C, H, W] or [N, H, W] images or [N, D] feature "
-                         f"vectors, got {type(x).__name__} of shape "
-                         f"{list(getattr(x, 'shape', []))}")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise ValueError(f"x must be uint8 images (0..255) or floating point, got {x.dtype}; "
-                         f"convert it (e.g. x.astype('uint8') for 0..255 pixels)")
-    if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
-        raise ValueError(f"y must be int labels [N] with N = {len(x)} (as x), got {y.dtype} "
-                         f"{list(y.shape)}")
-    if len(y) == 0:
-        raise ValueError("the data holds no examples (N = 0)")
-    y = y.to(torch.int64)
-    names = [str(n) for n in class_names] if class_names is not None \
-        else [str(i) for i in range(int(y.max()) + 1)]
-    if int(y.min()) < 0 or int(y.max()) >= len(names):
-        raise ValueError(f"labels must be in [0, {len(names)}) (one per class name), found "
-                         f"{int(y.min())}..{int(y.max())}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"class_names has duplicates: "
-                         f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
-    if x.is_floating_point():
-        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)                      # [N]
-        if bool(bad.any()):
-            rows = bad.nonzero().flatten().tolist()
-            raise ValueError(f"x has non-finite values (NaN or inf) in {len(rows)} row(s) "
-                             f"{rows[:5]}")
+    x, y, names = check_examples(x, y, class_names, "split_classes_of")
     _check_count("test_per_class", test_per_class)
     _check_count("val_per_class", val_per_class, allow_zero=True)
     _check_count("train_per_class", train_per_class)

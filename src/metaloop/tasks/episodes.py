@@ -88,42 +88,8 @@ class Episodes:
                  class_names: Sequence[str] | None = None, *,
                  classes: Sequence[str] | None = None, drop_small: bool = False):
         check_positive_int("Episodes", ways=ways, shots=shots, queries=queries)
-        x = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-        y = torch.from_numpy(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"Episodes x must be a tensor or numpy array, got "
-                             f"{type(x).__name__}")
-        if x.dim() == 3:
-            x = x.unsqueeze(1)                                         # [N, 1, H, W]
-        if x.dim() not in (2, 4):
-            raise ValueError(f"Episodes x must be [N, C, H, W] images, [N, H, W] greyscale "
-                             f"images or [N, D] vectors, got shape {list(x.shape)}")
-        if x.dtype != torch.uint8 and not x.is_floating_point():
-            raise ValueError(f"Episodes x must be uint8 or floating point, got {x.dtype}")
-        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
-            raise ValueError(f"Episodes y must be int labels [N] with N = {len(x)} (as x), got "
-                             f"{y.dtype} {list(y.shape)}")
-        if len(y) == 0:
-            raise ValueError("Episodes got no examples (N = 0)")
-        y = y.to(torch.int64)
-        k = len(class_names) if class_names is not None else int(y.max()) + 1
-        if int(y.min()) < 0 or int(y.max()) >= k:
-            raise ValueError(f"Episodes labels must be in [0, {k}) "
-                             f"({'len(class_names)' if class_names is not None else 'max + 1'}"
-                             f"), found {int(y.min())}..{int(y.max())}")
-        names = [str(n) for n in class_names] if class_names is not None \
-            else [str(i) for i in range(k)]
-        if x.is_floating_point():
-            bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)               # [N]
-            if bool(bad.any()):
-                rows = bad.nonzero().flatten().tolist()
-                labels = y[bad].unique().tolist()
-                raise ValueError(f"Episodes x has non-finite values (NaN or inf) in "
-                                 f"{len(rows)} row(s) {rows[:5]} of {len(labels)} class(es) "
-                                 f"{[names[i] for i in labels][:5]}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"Episodes class_names has duplicates: "
-                             f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
+        x, y, names = check_examples(x, y, class_names, "Episodes")
+        k = len(names)
         table, counts = class_table(y, k)                              # [K, M], [K]
         use = list(range(k))
         if classes is not None:
@@ -434,6 +400,57 @@ class Episodes:
             ys.append(int(item[1]))
         y, names = _dense_labels(torch.tensor(ys), names)
         return cls(torch.stack(xs), y, ways, shots, queries, names, **kw)
+
+
+def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "Episodes"
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Labelled examples as a tensor ``x`` (``[N, H, W]`` greyscale images given their
+    channel: ``[N, 1, H, W]``; a read-only numpy array copied), int64 labels ``y`` ``[N]`` and
+    the K class names (default ``"0"``, ``"1"``, ...).
+
+    Raises:
+        ValueError: led by ``what``: ``x`` of another shape or dtype (uint8 images or floats),
+            labels that are not ints ``[N]`` or lie outside ``[0, K)``, no examples, NaN or
+            inf in float ``x`` (naming the rows and their classes), repeated class names.
+    """
+    if isinstance(x, np.ndarray):                   # a read-only array (np.load) is copied
+        x = torch.from_numpy(x if x.flags.writeable else x.copy())
+    y = torch.from_numpy(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what} x must be a tensor or numpy array, got {type(x).__name__}")
+    if x.dim() == 3:
+        x = x.unsqueeze(1)                                             # [N, 1, H, W]
+    if x.dim() not in (2, 4):
+        raise ValueError(f"{what} x must be [N, C, H, W] images, [N, H, W] greyscale images "
+                         f"or [N, D] vectors, got shape {list(x.shape)}")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise ValueError(f"{what} x must be uint8 images (0..255) or floating point, got "
+                         f"{x.dtype}; convert it (e.g. x.astype('uint8') for 0..255 pixels)")
+    if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"{what} y must be int labels [N] with N = {len(x)} (as x), got "
+                         f"{y.dtype} {list(y.shape)}")
+    if len(y) == 0:
+        raise ValueError(f"{what} got no examples (N = 0)")
+    y = y.to(torch.int64)
+    k = len(class_names) if class_names is not None else int(y.max()) + 1
+    if int(y.min()) < 0 or int(y.max()) >= k:
+        raise ValueError(f"{what} labels must be in [0, {k}) "
+                         f"({'len(class_names)' if class_names is not None else 'max + 1'}), "
+                         f"found {int(y.min())}..{int(y.max())}")
+    names = [str(n) for n in class_names] if class_names is not None \
+        else [str(i) for i in range(k)]
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)                   # [N]
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten().tolist()
+            labels = y[bad].unique().tolist()
+            raise ValueError(f"{what} x has non-finite values (NaN or inf) in {len(rows)} "
+                             f"row(s) {rows[:5]} of {len(labels)} class(es) "
+                             f"{[names[i] for i in labels][:5]}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} class_names has duplicates: "
+                         f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
+    return x, y, names
 
 
 def read_tensor_file(path: str | os.PathLike, labels: bool = True
