@@ -115,6 +115,14 @@ def test_a_tensor_file_of_images_with_an_omniglot_run(method_runs, tmp_path, cap
     assert res["data"]["heldout_classes"] == ["0", "1", "2", "3", "4"]
     # identical images per class: a probe on any features tells the 5 glyphs apart
     assert res["approaches"]["probe-logistic"]["accuracy"]["mean"] == 1.0
+    # with --meta the file's classes are split: 5 classes at 0.6/0/0.4 -> 3 meta-train, 2 held out
+    out = tmp_path / "meta"
+    assert main(_adapt(run, "tensors", tmp_path / "t.npz", out, "--approaches", "lora",
+                       "--steps", "2", "--meta", "fomaml", "--meta-iterations", "2",
+                       "--meta-batch", "1", "--split-fractions", "0.6,0,0.4")) == 0
+    res = json.loads((out / "results.json").read_text())
+    held, train = res["data"]["heldout_classes"], res["data"]["train_classes"]
+    assert len(held) == 2 and len(train) == 3 and not set(held) & set(train)
     np.savez(tmp_path / "v.npz", x=np.zeros((20, 6), np.float32), y=np.repeat(np.arange(4), 5))
     capsys.readouterr()
     assert main(_adapt(run, "tensors", tmp_path / "v.npz", tmp_path / "o2")) == 2

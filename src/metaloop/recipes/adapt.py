@@ -248,14 +248,10 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
         elif split is not None:
             kw.update(split=split, fractions=parse_fractions(s.split_fractions),
                       seed=s.split_seed)
+        from metaloop.tasks import Episodes
         if s.family == "tensors":
-            from metaloop.tasks import Episodes
-            if split is not None and classes is None:
-                kw["split"] = {"split": kw.pop("split"), "fractions": kw.pop("fractions"),
-                               "seed": kw.pop("seed")}
             out = Episodes.from_tensors(s.data, **kw)
         else:
-            from metaloop.tasks import Episodes
             out = Episodes.from_folder(
                 s.data, image_size=tf["image_size"], channels=tf["read_channels"],
                 invert=tf["invert"], class_depth=fam["class_depth"] if own else 1, **kw)
