@@ -75,6 +75,15 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """A command's ``--threads N`` sets torch's thread count for the whole process: put it
+    back after every test."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 class CtrlCAt:
     """A task family that delivers a real SIGINT to this process while sampling its batch
     number ``at`` (1-based), as Ctrl-C in the middle of a run does."""
@@ -181,6 +190,13 @@ def drawing(k: int):
 def image_folder(tmp_path) -> Path:
     """A small mixed-format image folder (see ``write_image_folder``), no corrupt file."""
     return write_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_small(tmp_path_factory) -> Path:
+    """``write_tiny_fashion`` with 200 training and 60 test images, written once for the test
+    run: read it, never change it."""
+    return write_tiny_fashion(tmp_path_factory.mktemp("tiny_fashion_small"), 200, 60)
 
 
 def write_tiny_fashion(root: Path, n_train: int, n_test: int) -> Path:

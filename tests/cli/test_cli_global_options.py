@@ -20,14 +20,6 @@ import torch
 from metaloop.cli.main import COMMANDS, main
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """``--threads 1`` sets torch's thread count for the process: put it back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def _bad_input(tmp_path) -> dict[str, list[str]]:
     """Per command, arguments naming files and folders that do not exist."""
     missing = str(tmp_path / "missing")

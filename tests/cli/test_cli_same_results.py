@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from metaloop.cli.main import main
 
@@ -64,12 +63,6 @@ def _check(name: str, result) -> None:
         path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     _same(result, json.loads(path.read_text()), name)
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def _results(out: Path) -> dict:

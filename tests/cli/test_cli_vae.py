@@ -18,12 +18,6 @@ TINY = ["--train-examples", "400", "--test-examples", "100", "--epochs", "1",
         "--hidden", "32", "--no-progress", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("model", ["vae", "cvae", "ae"])
 def test_vae_command_writes_results_and_pictures(model, tmp_path, fashion_mnist_root, capsys):

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from metaloop.cli.main import build_parser, main
 from metaloop.recipes import generative as recipe
@@ -21,12 +20,6 @@ from conftest import write_tiny_fashion  # noqa: E402
 
 RECORDS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def _run(tmp_path, capsys, *argv):

@@ -11,26 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from metaloop.cli.main import main
 from metaloop.generative.vae import VAE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import write_tiny_fashion  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
-
-@pytest.fixture(scope="module")
-def tiny_fashion(tmp_path_factory):
-    """A made-up Fashion-MNIST (200 training, 60 test images)."""
-    return write_tiny_fashion(tmp_path_factory.mktemp("tiny_fashion_outputs"), 200, 60)
 
 
 RUNS = {
@@ -82,11 +70,11 @@ def _stop_training_after(monkeypatch, calls: int, at_stop=None) -> dict:
 @pytest.mark.parametrize("run", sorted(RUNS))
 @pytest.mark.parametrize("below", [False, True])
 def test_an_out_path_that_is_a_file_is_a_named_error_with_nothing_written(
-        run, below, tiny_fashion, tmp_path, capsys):
+        run, below, tiny_fashion_small, tmp_path, capsys):
     (tmp_path / "new.txt").write_text("mine\n")
     out = tmp_path / "new.txt" / "sub" if below else tmp_path / "new.txt"
     capsys.readouterr()
-    assert _vae(tiny_fashion, out, *RUNS[run]) == 2
+    assert _vae(tiny_fashion_small, out, *RUNS[run]) == 2
     err = capsys.readouterr().err
     why = "Not a directory" if below else "File exists"
     assert f"metaloop vae: error: cannot create output directory {out}: {why}" in err, err
@@ -97,7 +85,7 @@ def test_an_out_path_that_is_a_file_is_a_named_error_with_nothing_written(
 
 # -- interrupted or failing runs ------------------------------------------------------------
 
-def test_an_interrupted_plain_run_removes_the_folder_it_created(tiny_fashion, tmp_path,
+def test_an_interrupted_plain_run_removes_the_folder_it_created(tiny_fashion_small, tmp_path,
                                                                 monkeypatch, capsys):
     out = tmp_path / "runs" / "vae_int"
     written = []
@@ -105,29 +93,29 @@ def test_an_interrupted_plain_run_removes_the_folder_it_created(tiny_fashion, tm
     # epochs' lines in metrics.jsonl
     seen = _stop_training_after(monkeypatch, 5, at_stop=lambda: written.append(
         (out / "metrics.jsonl").read_text().count("\n")))
-    assert _vae(tiny_fashion, out, "--latent", "2", "--epochs", "50", "--k", "5") == 130
+    assert _vae(tiny_fashion_small, out, "--latent", "2", "--epochs", "50", "--k", "5") == 130
     assert seen["calls"] == 5 and written == [2]
     assert "metaloop vae: interrupted" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()            # the parent it made goes too
 
 
-def test_an_interrupted_run_leaves_a_folder_that_existed_before(tiny_fashion, tmp_path,
+def test_an_interrupted_run_leaves_a_folder_that_existed_before(tiny_fashion_small, tmp_path,
                                                                 monkeypatch):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep\n")
     seen = _stop_training_after(monkeypatch, 3)
-    assert _vae(tiny_fashion, out, "--latent", "2", "--epochs", "50", "--k", "5") == 130
+    assert _vae(tiny_fashion_small, out, "--latent", "2", "--epochs", "50", "--k", "5") == 130
     assert seen["calls"] == 3
     assert (out / "notes.txt").read_text() == "keep\n"
 
 
-def test_a_failing_compare_inversion_leaves_no_folder(tiny_fashion, tmp_path, capsys):
+def test_a_failing_compare_inversion_leaves_no_folder(tiny_fashion_small, tmp_path, capsys):
     # 12 test images of 10 classes: no class has two real images for the class-wise
     # Frechet distance, found after the generators' metrics.jsonl was written
     out = tmp_path / "inv"
     capsys.readouterr()
-    assert _vae(tiny_fashion, out, *RUNS["compare"], "--quality-samples", "40",
+    assert _vae(tiny_fashion_small, out, *RUNS["compare"], "--quality-samples", "40",
                 "--test-examples", "12") == 2
     assert "class_frechet_distance: no class has two rows on each side" in \
         capsys.readouterr().err
@@ -135,25 +123,25 @@ def test_a_failing_compare_inversion_leaves_no_folder(tiny_fashion, tmp_path, ca
 
 
 def test_an_interrupted_protocol_run_keeps_its_checkpoints_and_resumes(
-        tiny_fashion, tmp_path, monkeypatch, capsys):
+        tiny_fashion_small, tmp_path, monkeypatch, capsys):
     # 200 images, batch 20: 10 steps a pass, a checkpoint after every pass
     out = tmp_path / "iwae"
     seen = _stop_training_after(monkeypatch, 15)                         # in pass 2
-    assert _vae(tiny_fashion, out, *PROTOCOL) == 130
+    assert _vae(tiny_fashion_small, out, *PROTOCOL) == 130
     assert seen["calls"] == 15
     assert (out / "LATEST").read_text().strip() == "ckpt-00000001"
     monkeypatch.undo()
     capsys.readouterr()
-    assert _vae(tiny_fashion, out, *PROTOCOL, "--resume", "--until-pass", "2") == 0
+    assert _vae(tiny_fashion_small, out, *PROTOCOL, "--resume", "--until-pass", "2") == 0
     assert "2/4 passes" in capsys.readouterr().out
 
 
 def test_a_protocol_run_interrupted_before_its_first_checkpoint_leaves_no_folder(
-        tiny_fashion, tmp_path, monkeypatch):
+        tiny_fashion_small, tmp_path, monkeypatch):
     out = tmp_path / "iwae"
     seen = _stop_training_after(monkeypatch, 5, at_stop=lambda: seen.update(
         existed=out.is_dir()))                                          # in pass 1
-    assert _vae(tiny_fashion, out, *PROTOCOL) == 130
+    assert _vae(tiny_fashion_small, out, *PROTOCOL) == 130
     assert seen == {"calls": 5, "existed": True}
     assert not out.exists()
 
@@ -161,23 +149,23 @@ def test_a_protocol_run_interrupted_before_its_first_checkpoint_leaves_no_folder
 # -- --k with --protocol iwae ---------------------------------------------------------------
 
 def test_protocol_k_is_refused_when_until_pass_stops_before_the_last_pass(
-        tiny_fashion, tmp_path, capsys):
+        tiny_fashion_small, tmp_path, capsys):
     out = tmp_path / "iwae3"
     capsys.readouterr()
-    assert _vae(tiny_fashion, out, *PROTOCOL, "--until-pass", "1", "--k", "7") == 2
+    assert _vae(tiny_fashion_small, out, *PROTOCOL, "--until-pass", "1", "--k", "7") == 2
     err = capsys.readouterr().err
     assert "metaloop vae: error: --k 7 would change nothing in this run (--protocol iwae)" \
         in err, err
     assert err.rstrip().endswith("drop --k")
     assert not out.exists()
-    assert _vae(tiny_fashion, out, *PROTOCOL, "--until-pass", "1") == 0
+    assert _vae(tiny_fashion_small, out, *PROTOCOL, "--until-pass", "1") == 0
     assert json.loads((out / "curve.json").read_text())["passes"] == 1
 
 
 def test_protocol_k_is_the_final_measurements_when_the_run_reaches_its_last_pass(
-        tiny_fashion, tmp_path, capsys):
+        tiny_fashion_small, tmp_path, capsys):
     out = tmp_path / "iwae"
-    assert _vae(tiny_fashion, out, *PROTOCOL, "--until-pass", "4", "--k", "7") == 0
+    assert _vae(tiny_fashion_small, out, *PROTOCOL, "--until-pass", "4", "--k", "7") == 0
     final = json.loads((out / "final-k7-n60.json").read_text())
     assert final["passes"] == 4 and final["test"]["k"] == 7 and final["test"]["n"] == 60
     assert "(k = 7, 60 images)" in capsys.readouterr().out

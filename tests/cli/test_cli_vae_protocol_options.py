@@ -4,17 +4,9 @@ model or training, instead of training the paper's VAE regardless."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from metaloop.cli.main import build_parser, main
 from metaloop.recipes.generative import _NOT_PROTOCOL
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def test_the_protocols_own_values_are_the_command_defaults():

@@ -14,24 +14,12 @@ import torch
 from metaloop.cli.main import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import write_tiny_fashion  # noqa: E402
 
 TINY = ["--epochs", "1", "--hidden", "16", "--latent", "2", "--k", "3", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
-
-@pytest.fixture(scope="module")
-def tiny_fashion(tmp_path_factory):
-    """A made-up Fashion-MNIST in IDX files (200 training, 60 test images): class c is a
-    bright bar in band c on grey noise."""
-    return write_tiny_fashion(tmp_path_factory.mktemp("tiny_fashion_small"), 200, 60)
 
 
 def _vae(root, out, *argv):
@@ -50,10 +38,10 @@ def _vae(root, out, *argv):
 
 @pytest.mark.parametrize("model", ["ae", "vae", "cvae"])
 def test_a_test_set_smaller_than_the_picture_grids_still_gives_every_picture(
-        model, tiny_fashion, tmp_path):
+        model, tiny_fashion_small, tmp_path):
     # 5 test images: fewer than the 16 reconstructions and the CVAE's 64 labelled samples
     out = tmp_path / model
-    assert _vae(tiny_fashion, out, "--model", model, "--test-examples", "5") == 0
+    assert _vae(tiny_fashion_small, out, "--model", model, "--test-examples", "5") == 0
     results = json.loads((out / "results.json").read_text())
     assert results["n_test"] == 5
     for name in results["pictures"]:
@@ -74,20 +62,20 @@ def test_a_test_set_smaller_than_the_picture_grids_still_gives_every_picture(
     (["--lr", "inf"], "learning rates must be finite and > 0, got lr=inf"),
     (["--beta", "inf"], "beta must be finite and >= 0, got inf"),
 ])
-def test_too_little_data_or_bad_numbers_exit_2_before_any_output(argv, message, tiny_fashion,
+def test_too_little_data_or_bad_numbers_exit_2_before_any_output(argv, message, tiny_fashion_small,
                                                                  tmp_path, capsys):
     out = tmp_path / "run"
-    assert _vae(tiny_fashion, out, *argv) == 2
+    assert _vae(tiny_fashion_small, out, *argv) == 2
     err = capsys.readouterr().err
     assert "metaloop vae: error:" in err and message in err and "Traceback" not in err
     assert not out.exists()
 
 
 def test_compare_inversion_checks_the_decoder_against_the_data_before_training(
-        tiny_fashion, tmp_path, capsys):
+        tiny_fashion_small, tmp_path, capsys):
     # grey pixels for the Bernoulli decoder: refused before the classifiers are trained
     out = tmp_path / "inv"
-    assert _vae(tiny_fashion, out, "--compare-inversion", "--binarize", "none",
+    assert _vae(tiny_fashion_small, out, "--compare-inversion", "--binarize", "none",
                 "--classifier-epochs", "1", "--quality-samples", "20",
                 "--invert-steps", "2") == 2
     assert "the Bernoulli decoder needs binary pixels" in capsys.readouterr().err
@@ -96,19 +84,19 @@ def test_compare_inversion_checks_the_decoder_against_the_data_before_training(
 
 @pytest.mark.parametrize("likelihood, binarize", [
     ("bernoulli", "dynamic"), ("gaussian", "none"), ("cbernoulli", "none")])
-def test_binarisation_follows_the_likelihood_unless_given(likelihood, binarize, tiny_fashion,
+def test_binarisation_follows_the_likelihood_unless_given(likelihood, binarize, tiny_fashion_small,
                                                           tmp_path):
     out = tmp_path / likelihood
-    assert _vae(tiny_fashion, out, "--likelihood", likelihood, "--test-examples", "20") == 0
+    assert _vae(tiny_fashion_small, out, "--likelihood", likelihood, "--test-examples", "20") == 0
     assert json.loads((out / "results.json").read_text())["settings"]["binarize"] == binarize
     # given explicitly, it is kept
     out = tmp_path / f"{likelihood}-static"
-    assert _vae(tiny_fashion, out, "--likelihood", likelihood, "--binarize", "static",
+    assert _vae(tiny_fashion_small, out, "--likelihood", likelihood, "--binarize", "static",
                 "--test-examples", "20") == 0
     assert json.loads((out / "results.json").read_text())["settings"]["binarize"] == "static"
 
 
-def test_a_continuous_likelihood_is_measured_on_the_grey_test_images(tiny_fashion, tmp_path):
+def test_a_continuous_likelihood_is_measured_on_the_grey_test_images(tiny_fashion_small, tmp_path):
     # the continuous Bernoulli's density of binarised pixels grows without bound as the
     # decoder saturates; on the grey images the test ELBO is that of the grey values: the
     # same model's ELBO recomputed here on grey test pixels
@@ -118,14 +106,14 @@ def test_a_continuous_likelihood_is_measured_on_the_grey_test_images(tiny_fashio
     from metaloop.generative import data as gdata
 
     out = tmp_path / "cb"
-    assert _vae(tiny_fashion, out, "--likelihood", "cbernoulli", "--test-examples", "20",
+    assert _vae(tiny_fashion_small, out, "--likelihood", "cbernoulli", "--test-examples", "20",
                 "--k", "0") == 0
     results = json.loads((out / "results.json").read_text())
     model = VAE(2, hidden=(16,), likelihood="cbernoulli")
     model.load_state_dict(load_file(str(out / "model.safetensors")))
     model.eval()
     s = results["settings"]
-    te = gdata.load("fashion-mnist", "test", str(tiny_fashion))
+    te = gdata.load("fashion-mnist", "test", str(tiny_fashion_small))
     idx = torch.randperm(len(te.images), generator=torch.Generator().manual_seed(
         s["seed"] + 1))[:20]
     grey = gdata.to_unit(te.images[idx])
@@ -134,10 +122,10 @@ def test_a_continuous_likelihood_is_measured_on_the_grey_test_images(tiny_fashio
 
 
 @pytest.mark.parametrize("argv", [["--sweep-latent", "2"], ["--inversion-transfer"]])
-def test_classes_outside_a_cvae_run_exit_2_instead_of_being_ignored(argv, tiny_fashion,
+def test_classes_outside_a_cvae_run_exit_2_instead_of_being_ignored(argv, tiny_fashion_small,
                                                                     tmp_path, capsys):
     out = tmp_path / "run"
-    assert _vae(tiny_fashion, out, *argv, "--classes", "1", "--classifier-epochs", "1",
+    assert _vae(tiny_fashion_small, out, *argv, "--classes", "1", "--classifier-epochs", "1",
                 "--quality-samples", "20", "--invert-steps", "2") == 2
     assert "--classes only applies to the CVAE" in capsys.readouterr().err
     assert not out.exists()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from metaloop.cli.main import main
@@ -21,12 +20,6 @@ from user_images import SHAPES, shape_arrays, write_shape_folder  # noqa: E402
 
 TINY = ["--epochs", "1", "--hidden", "16", "--latent", "2", "--no-progress"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
