@@ -274,15 +274,14 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
             "dropped_classes": sorted(set(heldout.dropped).union(
                 *(f.dropped for f in train_families.values()))),
             "transform": {k: tf[k] for k in ("image_size", "read_channels", "invert")}}
-    names = ", ".join(heldout.class_names[:12]) + (" ..." if heldout.num_classes > 12 else "")
-    lines = [f"{s.data}: held-out classes, {where}: {heldout.num_classes} ({names})"]
+    lines = [f"{s.data}: held-out classes, {where}: {heldout.num_classes} "
+             f"({_listed(heldout.class_names)})"]
     if first is not None:
-        tnames = ", ".join(first.class_names[:12]) + (" ..." if first.num_classes > 12 else "")
-        lines.append(f"meta-training classes: {first.num_classes} ({tnames})")
+        lines.append(f"meta-training classes: {first.num_classes} "
+                     f"({_listed(first.class_names)})")
     if data["dropped_classes"]:
         d = data["dropped_classes"]
-        lines.append(f"dropped {len(d)} class(es) with too few images: {', '.join(d[:12])}"
-                     f"{' ...' if len(d) > 12 else ''}")
+        lines.append(f"dropped {len(d)} class(es) with too few images: {_listed(d)}")
     return Prepared(s, model, "image", heldout, train_families, None, "\n".join(lines), data)
 
 
@@ -860,21 +859,24 @@ def table_summary(heldout: TextTable, train: dict[int, TextTable]) -> dict:
 def describe(heldout: TextTable, train: dict[int, TextTable]) -> str:
     """Lines for the user: which classes are held out and which meta-train, and what was
     dropped."""
-    def names(fam):
-        return ", ".join(fam.class_names[:12]) + (" ..." if fam.num_classes > 12 else "")
     where = ("every class (no meta-training)" if heldout.split == "all"
              else f"split {heldout.split!r}")
     lines = [f"{heldout.path}: held-out classes, {where}: {heldout.num_classes} "
-             f"({names(heldout)}), {len(heldout.texts)} texts"]
+             f"({_listed(heldout.class_names)}), {len(heldout.texts)} texts"]
     first = next(iter(train.values()), None)
     if first is not None:
-        lines.append(f"meta-training classes: {first.num_classes} ({names(first)})")
+        lines.append(f"meta-training classes: {first.num_classes} "
+                     f"({_listed(first.class_names)})")
     summary = table_summary(heldout, train)
     if summary["dropped_classes"]:
         d = summary["dropped_classes"]
-        lines.append(f"dropped {len(d)} class(es) with too few texts: {', '.join(d[:12])}"
-                     f"{' ...' if len(d) > 12 else ''}")
+        lines.append(f"dropped {len(d)} class(es) with too few texts: {_listed(d)}")
     return "\n".join(lines)
+
+
+def _listed(names: Sequence[str], limit: int = 12) -> str:
+    """The first ``limit`` names, comma-separated, and " ..." when there are more."""
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:
