@@ -329,11 +329,6 @@ def check_combinations(cfg: dict) -> None:
     if t["device_tasks"] and f["name"] != "omniglot":
         raise ValueError(f"config train.device_tasks = true applies to omniglot, not "
                          f"family.name = {f['name']!r}")
-    if t["device_tasks"] and (f["within_alphabet"] or f["drawers"] != "any"):
-        raise ValueError(f"config train.device_tasks = true samples each task's classes and "
-                         f"drawings at random; family.within_alphabet = "
-                         f"{f['within_alphabet']!r} and family.drawers = {f['drawers']!r} need "
-                         f"the host sampler (device_tasks = false)")
     if t["cuda_graph"]:
         needs = [what for what, bad in (
             ("train.device_tasks = true", not t["device_tasks"]),

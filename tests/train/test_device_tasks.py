@@ -1,6 +1,8 @@
 """The device-resident sampler, run on the CPU: valid, seeded tasks, the same stream as the
 host families on the CPU, and a training run through it equal to one through the host."""
 
+import copy
+
 import pytest
 import torch
 
@@ -111,11 +113,81 @@ def test_with_shots_shares_the_store_and_bad_input_is_named(omniglot):
         dev.sample(0)
     assert isinstance(dev, ml.tasks.TaskFamily)
     assert dev.input_shape == (1, 14, 14) and dev.num_classes == omniglot.num_classes
-    # the device sampler draws classes and drawings at random: the challenge's samplers refuse
-    for kw in ({"within_alphabet": 0.5}, {"drawers": "shared"}):
-        fam = ml.tasks.Omniglot(split="evaluation", ways=5, image_size=14, **kw)
-        with pytest.raises(ValueError, match="sample it on the host"):
-            DeviceTasks(ml.tasks.Shifted(fam, 1), "cpu")
+    fam = Uneven()
+    fam.within_alphabet = 0.5                    # a rate without the tables to draw it from
+    with pytest.raises(ValueError, match=r"has no index_tables\(\) to draw them from"):
+        DeviceTasks(fam, "cpu")
+
+
+CHALLENGE = [{"within_alphabet": 1.0}, {"within_alphabet": 0.5, "rotations": True},
+             {"drawers": "shared"}, {"within_alphabet": 0.5, "drawers": "shared"}]
+
+
+@pytest.fixture(scope="module")
+def challenge():
+    """The one-shot challenge's task families on the 5 held-out background alphabets."""
+    return [ml.tasks.Omniglot(split="background_val", ways=5, shots=1, queries=2,
+                              image_size=14, **kw) for kw in CHALLENGE]
+
+
+@pytest.mark.parametrize("which", range(len(CHALLENGE)), ids=[
+    "-".join(f"{k}={v}" for k, v in kw.items()) for kw in CHALLENGE])
+def test_the_challenge_tasks_on_the_cpu_are_the_host_tasks(challenge, which):
+    fam = challenge[which]
+    shifted = ml.tasks.Shifted(fam, max_shift=1)
+    dev = DeviceTasks(shifted, "cpu")
+    assert (dev.within_alphabet, dev.drawers) == (fam.within_alphabet, fam.drawers)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for _ in range(3):
+        b = dev.sample(16, g1)
+        assert _equal(b, shifted.sample(16, g2))
+    assert torch.equal(g1.get_state(), g2.get_state())
+    TaskBatch(*_fields(b))
+    # what each option promises, read from the tasks themselves
+    same = (fam.class_alphabet[b.classes] == fam.class_alphabet[b.classes[:, :1]]).all(1)
+    if fam.within_alphabet == 1:
+        assert same.all()
+    elif fam.within_alphabet:
+        assert same.any() and not same.all()     # 16 tasks at rate 0.5: both kinds
+    if fam.drawers == "shared":                  # image j of every class by one drawer j
+        _, idx = fam.sample_indices(16, torch.Generator().manual_seed(7))  # the same draws
+        drawer = idx % 20                                           # [16, 5, 3]
+        assert (drawer == drawer[:, :1]).all() and all(
+            len(set(d.tolist())) == 3 for d in drawer[:, 0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_challenge_tasks_are_seeded_and_never_wait_for_the_device(challenge):
+    for fam in challenge:
+        dev = DeviceTasks(ml.tasks.Shifted(fam, 1), "cuda")
+        g = torch.Generator(device=dev.generator_device)
+        a, b = dev.sample(8, g.manual_seed(1)), dev.sample(8, g.manual_seed(1))
+        assert _equal(a, b) and a.classes.is_cuda
+        TaskBatch(*_fields(a))
+        if fam.within_alphabet == 1:
+            alpha = fam.class_alphabet.cuda()[a.classes]
+            assert (alpha == alpha[:, :1]).all()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            dev.sample(8, g)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_the_challenge_sampler_never_reads_a_value_back_to_the_host(challenge):
+    for fam in challenge:
+        dev = DeviceTasks(ml.tasks.Shifted(fam, 1), "meta")
+        b = dev.sample(4)
+        assert b.support_x.device.type == "meta" and b.classes.shape == (4, 5)
+        assert all(x.shape == y.shape for x, y in zip(_fields(b), _fields(dev.sample(4))))
+
+
+def test_a_within_alphabet_rate_needs_an_alphabet_of_ways_characters(challenge):
+    dev = DeviceTasks(challenge[0], "cpu")
+    big = copy.copy(dev)
+    big.ways = 60                                # background_val's largest alphabet: 55
+    with pytest.raises(ValueError, match="no alphabet has ways=60 characters"):
+        big._validate()
 
 
 def test_training_through_device_tasks_equals_the_host_path(omniglot, tmp_path):

@@ -5,12 +5,13 @@ device, sampled and augmented there with a generator on that device.
 ``device`` (no host->device copy, no Python per task, no host synchronisation), so that on a
 GPU the data share of a meta-iteration is a handful of kernel launches.
 
-How the streams relate: the sampler is the host families' algorithm (``episode_indices`` then
-``episode_batch``, and ``Shifted``'s ``augment_images``) with every random draw made on the
-generator's device. On the CPU, ``DeviceTasks(fam, "cpu")`` with a CPU generator gives
-exactly (bit for bit) ``fam``'s tasks. On CUDA the draws come from the CUDA generator's own
-(Philox) stream, so the tasks differ from the CPU's, but the same seed gives the same tasks
-on a given device and torch version.
+How the streams relate: the sampler runs the host families' own functions (Omniglot's
+``task_indices``, with the challenge's within-alphabet tasks and shared drawers, or
+``episode_indices`` for other stores; then ``episode_batch``'s gather and ``Shifted``'s
+``augment_images``) with every random draw made on the generator's device. On the CPU,
+``DeviceTasks(fam, "cpu")`` with a CPU generator gives exactly (bit for bit) ``fam``'s tasks.
+On CUDA the draws come from the CUDA generator's own (Philox) stream, so the tasks differ
+from the CPU's, but the same seed gives the same tasks on a given device and torch version.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from metaloop.tasks.augment import (
     stroke_images,
 )
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_positive_int
+from metaloop.tasks.omniglot import check_positive_int, episode_indices, task_indices
 
 
 def _store(family) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -54,26 +55,6 @@ def _store(family) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     if images.dim() == 3:
         images = images.unsqueeze(1)                                    # [N, 1, H, W]
     return images, table, counts
-
-
-def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, ways: int,
-                    per_class: int, generator: torch.Generator
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``metaloop.tasks.omniglot.episode_indices`` with every draw on ``table``'s device.
-
-    Returns:
-        classes int64 ``[n, ways]`` and flat image indices int64 ``[n, ways, per_class]``,
-        on ``table``'s device.
-    """
-    k, m = table.shape
-    dev = table.device
-    classes = torch.rand(n, k, generator=generator, device=dev).topk(ways, dim=1).indices
-    keys = torch.rand(n, ways, m, generator=generator, device=dev)            # [n, ways, M]
-    if counts is not None:
-        pad = torch.arange(m, device=dev) >= counts[classes].unsqueeze(-1)      # [n, ways, M]
-        keys.masked_fill_(pad, -1.0)
-    pos = keys.topk(per_class, dim=-1).indices                                  # [n, ways, k]
-    return classes, table[classes.unsqueeze(-1), pos]
 
 
 def _unchecked_batch(sx, sy, qx, qy, classes) -> TaskBatch:
@@ -102,10 +83,13 @@ class DeviceTasks:
         kind, ways, shots, queries, num_classes, class_names, image_shape, input_shape: as
             the family's. device, dtype, generator_device: see above.
 
+    An Omniglot family's ``within_alphabet`` rate and ``drawers`` carry over: its alphabet
+    table goes to the device with the images, and its tasks are drawn by the same
+    ``task_indices``.
+
     Raises:
-        ValueError: a family without a uint8 image store, shots + queries above the
-            smallest class, or an Omniglot family with ``within_alphabet`` or shared
-            ``drawers`` (the device sampler draws classes and drawings at random).
+        ValueError: a family without a uint8 image store, or shots + queries above the
+            smallest class.
     """
 
     kind = "classification"
@@ -116,14 +100,22 @@ class DeviceTasks:
             self.max_shift, self.max_rotate = family.max_shift, family.max_rotate
             self.max_stroke, self.elastic = family.max_stroke, family.elastic
             family = family.family
-        if getattr(family, "within_alphabet", 0) or getattr(family, "drawers", "any") != "any":
-            raise ValueError(f"DeviceTasks draws each task's classes and drawings at random; "
-                             f"{family!r} draws them within an alphabet or by shared "
-                             f"drawers: sample it on the host")
         images, table, counts = _store(family)
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
+        # Omniglot's challenge options: its own tables, drawn by its own task_indices
+        self.within_alphabet = float(getattr(family, "within_alphabet", 0.0))
+        self.drawers = getattr(family, "drawers", "any")
+        self._groups = self._sizes = self._largest = None
+        if (self.within_alphabet or self.drawers != "any") and not hasattr(family,
+                                                                           "index_tables"):
+            raise ValueError(f"DeviceTasks: {family!r} draws tasks within an alphabet or by "
+                             f"shared drawers but has no index_tables() to draw them from")
+        if hasattr(family, "index_tables"):
+            table, groups, sizes = family.index_tables()
+            self._groups, self._sizes = groups.to(device), sizes.to(device)   # [A, M], [A]
+            self._largest = int(sizes.max())                    # read here, on the host
         self.family, self.device, self.dtype, self.generator_device = family, device, dtype, device
         self.ways, self.shots, self.queries = family.ways, family.shots, family.queries
         self.num_classes = table.shape[0]
@@ -148,6 +140,10 @@ class DeviceTasks:
         if self.shots + self.queries > self._fewest:
             raise ValueError(f"DeviceTasks shots + queries = {self.shots} + {self.queries} "
                              f"exceeds the {self._fewest} images of the smallest class")
+        if self.within_alphabet > 0 and self._largest < self.ways:
+            raise ValueError(f"DeviceTasks within_alphabet={self.within_alphabet}: no alphabet "
+                             f"has ways={self.ways} characters (the largest has "
+                             f"{self._largest})")
         z = torch.zeros(1, 1, 1)                                      # checks, as Shifted
         shift_images(z, self.max_shift)
         rotate_images(z, self.max_rotate)
@@ -173,8 +169,13 @@ class DeviceTasks:
             raise ValueError(f"DeviceTasks on {self.device} needs a generator there, got one "
                              f"on {generator.device}")
         ways, shots, per_class = self.ways, self.shots, self.shots + self.queries
-        classes, idx = episode_indices(self._table, self._counts, n, ways, per_class,
-                                       generator)
+        if self._groups is not None:        # Omniglot: its stream, on this device
+            classes, idx = task_indices(self._table, self._groups, self._sizes, n, ways,
+                                        per_class, self.within_alphabet, self.drawers,
+                                        generator)
+        else:
+            classes, idx = episode_indices(self._table, self._counts, n, ways, per_class,
+                                           generator)
         c, h, w = self.image_shape
         x = self._images.index_select(0, idx.flatten()).to(torch.float32).div_(255)
         x = x.view(n, ways, per_class, c, h, w)                         # [n, ways, S+Q, C, H, W]

@@ -45,20 +45,25 @@ def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, wa
         n: number of tasks.
         ways: classes per task, at most K.
         per_class: images per class (support + query), at most ``counts.min()``.
-        generator: random source; the same seed gives the same tasks.
+        generator: random source, on ``table``'s device (None: that device's default); the
+            same seed gives the same tasks on a given device.
         classes: int64 ``[n, ways]`` classes already chosen (e.g. by ``within_classes``);
             None draws ``ways`` distinct classes uniformly from all K.
+
+    Every draw is made on ``table``'s device and nothing is read back to the host, so the
+    device-resident sampler (``metaloop.tasks.device``) runs this very function on a GPU.
 
     Returns:
         classes: int64 ``[n, ways]``, row positions into ``table`` (distinct within a task).
         images: int64 ``[n, ways, per_class]``, flat image indices (distinct within a class).
     """
     k, m = table.shape
+    dev = table.device
     if classes is None:
-        classes = torch.rand(n, k, generator=generator).topk(ways, dim=1).indices  # [n, ways]
-    keys = torch.rand(n, ways, m, generator=generator)                          # [n, ways, M]
+        classes = torch.rand(n, k, generator=generator, device=dev).topk(ways, dim=1).indices
+    keys = torch.rand(n, ways, m, generator=generator, device=dev)              # [n, ways, M]
     if counts is not None:
-        pad = torch.arange(m) >= counts[classes].unsqueeze(-1)                   # [n, ways, M]
+        pad = torch.arange(m, device=dev) >= counts[classes].unsqueeze(-1)       # [n, ways, M]
         keys.masked_fill_(pad, -1.0)  # rand is in [0, 1): padding is never among the top
     pos = keys.topk(per_class, dim=-1).indices                                   # [n, ways, k]
     return classes, table[classes.unsqueeze(-1), pos]
@@ -84,18 +89,69 @@ def within_classes(groups: torch.Tensor, sizes: torch.Tensor, n: int, ways: int,
     Raises:
         ValueError: no group has ``ways`` classes.
     """
-    ok = sizes >= ways                                                        # [G]
-    if not bool(ok.any()):
+    if not bool((sizes >= ways).any()):
         raise ValueError(f"within-alphabet tasks need an alphabet with at least ways={ways} "
                          f"characters, but the largest has {int(sizes.max())}")
-    g_keys = torch.rand(n, groups.shape[0], generator=generator)             # [n, G]
-    g_keys.masked_fill_(~ok, -1.0)          # rand is in [0, 1): too-small groups never win
+    return _within_classes(groups, sizes, n, ways, generator)
+
+
+def _within_classes(groups: torch.Tensor, sizes: torch.Tensor, n: int, ways: int,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """``within_classes`` without its check (which reads ``sizes`` back to the host): every
+    draw on ``groups``' device, for callers that checked the sizes once beforehand."""
+    dev = groups.device
+    g_keys = torch.rand(n, groups.shape[0], generator=generator, device=dev)  # [n, G]
+    g_keys.masked_fill_(sizes < ways, -1.0)  # rand is in [0, 1): too-small groups never win
     g = g_keys.argmax(dim=1)                                                  # [n]
     m = groups.shape[1]
-    keys = torch.rand(n, m, generator=generator)                              # [n, M]
-    keys.masked_fill_(torch.arange(m) >= sizes[g].unsqueeze(1), -1.0)        # padding loses
+    keys = torch.rand(n, m, generator=generator, device=dev)                  # [n, M]
+    keys.masked_fill_(torch.arange(m, device=dev) >= sizes[g].unsqueeze(1), -1.0)  # padding
     pos = keys.topk(ways, dim=1).indices                                      # [n, ways]
     return groups[g.unsqueeze(1), pos]                                        # [n, ways]
+
+
+def task_indices(table: torch.Tensor, groups: torch.Tensor, sizes: torch.Tensor, n: int,
+                 ways: int, per_class: int, within_alphabet: float = 0.0,
+                 drawers: str = "any", generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Omniglot's task stream: ``episode_indices`` with the challenge's options.
+
+    Args:
+        table: int64 ``[C, D]``, the flat image ids of each class's D drawings (column j:
+            drawer number j).
+        groups, sizes: int64 ``[A, M]`` and ``[A]``, each alphabet's class ids (rows padded
+            past ``sizes``), as ``within_classes`` takes them; some alphabet must have at
+            least ``ways`` classes when ``within_alphabet > 0`` (checked by the caller).
+        n, ways, per_class: tasks, classes per task, drawings per class.
+        within_alphabet: the rate in [0, 1] of tasks whose classes share an alphabet.
+        drawers: ``"any"`` or ``"shared"`` (image j of every class by the task's drawer j).
+        generator: random source on the tables' device.
+
+    Every draw is made on the tables' device and nothing is read back to the host, so the
+    same function draws the host family's tasks and the device sampler's: on the CPU with
+    the same generator they are the same tasks.
+
+    Returns:
+        classes int64 ``[n, ways]`` and flat image ids int64 ``[n, ways, per_class]``.
+    """
+    dev, k = table.device, table.shape[0]
+    if within_alphabet == 0 and drawers == "any":   # the random-class stream, as it always was
+        return episode_indices(table, None, n, ways, per_class, generator)
+    if within_alphabet == 0:
+        classes = torch.rand(n, k, generator=generator, device=dev)                # [n, C]
+        classes = classes.topk(ways, dim=1).indices                                # [n, ways]
+    else:
+        classes = _within_classes(groups, sizes, n, ways, generator)
+    if 0 < within_alphabet < 1:   # each task is within-alphabet with probability rate
+        within = torch.rand(n, generator=generator, device=dev) < within_alphabet  # [n]
+        anywhere = torch.rand(n, k, generator=generator, device=dev)               # [n, C]
+        anywhere = anywhere.topk(ways, dim=1).indices                              # [n, ways]
+        classes = torch.where(within.unsqueeze(1), classes, anywhere)
+    if drawers == "shared":   # image j of every class by the task's drawer j
+        drawer = torch.rand(n, table.shape[1], generator=generator, device=dev)    # [n, D]
+        drawer = drawer.topk(per_class, dim=1).indices                             # [n, S+Q]
+        return classes, table[classes.unsqueeze(-1), drawer.unsqueeze(1)]
+    return episode_indices(table, None, n, ways, per_class, generator, classes)
 
 
 def episode_batch(images: torch.Tensor, classes: torch.Tensor, idx: torch.Tensor,
@@ -262,24 +318,14 @@ class Omniglot:
         """Classes int64 ``[n, ways]`` and flat image ids ``[n, ways, shots+queries]``
         (image id = class * 20 + drawing)."""
         check_positive_int("Omniglot.sample", n=n)
-        per_class, rate = self.shots + self.queries, self.within_alphabet
-        if rate == 0 and self.drawers == "any":   # the random-class stream, as it always was
-            return episode_indices(self._table, None, n, self.ways, per_class, generator)
-        if rate == 0:
-            classes = torch.rand(n, self.num_classes, generator=generator)        # [n, C]
-            classes = classes.topk(self.ways, dim=1).indices                      # [n, ways]
-        else:
-            classes = within_classes(self._groups, self._group_sizes, n, self.ways, generator)
-        if 0 < rate < 1:    # each task is within-alphabet with probability rate
-            within = torch.rand(n, generator=generator) < rate                    # [n]
-            anywhere = torch.rand(n, self.num_classes, generator=generator)       # [n, C]
-            anywhere = anywhere.topk(self.ways, dim=1).indices                    # [n, ways]
-            classes = torch.where(within.unsqueeze(1), classes, anywhere)
-        if self.drawers == "shared":   # image j of every class by the task's drawer j
-            drawer = torch.rand(n, DRAWINGS, generator=generator)                 # [n, 20]
-            drawer = drawer.topk(per_class, dim=1).indices                        # [n, S+Q]
-            return classes, self._table[classes.unsqueeze(-1), drawer.unsqueeze(1)]
-        return episode_indices(self._table, None, n, self.ways, per_class, generator, classes)
+        return task_indices(*self.index_tables(), n, self.ways, self.shots + self.queries,
+                            self.within_alphabet, self.drawers, generator)
+
+    def index_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What ``task_indices`` draws from (shared, read-only): the class table int64 ``[C,
+        20]`` (class c's drawings are the flat image ids ``20 c ... 20 c + 19``), and each
+        alphabet's class ids int64 ``[A, M]`` (rows padded) with their counts ``[A]``."""
+        return self._table, self._groups, self._group_sizes
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
         """Sample n tasks.
