@@ -150,8 +150,6 @@ def test_bad_seed_and_mismatched_ensembles_exit_2(run, tmp_path, capsys):
      "eval.within_alphabet needs 48 characters of one alphabet, but the largest alphabet of "
      "split 'evaluation' has 47"),
     ({"eval": {"drawers": "one"}}, "eval.drawers = 'one' is not one of ['any', 'shared']"),
-    ({"family": {"drawers": "shared"}, "train": {"device_tasks": True}},
-     "train.device_tasks = true samples each task's classes and drawings at random"),
 ])
 def test_bad_challenge_configs_exit_2_and_write_nothing(omniglot_root, tmp_path, capsys,
                                                         change, message):

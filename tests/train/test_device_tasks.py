@@ -260,6 +260,46 @@ def test_cli_device_tasks_prefetch_and_log_every_give_the_default_run(tmp_path, 
     assert not (tmp_path / "bad").exists()
 
 
+CHALLENGE_CONFIG = """
+[family]
+name = "omniglot"
+split = "background_val"
+ways = 5
+shots = 1
+queries = 2
+image_size = 14
+within_alphabet = 0.5
+rotations = true
+drawers = "shared"
+[model]
+name = "conv4"
+pool = "stride"
+channels = 8
+[method]
+name = "protonet"
+[eval]
+split = "background_val"
+within_alphabet = true
+[train]
+iterations = 3
+meta_batch = 2
+augment_shift = 1
+"""
+
+
+def test_cli_challenge_run_with_device_tasks_is_the_host_run(tmp_path):
+    from metaloop.cli.main import main
+    from metaloop.train.checkpoint import load_checkpoint
+    host, dev = tmp_path / "host.toml", tmp_path / "dev.toml"
+    host.write_text(CHALLENGE_CONFIG)
+    dev.write_text(CHALLENGE_CONFIG + "device_tasks = true\n")
+    for cfg in (host, dev):
+        assert main(["train", "--config", str(cfg), "--out", str(tmp_path / cfg.stem),
+                     "--no-progress"]) == 0
+    a, b = (load_checkpoint(tmp_path / n)[0] for n in ("host", "dev"))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
+
+
 def test_the_sampler_never_reads_a_value_back_to_the_host(omniglot):
     """On the meta device every tensor op works but any read of a value (``int``, ``.item``,
     ``nonzero``...) raises: sampling there proves it needs no host synchronisation."""
