@@ -8,6 +8,8 @@ import numbers
 
 import torch
 
+from metaloop.tasks.batch import values_trusted
+
 _LINALG_DTYPES = (torch.float32, torch.float64)
 
 
@@ -57,6 +59,8 @@ def check_lam(fn: str, lam: object, features: torch.Tensor) -> float | torch.Ten
         if lam.dim() != 0 or not lam.is_floating_point():
             raise ValueError(f"{fn}: lam must be a float or a 0-dim float tensor, got a "
                              f"{lam.dtype} tensor of shape {shape_str(lam)}")
+        if values_trusted():             # valid by construction: no read back to the host
+            return lam.to(dtype=features.dtype, device=features.device)
         value = float(lam.detach())
     elif isinstance(lam, numbers.Real) and not isinstance(lam, bool):
         value = float(lam)
@@ -85,6 +89,8 @@ def check_labels(fn: str, labels: object, features: torch.Tensor, n_classes: obj
                          f"{shape_str(features)}, got {shape_str(labels)}")
     if labels.device != features.device:
         raise ValueError(f"{fn}: labels on {labels.device} but features on {features.device}")
+    if values_trusted():                 # valid by construction: no read back to the host
+        return
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= n_classes:
         bad = lo if lo < 0 else hi

@@ -69,7 +69,7 @@ from metaloop.models.bn_stats import (
     recorded_stats,
     split_stats,
 )
-from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.batch import TaskBatch, values_trusted
 
 HEAD_KEYS = ("W", "b")   # the solved head in an adapted params dict: W [D, C], b [C] (optional)
 
@@ -276,13 +276,21 @@ class HeadLearner(ScoresEitherWay):
             return torch.stack([forward(self.model, body, xi) for xi in x])
         return torch.func.vmap(lambda xi: forward(self.model, body, xi))(x)   # [B, N, D]
 
-    def _ways(self, support_y: torch.Tensor, *others: torch.Tensor) -> int:
-        """C, after checking that the labels are int64 and in [0, C)."""
+    def _ways(self, support_y: torch.Tensor, *others: torch.Tensor,
+              classes: torch.Tensor | None = None) -> int:
+        """C, after checking that the labels are int64 and in [0, C). Inside
+        ``valid_by_construction()``, C is ``ways`` or the width of the batch's ``classes``
+        ``[B, C]`` when either is known, and no label is read."""
         for name, y in (("support_y", support_y), *(("query_y", o) for o in others)):
             if not isinstance(y, torch.Tensor) or y.dtype != torch.int64:
                 got = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
                 raise ValueError(f"{name} must be int64 class labels, got {got} (R2D2 and "
                                  f"MetaOptNet are classifiers)")
+        if values_trusted():
+            known = self.ways if self.ways is not None else (
+                classes.shape[-1] if classes is not None else None)
+            if known is not None:
+                return known
         ways = self.ways if self.ways is not None else int(support_y.max()) + 1
         for name, y in (("support_y", support_y), *(("query_y", o) for o in others)):
             lo, hi = int(y.min()), int(y.max())
@@ -369,7 +377,7 @@ class HeadLearner(ScoresEitherWay):
             raise ValueError("R2D2 and MetaOptNet need a classification TaskBatch (int64 "
                              "labels), got float regression targets")
         check_batch(batch, self.model)
-        ways = self._ways(batch.support_y, batch.query_y)
+        ways = self._ways(batch.support_y, batch.query_y, classes=batch.classes)
         params = self._params()
         head = self._solve(params, batch.support_x, batch.support_y, ways)
         logits = self._logits(params, head, batch.query_x)            # [B, Q, C]

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+_TRUSTED = contextvars.ContextVar("metaloop_values_trusted", default=False)
+
+
+@contextmanager
+def valid_by_construction() -> Iterator[None]:
+    """Within it, learners and heads check shapes, dtypes and devices but read no value back
+    to the host (label ranges, a class without a support example, a learned ridge
+    strength's sign).
+
+    For batches that are valid by construction, where each such read would make the host
+    wait for the GPU: ``metaloop.train`` enters it for the steps of a family that says so
+    (``valid_by_construction = True``: ``metaloop.tasks.DeviceTasks``, whose labels are
+    ``arange(ways)`` repeated in every task). A step without host reads can be recorded as
+    a CUDA graph. Outside it, every check runs.
+    """
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def values_trusted() -> bool:
+    """Whether the current code runs inside ``valid_by_construction()``."""
+    return _TRUSTED.get()
 
 
 def _shape(t: torch.Tensor) -> str:

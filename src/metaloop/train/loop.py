@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from metaloop.evaluate.heldout import evaluate
 from metaloop.models.conv4 import BatchNorm
-from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.batch import TaskBatch, valid_by_construction
 from metaloop.tasks.device import _unchecked_batch
 from metaloop.train import distributed, graphs
 from metaloop.train.checkpoint import (
@@ -751,6 +751,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     autocast = (torch.autocast(model_p.device.type, dtype=torch.bfloat16,
                                cache_enabled=not cuda_graph)
                 if precision == "bf16" and model_p is not None else nullcontext())
+    # batches valid by construction (DeviceTasks'): the step reads no label back to the host
+    trusted = valid_by_construction if getattr(family, "valid_by_construction", False) \
+        else nullcontext
     graph = graphs.GraphStep(learner, opt, autocast) if cuda_graph else None
     sampler = _Sampler(family, meta_batch, generator, prefetch, iterations - start)
     last, val = {}, None
@@ -790,14 +793,15 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                 logged = (it + 1) % log_every == 0 or it + 1 == iterations or val_due
                 lr_it = scheduled_lr(lr, lr_schedule, it, iterations)
                 if graph is not None:                  # one replay: the step is applied
-                    metrics, finite = graph.step(batch, lr_it)
+                    with trusted():
+                        metrics, finite = graph.step(batch, lr_it)
                     agreed = None
                     guard.add_flag(it + 1, finite, metrics["loss"])
                     if logged:
                         guard.check()
                     window.add(metrics)
                 else:
-                    with autocast:
+                    with autocast, trusted():
                         grads, metrics, agreed = _step_gradient(learner, batch, shard, stop,
                                                                 it + 1)
                     guard.add(it + 1, metrics["loss"], grads)
