@@ -11,6 +11,9 @@ eager, both with a capturable Adam).
 
 prints one JSON line: ``captured`` (true, or the capture error), ``eager_s_per_it``,
 ``graph_s_per_it``, ``speedup``, ``all_finite`` and ``max_relative_param_difference``.
+Batches come from ``DeviceTasks`` and the steps run inside
+``valid_by_construction()``, as ``metaloop.train`` runs them, so a head learner's config
+(``configs/omniglot_challenge_gpu.toml``) is probed as it would train.
 ``--device cpu`` runs ``GraphStep``'s code path without recording (a CUDA graph needs CUDA):
 ``tests/test_benchmarks.py`` checks that it gives the eager step's parameters exactly.
 """
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from metaloop import build as _build  # noqa: E402
 from metaloop import config as _config  # noqa: E402
+from metaloop.tasks.batch import valid_by_construction  # noqa: E402
 from metaloop.tasks.device import DeviceTasks  # noqa: E402
 from metaloop.train.graphs import WARMUP, GraphStep  # noqa: E402
 
@@ -68,22 +72,24 @@ def probe(config: str, device: str = "cuda", iters: int = 30, meta_batch: int | 
     eager_opt, _ = adam(twin.model)
     _sync(dev)
     t0 = time.perf_counter()
-    for i, b in enumerate(batches):         # the training loop's step, on each batch as drawn
-        if i == WARMUP + 1:
-            _sync(dev)
-            t0 = time.perf_counter()
-        grads = twin.meta_gradient(b)
-        for n, p in twin.model.named_parameters():
-            p.grad = grads[n]
-        eager_opt.step()
+    with valid_by_construction():           # as metaloop.train steps on DeviceTasks' batches
+        for i, b in enumerate(batches):     # the training loop's step, on each batch as drawn
+            if i == WARMUP + 1:
+                _sync(dev)
+                t0 = time.perf_counter()
+            grads = twin.meta_gradient(b)
+            for n, p in twin.model.named_parameters():
+                p.grad = grads[n]
+            eager_opt.step()
     _sync(dev)
     out["eager_s_per_it"] = (time.perf_counter() - t0) / iters
 
     opt, _ = adam(learner.model)
     step = GraphStep(learner, opt)                # records on CUDA, eager on the CPU
     try:
-        for b in batches[:WARMUP + 1]:            # warm-up steps, then the recorded one
-            step.step(b, lr)
+        with valid_by_construction():
+            for b in batches[:WARMUP + 1]:        # warm-up steps, then the recorded one
+                step.step(b, lr)
         out["captured"] = True if cuda else "no graph on the CPU: the same step, eagerly"
     except Exception as e:                       # the probe's answer, not a failure of it
         out["captured"] = f"{type(e).__name__}: {str(e)[:400]}"
@@ -91,9 +97,10 @@ def probe(config: str, device: str = "cuda", iters: int = 30, meta_batch: int | 
     _sync(dev)
     t0 = time.perf_counter()
     finite = []
-    for b in batches[WARMUP + 1:]:
-        _, ok = step.step(b, lr)
-        finite.append(ok)
+    with valid_by_construction():
+        for b in batches[WARMUP + 1:]:
+            _, ok = step.step(b, lr)
+            finite.append(ok)
     _sync(dev)
     out["graph_s_per_it"] = (time.perf_counter() - t0) / iters
     out["speedup"] = out["eager_s_per_it"] / out["graph_s_per_it"]

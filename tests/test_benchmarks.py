@@ -63,11 +63,11 @@ def test_gpu_graph_probe_runs_the_graph_step_path_on_cpu(omniglot_root):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from gpu_graph import probe
 
-    r = probe(str(ROOT / "configs" / "omniglot_maml_5w1s_full.toml"), "cpu", iters=3,
-              meta_batch=2, channels=8)
-    assert r["max_relative_param_difference"] == 0.0
-    assert r["all_finite"] is True
-    assert r["eager_s_per_it"] > 0 and r["graph_s_per_it"] > 0
+    for config in ("omniglot_maml_5w1s_full.toml", "omniglot_challenge_gpu.toml"):
+        r = probe(str(ROOT / "configs" / config), "cpu", iters=3, meta_batch=2, channels=8)
+        assert r["max_relative_param_difference"] == 0.0
+        assert r["all_finite"] is True
+        assert r["eager_s_per_it"] > 0 and r["graph_s_per_it"] > 0
 
 
 def test_timing_scripts_state_their_allocator_settings():
