@@ -16,13 +16,17 @@
 # SIGINT (which checkpoints) if it reaches --train-seconds; (3) `metaloop eval` of the
 # checkpoint on the config's 600 test tasks at the paper's 3 test-time steps; (4)
 # $OUT/summary.json: iterations, train_seconds, eval_seconds, wall_seconds,
-# accuracy_mean, accuracy_ci95 (percent), device, torch, and the checks.
+# accuracy_mean, accuracy_ci95 (percent), device, torch, and the checks; and
+# $OUT/record.json, the evaluation's record (metaloop eval --record), for docs/results/.
 #
 # GPU settings applied to the config (written to $OUT/config.toml): method.batching = "vmap"
 # (tasks batched; the loop on the CPU), train.device_tasks = true (images on the GPU, tasks
 # drawn there), train.log_every = 100 (metrics read every 100 iterations). Options:
 #   --smoke              tiny run on the CPU (or --device cuda): 20 iterations, 20 eval tasks
-#   --iterations N       train N iterations (default: the config's 60,000)
+#   --iterations N|fit   train N iterations (default: the config's, 60,000 for the paper's);
+#                        fit: as many as --train-seconds holds at the step time the checks
+#                        measured (less 30 s for the start), at most the config's, so that
+#                        the learning-rate schedule ends when the run does
 #   --train-seconds S    stop training at S s (default 470); --eval-seconds S (default 110)
 #   --precision bf16     bf16 autocast; --tf32: TF32 matmuls/convolutions (both opt-in)
 #   --cuda-graph auto|on|off  train with the step recorded as one CUDA graph
@@ -35,6 +39,9 @@
 #   mkdir -p runs/data && cp -r ../shared/data/omniglot runs/data/     (5.5 MB)
 #   then run:  METALOOP_DATA=runs/data bash benchmarks/gpu_paper.sh --iterations 2000
 #   (the pilot; carry runs/data), and the full run the same way without --iterations.
+# The original one-shot challenge's GPU config, fitted to the budget in one command:
+#   METALOOP_DATA=runs/data bash benchmarks/gpu_paper.sh \
+#       --config configs/omniglot_challenge_all_gpu.toml --iterations fit
 # The package runs from this checkout (src/ on PYTHONPATH); it needs torch with CUDA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +63,16 @@ import torch
 START = time.perf_counter()
 p = argparse.ArgumentParser(prog="gpu_paper.sh")
 p.add_argument("--smoke", action="store_true")
-p.add_argument("--iterations", type=int)
+def _iterations(v: str):
+    if v == "fit":
+        return v
+    n = int(v)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive int or 'fit', got {v!r}")
+    return n
+
+
+p.add_argument("--iterations", type=_iterations)
 p.add_argument("--train-seconds", type=float, default=470.0)
 p.add_argument("--eval-seconds", type=float, default=110.0)
 p.add_argument("--precision", choices=("float32", "bf16"), default="float32")
@@ -68,7 +84,8 @@ p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_paper")
 args = p.parse_args()
 device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 out = Path(args.out)
-stale = [str(out / x) for x in ("run", "eval", "summary.json") if (out / x).exists()]
+stale = [str(out / x) for x in ("run", "eval", "summary.json", "record.json")
+         if (out / x).exists()]
 if stale:                                    # a stale run or result would be read as this one's
     print(f"gpu_paper.sh: error: {', '.join(stale)} already exist(s); give an empty --out",
           file=sys.stderr)
@@ -78,14 +95,16 @@ out.mkdir(parents=True, exist_ok=True)
 from metaloop import config as _config  # noqa: E402
 
 cfg = _config.load(args.config)           # the config, its extends chain resolved
+full_iterations = cfg["train"]["iterations"]    # what the protocol trains
 cfg["method"]["batching"] = "vmap" if device == "cuda" else "loop"
 cfg["train"].update(device_tasks=True, log_every=100 if device == "cuda" else 5)
 if args.smoke:
     cfg["model"]["channels"] = 8
     cfg["train"].update(iterations=20, meta_batch=2, checkpoint_every=10)
     cfg["eval"]["tasks"] = 20
-if args.iterations:
+if isinstance(args.iterations, int):
     cfg["train"]["iterations"] = args.iterations
+START_SECONDS = 30.0                         # a train process's start: imports, data, model
 
 
 cfg_path = out / "config.toml"
@@ -154,6 +173,11 @@ def checks() -> dict:
             res["cuda_graph"] = probe(str(cfg_path), device, iters=30)
         except Exception as e:
             res["cuda_graph"] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
+    if device != "cuda" and args.iterations == "fit":   # the rate to fit (CUDA: timed above)
+        ml.train(learner, dfam, iterations=2, meta_batch=mb, progress=False)
+        t0 = time.perf_counter()
+        ml.train(learner, dfam, iterations=5, meta_batch=mb, progress=False)
+        res["s_per_it_device"] = (time.perf_counter() - t0) / 5
     grads = {}
     for prec in ("float32", "bf16"):
         ctx = (torch.autocast(dev.type, dtype=torch.bfloat16) if prec == "bf16"
@@ -194,6 +218,22 @@ use_graph = device == "cuda" and (args.cuda_graph == "on"
                                   or (args.cuda_graph == "auto" and probe_ok))
 cfg["train"]["cuda_graph"] = use_graph
 summary["overrides"]["train.cuda_graph"] = use_graph
+if args.iterations == "fit":                 # the schedule must end when the budget does
+    c = summary["checks"]
+    rate = (c["cuda_graph"]["graph_s_per_it"] if use_graph else c.get("s_per_it_device"))
+    if not rate:
+        print(f"gpu_paper.sh: error: --iterations fit needs the checks' step time, which "
+              f"failed: {json.dumps(c)[:400]}", file=sys.stderr)
+        sys.exit(1)
+    fit = int(max(args.train_seconds - START_SECONDS, 0.0) / rate)
+    cfg["train"]["iterations"] = max(1, min(cfg["train"]["iterations"], fit))
+    cfg["train"]["checkpoint_every"] = min(cfg["train"]["checkpoint_every"],
+                                           cfg["train"]["iterations"])
+    summary["iterations_target"] = cfg["train"]["iterations"]
+    summary["iterations_fit"] = {"s_per_it": rate, "fit": fit,
+                                 "start_seconds": START_SECONDS}
+    print(f"fitted: {cfg['train']['iterations']} iterations at {rate:.4f} s each "
+          f"(the config's: {full_iterations})", flush=True)
 cfg_path.write_text(_config.to_toml(cfg))
 
 cmd = [sys.executable, "-m", "metaloop", *threads, "train", "--config", str(cfg_path),
@@ -216,14 +256,16 @@ summary["complete"] = its == cfg["train"]["iterations"]
 if len(lines) >= 2:                          # steady rate, between the first and last lines
     dt = lines[-1]["time"] - lines[0]["time"]
     summary["iterations_per_second"] = (lines[-1]["iteration"] - lines[0]["iteration"]) / dt
-    summary["projected_full_train_seconds"] = 60000 / summary["iterations_per_second"]
+    summary["projected_full_train_seconds"] = full_iterations / \
+        summary["iterations_per_second"]             # the config's own iteration count
     summary["last_logged"] = lines[-1]
 
 # the paper's 3 test-time steps; a closed-form head (another --config) takes none, and
 # metaloop eval refuses --steps for it
 steps = [] if cfg["method"]["name"] in _config.HEAD_BASED else ["--steps", "3"]
 ecmd = [sys.executable, "-m", "metaloop", *threads, "eval", "--checkpoint", str(run_dir),
-        *steps, "--out", str(eval_dir), "--no-progress", *flags]
+        *steps, "--out", str(eval_dir), "--record", str(out / "record.json"), "--no-progress",
+        *flags]
 t = time.perf_counter()
 if its:
     try:

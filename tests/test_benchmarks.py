@@ -57,6 +57,28 @@ def test_gpu_paper_smoke_on_cpu_writes_the_summary(tmp_path, omniglot_root):
     assert "error" not in s["checks"] and s["checks"]["bf16_meta_gradient_relative_error"] > 0
 
 
+def test_gpu_paper_fits_the_challenge_config_to_its_budget_and_writes_the_record(
+        tmp_path, omniglot_root):
+    """--iterations fit: as many iterations as the training budget holds at the measured
+    step time (after the start allowance), at most the config's; the record comes back."""
+    r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
+              "--config", "configs/omniglot_challenge_all_gpu.toml", "--iterations", "fit",
+              "--train-seconds", "31", "--out", str(tmp_path)], input="")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    fit = s["iterations_fit"]
+    assert fit["fit"] == int((31 - fit["start_seconds"]) / fit["s_per_it"])
+    assert s["iterations_target"] == max(1, min(20, fit["fit"]))     # smoke: 20 at most
+    assert s["iterations"] == s["iterations_target"] and s["complete"] is True
+    assert s["eval_exit"] == 0
+    rec = json.loads((tmp_path / "record.json").read_text())
+    assert rec["table"] == "challenge" and rec["n"] == 20 and len(rec["per_task"]) == 20
+    assert abs(rec["error_rate"] - (100 - s["accuracy_mean"])) < 1e-6
+    bad = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
+                "--iterations", "0", "--out", str(tmp_path / "bad")])
+    assert bad.returncode == 2 and "must be a positive int or 'fit'" in bad.stderr
+
+
 def test_gpu_graph_probe_runs_the_graph_step_path_on_cpu(omniglot_root):
     """The probe's graph step, run without recording on the CPU (new batches copied into the
     same tensors, the same batch object reused), gives the eager step's parameters exactly."""

@@ -48,6 +48,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -331,7 +332,9 @@ class HeadLearner(ScoresEitherWay):
         """The solved heads ``{"W": [B, D, C], "b": [B, C]?}`` for ``[B, S, ...]`` support,
         with the support statistics (``STATS`` keys, ``[B, C]``) when not transductive."""
         feats, stats = self._support_features(params, support_x)    # [B, S, D]
-        W, b = self.inner(feats, support_y, ways, self.model.lam_from(params))
+        with _full_precision(feats):
+            feats = _upcast(feats, params)
+            W, b = self.inner(feats, support_y, ways, self.model.lam_from(params))
         head = {"W": W} if b is None else {"W": W, "b": b}
         return {**head, **stats}
 
@@ -339,16 +342,17 @@ class HeadLearner(ScoresEitherWay):
         """``scale * (features @ W + b)`` ``[B, N, C]`` for x ``[B, N, ...]``; ``head``'s
         ``STATS`` entries, if any, normalise the queries."""
         feats, W, b, scale = self._query_parts(params, head, x)
-        if self.refine:                                                # with these N queries
-            W, b = self.inner.refine(W, b, feats, scale, self.refine, self.refine_temperature,
-                                     self.refine_weight)
-        return scale * head_logits(feats, W, b)
+        with _full_precision(feats):
+            if self.refine:                                            # with these N queries
+                W, b = self.inner.refine(W, b, feats, scale, self.refine,
+                                         self.refine_temperature, self.refine_weight)
+            return scale * head_logits(feats, W, b)
 
     def _query_parts(self, params: Params, head: Params, x: torch.Tensor) -> tuple:
         """The query features ``[B, N, D]``, the solved head ``W [B, D, C]``, ``b [B, C]`` (or
         None) and the output scale, before any refinement."""
         _, stats = split_stats(head)
-        feats = self._query_features(params, x, stats)               # [B, N, D]
+        feats = _upcast(self._query_features(params, x, stats), params)   # [B, N, D]
         return feats, head["W"], head.get("b"), params["log_scale"].exp()
 
     def query_parts(self, params: Params, x: torch.Tensor) -> tuple:
@@ -449,6 +453,24 @@ class HeadLearner(ScoresEitherWay):
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, N, C]`` for x ``[B, N, ...]`` with ``adapt_path_batched``'s params."""
         return self._logits(*_body_and_head(params), x)
+
+
+def _upcast(features: torch.Tensor, params: Params) -> torch.Tensor:
+    """Features computed in reduced precision (bf16 / fp16 autocast of the backbone) in the
+    model's own dtype: the head solves need float32 or float64."""
+    if features.dtype in (torch.bfloat16, torch.float16):
+        return features.to(params["log_scale"].dtype)
+    return features
+
+
+def _full_precision(features: torch.Tensor):
+    """Autocast off on the features' device while the head is solved and applied: the
+    backbone, where the time goes, runs in the autocast dtype (``--precision bf16``), the
+    solves and distances in the model's dtype."""
+    dev = features.device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        return torch.autocast(dev, enabled=False)
+    return nullcontext()
 
 
 def _body_and_head(params: Params) -> tuple[Params, Params]:
