@@ -171,3 +171,26 @@ def test_a_resumed_protocol_run_refuses_changed_data_or_split(tmp_path, capsys):
     state = json.loads((out / "curve.json").read_text())
     assert state["passes"] == state["total_passes"] == 4
     assert state["settings"]["data_hash"] and state["settings"]["test_fraction"] == 0.1
+
+
+def test_the_inversion_studies_refuse_a_test_set_too_small_to_score_class_by_class(
+        folder, tmp_path, capsys):
+    """The class-wise Frechet distance needs, in one class, 2 images to score and 2 real test
+    images as the reference: 2 test images per class cannot give both, so the studies stop
+    before training anything; half of each class held out can."""
+    tiny = ["--epochs", "1", "--hidden", "16", "--latent", "2", "--no-progress",
+            "--classifier-epochs", "1", "--invert-steps", "5"]
+    for study in (["--compare-inversion"], ["--inversion-transfer", "--invert-lrs", "0.05"]):
+        out = tmp_path / study[0].strip("-")
+        argv = tiny if study[0] == "--compare-inversion" else [
+            "--no-progress", "--classifier-epochs", "1", "--invert-steps", "5"]
+        assert _vae(folder, out, *study, *argv) == 2
+        err = capsys.readouterr().err
+        assert "frechet_class" in err and "but no class has both" in err
+        assert "raise --test-fraction (now 0.1) or add images" in err
+        assert not out.exists()
+    out = tmp_path / "enough"
+    assert _vae(folder, out, "--compare-inversion", *tiny, "--test-fraction", "0.5",
+                "--quality-samples", "30") == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["n_test"] == 30 and r["scores"]["real"]["frechet_class"] >= 0

@@ -182,6 +182,41 @@ def _setup(s: Settings, inv: InversionSettings):
     return s, tr, te, k, max(1, s.quality_samples // k), gdata.to_unit(te.images)
 
 
+def check_class_scoring(s: Settings, te: gdata.ImageData, scored: int | None,
+                        per_class: int) -> None:
+    """Fail before any training when ``frechet_class`` cannot be measured.
+
+    The class-wise Frechet distance compares, class by class, images meant as class c with
+    the real test images of class c in the reference half of the test set
+    (``te.labels[len(te) // 2:]``, or ``[scored:]``): it needs a class with at least 2 of
+    each. ``scored`` is how many test images are scored as the "real" row (their class
+    counted the same way), None where there is no such row; ``per_class`` is how many
+    images are made for each class.
+
+    Raises:
+        ValueError: naming the counts, and what to raise (``--test-fraction``,
+            ``--quality-samples``) or add.
+    """
+    split = len(te.labels) // 2 if scored is None else scored
+    ref = torch.bincount(te.labels[split:], minlength=te.n_classes)              # [K]
+    sides = [("the images made for each class", torch.full_like(ref, per_class))]
+    if scored is not None:
+        sides.append(("the scored real test images",
+                      torch.bincount(te.labels[:split], minlength=te.n_classes)))
+    for what, made in sides:
+        if not bool(((made >= 2) & (ref >= 2)).any()):
+            more = ", ..." if te.n_classes > 8 else ""
+            raise ValueError(
+                f"the class-wise Frechet distance (frechet_class) needs a class with at least "
+                f"2 of {what} and 2 real test images in the reference half of the test set "
+                f"({len(te.labels) - split} of {len(te.labels)} test images), but no class "
+                f"has both (per class: {made.tolist()[:8]}{more} and "
+                f"{ref.tolist()[:8]}{more}): raise --test-fraction (now {s.test_fraction:g}) "
+                f"or add images" + ("" if per_class >= 2 else
+                                 f", and --quality-samples (now {s.quality_samples}) to at "
+                                 f"least 2 per class"))
+
+
 def _classifiers(s: Settings, tr, k: int):
     """Classifier A (seed ``s.seed``), inverted, and the independent B (``s.seed + 1``)."""
     return tuple(quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
@@ -215,6 +250,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     m = min(n, len(real) // 2)
     if m < 2:
         raise ValueError(f"need at least 4 test images, got {len(real)}")
+    check_class_scoring(s, te, m, per_class)
     # the generators' data must suit their likelihood: fail now, not after the classifiers
     likelihoods.check_data(gdata.eval_pixels(te.images[:1000], s.binarize), s.likelihood)
     out = Path(out)
@@ -362,6 +398,7 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
             raise ValueError(f"inversion learning rates must be > 0, got {lr}")
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     s, tr, te, k, per_class, real = _setup(s, inv)
+    check_class_scoring(s, te, None, per_class)
     A, B = _classifiers(s, tr, k)
     targets = torch.arange(k).repeat_interleave(per_class)               # [n]
     init_real, init_labels = _other_class_images(tr, targets, s.seed + 2)
