@@ -144,7 +144,9 @@ def data_fingerprint(fcfg: dict, *families) -> dict | None:
     for a built-in family.
 
     Returns:
-        ``{"family", "root", "sha256"}``, plus ``"classes": {name: digest}`` for Episodes.
+        ``{"family", "root", "sha256"}``, plus ``"classes": {name: digest}`` and
+        ``"example_shape"`` (what the network reads of one example: ``[C, H, W]`` or ``[D]``)
+        for Episodes.
     """
     import hashlib
 
@@ -167,7 +169,8 @@ def data_fingerprint(fcfg: dict, *families) -> dict | None:
             h.update(xs.numpy().tobytes())
             classes[name] = h.hexdigest()[:16]
     whole = hashlib.sha256("".join(f"{n}\0{d}\n" for n, d in classes.items()).encode())
-    return {**out, "sha256": whole.hexdigest(), "classes": classes}
+    shape = [int(v) for v in families[0].input_shape] if families else None
+    return {**out, "sha256": whole.hexdigest(), "classes": classes, "example_shape": shape}
 
 
 def resolve_split(cfg: dict) -> dict:

@@ -36,12 +36,15 @@ class Run:
             included; ``head_init`` as asked for).
         learner: the learner of ``config["method"]`` with the checkpoint's weights.
         iteration: the meta-training iteration the checkpoint was written at.
+        data: what a run on the user's data read (``metaloop.build.data_fingerprint``:
+            class digests and ``example_shape``), or None (a built-in family, an older run).
     """
 
     path: Path
     config: dict
     learner: object
     iteration: int
+    data: dict | None = None
 
     @property
     def network(self) -> torch.nn.Module:
@@ -68,7 +71,11 @@ class Run:
             return None
         conv = next(x for x in self.network.modules() if isinstance(x, torch.nn.Conv2d))
         user = f["name"] in config.USER_FAMILIES
-        return {"image_size": f["image_size"], "channels": conv.in_channels,
+        size = f["image_size"]
+        shape = (self.data or {}).get("example_shape") if f["name"] == "tensors" else None
+        if shape and len(shape) == 3 and shape[1] == shape[2]:
+            size = shape[1]              # a tensor file's images: the size they were read at
+        return {"image_size": size, "channels": conv.in_channels,
                 "read_channels": conv.in_channels if user else 1,
                 "invert": f["invert"] if user else "auto", "quantize": user}
 
@@ -182,4 +189,6 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
         load_extra_state(learner, tensors)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    return Run(path=path, config=cfg, learner=learner, iteration=int(state.get("iteration", 0)))
+    data = state.get("data") if isinstance(state.get("data"), dict) else None
+    return Run(path=path, config=cfg, learner=learner, iteration=int(state.get("iteration", 0)),
+               data=data)

@@ -151,3 +151,38 @@ def test_scoring_is_refused_for_a_run_without_batchnorm(vector_run, tmp_path, ca
                 "no BatchNorm layers", "drop --scoring")
         refused(["eval", "--checkpoint", str(vector_run), "--scoring", how, "--no-progress"],
                 capsys, tmp_path, "no BatchNorm layers")
+
+
+def test_an_image_run_trained_on_a_tensor_file_knows_the_size_it_read(
+        trained_run, tmp_path, capsys):
+    """A Conv4 run trained on 14 x 14 images of a tensor file stores that shape: arrays of
+    another size are refused (the strided Conv4 would read them without complaint), and
+    image folders are resized to 14 x 14, as the file's images were."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    glyphs = (torch.rand(6, 14, 14, generator=g) > 0.7).to(torch.uint8) * 255   # [6, 14, 14]
+    x = glyphs.repeat_interleave(8, 0)                                          # [48, 14, 14]
+    np.savez(tmp_path / "train.npz", x=x.numpy(), y=np.arange(6).repeat(8))
+    run = trained_run(tensor_config(tmp_path / "train.npz", 'name = "protonet"\n').replace(
+        'name = "mlp"\nhidden = [16]', 'name = "conv4"\npool = "stride"\nchannels = 8'))
+    loaded = load_run(run)
+    assert loaded.data["example_shape"] == [1, 14, 14]
+    assert loaded.transform["image_size"] == 14
+    np.savez(tmp_path / "s.npz", x=glyphs[:3].numpy(), y=np.arange(3))
+    np.savez(tmp_path / "q16.npz", x=np.zeros((2, 16, 16), np.uint8))
+    refused(["predict", "--checkpoint", str(run), "--support", str(tmp_path / "s.npz"),
+             "--query", str(tmp_path / "q16.npz")], capsys, tmp_path,
+            "holds examples of shape [1, 16, 16]", "reads [1, 14, 14]")
+    np.savez(tmp_path / "q.npz", x=glyphs[:3].flip(0).numpy())
+    pred = classify_tensors(loaded, tmp_path / "s.npz", tmp_path / "q.npz")
+    for k in range(3):                            # the same glyphs, drawn at 28 x 28
+        big = glyphs[k].repeat_interleave(2, 0).repeat_interleave(2, 1).numpy()
+        (tmp_path / "fs" / str(k)).mkdir(parents=True)
+        Image.fromarray(big).save(tmp_path / "fs" / str(k) / "0.png")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(run), "--support", str(tmp_path / "fs"),
+                 "--query", str(tmp_path / "fs"), "--invert", "never", "--no-progress"]) == 0
+    assert pred.labels == ["2", "1", "0"]
+    assert [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()] == \
+        ["0", "1", "2"]

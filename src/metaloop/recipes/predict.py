@@ -256,8 +256,9 @@ def _as_input(x: torch.Tensor) -> torch.Tensor:
 
 def _input_shape(run: Run) -> tuple[int, ...] | None:
     """The example shape the run's network reads: ``(D,)`` for an MLP, ``(C, H, W)`` for an
-    image network trained on images of a known size; None where only a forward pass can
-    tell (an image network trained on a tensor file)."""
+    image network trained on images of a known size (a tensor file's, as its checkpoint
+    stores them); None where only a forward pass can tell (an image network trained on a
+    tensor file by an older metaloop, whose checkpoint does not store the shape)."""
     first = getattr(run, "members", [run])[0]
     tf, fam = first.transform, first.config["family"]
     if tf is None:
@@ -265,7 +266,8 @@ def _input_shape(run: Run) -> tuple[int, ...] | None:
                    None)
         return (lin.in_features,) if lin is not None else None
     if fam["name"] == "tensors":
-        return None
+        shape = (first.data or {}).get("example_shape")
+        return tuple(shape) if shape else None
     return (tf["channels"], tf["image_size"], tf["image_size"])
 
 
