@@ -43,6 +43,21 @@ seconds per iteration, the peak RSS and the ratios to metaloop.
     python benchmarks/bench_maml.py --ways 20 --shots 5 --queries 5 --meta-batch 4 \\
         --steps 10 --inner-lr 0.1 --checkpoint --only metaloop,metaloop-ckpt
 
+On a GPU (``--device cuda``): every implementation runs on the GPU with TF32 off; metaloop
+batches its tasks with ``vmap`` (``batching="auto"`` on CUDA), ``metaloop-threads`` is
+skipped (CPU threads), each timed iteration ends with ``torch.cuda.synchronize()``, and the
+peak is the GPU memory allocated (``torch.cuda.max_memory_allocated``) over the iterations
+instead of the RSS. The meta-gradient check runs in float64 on the GPU. The protocol's
+configuration is the MAML paper's Omniglot net:
+
+    python benchmarks/bench_maml.py --device cuda --pool stride --only \
+        metaloop,plain,learn2learn,higher,torchopt --iters 20 --reps 3
+
+A lent GPU machine has no network: install the peers here into a folder that travels with
+the working tree (``pip install --no-deps --target runs/peers higher torchopt`` and
+learn2learn as ``setup_peers.sh`` builds it, into the same folder), carry it, and run with
+``PYTHONPATH=runs/peers``; a peer that does not import there is skipped with the reason.
+
 Compare ratios from one run only: absolute times vary ~20% between runs on these machines,
 and the allocator settings (printed) change them by 25% or more (docs/benchmarks.md).
 """
@@ -81,7 +96,7 @@ _TORCHVISION_LIB = []   # keeps the torch.library definitions alive
 
 def make_model(args) -> Conv4:
     torch.manual_seed(args.seed)
-    return Conv4(1, args.hidden, args.ways, pool=args.pool, image_size=28)
+    return Conv4(1, args.hidden, args.ways, pool=args.pool, image_size=28).to(args.device)
 
 
 def random_batch(n, args, g) -> ml.TaskBatch:
@@ -93,11 +108,15 @@ def random_batch(n, args, g) -> ml.TaskBatch:
 
 
 def batch_source(args):
-    """``sample(n, generator) -> TaskBatch`` from Omniglot's train split, or random images."""
+    """``sample(n, generator) -> TaskBatch`` from Omniglot's train split, or random images,
+    drawn on the CPU (the same tasks on every device) and moved to ``args.device``."""
     if args.random_data:
-        return lambda n, g: random_batch(n, args, g)
-    fam = ml.tasks.Omniglot(args.data, "train", args.ways, args.shots, args.queries)
-    return fam.sample
+        draw = lambda n, g: random_batch(n, args, g)   # noqa: E731
+    else:
+        draw = ml.tasks.Omniglot(args.data, "train", args.ways, args.shots, args.queries).sample
+    if args.device == "cpu":
+        return draw
+    return lambda n, g: draw(n, g).to(args.device)
 
 
 def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
@@ -109,6 +128,8 @@ def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
 # Each builder returns grads(batch) -> {name: d meta-loss / d theta_0}, the mean over tasks.
 
 def build_metaloop(model, args, checkpoint=False, compile=False, batching="loop"):
+    if args.device != "cpu" and batching == "loop":
+        batching = "auto"                 # vmap over the tasks on CUDA, as metaloop trains
     make = ANIL if args.anil else MAML
     extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flag
     learner = make(model, args.inner_lr, args.steps, args.first_order, loss="ce",
@@ -264,6 +285,8 @@ def unavailable(name, args) -> str | None:
         return "add --baseline DIR to time it"
     if name in ("higher", "torchopt") and (args.anil or args.first_order):
         return "only second-order full MAML is written for it here"
+    if name in ("metaloop-threads", "plain-cl") and args.device != "cpu":
+        return "a CPU layout (threads / channels-last), not timed on a GPU"
     if name not in PEERS:
         return None
     if name == "learn2learn":
@@ -287,7 +310,7 @@ def relative_error(got, ref) -> float:
 def check_grads(name, args) -> dict[str, torch.Tensor]:
     """float64 meta-gradient of ``name`` on ``args.check_tasks`` tasks from ``args.seed``."""
     old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+    torch.set_default_dtype(torch.float64)           # (on a GPU too; TF32 is off: main)
     try:
         batch = to_double(batch_source(args)(args.check_tasks,
                                              torch.Generator().manual_seed(args.seed)))
@@ -341,19 +364,31 @@ def worker(name, args) -> None:
     grads = build(name, model, args)
     opt = torch.optim.Adam(model.parameters(), lr=args.outer_lr)
     sample, g = batch_source(args), torch.Generator().manual_seed(args.seed + 1)
+    cuda = args.device != "cpu"
     setup_mib, reset = _status_mib("VmRSS"), _reset_peak()
+    if cuda:
+        torch.cuda.synchronize()
+        setup_mib = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(args.warmup + args.iters):
         batch = sample(args.meta_batch, g)
+        if cuda:
+            torch.cuda.synchronize()               # the batch is in place before the clock
         t = time.perf_counter()
         for n, gn in grads(batch).items():
             model.get_parameter(n).grad = gn
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()               # the step is done, not only queued
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
-    rss = _status_mib("VmHWM") if reset else None
-    if rss is None:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    if cuda:
+        rss = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        rss = _status_mib("VmHWM") if reset else None
+        if rss is None:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
     print(json.dumps({"times": times, "rss_mib": rss, "setup_mib": setup_mib}))
 
 
@@ -405,6 +440,8 @@ def parse(argv=None):
     add("--reps", type=int, default=2, help="interleaved rounds (one process each)")
     add("--check-tasks", type=int, default=2, help="tasks in the float64 gradient check")
     add("--threads", type=int, default=2)
+    add("--device", choices=("cpu", "cuda"), default="cpu",
+        help="where every implementation runs (cuda: TF32 off, GPU memory peaks)")
     add("--seed", type=int, default=0)
     add("--data", default=None, help="Omniglot root (default: found automatically)")
     add("--random-data", action="store_true", help="random images instead of Omniglot")
@@ -421,7 +458,9 @@ def header(args) -> str:
     kind = "first" if args.first_order else "second"
     what = "ANIL" if args.anil else "MAML"
     data = "random images" if args.random_data else "Omniglot train"
-    return (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), allocator "
+    where = (f"{torch.cuda.get_device_name(0)} (TF32 off), " if args.device == "cuda"
+             else "")
+    return (f"torch {torch.__version__}, {where}{torch.get_num_threads()} thread(s), allocator "
             f"{alloc}\n{kind}-order {what}, Conv4 {args.hidden} filters ({args.pool}), "
             f"{args.ways}-way {args.shots}-shot, {args.queries} queries/class, "
             f"meta-batch {args.meta_batch}, {args.steps} step(s) at {args.inner_lr}, "
@@ -431,12 +470,17 @@ def header(args) -> str:
 def report(results, args) -> None:
     base = results["metaloop"]
     base_t, base_m = statistics.median(base["times"]), base["rss_mib"]
-    print(f"{'implementation':15s} {'s/it':>9s} {'x metaloop':>11s} {'peak RSS MiB':>13s} "
+    peak = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
+    print(f"{'implementation':15s} {'s/it':>9s} {'x metaloop':>11s} {peak:>13s} "
           f"{'x metaloop':>11s} {'after set-up':>13s}")
     for name, r in results.items():
         t = statistics.median(r["times"])
         print(f"{name:15s} {t:9.3f} {t / base_t:11.2f} {r['rss_mib']:13.0f} "
               f"{r['rss_mib'] / base_m:11.2f} {r['setup_mib']:13.0f}")
+    if args.device == "cuda":
+        print("peak GPU: the memory allocated at its peak over the iterations; after set-up: "
+              "allocated before the first iteration")
+        return
     print("peak RSS: the process's peak over the iterations (data set and model resident); "
           "after set-up: its RSS before the first iteration")
 
@@ -444,6 +488,13 @@ def report(results, args) -> None:
 def main(argv=None) -> None:
     args = parse(argv)
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            print("bench_maml.py: error: --device cuda, but torch sees no CUDA device",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        from metaloop.train.distributed import set_tf32
+        set_tf32(False)                          # exact float32 kernels, as metaloop trains
     if args.worker:
         if args.worker in PEERS:
             unavailable(args.worker, args)     # the same import path as the check

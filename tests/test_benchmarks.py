@@ -117,3 +117,21 @@ def test_every_shell_script_answers_help_and_does_nothing_else(tmp_path):
         assert r.returncode == 0, (script.name, r.stderr[-500:])
         assert "usage" in r.stdout.lower() or "bash benchmarks/" in r.stdout, script.name
         assert "nvidia-smi" not in r.stderr and not list(tmp_path.iterdir()), script.name
+
+
+def test_bench_maml_on_a_gpu_checks_and_times_there_or_says_why_not():
+    """``--device cuda``: without a GPU a named refusal; with one, metaloop (vmap) and the
+    plain loop agree in float64 on the GPU and are timed with GPU memory peaks."""
+    import torch
+
+    argv = [sys.executable, "benchmarks/bench_maml.py", "--device", "cuda", "--only",
+            "metaloop,plain,metaloop-threads", "--iters", "1", "--reps", "1",
+            "--random-data", "--meta-batch", "2", "--queries", "2", "--hidden", "8"]
+    r = _run(argv)
+    if not torch.cuda.is_available():
+        assert r.returncode == 2 and "torch sees no CUDA device" in r.stderr
+        return
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "TF32 off" in r.stdout and "skip metaloop-threads: a CPU layout" in r.stdout
+    assert "check plain         max rel err" in r.stdout and "WRONG" not in r.stdout
+    assert "peak GPU MiB" in r.stdout
