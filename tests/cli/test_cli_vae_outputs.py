@@ -111,14 +111,15 @@ def test_an_interrupted_run_leaves_a_folder_that_existed_before(tiny_fashion_sma
 
 
 def test_a_failing_compare_inversion_leaves_no_folder(tiny_fashion_small, tmp_path, capsys):
-    # 12 test images of 10 classes: no class has two real images for the class-wise
-    # Frechet distance, found after the generators' metrics.jsonl was written
+    # 12 test images of 10 classes: no class has two real images on each side for the
+    # class-wise Frechet distance, found before anything is trained or written
     out = tmp_path / "inv"
     capsys.readouterr()
     assert _vae(tiny_fashion_small, out, *RUNS["compare"], "--quality-samples", "40",
                 "--test-examples", "12") == 2
-    assert "class_frechet_distance: no class has two rows on each side" in \
-        capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "frechet_class" in err and "but no class has both" in err
+    assert "raise --test-examples (now 12)" in err
     assert _listing(tmp_path) == []
 
 

@@ -194,8 +194,8 @@ def check_class_scoring(s: Settings, te: gdata.ImageData, scored: int | None,
     images are made for each class.
 
     Raises:
-        ValueError: naming the counts, and what to raise (``--test-fraction``,
-            ``--quality-samples``) or add.
+        ValueError: naming the counts, and what to raise (``--test-examples``,
+            ``--test-fraction``, ``--quality-samples``) or add.
     """
     split = len(te.labels) // 2 if scored is None else scored
     ref = torch.bincount(te.labels[split:], minlength=te.n_classes)              # [K]
@@ -203,6 +203,12 @@ def check_class_scoring(s: Settings, te: gdata.ImageData, scored: int | None,
     if scored is not None:
         sides.append(("the scored real test images",
                       torch.bincount(te.labels[:split], minlength=te.n_classes)))
+    if s.test_examples is not None:
+        fix = f"raise --test-examples (now {s.test_examples})"
+    elif gdata.is_user_data(s.data):
+        fix = f"raise --test-fraction (now {s.test_fraction:g}) or add images"
+    else:
+        fix = "use more test images"
     for what, made in sides:
         if not bool(((made >= 2) & (ref >= 2)).any()):
             more = ", ..." if te.n_classes > 8 else ""
@@ -211,8 +217,7 @@ def check_class_scoring(s: Settings, te: gdata.ImageData, scored: int | None,
                 f"2 of {what} and 2 real test images in the reference half of the test set "
                 f"({len(te.labels) - split} of {len(te.labels)} test images), but no class "
                 f"has both (per class: {made.tolist()[:8]}{more} and "
-                f"{ref.tolist()[:8]}{more}): raise --test-fraction (now {s.test_fraction:g}) "
-                f"or add images" + ("" if per_class >= 2 else
+                f"{ref.tolist()[:8]}{more}): {fix}" + ("" if per_class >= 2 else
                                  f", and --quality-samples (now {s.quality_samples}) to at "
                                  f"least 2 per class"))
 
