@@ -237,18 +237,28 @@ augment_shift = 1
 """
 
 
-def test_cli_device_tasks_prefetch_and_log_every_give_the_default_run(tmp_path, capsys):
+def _host_and_device_runs(tmp_path, config: str, device_lines: str):
+    """``metaloop train`` of ``config`` as it is (run ``plain``) and with ``device_lines``
+    appended to its last section, [train] (run ``fast``): both checkpoints' tensors."""
     from metaloop.cli.main import main
     from metaloop.train.checkpoint import load_checkpoint
     plain, fast = tmp_path / "plain.toml", tmp_path / "fast.toml"
-    plain.write_text(CONFIG)
-    fast.write_text(CONFIG + 'device_tasks = true\nprefetch = "on"\nlog_every = 3\n')
+    plain.write_text(config)
+    fast.write_text(config + device_lines)
     for cfg in (plain, fast):
         assert main(["train", "--config", str(cfg), "--out", str(tmp_path / cfg.stem),
                      "--no-progress"]) == 0
-    a, b = (load_checkpoint(tmp_path / n)[0] for n in ("plain", "fast"))
+    return [load_checkpoint(tmp_path / n)[0] for n in ("plain", "fast")]
+
+
+def test_cli_device_tasks_prefetch_and_log_every_give_the_default_run(tmp_path, capsys):
+    from metaloop.cli.main import main
+    from metaloop.train.checkpoint import load_checkpoint
+    a, b = _host_and_device_runs(tmp_path, CONFIG,
+                                 'device_tasks = true\nprefetch = "on"\nlog_every = 3\n')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
     assert len((tmp_path / "fast" / "metrics.jsonl").read_text().splitlines()) == 2   # 3, 4
+    plain = tmp_path / "plain.toml"
     assert main(["train", "--config", str(plain), "--out", str(tmp_path / "bf16"),
                  "--no-progress", "--precision", "bf16"]) == 0
     c = load_checkpoint(tmp_path / "bf16")[0]
@@ -288,15 +298,7 @@ augment_shift = 1
 
 
 def test_cli_challenge_run_with_device_tasks_is_the_host_run(tmp_path):
-    from metaloop.cli.main import main
-    from metaloop.train.checkpoint import load_checkpoint
-    host, dev = tmp_path / "host.toml", tmp_path / "dev.toml"
-    host.write_text(CHALLENGE_CONFIG)
-    dev.write_text(CHALLENGE_CONFIG + "device_tasks = true\n")
-    for cfg in (host, dev):
-        assert main(["train", "--config", str(cfg), "--out", str(tmp_path / cfg.stem),
-                     "--no-progress"]) == 0
-    a, b = (load_checkpoint(tmp_path / n)[0] for n in ("host", "dev"))
+    a, b = _host_and_device_runs(tmp_path, CHALLENGE_CONFIG, "device_tasks = true\n")
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
 
 
