@@ -41,7 +41,8 @@
 #   (the pilot; carry runs/data), and the full run the same way without --iterations.
 # The original one-shot challenge's GPU config, fitted to the budget in one command:
 #   METALOOP_DATA=runs/data bash benchmarks/gpu_paper.sh \
-#       --config configs/omniglot_challenge_all_gpu.toml --iterations fit
+#       --config configs/omniglot_challenge_all_gpu.toml --iterations fit --train-seconds 420
+#   (420 s of training leave the checks and the evaluation room in a 600 s command)
 # The package runs from this checkout (src/ on PYTHONPATH); it needs torch with CUDA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
