@@ -81,6 +81,18 @@ def test_train_steps_inside_the_context_only_on_batches_valid_by_construction(om
     assert not values_trusted()
 
 
+def test_a_torchrun_shard_of_a_valid_batch_is_not_checked_again(omniglot):
+    """``TaskBatch.slice`` (each rank's share of the meta-batch) re-runs the batch checks,
+    which read labels, except inside the context."""
+    batch = DeviceTasks(omniglot, "meta").sample(4)
+    with pytest.raises(RuntimeError, match="meta tensors"):
+        batch.slice(0, 2)
+    with valid_by_construction():
+        part = batch.slice(1, 3)
+    assert part.support_x.shape[0] == 2 and part.classes.shape == (2, 5)
+    assert part.support_y.shape == (2, 10) and part.query_x.shape == (2, 10, 1, 14, 14)
+
+
 def test_outside_the_context_bad_labels_are_still_named():
     from metaloop.adapt import prototypes
     feats = torch.randn(1, 4, 3)

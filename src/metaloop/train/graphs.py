@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from metaloop.tasks.device import _unchecked_batch
+from metaloop.tasks.batch import _unchecked_batch
 
 WARMUP = 3                  # eager steps on a side stream before the one that is recorded
 FIELDS = ("support_x", "support_y", "query_x", "query_y")

@@ -19,8 +19,7 @@ from tqdm.auto import tqdm
 
 from metaloop.evaluate.heldout import evaluate
 from metaloop.models.conv4 import BatchNorm
-from metaloop.tasks.batch import TaskBatch, valid_by_construction
-from metaloop.tasks.device import _unchecked_batch
+from metaloop.tasks.batch import TaskBatch, _unchecked_batch, valid_by_construction
 from metaloop.train import distributed, graphs
 from metaloop.train.checkpoint import (
     atomic_write_text,
