@@ -193,3 +193,20 @@ def rel_err(got, ref):
     """Max abs difference over all tensors / the largest entry of ``ref``."""
     top = max(float(r.abs().max()) for r in ref.values())
     return max(float((got[n] - ref[n]).abs().max()) for n in ref) / top
+
+
+def head_learners() -> dict:
+    """The solved-head learner variants the step tests run, by name: ``name -> build(net)``
+    for ProtoNet (plain, refined, non-transductive), R2D2 (plain, non-transductive) and
+    MetaOptNet (SVM and logistic heads, 3 Newton steps)."""
+    from metaloop.meta import R2D2, MetaOptNet, ProtoNet
+
+    return {
+        "protonet": lambda net: ProtoNet(net),
+        "protonet-refined": lambda net: ProtoNet(net, refine=3),
+        "protonet-non-transductive": lambda net: ProtoNet(net, transductive=False),
+        "r2d2": lambda net: R2D2(net),
+        "r2d2-non-transductive": lambda net: R2D2(net, transductive=False),
+        "metaoptnet-svm": lambda net: MetaOptNet(net, steps=3),
+        "metaoptnet-logistic": lambda net: MetaOptNet(net, head="logistic", steps=3),
+    }

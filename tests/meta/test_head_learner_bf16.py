@@ -1,21 +1,19 @@
 """The head learners under bf16 autocast (``metaloop train --precision bf16``): the backbone
 runs in bf16, the head solves in float32, and the meta-gradient stays close to float32's."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import metaloop as ml
-from metaloop.meta import R2D2, MetaOptNet, ProtoNet
 from metaloop.models import Conv4
 
-LEARNERS = {
-    "protonet": lambda net: ProtoNet(net),
-    "protonet-refined": lambda net: ProtoNet(net, refine=3),
-    "protonet-non-transductive": lambda net: ProtoNet(net, transductive=False),
-    "r2d2": lambda net: R2D2(net),
-    "metaoptnet-svm": lambda net: MetaOptNet(net, steps=3),
-    "metaoptnet-logistic": lambda net: MetaOptNet(net, head="logistic", steps=3),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import head_learners  # noqa: E402
+
+LEARNERS = head_learners()
 
 
 @pytest.fixture(scope="module")

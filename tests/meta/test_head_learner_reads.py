@@ -3,26 +3,23 @@ back to the host (proved on torch's ``meta`` device, where any read raises), com
 same meta-gradient as the checked step, and is what ``metaloop.train`` runs on
 ``DeviceTasks``' batches."""
 
+import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 import torch
 
 import metaloop as ml
-from metaloop.meta import R2D2, MetaOptNet, ProtoNet
+from metaloop.meta import ProtoNet
 from metaloop.models import Conv4
 from metaloop.tasks.batch import valid_by_construction, values_trusted
 from metaloop.tasks.device import DeviceTasks
 
-LEARNERS = {
-    "protonet": lambda net: ProtoNet(net),
-    "protonet-refined": lambda net: ProtoNet(net, refine=3),
-    "protonet-non-transductive": lambda net: ProtoNet(net, transductive=False),
-    "r2d2": lambda net: R2D2(net),
-    "r2d2-non-transductive": lambda net: R2D2(net, transductive=False),
-    "metaoptnet-svm": lambda net: MetaOptNet(net, steps=3),
-    "metaoptnet-logistic": lambda net: MetaOptNet(net, head="logistic", steps=3),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import head_learners  # noqa: E402
+
+LEARNERS = head_learners()
 
 
 @pytest.fixture(scope="module")
