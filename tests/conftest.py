@@ -261,6 +261,25 @@ def refused(argv: list[str], capsys, tmp_path: Path, *words: str) -> str:
     return captured.err
 
 
+def edit_state(state_file: Path, change, *, as_older: bool = False) -> dict:
+    """Apply ``change`` to the dict in a checkpoint's ``state.json`` and write it back.
+
+    The file's own ``state_sha256`` is stamped again (sha256 of the canonical JSON, computed
+    here, not by metaloop), as a consistent writer of that state would; ``as_older=True``
+    removes it instead, as metaloop wrote checkpoints before it stored one."""
+    import hashlib
+    import json
+
+    state = json.loads(Path(state_file).read_text())
+    change(state)
+    state.pop("state_sha256", None)
+    if not as_older:
+        text = json.dumps(state, sort_keys=True, separators=(",", ":"))
+        state["state_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    Path(state_file).write_text(json.dumps(state))
+    return state
+
+
 def copy_run(run: Path, dest: Path) -> Path:
     """A copy of the run folder ``run`` at ``dest`` (returned), for a test that changes it."""
     shutil.copytree(run, dest)

@@ -16,7 +16,7 @@ from metaloop.recipes.evaluation import evaluate_run
 from metaloop.train.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import copy_run, train_run, write_image_folder  # noqa: E402
+from conftest import copy_run, edit_state, train_run, write_image_folder  # noqa: E402
 
 SINUSOID = ('[family]\nname = "sinusoid"\nshots = 5\nqueries = 5\n[method]\nname = "maml"\n'
             'learn_inner_lr = true\n[train]\niterations = 4\nmeta_batch = 2\n'
@@ -89,9 +89,7 @@ def test_no_run_is_a_named_error(tmp_path, make, message):
 def test_tensors_that_do_not_fit_the_config_are_named(sinusoid_run, tmp_path):
     run = copy_run(sinusoid_run, tmp_path / "r")
     state_path = next(run.glob("ckpt-00000004/state.json"))
-    state = json.loads(state_path.read_text())
-    state["config"]["model"]["hidden"] = [41, 40]
-    state_path.write_text(json.dumps(state))
+    edit_state(state_path, lambda s: s["config"]["model"].update(hidden=[41, 40]))
     with pytest.raises(ValueError, match="has shape .* expects"):
         ml.load_run(run)
 

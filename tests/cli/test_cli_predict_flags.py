@@ -16,7 +16,7 @@ from metaloop.recipes.predict import classify_folders, tsv_line
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import drawing, refused  # noqa: E402
+from conftest import drawing, edit_state, refused  # noqa: E402
 
 
 def _folders(root, classes=("a", "b", "c"), queries=None):
@@ -36,9 +36,7 @@ def _with_family(run, dest, **changes):
     import shutil
     shutil.copytree(run, dest)
     ckpt = next(Path(dest).glob("ckpt-*"))
-    state = json.loads((ckpt / "state.json").read_text())
-    state["config"]["family"].update(changes)
-    (ckpt / "state.json").write_text(json.dumps(state))
+    edit_state(ckpt / "state.json", lambda s: s["config"]["family"].update(changes))
     return str(dest)
 
 

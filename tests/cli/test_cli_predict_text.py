@@ -21,7 +21,7 @@ from metaloop.recipes.predict import classify_texts
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import refused  # noqa: E402
+from conftest import edit_state, refused  # noqa: E402
 
 pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 
@@ -242,10 +242,9 @@ def test_a_text_ensemble_member_must_share_the_encoder(runs, tmp_path, encoder, 
     other = tmp_path / "other"
     shutil.copytree(run, other)
     ckpt = next(other.glob("ckpt-*"))
-    state = json.loads((ckpt / "state.json").read_text())
-    state["config"]["family"]["encoder"] = encoder + "-copy"
+    edit_state(ckpt / "state.json",
+               lambda s: s["config"]["family"].update(encoder=encoder + "-copy"))
     shutil.copytree(encoder, encoder + "-copy", dirs_exist_ok=True)
-    (ckpt / "state.json").write_text(json.dumps(state))
     support = _table(tmp_path / "s.csv", ("plant", "person"), 2)
     _queries(tmp_path / "q.txt")
     _refused(["predict", "--checkpoint", run, str(other), "--support", str(support),

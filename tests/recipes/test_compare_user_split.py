@@ -13,7 +13,7 @@ from metaloop.recipes import compare
 from metaloop.train.checkpoint import latest_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import write_image_folder  # noqa: E402
+from conftest import edit_state, write_image_folder  # noqa: E402
 
 METHODS = ["scratch", "maml", "r2d2"]
 
@@ -70,10 +70,8 @@ def test_a_comparison_without_a_stored_split_is_refused_on_resume(tmp_path, caps
     assert _compare(tmp_path, root) == 0
     for m in METHODS:                                   # as a comparison wrote them before
         sfile = latest_checkpoint(tmp_path / "out" / "runs" / m) / "state.json"
-        state = json.loads(sfile.read_text())
-        for k in ("train", "val", "test"):
-            state["config"]["family"][f"{k}_classes"] = []
-        sfile.write_text(json.dumps(state))
+        edit_state(sfile, lambda s: s["config"]["family"].update(
+            {f"{k}_classes": [] for k in ("train", "val", "test")}), as_older=True)
     _add_class(root, tmp_path)
     capsys.readouterr()
     assert _compare(tmp_path, root, "--resume") == 2

@@ -19,7 +19,9 @@ from metaloop.train.checkpoint import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _cli import write_config  # noqa: E402
+from conftest import edit_state  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +35,15 @@ def trained(tmp_path_factory):
 
 
 def _state(ck: Path, change) -> None:
+    """Change the state and stamp its new state_sha256, as a consistent but wrong writer."""
+    edit_state(ck / "state.json", change)
+
+
+def _edited(ck: Path, change) -> None:
+    """Change a value in state.json by hand, leaving its state_sha256 as it was."""
     s = json.loads((ck / "state.json").read_text())
     change(s)
-    (ck / "state.json").write_text(json.dumps(s))
+    (ck / "state.json").write_text(json.dumps(s, indent=1))
 
 
 def _tensors(ck: Path, change) -> None:
@@ -76,6 +84,14 @@ DAMAGES = {
                           "is corrupt: its state.json lacks ['rng']"),
     "state without config": (lambda run, ck: _state(ck, lambda s: s.pop("config")),
                              "the checkpoint is corrupt: its state.json holds no config"),
+    "state value edited": (lambda run, ck: _edited(ck, lambda s: s.update(iteration=1)),
+                           "state.json is corrupt or was edited: its contents' sha256 is"),
+    "state rng digit flipped": (
+        lambda run, ck: _edited(ck, lambda s: s["rng"]["python"][1].__setitem__(
+            0, s["rng"]["python"][1][0] ^ 1)),
+        "state.json is corrupt or was edited"),
+    "state digest damaged": (lambda run, ck: _edited(ck, lambda s: s.update(state_sha256="0")),
+                             "its state_sha256 says 0 (restore the file"),
     "tensors not safetensors": (
         lambda run, ck: ((ck / "tensors.safetensors").write_bytes(b"x" * 20), _rewrite_sha(ck)),
         "tensors.safetensors is corrupt: not a safetensors file"),
@@ -222,3 +238,30 @@ def test_a_non_finite_stop_says_which_checkpoint_is_kept(tmp_path, at, says):
     assert str(e.value) == f"non-finite meta-loss/gradient at iteration {at} (loss nan)" \
         + says.format(out=out)
     assert (latest_checkpoint(out) is None) == (at == 1)
+
+
+def test_state_json_stores_the_sha256_of_its_own_canonical_json(tmp_path):
+    """The stored digest is sha256 of the state's sorted, space-free JSON without itself
+    (computed here with hashlib); tuples, non-string keys and non-finite floats read back
+    to the same digest, and a checkpoint written before the digest existed still loads."""
+    import hashlib
+
+    from metaloop.train.checkpoint import save_checkpoint
+
+    state = {"config": {"b": (1, 2), 3: "three", "a": [0.1, float("inf")]}, "cpu_seconds": 1.5}
+    ck = save_checkpoint(tmp_path / "run", 7, {"w": torch.ones(2)}, state)
+    stored = json.loads((ck / "state.json").read_text())
+    body = {k: v for k, v in stored.items() if k != "state_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    assert stored["state_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    tensors, loaded = load_checkpoint(tmp_path / "run")
+    assert loaded["iteration"] == 7 and loaded["config"]["b"] == [1, 2]
+    assert loaded["config"]["3"] == "three" and loaded["config"]["a"][1] == float("inf")
+    assert torch.equal(tensors["w"], torch.ones(2))
+
+    edit_state(ck / "state.json", lambda s: None, as_older=True)     # as written before
+    assert "state_sha256" not in load_checkpoint(tmp_path / "run")[1]
+    stored["cpu_seconds"] = 2.5                        # an edit that keeps the old digest
+    (ck / "state.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="state.json is corrupt or was edited"):
+        load_checkpoint(tmp_path / "run")

@@ -5,7 +5,8 @@ Layout of a run directory::
     DIR/LATEST                      name of the newest complete checkpoint (atomically replaced)
     DIR/ckpt-00001000/tensors.safetensors
     DIR/ckpt-00001000/state.json    format version, iteration, config, optimizer groups,
-                                    python/numpy RNG states, sha256 of tensors.safetensors
+                                    python/numpy RNG states, sha256 of tensors.safetensors,
+                                    and the sha256 of its own contents (``state_sha256``)
 
 A checkpoint directory is written completely and fsynced before LATEST points at it, so a crash
 mid-write (even SIGKILL or power loss) leaves the previous checkpoint intact; the temporary
@@ -63,6 +64,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def state_digest(state: dict) -> str:
+    """sha256 of a checkpoint state's canonical JSON (keys sorted, no spaces), leaving out its
+    own ``state_sha256`` entry: what ``save_checkpoint`` stores and ``load_checkpoint``
+    checks, so that a changed value in ``state.json`` (a flipped digit in an RNG state, an
+    iteration count edited by hand) is named instead of resumed from."""
+    body = {k: v for k, v in state.items() if k != "state_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tensor],
                     state: dict, keep: int = 2) -> Path:
     """Write checkpoint ``ckpt-<iteration>`` and point LATEST at it; keep the newest ``keep``.
@@ -82,6 +93,8 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tfile))
         meta = {"format_version": FORMAT_VERSION, "iteration": iteration,
                 "tensors_sha256": sha256_file(tfile), **state}
+        meta = json.loads(json.dumps(meta))        # as it will be read back: tuples as lists,
+        meta["state_sha256"] = state_digest(meta)  # keys as strings, sorted as strings
         (tmp / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -144,9 +157,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     Raises:
         FileNotFoundError: no checkpoint there, or LATEST names a directory that is not a
             complete checkpoint (names the path).
-        ValueError: a corrupt LATEST, a truncated or corrupt file (checksum mismatch, a
-            ``state.json`` that is not a JSON object with an integer iteration, a tensors
-            file that is not safetensors), or an unknown format.
+        ValueError: a corrupt LATEST, a truncated or corrupt file (a ``state.json`` that is
+            not a JSON object with an integer iteration, or whose contents no longer match
+            its ``state_sha256``; a tensors file that does not match its sha256 or is not
+            safetensors), or an unknown format. A ``state.json`` without ``state_sha256``
+            (written by metaloop before it stored one) is read unchecked.
     """
     path = Path(path)
     via = None
@@ -170,6 +185,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"checkpoint {path} has format version {state.get('format_version')}"
                          f", this metaloop reads {FORMAT_VERSION}")
+    if "state_sha256" in state and state["state_sha256"] != state_digest(state):
+        raise ValueError(f"checkpoint {sfile} is corrupt or was edited: its contents' sha256 "
+                         f"is {state_digest(state)}, its state_sha256 says "
+                         f"{state['state_sha256']} (restore the file; if it was changed on "
+                         f"purpose, delete its state_sha256 entry)")
     if not isinstance(state.get("iteration"), int):
         raise ValueError(f"checkpoint {sfile} is corrupt: no integer 'iteration'")
     actual = sha256_file(tfile)
