@@ -70,7 +70,7 @@ def state_digest(state: dict) -> str:
     checks, so that a changed value in ``state.json`` (a flipped digit in an RNG state, an
     iteration count edited by hand) is named instead of resumed from."""
     body = {k: v for k, v in state.items() if k != "state_sha256"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -185,9 +185,10 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"checkpoint {path} has format version {state.get('format_version')}"
                          f", this metaloop reads {FORMAT_VERSION}")
-    if "state_sha256" in state and state["state_sha256"] != state_digest(state):
+    digest = state_digest(state) if "state_sha256" in state else None
+    if digest is not None and digest != state["state_sha256"]:
         raise ValueError(f"checkpoint {sfile} is corrupt or was edited: its contents' sha256 "
-                         f"is {state_digest(state)}, its state_sha256 says "
+                         f"is {digest}, its state_sha256 says "
                          f"{state['state_sha256']} (restore the file; if it was changed on "
                          f"purpose, delete its state_sha256 entry)")
     if not isinstance(state.get("iteration"), int):
