@@ -91,7 +91,12 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # Reptile with inner Adam: "task" (fresh moments per task) or "shared" (one
                # Adam state runs on through meta-training and starts every test task, as
                # Nichol et al.'s code)
-               "adam_state": (str, "task")},
+               "adam_state": (str, "task"),
+               # protonet: soft k-means rounds that refine each training task's prototypes
+               # with its queries inside the meta-loss (0 = off), the assignment's
+               # temperature and the query set's weight; testing refines as eval.refine says
+               "refine": (int, 0), "refine_temperature": ((int, float), 0.5),
+               "refine_weight": ((int, float), 2.0)},
     "train": {"iterations": (int, 1000), "meta_batch": (int, 25), "lr": ((int, float), 1e-3),
               "seed": (int, 0), "val_every": (int, 0), "val_tasks": (int, 100),
               "checkpoint_every": (int, 1000), "dtype": (str, "float32"),
@@ -148,7 +153,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              # for reptile, r2d2, metaoptnet and protonet
              "scoring": (str, "as-trained"),
              # protonet: soft k-means rounds that refine each task's prototypes with its
-             # unlabelled queries before scoring them (transductive; 0 = off), the
+             # unlabelled queries before scoring them (transductive; 0 = off, also for a
+             # run trained with method.refine), the
              # temperature of the queries' assignment to classes, the query set's
              # weight against the support set's, and whether an ensemble's members share
              # one assignment (their averaged class probabilities)
@@ -341,7 +347,8 @@ def check_combinations(cfg: dict) -> None:
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
                      ("train", "log_every"),
                      ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),
-                     ("eval", "support_shift"), ("eval", "query_shift"), ("eval", "refine")):
+                     ("eval", "support_shift"), ("eval", "query_shift"), ("eval", "refine"),
+                     ("method", "refine")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
     if any(s < 0 for s in ev["steps"]):
@@ -433,9 +440,19 @@ def check_combinations(cfg: dict) -> None:
     if ev["scoring"] != "as-trained" and me["name"] not in NON_TRANSDUCTIVE:
         raise ValueError(f"config eval.scoring = {ev['scoring']!r} applies to "
                          f"{', '.join(sorted(NON_TRANSDUCTIVE))}, not {me['name']!r}")
-    for key in ("refine_temperature", "refine_weight"):
-        if not (math.isfinite(ev[key]) and ev[key] > 0):
-            raise ValueError(f"config eval.{key} must be a finite number > 0, got {ev[key]!r}")
+    for sec, key in ((s, k) for s in ("eval", "method")
+                     for k in ("refine_temperature", "refine_weight")):
+        if not (math.isfinite(cfg[sec][key]) and cfg[sec][key] > 0):
+            raise ValueError(f"config {sec}.{key} must be a finite number > 0, got "
+                             f"{cfg[sec][key]!r}")
+    if me["refine"] and me["name"] != "protonet":
+        raise ValueError(f"config method.refine = {me['refine']} trains with prototypes refined "
+                         f"by the queries, which only method.name = 'protonet' has, not "
+                         f"{me['name']!r}")
+    if me["refine"] and not me["transductive"]:
+        raise ValueError(f"config method.refine = {me['refine']} refines the prototypes with "
+                         f"all of a task's queries, but method.transductive = false scores each "
+                         f"query on its own; drop one")
     if ev["refine"] and me["name"] != "protonet":
         raise ValueError(f"config eval.refine = {ev['refine']} refines prototypes, which only "
                          f"method.name = 'protonet' has, not {me['name']!r}")

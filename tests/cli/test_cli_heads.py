@@ -368,6 +368,36 @@ def test_eval_refine_is_recorded_printed_restored_and_bad_input_named(tmp_path, 
            "not 'r2d2'" in capsys.readouterr().err
 
 
+def test_a_run_trained_with_refined_prototypes_is_scored_as_eval_says(tmp_path, omniglot_root,
+                                                                      capsys):
+    cfg = _small(tmp_path, omniglot_root, "protonet")
+    cfg.write_text(cfg.read_text().replace('name = "protonet"\n',
+                                           'name = "protonet"\nrefine = 3\n'))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    assert load_run(run).learner.refine == 3
+    label = ("transductive, prototypes refined with the queries (3 soft k-means steps, "
+             "temperature 0.5, query weight 2)")
+    for flags, scored in ((["--refine", "3"], label),
+                          (["--refine", "5"], label.replace("3 soft", "5 soft")),
+                          ([], "transductive"),
+                          (["--scoring", "non-transductive"], "non-transductive")):
+        capsys.readouterr()
+        rec = tmp_path / "results" / f"r{'_'.join(flags)}.json"
+        assert main(["eval", "--checkpoint", str(run), "--tasks", "4", *flags,
+                     "--record", str(rec), "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        assert ("refined" in out) == ("refined" in scored)
+        assert scored == "transductive" or f"queries scored {scored}" in out
+        assert json.loads(rec.read_text()).get("evaluation", "transductive") == scored
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace("refine = 3\n", "refine = 3\ntransductive = false\n"))
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "bad"),
+                 "--no-progress"]) == 2
+    assert "method.transductive = false scores each query on its own; drop one" in \
+        capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_eval_refine_jointly_is_recorded_and_bad_input_named(tmp_path, omniglot_root, capsys):
     cfg = _small(tmp_path, omniglot_root, "protonet")
     runs = [tmp_path / "run0", tmp_path / "run1"]

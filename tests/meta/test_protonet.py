@@ -272,3 +272,55 @@ def test_refine_errors_name_the_problem():
     r2d2 = ml.meta.R2D2(Conv4(1, 4, WAYS, image_size=16))
     with pytest.raises(ValueError, match="RidgeSolver has no prototypes to refine"):
         r2d2.refine = 3
+
+
+def test_config_method_refine_trains_with_refined_prototypes():
+    """method.refine builds a ProtoNet whose meta-loss refines the prototypes (train as you
+    test): its meta-gradient is the reference's with the same rounds, temperature and weight;
+    evaluation refines as eval.refine says (0: the plain prototypes), then restores it."""
+    from metaloop.recipes.evaluation import refining, scoring
+    cfg = _config.validate({"family": {"name": "omniglot", "ways": WAYS},
+                            "model": {"name": "conv4", "channels": 4},
+                            "method": {"name": "protonet", "refine": 3,
+                                       "refine_temperature": 0.7, "refine_weight": 2.5}})
+    _config.check_combinations(cfg)
+    family = SimpleNamespace(kind="classification", ways=WAYS, num_classes=WAYS,
+                             image_shape=(1, 16, 16))
+    learner = _build.build_learner(cfg, family)
+    assert (learner.refine, learner.refine_temperature, learner.refine_weight) == (3, 0.7, 2.5)
+    learner.model.double()
+    batch = make_batch()
+    ref = shared.reference_grad(reference_loss, learner.model, batch, refine=3, temperature=0.7,
+                                weight=2.5)
+    shared.assert_close_rel(learner.meta_gradient(batch), ref, rtol=1e-8)
+    with refining(learner, 0), scoring(learner, "as-trained"):
+        assert (learner.refine, learner.evaluation) == (0, "transductive")
+    with refining(learner, 5):
+        assert learner.refine == 5
+    with refining(learner, 0), scoring(learner, "non-transductive"):
+        assert (learner.refine, learner.transductive) == (0, False)
+        assert learner.evaluation == "non-transductive"
+    assert (learner.refine, learner.transductive) == (3, True)
+    r2d2 = ml.meta.R2D2(Conv4(1, 4, WAYS, image_size=16))
+    with refining(r2d2, 0):                                         # nothing to switch off
+        assert not hasattr(r2d2, "_refine") or r2d2.refine == 0
+
+
+@pytest.mark.parametrize("method,message", [
+    ({"name": "r2d2", "refine": 2}, "method.refine = 2 trains with prototypes refined by the "
+                                    "queries, which only method.name = 'protonet' has, not "
+                                    "'r2d2'"),
+    ({"name": "protonet", "refine": 2, "transductive": False},
+     "method.refine = 2 refines the prototypes with all of a task's queries, but "
+     "method.transductive = false scores each query on its own"),
+    ({"name": "protonet", "refine": -1}, "config method.refine must be >= 0, got -1"),
+    ({"name": "protonet", "refine": 2, "refine_weight": 0},
+     "config method.refine_weight must be a finite number > 0, got 0"),
+    ({"name": "protonet", "refine": 2, "refine_temperature": float("inf")},
+     "config method.refine_temperature must be a finite number > 0, got inf"),
+])
+def test_config_method_refine_bad_input_is_named(method, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _config.check_combinations(_config.validate({"family": {"name": "omniglot"},
+                                                     "model": {"name": "conv4"},
+                                                     "method": method}))

@@ -48,7 +48,9 @@ EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "drawers", "s
 def scoring(learner, how: str):
     """Score queries ``how`` while active: ``"as-trained"`` (no change), ``"transductive"``
     or ``"non-transductive"`` (``eval.scoring``), for the learner or every member of an
-    ``Ensemble``; each learner's own mode is restored afterwards.
+    ``Ensemble``; each learner's own mode is restored afterwards. Non-transductive scoring
+    also leaves out a refinement the learner was trained with (``method.refine``), which
+    would score a task's queries together.
 
     Raises:
         ValueError: an unknown ``how``, or a learner that cannot change how it scores
@@ -65,7 +67,9 @@ def scoring(learner, how: str):
             raise ValueError(f"eval.scoring = {how!r}: {type(m).__name__} always scores a "
                              f"task's queries together; reptile, r2d2, metaoptnet and "
                              f"protonet can score them either way")
-    with _set_on(members, transductive=how == "transductive"):
+    off = {"refine": 0} if how == "non-transductive" else {}
+    with _set_on([m for m in members if hasattr(m, "refine")] if off else [], **off), \
+            _set_on(members, transductive=how == "transductive"):
         yield
 
 
@@ -75,18 +79,21 @@ def refining(learner, steps: int, temperature: float = REFINE_TEMPERATURE,
     """Refine the prototypes with each task's queries while active (``eval.refine``): ``steps``
     soft k-means rounds at ``temperature``, the queries weighing ``weight`` times the support
     set (``metaloop.adapt.refine_prototypes``), for the learner or every member of an
-    ``Ensemble``; each learner's own setting is restored afterwards. ``steps = 0`` changes
-    nothing. ``jointly`` (``eval.refine_jointly``): an ensemble's members share one
-    assignment of the queries (``Ensemble.refine_jointly``); a single learner is unaffected.
+    ``Ensemble``; each learner's own setting is restored afterwards. ``steps = 0`` scores
+    the plain prototypes, also those of a run trained with refined ones (``method.refine``),
+    and leaves learners without prototypes alone. Enter it after ``scoring``. ``jointly``
+    (``eval.refine_jointly``): an ensemble's members share one assignment of the queries
+    (``Ensemble.refine_jointly``); a single learner is unaffected.
 
     Raises:
         ValueError: a learner without prototypes (only ProtoNet has them) or one that scores
             each query on its own (named).
     """
-    if not steps:
-        yield
-        return
     members = _members(learner)
+    if not steps:
+        with _set_on([m for m in members if hasattr(m, "refine")], refine=0):
+            yield
+        return
     for m in members:
         if not hasattr(m, "refine"):
             raise ValueError(f"eval.refine = {steps}: {type(m).__name__} has no prototypes to "
