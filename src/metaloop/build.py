@@ -43,6 +43,7 @@ def build_family(fcfg: dict, split: str | None = None, shots: int = 0, queries: 
                               queries=queries, image_size=fcfg["image_size"],
                               within_alphabet=fcfg.get("within_alphabet", 0.0),
                               rotations=fcfg.get("rotations", False),
+                              reflections=fcfg.get("reflections", False),
                               drawers=fcfg.get("drawers", "any"))
     classes = range(0, 5) if split == "train" else range(5, 10)
     return tasks.FashionMNIST(root, classes=classes, ways=fcfg["ways"], shots=shots,
@@ -351,11 +352,12 @@ def _build_head_learner(name: str, mc: dict, family, model):
 def eval_family(cfg: dict, train_family):
     """The held-out family: [eval] split, ways, shots and queries (0 = same as training);
     Omniglot tasks within one alphabet if ``eval.within_alphabet``, drawn by
-    ``eval.drawers``, never rotated."""
+    ``eval.drawers``, never rotated or mirrored."""
     ec = cfg["eval"]
     within = 1.0 if ec.get("within_alphabet", False) else 0.0
     return build_family({**cfg["family"], "ways": ec["ways"] or cfg["family"]["ways"],
                          "within_alphabet": within, "rotations": False,
+                         "reflections": False,
                          "drawers": ec.get("drawers", "any")},
                         split=ec["split"], shots=ec["shots"], queries=ec["queries"])
 

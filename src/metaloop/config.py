@@ -33,9 +33,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                "ways": (int, 5), "root": (str, ""), "image_size": (int, 28),
                "split": (str, "train"),
                # omniglot: fraction of training tasks whose classes share one alphabet (the
-               # original one-shot challenge's tasks), and rotations as extra classes (Lake
-               # splits only)
+               # original one-shot challenge's tasks), rotations as extra classes (Lake
+               # splits only), and mirror images as extra classes (any split)
                "within_alphabet": ((int, float), 0.0), "rotations": (bool, False),
+               "reflections": (bool, False),
                # omniglot: "any" drawer for each drawing, or "shared": every class of a task
                # by the same drawers (support by one, queries by another: the official runs)
                "drawers": (str, "any"),
@@ -314,10 +315,11 @@ def check_combinations(cfg: dict) -> None:
         for where, value in (("family.drawers", f["drawers"]), ("eval.drawers", ev["drawers"])):
             _one_of(where, value, ("any", "shared"))
         _check_within_alphabet(f, ev)
-    elif f["within_alphabet"] or f["rotations"] or ev["within_alphabet"] \
-            or f["drawers"] != "any" or ev["drawers"] != "any":
-        raise ValueError(f"config family.within_alphabet, family.rotations, family.drawers, "
-                         f"eval.within_alphabet and eval.drawers apply to omniglot, not "
+    elif f["within_alphabet"] or f["rotations"] or f["reflections"] \
+            or ev["within_alphabet"] or f["drawers"] != "any" or ev["drawers"] != "any":
+        raise ValueError(f"config family.within_alphabet, family.rotations, "
+                         f"family.reflections, family.drawers, eval.within_alphabet and "
+                         f"eval.drawers apply to omniglot, not "
                          f"family.name = {f['name']!r}")
     positive = [("family", k) for k in ("shots", "queries", "ways", "image_size")] + \
         [("model", "channels"), ("method", "inner_steps"), ("eval", "tasks")] + \
@@ -525,7 +527,7 @@ _READERS: tuple = (
      "family", "the sinusoid family draws its own functions"),
     ("family", ("image_size",), lambda c: c["family"]["name"] in ("omniglot", "folder"),
      "family", "only omniglot and folder images are resized"),
-    ("family", ("within_alphabet", "rotations", "drawers"),
+    ("family", ("within_alphabet", "rotations", "reflections", "drawers"),
      lambda c: c["family"]["name"] == "omniglot", "family", "an Omniglot key"),
     ("family", ("class_depth", "channels", "invert", "skip_corrupt"),
      lambda c: c["family"]["name"] == "folder", "family", "an image-folder key"),
@@ -665,7 +667,8 @@ def _check_user_family(f: dict, ev: dict) -> None:
 
 
 def _check_within_alphabet(f: dict, ev: dict) -> None:
-    """Omniglot's within-alphabet rate, rotations and the ways an alphabet can supply."""
+    """Omniglot's within-alphabet rate, rotations and the ways an alphabet can supply (with
+    its rotations and mirror images in training)."""
     if not 0 <= f["within_alphabet"] <= 1:
         raise ValueError(f"config family.within_alphabet must be a rate in [0, 1], got "
                          f"{f['within_alphabet']!r}")
@@ -676,8 +679,9 @@ def _check_within_alphabet(f: dict, ev: dict) -> None:
     for key, on, split, ways in (
             ("family.within_alphabet", f["within_alphabet"] > 0, f["split"], f["ways"]),
             ("eval.within_alphabet", ev["within_alphabet"], ev["split"], ev["ways"] or f["ways"])):
-        rot = 4 if key.startswith("family") and f["rotations"] else 1
-        most = OMNIGLOT_LARGEST_ALPHABET[split] * rot
+        train = key.startswith("family")
+        copies = (4 if train and f["rotations"] else 1) * (2 if train and f["reflections"] else 1)
+        most = OMNIGLOT_LARGEST_ALPHABET[split] * copies
         if on and ways > most:
             raise ValueError(f"impossible config: {key} needs {ways} characters of one "
                              f"alphabet, but the largest alphabet of split {split!r} has {most}")

@@ -52,6 +52,7 @@ def test_eval_within_alphabet_reports_the_error_rate(run, tmp_path, capsys):
     cfg = _config.validate(res["config"])
     fam = _build.eval_family(cfg, None)
     assert fam.split == "evaluation" and fam.within_alphabet == 1.0 and not fam.rotations
+    assert not fam.reflections
     batch = next(heldout_tasks(fam, 20, cfg["eval"]["seed"]))
     a = fam.class_alphabet[batch.classes]
     assert (a == a[:, :1]).all()
@@ -150,6 +151,10 @@ def test_bad_seed_and_mismatched_ensembles_exit_2(run, tmp_path, capsys):
      "eval.within_alphabet needs 48 characters of one alphabet, but the largest alphabet of "
      "split 'evaluation' has 47"),
     ({"eval": {"drawers": "one"}}, "eval.drawers = 'one' is not one of ['any', 'shared']"),
+    ({"family": {"within_alphabet": 1.0, "ways": 417, "rotations": True,
+                 "reflections": True}},
+     "family.within_alphabet needs 417 characters of one alphabet, but the largest alphabet "
+     "of split 'background_train' has 416"),
 ])
 def test_bad_challenge_configs_exit_2_and_write_nothing(omniglot_root, tmp_path, capsys,
                                                         change, message):

@@ -194,6 +194,28 @@ def test_rotations_give_four_times_the_classes(omniglot_root):
     assert int(y.max()) < 4 * c
 
 
+def test_reflections_add_each_class_mirrored(omniglot_root):
+    plain = Omniglot(omniglot_root, split="evaluation", ways=5)
+    both = Omniglot(omniglot_root, split="evaluation", ways=5, rotations=True, reflections=True,
+                    within_alphabet=True)
+    c = plain.num_classes
+    assert both.num_classes == 8 * c and len(both.class_names) == 8 * c
+    assert "reflections=True" in repr(both) and both.reflections
+    # class 4C + r * C + k is class k turned 90 r degrees, then flipped left to right
+    for r in range(4):
+        want = torch.rot90(plain.images[3], r, dims=(-2, -1)).flip(-1)
+        assert torch.equal(both.images[4 * c + r * c + 3], want)
+    assert both.class_names[4 * c + 3] == plain.class_names[3] + "/rot000/mirror"
+    mirrored = Omniglot(omniglot_root, split="background_val", ways=5, reflections=True)
+    assert mirrored.num_classes == 2 * 189 and mirrored.class_names[189].endswith("/mirror")
+    classes, _ = both.sample_indices(200, _gen(0))
+    a = both.class_alphabet[classes]
+    assert (a == a[:, :1]).all()               # mirror images belong to their alphabet
+    assert int(classes.max()) >= 4 * c         # mirrored classes are drawn
+    vinyals = Omniglot(omniglot_root, split="val", ways=5, reflections=True)
+    assert vinyals.num_classes == 2 * 688
+
+
 def test_held_out_background_alphabets(omniglot_root):
     tr = Omniglot(omniglot_root, split="background_train", ways=20, within_alphabet=1.0)
     va = Omniglot(omniglot_root, split="background_val", ways=20, within_alphabet=1.0)
@@ -217,6 +239,7 @@ def test_held_out_background_alphabets(omniglot_root):
      "largest has 55\\)"),
     ({"rotations": True, "split": "train"}, "rotations=True applies to the Lake splits"),
     ({"rotations": 1}, "rotations must be a bool"),
+    ({"reflections": "yes"}, "reflections must be a bool, got 'yes'"),
     ({"drawers": "same"}, "drawers must be one of \\['any', 'shared'\\], got 'same'"),
 ])
 def test_challenge_validation(omniglot_root, kwargs, match):

@@ -120,6 +120,7 @@ def test_with_shots_shares_the_store_and_bad_input_is_named(omniglot):
 
 
 CHALLENGE = [{"within_alphabet": 1.0}, {"within_alphabet": 0.5, "rotations": True},
+             {"within_alphabet": 0.5, "reflections": True},
              {"drawers": "shared"}, {"within_alphabet": 0.5, "drawers": "shared"}]
 
 

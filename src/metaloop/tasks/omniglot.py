@@ -208,8 +208,9 @@ class Omniglot:
     The original one-shot challenge (Lake et al. 2015) is 20-way 1-shot with all 20
     characters of a task from one alphabet: ``within_alphabet=True`` on the ``"evaluation"``
     split. For training, ``within_alphabet`` is a rate, so that a meta-batch can mix
-    within-alphabet and random tasks, and ``rotations=True`` adds each character's rotations
-    by 90, 180 and 270 degrees as three more classes (of the same alphabet).
+    within-alphabet and random tasks, ``rotations=True`` adds each character's rotations
+    by 90, 180 and 270 degrees as three more classes (of the same alphabet), and
+    ``reflections=True`` its mirror image (left to right) as one more.
 
     Args:
         root: data folder, or None for the default search (see
@@ -229,6 +230,9 @@ class Omniglot:
             270 degrees counter-clockwise as classes, ``4 C`` in all; class ``r * C + c`` is
             class c rotated by ``90 r`` degrees (named ``.../rotXXX``). The Vinyals splits
             have them already.
+        reflections: add each class's mirror image (flipped left to right) as another class
+            of the same alphabet, ``2 C`` in all (after the rotations, if any); class ``C + c``
+            is class c mirrored (named ``.../mirror``). Any split.
         drawers: who drew a task's images. ``"any"`` (the default): each class's drawings
             are drawn on their own, so a task mixes drawers. ``"shared"``: each task draws
             ``shots + queries`` distinct drawer numbers (the ``DD`` of the official files'
@@ -248,7 +252,8 @@ class Omniglot:
     Raises:
         ValueError: non-positive counts, ``ways > num_classes``, ``shots + queries > 20``,
             ``within_alphabet`` outside [0, 1] or (when > 0) no alphabet with ``ways``
-            characters, ``rotations`` on a Vinyals split, an unknown ``drawers``.
+            characters, ``rotations`` on a Vinyals split, ``rotations`` or ``reflections``
+            not a bool, an unknown ``drawers``.
     """
 
     kind = "classification"
@@ -256,11 +261,12 @@ class Omniglot:
     def __init__(self, root=None, split: str = "train", ways: int = 5, shots: int = 1,
                  queries: int = 15, image_size: int = 28, download: bool = False,
                  within_alphabet: float | bool = 0.0, rotations: bool = False,
-                 drawers: str = "any"):
+                 drawers: str = "any", reflections: bool = False):
         check_positive_int("Omniglot", ways=ways, shots=shots, queries=queries)
         rate = _check_rate(within_alphabet)
-        if not isinstance(rotations, bool):
-            raise ValueError(f"Omniglot rotations must be a bool, got {rotations!r}")
+        for name, flag in (("rotations", rotations), ("reflections", reflections)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"Omniglot {name} must be a bool, got {flag!r}")
         if drawers not in DRAWERS:
             raise ValueError(f"Omniglot drawers must be one of {list(DRAWERS)}, got "
                              f"{drawers!r}")
@@ -271,10 +277,14 @@ class Omniglot:
         if rotations:
             images = torch.cat([rotate_ccw(images, deg) for deg in (0, 90, 180, 270)])
             names = [f"{n}/rot{deg:03d}" for deg in (0, 90, 180, 270) for n in names]
+        if reflections:
+            images = torch.cat([images, images.flip(-1)])             # [2C, 20, H, W]
+            names = names + [f"{n}/mirror" for n in names]
         c, d, h, w = images.shape
         self.split, self.image_size, self.class_names = split, image_size, names
         self.num_classes, self.image_shape = c, (1, h, w)
         self.within_alphabet, self.rotations, self.drawers = rate, rotations, drawers
+        self.reflections = reflections
         self._images = images.reshape(c * d, h, w)                   # [C*20, H, W] uint8
         self._table = torch.arange(c * d).view(c, d)                 # [C, 20]
         self.alphabets = sorted({alphabet_of(n) for n in names})
@@ -362,6 +372,7 @@ class Omniglot:
     def __repr__(self) -> str:
         extra = (f", within_alphabet={self.within_alphabet}" if self.within_alphabet else "") \
             + (", rotations=True" if self.rotations else "") \
+            + (", reflections=True" if self.reflections else "") \
             + (f", drawers={self.drawers!r}" if self.drawers != "any" else "")
         return (f"Omniglot(split={self.split!r}, ways={self.ways}, shots={self.shots}, "
                 f"queries={self.queries}, image_size={self.image_size}, "
