@@ -88,7 +88,10 @@ def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
         refine, refine_temperature, refine_weight: soft k-means rounds that refine the
             prototypes with a task's unlabelled queries before scoring them, the temperature
             of the assignment and the query set's weight against the support set's
-            (``metaloop.adapt.refine_prototypes``); 0 rounds: off.
+            (``metaloop.adapt.refine_prototypes``); 0 rounds: off. Set here, it applies in
+            meta-training (``meta_loss``, the gradient flowing through the rounds) as in
+            testing: a config's ``method.refine``. ``metaloop eval`` sets it for testing
+            from ``eval.refine``.
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
