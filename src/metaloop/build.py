@@ -330,7 +330,6 @@ def _build_head_learner(name: str, mc: dict, family, model):
     if mc["first_order"] or mc["recompute_inner_loop"] or mc["compile"]:
         raise ValueError(f"first_order, recompute_inner_loop and compile apply to maml and anil, "
                          f"not {name!r}")
-    from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
     from metaloop.meta.metaoptnet import MetaOptNet
     from metaloop.meta.protonet import ProtoNet
     from metaloop.meta.r2d2 import R2D2
@@ -342,9 +341,8 @@ def _build_head_learner(name: str, mc: dict, family, model):
     if name == "r2d2":
         return R2D2(model, **kw)
     if name == "protonet":                           # no ridge strength: lam is unused
-        return ProtoNet(model, refine=mc.get("refine", 0),
-                        refine_temperature=mc.get("refine_temperature", REFINE_TEMPERATURE),
-                        refine_weight=mc.get("refine_weight", REFINE_WEIGHT),
+        return ProtoNet(model, refine=mc["refine"], refine_temperature=mc["refine_temperature"],
+                        refine_weight=mc["refine_weight"],
                         **{k: v for k, v in kw.items() if k != "lam"})
     return MetaOptNet(model, head=mc["head"], steps=mc["inner_steps"], grad=mc["grad"], **kw)
 

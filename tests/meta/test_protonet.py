@@ -302,8 +302,8 @@ def test_config_method_refine_trains_with_refined_prototypes():
         assert learner.evaluation == "non-transductive"
     assert (learner.refine, learner.transductive) == (3, True)
     r2d2 = ml.meta.R2D2(Conv4(1, 4, WAYS, image_size=16))
-    with refining(r2d2, 0):                                         # nothing to switch off
-        assert not hasattr(r2d2, "_refine") or r2d2.refine == 0
+    with refining(r2d2, 0):                       # no prototypes: 0 rounds is not refused
+        assert r2d2.refine == 0
 
 
 @pytest.mark.parametrize("method,message", [
