@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from metaloop.cli.main import main
 
@@ -76,6 +76,29 @@ def test_a_tensor_file_with_another_image_size_and_test_fraction(npz, tmp_path):
         assert im.mode == "L"
 
 
+def test_colour_images_train_and_are_drawn_in_colour(tmp_path):
+    data = tmp_path / "discs"
+    for k, rgb in enumerate([(220, 30, 30), (30, 180, 40), (40, 60, 220)]):
+        (data / f"c{k}").mkdir(parents=True)
+        for i in range(10):
+            im = Image.new("RGB", (30 + i % 3, 30), (240, 240, 230))
+            ImageDraw.Draw(im).ellipse([4 + i % 4, 4, 25, 25], fill=rgb)
+            im.save(data / f"c{k}" / f"{i}.png")
+    out = tmp_path / "cvae"
+    assert _vae(data, out, "--model", "cvae", "--channels", "3", "--likelihood",
+                "cbernoulli", "--arch", "conv", "--epochs", "1", "--latent", "2", "--k", "2",
+                "--no-progress") == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["settings"]["channels"] == 3 and r["settings"]["binarize"] == "none"
+    for name in ("samples.png", "reconstructions.png", "interpolations.png", "classes.png"):
+        with Image.open(out / name) as im:
+            assert im.mode == "RGB", name
+    with Image.open(out / "reconstructions.png") as im:            # the test images' colours
+        px = np.asarray(im).reshape(-1, 3).astype(int)
+    assert ((px[:, 0] > 180) & (px[:, 1] < 80)).sum() > 50           # red discs shown red
+    assert ((px[:, 2] > 180) & (px[:, 0] < 80)).sum() > 50           # blue discs shown blue
+
+
 def _refused(capsys, out: Path, rc: int) -> str:
     assert rc == 2
     assert not out.exists()
@@ -87,6 +110,8 @@ def _refused(capsys, out: Path, rc: int) -> str:
                              "--data fashion-mnist is a built-in data set"),
     (["--invert", "never"], "--invert never would change nothing"),
     (["--test-fraction", "0.2"], "--test-fraction 0.2 would change nothing"),
+    (["--channels", "3"], "--channels 3 would change nothing in this run (--model vae): "
+                          "--data fashion-mnist is a built-in data set, grey 28x28 images"),
     (["--protocol", "iwae", "--test-fraction", "0.2"],
      "--test-fraction 0.2 would change nothing in this run (--protocol iwae)"),
 ])
@@ -159,6 +184,9 @@ def test_a_resumed_protocol_run_refuses_changed_data_or_split(tmp_path, capsys):
     # another split of the same images
     assert _vae(data, out, *run, "--resume", "--test-fraction", "0.2") == 2
     assert "trained with other settings: test_fraction=0.1 (now 0.2)" in capsys.readouterr().err
+    # the same images in colour
+    assert _vae(data, out, *run, "--resume", "--channels", "3") == 2
+    assert "trained with other settings: channels=1 (now 3)" in capsys.readouterr().err
     # changed images
     Image.new("L", (30, 30), 255).save(data / "cross" / "blank.png")
     assert _vae(data, out, *run, "--resume") == 2

@@ -122,6 +122,58 @@ def test_the_models_take_the_images(folder):
     assert model.sample(3, y=torch.tensor([0, 1, 2])).shape == (3, 1, 32, 32)
 
 
+def _colour_arrays(n: int = 12, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``[n, 3, size, size]`` light pages with a red, green or blue disc (its class)."""
+    yy, xx = np.mgrid[:size, :size]
+    x = np.full((n, 3, size, size), 235, dtype=np.uint8)
+    y = np.arange(n) % 3
+    for i in range(n):
+        r = 5 + i % 4
+        disc = (yy - size // 2) ** 2 + (xx - size // 2) ** 2 <= r * r
+        x[i][:, disc] = 30
+        x[i, y[i]][disc] = 220                        # the class's own channel stays bright
+    return x, y.astype(np.int64)
+
+
+def test_colour_images_keep_their_channels(folder, tmp_path):
+    x, y = _colour_arrays()
+    npz = tmp_path / "discs.npz"
+    np.savez(npz, x=x, y=y)
+    colour = gdata.read_user(npz, channels=3)
+    assert colour.images.dtype == torch.uint8 and colour.images.shape == (12, 3, 28, 28)
+    # 28x28 in colour, "auto" keeps colour images as they are: the pixels unchanged
+    assert torch.equal(colour.images, torch.from_numpy(x))
+    assert torch.equal(gdata.read_user(npz, channels=3, invert="always").images,
+                       255 - torch.from_numpy(x))
+    # grey: Pillow's L weights, then "auto" inverts the light pages
+    w = np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+    grey = 255 - np.round((x * w).sum(1, keepdims=True))
+    assert (gdata.read_user(npz).images.int() - torch.from_numpy(grey).int()).abs().max() <= 1
+    # a folder of grey drawings read in colour: three equal channels; with "always", the
+    # same pixels as the grey images that "auto" inverts
+    rgb = gdata.read_user(folder, channels=3, invert="always").images
+    assert rgb.shape == (60, 3, 28, 28)
+    assert torch.equal(rgb[:, 0], rgb[:, 1]) and torch.equal(rgb[:, 0], rgb[:, 2])
+    assert (rgb[:, :1].int() - gdata.read_user(folder).images.int()).abs().max() <= 1
+    kept = gdata.load_user(folder, "test", channels=3)
+    assert float(kept.images.float().mean()) > 0.6 * 255          # light pages, not inverted
+    assert gdata.user_data_hash(folder, channels=3) != gdata.user_data_hash(folder)
+
+
+def test_the_models_take_colour_images(tmp_path):
+    x, y = _colour_arrays()
+    npz = tmp_path / "discs.npz"
+    np.savez(npz, x=x, y=y)
+    tr = gdata.load_user(npz, "train", channels=3)
+    for arch in ("mlp", "conv"):
+        s = Settings(model="cvae", data=str(npz), latent=2, hidden=(8,), arch=arch,
+                     likelihood="gaussian", binarize="none", channels=3)
+        model = build_model("cvae", s, tr.images, tr.n_classes)
+        loss, _ = model.loss(gdata.to_unit(tr.images[:4]), tr.labels[:4])
+        assert torch.isfinite(loss)
+        assert model.sample(3, y=torch.tensor([0, 1, 2])).shape == (3, 3, 28, 28)
+
+
 def test_the_hash_follows_the_data(folder, npz, tmp_path):
     h = gdata.user_data_hash(folder)
     assert h == gdata.user_data_hash(folder) and len(h) == 64
@@ -176,6 +228,12 @@ def test_options_that_do_not_fit_the_data_are_named(folder):
         gdata.load_user(folder, "train", image_size=2)
     with pytest.raises(ValueError, match="invert must be one of"):
         gdata.load_user(folder, "train", invert="sometimes")
+    for bad in (2, 4, True, "3"):
+        with pytest.raises(ValueError, match=r"channels must be 1 \(grey\) or 3 \(RGB colour\)"):
+            gdata.load_user(folder, "train", channels=bad)
+    with pytest.raises(ValueError, match=r"channels=3 appl\(ies\) to your own images .* is "
+                                         r"grey 28x28 images"):
+        gdata.load("fashion-mnist", "train", channels=3)
     with pytest.raises(ValueError, match="unknown split 'val'"):
         gdata.load_user(folder, "val")
 

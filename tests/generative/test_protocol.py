@@ -203,12 +203,19 @@ def test_evaluation_and_its_record(images, x_test, tmp_path):
                    command="metaloop vae --protocol iwae --evaluate", device="CPU")
     assert rec["test_binarization_entropy"] == 63.27
     assert "63.27 nats of it at least are the binarisation's own entropy" in rec["note"]
-    assert rec["row"] == "VAE 784-200-200-50, IWAE protocol, omniglot-mixed"
+    assert rec["row"] == "VAE 784-16-16-3, IWAE protocol, omniglot-mixed"
     curve = P.curve_records(result, command="metaloop vae", device="CPU")
     assert {c["table"] for c in curve} == {"generative_iwae_curve"}
     bicubic = {**result, "settings": {**result["settings"], "resample": "bicubic"}}
     rec = P.record(bicubic, command="metaloop vae", device="CPU")
-    assert rec["row"] == "VAE 784-200-200-50, IWAE protocol, omniglot-mixed, bicubic downsampling"
+    assert rec["row"] == "VAE 784-16-16-3, IWAE protocol, omniglot-mixed, bicubic downsampling"
+    paper = {**result, "settings": {**result["settings"], "hidden": [200, 200], "latent": 50}}
+    assert P.record(paper, command="metaloop vae", device="CPU")["row"] == (
+        "VAE 784-200-200-50, IWAE protocol, omniglot-mixed")
+    colour = {**result, "settings": {**result["settings"], "data": "/data/photos",
+                                     "image_size": 32, "channels": 3}}
+    assert P.record(colour, command="metaloop vae", device="CPU")["row"] == (
+        "VAE 3072-16-16-3, IWAE protocol, /data/photos")
     curve = P.curve_records(bicubic, command="metaloop vae", device="CPU")
     assert {c["table"] for c in curve} == {"generative_iwae_curve_bicubic"}
 

@@ -10,6 +10,7 @@ Examples::
     metaloop --threads 1 vae --protocol iwae --data omniglot-mixed --out runs/iwae --resume
     metaloop vae --model cvae --data path/to/images --latent 16 --epochs 50 --out runs/mine
     metaloop vae --model vae --data my_images.npz --image-size 32 --arch conv
+    metaloop vae --model vae --data path/to/photos --channels 3 --likelihood cbernoulli
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ DESCRIPTION = """\
 Train an autoencoder (ae), a VAE (vae) or a conditional VAE (cvae) on Fashion-MNIST,
 Omniglot or your own images (--data PATH: an image folder root/<class>/<image>, whose class
 folders are the CVAE's classes, or a .npz/.pt file with x and y; converted to grey
---image-size squares, --test-fraction of each class held out as the test set with a fixed
-seed), binarised (on the grey values with --likelihood gaussian or cbernoulli), and write
+--image-size squares, or kept in colour with --channels 3, --test-fraction of each class
+held out as the test set with a fixed seed), binarised (on the pixel values as they are with
+--likelihood gaussian or cbernoulli), and write
 results.json (test ELBO, reconstruction, KL, IWAE NLL
 with k importance samples, settings), metrics.jsonl and PNGs (samples, reconstructions,
 interpolations; AE: samples from a Gaussian fitted to its codes; CVAE: one row per class)
@@ -48,14 +50,16 @@ scoring classifiers' and inversions' options without the run that trains them, -
 --model with --sweep-latent, --model and --k with --compare-inversion, the generators'
 options with --inversion-transfer, --beta and --k for the AE, --hidden with --arch conv, the
 protocol options without --protocol iwae and the other runs' options with it, --k with
---protocol iwae when --until-pass stops it before its last pass, --image-size,
---invert and --test-fraction with a built-in data set, --root and --resample with your own
+--protocol iwae when --until-pass stops it before its last pass, --image-size, --invert,
+--test-fraction and --channels with a built-in data set, --root and --resample with your own
 data."""
 
 EPILOG = """examples:
   metaloop --threads 1 vae --model vae --data omniglot-mixed --latent 50 --epochs 100
   metaloop --threads 1 vae --model cvae --data path/to/images --latent 16 --epochs 50 \\
       --out runs/vae_mine                   # your own images: root/<class>/<image>
+  metaloop --threads 1 vae --model vae --data path/to/photos --channels 3 \
+      --likelihood cbernoulli --arch conv --epochs 50 --out runs/vae_colour   # in colour
   metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
       --out runs/generative_iwae_omniglot --max-minutes 60        # first slice
   metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
@@ -68,7 +72,7 @@ EPILOG = """examples:
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``vae`` subcommand."""
     from metaloop.data.images import INVERT_MODES
-    from metaloop.generative.data import BINARIZE, DATASETS, RESAMPLE
+    from metaloop.generative.data import BINARIZE, CHANNELS, DATASETS, RESAMPLE
     from metaloop.generative.experiment import MODELS
     from metaloop.generative.likelihoods import KINDS
     from metaloop.generative.nets import ARCHS
@@ -92,12 +96,16 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "MATLAB's default; crisper strokes)")
     own = p.add_argument_group("your own images (--data PATH)")
     own.add_argument("--image-size", type=int, default=28, metavar="S",
-                     help="side of the square grey images (default 28; padded to a square, "
+                     help="side of the square images (default 28; padded to a square, "
                           "resized with antialiasing; --arch conv needs S divisible by 4; "
                           "the classifier-scored runs need 28)")
     own.add_argument("--invert", choices=INVERT_MODES, default="auto",
-                     help="auto (default: an image lighter than half grey is inverted, so "
-                          "dark ink on light paper becomes ink), always or never")
+                     help="auto (default: a grey image lighter than half grey is inverted, "
+                          "so dark ink on light paper becomes ink; colour images are kept), "
+                          "always or never")
+    own.add_argument("--channels", type=int, choices=CHANNELS, default=1,
+                     help="1 (default): grey, as the built-in sets (colour averaged with "
+                          "Pillow's L weights); 3: RGB colour, drawn in colour")
     own.add_argument("--test-fraction", type=float, default=0.1, metavar="F",
                      help="share of each class held out as the test set, at least one "
                           "image of each class of two or more (default 0.1; fixed seed)")

@@ -31,19 +31,25 @@ Your own images (``load_user``; ``load`` takes a path where it takes a data set'
 - an image folder in torchvision's layout ``root/<class>/<image>``, decoded once by
   ``metaloop.data.folder.load_folder`` into a cached uint8 array (any format and mode Pillow
   reads, padded to a square, resized with antialiasing to ``image_size``, converted to
-  grey, inverted per ``invert``); the class folders are the labels;
+  grey (or kept in colour with ``channels = 3``), inverted per ``invert``); the class
+  folders are the labels;
 - a tensor file ``.npz`` or ``.pt`` with ``x`` (``[N, H, W]`` or ``[N, C, H, W]``, C = 1 or
   3; uint8 0..255, integers in 0..255, bool, or floats in [0, 1]) and ``y`` (``[N]`` integer
   labels), optionally ``class_names``; converted as a folder's images are (RGB to grey with
-  Pillow's ``L`` weights, ``invert``, padded to a square, resized to ``image_size``).
+  Pillow's ``L`` weights, or grey to RGB by repeating it, ``invert``, padded to a square,
+  resized to ``image_size``).
 
-The images come out as the built-in sets' do: uint8 ``[N, 1, S, S]``, ink = 255. The models
-take any S (the conv architecture needs S divisible by 4); the sample-quality classifier of
-the latent sweep and the inversion studies is built for 28x28. One channel only: the
-pictures are drawn in grey. The default likelihood and binarisation are the built-in sets'
-(``default_binarize``): each grey level is the probability of ink, binarised afresh in every
-batch for the Bernoulli decoder; the continuous likelihoods model the grey values as they
-are.
+By default (``channels = 1``) the images come out as the built-in sets' do: uint8 ``[N, 1,
+S, S]``, ink = 255. With ``channels = 3`` they keep their colour, uint8 ``[N, 3, S, S]``:
+each colour channel of the models is one more grey image, and the pictures are drawn in
+colour. ``invert = "auto"`` inverts grey images only (a light page becomes a dark one, its ink
+light); colour images are kept as they are unless ``invert = "always"``. The models take any
+S and either number of channels (the conv architecture needs S divisible by 4); the
+sample-quality classifier of the latent sweep and the inversion studies is built for 28x28.
+The default likelihood and binarisation are the built-in sets' (``default_binarize``): each
+pixel value (of each channel) is the probability of ink, binarised afresh in every batch for
+the Bernoulli decoder; the continuous likelihoods model the values as they are, which suits
+photographs and colour better.
 
 Such data has no test split of its own: ``split_indices`` holds out ``test_fraction`` of each
 class (rounded half up, at least one image of each class of two or more, never its last),
@@ -69,6 +75,7 @@ from metaloop.data.omniglot import RESAMPLE
 DATASETS = ("fashion-mnist", "omniglot", "omniglot-mixed")
 TENSOR_SUFFIXES = (".npz", ".pt")
 IMAGE_SIZE = 28             # the built-in sets' side, and the default for your own images
+CHANNELS = (1, 3)           # your own images: grey (the default, as the built-in sets) or RGB
 INVERT = "auto"             # your own images: dark ink on light paper becomes ink = 255
 TEST_FRACTION = 0.1         # your own images: the share of each class held out as "test"
 SPLIT_SEED = 0              # ... chosen with this seed
@@ -82,8 +89,8 @@ class ImageData(NamedTuple):
     """One split of a data set.
 
     Attributes:
-        images: uint8 ``[N, 1, S, S]``, 0 = background, 255 = ink (S = 28 for the
-            built-in sets, ``image_size`` for your own images).
+        images: uint8 ``[N, C, S, S]``, 0 = background, 255 = ink (C = 1 and S = 28 for
+            the built-in sets; ``channels`` and ``image_size`` for your own images).
         labels: int64 ``[N]`` class labels.
         n_classes: number of classes in this split (your own data: in both splits).
         class_names: names of the classes, in label order.
@@ -97,7 +104,7 @@ class ImageData(NamedTuple):
 
 def load(name: str, split: str, root: str | os.PathLike | None = None,
          resample: str = "bilinear", *, image_size: int = IMAGE_SIZE, invert: str = INVERT,
-         test_fraction: float = TEST_FRACTION) -> ImageData:
+         test_fraction: float = TEST_FRACTION, channels: int = 1) -> ImageData:
     """Load ``split`` (``"train"`` or ``"test"``) of data set ``name``, or of your own data.
 
     Args:
@@ -108,8 +115,8 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
         root: folder of the built-in data files; None uses the loader's default search.
         resample: Omniglot's 105 -> 28 kernel, one of ``RESAMPLE`` (Fashion-MNIST is 28x28
             already and takes only the default).
-        image_size, invert, test_fraction: your own data's (see ``load_user``); the
-            built-in sets take only the defaults.
+        image_size, invert, test_fraction, channels: your own data's (see
+            ``load_user``); the built-in sets take only the defaults.
 
     Raises:
         ValueError: for an unknown data set, split or kernel, an option the data does not
@@ -117,12 +124,12 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
         FileNotFoundError: from the loaders, listing where they looked.
     """
     check_data_options(name, resample=resample, image_size=image_size, invert=invert,
-                       test_fraction=test_fraction, root=root)
+                       test_fraction=test_fraction, root=root, channels=channels)
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
     if is_user_data(name):
         return load_user(name, split, image_size=image_size, invert=invert,
-                         test_fraction=test_fraction)
+                         test_fraction=test_fraction, channels=channels)
     if name == "fashion-mnist":
         from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
@@ -158,11 +165,11 @@ def check_resample(name: str, resample: str) -> None:
 
 def check_data_options(name: str, *, resample: str = "bilinear", image_size: int = IMAGE_SIZE,
                        invert: str = INVERT, test_fraction: float = TEST_FRACTION,
-                       root: str | os.PathLike | None = None) -> None:
-    """Check the data options against the data: the built-in sets are 28x28 with a test
-    split of their own, so they take only the defaults of ``image_size``, ``invert`` and
-    ``test_fraction``; your own data takes no ``root`` (its path is ``name``) and no
-    Omniglot kernel.
+                       root: str | os.PathLike | None = None, channels: int = 1) -> None:
+    """Check the data options against the data: the built-in sets are grey 28x28 images
+    with a test split of their own, so they take only the defaults of ``image_size``,
+    ``invert``, ``test_fraction`` and ``channels``; your own data takes no ``root`` (its path
+    is ``name``) and no Omniglot kernel.
 
     Raises:
         ValueError: naming the option and its value; for your own data, as
@@ -172,12 +179,13 @@ def check_data_options(name: str, *, resample: str = "bilinear", image_size: int
     if not is_user_data(name):
         given = [f"{k}={v!r}" for k, v, d in (("image_size", image_size, IMAGE_SIZE),
                                              ("invert", invert, INVERT),
-                                             ("test_fraction", test_fraction, TEST_FRACTION))
+                                             ("test_fraction", test_fraction, TEST_FRACTION),
+                                             ("channels", channels, 1))
                  if v != d]
         if given:
             raise ValueError(f"{', '.join(given)} appl(ies) to your own images (an image "
-                             f"folder or a tensor file); {name} is 28x28 with a test split "
-                             f"of its own")
+                             f"folder or a tensor file); {name} is grey 28x28 images with a "
+                             f"test split of its own")
         return
     check_user_path(name)
     if root is not None:
@@ -187,6 +195,8 @@ def check_data_options(name: str, *, resample: str = "bilinear", image_size: int
         raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
     if invert not in INVERT_MODES:
         raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}, got {invert!r}")
+    if isinstance(channels, bool) or channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB colour), got {channels!r}")
     if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float))
             or not 0 < test_fraction < 1):
         raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got "
@@ -214,18 +224,20 @@ def check_user_path(name: str | os.PathLike) -> Path:
 
 
 def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
-              invert: str = INVERT) -> ImageData:
+              invert: str = INVERT, channels: int = 1) -> ImageData:
     """All of your own images, before the split.
 
     Args:
         path: an image folder ``root/<class>/<image>`` or a ``.npz``/``.pt`` file with ``x``
             and ``y`` (and optionally ``class_names``); see the module's docstring.
         image_size: side S of the square output images.
-        invert: ``"auto"`` (per image: a mean above half becomes ink = 255), ``"always"``
-            or ``"never"``.
+        invert: ``"auto"`` (per grey image: a mean above half becomes ink = 255; colour
+            images are kept), ``"always"`` or ``"never"``.
+        channels: 1 (grey, Pillow's ``L`` weights) or 3 (RGB colour; grey images repeated).
 
     Returns:
-        ImageData: uint8 ``[N, 1, S, S]``, ink = 255; labels int64 ``[N]``; every class.
+        ImageData: uint8 ``[N, channels, S, S]``, ink = 255; labels int64 ``[N]``; every
+        class.
 
     Raises:
         ValueError: a missing path, a file of another kind, a folder without images in the
@@ -233,18 +245,25 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
             non-numeric or non-finite values, float pixels outside [0, 1], integer pixels
             outside 0..255, or shapes that are not images with labels.
     """
-    check_data_options(str(path), image_size=image_size, invert=invert)
+    check_data_options(str(path), image_size=image_size, invert=invert, channels=channels)
     path = Path(path).expanduser()
+    invert = colour_invert(invert, channels)
     if path.is_dir():
         from metaloop.data.folder import load_folder
 
-        d = load_folder(path, image_size=image_size, channels=1, invert=invert)
+        d = load_folder(path, image_size=image_size, channels=channels, invert=invert)
         images = d.images.clone()                            # off the memory-mapped cache
         return ImageData(images, d.labels.clone(), len(d.class_names), list(d.class_names))
-    return _read_tensors(path, image_size, invert)
+    return _read_tensors(path, image_size, invert, channels)
 
 
-def _read_tensors(path: Path, image_size: int, invert: str) -> ImageData:
+def colour_invert(invert: str, channels: int) -> str:
+    """The inversion that is applied: ``invert``, but ``"auto"`` (which judges a grey page
+    by its mean) keeps colour images as they are."""
+    return "never" if invert == "auto" and channels == 3 else invert
+
+
+def _read_tensors(path: Path, image_size: int, invert: str, channels: int) -> ImageData:
     """A ``.npz``/``.pt`` file's ``x`` and ``y`` as ``read_user`` returns them."""
     from metaloop.tasks.episodes import read_tensor_file
 
@@ -278,17 +297,20 @@ def _read_tensors(path: Path, image_size: int, invert: str) -> ImageData:
             raise ValueError(f"tensor file {path}: integer pixels x must lie in 0..255, got "
                              f"{lo}..{hi}")
         u = x.to(torch.float32) / 255.0
-    return ImageData(_to_grey_square(u, image_size, invert), y, k,
+    return ImageData(_to_square(u, image_size, invert, channels), y, k,
                      names or [str(i) for i in range(k)])
 
 
-def _to_grey_square(u: torch.Tensor, image_size: int, invert: str) -> torch.Tensor:
-    """float ``[N, C, H, W]`` in [0, 1] -> uint8 ``[N, 1, S, S]``, as ``load_image`` converts
-    a file: grey (Pillow's ``L`` weights), inverted per ``invert``, centred on a square
+def _to_square(u: torch.Tensor, image_size: int, invert: str, channels: int) -> torch.Tensor:
+    """float ``[N, C, H, W]`` in [0, 1] -> uint8 ``[N, channels, S, S]``, as ``load_image``
+    converts a file: grey (Pillow's ``L`` weights) or RGB (grey repeated), inverted per
+    ``invert`` (``"auto"``: each image whose mean is above half), centred on a square
     background, resized with antialiasing."""
-    if u.shape[1] == 3:
+    if u.shape[1] == 3 and channels == 1:
         w = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
         u = (u * w).sum(1, keepdim=True)                                     # [N, 1, H, W]
+    elif u.shape[1] == 1 and channels == 3:
+        u = u.expand(-1, 3, -1, -1)                                          # [N, 3, H, W]
     if invert == "always":
         u = 1.0 - u
     elif invert == "auto":
@@ -298,10 +320,10 @@ def _to_grey_square(u: torch.Tensor, image_size: int, invert: str) -> torch.Tens
     if h != w_:                                   # centre on a square background, no crop
         side = max(h, w_)
         top, left = (side - h) // 2, (side - w_) // 2
-        u = F.pad(u, (left, side - w_ - left, top, side - h - top), value=0.0)  # [N, 1, s, s]
+        u = F.pad(u, (left, side - w_ - left, top, side - h - top), value=0.0)  # [N, c, s, s]
     if u.shape[-1] != image_size:
         u = F.interpolate(u, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)               # [N, 1, S, S]
+                          align_corners=False, antialias=True)               # [N, c, S, S]
     return u.clamp(0.0, 1.0).mul(255).round().to(torch.uint8)
 
 
@@ -340,7 +362,7 @@ def split_indices(labels: torch.Tensor, n_classes: int, test_fraction: float = T
 
 def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SIZE,
               invert: str = INVERT, test_fraction: float = TEST_FRACTION,
-              seed: int = SPLIT_SEED) -> ImageData:
+              seed: int = SPLIT_SEED, channels: int = 1) -> ImageData:
     """One split of your own images (``read_user``, then ``split_indices``).
 
     Args:
@@ -350,9 +372,10 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
         invert: ``"auto"`` (default), ``"always"`` or ``"never"``.
         test_fraction: share of each class held out as the test split (default 0.1).
         seed: seed of the split (default ``SPLIT_SEED``).
+        channels: 1 (grey, the default) or 3 (RGB colour).
 
     Returns:
-        ImageData: uint8 ``[N, 1, S, S]``, ink = 255; both splits have every class in
+        ImageData: uint8 ``[N, channels, S, S]``, ink = 255; both splits have every class in
         ``n_classes`` and ``class_names``.
 
     Raises:
@@ -362,8 +385,8 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
     check_data_options(str(path), image_size=image_size, invert=invert,
-                       test_fraction=test_fraction)
-    d = read_user(path, image_size=image_size, invert=invert)
+                       test_fraction=test_fraction, channels=channels)
+    d = read_user(path, image_size=image_size, invert=invert, channels=channels)
     tr, te = split_indices(d.labels, d.n_classes, test_fraction, seed)
     if len(tr) < 2 or len(te) < 2:
         counts = torch.bincount(d.labels, minlength=d.n_classes).tolist()
@@ -379,10 +402,10 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
 
 
 def user_data_hash(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
-                   invert: str = INVERT) -> str:
+                   invert: str = INVERT, channels: int = 1) -> str:
     """SHA-256 of your own data as the models see it (the decoded images, labels and class
     names, before the split): equal for the same data, different after any change."""
-    d = read_user(path, image_size=image_size, invert=invert)
+    d = read_user(path, image_size=image_size, invert=invert, channels=channels)
     h = hashlib.sha256()
     h.update(repr((list(d.images.shape), d.class_names)).encode())
     h.update(d.images.contiguous().numpy().tobytes())
@@ -490,7 +513,7 @@ def eval_pixels(images: torch.Tensor, mode: str, seed: int = TEST_BINARIZATION_S
     """Test data as float pixels: statically binarised unless ``mode`` is ``"none"``.
 
     Args:
-        images: uint8 ``[N, 1, H, W]``.
+        images: uint8 ``[N, C, H, W]``.
         mode: the training binarisation, one of ``BINARIZE``.
         seed: seed of the static binarisation.
     """

@@ -74,6 +74,7 @@ class Settings:
         image_size: your own images' side (the built-in sets are 28x28).
         invert: your own images' inversion, ``"auto"``, ``"always"`` or ``"never"``.
         test_fraction: share of each class of your own data held out as the test split.
+        channels: your own images' channels, 1 (grey) or 3 (RGB colour).
         progress: show progress bars.
     """
 
@@ -105,6 +106,7 @@ class Settings:
     image_size: int = gdata.IMAGE_SIZE
     invert: str = gdata.INVERT
     test_fraction: float = gdata.TEST_FRACTION
+    channels: int = 1
     progress: bool = True
 
 
@@ -117,7 +119,8 @@ def check_settings(s: Settings) -> None:
     if s.model not in MODELS:
         raise ValueError(f"unknown model {s.model!r}; choose one of {', '.join(MODELS)}")
     gdata.check_data_options(s.data, resample=s.resample, image_size=s.image_size,
-                             invert=s.invert, test_fraction=s.test_fraction, root=s.root)
+                             invert=s.invert, test_fraction=s.test_fraction, root=s.root,
+                             channels=s.channels)
     check_positive("latent size (--latent)", s.latent)
     likelihoods.check_kind(s.likelihood)
     gdata.check_binarize(s.binarize)
@@ -155,7 +158,7 @@ def _subset(d: gdata.ImageData, n: int | None, seed: int) -> gdata.ImageData:
 def load_split(s: Settings, split: str) -> gdata.ImageData:
     """The whole ``split`` of ``s.data`` (``data.load`` with the settings' data options)."""
     return gdata.load(s.data, split, s.root, s.resample, image_size=s.image_size,
-                      invert=s.invert, test_fraction=s.test_fraction)
+                      invert=s.invert, test_fraction=s.test_fraction, channels=s.channels)
 
 
 def load_data(s: Settings) -> tuple[gdata.ImageData, gdata.ImageData]:
@@ -180,7 +183,7 @@ def data_identity(s: Settings) -> dict:
     if not gdata.is_user_data(s.data):
         return {}
     return {"data_hash": gdata.user_data_hash(s.data, image_size=s.image_size,
-                                              invert=s.invert)}
+                                              invert=s.invert, channels=s.channels)}
 
 
 def check_scored_size(s: Settings, run: str) -> None:
@@ -269,10 +272,11 @@ def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.
         files["samples_fitted.png"] = model.sample(64, generator=g, code_gaussian=fitted)
     kw = {"y": te.labels[:16]} if cond else {}
     rec = model.reconstruct(x_te[:16], **kw)                          # [min(16, N), C, H, W]
-    grey = gdata.to_unit(te.images)           # what is shown; the model saw x_te (binarised)
+    shown = gdata.to_unit(te.images)      # what is shown; the model saw x_te (binarised)
     # rows of 8: test images, their reconstructions (twice with 16 or more test images)
     w = min(8, len(rec))
-    rows = [grey[:w], rec[:w]] if len(rec) < 16 else [grey[:8], rec[:8], grey[8:16], rec[8:16]]
+    rows = ([shown[:w], rec[:w]] if len(rec) < 16 else
+            [shown[:8], rec[:8], shown[8:16], rec[8:16]])
     files["reconstructions.png"] = torch.stack(rows)                  # [R, w, C, H, W]
     n_pairs = min(8, len(x_te) // 2)
     a, b = _pairs(te.labels, n_pairs, cond)
@@ -281,14 +285,14 @@ def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.
     t = torch.linspace(0, 1, 10).reshape(1, 10, 1)
     z = (1 - t) * za[:, None] + t * zb[:, None]                      # [P, 10, L]
     path = model.decode_mean(z.transpose(0, 1), **ya).transpose(0, 1)  # [P, 10, C, H, W]
-    files["interpolations.png"] = torch.cat([grey[a, None], path, grey[b, None]], dim=1)
+    files["interpolations.png"] = torch.cat([shown[a, None], path, shown[b, None]], dim=1)
     for name, images in files.items():
         plots.save_grid(images, out / name, title=_title(name, s), ncol=8)
     names = list(files)
     if cond:
         classes = check_classes(model, s.classes if s.classes is not None
                                 else range(model.n_classes))
-        rows = sample_classes(model, classes, 10, generator=g)         # [K, 10, 1, H, W]
+        rows = sample_classes(model, classes, 10, generator=g)         # [K, 10, C, H, W]
         labels = [tr.class_names[int(c)] for c in classes]
         plots.save_grid(rows, out / "classes.png", title=_title("classes.png", s),
                         row_labels=labels)
@@ -299,7 +303,7 @@ def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.
 _TITLES = {
     "samples.png": "samples, z ~ N(0, I)",
     "samples_fitted.png": "samples, z ~ Gaussian fitted to the codes",
-    "reconstructions.png": "rows: test images (grey), reconstructions",
+    "reconstructions.png": "rows: test images (not binarised), reconstructions",
     "interpolations.png": "test image, 10 codes on the line between, test image",
     "classes.png": "one row per class",
 }

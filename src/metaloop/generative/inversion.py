@@ -500,7 +500,7 @@ def transfer_record(results: dict, command: str, device: str | None = None) -> d
 
 def _panel(images: torch.Tensor, name: str, k: int, per_class: int, inv: InversionSettings
            ) -> torch.Tensor:
-    """``[rows, cols, 1, H, W]``: per-class rows for the conditional ones, else a block."""
+    """``[rows, cols, C, H, W]``: per-class rows for the conditional ones, else a block."""
     rows, cols = min(inv.figure_classes, k), min(inv.figure_per_class, per_class)
     if name in CONDITIONAL:
         return images.reshape(k, per_class, *images.shape[1:])[:rows, :cols]
@@ -533,8 +533,7 @@ def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionS
     for i, row in enumerate(PANELS):
         for j, name in enumerate(row):
             ax = fig.add_subplot(len(PANELS), len(row), i * len(row) + j + 1)
-            ax.imshow(plots.tile(panels[name]), cmap="Greys", vmin=0, vmax=1,
-                      interpolation="nearest")
+            plots.show(ax, plots.tile(panels[name]))
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0 and name in CONDITIONAL:
@@ -552,7 +551,7 @@ def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionS
                  f"FD in B's features (real images: "
                  f"{results['scores']['real']['frechet']:.1f})", fontsize=10)
     fig.tight_layout()
-    plots._save(fig, path)
+    plots._save(fig, path, colour=panels["inversion"].shape[-3] == 3)
 
 
 def table(results: dict) -> str:

@@ -1,6 +1,8 @@
 """PNG pictures: sample grids, reconstructions, interpolations, class rows, the latent sweep.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend state).
+Grey images (one channel, 1 = ink) are drawn dark on white and saved as 8-bit grey PNGs;
+colour images (three channels, RGB in [0, 1]) are drawn as they are and saved as RGB PNGs.
 """
 
 from __future__ import annotations
@@ -16,50 +18,65 @@ from PIL import Image
 
 
 def tile(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
-    """Tile images into one grey array, row-major, ``pad`` pixels of white between them.
+    """Tile images into one array, row-major, ``pad`` pixels of white between them.
 
     Args:
-        images: ``[N, 1, H, W]`` (a flat list, ``ncol`` per row) or ``[R, K, 1, H, W]`` (R rows
-            of K) with values in [0, 1].
+        images: ``[N, C, H, W]`` (a flat list, ``ncol`` per row) or ``[R, K, C, H, W]`` (R rows
+            of K) with values in [0, 1]; C = 1 (grey, 1 = ink) or 3 (RGB).
         ncol: images per row for the flat form (default: about sqrt(N)).
         pad: gap in pixels.
 
     Returns:
-        float ``[R * (H + pad) - pad, K * (W + pad) - pad]`` array, 1 = ink (shown dark).
+        float ``[R * (H + pad) - pad, K * (W + pad) - pad]`` array for grey images, 1 = ink
+        (shown dark by ``show``), or ``[..., ..., 3]`` RGB for colour images.
     """
     x = images.detach().float().cpu()
+    given = list(x.shape)
     if x.dim() == 4:
         n = len(x)
         ncol = ncol or max(1, int(np.ceil(np.sqrt(n))))
         nrow = -(-n // ncol)
         x = torch.cat([x, torch.zeros(nrow * ncol - n, *x.shape[1:])]).reshape(
             nrow, ncol, *x.shape[1:])
-    if x.dim() != 5 or x.shape[2] != 1:
-        raise ValueError(f"tile expects [N, 1, H, W] or [R, K, 1, H, W], got {list(x.shape)}")
-    r, k, _, h, w = x.shape
-    out = np.zeros((r * (h + pad) - pad, k * (w + pad) - pad), dtype=np.float32)
+    if x.dim() != 5 or x.shape[2] not in (1, 3):
+        raise ValueError(f"tile expects [N, C, H, W] or [R, K, C, H, W] with C = 1 or 3, got "
+                         f"{given}")
+    r, k, c, h, w = x.shape
+    # white gaps: 0 for grey (no ink), 1 for colour
+    out = np.full((r * (h + pad) - pad, k * (w + pad) - pad, c), float(c == 3),
+                  dtype=np.float32)
     for i in range(r):
         for j in range(k):
-            out[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = x[i, j, 0]
-    return out
+            out[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = \
+                x[i, j].permute(1, 2, 0).numpy()
+    return out[..., 0] if c == 1 else out
 
 
-def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Render with Agg and write an 8-bit greyscale PNG (the pictures have no colour), which
-    is about a quarter of the size of matplotlib's RGBA output."""
+def show(ax, arr: np.ndarray) -> None:
+    """Draw ``tile``'s array on ``ax``: grey ink dark on white, colour as it is."""
+    if arr.ndim == 2:
+        ax.imshow(arr, cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(arr, 0.0, 1.0), interpolation="nearest")
+
+
+def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100, colour: bool = False) -> None:
+    """Render with Agg and write an 8-bit PNG: grey for grey pictures, about a quarter of
+    the size of matplotlib's RGBA output, or RGB (``colour``)."""
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert(
-        "L").save(path, optimize=True)
+        "RGB" if colour else "L").save(path, optimize=True)
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, *, title: str | None = None,
               ncol: int | None = None, row_labels: Sequence[str] | None = None,
               scale: float = 0.45) -> None:
-    """Save a grid of images (see ``tile`` for the shapes) as a PNG, ink dark on white.
+    """Save a grid of images (see ``tile`` for the shapes) as a PNG, grey ink dark on white
+    or colour as it is.
 
     Args:
-        images: ``[N, 1, H, W]`` or ``[R, K, 1, H, W]`` in [0, 1].
+        images: ``[N, C, H, W]`` or ``[R, K, C, H, W]`` in [0, 1], C = 1 or 3.
         path: output file.
         title: optional title.
         ncol: images per row for the flat form.
@@ -67,7 +84,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, *, title: str | Non
         scale: inches per 28 pixels.
     """
     arr = tile(images, ncol)
-    h, w = arr.shape
+    h, w = arr.shape[:2]
     left = 1.2 if row_labels else 0.1
     top = 0.2 + 0.18 * (title.count("\n") + 1) if title else 0.1
     fig = Figure(figsize=(max(w / 28 * scale, 3.6) + left + 0.1, h / 28 * scale + top + 0.05),
@@ -75,7 +92,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, *, title: str | Non
     ax = fig.add_axes((left / fig.get_figwidth(), 0.05 / fig.get_figheight(),
                        1 - (left + 0.1) / fig.get_figwidth(),
                        1 - (top + 0.05) / fig.get_figheight()))
-    ax.imshow(arr, cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    show(ax, arr)
     ax.set_xticks([])
     ax.set_yticks([])
     if row_labels:
@@ -85,7 +102,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, *, title: str | Non
         ax.tick_params(length=0)
     if title:
         ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    _save(fig, path, colour=arr.ndim == 3)
 
 
 def save_sweep(panels: dict[int, dict[str, torch.Tensor]], scores: dict[int, dict[str, dict]],
@@ -94,7 +111,7 @@ def save_sweep(panels: dict[int, dict[str, torch.Tensor]], scores: dict[int, dic
     """The lecture's picture: one row per latent size, one column per generator.
 
     Args:
-        panels: ``{latent: {column name: [N, 1, H, W] samples}}``, the same columns per row.
+        panels: ``{latent: {column name: [N, C, H, W] samples}}``, the same columns per row.
         scores: ``{latent: {column name: quality dict}}``; ``score_key`` of each is printed
             under its panel.
         path: output PNG.
@@ -111,8 +128,7 @@ def save_sweep(panels: dict[int, dict[str, torch.Tensor]], scores: dict[int, dic
     for i, latent in enumerate(latents):
         for j, col in enumerate(cols):
             ax = fig.add_subplot(len(latents), len(cols), i * len(cols) + j + 1)
-            ax.imshow(tile(panels[latent][col], ncol), cmap="Greys", vmin=0, vmax=1,
-                      interpolation="nearest")
+            show(ax, tile(panels[latent][col], ncol))
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -124,4 +140,4 @@ def save_sweep(panels: dict[int, dict[str, torch.Tensor]], scores: dict[int, dic
                 ax.set_xlabel(f"{score_label} {100 * s[score_key]:.0f}%   "
                               f"FD {s['frechet']:.0f}", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, colour=panels[latents[0]][cols[0]].shape[-3] == 3)

@@ -107,7 +107,8 @@ class ProtocolSettings:
         train_examples: use only this many training images (None: all; for quick checks).
         root: data folder (None: the loader's default search).
         resample: Omniglot's 105 -> 28 kernel (``data.RESAMPLE``; "bilinear").
-        image_size, invert, test_fraction: your own data's options (``data.load_user``).
+        image_size, invert, test_fraction, channels: your own data's options
+            (``data.load_user``).
         data_hash: your own data's ``data.user_data_hash`` (None for the built-in sets;
             ``run`` fills it in), so that a resumed run refuses changed data.
     """
@@ -129,13 +130,14 @@ class ProtocolSettings:
     image_size: int = gdata.IMAGE_SIZE
     invert: str = gdata.INVERT
     test_fraction: float = gdata.TEST_FRACTION
+    channels: int = 1
     data_hash: str | None = None
 
 
 # Settings that change the trained parameters; a resumed run must keep them.
 _TRAINING_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
                   "train_examples", "resample", "image_size", "invert", "test_fraction",
-                  "data_hash")
+                  "channels", "data_hash")
 
 
 def _saved_settings(state: dict) -> dict:
@@ -146,7 +148,8 @@ def _saved_settings(state: dict) -> dict:
 def check_protocol_settings(s: ProtocolSettings) -> None:
     """Raise ``ValueError`` naming the first bad setting."""
     gdata.check_data_options(s.data, resample=s.resample, image_size=s.image_size,
-                             invert=s.invert, test_fraction=s.test_fraction, root=s.root)
+                             invert=s.invert, test_fraction=s.test_fraction, root=s.root,
+                             channels=s.channels)
     for name in ("latent", "batch_size", "stages", "curve_k", "checkpoint_every"):
         check_positive(name, getattr(s, name))
     if not s.hidden or any(h < 1 for h in s.hidden):
@@ -358,7 +361,7 @@ def _subset(n: int, k: int | None, seed: int) -> torch.Tensor:
 
 def _load(s: ProtocolSettings, split: str) -> gdata.ImageData:
     return gdata.load(s.data, split, s.root, s.resample, image_size=s.image_size,
-                      invert=s.invert, test_fraction=s.test_fraction)
+                      invert=s.invert, test_fraction=s.test_fraction, channels=s.channels)
 
 
 def with_data_hash(s: ProtocolSettings) -> ProtocolSettings:
@@ -366,7 +369,7 @@ def with_data_hash(s: ProtocolSettings) -> ProtocolSettings:
     if not gdata.is_user_data(s.data):
         return s
     return replace(s, data_hash=gdata.user_data_hash(s.data, image_size=s.image_size,
-                                                     invert=s.invert))
+                                                     invert=s.invert, channels=s.channels))
 
 
 def load_protocol_data(s: ProtocolSettings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -531,6 +534,12 @@ def _kernel_label(s: dict) -> str:
     return "" if _default_kernel(s) else f", {s['resample']} downsampling"
 
 
+def _layers(s: dict) -> str:
+    """The MLP's layer sizes, e.g. ``784-200-200-50`` (the paper's), from saved settings."""
+    pixels = s.get("channels", 1) * s.get("image_size", gdata.IMAGE_SIZE) ** 2
+    return "-".join(str(n) for n in (pixels, *s["hidden"], s["latent"]))
+
+
 def record(result: dict, *, command: str, device: str) -> dict:
     """The docs record (``metaloop.evaluate.records.write_record`` fields) of an
     ``evaluate_run`` result: the test NLL with its passes, CPU time, curve and projection."""
@@ -551,7 +560,7 @@ def record(result: dict, *, command: str, device: str) -> dict:
                  "the floor under any model's NLL on these images")
     return {
         "table": "generative_iwae",
-        "row": f"VAE 784-200-200-50, IWAE protocol, {s['data']}{_kernel_label(s)}",
+        "row": f"VAE {_layers(s)}, IWAE protocol, {s['data']}{_kernel_label(s)}",
         "note": note,
         "metric": f"test NLL (nats), k = {test['k']:,}, {which}",
         "mean": round(test["nll"], 2), "ci95": round(test["nll_ci95"], 2), "n": test["n"],

@@ -32,7 +32,8 @@ def _data(args: argparse.Namespace) -> str:
 
 
 def _data_options(args: argparse.Namespace) -> dict:
-    """The options of your own data (``--image-size``, ``--invert``, ``--test-fraction``)."""
+    """The options of your own data (``--image-size``, ``--invert``, ``--test-fraction``,
+    ``--channels``)."""
     return {k: getattr(args, k, OPTION_DEFAULTS[k]) for k in _USER_DATA}
 
 
@@ -145,8 +146,8 @@ OPTION_DEFAULTS = {
     "invert_lrs": [0.05, 0.01, 0.0025], "stages": 8, "curve_k": 500, "curve_examples": 1000,
     "curve_every": 200, "checkpoint_every": 50, "inversion_transfer": False,
     "root": None, "resample": "bilinear", "image_size": 28, "invert": "auto",
-    "test_fraction": 0.1}
-_USER_DATA = ("image_size", "invert", "test_fraction")
+    "test_fraction": 0.1, "channels": 1}
+_USER_DATA = ("image_size", "invert", "test_fraction", "channels")
 _PROTOCOL_ONLY = ("stages", "curve_k", "curve_examples", "curve_every", "checkpoint_every")
 _SCORING = ("classifier_epochs", "quality_samples")
 _INVERSION = ("invert_steps", "invert_lr", "invert_until", "invert_l2", "invert_tv",
@@ -229,9 +230,10 @@ def _check_read(args) -> None:
         groups.append((("resample",), "--resample is the Omniglot data sets' 105 -> 28 "
                        "kernel; your own images are resized to --image-size"))
     else:
-        groups.append((_USER_DATA, f"--data {data} is a built-in data set, 28x28 with a test "
-                       f"split of its own; --image-size, --invert and --test-fraction go "
-                       f"with --data PATH (an image folder or a .npz/.pt file)"))
+        groups.append((_USER_DATA, f"--data {data} is a built-in data set, grey 28x28 images "
+                       f"with a test split of its own; --image-size, --invert, "
+                       f"--test-fraction and --channels go with --data PATH (an image folder "
+                       f"or a .npz/.pt file)"))
     if (getattr(args, "arch", "mlp") == "conv" and args.protocol is None
             and not args.inversion_transfer):        # both refuse --arch conv itself
         groups.append((("hidden",), "--arch conv has no hidden widths (they are the MLP's)"))
@@ -254,7 +256,7 @@ def _check_read(args) -> None:
 # nothing in the measurement but the record's training command is written from them.
 _EVALUATED_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
                    "train_examples", "curve_k", "curve_examples", "curve_every",
-                   "checkpoint_every", "image_size", "invert", "test_fraction")
+                   "checkpoint_every", "image_size", "invert", "test_fraction", "channels")
 
 
 def _protocol_settings(args: argparse.Namespace):
