@@ -195,3 +195,21 @@ def test_the_older_names_still_work_with_a_warning():
     with pytest.warns(FutureWarning, match="generative.evaluate_bounds"):
         assert gen.evaluate is gen.evaluate_bounds
     assert not hasattr(gen, "no_such_name")
+
+
+def test_the_scoring_classifier_is_built_for_the_images_size_and_channels():
+    from metaloop.generative.quality import Classifier, predict, train_classifier
+
+    # 28x28 grey: the built-in sets' classifier, 32 maps of 7x7 into the 128-unit layer
+    assert Classifier(10).body[-2].in_features == 32 * 7 * 7
+    for c, side in ((1, 30), (3, 32), (3, 17)):
+        images = torch.randint(0, 256, (12, c, side, side), dtype=torch.uint8)
+        clf = train_classifier(images, torch.arange(12) % 3, 3, epochs=1, progress=False)
+        assert clf.image_shape == (c, side, side)
+        m = -(-side // 4)                                      # each convolution halves a side
+        assert clf.body[-2].in_features == 32 * m * m
+        probs, feats = predict(clf, images.float() / 255)
+        assert probs.shape == (12, 3) and feats.shape == (12, 128)
+        assert torch.allclose(probs.sum(-1), torch.ones(12))
+    with pytest.raises(ValueError, match=r"built for images \[B, 3, 17, 17\], got \[2, 1, 17, 17\]"):
+        clf(torch.zeros(2, 1, 17, 17))

@@ -97,8 +97,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     own = p.add_argument_group("your own images (--data PATH)")
     own.add_argument("--image-size", type=int, default=28, metavar="S",
                      help="side of the square images (default 28; padded to a square, "
-                          "resized with antialiasing; --arch conv needs S divisible by 4; "
-                          "the classifier-scored runs need 28)")
+                          "resized with antialiasing; --arch conv needs S divisible by 4)")
     own.add_argument("--invert", choices=INVERT_MODES, default="auto",
                      help="auto (default: a grey image lighter than half grey is inverted, "
                           "so dark ink on light paper becomes ink; colour images are kept), "

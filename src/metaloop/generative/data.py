@@ -44,8 +44,8 @@ S, S]``, ink = 255. With ``channels = 3`` they keep their colour, uint8 ``[N, 3,
 each colour channel of the models is one more grey image, and the pictures are drawn in
 colour. ``invert = "auto"`` inverts grey images only (a light page becomes a dark one, its ink
 light); colour images are kept as they are unless ``invert = "always"``. The models take any
-S and either number of channels (the conv architecture needs S divisible by 4); the
-sample-quality classifier of the latent sweep and the inversion studies is built for 28x28.
+S and either number of channels (the conv architecture needs S divisible by 4), and so do
+the sample-quality classifiers of the latent sweep and the inversion studies.
 The default likelihood and binarisation are the built-in sets' (``default_binarize``): each
 pixel value (of each channel) is the probability of ink, binarised afresh in every batch for
 the Bernoulli decoder; the continuous likelihoods model the values as they are, which suits

@@ -186,14 +186,6 @@ def data_identity(s: Settings) -> dict:
                                               invert=s.invert, channels=s.channels)}
 
 
-def check_scored_size(s: Settings, run: str) -> None:
-    """Raise ``ValueError`` unless the images are 28x28: the scoring classifier's size."""
-    if s.image_size != 28:
-        raise ValueError(f"{run} scores samples with a classifier built for 28x28 images; "
-                         f"image_size {s.image_size} (--image-size) is for single-model runs "
-                         f"(--model ae, vae or cvae)")
-
-
 def build_model(kind: str, s: Settings, train_images: torch.Tensor, n_classes: int
                 ) -> AE | VAE:
     """An untrained ``kind`` model whose output bias is the logit of the training mean."""
@@ -409,7 +401,6 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
         check_positive("latent size (--sweep-latent)", latent)
     check_settings(Settings(**{**asdict(s), "model": "vae", "latent": latents[0]}))
     cpu_start, wall_start = time.process_time(), time.perf_counter()
-    check_scored_size(s, "--sweep-latent")
     tr, te = load_data(s)
     gdata.require_classes(tr, s.data, "the sweep's scoring classifier (--sweep-latent)")
     x_te = gdata.eval_pixels(te.images, s.binarize)

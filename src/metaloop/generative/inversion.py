@@ -54,7 +54,6 @@ from metaloop.generative.experiment import (
     _jsonl,
     _train_model,
     build_model,
-    check_scored_size,
     check_settings,
     cpu_device,
     data_identity,
@@ -175,7 +174,6 @@ def _setup(s: Settings, inv: InversionSettings):
     s = replace(s, data=split_name(s.data))
     check_settings(replace(s, model="cvae"))
     check_inversion_settings(inv)
-    check_scored_size(s, "the inversion study")
     tr, te = load_data(s)
     gdata.require_classes(tr, s.data, "the inversion study's classifiers")
     k = tr.n_classes

@@ -29,28 +29,50 @@ from metaloop.generative.nets import check_number, check_positive
 
 
 class Classifier(nn.Module):
-    """Two stride-2 5x5 convolutions (16, 32 channels) and a 128-unit layer, for 28x28 images.
+    """Two stride-2 5x5 convolutions (16, 32 channels) and a 128-unit layer.
+
+    Built for one image size (28x28 by default, the built-in sets'); each convolution halves
+    a side, rounding up (28 -> 14 -> 7).
+
+    Args:
+        n_classes: outputs K.
+        in_channels: C, 1 (grey) or 3 (RGB).
+        image_size: the side S of the square images (or ``(H, W)``).
 
     Shapes:
-        x ``[B, 1, 28, 28]`` in [0, 1] -> logits ``[B, n_classes]``; ``features``: ``[B, 128]``.
+        x ``[B, C, H, W]`` in [0, 1] -> logits ``[B, K]``; ``features``: ``[B, 128]``.
     """
 
-    def __init__(self, n_classes: int, in_channels: int = 1):
+    def __init__(self, n_classes: int, in_channels: int = 1,
+                 image_size: int | tuple[int, int] = 28):
         super().__init__()
         check_positive("n_classes", n_classes)
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        for v in (h, w):
+            check_positive("classifier image size", v)
+        self.image_shape = (in_channels, h, w)
+        mh, mw = (h + 3) // 4, (w + 3) // 4                    # the last map: ceil(side / 4)
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 5, 2, 2), nn.ReLU(),    # [B, 16, 14, 14]
-            nn.Conv2d(16, 32, 5, 2, 2), nn.ReLU(),             # [B, 32, 7, 7]
-            nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU())
+            nn.Conv2d(in_channels, 16, 5, 2, 2), nn.ReLU(),    # [B, 16, H/2, W/2]
+            nn.Conv2d(16, 32, 5, 2, 2), nn.ReLU(),             # [B, 32, H/4, W/4] (7x7 at 28)
+            nn.Flatten(), nn.Linear(32 * mh * mw, 128), nn.ReLU())
         self.head = nn.Linear(128, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, 28, 28]`` -> penultimate features ``[B, 128]``."""
+        """``[B, C, H, W]`` -> penultimate features ``[B, 128]``.
+
+        Raises:
+            ValueError: images of another shape than the classifier's ``image_shape``.
+        """
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"the classifier was built for images "
+                             f"[B, {', '.join(map(str, self.image_shape))}], got "
+                             f"{list(x.shape)}")
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, 28, 28]`` -> logits ``[B, n_classes]``."""
-        return self.head(self.body(x))
+        """``[B, C, H, W]`` -> logits ``[B, K]``."""
+        return self.head(self.features(x))
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
@@ -59,7 +81,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
     """Train a ``Classifier`` on real images.
 
     Args:
-        images: uint8 ``[N, 1, 28, 28]``.
+        images: uint8 ``[N, C, H, W]`` (the classifier is built for that C, H and W).
         labels: int64 ``[N]`` in ``[0, n_classes)``.
         n_classes: number of classes.
         epochs: passes over the data.
@@ -96,7 +118,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        clf = Classifier(n_classes, images.shape[1])
+        clf = Classifier(n_classes, images.shape[1], tuple(images.shape[-2:]))
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
     for _ in tqdm(range(epochs), desc="classifier", unit="epoch", disable=not progress):
         perm = torch.randperm(len(images), generator=g)
@@ -112,7 +134,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
 @torch.no_grad()
 def predict(clf: Classifier, x: torch.Tensor, batch_size: int = 1000
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities ``[N, K]`` and features ``[N, 128]`` of float images ``[N, 1, H, W]``."""
+    """Class probabilities ``[N, K]`` and features ``[N, 128]`` of float images ``[N, C, H, W]``."""
     probs, feats = [], []
     for s in range(0, len(x), batch_size):
         f = clf.features(x[s:s + batch_size])
@@ -171,8 +193,9 @@ def sample_quality(clf: Classifier, samples: torch.Tensor, real: torch.Tensor, *
 
     Args:
         clf: a trained ``Classifier``.
-        samples: float ``[N, 1, 28, 28]`` generated (mean) images in [0, 1].
-        real: float ``[M, 1, 28, 28]`` real test images in [0, 1], for the Frechet distance.
+        samples: float ``[N, C, H, W]`` generated (mean) images in [0, 1], the classifier's
+            shape.
+        real: float ``[M, C, H, W]`` real test images in [0, 1], for the Frechet distance.
         confidence: probability above which a sample counts as recognisable.
 
     Returns:
