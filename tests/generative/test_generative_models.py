@@ -211,5 +211,6 @@ def test_the_scoring_classifier_is_built_for_the_images_size_and_channels():
         probs, feats = predict(clf, images.float() / 255)
         assert probs.shape == (12, 3) and feats.shape == (12, 128)
         assert torch.allclose(probs.sum(-1), torch.ones(12))
-    with pytest.raises(ValueError, match=r"built for images \[B, 3, 17, 17\], got \[2, 1, 17, 17\]"):
+    with pytest.raises(ValueError,
+                       match=r"built for images \[B, 3, 17, 17\], got \[2, 1, 17, 17\]"):
         clf(torch.zeros(2, 1, 17, 17))
