@@ -58,7 +58,7 @@ EPILOG = """examples:
   metaloop --threads 1 vae --model vae --data omniglot-mixed --latent 50 --epochs 100
   metaloop --threads 1 vae --model cvae --data path/to/images --latent 16 --epochs 50 \\
       --out runs/vae_mine                   # your own images: root/<class>/<image>
-  metaloop --threads 1 vae --model vae --data path/to/photos --channels 3 \
+  metaloop --threads 1 vae --model vae --data path/to/photos --channels 3 \\
       --likelihood cbernoulli --arch conv --epochs 50 --out runs/vae_colour   # in colour
   metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
       --out runs/generative_iwae_omniglot --max-minutes 60        # first slice
