@@ -22,6 +22,8 @@ def test_tile_keeps_grey_flat_and_colour_in_three_channels():
     assert c.shape == (2 * 5 - 1, 2 * 4 - 1, 3)
     assert np.array_equal(c[5:9, 4:7], colour[1, 1].permute(1, 2, 0).numpy())
     assert (c[4] == 1).all() and (c[:, 3] == 1).all()           # white gaps between them
+    flat = plots.tile(torch.rand(3, 3, 4, 4), ncol=2, pad=1)    # 2 rows of 2, one cell empty
+    assert (flat[5:, 5:] == 1).all()                            # ... left white
     with pytest.raises(ValueError, match=r"C = 1 or 3, got \[2, 2, 4, 4\]"):
         plots.tile(torch.rand(2, 2, 4, 4))
 

@@ -247,7 +247,7 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
     """
     check_data_options(str(path), image_size=image_size, invert=invert, channels=channels)
     path = Path(path).expanduser()
-    invert = colour_invert(invert, channels)
+    invert = _applied_invert(invert, channels)
     if path.is_dir():
         from metaloop.data.folder import load_folder
 
@@ -257,7 +257,7 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
     return _read_tensors(path, image_size, invert, channels)
 
 
-def colour_invert(invert: str, channels: int) -> str:
+def _applied_invert(invert: str, channels: int) -> str:
     """The inversion that is applied: ``invert``, but ``"auto"`` (which judges a grey page
     by its mean) keeps colour images as they are."""
     return "never" if invert == "auto" and channels == 3 else invert

@@ -36,7 +36,8 @@ def tile(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> np.ndar
         n = len(x)
         ncol = ncol or max(1, int(np.ceil(np.sqrt(n))))
         nrow = -(-n // ncol)
-        x = torch.cat([x, torch.zeros(nrow * ncol - n, *x.shape[1:])]).reshape(
+        blank = float(x.shape[1] == 3)                    # empty cells: white, as the gaps
+        x = torch.cat([x, torch.full((nrow * ncol - n, *x.shape[1:]), blank)]).reshape(
             nrow, ncol, *x.shape[1:])
     if x.dim() != 5 or x.shape[2] not in (1, 3):
         raise ValueError(f"tile expects [N, C, H, W] or [R, K, C, H, W] with C = 1 or 3, got "
