@@ -257,6 +257,15 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
     return _read_tensors(path, image_size, invert, channels)
 
 
+def decoding(settings) -> dict:
+    """How your own images are decoded, read from a settings object with ``image_size``,
+    ``invert`` and ``channels`` (the experiments' or the protocol's): the keyword arguments
+    of ``read_user`` and ``user_data_hash``, which ``load`` and ``check_data_options`` take
+    too."""
+    return {"image_size": settings.image_size, "invert": settings.invert,
+            "channels": settings.channels}
+
+
 def _applied_invert(invert: str, channels: int) -> str:
     """The inversion that is applied: ``invert``, but ``"auto"`` (which judges a grey page
     by its mean) keeps colour images as they are."""

@@ -118,9 +118,8 @@ def check_settings(s: Settings) -> None:
     """
     if s.model not in MODELS:
         raise ValueError(f"unknown model {s.model!r}; choose one of {', '.join(MODELS)}")
-    gdata.check_data_options(s.data, resample=s.resample, image_size=s.image_size,
-                             invert=s.invert, test_fraction=s.test_fraction, root=s.root,
-                             channels=s.channels)
+    gdata.check_data_options(s.data, resample=s.resample, test_fraction=s.test_fraction,
+                             root=s.root, **gdata.decoding(s))
     check_positive("latent size (--latent)", s.latent)
     likelihoods.check_kind(s.likelihood)
     gdata.check_binarize(s.binarize)
@@ -157,8 +156,8 @@ def _subset(d: gdata.ImageData, n: int | None, seed: int) -> gdata.ImageData:
 
 def load_split(s: Settings, split: str) -> gdata.ImageData:
     """The whole ``split`` of ``s.data`` (``data.load`` with the settings' data options)."""
-    return gdata.load(s.data, split, s.root, s.resample, image_size=s.image_size,
-                      invert=s.invert, test_fraction=s.test_fraction, channels=s.channels)
+    return gdata.load(s.data, split, s.root, s.resample, test_fraction=s.test_fraction,
+                      **gdata.decoding(s))
 
 
 def load_data(s: Settings) -> tuple[gdata.ImageData, gdata.ImageData]:
@@ -182,8 +181,7 @@ def data_identity(s: Settings) -> dict:
     the settings; nothing for the built-in sets."""
     if not gdata.is_user_data(s.data):
         return {}
-    return {"data_hash": gdata.user_data_hash(s.data, image_size=s.image_size,
-                                              invert=s.invert, channels=s.channels)}
+    return {"data_hash": gdata.user_data_hash(s.data, **gdata.decoding(s))}
 
 
 def build_model(kind: str, s: Settings, train_images: torch.Tensor, n_classes: int

@@ -147,9 +147,8 @@ def _saved_settings(state: dict) -> dict:
 
 def check_protocol_settings(s: ProtocolSettings) -> None:
     """Raise ``ValueError`` naming the first bad setting."""
-    gdata.check_data_options(s.data, resample=s.resample, image_size=s.image_size,
-                             invert=s.invert, test_fraction=s.test_fraction, root=s.root,
-                             channels=s.channels)
+    gdata.check_data_options(s.data, resample=s.resample, test_fraction=s.test_fraction,
+                             root=s.root, **gdata.decoding(s))
     for name in ("latent", "batch_size", "stages", "curve_k", "checkpoint_every"):
         check_positive(name, getattr(s, name))
     if not s.hidden or any(h < 1 for h in s.hidden):
@@ -360,16 +359,15 @@ def _subset(n: int, k: int | None, seed: int) -> torch.Tensor:
 
 
 def _load(s: ProtocolSettings, split: str) -> gdata.ImageData:
-    return gdata.load(s.data, split, s.root, s.resample, image_size=s.image_size,
-                      invert=s.invert, test_fraction=s.test_fraction, channels=s.channels)
+    return gdata.load(s.data, split, s.root, s.resample, test_fraction=s.test_fraction,
+                      **gdata.decoding(s))
 
 
 def with_data_hash(s: ProtocolSettings) -> ProtocolSettings:
     """``s`` with your own data's ``data_hash`` filled in (unchanged for the built-in sets)."""
     if not gdata.is_user_data(s.data):
         return s
-    return replace(s, data_hash=gdata.user_data_hash(s.data, image_size=s.image_size,
-                                                     invert=s.invert, channels=s.channels))
+    return replace(s, data_hash=gdata.user_data_hash(s.data, **gdata.decoding(s)))
 
 
 def load_protocol_data(s: ProtocolSettings) -> tuple[torch.Tensor, torch.Tensor]:
