@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from metaloop.data.images import image_files, load_image, load_query, load_support
+from metaloop.data.images import image_files, load_image, load_query, load_support, pad_square
 
 
 def _glyph(size=28) -> np.ndarray:
@@ -61,6 +61,31 @@ def test_jpeg_rgb_rgba_and_non_square(tmp_path):
     ref = F.interpolate(F.pad(want, (14, 14, 14, 14)).unsqueeze(0), size=(28, 28),
                         mode="bilinear", align_corners=False, antialias=True)[0]
     torch.testing.assert_close(c, ref, atol=1e-5, rtol=0)
+
+
+def test_pad_square_fills_with_each_images_border_colour(tmp_path):
+    # a colour photo on white, wider than tall: white bars above and below, not black ones
+    photo = np.full((20, 40, 3), 255, np.uint8)
+    photo[5:15, 10:30] = (200, 30, 30)                                # a red block
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    x = load_image(tmp_path / "photo.png", image_size=40, invert="never", channels=3)
+    assert x.shape == (3, 40, 40)
+    torch.testing.assert_close(x[:, :10], torch.ones(3, 10, 40), atol=1e-6, rtol=0)
+    torch.testing.assert_close(x[:, 30:], torch.ones(3, 10, 40), atol=1e-6, rtol=0)
+    red = torch.tensor([200, 30, 30]).div(255).view(3, 1, 1).expand(3, 10, 20)
+    torch.testing.assert_close(x[:, 15:25, 10:30], red, atol=1e-6, rtol=0)
+    # a batch [N, C, h, w]: each image and channel by its own border's median, centred
+    u = torch.stack([torch.zeros(2, 3, 5), torch.full((2, 3, 5), 0.25)])
+    u[0, 1] = 0.75
+    u[:, :, 1, 2] = 1.0                                               # one inner pixel each
+    sq = pad_square(u)                                                # [2, 2, 5, 5]
+    assert sq.shape == (2, 2, 5, 5)
+    torch.testing.assert_close(sq[:, :, 1:4], u)
+    for i, fill in enumerate(((0.0, 0.75), (0.25, 0.25))):
+        for c, v in enumerate(fill):
+            assert (sq[i, c, 0] == v).all() and (sq[i, c, 4] == v).all()
+    square = u[..., :3]
+    assert pad_square(square) is square                             # square: unchanged
 
 
 def test_support_and_query_folders(tmp_path):

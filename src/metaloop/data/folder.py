@@ -36,7 +36,7 @@ import torch
 from metaloop.data.images import CHANNELS, IMAGE_EXTENSIONS, INVERT_MODES, load_image
 
 CACHE_DIRNAME = ".metaloop-cache"
-CACHE_VERSION = 3   # raised whenever decoding changes, so no cache disagrees with predict
+CACHE_VERSION = 4   # raised whenever decoding changes, so no cache disagrees with predict
 
 
 @dataclass

@@ -9,8 +9,9 @@ Preprocessing reproduces what the image families feed the network at training ti
    flipped when loaded). An image whose mean is above 0.5 is mostly light, so it is taken as
    dark ink on a light background and inverted (``invert="auto"``). Scans and drawings on
    paper are inverted this way; images already light-on-dark are kept;
-3. pad a non-square image to a square with background (0), centred, so the aspect ratio is
-   kept and nothing is cropped;
+3. pad a non-square image to a square, centred, with its own border colour (each channel's
+   median over the outermost pixels: the background, black for ink on 0 and white for a
+   photo on white), so the aspect ratio is kept and nothing is cropped (``pad_square``);
 4. resize to the model's side with the same antialiased bilinear kernel the Omniglot loader
    uses (``F.interpolate(mode="bilinear", antialias=True)``).
 
@@ -121,16 +122,35 @@ def _to_input(pix: np.ndarray, image_size: int, invert: str) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(pix)).permute(2, 0, 1)         # [c, h, w]
     if invert == "always" or (invert == "auto" and float(x.mean()) > 0.5):
         x = 1.0 - x
-    h, w = x.shape[-2:]
-    if h != w:                                    # centre on a square background, no crop
-        side = max(h, w)
-        top, left = (side - h) // 2, (side - w) // 2
-        x = F.pad(x, (left, side - w - left, top, side - h - top), value=0.0)  # [c, s, s]
-    x = x.unsqueeze(0)                                                        # [1, c, s, s]
+    x = pad_square(x).unsqueeze(0)                                            # [1, c, s, s]
     if x.shape[-1] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
                           align_corners=False, antialias=True)                # [1, c, H, W]
     return x.reshape(channels, image_size, image_size).clamp_(0.0, 1.0)
+
+
+def pad_square(x: torch.Tensor) -> torch.Tensor:
+    """A non-square image centred on a square of its own border colour; nothing is cropped.
+
+    Args:
+        x: float ``[..., C, h, w]``, one image or a batch.
+
+    Returns:
+        ``[..., C, s, s]`` with ``s = max(h, w)`` (``x`` itself when square). The added pixels
+        of each image and channel take the median of that image's outermost pixels in that
+        channel: its background (0 around ink on 0, white around a photo on white), so a
+        colour image gains no black bars that the content never had.
+    """
+    h, w = x.shape[-2:]
+    if h == w:
+        return x
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1)
+    fill = border.median(-1).values                                   # [..., C]
+    out = fill[..., None, None].expand(*x.shape[:-2], side, side).clone()   # [..., C, s, s]
+    out[..., top:top + h, left:left + w] = x
+    return out
 
 
 def is_image_name(path: Path) -> bool:

@@ -69,7 +69,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from metaloop.data.images import INVERT_MODES
+from metaloop.data.images import INVERT_MODES, pad_square
 from metaloop.data.omniglot import RESAMPLE
 
 DATASETS = ("fashion-mnist", "omniglot", "omniglot-mixed")
@@ -313,8 +313,8 @@ def _read_tensors(path: Path, image_size: int, invert: str, channels: int) -> Im
 def _to_square(u: torch.Tensor, image_size: int, invert: str, channels: int) -> torch.Tensor:
     """float ``[N, C, H, W]`` in [0, 1] -> uint8 ``[N, channels, S, S]``, as ``load_image``
     converts a file: grey (Pillow's ``L`` weights) or RGB (grey repeated), inverted per
-    ``invert`` (``"auto"``: each image whose mean is above half), centred on a square
-    background, resized with antialiasing."""
+    ``invert`` (``"auto"``: each image whose mean is above half), centred on a square of
+    its border colour (``pad_square``), resized with antialiasing."""
     if u.shape[1] == 3 and channels == 1:
         w = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
         u = (u * w).sum(1, keepdim=True)                                     # [N, 1, H, W]
@@ -325,11 +325,7 @@ def _to_square(u: torch.Tensor, image_size: int, invert: str, channels: int) -> 
     elif invert == "auto":
         light = u.flatten(1).mean(1) > 0.5                                   # [N]
         u = torch.where(light[:, None, None, None], 1.0 - u, u)
-    h, w_ = u.shape[-2:]
-    if h != w_:                                   # centre on a square background, no crop
-        side = max(h, w_)
-        top, left = (side - h) // 2, (side - w_) // 2
-        u = F.pad(u, (left, side - w_ - left, top, side - h - top), value=0.0)  # [N, c, s, s]
+    u = pad_square(u)                             # [N, c, s, s]: its border colour, no crop
     if u.shape[-1] != image_size:
         u = F.interpolate(u, size=(image_size, image_size), mode="bilinear",
                           align_corners=False, antialias=True)               # [N, c, S, S]
