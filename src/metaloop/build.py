@@ -15,6 +15,7 @@ import torch
 from metaloop import config as _config
 from metaloop import meta, models, tasks
 from metaloop.config import FAMILIES, METHODS, MODELS
+from metaloop.data.folder import UnreadableImagesError
 
 __all__ = ["batching_on", "build_family", "build_learner", "build_model", "data_fingerprint",
            "eval_family", "resolve_split", "training_family", "user_family"]
@@ -115,6 +116,9 @@ def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None)
             fcfg["root"], image_size=fcfg["image_size"], channels=fcfg["channels"],
             invert=fcfg["invert"], class_depth=fcfg["class_depth"],
             skip_corrupt=fcfg["skip_corrupt"], progress=progress, **common)
+    except UnreadableImagesError as e:         # the config's way to skip them, not the API's
+        raise ValueError(f"{e.problem}; to leave unreadable files out instead, set "
+                         f"family.skip_corrupt = true") from e
     except ValueError:
         if have is None:
             raise
@@ -169,7 +173,9 @@ def data_fingerprint(fcfg: dict, *families) -> dict | None:
             h = hashlib.sha256(f"{list(xs.shape)} {xs.dtype}\n".encode())
             h.update(xs.numpy().tobytes())
             classes[name] = h.hexdigest()[:16]
-    whole = hashlib.sha256("".join(f"{n}\0{d}\n" for n, d in classes.items()).encode())
+    # class folder names that are not UTF-8 hash as the bytes the file system holds
+    whole = hashlib.sha256("".join(f"{n}\0{d}\n" for n, d in classes.items())
+                           .encode("utf-8", "surrogateescape"))
     shape = [int(v) for v in families[0].input_shape] if families else None
     return {**out, "sha256": whole.hexdigest(), "classes": classes, "example_shape": shape}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,14 @@ def test_table_drop_small_says_how_many(tiny_bert, tmp_path, capsys):
      "--meta-shots must be positive, got 0"),
     ("meta-dir-file", ["--meta", "fomaml", "--meta-iterations", "1", "--meta-batch", "1"],
      "s.csv is a file, not a folder"),
+    ("dup-header", [], "s.csv: the text column 'text' is named more than once: the header "
+     "(line 1) names it in columns 1, 2"),
+    ("json-list", [], "s.jsonl: 1 row(s) hold a JSON list as their text (field 'text') at "
+     "line 2; a text must be a string"),
+    (None, ["--approaches", ""], "--approaches '' names no approach"),
+    (None, ["--approaches", " , "], "--approaches ' , ' names no approach"),
+    (None, ["--approaches", "probe-ridge,,"],
+     "--approaches 'probe-ridge,,' has an empty item (a comma too many)"),
 ])
 def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, change, extra,
                                               message):
@@ -262,6 +271,17 @@ def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, chang
         data = tmp_path / "none.csv"
     elif change == "xlsx":
         data = data.rename(tmp_path / "s.xlsx")
+    elif change == "dup-header":      # a second 'text' column, read silently before
+        lines = data.read_text().splitlines()
+        data.write_text("text,text,label\n" + "".join(
+            f"zzz,{line}\n" for line in lines[1:]))
+    elif change == "json-list":       # read as the Python text "['...']" before
+        rows = [json.loads(line) for line in write_sentences(
+            tmp_path / "s.jsonl").read_text().splitlines()]
+        rows[1]["text"] = [rows[1]["text"]]
+        data.unlink()
+        data = tmp_path / "s.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     argv = _table_argv(tiny_bert, data, out, *extra)
     if change == "no-data":
@@ -275,6 +295,47 @@ def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, chang
     err = capsys.readouterr().err
     assert message in err and err.startswith("metaloop adapt: error:")
     assert not out.exists()
+
+
+def test_meta_dir_is_reused_on_the_same_table_under_another_path(tiny_bert, tmp_path, capsys,
+                                                                 monkeypatch):
+    """A --meta-dir run is reused whatever path names its table (relative, absolute, from
+    another working folder, a copy), and a run that stored a relative path (metaloop before
+    it stored absolute ones) too: the table is its sha256 and classes (QA: refused on
+    'table.data'). A changed table is still refused, by its sha256."""
+    work = tmp_path / "work"
+    work.mkdir()
+    write_sentences(work / "s.csv")
+    meta = ["--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1",
+            "--approaches", "probe-ridge"]
+    monkeypatch.chdir(work)
+    assert main(_table_argv(tiny_bert, Path("s.csv"), tmp_path / "o1", *meta)) == 0
+    run = tmp_path / "o1" / "meta" / "fomaml"
+    latest = (run / "LATEST").read_text()
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes((work / "s.csv").read_bytes())
+    again = [*meta, "--meta-dir", str(run.parent)]
+    for data in (work / "s.csv", Path("work/s.csv"), copy):
+        assert main(_table_argv(tiny_bert, data, tmp_path / "o2", *again)) == 0, data
+        assert (run / "LATEST").read_text() == latest            # reused, not retrained
+        res = json.loads((tmp_path / "o2" / "results.json").read_text())
+        assert res["meta"]["fomaml"]["config"]["table"]["data"] == str(work / "s.csv")
+        assert res["table"]["data"] == str(data)
+        shutil.rmtree(tmp_path / "o2")
+    state_file = run / latest.strip() / "state.json"            # as an older run stored it
+    state = json.loads(state_file.read_text())
+    state["config"]["table"]["data"] = "s.csv"
+    state.pop("state_sha256", None)
+    state_file.write_text(json.dumps(state))
+    assert main(_table_argv(tiny_bert, work / "s.csv", tmp_path / "o2", *again)) == 0
+    shutil.rmtree(tmp_path / "o2")
+    copy.write_text(copy.read_text().replace("person", "people"))
+    capsys.readouterr()
+    assert main(_table_argv(tiny_bert, copy, tmp_path / "o2", *again)) == 2
+    err = capsys.readouterr().err
+    assert f"refusing to resume {run}: the config differs in " in err
+    assert "table.sha256" in err and not (tmp_path / "o2").exists()
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -5,6 +5,7 @@ input and flags that would change nothing are named, and nothing is written."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -129,6 +130,44 @@ def test_a_tensor_file_of_images_with_an_omniglot_run(method_runs, tmp_path, cap
     err = capsys.readouterr().err
     assert "holds inputs of shape [6]" in err and "[1, 28, 28]" in err
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_meta_run_is_reused_on_the_same_images_and_model_under_other_paths(
+        folder_run, tmp_path, monkeypatch):
+    """The images of a --meta-dir run are their sha256 and classes, and a model folder its
+    absolute path: run from another working folder, with other paths to the same folder
+    and run, the finished meta-run is reused (QA: refused on 'data.data')."""
+    run, _ = folder_run
+    write_image_folder(tmp_path / "other", classes=4, per_class=6, seed=5, mixed=False)
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copytree(run, tmp_path / "model")
+    meta = ["--approaches", "probe-ridge", "--steps", "2", "--meta", "fomaml",
+            "--meta-iterations", "2", "--meta-batch", "1", "--split-fractions", "0.5,0,0.5"]
+    monkeypatch.chdir(tmp_path)
+    assert main(_adapt("model", "folder", "other", tmp_path / "o1", *meta)) == 0
+    latest = (tmp_path / "o1/meta/fomaml/LATEST").read_text()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(_adapt(tmp_path / "model", "folder", "../other/", tmp_path / "o2", *meta,
+                       "--meta-dir", str(tmp_path / "o1/meta"))) == 0
+    assert (tmp_path / "o1/meta/fomaml/LATEST").read_text() == latest     # reused
+    config = json.loads((tmp_path / "o2/results.json").read_text())["meta"]["fomaml"]["config"]
+    assert config["data"]["data"] == str(tmp_path / "other")
+    assert config["model"] == str(tmp_path / "model")
+
+
+def test_bad_labels_and_too_few_classes_name_the_data(folder_run, tmp_path, capsys):
+    """Errors of Episodes name the --data file or folder, not Episodes (QA)."""
+    run, _ = folder_run
+    np.savez(tmp_path / "f.npz", x=np.zeros((8, 1, 28, 28), np.uint8), y=np.zeros(8))
+    one = write_image_folder(tmp_path / "one", classes=1, per_class=6, mixed=False)
+    for family, data, message in [
+            ("tensors", tmp_path / "f.npz", f"tensor file {tmp_path / 'f.npz'}: y must be int "
+                                            f"labels [N] with N = 8 (as x), got torch.float64"),
+            ("folder", one, f"image folder {one}: ways=2 exceeds the 1 classes available")]:
+        out = tmp_path / "out"
+        assert main(_adapt(run, family, data, out, "--approaches", "probe-ridge")) == 2
+        err = capsys.readouterr().err
+        assert f"metaloop adapt: error: {message}" in err and not out.exists()
 
 
 @pytest.mark.parametrize("change,message", [

@@ -3,6 +3,7 @@
 bad-input case exits 2 with a named error and writes nothing; tensor files."""
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -139,7 +140,11 @@ def _few_classes(root):
     (_small_class, {}, r"class\(es\) have fewer than shots \+ queries .*'class_03' \(2\)"),
     (_few_classes, {"split_fractions": [1.0, 0.0, 0.0]}, "ways=5 exceeds the 2 classes"),
     (lambda r: (r / "class_01" / "bad.jpg").write_bytes(b"\xff\xd8junk"), {},
-     r"cannot read image .*class_01/bad\.jpg"),
+     r"cannot read image .*class_01/bad\.jpg.*; to leave unreadable files out instead, set "
+     r"family\.skip_corrupt = true"),
+    (lambda r: os.symlink("/nonexistent.png", r / "class_01" / "dangling.png"), {},
+     r"class_01/dangling\.png is a link to /nonexistent\.png, which does not exist; remove "
+     r"the link or restore its target; .*set family\.skip_corrupt = true"),
     (lambda r: (r.parent / "test.txt").write_text("class_00\nno_such_class\n"),
      {"split_files": ["TRAIN", "VAL", "TEST"]}, r"unknown class\(es\): \['no_such_class'\]"),
 ])
@@ -163,6 +168,33 @@ def test_bad_data_exits_2_naming_the_problem_and_writes_nothing(tmp_path, capsys
     # small classes, leave a complete cache that the next run reuses)
     cache = root / ".metaloop-cache"
     assert not cache.exists() or len(list(cache.glob("*.json"))) == 1
+
+
+def test_a_max_pool_conv4_on_images_below_16_pixels_exits_2(tmp_path, capsys):
+    """model.pool = "max" with family.image_size 15 was a max_pool2d RuntimeError traceback
+    (exit 1); now exit 2 naming the minimum, and nothing is written."""
+    root = write_image_folder(tmp_path / "images", classes=12, per_class=6, mixed=False)
+    cfg = _config_file(tmp_path, root, image_size=15, ways=2, queries=2)
+    cfg.write_text(cfg.read_text().replace('pool = "stride"', 'pool = "max"'))
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "image_size must be >= 16 with pool 'max'" in err and "got 15" in err, err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_skip_corrupt_leaves_out_a_link_to_nothing(tmp_path, capsys):
+    """A dangling link stopped training with a raw '[Errno 2]' even with
+    family.skip_corrupt = true; now it is skipped and counted like an unreadable image."""
+    root = write_image_folder(tmp_path / "images", classes=12, per_class=6, mixed=False)
+    os.symlink("/nonexistent.png", root / "class_01" / "dangling.png")
+    cfg = _config_file(tmp_path, root, ways=2, queries=2, skip_corrupt=True)
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    assert "skipped 1 unreadable image(s), e.g. class_01/dangling.png" in \
+        capsys.readouterr().err
 
 
 def test_compare_runs_on_a_folder_config(tmp_path):

@@ -111,6 +111,12 @@ def test_a_tensor_file_end_to_end(tmp_path, capsys):
                                                                              (8, 4, 6)]
     matrix = r["strategies"]["replay"]["matrix"]["per_seed"][0]
     assert len(matrix) == 2 and all(0 <= a <= 1 for row in matrix for a in row)
+    # --seeds 1: one value per cell has no CI (it printed "± 0.0" and wrote "ci95": 0.0)
+    summary = r["strategies"]["replay"]["summary"]
+    assert all(m["ci95"] is None and m["n"] == 1 for m in summary.values()), summary
+    text = capsys.readouterr().out
+    assert "one seed, so no 95% CI: ± n/a" in text and "± n/a" in text.splitlines()[-3]
+    assert "± 0.0" not in text
 
 
 def test_the_defaults_and_the_help():
@@ -190,6 +196,23 @@ def test_bad_data_is_named(folder, tmp_path, capsys):
     (broken / "dog" / "x.png").write_bytes(b"not a png")
     err = _refused(capsys, tmp_path, *run, "--data", str(broken))
     assert "x.png" in err
+    # forgetting has no family.skip_corrupt: the hint was the config's, now the library's
+    assert "family.skip_corrupt" not in err and "skip_corrupt=True (load_folder" in err
     (tmp_path / "table.csv").write_text("x,y\n1,0\n")
     err = _refused(capsys, tmp_path, *run, "--data", str(tmp_path / "table.csv"))
     assert "is neither a folder nor a .npz/.pt file (got '.csv')" in err
+
+
+@pytest.mark.parametrize("y,got", [
+    (np.arange(5).repeat(10).astype(np.float64), "got torch.float64 [50]"),   # float labels
+    (np.arange(5).repeat(8), "got torch.int64 [40]"),                        # N unlike x's
+    (np.arange(50).reshape(25, 2) % 5, "got torch.int64 [25, 2]"),           # not [N]
+])
+def test_a_tensor_file_with_bad_labels_is_named_by_the_file(y, got, tmp_path, capsys):
+    # the message named the internal function that found it: "split_classes_of y must be ..."
+    data = tmp_path / "feats.npz"
+    np.savez(data, x=np.zeros((50, 6), np.float32), y=y)
+    err = _refused(capsys, tmp_path, "--scenario", "split-data-class", "--data", str(data))
+    assert f"error: tensor file {data}: y must be int labels [N] with N = 50 (as x), {got}" \
+        in err, err
+    assert "split_classes_of" not in err

@@ -141,6 +141,34 @@ def test_what_does_not_fit_is_named(vector_run, method_runs, tmp_path, capsys):
              capsys, tmp_path, "needs a classification run", "'sinusoid'")
 
 
+def test_support_labels_are_checked_as_training_checks_them(vector_run, tmp_path, capsys):
+    """Names shorter than the labels (an IndexError), float labels (a TypeError), negative
+    labels (classes[-1] wrapped to a wrong name) and repeated names (scores collapsed) were
+    not refused; now each is, with training's message, and names of classes without
+    examples are still dropped."""
+    s, q = _files(tmp_path, labels=(0, 1, 2, 0, 1, 2))
+    sup = np.load(s)
+    x, y = sup["x"], sup["y"]
+    base = ["predict", "--checkpoint", str(vector_run), "--query", str(q), "--support"]
+    cases = {"short": ({"y": y, "class_names": np.array(["a", "b"])},
+                       ["labels must be in [0, 2) (len(class_names))", "found 0..2"]),
+             "float": ({"y": y + 0.5}, ["y must be int labels [N] with N = 6", "float64"]),
+             "negative": ({"y": y - 1}, ["labels must be in [0, 2)", "found -1..1"]),
+             "dup": ({"y": y, "class_names": np.array(["a", "a", "b"])},
+                     ["class_names has duplicates: ['a']"])}
+    for name, (arrays, words) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", x=x, **arrays)
+        err = refused([*base, str(tmp_path / f"{name}.npz")], capsys, tmp_path,
+                      f"the support file {tmp_path / name}.npz:", *words)
+        assert "Traceback" not in err
+        with pytest.raises(ValueError, match="the support file"):
+            classify_tensors(load_run(vector_run), tmp_path / f"{name}.npz", q)
+    np.savez(tmp_path / "gap.npz", x=x[:4], y=np.array([0, 2, 0, 2]),
+             class_names=np.array(["a", "b", "c"]))               # "b" has no examples
+    assert classify_tensors(load_run(vector_run), tmp_path / "gap.npz", q).classes == \
+        ["a", "c"]
+
+
 def test_scoring_is_refused_for_a_run_without_batchnorm(vector_run, tmp_path, capsys):
     """An MLP has no BatchNorm: each query is scored on its own either way, and --scoring
     was accepted by eval and predict and changed nothing."""

@@ -7,6 +7,7 @@ reads only when it reaches its last pass, is refused when ``--until-pass`` stops
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -135,6 +136,36 @@ def test_an_interrupted_protocol_run_keeps_its_checkpoints_and_resumes(
     capsys.readouterr()
     assert _vae(tiny_fashion_small, out, *PROTOCOL, "--resume", "--until-pass", "2") == 0
     assert "2/4 passes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call,passes", [(15, 2), (35, 4)])    # in pass 2; in the last pass
+def test_ctrl_c_on_a_protocol_run_checkpoints_and_exits_130(
+        tiny_fashion_small, tmp_path, monkeypatch, capsys, call, passes):
+    # A real SIGINT, which the protocol's handler turns into "checkpoint after this pass and
+    # stop": the run used to exit 0 then, so `metaloop vae ... && next` went on.
+    out = tmp_path / "iwae"
+    seen = {"calls": 0}
+    loss = VAE.loss
+
+    def sigint(self, *args, **kwargs):
+        if self.training:
+            seen["calls"] += 1
+            if seen["calls"] == call:
+                signal.raise_signal(signal.SIGINT)
+        return loss(self, *args, **kwargs)
+    monkeypatch.setattr(VAE, "loss", sigint)
+    capsys.readouterr()
+    assert _vae(tiny_fashion_small, out, *PROTOCOL) == 130
+    got = capsys.readouterr()
+    assert f"{passes}/4 passes in {out}" in got.out and "continue with --resume" in got.out
+    assert "metaloop vae: interrupted" in got.err
+    assert seen["calls"] == 10 * passes                        # the pass was finished
+    assert (out / "LATEST").read_text().strip() == f"ckpt-{passes:08d}"
+    assert not list(out.glob("final-*.json"))                  # stopped: no final measurement
+    monkeypatch.undo()
+    assert _vae(tiny_fashion_small, out, *PROTOCOL, "--resume", "--k", "5") == 0
+    got = capsys.readouterr().out
+    assert "4/4 passes" in got and "continue with --resume" not in got and "test NLL" in got
 
 
 def test_a_protocol_run_interrupted_before_its_first_checkpoint_leaves_no_folder(

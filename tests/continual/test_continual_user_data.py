@@ -260,6 +260,11 @@ def test_bad_data_is_named(tmp_path):
     (tmp_path / "e.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="is empty"):
         user_experiences(tmp_path / "e.npz")
+    np.savez(tmp_path / "f.npz", x=x.numpy(), y=y.double().numpy())      # float labels
+    with pytest.raises(ValueError, match=r"^tensor file .*f\.npz: y must be int labels"):
+        user_experiences(tmp_path / "f.npz")
+    with pytest.raises(ValueError, match=r"^tensor file .*f\.npz: y must be int labels"):
+        load_labelled(tmp_path / "f.npz")
     np.savez(tmp_path / "k.npz", inputs=x.numpy())
     with pytest.raises(ValueError, match=r"lacks \['x', 'y'\]"):
         user_experiences(tmp_path / "k.npz")

@@ -130,6 +130,52 @@ def test_images_outside_class_folders_are_named(tmp_path):
         load_folder(flat)
 
 
+def test_the_corrupt_image_hint_is_the_librarys_not_a_configs(tmp_path):
+    """The hint named the config key family.skip_corrupt, which metaloop adapt, forgetting
+    and vae do not have; the library names its own argument (train adds the config key)."""
+    root = write_image_folder(tmp_path / "c", classes=3, per_class=4, corrupt=True)
+    with pytest.raises(folder_mod.UnreadableImagesError) as e:
+        load_folder(root)
+    assert "pass skip_corrupt=True (load_folder, Episodes.from_folder)" in str(e.value)
+    assert "family.skip_corrupt" not in str(e.value)
+    assert e.value.problem.startswith("cannot read image ") and \
+        [f for f, _ in e.value.files] == ["class_02/broken.png"]
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_an_image_beside_the_class_folders_is_named_as_such(tmp_path, depth):
+    """With class_depth = 1 an image in the root was reported as 'ignored 1 non-image'."""
+    root = tmp_path / "r"
+    write_image_folder(root / "g" if depth == 2 else root, classes=3, per_class=2,
+                       mixed=False)
+    (root / "notes.txt").write_text("x")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "stray.png")
+    s = scan_folder(root, depth)
+    assert (s.ignored, s.loose) == (1, ["stray.png"])
+    fam = ml.tasks.Episodes.from_folder(root, ways=2, shots=1, queries=1, class_depth=depth)
+    assert fam.report["loose"] == ["stray.png"]
+    text = fam.describe()
+    assert "ignored 1 non-image and 0 hidden entries" in text
+    assert "left out 1 image(s) outside any class folder, e.g. stray.png" in text
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"),
+                    reason="the file system takes only valid UTF-8 (or UTF-16) names")
+def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
+    """A name such as b'bad\\xff.png' (read by Python as 'bad\\udcff.png') failed with
+    "'utf-8' codec can't encode character '\\udcff' ... surrogates not allowed"; it is read,
+    and the cache (whose manifest stores the name) is hit the next time."""
+    root = write_image_folder(tmp_path / "images", classes=2, per_class=3, mixed=False)
+    os.rename(os.fsencode(root / "class_01" / "000.png"),
+              os.fsencode(root / "class_01") + b"/bad\xff.png")
+    d = load_folder(root)
+    assert d.cache_status == "built" and len(d.files) == 6
+    assert "class_01/bad\udcff.png" in d.files
+    again = load_folder(root)
+    assert again.cache_status == "hit" and again.files == d.files
+    torch.testing.assert_close(again.images, d.images)
+
+
 def test_folder_and_packed_loaders_give_the_same_images_and_tasks(omniglot_root, tmp_path):
     """Omniglot written out in its official layout reads back as the packed loader's images,
     and the two give the same task stream for the same class order and seed."""

@@ -1,4 +1,5 @@
-"""Symbolic links in an image folder: followed, except one back to a folder above it."""
+"""Symbolic links in an image folder: followed, except one back to a folder above it; a
+link to nothing is an unreadable image."""
 
 import os
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metaloop.data.folder import load_folder, scan_folder
+from metaloop.data.folder import UnreadableImagesError, load_folder, scan_folder
 
 
 def _folder(root):
@@ -35,3 +36,26 @@ def test_link_to_a_sibling_folder_is_followed(tmp_path):
     s = scan_folder(root)
     assert s.classes == ["a", "b"]
     assert s.files[0] == ["a/0.png", "a/1.png", "a/more/0.png", "a/more/1.png"]
+
+
+def test_link_to_nothing_is_named_and_skip_corrupt_leaves_it_out(tmp_path):
+    """A dangling link was a raw '[Errno 2] No such file or directory' from the scan, and
+    skip_corrupt did not help; now it is named as metaloop predict names it, skip_corrupt
+    leaves it out (in ``skipped``), and restoring its target rebuilds the cache with it."""
+    root = _folder(tmp_path / "images")
+    target = tmp_path / "elsewhere.png"
+    os.symlink(target, root / "b" / "dangling.png")
+    with pytest.raises(UnreadableImagesError,
+                       match=rf"b/dangling\.png is a link to {target}, which does not exist; "
+                             rf"remove the link or restore its target; .*skip_corrupt=True"):
+        load_folder(root, image_size=8)
+    d = load_folder(root, image_size=8, skip_corrupt=True)
+    assert d.files == ["a/0.png", "a/1.png", "b/0.png", "b/1.png"]
+    assert [f for f, _ in d.skipped] == ["b/dangling.png"] and d.cache_status == "built"
+    assert "is a link to" in d.skipped[0][1]
+    again = load_folder(root, image_size=8, skip_corrupt=True)
+    assert again.cache_status == "hit" and again.skipped == d.skipped
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(target)
+    restored = load_folder(root, image_size=8, skip_corrupt=True)
+    assert restored.cache_status.startswith("rebuilt") and restored.skipped == []
+    assert restored.files[-1] == "b/dangling.png"

@@ -135,4 +135,18 @@ def test_every_steps_ci_is_students_t_interval_over_tasks():
             assert r[key]["ci95"][k] == pytest.approx(t6 * v.std(ddof=1) / np.sqrt(7),
                                                       abs=1e-12)
     assert ml.mean_ci([0.8, 0.8, 0.8]) == pytest.approx((0.8, 0.0), abs=1e-12)
-    assert ml.mean_ci([0.25]) == (0.25, 0.0)
+    assert ml.mean_ci([0.25]) == (0.25, None)
+
+
+def test_one_value_has_no_ci():
+    # QA: `adapt --tasks 1` printed "83.33 ± 0.00" and `forgetting --seeds 1` wrote
+    # "ci95": 0.0, a zero-width interval read as certainty; one value has no spread to measure.
+    from metaloop.evaluate import format_mean_ci
+
+    assert ml.mean_ci([5 / 6]) == (5 / 6, None)
+    assert format_mean_ci(5 / 6, None, scale=100) == "83.33 ± n/a"
+    assert format_mean_ci(5 / 6, 0.05, ".1f", 100) == "83.3 ± 5.0"
+    assert format_mean_ci(1.5, 0.25, ".3f") == "1.500 ± 0.250"
+    learner, fam = _protonet_on_images()
+    r = ml.evaluate(learner, fam, tasks=1, steps=(0, 2), seed=5)
+    assert r["accuracy"]["ci95"] == [None, None] and r["loss"]["ci95"] == [None, None]

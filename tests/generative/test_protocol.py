@@ -109,6 +109,7 @@ def test_sigterm_stops_after_the_pass_with_a_checkpoint(images, x_test, tmp_path
     before = signal.getsignal(signal.SIGTERM)
     out = P.train_protocol(images, tmp_path / "run", TINY, curve_fn=curve_then_term)
     assert out["passes"] == 1 and not out["done"]       # the first curve point is at pass 1
+    assert out["interrupted"] == "SIGTERM"          # the CLI then exits 130, not 0
     assert ckpt.latest_checkpoint(tmp_path / "run").name == "ckpt-00000001"
     assert signal.getsignal(signal.SIGTERM) == before             # the handler is restored
 
@@ -218,6 +219,17 @@ def test_evaluation_and_its_record(images, x_test, tmp_path):
         "VAE 3072-16-16-3, IWAE protocol, /data/photos")
     curve = P.curve_records(bicubic, command="metaloop vae", device="CPU")
     assert {c["table"] for c in curve} == {"generative_iwae_curve_bicubic"}
+
+
+def test_one_test_image_has_no_ci(images, x_test, tmp_path):
+    # mean_ci gives None for one value (no spread), not a 0.0 that reads as certainty
+    out = _train(images, x_test, tmp_path / "run", until_pass=1)
+    assert out["interrupted"] is None
+    result = P.evaluate_run(tmp_path / "run", k=5, examples=1, x_test=x_test, s=TINY)
+    assert result["test"]["n"] == 1 and result["test"]["nll_ci95"] is None
+    rec = P.record(result, command="metaloop vae --protocol iwae --evaluate", device="CPU")
+    assert rec["ci95"] is None and rec["n"] == 1
+    records.validate_record(rec)
 
 
 def test_projection_follows_the_last_stage_in_log_passes():

@@ -54,6 +54,20 @@ def test_bad_model_arguments():
         Conv4()(torch.randn(2, 3, 28, 28))
 
 
+@pytest.mark.parametrize("size", [2, 8, 15])
+def test_max_pool_needs_16_pixels_and_stride_takes_any_size(size):
+    """Four 2x2 max-pools take 15 -> 7 -> 3 -> 1 -> 0: a RuntimeError from max_pool2d came
+    out of the constructor (and ``metaloop train``); now a ValueError names the minimum.
+    The stride-2 convolutions round up (1 -> 1) and read any size."""
+    with pytest.raises(ValueError, match=rf"image_size must be >= 16 with pool 'max' .*got "
+                                         rf"{size}; use pool 'stride'"):
+        Conv4(1, 4, 3, pool="max", image_size=size)
+    assert Conv4(1, 4, 3, pool="max", image_size=16)(torch.randn(2, 1, 16, 16)).shape == (2, 3)
+    for side in (1, size):
+        net = Conv4(1, 4, 3, pool="stride", image_size=side)
+        assert net(torch.randn(2, 1, side, side)).shape == (2, 3)
+
+
 def test_inputs_of_the_wrong_size_are_named():
     """An image size other than the one Conv4 was built for (its head would not fit), or an
     MLP input whose last dimension is not ``in_dim``: a ValueError naming the shapes, not a

@@ -48,3 +48,72 @@ def test_a_tiny_experiment_reports_every_strategy(fashion_mnist_root, tmp_path):
     forgetting.write(tmp_path, s, exps, runs, results)
     assert (tmp_path / "results.json").is_file() and (tmp_path / "accuracy_matrix.png").is_file()
     assert "naive" in forgetting.table(results["strategies"])
+
+
+# -- a metric undefined in some seeds; one seed has no CI -----------------------------------
+
+def _fixed_seeds(monkeypatch, matrices):
+    """``forgetting.run`` with seed ``i``'s accuracy matrix ``matrices[i]`` for every
+    strategy (no training)."""
+    import torch
+
+    def one_seed(s, exps, seed, update):
+        r = torch.tensor(matrices[seed - s["seeds"][0]], dtype=torch.float64)
+        curve = [{"step": 0, "experience": 0, "accuracy": {e.name: 0.5 for e in exps}}]
+        return {name: {"seed": seed, "matrix": r, "curve": curve, "boundaries": [0, 4, 8],
+                       "wall_s": 0.0} for name in s["strategies"]}
+    monkeypatch.setattr(forgetting, "_one_seed", one_seed)
+
+
+def _tiny_exps(tmp_path):
+    import numpy as np
+
+    x = np.arange(6).repeat(10)[:, None] * np.ones((1, 4), np.float32)
+    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=np.arange(6).repeat(10))
+    return forgetting.experiences("split-data-class", data=tmp_path / "d.npz")
+
+
+def test_retained_is_averaged_over_the_seeds_where_it_is_defined(monkeypatch, tmp_path):
+    # QA: one seed that learned nothing on the earlier experiences (R[j, j] = 0 for j < T-1)
+    # has retained = 0/0; it made the mean over all seeds NaN ("nan ± nan", JSON null),
+    # wiping out the two seeds where it is defined.
+    import json
+
+    from metaloop.evaluate.stats import ci95
+
+    _fixed_seeds(monkeypatch, [
+        [[0.5, 0, 0], [0.5, 0.5, 0], [0.5, 0.0, 0.5]],        # retained 0.5 / 1.0
+        [[0.0, 0, 0], [0.5, 0.0, 0], [0.0, 0.0, 0.5]],        # nothing learned: undefined
+        [[1.0, 0, 0], [1.0, 0.5, 0], [1.0, 0.5, 0.5]]])       # retained 1.5 / 1.5
+    s = forgetting.settings("split-data-class", strategies="naive,replay", seeds=3)
+    exps = _tiny_exps(tmp_path)
+    runs, results = forgetting.run(s, exps)
+    forgetting.write(tmp_path, s, exps, runs, results)
+    got = json.loads((tmp_path / "results.json").read_text())["strategies"]["naive"]["summary"]
+    want = ci95([0.5, 1.0])
+    assert got["retained"] == {"mean": 0.75, "ci95": pytest.approx(want), "n": 2,
+                               "undefined_seeds": [1], "per_seed": [0.5, None, 1.0]}
+    assert got["bwt"]["n"] == 3 and got["bwt"]["undefined_seeds"] == []
+    text = forgetting.table(results["strategies"])
+    assert f"75.0 ± {100 * want:.1f} (2 of 3 seeds)" in text and "nan" not in text
+    assert "retained is undefined (naive: seed 1; replay: seed 1)" in text
+    assert "Its mean is over the seeds where it is defined." in text.replace("\n", " ")
+
+
+def test_retained_undefined_in_every_seed_and_one_seed_without_a_ci(monkeypatch, tmp_path):
+    _fixed_seeds(monkeypatch, [[[0.0, 0, 0], [0.5, 0.0, 0], [0.0, 0.0, 0.5]]] * 2)
+    exps = _tiny_exps(tmp_path)
+    s = forgetting.settings("split-data-class", strategies="naive", seeds=2)
+    summary = forgetting.run(s, exps)[1]["strategies"]["naive"]["summary"]
+    assert summary["retained"]["mean"] is None and summary["retained"]["ci95"] is None
+    assert summary["retained"]["n"] == 0 and summary["retained"]["undefined_seeds"] == [0, 1]
+    text = forgetting.table({"naive": {"summary": summary}})
+    assert "undefined (0 of 2 seeds)" in text and "defined." not in text
+    # one seed: a mean, and no CI (it printed "± 0.0", and wrote "ci95": 0.0)
+    s = forgetting.settings("split-data-class", strategies="naive", seeds=1)
+    summary = forgetting.run(s, exps)[1]["strategies"]["naive"]["summary"]
+    assert summary["new_accuracy"] == {"mean": 0.5, "ci95": None, "n": 1,
+                                       "undefined_seeds": [], "per_seed": [0.5]}
+    row = forgetting.table({"naive": {"summary": summary}}).splitlines()[2]
+    assert row.split()[:4] == ["naive", "50.0", "±", "n/a"] and "± 0.0" not in row
+    assert "  undefined" in row

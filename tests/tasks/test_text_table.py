@@ -307,3 +307,66 @@ def test_read_texts_names_what_is_wrong(tmp_path, name, content, kw, message):
         path.write_text(content)
     with pytest.raises(ValueError, match=re.escape(message)):
         read_texts(path, **kw)
+
+
+@pytest.mark.parametrize("header,which,name,columns", [
+    ("text,text,label", "text", "text", "1, 2"),          # the last one used to win
+    ("text,label,label", "label", "label", "2, 3"),       # read as one class before
+    ("label, text ,text", "text", "text", "2, 3"),         # names are stripped
+])
+def test_a_column_named_twice_in_the_header_is_named(tmp_path, header, which, name, columns):
+    """A header naming a read column twice was read from its last column, silently (QA: a
+    table whose second ``text`` column held 'zzz' ran at chance)."""
+    path = tmp_path / "dup.csv"
+    path.write_text(header + "\n" + "".join(f"real {i},zzz,c{i % 3}\n" for i in range(9)))
+    message = (f"dup.csv: the {which} column {name!r} is named more than once: the header "
+               f"(line 1) names it in columns {columns}; which one holds the {which}s is "
+               f"ambiguous")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TextTable(path, ways=2, shots=1, queries=1)
+
+
+def test_a_column_named_twice_that_is_not_read_is_ignored(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("note\ttext\tnote\tlabel\n" + "".join(f"n\tt{i}\tm\tc{i % 2}\n"
+                                                           for i in range(4)))
+    assert read_text_table(path) == (["t0", "t1", "t2", "t3"], ["c0", "c1", "c0", "c1"])
+    assert read_texts(path) == ["t0", "t1", "t2", "t3"]
+
+
+def test_a_json_key_given_twice_in_one_object_is_named(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n\n{"text": "b", "text": "c", "label": "y"}\n'
+                    '{"text": "d", "label": "y", "label": "z"}\n')
+    with pytest.raises(ValueError, match=re.escape(
+            "t.jsonl: the text column 'text' is named more than once: line 3 names it twice "
+            "in one object; which one holds the texts is ambiguous")):
+        read_text_table(path)
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "d", "label": "y", "label": "z"}\n')
+    with pytest.raises(ValueError, match=re.escape(
+            "the label column 'label' is named more than once: line 2 names it twice")):
+        read_text_table(path)
+    assert read_texts(path) == ["a", "d"]             # predict's queries: labels unread
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("text", ["a sentence"], "a JSON list as their text (field 'text') at line 2"),
+    ("text", {"en": "a sentence"}, "a JSON object as their text (field 'text') at line 2"),
+    ("label", ["x", "y"], "a JSON list as their label (field 'label') at line 2"),
+])
+def test_a_json_list_or_object_as_a_text_or_label_is_named(tmp_path, field, value, message):
+    """A list was read as its Python text ("['a sentence']") and ran without a word."""
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": f"t{i}", "label": f"c{i % 2}"} for i in range(4)]
+    rows[1][field] = value
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=re.escape(f"t.jsonl: 1 row(s) hold {message}; a "
+                                                   f"{field} must be a string")):
+        TextTable(path, ways=2, shots=1, queries=1)
+
+
+def test_json_numbers_and_booleans_are_still_read_as_their_string_form(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"text": i, "label": i % 2 == 0}) + "\n"
+                            for i in range(4)))
+    assert read_text_table(path) == (["0", "1", "2", "3"], ["True", "False", "True", "False"])

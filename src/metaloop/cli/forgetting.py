@@ -142,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
         if args.data is not None:
             results["data"] = str(Path(args.data).expanduser().resolve())
         recipe.write(out, s, exps, runs, results)
-    print(f"\n{s['scenario']}: {len(exps)} experiences; mean ± 95% CI over "
-          f"{len(s['seeds'])} seeds (accuracies in %)")
+    n = len(s["seeds"])
+    over = f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed, so no 95% CI: ± n/a"
+    print(f"\n{s['scenario']}: {len(exps)} experiences; {over} (accuracies in %)")
     print(recipe.table(results["strategies"]))
     print(f"\nwrote {out / 'results.json'}, metrics.jsonl and plots in {out} "
           f"({results['wall_s']:.0f} s)")

@@ -38,11 +38,11 @@ and accuracies measured by the second classifier. With --inversion-transfer, tra
 the two classifiers and measure, for several step sizes, how often the second agrees with
 images inverted from the first. With --protocol iwae, train the IWAE
 paper's VAE the paper's way (batch 20, 3,280 passes in 8 stages of falling learning rate) as
-a run that checkpoints in --out and can be stopped (--until-pass, --max-minutes, Ctrl-C) and
-continued exactly (--resume); the call that reaches its last pass measures the test set
-with --k samples, and --evaluate its latest checkpoint. A run without checkpoints that is
-interrupted or fails removes the --out folder it created (a protocol run keeps it once it
-holds a checkpoint); a folder that existed before is never removed.
+a run that checkpoints in --out and can be stopped (--until-pass, --max-minutes; Ctrl-C,
+which exits 130) and continued exactly (--resume); the call that reaches its last pass
+measures the test set with --k samples, and --evaluate its latest checkpoint. A run without
+checkpoints that is interrupted or fails removes the --out folder it created (a protocol
+run keeps it once it holds a checkpoint); a folder that existed before is never removed.
 
 An option that the chosen run does not read is refused by name when it is given another
 value than its default (a default given explicitly changes nothing and is accepted): the

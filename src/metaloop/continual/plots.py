@@ -19,7 +19,8 @@ def mean_curve(curves: Sequence[Sequence[dict]], name: str) -> tuple[list, list,
         name: the experience.
 
     Returns:
-        ``(steps, means, ci95)`` over the steps at which any seed measured ``name``.
+        ``(steps, means, ci95)`` over the steps at which any seed measured ``name``; a
+        step that one seed measured has no CI (None).
     """
     at: dict[int, list[float]] = {}
     for curve in curves:
@@ -45,6 +46,7 @@ def old_accuracy_curves(runs: Mapping[str, Sequence[dict]], name: str, path: Pat
     for strategy, rs in runs.items():
         steps, m, c = mean_curve([r["curve"] for r in rs], name)
         ax.plot(steps, [100 * v for v in m], label=strategy)
+        c = [0.0 if h is None else h for h in c]              # one seed: no band
         ax.fill_between(steps, [100 * (a - b) for a, b in zip(m, c)],
                         [100 * (a + b) for a, b in zip(m, c)], alpha=0.2)
     first = next(iter(runs.values()))[0]

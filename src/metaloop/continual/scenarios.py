@@ -485,7 +485,9 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
     Raises:
         ValueError: a missing path, a file that is not ``.npz``/``.pt``, a folder without
             images in that layout or with an unreadable image, an unreadable tensor file
-            (all named), or ``image_size``/``channels``/``invert`` given for a tensor file,
+            (all named), a tensor file whose ``x`` or ``y`` is not as ``split_classes_of``
+            takes them (named by the file: labels that are not ints ``[N]``, N unlike x's,
+            NaN in x ...), or ``image_size``/``channels``/``invert`` given for a tensor file,
             where they would change nothing.
     """
     p = Path(path).expanduser()
@@ -515,14 +517,17 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
 
 
 def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """``x``, ``y`` and the class names of a ``.npz``/``.pt`` file, read by
+    """``x`` (as stored), int64 ``y`` and the class names of a ``.npz``/``.pt`` file, read by
     ``metaloop.tasks.episodes.read_tensor_file`` (no pickles; integer labels with gaps become
-    classes named by their value); shapes are ``split_classes_of``'s to check."""
+    classes named by their value), checked as ``split_classes_of`` checks them, so that an
+    error names the file (not the function that found it)."""
     from metaloop.tasks.episodes import read_tensor_file
 
     x, y, names = read_tensor_file(path)
-    if names is None and y.dim() == 1 and not y.is_floating_point() and int(y.min()) >= 0:
+    if names is None and y.dim() == 1 and len(y) and not y.is_floating_point() \
+            and y.dtype != torch.bool and int(y.min()) >= 0:
         names = [str(i) for i in range(int(y.max()) + 1)]
+    _, y, names = check_examples(x, y, names, f"tensor file {path}:")
     return x, y, names
 
 

@@ -47,10 +47,13 @@ class FolderScan:
         root: the folder, resolved.
         classes: class names in sorted order (``"group/class"`` when ``class_depth = 2``).
         files: per class, the image files (paths relative to ``root``, posix, sorted).
-        stats: ``{relative path: (size, mtime_ns)}`` of every image file.
-        ignored: files that are not images (by extension), including any beside the class
-            folders.
+        stats: ``{relative path: (size, mtime_ns)}`` of every image file (of the link itself
+            for a symbolic link to nothing, which decoding then names).
+        ignored: files that are not images (by extension), wherever they are, and any other
+            entry beside the class folders.
         hidden: hidden files and folders (names starting with ``.``) skipped.
+        loose: images outside any class folder (beside the class or group folders), left
+            out; paths relative to ``root``.
     """
 
     root: Path
@@ -59,6 +62,7 @@ class FolderScan:
     stats: dict[str, tuple[int, int]]
     ignored: int = 0
     hidden: int = 0
+    loose: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,8 +74,9 @@ class FolderData:
         labels: int64 ``[N]``, positions into ``class_names``.
         class_names: K names (a class whose images were all skipped as corrupt has none).
         files: N paths relative to the root, in image order.
-        ignored, hidden: as in ``FolderScan``.
-        skipped: ``(path, reason)`` of each unreadable image left out (``skip_corrupt=True``).
+        ignored, hidden, loose: as in ``FolderScan``.
+        skipped: ``(path, reason)`` of each unreadable image left out (``skip_corrupt=True``),
+            a symbolic link to nothing included.
         cache_dir: where the cache is.
         cache_status: ``"hit"``, ``"built"`` or ``"rebuilt (...)"``.
     """
@@ -85,6 +90,21 @@ class FolderData:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     cache_dir: Path | None = None
     cache_status: str = ""
+    loose: list[str] = field(default_factory=list)
+
+
+class UnreadableImagesError(ValueError):
+    """Images of a folder that cannot be decoded (``load_folder`` without ``skip_corrupt``).
+
+    Attributes:
+        problem: the first file's error and how many more there are, without advice.
+        files: ``(path relative to the root, reason)`` of each.
+    """
+
+    def __init__(self, problem: str, files: list[tuple[str, str]]):
+        super().__init__(f"{problem}; to leave unreadable files out instead, pass "
+                         f"skip_corrupt=True (load_folder, Episodes.from_folder)")
+        self.problem, self.files = problem, files
 
 
 def _hidden(name: str) -> bool:
@@ -118,7 +138,12 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict,
         if e.is_dir(follow_symlinks=True):
             out += _walk(Path(e.path), r, stats, counts, above)
         elif e.name.lower().endswith(IMAGE_EXTENSIONS):
-            st = e.stat(follow_symlinks=True)
+            try:
+                st = e.stat(follow_symlinks=True)
+            except OSError:
+                if not e.is_symlink():
+                    raise
+                st = e.stat(follow_symlinks=False)   # a link to nothing: _decode names it
             stats[r] = (st.st_size, st.st_mtime_ns)
             out.append(r)
         else:
@@ -165,10 +190,10 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
                     counts["hidden"] += e.name != CACHE_DIRNAME     # our own cache is not
                 elif e.is_dir(follow_symlinks=True):
                     nxt.append((f"{rel}/{e.name}".lstrip("/"), Path(e.path)))
+                elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                    loose.append(f"{rel}/{e.name}".lstrip("/"))   # beside the class folders
                 else:
                     counts["ignored"] += 1       # a file beside the class (or group) folders
-                    if e.name.lower().endswith(IMAGE_EXTENSIONS):
-                        loose.append(f"{rel}/{e.name}".lstrip("/"))
         level = nxt
     class_dirs = level
     classes, files = [], []
@@ -186,9 +211,9 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
                      f"{loose[0]}): put each class's images in a folder named after the class"
                      + (", inside a group folder" if class_depth == 2 else ""))
         raise ValueError(f"image folder {root} holds no images in the layout {layout} "
-                         f"(class_depth={class_depth}; {counts['ignored']} other and "
-                         f"{counts['hidden']} hidden entries ignored{where})")
-    return FolderScan(root, classes, files, stats, counts["ignored"], counts["hidden"])
+                         f"(class_depth={class_depth}; {counts['ignored'] + len(loose)} other "
+                         f"and {counts['hidden']} hidden entries ignored{where})")
+    return FolderScan(root, classes, files, stats, counts["ignored"], counts["hidden"], loose)
 
 
 def _settings(image_size: int, channels: int, invert: str, skip_corrupt: bool,
@@ -197,13 +222,20 @@ def _settings(image_size: int, channels: int, invert: str, skip_corrupt: bool,
             "skip_corrupt": skip_corrupt, "class_depth": class_depth}
 
 
+def _fs_bytes(text: str) -> bytes:
+    """``text`` as UTF-8, where file names that are not valid UTF-8 (which Python reads with
+    their bad bytes as lone surrogates, ``"bad\\udcff.png"``) become their own bytes again,
+    as ``os.fsencode`` gives them, instead of raising UnicodeEncodeError."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _listing_hash(scan: FolderScan, settings: dict) -> str:
     h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, **settings}, sort_keys=True)
                        .encode())
     for name, fs in zip(scan.classes, scan.files):
         for f in fs:
             size, mtime = scan.stats[f]
-            h.update(f"{name}\0{f}\0{size}\0{mtime}\n".encode())
+            h.update(_fs_bytes(f"{name}\0{f}\0{size}\0{mtime}\n"))
     return h.hexdigest()
 
 
@@ -241,9 +273,14 @@ def _atomic_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _decode(root: Path, rel: str, settings: dict) -> np.ndarray | str:
-    """uint8 ``[C, S, S]``, or the error message of an unreadable file."""
+    """uint8 ``[C, S, S]``, or the error message of an unreadable file (a symbolic link to
+    nothing says so, as ``metaloop predict`` does)."""
+    path = root / rel
+    if path.is_symlink() and not path.exists():
+        return (f"{path} is a link to {os.readlink(path)}, which does not exist; remove the "
+                f"link or restore its target")
     try:
-        x = load_image(root / rel, settings["image_size"], settings["invert"],
+        x = load_image(path, settings["image_size"], settings["invert"],
                        settings["channels"])                                # [C, S, S]
     except ValueError as e:
         return str(e)
@@ -264,8 +301,8 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
         invert: ``"never"``, ``"always"`` or ``"auto"`` (per image, when its mean is above
             0.5: dark ink on light paper becomes ink = 1).
         class_depth: 1 or 2.
-        skip_corrupt: leave out unreadable images (counted in ``skipped``) instead of
-            raising.
+        skip_corrupt: leave out unreadable images and symbolic links to nothing (listed in
+            ``skipped``) instead of raising.
         cache_dir: where to keep the cache (default ``default_cache_dir(root)``).
         workers: decoding threads (default: ``os.cpu_count()``).
         progress: called with the number of images decoded so far, while decoding.
@@ -274,9 +311,9 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
         FolderData.
 
     Raises:
-        ValueError: as ``scan_folder``; bad settings; an unreadable image (naming the file)
-            unless ``skip_corrupt``; every image unreadable; a cache folder that cannot be
-            written (naming it).
+        ValueError: as ``scan_folder``; bad settings; an unreadable image or a link to
+            nothing (``UnreadableImagesError``, naming the file) unless ``skip_corrupt``;
+            every image unreadable; a cache folder that cannot be written (naming it).
     """
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -288,7 +325,7 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
     settings = _settings(image_size, channels, invert, bool(skip_corrupt), class_depth)
     digest = _listing_hash(scan, settings)
     cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(scan.root)
-    key = hashlib.sha256(f"{scan.root}\0{json.dumps(settings, sort_keys=True)}".encode()
+    key = hashlib.sha256(_fs_bytes(f"{scan.root}\0{json.dumps(settings, sort_keys=True)}")
                          ).hexdigest()[:16]
     manifest_path = cdir / f"{key}.json"
     previous = _read_json(manifest_path)              # any version: its arrays go once replaced
@@ -342,7 +379,7 @@ def _open(cdir: Path, m: dict, scan: FolderScan) -> FolderData | None:
         return None
     return FolderData(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)),
                       m["classes"], m["files"].split("\n"), scan.ignored, scan.hidden,
-                      [tuple(s) for s in m["skipped"]], cdir)
+                      [tuple(s) for s in m["skipped"]], cdir, loose=list(scan.loose))
 
 
 def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
@@ -379,8 +416,7 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
     bad = [(f, decoded[f]) for f in todo if isinstance(decoded[f], str)]
     if bad and not settings["skip_corrupt"]:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise ValueError(f"{bad[0][1]}{more}; pass skip_corrupt=True (config "
-                         f"family.skip_corrupt = true) to leave unreadable files out")
+        raise UnreadableImagesError(f"{bad[0][1]}{more}", bad)
     bad_set = {f for f, _ in bad}
     keep = [(f, y) for f, y in zip(rels, lab) if f not in bad_set]
     if not keep:

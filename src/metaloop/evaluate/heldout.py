@@ -13,14 +13,14 @@ from metaloop.func.losses import accuracy, get_loss
 from metaloop.tasks.augment import all_shifts, shifted_support
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+def mean_ci(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and the 95% confidence half-width ``t_975(n - 1) * sd / sqrt(n)`` (sd with
     n - 1): Student's t interval, which is the normal's 1.96 * sd / sqrt(n) for the hundreds
     of tasks of an evaluation (1.962 at n = 1000) and wider where few values are averaged
     (4.30 * sd / sqrt(3) over 3 seeds, 2.09 * sd / sqrt(20) over the challenge's 20 runs).
 
-    One value has no spread to measure and so no CI; its half-width is returned as 0.0, and
-    ``metaloop eval`` and the records it writes say there is none (``ci95`` null).
+    One value has no spread to measure and so no CI: its half-width is None (JSON ``null``;
+    ``format_mean_ci`` prints it as ``± n/a``), never a 0.0 that would read as certainty.
 
     Raises:
         ValueError: no values.
@@ -28,7 +28,18 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     v = [float(x) for x in values]
     if not v:
         raise ValueError("mean_ci needs at least one value")
-    return math.fsum(v) / len(v), ci95(v) or 0.0
+    return math.fsum(v) / len(v), ci95(v)
+
+
+def format_mean_ci(mean: float, ci: float | None, spec: str = ".2f", scale: float = 1.0,
+                   unit: str = "") -> str:
+    """``"{mean} ± {ci}"`` with ``spec`` after multiplying by ``scale`` (100 for %), and
+    ``"{mean} ± n/a"`` where there is no CI (``ci`` None: one value).
+
+        format_mean_ci(0.8333, None, scale=100)   # '83.33 ± n/a'
+    """
+    half = "n/a" if ci is None else f"{scale * ci:{spec}}{unit}"
+    return f"{scale * mean:{spec}}{unit} ± {half}"
 
 
 def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
@@ -70,7 +81,8 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
 
     Returns:
         ``{"tasks", "seed", "steps", "loss": {"mean", "ci95"}, "accuracy": {...}}`` with one
-        entry per step (accuracy for classification only), and ``per_task`` raw values.
+        entry per step (accuracy for classification only; ``ci95`` None for one task), and
+        ``per_task`` raw values.
     """
     steps = sorted({int(s) for s in steps})
     if not steps or steps[0] < 0:

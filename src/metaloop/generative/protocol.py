@@ -203,14 +203,15 @@ def _restore(tensors: dict[str, torch.Tensor], model: VAE, opt: torch.optim.Adam
 
 @contextmanager
 def _stop_on_signals():
-    """Turn SIGTERM/SIGINT into a flag, so the loop can checkpoint and stop between passes."""
+    """Turn SIGTERM/SIGINT into a flag, so the loop can checkpoint and stop between passes;
+    ``flag["stop"]`` is then the signal's name (``"SIGINT"``)."""
     flag = {"stop": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum, frame):
-        flag["stop"] = True
+        flag["stop"] = signal.Signals(signum).name
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -240,7 +241,8 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
         log: called with a line of progress text at each checkpoint.
 
     Returns:
-        The state of the run: ``passes``, ``total_passes``, ``done``, ``train_cpu_s``,
+        The state of the run: ``passes``, ``total_passes``, ``done``, ``interrupted`` (the
+        name of the signal, SIGINT or SIGTERM, that stopped it, else None), ``train_cpu_s``,
         ``curve`` (one dict per curve point: ``passes``, ``stage``, ``lr``, ``train_cpu_s`` and
         what ``curve_fn`` returned), ``settings``, ``sessions``.
 
@@ -347,8 +349,8 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
             if stopping:
                 break
     return {"passes": passes, "total_passes": total, "done": passes >= total,
-            "train_cpu_s": cpu_s, "curve": curve, "settings": asdict(s),
-            "sessions": sessions}
+            "interrupted": flag["stop"] or None, "train_cpu_s": cpu_s, "curve": curve,
+            "settings": asdict(s), "sessions": sessions}
 
 
 def _subset(n: int, k: int | None, seed: int) -> torch.Tensor:
@@ -405,7 +407,7 @@ def run(s: ProtocolSettings, out: str | os.PathLike, *, resume: bool = False,
     s = with_data_hash(s)
     state = train_protocol(images, out, s, resume=resume, until_pass=until_pass,
                            max_minutes=max_minutes, curve_fn=curve_evaluator(x_te, s), log=log)
-    if state["done"]:
+    if state["done"] and not state["interrupted"]:      # stopped: --resume measures it
         state["final"] = evaluate_run(out, k=final_k, x_test=x_te, s=s)
     return state
 
@@ -502,7 +504,7 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
 def _per_example(model: VAE, x: torch.Tensor, *, k: int, seed: int, progress: bool,
                  batch_size: int = 100) -> dict:
     """Means over ``x`` ``[N, C, H, W]`` of the ELBO and the IWAE_k NLL, with the NLL's 95%
-    half-width over examples (``metaloop.evaluate.mean_ci``: Student's t; 0 for N = 1)."""
+    half-width over examples (``metaloop.evaluate.mean_ci``: Student's t; None for N = 1)."""
     g = torch.Generator().manual_seed(seed)
     nll, elbos = [], []
     for start in tqdm(range(0, len(x), batch_size), desc=f"eval (k={k})", disable=not progress,
@@ -561,7 +563,8 @@ def record(result: dict, *, command: str, device: str) -> dict:
         "row": f"VAE {_layers(s)}, IWAE protocol, {s['data']}{_kernel_label(s)}",
         "note": note,
         "metric": f"test NLL (nats), k = {test['k']:,}, {which}",
-        "mean": round(test["nll"], 2), "ci95": round(test["nll_ci95"], 2), "n": test["n"],
+        "mean": round(test["nll"], 2),
+        "ci95": None if test["nll_ci95"] is None else round(test["nll_ci95"], 2), "n": test["n"],
         "digits": 2,
         "budget": {"iterations": passes, "cpu_seconds": round(result["train_cpu_s"])},
         "device": device, "torch": torch.__version__.split("+")[0],

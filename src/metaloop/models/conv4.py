@@ -74,7 +74,10 @@ class Conv4(nn.Module):
         out_dim: outputs of the head (the number of ways).
         pool: ``"max"`` (2x2 max-pool per block) or ``"stride"`` (stride-2 convolutions and a
             spatial mean at the end, as the MAML paper's Omniglot network).
-        image_size: side of the square input, used to size the head.
+        image_size: side of the square input, used to size the head: >= 16 for ``"max"``
+            (each pool halves it, rounding down, and a 15x15 image is gone after the
+            fourth); any size for ``"stride"`` (each conv halves it rounding up, so a map
+            never shrinks below 1x1).
         readout: how the last feature map ``[N, hidden, h, w]`` becomes features:
             ``"mean"`` (spatial mean, ``hidden`` features; the MAML paper's stride net) or
             ``"flatten"`` (``hidden * h * w`` features: 256 for the stride net on 28x28, at
@@ -84,6 +87,10 @@ class Conv4(nn.Module):
 
     Shapes:
         x ``[N, in_channels, image_size, image_size]`` -> ``[N, out_dim]``.
+
+    Raises:
+        ValueError: an unknown ``pool`` or ``readout``, a size or count that is not a
+            positive int, or ``image_size`` < 16 with ``pool="max"``.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, out_dim: int = 5,
@@ -98,6 +105,10 @@ class Conv4(nn.Module):
                         ("image_size", image_size)):
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"Conv4 {name} must be a positive int, got {v!r}")
+        if pool == "max" and image_size < 16:     # 15 -> 7 -> 3 -> 1 -> 0: nothing to pool
+            raise ValueError(f"Conv4 image_size must be >= 16 with pool 'max' (four 2x2 "
+                             f"pools), got {image_size}; use pool 'stride' (any size) or "
+                             f"larger images")
         self.pool, self.in_channels, self.image_size = pool, in_channels, image_size
         self.readout = readout
         chans = (in_channels, hidden, hidden, hidden, hidden)

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import report
 from metaloop.tasks.text_table import TextTable
 
@@ -249,12 +250,15 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
             kw.update(split=split, fractions=parse_fractions(s.split_fractions),
                       seed=s.split_seed)
         from metaloop.tasks import Episodes
-        if s.family == "tensors":
-            out = Episodes.from_tensors(s.data, **kw)
-        else:
-            out = Episodes.from_folder(
-                s.data, image_size=tf["image_size"], channels=tf["read_channels"],
-                invert=tf["invert"], class_depth=fam["class_depth"] if own else 1, **kw)
+        try:
+            if s.family == "tensors":
+                out = Episodes.from_tensors(s.data, **kw)
+            else:
+                out = Episodes.from_folder(
+                    s.data, image_size=tf["image_size"], channels=tf["read_channels"],
+                    invert=tf["invert"], class_depth=fam["class_depth"] if own else 1, **kw)
+        except ValueError as e:
+            raise _naming_data(e, s) from e
         want = (tf["read_channels"], tf["image_size"], tf["image_size"])
         if tuple(out.input_shape) != want:
             raise ValueError(f"--data {s.data} holds inputs of shape {list(out.input_shape)}, "
@@ -283,6 +287,17 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
         d = data["dropped_classes"]
         lines.append(f"dropped {len(d)} class(es) with too few images: {_listed(d)}")
     return Prepared(s, model, "image", heldout, train_families, None, "\n".join(lines), data)
+
+
+def _naming_data(error: ValueError, s: AdaptSettings) -> ValueError:
+    """``error`` of ``Episodes`` about the user's images, led by the file or folder of
+    ``--data`` instead of the class's name ("Episodes y must be ..." -> "tensor file PATH: y
+    must be ..."); an error that names the data already is returned as it is."""
+    text = str(error)
+    if not text.startswith("Episodes"):
+        return error
+    what = "tensor file" if s.family == "tensors" else "image folder"
+    return ValueError(f"{what} {s.data}: {text[len('Episodes'):].lstrip(': ')}")
 
 
 def _body(run):
@@ -487,13 +502,21 @@ def _meta_methods(text: str) -> list[str]:
 
 
 def _approach_names(text: str | None, kind: str) -> list[str]:
+    """The approaches of ``--approaches`` (None: all that apply to ``kind``); an empty list,
+    an empty item or an unknown name is an error."""
     allowed = [a for a in APPROACHES if kind == "text" or a not in TEXT_ONLY]
-    if not text:
+    if text is None:
         return allowed
-    names = [a.strip() for a in text.split(",") if a.strip()]
+    names = [a.strip() for a in text.split(",")]
+    if not any(names):
+        raise ValueError(f"--approaches {text!r} names no approach; give a comma list of "
+                         f"{list(APPROACHES)}, or leave --approaches out for all that apply")
+    if not all(names):
+        raise ValueError(f"--approaches {text!r} has an empty item (a comma too many); give "
+                         f"a comma list of {list(APPROACHES)}")
     bad = [a for a in names if a not in APPROACHES]
-    if bad or not names:
-        raise ValueError(f"unknown approach(es) {bad or text!r}; choose from {list(APPROACHES)}")
+    if bad:
+        raise ValueError(f"unknown approach(es) {bad}; choose from {list(APPROACHES)}")
     wrong = [a for a in names if a not in allowed]
     if wrong:
         raise ValueError(f"approach(es) {wrong} need a text encoder; the model is an image model")
@@ -603,7 +626,7 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
         torch.manual_seed(0)
         learner = lora_learner(model, method, **hp)
         run_dir = meta_dir / method
-        config = {"method": method, "model": s.model, "family": s.family,
+        config = {"method": method, "model": _model_identity(s.model), "family": s.family,
                   "ways": s.ways, "shots": shots, "queries": s.queries,
                   "max_length": s.max_length, "iterations": s.meta_iterations,
                   "meta_batch": s.meta_batch, "outer_lr": META_OUTER_LR, **hp}
@@ -611,6 +634,7 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
             config["table"] = _table_identity(train_family)
         elif s.family in IMAGE_DATA:     # ... and on the same images and classes
             config["data"] = _data_identity(s, train_family)
+        _same_inputs_elsewhere(run_dir, config)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         train(learner, train_family, iterations=s.meta_iterations,
               meta_batch=s.meta_batch, lr=META_OUTER_LR, seed=0, out_dir=run_dir,
@@ -632,11 +656,56 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
 
 
 def _table_identity(family) -> dict:
-    """The file (path and content hash), columns and classes a table family reads."""
+    """The file (absolute path and content hash), columns and classes a table family
+    reads."""
     import hashlib
     digest = hashlib.sha256(family.path.read_bytes()).hexdigest()
-    return {"data": str(family.path), "sha256": digest, "text_column": family.text_column,
-            "label_column": family.label_column, "classes": family.class_names}
+    return {"data": str(family.path.resolve()), "sha256": digest,
+            "text_column": family.text_column, "label_column": family.label_column,
+            "classes": family.class_names}
+
+
+def _model_identity(spec: str) -> str:
+    """``--model`` as a meta-run's config stores it: a local folder as its absolute path
+    (the same model from another working folder is the same), a name as it is."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _same_inputs_elsewhere(run_dir: Path, config: dict) -> None:
+    """Let a meta-run in ``run_dir`` resume on its data and model named by another path.
+
+    The data a run reads is identified by its sha256 (and classes); its path (``data`` of
+    the config's ``table`` or ``data`` section) only records where it was. Where the stored
+    config has the same sha256 under another path (relative, or from another working
+    folder, or a copy), ``config`` takes the stored path, so that the resume check compares
+    what the data is, not where it lies. A changed file (another sha256) is still refused by
+    the resume check, naming the path and the sha256. A model stored as a relative path (by
+    metaloop before it stored absolute ones) that names the same folder from here is taken
+    as the same too. A checkpoint that cannot be read is left for that check to name."""
+    import json
+
+    from metaloop.train.checkpoint import latest_checkpoint
+
+    if not (run_dir / "LATEST").is_file():
+        return
+    try:
+        state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())
+        stored = state["config"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    if not isinstance(stored, dict):
+        return
+    for key in ("table", "data"):
+        old, new = stored.get(key), config.get(key)
+        if (isinstance(old, dict) and isinstance(new, dict) and "data" in old
+                and old.get("sha256") == new.get("sha256")):
+            new["data"] = old["data"]
+    model = stored.get("model")
+    if isinstance(model, str) and model != config["model"]:
+        path = Path(model).expanduser()
+        if path.exists() and str(path.resolve()) == config["model"]:
+            config["model"] = model
 
 
 def _data_identity(s: AdaptSettings, family) -> dict:
@@ -649,7 +718,7 @@ def _data_identity(s: AdaptSettings, family) -> dict:
         [r[:int(n)] for r, n in zip(table, pad)])
     used = x.index_select(0, rows.sort().values).contiguous()
     digest = hashlib.sha256(used.numpy().tobytes()).hexdigest()
-    return {"data": str(Path(s.data).expanduser()), "sha256": digest,
+    return {"data": str(Path(s.data).expanduser().resolve()), "sha256": digest,
             "classes": family.class_names}
 
 
@@ -756,7 +825,8 @@ def paired(results: dict, pairs) -> dict:
 
 def paired_lines(diffs: dict) -> str:
     """One line per pair: difference in points ± 95% CI, and task wins / ties / losses."""
-    return "\n".join(f"{k}: {100 * v['mean']:+.2f} ± {100 * v['ci95']:.2f} points "
+    return "\n".join(f"{k}: {100 * v['mean']:+.2f} ± "
+                     f"{'n/a' if v['ci95'] is None else format(100 * v['ci95'], '.2f')} points "
                      f"(tasks won / tied / lost: {v['wins']} / {v['ties']} / {v['losses']})"
                      for k, v in diffs.items())
 
@@ -771,7 +841,7 @@ def table(results: dict) -> str:
     rows = [head]
     for name, r in results.items():
         a = r["accuracy"]
-        rows.append([name, str(r["approach"]), f"{100 * a['mean']:.2f} ± {100 * a['ci95']:.2f}",
+        rows.append([name, str(r["approach"]), format_mean_ci(a["mean"], a["ci95"], ".2f", 100),
                      f"{r['trainable']:,}", f"{r['adapt_seconds']:.3f}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i in (0, 1) else c.rjust(w)
@@ -785,7 +855,7 @@ def bar_chart(results: dict, path: Path, title: str) -> None:
     plt = report.plt
     names = list(results)
     means = [100 * results[n]["accuracy"]["mean"] for n in names]
-    cis = [100 * results[n]["accuracy"]["ci95"] for n in names]
+    cis = [100 * (results[n]["accuracy"]["ci95"] or 0.0) for n in names]   # one task: no bar
     colors = [f"C{results[n]['approach']}" for n in names]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
     ax.barh(range(len(names)), means, xerr=cis, color=colors, capsize=3)

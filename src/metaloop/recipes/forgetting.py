@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 import time
 from collections.abc import Callable
 
@@ -31,7 +32,7 @@ from metaloop.continual.heads import init_params
 from metaloop.continual.replay import check_replay_ratio
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES, run_sequence
-from metaloop.evaluate.heldout import mean_ci
+from metaloop.evaluate.heldout import format_mean_ci, mean_ci
 from metaloop.models import MLP
 from metaloop.recipes import report
 from metaloop.train.checkpoint import atomic_write_text
@@ -291,11 +292,8 @@ def _results(s, exps, runs, wall_s) -> dict:
     strategies = {}
     for name, rs in runs.items():
         per_seed = [metrics.summarize(r["matrix"]) for r in rs]
-        summary = {}
-        for key, _ in METRICS:
-            values = [p[key] for p in per_seed]
-            m, c = mean_ci(values)
-            summary[key] = {"mean": m, "ci95": c, "per_seed": values}
+        summary = {key: _summary([p[key] for p in per_seed], [r["seed"] for r in rs])
+                   for key, _ in METRICS}
         stack = torch.stack([r["matrix"] for r in rs])                  # [S, T, T]
         strategies[name] = {
             "summary": summary,
@@ -311,15 +309,52 @@ def _results(s, exps, runs, wall_s) -> dict:
             "strategies": strategies}
 
 
+def _summary(values: list[float], seeds: list[int]) -> dict:
+    """Mean ± 95% CI of one metric over the seeds where it is defined (finite).
+
+    ``retained`` is 0/0, undefined (NaN from ``metrics.summarize``), in a seed whose earlier
+    experiences all scored 0 right after each was learned: nothing was learned, so nothing
+    can be retained. Such a seed is left out of the mean and named in ``undefined_seeds``;
+    ``n`` counts the seeds averaged. ``mean`` is None when no seed is defined, ``ci95``
+    when fewer than two are (one value has no CI)."""
+    defined = [v for v in values if math.isfinite(v)]
+    m, c = mean_ci(defined) if defined else (None, None)
+    return {"mean": m, "ci95": c, "n": len(defined),
+            "undefined_seeds": [s for s, v in zip(seeds, values) if not math.isfinite(v)],
+            "per_seed": values}
+
+
+def _cell(summary: dict) -> str:
+    """``mean ± ci95`` in % (``± n/a``: one seed), with ``(k of n seeds)`` where the metric
+    is undefined in some seeds, and ``undefined`` where it is in all."""
+    total = len(summary["per_seed"])
+    if summary["mean"] is None:
+        return "undefined" if total == 1 else f"undefined (0 of {total} seeds)"
+    cell = format_mean_ci(summary["mean"], summary["ci95"], ".1f", 100)
+    return cell if summary["n"] == total else f"{cell} ({summary['n']} of {total} seeds)"
+
+
 def table(strategies: dict) -> str:
-    """Strategies x metrics, each ``mean ± ci95`` in %."""
+    """Strategies x metrics, each ``mean ± ci95`` in % over the seeds (``± n/a``: one seed,
+    no CI), then a note on any metric undefined in some seed."""
     rows = [["strategy"] + [label for _, label in METRICS]]
     for name, r in strategies.items():
-        rows.append([name] + [f"{100 * r['summary'][k]['mean']:.1f} ± "
-                              f"{100 * r['summary'][k]['ci95']:.1f}" for k, _ in METRICS])
+        rows.append([name] + [_cell(r["summary"][k]) for k, _ in METRICS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    undefined = {name: r["summary"]["retained"]["undefined_seeds"]
+                 for name, r in strategies.items()
+                 if r["summary"]["retained"].get("undefined_seeds")}
+    if undefined:
+        where = "; ".join(f"{name}: seed{'s' if len(v) > 1 else ''} "
+                          f"{', '.join(map(str, v))}" for name, v in undefined.items())
+        some = any(r["summary"]["retained"]["n"] for r in strategies.values())
+        note = (f"retained is undefined ({where}) where the earlier experiences scored 0% "
+                f"right after each was learned: nothing was learned, so nothing can be "
+                f"retained (0/0)." + (" Its mean is over the seeds where it is defined."
+                                      if some else ""))
+        lines += [""] + textwrap.wrap(note, 95)
     return "\n".join(lines)
 
 

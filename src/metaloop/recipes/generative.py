@@ -341,6 +341,7 @@ def _output(out, *, checkpoints: bool = False):
 
 def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
     """``--protocol iwae``: train/resume the run in --out, or --evaluate its checkpoint."""
+    from metaloop.evaluate.heldout import format_mean_ci
     from metaloop.generative import protocol
 
     if args.compare_inversion or args.sweep_latent is not None or args.model != "vae":
@@ -373,8 +374,9 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
                                        resample=args.resample,
                                        progress=not args.no_progress)
         t = result["test"]
-        log(f"{result['passes']}/{result['total_passes']} passes: test NLL {t['nll']:.2f} "
-              f"± {t['nll_ci95']:.2f} (k = {t['k']}, {t['n']} images), ELBO {t['elbo']:.2f}")
+        log(f"{result['passes']}/{result['total_passes']} passes: test NLL "
+              f"{format_mean_ci(t['nll'], t['nll_ci95'])} (k = {t['k']}, {t['n']} images), "
+              f"ELBO {t['elbo']:.2f}")
         if args.record:
             from metaloop.evaluate import records
             from metaloop.generative.experiment import cpu_device
@@ -397,12 +399,16 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
         state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
                              max_minutes=args.max_minutes,
                              final_k=5000 if args.k is None else args.k, log=log)
+    stopped = state.get("interrupted")
     log(f"{state['passes']}/{state['total_passes']} passes in {args.out} "
           f"({state['train_cpu_s'] / 60:.1f} CPU-min of training)"
-          + ("" if state["done"] else "; continue with --resume"))
+          + ("" if state["done"] and not stopped else "; continue with --resume"))
+    if stopped:      # checkpointed, but a chain (cmd && next) must not go on: exit 130
+        raise KeyboardInterrupt(f"stopped by {stopped}")
     if state.get("final"):
         t = state["final"]["test"]
-        log(f"test NLL {t['nll']:.2f} ± {t['nll_ci95']:.2f} (k = {t['k']}, {t['n']} images)")
+        log(f"test NLL {format_mean_ci(t['nll'], t['nll_ci95'])} (k = {t['k']}, {t['n']} "
+            f"images)")
     return 0
 
 

@@ -191,12 +191,14 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
         ``[N, H, W]`` to ``[N, 1, H, W]``.
 
     Raises:
-        ValueError: a regression or text run; unreadable files (named); fewer than 2
+        ValueError: a regression or text run; unreadable files (named); support labels
+            that are not ints ``[N]`` or lie outside ``[0, len(class_names))``, or repeated
+            class names (as training refuses them, ``check_examples``); fewer than 2
             classes; examples whose shape the network does not read (naming both); shifts
             on feature vectors; a learned head with another number of outputs; negative
             ``steps`` or shifts, or ``steps`` for a run that takes none.
     """
-    from metaloop.tasks.episodes import read_tensor_file
+    from metaloop.tasks.episodes import check_examples, read_tensor_file
 
     members = getattr(run, "members", [run])
     for m in members:
@@ -208,10 +210,12 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
     _check_steps(run, steps)
     _check_shifts(support_shift, query_shift)
     sx, sy, names = read_tensor_file(support)
-    if sy.dim() != 1 or len(sy) != len(sx):
-        raise ValueError(f"tensor file {support}: y must be int labels [N] with N = "
-                         f"{len(sx)} (as x), got {list(sy.shape)}")
-    classes = names if names is not None else [str(i) for i in range(int(sy.max()) + 1)]
+    if sx.dim() == 1:
+        raise ValueError(f"the support file {support} holds x as one row of {len(sx)} values; "
+                         f"x holds one example per row: save x[None] ([1, {len(sx)}]) for a "
+                         f"single example")
+    # the checks of training: int labels [N] in [0, len(class_names)), distinct names
+    sx, sy, classes = check_examples(sx, sy, names, what=f"the support file {support}:")
     present = sorted(set(sy.tolist()))
     if len(present) < 2:
         raise ValueError(f"tensor file {support} holds examples of {len(present)} class; the "
@@ -224,11 +228,10 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
                          f"tensor file of labelled examples, so the query is such a file of "
                          f"examples to classify (.npz or .pt with x)")
     qx = read_tensor_file(query, labels=False)[0]
-    for name, x, path in (("support", sx, support), ("query", qx, query)):
-        if x.dim() == 1:
-            raise ValueError(f"the {name} file {path} holds x as one row of {len(x)} values; x "
-                             f"holds one example per row: save x[None] ([1, {len(x)}]) for "
-                             f"a single example")
+    if qx.dim() == 1:
+        raise ValueError(f"the query file {query} holds x as one row of {len(qx)} values; x "
+                         f"holds one example per row: save x[None] ([1, {len(qx)}]) for a "
+                         f"single example")
     sx, qx = (_as_input(x) for x in (sx, qx))
     want = _input_shape(run)
     for name, x in (("support", sx), ("query", qx)):

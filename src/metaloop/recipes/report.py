@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from metaloop.evaluate.heldout import format_mean_ci  # noqa: E402
 from metaloop.train.checkpoint import atomic_write_text  # noqa: E402
 
 __all__ = ["output_dir", "plot_curves", "plot_fits", "prepare_out", "strip_per_task", "table",
@@ -94,7 +95,7 @@ def table(results: dict[str, dict], metric: str) -> str:
     for name, r in results.items():
         cells = [name]
         for m, c in zip(r[metric]["mean"], r[metric]["ci95"]):
-            cells.append(f"{100 * m:.2f} ± {100 * c:.2f}" if pct else f"{m:.3f} ± {c:.3f}")
+            cells.append(format_mean_ci(m, c, ".2f", 100) if pct else format_mean_ci(m, c, ".3f"))
         rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
@@ -106,7 +107,8 @@ def plot_curves(results: dict[str, dict], metric: str, path: Path, title: str) -
     """``metric`` against adaptation steps per method, with 95% CI bands (MAML Fig. 2)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in results.items():
-        m, c = r[metric]["mean"], r[metric]["ci95"]
+        m = r[metric]["mean"]
+        c = [0.0 if x is None else x for x in r[metric]["ci95"]]     # one task: no band
         ax.plot(r["steps"], m, marker="o", label=name)
         ax.fill_between(r["steps"], [a - b for a, b in zip(m, c)], [a + b for a, b in zip(m, c)],
                         alpha=0.2)

@@ -183,6 +183,9 @@ class Episodes:
                  f"{r['cache']}); {self.num_classes} classes in use"]
         if r["ignored"] or r["hidden"]:
             parts.append(f"ignored {r['ignored']} non-image and {r['hidden']} hidden entries")
+        if r.get("loose"):
+            parts.append(f"left out {len(r['loose'])} image(s) outside any class folder, e.g. "
+                         f"{r['loose'][0]} (a class's images go in a folder named after it)")
         if r["skipped"]:
             parts.append(f"skipped {len(r['skipped'])} unreadable image(s), e.g. "
                          f"{r['skipped'][0]}")
@@ -279,8 +282,8 @@ class Episodes:
         ``root/<group>/<class>/<image>`` with ``class_depth = 2``.
 
         The folder is decoded once into a memory-mapped uint8 cache
-        (``metaloop.data.folder.load_folder``); hidden files and non-image files are
-        ignored and counted (``report``).
+        (``metaloop.data.folder.load_folder``); hidden files, non-image files and images
+        outside any class folder are left out and counted (``report``, ``describe``).
 
         Args:
             root: the folder.
@@ -324,7 +327,7 @@ class Episodes:
                   classes=use, drop_small=drop_small)
         fam.transform = {"image_size": image_size, "channels": channels, "invert": invert}
         fam.report = {"images": len(data.files), "classes": len(data.class_names),
-                      "ignored": data.ignored, "hidden": data.hidden,
+                      "ignored": data.ignored, "hidden": data.hidden, "loose": data.loose,
                       "skipped": [f for f, _ in data.skipped], "dropped": fam.dropped,
                       "cache": str(data.cache_dir), "cache_status": data.cache_status}
         return fam

@@ -8,8 +8,11 @@ other approach.
 
 The format follows the file's extension: ``.csv`` (comma, or ``delimiter``), ``.tsv`` /
 ``.tab`` (tab), ``.jsonl`` / ``.ndjson`` (one JSON object per line). CSV and TSV files need a
-header row; their text is read as UTF-8 (a byte-order mark is skipped). Errors name the file
-and the line numbers (the header is line 1 of a CSV or TSV file).
+header row; their text is read as UTF-8 (a byte-order mark is skipped). A column (JSON key)
+that is read must be named once: a header or JSON object that names it twice is an error,
+not read from one of the two. A JSON text or label must be a string (a number or boolean is
+read as its string form, ``1`` -> ``"1"``); a list or object is an error. Errors name the
+file and the line numbers (the header is line 1 of a CSV or TSV file).
 
 Classes are split into disjoint meta-train / validation / test classes by
 ``split_classes(class_names, fractions, split_seed)`` over the whole table, before any class
@@ -65,11 +68,21 @@ def _cell(value) -> str:
     return value.strip() if isinstance(value, str) else str(value).strip()
 
 
+def _repeated(names) -> dict[str, list[int]]:
+    """name -> its 1-based positions, for each name given more than once."""
+    where: dict[str, list[int]] = {}
+    for i, name in enumerate(names, 1):
+        where.setdefault(name, []).append(i)
+    return {n: pos for n, pos in where.items() if len(pos) > 1}
+
+
 def _read_csv(path: Path, delimiter: str, encoding: str):
-    """(columns, [(line, row dict)]) of a CSV/TSV file with a header row; blank lines are
-    skipped, and a row's line is the file line it starts on. A field may be of any length
-    (the csv module's default limit, 131,072 characters, is lifted while reading)."""
-    rows, columns, long = [], [], []
+    """(columns, [(line, row dict)], repeated) of a CSV/TSV file with a header row; blank
+    lines are skipped, and a row's line is the file line it starts on. ``repeated``: each
+    column name the header gives more than once -> a description of where (a row dict holds
+    only the last such column's value). A field may be of any length (the csv module's
+    default limit, 131,072 characters, is lifted while reading)."""
+    rows, columns, long, header = [], [], [], 1
     kind = "TSV" if delimiter == "\t" else "CSV"
     with path.open(newline="", encoding=encoding) as f:
         reader = csv.reader(f, delimiter=delimiter)
@@ -79,7 +92,7 @@ def _read_csv(path: Path, delimiter: str, encoding: str):
             for fields in reader:
                 if fields and any(v.strip() for v in fields):
                     if not columns:
-                        columns = [c.strip() for c in fields]
+                        columns, header = [c.strip() for c in fields], start
                     else:
                         if len(fields) > len(columns):      # zip would drop the extra cells
                             long.append(start)
@@ -95,18 +108,28 @@ def _read_csv(path: Path, delimiter: str, encoding: str):
                          f"header's {len(columns)} at line(s) {', '.join(map(str, long[:5]))}"
                          f"; quote a text that holds the delimiter {delimiter!r} (as "
                          f"\"a, b\")")
-    return columns, rows
+    repeated = {n: f"the header (line {header}) names it in columns "
+                   f"{', '.join(map(str, pos))}" for n, pos in _repeated(columns).items()}
+    return columns, rows, repeated
 
 
 def _read_jsonl(path: Path, encoding: str):
-    """(columns in first-seen order, [(line, object)]) of a JSON-lines file."""
-    rows, columns = [], {}
+    """(columns in first-seen order, [(line, object)], repeated) of a JSON-lines file.
+    ``repeated``: each key that an object names more than once -> a description of the
+    lines where (``json`` keeps only the last value of such a key)."""
+    rows, columns, repeated = [], {}, {}
+
+    def pairs(items):
+        for key in _repeated([k for k, _ in items]):
+            repeated.setdefault(key, []).append(line_no)
+        return dict(items)
+
     with path.open(encoding=encoding) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=pairs)
             except json.JSONDecodeError as e:
                 raise ValueError(f"text table {path}: line {line_no} is not valid JSON: "
                                  f"{e.msg}") from e
@@ -115,7 +138,8 @@ def _read_jsonl(path: Path, encoding: str):
                                  f"{type(obj).__name__}, not an object with named fields")
             columns.update(dict.fromkeys(obj))
             rows.append((line_no, obj))
-    return list(columns), rows
+    return list(columns), rows, {k: f"{_lines(v)} name{'s' * (len(v) == 1)} it twice in one object"
+                                 for k, v in repeated.items()}
 
 
 def read_text_table(path: str | os.PathLike, text_column: str = "text",
@@ -124,7 +148,8 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
     """The texts and labels of a CSV, TSV or JSONL table, one example per row.
 
     Texts and labels are stripped of surrounding white space; JSON numbers and booleans
-    become strings (``1`` -> ``"1"``). Blank JSONL lines are skipped.
+    become strings (``1`` -> ``"1"``), JSON lists and objects are refused. Blank JSONL lines
+    are skipped.
 
     Args:
         path: a ``.csv``, ``.tsv``, ``.tab``, ``.jsonl`` or ``.ndjson`` file.
@@ -139,8 +164,9 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
     Raises:
         ValueError: naming the file: it does not exist, an unknown extension, a delimiter for
             JSONL, text that is not in ``encoding``, malformed CSV or JSON (with the line), a
-            missing column (listing the columns it has), no rows, or empty labels or texts
-            (with their line numbers).
+            missing column (listing the columns it has), a column named twice (in the header
+            or a JSON object), no rows, empty labels or texts, or JSON lists or objects as
+            labels or texts (with their line numbers).
     """
     for which, name in (("text", text_column), ("label", label_column)):
         if not isinstance(name, str) or not name:
@@ -217,10 +243,10 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
                          f"{delimiter!r}")
     try:
         if fmt == "jsonl":
-            columns, rows = _read_jsonl(path, encoding)
+            columns, rows, repeated = _read_jsonl(path, encoding)
         else:
-            columns, rows = _read_csv(path, delimiter or ("," if fmt == "csv" else "\t"),
-                                      encoding)
+            columns, rows, repeated = _read_csv(
+                path, delimiter or ("," if fmt == "csv" else "\t"), encoding)
     except UnicodeDecodeError as e:
         raise ValueError(f"text table {path} is not {encoding} text (byte {e.start}: "
                          f"{e.reason})") from e
@@ -233,8 +259,22 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
             if not rows:
                 raise ValueError(f"text table {path} has no rows")
             raise _missing_column(path, which, name, columns)
+    for which, name in wanted.items():
+        if name in repeated:
+            raise ValueError(f"text table {path}: the {which} column {name!r} is named more "
+                             f"than once: {repeated[name]}; which one holds the {which}s is "
+                             f"ambiguous, so rename or remove the others")
     if not rows:
         raise ValueError(f"text table {path} has a header but no rows")
+    for which, name in wanted.items():
+        nested = [(line, "list" if isinstance(row[name], list) else "object")
+                  for line, row in rows if isinstance(row.get(name), (list, dict))]
+        if nested:
+            kinds = sorted({k for _, k in nested})
+            raise ValueError(f"text table {path}: {len(nested)} row(s) hold a JSON "
+                             f"{' or '.join(kinds)} as their {which} (field {name!r}) at "
+                             f"{_lines([line for line, _ in nested])}; a {which} must be a "
+                             f"string (a number or boolean is read as its string form)")
     values = [[_cell(row.get(name)) for _, row in rows] for name in wanted.values()]
     for (which, name), vals in sorted(zip(wanted.items(), values),
                                       key=lambda item: item[0][0] != "label"):
