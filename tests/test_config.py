@@ -228,3 +228,128 @@ def test_image_augmentation_on_feature_vectors_names_the_key(tmp_path):
                                          r"images \(Episodes of shape \[16\]\): set "
                                          r"train\.augment_shift and train\.augment_rotate = 0"):
         build.training_family(cfg, fam)
+
+
+def _vectors(tmp_path, **sections):
+    """A validated tensors config over 6 classes of 10 feature vectors [16] (3 held out)."""
+    import numpy as np
+
+    from metaloop import build
+
+    np.savez(tmp_path / "f.npz", x=np.zeros((60, 16), np.float32), y=np.repeat(np.arange(6), 10))
+    cfg = config.validate(config.merge({
+        "family": {"name": "tensors", "root": str(tmp_path / "f.npz"), "ways": 2, "shots": 1,
+                   "queries": 2, "split_fractions": [0.5, 0.0, 0.5]},
+        "model": {"name": "mlp"}, "method": {"name": "r2d2"}}, sections))
+    return build.resolve_split(cfg)
+
+
+@pytest.mark.parametrize("key", ["support_shift", "query_shift"])
+def test_eval_shifts_on_feature_vectors_name_the_key(tmp_path, key):
+    """A tensors run of feature vectors with eval.support_shift / query_shift trained, then
+    could never be evaluated ('support_shift = 1 shifts images, but the tasks' inputs are
+    [16]'): the check train makes before training names the key."""
+    from metaloop import build
+
+    cfg = _vectors(tmp_path, eval={key: 1})
+    fam = build.build_family(cfg["family"])
+    with pytest.raises(ValueError, match=rf"config eval\.{key} = 1 shifts images at test time, "
+                                         rf"but this family's examples are not images "
+                                         rf"\(Episodes of shape \[16\]\), so the run could not "
+                                         rf"be evaluated: set eval\.{key} = 0"):
+        build.check_eval_shifts(cfg, fam)
+    build.check_eval_shifts(_vectors(tmp_path), fam)             # no shift: nothing to say
+
+
+def test_held_out_ways_beyond_the_split_name_eval_ways(tmp_path):
+    """eval.ways = 6 over a 3-class test split said 'lower family.ways (eval: --ways)', the
+    key that was not at fault."""
+    from metaloop import build
+
+    with pytest.raises(ValueError, match=r"ways=6 exceeds the 3 classes of the 'test' split "
+                                         r".*: lower eval\.ways \(--ways in metaloop eval\)"):
+        build.eval_family(_vectors(tmp_path, eval={"ways": 6}), None)
+    with pytest.raises(ValueError, match=r"lower family\.ways \(eval: --ways\)"):
+        build.eval_family(_vectors(tmp_path, family={"ways": 4}), None)
+
+
+def test_held_out_classes_too_small_name_the_eval_keys(tmp_path):
+    """eval.shots = 8, eval.queries = 3 on classes of 10 said only 'Episodes: 3 class(es) have
+    fewer than shots + queries = 8 + 3', not which keys or split set them."""
+    from metaloop import build
+
+    with pytest.raises(ValueError, match=r"^the held-out tasks \(eval\.split = 'test'; "
+                                         r"eval\.shots = 8, eval\.queries = 3\): Episodes: 3 "
+                                         r"class\(es\) have fewer than shots \+ queries = 8 \+ 3"):
+        build.eval_family(_vectors(tmp_path, eval={"shots": 8, "queries": 3}), None)
+    # the family's shots and queries (eval's 0) on the held-out split: named as such
+    with pytest.raises(ValueError, match=r"family\.shots = 8 \(eval\.shots = 0: the family's\), "
+                                         r"family\.queries = 3 \(eval\.queries = 0: the "
+                                         r"family's\)\): Episodes"):
+        build.eval_family(_vectors(tmp_path, family={"shots": 8, "queries": 3}), None)
+
+
+@pytest.mark.parametrize("method", ["r2d2", "metaoptnet", "protonet"])
+def test_check_training_refuses_steps_for_a_solved_head(method):
+    """eval.steps = [0, 1] for a closed-form head printed a '1 step' column equal to '0 steps'
+    and recorded 'after 1 step'."""
+    cfg = config.validate({"method": {"name": method}, "eval": {"steps": [0, 1]}})
+    with pytest.raises(ValueError, match=rf"config eval\.steps = \[0, 1\]: {method} solves its "
+                                         rf"head per task, it is not stepped.*use eval\.steps "
+                                         rf"= \[0\]"):
+        config.check_training(cfg, {("eval", "steps")})
+    config.check_training(cfg, set())          # the default (not written): evaluated at [0]
+    config.check_training(config.validate({"method": {"name": method}, "eval": {"steps": [0]}}),
+                          {("eval", "steps")})
+    config.check_training(config.validate({"method": {"name": "maml"},
+                                           "eval": {"steps": [0, 1]}}), {("eval", "steps")})
+
+
+def test_check_training_refuses_reptile_batches_above_the_support_set():
+    """method.inner_batch = 50 with a support set of 3 was accepted silently."""
+    base = {"family": {"name": "omniglot", "ways": 3, "shots": 1}, "model": {"name": "conv4"}}
+    cfg = config.validate({**base, "method": {"name": "reptile", "inner_batch": 50}})
+    with pytest.raises(ValueError, match=r"config method\.inner_batch = 50 exceeds the support "
+                                         r"set of family\.ways x family\.shots = 3 x 1 = 3 "
+                                         r"examples.*set method\.inner_batch <= 3, or 0"):
+        config.check_training(cfg)
+    cfg = config.validate({**base, "method": {"name": "reptile", "test_batch": 7},
+                           "eval": {"shots": 2}})
+    with pytest.raises(ValueError, match=r"method\.test_batch = 7 exceeds the support set of "
+                                         r"eval\.ways x eval\.shots = 3 x 2 \(0 = the family's\) "
+                                         r"= 6 examples"):
+        config.check_training(cfg)
+    config.check_training({**cfg, "method": {**cfg["method"], "test_batch": 6}})  # 6 <= 3 x 2
+    # a test-time support shift grows the support set (2s+1)^2-fold
+    config.check_training(config.validate({**base, "method": {"name": "reptile",
+                                                              "test_batch": 27},
+                                           "eval": {"support_shift": 1}}))
+    sine = config.validate({"method": {"name": "reptile", "inner_batch": 11}})
+    with pytest.raises(ValueError, match=r"inner_batch = 11 exceeds the support set of "
+                                         r"family\.shots = 10 examples"):
+        config.check_training(sine)
+
+
+@pytest.mark.parametrize("family, train, held_out, shared", [
+    ("folder", "test", "test", True), ("folder", "train", "test", False),
+    ("omniglot", "train", "test", False), ("omniglot", "trainval", "val", True),
+    ("omniglot", "background_train", "background", True),
+    ("omniglot", "background_train", "background_val", False),
+    ("fashion_mnist", "val", "test", True), ("fashion_mnist", "train", "test", False),
+    ("sinusoid", "train", "train", False),
+])
+def test_shared_split_tells_when_the_held_out_classes_are_trained_on(family, train, held_out,
+                                                                     shared):
+    assert config.shared_split({"name": family, "split": train}, held_out) is shared
+
+
+def test_warn_shared_split_names_both_keys():
+    cfg = config.validate({"family": {"name": "omniglot", "split": "test"},
+                           "model": {"name": "conv4"}})
+    with pytest.warns(config.SharedSplitWarning, match=r"eval\.split = 'test' is family\.split "
+                                                       r"= 'test', the split the run is "
+                                                       r"meta-trained on, so the held-out "
+                                                       r"evaluation scores the training "
+                                                       r"classes"):
+        config.warn_shared_split(cfg)
+    assert config.warn_shared_split(config.validate({})) is None

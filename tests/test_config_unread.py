@@ -171,3 +171,31 @@ def test_compare_warns_for_a_key_no_compared_method_reads(tmp_path):
     texts = [str(w.message) for w in got if issubclass(w.category, config.UnreadKeyWarning)]
     assert texts == [f"config method.lam = 0.5 ({f}) changes nothing for any method compared "
                      f"(maml, reptile); remove it"]
+
+
+@pytest.mark.parametrize("name, fix", [
+    ("r2d2", "add r2d2 to --methods to compare it"),
+    ("protonet", "protonet is not one compare runs (its methods: scratch, pretrain, maml, "
+                 "fomaml, reptile, anil, r2d2, metaoptnet): train it with metaloop train, or "
+                 "remove it")])
+def test_compare_warns_when_method_name_is_not_compared(tmp_path, name, fix):
+    """metaloop compare --config with method.name = "r2d2" (or "protonet", which compare does
+    not run) ran other methods without a word."""
+    f = tmp_path / "cmp.toml"
+    f.write_text(f'[family]\nname = "sinusoid"\n[method]\nname = "{name}"\n[train]\n'
+                 f'iterations = 1\n')
+    with pytest.warns(config.UnreadKeyWarning) as got:
+        assert main(["--threads", "1", "compare", "--config", str(f), "--methods", "maml",
+                     "--tasks", "2", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    texts = [str(w.message) for w in got if issubclass(w.category, config.UnreadKeyWarning)]
+    assert texts == [f'config method.name = "{name}" ({f}) changes nothing for metaloop '
+                     f'compare, which runs the methods of --methods or compare.methods '
+                     f'(maml), each in place of it; {fix}']
+    # a method among those compared: its row is there (docs/omniglot.md's use of a train
+    # config), nothing to say
+    f.write_text('[family]\nname = "sinusoid"\n[method]\nname = "maml"\n[train]\n'
+                 'iterations = 1\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _compare.warn_unread([_compare.method_config(_compare.load_config(None, f),
+                                                            "maml")], f) == []

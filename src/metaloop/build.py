@@ -17,8 +17,8 @@ from metaloop import meta, models, tasks
 from metaloop.config import FAMILIES, METHODS, MODELS
 from metaloop.data.folder import UnreadableImagesError
 
-__all__ = ["batching_on", "build_family", "build_learner", "build_model", "data_fingerprint",
-           "eval_family", "resolve_split", "training_family", "user_family"]
+__all__ = ["batching_on", "build_family", "build_learner", "build_model", "check_eval_shifts",
+           "data_fingerprint", "eval_family", "resolve_split", "training_family", "user_family"]
 
 
 def _choice(kind: str, value: str, options) -> str:
@@ -28,16 +28,17 @@ def _choice(kind: str, value: str, options) -> str:
 
 
 def build_family(fcfg: dict, split: str | None = None, shots: int = 0, queries: int = 0,
-                 progress=None):
+                 progress=None, ways_key: str = "family.ways"):
     """A task family from the [family] section (split/shots/queries override it);
-    ``progress(n)`` is told how many images a folder family has decoded, while it decodes."""
+    ``progress(n)`` is told how many images a folder family has decoded, while it decodes;
+    ``ways_key``: the config key an error names for the ways (see ``user_family``)."""
     name = _choice("family", fcfg["name"], FAMILIES)
     shots, queries = shots or fcfg["shots"], queries or fcfg["queries"]
     split = split or fcfg["split"]
     if name == "sinusoid":
         return tasks.Sinusoid(shots, queries)
     if name in _config.USER_FAMILIES:
-        return user_family(fcfg, split, shots, queries, progress)
+        return user_family(fcfg, split, shots, queries, progress, ways_key=ways_key)
     root = fcfg["root"] or None
     if name == "omniglot":
         return tasks.Omniglot(root, split=split, ways=fcfg["ways"], shots=shots,
@@ -90,21 +91,24 @@ def _split_args(fcfg: dict, split: str) -> dict:
             "seed": fcfg["split_seed"], "split_files": files}
 
 
-def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None):
+def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None,
+                ways_key: str = "family.ways"):
     """An ``Episodes`` family over the user's folder or tensor file, or a ``TextTable``
-    (one class split)."""
+    (one class split). ``ways_key``: the config key that set ``fcfg["ways"]``, which an error
+    names (``"eval.ways"`` for held-out tasks of another number of ways)."""
     split_args = _split_args(fcfg, split)
     have = split_args.get("classes")
     if have is not None and len(have) < fcfg["ways"]:
         how = ("family.split_files" if fcfg["split_files"] else
                f"family.split_fractions = {fcfg['split_fractions']} (train, val, test)")
         kind = "TextTable" if fcfg["name"] == "table" else "Episodes"
-        raise ValueError(f"{kind} ways={fcfg['ways']} exceeds the {len(have)} classes of "
-                         f"the {split!r} split (family.{split}_classes; by {how} unless the "
-                         f"config lists them): lower "
-                         f"family.ways (eval: --ways), give that split more classes "
-                         f"(family.split_fractions or family.split_files), or bring more "
-                         f"classes")
+        lower = "eval.ways (--ways in metaloop eval)" if ways_key == "eval.ways" else \
+            f"{ways_key} (eval: --ways)"
+        raise ValueError(f"{kind} ways={fcfg['ways']} exceeds the {len(have)} "
+                         f"classes of the {split!r} split (family.{split}_classes; by {how} "
+                         f"unless the config lists them): lower {lower}, give that split "
+                         f"more classes (family.split_fractions or family.split_files), or "
+                         f"bring more classes")
     try:
         if fcfg["name"] == "table":
             return _text_table(fcfg, split, shots, queries)
@@ -357,13 +361,39 @@ def eval_family(cfg: dict, train_family):
     """The held-out family: [eval] split, ways, shots and queries (0 = same as training);
     Omniglot tasks within one alphabet if ``eval.within_alphabet``, drawn by
     ``eval.drawers``, never rotated or mirrored."""
-    ec = cfg["eval"]
+    ec, f = cfg["eval"], cfg["family"]
     within = 1.0 if ec.get("within_alphabet", False) else 0.0
-    return build_family({**cfg["family"], "ways": ec["ways"] or cfg["family"]["ways"],
-                         "within_alphabet": within, "rotations": False,
-                         "reflections": False,
-                         "drawers": ec.get("drawers", "any")},
-                        split=ec["split"], shots=ec["shots"], queries=ec["queries"])
+    try:
+        return build_family({**f, "ways": ec["ways"] or f["ways"],
+                             "within_alphabet": within, "rotations": False,
+                             "reflections": False,
+                             "drawers": ec.get("drawers", "any")},
+                            split=ec["split"], shots=ec["shots"], queries=ec["queries"],
+                            ways_key="eval.ways" if ec["ways"] else "family.ways")
+    except ValueError as e:
+        if "shots + queries" not in str(e):
+            raise
+        # a class of the held-out split too small: say which keys set its shots and queries
+        keys = [f"eval.{k} = {ec[k]}" if ec[k] else f"family.{k} = {f[k]} (eval.{k} = 0: "
+                f"the family's)" for k in ("shots", "queries")]
+        raise ValueError(f"the held-out tasks (eval.split = {ec['split']!r}; {', '.join(keys)}): "
+                         f"{e}") from e
+
+
+def check_eval_shifts(cfg: dict, family) -> None:
+    """ValueError naming ``eval.support_shift`` / ``eval.query_shift`` when they are set but
+    ``family``'s examples are not images (feature vectors of a tensor file): a run trained
+    with them could not be evaluated (``metaloop train`` checks this before training)."""
+    on = [f"eval.{k} = {cfg['eval'][k]}" for k in ("support_shift", "query_shift")
+          if cfg["eval"][k]]
+    if on and getattr(family, "image_shape", None) is None:
+        keys = " and ".join(k.split(" =")[0] for k in on)
+        shape = getattr(family, "input_shape", None)
+        shape = f" of shape {list(shape)}" if shape is not None else ""
+        raise ValueError(f"config {', '.join(on)} shifts images at test time, but this "
+                         f"family's examples are not images ({type(family).__name__}{shape}), "
+                         f"so the run could not be evaluated: "
+                         f"set {keys} = 0")
 
 
 def training_family(cfg: dict, family):

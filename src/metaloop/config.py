@@ -18,8 +18,9 @@ import sys
 import warnings
 from pathlib import Path
 
-__all__ = ["FAMILIES", "METHODS", "MODELS", "RENAMED", "SCHEMA", "UnreadKeyWarning",
-           "check_combinations", "load", "merge", "read", "to_toml", "unread_keys", "validate",
+__all__ = ["FAMILIES", "METHODS", "MODELS", "RENAMED", "SCHEMA", "SharedSplitWarning",
+           "UnreadKeyWarning", "check_combinations", "check_training", "load", "merge", "read",
+           "shared_split", "to_toml", "unread_keys", "validate", "warn_shared_split",
            "warn_unread", "written_keys"]
 
 if sys.version_info >= (3, 11):
@@ -133,6 +134,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
     # eval.ways: 0 = the family's; another value only for the head-based learners, whose head
     # is solved per task, and for a zero head (pretrain's default): higher-way training,
     # meta-train 20-way, test 5-way
+    # eval.steps: a solved head (r2d2, metaoptnet, protonet) is scored after step 0 alone;
+    # a config that gives it a step above 0 is refused by metaloop train (check_training)
     "eval": {"tasks": (int, 600), "shots": (int, 0), "queries": (int, 0), "ways": (int, 0),
              "steps": ((list, int), [0, 1, 5, 10]), "seed": (int, 1_000_003),
              "split": (str, "test"),
@@ -513,6 +516,101 @@ class UnreadKeyWarning(UserWarning):
     """A config file sets a key that the run it describes never reads (``warn_unread``)."""
 
 
+class SharedSplitWarning(UserWarning):
+    """The held-out tasks are drawn from classes the run meta-trains on (``shared_split``):
+    their score measures the training classes, not new ones."""
+
+
+# Omniglot splits that hold other splits' classes: (Vinyals) trainval = train + val; (Lake)
+# background = background_train + background_val.
+OMNIGLOT_PARTS = {"trainval": ("train", "val"), "background": ("background_train",
+                                                               "background_val")}
+
+
+def shared_split(family: dict, split: str) -> bool:
+    """Whether the held-out ``split`` of the ``[family]`` section ``family`` shares classes
+    with the split it meta-trains on (``family.split``): the same split, one that contains
+    the other (Omniglot's ``trainval`` and ``background``), or Fashion-MNIST's held-out
+    labels 5-9, which every split but ``train`` uses. Never for the sinusoid."""
+    name, train = family["name"], family["split"]
+    if name == "sinusoid":
+        return False
+    if name == "fashion_mnist":
+        return (train == "train") == (split == "train")
+    if name == "omniglot":
+        return train == split or split in OMNIGLOT_PARTS.get(train, ()) or \
+            train in OMNIGLOT_PARTS.get(split, ())
+    return train == split
+
+
+def warn_shared_split(cfg: dict, *, family: dict | None = None, where: str = "") -> str | None:
+    """Warn (``SharedSplitWarning``) when the held-out tasks of ``cfg`` (``eval.split``) come
+    from the classes a run meta-trains on (``family``: that run's ``[family]`` section;
+    default ``cfg``'s); ``where`` names the run (an ensemble's member). Returns the message,
+    or None when the splits share no class."""
+    family = cfg["family"] if family is None else family
+    split = cfg["eval"]["split"]
+    if not shared_split(family, split):
+        return None
+    same = "is" if family["split"] == split else "shares classes with"
+    text = (f"{where}eval.split = {split!r} {same} family.split = {family['split']!r}, the "
+            f"split the run is meta-trained on, so the held-out evaluation scores the training "
+            f"classes, not new ones (its accuracy is not a few-shot result); hold out another "
+            f"split (eval.split, or --split in metaloop eval)")
+    warnings.warn(text, SharedSplitWarning, stacklevel=2)
+    return text
+
+
+def check_training(cfg: dict, written=()) -> None:
+    """Check what only meta-training a new run needs (``metaloop train``, before any data is
+    read); unlike ``check_combinations`` it is not asked of a trained run again when it is
+    evaluated.
+
+    Args:
+        cfg: a validated config. written: the ``(section, key)`` pairs its file sets
+            (``written_keys``): ``eval.steps`` is refused for a solved head only when the file
+            sets it (the default is evaluated after step 0 alone, see
+            ``metaloop.recipes.evaluation.eval_config``).
+
+    Raises:
+        ValueError: ``eval.steps`` above 0 for r2d2, metaoptnet or protonet, whose head is
+            solved per task, not stepped; Reptile's ``method.inner_batch`` above the support
+            set of a training task, or ``method.test_batch`` above that of a held-out task
+            (each naming both).
+    """
+    f, me, ev = cfg["family"], cfg["method"], cfg["eval"]
+    name = me["name"]
+    if name in HEAD_BASED and ("eval", "steps") in set(written) and max(ev["steps"],
+                                                                         default=0) > 0:
+        newton = (" (its Newton steps are method.inner_steps)" if name == "metaoptnet"
+                  else "")
+        raise ValueError(f"config eval.steps = {ev['steps']!r}: {name} solves its head per "
+                         f"task, it is not stepped{newton}, so every step would score the "
+                         f"same as step 0; use eval.steps = [0]")
+    if name != "reptile":
+        return
+    sine = f["name"] == "sinusoid"              # a regression task's support: its shots
+    grown = (2 * ev["support_shift"] + 1) ** 2   # eval.support_shift's copies of each image
+    for key, ways, shots, keys, copies in (
+            ("inner_batch", f["ways"], f["shots"], ("family.ways", "family.shots"), 1),
+            ("test_batch", ev["ways"] or f["ways"], ev["shots"] or f["shots"],
+             ("eval.ways", "eval.shots"), grown)):
+        size = (1 if sine else ways) * shots * copies
+        if me[key] <= size:
+            continue
+        what = [f"{keys[1]} = {shots}"] if sine else \
+            [f"{keys[0]} x {keys[1]} = {ways} x {shots}"]
+        if key == "test_batch" and (ev["ways"] == 0 or ev["shots"] == 0):
+            what[0] += " (0 = the family's)"
+        if copies > 1:
+            what.append(f"x {copies} shifted copies (eval.support_shift)")
+        total = f" = {size}" if not sine or copies > 1 else ""
+        raise ValueError(f"config method.{key} = {me[key]} exceeds the support set of "
+                         f"{' '.join(what)}{total} examples, so every inner step would take "
+                         f"all {size} (as method.{key} = 0 does); set method.{key} <= {size}, "
+                         f"or 0 for the whole support set")
+
+
 # Keys that only some families, models or methods read: (section, keys, whether a validated
 # config reads them, what they are for). Every other key is read by every run (the names,
 # shots / queries, the [train] and [eval] keys that apply to any learner), or its non-default
@@ -594,8 +692,10 @@ def unread_keys(cfg: dict, written) -> list[tuple[str, str, str]]:
         name = cfg[by]["name"]
         who = name if by == "method" else f"{by}.name = {name!r}"
         out += [(section, key, f"{who} ({why})") for key in keys if (section, key) in written]
-    order = {(s, k): i for i, (s, k) in enumerate((s, k) for s in SCHEMA for k in SCHEMA[s])}
-    return sorted(out, key=lambda t: order[t[:2]])
+    return sorted(out, key=lambda t: _SCHEMA_ORDER[t[:2]])
+
+
+_SCHEMA_ORDER = {(s, k): i for i, (s, k) in enumerate((s, k) for s in SCHEMA for k in SCHEMA[s])}
 
 
 def warn_unread(cfg: dict, path) -> list[str]:
@@ -608,25 +708,33 @@ def warn_unread(cfg: dict, path) -> list[str]:
     return warn_unread_by_all([cfg], path)
 
 
-def warn_unread_by_all(cfgs: list[dict], path) -> list[str]:
+def warn_unread_by_all(cfgs: list[dict], path, also: dict | None = None) -> list[str]:
     """``warn_unread`` for several runs of one config file (``metaloop compare --config``:
     one validated config per method): the keys that no run of ``cfgs`` reads, with the
-    first run's reason. Returns the messages."""
+    first run's reason; ``also``: ``{(section, key): (why, fix)}`` for keys the caller does
+    not read (compare's ``method.name``), warned about when the file sets them, with ``why``
+    in place of the reason and ``fix`` in place of "remove it". Returns the messages."""
     path = Path(path)
     where = written_keys(path)
     if all((s, k) in where for s in SCHEMA for k in SCHEMA[s]):
         return []       # a resolved config (--print-config, to_toml) spells out every key
     unread = [{(s, k): why for s, k, why in unread_keys(c, where)} for c in cfgs]
     common = [sk for sk in unread[0] if all(sk in u for u in unread[1:])] if unread else []
+    extra = {sk: why for sk, why in (also or {}).items() if sk in where}
+    common = sorted({*common, *extra}, key=_SCHEMA_ORDER.get)
+    raw = read(path) if extra else {}
     cfg = cfgs[0] if cfgs else {}
     messages = []
     for (section, key) in common:
-        why = unread[0][(section, key)] if len(cfgs) == 1 else \
-            f"any method compared ({', '.join(c['method']['name'] for c in cfgs)})"
+        why, own_fix = extra.get((section, key)) or (
+            unread[0][(section, key)] if len(cfgs) == 1 else
+            f"any method compared ({', '.join(c['method']['name'] for c in cfgs)})",
+            "remove it")
         src = where[(section, key)]
-        value = json.dumps(cfg[section][key])
+        value = json.dumps(raw[section][key] if (section, key) in extra else
+                           cfg[section][key])
         if src == path:
-            origin, fix = f"({src})", "remove it"
+            origin, fix = f"({src})", own_fix
         else:
             origin = f"(inherited from {src}, which {path} extends)"
             fix = "a config cannot unset an inherited key: ignore this, or extend a base " \

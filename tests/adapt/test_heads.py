@@ -39,7 +39,7 @@ def test_random_head_is_linear_default_init_and_seeded():
 @pytest.mark.parametrize("solver", ["logistic", "ridge", "sgd"])
 def test_fit_head_separates_clusters(solver):
     x, y = _clusters()
-    w, b = fit_head(x, y, 3, solver, lam=0.1)
+    w, b = fit_head(x, y, 3, solver, **({} if solver == "sgd" else {"lam": 0.1}))
     assert w.shape == (3, 6) and b.shape == (3,)
     assert torch.equal((x @ w.T + b).argmax(-1), y)
 
@@ -69,3 +69,54 @@ def test_head_and_solver_errors():
         fit_head(x, y, 3, "svm")
     with pytest.raises(ValueError, match="the support set is empty"):
         warm_head(model, detach(params_of(model)), x[:0], y[:0])
+
+
+def test_fit_head_refuses_zero_steps_for_every_iterative_solver():
+    """steps=0 ran one Newton step for "logistic" (max(steps, 1)) but returned a zero head
+    for "sgd", and newton_head refuses it: now both iterative solvers refuse steps < 1."""
+    x, y = _clusters(d=3)
+    for solver, default in (("logistic", 10), ("sgd", 100)):
+        for steps in (0, -1, 2.0, True):
+            with pytest.raises(ValueError, match=rf"steps must be None \(the default, "
+                                                 rf"{default}\) or an int >= 1"):
+                fit_head(x, y, 3, solver, steps=steps)
+    w1, _ = fit_head(x, y, 3, "logistic", steps=1)
+    w10, _ = fit_head(x, y, 3, "logistic")
+    assert not torch.equal(w1, w10)                  # steps is honoured, default 10
+
+
+@pytest.mark.parametrize("solver,kw,unused", [
+    ("ridge", {"steps": 5}, "steps=5"),
+    ("ridge", {"lr": 0.5}, "lr=0.5"),
+    ("ridge", {"steps": 0}, "steps=0"),
+    ("logistic", {"lr": 0.01}, "lr=0.01"),
+    ("sgd", {"lam": 0.3}, "lam=0.3"),
+])
+def test_fit_head_refuses_options_its_solver_ignores(solver, kw, unused):
+    """The ridge solver silently ignored steps and lr (and logistic lr, sgd lam)."""
+    x, y = _clusters(d=3)
+    with pytest.raises(ValueError, match=rf"solver='{solver}' .* does not use {unused}"):
+        fit_head(x, y, 3, solver, **kw)
+
+
+def test_fit_head_accepts_unused_options_left_at_their_defaults():
+    x, y = _clusters(d=3)
+    a = fit_head(x, y, 3, "ridge", lam=0.5, steps=None, lr=0.1)
+    b = fit_head(x, y, 3, "ridge", lam=0.5)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    fit_head(x, y, 3, "sgd", lam=1.0, steps=3, lr=0.05)
+
+
+def test_init_head_refuses_bad_class_counts_and_unknown_names():
+    p = detach(params_of(MLP(4, (8,), 3)))
+    for n in (0, -2, 2.0, True):
+        with pytest.raises(ValueError, match="n_classes must be an int >= 1"):
+            init_head(p, ("head.weight", "head.bias"), n)
+    with pytest.raises(ValueError, match=r"head names \['head.w', 'head.b'\] are not in "
+                                         r"params"):
+        init_head(p, ("head.w", "head.b"), 3)
+    with pytest.raises(ValueError, match="head must be \\(weight name, bias name\\)"):
+        init_head(p, "head.weight", 3)
+    with pytest.raises(ValueError, match=r"head weight 'head.bias' must be \[C, D\]"):
+        init_head(p, ("head.bias", "head.weight"), 3)
+    assert init_head(p, ("head.weight", "head.bias"), 1)["head.weight"].shape == (1, 8)

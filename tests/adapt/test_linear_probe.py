@@ -24,7 +24,8 @@ def test_probe_classifies_and_keeps_the_backbone(solver):
     model = MLP(8, (32,), out_dim=9)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sx, sy, qx, qy = _task()
-    a = linear_probe(model, sx, sy, solver=solver, lam=0.01)
+    kw = {} if solver == "sgd" else {"lam": 0.01}        # sgd is unpenalised: no lam
+    a = linear_probe(model, sx, sy, solver=solver, **kw)
     assert a.trainable == 4 * 32 + 4 and a.names == ("head.weight", "head.bias")
     assert float((a(qx).argmax(-1) == qy).float().mean()) >= 0.9
     for n, p in model.named_parameters():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from metaloop.cli.main import main
+from metaloop.config import HEAD_BASED
 from metaloop.recipes.evaluation import eval_config, load_ensemble
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,7 +22,7 @@ def _train(root, d, method, ways, split="train"):
         f'queries = 1\n[model]\nname = "conv4"\npool = "stride"\nchannels = 8\n'
         f'[method]\nname = "{method}"\n{sgd_keys(method)}'
         f'[train]\niterations = 1\nmeta_batch = 1\ncheckpoint_every = 1\n'
-        f'[eval]\ntasks = 2\nsteps = [1]\nqueries = 1\n')
+        f'[eval]\ntasks = 2\nsteps = [{0 if method in HEAD_BASED else 1}]\nqueries = 1\n')
     out = d / f"{method}{ways}{split}"
     assert main(["train", "--config", str(d / f"{method}{ways}{split}.toml"), "--out", str(out),
                  "--no-progress"]) == 0
@@ -63,6 +64,32 @@ def test_members_whose_heads_fit_the_tasks_are_evaluated(runs, capsys):
     # protonet's prototypes take any number of ways; the first run's config decides them
     assert main(["eval", "--checkpoint", str(runs["proto5"]), str(runs["proto5"]), "--ways",
                  "3", "--no-progress"]) == 0
+
+
+def test_an_ensemble_of_several_methods_is_named_by_them(runs, tmp_path, capsys):
+    """An ensemble's table row and record row said only the first member's method ('maml'),
+    and its results.json did not list the members."""
+    import json
+
+    members = [str(runs["maml5"]), str(runs["proto5"])]
+    rec, out = tmp_path / "r" / "e.json", tmp_path / "e"
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", *members, "--out", str(out), "--record", str(rec),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    label = "ensemble of 2 runs (maml, protonet)"
+    assert f"\n{label}  " in printed
+    record = json.loads(rec.read_text())
+    assert record["row"] == f"{label}, 5-way 1-shot"
+    assert record["members"] == [{"checkpoint": members[0], "method": "maml"},
+                                 {"checkpoint": members[1], "method": "protonet"}]
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["methods"]) == [label]
+    assert res["ensemble"] == {"members": record["members"], "combine": "probabilities"}
+    # an ensemble of one method: its name, and how many runs
+    assert main(["eval", "--checkpoint", str(runs["proto5"]), str(runs["proto5"]),
+                 "--no-progress"]) == 0
+    assert "\nprotonet, ensemble of 2 runs  " in capsys.readouterr().out
 
 
 def test_every_member_trained_on_a_vinyals_split_is_noted(runs, capsys):

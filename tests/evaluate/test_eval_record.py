@@ -90,3 +90,29 @@ def test_a_classification_record_has_the_cell_fields_and_the_evaluation_label(tm
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert rec["training_curve"] == [[x["iteration"], round(100 * x["accuracy"], 2)]
                                      for x in lines]
+
+
+def test_an_ensemble_record_names_its_members_methods(run, tmp_path):
+    """An ensemble of maml, r2d2 and protonet runs was recorded as 'maml, 3-way 1-shot,
+    ensemble of 3 runs', and the record did not say what its members were."""
+    cfg = {"family": {"name": "folder", "ways": 3, "shots": 1},
+           "method": {"name": "maml"}, "eval": {"ways": 0, "shots": 0}}
+    result = {"steps": [1], "tasks": 2, "accuracy": {"mean": [0.5], "ci95": [0.1]},
+              "per_task": {"accuracy": [[0.4, 0.6]]}}
+    three = [str(run)] * 3
+    rec = records.eval_record(cfg, result, "accuracy", checkpoint=three, command="c",
+                              methods=["maml", "r2d2", "protonet"])
+    assert rec["row"] == "ensemble of 3 runs (maml, r2d2, protonet), 3-way 1-shot"
+    assert rec["members"] == [{"checkpoint": str(run), "method": m}
+                              for m in ("maml", "r2d2", "protonet")]
+    # one method: named as before (the committed records' rows), its members listed
+    rec = records.eval_record(cfg, result, "accuracy", checkpoint=three[:2], command="c",
+                              methods=["maml", "maml"])
+    assert rec["row"] == "maml, 3-way 1-shot, ensemble of 2 runs"
+    assert [m["method"] for m in rec["members"]] == ["maml", "maml"]
+    # one run: no members
+    assert "members" not in records.eval_record(cfg, result, "accuracy", checkpoint=str(run),
+                                                command="c")
+    with pytest.raises(ValueError, match="methods names 1 method"):
+        records.eval_record(cfg, result, "accuracy", checkpoint=three, command="c",
+                            methods=["maml"])

@@ -150,3 +150,39 @@ def test_one_value_has_no_ci():
     learner, fam = _protonet_on_images()
     r = ml.evaluate(learner, fam, tasks=1, steps=(0, 2), seed=5)
     assert r["accuracy"]["ci95"] == [None, None] and r["loss"]["ci95"] == [None, None]
+
+
+@pytest.mark.parametrize("steps,shown", [((1.5, 2.9), "1.5"), ((True,), "True"),
+                                         ((0, -1), "-1"), (("1",), "'1'")])
+def test_steps_must_be_non_negative_ints(steps, shown):
+    """(1.5, 2.9) was reported as steps [1, 2] and (True,) as [1]."""
+    learner = MAML(MLP(1, (8,), 1))
+    with pytest.raises(ValueError, match=rf"steps must be non-negative ints, got .*\({shown} "
+                                         rf"is not\)"):
+        ml.evaluate(learner, ml.tasks.Sinusoid(5, 5), tasks=2, steps=steps)
+
+
+def test_steps_is_a_sequence_not_a_bare_int():
+    """The docstring and the docs give a sequence (``steps=(0,)``); a bare int gave
+    "'int' object is not iterable", a string would be read digit by digit."""
+    learner, fam = MAML(MLP(1, (8,), 1)), ml.tasks.Sinusoid(5, 5)
+    with pytest.raises(ValueError, match=r"steps must be a sequence of step counts, got the "
+                                         r"int 3; for that one count pass steps=\(3,\)"):
+        ml.evaluate(learner, fam, tasks=2, steps=3)
+    with pytest.raises(ValueError, match=r"got '01'"):
+        ml.evaluate(learner, fam, tasks=2, steps="01")
+    with pytest.raises(ValueError, match=r"non-negative ints, got \[\]"):
+        ml.evaluate(learner, fam, tasks=2, steps=())
+    r = ml.evaluate(learner, fam, tasks=2, steps=[torch.tensor(2), 0, 2])
+    assert r["steps"] == [0, 2] and len(r["loss"]["mean"]) == 2
+
+
+def test_evaluate_names_ways_beyond_the_head_under_vmap():
+    """A 5-way family for a 3-output MAML: vmap's evaluation failed with torch's "index 3 is
+    out of bounds"; now it gives the loop's ValueError."""
+    fam = ml.tasks.Episodes(torch.randn(80, 4), torch.arange(8).repeat_interleave(10), ways=5,
+                            shots=2, queries=3)
+    for batching in ("vmap", "loop"):
+        learner = MAML(MLP(4, (8,), 3), loss="ce", batching=batching)
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, C=3\).*found 4"):
+            ml.evaluate(learner, fam, tasks=4, steps=(0, 1))

@@ -25,3 +25,62 @@ def test_last_linear_and_functional_forward_do_not_mutate():
     assert m.head.weight.abs().sum() > 0
     with pytest.raises(ValueError, match="no nn.Linear"):
         last_linear_names(torch.nn.ReLU())
+
+
+def test_forward_refuses_names_the_model_lacks():
+    """QA repro: a misspelt leaf (head.wieght) was ignored and the model's own weight used;
+    an unknown prefix failed deep in torch with an AttributeError."""
+    m = MLP(2, (4,), 3)
+    x = torch.randn(5, 2)
+    with pytest.raises(ValueError, match=r"forward: params has names that MLP does not have: "
+                                         r"'head.wieght' \(did you mean 'head.weight'\?\)"):
+        forward(m, {"head.wieght": torch.zeros(3, 4)}, x)
+    with pytest.raises(ValueError, match="'backbone.head.weight'"):
+        forward(m, {"backbone.head.weight": torch.zeros(3, 4)}, x)
+    many = {f"x{i}": torch.zeros(1) for i in range(7)}
+    with pytest.raises(ValueError, match="and 2 more"):
+        forward(m, many, x)
+    with pytest.raises(TypeError, match="params must be a dict name -> tensor, got list"):
+        forward(m, [("head.weight", torch.zeros(3, 4))], x)
+
+
+def test_forward_accepts_buffers_tied_aliases_and_modules_added_later():
+    bn = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3)).eval()
+    x = torch.randn(4, 2)
+    mean = torch.ones(3)
+    out = forward(bn, {"1.running_mean": mean}, x)               # a buffer
+    assert torch.allclose(out, bn(x) - 1 / (1 + 1e-5) ** 0.5, atol=1e-5)
+
+    tied = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    tied[1].weight = tied[0].weight                              # one tensor, two names
+    z = torch.zeros(3, 3)
+    assert torch.equal(forward(tied, {"1.weight": z}, torch.randn(2, 3))[:, 0],
+                       tied[1].bias[0].expand(2).detach())
+
+    m = MLP(2, (4,), 3)
+    forward(m, {}, torch.randn(1, 2))                            # caches m's names
+    m.extra = torch.nn.Linear(1, 1)                              # a module added since
+    forward(m, {"extra.weight": torch.zeros(1, 1)}, torch.randn(1, 2))
+
+
+def test_forward_reads_the_model_names_once(monkeypatch):
+    """The check is on the inner loop's hot path: one set comparison per call, not a walk."""
+    import metaloop.func.params as P
+    m = MLP(2, (4,), 3)
+    p = params_of(m)
+    calls = []
+    real = P.tensor_names
+    monkeypatch.setattr(P, "tensor_names", lambda model: calls.append(1) or real(model))
+    for _ in range(5):
+        forward(m, p, torch.randn(1, 2))
+    assert len(calls) == 1
+
+
+def test_forward_check_keeps_vmap_and_grad_working():
+    m = MLP(2, (4,), 3)
+    p = {k: v.detach() for k, v in params_of(m).items()}
+    batched = {k: v.expand(4, *v.shape) for k, v in p.items()}
+    out = torch.func.vmap(lambda q, x: forward(m, q, x))(batched, torch.randn(4, 5, 2))
+    assert out.shape == (4, 5, 3)
+    g = torch.func.grad(lambda q: forward(m, q, torch.randn(5, 2)).sum())(p)
+    assert g.keys() == p.keys()

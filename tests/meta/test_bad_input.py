@@ -160,3 +160,101 @@ def test_a_batch_on_another_device_than_the_model_is_named():
     with pytest.raises(ValueError, match=r"support_x is on cpu but the model's parameters are "
                                          r"on meta"):
         learner.meta_gradient(regression_batch())
+
+
+def _ways_batch(ways=5, tasks=2):
+    """``ways``-way tasks of 4-d vectors: more ways than a 3-output head has outputs."""
+    x, y = torch.randn(80, 4), torch.arange(8).repeat_interleave(10)
+    fam = ml.tasks.Episodes(x, y, ways=ways, shots=2, queries=3)
+    return fam, fam.sample(tasks, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+@pytest.mark.parametrize("make", [ml.meta.MAML, ml.meta.ANIL])
+def test_labels_beyond_the_head_are_named_on_every_batching_path(make, batching):
+    """Under vmap the labels were not checked (cross_entropy cannot read them there):
+    meta_loss, meta_gradient and evaluate failed with torch's "index 3 is out of bounds for
+    dimension 2"; the loop path's ValueError now comes on both paths."""
+    fam, b = _ways_batch()
+    learner = make(MLP(4, (8,), 3), loss="ce", batching=batching)            # 3 outputs
+    msg = r"cross_entropy: labels must lie in \[0, C=3\) \(C: the model's outputs\), found 4"
+    with pytest.raises(ValueError, match=msg):
+        learner.meta_loss(b)
+    with pytest.raises(ValueError, match=msg):
+        learner.meta_gradient(b)
+    with pytest.raises(ValueError, match=msg):
+        learner.adapt_path_batched(b.support_x, b.support_y, 1)
+    with pytest.raises(ValueError, match=msg):
+        ml.evaluate(learner, fam, tasks=4, steps=(0, 1))
+    with pytest.raises(ValueError, match=msg):
+        learner.adapt(*b.task(0)[:2])
+
+
+def test_the_vmap_label_check_changes_no_result():
+    """The labels are read once outside vmap; in range, the vmapped results are the loop's,
+    and a zero head (sized to the labels) or another loss is left alone."""
+    _, b = _ways_batch(ways=3)
+    torch.manual_seed(0)
+    model = MLP(4, (8,), 3)
+    loop = ml.meta.MAML(model, loss="ce", batching="loop").meta_gradient(b)
+    vmap = ml.meta.MAML(model, loss="ce", batching="vmap").meta_gradient(b)
+    for k in loop:
+        torch.testing.assert_close(vmap[k], loop[k])
+    _, b5 = _ways_batch(ways=5)
+    zero = ml.meta.MAML(MLP(4, (8,), 3), loss="ce", batching="vmap", head_init="zero")
+    assert zero.meta_loss(b5)[0].isfinite()                  # the head is 5 wide here
+    learner = ml.meta.MAML(mlp(), batching="vmap")
+    from metaloop.meta._common import labels_checked
+    assert labels_checked(learner.inner, b.support_y) is learner.inner          # mse
+
+
+def _head_learners():
+    return [("ProtoNet", ml.meta.ProtoNet(Conv4(1, 8, 3, image_size=16))),
+            ("MetaOptNet", ml.meta.MetaOptNet(Conv4(1, 8, 3, image_size=16), steps=2)),
+            ("R2D2", ml.meta.R2D2(Conv4(1, 8, 3, image_size=16)))]
+
+
+@pytest.mark.parametrize("name,learner", _head_learners())
+def test_head_learners_check_adapt_and_predict_as_maml_does(name, learner):
+    """ProtoNet and MetaOptNet returned NaN heads for a NaN support set; all three let
+    float64 x reach torch ("Input type (double) and bias type (float)") and took steps=-1."""
+    sx, sy, qx, _ = classification_batch().task(0)
+    nan = sx.clone()
+    nan[1, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match=rf"{name}: support_x \[3, 1, 16, 16\] has non-finite "
+                                         rf"values"):
+        learner.adapt(nan, sy)
+    params = learner.adapt(sx, sy)
+    msg = (rf"{name}: x is torch.float64 but the model's parameters are torch.float32; cast "
+           rf"one of them")
+    with pytest.raises(ValueError, match=msg):
+        learner.predict(params, qx.double())
+    with pytest.raises(ValueError, match=msg):
+        learner.predict_batched(learner.batched(params), qx[None].double())
+    for steps in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"steps must be a non-negative int, got "
+                                             rf"{steps!r}"):
+            learner.adapt(sx, sy, steps=steps)
+        with pytest.raises(ValueError, match="steps must be a non-negative int"):
+            learner.adapt_path_batched(sx[None], sy[None], steps)
+    assert learner.adapt(sx, sy, steps=0).keys() == params.keys()         # still ignored
+    prefixed = {f"net.{k}": v for k, v in params.items()}
+    with pytest.raises(ValueError, match=rf"{name}: params has names the model does not have"):
+        learner.predict(prefixed, qx)
+    with pytest.raises(ValueError, match=rf"{name}: params must be a dict"):
+        learner.predict([params], qx)
+
+
+def test_checkpoint_and_recompute_inner_loop_may_not_disagree():
+    """``checkpoint`` (the older name) silently won over an explicit
+    ``recompute_inner_loop=False``."""
+    for old, new in ((True, False), (False, True)):
+        with pytest.raises(ValueError, match=rf"MAML\(checkpoint={old}, recompute_inner_loop="
+                                             rf"{new}\) conflict"):
+            ml.meta.MAML(mlp(), checkpoint=old, recompute_inner_loop=new)
+    with pytest.raises(ValueError, match="conflict"):
+        ml.meta.ANIL(mlp(), checkpoint=True, recompute_inner_loop=False)
+    assert ml.meta.MAML(mlp(), checkpoint=True, recompute_inner_loop=True).recompute_inner_loop
+    assert ml.meta.MAML(mlp(), checkpoint=True).recompute_inner_loop
+    assert not ml.meta.MAML(mlp(), checkpoint=False).recompute_inner_loop
+    assert ml.meta.ANIL(mlp(), checkpoint=True).recompute_inner_loop

@@ -50,6 +50,23 @@ def test_bad_model_arguments():
         Conv4(pool="stride", readout="sum")
     with pytest.raises(ValueError, match="hidden"):
         MLP(1, (0,), 1)
+
+
+def test_mlp_hidden_must_be_a_sequence_of_widths():
+    """QA repro: MLP(hidden=40) raised 'TypeError: Value after * must be an iterable'."""
+    with pytest.raises(ValueError, match=r"hidden must be a sequence of hidden-layer widths, "
+                                         r"e.g. \(40, 40\), got 40; for one hidden layer "
+                                         r"pass \(40,\)"):
+        MLP(1, 40, 1)
+    with pytest.raises(ValueError, match="hidden must be a sequence"):
+        MLP(1, "40", 1)
+    with pytest.raises(ValueError, match="hidden must be a positive int, got 0"):
+        MLP(1, (w for w in (8, 0)), 1)                 # a generator is checked too
+    with pytest.raises(ValueError, match="in_dim must be a positive int, got True"):
+        MLP(True, (4,), 1)
+    m = MLP(3, [5, 6], 2)
+    assert [tuple(p.shape) for p in m.parameters()] == [(5, 3), (5,), (6, 5), (6,), (2, 6), (2,)]
+    assert MLP(3, (), 2)(torch.randn(4, 3)).shape == (4, 2)
     with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):
         Conv4()(torch.randn(2, 3, 28, 28))
 

@@ -16,7 +16,7 @@ from metaloop.recipes.training import init_from
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import write_image_folder  # noqa: E402
+from conftest import tensor_config, write_image_folder, write_tensor_file  # noqa: E402
 
 
 def _config(tmp_path, method: str, channels: int = 4, **train) -> Path:
@@ -125,3 +125,57 @@ def test_a_run_sharing_only_a_head_bias_and_a_scale_is_another_network(tmp_path,
     with pytest.raises(ValueError, match=r"is another network: it shares no body tensor with "
                                          r"this model, only log_scale, backbone.head.bias"):
         init_from(learner, tmp_path)
+
+
+def _refused_train(tmp_path, capsys, text: str) -> str:
+    """``metaloop train`` of the config ``text``: exit 2 before training, no run folder."""
+    (tmp_path / "c.toml").write_text(text)
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    assert not (tmp_path / "run").exists()
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, key", [("r2d2", "support_shift"), ("protonet", "query_shift")])
+def test_image_shifts_of_a_vector_run_are_refused_before_training(tmp_path, capsys, method, key):
+    """A tensors run of feature vectors with eval.support_shift / query_shift trained (exit 0),
+    then could never be evaluated."""
+    feats = write_tensor_file(tmp_path / "f.npz")
+    err = _refused_train(tmp_path, capsys, tensor_config(
+        feats, f'name = "{method}"\n', eval_lines=f"tasks = 2\nsteps = [0]\n{key} = 1\n"))
+    assert f"config eval.{key} = 1 shifts images at test time, but this family's examples are " \
+           f"not images (Episodes of shape [6]), so the run could not be evaluated: set " \
+           f"eval.{key} = 0" in err
+
+
+@pytest.mark.parametrize("method", ["r2d2", "protonet", "metaoptnet"])
+def test_steps_for_a_solved_head_are_refused_before_training(tmp_path, capsys, method):
+    """eval.steps = [0, 1] for a closed-form head trained, and eval printed a '1 step' column
+    equal to '0 steps' (the --steps flag was refused for it all along)."""
+    feats = write_tensor_file(tmp_path / "f.npz")
+    err = _refused_train(tmp_path, capsys, tensor_config(
+        feats, f'name = "{method}"\n', eval_lines="tasks = 2\nsteps = [0, 1]\n"))
+    assert f"config eval.steps = [0, 1]: {method} solves its head per task, it is not " \
+           f"stepped" in err and "use eval.steps = [0]" in err
+
+
+def test_reptile_inner_batch_above_the_support_set_is_refused(tmp_path, capsys):
+    feats = write_tensor_file(tmp_path / "f.npz")
+    err = _refused_train(tmp_path, capsys, tensor_config(
+        feats, 'name = "reptile"\ninner_lr = 0.1\ninner_steps = 1\ninner_batch = 50\n',
+        eval_lines="tasks = 2\nsteps = [1]\n"))
+    assert "config method.inner_batch = 50 exceeds the support set of family.ways x " \
+           "family.shots = 2 x 2 = 4 examples" in err
+
+
+def test_training_on_the_held_out_split_is_warned_about(tmp_path, capsys):
+    """family.split = "test" with eval.split = "test" trained without a word, and eval then
+    reported 100% on the training classes."""
+    feats = write_tensor_file(tmp_path / "f.npz")
+    (tmp_path / "c.toml").write_text(tensor_config(feats).replace(
+        'split_fractions', 'split = "test"\nsplit_fractions'))
+    with pytest.warns(config.SharedSplitWarning, match=r"eval\.split = 'test' is family\.split "
+                                                       r"= 'test'.*scores the training classes"):
+        assert main(["train", "--config", str(tmp_path / "c.toml"), "--out",
+                     str(tmp_path / "run"), "--no-progress"]) == 0

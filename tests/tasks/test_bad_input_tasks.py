@@ -1,5 +1,6 @@
 """Bad task data: a clear ValueError naming the field, not a torch error later."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,3 +42,45 @@ def test_taskbatch_refuses_fields_on_different_devices():
     with pytest.raises(ValueError, match=r"different devices: support_x cpu, support_y cpu, "
                                          r"query_x meta, query_y meta"):
         ml.TaskBatch(z, z, z.to("meta"), z.to("meta"))
+
+
+def test_sample_takes_a_generator_not_a_seed():
+    """``Episodes.sample(2, 0)`` failed inside torch.rand ("received an invalid combination
+    of arguments ... generator=int")."""
+    ep = ml.tasks.Episodes(torch.rand(40, 3), torch.arange(4).repeat_interleave(10), ways=2,
+                           shots=2, queries=2)
+    msg = (r"generator must be a torch.Generator or None, got int 0; for a seeded stream pass "
+           r"torch.Generator\(\).manual_seed\(0\)")
+    with pytest.raises(TypeError, match=r"Episodes.sample " + msg):
+        ep.sample(2, 0)
+    with pytest.raises(TypeError, match=r"Episodes.sample_flat " + msg):
+        ep.sample_flat(2, 0)
+    with pytest.raises(TypeError, match=r"Sinusoid.sample generator .*got str 'a'"):
+        ml.tasks.Sinusoid(5, 5).sample(2, "a")
+    assert ep.sample(2, None).support_x.shape == (2, 4, 3)
+    g = torch.Generator().manual_seed(0)
+    assert ep.sample(2, g).support_x.shape == (2, 4, 3)
+
+
+def test_from_dataset_items_must_be_pairs_with_integer_labels():
+    """(x, label, extra) triples were accepted with the extra field dropped; a string label
+    gave a bare "invalid literal for int()", and a label 1.5 was read as 1."""
+    triples = [(torch.rand(3), i % 4, 99) for i in range(40)]
+    with pytest.raises(ValueError, match=r"from_dataset: item 0 must be an \(x, label\) pair, "
+                                         r"got a tuple of 3 element\(s\)"):
+        ml.tasks.Episodes.from_dataset(triples, ways=2, shots=2, queries=2)
+    pairs = [(torch.rand(3), i % 4) for i in range(40)]
+    with pytest.raises(ValueError, match=r"item 5 must be an \(x, label\) pair, got a list of "
+                                         r"1 element"):
+        ml.tasks.Episodes.from_dataset(pairs[:5] + [[torch.rand(3)]] + pairs[6:])
+    for label, shown in (("b", r"str 'b'; for named classes .*class_names="),
+                         (1.5, "float 1.5"), (True, "bool True"),
+                         (torch.tensor([1, 2]), r"Tensor tensor\(\[1, 2\]\)")):
+        bad = pairs[:3] + [(torch.rand(3), label)] + pairs[4:]
+        with pytest.raises(ValueError, match=rf"from_dataset: item 3's label must be an "
+                                             rf"integer class index, got {shown}"):
+            ml.tasks.Episodes.from_dataset(bad, ways=2, shots=2, queries=2)
+    ok = [(x, [np.int64(k), torch.tensor(k), float(k), np.array([k])][i % 4])
+          for i, (x, k) in enumerate(pairs)]
+    fam = ml.tasks.Episodes.from_dataset(ok, ways=2, shots=2, queries=2)
+    assert fam.num_classes == 4 and fam.num_examples == 40

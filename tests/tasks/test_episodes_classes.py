@@ -28,3 +28,24 @@ def test_support_and_query_never_share_an_example():
         support = set(b.support_x[i].flatten().tolist())
         assert support.isdisjoint(b.query_x[i].flatten().tolist())
     assert (b.classes[:, 0] != b.classes[:, 1]).all()
+
+
+def test_one_string_for_classes_is_refused_not_split_into_characters():
+    """``classes="10"`` selected the classes "1" and "0"; ``"11"`` was "listed more than
+    once". The same for ``subset``, ``class_names`` and ``split_classes``."""
+    x, y = torch.rand(120, 4), torch.arange(12).repeat_interleave(10)
+    msg = r"must be a list of class names, not one string: got '10'.*pass \['10'\]"
+    with pytest.raises(ValueError, match=r"Episodes classes " + msg):
+        ml.tasks.Episodes(x, y, ways=2, shots=2, queries=3, classes="10")
+    with pytest.raises(ValueError, match=r"Episodes classes .*got '11'"):
+        ml.tasks.Episodes(x, y, ways=1, shots=2, queries=3, classes="11")
+    with pytest.raises(ValueError, match=r"Episodes.subset classes " + msg):
+        ml.tasks.Episodes(x, y, ways=2, shots=2, queries=3).subset("10")
+    with pytest.raises(ValueError, match=r"Episodes class_names must be a list"):
+        ml.tasks.Episodes(x[:20], y[:20] % 2, ways=2, shots=2, queries=3, class_names="ab")
+    with pytest.raises(ValueError, match=r"split_classes class_names must be a list of class "
+                                         r"names, not one string: got 'abcdefghij'"):
+        ml.tasks.split_classes("abcdefghij")
+    fam = ml.tasks.Episodes(x, y, ways=2, shots=2, queries=3, classes=["10", "11"])
+    assert fam.class_names == ["10", "11"]
+    assert sum(map(len, ml.tasks.split_classes(("ab", "c", "d"), (0.8, 0.1, 0.1)))) == 3

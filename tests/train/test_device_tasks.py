@@ -289,7 +289,7 @@ channels = 8
 [method]
 name = "protonet"
 [eval]
-split = "background_val"
+split = "evaluation"
 within_alphabet = true
 [train]
 iterations = 3

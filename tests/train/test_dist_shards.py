@@ -17,6 +17,7 @@ from metaloop.meta.protonet import ProtoNet
 from metaloop.meta.r2d2 import R2D2
 from metaloop.models import Conv4
 from metaloop.train import distributed
+from metaloop.train.distributed import ShardWarning
 from metaloop.train.loop import check_shardable, shard_gradient
 
 B, WAYS, SHOTS, QUERIES, CLASSES = 5, 3, 2, 2, 12     # shards of 2 and 3 tasks on 2 ranks
@@ -129,7 +130,9 @@ def test_reptile_with_inner_mini_batches_is_shard_exact():
 
 def test_pretrain_with_batchnorm_is_named_when_sharded_and_the_rest_are_not():
     """The one learner that is not shard-exact says so when a run is split over ranks."""
-    with pytest.warns(UserWarning, match="on 2 ranks each BatchNorm sees only its rank's"):
+    # metaloop's own category, which metaloop train prints as 'metaloop train: warning: ...'
+    # (a plain UserWarning printed as Python's 'loop.py:NNN: UserWarning: ...' and its line)
+    with pytest.warns(ShardWarning, match="on 2 ranks each BatchNorm sees only its rank's"):
         check_shardable(_learner("pretrain"), 2)
     import warnings
     with warnings.catch_warnings():

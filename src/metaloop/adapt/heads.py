@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaloop.adapt._fit import check_lr, check_steps, check_support, fit_path
+from metaloop.adapt._fit import check_lr, check_support, fit_path
 from metaloop.adapt.newton_head import newton_head
 from metaloop.adapt.ridge_head import ridge_head
 from metaloop.func.params import Params, forward, last_linear_names
@@ -47,10 +47,33 @@ def init_head(params: Mapping[str, torch.Tensor], head: tuple[str, str], n_class
     A zero head gives logits exactly 0 (a uniform prediction) and no gradient to the body on
     the first step; a random one starts from random logits (Kumar et al. 2022 discuss how
     that distorts the pretrained features).
+
+    Args:
+        params: name -> tensor, holding the old head. head: ``(weight name, bias name)``,
+            e.g. from ``head_names``; the weight ``[C_old, D]``. n_classes: C, an int >= 1.
+        init: ``"zero"`` or ``"random"``. generator: for ``"random"``.
+
+    Returns:
+        ``params`` with ``weight [C, D]`` and ``bias [C]`` replaced (the rest as they are).
+
+    Raises:
+        ValueError: an unknown ``init``; ``n_classes`` not an int >= 1; ``head`` not two
+            names of ``params``, or its weight not 2-D.
     """
     if init not in HEAD_INITS:
         raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
+    if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 1:
+        raise ValueError(f"init_head: n_classes must be an int >= 1, got {n_classes!r}")
+    if isinstance(head, str) or len(head) != 2:
+        raise ValueError(f"init_head: head must be (weight name, bias name), got {head!r}")
     w, b = head
+    unknown = [n for n in (w, b) if n not in params]
+    if unknown:
+        raise ValueError(f"init_head: head names {unknown} are not in params; available: "
+                         f"{sorted(params)[:8]} (head_names(model) gives the model's head)")
+    if params[w].dim() != 2:
+        raise ValueError(f"init_head: the head weight {w!r} must be [C, D], got "
+                         f"{list(params[w].shape)}; pass (weight name, bias name) in that order")
     d, ref = params[w].shape[1], params[w]
     if init == "zero":
         weight = ref.new_zeros(n_classes, d)                                    # [C, D]
@@ -70,11 +93,18 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
     Args:
         features: ``[N, D]`` float32/float64. labels: int64 ``[N]`` in ``[0, n_classes)``.
-        solver: ``"logistic"``: multinomial logistic regression by Newton steps
+        solver: ``"logistic"``: multinomial logistic regression by ``steps`` Newton steps
             (``newton_head``, a constant feature for the bias, ridge ``lam``; default 10
             steps); ``"ridge"``: closed-form ridge regression on one-hot targets
-            (``ridge_head`` with an unpenalised intercept); ``"sgd"``: Adam on the
-            cross-entropy from a zero head, ``steps`` steps (default 100) at rate ``lr``.
+            (``ridge_head`` with an unpenalised intercept, ridge ``lam``); ``"sgd"``: Adam
+            on the unpenalised cross-entropy from a zero head, ``steps`` steps (default
+            100) at rate ``lr``.
+        lam: ridge strength > 0 (``"logistic"``, ``"ridge"``).
+        steps: None (the solver's default) or an int >= 1 (``"logistic"``, ``"sgd"``).
+        lr: Adam's learning rate, finite and > 0 (``"sgd"``).
+
+    An option the chosen solver does not use must be left at its default (``lam=1.0``,
+    ``steps=None``, ``lr=0.1``): any other value is refused rather than ignored.
 
     Returns:
         ``(weight [C, D], bias [C])``.
@@ -82,7 +112,9 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
     Raises:
         ValueError: an unknown solver; features that are not a finite float ``[N, D]``;
             labels that are not int64 ``[N]`` in ``[0, n_classes)`` on the features' device;
-            ``n_classes < 2``; bad ``lam``, ``steps`` or ``lr``.
+            ``n_classes < 2``; bad ``lam``, ``steps`` (0 included: an iterative solver
+            takes at least one step) or ``lr``; a non-default option the solver does not
+            use.
     """
     if solver not in SOLVERS:
         raise ValueError(f"head solver must be one of {SOLVERS}, got {solver!r}")
@@ -92,27 +124,55 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
     if features.dim() != 2 or labels.dim() != 1 or features.shape[0] != labels.shape[0]:
         raise ValueError(f"fit_head: need features [N, D] and labels [N], got "
                          f"{list(features.shape)} and {list(labels.shape)}")
+    _check_unused_options(solver, lam, steps, lr)
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)
+                              or steps < 1):
+        raise ValueError(f"fit_head: steps must be None (the default, "
+                         f"{_DEFAULT_STEPS[solver]}) or an int >= 1 for solver={solver!r}, "
+                         f"got {steps!r}")
     _check_head_labels(features, labels, n_classes)
     features = features.detach()
     if solver == "ridge":
         y = F.one_hot(labels, n_classes).to(features.dtype)                    # [N, C]
         W, b = ridge_head(features[None], y[None], lam, intercept=True)        # [1, D, C], [1, C]
         return W[0].mT.contiguous(), b[0]
+    steps = _DEFAULT_STEPS[solver] if steps is None else steps
     if solver == "logistic":
-        steps = 10 if steps is None else steps
-        check_steps("fit_head", steps=steps)
         ones = features.new_ones(features.shape[0], 1)
         W = newton_head(torch.cat([features, ones], 1)[None], labels[None], n_classes,
-                        lam, max(steps, 1))[0]                                 # [D+1, C]
+                        lam, steps)[0]                                         # [D+1, C]
         return W[:-1].mT.contiguous(), W[-1].contiguous()
-    steps = 100 if steps is None else steps
-    check_steps("fit_head", steps=steps)
     check_lr("fit_head", lr=lr)
     start = {"weight": features.new_zeros(n_classes, features.shape[1]),
              "bias": features.new_zeros(n_classes)}
     *_, last = fit_path(lambda p, f: F.linear(f, p["weight"], p["bias"]), start,
                         [(lr, ["weight", "bias"])], features, labels, steps)
     return last["weight"], last["bias"]
+
+
+_DEFAULT_STEPS = {"logistic": 10, "sgd": 100}
+_USES = {"logistic": ("lam", "steps"), "ridge": ("lam",), "sgd": ("steps", "lr")}
+_DEFAULTS = {"lam": 1.0, "steps": None, "lr": 0.1}
+
+
+def _is_default(value: object, option: str) -> bool:
+    default = _DEFAULTS[option]
+    if default is None or value is None:
+        return value is default
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == default
+
+
+def _check_unused_options(solver: str, lam: object, steps: object, lr: object) -> None:
+    """An option ``solver`` does not use, set to other than its default, is an error: the
+    caller expects it to change the result, and it would not."""
+    given = {"lam": lam, "steps": steps, "lr": lr}
+    unused = [k for k in given if k not in _USES[solver] and not _is_default(given[k], k)]
+    if unused:
+        what = {"ridge": "closed-form", "logistic": "solved by Newton steps",
+                "sgd": "unpenalised"}[solver]
+        raise ValueError(f"fit_head: solver={solver!r} ({what}) does not use "
+                         f"{', '.join(f'{k}={given[k]!r}' for k in unused)}; it takes "
+                         f"{' and '.join(_USES[solver])} (leave the others at their defaults)")
 
 
 def _check_head_labels(features: torch.Tensor, labels: torch.Tensor, n_classes: object) -> None:

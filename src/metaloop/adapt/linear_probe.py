@@ -26,7 +26,8 @@ def linear_probe(model: nn.Module, support_x: torch.Tensor, support_y: torch.Ten
         support_x: ``[S, ...]`` one task's support inputs. support_y: int64 ``[S]`` labels.
         solver: ``"logistic"``, ``"ridge"`` or ``"sgd"``.
         head: head parameter names (default the last ``nn.Linear``).
-        solver_kw: ``lam``, ``steps``, ``lr`` for ``fit_head``.
+        solver_kw: ``lam``, ``steps``, ``lr`` for ``fit_head`` (each only with a solver that
+            uses it).
 
     Returns:
         ``Adapted`` with a ``[C, D]`` head; ``trainable`` counts the head's numbers.

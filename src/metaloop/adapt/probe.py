@@ -49,14 +49,17 @@ def fit_probe(feature_fn: Callable[[torch.Tensor], torch.Tensor], support_x: tor
         support_x: ``[S, ...]``. support_y: int64 ``[S]`` in ``[0, n_classes)``.
         n_classes: C.
         solver: ``"logistic"`` (Newton steps), ``"ridge"`` (closed form) or ``"sgd"``.
-        lam: ridge strength > 0. solver_kw: ``steps``, ``lr`` (see ``fit_head``).
+        lam: ridge strength > 0 (``"logistic"``, ``"ridge"``; leave it at 1.0 for
+            ``"sgd"``). solver_kw: ``steps``, ``lr`` (see ``fit_head``: an option the solver
+            does not use is refused).
 
     Returns:
         a :class:`Probe`.
 
     Raises:
-        ValueError: from ``fit_head`` and the solvers: bad shapes, ``lam <= 0``, labels out
-            of range, a class without a support example (logistic).
+        ValueError: from ``fit_head`` and the solvers: bad shapes, ``lam <= 0``, ``steps``
+            < 1, an option the solver does not use, labels out of range, a class without a
+            support example (logistic).
     """
     with torch.no_grad():
         features = feature_fn(support_x)                                 # [S, D]

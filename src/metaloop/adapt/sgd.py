@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+import numbers
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -100,6 +101,51 @@ def recomputed_step(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor],
     return {**params, **dict(zip(names, out))}
 
 
+def check_path_args(fn: str, params: Mapping[str, torch.Tensor], adapt_names, lr,
+                    steps) -> list[str]:
+    """Validate ``sgd_path``'s arguments; return ``adapt_names`` as a list.
+
+    Only Python values, names and shapes are read (never a tensor's values), so this is
+    cheap and safe under ``vmap`` and ``torch.func.grad``.
+
+    Raises:
+        ValueError: as ``sgd_path``.
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{fn}: params must be a dict name -> tensor, got "
+                         f"{type(params).__name__}")
+    if isinstance(adapt_names, str) or not isinstance(adapt_names, Iterable):
+        what = f"the string {adapt_names!r}" if isinstance(adapt_names, str) \
+            else type(adapt_names).__name__
+        raise ValueError(f"{fn}: adapt_names must be a list of parameter names, got {what}"
+                         + (f"; pass [{adapt_names!r}] for that one name"
+                            if isinstance(adapt_names, str) else ""))
+    names = list(adapt_names)
+    if not names:
+        raise ValueError(f"{fn}: adapt_names is empty; name at least one parameter to adapt")
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise ValueError(f"{fn}: adapt_names has names that params does not have: "
+                         f"{unknown[:5]}; available: {sorted(params)[:8]}")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{fn}: adapt_names repeats {dup}; name each parameter once")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"{fn}: steps must be a non-negative int, got {steps!r}")
+    if isinstance(lr, torch.Tensor):
+        if lr.dim() != 2 or lr.shape[0] < 1 or lr.shape[1] != len(names):
+            raise ValueError(f"{fn}: an lr table must be [rows >= 1, len(adapt_names)="
+                             f"{len(names)}] (one row per step, one column per adapted "
+                             f"tensor), got shape {list(lr.shape)}")
+        if not lr.is_floating_point():
+            raise ValueError(f"{fn}: an lr table must be a float tensor, got {lr.dtype}")
+    elif isinstance(lr, bool) or not isinstance(lr, numbers.Real) \
+            or not 0 < float(lr) < math.inf:
+        raise ValueError(f"{fn}: lr must be a finite number > 0 (or a [rows, "
+                         f"{len(names)}] table of step sizes), got {lr!r}")
+    return names
+
+
 def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_names,
              x: torch.Tensor, y: torch.Tensor, lr, steps: int,
              create_graph: bool = True, checkpoint: bool = False) -> Iterator[Params]:
@@ -108,30 +154,54 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
     Only the names in ``adapt_names`` change; the rest pass through. Nothing is mutated.
     With ``create_graph`` the steps are differentiable (second-order MAML); without it each
     step's gradient is a constant, so d(new)/d(old) is the identity (first-order MAML).
+    The arguments are checked when this is called, before the first step.
 
     Args:
         fwd: ``fwd(params, x) -> predictions``.
         loss_fn: mean loss ``(pred, y) -> scalar``.
-        params: name -> tensor; the adapted ones must require grad.
-        adapt_names: names to update.
+        params: name -> tensor; the adapted ones must require grad (unless ``checkpoint``).
+        adapt_names: a list (any non-string iterable) of distinct names of ``params`` to
+            update.
         x: ``[S, ...]`` support inputs; y: ``[S]`` labels or ``[S, out]`` targets.
-        lr: step size: a float, or a ``[rows, len(adapt_names)]`` tensor of per-step,
-            per-tensor step sizes (``metaloop.adapt.learned_lr``; differentiable; steps past
-            the last row reuse it). steps: number of steps.
+        lr: step size: a finite float > 0, or a float ``[rows, len(adapt_names)]`` tensor
+            of per-step, per-tensor step sizes (``metaloop.adapt.learned_lr``;
+            differentiable; steps past the last row reuse it). The table's values are not
+            checked (that would read them back from the device): a meta-learned table may
+            hold any sign.
+        steps: number of steps, an int >= 0 (0 yields only ``params``).
         checkpoint: with ``create_graph``, keep only the params at each step for the
             backward pass and recompute one step's activations at a time there
             (``recomputed_step``): memory O(steps x params + one step's activations), about
             one more forward-and-gradient pass per step. Without ``create_graph`` no
             activations outlive a step anyway, and it changes nothing.
+
+    Raises:
+        ValueError: ``adapt_names`` a string, empty, repeating a name or naming a tensor
+            not in ``params``; ``steps`` not an int >= 0; ``lr`` not a finite number > 0
+            nor a float ``[rows, len(adapt_names)]`` table; an adapted tensor that does not
+            require grad (when steps are taken without ``checkpoint``); ``checkpoint`` with
+            a table ``lr`` that requires grad.
     """
-    names = list(adapt_names)
-    params = dict(params)
-    if checkpoint and create_graph and isinstance(lr, torch.Tensor) and lr.requires_grad:
-        raise ValueError("checkpoint=True does not support learned inner step sizes (a "
-                         "tensor lr that requires grad); use checkpoint=False")
+    names = check_path_args("sgd_path", params, adapt_names, lr, steps)
+    recompute = checkpoint and create_graph
+    if recompute and isinstance(lr, torch.Tensor) and lr.requires_grad:
+        raise ValueError("sgd_path: checkpoint=True does not support learned inner step "
+                         "sizes (a tensor lr that requires grad); use checkpoint=False")
+    if steps and not recompute:
+        frozen = [n for n in names if not params[n].requires_grad]
+        if frozen:
+            raise ValueError(f"sgd_path: the adapted tensors {frozen[:5]} do not require "
+                             f"grad, so they have no gradient; pass params through "
+                             f"metaloop.func.detach(params, requires_grad=True)")
+    return _sgd_path(fwd, loss_fn, dict(params), names, x, y, lr, steps, create_graph,
+                     recompute)
+
+
+def _sgd_path(fwd, loss_fn, params: Params, names: list[str], x, y, lr, steps: int,
+              create_graph: bool, recompute: bool) -> Iterator[Params]:
     yield params
     for k in range(steps):
-        if checkpoint and create_graph:
+        if recompute:
             params = recomputed_step(fwd, loss_fn, params, names, x, y, step_lr(lr, k))
         else:
             params = sgd_step(fwd, loss_fn, params, names, x, y, step_lr(lr, k), create_graph)
@@ -143,11 +213,18 @@ def sgd_path_func(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], ada
                   create_graph: bool = True) -> Iterator[Params]:
     """``sgd_path`` written with ``torch.func.grad``, so that it runs under ``vmap``.
 
-    Same arguments and results as ``sgd_path``; ``create_graph=False`` detaches each step's
-    gradient (first order).
+    Same arguments, checks and results as ``sgd_path`` (the params need not require grad);
+    ``create_graph=False`` detaches each step's gradient (first order).
+
+    Raises:
+        ValueError: as ``sgd_path``.
     """
-    names = list(adapt_names)
-    params = dict(params)
+    names = check_path_args("sgd_path_func", params, adapt_names, lr, steps)
+    return _sgd_path_func(fwd, loss_fn, dict(params), names, x, y, lr, steps, create_graph)
+
+
+def _sgd_path_func(fwd, loss_fn, params: Params, names: list[str], x, y, lr, steps: int,
+                   create_graph: bool) -> Iterator[Params]:
     yield params
 
     def support_loss(adapted, rest):

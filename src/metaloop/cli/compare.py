@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     # impossible per-method configs: before any output
     mcfgs = [recipe.method_config(cfg, name) for name in methods]
     if args.config:                            # keys of the user's file no method reads
-        _config.warn_unread_by_all(mcfgs, args.config)
+        recipe.warn_unread(mcfgs, args.config)
     # bad data (found by recipe.run): no folder left
     with output_dir(args.out or "runs/compare") as out:
         bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress)

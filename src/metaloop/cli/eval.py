@@ -19,6 +19,8 @@ from metaloop.recipes.evaluation import (
     evaluate_lake_runs,
     evaluate_run,
     load_ensemble,
+    members,
+    run_label,
 )
 from metaloop.recipes.report import output_dir
 
@@ -36,7 +38,12 @@ of 20 trials), with the same test-time settings, and says whether they are Lake'
 
 An ensemble: --checkpoint RUN RUN ... adapts every run to each task and averages their class
 probabilities (the mean output for regression); the held-out tasks are the first run's
-config's, and --record sums the members' training budgets."""
+config's, and --record sums the members' training budgets. The table and the record name it
+by its members' methods ("ensemble of 3 runs (maml, r2d2, protonet)"; one method: "protonet,
+ensemble of 2 runs"), and results.json and the record list its members.
+
+A run whose head is solved (protonet, r2d2, metaoptnet) is scored after step 0 alone. A run
+trained on the split it is evaluated on is warned about: its score is on training classes."""
 
 
 def register(sub) -> None:
@@ -71,12 +78,13 @@ def register(sub) -> None:
     p.add_argument("--support-shift", type=int, metavar="S",
                    help="test-time augmentation of image tasks: grow each support set by "
                         "every shift of its images up to S pixels ((2S+1)^2 copies; default: "
-                        "the config's eval.support_shift, 0 = off)")
+                        "the config's eval.support_shift, 0 = off: also turns off the "
+                        "config's shift)")
     p.add_argument("--query-shift", type=int, metavar="S",
                    help="test-time augmentation of image classification: score each query by "
                         "its class probabilities averaged over every shift of it up to S "
                         "pixels ((2S+1)^2 copies; default: the config's eval.query_shift, "
-                        "0 = off)")
+                        "0 = off: also turns off the config's shift)")
     p.add_argument("--scoring", choices=("as-trained", "transductive", "non-transductive"),
                    help="how queries are scored: as the run was trained (method.transductive), "
                         "transductive (a task's queries normalised together by BatchNorm) or "
@@ -208,12 +216,8 @@ def _check_flags_family(args: argparse.Namespace, loaded) -> None:
         raise ValueError(f"{', '.join(omniglot_only)}: {loaded.path} is family {family!r}, "
                          f"but these choose Omniglot's alphabets and drawers, so they would "
                          f"change nothing; leave them out")
-    shifts = [_flag(k, getattr(args, k)) for k in ("support_shift", "query_shift")
-              if getattr(args, k) is not None]
-    if shifts and not images:
-        raise ValueError(f"{', '.join(shifts)}: shifts images, but {loaded.path} reads no "
-                         f"images (family {family!r}, model "
-                         f"{loaded.config['model']['name']!r}); leave them out")
+    if not images:
+        _check_shifts_off(args, loaded)
     if args.ways is not None and family in REGRESSION_FAMILIES:
         raise ValueError(f"--ways {args.ways} sets the classes per held-out task of a "
                          f"classification family; {family} is regression (it has no "
@@ -222,6 +226,27 @@ def _check_flags_family(args: argparse.Namespace, loaded) -> None:
         raise ValueError(f"--lake-runs scores Omniglot drawings, but {loaded.path} reads no "
                          f"images (family {family!r}, model "
                          f"{loaded.config['model']['name']!r})")
+
+
+def _check_shifts_off(args: argparse.Namespace, loaded) -> None:
+    """For a run that reads no images: ``--support-shift 0`` / ``--query-shift 0`` turn off
+    a shift its config sets (a run trained before ``metaloop train`` refused that); any
+    other value, or a 0 that changes nothing, is refused by name, and so is a config's
+    shift that no flag turns off."""
+    ec, what = loaded.config["eval"], (f"{loaded.path} reads no images (family "
+                                       f"{loaded.config['family']['name']!r}, model "
+                                       f"{loaded.config['model']['name']!r})")
+    keys = ("support_shift", "query_shift")
+    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    bad = [_flag(k, v) + ("" if v else f" (its eval.{k} is 0 already)")
+           for k, v in given.items() if v or not ec[k]]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: shifts images, but {what}; leave them out")
+    left = [k for k in keys if ec[k] and k not in given]
+    if left:
+        raise ValueError(f"{' and '.join(f'eval.{k} = {ec[k]}' for k in left)} (the config of "
+                         f"{loaded.path}) shifts images, but {what}: give "
+                         f"{' '.join(_flag(k, 0) for k in left)} to evaluate it without")
 
 
 def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
@@ -255,9 +280,9 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
               leave=False) as bar:
         res = evaluate_run(loaded, config=cfg, device=args.device, progress=bar.update)
     metric, r, error, name = res["metric"], res["result"], res["error_rate"], \
-        cfg["method"]["name"]
+        run_label(loaded)
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "
-          f"over {ec['tasks']} tasks")
+          f"over {ec['tasks']} task{'s' if ec['tasks'] != 1 else ''}")
     print(report.table({name: r}, metric))
     if ec["tasks"] == 1:
         print("note: one task has no confidence interval (its ± 0 is not one); give --tasks 2 "
@@ -295,13 +320,17 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
                       f"background alphabets only", file=sys.stderr)
     if out is not None:
         extra = {"error_rate": error} if error is not None else {}
+        if len(args.checkpoint) > 1:
+            extra["ensemble"] = {"members": members(loaded), "combine": loaded.learner.combine}
+        # keyed by the method (an ensemble of one method too, as before); several: the label
+        key = name if len({m["method"] for m in members(loaded)}) > 1 else cfg["method"]["name"]
         report.write_json(out / "results.json", {"config": cfg, "metric": metric, **extra,
-                                                 "methods": {name: report.strip_per_task(r)}})
+                                                 "methods": {key: report.strip_per_task(r)}})
         report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
     if args.record:
         _write_record(args.record, records.eval_record(
             cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
-            device=args.device,
+            device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
             error_rate=error))
     return 0
@@ -337,10 +366,12 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
           if res["official"] else f"the runs are not Lake's official 20 (sha256 of their "
           f"files {res['runs_sha256'][:12]}...)")
     if out is not None:
-        report.write_json(out / "results.json", {"config": cfg, "lake_runs": res})
+        extra = {"ensemble": {"members": members(loaded), "combine": loaded.learner.combine}} \
+            if len(args.checkpoint) > 1 else {}
+        report.write_json(out / "results.json", {"config": cfg, **extra, "lake_runs": res})
     if args.record:
         _write_record(args.record, records.lake_runs_record(
             cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
-            device=args.device,
+            device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
     return 0

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import numbers
+import operator
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from metaloop.evaluate.stats import ci95
@@ -66,7 +69,9 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     Args:
         learner: any metaloop learner (``adapt_path``, ``predict``).
         family: the held-out task family (``sample(n, generator)``).
-        tasks: number of held-out tasks. steps: adaptation step counts to report.
+        tasks: number of held-out tasks. steps: adaptation step counts to report, a
+            sequence of ints >= 0 (``(0, 1, 5)``; one count: ``(5,)``), in any order, repeats
+            counted once.
         seed: seed of the held-out task stream (keep it apart from the training seed).
         loss: query loss; default the learner's inner loss.
         progress: an optional callable ``progress(n)``, called as tasks are scored with how
@@ -83,10 +88,13 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         ``{"tasks", "seed", "steps", "loss": {"mean", "ci95"}, "accuracy": {...}}`` with one
         entry per step (accuracy for classification only; ``ci95`` None for one task), and
         ``per_task`` raw values.
+
+    Raises:
+        ValueError: ``steps`` not a non-empty sequence of ints >= 0 (a bare int, a float
+            such as 1.5, a bool; naming the value), or a bad ``tasks``, ``support_shift`` or
+            ``query_shift``.
     """
-    steps = sorted({int(s) for s in steps})
-    if not steps or steps[0] < 0:
-        raise ValueError(f"steps must be non-negative ints, got {steps}")
+    steps = _check_steps(steps)
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
     per_task = {"loss": [[] for _ in steps], "accuracy": [[] for _ in steps]}
     classification = None
@@ -125,6 +133,33 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         result[key] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
         result["per_task"][key] = per_task[key]
     return result
+
+
+def _check_steps(steps) -> list[int]:
+    """``evaluate``'s step counts, sorted and without repeats.
+
+    Raises:
+        ValueError: not a non-empty sequence (a bare int, a string), or an entry that is not
+            an int >= 0 (a float, whose fraction would be dropped; a bool), naming it.
+    """
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
+        raise ValueError(f"steps must be a sequence of step counts, got the int {steps}; "
+                         f"for that one count pass steps=({steps},)")
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Iterable):
+        raise ValueError(f"steps must be a sequence of non-negative ints such as (0, 1, 5), "
+                         f"got {steps!r}")
+    given, counts = list(steps), []
+    for s in given:
+        try:                          # ints, numpy's and integer tensors' (not 1.5: no index)
+            n = None if isinstance(s, (bool, np.bool_)) else operator.index(s)
+        except TypeError:
+            n = None
+        if n is None or n < 0:
+            raise ValueError(f"steps must be non-negative ints, got {given} ({s!r} is not)")
+        counts.append(n)
+    if not counts:
+        raise ValueError(f"steps must be non-negative ints, got {given}")
+    return sorted(set(counts))
 
 
 def _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task, query_shift=0) -> None:

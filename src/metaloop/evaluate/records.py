@@ -398,7 +398,7 @@ def training_curve(run_dir, points: int = 10) -> list[list[float]] | None:
 
 def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, command: str,
                 device: str = "cpu", evaluation: str | None = None,
-                error_rate: Mapping | None = None) -> dict:
+                error_rate: Mapping | None = None, methods=None) -> dict:
     """The record of one ``metaloop eval``: the last evaluated step of ``result``.
 
     The table is the task family's name; the row names the method and, for classification,
@@ -421,6 +421,10 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
             .error_rate``'s block: the record is then the Omniglot challenge's measurement,
             in table ``"challenge"``: its mean, CI and ``per_task`` are the error rate in %,
             with ``error_rate`` and ``trials`` as the challenge's records have them.
+        methods: each checkpoint's ``method.name``, in order (None: ``cfg``'s for every
+            one). An ensemble's record lists its ``members`` (checkpoint and method); its
+            row names the method, or, when the members differ, starts ``"ensemble of 3 runs
+            (maml, r2d2, protonet)"``.
 
     With one task there is no confidence interval: ``ci95`` (and ``accuracy_ci95``) is
     ``null``.
@@ -433,14 +437,15 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     parts, run_dir, budget = prov["parts"], prov["run_dir"], prov["budget"]
     curve = training_curve(run_dir) if metric == "accuracy" and len(parts) == 1 else None
     fam, ec = cfg["family"], cfg["eval"]
-    row = str(cfg["method"]["name"])
+    row, members = _method_row(cfg, checkpoint, methods)
     ways = ec.get("ways") or fam.get("ways")
     shots = ec.get("shots") or fam.get("shots")
     if metric == "accuracy" and ways and shots:
         row += f", {ways}-way {shots}-shot"
     if ec.get("drawers", "any") != "any":
         row += f", drawers {ec['drawers']} by a task's classes"
-    row += _test_time(ec, len(parts), evaluation)
+    row += _test_time(ec, len(parts) if not members or _one_method(members) else 1,
+                      evaluation)
     step = result["steps"][-1]
     scale = 100.0 if metric == "accuracy" else 1.0
     ci = None if int(result["tasks"]) == 1 else scale * result[metric]["ci95"][-1]
@@ -463,6 +468,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
             **{k: budget[k] for k in ("iterations", "cpu_seconds", "gpu_seconds")
                if k in budget}} if metric == "accuracy" else {}),
         **({"evaluation": evaluation} if evaluation else {}),
+        **({"members": members} if members else {}),
         **({"training_curve": curve} if curve else {}),
         "per_task": [round(scale * v, 6) for v in result["per_task"][metric][-1]],
     }
@@ -478,7 +484,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
 
 
 def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
-                     device: str = "cpu", evaluation: str | None = None) -> dict:
+                     device: str = "cpu", evaluation: str | None = None,
+                     methods=None) -> dict:
     """The record of ``metaloop eval --lake-runs``: the error rate on the official runs of
     the Omniglot one-shot challenge, in table ``"challenge-official"``.
 
@@ -492,13 +499,14 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
     Args:
         cfg: the validated run config whose ``[eval]`` test-time settings were used.
         res: ``metaloop.recipes.evaluation.evaluate_lake_runs``'s result (with
-            ``"runs_sha256"``). checkpoint, command, device, evaluation: as
+            ``"runs_sha256"``). checkpoint, command, device, evaluation, methods: as
             :func:`eval_record`.
     """
     prov = _provenance(checkpoint, device)
     ec = cfg["eval"]
-    row = f"{cfg['method']['name']}, official runs" + _test_time(ec, len(prov["parts"]),
-                                                                   evaluation)
+    row, members = _method_row(cfg, checkpoint, methods)
+    row += ", official runs" + _test_time(
+        ec, len(prov["parts"]) if not members or _one_method(members) else 1, evaluation)
     per_run = [round(100 * r["error_rate"], 6) for r in res["runs"]]
     return {
         "table": "challenge-official",
@@ -518,8 +526,31 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
                       "runs_sha256": res["runs_sha256"]},
         "run_config": dict(cfg),
         **({"evaluation": evaluation} if evaluation else {}),
+        **({"members": members} if members else {}),
         "per_task": per_run,
     }
+
+
+def _one_method(members: list[dict]) -> bool:
+    return len({m["method"] for m in members}) == 1
+
+
+def _method_row(cfg: Mapping, checkpoint, methods) -> tuple[str, list[dict] | None]:
+    """The start of a record's row and, for an ensemble, its ``members`` (``[{"checkpoint",
+    "method"}]``): the method's name (an ensemble of one method: ``_test_time`` adds
+    "ensemble of N runs"), or ``"ensemble of N runs (a, b, c)"`` when the methods differ."""
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    name = str(cfg["method"]["name"])
+    methods = [name] * len(paths) if methods is None else [str(m) for m in methods]
+    if len(methods) != len(paths):
+        raise ValueError(f"methods names {len(methods)} method(s) for {len(paths)} "
+                         f"checkpoint(s); give one per checkpoint")
+    if len(paths) == 1:
+        return name, None
+    members = [{"checkpoint": str(p), "method": m} for p, m in zip(paths, methods)]
+    if _one_method(members):
+        return methods[0], members
+    return f"ensemble of {len(paths)} runs ({', '.join(methods)})", members
 
 
 def _test_time(ec: Mapping, members: int, evaluation: str | None) -> str:

@@ -78,5 +78,30 @@ def get_loss(loss: str | Loss) -> Loss:
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Fraction of argmax predictions equal to labels: logits ``[N, C]``, labels ``[N]``."""
+    """Fraction of argmax predictions equal to labels: logits ``[N, C]``, labels ``[N]``
+    (or ``[..., N, C]`` and ``[..., N]``: the mean over all of them).
+
+    Returns:
+        a 0-dim tensor in the dtype of ``logits`` (on its device: nothing is read back).
+
+    Raises:
+        ValueError: logits not a float tensor ``[..., N, C]`` with C >= 1; labels not an
+            integer tensor of logits' shape without C; no labels (N = 0: the accuracy of
+            nothing is undefined). Only shapes and dtypes are checked, never values.
+    """
+    if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise ValueError(f"accuracy: logits and labels must be tensors, got "
+                         f"{type(logits).__name__} and {type(labels).__name__}")
+    if not logits.is_floating_point() or logits.dim() < 2 or logits.shape[-1] == 0:
+        raise ValueError(f"accuracy: logits must be float [N, C] with C >= 1, got "
+                         f"{logits.dtype} {_shape(logits)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"accuracy: labels must be integer class indices [N], got "
+                         f"{labels.dtype} (accuracy is for classification)")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"accuracy: labels {_shape(labels)} must be logits {_shape(logits)} "
+                         f"without its last (class) dimension")
+    if labels.numel() == 0:
+        raise ValueError(f"accuracy: no examples (logits {_shape(logits)}, labels "
+                         f"{_shape(labels)}); the accuracy of nothing is undefined")
     return (logits.argmax(-1) == labels).to(logits.dtype).mean()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -66,9 +68,68 @@ def last_linear_names(model: nn.Module) -> list[str]:
     return [f"{last}.{n}" if last else n for n, _ in model.get_submodule(last).named_parameters()]
 
 
+# model -> the names of its parameters and buffers (tied aliases included): read once per
+# model, so that forward's check is a set comparison, not a walk over the modules.
+_TENSOR_NAMES: weakref.WeakKeyDictionary[nn.Module, frozenset[str]] = \
+    weakref.WeakKeyDictionary()
+
+
+def tensor_names(model: nn.Module) -> frozenset[str]:
+    """The names ``functional_call`` accepts for ``model``: every parameter and buffer, with
+    each alias of a tied (shared) tensor."""
+    return frozenset(n for n, _ in model.named_parameters(remove_duplicate=False)) | \
+        frozenset(n for n, _ in model.named_buffers(remove_duplicate=False))
+
+
+def check_names(fn: str, model: nn.Module, params: Mapping[str, torch.Tensor]) -> None:
+    """Every key of ``params`` names a parameter or buffer of ``model``.
+
+    Costs a set comparison per call: the model's names are cached per model (weakly), and
+    read again before any name is refused, so modules added to the model since (``add_lora``)
+    are seen. Reads no tensor values: safe under ``vmap``, ``grad`` and ``torch.compile``.
+
+    Raises:
+        TypeError: ``params`` is not a mapping.
+        ValueError: names the model does not have, each with the closest name it does have.
+    """
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{fn}: params must be a dict name -> tensor, got "
+                        f"{type(params).__name__}")
+    known = _TENSOR_NAMES.get(model)
+    if known is not None and params.keys() <= known:
+        return
+    known = _TENSOR_NAMES[model] = tensor_names(model)
+    unknown = sorted(params.keys() - known)
+    if unknown:
+        hints = []
+        for n in unknown[:5]:
+            close = difflib.get_close_matches(n, known, n=1)
+            hints.append(f"{n!r} (did you mean {close[0]!r}?)" if close else repr(n))
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise ValueError(f"{fn}: params has names that {type(model).__name__} does not have: "
+                         f"{', '.join(hints)}{more}; its names include {sorted(known)[:4]}")
+
+
 def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
             **kwargs) -> torch.Tensor:
-    """``model(x, **kwargs)`` with ``params`` in place of its tensors (missing: the model's)."""
+    """``model(x, **kwargs)`` with ``params`` in place of its tensors (missing: the model's).
+
+    Args:
+        model: the network; called functionally, never mutated.
+        params: name -> tensor, a subset of the model's parameter and buffer names (from
+            ``params_of``, ``partition``, an inner loop); each tensor the shape of the one it
+            replaces (with a leading task dim only under ``vmap``).
+        x: the input, ``[N, ...]`` as ``model`` takes it. kwargs: passed to ``model``.
+
+    Returns:
+        ``model``'s output, e.g. ``[N, out]``.
+
+    Raises:
+        TypeError: ``params`` is not a mapping.
+        ValueError: ``params`` names a tensor the model does not have (a misspelt name
+            would otherwise be ignored and the model's own tensor used).
+    """
+    check_names("forward", model, params)
     return functional_call(model, dict(params), (x,), kwargs or None, strict=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
@@ -10,10 +11,10 @@ from torch import nn
 
 from metaloop.adapt.learned_lr import split_lrs
 from metaloop.adapt.sgd import SGDAdapter
-from metaloop.func.losses import accuracy
+from metaloop.func.losses import accuracy, cross_entropy
 from metaloop.func.params import Params, detach
 from metaloop.meta._threads import check_threadable
-from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.batch import TaskBatch, values_trusted
 
 
 class InnerRule(Protocol):
@@ -127,10 +128,11 @@ class AdaptsBySGD:
                      support_y=support_y)
         net, lrs = split_lrs(self.model, detach(dict(self.model.named_parameters())))
         start = self.inner.start(net, support_y)
+        inner = labels_checked(self.inner, support_y)
 
         def run(sx, sy):
-            return list(self.inner.path(start, sx, sy, steps, create_graph=False,
-                                        started=True, functional=True, lr=lrs))
+            return list(inner.path(start, sx, sy, steps, create_graph=False,
+                                   started=True, functional=True, lr=lrs))
         return [detach(p) for p in torch.func.vmap(run)(support_x, support_y)]
 
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -207,6 +209,19 @@ def check_flag(name: str, value: object) -> bool:
     raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
+def check_steps(steps: object) -> None:
+    """``steps`` for ``adapt`` / ``adapt_path``: None (the learner's default) or an int >= 0,
+    as the SGD learners take it (``SGDAdapter.path``), also where it is not used (a solved
+    head).
+
+    Raises:
+        ValueError: a negative number, a float or a bool, naming the value.
+    """
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)
+                              or steps < 0):
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+
+
 def check_inputs(owner: str, model: nn.Module, **tensors: torch.Tensor) -> None:
     """Each named tensor must be on the device of ``model``'s parameters, and a floating
     input (a name ending in ``x``) in their dtype (the forward pass would otherwise fail
@@ -268,6 +283,47 @@ def check_task(owner: str, model: nn.Module, support_x, support_y, loss=None) ->
         raise ValueError(f"{owner} adapts to ONE task: support_y must be {what}, got "
                          f"{_shape(support_y)} (for a TaskBatch use batch.task(i), or "
                          f"adapt_path_batched for all its tasks)")
+
+
+def labels_checked(adapter: SGDAdapter, *labels: torch.Tensor) -> SGDAdapter:
+    """``adapter`` for a ``torch.func.vmap`` over tasks whose class labels (``[B, S]``,
+    ``[B, Q]``) are checked as on the loop path.
+
+    ``cross_entropy`` refuses labels outside ``[0, C)`` (C: the model's outputs) only outside
+    a ``torch.func`` transform, where it can read them; under vmap an out-of-range label
+    would fail deep inside torch ("index 3 is out of bounds for dimension 2"). So the labels'
+    range is read here, before vmap, once for the whole batch (the loop reads it per task
+    and step), and the returned adapter's loss compares it with C, a static shape, on its
+    first call. Same conditions as ``cross_entropy``'s check: the built-in cross-entropy
+    loss, labels on the CPU (elsewhere the read would cost a device synchronisation), and
+    not inside ``valid_by_construction()``.
+
+    Returns:
+        ``adapter`` itself where nothing is to check (another loss, regression targets, a
+        zero head, which is sized to the labels); else a shallow copy with a checking loss.
+
+    Raises:
+        ValueError (from the returned adapter's loss): ``cross_entropy``'s "labels must lie
+            in [0, C=...)", naming the offending label.
+    """
+    if adapter.loss_fn is not cross_entropy or adapter.head_init == "zero" or values_trusted():
+        return adapter
+    ys = [y for y in labels if isinstance(y, torch.Tensor) and not y.is_floating_point()
+          and y.numel() and y.device.type == "cpu"]
+    if not ys:
+        return adapter
+    lo, hi = min(int(y.min()) for y in ys), max(int(y.max()) for y in ys)
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c = logits.shape[-1]                        # static under vmap: no data-dependent flow
+        if lo < 0 or hi >= c:
+            raise ValueError(f"cross_entropy: labels must lie in [0, C={c}) (C: the model's "
+                             f"outputs), found {lo if lo < 0 else hi}")
+        return cross_entropy(logits, y)
+
+    checked = copy.copy(adapter)
+    checked.loss_fn = loss_fn
+    return checked
 
 
 def check_params(owner: str, model: nn.Module, params) -> None:

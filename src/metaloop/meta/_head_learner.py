@@ -47,7 +47,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 
 import torch
@@ -61,6 +61,9 @@ from metaloop.meta._common import (
     ScoresEitherWay,
     check_batch,
     check_inputs,
+    check_params,
+    check_steps,
+    check_task,
     resolve_batching,
 )
 from metaloop.models.bn_stats import (
@@ -366,6 +369,12 @@ class HeadLearner(ScoresEitherWay):
         """One task's adapted params (``adapt``) as a batch of one (``adapt_path_batched``)."""
         return {**params, **{k: v[None] for k, v in params.items() if _per_task(k)}}
 
+    @property
+    def name(self) -> str:
+        """The method's name for messages: ``inner.method`` ("ProtoNet", "MetaOptNet",
+        "R2D2"), else the solver's class name."""
+        return getattr(self.inner, "method", None) or type(self.inner).__name__
+
     def _params(self) -> Params:
         return dict(self.model.named_parameters())
 
@@ -410,20 +419,50 @@ class HeadLearner(ScoresEitherWay):
 
         Returns:
             detached params: the model's (shared storage) plus the head ``"W" [D, C]`` and,
-            for R2D2, ``"b" [C]``. ``steps`` is ignored (the head is solved, not stepped).
+            for R2D2, ``"b" [C]``. ``steps`` is ignored (the head is solved, not stepped),
+            but checked as the SGD learners check it.
+
+        Raises:
+            ValueError: as the MAML family's ``adapt`` (``check_task``): support tensors
+                that are not ``[S, ...]`` and int64 ``[S]`` with the same S >= 1, on another
+                device or in another float dtype than the model, or with non-finite values;
+                labels outside ``[0, ways)``; ``steps`` not None or an int >= 0.
         """
         *_, last = self.adapt_path(support_x, support_y, steps)
         return last
 
     def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
         """Yield the adapted params once: a solved head has no intermediate steps
-        (``evaluate`` scores every requested step count with it)."""
+        (``evaluate`` scores every requested step count with it).
+
+        Raises:
+            ValueError: as ``adapt``, when called (not when the first value is drawn).
+        """
+        check_steps(steps)
+        check_inputs(self.name, self.model, support_x=support_x, support_y=support_y)
+        self._check_support(support_x[None], support_y[None])  # shapes, named as for a batch
+        check_task(self.name, self.model, support_x, support_y, "ce")    # and finite values
         batched = self.adapt_path_batched(support_x[None], support_y[None], steps)[0]
-        yield {k: v[0] if _per_task(k) else v for k, v in batched.items()}
+        return iter([{k: v[0] if _per_task(k) else v for k, v in batched.items()}])
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N, C]`` for x ``[N, ...]`` with an adapted params dict."""
-        return self.predict_batched(self.batched(params), x[None])[0]
+        """Logits ``[N, C]`` for x ``[N, ...]`` with an adapted params dict.
+
+        Raises:
+            ValueError: ``params`` not a dict from ``adapt`` (names the model does not have,
+                or no solved head), or x on another device or in another float dtype than
+                the model (naming both).
+        """
+        self._check_predict(params, x)
+        return self._logits(*_body_and_head(self.batched(params)), x[None])[0]
+
+    def _check_predict(self, params, x) -> None:
+        """``predict``'s checks, as ``check_params`` and ``check_inputs`` for MAML's: only
+        shapes, dtypes, devices and names, no value is read."""
+        body = {k: v for k, v in params.items() if not _per_task(k)} \
+            if isinstance(params, Mapping) else params
+        check_params(self.name, self.model, body)
+        check_inputs(self.name, self.model, x=x)
 
     def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
         """``adapt_path`` for B tasks at once (support ``[B, S, ...]``): a one-element list
@@ -432,26 +471,37 @@ class HeadLearner(ScoresEitherWay):
 
         Raises:
             ValueError: support sets that are empty, differ from their labels in size, sit on
-                another device or in another float dtype than the model, or labels that are
-                not int64 in ``[0, ways)``.
+                another device or in another float dtype than the model, labels that are
+                not int64 in ``[0, ways)``, or ``steps`` not None or an int >= 0.
         """
-        check_inputs(type(self.inner).__name__, self.model, support_x=support_x,
-                     support_y=support_y)
-        if support_y.dim() != 2 or support_x.dim() < 3 or support_x.shape[:2] != support_y.shape:
-            raise ValueError(f"support_x and support_y must be [S, ...] and [S] for one task "
-                             f"(adapt) or [B, S, ...] and [B, S] for a batch, got "
-                             f"{list(support_x.shape)[1:]} and {list(support_y.shape)[1:]} "
-                             f"(batched: {list(support_x.shape)} and {list(support_y.shape)})")
-        if support_y.shape[1] == 0:
-            raise ValueError("the support set is empty (S = 0): there is no head to solve")
+        check_steps(steps)
+        self._check_support(support_x, support_y)
         ways = self._ways(support_y)
         params = detach(self._params())
         with torch.no_grad():
             head = self._solve(params, support_x, support_y, ways)
         return [{**params, **detach(head)}]
 
+    def _check_support(self, support_x, support_y) -> None:
+        """Batched support sets ``[B, S, ...]`` and labels ``[B, S]``, S >= 1, on the model's
+        device and in its float dtype (no value is read)."""
+        check_inputs(self.name, self.model, support_x=support_x, support_y=support_y)
+        if support_y.dim() != 2 or support_x.dim() < 3 or support_x.shape[:2] != support_y.shape:
+            raise ValueError(f"{self.name}: support_x and support_y must be [S, ...] and [S] "
+                             f"for one task (adapt) or [B, S, ...] and [B, S] for a batch, got "
+                             f"{list(support_x.shape)[1:]} and {list(support_y.shape)[1:]} "
+                             f"(batched: {list(support_x.shape)} and {list(support_y.shape)})")
+        if support_y.shape[1] == 0:
+            raise ValueError(f"{self.name}: the support set is empty (S = 0): there is no head "
+                             f"to solve")
+
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, N, C]`` for x ``[B, N, ...]`` with ``adapt_path_batched``'s params."""
+        """Logits ``[B, N, C]`` for x ``[B, N, ...]`` with ``adapt_path_batched``'s params.
+
+        Raises:
+            ValueError: as ``predict``.
+        """
+        self._check_predict(params, x)
         return self._logits(*_body_and_head(params), x)
 
 

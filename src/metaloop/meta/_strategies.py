@@ -26,7 +26,7 @@ import torch
 
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.params import Params
-from metaloop.meta._common import accumulate
+from metaloop.meta._common import accumulate, labels_checked
 from metaloop.meta._threads import replicate, run_threads
 from metaloop.tasks.batch import TaskBatch
 
@@ -71,8 +71,13 @@ def vmapped_query_losses(adapter: SGDAdapter, net: Params, batch: TaskBatch, fir
     The start (a zero head for ``head_init="zero"``) is made once outside ``vmap``; inside,
     the inner loop is the ``torch.func`` one (``sgd_path_func``). Differentiable in ``net``
     (and ``lrs``).
+
+    Raises:
+        ValueError: class labels outside the model's outputs (``labels_checked``: checked as
+            on the loop path, not failing inside torch).
     """
     start = adapter.start(net, batch.support_y)
+    adapter = labels_checked(adapter, batch.support_y, batch.query_y)
 
     def task(sx, sy, qx, qy):
         fast = adapter.run(start, sx, sy, create_graph=not first_order, started=True,

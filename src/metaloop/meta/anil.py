@@ -53,7 +53,7 @@ def features_once(model: nn.Module, adapted) -> bool:
 
 def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
          first_order: bool = False, loss="mse", head=None, head_init: str = "learned",
-         batching: str = "auto", recompute_inner_loop: bool = False, compile: bool = False,
+         batching: str = "auto", recompute_inner_loop: bool | None = None, compile: bool = False,
          learn_lr: bool = False, checkpoint: bool | None = None) -> MAML:
     """MAML with the inner loop restricted to the head ("almost no inner loop").
 

@@ -162,7 +162,8 @@ class MAML(AdaptsBySGD):
             the steps by one parameter set each, not by one step's activations (second
             order; first order keeps no activations across steps anyway). Costs about one
             more forward and gradient pass per step. Needs the loop batching: "auto" picks
-            it.
+            it. None (the default): not given, which is False unless ``checkpoint`` says
+            otherwise.
         compile: run each task's query forward pass (and so its backward) through
             ``torch.compile`` in meta-training. The query loss is differentiated once (to
             theta'; the eager support graph carries the second order), so the compiled
@@ -175,7 +176,8 @@ class MAML(AdaptsBySGD):
             ``self.model`` is then an ``InnerLRs`` wrapper: the network as ``net.*`` plus
             ``inner_lr`` ``[inner_steps, adapted tensors]``; ``self.net`` is the network.
             Test-time steps past ``inner_steps`` reuse the last step's sizes.
-        checkpoint: the older name of ``recompute_inner_loop`` (still accepted).
+        checkpoint: the older name of ``recompute_inner_loop`` (still accepted; giving both
+            with different values is refused).
 
     Raises:
         ValueError: ``recompute_inner_loop=True`` or ``compile=True`` with
@@ -183,23 +185,31 @@ class MAML(AdaptsBySGD):
             torch's BatchNorm, InstanceNorm or LayerNorm layers when more than the head
             adapts (``vmap_second_order_refusal``); ``compile=True`` with ``batching="threads"``;
             ``batching="threads"`` for a model with buffers; ``learn_lr=True`` with
-            ``recompute_inner_loop=True``.
+            ``recompute_inner_loop=True``; ``checkpoint`` and ``recompute_inner_loop`` both
+            given, with different values.
     """
 
     meta_trains = True
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
                  first_order: bool = False, loss="mse", adapt=None, head_init="learned",
-                 batching: str = "auto", recompute_inner_loop: bool = False,
+                 batching: str = "auto", recompute_inner_loop: bool | None = None,
                  compile: bool = False, learn_lr: bool = False, checkpoint: bool | None = None):
         first_order = check_flag("first_order", first_order)
-        recompute_inner_loop = check_flag("recompute_inner_loop", recompute_inner_loop)
+        given = recompute_inner_loop is not None        # None: not given (False)
+        recompute_inner_loop = check_flag("recompute_inner_loop", recompute_inner_loop) \
+            if given else False
         compile = check_flag("compile", compile)
         learn_lr = check_flag("learn_lr", learn_lr)
         flag = "recompute_inner_loop"
         if checkpoint is not None:          # the older name; the messages use the one given
             checkpoint = check_flag("checkpoint", checkpoint)
-            recompute_inner_loop, flag = recompute_inner_loop or bool(checkpoint), "checkpoint"
+            if given and checkpoint != recompute_inner_loop:
+                raise ValueError(f"MAML(checkpoint={checkpoint}, recompute_inner_loop="
+                                 f"{recompute_inner_loop}) conflict: checkpoint is the older "
+                                 f"name of recompute_inner_loop; give only "
+                                 f"recompute_inner_loop")
+            recompute_inner_loop, flag = checkpoint, "checkpoint"
         recompute = bool(recompute_inner_loop)
         self.net = self.model = model
         self.first_order = bool(first_order)

@@ -42,12 +42,14 @@ class NewtonSolver:
 
     Attributes:
         loss_fn: the query loss (cross-entropy), as ``evaluate`` expects of ``inner``.
+        method: the learner's name in its error messages.
     """
 
     head: str = "svm"
     steps: int = 10
     grad: str = "implicit"
     loss_fn: ClassVar = staticmethod(cross_entropy)
+    method: ClassVar[str] = "MetaOptNet"
 
     def __post_init__(self):
         check_choice("MetaOptNet", "head", self.head, ("logistic", "svm"))

@@ -34,11 +34,13 @@ class PrototypeSolver:
 
     Attributes:
         loss_fn: the query loss (cross-entropy), as ``evaluate`` expects of ``inner``.
+        method: the learner's name in its error messages.
         steps: 1; the head is closed-form (``evaluate`` reuses it at every step count).
     """
 
     steps: int = 1
     loss_fn: ClassVar = staticmethod(cross_entropy)
+    method: ClassVar[str] = "ProtoNet"
 
     def __call__(self, features: torch.Tensor, labels: torch.Tensor, ways: int,
                  lam: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,12 +37,14 @@ class RidgeSolver:
 
     Attributes:
         loss_fn: the query loss (cross-entropy), as ``evaluate`` expects of ``inner``.
+        method: the learner's name in its error messages.
         steps: 1; the solve is closed-form (``evaluate`` reuses it at every step count).
     """
 
     intercept: bool = True
     steps: int = 1
     loss_fn: ClassVar = staticmethod(cross_entropy)
+    method: ClassVar[str] = "R2D2"
 
     def __call__(self, features: torch.Tensor, labels: torch.Tensor, ways: int,
                  lam: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

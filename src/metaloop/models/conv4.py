@@ -119,10 +119,20 @@ class Conv4(nn.Module):
         self.head = nn.Linear(d, out_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Body output ``[N, feature_dim]``."""
+        """Body output ``[N, feature_dim]``.
+
+        Raises:
+            ValueError: x not ``[N, in_channels, H, W]``, or, with ``pool="max"``, H or W
+                below 16 (four 2x2 pools would leave nothing), naming the built size.
+        """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv4 expects [N, {self.in_channels}, H, W] input, "
                              f"got {list(x.shape)}")
+        if self.pool == "max" and min(x.shape[-2:]) < 16:     # a shape, never a value
+            raise ValueError(f"Conv4 with pool 'max' needs inputs of at least 16x16 (four 2x2 "
+                             f"pools), but input {list(x.shape)} is {x.shape[-2]}x"
+                             f"{x.shape[-1]}; it was built for {self.image_size}x"
+                             f"{self.image_size}: resize the images, or use pool 'stride'")
         h = self.body(x)                                   # [N, hidden, h, w]
         return h.mean((2, 3)) if self.readout == "mean" else h.flatten(1)
 
@@ -130,8 +140,8 @@ class Conv4(nn.Module):
         """``[N, C, H, W] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head.
 
         Raises:
-            ValueError: with the head, an input whose size gives other than ``feature_dim``
-                features (the net was built for another ``image_size``).
+            ValueError: as ``features``; with the head, an input whose size gives other than
+                ``feature_dim`` features (the net was built for another ``image_size``).
         """
         h = self.features(x)
         if not head:

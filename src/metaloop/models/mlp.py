@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -14,19 +16,31 @@ class MLP(nn.Module):
 
     Args:
         in_dim: input features.
-        hidden: widths of the hidden layers.
+        hidden: a sequence of hidden-layer widths, one per layer: ``(40, 40)`` for two
+            layers of 40, ``(40,)`` for one, ``()`` for none (a linear model). A bare int
+            is refused: unlike Conv4's ``hidden`` (one width for every layer) it would not
+            say how many layers.
         out_dim: outputs.
 
     Shapes:
         x ``[N, in_dim]`` (any leading dims) -> ``[N, out_dim]``.
+
+    Raises:
+        ValueError: ``in_dim``, ``out_dim`` or a width that is not a positive int;
+            ``hidden`` that is not a sequence of widths (an int, a string).
     """
 
     def __init__(self, in_dim: int = 1, hidden=(40, 40), out_dim: int = 1):
         super().__init__()
-        dims = (in_dim, *hidden)
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Iterable):
+            hint = f"; for one hidden layer pass ({hidden},)" if isinstance(hidden, int) else ""
+            raise ValueError(f"MLP hidden must be a sequence of hidden-layer widths, e.g. "
+                             f"(40, 40), got {hidden!r}{hint}")
+        hidden = tuple(hidden)
         for name, v in (("in_dim", in_dim), ("out_dim", out_dim), *(("hidden", h) for h in hidden)):
-            if not isinstance(v, int) or v <= 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"MLP {name} must be a positive int, got {v!r}")
+        dims = (in_dim, *hidden)
         self.in_dim = in_dim
         self.body = nn.Sequential()
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):

@@ -50,7 +50,11 @@ class ResNet12(nn.Module):
 
     Shapes:
         x ``[N, in_channels, image_size, image_size]`` -> ``[N, out_dim]``; features
-        ``[N, 10 * width]``.
+        ``[N, 10 * width]``. Any input of at least 16x16 works (the spatial mean makes the
+        features independent of the size).
+
+    Raises:
+        ValueError: a size or count that is not a positive int, or ``image_size`` < 16.
     """
 
     def __init__(self, in_channels: int = 1, width: int = 64, out_dim: int = 5,
@@ -71,13 +75,27 @@ class ResNet12(nn.Module):
         self.head = nn.Linear(self.feature_dim, out_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Body output ``[N, feature_dim]``."""
+        """Body output ``[N, feature_dim]``.
+
+        Raises:
+            ValueError: x not ``[N, in_channels, H, W]``, or H or W below 16 (four 2x2 pools
+                would leave nothing), naming the built size.
+        """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ResNet12 expects [N, {self.in_channels}, H, W] input, "
                              f"got {list(x.shape)}")
+        if min(x.shape[-2:]) < 16:                            # a shape, never a value
+            raise ValueError(f"ResNet12 needs inputs of at least 16x16 (four 2x2 pools), but "
+                             f"input {list(x.shape)} is {x.shape[-2]}x{x.shape[-1]}; it was "
+                             f"built for {self.image_size}x{self.image_size}: resize the "
+                             f"images")
         return self.body(x).mean((2, 3))
 
     def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
-        """``[N, C, H, W] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
+        """``[N, C, H, W] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head.
+
+        Raises:
+            ValueError: as ``features``.
+        """
         h = self.features(x)
         return self.head(h) if head else h

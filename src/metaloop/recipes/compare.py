@@ -43,7 +43,7 @@ FAMILIES = ("sinusoid", "omniglot")
 COMPARE_KEYS = ("methods", "per_method", "per_ways")
 
 __all__ = ["ALL", "FAMILIES", "config_path", "config_text", "load_config", "method_config",
-           "methods_for", "record", "run", "with_split"]
+           "methods_for", "record", "run", "warn_unread", "with_split"]
 
 
 def config_path(family: str):
@@ -228,6 +228,27 @@ def method_config(cfg: dict, name: str) -> dict:
     return mcfg
 
 
+def warn_unread(mcfgs: list[dict], path) -> list[str]:
+    """Warn (``metaloop.config.UnreadKeyWarning``) for each key of the user's config file
+    ``path`` that no compared method reads (``config.warn_unread_by_all`` over ``mcfgs``,
+    each method's ``method_config``), and for a ``method.name`` that names none of the
+    compared methods: a comparison runs the methods of ``--methods`` / ``compare.methods``,
+    each in place of the file's (a method compare does not run, such as protonet, is said
+    to be one). Returns the messages."""
+    names = [c["method"]["name"] for c in mcfgs]
+    raw = _config.read(path).get("method", {})
+    named = raw.get("name") if isinstance(raw, dict) else None
+    also = {}
+    if isinstance(named, str) and named not in names:
+        why = f"metaloop compare, which runs the methods of --methods or compare.methods " \
+              f"({', '.join(names)}), each in place of it"
+        fix = f"add {named} to --methods to compare it" if named in ALL else \
+            f"{named} is not one compare runs (its methods: {', '.join(ALL)}): train it " \
+            f"with metaloop train, or remove it"
+        also[("method", "name")] = (why, fix)
+    return _config.warn_unread_by_all(mcfgs, path, also=also)
+
+
 def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
     """Which methods continue from a checkpoint in ``out_dir/runs/<method>``.
 
@@ -351,6 +372,10 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
             ``out_dir`` without ``resume`` or none with it, runs to resume that store no
             class split or were trained on other data, before training.
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the method in training checkpointed.
+
+    Warns:
+        metaloop.config.SharedSplitWarning: ``eval.split`` shares classes with
+            ``family.split``: every method would be scored on its training classes.
     """
     names = methods_for(cfg, methods)
     for key in ("iterations", "meta_batch"):
@@ -359,6 +384,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
                              f"{cfg['train'][key]}")
     cfg = with_split(cfg, out_dir, resume)     # your own data: one class split, stored
     mcfgs = {name: method_config(cfg, name) for name in names}   # all checked before training
+    _config.warn_shared_split(cfg)             # held out from the training classes?
     resumes = resumable(mcfgs, out_dir, resume)
     t_start = time.perf_counter()
     family = _build.build_family(cfg["family"])

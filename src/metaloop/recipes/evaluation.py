@@ -28,11 +28,11 @@ from metaloop import build, config
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
-from metaloop.recipes.predict import score_lake_runs
+from metaloop.recipes.predict import score_lake_runs, takes_steps
 from metaloop.runs import Run, load_run
 
 __all__ = ["error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run", "load_ensemble",
-           "refining", "scoring"]
+           "members", "refining", "run_label", "scoring", "warn_shared_split"]
 
 # what every member of an ensemble must share with the first: the data and inputs it reads,
 # and the classes it holds out (training ways and splits may differ)
@@ -126,9 +126,44 @@ def _set_on(members: list, **values):
                 setattr(m, k, b[k])
 
 
+def members(run: Run) -> list[dict]:
+    """What an ensemble is made of: ``[{"checkpoint": path, "method": method.name}]``, one
+    per member in order (a single run: itself)."""
+    return [{"checkpoint": str(m.path), "method": m.config["method"]["name"]}
+            for m in getattr(run, "members", None) or [run]]
+
+
+def run_label(run: Run) -> str:
+    """How tables name a run: its method; an ensemble of one method ``"protonet, ensemble
+    of 2 runs"``; of several ``"ensemble of 3 runs (maml, r2d2, protonet)"`` (the members'
+    methods in order)."""
+    methods = [m["method"] for m in members(run)]
+    if len(methods) == 1:
+        return methods[0]
+    if len(set(methods)) == 1:
+        return f"{methods[0]}, ensemble of {len(methods)} runs"
+    return f"ensemble of {len(methods)} runs ({', '.join(methods)})"
+
+
+def warn_shared_split(run: Run, cfg: dict) -> list[str]:
+    """Warn (``metaloop.config.SharedSplitWarning``) for each run, or ensemble member, whose
+    meta-training split shares classes with the held-out split of ``cfg`` (``eval.split``):
+    its score would be on training classes. Returns the messages."""
+    runs = getattr(run, "members", None) or [run]
+    out = []
+    for m in runs:
+        where = f"{m.path}: " if len(runs) > 1 else ""
+        text = config.warn_shared_split(cfg, family=m.config["family"], where=where)
+        if text is not None:
+            out.append(text)
+    return out
+
+
 def eval_config(run: Run, **changes) -> dict:
     """The run's validated config with the ``[eval]`` keys in ``changes`` replaced (None
-    leaves a key as it is).
+    leaves a key as it is). A run (every member of an ensemble) whose head is solved, not
+    stepped (r2d2, metaoptnet, protonet), is evaluated after step 0 alone unless ``changes``
+    gives ``steps``: every other step would score the same.
 
     Raises:
         ValueError: an unknown key, an impossible held-out config (naming the key), or an
@@ -139,6 +174,8 @@ def eval_config(run: Run, **changes) -> dict:
     if bad:
         raise ValueError(f"unknown eval key(s) {bad}; valid: {list(EVAL_KEYS)}")
     ec = {**run.config["eval"], **{k: v for k, v in changes.items() if v is not None}}
+    if changes.get("steps") is None and not takes_steps(run):
+        ec["steps"] = [0]              # a solved head: steps would repeat step 0's score
     if ec["tasks"] <= 0:               # named by its flag, before the config's own check
         raise ValueError(f"--tasks must be positive, got {ec['tasks']}")
     cfg = config.validate({**run.config, "eval": ec})
@@ -244,11 +281,16 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
         scored ("transductive" or the learner's own label), "error_rate": ``error_rate`` for
         within-alphabet classification, else None, "dropped": the held-out classes that
         ``family.drop_small`` left out (user data; else empty)}``.
+
+    Warns:
+        metaloop.config.SharedSplitWarning: the held-out split shares classes with the split
+            the run (a member) meta-trained on (``warn_shared_split``).
     """
     if config is not None and changes:
         raise ValueError("give the eval changes or a config from eval_config, not both")
     cfg = config if config is not None else eval_config(run, **changes)
     ec = cfg["eval"]
+    warn_shared_split(run, cfg)
     heldout = build.eval_family(cfg, None)
     device = None if device is None or torch.device(device).type == "cpu" else \
         torch.device(device)

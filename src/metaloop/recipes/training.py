@@ -41,11 +41,16 @@ def prepare(out, *, config_path=None, resume: bool = False,
         config.UnreadKeyWarning: once per key that the config file (or a file it extends)
             sets and this run never reads (``config.warn_unread``), e.g. ``method.inner_lr``
             for protonet; the run goes on.
+        config.SharedSplitWarning: a new run whose ``eval.split`` shares classes with its
+            ``family.split`` (``config.shared_split``): its evaluation would score the
+            training classes; the run goes on.
 
     Raises:
         ValueError: no directory given; resuming without a checkpoint; a fresh run into a
-            directory that holds one; a bad config (naming the key); a seed that is not an
-            int >= 0, or one given to a resumed run.
+            directory that holds one; a bad config (naming the key), including what only
+            meta-training a new run needs (``config.check_training``: ``eval.steps`` above 0
+            for a solved head, Reptile's ``inner_batch`` / ``test_batch`` above the support
+            set); a seed that is not an int >= 0, or one given to a resumed run.
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
@@ -70,8 +75,12 @@ def prepare(out, *, config_path=None, resume: bool = False,
         raise ValueError(f"train.init = {init!r}: no saved run there (a run directory with a "
                          f"LATEST file, or a ckpt-* directory)")
     config.check_combinations(cfg)
+    if config_path and not resume:     # what only a new run's meta-training needs
+        config.check_training(cfg, config.written_keys(config_path))
     if config_path:                    # once, on rank 0: keys of the file no run reads
         config.warn_unread(cfg, config_path)
+    if not resume:                     # held out from the training classes? once, rank 0
+        config.warn_shared_split(cfg)
     if resume and config_path:
         cfg = _stored_split(cfg, out)
     cfg = build.resolve_split(cfg)          # folder / tensors: the class lists, stored
@@ -124,7 +133,9 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
 
     Raises:
         ValueError: bad data (naming it), ``precision="bf16"`` with a ``train.dtype`` other
-            than float32 (before any data is read); on resume, data that changed since the
+            than float32 (before any data is read); ``eval.support_shift`` /
+            ``eval.query_shift`` on examples that are not images (``build.check_eval_shifts``,
+            before training: the run could not be evaluated); on resume, data that changed since the
             run's checkpoint (``metaloop.build.data_fingerprint``); NonFiniteLossError;
             KeyboardInterrupt after the interrupt checkpoint.
     """
@@ -147,6 +158,7 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
             # the held-out split of the user's data, read now: a class too small for its
             # shots + queries is named before training, not when the run is evaluated
             heldout = build.eval_family(cfg, family)
+        build.check_eval_shifts(cfg, family)  # image shifts of feature vectors: not evaluable
     except ValueError:
         _undo()
         raise

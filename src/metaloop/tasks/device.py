@@ -29,7 +29,12 @@ from metaloop.tasks.augment import (
     stroke_images,
 )
 from metaloop.tasks.batch import TaskBatch, _unchecked_batch
-from metaloop.tasks.omniglot import check_positive_int, episode_indices, task_indices
+from metaloop.tasks.omniglot import (
+    check_generator,
+    check_positive_int,
+    episode_indices,
+    task_indices,
+)
 
 
 def _store(family) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -157,6 +162,7 @@ class DeviceTasks:
             ValueError: a non-positive n, or a generator on another device.
         """
         check_positive_int("DeviceTasks.sample", n=n)
+        check_generator("DeviceTasks.sample", generator)
         if generator is not None and generator.device != self.device:
             raise ValueError(f"DeviceTasks on {self.device} needs a generator there, got one "
                              f"on {generator.device}")

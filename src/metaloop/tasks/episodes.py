@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import pickle
 import zipfile
@@ -15,8 +16,13 @@ import numpy as np
 import torch
 
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_positive_int, episode_indices, split_episodes
-from metaloop.tasks.splits import read_split_files, split_classes
+from metaloop.tasks.omniglot import (
+    check_generator,
+    check_positive_int,
+    episode_indices,
+    split_episodes,
+)
+from metaloop.tasks.splits import check_name_list, read_split_files, split_classes
 
 SPLITS = ("train", "val", "test")
 
@@ -78,8 +84,9 @@ class Episodes:
 
     Raises:
         ValueError: naming the problem: shapes or dtypes, non-finite values in float ``x``,
-            labels out of range, unknown or repeated ``classes``, fewer classes than
-            ``ways``, or classes smaller than ``shots + queries`` (listed).
+            labels out of range, one string instead of a list for ``classes`` or
+            ``class_names``, unknown or repeated ``classes``, fewer classes than ``ways``, or
+            classes smaller than ``shots + queries`` (listed).
     """
 
     kind = "classification"
@@ -93,6 +100,7 @@ class Episodes:
         table, counts = class_table(y, k)                              # [K, M], [K]
         use = list(range(k))
         if classes is not None:
+            check_name_list("Episodes classes", classes)
             index = {n: i for i, n in enumerate(names)}
             unknown = [c for c in classes if c not in index]
             if unknown:
@@ -142,8 +150,10 @@ class Episodes:
         """The same data restricted to ``classes`` (names), sharing the storage.
 
         Raises:
-            ValueError: unknown or repeated names, or too few classes for ``ways``.
+            ValueError: one string instead of a list, unknown or repeated names, or too few
+                classes for ``ways``.
         """
+        check_name_list("Episodes.subset classes", classes)
         index = {n: i for i, n in enumerate(self._all_names)}
         unknown = [c for c in classes if c not in index]
         if unknown:
@@ -216,6 +226,7 @@ class Episodes:
         """Class positions int64 ``[n, ways]`` and example indices
         ``[n, ways, shots + queries]``."""
         check_positive_int("Episodes.sample", n=n)
+        check_generator("Episodes.sample", generator)
         return episode_indices(self._table, self._pad, n, self.ways, self.shots + self.queries,
                                generator)
 
@@ -240,6 +251,7 @@ class Episodes:
             ``class_names``.
         """
         check_positive_int("Episodes.sample_flat", n=n)
+        check_generator("Episodes.sample_flat", generator)
         m = self._table.shape[1]
         real = torch.arange(m) < self._counts[:, None]                     # [K', M]
         pick = torch.randint(int(real.sum()), (n,), generator=generator)   # [n]
@@ -373,8 +385,10 @@ class Episodes:
         size and 1 channel). Other keyword arguments go to the constructor.
 
         Raises:
-            ValueError: an empty dataset, an item that is not a pair, examples of different
-                shapes (naming the first two indices).
+            ValueError: an empty dataset, an item that is not an ``(x, label)`` pair (a
+                triple included), a label that is not an integer class index (a string, a
+                fractional number, a bool; naming the item and the label), examples of
+                different shapes (naming the first two indices).
         """
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise ValueError(f"from_dataset needs a map-style dataset (len and indexing), got "
@@ -392,15 +406,20 @@ class Episodes:
             item = dataset[i]
             if hf:
                 item = (item[image_column], item[label_column])
-            if not isinstance(item, (tuple, list)) or len(item) < 2:
+            if not isinstance(item, (tuple, list)):
                 raise ValueError(f"from_dataset: item {i} must be (x, label), got "
                                  f"{type(item).__name__}")
+            if len(item) != 2:
+                raise ValueError(f"from_dataset: item {i} must be an (x, label) pair, got a "
+                                 f"{type(item).__name__} of {len(item)} element(s); map the "
+                                 f"dataset to pairs first (extra fields are not dropped "
+                                 f"silently)")
             x = _as_array(item[0], image_size, channels, i)
             if xs and x.shape != xs[0].shape:
                 raise ValueError(f"from_dataset: item 0 has shape {list(xs[0].shape)} but item "
                                  f"{i} has {list(x.shape)}; resize them (image_size=...) first")
             xs.append(x)
-            ys.append(int(item[1]))
+            ys.append(_label(item[1], i))
         y, names = _dense_labels(torch.tensor(ys), names)
         return cls(torch.stack(xs), y, ways, shots, queries, names, **kw)
 
@@ -414,7 +433,8 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     Raises:
         ValueError: led by ``what``: ``x`` of another shape or dtype (uint8 images or floats),
             labels that are not ints ``[N]`` or lie outside ``[0, K)``, no examples, NaN or
-            inf in float ``x`` (naming the rows and their classes), repeated class names.
+            inf in float ``x`` (naming the rows and their classes), ``class_names`` given as
+            one string, repeated class names.
     """
     if isinstance(x, np.ndarray):                   # a read-only array (np.load) is copied
         x = torch.from_numpy(x if x.flags.writeable else x.copy())
@@ -435,6 +455,7 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     if len(y) == 0:
         raise ValueError(f"{what} got no examples (N = 0)")
     y = y.to(torch.int64)
+    check_name_list(f"{what} class_names", class_names)
     k = len(class_names) if class_names is not None else int(y.max()) + 1
     if int(y.min()) < 0 or int(y.max()) >= k:
         raise ValueError(f"{what} labels must be in [0, {k}) "
@@ -600,6 +621,29 @@ def _check_finite(path: Path, x: torch.Tensor, y: torch.Tensor, names: list[str]
         raise ValueError(f"tensor file {path}: x has non-finite values (NaN or inf) in "
                          f"{len(rows)} row(s) {rows[:5]} of {len(classes)} class(es) "
                          f"{classes[:5]}")
+
+
+def _label(value, i: int) -> int:
+    """A dataset item's label as an int: a Python, numpy or one-element tensor / array
+    integer, or a whole float (``3.0``).
+
+    Raises:
+        ValueError: a string, a bool, a fractional or non-finite number, or anything else,
+            naming item ``i`` and the value.
+    """
+    v = value
+    if isinstance(v, (torch.Tensor, np.ndarray)) and math.prod(v.shape) == 1:
+        v = v.reshape(()).item()
+    elif isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    hint = ("; for named classes give each name an int label 0..K-1 and pass "
+            "class_names=[...] (the names in label order)" if isinstance(v, (str, bytes)) else "")
+    raise ValueError(f"from_dataset: item {i}'s label must be an integer class index, got "
+                     f"{type(value).__name__} {value!r}{hint}")
 
 
 def _as_array(x, image_size: int | None, channels: int | None, i: int) -> torch.Tensor:

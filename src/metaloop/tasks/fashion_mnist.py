@@ -9,7 +9,12 @@ import torch
 
 from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_positive_int, episode_batch, episode_indices
+from metaloop.tasks.omniglot import (
+    check_generator,
+    check_positive_int,
+    episode_batch,
+    episode_indices,
+)
 
 
 def _subset(classes: Iterable[int]) -> tuple[int, ...]:
@@ -90,6 +95,7 @@ class FashionMNIST:
         """Class positions int64 ``[n, ways]`` and dataset image indices
         ``[n, ways, shots+queries]``."""
         check_positive_int("FashionMNIST.sample", n=n)
+        check_generator("FashionMNIST.sample", generator)
         return episode_indices(self._table, self._pad, n, self.ways, self.shots + self.queries,
                                generator)
 
@@ -112,6 +118,7 @@ class FashionMNIST:
             x: float32 ``[n, 1, 28, 28]`` in [0, 1]; y: int64 ``[n]`` positions into ``labels``.
         """
         check_positive_int("FashionMNIST.sample_flat", n=n)
+        check_generator("FashionMNIST.sample_flat", generator)
         pick = torch.randint(self._all.shape[0], (n,), generator=generator)       # [n]
         x = self._images.index_select(0, self._all[pick]).to(torch.float32).div_(255)  # [n,28,28]
         x = x.unsqueeze(1)                                                        # [n, 1, 28, 28]

@@ -33,6 +33,21 @@ def check_positive_int(owner: str, **values) -> None:
             raise ValueError(f"{owner} {name} must be a positive int, got {v!r}")
 
 
+def check_generator(owner: str, generator: object) -> None:
+    """A family's ``sample(n, generator)`` takes a ``torch.Generator`` or None (torch's
+    default one), not a seed.
+
+    Raises:
+        TypeError: naming ``owner`` and what was given, with how to make a seeded generator.
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        seed = generator if isinstance(generator, int) and not isinstance(generator, bool) \
+            else "seed"
+        raise TypeError(f"{owner} generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__} {generator!r}; for a seeded stream pass "
+                        f"torch.Generator().manual_seed({seed})")
+
+
 def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, ways: int,
                     per_class: int, generator: torch.Generator | None = None,
                     classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,6 +343,7 @@ class Omniglot:
         """Classes int64 ``[n, ways]`` and flat image ids ``[n, ways, shots+queries]``
         (image id = class * 20 + drawing)."""
         check_positive_int("Omniglot.sample", n=n)
+        check_generator("Omniglot.sample", generator)
         return task_indices(*self.index_tables(), n, self.ways, self.shots + self.queries,
                             self.within_alphabet, self.drawers, generator)
 
@@ -357,6 +373,7 @@ class Omniglot:
             x: float32 ``[n, 1, H, W]`` in [0, 1]; y: int64 ``[n]`` split-level class ids.
         """
         check_positive_int("Omniglot.sample_flat", n=n)
+        check_generator("Omniglot.sample_flat", generator)
         idx = torch.randint(self._images.shape[0], (n,), generator=generator)     # [n]
         x = self._images.index_select(0, idx).to(torch.float32).div_(255)         # [n, H, W]
         x = x.unsqueeze(1)                                                        # [n, 1, H, W]

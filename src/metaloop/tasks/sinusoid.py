@@ -8,6 +8,7 @@ import numbers
 import torch
 
 from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.omniglot import check_generator
 
 
 class Sinusoid:
@@ -69,6 +70,7 @@ class Sinusoid:
         """``sample``, also returning each task's (amplitude ``[n]``, phase ``[n]``)."""
         if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
             raise ValueError(f"number of tasks must be a positive int, got {n!r}")
+        check_generator("Sinusoid.sample", generator)
         a, p = self.sample_params(n, generator)
         x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64)
         x.uniform_(*self.x_range, generator=generator)                 # [n, S+Q, 1]

@@ -10,6 +10,19 @@ from pathlib import Path
 import torch
 
 
+def check_name_list(what: str, names: object) -> None:
+    """Refuse one string (or bytes) where a list of class names is expected: iterating it
+    would make each character a class name (``"10"`` -> ``["1", "0"]``).
+
+    Raises:
+        ValueError: naming ``what`` and the string, and how to pass it as one name.
+    """
+    if isinstance(names, (str, bytes)):
+        raise ValueError(f"{what} must be a list of class names, not one string: got "
+                         f"{names!r}, whose characters would each be a class; for a single "
+                         f"name pass [{names!r}]")
+
+
 def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2),
                   seed: int = 0) -> tuple[list[str], list[str], list[str]]:
     """Split class names into disjoint train / validation / test lists.
@@ -28,9 +41,11 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
         (train names, val names, test names).
 
     Raises:
-        ValueError: duplicated or empty names, fractions that are not three non-negative
-            numbers summing to 1, or too few classes for every non-zero fraction.
+        ValueError: one string instead of a list of names, duplicated or empty names,
+            fractions that are not three non-negative numbers summing to 1, or too few
+            classes for every non-zero fraction.
     """
+    check_name_list("split_classes class_names", class_names)
     names = [str(n) for n in class_names]
     if not names:
         raise ValueError("split_classes needs at least one class name")

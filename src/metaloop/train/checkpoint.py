@@ -76,7 +76,8 @@ def state_digest(state: dict) -> str:
 
 def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tensor],
                     state: dict, keep: int = 2) -> Path:
-    """Write checkpoint ``ckpt-<iteration>`` and point LATEST at it; keep the newest ``keep``.
+    """Write checkpoint ``ckpt-<iteration>`` and point LATEST at it; keep it and the newest
+    ``keep - 1`` checkpoints of earlier iterations (LATEST never names a pruned one).
 
     Args:
         run_dir: the run directory (created if missing).
@@ -108,7 +109,12 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(run_dir / "LATEST", name + "\n")
-    for old in sorted(run_dir.glob("ckpt-*"))[:-keep]:
+    # the checkpoint LATEST names is never pruned: of the others, those of earlier iterations
+    # beyond the newest keep - 1 go (one of a later iteration is no checkpoint of this run's
+    # history, e.g. left by a run killed before its LATEST was written: it is left alone)
+    older = sorted((int(p.name[5:]), p) for p in run_dir.glob("ckpt-*")
+                   if p.name[5:].isdigit() and int(p.name[5:]) < iteration)
+    for _, old in older[:max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

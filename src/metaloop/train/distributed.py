@@ -59,6 +59,12 @@ class StartupError(DistributedError):
     """This rank started, but another failed before training (its error is in the message)."""
 
 
+class ShardWarning(UserWarning):
+    """A run on several ranks trains, but not as the single-process run does (e.g. BatchNorm
+    over a pooled meta-batch sees one rank's shard); ``metaloop train`` prints it as its own
+    warnings, once."""
+
+
 # How this rank prints an exception: "quiet" (another rank prints the same one) or "named"
 # (only some ranks met it: "rank r of W: ..."); unset: as it is.
 _SHOWN = "_metaloop_shown"

@@ -24,6 +24,7 @@ from metaloop.train import distributed, graphs
 from metaloop.train.checkpoint import (
     atomic_write_text,
     extra_state,
+    latest_checkpoint,
     load_checkpoint,
     load_extra_state,
     remove_stale,
@@ -35,9 +36,74 @@ class NonFiniteLossError(RuntimeError):
     """The meta-loss or meta-gradient became NaN/inf; the run stopped before applying it."""
 
 
-def _positive_int(name, v):
+def _positive_int(name, v, more: str = ""):
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
+        raise ValueError(f"{name} must be a positive int{more}, got {v!r}")
+
+
+def _check_intervals(log_every, checkpoint_every, val_every, val_tasks, val_family) -> None:
+    """ValueError naming an interval argument of ``train`` that is not what its docstring
+    allows: ``log_every`` a positive int or None, ``checkpoint_every`` a positive int,
+    ``val_every`` an int >= 0 (0: no validation; > 0 needs a ``val_family``), ``val_tasks``
+    a positive int."""
+    if log_every is not None:
+        _positive_int("log_every", log_every,
+                      f", or None for the default (1 on the CPU, {CUDA_LOG_EVERY} on an "
+                      f"accelerator)")
+    _positive_int("checkpoint_every", checkpoint_every)
+    if not isinstance(val_every, int) or isinstance(val_every, bool) or val_every < 0:
+        raise ValueError(f"val_every must be an int >= 0 (0: no validation), got "
+                         f"{val_every!r}")
+    if val_every and val_family is None:
+        raise ValueError(f"val_every={val_every} validates every {val_every} iterations, but "
+                         f"no val_family was given to validate on: pass val_family, or "
+                         f"val_every=0 for no validation")
+    _positive_int("val_tasks", val_tasks)
+
+
+def _check_seed(seed) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed must be an int in [0, 2**64) (it seeds the task stream), got "
+                         f"{seed!r}")
+
+
+def _check_json(name: str, value) -> None:
+    """ValueError naming ``name`` if ``value`` (stored in every checkpoint's ``state.json``)
+    is not a JSON-serialisable dict (or None), before any iteration runs."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict (stored as JSON in every checkpoint) or "
+                         f"None, got {type(value).__name__}")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be JSON-serialisable (it is stored in every "
+                         f"checkpoint's state.json): {e}") from e
+
+
+def _check_learner(learner) -> None:
+    from metaloop.meta.ensemble import Ensemble
+    if isinstance(learner, Ensemble):
+        raise ValueError(f"an Ensemble is not meta-trained itself: it is trained by training "
+                         f"its members; train each of its {len(learner.members)} member(s) "
+                         f"(ml.train(member, ...) for member in ensemble.members), then "
+                         f"combine them")
+
+
+def _check_fresh(out: Path) -> None:
+    """Refuse a new run (no ``resume``) into ``out`` when it already holds a run: its
+    checkpoints would be mixed with the new run's (the newest two are kept by iteration) and
+    its metrics log emptied."""
+    ckpt = latest_checkpoint(out)               # a damaged LATEST: ValueError naming it
+    if ckpt is None:
+        return
+    try:
+        at = f" at iteration {int(json.loads((ckpt / 'state.json').read_text())['iteration'])}"
+    except (OSError, ValueError, KeyError, TypeError):
+        at = f" (LATEST names {ckpt.name})"
+    raise ValueError(f"{out} already holds a run{at}; pass resume=True to continue it, or "
+                     f"choose another out_dir (nothing was written)")
 
 
 def _rng_state(generator: torch.Generator, tasks_state: torch.Tensor | None = None
@@ -173,17 +239,25 @@ def check_resume_data(out_dir, state: dict, data: dict | None) -> None:
 
 
 def _load_for_resume(out_dir, config, learner, precision: str,
-                     data: dict | None = None) -> tuple[dict, dict]:
+                     data: dict | None = None, iterations: int | None = None
+                     ) -> tuple[dict, dict]:
     """The newest checkpoint of ``out_dir``, checked against this run before anything of it
     is applied.
 
     Raises:
-        ValueError: the config differs (naming the keys), or the data's fingerprint
+        ValueError: the run is already past ``iterations``; the config differs (naming the
+            keys), or the data's fingerprint
             (``data``); the run was trained at another ``precision``; the checkpoint lacks
             state or tensors a resume needs, or holds a model tensor of another shape (naming
             them).
     """
     tensors, state = load_checkpoint(out_dir)
+    if iterations is not None and state["iteration"] > iterations:
+        raise ValueError(f"refusing to resume {out_dir}: the run is already at iteration "
+                         f"{state['iteration']}, past the {iterations} iterations asked for; "
+                         f"a resume only goes forward (the run is left as it was: load or "
+                         f"evaluate it as it is, or ask for at least {state['iteration']} "
+                         f"iterations)")
     check_resume_config(out_dir, state, config)
     check_resume_data(out_dir, state, data)
     stored = state.get("precision")              # absent: written before it was stored
@@ -234,14 +308,15 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
 
 
 def _resume(out_dir: Path, learner, opt, generator, config, lead: bool,
-            precision: str, data: dict | None = None) -> tuple[int, dict]:
+            precision: str, data: dict | None = None,
+            iterations: int | None = None) -> tuple[int, dict]:
     """Restore everything from the newest checkpoint; returns its iteration and its state.
 
     Rank 0 reads the checkpoint and sends it (or its error) to the other ranks, so that only
     rank 0 needs the run directory.
     """
     tensors, state = distributed.from_rank0(
-        lambda: _load_for_resume(out_dir, config, learner, precision, data),
+        lambda: _load_for_resume(out_dir, config, learner, precision, data, iterations),
         "the checkpoint to resume")
     with torch.no_grad():
         for n, p in learner.model.named_parameters():
@@ -386,10 +461,10 @@ def _resolve_prefetch(prefetch, family, model: torch.nn.Module) -> bool:
 
 
 def _resolve_log_every(log_every, model: torch.nn.Module) -> int:
-    """``log_every`` as an int: None/0 means 1 for a CPU model (a line per iteration, which
+    """``log_every`` as an int: None means 1 for a CPU model (a line per iteration, which
     costs nothing there) and ``CUDA_LOG_EVERY`` on an accelerator, where each read of a metric
     waits for the device."""
-    if log_every in (None, 0):
+    if log_every is None:
         p = next(model.parameters(), None)
         return 1 if p is None or p.device.type == "cpu" else CUDA_LOG_EVERY
     _positive_int("log_every", log_every)
@@ -531,9 +606,9 @@ def check_shardable(learner, world: int) -> None:
             the tasks in order).
 
     Warns:
-        UserWarning: a learner that pools every task's examples into one batch (the
-            pretraining baseline) over a network with BatchNorm: each rank normalises its
-            own shard, so the run is not the single-process run.
+        distributed.ShardWarning: a learner that pools every task's examples into one batch
+            (the pretraining baseline) over a network with BatchNorm: each rank normalises
+            its own shard, so the run is not the single-process run.
     """
     if world <= 1:
         return
@@ -547,7 +622,8 @@ def check_shardable(learner, world: int) -> None:
         warnings.warn(f"{type(learner).__name__} normalises its whole meta-batch as one "
                       f"batch, so on {world} ranks each BatchNorm sees only its rank's shard: "
                       f"the run trains, but it is not the single-process run (as "
-                      f"DistributedDataParallel without SyncBatchNorm)", stacklevel=3)
+                      f"DistributedDataParallel without SyncBatchNorm)",
+                      distributed.ShardWarning, stacklevel=3)
 
 
 def shard_gradient(learner, batch, lo: int, hi: int):
@@ -620,7 +696,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     KeyboardInterrupt raised.
 
     Args:
-        learner: a metaloop learner; Scratch (``meta_trains = False``) is saved untrained.
+        learner: a metaloop learner; Scratch (``meta_trains = False``) is saved untrained;
+            an ``Ensemble`` is refused (it is trained by training its members).
         family: the meta-training task family (``metaloop.tasks.TaskFamily``); a
             ``metaloop.tasks.DeviceTasks`` samples on its device with a generator there.
         iterations: outer steps in total.
@@ -634,8 +711,16 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             clipping). One task whose inner loop diverges can otherwise give a gradient of
             1e20 that fills Adam's second moment and stalls training for thousands of steps.
             Reading the norm synchronises with the device once per step.
-        val_family / val_every / val_tasks: held-out validation every k iterations.
-        config: JSON-serialisable description stored in checkpoints (checked on resume).
+        out_dir: the run directory (None: nothing is written). A new run (no ``resume``)
+            is refused where ``out_dir`` already holds one. resume: continue the run in
+            ``out_dir`` from its newest checkpoint; a run already at ``iterations`` returns
+            at once, one past ``iterations`` is refused.
+        val_family / val_every / val_tasks: held-out validation on ``val_tasks`` tasks of
+            ``val_family`` every ``val_every`` iterations (0: no validation; > 0 needs a
+            ``val_family``).
+        checkpoint_every: with ``out_dir``, a checkpoint every k iterations (and at the end).
+        config: JSON-serialisable dict stored in checkpoints (checked on resume and, for
+            being JSON, before any iteration).
         prefetch: draw the next meta-batch in a background thread while the current one
             trains (True / False), or ``"auto"``: on for a CUDA model fed by a host-side
             family, off on the CPU (see ``_resolve_prefetch``). Results are identical either
@@ -669,18 +754,28 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
 
     Raises:
         NonFiniteLossError: with the iteration number; the last good checkpoint is kept.
-        ValueError: for non-positive iterations, meta_batch, lr, log_every, a negative
+        ValueError: for non-positive iterations, meta_batch, lr, log_every,
+            checkpoint_every or val_tasks, a negative val_every, val_every > 0 without a
+            val_family, a seed that is not an int >= 0, a config or data that is not a
+            JSON-serialisable dict, an ``Ensemble`` learner (train its members), a negative
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
-            ranks, or on resume: a config mismatch (naming the differing keys), another
-            ``precision`` than the run's, another ``data`` fingerprint, or a checkpoint that
-            is corrupt (naming it).
+            ranks; without ``resume``, an ``out_dir`` that already holds a run; or on
+            resume: a run already past ``iterations``, a config mismatch (naming the
+            differing keys), another ``precision`` than the run's, another ``data``
+            fingerprint, or a checkpoint that is corrupt (naming it). Nothing is written
+            when any of these is raised.
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written; in the
             last iteration (the final checkpoint written: the run is complete) it carries
             the result as its ``result``.
         metaloop.train.distributed.DistributedError: another rank died or timed out.
     """
+    _check_learner(learner)
     _positive_int("iterations", iterations)
     _positive_int("meta_batch", meta_batch)
+    _check_seed(seed)
+    _check_intervals(log_every, checkpoint_every, val_every, val_tasks, val_family)
+    _check_json("config", config)
+    _check_json("data", data)
     if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not isinstance(clip_grad_norm, (int, float)) or not clip_grad_norm >= 0:
@@ -730,10 +825,13 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     # resumed from a checkpoint that lacks them, or torchrun, where rank 0 sees its own only)
     cpu_before: float | None = None if shard else 0.0
     if resume and out is not None:
-        start, state = _resume(out, learner, opt, generator, config, lead, precision, data)
+        start, state = _resume(out, learner, opt, generator, config, lead, precision, data,
+                               iterations)
         window.load(state.get("log_window"))
         cpu_before = None if shard else state.get("cpu_seconds")
     else:
+        if out is not None:             # rank 0's verdict, before anything is written
+            distributed.from_rank0(lambda: _check_fresh(out), "the run directory check")
         start = 0
         if shard:
             distributed.broadcast_params(learner.model)

@@ -1,0 +1,37 @@
+"""accuracy: shape, dtype and emptiness checks (ValueErrors), values unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaloop.func import accuracy
+
+
+def test_accuracy_values():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    assert float(accuracy(logits, torch.tensor([0, 1, 1, 1]))) == 0.75
+    batched = torch.stack([logits, -logits])                       # [B, N, C]
+    assert float(accuracy(batched, torch.tensor([[0, 1, 0, 1], [1, 0, 1, 0]]))) == 1.0
+    vm = torch.func.vmap(accuracy)(batched, torch.tensor([[0, 1, 0, 1], [0, 0, 0, 0]]))
+    assert vm.tolist() == [1.0, 0.5]
+
+
+@pytest.mark.parametrize("logits,labels,message", [
+    (torch.zeros(2, 3), torch.zeros(3, dtype=torch.long),
+     r"labels \[3\] must be logits \[2, 3\] without its last \(class\) dimension"),
+    (torch.zeros(2, 3), torch.zeros(2, 1, dtype=torch.long), r"labels \[2, 1\] must be"),
+    (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long),
+     r"no examples \(logits \[0, 3\], labels \[0\]\)"),
+    (torch.zeros(3), torch.zeros((), dtype=torch.long), r"logits must be float \[N, C\]"),
+    (torch.zeros(2, 0), torch.zeros(2, dtype=torch.long), r"with C >= 1"),
+    (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long),
+     r"logits must be float"),
+    (torch.zeros(2, 3), torch.zeros(2), r"labels must be integer class indices \[N\], got "
+                                        r"torch.float32"),
+    ([[0.0, 1.0]], torch.zeros(1, dtype=torch.long), "must be tensors, got list"),
+])
+def test_accuracy_bad_inputs_are_value_errors(logits, labels, message):
+    """QA repro: a shape mismatch raised torch's RuntimeError; empty input returned NaN."""
+    with pytest.raises(ValueError, match=message):
+        accuracy(logits, labels)

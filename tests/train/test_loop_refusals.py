@@ -1,0 +1,181 @@
+"""``train`` refuses bad arguments and run directories by name, before any iteration runs and
+without writing anything: a resume past the iterations asked for, a new run into a directory
+that holds one, bad intervals, seed, config, and an Ensemble learner."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import metaloop as ml
+from metaloop.cli.main import main
+from metaloop.train.checkpoint import load_checkpoint, save_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _cli import write_config  # noqa: E402
+
+
+def _learner():
+    torch.manual_seed(0)
+    return ml.meta.MAML(ml.models.MLP(1, (8,), 1), 0.01, 1)
+
+
+def _snapshot(run: Path) -> dict:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file()}
+
+
+def _params(learner) -> dict:
+    return {n: p.detach().clone() for n, p in learner.model.named_parameters()}
+
+
+FAM = ml.tasks.Sinusoid(5, 5)
+
+
+@pytest.fixture(scope="module")
+def six(tmp_path_factory):
+    """A finished 6-iteration run (checkpoints 3 and 6), trained by the library."""
+    run = tmp_path_factory.mktemp("six") / "run"
+    ml.train(_learner(), FAM, iterations=6, meta_batch=2, out_dir=run, checkpoint_every=3,
+             progress=False)
+    return run
+
+
+def test_resume_with_fewer_iterations_than_the_run_has_is_refused(six, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(six, run)
+    before = _snapshot(run)
+    learner = _learner()
+    init = _params(learner)
+    with pytest.raises(ValueError, match=r"already at iteration 6, past the 2 iterations "
+                                         r"asked for"):
+        ml.train(learner, FAM, iterations=2, meta_batch=2, out_dir=run, resume=True,
+                 progress=False)
+    assert _snapshot(run) == before                       # no ckpt-2, LATEST unchanged
+    assert all(torch.equal(init[n], p) for n, p in _params(learner).items())
+
+
+def test_resume_of_a_finished_run_with_its_own_iterations_is_a_no_op(six, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(six, run)
+    before = _snapshot(run)
+    learner = _learner()
+    r = ml.train(learner, FAM, iterations=6, meta_batch=2, out_dir=run, resume=True,
+                 progress=False)
+    assert r["iteration"] == 6 and _snapshot(run) == before
+    tensors, _ = load_checkpoint(run)
+    assert torch.equal(tensors["model.head.weight"], learner.model.head.weight.detach())
+
+
+def test_cli_resume_with_a_config_of_fewer_iterations_exits_2(tmp_path, capsys):
+    six = write_config(tmp_path / "six.toml", iterations=6, meta_batch=2, checkpoint_every=3,
+                       seed=0)
+    two = write_config(tmp_path / "two.toml", iterations=2, meta_batch=2, checkpoint_every=3,
+                       seed=0)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(six), "--out", str(run), "--no-progress"]) == 0
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert main(["train", "--config", str(two), "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"refusing to resume {run}: the run is already at iteration 6, past the 2 " \
+           f"iterations asked for" in err
+    assert _snapshot(run) == before
+
+
+def test_a_new_run_into_a_directory_holding_a_run_is_refused(six, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(six, run)
+    before = _snapshot(run)
+    with pytest.raises(ValueError) as e:
+        ml.train(_learner(), FAM, iterations=2, meta_batch=2, out_dir=run, progress=False)
+    msg = str(e.value)
+    assert f"{run} already holds a run at iteration 6" in msg
+    assert "resume=True" in msg and "another out_dir" in msg
+    assert _snapshot(run) == before                        # metrics.jsonl not truncated
+    assert load_checkpoint(run)[1]["iteration"] == 6
+
+
+def test_a_new_run_into_a_directory_with_a_damaged_latest_is_refused(six, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(six, run)
+    (run / "LATEST").write_text("nonsense\n")
+    before = _snapshot(run)
+    with pytest.raises(ValueError, match="LATEST is corrupt"):
+        ml.train(_learner(), FAM, iterations=2, meta_batch=2, out_dir=run, progress=False)
+    assert _snapshot(run) == before
+
+
+def test_latest_never_names_a_pruned_checkpoint(tmp_path):
+    """A checkpoint of a later iteration that is no part of this run's history (left by a
+    run killed before it wrote LATEST) does not get the new checkpoint pruned."""
+    run = tmp_path / "run"
+    save_checkpoint(run, 6, {"x": torch.zeros(1)}, {})
+    (run / "LATEST").unlink()                       # killed before LATEST was written
+    r = ml.train(_learner(), FAM, iterations=3, meta_batch=2, out_dir=run,
+                 checkpoint_every=1, progress=False)
+    assert r["iteration"] == 3
+    assert sorted(p.name for p in run.glob("ckpt-*")) == \
+        ["ckpt-00000002", "ckpt-00000003", "ckpt-00000006"]
+    assert load_checkpoint(run)[1]["iteration"] == 3
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"log_every": 0}, "log_every must be a positive int, or None"),
+    ({"log_every": -3}, "log_every must be a positive int"),
+    ({"log_every": 1.5}, "log_every must be a positive int"),
+    ({"checkpoint_every": 0}, "checkpoint_every must be a positive int, got 0"),
+    ({"checkpoint_every": -1}, "checkpoint_every must be a positive int, got -1"),
+    ({"val_every": -1, "val_family": FAM}, r"val_every must be an int >= 0 \(0: no "
+                                           r"validation\), got -1"),
+    ({"val_every": True, "val_family": FAM}, "val_every must be an int >= 0"),
+    ({"val_every": 1}, "val_every=1 .* no val_family was given"),
+    ({"val_every": 1, "val_family": FAM, "val_tasks": 0}, "val_tasks must be a positive int"),
+    ({"seed": "a"}, "seed must be an int in \\[0, 2\\*\\*64\\).*got 'a'"),
+    ({"seed": -1}, "seed must be an int"),
+    ({"seed": 1.0}, "seed must be an int"),
+    ({"config": [1]}, "config must be a dict"),
+    ({"config": {"a": {1, 2}}}, "config must be JSON-serialisable.*set"),
+])
+def test_bad_arguments_are_named_before_anything_is_written(tmp_path, kw, message):
+    learner = _learner()
+    init = _params(learner)
+    with pytest.raises(ValueError, match=message):
+        ml.train(learner, FAM, iterations=2, meta_batch=2, out_dir=tmp_path / "run",
+                 progress=False, **kw)
+    assert not (tmp_path / "run").exists()
+    assert all(torch.equal(init[n], p) for n, p in _params(learner).items())
+
+
+def test_a_non_json_config_is_refused_before_any_iteration(tmp_path):
+    """It used to fail with a TypeError when the final checkpoint was written."""
+    class Counting:
+        def __init__(self):
+            self.n, self.kind, self.shots, self.queries = 0, FAM.kind, FAM.shots, FAM.queries
+
+        def sample(self, n, generator=None):
+            self.n += 1
+            return FAM.sample(n, generator=generator)
+    fam = Counting()
+    with pytest.raises(ValueError, match="config must be JSON-serialisable"):
+        ml.train(_learner(), fam, iterations=3, meta_batch=2, out_dir=tmp_path / "run",
+                 config={"when": object()}, progress=False)
+    assert fam.n == 0 and not (tmp_path / "run").exists()
+
+
+def test_validation_off_and_on_keep_their_documented_meanings():
+    r = ml.train(_learner(), FAM, iterations=2, meta_batch=2, val_every=0, progress=False)
+    assert r["val"] is None
+    r = ml.train(_learner(), FAM, iterations=2, meta_batch=2, val_every=1, val_family=FAM,
+                 val_tasks=4, progress=False)
+    assert set(r["val"]) == {"val_loss"}
+
+
+def test_an_ensemble_is_refused_naming_its_members(tmp_path):
+    ens = ml.meta.Ensemble([_learner(), _learner()])
+    with pytest.raises(ValueError, match="an Ensemble .* trained by training its members"):
+        ml.train(ens, FAM, iterations=3, meta_batch=2, out_dir=tmp_path / "run",
+                 progress=False)
+    assert not (tmp_path / "run").exists()
