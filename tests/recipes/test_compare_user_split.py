@@ -6,10 +6,16 @@ without the split is refused on resume, naming why and what to do."""
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
+import pytest
+
+from metaloop import build, config
 from metaloop.cli.main import main
+from metaloop.evaluate import evaluate
 from metaloop.recipes import compare
+from metaloop.runs import load_run
 from metaloop.train.checkpoint import latest_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -83,3 +89,46 @@ def test_a_comparison_without_a_stored_split_is_refused_on_resume(tmp_path, caps
 def test_with_split_leaves_builtin_families_alone():
     cfg = compare.load_config("sinusoid")
     assert compare.with_split(cfg) is cfg
+
+
+def test_the_configs_test_time_shifts_are_applied_and_scoring_is_warned_about(tmp_path):
+    """compare scored every method without the config's eval.support_shift / query_shift
+    (and said nothing of eval.scoring or eval.refine, which it does not apply)."""
+    root = write_image_folder(tmp_path / "images", classes=8, per_class=6, mixed=False)
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(
+        f'[family]\nname = "folder"\nroot = "{root}"\ninvert = "auto"\nways = 2\nshots = 1\n'
+        'queries = 2\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nchannels = 4\n'
+        '[train]\niterations = 2\nmeta_batch = 2\n[eval]\ntasks = 3\nsteps = [0]\n'
+        'support_shift = 1\nquery_shift = 1\nscoring = "transductive"\n')
+    with pytest.warns(config.UnreadKeyWarning) as got:
+        assert main(["--threads", "1", "compare", "--config", str(cfg_file), "--methods",
+                     "r2d2", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    texts = [str(w.message) for w in got if issubclass(w.category, config.UnreadKeyWarning)]
+    assert len(texts) == 1 and texts[0].startswith('config eval.scoring = "transductive"')
+    assert "metaloop eval --scoring" in texts[0]
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    # the same run evaluated by hand with and without the shifts: compare's number is the
+    # shifted one
+    cfg = compare.with_split(compare.load_config(None, cfg_file), tmp_path / "out", True)
+    mcfg = compare.method_config(cfg, "r2d2")
+    family = build.build_family(cfg["family"])
+    heldout = build.eval_family(cfg, family)
+    learner = load_run(tmp_path / "out" / "runs" / "r2d2").learner
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shifted = evaluate(learner, heldout, tasks=3, steps=[0], seed=mcfg["eval"]["seed"],
+                           support_shift=1, query_shift=1)
+        plain = evaluate(learner, heldout, tasks=3, steps=[0], seed=mcfg["eval"]["seed"])
+    got = res["methods"]["r2d2"]["loss"]["mean"][0]                  # query loss, step 0
+    assert got == pytest.approx(shifted["loss"]["mean"][0], rel=1e-6)
+    assert got != pytest.approx(plain["loss"]["mean"][0], rel=1e-3)
+
+
+def test_shifts_of_examples_that_are_not_images_are_refused_before_training(tmp_path):
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[family]\nname = "sinusoid"\n[train]\niterations = 1\n'
+                        '[eval]\nsupport_shift = 1\n')
+    assert main(["--threads", "1", "compare", "--config", str(cfg_file), "--methods", "maml",
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert not (tmp_path / "out").exists()

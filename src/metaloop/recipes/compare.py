@@ -234,7 +234,8 @@ def warn_unread(mcfgs: list[dict], path) -> list[str]:
     each method's ``method_config``), and for a ``method.name`` that names none of the
     compared methods: a comparison runs the methods of ``--methods`` / ``compare.methods``,
     each in place of the file's (a method compare does not run, such as protonet, is said
-    to be one). Returns the messages."""
+    to be one), and for the ``eval`` keys compare does not apply (``scoring`` and the
+    refinement: every method is scored as it was trained). Returns the messages."""
     names = [c["method"]["name"] for c in mcfgs]
     raw = _config.read(path).get("method", {})
     named = raw.get("name") if isinstance(raw, dict) else None
@@ -246,7 +247,16 @@ def warn_unread(mcfgs: list[dict], path) -> list[str]:
             f"{named} is not one compare runs (its methods: {', '.join(ALL)}): train it " \
             f"with metaloop train, or remove it"
         also[("method", "name")] = (why, fix)
+    for key in _UNREAD_EVAL:                   # each method is scored as it was trained
+        also[("eval", key)] = ("metaloop compare, which scores every method as it was "
+                               "trained", f"evaluate one run with metaloop eval "
+                               f"--{key.replace('_', '-')} instead, or remove it")
     return _config.warn_unread_by_all(mcfgs, path, also=also)
+
+
+# eval keys of a config that compare does not apply: how queries are scored and refined is
+# per method (only some can change it), so compare scores each as it was trained
+_UNREAD_EVAL = ("scoring", "refine", "refine_temperature", "refine_weight", "refine_jointly")
 
 
 def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
@@ -389,6 +399,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
     t_start = time.perf_counter()
     family = _build.build_family(cfg["family"])
     heldout = _build.eval_family(cfg, family)
+    _build.check_eval_shifts(cfg, heldout)     # test-time shifts need images, before training
     data = _build.data_fingerprint(cfg["family"], family, heldout)
     for name, again in resumes.items():        # changed data: refused before any training
         if again:
@@ -410,7 +421,8 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
               weight_decay=tc["weight_decay"], resume=resumes[name], data=data)
         t1 = time.perf_counter()
         results[name] = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
-                                 seed=ec["seed"])
+                                 seed=ec["seed"], support_shift=ec["support_shift"],
+                                 query_shift=ec["query_shift"])
         timing[name] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
         evaluation[name] = getattr(learner, "evaluation", "transductive")
         learners[name] = learner
