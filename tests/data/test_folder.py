@@ -176,6 +176,17 @@ def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
     torch.testing.assert_close(again.images, d.images)
 
 
+def test_a_file_name_with_a_newline_comes_back_from_the_cache(tmp_path):
+    """The manifest joined its file names with newlines, so a name holding one came back
+    from the cache as two names and the file list no longer matched the images."""
+    root = write_image_folder(tmp_path / "images", classes=2, per_class=3, mixed=False)
+    (root / "class_01" / "000.png").rename(root / "class_01" / "two\nlines.png")
+    d = load_folder(root)
+    assert d.cache_status == "built" and "class_01/two\nlines.png" in d.files
+    again = load_folder(root)
+    assert again.cache_status == "hit" and again.files == d.files and len(again.files) == 6
+
+
 def test_folder_and_packed_loaders_give_the_same_images_and_tasks(omniglot_root, tmp_path):
     """Omniglot written out in its official layout reads back as the packed loader's images,
     and the two give the same task stream for the same class order and seed."""

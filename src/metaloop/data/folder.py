@@ -378,7 +378,7 @@ def _open(cdir: Path, m: dict, scan: FolderScan) -> FolderData | None:
     if list(images.shape) != m["shape"] or labels.shape != (m["shape"][0],):
         return None
     return FolderData(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)),
-                      m["classes"], m["files"].split("\n"), scan.ignored, scan.hidden,
+                      m["classes"], m["files"].split("\0"), scan.ignored, scan.hidden,
                       [tuple(s) for s in m["skipped"]], cdir, loose=list(scan.loose))
 
 
@@ -436,8 +436,9 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
     _atomic_npy(cdir / names["stats"],                                       # [N, 2]
                 np.asarray([scan.stats[f] for f in files], dtype=np.int64).reshape(-1, 2))
     manifest = {"version": CACHE_VERSION, "root": str(scan.root), "settings": settings,
-                # one string: a 50,000-file manifest then parses in milliseconds
-                "hash": digest, "classes": scan.classes, "files": "\n".join(files),
+                # one string: a 50,000-file manifest then parses in milliseconds; joined by
+                # NUL, the one character no file name holds (a newline may be in one)
+                "hash": digest, "classes": scan.classes, "files": "\0".join(files),
                 "skipped": bad,
                 "shape": list(images.shape), **names}
     del images
