@@ -10,7 +10,7 @@ Implementations (``--only`` picks some):
     picks for Conv4): one task after another, each on ``--threads`` intra-op threads;
   - ``metaloop-threads``: the same with ``batching="threads"``: the tasks spread over
     ``--threads`` threads of one intra-op thread each;
-  - ``metaloop-ckpt``: ``metaloop`` with ``checkpoint=True`` (with ``--checkpoint``);
+  - ``metaloop-ckpt``: ``metaloop`` with ``recompute_inner_loop=True`` (with ``--checkpoint``);
   - ``metaloop-compile`` (only when named in ``--only``): ``metaloop`` with
     ``compile=True``, its query pass through ``torch.compile`` (compiled in the warm-up
     iteration, not timed);
@@ -131,9 +131,11 @@ def build_metaloop(model, args, checkpoint=False, compile=False, batching="loop"
     if args.device != "cpu" and batching == "loop":
         batching = "auto"                 # vmap over the tasks on CUDA, as metaloop trains
     make = ANIL if args.anil else MAML
-    extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flag
+    extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flags
+    if checkpoint:
+        extra["recompute_inner_loop"] = True
     learner = make(model, args.inner_lr, args.steps, args.first_order, loss="ce",
-                   batching=batching, checkpoint=checkpoint, **extra)
+                   batching=batching, **extra)
     return learner.meta_gradient
 
 
@@ -433,7 +435,8 @@ def parse(argv=None):
              "MAML paper's Omniglot net, metaloop's Omniglot configs)")
     add("--first-order", action="store_true")
     add("--anil", action="store_true", help="adapt only the head (ANIL)")
-    add("--checkpoint", action="store_true", help="also time metaloop with checkpoint=True")
+    add("--checkpoint", action="store_true",
+        help="also time metaloop with recompute_inner_loop=True")
     add("--only", default=",".join(DEFAULT), help="comma-separated implementations")
     add("--iters", type=int, default=10, help="timed iterations per measurement")
     add("--warmup", type=int, default=1)

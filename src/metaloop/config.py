@@ -70,7 +70,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                "first_order": (bool, False), "head_init": (str, "auto"),
                "batching": (str, "auto"), "inner_optimizer": (str, "sgd"),
                # MAML / ANIL: recompute each inner step in the backward pass (memory flat in
-               # inner_steps, ~1.4x the time; docs/benchmarks.md); formerly "checkpoint"
+               # inner_steps, ~1.09x the time; docs/benchmarks.md); formerly "checkpoint"
                "recompute_inner_loop": (bool, False),
                # MAML / ANIL: torch.compile each task's query pass in meta-training (pays on
                # the stride-2 Conv4 on the CPU; docs/benchmarks.md)
