@@ -276,3 +276,39 @@ def test_kept_head_of_the_wrong_size_is_a_clear_error(two):
     bad_labels = two[1]._replace(train=(two[1].train[0], two[1].train[1] + 5))
     with pytest.raises(ValueError, match="outside the 2 outputs of head 'B'"):
         finetune_experience(model, p, bad_labels, replay_ratio=0.0, steps=2)
+
+
+@pytest.mark.parametrize("t", [2, 5, -1, 1.0, True])
+def test_strategy_options_refuses_t_outside_the_stream(two, t):
+    with pytest.raises(ValueError, match=r"t must be the index of an experience .* 0\.\.1"):
+        strategy_options("replay", t, two)
+
+
+@pytest.mark.parametrize("strategy, kwargs, name", [
+    ("naive", {"trainable": "head"}, "trainable"),
+    ("naive", {"keep_heads": True}, "keep_heads"),
+    ("lora", {"trainable": "all"}, "trainable"),
+    ("replay", {"earlier": []}, "earlier"),
+])
+def test_run_sequence_refuses_options_the_strategy_sets(two, strategy, kwargs, name):
+    model, params = _setup(two)
+    with pytest.raises(ValueError, match=f"run_sequence sets {name} itself"):
+        run_sequence(model, params, two, strategy, steps=2, batch_size=8, **kwargs)
+
+
+def test_finetune_names_an_earlier_experience_with_other_inputs(two):
+    model, params = _setup(two)
+    a, b = two
+    a = a._replace(train=(a.train[0][:, :1], a.train[1]))
+    with pytest.raises(ValueError, match=r"experience 'A' has train inputs of shape \[N, 1\] "
+                                         r"but experience 'B' has \[N, 8\]"):
+        finetune_experience(model, params, b, earlier=[a], steps=1, batch_size=8)
+
+
+def test_finetune_names_integer_inputs(two):
+    model, params = _setup(two)
+    a, b = two
+    b = b._replace(train=((b.train[0].abs() * 10).to(torch.uint8), b.train[1]))
+    with pytest.raises(ValueError, match="experience 'B' has train inputs of dtype "
+                                         "torch.uint8 but the params are torch.float32"):
+        finetune_experience(model, params, b, earlier=[a], steps=1, batch_size=8)

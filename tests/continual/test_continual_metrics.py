@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,36 @@ def test_bad_inputs_to_the_metrics():
         stream_forgetting(torch.ones(1, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="square"):
         backward_transfer(torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_an_integer_matrix_is_read_as_float(dtype):
+    r = torch.tensor([[1, 0], [0, 1]], dtype=dtype)          # 0/1 accuracies, tiny test sets
+    assert average_accuracy(r) == 0.5
+    assert stream_forgetting(r) == 1.0
+    assert backward_transfer(r) == -1.0
+    assert summarize(r)["average_accuracy"] == 0.5
+
+
+def test_a_bool_matrix_is_refused():
+    with pytest.raises(ValueError, match="got dtype torch.bool"):
+        average_accuracy(torch.eye(2, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("rows", [torch.eye(2, dtype=torch.float64), torch.eye(2),
+                                  np.eye(2)])
+def test_accuracy_matrix_takes_a_tensor_or_array_of_rows(rows):
+    assert torch.equal(accuracy_matrix(rows), torch.eye(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("rows, match", [(torch.ones(2), "2-d"), ("ab", "list of T rows"),
+                                         (3, "list of T rows")])
+def test_accuracy_matrix_names_rows_it_cannot_read(rows, match):
+    with pytest.raises(ValueError, match=match):
+        accuracy_matrix(rows)
+
+
+def test_accuracy_matrix_refuses_repeated_names():
+    rows = [{"a": 1.0, "b": 0.5}, {"a": 0.5, "b": 1.0}]
+    with pytest.raises(ValueError, match=r"names must be distinct, got \['a'\]"):
+        accuracy_matrix(rows, names=["a", "a"])

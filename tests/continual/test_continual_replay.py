@@ -118,3 +118,33 @@ def test_replay_with_no_earlier_data_is_an_error():
         next(mixed_batches(*new.train, None, 8, 0.1))
     with pytest.raises(ValueError, match="buffer_size must be a positive int"):
         replay_buffer([_exp("a", 4, 1.0)], buffer_size=0)
+
+
+@pytest.mark.parametrize("args, match", [
+    ((0, 10, 2.0), "replay_ratio must be in"),
+    ((0, 10, -0.1), "replay_ratio must be in"),
+    ((-1, 10, 0.1), "step must be an int >= 0"),
+    ((1.5, 10, 0.1), "step must be an int >= 0"),
+    ((0, 0, 0.1), "batch_size must be a positive int"),
+])
+def test_replay_count_refuses_bad_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        replay_count(*args)
+
+
+def test_mixed_batches_refuses_misaligned_new_data():
+    batches = mixed_batches(torch.zeros(3, 4), torch.zeros(72, dtype=torch.long), None, 20, 0.0)
+    with pytest.raises(ValueError, match=r"inputs \[3, 4\] and labels \[72\]"):
+        next(batches)
+
+
+def test_full_buffer_names_an_experience_with_other_inputs():
+    a, b = _exp("a", 4, 0.0), _exp("b", 4, 1.0)
+    b = b._replace(train=(b.train[0][:, :2], b.train[1]))
+    with pytest.raises(ValueError, match=r"earlier experience 1 \('b'\) has training inputs "
+                                         r"\[4, 2\]"):
+        full_buffer([a, b])
+    c = _exp("c", 4, 1.0)
+    c = c._replace(train=(c.train[0].double(), c.train[1]))
+    with pytest.raises(ValueError, match="'c'.*float64"):
+        replay_buffer([a, c], buffer_size=3)

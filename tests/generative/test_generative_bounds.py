@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from metaloop.generative import VAE, elbo, gaussian_kl, iwae_bound, reparameterize
+from metaloop.generative import (
+    AE,
+    VAE,
+    elbo,
+    evaluate_bounds,
+    gaussian_kl,
+    iwae_bound,
+    reparameterize,
+)
 from metaloop.generative.nets import latent_log_normal
 
 
@@ -72,3 +81,43 @@ def test_iwae_rejects_bad_k(small_vae_and_data):
     model, x = small_vae_and_data
     with pytest.raises(ValueError, match="k >= 1"):
         iwae_bound(model, x, 0)
+
+
+def _bin(n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 28, 28, generator=g) < 0.3).float()
+
+
+def test_iwae_bound_refuses_nan_pixels():
+    m = VAE(4, hidden=(16,)).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match="finite"):
+        iwae_bound(m, torch.full((2, 1, 28, 28), float("nan")), 3)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.0, True])
+def test_reparameterize_needs_a_positive_int_n(n):
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), n=n)
+
+
+def test_numpy_ints_are_taken_for_k():
+    m = VAE(4, hidden=(16,)).eval()
+    x = _bin()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = iwae_bound(m, x, np.int64(3), chunk=np.int32(2),
+                       generator=torch.Generator().manual_seed(1))
+        b = iwae_bound(m, x, 3, chunk=2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    out = evaluate_bounds(m, x, k=np.int64(3), batch_size=np.int64(1))
+    assert out["k"] == 3 and type(out["k"]) is int
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: elbo(m, x),
+    lambda m, x: iwae_bound(m, x, 2),
+    lambda m, x: evaluate_bounds(m, x),
+])
+def test_bounds_on_an_autoencoder_name_the_model(call):
+    with torch.no_grad(), pytest.raises(ValueError, match="needs a VAE or CVAE.*got AE"):
+        call(AE(4, hidden=(16,)), _bin())

@@ -66,3 +66,23 @@ def test_binarisation_entropy_is_the_entropy_of_the_enumerated_binarisations():
     assert float(gdata.binarization_entropy(images[:1, :1, :1])) == 0.0   # pure black
     with pytest.raises(ValueError, match="expected uint8 images"):
         gdata.binarization_entropy(images.float())
+
+
+@pytest.mark.parametrize("labels, n_classes, fraction, match", [
+    (torch.tensor([0, 0, 1, 1, 2, 2]), 2, 0.5, r"labels must be in \[0, 2\).*got \[2\]"),
+    (torch.tensor([0, 0, -1, 1]), 2, 0.5, r"got \[-1\]"),
+    (torch.tensor([0, 0, 1, 1]), 0, 0.5, "n_classes must be an int >= 1, got 0"),
+    (torch.tensor([0, 0, 1, 1]), 2, 1.5, "test_fraction must be a number strictly between"),
+    (torch.tensor([0, 0, 1, 1]), 2, -1.0, "test_fraction must be a number strictly between"),
+    (torch.tensor([0, 0, 1, 1]), 2, 0.0, "test_fraction must be a number strictly between"),
+    (torch.tensor([0.0, 1.0]), 2, 0.5, "labels must be an integer tensor"),
+])
+def test_split_indices_refuses_what_would_break_its_cover(labels, n_classes, fraction, match):
+    with pytest.raises(ValueError, match=match):
+        gdata.split_indices(labels, n_classes, fraction)
+
+
+def test_split_indices_parts_cover_every_example():
+    lab = torch.tensor([0, 0, 1, 1, 2, 2])
+    tr, te = gdata.split_indices(lab, 3, 0.5)
+    assert sorted(tr.tolist() + te.tolist()) == list(range(6))

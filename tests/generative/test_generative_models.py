@@ -214,3 +214,38 @@ def test_the_scoring_classifier_is_built_for_the_images_size_and_channels():
     with pytest.raises(ValueError,
                        match=r"built for images \[B, 3, 17, 17\], got \[2, 1, 17, 17\]"):
         clf(torch.zeros(2, 1, 17, 17))
+
+
+def _codes_data(n=10):
+    torch.manual_seed(0)
+    return (torch.rand(n, 1, 28, 28) < 0.3).float()
+
+
+@pytest.mark.parametrize("jitter", [float("nan"), -1.0, float("inf"), "1e-5", True])
+def test_fit_code_gaussian_needs_a_finite_jitter_at_least_0(jitter):
+    with pytest.raises(ValueError, match="jitter must be >= 0"):
+        fit_code_gaussian(AE(4, hidden=(16,)), _codes_data(), jitter=jitter)
+
+
+def test_fit_code_gaussian_refuses_non_finite_or_integer_data():
+    x = _codes_data()
+    with torch.no_grad(), pytest.raises(ValueError, match="finite data"):
+        fit_code_gaussian(AE(4, hidden=(16,)), torch.full_like(x, float("nan")))
+    with torch.no_grad(), pytest.raises(ValueError, match="float data"):
+        fit_code_gaussian(AE(4, hidden=(16,)), x.to(torch.uint8))
+
+
+def test_ae_sample_names_a_covariance_that_is_not_positive_definite():
+    ae = AE(4, hidden=(16,)).eval()
+    bad = (torch.zeros(4), -torch.eye(4))
+    with pytest.raises(ValueError, match="positive definite covariance"):
+        ae.sample(3, code_gaussian=bad)
+
+
+@pytest.mark.parametrize("n_classes", [1, 0, 2.0, True])
+def test_train_classifier_needs_two_classes_up_front(n_classes):
+    from metaloop.generative.quality import train_classifier
+    imgs = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="n_classes >= 2"):
+        train_classifier(imgs, torch.zeros(4, dtype=torch.long), n_classes, epochs=1,
+                         progress=False)

@@ -251,3 +251,28 @@ def test_bad_image_shapes_and_inits_raise_named_errors(kwargs, message):
 def test_bad_options_raise_named_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _invert(_linear(), 0, **{"steps": 1, **kwargs})
+
+
+@pytest.mark.parametrize("confident", [2.0, 0.0, -0.5, float("nan"), "0.9", True])
+def test_confidence_report_needs_a_probability_for_confident(confident):
+    a, b = _mlp(0), _mlp(1)
+    like = _invert(a, 0, steps=1)                                  # the classifier's dtype
+    x = torch.rand(3, *like.shape[1:], dtype=like.dtype)
+    with pytest.raises(ValueError, match=r"confident must be a probability in \(0, 1\]"):
+        confidence_report(x, 0, a, b, confident=confident)
+
+
+def test_confidence_report_checks_images_and_classifiers_as_invert_does():
+    a, b = _mlp(0), _mlp(1)
+    like = _invert(a, 0, steps=1)                                  # the classifier's dtype
+    x = torch.rand(3, *like.shape[1:], dtype=like.dtype)
+    with pytest.raises(ValueError, match="finite pixels in"):
+        confidence_report(torch.full_like(x, float("nan")), 0, a, b)
+    with pytest.raises(ValueError, match="finite pixels in"):
+        confidence_report(x + 1, 0, a, b)
+    with pytest.raises(ValueError, match=r"float pixels .*uint8 \(divide uint8 images by 255\)"):
+        confidence_report((x * 255).to(torch.uint8), 0, a, b)
+    with pytest.raises(ValueError, match="must return a logits tensor .* got list"):
+        confidence_report(x, 0, lambda z: [0.0], b)
+    with pytest.raises(ValueError, match="n_classes >= 2"):
+        confidence_report(x, 0, a, lambda z: torch.zeros(len(z), 1))

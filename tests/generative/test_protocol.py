@@ -241,3 +241,16 @@ def test_projection_follows_the_last_stage_in_log_passes():
     # a single point in the last stage: the line through the last two points
     assert P.projection(curve[:2], 400) == pytest.approx(
         120.0 - 10.0 * math.log(4) / math.log(2.5))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"lr": float("inf")}, "learning rate must be > 0"),
+    ({"lr": float("nan")}, "learning rate must be > 0"),
+    ({"lr": 0.0}, "learning rate must be > 0"),
+    ({"curve_every": float("nan")}, "curve_every must be an int >= 0"),
+    ({"curve_every": -1}, "curve_every must be an int >= 0"),
+    ({"curve_every": 2.5}, "curve_every must be an int >= 0"),
+])
+def test_check_protocol_settings_needs_a_finite_lr_and_an_int_curve_every(kw, match):
+    with pytest.raises(ValueError, match=match):
+        P.check_protocol_settings(P.settings_from(**kw))

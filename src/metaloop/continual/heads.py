@@ -122,17 +122,30 @@ def check_data(params: Mapping[str, torch.Tensor], experiences: Sequence) -> Non
 
     Raises:
         ValueError: naming the experience and the split, for inputs and labels of different
-            lengths, on another device or in another dtype than the parameters, or training
-            inputs with NaN or inf.
+            lengths, inputs whose per-example shape differs from the first experience's,
+            inputs or labels on another device, inputs in another dtype than the parameters
+            (integer inputs included), or training inputs with NaN or inf.
     """
     ref = next((v for k, v in params.items()
                 if not k.startswith(PREFIX) and v.is_floating_point()), None)
+    shape = None                       # per-example input shape of the first experience
     for e in experiences:
         for split, (x, y) in (("train", e.train), ("val", e.val), ("test", e.test)):
             if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
                 raise ValueError(f"experience {e.name!r} has {split} inputs {list(x.shape)} "
                                  f"and labels {list(y.shape)}: they must have one label per "
                                  f"input")
+            if shape is None:
+                shape, first = tuple(x.shape[1:]), e.name
+            elif tuple(x.shape[1:]) != shape:
+                raise ValueError(f"experience {e.name!r} has {split} inputs of shape "
+                                 f"[N, {', '.join(map(str, x.shape[1:]))}] but experience "
+                                 f"{first!r} has [N, {', '.join(map(str, shape))}]: every "
+                                 f"experience needs inputs of the same shape")
+            if ref is not None and not x.is_floating_point():
+                raise ValueError(f"experience {e.name!r} has {split} inputs of dtype {x.dtype} "
+                                 f"but the params are {ref.dtype}; cast the inputs (e.g. "
+                                 f"x.float() / 255 for uint8 pixels)")
             for what, t in (("inputs", x), ("labels", y)):
                 if ref is not None and t.device != ref.device:
                     raise ValueError(f"experience {e.name!r} has {split} {what} on {t.device} "

@@ -33,10 +33,26 @@ def accuracy_matrix(rows: Sequence[Mapping[str, float] | Sequence[float]],
         names: the experience order (required for mapping rows).
 
     Raises:
-        ValueError: ragged or non-square rows, missing names, or values outside [0, 1].
+        ValueError: rows that are not a list/tuple (or a ``[T, T]`` tensor or array, taken
+            row by row), ragged or non-square rows, missing or repeated names, or values
+            outside [0, 1].
     """
+    if torch.is_tensor(rows) or (hasattr(rows, "__array__") and hasattr(rows, "shape")):
+        t = torch.as_tensor(rows)
+        if t.dim() != 2:
+            raise ValueError(f"accuracy_matrix rows given as a tensor or array must be 2-d "
+                             f"[T, T], got shape {list(t.shape)}")
+        rows = t.tolist()
+    elif isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
+        raise ValueError(f"accuracy_matrix needs rows as a list of T rows (each a sequence of "
+                         f"T numbers or a mapping name -> accuracy), got "
+                         f"{type(rows).__name__}")
     if names is not None:
         names = list(names)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"accuracy_matrix names must be distinct, got {repeated} more "
+                             f"than once in {names}")
         missing = [(i, n) for i, r in enumerate(rows) for n in names
                    if not isinstance(r, Mapping) or n not in r]
         if missing:
@@ -53,10 +69,23 @@ def accuracy_matrix(rows: Sequence[Mapping[str, float] | Sequence[float]],
 
 
 def check_matrix(r: torch.Tensor) -> torch.Tensor:
-    """Return ``r`` if it is a square ``[T, T]`` matrix of accuracies in [0, 1]."""
+    """Return ``r`` if it is a square ``[T, T]`` matrix of accuracies in [0, 1].
+
+    An integer matrix (0/1 accuracies of a tiny test set) is returned as float64; a
+    floating-point one as it is.
+
+    Raises:
+        ValueError: not a non-empty square 2-d tensor, a bool or complex dtype, or values
+            outside [0, 1] (percentages, NaN).
+    """
     if not torch.is_tensor(r) or r.dim() != 2 or r.shape[0] != r.shape[1] or r.shape[0] == 0:
         shape = list(r.shape) if torch.is_tensor(r) else type(r).__name__
         raise ValueError(f"an accuracy matrix must be a square [T, T] tensor, got {shape}")
+    if r.dtype == torch.bool or r.is_complex():
+        raise ValueError(f"an accuracy matrix must hold accuracies in [0, 1] as real numbers, "
+                         f"got dtype {r.dtype}")
+    if not r.is_floating_point():
+        r = r.to(torch.float64)
     if not bool(((r >= 0) & (r <= 1)).all()):
         raise ValueError(f"accuracies must be in [0, 1] (not percentages, not NaN), got "
                          f"{r.tolist()}")

@@ -13,6 +13,7 @@ exactly ``r B`` in every batch when ``r B`` is a whole number, otherwise ``floor
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -54,7 +55,31 @@ def check_replay_ratio(replay_ratio: float) -> float:
 
 
 def replay_count(step: int, batch_size: int, replay_ratio: float) -> int:
-    """Number of earlier examples in batch ``step``: ``floor((t+1) r B) - floor(t r B)``."""
+    """Number of earlier examples in batch ``step``: ``floor((t+1) r B) - floor(t r B)``.
+
+    Raises:
+        ValueError: a ``step`` that is not an int >= 0, a ``batch_size`` that is not a
+            positive int, or a ``replay_ratio`` outside ``[0, 1)``.
+    """
+    if not _is_int(step) or step < 0:
+        raise ValueError(f"step must be an int >= 0 (the batch index), got {step!r}")
+    _check_batch_size(batch_size)
+    replay_ratio = check_replay_ratio(replay_ratio)
+    return _count(step, batch_size, replay_ratio)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_batch_size(batch_size) -> None:
+    if not _is_int(batch_size) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r} (an empty "
+                         f"batch would repeat forever)")
+
+
+def _count(step: int, batch_size: int, replay_ratio: float) -> int:
+    """``replay_count`` without the checks (the training loop's per-batch call)."""
     per_batch = replay_ratio * batch_size
     return math.floor((step + 1) * per_batch + 1e-9) - math.floor(step * per_batch + 1e-9)
 
@@ -79,11 +104,19 @@ def full_buffer(earlier: Sequence) -> ReplayBuffer:
         earlier: experiences (anything with ``train = (x [N, *shape], y [N])``).
 
     Raises:
-        ValueError: if there are no earlier examples, or an experience whose inputs and labels
-            differ in length.
+        ValueError: if there are no earlier examples, an experience whose inputs and labels
+            differ in length, or experiences whose inputs differ in per-example shape or
+            dtype.
     """
     for i, e in enumerate(earlier):
-        _check_pair(f"earlier experience {i} ({getattr(e, 'name', '?')!r})", *e.train)
+        what = f"earlier experience {i} ({getattr(e, 'name', '?')!r})"
+        _check_pair(what, *e.train)
+        x0 = earlier[0].train[0]
+        if e.train[0].shape[1:] != x0.shape[1:] or e.train[0].dtype != x0.dtype:
+            raise ValueError(f"{what} has training inputs {list(e.train[0].shape)} of dtype "
+                             f"{e.train[0].dtype} but earlier experience 0 has "
+                             f"{list(x0.shape)} of dtype {x0.dtype}: the buffer needs inputs "
+                             f"of one shape [N, *shape] and one dtype")
     if not earlier or sum(e.train[1].numel() for e in earlier) == 0:
         raise ValueError("replay needs earlier data, but no earlier experience (or only empty "
                          "ones) was given")
@@ -198,18 +231,18 @@ def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer
 
     Raises:
         ValueError: a replay ratio outside ``[0, 1)``, a batch size that is not a positive
-            int, or replay without earlier data.
+            int, ``new_x`` and ``new_y`` of different lengths, or replay without earlier
+            data.
     """
     replay_ratio = check_replay_ratio(replay_ratio)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r} (an empty "
-                         f"batch would repeat forever)")
+    _check_batch_size(batch_size)
+    _check_pair("the new experience's training data", new_x, new_y)
     if replay_ratio > 0 and (buffer is None or buffer.y.numel() == 0):
         raise ValueError(f"replay_ratio={replay_ratio} but there is no earlier data to replay")
     stream = IndexStream(new_y.numel(), generator)
     step = 0
     while True:
-        k = replay_count(step, batch_size, replay_ratio)
+        k = _count(step, batch_size, replay_ratio)
         idx = stream.take(batch_size - k)
         if k == 0:
             yield Batch(new_x[idx], new_y[idx], torch.full((idx.numel(),), -1))

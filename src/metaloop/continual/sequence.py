@@ -24,6 +24,7 @@ from the same model.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -70,10 +71,16 @@ def strategy_options(strategy: str, t: int, experiences: Sequence, *,
         head_weight: weight of each kept head.
 
     Raises:
-        ValueError: an unknown strategy or replay ratio.
+        ValueError: an unknown strategy or replay ratio, or a ``t`` that is not an int in
+            ``0..len(experiences)-1``.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
+    if not isinstance(t, numbers.Integral) or isinstance(t, bool) or \
+            not 0 <= t < len(experiences):
+        raise ValueError(f"t must be the index of an experience of the stream, an int in "
+                         f"0..{len(experiences) - 1}, got {t!r}")
+    t = int(t)
     if t == 0:
         return {"replay_ratio": 0.0}
     earlier, new = experiences[:t], experiences[t]
@@ -89,6 +96,14 @@ def strategy_options(strategy: str, t: int, experiences: Sequence, *,
     return {"replay_ratio": replay_ratio if "replay" in strategy else 0.0,
             "keep_heads": heads if "heads" in strategy else False,
             "trainable": "lora" if strategy == "lora" else "all"}
+
+
+_SET_BY_SEQUENCE = {
+    "keep_heads": "the heads and replay+heads strategies keep the earlier heads, the others "
+                  "none",
+    "trainable": "the lora strategy trains adapters and heads, the others everything",
+    "earlier": "the experiences before each one",
+}
 
 
 def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experiences: Sequence,
@@ -111,19 +126,30 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
         generator: random source.
         progress: called with the number of optimiser steps just done.
         **finetune_kwargs: passed to every ``finetune_experience`` call (``steps``,
-            ``batch_size``, ``lr``, ``eval_every``, ``early_stop``, ``buffer_size``,
-            ``temperature``).
+            ``batch_size``, ``lr``, ``eval_every``, ``early_stop``, ``temperature``,
+            ``evaluate_on``), and ``buffer_size``, which only the replay strategies
+            (``replay``, ``replay+heads``) read, as only they read ``replay_ratio``: the
+            others replay nothing (``joint`` always replays all the earlier data). The
+            options the strategy sets itself (``keep_heads``, ``trainable``), and
+            ``earlier``, which the stream sets, are refused rather than applied to some
+            experiences and overridden on others.
 
     Returns:
         ``SequenceResult(matrix, curve, boundaries, params)``.
 
     Raises:
         ValueError: an unknown strategy, fewer than two experiences, a ``pretrained`` that
-            is not a bool (the string ``"False"`` would read as True), or what
-            ``finetune_experience`` refuses.
+            is not a bool (the string ``"False"`` would read as True), an option the
+            strategy or the stream sets (``keep_heads``, ``trainable``, ``earlier``), or
+            what ``finetune_experience`` refuses.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
+    fixed = sorted(set(finetune_kwargs) & set(_SET_BY_SEQUENCE))
+    if fixed:
+        raise ValueError(f"run_sequence sets {', '.join(fixed)} itself "
+                         f"({'; '.join(_SET_BY_SEQUENCE[k] for k in fixed)}), so it cannot be "
+                         f"passed; call finetune_experience per experience to choose it")
     if len(experiences) < 2:
         raise ValueError(f"a stream needs at least two experiences, got {len(experiences)}")
     pretrained = check_flag("pretrained", pretrained)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from metaloop.generative import likelihoods
-from metaloop.generative.nets import Decoder, Encoder, check_positive
+from metaloop.generative.nets import Decoder, Encoder, check_number, check_positive
 
 
 class AE(nn.Module):
@@ -94,8 +94,9 @@ class AE(nn.Module):
                 the prior N(0, I) that a VAE would use.
 
         Raises:
-            ValueError: ``n`` not a positive int, or a ``code_gaussian`` that is not a mean
-                ``[L]`` and a covariance ``[L, L]`` for this model's L.
+            ValueError: ``n`` not a positive int, or a ``code_gaussian`` that is not a finite
+                mean ``[L]`` and a positive definite covariance ``[L, L]`` for this model's
+                L.
         """
         check_positive("number of samples", n)
         if code_gaussian is not None:
@@ -105,7 +106,12 @@ class AE(nn.Module):
         if code_gaussian is None:
             return self.decode_mean(eps)
         mean, cov = code_gaussian
-        chol = torch.linalg.cholesky(cov.double()).to(eps)          # [L, L]
+        chol, info = torch.linalg.cholesky_ex(cov.double())         # [L, L]
+        if int(info) != 0 or not bool(torch.isfinite(mean).all()):
+            raise ValueError("code_gaussian must have a finite mean and a symmetric positive "
+                             "definite covariance (as fit_code_gaussian returns with "
+                             "jitter >= 0 on finite data); this one is not")
+        chol = chol.to(eps)
         return self.decode_mean(mean.to(eps) + eps @ chol.T)
 
 
@@ -130,17 +136,27 @@ def fit_code_gaussian(model: AE, x: torch.Tensor, batch_size: int = 1000,
         model: a trained ``AE``.
         x: ``[N, C, H, W]`` data, N >= 2.
         batch_size: examples per encoder pass.
-        jitter: added to the diagonal (relative to its mean) so the Cholesky factor exists.
+        jitter: added to the diagonal (relative to its mean) so the Cholesky factor exists;
+            a finite number >= 0.
 
     Returns:
         mean ``[L]`` and covariance ``[L, L]``.
 
     Raises:
-        ValueError: fewer than 2 examples, or a ``batch_size`` that is not a positive int.
+        ValueError: fewer than 2 examples, data that is not a float tensor of finite
+            values, a ``batch_size`` that is not a positive int, or a ``jitter`` that is not
+            a finite number >= 0 (a negative one can leave the covariance indefinite).
     """
     check_positive("batch_size", batch_size)
+    check_number("jitter", jitter, strict=False)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"fit_code_gaussian needs float data [N, C, H, W], got {got}")
     if len(x) < 2:
         raise ValueError(f"fit_code_gaussian needs at least 2 examples, got {len(x)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("fit_code_gaussian needs finite data; x holds NaN or inf (the fitted "
+                         "mean and covariance would be NaN)")
     z = torch.cat([model.codes(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
     z = z.double()                                              # [N, L]
     mean = z.mean(0)

@@ -12,13 +12,14 @@ With q(z|x) = N(mu, diag(sigma^2)) and w = p(x|z) p(z) / q(z|x) for z ~ q:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from metaloop.generative import likelihoods
-from metaloop.generative.nets import check_positive, latent_log_normal
+from metaloop.generative.nets import latent_log_normal
 
 
 class LatentModel(Protocol):
@@ -31,6 +32,35 @@ class LatentModel(Protocol):
     def log_px(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None
                ) -> torch.Tensor:
         """x ``[B, C, H, W]``, z ``[..., B, L]`` -> log p(x|z) ``[..., B]``."""
+
+
+def _count(what: str, name: str, value) -> int:
+    """``value`` as an int if it is a positive integer (Python's or NumPy's, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_latent_model(what: str, model) -> None:
+    """A ValueError unless ``model`` has ``posterior`` and ``log_px`` (a VAE or CVAE)."""
+    if not (callable(getattr(model, "posterior", None))
+            and callable(getattr(model, "log_px", None))):
+        raise ValueError(f"{what} needs a VAE or CVAE (a model with an encoder posterior "
+                         f"q(z|x) and log_px), got {type(model).__name__}; an AE has no "
+                         f"posterior, so it has no ELBO or IWAE bound")
+
+
+def _check_pixels(what: str, model, x) -> None:
+    """Data ``[N, C, H, W]`` that suits the model's likelihood (finite, in [0, 1], ...)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) == 0:
+        got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{what} needs data [N, C, H, W] with N >= 1, got {got}")
+    kind = getattr(model, "likelihood", None)
+    if kind is not None:
+        likelihoods.check_data(x, kind)
+    elif not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} needs finite float pixels, got dtype {x.dtype} with "
+                         f"{'NaN or inf' if x.is_floating_point() else 'integer'} values")
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -58,7 +88,12 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None,
 
     Returns:
         ``[B, L]`` if ``n`` is None, else ``[n, B, L]``.
+
+    Raises:
+        ValueError: an ``n`` that is not None or an int >= 1.
     """
+    if n is not None:
+        n = _count("reparameterize", "n", n)
     shape = mu.shape if n is None else (n, *mu.shape)
     eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
@@ -77,7 +112,20 @@ def elbo(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
     Returns:
         ``{"elbo", "recon", "kl"}``, each ``[B]`` in nats, with ``elbo = recon - kl`` and
         ``recon`` the one-sample estimate of E_q[log p(x|z)].
+
+    Raises:
+        ValueError: a model without ``posterior`` and ``log_px`` (an ``AE``). The pixels
+            are not checked here, as this is the training loss computed every step (a check
+            would cost a host sync per step): NaN pixels give NaN bounds. Check data once
+            with ``likelihoods.check_data``, or use ``evaluate_bounds``, which does.
     """
+    _check_latent_model("elbo", model)
+    return _elbo(model, x, y, generator)
+
+
+def _elbo(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
+          generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """``elbo`` without the model check (the per-step training loss)."""
     mu, logvar = model.posterior(x, y)                         # [B, L] each
     z = reparameterize(mu, logvar, generator=generator)        # [B, L]
     recon = model.log_px(x, z, y)                              # [B]
@@ -126,12 +174,26 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int, y: torch.Tensor | No
         ``[B]`` bounds in nats; ``-iwae_bound(...).mean()`` estimates the NLL.
 
     Raises:
-        ValueError: if ``k`` or ``chunk`` is not a positive int.
+        ValueError: if ``k`` or ``chunk`` is not a positive int (NumPy ints are taken); a
+            model without ``posterior`` and ``log_px`` (an ``AE``); data that is not
+            ``[B, C, H, W]``, or pixels that do not suit the model's likelihood
+            (``likelihoods.check_data``: NaN, outside [0, 1], ...), as ``evaluate_bounds``
+            checks. (An evaluation, not a per-step loss: the pixel check costs one host
+            sync per call, against ``k`` decoder passes.)
     """
     for name, v in (("k", k), ("chunk", chunk)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"iwae_bound needs k >= 1 and chunk >= 1 (ints), got "
                              f"{name}={v!r}")
+    k, chunk = int(k), int(chunk)
+    _check_latent_model("iwae_bound", model)
+    _check_pixels("iwae_bound", model, x)
+    return _iwae_bound(model, x, k, y, chunk, generator)
+
+
+def _iwae_bound(model: LatentModel, x: torch.Tensor, k: int, y: torch.Tensor | None,
+                chunk: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``iwae_bound`` without the checks."""
     total = None
     for start in range(0, k, chunk):
         lw = log_weights(model, x, min(chunk, k - start), y, generator)   # [c, B]
@@ -161,18 +223,22 @@ def evaluate_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None 
         the N examples in nats (``elbo = recon - kl``; ``nll`` is ``-IWAE_k``).
 
     Raises:
-        ValueError: no examples; ``k`` not an int >= 0; ``batch_size`` or ``chunk`` not a
-            positive int; labels that are not one per example; or, for a model with a
-            ``likelihood``, pixels that do not suit it (``likelihoods.check_data``: NaN, outside
-            [0, 1], or not binary for ``"bernoulli"``).
+        ValueError: no examples; ``k`` not an int >= 0 (NumPy ints are taken); ``batch_size``
+            or ``chunk`` not a positive int; a model without ``posterior`` and ``log_px``
+            (an ``AE``: the bounds need a VAE or CVAE); labels that are not one per
+            example; or, for a model with a ``likelihood``, pixels that do not suit it
+            (``likelihoods.check_data``: NaN, outside [0, 1], or not binary for
+            ``"bernoulli"``).
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) == 0:
         got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"evaluate_bounds needs data [N, C, H, W] with N >= 1, got {got}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise ValueError(f"evaluate_bounds: k must be an int >= 0 (0 skips the NLL), got {k!r}")
-    check_positive("batch_size", batch_size)
-    check_positive("chunk", chunk)
+    k = int(k)
+    batch_size = _count("evaluate_bounds", "batch_size", batch_size)
+    chunk = _count("evaluate_bounds", "chunk", chunk)
+    _check_latent_model("evaluate_bounds", model)
     if y is not None and (not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]):
         got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"evaluate_bounds: labels must be one per example, [{len(x)}], "
@@ -186,10 +252,10 @@ def evaluate_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None 
     for s in tqdm(starts, desc=f"eval (k={k})", disable=not progress, leave=False):
         xb = x[s:s + batch_size]
         yb = None if y is None else y[s:s + batch_size]
-        for name, v in elbo(model, xb, yb, generator=g).items():
+        for name, v in _elbo(model, xb, yb, generator=g).items():
             sums[name] += float(v.sum())
         if k:
-            sums["nll"] -= float(iwae_bound(model, xb, k, yb, chunk=chunk, generator=g).sum())
+            sums["nll"] -= float(_iwae_bound(model, xb, k, yb, chunk, g).sum())
     n = len(x)
     out = {name: v / max(n, 1) for name, v in sums.items()}
     if not k:

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -350,7 +351,29 @@ def split_indices(labels: torch.Tensor, n_classes: int, test_fraction: float = T
         int64 train indices ``[N - M]`` and test indices ``[M]``: disjoint, covering
         ``range(N)`` together, each in a random order fixed by ``seed`` (the classes mixed,
         as in the built-in test sets, whose first images the pictures and scores take).
+
+    Raises:
+        ValueError: ``labels`` that are not integer ``[N]`` or fall outside
+            ``[0, n_classes)`` (they would belong to neither part), an ``n_classes`` that is
+            not an int >= 1, or a ``test_fraction`` not strictly between 0 and 1.
     """
+    if not isinstance(n_classes, numbers.Integral) or isinstance(n_classes, bool) or \
+            n_classes < 1:
+        raise ValueError(f"n_classes must be an int >= 1, got {n_classes!r}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or \
+            not 0 < float(test_fraction) < 1:
+        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got "
+                         f"{test_fraction!r}")
+    if not torch.is_tensor(labels) or labels.dim() != 1 or labels.is_floating_point() or \
+            labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor [N], got "
+                         f"{labels.dtype if torch.is_tensor(labels) else type(labels).__name__}"
+                         f"{list(labels.shape) if torch.is_tensor(labels) else ''}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        bad = sorted(set(labels[(labels < 0) | (labels >= n_classes)].tolist()))
+        raise ValueError(f"labels must be in [0, {n_classes}) for n_classes={n_classes}, got "
+                         f"{bad[:10]}: those examples would be in neither part")
+    n_classes = int(n_classes)
     g = torch.Generator().manual_seed(seed)
     train, test = [], []
     for c in range(n_classes):

@@ -317,13 +317,22 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
 @torch.no_grad()
 def class_probabilities(classifier, images: torch.Tensor, batch_size: int = 1000
                         ) -> torch.Tensor:
-    """Softmax of the classifier's logits, ``[N, C, H, W]`` -> ``[N, K]``, in batches, eval mode."""
+    """Softmax of the classifier's logits, ``[N, C, H, W]`` -> ``[N, K]``, in batches, eval mode.
+
+    Raises:
+        ValueError: a classifier that fails on the images or does not return float logits
+            ``[n, K]`` with ``K >= 2``.
+    """
     was_training = isinstance(classifier, nn.Module) and classifier.training
     if isinstance(classifier, nn.Module):
         classifier.eval()
     try:
-        p = [torch.softmax(classifier(images[s:s + batch_size]), dim=-1)
-             for s in range(0, len(images), batch_size)]
+        p = []
+        for s in range(0, len(images), batch_size):
+            x = images[s:s + batch_size]
+            logits = _classify(classifier, x)
+            _check_logits(logits, len(x))
+            p.append(torch.softmax(logits, dim=-1))
     finally:
         if was_training:
             classifier.train()
@@ -356,11 +365,23 @@ def confidence_report(images: torch.Tensor, target, inverted, independent, *,
         ``"accuracy_independent"`` (the independent argmax is the target).
 
     Raises:
-        ValueError: for images that are not ``[n, C, H, W]`` or a bad target.
+        ValueError: for images that are not float ``[n, C, H, W]`` finite pixels in [0, 1]
+            (uint8 images: divide by 255), a bad target, a ``confident`` that is not a
+            probability in (0, 1], or a classifier that is not an ``nn.Module`` or callable,
+            fails on the images, or does not return float logits ``[n, K]`` with ``K >= 2``
+            (as ``invert_classifier`` checks).
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a tensor [n, C, H, W] with n >= 1, got "
                          f"{getattr(images, 'shape', type(images).__name__)}")
+    if not images.is_floating_point():
+        hint = " (divide uint8 images by 255)" if images.dtype == torch.uint8 else ""
+        raise ValueError(f"images must be float pixels in [0, 1], got dtype {images.dtype}"
+                         f"{hint}")
+    if not bool(torch.isfinite(images).all()) or images.min() < 0 or images.max() > 1:
+        raise ValueError("images must be finite pixels in [0, 1] (no NaN or inf)")
+    if not _is_number(confident) or not 0 < confident <= 1:
+        raise ValueError(f"confident must be a probability in (0, 1], got {confident!r}")
     _check_classifier(inverted)
     _check_classifier(independent)
     n = len(images)

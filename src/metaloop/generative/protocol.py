@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import signal
 import threading
@@ -44,7 +45,7 @@ from metaloop.evaluate.heldout import mean_ci
 from metaloop.generative import data as gdata
 from metaloop.generative import plots
 from metaloop.generative.bounds import elbo, evaluate_bounds, iwae_bound
-from metaloop.generative.nets import check_positive, logit_of_mean
+from metaloop.generative.nets import check_number, check_positive, logit_of_mean
 from metaloop.generative.vae import VAE
 from metaloop.train import checkpoint as ckpt
 
@@ -146,17 +147,18 @@ def _saved_settings(state: dict) -> dict:
 
 
 def check_protocol_settings(s: ProtocolSettings) -> None:
-    """Raise ``ValueError`` naming the first bad setting."""
+    """Raise ``ValueError`` naming the first bad setting (a learning rate that is not a
+    finite number > 0, a ``curve_every`` that is not an int >= 0, ...)."""
     gdata.check_data_options(s.data, resample=s.resample, test_fraction=s.test_fraction,
                              root=s.root, **gdata.decoding(s))
     for name in ("latent", "batch_size", "stages", "curve_k", "checkpoint_every"):
         check_positive(name, getattr(s, name))
     if not s.hidden or any(h < 1 for h in s.hidden):
         raise ValueError(f"hidden widths must be >= 1, got {list(s.hidden)}")
-    if not s.lr > 0:
-        raise ValueError(f"learning rate must be > 0, got {s.lr!r}")
-    if s.curve_every < 0:
-        raise ValueError(f"curve_every must be >= 0, got {s.curve_every}")
+    check_number("learning rate", s.lr)                  # finite: lr=inf trains to NaN
+    if not isinstance(s.curve_every, numbers.Integral) or isinstance(s.curve_every, bool) \
+            or s.curve_every < 0:
+        raise ValueError(f"curve_every must be an int >= 0 (passes), got {s.curve_every!r}")
     for name in ("curve_examples", "train_examples"):
         if getattr(s, name) is not None:
             check_positive(name, getattr(s, name))

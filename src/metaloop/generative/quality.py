@@ -19,6 +19,8 @@ The same numbers for real test images are the ceiling to compare against.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,12 +96,19 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
         The trained classifier, in eval mode.
 
     Raises:
-        ValueError: no images, images that are not uint8 ``[N, C, H, W]``, labels that are
-            not int64 ``[N]`` in ``[0, n_classes)``, or bad epochs, batch size or rate.
+        ValueError: no images, images that are not uint8 ``[N, C, H, W]``, an ``n_classes``
+            that is not an int >= 2, labels that are not int64 ``[N]`` in
+            ``[0, n_classes)``, or bad epochs, batch size or rate.
     """
     check_positive("classifier epochs", epochs)
     check_positive("classifier batch_size", batch_size)
     check_number("classifier lr", lr)
+    if not isinstance(n_classes, numbers.Integral) or isinstance(n_classes, bool) or \
+            n_classes < 2:
+        raise ValueError(f"train_classifier needs n_classes >= 2 (an int), got {n_classes!r}: "
+                         f"a classifier of one class has nothing to tell apart, and "
+                         f"invert_classifier / confidence_report refuse it")
+    n_classes = int(n_classes)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 \
             or images.dim() != 4 or len(images) == 0:
         got = (f"{images.dtype} {list(images.shape)}" if isinstance(images, torch.Tensor)
@@ -112,7 +121,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
     if labels.dtype != torch.int64:
         raise ValueError(f"labels must be int64 class indices, got {labels.dtype}")
     lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or (isinstance(n_classes, int) and hi >= n_classes):
+    if lo < 0 or hi >= n_classes:
         raise ValueError(f"labels must lie in [0, n_classes={n_classes}), got range "
                          f"[{lo}, {hi}]")
     g = torch.Generator().manual_seed(seed)
