@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 
 
 def make_callable(module_name: str, func) -> None:
+    """Calls of the module ``module_name`` go to ``func``; ``inspect.signature`` of the module
+    (IDEs, ``help``) gives ``func``'s, not ``(*args, **kwargs)``."""
     class CallableModule(types.ModuleType):
         def __call__(self, *args, **kwargs):
             return func(*args, **kwargs)
 
     CallableModule.__call__.__doc__ = func.__doc__
-    sys.modules[module_name].__class__ = CallableModule
+    module = sys.modules[module_name]
+    module.__class__ = CallableModule
+    module.__signature__ = inspect.signature(func)
