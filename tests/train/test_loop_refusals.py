@@ -165,6 +165,16 @@ def test_a_non_json_config_is_refused_before_any_iteration(tmp_path):
     assert fam.n == 0 and not (tmp_path / "run").exists()
 
 
+def test_resume_without_a_run_directory_is_refused():
+    """resume=True without out_dir was ignored: a fresh run from the initial weights."""
+    learner = _learner()
+    init = _params(learner)
+    with pytest.raises(ValueError, match="resume=True continues the run in out_dir, but "
+                                         "out_dir is None"):
+        ml.train(learner, FAM, iterations=2, meta_batch=2, resume=True, progress=False)
+    assert all(torch.equal(init[n], p) for n, p in _params(learner).items())
+
+
 def test_validation_off_and_on_keep_their_documented_meanings():
     r = ml.train(_learner(), FAM, iterations=2, meta_batch=2, val_every=0, progress=False)
     assert r["val"] is None

@@ -759,7 +759,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             val_family, a seed that is not an int >= 0, a config or data that is not a
             JSON-serialisable dict, an ``Ensemble`` learner (train its members), a negative
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
-            ranks; without ``resume``, an ``out_dir`` that already holds a run; or on
+            ranks; ``resume`` without an ``out_dir``; without ``resume``, an ``out_dir``
+            that already holds a run; or on
             resume: a run already past ``iterations``, a config mismatch (naming the
             differing keys), another ``precision`` than the run's, another ``data``
             fingerprint, or a checkpoint that is corrupt (naming it). Nothing is written
@@ -776,6 +777,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     _check_intervals(log_every, checkpoint_every, val_every, val_tasks, val_family)
     _check_json("config", config)
     _check_json("data", data)
+    if resume and out_dir is None:             # nothing to continue: a fresh run was meant?
+        raise ValueError("resume=True continues the run in out_dir, but out_dir is None; "
+                         "pass the run directory, or resume=False for a run that writes "
+                         "nothing")
     if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not isinstance(clip_grad_norm, (int, float)) or not clip_grad_norm >= 0:
