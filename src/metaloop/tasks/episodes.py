@@ -319,8 +319,12 @@ class Episodes:
 
         Returns:
             Episodes with ``transform`` set and ``report`` =
-            ``{"images", "classes", "ignored", "hidden", "skipped", "dropped", "cache",
-            "cache_status"}``.
+            ``{"images", "classes", "ignored", "hidden", "loose", "skipped", "dropped",
+            "cache", "cache_status"}``: counts of the images and classes read and of the
+            entries left out (``ignored``: not images; ``hidden``), the files left out
+            (``loose``: images outside any class folder; ``skipped``: unreadable, with
+            ``skip_corrupt``), the classes ``drop_small`` dropped, and the cache's folder
+            and status.
 
         Raises:
             ValueError: naming the problem (see ``load_folder``, ``split_classes``,
