@@ -97,7 +97,8 @@ def test_tf32_without_cuda_and_several_steps_on_the_official_runs_are_refused(
              "--tf32 allows TF32 matmuls on CUDA, but --device is cpu")
     _refused(["--checkpoint", method_runs("maml"), "--lake-runs", "nosuch", "--steps", "0,3"],
              capsys, tmp_path, "--steps 0,3: --lake-runs scores the official runs after one "
-             "number of steps (the largest, 3)", "give one, e.g. --steps 3")
+             "number of steps (the largest, 3)", "give one, e.g. --steps 3",
+             "or none for a run of r2d2, metaoptnet or protonet")
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -67,6 +67,25 @@ def test_bad_runs_are_named(tmp_path, case, message):
         read_lake_runs(root)
 
 
+def test_a_drawing_the_labels_do_not_list_is_named(tmp_path):
+    """A run whose class_labels.txt lost a line was scored as a 2-way run, its third class
+    and trial left out without a word; an unlisted extra image was ignored the same way."""
+    lines = "".join(f"run01/test/item{i:02d}.png run01/training/class{i:02d}.png\n"
+                    for i in (1, 2))
+    run = _run(tmp_path, "run01", [0, 1, 2], lines)
+    with pytest.raises(ValueError, match=r"run01/test holds 1 image\(s\) that .*class_labels"
+                                         r".txt does not list: item03.png"):
+        read_lake_runs(run)
+    full = _run(tmp_path, "run02", [0, 1])
+    (full / "test" / "item03.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="test holds 1 image.* item03.png"):
+        read_lake_runs(full)
+    (full / "test" / "item03.png").unlink()
+    (full / "test" / "notes.txt").write_text("not a drawing")       # not an image: ignored
+    (full / "test" / ".DS_Store").write_bytes(b"")
+    assert read_lake_runs(full)[0].labels == (0, 1)
+
+
 def test_runs_digest_names_the_contents_wherever_they_are(tmp_path):
     import hashlib
     import shutil

@@ -198,7 +198,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--steps {','.join(map(str, args.steps))}: --lake-runs scores the "
                          f"official runs after one number of steps (the largest, "
                          f"{max(args.steps)}), so the others would change nothing; give one, "
-                         f"e.g. --steps {max(args.steps)}")
+                         f"e.g. --steps {max(args.steps)} (or none for a run of r2d2, "
+                         f"metaoptnet or protonet, whose head is solved, not stepped)")
     _checks.refuse_tf32_off_cuda(args.tf32, args.device)
     _checks.refuse_joint_with_one(args.refine_jointly, args.checkpoint)
 

@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from metaloop.data.images import is_image_name
+
 __all__ = ["LABELS_FILE", "OFFICIAL_RUNS_SHA256", "OFFICIAL_ZIP_SHA256", "LakeRun",
            "read_lake_runs", "runs_digest", "unpack_runs"]
 
@@ -100,7 +102,9 @@ def read_lake_runs(root: str | os.PathLike) -> list[LakeRun]:
 
     Raises:
         ValueError: naming the path: no run folder, a malformed line (not two paths), a test
-            image listed twice, or a listed image that does not exist.
+            image listed twice, a listed image that does not exist, or an image in a run's
+            ``training/`` or ``test/`` that ``class_labels.txt`` does not list (it would be
+            left out of the run's classes or trials without a word).
     """
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".zip":
@@ -135,6 +139,14 @@ def _read_run(folder: Path) -> LakeRun:
         answer[test] = train
     if not answer:
         raise ValueError(f"{labels_file} lists no test image")
+    listed = set(answer) | set(answer.values())
+    for sub in sorted({f.parent for f in listed}):      # training/, test/
+        extra = sorted(f.name for f in sub.iterdir()
+                       if is_image_name(f) and not f.name.startswith(".") and f not in listed)
+        if extra:          # a run's every drawing is a class or a trial: none is left unscored
+            raise ValueError(f"{sub} holds {len(extra)} image(s) that {labels_file} does not "
+                             f"list: {', '.join(extra[:5])}; a run lists every drawing, so "
+                             f"list them there or remove them")
     support = tuple(sorted(set(answer.values())))
     query = tuple(sorted(answer))
     return LakeRun(folder.name, support, query, tuple(support.index(answer[q]) for q in query))
