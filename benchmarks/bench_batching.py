@@ -42,7 +42,7 @@ def cases():
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--skip-conv", action="store_true")

@@ -119,7 +119,7 @@ def run(name: str, args, folder: Path | None) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--settings", default="5w1s", help=f"from {','.join(SETTINGS)}")
     p.add_argument("--family", choices=("folder", "omniglot"), default="folder")

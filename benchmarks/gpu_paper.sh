@@ -62,7 +62,10 @@ from pathlib import Path
 import torch
 
 START = time.perf_counter()
-p = argparse.ArgumentParser(prog="gpu_paper.sh")
+p = argparse.ArgumentParser(prog="gpu_paper.sh", description="The MAML paper's Omniglot "
+                            "protocol (or --config's) on one GPU: checks, training fitted to "
+                            "the budget, and the evaluation; the options are described in "
+                            "the header of benchmarks/gpu_paper.sh")
 p.add_argument("--smoke", action="store_true")
 def _iterations(v: str):
     if v == "fit":
@@ -84,6 +87,11 @@ p.add_argument("--config", default="configs/omniglot_maml_5w1s_full.toml")
 p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_paper")
 args = p.parse_args()
 device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+if device == "cuda" and not torch.cuda.is_available():
+    p.error("--device cuda: torch sees no CUDA device here; --device cpu (with --smoke) "
+            "tries the script on the CPU")
+if args.tf32 and device != "cuda":        # TF32 exists on CUDA only: it would change nothing
+    p.error(f"--tf32 allows TF32 matmuls on CUDA, but the device is {device}; leave it out")
 out = Path(args.out)
 stale = [str(out / x) for x in ("run", "eval", "summary.json", "record.json")
          if (out / x).exists()]

@@ -12,8 +12,9 @@ For a lent GPU machine with a fixed time budget (see ``benchmarks/gpu_quick.sh``
    iteration count is reported.
 4. **Evaluate** every run with ``metaloop eval --device cuda`` on its config's held-out tasks.
 
-Writes ``summary.json`` (probe, per-run iterations, train seconds, eval accuracies) and
-``runs.tar.gz`` (each run's metrics.jsonl, final checkpoint and eval results) into ``--out``.
+Writes ``summary.json`` (probe, per-run iterations, train seconds, eval accuracies),
+``logs.tar.gz`` (the logs and configs) and ``runs<i>.tar.gz`` (each run's metrics.jsonl,
+final checkpoint and eval results, six runs to a file) into ``--out``.
 
     python benchmarks/gpu_runs.py --out $OUT --train-seconds 330 --eval-seconds 150 \\
         omniglot_maml_5w1s_cpu omniglot_r2d2_5w1s_cpu ...
@@ -143,6 +144,9 @@ def main() -> int:
         ap.error(f"{', '.join(stale)} already exist(s); give another --work")
     (work / "configs").mkdir(parents=True, exist_ok=True)
     dev = args.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device here; --device cpu only tries the "
+                 "script")
     summary = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",
                "torch": torch.__version__}
     t0 = time.perf_counter()

@@ -173,6 +173,30 @@ def test_bad_config_is_named_before_training(body, message, tmp_path, capsys):
     assert not (tmp_path / "run" / "LATEST").exists()
 
 
+@pytest.mark.parametrize("body, message", [
+    ('[family]\nname = "sinusoid"\n[train]\nlog_every = -1\n',
+     "train.log_every must be >= 0, got -1"),
+    ('[family]\nname = "sinusoid"\n[train]\nprefetch = "bogus"\n',
+     "train.prefetch = 'bogus' is not one of"),
+    ('[method]\nname = "r2d2"\n[eval]\nsteps = [0, 1]\n', "r2d2 solves its head per task"),
+])
+def test_print_config_refuses_what_train_refuses(body, message, tmp_path, capsys):
+    """--print-config printed these configs (exit 0) though train refuses them."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(body)
+    assert main(["train", "--config", str(cfg), "--print-config"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_closing_line_names_a_log_window_as_one(tmp_path, capsys):
+    """With train.log_every > 1 the line said "last meta-batch" of a mean over the window."""
+    train_run(tmp_path, '[family]\nname = "sinusoid"\n[method]\nname = "maml"\n'
+              '[train]\niterations = 4\nmeta_batch = 2\nlog_every = 2\n')
+    out = capsys.readouterr().out
+    assert "mean over the last log window (log_every = 2) {'loss'" in out
+    assert "last meta-batch" not in out
+
+
 @pytest.mark.parametrize("command", ["train", "compare"])
 def test_a_folder_given_as_config_is_named_as_a_folder(command, tmp_path, capsys):
     assert main([command, "--config", str(tmp_path), "--out", str(tmp_path / "o")]) == 2

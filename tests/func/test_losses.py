@@ -35,3 +35,14 @@ def test_accuracy_bad_inputs_are_value_errors(logits, labels, message):
     """QA repro: a shape mismatch raised torch's RuntimeError; empty input returned NaN."""
     with pytest.raises(ValueError, match=message):
         accuracy(logits, labels)
+
+
+def test_accuracy_of_low_precision_logits_is_an_exact_float32_fraction():
+    """bf16 logits (under --precision bf16) gave 0.259765625 for 13 of 50: the fraction was
+    rounded to bf16."""
+    logits = torch.randn(50, 5).bfloat16()
+    labels = logits.float().argmax(-1)
+    labels[:37] = (labels[:37] + 1) % 5                          # 13 of 50 right
+    acc = accuracy(logits, labels)
+    assert acc.dtype == torch.float32 and float(acc) == pytest.approx(13 / 50, abs=1e-7)
+    assert accuracy(logits.double(), labels).dtype == torch.float64

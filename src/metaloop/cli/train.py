@@ -16,7 +16,7 @@ from metaloop.cli import _checks
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
 from metaloop.train.checkpoint import latest_checkpoint
-from metaloop.train.loop import NonFiniteLossError
+from metaloop.train.loop import CUDA_LOG_EVERY, NonFiniteLossError
 
 DESCRIPTION = """\
 Meta-train one method (MAML, first-order MAML, Reptile, ANIL, R2D2, MetaOptNet, ProtoNet, or
@@ -63,7 +63,8 @@ def register(sub) -> None:
                         f"failure (default {distributed.DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--print-config", action="store_true",
                    help="print the --config file as it will run (its extends chain applied, "
-                        "every default filled) as TOML, and exit")
+                        "every default filled) as TOML, and exit; a config train would refuse "
+                        "before reading the data is refused here too")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -73,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             if not args.config:
                 raise ValueError("--print-config prints the --config file: give --config FILE")
-            text = _config.to_toml(_config.load(args.config))
+            cfg = _config.load(args.config)
+            _config.check_combinations(cfg)        # what train refuses before reading data
+            _config.check_training(cfg, _config.written_keys(args.config))
+            text = _config.to_toml(cfg)
             if distributed.local_leader():         # once per node under torchrun
                 print(text, end="")
             return 0
@@ -177,7 +181,10 @@ def _run(args: argparse.Namespace) -> int:
             raise
     if rank == 0:
         where = f" on {world} ranks" if world > 1 else ""
-        last = f"last meta-batch {res['last']}; " if res["last"] else ""   # none: resumed done
+        k = cfg["train"]["log_every"] or (            # metrics read every k iterations
+            CUDA_LOG_EVERY if str(args.device or "cpu").startswith("cuda") else 1)
+        what = "last meta-batch" if k == 1 else f"mean over the last log window (log_every = {k})"
+        last = f"{what} {res['last']}; " if res["last"] else ""   # none: resumed done
         print(f"trained {cfg['method']['name']} for {res['iteration']} iterations{where}; "
               f"{last}checkpoint in {out}")
     return 0

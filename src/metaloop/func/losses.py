@@ -82,7 +82,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     (or ``[..., N, C]`` and ``[..., N]``: the mean over all of them).
 
     Returns:
-        a 0-dim tensor in the dtype of ``logits`` (on its device: nothing is read back).
+        a 0-dim tensor in the dtype of ``logits``, at least float32 (bf16 or float16 logits
+            give a float32 fraction, exact to the count), on its device: nothing is read
+            back.
 
     Raises:
         ValueError: logits not a float tensor ``[..., N, C]`` with C >= 1; labels not an
@@ -104,4 +106,5 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if labels.numel() == 0:
         raise ValueError(f"accuracy: no examples (logits {_shape(logits)}, labels "
                          f"{_shape(labels)}); the accuracy of nothing is undefined")
-    return (logits.argmax(-1) == labels).to(logits.dtype).mean()
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16 would round 13/50
+    return (logits.argmax(-1) == labels).to(dtype).mean()
