@@ -81,6 +81,18 @@ def tensor_names(model: nn.Module) -> frozenset[str]:
         frozenset(n for n, _ in model.named_buffers(remove_duplicate=False))
 
 
+def unknown_names(model: nn.Module, names) -> list[str]:
+    """The ``names`` (a set-like of str) that are none of ``model``'s parameters or buffers,
+    sorted. The model's names are cached per model (weakly), so the usual answer, none, is a
+    set comparison; they are read again before any name is reported, so modules added to the
+    model since (``add_lora``) are seen."""
+    known = _TENSOR_NAMES.get(model)
+    if known is not None and names <= known:
+        return []
+    known = _TENSOR_NAMES[model] = tensor_names(model)
+    return sorted(set(names) - known)
+
+
 def check_names(fn: str, model: nn.Module, params: Mapping[str, torch.Tensor]) -> None:
     """Every key of ``params`` names a parameter or buffer of ``model``.
 
@@ -95,12 +107,9 @@ def check_names(fn: str, model: nn.Module, params: Mapping[str, torch.Tensor]) -
     if not isinstance(params, Mapping):
         raise TypeError(f"{fn}: params must be a dict name -> tensor, got "
                         f"{type(params).__name__}")
-    known = _TENSOR_NAMES.get(model)
-    if known is not None and params.keys() <= known:
-        return
-    known = _TENSOR_NAMES[model] = tensor_names(model)
-    unknown = sorted(params.keys() - known)
+    unknown = unknown_names(model, params.keys())
     if unknown:
+        known = _TENSOR_NAMES[model]
         hints = []
         for n in unknown[:5]:
             close = difflib.get_close_matches(n, known, n=1)

@@ -12,7 +12,7 @@ from torch import nn
 from metaloop.adapt.learned_lr import split_lrs
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.losses import accuracy, cross_entropy
-from metaloop.func.params import Params, detach
+from metaloop.func.params import Params, detach, tensor_names, unknown_names
 from metaloop.meta._threads import check_threadable
 from metaloop.tasks.batch import TaskBatch, values_trusted
 
@@ -337,12 +337,12 @@ def check_params(owner: str, model: nn.Module, params) -> None:
     if not isinstance(params, Mapping):
         raise ValueError(f"{owner}: params must be a dict name -> tensor (from adapt), got "
                          f"{type(params).__name__}")
-    known = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
-    unknown = sorted(k for k in params if k not in known)
+    unknown = unknown_names(model, params.keys())    # the names forward's check caches
     if unknown:
+        known = sorted(tensor_names(model))
         raise ValueError(f"{owner}: params has names the model does not have: {unknown[:5]}"
                          f"{' ...' if len(unknown) > 5 else ''}; pass the dict from adapt() "
-                         f"(the model's names include {sorted(known)[:3]})")
+                         f"(the model's names include {known[:3]})")
 
 
 def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor
