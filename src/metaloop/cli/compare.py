@@ -17,7 +17,7 @@ Meta-train every method (MAML, first-order MAML, Reptile, ANIL, and on classific
 and MetaOptNet) and the two baselines it is measured against (a model trained from scratch
 on each task, and one pretrained on all training tasks at once), then evaluate them on the
 same held-out tasks after 0 to 10 adaptation steps. Prints the table (mean and 95% CI) and
-writes results.json and the plots. With no arguments: sinusoid regression, about 5
+writes results.json and the plots. With no arguments: sinusoid regression, about 2.5
 CPU-minutes at one thread.
 
 The settings are the family's shipped config: --print-config shows it; copy it, edit it and

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the built-in task families.",
         epilog="examples:\n"
                "  metaloop --threads 1 compare              # every method on sinusoid "
-               "regression, ~5 CPU-min\n"
+               "regression, ~2.5 CPU-min\n"
                "  metaloop train --config configs/folder_example.toml --out runs/mine\n"
                "  metaloop eval --checkpoint runs/mine      # held-out classes, 95% CI\n"
                "  metaloop predict --checkpoint runs/mine --support support/ --query query/\n"
