@@ -21,7 +21,12 @@ from types import SimpleNamespace
 import torch
 
 from metaloop import build, config
-from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, load_extra_state
+from metaloop.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_extra_state,
+    protocol_run,
+)
 
 __all__ = ["Run", "load_run", "saved_run"]
 
@@ -133,7 +138,8 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
         with a FutureWarning.
 
     Raises:
-        ValueError: no such directory, no checkpoint in it, a run whose stored config lacks
+        ValueError: no such directory, no checkpoint in it, a ``metaloop vae --protocol
+            iwae`` run (a VAE, named as one), a run whose stored config lacks
             the family, model or method (``ml.train`` without a full ``config=``), a config
             that no longer validates, or stored tensors that do not fit the config's model
             (naming them).
@@ -148,6 +154,10 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     if head_init not in ("checkpoint", "zero"):
         raise ValueError(f"head_init must be 'checkpoint' or 'zero', got {head_init!r}")
     tensors, state = load_checkpoint(path)
+    if protocol_run(state):
+        raise ValueError(f"{path} holds a VAE of metaloop vae --protocol iwae (at pass "
+                         f"{state['passes']}), not a meta-learning run: measure it with "
+                         f"metaloop vae --protocol iwae --evaluate --out {path}")
     if not isinstance(state.get("config"), dict):
         raise ValueError(f"{path}: the checkpoint is corrupt: its state.json holds no config")
     lacking = [k for k in ("family", "model", "method") if k not in state["config"]]

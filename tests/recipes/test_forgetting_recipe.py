@@ -117,3 +117,29 @@ def test_retained_undefined_in_every_seed_and_one_seed_without_a_ci(monkeypatch,
     row = forgetting.table({"naive": {"summary": summary}}).splitlines()[2]
     assert row.split()[:4] == ["naive", "50.0", "±", "n/a"] and "± 0.0" not in row
     assert "  undefined" in row
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_a_write_cut_short_leaves_no_results_beside_missing_plots(monkeypatch, tmp_path, stop):
+    """Ctrl-C or a full disk at the last plot left results.json and metrics.jsonl (written
+    first) in the folder, without the heatmap; a plot's OSError was a traceback."""
+    from metaloop.continual import plots
+    from metaloop.train.checkpoint import WriteError
+
+    _fixed_seeds(monkeypatch, [[[0.9, 0.1], [0.5, 0.8]]])
+    exps = _tiny_exps(tmp_path)
+    s = forgetting.settings("split-data-class", strategies="naive", seeds=1, steps=4)
+    runs, results = forgetting.run(s, exps, lambda n: None)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def cut(*a, **k):
+        raise stop
+    monkeypatch.setattr(plots, "matrix_heatmaps", cut)
+    expected = KeyboardInterrupt if isinstance(stop, KeyboardInterrupt) else WriteError
+    with pytest.raises(expected) as e:
+        forgetting.write(out, s, exps, runs, results)
+    assert list(out.iterdir()) == []
+    if expected is WriteError:
+        assert str(e.value) == (f"cannot write {out / 'accuracy_matrix.png'}: No space left "
+                                f"on device")

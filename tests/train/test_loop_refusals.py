@@ -108,6 +108,39 @@ def test_a_new_run_into_a_directory_with_a_damaged_latest_is_refused(six, tmp_pa
     assert _snapshot(run) == before
 
 
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_checkpoint_directory_given_as_the_run_directory_is_refused(six, tmp_path, resume):
+    """Resumed (or started) in ``ckpt-*``, a run wrote its LATEST, checkpoints and metrics
+    inside that checkpoint, beside the run it belongs to."""
+    run = tmp_path / "run"
+    shutil.copytree(six, run)
+    before = _snapshot(run)
+    with pytest.raises(ValueError, match=rf"ckpt-00000006 is one checkpoint of a run .*give "
+                                         rf"its run directory {run} \(nothing was written\)"):
+        ml.train(_learner(), FAM, iterations=9, meta_batch=2, out_dir=run / "ckpt-00000006",
+                 resume=resume, checkpoint_every=3, progress=False)
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("flags", [["--resume", "{ck}"], ["--config", "{cfg}", "--out", "{ck}"]])
+def test_cli_names_a_checkpoint_directory_given_as_the_run_directory(tmp_path, capsys, flags):
+    cfg = write_config(tmp_path / "c.toml", iterations=2, meta_batch=2, checkpoint_every=1,
+                       seed=0)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    before = _snapshot(run)
+    ck = run / "ckpt-00000002"
+    args = [f.format(ck=ck, cfg=cfg) for f in flags]
+    assert main(["train", *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"metaloop train: error: {ck} is one checkpoint of a run (it holds "
+                   f"state.json), not a run directory: a run there would write its "
+                   f"checkpoints inside it; give its run directory {run} (nothing was "
+                   f"written)\n"), err
+    assert _snapshot(run) == before
+
+
 def test_latest_never_names_a_pruned_checkpoint(tmp_path):
     """A checkpoint of a later iteration that is no part of this run's history (left by a
     run killed before it wrote LATEST) does not get the new checkpoint pruned."""

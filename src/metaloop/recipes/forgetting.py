@@ -23,6 +23,7 @@ import math
 import textwrap
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -35,7 +36,7 @@ from metaloop.continual.sequence import STRATEGIES, run_sequence
 from metaloop.evaluate.heldout import format_mean_ci, mean_ci
 from metaloop.models import MLP
 from metaloop.recipes import report
-from metaloop.train.checkpoint import atomic_write_text
+from metaloop.train.checkpoint import WriteError, atomic_write_text
 
 __all__ = ["DATA_SCENARIOS", "DEFAULTS", "METRICS", "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS",
            "experiences", "run", "settings", "table", "total_steps", "write"]
@@ -359,13 +360,39 @@ def table(strategies: dict) -> str:
 
 
 def write(out, s, exps, runs, results) -> None:
-    """results.json, metrics.jsonl and the two plots, in ``out``."""
-    report.write_json(out / "results.json", results)
+    """metrics.jsonl, the two plots and, last, results.json, in ``out``.
+
+    A write that fails or is interrupted (a full disk, Ctrl-C) removes the files it had
+    made, so no results.json stands beside missing plots.
+
+    Raises:
+        metaloop.train.checkpoint.WriteError: a file could not be written, naming it.
+    """
+    out = Path(out)
     lines = [json.dumps({"strategy": name, "seed": r["seed"], **point})
              for name, rs in runs.items() for r in rs for point in r["curve"]]
-    atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
-    plots.old_accuracy_curves(runs, exps[0].name, out / "old_accuracy_vs_steps.png",
-                              f"{s['scenario']}: accuracy on {exps[0].name} while "
-                              f"fine-tuning")
-    plots.matrix_heatmaps(results["strategies"], [e.name for e in exps],
-                          out / "accuracy_matrix.png", s["scenario"])
+    writes = [
+        (out / "metrics.jsonl",
+         lambda f: atomic_write_text(f, "\n".join(lines) + "\n")),
+        (out / "old_accuracy_vs_steps.png",
+         lambda f: plots.old_accuracy_curves(runs, exps[0].name, f, f"{s['scenario']}: "
+                                             f"accuracy on {exps[0].name} while fine-tuning")),
+        (out / "accuracy_matrix.png",
+         lambda f: plots.matrix_heatmaps(results["strategies"], [e.name for e in exps], f,
+                                         s["scenario"])),
+        (out / "results.json", lambda f: report.write_json(f, results))]
+    made = []
+    try:
+        for f, write_file in writes:
+            if not f.exists():
+                made.append(f)
+            try:
+                write_file(f)
+            except WriteError:
+                raise
+            except OSError as e:                       # a plot on a full disk: named
+                raise WriteError(f"cannot write {f}: {e.strerror or e}") from e
+    except BaseException:
+        for f in made:
+            f.unlink(missing_ok=True)
+        raise

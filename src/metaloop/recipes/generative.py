@@ -298,6 +298,23 @@ def _check_evaluated_run(args: argparse.Namespace) -> None:
                          f"give the run's values")
 
 
+def _check_protocol_run(out: Path) -> None:
+    """ValueError if the run folder ``out`` holds a checkpoint of a meta-learning run
+    (``metaloop train`` / ``compare``), which shares the checkpoint format but is no VAE to
+    resume or measure (a damaged checkpoint is named where the run reads it)."""
+    from metaloop.train import checkpoint as ckpt
+
+    try:
+        found = out.is_dir() and ckpt.latest_checkpoint(out) is not None
+        state = ckpt.load_checkpoint(out)[1] if found else None
+    except (ValueError, OSError):
+        return
+    if state is not None and not ckpt.protocol_run(state):
+        raise ValueError(f"{out} holds a meta-learning run (metaloop train or compare, at "
+                         f"iteration {state['iteration']}), not a --protocol iwae run: give "
+                         f"the --out of a --protocol iwae run, or another --out for a new one")
+
+
 def _has_checkpoint(out: Path) -> bool:
     """Whether the run folder ``out`` holds a checkpoint (or a damaged one: kept too)."""
     from metaloop.train import checkpoint as ckpt
@@ -360,6 +377,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
     if args.record and not args.evaluate:
         raise ValueError("--record goes with --evaluate: the record is of a measured "
                         "checkpoint")
+    _check_protocol_run(Path(args.out))
     if args.evaluate:
         if args.resume or args.until_pass is not None or args.max_minutes is not None:
             raise ValueError("--evaluate measures the checkpoint; it does not train: drop "

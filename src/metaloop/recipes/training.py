@@ -19,6 +19,7 @@ from metaloop.recipes.report import prepare_out
 from metaloop.runs import load_run, saved_run
 from metaloop.train import distributed, train
 from metaloop.train.checkpoint import latest_checkpoint
+from metaloop.train.loop import check_run_dir
 
 __all__ = ["init_from", "prepare", "train_config"]
 
@@ -46,8 +47,9 @@ def prepare(out, *, config_path=None, resume: bool = False,
             training classes; the run goes on.
 
     Raises:
-        ValueError: no directory given; resuming without a checkpoint; a fresh run into a
-            directory that holds one; a bad config (naming the key), including what only
+        ValueError: no directory given; a ``ckpt-*`` directory of a run given as the run
+            directory; resuming without a checkpoint; a fresh run into a directory that
+            holds one; a bad config (naming the key), including what only
             meta-training a new run needs (``config.check_training``: ``eval.steps`` above 0
             for a solved head, Reptile's ``inner_batch`` / ``test_batch`` above the support
             set); a seed that is not an int >= 0, or one given to a resumed run.
@@ -60,6 +62,7 @@ def prepare(out, *, config_path=None, resume: bool = False,
     if not out:
         raise ValueError("give the run directory with --out DIR (or --resume DIR)")
     out = Path(out)
+    check_run_dir(out)                 # one ckpt-* directory of a run, not a run directory
     if resume and latest_checkpoint(out) is None:
         raise ValueError(f"--resume: no checkpoint in {out} (no LATEST file)")
     if config_path:

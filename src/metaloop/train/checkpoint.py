@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,6 +30,19 @@ from safetensors.torch import load_file, save_file
 FORMAT_VERSION = 1
 
 
+class WriteError(OSError, ValueError):
+    """A run's file could not be written (a full disk, a folder made read-only), naming the
+    file and the system's reason. It is an ``OSError``, and a ``ValueError`` so that the
+    command line says it in one line with exit status 2. Nothing partial is left: the
+    temporary file is removed, and ``LATEST`` still names the checkpoint before."""
+
+
+def _cannot_write(path: Path, e: OSError) -> WriteError:
+    if isinstance(e, WriteError):
+        return e
+    return WriteError(f"cannot write {path}: {e.strerror or e}")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -37,23 +51,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to path via a fsynced temporary file and a rename."""
+    """Write text to path via a fsynced temporary file and a rename.
+
+    Raises:
+        WriteError: it could not be written (naming ``path`` and why); ``path`` is as it was.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:
+        raise _cannot_write(path, e) from e
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; results are for sharing
+        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600; results are for sharing
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _cannot_write(path, e) from e
         raise
-    _fsync_dir(path.parent)
+    try:
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise _cannot_write(path, e) from e
 
 
 def sha256_file(path: Path) -> str:
@@ -84,11 +114,18 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
         iteration: completed outer iterations.
         tensors: name -> tensor (model, optimizer moments, generator states).
         state: JSON-serialisable rest (config, optimizer hyper-parameters, RNG states...).
+
+    Raises:
+        WriteError: the checkpoint could not be written (a full disk...), naming it; its
+            temporary files are removed and ``LATEST`` still names the checkpoint before.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{iteration:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}."))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}."))
+    except OSError as e:
+        raise _cannot_write(run_dir / name, e) from e
     try:
         tfile = tmp / "tensors.safetensors"
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tfile))
@@ -100,13 +137,16 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        final = run_dir / name
+        os.chmod(tmp, 0o777 & ~_umask())      # mkdtemp makes 0700: a run is for sharing,
+        final = run_dir / name                # as its LATEST and files are
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(run_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _cannot_write(run_dir / name, e) from e
         raise
     atomic_write_text(run_dir / "LATEST", name + "\n")
     # the checkpoint LATEST names is never pruned: of the others, those of earlier iterations
@@ -119,15 +159,23 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
     return final
 
 
+# The temporary names of what metaloop writes into a run folder: ``save_checkpoint``'s
+# ``.ckpt-<iteration>.<random>`` folders and ``atomic_write_text``'s ``.<name>.<random>``
+# files (LATEST, the metrics log, results, and a --protocol iwae run's curve and final test).
+_STALE = re.compile(r"\.(ckpt-\d+|LATEST|metrics\.jsonl|results\.json|curve\.json"
+                    r"|final-k\d+-n\d+\.json)\.[^.]+")
+
+
 def remove_stale(run_dir: Path) -> list[Path]:
     """Delete the temporary files a killed writer left in ``run_dir`` (``.ckpt-*`` folders,
-    ``.LATEST.*`` and other dot-files of ``atomic_write_text``); returns what was removed.
+    and the dot-files of ``atomic_write_text`` for ``LATEST``, ``metrics.jsonl``,
+    ``results.json``, ``curve.json`` and ``final-*.json``); returns what was removed.
 
     Call it only when no other process writes to ``run_dir`` (e.g. when resuming).
     """
     removed = []
     for p in Path(run_dir).glob(".*"):
-        if p.name.startswith((".ckpt-", ".LATEST.", ".metrics.jsonl.", ".results.json.")):
+        if _STALE.fullmatch(p.name):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -207,6 +255,13 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         return load_file(str(tfile)), state
     except SafetensorError as e:
         raise ValueError(f"checkpoint {tfile} is corrupt: not a safetensors file ({e})") from e
+
+
+def protocol_run(state: dict) -> bool:
+    """Whether a checkpoint's ``state`` is one of a ``metaloop vae --protocol iwae`` run (a
+    VAE: its ``settings`` and ``passes``), not of a meta-learning run (``metaloop train``,
+    ``compare``, ``ml.train``: its ``config``), which share this format."""
+    return isinstance(state.get("settings"), dict) and "passes" in state
 
 
 def extra_state(learner) -> dict[str, torch.Tensor]:

@@ -22,11 +22,13 @@ from metaloop.models.conv4 import BatchNorm
 from metaloop.tasks.batch import TaskBatch, _unchecked_batch, valid_by_construction
 from metaloop.train import distributed, graphs
 from metaloop.train.checkpoint import (
+    WriteError,
     atomic_write_text,
     extra_state,
     latest_checkpoint,
     load_checkpoint,
     load_extra_state,
+    protocol_run,
     remove_stale,
     save_checkpoint,
 )
@@ -91,10 +93,29 @@ def _check_learner(learner) -> None:
                          f"combine them")
 
 
+def check_run_dir(out) -> None:
+    """Refuse ``out`` as a run directory when it is one checkpoint of a run (a ``ckpt-*``
+    directory, which holds ``state.json``): a run resumed or started there would write its
+    checkpoints and metrics inside that checkpoint, beside the run it belongs to.
+
+    Raises:
+        ValueError: naming the checkpoint and the run directory to give instead.
+    """
+    out = Path(out)
+    if not (out / "state.json").is_file():
+        return
+    run = f"its run directory {out.parent}" if (out.parent / "LATEST").is_file() \
+        else "the run directory (the folder with LATEST)"
+    raise ValueError(f"{out} is one checkpoint of a run (it holds state.json), not a run "
+                     f"directory: a run there would write its checkpoints inside it; give "
+                     f"{run} (nothing was written)")
+
+
 def _check_fresh(out: Path) -> None:
     """Refuse a new run (no ``resume``) into ``out`` when it already holds a run: its
     checkpoints would be mixed with the new run's (the newest two are kept by iteration) and
-    its metrics log emptied."""
+    its metrics log emptied; or when it is one checkpoint of a run (``check_run_dir``)."""
+    check_run_dir(out)
     ckpt = latest_checkpoint(out)               # a damaged LATEST: ValueError naming it
     if ckpt is None:
         return
@@ -245,13 +266,19 @@ def _load_for_resume(out_dir, config, learner, precision: str,
     is applied.
 
     Raises:
-        ValueError: the run is already past ``iterations``; the config differs (naming the
-            keys), or the data's fingerprint
-            (``data``); the run was trained at another ``precision``; the checkpoint lacks
-            state or tensors a resume needs, or holds a model tensor of another shape (naming
-            them).
+        ValueError: ``out_dir`` is a checkpoint directory, or holds a ``metaloop vae
+            --protocol iwae`` run; the run is already past ``iterations``; the config
+            differs (naming the keys), or the data's fingerprint (``data``); the run was
+            trained at another ``precision``; the checkpoint lacks state or tensors a resume
+            needs, or holds a model tensor of another shape (naming them).
     """
+    check_run_dir(out_dir)
     tensors, state = load_checkpoint(out_dir)
+    if protocol_run(state):
+        raise ValueError(f"refusing to resume {out_dir}: it holds a VAE of metaloop vae "
+                         f"--protocol iwae (at pass {state['passes']}), not a meta-learning "
+                         f"run; give the run directory of a meta-learning run, or another "
+                         f"out_dir for a new one")
     if iterations is not None and state["iteration"] > iterations:
         raise ValueError(f"refusing to resume {out_dir}: the run is already at iteration "
                          f"{state['iteration']}, past the {iterations} iterations asked for; "
@@ -754,13 +781,17 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
 
     Raises:
         NonFiniteLossError: with the iteration number; the last good checkpoint is kept.
+        metaloop.train.checkpoint.WriteError: a checkpoint or metrics line could not be
+            written (a full disk...), naming the file, the reason and the checkpoint kept
+            (an OSError, and a ValueError: the command line exits 2 with its one line).
         ValueError: for non-positive iterations, meta_batch, lr, log_every,
             checkpoint_every or val_tasks, a negative val_every, val_every > 0 without a
             val_family, a seed that is not an int >= 0, a config or data that is not a
             JSON-serialisable dict, an ``Ensemble`` learner (train its members), a negative
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
-            ranks; ``resume`` without an ``out_dir``; without ``resume``, an ``out_dir``
-            that already holds a run; or on
+            ranks; ``resume`` without an ``out_dir``; an ``out_dir`` that is one
+            checkpoint (a ``ckpt-*`` directory) of a run; without ``resume``, an
+            ``out_dir`` that already holds a run; or on
             resume: a run already past ``iterations``, a config mismatch (naming the
             differing keys), another ``precision`` than the run's, another ``data``
             fingerprint, or a checkpoint that is corrupt (naming it). Nothing is written
@@ -837,6 +868,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     else:
         if out is not None:             # rank 0's verdict, before anything is written
             distributed.from_rank0(lambda: _check_fresh(out), "the run directory check")
+            if lead and out.is_dir():   # what a run killed mid-write of its first checkpoint
+                remove_stale(out)       # left (no LATEST names it yet)
         start = 0
         if shard:
             distributed.broadcast_params(learner.model)
@@ -878,8 +911,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             extra["data"] = data
         if cpu_before is not None:
             extra["cpu_seconds"] = round(cpu_before + time.process_time() - cpu_start, 2)
-        save_run(log_dir, iteration, learner, opt, generator, config,
-                 tasks_state=sampler.tasks_state(), extra=extra)
+        try:
+            save_run(log_dir, iteration, learner, opt, generator, config,
+                     tasks_state=sampler.tasks_state(), extra=extra)
+        except WriteError as e:                                # a full disk: named
+            raise WriteError(f"{e}{kept(saved)}") from e
 
     bar = tqdm(range(start, iterations), desc=desc, disable=not (progress and lead),
                initial=start, total=iterations, dynamic_ncols=True, leave=False,
@@ -925,7 +961,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                     val = {f"val_{k}": r[k]["mean"][0] for k in ("loss", "accuracy") if k in r}
                 if logged:
                     last = window.read()
-                    _log(log_dir, it + 1, last, val if is_val else None)
+                    try:
+                        _log(log_dir, it + 1, last, val if is_val else None)
+                    except OSError as e:                   # a full disk: named
+                        raise WriteError(f"cannot write {log_dir / 'metrics.jsonl'}: "
+                                         f"{e.strerror or e}{kept(saved)}") from e
                     bar.set_postfix({k: f"{v:.3g}" for k, v in {**last, **(val or {})}.items()},
                                     refresh=False)
                 stopping = agreed if shard else stop.name is not None
