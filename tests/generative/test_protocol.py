@@ -114,6 +114,43 @@ def test_sigterm_stops_after_the_pass_with_a_checkpoint(images, x_test, tmp_path
     assert signal.getsignal(signal.SIGTERM) == before             # the handler is restored
 
 
+def test_a_second_signal_stops_at_once_and_an_ignored_one_stays_ignored(images, x_test,
+                                                                        tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from metaloop.train import signals
+
+    measure = P.curve_evaluator(x_test, TINY)
+    clock = iter([0.0, 5.0])                   # the second press comes 5 s after the first
+    monkeypatch.setattr(signals.time, "monotonic", lambda: next(clock))
+
+    def curve_then_two_presses(model):
+        point = measure(model)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return point
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+        P.train_protocol(images, tmp_path / "run", TINY, curve_fn=curve_then_two_presses)
+    assert signal.getsignal(signal.SIGINT) == before             # the handler is restored
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)       # nohup-style: ignored stays so
+    try:
+        def curve_then_press(model):
+            point = measure(model)
+            os.kill(os.getpid(), signal.SIGINT)
+            return point
+
+        out = P.train_protocol(images, tmp_path / "ignored", TINY, until_pass=2,
+                               curve_fn=curve_then_press)
+        assert out["passes"] == 2 and out["interrupted"] is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_an_interrupted_checkpoint_write_leaves_the_previous_one(images, x_test, tmp_path,
                                                                   monkeypatch):
     _train(images, x_test, tmp_path / "straight", until_pass=6)

@@ -30,11 +30,8 @@ import json
 import math
 import numbers
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -48,6 +45,7 @@ from metaloop.generative.bounds import elbo, evaluate_bounds, iwae_bound
 from metaloop.generative.nets import check_number, check_positive, logit_of_mean
 from metaloop.generative.vae import VAE
 from metaloop.train import checkpoint as ckpt
+from metaloop.train.signals import StopSignals
 
 PROTOCOLS = ("iwae",)
 
@@ -203,26 +201,6 @@ def _restore(tensors: dict[str, torch.Tensor], model: VAE, opt: torch.optim.Adam
     g.set_state(tensors["generator"])
 
 
-@contextmanager
-def _stop_on_signals():
-    """Turn SIGTERM/SIGINT into a flag, so the loop can checkpoint and stop between passes;
-    ``flag["stop"]`` is then the signal's name (``"SIGINT"``)."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        flag["stop"] = signal.Signals(signum).name
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
 def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSettings, *,
                    resume: bool = False, until_pass: int | None = None,
                    max_minutes: float | None = None,
@@ -318,7 +296,7 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
                 f"last curve point {json.dumps(last)}")
 
     model.train()
-    with _stop_on_signals() as flag:
+    with StopSignals() as stop:
         while passes < stop_at:
             stage, lr = stage_of(passes, schedule)
             for group in opt.param_groups:
@@ -345,13 +323,13 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
                               "eval_cpu_s": round(time.process_time() - cpu1, 1)})
             out_of_time = (max_minutes is not None
                            and time.perf_counter() - wall0 >= 60 * max_minutes)
-            stopping = passes >= stop_at or out_of_time or flag["stop"]
+            stopping = passes >= stop_at or out_of_time or stop.name is not None
             if stopping or passes in ends or passes % s.checkpoint_every == 0:
                 save()
             if stopping:
                 break
     return {"passes": passes, "total_passes": total, "done": passes >= total,
-            "interrupted": flag["stop"] or None, "train_cpu_s": cpu_s, "curve": curve,
+            "interrupted": stop.name, "train_cpu_s": cpu_s, "curve": curve,
             "settings": asdict(s), "sessions": sessions}
 
 

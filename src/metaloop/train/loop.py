@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import signal
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +30,7 @@ from metaloop.train.checkpoint import (
     remove_stale,
     save_checkpoint,
 )
+from metaloop.train.signals import StopSignals as _StopSignals
 
 
 class NonFiniteLossError(RuntimeError):
@@ -572,40 +571,6 @@ class _FiniteGuard:
         loss = float(loss) if torch.is_tensor(loss) else loss
         raise NonFiniteLossError(f"non-finite meta-loss/gradient at iteration {iteration} "
                                  f"(loss {loss})" + self.where)
-
-
-class _StopSignals:
-    """Turns SIGINT (Ctrl-C) and SIGTERM into a request to stop after the current iteration.
-
-    The loop then writes a checkpoint and raises KeyboardInterrupt, so the run resumes
-    exactly. A second signal more than a second after the first raises KeyboardInterrupt at
-    once (torchrun forwards the terminal's Ctrl-C, so one press can arrive twice); the last
-    checkpoint is kept. Active in the main thread only; signals set to be ignored stay ignored.
-    """
-
-    def __init__(self):
-        self.name: str | None = None
-        self._first = 0.0
-        self._old: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) is not signal.SIG_IGN:
-                    self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        now = time.monotonic()
-        if self.name is None:
-            self.name, self._first = signal.Signals(signum).name, now
-        elif now - self._first > 1.0:
-            raise KeyboardInterrupt(f"stopped at once by a second {signal.Signals(signum).name}"
-                                    f"; the current iteration is lost")
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 def _step_gradient(learner, batch, shard, stop: _StopSignals, iteration: int):
