@@ -227,6 +227,18 @@ def test_nonpositive_lam_is_rejected(lam):
 
 
 @pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("N,D", REGIMES)
+def test_a_lam_too_small_for_the_features_is_named_as_such(loss, N, D):
+    # all-zero features (a dead backbone): the Newton system is lam I, and lam=1e-50 is 0 in
+    # float32. On either side the error names lam, not NaN features, nor torch's LinAlgError.
+    phi, labels = _data(1, N, D, 3)
+    with pytest.raises(ValueError, match=r"newton_head: the Newton system is singular in "
+                       r"torch.float32: lam=1e-50 is too small .*raise lam"):
+        newton_head(torch.zeros_like(phi, dtype=torch.float32), labels, 3, lam=1e-50,
+                    loss=loss)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("bad", [-1, 3])
 def test_labels_out_of_range_are_rejected(loss, bad):
     phi, labels = _data(2, 6, 4, 3)

@@ -111,6 +111,21 @@ def test_nonpositive_lam_is_rejected(lam):
         ridge_head(phi, y, lam=lam)
 
 
+@pytest.mark.parametrize("N,D", [(4, 6), (6, 3)])
+def test_a_lam_too_small_for_a_singular_gram_matrix_is_named_as_such(N, D):
+    # duplicate support examples (N < D) or duplicate feature columns (N >= D): the Gram
+    # matrix is exactly singular, and lam=1e-50 vanishes beside it in float32. The features
+    # are finite, so the error must not blame NaN or inf.
+    eye = torch.eye(max(N, D))
+    phi = (eye[[0, 1] * (N // 2), :D] if N < D else eye[:N, [0, 0, 1]])[None]   # [1, N, D]
+    y = torch.eye(2)[torch.arange(N) % 2][None]                                     # [1, N, 2]
+    with pytest.raises(ValueError, match=r"ridge_head: the regularised Gram matrix is singular "
+                       r"in torch.float32: lam=1e-50 is too small .*rank-deficient "
+                       r"features.*raise lam or compute in float64"):
+        ridge_head(phi, y, lam=1e-50)
+    assert torch.isfinite(ridge_head(phi, y, lam=1e-3)).all()
+
+
 @pytest.mark.parametrize("lam,match", [(torch.ones(2), "0-dim"), ("1", "float"), (True, "float"),
                                        (torch.tensor(1), "0-dim float")])
 def test_lam_of_wrong_kind_is_rejected(lam, match):

@@ -155,6 +155,112 @@ def test_losses_refuse_shapes_torch_would_broadcast():
             torch.zeros(2, 5, 2)))                              # 2 targets, 1 output
 
 
+@pytest.mark.parametrize("make", [
+    lambda b: ml.meta.MAML(mlp(), loss="ce", batching=b),
+    lambda b: ml.meta.ANIL(mlp(), loss="ce", batching=b),
+    lambda b: ml.meta.Reptile(mlp(), loss="ce", batching=b),
+    lambda b: ml.meta.Pretrain(mlp(), loss="ce", batching=b),
+    lambda b: ml.meta.Scratch(mlp(), loss="ce", batching=b),
+], ids=["maml", "anil", "reptile", "pretrain", "scratch"])
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_cross_entropy_on_regression_targets_is_named_not_a_zero_gradient(make, batching):
+    """loss="ce" read sinusoid targets [B, S, 1] as the probabilities of one class: the loss
+    was 0 and every meta-gradient exactly zero, so training ran and learned nothing."""
+    learner = make(batching)
+    for call in (learner.meta_loss, learner.meta_gradient):
+        with pytest.raises(ValueError, match=r"loss='ce' needs int64 class labels, but this "
+                                             r"TaskBatch holds float regression targets "
+                                             r"\[2, 5, 1\]; use loss='mse'"):
+            call(regression_batch())
+
+
+def test_mse_on_class_labels_is_named_by_the_learner():
+    with pytest.raises(ValueError, match=r"loss='mse' needs float regression targets, but "
+                                         r"this TaskBatch holds int64 class labels; use "
+                                         r"loss='ce'"):
+        ml.meta.MAML(Conv4(1, 4, 3, image_size=16), loss="mse").meta_gradient(
+            classification_batch())
+
+
+@pytest.mark.parametrize("make", [
+    lambda net, b: ml.meta.MAML(net, batching=b),
+    lambda net, b: ml.meta.Reptile(net, batching=b),
+    lambda net, b: ml.meta.Pretrain(net, batching=b),
+], ids=["maml", "reptile", "pretrain"])
+def test_dropout_in_training_mode_runs_the_loop_and_vmap_names_it(make):
+    """batching="auto" picked vmap for an MLP with dropout, whose random draws vmap refuses:
+    meta_gradient, meta_loss and evaluate failed with torch's RuntimeError. Now "auto" picks
+    the loop, and "vmap" names the layer; in eval mode (no random draws) vmap runs."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                              torch.nn.Linear(8, 1))
+    learner = make(net, "auto")
+    assert learner.batching == "loop"
+    learner.meta_gradient(regression_batch())
+    batch = regression_batch()
+    with pytest.raises(ValueError, match=r"batching='vmap' cannot run 2 \(Dropout\): in "
+                                         r"training mode dropout draws random numbers.*eval "
+                                         r"mode"):
+        learner.adapt_path_batched(batch.support_x, batch.support_y)
+    with pytest.raises(ValueError, match=r"cannot run 2 \(Dropout\)"):
+        make(net, "vmap")
+    net.eval()
+    loop, vmap = make(net, "loop"), make(net, "auto")
+    assert vmap.batching == "vmap"
+    a, b = loop.meta_gradient(batch), vmap.meta_gradient(batch)
+    assert all(torch.allclose(a[n], b[n], rtol=1e-5, atol=1e-7) for n in a)
+
+
+def test_r2d2_with_a_dropout_backbone_runs_the_loop():
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor([[0, 1, 2, 0, 1, 2]] * 2)
+    batch = ml.TaskBatch(torch.randn(2, 6, 4, generator=g), y, torch.randn(2, 6, 4, generator=g),
+                         y)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.2))
+    learner = ml.meta.R2D2(net)
+    assert learner.batching == "loop"
+    assert learner.meta_loss(batch)[0].isfinite()
+
+
+class TorchBatchNormNet(torch.nn.Module):
+    """conv -> torch's BatchNorm2d -> ReLU -> spatial mean (features) -> linear head."""
+
+    def __init__(self, bn: torch.nn.Module):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(1, 4, 3, padding=1), bn
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x, head=True):
+        h = torch.relu(self.bn(self.conv(x))).mean((2, 3))
+        return self.head(h) if head else h
+
+
+@pytest.mark.parametrize("make", [
+    lambda net, t: ml.meta.ProtoNet(net, transductive=t),
+    lambda net, t: ml.meta.R2D2(net, transductive=t),
+    lambda net, t: ml.meta.Reptile(net, 0.1, 1, loss="ce", transductive=t),
+], ids=["protonet", "r2d2", "reptile"])
+def test_non_transductive_scoring_refuses_torch_batchnorm_by_name(make):
+    """transductive=False records and reuses the support statistics of metaloop's BatchNorm
+    only: with torch's BatchNorm2d, each query's score still depended on the other queries
+    while the learner reported "non-transductive"."""
+    bn = torch.nn.BatchNorm2d(4, track_running_stats=False)
+    with pytest.raises(ValueError, match=r"transductive=False .* but (backbone\.)?bn "
+                                         r"\(BatchNorm2d\) would still normalise a task's "
+                                         r"queries together"):
+        make(TorchBatchNormNet(bn), False)
+    learner = make(TorchBatchNormNet(bn), True)
+    with pytest.raises(ValueError, match=r"bn \(BatchNorm2d\)"):
+        learner.transductive = False                               # set afterwards
+    assert learner.transductive and learner.evaluation == "transductive"
+    # in eval mode with running statistics, each query is normalised on its own: allowed
+    frozen = make(TorchBatchNormNet(torch.nn.BatchNorm2d(4)).eval(), False)
+    b = classification_batch()
+    sx, sy, qx, _ = b.task(0)
+    params = frozen.adapt(sx, sy)
+    torch.testing.assert_close(frozen.predict(params, qx[:1]), frozen.predict(params, qx)[:1])
+
+
 def test_a_batch_on_another_device_than_the_model_is_named():
     learner = ml.meta.MAML(mlp().to("meta"))
     with pytest.raises(ValueError, match=r"support_x is on cpu but the model's parameters are "

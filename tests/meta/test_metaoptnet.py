@@ -63,11 +63,16 @@ def solve_ref(fs, sy, head):
     return W_star.detach() - torch.linalg.solve(H.reshape(d, d), g.reshape(d)).reshape(W.shape)
 
 
-def reference_loss(p, batch, head, detach=None, prefix="backbone."):
+def reference_loss(p, batch, head, detach=None, prefix="backbone.", transductive=True):
+    """Mean over tasks of the query cross-entropy; not ``transductive``: the queries
+    normalised with the support set's BatchNorm statistics."""
     losses = []
     for i in range(batch.num_tasks):
         sx, sy, qx, qy = batch.task(i)
-        fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
+        if transductive:
+            fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
+        else:
+            fs, fq = shared.support_normalised_features_ref(p, sx, qx, prefix)
         W = solve_ref(fs, sy, head)
         losses.append(F.cross_entropy(p["log_scale"].exp() * (fq @ W), qy))
     return torch.stack(losses).mean()
@@ -113,6 +118,21 @@ def test_vmap_meta_gradient_matches_lbfgs_ift_reference(head):
     batch = make_batch()
     ref = shared.reference_grad(reference_loss, learner.model, batch, head)
     shared.assert_close_rel(learner.meta_gradient(batch), ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("head,grad", [("logistic", "unrolled"), ("svm", "implicit")])
+def test_non_transductive_meta_gradient_matches_lbfgs_ift_reference(head, grad):
+    """``transductive=False``: the queries normalised with the support set's BatchNorm
+    statistics, which stay in the graph."""
+    learner = make_learner(head, grad, transductive=False)
+    assert learner.batching == "loop" and learner.evaluation == "non-transductive"
+    batch = make_batch()
+    ref = shared.reference_grad(reference_loss, learner.model, batch, head, transductive=False)
+    shared.assert_close_rel(learner.meta_gradient(batch), ref, rtol=1e-6)
+    loss = reference_loss(dict(learner.model.named_parameters()), batch, head,
+                          transductive=False).detach()
+    torch.testing.assert_close(learner.meta_loss(batch)[0].detach(), loss, rtol=1e-9,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("resnet", [False, True], ids=["conv4", "resnet12"])

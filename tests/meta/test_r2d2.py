@@ -33,13 +33,20 @@ def ridge_ref(fs, y_onehot, lam, intercept):
     return sol[:d], sol[d]
 
 
-def reference_loss(p, batch, intercept=True, detach=None, prefix="backbone."):
-    """Mean over tasks of the query cross-entropy, one task at a time."""
+def reference_loss(p, batch, intercept=True, detach=None, prefix="backbone.",
+                   transductive=True, lam=None):
+    """Mean over tasks of the query cross-entropy, one task at a time; not ``transductive``:
+    the queries normalised with the support set's BatchNorm statistics; ``lam``: a fixed
+    ridge strength (default the learned ``exp(log_lam)``)."""
     losses = []
     for i in range(batch.num_tasks):
         sx, sy, qx, qy = batch.task(i)
-        fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
-        W, b = ridge_ref(fs, F.one_hot(sy, WAYS).to(DT), p["log_lam"].exp(), intercept)
+        if transductive:
+            fs, fq = shared.task_features_ref(p, sx, qx, prefix, detach)
+        else:
+            fs, fq = shared.support_normalised_features_ref(p, sx, qx, prefix)
+        lam_i = p["log_lam"].exp() if lam is None else lam
+        W, b = ridge_ref(fs, F.one_hot(sy, WAYS).to(DT), lam_i, intercept)
         losses.append(F.cross_entropy(p["log_scale"].exp() * (fq @ W + b), qy))
     return torch.stack(losses).mean()
 
@@ -74,6 +81,26 @@ def test_meta_gradient_matches_per_task_normal_equations(hidden, batching, inter
         assert got[n].abs().max() > 0, n
     # Conv4's linear head is unused by the features: zero, not missing
     assert torch.equal(got["backbone.head.weight"], torch.zeros_like(got["backbone.head.weight"]))
+
+
+@pytest.mark.parametrize("hidden", [8, 4])
+@pytest.mark.parametrize("intercept,learn_lam", [(True, True), (False, False)])
+def test_non_transductive_meta_gradient_matches_support_normalised_reference(hidden, intercept,
+                                                                          learn_lam):
+    """``transductive=False``: the queries go through BatchNorm with the support set's
+    statistics, which stay in the graph; with and without the intercept and a learned lam."""
+    learner = make_learner(hidden, transductive=False, intercept=intercept, learn_lam=learn_lam)
+    assert learner.batching == "loop" and learner.evaluation == "non-transductive"
+    batch = make_batch()
+    lam = None if learn_lam else 0.7
+    ref = shared.reference_grad(reference_loss, learner.model, batch, intercept=intercept,
+                                transductive=False, lam=lam)
+    got = learner.meta_gradient(batch)
+    shared.assert_close_rel(got, ref, rtol=1e-8)
+    assert ("log_lam" in got) == learn_lam and got["backbone.body.0.conv.weight"].abs().max() > 0
+    loss = reference_loss(dict(learner.model.named_parameters()), batch, intercept,
+                          transductive=False, lam=lam)
+    torch.testing.assert_close(learner.meta_loss(batch)[0], loss, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("resnet", [False, True], ids=["conv4", "resnet12"])

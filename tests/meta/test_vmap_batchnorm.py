@@ -220,3 +220,89 @@ def test_recomputed_inner_loop_matches_the_unrolled_reference(method, first_orde
         p.grad = None
     learner.meta_loss(batch)[0].backward()
     assert_close({n: p.grad for n, p in params.items()}, ref)
+
+
+@pytest.mark.parametrize("make", [
+    lambda net, b: MAML(net, 0.4, 1, first_order=True, loss="ce", batching=b),
+    lambda net, b: ANIL(net, 0.4, 1, loss="ce", batching=b),
+    lambda net, b: ml.meta.Reptile(net, 0.4, 1, loss="ce", batching=b),
+    lambda net, b: ml.meta.R2D2(net, batching=b),
+    lambda net, b: ml.meta.ProtoNet(net, batching=b),
+], ids=["fomaml", "anil", "reptile", "r2d2", "protonet"])
+def test_vmap_refuses_batchnorm_running_statistics_by_name(make):
+    """A torch BatchNorm that tracks running statistics updates them in place in training
+    mode, which vmap over tasks cannot do (torch failed deep inside with a RuntimeError): the
+    learner names the layer when built. Without running statistics, or in eval mode, vmap
+    runs and gives the loop's meta-gradient."""
+    torch.manual_seed(0)
+    batch = _batch(size=8)
+    with pytest.raises(ValueError, match=r"batching='vmap' cannot run norm \(BatchNorm2d\).*"
+                                         r"running statistics.*track_running_stats=False"):
+        make(SmallNet(nn.BatchNorm2d(4)), "vmap")
+    assert make(SmallNet(nn.BatchNorm2d(4)), "auto").batching == "loop"
+    net = SmallNet(nn.BatchNorm2d(4, track_running_stats=False))
+    assert_close(make(net, "vmap").meta_gradient(batch), make(net, "loop").meta_gradient(batch))
+    frozen = SmallNet(nn.BatchNorm2d(4)).eval()               # running statistics, not updated
+    assert make(frozen, "vmap").batching == "vmap"
+
+
+def test_maml_batching_set_to_vmap_afterwards_refuses_running_statistics():
+    net = SmallNet(nn.BatchNorm2d(4))
+    learner = MAML(net, 0.4, 1, first_order=True, loss="ce", batching="loop")
+    learner.batching = "vmap"
+    with pytest.raises(ValueError, match=r"cannot run norm \(BatchNorm2d\)"):
+        learner.meta_gradient(_batch(size=8))
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap", "threads"])
+@pytest.mark.parametrize("first_order", [False, True], ids=["second", "first"])
+@pytest.mark.parametrize("method", [MAML, ANIL], ids=["maml", "anil"])
+def test_learned_step_sizes_with_a_zero_head_match_the_unrolled_reference(method, first_order,
+                                                                         batching):
+    """``learn_lr`` and ``head_init="zero"`` together, on every batching: each task starts
+    from a zero head of its size, and the table's distinct entries scale each step."""
+    torch.manual_seed(1)
+    if batching == "threads":         # 2 workers (conftest restores the thread count)
+        torch.set_num_threads(2)
+    model = Conv4(1, 4, 7, image_size=16).double()
+    learner = method(model, 0.3, 2, first_order, loss="ce", head_init="zero", learn_lr=True,
+                     batching=batching)
+    with torch.no_grad():
+        table = learner.model.inner_lr                               # [2, adapted]
+        table.copy_(0.3 * (1 + 0.3 * torch.rand(table.shape,
+                                                generator=torch.Generator().manual_seed(5))))
+    batch = _batch()
+    params = dict(learner.model.named_parameters())        # net.* and inner_lr
+    net = {n[len("net."):]: v for n, v in params.items() if n.startswith("net.")}
+    zero = {"head.weight": torch.zeros(3, model.feature_dim, requires_grad=True),
+            "head.bias": torch.zeros(3, requires_grad=True)}
+    loss = unrolled_meta_loss(conv4_ref, net, batch, params["inner_lr"], learner.inner.names,
+                              not first_order, start=zero)
+    got = learner.meta_gradient(batch)
+    assert_close(got, grad_dict(loss, params))
+    # a zero head passes no gradient to the body at the first step (that row's body entries
+    # are 0); the head weight's step sizes get one at both steps
+    assert got["inner_lr"][:, learner.inner.names.index("head.weight")].abs().min() > 0
+    assert not got["net.head.weight"].any()
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap", "threads"])
+@pytest.mark.parametrize("first_order", [False, True], ids=["second", "first"])
+def test_adapting_the_body_only_matches_the_unrolled_reference(first_order, batching):
+    """``adapt`` a predicate that leaves the head out of the inner loop (the reverse of
+    ANIL): the head still gets its outer gradient."""
+    torch.manual_seed(1)
+    if batching == "threads":         # 2 workers (conftest restores the thread count)
+        torch.set_num_threads(2)
+    model = Conv4(1, 4, 3, image_size=16).double()
+    learner = MAML(model, 0.4, 2, first_order, loss="ce", batching=batching,
+                   adapt=lambda n: not n.startswith("head."))
+    params = dict(model.named_parameters())
+    body = [n for n in params if not n.startswith("head.")]
+    assert learner.inner.names == body
+    batch = _batch()
+    ref = unrolled_meta_gradient(conv4_ref, params, batch, [[0.4] * len(body)] * 2, body,
+                                 not first_order)
+    got = learner.meta_gradient(batch)
+    assert_close(got, ref)
+    assert got["head.weight"].abs().max() > 0

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from metaloop.adapt._checks import check_choice, check_features, check_int, check_labels, check_lam
+from metaloop.adapt.ridge_head import singular_system
 from metaloop.tasks.batch import values_trusted
 
 __all__ = ["newton_head", "svm_head"]
@@ -139,13 +140,11 @@ class _Primal:
             phi, S, lam = phi.detach(), S.detach(), _detach(lam)
         H = torch.einsum("bnd,bncf,bne->bdcef", phi, S, phi)        # [B, D, C, D, C]
         H = H.reshape(B, D * C, D * C)                              # [B, DC, DC]
-        H = H + lam * torch.eye(D * C, dtype=W.dtype, device=W.device)
+        eye = torch.eye(D * C, dtype=W.dtype, device=W.device)
         try:
-            chol = torch.linalg.cholesky(H)                         # [B, DC, DC]
-        except torch.linalg.LinAlgError as e:   # lam > 0 was checked: NaN / inf get here
-            raise ValueError("newton_head: the Newton system is not positive-definite: the "
-                             "features (or a tensor lam) hold NaN or inf values, or are too "
-                             "large for their dtype") from e
+            chol = torch.linalg.cholesky(H + lam * eye)             # [B, DC, DC]
+        except torch.linalg.LinAlgError as e:   # lam > 0 was checked
+            raise singular_system("newton_head", "the Newton system", H, lam) from e
         d = torch.cholesky_solve(g.reshape(B, D * C, 1), chol)      # [B, DC, 1]
         d = d.reshape(B, D, C)                                      # [B, D, C]
         with torch.no_grad():
@@ -182,8 +181,11 @@ class _Representer:
             K, S, lam = K.detach(), S.detach(), _detach(lam)
         M = torch.einsum("bncf,bnm->bncmf", S, K)                   # [B, N, C, N, C]
         M = M.reshape(B, N * C, N * C)                              # [B, NC, NC]
-        M = M + lam * torch.eye(N * C, dtype=A.dtype, device=A.device)
-        d = torch.linalg.solve(M, resid.reshape(B, N * C, 1))      # [B, NC, 1]
+        eye = torch.eye(N * C, dtype=A.dtype, device=A.device)
+        try:
+            d = torch.linalg.solve(M + lam * eye, resid.reshape(B, N * C, 1))   # [B, NC, 1]
+        except torch.linalg.LinAlgError as e:   # lam > 0 was checked
+            raise singular_system("newton_head", "the Newton system", M, lam) from e
         d = d.reshape(B, N, C)                                      # [B, N, C]
         with torch.no_grad():
             slope = (resid * (self.K @ d)).sum(dim=(1, 2))          # [B]
@@ -279,9 +281,10 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
     Raises:
         ValueError: on bad shapes or dtypes, ``lam <= 0``, labels out of range, a class with
-            no support example in some task, an unknown ``loss`` / ``grad``, or (when
-            N >= D, found by the Cholesky factorisation at no cost to valid input) features
-            with NaN or inf values.
+            no support example in some task, an unknown ``loss`` / ``grad``, or a Newton
+            system its factorisation finds singular (at no cost to valid input): features
+            with NaN or inf values (always found when N >= D), or a ``lam`` too small for
+            the features' scale in their dtype, each named as such.
     """
     fn = "newton_head"
     check_features(fn, features)

@@ -6,6 +6,7 @@ and the ridge strength, so gradients reach the feature extractor through plain a
 
 from __future__ import annotations
 
+import math
 from typing import Literal, overload
 
 import torch
@@ -44,8 +45,10 @@ def ridge_head(features, targets, lam=1.0, intercept=False):
 
     Raises:
         ValueError: when shapes, dtypes or devices disagree, when ``lam <= 0``, or when the
-            features hold NaN or inf (found by the Cholesky factorisation, so valid input
-            costs no extra check).
+            Cholesky factorisation fails (so valid input costs no extra check): features
+            holding NaN or inf, or a ``lam`` too small for the features' scale in their dtype
+            (rank-deficient features: duplicate or collinear support examples or feature
+            dimensions), each named as such.
     """
     check_features("ridge_head", features)
     check_targets("ridge_head", targets, features)
@@ -77,11 +80,28 @@ def _spd_solve(a: torch.Tensor, lam: float | torch.Tensor, rhs: torch.Tensor) ->
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)   # [K, K]
     try:
         chol = torch.linalg.cholesky(a + lam * eye)                 # [B, K, K]
-    except torch.linalg.LinAlgError as e:   # lam > 0 was checked: NaN / inf get here
-        raise ValueError("ridge_head: the regularised Gram matrix is not positive-definite: "
-                         "the features (or a tensor lam) hold NaN or inf values, or are too "
-                         "large for their dtype") from e
+    except torch.linalg.LinAlgError as e:   # lam > 0 was checked
+        raise singular_system("ridge_head", "the regularised Gram matrix", a, lam) from e
     return torch.cholesky_solve(rhs, chol)                          # [B, K, C]
+
+
+def singular_system(fn: str, what: str, a: torch.Tensor, lam: float | torch.Tensor
+                    ) -> ValueError:
+    """The error for a system ``a + lam I`` (``a`` ``[B, K, K]``, PSD or, for the Newton
+    heads, with non-negative eigenvalues) that its factorisation found singular, naming the
+    cause: non-finite features (``a`` not finite), or a lam too small for the features' scale
+    in their dtype (rank-deficient features leave ``a`` singular). Only called on that
+    failing path, so valid input reads nothing back."""
+    lam = float(lam.detach()) if isinstance(lam, torch.Tensor) else float(lam)
+    if not (bool(torch.isfinite(a).all()) and math.isfinite(lam)):
+        return ValueError(f"{fn}: {what} is not finite: the features (or a tensor lam) hold "
+                          f"NaN or inf values, or are too large for {a.dtype}")
+    top = float(a.diagonal(dim1=-2, dim2=-1).abs().max())
+    return ValueError(f"{fn}: {what} is singular in {a.dtype}: lam={lam:.3g} is too small "
+                      f"against the features' scale (largest diagonal entry {top:.3g}) for "
+                      f"rank-deficient features (duplicate or collinear support examples, "
+                      f"or feature dimensions that are zero or collinear); raise lam or "
+                      f"compute in float64")
 
 
 def head_logits(features: torch.Tensor, W: torch.Tensor,

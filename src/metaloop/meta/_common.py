@@ -123,9 +123,16 @@ class AdaptsBySGD:
     def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
         """All tasks of a batch at once under ``vmap``: params after 0..steps steps, each
         tensor with a leading task dim ``[B, ...]``. Inputs ``[B, S, ...]``. Detached.
+
+        Raises:
+            ValueError: inputs on another device or in another dtype than the network, or
+                a network that vmap cannot run (``vmap_refusal``).
         """
         check_inputs(type(self).__name__, self.inner.model, support_x=support_x,
                      support_y=support_y)
+        refusal = vmap_refusal(self.inner.model)
+        if refusal:
+            raise ValueError(refusal)
         net, lrs = split_lrs(self.model, detach(dict(self.model.named_parameters())))
         start = self.inner.start(net, support_y)
         inner = labels_checked(self.inner, support_y)
@@ -144,7 +151,12 @@ class ScoresEitherWay:
     """The switch that Reptile and the solved heads share: ``transductive`` (True: a task's
     queries are normalised together by BatchNorm; False: each with its support set's
     statistics, ``metaloop.models.bn_stats``), changeable after construction, and the
-    ``evaluation`` label that records and printed results carry."""
+    ``evaluation`` label that records and printed results carry.
+
+    False is refused (ValueError naming the layers) for a ``model`` with torch BatchNorm
+    layers that normalise with their batch's statistics (``batch_statistics_layers``): only
+    metaloop's own ``BatchNorm`` takes the support set's, so the queries would still be
+    scored together."""
 
     _transductive: bool = True
 
@@ -157,6 +169,14 @@ class ScoresEitherWay:
     def transductive(self, value: bool) -> None:
         if not isinstance(value, bool):
             raise ValueError(f"transductive must be True or False, got {value!r}")
+        layers = [] if value else batch_statistics_layers(getattr(self, "model", None))
+        if layers:
+            raise ValueError(f"transductive=False normalises the queries with the support "
+                             f"set's statistics in metaloop.models.conv4.BatchNorm layers "
+                             f"only, but {', '.join(layers[:3])}"
+                             f"{' ...' if len(layers) > 3 else ''} would still normalise a "
+                             f"task's queries together (each query's score would depend on "
+                             f"the others); use metaloop's BatchNorm, or transductive=True")
         self._transductive = value
 
     @property
@@ -165,35 +185,104 @@ class ScoresEitherWay:
         return "transductive" if self.transductive else "non-transductive"
 
 
+def batch_statistics_layers(model: nn.Module | None) -> list[str]:
+    """torch's BatchNorm layers of ``model`` that normalise with the statistics of the batch
+    they are given (training mode, or no running statistics), as ``"name (Type)"``:
+    non-transductive scoring cannot give them the support set's statistics
+    (``metaloop.models.bn_stats`` does that for metaloop's own ``BatchNorm``)."""
+    if not isinstance(model, nn.Module):
+        return []
+    return [f"{n or type(model).__name__} ({type(m).__name__})"
+            for n, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and (m.training or not m.track_running_stats)]
+
+
+def vmap_refusal(model: nn.Module) -> str | None:
+    """Why ``model`` cannot run under ``torch.func.vmap`` over tasks now, or None, naming the
+    layers (torch's own error would name neither them nor what to do):
+
+    * torch's BatchNorm/InstanceNorm layers in training mode with ``track_running_stats``
+      update their running statistics in place on every call, which vmap refuses (one
+      unbatched buffer for a batch of tasks);
+    * dropout layers in training mode draw random numbers, which vmap refuses by default.
+
+    Both are read from the layers' current ``training`` flags (in eval mode neither applies).
+    """
+    stats = [f"{n or type(model).__name__} ({type(m).__name__})"
+             for n, m in model.named_modules()
+             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+             and m.training]
+    drop = [f"{n or type(model).__name__} ({type(m).__name__})"
+            for n, m in model.named_modules()
+            if isinstance(m, nn.modules.dropout._DropoutNd) and m.training]
+    if stats:
+        return (f"batching='vmap' cannot run {', '.join(stats[:3])}"
+                f"{' ...' if len(stats) > 3 else ''}: in training mode with "
+                f"track_running_stats=True it updates its running statistics in place, which "
+                f"torch.func.vmap over tasks does not allow; use batching='loop' or 'auto', "
+                f"or build the layers with track_running_stats=False (batch statistics only, "
+                f"as metaloop.models.conv4.BatchNorm)")
+    if drop:
+        return (f"batching='vmap' cannot run {', '.join(drop[:3])}"
+                f"{' ...' if len(drop) > 3 else ''}: in training mode dropout draws random "
+                f"numbers, which torch.func.vmap over tasks does not allow; use "
+                f"batching='loop' or 'auto' (the loop for such a model), or put the dropout "
+                f"layers in eval mode")
+    return None
+
+
 def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> str:
     """"loop", "vmap" or "threads" from "loop" | "vmap" | "threads" | "auto" (vmap for
-    plain MLP-like models, else loop). "threads" only where the learner supports it
-    (``threads``), for models without buffers."""
+    plain MLP-like models, else loop: for convolutions, normalisation layers, and what vmap
+    cannot run, ``vmap_refusal``). "threads" only where the learner supports it
+    (``threads``), for models without buffers; "vmap" not for what ``vmap_refusal`` names
+    (torch BatchNorm layers that update running statistics, dropout in training mode).
+
+    Raises:
+        ValueError: an unknown ``batching``, or one the model cannot run, naming why.
+    """
     allowed = ("loop", "vmap", "threads", "auto") if threads else ("loop", "vmap", "auto")
     if batching not in allowed:
         raise ValueError(f"batching must be one of {', '.join(map(repr, allowed))}, "
                          f"got {batching!r}")
     if batching == "threads":
         check_threadable(model)
+    if batching == "vmap":
+        refusal = vmap_refusal(model)
+        if refusal:
+            raise ValueError(refusal)
     if batching != "auto":
         return batching
     heavy = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.LayerNorm)
     plain = not any(isinstance(m, heavy) or "Norm" in type(m).__name__ for m in model.modules())
-    return "vmap" if plain else "loop"
+    return "vmap" if plain and vmap_refusal(model) is None else "loop"
 
 
-def check_batch(batch, model: nn.Module | None = None) -> TaskBatch:
-    """``batch`` if it is a TaskBatch whose tensors suit ``model`` (``check_inputs``).
+def check_batch(batch, model: nn.Module | None = None, loss=None) -> TaskBatch:
+    """``batch`` if it is a TaskBatch whose tensors suit ``model`` (``check_inputs``) and,
+    for a built-in ``loss`` name, whose labels are that loss's kind: int64 class labels for
+    "ce", float regression targets for "mse" (cross-entropy would read float targets ``[B,
+    S, out]`` as class probabilities: with one output its value is 0 and every gradient
+    zero, and meta-training would run without learning anything).
 
     Raises:
-        ValueError: not a TaskBatch, or one on another device or in another float dtype
-            than the model's parameters.
+        ValueError: not a TaskBatch, one on another device or in another float dtype than
+            the model's parameters, or labels of the other kind than ``loss`` takes.
     """
     if not isinstance(batch, TaskBatch):
         raise ValueError(f"expected a metaloop.TaskBatch, got {type(batch).__name__}")
     if model is not None:
         check_inputs("TaskBatch", model, support_x=batch.support_x, support_y=batch.support_y,
                      query_x=batch.query_x, query_y=batch.query_y)
+    kind = {"ce": True, "cross_entropy": True, "mse": False}.get(loss) \
+        if isinstance(loss, str) else None
+    if kind is not None and batch.is_classification != kind:
+        held = "int64 class labels" if batch.is_classification else \
+            f"float regression targets {list(batch.support_y.shape)}"
+        needs = "int64 class labels" if kind else "float regression targets"
+        raise ValueError(f"loss={loss!r} needs {needs}, but this TaskBatch holds {held}; "
+                         f"use loss={'mse' if kind else 'ce'!r}")
     return batch
 
 

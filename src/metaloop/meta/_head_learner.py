@@ -35,11 +35,11 @@ meta-training as at test time, so each query is scored on its own; the support s
 travel with the solved head under ``STATS`` keys. That mode runs one task at a time
 (``batching`` is then ``"loop"``).
 
-``"auto"`` (the default) picks as MAML does: vmap for models without convolutions or
-normalisation layers. Only first derivatives flow through the backbone, so the wrong double
-backward of the fused BatchNorm kernel under vmap (pytorch/functorch#534, which Conv4's
-``BatchNorm`` works around) does not matter here. The head solves and the query loss are
-batched over all tasks in either mode.
+``"auto"`` (the default) picks as MAML does: vmap for models without convolutions,
+normalisation layers or dropout in training mode. Only first derivatives flow through the
+backbone, so the wrong double backward of the fused BatchNorm kernel under vmap
+(pytorch/functorch#534, which Conv4's ``BatchNorm`` works around) does not matter here.
+The head solves and the query loss are batched over all tasks in either mode.
 """
 
 from __future__ import annotations
@@ -174,7 +174,9 @@ class HeadLearner(ScoresEitherWay):
             batch statistics). False: with their support set's statistics, in training and
             at test time, so each query is scored on its own (``evaluation`` names the mode;
             it may be changed after construction, e.g. to score a transductively trained
-            model the other way).
+            model the other way). False needs the backbone's batch normalisation to be
+            metaloop's ``BatchNorm``: torch BatchNorm layers that use their batch's
+            statistics are refused by name.
         refine: rounds of soft k-means that pull the solved prototypes toward the task's
             unlabelled queries before they are scored (``inner.refine``, ProtoNet's
             :func:`metaloop.adapt.refine_prototypes`); transductive by nature, so it needs

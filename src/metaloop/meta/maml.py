@@ -26,6 +26,7 @@ from metaloop.meta._common import (
     mean_metrics,
     resolve_batching,
     task_metrics,
+    vmap_refusal,
 )
 from metaloop.meta._strategies import (
     InnerLoop,
@@ -155,8 +156,8 @@ class MAML(AdaptsBySGD):
             1.02-1.2x faster than the loop for Conv4 on 2 cores, for one more task's graph
             in memory per extra thread; runs inline with 1 thread or off the CPU; models
             without buffers only; ``meta_gradient`` only, ``meta_loss`` loops), or "auto"
-            (vmap for models without convolutions or normalisation layers, else loop). See
-            docs/benchmarks.md.
+            (vmap for models without convolutions, normalisation layers or dropout in
+            training mode, else loop). See docs/benchmarks.md.
         recompute_inner_loop: recompute each inner step's activations in the backward pass
             instead of keeping them: only theta at each step is stored, so memory grows with
             the steps by one parameter set each, not by one step's activations (second
@@ -183,7 +184,10 @@ class MAML(AdaptsBySGD):
         ValueError: ``recompute_inner_loop=True`` or ``compile=True`` with
             ``batching="vmap"``; second order with ``batching="vmap"`` for a model with
             torch's BatchNorm, InstanceNorm or LayerNorm layers when more than the head
-            adapts (``vmap_second_order_refusal``); ``compile=True`` with ``batching="threads"``;
+            adapts (``vmap_second_order_refusal``); ``batching="vmap"`` for a model with
+            torch BatchNorm layers that update running statistics or with dropout layers,
+            in training mode (``_common.vmap_refusal``); ``compile=True`` with
+            ``batching="threads"``;
             ``batching="threads"`` for a model with buffers; ``learn_lr=True`` with
             ``recompute_inner_loop=True``; ``checkpoint`` and ``recompute_inner_loop`` both
             given, with different values.
@@ -220,6 +224,11 @@ class MAML(AdaptsBySGD):
                              f"recomputed inner step takes a fixed step size (checkpoint)")
         if learn_lr:
             self.model = InnerLRs(model, len(self.inner.names), inner_steps, inner_lr)
+        # the model and what adapts are fixed: found once, raised whenever vmap would run
+        self._vmap_refusal = None if self.first_order else \
+            vmap_second_order_refusal(model, self.inner)
+        if batching == "vmap" and self._vmap_refusal:
+            raise ValueError(self._vmap_refusal)
         self.batching = resolve_batching(batching, model, threads=True)
         if recompute and batching == "vmap":
             raise ValueError(f"MAML({flag}=True, batching='vmap') is not supported: the "
@@ -230,11 +239,6 @@ class MAML(AdaptsBySGD):
                              f"thread; use batching='loop' or 'auto', not {batching!r}")
         if (recompute or compile) and batching == "auto":
             self.batching = "loop"
-        # the model and what adapts are fixed: found once, raised whenever vmap would run
-        self._vmap_refusal = None if self.first_order else \
-            vmap_second_order_refusal(model, self.inner)
-        if self.batching == "vmap" and self._vmap_refusal:
-            raise ValueError(self._vmap_refusal)
         self.recompute_inner_loop = recompute
         self.compile = bool(compile)
         self._query_fwd = compiled(self.inner.fwd) if compile else None
@@ -247,8 +251,10 @@ class MAML(AdaptsBySGD):
         return None if plain else sgd_inner_loop(adapter, self.first_order, lrs)
 
     def _vmapped(self, batch: TaskBatch, params: Params):
-        if self._vmap_refusal:              # also when ``batching`` was set after construction
-            raise ValueError(self._vmap_refusal)
+        # also when ``batching`` was set after construction (or the layers' mode changed)
+        refusal = self._vmap_refusal or vmap_refusal(self.net)
+        if refusal:
+            raise ValueError(refusal)
         net, lrs = split_lrs(self.model, params)
         losses, outs = vmapped_query_losses(self.inner, net, batch, self.first_order, lrs)
         metrics = mean_metrics([task_metrics(o, y, l)
@@ -257,7 +263,7 @@ class MAML(AdaptsBySGD):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss over tasks after adaptation; differentiable wrt the model params."""
-        batch = check_batch(batch, self.net)
+        batch = check_batch(batch, self.net, self.inner.loss)
         params = params_of(self.model)
         if self.batching == "vmap":
             return self._vmapped(batch, params)
@@ -276,7 +282,7 @@ class MAML(AdaptsBySGD):
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d theta_0 as name -> tensor (``maml_meta_gradient``, executed as
         ``batching`` says); with the mean query metrics if asked."""
-        batch = check_batch(batch, self.net)
+        batch = check_batch(batch, self.net, self.inner.loss)
         params = params_of(self.model)
         if self.batching == "vmap":
             names = list(params)

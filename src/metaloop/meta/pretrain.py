@@ -34,7 +34,7 @@ class Pretrain(AdaptsBySGD):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean loss of the unadapted model on support and query of every task."""
-        batch = check_batch(batch, self.model)
+        batch = check_batch(batch, self.model, self.inner.loss)
         x = torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)     # [B*(S+Q), ...]
         y = torch.cat([batch.support_y, batch.query_y], 1)                     # [B, S+Q, ...]
         if batch.is_classification:

@@ -153,7 +153,9 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     Raises:
         ValueError: an unknown ``inner_optimizer`` or ``adam_state``; ``adam_state="shared"``
             without Adam; a negative ``inner_batch``/``test_batch``; ``batching="vmap"`` with
-            Adam or mini-batches.
+            Adam or mini-batches; ``transductive=False`` for a model with torch BatchNorm
+            layers that normalise with their batch's statistics (only metaloop's
+            ``BatchNorm`` takes the support set's).
     """
 
     meta_trains = True
@@ -318,7 +320,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere)."""
-        batch = check_batch(batch, self.model)
+        batch = check_batch(batch, self.model, self.inner.loss)
         params = params_of(self.model)
         if self.batching == "vmap":
             return self._vmapped(batch, params, with_metrics)

@@ -25,7 +25,7 @@ class Scratch(AdaptsBySGD):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss after test-time adaptation (not differentiable: a constant)."""
-        batch = check_batch(batch, self.model)
+        batch = check_batch(batch, self.model, self.inner.loss)
         losses, metrics = [], []
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
@@ -36,6 +36,6 @@ class Scratch(AdaptsBySGD):
         return torch.stack(losses).mean(), mean_metrics(metrics)
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
-        check_batch(batch, self.model)
+        check_batch(batch, self.model, self.inner.loss)
         grads = {n: torch.zeros_like(p) for n, p in params_of(self.model).items()}
         return (grads, self.meta_loss(batch)[1]) if with_metrics else grads
