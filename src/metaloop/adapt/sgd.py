@@ -250,7 +250,10 @@ class SGDAdapter:
     """How a learner adapts to one task: SGD on a chosen subset, from a chosen head start.
 
     Args:
-        model: the network; called functionally, never mutated.
+        model: the network; called functionally with the adapted parameters, which are
+            never written back (a torch BatchNorm that tracks running statistics does
+            update those buffers on every call in training mode, as in plain training;
+            metaloop's BatchNorm keeps none).
         loss: "mse", "ce" or a callable ``(pred, y) -> scalar``.
         lr: inner step size. steps: default number of inner steps.
         adapt: which parameters adapt (predicate or names); None adapts all.
