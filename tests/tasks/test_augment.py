@@ -218,6 +218,32 @@ def test_elastic_images_matches_scipy_smoothing_and_bilinear_sampling():
         elastic_images(torch.ones(1, 5, 5, dtype=torch.uint8), 1.0)
 
 
+def test_elastic_field_is_alpha_rms_over_the_image_but_weaker_in_the_middle():
+    """What the docstring says of the field at 28x28, sigma 3: RMS alpha over the image,
+    about 0.7 alpha in the middle, about 2.7 alpha at the corners (the smoothing replicates
+    the edges' noise)."""
+    from metaloop.tasks.augment import _smoothing, _uniform
+
+    alpha, n = 2.0, 400
+    x = torch.zeros(n, 1, 28, 28, dtype=torch.float64)
+    # the field as elastic_images builds it, from the same draws
+    f = _uniform(n, torch.Generator().manual_seed(0), x, 2, 28, 28)
+    f = _smoothing(28, 3.0, x) @ f @ _smoothing(28, 3.0, x).T
+    f = f * alpha / f.square().mean((2, 3), keepdim=True).sqrt()        # [n, 2, H, W]
+    torch.testing.assert_close(f.square().mean((2, 3)).sqrt(), torch.full((n, 2), alpha,
+                                                                          dtype=f.dtype))
+    rms = f.square().mean((0, 1)).sqrt()                                # [H, W]
+    assert 0.65 * alpha < float(rms[10:18, 10:18].mean()) < 0.78 * alpha
+    assert 2.4 * alpha < float(rms[[0, 0, -1, -1], [0, -1, 0, -1]].mean()) < 3.0 * alpha
+    # elastic_images moves pixels by that field: bilinear sampling of the coordinates gives
+    # it back wherever the displaced position stays inside the image
+    rows, cols = torch.meshgrid(torch.arange(28.0, dtype=torch.float64),
+                                torch.arange(28.0, dtype=torch.float64), indexing="ij")
+    coords = torch.stack([cols, rows]).expand(n, 2, 28, 28).contiguous()   # [n, (x, y), H, W]
+    moved = elastic_images(coords, alpha, 3.0, torch.Generator().manual_seed(0)) - coords
+    torch.testing.assert_close(moved[:, :, 10:18, 10:18], f[:, :, 10:18, 10:18])
+
+
 def test_augment_images_composes_in_order_and_draws_nothing_for_a_step_that_is_off(
         omniglot_root):
     x = torch.rand(4, 6, 1, 9, 9)

@@ -84,3 +84,13 @@ def test_from_dataset_items_must_be_pairs_with_integer_labels():
           for i, (x, k) in enumerate(pairs)]
     fam = ml.tasks.Episodes.from_dataset(ok, ways=2, shots=2, queries=2)
     assert fam.num_classes == 4 and fam.num_examples == 40
+
+
+def test_taskbatch_classes_must_be_a_tensor():
+    """A list of class ids failed with AttributeError: 'list' object has no attribute
+    'device'."""
+    x, y = torch.zeros(2, 3, 4), torch.arange(3).repeat(2, 1)
+    with pytest.raises(ValueError, match=r"TaskBatch.classes must be a torch.Tensor "
+                                         r"\(int64 \[B, ways\]\) or None, got list"):
+        ml.TaskBatch(x, y, x, y, [[0, 1, 2], [3, 4, 5]])
+    assert ml.TaskBatch(x, y, x, y, torch.tensor([[0, 1, 2], [3, 4, 5]])).ways == 3

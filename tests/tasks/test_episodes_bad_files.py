@@ -95,3 +95,46 @@ def test_overlapping_split_files_are_named(tmp_path):
                                   split_files=files)
     (tmp_path / "te.txt").write_text("class_06\nclass_07\n")
     assert select_split(NAMES, "test", split_files=files) == ["class_06", "class_07"]
+
+
+@pytest.mark.parametrize("dtype", ["u2", "u4", "u8"])
+def test_unsigned_labels_in_a_file_are_read(tmp_path, dtype):
+    """uint16/32/64 labels failed inside torch: NotImplementedError: "min_all" not
+    implemented for 'UInt16' (a traceback from metaloop train)."""
+    x, y = _xy()
+    np.savez(tmp_path / "d.npz", x=x, y=y.astype(dtype))
+    fam = Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2)
+    assert fam.class_names == [str(i) for i in range(8)] and fam.num_examples == 48
+    np.savez(tmp_path / "g.npz", x=x, y=(y * 10).astype(dtype))     # gaps: named by value
+    fam = Episodes.from_tensors(tmp_path / "g.npz", ways=2, shots=1, queries=2)
+    assert fam.class_names == [str(10 * i) for i in range(8)]
+
+
+def test_big_endian_arrays_are_read_as_their_numbers(tmp_path):
+    """Arrays in the other byte order (``>f4``) were refused with torch's "given numpy array
+    has byte order different from the native byte order", not naming the file."""
+    x, y = _xy()
+    np.savez(tmp_path / "d.npz", x=x.astype(">f4"), y=y.astype(">i8"))
+    g = torch.Generator().manual_seed(0)
+    fam = Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2)
+    ref = Episodes(x, y, ways=2, shots=1, queries=2)
+    a, b = fam.sample(3, g), ref.sample(3, torch.Generator().manual_seed(0))
+    assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+    direct = Episodes(x.astype(">f4"), y.astype(">i4"), ways=2, shots=1, queries=2)
+    assert torch.equal(direct.sample(3, torch.Generator().manual_seed(0)).query_x, b.query_x)
+
+
+@pytest.mark.parametrize("x, y, match", [
+    (np.zeros((4, 2), np.float32), np.array(list("aabb")),
+     r"Episodes y must be int labels \[N\], got numpy <U1 \[4\]; for named classes .*"
+     r"class_names="),
+    (np.zeros((4, 2), np.float32), np.array([0, 0, 1, None], dtype=object),
+     r"Episodes y must be int labels \[N\], got numpy object"),
+    (np.array([["a"]] * 4), np.array([0, 0, 1, 1]),
+     r"Episodes x must be uint8 images \(0..255\) or floating point, got numpy <U1"),
+])
+def test_non_numeric_arrays_are_named(x, y, match):
+    """String or object labels (and inputs) failed inside torch: TypeError: can't convert
+    np.ndarray of type numpy.str_."""
+    with pytest.raises(ValueError, match=match):
+        Episodes(x, y, ways=2, shots=1, queries=1)

@@ -49,3 +49,17 @@ def test_one_string_for_classes_is_refused_not_split_into_characters():
     fam = ml.tasks.Episodes(x, y, ways=2, shots=2, queries=3, classes=["10", "11"])
     assert fam.class_names == ["10", "11"]
     assert sum(map(len, ml.tasks.split_classes(("ab", "c", "d"), (0.8, 0.1, 0.1)))) == 3
+
+
+def test_int_classes_select_the_classes_of_those_names():
+    """``classes=[0, 2]`` on the default names "0", "1", "2" was refused: "unknown
+    class(es): [0, 2]"."""
+    x, y = torch.arange(18, dtype=torch.float32)[:, None], torch.arange(3).repeat_interleave(6)
+    fam = ml.tasks.Episodes(x, y, ways=2, shots=1, queries=5, classes=[0, 2])
+    assert fam.class_names == ["0", "2"]
+    b = fam.sample(50, generator=torch.Generator().manual_seed(0))
+    assert set(y[b.support_x.long().flatten()].tolist()) == {0, 2}
+    assert ml.tasks.Episodes(x, y, ways=2, shots=1, queries=5).subset([1, 0]).class_names \
+        == ["1", "0"]
+    with pytest.raises(ValueError, match=r"unknown class\(es\): \['0'\]"):
+        _family(classes=[0, "a"])

@@ -94,6 +94,9 @@ def test_uneven_classes_never_sample_padding(tmp_path):
     ({"classes": [1, 1, 2]}, "duplicates"),
     ({"classes": [3, 10]}, "labels in 0..9"),
     ({"classes": []}, "non-empty"),
+    # one label instead of a collection failed: TypeError: 'int' object is not iterable
+    ({"classes": 5}, r"classes must be a collection of labels in 0..9 \(e.g. range\(5\)\), "
+                     r"got 5"),
     ({"shots": 0}, "shots must be a positive int"),
     ({"shots": 5000, "queries": 1001}, "shots \\+ queries"),
 ])

@@ -94,6 +94,8 @@ def test_families_share_the_cached_images(omniglot_root, train):
     ({"ways": 0}, "ways must be a positive int"),
     ({"shots": -1}, "shots must be a positive int"),
     ({"queries": 1.5}, "queries must be a positive int"),
+    # rotations with a split that is not a string failed: AttributeError on .startswith
+    ({"split": None, "rotations": True}, "unknown Omniglot split None"),
 ])
 def test_validation(omniglot_root, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -36,3 +36,14 @@ def test_bad_arguments(kw):
         Sinusoid(**kw)
     with pytest.raises(ValueError, match="positive int"):
         Sinusoid().sample(0)
+
+
+@pytest.mark.parametrize("n", [-1, 0, 2.0, True])
+def test_sample_params_names_a_bad_task_count(n):
+    with pytest.raises(ValueError, match="number of tasks must be a positive int"):
+        Sinusoid().sample_params(n)
+
+
+def test_sample_params_takes_a_generator_not_a_seed():
+    with pytest.raises(TypeError, match="Sinusoid.sample_params"):
+        Sinusoid().sample_params(2, 0)

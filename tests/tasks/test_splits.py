@@ -25,6 +25,31 @@ def test_small_splits_keep_one_class_each():
     assert (len(tr), va, len(te)) == (1, [], 1)
 
 
+
+@pytest.mark.parametrize("fractions", [(0.1, 0.1, 0.8), (0.2, 0.0, 0.8), (0.1, 0.8, 0.1),
+                                       (0.05, 0.15, 0.8), (0.34, 0.33, 0.33)])
+def test_every_non_empty_fraction_gets_a_class(fractions):
+    """A large test fraction took every class but one and left train empty: 3 classes at
+    (0.1, 0.1, 0.8) split into train [], val ['b'], test ['a', 'c']."""
+    for c in range(sum(f > 0 for f in fractions), 12):
+        names = [f"k{i}" for i in range(c)]
+        parts = split_classes(names, fractions, seed=1)
+        assert sorted(sum(parts, [])) == sorted(names), (c, parts)
+        for f, part in zip(fractions, parts):
+            assert (len(part) >= 1) == (f > 0), (c, fractions, parts)
+    assert [len(p) for p in split_classes(["a", "b", "c"], (0.1, 0.1, 0.8))] == [1, 1, 1]
+
+
+def test_numpy_fractions_and_seed_are_numbers():
+    """numpy float32 fractions were refused as not "three numbers >= 0", and a numpy int
+    seed as not an int."""
+    import numpy as np
+    want = split_classes(NAMES, (0.5, 0.25, 0.25), seed=3)
+    assert split_classes(NAMES, np.array([0.5, 0.25, 0.25], np.float32), seed=np.int64(3)) \
+        == want
+    with pytest.raises(ValueError, match="seed must be an int"):
+        split_classes(NAMES, (0.5, 0.25, 0.25), seed=3.0)
+
 @pytest.mark.parametrize("names, fractions, match", [
     ([], (0.7, 0.1, 0.2), "at least one"),
     (["a", "a", "b"], (0.7, 0.1, 0.2), "duplicated class names"),

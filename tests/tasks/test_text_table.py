@@ -103,6 +103,21 @@ def test_sampling_is_deterministic_in_the_seed(table):
     assert not torch.equal(a.support_x, c.support_x)
 
 
+
+def test_sample_takes_a_generator_and_classes_a_list(tmp_path):
+    """``sample(2, 0)`` failed inside torch.rand ("received an invalid combination of
+    arguments ... generator=int"), and ``classes="ab"`` was read as the classes "a" and
+    "b"."""
+    path = write_table(tmp_path / "t.csv", _rows(["a", "b", "ab"], per_class=3))
+    fam = TextTable(path, ways=2, shots=1, queries=2)
+    with pytest.raises(TypeError, match=r"TextTable.sample generator must be a torch.Generator "
+                                        r"or None, got int 0; .*manual_seed\(0\)"):
+        fam.sample(2, 0)
+    with pytest.raises(ValueError, match=r"TextTable classes must be a list of class names, "
+                                         r"not one string: got 'ab'.*\['ab'\]"):
+        TextTable(path, ways=1, shots=1, queries=2, classes="ab")
+    assert TextTable(path, ways=1, shots=1, queries=2, classes=["ab"]).class_names == ["ab"]
+
 def test_splits_are_disjoint_and_follow_split_classes(table):
     train, val, test = split_classes(CLASSES, (0.6, 0.2, 0.2), seed=4)
     fams = {s: TextTable(table, ways=2, shots=1, queries=1, split=s, fractions=(0.6, 0.2, 0.2),

@@ -45,6 +45,14 @@ def test_same_seed_same_tasks(test_family):
     assert torch.equal(a.support_x, b.support_x) and torch.equal(a.classes, b.classes)
 
 
+
+def test_sample_takes_a_generator_not_a_seed(test_family):
+    """``sample(2, 0)`` failed inside torch.rand ("received an invalid combination of
+    arguments ... generator=int")."""
+    with pytest.raises(TypeError, match=r"WordNet.sample generator must be a torch.Generator "
+                                        r"or None, got int 0; .*manual_seed\(0\)"):
+        test_family.sample(2, 0)
+
 def test_splits_are_disjoint_and_wordings_name_the_category():
     names = {s: {c.offset for c in WordNet(split=s, ways=2).categories}
              for s in ("train", "val", "test")}

@@ -84,6 +84,9 @@ class TaskBatch:
             if not isinstance(getattr(self, name), torch.Tensor):
                 raise ValueError(f"TaskBatch.{name} must be a torch.Tensor, "
                                  f"got {type(getattr(self, name)).__name__}")
+        if self.classes is not None and not isinstance(self.classes, torch.Tensor):
+            raise ValueError(f"TaskBatch.classes must be a torch.Tensor (int64 [B, ways]) or "
+                             f"None, got {type(self.classes).__name__}")
         sx, sy, qx, qy = self.support_x, self.support_y, self.query_x, self.query_y
         for name in names:
             if getattr(self, name).dim() < 2:

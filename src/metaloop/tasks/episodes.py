@@ -62,13 +62,15 @@ class Episodes:
     Args:
         x: ``[N, C, H, W]`` images (uint8 in 0..255, or float), ``[N, H, W]`` greyscale
             images (a channel axis is added), or ``[N, D]`` feature vectors. A numpy array
-            or a tensor; it is not copied.
+            or a tensor; it is not copied (except a read-only array or one in the other byte
+            order).
         y: int ``[N]`` labels in ``[0, K)``.
         ways: classes per task.
         shots: support examples per class.
         queries: query examples per class.
         class_names: K names (default ``"0"``, ``"1"``, ...), indexed by label.
-        classes: use only these class names (e.g. one split of ``split_classes``).
+        classes: use only these class names (e.g. one split of ``split_classes``); each is
+            compared as ``str(c)``, as the names are stored (label 3's default name is "3").
         drop_small: leave out classes with fewer than ``shots + queries`` examples (their
             names are in ``dropped``) instead of raising.
 
@@ -101,6 +103,7 @@ class Episodes:
         use = list(range(k))
         if classes is not None:
             check_name_list("Episodes classes", classes)
+            classes = [str(c) for c in classes]           # as the names are: 0 is "0"
             index = {n: i for i, n in enumerate(names)}
             unknown = [c for c in classes if c not in index]
             if unknown:
@@ -154,6 +157,7 @@ class Episodes:
                 classes for ``ways``.
         """
         check_name_list("Episodes.subset classes", classes)
+        classes = [str(c) for c in classes]               # as the names are: 0 is "0"
         index = {n: i for i, n in enumerate(self._all_names)}
         unknown = [c for c in classes if c not in index]
         if unknown:
@@ -431,18 +435,27 @@ class Episodes:
 def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "Episodes"
                    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Labelled examples as a tensor ``x`` (``[N, H, W]`` greyscale images given their
-    channel: ``[N, 1, H, W]``; a read-only numpy array copied), int64 labels ``y`` ``[N]`` and
-    the K class names (default ``"0"``, ``"1"``, ...).
+    channel: ``[N, 1, H, W]``; a read-only numpy array, or one in the other byte order,
+    copied), int64 labels ``y`` ``[N]`` and the K class names (default ``"0"``, ``"1"``, ...).
 
     Raises:
         ValueError: led by ``what``: ``x`` of another shape or dtype (uint8 images or floats),
-            labels that are not ints ``[N]`` or lie outside ``[0, K)``, no examples, NaN or
-            inf in float ``x`` (naming the rows and their classes), ``class_names`` given as
-            one string, repeated class names.
+            labels that are not ints ``[N]`` (strings included) or lie outside ``[0, K)``,
+            no examples, NaN or inf in float ``x`` (naming the rows and their classes),
+            ``class_names`` given as one string, repeated class names.
     """
-    if isinstance(x, np.ndarray):                   # a read-only array (np.load) is copied
-        x = torch.from_numpy(x if x.flags.writeable else x.copy())
-    y = torch.from_numpy(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{what} x must be uint8 images (0..255) or floating point, got "
+                             f"numpy {x.dtype}")
+        x = _from_numpy(x)
+    if not isinstance(y, torch.Tensor):
+        a = np.asarray(y)
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{what} y must be int labels [N], got numpy {a.dtype} "
+                             f"{list(a.shape)}; for named classes give each name an int label "
+                             f"0..K-1 and pass class_names=[...] (the names in label order)")
+        y = _from_numpy(a)
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{what} x must be a tensor or numpy array, got {type(x).__name__}")
     if x.dim() == 3:
@@ -518,6 +531,8 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
     names = got.get("class_names")
     names = [str(n) for n in names] if names is not None else None
     y = _numeric(path, "y", got["y"])
+    if y.dtype in (torch.uint16, torch.uint32, torch.uint64):   # torch has no min() for them
+        y = y.to(torch.int64)
     if x.numel() == 0 or y.numel() == 0:
         raise ValueError(f"tensor file {path} holds no examples (x {list(x.shape)}, "
                          f"y {list(y.shape)})")
@@ -603,7 +618,16 @@ def _numeric(path: Path, key: str, v) -> torch.Tensor:
     if a.dtype.kind not in "biuf":
         raise ValueError(f"tensor file {path}: {key} must be numeric (bool, int, uint or "
                          f"float), got dtype {a.dtype}")
-    return torch.from_numpy(a)
+    return _from_numpy(a)
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    """A numeric numpy array as a tensor, sharing its memory where torch can: a read-only
+    array (``np.load``) or one in the other byte order (``>f4`` on a little-endian machine)
+    is copied, as native numbers."""
+    if not a.dtype.isnative:
+        return torch.from_numpy(a.astype(a.dtype.newbyteorder("=")))
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
 def _check_finite(path: Path, x: torch.Tensor, y: torch.Tensor, names: list[str] | None

@@ -18,7 +18,11 @@ from metaloop.tasks.omniglot import (
 
 
 def _subset(classes: Iterable[int]) -> tuple[int, ...]:
-    subset = tuple(classes)
+    try:
+        subset = tuple(classes)
+    except TypeError:                   # one label, not a collection of them
+        raise ValueError(f"FashionMNIST classes must be a collection of labels in "
+                         f"0..{len(CLASS_NAMES) - 1} (e.g. range(5)), got {classes!r}") from None
     bad = [c for c in subset
            if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < len(CLASS_NAMES)]
     if not subset or bad:

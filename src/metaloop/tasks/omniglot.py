@@ -20,7 +20,13 @@ import numbers
 
 import torch
 
-from metaloop.data.omniglot import DRAWINGS, SETS, alphabet_of, load_omniglot_images, rotate_ccw
+from metaloop.data.omniglot import (
+    DRAWINGS,
+    VINYALS_SPLITS,
+    alphabet_of,
+    load_omniglot_images,
+    rotate_ccw,
+)
 from metaloop.tasks.batch import TaskBatch
 
 DRAWERS = ("any", "shared")
@@ -285,7 +291,7 @@ class Omniglot:
         if drawers not in DRAWERS:
             raise ValueError(f"Omniglot drawers must be one of {list(DRAWERS)}, got "
                              f"{drawers!r}")
-        if rotations and not (split in SETS or split.startswith("background_")):
+        if rotations and split in VINYALS_SPLITS:   # an unknown split: the loader names it
             raise ValueError(f"Omniglot rotations=True applies to the Lake splits; split "
                              f"{split!r} (Vinyals) has the rotations as classes already")
         images, names = load_omniglot_images(root, split, image_size, download)

@@ -51,7 +51,14 @@ class Sinusoid:
         self.amplitude, self.phase, self.x_range = tuple(amplitude), tuple(phase), tuple(x_range)
 
     def sample_params(self, n: int, generator: torch.Generator | None = None):
-        """Draw n tasks' (amplitude [n], phase [n])."""
+        """Draw n tasks' (amplitude [n], phase [n]).
+
+        Raises:
+            ValueError: ``n`` is not a positive int.
+            TypeError: ``generator`` is not a torch.Generator or None.
+        """
+        _check_n(n)
+        check_generator("Sinusoid.sample_params", generator)
         a = torch.empty(n, dtype=torch.float64).uniform_(*self.amplitude, generator=generator)
         p = torch.empty(n, dtype=torch.float64).uniform_(*self.phase, generator=generator)
         return a, p
@@ -68,8 +75,7 @@ class Sinusoid:
     def sample_with_params(self, n: int, generator: torch.Generator | None = None,
                            dtype: torch.dtype = torch.float32):
         """``sample``, also returning each task's (amplitude ``[n]``, phase ``[n]``)."""
-        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"number of tasks must be a positive int, got {n!r}")
+        _check_n(n)
         check_generator("Sinusoid.sample", generator)
         a, p = self.sample_params(n, generator)
         x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64)
@@ -88,3 +94,8 @@ class Sinusoid:
     def curve(amplitude: float, phase: float, x: torch.Tensor) -> torch.Tensor:
         """The true function of one task at inputs x (for plots)."""
         return amplitude * torch.sin(x - phase)
+
+
+def _check_n(n) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise ValueError(f"number of tasks must be a positive int, got {n!r}")

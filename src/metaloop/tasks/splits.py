@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,8 +30,9 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
 
     The names are sorted first, so the result depends on the set of names, the fractions and
     the seed only (not on the order they were listed in), and is the same on every machine.
-    Counts are ``floor(f * C)`` for validation and test (at least 1 where ``f > 0`` and there
-    are classes to spare); train gets the rest. Each list keeps sorted order.
+    Counts are ``floor(f * C)`` for validation and test (at least 1 where ``f > 0``, and
+    capped so that every split with ``f > 0`` keeps at least one class); train gets the
+    rest. Each list keeps sorted order.
 
     Args:
         class_names: C distinct names.
@@ -54,14 +56,15 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
     if dup:
         raise ValueError(f"split_classes: duplicated class names {dup[:5]}")
     fr = tuple(fractions)
-    if len(fr) != 3 or any(not isinstance(f, (int, float)) or isinstance(f, bool) or f < 0
+    if len(fr) != 3 or any(not isinstance(f, numbers.Real) or isinstance(f, bool) or f < 0
                            or not math.isfinite(f) for f in fr):
         raise ValueError(f"split_classes fractions must be three numbers >= 0 "
                          f"(train, val, test), got {fractions!r}")
+    fr = tuple(float(f) for f in fr)                # numpy scalars included
     if abs(sum(fr) - 1.0) > 1e-6:
         raise ValueError(f"split_classes fractions must sum to 1, got {fractions!r} "
                          f"(sum {sum(fr):g})")
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"split_classes seed must be an int, got {seed!r}")
     c = len(names)
     need = sum(1 for f in fr if f > 0)
@@ -69,11 +72,12 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
         raise ValueError(f"split_classes: {c} class(es) cannot fill {need} non-empty splits "
                          f"with fractions {fractions!r}")
     n_val, n_test = (max(1, math.floor(f * c)) if f > 0 else 0 for f in fr[1:])
-    if fr[0] > 0:
-        n_val, n_test = min(n_val, c - 1 - (n_test > 0)), min(n_test, c - 1)
+    if fr[0] > 0:   # leave train one class, and test one where it asks for any
+        n_val = min(n_val, c - 1 - (n_test > 0))
+        n_test = min(n_test, c - 1 - n_val)
     n_train = c - n_val - n_test
     order = sorted(names)
-    perm = torch.randperm(c, generator=torch.Generator().manual_seed(seed)).tolist()
+    perm = torch.randperm(c, generator=torch.Generator().manual_seed(int(seed))).tolist()
     picked = [order[i] for i in perm]
     test, val, train = picked[:n_test], picked[n_test:n_test + n_val], picked[n_test + n_val:]
     assert len(train) == n_train

@@ -36,8 +36,13 @@ from pathlib import Path
 import torch
 
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_positive_int, episode_indices, split_episodes
-from metaloop.tasks.splits import split_classes
+from metaloop.tasks.omniglot import (
+    check_generator,
+    check_positive_int,
+    episode_indices,
+    split_episodes,
+)
+from metaloop.tasks.splits import check_name_list, split_classes
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -360,6 +365,7 @@ class TextTable:
                                         encoding)
         self.all_class_names = sorted(set(labels))
         if classes is not None:
+            check_name_list("TextTable classes", classes)
             names = [str(c) for c in classes]
             known = set(self.all_class_names)
             unknown = [c for c in names if c not in known]
@@ -445,6 +451,7 @@ class TextTable:
         """Class ids int64 ``[n, ways]`` and text ids ``[n, ways, shots+queries]``
         (positions in ``texts``)."""
         check_positive_int("TextTable.sample", n=n)
+        check_generator("TextTable.sample", generator)
         return episode_indices(self._table, self._pad, n, self.ways, self.shots + self.queries,
                                generator)
 

@@ -19,7 +19,12 @@ import torch
 
 from metaloop.data.wordnet import load_wordnet
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_positive_int, episode_indices, split_episodes
+from metaloop.tasks.omniglot import (
+    check_generator,
+    check_positive_int,
+    episode_indices,
+    split_episodes,
+)
 from metaloop.tasks.text_table import texts_of
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
@@ -91,6 +96,7 @@ class WordNet:
         """Class ids int64 ``[n, ways]`` and example ids ``[n, ways, shots+queries]``
         (positions in ``texts``)."""
         check_positive_int("WordNet.sample", n=n)
+        check_generator("WordNet.sample", generator)
         return episode_indices(self._table, self._pad, n, self.ways, self.shots + self.queries,
                                generator)
 
