@@ -197,3 +197,17 @@ def test_a_split_with_fewer_classes_than_ways_names_the_split(tmp_path):
         Episodes.from_tensors(tmp_path / "t.npz", ways=5, shots=1, queries=2, split="test")
     assert Episodes.from_tensors(tmp_path / "t.npz", ways=2, shots=1, queries=2,
                                  split="test").num_classes == 2
+
+
+def test_from_dataset_scales_uint8_pixels_and_keeps_other_integers_as_numbers():
+    import torch
+
+    from metaloop.tasks import Episodes
+
+    pix = [(torch.full((1, 4, 4), 255, dtype=torch.uint8), i % 2) for i in range(8)]
+    counts = [(torch.full((1, 4, 4), 255, dtype=torch.int16), i % 2) for i in range(8)]
+    a = Episodes.from_dataset(pix, ways=2, shots=1, queries=1)
+    b = Episodes.from_dataset(counts, ways=2, shots=1, queries=1)
+    g = torch.Generator().manual_seed(0)
+    assert a.sample(1, g).support_x.max().item() == 1.0
+    assert b.sample(1, torch.Generator().manual_seed(0)).support_x.max().item() == 255.0

@@ -390,7 +390,10 @@ class Episodes:
 
         ``x`` may be a tensor or array (``[C, H, W]``, ``[H, W]`` or ``[D]``) or a PIL image
         (converted like ``load_image`` with ``image_size`` and ``channels``, default its
-        size and 1 channel). Other keyword arguments go to the constructor.
+        size and 1 channel). uint8 examples are pixels, scaled to [0, 1] when a task is
+        drawn; other integer and bool examples (counts, int16 images) become float32 numbers
+        as they are, unscaled: give uint8 for 0..255 pixels. Other keyword arguments go to
+        the constructor.
 
         Raises:
             ValueError: an empty dataset, an item that is not an ``(x, label)`` pair (a
