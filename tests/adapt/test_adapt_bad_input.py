@@ -1,6 +1,8 @@
 """Bad input to the adaptation strategies from a notebook: a clear ValueError naming the
 argument and value, never a deep torch traceback, a NaN head or a silently wrong result."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -215,3 +217,21 @@ def test_support_on_another_device_than_the_model_is_named(model, task):
     with pytest.raises(ValueError, match="support_x is on meta but the model's parameters are "
                                          "on cpu"):
         finetune(model, x.to("meta"), y, steps=2)
+
+
+@pytest.mark.parametrize("template", ["{}{}", "a {kind} of {}", "a { of {}", "{} }", "{!r}"])
+def test_a_template_with_another_field_or_a_lone_brace_is_named(template):
+    """``template.format(wording)`` raised IndexError / KeyError / a format ValueError that
+    named neither the template nor the prompt functions."""
+    with pytest.raises(ValueError, match=r"template must contain '\{\}' once and no other "
+                                         r"braces"):
+        zero_shot(Bag(), ["cat", "dog"], template=template)
+    x, y = torch.rand(4, 4), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"templates must contain '\{\}' once .*"
+                                         + re.escape(repr(template))):
+        optimize_prompt(Bag(), x, y, ["cat", "dog"], templates=("{}", template))
+
+
+def test_literal_braces_in_a_template_are_kept():
+    a = zero_shot(Bag(), ["cat", "dog"], template="{{a}} {}", scale=1.0)
+    torch.testing.assert_close(a.params["head.weight"], Bag().embed(["{a} cat", "{a} dog"]))

@@ -92,3 +92,20 @@ def test_lora_finetune_needs_adapters():
         lora_finetune(lora, torch.rand(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64))
     out = forward(lora, dict(lora.named_parameters()), torch.rand(2, 1, 28, 28))
     assert out.shape == (2, 5)
+
+
+def test_a_model_with_adapters_is_refused():
+    """add_lora on a LoRA model (plain or meta-learned) nested peft adapters, with peft's
+    'multiple adapters' warning, as it did on merge_lora's plain model (which kept peft's
+    peft_config); it is a model without adapters that takes them."""
+    from metaloop.meta.lora_meta import lora_learner
+    lora = add_lora(Conv4(1, 8), r=2, target_modules=["conv"])
+    with pytest.raises(ValueError, match="Conv4 already has LoRA adapters"):
+        add_lora(lora, r=2, target_modules=["conv"])
+    meta = lora_learner(tiny_text(), "fomaml", r=2).model          # adapters and buffers
+    with pytest.raises(ValueError, match="TextEncoder already has LoRA adapters"):
+        add_lora(meta, r=2)
+    plain = merge_lora(lora)          # no adapters and no peft_config left: peft warned
+    assert not any(is_lora(n) for n in plain.state_dict()) and not hasattr(plain, "peft_config")
+    again = add_lora(plain, r=2, target_modules=["conv"])
+    assert sum(is_lora(n) for n, _ in again.named_parameters()) == 8    # A and B, 4 convs

@@ -74,3 +74,10 @@ def test_zero_head_meta_learns_lora_alone_and_unknown_methods_fail():
     assert any(float(g.abs().max()) > 0 for n, g in grads.items() if ".lora_" in n)
     with pytest.raises(ValueError, match="method must be one of"):
         lora_learner(tiny_text(), "anil")
+
+
+@pytest.mark.parametrize("scale", [float("inf"), float("nan"), 0.0, -1.0, True])
+def test_a_logit_scale_that_is_not_a_finite_positive_number_is_named(scale):
+    """inf was accepted: every inner and outer loss was NaN (inf x a zero head's logits)."""
+    with pytest.raises(ValueError, match="logit_scale must be a finite number > 0"):
+        lora_learner(tiny_text(), "fomaml", r=2, logit_scale=scale)

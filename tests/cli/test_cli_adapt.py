@@ -130,6 +130,36 @@ def test_bad_input_exits_2_with_a_named_error(tiny_bert, tmp_path, capsys, extra
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("truncated-weights", "cannot load model folder"),
+    ("no-weights", "no file named model.safetensors"),
+    ("empty-config", "cannot load model folder"),
+])
+def test_a_broken_model_folder_is_named_on_one_line(tiny_bert, tmp_path, capsys, damage,
+                                                    message):
+    """A truncated model.safetensors crashed with a SafetensorError traceback; a folder
+    without weights was called 'not a local folder'; an empty config.json gave transformers'
+    five-line message without the folder's name."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    weights = model / "model.safetensors"
+    if damage == "truncated-weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "no-weights":
+        weights.unlink()
+    else:
+        (model / "config.json").write_text("{}")
+        for f in model.glob("vocab*"):
+            f.unlink()
+    data = write_sentences(tmp_path / "s.csv")
+    out = tmp_path / "out"
+    assert main(_table_argv(str(model), data, out, "--approaches", "probe-ridge")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"metaloop adapt: error: cannot load model folder '{model}': ")
+    assert message in err and err.count("\n") == 1 and "not a local folder" not in err
+    assert not out.exists()
+
+
 def test_a_text_model_cannot_adapt_to_images(tmp_path, capsys):
     assert main(["adapt", "--model", "minilm", "--family", "omniglot",
                  "--out", str(tmp_path)]) == 2
@@ -263,6 +293,10 @@ def test_table_drop_small_says_how_many(tiny_bert, tmp_path, capsys):
     (None, ["--approaches", " , "], "--approaches ' , ' names no approach"),
     (None, ["--approaches", "probe-ridge,,"],
      "--approaches 'probe-ridge,,' has an empty item (a comma too many)"),
+    # 1 did not truncate at all, 2 gave every text the ids of [CLS] [SEP]: chance accuracy
+    (None, ["--max-length", "1"], "--max-length 1 leaves no token of the text: the tokenizer "
+     "of model"),
+    (None, ["--max-length", "2"], "adds 2 special token(s) to every text; give --max-length 3"),
 ])
 def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, change, extra,
                                               message):
@@ -419,3 +453,43 @@ def test_bad_table_config_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys
     err = capsys.readouterr().err
     assert message in err and (change != "missing" or "s.csv does not exist" in err)
     assert not out.exists()
+
+
+def test_ctrl_c_while_the_chart_is_written_leaves_no_partial_output(tiny_bert, tmp_path,
+                                                                    capsys, monkeypatch):
+    """results.json was written first and the chart straight to accuracy.png: an interrupt
+    while matplotlib wrote it left results.json beside half a PNG (and the folder, since it
+    held results)."""
+    from matplotlib.figure import Figure
+
+    def interrupted(self, fname, **kw):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    out = tmp_path / "out"
+    argv = _table_argv(tiny_bert, write_sentences(tmp_path / "s.csv"), out, "--approaches",
+                       "probe-ridge")
+    assert main(argv) == 130
+    assert "metaloop adapt: interrupted" in capsys.readouterr().err
+    assert not out.exists()
+    monkeypatch.undo()
+    assert main(argv) == 0 and sorted(p.name for p in out.iterdir()) == ["accuracy.png",
+                                                                          "results.json"]
+
+
+def test_maml_shares_first_order_maml_s_inner_loop_baseline_and_is_paired_with_it(
+        tiny_bert, tmp_path, capsys):
+    """fomaml and maml adapt by the same inner loop, so one 'lora inner-fomaml' row serves
+    both; maml's inner row was then compared with nothing (its pair was silently dropped)."""
+    out = tmp_path / "out"
+    argv = _table_argv(tiny_bert, write_sentences(tmp_path / "s.csv"), out, "--approaches",
+                       "lora", "--meta", "fomaml,maml", "--meta-iterations", "1",
+                       "--meta-batch", "1", "--split-fractions", "0.5,0.2,0.3")
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert "lora inner-fomaml" in res["approaches"] and "lora inner-maml" not in res["approaches"]
+    assert set(res["paired"]) == {"meta-lora-fomaml - lora", "meta-lora-maml - lora",
+                                  "meta-lora-fomaml inner - lora inner-fomaml",
+                                  "meta-lora-maml inner - lora inner-fomaml"}
+    assert "meta-lora-maml inner - lora inner-fomaml: " in capsys.readouterr().out

@@ -120,3 +120,22 @@ def test_every_committed_records_command_is_accepted():
         given = {f.name: v for f in dataclasses.fields(recipe.AdaptSettings)
                  if (v := getattr(args, f.name)) is not None and v is not False}
         recipe.check_given(recipe.AdaptSettings(**given), set(given))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--approaches", "lora", "--lora-targets", ","], "--lora-targets ',' has an empty item"),
+    (["--approaches", "lora", "--lora-targets", "query,,value"],
+     "--lora-targets 'query,,value' has an empty item"),
+    (["--meta", ","], "--meta ',' has an empty item"),
+    (["--meta", "fomaml,"], "--meta 'fomaml,' has an empty item"),
+    (["--meta", "fomaml,reptile,fomaml"], "--meta 'fomaml,reptile,fomaml' names fomaml more "
+     "than once"),
+    (["--approaches", "lora,probe-ridge,lora"], "--approaches 'lora,probe-ridge,lora' names "
+     "lora more than once"),
+])
+def test_a_comma_list_with_an_empty_item_is_refused(argv, message, tmp_path, capsys):
+    """An empty --lora-targets item was dropped (',' trained the default layers) and an
+    empty --meta list ran no meta-learner, both silently; a name given twice ran twice (a
+    meta-learner's budget.json counted the second, reused, run too)."""
+    err = _run(capsys, tmp_path, *TABLE, *argv)
+    assert message in err

@@ -1,4 +1,8 @@
-"""``metaloop adapt --tasks 1``: one task has no 95% CI (it printed ``83.33 ± 0.00``)."""
+"""The adaptation recipe: one task has no 95% CI (``metaloop adapt --tasks 1`` printed
+``83.33 ± 0.00``); the default LoRA targets of an image model."""
+
+import pytest
+import torch
 
 from metaloop.evaluate import mean_ci
 from metaloop.recipes import adapt as recipe
@@ -19,3 +23,23 @@ def test_one_task_prints_no_ci(tmp_path):
     assert "+16.67 ± n/a points" in recipe.paired_lines(diffs)
     recipe.bar_chart(res, tmp_path / "a.png", "t")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_default_lora_targets_of_an_image_model_are_its_convolutions():
+    """The default was ``conv``, which names only Conv4's layers: a ResNet-12 run stopped
+    every ``metaloop adapt`` without --approaches (or with lora, or --meta) with 'LoRA target
+    modules ['conv'] match no Linear or Conv layer of ResNet12'."""
+    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
+    from metaloop.adapt.lora import is_lora
+    from metaloop.models import Conv4, ResNet12
+
+    s = recipe.AdaptSettings(family="omniglot", approaches="lora", steps=1)
+    assert recipe._lora_targets(s, "image", Conv4(1, 4)) == ["conv"]      # as stored before
+    model = ResNet12(1, width=2, out_dim=3)
+    assert recipe._lora_targets(s, "image", model) == ["conv1", "conv2", "conv3", "shortcut"]
+    fn = recipe.strategies(s, model, "image", None)["lora"][1]
+    adapted = fn(torch.rand(3, 1, 28, 28), torch.arange(3), None)
+    layers = {n.split(".lora_")[0] for n in adapted.names if is_lora(n)}
+    assert len(layers) == 16 and adapted(torch.rand(2, 1, 28, 28)).shape == (2, 3)
+    assert recipe._lora_targets(recipe.AdaptSettings(lora_targets="conv1"), "image",
+                                model) == ["conv1"]

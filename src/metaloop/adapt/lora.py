@@ -78,8 +78,9 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
 
     Raises:
         ValueError: non-positive ``r``, an ``alpha`` that is not a finite number > 0, a
-            ``dropout`` outside [0, 1), or target modules that match no Linear / Conv layer
-            (the message lists the available names).
+            ``dropout`` outside [0, 1), a model that already has LoRA adapters, or target
+            modules that match no Linear / Conv layer (the message lists the available
+            names).
         ModuleNotFoundError: peft is not installed (``pip install 'metaloop[text]'``).
     """
     from metaloop.models.text import require_text_extra
@@ -94,6 +95,9 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
             or not 0 <= dropout < 1:
         raise ValueError(f"LoRA dropout must be a probability in [0, 1), got {dropout!r}")
+    if any(is_lora(n) for n, _ in (*model.named_parameters(), *model.named_buffers())):
+        raise ValueError(f"{type(model).__name__} already has LoRA adapters; add_lora takes the "
+                         f"pretrained model (merge_lora gives a plain one)")
     head_module = head_names(model, head)[0].rpartition(".")[0]
     targets = _resolve_targets(model, target_modules, head_module)
     new = copy.deepcopy(model)
@@ -168,4 +172,6 @@ def merge_lora(model: nn.Module, params: Mapping[str, torch.Tensor] | None = Non
         parent_name, _, child = name.rpartition(".")
         layer.merge(safe_merge=True)
         setattr(new.get_submodule(parent_name), child, layer.get_base_layer())
+    if "peft_config" in new.__dict__:    # peft's record of the adapters, gone with them
+        del new.peft_config
     return new.eval()

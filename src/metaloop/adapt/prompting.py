@@ -17,6 +17,7 @@ it out.
 from __future__ import annotations
 
 import itertools
+import string
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -53,6 +54,19 @@ def _check_scale(fn: str, scale: object) -> float:
     return float(scale)
 
 
+def _is_template(template: object) -> bool:
+    """True for a string with exactly one replacement field, ``{}`` (literal braces doubled):
+    ``template.format(wording)`` then works for every wording."""
+    if not isinstance(template, str):
+        return False
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:                   # an unmatched brace
+        return False
+    return fields == [("", "", None)]
+
+
 def _embed(model: nn.Module, texts: list[str], cache: dict | None) -> torch.Tensor:
     """Normalised embeddings ``[N, D]``, reusing and filling ``cache`` (text -> [D])."""
     if cache is None:
@@ -76,19 +90,21 @@ def zero_shot(model: nn.Module, labels: Sequence[str], template: str = "{}",
     Args:
         model: a ``TextEncoder`` with ``normalize=True``.
         labels: one wording per class, in label order.
-        template: a string with one ``{}``.
+        template: a string with one ``{}`` and no other replacement field.
         cache: optional dict text -> embedding, shared between calls.
 
     Returns:
         ``Adapted`` with head ``scale * prompt embeddings`` ``[C, D]``; ``trainable`` is 0.
 
     Raises:
-        ValueError: a model without normalised embeddings, a template without ``{}``, no
-            labels (or one string in place of a list), or a scale that is not finite and > 0.
+        ValueError: a model without normalised embeddings, a template without exactly one
+            ``{}`` (or with another replacement field or an unmatched brace), no labels (or
+            one string in place of a list), or a scale that is not finite and > 0.
     """
     _check_model(model)
-    if not isinstance(template, str) or "{}" not in template:
-        raise ValueError(f"template must contain '{{}}', got {template!r}")
+    if not _is_template(template):
+        raise ValueError(f"template must contain '{{}}' once and no other braces (write a "
+                         f"literal brace twice), got {template!r}")
     if isinstance(labels, str):
         raise ValueError(f"zero_shot: labels must be a sequence of wordings, one per class, "
                          f"got the single string {labels!r} (write [{labels!r}])")
@@ -140,8 +156,9 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
 
     Raises:
         ValueError: an empty support set, a wording list whose length is not C, classes
-            with different wording keys, a template without ``{}``, no ``mixes`` or a
-            negative one, or a scale that is not finite and > 0.
+            with different wording keys, a template without exactly one ``{}`` (or with
+            another field or an unmatched brace), no ``mixes`` or a negative one, or a scale
+            that is not finite and > 0.
     """
     _check_model(model)
     n_classes = check_support("optimize_prompt", support_x, support_y, model)
@@ -156,9 +173,10 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
     if isinstance(templates, str):
         raise ValueError(f"optimize_prompt: templates must be a sequence of templates, got "
                          f"the single string {templates!r} (write [{templates!r}])")
-    bad = [t for t in templates if not isinstance(t, str) or "{}" not in t]
+    bad = [t for t in templates if not _is_template(t)]
     if bad or not templates:
-        raise ValueError(f"optimize_prompt: templates must contain '{{}}', got {bad or templates}")
+        raise ValueError(f"optimize_prompt: templates must contain '{{}}' once and no other "
+                         f"braces (write a literal brace twice), got {bad or templates}")
     mixes = tuple(mixes)
     if not mixes or any(isinstance(m, bool) or not isinstance(m, (int, float))
                         or not 0 <= m < float("inf") for m in mixes):

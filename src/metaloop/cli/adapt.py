@@ -67,7 +67,7 @@ def register(sub) -> None:
     p.add_argument("--lora-r", type=int, help="LoRA rank (lora and --meta; default 8)")
     p.add_argument("--lora-targets",
                    help="comma list of LoRA target modules (lora and --meta; default: "
-                        "query,value for text, conv for Conv4)")
+                        "query,value for text, the convolutions for image models)")
     p.add_argument("--prompt-tokens", type=int, help="soft prompt length (soft-prompt; "
                    "default 8)")
     p.add_argument("--max-length", type=int,
@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         if res["paired"]:
             print("\npaired differences on the same tasks (accuracy, 95% CI):")
             print(recipe.paired_lines(res["paired"]))
-        report.write_json(out / "results.json", res)
+        # results.json last: where it is, the chart is complete beside it
         recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
+        report.write_json(out / "results.json", res)
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")
     return 0

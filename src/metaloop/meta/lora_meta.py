@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -83,11 +84,17 @@ def lora_learner(model: nn.Module, method: str = "fomaml", r: int = 8, alpha: fl
 
     Returns:
         A ``MAML`` or ``Reptile`` learner on the partitioned LoRA model.
+
+    Raises:
+        ValueError: an unknown method, a ``logit_scale`` that is not a finite number > 0, or
+            as ``add_lora``, ``MAML`` and ``Reptile``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(logit_scale, (int, float)) or not logit_scale > 0:
-        raise ValueError(f"logit_scale must be a positive number, got {logit_scale!r}")
+    if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) \
+            or not 0 < logit_scale < math.inf:
+        raise ValueError(f"logit_scale must be a finite number > 0 (inf would make every "
+                         f"loss NaN), got {logit_scale!r}")
     head = head_names(model)
     lora = trainable_only(add_lora(model, r, alpha, target_modules, head=head),
                           lambda n: is_lora(n) or n in head)

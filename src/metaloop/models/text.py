@@ -83,20 +83,31 @@ def load_hf(name_or_path: str | os.PathLike = MINILM, local_files_only: bool = T
         ``(model, tokenizer)``: ``transformers.AutoModel`` in eval mode, and its tokenizer.
 
     Raises:
-        ValueError: a path that does not exist, a folder without ``config.json``, or a hub
+        ValueError: a path that does not exist, a folder without ``config.json``, a folder
+            whose files cannot be read (a bad config, missing or truncated weights; the
+            message names the folder and gives transformers' reason on one line), or a hub
             name missing from the local cache.
         ModuleNotFoundError: transformers (the ``text`` extra) is not installed.
     """
     transformers, _ = require_text_extra()
+    from safetensors import SafetensorError
+
     source = _resolve(name_or_path)
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     try:
         tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
         model = transformers.AutoModel.from_pretrained(source, local_files_only=local_files_only)
-    except OSError as e:
+    except (OSError, ValueError, SafetensorError) as e:
+        # transformers' messages run over several lines: one line for the command line
+        why = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) \
+            or type(e).__name__
+        if Path(source).is_dir():        # a local folder whose files cannot be read
+            raise ValueError(f"cannot load model folder {str(name_or_path)!r}: {why}") from e
+        if not isinstance(e, OSError):
+            raise ValueError(f"cannot load model {str(name_or_path)!r}: {why}") from e
         raise ValueError(f"cannot load model {str(name_or_path)!r}: not a local folder and not "
-                         f"in the local Hugging Face cache (loading is offline): {e}") from e
+                         f"in the local Hugging Face cache (loading is offline)") from e
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
@@ -145,12 +156,29 @@ class TextEncoder(nn.Module):
         self.head = nn.Linear(hidden, out_dim)
         self.eval()   # no dropout: forward is a pure function of (params, x)
 
+    def special_tokens(self) -> int:
+        """How many special tokens (``[CLS]``, ``[SEP]``) the tokenizer adds to every text."""
+        count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
+        return int(count(pair=False)) if callable(count) else 0
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Padded token ids as float32 ``[N, L]`` (the input format of ``forward``)."""
+        """Padded token ids as float32 ``[N, L]`` (the input format of ``forward``).
+
+        Raises:
+            ValueError: no tokenizer, texts that are not a sequence of strings, or a
+                ``max_length`` that leaves no token of the text beside the special ones (the
+                tokenizer would then not truncate at all, or give every text the same ids).
+        """
         if self.tokenizer is None:
             raise ValueError("this TextEncoder has no tokenizer; pass token ids instead")
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("tokenize expects a sequence of strings")
+        special = self.special_tokens()
+        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) \
+                or self.max_length <= special:
+            raise ValueError(f"TextEncoder max_length {self.max_length!r} leaves no token of the "
+                             f"text: the tokenizer adds {special} special token(s) to every "
+                             f"text; give max_length >= {special + 1}")
         ids = self.tokenizer(list(texts), padding=True, truncation=True,
                              max_length=self.max_length, return_tensors="pt")["input_ids"]
         return ids.to(torch.float32)                                     # [N, L]

@@ -162,6 +162,7 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
     methods = _meta_methods(s.meta)
     given = _given_settings(s) if given is None else set(given)
     check_given(s, given)
+    _lora_targets(s, "text")                             # a well-formed list, before loading
     if s.meta:
         _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
     if s.meta_shots is not None:        # 0 is refused, not taken for the default
@@ -381,7 +382,8 @@ def run(p: Prepared, out, *, progress: bool = False) -> dict:
     results = evaluate_strategies(rows, p.heldout, s.tasks, s.seed, progress=progress)
     methods = meta_info.keys()
     diffs = paired(results, [(f"meta-lora-{m}", "lora") for m in methods]
-                   + [(f"meta-lora-{m} inner", f"lora inner-{m}") for m in methods])
+                   + [(f"meta-lora-{m} inner", _inner_baseline(list(methods), m))
+                      for m in methods])
     return {"model": s.model, "family": s.family, "ways": s.ways, "shots": s.shots,
             "queries": s.queries, "tasks": s.tasks, "seed": s.seed, "steps": s.steps,
             "eval_seconds": time.perf_counter() - t0, "meta": meta_info,
@@ -400,7 +402,13 @@ def _positive(**values) -> None:
 
 def _check_length(s: AdaptSettings, model, soft_prompt: bool) -> None:
     """Refuse a ``max_length`` (plus the soft prompt's tokens, which come before the text's)
-    longer than the encoder's position embeddings, before any text reaches the model."""
+    longer than the encoder's position embeddings, or too short to hold a token of the text
+    beside the tokenizer's special tokens, before any text reaches the model."""
+    special = model.special_tokens()
+    if s.max_length <= special:
+        raise ValueError(f"--max-length {s.max_length} leaves no token of the text: the "
+                         f"tokenizer of model {s.model} adds {special} special token(s) to every "
+                         f"text; give --max-length {special + 1} or more")
     limits = [getattr(getattr(model.encoder, "config", None), "max_position_embeddings", None),
               getattr(model.tokenizer, "model_max_length", None)]
     limits = [v for v in limits if isinstance(v, int) and 0 < v < 1_000_000]   # unset: 1e30
@@ -494,11 +502,26 @@ def _table_families(s, tokenizer, shots: int, queries: int, meta_shots):
 
 
 def _meta_methods(text: str) -> list[str]:
-    methods = [m.strip() for m in text.split(",") if m.strip()]
+    """The learners of ``--meta`` ("" : none); an empty item or an unknown name is an error."""
+    if not text:
+        return []
+    methods = [m.strip() for m in text.split(",")]
+    if not all(methods):
+        raise ValueError(f"--meta {text!r} has an empty item; give a comma list of "
+                         f"{list(META)}, or leave --meta out")
     bad = [m for m in methods if m not in META]
     if bad:
         raise ValueError(f"unknown --meta method(s) {bad}; choose from {list(META)}")
+    _no_repeats("--meta", text, methods)
     return methods
+
+
+def _no_repeats(flag: str, text: str, names: list[str]) -> None:
+    """Refuse a name given twice: its row (or meta-training) would be done twice, once
+    silently overwritten."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{flag} {text!r} names {', '.join(twice)} more than once")
 
 
 def _approach_names(text: str | None, kind: str) -> list[str]:
@@ -517,6 +540,7 @@ def _approach_names(text: str | None, kind: str) -> list[str]:
     bad = [a for a in names if a not in APPROACHES]
     if bad:
         raise ValueError(f"unknown approach(es) {bad}; choose from {list(APPROACHES)}")
+    _no_repeats("--approaches", text, names)
     wrong = [a for a in names if a not in allowed]
     if wrong:
         raise ValueError(f"approach(es) {wrong} need a text encoder; the model is an image model")
@@ -530,7 +554,7 @@ def strategies(s, model, kind: str, family) -> dict:
 
     names = _approach_names(s.approaches, kind)
     steps = s.steps
-    targets = _lora_targets(s, kind)
+    targets = _lora_targets(s, kind, model)
     # Rates: a new head learns at 1e-2; the pretrained body at 1e-4 (full fine-tuning) or
     # 1e-3 (LoRA); soft prompts at 1e-2 (Lester et al. use large prompt rates).
     body_lr = 1e-4 if kind == "text" else 1e-3
@@ -572,11 +596,24 @@ def strategies(s, model, kind: str, family) -> dict:
     return out
 
 
-def _lora_targets(s, kind: str) -> list[str]:
+def _lora_targets(s, kind: str, model=None) -> list[str]:
     """``--lora-targets`` as a list (spaces around the commas allowed), or the default:
-    query and value for text encoders, the convolutions for image models."""
-    names = [n.strip() for n in (s.lora_targets or "").split(",") if n.strip()]
-    return names or (["query", "value"] if kind == "text" else ["conv"])
+    query and value for text encoders, the convolutions for image models (named by their
+    last name component: ``conv`` for Conv4; ``conv1``, ``conv2``, ``conv3`` and
+    ``shortcut`` for ResNet-12, where ``conv`` matched nothing)."""
+    if s.lora_targets is None:
+        if kind == "text":
+            return ["query", "value"]
+        layers = model.named_modules() if model is not None else ()
+        convs = {name.rpartition(".")[2] for name, m in layers
+                 if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))}
+        return sorted(convs) or ["conv"]
+    names = [n.strip() for n in s.lora_targets.split(",")]
+    if not all(names):
+        raise ValueError(f"--lora-targets {s.lora_targets!r} has an empty item; give a comma "
+                         f"list of module names (e.g. query,value), or leave --lora-targets "
+                         f"out for the default")
+    return names
 
 
 def _ignore_classes(fn):
@@ -603,8 +640,10 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
     Rows per method: ``meta-lora-M`` fine-tunes the meta-learned LoRA exactly like the plain
     ``lora`` row (Adam, ``--steps``); ``meta-lora-M inner`` adapts by the learner's own inner
     loop (SGD); ``lora inner-M`` is plain LoRA from the pretrained start under that same inner
-    loop. Runs are checkpointed in ``--meta-dir`` and resumed (a finished run is reused); the
-    CPU and wall seconds spent on each are kept in its ``budget.json``.
+    loop, one row for the methods whose inner loops are the same (fomaml and maml: the first
+    of them names it, see ``_inner_baseline``). Runs are
+    checkpointed in ``--meta-dir`` and resumed (a finished run is reused); the CPU and wall
+    seconds spent on each are kept in its ``budget.json``.
     """
     from metaloop.adapt.lora import lora_finetune
     from metaloop.meta.lora_meta import lora_learner
@@ -614,7 +653,7 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
     if not methods:
         return {}, {}
     _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
-    targets = _lora_targets(s, kind)
+    targets = _lora_targets(s, kind, model)
     meta_dir = Path(s.meta_dir) if s.meta_dir else out / "meta"
     rows, info, baselines = {}, {}, {}
     for method in methods:
@@ -648,11 +687,19 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
             functools.partial(lora_finetune, learner.model, **lr_kw)))
         rows[f"meta-lora-{method} inner"] = (3, _inner(learner))
         key = (META_INNER[method]["inner_lr"], META_INNER[method]["inner_steps"])
-        if key not in baselines:
+        if key not in baselines:      # fomaml and maml adapt alike: one row for both
             torch.manual_seed(0)
             baselines[key] = lora_learner(model, method, **hp)
-            rows[f"lora inner-{method}"] = (3, _inner(baselines[key]))
+            rows[_inner_baseline(methods, method)] = (3, _inner(baselines[key]))
     return rows, info
+
+
+def _inner_baseline(methods: Sequence[str], method: str) -> str:
+    """The ``lora inner-M`` row ``method``'s inner loop is compared with: that of the first
+    of ``methods`` whose inner loop is the same (fomaml and maml share one)."""
+    def key(m):
+        return META_INNER[m]["inner_lr"], META_INNER[m]["inner_steps"]
+    return f"lora inner-{next(m for m in methods if key(m) == key(method))}"
 
 
 def _table_identity(family) -> dict:
@@ -851,7 +898,8 @@ def table(results: dict) -> str:
 
 
 def bar_chart(results: dict, path: Path, title: str) -> None:
-    """Horizontal bars of accuracy with 95% CI error bars, one per approach."""
+    """Horizontal bars of accuracy with 95% CI error bars, one per approach, written to
+    ``path`` whole or not at all (an interruption leaves any earlier file as it was)."""
     plt = report.plt
     names = list(results)
     means = [100 * results[n]["accuracy"]["mean"] for n in names]
@@ -867,8 +915,13 @@ def bar_chart(results: dict, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tmp = Path(path).with_name(f".{Path(path).name}.partial")   # a rename: never half a PNG
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: int,
