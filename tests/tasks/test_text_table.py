@@ -58,12 +58,12 @@ def test_formats_read_the_same_examples_and_tasks(tmp_path, table, suffix):
 
 def test_bom_other_delimiter_and_column_names(tmp_path):
     path = tmp_path / "semi.csv"
-    rows = [{"sentence": f"s{j}", "topic": c} for c in ("a", "b") for j in range(3)]
+    rows = [{"sentence": f"{c}{j}", "topic": c} for c in ("a", "b") for j in range(3)]
     write_table(path, rows, columns=("topic", "sentence"), delimiter=";")
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())                  # Excel's BOM
     fam = TextTable(path, text_column="sentence", label_column="topic", delimiter=";",
                     ways=2, shots=1, queries=2)
-    assert fam.class_names == ["a", "b"] and fam.texts[:3] == ["s0", "s1", "s2"]
+    assert fam.class_names == ["a", "b"] and fam.texts[:3] == ["a0", "a1", "a2"]
 
 
 def test_jsonl_numbers_become_strings_and_blank_lines_are_skipped(tmp_path):
@@ -385,3 +385,24 @@ def test_json_numbers_and_booleans_are_still_read_as_their_string_form(tmp_path)
     path.write_text("".join(json.dumps({"text": i, "label": i % 2 == 0}) + "\n"
                             for i in range(4)))
     assert read_text_table(path) == (["0", "1", "2", "3"], ["True", "False", "True", "False"])
+
+
+def test_a_repeated_row_is_read_once_so_no_task_shows_a_text_as_support_and_query(tmp_path):
+    rows = ["text,label"] + [f"t{c}{i},{c}" for c in "ab" for i in range(2)] + ["ta0,a"] * 3
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(rows) + "\n")
+    fam = TextTable(path, ways=2, shots=1, queries=1)
+    assert fam.repeated == 3 and len(fam.texts) == 4
+    assert "3 repeated row(s)" in fam.describe()
+    batch = fam.sample(200, torch.Generator().manual_seed(0))
+    s = batch.support_x[..., 0].long()                                   # [n, 2]
+    q = batch.query_x[..., 0].long()                                     # [n, 2]
+    assert not (s[:, :, None] == q[:, None, :]).any()
+
+
+def test_a_text_with_two_labels_is_named(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\nhello,a\nhello,b\nbye,b\nyo,a\n")
+    with pytest.raises(ValueError, match=r"1 text\(s\) carry more than one label, e.g. 'hello' "
+                                         r"as 'a', 'b'"):
+        TextTable(path, ways=2, shots=1, queries=1)

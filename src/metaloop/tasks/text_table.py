@@ -14,6 +14,11 @@ not read from one of the two. A JSON text or label must be a string (a number or
 read as its string form, ``1`` -> ``"1"``); a list or object is an error. Errors name the
 file and the line numbers (the header is line 1 of a CSV or TSV file).
 
+A text is one example: ``TextTable`` reads a row that repeats an earlier row's text and
+label once (``repeated`` counts the others, and ``describe`` says so), so that no task holds
+the same text as a support example and a query; a text that the table labels two ways is an
+error.
+
 Classes are split into disjoint meta-train / validation / test classes by
 ``split_classes(class_names, fractions, split_seed)`` over the whole table, before any class
 is dropped, so the split of a class does not depend on shot counts.
@@ -290,6 +295,38 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
     return values
 
 
+def _unique_rows(path: Path, texts: list[str], labels: list[str]
+                 ) -> tuple[list[str], list[str], int]:
+    """The table's rows with each (text, label) pair once, in first-seen order, and how many
+    repeats were left out: a repeated text could otherwise be a task's support example and
+    its query at once.
+
+    Raises:
+        ValueError: a text that the table labels two ways (naming it and its labels).
+    """
+    label_of: dict[str, str] = {}
+    clash: dict[str, list[str]] = {}
+    kept_texts, kept_labels = [], []
+    for t, lab in zip(texts, labels):
+        seen = label_of.setdefault(t, lab)
+        if seen != lab:
+            other = clash.setdefault(t, [seen])
+            if lab not in other:
+                other.append(lab)
+    if clash:
+        shown = "; ".join(f"{t[:60]!r} as {', '.join(map(repr, labs))}"
+                          for t, labs in list(clash.items())[:3])
+        raise ValueError(f"text table {path}: {len(clash)} text(s) carry more than one label, "
+                         f"e.g. {shown}; a text must have one label: fix or remove those rows")
+    done = set()
+    for t, lab in zip(texts, labels):
+        if t not in done:
+            done.add(t)
+            kept_texts.append(t)
+            kept_labels.append(lab)
+    return kept_texts, kept_labels, len(texts) - len(kept_texts)
+
+
 def texts_of(texts: Sequence[str], tokenizer, x: torch.Tensor, kind: str) -> list[str]:
     """``texts[i]`` for each id of one task's inputs ``[N, 1]`` (the ``text_of`` of the text
     families without a tokenizer; ``kind`` names the ids: "text", "example").
@@ -341,12 +378,14 @@ class TextTable:
         all_class_names: every label of the table (sorted).
         texts: every text of the classes used; ``labels`` int64 ``[N]`` their class ids.
         dropped: the classes dropped for having too few texts (``drop_small``).
+        repeated: how many rows repeated an earlier row's text and label (read once).
         input_shape: ``(L,)`` with a tokenizer, ``(1,)`` without.
 
     Raises:
         ValueError: naming the file: every error of ``read_text_table``, an unknown split,
             unknown class names, fewer classes than ``ways`` (in the split), and classes with
-            fewer than ``shots + queries`` texts (named; unless ``drop_small``).
+            fewer than ``shots + queries`` texts (named; unless ``drop_small``), a text
+            labelled two ways (named with its labels).
     """
 
     kind = "classification"
@@ -363,6 +402,7 @@ class TextTable:
             raise ValueError(f"TextTable split must be one of {list(SPLITS)}, got {split!r}")
         texts, labels = read_text_table(self.path, text_column, label_column, delimiter,
                                         encoding)
+        texts, labels, self.repeated = _unique_rows(self.path, texts, labels)
         self.all_class_names = sorted(set(labels))
         if classes is not None:
             check_name_list("TextTable classes", classes)
@@ -440,6 +480,8 @@ class TextTable:
     def describe(self) -> str:
         """One line on what was read: texts and classes in use, and classes dropped."""
         return (f"{len(self.texts)} texts in {self.num_classes} classes"
+                + (f"; {self.repeated} repeated row(s) of the table read once"
+                   if self.repeated else "")
                 + (f"; dropped {len(self.dropped)} class(es) with fewer than "
                    f"{self.shots + self.queries} texts, e.g. {self.dropped[0]!r}"
                    if self.dropped else ""))
