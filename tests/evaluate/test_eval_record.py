@@ -116,3 +116,35 @@ def test_an_ensemble_record_names_its_members_methods(run, tmp_path):
     with pytest.raises(ValueError, match="methods names 1 method"):
         records.eval_record(cfg, result, "accuracy", checkpoint=three, command="c",
                             methods=["maml"])
+
+
+def test_an_evaluation_that_fails_leaves_no_folder_made_for_its_record(run, tmp_path,
+                                                                       monkeypatch, capsys):
+    # the record's path is checked before the work, but its folders are made only when the
+    # record is written: a failure in between (bad data, Ctrl-C) leaves nothing behind
+    from metaloop.cli import eval as eval_cli
+
+    def fails(*a, **k):
+        raise ValueError("the held-out data cannot be read")
+
+    monkeypatch.setattr(eval_cli, "evaluate_run", fails)
+    rec_path = tmp_path / "docs" / "results" / "sine.json"
+    assert main(["eval", "--checkpoint", str(run), "--record", str(rec_path),
+                 "--no-progress"]) == 2
+    assert "the held-out data cannot be read" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(parents=True), "is a folder"),                 # the record is a folder
+    (lambda p: p.parent.parent.write_text("x"), "is not a folder"),   # a file on its way
+], ids=["record-is-a-folder", "file-on-the-way"])
+def test_a_record_path_that_cannot_be_written_is_named_before_any_work(tmp_path, make, message):
+    path = tmp_path / "a" / "b" / "r.json"
+    make(path)
+    with pytest.raises(ValueError, match=message):
+        records.check_record_path(path)
+    with pytest.raises(ValueError, match=message):
+        records.write_record(path, table="t", row="r", metric="m", mean=1.0, ci95=None, n=None,
+                             budget={"iterations": 1}, device="cpu", torch="2", date="2026-01-01",
+                             config=None, command="c", published=None)

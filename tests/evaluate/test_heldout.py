@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import metaloop as ml
+from metaloop.evaluate import heldout_tasks
 from metaloop.meta import MAML, Scratch
 from metaloop.models import MLP
 
@@ -52,6 +53,25 @@ def test_bad_evaluate_arguments():
         ml.evaluate(learner, ml.tasks.Sinusoid(), tasks=0)
     with pytest.raises(ValueError, match="steps"):
         ml.evaluate(learner, ml.tasks.Sinusoid(), tasks=2, steps=(-1,))
+
+
+@pytest.mark.parametrize("tasks, seed, message", [
+    (True, 0, "tasks must be a positive int, got True"),        # not one task
+    (2, 1.5, "seed must be an int, got 1.5"),                    # not torch's RuntimeError
+    (2, None, "seed must be an int, got None"),
+    (2, "3", "seed must be an int, got '3'"),
+    (2, True, "seed must be an int, got True"),
+    (2, 2 ** 70, "seed 1180591620717411303424 is outside what a torch.Generator takes"),
+])
+def test_a_bad_task_count_or_seed_is_named_before_any_task_is_drawn(tasks, seed, message):
+    class Family:                     # any family: nothing may be drawn before the check
+        def sample(self, *a, **k):
+            raise AssertionError("a task was drawn")
+
+    with pytest.raises(ValueError, match=message):
+        ml.evaluate(MAML(MLP(), 0.01, 1), Family(), tasks=tasks, seed=seed)
+    with pytest.raises(ValueError, match=message):
+        next(heldout_tasks(Family(), tasks, seed))
 
 
 def _protonet_on_images():

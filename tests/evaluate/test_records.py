@@ -61,6 +61,13 @@ def test_write_then_load_roundtrips_every_field_and_extras(tmp_path):
     ({"projection": {"iterations": 0, "source": "s"}}, "projection"),
     ({"projection": {"iterations": 10}}, "projection"),
     ({"full_config": 3}, "full_config"),
+    ({"digits": True}, "digits must be an int in 0..6"),         # f"{x:.{True}f}" fails
+    # a mean of one value has no CI: a 0.0 would read as certainty
+    ({"n": 1, "ci95": 0.0}, "ci95 must be null for a mean of one value"),
+    # a grid cell is named by all three fields (render_grid would meet a KeyError)
+    ({"grid": "omniglot"}, "the record has grid without grid_row and grid_column"),
+    ({"grid_row": "MAML", "grid_column": "5w1s"},
+     "the record has grid_row and grid_column without grid"),
 ])
 def test_malformed_fields_raise_a_named_error_and_write_nothing(tmp_path, over, names):
     with pytest.raises(RecordError, match=names.replace("(", r"\(").replace(")", r"\)")):
@@ -457,3 +464,46 @@ def test_one_paired_task_has_no_ci(tmp_path, capsys):
         == {"mean": 6.0, "ci95": None, "n": 1}
     assert main(["--paired", a, b]) == 0
     assert capsys.readouterr().out.strip() == f"{a} - {b}: +6.00 points (one task: no CI)"
+
+
+def test_a_hand_written_grid_cell_without_its_row_is_one_named_error(tmp_path, capsys):
+    docs, recs = _site(tmp_path)
+    (recs / "cell.json").write_text(json.dumps({**_fields(), "grid": "omniglot"}))
+    (docs / "results.md").write_text("<!-- table:omniglot -->\n<!-- /table -->\n"
+                                     "<!-- table:sinusoid -->\n<!-- /table -->\n"
+                                     "<!-- grid:omniglot -->\n<!-- /grid -->\n")
+    assert main(["--docs", str(docs), "--check"]) == 2                  # not a KeyError
+    err = capsys.readouterr().err
+    assert "cell.json: grid, grid_row and grid_column name a grid cell together" in err
+
+
+def test_a_document_that_cannot_be_generated_leaves_every_document_as_it_was(tmp_path,
+                                                                              capsys):
+    # a.md renders, b.md's grid has two records in one cell: exit 2 and nothing rewritten
+    docs, recs = tmp_path, tmp_path / "results"
+    cell = dict(grid="g", grid_row="MAML", grid_column="5w1s")
+    write_record(recs / "a.json", **_fields(**cell))
+    write_record(recs / "b.json", **_fields(**cell))
+    (docs / "a.md").write_text("<!-- table:omniglot -->\nold\n<!-- /table -->\n")
+    (docs / "b.md").write_text("<!-- grid:g -->\nold\n<!-- /grid -->\n")
+    assert main(["--docs", str(docs)]) == 2
+    assert "both fill grid 'g' cell" in capsys.readouterr().err
+    assert (docs / "a.md").read_text() == "<!-- table:omniglot -->\nold\n<!-- /table -->\n"
+    assert (docs / "b.md").read_text() == "<!-- grid:g -->\nold\n<!-- /grid -->\n"
+
+
+def test_the_paired_command_shows_as_many_decimals_as_the_records(tmp_path, capsys):
+    # query MSEs (digits 3): two decimals would print +0.00 ± 0.00, a difference with no spread
+    a = [0.250, 0.262, 0.241, 0.270, 0.255, 0.248]
+    b = [0.247, 0.258, 0.240, 0.266, 0.250, 0.246]
+    for name, vals in (("a", a), ("b", b)):
+        write_record(tmp_path / f"{name}.json", **_per_task(vals, digits=3, table="sinusoid",
+                                                             metric="query loss"))
+    pa, pb = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    assert main(["--paired", pa, pb]) == 0
+    d = [x - y for x, y in zip(a, b)]                        # mean 0.0032, sd 0.00147
+    student_t = pytest.importorskip("scipy.stats").t
+    import statistics
+    ci = student_t.ppf(0.975, 5) * statistics.stdev(d) / 6 ** 0.5
+    assert f"{ci:.3f}" == "0.002"
+    assert capsys.readouterr().out.strip() == f"{pa} - {pb}: +0.003 ± 0.002 (paired, 6 tasks)"

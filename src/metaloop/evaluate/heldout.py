@@ -46,10 +46,20 @@ def format_mean_ci(mean: float, ci: float | None, spec: str = ".2f", scale: floa
 
 
 def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
-    """Yield the held-out TaskBatches: ``tasks`` tasks from ``torch.Generator(seed)``."""
-    if not isinstance(tasks, int) or tasks <= 0:
+    """Yield the held-out TaskBatches: ``tasks`` tasks from ``torch.Generator(seed)``.
+
+    Raises:
+        ValueError: ``tasks`` not a positive int, or ``seed`` not an int that a
+            ``torch.Generator`` takes (a bool, a float, None; naming it).
+    """
+    if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks <= 0:
         raise ValueError(f"tasks must be a positive int, got {tasks!r}")
-    g = torch.Generator().manual_seed(seed)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    try:
+        g = torch.Generator().manual_seed(seed)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"seed {seed} is outside what a torch.Generator takes ({e})") from e
     done = 0
     while done < tasks:
         n = min(chunk, tasks - done)
@@ -91,8 +101,8 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
 
     Raises:
         ValueError: ``steps`` not a non-empty sequence of ints >= 0 (a bare int, a float
-            such as 1.5, a bool; naming the value), or a bad ``tasks``, ``support_shift`` or
-            ``query_shift``.
+            such as 1.5, a bool; naming the value), or a bad ``tasks``, ``seed``,
+            ``support_shift`` or ``query_shift``.
     """
     steps = _check_steps(steps)
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn

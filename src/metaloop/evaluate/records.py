@@ -58,7 +58,7 @@ usually far narrower than the two records' own CIs suggest.
 marked table, grid, short-cell list and detail in ``docs/*.md`` from ``docs/results/*.json``; with
 ``--check`` it writes nothing and exits 1, naming each stale table, when a document differs
 from what the records give. ``--paired A.json B.json`` prints A's mean minus B's with the
-paired 95% CI instead.
+paired 95% CI instead, to as many decimals as the records show (their ``digits``).
 """
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
     n = rec["n"]
     if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
         bad.append(f"n must be a positive int or null, got {n!r}")
+    elif n == 1 and rec["ci95"] is not None:
+        bad.append(f"ci95 must be null for a mean of one value (n = 1 has no spread to "
+                   f"measure), got {rec['ci95']!r}")
     budget = rec["budget"]
     if not isinstance(budget, Mapping) or not budget:
         bad.append(f"budget must be a non-empty object, got {budget!r}")
@@ -155,13 +158,19 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
                                 and isinstance(pub["source"], str) and pub["source"]
                                 and (isinstance(pub["value"], str) or _number(pub["value"]))):
         bad.append(f"published must be null or {{\"value\", \"source\"}}, got {pub!r}")
-    if "digits" in rec and not (isinstance(rec["digits"], int) and 0 <= rec["digits"] <= 6):
+    if "digits" in rec and not (isinstance(rec["digits"], int) and not isinstance(
+            rec["digits"], bool) and 0 <= rec["digits"] <= 6):
         bad.append(f"digits must be an int in 0..6, got {rec['digits']!r}")
     if "order" in rec and not _number(rec["order"]):
         bad.append(f"order must be a number, got {rec['order']!r}")
     for k in ("unit", "note", "grid", "grid_row", "grid_column", "full_config"):
         if k in rec and not isinstance(rec[k], str):
             bad.append(f"{k} must be a string, got {rec[k]!r}")
+    cell = ("grid", "grid_row", "grid_column")
+    if 0 < sum(k in rec for k in cell) < 3:
+        bad.append(f"grid, grid_row and grid_column name a grid cell together; the record has "
+                   f"{' and '.join(k for k in cell if k in rec)} without "
+                   f"{' and '.join(k for k in cell if k not in rec)}")
     curve = rec.get("training_curve")
     if curve is not None and not (isinstance(curve, list) and curve and all(
             isinstance(p, list) and len(p) == 2 and _number(p[0]) and _number(p[1])
@@ -222,6 +231,10 @@ def write_record(path, **fields) -> Path:
         raise ValueError(f"record path must end in .json, got {str(path)!r}")
     rec = validate_record(fields, where=str(path))
     check_record_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the record's folder {path.parent}: {e.strerror}") from e
     text = dumps_record(rec)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -312,19 +325,26 @@ def _tasks_of(rec: Mapping) -> dict:
 def check_record_path(path) -> Path:
     """Fail early, before any work, if a record cannot be written at ``path``.
 
+    Nothing is created: the folders the record needs are made when it is written
+    (``write_record``), so work that fails in between leaves no empty folder behind.
+
     Raises:
-        ValueError: the path does not end in ``.json``, or its folder cannot be created or
-            written.
+        ValueError: the path does not end in ``.json`` or is a folder, or its folder cannot
+            be created (a file on the way) or written.
     """
     path = Path(path)
     if path.suffix != ".json":
         raise ValueError(f"record path must end in .json, got {str(path)!r}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create the record's folder {path.parent}: {e.strerror}") from e
-    if not os.access(path.parent, os.W_OK):
-        raise ValueError(f"the record's folder {path.parent} is not writable")
+    if path.is_dir():
+        raise ValueError(f"record path {str(path)!r} is a folder")
+    have = path.parent                 # the nearest folder on the way that exists
+    while not have.exists() and have != have.parent:
+        have = have.parent
+    if not have.is_dir():
+        raise ValueError(f"cannot create the record's folder {path.parent}: {have} is not a "
+                         f"folder")
+    if not os.access(have, os.W_OK | os.X_OK):
+        raise ValueError(f"the record's folder {have} is not writable")
     return path
 
 
@@ -851,6 +871,7 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
         by_table.setdefault(r["table"], []).append(r)
     problems, used = [], {"table": set(), "grid": set(), "short": set(), "detail": set()}
     by_stem = {Path(r["_file"]).stem: r for r in records}
+    rewritten = []                    # written only once every document has rendered
     for doc in sorted(docs_dir.glob("*.md")):
         text = doc.read_text(encoding="utf-8")
 
@@ -879,7 +900,9 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
         new = _DETAIL.sub(filler("detail", lambda n: [by_stem[n]] if "detail" in by_stem.get(
             n, {}) else None, render_detail), new)
         if not check and new != text:
-            doc.write_text(new, encoding="utf-8")
+            rewritten.append((doc, new))
+    for doc, new in rewritten:
+        doc.write_text(new, encoding="utf-8")
     for name in sorted(set(by_table) - used["table"]):
         files = ", ".join(r["_file"] for r in by_table[name])
         problems.append(f"table {name!r} ({files}) is not marked in any document in "
@@ -915,9 +938,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         unit = recs[0].get("unit", "")
         unit = " points" if unit == "%" else unit
-        ci = f" ± {d['ci95']:.2f}{unit} (paired, {d['n']} tasks)" if d["ci95"] is not None \
-            else f"{unit} (one task: no CI)"
-        print(f"{args.paired[0]} - {args.paired[1]}: {d['mean']:+.2f}{ci}")
+        digits = max(r.get("digits", 2) for r in recs)      # as the records show their means
+        ci = f" ± {d['ci95']:.{digits}f}{unit} (paired, {d['n']} tasks)" \
+            if d["ci95"] is not None else f"{unit} (one task: no CI)"
+        print(f"{args.paired[0]} - {args.paired[1]}: {d['mean']:+.{digits}f}{ci}")
         return 0
     records = args.records if args.records is not None else str(Path(args.docs) / "results")
     try:

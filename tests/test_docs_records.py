@@ -1,0 +1,118 @@
+"""The committed records in docs/results against independent references: their statistics
+against numpy and scipy, their rows against the grid cells they fill, their published numbers
+against the papers' tables, and the paired changes their notes quote against ``--paired``.
+
+(``tests/test_docs_commands.py`` checks that every record's ``command`` is accepted today.)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from metaloop.evaluate.records import load_records, paired_difference
+
+REPO = Path(__file__).resolve().parents[1]
+RECORDS = {Path(r["_file"]).stem: r for r in load_records(REPO / "docs" / "results")}
+
+
+def test_every_per_task_record_has_the_mean_and_students_t_ci_of_its_values():
+    np = pytest.importorskip("numpy")
+    student_t = pytest.importorskip("scipy.stats").t
+    checked = 0
+    for stem, r in RECORDS.items():
+        if r.get("per_task") is None:
+            continue
+        v = np.asarray(r["per_task"], dtype=np.float64)
+        half = 0.5 * 10 ** -r.get("digits", 2) + 1e-9              # the digits it shows
+        assert r["n"] == len(v), stem
+        assert abs(v.mean() - r["mean"]) <= half, stem
+        if len(v) == 1:
+            assert r["ci95"] is None, stem
+        elif r["ci95"] is not None:
+            ci = student_t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+            assert abs(ci - r["ci95"]) <= half, (stem, ci, r["ci95"])
+        checked += 1
+    assert checked >= 30
+
+
+def test_every_config_a_record_names_is_a_file_of_the_repository():
+    # a record's config is the TOML it ran (or null, the command holds every setting)
+    for stem, r in RECORDS.items():
+        for key in ("config", "full_config"):
+            if r.get(key) is not None:
+                assert (REPO / r[key]).is_file(), (stem, key, r[key])
+
+
+def test_every_grid_row_names_the_setting_its_cell_is_tested_at():
+    # the row is the table's label of the cell: "20-way -shot test" named no shots
+    for stem, r in RECORDS.items():
+        assert not re.search(r"(^|\s)-(way|shot)\b", r["row"]), (stem, r["row"])
+        if "grid" not in r:
+            continue
+        ways, shots = re.fullmatch(r"(\d+)w(\d+)s", r["grid_column"]).groups()
+        named = re.findall(r"\b(\d+)-way (\d+)-shot\b", r["row"])
+        assert named and named[-1] == (ways, shots), (stem, r["row"], r["grid_column"])
+
+
+# The papers' tables, quoted exactly. Finn et al. 2017 Table 1 (MAML and first-order MAML,
+# Omniglot); Nichol et al. 2018 (Reptile, non-transductive, Omniglot); Raghu et al. 2020 (ANIL,
+# Omniglot 20-way); Snell et al. 2017 Table 1 (Prototypical Networks, Omniglot, no CIs);
+# Lake et al. 2015 (people, BPL) with Koch et al. 2015's Siamese convnet.
+PAPERS = {
+    "omniglot_maml_5w1s": "98.7 ± 0.4%", "omniglot_maml_5w5s": "99.9 ± 0.1%",
+    "omniglot_maml_20w1s": "95.8 ± 0.3%", "omniglot_maml_20w5s": "98.9 ± 0.2%",
+    "omniglot_fomaml_5w1s": "98.3 ± 0.5%", "omniglot_fomaml_5w5s": "99.2 ± 0.2%",
+    "omniglot_fomaml_20w1s": "89.4 ± 0.5%", "omniglot_fomaml_20w5s": "97.9 ± 0.1%",
+    "omniglot_reptile_5w1s": "95.39 ± 0.09%", "omniglot_reptile_5w5s": "98.90 ± 0.10%",
+    "omniglot_reptile_20w1s": "88.14 ± 0.15%", "omniglot_reptile_20w5s": "96.65 ± 0.33%",
+    "omniglot_anil_20w1s": "96.2 ± 0.5%", "omniglot_anil_20w5s": "98.0 ± 0.3%",
+    **{f"omniglot_heads_{m}_{s}": v for m in ("r2d2", "metaoptnet") for s, v in
+       (("5w1s", "98.8%"), ("5w5s", "99.7%"), ("20w1s", "96.0%"), ("20w5s", "98.9%"))},
+}
+LAKE = "4.5% (people); BPL 3.3%; Siamese convnet (Koch et al. 2015) 8.0%"
+
+
+def test_the_published_omniglot_numbers_are_the_papers_quoted_exactly():
+    for stem, value in PAPERS.items():
+        assert RECORDS[stem]["published"]["value"] == value, stem
+    lake = [s for s, r in RECORDS.items() if r["published"] and "Lake" in
+            r["published"]["source"]]
+    assert lake and all(RECORDS[s]["published"]["value"] == LAKE for s in lake)
+    # no grid cell against a paper is left out of this list
+    cells = {s for s, r in RECORDS.items() if "grid" in r and r["published"] is not None}
+    assert cells <= set(PAPERS), sorted(cells - set(PAPERS))
+
+
+# (record, the record it is paired with, the change its note quotes): the paired test-error
+# changes between records that both keep their per-task errors
+QUOTED_PAIRS = [
+    ("ensemble40_all_nt", "ensemble40_all_retrained", "+6.54 ± 0.42"),
+    ("ensemble40_all_nt_shared", "ensemble40_all_nt", "-0.94 ± 0.89"),
+    ("ensemble40_all_shared", "ensemble40_all_retrained", "-1.50 ± 0.74"),
+    ("ensemble40_all_retrained", "max28_all", "-0.37 ± 0.33"),
+    ("max28_all", "ensemble40_all_retrained", "+0.37 ± 0.33"),
+    ("pilot56_max_long", "pilot56_max_retrained", "-3.35 ± 0.47"),
+    ("pilot56_max_long", "pilot84_max", "5.87 ± 0.63"),
+    ("pilot56_max_wide", "pilot56_max_retrained", "-3.10 ± 0.48"),
+    ("pilot56_max_wide", "pilot56_max_long", "+0.24 ± 0.47"),
+    ("pilot56_max_shift4", "pilot56_max_retrained", "-0.68 ± 0.51"),
+    ("pilot84_max", "pilot56_max_retrained", "+2.52 ± 0.61"),
+    ("pilot56_max_rot", "pilot56_max_long", "-0.09 ± 0.50"),
+    ("pilot56_max_rot40", "pilot56_max_rot", "-0.40 ± 0.46"),
+    ("pilot56_max_rot40", "pilot56_max_long", "-0.49 ± 0.52"),
+]
+
+
+@pytest.mark.parametrize("a, b, quoted", QUOTED_PAIRS, ids=[f"{a}-{b}" for a, b, _ in QUOTED_PAIRS])
+def test_a_paired_change_quoted_in_a_note_is_what_paired_gives(a, b, quoted):
+    ra, rb = RECORDS[f"omniglot_challenge_{a}"], RECORDS[f"omniglot_challenge_{b}"]
+    assert quoted in ra["note"]
+    # "X ± C" is a's change against b; an unsigned quote is b's against a ("b validates
+    # 3.13 worse than these ..., 5.87 ± 0.63 on the test")
+    first, second = (ra, rb) if quoted[0] in "+-" else (rb, ra)
+    d = paired_difference(first, second)
+    shown = f"{d['mean']:+.2f} ± {d['ci95']:.2f}"
+    assert shown == (quoted if quoted[0] in "+-" else f"+{quoted}")
