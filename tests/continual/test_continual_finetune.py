@@ -13,7 +13,7 @@ from metaloop.continual.finetune import (
     finetune_experience,
     select_trainable,
 )
-from metaloop.continual.heads import head_param_names, init_heads, init_params
+from metaloop.continual.heads import features, head_param_names, init_heads, init_params
 from metaloop.continual.replay import Batch, replay_count
 from metaloop.continual.scenarios import Experience
 from metaloop.continual.sequence import (
@@ -195,6 +195,29 @@ def test_lora_trains_adapters_only_and_starts_as_the_identity(two):
         with_lora(model, p, rank=0)
     with pytest.raises(ValueError, match="no nn.Linear layer in its body"):
         with_lora(Conv4(1, 4, 1, image_size=16), {})
+
+
+def test_lora_adapters_follow_the_body_dtype(two):
+    """A float64 body gets float64 adapters (not float32 ones that peft would compute the
+    low-rank branch in), the same draws as a float32 body's, and a merge that is exact."""
+    pytest.importorskip("peft")
+    model32, p32 = _setup(two)
+    exps = [e._replace(**{s: (getattr(e, s)[0].double(), getattr(e, s)[1])
+                          for s in ("train", "val", "test")}) for e in two]
+    model, p = model32.double(), {k: v.double() for k, v in p32.items()}
+    body, start = with_lora(model, p, rank=2, generator=torch.Generator().manual_seed(0))
+    lora = [k for k in start if "lora_" in k]
+    assert lora and all(start[k].dtype == torch.float64 for k in lora)
+    _, start32 = with_lora(MLP(D, (16,), 1), p32, rank=2,
+                           generator=torch.Generator().manual_seed(0))
+    A = "body.fc0.lora_A.default.weight"
+    assert torch.equal(start[A], start32[A].double())
+    r = finetune_experience(body, start, exps[1], replay_ratio=0.0, trainable="lora", steps=5,
+                            batch_size=8, lr=1e-2, eval_every=5)
+    merged = merge_lora_params(body, r.params)
+    x = exps[1].test[0]
+    assert torch.allclose(features(body, r.params, x), features(model, merged, x),
+                          rtol=0, atol=1e-12)
 
 
 def test_conv4_body_and_nothing_mutated():

@@ -1,16 +1,19 @@
-"""Forgetting metrics on the accuracy matrix, named as Avalanche names them.
+"""Forgetting metrics on the accuracy matrix, with the papers' definitions.
 
 ``R[i, j]`` is the accuracy on experience ``j`` after training on experience ``i`` (rows:
 training time, columns: the experience tested), for ``T`` experiences:
 
 - **accuracy matrix** ``R`` ``[T, T]``;
-- **average accuracy** (Avalanche's ``Top1_Acc_Stream`` at the end):
-  ``ACC = mean_j R[T-1, j]``;
-- **experience forgetting** (``ExperienceForgetting``), for ``j < T-1``: the best accuracy on
-  ``j`` at an earlier time, from when it was learned, minus the final one,
-  ``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]`` (Chaudhry et al. 2018);
-- **stream forgetting** (``StreamForgetting``): ``mean_{j < T-1} f_j``;
-- **backward transfer** (``StreamBWT``; Lopez-Paz & Ranzato 2017):
+- **average accuracy** (Lopez-Paz & Ranzato 2017): ``ACC = mean_j R[T-1, j]``, every
+  experience weighted alike (Avalanche's ``Top1_Acc_Stream`` pools the test examples
+  instead, so it differs when the test sets differ in size);
+- **experience forgetting**, for ``j < T-1``: the best accuracy on ``j`` at an earlier
+  time, from when it was learned, minus the final one,
+  ``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]`` (Chaudhry et al. 2018; Avalanche's
+  ``ExperienceForgetting`` takes ``R[j, j]`` instead of the max, so it is ``-BWT`` per
+  experience);
+- **stream forgetting**: ``mean_{j < T-1} f_j``;
+- **backward transfer** (Lopez-Paz & Ranzato 2017; Avalanche's ``StreamBWT``):
   ``BWT = mean_{j < T-1} (R[T-1, j] - R[j, j])``, negative when learning later experiences
   hurt earlier ones.
 """

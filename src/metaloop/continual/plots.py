@@ -19,17 +19,31 @@ def mean_curve(curves: Sequence[Sequence[dict]], name: str) -> tuple[list, list,
         name: the experience.
 
     Returns:
-        ``(steps, means, ci95)`` over the steps at which any seed measured ``name``; a
-        step that one seed measured has no CI (None).
+        ``(steps, means, ci95)`` over the steps at which any seed measured ``name``, one
+        value per seed and step; a step that one seed measured has no CI (None). Where an
+        experience ends, the next one's first evaluation is at the same global step; the
+        later point counts, as it measures the parameters the stream goes on from (with
+        early stopping, the best ones rather than the last).
     """
     at: dict[int, list[float]] = {}
     for curve in curves:
-        for point in curve:
-            if name in point["accuracy"]:
-                at.setdefault(point["step"], []).append(point["accuracy"][name])
+        mine = {point["step"]: point["accuracy"][name] for point in curve
+                if name in point["accuracy"]}                  # a later point overwrites
+        for step, acc in mine.items():
+            at.setdefault(step, []).append(acc)
     steps = sorted(at)
     stats = [mean_ci(at[s]) for s in steps]
     return steps, [m for m, _ in stats], [c for _, c in stats]
+
+
+def shared_boundaries(runs: Mapping[str, Sequence[dict]]) -> list[int]:
+    """The global steps at which experience 2, 3, ... starts in every run (the dotted lines).
+
+    Without early stopping every run has the same ones; with it, a run that stopped early
+    starts its next experience sooner, so only the steps all runs share are returned.
+    """
+    starts = [set(r["boundaries"][1:]) for rs in runs.values() for r in rs]
+    return sorted(set.intersection(*starts)) if starts else []
 
 
 def old_accuracy_curves(runs: Mapping[str, Sequence[dict]], name: str, path: Path,
@@ -49,8 +63,7 @@ def old_accuracy_curves(runs: Mapping[str, Sequence[dict]], name: str, path: Pat
         c = [0.0 if h is None else h for h in c]              # one seed: no band
         ax.fill_between(steps, [100 * (a - b) for a, b in zip(m, c)],
                         [100 * (a + b) for a, b in zip(m, c)], alpha=0.2)
-    first = next(iter(runs.values()))[0]
-    for b in first["boundaries"][1:]:
+    for b in shared_boundaries(runs):
         ax.axvline(b, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("fine-tuning steps (dotted: next experience)")
     ax.set_ylabel(f"test accuracy on {name} (%)")

@@ -196,7 +196,9 @@ def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 
         layer's weight and bias as ``<layer>.base_layer.*``, its adapter
         ``<layer>.lora_A.default.weight [r, in]`` (uniform in +-1/sqrt(in), as peft
         initialises it) and ``<layer>.lora_B.default.weight [out, r]`` (zeros, so the body
-        computes what it did), and the heads unchanged).
+        computes what it did), in the dtype and on the device of the layer's weight (``A``
+        drawn on the CPU in float32 whatever these are, so a seed gives the same adapters
+        everywhere), and the heads unchanged).
 
     Raises:
         ValueError: a bad rank, params that already hold adapters, or no ``nn.Linear`` in the
@@ -220,11 +222,13 @@ def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 
         if not is_lora(name) and plain in params:
             start[name] = params[plain]
     for n in targets:
-        d_out, d_in = params[f"{n}.weight"].shape
+        w = params[f"{n}.weight"]
+        d_out, d_in = w.shape
         bound = 1.0 / math.sqrt(d_in)
-        start[f"{n}.lora_A.default.weight"] = (torch.rand(rank, d_in, generator=generator)
-                                               * 2 - 1) * bound                 # [r, in]
-        start[f"{n}.lora_B.default.weight"] = torch.zeros(d_out, rank)          # [out, r]
+        a = (torch.rand(rank, d_in, generator=generator, dtype=torch.float32) * 2 - 1) \
+            * bound                                                             # [r, in]
+        start[f"{n}.lora_A.default.weight"] = a.to(dtype=w.dtype, device=w.device)
+        start[f"{n}.lora_B.default.weight"] = w.new_zeros(d_out, rank)          # [out, r]
     start.update({k: v for k, v in params.items() if k.startswith(PREFIX)})
     return body, start
 

@@ -1,0 +1,81 @@
+"""The forgetting curve's mean and CI over seeds, one value per seed and step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaloop.continual.heads import init_params
+from metaloop.continual.plots import mean_curve
+from metaloop.continual.scenarios import Experience
+from metaloop.continual.sequence import run_sequence
+from metaloop.evaluate.heldout import mean_ci
+from metaloop.models import MLP
+
+D = 8
+
+
+def _blobs(name, shift, seed):
+    """Two Gaussian blobs in D dims, told apart by dimension 1; dimension 0 = ``shift``."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(m):
+        y = torch.arange(m) % 2
+        x = torch.randn(m, D, generator=g) * 0.5
+        x[:, 0] = shift
+        x[:, 1] += 2.0 * y - 1.0
+        return x, y
+
+    return Experience(name, name, 2, (0, 1), draw(64), draw(16), draw(32))
+
+
+def _point(step, experience, acc):
+    return {"step": step, "experience": experience, "accuracy": {"A": acc}}
+
+
+def test_a_boundary_step_counts_once_per_seed_with_the_later_point():
+    # each seed: experience 1 ends at step 10, experience 2 starts there (other parameters,
+    # as early stopping returned an earlier step's)
+    seeds = [[_point(0, 1, 0.9), _point(10, 1, 0.8), _point(10, 2, 0.6), _point(20, 2, 0.5)],
+             [_point(0, 1, 0.7), _point(10, 1, 0.6), _point(10, 2, 0.4), _point(20, 2, 0.3)]]
+    steps, means, cis = mean_curve(seeds[:1], "A")
+    assert steps == [0, 10, 20] and means == pytest.approx([0.9, 0.6, 0.5])
+    assert cis == [None, None, None]                  # one seed: no CI, at the boundary too
+    steps, means, cis = mean_curve(seeds, "A")
+    m, c = mean_ci([0.6, 0.4])                        # two values, not four
+    assert means[1] == pytest.approx(m) and cis[1] == pytest.approx(c)
+
+
+def test_mean_curve_of_a_stream_with_early_stopping():
+    exps = [_blobs(f"E{i}", -3.0 + 2 * i, i) for i in range(3)]
+    torch.manual_seed(0)
+    model = MLP(D, (16,), 1)
+    params = init_params(model, exps, torch.Generator().manual_seed(0))
+    r = run_sequence(model, params, exps, "naive", steps=40, batch_size=16, lr=3e-2,
+                     eval_every=5, early_stop=2, generator=torch.Generator().manual_seed(3))
+    start = r.boundaries[1]                           # experience 2's first evaluation
+    at_start = [c["accuracy"]["E0"] for c in r.curve if c["step"] == start]
+    assert len(at_start) == 2                         # end of experience 1, start of 2
+    steps, means, cis = mean_curve([r.curve], "E0")
+    assert len(steps) == len(set(steps)) and all(c is None for c in cis)
+    assert means[steps.index(start)] == at_start[-1]
+
+
+def test_dotted_lines_mark_only_the_experience_starts_every_run_shares(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from metaloop.continual import plots
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    curve = [_point(0, 1, 0.9), _point(10, 1, 0.8), _point(10, 2, 0.7), _point(30, 2, 0.6),
+             _point(30, 3, 0.6), _point(40, 3, 0.5)]
+    stopped = [_point(0, 1, 0.9), _point(5, 1, 0.8), _point(5, 2, 0.7), _point(30, 2, 0.6),
+               _point(30, 3, 0.6), _point(40, 3, 0.5)]
+    runs = {"naive": [{"curve": curve, "boundaries": [0, 10, 30]}],   # first run listed
+            "replay": [{"curve": stopped, "boundaries": [0, 5, 30]}]}  # stopped early
+    plots.old_accuracy_curves(runs, "A", tmp_path / "curve.png", "t")
+    (ax,) = saved[0].axes
+    dotted = sorted(line.get_xdata()[0] for line in ax.get_lines()
+                    if line.get_linestyle() == ":")
+    assert dotted == [30]                    # not 10, where only the first run started
