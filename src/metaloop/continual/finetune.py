@@ -20,13 +20,18 @@
 
 Evaluation runs every ``eval_every`` steps on the test data of the given experiences, so
 the forgetting curve can be drawn; ``early_stop`` stops on the new experience's validation
-accuracy and returns the best parameters seen.
+accuracy and returns the best parameters seen. A body with metaloop's ``BatchNorm`` (Conv4)
+is evaluated with the statistics of the training data it is learning from (as a trained
+network in eval mode uses its running statistics), not of each test set: normalising every
+experience's test set by its own statistics would undo the input shift between experiences
+and hide most of the forgetting, and make each score depend on the other test examples.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -37,6 +42,7 @@ from metaloop.adapt.lora import is_lora
 from metaloop.continual.heads import PREFIX, check_data, check_heads, features, logits_of_head
 from metaloop.continual.replay import Batch, check_replay_ratio, mixed_batches, replay_buffer
 from metaloop.func.params import Params, detach, partition
+from metaloop.models.bn_stats import batchnorm_layers, fixed_stats, recorded_stats
 
 Trainable = str | Callable[[str], bool] | Iterable[str]
 SPLITS = ("train", "val", "test")
@@ -83,11 +89,27 @@ def select_trainable(params: Mapping[str, torch.Tensor], trainable: Trainable) -
     return list(chosen)
 
 
+# How many of the reference inputs give a BatchNorm body its statistics at evaluation.
+REFERENCE_EXAMPLES = 1024
+
+
 def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
                          experiences: Sequence, split: str = "test",
-                         batch_size: int = 1000) -> dict[str, float]:
+                         batch_size: int = 1000,
+                         reference: torch.Tensor | None = None) -> dict[str, float]:
     """Accuracy of each experience's head on its ``split`` data (argmax over all the head's
     outputs), ``{experience name: accuracy}``; NaN for an empty split.
+
+    Args:
+        reference: for a body with metaloop ``BatchNorm`` layers (Conv4), inputs
+            ``[M, *shape]`` whose statistics normalise every example scored: the training
+            data the model last learned from (``run_sequence`` and ``finetune_experience``
+            pass the new experience's), as eval-mode BatchNorm uses its running statistics.
+            At most ``REFERENCE_EXAMPLES`` (1024) of them, evenly spaced, pass through the
+            body in one batch. Each score then depends on its own input alone, whatever the
+            ``batch_size``. None: each batch of ``split`` data is normalised by its
+            own statistics (transductive, and dependent on ``batch_size``). Ignored for a
+            body without such layers.
 
     Raises:
         ValueError: a split other than ``"train"``, ``"val"`` or ``"test"``, or a batch size
@@ -98,15 +120,32 @@ def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
     _check_positive(batch_size=batch_size)
     out = {}
     with torch.no_grad():
-        for e in experiences:
-            x, y = getattr(e, split)
-            correct = 0
-            for i in range(0, y.numel(), batch_size):
-                feats = features(model, params, x[i:i + batch_size])          # [n, D]
-                logits = logits_of_head(params, e.head, feats)                  # [n, C]
-                correct += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
-            out[e.name] = correct / y.numel() if y.numel() else math.nan
+        layers, stats = _reference_stats(model, params, reference)
+        with fixed_stats(layers, stats) if stats is not None else nullcontext():
+            for e in experiences:
+                x, y = getattr(e, split)
+                correct = 0
+                for i in range(0, y.numel(), batch_size):
+                    feats = features(model, params, x[i:i + batch_size])      # [n, D]
+                    logits = logits_of_head(params, e.head, feats)              # [n, C]
+                    correct += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
+                out[e.name] = correct / y.numel() if y.numel() else math.nan
     return out
+
+
+def _reference_stats(model: nn.Module, params, reference: torch.Tensor | None
+                     ) -> tuple[dict, dict | None]:
+    """(the body's metaloop BatchNorm layers, their statistics on at most
+    ``REFERENCE_EXAMPLES`` evenly spaced ``reference`` inputs), or None for the statistics
+    when there are no such layers or no reference."""
+    layers = batchnorm_layers(model)
+    if not layers or reference is None or len(reference) == 0:
+        return layers, None
+    step = max(1, math.ceil(len(reference) / REFERENCE_EXAMPLES))
+    sample = reference[::step]                                           # [<= 1024, ...]
+    with recorded_stats(layers, {}) as stats:
+        features(model, params, sample)
+    return layers, stats
 
 
 def _kept_heads(keep_heads, new, earlier) -> dict[str, tuple[float, list[int]]]:
@@ -294,8 +333,10 @@ def _snapshot(params: Mapping[str, torch.Tensor]) -> Params:
 def _record(curve, model, params, watch, new, step) -> float:
     """Append one evaluation to ``curve``; return the new experience's validation accuracy."""
     curve["step"].append(step)
-    for name, acc in evaluate_experiences(model, params, watch).items():
+    reference = new.train[0]                    # the data being learned: its BatchNorm stats
+    for name, acc in evaluate_experiences(model, params, watch, reference=reference).items():
         curve["accuracy"][name].append(acc)
-    val = evaluate_experiences(model, params, [new], split="val")[new.name]
+    val = evaluate_experiences(model, params, [new], split="val",
+                               reference=reference)[new.name]
     curve["val_accuracy"].append(val)
     return val

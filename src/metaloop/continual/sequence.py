@@ -154,8 +154,9 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
         raise ValueError(f"a stream needs at least two experiences, got {len(experiences)}")
     pretrained = check_flag("pretrained", pretrained)
     rows, curve, boundaries, offset = [], [], [], 0
-    if pretrained:
-        rows.append(evaluate_experiences(model, params, experiences))
+    if pretrained:                      # BatchNorm statistics of the data about to be learned
+        rows.append(evaluate_experiences(model, params, experiences,
+                                         reference=experiences[0].train[0]))
     for t in range(1 if pretrained else 0, len(experiences)):
         opts = {**finetune_kwargs, **strategy_options(strategy, t, experiences,
                                                       replay_ratio=replay_ratio,
@@ -166,7 +167,8 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
         result = finetune_experience(body, start, experiences[t], earlier=experiences[:t],
                                      generator=generator, progress=progress, **opts)
         params = merge_lora_params(body, result.params) if use_lora else result.params
-        rows.append(evaluate_experiences(model, params, experiences))
+        rows.append(evaluate_experiences(model, params, experiences,
+                                         reference=experiences[t].train[0]))
         if t > 0:
             boundaries.append(offset)
             curve += [{"step": offset + s, "experience": t,
