@@ -29,3 +29,13 @@ def allocator() -> str:
     benchmark says which): the ``MALLOC_*`` variables set, else glibc's defaults."""
     env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")}
     return "allocator " + (", ".join(f"{k}={v}" for k, v in env.items()) or "glibc default")
+
+
+def require_positive(parser, args, *names: str) -> None:
+    """A usage error (exit status 2, one line naming the flag) for any of ``names`` (argparse
+    dests) that is not a positive int: a count of 0 times nothing, and the medians and
+    ratios of an empty list would end in a traceback."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive int, got {value}")

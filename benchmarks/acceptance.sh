@@ -13,6 +13,15 @@ VENV="${1:?usage: acceptance.sh VENV OUT [ITERS]}"
 OUT="${2:?usage: acceptance.sh VENV OUT [ITERS]}"
 ITERS="${3:-10}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
+if [[ ! -x "$VENV/bin/python" ]]; then   # before OUT is made: nothing half-written
+  echo "acceptance.sh: error: $VENV/bin/python does not exist: make the venv with" \
+       "bash benchmarks/setup_peers.sh $VENV" >&2
+  exit 2
+fi
+if [[ ! "$ITERS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "acceptance.sh: error: ITERS must be a positive int, got '$ITERS'" >&2
+  exit 2
+fi
 mkdir -p "$OUT"
 run() {   # name, then bench_maml.py arguments
   local name="$1"; shift

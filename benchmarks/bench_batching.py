@@ -19,7 +19,7 @@ import argparse
 import functools
 
 import torch
-from _timing import allocator, interleaved_medians  # benchmarks/ is on sys.path
+from _timing import allocator, interleaved_medians, require_positive  # benchmarks/ is on sys.path
 
 import metaloop as ml
 from metaloop.meta import MAML
@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--skip-conv", action="store_true")
     args = ap.parse_args()
+    require_positive(ap, args, "reps")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {allocator()}")

@@ -18,7 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _timing import allocator  # run as a script: benchmarks/ is on sys.path
+from _timing import allocator, require_positive  # run as a script: benchmarks/ is on sys.path
 from bench_maml import relative_error
 from torch.func import functional_call
 
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     a = ap.parse_args()
+    require_positive(ap, a, "threads", "queries", "reps", "iters")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     torch.set_default_dtype(getattr(torch, a.dtype))

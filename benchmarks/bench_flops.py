@@ -25,7 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _timing import allocator  # benchmarks/ is on sys.path
+from _timing import allocator, require_positive  # benchmarks/ is on sys.path
 
 
 def conv4_layer_flops(hidden=64, in_channels=1, size=28, ways=5) -> list[int]:
@@ -86,6 +86,9 @@ def main(argv=None) -> None:
     ap.add_argument("--batching", choices=["loop", "threads"], default="loop",
                     help="the MAML learner's batching (threads: one task per thread)")
     args = ap.parse_args(argv)
+    require_positive(ap, args, "threads", "reps")
+    if args.maml_tasks < 0:
+        ap.error(f"--maml-tasks must be an int >= 0 (0: not timed), got {args.maml_tasks}")
     torch.set_num_threads(args.threads)
     fl = maml_iteration_flops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {allocator()}")

@@ -1,13 +1,14 @@
 """Opening a large image folder: the first open (decode into the cache), the second open (the
 cache), and resident memory while tasks are sampled from it.
 
-Writes a folder of N small PNGs (``--images``, default 50,000 in 1,000 classes) under
-``--work`` (made once, then reused), then in separate child processes (so each starts cold in
-Python and its memory is its own):
+Writes a folder of N small PNGs (``--images``, default 50,000 in ``--classes`` 1,000 classes
+of ``--side`` pixels) under ``--work`` (made once for these three settings, then reused),
+then in separate child processes (so each starts cold in Python and its memory is its own):
 
 1. ``Episodes.from_folder`` with no cache: scan, decode every image, write the cache;
 2. ``Episodes.from_folder`` again: scan, compare the manifest, map the cache;
-3. the same, then sample ``--tasks`` 20-way 5-shot tasks, reading RSS (and its anonymous
+3. the same, then sample ``--tasks`` 20-way 5-shot tasks (a multiple of 64: two halves of
+   32-task meta-batches), reading RSS (and its anonymous
    part, memory that is not a file mapping) from ``/proc/self/status`` before and after.
 
 The images are a memory-mapped file: sampling touches pages of the cache (``RssFile``), which
@@ -15,7 +16,8 @@ the kernel can drop at any time, while private memory (``RssAnon``) stays flat.
 
 Run:  python benchmarks/bench_folder.py [--images 50000] [--size 28]
           [--record docs/results/data_folder.json]
-      (--record writes data_folder_open.json, _first_open.json and _memory.json)
+      (--record writes data_folder_open.json, _first_open.json, _memory.json and
+      _sample.json)
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=1_000)
     p.add_argument("--size", type=int, default=28, help="side of the decoded images")
     p.add_argument("--side", type=int, default=32, help="side of the PNGs written")
-    p.add_argument("--tasks", type=int, default=3_200, help="20-way 5-shot tasks sampled")
+    p.add_argument("--tasks", type=int, default=3_200,
+                   help="20-way 5-shot tasks sampled, a multiple of 64")
     p.add_argument("--work", default="/tmp/metaloop-bench-folder")
     p.add_argument("--record", help="write a docs/results record here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -112,13 +115,24 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    for flag in ("images", "classes", "size", "side", "tasks"):
+        if getattr(args, flag) <= 0:
+            p.error(f"--{flag} must be a positive int, got {getattr(args, flag)}")
+    if args.classes < 20:
+        p.error(f"--classes {args.classes}: the tasks are 20-way, so at least 20 classes")
+    if args.images % args.classes or args.images // args.classes < 10:
+        p.error(f"--images {args.images} must be a multiple of --classes {args.classes} with "
+                f"at least 10 images per class (5 shots and 5 queries)")
+    if args.tasks % 64:
+        p.error(f"--tasks {args.tasks} must be a multiple of 64 (two halves of 32-task "
+                f"meta-batches)")
     work = Path(args.work)
-    root = work / f"images_{args.images}"
+    root = work / f"images_{args.images}_{args.classes}c_{args.side}px"
     t0 = time.perf_counter()
     make_folder(root, args.images, args.classes, args.side)
     print(f"folder: {root} ({args.images} PNGs, {args.side}x{args.side}; "
           f"made in {time.perf_counter() - t0:.1f} s)")
-    cache = work / f"cache_{args.images}_{args.size}"
+    cache = work / f"cache_{root.name}_{args.size}"
     for f in cache.glob("*"):
         f.unlink()
 

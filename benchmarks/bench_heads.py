@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _timing import require_positive  # benchmarks/ is on sys.path
 
 from metaloop.adapt.newton_head import newton_head
 from metaloop.adapt.ridge_head import head_logits, ridge_head
@@ -114,6 +115,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     args = ap.parse_args()
+    require_positive(ap, args, "tasks", "ways", "queries", "steps", "reps", "threads")
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)

@@ -25,7 +25,7 @@ import contextlib
 import functools
 
 import torch
-from _timing import allocator, interleaved_medians  # benchmarks/ is on sys.path
+from _timing import allocator, interleaved_medians, require_positive  # benchmarks/ is on sys.path
 
 import metaloop.adapt.sgd as sgd
 import metaloop.meta._head_learner as head_learner
@@ -77,8 +77,13 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=4)
     ap.add_argument("--root", default=None, help="Omniglot root (default: the search path)")
     args = ap.parse_args()
+    require_positive(ap, args, "reps", "threads", "tasks")
     torch.set_num_threads(args.threads)
-    fam = Omniglot(args.root, split="train", ways=20, shots=1, queries=5)
+    try:
+        fam = Omniglot(args.root, split="train", ways=20, shots=1, queries=5)
+    except FileNotFoundError as e:                 # its first line names what is missing
+        missing = str(e).splitlines()[0].split(" Looked for:")[0]
+        ap.error(f"{missing} (give the Omniglot folder with --root)")
     tb = fam.sample(args.tasks, generator=torch.Generator().manual_seed(0))
     tb64 = tb.to(torch.device("cpu"), torch.float64)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {allocator()}, Omniglot "

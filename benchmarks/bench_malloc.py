@@ -37,16 +37,24 @@ DEFAULT = ("omniglot_pretrain_5w1s_cpu,omniglot_maml_20w1s_cpu,omniglot_anil_20w
            "omniglot_reptile_5w1s_cpu,omniglot_challenge_cpu")
 
 
-def short_config(name: str, iterations: int, folder: Path) -> Path:
-    """A copy of ``configs/<name>.toml`` that trains ``iterations`` iterations and writes
-    no intermediate checkpoint."""
+def short_text(name: str, iterations: int) -> str:
+    """The text of ``configs/<name>.toml``, set to train ``iterations`` iterations and write
+    no intermediate checkpoint.
+
+    Raises:
+        OSError: no such config. ValueError: not exactly one ``iterations =`` line.
+    """
     text = (ROOT / "configs" / f"{name}.toml").read_text()
     text, n = re.subn(r"(?m)^iterations\s*=\s*\d+", f"iterations = {iterations}", text)
     if n != 1:
         raise ValueError(f"configs/{name}.toml: expected one 'iterations =' line, found {n}")
-    text = re.sub(r"(?m)^checkpoint_every\s*=\s*\d+", "checkpoint_every = 1000000", text)
+    return re.sub(r"(?m)^checkpoint_every\s*=\s*\d+", "checkpoint_every = 1000000", text)
+
+
+def short_config(name: str, iterations: int, folder: Path) -> Path:
+    """``short_text(name, iterations)`` written into ``folder``; its path."""
     path = folder / f"{name}.toml"
-    path.write_text(text)
+    path.write_text(short_text(name, iterations))
     return path
 
 
@@ -73,6 +81,13 @@ def main(argv=None) -> int:
     if args.iterations <= 0 or args.reps <= 0:
         ap.error("--iterations and --reps must be positive")
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    if not names:
+        ap.error(f"--configs {args.configs!r} names no config")
+    for name in names:                      # every one before the first run: none fails late
+        try:
+            short_text(name, args.iterations)
+        except (OSError, ValueError) as e:
+            ap.error(f"--configs: {name}: {e}")
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")

@@ -78,6 +78,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _timing import allocator  # benchmarks/ is on sys.path
 from torch.func import functional_call
 
 import metaloop as ml
@@ -452,19 +453,28 @@ def parse(argv=None):
         help="time metaloop from this source tree too, as 'baseline' (see the docstring)")
     add("--worker", default=None, help=argparse.SUPPRESS)
     add("--check-out", default=None, help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    for flag in ("ways", "shots", "queries", "meta_batch", "steps", "hidden", "iters", "reps",
+                 "check_tasks", "threads"):
+        if getattr(args, flag) <= 0:
+            ap.error(f"--{flag.replace('_', '-')} must be a positive int, got "
+                     f"{getattr(args, flag)}")
+    if args.warmup < 0:
+        ap.error(f"--warmup must be an int >= 0, got {args.warmup}")
+    if "metaloop" not in args.only.split(","):
+        ap.error(f"--only {args.only}: metaloop must be among them, as the reference for the "
+                 f"ratios")
+    return args
 
 
 def header(args) -> str:
-    alloc = {k: os.environ.get(k, "unset")
-             for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
     kind = "first" if args.first_order else "second"
     what = "ANIL" if args.anil else "MAML"
     data = "random images" if args.random_data else "Omniglot train"
     where = (f"{torch.cuda.get_device_name(0)} (TF32 off), " if args.device == "cuda"
              else "")
-    return (f"torch {torch.__version__}, {where}{torch.get_num_threads()} thread(s), allocator "
-            f"{alloc}\n{kind}-order {what}, Conv4 {args.hidden} filters ({args.pool}), "
+    return (f"torch {torch.__version__}, {where}{torch.get_num_threads()} thread(s), "
+            f"{allocator()}\n{kind}-order {what}, Conv4 {args.hidden} filters ({args.pool}), "
             f"{args.ways}-way {args.shots}-shot, {args.queries} queries/class, "
             f"meta-batch {args.meta_batch}, {args.steps} step(s) at {args.inner_lr}, "
             f"Adam {args.outer_lr}, {data}; median of {args.reps} x {args.iters} iterations")
@@ -504,6 +514,14 @@ def main(argv=None) -> None:
         if args.check_out:
             return torch.save(check_grads(args.worker, args), args.check_out)
         return worker(args.worker, args)
+    if not args.random_data:
+        try:                                   # the data before any output: named, once
+            batch_source(args)
+        except FileNotFoundError as e:
+            missing = str(e).splitlines()[0].split(" Looked for:")[0]
+            print(f"bench_maml.py: error: {missing} (give the Omniglot folder with --data, or "
+                  f"--random-data)", file=sys.stderr)
+            raise SystemExit(2) from None
     print(header(args))
     names = []
     for name in args.only.split(","):
@@ -512,8 +530,6 @@ def main(argv=None) -> None:
             print(f"  skip {name}: {why}")
         else:
             names.append(name)
-    if "metaloop" not in names:
-        raise SystemExit("metaloop must be among --only: it is the reference for the ratios")
     argv = sys.argv[1:] if argv is None else list(argv)
     errors = check(names, args, argv)
     for name, err in errors.items():

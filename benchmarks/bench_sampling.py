@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import allocator, require_positive  # benchmarks/ is on sys.path
 
 import metaloop as ml
 from metaloop.meta import MAML
@@ -131,11 +132,17 @@ def main(argv=None) -> None:
     p.add_argument("--train-reps", type=int, default=2)
     p.add_argument("--record", help="write the worst data share as a results record here")
     args = p.parse_args(argv)
+    require_positive(p, args, "threads", "classes", "reps", "rounds", "train_iterations",
+                     "train_reps")
     torch.set_num_threads(args.threads)
-    malloc = {k: os.environ.get(k, "unset") for k in ("MALLOC_MMAP_THRESHOLD_",
-                                                      "MALLOC_TRIM_THRESHOLD_")}
+    if args.family == "omniglot" or not (args.folder and args.folder.exists()):
+        try:                                      # the packed data, read or written out
+            Omniglot(split="train", ways=5, shots=1, queries=1)
+        except FileNotFoundError as e:
+            p.error(f"{str(e).splitlines()[0].split(' Looked for:')[0]} (set METALOOP_DATA "
+                    f"to the folder holding omniglot/)")
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} cores, "
-          f"allocator {malloc}, family {args.family}")
+          f"{allocator()}, family {args.family}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = None
         if args.family == "folder":

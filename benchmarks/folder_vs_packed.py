@@ -101,10 +101,19 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/metaloop-folder-vs-packed")
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"
-                                          / "data" / "omniglot"))
-    p.add_argument("--iterations", type=int, default=300)
+                                          / "data" / "omniglot"),
+                   help="the packed Omniglot folder (omniglot_background.npz and "
+                        "omniglot_evaluation.npz)")
+    p.add_argument("--iterations", type=int, default=300, help="R2D2 training iterations")
     p.add_argument("--record", help="write a docs/results record here")
     args = p.parse_args()
+    if args.iterations <= 0:
+        p.error(f"--iterations must be a positive int, got {args.iterations}")
+    missing = [f"omniglot_{part}.npz" for part in ("background", "evaluation")
+               if not (Path(args.shared) / f"omniglot_{part}.npz").is_file()]
+    if missing:                              # before --work is made: nothing half-written
+        p.error(f"--shared {args.shared} lacks {' and '.join(missing)} (the packed Omniglot "
+                f"copy)")
     work = Path(args.work)
     folder = work / "omniglot_folder"
     folder.mkdir(parents=True, exist_ok=True)

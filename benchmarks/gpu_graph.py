@@ -38,6 +38,9 @@ from metaloop.tasks.batch import valid_by_construction  # noqa: E402
 from metaloop.tasks.device import DeviceTasks  # noqa: E402
 from metaloop.train.graphs import WARMUP, GraphStep  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _timing import require_positive  # noqa: E402
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -115,11 +118,22 @@ def probe(config: str, device: str = "cuda", iters: int = 30, meta_batch: int | 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "omniglot_maml_5w1s_full.toml"))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--device", choices=("cuda", "cpu"),
+                    default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cuda (the default where torch sees a GPU); cpu runs the same step "
+                         "without recording, only to try the script")
+    ap.add_argument("--iters", type=int, default=30, help="timed steps of each kind")
     ap.add_argument("--meta-batch", type=int, help="default: the config's")
     ap.add_argument("--channels", type=int, help="default: the config's")
     args = ap.parse_args()
+    require_positive(ap, args, "iters", "meta_batch", "channels")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device here; --device cpu only tries the "
+                 "script")
+    try:
+        _config.load(args.config)
+    except (ValueError, FileNotFoundError) as e:
+        ap.error(f"--config {args.config}: {e}")
     print(json.dumps(probe(args.config, args.device, args.iters, args.meta_batch,
                            args.channels)))
     return 0

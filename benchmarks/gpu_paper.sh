@@ -92,6 +92,10 @@ if device == "cuda" and not torch.cuda.is_available():
             "tries the script on the CPU")
 if args.tf32 and device != "cuda":        # TF32 exists on CUDA only: it would change nothing
     p.error(f"--tf32 allows TF32 matmuls on CUDA, but the device is {device}; leave it out")
+for flag in ("train_seconds", "eval_seconds"):
+    if not getattr(args, flag) > 0:
+        p.error(f"--{flag.replace('_', '-')} must be a positive number of seconds, got "
+                f"{getattr(args, flag)}")
 out = Path(args.out)
 stale = [str(out / x) for x in ("run", "eval", "summary.json", "record.json")
          if (out / x).exists()]
@@ -99,11 +103,13 @@ if stale:                                    # a stale run or result would be re
     print(f"gpu_paper.sh: error: {', '.join(stale)} already exist(s); give an empty --out",
           file=sys.stderr)
     sys.exit(2)
-out.mkdir(parents=True, exist_ok=True)
-
 from metaloop import config as _config  # noqa: E402
 
-cfg = _config.load(args.config)           # the config, its extends chain resolved
+try:                                      # the config, its extends chain resolved
+    cfg = _config.load(args.config)       # (before --out is made: nothing half-written)
+except (ValueError, FileNotFoundError) as e:
+    p.error(f"--config {args.config}: {e}")
+out.mkdir(parents=True, exist_ok=True)
 full_iterations = cfg["train"]["iterations"]    # what the protocol trains
 cfg["method"]["batching"] = "vmap" if device == "cuda" else "loop"
 cfg["train"].update(device_tasks=True, log_every=100 if device == "cuda" else 5)

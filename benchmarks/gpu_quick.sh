@@ -14,7 +14,9 @@ case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} N
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-runs/gpu_quick}}
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv || true
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total --format=csv || true
+fi
 timeout 470 python benchmarks/gpu_runs.py --out "$OUT" --work "${TMPDIR:-/tmp}/gpu_quick" \
     --train-seconds 300 --eval-seconds 120 omniglot_maml_5w1s_cpu
 echo "summary: $OUT/summary.json"

@@ -97,20 +97,31 @@ def run_name(name: str) -> str:
     return Path(name).stem if name.endswith(".toml") else name.replace("+", "_")
 
 
-def write_config(name: str, batching: str, dst: Path) -> Path:
-    """The resolved config of ``name`` (its ``extends`` chain read) with the probed task
-    batching and the name's variant applied, written whole to ``dst`` as TOML."""
+def load_named(name: str) -> dict:
+    """The resolved config of ``name`` (its ``extends`` chain read) with the name's variant
+    applied.
+
+    Raises:
+        ValueError, FileNotFoundError: no such config, a bad one, or an unknown variant.
+    """
     if name.endswith(".toml"):                      # a config file of one's own
-        src, name, variant = Path(name), Path(name).stem, ""
+        src, variant = Path(name), ""
     else:
         base, _, variant = name.partition("+")
         src = ROOT / "configs" / f"{base}.toml"
+    if variant not in ("", "cosine"):
+        raise ValueError(f"unknown variant {variant!r} in {name!r} (known: +cosine)")
     cfg = _config.load(src)
-    cfg["method"]["batching"] = batching
     if variant == "cosine":
         cfg["train"]["lr_schedule"] = "cosine"
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r} in {name!r}")
+    return cfg
+
+
+def write_config(name: str, batching: str, dst: Path) -> Path:
+    """``load_named(name)`` with the probed task batching, written whole to ``dst`` as
+    TOML."""
+    cfg = load_named(name)
+    cfg["method"]["batching"] = batching
     path = dst / f"{run_name(name)}.toml"
     path.write_text(_config.to_toml(cfg))
     return path
@@ -129,9 +140,12 @@ def main() -> int:
     ap.add_argument("names", nargs="+")
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="/tmp/gpu_runs")
-    ap.add_argument("--train-seconds", type=float, default=330)
-    ap.add_argument("--eval-seconds", type=float, default=150)
-    ap.add_argument("--probe-config", default="omniglot_maml_5w1s_cpu")
+    ap.add_argument("--train-seconds", type=float, default=330,
+                    help="wall-clock seconds before the runs still going are stopped")
+    ap.add_argument("--eval-seconds", type=float, default=150,
+                    help="wall-clock seconds the evaluations may take")
+    ap.add_argument("--probe-config", default="omniglot_maml_5w1s_cpu",
+                    help="the config in configs/ whose step is checked and timed")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to try the script")
     ap.add_argument("--eval-tasks", type=int, default=0, help="0: the config's")
     ap.add_argument("--batching", choices=("loop", "vmap"),
@@ -142,11 +156,24 @@ def main() -> int:
              if (work / "runs" / run_name(n)).exists()]
     if stale:                                # a stale run would be evaluated as this one
         ap.error(f"{', '.join(stale)} already exist(s); give another --work")
-    (work / "configs").mkdir(parents=True, exist_ok=True)
+    for flag in ("train_seconds", "eval_seconds"):
+        if not getattr(args, flag) > 0:
+            ap.error(f"--{flag.replace('_', '-')} must be a positive number of seconds, got "
+                     f"{getattr(args, flag)}")
+    if args.eval_tasks < 0:
+        ap.error(f"--eval-tasks must be an int >= 0 (0: the config's), got {args.eval_tasks}")
+    # every config before any work: a bad name found after the probe (or after the runs
+    # before it started) would waste the lent GPU's time and leave those runs going
+    for name in args.names + ([] if args.batching else [args.probe_config]):
+        try:
+            load_named(name)
+        except (ValueError, FileNotFoundError) as e:
+            ap.error(f"{name}: {e}")
     dev = args.device
     if dev == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no CUDA device here; --device cpu only tries the "
                  "script")
+    (work / "configs").mkdir(parents=True, exist_ok=True)
     summary = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",
                "torch": torch.__version__}
     t0 = time.perf_counter()

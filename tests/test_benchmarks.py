@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
@@ -135,3 +137,207 @@ def test_bench_maml_on_a_gpu_checks_and_times_there_or_says_why_not():
     assert "TF32 off" in r.stdout and "skip metaloop-threads: a CPU layout" in r.stdout
     assert "check plain         max rel err" in r.stdout and "WRONG" not in r.stdout
     assert "peak GPU MiB" in r.stdout
+
+
+def test_bench_maml_refuses_settings_that_time_nothing():
+    """``--reps 0`` / ``--iters 0`` ended in a StatisticsError traceback after the check, and
+    an ``--only`` without metaloop exited 1; each is now one named usage error (status 2)."""
+    base = [sys.executable, "benchmarks/bench_maml.py", "--random-data", "--meta-batch", "2",
+            "--queries", "2", "--hidden", "8", "--check-tasks", "1", "--threads", "1"]
+    for flags, said in ((["--reps", "0"], "--reps must be a positive int, got 0"),
+                        (["--iters", "0"], "--iters must be a positive int, got 0"),
+                        (["--only", "plain"], "metaloop must be among them")):
+        r = _run([*base, *flags])
+        assert r.returncode == 2, (flags, r.stderr[-500:])
+        assert said in r.stderr and "Traceback" not in r.stderr and r.stdout == "", flags
+
+
+def test_bench_folder_refuses_what_it_cannot_sample_before_writing(tmp_path):
+    """Fewer than 20 classes (the tasks are 20-way), fewer than 10 images a class, or --tasks
+    not a multiple of 64 ended in a child's traceback (or a division by zero) after the
+    folder was written; now each is a named usage error and nothing is written."""
+    for flags, said in ((["--images", "200", "--classes", "10"], "at least 20 classes"),
+                        (["--images", "100", "--classes", "20"], "at least 10 images per class"),
+                        (["--images", "400", "--classes", "20", "--tasks", "2"],
+                         "--tasks 2 must be a multiple of 64")):
+        r = _run([sys.executable, "benchmarks/bench_folder.py", *flags,
+                  "--work", str(tmp_path / "work")])
+        assert r.returncode == 2 and said in r.stderr, (flags, r.stderr[-500:])
+        assert "Traceback" not in r.stderr and not (tmp_path / "work").exists()
+
+
+def test_bench_folder_makes_a_folder_per_class_count(tmp_path):
+    """The image folder was named by --images alone, so a later run with other --classes
+    (or --side) silently reused the first run's images."""
+    work = tmp_path / "work"
+    for classes in (20, 40):
+        r = subprocess.run([sys.executable, "benchmarks/bench_folder.py", "--images", "400",
+                            "--classes", str(classes), "--tasks", "64", "--work", str(work)],
+                           cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        root = Path(r.stdout.split("folder: ", 1)[1].split(" (", 1)[0])
+        assert len([d for d in root.iterdir() if d.is_dir()]) == classes
+        assert "after sampling 64 tasks" in r.stdout
+
+
+@pytest.mark.parametrize("script, flags, said", [
+    ("bench_batching.py", ["--reps", "0", "--skip-conv"], "--reps must be a positive int, got 0"),
+    ("bench_compile.py", ["--iters", "0"], "--iters must be a positive int, got 0"),
+    ("bench_flops.py", ["--reps", "0"], "--reps must be a positive int, got 0"),
+    ("bench_heads.py", ["--reps", "0"], "--reps must be a positive int, got 0"),
+    ("bench_layout.py", ["--tasks", "0"], "--tasks must be a positive int, got 0"),
+    ("bench_sampling.py", ["--rounds", "0"], "--rounds must be a positive int, got 0"),
+    ("gpu_graph.py", ["--device", "cpu", "--iters", "0"], "--iters must be a positive int"),
+])
+def test_timing_scripts_refuse_a_count_that_times_nothing(script, flags, said):
+    """A count of 0 ran the set-up (or the whole check) and then ended in a traceback from
+    the median of nothing (or a division by zero); now a named usage error, status 2."""
+    r = _run([sys.executable, f"benchmarks/{script}", *flags])
+    assert r.returncode == 2, r.stderr[-1000:]
+    assert said in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_gpu_graph_without_cuda_says_so_in_one_line():
+    """``--device cuda`` without a GPU ended in torch's AssertionError traceback."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the probe would run")
+    r = _run([sys.executable, "benchmarks/gpu_graph.py", "--device", "cuda"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1] == ("gpu_graph.py: error: --device cuda: torch sees no "
+                                         "CUDA device here; --device cpu only tries the script")
+
+
+def test_acceptance_refuses_a_missing_venv_or_bad_iters_before_writing(tmp_path):
+    """A VENV without bin/python failed with status 127 after OUT/base.txt was begun; bad
+    ITERS reached every bench_maml.py run."""
+    venv = Path(sys.executable).parents[1]          # a real one: bin/python is there
+    for argv, said in (([str(tmp_path / "novenv"), str(tmp_path / "out")],
+                        f"{tmp_path / 'novenv'}/bin/python does not exist"),
+                       ([str(venv), str(tmp_path / "out"), "0"],
+                        "ITERS must be a positive int, got '0'")):
+        if said.startswith("ITERS") and not (venv / "bin" / "python").exists():
+            continue
+        r = _run(["bash", "benchmarks/acceptance.sh", *argv])
+        assert r.returncode == 2, r.stderr[-500:]
+        assert r.stderr.splitlines() == [r.stderr.splitlines()[0]] and said in r.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_gpu_quick_without_cuda_is_one_named_line(tmp_path):
+    """Without a GPU the script printed the shell's 'nvidia-smi: command not found' before
+    gpu_runs.py's refusal."""
+    import shutil
+
+    import torch
+
+    if torch.cuda.is_available() or shutil.which("nvidia-smi"):
+        pytest.skip("a GPU (or nvidia-smi) is here")
+    r = _run(["bash", "benchmarks/gpu_quick.sh", str(tmp_path / "out")])
+    assert r.returncode == 2 and "nvidia-smi" not in r.stderr
+    assert r.stderr.splitlines()[-1].endswith("torch sees no CUDA device here; --device cpu "
+                                              "only tries the script")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_vs_packed_refuses_missing_data_before_writing(tmp_path):
+    """A --shared folder without the packed Omniglot files ended in a FileNotFoundError
+    traceback after the --work folder was made."""
+    r = _run([sys.executable, "benchmarks/folder_vs_packed.py", "--shared",
+              str(tmp_path / "none"), "--work", str(tmp_path / "work")])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "lacks omniglot_background.npz and omniglot_evaluation.npz" in r.stderr
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("bench_maml.py", ["--random-data", "--meta-batch", "2", "--queries", "2", "--hidden", "8",
+                       "--iters", "1", "--reps", "1", "--warmup", "0", "--check-tasks", "1",
+                       "--threads", "1", "--only", "metaloop"]),
+    ("bench_sampling.py", ["--settings", "5w1s", "--classes", "20", "--reps", "1", "--rounds",
+                           "1", "--train-iterations", "1", "--train-reps", "1"]),
+])
+def test_maml_and_sampling_benchmarks_name_every_allocator_setting(script, flags):
+    """They printed two MALLOC_* variables as 'unset' whatever else was set, e.g. the
+    MALLOC_MMAP_MAX_=0 of ``--malloc heap``, which changes the times."""
+    base = {k: v for k, v in ENV.items() if not k.startswith("MALLOC_")}
+    r = subprocess.run([sys.executable, f"benchmarks/{script}", *flags], cwd=ROOT,
+                       env={**base, "MALLOC_MMAP_MAX_": "0", "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "allocator MALLOC_MMAP_MAX_=0" in r.stdout.splitlines()[0], r.stdout[:300]
+
+
+def test_gpu_runs_refuses_a_bad_config_name_before_any_work(tmp_path):
+    """An unknown config name (or variant) ended in a FileNotFoundError traceback after the
+    check and probe and after the runs named before it had started (left running); a refusal
+    for a missing GPU left ``--work``/configs behind."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    base = [sys.executable, "benchmarks/gpu_runs.py", "--out", str(out), "--work", str(work)]
+    for argv, said in (
+            (["--device", "cpu", "--batching", "loop", "omniglot_maml_5w1s_cpu", "nosuch"],
+             "nosuch: config file"),
+            (["--device", "cpu", "--batching", "loop", "omniglot_maml_5w1s_cpu+warm"],
+             "unknown variant 'warm'"),
+            (["--device", "cpu", "--train-seconds", "0", "omniglot_maml_5w1s_cpu"],
+             "--train-seconds must be a positive number of seconds")):
+        r = _run([*base, *argv])
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+        assert said in r.stderr.splitlines()[-1]
+        assert not work.exists() and not out.exists()
+    import torch
+
+    if not torch.cuda.is_available():
+        r = _run([*base, "omniglot_maml_5w1s_cpu"])
+        assert r.returncode == 2 and "torch sees no CUDA device" in r.stderr
+        assert not work.exists()
+
+
+def test_gpu_paper_refuses_a_missing_config_before_making_out(tmp_path):
+    """A --config that does not exist ended in a FileNotFoundError traceback after --out was
+    made; a budget of 0 seconds was taken."""
+    for flags, said in ((["--config", str(tmp_path / "nope.toml")], "nope.toml does not exist"),
+                        (["--train-seconds", "0"], "--train-seconds must be a positive")):
+        r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu", *flags,
+                  "--out", str(tmp_path / "out")])
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+        assert said in r.stderr.splitlines()[-1]
+        assert not (tmp_path / "out").exists()
+
+
+def test_bench_malloc_checks_every_config_before_the_first_run():
+    """An unknown name, or a config without its own 'iterations =' line (one that extends
+    another), ended in a traceback when its turn came, after the workloads before it had
+    run for minutes."""
+    for configs, said in (("omniglot_challenge_cpu,nosuch", "--configs: nosuch:"),
+                          ("omniglot_challenge_pilot28_6k_rot_cpu",
+                           "expected one 'iterations =' line, found 0")):
+        r = _run([sys.executable, "benchmarks/bench_malloc.py", "--configs", configs,
+                  "--iterations", "1", "--reps", "1"])
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+        assert said in r.stderr.splitlines()[-1] and r.stdout == ""
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("bench_layout.py", ["--root"]),
+    ("bench_maml.py", ["--meta-batch", "2", "--queries", "2", "--hidden", "8", "--only",
+                       "metaloop", "--data"]),
+])
+def test_omniglot_benchmarks_name_missing_data_in_one_line(script, flags, tmp_path):
+    """An Omniglot folder without the data ended in the loader's FileNotFoundError
+    traceback (bench_maml: after its header)."""
+    r = _run([sys.executable, f"benchmarks/{script}", *flags, str(tmp_path / "none")])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+    assert len(r.stderr.splitlines()) <= 3 and r.stdout == ""      # argparse: usage + line
+    assert "not found" in r.stderr.splitlines()[-1] and "give the Omniglot folder" in r.stderr
+
+
+def test_gpu_graph_names_a_missing_config(tmp_path):
+    """A --config that does not exist ended in a FileNotFoundError traceback."""
+    r = _run([sys.executable, "benchmarks/gpu_graph.py", "--device", "cpu", "--config",
+              str(tmp_path / "nope.toml")])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+    assert r.stderr.splitlines()[-1].endswith("nope.toml does not exist")

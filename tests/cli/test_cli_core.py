@@ -136,6 +136,11 @@ def test_train_then_eval_roundtrip(tmp_path, capsys):
     (["compare", "--iterations", "-3"], "--iterations must be positive"),
     (["eval", "--checkpoint", "/nonexistent"], "no checkpoint"),
     (["train"], "--out"),
+    # an empty comma list: eval named it eval.steps, vae refused it only after training
+    (["eval", "--checkpoint", "/nonexistent", "--steps", ","],
+     "eval: error: --steps needs at least one number of adaptation steps, got none"),
+    (["vae", "--model", "cvae", "--classes", ","],
+     "vae: error: --classes needs at least one class index (C1,C2,...), got none"),
 ])
 def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
     assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "compare" else [])]) == 2
@@ -186,6 +191,23 @@ def test_print_config_refuses_what_train_refuses(body, message, tmp_path, capsys
     cfg.write_text(body)
     assert main(["train", "--config", str(cfg), "--print-config"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_print_config_prints_the_seed_the_run_takes_and_refuses_run_flags(tmp_path, capsys):
+    """--print-config --seed 7 printed the file's seed (the run trains with 7), and a flag
+    only a run reads (--out, --resume, ...) was accepted and ignored."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\n[train]\nseed = 4\n')
+    assert main(["train", "--config", str(cfg), "--print-config", "--seed", "7"]) == 0
+    train = capsys.readouterr().out.split("[train]")[1].split("\n[")[0]
+    assert "\nseed = 7\n" in train
+    assert main(["train", "--config", str(cfg), "--print-config", "--seed", "-1"]) == 2
+    assert "--seed must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "--print-config", "--out",
+                 str(tmp_path / "run"), "--tf32"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--out, --tf32 would change nothing" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_closing_line_names_a_log_window_as_one(tmp_path, capsys):

@@ -16,9 +16,10 @@ DESCRIPTION = """\
 Meta-train every method (MAML, first-order MAML, Reptile, ANIL, and on classification R2D2
 and MetaOptNet) and the two baselines it is measured against (a model trained from scratch
 on each task, and one pretrained on all training tasks at once), then evaluate them on the
-same held-out tasks after 0 to 10 adaptation steps. Prints the table (mean and 95% CI) and
-writes results.json and the plots. With no arguments: sinusoid regression, about 2.5
-CPU-minutes at one thread.
+same held-out tasks after each number of adaptation steps in the config's eval.steps
+(sinusoid: 0 to 10; omniglot: 0, 1 and 3, or 0, 1 and 5 at 20 ways). Prints the table (mean
+and 95% CI) and writes results.json, timing.json and the plots. With no arguments: sinusoid
+regression, about 2.5 CPU-minutes at one thread.
 
 The settings are the family's shipped config: --print-config shows it; copy it, edit it and
 pass it back with --config FILE (a file over your own data runs the comparison on it)."""

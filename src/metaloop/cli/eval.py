@@ -191,6 +191,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise ValueError(f"--{flag} must be positive, got {value}")
     if args.ways == 1:
         raise ValueError("--ways must be >= 2: a 1-way task is always answered right, got 1")
+    if args.steps == []:                    # "--steps ,": named here, not as eval.steps
+        raise ValueError("--steps needs at least one number of adaptation steps, got none")
     if args.steps is not None and any(s < 0 for s in args.steps):
         raise ValueError(f"--steps must be non-negative ints, got {','.join(map(str, args.steps))}")
     _checks.check_shifts(args.support_shift, args.query_shift)

@@ -63,8 +63,9 @@ def register(sub) -> None:
                         f"failure (default {distributed.DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--print-config", action="store_true",
                    help="print the --config file as it will run (its extends chain applied, "
-                        "every default filled) as TOML, and exit; a config train would refuse "
-                        "before reading the data is refused here too")
+                        "--seed applied, every default filled) as TOML, and exit; a config "
+                        "train would refuse before reading the data is refused here too, and "
+                        "so are the flags only a run reads (--out, --resume, ...)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -74,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             if not args.config:
                 raise ValueError("--print-config prints the --config file: give --config FILE")
+            _refuse_run_flags(args)
             cfg = _config.load(args.config)
+            if args.seed is not None:              # as the run would take it
+                if args.seed < 0:
+                    raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
+                cfg["train"]["seed"] = args.seed
             _config.check_combinations(cfg)        # what train refuses before reading data
             _config.check_training(cfg, _config.written_keys(args.config))
             text = _config.to_toml(cfg)
@@ -108,6 +114,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if owner:
             distributed.destroy()
+
+
+# (flag, the value it has when not given): what only a run reads, not --print-config
+_RUN_FLAGS = (("--out", "out", None), ("--resume", "resume", False), ("--tf32", "tf32", False),
+              ("--precision", "precision", "float32"), ("--device", "device", "cpu"),
+              ("--dist-timeout", "dist_timeout", None), ("--no-progress", "no_progress", False))
+
+
+def _refuse_run_flags(args: argparse.Namespace) -> None:
+    """ValueError naming the flags that set up or report a run, given with ``--print-config``
+    (which prints the config and exits, so they would change nothing)."""
+    given = [flag for flag, key, unset in _RUN_FLAGS if getattr(args, key) != unset]
+    if given:
+        raise ValueError(f"--print-config prints the config and exits without training, so "
+                         f"{', '.join(given)} would change nothing: leave "
+                         f"{'it' if len(given) == 1 else 'them'} out")
 
 
 def _check_flags(args: argparse.Namespace) -> None:

@@ -215,4 +215,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.classes == []:             # "--classes ," : refused before training, not after
+        raise ValueError("--classes needs at least one class index (C1,C2,...), got none")
     return recipe.run(args, log=print)
