@@ -461,6 +461,10 @@ def parse(argv=None):
                      f"{getattr(args, flag)}")
     if args.warmup < 0:
         ap.error(f"--warmup must be an int >= 0, got {args.warmup}")
+    unknown = [n for n in args.only.split(",") if n not in IMPLS]
+    if unknown:
+        ap.error(f"--only names unknown implementation(s) {', '.join(map(repr, unknown))}; "
+                 f"choose from {', '.join(IMPLS)}")
     if "metaloop" not in args.only.split(","):
         ap.error(f"--only {args.only}: metaloop must be among them, as the reference for the "
                  f"ratios")

@@ -59,6 +59,7 @@ def test_gpu_paper_smoke_on_cpu_writes_the_summary(tmp_path, omniglot_root):
     assert "error" not in s["checks"] and s["checks"]["bf16_meta_gradient_relative_error"] > 0
 
 
+@pytest.mark.slow                    # about 40 s: it trains and evaluates the challenge config
 def test_gpu_paper_fits_the_challenge_config_to_its_budget_and_writes_the_record(
         tmp_path, omniglot_root):
     """--iterations fit: as many iterations as the training budget holds at the measured
@@ -146,7 +147,9 @@ def test_bench_maml_refuses_settings_that_time_nothing():
             "--queries", "2", "--hidden", "8", "--check-tasks", "1", "--threads", "1"]
     for flags, said in ((["--reps", "0"], "--reps must be a positive int, got 0"),
                         (["--iters", "0"], "--iters must be a positive int, got 0"),
-                        (["--only", "plain"], "metaloop must be among them")):
+                        (["--only", "plain"], "metaloop must be among them"),
+                        (["--only", "metaloop,learn2lern"],
+                         "unknown implementation(s) 'learn2lern'")):
         r = _run([*base, *flags])
         assert r.returncode == 2, (flags, r.stderr[-500:])
         assert said in r.stderr and "Traceback" not in r.stderr and r.stdout == "", flags
