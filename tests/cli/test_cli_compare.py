@@ -171,6 +171,24 @@ def test_an_interrupted_comparison_resumes_to_the_uninterrupted_result(tmp_path,
     assert got == want
 
 
+def test_ctrl_c_before_any_checkpoint_does_not_offer_resume(tmp_path, capsys, monkeypatch):
+    """Stopped while the first method's data is built, nothing is checkpointed and the folder
+    is removed: the hint says to start again, not to --resume (which would find no run)."""
+    from metaloop import build
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "build_family", stopped)
+    out = tmp_path / "o"
+    argv = ["compare", "--methods", "maml", "--iterations", "2", "--meta-batch", "2",
+            "--tasks", "2", "--no-progress", "--out", str(out)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "stopped before any run was checkpointed" in err and "--resume continues" not in err
+    assert not out.exists()
+
+
 def test_resume_refuses_a_changed_config_and_an_empty_folder(tmp_path, capsys):
     argv = ["compare", "--methods", "maml", "--iterations", "2", "--meta-batch", "2",
             "--tasks", "2", "--no-progress", "--out", str(tmp_path / "o")]

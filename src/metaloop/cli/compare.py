@@ -127,8 +127,12 @@ def run(args: argparse.Namespace) -> int:
                              on_method=started, resume=args.resume)
         except KeyboardInterrupt:
             bar.close()
-            print(f"metaloop compare: the runs so far are checkpointed in {out / 'runs'}; the "
-                  f"same command with --resume continues them", file=sys.stderr)
+            if any((out / "runs").glob("*/LATEST")):
+                print(f"metaloop compare: the runs so far are checkpointed in {out / 'runs'}; "
+                      f"the same command with --resume continues them", file=sys.stderr)
+            else:
+                print("metaloop compare: stopped before any run was checkpointed; start it "
+                      "again with the same command (without --resume)", file=sys.stderr)
             raise
         bar.n = len(methods)
         bar.refresh()
