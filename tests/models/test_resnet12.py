@@ -72,3 +72,30 @@ def test_bad_arguments(kw, message):
 def test_bad_input_shape_is_named():
     with pytest.raises(ValueError, match=r"ResNet12 expects \[N, 1, H, W\]"):
         ResNet12()(torch.randn(2, 3, 28, 28))
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"width": True}, "width must be a positive int, got True"),
+    ({"in_channels": True}, "in_channels must be a positive int, got True"),
+    ({"negative_slope": "0.1"}, r"negative_slope must be a number in \[0, 1\), got '0.1'"),
+    ({"negative_slope": -0.1}, r"negative_slope must be a number in \[0, 1\), got -0.1"),
+    ({"negative_slope": float("nan")}, r"negative_slope must be a number in \[0, 1\)"),
+])
+def test_bad_arguments_are_named_at_construction(kw, message):
+    """A bool was taken as a width of 1, and a bad slope failed at the first forward pass
+    (a string) or built a net of another activation (a negative slope)."""
+    with pytest.raises(ValueError, match=message):
+        ResNet12(**kw)
+    assert ResNet12(1, 2, 3, image_size=16, negative_slope=0)(torch.randn(2, 1, 16, 16)).shape \
+        == (2, 3)
+
+
+def test_84x84_features_are_the_mean_of_the_last_5x5_map():
+    """The docstring's readout: MetaOptNet flattens this map (640 x 5 x 5 on 84x84 at width
+    64); here the features are its spatial mean, 10 * width of them."""
+    torch.manual_seed(0)
+    m = ResNet12(3, 4, 5, image_size=84)
+    x = torch.randn(2, 3, 84, 84)
+    fmap = m.body(x)
+    assert fmap.shape == (2, 40, 5, 5) and m.feature_dim == 40
+    torch.testing.assert_close(m(x, head=False), fmap.mean((2, 3)))

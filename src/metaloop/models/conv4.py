@@ -12,11 +12,19 @@ class BatchNorm(nn.Module):
 
     MAML normalises with batch statistics at test time too, so there are no running-statistics
     buffers at all: nothing is mutated during adaptation, and forward is a pure function of
-    (parameters, input). Learnable ``weight [C]`` and ``bias [C]``.
+    (parameters, input). The biased variance, ``eps`` inside the square root, as
+    ``F.batch_norm(training=True)``. Learnable ``weight [C]`` and ``bias [C]`` (the MAML
+    code's TensorFlow layer, with its defaults, learns the bias alone, with eps 1e-3).
 
     ``fixed``: None, or a ``(mean [C], var [C])`` pair to normalise with instead of the
     batch's, set only for the duration of ``metaloop.models.bn_stats.fixed_stats``
     (non-transductive scoring).
+
+    Raises:
+        ValueError: batch statistics of one value per channel (one image whose map has
+            shrunk to 1x1), which would normalise every value to 0 and so replace the
+            input by ``bias``; ``fixed`` statistics that are not ``[C]`` for the input's C
+            channels (recorded on another network).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -27,6 +35,16 @@ class BatchNorm(nn.Module):
         self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed is None and x.shape[0] * x.shape[2] * x.shape[3] == 1:   # a shape
+            raise ValueError(f"BatchNorm on batch statistics needs more than one value per "
+                             f"channel, but its input {list(x.shape)} has one (a single image "
+                             f"whose feature map has shrunk to 1x1): give more images at once, "
+                             f"larger images, or fixed statistics (metaloop.models.bn_stats)")
+        if self.fixed is not None and any(t.shape != x.shape[1:2] for t in self.fixed):
+            raise ValueError(f"BatchNorm fixed statistics must be [C] for input "
+                             f"{list(x.shape)} of C={x.shape[1]} channels, got mean "
+                             f"{list(self.fixed[0].shape)} and var "
+                             f"{list(self.fixed[1].shape)} (recorded on another network?)")
         if self.fixed is None and torch._C._functorch.maybe_current_level() is None:
             return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         # Given statistics, or under torch.func transforms (vmap), where the fused kernel's
@@ -46,7 +64,10 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class ConvBlock(nn.Module):
     """3x3 conv -> BatchNorm -> ReLU -> 2x2 max-pool, or a stride-2 conv instead of the pool.
 
-    With the max-pool, the ReLU runs after it (the same function, cheaper).
+    With the max-pool, the ReLU runs after it (the same function, cheaper). Padding 1 on
+    every side: where the MAML code's TensorFlow ``'SAME'`` pads a stride-2 conv on an even
+    side at the bottom and right only, this gives the same output size on a grid one pixel
+    up and left.
     """
 
     def __init__(self, cin: int, cout: int, pool: str):
@@ -70,20 +91,22 @@ class Conv4(nn.Module):
 
     Args:
         in_channels: image channels.
-        hidden: filters per block (64 in the papers).
+        hidden: filters per block (64 in Vinyals et al. and in the MAML paper's Omniglot
+            net; 32 in its MiniImagenet net).
         out_dim: outputs of the head (the number of ways).
         pool: ``"max"`` (2x2 max-pool per block) or ``"stride"`` (stride-2 convolutions and a
             spatial mean at the end, as the MAML paper's Omniglot network).
         image_size: side of the square input, used to size the head: >= 16 for ``"max"``
             (each pool halves it, rounding down, and a 15x15 image is gone after the
             fourth); any size for ``"stride"`` (each conv halves it rounding up, so a map
-            never shrinks below 1x1).
+            never shrinks below 1x1; up to 16 it ends at 1x1, so a batch of one image has
+            no batch statistics in the last block and is refused: ``BatchNorm``).
         readout: how the last feature map ``[N, hidden, h, w]`` becomes features:
             ``"mean"`` (spatial mean, ``hidden`` features; the MAML paper's stride net) or
             ``"flatten"`` (``hidden * h * w`` features: 256 for the stride net on 28x28, at
-            no extra backbone cost; it did not raise R2D2 / MetaOptNet on Omniglot 20-way
-            1-shot, ``docs/results.md``). A max-pool net on 28x28 ends at 1x1, where the two
-            agree. None: ``"mean"`` for stride, ``"flatten"`` for max.
+            no extra backbone cost; it did not help ProtoNet on the Omniglot challenge
+            pilot, ``docs/omniglot.md``'s ablation table). A max-pool net on 28x28 ends at
+            1x1, where the two agree. None: ``"mean"`` for stride, ``"flatten"`` for max.
 
     Shapes:
         x ``[N, in_channels, image_size, image_size]`` -> ``[N, out_dim]``.
@@ -103,7 +126,7 @@ class Conv4(nn.Module):
             raise ValueError(f"Conv4 readout must be 'mean' or 'flatten', got {readout!r}")
         for name, v in (("in_channels", in_channels), ("hidden", hidden), ("out_dim", out_dim),
                         ("image_size", image_size)):
-            if not isinstance(v, int) or v <= 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"Conv4 {name} must be a positive int, got {v!r}")
         if pool == "max" and image_size < 16:     # 15 -> 7 -> 3 -> 1 -> 0: nothing to pool
             raise ValueError(f"Conv4 image_size must be >= 16 with pool 'max' (four 2x2 "
@@ -141,14 +164,17 @@ class Conv4(nn.Module):
 
         Raises:
             ValueError: as ``features``; with the head, an input whose size gives other than
-                ``feature_dim`` features (the net was built for another ``image_size``).
+                ``feature_dim`` features (the net was built for another ``image_size``, or
+                the image is not square).
         """
         h = self.features(x)
         if not head:
             return h
         if h.shape[-1] != self.feature_dim:
+            fix = (f"build it with image_size={x.shape[-1]} or resize the images"
+                   if x.shape[-2] == x.shape[-1] else
+                   "it reads square images: pad or resize them to a square")
             raise ValueError(f"Conv4 was built for {self.image_size}x{self.image_size} inputs "
                              f"({self.feature_dim} features for its head), but input "
-                             f"{list(x.shape)} gives {h.shape[-1]}; build it with "
-                             f"image_size={x.shape[-1]} or resize the images")
+                             f"{list(x.shape)} gives {h.shape[-1]}; {fix}")
         return self.head(h)

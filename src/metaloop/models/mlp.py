@@ -54,9 +54,9 @@ class MLP(nn.Module):
 
         Raises:
             ValueError: an input whose last dimension is not ``in_dim`` (e.g. images not
-                flattened).
+                flattened), or a scalar.
         """
-        if x.shape[-1] != self.in_dim:
+        if x.dim() == 0 or x.shape[-1] != self.in_dim:
             raise ValueError(f"MLP expects inputs [..., in_dim={self.in_dim}], got shape "
                              f"{list(x.shape)}")
         h = self.body(x)

@@ -1,4 +1,4 @@
-"""ResNet-12: the residual few-shot backbone of TADAM and MetaOptNet (Lee et al. 2019)."""
+"""ResNet-12: the residual few-shot backbone of MetaOptNet (Lee et al. 2019), after TADAM's."""
 
 from __future__ import annotations
 
@@ -37,16 +37,28 @@ class ResNet12(nn.Module):
     """Four residual blocks of widths ``(w, 2.5w, 5w, 10w)``, a spatial mean, a linear ``head``.
 
     With ``width=64`` the blocks have 64, 160, 320 and 640 channels, as in Lee et al. (2019)
-    (without DropBlock). Its BatchNorm uses the statistics of the batch it is given, like
-    Conv4's, so that forward is a pure function of (parameters, input). A 28x28 Omniglot image
-    leaves the four 2x2 pools at 1x1; an 84x84 image at 5x5.
+    (``int(2.5 * w)`` for the second: 80 for ``width=32``); TADAM (Oreshkin et al. 2018),
+    whose network theirs follows, had 64, 128, 256 and 512. Each block is Lee et al.'s:
+    three bias-free 3x3 convs with BatchNorm, a bias-free 1x1 conv + BatchNorm shortcut,
+    LeakyReLU (``negative_slope``), a 2x2 max-pool. It differs from MetaOptNet's code in four ways:
+
+    * features are the spatial mean of the last map (``10 * width``); MetaOptNet flattens it
+      (640 x 5 x 5 = 16,000 features on 84x84 images);
+    * no DropBlock or dropout (MetaOptNet: rate 0.1, dropout after the first two blocks,
+      DropBlock in the last two);
+    * its BatchNorm uses the statistics of the batch it is given, like Conv4's, in training
+      and at test time, so that forward is a pure function of (parameters, input);
+      MetaOptNet's uses running statistics at test time;
+    * PyTorch's default initialisation; MetaOptNet's is Kaiming-normal (fan-out).
+
+    A 28x28 Omniglot image leaves the four 2x2 pools at 1x1; an 84x84 image at 5x5.
 
     Args:
         in_channels: image channels.
         width: channels of the first block (64 in the paper).
         out_dim: outputs of the head (the number of ways).
         image_size: side of the square input (at least 16, so that four pools leave >= 1x1).
-        negative_slope: of the LeakyReLU (0.1 in the paper).
+        negative_slope: of the LeakyReLU, in [0, 1) (0.1 in the paper).
 
     Shapes:
         x ``[N, in_channels, image_size, image_size]`` -> ``[N, out_dim]``; features
@@ -54,7 +66,8 @@ class ResNet12(nn.Module):
         features independent of the size).
 
     Raises:
-        ValueError: a size or count that is not a positive int, or ``image_size`` < 16.
+        ValueError: a size or count that is not a positive int, ``image_size`` < 16, or a
+            ``negative_slope`` outside [0, 1).
     """
 
     def __init__(self, in_channels: int = 1, width: int = 64, out_dim: int = 5,
@@ -62,8 +75,12 @@ class ResNet12(nn.Module):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("width", width), ("out_dim", out_dim),
                         ("image_size", image_size)):
-            if not isinstance(v, int) or v <= 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"ResNet12 {name} must be a positive int, got {v!r}")
+        if not isinstance(negative_slope, (int, float)) or isinstance(negative_slope, bool) \
+                or not 0 <= negative_slope < 1:
+            raise ValueError(f"ResNet12 negative_slope must be a number in [0, 1), got "
+                             f"{negative_slope!r}")
         if image_size < 16:
             raise ValueError(f"ResNet12 image_size must be >= 16 (four 2x2 pools), got "
                              f"{image_size}")
