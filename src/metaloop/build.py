@@ -273,6 +273,9 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
     shape = getattr(family, "image_shape", None)
     if shape is None or len(shape) != 3:
         raise ValueError(f"model {name!r} needs an image family, not {type(family).__name__}")
+    if shape[-2] != shape[-1]:
+        raise ValueError(f"model {name!r} reads square images; the family gives "
+                         f"{shape[-2]}x{shape[-1]}: pad or resize them to a square")
     if name == "resnet12":          # widths channels x (1, 2.5, 5, 10): 64 -> 64..640
         return models.ResNet12(shape[0], mcfg["channels"], out, image_size=shape[-1])
     return models.Conv4(shape[0], mcfg["channels"], out, pool=mcfg["pool"], image_size=shape[-1],

@@ -111,6 +111,21 @@ class _FakeFamily:
     kind, ways, image_shape = "classification", 5, (1, 28, 28)
 
 
+@pytest.mark.parametrize("name", ["conv4", "resnet12"])
+def test_a_non_square_image_family_is_named_when_the_model_is_built(name):
+    from metaloop import build as _build
+    from metaloop import config as _config
+
+    class Wide(_FakeFamily):
+        image_shape = (1, 20, 40)
+
+    cfg = _config.validate({"family": {"name": "omniglot"}, "model": {"name": name},
+                            "method": {"name": "protonet"}})
+    with pytest.raises(ValueError, match=f"model '{name}' reads square images; the family "
+                                         f"gives 20x40: pad or resize"):
+        _build.build_model(cfg["model"], Wide(), "protonet")
+
+
 def test_train_then_eval_roundtrip(tmp_path, capsys):
     run = train_run(tmp_path, '[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "maml"\n'
                     '[train]\niterations = 6\ncheckpoint_every = 3\nmeta_batch = 4\n'
