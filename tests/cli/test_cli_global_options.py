@@ -198,3 +198,27 @@ def test_commands_other_than_train_are_refused_under_torchrun(tmp_path, monkeypa
     assert not out.exists()
     monkeypatch.setenv("WORLD_SIZE", "1")                        # one process: as always
     assert main(["compare", "--print-config"]) == 0
+
+
+def test_sigterm_stops_every_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
+    """SIGTERM (a scheduler, kill) during a command other than train is turned into the
+    KeyboardInterrupt that Ctrl-C gives: exit 130 with one line and nothing left in --out
+    (it killed the process outright: exit 143, an empty --out folder)."""
+    import signal
+
+    from metaloop import build
+
+    def term(*a, **k):
+        # raise the real signal only when a handler is set: with the default, it would kill
+        # the test process instead of failing the test
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "SIGTERM not handled"
+        signal.raise_signal(signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(build, "build_family", term)
+    out = tmp_path / "o"
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["compare", "--methods", "maml", "--iterations", "2", "--meta-batch", "2",
+                 "--tasks", "2", "--no-progress", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err and not out.exists()
+    assert signal.getsignal(signal.SIGTERM) == before              # the handler is restored

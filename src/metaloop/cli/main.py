@@ -10,6 +10,7 @@ import os
 import sys
 import warnings
 
+from metaloop.cli._signals import sigterm_interrupts
 from metaloop.train import distributed
 from metaloop.train.malloc import MODES, keep_heap
 
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if _shown_as_python_does():        # not recorded (pytest.warns, catch_warnings(record))
         warnings.showwarning = functools.partial(_show_warning, args.command, shown)
     try:
-        return int(args.func(args) or 0)
+        with sigterm_interrupts():
+            return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as e:
         text = distributed.message(e)      # None: another rank of a torchrun prints it
         if text is not None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 from metaloop import config as _config
 from metaloop.cli import _checks
+from metaloop.cli._signals import sigterm_interrupts
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
 from metaloop.train.checkpoint import latest_checkpoint
@@ -168,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     # or at any rank, removes it again: a folder that existed before is never removed)
     existed = rank == 0 and out is not None and os.path.lexists(out)
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             cfg, out, created = distributed.from_rank0(
                 lambda: recipe.prepare(out, config_path=args.config,
                                        resume=bool(args.resume), seed=args.seed),
@@ -226,20 +224,3 @@ def _discard(out) -> bool:
     return not out.exists()
 
 
-@contextmanager
-def _sigterm_interrupts():
-    """SIGTERM (torchrun stopping its workers, a scheduler) raises KeyboardInterrupt, as
-    SIGINT does, so a run stopped before its first checkpoint removes its run directory
-    (the training loop turns both into a request to stop after the current iteration)."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def handle(signum, frame):
-        raise KeyboardInterrupt("stopped by SIGTERM")
-    old = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
