@@ -148,3 +148,25 @@ def test_a_record_path_that_cannot_be_written_is_named_before_any_work(tmp_path,
         records.write_record(path, table="t", row="r", metric="m", mean=1.0, ci95=None, n=None,
                              budget={"iterations": 1}, device="cpu", torch="2", date="2026-01-01",
                              config=None, command="c", published=None)
+
+
+def test_a_diverged_evaluation_refused_as_a_record_writes_no_results(run, tmp_path,
+                                                                     monkeypatch, capsys):
+    # a NaN mean cannot be a record: it is refused before results.json is written, so the
+    # command's exit 2 leaves no output that looks complete
+    from metaloop.cli import eval as eval_cli
+
+    real = eval_cli.evaluate_run
+
+    def diverged(*a, **k):
+        res = real(*a, **k)
+        res["result"][res["metric"]]["mean"] = [float("nan")] * len(
+            res["result"][res["metric"]]["mean"])
+        return res
+
+    monkeypatch.setattr(eval_cli, "evaluate_run", diverged)
+    out, rec_path = tmp_path / "ev", tmp_path / "docs" / "results" / "sine.json"
+    assert main(["eval", "--checkpoint", str(run), "--out", str(out), "--record",
+                 str(rec_path), "--no-progress"]) == 2
+    assert "mean must be a finite number" in capsys.readouterr().err
+    assert not (out / "results.json").exists() and not rec_path.exists()

@@ -321,6 +321,14 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
                 print(f"note: {who}family.split = {split!r} (Vinyals) holds characters of "
                       f"the evaluation alphabets; the original challenge trains on the "
                       f"background alphabets only", file=sys.stderr)
+    rec = None
+    if args.record:            # checked before results.json: a record it refuses leaves none
+        rec = records.eval_record(
+            cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
+            device=args.device, methods=[m["method"] for m in members(loaded)],
+            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
+            error_rate=error)
+        records.validate_record(rec, where=args.record)
     if out is not None:
         extra = {"error_rate": error} if error is not None else {}
         if len(args.checkpoint) > 1:
@@ -330,12 +338,8 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         report.write_json(out / "results.json", {"config": cfg, "metric": metric, **extra,
                                                  "methods": {key: report.strip_per_task(r)}})
         report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
-    if args.record:
-        _write_record(args.record, records.eval_record(
-            cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
-            device=args.device, methods=[m["method"] for m in members(loaded)],
-            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
-            error_rate=error))
+    if rec is not None:
+        _write_record(args.record, rec)
     return 0
 
 
@@ -368,13 +372,17 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     print("the runs are Lake's official 20, unaltered (sha256 of their files matches)"
           if res["official"] else f"the runs are not Lake's official 20 (sha256 of their "
           f"files {res['runs_sha256'][:12]}...)")
+    rec = None
+    if args.record:            # checked before results.json: a record it refuses leaves none
+        rec = records.lake_runs_record(
+            cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
+            device=args.device, methods=[m["method"] for m in members(loaded)],
+            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"])
+        records.validate_record(rec, where=args.record)
     if out is not None:
         extra = {"ensemble": {"members": members(loaded), "combine": loaded.learner.combine}} \
             if len(args.checkpoint) > 1 else {}
         report.write_json(out / "results.json", {"config": cfg, **extra, "lake_runs": res})
-    if args.record:
-        _write_record(args.record, records.lake_runs_record(
-            cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
-            device=args.device, methods=[m["method"] for m in members(loaded)],
-            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"]))
+    if rec is not None:
+        _write_record(args.record, rec)
     return 0
