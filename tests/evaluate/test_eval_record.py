@@ -170,3 +170,17 @@ def test_a_diverged_evaluation_refused_as_a_record_writes_no_results(run, tmp_pa
                  str(rec_path), "--no-progress"]) == 2
     assert "mean must be a finite number" in capsys.readouterr().err
     assert not (out / "results.json").exists() and not rec_path.exists()
+
+
+def test_a_run_stopped_early_is_noted_and_scored_as_it_is(run, tmp_path, capsys):
+    import shutil
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run, stopped)
+    (stopped / "LATEST").write_text("ckpt-00000002\n")        # as a run stopped there leaves it
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(stopped), "--no-progress"]) == 0
+    assert f"note: {stopped} stopped at iteration 2 of 4" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(run), "--no-progress"]) == 0        # finished
+    assert main(["eval", "--checkpoint", str(stopped / "ckpt-00000002"), "--no-progress"]) == 0
+    assert "stopped at iteration" not in capsys.readouterr().err     # a checkpoint, on purpose

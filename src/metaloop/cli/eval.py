@@ -141,6 +141,7 @@ EVAL_FLAGS = ("tasks", "shots", "ways", "split", "steps", "within_alphabet", "dr
 def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = load_ensemble(args.checkpoint, device=args.device)
+    _note_unfinished(loaded)
     _check_flags_family(args, loaded)
     changes = {k: getattr(args, k) for k in EVAL_FLAGS}
     try:
@@ -157,6 +158,17 @@ def run(args: argparse.Namespace) -> int:
         if args.lake_runs:
             return _lake_runs(args, loaded, cfg, out)
         return _evaluate(args, loaded, cfg, out)
+
+
+def _note_unfinished(loaded) -> None:
+    """A note for each run folder whose latest checkpoint is short of its config's iterations
+    (a run stopped early): it is scored as it is. A ``ckpt-*`` folder given on purpose is not
+    noted."""
+    for m in getattr(loaded, "members", None) or [loaded]:
+        total = m.config["train"]["iterations"]
+        if (Path(m.path) / "LATEST").is_file() and m.iteration < total:
+            print(f"note: {m.path} stopped at iteration {m.iteration} of {total} (metaloop "
+                  f"train --resume finishes it); scored as it is", file=sys.stderr)
 
 
 def _flag(key: str, value) -> str:
