@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, ContinuousBernoulli, Normal, kl_divergence
 
-from metaloop.generative import CVAE, VAE, elbo, evaluate_bounds, iwae_bound
+from metaloop.generative import CVAE, VAE, elbo, evaluate_bounds, gaussian_kl, iwae_bound
+from metaloop.generative.bounds import log_weights
 
 B, L, SHAPE = 5, 3, (1, 6, 6)
 
@@ -90,3 +91,43 @@ def test_evaluate_bounds_averages_the_nll_as_minus_iwae_in_nats():
     # nats per image: positive for binary pixels, and an untrained model is near the
     # 36 log 2 of a fair coin per pixel
     assert 0.5 * 36 * math.log(2) < m["nll"] < 2 * 36 * math.log(2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("likelihood", ["bernoulli", "cbernoulli"])
+def test_bounds_against_the_exact_log_likelihood_of_a_one_dimensional_latent(likelihood):
+    # log p(x) = log int p(x|z) N(z; 0, 1) dz by the trapezoid rule on a fine grid (a 1-D z),
+    # and the exact ELBO = int q log p(x|z) - KL on the same grid: then
+    # ELBO <= IWAE_k (mean over draws) <= log p(x), IWAE_k grows with k and reaches log p(x).
+    torch.manual_seed(0)
+    model = VAE(1, hidden=(8,), image_shape=(1, 2, 2), likelihood=likelihood).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 1, 2, 2, generator=g, dtype=torch.float64)
+    x = torch.bernoulli(x, generator=g) if likelihood == "bernoulli" else x
+    z = torch.linspace(-12, 12, 24001, dtype=torch.float64)                # [G]
+    log_pxz = model.log_px(x, z.reshape(-1, 1, 1).expand(-1, 3, 1))        # [G, 3]
+    prior = Normal(0.0, 1.0).log_prob(z)[:, None]                          # [G, 1]
+    dz = float(z[1] - z[0])
+    log_p = torch.logsumexp(log_pxz + prior, 0) + math.log(dz)            # [3]
+    mu, logvar = model.posterior(x)                                        # [3, 1]
+    q = Normal(mu[:, 0], torch.exp(0.5 * logvar[:, 0]))
+    qz = torch.exp(q.log_prob(z[:, None]))                                 # [G, 3]
+    exact_elbo = (qz * log_pxz).sum(0) * dz - gaussian_kl(mu, logvar)      # [3]
+    posterior = log_pxz + prior - log_p                                    # log p(z|x)
+    kl_to_posterior = (qz * (q.log_prob(z[:, None]) - posterior)).sum(0) * dz
+    assert torch.allclose(log_p - exact_elbo, kl_to_posterior, atol=1e-6)  # the ELBO's gap
+    assert (exact_elbo < log_p - 0.01).all()
+    # E_q[w^2] / p(x)^2, small enough here for IWAE_5000 to sit within 0.02 of log p(x)
+    rel_var = torch.exp(torch.logsumexp(2 * (log_pxz + prior) - q.log_prob(z[:, None]), 0)
+                        + math.log(dz) - 2 * log_p)
+    assert (rel_var < 10).all()
+    gen = torch.Generator().manual_seed(2)
+    lw = log_weights(model, x, 200_000, generator=gen)                     # [R * k, 3]
+    means = {k: (torch.logsumexp(lw.reshape(-1, k, 3), 1) - math.log(k)).mean(0)
+             for k in (1, 10, 100)}                                        # over R draws
+    means[5000] = torch.stack([iwae_bound(model, x, 5000, generator=gen)
+                               for _ in range(20)]).mean(0)
+    assert torch.allclose(means[1], exact_elbo, atol=0.02)                 # IWAE_1 = ELBO
+    assert (means[1] < means[10]).all() and (means[10] < means[100]).all()
+    assert (means[100] < log_p + 0.01).all()
+    assert torch.allclose(means[5000], log_p, atol=0.02)

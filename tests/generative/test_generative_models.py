@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,6 +101,23 @@ def test_frechet_distance_of_gaussians():
     assert abs(frechet_distance(a, b) - 6.0) < 0.3
     assert frechet_distance(a, a) < 1e-6
 
+
+@pytest.mark.parametrize("n, m, d", [(50, 40, 5), (40, 30, 20), (10, 12, 20)])
+def test_frechet_distance_matches_scipy_sqrtm(n, m, d):
+    # correlated, non-commuting covariances; the last two are rank-deficient (d >= rows),
+    # as the class-wise FD's 40 images per class in 128 features are
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(d)
+    a = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    b = rng.normal(size=(m, d)) @ rng.normal(size=(d, d)) + 1.0
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    want = (((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa + sb)
+            - 2 * np.trace(scipy_linalg.sqrtm(sa @ sb).real))
+    got = frechet_distance(torch.from_numpy(a), torch.from_numpy(b))
+    assert got == pytest.approx(want, rel=1e-6)
+    assert frechet_distance(torch.from_numpy(b), torch.from_numpy(a)) == pytest.approx(
+        got, rel=1e-7)                                           # symmetric
+    assert abs(frechet_distance(torch.from_numpy(a), torch.from_numpy(a))) < 1e-6 * got
 
 
 def test_class_frechet_distance_is_the_mean_of_per_class_distances():

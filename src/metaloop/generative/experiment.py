@@ -198,6 +198,22 @@ def build_model(kind: str, s: Settings, train_images: torch.Tensor, n_classes: i
     return CVAE(n_classes, s.latent, beta=s.beta, **common)
 
 
+def checked_pixels(s: Settings, tr: gdata.ImageData, te: gdata.ImageData) -> torch.Tensor:
+    """The test pixels (``data.eval_pixels``), after checking that they and the training
+    pixels the models will see suit ``s.likelihood`` (``likelihoods.check_data``): so that
+    bad data fails before anything is trained or written.
+
+    Raises:
+        ValueError: as ``likelihoods.check_data`` (grey pixels for the Bernoulli decoder
+            with ``binarize = "none"``, ...).
+    """
+    if s.binarize == "none":              # binarised pixels suit every likelihood
+        likelihoods.check_data(gdata.to_unit(tr.images), s.likelihood)
+    x_te = gdata.eval_pixels(te.images, s.binarize)
+    likelihoods.check_data(x_te, s.likelihood)
+    return x_te
+
+
 def _jsonl(path: Path):
     def write(record: dict) -> None:
         with open(path, "a") as f:
@@ -208,7 +224,7 @@ def _jsonl(path: Path):
 @torch.no_grad()
 def heldout_metrics(model: AE | VAE, x: torch.Tensor, y: torch.Tensor | None, *, k: int,
                     batch: int, seed: int, progress: bool) -> dict[str, float]:
-    """VAE/CVAE: ``evaluate`` (ELBO, recon, KL, NLL). AE: mean test log p(x | f(x))."""
+    """VAE/CVAE: ``evaluate_bounds`` (ELBO, recon, KL, NLL). AE: mean test log p(x | f(x))."""
     model.eval()
     if isinstance(model, AE):
         recon = sum(float(model.log_px(x[i:i + batch], model.codes(x[i:i + batch])).sum())
@@ -245,6 +261,15 @@ def _pairs(y: torch.Tensor, n: int, same_class: bool) -> tuple[torch.Tensor, tor
     return a, b
 
 
+def code_pixels(images: torch.Tensor, binarize: str, seed: int, n: int = 10_000
+                ) -> torch.Tensor:
+    """The pixels an AE's code Gaussian is fitted to (``fit_code_gaussian``): the first ``n``
+    training ``images`` in the form the AE was trained on, as ``data.eval_pixels`` gives
+    them: the grey values for ``binarize`` ``"none"`` (the continuous likelihoods), else a
+    seeded binarisation."""
+    return gdata.eval_pixels(images[:n], binarize, seed)
+
+
 @torch.no_grad()
 def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.ImageData,
                    x_te: torch.Tensor, out: Path) -> list[str]:
@@ -258,7 +283,7 @@ def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.
     files["samples.png"] = (model.sample(64, y=y64, generator=g) if isinstance(model, VAE)
                             else model.sample(64, generator=g))
     if isinstance(model, AE):
-        fitted = fit_code_gaussian(model, gdata.binarize_static(tr.images[:10000], s.seed))
+        fitted = fit_code_gaussian(model, code_pixels(tr.images, s.binarize, s.seed))
         files["samples_fitted.png"] = model.sample(64, generator=g, code_gaussian=fitted)
     kw = {"y": te.labels[:16]} if cond else {}
     rec = model.reconstruct(x_te[:16], **kw)                          # [min(16, N), C, H, W]
@@ -328,8 +353,7 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
         if bad:
             raise ValueError(f"unknown class(es) {bad} for CVAE sampling: {s.data} has "
                              f"classes 0..{tr.n_classes - 1}")
-    x_te = gdata.eval_pixels(te.images, s.binarize)
-    likelihoods.check_data(x_te[:1000], s.likelihood)
+    x_te = checked_pixels(s, tr, te)
     model = build_model(s.model, s, tr.images, tr.n_classes)      # bad widths: before output
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -364,13 +388,13 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
 SWEEP_COLUMNS = ("AE, z ~ N(0, I)", "AE, z ~ Gaussian fitted to codes", "VAE, z ~ N(0, I)")
 
 
-def _sweep_samples(kind: str, model: AE | VAE, tr: gdata.ImageData, n: int, seed: int
-                   ) -> dict[str, torch.Tensor]:
+def _sweep_samples(kind: str, model: AE | VAE, tr: gdata.ImageData, n: int, seed: int,
+                   binarize: str) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     model.eval()
     if kind == "vae":
         return {SWEEP_COLUMNS[2]: model.sample(n, generator=g)}
-    fitted = fit_code_gaussian(model, gdata.binarize_static(tr.images[:10000], seed))
+    fitted = fit_code_gaussian(model, code_pixels(tr.images, binarize, seed))
     return {SWEEP_COLUMNS[0]: model.sample(n, generator=g),
             SWEEP_COLUMNS[1]: model.sample(n, generator=g, code_gaussian=fitted)}
 
@@ -380,7 +404,8 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
 
     The quality classifier is trained on the real training images; ``quality_samples``
     samples of each generator are scored against the real test images (``quality``). The
-    real test images themselves give the ceiling (``results["real"]``).
+    real test images themselves give the ceiling (``results["real"]``), and the classifier's
+    accuracy on them is ``results["classifier_test_accuracy"]``.
 
     Args:
         s: settings (``s.model`` and ``s.latent`` are ignored).
@@ -391,18 +416,23 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
         The ``results.json`` content.
 
     Raises:
-        ValueError: for a latent size <= 0 or any bad setting.
+        ValueError: for a latent size <= 0 or any bad setting, or Omniglot's Lake split
+            (``"omniglot"``), whose test alphabets are not the classifier's.
     """
     if not latents:
         raise ValueError("--sweep-latent needs at least one latent size")
     for latent in latents:
         check_positive("latent size (--sweep-latent)", latent)
     check_settings(Settings(**{**asdict(s), "model": "vae", "latent": latents[0]}))
+    if s.data == "omniglot":
+        raise ValueError("the sweep's scoring classifier is trained on the training classes and "
+                         "measured on the test images, but Omniglot's background and "
+                         "evaluation alphabets are disjoint (its test accuracy would compare "
+                         "unrelated labels); use --data omniglot-mixed")
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     tr, te = load_data(s)
     gdata.require_classes(tr, s.data, "the sweep's scoring classifier (--sweep-latent)")
-    x_te = gdata.eval_pixels(te.images, s.binarize)
-    likelihoods.check_data(x_te[:1000], s.likelihood)
+    x_te = checked_pixels(s, tr, te)
     real = gdata.to_unit(te.images)
     n = min(s.quality_samples, len(real) // 2)    # samples scored; as many real test images
     if n < 2:
@@ -434,7 +464,8 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
                                    batch=s.eval_batch, seed=s.seed, progress=False)
             entry = {"test": test, "epochs_done": hist[-1]["epoch"],
                      "train_cpu_s": time.process_time() - cpu0, "quality": {}}
-            for col, samples in _sweep_samples(kind, model, tr, n, s.seed).items():
+            for col, samples in _sweep_samples(kind, model, tr, n, s.seed,
+                                               s.binarize).items():
                 scores[latent][col] = entry["quality"][col] = quality.sample_quality(
                     clf, samples, real[n:])
                 panels[latent][col] = samples[:32]

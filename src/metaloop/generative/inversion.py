@@ -46,7 +46,7 @@ import torch
 from matplotlib.figure import Figure
 
 from metaloop.generative import data as gdata
-from metaloop.generative import likelihoods, plots, quality
+from metaloop.generative import plots, quality
 from metaloop.generative.cvae import sample_classes
 from metaloop.generative.experiment import (
     DATA_LABELS,
@@ -55,6 +55,7 @@ from metaloop.generative.experiment import (
     _train_model,
     build_model,
     check_settings,
+    checked_pixels,
     cpu_device,
     data_identity,
     heldout_metrics,
@@ -255,7 +256,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
         raise ValueError(f"need at least 4 test images, got {len(real)}")
     check_class_scoring(s, te, m, per_class)
     # the generators' data must suit their likelihood: fail now, not after the classifiers
-    likelihoods.check_data(gdata.eval_pixels(te.images[:1000], s.binarize), s.likelihood)
+    x_te = checked_pixels(s, tr, te)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("")
@@ -296,7 +297,6 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     src = quality.predict(B, samples["inversion_from_real"])[0].argmax(-1)
     results["from_real_independent_says_source"] = float((src == init_labels).float().mean())
 
-    x_te = gdata.eval_pixels(te.images, s.binarize)
     for kind in ("ae", "vae", "cvae"):
         t0 = time.process_time()
         model = build_model(kind, s, tr.images, k)

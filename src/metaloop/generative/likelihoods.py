@@ -60,11 +60,12 @@ def check_data(x: torch.Tensor, kind: str) -> None:
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"pixels must lie in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
     if kind == "bernoulli" and not bool(((x == 0) | (x == 1)).all()):
-        frac = float(((x != 0) & (x != 1)).float().mean())
+        grey = int(((x != 0) & (x != 1)).sum())
         raise ValueError(
-            f"the Bernoulli decoder needs binary pixels, but {frac:.1%} of the pixels lie "
-            "strictly between 0 and 1; binarise the data (--binarize dynamic or static) or "
-            "use a likelihood for continuous data (--likelihood gaussian or cbernoulli)")
+            f"the Bernoulli decoder needs binary pixels, but {grey:,} of the {x.numel():,} "
+            "pixels lie strictly between 0 and 1; binarise the data (--binarize dynamic or "
+            "static) or use a likelihood for continuous data (--likelihood gaussian or "
+            "cbernoulli)")
 
 
 def log_prob(out: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
