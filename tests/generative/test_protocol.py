@@ -229,6 +229,11 @@ def test_evaluation_and_its_record(images, x_test, tmp_path):
     again = P.evaluate_run(tmp_path / "run", k=50, x_test=x_test, s=TINY)
     assert again["test"] == t                # read back, not measured again: same timings
     assert again["eval_cpu_s"] == result["eval_cpu_s"]
+    assert "read_from" not in result and again["read_from"] == "final-k50-n30.json"
+    note = P.record(again, command="metaloop vae --evaluate", device="CPU")["note"]
+    assert note.endswith("the test NLL was measured at the end of training (final-k50-n30.json "
+                         f"in the run folder, {again['threads']} thread(s)), which the command "
+                         "read")
     sub = P.evaluate_run(tmp_path / "run", k=50, examples=10, x_test=x_test, s=TINY)
     assert sub["test"]["n"] == 10 and sub["test_examples"] == 10
     rec = P.record(result, command="metaloop vae --protocol iwae --evaluate", device="CPU")

@@ -417,7 +417,8 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
         ``eval_wall_s``, ``threads``, ``settings``, ``binarization_entropy`` (the mean
         entropy of the measured test images' binarisation, ``data.binarization_entropy``,
         the floor under any model's expected NLL; None for a given ``x_test``), ``curve``
-        and ``sessions``.
+        and ``sessions``; and ``read_from`` (the file's name) when the measurement was
+        read from ``final-k<k>-n<n>.json`` rather than made by this call.
 
     Raises:
         ValueError: if ``k`` or ``examples`` is not positive, ``out`` has no checkpoint, or
@@ -455,7 +456,7 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
             if entropy is not None and done.get("binarization_entropy") is None:
                 done["binarization_entropy"] = entropy
                 ckpt.atomic_write_text(out / name, json.dumps(done, indent=1) + "\n")
-            return done
+            return {**done, "read_from": name}
     model = VAE(s.latent, image_shape=tuple(x_test.shape[1:]), arch="mlp",
                 hidden=tuple(s.hidden), likelihood="bernoulli")
     model.load_state_dict({k_[len("model."):]: v for k_, v in tensors.items()
@@ -538,6 +539,9 @@ def record(result: dict, *, command: str, device: str) -> dict:
     if ent is not None:
         note += (f"; {ent:.2f} nats of it at least are the binarisation's own entropy, "
                  "the floor under any model's NLL on these images")
+    if result.get("read_from"):
+        note += (f"; the test NLL was measured at the end of training ({result['read_from']} "
+                 f"in the run folder, {result['threads']} thread(s)), which the command read")
     return {
         "table": "generative_iwae",
         "row": f"VAE {_layers(s)}, IWAE protocol, {s['data']}{_kernel_label(s)}",
