@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,63 @@ def test_a_bad_key_in_the_child_is_named_as_in_any_config(tmp_path):
         config.load(tmp_path / "child.toml")
 
 
+@pytest.mark.parametrize("child, base, file, message", [
+    ("[trian]\niterations = 3\n", "", "child", r"unknown config section \[trian\] \(did you "
+                                                r"mean 'train'\?\)"),
+    ("[train]\nitertions = 3\n", "", "child", r"unknown key train\.itertions \(did you mean "
+                                              r"'iterations'\?\)"),
+    ('[train]\niterations = "3"\n', "", "child", r"train\.iterations must be int, got str"),
+    ("[train]\niterations = 3.0\n", "", "child", r"train\.iterations must be int, got float"),
+    ("[train]\niterations = true\n", "", "child", r"train\.iterations must be int, got bool"),
+    ("[train]\niterations = [3]\n", "", "child", r"train\.iterations must be int, got list"),
+    ("[family]\nshots = 1\n", "[eval]\nsteps = [0, 1.5]\n", "base",
+     r"eval\.steps must be a list of int"),
+    ("[family]\nshots = 1\n", "[family]\nshotz = 1\n", "base", r"unknown key family\.shotz"),
+    ("[family]\nshots = 1\n", "[train.sub]\nx = 1\n", "base", r"unknown key train\.sub"),
+    ("iterations = 3\n", "", "child", r"key iterations is outside any section: put it under "
+                                       r"\[train\] \(train\.iterations\)$"),
+    ("seed = 3\n", "", "child", r"key seed is outside any section: put it under \[train\] "
+                                 r"\(train\.seed\) or \[eval\] \(eval\.seed\)$"),
+], ids=["section-typo", "key-typo", "str-for-int", "float-for-int", "bool-for-int",
+        "list-for-int", "float-in-int-list-in-base", "key-typo-in-base", "nested-table-in-base",
+        "key-outside-sections", "key-of-two-sections-outside-them"])
+def test_a_bad_key_names_the_file_of_the_chain_that_sets_it(tmp_path, capsys, child, base,
+                                                             file, message):
+    """A bad key or type was named without its file: in an extends chain the user could
+    not tell which file to fix."""
+    (tmp_path / "base.toml").write_text(base)
+    (tmp_path / "child.toml").write_text(f'extends = "base.toml"\n{child}')
+    origin = str(tmp_path / "child.toml") if file == "child" else \
+        f"{tmp_path / 'base.toml'} (which {tmp_path / 'child.toml'} extends)"
+    with pytest.raises(ValueError) as e:
+        config.load(tmp_path / "child.toml")
+    assert str(e.value).startswith(f"config file {origin}: ")
+    assert re.search(message, str(e.value))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "child.toml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"config file {origin}: " in err
+    assert not out.exists()
+
+
+def test_both_names_of_a_renamed_key_in_one_file_name_that_file(tmp_path):
+    (tmp_path / "base.toml").write_text("[method]\ncheckpoint = true\n"
+                                        "recompute_inner_loop = true\n")
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[train]\nseed = 1\n')
+    with pytest.raises(ValueError, match=r"^config file .*base\.toml: method\.checkpoint is "
+                                         r"the deprecated name of method\.recompute_inner_loop; "
+                                         r"give method\.recompute_inner_loop only$"):
+        config.load(tmp_path / "child.toml")
+
+
+def test_a_bad_value_in_the_base_that_the_child_replaces_is_not_an_error(tmp_path):
+    (tmp_path / "base.toml").write_text('[train]\niterations = "3"\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[train]\niterations = 3\n')
+    assert config.load(tmp_path / "child.toml")["train"]["iterations"] == 3
+    assert config.written_keys(tmp_path / "child.toml") == {
+        ("train", "iterations"): tmp_path / "child.toml"}
+
+
 def test_train_refuses_a_missing_base_with_exit_2_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "child.toml").write_text('extends = "nowhere.toml"\n')
     out = tmp_path / "run"
@@ -141,7 +199,8 @@ def test_to_toml_reads_back_to_the_same_config_for_every_shipped_config(tmp_path
 def test_to_toml_refuses_a_non_finite_number(tmp_path):
     cfg = config.load(CONFIGS / "omniglot_challenge_pilot28_cpu.toml")
     cfg["train"]["lr"] = float("nan")
-    with pytest.raises(ValueError, match="Out of range float values"):
+    with pytest.raises(ValueError, match=r"config train\.lr = nan: no config key takes a "
+                                         r"non-finite number"):
         config.to_toml(cfg)
 
 
@@ -162,7 +221,8 @@ def test_train_print_config_prints_the_resolved_config_and_writes_nothing(tmp_pa
 def test_a_section_that_is_not_a_table_in_the_child_is_named(tmp_path):
     (tmp_path / "base.toml").write_text(BASE)
     (tmp_path / "child.toml").write_text('extends = "base.toml"\ntrain = 3\n')
-    with pytest.raises(ValueError, match=r"config \[train\] must be a table, got 3"):
+    with pytest.raises(ValueError, match=r"config file .*child\.toml: \[train\] must be a "
+                                         r"table, got 3"):
         config.load(tmp_path / "child.toml")
 
 
@@ -293,14 +353,16 @@ def test_held_out_classes_too_small_name_the_eval_keys(tmp_path):
 def test_check_training_refuses_steps_for_a_solved_head(method):
     """eval.steps = [0, 1] for a closed-form head printed a '1 step' column equal to '0 steps'
     and recorded 'after 1 step'."""
-    cfg = config.validate({"method": {"name": method}, "eval": {"steps": [0, 1]}})
+    omniglot = {"name": "omniglot"}       # a solved head classifies
+    cfg = config.validate({"family": omniglot, "method": {"name": method},
+                           "eval": {"steps": [0, 1]}})
     with pytest.raises(ValueError, match=rf"config eval\.steps = \[0, 1\]: {method} solves its "
                                          rf"head per task, it is not stepped.*use eval\.steps "
                                          rf"= \[0\]"):
         config.check_training(cfg, {("eval", "steps")})
     config.check_training(cfg, set())          # the default (not written): evaluated at [0]
-    config.check_training(config.validate({"method": {"name": method}, "eval": {"steps": [0]}}),
-                          {("eval", "steps")})
+    config.check_training(config.validate({"family": omniglot, "method": {"name": method},
+                                           "eval": {"steps": [0]}}), {("eval", "steps")})
     config.check_training(config.validate({"method": {"name": "maml"},
                                            "eval": {"steps": [0, 1]}}), {("eval", "steps")})
 

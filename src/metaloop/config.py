@@ -220,24 +220,42 @@ def validate(cfg: dict) -> dict:
     cfg = {section: _renamed(section, body) for section, body in cfg.items()}
     out = {}
     for section, body in cfg.items():
+        homes = [s for s in SCHEMA if section in SCHEMA[s]]
+        if section not in SCHEMA and not isinstance(body, dict) and homes:
+            raise _KeyProblem((section, ""), f"config key {section} is outside any section: "
+                              "put it under " + " or ".join(f"[{h}] ({h}.{section})"
+                                                             for h in homes))
         if section not in SCHEMA:
-            raise ValueError(f"unknown config section [{section}]{_suggest(section, SCHEMA)}; "
-                             f"valid: {sorted(SCHEMA)}")
+            raise _KeyProblem((section, ""), f"unknown config section [{section}]"
+                              f"{_suggest(section, SCHEMA)}; valid: {sorted(SCHEMA)}")
         if not isinstance(body, dict):
-            raise ValueError(f"config [{section}] must be a table, got {body!r}")
+            raise _KeyProblem((section, ""), f"config [{section}] must be a table, got "
+                              f"{body!r}")
         for key in body:
             if key not in SCHEMA[section]:
-                raise ValueError(f"unknown key {section}.{key}"
-                                 f"{_suggest(key, SCHEMA[section])}; valid: "
-                                 f"{sorted(SCHEMA[section])}")
+                raise _KeyProblem((section, key), f"unknown key {section}.{key}"
+                                  f"{_suggest(key, SCHEMA[section])}; valid: "
+                                  f"{sorted(SCHEMA[section])}")
     for section, keys in SCHEMA.items():
         body = cfg.get(section, {})
         out[section] = {}
         for key, (typ, default) in keys.items():
             value = body.get(key, copy.deepcopy(default))
-            _check_type(f"{section}.{key}", value, typ)
+            try:
+                _check_type(f"{section}.{key}", value, typ)
+            except ValueError as e:
+                raise _KeyProblem((section, key), str(e)) from None
             out[section][key] = value
     return out
+
+
+class _KeyProblem(ValueError):
+    """A ``validate`` error about one section or key (``where``: ``(section, key)``, key ""
+    for the section itself), so that ``load`` can name the file that sets it."""
+
+    def __init__(self, where: tuple[str, str], message: str):
+        super().__init__(message)
+        self.where = where
 
 
 # Classes per Omniglot split (Vinyals splits count the 4 rotations of each character) and
@@ -252,6 +270,7 @@ OMNIGLOT_LARGEST_ALPHABET = {"background": 55, "evaluation": 47, "background_tra
                              "background_val": 55, "train": 220, "val": 184, "test": 188,
                              "trainval": 220}
 PER_CLASS = {"omniglot": 20, "fashion_mnist": 6000}
+FASHION_MNIST_SPLITS = ("train", "val", "test")
 # Families over the user's own data, and their class splits.
 USER_FAMILIES = ("folder", "tensors", "table")
 TEXT_FAMILIES = ("table",)
@@ -296,7 +315,10 @@ def check_combinations(cfg: dict) -> None:
         ValueError: naming the keys: an unknown name, a non-positive count, ``ways`` above the
             classes of a split, ``shots + queries`` above the examples per class,
             ``first_order`` on a learner without second-order variant (Reptile, the
-            head-based R2D2/MetaOptNet...), a model that cannot read the family's inputs.
+            head-based R2D2/MetaOptNet...), a model that cannot read the family's inputs
+            (an mlp on a folder's images, images smaller than the max-pools need), a
+            negative or non-finite ridge strength, scale or gradient clip, a seed above
+            what a torch.Generator takes, no eval.steps.
     """
     f, m, me, t, ev = (cfg[k] for k in ("family", "model", "method", "train", "eval"))
     for where, value, options in (
@@ -310,6 +332,8 @@ def check_combinations(cfg: dict) -> None:
             ("method.batching", me["batching"], ("auto", "loop", "vmap", "threads")),
             ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam")),
             ("method.adam_state", me["adam_state"], ("task", "shared")),
+            ("method.head", me["head"], ("svm", "logistic")),
+            ("method.grad", me["grad"], ("implicit", "unrolled")),
             ("train.prefetch", t["prefetch"], ("auto", "on", "off"))):
         _one_of(where, value, options)
     if f["name"] == "omniglot":
@@ -324,6 +348,9 @@ def check_combinations(cfg: dict) -> None:
                          f"family.reflections, family.drawers, eval.within_alphabet and "
                          f"eval.drawers apply to omniglot, not "
                          f"family.name = {f['name']!r}")
+    if f["name"] == "fashion_mnist":        # labels 0-4 for "train", 5-9 for the others
+        _one_of("family.split", f["split"], FASHION_MNIST_SPLITS)
+        _one_of("eval.split", ev["split"], FASHION_MNIST_SPLITS)
     positive = [("family", k) for k in ("shots", "queries", "ways", "image_size")] + \
         [("model", "channels"), ("method", "inner_steps"), ("eval", "tasks")] + \
         [("train", k) for k in ("iterations", "meta_batch", "checkpoint_every", "val_tasks")]
@@ -334,9 +361,14 @@ def check_combinations(cfg: dict) -> None:
         v = cfg[sec][key]
         if not (v > 0 and v != float("inf")):
             raise ValueError(f"config {sec}.{key} must be a positive number, got {v!r}")
-    if not (t["weight_decay"] >= 0 and math.isfinite(t["weight_decay"])):
-        raise ValueError(f"config train.weight_decay must be a finite number >= 0 (0: off), "
-                         f"got {t['weight_decay']!r}")
+    for sec, key in (("train", "weight_decay"), ("train", "clip_grad_norm"),
+                     ("method", "scale")):
+        if not (cfg[sec][key] >= 0 and math.isfinite(cfg[sec][key])):
+            off = "the method's default" if key == "scale" else "off"
+            raise ValueError(f"config {sec}.{key} must be a finite number >= 0 (0: {off}), "
+                             f"got {cfg[sec][key]!r}")
+    if not (me["lam"] > 0 and math.isfinite(me["lam"])):
+        raise ValueError(f"config method.lam must be a finite number > 0, got {me['lam']!r}")
     if t["device_tasks"] and f["name"] != "omniglot":
         raise ValueError(f"config train.device_tasks = true applies to omniglot, not "
                          f"family.name = {f['name']!r}")
@@ -356,8 +388,13 @@ def check_combinations(cfg: dict) -> None:
                      ("method", "refine")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
-    if any(s < 0 for s in ev["steps"]):
-        raise ValueError(f"config eval.steps must be non-negative ints, got {ev['steps']!r}")
+    for sec, key in (("train", "seed"), ("eval", "seed")):
+        if cfg[sec][key] >= 2 ** 64:
+            raise ValueError(f"config {sec}.{key} must be below 2**64 (it seeds a "
+                             f"torch.Generator), got {cfg[sec][key]!r}")
+    if not ev["steps"] or any(s < 0 for s in ev["steps"]):
+        raise ValueError(f"config eval.steps must be a non-empty list of non-negative ints, "
+                         f"got {ev['steps']!r}")
     if any(h <= 0 for h in m["hidden"]):
         raise ValueError(f"config model.hidden must be positive ints, got {m['hidden']!r}")
 
@@ -472,6 +509,16 @@ def check_combinations(cfg: dict) -> None:
         raise ValueError("config eval.refine_jointly = true shares the refinement's assignment "
                          "between an ensemble's members, but eval.refine = 0 refines nothing; "
                          "set eval.refine > 0")
+    if f["name"] in ("omniglot", "folder") and f["image_size"] < 16 and (
+            m["name"] == "resnet12" or (m["name"] == "conv4" and m["pool"] == "max")):
+        what = "model.pool = 'max'" if m["name"] == "conv4" else "model.name = 'resnet12'"
+        fix = " or model.pool = 'stride' (any size)" if m["name"] == "conv4" else ""
+        raise ValueError(f"config family.image_size = {f['image_size']} is too small for "
+                         f"{what}: its four 2x2 max-pools need images of at least 16x16; set "
+                         f"family.image_size >= 16{fix}")
+    if f["name"] == "folder" and m["name"] == "mlp":
+        raise ValueError("config model.name = 'mlp' reads vectors, but family.name = 'folder' "
+                         "gives images: use model.name = 'conv4' or 'resnet12'")
     if f["name"] in USER_FAMILIES:
         _check_user_family(f, ev)
         return                      # the rest depends on the data: checked when it is read
@@ -574,9 +621,10 @@ def check_training(cfg: dict, written=()) -> None:
 
     Raises:
         ValueError: ``eval.steps`` above 0 for r2d2, metaoptnet or protonet, whose head is
-            solved per task, not stepped; Reptile's ``method.inner_batch`` above the support
-            set of a training task, or ``method.test_batch`` above that of a held-out task
-            (each naming both).
+            solved per task, not stepped; one of them on the sinusoid (regression); a
+            ``train.init`` that holds no saved run; Reptile's ``method.inner_batch`` above
+            the support set of a training task, or ``method.test_batch`` above that of a
+            held-out task (each naming both).
     """
     f, me, ev = cfg["family"], cfg["method"], cfg["eval"]
     name = me["name"]
@@ -587,6 +635,16 @@ def check_training(cfg: dict, written=()) -> None:
         raise ValueError(f"config eval.steps = {ev['steps']!r}: {name} solves its head per "
                          f"task, it is not stepped{newton}, so every step would score the "
                          f"same as step 0; use eval.steps = [0]")
+    if name in HEAD_BASED and f["name"] == "sinusoid":
+        raise ValueError(f"config method.name = {name!r} solves a classification head per "
+                         f"task, but family.name = 'sinusoid' is regression: use maml, fomaml, "
+                         f"reptile, anil, pretrain or scratch, or a classification family")
+    init = cfg["train"]["init"]
+    if init:
+        from metaloop.train.checkpoint import saved_run
+        if not saved_run(init):
+            raise ValueError(f"train.init = {init!r}: no saved run there (a run directory "
+                             f"with a LATEST file, or a ckpt-* directory)")
     if name != "reptile":
         return
     sine = f["name"] == "sinusoid"              # a regression task's support: its shots
@@ -759,7 +817,7 @@ def _check_user_family(f: dict, ev: dict) -> None:
     _one_of("family.channels", f["channels"], (1, 3))
     _one_of("family.invert", f["invert"], INVERT)
     fr = f["split_fractions"]
-    if len(fr) != 3 or any(v < 0 for v in fr) or abs(sum(fr) - 1) > 1e-6:
+    if len(fr) != 3 or not all(v >= 0 for v in fr) or not abs(sum(fr) - 1) <= 1e-6:
         raise ValueError(f"config family.split_fractions must be [train, val, test] >= 0 "
                          f"summing to 1, got {fr!r}")
     if f["split_files"] and len(f["split_files"]) != 3:
@@ -808,9 +866,20 @@ def load(path) -> dict:
         FileNotFoundError: the file, or a config it extends, does not exist (both named).
         ValueError: a folder in place of the file or of a config it extends, invalid TOML,
             an ``extends`` that is not a path string, a chain of ``extends`` that returns to
-            a file already in it, or a bad key or value.
+            a file already in it, or a bad section, key or type, prefixed with the file of
+            the chain that sets it (``config file child.toml: unknown key train.itertions
+            ...``).
     """
-    return validate(read(path))
+    path, where = Path(path), {}
+    raw = _read_chain(path, (), where)
+    try:
+        return validate(raw)
+    except _KeyProblem as e:
+        src = where.get(e.where)
+        if src is None:
+            raise
+        origin = f"{src}" if src == path else f"{src} (which {path} extends)"
+        raise ValueError(f"config file {origin}: {str(e).removeprefix('config ')}") from None
 
 
 def read(path) -> dict:
@@ -828,13 +897,14 @@ def written_keys(path) -> dict[tuple[str, str], Path]:
     deprecated key (``RENAMED``) is listed under its new name. Raises as :func:`read`."""
     where: dict[tuple[str, str], Path] = {}
     _read_chain(Path(path), (), where)
-    return where
+    return {sk: p for sk, p in where.items() if sk[1]}
 
 
 def _read_chain(path: Path, chain: tuple[Path, ...],
                 where: dict[tuple[str, str], Path] | None = None) -> dict:
     """The raw TOML of ``path`` on top of the config it ``extends`` (recursively); ``where``
-    gets the file that sets each key (see :func:`written_keys`)."""
+    gets the file that sets each key (see :func:`written_keys`), and under ``(section, "")``
+    the last file that names each top-level section or key."""
     if path.is_dir():
         where = f"config file {chain[-1]} extends {path}, which" if chain else f"{path}"
         raise ValueError(f"{where} is a folder, not a config file (a config is a TOML file, "
@@ -852,7 +922,10 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"config file {path} is not valid TOML: {e}") from e
     # deprecated keys under their new names, file by file, so either name overrides the other
-    raw = {section: _renamed(section, body) for section, body in raw.items()}
+    try:
+        raw = {section: _renamed(section, body) for section, body in raw.items()}
+    except ValueError as e:                 # both names in this file
+        raise ValueError(f"config file {path}: {str(e).removeprefix('config ')}") from None
     if "extends" not in raw:
         _note(raw, path, where)
         return raw
@@ -874,6 +947,7 @@ def _note(raw: dict, path: Path, where: dict | None) -> None:
     if where is None:
         return
     for section, body in raw.items():
+        where[(section, "")] = path
         if isinstance(body, dict):
             where.update({(section, key): path for key in body})
 
@@ -887,9 +961,14 @@ def to_toml(cfg: dict) -> str:
     """
     out = []
     for section, body in cfg.items():
-        # scalars, strings and lists: JSON's quoting is valid TOML for them
-        out += [f"[{section}]", *(f"{k} = {json.dumps(v, allow_nan=False)}"
-                                  for k, v in body.items()), ""]
+        out.append(f"[{section}]")
+        for k, v in body.items():
+            try:        # scalars, strings and lists: JSON's quoting is valid TOML for them
+                out.append(f"{k} = {json.dumps(v, allow_nan=False)}")
+            except ValueError:
+                raise ValueError(f"config {section}.{k} = {v!r}: no config key takes a "
+                                 f"non-finite number") from None
+        out.append("")
     return "\n".join(out)
 
 

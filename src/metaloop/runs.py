@@ -22,10 +22,10 @@ import torch
 
 from metaloop import build, config
 from metaloop.train.checkpoint import (
-    latest_checkpoint,
     load_checkpoint,
     load_extra_state,
     protocol_run,
+    saved_run,
 )
 
 __all__ = ["Run", "load_run", "saved_run"]
@@ -112,13 +112,6 @@ def _text_stand_in(tensors: dict, fam: dict) -> SimpleNamespace:
     enc = build.text_encoder(fam["encoder"], fam["max_length"])
     return SimpleNamespace(kind="classification", ways=fam["ways"], num_classes=outputs,
                            tokenizer=enc.tokenize)
-
-
-def saved_run(path) -> bool:
-    """Whether ``path`` holds a saved run: a run directory with a ``LATEST`` file, or one
-    ``ckpt-*`` directory (its ``state.json``)."""
-    path = Path(path)
-    return (path / "state.json").is_file() or latest_checkpoint(path) is not None
 
 
 def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:

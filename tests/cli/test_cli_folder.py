@@ -180,7 +180,8 @@ def test_a_max_pool_conv4_on_images_below_16_pixels_exits_2(tmp_path, capsys):
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "image_size must be >= 16 with pool 'max'" in err and "got 15" in err, err
+    assert "family.image_size = 15 is too small for model.pool = 'max'" in err, err
+    assert "at least 16x16" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 

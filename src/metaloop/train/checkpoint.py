@@ -257,6 +257,13 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"checkpoint {tfile} is corrupt: not a safetensors file ({e})") from e
 
 
+def saved_run(path) -> bool:
+    """Whether ``path`` holds a saved run: a run directory with a ``LATEST`` file, or one
+    ``ckpt-*`` directory (its ``state.json``)."""
+    path = Path(path)
+    return (path / "state.json").is_file() or latest_checkpoint(path) is not None
+
+
 def protocol_run(state: dict) -> bool:
     """Whether a checkpoint's ``state`` is one of a ``metaloop vae --protocol iwae`` run (a
     VAE: its ``settings`` and ``passes``), not of a meta-learning run (``metaloop train``,

@@ -1,0 +1,83 @@
+"""``metaloop.build``: every (family, model, method) combination the docs name builds from a
+config and takes a finite meta-gradient step on tiny data; the others are refused by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metaloop import build, config
+
+METHODS = config.METHODS
+REGRESSION = [m for m in METHODS if m not in config.HEAD_BASED]
+
+
+def _tensors(path, shape) -> str:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 6)
+    x = rng.random((len(y), *shape)).astype(np.float32)
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+def _config(tmp_path, family: str, model: str, method: str) -> dict:
+    if family == "sinusoid":
+        fam = {"name": "sinusoid", "shots": 3, "queries": 3}
+    else:
+        shape = (8,) if family == "vectors" else (1, 16, 16)
+        fam = {"name": "tensors", "root": _tensors(tmp_path / f"{family}.npz", shape),
+               "ways": 2, "shots": 1, "queries": 2, "split_fractions": [0.4, 0.2, 0.4]}
+    mod = {"name": "mlp", "hidden": [8]} if model == "mlp" else {"name": model, "channels": 4}
+    cfg = config.validate({"family": fam, "model": mod, "method": {"name": method},
+                           "train": {"meta_batch": 2}})
+    config.check_combinations(cfg)
+    config.check_training(cfg)
+    return build.resolve_split(cfg)
+
+
+@pytest.mark.parametrize("family, model, method", [
+    *(("sinusoid", "mlp", m) for m in REGRESSION),
+    *(("vectors", "mlp", m) for m in METHODS),
+    *(("images", "conv4", m) for m in METHODS),
+    *(("images", "resnet12", m) for m in ("maml", "protonet")),
+])
+def test_a_documented_combination_builds_and_takes_a_step(tmp_path, family, model, method):
+    torch.set_num_threads(1)
+    cfg = _config(tmp_path, family, model, method)
+    fam = build.build_family(cfg["family"])
+    learner = build.build_learner(cfg, fam)
+    batch = fam.sample(2, generator=torch.Generator().manual_seed(0))
+    grads = learner.meta_gradient(batch)
+    params = dict(learner.model.named_parameters())
+    assert grads and set(grads) <= set(params)
+    assert all(g.shape == params[k].shape and torch.isfinite(g).all() for k, g in grads.items())
+    moved = any(g.abs().sum() > 0 for g in grads.values())
+    assert moved == (method != "scratch")          # scratch is not meta-trained
+    out = learner.predict(learner.adapt(batch.support_x[0], batch.support_y[0]),
+                          batch.query_x[0])
+    want = (batch.query_x.shape[1], 1 if family == "sinusoid" else cfg["family"]["ways"])
+    assert tuple(out.shape) == want
+
+
+@pytest.mark.parametrize("method", config.HEAD_BASED)
+def test_a_solved_head_on_the_sinusoid_is_refused_by_the_config(method):
+    cfg = config.validate({"method": {"name": method}})
+    config.check_combinations(cfg)
+    with pytest.raises(ValueError, match=rf"config method\.name = '{method}' solves a "
+                                         rf"classification head per task, but family\.name = "
+                                         rf"'sinusoid' is regression"):
+        config.check_training(cfg)
+
+
+@pytest.mark.parametrize("family, model, message", [
+    ("vectors", "conv4", "model 'conv4' needs an image family"),
+    ("images", "mlp", r"model 'mlp' reads feature vectors, but the family gives inputs of "
+                      r"shape \[1, 16, 16\]: use model.name = 'conv4'"),
+])
+def test_a_model_that_cannot_read_the_tensors_is_named(tmp_path, family, model, message):
+    """A tensor file's example shape is known only once it is read."""
+    cfg = _config(tmp_path, family, model, "maml")
+    fam = build.build_family(cfg["family"])
+    with pytest.raises(ValueError, match=message):
+        build.build_learner(cfg, fam)
