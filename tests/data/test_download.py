@@ -77,6 +77,17 @@ def test_fetch_http_error_is_raised_and_cleans_up(server, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "www"]
 
 
+def test_failed_fetch_removes_the_folders_it_made(server, tmp_path):
+    url, _ = server
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(urllib.error.HTTPError):
+        fetch(f"{url}/missing.bin", tmp_path / "kept" / "new" / "deeper" / "m.bin")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        fetch(f"{url}/blob.bin", tmp_path / "kept" / "new" / "b.bin", sha256="0" * 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "www"]
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
 def test_fetch_keeps_a_verified_file_and_replaces_a_bad_one(server, tmp_path):
     url, www = server
     sha = hashlib.sha256(PAYLOAD).hexdigest()
@@ -103,6 +114,8 @@ def test_verify_file_and_sums(tmp_path):
         verify_file(tmp_path / "nope", sha256=sha)
     sums = tmp_path / "SHA256SUMS"
     sums.write_text(f"{sha}  a.txt\n{'2' * 64} *sub/b.bin\n")
+    assert read_sha256sums(sums) == {"a.txt": sha, "sub/b.bin": "2" * 64}
+    sums.write_text(f"{sha}  ./a.txt\n{'2' * 64} *./sub/b.bin\n")      # sha256sum ./*
     assert read_sha256sums(sums) == {"a.txt": sha, "sub/b.bin": "2" * 64}
     sums.write_text("not a checksum line\n")
     with pytest.raises(ValueError, match="SHA256SUMS:1"):

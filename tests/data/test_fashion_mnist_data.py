@@ -91,8 +91,23 @@ def test_env_override_and_missing_message(tmp_path, monkeypatch):
         load_fashion_mnist()
     for folder in (tmp_path / "data" / "fashion-mnist", tmp_path / "debian"):
         assert str(folder / "train-images-idx3-ubyte.gz") in str(err.value)
+    assert "\n" not in str(err.value)        # the CLI prints it as its one-line error
     images, _ = _fake_split(tmp_path / "data" / "fashion-mnist")
     assert np.array_equal(load_fashion_mnist()[0].numpy(), images)
+
+
+def test_labels_come_from_the_images_folder(tmp_path, monkeypatch):
+    """Images in $METALOOP_DATA without their labels are not paired with another copy's."""
+    monkeypatch.setattr(fm, "DEFAULT_ROOT", tmp_path / "debian")
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "data"))
+    _fake_split(tmp_path / "debian")
+    ours = tmp_path / "data" / "fashion-mnist"
+    _fake_split(ours, n=30)
+    (ours / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        load_fashion_mnist()
+    assert str(ours / "train-labels-idx1-ubyte.gz") in str(err.value)
+    assert str(tmp_path / "debian") not in str(err.value)
 
 
 def test_debian_files(fashion_mnist_root, monkeypatch):

@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from metaloop.data.images import image_files, load_image, load_query, load_support, pad_square
+from metaloop.data.images import (
+    image_files,
+    image_to_input,
+    load_image,
+    load_query,
+    load_support,
+    pad_square,
+)
 
 
 def _glyph(size=28) -> np.ndarray:
@@ -40,6 +47,15 @@ def test_resize_matches_the_omniglot_loader_kernel(tmp_path):
     want = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False,
                          antialias=True).view(1, 28, 28)
     torch.testing.assert_close(load_image(tmp_path / "orig.png"), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True, "28"])
+def test_bad_image_size_is_a_named_value_error(tmp_path, size):
+    Image.fromarray(_glyph()).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match=f"image_size must be a positive int, got {size!r}"):
+        load_image(tmp_path / "a.png", size)
+    with Image.open(tmp_path / "a.png") as im, pytest.raises(ValueError, match="image_size"):
+        image_to_input(im, size)
 
 
 def test_jpeg_rgb_rgba_and_non_square(tmp_path):

@@ -52,13 +52,20 @@ def test_lines_in_any_order_and_paths_from_anywhere(tmp_path):
     ("twice", "item01.png is listed twice"),
     ("no_file", "class09.png does not exist"),
     ("empty", "lists no test image"),
+    ("test_is_training", "training/class01.png as both a test image and a training image"),
+    ("training_is_test", "test/item01.png as both a test image and a training image"),
 ])
 def test_bad_runs_are_named(tmp_path, case, message):
     root = tmp_path / "all_runs"
     lines = {"three_paths": "a b c\n", "empty": "\n",
              "twice": "test/item01.png training/class01.png\n"
                       "test/item01.png training/class02.png\n",
-             "no_file": "test/item01.png training/class09.png\n"}.get(case)
+             "no_file": "test/item01.png training/class09.png\n",
+             "test_is_training": "test/item01.png training/class01.png\n"
+                                 "test/item02.png training/class02.png\n"
+                                 "training/class01.png training/class01.png\n",
+             "training_is_test": "test/item01.png training/class01.png\n"
+                                 "test/item02.png test/item01.png\n"}.get(case)
     if case == "no_run":
         (root / "run01").mkdir(parents=True)
     elif case != "missing":
@@ -141,3 +148,19 @@ def test_the_zip_is_read_as_its_folder(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="damaged.zip is corrupt"):
         read_lake_runs(tmp_path / "damaged.zip")
     assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]   # nothing left
+
+
+def test_a_zip_of_the_runs_folder_is_read_too(tmp_path, monkeypatch):
+    """``zip -r all_runs.zip all_runs`` puts the runs inside one folder; a zip without runs
+    is named as the user gave it, not by its unpacked copy in the cache."""
+    import shutil
+
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "cache"))
+    _run(tmp_path / "data" / "all_runs", "run01", [1, 0, 2])
+    zipped = shutil.make_archive(str(tmp_path / "nested"), "zip", tmp_path / "data", "all_runs")
+    (r,) = read_lake_runs(zipped)
+    assert r.name == "run01" and r.labels == (1, 0, 2)
+    (tmp_path / "data" / "other" / "notes").mkdir(parents=True)
+    empty = shutil.make_archive(str(tmp_path / "empty"), "zip", tmp_path / "data", "other")
+    with pytest.raises(ValueError, match=r"empty\.zip holds no one-shot run"):
+        read_lake_runs(empty)

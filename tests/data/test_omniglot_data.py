@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import socket
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -198,6 +201,7 @@ def test_missing_data_lists_every_place_looked(nowhere):
         for name in ("omniglot_evaluation.npz", "images_evaluation/", "images_evaluation.zip"):
             assert str(folder / name).rstrip("/") in msg
     assert og.ZIP_SHA256["evaluation"] in msg and "download=True" in msg
+    assert "\n" not in msg                  # the CLI prints it as its one-line error
 
 
 def test_missing_split_file_lists_every_place_looked(nowhere):
@@ -205,7 +209,7 @@ def test_missing_split_file_lists_every_place_looked(nowhere):
         load_omniglot_images(split="val")
     for folder in nowhere:
         assert str(folder / "splits" / "vinyals" / "val.txt") in str(err.value)
-    assert og.SPLIT_SHA256["val"] in str(err.value)
+    assert og.SPLIT_SHA256["val"] in str(err.value) and "\n" not in str(err.value)
 
 
 def test_explicit_root_is_the_only_place_searched(tmp_path):
@@ -264,6 +268,44 @@ def test_png_folder_with_a_missing_drawing(tmp_path):
         load_omniglot_images(tmp_path, "background", 28)
 
 
+def test_png_folder_skips_hidden_files(tmp_path, fake_roots):
+    """macOS leaves ``._IIII_DD.png`` companions (not PNGs) beside files copied to other disks."""
+    _write_pngs(tmp_path, "background")
+    (tmp_path / "images_background" / "Alpha" / "character01" / "._0001_01.png").write_bytes(
+        b"\x00\x05\x16\x07")
+    (tmp_path / "images_background" / ".Trash" / "x").mkdir(parents=True)
+    (tmp_path / "images_background" / ".Trash" / "x" / "0001_01.png").write_bytes(b"")
+    images, names = load_omniglot_images(tmp_path, "background", 28)
+    ref, ref_names = load_omniglot_images(fake_roots["npz"], "background", 28)
+    assert names == ref_names and torch.equal(images, ref)
+
+
+def test_png_folder_with_a_truncated_drawing_names_it(tmp_path):
+    _write_pngs(tmp_path, "background")
+    png = tmp_path / "images_background" / "Alpha" / "character02" / "0002_05.png"
+    png.write_bytes(png.read_bytes()[:60])
+    with pytest.raises(ValueError, match=r"Alpha/character02/0002_05\.png: cannot read"):
+        load_omniglot_images(tmp_path, "background", 28)
+
+
+def test_zip_with_a_corrupt_member_names_the_zip(tmp_path):
+    """A zip whose member does not inflate (its SHA256SUMS made after the damage) is a
+    ValueError naming the zip, not a bare zlib.error."""
+    _write_pngs(tmp_path / "src", "background")
+    path = tmp_path / "images_background.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for png in sorted((tmp_path / "src").rglob("*.png")):
+            zf.write(png, png.relative_to(tmp_path / "src").as_posix())
+        info = zf.infolist()[5]
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start:start + 4] = b"\xff\xff\xff\xff"          # an invalid deflate block type
+    path.write_bytes(bytes(data))
+    _write_sums(tmp_path, ["images_background.zip"])
+    with pytest.raises(ValueError, match=r"images_background\.zip is not a valid zip file"):
+        load_omniglot_images(tmp_path, "background", 28)
+
+
 def test_bad_split_file_line(tmp_path, fake_roots):
     root = tmp_path / "r"
     root.mkdir()
@@ -313,7 +355,28 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path, fake_roots, monkeyp
     dl = tmp_path / "dl"
     with pytest.raises(ValueError, match=og.ZIP_SHA256["background"]):
         load_omniglot_images(dl, "background", 28, download=True)
-    assert list(dl.iterdir()) == []
+    assert not dl.exists()                  # not even the folder made for the download
+
+
+def _offline(*args, **kwargs):
+    raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+
+@pytest.mark.parametrize("split", ["background", "val"])
+def test_download_without_network_names_what_and_where(tmp_path, monkeypatch, split):
+    """No network: the error names the url, the folder to put the file into and its sha256
+    (one error the CLI reports, not a bare URLError), and nothing is left behind."""
+    monkeypatch.setattr(urllib.request, "urlopen", _offline)
+    dl = tmp_path / "dl" / "omniglot"
+    with pytest.raises(FileNotFoundError) as err:
+        load_omniglot_images(dl, split, 28, download=True)
+    msg = str(err.value)
+    url, sha, where = ((og.SPLIT_URLS[split], og.SPLIT_SHA256[split], dl / "splits" / "vinyals")
+                       if split in og.VINYALS_SPLITS else
+                       (og.ZIP_URLS[split], og.ZIP_SHA256[split], dl))
+    assert url in msg and sha in msg and f"into {where}" in msg
+    assert "Name or service not known" in msg and "\n" not in msg
+    assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- the real data
@@ -363,3 +426,22 @@ def test_real_rotation_is_pil_rotate_then_resize(real, omniglot_root):
                                      .repeat(20, axis=1), 28)[0, 0]
         got = images[names.index(f"Angelic/character01/rot{deg:03d}"), 3]
         assert torch.equal(got, expected), deg
+
+
+def test_real_lake_holdout_splits(omniglot_root, real):
+    """background_train (25 alphabets, 775 characters) and background_val (the 5 held-out
+    alphabets, 189 characters) divide background by alphabet; evaluation shares nothing."""
+    parts = {s: load_omniglot_images(omniglot_root, s, 28) for s in og.HOLDOUT_SPLITS}
+    alphabets = {s: {og.alphabet_of(n) for n in names} for s, (_, names) in
+                 {**real, **parts}.items() if s in og.SETS + og.HOLDOUT_SPLITS}
+    assert (len(alphabets["background"]), len(alphabets["evaluation"])) == (30, 20)
+    assert sorted(alphabets["background_val"]) == list(og.BACKGROUND_VAL_ALPHABETS)
+    assert len(alphabets["background_train"]) == 25
+    train, val = (parts[s][1] for s in og.HOLDOUT_SPLITS)
+    assert (len(train), len(val)) == (775, 189) and not set(train) & set(val)
+    assert sorted(train + val) == sorted(real["background"][1])
+    assert not alphabets["evaluation"] & alphabets["background"]
+    bg_images, bg_names = real["background"]
+    for images, names in parts.values():
+        rows = [bg_names.index(n) for n in names]
+        assert torch.equal(images, bg_images[rows])

@@ -12,7 +12,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 _CHUNK = 1 << 20
 
@@ -78,7 +78,8 @@ def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
     """Parse a ``sha256sum``-style file into {relative path: hex digest}.
 
     Args:
-        path: the ``SHA256SUMS`` file; lines are ``<hex>  <path>`` (``*<path>`` for binary mode).
+        path: the ``SHA256SUMS`` file; lines are ``<hex>  <path>`` (``*<path>`` for binary mode;
+            a leading ``./`` is dropped).
 
     Raises:
         ValueError: naming the file and line number of a malformed line.
@@ -90,7 +91,8 @@ def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
         parts = line.strip().split(maxsplit=1)
         if len(parts) != 2 or len(parts[0]) != 64:
             raise ValueError(f"{path}:{i}: expected '<sha256 hex>  <path>', got {line!r}")
-        sums[parts[1].lstrip("*").strip()] = parts[0].lower()
+        # "./name" (from ``sha256sum ./*``) is "name": a file must not escape its check
+        sums[PurePosixPath(parts[1].lstrip("*").strip()).as_posix()] = parts[0].lower()
     return sums
 
 
@@ -117,11 +119,14 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None,
         ValueError: naming the url, the expected and the actual checksums, on a mismatch (the
             temporary file is deleted, ``dest`` is untouched).
         urllib.error.URLError: when the download fails (the temporary file is deleted).
+
+    On any failure the temporary file and the folders made for ``dest`` are removed.
     """
     dest = Path(dest)
     want = _expected(sha256, md5)
     if want and dest.is_file() and not _mismatches(dest, want):
         return dest
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
@@ -133,8 +138,14 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None,
             raise ValueError(f"checksum mismatch for {url}: " + "; ".join(bad)
                              + " (the download was deleted)")
         os.replace(tmp, dest)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        for d in made:          # the folders made for dest: a failed download leaves nothing
+            try:
+                d.rmdir()
+            except OSError:     # not empty: something else was put there meanwhile
+                break
+        raise
     return dest
 
 

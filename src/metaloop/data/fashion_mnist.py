@@ -84,9 +84,9 @@ def _find(name: str, dirs: list[Path]) -> Path:
             if candidate.is_file():
                 return candidate.resolve()
             looked.append(str(candidate))
-    raise FileNotFoundError(f"Fashion-MNIST file {name} not found. Looked for:\n  "
-                            + "\n  ".join(looked)
-                            + "\nInstall the Debian package dataset-fashion-mnist, or set "
+    raise FileNotFoundError(f"Fashion-MNIST file {name} not found (looked for "
+                            + ", ".join(looked)
+                            + "). Install the Debian package dataset-fashion-mnist, or set "
                               "$METALOOP_DATA and put the IDX files in $METALOOP_DATA/"
                               "fashion-mnist.")
 
@@ -121,11 +121,13 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, split: str = "trai
 
     Raises:
         ValueError: unknown split, or a malformed IDX file (naming it).
-        FileNotFoundError: listing every place looked.
+        FileNotFoundError: listing every place looked; the labels are read from the folder
+            the images were found in.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown Fashion-MNIST split {split!r}; expected one of {SPLITS}")
-    dirs = search_dirs(root)
     prefix = _PREFIX[split]
-    return _load(_find(f"{prefix}-images-idx3-ubyte", dirs),
-                 _find(f"{prefix}-labels-idx1-ubyte", dirs))
+    images = _find(f"{prefix}-images-idx3-ubyte", search_dirs(root))
+    # the labels from the images' own folder: never another copy's, which may be ordered
+    # differently and would pair every image with a wrong label without a word
+    return _load(images, _find(f"{prefix}-labels-idx1-ubyte", [images.parent]))

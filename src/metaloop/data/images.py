@@ -77,13 +77,10 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
         float32 ``[channels, H, W]`` in [0, 1]; with inversion, ink = 1 and background = 0.
 
     Raises:
-        ValueError: the file cannot be read as an image (naming it), a bad ``invert`` or
-            ``channels``.
+        ValueError: the file cannot be read as an image (naming it), a bad ``image_size``,
+            ``invert`` or ``channels``.
     """
-    if invert not in INVERT_MODES:
-        raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
-    if channels not in CHANNELS:
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    _check_settings(image_size, invert, channels)
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -106,14 +103,21 @@ def image_to_input(im: Image.Image, image_size: int = 28, invert: str = "never",
     Returns:
         float32 ``[channels, H, W]`` in [0, 1].
     """
-    if invert not in INVERT_MODES:
-        raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
-    if channels not in CHANNELS:
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    _check_settings(image_size, invert, channels)
     pix = _pixels(ImageOps.exif_transpose(im), channels)                      # [h, w, c]
     if pix.size == 0:
         raise ValueError("image_to_input: the image has no pixels")
     return _to_input(pix, image_size, invert)
+
+
+def _check_settings(image_size: int, invert: str, channels: int) -> None:
+    """ValueError naming a bad ``image_size``, ``invert`` or ``channels``."""
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if invert not in INVERT_MODES:
+        raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
 
 
 def _to_input(pix: np.ndarray, image_size: int, invert: str) -> torch.Tensor:

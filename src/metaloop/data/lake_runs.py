@@ -91,7 +91,8 @@ def unpack_runs(zip_path: str | os.PathLike) -> Path:
 
 def read_lake_runs(root: str | os.PathLike) -> list[LakeRun]:
     """The runs under ``root``: a folder of run folders (``all_runs``) or one run folder, or
-    a zip of them (Lake's ``all_runs.zip``, unpacked once by :func:`unpack_runs`).
+    a zip of them (Lake's ``all_runs.zip``, unpacked once by :func:`unpack_runs`; the zip
+    may also hold them inside one folder, as ``zip -r all_runs.zip all_runs`` does).
 
     A run folder is one that holds ``class_labels.txt``. Each line's two paths are read by
     their last two parts (``test/item01.png``, ``training/class07.png``) inside the run
@@ -102,13 +103,20 @@ def read_lake_runs(root: str | os.PathLike) -> list[LakeRun]:
 
     Raises:
         ValueError: naming the path: no run folder, a malformed line (not two paths), a test
-            image listed twice, a listed image that does not exist, or an image in a run's
-            ``training/`` or ``test/`` that ``class_labels.txt`` does not list (it would be
-            left out of the run's classes or trials without a word).
+            image listed twice or also as a training image (it would score itself), a listed
+            image that does not exist, or an image in a run's ``training/`` or ``test/`` that
+            ``class_labels.txt`` does not list (it would be left out of the run's classes or
+            trials without a word).
     """
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".zip":
-        root = unpack_runs(root)
+        given, root = root, unpack_runs(root)
+        inner = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "__"))]
+        if not _has_runs(root) and len(inner) == 1:   # a zip of the folder: all_runs/run01/...
+            root = inner[0]
+        if not _has_runs(root):
+            raise ValueError(f"{given} holds no one-shot run: a run is a folder with "
+                             f"{LABELS_FILE}, training/ and test/, as in Lake's all_runs.zip")
     if not root.is_dir():
         raise ValueError(f"one-shot runs folder {root} does not exist" if not root.exists()
                          else f"one-shot runs {root} is not a folder")
@@ -118,6 +126,12 @@ def read_lake_runs(root: str | os.PathLike) -> list[LakeRun]:
         raise ValueError(f"{root} holds no one-shot run: a run is a folder with {LABELS_FILE}, "
                          f"training/ and test/, as in Lake's all_runs.zip")
     return [_read_run(folder) for folder in folders]
+
+
+def _has_runs(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder or holds one."""
+    return (folder / LABELS_FILE).is_file() or any(
+        (d / LABELS_FILE).is_file() for d in folder.iterdir() if d.is_dir())
 
 
 def _read_run(folder: Path) -> LakeRun:
@@ -139,6 +153,10 @@ def _read_run(folder: Path) -> LakeRun:
         answer[test] = train
     if not answer:
         raise ValueError(f"{labels_file} lists no test image")
+    both = sorted(f.relative_to(folder).as_posix() for f in set(answer) & set(answer.values()))
+    if both:           # a trial whose answer is in the support set scores itself
+        raise ValueError(f"{labels_file} lists {', '.join(both[:5])} as both a test image and "
+                         f"a training image; a run's test drawings are not its training ones")
     listed = set(answer) | set(answer.values())
     for sub in sorted({f.parent for f in listed}):      # training/, test/
         extra = sorted(f.name for f in sub.iterdir()

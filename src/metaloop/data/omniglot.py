@@ -148,16 +148,31 @@ def _locate_set(set_name: str, root, download: bool) -> _Source:
                 return _Source(src.kind, src.path.resolve())
             looked.append(str(src.path) + ("/" if src.kind == "folder" else ""))
     dest = download_dir(root) / f"images_{set_name}.zip"
+    put = (f"Put the official images_{set_name}.zip or the packed omniglot_{set_name}.npz into "
+           f"{dest.parent} (or point $METALOOP_DATA at a folder holding omniglot/)")
     if download:
-        fetch(ZIP_URLS[set_name], dest, sha256=ZIP_SHA256[set_name], md5=ZIP_MD5[set_name],
-              progress=True)
+        try:
+            fetch(ZIP_URLS[set_name], dest, sha256=ZIP_SHA256[set_name],
+                  md5=ZIP_MD5[set_name], progress=True)
+        except OSError as e:    # no network, HTTP error, unwritable folder
+            raise _download_failed(f"Omniglot '{set_name}' images", looked, ZIP_URLS[set_name],
+                                   dest, ZIP_SHA256[set_name], e, put) from e
         return _Source("zip", dest.resolve())
     raise FileNotFoundError(
-        f"Omniglot '{set_name}' images not found. Looked for:\n  " + "\n  ".join(looked)
-        + f"\nPut the official images_{set_name}.zip or the packed omniglot_{set_name}.npz into "
-        f"{dest.parent} (or point $METALOOP_DATA at a folder holding omniglot/), or, in "
-        f"Python, pass download=True (metaloop.tasks.Omniglot(..., download=True)) to fetch "
-        f"{ZIP_URLS[set_name]} (sha256 {ZIP_SHA256[set_name]}) there.")
+        f"Omniglot '{set_name}' images not found (looked for " + ", ".join(looked)
+        + f"). {put}, or, in Python, pass download=True (metaloop.tasks.Omniglot(..., "
+        f"download=True)) to fetch {ZIP_URLS[set_name]} (sha256 {ZIP_SHA256[set_name]}) there.")
+
+
+def _download_failed(what: str, looked: list[str], url: str, dest: Path, sha256: str,
+                     error: OSError, put: str) -> FileNotFoundError:
+    """The error for a failed download: every place looked, what to fetch from where into
+    where, and why it failed."""
+    reason = getattr(error, "reason", None) or error
+    return FileNotFoundError(
+        f"{what} not found (looked for " + ", ".join(looked) + f") and could not be "
+        f"downloaded from {url} to {dest}: {reason}. {put}; fetch it on a machine with "
+        f"network access (sha256 {sha256}).")
 
 
 def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None) -> None:
@@ -201,17 +216,26 @@ def _packed_from_npz(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def _png_ink(data: bytes, what: str) -> np.ndarray:
-    """Ink mask bool [105, 105] of one PNG (the official files are mode "1", white = 1)."""
+    """Ink mask bool [105, 105] of one PNG (the official files are mode "1", white = 1).
+
+    Raises:
+        ValueError: naming ``what``, for a file that is not a 105x105 image or is corrupt.
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        if im.size != (SIDE, SIDE):
-            raise ValueError(f"{what}: expected a {SIDE}x{SIDE} image, got {im.size}")
-        return np.asarray(im.convert("L")) < 128
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            size, ink = im.size, np.asarray(im.convert("L")) < 128
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{what}: cannot read the image: {e}") from e   # truncated, not a PNG
+    if size != (SIDE, SIDE):
+        raise ValueError(f"{what}: expected a {SIDE}x{SIDE} image, got {size}")
+    return ink
 
 
 def _png_members(paths: list[str], where: str) -> dict[tuple[str, int, str], dict[int, str]]:
-    """Group PNG paths ``.../<Alphabet>/characterNN/IIII_DD.png`` by character.
+    """Group PNG paths ``.../<Alphabet>/characterNN/IIII_DD.png`` by character; hidden files
+    and folders (macOS ``._IIII_DD.png`` companions) are skipped, as the folder loader does.
 
     Returns:
         {(alphabet, NN, "characterNN"): {DD: path}}.
@@ -219,7 +243,8 @@ def _png_members(paths: list[str], where: str) -> dict[tuple[str, int, str], dic
     chars: dict[tuple[str, int, str], dict[int, str]] = {}
     for p in paths:
         parts = PurePosixPath(p).parts
-        if len(parts) < 3 or not parts[-1].endswith(".png"):
+        if len(parts) < 3 or not parts[-1].endswith(".png") \
+                or any(part.startswith(".") for part in parts[-3:]):
             continue
         alphabet, char_dir, name = parts[-3:]
         cm, fm = _CHAR_DIR.match(char_dir), _PNG_NAME.match(name)
@@ -256,8 +281,8 @@ def _packed_from_pngs(paths: list[str], read, where: str) -> tuple[np.ndarray, l
 
 
 def _packed_from_folder(path: Path) -> tuple[np.ndarray, list[str]]:
-    files = [str(p) for p in path.glob("*/*/*.png")]
-    return _packed_from_pngs(files, lambda p: Path(p).read_bytes(), str(path))
+    files = [p.relative_to(path).as_posix() for p in path.glob("*/*/*.png")]
+    return _packed_from_pngs(files, lambda p: (path / p).read_bytes(), str(path))
 
 
 def _packed_from_zip(path: Path, set_name: str) -> tuple[np.ndarray, list[str]]:
@@ -269,7 +294,7 @@ def _packed_from_zip(path: Path, set_name: str) -> tuple[np.ndarray, list[str]]:
             names = [n for n in zf.namelist()
                      if PurePosixPath(n).parts[:-3] in ((), (f"images_{set_name}",))]
             return _packed_from_pngs(names, zf.read, str(path))
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:       # also a corrupt member
         raise ValueError(f"{path} is not a valid zip file: {e}") from e
 
 
@@ -339,10 +364,15 @@ def _locate_split_file(split: str, root, download: bool) -> Path:
         looked.append(str(path))
     dest = download_dir(root) / rel
     if download:
-        return fetch(SPLIT_URLS[split], dest, sha256=SPLIT_SHA256[split]).resolve()
+        try:
+            return fetch(SPLIT_URLS[split], dest, sha256=SPLIT_SHA256[split]).resolve()
+        except OSError as e:
+            raise _download_failed(f"Omniglot Vinyals split file '{rel}'", looked,
+                                   SPLIT_URLS[split], dest, SPLIT_SHA256[split], e,
+                                   f"Put it into {dest.parent}") from e
     raise FileNotFoundError(
-        f"Omniglot Vinyals split file '{rel}' not found. Looked for:\n  " + "\n  ".join(looked)
-        + f"\nPut it into {dest.parent}, or, in Python, pass download=True "
+        f"Omniglot Vinyals split file '{rel}' not found (looked for " + ", ".join(looked)
+        + f"). Put it into {dest.parent}, or, in Python, pass download=True "
         f"(metaloop.tasks.Omniglot(..., download=True)) to fetch {SPLIT_URLS[split]} (sha256 "
         f"{SPLIT_SHA256[split]}) there.")
 
@@ -381,8 +411,9 @@ def _load_vinyals(split_file: Path, srcs: tuple[_Source, ...], size: int,
     out = torch.empty(len(names), *every.shape[1:], dtype=torch.uint8)  # [C, 20, H, W]
     for deg in (0, 90, 180, 270):
         rows = (deg_t == deg).nonzero().squeeze(1)
-        # rotating after the resize equals resizing the rotated 105x105 image: the
-        # antialiased kernels are symmetric on a square grid.
+        # rotating after the resize equals resizing the rotated 105x105 image, the
+        # antialiased kernels being symmetric on a square grid, up to float rounding: about
+        # 1 pixel in 10^6 differs, by 1 of 255.
         out[rows] = rotate_ccw(every[chars_t[rows]], deg)
     return out, tuple(names)
 
@@ -423,8 +454,9 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
     Raises:
         ValueError: unknown split, bad image_size, or a corrupt or malformed file (naming it
             and, for checksums, the expected and actual sha256).
-        FileNotFoundError: nothing found; the message lists every place looked and the
-            expected checksum of the official download.
+        FileNotFoundError: nothing found (or, with ``download=True``, the download failed);
+            the message lists every place looked, the url, the folder to put the file into
+            and the expected checksum of the official download.
     """
     if split not in SPLITS + HOLDOUT_SPLITS:
         raise ValueError(f"unknown Omniglot split {split!r}; expected one of "
