@@ -1,6 +1,6 @@
 """Inner loops and adaptation strategies (approaches 0-3 of the lecture)."""
 
-from metaloop.adapt.finetune import finetune
+from metaloop.adapt.finetune import finetune, lpft
 from metaloop.adapt.heads import fit_head, init_head, warm_head
 from metaloop.adapt.learned_lr import InnerLRs
 from metaloop.adapt.linear_probe import linear_probe
@@ -32,6 +32,7 @@ __all__ = [
     "init_head",
     "linear_probe",
     "lora_finetune",
+    "lpft",
     "merge_lora",
     "newton_head",
     "optimize_prompt",

@@ -67,5 +67,8 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
 
 
 lpft = functools.partial(finetune, warmup="logistic")
+"""LP-FT: ``finetune`` whose head is first fitted on frozen features (multinomial logistic
+regression), then everything is trained together. Same arguments and return value."""
 lpft.__doc__ = """LP-FT: ``finetune`` whose head is first fitted on frozen features
-(multinomial logistic regression), then everything is trained together."""
+(multinomial logistic regression), then everything is trained together. Same arguments and
+return value."""

@@ -309,5 +309,7 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
 
 svm_head = functools.partial(newton_head, loss="svm")
+"""``newton_head`` with ``loss="svm"``: the Weston-Watkins multi-class squared-hinge SVM
+solved by generalised Newton steps. Same arguments and return value."""
 svm_head.__doc__ = """``newton_head`` with ``loss="svm"``: the Weston-Watkins multi-class
 squared-hinge SVM solved by generalised Newton steps. Same arguments and return value."""

@@ -237,7 +237,9 @@ class Omniglot:
         root: data folder, or None for the default search (see
             ``metaloop.data.omniglot.load_omniglot_images``).
         split: ``"train"``, ``"val"``, ``"test"``, ``"trainval"`` (Vinyals, characters x 4
-            rotations as classes) or ``"background"``, ``"evaluation"`` (Lake et al.).
+            rotations as classes) or ``"background"``, ``"evaluation"`` (Lake et al.), or
+            the background set divided by alphabet: ``"background_train"`` (25 alphabets,
+            775 characters) and ``"background_val"`` (5 alphabets, 189 characters).
         ways: classes per task.
         shots: support images per class.
         queries: query images per class.
