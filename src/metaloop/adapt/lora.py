@@ -155,6 +155,9 @@ def merge_lora(model: nn.Module, params: Mapping[str, torch.Tensor] | None = Non
     Returns:
         A copy with each adapted layer replaced by its base layer, ``W + alpha/r B A`` folded
         into the weight, and the head resized to the adapted one.
+
+    Raises:
+        ValueError: ``model`` has no LoRA layers to merge.
     """
     from metaloop.models.text import require_text_extra
 

@@ -69,7 +69,11 @@ LOSSES: dict[str, Loss] = {"mse": mse, "ce": cross_entropy, "cross_entropy": cro
 
 
 def get_loss(loss: str | Loss) -> Loss:
-    """Resolve a loss name ("mse", "ce") or pass a callable through."""
+    """Resolve a loss name ("mse", "ce") or pass a callable through.
+
+    Raises:
+        ValueError: an unknown loss name (listing the known ones).
+    """
     if callable(loss):
         return loss
     if loss not in LOSSES:

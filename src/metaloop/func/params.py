@@ -58,7 +58,11 @@ def combine(*parts: Mapping[str, torch.Tensor]) -> Params:
 
 
 def last_linear_names(model: nn.Module) -> list[str]:
-    """Parameter names of the last ``nn.Linear`` in ``model`` (the default head)."""
+    """Parameter names of the last ``nn.Linear`` in ``model`` (the default head).
+
+    Raises:
+        ValueError: ``model`` has no ``nn.Linear``.
+    """
     last = None
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Linear):

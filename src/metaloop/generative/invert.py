@@ -50,6 +50,9 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``[N]``: 0 for a constant image, at most 2 for images in [0, 1].
+
+    Raises:
+        ValueError: ``x`` is not 4-dimensional.
     """
     if x.dim() != 4:
         raise ValueError(f"total_variation expects [N, C, H, W], got {list(x.shape)}")

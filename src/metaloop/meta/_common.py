@@ -29,7 +29,8 @@ class InnerRule(Protocol):
 class Learner(Protocol):
     """Everything ``metaloop.train`` and ``metaloop.evaluate`` use of a learner.
 
-    Every meta-learner and baseline of ``metaloop.meta`` satisfies it, and so can a class
+    Every meta-learner and baseline of ``metaloop.meta`` satisfies it (except ``Ensemble``,
+    which only evaluates: it has no ``meta_loss`` or ``meta_gradient``), and so can a class
     of your own: nothing needs to inherit from it.
 
     Attributes:

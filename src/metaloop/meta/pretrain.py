@@ -26,6 +26,11 @@ class Pretrain(AdaptsBySGD):
         model: the network (for classification its head has ``num_classes`` outputs).
         inner_lr, inner_steps, loss, adapt: the test-time fine-tuning rule (as ``MAML``).
         head_init: test-time head: "learned" (keep the pretrained head) or "zero".
+
+    Raises:
+        ValueError: the learner's arguments as ``MAML`` checks them, a head_init other than
+            "learned" or "zero", and (from ``meta_loss``) a classification batch without
+            ``TaskBatch.classes``.
     """
 
     meta_trains = True

@@ -309,6 +309,10 @@ class Shifted:
             ``ELASTIC_SIGMA`` pixels). At least one of the four must be on.
 
     The TaskFamily attributes are the wrapped family's.
+
+    Raises:
+        ValueError: none of the four on, a value out of its range, or a family that does
+            not give images.
     """
 
     def __init__(self, family, max_shift: int, max_rotate: float = 0.0,
