@@ -145,3 +145,15 @@ def test_compare_omniglot_uses_the_papers_rule_for_the_ways(ways, rule):
     lr, steps, batch, eval_steps = rule
     assert (c["method"]["inner_lr"], c["method"]["inner_steps"]) == (lr, steps)
     assert c["train"]["meta_batch"] == batch and eval_steps in c["eval"]["steps"]
+
+
+def test_a_missing_omniglot_root_is_one_line_and_exit_2(tmp_path, capsys):
+    cfg = tmp_path / "om.toml"
+    cfg.write_text(f'[family]\nname = "omniglot"\nroot = "{tmp_path / "nowhere"}"\n'
+                   f'[model]\nname = "conv4"\n')
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err and str(tmp_path / "nowhere") in err
+    assert not (tmp_path / "run").exists()
