@@ -33,7 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaloop.data.images import CHANNELS, IMAGE_EXTENSIONS, INVERT_MODES, load_image
+from metaloop.data.images import (
+    IMAGE_EXTENSIONS,
+    check_image_settings,
+    load_image,
+)
 
 CACHE_DIRNAME = ".metaloop-cache"
 CACHE_VERSION = 4   # raised whenever decoding changes, so no cache disagrees with predict
@@ -315,12 +319,7 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
             nothing (``UnreadableImagesError``, naming the file) unless ``skip_corrupt``;
             every image unreadable; a cache folder that cannot be written (naming it).
     """
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    if channels not in CHANNELS:
-        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
-    if invert not in INVERT_MODES:
-        raise ValueError(f"invert must be one of {INVERT_MODES}, got {invert!r}")
+    check_image_settings(image_size, invert, channels)
     scan = scan_folder(root, class_depth)
     settings = _settings(image_size, channels, invert, bool(skip_corrupt), class_depth)
     digest = _listing_hash(scan, settings)

@@ -80,7 +80,7 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
         ValueError: the file cannot be read as an image (naming it), a bad ``image_size``,
             ``invert`` or ``channels``.
     """
-    _check_settings(image_size, invert, channels)
+    check_image_settings(image_size, invert, channels)
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -103,14 +103,14 @@ def image_to_input(im: Image.Image, image_size: int = 28, invert: str = "never",
     Returns:
         float32 ``[channels, H, W]`` in [0, 1].
     """
-    _check_settings(image_size, invert, channels)
+    check_image_settings(image_size, invert, channels)
     pix = _pixels(ImageOps.exif_transpose(im), channels)                      # [h, w, c]
     if pix.size == 0:
         raise ValueError("image_to_input: the image has no pixels")
     return _to_input(pix, image_size, invert)
 
 
-def _check_settings(image_size: int, invert: str, channels: int) -> None:
+def check_image_settings(image_size: int, invert: str, channels: int) -> None:
     """ValueError naming a bad ``image_size``, ``invert`` or ``channels``."""
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
