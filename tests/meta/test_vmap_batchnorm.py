@@ -44,6 +44,18 @@ def _batch(size=16, tasks=3):
     qy = torch.arange(3).repeat(tasks, 3)                                 # [B, 9]
     return ml.TaskBatch(torch.randn(tasks, 6, 1, size, size, generator=g), sy,
                         torch.randn(tasks, 9, 1, size, size, generator=g), qy)
+def _distinct_step_sizes(learner):
+    """Give the learned step-size table [steps, adapted] distinct entries; return the batch,
+    the learner's parameters (net.* and inner_lr) and the network's alone."""
+    with torch.no_grad():
+        table = learner.model.inner_lr                               # [2, adapted]
+        table.copy_(0.3 * (1 + 0.3 * torch.rand(table.shape,
+                                                generator=torch.Generator().manual_seed(5))))
+    params = dict(learner.model.named_parameters())
+    return _batch(), params, {n[len("net."):]: v for n, v in params.items()
+                              if n.startswith("net.")}
+
+
 
 
 def conv4_ref(p, x):
@@ -168,13 +180,7 @@ def test_learned_step_sizes_with_batchnorm_match_the_unrolled_reference(method, 
     model = Conv4(1, 4, 3, image_size=16).double()
     learner = method(model, 0.3, 2, loss="ce", batching=batching, learn_lr=True)
     assert learner.batching == batching
-    with torch.no_grad():
-        table = learner.model.inner_lr                               # [2, adapted]
-        table.copy_(0.3 * (1 + 0.3 * torch.rand(table.shape,
-                                                generator=torch.Generator().manual_seed(5))))
-    batch = _batch()
-    params = dict(learner.model.named_parameters())        # net.* and inner_lr
-    net = {n[len("net."):]: v for n, v in params.items() if n.startswith("net.")}
+    batch, params, net = _distinct_step_sizes(learner)
     loss = unrolled_meta_loss(conv4_ref, net, batch, params["inner_lr"], learner.inner.names,
                               True)
     ref = grad_dict(loss, params)
@@ -267,13 +273,7 @@ def test_learned_step_sizes_with_a_zero_head_match_the_unrolled_reference(method
     model = Conv4(1, 4, 7, image_size=16).double()
     learner = method(model, 0.3, 2, first_order, loss="ce", head_init="zero", learn_lr=True,
                      batching=batching)
-    with torch.no_grad():
-        table = learner.model.inner_lr                               # [2, adapted]
-        table.copy_(0.3 * (1 + 0.3 * torch.rand(table.shape,
-                                                generator=torch.Generator().manual_seed(5))))
-    batch = _batch()
-    params = dict(learner.model.named_parameters())        # net.* and inner_lr
-    net = {n[len("net."):]: v for n, v in params.items() if n.startswith("net.")}
+    batch, params, net = _distinct_step_sizes(learner)
     zero = {"head.weight": torch.zeros(3, model.feature_dim, requires_grad=True),
             "head.bias": torch.zeros(3, requires_grad=True)}
     loss = unrolled_meta_loss(conv4_ref, net, batch, params["inner_lr"], learner.inner.names,
