@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from metaloop.cli.main import main
 from metaloop.recipes import compare
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import CtrlCAt  # noqa: E402
@@ -61,6 +63,21 @@ def test_print_config_with_a_config_prints_its_familys_shipped_file(tmp_path, ca
     (tmp_path / "mine.toml").write_text(f'[family]\nname = "{family}"\n')
     assert main(["compare", "--config", str(tmp_path / "mine.toml"), "--print-config"]) == 0
     assert capsys.readouterr().out == compare.config_text(shipped)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("family = 3\n", "config [family] must be a table, got 3"),
+    ('[family]\nname = "omniglot"\n', "sets family.name = 'omniglot' but the family asked "
+     "for is 'sinusoid'"),
+])
+def test_print_config_with_a_bad_config_is_named(tmp_path, capsys, text, message):
+    """--print-config reads the family of --config as a comparison would: a file it could
+    not run is named, exit 2 (a [family] that is not a table was a traceback)."""
+    (tmp_path / "bad.toml").write_text(text)
+    assert main(["compare", "sinusoid", "--config", str(tmp_path / "bad.toml"),
+                 "--print-config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err
 
 
 def test_sgd_methods_without_an_adapting_eval_step_are_refused(tmp_path, capsys):
@@ -114,6 +131,18 @@ def test_print_config_with_flags_of_a_run_is_refused(tmp_path, capsys, monkeypat
     assert not list(tmp_path.iterdir())
 
 
+def test_a_training_seed_equal_to_the_held_out_seed_is_refused(tmp_path, capsys):
+    """Sinusoid's held-out tasks are its training tasks drawn from eval.seed: with --seed
+    1000003 (the shipped eval.seed) and --meta-batch 100 the first training batch was the
+    first 100 held-out tasks, exactly."""
+    assert main(["compare", "--methods", "maml", "--iterations", "2", "--meta-batch", "100",
+                 "--seed", "1000003", "--tasks", "2", "--no-progress", "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "train.seed = eval.seed = 1000003" in err and "trained on the tasks it is scored" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_training_flags_with_only_scratch_are_refused(tmp_path, capsys):
     """scratch is not meta-trained: --iterations and --meta-batch changed nothing."""
     assert main(["compare", "--methods", "scratch", "--iterations", "5", "--meta-batch", "3",
@@ -146,6 +175,17 @@ def test_bad_data_exits_2_and_leaves_no_out_folder(tmp_path, capsys, monkeypatch
     assert not (tmp_path / "o").exists() and not (tmp_path / "runs").exists()
 
 
+def test_your_own_datas_family_without_its_data_is_named(tmp_path, capsys, monkeypatch):
+    """``metaloop compare folder`` with no file giving the folder: the folder family's own
+    error (it was sinusoid's, about the Omniglot file's conv4), exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "folder", "--methods", "maml", "--iterations", "2",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "family.root must name the image folder for family.name = 'folder'" in err, err
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_interrupted_comparison_resumes_to_the_uninterrupted_result(tmp_path, capsys,
                                                                      monkeypatch):
     """Ctrl-C in the second method's training checkpoints it; --resume evaluates the first
@@ -169,6 +209,24 @@ def test_an_interrupted_comparison_resumes_to_the_uninterrupted_result(tmp_path,
     assert main([*argv, "--out", str(out), "--resume"]) == 0
     got, want = (json.loads((d / "results.json").read_text()) for d in (out, tmp_path / "ref"))
     assert got == want
+    # timing.json says which runs continued (their train_s is only the time to finish them)
+    timing = json.loads((out / "timing.json").read_text())["methods"]
+    assert {m: t.get("resumed", False) for m, t in timing.items()} == \
+        {"maml": True, "fomaml": True, "reptile": False}
+    # each method's own run is the uninterrupted one: its checkpoints' parameters and its
+    # metrics.jsonl (but for the wall-clock times)
+    for m in ("maml", "fomaml", "reptile"):
+        a, b = (d / "runs" / m for d in (out, tmp_path / "ref"))
+        assert _untimed(a / "metrics.jsonl") == _untimed(b / "metrics.jsonl"), m
+        ca, cb = latest_checkpoint(a), latest_checkpoint(b)
+        assert ca.name == cb.name
+        pa, pb = (load_checkpoint(d)[0] for d in (a, b))
+        assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa), m
+
+
+def _untimed(path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "time"}
+            for line in path.read_text().splitlines()]
 
 
 def test_ctrl_c_before_any_checkpoint_does_not_offer_resume(tmp_path, capsys, monkeypatch):

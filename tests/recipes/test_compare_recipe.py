@@ -73,6 +73,18 @@ def test_a_copy_of_the_shipped_file_gives_the_same_config(tmp_path, family):
             for m in compare.methods_for(cfg)} == {2}
 
 
+@pytest.mark.parametrize("family", ["folder", "tensors"])
+def test_your_own_datas_family_named_as_the_argument_is_kept(tmp_path, family):
+    """``metaloop compare tensors --config mine.toml`` with a [family] that gives the data but
+    not its name: the comparison is over that family (it was sinusoid, the data ignored)."""
+    f = tmp_path / "mine.toml"
+    f.write_text(f'[family]\nroot = "{tmp_path / "data"}"\nways = 2\n')
+    cfg = compare.load_config(family, f)
+    assert cfg["family"]["name"] == family and cfg["family"]["root"] == str(tmp_path / "data")
+    assert cfg["family"]["ways"] == 2 and cfg["model"]["name"] == "conv4"   # omniglot's file
+    assert compare.load_config(family)["family"]["name"] == family
+
+
 def test_a_file_that_extends_another_is_the_two_merged(tmp_path):
     """A user's compare config may extend another partial one: the same config as the two
     files' keys written into one."""
@@ -93,6 +105,13 @@ def test_a_file_that_extends_another_is_the_two_merged(tmp_path):
     ('[compare.per_ways.twenty.method]\ninner_lr = 0.1\n', "keys are numbers of ways"),
     ('[trian]\niterations = 2\n', r"unknown config section \[trian\]"),
     ('[family]\nname = "omniglot"\n', "sets family.name = 'omniglot' but the family asked"),
+    # what every method shares: one method's held-out tasks, training tasks or seed
+    ('[compare.per_method.maml.eval]\nseed = 5\ntasks = 3\n',
+     r"compare.per_method.maml sets eval.seed, eval.tasks, but every method"),
+    ('[compare.per_method.reptile.family]\nshots = 10\n',
+     r"per_method.reptile sets family.shots, .* in the file's \[family\]"),
+    ('[compare.per_method.anil.train]\nseed = 3\niterations = 9\n',
+     r"per_method.anil sets train.seed, but every method .* the same seed"),
 ])
 def test_bad_files_are_named(tmp_path, text, match):
     f = tmp_path / "bad.toml"
@@ -122,3 +141,37 @@ def test_the_recipe_on_a_tiny_config_is_reproducible_and_is_what_the_cli_writes(
     assert written == json.loads(json.dumps(rec))
     timing = json.loads((tmp_path / "o" / "timing.json").read_text())
     assert set(timing["methods"]) == {"maml", "reptile", "scratch"} and timing["wall_s"] > 0
+
+
+def test_every_method_is_scored_on_the_same_tasks_and_scratch_is_the_shared_init(
+        monkeypatch):
+    """The held-out tasks each method is scored on (support and query, recorded as they are
+    scored) are one list for all; scratch is the initialisation MAML starts from."""
+    import torch
+
+    from metaloop import build
+    from metaloop.evaluate import heldout
+
+    seen, current = {}, []
+    real = heldout.heldout_tasks
+
+    def recorded(family, tasks, seed, chunk=100):
+        for batch in real(family, tasks, seed, chunk):
+            seen.setdefault(current[-1], []).append(
+                [t.clone() for t in (batch.support_x, batch.support_y, batch.query_x,
+                                     batch.query_y)])
+            yield batch
+
+    monkeypatch.setattr(heldout, "heldout_tasks", recorded)
+    cfg = compare.load_config("sinusoid", overrides=TINY)
+    res = compare.run(cfg, "scratch,pretrain,maml,reptile", on_method=current.append)
+    assert list(seen) == ["scratch", "pretrain", "maml", "reptile"]
+    first = seen["scratch"]
+    for name, batches in seen.items():
+        assert len(batches) == len(first) and all(
+            torch.equal(a, b) for x, y in zip(batches, first) for a, b in zip(x, y)), name
+    assert sum(b[0].shape[0] for b in first) == cfg["eval"]["tasks"]
+    init = build.build_learner(compare.method_config(cfg, "maml"),
+                               build.build_family(cfg["family"])).model.state_dict()
+    scratch = res["learners"]["scratch"].model.state_dict()
+    assert all(torch.equal(init[k], scratch[k]) for k in init)

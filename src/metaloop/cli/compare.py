@@ -14,9 +14,11 @@ from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
 Meta-train every method (MAML, first-order MAML, Reptile, ANIL, and on classification R2D2
-and MetaOptNet) and the two baselines it is measured against (a model trained from scratch
-on each task, and one pretrained on all training tasks at once), then evaluate them on the
-same held-out tasks after each number of adaptation steps in the config's eval.steps
+and MetaOptNet) and the two baselines it is measured against (scratch: the random
+initialisation the methods start from, fine-tuned on each task; pretrain: one model trained
+on all training tasks at once, then fine-tuned with the same SGD steps), all with the same
+training seed; then evaluate them on the same held-out tasks (eval.seed) after each number
+of adaptation steps in the config's eval.steps
 (sinusoid: 0 to 10; omniglot: 0, 1 and 3, or 0, 1 and 5 at 20 ways). Prints the table (mean
 and 95% CI) and writes results.json, timing.json and the plots. With no arguments: sinusoid
 regression, about 2.5 CPU-minutes at one thread.
@@ -87,9 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--print-config prints the family's shipped config and exits without "
                          f"comparing, so {', '.join(given)} would change nothing: leave them "
                          f"out (or set them in the printed file and pass it to --config)")
-    if args.print_config:
-        family = args.family or (args.config and _config.read(args.config).get(
-            "family", {}).get("name")) or "sinusoid"
+    if args.print_config:                      # the family the comparison would run
+        family = recipe.load_config(args.family, args.config)["family"]["name"]
         shipped = "omniglot" if family in _config.USER_FAMILIES else family
         print(recipe.config_text(shipped), end="")
         return 0

@@ -8,7 +8,8 @@ any metaloop config (``[family] [model] [method] [train] [eval]``) a compare con
 
 - ``methods``: the methods run by default, in order;
 - ``[compare.per_method.<name>.<section>]``: keys that apply to that method only (Reptile's
-  inner optimizer, first-order MAML's flag...);
+  inner optimizer, first-order MAML's flag...), never the ``[family]`` and ``[eval]`` keys
+  or ``train.seed``, which every method shares;
 - ``[compare.per_ways.<ways>.<section>]``: keys that apply at that number of ways (the MAML
   paper's 20-way Omniglot rule).
 
@@ -95,7 +96,29 @@ def _check_compare(table, where: str) -> dict:
                 raise ValueError(f"{where}: compare.{kind}.{key} must hold tables of config "
                                  f"sections, got {body!r}")
             _config.validate(body)           # its sections and keys exist, with their types
+            if kind == "per_method":
+                _check_shared(body, f"{where}: compare.per_method.{key}")
     return table
+
+
+# What every method of a comparison shares, so no method may set it alone: the tasks it
+# trains on ([family], whose data is built once for all), the training seed, and its
+# held-out tasks and how they are scored ([eval]).
+_SHARED = {"family": None, "eval": None, "train": ("seed",)}
+
+
+def _check_shared(body: dict, where: str) -> None:
+    """ValueError naming the keys of one method's ``per_method`` tables that ``_SHARED`` says
+    every method shares (a per-method family key was ignored, an eval key scored that method
+    on other tasks than the rest)."""
+    bad = [f"{section}.{k}" for section, keys in body.items() if section in _SHARED
+           for k in keys if _SHARED[section] is None or k in _SHARED[section]]
+    if bad:
+        sections = sorted({f"[{b.split('.')[0]}]" for b in bad})
+        raise ValueError(f"{where} sets {', '.join(bad)}, but every method of a comparison "
+                         f"trains on the same tasks with the same seed and is scored on the "
+                         f"same held-out tasks: set {'them' if len(bad) > 1 else 'it'} for "
+                         f"all methods, in the file's {' and '.join(sections)}")
 
 
 def _split(raw: dict, where: str) -> tuple[dict, dict]:
@@ -163,7 +186,7 @@ def load_config(family: str | None = None, path=None, overrides: dict | None = N
     base, table = _split(_read(config_text(shipped), f"compare_{shipped}.toml"),
                          f"compare_{shipped}.toml")
     if shipped != family:
-        base = {**base, "family": {}}
+        base = {**base, "family": {"name": family}}
     named = user.get("family", {}).get("name", family)
     if named != family:
         raise ValueError(f"config file {path} sets family.name = {named!r} but the family "
@@ -374,13 +397,16 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
     Returns:
         ``{"family", "metric" ("loss" or "accuracy"), "config", "methods": {name: the
         ``evaluate`` result, per-task values included}, "evaluation": {name: how its
-        queries were scored}, "timing": {name: {"train_s", "eval_s"}}, "wall_s", "learners":
-        {name: learner}, "heldout": the held-out family}``.
+        queries were scored}, "timing": {name: {"train_s", "eval_s", "resumed" (only for a
+        run continued from a checkpoint: its train_s is the time it took to finish)}},
+        "wall_s" (this call's), "learners": {name: learner}, "heldout": the held-out
+        family}``.
 
     Raises:
-        ValueError: a bad method list or an impossible per-method config, runs in
-            ``out_dir`` without ``resume`` or none with it, runs to resume that store no
-            class split or were trained on other data, before training.
+        ValueError: a bad method list or an impossible per-method config, a regression
+            family's ``train.seed`` equal to its ``eval.seed`` (training on the held-out
+            tasks), runs in ``out_dir`` without ``resume`` or none with it, runs to resume
+            that store no class split or were trained on other data, before training.
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the method in training checkpointed.
 
     Warns:
@@ -392,6 +418,13 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         if cfg["train"][key] <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got "
                              f"{cfg['train'][key]}")
+    tseed, eseed = cfg["train"]["seed"], cfg["eval"]["seed"]
+    trains = any(n not in NOT_META_TRAINED for n in names)
+    if cfg["family"]["name"] in REGRESSION_FAMILIES and tseed == eseed and trains:
+        raise ValueError(f"train.seed = eval.seed = {tseed}: {cfg['family']['name']}'s "
+                         f"held-out tasks differ from its training tasks only by their seed, "
+                         f"so every method would be trained on the tasks it is scored on; "
+                         f"give them different seeds")
     cfg = with_split(cfg, out_dir, resume)     # your own data: one class split, stored
     mcfgs = {name: method_config(cfg, name) for name in names}   # all checked before training
     _config.warn_shared_split(cfg)             # held out from the training classes?
@@ -423,7 +456,8 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         results[name] = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
                                  seed=ec["seed"], support_shift=ec["support_shift"],
                                  query_shift=ec["query_shift"])
-        timing[name] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
+        timing[name] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
+                        **({"resumed": True} if resumes[name] else {})}
         evaluation[name] = getattr(learner, "evaluation", "transductive")
         learners[name] = learner
     metric = "accuracy" if "accuracy" in next(iter(results.values())) else "loss"
