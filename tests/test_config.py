@@ -415,3 +415,14 @@ def test_warn_shared_split_names_both_keys():
                                                        r"classes"):
         config.warn_shared_split(cfg)
     assert config.warn_shared_split(config.validate({})) is None
+
+
+def test_a_sinusoid_trained_on_its_held_out_seed_is_refused():
+    # its held-out tasks differ from its training tasks only by seed: the same seed would
+    # train on the very tasks it is scored on (scratch, which does not train, may)
+    cfg = config.validate({"family": {"name": "sinusoid"}, "method": {"name": "maml"},
+                           "train": {"seed": 7}, "eval": {"seed": 7}})
+    with pytest.raises(ValueError, match="train.seed = eval.seed = 7: the sinusoid's held-out"):
+        config.check_combinations(cfg)
+    cfg["method"]["name"] = "scratch"
+    config.check_combinations(cfg)

@@ -101,7 +101,7 @@ def test_train_and_print_config_refuse_before_reading_data(body, message, tmp_pa
     OMNIGLOT + METAOPTNET + 'head = "logistic"\ngrad = "unrolled"\n',
     "[train]\nclip_grad_norm = 0\n",
     "[eval]\nsteps = [0]\n",
-    "[train]\nseed = 18446744073709551615\n[eval]\nseed = 18446744073709551615\n",
+    "[train]\nseed = 18446744073709551615\n[eval]\nseed = 18446744073709551614\n",
     SMALL + '[model]\nname = "conv4"\npool = "stride"\n',
     '[family]\nname = "omniglot"\nimage_size = 16\n[model]\nname = "resnet12"\n',
 ])

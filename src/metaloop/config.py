@@ -318,7 +318,8 @@ def check_combinations(cfg: dict) -> None:
             head-based R2D2/MetaOptNet...), a model that cannot read the family's inputs
             (an mlp on a folder's images, images smaller than the max-pools need), a
             negative or non-finite ridge strength, scale or gradient clip, a seed above
-            what a torch.Generator takes, no eval.steps.
+            what a torch.Generator takes, no eval.steps, a sinusoid trained on its held-out
+            seed.
     """
     f, m, me, t, ev = (cfg[k] for k in ("family", "model", "method", "train", "eval"))
     for where, value, options in (
@@ -436,6 +437,11 @@ def check_combinations(cfg: dict) -> None:
     if f["name"] != "sinusoid" and f["ways"] == 1:
         raise ValueError("config family.ways must be >= 2 for classification: a 1-way task "
                          "is always answered right, got 1")
+    if f["name"] == "sinusoid" and t["seed"] == ev["seed"] and name != "scratch":
+        raise ValueError(f"config train.seed = eval.seed = {t['seed']}: the sinusoid's "
+                         f"held-out tasks differ from its training tasks only by their seed, "
+                         f"so training would see the very tasks it is scored on; give "
+                         f"eval.seed another value")
     for key, default in (("inner_batch", 0), ("test_batch", 0), ("transductive", True)):
         if key == "transductive" and name in NON_TRANSDUCTIVE:
             continue

@@ -139,7 +139,7 @@ def test_a_training_seed_equal_to_the_held_out_seed_is_refused(tmp_path, capsys)
                  "--seed", "1000003", "--tasks", "2", "--no-progress", "--out",
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "train.seed = eval.seed = 1000003" in err and "trained on the tasks it is scored" in err
+    assert "train.seed = eval.seed = 1000003" in err and "tasks it is scored on" in err
     assert not (tmp_path / "o").exists()
 
 
