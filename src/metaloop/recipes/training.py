@@ -18,7 +18,7 @@ from metaloop import build, config
 from metaloop.recipes.report import prepare_out
 from metaloop.runs import load_run, saved_run
 from metaloop.train import distributed, train
-from metaloop.train.checkpoint import latest_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 from metaloop.train.loop import check_run_dir
 
 __all__ = ["init_from", "prepare", "train_config"]
@@ -162,12 +162,16 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
             # shots + queries is named before training, not when the run is evaluated
             heldout = build.eval_family(cfg, family)
         build.check_eval_shifts(cfg, family)  # image shifts of feature vectors: not evaluable
+        # validation: the held-out tasks as [eval] sets them (ways, shots, queries), on the
+        # split "val" when the evaluation's is "test" (config.check_combinations checks it)
+        val = None
+        if tc["val_every"]:
+            held = cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid"
+            val = build.eval_family({**cfg, "eval": {**cfg["eval"], "split": "val"}}
+                                    if held else cfg, family)
     except ValueError:
         _undo()
         raise
-    val = build.eval_family(cfg, family) if tc["val_every"] else None
-    if val is not None and cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid":
-        val = build.build_family(cfg["family"], split="val")
     # what the run reads of the user's data, stored in its checkpoints: a resume on changed
     # data is refused (rank 0 alone writes and checks checkpoints)
     read = [f for f in (family, heldout, val) if f is not None]
@@ -175,8 +179,10 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         if rank == 0 and heldout is not None else None
     dev = distributed.device_for(device)
     learner = build.build_learner(cfg, family, device=dev)
-    if tc["init"] and not resume:       # a resumed run has its own weights
-        try:
+    distributed.set_tf32(tf32)
+    learner.model.to(device=dev, dtype=getattr(torch, tc["dtype"]))
+    if tc["init"] and not resume:       # a resumed run has its own weights; copied into the
+        try:                            # model at train.dtype: a float64 run's stay exact
             got = init_from(learner, tc["init"])
         except ValueError:
             _undo()
@@ -186,8 +192,6 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
                 if got["left"] else ""
             print(f"init: {len(got['loaded'])} tensors from {got['run']} (iteration "
                   f"{got['iteration']}){left}")
-    distributed.set_tf32(tf32)
-    learner.model.to(device=dev, dtype=getattr(torch, tc["dtype"]))
     train_family = build.training_family(cfg, family)
     if tc["device_tasks"]:              # the images on the training device, sampled there
         from metaloop.tasks.device import DeviceTasks
@@ -219,10 +223,11 @@ def init_from(learner, run) -> dict:
 
     Names are matched with any ``backbone.`` prefix removed, so any two learners on the same
     network share their body: a ``Pretrain`` or MAML Conv4 can start a ProtoNet, R2D2 or
-    MetaOptNet run, and the other way round. A tensor of the same name and shape is copied;
-    an output head (``head.*``) of another shape (another number of classes) and tensors the
-    run does not have (a learned output scale, learned inner step sizes) keep their seeded
-    initial values.
+    MetaOptNet run, and the other way round. A tensor of the same name and shape is copied as
+    the checkpoint stores it (cast to the model's dtype only: a float64 run starts a float64
+    model exactly); an output head (``head.*``) of another shape (another number of classes)
+    and tensors the run does not have (a learned output scale, learned inner step sizes) keep
+    their seeded initial values.
 
     Args:
         learner: a freshly built learner. run: a run directory or ``ckpt-*`` directory.
@@ -237,8 +242,13 @@ def init_from(learner, run) -> dict:
             none but a head bias or a scalar (a different network too).
     """
     src = load_run(run)
-    theirs = {_plain(k): v for k, v in src.learner.model.named_parameters()}
+    named = dict(src.learner.model.named_parameters())
     mine = dict(learner.model.named_parameters())
+    if {p.dtype for p in mine.values()} != {v.dtype for v in named.values()}:
+        # load_run's model is float32, a float64 run's weights rounded: take them as stored
+        stored, _ = load_checkpoint(src.path)
+        named = {k: stored[f"model.{k}"] for k in named}
+    theirs = {_plain(k): v for k, v in named.items()}
     loaded, left, bad = [], [], []
     for name, p in mine.items():
         t = theirs.get(_plain(name))

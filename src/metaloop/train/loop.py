@@ -62,6 +62,11 @@ def _check_intervals(log_every, checkpoint_every, val_every, val_tasks, val_fami
     _positive_int("val_tasks", val_tasks)
 
 
+def _number(v) -> bool:
+    """Whether ``v`` is an int or float, not a bool (``True`` would pass for 1.0)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _check_seed(seed) -> None:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
         raise ValueError(f"seed must be an int in [0, 2**64) (it seeds the task stream), got "
@@ -695,8 +700,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         iterations: outer steps in total.
         meta_batch: tasks per outer step (at least the number of ranks). lr: Adam learning
             rate. seed: task-stream seed.
-        lr_schedule: ``"constant"``, or ``"cosine"``: step t (1-based) of T uses
-            ``lr * (1 + cos(pi * (t - 1) / T)) / 2``. The rate is a function of the iteration
+        lr_schedule: ``"constant"``; ``"cosine"``: step t (1-based) of T uses
+            ``lr * (1 + cos(pi * (t - 1) / T)) / 2``; ``"linear"``: ``lr * (1 - (t - 1) / T)``
+            (both reach 0 just after the last step). The rate is a function of the iteration
             alone, so a resumed run follows the same schedule.
         clip_grad_norm: if > 0, rescale the meta-gradient to at most this global L2 norm
             before the Adam step (``metrics.jsonl`` then logs ``grad_norm``, before
@@ -777,11 +783,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         raise ValueError("resume=True continues the run in out_dir, but out_dir is None; "
                          "pass the run directory, or resume=False for a run that writes "
                          "nothing")
-    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+    if not _number(lr) or not lr > 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not isinstance(clip_grad_norm, (int, float)) or not clip_grad_norm >= 0:
+    if not _number(clip_grad_norm) or not clip_grad_norm >= 0:
         raise ValueError(f"clip_grad_norm must be >= 0 (0: off), got {clip_grad_norm!r}")
-    if not isinstance(weight_decay, (int, float)) or not weight_decay >= 0 \
+    if not _number(weight_decay) or not weight_decay >= 0 \
             or not math.isfinite(weight_decay):
         raise ValueError(f"weight_decay must be a finite number >= 0 (0: off), got "
                          f"{weight_decay!r}")
