@@ -426,3 +426,14 @@ def test_a_sinusoid_trained_on_its_held_out_seed_is_refused():
         config.check_combinations(cfg)
     cfg["method"]["name"] = "scratch"
     config.check_combinations(cfg)
+
+
+def test_validation_on_the_challenge_test_alphabets_is_refused():
+    # validation reads eval.split while training: on "evaluation" it would watch the test
+    cfg = config.validate({"family": {"name": "omniglot", "split": "background"},
+                           "model": {"name": "conv4"}, "method": {"name": "protonet"},
+                           "train": {"val_every": 100}, "eval": {"split": "evaluation"}})
+    with pytest.raises(ValueError, match="validation would read the challenge's test"):
+        config.check_combinations(cfg)
+    cfg["train"]["val_every"] = 0
+    config.check_combinations(cfg)

@@ -546,6 +546,13 @@ def check_combinations(cfg: dict) -> None:
                              f"family.name = {f['name']!r} gives vectors")
     if not image:
         return
+    if t["val_every"] and f["name"] == "omniglot" and ev["split"] == "evaluation":
+        raise ValueError(f"config train.val_every = {t['val_every']} with eval.split = "
+                         f"'evaluation': validation would read the challenge's test alphabets "
+                         f"while training; validate on held-out background alphabets "
+                         f"(family.split = 'background_train', eval.split = 'background_val') "
+                         f"and test with metaloop eval --split evaluation, or set "
+                         f"train.val_every = 0")
     splits = [("family.split", f["split"]), ("eval.split", ev["split"])]
     if t["val_every"] and ev["split"] == "test":       # validation then uses split "val"
         splits.append(("eval.split (validation uses 'val')", "val"))
