@@ -216,3 +216,51 @@ def test_a_tensor_file_with_bad_labels_is_named_by_the_file(y, got, tmp_path, ca
     assert f"error: tensor file {data}: y must be int labels [N] with N = 50 (as x), {got}" \
         in err, err
     assert "split_classes_of" not in err
+
+
+def test_a_tensor_files_classes_are_grouped_in_label_order(tmp_path, capsys):
+    """class_names ["zeb", "ant", "cat", "bee"]: experiences (zeb, ant), (cat, bee), as the
+    help says; it said the classes were grouped in name order, true of a folder only."""
+    data = tmp_path / "named.npz"
+    y = np.arange(4).repeat(10)
+    np.savez(data, x=np.eye(4, dtype=np.float32)[y], y=y,
+             class_names=np.array(["zeb", "ant", "cat", "bee"]))
+    out = tmp_path / "run"
+    code = main(["forgetting", "--scenario", "split-data-class", "--data", str(data),
+                 "--out", str(out), *TINY])
+    assert code == 0, capsys.readouterr().err
+    r = json.loads((out / "results.json").read_text())
+    assert [e["name"] for e in r["experiences"]] == ["zeb, ant", "cat, bee"]
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    text = " ".join(sub.choices["forgetting"].format_help().split())
+    assert "in name order" not in text.replace("a folder's in name order", "")
+    assert "a file's in label order" in text
+    assert "classes per experience, in label order (a folder's: by class name)" in text
+
+
+def test_early_stop_without_validation_images_names_the_flags(tmp_path, capsys):
+    """--val-per-class 0 --early-stop 2: the error named the library's early_stop argument
+    and one experience; it now names the flags."""
+    data = write_npz(tmp_path / "features.npz")
+    err = _refused(capsys, tmp_path, "--scenario", "split-data-class", "--data", str(data),
+                   "--val-per-class", "0", "--early-stop", "2", *TINY[:-1])
+    assert ("--early-stop 2 stops on each experience's validation accuracy, but 3 "
+            "experience(s) have no validation images ('0, 1', '2, 3', '4'; --val-per-class "
+            "0?): hold out at least one per class, or drop --early-stop") in err, err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--train-per-class", "0", "--train-per-class must be positive, got 0"),
+    ("--test-per-class", "0", "--test-per-class must be positive, got 0"),
+    ("--val-per-class", "-1", "--val-per-class must be >= 0, got -1"),
+    ("--classes-per-experience", "0", "--classes-per-experience must be positive, got 0"),
+])
+def test_a_count_that_is_not_positive_is_named_before_the_data_is_read(flag, value, message,
+                                                                       tmp_path, capsys):
+    """The folder was decoded in full (and its cache written) before the library named
+    ``train_per_class must be a positive int or None``; the flag is now named first."""
+    pets = write_folder(tmp_path / "pets", per_class=5, classes=4)
+    err = _refused(capsys, tmp_path, "--scenario", "split-data-class", "--data", str(pets),
+                   flag, value)
+    assert f"metaloop forgetting: error: {message}" in err, err
+    assert not (pets / ".metaloop-cache").exists()

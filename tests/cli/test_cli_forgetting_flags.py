@@ -89,3 +89,64 @@ def test_the_committed_records_commands_are_accepted():
         recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
         if args.scenario != "omniglot-alphabets":
             assert args.alphabets is None
+
+
+def test_lora_without_peft_is_refused_before_any_training(tmp_path, capsys, monkeypatch):
+    """The default --strategies include lora: without peft (the text extra) the run used to
+    train experience 0 and the strategies before it, then end in a ModuleNotFoundError
+    traceback; it is now named first (exit 2, nothing trained, nothing written)."""
+    import sys
+
+    import numpy as np
+
+    def trained(*a, **k):
+        raise AssertionError("trained before the missing peft was named")
+
+    monkeypatch.setitem(sys.modules, "peft", None)               # import peft fails
+    monkeypatch.setattr(recipe, "finetune_experience", trained)
+    data = tmp_path / "f.npz"
+    np.savez(data, x=np.eye(4, dtype=np.float32).repeat(10, 0), y=np.arange(4).repeat(10))
+    out = tmp_path / "run"
+    code = main(["forgetting", "--scenario", "split-data-class", "--data", str(data),
+                 "--strategies", "naive,lora,joint", "--steps", "2", "--out", str(out),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists(), err
+    assert "error: --strategies has lora, whose adapters come from peft" in err
+    assert "pip install 'metaloop[text]'" in err and "(--strategies naive,joint)" in err
+    with pytest.raises(ValueError, match="peft"):
+        recipe.settings("two-task")                              # the default strategies
+    assert recipe.settings("two-task", strategies="naive,joint")["strategies"] == [
+        "naive", "joint"]
+
+
+def test_seeds_torch_cannot_take_are_named_before_any_training():
+    """--seed 2**64 - 1000 used to train experience 0 of the seed, then fail to seed the
+    fine-tuning (1000 + seed) with torch's "Overflow when unpacking long long"."""
+    import torch
+
+    with pytest.raises(ValueError, match="--seed 18446744073709550616 with --seeds 1 gives "
+                                         "seeds outside"):
+        recipe.settings("two-task", seed=2**64 - 1000, seeds=1)
+    low, high = recipe.SEED_RANGE
+    torch.Generator().manual_seed(low)                        # the ends are ones torch takes
+    torch.Generator().manual_seed(high + recipe.FINETUNE_SEED)
+    assert recipe.settings("two-task", seed=high, seeds=1)["seeds"] == [high]
+    assert recipe.settings("two-task", seed=low, seeds=1)["seeds"] == [low]
+    for seed, seeds in ((high, 2), (low - 1, 3)):
+        with pytest.raises(ValueError, match=f"--seed {seed} with --seeds {seeds} gives seeds "
+                                             f"outside {low}..{high}"):
+            recipe.settings("two-task", seed=seed, seeds=seeds)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--scenario", "two-task", "--train-per-class", "0"], "--train-per-class must be positive"),
+    (["--scenario", "split-fmnist-class", "--test-per-class", "-1"],
+     "--test-per-class must be positive"),
+    (["--scenario", "omniglot-alphabets", "--val-per-class", "-1"],
+     "--val-per-class must be >= 0"),
+])
+def test_a_count_that_is_not_positive_names_its_flag(argv, message, tmp_path, capsys):
+    """It named the library's argument: ``train_per_class must be a positive int or None``."""
+    err = _refused(capsys, tmp_path, *argv)
+    assert f"metaloop forgetting: error: {message}" in err, err

@@ -17,16 +17,18 @@ from metaloop.recipes.report import output_dir
 DESCRIPTION = """\
 Fine-tune a model on a stream of tasks ("experiences") and measure what it forgets, with
 and without the remedies: replaying about 10% old data (replay), keeping the old heads
-training (heads), both, LoRA on the new task, and joint training as the upper bound.
+training (heads), both, LoRA on the new task (lora: needs peft, pip install
+'metaloop[text]'), and joint training as the upper bound.
 
 Scenarios: two-task and split-fmnist-task/-class (Fashion-MNIST), omniglot-alphabets, and
 split-data-task/-class on your own labelled data: --data is an image folder
-root/<class>/<image> or a .npz/.pt file with x [N, ...] and y [N]. Its classes (in name
-order) are grouped --classes-per-experience at a time; -task gives each experience its own
-head, -class one shared head over all classes. Each class holds out 20% test and 10%
-validation images (at least one each; --test-per-class and --val-per-class set counts
-instead), chosen by a fixed seed. Folder images are decoded to --image-size pixels with
---channels 1 or 3; the MLP's input size follows the data.
+root/<class>/<image> or a .npz/.pt file with x [N, ...] and y [N]. Its classes (a
+folder's in name order, a file's in label order) are grouped --classes-per-experience at a
+time; -task gives each experience its own head, -class one shared head over all classes.
+Each class holds out 20% test and 10% validation images (at least one each;
+--test-per-class and --val-per-class set counts instead), chosen by a fixed seed. Folder
+images are decoded to --image-size pixels with --channels 1 or 3; the MLP's input size
+follows the data.
 
 For each seed, experience 0 is learned once and every strategy then fine-tunes that same
 model through the rest of the stream. The table gives, as mean ± 95% CI over the seeds:
@@ -112,8 +114,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="split-data-task/-class: an image folder root/<class>/<image>, or a "
                         ".npz/.pt file with x and y (and optionally class_names)")
     p.add_argument("--classes-per-experience", type=int, default=None, metavar="N",
-                   help="split-data-task/-class: classes per experience, in name order; the "
-                        "last gets what is left (default 2)")
+                   help="split-data-task/-class: classes per experience, in label order "
+                        "(a folder's: by class name); the last gets what is left (default 2)")
     p.add_argument("--image-size", type=int, default=None,
                    help="split-data-task/-class with a folder: image side in pixels "
                         "(default 28)")

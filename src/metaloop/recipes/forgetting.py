@@ -62,6 +62,10 @@ STRATEGY_OPTIONS = {"replay_ratio": ("replay", "replay+heads"),
                     "head_weight": ("heads", "replay+heads"),
                     "temperature": ("heads", "replay+heads"),
                     "lora_rank": ("lora",)}
+# Seed s learns experience 0 with torch seed s and fine-tunes with FINETUNE_SEED + s; the
+# seeds torch takes.
+FINETUNE_SEED = 1000
+SEED_RANGE = (-2**63, 2**64 - 1 - FINETUNE_SEED)
 METRICS = (("new_accuracy", "new acc"), ("old_accuracy", "old acc"), ("retained", "retained"),
            ("forgetting", "forgetting"), ("bwt", "BWT"), ("average_accuracy", "avg acc"))
 
@@ -89,8 +93,8 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
             reads it is refused: it would change nothing.
 
     Raises:
-        ValueError: naming the bad setting, or the strategy option that no chosen strategy
-            reads.
+        ValueError: naming the bad setting, the strategy option that no chosen strategy
+            reads, seeds torch cannot take, or ``lora`` without peft (the ``text`` extra).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
@@ -118,6 +122,10 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {s[key]}")
     if seeds <= 0:
         raise ValueError(f"--seeds must be positive, got {seeds}")
+    if not SEED_RANGE[0] <= seed <= seed + seeds - 1 <= SEED_RANGE[1]:
+        raise ValueError(f"--seed {seed} with --seeds {seeds} gives seeds outside "
+                         f"{SEED_RANGE[0]}..{SEED_RANGE[1]}, which torch cannot take (each "
+                         f"seed s also seeds the fine-tuning with {FINETUNE_SEED} + s)")
     if not hidden or min(hidden) <= 0:
         raise ValueError(f"--hidden must be positive widths, got {list(hidden)}")
     for flag, value, ok, low in (("lr", lr, lr > 0, "> 0"),
@@ -127,7 +135,23 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
             raise ValueError(f"--{flag} must be a finite number {low}, got {value}")
     if replay_ratio != "balanced":
         check_replay_ratio(replay_ratio)
+    if "lora" in names:                      # named now, not after the other strategies ran
+        _check_lora_available(names)
     return s
+
+
+def _check_lora_available(strategies: list[str]) -> None:
+    """ValueError naming the missing package when ``lora`` is chosen without peft (the
+    ``text`` extra), which it would otherwise raise only when its turn came."""
+    from metaloop.models.text import require_text_extra
+
+    try:
+        require_text_extra()
+    except ModuleNotFoundError as e:
+        others = ",".join(n for n in strategies if n != "lora")
+        raise ValueError(f"--strategies has lora, whose adapters come from peft: {e}; or "
+                         f"leave lora out" + (f" (--strategies {others})" if others else "")
+                         ) from e
 
 
 def _check_strategy_options(strategies: list[str], given: dict) -> None:
@@ -170,7 +194,8 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
         ValueError: an option the scenario does not read (it would change nothing):
             ``test_per_class`` on Omniglot, ``alphabets`` outside it, ``data`` and its
             options on built-in data, ``root`` on your own data; a data scenario without
-            ``data``; fewer than two experiences; missing or bad data (naming it).
+            ``data``; fewer than two experiences; missing or bad data (naming it); a count
+            that is not positive (``val_per_class`` may be 0), before any data is read.
     """
     if scenario in DATA_SCENARIOS:
         return _data_experiences(scenario, data, root=root, alphabets=alphabets,
@@ -196,12 +221,15 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
             raise ValueError("--test-per-class is for Fashion-MNIST; Omniglot tests on the "
                              "drawings left after --train-per-class and --val-per-class")
         alphabets = 5 if alphabets is None else alphabets
+        _check_counts(train_per_class=train_per_class, val_per_class=val_per_class)
         exps = SCENARIOS[scenario](alphabets=alphabets, **kw)
     else:
         if alphabets is not None:
             raise ValueError(f"--alphabets {alphabets} sets the length of the "
                              f"omniglot-alphabets stream; {scenario} is Fashion-MNIST, so it "
                              f"would change nothing: drop --alphabets")
+        _check_counts(train_per_class=train_per_class, val_per_class=val_per_class,
+                      test_per_class=test_per_class)
         exps = SCENARIOS[scenario](test_per_class=test_per_class, **kw)
     if len(exps) < 2:                        # named here, before any output
         raise ValueError(f"a stream needs at least two experiences, got {len(exps)}"
@@ -226,6 +254,9 @@ def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
         raise ValueError(f"--scenario {scenario} needs --data PATH: an image folder "
                          f"root/<class>/<image>, or a .npz/.pt file with x [N, ...] and "
                          f"y [N]")
+    _check_counts(train_per_class=train_per_class, val_per_class=val_per_class,
+                  test_per_class=test_per_class,
+                  classes_per_experience=classes_per_experience, image_size=image_size)
     kw = {k: v for k, v in (("train_per_class", train_per_class),
                             ("val_per_class", val_per_class),
                             ("test_per_class", test_per_class),
@@ -233,6 +264,16 @@ def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
                             ("image_size", image_size), ("channels", channels))
           if v is not None}
     return SCENARIOS[scenario](data, **kw)
+
+
+def _check_counts(**counts) -> None:
+    """ValueError naming the flag of a count that is not positive (``val_per_class``: < 0),
+    before any data is read (a folder is decoded in full before the library's checks)."""
+    for key, value in counts.items():
+        low = 0 if key == "val_per_class" else 1
+        if value is not None and value < low:
+            raise ValueError(f"--{key.replace('_', '-')} must be "
+                             f"{'>= 0' if low == 0 else 'positive'}, got {value}")
 
 
 def total_steps(s: dict, exps: list) -> int:
@@ -249,6 +290,7 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None
         ``(runs, results)``: per strategy the list of per-seed runs (matrix, curve,
         boundaries), and the summary written to results.json.
     """
+    _check_early_stop(s, exps)
     update = progress or (lambda n: None)
     t_start = time.perf_counter()
     runs = {name: [] for name in s["strategies"]}
@@ -256,6 +298,17 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None
         for name, r in _one_seed(s, exps, seed, update).items():
             runs[name].append(r)
     return runs, _results(s, exps, runs, time.perf_counter() - t_start)
+
+
+def _check_early_stop(s: dict, exps: list) -> None:
+    """ValueError naming the flags when ``--early-stop`` has no validation data to stop on."""
+    empty = [e.name for e in exps if e.val[1].numel() == 0]
+    if s["early_stop"] is not None and empty:
+        raise ValueError(f"--early-stop {s['early_stop']} stops on each experience's "
+                         f"validation accuracy, but {len(empty)} experience(s) have no "
+                         f"validation images ({', '.join(map(repr, empty[:3]))}"
+                         f"{' ...' if len(empty) > 3 else ''}; --val-per-class 0?): hold out "
+                         f"at least one per class, or drop --early-stop")
 
 
 def _strategies(text: str) -> list[str]:
@@ -282,7 +335,8 @@ def _one_seed(s, exps, seed, update) -> dict:
                          replay_ratio=s["replay_ratio"], head_weight=s["head_weight"],
                          lora_rank=s["lora_rank"], buffer_size=s["buffer_size"],
                          temperature=s["temperature"], steps=s["steps"],
-                         generator=torch.Generator().manual_seed(1000 + seed), progress=update,
+                         generator=torch.Generator().manual_seed(FINETUNE_SEED + seed),
+                         progress=update,
                          **ft)
         out[name] = {"seed": seed, "matrix": r.matrix, "curve": r.curve,
                      "boundaries": r.boundaries, "wall_s": time.perf_counter() - t0}
