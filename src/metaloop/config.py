@@ -546,13 +546,6 @@ def check_combinations(cfg: dict) -> None:
                              f"family.name = {f['name']!r} gives vectors")
     if not image:
         return
-    if t["val_every"] and f["name"] == "omniglot" and ev["split"] == "evaluation":
-        raise ValueError(f"config train.val_every = {t['val_every']} with eval.split = "
-                         f"'evaluation': validation would read the challenge's test alphabets "
-                         f"while training; validate on held-out background alphabets "
-                         f"(family.split = 'background_train', eval.split = 'background_val') "
-                         f"and test with metaloop eval --split evaluation, or set "
-                         f"train.val_every = 0")
     splits = [("family.split", f["split"]), ("eval.split", ev["split"])]
     if t["val_every"] and ev["split"] == "test":       # validation then uses split "val"
         splits.append(("eval.split (validation uses 'val')", "val"))
@@ -635,12 +628,21 @@ def check_training(cfg: dict, written=()) -> None:
     Raises:
         ValueError: ``eval.steps`` above 0 for r2d2, metaoptnet or protonet, whose head is
             solved per task, not stepped; one of them on the sinusoid (regression); a
-            ``train.init`` that holds no saved run; Reptile's ``method.inner_batch`` above
+            ``train.init`` that holds no saved run; validation on Omniglot's evaluation
+            alphabets while training; Reptile's ``method.inner_batch`` above
             the support set of a training task, or ``method.test_batch`` above that of a
             held-out task (each naming both).
     """
     f, me, ev = cfg["family"], cfg["method"], cfg["eval"]
     name = me["name"]
+    val_every = cfg["train"]["val_every"]
+    if val_every and f["name"] == "omniglot" and ev["split"] == "evaluation":
+        raise ValueError(f"config train.val_every = {val_every} with eval.split = "
+                         f"'evaluation': validation would read the challenge's test alphabets "
+                         f"while training; validate on held-out background alphabets "
+                         f"(family.split = 'background_train', eval.split = 'background_val') "
+                         f"and test with metaloop eval --split evaluation, or set "
+                         f"train.val_every = 0")
     if name in HEAD_BASED and ("eval", "steps") in set(written) and max(ev["steps"],
                                                                          default=0) > 0:
         newton = (" (its Newton steps are method.inner_steps)" if name == "metaoptnet"
