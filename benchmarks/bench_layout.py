@@ -82,7 +82,7 @@ def main() -> None:
     try:
         fam = Omniglot(args.root, split="train", ways=20, shots=1, queries=5)
     except FileNotFoundError as e:                 # its first line names what is missing
-        missing = str(e).splitlines()[0].split(" Looked for:")[0]
+        missing = str(e).splitlines()[0]
         ap.error(f"{missing} (give the Omniglot folder with --root)")
     tb = fam.sample(args.tasks, generator=torch.Generator().manual_seed(0))
     tb64 = tb.to(torch.device("cpu"), torch.float64)

@@ -78,7 +78,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _timing import allocator  # benchmarks/ is on sys.path
+from _timing import allocator, require_positive  # benchmarks/ is on sys.path
 from torch.func import functional_call
 
 import metaloop as ml
@@ -454,11 +454,8 @@ def parse(argv=None):
     add("--worker", default=None, help=argparse.SUPPRESS)
     add("--check-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    for flag in ("ways", "shots", "queries", "meta_batch", "steps", "hidden", "iters", "reps",
-                 "check_tasks", "threads"):
-        if getattr(args, flag) <= 0:
-            ap.error(f"--{flag.replace('_', '-')} must be a positive int, got "
-                     f"{getattr(args, flag)}")
+    require_positive(ap, args, "ways", "shots", "queries", "meta_batch", "steps", "hidden",
+                     "iters", "reps", "check_tasks", "threads")
     if args.warmup < 0:
         ap.error(f"--warmup must be an int >= 0, got {args.warmup}")
     unknown = [n for n in args.only.split(",") if n not in IMPLS]
@@ -522,7 +519,7 @@ def main(argv=None) -> None:
         try:                                   # the data before any output: named, once
             batch_source(args)
         except FileNotFoundError as e:
-            missing = str(e).splitlines()[0].split(" Looked for:")[0]
+            missing = str(e).splitlines()[0]
             print(f"bench_maml.py: error: {missing} (give the Omniglot folder with --data, or "
                   f"--random-data)", file=sys.stderr)
             raise SystemExit(2) from None

@@ -139,7 +139,7 @@ def main(argv=None) -> None:
         try:                                      # the packed data, read or written out
             Omniglot(split="train", ways=5, shots=1, queries=1)
         except FileNotFoundError as e:
-            p.error(f"{str(e).splitlines()[0].split(' Looked for:')[0]} (set METALOOP_DATA "
+            p.error(f"{str(e).splitlines()[0]} (set METALOOP_DATA "
                     f"to the folder holding omniglot/)")
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} cores, "
           f"{allocator()}, family {args.family}")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from metaloop import config as _config
 from metaloop.cli import _checks
-from metaloop.cli._signals import sigterm_interrupts
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
 from metaloop.train.checkpoint import latest_checkpoint
@@ -165,17 +164,16 @@ def _run(args: argparse.Namespace) -> int:
     # (rank 0 alone creates the run directory; a failure before its first checkpoint, here
     # or at any rank, removes it again: a folder that existed before is never removed)
     existed = rank == 0 and out is not None and os.path.lexists(out)
-    try:
-        with sigterm_interrupts():
-            cfg, out, created = distributed.from_rank0(
-                lambda: recipe.prepare(out, config_path=args.config,
-                                       resume=bool(args.resume), seed=args.seed),
-                "the checked config")
-            distributed.begin_startup()
-            res = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
-                                      precision=args.precision, tf32=args.tf32,
-                                      progress=not args.no_progress, created=created)
-            distributed.agree_startup()         # (a run with no collective: every rank)
+    try:        # SIGTERM raises KeyboardInterrupt here too (main's sigterm_interrupts)
+        cfg, out, created = distributed.from_rank0(
+            lambda: recipe.prepare(out, config_path=args.config,
+                                   resume=bool(args.resume), seed=args.seed),
+            "the checked config")
+        distributed.begin_startup()
+        res = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
+                                  precision=args.precision, tf32=args.tf32,
+                                  progress=not args.no_progress, created=created)
+        distributed.agree_startup()         # (a run with no collective: every rank)
     except BaseException as e:
         if distributed.startup_open():
             distributed.agree_startup(e)

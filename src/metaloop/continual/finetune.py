@@ -30,8 +30,8 @@ and hide most of the forgetting, and make each score depend on the other test ex
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -118,34 +118,41 @@ def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     _check_positive(batch_size=batch_size)
+    with torch.no_grad(), _normalised_by(model, params, reference):
+        return _accuracies(model, params, experiences, split, batch_size)
+
+
+def _accuracies(model: nn.Module, params, experiences: Sequence, split: str,
+                batch_size: int = 1000) -> dict[str, float]:
+    """``evaluate_experiences``'s scores, its arguments checked, under its normalisation."""
     out = {}
-    with torch.no_grad():
-        layers, stats = _reference_stats(model, params, reference)
-        with fixed_stats(layers, stats) if stats is not None else nullcontext():
-            for e in experiences:
-                x, y = getattr(e, split)
-                correct = 0
-                for i in range(0, y.numel(), batch_size):
-                    feats = features(model, params, x[i:i + batch_size])      # [n, D]
-                    logits = logits_of_head(params, e.head, feats)              # [n, C]
-                    correct += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
-                out[e.name] = correct / y.numel() if y.numel() else math.nan
+    for e in experiences:
+        x, y = getattr(e, split)
+        correct = 0
+        for i in range(0, y.numel(), batch_size):
+            feats = features(model, params, x[i:i + batch_size])              # [n, D]
+            logits = logits_of_head(params, e.head, feats)                      # [n, C]
+            correct += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
+        out[e.name] = correct / y.numel() if y.numel() else math.nan
     return out
 
 
-def _reference_stats(model: nn.Module, params, reference: torch.Tensor | None
-                     ) -> tuple[dict, dict | None]:
-    """(the body's metaloop BatchNorm layers, their statistics on at most
-    ``REFERENCE_EXAMPLES`` evenly spaced ``reference`` inputs), or None for the statistics
-    when there are no such layers or no reference."""
+@contextmanager
+def _normalised_by(model: nn.Module, params, reference: torch.Tensor | None
+                   ) -> Iterator[None]:
+    """While active, the body's metaloop BatchNorm layers normalise with their statistics on
+    at most ``REFERENCE_EXAMPLES`` evenly spaced ``reference`` inputs; nothing changes when
+    there are no such layers or no reference. Call it under ``torch.no_grad``."""
     layers = batchnorm_layers(model)
     if not layers or reference is None or len(reference) == 0:
-        return layers, None
+        yield
+        return
     step = max(1, math.ceil(len(reference) / REFERENCE_EXAMPLES))
     sample = reference[::step]                                           # [<= 1024, ...]
     with recorded_stats(layers, {}) as stats:
         features(model, params, sample)
-    return layers, stats
+    with fixed_stats(layers, stats):
+        yield
 
 
 def _kept_heads(keep_heads, new, earlier) -> dict[str, tuple[float, list[int]]]:
@@ -333,10 +340,12 @@ def _snapshot(params: Mapping[str, torch.Tensor]) -> Params:
 def _record(curve, model, params, watch, new, step) -> float:
     """Append one evaluation to ``curve``; return the new experience's validation accuracy."""
     curve["step"].append(step)
-    reference = new.train[0]                    # the data being learned: its BatchNorm stats
-    for name, acc in evaluate_experiences(model, params, watch, reference=reference).items():
+    # as evaluate_experiences(..., reference=new.train[0]) on each split, the statistics of
+    # the data being learned recorded once for both
+    with torch.no_grad(), _normalised_by(model, params, new.train[0]):
+        accuracy = _accuracies(model, params, watch, "test")
+        val = _accuracies(model, params, [new], "val")[new.name]
+    for name, acc in accuracy.items():
         curve["accuracy"][name].append(acc)
-    val = evaluate_experiences(model, params, [new], split="val",
-                               reference=reference)[new.name]
     curve["val_accuracy"].append(val)
     return val

@@ -193,10 +193,15 @@ def batch_statistics_layers(model: nn.Module | None) -> list[str]:
     (``metaloop.models.bn_stats`` does that for metaloop's own ``BatchNorm``)."""
     if not isinstance(model, nn.Module):
         return []
+    return named_layers(model, lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm)
+                        and (m.training or not m.track_running_stats))
+
+
+def named_layers(model: nn.Module, keep: Callable[[nn.Module], bool]) -> list[str]:
+    """The modules of ``model`` that ``keep`` picks, as ``"name (Type)"`` (the model's own
+    type for itself), for messages that name layers."""
     return [f"{n or type(model).__name__} ({type(m).__name__})"
-            for n, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            and (m.training or not m.track_running_stats)]
+            for n, m in model.named_modules() if keep(m)]
 
 
 def vmap_refusal(model: nn.Module) -> str | None:
@@ -210,13 +215,10 @@ def vmap_refusal(model: nn.Module) -> str | None:
 
     Both are read from the layers' current ``training`` flags (in eval mode neither applies).
     """
-    stats = [f"{n or type(model).__name__} ({type(m).__name__})"
-             for n, m in model.named_modules()
-             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
-             and m.training]
-    drop = [f"{n or type(model).__name__} ({type(m).__name__})"
-            for n, m in model.named_modules()
-            if isinstance(m, nn.modules.dropout._DropoutNd) and m.training]
+    stats = named_layers(model, lambda m: isinstance(m, nn.modules.batchnorm._NormBase)
+                         and m.track_running_stats and m.training)
+    drop = named_layers(model, lambda m: isinstance(m, nn.modules.dropout._DropoutNd)
+                        and m.training)
     if stats:
         return (f"batching='vmap' cannot run {', '.join(stats[:3])}"
                 f"{' ...' if len(stats) > 3 else ''}: in training mode with "

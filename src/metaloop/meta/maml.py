@@ -24,6 +24,7 @@ from metaloop.meta._common import (
     check_flag,
     grads_to_dict,
     mean_metrics,
+    named_layers,
     resolve_batching,
     task_metrics,
     vmap_refusal,
@@ -108,8 +109,7 @@ VMAP_WRONG_SECOND_ORDER = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
 
 def vmap_wrong_norms(model: nn.Module) -> list[str]:
     """The layers of ``model`` whose double backward is wrong under vmap, as ``"name (Type)"``."""
-    return [f"{n or type(model).__name__} ({type(m).__name__})"
-            for n, m in model.named_modules() if isinstance(m, VMAP_WRONG_SECOND_ORDER)]
+    return named_layers(model, lambda m: isinstance(m, VMAP_WRONG_SECOND_ORDER))
 
 
 def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter) -> str | None:

@@ -59,6 +59,10 @@ class Sinusoid:
         """
         _check_n(n)
         check_generator("Sinusoid.sample_params", generator)
+        return self._params(n, generator)
+
+    def _params(self, n: int, generator: torch.Generator | None):
+        """``sample_params`` on checked arguments."""
         a = torch.empty(n, dtype=torch.float64).uniform_(*self.amplitude, generator=generator)
         p = torch.empty(n, dtype=torch.float64).uniform_(*self.phase, generator=generator)
         return a, p
@@ -77,7 +81,7 @@ class Sinusoid:
         """``sample``, also returning each task's (amplitude ``[n]``, phase ``[n]``)."""
         _check_n(n)
         check_generator("Sinusoid.sample", generator)
-        a, p = self.sample_params(n, generator)
+        a, p = self._params(n, generator)
         x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64)
         x.uniform_(*self.x_range, generator=generator)                 # [n, S+Q, 1]
         y = a[:, None, None] * torch.sin(x - p[:, None, None])          # [n, S+Q, 1]
