@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metaloop.continual.heads import init_params
-from metaloop.continual.plots import mean_curve
+from metaloop.continual.plots import band, mean_curve
 from metaloop.continual.scenarios import Experience
 from metaloop.continual.sequence import run_sequence
 from metaloop.evaluate.heldout import mean_ci
@@ -79,3 +79,19 @@ def test_dotted_lines_mark_only_the_experience_starts_every_run_shares(tmp_path,
     dotted = sorted(line.get_xdata()[0] for line in ax.get_lines()
                     if line.get_linestyle() == ":")
     assert dotted == [30]                    # not 10, where only the first run started
+
+
+def test_the_drawn_band_stays_within_0_and_100_percent():
+    # two seeds near the top and two near the bottom: their t-intervals reach past [0, 1]
+    means, ci = [], []
+    for values in ([0.99, 0.95], [0.01, 0.05], [0.5, 0.55, 0.6]):
+        m, c = mean_ci(values)
+        means.append(m)
+        ci.append(c)
+    assert means[0] + ci[0] > 1 and means[1] - ci[1] < 0        # the interval does reach past
+    lo, hi = band(means + [0.4], ci + [None])                    # the last: one seed
+    assert hi[0] == 100.0 and lo[1] == 0.0
+    assert lo[0] == pytest.approx(100 * (means[0] - ci[0]))
+    assert hi[1] == pytest.approx(100 * (means[1] + ci[1]))
+    assert (lo[2], hi[2]) == pytest.approx((100 * (0.55 - ci[2]), 100 * (0.55 + ci[2])))
+    assert lo[3] == hi[3] == pytest.approx(40.0)                 # no CI: no width

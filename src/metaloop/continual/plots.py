@@ -36,6 +36,18 @@ def mean_curve(curves: Sequence[Sequence[dict]], name: str) -> tuple[list, list,
     return steps, [m for m, _ in stats], [c for _, c in stats]
 
 
+def band(means: Sequence[float], ci95: Sequence[float | None]) -> tuple[list, list]:
+    """The CI band drawn around a mean curve, in %: ``mean ± ci95`` clipped to [0, 100].
+
+    An accuracy lies in [0, 1], but a Student-t interval over a few seeds near 0 or 1 can
+    reach past it (seeds at 0.99 and 0.95: 0.97 ± 0.25); the band shows the possible
+    part. A step that one seed measured (``ci95`` None) has no band (zero width).
+    """
+    c = [0.0 if h is None else h for h in ci95]
+    return ([100 * max(0.0, m - h) for m, h in zip(means, c)],
+            [100 * min(1.0, m + h) for m, h in zip(means, c)])
+
+
 def shared_boundaries(runs: Mapping[str, Sequence[dict]]) -> list[int]:
     """The global steps at which experience 2, 3, ... starts in every run (the dotted lines).
 
@@ -60,9 +72,7 @@ def old_accuracy_curves(runs: Mapping[str, Sequence[dict]], name: str, path: Pat
     for strategy, rs in runs.items():
         steps, m, c = mean_curve([r["curve"] for r in rs], name)
         ax.plot(steps, [100 * v for v in m], label=strategy)
-        c = [0.0 if h is None else h for h in c]              # one seed: no band
-        ax.fill_between(steps, [100 * (a - b) for a, b in zip(m, c)],
-                        [100 * (a + b) for a, b in zip(m, c)], alpha=0.2)
+        ax.fill_between(steps, *band(m, c), alpha=0.2)
     for b in shared_boundaries(runs):
         ax.axvline(b, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("fine-tuning steps (dotted: next experience)")
