@@ -121,3 +121,16 @@ def test_split_file_with_a_byte_order_mark(tmp_path):
     f.write_bytes(b"\xef\xbb\xbfc01\nc\xff07\n")     # offsets still count the file's bytes
     with pytest.raises(ValueError, match=r"byte 0xff at offset 8 \(line 2\)"):
         read_split_file(f, known=NAMES)
+
+
+@pytest.mark.parametrize("dtype", [float, "float32"])
+def test_a_fraction_of_whole_classes_counts_them_all(dtype):
+    """0.29 * 100 is 28.999999999999996 in floats, which floor() made 28 test classes."""
+    import numpy as np
+    names = [f"k{i:03d}" for i in range(100)]
+    cast = float if dtype is float else np.float32
+    tr, va, te = split_classes(names, (cast(0.61), cast(0.1), cast(0.29)), seed=0)
+    assert (len(tr), len(va), len(te)) == (61, 10, 29)
+    for c, want in ((10, 1), (30, 4), (7, 1)):                 # not whole: floored as before
+        parts = split_classes([f"k{i}" for i in range(c)], (0.6, 0.15, 0.25), seed=0)
+        assert len(parts[1]) == want, (c, parts)

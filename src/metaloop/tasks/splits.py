@@ -24,15 +24,24 @@ def check_name_list(what: str, names: object) -> None:
                          f"name pass [{names!r}]")
 
 
+def _whole(x: float) -> int:
+    """``floor(x)``, but a product that float arithmetic left within 1e-6 of a whole number
+    is that number: 0.29 * 100 = 28.999999999999996 counts 29 classes."""
+    n = round(x)
+    return n if abs(x - n) < 1e-6 else math.floor(x)
+
+
 def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2),
                   seed: int = 0) -> tuple[list[str], list[str], list[str]]:
     """Split class names into disjoint train / validation / test lists.
 
     The names are sorted first, so the result depends on the set of names, the fractions and
     the seed only (not on the order they were listed in), and is the same on every machine.
-    Counts are ``floor(f * C)`` for validation and test (at least 1 where ``f > 0``, and
-    capped so that every split with ``f > 0`` keeps at least one class); train gets the
-    rest. Each list keeps sorted order.
+    Counts are ``floor(f * C)`` for validation and test, a product within 1e-6 of a whole
+    number taken as that number (0.29 of 100 classes is 29, where float arithmetic gives
+    28.999...; numpy float32 fractions too), at least
+    1 where ``f > 0``, and capped so that every split with ``f > 0`` keeps at least one
+    class; train gets the rest. Each list keeps sorted order.
 
     Args:
         class_names: C distinct names.
@@ -71,7 +80,7 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
     if c < need:
         raise ValueError(f"split_classes: {c} class(es) cannot fill {need} non-empty splits "
                          f"with fractions {fractions!r}")
-    n_val, n_test = (max(1, math.floor(f * c)) if f > 0 else 0 for f in fr[1:])
+    n_val, n_test = (max(1, _whole(f * c)) if f > 0 else 0 for f in fr[1:])
     if fr[0] > 0:   # leave train one class, and test one where it asks for any
         n_val = min(n_val, c - 1 - (n_test > 0))
         n_test = min(n_test, c - 1 - n_val)
