@@ -75,6 +75,29 @@ def test_a_folder_run_carries_its_class_split_and_transform(tmp_path):
                              "invert": "auto", "quantize": True}
 
 
+def test_a_run_on_a_tensor_file_of_larger_images_loads(tmp_path):
+    """The stand-in family took ``family.image_size`` (28) for a tensor file's images: a
+    Conv4 of max-pool blocks (its head reads the flattened last map) trained on 40 x 40
+    images was rebuilt with a head of 4 inputs instead of 16, and ``load_run`` refused it."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(48, 40, 40, generator=g) * 255).to(torch.uint8)            # [N, H, W]
+    np.savez(tmp_path / "i.npz", x=x.numpy(), y=torch.arange(8).repeat_interleave(6).numpy())
+    path = train_run(tmp_path, f'[family]\nname = "tensors"\nroot = "{tmp_path / "i.npz"}"\n'
+                     'ways = 2\nshots = 1\nqueries = 2\nsplit_fractions = [0.5, 0.0, 0.5]\n'
+                     '[model]\nname = "conv4"\nchannels = 4\npool = "max"\n[method]\n'
+                     'name = "maml"\ninner_lr = 0.1\n[train]\niterations = 1\nmeta_batch = 1\n'
+                     '[eval]\ntasks = 2\nsteps = [0]\n')
+    run = ml.load_run(path)
+    tensors, _ = load_checkpoint(path)
+    assert run.network.head.in_features == 16                   # 4 filters x 2 x 2
+    assert all(torch.equal(p, tensors[f"model.{n}"])
+               for n, p in run.learner.model.named_parameters())
+    assert run.transform["image_size"] == 40
+    assert evaluate_run(run)["result"]["tasks"] == 2
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda d: d / "absent", "the folder does not exist"),
     (lambda d: (d / "f.txt").write_text("x") and d / "f.txt",
@@ -91,6 +114,19 @@ def test_tensors_that_do_not_fit_the_config_are_named(sinusoid_run, tmp_path):
     state_path = next(run.glob("ckpt-00000004/state.json"))
     edit_state(state_path, lambda s: s["config"]["model"].update(hidden=[41, 40]))
     with pytest.raises(ValueError, match="has shape .* expects"):
+        ml.load_run(run)
+
+
+def test_tensors_of_a_layer_the_config_lacks_are_named(sinusoid_run, tmp_path):
+    """A config of one hidden layer fewer (state.json edited, its digest stamped again)
+    loaded the run's first layer and head and dropped its second without a word: another
+    network than the one trained, evaluated as if it were the run."""
+    run = copy_run(sinusoid_run, tmp_path / "r")
+    state_path = next(run.glob("ckpt-00000004/state.json"))
+    edit_state(state_path, lambda s: s["config"]["model"].update(hidden=[40]))
+    with pytest.raises(ValueError, match=r"holds model tensors \['net.body.fc1.bias', "
+                                         r"'net.body.fc1.weight'\] that the config's model "
+                                         r"does not have"):
         ml.load_run(run)
 
 

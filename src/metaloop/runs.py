@@ -39,7 +39,8 @@ class Run:
         path: the run directory (or ``ckpt-*`` directory) it was loaded from.
         config: the validated config the run trained with (a folder run's class lists
             included; ``head_init`` as asked for).
-        learner: the learner of ``config["method"]`` with the checkpoint's weights.
+        learner: the learner of ``config["method"]`` with the checkpoint's weights, at the
+            run's ``train.dtype`` (a float64 run's weights as stored, not rounded).
         iteration: the meta-training iteration the checkpoint was written at.
         data: what a run on the user's data read (``metaloop.build.data_fingerprint``:
             class digests and ``example_shape``), or None (a built-in family, an older run).
@@ -85,12 +86,17 @@ class Run:
                 "invert": f["invert"] if user else "auto", "quantize": user}
 
     def heldout(self):
-        """The held-out task family of the config's ``[eval]`` section (reads the data)."""
-        return build.eval_family(self.config, None)
+        """The held-out task family of the config's ``[eval]`` section (reads the data), its
+        tasks on the model's device in its dtype (a float64 run's: float64), as training's
+        validation gives them."""
+        from metaloop.train.loop import _on_model
+
+        return _on_model(build.eval_family(self.config, None), self.learner.model)
 
 
-def _stand_in(tensors: dict, fam: dict, path: Path) -> SimpleNamespace:
-    """The family attributes an image model is built from, read off the stored tensors."""
+def _stand_in(tensors: dict, fam: dict, path: Path, data: dict | None) -> SimpleNamespace:
+    """The family attributes an image model is built from, read off the stored tensors (and
+    a tensor file's images: the size they were read at, ``data["example_shape"]``)."""
     conv = [k for k in tensors if k.startswith("model.")                # Conv4 / ResNet-12
             and k.endswith(("body.0.conv.weight", "body.0.conv1.weight"))]
     heads = [k for k in tensors if k.startswith("model.") and k.endswith("head.weight")]
@@ -99,8 +105,10 @@ def _stand_in(tensors: dict, fam: dict, path: Path) -> SimpleNamespace:
                          f"conv1.weight) in the checkpoint")
     chans = int(tensors[conv[0]].shape[1])                                # [hidden, C, 3, 3]
     outputs = int(tensors[heads[0]].shape[0]) if heads else fam["ways"]   # head [out, D]
+    shape = (data or {}).get("example_shape") if fam["name"] == "tensors" else None
+    size = tuple(shape[1:]) if shape and len(shape) == 3 else (fam["image_size"],) * 2
     return SimpleNamespace(kind="classification", ways=fam["ways"], num_classes=outputs,
-                           image_shape=(chans, fam["image_size"], fam["image_size"]))
+                           image_shape=(chans, *size))
 
 
 def _text_stand_in(tensors: dict, fam: dict) -> SimpleNamespace:
@@ -164,8 +172,9 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     cfg = config.validate(state["config"])
     if head_init == "zero":
         cfg["method"]["head_init"] = "zero"
+    data = state.get("data") if isinstance(state.get("data"), dict) else None
     if cfg["model"]["name"] in config.IMAGE_MODELS:
-        family = _stand_in(tensors, cfg["family"], path)
+        family = _stand_in(tensors, cfg["family"], path, data)
     elif cfg["model"]["name"] == "text":
         family = _text_stand_in(tensors, cfg["family"])
     else:                              # sinusoid (no data) or feature vectors
@@ -175,10 +184,16 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     if device is not None and device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch sees no CUDA device")
     learner = build.build_learner(cfg, family, device=device)
+    learner.model.to(dtype=getattr(torch, cfg["train"]["dtype"]))   # a float64 run stays exact
     params = dict(learner.model.named_parameters())
-    missing = sorted(set(params) - {k[len("model."):] for k in tensors if k.startswith("model.")})
+    stored = {k[len("model."):] for k in tensors if k.startswith("model.")}
+    missing = sorted(set(params) - stored)
     if missing:
         raise ValueError(f"{path}: checkpoint lacks model tensors {missing}")
+    extra = sorted(stored - set(params))
+    if extra:                          # another network: a layer of it would be left out
+        raise ValueError(f"{path}: checkpoint holds model tensors {extra} that the config's "
+                         f"model does not have")
     with torch.no_grad():
         for n, p in params.items():
             t = tensors[f"model.{n}"]
@@ -192,6 +207,5 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
         load_extra_state(learner, tensors)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    data = state.get("data") if isinstance(state.get("data"), dict) else None
     return Run(path=path, config=cfg, learner=learner, iteration=int(state.get("iteration", 0)),
                data=data)

@@ -234,3 +234,17 @@ def test_a_metaloop_run_for_a_table_is_named_as_a_run_not_an_image_model(method_
     err = capsys.readouterr().err
     assert f"{run} is a metaloop run; family table adapts a Hugging Face text encoder" in err
     assert "(image)" not in err and not (tmp_path / "o").exists()
+
+
+def test_a_float64_run_adapts_in_float32_as_every_approach_computes(tmp_path, capsys):
+    """``load_run`` keeps a float64 run's dtype; ``adapt`` computes in float32 and failed on
+    it ("support_x is torch.float32 but the model's parameters are torch.float64")."""
+    photos = write_image_folder(tmp_path / "photos", classes=8, per_class=6, mixed=False)
+    run = train_run(tmp_path, _folder_config(photos).replace(
+        "checkpoint_every = 2\n", 'checkpoint_every = 2\ndtype = "float64"\n'))
+    assert {p.dtype for p in load_run(run).learner.model.parameters()} == {torch.float64}
+    out = tmp_path / "out"
+    assert main(_adapt(run, "folder", photos, out, "--steps", "1", "--approaches",
+                       "probe-ridge,finetune-zero")) == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert sorted(res["approaches"]) == ["finetune-zero", "probe-ridge"]

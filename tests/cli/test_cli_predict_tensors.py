@@ -141,6 +141,20 @@ def test_what_does_not_fit_is_named(vector_run, method_runs, tmp_path, capsys):
              capsys, tmp_path, "needs a classification run", "'sinusoid'")
 
 
+def test_an_ensemble_member_that_reads_other_vectors_is_named(vector_run, tmp_path, capsys,
+                                                             trained_run):
+    """Only the first member's input shape was checked: a second member of 8-d vectors
+    failed inside its MLP ("MLP expects inputs [..., in_dim=8]"), naming no run."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(12).repeat_interleave(10)
+    np.savez(tmp_path / "v8.npz", x=torch.randn(120, 8, generator=g).numpy(), y=y.numpy())
+    wide = trained_run(tensor_config(tmp_path / "v8.npz", 'name = "protonet"\n'))
+    s, q = _files(tmp_path)
+    refused(["predict", "--checkpoint", str(vector_run), str(wide), "--support", str(s),
+             "--query", str(q)], capsys, tmp_path, "examples of shape [6]",
+            f"but {wide} reads [8]")
+
+
 def test_support_labels_are_checked_as_training_checks_them(vector_run, tmp_path, capsys):
     """Names shorter than the labels (an IndexError), float labels (a TypeError), negative
     labels (classes[-1] wrapped to a wrong name) and repeated names (scores collapsed) were

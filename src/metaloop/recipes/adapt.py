@@ -303,10 +303,11 @@ def _naming_data(error: ValueError, s: AdaptSettings) -> ValueError:
 
 def _body(run):
     """The network ``adapt`` works on: a MAML / ANIL run's network, or the meta-learned body
-    of R2D2, MetaOptNet and ProtoNet (their solved head unused)."""
+    of R2D2, MetaOptNet and ProtoNet (their solved head unused), in float32 as every
+    approach computes (a float64 run's weights rounded)."""
     from metaloop.meta._head_learner import HeadNet
     net = run.network
-    return net.backbone if isinstance(net, HeadNet) else net
+    return (net.backbone if isinstance(net, HeadNet) else net).float()
 
 
 # The settings only some runs read: name -> (what reads it, does this run read it?). The

@@ -30,6 +30,7 @@ from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.recipes.predict import score_lake_runs, takes_steps
 from metaloop.runs import Run, load_run
+from metaloop.train.loop import _on_model as on_model
 
 __all__ = ["error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run", "load_ensemble",
            "members", "refining", "run_label", "scoring", "warn_shared_split"]
@@ -37,7 +38,8 @@ __all__ = ["error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run", "l
 # what every member of an ensemble must share with the first: the data and inputs it reads,
 # and the classes it holds out (training ways and splits may differ)
 SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth",
-               "val_classes", "test_classes", "encoder")
+               "val_classes", "test_classes", "encoder", "max_length", "text_column",
+               "label_column")
 
 EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "drawers", "steps",
              "queries", "seed", "support_shift", "query_shift", "scoring", "refine",
@@ -222,8 +224,9 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
         the loaded runs.
 
     Raises:
-        ValueError: no paths, a path that is not a run (named), or a run whose task family
-            differs from the first's in a key the held-out tasks depend on (named).
+        ValueError: no paths, a path that is not a run (named), a run whose task family
+            differs from the first's in a key the held-out tasks depend on, or whose
+            ``train.dtype`` differs from the first's (named).
     """
     paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") \
         else list(paths)
@@ -240,6 +243,11 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
                 raise ValueError(f"ensemble: {r.path} has family.{key} = {fam.get(key)!r}, the "
                                  f"first run ({runs[0].path}) {first.get(key)!r}; every member "
                                  f"must be trained on the same kind of task")
+        if r.config["train"]["dtype"] != runs[0].config["train"]["dtype"]:
+            raise ValueError(f"ensemble: {r.path} has train.dtype = "
+                             f"{r.config['train']['dtype']!r}, the first run ({runs[0].path}) "
+                             f"{runs[0].config['train']['dtype']!r}; every member must compute "
+                             f"in the same dtype")
     learner = Ensemble([r.learner for r in runs])
     ens = Run(path=runs[0].path, config=runs[0].config, learner=learner,
               iteration=runs[0].iteration)
@@ -297,8 +305,10 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     with scoring(run.learner, ec["scoring"]), \
             refining(run.learner, ec["refine"], ec["refine_temperature"], ec["refine_weight"],
                      ec["refine_jointly"]):
-        r = evaluate(run.learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
-                     seed=ec["seed"], device=device, progress=progress,
+        # the tasks in the model's dtype, as training's validation casts them: a float64
+        # run is evaluated in float64
+        r = evaluate(run.learner, on_model(heldout, run.learner.model), tasks=ec["tasks"],
+                     steps=ec["steps"], seed=ec["seed"], device=device, progress=progress,
                      support_shift=ec["support_shift"], query_shift=ec["query_shift"])
         evaluation = getattr(run.learner, "evaluation", "transductive")
     metric = "accuracy" if "accuracy" in r else "loss"

@@ -102,7 +102,8 @@ def predict_folders(learner, support_x, support_y, query_x, steps: int | None = 
     no query is left to a small last chunk's BatchNorm statistics.
 
     Returns:
-        float32 ``[Q, n]`` softmax probabilities.
+        ``[Q, n]`` softmax probabilities, in the dtype of the inputs and the model (a
+        float64 run's: float64).
 
     Raises:
         ValueError: a negative or non-int shift.
@@ -161,11 +162,11 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     for member in getattr(run, "members", [run]):           # an ensemble: each of its runs
         _check_head(member, support, len(classes))
     qx, names = load_query(query, size, invert, tf["read_channels"], progress, ignored)
-    device = next(run.learner.model.parameters()).device               # where the model is
-    sx, qx = _as_trained(tf, sx).to(device), _as_trained(tf, qx).to(device)
-    probs = predict_folders(run.learner, sx, sy.to(device), qx, steps, support_shift,
+    p = next(run.learner.model.parameters())           # where the model is, in its dtype
+    sx, qx = (_as_trained(tf, x).to(p.device, p.dtype) for x in (sx, qx))
+    probs = predict_folders(run.learner, sx, sy.to(p.device), qx, steps, support_shift,
                             query_shift)                                  # [Q, n]
-    return Predictions(names, classes, probs.cpu(), [str(f) for f in ignored])
+    return Predictions(names, classes, probs.float().cpu(), [str(f) for f in ignored])
 
 
 def classify_tensors(run: Run, support, query, *, steps: int | None = None,
@@ -233,21 +234,23 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
                          f"holds one example per row: save x[None] ([1, {len(qx)}]) for a "
                          f"single example")
     sx, qx = (_as_input(x) for x in (sx, qx))
-    want = _input_shape(run)
-    for name, x in (("support", sx), ("query", qx)):
-        if want is not None and tuple(x.shape[1:]) != want:
-            raise ValueError(f"the {name} file {support if name == 'support' else query} holds "
-                             f"examples of shape {list(x.shape[1:])}, but {run.path} reads "
-                             f"{list(want)}")
+    for m in members:                           # an ensemble: every member reads them
+        want = _input_shape(m)
+        for name, x in (("support", sx), ("query", qx)):
+            if want is not None and tuple(x.shape[1:]) != want:
+                raise ValueError(f"the {name} file {support if name == 'support' else query} "
+                                 f"holds examples of shape {list(x.shape[1:])}, but {m.path} "
+                                 f"reads {list(want)}")
     if (support_shift or query_shift) and sx.dim() != 4:
         raise ValueError(f"support_shift and query_shift shift images [N, C, H, W], but the "
                          f"files hold feature vectors {list(sx.shape)}")
     for member in members:
         _check_head(member, support, len(classes), "classes")
-    device = next(run.learner.model.parameters()).device
-    probs = predict_folders(run.learner, sx.to(device), sy.to(device), qx.to(device), steps,
-                            support_shift, query_shift)                       # [Q, n]
-    return TensorPredictions(classes, probs.cpu())
+    p = next(run.learner.model.parameters())           # where the model is, in its dtype
+    probs = predict_folders(run.learner, sx.to(p.device, p.dtype), sy.to(p.device),
+                            qx.to(p.device, p.dtype), steps, support_shift,
+                            query_shift)                                      # [Q, n]
+    return TensorPredictions(classes, probs.float().cpu())
 
 
 def _as_input(x: torch.Tensor) -> torch.Tensor:
@@ -350,7 +353,7 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
             if progress is not None:
                 progress(len(chunk))
     probs = torch.cat(logits)[:, :len(classes)].softmax(-1)                     # [Q, n]
-    return TextPredictions(queries, classes, probs.cpu())
+    return TextPredictions(queries, classes, probs.float().cpu())
 
 
 def _separated(path) -> bool:
@@ -384,12 +387,13 @@ def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | N
     """
     tf = _checked_transform(run, steps, support_shift, query_shift)
     size, invert = tf["image_size"], invert or tf["invert"]
-    device = next(run.learner.model.parameters()).device               # where the model is
+    p = next(run.learner.model.parameters())           # where the model is, in its dtype
+    device = p.device
     rows, runs = [], read_lake_runs(root)
     for lake in runs:
         sx, qx = ([load_image(f, size, invert, tf["read_channels"]) for f in files]
                   for files in (lake.support, lake.query))
-        sx, qx = (_as_trained(tf, torch.stack(x)).to(device) for x in (sx, qx))
+        sx, qx = (_as_trained(tf, torch.stack(x)).to(device, p.dtype) for x in (sx, qx))
         for member in getattr(run, "members", [run]):
             _check_head(member, lake.support[0].parent, len(sx))
         probs = predict_folders(run.learner, sx, torch.arange(len(sx), device=device), qx,

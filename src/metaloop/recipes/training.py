@@ -18,7 +18,7 @@ from metaloop import build, config
 from metaloop.recipes.report import prepare_out
 from metaloop.runs import load_run, saved_run
 from metaloop.train import distributed, train
-from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint
 from metaloop.train.loop import check_run_dir
 
 __all__ = ["init_from", "prepare", "train_config"]
@@ -242,12 +242,8 @@ def init_from(learner, run) -> dict:
             none but a head bias or a scalar (a different network too).
     """
     src = load_run(run)
-    named = dict(src.learner.model.named_parameters())
+    named = dict(src.learner.model.named_parameters())       # in the run's dtype, as stored
     mine = dict(learner.model.named_parameters())
-    if {p.dtype for p in mine.values()} != {v.dtype for v in named.values()}:
-        # load_run's model is float32, a float64 run's weights rounded: take them as stored
-        stored, _ = load_checkpoint(src.path)
-        named = {k: stored[f"model.{k}"] for k in named}
     theirs = {_plain(k): v for k, v in named.items()}
     loaded, left, bad = [], [], []
     for name, p in mine.items():
