@@ -78,3 +78,43 @@ def test_anil_without_the_fast_path_gets_the_same_gradient(batching):
     slow.inner.path_fn = None
     assert fast.inner.path_fn is head_only_path
     assert rel_err(fast.meta_gradient(batch), slow.meta_gradient(batch)) < 1e-10
+
+
+class _ScaledHead(nn.Module):
+    """A user's model with ``head``, ``feature_dim`` and ``forward(x, head=False)`` whose
+    output is not ``head(features)``: the logits are scaled and shifted after the head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
+        self.head = nn.Linear(6, 3)
+        self.feature_dim = 6
+
+    def forward(self, x, head=True):
+        f = self.body(x)
+        return 10 * self.head(f) + 1 if head else f
+
+
+def test_a_user_model_that_works_on_its_heads_output_runs_the_whole_network():
+    """The features-once path took any model with ``head``, ``feature_dim`` and
+    ``forward(x, head=False)`` to compute ``head(features)``, which dropped this model's
+    scaling: a meta-gradient off by up to 8.7 from MAML adapting the same head."""
+    torch.manual_seed(0)
+    model = _ScaledHead()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 12, 4, generator=g)
+    y = torch.arange(12).remainder(3).repeat(2, 1)
+    batch = ml.tasks.TaskBatch(x[:, :6], y[:, :6], x[:, 6:], y[:, 6:])
+    anil = ANIL(model, inner_lr=0.3, inner_steps=2, loss="ce")
+    assert not features_once(model, HEAD) and anil.inner.path_fn is None
+    got = anil.meta_gradient(batch)
+    ref = MAML(model, inner_lr=0.3, inner_steps=2, loss="ce", adapt=HEAD).meta_gradient(batch)
+    assert set(got) == set(ref)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-10, atol=1e-12)
+
+
+def test_metaloop_models_keep_the_features_once_path():
+    for model in (MLP(4, [5], 3), Conv4(1, 8, 3)):
+        assert features_once(model, HEAD) and ANIL(model, 0.1, loss="ce").inner.path_fn \
+            is head_only_path

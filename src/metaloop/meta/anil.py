@@ -3,9 +3,10 @@
 The parameters are partitioned by name: the head (default the last ``nn.Linear``) adapts in
 the inner loop, the body does not; the outer loop still meta-learns both. Since the body is
 fixed within a task, ``head_only_path`` computes its support features once per task and runs
-the inner SGD on the linear head alone, for models whose head is a linear ``head`` module
-called after ``forward(x, head=False)`` (metaloop's MLP and Conv4). Other models run MAML's
-inner loop on the whole network with the same adapted names: the same numbers, slower.
+the inner SGD on the linear head alone, for metaloop's MLP, Conv4, ResNet-12 and
+TextEncoder, whose output is their linear ``head`` on ``forward(x, head=False)``. Other
+models run MAML's inner loop on the whole network with the same adapted names: the same
+numbers, slower.
 """
 
 from __future__ import annotations
@@ -45,10 +46,15 @@ def head_only_path(adapter: SGDAdapter, loop, params: Params, x: torch.Tensor, y
 
 def features_once(model: nn.Module, adapted) -> bool:
     """Whether ``head_only_path`` applies: the adapted names are exactly ``head.weight`` and
-    ``head.bias`` of a linear ``head`` in a model with ``forward(x, head=False)`` (it has
-    ``feature_dim``)."""
+    ``head.bias`` of a linear ``head``, in a model whose ``forward`` is that of metaloop's
+    MLP, Conv4, ResNet-12 or TextEncoder, so that ``model(x) == head(model(x, head=False))``.
+    A user's model with a ``head`` and ``forward(x, head=False)`` may do more after its head
+    (scale the logits, add a bias): it runs the whole network in the inner loop, which is
+    exact for any forward."""
+    from metaloop.models import MLP, Conv4, ResNet12, TextEncoder
+    ours = (MLP.forward, Conv4.forward, ResNet12.forward, TextEncoder.forward)
     return (sorted(adapted) == sorted(HEAD) and isinstance(getattr(model, "head", None), nn.Linear)
-            and hasattr(model, "feature_dim"))
+            and type(model).forward in ours)
 
 
 def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
@@ -57,9 +63,10 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
          learn_lr: bool = False, checkpoint: bool | None = None) -> MAML:
     """MAML with the inner loop restricted to the head ("almost no inner loop").
 
-    The outer loop still meta-learns every parameter. For models with a linear ``head`` and
-    ``forward(x, head=False)`` (MLP, Conv4) the body's support features are computed once per
-    task (``head_only_path``), since the body does not change in the inner loop.
+    The outer loop still meta-learns every parameter. For metaloop's MLP, Conv4, ResNet-12
+    and TextEncoder the body's support features are computed once per task
+    (``head_only_path``), since the body does not change in the inner loop; other models run
+    the whole network.
 
     Args:
         head: predicate or names of the adapted parameters; default the last ``nn.Linear``.
