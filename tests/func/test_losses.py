@@ -1,4 +1,5 @@
-"""accuracy: shape, dtype and emptiness checks (ValueErrors), values unchanged."""
+"""accuracy: shape, dtype and emptiness checks (ValueErrors), values unchanged; the losses'
+checks of a model's output."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from metaloop.func import accuracy
+from metaloop.func.losses import cross_entropy, mse
 
 
 def test_accuracy_values():
@@ -46,3 +48,15 @@ def test_accuracy_of_low_precision_logits_is_an_exact_float32_fraction():
     acc = accuracy(logits, labels)
     assert acc.dtype == torch.float32 and float(acc) == pytest.approx(13 / 50, abs=1e-7)
     assert accuracy(logits.double(), labels).dtype == torch.float64
+
+
+def test_a_model_output_that_is_not_a_tensor_is_named():
+    """QA repro: a model returning (logits, features) failed with "AttributeError: 'tuple'
+    object has no attribute 'shape'" inside the loss."""
+    out = (torch.zeros(4, 3), torch.zeros(4, 8))
+    with pytest.raises(ValueError, match="cross_entropy: the model's output must be one "
+                                         "tensor of predictions .*got tuple"):
+        cross_entropy(out, torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="mse: the model's output must be one tensor .*got "
+                                         "dict"):
+        mse({"logits": torch.zeros(4, 1)}, torch.zeros(4, 1))

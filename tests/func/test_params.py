@@ -27,6 +27,19 @@ def test_last_linear_and_functional_forward_do_not_mutate():
         last_linear_names(torch.nn.ReLU())
 
 
+def test_last_linear_tied_to_an_earlier_layer_goes_by_the_first_name():
+    """QA repro: the default head of a model whose output layer shares its input layer's
+    weight was ['out.weight', 'out.bias'], and 'out.weight' is not a key of params_of (it
+    keeps one name per tensor): every SGD learner refused the model."""
+    m = torch.nn.Sequential()
+    m.inp, m.body, m.out = (torch.nn.Linear(3, 3) for _ in range(3))
+    m.out.weight = m.inp.weight
+    names = last_linear_names(m)
+    assert names == ["inp.weight", "out.bias"]
+    head, _ = partition(params_of(m), names)
+    assert head["inp.weight"] is m.out.weight
+
+
 def test_forward_refuses_names_the_model_lacks():
     """QA repro: a misspelt leaf (head.wieght) was ignored and the model's own weight used;
     an unknown prefix failed deep in torch with an AttributeError."""

@@ -14,13 +14,25 @@ def _shape(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
+def check_predictions(fn: str, pred: object) -> None:
+    """The model's output must be one tensor: a model of the user's own whose forward returns
+    a tuple or dict (``(logits, features)``, a Hugging Face ``ModelOutput``) would otherwise
+    fail with an AttributeError deep in the loss."""
+    if not isinstance(pred, torch.Tensor):
+        raise ValueError(f"{fn}: the model's output must be one tensor of predictions [N, "
+                         f"out], got {type(pred).__name__}; make the model's forward return "
+                         f"its predictions alone (wrap it in a module that picks them)")
+
+
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over all elements: pred, target ``[N, out]``.
 
     Raises:
-        ValueError: target not a float tensor of pred's shape (torch would broadcast
-            ``[N, 1]`` against ``[N]`` to ``[N, N]`` and return a wrong number).
+        ValueError: pred not a tensor (a model returning a tuple or dict); target not a
+            float tensor of pred's shape (torch would broadcast ``[N, 1]`` against ``[N]`` to
+            ``[N, N]`` and return a wrong number).
     """
+    check_predictions("mse", pred)
     if not isinstance(target, torch.Tensor) or not target.is_floating_point():
         got = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
         raise ValueError(f"mse: targets must be float [N, out] like the predictions "
@@ -37,10 +49,12 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     class probabilities ``[N, C]``).
 
     Raises:
-        ValueError: labels that are not int64 ``[N]`` (nor float ``[N, C]``), or, for labels
-            on the CPU outside a ``torch.func`` transform, labels outside ``[0, C)`` (checked
-            there only: elsewhere reading them would cost a device synchronisation).
+        ValueError: logits not a tensor (a model returning a tuple or dict); labels that are
+            not int64 ``[N]`` (nor float ``[N, C]``), or, for labels on the CPU outside a
+            ``torch.func`` transform, labels outside ``[0, C)`` (checked there only:
+            elsewhere reading them would cost a device synchronisation).
     """
+    check_predictions("cross_entropy", logits)
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"cross_entropy: labels must be an int64 tensor [N], "
                          f"got {type(labels).__name__}")

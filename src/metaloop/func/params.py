@@ -58,7 +58,10 @@ def combine(*parts: Mapping[str, torch.Tensor]) -> Params:
 
 
 def last_linear_names(model: nn.Module) -> list[str]:
-    """Parameter names of the last ``nn.Linear`` in ``model`` (the default head).
+    """Parameter names of the last ``nn.Linear`` in ``model`` (the default head), as
+    ``params_of`` names them: a weight tied to an earlier module's (the same Parameter under
+    two names, e.g. an output layer sharing the input embedding's) goes by its first name,
+    the one ``named_parameters()`` keeps.
 
     Raises:
         ValueError: ``model`` has no ``nn.Linear``.
@@ -69,7 +72,8 @@ def last_linear_names(model: nn.Module) -> list[str]:
             last = name
     if last is None:
         raise ValueError(f"{type(model).__name__} has no nn.Linear to use as the head")
-    return [f"{last}.{n}" if last else n for n, _ in model.get_submodule(last).named_parameters()]
+    first = {id(p): n for n, p in model.named_parameters()}     # one name per tensor
+    return [first[id(p)] for _, p in model.get_submodule(last).named_parameters()]
 
 
 # model -> the names of its parameters and buffers (tied aliases included): read once per

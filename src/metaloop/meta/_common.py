@@ -11,7 +11,7 @@ from torch import nn
 
 from metaloop.adapt.learned_lr import split_lrs
 from metaloop.adapt.sgd import SGDAdapter
-from metaloop.func.losses import accuracy, cross_entropy
+from metaloop.func.losses import accuracy, check_predictions, cross_entropy
 from metaloop.func.params import Params, detach, tensor_names, unknown_names
 from metaloop.meta._threads import check_threadable
 from metaloop.tasks.batch import TaskBatch, values_trusted
@@ -204,6 +204,11 @@ def named_layers(model: nn.Module, keep: Callable[[nn.Module], bool]) -> list[st
             for n, m in model.named_modules() if keep(m)]
 
 
+# torch layers that torch.func.vmap cannot run at all ("Batching rule not implemented for
+# aten::lstm.input"); nn.RNNCell and nn.GRUCell run (on a slow fallback).
+NO_VMAP_RULE = (nn.RNNBase, nn.LSTMCell)
+
+
 def vmap_refusal(model: nn.Module) -> str | None:
     """Why ``model`` cannot run under ``torch.func.vmap`` over tasks now, or None, naming the
     layers (torch's own error would name neither them nor what to do):
@@ -211,14 +216,23 @@ def vmap_refusal(model: nn.Module) -> str | None:
     * torch's BatchNorm/InstanceNorm layers in training mode with ``track_running_stats``
       update their running statistics in place on every call, which vmap refuses (one
       unbatched buffer for a batch of tasks);
-    * dropout layers in training mode draw random numbers, which vmap refuses by default.
+    * dropout layers in training mode draw random numbers, which vmap refuses by default;
+    * torch's recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``, ``nn.LSTMCell``,
+      ``NO_VMAP_RULE``) have no vmap batching rule at all.
 
-    Both are read from the layers' current ``training`` flags (in eval mode neither applies).
+    The first two are read from the layers' current ``training`` flags (in eval mode neither
+    applies).
     """
+    rnn = named_layers(model, lambda m: isinstance(m, NO_VMAP_RULE))
     stats = named_layers(model, lambda m: isinstance(m, nn.modules.batchnorm._NormBase)
                          and m.track_running_stats and m.training)
     drop = named_layers(model, lambda m: isinstance(m, nn.modules.dropout._DropoutNd)
                         and m.training)
+    if rnn:
+        return (f"batching='vmap' cannot run {', '.join(rnn[:3])}"
+                f"{' ...' if len(rnn) > 3 else ''}: torch.func.vmap has no batching rule for "
+                f"torch's recurrent layers; use batching='loop' or 'auto' (the loop for such "
+                f"a model)")
     if stats:
         return (f"batching='vmap' cannot run {', '.join(stats[:3])}"
                 f"{' ...' if len(stats) > 3 else ''}: in training mode with "
@@ -235,16 +249,53 @@ def vmap_refusal(model: nn.Module) -> str | None:
     return None
 
 
+def check_meta_parameters(model: nn.Module) -> None:
+    """Every parameter of ``model`` can be a meta-parameter: it is initialised (not a lazy
+    module's ``UninitializedParameter``) and requires grad.
+
+    Every learner meta-learns all of ``model.named_parameters()`` (the training loop's
+    optimiser steps each of them) and chooses what adapts by name (``adapt``, ``head``),
+    not by ``requires_grad``: a frozen parameter would fail deep in autograd (MAML, ANIL,
+    the solved heads) or be adapted and meta-trained anyway (Reptile).
+
+    Raises:
+        ValueError: naming the parameters (at most three) and what to do.
+    """
+    named = list(model.named_parameters())
+    lazy = [n for n, p in named if isinstance(p, nn.parameter.UninitializedParameter)]
+    frozen = [n for n, p in named if n not in lazy and not p.requires_grad]
+
+    def some(names: list[str]) -> str:
+        return f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+    if lazy:
+        raise ValueError(f"{type(model).__name__} has uninitialised parameters {some(lazy)} "
+                         f"(a lazy module's, whose shapes come from the first input); run "
+                         f"the model once on an example input, model(x), before building "
+                         f"the learner")
+    if frozen:
+        raise ValueError(f"{type(model).__name__} has parameters with requires_grad=False: "
+                         f"{some(frozen)}; a learner meta-learns every parameter and "
+                         f"chooses what adapts by name, not by requires_grad: set "
+                         f"requires_grad=True (adapt= chooses what the inner loop adapts), "
+                         f"or make the frozen tensors buffers "
+                         f"(metaloop.meta.lora_meta.trainable_only(model, keep))")
+
+
 def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> str:
     """"loop", "vmap" or "threads" from "loop" | "vmap" | "threads" | "auto" (vmap for
     plain MLP-like models, else loop: for convolutions, normalisation layers, and what vmap
     cannot run, ``vmap_refusal``). "threads" only where the learner supports it
     (``threads``), for models without buffers; "vmap" not for what ``vmap_refusal`` names
-    (torch BatchNorm layers that update running statistics, dropout in training mode).
+    (torch BatchNorm layers that update running statistics, dropout in training mode,
+    recurrent layers).
+    Every learner resolves its batching when it is built, so this is also where a model
+    whose parameters cannot be meta-parameters is refused (``check_meta_parameters``).
 
     Raises:
-        ValueError: an unknown ``batching``, or one the model cannot run, naming why.
+        ValueError: an unknown ``batching``, one the model cannot run, or a parameter that
+            cannot be a meta-parameter, naming why.
     """
+    check_meta_parameters(model)
     allowed = ("loop", "vmap", "threads", "auto") if threads else ("loop", "vmap", "auto")
     if batching not in allowed:
         raise ValueError(f"batching must be one of {', '.join(map(repr, allowed))}, "
@@ -407,6 +458,7 @@ def labels_checked(adapter: SGDAdapter, *labels: torch.Tensor) -> SGDAdapter:
     lo, hi = min(int(y.min()) for y in ys), max(int(y.max()) for y in ys)
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_predictions("cross_entropy", logits)
         c = logits.shape[-1]                        # static under vmap: no data-dependent flow
         if lo < 0 or hi >= c:
             raise ValueError(f"cross_entropy: labels must lie in [0, C={c}) (C: the model's "

@@ -36,9 +36,9 @@ travel with the solved head under ``STATS`` keys. That mode runs one task at a t
 (``batching`` is then ``"loop"``).
 
 ``"auto"`` (the default) picks as MAML does: vmap for models without convolutions,
-normalisation layers or dropout in training mode. Only first derivatives flow through the
-backbone, so the wrong double backward of the fused BatchNorm kernel under vmap
-(pytorch/functorch#534, which Conv4's ``BatchNorm`` works around) does not matter here.
+normalisation layers, recurrent layers or dropout in training mode. Only first derivatives
+flow through the backbone, so the wrong double backward of the fused BatchNorm kernel under
+vmap (pytorch/functorch#534, which Conv4's ``BatchNorm`` works around) does not matter here.
 The head solves and the query loss are batched over all tasks in either mode.
 """
 
@@ -65,6 +65,7 @@ from metaloop.meta._common import (
     check_steps,
     check_task,
     resolve_batching,
+    vmap_refusal,
 )
 from metaloop.models.bn_stats import (
     STATS,
@@ -92,7 +93,8 @@ class HeadNet(nn.Module):
     Args:
         backbone: feature extractor. If its ``forward`` takes a ``head`` keyword (metaloop's
             Conv4 and MLP), it is called as ``backbone(x, head=False)``, otherwise as
-            ``backbone(x)``; it must return ``[N, D]`` features. Parameters it does not use
+            ``backbone(x)``; it must return one tensor of ``[N, D]`` features (ValueError
+            otherwise, when it is called). Parameters it does not use
             for the features (e.g. Conv4's linear ``head``) get zero meta-gradients.
         scale: initial output scale s > 0; logits are ``s * (features @ W + b)``.
         lam: initial (``learn_lam``) or fixed ridge strength lam > 0.
@@ -128,6 +130,10 @@ class HeadNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``[N, D]`` of ``x [N, ...]`` (BatchNorm: the statistics of these N)."""
         h = self.backbone(x, **self._kwargs)                       # [N, D]
+        if not isinstance(h, torch.Tensor):
+            raise ValueError(f"HeadNet: the backbone must return one tensor of features [N, "
+                             f"D], got {type(h).__name__}; wrap it in a module whose forward "
+                             f"returns the features alone")
         if h.dim() != 2:
             raise ValueError(f"HeadNet: the backbone must return features [N, D], got shape "
                              f"{list(h.shape)} for input {list(x.shape)}")
@@ -276,10 +282,19 @@ class HeadLearner(ScoresEitherWay):
 
     # -- shared pieces -------------------------------------------------------------------
     def _features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Per-task features ``[B, N, D]`` of ``x [B, N, ...]``, each task's BN on its own N."""
+        """Per-task features ``[B, N, D]`` of ``x [B, N, ...]``, each task's BN on its own N.
+
+        Raises:
+            ValueError: ``batching="vmap"`` for layers that vmap cannot run now
+                (``vmap_refusal``: e.g. dropout switched to training mode since the learner
+                was built), naming them.
+        """
         body = _body(params)
         if self.batching == "loop":
             return torch.stack([forward(self.model, body, xi) for xi in x])
+        refusal = vmap_refusal(self.model)
+        if refusal:
+            raise ValueError(refusal)
         return torch.func.vmap(lambda xi: forward(self.model, body, xi))(x)   # [B, N, D]
 
     def _ways(self, support_y: torch.Tensor, *others: torch.Tensor,
