@@ -108,3 +108,23 @@ def test_sgd_path_func_checks_run_under_vmap():
     assert out.shape == (4, 3, 4)
     *_, ref = sgd_path(fwd, F.mse_loss, params, HEAD, xb[1], yb[1], 0.1, 2)
     assert torch.allclose(out[1], ref["head.weight"], atol=1e-6)
+
+
+def _tied(n_in=5, n_out=5):
+    """An embedding-style model whose output layer shares its input layer's weight."""
+    inp, out = torch.nn.Linear(n_in, n_out, bias=False), torch.nn.Linear(n_out, n_in)
+    out.weight = inp.weight if n_in == n_out else out.weight
+    return torch.nn.Sequential(inp, torch.nn.Tanh(), out)
+
+
+def test_a_zero_head_that_another_layer_shares_is_refused_by_name():
+    """A zero head on a tied weight zeroed the input layer too (and failed deep in torch at
+    other ways); a learned head and an untied zero head are accepted."""
+    from metaloop.adapt.sgd import SGDAdapter
+    # the shared tensor goes by its first name, as named_parameters() gives it
+    with pytest.raises(ValueError, match=r"would zero 0.weight, which the model also uses "
+                                         r"as 2.weight \(tied weights\)"):
+        SGDAdapter(_tied(), "ce", 0.1, 1, head_init="zero")
+    assert SGDAdapter(_tied(), "ce", 0.1, 1).head == ["0.weight", "2.bias"]
+    untied = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 5))
+    assert SGDAdapter(untied, "ce", 0.1, 1, head_init="zero").head == ["2.weight", "2.bias"]

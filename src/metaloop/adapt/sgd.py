@@ -245,6 +245,25 @@ def _positive(name: str, value, kind=float) -> None:
         raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
 
 
+def _check_untied_head(model: nn.Module, head: list[str]) -> None:
+    """A zero head must be the head's alone: a head tensor that another layer also uses
+    (tied weights, ``out.weight = inp.weight``) would be zeroed in that layer too, and
+    resized to the task's ways.
+
+    Raises:
+        ValueError: naming the head tensor and the other names it goes by.
+    """
+    names: dict[int, list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(n)
+    for n, p in model.named_parameters():
+        if n in head and len(names[id(p)]) > 1:
+            others = [m for m in names[id(p)] if m != n]
+            raise ValueError(f"head_init='zero' would zero {n}, which the model also uses as "
+                             f"{', '.join(others)} (tied weights); use head_init='learned', "
+                             f"or untie the head")
+
+
 @dataclass
 class SGDAdapter:
     """How a learner adapts to one task: SGD on a chosen subset, from a chosen head start.
@@ -295,6 +314,8 @@ class SGDAdapter:
         if self.head_init == "zero" and not set(self.head) <= set(self.names):
             raise ValueError(f"head_init='zero' needs the head {self.head} among the adapted "
                              f"parameters {self.names}")
+        if self.head_init == "zero":
+            _check_untied_head(self.model, self.head)
 
     def fwd(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The network with ``params`` on ``x`` (image batches stay NCHW: on the CPU the
