@@ -211,3 +211,12 @@ def test_folder_and_packed_loaders_give_the_same_images_and_tasks(omniglot_root,
     a, b = (f.sample(8, torch.Generator().manual_seed(5)) for f in (fam, packed))
     assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
     assert torch.equal(a.classes, b.classes)
+
+
+def test_classes_come_in_the_sorted_walk_order_the_packed_loader_has(tmp_path):
+    # groups sorted, then each group's classes, as Omniglot's (alphabet, character) order:
+    # "a/x" comes before "a-b/y" although the joined string sorts after it
+    for rel in ("a-b/y/1.png", "a/x/1.png", "a/w/1.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / rel)
+    assert scan_folder(tmp_path, class_depth=2).classes == ["a/w", "a/x", "a-b/y"]

@@ -444,6 +444,36 @@ def test_records_of_other_kinds_of_tasks_are_not_paired(over_a, over_b, message)
     assert records.paired_difference(a, b)["n"] == 3
 
 
+def test_records_of_other_held_out_classes_are_not_paired_other_drawers_are():
+    # another split of your own data's classes (family.test_classes) draws other tasks from
+    # the same seed; eval.drawers = "shared" draws the same classes, task by task (other
+    # drawings): the challenge records pair those on purpose
+    shared = {**_run_config(), "eval": {**_run_config()["eval"], "drawers": "shared"}}
+    a = _per_task([1.0, 2.0, 3.0], run_config=_run_config())
+    assert records.paired_difference(a, _per_task([1.0, 2.0, 4.0], run_config=shared))["n"] == 3
+
+    def folder(test_classes):
+        return {"family": {"name": "folder", "ways": 2, "shots": 1, "queries": 3,
+                           "test_classes": test_classes},
+                "eval": {"split": "test", "ways": 0, "shots": 0, "queries": 0}}
+    a = _per_task([1.0, 2.0, 3.0], run_config=folder(["cat", "dog", "owl"]))
+    with pytest.raises(RecordError, match=r"same tasks: classes '3 classes, sha256 \w+' != "):
+        records.paired_difference(a, _per_task([1.0, 2.0, 4.0],
+                                               run_config=folder(["cat", "dog", "emu"])))
+    same = _per_task([1.0, 2.0, 4.0], run_config=folder(["cat", "dog", "owl"]))
+    assert records.paired_difference(a, same)["n"] == 3
+
+
+def test_records_on_the_same_official_runs_pair_whatever_their_runs_were_trained_on():
+    # the official runs are their files (runs_sha256): a 5-way run and a 20-way run scored
+    # on them were scored on the same trials
+    lake = {"lake_runs": {"runs": 3, "runs_sha256": "ab"}, "error_rate": 2.0}
+    a = _per_task([1.0, 2.0, 3.0], run_config=_run_config(ways=0), **lake)
+    twenty = {**_run_config(ways=0), "family": {**_run_config()["family"], "ways": 20}}
+    b = _per_task([1.0, 2.0, 4.0], run_config=twenty, **lake)
+    assert records.paired_difference(a, b)["mean"] == pytest.approx(-1 / 3)
+
+
 def test_the_paired_command_prints_the_difference_and_names_a_bad_pair(tmp_path, capsys):
     write_record(tmp_path / "a.json", **_per_task([10.0, 20.0, 30.0], unit="%"))
     write_record(tmp_path / "b.json", **_per_task([5.0, 20.0, 25.0], unit="%"))

@@ -211,3 +211,49 @@ def test_from_dataset_scales_uint8_pixels_and_keeps_other_integers_as_numbers():
     g = torch.Generator().manual_seed(0)
     assert a.sample(1, g).support_x.max().item() == 1.0
     assert b.sample(1, torch.Generator().manual_seed(0)).support_x.max().item() == 255.0
+
+
+def test_the_task_stream_depends_only_on_the_classes_in_use(tmp_path):
+    # a class left out (or added to a folder since a run stored its split) changes no task:
+    # the sampler's table was as wide as the largest class of the whole data
+    x, y = _data(sizes=(6, 7, 6))
+    alone = Episodes(x, y, ways=2, shots=1, queries=2, class_names=["a", "b", "c"])
+    x2, y2 = torch.cat([x, torch.randn(15, 5)]), torch.cat([y, torch.full((15,), 3)])
+    within = Episodes(x2, y2, ways=2, shots=1, queries=2, class_names=["a", "b", "c", "big"],
+                      classes=["a", "b", "c"])
+    for fam in (within, Episodes(x2, y2, 2, 1, 2, ["a", "b", "c", "big"]).subset(["a", "b", "c"])):
+        a, b = (f.sample(20, torch.Generator().manual_seed(3)) for f in (alone, fam))
+        for f in ("support_x", "query_x", "classes"):
+            assert torch.equal(getattr(a, f), getattr(b, f)), f
+
+    root = tmp_path / "folder"
+    for k, n in enumerate((6, 7, 6)):
+        (root / f"c{k}").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), 30 * k + i, np.uint8)).save(root / f"c{k}/{i}.png")
+    kw = {"ways": 2, "shots": 1, "queries": 2, "image_size": 8, "classes": ["c0", "c1", "c2"],
+          "cache_dir": tmp_path / "cache"}
+    before = Episodes.from_folder(root, **kw).sample(20, torch.Generator().manual_seed(3))
+    (root / "new").mkdir()
+    for i in range(15):
+        Image.fromarray(np.full((8, 8), 200 + i, np.uint8)).save(root / f"new/{i}.png")
+    after = Episodes.from_folder(root, **kw).sample(20, torch.Generator().manual_seed(3))
+    assert torch.equal(before.support_x, after.support_x)
+    assert torch.equal(before.query_x, after.query_x)
+
+
+def test_same_sampler_as_fashion_mnist_on_a_subset_of_uneven_classes(monkeypatch):
+    # FashionMNIST(classes=...) and Episodes(classes=...) on the same images: the same tasks,
+    # also when a class left out is the largest
+    import metaloop.tasks.fashion_mnist as fm
+
+    sizes = (9, 6, 7, 30, 8)
+    y = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]   # interleaved
+    x = torch.arange(len(y), dtype=torch.uint8)[:, None, None].expand(-1, 28, 28).clone()
+    monkeypatch.setattr(fm, "load_fashion_mnist", lambda root, split: (x, y))
+    fam = fm.FashionMNIST(None, classes=(2, 0, 4), ways=2, shots=2, queries=3)
+    ep = Episodes(x, y, ways=2, shots=2, queries=3, classes=["2", "0", "4"])
+    a, b = (f.sample(30, torch.Generator().manual_seed(5)) for f in (fam, ep))
+    for f in ("support_x", "support_y", "query_x", "query_y", "classes"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f

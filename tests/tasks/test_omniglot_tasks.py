@@ -168,14 +168,21 @@ def test_within_alphabet_is_seeded_and_skips_small_alphabets(omniglot_root):
 def test_within_alphabet_rate_mixes_as_asked(omniglot_root, rate):
     fam = Omniglot(omniglot_root, split="background", ways=5, shots=1, queries=1,
                    within_alphabet=rate)
-    classes, _ = fam.sample_indices(4000, _gen(3))
+    classes, idx = fam.sample_indices(4000, _gen(3))
     a = fam.class_alphabet[classes]                                          # [n, 5]
     same = (a == a[:, :1]).all(dim=1).float().mean()
     # random 5-way tasks from 30 alphabets share one alphabet with probability ~1e-5
     assert abs(float(same) - rate) < 0.03, float(same)
-    if rate == 0.0:   # rate 0 is the plain random stream, unchanged
+    if rate == 0.0:   # rate 0 (and drawers="any") is the plain random stream, unchanged
         plain = Omniglot(omniglot_root, split="background", ways=5, shots=1, queries=1)
-        assert torch.equal(classes, plain.sample_indices(4000, _gen(3))[0])
+        for fam0 in (fam, Omniglot(omniglot_root, split="background", ways=5, shots=1,
+                                   queries=1, within_alphabet=False, drawers="any")):
+            got = fam0.sample(50, _gen(3))
+            want = plain.sample(50, _gen(3))
+            assert torch.equal(got.classes, want.classes)
+            assert torch.equal(got.support_x, want.support_x)
+            assert torch.equal(got.query_x, want.query_x)
+        assert torch.equal(idx, plain.sample_indices(4000, _gen(3))[1])
 
 
 def test_rotations_give_four_times_the_classes(omniglot_root):
@@ -273,7 +280,10 @@ def test_shared_drawers_draw_every_class_by_the_same_people(omniglot_root, withi
     assert "drawers='shared'" in repr(fam) and fam.with_shots(1, 1).drawers == "shared"
     any_ = Omniglot(omniglot_root, split="evaluation", ways=20, shots=2, queries=3,
                     within_alphabet=within)
-    assert not (any_.sample_indices(400, _gen(4))[1] % 20 == drawer[:, :1]).all()
+    any_classes, any_idx = any_.sample_indices(400, _gen(4))
+    assert not (any_idx % 20 == drawer[:, :1]).all()
+    # the same classes task by task (records on the two streams pair on them)
+    assert torch.equal(any_classes, classes)
 
 
 def test_within_classes_errors_and_padding():

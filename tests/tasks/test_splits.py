@@ -50,6 +50,14 @@ def test_numpy_fractions_and_seed_are_numbers():
     with pytest.raises(ValueError, match="seed must be an int"):
         split_classes(NAMES, (0.5, 0.25, 0.25), seed=3.0)
 
+
+@pytest.mark.parametrize("seed", [2 ** 64, -2 ** 63 - 1])
+def test_a_seed_a_generator_cannot_take_is_named(seed):
+    # it was torch's own "Overflow when unpacking long long", naming nothing
+    with pytest.raises(ValueError, match=rf"split_classes seed {seed} is outside what a "
+                                         rf"torch.Generator takes"):
+        split_classes(NAMES, (0.5, 0.25, 0.25), seed=seed)
+
 @pytest.mark.parametrize("names, fractions, match", [
     ([], (0.7, 0.1, 0.2), "at least one"),
     (["a", "a", "b"], (0.7, 0.1, 0.2), "duplicated class names"),

@@ -49,8 +49,11 @@ class FolderScan:
 
     Attributes:
         root: the folder, resolved.
-        classes: class names in sorted order (``"group/class"`` when ``class_depth = 2``).
-        files: per class, the image files (paths relative to ``root``, posix, sorted).
+        classes: class names (``"group/class"`` when ``class_depth = 2``) in the order of a
+            walk that sorts each folder's entries by name: groups sorted, then the classes
+            of each group (not the joined strings' order: ``"a/x"`` before ``"a-b/y"``).
+        files: per class, the image files (paths relative to ``root``, posix), in the
+            same sorted walk order.
         stats: ``{relative path: (size, mtime_ns)}`` of every image file (of the link itself
             for a symbolic link to nothing, which decoding then names).
         ignored: files that are not images (by extension), wherever they are, and any other

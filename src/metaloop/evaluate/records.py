@@ -64,6 +64,7 @@ paired 95% CI instead, to as many decimals as the records show (their ``digits``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -268,8 +269,11 @@ def paired_difference(a: Mapping, b: Mapping) -> dict:
     Both records must hold ``per_task`` for the same tasks: the same ``n``; the same
     ``split`` and ``seed`` where both records name them; both on the challenge's official
     runs (``lake_runs``, the same ``runs_sha256``) or both on generated tasks; both error
-    rates (``error_rate``) or neither; and, where both keep their ``run_config``, the same
-    task family and held-out ways, shots, queries and ``within_alphabet``.
+    rates (``error_rate``) or neither; and, for generated tasks where both keep their
+    ``run_config``, the same task family, held-out ways, shots, queries and
+    ``within_alphabet``, and (your own data) the same held-out classes. Omniglot's
+    ``drawers`` may differ: both streams draw the same classes task by task, so such records
+    pair on the same characters, with other drawings.
 
     Returns:
         ``{"mean": mean of a - b, "ci95": t_975(n - 1) * sd / sqrt(n) of the differences (sd with
@@ -302,9 +306,10 @@ def paired_difference(a: Mapping, b: Mapping) -> dict:
 def _tasks_of(rec: Mapping) -> dict:
     """What a record says of the tasks behind its ``per_task`` values, by name: ``n``,
     ``split`` and ``seed`` (where it names them), ``tasks`` ("official runs" or "generated"),
-    ``runs_sha256`` (official runs), ``metric`` ("error rate" or not) and, from its
-    ``run_config``, the family's name and the held-out ``ways``, ``shots``, ``queries`` and
-    ``within_alphabet``."""
+    ``runs_sha256`` (official runs), ``metric`` ("error rate" or not) and, for generated
+    tasks, from its ``run_config``: the family's name, the held-out ``ways``, ``shots``,
+    ``queries`` and ``within_alphabet``, and the held-out split's class list where the
+    config has one (``family.test_classes``, ...; as a count and a digest)."""
     out = {k: rec[k] for k in ("n", "split", "seed") if k in rec}
     lake = rec.get("lake_runs")
     out["tasks"] = "official runs" if lake is not None else "generated"
@@ -312,13 +317,17 @@ def _tasks_of(rec: Mapping) -> dict:
         out["runs_sha256"] = lake["runs_sha256"]
     out["metric"] = "error rate" if "error_rate" in rec else "not an error rate"
     cfg = rec.get("run_config")
-    if isinstance(cfg, Mapping) and isinstance(cfg.get("family"), Mapping) \
-            and isinstance(cfg.get("eval"), Mapping):
+    if lake is None and isinstance(cfg, Mapping) and isinstance(cfg.get("family"), Mapping) \
+            and isinstance(cfg.get("eval"), Mapping):    # the official runs are their files
         fam, ec = cfg["family"], cfg["eval"]
         out["family"] = fam.get("name")
         for k in ("ways", "shots", "queries"):
             out[k] = ec.get(k) or fam.get(k)
         out["within_alphabet"] = bool(ec.get("within_alphabet"))
+        held = fam.get(f"{ec.get('split')}_classes")  # your own data: the held-out classes
+        if isinstance(held, list) and held:
+            digest = hashlib.sha256("\n".join(map(str, held)).encode()).hexdigest()[:12]
+            out["classes"] = f"{len(held)} classes, sha256 {digest}"
     return out
 
 

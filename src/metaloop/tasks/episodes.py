@@ -144,9 +144,12 @@ class Episodes:
             why = f" after dropping {len(small)} small class(es)" if small else ""
             raise ValueError(f"Episodes ways={self.ways} exceeds the {self.num_classes} "
                              f"classes available{why}")
-        self._table = self._all_table[self._keep]                        # [K', M]
+        # the table as wide as the largest class in use, not of the whole data: the task
+        # stream depends only on the classes in use (a class left out, or added to the
+        # folder since, changes nothing)
         self._counts = self._all_counts[self._keep]                      # [K']
-        m = self._table.shape[1]
+        m = max(int(self._counts.max()), 1)
+        self._table = self._all_table[self._keep, :m]                    # [K', M']
         self._pad = None if bool((self._counts == m).all()) else self._counts
 
     def subset(self, classes: Sequence[str]) -> Episodes:

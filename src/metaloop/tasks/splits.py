@@ -53,8 +53,9 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
 
     Raises:
         ValueError: one string instead of a list of names, duplicated or empty names,
-            fractions that are not three non-negative numbers summing to 1, or too few
-            classes for every non-zero fraction.
+            fractions that are not three non-negative numbers summing to 1, too few
+            classes for every non-zero fraction, or a seed that is not an int a
+            ``torch.Generator`` takes.
     """
     check_name_list("split_classes class_names", class_names)
     names = [str(n) for n in class_names]
@@ -86,7 +87,12 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
         n_test = min(n_test, c - 1 - n_val)
     n_train = c - n_val - n_test
     order = sorted(names)
-    perm = torch.randperm(c, generator=torch.Generator().manual_seed(int(seed))).tolist()
+    try:
+        g = torch.Generator().manual_seed(int(seed))
+    except (RuntimeError, ValueError) as e:        # torch: "Overflow when unpacking long long"
+        raise ValueError(f"split_classes seed {seed} is outside what a torch.Generator takes "
+                         f"({e})") from e
+    perm = torch.randperm(c, generator=g).tolist()
     picked = [order[i] for i in perm]
     test, val, train = picked[:n_test], picked[n_test:n_test + n_val], picked[n_test + n_val:]
     assert len(train) == n_train
