@@ -206,3 +206,20 @@ def test_evaluate_names_ways_beyond_the_head_under_vmap():
         learner = MAML(MLP(4, (8,), 3), loss="ce", batching=batching)
         with pytest.raises(ValueError, match=r"labels must lie in \[0, C=3\).*found 4"):
             ml.evaluate(learner, fam, tasks=4, steps=(0, 1))
+
+
+def test_a_model_with_dropout_scores_the_same_for_the_same_seed_and_leaves_the_rng():
+    """Dropout in training mode drew from the global RNG: two calls with the same seed
+    scored differently (query loss 1.755 vs 1.245), and the caller's RNG moved on."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(16, 1))
+    learner = MAML(net, 0.05, 1, batching="loop")
+    fam = ml.tasks.Sinusoid(5, 10)
+    before = torch.random.get_rng_state()
+    a = ml.evaluate(learner, fam, tasks=4, steps=(0, 1), seed=5)
+    assert torch.equal(torch.random.get_rng_state(), before)           # the caller's RNG kept
+    torch.manual_seed(123)                                             # whatever came before
+    assert ml.evaluate(learner, fam, tasks=4, steps=(0, 1), seed=5) == a
+    other = ml.evaluate(learner, fam, tasks=4, steps=(0, 1), seed=6)
+    assert other["per_task"] != a["per_task"]

@@ -85,7 +85,7 @@ def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
         ValueError: naming the file and line number of a malformed line.
     """
     sums = {}
-    for i, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.strip().split(maxsplit=1)

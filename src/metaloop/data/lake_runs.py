@@ -137,7 +137,7 @@ def _has_runs(folder: Path) -> bool:
 def _read_run(folder: Path) -> LakeRun:
     labels_file = folder / LABELS_FILE
     answer: dict[Path, Path] = {}                       # test image -> its training image
-    for n, line in enumerate(labels_file.read_text().splitlines(), 1):
+    for n, line in enumerate(labels_file.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()

@@ -380,7 +380,7 @@ def _locate_split_file(split: str, root, download: bool) -> Path:
 def _parse_split_file(path: Path, index: dict[str, int]) -> tuple[list[str], list[int], list[int]]:
     """Lines ``<Alphabet>/characterNN/rotXXX`` -> (class names, character ids, degrees)."""
     names, chars, degrees = [], [], []
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         m = _SPLIT_LINE.match(line.strip())

@@ -45,6 +45,18 @@ def format_mean_ci(mean: float, ci: float | None, spec: str = ".2f", scale: floa
     return f"{scale * mean:{spec}}{unit} ± {half}"
 
 
+def _generator(tasks: int, seed: int) -> torch.Generator:
+    """``torch.Generator(seed)`` for ``tasks`` held-out tasks, both checked (``heldout_tasks``)."""
+    if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks <= 0:
+        raise ValueError(f"tasks must be a positive int, got {tasks!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    try:
+        return torch.Generator().manual_seed(seed)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"seed {seed} is outside what a torch.Generator takes ({e})") from e
+
+
 def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
     """Yield the held-out TaskBatches: ``tasks`` tasks from ``torch.Generator(seed)``.
 
@@ -52,14 +64,7 @@ def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
         ValueError: ``tasks`` not a positive int, or ``seed`` not an int that a
             ``torch.Generator`` takes (a bool, a float, None; naming it).
     """
-    if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks <= 0:
-        raise ValueError(f"tasks must be a positive int, got {tasks!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    try:
-        g = torch.Generator().manual_seed(seed)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"seed {seed} is outside what a torch.Generator takes ({e})") from e
+    g = _generator(tasks, seed)
     done = 0
     while done < tasks:
         n = min(chunk, tasks - done)
@@ -107,10 +112,29 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     steps = _check_steps(steps)
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
     per_task = {"loss": [[] for _ in steps], "accuracy": [[] for _ in steps]}
-    classification = None
     for name, v in (("support_shift", support_shift), ("query_shift", query_shift)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    _generator(tasks, seed)          # named before the RNG is seeded with it
+    with torch.random.fork_rng():    # dropout in the user's model: seeded, caller's RNG kept
+        torch.manual_seed(seed)
+        classification = _score(learner, loss_fn, family, tasks, seed, steps, per_task,
+                                device, progress, support_shift, query_shift)
+    result = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {},
+              **({"support_shift": support_shift} if support_shift else {}),
+              **({"query_shift": query_shift} if query_shift else {})}
+    for key in ("loss", "accuracy") if classification else ("loss",):
+        stats = [mean_ci(v) for v in per_task[key]]
+        result[key] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
+        result["per_task"][key] = per_task[key]
+    return result
+
+
+def _score(learner, loss_fn, family, tasks, seed, steps, per_task, device, progress,
+           support_shift, query_shift) -> bool | None:
+    """``evaluate``'s loop over the held-out tasks, appending each one's scores to
+    ``per_task``; returns whether they are classification tasks (None: no task)."""
+    classification = None
     for batch in heldout_tasks(family, tasks, seed):
         batch = batch.to(device) if device is not None else batch
         classification = batch.is_classification
@@ -135,14 +159,7 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
             _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task, query_shift)
             if progress is not None:
                 progress(1)
-    result = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {},
-              **({"support_shift": support_shift} if support_shift else {}),
-              **({"query_shift": query_shift} if query_shift else {})}
-    for key in ("loss", "accuracy") if classification else ("loss",):
-        stats = [mean_ci(v) for v in per_task[key]]
-        result[key] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
-        result["per_task"][key] = per_task[key]
-    return result
+    return classification
 
 
 def _check_steps(steps) -> list[int]:
