@@ -196,6 +196,22 @@ def test_to_toml_reads_back_to_the_same_config_for_every_shipped_config(tmp_path
         assert config.load(out) == cfg, f.name
 
 
+@pytest.mark.parametrize("root", ["photos/\U0001f600 party", "a\U0010ffff\U00010000b",
+                                  "\\ud83d\\ude00 \\\U0001f600", 'q"uo\\te\nnew\ttab\x7f',
+                                  "é中"])
+def test_to_toml_reads_back_every_character_of_a_string(root, tmp_path, capsys):
+    """A character past U+FFFF (an emoji in a folder's name) was written as JSON's surrogate
+    pair \\ud83d\\ude00, which TOML refuses: --print-config printed a file that did not load."""
+    cfg = config.validate({"family": {"name": "folder", "root": root},
+                           "model": {"name": "conv4"}})
+    text = config.to_toml(cfg)
+    assert text.isascii()
+    (tmp_path / "c.toml").write_text(text)
+    assert config.load(tmp_path / "c.toml") == cfg
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--print-config"]) == 0
+    assert config.tomllib.loads(capsys.readouterr().out)["family"]["root"] == root
+
+
 def test_to_toml_refuses_a_non_finite_number(tmp_path):
     cfg = config.load(CONFIGS / "omniglot_challenge_pilot28_cpu.toml")
     cfg["train"]["lr"] = float("nan")

@@ -14,6 +14,7 @@ import copy
 import difflib
 import json
 import math
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -967,6 +968,22 @@ def _note(raw: dict, path: Path, where: dict | None) -> None:
             where.update({(section, key): path for key in body})
 
 
+# JSON's escape of a character past U+FFFF is a surrogate pair (an emoji in a folder's name:
+# \ud83d\ude00), which TOML refuses: it spells the character \U0001f600. An escaped
+# backslash is matched first, so its text is never read as the start of an escape.
+_SURROGATE_PAIR = re.compile(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _toml_escapes(text: str) -> str:
+    """JSON text (``json.dumps``, ASCII) with its surrogate pairs as TOML's ``\\U`` escapes."""
+    def one(m: re.Match) -> str:
+        if m[1] is None:
+            return m[0]
+        code = 0x10000 + ((int(m[1], 16) - 0xD800) << 10) + int(m[2], 16) - 0xDC00
+        return f"\\U{code:08x}"
+    return _SURROGATE_PAIR.sub(one, text)
+
+
 def to_toml(cfg: dict) -> str:
     """A config as TOML text, one table per section, that :func:`load` reads back to the same
     config (e.g. a resolved ``extends`` chain written whole for another process).
@@ -979,7 +996,7 @@ def to_toml(cfg: dict) -> str:
         out.append(f"[{section}]")
         for k, v in body.items():
             try:        # scalars, strings and lists: JSON's quoting is valid TOML for them
-                out.append(f"{k} = {json.dumps(v, allow_nan=False)}")
+                out.append(f"{k} = {_toml_escapes(json.dumps(v, allow_nan=False))}")
             except ValueError:
                 raise ValueError(f"config {section}.{k} = {v!r}: no config key takes a "
                                  f"non-finite number") from None

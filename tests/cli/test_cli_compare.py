@@ -257,3 +257,54 @@ def test_resume_refuses_a_changed_config_and_an_empty_folder(tmp_path, capsys):
     assert main([*argv[:4], "3", *argv[5:], "--resume"]) == 2
     err = capsys.readouterr().err
     assert "refusing to resume" in err and "train.iterations (2 != 3)" in err, err
+
+
+@pytest.mark.parametrize("flags, text, message", [
+    # an empty compare.methods ran every method; a repeat trained maml twice, one row
+    ([], '[compare]\nmethods = []\n', "compare.methods = [] names no method"),
+    ([], '[compare]\nmethods = ["maml", "maml"]\n',
+     "compare.methods = ['maml', 'maml'] names maml more than once"),
+    (["--methods", "maml,maml"], None, "--methods 'maml,maml' names maml more than once"),
+    (["--methods", "maml,,fomaml"], None, "--methods 'maml,,fomaml' has an empty item"),
+    (["--methods", ","], None, "--methods ',' names no method"),
+    (["--methods", ""], None, "--methods '' names no method"),
+])
+def test_an_empty_or_repeated_method_list_is_named(tmp_path, capsys, flags, text, message):
+    argv = ["compare", "--iterations", "1", "--tasks", "2", "--no-progress", "--out",
+            str(tmp_path / "o"), *flags]
+    if text is not None:
+        (tmp_path / "c.toml").write_text(text)
+        argv += ["--config", str(tmp_path / "c.toml")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metaloop compare: error: " in err and message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_config_without_compare_methods_keeps_the_default(tmp_path):
+    (tmp_path / "c.toml").write_text('[compare]\n')
+    cfg = compare.load_config(path=tmp_path / "c.toml")
+    assert cfg["compare"]["methods"] == compare.load_config()["compare"]["methods"]
+
+
+@pytest.mark.parametrize("flags, text, message", [
+    # the flags are named by flag (they were named as config keys they had set)...
+    (["--shots", "0"], None, "--shots must be positive, got 0"),
+    (["--tasks", "-2"], None, "--tasks must be positive, got -2"),
+    (["--seed", "-1"], None, "--seed must be an integer >= 0, got -1"),
+    (["--seed", str(2**64)], None, f"--seed must be below 2**64 (it seeds a torch.Generator), "
+                                   f"got {2**64}"),
+    # ... and a config file's value by its key (it was named as the flag --iterations)
+    ([], '[train]\niterations = 0\n', "config train.iterations must be a positive int, got 0"),
+    ([], '[train]\nmeta_batch = 0\n', "config train.meta_batch must be a positive int, got 0"),
+])
+def test_bad_values_are_named_where_they_were_given(tmp_path, capsys, flags, text, message):
+    argv = ["compare", "--methods", "maml", "--no-progress", "--out", str(tmp_path / "o"),
+            *flags]
+    if text is not None:
+        (tmp_path / "c.toml").write_text(text)
+        argv += ["--config", str(tmp_path / "c.toml")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--iterations" not in err
+    assert not (tmp_path / "o").exists()

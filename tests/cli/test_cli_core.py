@@ -255,3 +255,51 @@ def test_resuming_a_finished_run_says_so_without_an_empty_meta_batch(tmp_path, c
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "trained maml for 2 iterations; checkpoint in" in out and "{}" not in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--config", "c.toml", "--out", ""],        # removed everything in the folder
+    ["train", "--resume", ""],                           # the command was started from
+    ["train", "--config", "c.toml", "--out", " "],
+    ["compare", "--out", ""],                            # wrote runs/compare
+    ["vae", "--out", ""],                                # wrote into the current folder
+    ["forgetting", "--out", ""],
+    ["adapt", "--out", ""],
+])
+def test_an_empty_out_is_refused_and_the_current_folder_is_left_alone(argv, tmp_path,
+                                                                      monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('[family]\nname = "sinusoid"\n[train]\niterations = 1\n')
+    (tmp_path / "mine.txt").write_text("kept")
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    flag = "--resume" if "--resume" in argv else "--out"
+    assert f"argument {flag}: expected a path, got '" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "mine.txt"]
+
+
+def test_a_failed_train_never_removes_the_folder_it_runs_in(tmp_path, monkeypatch):
+    from metaloop.cli.train import _discard
+
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    (tmp_path / "sub" / "mine.txt").write_text("kept")
+    assert not _discard("") and not _discard(".") and not _discard(tmp_path)
+    assert (tmp_path / "sub" / "mine.txt").read_text() == "kept"
+    (tmp_path / "made").mkdir()
+    assert _discard(tmp_path / "made") and not (tmp_path / "made").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--print-config"]])
+def test_a_seed_above_what_torch_takes_is_named_as_the_flag(extra, tmp_path, capsys):
+    """It was named as the config's key (``config train.seed must be below 2**64``), which
+    the file did not set."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\n[train]\niterations = 1\n')
+    out = [] if extra else ["--out", str(tmp_path / "run")]
+    assert main(["train", "--config", str(cfg), "--seed", str(2**64), *out, *extra]) == 2
+    out_text, err = capsys.readouterr()
+    assert f"train: error: --seed must be below 2**64 (it seeds a torch.Generator), got " \
+           f"{2**64}" in err and out_text == ""
+    assert not (tmp_path / "run").exists()

@@ -57,13 +57,16 @@ def test_bad_input_is_a_named_error_with_status_2(command, tmp_path, capsys):
     assert torch.get_num_threads() == 1                  # the global option took effect
 
 
+@pytest.mark.parametrize("threads", ["-1", str(2**31)])
 @pytest.mark.parametrize("command", COMMANDS)
-def test_a_bad_global_option_is_a_named_error(command, tmp_path, capsys):
+def test_a_bad_global_option_is_a_named_error(command, threads, tmp_path, capsys):
+    """--threads 2**31 was torch's ValueError 'Overflow when unpacking long', a traceback."""
     with pytest.raises(SystemExit) as e:
-        main(["--threads", "-1", command, *_bad_input(tmp_path)[command]])
+        main(["--threads", threads, command, *_bad_input(tmp_path)[command]])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "--threads must be >= 0" in err and "Traceback" not in err
+    assert f"--threads must be >= 0 and below 2**31, got {threads}" in err
+    assert "Traceback" not in err
 
 
 def test_the_console_entry_point_prints_no_traceback(tmp_path):

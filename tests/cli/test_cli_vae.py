@@ -321,9 +321,56 @@ def test_inversion_transfer_bad_input(argv, message, tiny_fashion, tmp_path, cap
     assert rc == 2 and message in capsys.readouterr().err
 
 
-def test_bad_hidden_width_exits_2_and_writes_nothing(tiny_fashion, tmp_path, capsys):
+@pytest.mark.parametrize("hidden, message", [
+    (",", "--hidden needs at least one width (H1,H2,...), got none"),     # an MLP with no
+    ("", "--hidden needs at least one width (H1,H2,...), got none"),      # layer was trained
+    ("0", "--hidden must be positive widths, got 0"),
+    ("-3", "--hidden must be positive widths, got -3"),
+    ("64,0", "--hidden must be positive widths, got 64,0"),
+])
+def test_bad_hidden_widths_exit_2_naming_hidden_and_write_nothing(hidden, message,
+                                                                  tiny_fashion, tmp_path,
+                                                                  capsys):
     out = tmp_path / "run"
-    assert main(["vae", "--root", str(tiny_fashion), "--hidden", "0", "--out", str(out),
+    assert main(["vae", "--root", str(tiny_fashion), f"--hidden={hidden}", "--out", str(out),
                  "--no-progress"]) == 2
-    assert "hidden width must be a positive int, got 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == f"metaloop vae: error: {message}\n"
+    assert not out.exists()
+
+
+def test_a_blank_hidden_width_is_a_usage_error_naming_hidden(tmp_path, capsys):
+    """``--hidden 64,,32`` trained a 64-32 MLP as if the blank were not there."""
+    with pytest.raises(SystemExit) as e:
+        main(["vae", "--hidden", "64,,32", "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --hidden: expected comma-separated integers, got '64,,32'" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("seed", [str(2**64 - 4), str(-2**63 - 1)])
+def test_a_seed_torch_cannot_take_is_named_before_the_data_is_read(seed, tiny_fashion,
+                                                                   tmp_path, capsys):
+    """It was torch's 'Overflow when unpacking long long', naming no flag (the run also
+    seeds with --seed + 1 .. + 4, so 2**64 - 4 overflowed too)."""
+    out = tmp_path / "run"
+    assert main(["vae", "--root", str(tiny_fashion), "--out", str(out), "--no-progress",
+                 f"--seed={seed}"]) == 2
+    assert f"metaloop vae: error: --seed {seed} is outside " in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sweep-latent", "2,8,2"], "--sweep-latent 2,8,2 names 2 more than once"),
+    (["--inversion-transfer", "--invert-lrs", "0.05,0.05"],
+     "--invert-lrs 0.05,0.05 names 0.05 more than once"),
+])
+def test_a_repeated_value_of_a_list_is_named(argv, message, tiny_fashion, tmp_path, capsys):
+    """The sweep keeps one result per latent size (a repeat was trained again and overwrote
+    it); the transfer study scored a repeated step size twice."""
+    out = tmp_path / "run"
+    assert main(["vae", "--root", str(tiny_fashion), "--out", str(out), "--no-progress",
+                 *argv]) == 2
+    assert message in capsys.readouterr().err
     assert not out.exists()

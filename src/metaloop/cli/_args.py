@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+
+def _items(text: str, what: str) -> list[str]:
+    """The items of a comma list; none for a list of blanks alone (``","``: each command
+    names the flag that needs one), a usage error for a blank among items (``"64,,32"``)."""
+    items = [t.strip() for t in text.split(",")]
+    if not any(items):
+        return []
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}, "
+                                         f"which has an empty item (a comma too many)")
+    return items
 
 
 def int_list(text: str) -> list[int]:
     """``"1,2,3"`` -> ``[1, 2, 3]``; anything else is a usage error naming the text."""
+    items = _items(text, "integers")
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return [int(t) for t in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
                                          ) from None
 
 
 def float_list(text: str) -> list[float]:
-    """``"0.05,0.01"`` -> ``[0.05, 0.01]``; an argparse error names a bad item."""
+    """``"0.05,0.01"`` -> ``[0.05, 0.01]``; an argparse error names a bad item (not a number,
+    or not finite: ``nan``, ``inf``, ``1e999``)."""
+    items = _items(text, "numbers")
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in items]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
-                                         ) from None
+        values = None
+    if values is None or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got "
+                                         f"{text!r}") from None
+    return values
+
+
+def path(text: str) -> str:
+    """A file or folder path (``--out DIR``...); an empty one is a usage error, not the
+    current directory: a run that failed removed the folder it took for its own, with all
+    that was there."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from metaloop.cli._args import path
 from metaloop.recipes import adapt as recipe
 from metaloop.recipes import report
 from metaloop.recipes.report import output_dir
@@ -51,7 +52,7 @@ def register(sub) -> None:
                               "fomaml\n  metaloop adapt --model runs/pretrain --family omniglot\n"
                               "  metaloop adapt --model runs/my_folder --family folder --data "
                               "photos/")
-    p.add_argument("--model", default="minilm",
+    p.add_argument("--model", type=path, default="minilm",
                    help="minilm, a Hugging Face model folder or cached name, or a metaloop "
                         "checkpoint folder (image models)")
     p.add_argument("--family", default="wordnet", help=f"one of {', '.join(recipe.FAMILIES)}")
@@ -82,12 +83,14 @@ def register(sub) -> None:
                    "(default 4)")
     p.add_argument("--meta-shots", type=int, help="support examples per class when "
                    "meta-training (default: 1 for MAML, 5 for Reptile)")
-    p.add_argument("--meta-dir", help="where meta-learned runs are kept and resumed from "
-                   "(default OUT/meta)")
+    p.add_argument("--meta-dir", type=path, help="where meta-learned runs are kept and resumed "
+                   "from (default OUT/meta)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out tasks")
-    p.add_argument("--root", help="data folder of the family (default: its usual places)")
+    p.add_argument("--root", type=path,
+                   help="data folder of the family (default: its usual places)")
     t = p.add_argument_group("your own data (--family table, folder or tensors)")
-    t.add_argument("--data", help="table: a .csv, .tsv or .jsonl file, one example per row; "
+    t.add_argument("--data", type=path,
+                   help="table: a .csv, .tsv or .jsonl file, one example per row; "
                    "folder: an image folder, one sub-folder per class; tensors: an .npz or "
                    ".pt file with x and y")
     t.add_argument("--text-column", help="column of the texts (default text)")
@@ -101,7 +104,7 @@ def register(sub) -> None:
     t.add_argument("--drop-small", action="store_true",
                    help="drop classes with fewer than shots + queries examples (default: "
                         "error)")
-    p.add_argument("--out", default="runs/adapt", help="output directory")
+    p.add_argument("--out", type=path, default="runs/adapt", help="output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 

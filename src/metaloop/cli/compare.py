@@ -8,6 +8,7 @@ import sys
 from tqdm.auto import tqdm
 
 from metaloop import config as _config
+from metaloop.cli._args import path
 from metaloop.recipes import compare as recipe
 from metaloop.recipes import report
 from metaloop.recipes.report import output_dir
@@ -48,12 +49,12 @@ def register(sub) -> None:
     p.add_argument("--shots", type=int, help="support examples per class (or per task)")
     p.add_argument("--tasks", type=int, help="held-out evaluation tasks")
     p.add_argument("--seed", type=int, help="training seed (default: the config's, 0)")
-    p.add_argument("--config", help="TOML file: a copy of a shipped config, or only the keys "
-                   "it changes")
+    p.add_argument("--config", type=path, help="TOML file: a copy of a shipped config, or only "
+                   "the keys it changes")
     p.add_argument("--print-config", action="store_true",
                    help="print the family's shipped config (TOML, commented) and exit (your "
                         "own data's family: the omniglot one, which it runs with)")
-    p.add_argument("--out", help="output directory (default: runs/compare)")
+    p.add_argument("--out", type=path, help="output directory (default: runs/compare)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted comparison in --out: each method's run from "
                         "its newest checkpoint (the same command and config), exactly")
@@ -78,6 +79,50 @@ def _config_for(args) -> dict:
     return recipe.load_config(args.family, args.config, _overrides(args))
 
 
+def _check_flags(args) -> None:
+    """ValueError naming a flag with an impossible value, before the config is read (a
+    config file's own value is named by its key)."""
+    for key in ("iterations", "meta_batch", "ways", "shots", "tasks"):
+        value = getattr(args, key)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {value}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
+    if args.seed is not None and args.seed >= 2**64:
+        raise ValueError(f"--seed must be below 2**64 (it seeds a torch.Generator), got "
+                         f"{args.seed}")
+
+
+def _method_names(args, cfg: dict) -> list[str] | None:
+    """The methods of ``--methods`` (None: not given), after naming an empty list, an empty
+    item or a repeated name there or in the config's ``compare.methods`` (an empty list
+    would run every method; a repeat would train and score a method twice, one row)."""
+    listed = cfg.get("compare", {}).get("methods")
+    where = f"config file {args.config}: compare.methods" if args.config else "compare.methods"
+    if listed is not None and not listed:
+        raise ValueError(f"{where} = [] names no method; list the methods to compare, or leave "
+                         f"compare.methods out for the family's default")
+    _no_repeats(f"{where} = {listed!r}", listed or [])
+    if args.methods is None:
+        return None
+    names = [m.strip() for m in args.methods.split(",")]
+    if not any(names):
+        raise ValueError(f"--methods {args.methods!r} names no method; give a comma list of "
+                         f"{list(recipe.ALL)}, or leave --methods out")
+    if not all(names):
+        raise ValueError(f"--methods {args.methods!r} has an empty item (a comma too many); "
+                         f"give a comma list of {list(recipe.ALL)}")
+    _no_repeats(f"--methods {args.methods!r}", names)
+    return names
+
+
+def _no_repeats(what: str, names: list[str]) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{what} names {', '.join(twice)} more than once; name each method "
+                         f"once")
+
+
 RUN_FLAGS = ("methods", "iterations", "meta_batch", "ways", "shots", "tasks", "seed", "out",
              "resume", "no_progress")
 """The flags that set up or report a comparison, which --print-config does not run."""
@@ -94,12 +139,13 @@ def run(args: argparse.Namespace) -> int:
         shipped = "omniglot" if family in _config.USER_FAMILIES else family
         print(recipe.config_text(shipped), end="")
         return 0
+    _check_flags(args)
     cfg = _config_for(args)
     family = cfg["family"]["name"]
     if args.ways is not None and family in recipe.REGRESSION_FAMILIES:
         raise ValueError(f"--ways sets the classes per task of a classification family; "
                          f"{family} is regression (it has no classes): drop --ways")
-    methods = recipe.methods_for(cfg, args.methods)
+    methods = recipe.methods_for(cfg, _method_names(args, cfg))
     trained = [m for m in methods if m not in recipe.NOT_META_TRAINED]
     fixed = [f"--{k.replace('_', '-')}" for k in ("iterations", "meta_batch")
              if getattr(args, k) is not None]
@@ -108,9 +154,10 @@ def run(args: argparse.Namespace) -> int:
                          f"fresh model adapted on each task), so {' and '.join(fixed)} would "
                          f"change nothing; add a method that meta-trains (--methods) or drop "
                          f"{' and '.join(fixed)}")
-    for key in ("iterations", "meta_batch"):
+    for key in ("iterations", "meta_batch"):        # a flag's value is checked above
         if cfg["train"][key] <= 0:
-            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {cfg['train'][key]}")
+            raise ValueError(f"config train.{key} must be a positive int, got "
+                             f"{cfg['train'][key]}")
     # impossible per-method configs: before any output
     mcfgs = [recipe.method_config(cfg, name) for name in methods]
     if args.config:                            # keys of the user's file no method reads

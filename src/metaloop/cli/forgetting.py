@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from metaloop.cli._args import int_list
+from metaloop.cli._args import int_list, path
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES
 from metaloop.recipes import forgetting as recipe
@@ -108,9 +108,9 @@ def register(sub) -> argparse.ArgumentParser:
                         "data: held out per class (default 20%%, at least 1)")
     p.add_argument("--alphabets", type=int, default=None,
                    help="omniglot-alphabets: number of alphabets (default 5)")
-    p.add_argument("--root", default=None, help="built-in scenarios: data folder (default: "
-                   "the loader's search)")
-    p.add_argument("--data", default=None, metavar="PATH",
+    p.add_argument("--root", type=path, default=None, help="built-in scenarios: data folder "
+                   "(default: the loader's search)")
+    p.add_argument("--data", type=path, default=None, metavar="PATH",
                    help="split-data-task/-class: an image folder root/<class>/<image>, or a "
                         ".npz/.pt file with x and y (and optionally class_names)")
     p.add_argument("--classes-per-experience", type=int, default=None, metavar="N",
@@ -122,7 +122,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=None, choices=(1, 3),
                    help="split-data-task/-class with a folder: 1 greyscale, 3 RGB "
                         "(default 1)")
-    p.add_argument("--out", default="runs/forgetting", help="output directory")
+    p.add_argument("--out", type=path, default="runs/forgetting", help="output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0, got {args.threads}")
+    if not 0 <= args.threads < 2**31:       # torch's set_num_threads takes a C int
+        parser.error(f"--threads must be >= 0 and below 2**31, got {args.threads}")
     world = os.environ.get("WORLD_SIZE", "1")
     if args.command != "train" and world.strip() not in ("", "1", "0"):
         if not distributed.local_leader():     # the same refusal in every process: once

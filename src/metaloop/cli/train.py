@@ -10,6 +10,7 @@ from pathlib import Path
 
 from metaloop import config as _config
 from metaloop.cli import _checks
+from metaloop.cli._args import path
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
 from metaloop.train.checkpoint import latest_checkpoint
@@ -38,12 +39,12 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  metaloop train --config configs/folder_example.toml "
                               "--out runs/mine\n  metaloop train --resume runs/mine")
-    p.add_argument("--config", help="TOML config (see configs/)")
-    p.add_argument("--out", help="run directory (checkpoints, metrics.jsonl)")
+    p.add_argument("--config", type=path, help="TOML config (see configs/)")
+    p.add_argument("--out", type=path, help="run directory (checkpoints, metrics.jsonl)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="replace the config's train.seed (model init and task stream), e.g. "
                         "for an ensemble's members (metaloop eval --checkpoint RUN RUN ...)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR", type=path,
                    help="continue the run in DIR (or --out) from its newest checkpoint")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 matmuls and convolutions on CUDA (faster, ~1e-3 precision)")
@@ -73,10 +74,9 @@ def run(args: argparse.Namespace) -> int:
             if not args.config:
                 raise ValueError("--print-config prints the --config file: give --config FILE")
             _refuse_run_flags(args)
+            _check_seed(args.seed)
             cfg = _config.load(args.config)
             if args.seed is not None:              # as the run would take it
-                if args.seed < 0:
-                    raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
                 cfg["train"]["seed"] = args.seed
             _config.check_combinations(cfg)        # what train refuses before reading data
             _config.check_training(cfg, _config.written_keys(args.config))
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             if distributed.local_leader():         # once per node under torchrun
                 print(text, end="")
             return 0
+        _check_seed(args.seed)
         _check_flags(args)
         owner = distributed.init(args.device, args.dist_timeout)
     except (ValueError, FileNotFoundError) as e:
@@ -127,6 +128,15 @@ def _refuse_run_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--print-config prints the config and exits without training, so "
                          f"{', '.join(given)} would change nothing: leave "
                          f"{'it' if len(given) == 1 else 'them'} out")
+
+
+def _check_seed(seed: int | None) -> None:
+    """ValueError naming ``--seed`` when a torch.Generator cannot take it (None: not given);
+    it was named as the config's train.seed, which the file may not set."""
+    if seed is not None and seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {seed}")
+    if seed is not None and seed >= 2**64:
+        raise ValueError(f"--seed must be below 2**64 (it seeds a torch.Generator), got {seed}")
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -214,7 +224,8 @@ def _discard(out) -> bool:
     out = Path(out)
     try:
         if not out.is_dir() or out.is_symlink() or latest_checkpoint(out) is not None \
-                or any(p.name.startswith("ckpt-") for p in out.iterdir()):
+                or any(p.name.startswith("ckpt-") for p in out.iterdir()) \
+                or Path.cwd().resolve().is_relative_to(out.resolve()):   # where we stand
             return False
     except (ValueError, OSError):                 # a damaged LATEST: keep what is there
         return False

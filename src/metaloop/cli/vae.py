@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 
-from metaloop.cli._args import float_list, int_list
+from metaloop.cli._args import float_list, int_list, path
 from metaloop.recipes import generative as recipe
+
+# The seeds torch takes, less the 4 that the runs add to --seed (inversion.compare seeds
+# classifier B, the real images, the inversions and the samples with --seed + 1 .. + 4).
+SEED_RANGE = (-2**63, 2**64 - 1 - 4)
 
 DESCRIPTION = """\
 Train an autoencoder (ae), a VAE (vae) or a conditional VAE (cvae) on Fashion-MNIST,
@@ -82,13 +86,13 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="vae")
-    p.add_argument("--data", default="fashion-mnist", metavar="NAME|PATH",
+    p.add_argument("--data", type=path, default="fashion-mnist", metavar="NAME|PATH",
                    help=f"a built-in data set ({', '.join(DATASETS)}; default "
                         f"fashion-mnist), or your own: an image folder root/<class>/<image> "
                         f"(any format Pillow reads; decoded once into a cache in "
                         f"root/.metaloop-cache) or a .npz/.pt file with x (uint8 or floats "
                         f"in [0, 1], [N, H, W] or [N, C, H, W]) and y (labels [N])")
-    p.add_argument("--root", default=None,
+    p.add_argument("--root", type=path, default=None,
                    help="the built-in data sets' folder (default: the loader's search)")
     p.add_argument("--resample", choices=RESAMPLE, default="bilinear",
                    help="Omniglot's antialiased 105 -> 28 downsampling kernel: bilinear "
@@ -166,7 +170,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                      metavar="LR1,LR2,...",
                      help="--inversion-transfer: Adam learning rates (default "
                           "0.05,0.01,0.0025)")
-    inv.add_argument("--record", metavar="PATH", default=None,
+    inv.add_argument("--record", type=path, metavar="PATH", default=None,
                      help="also write the comparison (or the --sweep-latent or "
                           "--inversion-transfer study) as a JSON record for the docs tables, "
                           "e.g. docs/results/generative_inversion_fashion.json")
@@ -208,7 +212,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     # global value alone when it is not given (a default here would overwrite it).
     p.add_argument("--threads", type=int, default=argparse.SUPPRESS,
                    help="same as metaloop --threads (torch CPU threads)")
-    p.add_argument("--out", default="runs/vae")
+    p.add_argument("--out", type=path, default="runs/vae")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -217,4 +221,19 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.classes == []:             # "--classes ," : refused before training, not after
         raise ValueError("--classes needs at least one class index (C1,C2,...), got none")
+    if not args.hidden:                # "--hidden ," or "--hidden ''": no layers at all
+        raise ValueError("--hidden needs at least one width (H1,H2,...), got none")
+    if min(args.hidden) <= 0:
+        raise ValueError(f"--hidden must be positive widths, got "
+                         f"{','.join(map(str, args.hidden))}")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        raise ValueError(f"--seed {args.seed} is outside {SEED_RANGE[0]}..{SEED_RANGE[1]}, "
+                         f"which torch cannot take (the run also seeds with --seed + 1 to "
+                         f"--seed + 4)")
+    for flag, values in (("--sweep-latent", args.sweep_latent),
+                         ("--invert-lrs", args.invert_lrs)):
+        twice = sorted({v for v in values or () if values.count(v) > 1})
+        if twice:                      # one row per value: a repeat redoes it (or overwrites)
+            raise ValueError(f"{flag} {','.join(map(str, values))} names "
+                             f"{', '.join(map(str, twice))} more than once")
     return recipe.run(args, log=print)
