@@ -10,6 +10,7 @@ returns a plain model without peft layers.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -101,9 +102,15 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
     head_module = head_names(model, head)[0].rpartition(".")[0]
     targets = _resolve_targets(model, target_modules, head_module)
     new = copy.deepcopy(model)
+    # Hugging Face's Conv1D (GPT-2) stores its weight transposed: peft's fan_in_fan_out
+    conv1d = [type(new.get_submodule(t)).__name__ == "Conv1D" for t in targets]
     config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
-                             lora_dropout=dropout, bias="none")
-    new = peft.inject_adapter_in_model(config, new)
+                             lora_dropout=dropout, bias="none", fan_in_fan_out=all(conv1d))
+    with warnings.catch_warnings():
+        # with both kinds among the targets, peft corrects the flag per layer, and says so
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to",
+                                category=UserWarning)
+        new = peft.inject_adapter_in_model(config, new)
     for p in new.parameters():       # functional code decides what trains, not requires_grad
         p.requires_grad_(True)
     return new.eval()

@@ -42,7 +42,7 @@ def add_soft_prompt(model: nn.Module, num_virtual_tokens: int = 8, init: str = "
     Raises:
         ValueError: a model that is not a transformer ``TextEncoder``, or bad options.
     """
-    from metaloop.models.text import TextEncoder, require_text_extra
+    from metaloop.models.text import TextEncoder, hub_offline, require_text_extra
 
     _, peft = require_text_extra()
     if not isinstance(model, TextEncoder):
@@ -61,12 +61,21 @@ def add_soft_prompt(model: nn.Module, num_virtual_tokens: int = 8, init: str = "
         if new.tokenizer is None:
             raise ValueError("init='text' needs the model's tokenizer")
         kw = {"prompt_tuning_init_text": init_text,
-              "tokenizer_name_or_path": new.tokenizer.name_or_path}
+              "tokenizer_name_or_path": new.tokenizer.name_or_path,
+              "tokenizer_kwargs": {"local_files_only": True}}          # offline, as load_hf
+    # The prompt vectors live in the token-embedding space, which is narrower than the hidden
+    # states where embeddings are factorised (ALBERT, ELECTRA: embedding_size < hidden_size);
+    # peft would size them by hidden_size, and fails on configs that name it otherwise
+    # (DistilBERT's dim and n_heads). Prompt tuning reads only token_dim of these three.
+    cfg = new.encoder.config
+    kw.update(token_dim=new.encoder.get_input_embeddings().embedding_dim,
+              num_layers=getattr(cfg, "num_hidden_layers", None) or 1,
+              num_attention_heads=getattr(cfg, "num_attention_heads", None) or 1)
     config = peft.PromptTuningConfig(task_type="FEATURE_EXTRACTION",
                                      num_virtual_tokens=num_virtual_tokens,
                                      prompt_tuning_init="TEXT" if init == "text" else "RANDOM",
                                      **kw)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), hub_offline():
         # peft 0.21 reads transformers' deprecated ``is_gradient_checkpointing`` (a
         # FutureWarning in transformers 5); nothing to act on here.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated",

@@ -12,7 +12,9 @@ model loads from a local directory or from the local Hugging Face cache, never t
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +41,23 @@ def require_text_extra():
         raise ModuleNotFoundError(f"{e.name} is needed for text models and LoRA: {_EXTRA}"
                                   ) from e
     return transformers, peft
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool = True):
+    """Keep the Hugging Face hub client offline inside the block (``offline=False``: as it
+    is). huggingface_hub reads ``HF_HUB_OFFLINE`` once, when it is imported, so the variable
+    set by ``require_text_extra`` is too late where it was imported before (and
+    ``HF_HUB_OFFLINE=0`` is kept): an online client asks the hub about a cached model's files,
+    and for its own registry, even with ``local_files_only``."""
+    from huggingface_hub import constants
+
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = was or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
 
 
 def minilm_path() -> Path:
@@ -96,8 +115,11 @@ def load_hf(name_or_path: str | os.PathLike = MINILM, local_files_only: bool = T
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-        model = transformers.AutoModel.from_pretrained(source, local_files_only=local_files_only)
+        with hub_offline(local_files_only):
+            tok = transformers.AutoTokenizer.from_pretrained(source,
+                                                             local_files_only=local_files_only)
+            model = transformers.AutoModel.from_pretrained(source,
+                                                           local_files_only=local_files_only)
     except (OSError, ValueError, SafetensorError) as e:
         # transformers' messages run over several lines: one line for the command line
         why = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) \
@@ -141,6 +163,12 @@ class TextEncoder(nn.Module):
         if not isinstance(hidden, int):
             raise ValueError(f"TextEncoder needs an encoder with config.hidden_size, got "
                              f"{type(encoder).__name__}")
+        forward = getattr(encoder, "forward", None)
+        if callable(forward) and "decoder_input_ids" in inspect.signature(forward).parameters:
+            raise ValueError(f"TextEncoder pools an encoder's hidden states, and "
+                             f"{type(encoder).__name__} is an encoder-decoder model (T5, BART): "
+                             f"give an encoder-only model, or in Python its encoder: "
+                             f"TextEncoder(model.get_encoder(), tokenizer)")
         if not isinstance(out_dim, int) or out_dim <= 0:
             raise ValueError(f"TextEncoder out_dim must be a positive int, got {out_dim!r}")
         if isinstance(getattr(encoder, "pooler", None), nn.Module):
@@ -161,30 +189,64 @@ class TextEncoder(nn.Module):
         count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
         return int(count(pair=False)) if callable(count) else 0
 
+    def max_positions(self) -> int | None:
+        """How many tokens the encoder reads at most (None: no limit is known): its position
+        embeddings, less the offset of RoBERTa-style encoders (their embeddings module has a
+        ``padding_idx``, and positions start after it: 514 embeddings read 512 tokens), or
+        the tokenizer's ``model_max_length``, whichever is less."""
+        config = getattr(self.encoder, "config", None)
+        n = getattr(config, "max_position_embeddings", None)
+        offset = getattr(getattr(self.encoder, "embeddings", None), "padding_idx", None)
+        if isinstance(n, int) and isinstance(offset, int):
+            n -= offset + 1
+        limits = [n, getattr(self.tokenizer, "model_max_length", None)]
+        limits = [v for v in limits if isinstance(v, int) and 0 < v < 1_000_000]   # unset: 1e30
+        return min(limits) if limits else None
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Padded token ids as float32 ``[N, L]`` (the input format of ``forward``).
 
         Raises:
-            ValueError: no tokenizer, texts that are not a sequence of strings, or a
-                ``max_length`` that leaves no token of the text beside the special ones (the
-                tokenizer would then not truncate at all, or give every text the same ids).
+            ValueError: no tokenizer, a tokenizer without a pad token, texts that are not a
+                sequence of strings, a ``max_length`` that leaves no token of the text beside
+                the special ones (the tokenizer would then not truncate at all, or give every
+                text the same ids), or texts longer than ``max_positions()`` after truncation
+                to ``max_length``.
         """
         if self.tokenizer is None:
             raise ValueError("this TextEncoder has no tokenizer; pass token ids instead")
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("tokenize expects a sequence of strings")
+        if getattr(self.tokenizer, "pad_token_id", 0) is None:
+            name = getattr(self.tokenizer, "name_or_path", "") or type(self.tokenizer).__name__
+            raise ValueError(f"the tokenizer of {name} has no pad token, which batches of texts "
+                             f"need (and mean pooling leaves out); give it one and save it to "
+                             f"the model folder: tokenizer.pad_token = tokenizer.eos_token, "
+                             f"tokenizer.save_pretrained(folder)")
         special = self.special_tokens()
         if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) \
                 or self.max_length <= special:
             raise ValueError(f"TextEncoder max_length {self.max_length!r} leaves no token of the "
                              f"text: the tokenizer adds {special} special token(s) to every "
                              f"text; give max_length >= {special + 1}")
-        ids = self.tokenizer(list(texts), padding=True, truncation=True,
+        # right padding whatever the tokenizer's default: left padding would shift the
+        # positions of a text's tokens, so its features would depend on the others' lengths
+        ids = self.tokenizer(list(texts), padding=True, truncation=True, padding_side="right",
                              max_length=self.max_length, return_tensors="pt")["input_ids"]
+        limit = self.max_positions()
+        if limit is not None and ids.shape[1] > limit:
+            raise ValueError(f"TextEncoder max_length {self.max_length} exceeds the {limit} token "
+                             f"positions of the encoder (texts of {ids.shape[1]} tokens); give "
+                             f"max_length <= {limit}")
         return ids.to(torch.float32)                                     # [N, L]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled (and normalised) features ``[N, feature_dim]`` of ids ``[N, L]``."""
+        """Mean-pooled (and normalised) features ``[N, feature_dim]`` of ids ``[N, L]``.
+
+        Raises:
+            ValueError: ids that are not ``[N, L]``, or more tokens (with the soft prompt's)
+                than ``max_positions()``.
+        """
         if x.dim() != 2:
             raise ValueError(f"TextEncoder expects token ids [N, L], got {list(x.shape)}")
         ids = x.long()
@@ -192,6 +254,13 @@ class TextEncoder(nn.Module):
         cols = real.any(0).nonzero()
         length = int(cols.max()) + 1 if cols.numel() else 1
         ids, real = ids[:, :length], real[:, :length]                    # drop all-pad columns
+        prompt = sum(getattr(c, "num_virtual_tokens", None) or 0          # soft prompts
+                     for c in getattr(self.encoder, "peft_config", {}).values())
+        limit = self.max_positions()
+        if limit is not None and length + prompt > limit:   # an index error in the encoder
+            raise ValueError(f"TextEncoder input of {length} tokens"
+                             + (f" after {prompt} soft-prompt tokens" if prompt else "")
+                             + f" exceeds the {limit} token positions of the encoder")
         h = self.encoder(input_ids=ids, attention_mask=real.long())[0]   # [N, L', H]
         h = h[:, h.shape[1] - length:]                                   # [N, L, H]
         m = real.unsqueeze(-1).to(h.dtype)                               # [N, L, 1]

@@ -193,6 +193,8 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
     names = _approach_names(s.approaches, kind)          # text-only approaches on images
     if kind == "text":
         _check_length(s, model, "soft-prompt" in names)
+        if "lora" in names or methods:
+            _lora_targets(s, kind, model)                # the default: known layer names
     table, description = None, ""
     if s.family == "table":
         heldout, by_shots = _table_families(s, model.tokenize, s.shots, s.queries,
@@ -410,12 +412,9 @@ def _check_length(s: AdaptSettings, model, soft_prompt: bool) -> None:
         raise ValueError(f"--max-length {s.max_length} leaves no token of the text: the "
                          f"tokenizer of model {s.model} adds {special} special token(s) to every "
                          f"text; give --max-length {special + 1} or more")
-    limits = [getattr(getattr(model.encoder, "config", None), "max_position_embeddings", None),
-              getattr(model.tokenizer, "model_max_length", None)]
-    limits = [v for v in limits if isinstance(v, int) and 0 < v < 1_000_000]   # unset: 1e30
-    if not limits:
+    limit = model.max_positions()     # RoBERTa-style encoders: 2 positions fewer than stored
+    if limit is None:
         return
-    limit = min(limits)
     if s.max_length > limit:
         raise ValueError(f"--max-length {s.max_length} exceeds the {limit} token positions of "
                          f"model {s.model}")
@@ -599,12 +598,13 @@ def strategies(s, model, kind: str, family) -> dict:
 
 def _lora_targets(s, kind: str, model=None) -> list[str]:
     """``--lora-targets`` as a list (spaces around the commas allowed), or the default:
-    query and value for text encoders, the convolutions for image models (named by their
+    the attention's query and value projections for text encoders (``_text_lora_targets``:
+    ``query`` and ``value`` for BERT), the convolutions for image models (named by their
     last name component: ``conv`` for Conv4; ``conv1``, ``conv2``, ``conv3`` and
     ``shortcut`` for ResNet-12, where ``conv`` matched nothing)."""
     if s.lora_targets is None:
         if kind == "text":
-            return ["query", "value"]
+            return _text_lora_targets(s, model) if model is not None else ["query", "value"]
         layers = model.named_modules() if model is not None else ()
         convs = {name.rpartition(".")[2] for name, m in layers
                  if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))}
@@ -615,6 +615,35 @@ def _lora_targets(s, kind: str, model=None) -> list[str]:
                          f"list of module names (e.g. query,value), or leave --lora-targets "
                          f"out for the default")
     return names
+
+
+# The attention's query and value projections under the names architectures give them
+# (BERT, RoBERTa, ALBERT, ELECTRA; DistilBERT; DeBERTa-v2; BART, Llama...; T5; GPT-2's fused
+# Conv1D), tried after peft's own table for the model type.
+QUERY_VALUE = (("query", "value"), ("q_lin", "v_lin"), ("query_proj", "value_proj"),
+               ("q_proj", "v_proj"), ("q", "v"), ("c_attn",))
+
+
+def _text_lora_targets(s, model) -> list[str]:
+    """The default LoRA targets of a text encoder: its attention's query and value layers,
+    by peft's table for its model type or by the names of ``QUERY_VALUE``.
+
+    Raises:
+        ValueError: an encoder with none of those names, listing its layers' names for
+            ``--lora-targets``.
+    """
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as by_type
+
+    from metaloop.adapt.lora import adaptable_layers
+
+    leaves = {n.rpartition(".")[2] for n in adaptable_layers(model.encoder)}
+    model_type = getattr(getattr(model.encoder, "config", None), "model_type", None)
+    for names in (by_type.get(model_type), *QUERY_VALUE):
+        if names and set(names) <= leaves:
+            return list(names)
+    raise ValueError(f"model {s.model} ({model_type}) has no attention query / value layers "
+                     f"under a known name, the default LoRA targets; choose them with "
+                     f"--lora-targets from {sorted(leaves)}")
 
 
 def _ignore_classes(fn):
