@@ -43,3 +43,20 @@ def test_the_default_lora_targets_of_an_image_model_are_its_convolutions():
     assert len(layers) == 16 and adapted(torch.rand(2, 1, 28, 28)).shape == (2, 3)
     assert recipe._lora_targets(recipe.AdaptSettings(lora_targets="conv1"), "image",
                                 model) == ["conv1"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": 10**15}, r"seed 1000000000000000 is too large: .*seed \* 100003 \+ tasks"),
+    ({"split_seed": 2**64}, r"split_seed 18446744073709551616 is too large"),
+    ({"seed": -1}, r"seed must be an int >= 0, got -1"),
+    ({"split_seed": True}, r"split_seed must be an int >= 0, got True"),
+])
+def test_a_seed_torch_cannot_take_is_named_before_the_model_loads(change, message):
+    """``--seed 10**15`` failed after the model had loaded with torch's "Overflow when
+    unpacking long long", naming no setting."""
+    s = recipe.AdaptSettings(family="omniglot", model="no/such/model", **change)
+    with pytest.raises(ValueError, match=message):
+        recipe.prepare(s)
+    with pytest.raises(ValueError, match="no/such/model"):         # the seeds pass: the model
+        recipe.prepare(recipe.AdaptSettings(family="omniglot", model="no/such/model",
+                                            seed=2**40))

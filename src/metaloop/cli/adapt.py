@@ -68,7 +68,9 @@ def register(sub) -> None:
     p.add_argument("--lora-r", type=int, help="LoRA rank (lora and --meta; default 8)")
     p.add_argument("--lora-targets",
                    help="comma list of LoRA target modules (lora and --meta; default: "
-                        "query,value for text, the convolutions for image models)")
+                        "the attention's query and value layers for text (query,value for "
+                        "BERT, q_lin,v_lin for DistilBERT, c_attn for GPT-2), the "
+                        "convolutions for image models)")
     p.add_argument("--prompt-tokens", type=int, help="soft prompt length (soft-prompt; "
                    "default 8)")
     p.add_argument("--max-length", type=int,

@@ -135,6 +135,24 @@ class Prepared:
     data: dict | None = None
 
 
+def _check_seeds(s: AdaptSettings) -> None:
+    """``seed`` and ``split_seed`` are ints that seed torch's generators: each held-out task
+    ``i`` seeds ``seed * 100003 + i`` (``run``), so that must stay below 2**64 too.
+
+    Raises:
+        ValueError: naming the seed (torch said "Overflow when unpacking long long" once
+            the model had loaded).
+    """
+    for name, seed, top in (("seed", s.seed, s.seed * 100_003 + s.tasks),
+                            ("split_seed", s.split_seed, s.split_seed)):
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {seed!r}")
+        if top >= 2**64:
+            raise ValueError(f"{name} {seed} is too large: the seeds it gives torch's "
+                             f"generators must stay below 2**64"
+                             + (" (seed * 100003 + tasks)" if name == "seed" else ""))
+
+
 def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
     """Check the settings, load the model and build the task families.
 
@@ -157,6 +175,7 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
         raise ValueError(f"unknown family {s.family!r}; choose one of {list(FAMILIES)}")
     if s.ways < 2:
         raise ValueError(f"ways must be >= 2: a {s.ways}-way task is always answered right")
+    _check_seeds(s)
     if s.approaches is not None:
         _approach_names(s.approaches, "text")            # names, before loading anything
     methods = _meta_methods(s.meta)
