@@ -364,7 +364,7 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
 def _read_json(path: Path) -> dict | None:
     """A cache manifest of any version, or None if there is none or it is not readable."""
     try:
-        m = json.loads(path.read_text())
+        m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return m if isinstance(m, dict) else None

@@ -408,7 +408,7 @@ def training_curve(run_dir, points: int = 10) -> list[list[float]] | None:
         raise ValueError(f"training_curve needs points >= 1, got {points}")
     rows = []
     try:
-        for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        for line in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
             if line.strip():
                 rec = json.loads(line)
                 if "accuracy" in rec and "iteration" in rec:
@@ -632,11 +632,12 @@ def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:
     """A run's (or ``ckpt-*`` folder's) run directory and training budget: iterations, and
     its stored CPU seconds (CPU) or its metrics.jsonl wall-clock (CUDA, as GPU seconds)."""
     run_dir = ckpt if (ckpt / "LATEST").exists() else ckpt.parent
-    state_dir = run_dir / (ckpt / "LATEST").read_text().strip() if (ckpt / "LATEST").exists() \
+    latest = ckpt / "LATEST"
+    state_dir = run_dir / latest.read_text(encoding="utf-8").strip() if latest.exists() \
         else ckpt
     budget: dict = {}
     try:
-        state = json.loads((state_dir / "state.json").read_text())
+        state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         state = {}
     if isinstance(state.get("iteration"), int):
@@ -646,7 +647,7 @@ def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:
     times = []
     if device == "cuda":
         try:
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     times.append(float(json.loads(line)["time"]))
         except (OSError, ValueError, KeyError, TypeError):

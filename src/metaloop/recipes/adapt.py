@@ -786,7 +786,7 @@ def _same_inputs_elsewhere(run_dir: Path, config: dict) -> None:
     if not (run_dir / "LATEST").is_file():
         return
     try:
-        state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())
+        state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text(encoding="utf-8"))
         stored = state["config"]
     except (OSError, ValueError, TypeError, KeyError):
         return
@@ -822,7 +822,7 @@ def _add_budget(run_dir: Path, cpu: float, wall: float) -> dict:
     """Accumulate the meta-training CPU and wall seconds of a run in ``budget.json``."""
     import json
     path = run_dir / "budget.json"
-    total = json.loads(path.read_text()) if path.exists() else {"cpu_seconds": 0.0,
+    total = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"cpu_seconds": 0.0,
                                                                "wall_seconds": 0.0}
     total = {"cpu_seconds": total["cpu_seconds"] + cpu,
              "wall_seconds": total["wall_seconds"] + wall}

@@ -105,7 +105,7 @@ def _stored_split(cfg: dict, out: Path) -> dict:
                                                     config.USER_SPLITS):
         return cfg
     try:
-        stored = json.loads((latest_checkpoint(out) / "state.json").read_text())
+        stored = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))
         fam = stored["config"]["family"]
     except (OSError, ValueError, KeyError, TypeError):
         return cfg                      # load_checkpoint names a damaged checkpoint later

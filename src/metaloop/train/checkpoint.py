@@ -69,7 +69,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except OSError as e:
         raise _cannot_write(path, e) from e
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -133,7 +133,8 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
                 "tensors_sha256": sha256_file(tfile), **state}
         meta = json.loads(json.dumps(meta))        # as it will be read back: tuples as lists,
         meta["state_sha256"] = state_digest(meta)  # keys as strings, sorted as strings
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True),
+                                        encoding="utf-8")
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -195,7 +196,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     if not ptr.exists():
         return None
     try:
-        name = ptr.read_text().strip()
+        name = ptr.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{ptr} is unreadable ({e}); it should hold the name of the newest "
                          f"ckpt-* directory") from e
@@ -230,7 +231,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise FileNotFoundError(f"no checkpoint at {path} (expected LATEST, or state.json and "
                                 f"tensors.safetensors)")
     try:
-        state = json.loads(sfile.read_text())
+        state = json.loads(sfile.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"checkpoint {sfile} is corrupt: {e}") from e
     if not isinstance(state, dict):
