@@ -40,6 +40,13 @@ REFUSED = {
                    "below 2**64 (it seeds a torch.Generator), got 18446744073709551616"),
     "eval-seed": ("[eval]\nseed = 18446744073709551616\n", "config eval.seed must be below "
                   "2**64"),
+    # the class split's seed had no range check: refused later by split_classes, naming no
+    # config key
+    "split-seed-big": ('[family]\nname = "tensors"\nroot = "x.npz"\n'
+                       'split_seed = 18446744073709551616\n', "config family.split_seed must "
+                       "be below 2**64 (it seeds a torch.Generator), got 18446744073709551616"),
+    "split-seed-negative": ('[family]\nname = "tensors"\nroot = "x.npz"\nsplit_seed = -1\n',
+                            "config family.split_seed must be >= 0, got -1"),
     # refused by the learner's builder, naming no config key
     "head-on-sinusoid": ('[method]\nname = "protonet"\n', "config method.name = 'protonet' "
                          "solves a classification head per task, but family.name = "
@@ -102,6 +109,7 @@ def test_train_and_print_config_refuse_before_reading_data(body, message, tmp_pa
     "[train]\nclip_grad_norm = 0\n",
     "[eval]\nsteps = [0]\n",
     "[train]\nseed = 18446744073709551615\n[eval]\nseed = 18446744073709551614\n",
+    '[family]\nname = "tensors"\nroot = "x.npz"\nsplit_seed = 18446744073709551615\n',
     SMALL + '[model]\nname = "conv4"\npool = "stride"\n',
     '[family]\nname = "omniglot"\nimage_size = 16\n[model]\nname = "resnet12"\n',
 ])

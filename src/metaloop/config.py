@@ -384,13 +384,13 @@ def check_combinations(cfg: dict) -> None:
             raise ValueError(f"config train.cuda_graph = true replays one recorded step on the "
                              f"GPU; it needs {', '.join(needs)}")
     for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
-                     ("train", "log_every"),
+                     ("train", "log_every"), ("family", "split_seed"),
                      ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),
                      ("eval", "support_shift"), ("eval", "query_shift"), ("eval", "refine"),
                      ("method", "refine")):
         if cfg[sec][key] < 0:
             raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
-    for sec, key in (("train", "seed"), ("eval", "seed")):
+    for sec, key in (("train", "seed"), ("eval", "seed"), ("family", "split_seed")):
         if cfg[sec][key] >= 2 ** 64:
             raise ValueError(f"config {sec}.{key} must be below 2**64 (it seeds a "
                              f"torch.Generator), got {cfg[sec][key]!r}")

@@ -21,6 +21,16 @@ from metaloop.cli.main import main
     (["adapt", "--model", ""], "--model"),
     (["adapt", "--meta", "fomaml", "--meta-dir", ""], "--meta-dir"),
     (["adapt", "--root", " "], "--root"),
+    (["eval", "--checkpoint", "run", "--out", ""], "--out"),     # was "no output"
+    (["eval", "--checkpoint", ""], "--checkpoint"),
+    (["eval", "--checkpoint", "run", "", "--out", "o"], "--checkpoint"),
+    (["eval", "--checkpoint", "run", "--record", ""], "--record"),
+    (["eval", "--checkpoint", "run", "--lake-runs", ""], "--lake-runs"),
+    (["predict", "--checkpoint", "run", "--support", "s", "--query", "q", "--out", ""],
+     "--out"),
+    (["predict", "--checkpoint", "", "--support", "s", "--query", "q"], "--checkpoint"),
+    (["predict", "--checkpoint", "run", "--support", "", "--query", "q"], "--support"),
+    (["predict", "--checkpoint", "run", "--support", "s", "--query", " "], "--query"),
 ])
 def test_an_empty_path_is_a_usage_error_naming_the_flag(argv, flag, tmp_path, monkeypatch,
                                                         capsys):

@@ -66,6 +66,8 @@ def test_an_image_folder_end_to_end(folder, tmp_path, capsys):
     assert "split-data-task: 3 experiences" in text and "replay" in text
     r = json.loads((out / "results.json").read_text())
     assert r["scenario"] == "split-data-task" and r["data"] == str(folder.resolve())
+    # the data options given, to reproduce the result from its file
+    assert r["data_options"] == {"data": str(folder.resolve()), "image_size": 16}
     assert [(e["name"], e["head"], e["outputs"], e["classes"]) for e in r["experiences"]] == [
         ("ant, bee", "task0", 2, [0, 1]), ("cat, dog", "task1", 2, [0, 1]),
         ("eel, fox", "task2", 2, [0, 1])]

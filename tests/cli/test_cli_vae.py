@@ -191,7 +191,7 @@ def test_compare_inversion_end_to_end(tiny_fashion, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--sweep-latent", "2"], "--compare-inversion and --sweep-latent are separate runs"),
     (["--invert-until", "0"], r"inversion until must be a probability in (0, 1], got 0.0"),
-    (["--invert-tv", "-1"], "inversion penalties must be >= 0"),
+    (["--invert-tv", "-1"], "--invert-tv must be a finite number >= 0, got -1.0"),
     (["--invert-steps", "0"], "inversion steps must be a positive int, got 0"),
     (["--classes", "1"], "--classes only applies to the CVAE"),
     (["--record", "rec.txt"], "record path must end in .json"),

@@ -157,3 +157,19 @@ def test_evaluate_refuses_options_that_are_not_the_runs(tmp_path_factory, tmp_pa
         assert not record.exists()
     assert main([*evaluate, "--stages", "2"]) == 0
     assert "--stages 2" in json.loads(record.read_text())["command"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    # QA: inf passed the up-front check and failed after the classifiers and models trained
+    (["--compare-inversion", "--invert-tv", "inf"], "--invert-tv must be a finite number >= 0, "
+                                                    "got inf"),
+    (["--compare-inversion", "--invert-l2", "inf"], "--invert-l2 must be a finite number >= 0, "
+                                                    "got inf"),
+    (["--compare-inversion", "--invert-l2", "-1"], "--invert-l2 must be a finite number >= 0"),
+    (["--protocol", "iwae", "--max-minutes", "inf"], "--max-minutes must be a finite number > 0, "
+                                                     "got inf"),
+    (["--protocol", "iwae", "--max-minutes", "0"], "--max-minutes must be a finite number > 0"),
+])
+def test_a_number_that_is_not_finite_is_refused_by_its_flag(argv, message, tmp_path, capsys):
+    err = _run(tmp_path, capsys, *argv)
+    assert message in err and err.count("\n") == 1

@@ -231,3 +231,18 @@ def test_the_inversion_studies_refuse_a_test_set_too_small_to_score_class_by_cla
                 "--quality-samples", "30") == 0
     r = json.loads((out / "results.json").read_text())
     assert r["n_test"] == 30 and r["scores"]["real"]["frechet_class"] >= 0
+
+
+@pytest.mark.parametrize("special", ["/dev/null", "fifo"])
+def test_data_that_is_neither_a_folder_nor_a_file_is_named_as_such(special, tmp_path, capsys):
+    # QA: --data /dev/null said "tensor file /dev/null does not exist"
+    import os
+
+    if special == "fifo":
+        special = tmp_path / "pipe"
+        os.mkfifo(special)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    err = _refused(capsys, out, _vae(special, out, *TINY))
+    assert f"data {special} exists but is neither a folder nor a regular file" in err
+    assert "does not exist" not in err and err.count("\n") == 1

@@ -229,3 +229,27 @@ def test_fit_generative_names_images_on_another_device():
     with pytest.raises(ValueError, match="images is on meta but the model's parameters are on "
                                          "cpu"):
         fit_generative(vae(), images().to("meta"), epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("kw", [{"tv": INF}, {"l2": INF}, {"tv": NAN}, {"l2": -1.0}])
+def test_inversion_settings_refuse_a_penalty_that_is_not_finite(kw):
+    # QA: tv = inf passed ("penalties must be >= 0") and failed after the training
+    from metaloop.generative.inversion import InversionSettings, check_inversion_settings
+
+    with pytest.raises(ValueError, match="inversion penalties must be >= 0 and finite"):
+        check_inversion_settings(InversionSettings(**kw))
+    check_inversion_settings(InversionSettings(tv=0.0, l2=0.0))
+
+
+@pytest.mark.parametrize("minutes", [INF, NAN, 0.0, -1.0])
+def test_protocol_refuses_max_minutes_that_is_not_a_finite_positive_number(minutes, monkeypatch):
+    from metaloop.generative import protocol
+
+    def no_data(s):
+        raise AssertionError("the data was read before max_minutes was checked")
+    monkeypatch.setattr(protocol, "load_protocol_data", no_data)
+    with pytest.raises(ValueError, match="max_minutes must be a finite number > 0"):
+        protocol.run(protocol.ProtocolSettings(), "unused", max_minutes=minutes)
+    with pytest.raises(ValueError, match="max_minutes must be a finite number > 0"):
+        protocol.train_protocol(images(), "unused", protocol.ProtocolSettings(),
+                                max_minutes=minutes)

@@ -245,3 +245,15 @@ def test_one_class_is_refused_where_classes_are_needed(tmp_path):
     with pytest.raises(ValueError, match=r"the conditional VAE needs at least 2 classes, "
                                          r"but .* has 1 \(circle\)"):
         gdata.require_classes(one, "one", "the conditional VAE")
+
+
+def test_a_path_that_is_neither_a_folder_nor_a_file_is_named_as_such(tmp_path):
+    # QA: /dev/null was reported as a tensor file that "does not exist"
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    for path in (Path("/dev/null"), tmp_path / "pipe"):
+        for read in (gdata.check_user_path, gdata.read_user):
+            with pytest.raises(ValueError, match=f"data {path} exists but is neither a folder "
+                                                 f"nor a regular file"):
+                read(path)

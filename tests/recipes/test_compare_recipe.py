@@ -37,6 +37,36 @@ def test_sinusoid_defaults_are_the_stable_main_job():
     assert compare.method_config(cfg, "scratch")["method"]["first_order"] is False
 
 
+@pytest.mark.parametrize("methods, message", [
+    # QA: the library took [] for every method and kept repeats (trained twice, one row)
+    ([], r"methods \[\] names no method"),
+    ("", r"methods '' names no method"),
+    (["maml", "anil", "maml"], r"methods \['maml', 'anil', 'maml'\] names maml more than once"),
+    ("maml,maml", r"methods 'maml,maml' names maml more than once"),
+    ("maml,,anil", r"methods 'maml,,anil' has an empty item"),
+])
+def test_methods_for_refuses_an_empty_or_repeated_list(methods, message):
+    with pytest.raises(ValueError, match=message):
+        compare.methods_for(compare.load_config(), methods)
+
+
+@pytest.mark.parametrize("listed, message", [
+    ([], r"compare.methods = \[\] names no method"),
+    (["maml", "maml"], r"compare.methods = \['maml', 'maml'\] names maml more than once"),
+])
+def test_a_configs_empty_or_repeated_methods_are_refused(listed, message, tmp_path):
+    cfg = compare.load_config()
+    cfg["compare"]["methods"] = listed               # a config built in Python
+    with pytest.raises(ValueError, match=message):
+        compare.methods_for(cfg)
+    f = tmp_path / "c.toml"                          # and a file, by its name
+    f.write_text(f"[compare]\nmethods = {listed!r}\n".replace("'", '"'))
+    with pytest.raises(ValueError, match=f"{f}: {message}"):
+        compare.load_config(path=f)
+    del cfg["compare"]["methods"]                    # no key: the family's default
+    assert compare.methods_for(cfg) == compare.methods_for(compare.load_config())
+
+
 def test_a_users_file_and_flags_override_only_the_keys_they_set(tmp_path):
     f = tmp_path / "mine.toml"
     f.write_text('[family]\nname = "omniglot"\nways = 20\n[train]\niterations = 7\n'

@@ -29,6 +29,30 @@ def test_bad_settings_are_named(kw, message):
         forgetting.settings("two-task", **kw)
 
 
+@pytest.mark.parametrize("text", ["naive,,replay", "naive,replay,", ",naive"])
+def test_an_empty_item_in_strategies_is_refused(text):
+    # QA: "naive,,replay" was taken for "naive,replay" (the blank dropped)
+    with pytest.raises(ValueError, match=r"--strategies .* has an empty item"):
+        forgetting.settings("two-task", strategies=text)
+
+
+def test_the_data_options_given_are_recorded(monkeypatch, tmp_path):
+    # QA: results.json named --data but none of the options that chose its experiences
+    _fixed_seeds(monkeypatch, [[[0.5, 0], [0.5, 0.5]]])
+    data = {k: None for k in forgetting.DATA_OPTIONS}
+    data.update(data=tmp_path / "d.npz", classes_per_experience=3, val_per_class=0)
+    exps = _tiny_exps(tmp_path, **data)
+    s = forgetting.settings("split-data-class", strategies="naive", seeds=1)
+    results = forgetting.run(s, exps, data=data)[1]
+    path = str((tmp_path / "d.npz").resolve())
+    assert results["data"] == path
+    assert results["data_options"] == {"data": path, "val_per_class": 0,
+                                       "classes_per_experience": 3}
+    again = forgetting.experiences("split-data-class", **results["data_options"])
+    assert [e.classes for e in again] == [e.classes for e in exps] == [(0, 1, 2), (3, 4, 5)]
+    assert "data_options" not in forgetting.run(s, exps)[1]        # not given: not known
+
+
 def test_an_unknown_scenario_is_named():
     with pytest.raises(ValueError, match="unknown scenario 'three-task'"):
         forgetting.settings("three-task")
@@ -65,12 +89,13 @@ def _fixed_seeds(monkeypatch, matrices):
     monkeypatch.setattr(forgetting, "_one_seed", one_seed)
 
 
-def _tiny_exps(tmp_path):
+def _tiny_exps(tmp_path, **options):
     import numpy as np
 
     x = np.arange(6).repeat(10)[:, None] * np.ones((1, 4), np.float32)
     np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=np.arange(6).repeat(10))
-    return forgetting.experiences("split-data-class", data=tmp_path / "d.npz")
+    return forgetting.experiences("split-data-class", **({"data": tmp_path / "d.npz"}
+                                                         | options))
 
 
 def test_retained_is_averaged_over_the_seeds_where_it_is_defined(monkeypatch, tmp_path):

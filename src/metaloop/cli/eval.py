@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from metaloop.cli import _checks
-from metaloop.cli._args import int_list
+from metaloop.cli._args import int_list, path
 from metaloop.evaluate import records
 from metaloop.recipes import report
 from metaloop.recipes.compare import REGRESSION_FAMILIES
@@ -54,7 +54,7 @@ def register(sub) -> None:
                               "runs/mine/eval\n  metaloop eval --checkpoint runs/a runs/b runs/c   "
                               "(an ensemble)\n  metaloop eval --checkpoint runs/challenge "
                               "--within-alphabet --split evaluation --ways 20 --shots 1")
-    p.add_argument("--checkpoint", required=True, nargs="+", metavar="RUN",
+    p.add_argument("--checkpoint", type=path, required=True, nargs="+", metavar="RUN",
                    help="run directory or ckpt-* directory; several: evaluate their ensemble "
                         "(averaged probabilities)")
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's)")
@@ -106,7 +106,7 @@ def register(sub) -> None:
                         "assignment of the queries (their averaged class probabilities) "
                         "instead of each using its own (default: the config's "
                         "eval.refine_jointly, off)")
-    p.add_argument("--lake-runs", metavar="DIR",
+    p.add_argument("--lake-runs", type=path, metavar="DIR",
                    help="score the official runs of the Omniglot one-shot challenge instead "
                         "of generated tasks: Lake's all_runs folder unpacked (run01 ... "
                         "run20, each with training/, test/ and class_labels.txt), one run "
@@ -114,8 +114,8 @@ def register(sub) -> None:
                         "the test-time settings above apply, and the flags that choose "
                         "generated tasks (--tasks, --shots, --ways, --split, "
                         "--within-alphabet, --drawers) are refused")
-    p.add_argument("--out", help="write results.json and a plot here")
-    p.add_argument("--record", metavar="PATH",
+    p.add_argument("--out", type=path, help="write results.json and a plot here")
+    p.add_argument("--record", type=path, metavar="PATH",
                    help="also write the result (last step; with --lake-runs, the official "
                         "runs' error rate) as a JSON record for the docs tables, e.g. "
                         "docs/results/NAME.json (see metaloop.evaluate.records)")

@@ -4,7 +4,6 @@ forgetting."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -130,19 +129,12 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     s = recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
-    exps = recipe.experiences(args.scenario, root=args.root,
-                              train_per_class=args.train_per_class,
-                              val_per_class=args.val_per_class,
-                              test_per_class=args.test_per_class, alphabets=args.alphabets,
-                              data=args.data,
-                              classes_per_experience=args.classes_per_experience,
-                              image_size=args.image_size, channels=args.channels)
+    data = {k: getattr(args, k) for k in recipe.DATA_OPTIONS}
+    exps = recipe.experiences(args.scenario, root=args.root, **data)
     with output_dir(args.out) as out:
         with tqdm(total=recipe.total_steps(s, exps), desc="steps",
                   disable=args.no_progress) as bar:
-            runs, results = recipe.run(s, exps, bar.update)
-        if args.data is not None:
-            results["data"] = str(Path(args.data).expanduser().resolve())
+            runs, results = recipe.run(s, exps, bar.update, data=data)
         recipe.write(out, s, exps, runs, results)
     n = len(s["seeds"])
     over = f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed, so no 95% CI: ± n/a"

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.cli import _checks
+from metaloop.cli._args import path
 from metaloop.data.images import INVERT_MODES
 from metaloop.recipes import report
 from metaloop.recipes.evaluation import load_ensemble, refining, scoring
@@ -86,14 +87,14 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  metaloop predict --checkpoint runs/mine --support "
                               "support/ --query query/ --json")
-    p.add_argument("--checkpoint", required=True, nargs="+", metavar="RUN",
+    p.add_argument("--checkpoint", type=path, required=True, nargs="+", metavar="RUN",
                    help="run directory or ckpt-* directory; several: their ensemble "
                         "(averaged probabilities)")
-    p.add_argument("--support", required=True,
+    p.add_argument("--support", type=path, required=True,
                    help="folder with one sub-folder per class, or only images, one per class; "
                         "a .npz or .pt file of labelled examples (x, y); for a text run, a "
                         "CSV, TSV or JSONL table of labelled texts")
-    p.add_argument("--query", required=True,
+    p.add_argument("--query", type=path, required=True,
                    help="folder of images to classify; with a .npz / .pt support, such a "
                         "file of examples (x); for a text run, a table with a text column or "
                         "a .txt file, one text per line")
@@ -101,7 +102,7 @@ def register(sub) -> None:
                    help="print JSON instead of file<TAB>class lines (in which a name "
                         "holding a tab, line break or double quote is double-quoted, as the "
                         "csv module's excel-tab dialect writes it)")
-    p.add_argument("--out", metavar="DIR",
+    p.add_argument("--out", type=path, metavar="DIR",
                    help="also write results.json here: the checkpoints, folders, classes, "
                         "settings and the --json predictions")
     p.add_argument("--no-progress", action="store_true",

@@ -16,6 +16,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 
 from metaloop.cli._args import float_list, int_list, path
 from metaloop.recipes import generative as recipe
@@ -230,6 +231,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--seed {args.seed} is outside {SEED_RANGE[0]}..{SEED_RANGE[1]}, "
                          f"which torch cannot take (the run also seeds with --seed + 1 to "
                          f"--seed + 4)")
+    # named by the flag, and now: inf failed only after the classifiers and models trained
+    for flag, value, low in (("--invert-l2", args.invert_l2, ">= 0"),
+                             ("--invert-tv", args.invert_tv, ">= 0"),
+                             ("--max-minutes", args.max_minutes, "> 0")):
+        if value is not None and not (math.isfinite(value)
+                                      and (value > 0 if low == "> 0" else value >= 0)):
+            raise ValueError(f"{flag} must be a finite number {low}, got {value}")
     for flag, values in (("--sweep-latent", args.sweep_latent),
                          ("--invert-lrs", args.invert_lrs)):
         twice = sorted({v for v in values or () if values.count(v) > 1})

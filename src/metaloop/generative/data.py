@@ -209,7 +209,7 @@ def check_user_path(name: str | os.PathLike) -> Path:
 
     Raises:
         ValueError: naming ``name`` when nothing is there (it is then no known data set
-            either) or it is a file of another kind.
+            either), it is a file of another kind, or neither a folder nor a regular file.
     """
     path = Path(name).expanduser()
     if not path.exists():
@@ -217,11 +217,21 @@ def check_user_path(name: str | os.PathLike) -> Path:
                          f"({', '.join(DATASETS)}), and there is no file or folder {path}; "
                          f"your own data is an image folder root/<class>/<image> or a "
                          f".npz/.pt file with x and y")
+    _check_kind(path)
     if path.is_file() and path.suffix not in TENSOR_SUFFIXES:
         raise ValueError(f"data {path}: a file must be a tensor file .npz or .pt with x and "
                          f"y (got {path.suffix or 'no extension'!r}); images go in a folder "
                          f"root/<class>/<image>")
     return path
+
+
+def _check_kind(path: Path) -> None:
+    """ValueError naming ``path`` when it exists but is neither a folder nor a regular file
+    (``/dev/null``, a pipe, a socket), which it was reported not to be."""
+    if path.exists() and not (path.is_dir() or path.is_file()):
+        raise ValueError(f"data {path} exists but is neither a folder nor a regular file (a "
+                         f"device, a pipe or a socket); your own data is an image folder "
+                         f"root/<class>/<image> or a .npz/.pt file with x and y")
 
 
 def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
@@ -248,6 +258,7 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
     """
     check_data_options(str(path), image_size=image_size, invert=invert, channels=channels)
     path = Path(path).expanduser()
+    _check_kind(path)
     invert = _applied_invert(invert, channels)
     if path.is_dir():
         from metaloop.data.folder import load_folder

@@ -127,9 +127,10 @@ def check_inversion_settings(inv: InversionSettings) -> None:
         raise ValueError(f"inversion lr must be > 0, got {inv.lr}")
     if not 0 < inv.until <= 1:
         raise ValueError(f"inversion until must be a probability in (0, 1], got {inv.until}")
-    if not (inv.l2 >= 0 and inv.tv >= 0) or isinstance(inv.jitter, bool) or inv.jitter < 0:
-        raise ValueError(f"inversion penalties must be >= 0, got l2={inv.l2}, tv={inv.tv}, "
-                         f"jitter={inv.jitter}")
+    if not all(math.isfinite(w) and w >= 0 for w in (inv.l2, inv.tv)) \
+            or isinstance(inv.jitter, bool) or inv.jitter < 0:
+        raise ValueError(f"inversion penalties must be >= 0 and finite, got l2={inv.l2}, "
+                         f"tv={inv.tv}, jitter={inv.jitter}")
 
 
 def split_name(data: str) -> str:

@@ -201,6 +201,15 @@ def _restore(tensors: dict[str, torch.Tensor], model: VAE, opt: torch.optim.Adam
     g.set_state(tensors["generator"])
 
 
+def check_stops(until_pass: int | None, max_minutes: float | None) -> None:
+    """ValueError naming ``until_pass`` below 1, or ``max_minutes`` that is not a finite
+    number > 0 (``inf`` would never stop the run: leave it out)."""
+    if until_pass is not None and until_pass < 1:
+        raise ValueError(f"until_pass must be >= 1, got {until_pass}")
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        raise ValueError(f"max_minutes must be a finite number > 0, got {max_minutes!r}")
+
+
 def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSettings, *,
                    resume: bool = False, until_pass: int | None = None,
                    max_minutes: float | None = None,
@@ -234,10 +243,7 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} "
                          f"{list(images.shape)}")
-    if until_pass is not None and until_pass < 1:
-        raise ValueError(f"until_pass must be >= 1, got {until_pass}")
-    if max_minutes is not None and not max_minutes > 0:
-        raise ValueError(f"max_minutes must be > 0, got {max_minutes!r}")
+    check_stops(until_pass, max_minutes)
     out = Path(out)
     schedule = iwae_schedule(s.stages, s.lr)
     ends = stage_ends(schedule)
@@ -383,6 +389,7 @@ def run(s: ProtocolSettings, out: str | os.PathLike, *, resume: bool = False,
     ``train_protocol``. When the run reaches the last pass, it also measures the full test
     set with ``final_k`` importance samples (``evaluate_run``; the result is ``"final"``)."""
     check_protocol_settings(s)
+    check_stops(until_pass, max_minutes)                # before the data is read
     images, x_te = load_protocol_data(s)
     s = with_data_hash(s)
     state = train_protocol(images, out, s, resume=resume, until_pass=until_pass,

@@ -83,6 +83,10 @@ def _check_compare(table, where: str) -> dict:
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise ValueError(f"{where}: compare.methods must be a list of method names, got "
                          f"{methods!r}")
+    if "methods" in table:                   # missing: the family's default
+        _check_names(f"{where}: compare.methods = {methods!r}", methods,
+                     "list the methods to compare, or leave compare.methods out for the "
+                     "family's default")
     wrong = [m for m in [*methods, *table.get("per_method", {})] if m not in ALL]
     if wrong:
         raise ValueError(f"{where}: unknown method(s) {wrong} in [compare]; choose from "
@@ -203,26 +207,51 @@ def load_config(family: str | None = None, path=None, overrides: dict | None = N
 
 def methods_for(cfg: dict, methods: Sequence[str] | str | None = None) -> list[str]:
     """The methods to run: ``methods`` (a list or a comma list), else the config's
-    ``compare.methods``, else all that apply to the family.
+    ``compare.methods``, else (no such key) all that apply to the family.
 
     Raises:
-        ValueError: an unknown method, or a classification-only one on a regression family.
+        ValueError: an unknown method, or a classification-only one on a regression family;
+            a list that names no method (``[]``: not "all"), has an empty item or names a
+            method twice (it would be trained and scored twice, one row).
     """
     family = cfg["family"]["name"]
     regression = family in REGRESSION_FAMILIES
+    fix = f"give a list of {list(ALL)}, or None for the config's methods"
     if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()] or [methods]
-    if methods is None:
-        methods = cfg.get("compare", {}).get("methods") or \
-            [m for m in ALL if not (regression and m in CLASSIFICATION_ONLY)]
+        what = f"methods {methods!r}"
+        methods = [m.strip() for m in methods.split(",")]
+        if any(methods) and not all(methods):
+            raise ValueError(f"{what} has an empty item (a comma too many); {fix}")
+        methods = [m for m in methods if m]
+    elif methods is not None:
+        what = f"methods {list(methods)!r}"
+    elif "methods" in cfg.get("compare", {}):
+        methods = cfg["compare"]["methods"]
+        what, fix = f"compare.methods = {methods!r}", ("list the methods to compare, or leave "
+                                                       "compare.methods out for the family's "
+                                                       "default")
+    else:
+        what, methods = "", [m for m in ALL if not (regression and m in CLASSIFICATION_ONLY)]
     methods = list(methods)
+    _check_names(what, methods, fix)
     bad = [m for m in methods if m not in ALL]
-    if bad or not methods:
-        raise ValueError(f"unknown method(s) {bad or methods!r}; choose from {list(ALL)}")
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from {list(ALL)}")
     wrong = [m for m in methods if regression and m in CLASSIFICATION_ONLY]
     if wrong:
         raise ValueError(f"method(s) {wrong} need a classification family, not {family!r}")
     return methods
+
+
+def _check_names(what: str, methods: list, fix: str) -> None:
+    """ValueError naming ``what`` (how the list was given) when it names no method or a
+    method more than once."""
+    if not methods:
+        raise ValueError(f"{what} names no method; {fix}")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise ValueError(f"{what} names {', '.join(twice)} more than once; name each method "
+                         f"once")
 
 
 def method_config(cfg: dict, name: str) -> dict:

@@ -38,8 +38,8 @@ from metaloop.models import MLP
 from metaloop.recipes import report
 from metaloop.train.checkpoint import WriteError, atomic_write_text
 
-__all__ = ["DATA_SCENARIOS", "DEFAULTS", "METRICS", "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS",
-           "experiences", "run", "settings", "table", "total_steps", "write"]
+__all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "METRICS", "STRATEGY_DEFAULTS",
+           "STRATEGY_OPTIONS", "experiences", "run", "settings", "table", "total_steps", "write"]
 
 # Per-scenario defaults, sized so that six strategies x 3 seeds take < 15 min on 2 cores.
 # The network is van de Ven et al.'s Split-MNIST MLP with 256 instead of 400 units.
@@ -53,6 +53,10 @@ DEFAULTS = {
 }
 # The scenarios on the user's own data (``--data``).
 DATA_SCENARIOS = ("split-data-task", "split-data-class")
+# The options of ``experiences`` that choose the data, recorded in results.json to reproduce
+# a result (``root``, where the built-in data lies, changes nothing in it).
+DATA_OPTIONS = ("data", "train_per_class", "val_per_class", "test_per_class", "alphabets",
+                "classes_per_experience", "image_size", "channels")
 # The strategy options, their defaults and the strategies that read them; ``joint`` replays
 # all earlier data at its own ratio, so it reads neither replay option.
 STRATEGY_DEFAULTS = {"replay_ratio": 0.1, "head_weight": 1.0, "temperature": 2.0,
@@ -282,9 +286,14 @@ def total_steps(s: dict, exps: list) -> int:
     return len(s["seeds"]) * (s["pretrain_steps"] + later)
 
 
-def run(s: dict, exps: list, progress: Callable[[int], None] | None = None
-        ) -> tuple[dict, dict]:
+def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
+        data: dict | None = None) -> tuple[dict, dict]:
     """Every strategy over every seed; ``progress(n)`` is told of each ``n`` steps done.
+
+    Args:
+        data: the ``DATA_OPTIONS`` given to ``experiences`` (None: not given), recorded in
+            the results: ``data_options`` those given, and ``data`` the data's absolute
+            path, so that a result can be reproduced from its file.
 
     Returns:
         ``(runs, results)``: per strategy the list of per-seed runs (matrix, curve,
@@ -297,7 +306,13 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None
     for seed in s["seeds"]:
         for name, r in _one_seed(s, exps, seed, update).items():
             runs[name].append(r)
-    return runs, _results(s, exps, runs, time.perf_counter() - t_start)
+    results = _results(s, exps, runs, time.perf_counter() - t_start)
+    if data is not None:
+        given = {k: data[k] for k in DATA_OPTIONS if data.get(k) is not None}
+        if "data" in given:
+            results["data"] = given["data"] = str(Path(given["data"]).expanduser().resolve())
+        results["data_options"] = given
+    return runs, results
 
 
 def _check_early_stop(s: dict, exps: list) -> None:
@@ -312,7 +327,13 @@ def _check_early_stop(s: dict, exps: list) -> None:
 
 
 def _strategies(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
+    """The names of ``--strategies``; an empty item (``"naive,,replay"``), an unknown name
+    or a repeat is an error."""
+    names = [s.strip() for s in text.split(",")]
+    if any(names) and not all(names):
+        raise ValueError(f"--strategies {text!r} has an empty item (a comma too many); give "
+                         f"a comma list of distinct names from {list(STRATEGIES)}")
+    names = [s for s in names if s]
     bad = [s for s in names if s not in STRATEGIES]
     if bad or not names or len(set(names)) != len(names):
         raise ValueError(f"bad --strategies {text!r}: choose distinct names from "
