@@ -257,3 +257,18 @@ def test_same_sampler_as_fashion_mnist_on_a_subset_of_uneven_classes(monkeypatch
     a, b = (f.sample(30, torch.Generator().manual_seed(5)) for f in (fam, ep))
     for f in ("support_x", "support_y", "query_x", "query_y", "classes"):
         assert torch.equal(getattr(a, f), getattr(b, f)), f
+
+
+def test_a_tensor_file_path_that_exists_but_is_no_file_is_named_as_such(tmp_path):
+    """A FIFO or a device given as the tensor file was said not to exist."""
+    import os
+
+    from metaloop.tasks.episodes import read_tensor_file
+    fifo = tmp_path / "p.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"p.npz exists but is not a regular file"):
+        read_tensor_file(fifo)
+    with pytest.raises(ValueError, match=r"tensor file .*gone.npz does not exist"):
+        read_tensor_file(tmp_path / "gone.npz")
+    with pytest.raises(ValueError, match=r"is a folder"):
+        read_tensor_file(tmp_path)

@@ -513,7 +513,13 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
             the file, and the rows' classes).
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ValueError(f"tensor file {path} is a folder; a tensor file is a .npz or .pt "
+                         f"file with x and y")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"tensor file {path} exists but is not a regular file (a device, a "
+                         f"pipe or a socket)")
+    if not path.exists():
         raise ValueError(f"tensor file {path} does not exist")
     if path.suffix not in (".npz", ".pt"):
         raise ValueError(f"tensor file {path} must be .npz or .pt, got {path.suffix!r}")
