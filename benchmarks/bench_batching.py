@@ -44,10 +44,12 @@ def cases():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     ap.add_argument("--skip-conv", action="store_true")
     args = ap.parse_args()
     require_positive(ap, args, "reps")
+    if args.threads < 0:
+        ap.error(f"--threads must be an int >= 0 (0: torch's choice), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {allocator()}")

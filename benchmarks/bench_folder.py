@@ -88,6 +88,13 @@ def child(args) -> None:
     print(json.dumps(out))
 
 
+def record_paths(record: str) -> dict[str, Path]:
+    """The four records ``--record STEM.json`` stands for: ``STEM_<tag>.json`` by tag."""
+    stem = Path(record)
+    return {tag: stem.with_name(f"{stem.stem}_{tag}.json")
+            for tag in ("open", "first_open", "memory", "sample")}
+
+
 def cpu_name() -> str:
     """The CPU model and the cores this process may use, e.g. 'AMD EPYC 7B13 (2 cores)'."""
     model = next((ln.split(":", 1)[1].strip() for ln in
@@ -126,6 +133,13 @@ def main() -> None:
     if args.tasks % 64:
         p.error(f"--tasks {args.tasks} must be a multiple of 64 (two halves of 32-task "
                 f"meta-batches)")
+    if args.record:                          # before the folder is written, not at the end
+        from metaloop.evaluate.records import check_record_path
+        try:
+            for path in record_paths(args.record).values():
+                check_record_path(path)
+        except ValueError as e:
+            p.error(f"--record: {e}")
     work = Path(args.work)
     root = work / f"images_{args.images}_{args.classes}c_{args.side}px"
     t0 = time.perf_counter()
@@ -168,7 +182,6 @@ def main() -> None:
                       torch=torch.__version__, date=time.strftime("%Y-%m-%d"), config=None,
                       command=" ".join(["python", "benchmarks/bench_folder.py", *sys.argv[1:]]),
                       published=None, images=args.images, image_size=args.size)
-        stem = Path(args.record)
         rows = {
             "open": dict(row=f"second open of {args.images} images (from the cache)",
                          metric="seconds", mean=round(second["open_s"], 3), digits=2),
@@ -185,8 +198,9 @@ def main() -> None:
                                "cache", metric="milliseconds",
                            mean=round(1e3 * sampled["sample_s_per_32_tasks"], 1), digits=1),
         }
+        paths = record_paths(args.record)
         for tag, row in rows.items():
-            path = stem.with_name(f"{stem.stem}_{tag}.json")
+            path = paths[tag]
             write_record(path, **common, **row)
             print(f"record: {path}")
 

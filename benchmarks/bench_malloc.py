@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
@@ -31,6 +30,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from metaloop.evaluate.records import check_record_path, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ("omniglot_pretrain_5w1s_cpu,omniglot_maml_20w1s_cpu,omniglot_anil_20w1s_cpu,"
@@ -56,6 +57,11 @@ def short_config(name: str, iterations: int, folder: Path) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(short_text(name, iterations))
     return path
+
+
+def record_path(records: str, name: str) -> Path:
+    """Where ``--records`` puts the record of config ``name``."""
+    return Path(records) / f"benchmarks_malloc_{name}.json"
 
 
 def run_once(config: Path, mode: str, out: Path) -> dict:
@@ -88,6 +94,11 @@ def main(argv=None) -> int:
             short_text(name, args.iterations)
         except (OSError, ValueError) as e:
             ap.error(f"--configs: {name}: {e}")
+        if args.records:                    # and where the records go, before the runs
+            try:
+                check_record_path(record_path(args.records, name))
+            except ValueError as e:
+                ap.error(f"--records: {e}")
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -140,8 +151,7 @@ def main(argv=None) -> int:
                             f"{r['peak_rss_mib']['heap']:.0f} MiB"),
                    "torch": torch.__version__.split("+")[0],
                    "date": datetime.date.today().isoformat()}
-            out = Path(args.records) / f"benchmarks_malloc_{name}.json"
-            out.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
+            write_record(record_path(args.records, name), **rec)
     return 0
 
 

@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import resource
 import statistics
@@ -303,11 +304,20 @@ def unavailable(name, args) -> str | None:
 
 # ---------------------------------------------------------------------------- check and time
 
+def _max(values) -> float:
+    """The largest of ``values``, NaN if any is NaN (Python's ``max`` keeps whichever came
+    first: ``max([0.0, nan])`` is 0.0)."""
+    values = [float(v) for v in values]
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
 def relative_error(got, ref) -> float:
     """Max abs difference over all tensors / the largest |ref| entry (conv biases before BN
-    have exactly-zero true gradients, so a per-tensor ratio would be meaningless)."""
-    top = max(float(r.abs().max()) for r in ref.values())
-    return max(float((got[n] - ref[n]).abs().max()) for n in ref) / top
+    have exactly-zero true gradients, so a per-tensor ratio would be meaningless); NaN where
+    either holds a NaN or an infinity, so that a non-finite gradient never passes."""
+    top = _max(r.abs().max() for r in ref.values())
+    diff = _max((got[n] - ref[n]).abs().max() for n in ref)
+    return diff / top if top else (0.0 if diff == 0 else math.inf)     # ref all zeros
 
 
 def check_grads(name, args) -> dict[str, torch.Tensor]:
@@ -458,6 +468,17 @@ def parse(argv=None):
                      "iters", "reps", "check_tasks", "threads")
     if args.warmup < 0:
         ap.error(f"--warmup must be an int >= 0, got {args.warmup}")
+    for name in ("inner_lr", "outer_lr"):     # the learners and Adam refuse them after the check
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            ap.error(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if args.baseline is not None and not (Path(args.baseline) / "metaloop" /
+                                          "__init__.py").is_file():
+        # PYTHONPATH=DIR without metaloop in it imports this tree's: 'baseline' would time
+        # the same code as 'metaloop'
+        ap.error(f"--baseline {args.baseline} holds no metaloop package (no "
+                 f"{Path(args.baseline) / 'metaloop' / '__init__.py'}); give the src folder of "
+                 f"the other tree, e.g. /tmp/base/src")
     unknown = [n for n in args.only.split(",") if n not in IMPLS]
     if unknown:
         ap.error(f"--only names unknown implementation(s) {', '.join(map(repr, unknown))}; "
@@ -533,6 +554,11 @@ def main(argv=None) -> None:
             names.append(name)
     argv = sys.argv[1:] if argv is None else list(argv)
     errors = check(names, args, argv)
+    if not errors["metaloop"] <= TOL:          # NaN: its own meta-gradient is not finite
+        print(f"bench_maml.py: error: metaloop's float64 meta-gradient is not finite at these "
+              f"settings (--inner-lr {args.inner_lr}, --steps {args.steps}): there is nothing "
+              f"to check the others against or to time", file=sys.stderr)
+        raise SystemExit(2)
     for name, err in errors.items():
         ok = err <= TOL
         print(f"  check {name:13s} max rel err {err:.1e} vs metaloop (float64, "

@@ -134,6 +134,12 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     require_positive(p, args, "threads", "classes", "reps", "rounds", "train_iterations",
                      "train_reps")
+    if args.record:                               # before the work, not after it
+        from metaloop.evaluate.records import check_record_path
+        try:
+            check_record_path(args.record)
+        except ValueError as e:
+            p.error(f"--record: {e}")
     torch.set_num_threads(args.threads)
     if args.family == "omniglot" or not (args.folder and args.folder.exists()):
         try:                                      # the packed data, read or written out

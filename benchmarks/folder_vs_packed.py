@@ -109,6 +109,12 @@ def main() -> int:
     args = p.parse_args()
     if args.iterations <= 0:
         p.error(f"--iterations must be a positive int, got {args.iterations}")
+    if args.record:                          # before the runs, not after them
+        from metaloop.evaluate.records import check_record_path
+        try:
+            check_record_path(args.record)
+        except ValueError as e:
+            p.error(f"--record: {e}")
     missing = [f"omniglot_{part}.npz" for part in ("background", "evaluation")
                if not (Path(args.shared) / f"omniglot_{part}.npz").is_file()]
     if missing:                              # before --work is made: nothing half-written

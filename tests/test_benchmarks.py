@@ -155,6 +155,101 @@ def test_bench_maml_refuses_settings_that_time_nothing():
         assert said in r.stderr and "Traceback" not in r.stderr and r.stdout == "", flags
 
 
+def test_bench_maml_refuses_bad_step_sizes_and_a_baseline_without_metaloop(tmp_path):
+    """A step size of 0, below 0 or NaN ended in the learner's or Adam's traceback (exit 1)
+    after the gradient check; a --baseline folder without a metaloop package (e.g. the
+    unpacked tree instead of its src) was put on PYTHONPATH, where this tree's metaloop was
+    imported instead, and timed as 'baseline' against itself."""
+    (tmp_path / "src" / "metaloop").mkdir(parents=True)
+    base = [sys.executable, "benchmarks/bench_maml.py", "--random-data", "--meta-batch", "2",
+            "--queries", "2", "--hidden", "8", "--check-tasks", "1", "--threads", "1",
+            "--iters", "1", "--reps", "1"]
+    for flags, said in ((["--outer-lr", "-1"], "--outer-lr must be a positive number, got -1.0"),
+                        (["--outer-lr", "nan"], "--outer-lr must be a positive number, got nan"),
+                        (["--inner-lr", "0"], "--inner-lr must be a positive number, got 0.0"),
+                        (["--baseline", str(tmp_path)],
+                         f"--baseline {tmp_path} holds no metaloop package"),
+                        (["--baseline", str(tmp_path / "src")],     # no __init__.py
+                         f"--baseline {tmp_path / 'src'} holds no metaloop package")):
+        r = _run([*base, *flags])
+        assert r.returncode == 2, (flags, r.stderr[-500:])
+        assert said in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr, flags
+        assert r.stdout == "", flags
+
+
+def test_bench_maml_stops_by_name_when_its_own_gradient_is_not_finite():
+    """An inner step so large that metaloop's own float64 meta-gradient is NaN failed its
+    check against itself, was left out, and the report ended in KeyError: 'metaloop'."""
+    r = _run([sys.executable, "benchmarks/bench_maml.py", "--random-data", "--meta-batch", "2",
+              "--queries", "2", "--hidden", "8", "--check-tasks", "1", "--threads", "1",
+              "--iters", "1", "--reps", "1", "--only", "metaloop,plain", "--inner-lr", "1e300"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+    assert r.stderr.splitlines()[-1].startswith(
+        "bench_maml.py: error: metaloop's float64 meta-gradient is not finite")
+
+
+def test_bench_maml_gradient_check_fails_a_non_finite_gradient():
+    """The check took Python's max over the tensors, which keeps the first of 0.0 and NaN:
+    an implementation whose gradient was NaN in any tensor but the first passed with error 0
+    and was timed."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_maml import TOL, relative_error
+
+    ref = {"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(2, dtype=torch.float64)}
+    for bad in (float("nan"), float("inf")):
+        got = {"a": ref["a"].clone(), "b": torch.tensor([1.0, bad], dtype=torch.float64)}
+        assert not relative_error(got, ref) <= TOL, bad
+        assert not relative_error(ref, got) <= TOL, bad         # a non-finite reference
+    assert relative_error(ref, ref) == 0.0
+    close = {"a": ref["a"] + 1e-7, "b": ref["b"]}
+    assert relative_error(close, ref) == pytest.approx(1e-7)
+    zero = {k: torch.zeros_like(v) for k, v in ref.items()}
+    assert relative_error(zero, zero) == 0.0 and relative_error(ref, zero) == float("inf")
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("bench_sampling.py", ["--settings", "5w1s", "--classes", "20", "--reps", "1", "--rounds",
+                           "1", "--train-iterations", "1", "--train-reps", "1", "--record"]),
+    ("bench_folder.py", ["--images", "400", "--classes", "20", "--tasks", "64", "--record"]),
+    ("folder_vs_packed.py", ["--iterations", "1", "--record"]),
+    ("bench_malloc.py", ["--configs", "omniglot_challenge_cpu", "--iterations", "1", "--reps",
+                         "1", "--records"]),
+])
+def test_benchmarks_refuse_a_record_path_they_cannot_write_before_any_work(
+        script, flags, tmp_path):
+    """A record path that cannot be written (here: under a file) was found only when the
+    record was written, after all the work (minutes to hours), in a traceback; bench_malloc
+    wrote with a plain write_text that also failed on a folder not made yet."""
+    (tmp_path / "file").write_text("")
+    record = tmp_path / "file" / ("recs" if script == "bench_malloc.py" else "r.json")
+    work = ["--work", str(tmp_path / "work")] if script in ("bench_folder.py",
+                                                            "folder_vs_packed.py") else []
+    r = _run([sys.executable, f"benchmarks/{script}", *flags, str(record), *work])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+    assert "--record" in r.stderr.splitlines()[-1] and "is not a folder" in r.stderr
+    assert r.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.slow                     # about 20 s: two one-iteration training runs
+def test_bench_malloc_writes_valid_records_into_a_folder_it_makes(tmp_path, omniglot_root):
+    """``--records DIR`` with DIR not made yet ended in a FileNotFoundError traceback after
+    every run; the records are now written like every other (validated, atomically)."""
+    from metaloop.evaluate.records import validate_record
+
+    out = tmp_path / "new" / "records"
+    r = _run([sys.executable, "benchmarks/bench_malloc.py", "--configs",
+              "omniglot_challenge_cpu", "--iterations", "1", "--reps", "1", "--records",
+              str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    path = out / "benchmarks_malloc_omniglot_challenge_cpu.json"
+    rec = json.loads(path.read_text())
+    assert validate_record(rec, where=str(path)) == rec
+    assert rec["table"] == "benchmarks-malloc" and rec["n"] == 2 and rec["mean"] > 0
+    assert [p.name for p in out.iterdir()] == [path.name]
+
+
 def test_bench_folder_refuses_what_it_cannot_sample_before_writing(tmp_path):
     """Fewer than 20 classes (the tasks are 20-way), fewer than 10 images a class, or --tasks
     not a multiple of 64 ended in a child's traceback (or a division by zero) after the
@@ -186,6 +281,8 @@ def test_bench_folder_makes_a_folder_per_class_count(tmp_path):
 
 @pytest.mark.parametrize("script, flags, said", [
     ("bench_batching.py", ["--reps", "0", "--skip-conv"], "--reps must be a positive int, got 0"),
+    ("bench_batching.py", ["--threads", "-1", "--skip-conv"],
+     "--threads must be an int >= 0 (0: torch's choice), got -1"),
     ("bench_compile.py", ["--iters", "0"], "--iters must be a positive int, got 0"),
     ("bench_flops.py", ["--reps", "0"], "--reps must be a positive int, got 0"),
     ("bench_heads.py", ["--reps", "0"], "--reps must be a positive int, got 0"),

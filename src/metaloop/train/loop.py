@@ -823,6 +823,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             lr=torch.tensor(float(lr), device=model_p.device) if capturable else lr,
             weight_decay=weight_decay, decoupled_weight_decay=weight_decay > 0,
             capturable=capturable)
+    named = list(learner.model.named_parameters())     # the optimizer's, fixed for the run
     generator = torch.Generator(device=_generator_device(family)).manual_seed(seed)
     out = Path(out_dir) if out_dir is not None else None
     log_dir = out if lead else None
@@ -923,7 +924,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                     opt.zero_grad(set_to_none=True)
                     for group in opt.param_groups:
                         group["lr"] = lr_it
-                    for n, p in learner.model.named_parameters():
+                    for n, p in named:
                         p.grad = grads[n]
                     opt.step()
                 if is_val:
