@@ -67,9 +67,9 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _check_seed(seed) -> None:
+def _check_seed(seed, name: str = "seed", what: str = "the task stream") -> None:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
-        raise ValueError(f"seed must be an int in [0, 2**64) (it seeds the task stream), got "
+        raise ValueError(f"{name} must be an int in [0, 2**64) (it seeds {what}), got "
                          f"{seed!r}")
 
 
@@ -205,6 +205,34 @@ def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
     return out
 
 
+def model_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's persistent buffers by ``state_dict`` name (a user's torch BatchNorm's
+    running statistics and ``num_batches_tracked``, ...): saved beside the parameters, so
+    that a resumed run and a loaded one have them as training left them. metaloop's own
+    networks have none."""
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    return {n: t for n, t in model.state_dict(keep_vars=True).items()
+            if n not in params and isinstance(t, torch.Tensor)}
+
+
+def load_model_buffers(model: torch.nn.Module, tensors: dict, where: str) -> None:
+    """Copy the checkpoint's ``buffer.*`` tensors into ``model``'s buffers (a checkpoint
+    written before buffers were saved has none: they keep their values).
+
+    Raises:
+        ValueError: a stored buffer whose shape differs from the model's (naming both).
+    """
+    for n, b in model_buffers(model).items():
+        t = tensors.get(f"buffer.{n}")
+        if t is None:
+            continue
+        if t.shape != b.shape:
+            raise ValueError(f"{where}: buffer {n} has shape {list(t.shape)} in the checkpoint, "
+                             f"{list(b.shape)} in the model")
+        with torch.no_grad():
+            b.copy_(t)
+
+
 def save_run(out_dir, iteration, learner, opt, generator, config, *,
              tasks_state: torch.Tensor | None = None, extra: dict | None = None) -> Path:
     """Checkpoint the model, optimizer, RNG states, iteration and config atomically.
@@ -213,6 +241,7 @@ def save_run(out_dir, iteration, learner, opt, generator, config, *,
     prefetching, the state before the meta-batch drawn ahead); ``extra``: more JSON state.
     """
     tensors = {f"model.{n}": p for n, p in learner.model.named_parameters()}
+    tensors.update({f"buffer.{n}": b for n, b in model_buffers(learner.model).items()})
     tensors.update({f"learner.{k}": v for k, v in extra_state(learner).items()})
     ot, groups = _optim_tensors(opt)
     rt, rstate = _rng_state(generator, tasks_state)
@@ -352,6 +381,7 @@ def _resume(out_dir: Path, learner, opt, generator, config, lead: bool,
     with torch.no_grad():
         for n, p in learner.model.named_parameters():
             p.copy_(tensors[f"model.{n}"])
+    load_model_buffers(learner.model, tensors, f"checkpoint {out_dir}")
     load_extra_state(learner, tensors)
     _load_optim(opt, tensors, state["optimizer"]["param_groups"])
     _set_rng_state(generator, tensors, state)
@@ -666,7 +696,8 @@ def _clip(grads: dict, max_norm: float, norm: float | None = None) -> dict:
 
 def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3,
           seed: int = 0, out_dir=None, resume: bool = False, val_family=None,
-          val_every: int = 0, val_tasks: int = 100, checkpoint_every: int = 1000,
+          val_every: int = 0, val_tasks: int = 100, val_seed: int = 1_000_003,
+          checkpoint_every: int = 1000,
           config: dict | None = None, progress: bool = True, desc: str = "meta-train",
           lr_schedule: str = "constant", clip_grad_norm: float = 0.0,
           prefetch: bool | str = "auto", log_every: int | None = None,
@@ -713,9 +744,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             is refused where ``out_dir`` already holds one. resume: continue the run in
             ``out_dir`` from its newest checkpoint; a run already at ``iterations`` returns
             at once, one past ``iterations`` is refused.
-        val_family / val_every / val_tasks: held-out validation on ``val_tasks`` tasks of
-            ``val_family`` every ``val_every`` iterations (0: no validation; > 0 needs a
-            ``val_family``).
+        val_family / val_every / val_tasks / val_seed: held-out validation on ``val_tasks``
+            tasks of ``val_family`` every ``val_every`` iterations (0: no validation; > 0
+            needs a ``val_family``), drawn from ``torch.Generator(val_seed)`` (``metaloop
+            train`` passes ``eval.seed``, so ``metaloop eval --split val`` scores the same
+            tasks).
         checkpoint_every: with ``out_dir``, a checkpoint every k iterations (and at the end).
         config: JSON-serialisable dict stored in checkpoints (checked on resume and, for
             being JSON, before any iteration).
@@ -777,6 +810,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     _positive_int("meta_batch", meta_batch)
     _check_seed(seed)
     _check_intervals(log_every, checkpoint_every, val_every, val_tasks, val_family)
+    _check_seed(val_seed, "val_seed", "the validation tasks")
     _check_json("config", config)
     _check_json("data", data)
     if resume and out_dir is None:             # nothing to continue: a fresh run was meant?
@@ -929,7 +963,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                     opt.step()
                 if is_val:
                     r = evaluate(learner, val_family, tasks=val_tasks,
-                                 steps=(learner.inner.steps,))
+                                 steps=(learner.inner.steps,), seed=val_seed)
                     val = {f"val_{k}": r[k]["mean"][0] for k in ("loss", "accuracy") if k in r}
                 if logged:
                     last = window.read()
