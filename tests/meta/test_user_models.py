@@ -238,3 +238,40 @@ def test_a_model_returning_a_tuple_is_named(name, batching):
     with pytest.raises(ValueError, match=r"(output must be|must return) one tensor of "
                                          r"(predictions|features) \[N, .*got tuple"):
         learner.meta_gradient(b)
+
+
+class Attention(nn.Module):
+    """Self-attention over the input read as 2 tokens of width 2 (torch's
+    ``nn.MultiheadAttention``, which runs ``scaled_dot_product_attention``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.att = nn.MultiheadAttention(2, 1, batch_first=True)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x):
+        t = x.view(x.shape[0], 2, 2)                                            # [N, 2, 2]
+        return self.out(self.att(t, t, t, need_weights=False)[0].flatten(1))     # [N, 3]
+
+
+def attention_ref(p, x):
+    t = x.view(x.shape[0], 2, 2)
+    q, k, v = F.linear(t, p["att.in_proj_weight"], p["att.in_proj_bias"]).chunk(3, dim=-1)
+    a = torch.softmax(q @ k.transpose(1, 2) / 2 ** 0.5, dim=-1) @ v             # [N, 2, 2]
+    h = F.linear(a, p["att.out_proj.weight"], p["att.out_proj.bias"]).flatten(1)
+    return F.linear(h, p["out.weight"], p["out.bias"])                          # [N, 3]
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_maml_second_order_through_torch_attention_matches_the_written_out_loop(first_order):
+    """QA repro: second-order MAML on a model with torch attention failed on the CPU with
+    "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
+    implemented": the fused kernel has no double backward."""
+    torch.manual_seed(0)
+    model, b = Attention().double(), batch(ways=3)
+    learner = ml.meta.MAML(model, inner_lr=0.3, inner_steps=2, loss="ce",
+                           first_order=first_order, batching="loop")
+    assert_grads_equal(learner.meta_gradient(b),
+                       maml_ref(attention_ref, model, b, 0.3, 2, first_order))
+    loss, _ = learner.meta_loss(b)
+    assert torch.isfinite(loss)

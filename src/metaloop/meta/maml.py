@@ -10,6 +10,7 @@ of which changes the meta-gradient.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -107,6 +108,18 @@ def maml_meta_gradient(adapter: SGDAdapter, params: Params, batch: TaskBatch, *,
 VMAP_WRONG_SECOND_ORDER = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
 
 
+def second_order_attention(first_order: bool):
+    """Second order: torch's scaled-dot-product attention (``nn.MultiheadAttention``,
+    ``nn.TransformerEncoderLayer`` in a model of your own) on its math kernel, the one whose
+    backward is differentiable again; the fused kernels have no double backward
+    ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
+    implemented"). First order: as torch chooses. Models without attention are unaffected."""
+    if first_order:
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def vmap_wrong_norms(model: nn.Module) -> list[str]:
     """The layers of ``model`` whose double backward is wrong under vmap, as ``"name (Type)"``."""
     return named_layers(model, lambda m: isinstance(m, VMAP_WRONG_SECOND_ORDER))
@@ -156,8 +169,8 @@ class MAML(AdaptsBySGD):
             1.02-1.2x faster than the loop for Conv4 on 2 cores, for one more task's graph
             in memory per extra thread; runs inline with 1 thread or off the CPU; models
             without buffers only; ``meta_gradient`` only, ``meta_loss`` loops), or "auto"
-            (vmap for models without convolutions, normalisation layers or dropout in
-            training mode, else loop). See docs/benchmarks.md.
+            (vmap for models without convolutions, normalisation layers, dropout in
+            training mode or recurrent layers, else loop). See docs/benchmarks.md.
         recompute_inner_loop: recompute each inner step's activations in the backward pass
             instead of keeping them: only theta at each step is stored, so memory grows with
             the steps by one parameter set each, not by one step's activations (second
@@ -263,6 +276,10 @@ class MAML(AdaptsBySGD):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss over tasks after adaptation; differentiable wrt the model params."""
+        with second_order_attention(self.first_order):
+            return self._meta_loss(batch)
+
+    def _meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = check_batch(batch, self.net, self.inner.loss)
         params = params_of(self.model)
         if self.batching == "vmap":
@@ -282,6 +299,10 @@ class MAML(AdaptsBySGD):
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d theta_0 as name -> tensor (``maml_meta_gradient``, executed as
         ``batching`` says); with the mean query metrics if asked."""
+        with second_order_attention(self.first_order):
+            return self._meta_gradient(batch, with_metrics)
+
+    def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
         batch = check_batch(batch, self.net, self.inner.loss)
         params = params_of(self.model)
         if self.batching == "vmap":
