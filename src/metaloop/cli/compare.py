@@ -93,36 +93,6 @@ def _check_flags(args) -> None:
                          f"{args.seed}")
 
 
-def _method_names(args, cfg: dict) -> list[str] | None:
-    """The methods of ``--methods`` (None: not given), after naming an empty list, an empty
-    item or a repeated name there or in the config's ``compare.methods`` (an empty list
-    would run every method; a repeat would train and score a method twice, one row)."""
-    listed = cfg.get("compare", {}).get("methods")
-    where = f"config file {args.config}: compare.methods" if args.config else "compare.methods"
-    if listed is not None and not listed:
-        raise ValueError(f"{where} = [] names no method; list the methods to compare, or leave "
-                         f"compare.methods out for the family's default")
-    _no_repeats(f"{where} = {listed!r}", listed or [])
-    if args.methods is None:
-        return None
-    names = [m.strip() for m in args.methods.split(",")]
-    if not any(names):
-        raise ValueError(f"--methods {args.methods!r} names no method; give a comma list of "
-                         f"{list(recipe.ALL)}, or leave --methods out")
-    if not all(names):
-        raise ValueError(f"--methods {args.methods!r} has an empty item (a comma too many); "
-                         f"give a comma list of {list(recipe.ALL)}")
-    _no_repeats(f"--methods {args.methods!r}", names)
-    return names
-
-
-def _no_repeats(what: str, names: list[str]) -> None:
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(f"{what} names {', '.join(twice)} more than once; name each method "
-                         f"once")
-
-
 RUN_FLAGS = ("methods", "iterations", "meta_batch", "ways", "shots", "tasks", "seed", "out",
              "resume", "no_progress")
 """The flags that set up or report a comparison, which --print-config does not run."""
@@ -145,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ways is not None and family in recipe.REGRESSION_FAMILIES:
         raise ValueError(f"--ways sets the classes per task of a classification family; "
                          f"{family} is regression (it has no classes): drop --ways")
-    methods = recipe.methods_for(cfg, _method_names(args, cfg))
+    methods = recipe.methods_for(cfg, args.methods, given_as="--methods")
     trained = [m for m in methods if m not in recipe.NOT_META_TRAINED]
     fixed = [f"--{k.replace('_', '-')}" for k in ("iterations", "meta_batch")
              if getattr(args, k) is not None]

@@ -205,9 +205,11 @@ def load_config(family: str | None = None, path=None, overrides: dict | None = N
     return {**cfg, "compare": table}
 
 
-def methods_for(cfg: dict, methods: Sequence[str] | str | None = None) -> list[str]:
+def methods_for(cfg: dict, methods: Sequence[str] | str | None = None, *,
+                given_as: str = "methods") -> list[str]:
     """The methods to run: ``methods`` (a list or a comma list), else the config's
-    ``compare.methods``, else (no such key) all that apply to the family.
+    ``compare.methods``, else (no such key) all that apply to the family. ``given_as``
+    names ``methods`` in errors (``metaloop compare``: ``"--methods"``).
 
     Raises:
         ValueError: an unknown method, or a classification-only one on a regression family;
@@ -218,13 +220,13 @@ def methods_for(cfg: dict, methods: Sequence[str] | str | None = None) -> list[s
     regression = family in REGRESSION_FAMILIES
     fix = f"give a list of {list(ALL)}, or None for the config's methods"
     if isinstance(methods, str):
-        what = f"methods {methods!r}"
+        what = f"{given_as} {methods!r}"
         methods = [m.strip() for m in methods.split(",")]
         if any(methods) and not all(methods):
             raise ValueError(f"{what} has an empty item (a comma too many); {fix}")
         methods = [m for m in methods if m]
     elif methods is not None:
-        what = f"methods {list(methods)!r}"
+        what = f"{given_as} {list(methods)!r}"
     elif "methods" in cfg.get("compare", {}):
         methods = cfg["compare"]["methods"]
         what, fix = f"compare.methods = {methods!r}", ("list the methods to compare, or leave "
