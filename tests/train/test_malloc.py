@@ -31,7 +31,9 @@ PROBE = textwrap.dedent("""
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.mallinfo2.restype = Info
-    if sys.argv[1] == "heap":
+    if sys.argv[1] == "heap-unfound":     # no ldconfig cache, no compiler (NixOS, distroless)
+        ctypes.util.find_library = lambda name: None
+    if sys.argv[1].startswith("heap"):
         assert keep_heap() is True
     before = libc.mallinfo2().hblkhd
     t = torch.empty(64 << 20, dtype=torch.uint8)
@@ -52,6 +54,11 @@ def test_keep_heap_serves_a_large_tensor_from_the_heap_not_a_fresh_mapping():
     assert _mapped_growth("heap") == 0                   # keep_heap: from the heap
 
 
+@pytest.mark.skipif(not HAS_MALLINFO2, reason="needs glibc >= 2.33 (mallinfo2)")
+def test_keep_heap_reaches_glibc_where_find_library_finds_no_c_library():
+    assert _mapped_growth("heap-unfound") == 0
+
+
 def test_the_cli_keeps_the_heap_by_default_and_leaves_glibc_alone_with_system(monkeypatch):
     calls = []
     monkeypatch.setattr(cli_main, "keep_heap", lambda: calls.append(1) or True)
@@ -66,3 +73,12 @@ def test_an_unknown_malloc_mode_is_a_usage_error(capsys):
         cli_main.main(["--malloc", "jemalloc", "compare", "--print-config"])
     assert e.value.code == 2
     assert "--malloc" in capsys.readouterr().err
+
+
+def test_the_help_says_what_malloc_does_without_glibc(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main.main(["--help"])
+    assert e.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Without glibc (macOS, Windows, musl) both leave the C allocator as it is" \
+        in help_text

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="heap (default): glibc serves large tensors from its heap and "
                              "reuses them, instead of mapping fresh pages on every call "
                              "(less system time; the peak memory can grow); system: glibc's "
-                             "defaults (metaloop.train.malloc)")
+                             "defaults (metaloop.train.malloc). Without glibc (macOS, "
+                             "Windows, musl) both leave the C allocator as it is")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         if importlib.util.find_spec(f"metaloop.cli.{name}") is None:

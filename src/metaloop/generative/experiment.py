@@ -19,6 +19,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -483,19 +486,34 @@ DATA_LABELS = {"fashion-mnist": "Fashion-MNIST",
                "omniglot-mixed": "Omniglot (mixed split, 50 alphabets)"}
 
 
-def cpu_device(threads: int | None = None) -> str:
-    """``"CPU (<n>-core <model>), <t> thread(s)"``, the model from /proc/cpuinfo and ``t``
-    the given ``threads`` (default: torch's current thread count)."""
-    model = ""
+def _cpu_model() -> str:
+    """The CPU's model name: Linux's /proc/cpuinfo ``model name``, macOS's ``sysctl
+    machdep.cpu.brand_string`` ("Apple M2"), Windows' ``platform.processor()``; "" where
+    none says (ARM Linux, say)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = " " + line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                  capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return platform.processor().strip() if sys.platform == "win32" else ""
+
+
+def cpu_device(threads: int | None = None) -> str:
+    """``"CPU (<n>-core <model>), <t> thread(s)"``, the model from ``_cpu_model`` (left out
+    where unknown, as is the core count where ``os.cpu_count`` cannot tell) and ``t`` the
+    given ``threads`` (default: torch's current thread count)."""
+    cores = os.cpu_count()
+    what = " ".join(w for w in (f"{cores}-core" if cores else "", _cpu_model()) if w)
+    where = f" ({what})" if what else ""
     t = torch.get_num_threads() if threads is None else threads
-    return f"CPU ({os.cpu_count()}-core{model}), {t} thread{'s' if t != 1 else ''}"
+    return f"CPU{where}, {t} thread{'s' if t != 1 else ''}"
 
 
 def _sweep_run(results: dict, latent: int) -> dict:
