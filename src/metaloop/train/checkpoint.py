@@ -43,7 +43,15 @@ def _cannot_write(path: Path, e: OSError) -> WriteError:
     return WriteError(f"cannot write {path}: {e.strerror or e}")
 
 
+# Windows cannot open a folder (PermissionError) and has no folder fsync; NTFS journals a
+# rename itself
+FOLDER_FSYNC = os.name != "nt"
+
+
 def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (where the system has a folder fsync)."""
+    if not FOLDER_FSYNC:
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
