@@ -45,3 +45,18 @@ def test_bad_regression_shapes_and_classes():
         TaskBatch(*_cls(), classes=torch.zeros(2, 1, dtype=torch.int64))
     with pytest.raises(ValueError, match="torch.Tensor"):
         TaskBatch([1.0], *_cls()[1:])
+
+
+def test_labels_beyond_the_classes_are_named_as_labels():
+    # task-local labels 1..2 (not 0..1) with the two global class ids of each task
+    sx, sy, qx, qy = _cls()
+    with pytest.raises(ValueError, match=r"labels go up to 2 but classes \[2, 2\] names 2 "
+                                         r"classes per task: labels are task-local, in \[0, 2\)"):
+        TaskBatch(sx, sy + 1, qx, qy + 1, classes=torch.zeros(2, 2, dtype=torch.int64))
+
+
+def test_float_class_labels_are_named():
+    sx, sy, qx, qy = _cls()
+    with pytest.raises(ValueError, match=r"torch.float32 support_y \[2, 4\], query_y \[2, 6\]; "
+                                         r"classification labels must be int64"):
+        TaskBatch(sx, sy.float(), qx, qy.float())

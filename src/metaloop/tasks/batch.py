@@ -132,8 +132,11 @@ class TaskBatch:
     def _check_regression(self) -> None:
         sy, qy = self.support_y, self.query_y
         if sy.dim() != 3 or qy.dim() != 3 or sy.shape[2] != qy.shape[2]:
+            labels = ("; classification labels must be int64 (y.long())"
+                      if sy.dim() == 2 or qy.dim() == 2 else "")
             raise ValueError(f"regression targets must be [B, S, out] and [B, Q, out], got "
-                             f"support_y {_shape(sy)}, query_y {_shape(qy)}")
+                             f"{sy.dtype} support_y {_shape(sy)}, query_y {_shape(qy)}"
+                             f"{labels}")
         if sy.dtype != qy.dtype:
             raise ValueError(f"TaskBatch support_y ({sy.dtype}) and query_y ({qy.dtype}) must "
                              f"have the same dtype; TaskBatch.to(dtype=...) casts both")
@@ -159,10 +162,13 @@ class TaskBatch:
                              f"support example has (support labels are 0..{int(smax[i])})")
         if self.classes is not None:
             c = self.classes
-            if c.dtype != torch.int64 or c.dim() != 2 or c.shape[0] != sy.shape[0] \
-                    or c.shape[1] < ways:
+            if c.dtype != torch.int64 or c.dim() != 2 or c.shape[0] != sy.shape[0]:
                 raise ValueError(f"TaskBatch.classes must be int64 [B, ways>={ways}], got "
                                  f"{c.dtype} {_shape(c)}")
+            if c.shape[1] < ways:
+                raise ValueError(f"TaskBatch labels go up to {ways - 1} but classes "
+                                 f"{_shape(c)} names {c.shape[1]} classes per task: labels "
+                                 f"are task-local, in [0, {c.shape[1]})")
 
     @property
     def num_tasks(self) -> int:
