@@ -223,3 +223,17 @@ def test_a_model_with_dropout_scores_the_same_for_the_same_seed_and_leaves_the_r
     assert ml.evaluate(learner, fam, tasks=4, steps=(0, 1), seed=5) == a
     other = ml.evaluate(learner, fam, tasks=4, steps=(0, 1), seed=6)
     assert other["per_task"] != a["per_task"]
+
+
+def test_a_family_whose_sample_returns_no_taskbatch_is_named():
+    """A tuple from ``sample`` ended in "'tuple' object has no attribute
+    'is_classification'"."""
+    class Tuples:
+        kind = "regression"
+
+        def sample(self, n, generator=None):
+            return torch.zeros(n, 2, 1), torch.zeros(n, 2, 1)
+    learner = MAML(MLP(1, (4,), 1), 0.05, 1)
+    with pytest.raises(ValueError, match=r"Tuples.sample must return a metaloop.TaskBatch, "
+                                         r"got tuple"):
+        ml.evaluate(learner, Tuples(), tasks=2, steps=(0,))

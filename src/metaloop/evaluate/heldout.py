@@ -14,6 +14,7 @@ import torch
 from metaloop.evaluate.stats import ci95
 from metaloop.func.losses import accuracy, get_loss
 from metaloop.tasks.augment import all_shifts, shifted_support
+from metaloop.tasks.batch import TaskBatch
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float | None]:
@@ -68,7 +69,12 @@ def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
     done = 0
     while done < tasks:
         n = min(chunk, tasks - done)
-        yield family.sample(n, generator=g)
+        batch = family.sample(n, generator=g)
+        if not isinstance(batch, TaskBatch):
+            raise ValueError(f"{type(family).__name__}.sample must return a metaloop.TaskBatch, "
+                             f"got {type(batch).__name__} (ml.tasks.check_family checks a "
+                             f"family of your own)")
+        yield batch
         done += n
 
 

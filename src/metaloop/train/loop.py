@@ -707,8 +707,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     """Meta-train ``learner`` with Adam on ``meta_gradient`` over tasks from ``family``.
 
     Each iteration samples ``meta_batch`` tasks from a ``torch.Generator(seed)`` stream, takes
-    the learner's meta-gradient and applies one Adam step. Batches are cast to the model's
-    device and dtype. With ``out_dir``: ``metrics.jsonl`` gets a line every ``log_every``
+    the learner's meta-gradient and applies one Adam step. For a model on an accelerator or
+    in float64, batches are cast to its device and dtype; a float32 model on the CPU takes
+    them as the family gives them (a float64 family is refused by name at the first step).
+    With ``out_dir``: ``metrics.jsonl`` gets a line every ``log_every``
     iterations, and checkpoints are written every ``checkpoint_every`` iterations and at the
     end; ``resume=True`` continues from the newest checkpoint exactly (bit for bit). Each
     checkpoint's ``state.json`` holds ``cpu_seconds``, the process CPU time the run has taken
