@@ -39,3 +39,9 @@ def require_positive(parser, args, *names: str) -> None:
         value = getattr(args, name)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive int, got {value}")
+
+
+def maxrss_mib(ru_maxrss: int | float) -> float:
+    """``getrusage``'s ``ru_maxrss`` in MiB: Linux gives kilobytes, macOS bytes."""
+    import sys
+    return ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)

@@ -100,7 +100,9 @@ def cpu_name() -> str:
     model = next((ln.split(":", 1)[1].strip() for ln in
                   Path("/proc/cpuinfo").read_text().splitlines()
                   if ln.startswith("model name")), "unknown CPU")
-    return f"{model} ({len(os.sched_getaffinity(0))} cores)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count()                                      # macOS, Windows
+    return f"{model} ({cores} cores)"
 
 
 def main() -> None:

@@ -33,6 +33,9 @@ import torch
 
 from metaloop.evaluate.records import check_record_path, write_record
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import maxrss_mib  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ("omniglot_pretrain_5w1s_cpu,omniglot_maml_20w1s_cpu,omniglot_anil_20w1s_cpu,"
            "omniglot_reptile_5w1s_cpu,omniglot_challenge_cpu")
@@ -74,7 +77,7 @@ def run_once(config: Path, mode: str, out: Path) -> dict:
     proc.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
-    return {"user": usage.ru_utime, "sys": usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024}
+    return {"user": usage.ru_utime, "sys": usage.ru_stime, "rss_mib": maxrss_mib(usage.ru_maxrss)}
 
 
 def main(argv=None) -> int:

@@ -79,7 +79,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _timing import allocator, require_positive  # benchmarks/ is on sys.path
+from _timing import allocator, maxrss_mib, require_positive  # benchmarks/ is on sys.path
 from torch.func import functional_call
 
 import metaloop as ml
@@ -401,7 +401,7 @@ def worker(name, args) -> None:
     else:
         rss = _status_mib("VmHWM") if reset else None
         if rss is None:
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+            rss = maxrss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     print(json.dumps({"times": times, "rss_mib": rss, "setup_mib": setup_mib}))
 
 
