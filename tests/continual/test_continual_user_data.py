@@ -277,3 +277,26 @@ def test_bad_data_is_named(tmp_path):
     (root / "ant" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="broken.png"):
         user_experiences(root)
+
+
+@pytest.mark.parametrize("as_array", [
+    lambda g: np.array(g),                         # np.unique(y).reshape(...) gives these
+    lambda g: torch.tensor(g),                     # torch.unique(y).reshape(...) these
+    lambda g: [[np.int64(c) for c in grp] for grp in g],
+])
+def test_groups_of_numpy_or_torch_integer_labels_are_the_plain_int_groups(as_array):
+    x, y = indexed_data()
+    want = split_classes_of(x, y, NAMES, groups=[[0, 1], [4, 5]])
+    got = split_classes_of(x, y, NAMES, groups=as_array([[0, 1], [4, 5]]))
+    assert [e.name for e in got] == ["ant, bee", "eel, fox"]
+    for a, b in zip(got, want):
+        assert a.classes == b.classes
+        for split in ("train", "val", "test"):
+            assert taken(getattr(a, split)) == taken(getattr(b, split))
+
+
+def test_groups_refuse_bools_and_floats_as_labels():
+    x, y = indexed_data()
+    for bad in ([[True, 1], [2, 3]], [[0, 1.0], [2, 3]], np.array([[0.0, 1.0], [2.0, 3.0]])):
+        with pytest.raises(ValueError, match="groups names unknown class"):
+            split_classes_of(x, y, NAMES, groups=bad)

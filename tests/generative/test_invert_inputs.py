@@ -8,7 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from metaloop.generative.invert import invert_classifier
+from metaloop.generative.invert import (
+    class_probabilities,
+    confidence_report,
+    invert_classifier,
+)
 
 SHAPE = (1, 6, 6)
 
@@ -50,3 +54,42 @@ def test_an_empty_target_is_named(target):
 def test_bad_numpy_numbers_are_still_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _invert(_linear(), 0, **kwargs)
+
+
+class _FrozenBackbone(nn.Module):
+    """A user's classifier whose BatchNorm backbone is kept in eval mode (frozen statistics)
+    while the rest trains: a mixed mode that must survive inversion."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4),
+                                      nn.ReLU(), nn.Flatten())
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(4 * 36, 3)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.backbone(x)))
+
+
+def test_each_module_of_a_user_classifier_gets_its_own_mode_back():
+    torch.manual_seed(0)
+    clf = _FrozenBackbone().double()
+    clf.backbone.eval()
+    modes = {n: m.training for n, m in clf.named_modules()}
+    stats = {k: v.clone() for k, v in clf.state_dict().items()}
+    _invert(clf, [0, 2], steps=3, jitter=1, until=0.99)
+    class_probabilities(clf, torch.rand(2, *SHAPE, dtype=torch.float64))
+    assert {n: m.training for n, m in clf.named_modules()} == modes
+    assert not clf.backbone[1].training and clf.fc.training
+    # and the frozen statistics were not updated by the inversion
+    assert all(torch.equal(v, stats[k]) for k, v in clf.state_dict().items())
+
+
+def test_images_made_against_a_float64_classifier_score_on_a_float32_one():
+    inverted = _linear()                                           # float64
+    independent = nn.Sequential(nn.Flatten(), nn.Linear(36, 3)).eval()   # float32
+    images = _invert(inverted, [0, 2], steps=5)
+    assert images.dtype == torch.float64
+    report = confidence_report(images, [0, 2], inverted, independent)
+    want = torch.softmax(independent(images.float()), -1)[[0, 1], [0, 2]]
+    torch.testing.assert_close(report["confidence_independent"], want.detach())

@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaloop.adapt.lora import is_lora
-from metaloop.continual.heads import PREFIX, check_data, check_heads, features, logits_of_head
+from metaloop.continual.heads import (
+    PREFIX,
+    check_body,
+    check_data,
+    check_heads,
+    features,
+    logits_of_head,
+)
 from metaloop.continual.replay import Batch, check_replay_ratio, mixed_batches, replay_buffer
 from metaloop.func.params import Params, detach, partition
 from metaloop.models.bn_stats import batchnorm_layers, fixed_stats, recorded_stats
@@ -111,14 +118,17 @@ def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
             own statistics (transductive, and dependent on ``batch_size``). Ignored for a
             body without such layers.
 
+    The body is scored in eval mode (dropout off), its layers' modes restored afterwards.
+
     Raises:
-        ValueError: a split other than ``"train"``, ``"val"`` or ``"test"``, or a batch size
-            that is not a positive int.
+        ValueError: a split other than ``"train"``, ``"val"`` or ``"test"``, a batch size
+            that is not a positive int, or a body ``check_body`` refuses.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     _check_positive(batch_size=batch_size)
-    with torch.no_grad(), _normalised_by(model, params, reference):
+    check_body(model)
+    with torch.no_grad(), _eval_mode(model), _normalised_by(model, params, reference):
         return _accuracies(model, params, experiences, split, batch_size)
 
 
@@ -135,6 +145,19 @@ def _accuracies(model: nn.Module, params, experiences: Sequence, split: str,
             correct += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
         out[e.name] = correct / y.numel() if y.numel() else math.nan
     return out
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """While active, every module of ``model`` is in eval mode (dropout off), as a trained
+    network is scored; each module's own mode is restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 @contextmanager
@@ -204,7 +227,8 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
         batch: ``x [B, *shape]``, ``y [B]``, ``source [B]`` (-1 = new).
         heads: head of the new experience, then of each earlier experience.
         kept: ``{head: (weight, outputs)}`` kept heads; teacher: the parameters before
-            fine-tuning (needed with ``kept``).
+            fine-tuning (needed with ``kept``), run in eval mode (no dropout), as the model
+            is scored; the student runs in the model's own mode.
         temperature: T of the distillation.
 
     Returns:
@@ -219,7 +243,7 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
         loss = loss + F.cross_entropy(logits, batch.y[rows]) * share
     new = batch.source == -1
     if kept and bool(new.any()):
-        with torch.no_grad():
+        with torch.no_grad(), _eval_mode(model):   # the teacher as scored: no dropout noise
             t_feats = features(model, teacher, batch.x)[new]            # [n, D]
         for h, (w, outputs) in kept.items():
             student = logits_of_head(params, h, feats[new])[:, outputs] / temperature  # [n, |O|]
@@ -273,8 +297,10 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
             a missing head or one whose output size does not match its experience; labels
             that are not int64; inputs on another device or in another dtype than
             ``params``, or non-finite training inputs; early stopping without validation
-            data; bad counts, temperature, learning rate or ``keep_heads``.
+            data; bad counts, temperature, learning rate or ``keep_heads``; a body
+            ``check_body`` refuses.
     """
+    check_body(model)
     replay_ratio = check_replay_ratio(replay_ratio)
     _check_positive(steps=steps, batch_size=batch_size, eval_every=eval_every,
                     early_stop=early_stop, buffer_size=buffer_size)
@@ -342,7 +368,7 @@ def _record(curve, model, params, watch, new, step) -> float:
     curve["step"].append(step)
     # as evaluate_experiences(..., reference=new.train[0]) on each split, the statistics of
     # the data being learned recorded once for both
-    with torch.no_grad(), _normalised_by(model, params, new.train[0]):
+    with torch.no_grad(), _eval_mode(model), _normalised_by(model, params, new.train[0]):
         accuracy = _accuracies(model, params, watch, "test")
         val = _accuracies(model, params, [new], "val")[new.name]
     for name, acc in accuracy.items():

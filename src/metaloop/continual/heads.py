@@ -8,6 +8,7 @@ partition chooses what trains (body, heads, adapters) and a params dict is the w
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 
@@ -59,10 +60,54 @@ def init_heads(sizes: Mapping[str, int], feature_dim: int,
     return out
 
 
+def own_head_names(model: nn.Module) -> list[str]:
+    """Parameter names of the body's own head, which the continual heads replace: those of
+    its ``head`` module when it has one (``MLP``, ``Conv4``, ``forward(x, head=...)``
+    bodies), wherever it was registered; otherwise those of its last ``nn.Linear``
+    (``last_linear_names``)."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        return last_linear_names(model)
+    first = {id(p): n for n, p in model.named_parameters()}     # one name per tensor
+    return [first[id(p)] for p in head.parameters()]
+
+
+def check_body(model: nn.Module) -> None:
+    """Refuse a body the continual functions cannot use, naming what is wrong.
+
+    Raises:
+        ValueError: a ``forward`` without a ``head`` keyword (the body must return its
+            features with ``forward(x, head=False)``), or torch BatchNorm/InstanceNorm
+            layers in training mode with ``track_running_stats=True``: they would update
+            their running statistics in place on the model, outside the parameter dict,
+            so the model passed in would change and every strategy started from it would
+            share (and disturb) one set of statistics.
+    """
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None and "head" not in sig.parameters and not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        raise ValueError(f"{type(model).__name__}.forward{sig} has no head keyword: a "
+                         f"continual body must return its features [N, D] with "
+                         f"forward(x, head=False), as metaloop's MLP and Conv4 do")
+    stats = [f"{n} ({type(m).__name__})" for n, m in model.named_modules()
+             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+             and m.training]
+    if stats:
+        raise ValueError(f"{', '.join(stats[:3])}{' ...' if len(stats) > 3 else ''}: in "
+                         f"training mode with track_running_stats=True it updates its "
+                         f"running statistics in place on the model, outside the parameter "
+                         f"dict; build it with track_running_stats=False, use "
+                         f"metaloop.models.conv4.BatchNorm, or put it in eval mode to keep "
+                         f"its statistics fixed")
+
+
 def init_params(model: nn.Module, experiences: Sequence,
                 generator: torch.Generator | None = None) -> Params:
-    """The body's parameters (copied, without the model's own head) plus one new head for
-    every distinct ``experience.head``.
+    """The body's parameters (copied, without the model's own head, ``own_head_names``)
+    plus one new head for every distinct ``experience.head``.
 
     Args:
         model: the body, with ``forward(x, head=False)``.
@@ -75,13 +120,15 @@ def init_params(model: nn.Module, experiences: Sequence,
 
     Raises:
         ValueError: no experiences, two experiences that give one head different output
-            sizes, or a first experience whose inputs do not suit the body (``check_data``).
+            sizes, a first experience whose inputs do not suit the body (``check_data``),
+            or a body ``check_body`` refuses.
     """
+    check_body(model)
     experiences = list(experiences)
     if not experiences:
         raise ValueError("init_params needs at least one experience (its heads and its data "
                          "give the heads' sizes)")
-    own = set(last_linear_names(model))
+    own = set(own_head_names(model))
     body = {k: v.detach().clone() for k, v in params_of(model).items() if k not in own}
     sizes: dict[str, int] = {}
     for e in experiences:

@@ -23,6 +23,7 @@ head.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -293,6 +294,17 @@ def _held_out(n: int, per_class: int | None, fraction: float, at_least: int) -> 
     return max(at_least, round(fraction * n)) if fraction > 0 else 0
 
 
+def _label(c) -> int | None:
+    """``c`` as an int label if it is an integer (Python's, NumPy's, or a 0-d integer
+    tensor, as ``np.unique(y)`` and ``torch.unique(y)`` give them), not a bool; else None."""
+    if isinstance(c, (bool, str)) or (isinstance(c, torch.Tensor) and c.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(c)
+    except TypeError:
+        return None
+
+
 def _user_groups(groups, classes_per_experience: int | None, names: list[str]
                  ) -> list[tuple[int, ...]]:
     """The experiences' labels: ``groups`` (names or labels) or consecutive runs of
@@ -308,13 +320,13 @@ def _user_groups(groups, classes_per_experience: int | None, names: list[str]
     index = {n: i for i, n in enumerate(names)}
     out = []
     for grp in groups:
-        grp = [grp] if isinstance(grp, (str, int)) else list(grp)
+        grp = [grp] if isinstance(grp, str) or _label(grp) is not None else list(grp)
         labels = []
         for c in grp:
             if isinstance(c, str) and c in index:
                 labels.append(index[c])
-            elif isinstance(c, int) and not isinstance(c, bool) and 0 <= c < k:
-                labels.append(c)
+            elif _label(c) is not None and 0 <= _label(c) < k:
+                labels.append(_label(c))
             else:
                 raise ValueError(f"groups names unknown class {c!r}; the data has the "
                                  f"{k} classes {names[:10]}{' ...' if k > 10 else ''} (names "

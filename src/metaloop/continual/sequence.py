@@ -33,7 +33,7 @@ from torch import nn
 
 from metaloop.adapt.lora import add_lora, is_lora, merge_lora
 from metaloop.continual.finetune import evaluate_experiences, finetune_experience
-from metaloop.continual.heads import PREFIX
+from metaloop.continual.heads import PREFIX, own_head_names
 from metaloop.continual.metrics import accuracy_matrix
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import check_flag
@@ -212,12 +212,15 @@ def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 
     if any(is_lora(k) for k in params):
         raise ValueError("params already hold LoRA adapters; merge them first "
                          "(merge_lora_params)")
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:-1]
-    targets = [n for n in linears if f"{n}.weight" in params]
+    own = set(own_head_names(model))
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    targets = [n for n in linears if f"{n}.weight" in params and f"{n}.weight" not in own]
     if not targets:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer in its body to adapt "
                          f"(the lora strategy adapts nn.Linear layers, not convolutions)")
-    body = add_lora(model, r=rank, alpha=float(rank), target_modules=targets)
+    linear_head = isinstance(getattr(model, "head", None), nn.Linear) and len(own) == 2
+    body = add_lora(model, r=rank, alpha=float(rank), target_modules=targets,
+                    head=sorted(own) if linear_head else None)
     start = {}
     for name in params_of(body):
         plain = name.replace(".base_layer.", ".")

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -183,6 +184,22 @@ def _check_logits(logits, n: int) -> int:
     return logits.shape[1]
 
 
+@contextmanager
+def _eval_mode(classifier) -> Iterator[None]:
+    """While active, an ``nn.Module`` classifier is in eval mode; afterwards each of its
+    modules is back in its own mode (a submodule the user had in eval mode, such as a frozen
+    backbone, stays there). Nothing happens for a plain callable."""
+    modes = [(m, m.training) for m in classifier.modules()] \
+        if isinstance(classifier, nn.Module) else []
+    if modes:
+        classifier.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def _module_dtype_device(classifier) -> tuple[torch.dtype, torch.device]:
     if isinstance(classifier, nn.Module):
         for p in classifier.parameters():
@@ -265,10 +282,7 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
                          f"{shape[1:]}, got {jitter}")
     dtype, device = _module_dtype_device(classifier)
     u = _init_logits(init, n, shape, generator, dtype, device)         # [n, C, H, W]
-    was_training = isinstance(classifier, nn.Module) and classifier.training
-    if isinstance(classifier, nn.Module):
-        classifier.eval()
-    try:
+    with _eval_mode(classifier):
         with torch.no_grad():
             k = _check_logits(_classify(classifier, torch.sigmoid(u)), n)
         bad = t[(t < 0) | (t >= k)]
@@ -311,9 +325,6 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
                         u[done] = kept
                 else:
                     opt.step()
-    finally:
-        if was_training:
-            classifier.train()
     return torch.sigmoid(u.detach())
 
 
@@ -322,23 +333,22 @@ def class_probabilities(classifier, images: torch.Tensor, batch_size: int = 1000
                         ) -> torch.Tensor:
     """Softmax of the classifier's logits, ``[N, C, H, W]`` -> ``[N, K]``, in batches, eval mode.
 
+    Float images are cast to an ``nn.Module`` classifier's dtype, so the float64 images made
+    against a float64 classifier score on a float32 one (``confidence_report``).
+
     Raises:
         ValueError: a classifier that fails on the images or does not return float logits
             ``[n, K]`` with ``K >= 2``.
     """
-    was_training = isinstance(classifier, nn.Module) and classifier.training
-    if isinstance(classifier, nn.Module):
-        classifier.eval()
-    try:
+    if isinstance(classifier, nn.Module) and images.is_floating_point():
+        images = images.to(_module_dtype_device(classifier)[0])
+    with _eval_mode(classifier):
         p = []
         for s in range(0, len(images), batch_size):
             x = images[s:s + batch_size]
             logits = _classify(classifier, x)
             _check_logits(logits, len(x))
             p.append(torch.softmax(logits, dim=-1))
-    finally:
-        if was_training:
-            classifier.train()
     return torch.cat(p)
 
 

@@ -211,13 +211,29 @@ def logit_of_mean(images: torch.Tensor, n_params: int = 1, eps: float = 1e-3) ->
     """The IWAE code's output-bias initialisation: logit of the per-pixel training mean.
 
     Args:
-        images: ``[N, C, H, W]`` pixels in [0, 1].
+        images: ``[N, C, H, W]``: float pixels in [0, 1], or uint8 images (255 = ink, as
+            ``fit_generative`` takes them), scaled to [0, 1] as ``data.to_unit`` does.
         n_params: decoder outputs per channel; extra parameter channels get bias 0.
         eps: clamp of the mean away from 0 and 1.
 
     Returns:
-        ``[n_params * C, H, W]`` bias.
+        ``[n_params * C, H, W]`` bias, in the default dtype for uint8 images, else in theirs.
+
+    Raises:
+        ValueError: no images, images that are not ``[N, C, H, W]``, or pixels that are
+            neither uint8 nor finite floats in [0, 1].
     """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
+        got = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"logit_of_mean needs images [N, C, H, W] with N >= 1, got {got}")
+    if images.dtype == torch.uint8:
+        images = images.to(torch.get_default_dtype()) / 255.0
+    elif not images.is_floating_point():
+        raise ValueError(f"logit_of_mean needs uint8 images or float pixels in [0, 1], got "
+                         f"{images.dtype}")
+    elif not bool(((images >= 0) & (images <= 1)).all()):            # False for NaN too
+        raise ValueError("logit_of_mean needs float pixels in [0, 1] (not NaN), got values "
+                         "outside it")
     m = images.mean(0).clamp(eps, 1 - eps)                     # [C, H, W]
     logit = torch.log(m) - torch.log1p(-m)
     return torch.cat([logit] + [torch.zeros_like(logit)] * (n_params - 1), dim=0)

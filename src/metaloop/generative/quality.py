@@ -49,6 +49,7 @@ class Classifier(nn.Module):
                  image_size: int | tuple[int, int] = 28):
         super().__init__()
         check_positive("n_classes", n_classes)
+        check_positive("classifier in_channels", in_channels)
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         for v in (h, w):
             check_positive("classifier image size", v)
@@ -143,7 +144,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
 @torch.no_grad()
 def predict(clf: Classifier, x: torch.Tensor, batch_size: int = 1000
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities ``[N, K]`` and features ``[N, 128]`` of float images ``[N, C, H, W]``."""
+    """Class probabilities ``[N, K]`` and features ``[N, 128]`` of float images ``[N, C, H, W]``,
+    cast to the classifier's dtype (the samples of a float64 model score as float32 ones)."""
+    x = x.to(clf.head.weight.dtype) if x.is_floating_point() else x
     probs, feats = [], []
     for s in range(0, len(x), batch_size):
         f = clf.features(x[s:s + batch_size])
