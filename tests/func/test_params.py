@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from metaloop.func import combine, forward, last_linear_names, params_of, partition
 from metaloop.models import MLP, Conv4
@@ -97,3 +98,27 @@ def test_forward_check_keeps_vmap_and_grad_working():
     assert out.shape == (4, 5, 3)
     g = torch.func.grad(lambda q: forward(m, q, torch.randn(5, 2)).sum())(p)
     assert g.keys() == p.keys()
+
+
+class _HeadFirst(nn.Module):
+    """A model of your own that registers its output layer ``head`` before its body."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(6, 3)
+        self.f, self.g = nn.Linear(4, 5), nn.Linear(5, 6)
+
+    def forward(self, x, head=True):
+        h = torch.tanh(self.g(torch.tanh(self.f(x))))
+        return self.head(h) if head else h
+
+
+def test_the_default_head_is_the_head_module_wherever_it_is_registered():
+    """The last registered nn.Linear was taken: here ``g``, a body layer, so ANIL adapted
+    the body's last layer and LoRA left it out, while the output layer was treated as body."""
+    assert last_linear_names(_HeadFirst()) == ["head.weight", "head.bias"]
+    seq = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 4))               # no head: the last
+    assert last_linear_names(seq) == ["1.weight", "1.bias"]
+    import metaloop as ml
+    assert ml.meta.ANIL(_HeadFirst(), 0.1, loss="ce").inner.names == ["head.weight",
+                                                                       "head.bias"]

@@ -38,7 +38,8 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
         warmup: None, or the head solver of LP-FT's first phase; ``warmup_kw`` its options.
         adapt: predicate or names of the body parameters to train (default all: full
             fine-tuning); the head is always trained.
-        optimizer: ``"adam"`` or ``"sgd"``. head: head names (default last ``nn.Linear``).
+        optimizer: ``"adam"`` or ``"sgd"``. head: head names (default the ``head``
+            ``nn.Linear``, else the last).
         generator: random source of a random head.
 
     Returns:

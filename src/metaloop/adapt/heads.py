@@ -1,7 +1,8 @@
 """A new head for a task: zero, random, or fitted on frozen features (the warm-up of LP-FT).
 
-The head is the model's last ``nn.Linear`` (``weight [C, D]``, ``bias [C]``); a new head is
-sized to the task's C classes. Models give their features with ``forward(x, head=False)``.
+The head is the model's ``head`` ``nn.Linear``, else its last one (``weight [C, D]``,
+``bias [C]``); a new head is sized to the task's C classes. Models give their features
+with ``forward(x, head=False)``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ SOLVERS = ("logistic", "ridge", "sgd")
 
 
 def head_names(model: nn.Module, head: Sequence[str] | None = None) -> tuple[str, str]:
-    """``(weight name, bias name)`` of the head (default: the last ``nn.Linear``).
+    """``(weight name, bias name)`` of the head (default: the ``head`` ``nn.Linear``,
+    else the last one).
 
     Raises:
         ValueError: if the head is not one 2-D weight and one 1-D bias of the model.
@@ -206,7 +208,7 @@ def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: t
     Args:
         model: with ``forward(x, head=False)`` giving features ``[S, D]``.
         params: the starting parameters. support_x ``[S, ...]``, support_y int64 ``[S]``.
-        head: head parameter names (default the last ``nn.Linear``).
+        head: head parameter names (default the ``head`` ``nn.Linear``, else the last).
         solver, solver_kw: as ``fit_head``.
     """
     n_classes = check_support("warm_head", support_x, support_y, model)

@@ -71,7 +71,8 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
         target_modules: module names or name suffixes (``["query", "value"]``, ``["conv"]``);
             default: every Linear and Conv layer except the head.
         dropout: LoRA dropout (0 keeps forward deterministic).
-        head: head parameter names, never given adapters (default the last ``nn.Linear``).
+        head: head parameter names, never given adapters (default the ``head``
+            ``nn.Linear``, else the last one).
 
     Returns:
         The new model. Its adapter parameters are named ``<layer>.lora_A.default.weight`` and

@@ -278,7 +278,7 @@ class SGDAdapter:
         adapt: which parameters adapt (predicate or names); None adapts all.
         head_init: "learned" (the head is part of the meta-learned start) or "zero" (a new
             zero head of the task's output size: use it when tasks differ in output size).
-        head: head parameter names; default the last nn.Linear.
+        head: head parameter names; default the ``head`` nn.Linear, else the last one.
         checkpoint: recompute each differentiable inner step in the backward pass instead
             of keeping its activations (see ``sgd_path``); not with ``functional``/vmap.
         path_fn: another inner loop over the same settings, called as ``path_fn(adapter,

@@ -58,17 +58,19 @@ def combine(*parts: Mapping[str, torch.Tensor]) -> Params:
 
 
 def last_linear_names(model: nn.Module) -> list[str]:
-    """Parameter names of the last ``nn.Linear`` in ``model`` (the default head), as
-    ``params_of`` names them: a weight tied to an earlier module's (the same Parameter under
-    two names, e.g. an output layer sharing the input embedding's) goes by its first name,
-    the one ``named_parameters()`` keeps.
+    """Parameter names of the default head, as ``params_of`` names them: the model's
+    ``head`` when it is an ``nn.Linear`` (metaloop's networks, and a model of your own that
+    names its output layer so, wherever it was registered), else the last ``nn.Linear``. A
+    weight tied to an earlier module's (the same Parameter under two names, e.g. an output
+    layer sharing the input embedding's) goes by its first name, the one
+    ``named_parameters()`` keeps.
 
     Raises:
         ValueError: ``model`` has no ``nn.Linear``.
     """
-    last = None
+    last, head = None, getattr(model, "head", None)
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear):
+        if isinstance(mod, nn.Linear) and (mod is head or not isinstance(head, nn.Linear)):
             last = name
     if last is None:
         raise ValueError(f"{type(model).__name__} has no nn.Linear to use as the head")

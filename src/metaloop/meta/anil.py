@@ -1,6 +1,6 @@
 """ANIL (Raghu et al. 2020): MAML whose inner loop adapts only the head.
 
-The parameters are partitioned by name: the head (default the last ``nn.Linear``) adapts in
+The parameters are partitioned by name: the head (default ``last_linear_names``) adapts in
 the inner loop, the body does not; the outer loop still meta-learns both. Since the body is
 fixed within a task, ``head_only_path`` computes its support features once per task and runs
 the inner SGD on the linear head alone, for metaloop's MLP, Conv4, ResNet-12 and
@@ -69,7 +69,8 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
     the whole network.
 
     Args:
-        head: predicate or names of the adapted parameters; default the last ``nn.Linear``.
+        head: predicate or names of the adapted parameters; default the model's
+            ``head`` ``nn.Linear``, else its last one (``last_linear_names``).
         Others: as ``MAML`` (``checkpoint``: the older name of ``recompute_inner_loop``).
     """
     head = last_linear_names(model) if head is None else head
