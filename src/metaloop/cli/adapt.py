@@ -76,7 +76,8 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=int,
                    help="text models: longest input in tokens (default 32); longer texts are "
                         "cut (93%% of WordNet glosses fit in 32; longer ones lose the end of "
-                        "their usage examples)")
+                        "their usage examples); with soft-prompt's --prompt-tokens it must fit the "
+                        "model's token positions (512 for BERT, 512 of RoBERTa's 514)")
     p.add_argument("--meta", default="", help="comma list of meta-learners over LoRA + head "
                    f"to train and add ({', '.join(recipe.META)})")
     p.add_argument("--meta-iterations", type=int,

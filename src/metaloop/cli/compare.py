@@ -40,9 +40,9 @@ def register(sub) -> None:
     p.add_argument("family", nargs="?", default=None,
                    help=f"{', '.join(recipe.FAMILIES)} (default: the --config file's "
                         f"family.name, else sinusoid)")
-    p.add_argument("--methods", help=f"comma list from {','.join(recipe.ALL)} (default: the "
-                   f"config's compare.methods; {','.join(recipe.CLASSIFICATION_ONLY)} need "
-                   f"classification)")
+    p.add_argument("--methods", help=f"comma list from {','.join(recipe.ALL)}, each named "
+                   f"once (default: the config's compare.methods; "
+                   f"{','.join(recipe.CLASSIFICATION_ONLY)} need classification)")
     p.add_argument("--iterations", type=int, help="meta-training iterations per method")
     p.add_argument("--meta-batch", type=int, help="tasks per meta-batch")
     p.add_argument("--ways", type=int, help="classes per task (classification families)")
