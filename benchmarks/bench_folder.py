@@ -96,10 +96,12 @@ def record_paths(record: str) -> dict[str, Path]:
 
 
 def cpu_name() -> str:
-    """The CPU model and the cores this process may use, e.g. 'AMD EPYC 7B13 (2 cores)'."""
-    model = next((ln.split(":", 1)[1].strip() for ln in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), "unknown CPU")
+    """The CPU model and the cores this process may use, e.g. 'AMD EPYC 7B13 (2 cores)'
+    (the model as ``metaloop.generative.experiment.cpu_model`` finds it: a Mac has no
+    /proc/cpuinfo)."""
+    from metaloop.generative.experiment import cpu_model
+
+    model = cpu_model() or "unknown CPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count()                                      # macOS, Windows
     return f"{model} ({cores} cores)"

@@ -86,6 +86,23 @@ def test_cpu_device_without_a_model_or_a_core_count(monkeypatch):
     assert experiment.cpu_device(1) == "CPU (4-core), 1 thread"
 
 
+
+def test_bench_folder_names_a_macs_cpu(monkeypatch):
+    """Its record's device read /proc/cpuinfo, which a Mac lacks: the benchmark failed with
+    FileNotFoundError when it wrote its records, after all the work."""
+    import importlib
+
+    _no_proc(monkeypatch)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 0, stdout="Apple M2\n", stderr=""))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench_folder = importlib.import_module("bench_folder")
+    assert bench_folder.cpu_name() == "Apple M2 (8 cores)"
+
+
 MAC = textwrap.dedent("""
     import ctypes, os, pathlib, sys, sysconfig
     import torch, torch._dynamo, torch.optim           # loaded as Linux builds of them

@@ -1,4 +1,4 @@
-"""Checks shared by the solved-head tests (ridge_head, newton_head)."""
+"""Checks and models shared by the adaptation tests (ridge_head, newton_head; heads, lora)."""
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -17,3 +17,20 @@ class LargestOutput(TorchDispatchMode):
             if isinstance(o, torch.Tensor):
                 self.largest = max(self.largest, o.numel())
         return out
+
+
+class TiedHead(torch.nn.Module):
+    """A token model whose output layer shares the input embedding's weight ``[V, D]``:
+    ``named_parameters()`` calls the head's weight ``embed.weight``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(5, 8)
+        self.body = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 5)
+        self.head.weight = self.embed.weight
+
+    def forward(self, x, head=True):
+        f = torch.tanh(self.body(self.embed(x).mean(1)))
+        return self.head(f) if head else f

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from metaloop.adapt.heads import fit_head, head_names, init_head, warm_head
 from metaloop.func.params import detach, forward, params_of
 from metaloop.models import MLP, Conv4
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _checks import TiedHead  # noqa: E402
 
 
 def _clusters(n_per=4, c=3, d=6, seed=0):
@@ -120,3 +126,20 @@ def test_init_head_refuses_bad_class_counts_and_unknown_names():
     with pytest.raises(ValueError, match=r"head weight 'head.bias' must be \[C, D\]"):
         init_head(p, ("head.bias", "head.weight"), 3)
     assert init_head(p, ("head.weight", "head.bias"), 1)["head.weight"].shape == (1, 8)
+
+
+@pytest.mark.parametrize("adapt", ["linear_probe", "finetune", "warm_head"])
+def test_a_new_head_tied_to_another_layer_is_refused_by_name(adapt):
+    # the new [C, D] head replaced embed.weight, which the embedding uses too: a 3-way
+    # task's predictions then read a 3-row embedding for 5 tokens
+    from metaloop.adapt.finetune import finetune
+    from metaloop.adapt.linear_probe import linear_probe
+
+    model = TiedHead()
+    x, y = torch.randint(0, 5, (6, 4)), torch.tensor([0, 0, 1, 1, 2, 2])
+    run = {"linear_probe": lambda: linear_probe(model, x, y),
+           "finetune": lambda: finetune(model, x, y, steps=1),
+           "warm_head": lambda: warm_head(model, detach(params_of(model)), x, y)}[adapt]
+    with pytest.raises(ValueError, match=r"head tensor embed\.weight is also the model's "
+                                         r"head\.weight \(tied weights\)"):
+        run()

@@ -16,6 +16,7 @@ pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'meta
 transformers = pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _checks import TiedHead  # noqa: E402
 from _text_models import tiny_text  # noqa: E402
 
 
@@ -109,3 +110,11 @@ def test_a_model_with_adapters_is_refused():
     assert not any(is_lora(n) for n in plain.state_dict()) and not hasattr(plain, "peft_config")
     again = add_lora(plain, r=2, target_modules=["conv"])
     assert sum(is_lora(n) for n, _ in again.named_parameters()) == 8    # A and B, 4 convs
+
+
+def test_a_head_tied_to_the_embedding_gets_no_adapters():
+    # the head's weight goes by the embedding's name (embed.weight): the layer left out was
+    # taken from that name, so the output layer was given LoRA
+    new = add_lora(TiedHead(), r=2)
+    adapted = sorted({n.partition(".lora_")[0] for n, _ in new.named_parameters() if is_lora(n)})
+    assert adapted == ["body"]

@@ -225,6 +225,24 @@ def test_a_model_with_dropout_scores_the_same_for_the_same_seed_and_leaves_the_r
     assert other["per_task"] != a["per_task"]
 
 
+
+def test_seeding_a_cpu_model_leaves_cuda_alone(monkeypatch, recwarn):
+    """fork_rng() saves every CUDA device's generator: on a machine with several GPUs a CPU
+    evaluation initialised CUDA (and warned), and where CUDA cannot start it failed."""
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("CUDA touched")
+
+    torch.manual_seed(0)
+    learner = MAML(MLP(1, (8,), 1), 0.05, 1, batching="loop")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", no_cuda)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", no_cuda)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", no_cuda)
+    r = ml.evaluate(learner, ml.tasks.Sinusoid(5, 5), tasks=2, steps=(0, 1), seed=5)
+    assert len(r["per_task"]["loss"][1]) == 2
+    assert not [w for w in recwarn if "available devices" in str(w.message)]
+
+
 def test_a_family_whose_sample_returns_no_taskbatch_is_named():
     """A tuple from ``sample`` ended in "'tuple' object has no attribute
     'is_classification'"."""

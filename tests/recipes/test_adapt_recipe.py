@@ -50,6 +50,8 @@ def test_the_default_lora_targets_of_an_image_model_are_its_convolutions():
     ({"split_seed": 2**64}, r"split_seed 18446744073709551616 is too large"),
     ({"seed": -1}, r"seed must be an int >= 0, got -1"),
     ({"split_seed": True}, r"split_seed must be an int >= 0, got True"),
+    ({"seed": None}, r"seed must be an int >= 0, got None"),     # was a TypeError: the bound
+    ({"seed": "3"}, r"seed must be an int >= 0, got '3'"),       # was computed before the check
 ])
 def test_a_seed_torch_cannot_take_is_named_before_the_model_loads(change, message):
     """``--seed 10**15`` failed after the model had loaded with torch's "Overflow when

@@ -46,3 +46,37 @@ def test_a_stored_buffer_of_another_shape_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"buffer 1.running_mean has shape \[8\] in the "
                                          r"checkpoint, \[6\] in the model"):
         load_model_buffers(other, tensors, "here")
+
+
+
+class _Scale(nn.Module):
+    """A fixed per-feature scale kept as a buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("s", torch.linspace(0.5, 1.5, 8))
+
+    def forward(self, x):
+        return x * self.s
+
+
+def _shared_buffer_model():
+    """One buffered module registered under two names (a block used twice): its buffer is one
+    tensor under two state_dict names; a BatchNorm's statistics change as it trains."""
+    torch.manual_seed(0)
+    scale = _Scale()
+    return nn.Sequential(nn.Linear(1, 8), nn.BatchNorm1d(8), scale, nn.ReLU(), nn.Linear(8, 8),
+                         scale, nn.ReLU(), nn.Linear(8, 1))
+
+
+def test_a_buffer_shared_under_two_names_is_saved_once_and_resumes_exactly(tmp_path):
+    # safetensors refuses two names for one tensor: every checkpoint of such a model failed
+    whole = _train(tmp_path / "whole", 4, model=_shared_buffer_model())
+    _train(tmp_path / "cut", 2, model=_shared_buffer_model())
+    resumed = _train(tmp_path / "cut", 4, resume=True, model=_shared_buffer_model())
+    tensors, _ = load_checkpoint(tmp_path / "whole")
+    assert "buffer.2.s" in tensors and "buffer.5.s" not in tensors
+    assert int(whole.state_dict()["1.num_batches_tracked"]) > 0
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert resumed[2] is resumed[5]

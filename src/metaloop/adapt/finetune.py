@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from metaloop.adapt._fit import Adapted, check_lr, check_steps, check_support, fit, numel, select
-from metaloop.adapt.heads import head_names, init_head, warm_head
+from metaloop.adapt.heads import init_head, new_head_names, warm_head
 from metaloop.func.params import Selector, detach, params_of
 
 
@@ -47,13 +47,13 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
 
     Raises:
         ValueError: an empty support set, bad steps or rates (zero, negative, inf), inputs
-            with NaN or inf, or on another device / in another dtype than ``model``, or
-            ``adapt`` matching nothing.
+            with NaN or inf, or on another device / in another dtype than ``model``,
+            ``adapt`` matching nothing, or a head tied to another layer (``new_head_names``).
     """
     n_classes = check_support("finetune", support_x, support_y, model)
     check_steps("finetune", steps=steps)
     check_lr("finetune", lr=lr, head_lr=head_lr)
-    names = head_names(model, head)
+    names = new_head_names(model, head)
     params = detach(params_of(model))
     if warmup is not None:
         params = warm_head(model, params, support_x, support_y, names, warmup,

@@ -17,7 +17,7 @@ from torch import nn
 from metaloop.adapt._fit import check_lr, check_support, fit_path
 from metaloop.adapt.newton_head import newton_head
 from metaloop.adapt.ridge_head import ridge_head
-from metaloop.func.params import Params, forward, last_linear_names
+from metaloop.func.params import Params, forward, last_linear_names, tied_names
 
 HEAD_INITS = ("zero", "random")
 SOLVERS = ("logistic", "ridge", "sgd")
@@ -38,6 +38,25 @@ def head_names(model: nn.Module, head: Sequence[str] | None = None) -> tuple[str
     if params[w].dim() != 2 or params[b].dim() != 1:
         raise ValueError(f"head {names}: need weight [C, D] and bias [C], got "
                          f"{list(params[w].shape)} and {list(params[b].shape)}")
+    return w, b
+
+
+def new_head_names(model: nn.Module, head: Sequence[str] | None = None) -> tuple[str, str]:
+    """``head_names`` of a head that is to be replaced (a new head of the task's classes,
+    or one fitted on features), which must be the head's alone.
+
+    Raises:
+        ValueError: as ``head_names``, or a head weight or bias that another layer also uses
+            (tied weights, ``out.weight = embed.weight``): the new ``[C, D]`` head would
+            replace that layer's tensor too.
+    """
+    w, b = head_names(model, head)
+    for n, others in list(tied_names(model, (w, b)).items())[:1]:
+        raise ValueError(f"the head tensor {n} is also the model's {', '.join(others)} "
+                         f"(tied weights): a new head of the task's classes would replace "
+                         f"that layer's too; "
+                         f"untie the head (give it its own nn.Parameter) or give head= "
+                         f"another layer")
     return w, b
 
 
@@ -210,9 +229,13 @@ def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: t
         params: the starting parameters. support_x ``[S, ...]``, support_y int64 ``[S]``.
         head: head parameter names (default the ``head`` ``nn.Linear``, else the last).
         solver, solver_kw: as ``fit_head``.
+
+    Raises:
+        ValueError: as ``check_support``, ``new_head_names`` (a head tied to another
+            layer) and ``fit_head``.
     """
     n_classes = check_support("warm_head", support_x, support_y, model)
-    w, b = head_names(model, head)
+    w, b = new_head_names(model, head)
     with torch.no_grad():
         feats = forward(model, params, support_x, head=False)                  # [S, D]
     weight, bias = fit_head(feats, support_y, n_classes, solver, **solver_kw)

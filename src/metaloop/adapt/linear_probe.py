@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from metaloop.adapt._fit import Adapted, check_support
-from metaloop.adapt.heads import head_names, warm_head
+from metaloop.adapt.heads import new_head_names, warm_head
 from metaloop.func.params import detach, params_of
 
 
@@ -35,10 +35,11 @@ def linear_probe(model: nn.Module, support_x: torch.Tensor, support_y: torch.Ten
 
     Raises:
         ValueError: an empty or inconsistent support set, inputs with NaN or inf or on
-            another device / in another dtype than ``model``, or bad solver options.
+            another device / in another dtype than ``model``, bad solver options, or a head
+            tied to another layer (``new_head_names``).
     """
     check_support("linear_probe", support_x, support_y, model)
-    names = head_names(model, head)
+    names = new_head_names(model, head)
     params = warm_head(model, detach(params_of(model)), support_x, support_y, names, solver,
                        **solver_kw)
     return Adapted(model, params, sum(params[n].numel() for n in names), names,

@@ -60,6 +60,18 @@ def _resolve_targets(model: nn.Module, targets: Sequence[str] | None, head: str)
     return chosen
 
 
+def _head_module(model: nn.Module, head: tuple[str, str]) -> str:
+    """The name of the module that holds the head's weight and bias itself: the output
+    layer, also where its weight is tied to an earlier layer's (``embed.weight``, the name
+    ``named_parameters()`` gives it); else the weight name's module."""
+    params = dict(model.named_parameters())
+    want = {id(params[n]) for n in head}
+    for name, mod in model.named_modules():
+        if want <= {id(p) for p in mod.parameters(recurse=False)}:
+            return name
+    return head[0].rpartition(".")[0]
+
+
 def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
              target_modules: Sequence[str] | None = None, dropout: float = 0.0,
              head: Sequence[str] | None = None) -> nn.Module:
@@ -100,7 +112,7 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
     if any(is_lora(n) for n, _ in (*model.named_parameters(), *model.named_buffers())):
         raise ValueError(f"{type(model).__name__} already has LoRA adapters; add_lora takes the "
                          f"pretrained model (merge_lora gives a plain one)")
-    head_module = head_names(model, head)[0].rpartition(".")[0]
+    head_module = _head_module(model, head_names(model, head))
     targets = _resolve_targets(model, target_modules, head_module)
     new = copy.deepcopy(model)
     # Hugging Face's Conv1D (GPT-2) stores its weight transposed: peft's fan_in_fan_out

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaloop.adapt._fit import Adapted, check_support
-from metaloop.adapt.heads import head_names
+from metaloop.adapt.heads import new_head_names
 from metaloop.func.params import detach, params_of
 
 TEMPLATES = (
@@ -78,7 +78,7 @@ def _embed(model: nn.Module, texts: list[str], cache: dict | None) -> torch.Tens
 
 
 def _with_head(model: nn.Module, vectors: torch.Tensor, scale: float) -> dict:
-    w, b = head_names(model)
+    w, b = new_head_names(model)
     params = detach(params_of(model))
     return {**params, w: scale * vectors, b: vectors.new_zeros(vectors.shape[0])}
 

@@ -21,6 +21,7 @@ from metaloop.func.params import (
     forward,
     last_linear_names,
     partition,
+    tied_names,
 )
 
 Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
@@ -253,15 +254,10 @@ def _check_untied_head(model: nn.Module, head: list[str]) -> None:
     Raises:
         ValueError: naming the head tensor and the other names it goes by.
     """
-    names: dict[int, list[str]] = {}
-    for n, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(n)
-    for n, p in model.named_parameters():
-        if n in head and len(names[id(p)]) > 1:
-            others = [m for m in names[id(p)] if m != n]
-            raise ValueError(f"head_init='zero' would zero {n}, which the model also uses as "
-                             f"{', '.join(others)} (tied weights); use head_init='learned', "
-                             f"or untie the head")
+    for n, others in list(tied_names(model, head).items())[:1]:
+        raise ValueError(f"head_init='zero' would zero {n}, which the model also uses as "
+                         f"{', '.join(others)} (tied weights); use head_init='learned', "
+                         f"or untie the head")
 
 
 @dataclass

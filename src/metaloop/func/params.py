@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -55,6 +55,17 @@ def combine(*parts: Mapping[str, torch.Tensor]) -> Params:
     for p in parts:
         out.update(p)
     return out
+
+
+def tied_names(model: nn.Module, names: Sequence[str]) -> dict[str, list[str]]:
+    """For each of ``names`` (as ``named_parameters()`` gives them) whose tensor ``model``
+    also uses under other names (tied weights, ``out.weight = inp.weight``), those other
+    names; names of untied tensors are left out."""
+    every: dict[int, list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        every.setdefault(id(p), []).append(n)
+    return {n: [m for m in every[id(p)] if m != n] for n, p in model.named_parameters()
+            if n in names and len(every[id(p)]) > 1}
 
 
 def last_linear_names(model: nn.Module) -> list[str]:

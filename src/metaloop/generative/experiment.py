@@ -486,7 +486,7 @@ DATA_LABELS = {"fashion-mnist": "Fashion-MNIST",
                "omniglot-mixed": "Omniglot (mixed split, 50 alphabets)"}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name: Linux's /proc/cpuinfo ``model name``, macOS's ``sysctl
     machdep.cpu.brand_string`` ("Apple M2"), Windows' ``platform.processor()``; "" where
     none says (ARM Linux, say)."""
@@ -506,11 +506,11 @@ def _cpu_model() -> str:
 
 
 def cpu_device(threads: int | None = None) -> str:
-    """``"CPU (<n>-core <model>), <t> thread(s)"``, the model from ``_cpu_model`` (left out
+    """``"CPU (<n>-core <model>), <t> thread(s)"``, the model from ``cpu_model`` (left out
     where unknown, as is the core count where ``os.cpu_count`` cannot tell) and ``t`` the
     given ``threads`` (default: torch's current thread count)."""
     cores = os.cpu_count()
-    what = " ".join(w for w in (f"{cores}-core" if cores else "", _cpu_model()) if w)
+    what = " ".join(w for w in (f"{cores}-core" if cores else "", cpu_model()) if w)
     where = f" ({what})" if what else ""
     t = torch.get_num_threads() if threads is None else threads
     return f"CPU{where}, {t} thread{'s' if t != 1 else ''}"

@@ -143,10 +143,10 @@ def _check_seeds(s: AdaptSettings) -> None:
         ValueError: naming the seed (torch said "Overflow when unpacking long long" once
             the model had loaded).
     """
-    for name, seed, top in (("seed", s.seed, s.seed * 100_003 + s.tasks),
-                            ("split_seed", s.split_seed, s.split_seed)):
+    for name, seed in (("seed", s.seed), ("split_seed", s.split_seed)):
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"{name} must be an int >= 0, got {seed!r}")
+        top = seed * 100_003 + s.tasks if name == "seed" else seed     # an int: checked first
         if top >= 2**64:
             raise ValueError(f"{name} {seed} is too large: the seeds it gives torch's "
                              f"generators must stay below 2**64"

@@ -208,11 +208,18 @@ def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
 def model_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's persistent buffers by ``state_dict`` name (a user's torch BatchNorm's
     running statistics and ``num_batches_tracked``, ...): saved beside the parameters, so
-    that a resumed run and a loaded one have them as training left them. metaloop's own
-    networks have none."""
+    that a resumed run and a loaded one have them as training left them. A buffer shared
+    under several names (a module registered twice) goes by its first name, once: the
+    checkpoint's safetensors holds no two names for one tensor. metaloop's own networks
+    have none."""
     params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-    return {n: t for n, t in model.state_dict(keep_vars=True).items()
-            if n not in params and isinstance(t, torch.Tensor)}
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for n, t in model.state_dict(keep_vars=True).items():
+        if n not in params and isinstance(t, torch.Tensor) and id(t) not in seen:
+            seen.add(id(t))
+            out[n] = t
+    return out
 
 
 def load_model_buffers(model: torch.nn.Module, tensors: dict, where: str) -> None:
