@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--seed {args.seed} is outside {SEED_RANGE[0]}..{SEED_RANGE[1]}, "
                          f"which torch cannot take (the run also seeds with --seed + 1 to "
                          f"--seed + 4)")
-    # named by the flag, and now: inf failed only after the classifiers and models trained
+    # named by the flag, before any classifier or model is trained
     for flag, value, low in (("--invert-l2", args.invert_l2, ">= 0"),
                              ("--invert-tv", args.invert_tv, ">= 0"),
                              ("--max-minutes", args.max_minutes, "> 0")):

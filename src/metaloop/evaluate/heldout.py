@@ -94,7 +94,9 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         tasks: number of held-out tasks. steps: adaptation step counts to report, a
             sequence of ints >= 0 (``(0, 1, 5)``; one count: ``(5,)``), in any order, repeats
             counted once.
-        seed: seed of the held-out task stream (keep it apart from the training seed).
+        seed: seed of the held-out task stream (keep it apart from the training seed);
+            it also seeds torch's RNG while scoring (a model of your own with dropout in
+            training mode scores the same on every call), and the caller's is restored.
         loss: query loss; default the learner's inner loss.
         progress: an optional callable ``progress(n)``, called as tasks are scored with how
             many were just scored (one at a time with the loop, a chunk with vmap).

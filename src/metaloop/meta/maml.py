@@ -113,7 +113,9 @@ def second_order_attention(first_order: bool):
     ``nn.TransformerEncoderLayer`` in a model of your own) on its math kernel, the one whose
     backward is differentiable again; the fused kernels have no double backward
     ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
-    implemented"). First order: as torch chooses. Models without attention are unaffected."""
+    implemented"). First order: as torch chooses. Models without attention are unaffected.
+    The kernel choice is process-wide while it holds: two learners meta-training at once in
+    threads of your own would restore it under each other."""
     if first_order:
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
