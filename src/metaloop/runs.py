@@ -180,9 +180,15 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     else:                              # sinusoid (no data) or feature vectors
         family = build.build_family(cfg["family"])
     if device is not None and not isinstance(device, torch.device):
-        device = torch.device(device)
+        try:
+            device = torch.device(device)
+        except RuntimeError as e:                   # torch: "Expected one of cpu, cuda, ..."
+            raise ValueError(f"device {device!r} is not a torch device ({e})") from None
     if device is not None and device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch sees no CUDA device")
+    if device is not None and device.type == "mps" and cfg["train"]["dtype"] == "float64":
+        raise ValueError(f"{path} was trained in float64, which Apple's mps device does not "
+                         f"have; load it on the CPU (device='cpu')")
     learner = build.build_learner(cfg, family, device=device)
     learner.model.to(dtype=getattr(torch, cfg["train"]["dtype"]))   # a float64 run stays exact
     params = dict(learner.model.named_parameters())

@@ -111,3 +111,14 @@ def test_text_runs_that_tokenize_differently_are_not_one_ensemble(request, tmp_p
     with pytest.raises(ValueError, match=r"ensemble: .*b has family.max_length = 6, the first "
                                          r"run .* 8"):
         load_ensemble([tmp_path / "a", tmp_path / "b"])
+
+
+def test_a_float64_run_on_mps_and_an_unknown_device_are_named(tmp_path):
+    """``load_run(path, device="mps")`` of a float64 run passed torch's TypeError through
+    (mps has no float64), and an unknown device string torch's RuntimeError."""
+    _train(SINUSOID.format(dtype="float64"), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"trained in float64, which Apple's mps device does "
+                                         r"not have; load it on the CPU"):
+        ml.load_run(tmp_path / "run", device="mps")
+    with pytest.raises(ValueError, match=r"device 'gpu0' is not a torch device"):
+        ml.load_run(tmp_path / "run", device="gpu0")
