@@ -89,9 +89,9 @@ class Run:
         """The held-out task family of the config's ``[eval]`` section (reads the data), its
         tasks on the model's device in its dtype (a float64 run's: float64), as training's
         validation gives them."""
-        from metaloop.train.loop import _on_model
+        from metaloop.train.loop import on_model
 
-        return _on_model(build.eval_family(self.config, None), self.learner.model)
+        return on_model(build.eval_family(self.config, None), self.learner.model)
 
 
 def _stand_in(tensors: dict, fam: dict, path: Path, data: dict | None) -> SimpleNamespace:

@@ -16,7 +16,7 @@ from metaloop import build, config
 from metaloop.evaluate import evaluate
 from metaloop.recipes.evaluation import evaluate_run, load_ensemble
 from metaloop.recipes.predict import classify_tensors, predict_folders
-from metaloop.train.loop import _on_model
+from metaloop.train.loop import on_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import tensor_config, write_tensor_file  # noqa: E402
@@ -48,7 +48,7 @@ def test_a_float64_run_is_evaluated_in_float64_as_the_trained_learner(tmp_path):
     a float64 run's weights were rounded and its scores were not the trained learner's."""
     cfg, learner = _train(SINUSOID.format(dtype="float64"), tmp_path / "run")
     ec = cfg["eval"]
-    held = _on_model(build.eval_family(cfg, None), learner.model)     # as validation casts
+    held = on_model(build.eval_family(cfg, None), learner.model)     # as validation casts
     want = evaluate(learner, held, tasks=ec["tasks"], steps=ec["steps"], seed=ec["seed"])
     run = ml.load_run(tmp_path / "run")
     assert {p.dtype for p in run.learner.model.parameters()} == {torch.float64}

@@ -30,7 +30,7 @@ from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.recipes.predict import score_lake_runs, takes_steps
 from metaloop.runs import Run, load_run
-from metaloop.train.loop import _on_model as on_model
+from metaloop.train.loop import on_model
 
 __all__ = ["error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run", "load_ensemble",
            "members", "refining", "run_label", "scoring", "warn_shared_split"]

@@ -449,7 +449,7 @@ class _Cast:
         return f"_Cast({self.family!r}, device={self.device}, dtype={self.dtype})"
 
 
-def _on_model(family, model: torch.nn.Module):
+def on_model(family, model: torch.nn.Module):
     """``family`` itself for a float32 CPU model or a family that already samples on the
     model's device in its dtype (``metaloop.tasks.DeviceTasks``), else one that casts its
     batches."""
@@ -870,7 +870,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     generator = torch.Generator(device=_generator_device(family)).manual_seed(seed)
     out = Path(out_dir) if out_dir is not None else None
     log_dir = out if lead else None
-    family, val_family = _on_model(family, learner.model), _on_model(val_family, learner.model)
+    family, val_family = on_model(family, learner.model), on_model(val_family, learner.model)
     window = _Window()
     # this run's CPU seconds in one process, carried through resumes (None: not known, e.g.
     # resumed from a checkpoint that lacks them, or torchrun, where rank 0 sees its own only)
