@@ -80,3 +80,40 @@ def test_a_buffer_shared_under_two_names_is_saved_once_and_resumes_exactly(tmp_p
     for k, v in whole.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert resumed[2] is resumed[5]
+
+
+
+def test_a_distributed_run_keeps_one_state_on_every_rank_and_resumes_exactly(tmp_path):
+    # each rank updated a BatchNorm's running statistics on its own shard's tasks (and rank 0
+    # on validation's too), and drew dropout masks for its own tasks from torch's RNG, so the
+    # ranks' buffers and RNG states drifted apart; a resume, which gives every rank rank 0's
+    # checkpointed ones, did not repeat the uninterrupted run (the parameters differed)
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    worker = Path(__file__).parent / "_dist_buffers_worker.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), str(worker),
+           str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                       env={**env, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ranks = [load_file(str(tmp_path / f"rank{i}.safetensors")) for i in (0, 1)]
+    assert int(ranks[0]["bn.whole.1.num_batches_tracked"]) > 0
+    for got in ranks:                        # every rank, whole or resumed: rank 0's whole run
+        assert set(got) == set(ranks[0])
+        for k in got:
+            kind, _, name = k.split(".", 2)
+            assert torch.equal(got[k], ranks[0][f"{kind}.whole.{name}"]), k
+    tensors, _ = load_checkpoint(tmp_path / "bn")
+    assert torch.equal(tensors["buffer.1.running_var"], ranks[1]["bn.whole.1.running_var"])

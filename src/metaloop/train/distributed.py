@@ -259,8 +259,10 @@ def _collective(what: str, fn: Callable[[], object], then: str = _KEPT):
 
 
 def reduce_step(grads: dict[str, torch.Tensor], metrics: dict[str, float], weight: float,
-                stop: bool, what: str) -> tuple[dict[str, torch.Tensor], dict[str, float], bool]:
-    """Average a shard's meta-gradient and metrics over the ranks, and agree on stopping.
+                stop: bool, what: str, drew: bool = False
+                ) -> tuple[dict[str, torch.Tensor], dict[str, float], bool, bool]:
+    """Average a shard's meta-gradient and metrics over the ranks, and agree on stopping and
+    on whether the step drew from torch's RNG.
 
     Args:
         grads: name -> this shard's mean meta-gradient (same names and shapes on every rank).
@@ -268,18 +270,21 @@ def reduce_step(grads: dict[str, torch.Tensor], metrics: dict[str, float], weigh
         weight: shard size / meta-batch size.
         stop: this rank was asked to stop (Ctrl-C); the result is True if any rank was.
         what: the step, for error messages (e.g. "iteration 12").
+        drew: this rank's shard drew from torch's global CPU RNG (dropout in a model of your
+            own); the result is True if any rank's did.
 
     Returns:
-        (mean gradients, mean metrics, stop) over the whole meta-batch, equal on every rank.
+        (mean gradients, mean metrics, stop, drew) over the whole meta-batch, equal on every
+        rank.
 
     Raises:
         DistributedError: a collective failed or timed out.
     """
     names = list(grads)
     flat = torch.cat([grads[n].reshape(-1) for n in names]) * weight            # [P]
-    meta = torch.tensor([*metrics.values(), 0.0], dtype=torch.float64, device=flat.device)
-    meta[:-1] *= weight
-    meta[-1] = float(stop)
+    meta = torch.tensor([*metrics.values(), 0.0, 0.0], dtype=torch.float64, device=flat.device)
+    meta[:-2] *= weight
+    meta[-2], meta[-1] = float(drew), float(stop)
     _collective(f"all_reduce of the meta-gradient at {what}",
                 lambda: (dist.all_reduce(flat), dist.all_reduce(meta)))
     out, i = {}, 0
@@ -288,7 +293,7 @@ def reduce_step(grads: dict[str, torch.Tensor], metrics: dict[str, float], weigh
         out[n] = flat[i:i + k].view_as(grads[n])
         i += k
     values = meta.tolist()
-    return out, dict(zip(metrics, values[:-1])), values[-1] > 0
+    return out, dict(zip(metrics, values[:-2])), values[-1] > 0, values[-2] > 0
 
 
 def broadcast_object(obj, what: str):
@@ -340,6 +345,28 @@ def broadcast_params(model: torch.nn.Module) -> None:
                 dist.broadcast(p.data, src=0)
     _collective("broadcast of the initial parameters", run,
                 "No checkpoint was written yet: start every rank again with the same command")
+
+
+def broadcast_buffers(buffers: list[torch.Tensor], what: str, start: bool = False) -> None:
+    """Overwrite every rank's ``buffers`` (a model's running statistics, ...) with rank 0's,
+    in place: each rank updates them on its own shard's tasks (and rank 0 on validation's),
+    so without this the ranks' copies drift apart, and a resume, which restores rank 0's on
+    every rank, would not repeat the uninterrupted run on the other ranks. ``start``: at the
+    start of a new run, before any checkpoint exists."""
+    def run():
+        with torch.no_grad():
+            for b in buffers:
+                dist.broadcast(b, src=0)
+    _collective(f"broadcast of the model's buffers at {what}", run,
+                "No checkpoint was written yet: start every rank again with the same command"
+                if start else _KEPT)
+
+
+def broadcast_rng(what: str) -> None:
+    """Set every rank's global torch CPU RNG to rank 0's state: each rank drew for its own
+    shard's tasks (dropout), so the states differ, and a resume restores rank 0's on every
+    rank."""
+    torch.set_rng_state(broadcast_object(torch.get_rng_state(), f"the random state at {what}"))
 
 
 def barrier(what: str) -> None:

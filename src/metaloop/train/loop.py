@@ -627,9 +627,18 @@ def _step_gradient(learner, batch, shard, stop: _StopSignals, iteration: int):
         grads, metrics = learner.meta_gradient(batch, with_metrics=True)
         return grads, metrics, None
     lo, hi = distributed.shard_bounds(batch.num_tasks, *shard)
+    before = torch.get_rng_state()
     grads, metrics = shard_gradient(learner, batch, lo, hi)
-    return distributed.reduce_step(grads, metrics, (hi - lo) / batch.num_tasks,
-                                   stop.name is not None, f"iteration {iteration}")
+    # dropout in a model of your own: the ranks drew for different tasks (a learner with
+    # skip_tasks leaves every rank in one state itself)
+    drew = getattr(learner, "skip_tasks", None) is None \
+        and not torch.equal(before, torch.get_rng_state())
+    grads, metrics, agreed, drew = distributed.reduce_step(
+        grads, metrics, (hi - lo) / batch.num_tasks, stop.name is not None,
+        f"iteration {iteration}", drew)
+    if drew:                            # as a resume restores it: rank 0's on every rank
+        distributed.broadcast_rng(f"iteration {iteration}")
+    return grads, metrics, agreed
 
 
 def check_shardable(learner, world: int) -> None:
@@ -867,6 +876,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             weight_decay=weight_decay, decoupled_weight_decay=weight_decay > 0,
             capturable=capturable)
     named = list(learner.model.named_parameters())     # the optimizer's, fixed for the run
+    # a user's model's buffers (torch BatchNorm's running statistics): rank 0's on every rank
+    buffers = list(model_buffers(learner.model).values()) if shard else []
     generator = torch.Generator(device=_generator_device(family)).manual_seed(seed)
     out = Path(out_dir) if out_dir is not None else None
     log_dir = out if lead else None
@@ -888,6 +899,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         start = 0
         if shard:
             distributed.broadcast_params(learner.model)
+            if buffers:
+                distributed.broadcast_buffers(buffers, "the start", start=True)
     cpu_start = time.process_time()
     if not getattr(learner, "meta_trains", True):
         iterations = start
@@ -974,6 +987,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                     r = evaluate(learner, val_family, tasks=val_tasks,
                                  steps=(learner.inner.steps,), seed=val_seed)
                     val = {f"val_{k}": r[k]["mean"][0] for k in ("loss", "accuracy") if k in r}
+                if buffers:                            # as a resume restores them: rank 0's
+                    distributed.broadcast_buffers(buffers, f"iteration {it + 1}")
                 if logged:
                     last = window.read()
                     try:
