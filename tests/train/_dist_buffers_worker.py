@@ -38,4 +38,5 @@ for kind in ("bn", "dropout"):
     states.update({f"{kind}.resumed.{k}": v
                    for k, v in run(kind, out / f"{kind}_cut", 4, resume=True).items()})
 save_file(states, str(out / f"rank{rank}.safetensors"))
+distributed.barrier("the end of the worker")   # no rank leaves while gloo still talks
 distributed.destroy()

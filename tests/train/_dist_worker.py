@@ -59,4 +59,5 @@ except KeyboardInterrupt as e:     # every rank stops after the same iteration
     assert str(e) == f"stopped by {who} after iteration 3; checkpoint in {out / 'stop'}", e
 if rank == 0:
     save_file(results, str(out / "dist.safetensors"))
+distributed.barrier("the end of the worker")   # no rank leaves while gloo still talks
 distributed.destroy()
