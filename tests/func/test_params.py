@@ -122,3 +122,15 @@ def test_the_default_head_is_the_head_module_wherever_it_is_registered():
     import metaloop as ml
     assert ml.meta.ANIL(_HeadFirst(), 0.1, loss="ce").inner.names == ["head.weight",
                                                                        "head.bias"]
+
+
+def test_eval_mode_gives_each_module_its_own_mode_back():
+    from metaloop.func.params import eval_mode
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5), nn.Sequential(nn.Dropout(0.5)))
+    model[2].eval()                                     # a submodule kept in eval mode
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and model[1].training and not model[2].training
+    assert not model[2][0].training
+    with eval_mode(len):                                # a plain callable: nothing to do
+        pass

@@ -48,7 +48,7 @@ from metaloop.continual.heads import (
     logits_of_head,
 )
 from metaloop.continual.replay import Batch, check_replay_ratio, mixed_batches, replay_buffer
-from metaloop.func.params import Params, detach, partition
+from metaloop.func.params import Params, detach, eval_mode, partition
 from metaloop.models.bn_stats import batchnorm_layers, fixed_stats, recorded_stats
 
 Trainable = str | Callable[[str], bool] | Iterable[str]
@@ -128,7 +128,7 @@ def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     _check_positive(batch_size=batch_size)
     check_body(model)
-    with torch.no_grad(), _eval_mode(model), _normalised_by(model, params, reference):
+    with torch.no_grad(), eval_mode(model), _normalised_by(model, params, reference):
         return _accuracies(model, params, experiences, split, batch_size)
 
 
@@ -145,19 +145,6 @@ def _accuracies(model: nn.Module, params, experiences: Sequence, split: str,
             correct += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
         out[e.name] = correct / y.numel() if y.numel() else math.nan
     return out
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """While active, every module of ``model`` is in eval mode (dropout off), as a trained
-    network is scored; each module's own mode is restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 @contextmanager
@@ -243,7 +230,7 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
         loss = loss + F.cross_entropy(logits, batch.y[rows]) * share
     new = batch.source == -1
     if kept and bool(new.any()):
-        with torch.no_grad(), _eval_mode(model):   # the teacher as scored: no dropout noise
+        with torch.no_grad(), eval_mode(model):   # the teacher as scored: no dropout noise
             t_feats = features(model, teacher, batch.x)[new]            # [n, D]
         for h, (w, outputs) in kept.items():
             student = logits_of_head(params, h, feats[new])[:, outputs] / temperature  # [n, |O|]
@@ -368,7 +355,7 @@ def _record(curve, model, params, watch, new, step) -> float:
     curve["step"].append(step)
     # as evaluate_experiences(..., reference=new.train[0]) on each split, the statistics of
     # the data being learned recorded once for both
-    with torch.no_grad(), _eval_mode(model), _normalised_by(model, params, new.train[0]):
+    with torch.no_grad(), eval_mode(model), _normalised_by(model, params, new.train[0]):
         accuracy = _accuracies(model, params, watch, "test")
         val = _accuracies(model, params, [new], "val")[new.name]
     for name, acc in accuracy.items():

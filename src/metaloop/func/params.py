@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -185,3 +186,19 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 def detach(params: Mapping[str, torch.Tensor], requires_grad: bool = False) -> Params:
     """Detached copies of params (sharing storage), optionally as new autograd leaves."""
     return {k: v.detach().requires_grad_(requires_grad) for k, v in params.items()}
+
+
+@contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """While active, every module of ``model`` is in eval mode (dropout off), as a trained
+    network is scored; afterwards each module is back in its own mode (a submodule kept in
+    eval mode, such as a frozen backbone, stays there). Nothing happens for a plain
+    callable."""
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+    if modes:
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+from metaloop.func.params import eval_mode
 
 DEFAULT_IMAGE_SHAPE = (1, 28, 28)   # the generative models' images (quality.Classifier's input)
 INIT_EPS = 0.01                      # an init image's pixels are clamped to [eps, 1 - eps]
@@ -184,22 +185,6 @@ def _check_logits(logits, n: int) -> int:
     return logits.shape[1]
 
 
-@contextmanager
-def _eval_mode(classifier) -> Iterator[None]:
-    """While active, an ``nn.Module`` classifier is in eval mode; afterwards each of its
-    modules is back in its own mode (a submodule the user had in eval mode, such as a frozen
-    backbone, stays there). Nothing happens for a plain callable."""
-    modes = [(m, m.training) for m in classifier.modules()] \
-        if isinstance(classifier, nn.Module) else []
-    if modes:
-        classifier.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 def _module_dtype_device(classifier) -> tuple[torch.dtype, torch.device]:
     if isinstance(classifier, nn.Module):
         for p in classifier.parameters():
@@ -282,7 +267,7 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
                          f"{shape[1:]}, got {jitter}")
     dtype, device = _module_dtype_device(classifier)
     u = _init_logits(init, n, shape, generator, dtype, device)         # [n, C, H, W]
-    with _eval_mode(classifier):
+    with eval_mode(classifier):
         with torch.no_grad():
             k = _check_logits(_classify(classifier, torch.sigmoid(u)), n)
         bad = t[(t < 0) | (t >= k)]
@@ -342,7 +327,7 @@ def class_probabilities(classifier, images: torch.Tensor, batch_size: int = 1000
     """
     if isinstance(classifier, nn.Module) and images.is_floating_point():
         images = images.to(_module_dtype_device(classifier)[0])
-    with _eval_mode(classifier):
+    with eval_mode(classifier):
         p = []
         for s in range(0, len(images), batch_size):
             x = images[s:s + batch_size]
