@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaloop.func.params import Params, forward, last_linear_names, params_of
+from metaloop.func.params import (
+    Params,
+    forward,
+    last_linear_names,
+    named_layers,
+    params_of,
+    updates_running_stats,
+)
 
 PREFIX = "heads."
 
@@ -92,9 +99,7 @@ def check_body(model: nn.Module) -> None:
         raise ValueError(f"{type(model).__name__}.forward{sig} has no head keyword: a "
                          f"continual body must return its features [N, D] with "
                          f"forward(x, head=False), as metaloop's MLP and Conv4 do")
-    stats = [f"{n} ({type(m).__name__})" for n, m in model.named_modules()
-             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
-             and m.training]
+    stats = named_layers(model, updates_running_stats)
     if stats:
         raise ValueError(f"{', '.join(stats[:3])}{' ...' if len(stats) > 3 else ''}: in "
                          f"training mode with track_running_stats=True it updates its "

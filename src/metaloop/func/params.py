@@ -202,3 +202,18 @@ def eval_mode(model) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def named_layers(model: nn.Module, keep: Callable[[nn.Module], bool]) -> list[str]:
+    """The modules of ``model`` that ``keep`` picks, as ``"name (Type)"`` (the model's own
+    type for itself), for messages that name layers."""
+    return [f"{n or type(model).__name__} ({type(m).__name__})"
+            for n, m in model.named_modules() if keep(m)]
+
+
+def updates_running_stats(module: nn.Module) -> bool:
+    """Whether ``module`` is torch's BatchNorm/InstanceNorm in training mode with
+    ``track_running_stats``: each call then updates its running statistics in place, outside
+    any parameter dict (vmap refuses it; it would change a model passed in)."""
+    return (isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats
+            and module.training)

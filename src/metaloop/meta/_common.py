@@ -12,7 +12,14 @@ from torch import nn
 from metaloop.adapt.learned_lr import split_lrs
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.losses import accuracy, check_predictions, cross_entropy
-from metaloop.func.params import Params, detach, tensor_names, unknown_names
+from metaloop.func.params import (
+    Params,
+    detach,
+    named_layers,
+    tensor_names,
+    unknown_names,
+    updates_running_stats,
+)
 from metaloop.meta._threads import check_threadable
 from metaloop.tasks.batch import TaskBatch, values_trusted
 
@@ -197,13 +204,6 @@ def batch_statistics_layers(model: nn.Module | None) -> list[str]:
                         and (m.training or not m.track_running_stats))
 
 
-def named_layers(model: nn.Module, keep: Callable[[nn.Module], bool]) -> list[str]:
-    """The modules of ``model`` that ``keep`` picks, as ``"name (Type)"`` (the model's own
-    type for itself), for messages that name layers."""
-    return [f"{n or type(model).__name__} ({type(m).__name__})"
-            for n, m in model.named_modules() if keep(m)]
-
-
 # torch layers that torch.func.vmap cannot run at all ("Batching rule not implemented for
 # aten::lstm.input"); nn.RNNCell and nn.GRUCell run (on a slow fallback).
 NO_VMAP_RULE = (nn.RNNBase, nn.LSTMCell)
@@ -224,8 +224,7 @@ def vmap_refusal(model: nn.Module) -> str | None:
     applies).
     """
     rnn = named_layers(model, lambda m: isinstance(m, NO_VMAP_RULE))
-    stats = named_layers(model, lambda m: isinstance(m, nn.modules.batchnorm._NormBase)
-                         and m.track_running_stats and m.training)
+    stats = named_layers(model, updates_running_stats)
     drop = named_layers(model, lambda m: isinstance(m, nn.modules.dropout._DropoutNd)
                         and m.training)
     if rnn:
