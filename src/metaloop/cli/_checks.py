@@ -7,6 +7,17 @@ from metaloop.models.bn_stats import batchnorm_layers
 from metaloop.recipes.predict import takes_steps
 
 
+def seed_flag(seed: int | None) -> None:
+    """ValueError naming ``--seed`` when a torch.Generator cannot take it (None: not given),
+    before the config is read: it would be named as the config's ``train.seed``, which the
+    file may not set.
+    """
+    if seed is not None and seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {seed}")
+    if seed is not None and seed >= 2**64:
+        raise ValueError(f"--seed must be below 2**64 (it seeds a torch.Generator), got {seed}")
+
+
 def members(loaded) -> tuple[list, list[str], str]:
     """(the runs, their method names, how a message names them: the run, or every member)."""
     runs = getattr(loaded, "members", [loaded])

@@ -8,6 +8,7 @@ import sys
 from tqdm.auto import tqdm
 
 from metaloop import config as _config
+from metaloop.cli import _checks
 from metaloop.cli._args import path
 from metaloop.recipes import compare as recipe
 from metaloop.recipes import report
@@ -86,11 +87,7 @@ def _check_flags(args) -> None:
         value = getattr(args, key)
         if value is not None and value <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {value}")
-    if args.seed is not None and args.seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
-    if args.seed is not None and args.seed >= 2**64:
-        raise ValueError(f"--seed must be below 2**64 (it seeds a torch.Generator), got "
-                         f"{args.seed}")
+    _checks.seed_flag(args.seed)
 
 
 RUN_FLAGS = ("methods", "iterations", "meta_batch", "ways", "shots", "tasks", "seed", "out",

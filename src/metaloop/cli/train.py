@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.config:
                 raise ValueError("--print-config prints the --config file: give --config FILE")
             _refuse_run_flags(args)
-            _check_seed(args.seed)
+            _checks.seed_flag(args.seed)
             cfg = _config.load(args.config)
             if args.seed is not None:              # as the run would take it
                 cfg["train"]["seed"] = args.seed
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             if distributed.local_leader():         # once per node under torchrun
                 print(text, end="")
             return 0
-        _check_seed(args.seed)
+        _checks.seed_flag(args.seed)
         _check_flags(args)
         owner = distributed.init(args.device, args.dist_timeout)
     except (ValueError, FileNotFoundError) as e:
@@ -128,15 +128,6 @@ def _refuse_run_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--print-config prints the config and exits without training, so "
                          f"{', '.join(given)} would change nothing: leave "
                          f"{'it' if len(given) == 1 else 'them'} out")
-
-
-def _check_seed(seed: int | None) -> None:
-    """ValueError naming ``--seed`` when a torch.Generator cannot take it (None: not given);
-    it was named as the config's train.seed, which the file may not set."""
-    if seed is not None and seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0, got {seed}")
-    if seed is not None and seed >= 2**64:
-        raise ValueError(f"--seed must be below 2**64 (it seeds a torch.Generator), got {seed}")
 
 
 def _check_flags(args: argparse.Namespace) -> None:
