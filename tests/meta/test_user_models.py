@@ -198,6 +198,14 @@ def test_vmap_batching_of_a_recurrent_model_is_refused_by_layer(make):
         make(Recurrent(nn.LSTM), batching="vmap")
 
 
+def three_way_batch():
+    """Two float32 3-way tasks of 3-feature vectors, 2 support and 2 query examples a class."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat(2, 2)                                          # [B=2, 6]
+    return ml.TaskBatch(torch.randn(2, 6, 3, generator=g), y,
+                        torch.randn(2, 6, 3, generator=g), y)
+
+
 @pytest.mark.parametrize("make", [ml.meta.ProtoNet, ml.meta.R2D2, ml.meta.MetaOptNet])
 def test_solved_heads_name_dropout_switched_on_after_vmap_was_chosen(make):
     """QA repro: built in eval mode ("auto" chose vmap), then model.train(): the solved heads
@@ -207,9 +215,7 @@ def test_solved_heads_name_dropout_switched_on_after_vmap_was_chosen(make):
     learner = make(model)
     assert learner.batching == "vmap"
     model.train()
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(3).repeat(2, 2)                                          # [B=2, 6]
-    b = ml.TaskBatch(torch.randn(2, 6, 3, generator=g), y, torch.randn(2, 6, 3, generator=g), y)
+    b = three_way_batch()
     with pytest.raises(ValueError, match=r"batching='vmap' cannot run backbone\.1 \(Dropout\): "
                                          r"in training mode dropout"):
         learner.meta_gradient(b)
@@ -232,9 +238,7 @@ def test_a_model_returning_a_tuple_is_named(name, batching):
     "... no attribute 'dim'" (the solved heads)."""
     learner = LEARNERS[name](TwoOutputs())
     learner.batching = batching
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(3).repeat(2, 2)                                          # [B=2, 6]
-    b = ml.TaskBatch(torch.randn(2, 6, 3, generator=g), y, torch.randn(2, 6, 3, generator=g), y)
+    b = three_way_batch()
     with pytest.raises(ValueError, match=r"(output must be|must return) one tensor of "
                                          r"(predictions|features) \[N, .*got tuple"):
         learner.meta_gradient(b)
