@@ -1,13 +1,14 @@
-"""Reading a user's image folders: links to folders, oversized images and transparency
-given by a PNG's tRNS chunk."""
+"""Reading a user's image folders: links to folders, oversized images, transparency given
+by a PNG's tRNS chunk, large photos shrunk before conversion, float images with NaN."""
 
 import os
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from metaloop.data import images as images_mod
 from metaloop.data.images import load_image, load_query, load_support
 
 
@@ -80,3 +81,73 @@ def test_a_broken_link_is_a_named_error(tmp_path):
     os.symlink(tmp_path / "gone.png", tmp_path / "q" / "lost.png")
     with pytest.raises(ValueError, match="lost.png is a link to .*gone.png, which does not"):
         load_query(tmp_path / "q")
+
+
+def _photo(w: int, h: int, seed: int = 0) -> np.ndarray:
+    """uint8 [h, w, 3]: a smooth random picture (blocks of colour, bicubic-upsampled)."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray((rng.random((6, 9, 3)) * 255).astype(np.uint8))
+    return np.asarray(small.resize((w, h), Image.BICUBIC))
+
+
+def _full_size(path, image_size, channels):
+    """The reference: the whole image converted, padded and resized, nothing shrunk first."""
+    with Image.open(path) as im:
+        pix = images_mod._pixels(ImageOps.exif_transpose(im), channels)    # [h, w, c]
+    return images_mod._to_input(pix, image_size, "never")
+
+
+@pytest.mark.parametrize("kind", ["jpeg-rotated", "rgba-png", "grey16-png", "palette-png",
+                                  "strip-png"])
+def test_a_large_image_is_shrunk_before_it_is_converted(tmp_path, monkeypatch, kind):
+    """A phone photo (or any image many times the output side) was converted to float32 at
+    full size, padded and resized: a 6000x4000 JPEG took 2.4 s and over 700 MB per image, and
+    the folder decodes on every core at once; a 3 x 12000 strip, padded to a square, took
+    1.6 GB. It is now shrunk by a whole factor first (a JPEG while it decodes), keeping at
+    least 8 times the output side, and comes out within about a grey level (in 255) of the
+    full-size resize on average, EXIF orientation and transparency included."""
+    a = _photo(1800, 1200)
+    path = tmp_path / ("big.jpg" if kind.startswith("jpeg") else "big.png")
+    if kind == "jpeg-rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6                                    # shown turned 90 degrees clockwise
+        Image.fromarray(a).save(path, quality=95, exif=exif)
+    elif kind == "rgba-png":
+        alpha = np.zeros(a.shape[:2], np.uint8)
+        alpha[300:900, 400:1400] = 255                      # opaque middle, transparent rest
+        Image.fromarray(np.dstack([a, alpha]), "RGBA").save(path)
+    elif kind == "grey16-png":
+        Image.fromarray(a[..., 0].astype(np.uint16) * 257).save(path)
+    elif kind == "palette-png":
+        Image.fromarray(a).quantize(16, dither=Image.Dither.NONE).save(path, transparency=0)
+    else:                              # 2 x 2400: padded to a square, 2400 x 2400 floats
+        Image.fromarray(_photo(2, 2400)[..., 0]).save(path)
+    seen = []
+    to_input = images_mod._to_input
+    monkeypatch.setattr(images_mod, "_to_input",
+                        lambda pix, *args: seen.append(pix.shape) or to_input(pix, *args))
+    channels = 1 if kind in ("grey16-png", "strip-png") else 3
+    got = load_image(path, 28, "never", channels)                           # [c, 28, 28]
+    monkeypatch.setattr(images_mod, "_to_input", to_input)
+    assert max(seen[0][:2]) < 16 * 28, seen                 # not 1800 x 1200 floats
+    if kind == "jpeg-rotated":
+        assert seen[0][0] > seen[0][1]                      # portrait: the rotation applied
+    want = _full_size(path, 28, channels)
+    assert got.shape == want.shape == (channels, 28, 28)
+    diff = (got - want).abs() * 255                        # grey levels
+    # a strip is nearly all padding, whose colour is the median of its border: the whole
+    # strip, shrunk or not
+    assert float(diff.mean()) < (8 if kind == "strip-png" else 2) and float(diff.max()) < 16
+
+
+def test_a_float_image_with_nan_pixels_is_a_named_error(tmp_path):
+    """A float TIFF (mode F) with NaN pixels, as scientific images mark missing data, gave
+    NaN inputs (every query scored NaN in predict) or garbage bytes in a folder's cache."""
+    a = np.full((20, 20), 0.3, np.float32)
+    a[3, 3] = np.nan
+    Image.fromarray(a, "F").save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match=r"cannot read image .*nan\.tif: 1 of its pixel "
+                                         r"values are NaN or infinite"):
+        load_image(tmp_path / "nan.tif")
+    Image.fromarray(np.full((20, 20), 0.3, np.float32), "F").save(tmp_path / "ok.tif")
+    assert float(load_image(tmp_path / "ok.tif", invert="never").mean()) == pytest.approx(0.3)

@@ -40,7 +40,7 @@ from metaloop.data.images import (
 )
 
 CACHE_DIRNAME = ".metaloop-cache"
-CACHE_VERSION = 4   # raised whenever decoding changes, so no cache disagrees with predict
+CACHE_VERSION = 5   # raised whenever decoding changes, so no cache disagrees with predict
 
 
 @dataclass
@@ -118,6 +118,20 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder``, sorted by name.
+
+    Raises:
+        ValueError: the folder cannot be listed (no permission to read it, say), naming it.
+    """
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise ValueError(f"cannot list image folder {folder}: {e.strerror or e}; make it "
+                         f"readable, or move it out of the folder") from e
+
+
 def _walk(folder: Path, rel: str, stats: dict, counts: dict,
           above: frozenset[str] = frozenset()) -> list[str]:
     """Image files under ``folder`` (recursively), relative to the root; counts the rest.
@@ -127,7 +141,7 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict,
 
     Raises:
         ValueError: a symbolic link back to a folder above it (naming both), which would
-            list the same images without end.
+            list the same images without end; a folder that cannot be listed.
     """
     here = os.path.realpath(folder)
     if here in above:
@@ -135,9 +149,7 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict,
                          f"it; remove the link or point it elsewhere")
     above = above | {here}
     out = []
-    with os.scandir(folder) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for e in entries:
+    for e in _entries(folder):
         if _hidden(e.name):
             counts["hidden"] += 1
             continue
@@ -172,8 +184,8 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
 
     Raises:
         ValueError: the root is missing or not a folder, a bad ``class_depth``, a symbolic
-            link back to a folder above it, or no class folder holds an image (the message
-            shows the expected layout).
+            link back to a folder above it, a folder that cannot be listed (naming it), or
+            no class folder holds an image (the message shows the expected layout).
     """
     if class_depth not in (1, 2):
         raise ValueError(f"class_depth must be 1 (root/<class>/<image>) or 2 "
@@ -192,7 +204,7 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
     for _ in range(class_depth):
         nxt = []
         for rel, d in level:
-            for e in sorted(os.scandir(d), key=lambda e: e.name):
+            for e in _entries(d):
                 if _hidden(e.name):
                     counts["hidden"] += e.name != CACHE_DIRNAME     # our own cache is not
                 elif e.is_dir(follow_symlinks=True):

@@ -3,7 +3,8 @@
 Preprocessing reproduces what the image families feed the network at training time:
 
 1. decode with Pillow (any format it reads), apply the EXIF orientation, and convert to
-   greyscale ``L`` (a transparent background counts as white);
+   greyscale ``L`` (a transparent background counts as white); an image more than 16 times
+   the output side is first shrunk by a whole factor (box filter) to no less than 8 times it;
 2. scale to [0, 1] and fix the polarity: the families store **ink = 1 on a background of 0**
    (light strokes on black; Omniglot's PNGs are stored inverted, black ink on white, and are
    flipped when loaded). An image whose mean is above 0.5 is mostly light, so it is taken as
@@ -42,23 +43,73 @@ def _visible(path: Path) -> bool:
 
 CHANNELS = (1, 3)
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit greyscale
+# A large image is first shrunk by a whole factor (a box filter; a JPEG while it decodes) to no
+# less than this many times the output side: a 24-megapixel photo then takes hundredths of a
+# second and a few MB instead of seconds and a GB, and the result differs from resizing the
+# full image by about one grey level in 255 on average (a few at most; more where the
+# padding's colour, the median of a dithered border, changes).
+_KEEP = 8
 
 
-def _pixels(im: Image.Image, channels: int) -> np.ndarray:
+def _factor(size: tuple[int, int], image_size: int, factors) -> int:
+    """The shrink factor of an image of ``size`` (w, h): of ``factors`` (descending) that keep
+    its longer side at least ``_KEEP * image_size``, the largest that divides both sides and
+    the padding to a square (``pad_square``), so the shrunk image pads to exactly the full
+    one's geometry; the largest when none does; 1 when none keeps enough."""
+    w, h = size
+    fits = [f for f in factors if 2 <= f <= max(w, h) // (_KEEP * image_size)]
+    pads = ((max(w, h) - w) // 2, (max(w, h) - h) // 2)
+    exact = [f for f in fits if all(v % f == 0 for v in (w, h, *pads))]
+    return (exact or fits or [1])[0]
+
+
+def _draft(im: Image.Image, image_size: int) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale (``_factor``); other formats ignore it.
+    Before the image is loaded."""
+    factor = _factor(im.size, image_size, (8, 4, 2))
+    if factor >= 2:
+        im.draft(None, (im.size[0] // factor, im.size[1] // factor))
+
+
+def _shrink(im: Image.Image, image_size: int | None) -> Image.Image:
+    """``im`` reduced by a whole factor (box filter) from half the largest that
+    ``_factor`` allows up; ``im`` itself when that is 1 or ``image_size`` is None."""
+    if image_size is None:
+        return im
+    most = max(im.size) // (_KEEP * image_size)
+    factor = _factor(im.size, image_size, range(most, most // 2, -1))
+    return im.reduce(factor) if factor >= 2 else im
+
+
+def _pixels(im: Image.Image, channels: int, image_size: int | None = None) -> np.ndarray:
     """float32 ``[h, w, channels]`` in [0, 1] from any Pillow mode: transparency is composited
     on white, palettes expanded, 16-bit greyscale scaled by 65535 (by 255 where its values
-    fit 8 bits), RGB averaged to grey for ``channels = 1`` (Pillow's ``L`` weights)."""
+    fit 8 bits), RGB averaged to grey for ``channels = 1`` (Pillow's ``L`` weights). With
+    ``image_size``, a large image is shrunk first (``_shrink``).
+
+    Raises:
+        ValueError: a float image with NaN or infinite values.
+    """
     if im.mode in _WIDE_MODES:
-        a = np.asarray(im, dtype=np.float32)                                  # [h, w]
-        if im.mode != "F":
-            a = a / (65535.0 if a.max(initial=0) > 255 else 255.0)
+        if im.mode not in ("I", "F"):
+            im = im.convert("I")                           # 16-bit: reduce needs 32-bit
+        scale = 1.0 if im.mode == "F" else 65535.0 if im.getextrema()[1] > 255 else 255.0
+        a = np.asarray(_shrink(im, image_size), dtype=np.float32) / scale     # [h, w]
+        if not np.isfinite(a).all():
+            raise ValueError(f"{int((~np.isfinite(a)).sum())} of its pixel values are NaN or "
+                             f"infinite (a float image's missing data?); fill them first")
         a = np.clip(a, 0.0, 1.0)[..., None]                                   # [h, w, 1]
         return a if channels == 1 else np.repeat(a, 3, axis=-1)
     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:   # P, L, RGB with tRNS
-        rgba = im.convert("RGBA")
+        # shrunk with premultiplied alpha (Pillow's reduce), then composited: as compositing
+        # first, without a full-size copy
+        rgba = _shrink(im if im.mode == "RGBA" else im.convert("RGBA"), image_size)
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, rgba)
-    a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    elif im.mode in ("L", "RGB"):
+        im = _shrink(im, image_size)                       # before a full-size conversion
+    im = _shrink(im.convert("L" if channels == 1 else "RGB"), image_size)   # P, 1, CMYK, ...
+    a = np.asarray(im, dtype=np.float32) / 255.0
     return a.reshape(*a.shape[:2], channels)                                  # [h, w, c]
 
 
@@ -77,15 +128,19 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
         float32 ``[channels, H, W]`` in [0, 1]; with inversion, ink = 1 and background = 0.
 
     Raises:
-        ValueError: the file cannot be read as an image (naming it), a bad ``image_size``,
-            ``invert`` or ``channels``.
+        ValueError: the file cannot be read as an image or is no regular file (naming it), a
+            bad ``image_size``, ``invert`` or ``channels``.
     """
     check_image_settings(image_size, invert, channels)
     path = Path(path)
+    if path.exists() and not path.is_file():          # opening a pipe would wait for ever
+        raise ValueError(f"cannot read image {path}: it is not a regular file (a folder, a "
+                         f"pipe, a socket or a device)")
     try:
         with Image.open(path) as im:
             im.seek(0)
-            pix = _pixels(ImageOps.exif_transpose(im), channels)              # [h, w, c]
+            _draft(im, image_size)
+            pix = _pixels(ImageOps.exif_transpose(im), channels, image_size)  # [h, w, c]
     except Image.DecompressionBombError as e:           # not an OSError: would escape
         raise ValueError(f"cannot read image {path}: {e} Shrink it first (or raise "
                          f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
@@ -104,7 +159,7 @@ def image_to_input(im: Image.Image, image_size: int = 28, invert: str = "never",
         float32 ``[channels, H, W]`` in [0, 1].
     """
     check_image_settings(image_size, invert, channels)
-    pix = _pixels(ImageOps.exif_transpose(im), channels)                      # [h, w, c]
+    pix = _pixels(ImageOps.exif_transpose(im), channels, image_size)          # [h, w, c]
     if pix.size == 0:
         raise ValueError("image_to_input: the image has no pixels")
     return _to_input(pix, image_size, invert)
@@ -202,9 +257,9 @@ def _walk_files(folder: Path, recursive: bool, above: frozenset[str]) -> list[Pa
         if p.is_dir():
             if recursive:
                 files += _walk_files(p, recursive, above | {here})
-        elif p.is_file():
+        elif p.exists():              # a pipe or a device too: decoding names it
             files.append(p)
-        elif p.is_symlink() and not p.exists():          # would be left out without a word
+        elif p.is_symlink():                             # would be left out without a word
             raise ValueError(f"{p} is a link to {os.readlink(p)}, which does not exist; "
                              f"remove the link or restore its target")
     return files
