@@ -138,3 +138,30 @@ def test_non_numeric_arrays_are_named(x, y, match):
     np.ndarray of type numpy.str_."""
     with pytest.raises(ValueError, match=match):
         Episodes(x, y, ways=2, shots=1, queries=1)
+
+
+def test_the_constructors_errors_name_the_tensor_file(tmp_path):
+    x, y = _xy()
+    np.savez(tmp_path / "floaty.npz", x=x, y=y.astype(np.float32))        # float labels
+    with pytest.raises(ValueError, match=r"tensor file .*floaty\.npz: Episodes y must be int"):
+        Episodes.from_tensors(tmp_path / "floaty.npz", ways=2, shots=1, queries=2)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_images_are_named(tmp_path, channels):
+    x = np.random.default_rng(0).random((48, 28, 28, channels), dtype=np.float32)  # [N, H, W, C]
+    np.savez(tmp_path / "hwc.npz", x=x, y=np.repeat(np.arange(8), 6))
+    with pytest.raises(ValueError, match=r"hwc\.npz: .*looks channels-last \[N, H, W, C\]; "
+                                         r"give \[N, C, H, W\]"):
+        Episodes.from_tensors(tmp_path / "hwc.npz", ways=2, shots=1, queries=2)
+    with pytest.raises(ValueError, match="looks channels-last"):
+        Episodes(torch.from_numpy(x), torch.from_numpy(np.repeat(np.arange(8), 6)), 2, 1, 2)
+    fam = Episodes.from_tensors(_saved(tmp_path, x.transpose(0, 3, 1, 2)), ways=2, shots=1,
+                                queries=2)                                   # [N, C, H, W]
+    assert fam.sample(1, torch.Generator().manual_seed(0)).support_x.shape[-3:] == \
+        (channels, 28, 28)
+
+
+def _saved(tmp_path, x):
+    np.savez(tmp_path / "chw.npz", x=np.ascontiguousarray(x), y=np.repeat(np.arange(8), 6))
+    return tmp_path / "chw.npz"

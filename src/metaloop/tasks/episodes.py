@@ -367,7 +367,8 @@ class Episodes:
         Raises:
             ValueError: a missing, empty or unreadable file, another extension, missing keys,
                 a non-numeric ``x`` or ``y``, or non-finite values in ``x`` (naming the rows'
-                classes).
+                classes); and the constructor's errors (float labels, channels-last images,
+                ...), each led by the file's path.
         """
         split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
         x, y, names = read_tensor_file(path)
@@ -379,7 +380,10 @@ class Episodes:
                                          split.get("seed", 0), split.get("split_files"))
             _check_split_ways(kw["classes"], split["split"], len(all_names), ways, fractions,
                               split.get("split_files"))
-        return cls(x, y, ways, shots, queries, names, **kw)
+        try:
+            return cls(x, y, ways, shots, queries, names, **kw)
+        except ValueError as e:                   # what is wrong, and in which file
+            raise ValueError(f"tensor file {path}: {e}") from e
 
     @classmethod
     def from_dataset(cls, dataset, ways: int = 5, shots: int = 1, queries: int = 15, *,
@@ -448,7 +452,8 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
         ValueError: led by ``what``: ``x`` of another shape or dtype (uint8 images or floats),
             labels that are not ints ``[N]`` (strings included) or lie outside ``[0, K)``,
             no examples, NaN or inf in float ``x`` (naming the rows and their classes),
-            ``class_names`` given as one string, repeated class names.
+            ``class_names`` given as one string, repeated class names, square images given
+            channels-last (``[N, H, H, 1 or 3]``).
     """
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "biuf":
@@ -469,6 +474,11 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     if x.dim() not in (2, 4):
         raise ValueError(f"{what} x must be [N, C, H, W] images, [N, H, W] greyscale images "
                          f"or [N, D] vectors, got shape {list(x.shape)}")
+    if x.dim() == 4 and x.shape[1] == x.shape[2] and x.shape[1] not in (1, 3) \
+            and x.shape[3] in (1, 3):
+        raise ValueError(f"{what} x of shape {list(x.shape)} looks channels-last [N, H, W, C]; "
+                         f"give [N, C, H, W] (x.permute(0, 3, 1, 2), or x.transpose(0, 3, 1, "
+                         f"2) for numpy)")
     if x.dtype != torch.uint8 and not x.is_floating_point():
         raise ValueError(f"{what} x must be uint8 images (0..255) or floating point, got "
                          f"{x.dtype}; convert it (e.g. x.astype('uint8') for 0..255 pixels)")
