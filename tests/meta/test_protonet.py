@@ -162,6 +162,18 @@ def test_missing_class_is_named():
         learner.adapt(sx, sy)
 
 
+def test_regression_input_error_names_protonet():
+    # the solved-head learners share these checks; the message names the learner used
+    learner = ProtoNet(ml.models.MLP(1, (8,), 2))
+    regression = ml.tasks.Sinusoid(5, 5).sample(2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"^ProtoNet needs a classification TaskBatch"):
+        learner.meta_loss(regression)
+    sx, sy = regression.support_x[0], regression.support_y[0]
+    with pytest.raises(ValueError, match=r"int64 class labels, got .*\(ProtoNet is a "
+                                         r"classifier\)"):
+        learner.adapt_path_batched(sx[None], sy[None, :, 0])
+
+
 def test_config_builds_protonet():
     cfg = _config.validate({"family": {"name": "omniglot", "ways": 5},
                             "model": {"name": "conv4", "channels": 8},

@@ -1,4 +1,5 @@
-"""What R2D2 and MetaOptNet share: a feature extractor whose head is *solved* per task.
+"""What R2D2, MetaOptNet and ProtoNet share: a feature extractor whose head is *solved* per
+task.
 
 The meta-parameters live in one ``nn.Module``, :class:`HeadNet`: the backbone, a learnable
 output scale (``log_scale``) and, optionally, a learnable ridge strength (``log_lam``). Both
@@ -6,8 +7,9 @@ are stored as logarithms so that they stay positive under Adam, and because ``ml
 optimises ``learner.model.parameters()``, every meta-parameter is one of them.
 
 :class:`HeadLearner` is the learner; the head solver (``inner``) is the only thing that
-differs between R2D2 (ridge regression on one-hot targets, ``r2d2.py``) and MetaOptNet
-(logistic regression or a squared-hinge SVM by Newton steps, ``metaoptnet.py``).
+differs between R2D2 (ridge regression on one-hot targets, ``r2d2.py``), MetaOptNet
+(logistic regression or a squared-hinge SVM by Newton steps, ``metaoptnet.py``) and ProtoNet
+(class means, ``protonet.py``).
 
 BatchNorm. Conv4 normalises with the statistics of the batch it is given. Each task's
 support set and query set go through the backbone *separately*, as in MAML and as at test
@@ -166,7 +168,8 @@ class HeadLearner(ScoresEitherWay):
     ``Phi_q`` and, via the differentiable solve, ``Phi_s``; and reach ``log_scale`` and
     ``log_lam``.
 
-    Build it with :func:`metaloop.meta.R2D2` or :func:`metaloop.meta.MetaOptNet`.
+    Build it with :func:`metaloop.meta.R2D2`, :func:`metaloop.meta.MetaOptNet` or
+    :func:`metaloop.meta.ProtoNet`.
 
     Args:
         model: the :class:`HeadNet` holding every meta-parameter.
@@ -305,8 +308,8 @@ class HeadLearner(ScoresEitherWay):
         for name, y in (("support_y", support_y), *(("query_y", o) for o in others)):
             if not isinstance(y, torch.Tensor) or y.dtype != torch.int64:
                 got = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
-                raise ValueError(f"{name} must be int64 class labels, got {got} (R2D2 and "
-                                 f"MetaOptNet are classifiers)")
+                raise ValueError(f"{name} must be int64 class labels, got {got} "
+                                 f"({self.name} is a classifier)")
         if values_trusted():
             known = self.ways if self.ways is not None else (
                 classes.shape[-1] if classes is not None else None)
@@ -404,8 +407,8 @@ class HeadLearner(ScoresEitherWay):
         """
         batch = check_batch(batch)
         if not batch.is_classification:
-            raise ValueError("R2D2 and MetaOptNet need a classification TaskBatch (int64 "
-                             "labels), got float regression targets")
+            raise ValueError(f"{self.name} needs a classification TaskBatch (int64 labels), "
+                             f"got float regression targets")
         check_batch(batch, self.model)
         ways = self._ways(batch.support_y, batch.query_y, classes=batch.classes)
         params = self._params()
