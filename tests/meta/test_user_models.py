@@ -279,3 +279,17 @@ def test_maml_second_order_through_torch_attention_matches_the_written_out_loop(
                        maml_ref(attention_ref, model, b, 0.3, 2, first_order))
     loss, _ = learner.meta_loss(b)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("build", [
+    lambda m, names: ml.meta.MAML(m, adapt=names),
+    lambda m, names: ml.meta.ANIL(m, head=names),
+    lambda m, names: ml.meta.Reptile(m, adapt=names),
+])
+def test_a_tied_weight_given_by_its_second_name_is_named_with_its_first(build):
+    """A list that names the tied output weight as ``out.weight`` (the name the user wrote)
+    was called unknown, though the tensor is there under ``inp.weight``."""
+    with pytest.raises(ValueError, match=r"out\.weight is the same tensor as inp\.weight "
+                                         r"\(tied weights\).*name it 'inp\.weight'"):
+        build(Tied(), ["out.weight", "out.bias"])
+    build(Tied(), ["inp.weight", "out.bias"])                # its first name: accepted

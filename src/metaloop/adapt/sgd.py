@@ -260,6 +260,23 @@ def _check_untied_head(model: nn.Module, head: list[str]) -> None:
                          f"or untie the head")
 
 
+def _check_first_names(model: nn.Module, select: Selector | None) -> None:
+    """A tied tensor goes by its first name only (``named_parameters()``): name a list that
+    gives it by another of its names, rather than call that name unknown.
+
+    Raises:
+        ValueError: naming the given name and the name to use.
+    """
+    if select is None or callable(select) or isinstance(select, str):
+        return
+    kept = dict(model.named_parameters())
+    for n, others in tied_names(model, list(kept)).items():
+        for alias in others:
+            if alias in select and alias not in kept:
+                raise ValueError(f"{alias} is the same tensor as {n} (tied weights), which "
+                                 f"goes by its first name: name it {n!r}")
+
+
 @dataclass
 class SGDAdapter:
     """How a learner adapts to one task: SGD on a chosen subset, from a chosen head start.
@@ -305,6 +322,8 @@ class SGDAdapter:
         self.loss_fn = get_loss(self.loss)
         params = dict(self.model.named_parameters())
         self.head = list(self.head) if self.head is not None else last_linear_names(self.model)
+        for given in (self.head, self.adapt):
+            _check_first_names(self.model, given)
         partition(params, self.head)  # validates the names
         self.names = list(params) if self.adapt is None else list(partition(params, self.adapt)[0])
         if self.head_init == "zero" and not set(self.head) <= set(self.names):
