@@ -293,3 +293,22 @@ def test_a_tied_weight_given_by_its_second_name_is_named_with_its_first(build):
                                          r"\(tied weights\).*name it 'inp\.weight'"):
         build(Tied(), ["out.weight", "out.bias"])
     build(Tied(), ["inp.weight", "out.bias"])                # its first name: accepted
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_first_order_maml_under_vmap_batches_torch_attention(dtype):
+    """QA repro: first-order MAML under vmap ran torch attention on its fused kernel, which
+    has no batching rule: torch looped over the tasks and warned of "a performance drop"
+    (batching="auto" picks vmap for such a model). It now runs the math kernel there."""
+    torch.manual_seed(0)
+    model, b = Attention().to(dtype), batch(ways=3)
+    b = ml.TaskBatch(b.support_x.to(dtype), b.support_y, b.query_x.to(dtype), b.query_y)
+    learner = ml.meta.MAML(model, inner_lr=0.3, inner_steps=2, loss="ce", first_order=True,
+                           batching="vmap")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop")
+        got = learner.meta_gradient(b)
+    want = maml_ref(attention_ref, model, b, 0.3, 2, True)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4 if dtype == torch.float32
+                                   else 1e-10, atol=1e-6 if dtype == torch.float32 else 1e-12)
