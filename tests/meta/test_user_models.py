@@ -299,7 +299,7 @@ def test_a_tied_weight_given_by_its_second_name_is_named_with_its_first(build):
 def test_first_order_maml_under_vmap_batches_torch_attention(dtype):
     """QA repro: first-order MAML under vmap ran torch attention on its fused kernel, which
     has no batching rule: torch looped over the tasks and warned of "a performance drop"
-    (batching="auto" picks vmap for such a model). It now runs the math kernel there."""
+    (batching="auto" picks vmap for such a model). vmap now runs the math kernel."""
     torch.manual_seed(0)
     model, b = Attention().to(dtype), batch(ways=3)
     b = ml.TaskBatch(b.support_x.to(dtype), b.support_y, b.query_x.to(dtype), b.query_y)
@@ -312,3 +312,21 @@ def test_first_order_maml_under_vmap_batches_torch_attention(dtype):
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-4 if dtype == torch.float32
                                    else 1e-10, atol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("build", [
+    lambda m: ml.meta.Reptile(m, inner_lr=0.3, loss="ce", batching="vmap"),
+    lambda m: ml.meta.ProtoNet(m, batching="vmap"),
+    lambda m: ml.meta.MAML(m, inner_lr=0.3, loss="ce", batching="vmap"),
+])
+def test_the_other_vmap_paths_batch_torch_attention_too(build):
+    """Reptile's and the solved heads' vmap paths (meta-gradient, adapt_path_batched,
+    predict_batched) ran the fused kernel as well, looping and warning."""
+    torch.manual_seed(0)
+    learner, b = build(Attention()), batch(ways=3)
+    b = ml.TaskBatch(b.support_x.float(), b.support_y, b.query_x.float(), b.query_y)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop")
+        learner.meta_gradient(b)
+        params = learner.adapt_path_batched(b.support_x, b.support_y)[-1]
+        assert learner.predict_batched(params, b.query_x).shape == (3, 9, 3)

@@ -148,11 +148,11 @@ class AdaptsBySGD:
         def run(sx, sy):
             return list(inner.path(start, sx, sy, steps, create_graph=False,
                                    started=True, functional=True, lr=lrs))
-        return [detach(p) for p in torch.func.vmap(run)(support_x, support_y)]
+        return [detach(p) for p in vmap_tasks(run, support_x, support_y)]
 
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """``predict`` for ``[B, ...]``-batched params and x ``[B, N, ...]`` -> ``[B, N, out]``."""
-        return torch.func.vmap(self.predict)(params, x)
+        return vmap_tasks(self.predict, params, x)
 
 
 class ScoresEitherWay:
@@ -191,6 +191,17 @@ class ScoresEitherWay:
     def evaluation(self) -> str:
         """How queries are scored: "transductive" or "non-transductive"."""
         return "transductive" if self.transductive else "non-transductive"
+
+
+def vmap_tasks(fn, *args):
+    """``torch.func.vmap(fn)(*args)``, with torch's scaled-dot-product attention (in a model
+    of your own) on its math kernel, which vmap batches: the fused kernels have no batching
+    rule, so torch would loop over the tasks and warn of "a performance drop". Models
+    without attention are unaffected."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        return torch.func.vmap(fn)(*args)
 
 
 def batch_statistics_layers(model: nn.Module | None) -> list[str]:

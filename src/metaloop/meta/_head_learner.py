@@ -68,6 +68,7 @@ from metaloop.meta._common import (
     check_task,
     resolve_batching,
     vmap_refusal,
+    vmap_tasks,
 )
 from metaloop.models.bn_stats import (
     STATS,
@@ -298,7 +299,7 @@ class HeadLearner(ScoresEitherWay):
         refusal = vmap_refusal(self.model)
         if refusal:
             raise ValueError(refusal)
-        return torch.func.vmap(lambda xi: forward(self.model, body, xi))(x)   # [B, N, D]
+        return vmap_tasks(lambda xi: forward(self.model, body, xi), x)     # [B, N, D]
 
     def _ways(self, support_y: torch.Tensor, *others: torch.Tensor,
               classes: torch.Tensor | None = None) -> int:

@@ -26,7 +26,7 @@ import torch
 
 from metaloop.adapt.sgd import SGDAdapter
 from metaloop.func.params import Params
-from metaloop.meta._common import accumulate, labels_checked
+from metaloop.meta._common import accumulate, labels_checked, vmap_tasks
 from metaloop.meta._threads import replicate, run_threads
 from metaloop.tasks.batch import TaskBatch
 
@@ -84,8 +84,7 @@ def vmapped_query_losses(adapter: SGDAdapter, net: Params, batch: TaskBatch, fir
                            functional=True, lr=lrs)
         out = adapter.fwd(fast, qx)                                    # [Q, out]
         return adapter.loss_fn(out, qy), out
-    return torch.func.vmap(task)(batch.support_x, batch.support_y, batch.query_x,
-                                 batch.query_y)
+    return vmap_tasks(task, batch.support_x, batch.support_y, batch.query_x, batch.query_y)
 
 
 def replicas(adapter: SGDAdapter, n: int, cache: list[SGDAdapter]) -> list[SGDAdapter]:

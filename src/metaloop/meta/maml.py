@@ -108,18 +108,15 @@ def maml_meta_gradient(adapter: SGDAdapter, params: Params, batch: TaskBatch, *,
 VMAP_WRONG_SECOND_ORDER = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
 
 
-def second_order_attention(first_order: bool, vmapped: bool = False):
+def second_order_attention(first_order: bool):
     """Second order: torch's scaled-dot-product attention (``nn.MultiheadAttention``,
     ``nn.TransformerEncoderLayer`` in a model of your own) on its math kernel, the one whose
     backward is differentiable again; the fused kernels have no double backward
     ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
-    implemented"). First order under ``vmap`` (``vmapped``): the math kernel too, which vmap
-    batches; the fused kernels have no batching rule there, so torch loops over the tasks
-    and warns of "a performance drop". First order otherwise: as torch chooses. Models
-    without attention are unaffected. The kernel choice is process-wide while it holds: two
-    learners meta-training at once in threads of your own would restore it under each
-    other."""
-    if first_order and not vmapped:
+    implemented"). First order: as torch chooses. Models without attention are unaffected.
+    The kernel choice is process-wide while it holds: two learners meta-training at once in
+    threads of your own would restore it under each other."""
+    if first_order:
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
     return sdpa_kernel([SDPBackend.MATH])
@@ -281,7 +278,7 @@ class MAML(AdaptsBySGD):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss over tasks after adaptation; differentiable wrt the model params."""
-        with second_order_attention(self.first_order, self.batching == "vmap"):
+        with second_order_attention(self.first_order):
             return self._meta_loss(batch)
 
     def _meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -304,7 +301,7 @@ class MAML(AdaptsBySGD):
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d theta_0 as name -> tensor (``maml_meta_gradient``, executed as
         ``batching`` says); with the mean query metrics if asked."""
-        with second_order_attention(self.first_order, self.batching == "vmap"):
+        with second_order_attention(self.first_order):
             return self._meta_gradient(batch, with_metrics)
 
     def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
