@@ -119,3 +119,67 @@ def test_a_second_ctrl_c_after_a_second_stops_at_once(monkeypatch):
         now[0] += 2
         with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
             signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_final_checkpoint_completes_the_run(tmp_path, monkeypatch, capsys,
+                                                                 sig):
+    """The final checkpoint of a run whose iterations are no multiple of checkpoint_every
+    was written after the signal handlers were gone: Ctrl-C or SIGTERM there raised
+    KeyboardInterrupt mid-write, exit 130 with "no checkpoint written" beside ckpt-10."""
+    from metaloop.train import loop
+
+    cfg, run, ref = _write(tmp_path, iterations=12, every=5), tmp_path / "run", tmp_path / "ref"
+    save_run = loop.save_run
+
+    def signalled(out, iteration, *a, **k):
+        if iteration == 12:
+            signal.raise_signal(sig)
+        return save_run(out, iteration, *a, **k)
+    monkeypatch.setattr(loop, "save_run", signalled)
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "interrupted" not in err and "trained maml for 12 iterations" in out, (out, err)
+    assert latest_checkpoint(run).name == "ckpt-00000012"
+    monkeypatch.setattr(loop, "save_run", save_run)
+    assert main(["train", "--config", str(cfg), "--out", str(ref), "--no-progress"]) == 0
+    _same_run(run, ref)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # restored
+
+
+def test_an_interrupt_after_the_loop_names_the_checkpoint_kept(tmp_path, monkeypatch, capsys):
+    """Ctrl-C once training has returned (before the summary line) said "no checkpoint
+    written" of a run directory that holds its final checkpoint."""
+    from metaloop.recipes import training
+
+    cfg, run = _write(tmp_path, iterations=3, every=2), tmp_path / "run"
+    train_config = training.train_config
+
+    def then_ctrl_c(*a, **k):
+        train_config(*a, **k)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training, "train_config", then_ctrl_c)
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: stopped; the checkpoint in {run} is kept" in err, err
+    assert "no checkpoint written" not in err
+    assert latest_checkpoint(run).name == "ckpt-00000003"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fsynced files by /proc")
+def test_the_metrics_log_is_on_disk_before_each_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint is fsynced, the metrics lines before it were not: after a power loss the
+    run resumed from the checkpoint without them (a resume redoes only the lines past it)."""
+    synced, fsync = [], os.fsync
+
+    def recording(fd):
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        return fsync(fd)
+    monkeypatch.setattr(os, "fsync", recording)
+    cfg, run = _write(tmp_path, iterations=4, every=2), tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    ckpts = [i for i, name in enumerate(synced) if name == "state.json"]
+    logs = [i for i, name in enumerate(synced) if name == "metrics.jsonl"]
+    assert len(ckpts) == 2 and len(logs) == 2, synced
+    assert logs[0] < ckpts[0] < logs[1] < ckpts[1], synced
+    assert _lines(run / "metrics.jsonl") == 4

@@ -145,3 +145,27 @@ def test_a_checkpoint_is_as_readable_as_its_latest(tmp_path):
         os.umask(old)
     assert final.stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "run" / "LATEST").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_new_protocol_run_removes_what_a_kill_before_its_first_checkpoint_left(tmp_path,
+                                                                                 capsys):
+    """A --protocol iwae run killed mid-write of its first checkpoint left a .ckpt-* folder
+    that a new run in the same --out kept (only --resume removed it), as metaloop train's
+    new run does not."""
+    import numpy as np
+
+    x = (np.random.default_rng(0).random((60, 1, 28, 28)) > 0.8).astype(np.uint8) * 255
+    np.savez(tmp_path / "d.npz", x=x, y=np.repeat(np.arange(6), 10))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".ckpt-00000001.k3j2x_ab").mkdir()                 # the kill's leftovers
+    (out / ".ckpt-00000001.k3j2x_ab" / "tensors.safetensors").write_bytes(b"\0" * 8)
+    (out / ".curve.json.x1y2z3w4").write_text("{")
+    (out / ".notes").write_text("mine")                      # not metaloop's: left alone
+    run = ["vae", "--protocol", "iwae", "--data", str(tmp_path / "d.npz"), "--stages", "2",
+           "--curve-every", "0", "--curve-k", "2", "--curve-examples", "4", "--hidden",
+           "8,8", "--latent", "2", "--batch-size", "20", "--out", str(out), "--no-progress"]
+    assert main([*run, "--until-pass", "1"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.glob(".*")) == [".notes"]
+    assert (out / "LATEST").read_text().strip() == "ckpt-00000001"

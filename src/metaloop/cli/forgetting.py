@@ -36,6 +36,11 @@ the fraction of each earlier experience's accuracy retained, forgetting, backwar
 (BWT) and the average accuracy. --out gets results.json, metrics.jsonl (every evaluation
 during fine-tuning), old_accuracy_vs_steps.png and accuracy_matrix.png.
 
+A run keeps no checkpoint and has no --resume: stopped (Ctrl-C or SIGTERM: exit 130) or
+killed, it writes no results.json (an earlier run's in --out is removed before this run's
+files replace it, results.json last), and the same command starts it again from the
+beginning.
+
 An option that would change nothing is refused by name: a strategy's option without that
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
 --head-weight and --temperature: heads, replay+heads; --lora-rank: lora), --alphabets

@@ -29,8 +29,11 @@ prints what every rank meets alike (an error only some ranks meet is printed by 
 named 'rank R of N'). A run that stops before its first checkpoint removes the run directory
 it created (one that stopped on a non-finite loss keeps its metrics.jsonl).
 
-Exit status: 0 done; 2 bad input (named before any training); 1 the run stopped (non-finite
-loss, another rank failed); 130 interrupted (Ctrl-C / SIGTERM) after writing a checkpoint."""
+Exit status: 0 done (also when Ctrl-C / SIGTERM comes in the last iteration or during the
+final checkpoint, which is then finished); 2 bad input (named before any training); 1 the run
+stopped (non-finite loss, another rank failed); 130 interrupted (Ctrl-C / SIGTERM): after
+writing a checkpoint of the iteration in flight, or, before training began, with the run's
+checkpoints as they were."""
 
 
 def register(sub) -> None:
@@ -189,9 +192,9 @@ def _run(args: argparse.Namespace) -> int:
             res = getattr(e, "result", None)       # in the last iteration: its final
             if res is None:                        # checkpoint is written, the run is complete
                 text = str(e)
-                if "checkpoint" not in text:           # stopped before the training loop
+                if "checkpoint" not in text:           # stopped outside the training loop
                     text = f"{text or 'stopped'}; " + (
-                        f"the checkpoint in {out} is kept" if args.resume
+                        f"the checkpoint in {out} is kept" if _holds_checkpoint(out)
                         else "no checkpoint written")
                 if distributed.message(e) is not None:
                     print(f"metaloop train: interrupted: {text}", file=sys.stderr)
@@ -207,6 +210,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"trained {cfg['method']['name']} for {res['iteration']} iterations{where}; "
               f"{last}checkpoint in {out}")
     return 0
+
+
+def _holds_checkpoint(out) -> bool:
+    """Whether the run directory ``out`` holds a checkpoint (a damaged ``LATEST`` counts:
+    it is kept too)."""
+    try:
+        return out is not None and latest_checkpoint(out) is not None
+    except (ValueError, OSError):
+        return True
 
 
 def _discard(out) -> bool:

@@ -438,7 +438,9 @@ def write(out, s, exps, runs, results) -> None:
     """metrics.jsonl, the two plots and, last, results.json, in ``out``.
 
     A write that fails or is interrupted (a full disk, Ctrl-C) removes the files it had
-    made, so no results.json stands beside missing plots.
+    made, so no results.json stands beside missing plots. An earlier run's results.json in
+    ``out`` is removed first: a run cut short at any point (even killed) leaves no finished
+    result beside the files it replaced.
 
     Raises:
         metaloop.train.checkpoint.WriteError: a file could not be written, naming it.
@@ -458,6 +460,7 @@ def write(out, s, exps, runs, results) -> None:
         (out / "results.json", lambda f: report.write_json(f, results))]
     made = []
     try:
+        (out / "results.json").unlink(missing_ok=True)   # none of this run's until the last
         for f, write_file in writes:
             if not f.exists():
                 made.append(f)

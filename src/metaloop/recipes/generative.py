@@ -326,6 +326,20 @@ def _has_checkpoint(out: Path) -> bool:
         return True
 
 
+def _remove_stale_of_no_run(out: Path) -> None:
+    """Before a new protocol run in ``out``: remove the temporary files a run killed before
+    its first checkpoint left there (``--resume`` removes those of a run with one). A folder
+    that holds a run is left to the run's own refusal."""
+    from metaloop.train import checkpoint as ckpt
+
+    try:
+        if ckpt.latest_checkpoint(out) is not None:
+            return
+    except ValueError:                      # a damaged LATEST: named where the run reads it
+        return
+    ckpt.remove_stale(out)
+
+
 @contextmanager
 def _output(out, *, checkpoints: bool = False):
     """The run's output folder ``out``, created before the run reads any data, for the body
@@ -414,6 +428,8 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
         return 0
     s = _protocol_settings(args)
     with _output(args.out, checkpoints=True):
+        if not args.resume:
+            _remove_stale_of_no_run(Path(args.out))
         state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
                              max_minutes=args.max_minutes,
                              final_k=5000 if args.k is None else args.k, log=log)

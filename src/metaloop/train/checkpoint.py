@@ -10,7 +10,8 @@ Layout of a run directory::
 
 A checkpoint directory is written completely and fsynced before LATEST points at it, so a crash
 mid-write (even SIGKILL or power loss) leaves the previous checkpoint intact; the temporary
-files such a crash leaves behind are removed by ``remove_stale`` when the run resumes.
+files such a crash leaves behind are removed by ``remove_stale`` when the run resumes, or when
+a new run starts in a folder that holds no checkpoint yet.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -940,6 +941,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         if cpu_before is not None:
             extra["cpu_seconds"] = round(cpu_before + time.process_time() - cpu_start, 2)
         try:
+            _sync_log(log_dir)              # its lines are on disk before the checkpoint is
             save_run(log_dir, iteration, learner, opt, generator, config,
                      tasks_state=sampler.tasks_state(), extra=extra)
         except WriteError as e:                                # a full disk: named
@@ -1013,13 +1015,16 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                     if out is not None and it + 1 == iterations:   # the final checkpoint
                         e.result = {"iteration": iterations, "last": last, "val": val}
                     raise e
+            # still under the signal handlers: Ctrl-C / SIGTERM during the final checkpoint
+            # asks for the stop that is under way (the run then completes), instead of
+            # raising KeyboardInterrupt in the middle of it
+            guard.check()
+            if log_dir is not None and saved != iterations:
+                save(iterations)
+            _finish(shard, "the final checkpoint")
     finally:
         bar.close()
         sampler.close()
-    guard.check()
-    if log_dir is not None and saved != iterations:
-        save(iterations)
-    _finish(shard, "the final checkpoint")
     return {"iteration": iterations, "last": last, "val": val}
 
 
@@ -1027,6 +1032,19 @@ def _finish(shard, what: str) -> None:
     """In a distributed run, hold every rank until rank 0 has written ``what``."""
     if shard:
         distributed.barrier(what)
+
+
+def _sync_log(out: Path) -> None:
+    """fsync the run's metrics log: a checkpoint (itself fsynced) must not outlive a power
+    loss that takes the log's lines up to it, which a resume would not write again."""
+    log = out / "metrics.jsonl"
+    if not log.is_file():
+        return
+    try:
+        with open(log, "ab") as f:
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise WriteError(f"cannot write {log}: {e.strerror or e}") from e
 
 
 def _log(out, iteration, metrics, val) -> None:
