@@ -77,3 +77,70 @@ def test_every_page_in_the_nav_exists_and_every_api_page_is_in_it():
     assert not missing, f"mkdocs.yml names pages that do not exist: {missing}"
     unlisted = [f"api/{p.name}" for p in API.glob("*.md") if f"api/{p.name}" not in nav]
     assert not unlisted, f"API pages missing from mkdocs.yml's nav: {unlisted}"
+
+
+def test_the_continual_results_describe_the_lora_strategy_the_command_runs():
+    """docs/results.md's continual section names the body and where ``lora`` puts its
+    adapters; ``metaloop forgetting``'s defaults and ``with_lora`` decide both."""
+    pytest.importorskip("peft")
+    import torch
+
+    from metaloop.cli.main import build_parser
+    from metaloop.continual import Experience, init_params
+    from metaloop.continual.sequence import with_lora
+    from metaloop.models import MLP
+    from metaloop.recipes.forgetting import STRATEGY_DEFAULTS
+
+    text = " ".join((REPO / "docs" / "results.md").read_text().split())
+    body = re.search(r"An MLP 784-([\d-]+) body", text)
+    lora = re.search(r"`lora` is a rank-(\d+) adapter on each of the body's (\w+) linear "
+                     r"layers", text)
+    assert body and lora, "docs/results.md no longer describes the continual body and lora"
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    hidden = next(a for a in sub["forgetting"]._actions if a.dest == "hidden").default
+    assert body[1] == "-".join(map(str, hidden))
+    assert int(lora[1]) == STRATEGY_DEFAULTS["lora_rank"]
+    model = MLP(784, tuple(hidden), 1)
+    x, y = torch.zeros(4, 784), torch.tensor([0, 1, 0, 1])
+    exps = [Experience(n, n, 2, (0, 1), (x, y), (x, y), (x, y)) for n in ("A", "B")]
+    _, start = with_lora(model, init_params(model, exps, torch.Generator().manual_seed(0)),
+                         int(lora[1]), torch.Generator().manual_seed(0))
+    adapted = {k.split(".lora_A")[0] for k in start if ".lora_A." in k}
+    words = {"one": 1, "two": 2, "three": 3, "four": 4}
+    assert len(adapted) == words[lora[2]] == len(hidden), adapted
+
+
+def test_the_design_page_tree_names_every_package_and_every_recipe_and_learner():
+    """docs/design.md's architecture tree lists each subpackage and public module of
+    ``src/metaloop``, and its ``recipes/`` and ``meta/`` entries name each of their modules."""
+    text = (REPO / "docs" / "design.md").read_text()
+    tree = re.search(r"```\nsrc/metaloop/\n(.*?)```", text, re.DOTALL)
+    assert tree, "docs/design.md has no src/metaloop/ tree"
+    entries = {m[1]: m[2] for m in re.finditer(r"^  (\S+)(.*(?:\n {4,}.*)*)", tree[1],
+                                                re.MULTILINE)}
+    src = REPO / "src" / "metaloop"
+    top = [f"{p.name}/" for p in src.iterdir() if (p / "__init__.py").exists()]
+    top += [p.name for p in src.glob("*.py") if not p.name.startswith("_")] + ["__init__.py"]
+    missing = [n for n in top if n not in entries]
+    for sub in ("recipes", "meta"):
+        names = [p.stem for p in (src / sub).glob("*.py") if not p.name.startswith("_")]
+        missing += [f"{sub}/{n}" for n in names
+                    if not re.search(rf"\b{n}\b", entries.get(f"{sub}/", ""))]
+    assert not missing, f"docs/design.md's architecture tree does not name {missing}"
+
+
+def test_the_omniglot_guide_names_every_key_that_keeps_the_loop_on_a_gpu():
+    """On CUDA ``batching = "auto"`` means vmap except where a method key needs the per-task
+    loop; docs/omniglot.md names those keys, and ``build.batching_on`` decides."""
+    from metaloop import config
+    from metaloop.build import batching_on
+
+    text = " ".join((REPO / "docs" / "omniglot.md").read_text().split())
+    unless = re.search(r'`batching = "auto"` means `vmap` \(unless ([^)]*)\)', text)
+    assert unless, "docs/omniglot.md no longer says when auto means vmap on a GPU"
+    named = set(re.findall(r"`(\w+) = true`", unless[1]))
+    base = config.validate({"family": {"name": "omniglot"}, "model": {"name": "conv4"}})
+    assert batching_on(base["method"], "cuda") == "vmap"
+    loop = {k for k in config.MAML_ONLY if config.SCHEMA["method"][k][0] is bool
+            and batching_on({**base["method"], k: True}, "cuda") != "vmap"}
+    assert named == loop, f"docs/omniglot.md names {sorted(named)}; the loop needs {sorted(loop)}"
