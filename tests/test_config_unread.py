@@ -89,9 +89,9 @@ def test_model_and_family_keys():
     assert unread("sinusoid", "mlp", [("model", "pool"), ("model", "channels"),
                                       ("model", "hidden"), ("family", "drawers"),
                                       ("family", "ways"), ("train", "augment_shift"),
-                                      ("family", "shots")]) == \
+                                      ("family", "shots"), ("eval", "split")]) == \
         ["family.ways", "family.drawers", "model.pool", "model.channels",
-         "train.augment_shift"]
+         "train.augment_shift", "eval.split"]
     assert unread("omniglot", "conv4", [("model", "hidden"), ("model", "pool"),
                                         ("family", "within_alphabet"),
                                         ("family", "class_depth")]) == \

@@ -697,6 +697,8 @@ _SCRATCH_UNTRAINED = ("iterations", "meta_batch", "lr", "lr_schedule", "optimize
 _READERS: tuple = (
     ("family", ("ways", "root", "split"), lambda c: c["family"]["name"] != "sinusoid",
      "family", "the sinusoid family draws its own functions"),
+    ("eval", ("split",), lambda c: c["family"]["name"] != "sinusoid",
+     "family", "the sinusoid family draws its own functions"),
     ("family", ("image_size",), lambda c: c["family"]["name"] in ("omniglot", "folder"),
      "family", "only omniglot and folder images are resized"),
     ("family", ("within_alphabet", "rotations", "reflections", "drawers"),

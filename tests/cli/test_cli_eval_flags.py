@@ -89,6 +89,9 @@ def test_image_shifts_and_ways_on_sinusoid_are_refused(method_runs, tmp_path, ca
              "--ways 5 sets the classes per held-out task", "sinusoid is regression")
     _refused(["--checkpoint", sin, "--lake-runs", "nosuch"], capsys, tmp_path,
              "--lake-runs scores Omniglot drawings, but", "reads no images")
+    for split in ("val", "test"):              # the sinusoid has no splits: both are the same
+        _refused(["--checkpoint", sin, "--split", split], capsys, tmp_path,
+                 f"--split {split}:", "is family 'sinusoid'", "has no splits")
 
 
 def test_tf32_without_cuda_and_several_steps_on_the_official_runs_are_refused(

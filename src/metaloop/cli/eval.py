@@ -233,6 +233,10 @@ def _check_flags_family(args: argparse.Namespace, loaded) -> None:
                          f"change nothing; leave them out")
     if not images:
         _check_shifts_off(args, loaded)
+    if args.split is not None and family in REGRESSION_FAMILIES:
+        raise ValueError(f"--split {args.split}: {loaded.path} is family {family!r}, which "
+                         f"draws its own functions and has no splits, so it would change "
+                         f"nothing; drop --split")
     if args.ways is not None and family in REGRESSION_FAMILIES:
         raise ValueError(f"--ways {args.ways} sets the classes per held-out task of a "
                          f"classification family; {family} is regression (it has no "
