@@ -143,7 +143,7 @@ def test_non_numeric_arrays_are_named(x, y, match):
 def test_the_constructors_errors_name_the_tensor_file(tmp_path):
     x, y = _xy()
     np.savez(tmp_path / "floaty.npz", x=x, y=y.astype(np.float32))        # float labels
-    with pytest.raises(ValueError, match=r"tensor file .*floaty\.npz: Episodes y must be int"):
+    with pytest.raises(ValueError, match=r"tensor file .*floaty\.npz: y must be int"):
         Episodes.from_tensors(tmp_path / "floaty.npz", ways=2, shots=1, queries=2)
 
 

@@ -383,7 +383,8 @@ class Episodes:
         try:
             return cls(x, y, ways, shots, queries, names, **kw)
         except ValueError as e:                   # what is wrong, and in which file
-            raise ValueError(f"tensor file {path}: {e}") from e
+            text = str(e).removeprefix("Episodes").lstrip(": ")
+            raise ValueError(f"tensor file {path}: {text}") from e
 
     @classmethod
     def from_dataset(cls, dataset, ways: int = 5, shots: int = 1, queries: int = 15, *,
