@@ -177,6 +177,26 @@ def test_a_non_finite_stop_keeps_its_directory_and_metrics(tmp_path, monkeypatch
     assert (run / "metrics.jsonl").read_text().startswith('{"iteration": 1')
 
 
+def test_a_non_finite_stop_at_the_first_iteration_leaves_no_empty_directory(
+        tmp_path, monkeypatch, capsys):
+    """QA repro: a loss that is NaN at iteration 1 left an empty run directory (no
+    checkpoint, no metrics line to show), though a run stopped before its first checkpoint
+    leaves none; a folder that existed before is kept."""
+    cfg = _config(tmp_path)
+
+    def diverges_at_once(cfg, out, **kw):
+        raise cli_train.NonFiniteLossError("non-finite loss at iteration 1")
+
+    monkeypatch.setattr(cli_train.recipe, "train_config", diverges_at_once)
+    run = tmp_path / "diverged"
+    assert main(["train", "--config", cfg, "--out", str(run), "--no-progress"]) == 1
+    assert "non-finite loss at iteration 1" in capsys.readouterr().err
+    assert not run.exists()
+    run.mkdir()                                            # the user's own folder: kept
+    assert main(["train", "--config", cfg, "--out", str(run), "--no-progress"]) == 1
+    assert run.is_dir()
+
+
 def test_a_folder_with_a_checkpoint_is_never_removed(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -184,6 +184,8 @@ def _run(args: argparse.Namespace) -> int:
         elif rank and isinstance(e, (NonFiniteLossError, KeyboardInterrupt)):
             distributed.show_as(e, "quiet")       # every rank stopped alike: rank 0 says so
         if isinstance(e, NonFiniteLossError):    # kept: its metrics.jsonl shows the way there
+            if rank == 0 and out is not None and not existed and not _logged(out):
+                _discard(out)                # (at the first iteration: nothing to show)
             _error(e)
             return 1
         if rank == 0 and out is not None and not existed:
@@ -210,6 +212,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"trained {cfg['method']['name']} for {res['iteration']} iterations{where}; "
               f"{last}checkpoint in {out}")
     return 0
+
+
+def _logged(out) -> bool:
+    """Whether the run directory ``out`` holds a metrics line."""
+    try:
+        return (Path(out) / "metrics.jsonl").stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _holds_checkpoint(out) -> bool:
