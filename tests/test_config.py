@@ -355,13 +355,14 @@ def test_held_out_classes_too_small_name_the_eval_keys(tmp_path):
     from metaloop import build
 
     with pytest.raises(ValueError, match=r"^the held-out tasks \(eval\.split = 'test'; "
-                                         r"eval\.shots = 8, eval\.queries = 3\): Episodes: 3 "
-                                         r"class\(es\) have fewer than shots \+ queries = 8 \+ 3"):
+                                         r"eval\.shots = 8, eval\.queries = 3\): tensor file "
+                                         r".*f\.npz: 3 class\(es\) have fewer than shots \+ "
+                                         r"queries = 8 \+ 3"):
         build.eval_family(_vectors(tmp_path, eval={"shots": 8, "queries": 3}), None)
     # the family's shots and queries (eval's 0) on the held-out split: named as such
     with pytest.raises(ValueError, match=r"family\.shots = 8 \(eval\.shots = 0: the family's\), "
                                          r"family\.queries = 3 \(eval\.queries = 0: the "
-                                         r"family's\)\): Episodes"):
+                                         r"family's\)\): tensor file .*f\.npz: 3 class"):
         build.eval_family(_vectors(tmp_path, family={"shots": 8, "queries": 3}), None)
 
 
