@@ -3,7 +3,8 @@
 ``run`` trains an AE, VAE or CVAE, then writes under ``out``:
 
 - ``results.json``: the settings, the test ELBO and its parts, the IWAE NLL (VAE/CVAE), the
-  AE's test reconstruction, timings and the list of pictures;
+  AE's test reconstruction, timings and the list of pictures; written last, atomically, so
+  its presence means the run finished (a new run in the folder removes the old one first);
 - ``metrics.jsonl``: one line per epoch (training means, and every ``eval_every`` epochs the
   ELBO on a fixed random 1,000 of the test images);
 - ``model.safetensors``: the trained weights;
@@ -37,6 +38,7 @@ from metaloop.generative.cvae import CVAE, check_classes, sample_classes
 from metaloop.generative.fit import fit_generative
 from metaloop.generative.nets import check_positive, logit_of_mean
 from metaloop.generative.vae import VAE
+from metaloop.train import checkpoint as ckpt
 
 MODELS = ("ae", "vae", "cvae")
 
@@ -217,6 +219,22 @@ def checked_pixels(s: Settings, tr: gdata.ImageData, te: gdata.ImageData) -> tor
     return x_te
 
 
+def _start_out(out: Path) -> None:
+    """Make the folder ``out`` for a new run: an earlier run's ``results.json`` is removed and
+    ``metrics.jsonl`` emptied, so a run stopped before its end leaves no result behind that
+    describes another run (``results.json`` is written last, by ``_write_results``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").unlink(missing_ok=True)
+    (out / "metrics.jsonl").write_text("")
+
+
+def _write_results(out: Path, results: dict) -> None:
+    """Write ``results.json`` atomically (``checkpoint.atomic_write_text``): a run stopped
+    while writing it leaves none, never a partial file. Call it after every file it
+    describes is written."""
+    ckpt.atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+
+
 def _jsonl(path: Path):
     def write(record: dict) -> None:
         with open(path, "a") as f:
@@ -359,8 +377,7 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
     x_te = checked_pixels(s, tr, te)
     model = build_model(s.model, s, tr.images, tr.n_classes)      # bad widths: before output
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").write_text("")
+    _start_out(out)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     history = _train_model(model, s, tr, x_te, te.labels, _jsonl(out / "metrics.jsonl"))
     train_cpu, train_wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -383,8 +400,8 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
                "train_cpu_s": train_cpu, "train_wall_s": train_wall, "eval_cpu_s": eval_cpu,
                "eval_wall_s": eval_wall, "n_train": len(tr.images), "n_test": len(te.images),
                "threads": torch.get_num_threads(), "pictures": pictures}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     save_file(model.state_dict(), str(out / "model.safetensors"))
+    _write_results(out, results)                     # last: it marks the run complete
     return results
 
 
@@ -443,8 +460,7 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
                          f"images: need --quality-samples >= 2 and at least 4 test images, "
                          f"got {s.quality_samples} and {len(real)}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").write_text("")
+    _start_out(out)
     log = _jsonl(out / "metrics.jsonl")
     clf = quality.train_classifier(tr.images, tr.labels, tr.n_classes,
                                    epochs=s.classifier_epochs, seed=s.seed, progress=s.progress)
@@ -478,7 +494,7 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
     results["cpu_s"] = time.process_time() - cpu_start
     results["wall_s"] = time.perf_counter() - wall_start
     results["threads"] = torch.get_num_threads()
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _write_results(out, results)
     return results
 
 

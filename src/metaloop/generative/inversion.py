@@ -35,7 +35,6 @@ epochs) and ``inversion_compare.png``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -52,7 +51,9 @@ from metaloop.generative.experiment import (
     DATA_LABELS,
     Settings,
     _jsonl,
+    _start_out,
     _train_model,
+    _write_results,
     build_model,
     check_settings,
     checked_pixels,
@@ -259,8 +260,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     # the generators' data must suit their likelihood: fail now, not after the classifiers
     x_te = checked_pixels(s, tr, te)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").write_text("")
+    _start_out(out)
     log = _jsonl(out / "metrics.jsonl")
     cpu = {}
 
@@ -324,7 +324,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     results["cpu_s"] = {**cpu, "total": time.process_time() - cpu_start}
     results["wall_s"] = time.perf_counter() - wall_start
     results["threads"] = torch.get_num_threads()
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _write_results(out, results)
     return results
 
 
@@ -442,7 +442,7 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
                "wall_s": time.perf_counter() - wall_start, "threads": torch.get_num_threads()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _write_results(out, results)
     return results
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,11 +64,21 @@ def show(ax, arr: np.ndarray) -> None:
 
 def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100, colour: bool = False) -> None:
     """Render with Agg and write an 8-bit PNG: grey for grey pictures, about a quarter of
-    the size of matplotlib's RGBA output, or RGB (``colour``)."""
+    the size of matplotlib's RGBA output, or RGB (``colour``). The PNG is written to a
+    temporary file beside ``path`` and renamed over it: a write stopped halfway leaves
+    ``path`` as it was, never a truncated picture."""
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert(
-        "RGB" if colour else "L").save(path, optimize=True)
+    image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert(
+        "RGB" if colour else "L")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        image.save(tmp, format="PNG", optimize=True)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, *, title: str | None = None,

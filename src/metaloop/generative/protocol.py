@@ -210,6 +210,14 @@ def check_stops(until_pass: int | None, max_minutes: float | None) -> None:
         raise ValueError(f"max_minutes must be a finite number > 0, got {max_minutes!r}")
 
 
+def _write_curve(out: Path, passes: int, total: int, cpu_s: float, s: ProtocolSettings,
+                 curve: list[dict]) -> None:
+    """Write ``curve.json``, the curve of the checkpoint at ``passes``, atomically."""
+    ckpt.atomic_write_text(out / "curve.json", json.dumps(
+        {"passes": passes, "total_passes": total, "train_cpu_s": cpu_s,
+         "settings": asdict(s), "curve": curve}, indent=1) + "\n")
+
+
 def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSettings, *,
                    resume: bool = False, until_pass: int | None = None,
                    max_minutes: float | None = None,
@@ -272,6 +280,8 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
         _restore(tensors, model, opt, g)
         passes, cpu_s, curve = state["passes"], state["train_cpu_s"], state["curve"]
         train_log, sessions = state["train_log"], state["sessions"]
+        # a run killed between its checkpoint and curve.json left the previous curve there
+        _write_curve(out, passes, total, cpu_s, s, curve)
     else:
         if found is not None:
             raise ValueError(f"{out} already holds a run (checkpoint {found.name}); add "
@@ -293,9 +303,7 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
                  "curve": curve, "train_log": train_log, "sessions": sessions,
                  "settings": asdict(s), "schedule": schedule}
         ckpt.save_checkpoint(out, passes, _tensors(model, opt, g), state)
-        ckpt.atomic_write_text(out / "curve.json", json.dumps(
-            {"passes": passes, "total_passes": total, "train_cpu_s": cpu_s,
-             "settings": asdict(s), "curve": curve}, indent=1) + "\n")
+        _write_curve(out, passes, total, cpu_s, s, curve)
         if log is not None:
             last = curve[-1] if curve else {}
             log(f"passes {passes}/{total}  train cpu {cpu_s / 60:.1f} min  "
@@ -457,18 +465,24 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
     idx = _subset(len(x_test), examples, s.seed + 2)
     entropy = None if grey is None else float(gdata.binarization_entropy(grey[idx]).mean())
     name = f"final-k{k}-n{len(idx)}.json"
+
+    def saved_model() -> VAE:
+        model = VAE(s.latent, image_shape=tuple(x_test.shape[1:]), arch="mlp",
+                    hidden=tuple(s.hidden), likelihood="bernoulli")
+        model.load_state_dict({k_[len("model."):]: v for k_, v in tensors.items()
+                               if k_.startswith("model.")})
+        return model.eval()
+
     if (out / name).exists():                 # measured already (e.g. at the end of the run)
         done = json.loads((out / name).read_text())
         if done.get("passes") == state["passes"] and "nll_ci95" in done.get("test", {}):
             if entropy is not None and done.get("binarization_entropy") is None:
                 done["binarization_entropy"] = entropy
                 ckpt.atomic_write_text(out / name, json.dumps(done, indent=1) + "\n")
+            if not (out / "samples.png").exists():    # lost (removed, or an older kill)
+                _draw_samples(saved_model(), s, state["passes"], done["test"]["nll"], k, out)
             return {**done, "read_from": name}
-    model = VAE(s.latent, image_shape=tuple(x_test.shape[1:]), arch="mlp",
-                hidden=tuple(s.hidden), likelihood="bernoulli")
-    model.load_state_dict({k_[len("model."):]: v for k_, v in tensors.items()
-                           if k_.startswith("model.")})
-    model.eval()
+    model = saved_model()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     m = _per_example(model, x_test[idx], k=k, seed=s.seed, progress=progress)
     result = {"passes": state["passes"], "total_passes": state["total_passes"],
@@ -480,12 +494,20 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
               "threads": torch.get_num_threads(), "settings": asdict(s),
               "binarization_entropy": entropy,
               "curve": state["curve"], "sessions": state["sessions"]}
+    _draw_samples(model, s, state["passes"], m["nll"], k, out)
+    # last: the json's presence means the measurement and its samples are complete
     ckpt.atomic_write_text(out / name, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _draw_samples(model: VAE, s: ProtocolSettings, passes: int, nll: float, k: int,
+                  out: Path) -> None:
+    """``samples.png``: 64 of the model's samples (seeded by ``s.seed``), titled with its
+    test NLL ``nll`` (IWAE_``k``)."""
     samples = model.sample(64, generator=torch.Generator().manual_seed(s.seed))   # [64, 1, H, W]
     plots.save_grid(samples, out / "samples.png", ncol=8, title=(
-        f"VAE {gdata.data_label(s.data)}, IWAE protocol, {state['passes']:,} passes\n"
-        f"decoder means for z ~ N(0, I); test NLL {m['nll']:.2f} (k = {k})"))
-    return result
+        f"VAE {gdata.data_label(s.data)}, IWAE protocol, {passes:,} passes\n"
+        f"decoder means for z ~ N(0, I); test NLL {nll:.2f} (k = {k})"))
 
 
 @torch.no_grad()
