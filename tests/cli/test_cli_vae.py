@@ -223,7 +223,8 @@ PROTOCOL = ["--protocol", "iwae", "--data", "fashion-mnist", "--stages", "2", "-
             "--no-progress"]
 
 
-def test_protocol_run_stops_resumes_and_writes_a_record(tiny_fashion, tmp_path, capsys):
+def test_protocol_run_stops_resumes_and_writes_a_record(tiny_fashion, tmp_path, capsys,
+                                                        monkeypatch):
     out = tmp_path / "iwae"
     common = ["--threads", "1", "vae", *PROTOCOL, "--root", str(tiny_fashion), "--out",
               str(out)]
@@ -237,8 +238,16 @@ def test_protocol_run_stops_resumes_and_writes_a_record(tiny_fashion, tmp_path, 
     assert final["passes"] == 4 and [s["from_passes"] for s in final["sessions"]] == [0, 2]
     assert [c["passes"] for c in final["curve"]] == [1, 4]        # the two stage ends
     rec_path = tmp_path / "docs" / "generative_iwae.json"
+    from metaloop.evaluate import records
+
+    written, write = [], records.write_record
+    monkeypatch.setattr(records, "write_record",
+                        lambda path, **kw: (written.append(Path(path).name), write(path, **kw)))
     assert main([*common, "--evaluate", "--k", "10", "--test-examples", "30", "--record",
                  str(rec_path)]) == 0
+    # the main record last: a stop before it leaves none beside an earlier curve
+    assert written == ["generative_iwae_curve_0001.json", "generative_iwae_curve_0004.json",
+                       "generative_iwae.json"]
     from metaloop.evaluate.records import load_records
 
     recs = load_records(rec_path.parent)

@@ -192,3 +192,14 @@ def test_a_lost_samples_png_is_redrawn_from_the_checkpoint(images, x_test, tmp_p
     again = P.evaluate_run(run, k=5, x_test=x_test, s=TINY)
     assert again["read_from"] == "final-k5-n30.json"  # not measured again
     assert (run / "samples.png").read_bytes() == drawn
+
+
+def test_a_new_run_removes_the_picture_temporaries_a_kill_left(settings, tmp_path):
+    """A kill -9 while a picture was written leaves its ``.<name>.png.<pid>``; the next run
+    into the folder removes it, as it removes the results' and the log's temporaries."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (".samples.png.4242", ".results.json.k3j2x", ".notes"):
+        (out / name).write_bytes(b"\x89PNG")
+    E.run(settings, out)
+    assert _leftovers(out) == [".notes"]                  # not metaloop's: left alone

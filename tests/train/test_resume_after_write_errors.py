@@ -125,10 +125,10 @@ def test_resume_removes_the_temporary_file_of_every_atomic_write(tmp_path, capsy
            "8,8", "--latent", "2", "--batch-size", "20", "--out", str(out), "--no-progress"]
     assert main([*run, "--until-pass", "1"]) == 0                # stopped, checkpointed
     left = [".curve.json.x1y2z3w4", ".final-k5-n6.json.abc12345", ".LATEST.a8f0qzzz",
-            ".ckpt-00000004.k3j2x_ab"]
-    for name in left[:3]:
+            ".samples.png.12345", ".ckpt-00000004.k3j2x_ab"]     # (a picture's: its pid)
+    for name in left[:4]:
         (out / name).write_text("{")
-    (out / left[3]).mkdir()
+    (out / left[4]).mkdir()
     (out / ".notes").write_text("mine")                  # not metaloop's: left alone
     assert main([*run, "--resume", "--k", "5"]) == 0
     capsys.readouterr()

@@ -222,8 +222,10 @@ def checked_pixels(s: Settings, tr: gdata.ImageData, te: gdata.ImageData) -> tor
 def _start_out(out: Path) -> None:
     """Make the folder ``out`` for a new run: an earlier run's ``results.json`` is removed and
     ``metrics.jsonl`` emptied, so a run stopped before its end leaves no result behind that
-    describes another run (``results.json`` is written last, by ``_write_results``)."""
+    describes another run (``results.json`` is written last, by ``_write_results``); the
+    temporary files a killed writer left are removed (``checkpoint.remove_stale``)."""
     out.mkdir(parents=True, exist_ok=True)
+    ckpt.remove_stale(out)
     (out / "results.json").unlink(missing_ok=True)
     (out / "metrics.jsonl").write_text("")
 

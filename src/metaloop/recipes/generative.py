@@ -416,15 +416,17 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
             threads = sorted({r["threads"] for r in result["sessions"]})
             rec = protocol.record(result, command=_protocol_command(args, evaluate=True),
                                   device=cpu_device(threads[-1]))
-            records.write_record(args.record, **rec)
-            log(f"wrote {args.record}")
-            # the curve, one record per point, beside it; its command is the training one
+            # the curve, one record per point, beside it (its command is the training one),
+            # then the main record: a stop between them leaves no new main record beside an
+            # earlier evaluation's curve
             train_cmd = _protocol_command(args, evaluate=False)
             stem = args.record[:-len(".json")]
             for c in protocol.curve_records(result, command=train_cmd,
                                             device=rec["device"]):
                 records.write_record(f"{stem}_curve_{c['passes']:04d}.json", **c)
             log(f"wrote {len(result['curve'])} curve records {stem}_curve_*.json")
+            records.write_record(args.record, **rec)
+            log(f"wrote {args.record}")
         return 0
     s = _protocol_settings(args)
     with _output(args.out, checkpoints=True):
