@@ -81,8 +81,10 @@ def test_a_vae_run_stopped_before_its_end_leaves_no_results_json(stop_in, settin
     with pytest.raises(KeyboardInterrupt):
         E.run(E.Settings(**{**settings.__dict__, "epochs": 3}), out)
     monkeypatch.undo()
-    # the earlier run's results.json does not stand beside the new run's log and files
+    # the earlier run's results.json does not stand beside the new run's log and files, nor
+    # its model, nor a truncated new one (killed in results.json: the new model is whole)
     assert not (out / "results.json").exists()
+    assert (out / "model.safetensors").exists() == (stop_in == "results")
     assert _leftovers(out) == []
     done = E.run(E.Settings(**{**settings.__dict__, "epochs": 2}), out)
     assert json.loads((out / "results.json").read_text())["epochs_done"] == done[

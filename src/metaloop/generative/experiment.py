@@ -222,12 +222,26 @@ def checked_pixels(s: Settings, tr: gdata.ImageData, te: gdata.ImageData) -> tor
 def _start_out(out: Path) -> None:
     """Make the folder ``out`` for a new run: an earlier run's ``results.json`` is removed and
     ``metrics.jsonl`` emptied, so a run stopped before its end leaves no result behind that
-    describes another run (``results.json`` is written last, by ``_write_results``); the
-    temporary files a killed writer left are removed (``checkpoint.remove_stale``)."""
+    describes another run (``results.json`` is written last, by ``_write_results``), nor an
+    earlier run's ``model.safetensors``; the temporary files a killed writer left are
+    removed (``checkpoint.remove_stale``)."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt.remove_stale(out)
-    (out / "results.json").unlink(missing_ok=True)
+    for name in ("results.json", "model.safetensors"):      # an earlier run's: not this one
+        (out / name).unlink(missing_ok=True)
     (out / "metrics.jsonl").write_text("")
+
+
+def _save_model(model: torch.nn.Module, path: Path) -> None:
+    """Save ``model``'s weights to ``path`` through a temporary file renamed over it: a
+    run stopped while saving leaves no truncated model."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        save_file(model.state_dict(), str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_results(out: Path, results: dict) -> None:
@@ -402,7 +416,7 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
                "train_cpu_s": train_cpu, "train_wall_s": train_wall, "eval_cpu_s": eval_cpu,
                "eval_wall_s": eval_wall, "n_train": len(tr.images), "n_test": len(te.images),
                "threads": torch.get_num_threads(), "pictures": pictures}
-    save_file(model.state_dict(), str(out / "model.safetensors"))
+    _save_model(model, out / "model.safetensors")
     _write_results(out, results)                     # last: it marks the run complete
     return results
 
