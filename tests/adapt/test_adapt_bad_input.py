@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import metaloop.adapt
 from metaloop.adapt import (
     InnerLRs,
     finetune,
@@ -235,3 +236,19 @@ def test_a_template_with_another_field_or_a_lone_brace_is_named(template):
 def test_literal_braces_in_a_template_are_kept():
     a = zero_shot(Bag(), ["cat", "dog"], template="{{a}} {}", scale=1.0)
     torch.testing.assert_close(a.params["head.weight"], Bag().embed(["{a} cat", "{a} dog"]))
+
+
+@pytest.mark.parametrize("fn", ["finetune", "lpft", "linear_probe", "lora_finetune"])
+def test_adapters_name_a_model_that_is_not_a_module(fn):
+    x, y = torch.randn(6, 8), torch.arange(6) % 3
+    with pytest.raises(ValueError, match=r"model must be a torch.nn.Module, got str"):
+        getattr(metaloop.adapt, fn)("mlp", x, y)
+
+
+@pytest.mark.parametrize("fn", ["finetune", "lpft", "linear_probe"])
+def test_adapters_name_uint8_inputs_not_a_torch_matmul_error(fn):
+    model = MLP(in_dim=8, hidden=(16,), out_dim=3)
+    x, y = torch.randint(0, 255, (6, 8), dtype=torch.uint8), torch.arange(6) % 3
+    with pytest.raises(ValueError, match=r"support_x is torch.uint8 but inputs must be real "
+                                         r"floating point"):
+        getattr(metaloop.adapt, fn)(model, x, y)

@@ -258,3 +258,12 @@ def test_joint_refine_errors_name_the_problem():
         refine_prototypes_jointly(protos, queries, [1.0, 0.0], 2)
     with pytest.raises(ValueError, match=r"need queries \[B, M, D\] and prototypes"):
         refine_prototypes_jointly(protos, queries[::-1], [1.0, 1.0], 2)
+
+
+def test_prototypes_on_another_device_than_the_queries_are_named():
+    queries, protos = torch.randn(2, 4, 3), torch.randn(2, 5, 3, device="meta")
+    with pytest.raises(ValueError, match="proto_logits: prototypes on meta but queries on cpu"):
+        proto_logits(queries, protos)
+    with pytest.raises(ValueError, match="refine_prototypes: prototypes on meta but queries "
+                                         "on cpu"):
+        refine_prototypes(protos, queries, 10.0, 1)

@@ -13,6 +13,7 @@ from metaloop.continual import (
     finetune_experience,
     init_heads,
     init_params,
+    logits_of_head,
     mixed_batches,
 )
 from metaloop.continual.scenarios import (
@@ -206,3 +207,14 @@ def test_data_on_another_device_than_the_params_is_named():
     with pytest.raises(ValueError, match="'a' has val inputs on meta but the params are on cpu"):
         finetune_experience(m, params, replace(e, "val", x=e.val[0].to("meta")), steps=2,
                             replay_ratio=0.0)
+
+
+def test_logits_of_head_names_a_missing_head_or_features_that_do_not_fit():
+    params = init_heads({"digits": 3}, 8, torch.Generator().manual_seed(0))
+    assert logits_of_head(params, "digits", torch.randn(5, 8)).shape == (5, 3)
+    with pytest.raises(ValueError, match=r"no head 'letters' .* its heads are \['digits'\]"):
+        logits_of_head(params, "letters", torch.randn(5, 8))
+    for feats in (torch.randn(5, 7), torch.randn(5, 8).double(), torch.randn(5, 8, device="meta")):
+        with pytest.raises(ValueError, match=r"do not fit head 'digits', heads.digits.weight "
+                                             r"\[3, 8\] torch.float32 on cpu"):
+            logits_of_head(params, "digits", feats)

@@ -9,6 +9,7 @@ import torch
 
 from metaloop.continual.replay import (
     IndexStream,
+    ReplayBuffer,
     check_replay_ratio,
     empty_buffer,
     full_buffer,
@@ -148,3 +149,21 @@ def test_full_buffer_names_an_experience_with_other_inputs():
     c = c._replace(train=(c.train[0].double(), c.train[1]))
     with pytest.raises(ValueError, match="'c'.*float64"):
         replay_buffer([a, c], buffer_size=3)
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype", "labels"])
+def test_examples_unlike_the_buffer_are_named_not_concatenated(change):
+    buffer = ReplayBuffer(torch.randn(5, 4), torch.arange(5) % 2,
+                          torch.zeros(5, dtype=torch.int64), 5)
+    x, y = torch.randn(8, 4), torch.arange(8) % 2
+    if change == "shape":
+        x = torch.randn(8, 3)
+    elif change == "dtype":
+        x = x.double()                # torch.cat would promote the whole buffer silently
+    else:
+        y = y.float()
+    match = "labels of dtype" if change == "labels" else "but the replay buffer"
+    with pytest.raises(ValueError, match=f"the stream offered to the reservoir .*{match}"):
+        reservoir_update(buffer, x, y, source=1, size=10)
+    with pytest.raises(ValueError, match=f"the new experience's training data .*{match}"):
+        next(mixed_batches(x, y, buffer, batch_size=4, replay_ratio=0.5))

@@ -255,3 +255,20 @@ def test_a_family_whose_sample_returns_no_taskbatch_is_named():
     with pytest.raises(ValueError, match=r"Tuples.sample must return a metaloop.TaskBatch, "
                                          r"got tuple"):
         ml.evaluate(learner, Tuples(), tasks=2, steps=(0,))
+
+
+def test_a_learner_or_family_of_the_wrong_kind_is_named_not_an_attribute_error():
+    learner = MAML(MLP(), inner_lr=0.01, inner_steps=1)
+    family = ml.tasks.Sinusoid(shots=5, queries=5)
+    with pytest.raises(ValueError, match="learner must be a metaloop learner .* but MLP has "
+                                         "no adapt_path or predict"):
+        ml.evaluate(learner.model, family, tasks=2, steps=(0,))
+    with pytest.raises(ValueError, match="family must be a task family with sample.* got "
+                                         "TaskBatch"):
+        ml.evaluate(learner, family.sample(2), tasks=2, steps=(0,))
+
+
+def test_mean_ci_refuses_a_string_instead_of_reading_its_digits():
+    with pytest.raises(ValueError, match="mean_ci needs a sequence of numbers, got the "
+                                         "string '12'"):
+        ml.evaluate.mean_ci("12")

@@ -60,3 +60,15 @@ def test_a_model_output_that_is_not_a_tensor_is_named():
     with pytest.raises(ValueError, match="mse: the model's output must be one tensor .*got "
                                          "dict"):
         mse({"logits": torch.zeros(4, 1)}, torch.zeros(4, 1))
+
+
+def test_losses_of_no_examples_are_named_not_nan():
+    with pytest.raises(ValueError, match=r"cross_entropy: no examples \(logits \[0, 5\]\)"):
+        cross_entropy(torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"mse: no examples \(predictions \[0, 1\]\)"):
+        mse(torch.zeros(0, 1), torch.zeros(0, 1))
+
+
+def test_cross_entropy_names_integer_logits():
+    with pytest.raises(ValueError, match="cross_entropy: logits must be float .* torch.int64"):
+        cross_entropy(torch.zeros(4, 5, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))

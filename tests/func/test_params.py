@@ -134,3 +134,24 @@ def test_eval_mode_gives_each_module_its_own_mode_back():
     assert not model[2][0].training
     with eval_mode(len):                                # a plain callable: nothing to do
         pass
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype", "device"])
+def test_forward_names_a_param_unlike_the_models_when_the_call_fails(change):
+    model = MLP(in_dim=3, hidden=(4,), out_dim=2)
+    params = params_of(model)
+    if change == "device":                      # "meta": a cheap stand-in for another device
+        bad = {k: v.to("meta") for k, v in params.items()}
+    else:
+        bad = {**params, "head.weight": torch.zeros(5, 4) if change == "shape"
+               else params["head.weight"].double()}
+    with pytest.raises(ValueError, match=r"forward: params\['[a-z0-9.]+weight'\] is .* but "
+                                         r"the model's tensor of that name is \[\d, \d\] "
+                                         r"torch.float32 on cpu"):
+        forward(model, bad, torch.randn(6, 3))
+
+
+def test_forward_reraises_a_failure_that_is_not_the_params():
+    model = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        forward(model, params_of(model), torch.randn(6, 5))

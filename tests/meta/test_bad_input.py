@@ -364,3 +364,69 @@ def test_checkpoint_and_recompute_inner_loop_may_not_disagree():
     assert ml.meta.MAML(mlp(), checkpoint=True).recompute_inner_loop
     assert not ml.meta.MAML(mlp(), checkpoint=False).recompute_inner_loop
     assert ml.meta.ANIL(mlp(), checkpoint=True).recompute_inner_loop
+
+
+def _learners():
+    return [
+        ml.meta.MAML(MLP(in_dim=8, hidden=(8,), out_dim=3), loss="ce"),
+        ml.meta.Reptile(MLP(in_dim=8, hidden=(8,), out_dim=3), loss="ce"),
+        ml.meta.Pretrain(MLP(in_dim=8, hidden=(8,), out_dim=3), loss="ce"),
+        ml.meta.R2D2(MLP(in_dim=8, hidden=(8,), out_dim=3)),
+    ]
+
+
+def _flat_task(tasks=2, ways=3):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(ways).repeat(tasks, 2)                                  # [B, 2*ways]
+    return torch.randn(tasks, 2 * ways, 8, generator=g), y
+
+
+@pytest.mark.parametrize("learner", _learners(), ids=lambda l: type(l).__name__)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.complex64])
+def test_non_float_inputs_are_named_not_a_torch_matmul_error(learner, dtype):
+    sx, sy = _flat_task()
+    params = learner.adapt(sx[0], sy[0])
+    bad = sx.to(dtype)
+    with pytest.raises(ValueError, match=rf"support_x is {dtype} but inputs must be real "
+                                         r"floating point"):
+        learner.adapt(bad[0], sy[0])
+    with pytest.raises(ValueError, match=rf"x is {dtype} but inputs must be real floating"):
+        learner.predict(params, bad[0])
+    with pytest.raises(ValueError, match=rf"support_x is {dtype} but inputs must be real"):
+        learner.adapt_path_batched(bad, sy)
+
+
+def test_integer_inputs_stay_allowed_for_a_model_with_its_own_embedding():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 3))
+    learner = ml.meta.MAML(model, loss="ce")
+    x, y = torch.randint(0, 10, (6, 2)), torch.arange(3).repeat(2)
+    params = learner.adapt(x, y)
+    assert learner.predict(params, x).shape == (6, 3)
+
+
+@pytest.mark.parametrize("learner", _learners(), ids=lambda l: type(l).__name__)
+def test_predict_names_params_in_another_dtype(learner):
+    sx, sy = _flat_task()
+    params = learner.adapt(sx[0], sy[0])
+    cast = {k: v.double() for k, v in params.items()}
+    with pytest.raises(ValueError, match=r"params\['.*'\] is torch.float64 on cpu but the "
+                                         r"model's is torch.float32"):
+        learner.predict(cast, sx[0])
+
+
+def test_reptile_predict_names_params_that_are_not_a_dict():
+    learner = ml.meta.Reptile(MLP(in_dim=8, hidden=(8,), out_dim=3), loss="ce")
+    sx, sy = _flat_task()
+    params = learner.adapt(sx[0], sy[0])
+    with pytest.raises(ValueError, match="params must be a dict name -> tensor"):
+        learner.predict(list(params.values()), sx[0])
+
+
+@pytest.mark.parametrize("learner", _learners(), ids=lambda l: type(l).__name__)
+def test_adapt_path_batched_names_mismatched_or_empty_batches(learner):
+    sx, sy = _flat_task()
+    with pytest.raises(ValueError, match=r"\[2, 6, 8\] and \[1, 6\]"):
+        learner.adapt_path_batched(sx, sy[:1])
+    with pytest.raises(ValueError, match=r"B = 0|B >= 1"):
+        learner.adapt_path_batched(sx[:0], sy[:0])

@@ -243,3 +243,15 @@ def test_train_reduces_loss_and_updates_scale_and_lam():
     assert out["iteration"] == 3 and "accuracy" in out["last"]
     assert learner.model.log_scale.detach() != before[0]
     assert learner.model.log_lam.detach() != before[1]
+
+
+def test_a_class_without_support_examples_is_named_not_a_phantom_softmax_column():
+    learner = R2D2(MLP(in_dim=4, hidden=(8,), out_dim=8))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 4, generator=g), torch.tensor([2, 3, 4, 2, 3, 4])  # no 0 or 1
+    with pytest.raises(ValueError, match=r"R2D2: every class needs at least one support "
+                                         r"example, .*task 0 class 0, task 0 class 1\)"):
+        learner.adapt(x, y)
+    batch = ml.TaskBatch(x[None], y[None], x[None], y[None])
+    with pytest.raises(ValueError, match="every class needs at least one support example"):
+        learner.meta_loss(batch)

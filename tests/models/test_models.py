@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaloop.models import MLP, Conv4
+from metaloop.models import MLP, Conv4, ResNet12
 from metaloop.models.bn_stats import batchnorm_layers, fixed_stats, recorded_stats
 from metaloop.models.conv4 import BatchNorm
 
@@ -190,3 +190,14 @@ def test_conv4_feature_sizes_of_the_papers_inputs(pool, readout, side, maps):
     convs = 3 * 64 * 9 + 64 + 3 * (64 * 64 * 9 + 64)
     assert sum(p.numel() for p in net.parameters()) == convs + 4 * 2 * 64 + \
         net.feature_dim * 5 + 5
+
+
+@pytest.mark.parametrize("model, x", [
+    (MLP(in_dim=4, hidden=(8,), out_dim=2), torch.zeros(3, 4, dtype=torch.int64)),
+    (Conv4(in_channels=1, hidden=8, out_dim=2), torch.zeros(3, 1, 28, 28, dtype=torch.uint8)),
+    (ResNet12(in_channels=1, width=8, out_dim=2), torch.zeros(3, 1, 28, 28, dtype=torch.uint8)),
+], ids=["MLP", "Conv4", "ResNet12"])
+def test_non_float_inputs_are_named_not_a_torch_dtype_error(model, x):
+    with pytest.raises(ValueError, match=rf"{type(model).__name__} expects floating-point "
+                                         rf".*got {x.dtype}"):
+        model(x)

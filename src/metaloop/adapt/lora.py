@@ -140,6 +140,9 @@ def lora_finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Te
     Raises:
         ValueError: if the model has no LoRA parameters, or as ``finetune``.
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"lora_finetune: model must be a torch.nn.Module, got "
+                         f"{type(model).__name__}")
     if not any(is_lora(n) for n, _ in model.named_parameters()):
         raise ValueError(f"{type(model).__name__} has no LoRA parameters; call add_lora first")
     return finetune(model, support_x, support_y, steps, lr, head_lr, adapt=is_lora, **kw)

@@ -85,7 +85,7 @@ def proto_logits(queries: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
         ``[B, M, C]`` logits.
 
     Raises:
-        ValueError: the shapes do not line up.
+        ValueError: the shapes do not line up, or the tensors are on different devices.
     """
     _check_pair("proto_logits", queries, protos)
     diff = queries.unsqueeze(2) - protos.unsqueeze(1)               # [B, M, C, D]
@@ -198,3 +198,6 @@ def _check_pair(owner: str, queries: torch.Tensor, protos: torch.Tensor) -> None
         got = shape_str(protos) if isinstance(protos, torch.Tensor) else type(protos).__name__
         raise ValueError(f"{owner}: need queries [B, M, D] and prototypes [B, C, D], got "
                          f"queries {shape_str(queries)} and prototypes {got}")
+    if protos.device != queries.device:
+        raise ValueError(f"{owner}: prototypes on {protos.device} but queries on "
+                         f"{queries.device}")

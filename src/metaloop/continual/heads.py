@@ -162,9 +162,25 @@ def features(model: nn.Module, params: Mapping[str, torch.Tensor],
 def logits_of_head(params: Mapping[str, torch.Tensor], head: str,
                    feats: torch.Tensor) -> torch.Tensor:
     """Logits ``[N, C]`` of the head named ``head`` (``heads.<head>.*`` in ``params``) on
-    features ``[N, D]``."""
+    features ``[N, D]``.
+
+    Raises:
+        ValueError: no such head in ``params`` (naming the heads there), or features whose
+            last dimension, dtype or device is not the head's.
+    """
     w, b = head_param_names(head)
-    return F.linear(feats, params[w], params[b])                      # [N, C]
+    if w not in params or b not in params:
+        have = sorted({k[len(PREFIX):].rsplit(".", 1)[0] for k in params if k.startswith(PREFIX)})
+        raise ValueError(f"logits_of_head: params has no head {head!r} ({w}, {b}); its heads "
+                         f"are {have}")
+    weight = params[w]                                                 # [C, D]
+    if feats.shape[-1:] != weight.shape[1:] or feats.dtype != weight.dtype \
+            or feats.device != weight.device:
+        raise ValueError(f"logits_of_head: features {list(feats.shape)} {feats.dtype} on "
+                         f"{feats.device} do not fit head {head!r}, {w} {list(weight.shape)} "
+                         f"{weight.dtype} on {weight.device}: they must be [N, "
+                         f"{weight.shape[1]}] in its dtype and on its device")
+    return F.linear(feats, weight, params[b])                          # [N, C]
 
 
 def check_data(params: Mapping[str, torch.Tensor], experiences: Sequence) -> None:

@@ -91,6 +91,20 @@ def _check_pair(what: str, x: torch.Tensor, y: torch.Tensor) -> None:
                          f"must be [N, *shape] and [N], one label per input")
 
 
+def _check_like_buffer(what: str, buffer: ReplayBuffer, x: torch.Tensor,
+                       y: torch.Tensor) -> None:
+    """Inputs ``x [N, *shape]`` and labels ``y [N]`` of the buffer's per-example shape and
+    dtypes, so that they can join it (torch.cat would fail without naming either, or
+    silently promote the whole buffer to another dtype)."""
+    if x.shape[1:] != buffer.x.shape[1:] or x.dtype != buffer.x.dtype:
+        raise ValueError(f"{what} has inputs {list(x.shape)} of dtype {x.dtype} but the replay "
+                         f"buffer holds {list(buffer.x.shape)} of dtype {buffer.x.dtype}: "
+                         f"replayed and new examples need one shape [*shape] and one dtype")
+    if buffer.y.numel() and y.dtype != buffer.y.dtype:
+        raise ValueError(f"{what} has labels of dtype {y.dtype} but the replay buffer's are "
+                         f"{buffer.y.dtype}")
+
+
 def empty_buffer(like: torch.Tensor) -> ReplayBuffer:
     """A buffer with no examples, for inputs shaped like ``like [N, *shape]``."""
     return ReplayBuffer(like.new_empty((0, *like.shape[1:])), torch.empty(0, dtype=torch.int64),
@@ -144,12 +158,13 @@ def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, sou
         generator: random source.
 
     Raises:
-        ValueError: a ``size`` that is not a positive int, or ``x`` and ``y`` of different
-            lengths.
+        ValueError: a ``size`` that is not a positive int, ``x`` and ``y`` of different
+            lengths, or of another per-example shape or dtype than the buffer's.
     """
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ValueError(f"buffer_size must be a positive int or None, got {size!r}")
     _check_pair("the stream offered to the reservoir", x, y)
+    _check_like_buffer("the stream offered to the reservoir", buffer, x, y)
     n, seen = y.numel(), buffer.seen
     fill = max(0, min(size - buffer.y.numel(), n))
     keep_x, keep_y = torch.cat([buffer.x, x[:fill]]), torch.cat([buffer.y, y[:fill]])
@@ -231,14 +246,16 @@ def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer
 
     Raises:
         ValueError: a replay ratio outside ``[0, 1)``, a batch size that is not a positive
-            int, ``new_x`` and ``new_y`` of different lengths, or replay without earlier
-            data.
+            int, ``new_x`` and ``new_y`` of different lengths, replay without earlier
+            data, or new examples of another per-example shape or dtype than the buffer's.
     """
     replay_ratio = check_replay_ratio(replay_ratio)
     _check_batch_size(batch_size)
     _check_pair("the new experience's training data", new_x, new_y)
     if replay_ratio > 0 and (buffer is None or buffer.y.numel() == 0):
         raise ValueError(f"replay_ratio={replay_ratio} but there is no earlier data to replay")
+    if replay_ratio > 0:
+        _check_like_buffer("the new experience's training data", buffer, new_x, new_y)
     stream = IndexStream(new_y.numel(), generator)
     step = 0
     while True:

@@ -28,8 +28,10 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float | None]:
     ``format_mean_ci`` prints it as ``± n/a``), never a 0.0 that would read as certainty.
 
     Raises:
-        ValueError: no values.
+        ValueError: no values, or a string (whose characters would be read as digits).
     """
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"mean_ci needs a sequence of numbers, got the string {values!r}")
     v = [float(x) for x in values]
     if not v:
         raise ValueError("mean_ci needs at least one value")
@@ -115,9 +117,21 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
 
     Raises:
         ValueError: ``steps`` not a non-empty sequence of ints >= 0 (a bare int, a float
-            such as 1.5, a bool; naming the value), or a bad ``tasks``, ``seed``,
-            ``support_shift`` or ``query_shift``.
+            such as 1.5, a bool; naming the value), a bad ``tasks``, ``seed``,
+            ``support_shift`` or ``query_shift``, or a ``learner`` without ``adapt_path``
+            and ``predict`` (or, with no ``loss``, ``inner.loss_fn``), or a ``family``
+            without ``sample`` (each named, with its type).
     """
+    missing = [m for m in ("adapt_path", "predict") if not callable(getattr(learner, m, None))]
+    if missing:
+        raise ValueError(f"evaluate: learner must be a metaloop learner (ml.meta.Learner), "
+                         f"but {type(learner).__name__} has no {' or '.join(missing)}")
+    if loss is None and not callable(getattr(getattr(learner, "inner", None), "loss_fn", None)):
+        raise ValueError(f"evaluate: {type(learner).__name__} has no inner.loss_fn to score "
+                         f"the queries with; pass loss= ('mse', 'ce' or a callable)")
+    if not callable(getattr(family, "sample", None)):
+        raise ValueError(f"evaluate: family must be a task family with sample(n, generator) "
+                         f"(ml.tasks.TaskFamily), got {type(family).__name__}")
     steps = _check_steps(steps)
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
     per_task = {"loss": [[] for _ in steps], "accuracy": [[] for _ in steps]}

@@ -30,7 +30,7 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: pred not a tensor (a model returning a tuple or dict); target not a
             float tensor of pred's shape (torch would broadcast ``[N, 1]`` against ``[N]`` to
-            ``[N, N]`` and return a wrong number).
+            ``[N, N]`` and return a wrong number); no elements (the mean would be NaN).
     """
     check_predictions("mse", pred)
     if not isinstance(target, torch.Tensor) or not target.is_floating_point():
@@ -41,6 +41,9 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"mse: predictions {_shape(pred)} and targets {_shape(target)} "
                          f"differ in shape (regression targets are [N, out], with out the "
                          f"model's output size)")
+    if pred.numel() == 0:
+        raise ValueError(f"mse: no examples (predictions {_shape(pred)}); the mean over "
+                         f"nothing would be NaN")
     return F.mse_loss(pred, target)
 
 
@@ -49,12 +52,18 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     class probabilities ``[N, C]``).
 
     Raises:
-        ValueError: logits not a tensor (a model returning a tuple or dict); labels that are
-            not int64 ``[N]`` (nor float ``[N, C]``), or, for labels on the CPU outside a
+        ValueError: logits not a float tensor (a model returning a tuple or dict) or with
+            no examples (N = 0: the mean would be NaN); labels that are not int64 ``[N]``
+            (nor float ``[N, C]``), or, for labels on the CPU outside a
             ``torch.func`` transform, labels outside ``[0, C)`` (checked there only:
             elsewhere reading them would cost a device synchronisation).
     """
     check_predictions("cross_entropy", logits)
+    if not logits.is_floating_point():
+        raise ValueError(f"cross_entropy: logits must be float [N, C], got {logits.dtype}")
+    if logits.dim() == 0 or logits.shape[0] == 0:
+        raise ValueError(f"cross_entropy: no examples (logits {_shape(logits)}); the mean "
+                         f"over nothing would be NaN")
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"cross_entropy: labels must be an int64 tensor [N], "
                          f"got {type(labels).__name__}")

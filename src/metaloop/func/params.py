@@ -158,10 +158,36 @@ def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tenso
     Raises:
         TypeError: ``params`` is not a mapping.
         ValueError: ``params`` names a tensor the model does not have (a misspelt name
-            would otherwise be ignored and the model's own tensor used).
+            would otherwise be ignored and the model's own tensor used), or, when the call
+            fails, a tensor whose shape, dtype or device differs from the model's (named;
+            checked only then, so valid input costs nothing).
     """
     check_names("forward", model, params)
-    return functional_call(model, dict(params), (x,), kwargs or None, strict=False)
+    try:
+        return functional_call(model, dict(params), (x,), kwargs or None, strict=False)
+    except RuntimeError as e:
+        mismatch = _mismatched(model, params)
+        if mismatch:
+            raise ValueError(f"forward: {mismatch}") from e
+        raise
+
+
+def _mismatched(model: nn.Module, params: Mapping[str, torch.Tensor]) -> str | None:
+    """The first of ``params`` whose shape, float dtype or device differs from the model's
+    tensor of that name, described; None if all agree (the failure was elsewhere)."""
+    own = dict(model.named_parameters())
+    own.update(model.named_buffers())
+    for name, t in params.items():
+        ref = own.get(name)
+        if not isinstance(t, torch.Tensor) or ref is None:
+            continue
+        if t.shape != ref.shape or t.device != ref.device or (
+                t.is_floating_point() and ref.is_floating_point() and t.dtype != ref.dtype):
+            return (f"params[{name!r}] is {list(t.shape)} {t.dtype} on {t.device} but the "
+                    f"model's tensor of that name is {list(ref.shape)} {ref.dtype} on "
+                    f"{ref.device}; pass params of this model (params_of(model), or an "
+                    f"inner loop's)")
+    return None
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

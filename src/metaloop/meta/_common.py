@@ -138,6 +138,7 @@ class AdaptsBySGD:
         """
         check_inputs(type(self).__name__, self.inner.model, support_x=support_x,
                      support_y=support_y)
+        check_batched_support(type(self).__name__, support_x, support_y)
         refusal = vmap_refusal(self.inner.model)
         if refusal:
             raise ValueError(refusal)
@@ -378,17 +379,23 @@ def check_steps(steps: object) -> None:
 def check_inputs(owner: str, model: nn.Module, **tensors: torch.Tensor) -> None:
     """Each named tensor must be on the device of ``model``'s parameters, and a floating
     input (a name ending in ``x``) in their dtype (the forward pass would otherwise fail
-    deep inside torch). Labels and targets are checked for their device only; a model
+    deep inside torch). Inputs must be floating point, as a TaskBatch's are (uint8 images
+    or int token ids would fail in the first layer), unless the model has an embedding
+    layer of its own. Labels and targets are checked for their device only; a model
     without parameters, or with several float dtypes, is not checked for dtype.
 
     Raises:
-        ValueError: naming ``owner``, the tensor, and both devices or dtypes.
+        ValueError: naming ``owner``, the tensor, and both devices or dtypes; or a
+            ``model`` that is not a ``torch.nn.Module``.
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{owner}: model must be a torch.nn.Module, got {type(model).__name__}")
     params = list(model.parameters())
     if not params:
         return
     device = params[0].device
     dtypes = {p.dtype for p in params if p.is_floating_point()}
+    embeds = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -396,6 +403,10 @@ def check_inputs(owner: str, model: nn.Module, **tensors: torch.Tensor) -> None:
             raise ValueError(f"{owner}: {name} is on {t.device} but the model's parameters are "
                              f"on {device}; move one of them (batch.to(device) or "
                              f"model.to(device))")
+        if name.endswith("x") and not t.is_floating_point() and (t.is_complex() or not embeds):
+            raise ValueError(f"{owner}: {name} is {t.dtype} but inputs must be real floating "
+                             f"point, in the model's dtype {'/'.join(map(str, dtypes))} "
+                             f"(e.g. {name}.float() / 255 for uint8 images)")
         if name.endswith("x") and t.is_floating_point() and len(dtypes) == 1 \
                 and t.dtype not in dtypes:
             (dtype,) = dtypes
@@ -406,6 +417,25 @@ def check_inputs(owner: str, model: nn.Module, **tensors: torch.Tensor) -> None:
 
 def _shape(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def check_batched_support(owner: str, support_x: torch.Tensor, support_y: torch.Tensor
+                          ) -> None:
+    """Support sets ``[B, S, ...]`` and their labels ``[B, S]`` or targets ``[B, S, out]``
+    for ``adapt_path_batched``: the same B >= 1 and S >= 1 (only shapes are read).
+
+    Raises:
+        ValueError: naming both shapes (vmap's own error names neither argument).
+    """
+    if support_x.dim() < 2 or support_y.dim() < 2 \
+            or support_x.shape[:2] != support_y.shape[:2]:
+        raise ValueError(f"{owner}: adapt_path_batched needs support_x [B, S, ...] and "
+                         f"support_y [B, S] (labels) or [B, S, out] (targets) with the same B "
+                         f"and S, got {_shape(support_x)} and {_shape(support_y)} (for ONE "
+                         f"task use adapt)")
+    if support_x.shape[0] == 0 or support_x.shape[1] == 0:
+        raise ValueError(f"{owner}: adapt_path_batched got no tasks or an empty support set: "
+                         f"support_x {_shape(support_x)} needs B >= 1 and S >= 1")
 
 
 def check_task(owner: str, model: nn.Module, support_x, support_y, loss=None) -> None:
@@ -486,7 +516,8 @@ def check_params(owner: str, model: nn.Module, params) -> None:
     wrapper's prefix, would be ignored without a word).
 
     Raises:
-        ValueError: not a mapping, or names the model does not have.
+        ValueError: not a mapping, names the model does not have, or a tensor on another
+            device or in another float dtype than the model's tensor of that name.
     """
     if not isinstance(params, Mapping):
         raise ValueError(f"{owner}: params must be a dict name -> tensor (from adapt), got "
@@ -497,6 +528,17 @@ def check_params(owner: str, model: nn.Module, params) -> None:
         raise ValueError(f"{owner}: params has names the model does not have: {unknown[:5]}"
                          f"{' ...' if len(unknown) > 5 else ''}; pass the dict from adapt() "
                          f"(the model's names include {known[:3]})")
+    own = dict(model.named_parameters())
+    own.update(model.named_buffers())
+    for name, t in params.items():
+        ref = own.get(name)
+        if not isinstance(t, torch.Tensor) or ref is None:
+            continue
+        if t.device != ref.device or (t.is_floating_point() and ref.is_floating_point()
+                                      and t.dtype != ref.dtype):
+            raise ValueError(f"{owner}: params[{name!r}] is {t.dtype} on {t.device} but the "
+                             f"model's is {ref.dtype} on {ref.device}; pass the dict from "
+                             f"adapt() unchanged, or cast the model (model.to(...))")
 
 
 def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor

@@ -512,6 +512,9 @@ class HeadLearner(ScoresEitherWay):
                              f"for one task (adapt) or [B, S, ...] and [B, S] for a batch, got "
                              f"{list(support_x.shape)[1:]} and {list(support_y.shape)[1:]} "
                              f"(batched: {list(support_x.shape)} and {list(support_y.shape)})")
+        if support_y.shape[0] == 0:
+            raise ValueError(f"{self.name}: no tasks (B = 0): support_x "
+                             f"{list(support_x.shape)} needs B >= 1")
         if support_y.shape[1] == 0:
             raise ValueError(f"{self.name}: the support set is empty (S = 0): there is no head "
                              f"to solve")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop.adapt._checks import check_labels
 from metaloop.adapt.ridge_head import ridge_head
 from metaloop.func.losses import cross_entropy
 from metaloop.meta._head_learner import HeadLearner, HeadNet, check_positive
@@ -49,7 +50,14 @@ class RidgeSolver:
     def __call__(self, features: torch.Tensor, labels: torch.Tensor, ways: int,
                  lam: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``W [B, D, C]`` and ``b [B, C]`` (None without intercept) for features
-        ``[B, S, D]`` and int64 labels ``[B, S]`` in ``[0, ways)``."""
+        ``[B, S, D]`` and int64 labels ``[B, S]`` in ``[0, ways)``.
+
+        Raises:
+            ValueError: a class in ``[0, ways)`` with no support example in some task
+                (``check_labels``, as MetaOptNet's and ProtoNet's heads refuse it): its
+                one-hot column would be all zeros, a phantom class scored in every softmax.
+        """
+        check_labels("R2D2", labels, features, ways)
         y = F.one_hot(labels, ways).to(features.dtype)               # [B, S, C]
         if self.intercept:
             return ridge_head(features, y, lam, intercept=True)

@@ -14,7 +14,7 @@ theta_0 += epsilon * mean(theta_final - theta_0).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -310,6 +310,8 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         """Predictions ``[N, out]`` on x ``[N, ...]``; with ``STATS`` entries in ``params``
         (non-transductive adaptation) BatchNorm normalises with those statistics, so each
         row depends on its own input alone."""
+        if not isinstance(params, Mapping):
+            check_params("Reptile", self.model, params)     # raises, naming the type
         net, stats = split_stats(params)
         check_params("Reptile", self.model, net)
         check_inputs("Reptile", self.model, x=x)

@@ -145,12 +145,16 @@ class Conv4(nn.Module):
         """Body output ``[N, feature_dim]``.
 
         Raises:
-            ValueError: x not ``[N, in_channels, H, W]``, or, with ``pool="max"``, H or W
-                below 16 (four 2x2 pools would leave nothing), naming the built size.
+            ValueError: x not floating point or not ``[N, in_channels, H, W]``, or, with
+                ``pool="max"``, H or W below 16 (four 2x2 pools would leave nothing),
+                naming the built size.
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv4 expects [N, {self.in_channels}, H, W] input, "
                              f"got {list(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"Conv4 expects floating-point images, got {x.dtype} (uint8 "
+                             f"images: x.float() / 255)")
         if self.pool == "max" and min(x.shape[-2:]) < 16:     # a shape, never a value
             raise ValueError(f"Conv4 with pool 'max' needs inputs of at least 16x16 (four 2x2 "
                              f"pools), but input {list(x.shape)} is {x.shape[-2]}x"

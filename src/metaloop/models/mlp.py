@@ -54,10 +54,12 @@ class MLP(nn.Module):
 
         Raises:
             ValueError: an input whose last dimension is not ``in_dim`` (e.g. images not
-                flattened), or a scalar.
+                flattened), a scalar, or an input that is not floating point.
         """
         if x.dim() == 0 or x.shape[-1] != self.in_dim:
             raise ValueError(f"MLP expects inputs [..., in_dim={self.in_dim}], got shape "
                              f"{list(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"MLP expects floating-point inputs, got {x.dtype}")
         h = self.body(x)
         return self.head(h) if head else h

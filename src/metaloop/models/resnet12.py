@@ -95,12 +95,15 @@ class ResNet12(nn.Module):
         """Body output ``[N, feature_dim]``.
 
         Raises:
-            ValueError: x not ``[N, in_channels, H, W]``, or H or W below 16 (four 2x2 pools
-                would leave nothing), naming the built size.
+            ValueError: x not floating point or not ``[N, in_channels, H, W]``, or H or W
+                below 16 (four 2x2 pools would leave nothing), naming the built size.
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ResNet12 expects [N, {self.in_channels}, H, W] input, "
                              f"got {list(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"ResNet12 expects floating-point images, got {x.dtype} (uint8 "
+                             f"images: x.float() / 255)")
         if min(x.shape[-2:]) < 16:                            # a shape, never a value
             raise ValueError(f"ResNet12 needs inputs of at least 16x16 (four 2x2 pools), but "
                              f"input {list(x.shape)} is {x.shape[-2]}x{x.shape[-1]}; it was "
