@@ -430,3 +430,14 @@ def test_adapt_path_batched_names_mismatched_or_empty_batches(learner):
         learner.adapt_path_batched(sx, sy[:1])
     with pytest.raises(ValueError, match=r"B = 0|B >= 1"):
         learner.adapt_path_batched(sx[:0], sy[:0])
+
+
+@pytest.mark.parametrize("make, name", [(ml.meta.ANIL, "ANIL"), (ml.meta.MAML, "MAML"),
+                                        (ml.meta.Reptile, "Reptile")])
+def test_test_time_errors_name_the_learner_the_user_built(make, name):
+    """ANIL's adapt/predict errors said "MAML:": ANIL is built as a MAML."""
+    learner = make(mlp(), loss="ce")
+    with pytest.raises(ValueError, match=rf"^{name}: support_x is torch.uint8"):
+        learner.adapt(torch.zeros(6, 4, dtype=torch.uint8), torch.arange(3).repeat(2))
+    with pytest.raises(ValueError, match=rf"^{name}: x is torch.int64"):
+        learner.predict(dict(learner.model.named_parameters()), torch.zeros(2, 4).long())

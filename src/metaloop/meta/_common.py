@@ -103,6 +103,12 @@ class AdaptsBySGD:
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
         self.batching = resolve_batching(batching, model)   # for test-time adaptation
 
+    @property
+    def _owner(self) -> str:
+        """The learner's name in its error messages: its class's ("MAML", "Reptile"), or
+        the builder's that made it ("ANIL")."""
+        return getattr(self, "_method", None) or type(self).__name__
+
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
               steps: int | None = None) -> Params:
         """Adapted parameters for ONE task (support_x ``[S, ...]``), detached."""
@@ -112,7 +118,7 @@ class AdaptsBySGD:
     def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
         """Yield one task's detached params after 0..steps inner SGD steps (with a learned
         step-size table, ``metaloop.adapt.learned_lr``, steps past its rows reuse its last)."""
-        check_task(type(self).__name__, self.inner.model, support_x, support_y,
+        check_task(self._owner, self.inner.model, support_x, support_y,
                    self.inner.loss)
         net, lrs = split_lrs(self.model, dict(self.model.named_parameters()))
         return self.inner.test_path(net, support_x, support_y, steps, lr=lrs)
@@ -124,8 +130,8 @@ class AdaptsBySGD:
             ValueError: ``params`` with names the network does not have, or x on another
                 device or in another float dtype than the network.
         """
-        check_params(type(self).__name__, self.inner.model, params)
-        check_inputs(type(self).__name__, self.inner.model, x=x)
+        check_params(self._owner, self.inner.model, params)
+        check_inputs(self._owner, self.inner.model, x=x)
         return self.inner.fwd(params, x)
 
     def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
@@ -136,9 +142,9 @@ class AdaptsBySGD:
             ValueError: inputs on another device or in another dtype than the network, or
                 a network that vmap cannot run (``vmap_refusal``).
         """
-        check_inputs(type(self).__name__, self.inner.model, support_x=support_x,
+        check_inputs(self._owner, self.inner.model, support_x=support_x,
                      support_y=support_y)
-        check_batched_support(type(self).__name__, support_x, support_y)
+        check_batched_support(self._owner, support_x, support_y)
         refusal = vmap_refusal(self.inner.model)
         if refusal:
             raise ValueError(refusal)

@@ -80,4 +80,5 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
                    learn_lr=learn_lr, checkpoint=checkpoint)
     if features_once(model, learner.inner.names):
         learner.inner.path_fn = head_only_path
+    learner._method = "ANIL"                  # its errors name ANIL, not MAML
     return learner
