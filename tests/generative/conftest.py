@@ -12,3 +12,17 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    """64 tiny 8x8 uint8 images (the protocol tests' training set)."""
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(64, 1, 8, 8, generator=g) * 255).to(torch.uint8)      # [64, 1, 8, 8]
+
+
+@pytest.fixture(scope="module")
+def x_test() -> torch.Tensor:
+    """30 binary 8x8 test images."""
+    g = torch.Generator().manual_seed(1)
+    return torch.bernoulli(torch.rand(30, 1, 8, 8, generator=g), generator=g)  # [30, 1, 8, 8]

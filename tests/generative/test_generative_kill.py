@@ -32,17 +32,6 @@ def settings(tmp_path) -> E.Settings:
                       progress=False)
 
 
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return (torch.rand(64, 1, 8, 8, generator=g) * 255).to(torch.uint8)      # [64, 1, 8, 8]
-
-
-@pytest.fixture(scope="module")
-def x_test() -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    return torch.bernoulli(torch.rand(30, 1, 8, 8, generator=g), generator=g)  # [30, 1, 8, 8]
-
 
 def _stop(*args, **kwargs):
     raise KeyboardInterrupt

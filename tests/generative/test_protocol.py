@@ -17,17 +17,6 @@ TINY = P.ProtocolSettings(latent=3, hidden=(16, 16), stages=3, curve_k=7, curve_
                           curve_every=2, checkpoint_every=5)
 
 
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return (torch.rand(64, 1, 8, 8, generator=g) * 255).to(torch.uint8)      # [64, 1, 8, 8]
-
-
-@pytest.fixture(scope="module")
-def x_test() -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    return torch.bernoulli(torch.rand(30, 1, 8, 8, generator=g), generator=g)  # [30, 1, 8, 8]
-
 
 def _train(images, x_test, out, **kw):
     return P.train_protocol(images, out, TINY, curve_fn=P.curve_evaluator(x_test, TINY), **kw)

@@ -410,8 +410,8 @@ def test_predict_names_params_in_another_dtype(learner):
     sx, sy = _flat_task()
     params = learner.adapt(sx[0], sy[0])
     cast = {k: v.double() for k, v in params.items()}
-    with pytest.raises(ValueError, match=r"params\['.*'\] is torch.float64 on cpu but the "
-                                         r"model's is torch.float32"):
+    with pytest.raises(ValueError, match=r"params\['.*'\] is \[.*\] torch.float64 on cpu but the "
+                                         r"model.s tensor of that name is \[.*\] torch.float32"):
         learner.predict(cast, sx[0])
 
 

@@ -166,27 +166,30 @@ def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tenso
     try:
         return functional_call(model, dict(params), (x,), kwargs or None, strict=False)
     except RuntimeError as e:
-        mismatch = _mismatched(model, params)
+        mismatch = mismatched(model, params)
         if mismatch:
-            raise ValueError(f"forward: {mismatch}") from e
+            raise ValueError(f"forward: {mismatch}; pass params of this model (params_of(model), "
+                             f"or an inner loop's)") from e
         raise
 
 
-def _mismatched(model: nn.Module, params: Mapping[str, torch.Tensor]) -> str | None:
-    """The first of ``params`` whose shape, float dtype or device differs from the model's
-    tensor of that name, described; None if all agree (the failure was elsewhere)."""
+def mismatched(model: nn.Module, params: Mapping[str, torch.Tensor], shapes: bool = True
+               ) -> str | None:
+    """The first of ``params`` whose float dtype, device or (with ``shapes``) shape differs
+    from the model's tensor of that name, described ("params['w'] is [3, 4] torch.float64 on
+    cpu but the model's tensor of that name is ..."); None if all agree. Names the model
+    lacks, and values that are not tensors, are left to the callers' own checks."""
     own = dict(model.named_parameters())
     own.update(model.named_buffers())
     for name, t in params.items():
         ref = own.get(name)
         if not isinstance(t, torch.Tensor) or ref is None:
             continue
-        if t.shape != ref.shape or t.device != ref.device or (
+        if (shapes and t.shape != ref.shape) or t.device != ref.device or (
                 t.is_floating_point() and ref.is_floating_point() and t.dtype != ref.dtype):
             return (f"params[{name!r}] is {list(t.shape)} {t.dtype} on {t.device} but the "
                     f"model's tensor of that name is {list(ref.shape)} {ref.dtype} on "
-                    f"{ref.device}; pass params of this model (params_of(model), or an "
-                    f"inner loop's)")
+                    f"{ref.device}")
     return None
 
 

@@ -15,6 +15,7 @@ from metaloop.func.losses import accuracy, check_predictions, cross_entropy
 from metaloop.func.params import (
     Params,
     detach,
+    mismatched,
     named_layers,
     tensor_names,
     unknown_names,
@@ -534,17 +535,10 @@ def check_params(owner: str, model: nn.Module, params) -> None:
         raise ValueError(f"{owner}: params has names the model does not have: {unknown[:5]}"
                          f"{' ...' if len(unknown) > 5 else ''}; pass the dict from adapt() "
                          f"(the model's names include {known[:3]})")
-    own = dict(model.named_parameters())
-    own.update(model.named_buffers())
-    for name, t in params.items():
-        ref = own.get(name)
-        if not isinstance(t, torch.Tensor) or ref is None:
-            continue
-        if t.device != ref.device or (t.is_floating_point() and ref.is_floating_point()
-                                      and t.dtype != ref.dtype):
-            raise ValueError(f"{owner}: params[{name!r}] is {t.dtype} on {t.device} but the "
-                             f"model's is {ref.dtype} on {ref.device}; pass the dict from "
-                             f"adapt() unchanged, or cast the model (model.to(...))")
+    mismatch = mismatched(model, params, shapes=False)   # (a zero head has the task's ways)
+    if mismatch:
+        raise ValueError(f"{owner}: {mismatch}; pass the dict from adapt() unchanged, or cast "
+                         f"the model (model.to(...))")
 
 
 def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor
