@@ -32,7 +32,6 @@ def settings(tmp_path) -> E.Settings:
                       progress=False)
 
 
-
 def _stop(*args, **kwargs):
     raise KeyboardInterrupt
 

@@ -17,7 +17,6 @@ TINY = P.ProtocolSettings(latent=3, hidden=(16, 16), stages=3, curve_k=7, curve_
                           curve_every=2, checkpoint_every=5)
 
 
-
 def _train(images, x_test, out, **kw):
     return P.train_protocol(images, out, TINY, curve_fn=P.curve_evaluator(x_test, TINY), **kw)
 
