@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from metaloop.data import images as images_mod
 from metaloop.data.images import load_image, load_query, load_support
@@ -140,6 +140,40 @@ def test_a_large_image_is_shrunk_before_it_is_converted(tmp_path, monkeypatch, k
     assert float(diff.mean()) < (8 if kind == "strip-png" else 2) and float(diff.max()) < 16
 
 
+@pytest.mark.parametrize("size", [(4032, 3024), (6000, 4000)])
+def test_a_phone_jpeg_keeps_its_geometry_through_draft_and_shrink(tmp_path, size):
+    """A 4032 x 3024 JPEG decoded at 1/8 scale (504 x 378, exact) was then reduced by 2,
+    which does not divide its padding (63 rows): the strokes moved by a fraction of a pixel,
+    1.4 grey levels off the full-size resize on average and 12 at an edge, where the same
+    picture as a PNG was 0.1 off. The decode scale now leaves a shrink that is exact."""
+    w, h = size
+    im = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(im)
+    rng = np.random.default_rng(1)
+    for _ in range(8):                                     # dark strokes on white paper
+        draw.line([tuple(int(v) for v in rng.random(2) * size) for _ in range(3)], fill=0,
+                  width=w // 60)
+    im.save(tmp_path / "phone.jpg", quality=95)
+    got = load_image(tmp_path / "phone.jpg", 28, "never")                  # [1, 28, 28]
+    diff = (got - _full_size(tmp_path / "phone.jpg", 28, 1)).abs() * 255  # grey levels
+    assert float(diff.mean()) < 0.5 and float(diff.max()) < 3
+
+
+@pytest.mark.parametrize("size", [(3000, 5), (5, 3000)])
+def test_a_large_jpeg_thinner_than_its_draft_scale_loads(tmp_path, size):
+    """A JPEG strip with a side under 8 pixels (3000 x 5) asked Pillow's draft for a 375 x 0
+    decode and failed with ZeroDivisionError, a traceback in predict and the folder loader.
+    The decode scale is now no more than the shorter side."""
+    w, h = size
+    Image.fromarray(_photo(w, h)).save(tmp_path / "strip.jpg", quality=95)
+    got = load_image(tmp_path / "strip.jpg", 28, "never", 3)                # [3, 28, 28]
+    want = _full_size(tmp_path / "strip.jpg", 28, 3)
+    assert got.shape == want.shape == (3, 28, 28)
+    # a strip is nearly all padding (the median of its border, shrunk or not: see above);
+    # its brightness is kept
+    assert abs(float(got.mean() - want.mean())) * 255 < 4
+
+
 def test_a_float_image_with_nan_pixels_is_a_named_error(tmp_path):
     """A float TIFF (mode F) with NaN pixels, as scientific images mark missing data, gave
     NaN inputs (every query scored NaN in predict) or garbage bytes in a folder's cache."""
@@ -149,5 +183,10 @@ def test_a_float_image_with_nan_pixels_is_a_named_error(tmp_path):
     with pytest.raises(ValueError, match=r"cannot read image .*nan\.tif: 1 of its pixel "
                                          r"values are NaN or infinite"):
         load_image(tmp_path / "nan.tif")
+    big = np.full((1000, 1000), 0.3, np.float32)
+    big[100:104, 100:104] = np.inf               # 16 pixels: 1 once shrunk (4 times)
+    Image.fromarray(big, "F").save(tmp_path / "big.tif")
+    with pytest.raises(ValueError, match=r"big\.tif: 16 of its pixel values are NaN"):
+        load_image(tmp_path / "big.tif")
     Image.fromarray(np.full((20, 20), 0.3, np.float32), "F").save(tmp_path / "ok.tif")
     assert float(load_image(tmp_path / "ok.tif", invert="never").mean()) == pytest.approx(0.3)

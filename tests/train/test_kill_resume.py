@@ -147,6 +147,34 @@ def test_a_signal_during_the_final_checkpoint_completes_the_run(tmp_path, monkey
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # restored
 
 
+def test_a_signal_during_the_final_checkpoint_is_raised_once_it_is_written(tmp_path,
+                                                                           monkeypatch):
+    """Caught during the final checkpoint, the signal was then dropped: ``train`` returned
+    as if none had come, so a caller that trains one run after another (``metaloop
+    compare``, a script) went on to the next. It is raised as in the last iteration,
+    carrying the complete run's result."""
+    import metaloop as ml
+    from metaloop.meta import MAML
+    from metaloop.models import MLP
+    from metaloop.train import loop
+
+    save_run = loop.save_run
+
+    def signalled(out, iteration, *a, **k):
+        if iteration == 7:
+            signal.raise_signal(signal.SIGINT)
+        return save_run(out, iteration, *a, **k)
+    monkeypatch.setattr(loop, "save_run", signalled)
+    learner = MAML(MLP(1, (8, 8), 1), 0.01, 1)
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGINT after iteration 7; "
+                                                "checkpoint in") as info:
+        ml.train(learner, ml.tasks.Sinusoid(5, 5), iterations=7, meta_batch=2,
+                 progress=False, out_dir=tmp_path / "run", checkpoint_every=5)
+    assert info.value.result["iteration"] == 7
+    assert latest_checkpoint(tmp_path / "run").name == "ckpt-00000007"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # restored
+
+
 def test_an_interrupt_after_the_loop_names_the_checkpoint_kept(tmp_path, monkeypatch, capsys):
     """Ctrl-C once training has returned (before the summary line) said "no checkpoint
     written" of a run directory that holds its final checkpoint."""

@@ -135,6 +135,18 @@ def test_resume_removes_the_temporary_file_of_every_atomic_write(tmp_path, capsy
     assert sorted(p.name for p in out.glob(".*")) == [".notes"]
 
 
+def test_remove_stale_leaves_a_users_dot_files_beside_pictures(tmp_path):
+    """A new vae, sweep or compare run calls ``remove_stale`` on the folder it is given, and
+    the pictures' pattern took any suffix: a user's ``.photo.png.orig`` there was deleted.
+    metaloop's pictures and model are written to ``.<name>.<pid>``."""
+    mine = [".photo.png.orig", ".model.safetensors.bak", ".samples.png.swp"]
+    ours = [".samples.png.4242", ".model.safetensors.17", ".results.json.k3j2x_ab"]
+    for name in mine + ours:
+        (tmp_path / name).write_text("x")
+    assert sorted(p.name for p in ckpt.remove_stale(tmp_path)) == sorted(ours)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(mine)
+
+
 def test_a_checkpoint_is_as_readable_as_its_latest(tmp_path):
     """mkdtemp makes its folder 0700: another user could read a shared run's LATEST but not
     the checkpoint it names (metaloop eval --checkpoint failed for them)."""

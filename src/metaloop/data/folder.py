@@ -40,7 +40,7 @@ from metaloop.data.images import (
 )
 
 CACHE_DIRNAME = ".metaloop-cache"
-CACHE_VERSION = 5   # raised whenever decoding changes, so no cache disagrees with predict
+CACHE_VERSION = 6   # raised whenever decoding changes, so no cache disagrees with predict
 
 
 @dataclass

@@ -45,39 +45,63 @@ CHANNELS = (1, 3)
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit greyscale
 # A large image is first shrunk by a whole factor (a box filter; a JPEG while it decodes) to no
 # less than this many times the output side: a 24-megapixel photo then takes hundredths of a
-# second and a few MB instead of seconds and a GB, and the result differs from resizing the
-# full image by about one grey level in 255 on average (a few at most; more where the
-# padding's colour, the median of a dithered border, changes).
+# second and a few MB instead of seconds and a GB. Where the factor divides the sides and the
+# padding (``_factor``: most photos, 4032 x 3024 or 6000 x 4000), the result differs from
+# resizing the full image by under one grey level in 255 on average (a few at most); where
+# none does (odd sides: the last blocks are partial), by one to three on average and up to
+# about 25 at a sharp edge; more where the padding's colour, the median of a dithered
+# border, changes.
 _KEEP = 8
+
+
+def _exact(size: tuple[int, int], factor: int) -> bool:
+    """Whether ``factor`` divides both sides of ``size`` (w, h) and the padding to a square
+    (``pad_square``), so the shrunk image pads to exactly the full one's geometry."""
+    w, h = size
+    pads = ((max(w, h) - w) // 2, (max(w, h) - h) // 2)
+    return all(v % factor == 0 for v in (w, h, *pads))
 
 
 def _factor(size: tuple[int, int], image_size: int, factors) -> int:
     """The shrink factor of an image of ``size`` (w, h): of ``factors`` (descending) that keep
-    its longer side at least ``_KEEP * image_size``, the largest that divides both sides and
-    the padding to a square (``pad_square``), so the shrunk image pads to exactly the full
-    one's geometry; the largest when none does; 1 when none keeps enough."""
-    w, h = size
-    fits = [f for f in factors if 2 <= f <= max(w, h) // (_KEEP * image_size)]
-    pads = ((max(w, h) - w) // 2, (max(w, h) - h) // 2)
-    exact = [f for f in fits if all(v % f == 0 for v in (w, h, *pads))]
+    its longer side at least ``_KEEP * image_size``, the largest that is ``_exact``; the
+    largest when none is; 1 when none keeps enough."""
+    fits = [f for f in factors if 2 <= f <= max(size) // (_KEEP * image_size)]
+    exact = [f for f in fits if _exact(size, f)]
     return (exact or fits or [1])[0]
 
 
+def _shrink_factor(size: tuple[int, int], image_size: int) -> int:
+    """``_shrink``'s factor: ``_factor`` from half the largest allowed up."""
+    most = max(size) // (_KEEP * image_size)
+    return _factor(size, image_size, range(most, most // 2, -1))
+
+
 def _draft(im: Image.Image, image_size: int) -> None:
-    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale (``_factor``); other formats ignore it.
-    Before the image is loaded."""
-    factor = _factor(im.size, image_size, (8, 4, 2))
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale; other formats ignore it. Before the image
+    is loaded. The scale: the largest ``_exact`` one after which ``_shrink`` is exact too (or
+    not needed), else ``_factor``'s; no more than the shorter side (Pillow's draft divides by
+    the scaled size)."""
+    w, h = im.size
+    factors = [f for f in (8, 4, 2) if f <= min(w, h)]
+
+    def stays_exact(f: int) -> bool:
+        rest = _shrink_factor((w // f, h // f), image_size)
+        return rest < 2 or _exact((w // f, h // f), rest)
+
+    whole = [f for f in factors if f == _factor((w, h), image_size, [f])
+             and _exact((w, h), f) and stays_exact(f)]
+    factor = whole[0] if whole else _factor((w, h), image_size, factors)
     if factor >= 2:
-        im.draft(None, (im.size[0] // factor, im.size[1] // factor))
+        im.draft(None, (w // factor, h // factor))
 
 
 def _shrink(im: Image.Image, image_size: int | None) -> Image.Image:
-    """``im`` reduced by a whole factor (box filter) from half the largest that
-    ``_factor`` allows up; ``im`` itself when that is 1 or ``image_size`` is None."""
+    """``im`` reduced by a whole factor (box filter, ``_shrink_factor``); ``im`` itself when
+    that is 1 or ``image_size`` is None."""
     if image_size is None:
         return im
-    most = max(im.size) // (_KEEP * image_size)
-    factor = _factor(im.size, image_size, range(most, most // 2, -1))
+    factor = _shrink_factor(im.size, image_size)
     return im.reduce(factor) if factor >= 2 else im
 
 
@@ -95,9 +119,10 @@ def _pixels(im: Image.Image, channels: int, image_size: int | None = None) -> np
             im = im.convert("I")                           # 16-bit: reduce needs 32-bit
         scale = 1.0 if im.mode == "F" else 65535.0 if im.getextrema()[1] > 255 else 255.0
         a = np.asarray(_shrink(im, image_size), dtype=np.float32) / scale     # [h, w]
-        if not np.isfinite(a).all():
-            raise ValueError(f"{int((~np.isfinite(a)).sum())} of its pixel values are NaN or "
-                             f"infinite (a float image's missing data?); fill them first")
+        if not np.isfinite(a).all():                       # counted at full size
+            bad = int((~np.isfinite(np.asarray(im, dtype=np.float32))).sum())
+            raise ValueError(f"{bad} of its pixel values are NaN or infinite (a float "
+                             f"image's missing data?); fill them first")
         a = np.clip(a, 0.0, 1.0)[..., None]                                   # [h, w, 1]
         return a if channels == 1 else np.repeat(a, 3, axis=-1)
     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:   # P, L, RGB with tRNS
@@ -153,7 +178,9 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
 
 def image_to_input(im: Image.Image, image_size: int = 28, invert: str = "never",
                    channels: int = 1) -> torch.Tensor:
-    """A Pillow image as the network's input, exactly as ``load_image`` converts a file.
+    """A Pillow image as the network's input, exactly as ``load_image`` converts a file;
+    except a large JPEG that is opened but not yet loaded, which ``load_image`` decodes at a
+    reduced scale (``_draft``) and this function at full size (about a grey level apart).
 
     Returns:
         float32 ``[channels, H, W]`` in [0, 1].

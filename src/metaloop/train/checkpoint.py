@@ -172,17 +172,19 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
 # The temporary names of what metaloop writes into a run folder: ``save_checkpoint``'s
 # ``.ckpt-<iteration>.<random>`` folders, ``atomic_write_text``'s ``.<name>.<random>``
 # files (LATEST, the metrics log, results, and a --protocol iwae run's curve and final test)
-# and the generative pictures' and model's ``.<name>.<pid>`` (``metaloop.generative``).
+# and the generative pictures' and model's ``.<name>.<pid>`` (``metaloop.generative``; a
+# new vae, sweep or compare run removes them from the folder it is given, so only a pid
+# suffix: a user's ``.photo.png.orig`` there is not metaloop's).
 _STALE = re.compile(r"\.(ckpt-\d+|LATEST|metrics\.jsonl|results\.json|curve\.json"
-                    r"|final-k\d+-n\d+\.json|[\w-]+\.png|model\.safetensors)\.[^.]+")
+                    r"|final-k\d+-n\d+\.json)\.[^.]+|\.([\w-]+\.png|model\.safetensors)\.\d+")
 
 
 def remove_stale(run_dir: Path) -> list[Path]:
     """Delete the temporary files a killed writer left in ``run_dir`` (``.ckpt-*`` folders,
     and the dot-files of ``atomic_write_text`` for ``LATEST``, ``metrics.jsonl``,
-    ``results.json``, ``curve.json`` and ``final-*.json``, and of the generative pictures
-    and model, ``*.png`` and ``model.safetensors``);
-    returns what was removed.
+    ``results.json``, ``curve.json`` and ``final-*.json``, and the ``.<name>.<pid>`` of the
+    generative pictures and model, ``*.png`` and ``model.safetensors``); returns what was
+    removed.
 
     Call it only when no other process writes to ``run_dir`` (e.g. when resuming).
     """

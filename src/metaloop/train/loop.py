@@ -820,8 +820,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             fingerprint, or a checkpoint that is corrupt (naming it). Nothing is written
             when any of these is raised.
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written; in the
-            last iteration (the final checkpoint written: the run is complete) it carries
-            the result as its ``result``.
+            last iteration or during the final checkpoint (the final checkpoint written:
+            the run is complete) it carries the result as its ``result``.
         metaloop.train.distributed.DistributedError: another rank died or timed out.
     """
     _check_learner(learner)
@@ -1022,6 +1022,13 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             if log_dir is not None and saved != iterations:
                 save(iterations)
             _finish(shard, "the final checkpoint")
+            if stop.name is not None:      # then raised as in the last iteration: not lost
+                where = f"; checkpoint in {out}" if out else ""
+                e = KeyboardInterrupt(f"stopped by {stop.name} after iteration "
+                                      f"{iterations}{where}")
+                if out is not None:
+                    e.result = {"iteration": iterations, "last": last, "val": val}
+                raise e
     finally:
         bar.close()
         sampler.close()
