@@ -330,3 +330,22 @@ def test_the_other_vmap_paths_batch_torch_attention_too(build):
         learner.meta_gradient(b)
         params = learner.adapt_path_batched(b.support_x, b.support_y)[-1]
         assert learner.predict_batched(params, b.query_x).shape == (3, 9, 3)
+
+
+def test_vmap_tasks_runs_on_a_torch_without_the_attention_module(monkeypatch):
+    """pyproject allows torch >= 2.1; torch.nn.attention came in 2.3. Every vmap path goes
+    through vmap_tasks, so its import must not fail there."""
+    import builtins
+
+    from metaloop.meta._common import vmap_tasks
+
+    real = builtins.__import__
+
+    def no_attention(name, *args, **kwargs):
+        if name == "torch.nn.attention":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_attention)
+    x = torch.arange(6.0).view(2, 3)
+    torch.testing.assert_close(vmap_tasks(lambda r: r * 2, x), x * 2)

@@ -205,9 +205,13 @@ def vmap_tasks(fn, *args):
     """``torch.func.vmap(fn)(*args)``, with torch's scaled-dot-product attention (in a model
     of your own) on its math kernel, which vmap batches: the fused kernels have no batching
     rule, so torch would loop over the tasks and warn of "a performance drop". Models
-    without attention are unaffected."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
+    without attention are unaffected. The kernel choice is process-wide while the call
+    runs. A torch without ``torch.nn.attention`` (before 2.3) runs the plain vmap: the
+    same result, looped over the tasks for attention."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:                                    # an older torch
+        return torch.func.vmap(fn)(*args)
     with sdpa_kernel([SDPBackend.MATH]):
         return torch.func.vmap(fn)(*args)
 
