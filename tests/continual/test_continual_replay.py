@@ -167,3 +167,14 @@ def test_examples_unlike_the_buffer_are_named_not_concatenated(change):
         reservoir_update(buffer, x, y, source=1, size=10)
     with pytest.raises(ValueError, match=f"the new experience's training data .*{match}"):
         next(mixed_batches(x, y, buffer, batch_size=4, replay_ratio=0.5))
+
+
+def test_a_reservoir_offered_a_size_below_what_it_holds_is_refused():
+    """size=2 on a 5-example reservoir kept all 5 (no slot was ever free, and every draw
+    fell outside 0..1 or replaced one of the first two)."""
+    buffer = ReplayBuffer(torch.randn(5, 4), torch.arange(5) % 2,
+                          torch.zeros(5, dtype=torch.int64), 5)
+    with pytest.raises(ValueError, match=r"holds 5 examples, more than size=2"):
+        reservoir_update(buffer, torch.randn(3, 4), torch.arange(3) % 2, source=1, size=2)
+    same = reservoir_update(buffer, torch.randn(3, 4), torch.arange(3) % 2, source=1, size=5)
+    assert same.y.numel() == 5 and same.seen == 8

@@ -158,11 +158,16 @@ def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, sou
         generator: random source.
 
     Raises:
-        ValueError: a ``size`` that is not a positive int, ``x`` and ``y`` of different
-            lengths, or of another per-example shape or dtype than the buffer's.
+        ValueError: a ``size`` that is not a positive int or is smaller than the buffer,
+            ``x`` and ``y`` of different lengths, or of another per-example shape or dtype
+            than the buffer's.
     """
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ValueError(f"buffer_size must be a positive int or None, got {size!r}")
+    if buffer.y.numel() > size:
+        raise ValueError(f"the reservoir holds {buffer.y.numel()} examples, more than "
+                         f"size={size}; a reservoir keeps one size: pass the size it was "
+                         f"filled with (a smaller one would keep every example it holds)")
     _check_pair("the stream offered to the reservoir", x, y)
     _check_like_buffer("the stream offered to the reservoir", buffer, x, y)
     n, seen = y.numel(), buffer.seen
