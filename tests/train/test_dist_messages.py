@@ -2,6 +2,7 @@
 that a single rank meets is printed by that rank, named; a run that fails before its first
 checkpoint leaves no run directory behind (one that existed, or holds a checkpoint, stays)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -10,10 +11,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from metaloop.cli import train as cli_train
 from metaloop.cli.main import main
-from metaloop.train.checkpoint import latest_checkpoint
+from metaloop.train import distributed
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -52,7 +55,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_ranks(mode: str, *args: str) -> list[subprocess.CompletedProcess]:
+def _two_ranks(mode: str, *args: str, worker: str = WORKER) -> list[subprocess.CompletedProcess]:
     """Both ranks started by hand (as on two nodes), so each one's output is its own."""
     port, procs = str(_free_port()), []
     base = {k: v for k, v in os.environ.items()
@@ -61,7 +64,7 @@ def _two_ranks(mode: str, *args: str) -> list[subprocess.CompletedProcess]:
         env = {**base, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default", "RANK": str(rank),
                "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, mode, *args], env=env,
+        procs.append(subprocess.Popen([sys.executable, "-c", worker, mode, *args], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
     done = []
@@ -229,3 +232,139 @@ def test_a_usage_error_is_printed_once_per_node(monkeypatch, capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert ("unrecognized arguments: --confg" in err) == printed, err
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_failed_start_of_a_resume_says_its_checkpoints_are_kept(monkeypatch, resume):
+    """QA repro: SIGTERM to rank 1 while a --resume started made rank 0 say `No checkpoint
+    was written`, though the run's checkpoints are there and kept as they were."""
+    monkeypatch.setattr(distributed, "is_active", lambda: True)
+    monkeypatch.setattr(distributed, "rank_world", lambda: (0, 2))
+
+    def gather(box, mine):                    # rank 1 was interrupted while it started
+        box[:] = [mine, ("KeyboardInterrupt: stopped by SIGTERM", [])]
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", gather)
+    kept = "The run's checkpoints are kept as they were"
+    distributed.begin_startup(resume=resume)
+    with pytest.raises(distributed.StartupError) as e:
+        distributed.agree_startup()
+    assert "1 of the 2 ranks failed to start (rank 1 of 2: KeyboardInterrupt" in str(e.value)
+    assert (kept in str(e.value)) == resume
+    assert ("No checkpoint was written" in str(e.value)) == (not resume)
+
+    def dead(box, mine):                      # rank 1 died while it started
+        raise RuntimeError("Connection reset by peer")
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", dead)
+    distributed.begin_startup(resume=resume)
+    with pytest.raises(distributed.DistributedError) as e:
+        distributed.agree_startup()
+    assert "start-up check (did every rank start?) failed" in str(e.value)
+    assert (kept in str(e.value)) == resume and "--resume" not in str(e.value)
+    assert not distributed.startup_open()
+
+
+def test_a_rank_stopped_by_ctrl_c_while_it_started_is_named_without_an_empty_text(
+        monkeypatch):
+    """QA repro: Ctrl-C at rank 1 while it started gave rank 0 `(rank 1 of 2:
+    KeyboardInterrupt: )`."""
+    monkeypatch.setattr(distributed, "is_active", lambda: True)
+    monkeypatch.setattr(distributed, "rank_world", lambda: (1, 2))
+    sent = []
+
+    def gather(box, mine):
+        sent.append(mine)
+        box[:] = [(None, []), mine]
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", gather)
+    distributed.begin_startup()
+    distributed.agree_startup(KeyboardInterrupt())
+    assert sent[0][0] == "KeyboardInterrupt"
+
+
+# Runs ``metaloop train ARGS`` in one rank; SPEC "RANK:SIGNAL:WHEN" makes rank RANK ("all":
+# every rank) send itself SIGNAL at WHEN: "start" (as it builds its learner), "mid" (after the
+# all-reduce of iteration 2, so the others learn of it at the next one), "final" (before the
+# barrier of the final checkpoint).
+SIGNALLED = textwrap.dedent("""
+    import os, signal, sys
+    from metaloop import build
+    from metaloop.cli.main import main
+    from metaloop.train import distributed
+
+    who, sig, when = sys.argv[1].split(":")
+    mine = who == "all" or int(who) == int(os.environ["RANK"])
+    reduce_step, barrier = distributed.reduce_step, distributed.barrier
+
+    def reduce_then_signal(*args, **kwargs):
+        out = reduce_step(*args, **kwargs)
+        if mine and when == "mid" and args[4] == "iteration 2":
+            os.kill(os.getpid(), getattr(signal, sig))
+        return out
+
+    def signal_then_barrier(what):
+        if mine and when == "final" and what == "the final checkpoint":
+            os.kill(os.getpid(), getattr(signal, sig))
+        return barrier(what)
+
+    def signal_then_build(*args, **kwargs):
+        if mine and when == "start":
+            os.kill(os.getpid(), getattr(signal, sig))
+        return build_learner(*args, **kwargs)
+
+    build_learner = build.build_learner
+    build.build_learner = signal_then_build
+    distributed.reduce_step, distributed.barrier = reduce_then_signal, signal_then_barrier
+    sys.exit(main(["train", "--no-progress", "--dist-timeout", "60", *sys.argv[2:]]))
+""")
+
+
+@pytest.mark.slow               # six 2-rank launches: 25 to 70 s on 2 cores
+def test_a_signal_to_one_rank_stops_all_alike_and_resumes_exactly(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", iterations=5, meta_batch=4, checkpoint_every=2,
+                       seed=1)
+    ref = tmp_path / "ref"
+    r0, r1 = _two_ranks("plain", "--config", str(cfg), "--out", str(ref))
+    assert (r0.returncode, r1.returncode) == (0, 0), r0.stderr + r1.stderr
+
+    # SIGTERM to rank 1 alone: both stop after iteration 3, rank 0 writes the checkpoint and
+    # says so once; the resume on 2 ranks ends bit for bit as the uninterrupted run
+    run = tmp_path / "stopped"
+    r0, r1 = _two_ranks("1:SIGTERM:mid", "--config", str(cfg), "--out", str(run),
+                        worker=SIGNALLED)
+    assert (r0.returncode, r1.returncode) == (130, 130), r0.stderr + r1.stderr
+    assert r0.stderr == ("metaloop train: interrupted: stopped by another rank after iteration "
+                         f"3; checkpoint in {run}\n"), r0.stderr
+    assert r1.stderr == "" and latest_checkpoint(run).name == "ckpt-00000003"
+    # SIGTERM to rank 1 as the resume starts: rank 1 says so, named; rank 0 names rank 1 and
+    # says that the run's checkpoints are kept (QA repro: it said "No checkpoint was written")
+    kept = sorted(p.name for p in run.iterdir())
+    r0, r1 = _two_ranks("1:SIGTERM:start", "--resume", str(run), worker=SIGNALLED)
+    assert (r0.returncode, r1.returncode) == (1, 130), r0.stderr + r1.stderr
+    assert r1.stderr == ("metaloop train: interrupted: rank 1 of 2: stopped by SIGTERM; the "
+                         f"checkpoint in {run} is kept\n"), r1.stderr
+    assert r0.stderr == ("metaloop train: error: stopped before training, as 1 of the 2 ranks "
+                         "failed to start (rank 1 of 2: KeyboardInterrupt: stopped by SIGTERM). "
+                         "The run's checkpoints are kept as they were\n"), r0.stderr
+    assert sorted(p.name for p in run.iterdir()) == kept
+    r0, r1 = _two_ranks("plain", "--resume", str(run))
+    assert (r0.returncode, r1.returncode) == (0, 0), r0.stderr + r1.stderr
+    want, _ = load_checkpoint(ref)
+    got, _ = load_checkpoint(run)
+    assert want.keys() == got.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    lines = [{k: v for k, v in json.loads(x).items() if k != "time"}
+             for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [{k: v for k, v in json.loads(x).items() if k != "time"}
+                     for x in (ref / "metrics.jsonl").read_text().splitlines()]
+
+    # a signal during the final checkpoint (rank 1 alone, or every rank): the run completes,
+    # every rank exits 0 and rank 0 prints the summary
+    for spec in ("1:SIGINT:final", "all:SIGTERM:final"):
+        run = tmp_path / spec.replace(":", "_")
+        r0, r1 = _two_ranks(spec, "--config", str(cfg), "--out", str(run), worker=SIGNALLED)
+        assert (r0.returncode, r1.returncode) == (0, 0), spec + r0.stderr + r1.stderr
+        assert r0.stdout.startswith("trained maml for 5 iterations on 2 ranks"), r0.stdout
+        assert r0.stderr == r1.stderr == "", r0.stderr + r1.stderr
+        assert latest_checkpoint(run).name == "ckpt-00000005"

@@ -173,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
             lambda: recipe.prepare(out, config_path=args.config,
                                    resume=bool(args.resume), seed=args.seed),
             "the checked config")
-        distributed.begin_startup()
+        distributed.begin_startup(resume=bool(args.resume))
         res = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
                                   precision=args.precision, tf32=args.tf32,
                                   progress=not args.no_progress, created=created)
@@ -198,8 +198,10 @@ def _run(args: argparse.Namespace) -> int:
                     text = f"{text or 'stopped'}; " + (
                         f"the checkpoint in {out} is kept" if _holds_checkpoint(out)
                         else "no checkpoint written")
-                if distributed.message(e) is not None:
-                    print(f"metaloop train: interrupted: {text}", file=sys.stderr)
+                line = distributed.message(e)      # "rank r of W: ...": this rank alone
+                if line is not None:
+                    name = line[:len(line) - len(str(e))]
+                    print(f"metaloop train: interrupted: {name}{text}", file=sys.stderr)
                 return 130
         else:
             raise

@@ -378,8 +378,9 @@ class _Startup:
     """The start-up of a run on several ranks: the warnings it gave. Rank 0 shows its own at
     once; the other ranks hold theirs until ``agree_startup`` and show those rank 0 did not."""
 
-    def __init__(self):
+    def __init__(self, resume: bool = False):
         self.rank, self.world = rank_world()
+        self.resume = resume
         self.held: list[tuple] = []
         self.show = warnings.showwarning
 
@@ -404,13 +405,14 @@ class _Startup:
 _startup: _Startup | None = None
 
 
-def begin_startup() -> None:
+def begin_startup(resume: bool = False) -> None:
     """Open the start-up of a run (after the config is agreed; no-op without a process
     group): until the next collective, or ``agree_startup``, this rank's warnings are held
-    for comparison (rank 0 shows its own at once)."""
+    for comparison (rank 0 shows its own at once). ``resume``: the run continues from its
+    checkpoint, which a failed start-up leaves as it was."""
     global _startup
     if is_active() and _startup is None:
-        _startup = _Startup()
+        _startup = _Startup(resume)
 
 
 def startup_open() -> bool:
@@ -419,7 +421,8 @@ def startup_open() -> bool:
 
 
 def _describe(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
+    text = str(e).strip()           # (Ctrl-C's KeyboardInterrupt has no text)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def agree_startup(error: BaseException | None = None) -> None:
@@ -445,11 +448,13 @@ def agree_startup(error: BaseException | None = None) -> None:
     rank, world = state.rank, state.world
     mine = (None if error is None else _describe(error), [w[0] for w in state.held])
     box: list = [None] * world
+    # a resume's checkpoint is kept as it was; a new run has none yet
+    kept = ("The run's checkpoints are kept as they were" if state.resume
+            else "No checkpoint was written yet")
     try:
         _collective("start-up check (did every rank start?)",
                     lambda: dist.all_gather_object(box, mine),
-                    "No checkpoint was written yet: start every rank again with the same "
-                    "command")
+                    f"{kept}: start every rank again with the same command")
     except DistributedError:
         if error is None:
             raise
@@ -465,6 +470,5 @@ def agree_startup(error: BaseException | None = None) -> None:
     if failed:
         who = "; ".join(f"rank {r} of {world}: {x}" for r, x in failed)
         raise show_as(StartupError(f"stopped before training, as {len(failed)} of the "
-                                   f"{world} ranks failed to start ({who}). No checkpoint "
-                                   f"was written"),
+                                   f"{world} ranks failed to start ({who}). {kept}"),
                       "quiet" if rank else "plain", rank, world)
