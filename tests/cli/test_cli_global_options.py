@@ -11,6 +11,7 @@ through the real ``metaloop`` console entry point in a subprocess.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -225,3 +226,26 @@ def test_sigterm_stops_every_command_as_ctrl_c_does(tmp_path, capsys, monkeypatc
                  "--tasks", "2", "--no-progress", "--out", str(out)]) == 130
     assert "interrupted" in capsys.readouterr().err and not out.exists()
     assert signal.getsignal(signal.SIGTERM) == before              # the handler is restored
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_a_torchrun_rank_leaves_without_the_interpreters_teardown(tmp_path, world):
+    """A torchrun rank whose command had returned went through the interpreter's teardown,
+    where gloo's threads now and then aborted it ("terminate called without an active
+    exception") and a late signal killed it: torchrun then called a finished run failed.
+    python -m metaloop now leaves a rank at once with the command's status (an atexit
+    handler, installed here by sitecustomize, shows whether the teardown ran)."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import atexit, sys\natexit.register(lambda: print('teardown ran', file=sys.stderr))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), os.environ.get("PYTHONPATH", "")]), "WORLD_SIZE": world,
+        "RANK": "0", "LOCAL_RANK": "0"}
+    r = subprocess.run([sys.executable, "-m", "metaloop", "eval", "--checkpoint",
+                        str(tmp_path / "none")], capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert r.returncode == 2
+    if world == "2":          # refused (only train is distributed), and left at once
+        assert "only metaloop train is distributed" in r.stderr
+        assert "teardown ran" not in r.stderr
+    else:
+        assert "teardown ran" in r.stderr
