@@ -189,7 +189,7 @@ def test_a_new_run_removes_the_picture_temporaries_a_kill_left(settings, tmp_pat
     into the folder removes it, as it removes the results' and the log's temporaries."""
     out = tmp_path / "run"
     out.mkdir()
-    for name in (".samples.png.4242", ".results.json.k3j2x", ".notes"):
+    for name in (".samples.png.4242", ".results.json.k3j2x_ab", ".notes"):
         (out / name).write_bytes(b"\x89PNG")
     E.run(settings, out)
     assert _leftovers(out) == [".notes"]                  # not metaloop's: left alone

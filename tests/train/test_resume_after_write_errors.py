@@ -103,9 +103,9 @@ def test_a_new_run_removes_what_a_kill_mid_write_of_the_first_checkpoint_left(tm
     cfg = write_config(tmp_path / "c.toml", iterations=2, meta_batch=2, checkpoint_every=1,
                        seed=0)
     run = tmp_path / "run"
-    (run / ".ckpt-00000001.k3j2x").mkdir(parents=True)          # the killed writer's
-    (run / ".ckpt-00000001.k3j2x" / "tensors.safetensors").write_bytes(b"\0" * 10)
-    (run / ".LATEST.a8f0q").write_text("ckpt-000")
+    (run / ".ckpt-00000001.k3j2x_ab").mkdir(parents=True)          # the killed writer's
+    (run / ".ckpt-00000001.k3j2x_ab" / "tensors.safetensors").write_bytes(b"\0" * 10)
+    (run / ".LATEST.a8f0qzzz").write_text("ckpt-000")
     (run / "metrics.jsonl").write_text('{"iteration": 1, "loss": 1.0}\n')
     assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
     assert sorted(p.name for p in run.iterdir()) == ["LATEST", "ckpt-00000001",
@@ -139,7 +139,8 @@ def test_remove_stale_leaves_a_users_dot_files_beside_pictures(tmp_path):
     """A new vae, sweep or compare run calls ``remove_stale`` on the folder it is given, and
     the pictures' pattern took any suffix: a user's ``.photo.png.orig`` there was deleted.
     metaloop's pictures and model are written to ``.<name>.<pid>``."""
-    mine = [".photo.png.orig", ".model.safetensors.bak", ".samples.png.swp"]
+    mine = [".photo.png.orig", ".model.safetensors.bak", ".samples.png.swp",
+            ".results.json.swp", ".LATEST.orig"]           # an editor's, a user's backup
     ours = [".samples.png.4242", ".model.safetensors.17", ".results.json.k3j2x_ab"]
     for name in mine + ours:
         (tmp_path / name).write_text("x")

@@ -176,7 +176,8 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
 # new vae, sweep or compare run removes them from the folder it is given, so only a pid
 # suffix: a user's ``.photo.png.orig`` there is not metaloop's).
 _STALE = re.compile(r"\.(ckpt-\d+|LATEST|metrics\.jsonl|results\.json|curve\.json"
-                    r"|final-k\d+-n\d+\.json)\.[^.]+|\.([\w-]+\.png|model\.safetensors)\.\d+")
+                    r"|final-k\d+-n\d+\.json)\.[a-z0-9_]{8}"          # tempfile's 8 letters
+                    r"|\.([\w-]+\.png|model\.safetensors)\.\d+")
 
 
 def remove_stale(run_dir: Path) -> list[Path]:
