@@ -133,8 +133,9 @@ def _pixels(im: Image.Image, channels: int, image_size: int | None = None) -> np
         im = Image.alpha_composite(white, rgba)
     elif im.mode in ("L", "RGB"):
         im = _shrink(im, image_size)                       # before a full-size conversion
-    im = _shrink(im.convert("L" if channels == 1 else "RGB"), image_size)   # P, 1, CMYK, ...
-    a = np.asarray(im, dtype=np.float32) / 255.0
+    else:                                                  # P, 1, CMYK, ...: converted first
+        im = _shrink(im.convert("L" if channels == 1 else "RGB"), image_size)
+    a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
     return a.reshape(*a.shape[:2], channels)                                  # [h, w, c]
 
 

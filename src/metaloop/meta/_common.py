@@ -406,7 +406,6 @@ def check_inputs(owner: str, model: nn.Module, **tensors: torch.Tensor) -> None:
         return
     device = params[0].device
     dtypes = {p.dtype for p in params if p.is_floating_point()}
-    embeds = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -414,7 +413,8 @@ def check_inputs(owner: str, model: nn.Module, **tensors: torch.Tensor) -> None:
             raise ValueError(f"{owner}: {name} is on {t.device} but the model's parameters are "
                              f"on {device}; move one of them (batch.to(device) or "
                              f"model.to(device))")
-        if name.endswith("x") and not t.is_floating_point() and (t.is_complex() or not embeds):
+        if name.endswith("x") and not t.is_floating_point() and (t.is_complex() or not any(
+                isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())):
             raise ValueError(f"{owner}: {name} is {t.dtype} but inputs must be real floating "
                              f"point, in the model's dtype {'/'.join(map(str, dtypes))} "
                              f"(e.g. {name}.float() / 255 for uint8 images)")
