@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from metaloop import config as _config
+from metaloop import runlock
 from metaloop.cli import _checks
 from metaloop.cli._args import path
 from metaloop.recipes import training as recipe
@@ -27,7 +28,9 @@ Under torchrun (torchrun --nproc_per_node N -m metaloop train ...) every process
 its shard of each meta-batch and the meta-gradients are averaged; rank 0 alone writes, and
 prints what every rank meets alike (an error only some ranks meet is printed by those ranks,
 named 'rank R of N'). A run that stops before its first checkpoint removes the run directory
-it created (one that stopped on a non-finite loss keeps its metrics.jsonl).
+it created (one that stopped on a non-finite loss keeps its metrics.jsonl). One process at a
+time writes a run directory: a second one on it (e.g. --resume started twice) stops at once
+with exit status 2, naming the process that writes there.
 
 Exit status: 0 done (also when Ctrl-C / SIGTERM comes in the last iteration or during the
 final checkpoint, which is then finished); 2 bad input (named before any training); 1 the run
@@ -97,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
     except distributed.DistributedError as e:
         print(f"metaloop train: error: {e}", file=sys.stderr)
         return 1
+    held = []       # the run directory's lock, rank 0's: released when the run ends
     try:
-        return _run(args)
+        return _run(args, held)
     except distributed.StartupError as e:         # the group still works: leave as usual
         _error(e)
         return 1
@@ -113,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(1)
     finally:
+        # (the folders the lock made, left empty by a failed start: removed)
+        runlock.release(held[0] if held else None, discard=True)
         if owner:
             distributed.destroy()
 
@@ -156,7 +162,7 @@ def _error(e: BaseException) -> None:
         print(f"metaloop train: error: {text}", file=sys.stderr)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, held: list) -> int:
     # Rank 0 reads the config and checks the run directory; every rank gets its verdict.
     out = args.resume if isinstance(args.resume, str) else args.out
     if args.out and os.path.abspath(args.out) != os.path.abspath(out):
@@ -168,11 +174,15 @@ def _run(args: argparse.Namespace) -> int:
     # (rank 0 alone creates the run directory; a failure before its first checkpoint, here
     # or at any rank, removes it again: a folder that existed before is never removed)
     existed = rank == 0 and out is not None and os.path.lexists(out)
+
+    def prepare():          # rank 0: the run directory's lock first (metaloop.runlock), so
+        held.append(runlock.acquire(out))        # a second process on it reads nothing
+        return recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
+                              seed=args.seed)
+
     try:        # SIGTERM raises KeyboardInterrupt here too (main's sigterm_interrupts)
-        cfg, out, created = distributed.from_rank0(
-            lambda: recipe.prepare(out, config_path=args.config,
-                                   resume=bool(args.resume), seed=args.seed),
-            "the checked config")
+        cfg, out, created = distributed.from_rank0(prepare, "the checked config")
+        created = created or (rank == 0 and not existed)     # (made by the lock)
         distributed.begin_startup(resume=bool(args.resume))
         res = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
                                   precision=args.precision, tf32=args.tf32,
@@ -183,12 +193,13 @@ def _run(args: argparse.Namespace) -> int:
             distributed.agree_startup(e)
         elif rank and isinstance(e, (NonFiniteLossError, KeyboardInterrupt)):
             distributed.show_as(e, "quiet")       # every rank stopped alike: rank 0 says so
+        mine = rank == 0 and out is not None and not existed and held   # (not another's)
         if isinstance(e, NonFiniteLossError):    # kept: its metrics.jsonl shows the way there
-            if rank == 0 and out is not None and not existed and not _logged(out):
+            if mine and not _logged(out):
                 _discard(out)                # (at the first iteration: nothing to show)
             _error(e)
             return 1
-        if rank == 0 and out is not None and not existed:
+        if mine:
             _discard(out)
         if isinstance(e, KeyboardInterrupt):
             res = getattr(e, "result", None)       # in the last iteration: its final

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from metaloop import runlock
 from metaloop.generative import data as gdata
 from metaloop.generative import likelihoods, plots, quality
 from metaloop.generative.ae import AE, fit_code_gaussian
@@ -365,6 +366,7 @@ def _title(name: str, s: Settings) -> str:
     return f"{s.model.upper()} {gdata.data_label(s.data)}, latent {s.latent}\n{_TITLES[name]}"
 
 
+@runlock.locked("out")
 def run(s: Settings, out: str | os.PathLike) -> dict:
     """Train, evaluate and draw one model; write ``results.json``, ``metrics.jsonl``, PNGs.
 
@@ -435,6 +437,7 @@ def _sweep_samples(kind: str, model: AE | VAE, tr: gdata.ImageData, n: int, seed
             SWEEP_COLUMNS[1]: model.sample(n, generator=g, code_gaussian=fitted)}
 
 
+@runlock.locked("out")
 def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
     """Train the AE and the VAE at each latent size; score and draw their samples.
 

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from metaloop import runlock
 from metaloop.generative import data as gdata
 from metaloop.generative import plots, quality
 from metaloop.generative.cvae import sample_classes
@@ -230,6 +231,7 @@ def _classifiers(s: Settings, tr, k: int):
                  for seed in (s.seed, s.seed + 1))
 
 
+@runlock.locked("out")
 def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict:
     """Train classifiers A and B, an AE, a VAE and a CVAE; invert A; score and draw it all.
 
@@ -367,6 +369,7 @@ def record(results: dict, command: str, device: str | None = None) -> dict:
 TRANSFER_STARTS = ("noise", "real")
 
 
+@runlock.locked("out")
 def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
                    out: str | os.PathLike) -> dict:
     """Does an inversion that fools A fool B? The answer as a function of the step size.

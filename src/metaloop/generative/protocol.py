@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from metaloop import runlock
 from metaloop.evaluate.heldout import mean_ci
 from metaloop.generative import data as gdata
 from metaloop.generative import plots
@@ -218,6 +219,7 @@ def _write_curve(out: Path, passes: int, total: int, cpu_s: float, s: ProtocolSe
          "settings": asdict(s), "curve": curve}, indent=1) + "\n")
 
 
+@runlock.locked("out")
 def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSettings, *,
                    resume: bool = False, until_pass: int | None = None,
                    max_minutes: float | None = None,
@@ -390,6 +392,7 @@ def curve_evaluator(x_test: torch.Tensor, s: ProtocolSettings) -> Callable[[VAE]
     return measure
 
 
+@runlock.locked("out")
 def run(s: ProtocolSettings, out: str | os.PathLike, *, resume: bool = False,
         until_pass: int | None = None, max_minutes: float | None = None, final_k: int = 5000,
         log: Callable[[str], None] | None = print) -> dict:
@@ -407,6 +410,7 @@ def run(s: ProtocolSettings, out: str | os.PathLike, *, resume: bool = False,
     return state
 
 
+@runlock.locked("out", create=False)
 def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None = None,
                  x_test: torch.Tensor | None = None, s: ProtocolSettings | None = None,
                  root: str | None = None, resample: str | None = None,

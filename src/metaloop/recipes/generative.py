@@ -353,21 +353,25 @@ def _output(out, *, checkpoints: bool = False):
     Raises:
         ValueError: naming the folder and why it cannot be created or written (a file in
             the way), before anything is written.
+        metaloop.runlock.RunInUseError: another process writes to the folder (holds its
+            lock), naming it; before anything is read or written.
     """
+    from metaloop import runlock
     from metaloop.recipes.report import prepare_out
 
     path = Path(out)
     made = [d for d in (path, *path.parents) if not d.exists() and not d.is_symlink()]
-    prepare_out(path)
-    try:
-        yield path
-    except BaseException:
-        if made and not (checkpoints and _has_checkpoint(path)):
-            shutil.rmtree(path, ignore_errors=True)
-            for d in made[1:]:                                        # deepest first
-                if d.is_dir() and not any(d.iterdir()):
-                    d.rmdir()
-        raise
+    with runlock.hold(path):            # another process writing there: refused, first
+        prepare_out(path)
+        try:
+            yield path
+        except BaseException:
+            if made and not (checkpoints and _has_checkpoint(path)):
+                shutil.rmtree(path, ignore_errors=True)
+                for d in made[1:]:                                    # deepest first
+                    if d.is_dir() and not any(d.iterdir()):
+                        d.rmdir()
+            raise
 
 
 def _protocol(args: argparse.Namespace, log: Callable = print) -> int:

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from metaloop import runlock  # noqa: E402
 from metaloop.evaluate.heldout import format_mean_ci  # noqa: E402
 from metaloop.train.checkpoint import atomic_write_text  # noqa: E402
 
@@ -42,7 +43,9 @@ def prepare_out(path) -> Path:
 
 @contextmanager
 def output_dir(path):
-    """``prepare_out(path)`` for the body of a ``with`` (None: no folder, yields None).
+    """``prepare_out(path)`` for the body of a ``with`` (None: no folder, yields None),
+    holding the folder's lock (``metaloop.runlock``) until the body ends: another process
+    writing there is refused (``RunInUseError``) before anything is read or written.
 
     If the body fails, the folders this call created are removed again while still empty,
     so bad input found after the folder was made (data errors) leaves nothing behind; a
@@ -50,16 +53,8 @@ def output_dir(path):
     if path is None:
         yield None
         return
-    path = Path(path)
-    made = [d for d in (path, *path.parents) if not d.exists()]       # deepest first
-    out = prepare_out(path)
-    try:
-        yield out
-    except BaseException:
-        for d in made:
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
-        raise
+    with runlock.hold(path):            # (on failure: the folders it made, left empty)
+        yield prepare_out(path)
 
 
 def write_json(path: Path, obj) -> None:

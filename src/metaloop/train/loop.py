@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metaloop import runlock
 from metaloop.evaluate.heldout import evaluate
 from metaloop.models.conv4 import BatchNorm
 from metaloop.tasks.batch import TaskBatch, _unchecked_batch, valid_by_construction
@@ -711,6 +713,27 @@ def _clip(grads: dict, max_norm: float, norm: float | None = None) -> dict:
     return {n: g * scale for n, g in grads.items()} if scale < 1.0 else grads
 
 
+def _holds_run_folder(fn):
+    """``train`` holding the lock of its ``out_dir`` (``metaloop.runlock``) for the whole
+    run, before anything there is read; under torchrun rank 0 alone takes it (it alone
+    writes; ``metaloop train`` takes it before the config is read, and tells every rank).
+    A run that fails before writing anything removes the folder the lock created."""
+    @functools.wraps(fn)
+    def train(learner, family, **kwargs):
+        out = kwargs.get("out_dir")
+        lead = distributed.rank_world()[0] == 0
+        token = runlock.acquire(out) if out is not None and lead else None
+        try:
+            result = fn(learner, family, **kwargs)
+        except BaseException:
+            runlock.release(token, discard=True)
+            raise
+        runlock.release(token)
+        return result
+    return train
+
+
+@_holds_run_folder
 def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3,
           seed: int = 0, out_dir=None, resume: bool = False, val_family=None,
           val_every: int = 0, val_tasks: int = 100, val_seed: int = 1_000_003,
@@ -762,7 +785,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         out_dir: the run directory (None: nothing is written). A new run (no ``resume``)
             is refused where ``out_dir`` already holds one. resume: continue the run in
             ``out_dir`` from its newest checkpoint; a run already at ``iterations`` returns
-            at once, one past ``iterations`` is refused.
+            at once, one past ``iterations`` is refused. The run holds the folder's lock
+            (``metaloop.runlock``): a second process on the same ``out_dir`` is refused.
         val_family / val_every / val_tasks / val_seed: held-out validation on ``val_tasks``
             tasks of ``val_family`` every ``val_every`` iterations (0: no validation; > 0
             needs a ``val_family``), drawn from ``torch.Generator(val_seed)`` (``metaloop
@@ -819,6 +843,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             differing keys), another ``precision`` than the run's, another ``data``
             fingerprint, or a checkpoint that is corrupt (naming it). Nothing is written
             when any of these is raised.
+        metaloop.runlock.RunInUseError: another process writes to ``out_dir`` (it holds
+            the folder's lock, ``.metaloop-lock``), naming it; before anything is read or
+            written (a ValueError too).
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written; in the
             last iteration or during the final checkpoint (the final checkpoint written:
             the run is complete) it carries the result as its ``result``.

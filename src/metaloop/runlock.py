@@ -1,0 +1,297 @@
+"""One writer per run folder: an exclusive lock on ``DIR/.metaloop-lock``.
+
+Every metaloop writer of a run folder (``ml.train(..., out_dir=DIR)``, ``metaloop train``,
+``compare``, ``adapt``, ``forgetting``, ``eval --out``, ``vae``) holds the folder's lock while
+it writes there, so that a second process started on the same folder (a scheduler that
+requeues a job still running, ``--resume`` launched twice, two notebooks) fails at once,
+before it reads any data or writes anything, instead of interleaving its checkpoints,
+``LATEST`` and ``metrics.jsonl`` with the first one's::
+
+    with runlock.hold("runs/x"):        # RunInUseError if another process writes there
+        ...
+
+The lock is ``fcntl.flock`` on POSIX and ``msvcrt.locking`` on Windows, taken on the file
+``.metaloop-lock`` inside the folder, which holds the pid, host and command of the process
+that holds it, for the message. The holder removes the file when it lets go, so a finished
+run's folder holds only what the run wrote; a process that takes the lock checks that the file
+it locked is still the folder's (not one removed meanwhile), else it takes the new one. The
+system releases the lock when the process ends, however it ends (``kill -9`` included), so a
+killed run leaves no stale lock, only its file: ``--resume`` works at once. Where the file
+system has no locks (some network file systems), the run goes on unlocked with a
+``RunLockWarning``.
+
+The lock is re-entrant within a process, per folder: a command that calls another writer on
+the same folder (``metaloop train`` calls ``ml.train``) holds it once; a folder inside a
+held one (``compare``'s ``runs/compare/runs/maml_0``) is a folder of its own, with its own
+lock. Readers (``metaloop eval --checkpoint``, ``predict``, ``load_run``) take no lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import inspect
+import json
+import os
+import shlex
+import socket
+import sys
+import threading
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:             # Windows
+    fcntl = None
+try:
+    import msvcrt
+except ImportError:             # POSIX
+    msvcrt = None
+
+__all__ = ["LOCK_FILE", "RunInUseError", "RunLockWarning", "acquire", "hold", "holder",
+           "locked", "release"]
+
+LOCK_FILE = ".metaloop-lock"
+# msvcrt.locking locks bytes, which other processes then cannot read: the byte locked lies
+# past the holder's line, which stays readable for the message
+_WINDOWS_BYTE = 1 << 20
+
+
+class RunInUseError(ValueError):
+    """Another process holds the run folder (it writes there): the message names the folder
+    and that process (pid, host, command). A ``ValueError``, so that the command line says
+    it in one line with exit status 2; nothing was read or written."""
+
+
+class RunLockWarning(UserWarning):
+    """The file system of a run folder has no locks: the run goes on without one."""
+
+
+# this process's held folders: real path -> [fd, depth, folders made by the first acquire
+# (deepest first), pid]; a forked child holds none of its parent's
+_HELD: dict[str, list] = {}
+_GUARD = threading.Lock()
+
+
+def _command() -> str:
+    argv = list(sys.argv) or ["python"]
+    name = Path(argv[0]).name
+    if name == "__main__.py":                  # python -m metaloop
+        name = f"python -m {Path(argv[0]).parent.name}"
+    text = " ".join([name, *map(shlex.quote, argv[1:])])
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def holder(path) -> dict | None:
+    """What the lock file of the run folder ``path`` says of the process that last took it
+    (``{"pid", "host", "command"}``), or None (no lock file, or one being written)."""
+    try:
+        text = (Path(path) / LOCK_FILE).read_text(encoding="utf-8")
+        info = json.loads(text)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _in_use(path: Path) -> RunInUseError:
+    h = holder(path) or {}
+    who = (f"pid {h.get('pid', '?')} on host {h.get('host', '?')}, `{h.get('command', '?')}`"
+           if h else "its pid is not known yet")
+    return RunInUseError(f"run folder {path} is in use by another metaloop process ({who}); "
+                         f"wait for it to end or stop it")
+
+
+def _lock(fd: int) -> bool:
+    """Take the lock on ``fd`` without waiting; False if another process holds it.
+
+    Raises:
+        OSError: the file system has no locks (ENOLCK, EOPNOTSUPP...).
+    """
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+    os.lseek(fd, _WINDOWS_BYTE, os.SEEK_SET)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EDEADLK):     # held by another process
+            return False
+        raise
+    return True
+
+
+def _unlock(fd: int) -> None:
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        else:
+            os.lseek(fd, _WINDOWS_BYTE, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    except OSError:
+        pass                      # closing the file releases it too
+    os.close(fd)
+
+
+def _open(file: Path) -> int | None:
+    """The lock file, opened (created if missing, never truncated), or None where this
+    process can neither create nor open it (a read-only folder: nothing to write there)."""
+    try:
+        return os.open(file, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        pass
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise
+    try:
+        return os.open(file, os.O_RDONLY)      # another user's file in a shared folder
+    except OSError:
+        return None
+
+
+def acquire(path, *, create: bool = True) -> str | None:
+    """Take the lock of the run folder ``path`` (None: nothing; returns None).
+
+    Args:
+        path: the run folder, created with its parents if missing (``create``), else
+            left unlocked when it does not exist (nothing there to protect).
+
+    Returns:
+        A token for ``release`` (None where nothing was locked).
+
+    Raises:
+        RunInUseError: another process holds the folder (naming it and that process).
+        ValueError: the folder cannot be created (naming it and why).
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if not create and not path.is_dir():
+        return None
+    made = [d for d in (path, *path.parents) if not d.exists() and not d.is_symlink()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create output directory {path}: {e.strerror or e}") from e
+    key = os.path.realpath(path)
+    with _GUARD:
+        entry = _HELD.get(key)
+        if entry is not None and entry[3] == os.getpid():
+            entry[1] += 1
+            return key
+        file = Path(key) / LOCK_FILE
+        for _ in range(10):
+            try:
+                fd = _open(file)
+            except FileNotFoundError:       # the folder was removed meanwhile: again
+                file.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            if fd is None:
+                return None
+            try:
+                got = _lock(fd)
+            except OSError as e:
+                os.close(fd)
+                file.unlink(missing_ok=True)        # no one can hold it there: no lock file
+                warnings.warn(f"{path}: the file system has no locks ({e.strerror or e}); "
+                              f"nothing stops another process from writing there too",
+                              RunLockWarning, stacklevel=2)
+                return None
+            if not got:
+                os.close(fd)
+                raise _in_use(path)
+            try:                        # the file we locked is still the folder's lock file
+                same = os.path.samestat(os.fstat(fd), os.stat(file))
+            except OSError:             # removed with the folder of a run that failed
+                same = False
+            if same:
+                break
+            _unlock(fd)
+        else:
+            raise RunInUseError(f"run folder {path}: its lock file {LOCK_FILE} keeps being "
+                                f"replaced; another process removes it")
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "command": _command()}) + "\n"
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, info.encode())
+        except OSError:
+            pass                        # opened read-only: the message names no holder
+        _HELD[key] = [fd, 1, made, os.getpid()]
+    return key
+
+
+def release(token: str | None, *, discard: bool = False) -> None:
+    """Release a lock ``acquire`` took (the last release of a re-entrant one unlocks it and
+    removes the lock file: a finished run's folder holds only what the run wrote).
+
+    Args:
+        discard: also remove the folders the first ``acquire`` created if they are empty
+            (a run that failed before writing anything leaves nothing).
+    """
+    if token is None:
+        return
+    with _GUARD:
+        entry = _HELD.get(token)
+        if entry is None or entry[3] != os.getpid():
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _HELD[token]
+        fd, _, made, _ = entry
+        file = Path(token) / LOCK_FILE
+        if fcntl is not None:           # removed while still held: a process that opened
+            try:                        # it before sees another file after locking it
+                if os.path.samestat(os.fstat(fd), os.stat(file)):
+                    file.unlink()
+            except OSError:
+                pass                    # gone with its folder (a failed run removed it)
+        _unlock(fd)
+        if fcntl is None:               # Windows: an open file cannot be removed; one that
+            try:                        # another process opened since stays
+                file.unlink()
+            except OSError:
+                pass
+        for d in made if discard else ():                              # deepest first
+            try:
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+            except OSError:
+                pass
+
+
+@contextmanager
+def hold(path, *, create: bool = True):
+    """``acquire(path)`` for the body of a ``with`` (None: no folder, no lock); yields the
+    folder as a ``Path`` (or None). If the body fails, the folders this call created are
+    removed again while they are empty."""
+    token = acquire(path, create=create)
+    try:
+        yield None if path is None else Path(path)
+    except BaseException:
+        release(token, discard=True)
+        raise
+    release(token)
+
+
+def locked(param: str, *, create: bool = True):
+    """Decorator: the function holds the lock of the run folder given as its argument
+    ``param`` (None: no lock) for the whole call, before it reads anything."""
+    def wrap(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            path = sig.bind(*args, **kwargs).arguments.get(param)
+            with hold(path, create=create):
+                return fn(*args, **kwargs)
+        return call
+    return wrap
