@@ -2,32 +2,71 @@
 
 ``ml.train(...)`` and ``ml.evaluate(...)`` call ``metaloop.train.train`` and
 ``metaloop.evaluate.evaluate``; the subpackages themselves stay importable.
+
+Ctrl-C while this package is imported as the start of the ``metaloop`` command (its console
+script, or ``python -m metaloop``: torch's import takes a second or two) prints one line and
+exits with status 130; imported as a library, the ``KeyboardInterrupt`` propagates.
 """
 
-from metaloop import (
-    adapt,
-    build,
-    config,
-    continual,
-    data,
-    evaluate,
-    func,
-    generative,
-    meta,
-    models,
-    recipes,
-    runs,
-    tasks,
-    train,
-)
-from metaloop.evaluate import mean_ci
-from metaloop.runs import Run, load_run
-from metaloop.tasks import TaskBatch
-from metaloop.train import NonFiniteLossError
+import os as _os
+import sys as _sys
+
+
+def _started_as_the_command_line() -> bool:
+    """Whether this import is the ``metaloop`` command starting: ``sys.argv[0]`` is its
+    console script (``metaloop``, on Windows with ``.exe`` or ``-script.py`` after it; the
+    script imports the package before it renames ``argv[0]``), or it is "-m", as while
+    ``python -m`` locates its module (CPython's runpy imports the package then), and the
+    module run is ``metaloop`` or one of its modules."""
+    argv0 = (getattr(_sys, "argv", None) or [""])[0]      # an embedded interpreter: none
+    if argv0 != "-m":
+        name = _os.path.basename(argv0).lower()
+        return name.removesuffix(".exe").removesuffix("-script.py") == "metaloop"
+    frame = _sys._getframe()
+    while frame is not None:            # runpy._run_module_as_main(mod_name, alter_argv)
+        if frame.f_code.co_name == "_run_module_as_main" \
+                and frame.f_globals.get("__name__") == "runpy":
+            return str(frame.f_locals.get("mod_name")).partition(".")[0] == "metaloop"
+        frame = frame.f_back
+    return False
+
+
+try:
+    from metaloop import (
+        adapt,
+        build,
+        config,
+        continual,
+        data,
+        evaluate,
+        func,
+        generative,
+        meta,
+        models,
+        recipes,
+        runs,
+        tasks,
+        train,
+    )
+    from metaloop.evaluate import mean_ci
+    from metaloop.runlock import RunInUseError
+    from metaloop.runs import Run, load_run
+    from metaloop.tasks import TaskBatch
+    from metaloop.train import NonFiniteLossError
+except KeyboardInterrupt:
+    if not _started_as_the_command_line():
+        raise
+    print("metaloop: interrupted while starting; nothing was written", file=_sys.stderr)
+    # at once, as __main__.py leaves a torchrun rank: the interpreter's teardown after an
+    # interrupted torch import can end the process by SIGINT instead of with this status
+    _sys.stdout.flush()
+    _sys.stderr.flush()
+    _os._exit(130)
 
 __all__ = [
     "NonFiniteLossError",
     "Run",
+    "RunInUseError",
     "TaskBatch",
     "adapt",
     "build",

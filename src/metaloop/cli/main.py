@@ -86,8 +86,12 @@ def _shown_as_python_does() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:          # as while the package imports (metaloop/__init__.py)
+        print("metaloop: interrupted while starting; nothing was written", file=sys.stderr)
+        return 130
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
