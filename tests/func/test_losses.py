@@ -72,3 +72,19 @@ def test_losses_of_no_examples_are_named_not_nan():
 def test_cross_entropy_names_integer_logits():
     with pytest.raises(ValueError, match="cross_entropy: logits must be float .* torch.int64"):
         cross_entropy(torch.zeros(4, 5, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
+
+
+def test_accuracy_of_nan_logits_is_nan_and_masked_classes_still_count():
+    """QA repro: all-NaN logits (one NaN support feature makes every prototype NaN) scored the
+    fraction of class-0 labels, 0.4 here, since argmax takes NaN for the largest."""
+    labels = torch.tensor([0, 0, 1, 2, 3])
+    assert torch.isnan(accuracy(torch.full((5, 4), float("nan")), labels))
+    one = torch.eye(4)[labels.clamp(max=3)] * 3.0
+    one[4, 1] = float("nan")                                       # one query's row
+    assert torch.isnan(accuracy(one, labels))
+    per_task = torch.func.vmap(accuracy)(torch.stack([one, torch.eye(4)[labels] * 3.0]),
+                                         torch.stack([labels, labels]))
+    assert torch.isnan(per_task[0]) and float(per_task[1]) == 1.0
+    masked = torch.eye(4)[labels] * 3.0
+    masked[:, 3] = float("-inf")                                   # a class masked out
+    assert float(accuracy(masked, labels)) == pytest.approx(0.8)   # query 4 (class 3) wrong

@@ -118,3 +118,37 @@ def test_metaloop_models_keep_the_features_once_path():
     for model in (MLP(4, [5], 3), Conv4(1, 8, 3)):
         assert features_once(model, HEAD) and ANIL(model, 0.1, loss="ce").inner.path_fn \
             is head_only_path
+
+
+class _NormNet(nn.Module):
+    """A torch LayerNorm before the head: second order under vmap is refused when more than
+    the head adapts."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.norm, self.head = nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(self.body(x)))
+
+
+@pytest.mark.parametrize("model, kwargs", [
+    (MLP(1, (8,), 1), dict(batching="vmap", compile=True)),
+    (MLP(1, (8,), 1), dict(batching="threads", compile=True)),
+    (MLP(1, (8,), 1), dict(batching="vmap", recompute_inner_loop=True)),
+    (MLP(1, (8,), 1), dict(batching="vmap", checkpoint=True)),
+    (MLP(1, (8,), 1), dict(learn_lr=True, recompute_inner_loop=True)),
+    (MLP(1, (8,), 1), dict(learn_lr=True, checkpoint=True)),
+    (MLP(1, (8,), 1), dict(checkpoint=True, recompute_inner_loop=False)),
+    (_NormNet(), dict(batching="vmap", head=lambda name: True)),
+])
+def test_construction_errors_name_anil_not_maml(model, kwargs):
+    """ANIL is built as a MAML, and its refused combinations said "MAML(...)"."""
+    with pytest.raises(ValueError) as anil:
+        ANIL(model, **kwargs)
+    assert str(anil.value).startswith("ANIL(") and "MAML(" not in str(anil.value)
+    maml_kwargs = {("adapt" if k == "head" else k): v for k, v in kwargs.items()}
+    with pytest.raises(ValueError) as maml:
+        MAML(model, **maml_kwargs)
+    assert str(maml.value).startswith("MAML(")
+    assert str(anil.value)[len("ANIL"):] == str(maml.value)[len("MAML"):]

@@ -60,3 +60,30 @@ def test_float_class_labels_are_named():
     with pytest.raises(ValueError, match=r"torch.float32 support_y \[2, 4\], query_y \[2, 6\]; "
                                          r"classification labels must be int64"):
         TaskBatch(sx, sy.float(), qx, qy.float())
+
+
+@pytest.mark.parametrize("i", [1.0, True, False, None, "1", torch.tensor(1.0)])
+def test_task_refuses_an_index_that_is_not_an_int(i):
+    """``task(1.0)`` gave torch's IndexError, and ``task(True)`` or ``task(None)`` a task
+    with an extra leading dim of 1 (torch's indexing by a bool or None)."""
+    b = TaskBatch(*_cls(B=3))
+    with pytest.raises(ValueError, match=r"task\(i\): i must be an int task index in "
+                                         r"\[-3, 3\) \(the batch has 3 tasks\), got "):
+        b.task(i)
+
+
+@pytest.mark.parametrize("i", [3, 4, -4])
+def test_task_out_of_range_names_the_range(i):
+    b = TaskBatch(*_cls(B=3))
+    with pytest.raises(ValueError, match=rf"i={i} is out of range: the batch has 3 tasks, "
+                                         rf"indices in \[-3, 3\)"):
+        b.task(i)
+
+
+def test_task_takes_ints_and_negative_indices_as_a_sequence_does():
+    b = TaskBatch(*_cls(B=3))
+    for i, j in ((-1, 2), (-3, 0), (torch.tensor(1), 1), (2, 2)):
+        got = b.task(i)
+        assert got[0].shape == (4, 3) and got[1].shape == (4,)
+        assert all(torch.equal(g, w) for g, w in zip(got, (b.support_x[j], b.support_y[j],
+                                                           b.query_x[j], b.query_y[j])))

@@ -272,3 +272,14 @@ def test_a_tensor_file_path_that_exists_but_is_no_file_is_named_as_such(tmp_path
         read_tensor_file(tmp_path / "gone.npz")
     with pytest.raises(ValueError, match=r"is a folder"):
         read_tensor_file(tmp_path)
+
+
+@pytest.mark.parametrize("on_meta, named", [("x", "x is"), ("y", "y is"), ("xy", "x and y are")])
+def test_tensors_on_the_meta_device_are_refused_when_built(on_meta, named):
+    """Tensors on the meta device (shapes, no values) failed with torch's "Tensor.item()
+    cannot be called on meta tensors"."""
+    x, y = _data()
+    x, y = (x.to("meta") if "x" in on_meta else x), (y.to("meta") if "y" in on_meta else y)
+    with pytest.raises(ValueError, match=rf"^Episodes {named} on the meta device: shapes "
+                                         rf"without values"):
+        Episodes(x, y, ways=2, shots=2, queries=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -111,7 +112,8 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Returns:
         a 0-dim tensor in the dtype of ``logits``, at least float32 (bf16 or float16 logits
             give a float32 fraction, exact to the count), on its device: nothing is read
-            back.
+            back. NaN where any logit is NaN (a diverged model has no accuracy; argmax would
+            pick an arbitrary class); -inf logits, e.g. masked classes, are scored as usual.
 
     Raises:
         ValueError: logits not a float tensor ``[..., N, C]`` with C >= 1; labels not an
@@ -134,4 +136,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"accuracy: no examples (logits {_shape(logits)}, labels "
                          f"{_shape(labels)}); the accuracy of nothing is undefined")
     dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16 would round 13/50
-    return (logits.argmax(-1) == labels).to(dtype).mean()
+    acc = (logits.argmax(-1) == labels).to(dtype).mean()
+    # argmax takes a NaN for the largest logit: all-NaN logits would score the fraction of
+    # class-0 labels. NaN in, NaN out, decided on the device (nothing is read back).
+    return torch.where(logits.isnan().any(), torch.full_like(acc, math.nan), acc)

@@ -74,11 +74,12 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
         Others: as ``MAML`` (``checkpoint``: the older name of ``recompute_inner_loop``).
     """
     head = last_linear_names(model) if head is None else head
-    learner = MAML(model, inner_lr, inner_steps, first_order, loss, adapt=head,
-                   head_init=head_init, batching=batching,
-                   recompute_inner_loop=recompute_inner_loop, compile=compile,
-                   learn_lr=learn_lr, checkpoint=checkpoint)
+    learner = MAML.__new__(MAML)
+    learner._method = "ANIL"        # its errors name ANIL, not MAML, from construction on
+    learner.__init__(model, inner_lr, inner_steps, first_order, loss, adapt=head,
+                     head_init=head_init, batching=batching,
+                     recompute_inner_loop=recompute_inner_loop, compile=compile,
+                     learn_lr=learn_lr, checkpoint=checkpoint)
     if features_once(model, learner.inner.names):
         learner.inner.path_fn = head_only_path
-    learner._method = "ANIL"                  # its errors name ANIL, not MAML
     return learner

@@ -127,7 +127,8 @@ def vmap_wrong_norms(model: nn.Module) -> list[str]:
     return named_layers(model, lambda m: isinstance(m, VMAP_WRONG_SECOND_ORDER))
 
 
-def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter) -> str | None:
+def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
+                              owner: str = "MAML") -> str | None:
     """Why second-order MAML under ``vmap`` would give a wrong meta-gradient, or None.
 
     Under ``torch.func.vmap`` the double backward of torch's built-in BatchNorm, InstanceNorm
@@ -136,13 +137,14 @@ def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter) -> str | No
     before such a layer goes through that double backward; the head's (ANIL) does not.
 
     Returns:
-        The message naming the layers and the adapted parameters beyond the head, or None.
+        The message naming the layers and the adapted parameters beyond the head, or None;
+        it names the learner as ``owner`` ("MAML", or "ANIL" for one built by ``ANIL``).
     """
     layers = vmap_wrong_norms(model)
     beyond_head = [n for n in adapter.names if n not in adapter.head]
     if not (layers and beyond_head):
         return None
-    return (f"MAML(batching='vmap', first_order=False) would give a wrong meta-gradient: "
+    return (f"{owner}(batching='vmap', first_order=False) would give a wrong meta-gradient: "
             f"torch's double backward of {', '.join(layers)} is wrong under vmap "
             f"(pytorch/functorch#534), and the inner loop adapts {beyond_head[:3]}"
             f"{' ...' if len(beyond_head) > 3 else ''} beyond the head; use batching='loop' "
@@ -220,11 +222,11 @@ class MAML(AdaptsBySGD):
             if given else False
         compile = check_flag("compile", compile)
         learn_lr = check_flag("learn_lr", learn_lr)
-        flag = "recompute_inner_loop"
+        flag, owner = "recompute_inner_loop", self._owner    # "ANIL" when ANIL builds it
         if checkpoint is not None:          # the older name; the messages use the one given
             checkpoint = check_flag("checkpoint", checkpoint)
             if given and checkpoint != recompute_inner_loop:
-                raise ValueError(f"MAML(checkpoint={checkpoint}, recompute_inner_loop="
+                raise ValueError(f"{owner}(checkpoint={checkpoint}, recompute_inner_loop="
                                  f"{recompute_inner_loop}) conflict: checkpoint is the older "
                                  f"name of recompute_inner_loop; give only "
                                  f"recompute_inner_loop")
@@ -235,22 +237,22 @@ class MAML(AdaptsBySGD):
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
                                 checkpoint=recompute)
         if learn_lr and recompute:
-            raise ValueError(f"MAML(learn_lr=True, {flag}=True) is not supported: the "
+            raise ValueError(f"{owner}(learn_lr=True, {flag}=True) is not supported: the "
                              f"recomputed inner step takes a fixed step size (checkpoint)")
         if learn_lr:
             self.model = InnerLRs(model, len(self.inner.names), inner_steps, inner_lr)
         # the model and what adapts are fixed: found once, raised whenever vmap would run
         self._vmap_refusal = None if self.first_order else \
-            vmap_second_order_refusal(model, self.inner)
+            vmap_second_order_refusal(model, self.inner, owner)
         if batching == "vmap" and self._vmap_refusal:
             raise ValueError(self._vmap_refusal)
         self.batching = resolve_batching(batching, model, threads=True)
         if recompute and batching == "vmap":
-            raise ValueError(f"MAML({flag}=True, batching='vmap') is not supported: the "
+            raise ValueError(f"{owner}({flag}=True, batching='vmap') is not supported: the "
                              f"recomputed inner step has no vmap rule; use batching='loop' "
                              f"or 'auto'")
         if compile and batching in ("vmap", "threads"):
-            raise ValueError(f"MAML(compile=True) compiles the looped query pass on one "
+            raise ValueError(f"{owner}(compile=True) compiles the looped query pass on one "
                              f"thread; use batching='loop' or 'auto', not {batching!r}")
         if (recompute or compile) and batching == "auto":
             self.batching = "loop"

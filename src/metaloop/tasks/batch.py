@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -190,8 +191,27 @@ class TaskBatch:
         return int(self.support_y.max()) + 1
 
     def task(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The i-th task as (support_x [S,...], support_y, query_x [Q,...], query_y)."""
-        return self.support_x[i], self.support_y[i], self.query_x[i], self.query_y[i]
+        """The i-th task as (support_x [S,...], support_y, query_x [Q,...], query_y).
+
+        ``i`` is an int in ``[-B, B)``; negative values count from the end, as for a Python
+        sequence (``task(-1)`` is the last task).
+
+        Raises:
+            ValueError: ``i`` not an int (a float, a bool) or outside ``[-B, B)``.
+        """
+        b = self.num_tasks
+        try:            # an int, np.int64 or one-element int tensor; not a bool (1) or float
+            index = None if isinstance(i, bool) else operator.index(i)
+        except TypeError:
+            index = None
+        if index is None:
+            raise ValueError(f"TaskBatch.task(i): i must be an int task index in [-{b}, {b}) "
+                             f"(the batch has {b} tasks), got {type(i).__name__} {i!r}")
+        if not -b <= index < b:
+            raise ValueError(f"TaskBatch.task(i): i={index} is out of range: the batch has "
+                             f"{b} tasks, indices in [-{b}, {b})")
+        return (self.support_x[index], self.support_y[index], self.query_x[index],
+                self.query_y[index])
 
     def slice(self, start: int, stop: int) -> TaskBatch:
         """Tasks ``start:stop`` as a new TaskBatch (used to shard a meta-batch across ranks)."""

@@ -86,9 +86,9 @@ class Episodes:
 
     Raises:
         ValueError: naming the problem: shapes or dtypes, non-finite values in float ``x``,
-            labels out of range, one string instead of a list for ``classes`` or
-            ``class_names``, unknown or repeated ``classes``, fewer classes than ``ways``, or
-            classes smaller than ``shots + queries`` (listed).
+            ``x`` or ``y`` on the meta device, labels out of range, one string instead of a
+            list for ``classes`` or ``class_names``, unknown or repeated ``classes``, fewer
+            classes than ``ways``, or classes smaller than ``shots + queries`` (listed).
     """
 
     kind = "classification"
@@ -454,7 +454,7 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
             labels that are not ints ``[N]`` (strings included) or lie outside ``[0, K)``,
             no examples, NaN or inf in float ``x`` (naming the rows and their classes),
             ``class_names`` given as one string, repeated class names, square images given
-            channels-last (``[N, H, H, 1 or 3]``).
+            channels-last (``[N, H, H, 1 or 3]``), tensors on the meta device (no values).
     """
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "biuf":
@@ -470,6 +470,11 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
         y = _from_numpy(a)
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{what} x must be a tensor or numpy array, got {type(x).__name__}")
+    meta = [n for n, t in (("x", x), ("y", y)) if t.is_meta]
+    if meta:
+        raise ValueError(f"{what} {' and '.join(meta)} {'is' if len(meta) == 1 else 'are'} on "
+                         f"the meta device: shapes without values, which no task can be drawn "
+                         f"from; give the data itself (e.g. on the CPU)")
     if x.dim() == 3:
         x = x.unsqueeze(1)                                             # [N, 1, H, W]
     if x.dim() not in (2, 4):
