@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full MAML benchmark: every bench_maml.py variant, side by side with the peers, 2 CPU
-# threads, on an otherwise idle machine. Each variant's table goes to OUT/<variant>.txt.
+# threads (the sinusoid 1, as recorded), on an otherwise idle machine. Each variant's table
+# goes to OUT/<variant>.txt.
 #
 #     bash benchmarks/setup_peers.sh VENV            # once
 #     bash benchmarks/acceptance.sh VENV OUT [ITERS]
@@ -41,3 +42,6 @@ run mem20        --ways 20 --shots 5 --queries 5 --meta-batch 4 --steps 20 --inn
                  --check-tasks 1
 run w20s1        --ways 20 --meta-batch 16 --steps 5 --inner-lr 0.1 --iters 3 --reps 1 \
                  --warmup 1 --check-tasks 1
+# the sinusoid, where per-task overhead decides: the recorded settings (1 thread)
+run sinusoid     --model sinusoid --threads 1 --iters 200 --warmup 5 --reps 5
+run sinusoid_fo  --model sinusoid --first-order --threads 1 --iters 200 --warmup 5 --reps 5

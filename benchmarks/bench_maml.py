@@ -1,13 +1,24 @@
-"""MAML on Omniglot, metaloop side by side with a plain loop and the peers.
+"""MAML on Omniglot (or sinusoid regression), metaloop side by side with a plain loop and the
+peers.
 
 The base configuration: Conv4 (64 filters, 3x3 conv + BatchNorm on batch statistics + ReLU +
 2x2 max-pool, 28x28 input), 5-way 1-shot, 15 queries per class, meta-batch 32, 1 inner SGD
 step at 0.4, second order, Adam outer step (lr 1e-3). One iteration = one meta-gradient and
 one Adam step; sampling the batch is not timed.
 
+``--model sinusoid``: the MAML paper's sinusoid regression instead, where per-task Python
+overhead, not convolutions, decides the speed: an MLP 1-40-40-1 with ReLU, 10 support and 10
+query points per task, meta-batch 25, 1 inner SGD step at 0.01, Adam (lr 1e-3), MSE loss
+(``--shots``, ``--queries``, ``--meta-batch``, ``--inner-lr`` and ``--hidden``, the MLP's
+width, change it; ``--ways``, ``--pool``, ``--anil``, ``--data`` and ``--random-data`` are
+Conv4's and refused).
+
 Implementations (``--only`` picks some):
-  - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL``, ``batching="loop"`` (what "auto"
-    picks for Conv4): one task after another, each on ``--threads`` intra-op threads;
+  - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL`` with its default ``batching="auto"``:
+    for Conv4 the loop, one task after another, each on ``--threads`` intra-op threads; for
+    the sinusoid MLP (and on CUDA) ``vmap`` over the tasks. The reference of the ratios;
+  - ``metaloop-loop``: the same with ``batching="loop"`` named (the default for the sinusoid,
+    where it shows what ``vmap`` gains; on the CPU's Conv4 it is ``metaloop``);
   - ``metaloop-threads``: the same with ``batching="threads"``: the tasks spread over
     ``--threads`` threads of one intra-op thread each;
   - ``metaloop-ckpt``: ``metaloop`` with ``recompute_inner_loop=True`` (with ``--checkpoint``);
@@ -25,14 +36,18 @@ Implementations (``--only`` picks some):
     with ``PYTHONPATH=DIR``, so they use that tree's metaloop and models;
   - ``learn2learn``, ``higher``, ``torchopt``: only if importable (a note says why not).
     Install them with ``bash benchmarks/setup_peers.sh`` and run this script with that venv's
-    python. higher and TorchOpt run second-order full MAML only.
+    python. Each runs the tasks one after another in Python, as its examples do:
+    learn2learn ``MAML.clone()`` / ``adapt``, higher ``innerloop_ctx``, TorchOpt
+    ``MetaSGD`` (first order: its functional ``torchopt.sgd``, since ``MetaSGD`` always
+    differentiates through its step; higher: ``track_higher_grads=False``); higher and
+    TorchOpt run full MAML only, not ANIL.
 
 First, every implementation's meta-gradient is compared with metaloop's, in float64 on a
 small batch (``--check-tasks``) from the same seed: one that differs by more than 1e-5
 (relative to the largest gradient entry) is reported as wrong and not timed. Then each
 measurement runs in its own subprocess (so its peak RSS is its own), interleaved A B C A B C
 for ``--reps`` rounds of ``--iters`` timed iterations after ``--warmup``. It prints the median
-seconds per iteration, the peak RSS and the ratios to metaloop.
+seconds per iteration (milliseconds for the sinusoid), the peak RSS and the ratios to metaloop.
 
     python benchmarks/bench_maml.py                         # base configuration
     python benchmarks/bench_maml.py --first-order
@@ -42,6 +57,13 @@ seconds per iteration, the peak RSS and the ratios to metaloop.
     python benchmarks/bench_maml.py --pool stride --only metaloop,metaloop-compile,plain
     python benchmarks/bench_maml.py --ways 20 --shots 5 --queries 5 --meta-batch 4 \\
         --steps 10 --inner-lr 0.1 --checkpoint --only metaloop,metaloop-ckpt
+    python benchmarks/bench_maml.py --model sinusoid --threads 1 --iters 200 --warmup 5 --reps 5
+
+``--records DIR`` writes one record per timed implementation, for the ``benchmarks-maml``
+table of docs/benchmarks.md ``DIR/benchmarks_maml_{first,second}_order_{maml,anil}_<name>.json``
+and for its ``benchmarks-maml-sinusoid`` table
+``DIR/benchmarks_maml_sinusoid_{first,second}_order_mb<meta-batch>_<name>.json``; the folder
+is checked before any work.
 
 On a GPU (``--device cuda``): every implementation runs on the GPU with TF32 off; metaloop
 batches its tasks with ``vmap`` (``batching="auto"`` on CUDA), ``metaloop-threads`` is
@@ -65,11 +87,14 @@ and the allocator settings (printed) change them by 25% or more (docs/benchmarks
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import math
 import os
+import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -84,11 +109,20 @@ from torch.func import functional_call
 
 import metaloop as ml
 from metaloop.meta import ANIL, MAML
-from metaloop.models import Conv4
+from metaloop.models import MLP, Conv4
 
-IMPLS = ("metaloop", "metaloop-threads", "baseline", "metaloop-ckpt", "metaloop-compile", "plain",
-         "plain-cl", "learn2learn", "higher", "torchopt")
-DEFAULT = [n for n in IMPLS if n not in ("plain-cl", "metaloop-compile")]
+IMPLS = ("metaloop", "metaloop-loop", "metaloop-threads", "baseline", "metaloop-ckpt",
+         "metaloop-compile", "plain", "plain-cl", "learn2learn", "higher", "torchopt")
+DEFAULT = {"conv4": [n for n in IMPLS if n not in ("metaloop-loop", "plain-cl",
+                                                   "metaloop-compile")],
+           "sinusoid": ["metaloop", "metaloop-loop", "plain", "learn2learn", "higher",
+                        "torchopt"]}
+MODEL_DEFAULTS = {        # the options whose default depends on --model (None: refused there)
+    "conv4": {"ways": 5, "shots": 1, "queries": 15, "meta_batch": 32, "inner_lr": 0.4,
+              "hidden": 64, "pool": "max"},
+    "sinusoid": {"ways": None, "shots": 10, "queries": 10, "meta_batch": 25, "inner_lr": 0.01,
+                 "hidden": 40, "pool": None},
+}
 PEERS = ("learn2learn", "higher", "torchopt")
 TOL = 1e-5
 _TORCHVISION_LIB = []   # keeps the torch.library definitions alive
@@ -96,9 +130,16 @@ _TORCHVISION_LIB = []   # keeps the torch.library definitions alive
 
 # ---------------------------------------------------------------------------- data and model
 
-def make_model(args) -> Conv4:
+def make_model(args) -> Conv4 | MLP:
     torch.manual_seed(args.seed)
+    if args.model == "sinusoid":
+        return MLP(1, (args.hidden, args.hidden), 1).to(args.device)
     return Conv4(1, args.hidden, args.ways, pool=args.pool, image_size=28).to(args.device)
+
+
+def loss_fn(args):
+    """The task loss of the peers and the plain loop (metaloop's ``loss`` is its name)."""
+    return F.mse_loss if args.model == "sinusoid" else F.cross_entropy
 
 
 def random_batch(n, args, g) -> ml.TaskBatch:
@@ -110,9 +151,12 @@ def random_batch(n, args, g) -> ml.TaskBatch:
 
 
 def batch_source(args):
-    """``sample(n, generator) -> TaskBatch`` from Omniglot's train split, or random images,
-    drawn on the CPU (the same tasks on every device) and moved to ``args.device``."""
-    if args.random_data:
+    """``sample(n, generator) -> TaskBatch`` from Omniglot's train split, random images or
+    sinusoids, drawn on the CPU (the same tasks on every device) and moved to
+    ``args.device``."""
+    if args.model == "sinusoid":
+        draw = ml.tasks.Sinusoid(args.shots, args.queries).sample
+    elif args.random_data:
         draw = lambda n, g: random_batch(n, args, g)   # noqa: E731
     else:
         draw = ml.tasks.Omniglot(args.data, "train", args.ways, args.shots, args.queries).sample
@@ -122,29 +166,33 @@ def batch_source(args):
 
 
 def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
-    return ml.TaskBatch(batch.support_x.double(), batch.support_y,
-                        batch.query_x.double(), batch.query_y)
+    """The inputs, and regression targets, in float64 (class labels stay int64)."""
+    def double(t):
+        return t.double() if t.is_floating_point() else t
+    return ml.TaskBatch(*(double(t) for t in (batch.support_x, batch.support_y,
+                                              batch.query_x, batch.query_y)))
 
 
 # ---------------------------------------------------------------------------- implementations
 # Each builder returns grads(batch) -> {name: d meta-loss / d theta_0}, the mean over tasks.
 
-def build_metaloop(model, args, checkpoint=False, compile=False, batching="loop"):
-    if args.device != "cpu" and batching == "loop":
-        batching = "auto"                 # vmap over the tasks on CUDA, as metaloop trains
+def build_metaloop(model, args, checkpoint=False, compile=False, batching="auto"):
     make = ANIL if args.anil else MAML
     extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flags
+    if batching != "auto":                          # (the default)
+        extra["batching"] = batching
     if checkpoint:
         extra["recompute_inner_loop"] = True
-    learner = make(model, args.inner_lr, args.steps, args.first_order, loss="ce",
-                   batching=batching, **extra)
+    learner = make(model, args.inner_lr, args.steps, args.first_order,
+                   loss="mse" if args.model == "sinusoid" else "ce", **extra)
     return learner.meta_gradient
 
 
 def _adapt_plain(fwd, p, names, sx, sy, args):
     """``args.steps`` SGD steps on the support loss; p is a dict name -> tensor."""
+    loss = loss_fn(args)
     for _ in range(args.steps):
-        g = torch.autograd.grad(F.cross_entropy(fwd(p, sx), sy), [p[n] for n in names],
+        g = torch.autograd.grad(loss(fwd(p, sx), sy), [p[n] for n in names],
                                 create_graph=not args.first_order)
         p = {**p, **{n: p[n] - args.inner_lr * gi for n, gi in zip(names, g)}}
     return p
@@ -162,7 +210,7 @@ def build_plain(model, args, layout=lambda x: x):
 
     def task_loss(sx, sy, qx, qy):
         if not args.anil:
-            return F.cross_entropy(full(_adapt_plain(full, params, list(params), sx, sy, args),
+            return loss_fn(args)(full(_adapt_plain(full, params, list(params), sx, sy, args),
                                         qx), qy)
         fs, fq = (functional_call(model, params, (x,), {"head": False}) for x in (sx, qx))
         p = _adapt_plain(linear, {n: params[n] for n in head}, head, fs, sy, args)
@@ -196,14 +244,15 @@ def _backward_grads(model, per_task):
 
 def build_learn2learn(model, args):
     import learn2learn as l2l
+    loss = loss_fn(args)
     if not args.anil:
         maml = l2l.algorithms.MAML(model, lr=args.inner_lr, first_order=args.first_order)
 
         def per_task(sx, sy, qx, qy):
             learner = maml.clone()
             for _ in range(args.steps):
-                learner.adapt(F.cross_entropy(learner(sx), sy))
-            return F.cross_entropy(learner(qx), qy)
+                learner.adapt(loss(learner(sx), sy))
+            return loss(learner(qx), qy)
         return _backward_grads(model, per_task)
     head = l2l.algorithms.MAML(model.head, lr=args.inner_lr, first_order=args.first_order)
 
@@ -218,26 +267,47 @@ def build_learn2learn(model, args):
 
 def build_higher(model, args):
     import higher
+    loss = loss_fn(args)
     inner_opt = torch.optim.SGD(model.parameters(), lr=args.inner_lr)
 
     def per_task(sx, sy, qx, qy):
         with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False) as (fm, opt):
             for _ in range(args.steps):
-                opt.step(F.cross_entropy(fm(sx), sy))
-            return F.cross_entropy(fm(qx), qy)
-    return _backward_grads(model, per_task)
+                opt.step(loss(fm(sx), sy))
+            return loss(fm(qx), qy)
+    if not args.first_order:
+        return _backward_grads(model, per_task)
+
+    def grads(batch):
+        """First order: higher without its graph (``track_higher_grads=False``) detaches the
+        fast weights at each step; the query gradient at the adapted ones is the task's."""
+        total = {n: torch.zeros_like(v) for n, v in model.named_parameters()}
+        for i in range(batch.num_tasks):
+            sx, sy, qx, qy = batch.task(i)
+            with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False,
+                                      track_higher_grads=False) as (fm, opt):
+                for _ in range(args.steps):
+                    opt.step(loss(fm(sx), sy))
+                g = torch.autograd.grad(loss(fm(qx), qy), list(fm.parameters()))
+            for n, gi in zip(total, g):
+                total[n] += gi / batch.num_tasks
+        return total
+    return grads
 
 
 def build_torchopt(model, args):
     import torchopt
+    loss_of = loss_fn(args)
+    if args.first_order:               # MetaSGD always differentiates through its step
+        return _torchopt_functional(model, args)
     inner_opt = torchopt.MetaSGD(model, lr=args.inner_lr)
 
     def per_task(sx, sy, qx, qy):
         net_state = torchopt.extract_state_dict(model)
         opt_state = torchopt.extract_state_dict(inner_opt)
         for _ in range(args.steps):
-            inner_opt.step(F.cross_entropy(model(sx), sy))
-        loss = F.cross_entropy(model(qx), qy)
+            inner_opt.step(loss_of(model(sx), sy))
+        loss = loss_of(model(qx), qy)
         # the graph keeps the adapted tensors alive; put theta_0 back for the next task
         torchopt.recover_state_dict(model, net_state)
         torchopt.recover_state_dict(inner_opt, opt_state)
@@ -245,11 +315,31 @@ def build_torchopt(model, args):
     return _backward_grads(model, per_task)
 
 
+def _torchopt_functional(model, args):
+    """TorchOpt's functional API (``torchopt.sgd``, ``update``, ``apply_updates``) on a
+    params dict: first order takes the inner gradients without their graph."""
+    import torchopt
+    loss_of, inner_opt = loss_fn(args), torchopt.sgd(lr=args.inner_lr)
+    params = dict(model.named_parameters())
+
+    def per_task(sx, sy, qx, qy):
+        p, state = params, inner_opt.init(params)
+        for _ in range(args.steps):
+            g = torch.autograd.grad(loss_of(functional_call(model, p, (sx,)), sy),
+                                    list(p.values()), create_graph=not args.first_order)
+            updates, state = inner_opt.update(dict(zip(p, g)), state, inplace=False)
+            p = torchopt.apply_updates(p, updates, inplace=False)
+        return loss_of(functional_call(model, p, (qx,)), qy)
+    return _backward_grads(model, per_task)
+
+
 def build(name, model, args):
-    if name in ("metaloop", "metaloop-threads", "metaloop-ckpt", "metaloop-compile"):
+    if name in ("metaloop", "metaloop-loop", "metaloop-threads", "metaloop-ckpt",
+                "metaloop-compile"):
         return build_metaloop(model, args, checkpoint=name == "metaloop-ckpt",
                               compile=name == "metaloop-compile",
-                              batching="threads" if name == "metaloop-threads" else "loop")
+                              batching={"metaloop-threads": "threads",
+                                        "metaloop-loop": "loop"}.get(name, "auto"))
     if name == "plain-cl":
         from metaloop.func.params import channels_last  # not in a --baseline tree
         return build_plain(model, args, layout=channels_last)
@@ -287,10 +377,12 @@ def unavailable(name, args) -> str | None:
         return "add --checkpoint to time it"
     if name == "baseline" and not args.baseline:
         return "add --baseline DIR to time it"
-    if name in ("higher", "torchopt") and (args.anil or args.first_order):
-        return "only second-order full MAML is written for it here"
+    if name in ("higher", "torchopt") and args.anil:
+        return "only full MAML is written for it here"
     if name in ("metaloop-threads", "plain-cl") and args.device != "cpu":
         return "a CPU layout (threads / channels-last), not timed on a GPU"
+    if name == "plain-cl" and args.model != "conv4":
+        return "an image layout: Conv4 only"
     if name not in PEERS:
         return None
     if name == "learn2learn":
@@ -411,7 +503,8 @@ def run_worker(name, argv) -> str:
     if name == "baseline":
         args = parse(argv)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (args.baseline, env.get("PYTHONPATH")) if p)
-        if not args.data and not args.random_data:    # the Omniglot copy this tree finds
+        if args.model == "conv4" and not args.data and not args.random_data:
+            # the Omniglot copy this tree finds
             from metaloop.data.omniglot import search_dirs
             found = [d for d in search_dirs() if (d / "splits").is_dir()]
             argv = [*argv, "--data", str(found[0])] if found else argv
@@ -431,24 +524,31 @@ def measure(name, argv) -> dict:
 # ---------------------------------------------------------------------------- main
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     add = ap.add_argument
-    add("--ways", type=int, default=5)
-    add("--shots", type=int, default=1)
-    add("--queries", type=int, default=15, help="query images per class")
-    add("--meta-batch", type=int, default=32)
+    add("--model", choices=tuple(MODEL_DEFAULTS), default="conv4",
+        help="conv4: Omniglot Conv4 (the base); sinusoid: the MAML paper's sinusoid "
+             "regression, MLP 1-40-40-1 (see the docstring)")
+    add("--ways", type=int, default=None, help="default 5 (Conv4 only)")
+    add("--shots", type=int, default=None, help="default 1 (sinusoid: 10 points)")
+    add("--queries", type=int, default=None,
+        help="query images per class, default 15 (sinusoid: query points, 10)")
+    add("--meta-batch", type=int, default=None, help="default 32 (sinusoid: 25)")
     add("--steps", type=int, default=1, help="inner SGD steps")
-    add("--inner-lr", type=float, default=0.4)
+    add("--inner-lr", type=float, default=None, help="default 0.4 (sinusoid: 0.01)")
     add("--outer-lr", type=float, default=1e-3)
-    add("--hidden", type=int, default=64, help="Conv4 filters")
-    add("--pool", choices=["max", "stride"], default="max",
-        help="Conv4 downsampling: 2x2 max-pool (the issue's base) or stride-2 convs (the "
-             "MAML paper's Omniglot net, metaloop's Omniglot configs)")
+    add("--hidden", type=int, default=None,
+        help="Conv4 filters, default 64 (sinusoid: the MLP's two hidden widths, 40)")
+    add("--pool", choices=["max", "stride"], default=None,
+        help="Conv4 downsampling: 2x2 max-pool (the default, the issue's base) or stride-2 "
+             "convs (the MAML paper's Omniglot net, metaloop's Omniglot configs)")
     add("--first-order", action="store_true")
     add("--anil", action="store_true", help="adapt only the head (ANIL)")
     add("--checkpoint", action="store_true",
         help="also time metaloop with recompute_inner_loop=True")
-    add("--only", default=",".join(DEFAULT), help="comma-separated implementations")
+    add("--only", default=None,
+        help=f"comma-separated implementations (default: {','.join(DEFAULT['conv4'])}; "
+             f"sinusoid: {','.join(DEFAULT['sinusoid'])})")
     add("--iters", type=int, default=10, help="timed iterations per measurement")
     add("--warmup", type=int, default=1)
     add("--reps", type=int, default=2, help="interleaved rounds (one process each)")
@@ -461,9 +561,24 @@ def parse(argv=None):
     add("--random-data", action="store_true", help="random images instead of Omniglot")
     add("--baseline", default=None, metavar="DIR",
         help="time metaloop from this source tree too, as 'baseline' (see the docstring)")
+    add("--records", default=None, metavar="DIR",
+        help="write one JSON record per timed implementation into this folder")
     add("--worker", default=None, help=argparse.SUPPRESS)
     add("--check-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    for name, value in MODEL_DEFAULTS[args.model].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+        elif value is None:                   # a Conv4 option given with --model sinusoid
+            ap.error(f"--{name.replace('_', '-')} is a Conv4 option; --model {args.model} "
+                     f"has none")
+    if args.model != "conv4":
+        for flag in ("anil", "random_data", "data"):
+            if getattr(args, flag):
+                ap.error(f"--{flag.replace('_', '-')} is a Conv4 option; --model {args.model} "
+                         f"has none")
+    if args.only is None:
+        args.only = ",".join(DEFAULT[args.model])
     require_positive(ap, args, "ways", "shots", "queries", "meta_batch", "steps", "hidden",
                      "iters", "reps", "check_tasks", "threads")
     if args.warmup < 0:
@@ -486,31 +601,104 @@ def parse(argv=None):
     if "metaloop" not in args.only.split(","):
         ap.error(f"--only {args.only}: metaloop must be among them, as the reference for the "
                  f"ratios")
+    if args.records is not None and not args.worker:    # where the records go, before any work
+        from metaloop.evaluate.records import check_record_path
+        try:
+            for name in args.only.split(","):
+                check_record_path(record_path(args.records, name, args))
+        except ValueError as e:
+            ap.error(f"--records: {e}")
     return args
 
 
-def header(args) -> str:
+def setting(args) -> str:
+    """What is timed, in one line (without the repeats)."""
     kind = "first" if args.first_order else "second"
     what = "ANIL" if args.anil else "MAML"
+    if args.model == "sinusoid":
+        return (f"{kind}-order {what}, sinusoid MLP 1-{args.hidden}-{args.hidden}-1, "
+                f"{args.shots} support / {args.queries} query points, meta-batch "
+                f"{args.meta_batch}, {args.steps} step(s) at {args.inner_lr}, Adam "
+                f"{args.outer_lr}, MSE")
     data = "random images" if args.random_data else "Omniglot train"
+    return (f"{kind}-order {what}, Conv4 {args.hidden} filters ({args.pool}), "
+            f"{args.ways}-way {args.shots}-shot, {args.queries} queries/class, "
+            f"meta-batch {args.meta_batch}, {args.steps} step(s) at {args.inner_lr}, "
+            f"Adam {args.outer_lr}, {data}")
+
+
+def header(args) -> str:
     where = (f"{torch.cuda.get_device_name(0)} (TF32 off), " if args.device == "cuda"
              else "")
     return (f"torch {torch.__version__}, {where}{torch.get_num_threads()} thread(s), "
-            f"{allocator()}\n{kind}-order {what}, Conv4 {args.hidden} filters ({args.pool}), "
-            f"{args.ways}-way {args.shots}-shot, {args.queries} queries/class, "
-            f"meta-batch {args.meta_batch}, {args.steps} step(s) at {args.inner_lr}, "
-            f"Adam {args.outer_lr}, {data}; median of {args.reps} x {args.iters} iterations")
+            f"{allocator()}\n{setting(args)}; median of {args.reps} x {args.iters} iterations")
+
+
+def record_path(records, name, args) -> Path:
+    """Where ``--records`` puts the record of implementation ``name``."""
+    kind = "first" if args.first_order else "second"
+    if args.model == "sinusoid":
+        stem = f"sinusoid_{kind}_order_mb{args.meta_batch}"
+    else:
+        stem = f"{kind}_order_{'anil' if args.anil else 'maml'}"
+    return Path(records) / f"benchmarks_maml_{stem}_{name.replace('-', '_')}.json"
+
+
+def _cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def write_records(results, args, argv) -> None:
+    """One record per implementation of ``results`` into ``args.records`` (``--records``)."""
+    from metaloop.evaluate.records import write_record
+    kind = "first" if args.first_order else "second"
+    what = "ANIL" if args.anil else "MAML"
+    sine = args.model == "sinusoid"
+    if args.device == "cuda":
+        device = f"{torch.cuda.get_device_name(0)} (TF32 off)"
+    else:
+        device = (f"CPU ({_cpu_name()}, {os.cpu_count()} cores), "
+                  f"{args.threads} thread{'s' if args.threads > 1 else ''}, shared")
+    python = f"{sys.prefix}/bin/python" if sys.prefix != sys.base_prefix else "python"
+    command = " ".join([python, "benchmarks/bench_maml.py", *map(shlex.quote, argv)])
+    peak = "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib"
+    base_t = statistics.median(results["metaloop"]["times"])
+    variant = 2 * args.anil + args.first_order
+    for name, r in results.items():
+        t = statistics.median(r["times"])
+        label = {"metaloop": "metaloop, batching='auto'" + (" (vmap)" if sine else ""),
+                 "metaloop-loop": "metaloop, batching='loop'"}.get(name, name) if sine else name
+        row = (f"{kind}-order {what}, meta-batch {args.meta_batch}: {label}" if sine
+               else f"{kind}-order {what}: {name}")
+        write_record(record_path(args.records, name, args),
+                     table="benchmarks-maml-sinusoid" if sine else "benchmarks-maml",
+                     row=row,
+                     metric="milliseconds per iteration" if sine else "seconds per iteration",
+                     mean=round(t * 1e3, 3) if sine else round(t, 3), digits=2 if sine else 3,
+                     ci95=None, n=len(r["times"]), budget={"iterations": len(r["times"])},
+                     device=device, torch=torch.__version__.split("+")[0],
+                     date=datetime.date.today().isoformat(), config=None, command=command,
+                     published=None, order=(1200 if sine else 1040) + 20 * variant
+                     + IMPLS.index(name),
+                     note=f"{t / base_t:.2f}x metaloop's time, peak "
+                          f"{'GPU' if args.device == 'cuda' else 'RSS'} {r['rss_mib']:.0f} MiB",
+                     **{peak: round(r["rss_mib"])})
 
 
 def report(results, args) -> None:
     base = results["metaloop"]
     base_t, base_m = statistics.median(base["times"]), base["rss_mib"]
     peak = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
-    print(f"{'implementation':15s} {'s/it':>9s} {'x metaloop':>11s} {peak:>13s} "
+    unit, scale = ("ms/it", 1e3) if args.model == "sinusoid" else ("s/it", 1)   # the MLP: ms
+    print(f"{'implementation':15s} {unit:>9s} {'x metaloop':>11s} {peak:>13s} "
           f"{'x metaloop':>11s} {'after set-up':>13s}")
     for name, r in results.items():
         t = statistics.median(r["times"])
-        print(f"{name:15s} {t:9.3f} {t / base_t:11.2f} {r['rss_mib']:13.0f} "
+        print(f"{name:15s} {t * scale:9.3f} {t / base_t:11.2f} {r['rss_mib']:13.0f} "
               f"{r['rss_mib'] / base_m:11.2f} {r['setup_mib']:13.0f}")
     if args.device == "cuda":
         print("peak GPU: the memory allocated at its peak over the iterations; after set-up: "
@@ -572,6 +760,8 @@ def main(argv=None) -> None:
             for k in ("rss_mib", "setup_mib"):
                 results[name][k] = max(results[name][k], r[k] or 0.0)
     report(results, args)
+    if args.records:
+        write_records(results, args, argv)
 
 
 if __name__ == "__main__":

@@ -441,3 +441,63 @@ def test_gpu_graph_names_a_missing_config(tmp_path):
               str(tmp_path / "nope.toml")])
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
     assert r.stderr.splitlines()[-1].endswith("nope.toml does not exist")
+
+
+def test_bench_maml_sinusoid_checks_and_times_metaloop_and_writes_its_records(tmp_path):
+    """``--model sinusoid``: the MAML paper's sinusoid MLP, where metaloop's default batches
+    the tasks with vmap and ``metaloop-loop`` loops; both and the plain loop agree in float64,
+    are timed, and ``--records`` writes one valid record each for the sinusoid table."""
+    from metaloop.evaluate.records import validate_record
+
+    recs = tmp_path / "recs"
+    r = _run([sys.executable, "benchmarks/bench_maml.py", "--model", "sinusoid", "--only",
+              "metaloop,metaloop-loop,plain", "--iters", "1", "--reps", "1", "--warmup", "0",
+              "--threads", "1", "--records", str(recs)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ("second-order MAML, sinusoid MLP 1-40-40-1, 10 support / 10 query points, "
+            "meta-batch 25, 1 step(s) at 0.01") in r.stdout
+    for name in ("metaloop-loop", "plain"):
+        assert f"check {name:13s} max rel err" in r.stdout, r.stdout
+    assert "WRONG" not in r.stdout and "ms/it" in r.stdout
+    files = sorted(p.name for p in recs.iterdir())
+    assert files == [f"benchmarks_maml_sinusoid_second_order_mb25_{n}.json"
+                     for n in ("metaloop", "metaloop_loop", "plain")]
+    rec = validate_record(json.loads((recs / files[1]).read_text()))
+    assert rec["table"] == "benchmarks-maml-sinusoid" and rec["n"] == 1
+    assert rec["row"] == "second-order MAML, meta-batch 25: metaloop, batching='loop'"
+    assert rec["command"].endswith(f"--records {recs}") and rec["peak_rss_mib"] > 0
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_maml import build, make_model, parse
+
+    args = parse(["--model", "sinusoid"])
+    batching = {n: build(n, make_model(args), args).__self__.batching
+                for n in ("metaloop", "metaloop-loop")}
+    assert batching == {"metaloop": "vmap", "metaloop-loop": "loop"}
+    conv = parse([])                         # the Conv4 base is as it was: auto is the loop
+    assert (conv.ways, conv.shots, conv.queries, conv.meta_batch, conv.inner_lr, conv.hidden,
+            conv.pool) == (5, 1, 15, 32, 0.4, 64, "max")
+    assert build("metaloop", make_model(conv), conv).__self__.batching == "loop"
+
+
+def test_bench_maml_refuses_a_bad_model_and_conv4_options_with_the_sinusoid(tmp_path):
+    """An unknown ``--model`` and a Conv4 option given with ``--model sinusoid`` (it would be
+    ignored, or ANIL would time another algorithm) are one named usage error; so is a
+    ``--records`` folder that cannot be made, before any work."""
+    (tmp_path / "file").write_text("")
+    base = [sys.executable, "benchmarks/bench_maml.py", "--iters", "1", "--reps", "1",
+            "--threads", "1"]
+    for flags, said in ((["--model", "mlp"], "argument --model: invalid choice: 'mlp'"),
+                        (["--model", "sinusoid", "--ways", "5"],
+                         "--ways is a Conv4 option; --model sinusoid has none"),
+                        (["--model", "sinusoid", "--pool", "stride"], "--pool is a Conv4 option"),
+                        (["--model", "sinusoid", "--anil"], "--anil is a Conv4 option"),
+                        (["--model", "sinusoid", "--random-data"],
+                         "--random-data is a Conv4 option"),
+                        (["--model", "sinusoid", "--records", str(tmp_path / "file" / "recs")],
+                         "--records: cannot create the record's folder")):
+        r = _run([*base, *flags])
+        assert r.returncode == 2, (flags, r.stderr[-500:])
+        assert said in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr, flags
+        assert r.stdout == "", flags
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
