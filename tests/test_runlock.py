@@ -296,3 +296,126 @@ def test_under_torchrun_a_held_folder_stops_every_rank_and_rank_0_says_it_once(t
         assert done[0][1].count("\n") == 1
         assert done[1][1] == ""
         assert _snapshot(out) == before
+
+
+FORK = ("import os, sys, time\nfrom metaloop import runlock\nrunlock.acquire(sys.argv[1])\n"
+        "child = os.fork()\nif child == 0:\n    null = os.open(os.devnull, os.O_WRONLY)\n"
+        "    os.dup2(null, 1)\n    os.dup2(null, 2)\n    time.sleep(60)\n    os._exit(0)\n"
+        "print(child, flush=True)\nos._exit(0)\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_forked_child_that_outlives_its_parent_leaves_the_folder_free(tmp_path):
+    run = tmp_path / "run"
+    parent = subprocess.run([sys.executable, "-c", FORK, str(run)], env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert parent.returncode == 0, parent.stderr
+    child = int(parent.stdout)            # still running: its parent ended without release
+    try:
+        os.kill(child, 0)
+        assert not _held_elsewhere(run)
+        with runlock.hold(run):
+            assert runlock.holder(run)["pid"] == os.getpid()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_another_thread_of_the_process_is_refused_as_another_process_is(tmp_path):
+    import threading
+
+    run = tmp_path / "run"
+    _train(run)
+    errors = []
+
+    def second():
+        try:
+            _train(run, resume=True)
+        except Exception as e:           # noqa: BLE001 (checked below)
+            errors.append(e)
+
+    with runlock.hold(run):
+        before = _snapshot(run)
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(timeout=120)
+        with runlock.hold(run):          # the holding thread itself nests
+            pass
+        assert _held_elsewhere(run)
+        assert _snapshot(run) == before
+    assert len(errors) == 1 and isinstance(errors[0], runlock.RunInUseError), errors
+    assert str(errors[0]).startswith(f"run folder {run} is in use by another thread of this "
+                                     f"process (pid {os.getpid()})")
+    assert not (run / runlock.LOCK_FILE).exists()
+
+
+RANK = """
+import sys
+import torch
+import torch.distributed as dist
+import metaloop as ml
+from metaloop.train import distributed
+distributed.init("cpu", timeout_s=60)
+torch.manual_seed(0)
+model = ml.models.MLP(in_dim=1, hidden=(8,), out_dim=1)
+learner = ml.meta.MAML(model, inner_lr=0.01, inner_steps=1, first_order=True, loss="mse")
+try:
+    ml.train(learner, ml.tasks.Sinusoid(shots=5, queries=5), iterations=2, meta_batch=2,
+             out_dir=sys.argv[1], resume=True, progress=False)
+except ml.RunInUseError as e:
+    print("refused:", str(e).split(" (")[0], flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_ml_train_under_torchrun_on_a_held_folder_raises_the_named_error_on_every_rank(
+        tmp_path):
+    run = tmp_path / "run"
+    _train(run)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    base = {k: v for k, v in ENV.items()
+            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    with Holder(run):
+        before = _snapshot(run)
+        procs = [subprocess.Popen(
+            [sys.executable, "-c", RANK, str(run)],
+            env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+        try:
+            done = [p.communicate(timeout=90) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        assert [p.returncode for p in procs] == [0, 0], done
+        assert [out for out, _ in done] == [f"refused: run folder {run} is in use by another "
+                                            f"metaloop process\n"] * 2, done
+        assert _snapshot(run) == before
+
+
+def test_an_interpreter_without_argv_holds_a_folder_naming_python(tmp_path, monkeypatch):
+    monkeypatch.delattr(sys, "argv")            # an embedded interpreter sets none
+    with runlock.hold(tmp_path / "run"):
+        assert runlock.holder(tmp_path / "run")["command"] == "python"
+
+
+def test_a_folder_made_again_after_another_start_removed_it_is_removed_on_failure(
+        tmp_path, monkeypatch):
+    run = tmp_path / "new" / "run"
+    run.mkdir(parents=True)                 # made by another process's start, which fails
+    real_open, calls = runlock._open, []
+
+    def open_after_removal(file):
+        if not calls:                       # that start removes what it made, meanwhile
+            run.rmdir()
+            run.parent.rmdir()
+        calls.append(file)
+        return real_open(file)
+    monkeypatch.setattr(runlock, "_open", open_after_removal)
+    with pytest.raises(RuntimeError):
+        with runlock.hold(run):             # this one makes the folders again, then fails
+            assert run.is_dir()
+            raise RuntimeError("bad data")
+    assert len(calls) == 2
+    assert not (tmp_path / "new").exists()

@@ -20,10 +20,13 @@ killed run leaves no stale lock, only its file: ``--resume`` works at once. Wher
 system has no locks (some network file systems), the run goes on unlocked with a
 ``RunLockWarning``.
 
-The lock is re-entrant within a process, per folder: a command that calls another writer on
-the same folder (``metaloop train`` calls ``ml.train``) holds it once; a folder inside a
-held one (``compare``'s ``runs/compare/runs/maml_0``) is a folder of its own, with its own
-lock. Readers (``metaloop eval --checkpoint``, ``predict``, ``load_run``) take no lock.
+The lock is re-entrant within a thread, per folder: a command that calls another writer on
+the same folder (``metaloop train`` calls ``ml.train``) holds it once; another thread of the
+same process is refused as another process is; a folder inside a held one (``compare``'s
+``runs/compare/runs/maml_0``) is a folder of its own, with its own lock. A forked child
+(a worker process) holds none of its parent's locks: it closes its copies of the lock files,
+so that a child which outlives its parent leaves the folder free. Readers (``metaloop eval
+--checkpoint``, ``predict``, ``load_run``) take no lock.
 """
 
 from __future__ import annotations
@@ -70,13 +73,32 @@ class RunLockWarning(UserWarning):
 
 
 # this process's held folders: real path -> [fd, depth, folders made by the first acquire
-# (deepest first), pid]; a forked child holds none of its parent's
+# (deepest first), pid, the holding thread's ident]; a forked child holds none of its
+# parent's (_forget_after_fork)
 _HELD: dict[str, list] = {}
 _GUARD = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    """In a forked child: close the child's copies of the held lock files. A flock belongs
+    to the open file, which fork shares, so a child that kept them (a worker still running
+    after its parent was killed) would keep the parent's folders locked."""
+    global _GUARD
+    _GUARD = threading.Lock()           # (another thread may have held it at the fork)
+    for entry in _HELD.values():
+        try:
+            os.close(entry[0])          # the parent's lock stays: no LOCK_UN here
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):     # POSIX
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _command() -> str:
-    argv = list(sys.argv) or ["python"]
+    argv = list(getattr(sys, "argv", None) or ["python"])    # an embedded interpreter: none
     name = Path(argv[0]).name
     if name == "__main__.py":                  # python -m metaloop
         name = f"python -m {Path(argv[0]).parent.name}"
@@ -166,7 +188,8 @@ def acquire(path, *, create: bool = True) -> str | None:
         A token for ``release`` (None where nothing was locked).
 
     Raises:
-        RunInUseError: another process holds the folder (naming it and that process).
+        RunInUseError: another process, or another thread of this one, holds the folder
+            (naming it and that process).
         ValueError: the folder cannot be created (naming it and why).
     """
     if path is None:
@@ -183,6 +206,9 @@ def acquire(path, *, create: bool = True) -> str | None:
     with _GUARD:
         entry = _HELD.get(key)
         if entry is not None and entry[3] == os.getpid():
+            if entry[4] != threading.get_ident():
+                raise RunInUseError(f"run folder {path} is in use by another thread of this "
+                                    f"process (pid {os.getpid()}); wait for it to end")
             entry[1] += 1
             return key
         file = Path(key) / LOCK_FILE
@@ -190,7 +216,9 @@ def acquire(path, *, create: bool = True) -> str | None:
             try:
                 fd = _open(file)
             except FileNotFoundError:       # the folder was removed meanwhile: again
+                again = [d for d in (file.parent, *file.parent.parents) if not d.exists()]
                 file.parent.mkdir(parents=True, exist_ok=True)
+                made = again + [d for d in made if d not in again]        # (made here too)
                 continue
             if fd is None:
                 return None
@@ -224,7 +252,7 @@ def acquire(path, *, create: bool = True) -> str | None:
             os.write(fd, info.encode())
         except OSError:
             pass                        # opened read-only: the message names no holder
-        _HELD[key] = [fd, 1, made, os.getpid()]
+        _HELD[key] = [fd, 1, made, os.getpid(), threading.get_ident()]
     return key
 
 
@@ -246,7 +274,7 @@ def release(token: str | None, *, discard: bool = False) -> None:
         if entry[1] > 0:
             return
         del _HELD[token]
-        fd, _, made, _ = entry
+        fd, _, made, _, _ = entry
         file = Path(token) / LOCK_FILE
         if fcntl is not None:           # removed while still held: a process that opened
             try:                        # it before sees another file after locking it
@@ -272,7 +300,11 @@ def release(token: str | None, *, discard: bool = False) -> None:
 def hold(path, *, create: bool = True):
     """``acquire(path)`` for the body of a ``with`` (None: no folder, no lock); yields the
     folder as a ``Path`` (or None). If the body fails, the folders this call created are
-    removed again while they are empty."""
+    removed again while they are empty.
+
+    Raises:
+        RunInUseError, ValueError: as ``acquire``, before the body runs.
+    """
     token = acquire(path, create=create)
     try:
         yield None if path is None else Path(path)
@@ -284,7 +316,11 @@ def hold(path, *, create: bool = True):
 
 def locked(param: str, *, create: bool = True):
     """Decorator: the function holds the lock of the run folder given as its argument
-    ``param`` (None: no lock) for the whole call, before it reads anything."""
+    ``param`` (None: no lock) for the whole call, before it reads anything.
+
+    Raises:
+        RunInUseError, ValueError: as ``acquire``, before the function runs.
+    """
     def wrap(fn):
         sig = inspect.signature(fn)
 

@@ -716,13 +716,20 @@ def _clip(grads: dict, max_norm: float, norm: float | None = None) -> dict:
 def _holds_run_folder(fn):
     """``train`` holding the lock of its ``out_dir`` (``metaloop.runlock``) for the whole
     run, before anything there is read; under torchrun rank 0 alone takes it (it alone
-    writes; ``metaloop train`` takes it before the config is read, and tells every rank).
+    writes) and every rank gets its verdict, so a held folder stops every rank alike
+    (``metaloop train`` takes it before the config is read, and tells every rank too).
     A run that fails before writing anything removes the folder the lock created."""
     @functools.wraps(fn)
     def train(learner, family, **kwargs):
         out = kwargs.get("out_dir")
-        lead = distributed.rank_world()[0] == 0
-        token = runlock.acquire(out) if out is not None and lead else None
+        token, lead = None, distributed.rank_world()[0] == 0
+        if out is not None and distributed.startup_open():
+            # metaloop train: the lock is held and agreed already; no collective here, which
+            # would end the start-up before its warnings are compared
+            token = runlock.acquire(out) if lead else None
+        elif out is not None:
+            token = distributed.from_rank0(lambda: runlock.acquire(out), "the run folder's lock")
+            token = token if lead else None                                # rank 0's own
         try:
             result = fn(learner, family, **kwargs)
         except BaseException:
@@ -786,7 +793,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             is refused where ``out_dir`` already holds one. resume: continue the run in
             ``out_dir`` from its newest checkpoint; a run already at ``iterations`` returns
             at once, one past ``iterations`` is refused. The run holds the folder's lock
-            (``metaloop.runlock``): a second process on the same ``out_dir`` is refused.
+            (``metaloop.runlock``): a second process (or thread) on the same ``out_dir``
+            is refused.
         val_family / val_every / val_tasks / val_seed: held-out validation on ``val_tasks``
             tasks of ``val_family`` every ``val_every`` iterations (0: no validation; > 0
             needs a ``val_family``), drawn from ``torch.Generator(val_seed)`` (``metaloop
@@ -843,8 +851,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             differing keys), another ``precision`` than the run's, another ``data``
             fingerprint, or a checkpoint that is corrupt (naming it). Nothing is written
             when any of these is raised.
-        metaloop.runlock.RunInUseError: another process writes to ``out_dir`` (it holds
-            the folder's lock, ``.metaloop-lock``), naming it; before anything is read or
+        metaloop.runlock.RunInUseError: another process (or another thread of this
+            one) writes to ``out_dir`` (it holds the folder's lock, ``.metaloop-lock``),
+            naming it; before anything is read or
             written (a ValueError too).
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the checkpoint is written; in the
             last iteration or during the final checkpoint (the final checkpoint written:
