@@ -459,7 +459,8 @@ def test_ctrl_c_while_the_chart_is_written_leaves_no_partial_output(tiny_bert, t
                                                                     capsys, monkeypatch):
     """results.json was written first and the chart straight to accuracy.png: an interrupt
     while matplotlib wrote it left results.json beside half a PNG (and the folder, since it
-    held results)."""
+    held results). Now only the scored tasks are kept (partial.json), and --resume reports
+    them."""
     from matplotlib.figure import Figure
 
     def interrupted(self, fname, **kw):
@@ -471,11 +472,12 @@ def test_ctrl_c_while_the_chart_is_written_leaves_no_partial_output(tiny_bert, t
     argv = _table_argv(tiny_bert, write_sentences(tmp_path / "s.csv"), out, "--approaches",
                        "probe-ridge")
     assert main(argv) == 130
-    assert "metaloop adapt: interrupted" in capsys.readouterr().err
-    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "metaloop adapt: interrupted" in err and "--resume continues" in err
+    assert sorted(p.name for p in out.iterdir()) == ["partial.json"]
     monkeypatch.undo()
-    assert main(argv) == 0 and sorted(p.name for p in out.iterdir()) == ["accuracy.png",
-                                                                          "results.json"]
+    assert main([*argv, "--resume"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "results.json"]
 
 
 def test_maml_shares_first_order_maml_s_inner_loop_baseline_and_is_paired_with_it(

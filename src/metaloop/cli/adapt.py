@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
+from metaloop import runlock
 from metaloop.cli._args import path
 from metaloop.recipes import adapt as recipe
 from metaloop.recipes import report
@@ -39,7 +41,16 @@ run would not read is refused by name: an approach's option without that approac
 --meta, --prompt-tokens without soft-prompt), --max-length with an image model, the --meta-*
 options without --meta, the table's options without --family table (--split-fractions and
 --split-seed also need --meta, and are refused for a run's own data; --drop-small also
-applies to folder and tensors)."""
+applies to folder and tensors).
+
+The held-out tasks scored so far are kept in OUT/partial.json, rewritten after each task;
+stopped (Ctrl-C, a kill), the same command with --resume continues from them, to the
+results.json of a run never stopped (the same accuracies, CIs and per-task numbers; a kept
+task keeps the seconds measured when it ran). A command that differs from the kept run's in
+anything but --no-progress (or whose --model checkpoint or --data contents changed) is
+refused by name, and so is a new run into a folder holding one. results.json is written
+last, and partial.json removed after it; a new run first removes an earlier run's
+results.json and accuracy.png. --meta runs resume from --meta-dir either way."""
 
 
 def register(sub) -> None:
@@ -108,6 +119,9 @@ def register(sub) -> None:
                    help="drop classes with fewer than shots + queries examples (default: "
                         "error)")
     p.add_argument("--out", type=path, default="runs/adapt", help="output directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out: the same command plus --resume "
+                        "(a command that differs in anything but --no-progress is refused)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -116,19 +130,35 @@ def run(args: argparse.Namespace) -> int:
     # a flag left out is None (or False): the settings' default, and not "given"
     given = {f.name: v for f in dataclasses.fields(recipe.AdaptSettings)
              if (v := getattr(args, f.name)) is not None and v is not False}
+    with runlock.hold(args.out, create=False):    # a run still at work there is named first
+        done = recipe.check_resume(args.out, args.resume)     # before the model loads
+    if done is not None:
+        print(f"resuming {args.out}: {done} of {args.tasks} held-out tasks scored, kept in "
+              f"{recipe.PARTIAL}")
     prepared = recipe.prepare(recipe.AdaptSettings(**given), given=set(given))
     if prepared.description:
         print(prepared.description)
     with output_dir(args.out) as out:    # bad input found while running: no folder left
-        res = recipe.run(prepared, out, progress=not args.no_progress)
-        title = recipe.title(prepared.settings)
-        print(f"\n{title} ({args.queries} queries per class)")
-        print(recipe.table(res["approaches"]))
-        if res["paired"]:
-            print("\npaired differences on the same tasks (accuracy, 95% CI):")
-            print(recipe.paired_lines(res["paired"]))
-        # results.json last: where it is, the chart is complete beside it
-        recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
-        report.write_json(out / "results.json", res)
+        try:
+            res = recipe.run(prepared, out, progress=not args.no_progress, resume=args.resume)
+            title = recipe.title(prepared.settings)
+            print(f"\n{title} ({args.queries} queries per class)")
+            print(recipe.table(res["approaches"]))
+            if res["paired"]:
+                print("\npaired differences on the same tasks (accuracy, 95% CI):")
+                print(recipe.paired_lines(res["paired"]))
+            # results.json last: where it is, the chart is complete beside it
+            recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
+            report.write_json(out / "results.json", res)
+        except KeyboardInterrupt:
+            if (out / recipe.PARTIAL).is_file():
+                print(f"metaloop adapt: the held-out tasks scored so far are kept in "
+                      f"{out / recipe.PARTIAL}; the same command with --resume continues "
+                      f"them", file=sys.stderr)
+            else:
+                print("metaloop adapt: stopped before any held-out task was scored; start it "
+                      "again with the same command (without --resume)", file=sys.stderr)
+            raise
+        (out / recipe.PARTIAL).unlink(missing_ok=True)      # the result is complete
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")
     return 0

@@ -44,9 +44,10 @@ from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import report
 from metaloop.tasks.text_table import TextTable
 
-__all__ = ["APPROACHES", "FAMILIES", "META", "AdaptSettings", "Prepared", "bar_chart",
-           "check_given", "describe", "evaluate_strategies", "paired", "paired_lines",
-           "parse_fractions", "prepare", "run", "table", "table_families", "table_summary", "title"]
+__all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "AdaptSettings", "Prepared",
+           "bar_chart", "check_given", "check_resume", "describe", "evaluate_strategies",
+           "identity", "kept", "paired", "paired_lines", "parse_fractions", "prepare", "run",
+           "table", "table_families", "table_summary", "title"]
 
 FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist", "folder", "tensors")
 TEXT_FAMILIES = ("wordnet", "table")
@@ -389,19 +390,47 @@ def title(s: AdaptSettings) -> str:
             f"tasks")
 
 
-def run(p: Prepared, out, *, progress: bool = False) -> dict:
+def run(p: Prepared, out, *, progress: bool = False, resume: bool = False) -> dict:
     """Meta-train the ``meta`` learners (resumably, under ``meta_dir`` or ``out/meta``),
     evaluate every approach on the same held-out tasks and return the ``results.json`` body:
     the settings, ``"approaches"`` (``evaluate_strategies``' result), ``"paired"``
     (meta-learned LoRA against plain LoRA on the same tasks), ``"meta"`` (each meta-run's
-    config and budget) and ``"table"`` (the table summary, ``family="table"``)."""
+    config and budget) and ``"table"`` (the table summary, ``family="table"``).
+
+    The tasks scored so far are kept in ``out/partial.json`` (``PARTIAL``), rewritten
+    atomically after each task; ``resume`` continues from them (``kept``), to the same
+    results as a run never stopped (each task's seed is its own; only the times of the tasks
+    scored after the resume are measured anew). Without ``resume`` an earlier run's
+    ``results.json`` and ``accuracy.png`` are removed first. The caller writes
+    ``results.json`` and then removes ``partial.json``.
+
+    Raises:
+        ValueError: ``resume`` of a run with other settings, model or data (naming them),
+            before anything is written.
+    """
     s = p.settings
+    out = Path(out)
+    ident = identity(p)
+    state = kept(out, ident) if resume else None
+    for tmp in (*out.glob(f".{PARTIAL}.*"), *out.glob(".results.json.*"),
+                out / ".accuracy.png.partial"):       # what a kill mid-write left
+        tmp.unlink(missing_ok=True)
+    if not resume:
+        for old in ("results.json", "accuracy.png"):
+            (out / old).unlink(missing_ok=True)
     rows = strategies(s, p.model, p.kind, p.heldout)
-    meta_rows, meta_info = meta_strategies(s, p.model, p.kind, Path(out), p.train_families,
+    meta_rows, meta_info = meta_strategies(s, p.model, p.kind, out, p.train_families,
                                            progress=progress)
     rows.update(meta_rows)
-    t0 = time.perf_counter()
-    results = evaluate_strategies(rows, p.heldout, s.tasks, s.seed, progress=progress)
+    t0 = time.perf_counter() - (state["eval_seconds"] if state else 0.0)
+
+    def save(per: dict, done: int) -> None:
+        out.mkdir(parents=True, exist_ok=True)       # a library caller's new folder
+        report.write_json(out / PARTIAL, {"identity": ident, "tasks_done": done, "per": per,
+                                          "eval_seconds": time.perf_counter() - t0})
+
+    results = evaluate_strategies(rows, p.heldout, s.tasks, s.seed, progress=progress,
+                                  kept=state, on_task=save)
     methods = meta_info.keys()
     diffs = paired(results, [(f"meta-lora-{m}", "lora") for m in methods]
                    + [(f"meta-lora-{m} inner", _inner_baseline(list(methods), m))
@@ -412,6 +441,106 @@ def run(p: Prepared, out, *, progress: bool = False) -> dict:
             "threads": torch.get_num_threads(), "paired": diffs, "approaches": results,
             **({"table": p.table} if p.table is not None else {}),
             **({"data": p.data} if p.data is not None else {})}
+
+
+PARTIAL = "partial.json"
+"""The held-out tasks an unfinished run has scored, in its ``--out``: ``identity`` (what the
+results depend on), ``tasks_done``, ``per`` (each row's per-task accuracies and seconds,
+trainable parameters and info) and ``eval_seconds``."""
+
+
+def identity(p: Prepared) -> dict:
+    """What an adapt run's results depend on: every setting (paths made absolute, the model
+    as ``_model_identity``), the checkpoint a metaloop ``--model`` run is at (its name and
+    the sha256 of its tensors), and the sha256 of the user's data (``--family table``,
+    ``folder``, ``tensors``)."""
+    s = p.settings
+    out = dataclasses.asdict(s)
+    out["model"] = _model_identity(s.model)
+    for key in ("data", "root", "meta_dir"):
+        if out[key] is not None:
+            out[key] = str(Path(out[key]).expanduser().resolve())
+    if (Path(s.model).expanduser() / "LATEST").is_file():    # a metaloop run: its weights
+        import hashlib
+
+        from metaloop.train.checkpoint import latest_checkpoint
+        ckpt = latest_checkpoint(Path(s.model).expanduser())
+        digest = hashlib.sha256((ckpt / "tensors.safetensors").read_bytes()).hexdigest()
+        out["model_checkpoint"] = f"{ckpt.name} sha256 {digest[:16]}"
+    if s.family == "table":
+        out["data_sha256"] = _table_identity(p.heldout)["sha256"]
+    elif s.family in IMAGE_DATA:
+        out["data_sha256"] = _data_identity(s, p.heldout)["sha256"]
+    return out
+
+
+_WHAT = {"model_checkpoint": "the checkpoint of --model", "data_sha256": "the contents of --data"}
+
+
+def check_resume(out, resume: bool) -> int | None:
+    """Before anything is loaded: ``resume`` needs a kept ``partial.json`` in ``out``; a new
+    run refuses to discard one.
+
+    Returns:
+        with ``resume``, the number of tasks kept (None where the file does not say: ``kept``
+        names that).
+
+    Raises:
+        ValueError: naming the folder and what it holds.
+    """
+    out = Path(out)
+    if resume and not (out / PARTIAL).is_file():
+        held = (" (it holds a finished run's results.json)"
+                if (out / "results.json").is_file() else "")
+        raise ValueError(f"--resume: nothing to resume in {out}: no {PARTIAL} of an "
+                         f"interrupted metaloop adapt{held}")
+    if not resume and (out / PARTIAL).is_file():
+        raise ValueError(f"{out} holds an interrupted metaloop adapt ({out / PARTIAL}); the "
+                         f"same command with --resume continues it, or give another --out "
+                         f"(or remove {out / PARTIAL} to start again)")
+    if resume:
+        import json
+        try:
+            done = json.loads((out / PARTIAL).read_text(encoding="utf-8"))["tasks_done"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return done if isinstance(done, int) else None
+    return None
+
+
+def kept(out: Path, ident: dict) -> dict:
+    """The kept state of ``out / PARTIAL`` for a resume with ``ident`` (``identity``).
+
+    Raises:
+        ValueError: the file is missing or corrupt, or was written by a run with other
+            settings, model or data (naming each difference, kept value first).
+    """
+    import json
+
+    path = Path(out) / PARTIAL
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        old, done, per = state["identity"], state["tasks_done"], state["per"]
+        float(state["eval_seconds"])
+    except FileNotFoundError:
+        raise ValueError(f"--resume: nothing to resume in {out}: no {PARTIAL} of an "
+                         f"interrupted metaloop adapt") from None
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path} is corrupt ({type(e).__name__}: {e}); remove it to start "
+                         f"again") from e
+    if not (isinstance(old, dict) and isinstance(per, dict) and isinstance(done, int)
+            and all(isinstance(r, dict) and all(len(r.get(k) or ()) == done for k in
+                                                ("accuracy", "adapt_seconds"))
+                    for r in per.values())):
+        raise ValueError(f"{path} is corrupt: not the state of a metaloop adapt run; remove "
+                         f"it to start again")
+    diff = [f"{_WHAT.get(k, '--' + k.replace('_', '-'))} ({old.get(k)!r} != {ident.get(k)!r})"
+            for k in sorted(set(old) | set(ident)) if old.get(k) != ident.get(k)]
+    if diff:
+        raise ValueError(f"refusing to resume {out}: this command differs from the kept run's "
+                         f"in {', '.join(diff)}; give the kept run's arguments, or another "
+                         f"--out for a new run")
+    return state
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -840,14 +969,26 @@ def _inner(learner):
     return fn
 
 
-def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: bool = False
-                        ) -> dict:
+# The rows whose callables keep a cache between tasks (label-prompt embeddings, computed in
+# one batch of the texts not yet cached): a resume replays them on the tasks it skips, so the
+# cache is filled by the same batches as in a run never stopped.
+CACHED = ("prompt-zero-shot", "prompt-optimized")
+
+
+def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: bool = False,
+                        *, kept: dict | None = None,
+                        on_task: Callable[[dict, int], None] | None = None) -> dict:
     """Adapt every strategy on each held-out task's support set; score its query set.
 
     Every strategy sees the same tasks (``heldout_tasks(family, tasks, seed)``) and is given
     only the support set and the task's class ids (for label wordings); query labels are
     used for scoring, after adaptation. Predictors with a frozen body share one computation
-    of the query features per task.
+    of the query features per task. Task ``i`` seeds ``seed * 100003 + i`` before each
+    strategy, so its numbers do not depend on the tasks before it.
+
+    ``kept`` (``{"tasks_done": n, "per": ...}`` as ``on_task`` was given them): the first
+    ``n`` tasks are taken from it, not adapted again (only ``CACHED`` rows are replayed on
+    them). ``on_task(per, done)`` is called after each task with the rows' values so far.
 
     Returns:
         name -> ``{"approach", "accuracy": {"mean", "ci95"}, "trainable", "adapt_seconds",
@@ -856,12 +997,23 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
     from metaloop.evaluate import heldout_tasks, mean_ci
     from metaloop.func.params import forward
 
+    skip = kept["tasks_done"] if kept else 0
     per = {n: {"accuracy": [], "adapt_seconds": [], "trainable": 0, "info": None} for n in rows}
-    bar = tqdm(total=tasks, desc="held-out tasks", disable=not progress, leave=False)
+    for n, r in (kept["per"] if kept else {}).items():       # copies: ``kept`` is left as it is
+        per[n].update(r, accuracy=list(r["accuracy"]), adapt_seconds=list(r["adapt_seconds"]))
+    bar = tqdm(total=tasks, initial=skip, desc="held-out tasks", disable=not progress,
+               leave=False)
     done = 0
     for batch in heldout_tasks(family, tasks, seed):
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
+            if done < skip:               # scored before the resume: refill the caches
+                for name in CACHED:
+                    if name in rows:
+                        torch.manual_seed(seed * 100_003 + done)
+                        rows[name][1](sx, sy, batch.classes[i])
+                done += 1
+                continue
             feats: dict[int, torch.Tensor] = {}
             for name, (_, fn) in rows.items():
                 torch.manual_seed(seed * 100_003 + done)
@@ -881,6 +1033,8 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
                 per[name]["trainable"] = adapted.trainable
                 per[name]["info"] = per[name]["info"] or _jsonable(adapted.info)
             done += 1
+            if on_task is not None:
+                on_task(per, done)
             bar.update(1)
     bar.close()
     results = {}

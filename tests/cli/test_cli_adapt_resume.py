@@ -1,0 +1,269 @@
+"""``metaloop adapt --resume``: the held-out tasks scored so far are kept in OUT/partial.json;
+an interrupted run resumed with the same command gives the uninterrupted run's results.json;
+a command with other arguments, a folder with nothing to resume and a new run over kept work
+are refused by name, writing nothing."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from metaloop.cli.main import main
+from metaloop.recipes import adapt as recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import train_run, write_image_folder  # noqa: E402
+
+finetune_mod = importlib.import_module("metaloop.adapt.finetune")  # the package's name
+# ``metaloop.adapt.finetune`` is the function; recipe.strategies imports it from the module
+ROWS = "probe-sgd,finetune-random,lora"      # an RNG in each: seeded per task, not per run
+
+
+def _folder_config(root: Path) -> str:
+    return (f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\nqueries = 2\n'
+            f'split_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "conv4"\npool = "stride"\n'
+            f'channels = 4\n[method]\nname = "protonet"\n[train]\niterations = 2\n'
+            f'meta_batch = 2\ncheckpoint_every = 2\n[eval]\ntasks = 2\nsteps = [0]\n')
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(a ProtoNet run on an image folder, another folder of 4 classes to adapt to, and the
+    results.json of an uninterrupted adapt run on it)."""
+    d = tmp_path_factory.mktemp("adapt_resume")
+    photos = write_image_folder(d / "photos", classes=8, per_class=6, mixed=False)
+    run = train_run(d, _folder_config(photos))
+    other = write_image_folder(d / "other", classes=4, per_class=4, seed=3, mixed=False)
+    assert main(_adapt(run, other, d / "whole")) == 0
+    return run, other, json.loads((d / "whole" / "results.json").read_text())
+
+
+def _adapt(run, data, out, *extra):
+    return ["adapt", "--model", str(run), "--family", "folder", "--data", str(data),
+            "--ways", "2", "--shots", "1", "--queries", "2", "--tasks", "3", "--steps", "2",
+            "--approaches", ROWS, "--out", str(out), "--no-progress", *extra]
+
+
+def _interrupt_at_task(monkeypatch, task: int) -> None:
+    """finetune (the finetune-random row) raises KeyboardInterrupt on held-out task
+    ``task`` (0-based), as a Ctrl-C there would."""
+    real, calls = finetune_mod.finetune, []
+
+    def fake(*a, **kw):
+        calls.append(1)
+        if len(calls) == task + 1:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(finetune_mod, "finetune", fake)
+
+
+def _without_times(res: dict) -> dict:
+    res = json.loads(json.dumps(res))
+    res.pop("eval_seconds")
+    for row in res["approaches"].values():
+        row.pop("adapt_seconds")
+        row["per_task"].pop("adapt_seconds")
+    return res
+
+
+def _files(d: Path) -> dict:
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _interrupted(setup, out, monkeypatch, capsys, task=1) -> None:
+    run, other, _ = setup
+    with monkeypatch.context() as m:
+        _interrupt_at_task(m, task)
+        assert main(_adapt(run, other, out)) == 130
+    err = capsys.readouterr().err
+    assert f"kept in {out / recipe.PARTIAL}" in err and "with --resume continues" in err
+    assert not (out / "results.json").exists() and not (out / "accuracy.png").exists()
+    state = json.loads((out / recipe.PARTIAL).read_text())
+    assert state["tasks_done"] == task
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_results(setup, tmp_path,
+                                                                 monkeypatch, capsys):
+    run, other, whole = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    kept = json.loads((out / recipe.PARTIAL).read_text())["per"]
+    assert main(_adapt(run, other, out, "--resume")) == 0
+    assert f"resuming {out}: 1 of 3 held-out tasks scored" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert _without_times(res) == _without_times(whole)
+    for name, row in res["approaches"].items():      # the kept task keeps its own time
+        assert len(row["per_task"]["accuracy"]) == 3
+        assert row["per_task"]["adapt_seconds"][0] == kept[name]["adapt_seconds"][0]
+    assert (out / "accuracy.png").is_file() and not (out / recipe.PARTIAL).exists()
+
+
+def test_an_interrupt_before_any_task_names_no_resume(setup, tmp_path, monkeypatch, capsys):
+    run, other, _ = setup
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_at_task(m, 0)
+        assert main(_adapt(run, other, out)) == 130
+    assert "stopped before any held-out task was scored" in capsys.readouterr().err
+    assert not (out / recipe.PARTIAL).exists()
+
+
+def test_a_resume_with_other_arguments_is_refused_by_name_and_changes_nothing(
+        setup, tmp_path, monkeypatch, capsys):
+    run, other, _ = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    before = _files(out)
+    argv = _adapt(run, other, out, "--resume", "--seed", "1")
+    argv[argv.index("--tasks") + 1] = "4"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refusing to resume" in err and "--seed (0 != 1)" in err and "--tasks (3 != 4)" in err
+    assert len(err.strip().splitlines()) == 1 and _files(out) == before
+    # other images under the same path: named by their contents
+    changed = write_image_folder(tmp_path / "changed", classes=4, per_class=4, seed=5,
+                                 mixed=False)
+    moved = tmp_path / "moved"
+    other.rename(moved)
+    changed.rename(other)
+    try:
+        assert main(_adapt(run, other, out, "--resume")) == 2
+    finally:
+        other.rename(changed)
+        moved.rename(other)
+    assert "the contents of --data" in capsys.readouterr().err and _files(out) == before
+    # a new run over the kept work is refused too
+    assert main(_adapt(run, other, out)) == 2
+    assert "holds an interrupted metaloop adapt" in capsys.readouterr().err
+    assert _files(out) == before
+
+
+def test_resume_with_nothing_to_resume_is_refused(setup, tmp_path, capsys):
+    run, other, whole = setup
+    missing = tmp_path / "missing"
+    assert main(_adapt(run, other, missing, "--resume")) == 2
+    assert "nothing to resume" in capsys.readouterr().err and not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(_adapt(run, other, empty, "--resume")) == 2
+    assert "nothing to resume" in capsys.readouterr().err and not any(empty.iterdir())
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "results.json").write_text(json.dumps(whole))
+    assert main(_adapt(run, other, done, "--resume")) == 2
+    assert "finished run's results.json" in capsys.readouterr().err
+    assert json.loads((done / "results.json").read_text()) == whole
+
+
+def test_what_a_kill_mid_write_leaves_is_read_and_its_temporary_files_removed(
+        setup, tmp_path, monkeypatch, capsys):
+    """A kill -9 while partial.json was rewritten leaves the previous file and a temporary
+    one (atomic_write_text's ``.partial.json.XXXX``): --resume reads the first, removes the
+    second, and still gives the uninterrupted result."""
+    run, other, whole = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys, task=2)
+    (out / f".{recipe.PARTIAL}.k9x_tmp").write_text('{"identity": {"mod')
+    (out / ".results.json.k9x_tmp").write_text("{")
+    assert main(_adapt(run, other, out, "--resume")) == 0
+    assert _without_times(json.loads((out / "results.json").read_text())) == \
+        _without_times(whole)
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["accuracy.png",
+                                                                     "results.json"]
+
+
+def test_a_corrupt_partial_file_is_named(setup, tmp_path, capsys):
+    run, other, _ = setup
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / recipe.PARTIAL).write_text('{"identity": ')
+    assert main(_adapt(run, other, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert f"{out / recipe.PARTIAL} is corrupt" in err and "remove it" in err
+
+
+def test_a_new_run_removes_an_earlier_runs_results_first(setup, tmp_path, monkeypatch,
+                                                         capsys):
+    """An earlier results.json is not left beside a new run's kept work, where it would
+    pass for this run's result."""
+    run, other, whole = setup
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(whole))
+    (out / "accuracy.png").write_bytes(b"old")
+    _interrupted(setup, out, monkeypatch, capsys)
+
+
+def test_meta_learned_rows_resume_exactly_too(setup, tmp_path, monkeypatch, capsys):
+    """With --meta the meta-run is reused from OUT/meta on resume; its rows (and the paired
+    differences) come out as in a run never stopped."""
+    run, other, _ = setup
+    meta = ("--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1",
+            "--split-fractions", "0.5,0,0.5")
+    assert main(_adapt(run, other, tmp_path / "whole", *meta)) == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_at_task(m, 1)
+        assert main(_adapt(run, other, out, *meta)) == 130
+    assert main(_adapt(run, other, out, *meta, "--resume")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert "meta-lora-fomaml" in res["approaches"] and res["paired"]
+    for r in (res, whole):
+        r.pop("meta")                      # its run folder and budget seconds differ
+    assert _without_times(res) == _without_times(whole)
+
+
+def test_a_run_still_at_work_in_the_folder_is_named_not_taken_for_an_interrupted_one(
+        setup, tmp_path, monkeypatch, capsys):
+    """A second launch (with or without --resume) while the first still scores: the lock
+    names the running process, not 'holds an interrupted metaloop adapt'."""
+    import subprocess
+
+    run, other, _ = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    hold = ("import sys\nfrom metaloop import runlock\nrunlock.acquire(sys.argv[1])\n"
+            "print('held', flush=True)\nsys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "held\n"
+        before = _files(out)
+        for extra in ((), ("--resume",)):
+            assert main(_adapt(run, other, out, *extra)) == 2
+            err = capsys.readouterr().err
+            assert "is in use by another metaloop process" in err and "interrupted" not in err
+        assert _files(out) == before
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_resume_with_other_weights_in_the_model_folder_is_refused(setup, tmp_path,
+                                                                   monkeypatch, capsys):
+    """The --model run retrained in place (the same path, the same checkpoint name, other
+    weights): the kept tasks were scored with the old weights, so the resume is refused."""
+    import shutil
+
+    run, other, _ = setup
+    photos = write_image_folder(tmp_path / "photos", classes=8, per_class=6, mixed=False)
+    retrained = train_run(tmp_path / "b", _folder_config(photos), "--seed", "1")
+    model = tmp_path / "model"
+    shutil.copytree(run, model)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_at_task(m, 1)
+        assert main(_adapt(model, other, out)) == 130
+    capsys.readouterr()
+    before = _files(out)
+    shutil.rmtree(model)
+    shutil.copytree(retrained, model)
+    assert main(_adapt(model, other, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "refusing to resume" in err and "the checkpoint of --model" in err
+    assert _files(out) == before
