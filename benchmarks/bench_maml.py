@@ -677,7 +677,7 @@ def write_records(results, args, argv) -> None:
         write_record(record_path(args.records, name, args),
                      table="benchmarks-maml-sinusoid" if sine else "benchmarks-maml",
                      row=row,
-                     metric="milliseconds per iteration" if sine else "seconds per iteration",
+                     metric=("milliseconds" if sine else "seconds") + " per iteration (median)",
                      mean=round(t * 1e3, 3) if sine else round(t, 3), digits=2 if sine else 3,
                      ci95=None, n=len(r["times"]), budget={"iterations": len(r["times"])},
                      device=device, torch=torch.__version__.split("+")[0],
