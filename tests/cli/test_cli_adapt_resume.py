@@ -16,18 +16,13 @@ from metaloop.cli.main import main
 from metaloop.recipes import adapt as recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import train_run, write_image_folder  # noqa: E402
+from test_cli_adapt_images import _folder_config  # noqa: E402
 
 finetune_mod = importlib.import_module("metaloop.adapt.finetune")  # the package's name
 # ``metaloop.adapt.finetune`` is the function; recipe.strategies imports it from the module
 ROWS = "probe-sgd,finetune-random,lora"      # an RNG in each: seeded per task, not per run
-
-
-def _folder_config(root: Path) -> str:
-    return (f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\nqueries = 2\n'
-            f'split_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "conv4"\npool = "stride"\n'
-            f'channels = 4\n[method]\nname = "protonet"\n[train]\niterations = 2\n'
-            f'meta_batch = 2\ncheckpoint_every = 2\n[eval]\ntasks = 2\nsteps = [0]\n')
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +116,9 @@ def test_a_resume_with_other_arguments_is_refused_by_name_and_changes_nothing(
     argv = _adapt(run, other, out, "--resume", "--seed", "1")
     argv[argv.index("--tasks") + 1] = "4"
     assert main(argv) == 2
-    err = capsys.readouterr().err
+    printed, err = capsys.readouterr()
     assert "refusing to resume" in err and "--seed (0 != 1)" in err and "--tasks (3 != 4)" in err
+    assert "resuming" not in printed         # not "1 of 4 held-out tasks scored", refused
     assert len(err.strip().splitlines()) == 1 and _files(out) == before
     # other images under the same path: named by their contents
     changed = write_image_folder(tmp_path / "changed", classes=4, per_class=4, seed=5,
@@ -267,3 +263,80 @@ def test_a_resume_with_other_weights_in_the_model_folder_is_refused(setup, tmp_p
     err = capsys.readouterr().err
     assert "refusing to resume" in err and "the checkpoint of --model" in err
     assert _files(out) == before
+
+
+def test_the_approaches_in_another_order_or_spelling_resume_the_same_run(
+        setup, tmp_path, monkeypatch, capsys):
+    """--approaches names a set of rows: their order (and spaces) change no number, so the
+    resume is accepted and comes out as the run never stopped."""
+    run, other, whole = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    again = _adapt(run, other, out, "--approaches", "lora, finetune-random,probe-sgd",
+                   "--resume")
+    assert main(again) == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert _without_times(res) == _without_times(whole)
+
+
+def test_a_resume_on_other_threads_is_refused_by_name(setup, tmp_path, monkeypatch, capsys):
+    """The kept tasks were computed on the kept run's threads (results.json records one
+    number for all tasks): another --threads is another command."""
+    import torch
+
+    run, other, _ = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    before, threads = _files(out), torch.get_num_threads()
+    try:
+        assert main(["--threads", str(threads + 1),
+                     *_adapt(run, other, out, "--resume")]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert "refusing to resume" in err and f"--threads ({threads} != {threads + 1})" in err
+    assert _files(out) == before
+
+
+def test_a_kept_state_of_more_tasks_than_the_run_is_refused(setup, tmp_path, monkeypatch,
+                                                            capsys):
+    """A partial.json (hand-made, or edited) with more tasks scored than --tasks would give
+    a results.json of more per-task numbers than the run has tasks."""
+    run, other, _ = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys, task=2)
+    state = json.loads((out / recipe.PARTIAL).read_text())
+    state["tasks_done"] = 4
+    for row in state["per"].values():
+        row["accuracy"] *= 2
+        row["adapt_seconds"] *= 2
+    (out / recipe.PARTIAL).write_text(json.dumps(state))
+    before = _files(out)
+    assert main(_adapt(run, other, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert f"{out / recipe.PARTIAL} is corrupt: 4 tasks scored of a run of 3" in err
+    assert _files(out) == before
+
+
+def test_the_default_meta_dir_given_explicitly_resumes_the_same_run(setup, tmp_path,
+                                                                    monkeypatch, capsys):
+    """--meta-dir OUT/meta (relative, from the folder above) is the folder an omitted
+    --meta-dir means: the same command, accepted; another folder is refused by name."""
+    run, other, _ = setup
+    meta = ("--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1",
+            "--split-fractions", "0.5,0,0.5")
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_at_task(m, 1)
+        assert main(_adapt(run, other, out, *meta)) == 130
+    capsys.readouterr()
+    before = _files(out)
+    assert main(_adapt(run, other, out, *meta, "--meta-dir", str(tmp_path / "elsewhere"),
+                       "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "refusing to resume" in err and "--meta-dir" in err
+    assert _files(out) == before
+    monkeypatch.chdir(tmp_path)
+    assert main(_adapt(run, other, out, *meta, "--meta-dir", "out/meta", "--resume")) == 0, \
+        capsys.readouterr().err
+    assert (out / "results.json").is_file() and not (out / recipe.PARTIAL).exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from metaloop.recipes import adapt as recipe
@@ -62,3 +63,18 @@ def test_a_resume_replays_only_the_cached_rows_and_keeps_each_tasks_seed(tmp_pat
         kept = saved[1]["per"][name]["adapt_seconds"]        # measured when they ran
         assert row["per_task"]["adapt_seconds"][:2] == kept
     assert len({a for r in whole.values() for a in r["per_task"]["accuracy"]}) > 1
+
+
+def test_a_kept_state_that_does_not_fit_the_run_is_refused(tmp_path):
+    """``kept`` of more tasks than ``tasks`` (or of other rows) would be mixed into the
+    results: refused by name."""
+    family, saved = _family(tmp_path), []
+    recipe.evaluate_strategies(_rows([]), family, 3, seed=7,
+                               on_task=lambda per, done: saved.append(
+                                   json.loads(json.dumps({"tasks_done": done, "per": per}))))
+    with pytest.raises(ValueError, match="3 tasks .* not that of a run of 2 tasks"):
+        recipe.evaluate_strategies(_rows([]), family, 2, seed=7, kept=saved[2])
+    rows = _rows([])
+    rows.pop("probe-ridge")
+    with pytest.raises(ValueError, match=r"of the rows \['prompt-zero-shot'\]"):
+        recipe.evaluate_strategies(rows, family, 3, seed=7, kept=saved[1])

@@ -47,10 +47,11 @@ The held-out tasks scored so far are kept in OUT/partial.json, rewritten after e
 stopped (Ctrl-C, a kill), the same command with --resume continues from them, to the
 results.json of a run never stopped (the same accuracies, CIs and per-task numbers; a kept
 task keeps the seconds measured when it ran). A command that differs from the kept run's in
-anything but --no-progress (or whose --model checkpoint or --data contents changed) is
-refused by name, and so is a new run into a folder holding one. results.json is written
-last, and partial.json removed after it; a new run first removes an earlier run's
-results.json and accuracy.png. --meta runs resume from --meta-dir either way."""
+anything but --no-progress (--threads included; not the order of names in --approaches or
+--lora-targets, nor a default given explicitly), or whose --model checkpoint or --data
+contents changed, is refused by name, and so is a new run into a folder holding one.
+results.json is written last, and partial.json removed after it; a new run first removes
+an earlier run's results.json and accuracy.png. --meta runs resume from --meta-dir either way."""
 
 
 def register(sub) -> None:
@@ -131,16 +132,16 @@ def run(args: argparse.Namespace) -> int:
     given = {f.name: v for f in dataclasses.fields(recipe.AdaptSettings)
              if (v := getattr(args, f.name)) is not None and v is not False}
     with runlock.hold(args.out, create=False):    # a run still at work there is named first
-        done = recipe.check_resume(args.out, args.resume)     # before the model loads
-    if done is not None:
-        print(f"resuming {args.out}: {done} of {args.tasks} held-out tasks scored, kept in "
-              f"{recipe.PARTIAL}")
+        recipe.check_resume(args.out, args.resume)     # before the model loads
     prepared = recipe.prepare(recipe.AdaptSettings(**given), given=set(given))
     if prepared.description:
         print(prepared.description)
     with output_dir(args.out) as out:    # bad input found while running: no folder left
         try:
-            res = recipe.run(prepared, out, progress=not args.no_progress, resume=args.resume)
+            res = recipe.run(prepared, out, progress=not args.no_progress, resume=args.resume,
+                             on_resume=lambda done: print(
+                                 f"resuming {out}: {done} of {args.tasks} held-out tasks "
+                                 f"scored, kept in {recipe.PARTIAL}"))
             title = recipe.title(prepared.settings)
             print(f"\n{title} ({args.queries} queries per class)")
             print(recipe.table(res["approaches"]))

@@ -390,7 +390,8 @@ def title(s: AdaptSettings) -> str:
             f"tasks")
 
 
-def run(p: Prepared, out, *, progress: bool = False, resume: bool = False) -> dict:
+def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
+        on_resume: Callable[[int], None] | None = None) -> dict:
     """Meta-train the ``meta`` learners (resumably, under ``meta_dir`` or ``out/meta``),
     evaluate every approach on the same held-out tasks and return the ``results.json`` body:
     the settings, ``"approaches"`` (``evaluate_strategies``' result), ``"paired"``
@@ -400,7 +401,8 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False) -> di
     The tasks scored so far are kept in ``out/partial.json`` (``PARTIAL``), rewritten
     atomically after each task; ``resume`` continues from them (``kept``), to the same
     results as a run never stopped (each task's seed is its own; only the times of the tasks
-    scored after the resume are measured anew). Without ``resume`` an earlier run's
+    scored after the resume are measured anew); ``on_resume(tasks_done)`` is called once the
+    kept state is accepted, before anything else is done. Without ``resume`` an earlier run's
     ``results.json`` and ``accuracy.png`` are removed first. The caller writes
     ``results.json`` and then removes ``partial.json``.
 
@@ -411,7 +413,11 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False) -> di
     s = p.settings
     out = Path(out)
     ident = identity(p)
+    if s.meta and not s.meta_dir:        # the default, given or not, is one folder
+        ident["meta_dir"] = str((out / "meta").expanduser().resolve())
     state = kept(out, ident) if resume else None
+    if state is not None and on_resume is not None:
+        on_resume(state["tasks_done"])
     for tmp in (*out.glob(f".{PARTIAL}.*"), *out.glob(".results.json.*"),
                 out / ".accuracy.png.partial"):       # what a kill mid-write left
         tmp.unlink(missing_ok=True)
@@ -451,12 +457,18 @@ trainable parameters and info) and ``eval_seconds``."""
 
 def identity(p: Prepared) -> dict:
     """What an adapt run's results depend on: every setting (paths made absolute, the model
-    as ``_model_identity``), the checkpoint a metaloop ``--model`` run is at (its name and
-    the sha256 of its tensors), and the sha256 of the user's data (``--family table``,
-    ``folder``, ``tensors``)."""
+    as ``_model_identity``, the approaches and the LoRA targets as sorted lists of names:
+    their order and an omitted default change no number), the threads torch computes on,
+    the checkpoint a metaloop ``--model`` run is at (its name and the sha256 of its
+    tensors), and the sha256 of the user's data (``--family table``, ``folder``,
+    ``tensors``)."""
     s = p.settings
     out = dataclasses.asdict(s)
     out["model"] = _model_identity(s.model)
+    out["approaches"] = sorted(_approach_names(s.approaches, p.kind))
+    if "lora" in out["approaches"] or s.meta:       # the rows that read --lora-targets
+        out["lora_targets"] = sorted(set(_lora_targets(s, p.kind, p.model)))
+    out["threads"] = torch.get_num_threads()
     for key in ("data", "root", "meta_dir"):
         if out[key] is not None:
             out[key] = str(Path(out[key]).expanduser().resolve())
@@ -540,6 +552,9 @@ def kept(out: Path, ident: dict) -> dict:
         raise ValueError(f"refusing to resume {out}: this command differs from the kept run's "
                          f"in {', '.join(diff)}; give the kept run's arguments, or another "
                          f"--out for a new run")
+    if not 0 <= done <= ident["tasks"]:
+        raise ValueError(f"{path} is corrupt: {done} tasks scored of a run of "
+                         f"{ident['tasks']}; remove it to start again")
     return state
 
 
@@ -993,11 +1008,17 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
     Returns:
         name -> ``{"approach", "accuracy": {"mean", "ci95"}, "trainable", "adapt_seconds",
         "per_task": {"accuracy": [...], "adapt_seconds": [...]}, "info"}``.
+
+    Raises:
+        ValueError: ``kept`` of more tasks than ``tasks``, or of other rows than ``rows``.
     """
     from metaloop.evaluate import heldout_tasks, mean_ci
     from metaloop.func.params import forward
 
     skip = kept["tasks_done"] if kept else 0
+    if kept and not (0 <= skip <= tasks and set(kept["per"]) == set(rows)):
+        raise ValueError(f"the kept state ({skip} tasks of the rows {sorted(kept['per'])}) is "
+                         f"not that of a run of {tasks} tasks of the rows {sorted(rows)}")
     per = {n: {"accuracy": [], "adapt_seconds": [], "trainable": 0, "info": None} for n in rows}
     for n, r in (kept["per"] if kept else {}).items():       # copies: ``kept`` is left as it is
         per[n].update(r, accuracy=list(r["accuracy"]), adapt_seconds=list(r["adapt_seconds"]))
