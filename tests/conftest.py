@@ -348,6 +348,16 @@ def method_runs(omniglot_root, trained_run):
     return get
 
 
+def folder_config(root: Path) -> str:
+    """A config on the image folder ``root`` (``write_image_folder``, half of its classes held
+    out for testing, no val split): 2-way 1-shot tasks with 2 queries, a Conv4 of 4 channels
+    (strided), ProtoNet, 2 meta-batches of 2 tasks with one checkpoint at the end."""
+    return (f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\nqueries = 2\n'
+            f'split_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "conv4"\npool = "stride"\n'
+            f'channels = 4\n[method]\nname = "protonet"\n[train]\niterations = 2\n'
+            f'meta_batch = 2\ncheckpoint_every = 2\n[eval]\ntasks = 2\nsteps = [0]\n')
+
+
 def tensor_config(path: Path, method_lines: str = 'name = "r2d2"\n', iterations: int = 2,
                   eval_lines: str = "tasks = 4\nsteps = [0]\n") -> str:
     """A config on the tensor file ``path`` (``write_tensor_file``: 12 classes, half of them

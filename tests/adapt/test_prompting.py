@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaloop.adapt.prompting import optimize_prompt, zero_shot
+from metaloop.adapt.prompting import fill_cache, optimize_prompt, zero_shot
 from metaloop.tasks.batch import TaskBatch
 
 VOCAB = ["cat", "dog", "purr", "bark", "meow", "woof", "pet", "small", "thing", "can"]
@@ -120,3 +120,38 @@ def test_prompting_errors_name_the_problem():
         optimize_prompt(model, sx[:0], sy[:0], [])
     with pytest.raises(ValueError, match="prompting needs a TextEncoder with normalize=True"):
         zero_shot(nn.Linear(2, 2), ["a", "b"])
+
+
+def test_fill_cache_embeds_what_the_optimizer_would_in_the_same_batches():
+    """A resume refills the prompt cache of the tasks it skips with ``fill_cache``: the same
+    texts, embedded in the same batches (a batch's padding can change an embedding), and no
+    forward pass over the support set."""
+    batches = []
+
+    class Logged(BagOfWords):
+        def embed(self, texts):
+            batches.append(list(texts))
+            return super().embed(texts)
+
+        def forward(self, x, head=True):
+            batches.append("forward")
+            return super().forward(x, head)
+
+    model, templates = Logged(TEXTS), ("{}", "a {} thing")
+    first, second = WORDINGS, [{"name": "pet", "sound": "woof", "swapped": "meow"},
+                               WORDINGS[0]]
+    full: dict = {}
+    for w in (first, second):
+        optimize_prompt(model, _ids(0, 1), torch.tensor([0, 1]), w, templates=templates,
+                        cache=full)
+    assert "forward" in batches
+    whole = [b for b in batches if b != "forward"]
+    batches.clear()
+    refilled: dict = {}
+    fill_cache(model, first, refilled, templates=templates)
+    fill_cache(model, second, refilled, templates=templates)
+    assert batches == whole and len(whole) == 2 and len(whole[1]) < len(whole[0])
+    assert list(refilled) == list(full)
+    assert all(torch.equal(refilled[t], full[t]) for t in full)
+    fill_cache(model, first, refilled, templates=templates)      # all cached: no batch
+    assert len(batches) == 2

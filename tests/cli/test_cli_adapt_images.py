@@ -18,17 +18,10 @@ from metaloop.recipes import adapt as recipe
 from metaloop.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import train_run, write_image_folder  # noqa: E402
+from conftest import folder_config, train_run, write_image_folder  # noqa: E402
 
 IMAGE_ROWS = ["probe-logistic", "probe-ridge", "probe-sgd", "finetune-zero",
               "finetune-random", "lp-ft", "lora"]
-
-
-def _folder_config(root: Path) -> str:
-    return (f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\nshots = 1\nqueries = 2\n'
-            f'split_fractions = [0.5, 0.0, 0.5]\n[model]\nname = "conv4"\npool = "stride"\n'
-            f'channels = 4\n[method]\nname = "protonet"\n[train]\niterations = 2\n'
-            f'meta_batch = 2\ncheckpoint_every = 2\n[eval]\ntasks = 2\nsteps = [0]\n')
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def folder_run(tmp_path_factory):
     """(a ProtoNet run trained on an image folder of 8 classes, that folder)."""
     d = tmp_path_factory.mktemp("folder_run")
     photos = write_image_folder(d / "photos", classes=8, per_class=6, mixed=False)
-    return train_run(d, _folder_config(photos)), photos
+    return train_run(d, folder_config(photos)), photos
 
 
 def _adapt(run, family, data, out, *extra):
@@ -240,7 +233,7 @@ def test_a_float64_run_adapts_in_float32_as_every_approach_computes(tmp_path, ca
     """``load_run`` keeps a float64 run's dtype; ``adapt`` computes in float32 and failed on
     it ("support_x is torch.float32 but the model's parameters are torch.float64")."""
     photos = write_image_folder(tmp_path / "photos", classes=8, per_class=6, mixed=False)
-    run = train_run(tmp_path, _folder_config(photos).replace(
+    run = train_run(tmp_path, folder_config(photos).replace(
         "checkpoint_every = 2\n", 'checkpoint_every = 2\ndtype = "float64"\n'))
     assert {p.dtype for p in load_run(run).learner.model.parameters()} == {torch.float64}
     out = tmp_path / "out"

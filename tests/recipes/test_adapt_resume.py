@@ -78,3 +78,38 @@ def test_a_kept_state_that_does_not_fit_the_run_is_refused(tmp_path):
     rows.pop("probe-ridge")
     with pytest.raises(ValueError, match=r"of the rows \['prompt-zero-shot'\]"):
         recipe.evaluate_strategies(rows, family, 3, seed=7, kept=saved[1])
+
+
+def test_a_setting_the_kept_run_did_not_record_is_named_so(tmp_path):
+    """A kept identity without a key (an older run's) is named as not recorded, not as
+    ``None``; a key this command lacks is named from the kept side."""
+    ident = {"tasks": 3, "threads": 2, "seed": 0}
+    (tmp_path / recipe.PARTIAL).write_text(json.dumps(
+        {"identity": {"tasks": 3, "seed": 0, "model_checkpoint": "step_2 sha256 ab"},
+         "tasks_done": 1, "per": {}, "eval_seconds": 0.5}))
+    with pytest.raises(ValueError) as e:
+        recipe.kept(tmp_path, ident)
+    msg = str(e.value)
+    assert "--threads (not recorded in the kept run; this command's: 2)" in msg
+    assert "the checkpoint of --model (the kept run's: 'step_2 sha256 ab'; none in this " \
+        "command)" in msg
+    assert "None" not in msg and "--seed" not in msg
+
+
+def test_a_row_with_a_refill_is_refilled_not_adapted_on_the_kept_tasks(tmp_path):
+    """A cached row's ``refill`` (prompt-optimized: embed the prompts, score nothing) stands
+    in for the row on the kept tasks, each under its task's seed."""
+    family, saved, whole = _family(tmp_path), [], []
+    recipe.evaluate_strategies(_rows(whole), family, 3, seed=7, on_task=lambda per, done:
+                               saved.append(json.loads(json.dumps({"tasks_done": done,
+                                                                   "per": per}))))
+    log = []
+    rows = _rows(log)
+    rows["prompt-zero-shot"][1].refill = lambda sx, sy, classes: log.append(
+        ("refill", torch.randn(1).item()))
+    recipe.evaluate_strategies(rows, family, 3, seed=7, kept=saved[1])
+
+    def seeded(task):
+        torch.manual_seed(7 * 100_003 + task)
+        return torch.randn(1).item()
+    assert log == [("refill", seeded(0)), ("refill", seeded(1)), whole[4], whole[5]]

@@ -134,6 +134,31 @@ def _loo_scores(feats: torch.Tensor, y: torch.Tensor, prompts: torch.Tensor, mix
     return acc, float(-F.cross_entropy(logits, y))
 
 
+def _words(wordings: Sequence[Mapping[str, str] | str]) -> tuple[list[dict], list[str]]:
+    """Each class's wordings as a dict (a string is ``{"label": ...}``), and the first's keys."""
+    words = [{"label": w} if isinstance(w, str) else dict(w) for w in wordings]
+    return words, (list(words[0]) if words else [])
+
+
+def _prompts(words: list[dict], keys: list[str], templates: Sequence[str]) -> list[str]:
+    """The label prompts ``optimize_prompt`` embeds: template-major, then wording key, then
+    class."""
+    return [t.format(w[k]) for t in templates for k in keys for w in words]
+
+
+def fill_cache(model: nn.Module, wordings: Sequence[Mapping[str, str] | str],
+               cache: dict, templates: Sequence[str] = TEMPLATES) -> None:
+    """Fill ``cache`` exactly as ``optimize_prompt(model, ..., wordings, templates,
+    cache=cache)`` would: its label prompts not yet cached, embedded in one batch, without
+    scoring any candidate. The cache's contents depend only on the prompts (not on the
+    support set), so a caller that skips tasks it has already scored (a resumed evaluation)
+    gets the same embeddings for later tasks as a run that never skipped them.
+
+    Expects arguments ``optimize_prompt`` accepted (it is not checked again)."""
+    words, keys = _words(wordings)
+    _embed(model, _prompts(words, keys, templates), cache)
+
+
 def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
                     wordings: Sequence[Mapping[str, str] | str],
                     templates: Sequence[str] = TEMPLATES, mixes: Sequence[float] = (0.0,),
@@ -165,8 +190,7 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
     if len(wordings) != n_classes:
         raise ValueError(f"optimize_prompt: {len(wordings)} label wordings for "
                          f"{n_classes} classes")
-    words = [{"label": w} if isinstance(w, str) else dict(w) for w in wordings]
-    keys = list(words[0])
+    words, keys = _words(wordings)
     if not keys or any(list(w) != keys for w in words):
         raise ValueError(f"optimize_prompt: every class needs the same wording keys, got "
                          f"{[sorted(w) for w in words]}")
@@ -183,7 +207,7 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
         raise ValueError(f"optimize_prompt: mixes must be one or more finite numbers >= 0, "
                          f"got {mixes!r}")
     scale = _check_scale("optimize_prompt", scale)
-    texts = [t.format(w[k]) for t in templates for k in keys for w in words]
+    texts = _prompts(words, keys, templates)
     emb = F.normalize(_embed(model, texts, cache), dim=-1)                  # [T*K*C, D]
     emb = emb.view(len(templates), len(keys), n_classes, -1)               # [T, K, C, D]
     with torch.no_grad():

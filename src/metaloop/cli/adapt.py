@@ -50,8 +50,10 @@ task keeps the seconds measured when it ran). A command that differs from the ke
 anything but --no-progress (--threads included; not the order of names in --approaches or
 --lora-targets, nor a default given explicitly), or whose --model checkpoint or --data
 contents changed, is refused by name, and so is a new run into a folder holding one.
-results.json is written last, and partial.json removed after it; a new run first removes
-an earlier run's results.json and accuracy.png. --meta runs resume from --meta-dir either way."""
+results.json is written last, and partial.json removed after it; a run stopped in between
+has finished: --resume removes its partial.json and exits 0, and a new run goes ahead. A new
+run first removes an earlier run's partial.json, results.json and accuracy.png. --meta runs
+resume from --meta-dir either way."""
 
 
 def register(sub) -> None:
@@ -137,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
     if prepared.description:
         print(prepared.description)
     with output_dir(args.out) as out:    # bad input found while running: no folder left
+        if args.resume and recipe.finished(out):    # stopped after writing its results.json
+            recipe.kept(out, recipe.identity(prepared, out))   # or refused, naming the change
+            (out / recipe.PARTIAL).unlink()
+            print(f"{out}: the run had finished (its results.json is complete); removed the "
+                  f"{recipe.PARTIAL} left beside it, nothing to resume")
+            return 0
         try:
             res = recipe.run(prepared, out, progress=not args.no_progress, resume=args.resume,
                              on_resume=lambda done: print(

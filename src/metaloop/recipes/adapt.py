@@ -46,8 +46,8 @@ from metaloop.tasks.text_table import TextTable
 
 __all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "AdaptSettings", "Prepared",
            "bar_chart", "check_given", "check_resume", "describe", "evaluate_strategies",
-           "identity", "kept", "paired", "paired_lines", "parse_fractions", "prepare", "run",
-           "table", "table_families", "table_summary", "title"]
+           "finished", "identity", "kept", "paired", "paired_lines", "parse_fractions",
+           "prepare", "run", "table", "table_families", "table_summary", "title"]
 
 FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist", "folder", "tensors")
 TEXT_FAMILIES = ("wordnet", "table")
@@ -403,8 +403,9 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
     results as a run never stopped (each task's seed is its own; only the times of the tasks
     scored after the resume are measured anew); ``on_resume(tasks_done)`` is called once the
     kept state is accepted, before anything else is done. Without ``resume`` an earlier run's
-    ``results.json`` and ``accuracy.png`` are removed first. The caller writes
-    ``results.json`` and then removes ``partial.json``.
+    ``partial.json``, ``results.json`` and ``accuracy.png`` are removed first. The caller
+    writes ``results.json`` and then removes ``partial.json`` (a kill in between leaves a
+    ``finished`` run).
 
     Raises:
         ValueError: ``resume`` of a run with other settings, model or data (naming them),
@@ -412,17 +413,15 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
     """
     s = p.settings
     out = Path(out)
-    ident = identity(p)
-    if s.meta and not s.meta_dir:        # the default, given or not, is one folder
-        ident["meta_dir"] = str((out / "meta").expanduser().resolve())
+    ident = identity(p, out)
     state = kept(out, ident) if resume else None
     if state is not None and on_resume is not None:
         on_resume(state["tasks_done"])
     for tmp in (*out.glob(f".{PARTIAL}.*"), *out.glob(".results.json.*"),
                 out / ".accuracy.png.partial"):       # what a kill mid-write left
         tmp.unlink(missing_ok=True)
-    if not resume:
-        for old in ("results.json", "accuracy.png"):
+    if not resume:     # partial.json first: a kill here leaves no old one to pass for kept work
+        for old in (PARTIAL, "results.json", "accuracy.png"):
             (out / old).unlink(missing_ok=True)
     rows = strategies(s, p.model, p.kind, p.heldout)
     meta_rows, meta_info = meta_strategies(s, p.model, p.kind, out, p.train_families,
@@ -455,15 +454,18 @@ results depend on), ``tasks_done``, ``per`` (each row's per-task accuracies and 
 trainable parameters and info) and ``eval_seconds``."""
 
 
-def identity(p: Prepared) -> dict:
+def identity(p: Prepared, out_dir=None) -> dict:
     """What an adapt run's results depend on: every setting (paths made absolute, the model
     as ``_model_identity``, the approaches and the LoRA targets as sorted lists of names:
     their order and an omitted default change no number), the threads torch computes on,
     the checkpoint a metaloop ``--model`` run is at (its name and the sha256 of its
     tensors), and the sha256 of the user's data (``--family table``, ``folder``,
-    ``tensors``)."""
+    ``tensors``). With ``out_dir`` (the run's ``--out``), ``--meta``'s default ``meta_dir``
+    is ``out_dir/meta``, whether given or not."""
     s = p.settings
     out = dataclasses.asdict(s)
+    if s.meta and not s.meta_dir and out_dir is not None:   # the default is one folder
+        out["meta_dir"] = str(Path(out_dir) / "meta")
     out["model"] = _model_identity(s.model)
     out["approaches"] = sorted(_approach_names(s.approaches, p.kind))
     if "lora" in out["approaches"] or s.meta:       # the rows that read --lora-targets
@@ -489,9 +491,36 @@ def identity(p: Prepared) -> dict:
 _WHAT = {"model_checkpoint": "the checkpoint of --model", "data_sha256": "the contents of --data"}
 
 
+def _difference(key: str, old: dict, new: dict) -> str:
+    """How a refused resume names a difference of ``key``: kept value first, or that one side
+    has none (a key an older run did not record, or one this command has no value for)."""
+    name = _WHAT.get(key, "--" + key.replace("_", "-"))
+    if key not in old:
+        return f"{name} (not recorded in the kept run; this command's: {new[key]!r})"
+    if key not in new:
+        return f"{name} (the kept run's: {old[key]!r}; none in this command)"
+    return f"{name} ({old[key]!r} != {new[key]!r})"
+
+
+def finished(out) -> bool:
+    """True where ``out`` holds a ``partial.json`` beside a complete ``results.json``: the run
+    was stopped after writing its results (atomically, last) and before removing
+    ``partial.json``, so it finished and the ``partial.json`` is stale."""
+    import json
+
+    out = Path(out)
+    if not (out / PARTIAL).is_file():
+        return False
+    try:
+        res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(res, dict) and isinstance(res.get("approaches"), dict)
+
+
 def check_resume(out, resume: bool) -> int | None:
     """Before anything is loaded: ``resume`` needs a kept ``partial.json`` in ``out``; a new
-    run refuses to discard one.
+    run refuses to discard one, unless the run had ``finished``.
 
     Returns:
         with ``resume``, the number of tasks kept (None where the file does not say: ``kept``
@@ -501,6 +530,8 @@ def check_resume(out, resume: bool) -> int | None:
         ValueError: naming the folder and what it holds.
     """
     out = Path(out)
+    if not resume and finished(out):      # a run killed while it removed its partial.json
+        return None                       # a stale file: ``run`` removes it first
     if resume and not (out / PARTIAL).is_file():
         held = (" (it holds a finished run's results.json)"
                 if (out / "results.json").is_file() else "")
@@ -546,8 +577,8 @@ def kept(out: Path, ident: dict) -> dict:
                     for r in per.values())):
         raise ValueError(f"{path} is corrupt: not the state of a metaloop adapt run; remove "
                          f"it to start again")
-    diff = [f"{_WHAT.get(k, '--' + k.replace('_', '-'))} ({old.get(k)!r} != {ident.get(k)!r})"
-            for k in sorted(set(old) | set(ident)) if old.get(k) != ident.get(k)]
+    diff = [_difference(k, old, ident) for k in sorted(set(old) | set(ident))
+            if (k in old, old.get(k)) != (k in ident, ident.get(k))]
     if diff:
         raise ValueError(f"refusing to resume {out}: this command differs from the kept run's "
                          f"in {', '.join(diff)}; give the kept run's arguments, or another "
@@ -728,9 +759,10 @@ def strategies(s, model, kind: str, family) -> dict:
             cache: dict = {}
             fn = functools.partial(_zero_shot, zero_shot, model, family, cache)
         elif name == "prompt-optimized":
-            from metaloop.adapt.prompting import optimize_prompt
+            from metaloop.adapt.prompting import fill_cache, optimize_prompt
             cache = {}
             fn = functools.partial(_prompt_opt, optimize_prompt, model, family, cache)
+            fn.refill = functools.partial(_prompt_fill, fill_cache, model, family, cache)
         elif name.startswith("probe-"):
             solver = name.split("-")[1]
             kw = {"lam": 0.1} if solver != "sgd" else {"lr": 0.1, "steps": 100}
@@ -819,6 +851,10 @@ def _zero_shot(zero_shot, model, family, cache, sx, sy, classes):
 
 def _prompt_opt(optimize_prompt, model, family, cache, sx, sy, classes):
     return optimize_prompt(model, sx, sy, family.wordings(classes), cache=cache)
+
+
+def _prompt_fill(fill_cache, model, family, cache, sx, sy, classes):
+    fill_cache(model, family.wordings(classes), cache)
 
 
 # ----------------------------------------------------------------------------- meta-learning
@@ -986,7 +1022,9 @@ def _inner(learner):
 
 # The rows whose callables keep a cache between tasks (label-prompt embeddings, computed in
 # one batch of the texts not yet cached): a resume replays them on the tasks it skips, so the
-# cache is filled by the same batches as in a run never stopped.
+# cache is filled by the same batches as in a run never stopped. A callable's ``refill``
+# attribute, where it has one, does only that (prompt-optimized: the prompts are embedded,
+# no candidate is scored), and is replayed in its place.
 CACHED = ("prompt-zero-shot", "prompt-optimized")
 
 
@@ -1003,7 +1041,8 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
 
     ``kept`` (``{"tasks_done": n, "per": ...}`` as ``on_task`` was given them): the first
     ``n`` tasks are taken from it, not adapted again (only ``CACHED`` rows are replayed on
-    them). ``on_task(per, done)`` is called after each task with the rows' values so far.
+    them, by their callable's ``refill`` where it has one). ``on_task(per, done)`` is
+    called after each task with the rows' values so far.
 
     Returns:
         name -> ``{"approach", "accuracy": {"mean", "ci95"}, "trainable", "adapt_seconds",
@@ -1032,7 +1071,8 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
                 for name in CACHED:
                     if name in rows:
                         torch.manual_seed(seed * 100_003 + done)
-                        rows[name][1](sx, sy, batch.classes[i])
+                        fn = rows[name][1]
+                        getattr(fn, "refill", fn)(sx, sy, batch.classes[i])
                 done += 1
                 continue
             feats: dict[int, torch.Tensor] = {}
