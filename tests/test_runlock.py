@@ -102,7 +102,7 @@ def test_a_second_train_on_a_held_folder_exits_2_and_changes_no_file(tmp_path):
             assert r.returncode == 2, r.stderr
             assert r.stderr == (
                 f"metaloop train: error: run folder {run} is in use by another metaloop "
-                f"process (pid {holder.pid} on host {socket.gethostname()}, `-c {run}`); "
+                f"process (pid {holder.pid} on host {socket.gethostname()}, `python -c {run}`); "
                 f"wait for it to end or stop it\n")
             assert r.stdout == ""
             assert _snapshot(run) == before
@@ -419,3 +419,33 @@ def test_a_folder_made_again_after_another_start_removed_it_is_removed_on_failur
             raise RuntimeError("bad data")
     assert len(calls) == 2
     assert not (tmp_path / "new").exists()
+
+
+def test_a_holder_started_with_python_c_is_named_as_python_c(tmp_path):
+    with Holder(tmp_path / "run"):                      # python -c '...' RUN
+        assert runlock.holder(tmp_path / "run")["command"] == f"python -c {tmp_path / 'run'}"
+        with pytest.raises(runlock.RunInUseError, match="`python -c "):
+            runlock.acquire(tmp_path / "run")
+
+
+@pytest.mark.parametrize("meanwhile", ["the parent removed", "made and removed"])
+def test_a_start_whose_new_folder_another_failed_start_removes_meanwhile_makes_it_again(
+        tmp_path, monkeypatch, meanwhile):
+    run = tmp_path / "new" / "run"
+    real_mkdir, calls = os.mkdir, []
+
+    def mkdir(p, *args, **kwargs):          # another start on run fails and removes its folders
+        if Path(p) == run and run.parent.is_dir() and not calls:
+            calls.append(p)
+            if meanwhile == "the parent removed":
+                run.parent.rmdir()          # between this start's mkdir of new and of new/run
+            else:                           # it made run, then removed it before is_dir()
+                raise FileExistsError(errno.EEXIST, "File exists", str(p))
+        return real_mkdir(p, *args, **kwargs)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(RuntimeError, match="bad data"):
+        with runlock.hold(run):             # no "cannot create output directory"
+            assert run.is_dir() and runlock.holder(run)["pid"] == os.getpid()
+            raise RuntimeError("bad data")
+    assert calls
+    assert not (tmp_path / "new").exists()  # the folders it made are removed as ever

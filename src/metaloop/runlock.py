@@ -1,11 +1,13 @@
 """One writer per run folder: an exclusive lock on ``DIR/.metaloop-lock``.
 
 Every metaloop writer of a run folder (``ml.train(..., out_dir=DIR)``, ``metaloop train``,
-``compare``, ``adapt``, ``forgetting``, ``eval --out``, ``vae``) holds the folder's lock while
-it writes there, so that a second process started on the same folder (a scheduler that
-requeues a job still running, ``--resume`` launched twice, two notebooks) fails at once,
-before it reads any data or writes anything, instead of interleaving its checkpoints,
-``LATEST`` and ``metrics.jsonl`` with the first one's::
+``compare``, ``adapt``, ``forgetting``, ``eval --out``, ``predict --out``, ``vae``) holds the
+folder's lock while it writes there, so that a second process started on the same folder (a
+scheduler that requeues a job still running, ``--resume`` launched twice, two notebooks)
+fails at once, before it writes anything, instead of interleaving its checkpoints,
+``LATEST`` and ``metrics.jsonl`` with the first one's (``train``, ``adapt`` and ``vae`` take
+the lock before they read anything; ``compare``, ``eval``, ``predict`` and ``forgetting``
+after reading their config, checkpoints or data)::
 
     with runlock.hold("runs/x"):        # RunInUseError if another process writes there
         ...
@@ -25,8 +27,8 @@ the same folder (``metaloop train`` calls ``ml.train``) holds it once; another t
 same process is refused as another process is; a folder inside a held one (``compare``'s
 ``runs/compare/runs/maml_0``) is a folder of its own, with its own lock. A forked child
 (a worker process) holds none of its parent's locks: it closes its copies of the lock files,
-so that a child which outlives its parent leaves the folder free. Readers (``metaloop eval
---checkpoint``, ``predict``, ``load_run``) take no lock.
+so that a child which outlives its parent leaves the folder free. Readers (``metaloop eval`` and
+``predict`` without ``--out``, ``load_run``) take no lock.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ def _command() -> str:
     name = Path(argv[0]).name
     if name == "__main__.py":                  # python -m metaloop
         name = f"python -m {Path(argv[0]).parent.name}"
+    elif argv[0] == "-c":                       # python -c '...'
+        name = "python -c"
     text = " ".join([name, *map(shlex.quote, argv[1:])])
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -177,6 +181,31 @@ def _open(file: Path) -> int | None:
         return None
 
 
+def _make(path: Path, made: list[Path]) -> list[Path]:
+    """Create the folder ``path`` and its missing parents; returns ``made`` and the folders
+    missing here, deepest first. A folder that another start on the same new folder removes
+    meanwhile (one that failed: it removes what it made) is made again, not reported as
+    missing or as a file in the way.
+
+    Raises:
+        ValueError: the folder cannot be created (naming it and why).
+    """
+    for _ in range(10):
+        missing = [Path(os.path.abspath(d)) for d in (path, *path.parents)
+                   if not d.exists() and not d.is_symlink()]
+        made = sorted({*made, *missing}, key=lambda d: len(d.parts), reverse=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return made
+        except (FileNotFoundError, FileExistsError) as e:    # removed meanwhile: again
+            error = e
+        except OSError as e:
+            error = e
+            break
+    raise ValueError(f"cannot create output directory {path}: {error.strerror or error}") \
+        from error
+
+
 def acquire(path, *, create: bool = True) -> str | None:
     """Take the lock of the run folder ``path`` (None: nothing; returns None).
 
@@ -197,11 +226,7 @@ def acquire(path, *, create: bool = True) -> str | None:
     path = Path(path)
     if not create and not path.is_dir():
         return None
-    made = [d for d in (path, *path.parents) if not d.exists() and not d.is_symlink()]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create output directory {path}: {e.strerror or e}") from e
+    made = _make(path, [])
     key = os.path.realpath(path)
     with _GUARD:
         entry = _HELD.get(key)
@@ -216,9 +241,7 @@ def acquire(path, *, create: bool = True) -> str | None:
             try:
                 fd = _open(file)
             except FileNotFoundError:       # the folder was removed meanwhile: again
-                again = [d for d in (file.parent, *file.parent.parents) if not d.exists()]
-                file.parent.mkdir(parents=True, exist_ok=True)
-                made = again + [d for d in made if d not in again]        # (made here too)
+                made = _make(file.parent, made)                            # (made here too)
                 continue
             if fd is None:
                 return None

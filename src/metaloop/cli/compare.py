@@ -26,7 +26,10 @@ and 95% CI) and writes results.json, timing.json and the plots. With no argument
 regression, about 2.5 CPU-minutes at one thread.
 
 The settings are the family's shipped config: --print-config shows it; copy it, edit it and
-pass it back with --config FILE (a file over your own data runs the comparison on it)."""
+pass it back with --config FILE (a file over your own data runs the comparison on it).
+
+One process at a time writes --out: a second one on it (e.g. --resume started twice) stops
+with exit status 2, naming the process that writes there, before it writes anything."""
 
 
 def register(sub) -> None:
