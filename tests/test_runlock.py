@@ -221,6 +221,29 @@ def test_every_writer_command_refuses_a_held_folder_by_name(tmp_path, capsys, ar
         assert _snapshot(out) == before
 
 
+@pytest.mark.parametrize("argv", [
+    ["compare", "--config", "{missing}.toml"],
+    ["eval", "--checkpoint", "{missing}"],
+    ["predict", "--checkpoint", "{missing}", "--support", "{missing}", "--query", "{missing}"],
+    ["forgetting", "--scenario", "split-fmnist-task", "--data", "{missing}.npz"],
+    ["adapt", "--model", "{missing}", "--family", "folder", "--data", "{missing}"],
+])
+def test_a_held_folder_is_named_before_the_command_reads_anything(tmp_path, capsys, argv):
+    """QA repro: compare, eval --out, predict --out and forgetting read their config,
+    checkpoint or data first, so a second run on a held folder was told of its missing input
+    (and would have loaded a model or data set before being refused)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with Holder(out):
+        before = _snapshot(out)
+        argv = [a.format(missing=tmp_path / "missing") for a in argv]
+        assert main([*argv, "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"metaloop {argv[0]}: error: run folder {out} is in use by "
+                              f"another metaloop process (pid "), err
+        assert _snapshot(out) == before
+
+
 def test_a_file_system_without_locks_runs_unlocked_with_a_warning(tmp_path, monkeypatch):
     def flock(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")

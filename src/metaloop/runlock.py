@@ -4,10 +4,8 @@ Every metaloop writer of a run folder (``ml.train(..., out_dir=DIR)``, ``metaloo
 ``compare``, ``adapt``, ``forgetting``, ``eval --out``, ``predict --out``, ``vae``) holds the
 folder's lock while it writes there, so that a second process started on the same folder (a
 scheduler that requeues a job still running, ``--resume`` launched twice, two notebooks)
-fails at once, before it writes anything, instead of interleaving its checkpoints,
-``LATEST`` and ``metrics.jsonl`` with the first one's (``train``, ``adapt`` and ``vae`` take
-the lock before they read anything; ``compare``, ``eval``, ``predict`` and ``forgetting``
-after reading their config, checkpoints or data)::
+fails at once, before it reads or writes anything, instead of interleaving its
+checkpoints, ``LATEST`` and ``metrics.jsonl`` with the first one's::
 
     with runlock.hold("runs/x"):        # RunInUseError if another process writes there
         ...

@@ -8,6 +8,7 @@ import sys
 from tqdm.auto import tqdm
 
 from metaloop import config as _config
+from metaloop import runlock
 from metaloop.cli import _checks
 from metaloop.cli._args import path
 from metaloop.recipes import compare as recipe
@@ -29,7 +30,7 @@ The settings are the family's shipped config: --print-config shows it; copy it, 
 pass it back with --config FILE (a file over your own data runs the comparison on it).
 
 One process at a time writes --out: a second one on it (e.g. --resume started twice) stops
-with exit status 2, naming the process that writes there, before it writes anything."""
+with exit status 2, naming the process that writes there, before it reads anything."""
 
 
 def register(sub) -> None:
@@ -109,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
         shipped = "omniglot" if family in _config.USER_FAMILIES else family
         print(recipe.config_text(shipped), end="")
         return 0
+    # a process still writing --out is named before anything is read
+    with runlock.hold(args.out, create=False):
+        return _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
     _check_flags(args)
     cfg = _config_for(args)
     family = cfg["family"]["name"]

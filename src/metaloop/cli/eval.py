@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from metaloop import runlock
 from metaloop.cli import _checks
 from metaloop.cli._args import int_list, path
 from metaloop.evaluate import records
@@ -139,6 +140,12 @@ EVAL_FLAGS = ("tasks", "shots", "ways", "split", "steps", "within_alphabet", "dr
 
 
 def run(args: argparse.Namespace) -> int:
+    # a process still writing --out is named before anything is read
+    with runlock.hold(args.out or None, create=False):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = load_ensemble(args.checkpoint, device=args.device)
     _note_unfinished(loaded)

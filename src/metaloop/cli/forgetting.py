@@ -7,6 +7,7 @@ import argparse
 
 from tqdm.auto import tqdm
 
+from metaloop import runlock
 from metaloop.cli._args import int_list, path
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES
@@ -133,6 +134,12 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # a process still writing --out is named before anything is read
+    with runlock.hold(args.out, create=False):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     s = recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
     data = {k: getattr(args, k) for k in recipe.DATA_OPTIONS}
     exps = recipe.experiences(args.scenario, root=args.root, **data)

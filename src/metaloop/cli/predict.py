@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from metaloop import runlock
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.cli import _checks
 from metaloop.cli._args import path
@@ -157,6 +158,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # a process still writing --out is named before anything is read
+    with runlock.hold(args.out or None, create=False):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = load_ensemble(args.checkpoint, head_init=args.head_init, same=READ_ALIKE)
     _check_read_alike(loaded)
