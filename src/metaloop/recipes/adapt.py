@@ -518,37 +518,26 @@ def finished(out) -> bool:
     return isinstance(res, dict) and isinstance(res.get("approaches"), dict)
 
 
-def check_resume(out, resume: bool) -> int | None:
+def check_resume(out, resume: bool) -> None:
     """Before anything is loaded: ``resume`` needs a kept ``partial.json`` in ``out``; a new
-    run refuses to discard one, unless the run had ``finished``.
-
-    Returns:
-        with ``resume``, the number of tasks kept (None where the file does not say: ``kept``
-        names that).
+    run refuses to discard one, unless the run had ``finished`` (a run killed while it
+    removed its ``partial.json``: a stale file, which ``run`` removes first). Whether the
+    kept state fits the command is ``kept``'s to say, once the model is loaded.
 
     Raises:
         ValueError: naming the folder and what it holds.
     """
     out = Path(out)
-    if not resume and finished(out):      # a run killed while it removed its partial.json
-        return None                       # a stale file: ``run`` removes it first
-    if resume and not (out / PARTIAL).is_file():
+    has_partial = (out / PARTIAL).is_file()
+    if resume and not has_partial:
         held = (" (it holds a finished run's results.json)"
                 if (out / "results.json").is_file() else "")
         raise ValueError(f"--resume: nothing to resume in {out}: no {PARTIAL} of an "
                          f"interrupted metaloop adapt{held}")
-    if not resume and (out / PARTIAL).is_file():
+    if not resume and has_partial and not finished(out):
         raise ValueError(f"{out} holds an interrupted metaloop adapt ({out / PARTIAL}); the "
                          f"same command with --resume continues it, or give another --out "
                          f"(or remove {out / PARTIAL} to start again)")
-    if resume:
-        import json
-        try:
-            done = json.loads((out / PARTIAL).read_text(encoding="utf-8"))["tasks_done"]
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        return done if isinstance(done, int) else None
-    return None
 
 
 def kept(out: Path, ident: dict) -> dict:
