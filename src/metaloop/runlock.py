@@ -73,8 +73,8 @@ class RunLockWarning(UserWarning):
 
 
 # this process's held folders: real path -> [fd, depth, folders made by the first acquire
-# (deepest first), pid, the holding thread's ident]; a forked child holds none of its
-# parent's (_forget_after_fork)
+# (deepest first), the holding thread's ident]; a forked child holds none of its parent's
+# (_forget_after_fork empties it there)
 _HELD: dict[str, list] = {}
 _GUARD = threading.Lock()
 
@@ -228,8 +228,8 @@ def acquire(path, *, create: bool = True) -> str | None:
     key = os.path.realpath(path)
     with _GUARD:
         entry = _HELD.get(key)
-        if entry is not None and entry[3] == os.getpid():
-            if entry[4] != threading.get_ident():
+        if entry is not None:
+            if entry[3] != threading.get_ident():
                 raise RunInUseError(f"run folder {path} is in use by another thread of this "
                                     f"process (pid {os.getpid()}); wait for it to end")
             entry[1] += 1
@@ -273,7 +273,7 @@ def acquire(path, *, create: bool = True) -> str | None:
             os.write(fd, info.encode())
         except OSError:
             pass                        # opened read-only: the message names no holder
-        _HELD[key] = [fd, 1, made, os.getpid(), threading.get_ident()]
+        _HELD[key] = [fd, 1, made, threading.get_ident()]
     return key
 
 
@@ -289,13 +289,13 @@ def release(token: str | None, *, discard: bool = False) -> None:
         return
     with _GUARD:
         entry = _HELD.get(token)
-        if entry is None or entry[3] != os.getpid():
+        if entry is None:
             return
         entry[1] -= 1
         if entry[1] > 0:
             return
         del _HELD[token]
-        fd, _, made, _, _ = entry
+        fd, _, made, _ = entry
         file = Path(token) / LOCK_FILE
         if fcntl is not None:           # removed while still held: a process that opened
             try:                        # it before sees another file after locking it
