@@ -81,3 +81,42 @@ def test_a_model_that_cannot_read_the_tensors_is_named(tmp_path, family, model, 
     fam = build.build_family(cfg["family"])
     with pytest.raises(ValueError, match=message):
         build.build_learner(cfg, fam)
+
+
+@pytest.mark.parametrize("model, then", [("conv4", "then pad or resize them to a square"),
+                                         ("mlp", "and use model.name = 'conv4'")])
+def test_non_square_images_stored_channels_last_are_named_so(tmp_path, model, then):
+    """x [N, 20, 24, 3] (numpy's and PIL's layout) was read as 20 channels of 24x3: conv4 said
+    '24x3: pad or resize them to a square' and mlp 'use model.name = conv4', which led there;
+    neither named the layout."""
+    y = np.repeat(np.arange(10), 6)
+    np.savez(tmp_path / "hwc.npz", x=np.zeros((len(y), 20, 24, 3), np.uint8), y=y)
+    mod = {"name": "mlp", "hidden": [8]} if model == "mlp" else {"name": model, "channels": 4}
+    cfg = build.resolve_split(config.validate({
+        "family": {"name": "tensors", "root": str(tmp_path / "hwc.npz"), "ways": 2, "shots": 1,
+                   "queries": 2, "split_fractions": [0.4, 0.2, 0.4]},
+        "model": mod, "method": {"name": "r2d2"}}))
+    fam = build.build_family(cfg["family"])
+    with pytest.raises(ValueError, match=rf"look like 20x24 images stored channels-last "
+                                         rf"\[N, H, W, C\] with 3 channel\(s\) last; save x as "
+                                         rf"\[N, C, H, W\] \(x\.permute\(0, 3, 1, 2\).*{then}"):
+        build.build_learner(cfg, fam)
+
+
+def test_a_folder_cache_that_cannot_be_written_gives_advice_a_config_can_follow(tmp_path):
+    """The message ended 'pass a writable cache_dir', which no config key nor flag takes."""
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "images" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(
+                tmp_path / "images" / c / f"{i}.png")
+    (tmp_path / "images" / ".metaloop-cache").write_text("a file where the cache goes")
+    cfg = config.validate({"family": {"name": "folder", "root": str(tmp_path / "images"),
+                                      "ways": 2, "shots": 1, "queries": 1,
+                                      "train_classes": ["a", "b"]}})
+    with pytest.raises(ValueError, match=r"cannot write the decoded image cache of .*images to "
+                                         r".*\.metaloop-cache: .*; make it writable") as e:
+        build.build_family(cfg["family"], split="train")
+    assert "cache_dir" not in str(e.value)

@@ -15,7 +15,7 @@ import torch
 from metaloop import config as _config
 from metaloop import meta, models, tasks
 from metaloop.config import FAMILIES, METHODS, MODELS
-from metaloop.data.folder import UnreadableImagesError
+from metaloop.data.folder import CacheWriteError, UnreadableImagesError
 
 __all__ = ["batching_on", "build_family", "build_learner", "build_model", "check_eval_shifts",
            "data_fingerprint", "eval_family", "resolve_split", "training_family", "user_family"]
@@ -123,6 +123,8 @@ def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None,
     except UnreadableImagesError as e:         # the config's way to skip them, not the API's
         raise ValueError(f"{e.problem}; to leave unreadable files out instead, set "
                          f"family.skip_corrupt = true") from e
+    except CacheWriteError as e:               # a config has no cache_dir to pass
+        raise e.without_cache_dir() from e
     except ValueError:
         if have is None:
             raise
@@ -257,7 +259,10 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
             return models.MLP(family.in_dim, tuple(mcfg["hidden"]), out)
         if len(family.input_shape) != 1:
             raise ValueError(f"model 'mlp' reads feature vectors, but the family gives inputs "
-                             f"of shape {list(family.input_shape)}: use model.name = 'conv4'")
+                             f"of shape {list(family.input_shape)}: "
+                             + (_channels_last(family.input_shape, "pad or resize them to a square "
+                                                                   "and use model.name = 'conv4'")
+                                or "use model.name = 'conv4'"))
         return models.MLP(family.input_shape[0], tuple(mcfg["hidden"]), out)
     if name == "text":              # the table family's encoder (a copy), with a new head
         import copy
@@ -275,11 +280,25 @@ def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
         raise ValueError(f"model {name!r} needs an image family, not {type(family).__name__}")
     if shape[-2] != shape[-1]:
         raise ValueError(f"model {name!r} reads square images; the family gives "
-                         f"{shape[-2]}x{shape[-1]}: pad or resize them to a square")
+                         f"{shape[-2]}x{shape[-1]}: "
+                         + (_channels_last(shape, "pad or resize them to a square")
+                            or "pad or resize them to a square"))
     if name == "resnet12":          # widths channels x (1, 2.5, 5, 10): 64 -> 64..640
         return models.ResNet12(shape[0], mcfg["channels"], out, image_size=shape[-1])
     return models.Conv4(shape[0], mcfg["channels"], out, pool=mcfg["pool"], image_size=shape[-1],
                          readout=mcfg["readout"] or None)
+
+
+def _channels_last(shape, then: str) -> str:
+    """The advice for examples ``[C, H, W]`` that are images stored channels-last, ``[H, W,
+    1 or 3]`` (as numpy and PIL give them; ``Episodes`` names the square ones itself), ending
+    in ``then``; "" when ``shape`` does not look so."""
+    if len(shape) != 3 or shape[-1] not in (1, 3) or shape[0] in (1, 3):
+        return ""
+    h, w, c = (int(v) for v in shape)
+    return (f"they look like {h}x{w} images stored channels-last [N, H, W, C] with {c} "
+            f"channel(s) last; save x as [N, C, H, W] (x.permute(0, 3, 1, 2), or "
+            f"x.transpose(0, 3, 1, 2) for numpy), then {then}")
 
 
 def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:

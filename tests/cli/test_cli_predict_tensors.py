@@ -107,6 +107,18 @@ def test_an_image_run_classifies_arrays_of_images(method_runs, tmp_path, capsys)
 
 
 
+def test_a_query_of_images_stored_channels_last_is_named_so(method_runs, tmp_path, capsys):
+    """The support file's [N, 28, 28, 1] was named channels-last with the permutation; the
+    query file's only 'holds examples of shape [28, 28, 1], but RUN reads [1, 28, 28]'."""
+    run = method_runs("protonet")
+    glyphs = np.zeros((3, 28, 28), np.uint8)
+    np.savez(tmp_path / "s.npz", x=glyphs, y=np.arange(3))
+    np.savez(tmp_path / "q.npz", x=glyphs[..., None])                        # [3, 28, 28, 1]
+    refused(["predict", "--checkpoint", run, "--support", str(tmp_path / "s.npz"), "--query",
+             str(tmp_path / "q.npz")], capsys, tmp_path,
+            "holds examples of shape [28, 28, 1], but", "reads [1, 28, 28]; they look "
+            "channels-last [N, H, W, C]: save x as [N, C, H, W] (x.permute(0, 3, 1, 2)")
+
 def test_what_does_not_fit_is_named(vector_run, method_runs, tmp_path, capsys):
     s, q = _files(tmp_path)
     base = ["predict", "--checkpoint", str(vector_run), "--support", str(s), "--query", str(q)]

@@ -59,3 +59,19 @@ def test_link_to_nothing_is_named_and_skip_corrupt_leaves_it_out(tmp_path):
     restored = load_folder(root, image_size=8, skip_corrupt=True)
     assert restored.cache_status.startswith("rebuilt") and restored.skipped == []
     assert restored.files[-1] == "b/dangling.png"
+
+
+@pytest.mark.parametrize("link", ["gone", "a/more"])
+def test_folder_link_to_nothing_is_named_not_ignored(tmp_path, link):
+    """A class folder (or a class's sub-folder) linked to a drive that is not mounted was
+    counted as one more non-image entry, and its class or images left out without a word."""
+    root = _folder(tmp_path / "images")
+    os.symlink(tmp_path / "unmounted" / "dogs", root / link)
+    with pytest.raises(ValueError, match=rf"images/{link} is a link to .*unmounted/dogs, which "
+                                         rf"does not exist .*restore its target"):
+        scan_folder(root)
+    with pytest.raises(ValueError, match="is a link to"):
+        load_folder(root, image_size=8, skip_corrupt=True)
+    (tmp_path / "unmounted" / "dogs").mkdir(parents=True)       # mounted again: a folder
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "unmounted" / "dogs" / "0.png")
+    assert len(scan_folder(root).classes) == (3 if link == "gone" else 2)

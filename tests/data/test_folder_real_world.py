@@ -100,3 +100,29 @@ def test_a_class_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
                                          r"Information: Permission denied"):
         load_folder(root)
     assert not (root / CACHE_DIRNAME).exists()
+
+
+def test_jpegs_saved_as_jfif_or_jpe_and_pnm_files_are_images(tmp_path):
+    """A browser's downloads (.jfif), .jpe and .pnm (which predict's help names) were left
+    out as non-image files, counted but never read."""
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        for i, (ext, fmt) in enumerate([("jfif", "JPEG"), ("JPE", "JPEG"), ("pnm", "PPM")]):
+            (tmp_path / "f" / c).mkdir(parents=True, exist_ok=True)
+            a = (rng.random((12, 16, 3)) * 255).astype(np.uint8)
+            Image.fromarray(a).save(tmp_path / "f" / c / f"{i}.{ext}", format=fmt)
+    d = load_folder(tmp_path / "f", image_size=8)
+    assert d.files == ["a/0.jfif", "a/1.JPE", "a/2.pnm", "b/0.jfif", "b/1.JPE", "b/2.pnm"]
+    assert d.ignored == 0 and d.images.shape == (6, 1, 8, 8)
+    x, names = load_query(tmp_path / "f")
+    assert names == d.files and x.shape == (6, 1, 28, 28)
+
+
+def test_an_image_with_a_truncated_exif_block_is_decoded_into_the_cache(tmp_path):
+    """Its struct.error escaped the decoding threads: a traceback, skip_corrupt or not."""
+    root = _messy_folder(tmp_path / "m")
+    a = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(a).save(root / "Ωmega" / "phone.png", exif=b"II*\x00")
+    for skip in (False, True):
+        d = load_folder(root, image_size=8, skip_corrupt=skip)
+        assert "Ωmega/phone.png" in d.files and d.skipped == []

@@ -83,6 +83,21 @@ def test_a_broken_link_is_a_named_error(tmp_path):
         load_query(tmp_path / "q")
 
 
+
+def test_a_class_folder_linked_to_nothing_is_a_named_error(tmp_path):
+    """A support class folder that is a link to nothing (a drive not mounted) was left out
+    as 'not an image by its suffix', and its class with it."""
+    for c in ("a", "b"):
+        (tmp_path / "s" / c).mkdir(parents=True)
+        Image.fromarray(_glyph()).save(tmp_path / "s" / c / "0.png")
+    os.symlink(tmp_path / "unmounted" / "dogs", tmp_path / "s" / "dogs")
+    with pytest.raises(ValueError, match=r"s/dogs is a link to .*unmounted/dogs, which does "
+                                         r"not exist"):
+        load_support(tmp_path / "s")
+    (tmp_path / "unmounted" / "dogs").mkdir(parents=True)
+    Image.fromarray(_glyph()).save(tmp_path / "unmounted" / "dogs" / "0.png")
+    assert load_support(tmp_path / "s")[2] == ["a", "b", "dogs"]
+
 def _photo(w: int, h: int, seed: int = 0) -> np.ndarray:
     """uint8 [h, w, 3]: a smooth random picture (blocks of colour, bicubic-upsampled)."""
     rng = np.random.default_rng(seed)
@@ -190,3 +205,24 @@ def test_a_float_image_with_nan_pixels_is_a_named_error(tmp_path):
         load_image(tmp_path / "big.tif")
     Image.fromarray(np.full((20, 20), 0.3, np.float32), "F").save(tmp_path / "ok.tif")
     assert float(load_image(tmp_path / "ok.tif", invert="never").mean()) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("fmt, exif", [("PNG", b"II*\x00"),
+                                       ("WEBP", b"Exif\x00\x00II*\x00\x08\x00"),
+                                       ("PNG", b"garbage!")])
+def test_a_damaged_exif_block_leaves_the_image_as_stored(tmp_path, fmt, exif):
+    """A PNG or WebP whose EXIF block was truncated raised struct.error out of load_image
+    (a traceback in predict, and in training even with skip_corrupt), and one whose block is
+    not TIFF data was an unreadable image, though its pixels decode, a JPEG with the same
+    block read fine, and a viewer shows it: the image is now read as stored."""
+    a = _photo(30, 20)
+    Image.fromarray(a).save(tmp_path / "plain.png")
+    Image.fromarray(a).save(tmp_path / f"bad.{fmt.lower()}", fmt, exif=exif, lossless=True)
+    want = load_image(tmp_path / "plain.png", 16, "never", 3)
+    torch.testing.assert_close(load_image(tmp_path / f"bad.{fmt.lower()}", 16, "never", 3),
+                               want, atol=0, rtol=0)
+    with Image.open(tmp_path / f"bad.{fmt.lower()}") as im:
+        torch.testing.assert_close(images_mod.image_to_input(im, 16, "never", 3), want,
+                                   atol=0, rtol=0)
+    x, names = load_query(tmp_path)
+    assert names == ["bad." + fmt.lower(), "plain.png"] and x.shape == (2, 1, 28, 28)

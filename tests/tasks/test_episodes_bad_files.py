@@ -48,13 +48,30 @@ def test_numpy_arrays_in_a_pt_file_are_refused_not_unpickled(tmp_path):
         Episodes.from_tensors(tmp_path / "d.pt", ways=2, shots=1, queries=2)
 
 
-@pytest.mark.parametrize("key", ["x", "y"])
-def test_string_arrays_are_named(tmp_path, key):
+def test_string_images_are_named(tmp_path):
     x, y = _xy()
-    arrays = {"x": x, "y": y, key: np.array(["a"] * 48)}
-    np.savez(tmp_path / "d.npz", **arrays)
-    with pytest.raises(ValueError, match=rf"d\.npz: {key} must be numeric .*got dtype <U1"):
+    np.savez(tmp_path / "d.npz", x=np.array(["a"] * 48), y=y)
+    with pytest.raises(ValueError, match=r"d\.npz: x must be numeric .*got dtype <U1"):
         Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2, split="test")
+
+
+def test_string_labels_are_named_with_the_way_to_keep_the_names(tmp_path):
+    """A user's labels are often class names; the error shows how to save them, which
+    from_tensors then reads (it said only that y must be numeric)."""
+    import numpy
+
+    x, y = _xy()
+    words = np.array(["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen"])[y]
+    np.savez(tmp_path / "d.npz", x=x, y=words)
+    with pytest.raises(ValueError, match=r"d\.npz: y must be int labels \[N\], got dtype "
+                                         r"<U3; .*numpy\.unique\(y, return_inverse=True\)") as e:
+        Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2, split="test")
+    # the advice, followed, is read
+    names, labels = numpy.unique(words, return_inverse=True)
+    assert "numpy.savez(..., x=x, y=y, class_names=names)" in str(e.value)
+    np.savez(tmp_path / "d.npz", x=x, y=labels, class_names=names)
+    fam = Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2)
+    assert fam.class_names == ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen"]
 
 
 def test_empty_arrays_are_named(tmp_path):

@@ -40,7 +40,7 @@ from metaloop.data.images import (
 )
 
 CACHE_DIRNAME = ".metaloop-cache"
-CACHE_VERSION = 6   # raised whenever decoding changes, so no cache disagrees with predict
+CACHE_VERSION = 7   # raised whenever decoding changes, so no cache disagrees with predict
 
 
 @dataclass
@@ -114,6 +114,26 @@ class UnreadableImagesError(ValueError):
         self.problem, self.files = problem, files
 
 
+class CacheWriteError(ValueError):
+    """The decoded cache of a folder cannot be written (``load_folder``).
+
+    Attributes:
+        problem: the folder, the cache folder and the error, without advice.
+    """
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}; pass a writable cache_dir (load_folder, "
+                         f"Episodes.from_folder)")
+        self.problem = problem
+
+    def without_cache_dir(self) -> ValueError:
+        """The error for a caller that takes no ``cache_dir`` (a config, a command's
+        ``--data``): what to do about the folder instead."""
+        return ValueError(f"{self.problem}; make it writable (or free space on its disk): the "
+                          f"cache goes beside the images, or under $METALOOP_CACHE/folders "
+                          f"(~/.cache/metaloop/folders) when the image folder is read-only")
+
+
 def _hidden(name: str) -> bool:
     return name.startswith(".")
 
@@ -141,7 +161,8 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict,
 
     Raises:
         ValueError: a symbolic link back to a folder above it (naming both), which would
-            list the same images without end; a folder that cannot be listed.
+            list the same images without end; a symbolic link to nothing without an image's
+            suffix; a folder that cannot be listed.
     """
     here = os.path.realpath(folder)
     if here in above:
@@ -166,8 +187,19 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict,
             stats[r] = (st.st_size, st.st_mtime_ns)
             out.append(r)
         else:
+            _refuse_dangling(e)                  # a sub-folder's link, not a file to ignore
             counts["ignored"] += 1
     return out
+
+
+def _refuse_dangling(e: os.DirEntry) -> None:
+    """ValueError naming ``e`` if it is a symbolic link to nothing: without an image's
+    suffix it may stand for a folder of images (a class folder on a drive that is not
+    mounted), which would otherwise be left out as a non-image file without a word."""
+    if e.is_symlink() and not os.path.exists(e.path):
+        raise ValueError(f"image folder entry {e.path} is a link to {os.readlink(e.path)}, "
+                         f"which does not exist (a folder of images that moved, or a drive "
+                         f"that is not mounted?); remove the link or restore its target")
 
 
 def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
@@ -184,7 +216,8 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
 
     Raises:
         ValueError: the root is missing or not a folder, a bad ``class_depth``, a symbolic
-            link back to a folder above it, a folder that cannot be listed (naming it), or
+            link back to a folder above it, a symbolic link to nothing without an image's
+            suffix (a class folder's), a folder that cannot be listed (naming it), or
             no class folder holds an image (the message shows the expected layout).
     """
     if class_depth not in (1, 2):
@@ -212,6 +245,7 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
                 elif e.name.lower().endswith(IMAGE_EXTENSIONS):
                     loose.append(f"{rel}/{e.name}".lstrip("/"))   # beside the class folders
                 else:
+                    _refuse_dangling(e)          # a class (or group) folder's link
                     counts["ignored"] += 1       # a file beside the class (or group) folders
         level = nxt
     class_dirs = level
@@ -332,7 +366,8 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
     Raises:
         ValueError: as ``scan_folder``; bad settings; an unreadable image or a link to
             nothing (``UnreadableImagesError``, naming the file) unless ``skip_corrupt``;
-            every image unreadable; a cache folder that cannot be written (naming it).
+            every image unreadable; a cache folder that cannot be written (``CacheWriteError``,
+            naming it).
     """
     check_image_settings(image_size, invert, channels)
     scan = scan_folder(root, class_depth)
@@ -354,8 +389,8 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
         data, manifest = _build(scan, settings, digest, cdir, key, old, workers, progress)
         _atomic_json(manifest_path, manifest)
     except OSError as e:       # decoding raises ValueError; this is the cache's own writing
-        raise ValueError(f"cannot write the decoded image cache of {scan.root} to {cdir}: "
-                         f"{e}; pass a writable cache_dir") from e
+        raise CacheWriteError(f"cannot write the decoded image cache of {scan.root} to "
+                              f"{cdir}: {e}") from e
     if previous is not None:
         for k in ("images", "labels", "stats"):
             name = previous.get(k)

@@ -22,6 +22,7 @@ Every function raises ``ValueError`` naming the offending path.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,8 +34,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 INVERT_MODES = ("auto", "always", "never")
 # What counts as an image, by its suffix (any case), here and in the training folder's scan;
 # other files (README.txt, Thumbs.db, desktop.ini) are left out and counted.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                    ".pgm", ".pbm")
+# JPEG's .jfif and .jpe (as browsers save downloads) and PNM's .pnm are Pillow's too.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".gif", ".webp", ".tif",
+                    ".tiff", ".ppm", ".pgm", ".pbm", ".pnm")
 
 
 def _visible(path: Path) -> bool:
@@ -166,15 +168,28 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
         with Image.open(path) as im:
             im.seek(0)
             _draft(im, image_size)
-            pix = _pixels(ImageOps.exif_transpose(im), channels, image_size)  # [h, w, c]
+            pix = _pixels(_upright(im), channels, image_size)                 # [h, w, c]
     except Image.DecompressionBombError as e:           # not an OSError: would escape
         raise ValueError(f"cannot read image {path}: {e} Shrink it first (or raise "
                          f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            struct.error) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
     if pix.size == 0:
         raise ValueError(f"cannot read image {path}: it has no pixels")
     return _to_input(pix, image_size, invert)
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """``im`` turned by its EXIF orientation (``ImageOps.exif_transpose``); as stored when
+    its EXIF block cannot be parsed (truncated, or not TIFF data), as Pillow reads a JPEG's
+    and a photo viewer shows the pixels: the block is metadata, not the image."""
+    im.load()                   # the pixels first: their errors are not the EXIF block's
+    try:
+        im.getexif()                                   # parsed once; Pillow keeps the result
+    except (SyntaxError, ValueError, struct.error, EOFError):
+        return im
+    return ImageOps.exif_transpose(im)
 
 
 def image_to_input(im: Image.Image, image_size: int = 28, invert: str = "never",
@@ -187,7 +202,7 @@ def image_to_input(im: Image.Image, image_size: int = 28, invert: str = "never",
         float32 ``[channels, H, W]`` in [0, 1].
     """
     check_image_settings(image_size, invert, channels)
-    pix = _pixels(ImageOps.exif_transpose(im), channels, image_size)          # [h, w, c]
+    pix = _pixels(_upright(im), channels, image_size)                         # [h, w, c]
     if pix.size == 0:
         raise ValueError("image_to_input: the image has no pixels")
     return _to_input(pix, image_size, invert)
@@ -315,7 +330,8 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     Raises:
         ValueError: naming the path: missing folder, a file beside class folders, an empty
             class folder, fewer than 2 classes, two files of one name (``a.png`` and
-            ``a.jpg``) in the one-shot layout, or an unreadable image.
+            ``a.jpg``) in the one-shot layout, a symbolic link to nothing, or an unreadable
+            image.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -325,6 +341,10 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
         entries = sorted((p for p in folder.iterdir() if _visible(p)), key=lambda p: p.name)
     except OSError as e:
         raise ValueError(f"cannot list support folder {folder}: {e}") from e
+    lost = next((p for p in entries if p.is_symlink() and not p.exists()), None)
+    if lost is not None:                # a class folder's link: not a file to leave out
+        raise ValueError(f"{lost} is a link to {os.readlink(lost)}, which does not exist; "
+                         f"remove the link or restore its target")
     classes = [p for p in entries if p.is_dir()]
     other = [p for p in entries if not p.is_dir() and not is_image_name(p)]
     if ignored is not None:

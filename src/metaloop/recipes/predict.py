@@ -238,9 +238,13 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
         want = _input_shape(m)
         for name, x in (("support", sx), ("query", qx)):
             if want is not None and tuple(x.shape[1:]) != want:
+                last = len(want) == 3 and tuple(x.shape[1:]) == (*want[1:], want[0])
                 raise ValueError(f"the {name} file {support if name == 'support' else query} "
                                  f"holds examples of shape {list(x.shape[1:])}, but {m.path} "
-                                 f"reads {list(want)}")
+                                 f"reads {list(want)}"
+                                 + ("; they look channels-last [N, H, W, C]: save x as [N, C, "
+                                    "H, W] (x.permute(0, 3, 1, 2), or x.transpose(0, 3, 1, 2) "
+                                    "for numpy)" if last else ""))
     if (support_shift or query_shift) and sx.dim() != 4:
         raise ValueError(f"support_shift and query_shift shift images [N, C, H, W], but the "
                          f"files hold feature vectors {list(sx.shape)}")

@@ -643,9 +643,14 @@ def _numeric(path: Path, key: str, v) -> torch.Tensor:
     if isinstance(v, torch.Tensor):
         return v
     a = np.asarray(v)
+    if a.dtype.kind not in "biuf" and key == "y":
+        raise ValueError(f"tensor file {path}: y must be int labels [N], got dtype {a.dtype}; "
+                         f"for named classes save int labels and the names in label order: "
+                         f"names, y = numpy.unique(y, return_inverse=True), then "
+                         f"numpy.savez(..., x=x, y=y, class_names=names)")
     if a.dtype.kind not in "biuf":
-        raise ValueError(f"tensor file {path}: {key} must be numeric (bool, int, uint or "
-                         f"float), got dtype {a.dtype}")
+        raise ValueError(f"tensor file {path}: {key} must be numeric (uint8 images or "
+                         f"floats), got dtype {a.dtype}")
     return _from_numpy(a)
 
 
