@@ -241,3 +241,17 @@ def test_a_float64_run_adapts_in_float32_as_every_approach_computes(tmp_path, ca
                        "probe-ridge,finetune-zero")) == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert sorted(res["approaches"]) == ["finetune-zero", "probe-ridge"]
+
+
+def test_an_image_cache_that_cannot_be_written_gives_advice_the_command_can_follow(
+        folder_run, tmp_path, capsys):
+    """--data takes no cache_dir, so the message must not end 'pass a writable cache_dir'."""
+    run, photos = folder_run
+    mine = tmp_path / "mine"
+    shutil.copytree(photos, mine, ignore=shutil.ignore_patterns(".metaloop-cache"))
+    (mine / ".metaloop-cache").write_text("a file where the cache goes")
+    out = tmp_path / "out"
+    assert main(_adapt(run, "folder", mine, out, "--approaches", "probe-ridge")) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the decoded image cache" in err and "make it writable" in err
+    assert "cache_dir" not in err and not out.exists()

@@ -266,3 +266,16 @@ def test_a_count_that_is_not_positive_is_named_before_the_data_is_read(flag, val
                    flag, value)
     assert f"metaloop forgetting: error: {message}" in err, err
     assert not (pets / ".metaloop-cache").exists()
+
+
+def test_an_image_cache_that_cannot_be_written_gives_advice_the_command_can_follow(
+        tmp_path, capsys):
+    """--data takes no cache_dir, so the message must not end 'pass a writable cache_dir'."""
+    root = write_folder(tmp_path / "images")
+    (root / ".metaloop-cache").write_text("a file where the cache goes")
+    out = tmp_path / "out"
+    assert main(["forgetting", "--scenario", "split-data-class", "--data", str(root),
+                 "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the decoded image cache" in err and "make it writable" in err
+    assert "cache_dir" not in err and not out.exists()

@@ -257,3 +257,14 @@ def test_a_path_that_is_neither_a_folder_nor_a_file_is_named_as_such(tmp_path):
             with pytest.raises(ValueError, match=f"data {path} exists but is neither a folder "
                                                  f"nor a regular file"):
                 read(path)
+
+
+def test_an_image_cache_that_cannot_be_written_gives_advice_vae_can_follow(tmp_path):
+    """``metaloop vae --data`` takes no cache_dir, so the message must not end 'pass a
+    writable cache_dir'."""
+    root = write_shape_folder(tmp_path / "shapes", per_class=2)
+    (root / ".metaloop-cache").write_text("a file where the cache goes")
+    with pytest.raises(ValueError, match=r"cannot write the decoded image cache.*make it "
+                                         r"writable") as e:
+        gdata.read_user(root)
+    assert "cache_dir" not in str(e.value)

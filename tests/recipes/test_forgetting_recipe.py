@@ -81,11 +81,11 @@ def _fixed_seeds(monkeypatch, matrices):
     strategy (no training)."""
     import torch
 
-    def one_seed(s, exps, seed, update):
+    def one_seed(s, exps, seed, update, strategies=None, on_unit=None):
         r = torch.tensor(matrices[seed - s["seeds"][0]], dtype=torch.float64)
         curve = [{"step": 0, "experience": 0, "accuracy": {e.name: 0.5 for e in exps}}]
         return {name: {"seed": seed, "matrix": r, "curve": curve, "boundaries": [0, 4, 8],
-                       "wall_s": 0.0} for name in s["strategies"]}
+                       "wall_s": 0.0} for name in strategies or s["strategies"]}
     monkeypatch.setattr(forgetting, "_one_seed", one_seed)
 
 

@@ -1,6 +1,7 @@
-"""``metaloop forgetting`` keeps no checkpoint (an interrupted run starts again): what a run
-cut short leaves in an --out that holds an earlier run's results must not pass for a
-finished result."""
+"""``metaloop forgetting``'s kept runs (``run(..., out=, resume=)``): a run cut short resumes
+to the uninterrupted run's files; a kept state of other settings, data or another command is
+refused by name; what a run cut short leaves in an --out that holds an earlier run's results
+must not pass for a finished result."""
 
 import json
 
@@ -12,11 +13,11 @@ from metaloop.recipes import forgetting
 
 
 def _fixed_seeds(monkeypatch, matrix):
-    def one_seed(s, exps, seed, tick=None, data=None):
+    def one_seed(s, exps, seed, tick=None, strategies=None, on_unit=None):
         r = torch.tensor(matrix, dtype=torch.float64)
         curve = [{"step": 0, "experience": 0, "accuracy": {e.name: 0.5 for e in exps}}]
         return {name: {"seed": seed, "matrix": r, "curve": curve, "boundaries": [0, 4],
-                       "wall_s": 0.0} for name in s["strategies"]}
+                       "wall_s": 0.0} for name in strategies or s["strategies"]}
     monkeypatch.setattr(forgetting, "_one_seed", one_seed)
 
 
@@ -59,3 +60,186 @@ def test_a_rerun_cut_short_leaves_no_earlier_results_beside_its_files(monkeypatc
     monkeypatch.setattr(plots, at, plot)
     forgetting.write(out, s, exps, runs, results)        # the run again: complete
     assert json.loads((out / "results.json").read_text())["settings"]["steps"] == 8
+
+
+# -- resume --------------------------------------------------------------------------------
+
+TINY = dict(strategies="naive,replay", seeds=2, steps=4, eval_every=2, batch_size=8,
+            hidden=(8,))
+
+
+def _data(tmp_path, shift: float = 0.0):
+    """A 6-class .npz (three experiences of two classes): noisy one-hot feature vectors."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(6).repeat_interleave(8)
+    x = torch.nn.functional.one_hot(y, 6).float() * 2 + torch.randn(len(y), 6, generator=g)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=(x + shift).numpy(), y=y.numpy())
+    return path
+
+
+def _run(s, exps, out, **kw):
+    data = {"data": kw.pop("path", None)}
+    runs, results = forgetting.run(s, exps, data=data, out=out, **kw)
+    forgetting.write(out, s, exps, runs, results)
+    return json.loads((out / "results.json").read_text())
+
+
+def _without_times(res: dict) -> dict:
+    res = json.loads(json.dumps(res))
+    res.pop("wall_s")
+    for r in res["strategies"].values():
+        r.pop("wall_s")
+    return res
+
+
+def _cut_after(monkeypatch, n: int) -> list:
+    """``_one_seed`` raises KeyboardInterrupt once ``n`` (seed, strategy) runs have finished
+    (after each was kept), as a Ctrl-C in the next would; returns the runs done, as
+    ``(seed, strategy)``."""
+    real, done = forgetting._one_seed, []
+
+    def cut(s, exps, seed, update, strategies=None, on_unit=None):
+        def each(name, r):
+            on_unit(name, r)
+            done.append((seed, name))
+            if len(done) == n:
+                raise KeyboardInterrupt
+        return real(s, exps, seed, update, strategies, each)
+    monkeypatch.setattr(forgetting, "_one_seed", cut)
+    return done
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])       # within seed 0, after it, within seed 1
+def test_a_run_cut_short_resumes_to_the_uninterrupted_files(monkeypatch, tmp_path, n):
+    path = _data(tmp_path)
+    exps = forgetting.experiences("split-data-class", data=path)
+    s = forgetting.settings("split-data-class", **TINY)
+    whole = _run(s, exps, tmp_path / "whole", path=path)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _cut_after(m, n)
+        with pytest.raises(KeyboardInterrupt):
+            _run(s, exps, out, path=path)
+    state = json.loads((out / forgetting.PARTIAL).read_text())
+    assert state["command"] == "forgetting" and len(state["units"]) == n
+    assert sorted(p.name for p in out.iterdir()) == [forgetting.PARTIAL]
+    done = _cut_after(monkeypatch, 0)             # counts the runs the resume does
+    told = []
+    res = _run(s, exps, out, path=path, resume=True, on_resume=told.append)
+    assert len(told) == 1 and len(told[0]) == n and len(done) == 4 - n
+    assert _without_times(res) == _without_times(whole)
+    for name in ("metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert not (out / forgetting.PARTIAL).exists()
+
+
+def test_the_progress_of_a_resume_counts_the_work_left(tmp_path):
+    exps = forgetting.experiences("split-data-class", data=_data(tmp_path))
+    s = forgetting.settings("split-data-class", **TINY)
+    whole = forgetting.total_steps(s, exps)
+    assert whole == 2 * (4 + 4 * 2 * 2)
+    assert forgetting.total_steps(s, exps, [(0, "naive")]) == whole - 4 * 2   # exp 0 again
+    assert forgetting.total_steps(s, exps, [(0, "naive"), (0, "replay")]) == whole / 2
+
+
+def _kept(monkeypatch, tmp_path, n=1, **over):
+    """(out holding a run cut short after ``n`` runs, the data's path, the experiences)."""
+    path = _data(tmp_path)
+    exps = forgetting.experiences("split-data-class", data=path)
+    s = forgetting.settings("split-data-class", **(TINY | over))
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _cut_after(m, n)
+        with pytest.raises(KeyboardInterrupt):
+            forgetting.run(s, exps, data={"data": path}, out=out)
+    return out, path, exps
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in d.iterdir()}
+
+
+def test_a_resume_with_other_settings_or_data_is_refused_naming_each(monkeypatch, tmp_path):
+    out, path, exps = _kept(monkeypatch, tmp_path)
+    before = _files(out)
+    s = forgetting.settings("split-data-class", **(TINY | {"steps": 6, "seeds": 3}))
+    with pytest.raises(ValueError, match="refusing to resume") as e:
+        forgetting.run(s, exps, data={"data": path}, out=out, resume=True)
+    assert "--seeds (2 != 3)" in str(e.value) and "--steps (4 != 6)" in str(e.value)
+    assert "--lr" not in str(e.value)
+    other = forgetting.experiences("split-data-class", data=_data(tmp_path, shift=1.0))
+    s = forgetting.settings("split-data-class", **TINY)
+    with pytest.raises(ValueError, match=r"in the contents of the data \(--data"):
+        forgetting.run(s, other, data={"data": path}, out=out, resume=True)
+    fewer = forgetting.experiences("split-data-class", data=path, classes_per_experience=3)
+    with pytest.raises(ValueError, match=r"--classes-per-experience \(not recorded in the "
+                                         r"kept run; this command's: 3\), the contents"):
+        forgetting.run(s, fewer, data={"data": path, "classes_per_experience": 3}, out=out,
+                       resume=True)
+    assert _files(out) == before
+
+
+def test_a_resume_with_a_default_given_or_the_strategies_reordered_goes_on(monkeypatch,
+                                                                         tmp_path):
+    """The strategies' order, and a data option given at its default, change no run."""
+    out, path, exps = _kept(monkeypatch, tmp_path)
+    whole = _run(forgetting.settings("split-data-class", **(TINY | {"strategies": "replay,"
+                                                                    "naive"})),
+                 exps, tmp_path / "whole", path=path)
+    s = forgetting.settings("split-data-class", **(TINY | {"strategies": "replay,naive"}))
+    same = forgetting.experiences("split-data-class", data=path, classes_per_experience=2)
+    runs, res = forgetting.run(s, same, data={"data": path, "classes_per_experience": 2},
+                               out=out, resume=True)
+    forgetting.write(out, s, same, runs, res)
+    res = _without_times(json.loads((out / "results.json").read_text()))
+    assert res.pop("data_options") == {"data": str(path.resolve()),
+                                       "classes_per_experience": 2}
+    assert res == {k: v for k, v in _without_times(whole).items() if k != "data_options"}
+    assert res["settings"]["strategies"] == ["replay", "naive"]
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"identity": ', r"partial.json is corrupt \(JSONDecodeError"),
+    ('[1, 2]', "is corrupt: not the state of a metaloop forgetting run"),
+    ('{"command": "forgetting", "identity": {}}', r"is corrupt \(KeyError: 'units'\)"),
+    ('{"identity": {"model": "minilm"}, "tasks_done": 1, "per": {}, "eval_seconds": 0}',
+     "is the kept state of an interrupted metaloop adapt, not of metaloop forgetting"),
+])
+def test_a_damaged_or_foreign_partial_json_is_refused_by_name(tmp_path, text, match):
+    exps = forgetting.experiences("split-data-class", data=_data(tmp_path))
+    s = forgetting.settings("split-data-class", **TINY)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / forgetting.PARTIAL).write_text(text)
+    with pytest.raises(ValueError, match=match):
+        forgetting.run(s, exps, out=out, resume=True)
+    assert (out / forgetting.PARTIAL).read_text() == text
+
+
+def test_kept_runs_of_other_seeds_are_refused_as_corrupt(monkeypatch, tmp_path):
+    out, path, exps = _kept(monkeypatch, tmp_path)
+    state = json.loads((out / forgetting.PARTIAL).read_text())
+    state["units"][0]["seed"] = 7
+    (out / forgetting.PARTIAL).write_text(json.dumps(state))
+    s = forgetting.settings("split-data-class", **TINY)
+    with pytest.raises(ValueError, match=r"is corrupt: its runs \[\(7, 'naive'\)\] are not"):
+        forgetting.run(s, exps, data={"data": path}, out=out, resume=True)
+
+
+def test_adapt_names_a_forgetting_run_kept_in_its_out(monkeypatch, tmp_path):
+    from metaloop.recipes import adapt
+
+    out, _, _ = _kept(monkeypatch, tmp_path)
+    with pytest.raises(ValueError, match="is the kept state of an interrupted metaloop "
+                                         "forgetting, not of metaloop adapt"):
+        adapt.kept(out, {})
+    with pytest.raises(ValueError, match="holds an interrupted metaloop forgetting"):
+        adapt.check_resume(out, False)
+
+
+def test_resume_needs_a_folder(tmp_path):
+    exps = forgetting.experiences("split-data-class", data=_data(tmp_path))
+    s = forgetting.settings("split-data-class", **TINY)
+    with pytest.raises(ValueError, match="give out"):
+        forgetting.run(s, exps, resume=True)

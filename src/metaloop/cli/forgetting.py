@@ -4,6 +4,7 @@ forgetting."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tqdm.auto import tqdm
 
@@ -37,10 +38,18 @@ the fraction of each earlier experience's accuracy retained, forgetting, backwar
 (BWT) and the average accuracy. --out gets results.json, metrics.jsonl (every evaluation
 during fine-tuning), old_accuracy_vs_steps.png and accuracy_matrix.png.
 
-A run keeps no checkpoint and has no --resume: stopped (Ctrl-C or SIGTERM: exit 130) or
-killed, it writes no results.json (an earlier run's in --out is removed before this run's
-files replace it, results.json last), and the same command starts it again from the
-beginning.
+Each finished run of a strategy on a seed is kept in OUT/partial.json (rewritten
+atomically); stopped (Ctrl-C or SIGTERM: exit 130, a kill), the same command with --resume
+continues from the next one, to the results.json, metrics.jsonl and plots of a run never
+stopped (the same accuracies, CIs and matrices; a kept run keeps the seconds measured when it
+ran), all written at the end from the kept and the new runs. A seed with a strategy left
+learns experience 0 again. A command that differs from the kept run's in anything but
+--no-progress and the order of --strategies (--threads included; a data option that leaves
+the experiences the same is no difference), or whose data changed, is refused by name, and
+so is a damaged or another command's partial.json, and a new run into a folder holding one.
+results.json is written last, and partial.json removed after it; a run stopped in between
+has finished: --resume removes its partial.json and exits 0, and a new run goes ahead. A new
+run first removes an earlier run's results.json, metrics.jsonl and plots.
 
 An option that would change nothing is refused by name: a strategy's option without that
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
@@ -128,6 +137,9 @@ def register(sub) -> argparse.ArgumentParser:
                    help="split-data-task/-class with a folder: 1 greyscale, 3 RGB "
                         "(default 1)")
     p.add_argument("--out", type=path, default="runs/forgetting", help="output directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out: the same command plus --resume "
+                        "(a command that differs in anything but --no-progress is refused)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -141,13 +153,38 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     s = recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
+    recipe.check_resume(args.out, args.resume)          # before any data is read
     data = {k: getattr(args, k) for k in recipe.DATA_OPTIONS}
     exps = recipe.experiences(args.scenario, root=args.root, **data)
     with output_dir(args.out) as out:
-        with tqdm(total=recipe.total_steps(s, exps), desc="steps",
-                  disable=args.no_progress) as bar:
-            runs, results = recipe.run(s, exps, bar.update, data=data)
-        recipe.write(out, s, exps, runs, results)
+        if args.resume and recipe.finished(out):    # stopped after writing its results.json
+            recipe.kept(out, recipe.identity(s, exps, data))   # or refused, naming the change
+            (out / recipe.PARTIAL).unlink()
+            print(f"{out}: the run had finished (its results.json is complete); removed the "
+                  f"{recipe.PARTIAL} left beside it, nothing to resume")
+            return 0
+        try:
+            with tqdm(total=recipe.total_steps(s, exps), desc="steps",
+                      disable=args.no_progress) as bar:
+                def on_resume(done):
+                    bar.total = recipe.total_steps(s, exps, done)
+                    bar.refresh()
+                    tqdm.write(f"resuming {out}: {len(done)} of "
+                               f"{len(s['seeds']) * len(s['strategies'])} runs (seed, "
+                               f"strategy) done, kept in {recipe.PARTIAL}")
+                runs, results = recipe.run(s, exps, bar.update, data=data, out=out,
+                                           resume=args.resume, on_resume=on_resume)
+            recipe.write(out, s, exps, runs, results)
+        except KeyboardInterrupt:
+            if (out / recipe.PARTIAL).is_file():
+                print(f"metaloop forgetting: the runs (seed, strategy) finished so far are "
+                      f"kept in {out / recipe.PARTIAL}; the same command with --resume "
+                      f"continues them", file=sys.stderr)
+            else:
+                print("metaloop forgetting: stopped before any run (seed, strategy) "
+                      "finished; start it again with the same command (without --resume)",
+                      file=sys.stderr)
+            raise
     n = len(s["seeds"])
     over = f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed, so no 95% CI: ± n/a"
     print(f"\n{s['scenario']}: {len(exps)} experiences; {over} (accuracies in %)")

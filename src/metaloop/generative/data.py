@@ -29,8 +29,8 @@ leave less grey for the binarisation to flip (``binarization_entropy``).
 Your own images (``load_user``; ``load`` takes a path where it takes a data set's name):
 
 - an image folder in torchvision's layout ``root/<class>/<image>``, decoded once by
-  ``metaloop.data.folder.load_folder`` into a cached uint8 array (any format and mode Pillow
-  reads, padded to a square, resized with antialiasing to ``image_size``, converted to
+  ``metaloop.data.folder.load_folder`` into a cached uint8 array (the image suffixes of
+  ``metaloop.data.images.IMAGE_EXTENSIONS``, any mode, padded to a square, resized with antialiasing to ``image_size``, converted to
   grey (or kept in colour with ``channels = 3``), inverted per ``invert``); the class
   folders are the labels;
 - a tensor file ``.npz`` or ``.pt`` with ``x`` (``[N, H, W]`` or ``[N, C, H, W]``, C = 1 or
@@ -261,9 +261,12 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
     _check_kind(path)
     invert = _applied_invert(invert, channels)
     if path.is_dir():
-        from metaloop.data.folder import load_folder
+        from metaloop.data.folder import CacheWriteError, load_folder
 
-        d = load_folder(path, image_size=image_size, channels=channels, invert=invert)
+        try:
+            d = load_folder(path, image_size=image_size, channels=channels, invert=invert)
+        except CacheWriteError as e:                        # --data takes no cache_dir
+            raise e.without_cache_dir() from e
         images = d.images.clone()                            # off the memory-mapped cache
         return ImageData(images, d.labels.clone(), len(d.class_names), list(d.class_names))
     return _read_tensors(path, image_size, invert, channels)

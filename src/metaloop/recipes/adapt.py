@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from metaloop.evaluate.heldout import format_mean_ci
-from metaloop.recipes import report
+from metaloop.recipes import _partial, report
 from metaloop.tasks.text_table import TextTable
 
 __all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "AdaptSettings", "Prepared",
@@ -316,6 +316,10 @@ def _naming_data(error: ValueError, s: AdaptSettings) -> ValueError:
     """``error`` of ``Episodes`` about the user's images, led by the file or folder of
     ``--data`` instead of the class's name ("Episodes y must be ..." -> "tensor file PATH: y
     must be ..."); an error that names the data already is returned as it is."""
+    from metaloop.data.folder import CacheWriteError
+
+    if isinstance(error, CacheWriteError):          # --data takes no cache_dir
+        return error.without_cache_dir()
     text = str(error)
     if not text.startswith("Episodes"):
         return error
@@ -448,7 +452,7 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
             **({"data": p.data} if p.data is not None else {})}
 
 
-PARTIAL = "partial.json"
+PARTIAL = _partial.PARTIAL
 """The held-out tasks an unfinished run has scored, in its ``--out``: ``identity`` (what the
 results depend on), ``tasks_done``, ``per`` (each row's per-task accuracies and seconds,
 trainable parameters and info) and ``eval_seconds``."""
@@ -494,28 +498,14 @@ _WHAT = {"model_checkpoint": "the checkpoint of --model", "data_sha256": "the co
 def _difference(key: str, old: dict, new: dict) -> str:
     """How a refused resume names a difference of ``key``: kept value first, or that one side
     has none (a key an older run did not record, or one this command has no value for)."""
-    name = _WHAT.get(key, "--" + key.replace("_", "-"))
-    if key not in old:
-        return f"{name} (not recorded in the kept run; this command's: {new[key]!r})"
-    if key not in new:
-        return f"{name} (the kept run's: {old[key]!r}; none in this command)"
-    return f"{name} ({old[key]!r} != {new[key]!r})"
+    return _partial.difference(key, old, new, _WHAT)
 
 
 def finished(out) -> bool:
     """True where ``out`` holds a ``partial.json`` beside a complete ``results.json``: the run
     was stopped after writing its results (atomically, last) and before removing
     ``partial.json``, so it finished and the ``partial.json`` is stale."""
-    import json
-
-    out = Path(out)
-    if not (out / PARTIAL).is_file():
-        return False
-    try:
-        res = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(res, dict) and isinstance(res.get("approaches"), dict)
+    return _partial.finished(out, "approaches")
 
 
 def check_resume(out, resume: bool) -> None:
@@ -527,17 +517,7 @@ def check_resume(out, resume: bool) -> None:
     Raises:
         ValueError: naming the folder and what it holds.
     """
-    out = Path(out)
-    has_partial = (out / PARTIAL).is_file()
-    if resume and not has_partial:
-        held = (" (it holds a finished run's results.json)"
-                if (out / "results.json").is_file() else "")
-        raise ValueError(f"--resume: nothing to resume in {out}: no {PARTIAL} of an "
-                         f"interrupted metaloop adapt{held}")
-    if not resume and has_partial and not finished(out):
-        raise ValueError(f"{out} holds an interrupted metaloop adapt ({out / PARTIAL}); the "
-                         f"same command with --resume continues it, or give another --out "
-                         f"(or remove {out / PARTIAL} to start again)")
+    _partial.check_resume(out, resume, "adapt", "approaches")
 
 
 def kept(out: Path, ident: dict) -> dict:
@@ -545,21 +525,15 @@ def kept(out: Path, ident: dict) -> dict:
 
     Raises:
         ValueError: the file is missing or corrupt, or was written by a run with other
-            settings, model or data (naming each difference, kept value first).
+            settings, model or data (naming each difference, kept value first), or by
+            another command (naming it).
     """
-    import json
-
-    path = Path(out) / PARTIAL
+    path, state = _partial.read(out, "adapt")
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
         old, done, per = state["identity"], state["tasks_done"], state["per"]
         float(state["eval_seconds"])
-    except FileNotFoundError:
-        raise ValueError(f"--resume: nothing to resume in {out}: no {PARTIAL} of an "
-                         f"interrupted metaloop adapt") from None
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{path} is corrupt ({type(e).__name__}: {e}); remove it to start "
-                         f"again") from e
+    except (ValueError, TypeError, KeyError) as e:
+        raise _partial.corrupt(path, e) from e
     if not (isinstance(old, dict) and isinstance(per, dict) and isinstance(done, int)
             and all(isinstance(r, dict) and all(len(r.get(k) or ()) == done for k in
                                                 ("accuracy", "adapt_seconds"))
@@ -569,9 +543,7 @@ def kept(out: Path, ident: dict) -> dict:
     diff = [_difference(k, old, ident) for k in sorted(set(old) | set(ident))
             if (k in old, old.get(k)) != (k in ident, ident.get(k))]
     if diff:
-        raise ValueError(f"refusing to resume {out}: this command differs from the kept run's "
-                         f"in {', '.join(diff)}; give the kept run's arguments, or another "
-                         f"--out for a new run")
+        raise _partial.refuse(out, diff)
     if not 0 <= done <= ident["tasks"]:
         raise ValueError(f"{path} is corrupt: {done} tasks scored of a run of "
                          f"{ident['tasks']}; remove it to start again")

@@ -9,6 +9,10 @@ backward transfer (BWT) and the average accuracy, with the accuracy matrices and
 ``write`` saves results.json, metrics.jsonl (every evaluation during fine-tuning),
 old_accuracy_vs_steps.png and accuracy_matrix.png.
 
+With ``out``, ``run`` keeps each finished (seed, strategy) run in ``out/partial.json``
+(``PARTIAL``), and ``run(..., out=out, resume=True)`` continues from them to the results of a
+run never stopped; ``write`` removes ``partial.json`` after results.json.
+
     s = settings("two-task", strategies="naive,replay,joint", seeds=3)
     runs, results = run(s, experiences("two-task"))
 
@@ -18,6 +22,7 @@ On your own data (an image folder ``root/<class>/<image>`` or a ``.npz``/``.pt``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import textwrap
@@ -35,11 +40,12 @@ from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES, run_sequence
 from metaloop.evaluate.heldout import format_mean_ci, mean_ci
 from metaloop.models import MLP
-from metaloop.recipes import report
+from metaloop.recipes import _partial, report
 from metaloop.train.checkpoint import WriteError, atomic_write_text
 
-__all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "METRICS", "STRATEGY_DEFAULTS",
-           "STRATEGY_OPTIONS", "experiences", "run", "settings", "table", "total_steps", "write"]
+__all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "METRICS", "PARTIAL",
+           "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS", "check_resume", "experiences", "finished",
+           "identity", "kept", "run", "settings", "table", "total_steps", "write"]
 
 # Per-scenario defaults, sized so that six strategies x 3 seeds take < 15 min on 2 cores.
 # The network is van de Ven et al.'s Split-MNIST MLP with 256 instead of 400 units.
@@ -202,11 +208,17 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
             that is not positive (``val_per_class`` may be 0), before any data is read.
     """
     if scenario in DATA_SCENARIOS:
-        return _data_experiences(scenario, data, root=root, alphabets=alphabets,
-                                 train_per_class=train_per_class, val_per_class=val_per_class,
-                                 test_per_class=test_per_class,
-                                 classes_per_experience=classes_per_experience,
-                                 image_size=image_size, channels=channels)
+        from metaloop.data.folder import CacheWriteError
+
+        try:
+            return _data_experiences(scenario, data, root=root, alphabets=alphabets,
+                                     train_per_class=train_per_class,
+                                     val_per_class=val_per_class,
+                                     test_per_class=test_per_class,
+                                     classes_per_experience=classes_per_experience,
+                                     image_size=image_size, channels=channels)
+        except CacheWriteError as e:                        # this takes no cache_dir
+            raise e.without_cache_dir() from e
     given = {"data": data, "classes_per_experience": classes_per_experience,
              "image_size": image_size, "channels": channels}
     for key, value in given.items():
@@ -280,32 +292,83 @@ def _check_counts(**counts) -> None:
                              f"{'>= 0' if low == 0 else 'positive'}, got {value}")
 
 
-def total_steps(s: dict, exps: list) -> int:
-    """Optimiser steps of the whole experiment (for a progress bar)."""
-    later = s["steps"] * (len(exps) - 1) * len(s["strategies"])
-    return len(s["seeds"]) * (s["pretrain_steps"] + later)
+def total_steps(s: dict, exps: list, done=()) -> int:
+    """Optimiser steps of the whole experiment (for a progress bar), or of what is left of it
+    once the ``(seed, strategy)`` runs ``done`` are kept: a seed with a strategy left learns
+    experience 0 again."""
+    done = set(map(tuple, done))
+    total = 0
+    for seed in s["seeds"]:
+        left = sum((seed, name) not in done for name in s["strategies"])
+        if left:
+            total += s["pretrain_steps"] + s["steps"] * (len(exps) - 1) * left
+    return total
 
 
 def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
-        data: dict | None = None) -> tuple[dict, dict]:
+        data: dict | None = None, out=None, resume: bool = False,
+        on_resume: Callable[[list[tuple[int, str]]], None] | None = None
+        ) -> tuple[dict, dict]:
     """Every strategy over every seed; ``progress(n)`` is told of each ``n`` steps done.
 
     Args:
         data: the ``DATA_OPTIONS`` given to ``experiences`` (None: not given), recorded in
             the results: ``data_options`` those given, and ``data`` the data's absolute
             path, so that a result can be reproduced from its file.
+        out: the run's folder, or None. Each finished (seed, strategy) run is kept in
+            ``out/partial.json`` (``PARTIAL``), rewritten atomically; without ``resume`` an
+            earlier run's ``partial.json`` and files (``FILES``) are removed first.
+        resume: continue from ``out/partial.json`` (``kept``): the kept runs are not run
+            again, to the same results as a run never stopped (each (seed, strategy) run is
+            seeded on its own; a seed with a strategy left learns experience 0 again, as it
+            did; only the times of the runs done after the resume are measured anew).
+        on_resume: called with the kept ``(seed, strategy)`` runs once they are accepted,
+            before any work.
 
     Returns:
         ``(runs, results)``: per strategy the list of per-seed runs (matrix, curve,
         boundaries), and the summary written to results.json.
+
+    Raises:
+        ValueError: ``resume`` without ``out``, or of a run with other settings or data
+            (naming them, ``kept``), before anything is written.
     """
     _check_early_stop(s, exps)
+    if resume and out is None:
+        raise ValueError("resume=True continues the run kept in a folder: give out")
     update = progress or (lambda n: None)
-    t_start = time.perf_counter()
-    runs = {name: [] for name in s["strategies"]}
+    ident = identity(s, exps, data) if out is not None else None
+    state = kept(out, ident) if resume else None
+    names = [e.name for e in exps]
+    units = {(u["seed"], u["strategy"]): _unit(u, names) for u in state["units"]} \
+        if state else {}
+    if state is not None and on_resume is not None:
+        on_resume(list(units))
+    if out is not None:
+        out = Path(out)
+        for tmp in (*out.glob(f".{PARTIAL}.*"), *out.glob(".results.json.*")):
+            tmp.unlink(missing_ok=True)           # what a kill mid-write left
+        if not resume:   # partial.json first: a kill here leaves no old one to pass for kept work
+            for old in (PARTIAL, *FILES):
+                (out / old).unlink(missing_ok=True)
+    t_start = time.perf_counter() - (state["wall_s"] if state else 0.0)
+
+    def keep(seed: int, name: str, r: dict) -> None:
+        units[(seed, name)] = r
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)     # a library caller's new folder
+            report.write_json(out / PARTIAL, {
+                "command": "forgetting", "identity": ident,
+                "units": [{"strategy": n, **_jsonable_unit(u)} for (_, n), u in units.items()],
+                "wall_s": time.perf_counter() - t_start})
+
     for seed in s["seeds"]:
-        for name, r in _one_seed(s, exps, seed, update).items():
-            runs[name].append(r)
+        left = [name for name in s["strategies"] if (seed, name) not in units]
+        if left:
+            units.update(((seed, name), r) for name, r in _one_seed(
+                s, exps, seed, update, left, lambda name, r, seed=seed: keep(seed, name, r)
+            ).items())
+    runs = {name: [units[(seed, name)] for seed in s["seeds"]] for name in s["strategies"]}
     results = _results(s, exps, runs, time.perf_counter() - t_start)
     if data is not None:
         given = {k: data[k] for k in DATA_OPTIONS if data.get(k) is not None}
@@ -341,8 +404,10 @@ def _strategies(text: str) -> list[str]:
     return names
 
 
-def _one_seed(s, exps, seed, update) -> dict:
-    """Learn experience 0 once, then every strategy from there."""
+def _one_seed(s, exps, seed, update, strategies=None, on_unit=None) -> dict:
+    """Learn experience 0 once, then each of ``strategies`` (None: all) from there, calling
+    ``on_unit(name, run)`` after each. Each strategy's fine-tuning has its own generator,
+    seeded ``FINETUNE_SEED + seed``, so its run does not depend on the strategies before it."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = MLP(exps[0].train[0].shape[1], tuple(s["hidden"]), 1)
@@ -350,7 +415,7 @@ def _one_seed(s, exps, seed, update) -> dict:
     first = finetune_experience(model, init_params(model, exps, g), exps[0], replay_ratio=0.0,
                      steps=s["pretrain_steps"], generator=g, progress=update, **ft)
     out = {}
-    for name in s["strategies"]:
+    for name in s["strategies"] if strategies is None else strategies:
         t0 = time.perf_counter()
         r = run_sequence(model, first.params, exps, name, pretrained=True,
                          replay_ratio=s["replay_ratio"], head_weight=s["head_weight"],
@@ -361,7 +426,121 @@ def _one_seed(s, exps, seed, update) -> dict:
                          **ft)
         out[name] = {"seed": seed, "matrix": r.matrix, "curve": r.curve,
                      "boundaries": r.boundaries, "wall_s": time.perf_counter() - t0}
+        if on_unit is not None:
+            on_unit(name, out[name])
     return out
+
+
+PARTIAL = _partial.PARTIAL
+"""The (seed, strategy) runs an unfinished run has done, in its ``out``: ``"command":
+"forgetting"``, ``identity`` (what the results depend on), ``units`` (each run's seed,
+strategy, accuracy matrix, curve, boundaries and seconds) and ``wall_s``."""
+FILES = ("results.json", "metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png")
+# Names of the identity's keys in a refused resume, other than their flags.
+_WHAT = {"data_sha256": "the contents of the data (--data, or the scenario's files)"}
+
+
+def identity(s: dict, exps: list, data: dict | None = None) -> dict:
+    """What a run's results depend on: the settings (the first seed and their number as
+    ``seed`` and ``seeds``; the strategies as a sorted list, their order changing no run),
+    the threads torch computes on, the ``DATA_OPTIONS`` given (``data`` as an absolute path)
+    and the sha256 of the experiences (every split's inputs and labels, and their names,
+    heads and classes)."""
+    ident = {k: v for k, v in s.items() if k not in ("seeds", "strategies")}
+    ident.update(seed=s["seeds"][0], seeds=len(s["seeds"]), strategies=sorted(s["strategies"]),
+                 threads=torch.get_num_threads())
+    for key, value in (data or {}).items():
+        if key in DATA_OPTIONS and value is not None:
+            ident[key] = (str(Path(value).expanduser().resolve()) if key == "data"
+                          else value)
+    digest = hashlib.sha256()
+    for e in exps:
+        digest.update(json.dumps([e.name, e.head, e.num_outputs, list(map(int, e.classes))]
+                                 ).encode())
+        for x, y in (e.train, e.val, e.test):
+            for t in (x, y):
+                digest.update(f"{t.dtype}{list(t.shape)}".encode())
+                digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    ident["data_sha256"] = digest.hexdigest()
+    return json.loads(json.dumps(ident))        # as read back from partial.json
+
+
+def finished(out) -> bool:
+    """True where ``out`` holds a ``partial.json`` beside a complete ``results.json``: the run
+    was stopped after writing its results (atomically) and before removing ``partial.json``,
+    so it finished and the ``partial.json`` is stale."""
+    return _partial.finished(out, "strategies")
+
+
+def check_resume(out, resume: bool) -> None:
+    """Before any data is read: ``resume`` needs a kept ``partial.json`` in ``out``; a new run
+    refuses to discard one, unless the run had ``finished`` (a stale file, which ``run``
+    removes first). Whether the kept runs fit the command is ``kept``'s to say.
+
+    Raises:
+        ValueError: naming the folder and what it holds.
+    """
+    _partial.check_resume(out, resume, "forgetting", "strategies")
+
+
+def kept(out, ident: dict) -> dict:
+    """The kept state of ``out / PARTIAL`` for a resume with ``ident`` (``identity``).
+
+    Raises:
+        ValueError: the file is missing or corrupt, the kept state of another command
+            (naming it), or that of a run with other settings or data (naming each
+            difference, kept value first; a data option given in one command and not in the
+            other is no difference where the experiences are the same).
+    """
+    path, state = _partial.read(out, "forgetting")
+    try:
+        old, units = state["identity"], state["units"]
+        float(state["wall_s"])
+        if not (isinstance(old, dict) and isinstance(units, list)):
+            raise TypeError("identity must be an object and units a list")
+        for u in units:
+            _unit(u)
+    except (ValueError, TypeError, KeyError) as e:
+        raise _partial.corrupt(path, e) from e
+    same_data = old.get("data_sha256") == ident["data_sha256"]
+    diff = [_partial.difference(k, old, ident, _WHAT) for k in sorted(set(old) | set(ident))
+            if (k in old, old.get(k)) != (k in ident, ident.get(k))
+            and not (same_data and k in DATA_OPTIONS and k != "data")]
+    if diff:
+        raise _partial.refuse(out, diff)
+    seeds = range(ident["seed"], ident["seed"] + ident["seeds"])
+    runs = [(u["seed"], u["strategy"]) for u in units]
+    bad = [r for r in runs if r[0] not in seeds or r[1] not in ident["strategies"]]
+    if bad or len(set(runs)) != len(runs):
+        raise ValueError(f"{path} is corrupt: its runs {bad or runs} are not those of a run of "
+                         f"seeds {list(seeds)} and strategies {ident['strategies']}; remove "
+                         f"it to start again")
+    return state
+
+
+def _jsonable_unit(r: dict) -> dict:
+    return {**r, "matrix": r["matrix"].tolist()}
+
+
+def _unit(u: dict, names: list[str] = ()) -> dict:
+    """A kept run as ``_one_seed`` returned it: its matrix a float64 tensor again, and each
+    point of its curve with its keys in their order (partial.json's are sorted), the
+    accuracies in the order of the experiences ``names``.
+
+    Raises:
+        KeyError, TypeError, ValueError: not a kept run.
+    """
+    m = torch.tensor(u["matrix"], dtype=torch.float64)
+    if m.dim() != 2 or m.shape[0] != m.shape[1] or not isinstance(u["strategy"], str) \
+            or not isinstance(u["seed"], int) or not isinstance(u["curve"], list):
+        raise ValueError("a kept run needs a seed, a strategy, a square matrix and a curve")
+    order = {n: i for i, n in enumerate(names)}
+    curve = [{"step": p["step"], "experience": p["experience"],
+              "accuracy": dict(sorted(p["accuracy"].items(),
+                                      key=lambda kv: order.get(kv[0], len(order))))}
+             for p in u["curve"]]
+    return {"seed": u["seed"], "matrix": m, "curve": curve,
+            "boundaries": u["boundaries"], "wall_s": float(u["wall_s"])}
 
 
 def _results(s, exps, runs, wall_s) -> dict:
@@ -440,7 +619,8 @@ def write(out, s, exps, runs, results) -> None:
     A write that fails or is interrupted (a full disk, Ctrl-C) removes the files it had
     made, so no results.json stands beside missing plots. An earlier run's results.json in
     ``out`` is removed first: a run cut short at any point (even killed) leaves no finished
-    result beside the files it replaced.
+    result beside the files it replaced. ``partial.json`` (``run``'s kept runs) is removed
+    after results.json: the result is complete.
 
     Raises:
         metaloop.train.checkpoint.WriteError: a file could not be written, naming it.
@@ -474,3 +654,4 @@ def write(out, s, exps, runs, results) -> None:
         for f in made:
             f.unlink(missing_ok=True)
         raise
+    (out / PARTIAL).unlink(missing_ok=True)

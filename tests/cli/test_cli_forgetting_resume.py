@@ -1,0 +1,224 @@
+"""``metaloop forgetting --resume``: each finished (seed, strategy) run is kept in
+OUT/partial.json; an interrupted run resumed with the same command writes the uninterrupted
+run's files; a command with other arguments, a folder with nothing to resume, a damaged
+partial.json and a new run over kept work are refused by name (exit 2), writing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metaloop.cli.main import main
+from metaloop.recipes import forgetting as recipe
+
+TINY = ["--scenario", "split-data-class", "--steps", "4", "--eval-every", "2", "--hidden", "8",
+        "--batch-size", "8", "--seeds", "2", "--strategies", "naive,replay", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(a 6-class .npz, and the folder of an uninterrupted run on it)."""
+    d = tmp_path_factory.mktemp("forgetting_resume")
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(6).repeat_interleave(8)
+    x = torch.nn.functional.one_hot(y, 6).float() * 2 + torch.randn(len(y), 6, generator=g)
+    np.savez(d / "d.npz", x=x.numpy(), y=y.numpy())
+    assert main(_cmd(d / "d.npz", d / "whole")) == 0
+    return d / "d.npz", d / "whole"
+
+
+def _cmd(data, out, *extra):
+    return ["forgetting", *TINY, "--data", str(data), "--out", str(out), *extra]
+
+
+def _files(d: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def _without_times(res: dict) -> dict:
+    res.pop("wall_s")
+    for r in res["strategies"].values():
+        r.pop("wall_s")
+    return res
+
+
+def _interrupted(setup, out, monkeypatch, capsys, after=1) -> None:
+    """The run stopped (Ctrl-C) once ``after`` (seed, strategy) runs had finished."""
+    real, done = recipe._one_seed, []
+
+    def cut(s, exps, seed, update, strategies=None, on_unit=None):
+        def each(name, r):
+            on_unit(name, r)
+            done.append(name)
+            if len(done) == after:
+                raise KeyboardInterrupt
+        return real(s, exps, seed, update, strategies, each)
+    with monkeypatch.context() as m:
+        m.setattr(recipe, "_one_seed", cut)
+        assert main(_cmd(setup[0], out)) == 130
+    err = capsys.readouterr().err
+    assert f"kept in {out / recipe.PARTIAL}; the same command with --resume" in err
+    assert sorted(_files(out)) == [recipe.PARTIAL]
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_files(setup, tmp_path, monkeypatch,
+                                                               capsys):
+    data, whole = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys, after=3)
+    kept = json.loads((out / recipe.PARTIAL).read_text())["units"]
+    assert main(_cmd(data, out, "--resume")) == 0
+    assert f"resuming {out}: 3 of 4 runs (seed, strategy) done" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["strategies"]["naive"]["wall_s"][0] == kept[0]["wall_s"]   # its own time
+    assert _without_times(res) == _without_times(json.loads((whole / "results.json")
+                                                             .read_text()))
+    got, want = _files(out), _files(whole)
+    assert sorted(got) == sorted(want) and recipe.PARTIAL not in got
+    for name in ("metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png"):
+        assert got[name] == want[name], name
+
+
+def test_an_interrupt_before_any_run_finished_names_no_resume(setup, tmp_path, monkeypatch,
+                                                              capsys):
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(recipe, "_one_seed", stop)
+    out = tmp_path / "out"
+    assert main(_cmd(setup[0], out)) == 130
+    assert "stopped before any run (seed, strategy) finished" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_resume_with_other_arguments_or_data_is_refused_by_name(setup, tmp_path,
+                                                                  monkeypatch, capsys):
+    data, _ = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    before = _files(out)
+    assert main(_cmd(data, out, "--steps", "6", "--lr", "0.01", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metaloop forgetting: error: refusing to resume" in err
+    assert "--lr (0.001 != 0.01)" in err and "--steps (4 != 6)" in err
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--threads", str(threads + 1), *_cmd(data, out, "--resume")]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert f"--threads ({threads} != {threads + 1})" in capsys.readouterr().err
+    other = tmp_path / "other.npz"
+    z = dict(np.load(data))
+    np.savez(other, x=z["x"] + 1, y=z["y"])
+    assert main(_cmd(other, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert f"--data ({str(data)!r} != {str(other)!r})" in err and "the contents of" in err
+    assert _files(out) == before
+
+
+def test_a_new_run_over_kept_runs_is_refused(setup, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    before = _files(out)
+    assert main(_cmd(setup[0], out)) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds an interrupted metaloop forgetting" in err and "--resume" in err
+    assert _files(out) == before
+
+
+def test_nothing_to_resume_is_named(setup, tmp_path, capsys):
+    data, whole = setup
+    missing = tmp_path / "missing"
+    assert main(_cmd(data, missing, "--resume")) == 2
+    assert "nothing to resume" in capsys.readouterr().err and not missing.exists()
+    before = _files(whole)
+    assert main(_cmd(data, whole, "--resume")) == 2
+    assert "finished run's results.json" in capsys.readouterr().err
+    assert _files(whole) == before
+
+
+def test_a_run_stopped_after_its_results_had_finished(setup, tmp_path, monkeypatch, capsys):
+    """Stopped between results.json and removing partial.json: --resume says so and exits 0;
+    a new run goes ahead, removing the stale partial.json first."""
+    data, _ = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    stale = (out / recipe.PARTIAL).read_bytes()
+    assert main(_cmd(data, out, "--resume")) == 0
+    (out / recipe.PARTIAL).write_bytes(stale)
+    capsys.readouterr()
+    results = (out / "results.json").read_bytes()
+    assert main(_cmd(data, out, "--resume", "--steps", "6")) == 2       # still checked
+    assert "--steps (4 != 6)" in capsys.readouterr().err
+    assert main(_cmd(data, out, "--resume")) == 0
+    assert "the run had finished" in capsys.readouterr().out
+    assert not (out / recipe.PARTIAL).exists() and (out / "results.json").read_bytes() == results
+    (out / recipe.PARTIAL).write_bytes(stale)
+    assert main(_cmd(data, out, "--steps", "2")) == 0                    # a new run
+    assert json.loads((out / "results.json").read_text())["settings"]["steps"] == 2
+    assert not (out / recipe.PARTIAL).exists()
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"units": [', f"{recipe.PARTIAL} is corrupt (JSONDecodeError"),
+    ('{"identity": {}, "tasks_done": 1, "per": {}, "eval_seconds": 0}',
+     "is the kept state of an interrupted metaloop adapt, not of metaloop forgetting"),
+])
+def test_a_damaged_or_foreign_partial_json_is_refused_by_name(setup, tmp_path, capsys, text,
+                                                              match):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / recipe.PARTIAL).write_text(text)
+    assert main(_cmd(setup[0], out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
+    assert _files(out) == {recipe.PARTIAL: text.encode()}
+
+
+@pytest.mark.slow
+def test_sigint_keeps_the_runs_done_and_resume_finishes_them(setup, tmp_path):
+    """A real Ctrl-C (SIGINT) to ``metaloop forgetting``: exit 130, partial.json kept; the
+    same command with --resume writes the uninterrupted run's results."""
+    data, _ = setup
+    argv = ["--threads", "1", "forgetting", "--scenario", "split-data-class", "--steps", "300",
+            "--eval-every", "100", "--hidden", "8", "--batch-size", "8", "--seeds", "2",
+            "--strategies", "naive,replay", "--no-progress", "--data", str(data)]
+    cmd = [sys.executable, "-m", "metaloop", *argv]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*cmd, "--out", str(out)], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / recipe.PARTIAL).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / recipe.PARTIAL).exists(), "no run finished in time"
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "with --resume continues them" in err
+    assert not (out / "results.json").exists() and (out / recipe.PARTIAL).exists()
+    done = subprocess.run([*cmd, "--out", str(out), "--resume"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stdout and not (out / recipe.PARTIAL).exists()
+    whole = subprocess.run([*cmd, "--out", str(tmp_path / "whole")], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    res, want = (_without_times(json.loads((d / "results.json").read_text()))
+                 for d in (out, tmp_path / "whole"))
+    assert res == want
+    assert (out / "metrics.jsonl").read_bytes() == (tmp_path / "whole" / "metrics.jsonl"
+                                                    ).read_bytes()
