@@ -123,7 +123,8 @@ def test_bad_seed_and_mismatched_ensembles_exit_2(run, tmp_path, capsys):
     assert "--seed must be an integer >= 0, got -1" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     assert main(["train", "--resume", str(run), "--seed", "3", "--no-progress"]) == 2
-    assert "a resumed run keeps the seed" in capsys.readouterr().err
+    assert (f"--seed 3: the run in {run} was trained with seed 0, and a resumed run keeps its "
+            f"seed; give --seed 0 or leave --seed out") in capsys.readouterr().err
     # a member trained at another resolution reads other images: named, nothing written
     text = (run.parent / "c.toml").read_text().replace("ways = 5\n", "ways = 5\nimage_size = 20\n")
     (tmp_path / "c20.toml").write_text(text)

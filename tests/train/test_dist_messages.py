@@ -130,7 +130,7 @@ def test_messages_once_and_a_failed_start_leaves_no_run_directory(tmp_path):
     # a failed resume (rank 0's verdict, sent to rank 1) is said once; the run is untouched
     r0, r1 = _two_ranks("plain", "--resume", str(run), "--seed", "3")
     assert (r0.returncode, r1.returncode) == (2, 2), r0.stderr + r1.stderr
-    assert r0.stderr.count("--seed starts a new run") == 1 and r1.stderr == "", r1.stderr
+    assert r0.stderr.count("a resumed run keeps its seed") == 1 and r1.stderr == "", r1.stderr
     assert latest_checkpoint(run).name == "ckpt-00000003"
 
 

@@ -93,6 +93,26 @@ def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, monk
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # restored
 
 
+def test_the_command_that_started_a_seeded_run_plus_resume_continues_it(tmp_path, monkeypatch,
+                                                                        capsys):
+    """An ensemble member is started with ``--seed N``; the same command with ``--resume``
+    continues it (it was refused: "--seed starts a new run"), and another seed is named."""
+    cfg, run, ref = _write(tmp_path, iterations=20, every=5), tmp_path / "run", tmp_path / "ref"
+    build = _build.build_family
+    monkeypatch.setattr(_build, "build_family", lambda *a, **k: CtrlCAt(build(*a, **k), 7))
+    start = ["train", "--config", str(cfg), "--seed", "3", "--no-progress"]
+    assert main([*start, "--out", str(run)]) == 130
+    monkeypatch.setattr(_build, "build_family", build)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--seed", "4", "--no-progress"]) == 2
+    assert (f"--seed 4: the run in {run} was trained with seed 3, and a resumed run keeps its "
+            f"seed; give --seed 3 or leave --seed out") in capsys.readouterr().err
+    assert latest_checkpoint(run).name == "ckpt-00000007"
+    assert main([*start, "--out", str(run), "--resume"]) == 0
+    assert main([*start, "--out", str(ref)]) == 0
+    _same_run(run, ref)
+
+
 def test_ctrl_c_in_the_last_iteration_completes_the_run(tmp_path, monkeypatch, capsys):
     """Its final checkpoint is written, so the run is done: exit 0, not "interrupted", and
     the same run as an uninterrupted one."""

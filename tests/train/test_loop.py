@@ -119,6 +119,24 @@ def test_resume_refuses_a_different_config(tmp_path):
                  out_dir=tmp_path, resume=True, config={"method": {"inner_lr": 0.1}})
 
 
+@pytest.mark.parametrize("config", [{"model": {"hidden": (8, 8)}}, {"seeds": {1: "a", "b": 2}},
+                                    {"method": {"inner_lr": float("nan")}}])
+def test_resume_accepts_its_own_config_as_json_stores_it(tmp_path, config):
+    """A tuple (stored as a list), a non-string key (stored as a string) or a NaN (never equal
+    to itself) is the same config on resume: it was refused as differing, or crashed
+    comparing int and str keys; a value that does differ is still named."""
+    kw = dict(meta_batch=2, progress=False, out_dir=tmp_path, checkpoint_every=1)
+    ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=2, config=config, **kw)
+    r = ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=3, resume=True,
+                 config=config, **kw)
+    assert r["iteration"] == 3 and load_checkpoint(tmp_path)[1]["iteration"] == 3
+    other = json.loads(json.dumps(config).replace("8, 8", "8, 9").replace('"a"', '"c"')
+                       .replace("NaN", "0.5"))
+    with pytest.raises(ValueError, match="refusing to resume .* the config differs in "):
+        ml.train(_learner(), ml.tasks.Sinusoid(5, 5), iterations=4, resume=True,
+                 config=other, **kw)
+
+
 @pytest.mark.parametrize("kw,match", [(dict(iterations=0), "iterations"),
                                       (dict(meta_batch=-1), "meta_batch"),
                                       (dict(lr=0.0), "lr")])

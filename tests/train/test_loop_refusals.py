@@ -2,6 +2,7 @@
 without writing anything: a resume past the iterations asked for, a new run into a directory
 that holds one, bad intervals, seed, config, and an Ensemble learner."""
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ from metaloop.train.checkpoint import load_checkpoint, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _cli import write_config  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import edit_state  # noqa: E402
 
 
 def _learner():
@@ -67,6 +71,84 @@ def test_resume_of_a_finished_run_with_its_own_iterations_is_a_no_op(six, tmp_pa
     assert r["iteration"] == 6 and _snapshot(run) == before
     tensors, _ = load_checkpoint(run)
     assert torch.equal(tensors["model.head.weight"], learner.model.head.weight.detach())
+
+
+@pytest.mark.parametrize("kw, named", [
+    ({"lr": 0.01}, "lr (0.001 != 0.01)"),
+    ({"meta_batch": 3}, "meta_batch (2 != 3)"),
+    ({"optimizer": "sgd"}, "optimizer ('adam' != 'sgd')"),
+    ({"lr_schedule": "cosine"}, "lr_schedule ('constant' != 'cosine')"),
+    ({"weight_decay": 0.1}, "weight_decay (0.0 != 0.1)"),
+    ({"clip_grad_norm": 1.0}, "clip_grad_norm (0.0 != 1.0)"),
+])
+def test_a_library_resume_with_other_training_arguments_is_refused_naming_them(
+        six, tmp_path, kw, named):
+    """Without a config= to compare, the arguments that set the remaining iterations' numbers
+    are checked against the run's (they went on silently, or crashed in SGD's step with
+    KeyError 'momentum' for an Adam run); the run is left as it was."""
+    run = tmp_path / "run"
+    shutil.copytree(six, run)
+    before = _snapshot(run)
+    args = {"meta_batch": 2, **kw}
+    with pytest.raises(ValueError, match=re.escape(
+            f"refusing to resume {run}: it was trained with other arguments") + ".*"
+            + re.escape(named)):
+        ml.train(_learner(), FAM, iterations=8, out_dir=run, resume=True, progress=False,
+                 **args)
+    assert _snapshot(run) == before
+    r = ml.train(_learner(), FAM, iterations=8, meta_batch=2, out_dir=run, resume=True,
+                 progress=False)                   # its own arguments: a constant rate goes on
+    assert r["iteration"] == 8
+
+
+def test_a_scheduled_run_resumed_with_other_iterations_is_refused(tmp_path):
+    """A cosine rate reads the total iterations, so more of them change the steps to come."""
+    run = tmp_path / "run"
+    kw = dict(meta_batch=2, out_dir=run, checkpoint_every=2, lr_schedule="cosine",
+              progress=False)
+    ml.train(_learner(), FAM, iterations=4, **kw)
+    before = _snapshot(run)
+    with pytest.raises(ValueError, match=re.escape("iterations (4 != 6)")):
+        ml.train(_learner(), FAM, iterations=6, resume=True, **kw)
+    assert _snapshot(run) == before
+    assert ml.train(_learner(), FAM, iterations=4, resume=True, **kw)["iteration"] == 4
+
+
+def test_a_checkpoint_without_training_arguments_is_checked_for_its_optimizer(six, tmp_path):
+    """One written before the arguments were stored: SGD on Adam's state is refused by name
+    (it crashed with KeyError 'momentum'), and the run's own optimizer goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(six, run)
+    edit_state(run / "ckpt-00000006" / "state.json", lambda s: s.pop("train_args", None),
+               as_older=True)
+    before = _snapshot(run)
+    with pytest.raises(ValueError, match=re.escape("optimizer ('adam' != 'sgd')")):
+        ml.train(_learner(), FAM, iterations=8, meta_batch=2, out_dir=run, resume=True,
+                 optimizer="sgd", progress=False)
+    assert _snapshot(run) == before
+    assert ml.train(_learner(), FAM, iterations=8, meta_batch=2, out_dir=run, resume=True,
+                    lr=0.5, progress=False)["iteration"] == 8     # unchecked but the optimizer
+
+
+def test_a_library_resume_with_a_smaller_model_is_refused_naming_the_extra_tensors(tmp_path):
+    """The run's network has a layer this model lacks (every tensor the model has fits): it
+    was resumed into the model until torch's optimizer refused the state ("doesn't match
+    the size of optimizer's group"), with the model's parameters already overwritten."""
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    ml.train(ml.meta.MAML(ml.models.MLP(1, (8, 8, 8), 1), 0.01, 1), FAM, iterations=2,
+             meta_batch=2, out_dir=run, progress=False)
+    before = _snapshot(run)
+    learner = _learner()                                       # MLP(1, (8,), 1)
+    init = _params(learner)
+    with pytest.raises(ValueError, match=re.escape(
+            f"checkpoint {run} (iteration 2) is corrupt or of another model: it holds the "
+            f"tensors ['model.body.fc1.bias', 'model.body.fc1.weight', 'model.body.fc2.bias', "
+            f"'model.body.fc2.weight'], which the model lacks")):
+        ml.train(learner, FAM, iterations=4, meta_batch=2, out_dir=run, resume=True,
+                 progress=False)
+    assert all(torch.equal(init[n], p) for n, p in _params(learner).items())
+    assert _snapshot(run) == before
 
 
 def test_cli_resume_with_a_config_of_fewer_iterations_exits_2(tmp_path, capsys):

@@ -49,7 +49,8 @@ def register(sub) -> None:
     p.add_argument("--out", type=path, help="run directory (checkpoints, metrics.jsonl)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="replace the config's train.seed (model init and task stream), e.g. "
-                        "for an ensemble's members (metaloop eval --checkpoint RUN RUN ...)")
+                        "for an ensemble's members (metaloop eval --checkpoint RUN RUN ...); "
+                        "with --resume, only the run's own seed")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR", type=path,
                    help="continue the run in DIR (or --out) from its newest checkpoint")
     p.add_argument("--tf32", action="store_true",
@@ -165,7 +166,7 @@ def _error(e: BaseException) -> None:
 def _run(args: argparse.Namespace, held: list) -> int:
     # Rank 0 reads the config and checks the run directory; every rank gets its verdict.
     out = args.resume if isinstance(args.resume, str) else args.out
-    if args.out and os.path.abspath(args.out) != os.path.abspath(out):
+    if args.out and os.path.realpath(args.out) != os.path.realpath(out):   # (a link: same)
         raise distributed.show_as(   # the command line's own error: once per node
             ValueError(f"--resume {args.resume} and --out {args.out} name two run "
                        f"directories; a run resumes in its own: give --resume DIR alone"),
@@ -197,6 +198,11 @@ def _run(args: argparse.Namespace, held: list) -> int:
         if isinstance(e, NonFiniteLossError):    # kept: its metrics.jsonl shows the way there
             if mine and not _logged(out):
                 _discard(out)                # (at the first iteration: nothing to show)
+            if _holds_checkpoint(out):       # what a --resume would do, and the way on
+                e.args = (f"{e}; --resume would repeat the same steps to the same stop: "
+                          f"change the config (a lower train.lr, a train.clip_grad_norm) in a "
+                          f"new run with another --out, afresh or from this checkpoint's "
+                          f"weights (train.init = {str(out)!r})",)
             _error(e)
             return 1
         if mine:

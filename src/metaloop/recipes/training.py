@@ -32,7 +32,9 @@ def prepare(out, *, config_path=None, resume: bool = False,
         out: the run directory. config_path: a TOML config (None: the run's own, to resume).
         resume: continue from the newest checkpoint in ``out``.
         seed: replaces ``train.seed`` (model init and task stream) of a new run, e.g. to
-            train an ensemble's members from one config; None keeps the config's.
+            train an ensemble's members from one config; None keeps the config's. A resumed
+            run takes only its own seed (so the command that started it, plus ``--resume``,
+            continues it).
 
     Returns:
         ``(config, out, created)``: a folder / tensors / table family's class split is written
@@ -52,19 +54,23 @@ def prepare(out, *, config_path=None, resume: bool = False,
             holds one; a bad config (naming the key), including what only
             meta-training a new run needs (``config.check_training``: ``eval.steps`` above 0
             for a solved head, Reptile's ``inner_batch`` / ``test_batch`` above the support
-            set); a seed that is not an int >= 0, or one given to a resumed run.
+            set); a seed that is not an int >= 0, or one given to a resumed run that was
+            trained with another.
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
-    if seed is not None and resume:
-        raise ValueError("--seed starts a new run; a resumed run keeps the seed it was "
-                         "trained with")
     if not out:
         raise ValueError("give the run directory with --out DIR (or --resume DIR)")
     out = Path(out)
     check_run_dir(out)                 # one ckpt-* directory of a run, not a run directory
     if resume and latest_checkpoint(out) is None:
         raise ValueError(f"--resume: no checkpoint in {out} (no LATEST file)")
+    if resume and seed is not None:    # the command that started it, plus --resume
+        kept = _stored_seed(out)
+        if kept is not None and kept != seed:
+            raise ValueError(f"--seed {seed}: the run in {out} was trained with seed {kept}, "
+                             f"and a resumed run keeps its seed; give --seed {kept} or leave "
+                             f"--seed out (a new run with seed {seed} needs another --out)")
     if config_path:
         cfg = config.load(config_path)
     elif resume:
@@ -93,6 +99,16 @@ def prepare(out, *, config_path=None, resume: bool = False,
     created = not out.exists()
     prepare_out(out)
     return cfg, out, created
+
+
+def _stored_seed(out: Path) -> int | None:
+    """``train.seed`` of the newest checkpoint in ``out`` (None where it cannot be read:
+    ``load_checkpoint`` names a damaged checkpoint later)."""
+    try:
+        stored = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))
+        return stored["config"]["train"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _stored_split(cfg: dict, out: Path) -> dict:

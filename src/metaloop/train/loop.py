@@ -203,7 +203,7 @@ def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += _config_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
+        elif va != vb and json.dumps(va) != json.dumps(vb):       # (a NaN: equal as JSON)
             out.append(f"{prefix}{k} ({va!r} != {vb!r})")
     return out
 
@@ -263,14 +263,47 @@ def save_run(out_dir, iteration, learner, opt, generator, config, *,
 def check_resume_config(out_dir, state: dict, config: dict | None) -> None:
     """Refuse to resume the run in ``out_dir`` (its checkpoint's ``state``) with a ``config``
     that differs from the one it was trained with, naming the keys (execution-only keys may
-    differ)."""
-    diff = _config_diff(state.get("config", {}), config or {})
+    differ). ``config`` is compared as the checkpoint stores it, as JSON: a tuple as a list,
+    a key as a string."""
+    diff = _config_diff(state.get("config", {}), json.loads(json.dumps(config or {})))
     if diff:
         more = ("; to train a finished run further, start a new run from its weights "
                 "(config train.init = the run's directory, --out another directory)"
                 if any(d.startswith("train.iterations") for d in diff) else "")
         raise ValueError(f"refusing to resume {out_dir}: the config differs in "
                          + ", ".join(diff) + more)
+
+
+def check_resume_args(out_dir, state: dict, args: dict) -> None:
+    """Refuse to resume the run in ``out_dir`` (its checkpoint's ``state``) with ``train``
+    arguments (``train_args``) that change the numbers of the iterations still to run: its
+    ``meta_batch``, ``lr``, ``lr_schedule`` (and ``iterations``, which the run's schedule
+    reads unless it is "constant"), ``optimizer``, ``weight_decay`` or ``clip_grad_norm``, naming
+    them. A checkpoint written before they were stored is checked for its optimizer only
+    (Adam's groups hold ``betas``, SGD's do not)."""
+    stored = state.get("train_args")
+    if not isinstance(stored, dict):
+        groups = state.get("optimizer", {}).get("param_groups") or [{}]
+        stored = {"optimizer": "adam" if "betas" in groups[0] else "sgd"}
+    keys = [k for k in args if k != "iterations"
+            or stored.get("lr_schedule", "constant") != "constant"]
+    diff = [f"{k} ({stored[k]!r} != {args[k]!r})" for k in keys
+            if k in stored and stored[k] != args[k]]
+    if diff:
+        raise ValueError(f"refusing to resume {out_dir}: it was trained with other "
+                         f"arguments, which would not give an uninterrupted run's numbers: "
+                         + ", ".join(diff) + "; resume with the run's values, or start a "
+                         "new run in another out_dir from this run's weights "
+                         "(metaloop.recipes.training.init_from)")
+
+
+def _train_args(iterations, meta_batch, lr, lr_schedule, optimizer, weight_decay,
+                clip_grad_norm) -> dict:
+    """The ``train`` arguments a checkpoint stores (``state.json``'s ``train_args``) and a
+    resume checks (``check_resume_args``)."""
+    return {"iterations": iterations, "meta_batch": meta_batch, "lr": lr,
+            "lr_schedule": lr_schedule, "optimizer": optimizer,
+            "weight_decay": weight_decay, "clip_grad_norm": clip_grad_norm}
 
 
 def check_resume_data(out_dir, state: dict, data: dict | None) -> None:
@@ -303,17 +336,19 @@ def check_resume_data(out_dir, state: dict, data: dict | None) -> None:
 
 
 def _load_for_resume(out_dir, config, learner, precision: str,
-                     data: dict | None = None, iterations: int | None = None
-                     ) -> tuple[dict, dict]:
+                     data: dict | None = None, iterations: int | None = None,
+                     args: dict | None = None) -> tuple[dict, dict]:
     """The newest checkpoint of ``out_dir``, checked against this run before anything of it
     is applied.
 
     Raises:
         ValueError: ``out_dir`` is a checkpoint directory, or holds a ``metaloop vae
             --protocol iwae`` run; the run is already past ``iterations``; the config
-            differs (naming the keys), or the data's fingerprint (``data``); the run was
+            differs (naming the keys), or the ``train`` arguments (``args``, see
+            ``check_resume_args``), or the data's fingerprint (``data``); the run was
             trained at another ``precision``; the checkpoint lacks state or tensors a resume
-            needs, or holds a model tensor of another shape (naming them).
+            needs, or holds a model tensor of another shape or one the model lacks (naming
+            them).
     """
     check_run_dir(out_dir)
     tensors, state = load_checkpoint(out_dir)
@@ -329,6 +364,8 @@ def _load_for_resume(out_dir, config, learner, precision: str,
                          f"evaluate it as it is, or ask for at least {state['iteration']} "
                          f"iterations)")
     check_resume_config(out_dir, state, config)
+    if args is not None:
+        check_resume_args(out_dir, state, args)
     check_resume_data(out_dir, state, data)
     stored = state.get("precision")              # absent: written before it was stored
     if stored is not None and stored != precision:
@@ -347,6 +384,10 @@ def _load_for_resume(out_dir, config, learner, precision: str,
            for k, v in want.items() if tensors[k].shape != v]
     if bad:
         raise ValueError(f"{where} or of another model: " + ", ".join(bad))
+    extra = sorted(k for k in tensors if k.startswith("model.") and k not in want)
+    if extra:                   # another network's (its optimizer state would not fit)
+        raise ValueError(f"{where} or of another model: it holds the tensors {extra}, which "
+                         f"the model lacks")
     return tensors, state
 
 
@@ -379,14 +420,15 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
 
 def _resume(out_dir: Path, learner, opt, generator, config, lead: bool,
             precision: str, data: dict | None = None,
-            iterations: int | None = None) -> tuple[int, dict]:
+            iterations: int | None = None, args: dict | None = None) -> tuple[int, dict]:
     """Restore everything from the newest checkpoint; returns its iteration and its state.
 
     Rank 0 reads the checkpoint and sends it (or its error) to the other ranks, so that only
     rank 0 needs the run directory.
     """
     tensors, state = distributed.from_rank0(
-        lambda: _load_for_resume(out_dir, config, learner, precision, data, iterations),
+        lambda: _load_for_resume(out_dir, config, learner, precision, data, iterations,
+                                 args),
         "the checkpoint to resume")
     with torch.no_grad():
         for n, p in learner.model.named_parameters():
@@ -848,7 +890,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             checkpoint (a ``ckpt-*`` directory) of a run; without ``resume``, an
             ``out_dir`` that already holds a run; or on
             resume: a run already past ``iterations``, a config mismatch (naming the
-            differing keys), another ``precision`` than the run's, another ``data``
+            differing keys), other ``meta_batch``, ``lr``, ``lr_schedule`` (and, with a
+            schedule, ``iterations``), ``optimizer``, ``weight_decay`` or
+            ``clip_grad_norm`` than the run's (``check_resume_args``, naming them),
+            another ``precision`` than the run's, another ``data``
             fingerprint, or a checkpoint that is corrupt (naming it). Nothing is written
             when any of these is raised.
         metaloop.runlock.RunInUseError: another process (or another thread of this
@@ -923,9 +968,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     # this run's CPU seconds in one process, carried through resumes (None: not known, e.g.
     # resumed from a checkpoint that lacks them, or torchrun, where rank 0 sees its own only)
     cpu_before: float | None = None if shard else 0.0
+    args = _train_args(iterations, meta_batch, lr, lr_schedule, optimizer, weight_decay,
+                       clip_grad_norm)
     if resume and out is not None:
         start, state = _resume(out, learner, opt, generator, config, lead, precision, data,
-                               iterations)
+                               iterations, args)
         window.load(state.get("log_window"))
         cpu_before = None if shard else state.get("cpu_seconds")
     else:
@@ -971,7 +1018,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
 
     def save(iteration: int) -> None:
         guard.check()                                          # never save non-finite params
-        extra = {"log_window": window.state(), "precision": precision}
+        extra = {"log_window": window.state(), "precision": precision, "train_args": args}
         if data is not None:
             extra["data"] = data
         if cpu_before is not None:
