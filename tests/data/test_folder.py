@@ -155,7 +155,7 @@ def test_an_image_beside_the_class_folders_is_named_as_such(tmp_path, depth):
     fam = ml.tasks.Episodes.from_folder(root, ways=2, shots=1, queries=1, class_depth=depth)
     assert fam.report["loose"] == ["stray.png"]
     text = fam.describe()
-    assert "ignored 1 non-image and 0 hidden entries" in text
+    assert "ignored 1 non-image (by suffix, e.g. notes.txt) and 0 hidden entries" in text
     assert "left out 1 image(s) outside any class folder, e.g. stray.png" in text
 
 

@@ -4,6 +4,7 @@ images with missing data and a pipe named like an image (named, or left out with
 ``skip_corrupt``)."""
 
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -126,3 +127,30 @@ def test_an_image_with_a_truncated_exif_block_is_decoded_into_the_cache(tmp_path
     for skip in (False, True):
         d = load_folder(root, image_size=8, skip_corrupt=skip)
         assert "Ωmega/phone.png" in d.files and d.skipped == []
+
+
+def test_a_class_folder_of_files_read_by_no_suffix_is_named_not_dropped_silently(tmp_path):
+    """A folder of .heic phone photos beside PNG classes was left out, reported only as
+    "ignored 5 non-image": the class and one ignored file are now named."""
+    from metaloop.tasks import Episodes
+
+    root = tmp_path / "photos"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(root / c / f"{i}.png")
+    (root / "owl").mkdir()
+    for i in range(5):
+        (root / "owl" / f"IMG_{i}.HEIC").write_bytes(b"not decoded here")
+    fam = Episodes.from_folder(root, ways=2, shots=1, queries=1, image_size=8)
+    assert fam.class_names == ["cat", "dog"]
+    assert fam.report["empty"] == ["owl"] and fam.report["ignored_files"][0] == "owl/IMG_0.HEIC"
+    line = fam.describe()
+    assert "ignored 5 non-image (by suffix, e.g. owl/IMG_0.HEIC)" in line, line
+    assert "left out 1 class folder(s) without images, e.g. 'owl'" in line, line
+    # a folder of them only: the error names one and the suffixes read
+    shutil.rmtree(root / "cat")
+    shutil.rmtree(root / "dog")
+    with pytest.raises(ValueError, match=r"holds no images .*e\.g\. owl/IMG_0\.HEIC; images are "
+                                         r"read by their suffix: \.png, \.jpg"):
+        Episodes.from_folder(root, ways=2, shots=1, queries=1, image_size=8)

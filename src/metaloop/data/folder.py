@@ -61,6 +61,10 @@ class FolderScan:
         hidden: hidden files and folders (names starting with ``.``) skipped.
         loose: images outside any class folder (beside the class or group folders), left
             out; paths relative to ``root``.
+        ignored_files: the first ``IGNORED_SHOWN`` of the ``ignored`` files, relative to
+            ``root`` (e.g. phone photos in a format read by no suffix here, ``.heic``).
+        empty: class folders left out because they hold no image file (all their files
+            ignored, or none), relative to ``root``.
     """
 
     root: Path
@@ -70,6 +74,8 @@ class FolderScan:
     ignored: int = 0
     hidden: int = 0
     loose: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,7 +87,7 @@ class FolderData:
         labels: int64 ``[N]``, positions into ``class_names``.
         class_names: K names (a class whose images were all skipped as corrupt has none).
         files: N paths relative to the root, in image order.
-        ignored, hidden, loose: as in ``FolderScan``.
+        ignored, hidden, loose, ignored_files, empty: as in ``FolderScan``.
         skipped: ``(path, reason)`` of each unreadable image left out (``skip_corrupt=True``),
             a symbolic link to nothing included.
         cache_dir: where the cache is.
@@ -98,6 +104,8 @@ class FolderData:
     cache_dir: Path | None = None
     cache_status: str = ""
     loose: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
 
 
 class UnreadableImagesError(ValueError):
@@ -188,8 +196,18 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict,
             out.append(r)
         else:
             _refuse_dangling(e)                  # a sub-folder's link, not a file to ignore
-            counts["ignored"] += 1
+            _ignore(counts, r.lstrip("/"))
     return out
+
+
+IGNORED_SHOWN = 3
+"""How many of a folder's ignored files ``FolderScan.ignored_files`` names."""
+
+
+def _ignore(counts: dict, rel: str) -> None:
+    counts["ignored"] += 1
+    if len(counts["ignored_files"]) < IGNORED_SHOWN:
+        counts["ignored_files"].append(rel)
 
 
 def _refuse_dangling(e: os.DirEntry) -> None:
@@ -229,7 +247,7 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
     if not root.is_dir():
         raise ValueError(f"image folder {root} is not a folder")
     root = root.resolve()
-    counts = {"ignored": 0, "hidden": 0}
+    counts = {"ignored": 0, "hidden": 0, "ignored_files": []}
     loose: list[str] = []                        # images where a class folder belongs
     stats: dict[str, tuple[int, int]] = {}
     class_dirs: list[tuple[str, Path]] = []
@@ -246,16 +264,18 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
                     loose.append(f"{rel}/{e.name}".lstrip("/"))   # beside the class folders
                 else:
                     _refuse_dangling(e)          # a class (or group) folder's link
-                    counts["ignored"] += 1       # a file beside the class (or group) folders
+                    _ignore(counts, f"{rel}/{e.name}".lstrip("/"))   # beside the folders
         level = nxt
     class_dirs = level
-    classes, files = [], []
+    classes, files, empty = [], [], []
     for name, d in class_dirs:
         above = frozenset(os.path.realpath(p) for p in (root, d.parent))   # root (, group)
         found = _walk(d, name, stats, counts, above)
         if found:
             classes.append(name)
             files.append(found)
+        else:
+            empty.append(name)
     if not classes:
         layout = "root/<class>/<image>" if class_depth == 1 else "root/<group>/<class>/<image>"
         where = ""
@@ -263,10 +283,14 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
             where = (f"; {len(loose)} of them are images outside any class folder (e.g. "
                      f"{loose[0]}): put each class's images in a folder named after the class"
                      + (", inside a group folder" if class_depth == 2 else ""))
+        if counts["ignored_files"] and not loose:
+            where = (f", e.g. {counts['ignored_files'][0]}; images are read by their suffix: "
+                     f"{', '.join(IMAGE_EXTENSIONS)}")
         raise ValueError(f"image folder {root} holds no images in the layout {layout} "
                          f"(class_depth={class_depth}; {counts['ignored'] + len(loose)} other "
                          f"and {counts['hidden']} hidden entries ignored{where})")
-    return FolderScan(root, classes, files, stats, counts["ignored"], counts["hidden"], loose)
+    return FolderScan(root, classes, files, stats, counts["ignored"], counts["hidden"], loose,
+                      counts["ignored_files"], empty)
 
 
 def _settings(image_size: int, channels: int, invert: str, skip_corrupt: bool,
@@ -428,7 +452,8 @@ def _open(cdir: Path, m: dict, scan: FolderScan) -> FolderData | None:
         return None
     return FolderData(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)),
                       m["classes"], m["files"].split("\0"), scan.ignored, scan.hidden,
-                      [tuple(s) for s in m["skipped"]], cdir, loose=list(scan.loose))
+                      [tuple(s) for s in m["skipped"]], cdir, loose=list(scan.loose),
+                      ignored_files=list(scan.ignored_files), empty=list(scan.empty))
 
 
 def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,

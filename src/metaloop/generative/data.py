@@ -30,9 +30,9 @@ Your own images (``load_user``; ``load`` takes a path where it takes a data set'
 
 - an image folder in torchvision's layout ``root/<class>/<image>``, decoded once by
   ``metaloop.data.folder.load_folder`` into a cached uint8 array (the image suffixes of
-  ``metaloop.data.images.IMAGE_EXTENSIONS``, any mode, padded to a square, resized with antialiasing to ``image_size``, converted to
-  grey (or kept in colour with ``channels = 3``), inverted per ``invert``); the class
-  folders are the labels;
+  ``metaloop.data.images.IMAGE_EXTENSIONS``, any mode, padded to a square, resized with
+  antialiasing to ``image_size``, converted to grey (or kept in colour with
+  ``channels = 3``), inverted per ``invert``); the class folders are the labels;
 - a tensor file ``.npz`` or ``.pt`` with ``x`` (``[N, H, W]`` or ``[N, C, H, W]``, C = 1 or
   3; uint8 0..255, integers in 0..255, bool, or floats in [0, 1]) and ``y`` (``[N]`` integer
   labels), optionally ``class_names``; converted as a folder's images are (RGB to grey with

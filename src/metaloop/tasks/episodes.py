@@ -199,7 +199,13 @@ class Episodes:
         parts = [f"{r['images']} images in {r['classes']} classes (cache {r['cache_status']}: "
                  f"{r['cache']}); {self.num_classes} classes in use"]
         if r["ignored"] or r["hidden"]:
-            parts.append(f"ignored {r['ignored']} non-image and {r['hidden']} hidden entries")
+            shown = r.get("ignored_files") or []
+            eg = f" (by suffix, e.g. {shown[0]})" if shown else ""
+            parts.append(f"ignored {r['ignored']} non-image{eg} and {r['hidden']} hidden "
+                         f"entries")
+        if r.get("empty"):
+            e = r["empty"]
+            parts.append(f"left out {len(e)} class folder(s) without images, e.g. {e[0]!r}")
         if r.get("loose"):
             parts.append(f"left out {len(r['loose'])} image(s) outside any class folder, e.g. "
                          f"{r['loose'][0]} (a class's images go in a folder named after it)")
@@ -326,10 +332,13 @@ class Episodes:
 
         Returns:
             Episodes with ``transform`` set and ``report`` =
-            ``{"images", "classes", "ignored", "hidden", "loose", "skipped", "dropped",
+            ``{"images", "classes", "ignored", "hidden", "loose", "ignored_files", "empty",
+            "skipped", "dropped",
             "cache", "cache_status"}``: counts of the images and classes read and of the
-            entries left out (``ignored``: not images; ``hidden``), the files left out
-            (``loose``: images outside any class folder; ``skipped``: unreadable, with
+            entries left out (``ignored``: not images, the first few named in
+            ``ignored_files``; ``hidden``), the class folders without images (``empty``),
+            the files left out (``loose``: images outside any class folder; ``skipped``:
+            unreadable, with
             ``skip_corrupt``), the classes ``drop_small`` dropped, and the cache's folder
             and status.
 
@@ -351,6 +360,7 @@ class Episodes:
         fam.transform = {"image_size": image_size, "channels": channels, "invert": invert}
         fam.report = {"images": len(data.files), "classes": len(data.class_names),
                       "ignored": data.ignored, "hidden": data.hidden, "loose": data.loose,
+                      "ignored_files": data.ignored_files, "empty": data.empty,
                       "skipped": [f for f, _ in data.skipped], "dropped": fam.dropped,
                       "cache": str(data.cache_dir), "cache_status": data.cache_status}
         return fam
