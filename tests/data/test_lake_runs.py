@@ -164,3 +164,17 @@ def test_a_zip_of_the_runs_folder_is_read_too(tmp_path, monkeypatch):
     empty = shutil.make_archive(str(tmp_path / "empty"), "zip", tmp_path / "data", "other")
     with pytest.raises(ValueError, match=r"empty\.zip holds no one-shot run"):
         read_lake_runs(empty)
+
+
+def test_labels_that_are_not_utf8_text_are_named_and_a_bom_is_read(tmp_path):
+    """A UnicodeDecodeError named no file; a BOM (a Windows editor's save) made the first
+    path unreadable."""
+    run = _run(tmp_path, "run01", [1, 0])
+    good = (run / "class_labels.txt").read_bytes()
+    (run / "class_labels.txt").write_bytes(good + b"test/item\xe9.png training/class01.png\n")
+    with pytest.raises(ValueError, match=r"run01/class_labels\.txt is not UTF-8 text: byte "
+                                         r"0xe9 at offset \d+ \(line 3\)"):
+        read_lake_runs(run)
+    (run / "class_labels.txt").write_bytes(b"\xef\xbb\xbf" + good)
+    (r,) = read_lake_runs(run)
+    assert r.labels == (1, 0)

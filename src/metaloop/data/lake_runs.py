@@ -137,7 +137,14 @@ def _has_runs(folder: Path) -> bool:
 def _read_run(folder: Path) -> LakeRun:
     labels_file = folder / LABELS_FILE
     answer: dict[Path, Path] = {}                       # test image -> its training image
-    for n, line in enumerate(labels_file.read_text(encoding="utf-8").splitlines(), 1):
+    raw = labels_file.read_bytes()
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")             # a BOM: no path
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{labels_file} is not UTF-8 text: byte 0x{raw[e.start]:02x} at "
+                         f"offset {e.start} (line {line})") from e
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
