@@ -265,3 +265,32 @@ def test_state_json_stores_the_sha256_of_its_own_canonical_json(tmp_path):
     (ck / "state.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="state.json is corrupt or was edited"):
         load_checkpoint(tmp_path / "run")
+
+
+def test_a_damaged_newest_checkpoint_names_the_earlier_one_to_go_on_from(trained, tmp_path,
+                                                                         capsys):
+    """The run keeps two checkpoints; with the newest damaged the error said nothing of the
+    other. It now names it, and following the advice resumes to the same run."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    f = run / "ckpt-00000002" / "tensors.safetensors"
+    f.write_bytes(f.read_bytes()[:-7])
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert ("is corrupt or truncated" in err and f"; the run also keeps ckpt-00000001, an "
+            f"earlier checkpoint: write its name into {run / 'LATEST'} to go on from it") in err
+    (run / "LATEST").write_text("ckpt-00000001\n")
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    redone, _ = load_checkpoint(run)
+    want, _ = load_checkpoint(trained[0])
+    assert redone.keys() == want.keys() and all(torch.equal(redone[k], want[k]) for k in want)
+    # with no earlier checkpoint, nothing is offered
+    shutil.rmtree(run / "ckpt-00000001")
+    (run / "LATEST").write_text("ckpt-00000009\n")
+    with pytest.raises(FileNotFoundError) as e:
+        load_checkpoint(run)
+    assert "also keeps ckpt-00000002" in str(e.value)
+    shutil.rmtree(run / "ckpt-00000002")
+    with pytest.raises(FileNotFoundError) as e:
+        load_checkpoint(run)
+    assert "also keeps" not in str(e.value)

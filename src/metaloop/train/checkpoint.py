@@ -234,14 +234,42 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             (written by metaloop before it stored one) is read unchecked.
     """
     path = Path(path)
-    via = None
-    if (path / "LATEST").exists():
-        via, path = path / "LATEST", latest_checkpoint(path)
+    if not (path / "LATEST").exists():
+        return _load(path)
+    via, ckpt = path / "LATEST", None
+    try:
+        ckpt = latest_checkpoint(path)
+        sfile, tfile = ckpt / "state.json", ckpt / "tensors.safetensors"
+        if not (sfile.is_file() and tfile.is_file()):
+            lacks = " and ".join(f.name for f in (sfile, tfile) if not f.is_file())
+            raise FileNotFoundError(f"no checkpoint at {ckpt}: {via} names it, but "
+                                    + (f"it lacks {lacks}" if ckpt.is_dir()
+                                       else "it does not exist"))
+        return _load(ckpt)
+    except (FileNotFoundError, ValueError) as e:
+        older = _older_checkpoint(path, ckpt)
+        if older is None:
+            raise
+        raise type(e)(f"{e}; the run also keeps {older.name}, an earlier checkpoint: write "
+                      f"its name into {via} to go on from it") from e
+
+
+def _older_checkpoint(run_dir: Path, newest: Path | None) -> Path | None:
+    """The newest complete ``ckpt-*`` of ``run_dir`` before ``newest`` (whose files are
+    damaged or missing; None: LATEST itself is), or None: what a run can go back to
+    (``save_checkpoint`` keeps the last two). Completeness is its two files being there;
+    loading it checks their sha256."""
+    found = sorted((d for d in run_dir.glob("ckpt-*")
+                    if (newest is None or d.name < newest.name)
+                    and (d / "state.json").is_file()
+                    and (d / "tensors.safetensors").is_file()),
+                   key=lambda d: d.name, reverse=True)
+    return found[0] if found else None
+
+
+def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """``load_checkpoint`` of one ``ckpt-*`` directory."""
     sfile, tfile = path / "state.json", path / "tensors.safetensors"
-    if via is not None and not (sfile.is_file() and tfile.is_file()):
-        lacks = " and ".join(f.name for f in (sfile, tfile) if not f.is_file())
-        raise FileNotFoundError(f"no checkpoint at {path}: {via} names it, but "
-                                + (f"it lacks {lacks}" if path.is_dir() else "it does not exist"))
     if not sfile.is_file() or not tfile.is_file():
         raise FileNotFoundError(f"no checkpoint at {path} (expected LATEST, or state.json and "
                                 f"tensors.safetensors)")
