@@ -16,7 +16,7 @@ import torch
 
 from metaloop.adapt.sgd import sgd_path
 from metaloop.func.losses import get_loss
-from metaloop.meta import MAML
+from metaloop.meta import ANIL, MAML
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import meta_gradient_cases, tiny_meta_batch  # noqa: E402
@@ -87,3 +87,74 @@ def test_checkpoint_does_not_change_test_time_adaptation():
     a, b = (MAML(model, lr, 2, loss=loss, checkpoint=c) for c in (False, True))
     pa, pb = a.adapt(sx, sy), b.adapt(sx, sy)
     assert torch.allclose(a.predict(pa, qx), b.predict(pb, qx), rtol=1e-12, atol=1e-14)
+
+
+class _DropoutNet(torch.nn.Module):
+    """Linear -> tanh -> dropout (training mode) -> linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Tanh(),
+                                        torch.nn.Dropout(0.5))
+        self.head = torch.nn.Linear(16, 1)
+
+    def forward(self, x, head=True):
+        h = self.body(x)
+        return self.head(h) if head else h
+
+
+@pytest.mark.parametrize("method", [MAML, ANIL], ids=["maml", "anil"])
+def test_recomputation_redraws_the_dropout_masks_of_the_forward_pass(method):
+    """With dropout in training mode, the recomputed step must see the masks the forward
+    pass drew (the recomputation starts from that random state), else its gradient is that
+    of another function (107% off); and the random stream goes on as without recomputation."""
+    _, loss, lr, batch = _setup("mlp")
+    runs = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        learner = method(_DropoutNet(), lr, 2, loss=loss, batching="loop",
+                         recompute_inner_loop=recompute)
+        torch.manual_seed(1)
+        grads = learner.meta_gradient(batch)
+        runs.append((grads, torch.rand(3)))
+    (plain, after_plain), (recomputed, after_recomputed) = runs
+    assert any(plain[n].abs().max() > 0 for n in plain)
+    _assert_close(recomputed, plain, "meta_gradient")
+    assert torch.equal(after_recomputed, after_plain)
+    torch.manual_seed(2)                          # other masks: the dropout is really drawn
+    other = method(_DropoutNet(), lr, 2, loss=loss, batching="loop").meta_gradient(batch)
+    assert max(float((other[n] - plain[n]).abs().max()) for n in plain) > 1e-3
+
+
+class _RunningStatsNet(torch.nn.Module):
+    """Linear -> torch BatchNorm1d (tracking running statistics) -> tanh -> linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.BatchNorm1d(16),
+                                        torch.nn.Tanh())
+        self.head = torch.nn.Linear(16, 1)
+
+    def forward(self, x, head=True):
+        h = self.body(x)
+        return self.head(h) if head else h
+
+
+def test_recomputation_updates_running_statistics_once_per_step():
+    """The recomputed steps re-ran the support pass in training mode, so a torch BatchNorm's
+    running statistics were updated twice per step (num_batches_tracked 10 for 2 tasks x 2
+    steps, not 6 counting the query passes): the flag documented as memory-only changed
+    eval-mode predictions. The gradient was, and is, the plain path's."""
+    _, loss, lr, batch = _setup("mlp")
+    runs = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        learner = MAML(_RunningStatsNet(), lr, 2, loss=loss, batching="loop",
+                       recompute_inner_loop=recompute)
+        grads = learner.meta_gradient(batch)
+        runs.append((grads, {n: b.clone() for n, b in learner.model.named_buffers()}))
+    (plain, stats_plain), (recomputed, stats_recomputed) = runs
+    _assert_close(recomputed, plain, "meta_gradient")
+    assert int(stats_plain["body.1.num_batches_tracked"]) == 3 * (2 + 1)
+    for n, b in stats_plain.items():
+        assert torch.equal(stats_recomputed[n], b), n

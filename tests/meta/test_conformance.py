@@ -155,3 +155,27 @@ def test_protonet_meta_gradient_matches_per_task_reference(batching):
         scale = ref.abs().max().clamp_min(1e-6)
         assert (got[n] - ref).abs().max() / scale < RTOL, n
     assert got["log_scale"].abs() > 0 and got["backbone.body.0.conv.weight"].abs().max() > 0
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "conv4"])
+@pytest.mark.parametrize("kind,kw,batching", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_shapes_and_determinism(model_name, kind, kw, batching):
+    """Every learner of the suite: ``meta_gradient`` has one tensor per named parameter, of
+    its shape, and is the same on a second call; ``meta_loss`` is a scalar with detached
+    0-dim metrics; ``adapt`` gives the model's parameters and ``predict`` ``[Q, out]``."""
+    model, _, _, batch = _setup(model_name)
+    lr = 0.1 if model_name == "mlp" else 0.4
+    learner = _learner(kind, model, lr, 2, "mse" if model_name == "mlp" else "ce", batching, kw)
+    params = dict(model.named_parameters())
+    first, again = learner.meta_gradient(batch), learner.meta_gradient(batch)
+    assert list(first) == list(params)
+    assert all(first[n].shape == p.shape and first[n].dtype == p.dtype for n, p in params.items())
+    assert all(torch.equal(first[n], again[n]) for n in params)
+    loss, metrics = learner.meta_loss(batch)
+    assert loss.dim() == 0 and torch.equal(loss.detach(), learner.meta_loss(batch)[0].detach())
+    assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())
+    sx, sy, qx, qy = batch.task(0)
+    adapted = learner.adapt(sx, sy)
+    assert set(adapted) == set(params)
+    out = learner.predict(adapted, qx)
+    assert out.shape == (qx.shape[0], 1 if model_name == "mlp" else 3)

@@ -143,3 +143,31 @@ def test_which_models_and_options_may_use_threads():
     assert MAML(Conv4(1, 8, 3), 0.4, loss="ce", compile=True).batching == "loop"
     with pytest.raises(ValueError, match="batching must be one of 'loop', 'vmap', 'auto'"):
         R2D2(Conv4(1, 8, 3), batching="threads")
+
+
+def _dropout_net():
+    return nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 1))
+
+
+def test_dropout_in_training_mode_is_refused_on_threads_and_runs_in_eval_mode():
+    """Dropout draws from torch's one global generator: with tasks on two threads the masks
+    went to the tasks in an order that changed from run to run, so one seed gave different
+    meta-gradients from run to run, not the loop's. It is refused by layer, when the learner
+    is built and when dropout is switched on afterwards; in eval mode threads give the loop's
+    meta-gradient."""
+    import metaloop as ml
+    batch = ml.tasks.Sinusoid(5, 6).sample(8, torch.Generator().manual_seed(2),
+                                           dtype=torch.float64)
+    message = r"batching='threads' cannot run 2 \(Dropout\): in training mode dropout.*eval mode"
+    with pytest.raises(ValueError, match=message):
+        MAML(_dropout_net(), 0.1, batching="threads")
+    with pytest.raises(ValueError, match=message):
+        ANIL(_dropout_net(), 0.1, batching="threads")
+    torch.manual_seed(0)
+    net = _dropout_net().eval()
+    learner = MAML(net, 0.1, 2, batching="threads")
+    ref = MAML(net, 0.1, 2, batching="loop").meta_gradient(batch)
+    assert rel_err(learner.meta_gradient(batch), ref) < RTOL
+    net.train()                                       # switched on after construction
+    with pytest.raises(ValueError, match=message):
+        learner.meta_gradient(batch)

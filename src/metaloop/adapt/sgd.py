@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -58,13 +58,21 @@ class _RecomputedStep(torch.autograd.Function):
     y; ``adapted`` their indices that the step updates; ``run(tensors, create_graph)`` returns
     the updated tensors in the order of ``adapted``. The forward pass computes the values
     without a graph; the backward pass recomputes the step with ``create_graph=True`` (one
-    step's activations alive at a time) and returns its vector-Jacobian product.
+    step's activations alive at a time) and returns its vector-Jacobian product. The
+    recomputation runs from the random state the forward pass started from (the CPU's and
+    the inputs' CUDA devices'), so dropout in training mode draws the same masks, and leaves
+    the random state as it found it. ``keep``: tensors the recomputation leaves as it found
+    them (a model's running statistics, which the forward pass already updated once).
     """
 
     @staticmethod
-    def forward(ctx, run, adapted, *tensors):
-        ctx.run, ctx.adapted = run, adapted
+    def forward(ctx, run, adapted, keep, *tensors):
+        ctx.run, ctx.adapted, ctx.keep = run, adapted, keep
         ctx.save_for_backward(*tensors)
+        ctx.devices = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+        if ctx.devices and torch.cuda.is_current_stream_capturing():
+            ctx.devices = []            # a CUDA graph's generator state is not read mid-capture
+        ctx.rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in ctx.devices])
         with torch.enable_grad():
             out = run(_leaves(tensors, set(adapted)), False)
         return tuple(o.detach() for o in out)
@@ -72,21 +80,31 @@ class _RecomputedStep(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, *v):
-        need = [i for i, r in enumerate(ctx.needs_input_grad[2:]) if r]
-        with torch.enable_grad():
+        need = [i for i, r in enumerate(ctx.needs_input_grad[3:]) if r]
+        kept = [t.clone() for t in ctx.keep]
+        with torch.random.fork_rng(devices=ctx.devices), torch.enable_grad():
+            torch.set_rng_state(ctx.rng[0])
+            for d, state in zip(ctx.devices, ctx.rng[1]):
+                torch.cuda.set_rng_state(state, d)
             inputs = _leaves(ctx.saved_tensors, set(ctx.adapted) | set(need))
             out = ctx.run(inputs, True)
             g = torch.autograd.grad(out, [inputs[i] for i in need], v, allow_unused=True)
+        with torch.no_grad():
+            for t, was in zip(ctx.keep, kept):
+                t.copy_(was)
         grads = [None] * len(inputs)
         for i, gi in zip(need, g):
             grads[i] = gi
-        return (None, None, *grads)
+        return (None, None, None, *grads)
 
 
 def recomputed_step(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor],
-                    names: list[str], x: torch.Tensor, y: torch.Tensor, lr: float) -> Params:
+                    names: list[str], x: torch.Tensor, y: torch.Tensor, lr: float,
+                    keep: Sequence[torch.Tensor] = ()) -> Params:
     """``sgd_step`` with ``create_graph``, checkpointed: only the inputs (theta_k, x, y) are
-    kept for the backward pass, which recomputes the step's forward, gradient and update.
+    kept for the backward pass, which recomputes the step's forward, gradient and update
+    (with the random state of the forward pass, so dropout draws its masks again, and
+    leaving the tensors in ``keep``, e.g. running statistics, as it found them).
 
     Once differentiable: the result supports ``backward``/``autograd.grad`` of an outer loss,
     not a further derivative of that gradient. Not usable under ``vmap``.
@@ -98,7 +116,8 @@ def recomputed_step(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor],
                        tensors[-1], lr, graph)
         return [new[n] for n in names]
 
-    out = _RecomputedStep.apply(run, [keys.index(n) for n in names], *params.values(), x, y)
+    out = _RecomputedStep.apply(run, [keys.index(n) for n in names], list(keep),
+                                *params.values(), x, y)
     return {**params, **dict(zip(names, out))}
 
 
@@ -149,7 +168,8 @@ def check_path_args(fn: str, params: Mapping[str, torch.Tensor], adapt_names, lr
 
 def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_names,
              x: torch.Tensor, y: torch.Tensor, lr, steps: int,
-             create_graph: bool = True, checkpoint: bool = False) -> Iterator[Params]:
+             create_graph: bool = True, checkpoint: bool = False,
+             keep: Sequence[torch.Tensor] = ()) -> Iterator[Params]:
     """Yield params after 0, 1, ..., ``steps`` SGD steps on ``loss_fn(fwd(params, x), y)``.
 
     Only the names in ``adapt_names`` change; the rest pass through. Nothing is mutated.
@@ -174,7 +194,12 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
             backward pass and recompute one step's activations at a time there
             (``recomputed_step``): memory O(steps x params + one step's activations), about
             one more forward-and-gradient pass per step. Without ``create_graph`` no
-            activations outlive a step anyway, and it changes nothing.
+            activations outlive a step anyway, and it changes nothing. The recomputation
+            draws the forward pass's dropout masks again.
+        keep: with ``checkpoint``, tensors that ``fwd`` updates in place and the
+            recomputation must leave as it found them: the model's buffers, e.g. a torch
+            BatchNorm's running statistics in training mode (updated once per step, as
+            without ``checkpoint``).
 
     Raises:
         ValueError: ``adapt_names`` a string, empty, repeating a name or naming a tensor
@@ -195,15 +220,15 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
                              f"grad, so they have no gradient; pass params through "
                              f"metaloop.func.detach(params, requires_grad=True)")
     return _sgd_path(fwd, loss_fn, dict(params), names, x, y, lr, steps, create_graph,
-                     recompute)
+                     recompute, keep)
 
 
 def _sgd_path(fwd, loss_fn, params: Params, names: list[str], x, y, lr, steps: int,
-              create_graph: bool, recompute: bool) -> Iterator[Params]:
+              create_graph: bool, recompute: bool, keep=()) -> Iterator[Params]:
     yield params
     for k in range(steps):
         if recompute:
-            params = recomputed_step(fwd, loss_fn, params, names, x, y, step_lr(lr, k))
+            params = recomputed_step(fwd, loss_fn, params, names, x, y, step_lr(lr, k), keep)
         else:
             params = sgd_step(fwd, loss_fn, params, names, x, y, step_lr(lr, k), create_graph)
         yield params
@@ -380,7 +405,9 @@ class SGDAdapter:
             raise ValueError(f"lr table must be [steps, {len(self.names)}] (one column per "
                              f"adapted tensor), got shape {list(lr.shape)}")
         start = dict(params) if started else self.start(params, y)
-        loop = sgd_path_func if functional else partial(sgd_path, checkpoint=self.checkpoint)
+        loop = sgd_path_func if functional else partial(
+            sgd_path, checkpoint=self.checkpoint,
+            keep=list(self.model.buffers()) if self.checkpoint else ())
         if self.path_fn is not None:
             return self.path_fn(self, loop, start, x, y, steps, create_graph, lr)
         return loop(self.fwd, self.loss_fn, start, self.names, x, y, lr, steps, create_graph)

@@ -307,7 +307,8 @@ def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> 
     """"loop", "vmap" or "threads" from "loop" | "vmap" | "threads" | "auto" (vmap for
     plain MLP-like models, else loop: for convolutions, normalisation layers, and what vmap
     cannot run, ``vmap_refusal``). "threads" only where the learner supports it
-    (``threads``), for models without buffers; "vmap" not for what ``vmap_refusal`` names
+    (``threads``), for models without buffers or dropout in training mode
+    (``check_threadable``); "vmap" not for what ``vmap_refusal`` names
     (torch BatchNorm layers that update running statistics, dropout in training mode,
     recurrent layers).
     Every learner resolves its batching when it is built, so this is also where a model

@@ -22,6 +22,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from metaloop.func.params import named_layers
+
 T = TypeVar("T")
 
 
@@ -40,14 +42,27 @@ def workers_for(model: nn.Module, num_tasks: int) -> int:
 
 
 def check_threadable(model: nn.Module) -> None:
-    """Raise ValueError if ``model`` has buffers: a forward pass may update them in place
-    (BatchNorm running statistics), and two threads would do so at once."""
+    """Raise ValueError if ``model`` has buffers (a forward pass may update them in place,
+    BatchNorm running statistics, and two threads would do so at once) or dropout layers in
+    training mode (they draw from torch's one global random generator, so tasks on several
+    threads would get their masks in an order that changes from run to run: the meta-gradient
+    would be neither the loop's nor reproducible from a seed). Dropout is read from the
+    layers' current ``training`` flags."""
     names = [n for n, _ in model.named_buffers()]
     if names:
         raise ValueError(f"batching='threads' needs a model without buffers; this one has "
                          f"{names[:3]}{' ...' if len(names) > 3 else ''} (a forward pass "
                          f"may update them, and two threads would do it at once); use "
                          f"batching='loop'")
+    drop = named_layers(model, lambda m: isinstance(m, nn.modules.dropout._DropoutNd)
+                        and m.training)
+    if drop:
+        raise ValueError(f"batching='threads' cannot run {', '.join(drop[:3])}"
+                         f"{' ...' if len(drop) > 3 else ''}: in training mode dropout draws "
+                         f"from torch's one random generator, and tasks on several threads "
+                         f"would draw their masks in an order that changes from run to run "
+                         f"(the meta-gradient would not be reproducible from a seed); use "
+                         f"batching='loop', or put the dropout layers in eval mode")
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}    # worker count -> its threads, kept for reuse

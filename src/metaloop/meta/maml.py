@@ -39,7 +39,7 @@ from metaloop.meta._strategies import (
     sgd_inner_loop,
     vmapped_query_losses,
 )
-from metaloop.meta._threads import workers_for
+from metaloop.meta._threads import check_threadable, workers_for
 from metaloop.tasks.batch import TaskBatch
 
 
@@ -172,7 +172,8 @@ class MAML(AdaptsBySGD):
             spread over ``torch.get_num_threads()`` CPU threads of one intra-op thread each:
             1.02-1.2x faster than the loop for Conv4 on 2 cores, for one more task's graph
             in memory per extra thread; runs inline with 1 thread or off the CPU; models
-            without buffers only; ``meta_gradient`` only, ``meta_loss`` loops), or "auto"
+            without buffers, and without dropout in training mode, only; ``meta_gradient``
+            only, ``meta_loss`` loops), or "auto"
             (vmap for models without convolutions, normalisation layers, dropout in
             training mode or recurrent layers, else loop). See docs/benchmarks.md.
         recompute_inner_loop: recompute each inner step's activations in the backward pass
@@ -205,7 +206,8 @@ class MAML(AdaptsBySGD):
             torch BatchNorm layers that update running statistics or with dropout layers,
             in training mode (``_common.vmap_refusal``); ``compile=True`` with
             ``batching="threads"``;
-            ``batching="threads"`` for a model with buffers; ``learn_lr=True`` with
+            ``batching="threads"`` for a model with buffers or (also when the meta-gradient
+            is taken) with dropout layers in training mode; ``learn_lr=True`` with
             ``recompute_inner_loop=True``; ``checkpoint`` and ``recompute_inner_loop`` both
             given, with different values.
     """
@@ -324,6 +326,7 @@ class MAML(AdaptsBySGD):
                 query_fwd=self._query_fwd if adapter is self.inner else None)
 
         if self.batching == "threads":
+            check_threadable(self.net)       # also for dropout switched on since construction
             extra = workers_for(self.net, batch.num_tasks) - 1
             adapters = [self.inner, *replicas(self.inner, extra, self._replicas)]
             total, per_task = on_threads(run, batch.num_tasks, adapters)
