@@ -27,3 +27,17 @@ def test_compare_help_gives_each_family_its_own_evaluation_steps(capsys):
     assert _steps("omniglot") == [0, 1, 3] and _steps("omniglot", ways=20) == [0, 1, 5]
     assert "omniglot: 0, 1 and 3, or 0, 1 and 5 at 20 ways" in text
     assert "writes results.json, timing.json and the plots" in text
+
+
+def test_version_names_metaloop_torch_and_python(capsys):
+    import platform
+
+    import torch
+
+    import metaloop
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"metaloop {metaloop.__version__} (torch {torch.__version__}, Python "
+        f"{platform.python_version()})")

@@ -33,6 +33,17 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+def _version() -> str:
+    """``metaloop X (torch Y, Python Z)``: what a bug report or a record names."""
+    import platform
+
+    import torch
+
+    import metaloop
+    return (f"metaloop {metaloop.__version__} (torch {torch.__version__}, Python "
+            f"{platform.python_version()})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="metaloop", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(less system time; the peak memory can grow); system: glibc's "
                              "defaults (metaloop.train.malloc). Without glibc (macOS, "
                              "Windows, musl) both leave the C allocator as it is")
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print metaloop's, torch's and Python's versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         if importlib.util.find_spec(f"metaloop.cli.{name}") is None:
