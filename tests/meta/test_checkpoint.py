@@ -89,13 +89,13 @@ def test_checkpoint_does_not_change_test_time_adaptation():
     assert torch.allclose(a.predict(pa, qx), b.predict(pb, qx), rtol=1e-12, atol=1e-14)
 
 
-class _DropoutNet(torch.nn.Module):
-    """Linear -> tanh -> dropout (training mode) -> linear head."""
+class _Net(torch.nn.Module):
+    """Linear -> ``middle`` (torch's dropout or BatchNorm1d, training mode) -> tanh ->
+    linear head."""
 
-    def __init__(self):
+    def __init__(self, middle: torch.nn.Module):
         super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Tanh(),
-                                        torch.nn.Dropout(0.5))
+        self.body = torch.nn.Sequential(torch.nn.Linear(1, 16), middle, torch.nn.Tanh())
         self.head = torch.nn.Linear(16, 1)
 
     def forward(self, x, head=True):
@@ -112,7 +112,7 @@ def test_recomputation_redraws_the_dropout_masks_of_the_forward_pass(method):
     runs = []
     for recompute in (False, True):
         torch.manual_seed(0)
-        learner = method(_DropoutNet(), lr, 2, loss=loss, batching="loop",
+        learner = method(_Net(torch.nn.Dropout(0.5)), lr, 2, loss=loss, batching="loop",
                          recompute_inner_loop=recompute)
         torch.manual_seed(1)
         grads = learner.meta_gradient(batch)
@@ -122,34 +122,21 @@ def test_recomputation_redraws_the_dropout_masks_of_the_forward_pass(method):
     _assert_close(recomputed, plain, "meta_gradient")
     assert torch.equal(after_recomputed, after_plain)
     torch.manual_seed(2)                          # other masks: the dropout is really drawn
-    other = method(_DropoutNet(), lr, 2, loss=loss, batching="loop").meta_gradient(batch)
+    other = method(_Net(torch.nn.Dropout(0.5)), lr, 2, loss=loss,
+                   batching="loop").meta_gradient(batch)
     assert max(float((other[n] - plain[n]).abs().max()) for n in plain) > 1e-3
-
-
-class _RunningStatsNet(torch.nn.Module):
-    """Linear -> torch BatchNorm1d (tracking running statistics) -> tanh -> linear head."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.BatchNorm1d(16),
-                                        torch.nn.Tanh())
-        self.head = torch.nn.Linear(16, 1)
-
-    def forward(self, x, head=True):
-        h = self.body(x)
-        return self.head(h) if head else h
 
 
 def test_recomputation_updates_running_statistics_once_per_step():
     """The recomputed steps re-ran the support pass in training mode, so a torch BatchNorm's
-    running statistics were updated twice per step (num_batches_tracked 10 for 2 tasks x 2
-    steps, not 6 counting the query passes): the flag documented as memory-only changed
+    running statistics were updated twice per step (num_batches_tracked 15 for 3 tasks x 2
+    steps, not 9 counting the query passes): the flag documented as memory-only changed
     eval-mode predictions. The gradient was, and is, the plain path's."""
     _, loss, lr, batch = _setup("mlp")
     runs = []
     for recompute in (False, True):
         torch.manual_seed(0)
-        learner = MAML(_RunningStatsNet(), lr, 2, loss=loss, batching="loop",
+        learner = MAML(_Net(torch.nn.BatchNorm1d(16)), lr, 2, loss=loss, batching="loop",
                        recompute_inner_loop=recompute)
         grads = learner.meta_gradient(batch)
         runs.append((grads, {n: b.clone() for n, b in learner.model.named_buffers()}))
