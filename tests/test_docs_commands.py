@@ -16,6 +16,9 @@ optional ``[...]`` part is kept, ``[--a | --b]`` is read as each choice, and ``{
 inline prose must only not be refused for a flag, and prose that leaves out a required
 option (``metaloop eval --refine K``) is a reference, not a command. Without a GPU, a command
 with ``--device cuda`` stops at the missing device and is left out.
+
+The written ``python benchmarks/X.py ...`` and ``python docs/gen_tables.py ...`` commands are
+read by their scripts' own argument parsers, and the scripts are stopped there.
 """
 
 from __future__ import annotations
@@ -268,6 +271,16 @@ class Runs:
         self.by_config[cfg_path] = self.made[key]
         return self.made[key]
 
+    def copy(self, run: str, k: int) -> str:
+        """A copy of ``run``, for the k-th member of an ensemble whose members share a kind
+        of run (an ensemble names each run once)."""
+        import shutil
+
+        to = f"{run}_member{k}"
+        if not Path(to).exists():
+            shutil.copytree(run, to)
+        return to
+
 
 @pytest.fixture(scope="module")
 def small_runs(omniglot_root, tmp_path_factory):
@@ -323,7 +336,10 @@ def _argv_for(argv: list[str], runs: dict[str, str], small_runs: Runs) -> list[s
     if name in ("eval", "predict") and "--checkpoint" in argv:
         i = argv.index("--checkpoint") + 1
         j = next((k for k in range(i, len(argv)) if argv[k].startswith("--")), len(argv))
-        argv[i:j] = [small_runs(config_of(r, runs)) for r in argv[i:j]]
+        named = argv[i:j]
+        members = [small_runs(config_of(r, runs)) for r in named]
+        argv[i:j] = [small_runs.copy(m, k) if m in members[:k] and r not in named[:k] else m
+                     for k, (r, m) in enumerate(zip(named, members))]
     return argv
 
 
@@ -400,3 +416,57 @@ def test_a_refused_command_would_be_found(command, small_runs, tmp_path, monkeyp
     _stub_the_work(monkeypatch)
     kind, message = _outcome(argv, capsys)
     assert kind == "error" and REFUSAL.search(message), message
+
+
+# ------------------------------------------------ the scripts' commands: benchmarks/, docs/
+
+class Parsed(BaseException):
+    """The script's arguments parsed: its work is not run."""
+
+
+def script_commands() -> list[tuple[str, str, list[str]]]:
+    """(where, script, argv) of each written ``python benchmarks/X.py ...`` or ``python
+    docs/gen_tables.py ...`` command, its template filled in as for ``metaloop``'s."""
+    found = {}
+    for where, text, _ in sources():
+        for m in re.finditer(r"python ((?:benchmarks|docs)/\w+\.py)([^`|&;\n]*)", text):
+            rest = _concrete(m[2])
+            if rest is None or "<" in rest:
+                continue
+            try:
+                argv = shlex.split(rest, comments=True)
+            except ValueError:
+                continue
+            found.setdefault((m[1], tuple(argv)), where)
+    return [(where, script, list(argv)) for (script, argv), where in sorted(found.items())]
+
+
+def test_every_written_script_command_parses(monkeypatch, capsys):
+    """Each ``python benchmarks/...`` command of the docs and records names only arguments its
+    script takes, with values of the right type (the script's own parser reads them; what
+    the script does with them is its tests' business)."""
+    import argparse
+    import runpy
+    import sys
+
+    commands = script_commands()
+    scripts = {s for _, s, _ in commands}
+    assert len(commands) > 15 and {"benchmarks/bench_maml.py", "docs/gen_tables.py"} <= scripts
+
+    def parse_only(parser, args=None, namespace=None):
+        raise Parsed(parse(parser, args, namespace))
+    parse = argparse.ArgumentParser.parse_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    path, failed = list(sys.path), []
+    for where, script, argv in commands:
+        monkeypatch.setattr(sys, "argv", [str(REPO / script), *argv])
+        monkeypatch.setattr(sys, "path", [str((REPO / script).parent), *path])  # as python does
+        try:
+            runpy.run_path(str(REPO / script), run_name="__main__")
+            failed.append(f"{where}: {script} {shlex.join(argv)}\n    ran without parsing")
+        except Parsed:
+            pass
+        except SystemExit as e:
+            err = capsys.readouterr().err.strip().splitlines()[-1:]
+            failed.append(f"{where}: {script} {shlex.join(argv)}\n    exit {e.code}: {err}")
+    assert not failed, "\n".join(failed)

@@ -105,6 +105,28 @@ def test_the_load_run_snippet_runs(tmp_path, monkeypatch):
     assert ns["run"].iteration == 2
 
 
+def test_the_load_run_snippet_names_the_class_lists_of_a_run_on_your_data(tmp_path, monkeypatch):
+    """The splits whose class names docs/concepts.md says ``run.classes`` holds are those of a
+    run on your own data."""
+    import numpy as np
+
+    import metaloop as ml
+    from metaloop.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez("x.npz", x=rng.random((40, 8)).astype(np.float32), y=np.repeat(np.arange(10), 4))
+    (tmp_path / "c.toml").write_text(
+        '[family]\nname = "tensors"\nroot = "x.npz"\nways = 2\nshots = 1\nqueries = 1\n'
+        '[model]\nname = "mlp"\nhidden = [8]\n[method]\nname = "r2d2"\n'
+        "[train]\niterations = 1\nmeta_batch = 2\n")
+    assert not main(["train", "--config", "c.toml", "--out", "runs/mine", "--no-progress"])
+    shown = re.search(r"^run\.classes\s+#.*?(\{.*\})", _block("docs/concepts.md", "ml.load_run("),
+                      re.MULTILINE)
+    assert shown, "docs/concepts.md no longer shows what run.classes holds"
+    assert re.findall(r'"(\w+)"', shown[1]) == list(ml.load_run("runs/mine").classes)
+
+
 def test_the_continual_example_runs(tmp_path, monkeypatch):
     try:
         src = _cut(_block("docs/continual.md", "cl.finetune_experience("),
@@ -114,6 +136,46 @@ def test_the_continual_example_runs(tmp_path, monkeypatch):
     except FileNotFoundError as e:       # the Debian package dataset-fashion-mnist
         pytest.skip(str(e))
     assert set(ns["res"].curve["accuracy"]) == {"classes 0-4", "classes 5-9"}
+
+
+def test_the_continual_user_data_examples_give_what_they_show(tmp_path, monkeypatch):
+    """docs/continual.md's make_shapes.py and its user_experiences call: the experiences the
+    comment under the call shows."""
+    import ast
+
+    monkeypatch.chdir(tmp_path)
+    _run(_block("docs/continual.md", "# make_shapes.py"), "docs/continual.md make_shapes")
+    src = _block("docs/continual.md", "cl.user_experiences(")
+    shown = re.search(r"^(\[\(e\.name.*\])\n# (.*)$", src, re.MULTILINE)
+    assert shown, "the user_experiences example no longer shows its experiences"
+    ns = _run(src.replace(shown[0], f"shown = {shown[1]}"), "docs/continual.md user data")
+    assert ns["shown"] == ast.literal_eval(shown[2])
+
+
+def test_the_continual_stream_example_runs(tmp_path, monkeypatch, capsys):
+    """docs/continual.md's stream of your own tensors: a 2 x 2 accuracy matrix and the
+    summary its comment names."""
+    monkeypatch.chdir(tmp_path)
+    ns = _run(_block("docs/continual.md", "cl.run_sequence("), "docs/continual.md stream")
+    assert list(ns["res"].matrix.shape) == [2, 2]
+    out = capsys.readouterr().out
+    for key in ("new_accuracy", "old_accuracy", "retained", "forgetting", "bwt"):
+        assert f"'{key}'" in out, key
+
+
+def test_the_generative_own_images_example_prints_what_it_shows(tmp_path, monkeypatch, capsys):
+    """docs/generative.md's own-images example prints the shapes, dtype and classes its
+    comment shows, the four bounds it names, and samples of the shape its comment gives."""
+    monkeypatch.chdir(tmp_path)
+    src = _block("docs/generative.md", 'load_user("shapes"')
+    shown = re.search(r"^print\(train\.images\.shape.*\n# (.*)$", src, re.MULTILINE)
+    rows = re.search(r"sample_classes\(.*#\s*\[([\d, ]+)\]", src)
+    assert shown and rows, "the example no longer shows what it prints"
+    ns = _run(src, "docs/generative.md own images")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == shown[1]
+    assert all(f"'{k}'" in out[1] for k in ("elbo", "recon", "kl", "nll")), out[1]
+    assert list(ns["rows"].shape) == [int(n) for n in rows[1].split(",")]
 
 
 @pytest.mark.slow
