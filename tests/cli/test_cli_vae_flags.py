@@ -173,3 +173,27 @@ def test_evaluate_refuses_options_that_are_not_the_runs(tmp_path_factory, tmp_pa
 def test_a_number_that_is_not_finite_is_refused_by_its_flag(argv, message, tmp_path, capsys):
     err = _run(tmp_path, capsys, *argv)
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["--model", "ae", "--k", "5000"],
+    ["--compare-inversion", "--k", "5000"],
+    ["--inversion-transfer", "--k", "5000"],
+    ["--inversion-transfer", "--batch-size", "100"],
+    ["--inversion-transfer", "--binarize", "dynamic"],
+])
+def test_a_default_the_help_gives_is_accepted_where_the_run_does_not_read_it(argv):
+    """--k 5000, --batch-size 100 and --binarize dynamic are the help's defaults (their
+    parser default is None, as they differ by run); given to a run that does not read them
+    they were refused as changing something."""
+    recipe._check_read(build_parser().parse_args(["vae", *argv]))
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--model", "ae", "--k", "10"], "--k 10"),
+    (["--inversion-transfer", "--batch-size", "50"], "--batch-size 50"),
+    (["--inversion-transfer", "--binarize", "none"], "--binarize none"),
+])
+def test_another_value_of_those_is_still_refused(argv, named):
+    with pytest.raises(ValueError, match=f"{named} would change nothing"):
+        recipe._check_read(build_parser().parse_args(["vae", *argv]))

@@ -217,6 +217,15 @@ def _unread(args) -> tuple[str, list[tuple[tuple[str, ...], str]]]:
     return f"--model {args.model}", groups
 
 
+def _stands_for(args, name: str):
+    """The value the help gives as the default of an option whose parser default is None
+    (it differs by run): given explicitly to a run that does not read it, it changes
+    nothing, as any default."""
+    if name == "binarize":
+        return "dynamic" if getattr(args, "likelihood", "bernoulli") == "bernoulli" else "none"
+    return {"k": 5000, "batch_size": 100}.get(name, OPTION_DEFAULTS[name])
+
+
 def _check_read(args) -> None:
     """ValueError naming the first option, given with other than its default value, that
     the run does not read (it would change nothing)."""
@@ -243,7 +252,7 @@ def _check_read(args) -> None:
             default = OPTION_DEFAULTS[name]
             if isinstance(value, tuple | list):
                 value, default = list(value), list(default or [])
-            if value != default:
+            if value != default and value != _stands_for(args, name):
                 flag = f"--{name.replace('_', '-')}"
                 shown = (",".join(map(str, value)) if isinstance(value, list)
                          else "" if isinstance(value, bool) else value)
