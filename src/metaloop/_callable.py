@@ -19,3 +19,16 @@ def make_callable(module_name: str, func) -> None:
     module = sys.modules[module_name]
     module.__class__ = CallableModule
     module.__signature__ = inspect.signature(func)
+
+
+def check_progress(where: str, progress) -> None:
+    """Refuse a ``progress`` that is neither None nor a callable ``progress(n)``.
+
+    Raises:
+        ValueError: naming ``where`` and the value (a bool, as ``ml.train``'s
+            ``progress=True`` turns its own bar on, is the usual slip).
+    """
+    if progress is not None and not callable(progress):
+        raise ValueError(f"{where}: progress must be None or a callable progress(n) called "
+                         f"with the work just done (e.g. a tqdm bar's update), got "
+                         f"{progress!r}")

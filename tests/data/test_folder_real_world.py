@@ -154,3 +154,19 @@ def test_a_class_folder_of_files_read_by_no_suffix_is_named_not_dropped_silently
     with pytest.raises(ValueError, match=r"holds no images .*e\.g\. owl/IMG_0\.HEIC; images are "
                                          r"read by their suffix: \.png, \.jpg"):
         Episodes.from_folder(root, ways=2, shots=1, queries=1, image_size=8)
+
+
+def test_a_progress_that_is_not_callable_is_named(tmp_path):
+    """progress=True (as ml.train takes it) failed with "'bool' object is not callable"
+    once decoding began, or not at all on a cache hit."""
+    from metaloop.tasks import Episodes
+
+    root = tmp_path / "photos"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 90 * i, np.uint8)).save(root / c / f"{i}.png")
+    with pytest.raises(ValueError, match=r"load_folder: progress must be None or a callable "
+                                         r"progress\(n\).*got True"):
+        Episodes.from_folder(root, ways=2, shots=1, queries=1, image_size=8, progress=True)
+    assert not (root / CACHE_DIRNAME).exists()

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop._callable import check_progress
 from metaloop.adapt.lora import is_lora
 from metaloop.continual.heads import (
     PREFIX,
@@ -285,9 +286,10 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
             that are not int64; inputs on another device or in another dtype than
             ``params``, or non-finite training inputs; early stopping without validation
             data; bad counts, temperature, learning rate or ``keep_heads``; a body
-            ``check_body`` refuses.
+            ``check_body`` refuses; a ``progress`` that is not callable.
     """
     check_body(model)
+    check_progress("finetune_experience", progress)
     replay_ratio = check_replay_ratio(replay_ratio)
     _check_positive(steps=steps, batch_size=batch_size, eval_every=eval_every,
                     early_stop=early_stop, buffer_size=buffer_size)

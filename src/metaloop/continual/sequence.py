@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from metaloop._callable import check_progress
 from metaloop.adapt.lora import add_lora, is_lora, merge_lora
 from metaloop.continual.finetune import evaluate_experiences, finetune_experience
 from metaloop.continual.heads import PREFIX, own_head_names
@@ -140,8 +141,8 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
     Raises:
         ValueError: an unknown strategy, fewer than two experiences, a ``pretrained`` that
             is not a bool (the string ``"False"`` would read as True), an option the
-            strategy or the stream sets (``keep_heads``, ``trainable``, ``earlier``), or
-            what ``finetune_experience`` refuses.
+            strategy or the stream sets (``keep_heads``, ``trainable``, ``earlier``), a
+            ``progress`` that is not callable, or what ``finetune_experience`` refuses.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
@@ -153,6 +154,7 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
     if len(experiences) < 2:
         raise ValueError(f"a stream needs at least two experiences, got {len(experiences)}")
     pretrained = check_flag("pretrained", pretrained)
+    check_progress("run_sequence", progress)     # before experience 0 is learned
     rows, curve, boundaries, offset = [], [], [], 0
     if pretrained:                      # BatchNorm statistics of the data about to be learned
         rows.append(evaluate_experiences(model, params, experiences,

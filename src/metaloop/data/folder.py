@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metaloop._callable import check_progress
 from metaloop.data.images import (
     IMAGE_EXTENSIONS,
     check_image_settings,
@@ -391,9 +392,10 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
         ValueError: as ``scan_folder``; bad settings; an unreadable image or a link to
             nothing (``UnreadableImagesError``, naming the file) unless ``skip_corrupt``;
             every image unreadable; a cache folder that cannot be written (``CacheWriteError``,
-            naming it).
+            naming it); a ``progress`` that is not callable.
     """
     check_image_settings(image_size, invert, channels)
+    check_progress("load_folder", progress)
     scan = scan_folder(root, class_depth)
     settings = _settings(image_size, channels, invert, bool(skip_corrupt), class_depth)
     digest = _listing_hash(scan, settings)
