@@ -279,6 +279,8 @@ def test_an_empty_or_repeated_method_list_is_named(tmp_path, capsys, flags, text
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metaloop compare: error: " in err and message in err
     assert not (tmp_path / "o").exists()
+    if flags and "names no method" in message:      # a command line cannot pass None
+        assert "or leave --methods out for the config's methods" in err and "None" not in err
 
 
 def test_a_config_without_compare_methods_keeps_the_default(tmp_path):

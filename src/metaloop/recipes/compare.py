@@ -218,7 +218,9 @@ def methods_for(cfg: dict, methods: Sequence[str] | str | None = None, *,
     """
     family = cfg["family"]["name"]
     regression = family in REGRESSION_FAMILIES
-    fix = f"give a list of {list(ALL)}, or None for the config's methods"
+    fix = (f"give a list of {list(ALL)}, or "
+           + (f"leave {given_as} out" if given_as.startswith("--") else "None")
+           + " for the config's methods")
     if isinstance(methods, str):
         what = f"{given_as} {methods!r}"
         methods = [m.strip() for m in methods.split(",")]
