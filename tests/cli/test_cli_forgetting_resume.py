@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaloop.cli.main import main
+from metaloop.cli.main import build_parser, main
 from metaloop.recipes import forgetting as recipe
 
 TINY = ["--scenario", "split-data-class", "--steps", "4", "--eval-every", "2", "--hidden", "8",
@@ -114,7 +114,8 @@ def test_a_resume_with_other_arguments_or_data_is_refused_by_name(setup, tmp_pat
         assert main(["--threads", str(threads + 1), *_cmd(data, out, "--resume")]) == 2
     finally:
         torch.set_num_threads(threads)
-    assert f"--threads ({threads} != {threads + 1})" in capsys.readouterr().err
+    assert f"--threads or OMP_NUM_THREADS ({threads} != {threads + 1})" in \
+        capsys.readouterr().err
     other = tmp_path / "other.npz"
     z = dict(np.load(data))
     np.savez(other, x=z["x"] + 1, y=z["y"])
@@ -122,6 +123,31 @@ def test_a_resume_with_other_arguments_or_data_is_refused_by_name(setup, tmp_pat
     err = capsys.readouterr().err
     assert f"--data ({str(data)!r} != {str(other)!r})" in err and "the contents of" in err
     assert _files(out) == before
+
+
+def test_a_resume_spelled_otherwise_goes_on_as_its_help_says(setup, tmp_path, monkeypatch,
+                                                            capsys):
+    """The strategies reordered, defaults given and --data relative: the same run, which
+    goes on; --resume's help said that a command differing in anything but --no-progress
+    was refused."""
+    data, whole = setup
+    out = tmp_path / "out"
+    _interrupted(setup, out, monkeypatch, capsys)
+    assert main(_cmd(os.path.relpath(data), out, "--strategies", "replay,naive",
+                     "--pretrain-steps", "4", "--replay-ratio", "0.1",
+                     "--classes-per-experience", "2", "--resume")) == 0
+    res, want = (_without_times(json.loads((d / "results.json").read_text()))
+                 for d in (out, whole))
+    assert res.pop("data_options") == {"data": str(data.resolve()),
+                                       "classes_per_experience": 2}
+    assert res["settings"].pop("strategies") == ["replay", "naive"]
+    want.pop("data_options"), want["settings"].pop("strategies")
+    assert res == want
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    text = " ".join(sub.choices["forgetting"].format_help().split())
+    assert "differs in anything but --no-progress" not in text
+    assert ("--no-progress, the order of --strategies and a default given or left out may "
+            "differ") in text
 
 
 def test_a_new_run_over_kept_runs_is_refused(setup, tmp_path, monkeypatch, capsys):
@@ -181,6 +207,20 @@ def test_a_damaged_or_foreign_partial_json_is_refused_by_name(setup, tmp_path, c
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1
     assert _files(out) == {recipe.PARTIAL: text.encode()}
+
+
+def test_another_commands_kept_state_is_named_before_the_data_is_read(setup, tmp_path,
+                                                                     monkeypatch, capsys):
+    """metaloop adapt's partial.json in --out: --resume read (an image folder: decoded and
+    cached) the data first, then refused."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / recipe.PARTIAL).write_text('{"identity": {}, "tasks_done": 1, "per": {}}')
+    read, real = [], recipe.experiences
+    monkeypatch.setattr(recipe, "experiences", lambda *a, **k: read.append(a) or real(*a, **k))
+    assert main(_cmd(setup[0], out, "--resume")) == 2
+    assert "is the kept state of an interrupted metaloop adapt" in capsys.readouterr().err
+    assert read == []
 
 
 @pytest.mark.slow

@@ -243,3 +243,36 @@ def test_resume_needs_a_folder(tmp_path):
     s = forgetting.settings("split-data-class", **TINY)
     with pytest.raises(ValueError, match="give out"):
         forgetting.run(s, exps, resume=True)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda u: u["curve"][0].update(accuracy=0.5),             # AttributeError: no .items()
+    lambda u: u.update(boundaries=None),                       # crashed in the plot, at the end
+    lambda u: u.update(matrix=[[0.5, 0.5], [0.5, 0.5]]),       # 2x2 of 3: crashed in a stack
+    lambda u: u["curve"][0]["accuracy"].pop(next(iter(u["curve"][0]["accuracy"]))),
+])
+def test_a_damaged_kept_run_is_refused_as_corrupt_before_any_work(monkeypatch, tmp_path,
+                                                                  damage):
+    """A kept run that is no run of this stream was a traceback, or was taken and crashed
+    only after the runs left had been done."""
+    out, path, exps = _kept(monkeypatch, tmp_path)
+    state = json.loads((out / forgetting.PARTIAL).read_text())
+    damage(state["units"][0])
+    (out / forgetting.PARTIAL).write_text(json.dumps(state))
+    before = _files(out)
+    done = _cut_after(monkeypatch, 0)
+    s = forgetting.settings("split-data-class", **TINY)
+    with pytest.raises(ValueError, match=r"partial.json is corrupt \(.*remove it to start"):
+        forgetting.run(s, exps, data={"data": path}, out=out, resume=True)
+    assert done == [] and _files(out) == before
+
+
+def test_a_resume_removes_what_a_kill_mid_write_left(monkeypatch, tmp_path):
+    """A kill while metrics.jsonl was written atomically left its temporary file, which a
+    finished resume kept beside the results."""
+    out, path, exps = _kept(monkeypatch, tmp_path)
+    for name in (".metrics.jsonl.k1x2", ".partial.json.a8b9", ".results.json.zz"):
+        (out / name).write_text("{")
+    s = forgetting.settings("split-data-class", **TINY)
+    _run(s, exps, out, path=path, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(forgetting.FILES)

@@ -44,9 +44,11 @@ continues from the next one, to the results.json, metrics.jsonl and plots of a r
 stopped (the same accuracies, CIs and matrices; a kept run keeps the seconds measured when it
 ran), all written at the end from the kept and the new runs. A seed with a strategy left
 learns experience 0 again. A command that differs from the kept run's in anything but
---no-progress and the order of --strategies (--threads included; a data option that leaves
-the experiences the same is no difference), or whose data changed, is refused by name, and
-so is a damaged or another command's partial.json, and a new run into a folder holding one.
+--no-progress, the order of --strategies and a default given or left out (torch's threads
+count, --threads or OMP_NUM_THREADS; --data as an absolute path; another data option that
+leaves the experiences the same is no difference), or whose data changed, is refused by
+name, and so is a damaged or another command's partial.json, and a new run into a folder
+holding one.
 results.json is written last, and partial.json removed after it; a run stopped in between
 has finished: --resume removes its partial.json and exits 0, and a new run goes ahead. A new
 run first removes an earlier run's results.json, metrics.jsonl and plots.
@@ -139,7 +141,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", type=path, default="runs/forgetting", help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: the same command plus --resume "
-                        "(a command that differs in anything but --no-progress is refused)")
+                        "(one with other settings, --threads or data is refused by name; "
+                        "--no-progress, the order of --strategies and a default given or "
+                        "left out may differ)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p

@@ -55,6 +55,12 @@ def refuse(out, diff: list[str]) -> ValueError:
                       f"--out for a new run")
 
 
+def _foreign(path: Path, other: str, command: str) -> ValueError:
+    return ValueError(f"{path} is the kept state of an interrupted metaloop {other}, not of "
+                      f"metaloop {command}: resume it with metaloop {other} --resume, or "
+                      f"give another --out")
+
+
 def corrupt(path: Path, e: BaseException) -> ValueError:
     return ValueError(f"{path} is corrupt ({type(e).__name__}: {e}); remove it to start "
                       f"again")
@@ -81,7 +87,7 @@ def check_resume(out, resume: bool, command: str, key: str) -> None:
 
     Raises:
         ValueError: naming the folder and what it holds (another command's kept state by
-            that command).
+            that command, also on ``resume``).
     """
     out = Path(out)
     has_partial = (out / PARTIAL).is_file()
@@ -90,6 +96,9 @@ def check_resume(out, resume: bool, command: str, key: str) -> None:
                 if (out / "results.json").is_file() else "")
         raise ValueError(f"--resume: nothing to resume in {out}: no {PARTIAL} of an "
                          f"interrupted metaloop {command}{held}")
+    other = _owner_of(out) if resume else None
+    if other is not None and other != command:      # named before its data is read
+        raise _foreign(out / PARTIAL, other, command)
     if not resume and has_partial and not finished(out, key):
         other = _owner_of(out) or command
         raise ValueError(f"{out} holds an interrupted metaloop {other} ({out / PARTIAL}); the "
@@ -114,9 +123,7 @@ def read(out, command: str) -> tuple[Path, dict]:
         raise corrupt(path, e) from e
     other = owner(state)
     if other is not None and other != command:
-        raise ValueError(f"{path} is the kept state of an interrupted metaloop {other}, not of "
-                         f"metaloop {command}: resume it with metaloop {other} --resume, or "
-                         f"give another --out")
+        raise _foreign(path, other, command)
     if not isinstance(state, dict):
         raise ValueError(f"{path} is corrupt: not the state of a metaloop {command} run; "
                          f"remove it to start again")

@@ -331,7 +331,8 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
 
     Raises:
         ValueError: ``resume`` without ``out``, or of a run with other settings or data
-            (naming them, ``kept``), before anything is written.
+            (naming them, ``kept``) or a kept run that is not one of these experiences (a
+            damaged partial.json), before anything is written or run.
     """
     _check_early_stop(s, exps)
     if resume and out is None:
@@ -340,13 +341,16 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
     ident = identity(s, exps, data) if out is not None else None
     state = kept(out, ident) if resume else None
     names = [e.name for e in exps]
-    units = {(u["seed"], u["strategy"]): _unit(u, names) for u in state["units"]} \
-        if state else {}
+    try:                              # before any work: not after the runs left
+        units = {(u["seed"], u["strategy"]): _unit(u, names) for u in state["units"]} \
+            if state else {}
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise _partial.corrupt(Path(out) / PARTIAL, e) from e
     if state is not None and on_resume is not None:
         on_resume(list(units))
     if out is not None:
         out = Path(out)
-        for tmp in (*out.glob(f".{PARTIAL}.*"), *out.glob(".results.json.*")):
+        for tmp in (t for name in (PARTIAL, *FILES) for t in out.glob(f".{name}.*")):
             tmp.unlink(missing_ok=True)           # what a kill mid-write left
         if not resume:   # partial.json first: a kill here leaves no old one to pass for kept work
             for old in (PARTIAL, *FILES):
@@ -437,7 +441,8 @@ PARTIAL = _partial.PARTIAL
 strategy, accuracy matrix, curve, boundaries and seconds) and ``wall_s``."""
 FILES = ("results.json", "metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png")
 # Names of the identity's keys in a refused resume, other than their flags.
-_WHAT = {"data_sha256": "the contents of the data (--data, or the scenario's files)"}
+_WHAT = {"data_sha256": "the contents of the data (--data, or the scenario's files)",
+         "threads": "--threads or OMP_NUM_THREADS"}     # torch's threads, however they were set
 
 
 def identity(s: dict, exps: list, data: dict | None = None) -> dict:
@@ -500,7 +505,7 @@ def kept(out, ident: dict) -> dict:
             raise TypeError("identity must be an object and units a list")
         for u in units:
             _unit(u)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise _partial.corrupt(path, e) from e
     same_data = old.get("data_sha256") == ident["data_sha256"]
     diff = [_partial.difference(k, old, ident, _WHAT) for k in sorted(set(old) | set(ident))
@@ -525,21 +530,33 @@ def _jsonable_unit(r: dict) -> dict:
 def _unit(u: dict, names: list[str] = ()) -> dict:
     """A kept run as ``_one_seed`` returned it: its matrix a float64 tensor again, and each
     point of its curve with its keys in their order (partial.json's are sorted), the
-    accuracies in the order of the experiences ``names``.
+    accuracies in the order of the experiences ``names``. With ``names``, a run of another
+    stream (a matrix that is not ``[T, T]``, other boundaries or curve points) is refused.
 
     Raises:
-        KeyError, TypeError, ValueError: not a kept run.
+        KeyError, TypeError, ValueError, AttributeError: not a kept run (of ``names``).
     """
     m = torch.tensor(u["matrix"], dtype=torch.float64)
     if m.dim() != 2 or m.shape[0] != m.shape[1] or not isinstance(u["strategy"], str) \
-            or not isinstance(u["seed"], int) or not isinstance(u["curve"], list):
-        raise ValueError("a kept run needs a seed, a strategy, a square matrix and a curve")
+            or not isinstance(u["seed"], int) or not isinstance(u["curve"], list) \
+            or not isinstance(u["boundaries"], list) \
+            or not all(isinstance(b, int) for b in u["boundaries"]):
+        raise ValueError("a kept run needs a seed, a strategy, a square matrix, a curve and "
+                         "boundaries")
     order = {n: i for i, n in enumerate(names)}
     curve = [{"step": p["step"], "experience": p["experience"],
               "accuracy": dict(sorted(p["accuracy"].items(),
                                       key=lambda kv: order.get(kv[0], len(order))))}
              for p in u["curve"]]
-    return {"seed": u["seed"], "matrix": m, "curve": curve,
+    if names and (m.shape[0] != len(names) or len(u["boundaries"]) != len(names) - 1 or any(
+            not (isinstance(p["step"], int) and isinstance(p["experience"], int))
+            or p["experience"] not in range(1, len(names))
+            or list(p["accuracy"]) != names[:p["experience"] + 1]
+            or not all(isinstance(a, float) for a in p["accuracy"].values()) for p in curve)):
+        raise ValueError(f"a kept run of a stream of {len(names)} experiences needs a "
+                         f"{len(names)}x{len(names)} matrix, {len(names) - 1} boundaries and "
+                         f"a curve over them")
+    return {"seed": u["seed"], "matrix": metrics.check_matrix(m), "curve": curve,
             "boundaries": u["boundaries"], "wall_s": float(u["wall_s"])}
 
 
