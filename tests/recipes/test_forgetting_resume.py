@@ -238,6 +238,24 @@ def test_adapt_names_a_forgetting_run_kept_in_its_out(monkeypatch, tmp_path):
         adapt.check_resume(out, False)
 
 
+def test_a_new_library_run_keeps_another_commands_kept_state(tmp_path):
+    """run(out=DIR) without resume removed DIR's partial.json first, whichever command's:
+    an interrupted metaloop adapt there was lost."""
+    exps = forgetting.experiences("split-data-class", data=_data(tmp_path))
+    s = forgetting.settings("split-data-class", **TINY)
+    out = tmp_path / "out"
+    out.mkdir()
+    text = '{"identity": {"model": "minilm"}, "tasks_done": 1, "per": {}, "eval_seconds": 0}'
+    (out / forgetting.PARTIAL).write_text(text)
+    (out / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"partial\.json is the kept state of an interrupted "
+                                         r"metaloop adapt, which a new metaloop forgetting "
+                                         r"run there would remove"):
+        forgetting.run(s, exps, out=out)
+    assert (out / forgetting.PARTIAL).read_text() == text
+    assert (out / "results.json").read_text() == "{}"
+
+
 def test_resume_needs_a_folder(tmp_path):
     exps = forgetting.experiences("split-data-class", data=_data(tmp_path))
     s = forgetting.settings("split-data-class", **TINY)

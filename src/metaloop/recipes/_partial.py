@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["PARTIAL", "check_resume", "corrupt", "difference", "finished", "owner", "read",
-           "refuse"]
+__all__ = ["PARTIAL", "check_own", "check_resume", "corrupt", "difference", "finished",
+           "owner", "read", "refuse"]
 
 PARTIAL = "partial.json"
 
@@ -59,6 +59,21 @@ def _foreign(path: Path, other: str, command: str) -> ValueError:
     return ValueError(f"{path} is the kept state of an interrupted metaloop {other}, not of "
                       f"metaloop {command}: resume it with metaloop {other} --resume, or "
                       f"give another --out")
+
+
+def check_own(out, command: str) -> None:
+    """Before a new run of ``command`` removes ``out``'s ``PARTIAL``: refuse one that is
+    another command's kept state (an interrupted run that would be lost).
+
+    Raises:
+        ValueError: naming the file and the command it belongs to.
+    """
+    other = _owner_of(Path(out))
+    if other is not None and other != command:
+        path = Path(out) / PARTIAL
+        raise ValueError(f"{path} is the kept state of an interrupted metaloop {other}, which "
+                         f"a new metaloop {command} run there would remove: resume it with "
+                         f"metaloop {other} --resume, or give another --out")
 
 
 def corrupt(path: Path, e: BaseException) -> ValueError:

@@ -332,11 +332,15 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
     Raises:
         ValueError: ``resume`` without ``out``, or of a run with other settings or data
             (naming them, ``kept``) or a kept run that is not one of these experiences (a
-            damaged partial.json), before anything is written or run.
+            damaged partial.json); a new run into an ``out`` that holds another command's
+            kept state (``metaloop adapt``'s partial.json); before anything is written or
+            run.
     """
     _check_early_stop(s, exps)
     if resume and out is None:
         raise ValueError("resume=True continues the run kept in a folder: give out")
+    if out is not None and not resume:
+        _partial.check_own(out, "forgetting")      # another command's kept work: not removed
     update = progress or (lambda n: None)
     ident = identity(s, exps, data) if out is not None else None
     state = kept(out, ident) if resume else None
