@@ -229,10 +229,25 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         raise
 
 
-def _plain(name: str) -> str:
-    """A parameter's name without the ``backbone.`` of a solved-head learner's network, so a
-    Conv4 trained by MAML or Pretrain and the backbone of a ProtoNet share names."""
-    return name.removeprefix("backbone.")
+def _network_tensors(model) -> tuple[dict[str, tuple[str, torch.Tensor]], set[str]]:
+    """``model``'s parameters (name, tensor) by their names in the network itself, and which
+    of those are the network's: without the ``backbone.`` of a solved-head learner's
+    ``HeadNet`` or the ``net.`` of learned inner step sizes (``InnerLRs``), so a Conv4
+    trained by MAML (with or without learned step sizes) or Pretrain and the backbone of a
+    ProtoNet share names. The learner's own tensors (``log_scale``, ``inner_lr``, ...) keep
+    theirs."""
+    from metaloop.adapt.learned_lr import InnerLRs
+    from metaloop.meta._head_learner import HeadNet
+
+    prefix = "net." if isinstance(model, InnerLRs) else \
+        "backbone." if isinstance(model, HeadNet) else ""
+    out, network = {}, set()
+    for name, p in model.named_parameters():
+        plain = name.removeprefix(prefix)
+        out[plain] = (name, p)
+        if name.startswith(prefix):
+            network.add(plain)
+    return out, network
 
 
 def init_from(learner, run) -> dict:
@@ -259,30 +274,38 @@ def init_from(learner, run) -> dict:
             none but a head bias or a scalar (a different network too).
     """
     src = load_run(run)
-    named = dict(src.learner.model.named_parameters())       # in the run's dtype, as stored
-    mine = dict(learner.model.named_parameters())
-    theirs = {_plain(k): v for k, v in named.items()}
+    theirs, network = _network_tensors(src.learner.model)   # in the run's dtype, as stored
+    mine, _ = _network_tensors(learner.model)
     loaded, left, bad = [], [], []
-    for name, p in mine.items():
-        t = theirs.get(_plain(name))
+    for name, (real, p) in mine.items():
+        t = theirs.get(name, (None, None))[1]
         if t is not None and t.shape == p.shape:
             loaded.append(name)
-        elif t is None or _plain(name).startswith("head."):
+        elif t is None or name.startswith("head."):
             left.append(name)
         else:
-            bad.append(f"{name} {list(t.shape)} in the run, {list(p.shape)} here")
+            bad.append(f"{real} {list(t.shape)} in the run, {list(p.shape)} here")
     if bad:
         raise ValueError(f"train.init = {str(run)!r} is another network: "
                          + "; ".join(bad))
     if not loaded:
         raise ValueError(f"train.init = {str(run)!r} has no tensor of this model's (its "
-                         f"names: {', '.join(list(theirs)[:4])}, ...)")
-    body = [n for n in loaded if not _plain(n).startswith("head.") and mine[n].numel() > 1]
+                         f"names: {', '.join(theirs[n][0] for n in list(theirs)[:4])}, ...)")
+    body = [n for n in loaded if not n.startswith("head.") and mine[n][1].numel() > 1]
     if not body:                # only a head bias or a learned scale: another network's run
         raise ValueError(f"train.init = {str(run)!r} is another network: it shares no body "
-                         f"tensor with this model, only {', '.join(loaded)} (its names: "
-                         f"{', '.join(list(theirs)[:4])}, ...)")
+                         f"tensor with this model, only "
+                         f"{', '.join(mine[n][0] for n in loaded)} (its names: "
+                         f"{', '.join(theirs[n][0] for n in list(theirs)[:4])}, ...)")
+    lacking = [theirs[n][0] for n in theirs
+               if n in network and n not in mine and not n.startswith("head.")]
+    if lacking:                 # a deeper or otherwise larger network: its head saw other input
+        raise ValueError(f"train.init = {str(run)!r} is another network: it has "
+                         f"{', '.join(lacking[:6])}{' ...' if len(lacking) > 6 else ''}, which "
+                         f"this model lacks (a deeper network?); give the model the run's "
+                         f"layers, or start from a run of this network")
     with torch.no_grad():
         for name in loaded:
-            mine[name].copy_(theirs[_plain(name)])
-    return {"run": str(src.path), "iteration": src.iteration, "loaded": loaded, "left": left}
+            mine[name][1].copy_(theirs[name][1])
+    return {"run": str(src.path), "iteration": src.iteration,
+            "loaded": [mine[n][0] for n in loaded], "left": [mine[n][0] for n in left]}
