@@ -264,6 +264,17 @@ def test_bad_arguments_are_named_before_anything_is_written(tmp_path, kw, messag
     assert all(torch.equal(init[n], p) for n, p in _params(learner).items())
 
 
+@pytest.mark.parametrize("out_dir", ["", "  "])
+def test_an_empty_out_dir_is_refused_not_the_current_directory(tmp_path, monkeypatch,
+                                                               out_dir):
+    """ml.train(out_dir="") wrote the run (checkpoints, LATEST, metrics.jsonl) into the
+    current directory; the command line refuses an empty path."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"out_dir is the empty path .* current directory"):
+        ml.train(_learner(), FAM, iterations=2, meta_batch=2, out_dir=out_dir, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_non_json_config_is_refused_before_any_iteration(tmp_path):
     """It used to fail with a TypeError when the final checkpoint was written."""
     class Counting:

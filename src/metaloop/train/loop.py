@@ -886,7 +886,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             val_family, a seed that is not an int >= 0, a config or data that is not a
             JSON-serialisable dict, an ``Ensemble`` learner (train its members), a negative
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
-            ranks; ``resume`` without an ``out_dir``; an ``out_dir`` that is one
+            ranks; ``resume`` without an ``out_dir``; an empty ``out_dir`` (``""``: the
+            current directory); an ``out_dir`` that is one
             checkpoint (a ``ckpt-*`` directory) of a run; without ``resume``, an
             ``out_dir`` that already holds a run; or on
             resume: a run already past ``iterations``, a config mismatch (naming the
@@ -913,6 +914,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     _check_seed(val_seed, "val_seed", "the validation tasks")
     _check_json("config", config)
     _check_json("data", data)
+    if isinstance(out_dir, str | os.PathLike) and not os.fspath(out_dir).strip():
+        raise ValueError(f"out_dir is the empty path {os.fspath(out_dir)!r}, which would put "
+                         f"the run's files in the current directory; name a folder (e.g. "
+                         f"'runs/mine'), or None for a run that writes nothing")
     if resume and out_dir is None:             # nothing to continue: a fresh run was meant?
         raise ValueError("resume=True continues the run in out_dir, but out_dir is None; "
                          "pass the run directory, or resume=False for a run that writes "
