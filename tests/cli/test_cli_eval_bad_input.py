@@ -135,3 +135,18 @@ def test_a_run_held_out_on_its_training_split_is_warned_about(tiny_run, tmp_path
     with pytest.warns(config.SharedSplitWarning, match=r"eval\.split = 'test' is family\.split "
                                                        r"= 'test'.*scores the training classes"):
         assert main(["eval", "--checkpoint", str(run), "--no-progress"]) == 0
+
+
+def test_one_checkpoint_given_twice_is_refused_as_an_ensemble(method_runs, tmp_path, capsys):
+    """``--checkpoint RUN RUN`` (or a run and its newest ``ckpt-*`` folder) was evaluated as
+    "protonet, ensemble of 2 runs", and its record summed the one run's budget twice."""
+    from conftest import refused
+
+    run = Path(method_runs("protonet"))
+    ckpt = run / (run / "LATEST").read_text().strip()
+    rec = tmp_path / "rec" / "r.json"
+    refused(["eval", "--checkpoint", str(run), str(run), "--record", str(rec)], capsys,
+            tmp_path, f"ensemble: {run} is given twice ({ckpt.resolve()})", "give each run once")
+    refused(["eval", "--checkpoint", str(run), str(ckpt), "--record", str(rec)], capsys,
+            tmp_path, f"ensemble: {run} and {ckpt} are one checkpoint", "give each run once")
+    assert not rec.parent.exists()

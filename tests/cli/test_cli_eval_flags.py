@@ -141,6 +141,15 @@ def _committed_eval_commands() -> list[str]:
     return out
 
 
+def _copy(run: str, dest: Path) -> str:
+    """A copy of the run folder ``run`` at ``dest`` (made once): another checkpoint."""
+    import shutil
+
+    if not dest.exists():
+        shutil.copytree(run, dest)
+    return str(dest)
+
+
 def test_the_committed_records_commands_are_still_accepted(method_runs, tmp_path, monkeypatch):
     """The reproduction commands of docs/results, on small runs of the same method and
     family: every flag check passes (the evaluation itself is left out)."""
@@ -157,8 +166,23 @@ def test_the_committed_records_commands_are_still_accepted(method_runs, tmp_path
         method = method if method in ("protonet", "r2d2", "metaoptnet", "reptile") else "maml"
         i = argv.index("--checkpoint") + 1
         j = next((k for k in range(i, len(argv)) if argv[k].startswith("--")), len(argv))
-        argv[i:j] = [method_runs(method, family)] * (j - i)
+        run = method_runs(method, family)     # an ensemble's other members: copies of it
+        argv[i:j] = [run, *(_copy(run, tmp_path / f"{method}-{family}-{k}") for k in
+                            range(1, j - i))]
         if "--record" in argv:
             argv[argv.index("--record") + 1] = str(tmp_path / "r.json")
         assert main(argv) == 0, command
     assert len(done) == len(commands) and "lake" in done
+
+
+def test_refine_0_for_runs_without_prototypes_is_refused(method_runs, tmp_path, capsys):
+    """--refine 0 turns off a protonet's refinement; for runs with no prototypes it changed
+    nothing and was accepted."""
+    _refused(["--checkpoint", method_runs("maml"), "--refine", "0"], capsys, tmp_path,
+             f"--refine 0: maml ({method_runs('maml')}) has no prototypes to refine",
+             "would change nothing")
+    _refused(["--checkpoint", method_runs("maml"), method_runs("r2d2"), "--refine", "0"],
+             capsys, tmp_path, "--refine 0: every member (maml, r2d2) has no prototypes")
+    # a member with prototypes: --refine 0 applies to it
+    assert main(["eval", "--checkpoint", method_runs("maml"), method_runs("protonet"),
+                 "--refine", "0", "--no-progress"]) == 0

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import sgd_keys  # noqa: E402
 
 
-def _train(root, d, method, ways, split="train"):
+def _train(root, d, method, ways, split="train", seed=0):
     (d / f"{method}{ways}{split}.toml").write_text(
         f'[family]\nname = "omniglot"\nroot = "{root}"\nways = {ways}\nshots = 1\n'
         f'split = "{split}"\n'
@@ -23,9 +23,9 @@ def _train(root, d, method, ways, split="train"):
         f'[method]\nname = "{method}"\n{sgd_keys(method)}'
         f'[train]\niterations = 1\nmeta_batch = 1\ncheckpoint_every = 1\n'
         f'[eval]\ntasks = 2\nsteps = [{0 if method in HEAD_BASED else 1}]\nqueries = 1\n')
-    out = d / f"{method}{ways}{split}"
+    out = d / f"{method}{ways}{split}{seed}"
     assert main(["train", "--config", str(d / f"{method}{ways}{split}.toml"), "--out", str(out),
-                 "--no-progress"]) == 0
+                 "--seed", str(seed), "--no-progress"]) == 0
     return out
 
 
@@ -35,6 +35,7 @@ def runs(omniglot_root, tmp_path_factory):
     return {name: _train(omniglot_root, d, *how)
             for name, how in {"maml5": ("maml", 5), "maml3": ("maml", 3),
                               "proto5": ("protonet", 5),
+                              "proto5_s1": ("protonet", 5, "train", 1),
                               "proto5_bg": ("protonet", 5, "background")}.items()}
 
 
@@ -62,8 +63,8 @@ def test_members_whose_heads_fit_the_tasks_are_evaluated(runs, capsys):
                  "--no-progress"]) == 0
     assert "ensemble of 2 runs: class probabilities averaged" in capsys.readouterr().out
     # protonet's prototypes take any number of ways; the first run's config decides them
-    assert main(["eval", "--checkpoint", str(runs["proto5"]), str(runs["proto5"]), "--ways",
-                 "3", "--no-progress"]) == 0
+    assert main(["eval", "--checkpoint", str(runs["proto5"]), str(runs["proto5_s1"]),
+                 "--ways", "3", "--no-progress"]) == 0
 
 
 def test_an_ensemble_of_several_methods_is_named_by_them(runs, tmp_path, capsys):
@@ -87,7 +88,7 @@ def test_an_ensemble_of_several_methods_is_named_by_them(runs, tmp_path, capsys)
     assert list(res["methods"]) == [label]
     assert res["ensemble"] == {"members": record["members"], "combine": "probabilities"}
     # an ensemble of one method: its name, and how many runs
-    assert main(["eval", "--checkpoint", str(runs["proto5"]), str(runs["proto5"]),
+    assert main(["eval", "--checkpoint", str(runs["proto5"]), str(runs["proto5_s1"]),
                  "--no-progress"]) == 0
     assert "\nprotonet, ensemble of 2 runs  " in capsys.readouterr().out
 

@@ -184,3 +184,89 @@ def test_a_run_stopped_early_is_noted_and_scored_as_it_is(run, tmp_path, capsys)
     assert main(["eval", "--checkpoint", str(run), "--no-progress"]) == 0        # finished
     assert main(["eval", "--checkpoint", str(stopped / "ckpt-00000002"), "--no-progress"]) == 0
     assert "stopped at iteration" not in capsys.readouterr().err     # a checkpoint, on purpose
+
+
+def test_a_record_of_an_earlier_checkpoint_shows_no_later_training(tmp_path):
+    """``--record`` of ``run/ckpt-00000002`` of a 4-iteration run: its training curve went on
+    to iteration 4, and its GPU seconds (CUDA) counted the whole run's metrics.jsonl, past
+    the 2 iterations its budget says."""
+    run = tmp_path / "run"
+    (run / "ckpt-00000002").mkdir(parents=True)
+    (run / "ckpt-00000004").mkdir()
+    for i in (2, 4):
+        (run / f"ckpt-{i:08d}" / "state.json").write_text(json.dumps({"iteration": i}))
+    (run / "LATEST").write_text("ckpt-00000004\n")
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "accuracy": i / 10, "time": 100.0 + 10 * i}) + "\n"
+        for i in (1, 2, 3, 4)))
+    cfg = {"family": {"name": "folder", "ways": 2, "shots": 1}, "method": {"name": "maml"},
+           "eval": {"ways": 0, "shots": 0}}
+    result = {"steps": [1], "tasks": 2, "accuracy": {"mean": [0.5], "ci95": [0.1]},
+              "per_task": {"accuracy": [[0.4, 0.6]]}}
+    for ckpt, last in ((run / "ckpt-00000002", 2), (run, 4), (run / "ckpt-00000004", 4)):
+        rec = records.eval_record(cfg, result, "accuracy", checkpoint=ckpt, command="c")
+        assert rec["budget"]["iterations"] == last
+        assert rec["training_curve"] == [[i, 10.0 * i] for i in range(1, last + 1)]
+        assert records._run_budget(ckpt, "cuda")[1] == {"iterations": last,
+                                                         "gpu_seconds": 10.0 * (last - 1)}
+
+
+def test_a_record_path_holding_another_file_is_refused_before_any_work(run, tmp_path, capsys):
+    """``--record RUN/ckpt-*/state.json`` replaced the checkpoint's state with the record (the
+    run no longer loaded), and ``--record OUT/results.json`` replaced --out's results."""
+    import shutil
+
+    mine = tmp_path / "mine"
+    shutil.copytree(run, mine)
+    state = mine / "ckpt-00000004" / "state.json"
+    before = state.read_bytes()
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(mine), "--record", str(state), "--out",
+                 str(tmp_path / "ev"), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"record path '{state}' is a file that is not a result " \
+        f"record" in captured.err
+    assert state.read_bytes() == before and not (tmp_path / "ev").exists()
+    out = tmp_path / "ev"
+    assert main(["eval", "--checkpoint", str(mine), "--record", str(out / "results.json"),
+                 "--out", str(out), "--no-progress"]) == 2
+    assert f"--record {out / 'results.json'} is the results.json that --out" in \
+        capsys.readouterr().err
+    assert not out.exists()
+    # a record there is replaced, as rerunning a record's command does
+    rec = tmp_path / "r.json"
+    for _ in range(2):
+        assert main(["eval", "--checkpoint", str(mine), "--record", str(rec),
+                     "--no-progress"]) == 0
+    assert capsys.readouterr().out.endswith(f"replaced record {rec}\n")
+    with pytest.raises(ValueError, match="is a file that is not a result record"):
+        records.write_record(state, **json.loads(rec.read_text()))
+
+
+def test_an_ensemble_of_one_runs_checkpoints_counts_its_training_once(tmp_path):
+    """``--checkpoint RUN RUN/ckpt-00000002`` (a snapshot ensemble): the record's budget summed
+    both checkpoints' iterations and CPU seconds, 6 iterations for a run trained 4; another
+    run's training is still added."""
+    for name in ("a", "b"):
+        run = tmp_path / name
+        for i in (2, 4):
+            (run / f"ckpt-{i:08d}").mkdir(parents=True)
+            (run / f"ckpt-{i:08d}" / "state.json").write_text(
+                json.dumps({"iteration": i, "cpu_seconds": 1.5 * i}))
+        (run / "LATEST").write_text("ckpt-00000004\n")
+    cfg = {"family": {"name": "folder", "ways": 2, "shots": 1}, "method": {"name": "maml"},
+           "eval": {"ways": 0, "shots": 0}}
+    result = {"steps": [1], "tasks": 2, "accuracy": {"mean": [0.5], "ci95": [0.1]},
+              "per_task": {"accuracy": [[0.4, 0.6]]}}
+
+    def budget(*paths):
+        return records.eval_record(cfg, result, "accuracy", checkpoint=list(paths),
+                                   command="c")["budget"]
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert budget(a, a / "ckpt-00000002") == {"members": 2, "iterations": 4, "cpu_seconds": 6.0}
+    assert budget(a / "ckpt-00000002", a / "ckpt-00000004", b) == \
+        {"members": 3, "iterations": 8, "cpu_seconds": 12.0}
+    # ckpt-* folders gathered in a folder that is not a run's: each its own run
+    (b / "LATEST").unlink()
+    assert budget(b / "ckpt-00000002", b / "ckpt-00000004")["iterations"] == 6

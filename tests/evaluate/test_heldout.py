@@ -272,3 +272,15 @@ def test_mean_ci_refuses_a_string_instead_of_reading_its_digits():
     with pytest.raises(ValueError, match="mean_ci needs a sequence of numbers, got the "
                                          "string '12'"):
         ml.evaluate.mean_ci("12")
+
+
+def test_a_shift_as_large_as_the_images_is_named():
+    """--support-shift 30 on 16x16 images grew each support set by copies moved off the image
+    (blank ones among them, labelled as every class) and scored without a word."""
+    learner, fam = _protonet_on_images()                       # 16 x 16 images
+    for key in ("support_shift", "query_shift"):
+        with pytest.raises(ValueError, match=rf"{key} = 16 moves images of \[16, 16\] pixels "
+                                             r"by up to 16, so some of its copies hold no "
+                                             r"image at all: give a shift below 16"):
+            ml.evaluate(learner, fam, tasks=2, steps=(0,), **{key: 16})
+    assert ml.evaluate(learner, fam, tasks=2, steps=(0,), support_shift=15)["tasks"] == 2

@@ -19,7 +19,7 @@ from metaloop.recipes.predict import classify_tensors, predict_folders
 from metaloop.train.loop import on_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import tensor_config, write_tensor_file  # noqa: E402
+from conftest import omniglot_config, tensor_config, train_run, write_tensor_file  # noqa: E402
 
 SINUSOID = ('[family]\nname = "sinusoid"\nshots = 5\nqueries = 5\n[model]\nname = "mlp"\n'
             'hidden = [8, 8]\n[method]\nname = "maml"\nlearn_inner_lr = true\n[train]\n'
@@ -122,3 +122,36 @@ def test_a_float64_run_on_mps_and_an_unknown_device_are_named(tmp_path):
         ml.load_run(tmp_path / "run", device="mps")
     with pytest.raises(ValueError, match=r"device 'gpu0' is not a torch device"):
         ml.load_run(tmp_path / "run", device="gpu0")
+
+
+def test_members_reading_one_data_set_from_other_roots_are_one_ensemble(omniglot_root, tmp_path,
+                                                                        monkeypatch):
+    """Omniglot found by the default search (``root = ""``) and by its folder, or one tensor
+    file named by a relative and an absolute path, were refused as "family.root = '' ...
+    every member must be trained on the same kind of task"; another file still is."""
+    monkeypatch.setenv("METALOOP_DATA", str(omniglot_root.parent))
+    a = train_run(tmp_path / "oa", omniglot_config(omniglot_root, ways=3, channels=4))
+    b = train_run(tmp_path / "ob", omniglot_config("", ways=3, channels=4), "--seed", "1")
+    assert len(load_ensemble([a, b]).members) == 2
+    data = write_tensor_file(tmp_path / "v.npz")
+    monkeypatch.chdir(tmp_path)
+    ta = train_run(tmp_path / "ta", tensor_config(data))
+    tb = train_run(tmp_path / "tb", tensor_config(Path("v.npz")), "--seed", "1")
+    assert len(load_ensemble([ta, tb]).members) == 2
+    other = write_tensor_file(tmp_path / "u.npz")
+    tc = train_run(tmp_path / "tc", tensor_config(other))
+    with pytest.raises(ValueError, match=r"ensemble: .*tc/run has family.root = .*u.npz"):
+        load_ensemble([ta, tc])
+
+
+def test_eval_changes_of_the_wrong_type_are_named(tmp_path):
+    """``eval_config(run, tasks="5")`` raised TypeError ('<=' not supported between str and
+    int) instead of the config's named error."""
+    from metaloop.recipes.evaluation import eval_config
+
+    _train(SINUSOID.format(dtype="float32"), tmp_path / "run")
+    run = ml.load_run(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"eval.tasks must be int, got str '5'"):
+        eval_config(run, tasks="5")
+    with pytest.raises(ValueError, match=r"--tasks must be positive, got 0"):
+        eval_config(run, tasks=0)

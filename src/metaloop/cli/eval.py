@@ -16,6 +16,7 @@ from metaloop.evaluate import records
 from metaloop.recipes import report
 from metaloop.recipes.compare import REGRESSION_FAMILIES
 from metaloop.recipes.evaluation import (
+    check_distinct,
     eval_config,
     evaluate_lake_runs,
     evaluate_run,
@@ -148,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = load_ensemble(args.checkpoint, device=args.device)
+    check_distinct(loaded)
     _note_unfinished(loaded)
     _check_flags_family(args, loaded)
     changes = {k: getattr(args, k) for k in EVAL_FLAGS}
@@ -158,6 +160,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_flags_apply(args, loaded, cfg)
     if args.record:
         records.check_record_path(args.record)
+        if args.out and Path(args.record).resolve() == (Path(args.out) / "results.json").resolve():
+            raise ValueError(f"--record {args.record} is the results.json that --out "
+                             f"{args.out} gets: name another .json file for the record")
     if args.device == "cuda":
         from metaloop.train.distributed import set_tf32
         set_tf32(args.tf32)
@@ -285,6 +290,10 @@ def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
     _checks.check_scoring(args.scoring, loaded)
     refine = _flag("refine", ec["refine"]) if args.refine is not None else \
         f"eval.refine = {ec['refine']} (the config of {loaded.path})"
+    _, methods, what = _checks.members(loaded)
+    if args.refine == 0 and "protonet" not in methods:
+        raise ValueError(f"--refine 0: {what} has no prototypes to refine (only protonet "
+                         f"has), so --refine would change nothing; drop --refine")
     if ec["refine"]:
         _checks.check_refinable(refine, loaded, scored_as_trained=ec["scoring"] == "as-trained",
                                 each_on_its_own_fix="give --scoring transductive or drop "

@@ -118,9 +118,10 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     Raises:
         ValueError: ``steps`` not a non-empty sequence of ints >= 0 (a bare int, a float
             such as 1.5, a bool; naming the value), a bad ``tasks``, ``seed``,
-            ``support_shift`` or ``query_shift``, or a ``learner`` without ``adapt_path``
-            and ``predict`` (or, with no ``loss``, ``inner.loss_fn``), or a ``family``
-            without ``sample`` (each named, with its type).
+            ``support_shift`` or ``query_shift`` (also one as large as the images' height or
+            width, whose copies moved that far hold no image), or a ``learner`` without
+            ``adapt_path`` and ``predict`` (or, with no ``loss``, ``inner.loss_fn``), or a
+            ``family`` without ``sample`` (each named, with its type).
     """
     missing = [m for m in ("adapt_path", "predict") if not callable(getattr(learner, m, None))]
     if missing:
@@ -180,6 +181,13 @@ def _score(learner, loss_fn, family, tasks, seed, steps, per_task, device, progr
     for batch in heldout_tasks(family, tasks, seed):
         batch = batch.to(device) if device is not None else batch
         classification = batch.is_classification
+        side = min(batch.query_x.shape[-2:]) if batch.query_x.dim() == 5 else 0   # H, W
+        for name, v in (("support_shift", support_shift), ("query_shift", query_shift)):
+            if v >= side > 0:         # a copy moved the whole side away: no image left
+                raise ValueError(f"{name} = {v} moves images of {list(batch.query_x.shape[-2:])} "
+                                 f"pixels by up to {v}, so some of its copies hold no image at "
+                                 f"all: give a shift below {side} (--{name.replace('_', '-')} "
+                                 f"in metaloop eval)")
         if support_shift:
             if batch.support_x.dim() != 5:
                 raise ValueError(f"support_shift = {support_shift} shifts images, but the "

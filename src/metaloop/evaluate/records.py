@@ -337,8 +337,11 @@ def check_record_path(path) -> Path:
     Nothing is created: the folders the record needs are made when it is written
     (``write_record``), so work that fails in between leaves no empty folder behind.
 
+    A record there is replaced (rerunning a record's command); any other file is not.
+
     Raises:
-        ValueError: the path does not end in ``.json`` or is a folder, or its folder cannot
+        ValueError: the path does not end in ``.json``, is a folder or a file that is not a
+            record (a checkpoint's ``state.json``, a ``results.json``), or its folder cannot
             be created (a file on the way) or written.
     """
     path = Path(path)
@@ -346,6 +349,10 @@ def check_record_path(path) -> Path:
         raise ValueError(f"record path must end in .json, got {str(path)!r}")
     if path.is_dir():
         raise ValueError(f"record path {str(path)!r} is a folder")
+    if path.exists() and not _holds_a_record(path):
+        raise ValueError(f"record path {str(path)!r} is a file that is not a result record "
+                         f"(it has no table, metric and mean); writing the record would "
+                         f"replace it: name another .json file")
     have = path.parent                 # the nearest folder on the way that exists
     while not have.exists() and have != have.parent:
         have = have.parent
@@ -355,6 +362,16 @@ def check_record_path(path) -> Path:
     if not os.access(have, os.W_OK | os.X_OK):
         raise ValueError(f"the record's folder {have} is not writable")
     return path
+
+
+def _holds_a_record(path: Path) -> bool:
+    """Whether the file ``path`` holds a record (a JSON object with a table, metric and mean),
+    which writing a record there may replace."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, Mapping) and {"table", "metric", "mean"} <= set(rec)
 
 
 def command_line(args: argparse.Namespace, program: str = "metaloop",
@@ -390,10 +407,13 @@ def command_line(args: argparse.Namespace, program: str = "metaloop",
     return shlex.join(parts)
 
 
-def training_curve(run_dir, points: int = 10) -> list[list[float]] | None:
+def training_curve(run_dir, points: int = 10, until: int | None = None
+                   ) -> list[list[float]] | None:
     """The training tasks' query accuracy (%) against iterations, from ``run_dir/metrics.jsonl``.
 
-    The run's logged lines are cut into ``points`` equal consecutive windows; each point is
+    The run's logged lines up to iteration ``until`` (None: all; a ``ckpt-*`` folder's
+    iteration, so that a record of an earlier checkpoint shows no later training) are cut
+    into ``points`` equal consecutive windows; each point is
     ``[last iteration of the window, mean accuracy over the window in %]``. It is the
     accuracy on the training tasks' queries after the inner loop, so it shows whether a run
     was still improving when it stopped; it is not a held-out number.
@@ -411,7 +431,8 @@ def training_curve(run_dir, points: int = 10) -> list[list[float]] | None:
         for line in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
             if line.strip():
                 rec = json.loads(line)
-                if "accuracy" in rec and "iteration" in rec:
+                if "accuracy" in rec and "iteration" in rec and (
+                        until is None or int(rec["iteration"]) <= until):
                     rows.append((int(rec["iteration"]), float(rec["accuracy"])))
     except (OSError, ValueError, TypeError):
         return None
@@ -441,8 +462,9 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
         cfg: the validated run config (``family``, ``method``, ``eval``).
         result: ``metaloop.evaluate.evaluate``'s result. metric: ``"accuracy"`` or ``"loss"``.
         checkpoint: the run folder or ``ckpt-*`` folder evaluated, or a list of them (an
-            ensemble: the budget sums the members' iterations and seconds, ``members``
-            counts them, and the row says so).
+            ensemble: the budget sums the members' iterations and seconds, counting the
+            training of several checkpoints of one run once, ``members`` counts them, and
+            the row says so).
         command: the exact command line. device: ``"cpu"`` or ``"cuda"``.
         evaluation: how the queries were scored, when not transductively (kept as
             ``"evaluation"``).
@@ -464,7 +486,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     """
     prov = _provenance(checkpoint, device)
     parts, run_dir, budget = prov["parts"], prov["run_dir"], prov["budget"]
-    curve = training_curve(run_dir) if metric == "accuracy" and len(parts) == 1 else None
+    curve = training_curve(run_dir, until=budget.get("iterations")) \
+        if metric == "accuracy" and len(parts) == 1 else None
     fam, ec = cfg["family"], cfg["eval"]
     row, members = _method_row(cfg, checkpoint, methods)
     ways = ec.get("ways") or fam.get("ways")
@@ -612,10 +635,15 @@ def _provenance(checkpoint, device: str) -> dict:
     if len(parts) == 1:
         budget = parts[0][1]
     else:                             # an ensemble: its members' training, summed
+        runs: dict = {}               # checkpoints of one run folder: its training once,
+        for i, (run_dir, b) in enumerate(parts):     # the newest's (which holds the others')
+            key = Path(run_dir).resolve() if (Path(run_dir) / "LATEST").is_file() else i
+            if key not in runs or b.get("iterations", 0) > runs[key].get("iterations", 0):
+                runs[key] = b
         budget = {"members": len(parts)}
         for key in ("iterations", "cpu_seconds", "gpu_seconds"):
-            if all(key in b for _, b in parts):
-                budget[key] = round(sum(b[key] for _, b in parts), 2)
+            if all(key in b for b in runs.values()):
+                budget[key] = round(sum(b[key] for b in runs.values()), 2)
     if device == "cuda" and torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
     else:
@@ -630,7 +658,8 @@ def _provenance(checkpoint, device: str) -> dict:
 
 def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:
     """A run's (or ``ckpt-*`` folder's) run directory and training budget: iterations, and
-    its stored CPU seconds (CPU) or its metrics.jsonl wall-clock (CUDA, as GPU seconds)."""
+    its stored CPU seconds (CPU) or its metrics.jsonl wall-clock up to the checkpoint's
+    iteration (CUDA, as GPU seconds)."""
     run_dir = ckpt if (ckpt / "LATEST").exists() else ckpt.parent
     latest = ckpt / "LATEST"
     state_dir = run_dir / latest.read_text(encoding="utf-8").strip() if latest.exists() \
@@ -648,8 +677,10 @@ def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:
     if device == "cuda":
         try:
             for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    times.append(float(json.loads(line)["time"]))
+                row = json.loads(line) if line.strip() else None
+                if row is not None and ("iterations" not in budget
+                                        or int(row["iteration"]) <= budget["iterations"]):
+                    times.append(float(row["time"]))
         except (OSError, ValueError, KeyError, TypeError):
             times = []
     if len(times) > 1:

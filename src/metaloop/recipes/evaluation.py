@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -32,8 +33,8 @@ from metaloop.recipes.predict import score_lake_runs, takes_steps
 from metaloop.runs import Run, load_run
 from metaloop.train.loop import on_model
 
-__all__ = ["error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run", "load_ensemble",
-           "members", "refining", "run_label", "scoring", "warn_shared_split"]
+__all__ = ["check_distinct", "error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run",
+           "load_ensemble", "members", "refining", "run_label", "scoring", "warn_shared_split"]
 
 # what every member of an ensemble must share with the first: the data and inputs it reads,
 # and the classes it holds out (training ways and splits may differ)
@@ -178,7 +179,8 @@ def eval_config(run: Run, **changes) -> dict:
     ec = {**run.config["eval"], **{k: v for k, v in changes.items() if v is not None}}
     if changes.get("steps") is None and not takes_steps(run):
         ec["steps"] = [0]              # a solved head: steps would repeat step 0's score
-    if ec["tasks"] <= 0:               # named by its flag, before the config's own check
+    # named by its flag, before the config's own check (which names a str or a float)
+    if isinstance(ec["tasks"], int) and ec["tasks"] <= 0:
         raise ValueError(f"--tasks must be positive, got {ec['tasks']}")
     cfg = config.validate({**run.config, "eval": ec})
     config.check_combinations(cfg)
@@ -225,7 +227,8 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
 
     Raises:
         ValueError: no paths, a path that is not a run (named), a run whose task family
-            differs from the first's in a key the held-out tasks depend on, or whose
+            differs from the first's in a key the held-out tasks depend on (``root``: the
+            folder the data are read from, however it is named), or whose
             ``train.dtype`` differs from the first's (named).
     """
     paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") \
@@ -239,7 +242,7 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
     for r in runs[1:]:
         fam = r.config["family"]
         for key in same:
-            if fam.get(key) != first.get(key):
+            if _data_key(fam, key) != _data_key(first, key):
                 raise ValueError(f"ensemble: {r.path} has family.{key} = {fam.get(key)!r}, the "
                                  f"first run ({runs[0].path}) {first.get(key)!r}; every member "
                                  f"must be trained on the same kind of task")
@@ -253,6 +256,50 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
               iteration=runs[0].iteration)
     ens.members = runs
     return ens
+
+
+def _checkpoint_dir(run: Run) -> Path:
+    """The ``ckpt-*`` folder a run was loaded from: a run folder's newest (``LATEST``)."""
+    path = Path(run.path)
+    latest = path / "LATEST"
+    if latest.is_file():
+        path = path / latest.read_text(encoding="utf-8").strip()
+    return path.resolve()
+
+
+def check_distinct(run: Run) -> None:
+    """ValueError naming two members of an ensemble (``load_ensemble``) loaded from one
+    checkpoint (a run given twice, or a run folder and its newest ``ckpt-*`` folder):
+    ``metaloop eval`` would report "an ensemble of 2 runs", and its record sum that run's
+    budget twice, for what is that one run."""
+    seen: dict[Path, Run] = {}
+    for r in getattr(run, "members", None) or [run]:
+        ckpt = _checkpoint_dir(r)
+        if ckpt in seen:
+            what = f"{r.path} is given twice" if str(r.path) == str(seen[ckpt].path) else \
+                f"{seen[ckpt].path} and {r.path} are one checkpoint"
+            raise ValueError(f"ensemble: {what} ({ckpt}): an ensemble of it is that one run, "
+                             f"counted twice; give each run once")
+        seen[ckpt] = r
+
+
+def _data_key(family: dict, key: str):
+    """A ``family`` key as an ensemble's members compare it: ``root`` as the folder (or file)
+    the data are read from, so that one data set named two ways is one (``data/x`` and
+    ``./data/x``; Omniglot or Fashion-MNIST found by the default search, ``root = ""``, and
+    named by its folder); every other key as it is."""
+    value = family.get(key)
+    if key != "root":
+        return value
+    if family.get("name") in config.USER_FAMILIES:
+        return str(Path(value).expanduser().resolve()) if value else value
+    from metaloop.data import fashion_mnist, omniglot
+
+    data = {"omniglot": omniglot, "fashion_mnist": fashion_mnist}.get(family.get("name"))
+    for folder in data.search_dirs(value or None) if data is not None else ():
+        if folder.is_dir() and any(folder.iterdir()):   # the first that holds files
+            return str(folder.resolve())
+    return value
 
 
 def error_rate(cfg: dict, result: dict) -> dict:
