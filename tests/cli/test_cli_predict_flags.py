@@ -122,6 +122,18 @@ def test_bad_values_and_idle_refine_settings_are_named_by_their_flag(method_runs
              capsys, tmp_path, "--refine 2", "only a protonet run", f"{maml} is maml")
 
 
+def test_refine_0_for_a_run_without_prototypes_is_refused(method_runs, tmp_path, capsys):
+    """As in metaloop eval: --refine 0 turns off a protonet's refinement; for a run with no
+    prototypes it changed nothing and was accepted."""
+    s, q = _folders(tmp_path)
+    maml = method_runs("maml")
+    refused(["predict", "--checkpoint", maml, "--support", s, "--query", q, "--refine", "0"],
+            capsys, tmp_path, "--refine 0: maml", "has no prototypes to refine",
+            "would change nothing")
+    assert main(["predict", "--checkpoint", method_runs("protonet"), "--support", s,
+                 "--query", q, "--refine", "0"]) == 0
+
+
 def test_a_non_transductive_protonet_refuses_refine_by_flag(method_runs, tmp_path, capsys):
     run = method_runs("protonet", method_lines="transductive = false\n")
     s, q = _folders(tmp_path)

@@ -284,3 +284,13 @@ def test_a_shift_as_large_as_the_images_is_named():
                                              r"image at all: give a shift below 16"):
             ml.evaluate(learner, fam, tasks=2, steps=(0,), **{key: 16})
     assert ml.evaluate(learner, fam, tasks=2, steps=(0,), support_shift=15)["tasks"] == 2
+
+
+def test_a_progress_that_is_not_callable_is_named_before_any_task():
+    """progress=True (as ml.train takes it) failed with "'bool' object is not callable"
+    after the first task was scored."""
+    fam = ml.tasks.Sinusoid(shots=2, queries=2)
+    learner = ml.meta.MAML(ml.models.MLP(1, (4,), 1), 0.01, loss="mse")
+    with pytest.raises(ValueError, match=r"evaluate: progress must be None or a callable "
+                                         r"progress\(n\).*got True"):
+        ml.evaluate(learner, fam, tasks=2, progress=True)

@@ -296,3 +296,25 @@ def test_training_on_bent_and_restroked_tasks_resumes_bit_for_bit(omniglot_root,
              checkpoint_every=2, resume=True)
     a, b = params(full), params(resumed)
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_shift_as_large_as_the_images_is_named():
+    """A shift of the images' side or more moves some copies off the image entirely (blank
+    inputs, labelled as their class): training augmentation, the support's shifted copies
+    (metaloop predict, the official runs) and the queries' were all silent."""
+    from metaloop.tasks.augment import all_shifts, shift_images, shifted_support
+
+    x = torch.rand(2, 1, 6, 8)                                        # [N, C, H, W]
+    with pytest.raises(ValueError, match=r"shift_images max_shift = 6 moves images of \[6, "
+                                         r"8\] pixels by up to 6, .* give a shift below 6"):
+        shift_images(x, 6)
+    with pytest.raises(ValueError, match="give a shift below 6"):
+        all_shifts(x, 7)
+    with pytest.raises(ValueError, match="give a shift below 6"):
+        shifted_support(x, torch.tensor([0, 1]), 6)
+    assert shift_images(x, 5).shape == x.shape                       # below: as before
+    fam = ml.tasks.Episodes(torch.rand(12, 1, 6, 6), torch.arange(12) % 3, ways=2, shots=1,
+                            queries=1)
+    with pytest.raises(ValueError, match="give a shift below 6"):
+        Shifted(fam, max_shift=6)
+    assert Shifted(fam, max_shift=5).sample(2).support_x.shape[-2:] == (6, 6)

@@ -40,7 +40,8 @@ of 20 trials), with the same test-time settings, and says whether they are Lake'
 
 An ensemble: --checkpoint RUN RUN ... adapts every run to each task and averages their class
 probabilities (the mean output for regression); the held-out tasks are the first run's
-config's, and --record sums the members' training budgets. The table and the record name it
+config's, and --record sums the members' training budgets (checkpoints of one run count its
+training once; a run given twice is refused). The table and the record name it
 by its members' methods ("ensemble of 3 runs (maml, r2d2, protonet)"; one method: "protonet,
 ensemble of 2 runs"), and results.json and the record list its members.
 
@@ -58,7 +59,7 @@ def register(sub) -> None:
                               "--within-alphabet --split evaluation --ways 20 --shots 1")
     p.add_argument("--checkpoint", type=path, required=True, nargs="+", metavar="RUN",
                    help="run directory or ckpt-* directory; several: evaluate their ensemble "
-                        "(averaged probabilities)")
+                        "(averaged probabilities; each run once)")
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's)")
     p.add_argument("--steps", type=int_list, help="comma list of adaptation steps (default: "
                    "the config's; not for the closed-form heads protonet, r2d2 and "

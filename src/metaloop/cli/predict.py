@@ -286,6 +286,7 @@ def _check_flags(args: argparse.Namespace) -> None:
                              f"--refine K or drop {flag}")
         elif not (math.isfinite(value) and value > 0):
             raise ValueError(f"{flag} must be a finite number > 0, got {value!r}")
+    args.refine_given = args.refine is not None      # (an explicit --refine 0 is checked too)
     args.refine = args.refine or 0
     if args.refine_jointly and not args.refine:
         raise ValueError("--refine-jointly shares the refinement's assignment between the "
@@ -336,6 +337,11 @@ def _check_flags_apply(args: argparse.Namespace, loaded) -> str:
         raise ValueError(f"--refine {args.refine} refines the prototypes with all the query "
                          f"images together, but --scoring non-transductive scores each on its "
                          f"own: drop one of them")
+    if args.refine == 0 and getattr(args, "refine_given", False) \
+            and "protonet" not in _checks.members(loaded)[1]:
+        raise ValueError(f"--refine 0: {_checks.members(loaded)[2]} has no prototypes to "
+                         f"refine (only protonet has), so --refine would change nothing; drop "
+                         f"--refine")
     if args.refine:
         _checks.check_refinable(f"--refine {args.refine}", loaded,
                                 scored_as_trained=args.scoring in (None, "as-trained"),

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from metaloop._callable import check_progress
 from metaloop.evaluate.stats import ci95
 from metaloop.func.losses import accuracy, get_loss
 from metaloop.tasks.augment import all_shifts, shifted_support
@@ -134,6 +135,7 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         raise ValueError(f"evaluate: family must be a task family with sample(n, generator) "
                          f"(ml.tasks.TaskFamily), got {type(family).__name__}")
     steps = _check_steps(steps)
+    check_progress("evaluate", progress)
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
     per_task = {"loss": [[] for _ in steps], "accuracy": [[] for _ in steps]}
     for name, v in (("support_shift", support_shift), ("query_shift", query_shift)):

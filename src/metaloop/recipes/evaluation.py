@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from metaloop import build, config
+from metaloop._callable import check_progress
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
@@ -343,6 +344,7 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     """
     if config is not None and changes:
         raise ValueError("give the eval changes or a config from eval_config, not both")
+    check_progress("evaluate_run", progress)        # before the held-out data is read
     cfg = config if config is not None else eval_config(run, **changes)
     ec = cfg["eval"]
     warn_shared_split(run, cfg)

@@ -23,12 +23,18 @@ from metaloop.tasks.batch import TaskBatch
 
 
 def _check_shift(what: str, shift, x: torch.Tensor) -> None:
-    """Name a shift that is not an int >= 0, or images without ``[..., C, H, W]`` dims."""
+    """Name a shift that is not an int >= 0, one as large as the images (a copy moved by it
+    holds no image at all), or images without ``[..., C, H, W]`` dims."""
     if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
         raise ValueError(f"{what} must be an int >= 0, got {shift!r}")
     if x.dim() < 3:
         raise ValueError(f"{what.split()[0]} expects [..., C, H, W] images, got "
                          f"{list(x.shape)}")
+    side = min(x.shape[-2:])
+    if shift >= side > 0:
+        raise ValueError(f"{what} = {shift} moves images of {list(x.shape[-2:])} pixels by up "
+                         f"to {shift}, so some moved copies hold no image at all: give a shift "
+                         f"below {side}")
 
 
 def shift_images(x: torch.Tensor, max_shift: int,
@@ -318,7 +324,8 @@ class Shifted:
     def __init__(self, family, max_shift: int, max_rotate: float = 0.0,
                  max_stroke: float = 0.0, elastic: float = 0.0):
         z = torch.zeros(1, 1, 1)
-        shift_images(z, max_shift)                                      # the checks
+        shape = getattr(family, "image_shape", None)      # a shift below the images' side
+        shift_images(z if shape is None else torch.zeros(1, *shape[-2:]), max_shift)  # checks
         rotate_images(z, max_rotate)
         stroke_images(z, max_stroke)
         elastic_images(z, elastic)

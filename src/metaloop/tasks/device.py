@@ -142,7 +142,7 @@ class DeviceTasks:
                              f"has ways={self.ways} characters (the largest has "
                              f"{self._largest})")
         z = torch.zeros(1, 1, 1)                                      # checks, as Shifted
-        shift_images(z, self.max_shift)
+        shift_images(torch.zeros(1, *self.image_shape[-2:]), self.max_shift)
         rotate_images(z, self.max_rotate)
         stroke_images(z, self.max_stroke)
         elastic_images(z, self.elastic)
