@@ -577,23 +577,38 @@ class SharedSplitWarning(UserWarning):
 
 # Omniglot splits that hold other splits' classes: (Vinyals) trainval = train + val; (Lake)
 # background = background_train + background_val.
-OMNIGLOT_PARTS = {"trainval": ("train", "val"), "background": ("background_train",
-                                                               "background_val")}
+# The splits of one scheme made of smaller ones, and the pairs of the two schemes (Lake's
+# background / evaluation alphabets, Vinyals' train / val / test characters) that share
+# characters: Vinyals' val draws on background alphabets only, its test on evaluation
+# alphabets only, its train on both.
+_OMNIGLOT_ATOMS = {"trainval": {"train", "val"},
+                   "background": {"background_train", "background_val"}}
+_OMNIGLOT_CROSS = {("background_train", "train"), ("background_train", "val"),
+                   ("background_val", "train"), ("background_val", "val"),
+                   ("evaluation", "train"), ("evaluation", "test")}
+
+
+def _omniglot_shared(a: str, b: str) -> bool:
+    """Whether Omniglot's splits ``a`` and ``b`` (of either scheme) share characters."""
+    left, right = _OMNIGLOT_ATOMS.get(a, {a}), _OMNIGLOT_ATOMS.get(b, {b})
+    return bool(left & right) or any((x, y) in _OMNIGLOT_CROSS or (y, x) in _OMNIGLOT_CROSS
+                                     for x in left for y in right)
 
 
 def shared_split(family: dict, split: str) -> bool:
     """Whether the held-out ``split`` of the ``[family]`` section ``family`` shares classes
     with the split it meta-trains on (``family.split``): the same split, one that contains
-    the other (Omniglot's ``trainval`` and ``background``), or Fashion-MNIST's held-out
-    labels 5-9, which every split but ``train`` uses. Never for the sinusoid."""
+    the other (Omniglot's ``trainval`` and ``background``), a split of Omniglot's other
+    scheme with characters in common (Lake's alphabets and Vinyals' characters: all but
+    background with Vinyals' test and evaluation with Vinyals' val), or Fashion-MNIST's
+    held-out labels 5-9, which every split but ``train`` uses. Never for the sinusoid."""
     name, train = family["name"], family["split"]
     if name == "sinusoid":
         return False
     if name == "fashion_mnist":
         return (train == "train") == (split == "train")
     if name == "omniglot":
-        return train == split or split in OMNIGLOT_PARTS.get(train, ()) or \
-            train in OMNIGLOT_PARTS.get(split, ())
+        return _omniglot_shared(train, split)
     return train == split
 
 
