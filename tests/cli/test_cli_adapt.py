@@ -160,6 +160,34 @@ def test_a_broken_model_folder_is_named_on_one_line(tiny_bert, tmp_path, capsys,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("no-tokenizer", "its tokenizer has no vocabulary, only its 5 special tokens"),
+    ("another-tokenizer", f"its tokenizer has {len(WORDS) + 12} tokens, but the encoder has "
+                          f"{len(WORDS)} token embeddings"),
+])
+def test_a_model_folder_whose_tokenizer_does_not_fit_it_is_named(tiny_bert, tmp_path, capsys,
+                                                                damage, message):
+    """Without its tokenizer files transformers built an empty vocabulary: every word was
+    [UNK] and every row scored noise, exit 0; another model's larger tokenizer stopped
+    in torch with an IndexError traceback."""
+    import transformers
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / f).unlink(missing_ok=True)
+    if damage == "another-tokenizer":
+        other = [*WORDS[:5], *(f"w{i}" for i in range(12)), *WORDS[5:]]   # ids shifted up
+        (tmp_path / "vocab.txt").write_text("\n".join(other) + "\n")
+        transformers.BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(model)
+    data = write_sentences(tmp_path / "s.csv")
+    out = tmp_path / "out"
+    assert main(_table_argv(str(model), data, out, "--approaches", "probe-ridge")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"metaloop adapt: error: model {model}: ") and message in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
 def test_a_text_model_cannot_adapt_to_images(tmp_path, capsys):
     assert main(["adapt", "--model", "minilm", "--family", "omniglot",
                  "--out", str(tmp_path)]) == 2
@@ -260,6 +288,28 @@ def test_table_drop_small_says_how_many(tiny_bert, tmp_path, capsys):
                             "probe-ridge")) == 0
     assert "dropped 1 class(es) with too few texts: big" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["table"]["dropped_classes"] == ["big"]
+
+
+def test_table_says_how_many_rows_repeat_and_how_many_texts_are_cut(tiny_bert, tmp_path,
+                                                                      capsys):
+    """Repeated rows were read once and texts longer than --max-length cut without a word:
+    a table of long documents was classified on their first tokens alone, unannounced."""
+    data = write_sentences(tmp_path / "s.csv", per_class=3)     # 36 texts of 8 tokens
+    first = data.read_text().splitlines()[1]
+    with data.open("a") as f:
+        f.write(f"{first}\n{first}\na person,person\nthe plant,plant\n")   # + 2 of 4 tokens
+    out = tmp_path / "out"
+    assert main(_table_argv(tiny_bert, data, out, "--max-length", "7", "--approaches",
+                            "probe-ridge")) == 0
+    text = capsys.readouterr().out
+    assert "2 row(s) repeat an earlier row's text and label: each text is read once" in text
+    assert ("36 of 38 texts are longer than --max-length 7 tokens (with the tokenizer's "
+            "special ones) and are cut to their first 7; --max-length up to 64 reads more of "
+            "them") in text
+    assert json.loads((out / "results.json").read_text())["table"]["texts"] == 38
+    assert main(_table_argv(tiny_bert, data, tmp_path / "fits", "--max-length", "8",
+                            "--approaches", "probe-ridge")) == 0
+    assert "are cut" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("change,extra,message", [

@@ -19,7 +19,8 @@ and score each way on the same held-out tasks: query accuracy (mean and 95% CI),
 of adapted parameters, and the adaptation time per task.
 
   0  prompting: zero-shot label prompts, and a prompt optimised on the support set
-  1  linear probe on frozen features: logistic (Newton), ridge (closed form), SGD
+  1  linear probe on frozen features: logistic (Newton; L-BFGS for many classes), ridge
+     (closed form), SGD
   2  full fine-tuning: zero head, random head, LP-FT (head warm-up first)
   3  LoRA and soft prompts with a new head; with --meta, LoRA meta-learned by first-order
      MAML / MAML / Reptile on the meta-training classes, then fine-tuned like plain LoRA
@@ -90,7 +91,8 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=int,
                    help="text models: longest input in tokens (default 32); longer texts are "
                         "cut (93%% of WordNet glosses fit in 32; longer ones lose the end of "
-                        "their usage examples); with soft-prompt's --prompt-tokens it must fit the "
+                        "their usage examples; a table run says how many of its texts are "
+                        "cut); with soft-prompt's --prompt-tokens it must fit the "
                         "model's token positions (512 for BERT, 512 of RoBERTa's 514)")
     p.add_argument("--meta", default="", help="comma list of meta-learners over LoRA + head "
                    f"to train and add ({', '.join(recipe.META)})")

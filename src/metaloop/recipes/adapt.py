@@ -4,7 +4,8 @@ LoRA meta-learned by first-order MAML / MAML / Reptile, on the same held-out tas
 Approaches, each adapting on a task's support set alone:
 
 - 0, prompting: zero-shot label prompts; the prompt optimizer (text encoders only);
-- 1, linear probe on frozen features: logistic (Newton), ridge (closed form), SGD;
+- 1, linear probe on frozen features: logistic (Newton; L-BFGS for many classes), ridge
+  (closed form), SGD;
 - 2, fine-tuning everything: zero head, random head, LP-FT (head warm-up first);
 - 3, LoRA (peft) and soft prompts with a new head; with ``meta``, LoRA meta-learned on the
   meta-training classes, then fine-tuned like plain LoRA.
@@ -222,6 +223,15 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
         train_families = {m: by_shots[k] for m, k in meta_shots.items()}
         table = table_summary(heldout, by_shots)
         description = describe(heldout, by_shots)
+        cut, total = _texts_cut(model, s.max_length, heldout, by_shots)
+        if cut:                       # what of the table the encoder does not read
+            limit = model.max_positions()
+            more = ("; a larger --max-length reads more of them" if limit is None else
+                    f"; --max-length up to {limit} reads more of them"
+                    if s.max_length < limit else "")
+            description += (f"\n{cut} of {total} texts are longer than --max-length "
+                            f"{s.max_length} tokens (with the tokenizer's special ones) and "
+                            f"are cut to their first {s.max_length}{more}")
     else:
         heldout = build_family(s, model, kind, "test", s.shots, s.queries)
         train_families = {}
@@ -616,9 +626,37 @@ def load_model(spec: str, family: str, max_length: int = 32):
         raise ValueError(f"{spec} is not a metaloop checkpoint folder (no LATEST file)")
     from metaloop.models.text import load_text_encoder
     try:
-        return load_text_encoder(spec, max_length=max_length), "text"
+        model = load_text_encoder(spec, max_length=max_length)
     except ModuleNotFoundError as e:
         raise ValueError(str(e)) from e
+    _check_tokenizer(spec, model)
+    return model, "text"
+
+
+def _check_tokenizer(spec: str, model) -> None:
+    """Refuse a text encoder whose tokenizer cannot give it the texts' tokens: one that
+    knows only its special tokens (a model folder without its tokenizer files, for which
+    transformers builds an empty vocabulary: every word would be read as unknown, and every
+    approach would score noise), or one with more tokens than the encoder has token
+    embeddings (another model's tokenizer: a higher id is an IndexError inside the model).
+
+    Raises:
+        ValueError: naming the model, the tokenizer's size and what to do.
+    """
+    tok = model.tokenizer
+    size = len(tok)
+    if size <= len(set(tok.all_special_ids)):
+        raise ValueError(f"model {spec}: its tokenizer has no vocabulary, only its {size} "
+                         f"special tokens ({', '.join(tok.all_special_tokens)}), so every word "
+                         f"would be read as {tok.unk_token or 'unknown'}: the model folder "
+                         f"lacks the tokenizer's files (tokenizer.json or vocab.txt); save them "
+                         f"into it (tokenizer.save_pretrained(folder))")
+    rows = model.encoder.get_input_embeddings().num_embeddings
+    if size > rows:
+        raise ValueError(f"model {spec}: its tokenizer has {size:,} tokens, but the encoder "
+                         f"has {rows:,} token embeddings (its config's vocab_size): the "
+                         f"tokenizer is another model's; save the model's own tokenizer into "
+                         f"its folder")
 
 
 def build_family(s, model, kind: str, split: str, shots: int, queries: int):
@@ -1205,8 +1243,8 @@ def table_summary(heldout: TextTable, train: dict[int, TextTable]) -> dict:
 
 
 def describe(heldout: TextTable, train: dict[int, TextTable]) -> str:
-    """Lines for the user: which classes are held out and which meta-train, and what was
-    dropped."""
+    """Lines for the user: which classes are held out and which meta-train, what was
+    dropped, and how many rows repeat an earlier one (read once)."""
     where = ("every class (no meta-training)" if heldout.split == "all"
              else f"split {heldout.split!r}")
     lines = [f"{heldout.path}: held-out classes, {where}: {heldout.num_classes} "
@@ -1219,7 +1257,25 @@ def describe(heldout: TextTable, train: dict[int, TextTable]) -> str:
     if summary["dropped_classes"]:
         d = summary["dropped_classes"]
         lines.append(f"dropped {len(d)} class(es) with too few texts: {_listed(d)}")
+    if heldout.repeated:
+        lines.append(f"{heldout.repeated} row(s) repeat an earlier row's text and label: "
+                     f"each text is read once")
     return "\n".join(lines)
+
+
+def _texts_cut(model, max_length: int, heldout: TextTable, train: dict[int, TextTable]
+               ) -> tuple[int, int]:
+    """How many texts of the held-out and meta-training classes have more than
+    ``max_length`` tokens (the tokenizer's special tokens included), of how many: the
+    encoder reads only their first ``max_length``."""
+    first = next(iter(train.values()), None)
+    texts = heldout.texts + (first.texts if first is not None else [])
+    cut = 0
+    for i in range(0, len(texts), 1024):
+        ids = model.tokenizer(texts[i:i + 1024], truncation=True,
+                              max_length=max_length + 1)["input_ids"]
+        cut += sum(len(t) > max_length for t in ids)
+    return cut, len(texts)
 
 
 def _listed(names: Sequence[str], limit: int = 12) -> str:
