@@ -4,6 +4,7 @@ refused by name; what a run cut short leaves in an --out that holds an earlier r
 must not pass for a finished result."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -236,6 +237,12 @@ def test_adapt_names_a_forgetting_run_kept_in_its_out(monkeypatch, tmp_path):
         adapt.kept(out, {})
     with pytest.raises(ValueError, match="holds an interrupted metaloop forgetting"):
         adapt.check_resume(out, False)
+    # a new library run refuses to remove it (before the Prepared run is even read)
+    before = (out / forgetting.PARTIAL).read_bytes()
+    with pytest.raises(ValueError, match="kept state of an interrupted metaloop forgetting, "
+                                         "which a new metaloop adapt run there would remove"):
+        adapt.run(SimpleNamespace(settings=None), out)
+    assert (out / forgetting.PARTIAL).read_bytes() == before
 
 
 def test_a_new_library_run_keeps_another_commands_kept_state(tmp_path):

@@ -126,7 +126,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=path, default="runs/adapt", help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: the same command plus --resume "
-                        "(a command that differs in anything but --no-progress is refused)")
+                        "(one with other settings, --threads, model weights or data is refused "
+                        "by name; --no-progress, the order of --approaches and a default "
+                        "given or left out may differ)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 

@@ -422,11 +422,14 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
     ``finished`` run).
 
     Raises:
-        ValueError: ``resume`` of a run with other settings, model or data (naming them),
-            before anything is written.
+        ValueError: ``resume`` of a run with other settings, model or data (naming them); a
+            new run into an ``out`` that holds another command's kept state (``metaloop
+            forgetting``'s partial.json); before anything is written.
     """
     s = p.settings
     out = Path(out)
+    if not resume:
+        _partial.check_own(out, "adapt")           # another command's kept work: not removed
     ident = identity(p, out)
     state = kept(out, ident) if resume else None
     if state is not None and on_resume is not None:
