@@ -47,3 +47,16 @@ def test_a_model_folder_that_cannot_be_read_is_named(tiny_dir, tmp_path, damage)
     with pytest.raises(ValueError, match=f"cannot load model folder '{model}': ") as e:
         load_hf(model)
     assert "\n" not in str(e.value) and "not a local folder" not in str(e.value)
+
+
+def test_a_folder_without_its_tokenizer_is_named_by_the_loader(tiny_dir, tmp_path):
+    """Every command that loads a text encoder (train and predict on a table, adapt,
+    load_text_encoder) now refuses it; only adapt did, so the others read every word as
+    [UNK]."""
+    model = shutil.copytree(tiny_dir, tmp_path / "model")
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / f).unlink(missing_ok=True)
+    with pytest.raises(ValueError, match=rf"model {model}: its tokenizer has no vocabulary"):
+        load_hf(model)
+    with pytest.raises(ValueError, match="tokenizer.save_pretrained"):
+        load_text_encoder(model)

@@ -104,8 +104,9 @@ def load_hf(name_or_path: str | os.PathLike = MINILM, local_files_only: bool = T
     Raises:
         ValueError: a path that does not exist, a folder without ``config.json``, a folder
             whose files cannot be read (a bad config, missing or truncated weights; the
-            message names the folder and gives transformers' reason on one line), or a hub
-            name missing from the local cache.
+            message names the folder and gives transformers' reason on one line), a hub
+            name missing from the local cache, or a tokenizer that does not fit the model
+            (``check_tokenizer``: none saved, or another model's).
         ModuleNotFoundError: transformers (the ``text`` extra) is not installed.
     """
     transformers, _ = require_text_extra()
@@ -133,7 +134,33 @@ def load_hf(name_or_path: str | os.PathLike = MINILM, local_files_only: bool = T
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
+    check_tokenizer(name_or_path, model, tok)
     return model.eval(), tok
+
+
+def check_tokenizer(name, model, tok) -> None:
+    """Refuse a text encoder whose tokenizer cannot give it the texts' tokens: one that
+    knows only its special tokens (a model folder without its tokenizer files, for which
+    transformers builds an empty vocabulary: every word would be read as unknown, and every
+    approach would score noise), or one with more tokens than the encoder has token
+    embeddings (another model's tokenizer: a higher id is an IndexError inside the model).
+
+    Raises:
+        ValueError: naming the model, the tokenizer's size and what to do.
+    """
+    size = len(tok)
+    if size <= len(set(tok.all_special_ids)):
+        raise ValueError(f"model {name}: its tokenizer has no vocabulary, only its {size} "
+                         f"special tokens ({', '.join(tok.all_special_tokens)}), so every word "
+                         f"would be read as {tok.unk_token or 'unknown'}: the model folder "
+                         f"lacks the tokenizer's files (tokenizer.json or vocab.txt); save them "
+                         f"into it (tokenizer.save_pretrained(folder))")
+    rows = model.get_input_embeddings().num_embeddings
+    if size > rows:
+        raise ValueError(f"model {name}: its tokenizer has {size:,} tokens, but the encoder "
+                         f"has {rows:,} token embeddings (its config's vocab_size): the "
+                         f"tokenizer is another model's; save the model's own tokenizer into "
+                         f"its folder")
 
 
 class TextEncoder(nn.Module):

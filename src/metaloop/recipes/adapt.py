@@ -632,34 +632,7 @@ def load_model(spec: str, family: str, max_length: int = 32):
         model = load_text_encoder(spec, max_length=max_length)
     except ModuleNotFoundError as e:
         raise ValueError(str(e)) from e
-    _check_tokenizer(spec, model)
     return model, "text"
-
-
-def _check_tokenizer(spec: str, model) -> None:
-    """Refuse a text encoder whose tokenizer cannot give it the texts' tokens: one that
-    knows only its special tokens (a model folder without its tokenizer files, for which
-    transformers builds an empty vocabulary: every word would be read as unknown, and every
-    approach would score noise), or one with more tokens than the encoder has token
-    embeddings (another model's tokenizer: a higher id is an IndexError inside the model).
-
-    Raises:
-        ValueError: naming the model, the tokenizer's size and what to do.
-    """
-    tok = model.tokenizer
-    size = len(tok)
-    if size <= len(set(tok.all_special_ids)):
-        raise ValueError(f"model {spec}: its tokenizer has no vocabulary, only its {size} "
-                         f"special tokens ({', '.join(tok.all_special_tokens)}), so every word "
-                         f"would be read as {tok.unk_token or 'unknown'}: the model folder "
-                         f"lacks the tokenizer's files (tokenizer.json or vocab.txt); save them "
-                         f"into it (tokenizer.save_pretrained(folder))")
-    rows = model.encoder.get_input_embeddings().num_embeddings
-    if size > rows:
-        raise ValueError(f"model {spec}: its tokenizer has {size:,} tokens, but the encoder "
-                         f"has {rows:,} token embeddings (its config's vocab_size): the "
-                         f"tokenizer is another model's; save the model's own tokenizer into "
-                         f"its folder")
 
 
 def build_family(s, model, kind: str, split: str, shots: int, queries: int):
