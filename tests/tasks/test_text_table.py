@@ -406,3 +406,35 @@ def test_a_text_with_two_labels_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"1 text\(s\) carry more than one label, e.g. 'hello' "
                                          r"as 'a', 'b'"):
         TextTable(path, ways=2, shots=1, queries=1)
+
+
+def test_a_quote_left_open_is_named_not_read_as_one_long_text(tmp_path):
+    """A text that starts with a quote swallowed the rows after it, up to the next quote (or
+    the end of the file), into its own text: 4 rows became 1, without a word."""
+    from metaloop.tasks.text_table import read_text_table, read_texts
+
+    rows = ["text\tlabel", '"Quoted title, then more\tnews', "a plain line\tsport",
+            "another plain line\tnews", "one more\tsport", 'and an "end\tnews']
+    (tmp_path / "t.tsv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"t\.tsv: the row at line 2 runs to line 6, and its "
+                                         r"text holds lines that read as rows of their own "
+                                         r"\(e\.g\. 'another plain line\\tnews'\).*double a "
+                                         r"quote"):
+        read_text_table(tmp_path / "t.tsv")
+    with pytest.raises(ValueError, match="runs to line 6"):
+        read_texts(tmp_path / "t.tsv")
+    (tmp_path / "open.tsv").write_text("\n".join(rows[:-1]) + "\n")      # never closed
+    with pytest.raises(ValueError, match=r"the row at line 2 runs to line 5"):
+        read_text_table(tmp_path / "open.tsv")
+
+
+def test_a_quoted_text_with_line_breaks_and_commas_is_still_one_text(tmp_path):
+    with (tmp_path / "t.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerow(["Dear sir,\nthanks, truly,\nyours", "letter"])
+        w.writerow(["a short note", "note"])
+        w.writerow(["Line one\nnote, two", "letter"])       # a line that splits in two cells
+    texts, labels = ml.tasks.text_table.read_text_table(tmp_path / "t.csv")
+    assert texts[0] == "Dear sir,\nthanks, truly,\nyours" and labels == ["letter", "note",
+                                                                           "letter"]

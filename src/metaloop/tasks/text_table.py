@@ -87,12 +87,13 @@ def _repeated(names) -> dict[str, list[int]]:
 
 
 def _read_csv(path: Path, delimiter: str, encoding: str):
-    """(columns, [(line, row dict)], repeated) of a CSV/TSV file with a header row; blank
-    lines are skipped, and a row's line is the file line it starts on. ``repeated``: each
-    column name the header gives more than once -> a description of where (a row dict holds
-    only the last such column's value). A field may be of any length (the csv module's
-    default limit, 131,072 characters, is lifted while reading)."""
-    rows, columns, long, header = [], [], [], 1
+    """(columns, [(line, row dict)], repeated, ends) of a CSV/TSV file with a header row;
+    blank lines are skipped, and a row's line is the file line it starts on (``ends``: the
+    line each row that spans several ends on, by its start line). ``repeated``: each column
+    name the header gives more than once -> a description of where (a row dict holds only
+    the last such column's value). A field may be of any length (the csv module's default
+    limit, 131,072 characters, is lifted while reading)."""
+    rows, columns, long, header, ends = [], [], [], 1, {}
     kind = "TSV" if delimiter == "\t" else "CSV"
     with path.open(newline="", encoding=encoding) as f:
         reader = csv.reader(f, delimiter=delimiter)
@@ -107,6 +108,8 @@ def _read_csv(path: Path, delimiter: str, encoding: str):
                         if len(fields) > len(columns):      # zip would drop the extra cells
                             long.append(start)
                         rows.append((start, dict(zip(columns, fields))))
+                        if reader.line_num > start:
+                            ends[start] = reader.line_num
                 start = reader.line_num + 1
         except csv.Error as e:
             raise ValueError(f"text table {path} is not valid {kind} at line {start}: {e}"
@@ -120,7 +123,39 @@ def _read_csv(path: Path, delimiter: str, encoding: str):
                          f"\"a, b\")")
     repeated = {n: f"the header (line {header}) names it in columns "
                    f"{', '.join(map(str, pos))}" for n, pos in _repeated(columns).items()}
-    return columns, rows, repeated
+    return columns, rows, repeated, ends
+
+
+def _swallowed(path: Path, rows, ends: dict[int, int], columns: list[str], delimiter: str,
+               wanted: dict[str, str]) -> None:
+    """Refuse a quote that opens in a row's text and closes lines later (or never), so that
+    the rows between became part of that text: a field over several lines holding a line
+    that reads as a row of its own (as many cells as the header, and, where the labels are
+    read, a label the table has), which a text with line breaks of its own does not."""
+    label = wanted.get("label")
+    known = {_cell(row.get(label)) for _, row in rows} if label else set()
+    for start, row in rows:
+        end = ends.get(start)
+        if end is None:
+            continue
+        for value in row.values():
+            for piece in (value.split("\n")[1:] if isinstance(value, str) else []):
+                cells = next(csv.reader([piece], delimiter=delimiter), [])
+                if len(cells) != len(columns) or len(columns) < 2:
+                    continue
+                cell = dict(zip(columns, cells))
+                # a label the table has, or any, where the quote ran to the end of the file
+                # and took the row's own label with it
+                looks = cell[label].strip() and (cell[label].strip() in known
+                                                 or not _cell(row.get(label))) \
+                    if label else delimiter == "\t"
+                if looks:
+                    raise ValueError(
+                        f"text table {path}: the row at line {start} runs to line {end}, and "
+                        f"its text holds lines that read as rows of their own (e.g. "
+                        f"{piece[:60]!r}): a quote opens at line {start} and closes only at "
+                        f"line {end} (or at the end of the file); double a quote inside a "
+                        f"text (\"\") or quote the whole text")
 
 
 def _read_jsonl(path: Path, encoding: str):
@@ -254,9 +289,10 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
     try:
         if fmt == "jsonl":
             columns, rows, repeated = _read_jsonl(path, encoding)
+            ends = {}
         else:
-            columns, rows, repeated = _read_csv(
-                path, delimiter or ("," if fmt == "csv" else "\t"), encoding)
+            delimiter = delimiter or ("," if fmt == "csv" else "\t")
+            columns, rows, repeated, ends = _read_csv(path, delimiter, encoding)
     except UnicodeDecodeError as e:
         raise ValueError(f"text table {path} is not {encoding} text (byte {e.start}: "
                          f"{e.reason})") from e
@@ -276,6 +312,8 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
                              f"ambiguous, so rename or remove the others")
     if not rows:
         raise ValueError(f"text table {path} has a header but no rows")
+    if ends:
+        _swallowed(path, rows, ends, columns, delimiter, wanted)
     for which, name in wanted.items():
         nested = [(line, "list" if isinstance(row[name], list) else "object")
                   for line, row in rows if isinstance(row.get(name), (list, dict))]
