@@ -418,3 +418,21 @@ def test_the_prompt_rows_resume_to_the_uninterrupted_results_without_rerunning(
     assert len(calls) == 1                           # the last task only
     res = json.loads((out / "results.json").read_text())
     assert _without_times(res) == _without_times(whole)        # info: template, LOO score
+
+
+def test_a_run_folder_moved_elsewhere_resumes_there(setup, tmp_path, monkeypatch, capsys):
+    """Its meta runs live in OUT/meta and move with it; the kept identity named the old
+    folder's meta, so the resume was refused as another --meta-dir."""
+    run, other, _ = setup
+    meta = ("--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1",
+            "--split-fractions", "0.5,0,0.5")
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_at_task(m, 1)
+        assert main(_adapt(run, other, out, *meta)) == 130
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    capsys.readouterr()
+    assert main(_adapt(run, other, moved, *meta, "--resume")) == 0, capsys.readouterr().err
+    assert (moved / "results.json").is_file() and not (moved / recipe.PARTIAL).exists()
+    assert not out.exists()

@@ -471,6 +471,10 @@ results depend on), ``tasks_done``, ``per`` (each row's per-task accuracies and 
 trainable parameters and info) and ``eval_seconds``."""
 
 
+OUT_META = "<--out>/meta"
+"""How an identity records ``--meta-dir`` where it is the run folder's own ``meta``."""
+
+
 def identity(p: Prepared, out_dir=None) -> dict:
     """What an adapt run's results depend on: every setting (paths made absolute, the model
     as ``_model_identity``, the approaches and the LoRA targets as sorted lists of names:
@@ -478,7 +482,8 @@ def identity(p: Prepared, out_dir=None) -> dict:
     the checkpoint a metaloop ``--model`` run is at (its name and the sha256 of its
     tensors), and the sha256 of the user's data (``--family table``, ``folder``,
     ``tensors``). With ``out_dir`` (the run's ``--out``), ``--meta``'s default ``meta_dir``
-    is ``out_dir/meta``, whether given or not."""
+    is ``out_dir/meta``, whether given or not, and recorded as ``OUT_META``: a run folder
+    moved elsewhere (``mv runs/a runs/b``) resumes there."""
     s = p.settings
     out = dataclasses.asdict(s)
     if s.meta and not s.meta_dir and out_dir is not None:   # the default is one folder
@@ -491,6 +496,9 @@ def identity(p: Prepared, out_dir=None) -> dict:
     for key in ("data", "root", "meta_dir"):
         if out[key] is not None:
             out[key] = str(Path(out[key]).expanduser().resolve())
+    if out["meta_dir"] is not None and out_dir is not None and \
+            out["meta_dir"] == str(Path(out_dir).expanduser().resolve() / "meta"):
+        out["meta_dir"] = OUT_META           # moves with --out: a moved run resumes there
     if (Path(s.model).expanduser() / "LATEST").is_file():    # a metaloop run: its weights
         import hashlib
 
