@@ -347,13 +347,6 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
             if ec["tasks"] > 1 else "(one task: no 95% CI; "
         print(f"within-alphabet {error['ways']}-way {error['shots']}-shot error rate: "
               f"{100 * error['mean']:.2f}% {ci}{error['trials']} trials)")
-        for member in getattr(loaded, "members", [loaded]):  # an ensemble: every member's
-            split = member.config["family"]["split"]
-            if split in ("train", "val", "test", "trainval") and ec["split"] == "evaluation":
-                who = f"{member.path}: " if len(args.checkpoint) > 1 else ""
-                print(f"note: {who}family.split = {split!r} (Vinyals) holds characters of "
-                      f"the evaluation alphabets; the original challenge trains on the "
-                      f"background alphabets only", file=sys.stderr)
     rec = None
     if args.record:            # checked before results.json: a record it refuses leaves none
         rec = records.eval_record(
