@@ -260,7 +260,8 @@ def test_empty_tables_and_malformed_lines(tmp_path):
         TextTable(bad)
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
-    with pytest.raises(ValueError, match="latin.csv is not utf-8-sig text"):
+    with pytest.raises(ValueError, match=r"latin.csv is not UTF-8 text: byte 0xe9 at offset 14 "
+                                         r"\(line 2\).*save it as UTF-8"):
         TextTable(latin)
     with pytest.raises(ValueError, match="a delimiter applies to CSV and TSV files, not JSONL"):
         TextTable(bad, delimiter=",")
@@ -307,7 +308,7 @@ def test_read_texts_reads_a_text_column_or_the_lines_of_a_txt_file(tmp_path):
 @pytest.mark.parametrize("name,content,kw,message", [
     ("q.txt", "", {}, "holds no text"),
     ("q.txt", "a\n", {"delimiter": ";"}, "a .txt file holds one text per line"),
-    ("q.txt", b"\xff\n", {}, "is not utf-8-sig text"),
+    ("q.txt", b"\xff\n", {}, "is not UTF-8 text: byte 0xff at offset 0 (line 1)"),
     ("missing.txt", None, {}, "does not exist"),
     ("q.csv", "text,label\n,x\n", {}, "1 row(s) have empty texts (column 'text') at line 2"),
     ("q.csv", "sentence\nx\n", {}, "has no text column 'text'"),
@@ -380,11 +381,26 @@ def test_a_json_list_or_object_as_a_text_or_label_is_named(tmp_path, field, valu
         TextTable(path, ways=2, shots=1, queries=1)
 
 
-def test_json_numbers_and_booleans_are_still_read_as_their_string_form(tmp_path):
+def test_json_numbers_and_booleans_are_read_as_written_as_in_a_csv(tmp_path):
+    """A JSONL label true was class "True" (Python's spelling) and 1.0e2 class "100.0", where
+    the same table as CSV has "true" and "1.0e2": one table, two sets of class names."""
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps({"text": i, "label": i % 2 == 0}) + "\n"
                             for i in range(4)))
-    assert read_text_table(path) == (["0", "1", "2", "3"], ["True", "False", "True", "False"])
+    assert read_text_table(path) == (["0", "1", "2", "3"], ["true", "false", "true", "false"])
+    cells = [("true", "true"), ("false", "false"), ("1", "1"), ("1.0", "1.0"),
+             ("1.0e2", "1.0e2"), ("-0.50", "-0.50"), ('"01"', "01"), ("12345678901234567890",
+                                                                        "12345678901234567890")]
+    (tmp_path / "u.jsonl").write_text("".join(f'{{"text": {j}.5, "label": {c}}}\n'
+                                              for j, (c, _) in enumerate(cells)))
+    (tmp_path / "u.csv").write_text("text,label\n" + "".join(f"{j}.5,{v}\n"
+                                                             for j, (_, v) in enumerate(cells)))
+    texts, labels = read_text_table(tmp_path / "u.jsonl")
+    assert (texts, labels) == read_text_table(tmp_path / "u.csv")
+    assert labels == [v for _, v in cells] and texts[0] == "0.5"
+    (tmp_path / "n.jsonl").write_text('{"text": "a", "label": null}\n')
+    with pytest.raises(ValueError, match=r"1 row\(s\) have empty labels .* at line 1"):
+        read_text_table(tmp_path / "n.jsonl")
 
 
 def test_a_repeated_row_is_read_once_so_no_task_shows_a_text_as_support_and_query(tmp_path):
@@ -438,3 +454,78 @@ def test_a_quoted_text_with_line_breaks_and_commas_is_still_one_text(tmp_path):
     texts, labels = ml.tasks.text_table.read_text_table(tmp_path / "t.csv")
     assert texts[0] == "Dear sir,\nthanks, truly,\nyours" and labels == ["letter", "note",
                                                                            "letter"]
+
+
+def test_texts_that_differ_only_in_case_spacing_or_unicode_form_are_one_text(tmp_path):
+    """"great movie" and "GREAT  MOVIE" are one text to an uncased encoder (the same token
+    ids), yet both were read, so a task could hold one as support and the other as query."""
+    base = [f"movie {c} number {i}" for c in "ab" for i in range(3)]
+    variants = [t.upper().replace(" ", "  ") for t in base]
+    variants += ["\ufb01ne caf\u00e9", "FINE  CAFE\u0301"]          # the ligature fi, NFC, NFD
+    labels = [t.split()[1] for t in base] * 2 + ["a", "a"]
+    path = tmp_path / "t.csv"
+    write_table(path, [{"text": t, "label": lab} for t, lab in zip(base + variants, labels)])
+    fam = TextTable(path, ways=2, shots=1, queries=1)
+    assert fam.repeated == 7 and len(fam.texts) == 7
+    assert fam.texts[:3] == base[:3] and "\ufb01ne caf\u00e9" in fam.texts  # first spelling
+    batch = fam.sample(200, torch.Generator().manual_seed(0))
+    for i in range(200):
+        support = {ml.tasks.text_table.folded(t) for t in fam.text_of(batch.support_x[i])}
+        query = {ml.tasks.text_table.folded(t) for t in fam.text_of(batch.query_x[i])}
+        assert not support & query
+    (tmp_path / "two.csv").write_text("text,label\nGreat movie,pos\ngreat  MOVIE,neg\n"
+                                      "x,pos\ny,neg\n")
+    with pytest.raises(ValueError, match=r"1 text\(s\) carry more than one label, e.g. 'Great "
+                                         r"movie' as 'pos', 'neg'.*differ only in case"):
+        TextTable(tmp_path / "two.csv", ways=2, shots=1, queries=1)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_label_spelled_two_ways_is_named_not_read_as_two_classes(tmp_path, suffix):
+    """"Sports" and "sports" (or "weather  report" and "weather report", or an accent
+    composed and decomposed) were two classes of one topic, without a word."""
+    rows = [{"text": f"t{i}", "label": lab} for i, lab in enumerate(
+        ["Sports", "sports", "weather  report", "weather report", "caf\u00e9", "cafe\u0301"])]
+    path = write_table(tmp_path / f"t{suffix}", rows)
+    with pytest.raises(ValueError, match=r"3 label\(s\) are spelled more than one way, "
+                                         r"differing only in case, white space or Unicode "
+                                         r"form: 'Sports' and 'sports'; 'weather  report' and "
+                                         r"'weather report'; .*spell each class one way"):
+        read_text_table(path)
+    with pytest.raises(ValueError, match="spelled more than one way"):
+        TextTable(path, ways=2, shots=1, queries=1)
+    # surrounding spaces are stripped: " sports " is class "sports"; "01" and "1" differ
+    rows = [{"text": f"t{i}", "label": lab} for i, lab in enumerate([" sports ", "sports",
+                                                                     "01", "1"])]
+    assert read_text_table(write_table(tmp_path / f"u{suffix}", rows))[1] == [
+        "sports", "sports", "01", "1"]
+
+
+def test_a_txt_line_is_one_text_even_with_a_form_feed_or_line_separator_inside(tmp_path):
+    """splitlines cut a .txt line at a form feed or U+2028 (common in pasted web text), so
+    predict classified two halves of one text as two texts."""
+    path = tmp_path / "q.txt"
+    path.write_bytes("one\u2028still one\nform\x0cfeed\r\nthree\rfour\n".encode())
+    assert read_texts(path) == ["one\u2028still one", "form\x0cfeed", "three", "four"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".txt"])
+def test_a_byte_that_is_not_utf8_is_named_at_its_offset_and_line_in_the_file(tmp_path, suffix):
+    """The offset named was the byte's offset in the chunk being read (byte 1746 for one at
+    34,514 in a CSV), which sent the user to the wrong place in a large table."""
+    lines = [json.dumps({"text": f"t{i}", "label": "a"}) if suffix == ".jsonl" else f"t{i},a"
+             for i in range(3000)]
+    head = (b"" if suffix == ".jsonl" else b"text,label\n") + "\n".join(lines).encode() + b"\n"
+    bad = ('{"text": "caf\xe9", "label": "a"}\n' if suffix == ".jsonl" else "caf\xe9,a\n")
+    path = tmp_path / f"t{suffix}"
+    path.write_bytes(head + bad.encode("latin-1"))
+    line = head.count(b"\n") + 1
+    offset = len(head) + bad.index("\xe9")
+    read = read_texts if suffix == ".txt" else read_text_table
+    with pytest.raises(ValueError, match=rf"is not UTF-8 text: byte 0xe9 at offset {offset} "
+                                         rf"\(line {line}\): invalid continuation byte; save it "
+                                         rf"as UTF-8"):
+        read(path)
+    path.write_bytes("text,label\nx,a\n".encode("utf-16"))            # Windows PowerShell's >
+    with pytest.raises(ValueError, match="it is UTF-16 text"):
+        read(path)

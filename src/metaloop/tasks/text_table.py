@@ -10,14 +10,19 @@ The format follows the file's extension: ``.csv`` (comma, or ``delimiter``), ``.
 ``.tab`` (tab), ``.jsonl`` / ``.ndjson`` (one JSON object per line). CSV and TSV files need a
 header row; their text is read as UTF-8 (a byte-order mark is skipped). A column (JSON key)
 that is read must be named once: a header or JSON object that names it twice is an error,
-not read from one of the two. A JSON text or label must be a string (a number or boolean is
-read as its string form, ``1`` -> ``"1"``); a list or object is an error. Errors name the
-file and the line numbers (the header is line 1 of a CSV or TSV file).
+not read from one of the two. A JSON text or label is read as it is written, so that a
+table reads the same in every format: a number keeps its spelling (``1`` -> ``"1"``, ``1.0``
+-> ``"1.0"``, ``1e2`` -> ``"1e2"``), a boolean is ``"true"`` or ``"false"``, and ``null`` is
+an empty cell; a list or object is an error. Errors name the file and the line numbers (the
+header is line 1 of a CSV or TSV file).
 
-A text is one example: ``TextTable`` reads a row that repeats an earlier row's text and
-label once (``repeated`` counts the others, and ``describe`` says so), so that no task holds
-the same text as a support example and a query; a text that the table labels two ways is an
-error.
+Texts and labels are compared as ``folded`` spells them: Unicode NFKC, case folded, each run
+of white space one space. Two labels that differ only so are an error (one class spelled two
+ways), not two classes. A text is one example: ``TextTable`` reads a row whose text folds to
+an earlier row's, under the same label, once (``repeated`` counts the others, and
+``describe`` says so), so that no task holds the same text (as an uncased encoder such as
+all-MiniLM-L6-v2 tokenizes it: ``"Great movie"`` and ``"GREAT  MOVIE"`` give the same token
+ids) as a support example and a query; a text that the table labels two ways is an error.
 
 Classes are split into disjoint meta-train / validation / test classes by
 ``split_classes(class_names, fractions, split_seed)`` over the whole table, before any class
@@ -30,11 +35,13 @@ the example's index into ``family.texts`` ``[n, S, 1]``.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import csv
 import difflib
 import json
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -72,10 +79,46 @@ def _missing_column(path: Path, which: str, name: str, columns: Sequence[str]) -
                       f"are {list(columns)}")
 
 
+def _undecodable(what: str, path: Path, encoding: str) -> ValueError:
+    """The error for a file that is not ``encoding`` text, naming its first bad byte, that
+    byte's offset in the file and its line. (The offset of a decode error raised while a file
+    is read counts from the start of the chunk being read, not of the file, so the file's
+    bytes are decoded again here.)"""
+    raw = path.read_bytes()
+    name = codecs.lookup(encoding).name
+    utf8 = name in ("utf-8", "utf-8-sig")
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        where = f": byte 0x{raw[e.start]:02x} at offset {e.start} (line {line}): {e.reason}"
+    else:                                                  # not expected: the reader failed
+        where = ""
+    hint = ""
+    if utf8 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        hint = "; it is UTF-16 text (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+    elif utf8:
+        hint = "; save it as UTF-8" + (" (in Excel: CSV UTF-8)" if path.suffix.lower() == ".csv"
+                                       else "")
+    return ValueError(f"{what} {path} is not {'UTF-8' if utf8 else encoding} text{where}{hint}")
+
+
 def _cell(value) -> str:
+    """A cell's text, stripped: a JSON boolean as JSON spells it (``true``), ``null`` empty
+    (JSON numbers arrive as the strings they are written as)."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value.strip() if isinstance(value, str) else str(value).strip()
+
+
+def folded(text: str) -> str:
+    """``text`` as texts and labels are compared: Unicode NFKC, case folded, each run of
+    white space one space: ``"Great  movie"`` and ``"GREAT MOVIE"`` fold alike, as do an
+    ``é`` written as one code point and as ``e`` with a combining accent."""
+    return " ".join(unicodedata.normalize(
+        "NFKC", unicodedata.normalize("NFKC", text).casefold()).split())
 
 
 def _repeated(names) -> dict[str, list[int]]:
@@ -174,7 +217,9 @@ def _read_jsonl(path: Path, encoding: str):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line, object_pairs_hook=pairs)
+                # numbers (and NaN, Infinity) as written: 1.0 stays "1.0", as in a CSV
+                obj = json.loads(line, object_pairs_hook=pairs, parse_int=str,
+                                 parse_float=str, parse_constant=str)
             except json.JSONDecodeError as e:
                 raise ValueError(f"text table {path}: line {line_no} is not valid JSON: "
                                  f"{e.msg}") from e
@@ -193,8 +238,8 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
     """The texts and labels of a CSV, TSV or JSONL table, one example per row.
 
     Texts and labels are stripped of surrounding white space; JSON numbers and booleans
-    become strings (``1`` -> ``"1"``), JSON lists and objects are refused. Blank JSONL lines
-    are skipped.
+    are read as written (``1.0`` -> ``"1.0"``, ``true`` -> ``"true"``), ``null`` as empty,
+    JSON lists and objects are refused. Blank JSONL lines are skipped.
 
     Args:
         path: a ``.csv``, ``.tsv``, ``.tab``, ``.jsonl`` or ``.ndjson`` file.
@@ -211,7 +256,8 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
             JSONL, text that is not in ``encoding``, malformed CSV or JSON (with the line), a
             missing column (listing the columns it has), a column named twice (in the header
             or a JSON object), no rows, empty labels or texts, or JSON lists or objects as
-            labels or texts (with their line numbers).
+            labels or texts (with their line numbers), or labels that differ only in case,
+            white space or Unicode form (``folded``: one class spelled two ways, named).
     """
     for which, name in (("text", text_column), ("label", label_column)):
         if not isinstance(name, str) or not name:
@@ -222,6 +268,15 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
                          f"{text_column!r}")
     texts, labels = _read_columns(path, {"text": text_column, "label": label_column},
                                   delimiter, encoding)
+    spellings: dict[str, list[str]] = {}
+    for lab in dict.fromkeys(labels):
+        spellings.setdefault(folded(lab), []).append(lab)
+    twice = [names for names in spellings.values() if len(names) > 1]
+    if twice:
+        shown = "; ".join(" and ".join(map(repr, names)) for names in twice[:3])
+        raise ValueError(f"text table {Path(path).expanduser()}: {len(twice)} label(s) are "
+                         f"spelled more than one way, differing only in case, white space or "
+                         f"Unicode form: {shown}; spell each class one way")
     return texts, labels
 
 
@@ -238,7 +293,7 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
 
     Returns:
         N strings, in the file's order, stripped of surrounding white space; blank lines of a
-        ``.txt`` file are skipped.
+        ``.txt`` file are skipped (a line ends at a line feed, CR LF or CR only).
 
     Raises:
         ValueError: as :func:`read_text_table` (naming the file), and a ``.txt`` file with
@@ -257,10 +312,11 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
         raise ValueError(f"text file {p} " + ("is not a file" if p.exists()
                                                else "does not exist"))
     try:
-        lines = p.read_text(encoding=encoding).splitlines()
+        # read_text makes CR LF and CR line feeds; splitlines would also cut a text at a
+        # form feed or a Unicode line separator (U+2028) inside it
+        lines = p.read_text(encoding=encoding).split("\n")
     except UnicodeDecodeError as e:
-        raise ValueError(f"text file {p} is not {encoding} text (byte {e.start}: "
-                         f"{e.reason})") from e
+        raise _undecodable("text file", p, encoding) from e
     texts = [line.strip() for line in lines if line.strip()]
     if not texts:
         raise ValueError(f"text file {p} holds no text (one text per line)")
@@ -294,8 +350,7 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
             delimiter = delimiter or ("," if fmt == "csv" else "\t")
             columns, rows, repeated, ends = _read_csv(path, delimiter, encoding)
     except UnicodeDecodeError as e:
-        raise ValueError(f"text table {path} is not {encoding} text (byte {e.start}: "
-                         f"{e.reason})") from e
+        raise _undecodable("text table", path, encoding) from e
     if fmt != "jsonl" and not columns:
         named = " and ".join(repr(n) for n in wanted.values())
         raise ValueError(f"text table {path} is empty: it needs a header row naming the "
@@ -322,7 +377,7 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
             raise ValueError(f"text table {path}: {len(nested)} row(s) hold a JSON "
                              f"{' or '.join(kinds)} as their {which} (field {name!r}) at "
                              f"{_lines([line for line, _ in nested])}; a {which} must be a "
-                             f"string (a number or boolean is read as its string form)")
+                             f"string (a number or boolean is read as written)")
     values = [[_cell(row.get(name)) for _, row in rows] for name in wanted.values()]
     for (which, name), vals in sorted(zip(wanted.items(), values),
                                       key=lambda item: item[0][0] != "label"):
@@ -335,33 +390,37 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
 
 def _unique_rows(path: Path, texts: list[str], labels: list[str]
                  ) -> tuple[list[str], list[str], int]:
-    """The table's rows with each (text, label) pair once, in first-seen order, and how many
-    repeats were left out: a repeated text could otherwise be a task's support example and
-    its query at once.
+    """The table's rows with each text once, in first-seen order and spelling, and how many
+    repeats were left out: texts are one text when they fold alike (``folded``: they differ
+    only in case, white space or Unicode form, and an uncased encoder gives them the same
+    token ids), so a repeated text could otherwise be a task's support example and its
+    query at once.
 
     Raises:
         ValueError: a text that the table labels two ways (naming it and its labels).
     """
     label_of: dict[str, str] = {}
+    first: dict[str, str] = {}                       # folded text -> its first spelling
     clash: dict[str, list[str]] = {}
     kept_texts, kept_labels = [], []
     for t, lab in zip(texts, labels):
-        seen = label_of.setdefault(t, lab)
+        key = folded(t)
+        seen = label_of.setdefault(key, lab)
+        if key not in first:
+            first[key] = t
+            kept_texts.append(t)
+            kept_labels.append(lab)
         if seen != lab:
-            other = clash.setdefault(t, [seen])
+            other = clash.setdefault(key, [seen])
             if lab not in other:
                 other.append(lab)
     if clash:
-        shown = "; ".join(f"{t[:60]!r} as {', '.join(map(repr, labs))}"
-                          for t, labs in list(clash.items())[:3])
+        shown = "; ".join(f"{first[k][:60]!r} as {', '.join(map(repr, labs))}"
+                          for k, labs in list(clash.items())[:3])
         raise ValueError(f"text table {path}: {len(clash)} text(s) carry more than one label, "
-                         f"e.g. {shown}; a text must have one label: fix or remove those rows")
-    done = set()
-    for t, lab in zip(texts, labels):
-        if t not in done:
-            done.add(t)
-            kept_texts.append(t)
-            kept_labels.append(lab)
+                         f"e.g. {shown}; a text must have one label (texts that differ only "
+                         f"in case, white space or Unicode form are one text): fix or remove "
+                         f"those rows")
     return kept_texts, kept_labels, len(texts) - len(kept_texts)
 
 
@@ -416,14 +475,15 @@ class TextTable:
         all_class_names: every label of the table (sorted).
         texts: every text of the classes used; ``labels`` int64 ``[N]`` their class ids.
         dropped: the classes dropped for having too few texts (``drop_small``).
-        repeated: how many rows repeated an earlier row's text and label (read once).
+        repeated: how many rows repeated an earlier row's text (up to case, white space
+            and Unicode form: ``folded``) and label, read once.
         input_shape: ``(L,)`` with a tokenizer, ``(1,)`` without.
 
     Raises:
         ValueError: naming the file: every error of ``read_text_table``, an unknown split,
             unknown class names, fewer classes than ``ways`` (in the split), and classes with
             fewer than ``shots + queries`` texts (named; unless ``drop_small``), a text
-            labelled two ways (named with its labels).
+            labelled two ways (named with its labels; texts compared as ``folded``).
     """
 
     kind = "classification"
