@@ -222,6 +222,18 @@ def test_image_flags_and_bad_tables_are_refused_by_name(runs, tmp_path, capsys):
              "no text column 'text'", "['sentence', 'label']")
 
 
+def test_a_support_text_under_two_labels_is_named(runs, tmp_path, capsys):
+    """The support table was read as it was: one text under two labels became two
+    prototypes' examples, as a task's table never is."""
+    run = runs("protonet")
+    support = tmp_path / "s.csv"
+    support.write_text("text,label\nthe green plant,plant\na tall person,person\n"
+                       "The  Green plant,person\n")
+    _queries(tmp_path / "q.txt")
+    _refused(["predict", "--checkpoint", run, "--support", str(support), "--query",
+              str(tmp_path / "q.txt")], capsys, tmp_path, "the green plant", "person", "plant")
+
+
 def test_table_flags_are_refused_for_an_image_run(omniglot_root, tmp_path, capsys):
     (tmp_path / "c.toml").write_text(
         f'[family]\nname = "omniglot"\nroot = "{omniglot_root}"\nways = 2\nshots = 1\n'

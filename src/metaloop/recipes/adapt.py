@@ -1242,7 +1242,8 @@ def describe(heldout: TextTable, train: dict[int, TextTable]) -> str:
         d = summary["dropped_classes"]
         lines.append(f"dropped {len(d)} class(es) with too few texts: {_listed(d)}")
     if heldout.repeated:
-        lines.append(f"{heldout.repeated} row(s) repeat an earlier row's text and label: "
+        lines.append(f"{heldout.repeated} row(s) repeat an earlier row's text (up to case "
+                     f"and spacing) and label: "
                      f"each text is read once")
     return "\n".join(lines)
 

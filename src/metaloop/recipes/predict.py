@@ -27,7 +27,7 @@ from metaloop.data.lake_runs import OFFICIAL_RUNS_SHA256, read_lake_runs, runs_d
 from metaloop.evaluate.heldout import mean_ci, shift_averaged
 from metaloop.runs import Run
 from metaloop.tasks.augment import shifted_support
-from metaloop.tasks.text_table import FORMATS, read_text_table, read_texts
+from metaloop.tasks.text_table import FORMATS, read_text_table, read_texts, unique_rows
 
 __all__ = ["QUERY_CHUNK", "TEXT_CHUNK", "TENSOR_SUFFIXES", "Predictions", "TensorPredictions",
            "TextPredictions", "check_image_run", "check_text_run", "classify_folders",
@@ -334,6 +334,8 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
                          f"but {support} and {query} are neither")
     texts, labels = read_text_table(support, text_column, label_column,
                                     delimiter if _separated(support) else None)
+    # each text once, as a task reads a table; one text under two labels is named
+    texts, labels, _ = unique_rows(Path(support).expanduser(), texts, labels)
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise ValueError(f"{support} has {len(classes)} label ({classes[0]!r}); the support "

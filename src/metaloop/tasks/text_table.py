@@ -388,7 +388,7 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
     return values
 
 
-def _unique_rows(path: Path, texts: list[str], labels: list[str]
+def unique_rows(path: Path, texts: list[str], labels: list[str]
                  ) -> tuple[list[str], list[str], int]:
     """The table's rows with each text once, in first-seen order and spelling, and how many
     repeats were left out: texts are one text when they fold alike (``folded``: they differ
@@ -500,7 +500,7 @@ class TextTable:
             raise ValueError(f"TextTable split must be one of {list(SPLITS)}, got {split!r}")
         texts, labels = read_text_table(self.path, text_column, label_column, delimiter,
                                         encoding)
-        texts, labels, self.repeated = _unique_rows(self.path, texts, labels)
+        texts, labels, self.repeated = unique_rows(self.path, texts, labels)
         self.all_class_names = sorted(set(labels))
         if classes is not None:
             check_name_list("TextTable classes", classes)
