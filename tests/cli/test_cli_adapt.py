@@ -302,7 +302,8 @@ def test_table_says_how_many_rows_repeat_and_how_many_texts_are_cut(tiny_bert, t
     assert main(_table_argv(tiny_bert, data, out, "--max-length", "7", "--approaches",
                             "probe-ridge")) == 0
     text = capsys.readouterr().out
-    assert "2 row(s) repeat an earlier row's text and label: each text is read once" in text
+    assert ("2 row(s) repeat an earlier row's text (up to case and spacing) and label: each "
+            "text is read once") in text
     assert ("36 of 38 texts are longer than --max-length 7 tokens (with the tokenizer's "
             "special ones) and are cut to their first 7; --max-length up to 64 reads more of "
             "them") in text
