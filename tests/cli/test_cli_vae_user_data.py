@@ -246,3 +246,16 @@ def test_data_that_is_neither_a_folder_nor_a_file_is_named_as_such(special, tmp_
     err = _refused(capsys, out, _vae(special, out, *TINY))
     assert f"data {special} exists but is neither a folder nor a regular file" in err
     assert "does not exist" not in err and err.count("\n") == 1
+
+
+def test_class_folders_named_with_dollars_or_another_script_are_drawn(tmp_path):
+    # "a $x^$" was read as mathtext and stopped the run at classes.png, after training;
+    # "日本" was drawn as empty boxes, with a warning
+    data = write_shape_folder(tmp_path / "写真", per_class=6, shapes=("circle", "cross"))
+    (data / "circle").rename(data / "a $x^$")
+    (data / "cross").rename(data / "日本")
+    out = tmp_path / "out"
+    assert _vae(data, out, "--model", "cvae", *TINY, "--k", "2", "--test-fraction",
+                "0.34") == 0
+    r = json.loads((out / "results.json").read_text())
+    assert "classes.png" in r["pictures"] and _png(out / "classes.png")

@@ -253,3 +253,83 @@ def test_protocol_refuses_max_minutes_that_is_not_a_finite_positive_number(minut
     with pytest.raises(ValueError, match="max_minutes must be a finite number > 0"):
         protocol.train_protocol(images(), "unused", protocol.ProtocolSettings(),
                                 max_minutes=minutes)
+
+
+def _gen_calls(model, cvae):
+    from metaloop.generative import binarize_dynamic, elbo, invert_classifier, reparameterize
+
+    x = binary()
+    return {
+        "elbo": lambda g: elbo(model, x, generator=g),
+        "iwae_bound": lambda g: iwae_bound(model, x, 2, generator=g),
+        "reparameterize": lambda g: reparameterize(torch.zeros(2, 3), torch.zeros(2, 3),
+                                                   generator=g),
+        "sample": lambda g: model.sample(2, generator=g),
+        "sample_classes": lambda g: sample_classes(cvae, [0, 1], 2, generator=g),
+        "binarize_dynamic": lambda g: binarize_dynamic(images(), generator=g),
+        "invert_classifier": lambda g: invert_classifier(Classifier(2), 0, steps=1,
+                                                         generator=g),
+    }
+
+
+@pytest.mark.parametrize("bad", [3, "g", torch.tensor(3)])
+def test_a_generator_of_another_type_is_named_before_torch_sees_it(bad):
+    torch.manual_seed(0)
+    calls = _gen_calls(vae(), CVAE(2, 3, hidden=(16,)))
+    for name, call in calls.items():                # torch raised a TypeError naming neither
+        with pytest.raises(ValueError, match=rf"^{name}: generator must be a "
+                                             rf"torch.Generator or None, got"):
+            call(bad)
+        call(torch.Generator().manual_seed(0))        # a generator, and None, still work
+        call(None)
+    with pytest.raises(ValueError, match=r"^sample: generator .*manual_seed\(3\)"):
+        AE(3, hidden=(16,)).sample(2, generator=3)
+
+
+@pytest.mark.parametrize("seed", [1.5, "0", None, True, 2 ** 64])
+def test_a_seed_that_torch_cannot_take_is_named_before_any_work(seed):
+    from metaloop.generative import binarize_static
+    from metaloop.generative.data import split_indices
+
+    model, x = vae(), binary()
+    calls = {"fit_generative": lambda: fit_generative(model, images(), epochs=1, seed=seed,
+                                                      progress=False),
+             "evaluate_bounds": lambda: evaluate_bounds(model, x, seed=seed),
+             "train_classifier": lambda: train_classifier(images(4), torch.tensor([0, 1] * 2),
+                                                          2, seed=seed, progress=False),
+             "binarize_static": lambda: binarize_static(images(), seed=seed),
+             "split_indices": lambda: split_indices(torch.tensor([0, 0, 1, 1]), 2, 0.5, seed)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, call in calls.items():     # RuntimeError / TypeError from torch, or from "+ 1"
+        with pytest.raises(ValueError, match=rf"^{name}: seed must be an int"):
+            call()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_fit_generative_names_a_seed_it_would_overflow_by_one():
+    # the largest seed torch takes is 2**64 - 1, and the static binarisation uses seed + 1
+    with pytest.raises(ValueError, match=r"seed must be an int in \[-2\*\*63, 2\*\*64 - 2\]"):
+        fit_generative(vae(), images(), epochs=1, seed=2 ** 64 - 1, binarize="static",
+                       progress=False)
+
+
+@pytest.mark.parametrize("progress", ["no", None, 0])
+def test_progress_that_is_not_true_or_false_is_named(progress):
+    # "no" drew a bar (a true string); None passed for False
+    model = vae()
+    for name, call in {
+            "fit_generative": lambda: fit_generative(model, images(), epochs=1,
+                                                     progress=progress),
+            "evaluate_bounds": lambda: evaluate_bounds(model, binary(), progress=progress),
+            "train_classifier": lambda: train_classifier(images(4), torch.tensor([0, 1] * 2),
+                                                         2, progress=progress)}.items():
+        with pytest.raises(ValueError, match=rf"^{name}: progress must be True or False"):
+            call()
+
+
+def test_an_on_epoch_that_is_not_callable_is_named_before_training():
+    model = vae()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"on_epoch must be None or a callable"):
+        fit_generative(model, images(), epochs=1, on_epoch="log", progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -87,3 +87,71 @@ def test_grey_training_pixels_fail_before_anything_is_trained_or_written(
     with pytest.raises(ValueError, match="1 of the 6,400 pixels lie strictly between 0 and 1"):
         call[study]()
     assert not out.exists()
+
+
+def _shapes_npz(path):
+    x = (np.random.default_rng(0).random((60, 8, 8)) < 0.3).astype(np.uint8) * 255
+    np.savez(path, x=x, y=np.arange(60) % 3)
+    return E.Settings(model="cvae", data=str(path), image_size=8, test_fraction=0.5,
+                      invert="never", latent=2, hidden=(8,), epochs=1, k=0,
+                      classifier_epochs=1, quality_samples=6, progress=False)
+
+
+def test_a_new_run_leaves_no_file_of_the_earlier_run_in_its_folder(tmp_path):
+    from dataclasses import replace
+
+    from metaloop.generative import inversion
+
+    s, out = _shapes_npz(tmp_path / "d.npz"), tmp_path / "run"
+    E.run(s, out)
+    assert (out / "classes.png").exists() and (out / "model.safetensors").exists()
+    E.run(replace(s, model="vae"), out)
+    # the CVAE's classes.png stayed beside the VAE's results, which did not list it
+    assert not (out / "classes.png").exists()
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(
+        __import__("json").loads((out / "results.json").read_text())["pictures"])
+    # the transfer study left the VAE's model, metrics and pictures beside its own
+    # results.json, which does not describe them
+    inversion.transfer_study(s, inversion.InversionSettings(steps=1), [0.05], out)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "results.json"]
+    assert inversion.FIGURE in E.PICTURES           # the comparison's figure is one of them
+
+
+def test_the_saved_model_follows_the_umask_as_the_other_files(tmp_path):
+    import os
+    import stat
+
+    s, out = _shapes_npz(tmp_path / "d.npz"), tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        E.run(s, out)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()
+             if not p.name.startswith(".")}
+    assert modes["model.safetensors"] == 0o644                # safetensors made it 0600
+    assert modes["results.json"] == 0o644
+
+
+def test_a_path_given_as_a_path_is_written_as_its_text(tmp_path):
+    # results.json failed to be written (TypeError: PosixPath is not JSON serializable)
+    # after the whole run had trained and drawn
+    from dataclasses import replace
+
+    s = _shapes_npz(tmp_path / "d.npz")
+    s = replace(s, data=tmp_path / "d.npz", model="vae")
+    assert s.data == str(tmp_path / "d.npz")
+    r = E.run(s, tmp_path / "run")
+    assert __import__("json").loads((tmp_path / "run" / "results.json").read_text())[
+        "settings"]["data"] == r["settings"]["data"] == str(tmp_path / "d.npz")
+
+
+def test_a_progress_setting_that_is_not_true_or_false_is_named_before_anything_is_written(
+        tmp_path):
+    from dataclasses import replace
+
+    s = replace(_shapes_npz(tmp_path / "d.npz"), progress="no")
+    with pytest.raises(ValueError, match="settings: progress must be True or False"):
+        E.run(s, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -47,3 +47,46 @@ def test_grids_are_saved_grey_or_in_colour(channels, mode, tmp_path):
     plots.save_sweep({2: {"a": images}}, {}, tmp_path / "sweep.png")
     with Image.open(tmp_path / "sweep.png") as im:
         assert im.mode == mode
+
+
+def test_own_text_is_written_as_it_is_not_as_mathtext_or_empty_boxes(tmp_path, monkeypatch):
+    from matplotlib import rcParams
+
+    texts, _ = plots.figure_text(["$5 and $10", "a $x^$"])         # dollars, not mathtext
+    assert texts == [r"\$5 and \$10", r"a \$x^\$"]
+    fonts = {"default.ttf": {ord(c) for c in "abcdefghijklmnopqrstuvwxyz $^ñú"},
+             "other.ttf": {ord("日")}}
+    monkeypatch.setattr(plots, "_font_chars", lambda path: fonts.get(path, set()))
+    monkeypatch.setattr("matplotlib.font_manager.findfont", lambda *a, **k: "default.ttf")
+    monkeypatch.setattr(plots, "_installed_fonts", lambda: (("Other", "other.ttf"),))
+    texts, family = plots.figure_text(["日本", "ñandú"])     # 日 from Other; 本 from none
+    assert texts == ["日\\u672c", "ñandú"]
+    assert family == [*rcParams["font.family"], "Other"]
+    monkeypatch.undo()
+    # a class folder named in broken mathtext stopped the run at its first picture; a name
+    # in a script the font lacks was drawn as empty boxes with a warning (an error here)
+    plots.save_grid(torch.rand(3, 2, 1, 8, 8), tmp_path / "g.png", title="VAE 写真",
+                    row_labels=["a $x^$", "日本", "$5 and $10"])
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.mode == "L"
+
+
+def test_the_inversion_figure_writes_own_class_names_and_path_as_they_are(tmp_path):
+    from metaloop.generative import inversion
+
+    k, per = 2, 3
+    scores = {name: {"frechet": 1.0, "top_confidence_inverted": 0.5,
+                     "top_confidence_independent": 0.5} for name in ("real", *inversion.METHODS)}
+    for name in inversion.CONDITIONAL:
+        scores[name].update(frechet_class=2.0, accuracy_independent=0.5,
+                            mean_confidence_inverted=0.5)
+    results = {"n_classes": k, "per_class": per, "class_names": ["a $x^$", "日本"],
+               "data": "/data/$x^$/写真", "chance": 0.5, "scores": scores,
+               "classifier_test_accuracy": {"inverted": 0.9, "independent": 0.9}}
+    samples = {name: torch.rand(k * per, 1, 8, 8) for name in inversion.METHODS}
+    inversion.save_figure(samples, results, inversion.InversionSettings(), tmp_path / "f.png")
+    with Image.open(tmp_path / "f.png") as im:
+        assert im.mode == "L"
+        # 3 images a row: each panel still as wide as its score line "FD .. (to class c ..)
+        # B acc ..% (chance ..%)", about 3 inches at 80 dpi (they overlapped and were cut)
+        assert im.width >= 3 * 3.2 * 80

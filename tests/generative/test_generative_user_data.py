@@ -196,11 +196,18 @@ def test_the_hash_follows_the_data(folder, npz, tmp_path):
      r"leaves 3 training and 0 test"),
     (lambda p: (np.savez(p / "f.npz", x=np.full((6, 4, 4), 2.0), y=np.arange(6) % 2),
                 p / "f.npz")[1], r"float pixels x must lie in \[0, 1\], got range \[2, 2\]"),
+    (lambda p: (np.savez(p / "e.npz", x=np.full((6, 4, 4), 1 + 1e-7), y=np.arange(6) % 2),
+                p / "e.npz")[1],                    # was "got range [1, 1]": no problem seen
+     r"float pixels x must lie in \[0, 1\], got range \[1.0000001, 1.0000001\] \(96 "
+     r"pixel\(s\) outside\); .* clip them"),
     (lambda p: (np.savez(p / "i.npz", x=np.full((6, 4, 4), 300), y=np.arange(6) % 2),
                 p / "i.npz")[1], r"integer pixels x must lie in 0..255, got 300..300"),
     (lambda p: (np.savez(p / "s.npz", x=np.zeros((6, 2, 4, 4)), y=np.arange(6) % 2),
                 p / "s.npz")[1], r"x must be images \[N, H, W\] or \[N, C, H, W\] with C = 1 "
                                  r"or 3"),
+    (lambda p: (np.savez(p / "hwc.npz", x=np.zeros((6, 5, 4, 3), np.uint8),
+                         y=np.arange(6) % 2), p / "hwc.npz")[1],       # as NumPy lays it out
+     r"got shape \[6, 5, 4, 3\]; channels last, .* Store x.transpose\(0, 3, 1, 2\)"),
     (lambda p: (np.savez(p / "y.npz", x=np.zeros((6, 4, 4)), y=np.arange(5)),
                 p / "y.npz")[1], r"y must be integer labels \[N\] with N = 6"),
     (lambda p: (np.savez(p / "k.npz", x=np.zeros((6, 4, 4))), p / "k.npz")[1],

@@ -284,3 +284,19 @@ def test_projection_follows_the_last_stage_in_log_passes():
 def test_check_protocol_settings_needs_a_finite_lr_and_an_int_curve_every(kw, match):
     with pytest.raises(ValueError, match=match):
         P.check_protocol_settings(P.settings_from(**kw))
+
+
+def test_a_path_given_as_a_path_is_checkpointed_as_its_text(tmp_path):
+    # the loaders take a Path; the run trained its first pass, then failed to write the
+    # checkpoint's state.json (TypeError: PosixPath is not JSON serializable)
+    import numpy as np
+
+    x = (np.random.default_rng(0).random((40, 8, 8)) < 0.3).astype(np.uint8) * 255
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 2)
+    s = P.ProtocolSettings(data=tmp_path / "d.npz", image_size=8, test_fraction=0.25,
+                           invert="never", latent=2, hidden=(8,), stages=1, curve_k=2,
+                           curve_examples=4)
+    assert s.data == str(tmp_path / "d.npz")
+    state = P.run(s, tmp_path / "run", final_k=2, log=None)
+    assert state["done"] and state["settings"]["data"] == str(tmp_path / "d.npz")
+    assert ckpt.load_checkpoint(tmp_path / "run")[1]["settings"]["data"] == s.data

@@ -13,7 +13,13 @@ import torch
 from torch import nn
 
 from metaloop.generative import likelihoods
-from metaloop.generative.nets import Decoder, Encoder, check_number, check_positive
+from metaloop.generative.nets import (
+    Decoder,
+    Encoder,
+    check_generator,
+    check_number,
+    check_positive,
+)
 
 
 class AE(nn.Module):
@@ -94,11 +100,13 @@ class AE(nn.Module):
                 the prior N(0, I) that a VAE would use.
 
         Raises:
-            ValueError: ``n`` not a positive int, or a ``code_gaussian`` that is not a finite
+            ValueError: ``n`` not a positive int, a ``generator`` that is not a
+                ``torch.Generator`` or None, or a ``code_gaussian`` that is not a finite
                 mean ``[L]`` and a positive definite covariance ``[L, L]`` for this model's
                 L.
         """
         check_positive("number of samples", n)
+        check_generator("sample", generator)
         if code_gaussian is not None:
             _check_code_gaussian(code_gaussian, self.latent)
         eps = torch.randn(n, self.latent, generator=generator)     # [n, L], on the CPU

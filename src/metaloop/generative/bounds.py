@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop.generative import likelihoods
-from metaloop.generative.nets import latent_log_normal
+from metaloop.generative.nets import check_flag, check_generator, check_seed, latent_log_normal
 
 
 class LatentModel(Protocol):
@@ -90,8 +90,10 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None,
         ``[B, L]`` if ``n`` is None, else ``[n, B, L]``.
 
     Raises:
-        ValueError: an ``n`` that is not None or an int >= 1.
+        ValueError: an ``n`` that is not None or an int >= 1, or a ``generator`` that is not
+            a ``torch.Generator`` or None.
     """
+    check_generator("reparameterize", generator)
     if n is not None:
         n = _count("reparameterize", "n", n)
     shape = mu.shape if n is None else (n, *mu.shape)
@@ -114,12 +116,14 @@ def elbo(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
         ``recon`` the one-sample estimate of E_q[log p(x|z)].
 
     Raises:
-        ValueError: a model without ``posterior`` and ``log_px`` (an ``AE``). The pixels
+        ValueError: a model without ``posterior`` and ``log_px`` (an ``AE``), or a
+            ``generator`` that is not a ``torch.Generator`` or None. The pixels
             are not checked here, as this is the training loss computed every step (a check
             would cost a host sync per step): NaN pixels give NaN bounds. Check data once
             with ``likelihoods.check_data``, or use ``evaluate_bounds``, which does.
     """
     _check_latent_model("elbo", model)
+    check_generator("elbo", generator)
     return _elbo(model, x, y, generator)
 
 
@@ -178,8 +182,9 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int, y: torch.Tensor | No
             model without ``posterior`` and ``log_px`` (an ``AE``); data that is not
             ``[B, C, H, W]``, or pixels that do not suit the model's likelihood
             (``likelihoods.check_data``: NaN, outside [0, 1], ...), as ``evaluate_bounds``
-            checks. (An evaluation, not a per-step loss: the pixel check costs one host
-            sync per call, against ``k`` decoder passes.)
+            checks; a ``generator`` that is not a ``torch.Generator`` or None. (An
+            evaluation, not a per-step loss: the pixel check costs one host sync per call,
+            against ``k`` decoder passes.)
     """
     for name, v in (("k", k), ("chunk", chunk)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
@@ -187,6 +192,7 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int, y: torch.Tensor | No
                              f"{name}={v!r}")
     k, chunk = int(k), int(chunk)
     _check_latent_model("iwae_bound", model)
+    check_generator("iwae_bound", generator)
     _check_pixels("iwae_bound", model, x)
     return _iwae_bound(model, x, k, y, chunk, generator)
 
@@ -228,7 +234,8 @@ def evaluate_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None 
             (an ``AE``: the bounds need a VAE or CVAE); labels that are not one per
             example; or, for a model with a ``likelihood``, pixels that do not suit it
             (``likelihoods.check_data``: NaN, outside [0, 1], or not binary for
-            ``"bernoulli"``).
+            ``"bernoulli"``); a ``seed`` that is not an int torch takes, or a ``progress``
+            that is not True or False.
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) == 0:
         got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -238,6 +245,8 @@ def evaluate_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None 
     k = int(k)
     batch_size = _count("evaluate_bounds", "batch_size", batch_size)
     chunk = _count("evaluate_bounds", "chunk", chunk)
+    seed = check_seed("evaluate_bounds", seed)
+    check_flag("evaluate_bounds", "progress", progress)
     _check_latent_model("evaluate_bounds", model)
     if y is not None and (not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]):
         got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from metaloop.generative.nets import check_positive
+from metaloop.generative.nets import check_generator, check_positive
 from metaloop.generative.vae import VAE
 
 
@@ -70,10 +70,12 @@ def sample_classes(model: VAE, classes: Sequence[int] | torch.Tensor, per_class:
         ``[K, per_class, C, H, W]`` mean images.
 
     Raises:
-        ValueError: for an unknown class or ``per_class`` < 1.
+        ValueError: for an unknown class, ``per_class`` < 1, or a ``generator`` that is not a
+            ``torch.Generator`` or None.
     """
     t = check_classes(model, classes)
     check_positive("samples per class", per_class)
+    check_generator("sample_classes", generator)
     y = t.repeat_interleave(per_class).to(model.decoder.bias.device)   # [K * per_class]
     x = model.sample(len(y), y=y, generator=generator)         # [K * per_class, C, H, W]
     return x.reshape(len(t), per_class, *x.shape[1:])

@@ -72,6 +72,7 @@ import torch.nn.functional as F
 
 from metaloop.data.images import INVERT_MODES, pad_square
 from metaloop.data.omniglot import RESAMPLE
+from metaloop.generative.nets import check_generator, check_seed
 
 DATASETS = ("fashion-mnist", "omniglot", "omniglot-mixed")
 TENSOR_SUFFIXES = (".npz", ".pt")
@@ -295,8 +296,11 @@ def _read_tensors(path: Path, image_size: int, invert: str, channels: int) -> Im
     if x.dim() == 3:
         x = x.unsqueeze(1)                                                   # [N, 1, H, W]
     if x.dim() != 4 or x.shape[1] not in (1, 3) or len(x) == 0:
+        last = (x.dim() == 4 and len(x) and x.shape[-1] in (1, 3))     # [N, H, W, C]?
         raise ValueError(f"tensor file {path}: x must be images [N, H, W] or [N, C, H, W] "
-                         f"with C = 1 or 3 and N > 0, got shape {list(x.shape)}")
+                         f"with C = 1 or 3 and N > 0, got shape {list(x.shape)}"
+                         + ("; channels last, as NumPy and Pillow lay out images? Store "
+                            "x.transpose(0, 3, 1, 2)" if last else ""))
     if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(f"tensor file {path}: y must be integer labels [N] with N = {len(x)} "
                          f"(as x), got {y.dtype} {list(y.shape)}")
@@ -308,9 +312,11 @@ def _read_tensors(path: Path, image_size: int, invert: str, channels: int) -> Im
                          f"{int(y.min())}..{int(y.max())}")
     if x.is_floating_point():
         lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 1:
+        if lo < 0 or hi > 1:                 # digits enough to show 1.0000001 above 1
+            out = int(((x < 0) | (x > 1)).sum())
             raise ValueError(f"tensor file {path}: float pixels x must lie in [0, 1], got "
-                             f"range [{lo:.3g}, {hi:.3g}]; scale them (e.g. x / 255) or store "
+                             f"range [{lo:.9g}, {hi:.9g}] ({out:,} pixel(s) outside); scale "
+                             f"them (e.g. x / 255), clip them (numpy.clip(x, 0, 1)) or store "
                              f"uint8")
         u = x.to(torch.float32)
     elif x.dtype == torch.bool:
@@ -369,7 +375,8 @@ def split_indices(labels: torch.Tensor, n_classes: int, test_fraction: float = T
     Raises:
         ValueError: ``labels`` that are not integer ``[N]`` or fall outside
             ``[0, n_classes)`` (they would belong to neither part), an ``n_classes`` that is
-            not an int >= 1, or a ``test_fraction`` not strictly between 0 and 1.
+            not an int >= 1, a ``test_fraction`` not strictly between 0 and 1, or a ``seed``
+            that is not an int torch takes.
     """
     if not isinstance(n_classes, numbers.Integral) or isinstance(n_classes, bool) or \
             n_classes < 1:
@@ -388,7 +395,7 @@ def split_indices(labels: torch.Tensor, n_classes: int, test_fraction: float = T
         raise ValueError(f"labels must be in [0, {n_classes}) for n_classes={n_classes}, got "
                          f"{bad[:10]}: those examples would be in neither part")
     n_classes = int(n_classes)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed("split_indices", seed))
     train, test = [], []
     for c in range(n_classes):
         idx = (labels == c).nonzero().flatten()                              # [n_c]
@@ -421,13 +428,14 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
         ``n_classes`` and ``class_names``.
 
     Raises:
-        ValueError: as ``read_user``; a bad option; fewer than 2 training or 2 test images
-            after the split (naming the counts per class).
+        ValueError: as ``read_user``; a bad option or ``seed``; fewer than 2 training or 2
+            test images after the split (naming the counts per class).
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
     check_data_options(str(path), image_size=image_size, invert=invert,
                        test_fraction=test_fraction, channels=channels)
+    check_seed("load_user", seed)                       # before the images are decoded
     d = read_user(path, image_size=image_size, invert=invert, channels=channels)
     tr, te = split_indices(d.labels, d.n_classes, test_fraction, seed)
     if len(tr) < 2 or len(te) < 2:
@@ -500,7 +508,12 @@ def binarize_dynamic(images: torch.Tensor, generator: torch.Generator | None = N
 
     Returns:
         floats ``[N, ...]`` (the default dtype) of 0s and 1s.
+
+    Raises:
+        ValueError: images that are not uint8, or a ``generator`` that is not a
+            ``torch.Generator`` or None.
     """
+    check_generator("binarize_dynamic", generator)
     return torch.bernoulli(to_unit(images), generator=generator)
 
 
@@ -526,7 +539,12 @@ def binarization_entropy(images: torch.Tensor) -> torch.Tensor:
 
 
 def binarize_static(images: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> torch.Tensor:
-    """The fixed binarisation with ``seed``: the same 0/1 images on every call."""
+    """The fixed binarisation with ``seed``: the same 0/1 images on every call.
+
+    Raises:
+        ValueError: images that are not uint8, or a ``seed`` that is not an int torch takes.
+    """
+    seed = check_seed("binarize_static", seed)
     return binarize_dynamic(images, torch.Generator().manual_seed(seed))
 
 

@@ -37,7 +37,7 @@ from metaloop.generative.ae import AE, fit_code_gaussian
 from metaloop.generative.bounds import evaluate_bounds
 from metaloop.generative.cvae import CVAE, check_classes, sample_classes
 from metaloop.generative.fit import fit_generative
-from metaloop.generative.nets import check_positive, logit_of_mean
+from metaloop.generative.nets import check_flag, check_positive, logit_of_mean
 from metaloop.generative.vae import VAE
 from metaloop.train import checkpoint as ckpt
 
@@ -51,7 +51,7 @@ class Settings:
     Attributes:
         model: ``"ae"``, ``"vae"`` or ``"cvae"``.
         data: one of ``data.DATASETS``, or the path of your own image folder or tensor
-            file (``data.load_user``).
+            file (``data.load_user``; a ``Path`` is kept as its text, as is ``root``).
         latent: size of z.
         arch: ``"mlp"`` (IWAE 784-200-200-L, tanh) or ``"conv"``.
         hidden: MLP hidden widths.
@@ -115,6 +115,13 @@ class Settings:
     channels: int = 1
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        # a path given as a Path, as the loaders take it, is kept as the text that
+        # results.json holds (it failed there, after the whole run)
+        for name in ("data", "root"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+
 
 def check_settings(s: Settings) -> None:
     """Fail early, with the offending value named, before any data is loaded.
@@ -127,6 +134,7 @@ def check_settings(s: Settings) -> None:
     gdata.check_data_options(s.data, resample=s.resample, test_fraction=s.test_fraction,
                              root=s.root, **gdata.decoding(s))
     check_positive("latent size (--latent)", s.latent)
+    check_flag("settings", "progress", s.progress)      # read only once training starts
     likelihoods.check_kind(s.likelihood)
     gdata.check_binarize(s.binarize)
     for name in ("epochs", "batch_size", "eval_batch", "classifier_epochs", "quality_samples"):
@@ -220,15 +228,21 @@ def checked_pixels(s: Settings, tr: gdata.ImageData, te: gdata.ImageData) -> tor
     return x_te
 
 
+# Every picture a run of this module or of ``inversion`` draws in its folder.
+PICTURES = ("samples.png", "samples_fitted.png", "reconstructions.png", "interpolations.png",
+            "classes.png", "sweep.png", "inversion_compare.png")
+
+
 def _start_out(out: Path) -> None:
-    """Make the folder ``out`` for a new run: an earlier run's ``results.json`` is removed and
-    ``metrics.jsonl`` emptied, so a run stopped before its end leaves no result behind that
-    describes another run (``results.json`` is written last, by ``_write_results``), nor an
-    earlier run's ``model.safetensors``; the temporary files a killed writer left are
+    """Make the folder ``out`` for a new run: an earlier run's ``results.json``,
+    ``model.safetensors`` and pictures (``PICTURES``) are removed and ``metrics.jsonl``
+    emptied, so that neither a run stopped before its end (``results.json`` is written last,
+    by ``_write_results``) nor one that draws other pictures (a VAE after a CVAE) leaves
+    files behind that describe another run; the temporary files a killed writer left are
     removed (``checkpoint.remove_stale``)."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt.remove_stale(out)
-    for name in ("results.json", "model.safetensors"):      # an earlier run's: not this one
+    for name in ("results.json", "model.safetensors", *PICTURES):  # an earlier run's
         (out / name).unlink(missing_ok=True)
     (out / "metrics.jsonl").write_text("")
 
@@ -239,6 +253,9 @@ def _save_model(model: torch.nn.Module, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         save_file(model.state_dict(), str(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)          # safetensors makes 0600; a run is for sharing
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -18,7 +18,12 @@ from tqdm.auto import tqdm
 
 from metaloop.generative import likelihoods
 from metaloop.generative.data import binarize_dynamic, binarize_static, check_binarize, to_unit
-from metaloop.generative.nets import check_number, check_positive
+from metaloop.generative.nets import (
+    check_flag,
+    check_number,
+    check_positive,
+    check_seed,
+)
 from metaloop.meta._common import check_inputs
 
 
@@ -80,8 +85,10 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
     Raises:
         ValueError: for bad sizes, no images, learning rates or a budget that are not finite
             numbers > 0, an unknown binarisation, missing labels (or not one per image) for a
-            conditional model, images or labels on another device than the model, or
-            non-binary data for the Bernoulli decoder with ``binarize="none"``.
+            conditional model, images or labels on another device than the model,
+            non-binary data for the Bernoulli decoder with ``binarize="none"``, a ``seed``
+            that is not an int torch takes, an ``on_epoch`` that is not callable, or a
+            ``progress`` that is not True or False; all before the first step.
     """
     check_binarize(binarize)
     check_positive("epochs", epochs)
@@ -91,6 +98,11 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
         check_number("lr_end", lr_end)
     if cpu_budget_s is not None:
         check_number("cpu_budget_s", cpu_budget_s)
+    seed = check_seed("fit_generative", seed, added=1)      # seed + 1: the static coins
+    if on_epoch is not None and not callable(on_epoch):
+        raise ValueError(f"fit_generative: on_epoch must be None or a callable "
+                         f"on_epoch(record), got {on_epoch!r}")
+    check_flag("fit_generative", "progress", progress)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 \
             or images.dim() != 4:
         got = (f"{images.dtype} {list(images.shape)}" if isinstance(images, torch.Tensor)

@@ -50,6 +50,7 @@ from metaloop.generative import plots, quality
 from metaloop.generative.cvae import sample_classes
 from metaloop.generative.experiment import (
     DATA_LABELS,
+    PICTURES,
     Settings,
     _jsonl,
     _start_out,
@@ -386,7 +387,9 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
             ``root``, ``progress`` are used).
         inv: the inversion settings (``lrs`` replaces ``lr``).
         lrs: Adam learning rates on the pixel logits, each > 0.
-        out: output folder (created): ``results.json``.
+        out: output folder (created): ``results.json``, written at the end, when an
+            earlier run's model, metrics and pictures there (``experiment.PICTURES``) are
+            removed; a study stopped before leaves the folder as it was.
 
     Returns:
         ``rows``: one dict per (start, lr): ``start``, ``lr``, ``max_steps`` and the scores
@@ -445,6 +448,8 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
                "wall_s": time.perf_counter() - wall_start, "threads": torch.get_num_threads()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "metrics.jsonl", *PICTURES):     # an earlier run's,
+        (out / name).unlink(missing_ok=True)          # which this results.json would replace
     _write_results(out, results)
     return results
 
@@ -528,10 +533,14 @@ def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionS
     """The comparison's one figure: 2 rows of 3 panels (``PANELS``), scores under each."""
     k, per_class = results["n_classes"], results["per_class"]
     names = results["class_names"][:min(inv.figure_classes, k)]
+    acc = results["classifier_test_accuracy"]
+    texts, family = plots.figure_text([*(str(nm)[:14] for nm in names),
+                                       gdata.data_label(results["data"])])
     panels = {name: _panel(samples[name], name, k, per_class, inv)
               for row in PANELS for name in row}
     r, c = panels["inversion"].shape[:2]
-    fig = Figure(figsize=(3 * 0.32 * c + 2.2, 2 * (0.32 * r + 1.3) + 0.5), dpi=dpi)
+    # a panel as wide as its score lines under it, however few images per row it shows
+    fig = Figure(figsize=(3 * max(0.32 * c, 3.2) + 2.2, 2 * (0.32 * r + 1.3) + 0.5), dpi=dpi)
     for i, row in enumerate(PANELS):
         for j, name in enumerate(row):
             ax = fig.add_subplot(len(PANELS), len(row), i * len(row) + j + 1)
@@ -541,17 +550,17 @@ def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionS
             if j == 0 and name in CONDITIONAL:
                 hh = panels[name].shape[-2] + 1
                 ax.set_yticks([q * hh + hh / 2 - 1 for q in range(len(names))],
-                              [str(nm)[:14] for nm in names], fontsize=8)
+                              texts[:-1], fontsize=8, fontfamily=family)
                 ax.tick_params(length=0)
             title = results.get("methods", METHODS)[name]
             title = title.replace(", from", ",\nfrom").replace(" + ", "\n+ ")
             ax.set_title(title, fontsize=9)
             ax.set_xlabel(_label(name, results["scores"][name], results["chance"]), fontsize=8)
-    acc = results["classifier_test_accuracy"]
-    fig.suptitle(f"{results['data']}: A (inverted) and B (independent) classifiers, test "
+    fig.suptitle(f"{texts[-1]}: A (inverted) and B (independent) classifiers, test "
                  f"accuracy {100 * acc['inverted']:.1f}% / {100 * acc['independent']:.1f}%; "
                  f"FD in B's features (real images: "
-                 f"{results['scores']['real']['frechet']:.1f})", fontsize=10)
+                 f"{results['scores']['real']['frechet']:.1f})", fontsize=10,
+                 fontfamily=family)
     fig.tight_layout()
     plots._save(fig, path, colour=panels["inversion"].shape[-3] == 3)
 

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from metaloop.func.params import eval_mode
+from metaloop.generative.nets import check_generator
 
 DEFAULT_IMAGE_SHAPE = (1, 28, 28)   # the generative models' images (quality.Classifier's input)
 INIT_EPS = 0.01                      # an init image's pixels are clamped to [eps, 1 - eps]
@@ -236,9 +237,11 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
         ValueError: naming the problem, for a classifier that is not an ``nn.Module`` or
             callable, fails on the images, or does not return float logits ``[n, K]``; a target
             that is not integer or lies outside ``[0, K)``; a bad ``image_shape``, ``init`` or
-            ``n``; a negative ``l2`` or ``tv``; a bad ``steps``, ``lr`` or ``jitter``.
+            ``n``; a negative ``l2`` or ``tv``; a bad ``steps``, ``lr`` or ``jitter``; a
+            ``generator`` that is not a ``torch.Generator`` or None.
     """
     _check_classifier(classifier)
+    check_generator("invert_classifier", generator)
     l2, tv = _check_penalty("l2", l2), _check_penalty("tv", tv)
     steps = _check_count("steps", steps, 0)
     jitter = _check_count("jitter", jitter, 0)

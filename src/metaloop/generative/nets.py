@@ -11,6 +11,7 @@ Both take an optional one-hot label, concatenated to the flattened features (enc
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,38 @@ def check_number(name: str, value: object, low: float = 0.0, strict: bool = True
         raise ValueError(f"{name} must be {'>' if strict else '>='} {low:g} (a finite "
                          f"number), got {value!r}")
     return float(value)
+
+
+def check_generator(what: str, generator: object) -> None:
+    """Raise ValueError naming ``what`` unless ``generator`` is a ``torch.Generator`` or
+    None (a seed given in its place failed deep inside torch, naming neither)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        seed = (generator if isinstance(generator, numbers.Integral)
+                and not isinstance(generator, bool) else "seed")
+        raise ValueError(f"{what}: generator must be a torch.Generator or None, got "
+                         f"{type(generator).__name__} {generator!r}; for a seeded one pass "
+                         f"torch.Generator().manual_seed({seed})")
+
+
+def check_seed(what: str, seed: object, added: int = 0) -> int:
+    """``seed`` as an int, if it is an integer (Python's or NumPy's, not a bool) that torch
+    takes as a seed, also with ``added`` (what ``what`` adds to it) added.
+
+    Raises:
+        ValueError: naming ``what`` and the seed.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not -2 ** 63 <= seed <= 2 ** 64 - 1 - added:
+        raise ValueError(f"{what}: seed must be an int in [-2**63, 2**64 - {1 + added}] "
+                         f"(torch's seeds), got {seed!r}")
+    return int(seed)
+
+
+def check_flag(what: str, name: str, value: object) -> None:
+    """Raise ValueError naming ``what`` and ``name`` unless ``value`` is True or False (a
+    string such as "no" was taken as True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{what}: {name} must be True or False, got {value!r}")
 
 
 def _check_arch(arch: str, image_shape: tuple[int, int, int]) -> None:

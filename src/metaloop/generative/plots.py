@@ -3,10 +3,12 @@
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend state).
 Grey images (one channel, 1 = ink) are drawn dark on white and saved as 8-bit grey PNGs;
 colour images (three channels, RGB in [0, 1]) are drawn as they are and saved as RGB PNGs.
+Text of your own (class names, a data folder's name) is written as it is (``figure_text``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,65 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+# matplotlib's font of last resort, which draws every character as an empty box
+_BOXES = "Last Resort"
+
+
+@functools.cache
+def _font_chars(path: str) -> frozenset[int]:
+    """The code points the font file ``path`` has glyphs for (none for an unreadable one)."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+@functools.cache
+def _installed_fonts() -> tuple[tuple[str, str], ...]:
+    """(family, file) of the fonts matplotlib knows, in name order, but the boxes font."""
+    from matplotlib import font_manager
+
+    return tuple(sorted({(f.name, f.fname) for f in font_manager.fontManager.ttflist
+                         if not f.name.startswith(_BOXES)}))
+
+
+def figure_text(texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``texts`` of your own (class names, a data folder's name) as a figure writes them,
+    and the font families to write them in.
+
+    - A ``$`` is a dollar sign, not the start of matplotlib's mathtext: a class folder
+      named ``$5 and $10`` lost its dollars to italics, and one named ``a $x^$`` stopped
+      the run at its first picture, after training.
+    - A character the default font lacks (a class folder named in Japanese, say) is drawn
+      from an installed font that has it; one that no installed font has is written as its
+      code point (``\\u65e5``), not as an empty box with a warning.
+
+    Returns:
+        The texts to draw, and the ``fontfamily`` list to draw them with.
+    """
+    from matplotlib import font_manager, rcParams
+
+    texts = [str(t) for t in texts]
+    default = _font_chars(font_manager.findfont(font_manager.FontProperties()))
+    missing = {c for t in texts for c in t if ord(c) not in default and not c.isspace()}
+    families, found = list(rcParams["font.family"]), set()
+    for name, path in _installed_fonts() if missing else ():
+        have = {c for c in missing - found if ord(c) in _font_chars(path)}
+        if have:
+            families.append(name)
+            found |= have
+        if found == missing:
+            break
+
+    def written(t: str) -> str:
+        t = "".join(c.encode("unicode_escape").decode() if c in missing and c not in found
+                    else c for c in t)
+        return t.replace("$", r"\$")
+
+    return [written(t) for t in texts], families
 
 
 def tile(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -107,13 +168,14 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, *, title: str | Non
     show(ax, arr)
     ax.set_xticks([])
     ax.set_yticks([])
+    texts, family = figure_text([*(row_labels or ()), title or ""])
     if row_labels:
         hh = images.shape[-2] + 1
-        ax.set_yticks([i * hh + hh / 2 - 1 for i in range(len(row_labels))], list(row_labels),
-                      fontsize=8)
+        ax.set_yticks([i * hh + hh / 2 - 1 for i in range(len(row_labels))], texts[:-1],
+                      fontsize=8, fontfamily=family)
         ax.tick_params(length=0)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(texts[-1], fontsize=9, fontfamily=family)
     _save(fig, path, colour=arr.ndim == 3)
 
 

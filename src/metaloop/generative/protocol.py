@@ -93,7 +93,8 @@ class ProtocolSettings:
 
     Attributes:
         data: one of ``data.DATASETS`` (the paper's Omniglot sizes: ``"omniglot-mixed"``),
-            or the path of your own image folder or tensor file (``data.load_user``).
+            or the path of your own image folder or tensor file (``data.load_user``; a
+            ``Path`` is kept as its text, as is ``root``).
         latent: size of z (50 in the paper).
         hidden: MLP hidden widths (200, 200 in the paper).
         batch_size: examples per Adam step (20).
@@ -132,6 +133,13 @@ class ProtocolSettings:
     test_fraction: float = gdata.TEST_FRACTION
     channels: int = 1
     data_hash: str | None = None
+
+    def __post_init__(self) -> None:
+        # a path given as a Path is kept as the text every checkpoint's state.json holds
+        # (it failed there, after the first pass)
+        for name in ("data", "root"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
 
 
 # Settings that change the trained parameters; a resumed run must keep them.

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metaloop.generative.data import to_unit
-from metaloop.generative.nets import check_number, check_positive
+from metaloop.generative.nets import check_flag, check_number, check_positive, check_seed
 
 
 class Classifier(nn.Module):
@@ -99,9 +99,12 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
     Raises:
         ValueError: no images, images that are not uint8 ``[N, C, H, W]``, an ``n_classes``
             that is not an int >= 2, labels that are not int64 ``[N]`` in
-            ``[0, n_classes)``, or bad epochs, batch size or rate.
+            ``[0, n_classes)``, bad epochs, batch size or rate, a ``seed`` that is not an
+            int torch takes, or a ``progress`` that is not True or False.
     """
     check_positive("classifier epochs", epochs)
+    seed = check_seed("train_classifier", seed)
+    check_flag("train_classifier", "progress", progress)
     check_positive("classifier batch_size", batch_size)
     check_number("classifier lr", lr)
     if not isinstance(n_classes, numbers.Integral) or isinstance(n_classes, bool) or \

@@ -18,7 +18,13 @@ from torch import nn
 
 from metaloop.generative import likelihoods
 from metaloop.generative.bounds import elbo
-from metaloop.generative.nets import Decoder, Encoder, check_number, check_positive
+from metaloop.generative.nets import (
+    Decoder,
+    Encoder,
+    check_generator,
+    check_number,
+    check_positive,
+)
 
 
 class VAE(nn.Module):
@@ -108,8 +114,13 @@ class VAE(nn.Module):
             y: int64 ``[n]`` labels (conditional model only), on the model's device.
             generator: optional CPU random generator (z is drawn on the CPU, so a seed gives
                 the same z on every device).
+
+        Raises:
+            ValueError: ``n`` not a positive int, or a ``generator`` that is not a
+                ``torch.Generator`` or None.
         """
         check_positive("number of samples", n)
+        check_generator("sample", generator)
         z = torch.randn(n, self.latent, generator=generator)   # [n, L], drawn on the CPU
         z = z.to(self.decoder.bias)                            # the model's dtype and device
         return likelihoods.mean(self.decode(z, y), self.likelihood)
