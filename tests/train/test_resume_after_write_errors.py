@@ -158,6 +158,9 @@ def test_a_checkpoint_is_as_readable_as_its_latest(tmp_path):
         os.umask(old)
     assert final.stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "run" / "LATEST").stat().st_mode & 0o777 == 0o644
+    # the files in it too: safetensors writes its tensors file 0600
+    for f in ("tensors.safetensors", "state.json"):
+        assert (final / f).stat().st_mode & 0o777 == 0o644, f
 
 
 def test_a_new_protocol_run_removes_what_a_kill_before_its_first_checkpoint_left(tmp_path,

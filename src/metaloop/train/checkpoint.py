@@ -147,6 +147,7 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(f, 0o666 & ~_umask())    # safetensors makes its file 0600
         os.chmod(tmp, 0o777 & ~_umask())      # mkdtemp makes 0700: a run is for sharing,
         final = run_dir / name                # as its LATEST and files are
         if final.exists():
