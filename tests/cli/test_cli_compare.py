@@ -134,12 +134,19 @@ def test_print_config_with_flags_of_a_run_is_refused(tmp_path, capsys, monkeypat
 def test_a_training_seed_equal_to_the_held_out_seed_is_refused(tmp_path, capsys):
     """Sinusoid's held-out tasks are its training tasks drawn from eval.seed: with --seed
     1000003 (the shipped eval.seed) and --meta-batch 100 the first training batch was the
-    first 100 held-out tasks, exactly."""
-    assert main(["compare", "--methods", "maml", "--iterations", "2", "--meta-batch", "100",
-                 "--seed", "1000003", "--tasks", "2", "--no-progress", "--out",
-                 str(tmp_path / "o")]) == 2
+    first 100 held-out tasks, exactly. The flag is named (it was named as the config key
+    train.seed, with the fix "give eval.seed another value"); a file's key by its key."""
+    argv = ["compare", "--methods", "maml", "--iterations", "2", "--meta-batch", "100",
+            "--tasks", "2", "--no-progress", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--seed", "1000003"]) == 2
     err = capsys.readouterr().err
-    assert "train.seed = eval.seed = 1000003" in err and "tasks it is scored on" in err
+    assert err.count("\n") == 1 and "--seed 1000003 is the held-out tasks' seed" in err
+    assert "tasks it is scored on" in err and "give another --seed" in err
+    assert "train.seed" not in err and not (tmp_path / "o").exists()
+    (tmp_path / "c.toml").write_text("[train]\nseed = 1000003\n")
+    assert main([*argv, "--config", str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "train.seed = eval.seed = 1000003" in err and "--seed" not in err
     assert not (tmp_path / "o").exists()
 
 
@@ -294,6 +301,9 @@ def test_a_config_without_compare_methods_keeps_the_default(tmp_path):
     (["--shots", "0"], None, "--shots must be positive, got 0"),
     (["--tasks", "-2"], None, "--tasks must be positive, got -2"),
     (["--seed", "-1"], None, "--seed must be an integer >= 0, got -1"),
+    # (--ways 1 was named as the config key family.ways, which the file may not set)
+    (["--ways", "1", "omniglot"], None, "--ways must be >= 2: a 1-way task is always "
+                                        "answered right, got 1"),
     (["--seed", str(2**64)], None, f"--seed must be below 2**64 (it seeds a torch.Generator), "
                                    f"got {2**64}"),
     # ... and a config file's value by its key (it was named as the flag --iterations)
@@ -310,3 +320,21 @@ def test_bad_values_are_named_where_they_were_given(tmp_path, capsys, flags, tex
     err = capsys.readouterr().err
     assert message in err and "--iterations" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_checkpoint_of_a_run_as_out_is_refused(tmp_path, capsys):
+    """--out naming one ckpt-* folder of a run wrote the comparison's results.json, plots and
+    runs/ inside that checkpoint, which its run deletes once it has two newer ones: refused,
+    exit 2, the checkpoint left as it was."""
+    argv = ["compare", "--methods", "maml", "--iterations", "2", "--meta-batch", "2",
+            "--tasks", "2", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    ckpt = latest_checkpoint(tmp_path / "a" / "runs" / "maml")
+    before = sorted(p.name for p in ckpt.iterdir())
+    capsys.readouterr()
+    assert main([*argv, "--out", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{ckpt} is one checkpoint of a run" in err
+    assert "give another --out" in err
+    assert sorted(p.name for p in ckpt.iterdir()) == before
+

@@ -86,6 +86,24 @@ def test_a_comparison_without_a_stored_split_is_refused_on_resume(tmp_path, caps
     assert "without --resume, into a new --out" in err
 
 
+def test_an_out_inside_the_image_folder_is_refused(tmp_path, capsys):
+    """An --out inside family.root put the comparison's plots in a new "class" of the user's
+    folder (named after the out folder): the next comparison on it stopped at that class of
+    one image. Refused before anything is written; the folder is left as it was."""
+    root = write_image_folder(tmp_path / "images", classes=12, per_class=6, mixed=False)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[family]\nname = "folder"\nroot = "{root}"\nways = 3\nshots = 1\n'
+                   'queries = 2\nsplit_fractions = [0.5, 0.0, 0.5]\n[model]\nchannels = 4\n'
+                   '[eval]\ntasks = 2\nsteps = [0, 1]\n')
+    for out in (root / "compare", root):
+        assert main(["--threads", "1", "compare", "--config", str(cfg), "--methods", "r2d2",
+                     "--iterations", "1", "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out {out} is inside the image folder" in err
+        assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
 def test_with_split_leaves_builtin_families_alone():
     cfg = compare.load_config("sinusoid")
     assert compare.with_split(cfg) is cfg

@@ -91,6 +91,8 @@ def _check_flags(args) -> None:
         value = getattr(args, key)
         if value is not None and value <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {value}")
+    if args.ways == 1:
+        raise ValueError("--ways must be >= 2: a 1-way task is always answered right, got 1")
     _checks.seed_flag(args.seed)
 
 
@@ -124,6 +126,12 @@ def _compare(args: argparse.Namespace) -> int:
                          f"{family} is regression (it has no classes): drop --ways")
     methods = recipe.methods_for(cfg, args.methods, given_as="--methods")
     trained = [m for m in methods if m not in recipe.NOT_META_TRAINED]
+    if (args.seed is not None and args.seed == cfg["eval"]["seed"] and trained
+            and family in recipe.REGRESSION_FAMILIES):
+        raise ValueError(f"--seed {args.seed} is the held-out tasks' seed (eval.seed): "
+                         f"{family}'s held-out tasks differ from its training tasks only by "
+                         f"their seed, so every method would be trained on the tasks it is "
+                         f"scored on; give another --seed")
     fixed = [f"--{k.replace('_', '-')}" for k in ("iterations", "meta_batch")
              if getattr(args, k) is not None]
     if fixed and not trained:

@@ -326,9 +326,10 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
         method -> whether its run resumes (False: it starts afresh).
 
     Raises:
-        ValueError: runs there without ``resume`` (they would be overwritten), ``resume``
-            with no run there, or a run whose config differs from its method's (naming the
-            keys), all before any training.
+        ValueError: ``out_dir`` is one checkpoint (``ckpt-*``) of a run, runs there without
+            ``resume`` (they would be overwritten), ``resume`` with no run there, or a run
+            whose config differs from its method's (naming the keys), all before any
+            training.
     """
     from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
     from metaloop.train.loop import check_resume_config
@@ -337,6 +338,11 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
         if resume:
             raise ValueError("--resume continues the runs in --out; give --out")
         return {name: False for name in mcfgs}
+    if (Path(out_dir) / "state.json").is_file():
+        raise ValueError(f"{out_dir} is one checkpoint of a run (it holds state.json), not a "
+                         f"comparison's folder: the comparison's runs and results would be "
+                         f"written inside it, and removed with it when its run moves on; give "
+                         f"another --out (nothing was written)")
     runs = {name: Path(out_dir) / "runs" / name for name in mcfgs}
     have = {name: latest_checkpoint(run) is not None for name, run in runs.items()}
     if not resume and any(have.values()):
@@ -362,6 +368,20 @@ def _stored_state(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) else None
+
+
+def _check_out_outside_data(family: dict, out_dir) -> None:
+    """ValueError when ``out_dir`` lies inside the image folder of a ``folder`` family: the
+    comparison's plots would become images of a class named after a folder of ``out_dir``,
+    which every later run on that folder would read (or stop at, as a class too small)."""
+    if out_dir is None or family["name"] != "folder" or not family["root"]:
+        return
+    root, out = Path(family["root"]).resolve(), Path(out_dir).resolve()
+    if out == root or root in out.parents:
+        raise ValueError(f"--out {out_dir} is inside the image folder family.root = "
+                         f"{family['root']!r}: the comparison's plots would be read as images "
+                         f"of a class of your data by every later run on it; give an --out "
+                         f"outside it")
 
 
 def with_split(cfg: dict, out_dir=None, resume: bool = False) -> dict:
@@ -438,8 +458,9 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
     Raises:
         ValueError: a bad method list or an impossible per-method config, a regression
             family's ``train.seed`` equal to its ``eval.seed`` (training on the held-out
-            tasks), runs in ``out_dir`` without ``resume`` or none with it, runs to resume
-            that store no class split or were trained on other data, before training.
+            tasks), an ``out_dir`` inside a ``folder`` family's root, runs in ``out_dir``
+            without ``resume`` or none with it, runs to resume that store no class split
+            or were trained on other data, before training.
         KeyboardInterrupt: after Ctrl-C/SIGTERM, once the method in training checkpointed.
 
     Warns:
@@ -458,6 +479,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
                          f"held-out tasks differ from its training tasks only by their seed, "
                          f"so every method would be trained on the tasks it is scored on; "
                          f"give them different seeds")
+    _check_out_outside_data(cfg["family"], out_dir)
     cfg = with_split(cfg, out_dir, resume)     # your own data: one class split, stored
     mcfgs = {name: method_config(cfg, name) for name in names}   # all checked before training
     _config.warn_shared_split(cfg)             # held out from the training classes?
@@ -471,6 +493,9 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         if again:
             run_dir = Path(out_dir) / "runs" / name
             check_resume_data(run_dir, _stored_state(run_dir) or {}, data)
+    # torch imports torch._dynamo on a process's first optimizer (over a second on a CPU):
+    # here, or the first method's train_s carried it (scratch, which trains nothing, first)
+    import torch._dynamo  # noqa: F401
     results, learners, timing, evaluation = {}, {}, {}, {}
     for name, mcfg in mcfgs.items():
         if on_method is not None:
