@@ -116,6 +116,10 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     args = ap.parse_args()
     require_positive(ap, args, "tasks", "ways", "queries", "steps", "reps", "threads")
+    smallest = min(n for n, _ in SIZES)
+    if not 2 <= args.ways <= smallest:   # the heads need 2 classes, each in every support set
+        ap.error(f"--ways must be from 2 to {smallest} (the smallest support set, N={smallest}, "
+                 f"holds one example of each class), got {args.ways}")
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)

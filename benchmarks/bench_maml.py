@@ -16,9 +16,11 @@ Conv4's and refused).
 Implementations (``--only`` picks some):
   - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL`` with its default ``batching="auto"``:
     for Conv4 the loop, one task after another, each on ``--threads`` intra-op threads; for
-    the sinusoid MLP (and on CUDA) ``vmap`` over the tasks. The reference of the ratios;
-  - ``metaloop-loop``: the same with ``batching="loop"`` named (the default for the sinusoid,
-    where it shows what ``vmap`` gains; on the CPU's Conv4 it is ``metaloop``);
+    the sinusoid MLP ``vmap`` over the tasks; on CUDA ``vmap``, as ``metaloop train --device
+    cuda`` runs it (the loop with ``recompute_inner_loop`` or ``compile``). The reference of
+    the ratios;
+  - ``metaloop-loop``: the same with ``batching="loop"`` named (timed by default for the
+    sinusoid, where it shows what ``vmap`` gains; on the CPU's Conv4 it is ``metaloop``);
   - ``metaloop-threads``: the same with ``batching="threads"``: the tasks spread over
     ``--threads`` threads of one intra-op thread each;
   - ``metaloop-ckpt``: ``metaloop`` with ``recompute_inner_loop=True`` (with ``--checkpoint``);
@@ -63,7 +65,9 @@ seconds per iteration (milliseconds for the sinusoid), the peak RSS and the rati
 table of docs/benchmarks.md ``DIR/benchmarks_maml_{first,second}_order_{maml,anil}_<name>.json``
 and for its ``benchmarks-maml-sinusoid`` table
 ``DIR/benchmarks_maml_sinusoid_{first,second}_order_mb<meta-batch>_<name>.json``; the folder
-is checked before any work.
+is checked before any work. The records are of the base configuration (any order, ANIL or
+not, and the sinusoid's meta-batch): with any other setting (``--steps 5``, ``--pool
+stride``, ...) ``--records`` is refused, since the record would replace the base's.
 
 On a GPU (``--device cuda``): every implementation runs on the GPU with TF32 off; metaloop
 batches its tasks with ``vmap`` (``batching="auto"`` on CUDA), ``metaloop-threads`` is
@@ -179,6 +183,8 @@ def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
 def build_metaloop(model, args, checkpoint=False, compile=False, batching="auto"):
     make = ANIL if args.anil else MAML
     extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flags
+    if batching == "auto" and args.device == "cuda" and not (checkpoint or compile):
+        batching = "vmap"        # as metaloop train/eval --device cuda run it (build.batching_on)
     if batching != "auto":                          # (the default)
         extra["batching"] = batching
     if checkpoint:
@@ -602,6 +608,17 @@ def parse(argv=None):
         ap.error(f"--only {args.only}: metaloop must be among them, as the reference for the "
                  f"ratios")
     if args.records is not None and not args.worker:    # where the records go, before any work
+        # a record's name and row carry the order, ANIL and (sinusoid) the meta-batch only:
+        # another setting would replace the table's records of the base configuration
+        base = {**MODEL_DEFAULTS[args.model], "steps": 1, "outer_lr": 1e-3,
+                "random_data": False}
+        if args.model == "sinusoid":
+            del base["meta_batch"]
+        changed = [n for n, v in base.items() if v is not None and getattr(args, n) != v]
+        if changed:
+            ap.error(f"--records: the records' names and rows are those of the base "
+                     f"configuration, not of {', '.join(_flag(n, args) for n in changed)}: "
+                     f"they would replace the base's records; run without --records")
         from metaloop.evaluate.records import check_record_path
         try:
             for name in args.only.split(","):
@@ -609,6 +626,13 @@ def parse(argv=None):
         except ValueError as e:
             ap.error(f"--records: {e}")
     return args
+
+
+def _flag(name: str, args) -> str:
+    """``--name value`` as given (a set switch: ``--name``)."""
+    value = getattr(args, name)
+    flag = "--" + name.replace("_", "-")
+    return flag if value is True else f"{flag} {value}"
 
 
 def setting(args) -> str:

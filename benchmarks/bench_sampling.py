@@ -134,6 +134,16 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     require_positive(p, args, "threads", "classes", "reps", "rounds", "train_iterations",
                      "train_reps")
+    names = [n.strip() for n in args.settings.split(",")]
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:                                   # before the folder is written
+        p.error(f"--settings names unknown setting(s) {', '.join(map(repr, unknown))}; "
+                f"choose from {', '.join(SETTINGS)}")
+    ways = max(SETTINGS[n][0] for n in names)
+    if args.family == "folder" and not (args.folder and args.folder.exists()) \
+            and args.classes < ways:
+        p.error(f"--classes {args.classes}: the {args.settings} tasks are up to {ways}-way, "
+                f"so at least {ways} classes")
     if args.record:                               # before the work, not after it
         from metaloop.evaluate.records import check_record_path
         try:
@@ -158,7 +168,7 @@ def main(argv=None) -> None:
                 write_folder(folder, args.classes)
                 print(f"wrote {args.classes} classes x 20 PNGs in "
                       f"{time.perf_counter() - t:.1f} s to {folder}")
-        rows = [run(n.strip(), args, folder) for n in args.settings.split(",")]
+        rows = [run(n, args, folder) for n in names]
     load = os.getloadavg()[1]                   # other work on the machine skews every time
     print(f"load average over the last 5 minutes: {load:.1f} on {os.cpu_count()} cores")
     print("setting  sample ms  +augment ms  meta-gradient s  data share  (augmented)  "

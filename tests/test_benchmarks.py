@@ -501,3 +501,99 @@ def test_bench_maml_refuses_a_bad_model_and_conv4_options_with_the_sinusoid(tmp_
         assert said in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr, flags
         assert r.stdout == "", flags
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_bench_sampling_refuses_unknown_settings_and_too_few_classes_before_writing(tmp_path):
+    """An unknown ``--settings`` name ended in a KeyError traceback, and ``--classes`` fewer
+    than the tasks' ways in a ValueError from the family, both after the image folder was
+    written (into ``--folder``, left behind); now each is a named usage error and nothing is
+    written."""
+    folder = tmp_path / "folder"
+    base = [sys.executable, "benchmarks/bench_sampling.py", "--folder", str(folder)]
+    for flags, said in ((["--settings", "5w1s,7w1s"],
+                         "--settings names unknown setting(s) '7w1s'; choose from 5w1s, 20w5s"),
+                        (["--classes", "3"],
+                         "--classes 3: the 5w1s tasks are up to 5-way, so at least 5 classes"),
+                        (["--settings", "5w1s,20w5s", "--classes", "19"],
+                         "up to 20-way, so at least 20 classes")):
+        r = _run([*base, *flags])
+        assert r.returncode == 2, (flags, r.stderr[-500:])
+        assert said in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr, flags
+        assert r.stdout == "" and not folder.exists(), flags
+
+
+@pytest.mark.parametrize("ways", ["1", "6"])
+def test_bench_heads_refuses_ways_its_support_sets_cannot_hold(ways):
+    """The smallest support set holds N=5 examples: --ways 6 (a class with no support
+    example) or 1 (a head needs 2 classes) timed nothing and ended in newton_head's
+    traceback after the first sizes; now a named usage error, status 2."""
+    r = _run([sys.executable, "benchmarks/bench_heads.py", "--ways", ways, "--reps", "1"])
+    assert r.returncode == 2, r.stderr[-1000:]
+    assert "--ways must be from 2 to 5" in r.stderr.splitlines()[-1], r.stderr[-500:]
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_gpu_runs_counts_a_meta_gradient_as_exact_only_within_its_documented_tolerance():
+    """The check is documented as relative 1e-4 but passed errors up to 1e-3, so a GPU
+    path 5e-4 off the CPU's was called exact and chosen for every run."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_runs import EXACT, exact
+
+    assert EXACT == 1e-4
+    assert exact({"rel_err_cuda_loop_vs_cpu": 1.7e-6, "rel_err_cuda_vmap_vs_cpu": 2e-6,
+                  "s_per_it_cuda_vmap": 0.04})
+    assert not exact({"rel_err_cuda_loop_vs_cpu": 1.7e-6, "rel_err_cuda_vmap_vs_cpu": 5e-4})
+
+
+def test_bench_maml_times_metaloop_on_cuda_with_vmap_as_documented():
+    """``--device cuda`` is documented to time metaloop with its tasks under ``vmap`` (what
+    ``metaloop train --device cuda`` runs), but the learner's own ``batching="auto"`` knows no
+    device and ran Conv4's per-task loop there; the recomputed and compiled variants keep the
+    loop they need, and the CPU keeps the loop."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_maml import build, make_model, parse
+
+    model = make_model(parse(["--hidden", "8"]))              # built on the CPU: no GPU needed
+    cuda = parse(["--device", "cuda", "--checkpoint", "--hidden", "8"])
+    batching = {n: build(n, model, cuda).__self__.batching
+                for n in ("metaloop", "metaloop-ckpt", "metaloop-loop")}
+    assert batching == {"metaloop": "vmap", "metaloop-ckpt": "loop", "metaloop-loop": "loop"}
+    assert build("metaloop", model, parse(["--hidden", "8"])).__self__.batching == "loop"
+
+
+def test_bench_maml_refuses_records_of_a_setting_they_cannot_name(tmp_path):
+    """A record's file name and row carry the order, ANIL and the sinusoid's meta-batch only:
+    ``--steps 5 --records docs/results`` overwrote the base table's metaloop and peer records
+    with 5-step times under the base's rows. Now such a run is refused by name before any
+    work; the base settings (and the sinusoid's meta-batch, which the name carries) are
+    accepted."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_maml import parse
+
+    recs = tmp_path / "recs"
+    for flags, said in ((["--steps", "5"], "not of --steps 5:"),
+                        (["--pool", "stride", "--queries", "5", "--random-data"],
+                         "not of --queries 5, --pool stride, --random-data:"),
+                        (["--model", "sinusoid", "--hidden", "20"], "not of --hidden 20:"),
+                        (["--anil", "--inner-lr", "0.1"], "not of --inner-lr 0.1:")):
+        r = _run([sys.executable, "benchmarks/bench_maml.py", *flags, "--records", str(recs)])
+        assert r.returncode == 2, (flags, r.stderr[-500:])
+        line = r.stderr.splitlines()[-1]
+        assert line.startswith("bench_maml.py: error: --records: ") and said in line, line
+        assert "Traceback" not in r.stderr and r.stdout == "" and not recs.exists()
+    for flags in ([], ["--first-order", "--anil", "--checkpoint", "--seed", "3"],
+                  ["--model", "sinusoid", "--meta-batch", "5"]):
+        assert parse([*flags, "--records", str(recs)]).records == str(recs)
+
+
+def test_gpu_quick_help_states_the_training_budget_it_passes():
+    """The help promised a 2,000-iteration run, from when the config had 2,000 iterations;
+    the script trains for its --train-seconds (the config now has 14,000), so the help says
+    that budget."""
+    import re
+
+    text = (ROOT / "benchmarks" / "gpu_quick.sh").read_text()
+    seconds = re.search(r"--train-seconds (\d+)", text).group(1)
+    r = _run(["bash", "benchmarks/gpu_quick.sh", "--help"])
+    assert r.returncode == 0 and f"run of {seconds} s" in r.stdout, r.stdout
+    assert "iteration Omniglot MAML run" not in r.stdout and "2,000 iterations" not in r.stdout
