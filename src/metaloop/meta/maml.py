@@ -186,7 +186,11 @@ class MAML(AdaptsBySGD):
         compile: run each task's query forward pass (and so its backward) through
             ``torch.compile`` in meta-training. The query loss is differentiated once (to
             theta'; the eager support graph carries the second order), so the compiled
-            function is exact to float rounding. It costs one compile (~30-40 s on the CPU,
+            function is exact to float rounding, with one exception: under max pooling, a
+            rounding difference of the fused kernels can change which input of a near-tied
+            window wins, moving that input's share of the first convolution's weight
+            gradient (float32: 3e-3 of the largest gradient entry on the max-pool Conv4,
+            against 2e-6 eager; float64: equal). It costs one compile (~30-40 s on the CPU,
             and a C++ compiler) and pays on the stride-2 Conv4 (query pass 1.27x faster on the
             CPU, ``benchmarks/bench_compile.py``), not on the max-pool one (1.04x). Loop
             batching only (one thread); evaluation stays eager.
