@@ -316,17 +316,26 @@ def test_a_kept_state_of_more_tasks_than_the_run_is_refused(setup, tmp_path, mon
     assert _files(out) == before
 
 
+META = ("--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1",
+        "--split-fractions", "0.5,0,0.5")
+
+
+def _interrupted_meta(setup, out, monkeypatch) -> None:
+    """A run with meta-learned rows (``META``) into ``out``, stopped at its first task."""
+    run, other, _ = setup
+    with monkeypatch.context() as m:
+        _interrupt_at_task(m, 1)
+        assert main(_adapt(run, other, out, *META)) == 130
+
+
 def test_the_default_meta_dir_given_explicitly_resumes_the_same_run(setup, tmp_path,
                                                                     monkeypatch, capsys):
     """--meta-dir OUT/meta (relative, from the folder above) is the folder an omitted
     --meta-dir means: the same command, accepted; another folder is refused by name."""
     run, other, _ = setup
-    meta = ("--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1",
-            "--split-fractions", "0.5,0,0.5")
     out = tmp_path / "out"
-    with monkeypatch.context() as m:
-        _interrupt_at_task(m, 1)
-        assert main(_adapt(run, other, out, *meta)) == 130
+    _interrupted_meta(setup, out, monkeypatch)
+    meta = META
     capsys.readouterr()
     before = _files(out)
     assert main(_adapt(run, other, out, *meta, "--meta-dir", str(tmp_path / "elsewhere"),
@@ -424,12 +433,9 @@ def test_a_run_folder_moved_elsewhere_resumes_there(setup, tmp_path, monkeypatch
     """Its meta runs live in OUT/meta and move with it; the kept identity named the old
     folder's meta, so the resume was refused as another --meta-dir."""
     run, other, _ = setup
-    meta = ("--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1",
-            "--split-fractions", "0.5,0,0.5")
     out = tmp_path / "out"
-    with monkeypatch.context() as m:
-        _interrupt_at_task(m, 1)
-        assert main(_adapt(run, other, out, *meta)) == 130
+    _interrupted_meta(setup, out, monkeypatch)
+    meta = META
     moved = tmp_path / "moved"
     out.rename(moved)
     capsys.readouterr()
