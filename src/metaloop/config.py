@@ -882,8 +882,10 @@ def _check_within_alphabet(f: dict, ev: dict) -> None:
         copies = (4 if train and f["rotations"] else 1) * (2 if train and f["reflections"] else 1)
         most = OMNIGLOT_LARGEST_ALPHABET[split] * copies
         if on and ways > most:
+            lower = "family.ways" if train else "eval.ways (--ways in metaloop eval)"
             raise ValueError(f"impossible config: {key} needs {ways} characters of one "
-                             f"alphabet, but the largest alphabet of split {split!r} has {most}")
+                             f"alphabet, but the largest alphabet of split {split!r} has "
+                             f"{most}: lower {lower} to at most {most}")
 
 
 def load(path) -> dict:

@@ -147,10 +147,10 @@ def test_bad_seed_and_mismatched_ensembles_exit_2(run, tmp_path, capsys):
      "family.rotations = true applies to the Lake splits; family.split = 'train' (Vinyals)"),
     ({"family": {"within_alphabet": 1.0, "ways": 53}},
      "family.within_alphabet needs 53 characters of one alphabet, but the largest alphabet "
-     "of split 'background_train' has 52"),
+     "of split 'background_train' has 52: lower family.ways to at most 52"),
     ({"eval": {"split": "evaluation", "ways": 48}},
      "eval.within_alphabet needs 48 characters of one alphabet, but the largest alphabet of "
-     "split 'evaluation' has 47"),
+     "split 'evaluation' has 47: lower eval.ways (--ways in metaloop eval) to at most 47"),
     ({"eval": {"drawers": "one"}}, "eval.drawers = 'one' is not one of ['any', 'shared']"),
     ({"family": {"within_alphabet": 1.0, "ways": 417, "rotations": True,
                  "reflections": True}},
