@@ -66,7 +66,7 @@ def prepare(out, *, config_path=None, resume: bool = False,
     if resume and latest_checkpoint(out) is None:
         raise ValueError(f"--resume: no checkpoint in {out} (no LATEST file)")
     if resume and seed is not None:    # the command that started it, plus --resume
-        kept = _stored_seed(out)
+        kept = _stored(out, "train", "seed")
         if kept is not None and kept != seed:
             raise ValueError(f"--seed {seed}: the run in {out} was trained with seed {kept}, "
                              f"and a resumed run keeps its seed; give --seed {kept} or leave "
@@ -101,12 +101,13 @@ def prepare(out, *, config_path=None, resume: bool = False,
     return cfg, out, created
 
 
-def _stored_seed(out: Path) -> int | None:
-    """``train.seed`` of the newest checkpoint in ``out`` (None where it cannot be read:
-    ``load_checkpoint`` names a damaged checkpoint later)."""
+def _stored(out: Path, section: str, key: str | None = None):
+    """``[section]`` (or its ``key``) of the config the newest checkpoint in ``out`` stores,
+    or None where it cannot be read (``load_checkpoint`` names a damaged checkpoint later)."""
     try:
         stored = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))
-        return stored["config"]["train"]["seed"]
+        part = stored["config"][section]
+        return part if key is None else part[key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -120,10 +121,8 @@ def _stored_split(cfg: dict, out: Path) -> dict:
     if f["name"] not in config.USER_FAMILIES or any(f[f"{s}_classes"] for s in
                                                     config.USER_SPLITS):
         return cfg
-    try:
-        stored = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))
-        fam = stored["config"]["family"]
-    except (OSError, ValueError, KeyError, TypeError):
+    fam = _stored(out, "family")
+    if not isinstance(fam, dict):
         return cfg                      # load_checkpoint names a damaged checkpoint later
     lists = {f"{s}_classes": fam.get(f"{s}_classes") for s in config.USER_SPLITS}
     if not any(lists.values()) or any(fam.get(k) != f[k] for k in SPLIT_KEYS):
