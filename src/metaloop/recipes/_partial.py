@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["PARTIAL", "check_own", "check_resume", "corrupt", "difference", "finished",
-           "owner", "read", "refuse"]
+__all__ = ["PARTIAL", "check_own", "check_resume", "corrupt", "difference", "differences",
+           "finished", "owner", "read", "refuse"]
 
 PARTIAL = "partial.json"
 
@@ -46,6 +46,14 @@ def difference(key: str, old: dict, new: dict, what: dict) -> str:
     if key not in new:
         return f"{name} (the kept run's: {old[key]!r}; none in this command)"
     return f"{name} ({old[key]!r} != {new[key]!r})"
+
+
+def differences(old: dict, new: dict, what: dict, *, same=()) -> list[str]:
+    """Each key whose value (or presence) differs between the kept identity ``old`` and this
+    command's ``new``, as ``difference`` names it, in key order; the keys in ``same`` are
+    not compared."""
+    return [difference(k, old, new, what) for k in sorted(set(old) | set(new))
+            if k not in same and (k in old, old.get(k)) != (k in new, new.get(k))]
 
 
 def refuse(out, diff: list[str]) -> ValueError:

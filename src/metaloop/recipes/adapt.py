@@ -516,12 +516,6 @@ def identity(p: Prepared, out_dir=None) -> dict:
 _WHAT = {"model_checkpoint": "the checkpoint of --model", "data_sha256": "the contents of --data"}
 
 
-def _difference(key: str, old: dict, new: dict) -> str:
-    """How a refused resume names a difference of ``key``: kept value first, or that one side
-    has none (a key an older run did not record, or one this command has no value for)."""
-    return _partial.difference(key, old, new, _WHAT)
-
-
 def finished(out) -> bool:
     """True where ``out`` holds a ``partial.json`` beside a complete ``results.json``: the run
     was stopped after writing its results (atomically, last) and before removing
@@ -561,8 +555,7 @@ def kept(out: Path, ident: dict) -> dict:
                     for r in per.values())):
         raise ValueError(f"{path} is corrupt: not the state of a metaloop adapt run; remove "
                          f"it to start again")
-    diff = [_difference(k, old, ident) for k in sorted(set(old) | set(ident))
-            if (k in old, old.get(k)) != (k in ident, ident.get(k))]
+    diff = _partial.differences(old, ident, _WHAT)
     if diff:
         raise _partial.refuse(out, diff)
     if not 0 <= done <= ident["tasks"]:

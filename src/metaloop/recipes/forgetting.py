@@ -512,9 +512,8 @@ def kept(out, ident: dict) -> dict:
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise _partial.corrupt(path, e) from e
     same_data = old.get("data_sha256") == ident["data_sha256"]
-    diff = [_partial.difference(k, old, ident, _WHAT) for k in sorted(set(old) | set(ident))
-            if (k in old, old.get(k)) != (k in ident, ident.get(k))
-            and not (same_data and k in DATA_OPTIONS and k != "data")]
+    diff = _partial.differences(old, ident, _WHAT, same=[
+        k for k in DATA_OPTIONS if same_data and k != "data"])
     if diff:
         raise _partial.refuse(out, diff)
     seeds = range(ident["seed"], ident["seed"] + ident["seeds"])
