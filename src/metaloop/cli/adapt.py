@@ -9,8 +9,8 @@ import sys
 
 from metaloop import runlock
 from metaloop.cli._args import path
+from metaloop.recipes import _partial, report
 from metaloop.recipes import adapt as recipe
-from metaloop.recipes import report
 from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
@@ -164,13 +164,8 @@ def run(args: argparse.Namespace) -> int:
             recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
             report.write_json(out / "results.json", res)
         except KeyboardInterrupt:
-            if (out / recipe.PARTIAL).is_file():
-                print(f"metaloop adapt: the held-out tasks scored so far are kept in "
-                      f"{out / recipe.PARTIAL}; the same command with --resume continues "
-                      f"them", file=sys.stderr)
-            else:
-                print("metaloop adapt: stopped before any held-out task was scored; start it "
-                      "again with the same command (without --resume)", file=sys.stderr)
+            print(_partial.stopped(out, "adapt", "the held-out tasks scored",
+                                   "any held-out task was scored"), file=sys.stderr)
             raise
         (out / recipe.PARTIAL).unlink(missing_ok=True)      # the result is complete
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")

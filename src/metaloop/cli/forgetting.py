@@ -12,6 +12,7 @@ from metaloop import runlock
 from metaloop.cli._args import int_list, path
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES
+from metaloop.recipes import _partial
 from metaloop.recipes import forgetting as recipe
 from metaloop.recipes.report import output_dir
 
@@ -180,14 +181,8 @@ def _run(args: argparse.Namespace) -> int:
                                            resume=args.resume, on_resume=on_resume)
             recipe.write(out, s, exps, runs, results)
         except KeyboardInterrupt:
-            if (out / recipe.PARTIAL).is_file():
-                print(f"metaloop forgetting: the runs (seed, strategy) finished so far are "
-                      f"kept in {out / recipe.PARTIAL}; the same command with --resume "
-                      f"continues them", file=sys.stderr)
-            else:
-                print("metaloop forgetting: stopped before any run (seed, strategy) "
-                      "finished; start it again with the same command (without --resume)",
-                      file=sys.stderr)
+            print(_partial.stopped(out, "forgetting", "the runs (seed, strategy) finished",
+                                   "any run (seed, strategy) finished"), file=sys.stderr)
             raise
     n = len(s["seeds"])
     over = f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed, so no 95% CI: ± n/a"

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 __all__ = ["PARTIAL", "check_own", "check_resume", "corrupt", "difference", "differences",
-           "finished", "owner", "read", "refuse"]
+           "finished", "owner", "read", "refuse", "stopped"]
 
 PARTIAL = "partial.json"
 
@@ -46,6 +46,18 @@ def difference(key: str, old: dict, new: dict, what: dict) -> str:
     if key not in new:
         return f"{name} (the kept run's: {old[key]!r}; none in this command)"
     return f"{name} ({old[key]!r} != {new[key]!r})"
+
+
+def stopped(out, command: str, kept: str, before: str) -> str:
+    """What an interrupted run of ``command`` says: that ``kept`` (e.g. "the held-out tasks
+    scored") are in ``out``'s ``PARTIAL`` and ``--resume`` continues them, or, with no such
+    file, that it stopped ``before`` any was done and starts again."""
+    path = Path(out) / PARTIAL
+    if path.is_file():
+        return (f"metaloop {command}: {kept} so far are kept in {path}; the same command "
+                f"with --resume continues them")
+    return (f"metaloop {command}: stopped before {before}; start it again with the same "
+            f"command (without --resume)")
 
 
 def differences(old: dict, new: dict, what: dict, *, same=()) -> list[str]:
