@@ -116,3 +116,105 @@ def test_a_paired_change_quoted_in_a_note_is_what_paired_gives(a, b, quoted):
     d = paired_difference(first, second)
     shown = f"{d['mean']:+.2f} ± {d['ci95']:.2f}"
     assert shown == (quoted if quoted[0] in "+-" else f"+{quoted}")
+
+
+# ------------------------------------------------ the generated tables of docs/*.md
+
+DOCS = sorted((REPO / "docs").glob("*.md"))
+TABLE = re.compile(r"<!-- table:(\S+) -->\n(.*?)<!-- /table -->", re.S)
+ENTRY = re.compile(r'^- <a id="([^"]+)"></a>(.*)\n(?:\n    ```bash\n    (.*)\n    ```\n)?', re.M)
+SHARED = re.compile(r"^```bash\n(.*)\n```$", re.M)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+
+
+def test_every_record_is_a_row_of_its_tables_and_its_note_and_command_are_its_entry():
+    from metaloop.evaluate.records import format_budget, format_value
+
+    seen = set()
+    for doc in DOCS:
+        for name, body in TABLE.findall(doc.read_text(encoding="utf-8")):
+            where = f"{doc.name} table {name}"
+            recs = sorted((r for r in RECORDS.values() if r["table"] == name),
+                          key=lambda r: (r.get("order", float("inf")), r["_file"]))
+            lines = body.splitlines()
+            head = _cells(lines[0])
+            rows = [dict(zip(head, _cells(x))) for x in lines[2:lines.index("")]]
+            under = lines[lines.index("") + 1]
+            entries = ENTRY.findall(body)
+            stems = [Path(r["_file"]).stem for r in recs]
+            shared = SHARED.findall(body)
+            assert len(rows) == len(recs) and len(shared) <= 1, where
+            if shared and not any(r.get("note") for r in recs):
+                # one command, no notes: no entries, the command said once
+                assert entries == [] and "<a id" not in body, where
+                entries = [(s, f"**{' '.join(r['row'].split())}**", "")
+                           for s, r in zip(stems, recs)]
+            assert [e[0] for e in entries] == stems, where      # the rows' order, one each
+            assert body.count("\n- ") == body.count("<a id") == len(ENTRY.findall(body)), where
+            for r, row, (_, text, command) in zip(recs, rows, entries):
+                stem = Path(r["_file"]).stem
+                label = row["method and setting"]
+                escaped = re.sub(r"([][\\])", r"\\\1", r["row"])     # [, ] and \ in a link
+                assert label in (f"[{escaped}](#{stem})", r["row"] if shared else None), where
+                assert bool(command) != bool(shared), (where, stem)   # its own, or said once
+                assert (command or shared[0]) == r["command"], (where, stem)
+                note = f": {' '.join(r['note'].split())}" if r.get("note") else ""
+                assert text == f"**{' '.join(r['row'].split())}**{note}", (where, stem)
+                assert list(row.values())[1 + ("metric" in row)] == format_value(r), where
+                assert row["n"] == str(r["n"] or "—"), (where, stem)
+                assert row["budget"] == format_budget(r["budget"]), (where, stem)
+                # the metric, device and published number: a column, or said once
+                assert row.get("metric") == r["metric"] or \
+                    head[1] == f"{r['metric']}: mean ± 95% CI", (where, stem)
+                assert row.get("device") == r["device"] or \
+                    f"; device: {r['device']};" in under, (where, stem)
+                pub = "—" if r["published"] is None else \
+                    f"{r['published']['value']} ({r['published']['source']})"
+                assert row.get("published (source)") == pub or \
+                    (f"; published: {pub};" if r["published"] else "; no published number;") \
+                    in under, (where, stem)
+                seen.add(stem)
+    assert seen == set(RECORDS), sorted(set(RECORDS) - seen)
+
+
+def _page_html(doc: Path) -> str:
+    """A page as the site renders it: Python-Markdown with mkdocs.yml's extensions."""
+    markdown = pytest.importorskip("markdown")
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())["markdown_extensions"]
+    names = [e if isinstance(e, str) else next(iter(e)) for e in config]
+    configs = {k: v for e in config if isinstance(e, dict) for k, v in e.items() if v}
+    return markdown.markdown(doc.read_text(encoding="utf-8"), extensions=names,
+                             extension_configs=configs)
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCS if "<!-- table:" in d.read_text()],
+                         ids=lambda d: d.name)
+def test_a_pages_ids_are_unique_and_each_row_links_to_its_entry_on_it(doc):
+    from html.parser import HTMLParser
+
+    class Ids(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.ids, self.links, self.entries = [], [], set()
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if a.get("id"):
+                self.ids.append(a["id"])
+                if tag == "a":
+                    self.entries.add(a["id"])
+            if tag == "a" and (a.get("href") or "").startswith("#"):
+                self.links.append(a["href"][1:])
+
+    page = Ids()
+    page.feed(_page_html(doc))
+    twice = sorted({i for i in page.ids if page.ids.count(i) > 1})
+    assert not twice, f"{doc.name}: ids {twice} repeat"
+    assert not set(page.links) - set(page.ids), sorted(set(page.links) - set(page.ids))
+    # every entry of the generated tables is an id of the page that its row links to
+    made = {e[0] for _, body in TABLE.findall(doc.read_text()) for e in ENTRY.findall(body)}
+    assert made and made <= page.entries and made <= set(page.links), doc.name

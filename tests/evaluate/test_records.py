@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -89,8 +90,7 @@ def test_null_ci_and_n_are_allowed_and_render_as_a_bare_value(tmp_path):
         budget={"iterations": 20}))
     table = render_table(load_records(tmp_path))
     row = table.splitlines()[2]
-    assert "| 1.114x | — | 20 it |" in row and "±" not in row
-    assert "| — | `metaloop" in row                       # no published number
+    assert row == "| [metaloop vs learn2learn](#speed) | 1.114x | — | 20 it | — |"
 
 
 def test_write_is_atomic_an_existing_record_survives_a_failed_write(tmp_path, monkeypatch):
@@ -119,19 +119,115 @@ def test_load_records_names_the_bad_file(tmp_path):
         load_records(tmp_path / "nope")
 
 
+def _layout(table: str):
+    """A rendered table as (header cells, rows' cells, the line under it, the command said
+    once or None, entries as (id, text, its own command or None))."""
+    lines = table.splitlines()
+    end = lines.index("")
+
+    def cells(line):
+        return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+    shared = re.search(r"^```bash\n(.*)\n```$", table, re.M)
+    entries = re.findall(r'^- <a id="([^"]+)"></a>(.*)\n(?:\n    ```bash\n    (.*)\n    ```\n)?',
+                         table, re.M)
+    return (cells(lines[0]), [cells(x) for x in lines[2:end]], lines[end + 1],
+            shared and shared[1], [(a, t, c or None) for a, t, c in entries])
+
+
 def test_render_table_formats_value_budget_published_and_orders_rows(tmp_path):
     write_record(tmp_path / "a.json", **_fields(row="R2D2", mean=98.26, ci95=0.25, order=2,
-                                                unit="%"))
-    write_record(tmp_path / "b.json", **_fields(row="MAML | 1st", order=1, unit="%",
-                                                budget={"gpu_seconds": 95.4}))
-    lines = render_table(load_records(tmp_path)).splitlines()
-    assert lines[0].startswith("| method and setting | metric | measured (mean ± 95% CI) |")
-    assert lines[2].startswith("| MAML \\| 1st |")              # pipes escaped, order first
-    assert "| 97.40 ± 0.27% | 600 | 95 GPU-s |" in lines[2]
-    assert "| 98.26 ± 0.25% | 600 | 60,000 it, 54.7 CPU-min |" in lines[3]
-    assert "| 98.7 ± 0.4% (Finn et al. 2017, Table 1) |" in lines[3]
-    assert lines[-1] == ("*Generated from 2 record(s) in `docs/results/`; torch 2.13.0; "
-                         "measured 2026-11-30.*")
+                                                unit="%", note="head by ridge regression",
+                                                command="metaloop eval --checkpoint runs/a"))
+    write_record(tmp_path / "b.json", **_fields(row="MAML | 1st [fo]", order=1, unit="%",
+                                                budget={"gpu_seconds": 95.4},
+                                                published={"value": "98.3", "source": "s"}))
+    head, rows, line, shared, entries = _layout(render_table(load_records(tmp_path)))
+    # one metric and one device: said once, in the header and in the line under the table
+    assert head == ["method and setting", "accuracy (%): mean ± 95% CI", "n", "budget",
+                    "published (source)"]
+    assert rows == [["[MAML \\| 1st \\[fo\\]](#b)", "97.40 ± 0.27%", "600", "95 GPU-s",
+                     "98.3 (s)"],                              # pipes escaped, order first
+                    ["[R2D2](#a)", "98.26 ± 0.25%", "600", "60,000 it, 54.7 CPU-min",
+                     "98.7 ± 0.4% (Finn et al. 2017, Table 1)"]]
+    assert line == ("*Generated from 2 record(s) in `docs/results/`; device: 2-core CPU; "
+                    "torch 2.13.0; measured 2026-11-30. Below, each row's note and command:*")
+    # each row's entry, in the rows' order, under the id its label links to
+    assert shared is None and entries == [
+        ("b", "**MAML | 1st [fo]**", _fields()["command"]),
+        ("a", "**R2D2**: head by ridge regression", "metaloop eval --checkpoint runs/a")]
+
+
+def test_a_metric_device_or_published_number_the_rows_differ_in_is_a_column(tmp_path):
+    write_record(tmp_path / "t.json", **_fields(row="test", device="GPU", published=None,
+                                                command="metaloop eval --tasks 600"))
+    write_record(tmp_path / "v.json", **_fields(row="val", metric="validation accuracy (%)",
+                                                published=None))
+    head, rows, line, shared, entries = _layout(render_table(load_records(tmp_path)))
+    assert head == ["method and setting", "metric", "measured (mean ± 95% CI)", "n",
+                    "budget", "device"]
+    assert rows[0] == ["[test](#t)", "accuracy (%)", "97.40 ± 0.27", "600",
+                       "60,000 it, 54.7 CPU-min", "GPU"]
+    assert rows[1][1] == "validation accuracy (%)" and rows[1][5] == "2-core CPU"
+    # no row has a published number or a note
+    assert line == ("*Generated from 2 record(s) in `docs/results/`; no published number; "
+                    "torch 2.13.0; measured 2026-11-30. Below, each row's command:*")
+    assert shared is None and entries == [("t", "**test**", "metaloop eval --tasks 600"),
+                                          ("v", "**val**", _fields()["command"])]
+    # a device and a published number every row shares are said once, under the table
+    write_record(tmp_path / "v.json", **_fields(row="val", device="GPU"))
+    write_record(tmp_path / "t.json", **_fields(row="test", device="GPU"))
+    head, _, line, _, _ = _layout(render_table(load_records(tmp_path)))
+    assert head == ["method and setting", "accuracy (%): mean ± 95% CI", "n", "budget"]
+    assert "; device: GPU; published: 98.7 ± 0.4% (Finn et al. 2017, Table 1); torch" in line
+
+
+def test_a_command_every_row_shares_is_said_once_and_entries_only_hold_notes(tmp_path):
+    cmd = "python benchmarks/bench_heads.py --reps 15"
+    write_record(tmp_path / "a.json", **_fields(row="ridge", command=cmd, note="closed form"))
+    write_record(tmp_path / "b.json", **_fields(row="svm", command=cmd))
+    table = render_table(load_records(tmp_path))
+    _, rows, line, shared, entries = _layout(table)
+    assert line.endswith("measured 2026-11-30. Every row's command, then each row's note:*")
+    assert shared == cmd and table.count(cmd) == 1
+    assert [r[0] for r in rows] == ["[ridge](#a)", "[svm](#b)"]
+    assert entries == [("a", "**ridge**: closed form", None), ("b", "**svm**", None)]
+    # without notes an entry would only repeat its row: none, and the labels link nowhere
+    write_record(tmp_path / "a.json", **_fields(row="ridge", command=cmd))
+    table = render_table(load_records(tmp_path))
+    _, rows, line, shared, entries = _layout(table)
+    assert line.endswith("measured 2026-11-30. Every row's command:*")
+    assert shared == cmd and entries == [] and "<a id" not in table
+    assert [r[0] for r in rows] == ["ridge", "svm"]
+    assert table.endswith(f"Every row's command:*\n\n```bash\n{cmd}\n```\n")
+    # one row keeps its command in its entry
+    (tmp_path / "b.json").unlink()
+    assert _layout(render_table(load_records(tmp_path)))[3:] == (None, [("a", "**ridge**",
+                                                                         cmd)])
+
+
+def test_an_entry_holds_the_exact_command_and_ids_are_unique_without_files():
+    rec = _fields()
+    odd = dict(rec, command="metaloop eval --checkpoint `ls -d runs/* | head -1` ```x```")
+    table = render_table([rec, dict(rec, note="the same label twice"), odd])
+    _, rows, _, _, _ = _layout(table)
+    ids = re.findall(r'<a id="([^"]+)"></a>', table)
+    assert ids == ["MAML-5-way-1-shot", "MAML-5-way-1-shot-2", "MAML-5-way-1-shot-3"]
+    assert [r[0] for r in rows] == [f"[MAML, 5-way 1-shot](#{a})" for a in ids]
+    # a command with backticks gets a longer fence, and stays exactly what it was
+    assert "\n    ````bash\n    " + odd["command"] + "\n    ````\n" in table
+
+
+def test_a_table_marked_twice_in_one_document_is_a_named_error_and_writes_nothing(
+        tmp_path, capsys):
+    docs, recs = _site(tmp_path)
+    text = (docs / "results.md").read_text() + "<!-- table:sinusoid -->\n<!-- /table -->\n"
+    (docs / "results.md").write_text(text)
+    (docs / "other.md").write_text("<!-- table:omniglot -->\nold\n<!-- /table -->\n")
+    assert main(["--docs", str(docs)]) == 2
+    assert "results.md: the entries of its tables would repeat the id(s) #sine" in \
+        capsys.readouterr().err
+    assert (docs / "results.md").read_text() == text
+    assert (docs / "other.md").read_text() == "<!-- table:omniglot -->\nold\n<!-- /table -->\n"
 
 
 def _site(tmp_path) -> tuple[Path, Path]:
@@ -235,6 +331,14 @@ def test_a_grid_pivots_its_records_into_method_by_setting_cells(tmp_path):
     assert cells[1] == "not measured" and "(-6.41)" in cells[2]
     r2d2 = next(line for line in text.splitlines() if line.startswith("| R2D2 |"))
     assert "paper" not in r2d2 and text.index("| MAML |") < text.index("| R2D2 |")
+    # what the grid's footer says: each cell's source, device and command are with its row
+    grid = text.split("<!-- grid:omni -->\n")[1]
+    assert "*Generated from 3 record(s) in `docs/results/`; each cell is a row of the " \
+           "tables below, where its source, device and command are given.*" in grid
+    table = text.split("<!-- table:omniglot -->\n")[1].split("<!-- /table -->")[0]
+    _, rows, line, shared, entries = _layout(table)
+    assert [r[0] for r in rows] == ["MAML, 5-way 1-shot"] * 3 and shared == _fields()["command"]
+    assert "95.8 ± 0.3% (s)" in rows[1] and "device: 2-core CPU" in line and entries == []
     assert main(["--docs", str(docs), "--check"]) == 0
     write_record(recs / "d.json", **_fields(**cell, grid_row="R2D2", grid_column="5w5s"))
     with pytest.raises(ValueError, match="both fill grid 'omni' cell"):

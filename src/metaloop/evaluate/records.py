@@ -21,13 +21,24 @@ the mean (``null`` if it does not apply); ``published`` is ``null`` or the paper
 quoted exactly with its source. Extra fields are kept. A few change how the row is shown:
 ``unit`` (appended to the mean, e.g. ``"%"`` or ``"x"``), ``digits`` (decimals shown,
 default 2), ``notation`` (``"e"`` for scientific), ``order`` (rows sort by it, then by file
-name) and ``note`` (shown after the row label).
+name) and ``note`` (shown in the row's entry under the table).
 
 Documents mark where each table goes::
 
     <!-- table:omniglot -->
     ...generated, do not edit...
     <!-- /table -->
+
+A table has one row per record: its ``row``, the mean ± 95% CI, ``n``, the budget and the
+published number with its source. A ``metric`` every row shares heads the measured column; a
+``device`` every row shares, or a published number or ``command`` every row of two or more
+shares, is said once under the table (the command in a code block); where rows differ in
+one, it is a column, or for the command, part of each row's entry. The entries follow,
+one per row in the same order: the row, its ``note`` and, unless said once, its ``command``
+in a code block. An entry's id is its record's file stem (``#omniglot_maml_5w1s`` for
+``omniglot_maml_5w1s.json``), and its row's label links to it. Rows that share their
+command and have no note get no entries, which would only repeat them. A document whose
+tables would give two entries the same id (a table marked twice) is an error.
 
 A record with ``grid``, ``grid_row`` and ``grid_column`` (e.g. ``"omniglot"``, ``"MAML"``,
 ``"5w1s"``) is also a cell of a method x setting grid, marked ``<!-- grid:omniglot -->`` ...
@@ -99,6 +110,7 @@ _DETAIL = re.compile(r"(<!-- detail:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /d
 _GRID = re.compile(r"(<!-- grid:(?P<name>[^ >]+) -->\n)(?P<body>.*?)(<!-- /grid -->)",
                    re.DOTALL)
 _SETTING = re.compile(r"^(\d+)w(\d+)s$")
+_ENTRY_ID = re.compile(r'^- <a id="([^"]+)"></a>', re.M)
 
 
 def _number(x) -> bool:
@@ -757,33 +769,103 @@ def format_value(rec: Mapping) -> str:
     return s + unit
 
 
+def record_anchor(rec: Mapping) -> str:
+    """The id of a record's entry under its table: its file's stem (``omniglot_maml_5w1s``
+    for ``omniglot_maml_5w1s.json``), with any character but letters, digits, ``_`` and ``-``
+    made a ``-``; the row label, made so, for a record read from no file."""
+    name = Path(rec["_file"]).stem if rec.get("_file") else rec["row"]
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "record"
+
+
+def _fence(command: str, indent: str) -> str:
+    """The command as a fenced ``bash`` block, each line indented by ``indent``."""
+    ticks = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", command)), default=0))
+    return "\n".join(indent + line for line in
+                     [f"{ticks}bash", *(command.splitlines() or [""]), ticks])
+
+
+def _published_cell(rec: Mapping) -> str:
+    pub = rec["published"]
+    return "—" if pub is None else f"{pub['value']} ({pub['source']})"
+
+
 def render_table(records: list[Mapping]) -> str:
-    """One markdown table (plus a line naming the torch versions and dates) for ``records``.
+    """One Markdown table for ``records``, a line under it, and the rows' entries below.
+
+    The table gives each row's label, its measurement (mean ± 95% CI), ``n`` and budget,
+    and its metric, device and published number (with its source) where the rows differ in
+    them: a metric every row shares heads the measurement's column, and a device every row
+    shares, or a published number every row of two or more shares, is said in the line
+    under the table, with the records' folder, torch versions and dates; a command every row
+    of two or more shares is given once, in a code block under that line. Then, in the rows'
+    order, each row's entry (its id from ``record_anchor``, which its label links to) gives
+    its label, its ``note`` and, unless said once, its command in a code block; rows that
+    share their command and have no note get no entries, which would only repeat them.
 
     Rows sort by the optional ``order`` field, then by file name.
+
+    Raises:
+        ValueError: no records.
     """
     if not records:
         raise ValueError("render_table needs at least one record")
     rows = sorted(records, key=lambda r: (r.get("order", math.inf), r.get("_file", ""),
                                           r["row"]))
-    head = ["method and setting", "metric", "measured (mean ± 95% CI)", "n", "budget",
-            "device", "published (source)", "command"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        label = r["row"] + (f" ({r['note']})" if r.get("note") else "")
-        pub = r["published"]
-        pub_s = "—" if pub is None else f"{pub['value']} ({pub['source']})"
-        cmd = r["command"]
-        cells = [label, r["metric"], format_value(r), "—" if r["n"] is None else str(r["n"]),
-                 format_budget(r["budget"]), r["device"], pub_s, f"`{cmd}`"]
+    metrics = {r["metric"] for r in rows}
+    devices = {r["device"] for r in rows}
+    pubs = {_published_cell(r) for r in rows}
+    pub_col = len(pubs) > 1 or len(rows) == 1
+    one_command = len(rows) > 1 and len({r["command"] for r in rows}) == 1
+    notes = any(r.get("note") for r in rows)
+    entries = notes or not one_command              # an entry holds what the table does not
+    anchors: list[str] = []
+    for r in rows:                                  # unique in the table, files or not
+        a = base = record_anchor(r)
+        k = 1
+        while a in anchors:
+            k += 1
+            a = f"{base}-{k}"
+        anchors.append(a)
+
+    head = ["method and setting", *(["metric"] if len(metrics) > 1 else []),
+            f"{next(iter(metrics))}: mean ± 95% CI" if len(metrics) == 1
+            else "measured (mean ± 95% CI)",
+            "n", "budget", *(["device"] if len(devices) > 1 else []),
+            *(["published (source)"] if pub_col else [])]
+    lines = ["| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    for r, a in zip(rows, anchors):
+        label = re.sub(r"([\\\[\]])", r"\\\1", r["row"])        # [, ] and \ in a link
+        cells = [f"[{label}](#{a})" if entries else r["row"],
+                 *([r["metric"]] if len(metrics) > 1 else []),
+                 format_value(r), "—" if r["n"] is None else str(r["n"]),
+                 format_budget(r["budget"]), *([r["device"]] if len(devices) > 1 else []),
+                 *([_published_cell(r)] if pub_col else [])]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+
     torches = sorted({r["torch"] for r in rows})
     dates = sorted(r["date"] for r in rows)
     when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    lines.append("")
-    lines.append(f"*Generated from {len(rows)} record(s) in `docs/results/`; torch "
-                 f"{', '.join(torches)}; measured {when}.*")
-    return "\n".join(lines) + "\n"
+    said = [f"device: {next(iter(devices))}"] if len(devices) == 1 else []
+    if not pub_col:
+        said.append("no published number" if pubs == {"—"} else f"published: {pubs.pop()}")
+    told = {(False, False): "Below, each row's command:",
+            (False, True): "Below, each row's note and command:",
+            (True, False): "Every row's command:",
+            (True, True): "Every row's command, then each row's note:"}[(one_command, notes)]
+    line = (f"Generated from {len(rows)} record(s) in `docs/results/`; "
+            + "".join(f"{x}; " for x in said)
+            + f"torch {', '.join(torches)}; measured {when}. {told}")
+    lines += ["", f"*{' '.join(line.split())}*"]
+    if one_command:
+        lines += ["", _fence(rows[0]["command"], indent="")]
+    if entries:
+        lines.append("")
+        for r, a in zip(rows, anchors):
+            note = f": {r['note']}" if r.get("note") else ""
+            lines.append(" ".join(f'- <a id="{a}"></a>**{r["row"]}**{note}'.split()))
+            if not one_command:
+                lines += ["", _fence(r["command"], indent="    "), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _published_number(rec: Mapping) -> float | None:
@@ -844,8 +926,9 @@ def render_grid(records: list[Mapping]) -> str:
             out.append(s)
         lines.append("| " + " | ".join(_cell(c) for c in [name, *out]) + " |")
     lines.append("")
-    lines.append(f"*Generated from {len(records)} record(s) in `docs/results/`; each cell's "
-                 f"command, device and source are in its row of the tables below.*")
+    lines.append(f"*Generated from {len(records)} record(s) in `docs/results/`; each cell is "
+                 f"a row of the tables below, where its source, device and command are "
+                 f"given.*")
     return "\n".join(lines) + "\n"
 
 
@@ -903,7 +986,9 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
         documents are current.
 
     Raises:
-        ValueError / FileNotFoundError: from ``load_records``.
+        ValueError / FileNotFoundError: from ``load_records``; a ``ValueError`` too, naming
+            the document and ids, where two entries of one document's tables would have the
+            same id (a table marked twice in it). Nothing is written then.
     """
     docs_dir = Path(docs_dir)
     records = load_records(records_dir)
@@ -934,6 +1019,12 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
             return fill
 
         new = _BLOCK.sub(filler("table", lambda n: by_table.get(n), render_table), text)
+        ids = [i for b in _BLOCK.finditer(new) for i in _ENTRY_ID.findall(b.group("body"))]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"{doc}: the entries of its tables would repeat the id(s) "
+                             f"{', '.join('#' + i for i in twice)} (a table marked twice, or "
+                             f"record files whose names make the same id)")
         new = _GRID.sub(filler("grid", lambda n: [r for r in records if r.get("grid") == n],
                                render_grid), new)
         new = _SHORT.sub(filler("short", lambda n: [r for r in records if r.get("grid") == n],
