@@ -46,6 +46,16 @@ def test_every_config_a_record_names_is_a_file_of_the_repository():
                 assert (REPO / r[key]).is_file(), (stem, key, r[key])
 
 
+ROW_MAX = 120
+"""A table row's label names the run and what differs; the rest of it goes in the note, shown
+in the row's entry under the table."""
+
+
+def test_every_row_label_is_short_enough_to_read_in_its_table():
+    long = {stem: len(r["row"]) for stem, r in RECORDS.items() if len(r["row"]) > ROW_MAX}
+    assert not long, f"row labels over {ROW_MAX} characters (move the rest to the note): {long}"
+
+
 def test_every_grid_row_names_the_setting_its_cell_is_tested_at():
     # the row is the table's label of the cell: "20-way -shot test" named no shots
     for stem, r in RECORDS.items():
