@@ -51,6 +51,22 @@ def test_shift_images_is_reproducible_and_rejects_bad_input():
         shift_images(torch.rand(7, 7), 1)
 
 
+def test_shift_images_keeps_colour_images_in_the_plain_layout():
+    """Three-channel images come back contiguous NCHW, not channels-last: a convolution
+    after them then stays on torch's plain kernels (its output is NCHW too), where a
+    channels-last batch would take the inexact channels-last float32 BatchNorm."""
+    x = torch.rand(2, 5, 3, 12, 12)                                  # [B, N, C, H, W]
+    y = shift_images(x, 2, torch.Generator().manual_seed(0))
+    assert y.is_contiguous() and y.stride() == x.stride()
+    flat = y.reshape(-1, 3, 12, 12)
+    assert not flat.is_contiguous(memory_format=torch.channels_last)
+    out = torch.nn.Conv2d(3, 4, 3)(flat)
+    assert out.is_contiguous() and not out.is_contiguous(memory_format=torch.channels_last)
+    for xi, yi in zip(x.reshape(-1, 3, 12, 12), flat):                # the same pixels moved
+        assert any(torch.equal(_reference_shift(xi, dy, dx), yi)
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+
+
 def test_shifted_family_moves_only_the_images(omniglot_root):
     fam = Omniglot(omniglot_root, "test", ways=3, shots=1, queries=2)
     plain = fam.sample(2, torch.Generator().manual_seed(5))

@@ -47,7 +47,9 @@ def shift_images(x: torch.Tensor, max_shift: int,
         generator: random source.
 
     Returns:
-        ``[..., C, H, W]``, same dtype and device.
+        ``[..., C, H, W]``, same dtype and device, contiguous (plain NCHW for any C: a
+        channels-last result would send the convolutions and BatchNorm after it down
+        torch's channels-last kernels, whose float32 BatchNorm on the CPU is not exact).
 
     Raises:
         ValueError: a negative or non-int ``max_shift``, or ``x`` with fewer than 3 dims.
@@ -61,12 +63,11 @@ def shift_images(x: torch.Tensor, max_shift: int,
     # drawn where the generator lives (the CPU's stream for a CPU generator), then moved
     at = generator.device if generator is not None else torch.device("cpu")
     d = torch.randint(0, 2 * s + 1, (2, n), generator=generator, device=at).to(x.device)
-    rows = d[0, :, None] + torch.arange(h, device=x.device)             # [N, H] into padded
-    cols = d[1, :, None] + torch.arange(w, device=x.device)             # [N, W]
-    padded = F.pad(flat, (s, s, s, s))                                  # [N, C, H+2s, W+2s]
-    n_idx = torch.arange(n, device=x.device)[:, None, None]
-    out = padded[n_idx, :, rows[:, :, None], cols[:, None, :]]          # [N, H, W, C]
-    return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)
+    # every (2s+1)^2 window of the padded images as a view: windows[i, :, a, b] is image i
+    # moved down by s - a and right by s - b pixels; one gather picks each image's own
+    windows = F.pad(flat, (s, s, s, s)).unfold(2, h, 1).unfold(3, w, 1)  # [N, C, 2s+1, 2s+1, H, W]
+    out = windows[torch.arange(n, device=x.device), :, d[0], d[1]]      # [N, C, H, W]
+    return out.contiguous().reshape(*lead, c, h, w)
 
 
 def all_shifts(x: torch.Tensor, shift: int) -> torch.Tensor:
