@@ -119,7 +119,8 @@ def fit_path(fwd: Callable[[Params, torch.Tensor], torch.Tensor],
     """Yield params after 0..steps optimiser steps on ``loss_fn(fwd(params, x), y)``.
 
     A pure function: the caller's tensors are neither mutated nor part of the graph. Only
-    the names in ``groups`` change; the rest are detached and fixed.
+    the names in ``groups`` change; the rest are detached and fixed. Each yielded dict holds
+    its own copies of the trained tensors, which later steps leave as they are.
 
     Args:
         fwd: ``fwd(params, x) -> logits``.
@@ -135,14 +136,19 @@ def fit_path(fwd: Callable[[Params, torch.Tensor], torch.Tensor],
     rest = detach({k: v for k, v in params.items() if k not in train})
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
     opt = opt_cls([{"params": [train[n] for n in ns], "lr": lr} for lr, ns in groups])
-    yield {**rest, **detach(train)}
+    yield {**rest, **_snapshot(train)}
     for _ in range(steps):
         with torch.enable_grad():
             loss = loss_fn(fwd({**rest, **train}, x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
         opt.step()
-        yield {**rest, **detach(train)}
+        yield {**rest, **_snapshot(train)}
+
+
+def _snapshot(train: Mapping[str, torch.Tensor]) -> Params:
+    """Detached copies of the trained leaves, which ``opt.step()`` updates in place."""
+    return {n: t.detach().clone() for n, t in train.items()}
 
 
 def fit(model: nn.Module, params: Mapping[str, torch.Tensor],
