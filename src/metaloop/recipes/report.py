@@ -1,6 +1,7 @@
 """Reports shared by the recipes: results tables, curves with 95% CI bands, JSON files.
 
-Plots are written with matplotlib's non-interactive Agg backend.
+Plots are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend state), so
+importing metaloop does not load pyplot.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from metaloop import runlock  # noqa: E402
-from metaloop.evaluate.heldout import format_mean_ci  # noqa: E402
-from metaloop.train.checkpoint import atomic_write_text  # noqa: E402
+from metaloop import runlock
+from metaloop.evaluate.heldout import format_mean_ci
+from metaloop.train.checkpoint import atomic_write_text
 
 __all__ = ["output_dir", "plot_curves", "plot_fits", "prepare_out", "strip_per_task", "table",
            "write_json"]
@@ -100,7 +99,9 @@ def table(results: dict[str, dict], metric: str) -> str:
 
 def plot_curves(results: dict[str, dict], metric: str, path: Path, title: str) -> None:
     """``metric`` against adaptation steps per method, with 95% CI bands (MAML Fig. 2)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))                # no pyplot: no global figure state
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     for name, r in results.items():
         m = r[metric]["mean"]
         c = [0.0 if x is None else x for x in r[metric]["ci95"]]     # one task: no band
@@ -115,7 +116,6 @@ def plot_curves(results: dict[str, dict], metric: str, path: Path, title: str) -
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_fits(learners: dict, family, seed: int, path, steps=(0, 1, 10)) -> None:
@@ -123,8 +123,9 @@ def plot_fits(learners: dict, family, seed: int, path, steps=(0, 1, 10)) -> None
     batch, amp, phase = family.sample_with_params(1, torch.Generator().manual_seed(seed))
     sx, sy = batch.support_x[0], batch.support_y[0]
     xs = torch.linspace(-5, 5, 200).unsqueeze(1)                          # [200, 1]
-    fig, axes = plt.subplots(1, len(learners), figsize=(3.2 * len(learners), 3), sharey=True,
-                             squeeze=False)
+    fig = Figure(figsize=(3.2 * len(learners), 3))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(learners), sharey=True, squeeze=False)
     for ax, (name, learner) in zip(axes[0], learners.items()):
         ax.plot(xs, family.curve(float(amp[0]), float(phase[0]), xs), "k", lw=2, label="truth")
         path_ = list(learner.adapt_path(sx, sy, max(steps)))
@@ -137,4 +138,3 @@ def plot_fits(learners: dict, family, seed: int, path, steps=(0, 1, 10)) -> None
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
