@@ -71,3 +71,16 @@ def test_no_module_imports_another_in_a_circle():
     assert "metaloop.config" in graph["metaloop.build"]        # the graph is read at all
     circle = _cycle(graph)
     assert circle is None, "import circle: " + " -> ".join(circle)
+
+
+def test_no_module_of_metaloop_uses_pyplot():
+    """Plots are drawn on an Agg canvas (``matplotlib.figure.Figure``): pyplot keeps global
+    figures, switches backends, and costs every command most of a second to import."""
+    users = [name for name, p in _modules().items()
+             if any((isinstance(n, ast.ImportFrom) and n.module == "matplotlib.pyplot")
+                    or (isinstance(n, ast.ImportFrom) and n.module == "matplotlib"
+                        and any(a.name == "pyplot" for a in n.names))
+                    or (isinstance(n, ast.Import)
+                        and any(a.name == "matplotlib.pyplot" for a in n.names))
+                    for n in ast.walk(ast.parse(p.read_text())))]
+    assert not users, users
