@@ -597,3 +597,21 @@ def test_gpu_quick_help_states_the_training_budget_it_passes():
     r = _run(["bash", "benchmarks/gpu_quick.sh", "--help"])
     assert r.returncode == 0 and f"run of {seconds} s" in r.stdout, r.stdout
     assert "iteration Omniglot MAML run" not in r.stdout and "2,000 iterations" not in r.stdout
+
+
+def test_bench_overhead_times_the_cli_beside_the_bare_loop_and_refuses_bad_settings():
+    """``bench_overhead.py`` prints both loops' seconds per iteration and their ratio, for wall
+    and CPU time; a setting that would time nothing is a usage error (status 2)."""
+    for flags, said in ((["--iters", "1"], "--iters"), (["--reps", "0"], "--reps"),
+                        (["--config", "configs/no_such.toml"], "--config")):
+        r = _run([sys.executable, "benchmarks/bench_overhead.py", *flags])
+        assert r.returncode == 2 and said in r.stderr, (flags, r.stderr[-500:])
+    r = subprocess.run([sys.executable, "benchmarks/bench_overhead.py", "--config",
+                        "configs/sinusoid_maml_long.toml", "--iters", "3", "--reps", "1"],
+                       cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert "allocator" in lines[0] and "sinusoid, meta-batch" in lines[0], lines[0]
+    assert any(ln.startswith("median wall: cli") and "ratio" in ln for ln in lines), r.stdout
+    assert any(ln.startswith("median cpu: cli") and "ratio" in ln for ln in lines), r.stdout
