@@ -186,6 +186,16 @@ def test_a_run_stopped_early_is_noted_and_scored_as_it_is(run, tmp_path, capsys)
     assert "stopped at iteration" not in capsys.readouterr().err     # a checkpoint, on purpose
 
 
+def test_a_scratch_run_is_finished_at_iteration_0_and_not_noted(trained_run, capsys):
+    """``scratch`` has nothing to meta-train: its one checkpoint is at iteration 0 of the
+    config's count, and every eval of it said it had stopped early."""
+    run = trained_run('[family]\nname = "sinusoid"\nshots = 5\n[method]\nname = "scratch"\n'
+                      '[eval]\ntasks = 2\nsteps = [0, 1]\n')
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--no-progress"]) == 0
+    assert "stopped at iteration" not in capsys.readouterr().err
+
+
 def test_a_record_of_an_earlier_checkpoint_shows_no_later_training(tmp_path):
     """``--record`` of ``run/ckpt-00000002`` of a 4-iteration run: its training curve went on
     to iteration 4, and its GPU seconds (CUDA) counted the whole run's metrics.jsonl, past

@@ -176,9 +176,12 @@ def _run(args: argparse.Namespace) -> int:
 def _note_unfinished(loaded) -> None:
     """A note for each run folder whose latest checkpoint is short of its config's iterations
     (a run stopped early): it is scored as it is. A ``ckpt-*`` folder given on purpose is not
-    noted."""
+    noted, nor a run with nothing to meta-train (``scratch``: its one checkpoint is at
+    iteration 0, and it is finished)."""
     for m in getattr(loaded, "members", None) or [loaded]:
         total = m.config["train"]["iterations"]
+        if not getattr(m.learner, "meta_trains", True):
+            continue
         if (Path(m.path) / "LATEST").is_file() and m.iteration < total:
             print(f"note: {m.path} stopped at iteration {m.iteration} of {total} (metaloop "
                   f"train --resume finishes it); scored as it is", file=sys.stderr)
