@@ -8,6 +8,7 @@ circle, since the submodules never import the package's namespace back.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -84,3 +85,6 @@ def test_no_module_of_metaloop_uses_pyplot():
                         and any(a.name == "matplotlib.pyplot" for a in n.names))
                     for n in ast.walk(ast.parse(p.read_text())))]
     assert not users, users
+    # nor reaches it through another module (``report.plt``)
+    named = [name for name, p in _modules().items() if re.search(r"\bplt\b", p.read_text())]
+    assert not named, named

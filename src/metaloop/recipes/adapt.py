@@ -1140,12 +1140,12 @@ def table(results: dict) -> str:
 def bar_chart(results: dict, path: Path, title: str) -> None:
     """Horizontal bars of accuracy with 95% CI error bars, one per approach, written to
     ``path`` whole or not at all (an interruption leaves any earlier file as it was)."""
-    plt = report.plt
     names = list(results)
     means = [100 * results[n]["accuracy"]["mean"] for n in names]
     cis = [100 * (results[n]["accuracy"]["ci95"] or 0.0) for n in names]   # one task: no bar
     colors = [f"C{results[n]['approach']}" for n in names]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    fig = report.figure((7, 0.45 * len(names) + 1.5))
+    ax = fig.subplots()
     ax.barh(range(len(names)), means, xerr=cis, color=colors, capsize=3)
     ax.set_yticks(range(len(names)), [f"{n} ({results[n]['approach']})" for n in names])
     ax.invert_yaxis()
@@ -1160,7 +1160,6 @@ def bar_chart(results: dict, path: Path, title: str) -> None:
         fig.savefig(tmp, dpi=110, format="png")
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
 
 

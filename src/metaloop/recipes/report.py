@@ -97,11 +97,16 @@ def table(results: dict[str, dict], metric: str) -> str:
     return "\n".join(lines)
 
 
+def figure(figsize: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas (no pyplot: nothing global to close)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def plot_curves(results: dict[str, dict], metric: str, path: Path, title: str) -> None:
     """``metric`` against adaptation steps per method, with 95% CI bands (MAML Fig. 2)."""
-    fig = Figure(figsize=(6, 4))                # no pyplot: no global figure state
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    ax = (fig := figure((6, 4))).subplots()
     for name, r in results.items():
         m = r[metric]["mean"]
         c = [0.0 if x is None else x for x in r[metric]["ci95"]]     # one task: no band
@@ -123,8 +128,7 @@ def plot_fits(learners: dict, family, seed: int, path, steps=(0, 1, 10)) -> None
     batch, amp, phase = family.sample_with_params(1, torch.Generator().manual_seed(seed))
     sx, sy = batch.support_x[0], batch.support_y[0]
     xs = torch.linspace(-5, 5, 200).unsqueeze(1)                          # [200, 1]
-    fig = Figure(figsize=(3.2 * len(learners), 3))
-    FigureCanvasAgg(fig)
+    fig = figure((3.2 * len(learners), 3))
     axes = fig.subplots(1, len(learners), sharey=True, squeeze=False)
     for ax, (name, learner) in zip(axes[0], learners.items()):
         ax.plot(xs, family.curve(float(amp[0]), float(phase[0]), xs), "k", lw=2, label="truth")
