@@ -38,6 +38,29 @@ def test_every_per_task_record_has_the_mean_and_students_t_ci_of_its_values():
     assert checked >= 30
 
 
+def test_every_per_seed_record_has_the_mean_and_students_t_ci_of_its_seeds():
+    """The continual records (``metaloop forgetting --record``) hold each seed's value: their
+    mean and CI are those values', not numbers rescaled from rounded ones."""
+    np = pytest.importorskip("numpy")
+    student_t = pytest.importorskip("scipy.stats").t
+    checked = 0
+    for stem, r in RECORDS.items():
+        if r.get("per_seed") is None:
+            continue
+        v = np.asarray(r["per_seed"], dtype=np.float64)
+        half = 0.5 * 10 ** -r.get("digits", 2) + 1e-9              # the digits it shows
+        assert r["n"] == len(v), stem
+        assert abs(v.mean() - r["mean"]) <= half, stem
+        if len(v) == 1:
+            assert r["ci95"] is None, stem
+        else:
+            ci = student_t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+            assert abs(ci - r["ci95"]) <= half, (stem, ci, r["ci95"])
+        checked += 1
+    continual = [stem for stem, r in RECORDS.items() if r["table"] == "continual"]
+    assert checked >= len(continual) >= 26
+
+
 def test_every_config_a_record_names_is_a_file_of_the_repository():
     # a record's config is the TOML it ran (or null, the command holds every setting)
     for stem, r in RECORDS.items():

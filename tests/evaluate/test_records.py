@@ -472,6 +472,25 @@ def test_malformed_per_task_values_are_named_and_nothing_is_written(tmp_path, ov
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.parametrize("over, message", [
+    ({"per_seed": [1.0, 2.0]}, "per_seed has 2 values but n is 3"),
+    ({"per_seed": [1.0, 2.0, 3.5]}, "per_seed averages 2.167, not the record's mean 2.0"),
+    ({"per_seed": [1.0, None, 3.0]}, "per_seed must be a list of finite numbers"),
+    # Student's t_975(2) * 1 / sqrt(3) = 2.484 (to digits + 2): a rescaled CI is not it
+    ({"per_seed": [1.0, 2.0, 3.0], "ci95": 0.4},
+     r"per_seed gives the 95% CI t_975\(n - 1\) \* sd / sqrt\(n\) = 2.484, not the record's "
+     r"ci95 0.4"),
+])
+def test_per_seed_values_must_be_the_n_behind_the_mean_and_ci(tmp_path, over, message):
+    rec = _fields(mean=2.0, n=3, digits=1, **over)
+    with pytest.raises(RecordError, match=message):
+        write_record(tmp_path / "r.json", **rec)
+    assert not (tmp_path / "r.json").exists()
+    good = {**rec, "per_seed": [1.0, 2.0, 3.0], "ci95": 2.48}
+    assert records.load_record(write_record(tmp_path / "r.json", **good))["per_seed"] == [
+        1.0, 2.0, 3.0]
+
+
 def test_a_record_ci_must_be_that_of_its_per_task_values(tmp_path):
     np = pytest.importorskip("numpy")
     vals = [92.5, 100.0, 85.0, 95.0, 90.0]

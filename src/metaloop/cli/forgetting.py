@@ -4,7 +4,10 @@ forgetting."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 
 from tqdm.auto import tqdm
 
@@ -12,6 +15,7 @@ from metaloop import runlock
 from metaloop.cli._args import int_list, path
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES
+from metaloop.evaluate import records
 from metaloop.recipes import _partial
 from metaloop.recipes import forgetting as recipe
 from metaloop.recipes.report import output_dir
@@ -59,7 +63,16 @@ strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads
 --head-weight and --temperature: heads, replay+heads; --lora-rank: lora), --alphabets
 outside omniglot-alphabets, --test-per-class on it, --data, --classes-per-experience,
 --image-size and --channels outside split-data-task/-class, --image-size and --channels
-with a tensor file, --root and --alphabets on split-data-task/-class."""
+with a tensor file, --root and --alphabets on split-data-task/-class.
+
+--record DIR writes, after the run, one result record per strategy for the docs' tables
+(metaloop.evaluate.records): DIR/continual_<scenario>_<strategy>.json (replay+heads:
+replay_heads; a replay ratio other than 0.1 gives replay-balanced or replay-0.2, a buffer
+with the default ratio replay-buffer1000), table continual, the metric retained (%) on
+two-task and avg acc (%) elsewhere, its mean and Student-t 95% CI over the seeds with each
+seed's value (per_seed), every metric in other_metrics, and this command. A record already
+there keeps its row, order, published and note. DIR is checked before any work; --resume of
+a run that had finished writes the records from its results.json."""
 SETTINGS = ("strategies", "seeds", "seed", "steps", "pretrain_steps", "batch_size", "lr",
             "eval_every", "early_stop", "replay_ratio", "buffer_size", "head_weight",
             "temperature", "lora_rank", "hidden")
@@ -145,6 +158,9 @@ def register(sub) -> argparse.ArgumentParser:
                         "(one with other settings, --threads or data is refused by name; "
                         "--no-progress, the order of --strategies and a default given or "
                         "left out may differ)")
+    p.add_argument("--record", type=path, default=None, metavar="DIR",
+                   help="write one result record per strategy in DIR (e.g. docs/results), "
+                        "named continual_<scenario>_<strategy>.json")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -159,14 +175,22 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     s = recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
     recipe.check_resume(args.out, args.resume)          # before any data is read
+    if args.record is not None:
+        recipe.check_records(args.record, s)
     data = {k: getattr(args, k) for k in recipe.DATA_OPTIONS}
     exps = recipe.experiences(args.scenario, root=args.root, **data)
     with output_dir(args.out) as out:
         if args.resume and recipe.finished(out):    # stopped after writing its results.json
             recipe.kept(out, recipe.identity(s, exps, data))   # or refused, naming the change
+            if args.record is not None:     # checked before partial.json goes
+                recs = recipe.records(
+                    json.loads((out / "results.json").read_text(encoding="utf-8")),
+                    args.record, command=_command(args))
             (out / recipe.PARTIAL).unlink()
             print(f"{out}: the run had finished (its results.json is complete); removed the "
                   f"{recipe.PARTIAL} left beside it, nothing to resume")
+            if args.record is not None:
+                _write_records(recs)
             return 0
         try:
             with tqdm(total=recipe.total_steps(s, exps), desc="steps",
@@ -177,8 +201,15 @@ def _run(args: argparse.Namespace) -> int:
                     tqdm.write(f"resuming {out}: {len(done)} of "
                                f"{len(s['seeds']) * len(s['strategies'])} runs (seed, "
                                f"strategy) done, kept in {recipe.PARTIAL}")
+                wall, cpu = time.perf_counter(), time.process_time()
                 runs, results = recipe.run(s, exps, bar.update, data=data, out=out,
                                            resume=args.resume, on_resume=on_resume)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            # the CPU time of the whole run: a resumed run's kept part counts its wall-clock
+            cpu += max(0.0, results["wall_s"] - wall)
+            recs = recipe.records(results, args.record, command=_command(args),
+                                  cpu_seconds=cpu) \
+                if args.record is not None else {}     # a record refused: no results.json
             recipe.write(out, s, exps, runs, results)
         except KeyboardInterrupt:
             print(_partial.stopped(out, "forgetting", "the runs (seed, strategy) finished",
@@ -190,4 +221,23 @@ def _run(args: argparse.Namespace) -> int:
     print(recipe.table(results["strategies"]))
     print(f"\nwrote {out / 'results.json'}, metrics.jsonl and plots in {out} "
           f"({results['wall_s']:.0f} s)")
+    _write_records(recs)
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command a record reruns: this one, every option written out, without --resume
+    (a rerun from scratch gives the same results) and --no-progress, after
+    ``OMP_NUM_THREADS=N`` where that is set (it sets torch's threads unless --threads does)."""
+    line = records.command_line(argparse.Namespace(
+        **{**vars(args), "resume": False, "no_progress": False}))
+    omp = os.environ.get("OMP_NUM_THREADS")
+    return f"OMP_NUM_THREADS={omp} {line}" if omp and not getattr(args, "threads", 0) \
+        else line
+
+
+def _write_records(recs: dict) -> None:
+    for file, rec in recs.items():
+        existed = file.exists()
+        records.write_record(file, **rec)
+        print(f"{'replaced' if existed else 'wrote'} record {file}")

@@ -63,7 +63,9 @@ and in task order (``metaloop eval --record`` writes it), so that two records me
 the same tasks (same split and task seed) can be compared task by task (its mean and
 ``ci95``, Student's ``t_975(n - 1) * sd / sqrt(n)``, must then be theirs, to the record's
 ``digits``): ``paired_difference(a, b)`` gives the mean difference with its paired 95% CI, which is
-usually far narrower than the two records' own CIs suggest.
+usually far narrower than the two records' own CIs suggest. A record measured over seeds
+(``metaloop forgetting --record`` writes them) carries ``per_seed`` the same way: one value
+per seed, whose mean and Student's t CI must be the record's.
 
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
 marked table, grid, short-cell list and detail in ``docs/*.md`` from ``docs/results/*.json``; with
@@ -119,6 +121,10 @@ def _number(x) -> bool:
 
 def validate_record(rec: Mapping, where: str = "record") -> dict:
     """Check a record's fields and types; return it as a plain dict.
+
+    A record with ``per_task`` (each task's value) or ``per_seed`` (each seed's, as
+    ``metaloop forgetting --record`` writes) must hold ``n`` finite values whose mean and
+    Student-t 95% CI are the record's ``mean`` and ``ci95``, to its ``digits``.
 
     Args:
         rec: the record's fields. where: how the error names the record (e.g. its file).
@@ -197,22 +203,24 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
                                  and isinstance(proj["source"], str) and proj["source"]):
         bad.append(f"projection must be null or {{\"iterations\": N > 0, \"source\": "
                    f"\"...\"}}, got {proj!r}")
-    per_task = rec.get("per_task")
-    if per_task is not None:
-        if not (isinstance(per_task, list) and all(_number(v) for v in per_task)):
-            bad.append(f"per_task must be a list of finite numbers, got {per_task!r:.60}")
-        elif not isinstance(n, int) or len(per_task) != n:
-            bad.append(f"per_task has {len(per_task)} values but n is {n!r}")
+    for key in ("per_task", "per_seed"):     # each task's or seed's value behind the mean
+        values = rec.get(key)
+        if values is None:
+            continue
+        if not (isinstance(values, list) and all(_number(v) for v in values)):
+            bad.append(f"{key} must be a list of finite numbers, got {values!r:.60}")
+        elif not isinstance(n, int) or len(values) != n:
+            bad.append(f"{key} has {len(values)} values but n is {n!r}")
         elif _number(rec["mean"]):
             digits = rec.get("digits", 2) if isinstance(rec.get("digits", 2), int) else 2
-            mean = math.fsum(per_task) / len(per_task)
+            mean = math.fsum(values) / len(values)
             if abs(mean - rec["mean"]) > 0.5 * 10 ** -digits + 1e-9:
-                bad.append(f"per_task averages {mean:.{digits + 2}f}, not the record's mean "
+                bad.append(f"{key} averages {mean:.{digits + 2}f}, not the record's mean "
                            f"{rec['mean']!r}")
-            ci = _ci95(per_task)
+            ci = _ci95(values)
             if ci is not None and _number(rec["ci95"]) \
                     and abs(ci - rec["ci95"]) > 0.5 * 10 ** -digits + 1e-9:
-                bad.append(f"per_task gives the 95% CI t_975(n - 1) * sd / sqrt(n) = "
+                bad.append(f"{key} gives the 95% CI t_975(n - 1) * sd / sqrt(n) = "
                            f"{ci:.{digits + 2}f}, not the record's ci95 {rec['ci95']!r}")
     if "notation" in rec and rec["notation"] not in ("f", "e"):
         bad.append(f"notation must be 'f' (fixed) or 'e' (scientific), got {rec['notation']!r}")
@@ -266,10 +274,10 @@ def write_record(path, **fields) -> Path:
 
 
 def dumps_record(rec: Mapping) -> str:
-    """A record as its file's text: sorted keys, two-space indents, ``per_task`` on one line
-    (it holds one number per task), and a final newline."""
+    """A record as its file's text: sorted keys, two-space indents, ``per_task`` and
+    ``per_seed`` on one line each (one number per task or seed), and a final newline."""
     text = json.dumps(rec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    return re.sub(r'("per_task": )\[\n(.*?)\n\s*\]',
+    return re.sub(r'("per_(?:task|seed)": )\[\n(.*?)\n\s*\]',
                   lambda m: m.group(1) + "[" + ", ".join(v.strip().rstrip(",") for v in
                                                       m.group(2).splitlines()) + "]",
                   text, flags=re.S)
@@ -632,6 +640,26 @@ def _test_time(ec: Mapping, members: int, evaluation: str | None) -> str:
     return row
 
 
+def cpu_name() -> str:
+    """``"CPU (MODEL, CAPABILITY)"``: the processor's model name (``/proc/cpuinfo`` on Linux,
+    else ``platform.processor()``) and the vector instructions torch's CPU kernels use here
+    (``torch.backends.cpu.get_cpu_capability()``, e.g. ``AVX2``, ``AVX512``). Float32 results
+    can differ between capabilities, so a record says which one measured it."""
+    import platform
+
+    import torch
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.lower().startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown"
+    return f"CPU ({model}, {torch.backends.cpu.get_cpu_capability()})"
+
+
 def _provenance(checkpoint, device: str) -> dict:
     """What a record of an evaluation says of where it ran: ``parts`` (each checkpoint's run
     directory and budget), ``run_dir`` (the first), ``budget`` (one run's, or an ensemble's
@@ -660,7 +688,7 @@ def _provenance(checkpoint, device: str) -> dict:
         dev = torch.cuda.get_device_name(0)
     else:
         n = torch.get_num_threads()
-        dev = f"CPU, {n} thread{'s' if n != 1 else ''}"
+        dev = f"{cpu_name()}, {n} thread{'s' if n != 1 else ''}"
     return {"parts": parts, "run_dir": parts[0][0], "budget": budget,
             "fields": {"budget": budget, "device": dev, "torch": torch.__version__.split("+")[0],
                        "date": datetime.datetime.now(datetime.timezone.utc).strftime(

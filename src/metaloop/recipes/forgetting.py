@@ -43,9 +43,10 @@ from metaloop.models import MLP
 from metaloop.recipes import _partial, report
 from metaloop.train.checkpoint import WriteError, atomic_write_text
 
-__all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "METRICS", "PARTIAL",
-           "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS", "check_resume", "experiences", "finished",
-           "identity", "kept", "run", "settings", "table", "total_steps", "write"]
+__all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "METRICS",
+           "PARTIAL", "RECORD_TABLE", "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS", "check_records",
+           "check_resume", "experiences", "finished", "identity", "kept", "record_path",
+           "records", "run", "settings", "table", "total_steps", "write"]
 
 # Per-scenario defaults, sized so that six strategies x 3 seeds take < 15 min on 2 cores.
 # The network is van de Ven et al.'s Split-MNIST MLP with 256 instead of 400 units.
@@ -78,6 +79,11 @@ FINETUNE_SEED = 1000
 SEED_RANGE = (-2**63, 2**64 - 1 - FINETUNE_SEED)
 METRICS = (("new_accuracy", "new acc"), ("old_accuracy", "old acc"), ("retained", "retained"),
            ("forgetting", "forgetting"), ("bwt", "BWT"), ("average_accuracy", "avg acc"))
+# The records (``records``): their table, and the metric each scenario's row shows (the
+# others go in ``other_metrics``): a stream of two experiences is summed up by what it
+# retains of the first, a longer one by its average accuracy.
+RECORD_TABLE = "continual"
+HEADLINE = {"two-task": "retained"}
 
 
 
@@ -675,3 +681,139 @@ def write(out, s, exps, runs, results) -> None:
             f.unlink(missing_ok=True)
         raise
     (out / PARTIAL).unlink(missing_ok=True)
+
+
+def _strategy_stem(name: str, s: dict) -> tuple[str, str]:
+    """A strategy's part of its record's file name and its row label: ``replay+heads`` ->
+    ``replay_heads``; a strategy that replays (``STRATEGY_OPTIONS``) with a replay ratio
+    other than the default gets it as a suffix (``replay-balanced``, ``replay-0.2_heads``),
+    and, with the default ratio, a buffer its size (``replay-buffer1000``); the row label
+    names the buffer (``replay-balanced (1,000-example reservoir)``)."""
+    label = name
+    replays = name in STRATEGY_OPTIONS["replay_ratio"]
+    if replays:
+        ratio = s["replay_ratio"]
+        if ratio != STRATEGY_DEFAULTS["replay_ratio"]:
+            suffix = ratio if ratio == "balanced" else f"{ratio:g}"
+        elif s["buffer_size"] is not None:
+            suffix = f"buffer{s['buffer_size']}"
+        else:
+            suffix = None
+        if suffix is not None:
+            label = name.replace("replay", f"replay-{suffix}", 1)
+    stem = label.replace("+", "_")
+    if replays and s["buffer_size"] is not None:
+        label += f" ({s['buffer_size']:,}-example reservoir)"
+    return stem, label
+
+
+def record_path(folder, s: dict, strategy: str) -> Path:
+    """Where ``records`` puts a strategy's record in ``folder``:
+    ``continual_<scenario>_<strategy>.json`` (``continual_split_fmnist_class_replay_heads``;
+    see ``_strategy_stem`` for the replay options' suffixes)."""
+    stem, _ = _strategy_stem(strategy, s)
+    return Path(folder) / f"continual_{s['scenario'].replace('-', '_')}_{stem}.json"
+
+
+def check_records(folder, s: dict) -> list[Path]:
+    """Before any work: the record of each strategy of ``s`` can be written in ``folder``
+    (``metaloop.evaluate.records.check_record_path``: a folder that can be made and written,
+    and no file there that is not a record). Returns the paths, in strategy order.
+
+    Raises:
+        ValueError: naming the path and the problem.
+    """
+    from metaloop.evaluate.records import check_record_path
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--record {folder} is a file: it names a folder for the records")
+    return [check_record_path(record_path(folder, s, name)) for name in s["strategies"]]
+
+
+def records(results: dict, folder, *, command: str, cpu_seconds: float | None = None
+            ) -> dict[Path, dict]:
+    """One result record per strategy of a finished run (``run``'s results, or its
+    results.json read back), keyed by its path in ``folder`` (``record_path``).
+
+    Each record is a row of table ``RECORD_TABLE``: its metric is the scenario's
+    ``HEADLINE`` (``retained (%)`` for two-task, else ``avg acc (%)``), with ``mean``,
+    ``ci95`` (Student's ``t_975(n - 1) * sd / sqrt(n)``, null for one seed) and ``n`` over the
+    seeds where it is defined, and those seeds' values in ``per_seed`` (in %, in seed order;
+    ``seeds`` names them, ``undefined_seeds`` the others); ``other_metrics`` has every
+    metric's mean, CI and per-seed values. The budget is the optimiser steps of a strategy
+    on one seed (experience 0 and the fine-tuning) and the CPU seconds of the whole run
+    (``cpu_seconds``; None: the run's wall-clock seconds, ``results["wall_s"]``); device,
+    torch and date (UTC) are as ``metaloop eval --record`` gives them. An earlier record at
+    the path keeps its ``row``, ``order``, ``published`` and ``note``.
+
+    A strategy whose headline metric is defined in no seed has no mean, so no record: it is
+    left out.
+
+    Args:
+        results: the run's results (``scenario``, ``settings``, ``experiences``,
+            ``strategies``). folder: where the records go. command: the exact command line.
+        cpu_seconds: the process CPU seconds of the whole run (every strategy and seed).
+
+    Raises:
+        metaloop.evaluate.records.RecordError: a record that would not be valid.
+    """
+    import datetime
+
+    from metaloop.evaluate.records import cpu_name, validate_record
+    from metaloop.evaluate.stats import ci95
+
+    s, scenario = results["settings"], results["scenario"]
+    key = HEADLINE.get(scenario, "average_accuracy")
+    labels = dict(METRICS)
+    n_threads = torch.get_num_threads()
+    common = {
+        "table": RECORD_TABLE, "metric": f"{labels[key]} (%)", "digits": 1,
+        "budget": None, "config": None, "published": None, "command": command,
+        "device": f"{cpu_name()}, {n_threads} thread{'s' if n_threads != 1 else ''}",
+        "torch": torch.__version__.split("+")[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "scenario": scenario}
+    steps = s["pretrain_steps"] + s["steps"] * (len(results["experiences"]) - 1)
+    out = {}
+    for name, r in results["strategies"].items():
+        seeds = s["seeds"]
+        metrics_ = {}
+        for k in labels:
+            values = r["summary"][k]["per_seed"]
+            ok = [(seed, 100 * v) for seed, v in zip(seeds, values)
+                  if v is not None and math.isfinite(v)]
+            vals = [v for _, v in ok]
+            metrics_[k] = {
+                "mean": round(math.fsum(vals) / len(vals), 4) if vals else None,
+                "ci95": None if len(vals) < 2 else round(ci95(vals), 4),
+                "per_seed": [round(v, 4) for v in vals],
+                "seeds": [seed for seed, _ in ok]}
+        head = metrics_[key]
+        if head["mean"] is None:
+            continue
+        path = record_path(folder, s, name)
+        _, label = _strategy_stem(name, s)
+        rec = {**common, "row": f"{scenario}: {label}", "strategy": name,
+               "mean": head["mean"], "ci95": head["ci95"], "n": len(head["per_seed"]),
+               "per_seed": head["per_seed"], "seeds": head["seeds"],
+               "budget": {"iterations": steps, "cpu_seconds": round(
+                   results["wall_s"] if cpu_seconds is None else cpu_seconds, 1)},
+               "other_metrics": {labels[k]: {f: m[f] for f in ("mean", "ci95", "per_seed")}
+                                 for k, m in metrics_.items()}}
+        undefined = [seed for seed in seeds if seed not in head["seeds"]]
+        if undefined:
+            rec["undefined_seeds"] = undefined
+        old = _old_record(path)
+        rec.update({k: old[k] for k in ("row", "order", "published", "note") if k in old})
+        out[path] = validate_record(rec, where=str(path))
+    return out
+
+
+def _old_record(path: Path) -> dict:
+    """The record already at ``path`` (``{}``: none, or a file that is not a JSON object)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}

@@ -1,0 +1,185 @@
+"""``metaloop forgetting --record DIR``: one result record per strategy, with the per-seed
+values behind its mean and Student-t CI, a command that reruns, and bad folders refused
+before any work."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+
+import pytest
+
+from metaloop.cli.main import main
+from metaloop.evaluate.records import load_records, validate_record
+from metaloop.recipes import forgetting as recipe
+
+TINY = ["--steps", "6", "--eval-every", "3", "--train-per-class", "12", "--val-per-class", "4",
+        "--test-per-class", "8", "--hidden", "16,16", "--batch-size", "16", "--no-progress"]
+LABELS = dict(recipe.METRICS)
+
+
+def _argv(root, out, rec_dir, strategies="naive,replay+heads", *extra):
+    return ["forgetting", "--scenario", "two-task", "--strategies", strategies, "--seeds", "3",
+            "--root", str(root), "--out", str(out), "--record", str(rec_dir), *TINY, *extra]
+
+
+def _student_t(values):
+    np = pytest.importorskip("numpy")
+    t = pytest.importorskip("scipy.stats").t
+    v = np.asarray(values, dtype=np.float64)
+    return v.mean(), t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+
+
+def test_records_hold_each_seed_and_the_student_t_ci_of_them(tmp_path, capsys,
+                                                            fashion_mnist_root):
+    out, rec_dir = tmp_path / "run", tmp_path / "records"
+    rec_dir.mkdir()
+    # an earlier record at a path keeps its row, order, published number and note
+    kept = {"row": "two-task: naive (the baseline)", "order": 7, "note": "fine-tuning alone",
+            "published": {"value": "50%", "source": "a paper"}}
+    (rec_dir / "continual_two_task_naive.json").write_text(json.dumps(
+        {"table": "continual", "metric": "retained (%)", "mean": 1.0, **kept}))
+    assert main(_argv(fashion_mnist_root, out, rec_dir)) == 0
+    printed = capsys.readouterr().out
+    assert f"replaced record {rec_dir / 'continual_two_task_naive.json'}" in printed
+    assert f"wrote record {rec_dir / 'continual_two_task_replay_heads.json'}" in printed
+    results = json.loads((out / "results.json").read_text())
+    recs = {r["strategy"]: r for r in load_records(rec_dir)}
+    assert set(recs) == {"naive", "replay+heads"}
+    for name, rec in recs.items():
+        validate_record(rec)
+        assert rec["table"] == "continual" and rec["metric"] == "retained (%)"
+        assert rec["command"].split("metaloop ", 1)[1].startswith("forgetting ")
+        assert f"--record {rec_dir}" in rec["command"] and "--no-progress" not in rec["command"]
+        assert rec["budget"]["iterations"] == 6 + 6 and rec["budget"]["cpu_seconds"] > 0
+        assert rec["device"].startswith("CPU (") and rec["date"][:2] == "20"
+        summary = results["strategies"][name]["summary"]
+        for key, label in recipe.METRICS:
+            want = [100 * v for v in summary[key]["per_seed"] if v is not None]
+            got = rec["other_metrics"][label]
+            assert got["per_seed"] == pytest.approx(want, abs=1e-4), (name, key)
+            if len(want) > 1:
+                mean, ci = _student_t(want)
+                assert got["mean"] == pytest.approx(mean, abs=1e-4)
+                assert got["ci95"] == pytest.approx(ci, abs=1e-4)
+        per_seed = rec["per_seed"]
+        assert rec["n"] == len(per_seed) == 3 - len(rec.get("undefined_seeds", []))
+        assert per_seed == rec["other_metrics"]["retained"]["per_seed"]
+        mean, ci = _student_t(per_seed)
+        assert rec["mean"] == pytest.approx(mean, abs=1e-4)
+        assert rec["ci95"] == pytest.approx(ci, abs=1e-4)
+    assert {k: recs["naive"][k] for k in kept} == kept
+    assert recs["replay+heads"]["row"] == "two-task: replay+heads"
+    assert "order" not in recs["replay+heads"] and recs["replay+heads"]["published"] is None
+
+
+def test_the_record_command_reruns_to_the_same_values(tmp_path, capsys, monkeypatch,
+                                                      fashion_mnist_root):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out, rec_dir = tmp_path / "run", tmp_path / "records"
+    assert main(_argv(fashion_mnist_root, out, rec_dir, "naive")) == 0
+    path = rec_dir / "continual_two_task_naive.json"
+    first = json.loads(path.read_text())
+    words = shlex.split(first["command"])
+    assert words[:2] == ["OMP_NUM_THREADS=1", "metaloop"]
+    capsys.readouterr()
+    assert main(words[2:]) == 0
+    assert f"replaced record {path}" in capsys.readouterr().out
+    again = json.loads(path.read_text())
+    assert again["command"] == first["command"]
+    assert again["per_seed"] == first["per_seed"] and again["mean"] == first["mean"]
+
+
+def test_a_finished_run_resumed_with_record_writes_its_records(tmp_path, capsys,
+                                                              fashion_mnist_root):
+    """A run stopped after its results.json (partial.json still beside it) has finished:
+    --resume --record writes the records from that results.json."""
+    out, rec_dir = tmp_path / "run", tmp_path / "records"
+    argv = _argv(fashion_mnist_root, out, rec_dir, "naive")
+    assert main(argv) == 0
+    first = json.loads((rec_dir / "continual_two_task_naive.json").read_text())
+    (rec_dir / "continual_two_task_naive.json").unlink()
+    results = json.loads((out / "results.json").read_text())
+    s = recipe.settings("two-task", strategies="naive", seeds=3, steps=6, eval_every=3,
+                        hidden=(16, 16), batch_size=16)
+    data = {k: None for k in recipe.DATA_OPTIONS}
+    data.update(train_per_class=12, val_per_class=4, test_per_class=8)
+    exps = recipe.experiences("two-task", root=fashion_mnist_root, **data)
+    (out / recipe.PARTIAL).write_text(json.dumps({
+        "command": "forgetting", "identity": recipe.identity(s, exps, data), "units": [],
+        "wall_s": results["wall_s"]}))
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    assert not (out / recipe.PARTIAL).exists()
+    again = json.loads((rec_dir / "continual_two_task_naive.json").read_text())
+    assert again["per_seed"] == first["per_seed"] and "--resume" not in again["command"]
+
+
+@pytest.mark.parametrize("strategy,options,stem,row", [
+    ("replay+heads", {}, "replay_heads", "replay+heads"),
+    ("replay", {"replay_ratio": "balanced", "buffer_size": 1000}, "replay-balanced",
+     "replay-balanced (1,000-example reservoir)"),
+    ("replay+heads", {"replay_ratio": "balanced", "buffer_size": 1000},
+     "replay-balanced_heads", "replay-balanced+heads (1,000-example reservoir)"),
+    ("replay", {"replay_ratio": 0.2}, "replay-0.2", "replay-0.2"),
+    ("replay", {"buffer_size": 500}, "replay-buffer500", "replay-buffer500 (500-example "
+                                                          "reservoir)"),
+])
+def test_record_names_follow_the_strategy_and_its_replay_options(strategy, options, stem,
+                                                                 row):
+    s = recipe.settings("split-fmnist-class", strategies=strategy, **options)
+    assert recipe.record_path("docs/results", s, strategy).name == \
+        f"continual_split_fmnist_class_{stem}.json"
+    assert recipe._strategy_stem(strategy, s)[1] == row
+
+
+def _not_a_record(tmp_path):
+    d = tmp_path / "records"
+    d.mkdir()
+    (d / "continual_two_task_naive.json").write_text('{"state": 1}')
+    return d, "is a file that is not a result record"
+
+
+def _a_file(tmp_path):
+    f = tmp_path / "records"
+    f.write_text("x")
+    return f, "is a file: it names a folder for the records"
+
+
+def _under_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    return tmp_path / "file" / "records", "is not a folder"
+
+
+@pytest.mark.parametrize("make", [_not_a_record, _a_file, _under_a_file])
+def test_a_bad_record_folder_exits_2_before_any_work(tmp_path, capsys, fashion_mnist_root,
+                                                     make):
+    rec_dir, message = make(tmp_path)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    out = tmp_path / "run"
+    assert main(_argv(fashion_mnist_root, out, rec_dir, "naive")) == 2
+    err = capsys.readouterr().err
+    assert "metaloop forgetting: error:" in err and message in err, err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_headline_undefined_in_every_seed_gives_no_record(tmp_path):
+    s = recipe.settings("two-task", strategies="naive", seeds=2)
+    nan = {"per_seed": [math.nan, math.nan]}
+    summary = {k: ({"per_seed": [0.5, 0.6]} if k != "retained" else nan)
+               for k in LABELS}
+    results = {"scenario": "two-task", "settings": s, "experiences": [{}, {}], "wall_s": 9.0,
+               "strategies": {"naive": {"summary": summary, "wall_s": [1.0, 1.0]}}}
+    assert recipe.records(results, tmp_path, command="metaloop forgetting") == {}
+    summary["retained"] = {"per_seed": [0.5, math.nan]}     # one seed: a mean, no CI
+    (rec,) = recipe.records(results, tmp_path, command="metaloop forgetting").values()
+    assert rec["mean"] == 50.0 and rec["ci95"] is None and rec["n"] == 1
+    assert rec["per_seed"] == [50.0] and rec["undefined_seeds"] == [1]
+    # the budget: one seed's steps, and the whole run's CPU seconds (else its wall-clock)
+    assert rec["budget"] == {"iterations": 1000, "cpu_seconds": 9.0}
+    (rec,) = recipe.records(results, tmp_path, command="metaloop forgetting",
+                            cpu_seconds=7.25).values()
+    assert rec["budget"]["cpu_seconds"] == 7.2
