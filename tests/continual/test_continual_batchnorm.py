@@ -63,3 +63,16 @@ def test_a_body_without_batchnorm_ignores_the_reference():
     p = cl.init_params(model, flat, torch.Generator().manual_seed(0))
     assert cl.evaluate_experiences(model, p, flat, reference=flat[1].train[0]) == \
         cl.evaluate_experiences(model, p, flat)
+
+
+def test_the_curve_of_a_batchnorm_body_uses_the_learned_datas_statistics():
+    """The forgetting curve scores every experience with the statistics of the training data
+    being learned, as the accuracy matrix does: its last point is the matrix's last row, not
+    the per-test-set scores that hide the forgetting."""
+    exps, model, r = _naive_run()
+    with_ref = cl.evaluate_experiences(model, r.params, exps, reference=exps[1].train[0])
+    own = cl.evaluate_experiences(model, r.params, exps)     # each test set's own statistics
+    assert own["A"] - with_ref["A"] > 0.3                    # the two really differ here
+    last = r.curve[-1]
+    assert last["step"] == 30 and last["accuracy"] == with_ref
+    assert r.matrix[-1].tolist() == [last["accuracy"]["A"], last["accuracy"]["B"]]
