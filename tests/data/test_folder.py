@@ -64,12 +64,14 @@ def test_second_open_is_a_cache_hit_and_changes_rebuild(image_folder, monkeypatc
     again = load_folder(image_folder)
     assert again.cache_status == "hit" and calls == []
     assert torch.equal(again.images, first.images)
-    target = image_folder / "class_01" / "000.png"          # replace one image's content
+    target = image_folder / "class_00" / "000.png"          # replace one image's content
+    assert target.is_file()
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(target)
     os.utime(target, ns=(1, 1))
     changed = load_folder(image_folder)
-    assert changed.cache_status == "rebuilt (files changed)" and calls == ["class_01/000.png"]
-    i = changed.files.index("class_01/000.png")
+    assert changed.cache_status == "rebuilt (files changed)" and calls == ["class_00/000.png"]
+    i = changed.files.index("class_00/000.png")
+    assert first.files[i] == "class_00/000.png"
     assert int(changed.images[i].max()) == 0 and int(first.images[i].max()) > 0
     other = load_folder(image_folder, image_size=16)        # other settings: another cache
     assert other.cache_status == "built" and other.images.shape[-1] == 16
