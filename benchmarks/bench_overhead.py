@@ -49,7 +49,7 @@ import torch
 from _timing import allocator, require_positive  # benchmarks/ is on sys.path
 
 from metaloop import build, config
-from metaloop.evaluate.records import check_record_path, cpu_name, write_record
+from metaloop.evaluate.records import check_record_path, cpu_device, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/omniglot_challenge_ensemble40_cpu.toml"
@@ -185,7 +185,7 @@ def main(argv=None) -> None:
             f"{config_name}", metric="CPU time per training iteration, metaloop train / bare loop",
             mean=round(ratio["cpu_per_it"], 3), ci95=None, unit="x", digits=3, n=args.reps,
             budget={"iterations": 2 * args.reps * args.iters}, config=config_name,
-            device=f"{cpu_name()}, {args.threads} thread(s), shared", published=None,
+            device=f"{cpu_device()}, shared", published=None,
             command="python benchmarks/bench_overhead.py " + " ".join(given),
             note=(f"median of {args.reps} interleaved runs of {args.iters} iterations each; "
                   f"wall-clock ratio {ratio['s_per_it']:.3f}; load average {load:.1f} on "

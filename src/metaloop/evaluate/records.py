@@ -660,6 +660,15 @@ def cpu_name() -> str:
     return f"CPU ({model}, {torch.backends.cpu.get_cpu_capability()})"
 
 
+def cpu_device() -> str:
+    """A CPU record's ``device``: ``cpu_name()`` and torch's thread count
+    (``"CPU (AMD EPYC, AVX2), 1 thread"``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    return f"{cpu_name()}, {n} thread{'s' if n != 1 else ''}"
+
+
 def _provenance(checkpoint, device: str) -> dict:
     """What a record of an evaluation says of where it ran: ``parts`` (each checkpoint's run
     directory and budget), ``run_dir`` (the first), ``budget`` (one run's, or an ensemble's
@@ -687,8 +696,7 @@ def _provenance(checkpoint, device: str) -> dict:
     if device == "cuda" and torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
     else:
-        n = torch.get_num_threads()
-        dev = f"{cpu_name()}, {n} thread{'s' if n != 1 else ''}"
+        dev = cpu_device()
     return {"parts": parts, "run_dir": parts[0][0], "budget": budget,
             "fields": {"budget": budget, "device": dev, "torch": torch.__version__.split("+")[0],
                        "date": datetime.datetime.now(datetime.timezone.utc).strftime(

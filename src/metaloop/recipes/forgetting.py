@@ -760,17 +760,16 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
     """
     import datetime
 
-    from metaloop.evaluate.records import cpu_name, validate_record
+    from metaloop.evaluate.records import cpu_device, validate_record
     from metaloop.evaluate.stats import ci95
 
     s, scenario = results["settings"], results["scenario"]
     key = HEADLINE.get(scenario, "average_accuracy")
     labels = dict(METRICS)
-    n_threads = torch.get_num_threads()
     common = {
         "table": RECORD_TABLE, "metric": f"{labels[key]} (%)", "digits": 1,
         "budget": None, "config": None, "published": None, "command": command,
-        "device": f"{cpu_name()}, {n_threads} thread{'s' if n_threads != 1 else ''}",
+        "device": cpu_device(),
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "scenario": scenario}
