@@ -23,6 +23,15 @@ def _need(path: Path, what: str) -> Path:
     pytest.skip(msg)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_cache(tmp_path_factory):
+    """Data caches (resized Omniglot sets, downloads) go to a folder of this test session,
+    never into the user's ``~/.cache``; subprocesses of the session share it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METALOOP_DATA", str(tmp_path_factory.mktemp("metaloop_data")))
+        yield
+
+
 @pytest.fixture
 def float64():
     """Run a test in float64; the default dtype is restored for the rest of the suite."""

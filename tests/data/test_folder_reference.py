@@ -62,3 +62,25 @@ def test_a_skipped_corrupt_image_leaves_the_others_labels_as_they_are(tmp_path):
     assert data.files == ["a/0.png", "a/1.png", "b/0.png", "b/1.png", "c/0.png", "c/1.png"]
     assert data.labels.tolist() == [0, 0, 1, 1, 2, 2]
     _check(data, root)
+
+
+def test_sixteen_bit_images_are_cached_by_their_bit_depth(tmp_path):
+    """A dark 16-bit PNG (all values under 256) was divided by 255 and cached 257 times too
+    bright, beside a brighter one of the same class read right: both are divided by 65535,
+    the depth the files declare."""
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    want = {}
+    for name in ("dark", "bright"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            top = 256 if name == "dark" else 65536
+            v = rng.integers(0, top, (28, 28)).astype(np.uint16)
+            Image.fromarray(v).save(root / name / f"{i}.png")
+            want[f"{name}/{i}.png"] = np.round(v / 65535 * 255).astype(np.uint8)
+    data = load_folder(root, invert="never")
+    assert sorted(data.files) == sorted(want)
+    for i, rel in enumerate(data.files):
+        np.testing.assert_array_equal(data.images[i, 0].numpy(), want[rel], err_msg=rel)
+    assert int(data.images[data.files.index("dark/0.png")].max()) == 1     # 255 / 65535
+

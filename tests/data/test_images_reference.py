@@ -1,7 +1,11 @@
 """Decoding against Pillow and NumPy directly: what ``load_image`` gives for a colour image
-and a 16-bit one, computed here without metaloop's code path."""
+and 16 and 32-bit ones, computed here without metaloop's code path."""
+
+import struct
+import zlib
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -35,12 +39,75 @@ def test_sixteen_bit_greyscale_is_scaled_by_65535(tmp_path):
     assert float(got.max()) == 1.0
 
 
-def test_sixteen_bit_values_that_fit_eight_bits_are_scaled_by_255(tmp_path):
+@pytest.mark.parametrize("fmt, suffix", [("PNG", "png"), ("TIFF", "tif"), ("PPM", "pgm")])
+def test_a_dark_sixteen_bit_image_is_scaled_by_its_bit_depth(tmp_path, fmt, suffix):
+    """A 16-bit image whose values all fit 8 bits (a dark scan) was divided by 255, not
+    65535: 257 times too bright, though a brighter image of the same file type was read
+    right. The file's bit depth decides now (Pillow's mode ``I;16``, or ``I`` from a PGM
+    of more than 8 bits), not its values."""
     values = np.array([[0, 17, 100], [128, 200, 254], [255, 1, 64]], dtype=np.uint16)
-    Image.fromarray(values).save(tmp_path / "shallow.png")
-    got = load_image(tmp_path / "shallow.png", image_size=3, invert="never")
-    want = torch.from_numpy(values.astype(np.float32) / np.float32(255))
+    Image.fromarray(values).save(tmp_path / f"dark.{suffix}", fmt)
+    with Image.open(tmp_path / f"dark.{suffix}") as im:
+        assert im.mode in ("I;16", "I")            # PNG and TIFF: I;16; a 16-bit PGM: I
+    got = load_image(tmp_path / f"dark.{suffix}", image_size=3, invert="never")
+    want = torch.from_numpy(values.astype(np.float32) / np.float32(65535))
     torch.testing.assert_close(got[0], want, atol=1e-7, rtol=0)
+    Image.fromarray(values * 257).save(tmp_path / f"bright.{suffix}", fmt)
+    bright = load_image(tmp_path / f"bright.{suffix}", image_size=3, invert="never")
+    torch.testing.assert_close(bright, got * 257, atol=1e-6, rtol=0)
+
+
+def test_a_32_bit_integer_image_is_scaled_by_2_to_the_31_less_1(tmp_path):
+    """A 32-bit integer TIFF (mode I) was divided by 65535 when a value passed 255: every
+    value above 65535 read as white. Its declared depth, signed 32-bit, scales it now;
+    negative values are clipped to 0."""
+    values = np.array([[0, 65535, 2 ** 30], [2 ** 31 - 1, -5, 300]], dtype=np.int32)
+    Image.fromarray(values).save(tmp_path / "int32.tif")
+    with Image.open(tmp_path / "int32.tif") as im:
+        assert im.mode == "I"
+    got = load_image(tmp_path / "int32.tif", image_size=3, invert="never")[0]  # [3, 3]
+    want = np.clip(values.astype(np.float64) / (2 ** 31 - 1), 0, 1)           # [2, 3]
+    torch.testing.assert_close(got[:2].double(), torch.from_numpy(want).double(),
+                               atol=1e-7, rtol=0)
+    assert float(got[1, 0]) == 1.0 and float(got[0, 1]) < 1e-4
+
+
+def test_an_unsigned_32_bit_tiff_is_scaled_by_2_to_the_32_less_1(tmp_path):
+    """Pillow holds an unsigned 32-bit TIFF as signed: its values from 2^31 up came out
+    negative, read as black. They are read as unsigned now, over 2^32 - 1."""
+    values = np.array([[0, 100], [2 ** 31 + 5, 2 ** 32 - 1]], dtype="<u4")     # [2, 2]
+    data = values.tobytes()
+    entries = [(256, 2), (257, 2), (258, 32), (259, 1), (262, 1), (273, 8 + 2 + 12 * 10 + 4),
+               (277, 1), (278, 2), (279, len(data)), (339, 1)]      # 339: SampleFormat uint
+    ifd = b"".join(struct.pack("<HHII", tag, 4, 1, value) for tag, value in entries)
+    (tmp_path / "u32.tif").write_bytes(b"II*\x00" + struct.pack("<IH", 8, len(entries)) + ifd
+                                       + struct.pack("<I", 0) + data)
+    with Image.open(tmp_path / "u32.tif") as im:
+        assert im.mode == "I" and int(np.asarray(im)[1, 1]) == -1   # as Pillow holds it
+    got = load_image(tmp_path / "u32.tif", image_size=2, invert="never")[0]   # [2, 2]
+    want = torch.from_numpy(values.astype(np.float64) / (2 ** 32 - 1))
+    torch.testing.assert_close(got.double(), want, atol=1e-7, rtol=0)
+
+
+def test_a_48_bit_colour_png_is_read_to_8_bits(tmp_path):
+    """Pillow reads a 16-bit-per-channel RGB PNG as 8-bit RGB (the high byte of each
+    value), so it comes within one grey level in 255 of its 16-bit values."""
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 65536, (4, 4, 3)).astype(np.uint16)              # [4, 4, 3]
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    (tmp_path / "deep.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    got = load_image(tmp_path / "deep.png", image_size=4, invert="never", channels=3)
+    want = torch.from_numpy(values.astype(np.float32) / 65535).permute(2, 0, 1)
+    assert float((got - want).abs().max()) <= 1 / 255
+    torch.testing.assert_close(got, torch.from_numpy(
+        (values >> 8).astype(np.float32) / np.float32(255)).permute(2, 0, 1), atol=0, rtol=0)
 
 
 def test_sixteen_bit_greyscale_as_rgb_repeats_the_grey_in_every_channel(tmp_path):

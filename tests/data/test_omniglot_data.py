@@ -92,6 +92,14 @@ def _fake_root(folder: Path, kind: str) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _data_cache(tmp_path_factory):
+    """Resized sets are cached in this module's own folder, not in the user's data cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METALOOP_DATA", str(tmp_path_factory.mktemp("data_cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def fake_roots(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("fake_omniglot")
@@ -139,6 +147,20 @@ def test_vinyals_rotation_matches_pil(fake_roots):
         for k in (0, 7):
             pil = Image.fromarray(originals[char][k].astype(np.uint8) * 255).rotate(int(rot[3:]))
             assert np.array_equal(images[c, k].numpy(), np.asarray(pil)), line
+
+
+@pytest.mark.parametrize("size", [105, 28])
+def test_vinyals_classes_are_their_character_turned(fake_roots, size):
+    """Every class of every Vinyals split is its character's resized drawings turned by
+    ``rotate_ccw``, in the split file's order."""
+    sets = [load_omniglot_images(fake_roots["npz"], s, size) for s in og.SETS]
+    every = dict(zip(sets[0][1] + sets[1][1], torch.cat([sets[0][0], sets[1][0]]), strict=True))
+    for split in og.VINYALS_SPLITS:
+        images, names = load_omniglot_images(fake_roots["npz"], split, size)
+        assert names == FAKE_SPLITS[split] and images.shape == (len(names), 20, size, size)
+        for c, name in enumerate(names):
+            char, rot = name.rsplit("/", 1)
+            assert torch.equal(images[c], rotate_ccw(every[char], int(rot[3:]))), name
 
 
 @pytest.mark.parametrize("resample", og.RESAMPLE)

@@ -41,7 +41,7 @@ from metaloop.data.images import (
 )
 
 CACHE_DIRNAME = ".metaloop-cache"
-CACHE_VERSION = 7   # raised whenever decoding changes, so no cache disagrees with predict
+CACHE_VERSION = 8   # raised whenever decoding changes, so no cache disagrees with predict
 
 
 @dataclass

@@ -3,13 +3,16 @@
 Preprocessing reproduces what the image families feed the network at training time:
 
 1. decode with Pillow (any format it reads), apply the EXIF orientation, and convert to
-   greyscale ``L`` (a transparent background counts as white); an image more than 16 times
-   the output side is first shrunk by a whole factor (box filter) to no less than 8 times it;
-2. scale to [0, 1] and fix the polarity: the families store **ink = 1 on a background of 0**
-   (light strokes on black; Omniglot's PNGs are stored inverted, black ink on white, and are
-   flipped when loaded). An image whose mean is above 0.5 is mostly light, so it is taken as
-   dark ink on a light background and inverted (``invert="auto"``). Scans and drawings on
-   paper are inverted this way; images already light-on-dark are kept;
+   greyscale ``L`` (a transparent background counts as white); an image at least 16 times
+   the output side is first shrunk by a whole factor (box filter) to no less than 8 times it,
+   and steps 3 and 4 then give its pixels the weights of the full-size pixels they average
+   (``_shrunk_input``);
+2. scale to [0, 1] (16-bit greyscale by 65535: by the bit depth the file declares, not by
+   its values; ``_depth_scale``) and fix the polarity: the families store **ink = 1 on a
+   background of 0** (light strokes on black; Omniglot's PNGs are stored inverted, black ink
+   on white, and are flipped when loaded). An image whose mean is above 0.5 is mostly
+   light, so it is taken as dark ink on a light background and inverted (``invert="auto"``).
+   Scans and drawings on paper are inverted this way; images already light-on-dark are kept;
 3. pad a non-square image to a square, centred, with its own border colour (each channel's
    median over the outermost pixels: the background, black for ink on 0 and white for a
    photo on white), so the aspect ratio is kept and nothing is cropped (``pad_square``);
@@ -24,12 +27,13 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 INVERT_MODES = ("auto", "always", "never")
 # What counts as an image, by its suffix (any case), here and in the training folder's scan;
@@ -47,98 +51,174 @@ CHANNELS = (1, 3)
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit greyscale
 # A large image is first shrunk by a whole factor (a box filter; a JPEG while it decodes) to no
 # less than this many times the output side: a 24-megapixel photo then takes hundredths of a
-# second and a few MB instead of seconds and a GB. Where the factor divides the sides and the
-# padding (``_factor``: most photos, 4032 x 3024 or 6000 x 4000), the result differs from
-# resizing the full image by under one grey level in 255 on average (a few at most); where
-# none does (odd sides: the last blocks are partial), by one to three on average and up to
-# about 25 at a sharp edge; more where the padding's colour, the median of a dithered
-# border, changes.
+# second and a few MB instead of seconds and a GB. The shrunk pixels are then resampled with
+# the weights that the full-size resize of the padded square gives the pixels each of them
+# averages (``_block_weights``), and padded with the median of the full image's outermost
+# pixels: the geometry (odd sides, a partial last block, the padding, the EXIF turn) is the
+# full image's, and what is left is the variation inside a block: about 0.1 grey level in 255
+# from the full-size resize on average and under 1 at a sharp edge (drawings of 1801 x 1203
+# to 4032 x 3024 pixels, 28 and 84 pixels out; a JPEG decoded at a reduced scale as well).
 _KEEP = 8
+# EXIF orientation -> (swap the axes, reverse the new x, reverse the new y), as
+# ``ImageOps.exif_transpose`` turns the image
+_ORIENTATIONS = {2: (False, True, False), 3: (False, True, True), 4: (False, False, True),
+                 5: (True, False, False), 6: (True, True, False), 7: (True, True, True),
+                 8: (True, False, True)}
 
 
-def _exact(size: tuple[int, int], factor: int) -> bool:
-    """Whether ``factor`` divides both sides of ``size`` (w, h) and the padding to a square
-    (``pad_square``), so the shrunk image pads to exactly the full one's geometry."""
-    w, h = size
-    pads = ((max(w, h) - w) // 2, (max(w, h) - h) // 2)
-    return all(v % factor == 0 for v in (w, h, *pads))
+@dataclass(frozen=True)
+class _Grid:
+    """Where the pixels of a shrunk image lie in the full-size (upright) one.
+
+    Attributes:
+        ys: int64 ``[h + 1]``: shrunk row k is the mean of full-size rows ``ys[k]`` to
+            ``ys[k + 1] - 1`` (a block at either end may be partial); ``ys[-1]`` is the
+            full height.
+        xs: int64 ``[w + 1]``: the same for columns.
+        border: float32 ``[n, c]``: the outermost pixels of the full-size image (of the
+            decoded one for a JPEG decoded at a reduced scale), in [0, 1].
+    """
+
+    ys: np.ndarray
+    xs: np.ndarray
+    border: np.ndarray
 
 
-def _factor(size: tuple[int, int], image_size: int, factors) -> int:
-    """The shrink factor of an image of ``size`` (w, h): of ``factors`` (descending) that keep
-    its longer side at least ``_KEEP * image_size``, the largest that is ``_exact``; the
-    largest when none is; 1 when none keeps enough."""
-    fits = [f for f in factors if 2 <= f <= max(size) // (_KEEP * image_size)]
-    exact = [f for f in fits if _exact(size, f)]
-    return (exact or fits or [1])[0]
+def _depth_scale(im: Image.Image) -> float:
+    """What an integer greyscale image's values are divided by: the largest value of the
+    bit depth its file declares (before the image is turned; 1 for other modes).
+
+    16 bits (65535): Pillow's ``I;16`` modes, and mode ``I`` from a PNG or a PNM (a PGM of
+    more than 8 bits, which Pillow spreads over 16). A TIFF in mode ``I``: its BitsPerSample
+    and SampleFormat (2^32 - 1 unsigned 32-bit, 2^31 - 1 signed). Any other mode ``I``
+    image (an int32 array): 32-bit signed, 2^31 - 1.
+    """
+    if im.mode.startswith("I;16"):
+        return 65535.0
+    if im.mode != "I":
+        return 1.0
+    if im.format in ("PNG", "PPM"):
+        return 65535.0
+    tags = getattr(im, "tag_v2", None) if im.format == "TIFF" else None
+    if tags is not None:
+        bits, fmt = tags.get(258, 32), tags.get(339, 1)
+        bits = int(bits[0] if isinstance(bits, tuple) else bits)
+        fmt = int(fmt[0] if isinstance(fmt, tuple) else fmt)
+        return float(2 ** (bits - 1) - 1 if fmt == 2 else 2 ** bits - 1)
+    return float(2 ** 31 - 1)
 
 
-def _shrink_factor(size: tuple[int, int], image_size: int) -> int:
-    """``_shrink``'s factor: ``_factor`` from half the largest allowed up."""
-    most = max(size) // (_KEEP * image_size)
-    return _factor(size, image_size, range(most, most // 2, -1))
+def _draft(im: Image.Image, image_size: int) -> int:
+    """Let a JPEG decode at 1/8, 1/4 or 1/2 scale: the first of these that keeps the longer
+    side at least ``_KEEP * image_size`` and whose divisor is no more than the shorter side
+    (Pillow's draft divides by the scaled size). Before the image is loaded; other formats
+    ignore it.
 
-
-def _draft(im: Image.Image, image_size: int) -> None:
-    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale; other formats ignore it. Before the image
-    is loaded. The scale: the largest ``_exact`` one after which ``_shrink`` is exact too (or
-    not needed), else ``_factor``'s; no more than the shorter side (Pillow's draft divides by
-    the scaled size)."""
+    Returns:
+        The scale's divisor d (1: none): the decoded image is ``ceil(w / d) x ceil(h / d)``.
+    """
     w, h = im.size
-    factors = [f for f in (8, 4, 2) if f <= min(w, h)]
-
-    def stays_exact(f: int) -> bool:
-        rest = _shrink_factor((w // f, h // f), image_size)
-        return rest < 2 or _exact((w // f, h // f), rest)
-
-    whole = [f for f in factors if f == _factor((w, h), image_size, [f])
-             and _exact((w, h), f) and stays_exact(f)]
-    factor = whole[0] if whole else _factor((w, h), image_size, factors)
-    if factor >= 2:
-        im.draft(None, (w // factor, h // factor))
+    most = max(w, h) // (_KEEP * image_size)
+    factor = next((f for f in (8, 4, 2) if f <= most and f <= min(w, h)), 1)
+    if factor < 2:
+        return 1
+    im.draft(None, (w // factor, h // factor))
+    return next((f for f in (8, 4, 2) if im.size == (-(-w // f), -(-h // f))), 1)
 
 
-def _shrink(im: Image.Image, image_size: int | None) -> Image.Image:
-    """``im`` reduced by a whole factor (box filter, ``_shrink_factor``); ``im`` itself when
-    that is 1 or ``image_size`` is None."""
-    if image_size is None:
-        return im
-    factor = _shrink_factor(im.size, image_size)
-    return im.reduce(factor) if factor >= 2 else im
+def _prepared(im: Image.Image, channels: int, scale: float) -> Image.Image:
+    """``im`` in a mode that is shrunk (``Image.reduce``) and read as it is: ``I`` or ``F``
+    (greyscale 16 / 32-bit or float), ``RGBA`` (any transparency, premultiplied when
+    reduced, so that shrinking and compositing on white commute), ``L`` or ``RGB``. An
+    unsigned 32-bit image (``scale`` 2^32 - 1), which Pillow holds as signed (from 2^31 up
+    negative), becomes ``F`` in [0, 1]."""
+    if im.mode == "I" and scale == 2.0 ** 32 - 1:
+        a = np.asarray(im).view(np.uint32).astype(np.float64) / scale             # [h, w]
+        return Image.fromarray(a.astype(np.float32), "F")
+    if im.mode in _WIDE_MODES:
+        return im if im.mode in ("I", "F") else im.convert("I")   # reduce needs 32-bit
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:   # P, L, RGB with tRNS
+        return im if im.mode == "RGBA" else im.convert("RGBA")
+    if im.mode in ("L", "RGB"):
+        return im                              # shrunk before a full-size conversion
+    return im.convert("L" if channels == 1 else "RGB")      # P, 1, CMYK, ...
 
 
-def _pixels(im: Image.Image, channels: int, image_size: int | None = None) -> np.ndarray:
-    """float32 ``[h, w, channels]`` in [0, 1] from any Pillow mode: transparency is composited
-    on white, palettes expanded, 16-bit greyscale scaled by 65535 (by 255 where its values
-    fit 8 bits), RGB averaged to grey for ``channels = 1`` (Pillow's ``L`` weights). With
-    ``image_size``, a large image is shrunk first (``_shrink``).
+def _finish(im: Image.Image, channels: int, scale: float) -> np.ndarray:
+    """float32 ``[h, w, channels]`` in [0, 1] from a ``_prepared`` image: ``I`` divided by
+    ``scale``, ``F`` clipped, ``RGBA`` composited on white, RGB averaged to grey for
+    ``channels = 1`` (Pillow's ``L`` weights)."""
+    if im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float32) / np.float32(1.0 if im.mode == "F" else scale)
+        a = np.clip(a, 0.0, 1.0)[..., None]                                   # [h, w, 1]
+        return a if channels == 1 else np.repeat(a, 3, axis=-1)
+    if im.mode == "RGBA":
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
+    a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    return a.reshape(*a.shape[:2], channels)                                  # [h, w, c]
+
+
+def _check_finite(im: Image.Image) -> None:
+    """ValueError counting a float image's NaN and infinite values (at full size)."""
+    if im.mode == "F":
+        bad = int((~np.isfinite(np.asarray(im, dtype=np.float32))).sum())
+        if bad:
+            raise ValueError(f"{bad} of its pixel values are NaN or infinite (a float "
+                             f"image's missing data?); fill them first")
+
+
+def _pixels(im: Image.Image, channels: int, scale: float | None = None) -> np.ndarray:
+    """float32 ``[h, w, channels]`` in [0, 1] from any Pillow mode, at full size:
+    transparency composited on white, palettes expanded, integer greyscale divided by
+    ``scale`` (default: ``_depth_scale``), RGB averaged to grey for ``channels = 1``.
 
     Raises:
         ValueError: a float image with NaN or infinite values.
     """
-    if im.mode in _WIDE_MODES:
-        if im.mode not in ("I", "F"):
-            im = im.convert("I")                           # 16-bit: reduce needs 32-bit
-        scale = 1.0 if im.mode == "F" else 65535.0 if im.getextrema()[1] > 255 else 255.0
-        a = np.asarray(_shrink(im, image_size), dtype=np.float32) / scale     # [h, w]
-        if not np.isfinite(a).all():                       # counted at full size
-            bad = int((~np.isfinite(np.asarray(im, dtype=np.float32))).sum())
-            raise ValueError(f"{bad} of its pixel values are NaN or infinite (a float "
-                             f"image's missing data?); fill them first")
-        a = np.clip(a, 0.0, 1.0)[..., None]                                   # [h, w, 1]
-        return a if channels == 1 else np.repeat(a, 3, axis=-1)
-    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:   # P, L, RGB with tRNS
-        # shrunk with premultiplied alpha (Pillow's reduce), then composited: as compositing
-        # first, without a full-size copy
-        rgba = _shrink(im if im.mode == "RGBA" else im.convert("RGBA"), image_size)
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, rgba)
-    elif im.mode in ("L", "RGB"):
-        im = _shrink(im, image_size)                       # before a full-size conversion
-    else:                                                  # P, 1, CMYK, ...: converted first
-        im = _shrink(im.convert("L" if channels == 1 else "RGB"), image_size)
-    a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-    return a.reshape(*a.shape[:2], channels)                                  # [h, w, c]
+    _check_finite(im)
+    scale = _depth_scale(im) if scale is None else scale
+    return _finish(_prepared(im, channels, scale), channels, scale)
+
+
+def _read(im: Image.Image, channels: int, image_size: int, scale: float,
+          full: tuple[int, int] | None = None, draft: int = 1
+          ) -> tuple[np.ndarray, _Grid | None]:
+    """An opened image turned upright (``_upright``) and read as ``_pixels``; one at least
+    ``2 * _KEEP`` times ``image_size`` on its longer side is shrunk by a whole factor first.
+
+    Args:
+        im: the image, as decoded (``draft`` > 1: at that reduced scale, from a full size of
+            ``full``, w x h as stored).
+        scale: ``_depth_scale`` of the file.
+
+    Returns:
+        float32 ``[h, w, channels]``, and where they lie in the full image (None: they are
+        the full image).
+    """
+    stored = im.size
+    im, orientation = _upright(im)
+    _check_finite(im)
+    im = _prepared(im, channels, scale)
+    factor = max(im.size) // (_KEEP * image_size)
+    if factor < 2 and draft == 1:
+        return _finish(im, channels, scale), None
+    w, h = full if draft > 1 else stored
+    xs = np.minimum(np.arange(stored[0] + 1) * draft, w)           # [stored w + 1]
+    ys = np.minimum(np.arange(stored[1] + 1) * draft, h)           # [stored h + 1]
+    swap, flip_x, flip_y = _ORIENTATIONS.get(orientation, (False, False, False))
+    if swap:
+        xs, ys = ys, xs
+    xs, ys = (xs[-1] - xs[::-1] if flip_x else xs), (ys[-1] - ys[::-1] if flip_y else ys)
+    w, h = im.size
+    strips = [im.crop((0, 0, w, 1)), im.crop((0, h - 1, w, h)), im.crop((0, 0, 1, h)),
+              im.crop((w - 1, 0, w, h))]          # pad_square's: top, bottom, left, right
+    border = np.concatenate([_finish(s, channels, scale).reshape(-1, channels)
+                             for s in strips])                                  # [n, c]
+    if factor >= 2:
+        im = im.reduce(factor)
+        xs = xs[np.minimum(np.arange(im.size[0] + 1) * factor, w)]
+        ys = ys[np.minimum(np.arange(im.size[1] + 1) * factor, h)]
+    return _finish(im, channels, scale), _Grid(ys, xs, border)
 
 
 def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "auto",
@@ -167,8 +247,9 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
     try:
         with Image.open(path) as im:
             im.seek(0)
-            _draft(im, image_size)
-            pix = _pixels(_upright(im), channels, image_size)                 # [h, w, c]
+            scale, full = _depth_scale(im), im.size
+            draft = _draft(im, image_size)
+            pix, grid = _read(im, channels, image_size, scale, full, draft)   # [h, w, c]
     except Image.DecompressionBombError as e:           # not an OSError: would escape
         raise ValueError(f"cannot read image {path}: {e} Shrink it first (or raise "
                          f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
@@ -177,35 +258,37 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
         raise ValueError(f"cannot read image {path}: {e}") from e
     if pix.size == 0:
         raise ValueError(f"cannot read image {path}: it has no pixels")
-    return _to_input(pix, image_size, invert)
+    return _to_input(pix, image_size, invert, grid)
 
 
-def _upright(im: Image.Image) -> Image.Image:
-    """``im`` turned by its EXIF orientation (``ImageOps.exif_transpose``); as stored when
-    its EXIF block cannot be parsed (truncated, or not TIFF data), as Pillow reads a JPEG's
-    and a photo viewer shows the pixels: the block is metadata, not the image."""
+def _upright(im: Image.Image) -> tuple[Image.Image, int]:
+    """``im`` turned by its EXIF orientation (``ImageOps.exif_transpose``), and that
+    orientation (1: as stored); as stored when its EXIF block cannot be parsed (truncated,
+    or not TIFF data), as Pillow reads a JPEG's and a photo viewer shows the pixels: the
+    block is metadata, not the image."""
     im.load()                   # the pixels first: their errors are not the EXIF block's
     try:
-        im.getexif()                                   # parsed once; Pillow keeps the result
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)   # Pillow keeps it
     except (SyntaxError, ValueError, struct.error, EOFError):
-        return im
-    return ImageOps.exif_transpose(im)
+        return im, 1
+    return ImageOps.exif_transpose(im), orientation
 
 
 def image_to_input(im: Image.Image, image_size: int = 28, invert: str = "never",
                    channels: int = 1) -> torch.Tensor:
     """A Pillow image as the network's input, exactly as ``load_image`` converts a file;
     except a large JPEG that is opened but not yet loaded, which ``load_image`` decodes at a
-    reduced scale (``_draft``) and this function at full size (about a grey level apart).
+    reduced scale (``_draft``) and this function at full size (a fraction of a grey level
+    apart on average).
 
     Returns:
         float32 ``[channels, H, W]`` in [0, 1].
     """
     check_image_settings(image_size, invert, channels)
-    pix = _pixels(_upright(im), channels, image_size)                         # [h, w, c]
+    pix, grid = _read(im, channels, image_size, _depth_scale(im))             # [h, w, c]
     if pix.size == 0:
         raise ValueError("image_to_input: the image has no pixels")
-    return _to_input(pix, image_size, invert)
+    return _to_input(pix, image_size, invert, grid)
 
 
 def check_image_settings(image_size: int, invert: str, channels: int) -> None:
@@ -218,8 +301,12 @@ def check_image_settings(image_size: int, invert: str, channels: int) -> None:
         raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
 
 
-def _to_input(pix: np.ndarray, image_size: int, invert: str) -> torch.Tensor:
-    """``[h, w, c]`` pixels in [0, 1] -> inverted, squared, resized ``[c, H, W]``."""
+def _to_input(pix: np.ndarray, image_size: int, invert: str,
+              grid: _Grid | None = None) -> torch.Tensor:
+    """``[h, w, c]`` pixels in [0, 1] -> inverted, squared, resized ``[c, H, W]``; pixels
+    of a shrunk image (``grid``) as the full-size image gives them (``_shrunk_input``)."""
+    if grid is not None:
+        return _shrunk_input(pix, image_size, invert, grid)
     channels = pix.shape[-1]
     x = torch.from_numpy(np.ascontiguousarray(pix)).permute(2, 0, 1)         # [c, h, w]
     if invert == "always" or (invert == "auto" and float(x.mean()) > 0.5):
@@ -229,6 +316,80 @@ def _to_input(pix: np.ndarray, image_size: int, invert: str) -> torch.Tensor:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
                           align_corners=False, antialias=True)                # [1, c, H, W]
     return x.reshape(channels, image_size, image_size).clamp_(0.0, 1.0)
+
+
+def _shrunk_input(pix: np.ndarray, image_size: int, invert: str, grid: _Grid) -> torch.Tensor:
+    """``_to_input`` of the full-size image, from its block means ``pix`` ``[h, w, c]``.
+
+    Each shrunk pixel takes the sum of the resize's weights over the full-size pixels it
+    averages, at their place in the padded square; the padding takes the median of the
+    full image's outermost pixels (``grid.border``), and ``"auto"`` inversion compares the
+    full image's mean (the blocks weighted by their areas). Exact but for the variation of
+    the image inside a block.
+    """
+    h, w, c = pix.shape
+    x = torch.from_numpy(np.ascontiguousarray(pix))                           # [h, w, c]
+    rows = torch.from_numpy(np.diff(grid.ys).astype(np.float32))              # [h]
+    cols = torch.from_numpy(np.diff(grid.xs).astype(np.float32))              # [w]
+    mean = float(rows @ x.sum(-1) @ cols) / (float(rows.sum() * cols.sum()) * c)
+    flip = invert == "always" or (invert == "auto" and mean > 0.5)
+    full_h, full_w = int(grid.ys[-1]), int(grid.xs[-1])
+    side = max(full_h, full_w)
+    wy = _block_weights(grid.ys, (side - full_h) // 2, side, image_size)      # [H, h]
+    wx = _block_weights(grid.xs, (side - full_w) // 2, side, image_size)      # [W, w]
+    x = _banded(wy, x.reshape(h, w * c))                                      # [H, w * c]
+    x = x.reshape(image_size, w, c).transpose(0, 1).reshape(w, image_size * c)
+    x = _banded(wx, x).reshape(image_size, image_size, c).permute(2, 1, 0)    # [c, H, W]
+    # the weight on the image (1 but for the padding); inverted, (1 - x) gives that less x
+    inside = torch.from_numpy(np.outer(wy.sum(1), wx.sum(1))).float()         # [H, W]
+    border = torch.from_numpy(grid.border).T                                  # [c, n]
+    if flip:
+        x, border = inside - x, 1.0 - border
+    if full_h != full_w:
+        fill = border.median(-1).values                                       # [c]
+        x = x + fill[:, None, None] * (1.0 - inside)
+    return x.clamp(0.0, 1.0)
+
+
+def _banded(wt: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """``wt @ x`` for float64 ``wt`` ``[m, n]`` whose rows are non-zero on one run of
+    columns each (a resize's), float32 ``x`` ``[n, k]`` -> ``[m, k]``, one run at a time."""
+    nz = wt != 0
+    lo = np.where(nz.any(1), nz.argmax(1), 0)
+    hi = np.where(nz.any(1), wt.shape[1] - nz[:, ::-1].argmax(1), 0)
+    w = torch.from_numpy(wt).float()
+    return torch.stack([w[i, lo[i]:hi[i]] @ x[lo[i]:hi[i]] for i in range(len(wt))])
+
+
+def _resize_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The weights of ``F.interpolate(mode="bilinear", antialias=True,
+    align_corners=False)`` along one axis, as PyTorch computes them: a triangle ``scale``
+    input pixels wide each side when shrinking, each output's taps normalised.
+
+    Returns:
+        ``lo`` int64 ``[n_out]`` and float64 ``taps`` ``[n_out, k]``: output i is the sum
+        over t of ``taps[i, t] * input[lo[i] + t]``.
+    """
+    scale = n_in / n_out
+    support, inv = (scale, 1.0 / scale) if scale >= 1.0 else (1.0, 1.0)
+    centre = scale * (np.arange(n_out) + 0.5)                                 # [n_out]
+    lo = np.maximum((centre - support + 0.5).astype(np.int64), 0)             # [n_out]
+    hi = np.minimum((centre + support + 0.5).astype(np.int64), n_in)          # [n_out]
+    j = lo[:, None] + np.arange(int((hi - lo).max()))                         # [n_out, k]
+    taps = np.clip(1.0 - np.abs((j - centre[:, None] + 0.5) * inv), 0.0, None)
+    taps[j >= hi[:, None]] = 0.0
+    return lo, taps / taps.sum(1, keepdims=True)
+
+
+def _block_weights(edges: np.ndarray, offset: int, side: int, n_out: int) -> np.ndarray:
+    """float64 ``[n_out, n]``: the resize's weights (``_resize_taps(side, n_out)``) summed
+    over each block, full-size pixels ``edges[k]`` to ``edges[k + 1] - 1``, of an axis
+    placed at ``offset`` in the square."""
+    lo, taps = _resize_taps(side, n_out)
+    total = np.concatenate([np.zeros((n_out, 1)), np.cumsum(taps, axis=1)], axis=1)
+    at = np.clip(offset + edges[None, :] - lo[:, None], 0, taps.shape[1])     # [n_out, n + 1]
+    total = np.take_along_axis(total, at, axis=1)                             # [n_out, n + 1]
+    return total[:, 1:] - total[:, :-1]                                       # [n_out, n]
 
 
 def pad_square(x: torch.Tensor) -> torch.Tensor:

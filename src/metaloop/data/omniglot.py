@@ -1,4 +1,5 @@
-"""Omniglot images (Lake, Salakhutdinov & Tenenbaum 2015), decoded once and cached in-process.
+"""Omniglot images (Lake, Salakhutdinov & Tenenbaum 2015), decoded once and cached in-process
+and, resized, on disk.
 
 Three sources hold the same 1623 characters x 20 drawings of 105x105 binary images, and each
 gives bit-identical results:
@@ -26,16 +27,28 @@ for the original one-shot challenge can be validated without touching the evalua
 (2016) split: each class is a (character, rotation) pair read from
 ``splits/vinyals/<split>.txt``, in that file's line order, and the rotation turns the image
 counter-clockwise as PIL's ``Image.rotate(deg)`` does.
+
+Resizing a set (105x105 to 28x28 takes about a second) is done once per machine: the result is
+kept in ``resized_cache_dir()`` (``$METALOOP_DATA/omniglot/resized`` or
+``~/.cache/metaloop/omniglot/resized``), one ``.npz`` per set, size and kernel, named by a key
+over the source's content, the set, the size, the kernel, the cache format and the torch
+build. A file is written atomically; one that is damaged, truncated or another key's is
+decoded again and replaced; a folder that cannot be written leaves the images in memory only.
+``METALOOP_OMNIGLOT_CACHE=0`` turns the cache off.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import json
 import os
 import re
+import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
@@ -59,6 +72,12 @@ SIDE = 105
 _PACKED_BYTES = (SIDE * SIDE + 7) // 8  # 1379
 RESAMPLE = ("bilinear", "bicubic")  # antialiased 105 -> image_size kernels
 _RESIZE_CHUNK = 2048  # images per interpolate call: bounds the float32 working set to ~90 MB
+# The disk cache of resized sets (see ``resized_cache_dir``). Raise CACHE_VERSION whenever the
+# file layout or what ``_resize_packed`` computes changes: older files then no longer match.
+CACHE_ENV = "METALOOP_OMNIGLOT_CACHE"
+CACHE_VERSION = 1
+_CACHE_OFF = ("0", "off", "false", "no")
+_CACHE_ON = ("", "1", "on", "true", "yes")
 
 ZIP_URLS = {s: f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/images_{s}.zip"
             for s in SETS}
@@ -175,9 +194,13 @@ def _download_failed(what: str, looked: list[str], url: str, dest: Path, sha256:
         f"network access (sha256 {sha256}).")
 
 
-def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None) -> None:
+def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None,
+                     got: str | None = None) -> None:
     """Verify ``path`` against ``SHA256SUMS`` in its data folder if that lists ``rel``, else
     against ``fallback_sha256`` if given.
+
+    Args:
+        got: the file's sha256 when the caller has it already (else it is computed).
 
     Raises:
         ValueError: naming the file, the expected and the actual sha256.
@@ -188,7 +211,7 @@ def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None) -
     want, source = (sums[rel], str(sums_file)) if rel in sums else (fallback_sha256, "published")
     if want is None:
         return
-    got = file_digest(path, "sha256")
+    got = got or file_digest(path, "sha256")
     if got != want:
         raise ValueError(f"{path} is corrupt: sha256 {got}, expected {want} ({source} "
                          f"checksum). Delete it and fetch it again.")
@@ -197,11 +220,15 @@ def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None) -
 # ----------------------------------------------------------------------------- decoding
 
 
-def _packed_from_npz(path: Path) -> tuple[np.ndarray, list[str]]:
-    """Read ``images_packed`` uint8 [C, 20, 1379] and ``class_names`` [C] from a packed file."""
-    _check_sums_file(path, path.name)
-    try:       # np.load(path) would leak the open file when the zip is corrupt
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
+def _packed_from_npz(path: Path, data: bytes) -> tuple[np.ndarray, list[str]]:
+    """Read ``images_packed`` uint8 [C, 20, 1379] and ``class_names`` [C] from a packed file.
+
+    Args:
+        path: the file, for messages.
+        data: its bytes (checked against ``SHA256SUMS`` by ``_read_source``).
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as d:
             packed, names = d["images_packed"], [str(n) for n in d["class_names"]]
     except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile,
             zlib.error) as e:
@@ -280,17 +307,21 @@ def _packed_from_pngs(paths: list[str], read, where: str) -> tuple[np.ndarray, l
     return packed, [f"{a}/{cd}" for a, _, cd in keys]
 
 
-def _packed_from_folder(path: Path) -> tuple[np.ndarray, list[str]]:
-    files = [p.relative_to(path).as_posix() for p in path.glob("*/*/*.png")]
+def _png_files(path: Path) -> list[str]:
+    """The ``<Alphabet>/characterNN/IIII_DD.png`` candidates of an image folder, sorted."""
+    return sorted(p.relative_to(path).as_posix() for p in path.glob("*/*/*.png"))
+
+
+def _packed_from_folder(path: Path, files: list[str]) -> tuple[np.ndarray, list[str]]:
     return _packed_from_pngs(files, lambda p: (path / p).read_bytes(), str(path))
 
 
-def _packed_from_zip(path: Path, set_name: str) -> tuple[np.ndarray, list[str]]:
+def _packed_from_zip(path: Path, set_name: str, data: bytes) -> tuple[np.ndarray, list[str]]:
     """Read members ``images_<set>/<Alphabet>/characterNN/IIII_DD.png`` (the official layout)
-    or ``<Alphabet>/characterNN/IIII_DD.png``; others are ignored."""
-    _check_sums_file(path, path.name, fallback_sha256=ZIP_SHA256[set_name])
+    or ``<Alphabet>/characterNN/IIII_DD.png`` from the zip's bytes ``data`` (checked by
+    ``_read_source``); others are ignored."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = [n for n in zf.namelist()
                      if PurePosixPath(n).parts[:-3] in ((), (f"images_{set_name}",))]
             return _packed_from_pngs(names, zf.read, str(path))
@@ -314,25 +345,144 @@ def _resize_packed(packed: np.ndarray, size: int, resample: str = "bilinear") ->
     flat = packed.reshape(c * DRAWINGS, _PACKED_BYTES)
     out = torch.empty(c * DRAWINGS, size, size, dtype=torch.uint8)
     for i in range(0, flat.shape[0], _RESIZE_CHUNK):
-        bits = np.unpackbits(flat[i:i + _RESIZE_CHUNK], axis=-1, count=SIDE * SIDE)
-        x = torch.from_numpy(bits).view(-1, 1, SIDE, SIDE).float()       # [b, 1, 105, 105]
-        if size != SIDE:
-            x = F.interpolate(x, size=(size, size), mode=resample, align_corners=False,
-                              antialias=True).clamp_(0, 1)               # [b, 1, size, size]
+        bits = torch.from_numpy(np.unpackbits(flat[i:i + _RESIZE_CHUNK], axis=-1,
+                                              count=SIDE * SIDE)).view(-1, SIDE, SIDE)
+        if size == SIDE:                   # the original pixels: 0/1 -> 0/255, no float pass
+            out[i:i + _RESIZE_CHUNK] = bits.mul_(255)
+            continue
+        x = bits.unsqueeze(1).float()                                    # [b, 1, 105, 105]
+        x = F.interpolate(x, size=(size, size), mode=resample, align_corners=False,
+                          antialias=True).clamp_(0, 1)                   # [b, 1, size, size]
         out[i:i + _RESIZE_CHUNK] = x.squeeze(1).mul_(255).round_().to(torch.uint8)
     return out.view(c, DRAWINGS, size, size)
+
+
+def _read_source(set_name: str, src: _Source
+                 ) -> tuple[str, Callable[[], tuple[np.ndarray, list[str]]]]:
+    """Identify one set's source and check it, without decoding it.
+
+    A packed file or a zip is read once and checked against its sha256 (``SHA256SUMS``, or
+    for a zip the published one); the digest and the decoding use those same bytes. A folder
+    of PNGs is identified by its files' names, sizes and modification times.
+
+    Returns:
+        the source's digest, and a function decoding it to (uint8 ``[C, 20, 1379]`` packed
+        images, C class names).
+
+    Raises:
+        ValueError: an unreadable file or a checksum mismatch, naming the file.
+    """
+    if src.kind == "folder":
+        files = _png_files(src.path)
+        h = hashlib.sha256()
+        for f in files:
+            st = (src.path / f).stat()
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        return f"files:{h.hexdigest()}", lambda: _packed_from_folder(src.path, files)
+    try:
+        data = src.path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {src.path}: {e}") from e
+    digest = hashlib.sha256(data).hexdigest()
+    if src.kind == "npz":
+        _check_sums_file(src.path, src.path.name, got=digest)
+        return f"sha256:{digest}", lambda: _packed_from_npz(src.path, data)
+    _check_sums_file(src.path, src.path.name, fallback_sha256=ZIP_SHA256[set_name], got=digest)
+    return f"sha256:{digest}", lambda: _packed_from_zip(src.path, set_name, data)
 
 
 @functools.lru_cache(maxsize=8)
 def _load_set(set_name: str, src: _Source, size: int, resample: str = "bilinear"
               ) -> tuple[torch.Tensor, tuple[str, ...]]:
-    if src.kind == "npz":
-        packed, names = _packed_from_npz(src.path)
-    elif src.kind == "folder":
-        packed, names = _packed_from_folder(src.path)
-    else:
-        packed, names = _packed_from_zip(src.path, set_name)
-    return _resize_packed(packed, size, resample), tuple(names)
+    digest, decode = _read_source(set_name, src)
+    cache_dir = resized_cache_dir() if size != SIDE else None   # 105: unpacking is as fast
+    if cache_dir is not None:
+        key = _cache_key(set_name, src.kind, digest, size, resample)
+        path = cache_dir / f"{set_name}-{size}px-{resample}-{key[:16]}.npz"
+        cached = _read_cached(path, key, size)
+        if cached is not None:
+            return cached
+    packed, names = decode()
+    images = _resize_packed(packed, size, resample)                      # [C, 20, size, size]
+    if cache_dir is not None:
+        _write_cached(path, key, images, names)
+    return images, tuple(names)
+
+
+# ----------------------------------------------------------------------------- disk cache
+
+
+def resized_cache_dir() -> Path | None:
+    """Where resized sets are kept between processes, or None when that cache is off.
+
+    Returns:
+        ``download_dir() / "resized"``: ``$METALOOP_DATA/omniglot/resized`` or
+        ``~/.cache/metaloop/omniglot/resized``; None when ``$METALOOP_OMNIGLOT_CACHE`` is
+        ``0``, ``off``, ``false`` or ``no``.
+
+    Raises:
+        ValueError: ``$METALOOP_OMNIGLOT_CACHE`` holds anything else (but ``1``, ``on``,
+            ``true``, ``yes`` or nothing).
+    """
+    value = os.environ.get(CACHE_ENV, "").strip().lower()
+    if value in _CACHE_OFF:
+        return None
+    if value not in _CACHE_ON:
+        raise ValueError(f"${CACHE_ENV} is {os.environ[CACHE_ENV]!r}; expected 0/off/false/no "
+                         f"to turn the cache of resized Omniglot images off, or 1/on/true/yes")
+    return download_dir() / "resized"
+
+
+def _cache_key(set_name: str, kind: str, digest: str, size: int, resample: str) -> str:
+    """sha256 of everything a resized set depends on: the source's content, the set, the
+    size, the kernel, the cache format and the torch build that resizes (its version and the
+    CPU kernels it picked, whose float rounding may differ)."""
+    fields = {"format": CACHE_VERSION, "set": set_name, "source": kind, "digest": digest,
+              "size": size, "resample": resample, "torch": torch.__version__,
+              "cpu": torch.backends.cpu.get_cpu_capability()}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cached(path: Path, key: str, size: int) -> tuple[torch.Tensor, tuple[str, ...]] | None:
+    """A cache file's images uint8 ``[C, 20, size, size]`` and class names, or None when it
+    does not exist, is damaged or truncated (the zip's CRC-32 covers every byte read), or
+    holds another key or other shapes: the set is then decoded again and the file rewritten."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
+            stored, images, names = d["key"], d["images"], d["class_names"]
+    except FileNotFoundError:
+        return None
+    # what a damaged file raises; MemoryError: a damaged array header asking for a huge array
+    # (the CRC-32 is checked only once the data has been read)
+    except (OSError, EOFError, KeyError, TypeError, ValueError, AttributeError, MemoryError,
+            zipfile.BadZipFile, zlib.error):
+        return None
+    if (stored.shape != () or str(stored) != key or images.dtype != np.uint8
+            or images.shape[1:] != (DRAWINGS, size, size) or names.dtype.kind != "U"
+            or names.shape != images.shape[:1]):
+        return None
+    return torch.from_numpy(images), tuple(str(n) for n in names)
+
+
+def _write_cached(path: Path, key: str, images: torch.Tensor, names: list[str]) -> None:
+    """Write a cache file atomically (a temporary file beside it, renamed onto it): a reader
+    sees a whole file or none. A folder that cannot be written, or a full disk, is no error:
+    the images then live in this process only."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, key=np.array(key), images=images.numpy(), class_names=np.array(names))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if not isinstance(e, OSError):
+            raise
 
 
 # ----------------------------------------------------------------------------- Vinyals splits
@@ -404,18 +554,19 @@ def _parse_split_file(path: Path, index: dict[str, int]) -> tuple[list[str], lis
 def _load_vinyals(split_file: Path, srcs: tuple[_Source, ...], size: int,
                   resample: str = "bilinear") -> tuple[torch.Tensor, tuple[str, ...]]:
     parts = [_load_set(s, src, size, resample) for s, src in zip(SETS, srcs, strict=True)]
-    every = torch.cat([p[0] for p in parts])                             # [1623, 20, H, W]
+    every = np.concatenate([p[0].numpy() for p in parts])                # [1623, 20, H, W]
     index = {n: i for i, n in enumerate(n for p in parts for n in p[1])}
     names, chars, degrees = _parse_split_file(split_file, index)
-    chars_t, deg_t = torch.tensor(chars), torch.tensor(degrees)
-    out = torch.empty(len(names), *every.shape[1:], dtype=torch.uint8)  # [C, 20, H, W]
+    chars_a, deg_a = np.asarray(chars), np.asarray(degrees)
+    out = np.empty((len(names), *every.shape[1:]), dtype=np.uint8)      # [C, 20, H, W]
     for deg in (0, 90, 180, 270):
-        rows = (deg_t == deg).nonzero().squeeze(1)
+        rows = np.flatnonzero(deg_a == deg)
         # rotating after the resize equals resizing the rotated 105x105 image, the
         # antialiased kernels being symmetric on a square grid, up to float rounding: about
-        # 1 pixel in 10^6 differs, by 1 of 255.
-        out[rows] = rotate_ccw(every[chars_t[rows]], deg)
-    return out, tuple(names)
+        # 1 pixel in 10^6 differs, by 1 of 255. np.rot90 turns as rotate_ccw (torch.rot90)
+        # does, and copies uint8 images 2-3x faster.
+        out[rows] = np.rot90(every[chars_a[rows]], deg // 90, axes=(-2, -1))
+    return torch.from_numpy(out), tuple(names)
 
 
 # ----------------------------------------------------------------------------- public
@@ -428,7 +579,8 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
 
     The split is decoded once per process and cached (keyed on the files found, the split and
     the size), so building several task families is cheap. The returned tensor is shared
-    between callers: treat it as read-only.
+    between callers: treat it as read-only. Resized sets are also kept on disk, in
+    ``resized_cache_dir()``, so that the next process reads them instead of resizing again.
 
     Args:
         root: a folder holding ``omniglot_<set>.npz``, ``images_<set>/`` or
@@ -453,7 +605,8 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
 
     Raises:
         ValueError: unknown split, bad image_size, or a corrupt or malformed file (naming it
-            and, for checksums, the expected and actual sha256).
+            and, for checksums, the expected and actual sha256); a
+            ``$METALOOP_OMNIGLOT_CACHE`` that is not on or off.
         FileNotFoundError: nothing found (or, with ``download=True``, the download failed);
             the message lists every place looked, the url, the folder to put the file into
             and the expected checksum of the official download.
@@ -465,6 +618,7 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     if resample not in RESAMPLE:
         raise ValueError(f"unknown resample kernel {resample!r}; expected one of {RESAMPLE}")
+    resized_cache_dir()                                    # a bad $METALOOP_OMNIGLOT_CACHE
     decoded = _decodes()
     if split in HOLDOUT_SPLITS:
         images, names = _load_set("background", _locate_set("background", root, download),
@@ -491,7 +645,8 @@ def alphabet_of(class_name: str) -> str:
 
 
 def _decodes() -> int:
-    """How many times a set or a Vinyals split has been decoded (cache misses) so far."""
+    """How many times a set or a Vinyals split has been decoded or read from the disk cache
+    (in-process cache misses) so far."""
     return _load_set.cache_info().misses + _load_vinyals.cache_info().misses
 
 
@@ -511,6 +666,7 @@ def release_free_memory() -> bool:
 
 
 def clear_cache() -> None:
-    """Forget every decoded split (frees the memory; the next load decodes again)."""
+    """Forget every decoded split (frees the memory; the next load decodes again, reading the
+    resized sets from ``resized_cache_dir()``; delete that folder to resize them again)."""
     _load_set.cache_clear()
     _load_vinyals.cache_clear()
