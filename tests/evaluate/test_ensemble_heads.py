@@ -62,7 +62,7 @@ def test_members_whose_heads_fit_the_tasks_are_evaluated(runs, capsys):
     assert main(["eval", "--checkpoint", str(runs["maml5"]), str(runs["proto5"]),
                  "--no-progress"]) == 0
     assert "ensemble of 2 runs: class probabilities averaged" in capsys.readouterr().out
-    # protonet's prototypes take any number of ways; the first run's config decides them
+    # protonet's prototypes take any number of ways; --ways sets them for every member
     assert main(["eval", "--checkpoint", str(runs["proto5"]), str(runs["proto5_s1"]),
                  "--ways", "3", "--no-progress"]) == 0
 

@@ -90,6 +90,25 @@ def test_paths_of_unequal_length_keep_the_shorter_members_last_params():
         assert all(torch.equal(got_m[k], mpath[t][k]) for k in mpath[t])
 
 
+def test_each_member_adapts_with_its_own_settings():
+    """Members with other step sizes and inner steps: with ``steps`` None each takes its
+    own number of steps at its own size; a ``steps`` given is every member's."""
+    a = maml(1)
+    b = MAML(maml(2).model, inner_lr=0.05, inner_steps=4, loss="ce")
+    sx, sy, _, _ = make_batch(B=1).task(0)
+    path = list(Ensemble([a, b]).adapt_path(sx, sy))
+    assert len(path) == 5                                 # b's 4 steps; a stops after 2
+    own = [list(a.adapt_path(sx, sy)), list(b.adapt_path(sx, sy))]
+    for t, params in enumerate(path):
+        for got, mine in zip(params["members"], own):
+            want = mine[min(t, len(mine) - 1)]
+            assert all(torch.equal(got[k], want[k]) for k in want)
+    given = Ensemble([a, b]).adapt(sx, sy, steps=1)["members"]
+    for got, m in zip(given, (a, b)):
+        want = m.adapt(sx, sy, steps=1)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_vmap_scores_as_the_loop():
     loop = Ensemble([proto(1, "loop"), proto(2, "loop")])
     vm = Ensemble([proto(1, "vmap"), proto(2, "vmap")])

@@ -38,10 +38,13 @@ and reports the error rate over the trials (tasks x ways x queries) with its 95%
 of 20 trials), with the same test-time settings, and says whether they are Lake's, unaltered;
 --record then writes a challenge record whose mean and CI are over the runs.
 
-An ensemble: --checkpoint RUN RUN ... adapts every run to each task and averages their class
-probabilities (the mean output for regression); the held-out tasks are the first run's
-config's, and --record sums the members' training budgets (checkpoints of one run count its
-training once; a run given twice is refused). The table and the record name it
+An ensemble: --checkpoint RUN RUN ... adapts every run to each task, each with its own
+method settings, and averages their class probabilities (the mean output for regression);
+--record sums the members' training budgets (checkpoints of one run count its training
+once; a run given twice is refused). The [eval] settings are the members' common ones: a
+flag sets its key for every member, and members whose configs differ in a key no flag sets
+are refused, naming the key and the runs (eval.steps is compared between the members that
+take steps; ways, shots and queries as the tasks they draw). The table and the record name it
 by its members' methods ("ensemble of 3 runs (maml, r2d2, protonet)"; one method: "protonet,
 ensemble of 2 runs"), and results.json and the record list its members.
 
@@ -59,7 +62,8 @@ def register(sub) -> None:
                               "--within-alphabet --split evaluation --ways 20 --shots 1")
     p.add_argument("--checkpoint", type=path, required=True, nargs="+", metavar="RUN",
                    help="run directory or ckpt-* directory; several: evaluate their ensemble "
-                        "(averaged probabilities; each run once)")
+                        "(averaged probabilities; each run once; their configs' [eval] "
+                        "settings must agree where no flag sets them)")
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's)")
     p.add_argument("--steps", type=int_list, help="comma list of adaptation steps (default: "
                    "the config's; not for the closed-form heads protonet, r2d2 and "
@@ -265,22 +269,27 @@ def _check_flags_family(args: argparse.Namespace, loaded) -> None:
 
 def _check_shifts_off(args: argparse.Namespace, loaded) -> None:
     """For a run that reads no images: ``--support-shift 0`` / ``--query-shift 0`` turn off
-    a shift its config sets (a run trained before ``metaloop train`` refused that); any
-    other value, or a 0 that changes nothing, is refused by name, and so is a config's
-    shift that no flag turns off."""
-    ec, what = loaded.config["eval"], (f"{loaded.path} reads no images (family "
-                                       f"{loaded.config['family']['name']!r}, model "
-                                       f"{loaded.config['model']['name']!r})")
+    a shift its config (an ensemble member's) sets (a run trained before ``metaloop
+    train`` refused that); any other value, or a 0 that changes nothing, is refused by
+    name, and so is a config's shift that no flag turns off."""
+    what = (f"{loaded.path} reads no images (family {loaded.config['family']['name']!r}, "
+            f"model {loaded.config['model']['name']!r})")
     keys = ("support_shift", "query_shift")
+    runs = getattr(loaded, "members", None) or [loaded]
+    stored = {k: next(((m.config["eval"][k], m.path) for m in runs if m.config["eval"][k]),
+                      (0, loaded.path)) for k in keys}          # the first member's shift
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     bad = [_flag(k, v) + ("" if v else f" (its eval.{k} is 0 already)")
-           for k, v in given.items() if v or not ec[k]]
+           for k, v in given.items() if v or not stored[k][0]]
     if bad:
         raise ValueError(f"{', '.join(bad)}: shifts images, but {what}; leave them out")
-    left = [k for k in keys if ec[k] and k not in given]
+    left = [k for k in keys if stored[k][0] and k not in given]
     if left:
-        raise ValueError(f"{' and '.join(f'eval.{k} = {ec[k]}' for k in left)} (the config of "
-                         f"{loaded.path}) shifts images, but {what}: give "
+        paths = {str(stored[k][1]) for k in left}
+        said = f"{' and '.join(f'eval.{k} = {stored[k][0]}' for k in left)} (the config of " \
+            f"{paths.pop()})" if len(paths) == 1 else " and ".join(
+                f"eval.{k} = {stored[k][0]} (the config of {stored[k][1]})" for k in left)
+        raise ValueError(f"{said} shifts images, but {what}: give "
                          f"{' '.join(_flag(k, 0) for k in left)} to evaluate it without")
 
 

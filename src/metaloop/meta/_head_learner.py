@@ -42,6 +42,10 @@ normalisation layers, recurrent layers or dropout in training mode. Only first d
 flow through the backbone, so the wrong double backward of the fused BatchNorm kernel under
 vmap (pytorch/functorch#534, which Conv4's ``BatchNorm`` works around) does not matter here.
 The head solves and the query loss are batched over all tasks in either mode.
+
+Evaluation (``adapt``, and ``predict`` without gradients recorded, with the params ``adapt``
+returned) calls the network itself; meta-training, and params of anyone else's, go through
+``torch.func.functional_call``. The logits are the same bit for bit (tested).
 """
 
 from __future__ import annotations
@@ -293,13 +297,23 @@ class HeadLearner(ScoresEitherWay):
                 (``vmap_refusal``: e.g. dropout switched to training mode since the learner
                 was built), naming them.
         """
-        body = _body(params)
+        net = self._network(_body(params))
         if self.batching == "loop":
-            return torch.stack([forward(self.model, body, xi) for xi in x])
+            return torch.stack([net(xi) for xi in x])
         refusal = vmap_refusal(self.model)
         if refusal:
             raise ValueError(refusal)
-        return vmap_tasks(lambda xi: forward(self.model, body, xi), x)     # [B, N, D]
+        return vmap_tasks(net, x)                                          # [B, N, D]
+
+    def _network(self, body: Params) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network with the tensors ``body`` (``[N, ...] -> [N, D]``): the model itself
+        where ``body`` holds the model's own parameters (they, or ``detach``'s views of them
+        as ``adapt`` returns) and no gradient is recorded, as in evaluation: the same
+        numbers without ``torch.func.functional_call`` swapping every tensor in and out on
+        each call. Anything else, meta-training included, runs through ``functional_call``."""
+        if not torch.is_grad_enabled() and _own_parameters(self.model, body):
+            return self.model
+        return lambda xi: forward(self.model, body, xi)
 
     def _ways(self, support_y: torch.Tensor, *others: torch.Tensor,
               classes: torch.Tensor | None = None) -> int:
@@ -332,11 +346,11 @@ class HeadLearner(ScoresEitherWay):
         C]`` under ``STATS`` keys (else ``{}``)."""
         if self.transductive or not self._bn:
             return self._features(params, x), {}
-        body = _body(params)
+        net = self._network(_body(params))
         feats, stats = [], []
         for xi in x:
             with recorded_stats(self._bn, {}) as rec:
-                feats.append(forward(self.model, body, xi))          # [S, D]
+                feats.append(net(xi))                                # [S, D]
             stats.append(rec)
         return torch.stack(feats), {k: torch.stack([r[k] for r in stats]) for k in stats[0]}
 
@@ -345,11 +359,11 @@ class HeadLearner(ScoresEitherWay):
         or with ``stats`` (``[B, C]`` per key, from ``_support_features``) when given."""
         if not stats:
             return self._features(params, x)
-        body = _body(params)
+        net = self._network(_body(params))
         feats = []
         for i, xi in enumerate(x):
             with fixed_stats(self._bn, {k: v[i] for k, v in stats.items()}):
-                feats.append(forward(self.model, body, xi))          # [N, D]
+                feats.append(net(xi))                                # [N, D]
         return torch.stack(feats)
 
     def _solve(self, params: Params, support_x, support_y, ways) -> Params:
@@ -460,10 +474,9 @@ class HeadLearner(ScoresEitherWay):
             ValueError: as ``adapt``, when called (not when the first value is drawn).
         """
         check_steps(steps)
-        check_inputs(self.name, self.model, support_x=support_x, support_y=support_y)
         self._check_support(support_x[None], support_y[None])  # shapes, named as for a batch
         check_task(self.name, self.model, support_x, support_y, "ce")    # and finite values
-        batched = self.adapt_path_batched(support_x[None], support_y[None], steps)[0]
+        batched = self._adapt_checked(support_x[None], support_y[None])
         return iter([{k: v[0] if _per_task(k) else v for k, v in batched.items()}])
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -497,11 +510,16 @@ class HeadLearner(ScoresEitherWay):
         """
         check_steps(steps)
         self._check_support(support_x, support_y)
+        return [self._adapt_checked(support_x, support_y)]
+
+    def _adapt_checked(self, support_x, support_y) -> Params:
+        """``adapt_path_batched``'s params for support sets already checked
+        (``_check_support``); only the labels' range is read (``_ways``)."""
         ways = self._ways(support_y)
         params = detach(self._params())
         with torch.no_grad():
             head = self._solve(params, support_x, support_y, ways)
-        return [{**params, **detach(head)}]
+        return {**params, **detach(head)}
 
     def _check_support(self, support_x, support_y) -> None:
         """Batched support sets ``[B, S, ...]`` and labels ``[B, S]``, S >= 1, on the model's
@@ -558,6 +576,24 @@ def _body_and_head(params: Params) -> tuple[Params, Params]:
 def _per_task(key: str) -> bool:
     """Whether an adapted params entry belongs to one task (the head, support statistics)."""
     return key in HEAD_KEYS or key.startswith(STATS)
+
+
+def _own_parameters(model: nn.Module, body: Params) -> bool:
+    """Whether ``body`` holds exactly ``model``'s parameters, each the parameter itself or a
+    view of all of it (``detach``: the same storage, offset, shape, strides, dtype and
+    device), so that calling ``model`` computes what ``forward(model, body, x)`` does."""
+    own = dict(model.named_parameters())
+    if not isinstance(body, Mapping) or len(body) != len(own):
+        return False
+    for name, t in body.items():
+        p = own.get(name)
+        if p is None or not isinstance(t, torch.Tensor):
+            return False
+        if t is not p and (t.data_ptr() != p.data_ptr() or t.shape != p.shape
+                           or t.stride() != p.stride() or t.dtype != p.dtype
+                           or t.device != p.device):
+            return False
+    return True
 
 
 def _body(params: Params) -> Params:

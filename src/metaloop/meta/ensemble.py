@@ -8,6 +8,11 @@ argmax the averaged vote. For regression (any other loss) the members' outputs a
 Nothing is trained: an ensemble is a test-time learner for ``metaloop.evaluate`` and
 ``metaloop eval --checkpoint RUN RUN ...``, and its training cost is the sum of its members'.
 
+Every member adapts with its own settings (step size, number of inner steps when ``steps``
+is None, ridge strength, Newton steps, scoring, refinement); a ``steps`` given to
+``adapt_path`` is every member's (a solved head ignores it). ``metaloop eval`` refuses
+members whose configs evaluate them otherwise (``metaloop.recipes.evaluation.eval_config``).
+
 Members that refine their prototypes with the queries (ProtoNet's ``refine``) do so each on
 its own, unless ``refine_jointly``: then one assignment of the queries, from the members'
 averaged class probabilities, moves every member's prototypes
@@ -48,7 +53,8 @@ class Ensemble:
 
     Attributes:
         members: the learners. model: an ``nn.ModuleList`` of their models (``.to(device)``
-            moves them all). inner: the first member's (its ``loss_fn`` and ``steps``).
+            moves them all). inner: the first member's, for its ``loss_fn`` (every member's
+            query loss is the same); the members adapt with their own.
         batching: ``"vmap"`` when every member scores whole batches of tasks, else ``"loop"``.
         evaluation: how the queries are scored: the members' label when they agree.
 

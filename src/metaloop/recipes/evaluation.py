@@ -9,7 +9,10 @@ come from one alphabet and the error rate over the trials is reported too.
 
 ``load_ensemble(paths)`` loads several runs as one ``Run`` whose learner is a
 ``metaloop.meta.Ensemble`` (``metaloop eval --checkpoint RUN RUN ...``): every member adapts
-to each task and their probabilities are averaged; the held-out tasks are the first run's.
+to each task with its own method settings (step sizes, ridge strength, Newton steps, model)
+and their probabilities are averaged. The ``[eval]`` settings are the members' common ones:
+``eval_config`` refuses members whose ``[eval]`` sections disagree on a key that no change
+sets for all of them (``eval.steps`` is compared only between members that take steps).
 
 ``scoring`` (``eval.scoring``, ``metaloop eval --scoring``) scores a run's queries
 transductively or each on its own whatever it was trained with, for the learners that can
@@ -46,6 +49,18 @@ SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth"
 EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "drawers", "steps",
              "queries", "seed", "support_shift", "query_shift", "scoring", "refine",
              "refine_temperature", "refine_weight", "refine_jointly")
+
+# the [eval] keys that tune a refinement: an ensemble's members may differ in them when
+# nothing is refined
+REFINE_SETTINGS = ("refine_temperature", "refine_weight", "refine_jointly")
+
+# the [eval] keys of the held-out tasks' size (0: the family's)
+TASK_SIZES = ("ways", "shots", "queries")
+
+# the [eval] keys that metaloop eval sets by a flag of the same name
+FLAGGED = ("tasks", "shots", "ways", "split", "steps", "within_alphabet", "drawers",
+           "support_shift", "query_shift", "scoring", "refine", "refine_temperature",
+           "refine_weight", "refine_jointly")
 
 
 @contextmanager
@@ -169,15 +184,25 @@ def eval_config(run: Run, **changes) -> dict:
     stepped (r2d2, metaoptnet, protonet), is evaluated after step 0 alone unless ``changes``
     gives ``steps``: every other step would score the same.
 
+    An ensemble (``load_ensemble``) is evaluated with its members' common ``[eval]`` keys: a
+    key that ``changes`` gives applies to every member; any other must be the same in every
+    member's config (``steps`` in those of the members that take steps, which decide it
+    even when the first run is a solved head; ``refine_temperature``, ``refine_weight`` and
+    ``refine_jointly`` only when the prototypes are refined; ``ways``, ``shots`` and
+    ``queries`` as the tasks they draw, 0 being the member's ``family`` value).
+
     Raises:
-        ValueError: an unknown key, an impossible held-out config (naming the key), or an
+        ValueError: an unknown key, an impossible held-out config (naming the key), an
             ensemble member whose learned head has another number of outputs than the
-            held-out tasks have ways (naming the run).
+            held-out tasks have ways (naming the run), or ensemble members whose configs
+            give an ``[eval]`` key that ``changes`` leaves alone different values (naming
+            the key and both runs).
     """
     bad = sorted(set(changes) - set(EVAL_KEYS))
     if bad:
         raise ValueError(f"unknown eval key(s) {bad}; valid: {list(EVAL_KEYS)}")
-    ec = {**run.config["eval"], **{k: v for k, v in changes.items() if v is not None}}
+    given = {k: v for k, v in changes.items() if v is not None}
+    ec = {**run.config["eval"], **_members_eval(run, given), **given}
     if changes.get("steps") is None and not takes_steps(run):
         ec["steps"] = [0]              # a solved head: steps would repeat step 0's score
     # named by its flag, before the config's own check (which names a str or a float)
@@ -186,7 +211,85 @@ def eval_config(run: Run, **changes) -> dict:
     cfg = config.validate({**run.config, "eval": ec})
     config.check_combinations(cfg)
     _check_member_heads(run, cfg)
+    _check_member_tasks(run, given)
     return cfg
+
+
+def _members_eval(run: Run, given: dict) -> dict:
+    """The ``[eval]`` keys an ensemble's members share and ``given`` (the changes, which
+    apply to every member) leaves alone, each as the first member it applies to has it;
+    ``{}`` for a single run.
+
+    Raises:
+        ValueError: a member whose config gives one of them another value than that member
+            (naming the key, both runs and the flag of ``metaloop eval`` that sets it).
+    """
+    runs = getattr(run, "members", None)
+    if not runs or len(runs) < 2:
+        return {}
+    shared: dict = {}
+    for key in EVAL_KEYS:                     # refine before the keys that tune it
+        if key in given or key in TASK_SIZES:       # those: _check_member_tasks
+            continue
+        refine = given.get("refine", shared.get("refine"))
+        if key in REFINE_SETTINGS and not refine:
+            continue                           # nothing refined: they change nothing
+        these = [m for m in runs if key != "steps" or takes_steps(m)]
+        if not these:                          # every member a solved head: steps [0]
+            continue
+        first, value = these[0], these[0].config["eval"][key]
+        for m in these[1:]:
+            other = m.config["eval"][key]
+            if _eval_value(key, other) != _eval_value(key, value):
+                who = "the first run that takes steps" if key == "steps" and \
+                    first is not runs[0] else "the first run"
+                raise ValueError(f"ensemble: {m.path} has eval.{key} = {other!r}, {who} "
+                                 f"({first.path}) {value!r}; the members are evaluated "
+                                 f"together with one eval.{key}: {_fix(key)}")
+        shared[key] = value
+    return shared
+
+
+def _check_member_tasks(run: Run, given: dict) -> None:
+    """ValueError unless every member of an ensemble would draw held-out tasks of as many
+    ways, shots and queries as the first: ``eval.ways = 0`` (shots, queries) is its own
+    ``family.ways``, which members trained otherwise differ in. A key in ``given`` (the
+    changes) applies to every member."""
+    runs = getattr(run, "members", None) or [run]
+    for key in TASK_SIZES:
+        if key in given:
+            continue
+        (first, value), *others = [(m, _task_size(m, key)) for m in runs]
+        for m, other in others:
+            if other != value:
+                raise ValueError(f"ensemble: {m.path} draws held-out tasks of {other} {key} "
+                                 f"({_said(m, key)}), the first run ({first.path}) {value} "
+                                 f"({_said(first, key)}); the members are evaluated on the "
+                                 f"same tasks: {_fix(key)}")
+
+
+def _task_size(run: Run, key: str) -> int:
+    """The held-out tasks' ``ways``, ``shots`` or ``queries`` in a run's config."""
+    return run.config["eval"][key] or run.config["family"][key]
+
+
+def _said(run: Run, key: str) -> str:
+    """Where a run's config says ``_task_size``."""
+    value = run.config["eval"][key]
+    return f"eval.{key} = {value}" if value else f"eval.{key} = 0: its family.{key}"
+
+
+def _fix(key: str) -> str:
+    """How a user gives every member of an ensemble one ``eval.key``."""
+    flag = f"--{key.replace('_', '-')}" if key in FLAGGED else None
+    return (f"give {flag} (metaloop eval) to set it for every member, or " if flag
+            else "give ") + f"every member's config the same eval.{key}"
+
+
+def _eval_value(key: str, value):
+    """An ``[eval]`` value as members compare it: ``steps`` as ``evaluate`` reads them
+    (sorted, repeats once), every other key as it is."""
+    return sorted(set(value)) if key == "steps" else value
 
 
 def _check_member_heads(run: Run, cfg: dict) -> None:
@@ -222,9 +325,10 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
             only that the members read their inputs alike).
 
     Returns:
-        A ``Run`` with the first run's path, config (its ``[eval]`` section decides the
-        held-out tasks) and iteration, and an ``Ensemble`` learner; ``Run.members`` lists
-        the loaded runs.
+        A ``Run`` with the first run's path, config and iteration, and an ``Ensemble``
+        learner; ``Run.members`` lists the loaded runs. ``eval_config`` evaluates it with
+        the ``[eval]`` keys its members share (members that differ in one are refused there,
+        where a change can still set it for all).
 
     Raises:
         ValueError: no paths, a path that is not a run (named), a run whose task family
