@@ -65,9 +65,12 @@ seconds per iteration (milliseconds for the sinusoid), the peak RSS and the rati
 table of docs/benchmarks.md ``DIR/benchmarks_maml_{first,second}_order_{maml,anil}_<name>.json``
 and for its ``benchmarks-maml-sinusoid`` table
 ``DIR/benchmarks_maml_sinusoid_{first,second}_order_mb<meta-batch>_<name>.json``; the folder
-is checked before any work. The records are of the base configuration (any order, ANIL or
-not, and the sinusoid's meta-batch): with any other setting (``--steps 5``, ``--pool
-stride``, ...) ``--records`` is refused, since the record would replace the base's.
+is checked before any work. With ``--device cuda`` the records are the GPU's, named
+``DIR/benchmarks_maml_gpu_...`` for the ``benchmarks-maml-gpu`` and
+``benchmarks-maml-sinusoid-gpu`` tables, so that they never replace the CPU's. The records
+are of the base configuration (any order, ANIL or not, and the sinusoid's meta-batch): with
+any other setting (``--steps 5``, ``--pool stride``, ...) ``--records`` is refused, since
+the record would replace the base's.
 
 On a GPU (``--device cuda``): every implementation runs on the GPU with TF32 off; metaloop
 batches its tasks with ``vmap`` (``batching="auto"`` on CUDA), ``metaloop-threads`` is
@@ -96,7 +99,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -659,34 +661,34 @@ def header(args) -> str:
 
 
 def record_path(records, name, args) -> Path:
-    """Where ``--records`` puts the record of implementation ``name``."""
+    """Where ``--records`` puts the record of implementation ``name``: a GPU run's records
+    have names of their own (``benchmarks_maml_gpu_...``), so they never replace the CPU's."""
     kind = "first" if args.first_order else "second"
     if args.model == "sinusoid":
         stem = f"sinusoid_{kind}_order_mb{args.meta_batch}"
     else:
         stem = f"{kind}_order_{'anil' if args.anil else 'maml'}"
-    return Path(records) / f"benchmarks_maml_{stem}_{name.replace('-', '_')}.json"
+    gpu = "gpu_" if args.device == "cuda" else ""
+    return Path(records) / f"benchmarks_maml_{gpu}{stem}_{name.replace('-', '_')}.json"
 
 
-def _cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+def record_table(args) -> str:
+    """The docs table of the records: ``benchmarks-maml`` (Conv4) or
+    ``benchmarks-maml-sinusoid``, with ``-gpu`` for a ``--device cuda`` run."""
+    table = "benchmarks-maml-sinusoid" if args.model == "sinusoid" else "benchmarks-maml"
+    return f"{table}-gpu" if args.device == "cuda" else table
 
 
 def write_records(results, args, argv) -> None:
     """One record per implementation of ``results`` into ``args.records`` (``--records``)."""
-    from metaloop.evaluate.records import write_record
+    from metaloop.evaluate.records import cpu_device, write_record
     kind = "first" if args.first_order else "second"
     what = "ANIL" if args.anil else "MAML"
     sine = args.model == "sinusoid"
     if args.device == "cuda":
         device = f"{torch.cuda.get_device_name(0)} (TF32 off)"
-    else:
-        device = (f"CPU ({_cpu_name()}, {os.cpu_count()} cores), "
-                  f"{args.threads} thread{'s' if args.threads > 1 else ''}, shared")
+    else:                             # torch's threads: --threads, set by main
+        device = f"{cpu_device()}, shared"
     python = f"{sys.prefix}/bin/python" if sys.prefix != sys.base_prefix else "python"
     command = " ".join([python, "benchmarks/bench_maml.py", *map(shlex.quote, argv)])
     peak = "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib"
@@ -699,7 +701,7 @@ def write_records(results, args, argv) -> None:
         row = (f"{kind}-order {what}, meta-batch {args.meta_batch}: {label}" if sine
                else f"{kind}-order {what}: {name}")
         write_record(record_path(args.records, name, args),
-                     table="benchmarks-maml-sinusoid" if sine else "benchmarks-maml",
+                     table=record_table(args),
                      row=row,
                      metric=("milliseconds" if sine else "seconds") + " per iteration (median)",
                      mean=round(t * 1e3, 3) if sine else round(t, 3), digits=2 if sine else 3,

@@ -78,6 +78,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``vae`` subcommand."""
     from metaloop.data.images import INVERT_MODES
     from metaloop.generative.data import BINARIZE, CHANNELS, DATASETS, RESAMPLE
+    from metaloop.generative.devices import DEVICES
     from metaloop.generative.experiment import MODELS
     from metaloop.generative.likelihoods import KINDS
     from metaloop.generative.nets import ARCHS
@@ -208,6 +209,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "25 on Omniglot (docs/generative.md)")
     p.add_argument("--quality-samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="train and measure the model on the CPU (default) or the first CUDA "
+                        "device: one model (--model) or the --protocol iwae run; the noise is "
+                        "drawn by CPU generators on either, the pictures drawn on the CPU")
     # The global option (metaloop --threads N vae ...) is the one that counts. This copy only
     # keeps old command lines (metaloop vae ... --threads N) working: SUPPRESS leaves the
     # global value alone when it is not given (a default here would overwrite it).

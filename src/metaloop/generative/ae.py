@@ -19,6 +19,7 @@ from metaloop.generative.nets import (
     check_generator,
     check_number,
     check_positive,
+    draw_device,
 )
 
 
@@ -95,7 +96,8 @@ class AE(nn.Module):
 
         Args:
             n: number of samples.
-            generator: optional CPU random generator (z is drawn on the CPU).
+            generator: optional random generator. z is drawn on its device (None: torch's
+                default CPU generator) and moved to the model's.
             code_gaussian: ``(mean [L], cov [L, L])`` from ``fit_code_gaussian``; None for
                 the prior N(0, I) that a VAE would use.
 
@@ -109,7 +111,8 @@ class AE(nn.Module):
         check_generator("sample", generator)
         if code_gaussian is not None:
             _check_code_gaussian(code_gaussian, self.latent)
-        eps = torch.randn(n, self.latent, generator=generator)     # [n, L], on the CPU
+        eps = torch.randn(n, self.latent, generator=generator,
+                          device=draw_device(generator, "cpu"))  # [n, L], the generator's device
         eps = eps.to(self.decoder.bias)                             # the model's dtype, device
         if code_gaussian is None:
             return self.decode_mean(eps)

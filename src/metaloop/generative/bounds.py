@@ -19,7 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop.generative import likelihoods
-from metaloop.generative.nets import check_flag, check_generator, check_seed, latent_log_normal
+from metaloop.generative.nets import (
+    check_flag,
+    check_generator,
+    check_seed,
+    draw_device,
+    latent_log_normal,
+)
 
 
 class LatentModel(Protocol):
@@ -84,7 +90,9 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None,
         mu: ``[B, L]`` means.
         logvar: ``[B, L]`` log-variances.
         n: number of samples per row; ``None`` for one sample without a leading dim.
-        generator: optional random generator for eps.
+        generator: optional random generator for eps, on any device: eps is drawn on the
+            generator's device and moved to ``mu``'s (a CPU generator gives the same eps
+            whether ``mu`` is on the CPU or on a GPU).
 
     Returns:
         ``[B, L]`` if ``n`` is None, else ``[n, B, L]``.
@@ -97,7 +105,9 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None,
     if n is not None:
         n = _count("reparameterize", "n", n)
     shape = mu.shape if n is None else (n, *mu.shape)
-    eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    eps = torch.randn(shape, generator=generator, dtype=mu.dtype,
+                      device=draw_device(generator, mu.device))   # [*shape]
+    eps = eps.to(mu.device)                                       # no copy on the same device
     return mu + torch.exp(0.5 * logvar) * eps
 
 

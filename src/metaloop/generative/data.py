@@ -72,7 +72,7 @@ import torch.nn.functional as F
 
 from metaloop.data.images import INVERT_MODES, pad_square
 from metaloop.data.omniglot import RESAMPLE
-from metaloop.generative.nets import check_generator, check_seed
+from metaloop.generative.nets import check_generator, check_seed, draw_device
 
 DATASETS = ("fashion-mnist", "omniglot", "omniglot-mixed")
 TENSOR_SUFFIXES = (".npz", ".pt")
@@ -503,18 +503,23 @@ def binarize_dynamic(images: torch.Tensor, generator: torch.Generator | None = N
     """A fresh Bernoulli sample with the grey level as the probability of ink.
 
     Args:
-        images: uint8 ``[N, ...]``.
-        generator: optional random generator.
+        images: uint8 ``[N, ...]``, on any device.
+        generator: optional random generator, on any device: the coins are tossed on its
+            device and the result moved to the images' (a CPU generator gives the same
+            pixels whether the images are on the CPU or on a GPU).
 
     Returns:
-        floats ``[N, ...]`` (the default dtype) of 0s and 1s.
+        floats ``[N, ...]`` (the default dtype) of 0s and 1s, on the images' device.
 
     Raises:
         ValueError: images that are not uint8, or a ``generator`` that is not a
             ``torch.Generator`` or None.
     """
     check_generator("binarize_dynamic", generator)
-    return torch.bernoulli(to_unit(images), generator=generator)
+    p = to_unit(images)                                        # [N, ...]
+    # drawn on the generator's device (a CPU generator cannot draw on CUDA), then moved back
+    coins = torch.bernoulli(p.to(draw_device(generator, p.device)), generator=generator)
+    return coins.to(p.device)
 
 
 def binarization_entropy(images: torch.Tensor) -> torch.Tensor:

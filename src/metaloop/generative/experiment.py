@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 
 from metaloop import runlock
 from metaloop.generative import data as gdata
-from metaloop.generative import likelihoods, plots, quality
+from metaloop.generative import devices, likelihoods, plots, quality
 from metaloop.generative.ae import AE, fit_code_gaussian
 from metaloop.generative.bounds import evaluate_bounds
 from metaloop.generative.cvae import CVAE, check_classes, sample_classes
@@ -384,21 +384,29 @@ def _title(name: str, s: Settings) -> str:
 
 
 @runlock.locked("out")
-def run(s: Settings, out: str | os.PathLike) -> dict:
+def run(s: Settings, out: str | os.PathLike, *, device: str | torch.device | None = None
+        ) -> dict:
     """Train, evaluate and draw one model; write ``results.json``, ``metrics.jsonl``, PNGs.
 
     Args:
         s: the settings.
         out: output folder (created).
+        device: where the model trains and is measured (None: the CPU). The
+            data are moved there; the pictures are drawn with the
+            model moved back to the CPU, and the noise is drawn by CPU generators, so the
+            same seed draws the same noise on every device.
 
     Returns:
-        The ``results.json`` content.
+        The ``results.json`` content (with ``"device"``, where the model trained, when that
+        was not the CPU).
 
     Raises:
-        ValueError: for bad settings or data unsuited to the likelihood.
+        ValueError: for bad settings or data unsuited to the likelihood, or a device this
+            process cannot use (``devices.resolve_device``).
         FileNotFoundError: if the data set is missing.
     """
     check_settings(s)
+    device = devices.device_or_cpu(device)
     if s.classes is not None and s.model != "cvae":
         raise ValueError("--classes only applies to the CVAE (--model cvae)")
     tr, te = load_data(s)
@@ -411,13 +419,16 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
                              f"classes 0..{tr.n_classes - 1}")
     x_te = checked_pixels(s, tr, te)
     model = build_model(s.model, s, tr.images, tr.n_classes)      # bad widths: before output
+    model.to(device)                      # on the CPU, the tensors below are the same ones
+    on = tr._replace(images=tr.images.to(device), labels=tr.labels.to(device))
+    x_on, y_on = x_te.to(device), te.labels.to(device)
     out = Path(out)
     _start_out(out)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    history = _train_model(model, s, tr, x_te, te.labels, _jsonl(out / "metrics.jsonl"))
+    history = _train_model(model, s, on, x_on, y_on, _jsonl(out / "metrics.jsonl"))
     train_cpu, train_wall = time.process_time() - cpu0, time.perf_counter() - wall0
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    test = heldout_metrics(model, x_te, te.labels, k=s.k, batch=s.eval_batch, seed=s.seed,
+    test = heldout_metrics(model, x_on, y_on, k=s.k, batch=s.eval_batch, seed=s.seed,
                            progress=s.progress)
     eval_cpu, eval_wall = time.process_time() - cpu0, time.perf_counter() - wall0
     train_eval = None
@@ -425,8 +436,10 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
         pick = torch.randperm(len(tr.images), generator=torch.Generator().manual_seed(s.seed))
         pick = pick[:s.train_eval_examples]                    # random: Omniglot is ordered
         x_tr = gdata.eval_pixels(tr.images[pick], s.binarize)
-        train_eval = heldout_metrics(model, x_tr, tr.labels[pick], k=s.k, batch=s.eval_batch,
-                                     seed=s.seed, progress=s.progress)
+        train_eval = heldout_metrics(model, x_tr.to(device), tr.labels[pick].to(device),
+                                     k=s.k, batch=s.eval_batch, seed=s.seed,
+                                     progress=s.progress)
+    model.cpu()                           # the pictures and model.safetensors: on the CPU
     pictures = write_pictures(model, s, tr, te, x_te, out)
     results = {"settings": asdict(s), **data_identity(s), "test": test,
                "train_subset": train_eval,
@@ -434,7 +447,8 @@ def run(s: Settings, out: str | os.PathLike) -> dict:
                "epochs_done": history[-1]["epoch"], "steps": history[-1]["steps"],
                "train_cpu_s": train_cpu, "train_wall_s": train_wall, "eval_cpu_s": eval_cpu,
                "eval_wall_s": eval_wall, "n_train": len(tr.images), "n_test": len(te.images),
-               "threads": torch.get_num_threads(), "pictures": pictures}
+               "threads": torch.get_num_threads(), "pictures": pictures,
+               **({"device": str(device)} if device.type != "cpu" else {})}
     _save_model(model, out / "model.safetensors")
     _write_results(out, results)                     # last: it marks the run complete
     return results

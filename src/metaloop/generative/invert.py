@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from metaloop.func.params import eval_mode
-from metaloop.generative.nets import check_generator
+from metaloop.generative.nets import check_generator, draw_device
 
 DEFAULT_IMAGE_SHAPE = (1, 28, 28)   # the generative models' images (quality.Classifier's input)
 INIT_EPS = 0.01                      # an init image's pixels are clamped to [eps, 1 - eps]
@@ -134,7 +134,8 @@ def _init_logits(init, n: int, shape: tuple[int, int, int], generator, dtype, de
                  ) -> torch.Tensor:
     """Free logits u ``[n, C, H, W]`` whose sigmoid is the starting image."""
     if isinstance(init, str):
-        u = torch.randn(n, *shape, generator=generator, dtype=dtype)     # [n, C, H, W]
+        u = torch.randn(n, *shape, generator=generator, dtype=dtype,
+                        device=draw_device(generator, "cpu"))          # [n, C, H, W]
         return u.to(device)
     x = init.detach().to(device=device, dtype=dtype)
     x = x.expand(n, *shape) if x.dim() == 3 or len(x) == 1 else x
@@ -227,7 +228,8 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
             (on the unshifted image) reaches this value, in (0, 1] (None: run all ``steps``
             for every image). "Optimise the input until the classifier is sure": about the
             least change that fools it.
-        generator: random generator of the noise and the shifts (None: the global one).
+        generator: random generator of the noise and the shifts (None: the global one), on
+            any device: they are drawn on its device and moved to the classifier's.
         image_shape: ``(C, H, W)``; default the init's shape, else ``(1, 28, 28)``.
 
     Returns:
@@ -287,7 +289,8 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
                 x = torch.sigmoid(u)                                   # [n, C, H, W]
                 seen = x
                 if jitter:
-                    dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator)
+                    dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator,
+                                           device=draw_device(generator, "cpu"))
                     seen = torch.roll(x, (int(dy), int(dx)), dims=(2, 3))
                 logp = torch.log_softmax(_classify(classifier, seen), dim=-1)[rows, t]  # [n]
                 obj = -logp

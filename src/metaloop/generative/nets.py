@@ -54,6 +54,24 @@ def check_generator(what: str, generator: object) -> None:
                          f"torch.Generator().manual_seed({seed})")
 
 
+def draw_device(generator: torch.Generator | None, device: torch.device | str
+                ) -> torch.device:
+    """Where a random draw with ``generator`` is made: on the generator's own device (a CPU
+    generator cannot draw on CUDA, nor a CUDA one on the CPU), or on ``device`` for torch's
+    default generator (``generator`` None). Draw there, then move the result to where it is
+    used: on the CPU nothing moves, and a seeded CPU generator gives the same numbers
+    whichever device the model is on.
+
+    Args:
+        generator: the generator of the draw, or None.
+        device: where the default generator draws.
+
+    Returns:
+        The device of the draw.
+    """
+    return torch.device(device) if generator is None else generator.device
+
+
 def check_seed(what: str, seed: object, added: int = 0) -> int:
     """``seed`` as an int, if it is an integer (Python's or NumPy's, not a bool) that torch
     takes as a seed, also with ``added`` (what ``what`` adds to it) added.

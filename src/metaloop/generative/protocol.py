@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from metaloop import runlock
 from metaloop.evaluate.heldout import mean_ci
 from metaloop.generative import data as gdata
-from metaloop.generative import plots
+from metaloop.generative import devices, plots
 from metaloop.generative.bounds import elbo, evaluate_bounds, iwae_bound
 from metaloop.generative.nets import check_number, check_positive, logit_of_mean
 from metaloop.generative.vae import VAE
@@ -232,7 +232,8 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
                    resume: bool = False, until_pass: int | None = None,
                    max_minutes: float | None = None,
                    curve_fn: Callable[[VAE], dict] | None = None,
-                   log: Callable[[str], None] | None = None) -> dict:
+                   log: Callable[[str], None] | None = None,
+                   device: str | torch.device | None = None) -> dict:
     """Train (or continue training) the protocol's VAE on ``images``, checkpointing in ``out``.
 
     Args:
@@ -246,6 +247,10 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
         curve_fn: called with the model at each curve point; returns the numbers to store
             (e.g. ``{"nll": ..., "elbo": ...}``). None: no curve.
         log: called with a line of progress text at each checkpoint.
+        device: where the model trains (None: the CPU). The images stay where they are:
+            each batch is binarised there and moved,
+            and every random draw is made by the one CPU generator, so the checkpoints hold
+            the same generator state on every device and a run resumes on another device.
 
     Returns:
         The state of the run: ``passes``, ``total_passes``, ``done``, ``interrupted`` (the
@@ -255,9 +260,11 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
 
     Raises:
         ValueError: for bad settings or images, a checkpoint in ``out`` without ``resume``,
-            no checkpoint with ``resume``, or settings that differ from the checkpoint's.
+            no checkpoint with ``resume``, settings that differ from the checkpoint's, or a
+            device this process cannot use.
     """
     check_protocol_settings(s)
+    device = devices.device_or_cpu(device)
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} "
                          f"{list(images.shape)}")
@@ -266,8 +273,8 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
     schedule = iwae_schedule(s.stages, s.lr)
     ends = stage_ends(schedule)
     total = ends[-1]
-    model = build_vae(s, images)
-    opt = _adam(model, s.lr)
+    model = build_vae(s, images).to(device)
+    opt = _adam(model, s.lr)                # after the move: fused Adam runs where the model is
     g = torch.Generator().manual_seed(s.seed)
     found = ckpt.latest_checkpoint(out) if out.exists() else None
     if resume:
@@ -301,7 +308,8 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
     stop_at = total if until_pass is None else min(until_pass, total)
     sessions.append({"from_passes": passes, "threads": torch.get_num_threads(),
                      "torch": torch.__version__, "started": time.strftime(
-                         "%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     **({"device": str(device)} if device.type != "cpu" else {})})
     n = len(images)
     wall0 = time.perf_counter()
     curve_at = set(ends) | ({p for p in range(s.curve_every, total + 1, s.curve_every)}
@@ -330,6 +338,7 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
             loss_sum, batches = 0.0, 0
             for start in range(0, n, s.batch_size):
                 x = gdata.binarize_dynamic(images[perm[start:start + s.batch_size]], g)
+                x = x.to(device)                                   # [b, 1, H, W]
                 loss, _ = model.loss(x, generator=g)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -394,7 +403,8 @@ def curve_evaluator(x_test: torch.Tensor, s: ProtocolSettings) -> Callable[[VAE]
 
     def measure(model: VAE) -> dict:
         model.eval()
-        m = evaluate_bounds(model, x, k=s.curve_k, batch_size=100, seed=s.seed)
+        m = evaluate_bounds(model, x.to(model.decoder.bias.device), k=s.curve_k,
+                            batch_size=100, seed=s.seed)
         return {"elbo": round(m["elbo"], 4), "nll": round(m["nll"], 4), "k": s.curve_k,
                 "n": m["n"]}
     return measure
@@ -403,18 +413,22 @@ def curve_evaluator(x_test: torch.Tensor, s: ProtocolSettings) -> Callable[[VAE]
 @runlock.locked("out")
 def run(s: ProtocolSettings, out: str | os.PathLike, *, resume: bool = False,
         until_pass: int | None = None, max_minutes: float | None = None, final_k: int = 5000,
-        log: Callable[[str], None] | None = print) -> dict:
+        log: Callable[[str], None] | None = print,
+        device: str | torch.device | None = None) -> dict:
     """Load ``s.data`` and train (or resume) the protocol run in ``out``; see
     ``train_protocol``. When the run reaches the last pass, it also measures the full test
-    set with ``final_k`` importance samples (``evaluate_run``; the result is ``"final"``)."""
+    set with ``final_k`` importance samples (``evaluate_run``; the result is ``"final"``).
+    Both on ``device`` (None: the CPU)."""
     check_protocol_settings(s)
     check_stops(until_pass, max_minutes)                # before the data is read
+    device = devices.device_or_cpu(device)
     images, x_te = load_protocol_data(s)
     s = with_data_hash(s)
     state = train_protocol(images, out, s, resume=resume, until_pass=until_pass,
-                           max_minutes=max_minutes, curve_fn=curve_evaluator(x_te, s), log=log)
+                           max_minutes=max_minutes, curve_fn=curve_evaluator(x_te, s), log=log,
+                           device=device)
     if state["done"] and not state["interrupted"]:      # stopped: --resume measures it
-        state["final"] = evaluate_run(out, k=final_k, x_test=x_te, s=s)
+        state["final"] = evaluate_run(out, k=final_k, x_test=x_te, s=s, device=device)
     return state
 
 
@@ -422,7 +436,7 @@ def run(s: ProtocolSettings, out: str | os.PathLike, *, resume: bool = False,
 def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None = None,
                  x_test: torch.Tensor | None = None, s: ProtocolSettings | None = None,
                  root: str | None = None, resample: str | None = None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, device: str | torch.device | None = None) -> dict:
     """The IWAE_k NLL of the latest checkpoint in ``out`` on the test set (or on a fixed
     random ``examples`` of it); writes ``final-k<k>-n<n>.json`` in ``out`` and returns it.
     If that file already holds this checkpoint's measurement, it is returned as it is.
@@ -437,6 +451,8 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
         resample: the Omniglot kernel the run must have been trained on (None: the
             checkpoint's, unchecked).
         progress: show a progress bar.
+        device: where the model is measured (None: the CPU); the noise
+            is drawn by a CPU generator on every device.
 
     Returns:
         ``passes``, ``total_passes``, ``train_cpu_s``, ``test`` (``nll``, ``nll_ci95``,
@@ -454,6 +470,7 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
     check_positive("k", k)
     if examples is not None:
         check_positive("examples", examples)
+    device = devices.device_or_cpu(device)
     out = Path(out)
     if ckpt.latest_checkpoint(out) is None:
         raise ValueError(f"no checkpoint in {out} to evaluate")
@@ -483,7 +500,7 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
                     hidden=tuple(s.hidden), likelihood="bernoulli")
         model.load_state_dict({k_[len("model."):]: v for k_, v in tensors.items()
                                if k_.startswith("model.")})
-        return model.eval()
+        return model.to(device).eval()
 
     if (out / name).exists():                 # measured already (e.g. at the end of the run)
         done = json.loads((out / name).read_text())
@@ -496,7 +513,7 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
             return {**done, "read_from": name}
     model = saved_model()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    m = _per_example(model, x_test[idx], k=k, seed=s.seed, progress=progress)
+    m = _per_example(model, x_test[idx].to(device), k=k, seed=s.seed, progress=progress)
     result = {"passes": state["passes"], "total_passes": state["total_passes"],
               "train_cpu_s": state["train_cpu_s"], "test": m,
               "test_examples": "all" if examples is None or examples >= len(x_test)
@@ -505,7 +522,8 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
               "eval_wall_s": time.perf_counter() - wall0,
               "threads": torch.get_num_threads(), "settings": asdict(s),
               "binarization_entropy": entropy,
-              "curve": state["curve"], "sessions": state["sessions"]}
+              "curve": state["curve"], "sessions": state["sessions"],
+              **({"device": str(device)} if device.type != "cpu" else {})}
     _draw_samples(model, s, state["passes"], m["nll"], k, out)
     # last: the json's presence means the measurement and its samples are complete
     ckpt.atomic_write_text(out / name, json.dumps(result, indent=1) + "\n")
@@ -580,6 +598,10 @@ def record(result: dict, *, command: str, device: str) -> dict:
     if ent is not None:
         note += (f"; {ent:.2f} nats of it at least are the binarisation's own entropy, "
                  "the floor under any model's NLL on these images")
+    gpus = sorted({r["device"] for r in result["sessions"] if "device" in r})
+    if gpus:                      # the record's device and budget are the CPU's
+        note += (f"; some passes trained on {', '.join(gpus)} (its sessions say which), "
+                 f"counted in the budget by their CPU seconds")
     if result.get("read_from"):
         note += (f"; the test NLL was measured at the end of training ({result['read_from']} "
                  f"in the run folder, {result['threads']} thread(s)), which the command read")

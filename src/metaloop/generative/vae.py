@@ -24,6 +24,7 @@ from metaloop.generative.nets import (
     check_generator,
     check_number,
     check_positive,
+    draw_device,
 )
 
 
@@ -112,8 +113,9 @@ class VAE(nn.Module):
         Args:
             n: number of samples.
             y: int64 ``[n]`` labels (conditional model only), on the model's device.
-            generator: optional CPU random generator (z is drawn on the CPU, so a seed gives
-                the same z on every device).
+            generator: optional random generator. z is drawn on its device (None: torch's
+                default CPU generator) and moved to the model's, so a seeded CPU generator
+                gives the same z on every device.
 
         Raises:
             ValueError: ``n`` not a positive int, or a ``generator`` that is not a
@@ -121,7 +123,8 @@ class VAE(nn.Module):
         """
         check_positive("number of samples", n)
         check_generator("sample", generator)
-        z = torch.randn(n, self.latent, generator=generator)   # [n, L], drawn on the CPU
+        z = torch.randn(n, self.latent, generator=generator,
+                        device=draw_device(generator, "cpu"))  # [n, L], the generator's device
         z = z.to(self.decoder.bias)                            # the model's dtype and device
         return likelihoods.mean(self.decode(z, y), self.likelihood)
 

@@ -383,7 +383,34 @@ def _output(out, *, checkpoints: bool = False):
             raise
 
 
-def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
+def _device(args: argparse.Namespace) -> str:
+    """``args.device`` (``--device``; default the CPU), checked before anything is read.
+
+    Raises:
+        ValueError: CUDA where torch sees none, or a run that stays on the CPU (the
+            latent sweep, both inversion studies and records) asked of a GPU.
+    """
+    from metaloop.generative.devices import resolve_device
+
+    device = getattr(args, "device", None) or "cpu"
+    if device == "cpu":
+        return device
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        raise ValueError(f"--device {device}: {e}") from None
+    runs = [flag for flag, on in (("--sweep-latent", args.sweep_latent is not None),
+                                  ("--compare-inversion", args.compare_inversion),
+                                  ("--inversion-transfer", args.inversion_transfer),
+                                  ("--record", args.record is not None)) if on]
+    if runs:
+        raise ValueError(f"--device {device} trains one model (--model) or the --protocol "
+                         f"iwae run; {', '.join(runs)} run(s) on the CPU only (their "
+                         f"classifiers and records are the CPU's): drop --device {device}")
+    return device
+
+
+def _protocol(args: argparse.Namespace, log: Callable = print, device: str = "cpu") -> int:
     """``--protocol iwae``: train/resume the run in --out, or --evaluate its checkpoint."""
     from metaloop.evaluate.heldout import format_mean_ci
     from metaloop.generative import protocol
@@ -417,7 +444,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
         result = protocol.evaluate_run(args.out, k=5000 if args.k is None else args.k,
                                        examples=args.test_examples, root=args.root,
                                        resample=args.resample,
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, device=device)
         t = result["test"]
         log(f"{result['passes']}/{result['total_passes']} passes: test NLL "
               f"{format_mean_ci(t['nll'], t['nll_ci95'])} (k = {t['k']}, {t['n']} images), "
@@ -447,7 +474,8 @@ def _protocol(args: argparse.Namespace, log: Callable = print) -> int:
             _remove_stale_of_no_run(Path(args.out))
         state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
                              max_minutes=args.max_minutes,
-                             final_k=5000 if args.k is None else args.k, log=log)
+                             final_k=5000 if args.k is None else args.k, log=log,
+                             device=device)
     stopped = state.get("interrupted")
     log(f"{state['passes']}/{state['total_passes']} passes in {args.out} "
           f"({state['train_cpu_s'] / 60:.1f} CPU-min of training)"
@@ -470,8 +498,12 @@ def run(args, log: Callable[[str], None] = print) -> int:
     from metaloop.generative import experiment
     from metaloop.generative.data import default_binarize
 
+    device = _device(args)
+    # without the device in the options, the commands written into records are those of a
+    # run without --device (records are the CPU's: _device refuses --record on a GPU)
+    args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "device"})
     if args.protocol is not None:
-        return _protocol(args, log)
+        return _protocol(args, log, device=device)
     if args.classes is not None and (args.model != "cvae" or args.compare_inversion
                                      or args.inversion_transfer):
         raise ValueError("--classes only applies to the CVAE (--model cvae)")
@@ -545,7 +577,7 @@ def run(args, log: Callable[[str], None] = print) -> int:
             log(f"wrote {args.record}")
     else:
         with _output(args.out):
-            results = experiment.run(s, args.out)
+            results = experiment.run(s, args.out, device=device)
     log(_summary(results))
     log(f"wrote {args.out}/results.json")
     return 0
