@@ -3,9 +3,10 @@
 ``ml.train(...)`` and ``ml.evaluate(...)`` call ``metaloop.train.train`` and
 ``metaloop.evaluate.evaluate``; the subpackages themselves stay importable.
 
-Ctrl-C while this package is imported as the start of the ``metaloop`` command (its console
-script, or ``python -m metaloop``: torch's import takes a second or two) prints one line and
-exits with status 130; imported as a library, the ``KeyboardInterrupt`` propagates.
+Ctrl-C or SIGTERM while this package is imported as the start of the ``metaloop`` command
+(its console script, or ``python -m metaloop``: torch's import takes a second or two) prints
+one line and exits with status 130; imported as a library, the ``KeyboardInterrupt``
+propagates and SIGTERM's handler is left alone.
 """
 
 import os as _os
@@ -32,6 +33,10 @@ def _started_as_the_command_line() -> bool:
 
 
 try:
+    if _started_as_the_command_line():    # SIGTERM while torch is imported: as Ctrl-C
+        from metaloop.cli._signals import interrupt_on_sigterm
+
+        interrupt_on_sigterm()
     from metaloop import (
         adapt,
         build,

@@ -95,3 +95,34 @@ def test_ctrl_c_while_the_arguments_are_parsed_is_one_line_and_130(monkeypatch, 
     out, err = capsys.readouterr()
     assert (out, err) == ("", LINE)
     assert not any(tmp_path.iterdir())
+
+
+SIGTERM_FINDER = """
+import os, signal, sys
+class _Terminate:
+    def find_spec(self, name, path=None, target=None):
+        if name == "metaloop.adapt":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+sys.meta_path.insert(0, _Terminate())
+"""
+
+
+def test_sigterm_while_the_command_imports_prints_one_line(tmp_path):
+    """SIGTERM during the package's import (torch's, before ``main`` runs) ends the command
+    as Ctrl-C does; it killed the process with status 143 and no message."""
+    (tmp_path / "sitecustomize.py").write_text(SIGTERM_FINDER)
+    src = str(Path(metaloop.__file__).resolve().parents[1])
+    path = [str(tmp_path), src, os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    r = subprocess.run([sys.executable, "-m", "metaloop", "train", "--config", "nothing.toml"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr, r.stdout) == (130, LINE, "")
+    assert list(tmp_path.iterdir()) == [tmp_path / "sitecustomize.py"]
+
+
+def test_a_library_import_leaves_sigterm_alone(tmp_path):
+    r = _run(tmp_path, "-c", "import signal, sys\nsys.meta_path.pop(0)\nimport metaloop\n"
+                             "sys.exit(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)")
+    assert (r.returncode, r.stderr) == (0, "")

@@ -241,9 +241,10 @@ def test_a_non_finite_stop_says_which_checkpoint_is_kept(tmp_path, at, says):
 
 
 def test_state_json_stores_the_sha256_of_its_own_canonical_json(tmp_path):
-    """The stored digest is sha256 of the state's sorted, space-free JSON without itself
-    (computed here with hashlib); tuples, non-string keys and non-finite floats read back
-    to the same digest, and a checkpoint written before the digest existed still loads."""
+    """The stored digest is sha256 of the state's sorted, space-free JSON without itself and
+    the measured ``cpu_seconds`` (computed here with hashlib); tuples, non-string keys and
+    non-finite floats read back to the same digest, and a checkpoint written before the
+    digest existed still loads."""
     import hashlib
 
     from metaloop.train.checkpoint import save_checkpoint
@@ -251,7 +252,7 @@ def test_state_json_stores_the_sha256_of_its_own_canonical_json(tmp_path):
     state = {"config": {"b": (1, 2), 3: "three", "a": [0.1, float("inf")]}, "cpu_seconds": 1.5}
     ck = save_checkpoint(tmp_path / "run", 7, {"w": torch.ones(2)}, state)
     stored = json.loads((ck / "state.json").read_text())
-    body = {k: v for k, v in stored.items() if k != "state_sha256"}
+    body = {k: v for k, v in stored.items() if k not in ("state_sha256", "cpu_seconds")}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     assert stored["state_sha256"] == hashlib.sha256(text.encode()).hexdigest()
     tensors, loaded = load_checkpoint(tmp_path / "run")
@@ -261,7 +262,7 @@ def test_state_json_stores_the_sha256_of_its_own_canonical_json(tmp_path):
 
     edit_state(ck / "state.json", lambda s: None, as_older=True)     # as written before
     assert "state_sha256" not in load_checkpoint(tmp_path / "run")[1]
-    stored["cpu_seconds"] = 2.5                        # an edit that keeps the old digest
+    stored["config"]["b"] = [1, 3]                     # an edit that keeps the old digest
     (ck / "state.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="state.json is corrupt or was edited"):
         load_checkpoint(tmp_path / "run")

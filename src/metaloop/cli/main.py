@@ -98,13 +98,31 @@ def _shown_as_python_does() -> bool:
             and getattr(impl, "__name__", None) == "_showwarnmsg_impl")
 
 
+STARTING = "metaloop: interrupted while starting; nothing was written"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command of ``argv`` (None: ``sys.argv[1:]``); return its exit status.
+
+    SIGTERM raises KeyboardInterrupt throughout, as Ctrl-C does, so that either one at any
+    moment ends the command with one line and status 130: before the command runs (building
+    the parser, parsing, setting threads), ``STARTING``; while it runs, after its own clean-up,
+    ``metaloop COMMAND: interrupted`` (``metaloop train`` says more).
+    """
+    started: list[str] = []           # the command, once it runs
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        with sigterm_interrupts():
+            return _main(argv, started)
     except KeyboardInterrupt:          # as while the package imports (metaloop/__init__.py)
-        print("metaloop: interrupted while starting; nothing was written", file=sys.stderr)
+        print(f"metaloop {started[0]}: interrupted" if started else STARTING, file=sys.stderr)
         return 130
+
+
+def _main(argv: list[str] | None, started: list[str]) -> int:
+    """``main`` under its signal handling; ``started`` gets the command's name just before
+    it runs."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -128,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if _shown_as_python_does():        # not recorded (pytest.warns, catch_warnings(record))
         warnings.showwarning = functools.partial(_show_warning, args.command, shown)
     try:
-        with sigterm_interrupts():
-            return int(args.func(args) or 0)
+        started.append(args.command)
+        return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as e:
         text = distributed.message(e)      # None: another rank of a torchrun prints it
         if text is not None:

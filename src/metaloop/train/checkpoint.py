@@ -6,7 +6,8 @@ Layout of a run directory::
     DIR/ckpt-00001000/tensors.safetensors
     DIR/ckpt-00001000/state.json    format version, iteration, config, optimizer groups,
                                     python/numpy RNG states, sha256 of tensors.safetensors,
-                                    and the sha256 of its own contents (``state_sha256``)
+                                    and the sha256 of its own contents but the measured
+                                    CPU seconds (``state_sha256``: equal for identical runs)
 
 A checkpoint directory is written completely and fsynced before LATEST points at it, so a crash
 mid-write (even SIGKILL or power loss) leaves the previous checkpoint intact; the temporary
@@ -103,11 +104,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# The entries of a checkpoint state that its digest leaves out besides its own: measurements of
+# how the run went (the process CPU seconds it took), not of what it computed, so that two
+# identical runs, or a resumed run and an uninterrupted one, store the same ``state_sha256``
+MEASURED = frozenset({"cpu_seconds"})
+
+
 def state_digest(state: dict) -> str:
     """sha256 of a checkpoint state's canonical JSON (keys sorted, no spaces), leaving out its
-    own ``state_sha256`` entry: what ``save_checkpoint`` stores and ``load_checkpoint``
-    checks, so that a changed value in ``state.json`` (a flipped digit in an RNG state, an
-    iteration count edited by hand) is named instead of resumed from."""
+    own ``state_sha256`` entry and the ``MEASURED`` ones: what ``save_checkpoint`` stores and
+    ``load_checkpoint`` checks, so that a changed value in ``state.json`` (a flipped digit in
+    an RNG state, an iteration count edited by hand) is named instead of resumed from, while
+    identical runs have equal digests."""
+    return _digest({k: v for k, v in state.items() if k not in MEASURED})
+
+
+def _digest(state: dict) -> str:
+    """sha256 of ``state``'s canonical JSON without its ``state_sha256`` entry; of the whole
+    state, it is the digest metaloop stored before it left out the ``MEASURED`` entries."""
     body = {k: v for k, v in state.items() if k != "state_sha256"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -285,7 +299,7 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"checkpoint {path} has format version {state.get('format_version')}"
                          f", this metaloop reads {FORMAT_VERSION}")
     digest = state_digest(state) if "state_sha256" in state else None
-    if digest is not None and digest != state["state_sha256"]:
+    if digest is not None and state["state_sha256"] not in (digest, _digest(state)):
         raise ValueError(f"checkpoint {sfile} is corrupt or was edited: its contents' sha256 "
                          f"is {digest}, its state_sha256 says "
                          f"{state['state_sha256']} (restore the file; if it was changed on "

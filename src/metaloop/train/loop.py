@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -142,6 +143,15 @@ def _rng_state(generator: torch.Generator, tasks_state: torch.Tensor | None = No
     state = {"rng": {"python": random.getstate(),
                      "numpy": [npk, npstate.tolist(), nppos, npg, npc]}}
     return tensors, state
+
+
+def _seed_global_rngs(seed: int) -> None:
+    """Seed Python's and NumPy's global RNGs from a new run's ``seed`` (a resume restores
+    them from the checkpoint instead). metaloop draws from neither, but a checkpoint stores
+    both, for a family or model of the user's that does: seeded, two identical runs store the
+    same states, and so the same ``state_sha256``."""
+    random.seed(seed)
+    np.random.seed([seed & 0xFFFFFFFF, seed >> 32])        # its seeds are 32-bit words
 
 
 def _set_rng_state(generator, tensors, state) -> None:
@@ -821,7 +831,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             ``metaloop.tasks.DeviceTasks`` samples on its device with a generator there.
         iterations: outer steps in total.
         meta_batch: tasks per outer step (at least the number of ranks). lr: Adam learning
-            rate. seed: task-stream seed.
+            rate. seed: task-stream seed; a new run also seeds Python's and NumPy's global
+            RNGs with it (checkpoints store them and a resume restores them), so identical
+            runs write identical checkpoints.
         lr_schedule: ``"constant"``; ``"cosine"``: step t (1-based) of T uses
             ``lr * (1 + cos(pi * (t - 1) / T)) / 2``; ``"linear"``: ``lr * (1 - (t - 1) / T)``
             (both reach 0 just after the last step). The rate is a function of the iteration
@@ -986,6 +998,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             if lead and out.is_dir():   # what a run killed mid-write of its first checkpoint
                 remove_stale(out)       # left (no LATEST names it yet)
         start = 0
+        _seed_global_rngs(seed)
         if shard:
             distributed.broadcast_params(learner.model)
             if buffers:
@@ -1008,6 +1021,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         else nullcontext
     graph = graphs.GraphStep(learner, opt, autocast) if cuda_graph else None
     sampler = _Sampler(family, meta_batch, generator, prefetch, iterations - start)
+    log = _MetricsLog(log_dir)
     last, val = {}, None
     saved = start if resume and out is not None else None   # iteration of the newest checkpoint
 
@@ -1029,7 +1043,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         if cpu_before is not None:
             extra["cpu_seconds"] = round(cpu_before + time.process_time() - cpu_start, 2)
         try:
-            _sync_log(log_dir)              # its lines are on disk before the checkpoint is
+            log.sync()                      # its lines are on disk before the checkpoint is
             save_run(log_dir, iteration, learner, opt, generator, config,
                      tasks_state=sampler.tasks_state(), extra=extra)
         except WriteError as e:                                # a full disk: named
@@ -1082,7 +1096,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                 if logged:
                     last = window.read()
                     try:
-                        _log(log_dir, it + 1, last, val if is_val else None)
+                        log.write(it + 1, last, val if is_val else None)
                     except OSError as e:                   # a full disk: named
                         raise WriteError(f"cannot write {log_dir / 'metrics.jsonl'}: "
                                          f"{e.strerror or e}{kept(saved)}") from e
@@ -1120,6 +1134,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     finally:
         bar.close()
         sampler.close()
+        log.close()
     return {"iteration": iterations, "last": last, "val": val}
 
 
@@ -1129,22 +1144,55 @@ def _finish(shard, what: str) -> None:
         distributed.barrier(what)
 
 
-def _sync_log(out: Path) -> None:
-    """fsync the run's metrics log: a checkpoint (itself fsynced) must not outlive a power
-    loss that takes the log's lines up to it, which a resume would not write again."""
-    log = out / "metrics.jsonl"
-    if not log.is_file():
-        return
-    try:
-        with open(log, "ab") as f:
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise WriteError(f"cannot write {log}: {e.strerror or e}") from e
+class _MetricsLog:
+    """The run's ``metrics.jsonl`` (``out`` None: no log), held open for the run: a line per
+    record, each one ``os.write`` of the whole line in append mode, so that a kill leaves
+    whole lines only (a power loss can cut the last one short; a resume drops it). It is
+    opened at its first line: after a new run emptied it, or a resume cut it back to its
+    checkpoint (both replace the file)."""
 
+    def __init__(self, out: Path | None):
+        self.path = None if out is None else out / "metrics.jsonl"
+        self._fd: int | None = None
 
-def _log(out, iteration, metrics, val) -> None:
-    if out is None:
-        return
-    rec = {"iteration": iteration, **metrics, **(val or {}), "time": time.time()}
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(rec) + "\n")
+    def write(self, iteration: int, metrics: dict, val: dict | None) -> None:
+        """Append the line of ``iteration``: its ``metrics``, ``val`` and the time.
+
+        Raises:
+            OSError: the line could not be written (a full disk).
+        """
+        if self.path is None:
+            return
+        rec = {"iteration": iteration, **metrics, **(val or {}), "time": time.time()}
+        line = memoryview((json.dumps(rec) + "\n").encode())
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                               | getattr(os, "O_BINARY", 0), 0o666)
+        while line:                     # one write but for a short one (a disk filling up)
+            n = os.write(self._fd, line)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            line = line[n:]
+
+    def sync(self) -> None:
+        """fsync the log: a checkpoint (itself fsynced) must not outlive a power loss that
+        takes the log's lines up to it, which a resume would not write again.
+
+        Raises:
+            WriteError: naming the log and the system's reason.
+        """
+        if self.path is None:
+            return
+        try:
+            if self._fd is not None:
+                os.fsync(self._fd)
+            elif self.path.is_file():          # no line written by this process yet
+                with open(self.path, "ab") as f:
+                    os.fsync(f.fileno())
+        except OSError as e:
+            raise WriteError(f"cannot write {self.path}: {e.strerror or e}") from e
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
