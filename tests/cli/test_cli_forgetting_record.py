@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
+from pathlib import Path
 
 import pytest
 
-from metaloop.cli.main import main
+from metaloop.cli.forgetting import SETTINGS
+from metaloop.cli.main import build_parser, main
+from metaloop.evaluate import records as records_
 from metaloop.evaluate.records import load_records, validate_record
 from metaloop.recipes import forgetting as recipe
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 TINY = ["--steps", "6", "--eval-every", "3", "--train-per-class", "12", "--val-per-class", "4",
         "--test-per-class", "8", "--hidden", "16,16", "--batch-size", "16", "--no-progress"]
@@ -36,10 +42,12 @@ def test_records_hold_each_seed_and_the_student_t_ci_of_them(tmp_path, capsys,
     out, rec_dir = tmp_path / "run", tmp_path / "records"
     rec_dir.mkdir()
     # an earlier record at a path keeps its row, order, published number and note
+    # (of the same setting, which the command it was measured with tells)
     kept = {"row": "two-task: naive (the baseline)", "order": 7, "note": "fine-tuning alone",
             "published": {"value": "50%", "source": "a paper"}}
     (rec_dir / "continual_two_task_naive.json").write_text(json.dumps(
-        {"table": "continual", "metric": "retained (%)", "mean": 1.0, **kept}))
+        {"table": "continual", "metric": "retained (%)", "mean": 1.0, **kept,
+         "command": shlex.join(["metaloop", *_argv(fashion_mnist_root, out, rec_dir)])}))
     assert main(_argv(fashion_mnist_root, out, rec_dir)) == 0
     printed = capsys.readouterr().out
     assert f"replaced record {rec_dir / 'continual_two_task_naive.json'}" in printed
@@ -126,6 +134,12 @@ def test_a_finished_run_resumed_with_record_writes_its_records(tmp_path, capsys,
     ("replay", {"replay_ratio": 0.2}, "replay-0.2", "replay-0.2"),
     ("replay", {"buffer_size": 500}, "replay-buffer500", "replay-buffer500 (500-example "
                                                           "reservoir)"),
+    ("heads", {"head_weight": 0.5, "temperature": 4.0}, "heads-weight0.5-temperature4",
+     "heads-weight0.5-temperature4"),
+    ("replay+heads", {"replay_ratio": "balanced", "buffer_size": 1000, "temperature": 4.0},
+     "replay-balanced_heads-temperature4",
+     "replay-balanced+heads-temperature4 (1,000-example reservoir)"),
+    ("lora", {"lora_rank": 4}, "lora-rank4", "lora-rank4"),
 ])
 def test_record_names_follow_the_strategy_and_its_replay_options(strategy, options, stem,
                                                                  row):
@@ -133,6 +147,122 @@ def test_record_names_follow_the_strategy_and_its_replay_options(strategy, optio
     assert recipe.record_path("docs/results", s, strategy).name == \
         f"continual_split_fmnist_class_{stem}.json"
     assert recipe._strategy_stem(strategy, s)[1] == row
+
+
+OTHER = {"replay_ratio": 0.2, "buffer_size": 500, "head_weight": 0.5, "temperature": 4.0,
+         "lora_rank": 4}
+
+
+@pytest.mark.parametrize("strategy", ["replay", "heads", "replay+heads", "lora"])
+def test_each_strategy_option_gets_its_own_record_or_is_refused_by_name(tmp_path, strategy):
+    """Each option a strategy reads, at another value, names another file; the one no name
+    tells apart (a buffer with a replay ratio other than the default) is refused, naming the
+    option, rather than replacing the record of the other buffer."""
+    options = [k for k, readers in recipe.STRATEGY_OPTIONS.items() if strategy in readers]
+    base = recipe.settings("split-fmnist-class", strategies=strategy)
+    paths = {recipe.record_path(tmp_path, base, strategy)}
+    for key in options:
+        s = recipe.settings("split-fmnist-class", strategies=strategy, **{key: OTHER[key]})
+        paths.add(recipe.record_path(tmp_path, s, strategy))
+    assert len(paths) == 1 + len(options)
+    if "buffer_size" not in options:
+        return
+    s = recipe.settings("split-fmnist-class", strategies=strategy, replay_ratio="balanced",
+                        buffer_size=1000)
+    results = {"scenario": "split-fmnist-class", "settings": s, "wall_s": 9.0,
+               "experiences": [{}] * 5, "strategies": {strategy: {"summary": {
+                   k: {"per_seed": [0.5, 0.6, 0.7]} for k in LABELS}}}}
+    (path, rec), = recipe.records(results, tmp_path, command="metaloop forgetting").items()
+    records_.write_record(path, **rec)
+    before = path.read_bytes()
+    other = recipe.settings("split-fmnist-class", strategies=strategy, replay_ratio="balanced",
+                            buffer_size=500)
+    assert recipe.record_path(tmp_path, other, strategy) == path
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} holds the record of "
+                       rf"another setting of {re.escape(strategy)}, .* --buffer-size "
+                       rf"\(1000 != 500\)"):
+        recipe.check_records(tmp_path, other)
+    with pytest.raises(ValueError, match=r"--buffer-size \(1000 != 500\)"):
+        recipe.records({**results, "settings": other}, tmp_path, command="metaloop forgetting")
+    assert path.read_bytes() == before
+    more = recipe.settings("split-fmnist-class", strategies=strategy, replay_ratio="balanced",
+                           buffer_size=1000, seeds=5)       # more seeds: the same setting
+    assert recipe.check_records(tmp_path, more) == [path]
+
+
+def test_a_run_of_another_buffer_is_refused_before_any_work(tmp_path, capsys,
+                                                            fashion_mnist_root):
+    out, rec_dir = tmp_path / "run", tmp_path / "records"
+    balanced = ["--replay-ratio", "balanced", "--buffer-size"]
+    assert main(_argv(fashion_mnist_root, out, rec_dir, "replay", *balanced, "5")) == 0
+    path = rec_dir / "continual_two_task_replay-balanced.json"
+    before = path.read_bytes()
+    assert json.loads(before)["row"] == "two-task: replay-balanced (5-example reservoir)"
+    capsys.readouterr()
+    other = tmp_path / "other"
+    assert main(_argv(fashion_mnist_root, other, rec_dir, "replay", *balanced, "7")) == 2
+    err = capsys.readouterr().err
+    assert f"error: --record: {path} holds the record of another setting of replay" in err
+    assert "--buffer-size (5 != 7)" in err and "--replay-ratio" not in err
+    assert path.read_bytes() == before and not other.exists()
+    assert main(_argv(fashion_mnist_root, other, rec_dir, "replay", *balanced, "5",
+                      "--steps", "4")) == 2
+    assert "--pretrain-steps (6 != 4), --steps (6 != 4)" in capsys.readouterr().err
+    assert path.read_bytes() == before and not other.exists()
+
+
+def _committed_records():
+    return sorted(RESULTS.glob("continual_*.json"))
+
+
+@pytest.mark.parametrize("file", _committed_records(), ids=lambda f: f.stem)
+def test_each_committed_record_is_named_and_replaced_by_its_own_command(file):
+    """The records in docs/results carry no ``setting``: their commands tell it. Each one's
+    command, read by the command line's parser, gives the record's own file name, and may
+    replace it."""
+    rec = json.loads(file.read_text())
+    words = shlex.split(rec["command"])
+    args = build_parser().parse_args(words[words.index("metaloop") + 1:])
+    s = recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
+    data = {k: getattr(args, k) for k in recipe.DATA_OPTIONS}
+    assert recipe.record_path(RESULTS, s, rec["strategy"]) == file
+    assert file in recipe.check_records(RESULTS, s, data)
+
+
+def test_a_committed_record_of_another_buffer_or_an_unknown_command_is_refused(tmp_path):
+    rec = json.loads((RESULTS / "continual_split_fmnist_class_replay-balanced.json")
+                     .read_text())
+    path = tmp_path / "continual_split_fmnist_class_replay-balanced.json"
+    path.write_text(json.dumps(rec))
+    s = recipe.settings("split-fmnist-class", strategies="replay", replay_ratio="balanced",
+                        buffer_size=500)
+    with pytest.raises(ValueError, match=r"it differs in --buffer-size \(1000 != 500\) \(its "
+                                         r"value first\)"):
+        recipe.check_records(tmp_path, s)
+    path.write_text(json.dumps({**rec, "command": "python my_script.py"}))
+    with pytest.raises(ValueError, match=r"holds a record whose settings cannot be told"):
+        recipe.check_records(tmp_path, s)
+
+
+def test_a_new_record_quotes_split_mnist_as_split_mnist(tmp_path):
+    """van de Ven et al.'s numbers are on Split MNIST: a new split-fmnist-class record quotes
+    them saying so, as the committed records do, and the numbers are the paper's."""
+    s = recipe.settings("split-fmnist-class", strategies="naive,replay,heads,joint")
+    results = {"scenario": "split-fmnist-class", "settings": s, "wall_s": 9.0,
+               "experiences": [{}] * 5, "strategies": {n: {"summary": {
+                   k: {"per_seed": [0.5, 0.6, 0.7]} for k in LABELS}} for n in s["strategies"]}}
+    recs = {r["strategy"]: r for r in recipe.records(results, tmp_path,
+                                                     command="metaloop forgetting").values()}
+    assert recs["heads"]["published"] is None
+    assert {n: recs[n]["published"]["value"] for n in ("naive", "replay", "joint")} == \
+        {"naive": "19.9", "replay": "88.8", "joint": "98.2"}
+    for name in ("naive", "replay", "joint"):
+        source = recs[name]["published"]["source"]
+        assert source.startswith("Split MNIST digits, not Fashion-MNIST: van de Ven, "
+                                 "Tuytelaars & Tolias 2022, class-incremental"), source
+        committed = json.loads(recipe.record_path(RESULTS, s, name).read_text())
+        assert committed["published"] == recs[name]["published"], name
+    assert recs["replay"]["published"]["source"].endswith(", experience replay")
 
 
 def _not_a_record(tmp_path):

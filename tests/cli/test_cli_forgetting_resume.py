@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,63 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_files(setup, tmp_path, 
     assert res["strategies"]["naive"]["wall_s"][0] == kept[0]["wall_s"]   # its own time
     assert _without_times(res) == _without_times(json.loads((whole / "results.json")
                                                              .read_text()))
+    got, want = _files(out), _files(whole)
+    assert sorted(got) == sorted(want) and recipe.PARTIAL not in got
+    for name in ("metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png"):
+        assert got[name] == want[name], name
+
+
+def test_a_resume_with_more_seeds_adds_them_and_fewer_are_refused(setup, tmp_path,
+                                                                  monkeypatch, capsys):
+    """Two seeds kept, --seeds 3 given: the kept runs stay, the rest run, to the files of a
+    run started with three seeds; --seeds 1 is refused by name, writing nothing."""
+    data, _ = setup
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    assert main(_cmd(data, whole, "--seeds", "3")) == 0
+    _interrupted(setup, out, monkeypatch, capsys, after=3)
+    before = _files(out)
+    assert main(_cmd(data, out, "--seeds", "1", "--resume")) == 2
+    assert "--seeds (2 != 1: a resume may add seeds, not drop kept ones)" in \
+        capsys.readouterr().err
+    assert _files(out) == before
+    assert main(_cmd(data, out, "--seeds", "3", "--resume")) == 0
+    assert f"resuming {out}: 3 of 6 runs (seed, strategy) done" in capsys.readouterr().out
+    res, want = (_without_times(json.loads((d / "results.json").read_text()))
+                 for d in (out, whole))
+    assert res == want and res["settings"]["seeds"] == [0, 1, 2]
+    got, want = _files(out), _files(whole)
+    assert sorted(got) == sorted(want) and recipe.PARTIAL not in got
+    for name in ("metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png"):
+        assert got[name] == want[name], name
+
+
+def test_a_finished_run_resumed_with_more_seeds_runs_only_the_new_ones(setup, tmp_path,
+                                                                       monkeypatch, capsys):
+    """A run of two seeds that finished (its runs kept in runs.json), resumed with --seeds
+    3: only seed 2 runs, to the files of a run started with three seeds. The same seeds, or
+    fewer, have nothing to resume; another setting is refused by name; neither writes."""
+    data, first = setup
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    shutil.copytree(first, out)
+    assert recipe.RUNS in _files(out) and recipe.PARTIAL not in _files(out)
+    assert main(_cmd(data, whole, "--seeds", "3")) == 0
+    before = _files(out)
+    for extra in ([], ["--seeds", "1"]):
+        assert main(_cmd(data, out, "--resume", *extra)) == 2
+        assert "nothing to resume" in capsys.readouterr().err
+    assert main(_cmd(data, out, "--resume", "--seeds", "3", "--lr", "0.01")) == 2
+    assert "--lr (0.001 != 0.01)" in capsys.readouterr().err
+    assert _files(out) == before
+    seeds = []
+    real = recipe._one_seed
+    monkeypatch.setattr(recipe, "_one_seed", lambda s, exps, seed, *a: seeds.append(seed)
+                        or real(s, exps, seed, *a))
+    assert main(_cmd(data, out, "--resume", "--seeds", "3")) == 0
+    assert f"resuming {out}: 4 of 6 runs (seed, strategy) done" in capsys.readouterr().out
+    assert seeds == [2]
+    res, want = (_without_times(json.loads((d / "results.json").read_text()))
+                 for d in (out, whole))
+    assert res == want
     got, want = _files(out), _files(whole)
     assert sorted(got) == sorted(want) and recipe.PARTIAL not in got
     for name in ("metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png"):
@@ -187,6 +245,11 @@ def test_a_run_stopped_after_its_results_had_finished(setup, tmp_path, monkeypat
     assert main(_cmd(data, out, "--resume")) == 0
     assert "the run had finished" in capsys.readouterr().out
     assert not (out / recipe.PARTIAL).exists() and (out / "results.json").read_bytes() == results
+    (out / recipe.PARTIAL).write_bytes(stale)
+    assert main(_cmd(data, out, "--resume", "--seeds", "3")) == 0       # seeds added
+    assert "the run had finished" not in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["settings"]["seeds"] == [0, 1, 2]
+    assert not (out / recipe.PARTIAL).exists()
     (out / recipe.PARTIAL).write_bytes(stale)
     assert main(_cmd(data, out, "--steps", "2")) == 0                    # a new run
     assert json.loads((out / "results.json").read_text())["settings"]["steps"] == 2

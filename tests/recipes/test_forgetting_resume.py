@@ -135,6 +135,94 @@ def test_a_run_cut_short_resumes_to_the_uninterrupted_files(monkeypatch, tmp_pat
     assert not (out / forgetting.PARTIAL).exists()
 
 
+@pytest.mark.parametrize("n", [1, 4])       # within seed 0, every run of seeds 0 and 1
+def test_a_resume_with_more_seeds_runs_only_theirs_to_the_run_of_all_seeds(monkeypatch,
+                                                                           tmp_path, n):
+    """Two seeds kept, three asked for: the kept runs stay, only the others run, and the
+    files are those of a run started with three seeds; fewer seeds stay refused."""
+    path = _data(tmp_path)
+    exps = forgetting.experiences("split-data-class", data=path)
+    s2 = forgetting.settings("split-data-class", **TINY)
+    s3 = forgetting.settings("split-data-class", **(TINY | {"seeds": 3}))
+    whole = _run(s3, exps, tmp_path / "whole", path=path)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        kept = _cut_after(m, n)
+        with pytest.raises(KeyboardInterrupt):
+            _run(s2, exps, out, path=path)
+    done = _cut_after(monkeypatch, 0)
+    told = []
+    res = _run(s3, exps, out, path=path, resume=True, on_resume=told.append)
+    assert told == [kept] and sorted(done) == sorted(
+        (seed, name) for seed in (0, 1, 2) for name in ("naive", "replay")
+        if (seed, name) not in kept)
+    assert _without_times(res) == _without_times(whole)
+    for name in ("metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert not (out / forgetting.PARTIAL).exists()
+
+
+def test_a_finished_run_resumed_with_more_seeds_adds_them(monkeypatch, tmp_path):
+    """Stopped after its results.json, before removing partial.json: a resume with more
+    seeds removes the finished run's files first, so a kill during the new seeds leaves no
+    results.json of fewer seeds beside the kept runs, then adds the seeds."""
+    path = _data(tmp_path)
+    exps = forgetting.experiences("split-data-class", data=path)
+    s2 = forgetting.settings("split-data-class", **TINY)
+    s3 = forgetting.settings("split-data-class", **(TINY | {"seeds": 3}))
+    whole = _run(s3, exps, tmp_path / "whole", path=path)
+    out = tmp_path / "out"
+    runs, results = forgetting.run(s2, exps, data={"data": path}, out=out)
+    stale = (out / forgetting.PARTIAL).read_bytes()
+    forgetting.write(out, s2, exps, runs, results)
+    (out / forgetting.PARTIAL).write_bytes(stale)
+    assert forgetting.finished(out)
+    with monkeypatch.context() as m:
+        _cut_after(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            _run(s3, exps, out, path=path, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == [forgetting.PARTIAL]
+    assert not forgetting.finished(out)
+    done = _cut_after(monkeypatch, 0)
+    res = _run(s3, exps, out, path=path, resume=True)
+    assert done == [(2, "replay")]
+    assert _without_times(res) == _without_times(whole)
+
+
+def test_a_run_that_finished_keeps_its_runs_and_a_resume_adds_seeds_to_them(monkeypatch,
+                                                                          tmp_path):
+    """A finished run's kept runs move to runs.json; a resume with more seeds runs only the
+    new seeds, to the files of a run started with all of them, and a kill while it adds
+    them leaves them kept in partial.json, with no results.json of fewer seeds."""
+    path = _data(tmp_path)
+    exps = forgetting.experiences("split-data-class", data=path)
+    s2 = forgetting.settings("split-data-class", **TINY)
+    s3 = forgetting.settings("split-data-class", **(TINY | {"seeds": 3}))
+    whole = _run(s3, exps, tmp_path / "whole", path=path)
+    out = tmp_path / "out"
+    _run(s2, exps, out, path=path)
+    assert sorted(p.name for p in out.iterdir()) == sorted(forgetting.FILES)
+    assert len(json.loads((out / forgetting.RUNS).read_text())["units"]) == 4
+    with monkeypatch.context() as m:
+        _cut_after(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            _run(s3, exps, out, path=path, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == [forgetting.PARTIAL]
+    assert len(json.loads((out / forgetting.PARTIAL).read_text())["units"]) == 5
+    done = _cut_after(monkeypatch, 0)
+    res = _run(s3, exps, out, path=path, resume=True)
+    assert done == [(2, "replay")]
+    assert _without_times(res) == _without_times(whole)
+    for name in ("metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(forgetting.FILES)
+    with pytest.raises(ValueError, match=r"--steps \(4 != 6\)"):   # still checked
+        forgetting.run(forgetting.settings("split-data-class", **(TINY | {"seeds": 4,
+                                                                         "steps": 6})),
+                       exps, data={"data": path}, out=out, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(forgetting.FILES)
+
+
 def test_the_progress_of_a_resume_counts_the_work_left(tmp_path):
     exps = forgetting.experiences("split-data-class", data=_data(tmp_path))
     s = forgetting.settings("split-data-class", **TINY)
@@ -164,11 +252,18 @@ def _files(d):
 def test_a_resume_with_other_settings_or_data_is_refused_naming_each(monkeypatch, tmp_path):
     out, path, exps = _kept(monkeypatch, tmp_path)
     before = _files(out)
-    s = forgetting.settings("split-data-class", **(TINY | {"steps": 6, "seeds": 3}))
+    s = forgetting.settings("split-data-class", **(TINY | {"steps": 6, "seeds": 1}))
     with pytest.raises(ValueError, match="refusing to resume") as e:
         forgetting.run(s, exps, data={"data": path}, out=out, resume=True)
-    assert "--seeds (2 != 3)" in str(e.value) and "--steps (4 != 6)" in str(e.value)
-    assert "--lr" not in str(e.value)
+    assert "--seeds (2 != 1: a resume may add seeds, not drop kept ones)" in str(e.value)
+    assert "--steps (4 != 6)" in str(e.value) and "--lr" not in str(e.value)
+    s = forgetting.settings("split-data-class", **(TINY | {"steps": 6, "seeds": 3}))
+    with pytest.raises(ValueError, match="refusing to resume") as e:   # more seeds: no
+        forgetting.run(s, exps, data={"data": path}, out=out, resume=True)   # difference
+    assert "--steps (4 != 6)" in str(e.value) and "--seeds" not in str(e.value)
+    s = forgetting.settings("split-data-class", **(TINY | {"seed": 1, "seeds": 3}))
+    with pytest.raises(ValueError, match=r"in --seed \(0 != 1\); give"):     # other seeds
+        forgetting.run(s, exps, data={"data": path}, out=out, resume=True)
     other = forgetting.experiences("split-data-class", data=_data(tmp_path, shift=1.0))
     s = forgetting.settings("split-data-class", **TINY)
     with pytest.raises(ValueError, match=r"in the contents of the data \(--data"):

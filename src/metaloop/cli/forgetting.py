@@ -41,22 +41,27 @@ model through the rest of the stream. The table gives, as mean ± 95% CI over th
 new-task accuracy (the last experience), old-task accuracy (the earlier ones, at the end),
 the fraction of each earlier experience's accuracy retained, forgetting, backward transfer
 (BWT) and the average accuracy. --out gets results.json, metrics.jsonl (every evaluation
-during fine-tuning), old_accuracy_vs_steps.png and accuracy_matrix.png.
+during fine-tuning), old_accuracy_vs_steps.png, accuracy_matrix.png and runs.json (every
+run, to add seeds to).
 
 Each finished run of a strategy on a seed is kept in OUT/partial.json (rewritten
 atomically); stopped (Ctrl-C or SIGTERM: exit 130, a kill), the same command with --resume
 continues from the next one, to the results.json, metrics.jsonl and plots of a run never
 stopped (the same accuracies, CIs and matrices; a kept run keeps the seconds measured when it
 ran), all written at the end from the kept and the new runs. A seed with a strategy left
-learns experience 0 again. A command that differs from the kept run's in anything but
---no-progress, the order of --strategies and a default given or left out (torch's threads
-count, --threads or OMP_NUM_THREADS; --data as an absolute path; another data option that
-leaves the experiences the same is no difference), or whose data changed, is refused by
-name, and so is a damaged or another command's partial.json, and a new run into a folder
-holding one.
-results.json is written last, and partial.json removed after it; a run stopped in between
-has finished: --resume removes its partial.json and exits 0, and a new run goes ahead. A new
-run first removes an earlier run's results.json, metrics.jsonl and plots.
+learns experience 0 again. More --seeds than the kept run's (from the same --seed) add
+seeds, to a stopped run or to one that finished (OUT/runs.json keeps its runs): the kept
+runs stay and only the new seeds run, to the files of a run started with all of them; the
+same seeds, or fewer, have nothing to resume in a finished run. A command that differs from
+the kept run's in anything else but --no-progress, the order of --strategies and a default
+given or left out (torch's threads count, --threads or OMP_NUM_THREADS; --data as an
+absolute path; another data option that leaves the experiences the same is no difference;
+fewer --seeds are one), or whose data changed, is refused by name, and so is a damaged or
+another command's partial.json, and a new run into a folder holding one.
+results.json is written last, and partial.json moved to runs.json after it; a run stopped
+in between has finished: --resume moves its partial.json and exits 0 (with more --seeds, it
+adds them), and a new run goes ahead. A new run first removes an earlier run's results.json,
+metrics.jsonl, plots and runs.json.
 
 An option that would change nothing is refused by name: a strategy's option without that
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
@@ -68,11 +73,17 @@ with a tensor file, --root and --alphabets on split-data-task/-class.
 --record DIR writes, after the run, one result record per strategy for the docs' tables
 (metaloop.evaluate.records): DIR/continual_<scenario>_<strategy>.json (replay+heads:
 replay_heads; a replay ratio other than 0.1 gives replay-balanced or replay-0.2, a buffer
-with the default ratio replay-buffer1000), table continual, the metric retained (%) on
-two-task and avg acc (%) elsewhere, its mean and Student-t 95% CI over the seeds with each
-seed's value (per_seed), every metric in other_metrics, and this command. A record already
-there keeps its row, order, published and note. DIR is checked before any work; --resume of
-a run that had finished writes the records from its results.json."""
+with the default ratio replay-buffer1000; a head weight, temperature or LoRA rank other than
+the default gives heads-weight0.5, heads-temperature4 or lora-rank4), table continual, the
+metric retained (%) on two-task and avg acc (%) elsewhere, its mean and Student-t 95% CI
+over the seeds with each seed's value (per_seed), every metric in other_metrics, the
+settings it measured (setting), and this command. A record already there of the same
+setting (any seeds) is replaced, keeping its row, order, published and note; one of another
+setting (its setting, or an older record's command, tells: a buffer with a ratio other than
+0.1, other steps or data ...) is refused by name. The Split MNIST numbers of van de Ven et al.
+that the split-fmnist-class records of naive, replay and joint quote (published) are on
+handwritten digits, not Fashion-MNIST, and say so. DIR is checked before any work; --resume
+of a run that had finished writes the records from its results.json."""
 SETTINGS = ("strategies", "seeds", "seed", "steps", "pretrain_steps", "batch_size", "lr",
             "eval_every", "early_stop", "replay_ratio", "buffer_size", "head_weight",
             "temperature", "lora_rank", "hidden")
@@ -157,10 +168,12 @@ def register(sub) -> argparse.ArgumentParser:
                    help="continue an interrupted run in --out: the same command plus --resume "
                         "(one with other settings, --threads or data is refused by name; "
                         "--no-progress, the order of --strategies and a default given or "
-                        "left out may differ)")
+                        "left out may differ; more --seeds add seeds to the kept runs, "
+                        "also to a finished run's)")
     p.add_argument("--record", type=path, default=None, metavar="DIR",
                    help="write one result record per strategy in DIR (e.g. docs/results), "
-                        "named continual_<scenario>_<strategy>.json")
+                        "named continual_<scenario>_<strategy>.json; one there of another "
+                        "setting is refused by name")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -174,21 +187,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     s = recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
-    recipe.check_resume(args.out, args.resume)          # before any data is read
-    if args.record is not None:
-        recipe.check_records(args.record, s)
+    recipe.check_resume(args.out, args.resume, s)       # before any data is read
     data = {k: getattr(args, k) for k in recipe.DATA_OPTIONS}
+    if args.record is not None:
+        recipe.check_records(args.record, s, data)
     exps = recipe.experiences(args.scenario, root=args.root, **data)
     with output_dir(args.out) as out:
-        if args.resume and recipe.finished(out):    # stopped after writing its results.json
-            recipe.kept(out, recipe.identity(s, exps, data))   # or refused, naming the change
-            if args.record is not None:     # checked before partial.json goes
+        # stopped after writing its results.json, and resumed with no seeds added
+        if args.resume and recipe.finished(out) and not recipe.adds_seeds(
+                recipe.kept(out, recipe.identity(s, exps, data)), s):   # or refused by name
+            if args.record is not None:     # checked before partial.json is moved
                 recs = recipe.records(
                     json.loads((out / "results.json").read_text(encoding="utf-8")),
                     args.record, command=_command(args))
-            (out / recipe.PARTIAL).unlink()
-            print(f"{out}: the run had finished (its results.json is complete); removed the "
-                  f"{recipe.PARTIAL} left beside it, nothing to resume")
+            os.replace(out / recipe.PARTIAL, out / recipe.RUNS)
+            print(f"{out}: the run had finished (its results.json is complete); moved the "
+                  f"{recipe.PARTIAL} left beside it to {recipe.RUNS}, nothing to resume")
             if args.record is not None:
                 _write_records(recs)
             return 0

@@ -141,18 +141,19 @@ def check_resume(out, resume: bool, command: str, key: str) -> None:
                          f"(or remove {out / PARTIAL} to start again)")
 
 
-def read(out, command: str) -> tuple[Path, dict]:
-    """``(path, state)`` of ``out / PARTIAL`` for a resume of ``command``.
+def read(out, command: str, name: str = PARTIAL) -> tuple[Path, dict]:
+    """``(path, state)`` of ``out / name`` (the kept state, ``PARTIAL``, or another file
+    holding one) for a resume of ``command``.
 
     Raises:
         ValueError: no such file (nothing to resume), a file that is no JSON object, or the
             kept state of another command (naming it).
     """
-    path = Path(out) / PARTIAL
+    path = Path(out) / name
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"--resume: nothing to resume in {out}: no {PARTIAL} of an "
+        raise ValueError(f"--resume: nothing to resume in {out}: no {name} of an "
                          f"interrupted metaloop {command}") from None
     except (OSError, ValueError) as e:
         raise corrupt(path, e) from e

@@ -7,11 +7,12 @@ over the seeds: new-task accuracy (the last experience), old-task accuracy (the 
 at the end), the fraction of each earlier experience's accuracy retained, forgetting,
 backward transfer (BWT) and the average accuracy, with the accuracy matrices and curves;
 ``write`` saves results.json, metrics.jsonl (every evaluation during fine-tuning),
-old_accuracy_vs_steps.png and accuracy_matrix.png.
+old_accuracy_vs_steps.png, accuracy_matrix.png and runs.json (``RUNS``).
 
 With ``out``, ``run`` keeps each finished (seed, strategy) run in ``out/partial.json``
 (``PARTIAL``), and ``run(..., out=out, resume=True)`` continues from them to the results of a
-run never stopped; ``write`` removes ``partial.json`` after results.json.
+run never stopped, or adds seeds to them; ``write`` moves ``partial.json`` to ``runs.json``
+(``RUNS``) after results.json, so that a resume may add seeds to a finished run too.
 
     s = settings("two-task", strategies="naive,replay,joint", seeds=3)
     runs, results = run(s, experiences("two-task"))
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import textwrap
 import time
 from collections.abc import Callable
@@ -44,9 +46,11 @@ from metaloop.recipes import _partial, report
 from metaloop.train.checkpoint import WriteError, atomic_write_text
 
 __all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "METRICS",
-           "PARTIAL", "RECORD_TABLE", "STRATEGY_DEFAULTS", "STRATEGY_OPTIONS", "check_records",
-           "check_resume", "experiences", "finished", "identity", "kept", "record_path",
-           "records", "run", "settings", "table", "total_steps", "write"]
+           "PARTIAL", "PUBLISHED", "RECORD_TABLE", "RUNS", "STRATEGY_DEFAULTS",
+           "STRATEGY_OPTIONS",
+           "adds_seeds", "check_records", "check_resume", "experiences", "finished",
+           "identity", "kept", "record_path", "records", "run", "settings", "table",
+           "total_steps", "write"]
 
 # Per-scenario defaults, sized so that six strategies x 3 seeds take < 15 min on 2 cores.
 # The network is van de Ven et al.'s Split-MNIST MLP with 256 instead of 400 units.
@@ -84,6 +88,15 @@ METRICS = (("new_accuracy", "new acc"), ("old_accuracy", "old acc"), ("retained"
 # retains of the first, a longer one by its average accuracy.
 RECORD_TABLE = "continual"
 HEADLINE = {"two-task": "retained"}
+# The published number a new record quotes (``records``), by scenario and file-name stem:
+# van de Ven et al. measured Split MNIST, the handwritten digits, not the Fashion-MNIST of
+# split-fmnist-class, so their source says so first.
+_VAN_DE_VEN = ("Split MNIST digits, not Fashion-MNIST: van de Ven, Tuytelaars & Tolias "
+               "2022, class-incremental")
+PUBLISHED = {("split-fmnist-class", "naive"): {"value": "19.9", "source": _VAN_DE_VEN},
+             ("split-fmnist-class", "replay"): {"value": "88.8", "source": _VAN_DE_VEN
+                                                + ", experience replay"},
+             ("split-fmnist-class", "joint"): {"value": "98.2", "source": _VAN_DE_VEN}}
 
 
 
@@ -327,7 +340,11 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
         resume: continue from ``out/partial.json`` (``kept``): the kept runs are not run
             again, to the same results as a run never stopped (each (seed, strategy) run is
             seeded on its own; a seed with a strategy left learns experience 0 again, as it
-            did; only the times of the runs done after the resume are measured anew).
+            did; only the times of the runs done after the resume are measured anew). ``s``
+            may have more seeds than the kept run (``adds_seeds``): only the new seeds' runs
+            are done, to the results of a run started with all of them; the files of a
+            kept run that had finished are removed first (its ``runs.json`` is the kept
+            ``partial.json`` again).
         on_resume: called with the kept ``(seed, strategy)`` runs once they are accepted,
             before any work.
 
@@ -365,6 +382,12 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
         if not resume:   # partial.json first: a kill here leaves no old one to pass for kept work
             for old in (PARTIAL, *FILES):
                 (out / old).unlink(missing_ok=True)
+        else:
+            if not (out / PARTIAL).is_file():    # a finished run's runs: kept, as they were
+                os.replace(out / RUNS, out / PARTIAL)
+            if adds_seeds(state, s):    # a finished run's files are not those of more seeds
+                for old in FILES:
+                    (out / old).unlink(missing_ok=True)
     t_start = time.perf_counter() - (state["wall_s"] if state else 0.0)
 
     def keep(seed: int, name: str, r: dict) -> None:
@@ -449,7 +472,11 @@ PARTIAL = _partial.PARTIAL
 """The (seed, strategy) runs an unfinished run has done, in its ``out``: ``"command":
 "forgetting"``, ``identity`` (what the results depend on), ``units`` (each run's seed,
 strategy, accuracy matrix, curve, boundaries and seconds) and ``wall_s``."""
-FILES = ("results.json", "metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png")
+RUNS = "runs.json"
+"""A finished run's (seed, strategy) runs, in its ``out``: its ``PARTIAL``, moved there after
+results.json, from which a resume with more seeds goes on (``kept``)."""
+FILES = ("results.json", "metrics.jsonl", "old_accuracy_vs_steps.png", "accuracy_matrix.png",
+         RUNS)
 # Names of the identity's keys in a refused resume, other than their flags.
 _WHAT = {"data_sha256": "the contents of the data (--data, or the scenario's files)",
          "threads": "--threads or OMP_NUM_THREADS"}     # torch's threads, however they were set
@@ -480,34 +507,61 @@ def identity(s: dict, exps: list, data: dict | None = None) -> dict:
     return json.loads(json.dumps(ident))        # as read back from partial.json
 
 
+def adds_seeds(state: dict, s: dict) -> bool:
+    """Whether a resume with settings ``s`` of the kept ``state`` (``kept``) adds seeds to
+    those the kept run was started with: an earlier ``results.json`` beside it is then not
+    this run's result."""
+    return state["identity"]["seeds"] < len(s["seeds"])
+
+
 def finished(out) -> bool:
     """True where ``out`` holds a ``partial.json`` beside a complete ``results.json``: the run
-    was stopped after writing its results (atomically) and before removing ``partial.json``,
-    so it finished and the ``partial.json`` is stale."""
+    was stopped after writing its results (atomically) and before moving ``partial.json`` to
+    ``runs.json``, so it finished and the ``partial.json`` is stale."""
     return _partial.finished(out, "strategies")
 
 
-def check_resume(out, resume: bool) -> None:
-    """Before any data is read: ``resume`` needs a kept ``partial.json`` in ``out``; a new run
-    refuses to discard one, unless the run had ``finished`` (a stale file, which ``run``
-    removes first). Whether the kept runs fit the command is ``kept``'s to say.
+def check_resume(out, resume: bool, s: dict | None = None) -> None:
+    """Before any data is read: ``resume`` needs a kept ``partial.json`` in ``out``, or the
+    ``runs.json`` (``RUNS``) of a finished run with fewer seeds than ``s`` (settings) has; a
+    new run refuses to discard a ``partial.json``, unless the run had ``finished`` (a stale
+    file, which ``run`` removes first). Whether the kept runs fit the command is ``kept``'s
+    to say.
 
     Raises:
         ValueError: naming the folder and what it holds.
     """
+    out = Path(out)
+    if resume and s is not None and not (out / PARTIAL).is_file() and (out / RUNS).is_file():
+        try:
+            seeds = json.loads((out / RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
+        except (OSError, ValueError, KeyError, TypeError):
+            seeds = None
+        if _is_count(seeds) and seeds < len(s["seeds"]):
+            return                                     # seeds to add to a finished run
     _partial.check_resume(out, resume, "forgetting", "strategies")
 
 
+def _is_count(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n > 0
+
+
 def kept(out, ident: dict) -> dict:
-    """The kept state of ``out / PARTIAL`` for a resume with ``ident`` (``identity``).
+    """The kept state of ``out / PARTIAL`` (else of a finished run, ``out / RUNS``) for a
+    resume with ``ident`` (``identity``).
+
+    A resume may add seeds: ``ident`` with more ``seeds`` (from the same first ``seed``) keeps
+    the runs of the kept seeds, and the new seeds run after them (``adds_seeds``).
 
     Raises:
         ValueError: the file is missing or corrupt, the kept state of another command
             (naming it), or that of a run with other settings or data (naming each
-            difference, kept value first; a data option given in one command and not in the
-            other is no difference where the experiences are the same).
+            difference, kept value first; fewer seeds are a difference; a data option given
+            in one command and not in the other is no difference where the experiences are
+            the same).
     """
-    path, state = _partial.read(out, "forgetting")
+    finished_runs = not (Path(out) / PARTIAL).is_file() and (Path(out) / RUNS).is_file()
+    path, state = _partial.read(out, "forgetting", RUNS if finished_runs else PARTIAL)
     try:
         old, units = state["identity"], state["units"]
         float(state["wall_s"])
@@ -518,8 +572,13 @@ def kept(out, ident: dict) -> dict:
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise _partial.corrupt(path, e) from e
     same_data = old.get("data_sha256") == ident["data_sha256"]
+    more_seeds = _is_count(old.get("seeds")) and old["seeds"] < ident["seeds"]
     diff = _partial.differences(old, ident, _WHAT, same=[
-        k for k in DATA_OPTIONS if same_data and k != "data"])
+        k for k in DATA_OPTIONS if same_data and k != "data"] + (["seeds"] if more_seeds
+                                                                  else []))
+    fewer = _is_count(old.get("seeds")) and old["seeds"] > ident["seeds"]
+    diff = [f"--seeds ({old['seeds']} != {ident['seeds']}: a resume may add seeds, not drop "
+            f"kept ones)" if fewer and d.startswith("--seeds (") else d for d in diff]
     if diff:
         raise _partial.refuse(out, diff)
     seeds = range(ident["seed"], ident["seed"] + ident["seeds"])
@@ -645,8 +704,10 @@ def write(out, s, exps, runs, results) -> None:
     A write that fails or is interrupted (a full disk, Ctrl-C) removes the files it had
     made, so no results.json stands beside missing plots. An earlier run's results.json in
     ``out`` is removed first: a run cut short at any point (even killed) leaves no finished
-    result beside the files it replaced. ``partial.json`` (``run``'s kept runs) is removed
-    after results.json: the result is complete.
+    result beside the files it replaced. ``partial.json`` (``run``'s kept runs) is moved to
+    ``runs.json`` (``RUNS``) after results.json: the result is complete, and a resume with
+    more seeds goes on from its runs; without one (``run`` without ``out``) an earlier
+    ``runs.json``, not of these results, is removed.
 
     Raises:
         metaloop.train.checkpoint.WriteError: a file could not be written, naming it.
@@ -680,15 +741,22 @@ def write(out, s, exps, runs, results) -> None:
         for f in made:
             f.unlink(missing_ok=True)
         raise
-    (out / PARTIAL).unlink(missing_ok=True)
+    if (out / PARTIAL).is_file():
+        os.replace(out / PARTIAL, out / RUNS)
+    else:
+        (out / RUNS).unlink(missing_ok=True)
 
 
 def _strategy_stem(name: str, s: dict) -> tuple[str, str]:
     """A strategy's part of its record's file name and its row label: ``replay+heads`` ->
-    ``replay_heads``; a strategy that replays (``STRATEGY_OPTIONS``) with a replay ratio
-    other than the default gets it as a suffix (``replay-balanced``, ``replay-0.2_heads``),
-    and, with the default ratio, a buffer its size (``replay-buffer1000``); the row label
-    names the buffer (``replay-balanced (1,000-example reservoir)``)."""
+    ``replay_heads``, with a suffix for each strategy option it reads (``STRATEGY_OPTIONS``)
+    that is not the default. A replay ratio is named after ``replay`` (``replay-balanced``,
+    ``replay-0.2_heads``), and, with the default ratio, a buffer its size
+    (``replay-buffer1000``); the row label names any buffer (``replay-balanced (1,000-example
+    reservoir)``). The kept heads' options follow the name (``heads-weight0.5-temperature4``,
+    ``replay_heads-temperature4``), and so does a LoRA rank (``lora-rank4``). Settings that
+    no name tells apart (a buffer with a ratio other than the default, the steps, the data)
+    are ``check_records``' to refuse."""
     label = name
     replays = name in STRATEGY_OPTIONS["replay_ratio"]
     if replays:
@@ -701,6 +769,10 @@ def _strategy_stem(name: str, s: dict) -> tuple[str, str]:
             suffix = None
         if suffix is not None:
             label = name.replace("replay", f"replay-{suffix}", 1)
+    for key, word in (("head_weight", "weight"), ("temperature", "temperature"),
+                      ("lora_rank", "rank")):
+        if name in STRATEGY_OPTIONS[key] and s[key] != STRATEGY_DEFAULTS[key]:
+            label += f"-{word}{s[key]:g}"
     stem = label.replace("+", "_")
     if replays and s["buffer_size"] is not None:
         label += f" ({s['buffer_size']:,}-example reservoir)"
@@ -710,25 +782,127 @@ def _strategy_stem(name: str, s: dict) -> tuple[str, str]:
 def record_path(folder, s: dict, strategy: str) -> Path:
     """Where ``records`` puts a strategy's record in ``folder``:
     ``continual_<scenario>_<strategy>.json`` (``continual_split_fmnist_class_replay_heads``;
-    see ``_strategy_stem`` for the replay options' suffixes)."""
+    see ``_strategy_stem`` for the strategy options' suffixes)."""
     stem, _ = _strategy_stem(strategy, s)
     return Path(folder) / f"continual_{s['scenario'].replace('-', '_')}_{stem}.json"
 
 
-def check_records(folder, s: dict) -> list[Path]:
-    """Before any work: the record of each strategy of ``s`` can be written in ``folder``
-    (``metaloop.evaluate.records.check_record_path``: a folder that can be made and written,
-    and no file there that is not a record). Returns the paths, in strategy order.
+# The settings a strategy's record depends on besides its strategy options and data options;
+# the seeds are not among them (a record of more seeds measures the same setting).
+_RECORD_SETTINGS = ("steps", "pretrain_steps", "batch_size", "eval_every", "lr",
+                    "early_stop", "hidden")
+
+
+def _record_setting(s: dict, data: dict | None, strategy: str) -> dict:
+    """What a strategy's record measured, besides its scenario: ``_RECORD_SETTINGS``, the
+    strategy options it reads, and the data options given (``data`` as an absolute path)."""
+    setting = {k: s[k] for k in _RECORD_SETTINGS}
+    setting.update((k, s[k]) for k, readers in STRATEGY_OPTIONS.items() if strategy in readers)
+    for key, value in (data or {}).items():
+        if key in DATA_OPTIONS and value is not None:
+            setting[key] = (str(Path(value).expanduser().resolve()) if key == "data"
+                            else value)
+    return json.loads(json.dumps(setting))
+
+
+# How the options of a ``metaloop forgetting`` command line are read back (``_command_setting``)
+_INT_FLAGS = ("seeds", "seed", "steps", "pretrain_steps", "batch_size", "eval_every",
+              "early_stop", "buffer_size", "lora_rank", "train_per_class", "val_per_class",
+              "test_per_class", "alphabets", "classes_per_experience", "image_size",
+              "channels")
+
+
+def _command_setting(command: str, strategy: str) -> tuple[str, dict]:
+    """``(scenario, _record_setting)`` of the ``metaloop forgetting`` command line that
+    measured a record written without ``setting`` (every option written out with its value,
+    as ``metaloop.evaluate.records.command_line`` does).
 
     Raises:
-        ValueError: naming the path and the problem.
+        ValueError: not such a command, or one whose settings are refused.
+    """
+    import shlex
+
+    words = shlex.split(command)
+    if "forgetting" not in words or "&&" in words or ";" in words or "|" in words:
+        raise ValueError("not one metaloop forgetting command")
+    opts = [w for w in words[words.index("forgetting") + 1:]
+            if w not in ("--resume", "--no-progress")]         # the flags without a value
+    if len(opts) % 2 or not all(w.startswith("--") for w in opts[::2]):
+        raise ValueError(f"cannot read its options {shlex.join(opts)!r}")
+    given = {flag[2:].replace("-", "_"): value for flag, value in zip(opts[::2], opts[1::2])}
+    for key in _INT_FLAGS:
+        if key in given:
+            given[key] = int(given[key])
+    for key in ("lr", "head_weight", "temperature"):
+        if key in given:
+            given[key] = float(given[key])
+    if given.get("replay_ratio", "balanced") != "balanced":
+        given["replay_ratio"] = float(given["replay_ratio"])
+    if "hidden" in given:
+        given["hidden"] = tuple(int(h) for h in given["hidden"].split(","))
+    scenario = given.pop("scenario", "two-task")
+    keys = ("strategies", "seeds", "seed", "steps", "pretrain_steps", "batch_size", "lr",
+            "eval_every", "early_stop", "replay_ratio", "buffer_size", "head_weight",
+            "temperature", "lora_rank", "hidden")
+    if "strategies" in given:        # lora's check for peft is not this record's
+        given["strategies"] = ",".join(n for n in given["strategies"].split(",")
+                                       if n != "lora" or strategy == "lora")
+    s = settings(scenario, **{k: given[k] for k in keys if k in given})
+    return scenario, _record_setting(s, {k: given.get(k) for k in DATA_OPTIONS}, strategy)
+
+
+def _check_same_setting(path: Path, s: dict, data: dict | None, strategy: str) -> None:
+    """ValueError naming each setting in which the record already at ``path`` (its
+    ``setting``, else read from its ``command``) was measured otherwise: this strategy's
+    record would replace it. No record there, or one of the same setting, passes."""
+    old = _old_record(path)
+    if not old:
+        return
+    mine = _record_setting(s, data, strategy)
+    try:
+        if isinstance(old.get("setting"), dict):
+            scenario, theirs = old.get("scenario"), old["setting"]
+        else:
+            scenario, theirs = _command_setting(old["command"], strategy)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"--record: {path} holds a record whose settings cannot be told "
+                         f"({type(e).__name__}: {e}), which the record of {strategy} would "
+                         f"replace: give another --record folder, or remove {path}") from e
+    diff = ([f"--scenario ({scenario!r} != {s['scenario']!r})"]
+            if scenario != s["scenario"] else [])
+    diff += _partial.differences(theirs, mine, {})
+    if diff:
+        raise ValueError(f"--record: {path} holds the record of another setting of "
+                         f"{strategy}, which this run's would replace; it differs in "
+                         f"{', '.join(diff)} (its value first): give another --record "
+                         f"folder, or remove {path} to replace it")
+
+
+def check_records(folder, s: dict, data: dict | None = None) -> list[Path]:
+    """Before any work: the record of each strategy of ``s`` can be written in ``folder``
+    (``metaloop.evaluate.records.check_record_path``: a folder that can be made and written,
+    and no file there that is not a record), and replaces no record of another setting
+    there. Returns the paths, in strategy order.
+
+    A record already at a path is replaced only where it measured the same setting: the
+    same scenario, ``_RECORD_SETTINGS``, options of its strategy and data options given
+    (``data``: the ``DATA_OPTIONS`` given to ``experiences``), whatever its seeds. A setting
+    that ``record_path`` tells apart by name never meets another's file; the others (a
+    buffer with a replay ratio other than the default, the steps, the data ...) are refused.
+
+    Raises:
+        ValueError: naming the path and the problem, or each setting in which the record
+            there differs (its value first).
     """
     from metaloop.evaluate.records import check_record_path
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--record {folder} is a file: it names a folder for the records")
-    return [check_record_path(record_path(folder, s, name)) for name in s["strategies"]]
+    paths = [check_record_path(record_path(folder, s, name)) for name in s["strategies"]]
+    for path, name in zip(paths, s["strategies"]):
+        _check_same_setting(path, s, data, name)
+    return paths
 
 
 def records(results: dict, folder, *, command: str, cpu_seconds: float | None = None
@@ -744,8 +918,12 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
     metric's mean, CI and per-seed values. The budget is the optimiser steps of a strategy
     on one seed (experience 0 and the fine-tuning) and the CPU seconds of the whole run
     (``cpu_seconds``; None: the run's wall-clock seconds, ``results["wall_s"]``); device,
-    torch and date (UTC) are as ``metaloop eval --record`` gives them. An earlier record at
-    the path keeps its ``row``, ``order``, ``published`` and ``note``.
+    torch and date (UTC) are as ``metaloop eval --record`` gives them. ``setting`` holds what
+    the record measured (``_record_setting``: the settings but the seeds, the strategy's
+    options and the data options given), and ``published`` the paper's number it is
+    compared with (``PUBLISHED``, else null). An earlier record at the path keeps its
+    ``row``, ``order``, ``published`` and ``note``; one of another setting is refused
+    (``check_records``).
 
     A strategy whose headline metric is defined in no seed has no mean, so no record: it is
     left out.
@@ -757,6 +935,7 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
 
     Raises:
         metaloop.evaluate.records.RecordError: a record that would not be valid.
+        ValueError: a record of another setting at a path, naming the differences.
     """
     import datetime
 
@@ -792,8 +971,11 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
         if head["mean"] is None:
             continue
         path = record_path(folder, s, name)
-        _, label = _strategy_stem(name, s)
+        _check_same_setting(path, s, results.get("data_options"), name)
+        stem, label = _strategy_stem(name, s)
         rec = {**common, "row": f"{scenario}: {label}", "strategy": name,
+               "published": PUBLISHED.get((scenario, stem)),
+               "setting": _record_setting(s, results.get("data_options"), name),
                "mean": head["mean"], "ci95": head["ci95"], "n": len(head["per_seed"]),
                "per_seed": head["per_seed"], "seeds": head["seeds"],
                "budget": {"iterations": steps, "cpu_seconds": round(
