@@ -88,10 +88,35 @@ class Run:
     def heldout(self):
         """The held-out task family of the config's ``[eval]`` section (reads the data), its
         tasks on the model's device in its dtype (a float64 run's: float64), as training's
-        validation gives them."""
+        validation gives them.
+
+        An ensemble (``metaloop.recipes.evaluation.load_ensemble``) draws the tasks
+        ``metaloop eval`` evaluates it on: those of its members' common ``[eval]`` keys
+        that draw tasks (``TASK_KEYS``, as ``eval_config`` takes them), not the first
+        member's alone.
+
+        Raises:
+            ValueError: ensemble members that would draw other held-out tasks (another
+                split, number of ways, shots or queries...), naming the key and both runs,
+                as ``metaloop eval`` names them.
+        """
         from metaloop.train.loop import on_model
 
-        return on_model(build.eval_family(self.config, None), self.learner.model)
+        cfg = self.config
+        if len(getattr(self, "members", None) or ()) > 1:
+            from metaloop.recipes.evaluation import eval_config
+
+            # the keys that only say how the tasks are scored are the first run's: members
+            # may differ in them (metaloop eval refuses that unless a flag sets the key)
+            scored = {k: v for k, v in cfg["eval"].items() if k not in TASK_KEYS}
+            cfg = eval_config(self, **scored)
+        return on_model(build.eval_family(cfg, None), self.learner.model)
+
+
+TASK_KEYS = ("split", "ways", "shots", "queries", "within_alphabet", "drawers")
+"""The ``[eval]`` keys that choose the held-out tasks (``build.eval_family``); the others
+(``tasks``, ``seed``, ``steps``, shifts, scoring, refinement) say how many are drawn from
+them and how they are scored."""
 
 
 def _stand_in(tensors: dict, fam: dict, path: Path, data: dict | None) -> SimpleNamespace:

@@ -116,17 +116,25 @@ def test_a_resume_with_more_seeds_adds_them_and_fewer_are_refused(setup, tmp_pat
 def test_a_finished_run_resumed_with_more_seeds_runs_only_the_new_ones(setup, tmp_path,
                                                                        monkeypatch, capsys):
     """A run of two seeds that finished (its runs kept in runs.json), resumed with --seeds
-    3: only seed 2 runs, to the files of a run started with three seeds. The same seeds, or
-    fewer, have nothing to resume; another setting is refused by name; neither writes."""
+    3: only seed 2 runs, to the files of a run started with three seeds. The same seeds have
+    nothing to resume; fewer, or another setting, are refused by name, as for a stopped run;
+    none of these writes."""
     data, first = setup
     out, whole = tmp_path / "out", tmp_path / "whole"
     shutil.copytree(first, out)
     assert recipe.RUNS in _files(out) and recipe.PARTIAL not in _files(out)
     assert main(_cmd(data, whole, "--seeds", "3")) == 0
     before = _files(out)
-    for extra in ([], ["--seeds", "1"]):
-        assert main(_cmd(data, out, "--resume", *extra)) == 2
-        assert "nothing to resume" in capsys.readouterr().err
+    assert main(_cmd(data, out, "--resume")) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(_cmd(data, out, "--resume", "--seeds", "1")) == 2
+    err = capsys.readouterr().err
+    assert f"refusing to resume {out}: this command differs from the kept run's in --seeds " \
+        "(2 != 1: a resume may add seeds, not drop kept ones)" in err
+    assert "nothing to resume" not in err
+    assert main(_cmd(data, out, "--resume", "--seeds", "1", "--lr", "0.01")) == 2
+    err = capsys.readouterr().err                   # every difference named, as when stopped
+    assert "--seeds (2 != 1: a resume may add seeds" in err and "--lr (0.001 != 0.01)" in err
     assert main(_cmd(data, out, "--resume", "--seeds", "3", "--lr", "0.01")) == 2
     assert "--lr (0.001 != 0.01)" in capsys.readouterr().err
     assert _files(out) == before

@@ -102,8 +102,10 @@ def init_head(params: Mapping[str, torch.Tensor], head: tuple[str, str], n_class
         bias = ref.new_zeros(n_classes)                                         # [C]
     else:
         bound = 1.0 / math.sqrt(d)
-        weight = (torch.rand(n_classes, d, generator=generator) * 2 - 1) * bound  # [C, D]
-        bias = (torch.rand(n_classes, generator=generator) * 2 - 1) * bound       # [C]
+        at = generator.device if generator is not None else torch.device("cpu")
+        weight = torch.rand(n_classes, d, generator=generator, device=at).cpu()  # [C, D]
+        bias = torch.rand(n_classes, generator=generator, device=at).cpu()       # [C]
+        weight, bias = (weight * 2 - 1) * bound, (bias * 2 - 1) * bound
         weight, bias = weight.to(ref), bias.to(ref)
     return {**params, w: weight, b: bias}
 

@@ -52,7 +52,7 @@ ran), all written at the end from the kept and the new runs. A seed with a strat
 learns experience 0 again. More --seeds than the kept run's (from the same --seed) add
 seeds, to a stopped run or to one that finished (OUT/runs.json keeps its runs): the kept
 runs stay and only the new seeds run, to the files of a run started with all of them; the
-same seeds, or fewer, have nothing to resume in a finished run. A command that differs from
+same seeds have nothing to resume in a finished run. A command that differs from
 the kept run's in anything else but --no-progress, the order of --strategies and a default
 given or left out (torch's threads count, --threads or OMP_NUM_THREADS; --data as an
 absolute path; another data option that leaves the experiences the same is no difference;

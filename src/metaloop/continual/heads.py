@@ -42,8 +42,9 @@ def init_heads(sizes: Mapping[str, int], feature_dim: int,
         sizes: head name -> number of outputs C.
         feature_dim: D, the body's feature size.
         generator: random source.
-        dtype, device: of the heads (default float32 on the CPU); the draws are made on the
-            CPU in float32 whatever these are, so a seed gives the same heads everywhere.
+        dtype, device: of the heads (default float32 on the CPU). The draws are made in
+            float32 on the generator's device (the CPU for None), so a seeded CPU generator
+            gives the same heads whatever these are.
 
     Returns:
         ``{"heads.<h>.weight": [C, D], "heads.<h>.bias": [C]}`` for each head.
@@ -57,11 +58,13 @@ def init_heads(sizes: Mapping[str, int], feature_dim: int,
         if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
             raise ValueError(f"head {name!r} needs a positive int number of outputs, got {c!r}")
     bound = 1.0 / math.sqrt(feature_dim)
+    at = generator.device if generator is not None else torch.device("cpu")
     out: Params = {}
     for name, c in sizes.items():
         w, b = head_param_names(name)
-        out[w] = (torch.rand(c, feature_dim, generator=generator) * 2 - 1) * bound  # [C, D]
-        out[b] = (torch.rand(c, generator=generator) * 2 - 1) * bound                # [C]
+        weight = torch.rand(c, feature_dim, generator=generator, device=at).cpu()   # [C, D]
+        bias = torch.rand(c, generator=generator, device=at).cpu()                  # [C]
+        out[w], out[b] = (weight * 2 - 1) * bound, (bias * 2 - 1) * bound
     if dtype is not None or device is not None:
         out = {k: v.to(dtype=dtype, device=device) for k, v in out.items()}
     return out

@@ -45,6 +45,13 @@ class Batch(NamedTuple):
     source: torch.Tensor
 
 
+def _draw_device(generator: torch.Generator | None) -> torch.device:
+    """Where a draw with ``generator`` is made: its own device (a CUDA generator cannot draw
+    on the CPU), the CPU for torch's default one; the draws are then moved to the data they
+    index."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def check_replay_ratio(replay_ratio: float) -> float:
     """Return ``replay_ratio`` as a float, or raise ValueError if it is not in ``[0, 1)``."""
     if isinstance(replay_ratio, bool) or not isinstance(replay_ratio, int | float) or \
@@ -175,8 +182,9 @@ def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, sou
     keep_x, keep_y = torch.cat([buffer.x, x[:fill]]), torch.cat([buffer.y, y[:fill]])
     keep_s = torch.cat([buffer.source, torch.full((fill,), source, dtype=torch.int64)])
     position = torch.arange(seen + fill, seen + n, dtype=torch.float64)  # stream index n
-    draw = (torch.rand(position.numel(), generator=generator, dtype=torch.float64)
-            * (position + 1)).floor().long()                              # uniform in 0..n
+    u = torch.rand(position.numel(), generator=generator, dtype=torch.float64,
+                   device=_draw_device(generator)).cpu()                  # [n - fill]
+    draw = (u * (position + 1)).floor().long()                            # uniform in 0..n
     slot_of = {}
     for i, j in zip((draw < size).nonzero().squeeze(1).tolist(), draw[draw < size].tolist()):
         slot_of[j] = fill + i                     # later examples overwrite earlier ones
@@ -222,7 +230,9 @@ class IndexStream:
         parts = []
         while m > 0:
             if self._pos == self._perm.numel():
-                self._perm, self._pos = torch.randperm(self.n, generator=self.generator), 0
+                perm = torch.randperm(self.n, generator=self.generator,
+                                      device=_draw_device(self.generator))
+                self._perm, self._pos = perm.cpu(), 0
             part = self._perm[self._pos:self._pos + m]
             self._pos += part.numel()
             m -= part.numel()
@@ -269,7 +279,8 @@ def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer
         if k == 0:
             yield Batch(new_x[idx], new_y[idx], torch.full((idx.numel(),), -1))
         else:
-            old = torch.randint(buffer.y.numel(), (k,), generator=generator)
+            old = torch.randint(buffer.y.numel(), (k,), generator=generator,
+                                device=_draw_device(generator)).to(buffer.y.device)
             yield Batch(torch.cat([new_x[idx], buffer.x[old]]),
                         torch.cat([new_y[idx], buffer.y[old]]),
                         torch.cat([torch.full((idx.numel(),), -1), buffer.source[old]]))

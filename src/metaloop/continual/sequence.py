@@ -232,8 +232,9 @@ def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 
         w = params[f"{n}.weight"]
         d_out, d_in = w.shape
         bound = 1.0 / math.sqrt(d_in)
-        a = (torch.rand(rank, d_in, generator=generator, dtype=torch.float32) * 2 - 1) \
-            * bound                                                             # [r, in]
+        at = generator.device if generator is not None else torch.device("cpu")
+        a = torch.rand(rank, d_in, generator=generator, dtype=torch.float32, device=at)
+        a = (a.cpu() * 2 - 1) * bound                                           # [r, in]
         start[f"{n}.lora_A.default.weight"] = a.to(dtype=w.dtype, device=w.device)
         start[f"{n}.lora_B.default.weight"] = w.new_zeros(d_out, rank)          # [out, r]
     start.update({k: v for k, v in params.items() if k.startswith(PREFIX)})

@@ -140,12 +140,14 @@ class AdaptsBySGD:
         tensor with a leading task dim ``[B, ...]``. Inputs ``[B, S, ...]``. Detached.
 
         Raises:
-            ValueError: inputs on another device or in another dtype than the network, or
-                a network that vmap cannot run (``vmap_refusal``).
+            ValueError: inputs on another device or in another dtype than the network, with
+                non-finite values (naming the tasks, ``check_finite_tasks``), or a network
+                that vmap cannot run (``vmap_refusal``).
         """
         check_inputs(self._owner, self.inner.model, support_x=support_x,
                      support_y=support_y)
         check_batched_support(self._owner, support_x, support_y)
+        check_finite_tasks(self._owner, support_x=support_x, support_y=support_y)
         refusal = vmap_refusal(self.inner.model)
         if refusal:
             raise ValueError(refusal)
@@ -448,6 +450,26 @@ def check_batched_support(owner: str, support_x: torch.Tensor, support_y: torch.
     if support_x.shape[0] == 0 or support_x.shape[1] == 0:
         raise ValueError(f"{owner}: adapt_path_batched got no tasks or an empty support set: "
                          f"support_x {_shape(support_x)} needs B >= 1 and S >= 1")
+
+
+def check_finite_tasks(owner: str, **tensors: torch.Tensor) -> None:
+    """Batched support tensors ``[B, S, ...]`` (float ones) with finite values, for
+    ``adapt_path_batched``: one ``isfinite().all()`` over each whole batch; the tasks are
+    found only when it fails. Inside ``valid_by_construction()`` no value is read.
+
+    Raises:
+        ValueError: as ``check_task``'s, naming the argument, its shape and the tasks (index
+            in the batch) with NaN or inf.
+    """
+    if values_trusted():                  # valid by construction: no read back to the host
+        return
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten().tolist()
+            tasks = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+            raise ValueError(f"{owner}: {name} {_shape(t)} has non-finite values (NaN or "
+                             f"inf) in task{'s' if len(bad) > 1 else ''} {tasks} of the "
+                             f"batch; the adapted parameters would be NaN")
 
 
 def check_task(owner: str, model: nn.Module, support_x, support_y, loss=None) -> None:

@@ -66,6 +66,7 @@ from metaloop.func.params import Params, detach, forward
 from metaloop.meta._common import (
     ScoresEitherWay,
     check_batch,
+    check_finite_tasks,
     check_inputs,
     check_params,
     check_steps,
@@ -505,11 +506,13 @@ class HeadLearner(ScoresEitherWay):
 
         Raises:
             ValueError: support sets that are empty, differ from their labels in size, sit on
-                another device or in another float dtype than the model, labels that are
-                not int64 in ``[0, ways)``, or ``steps`` not None or an int >= 0.
+                another device or in another float dtype than the model, or hold non-finite
+                values (naming the tasks, as ``adapt`` names its one), labels that are not
+                int64 in ``[0, ways)``, or ``steps`` not None or an int >= 0.
         """
         check_steps(steps)
         self._check_support(support_x, support_y)
+        check_finite_tasks(self.name, support_x=support_x)      # one read for the batch
         return [self._adapt_checked(support_x, support_y)]
 
     def _adapt_checked(self, support_x, support_y) -> Params:

@@ -523,10 +523,11 @@ def finished(out) -> bool:
 
 def check_resume(out, resume: bool, s: dict | None = None) -> None:
     """Before any data is read: ``resume`` needs a kept ``partial.json`` in ``out``, or the
-    ``runs.json`` (``RUNS``) of a finished run with fewer seeds than ``s`` (settings) has; a
-    new run refuses to discard a ``partial.json``, unless the run had ``finished`` (a stale
-    file, which ``run`` removes first). Whether the kept runs fit the command is ``kept``'s
-    to say.
+    ``runs.json`` (``RUNS``) of a finished run with another number of seeds than ``s``
+    (settings) has (more add seeds; fewer are refused by ``kept``, by name, as for a stopped
+    run); a new run refuses to discard a ``partial.json``, unless the run had ``finished`` (a
+    stale file, which ``run`` removes first). Whether the kept runs fit the command is
+    ``kept``'s to say.
 
     Raises:
         ValueError: naming the folder and what it holds.
@@ -537,8 +538,8 @@ def check_resume(out, resume: bool, s: dict | None = None) -> None:
             seeds = json.loads((out / RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
         except (OSError, ValueError, KeyError, TypeError):
             seeds = None
-        if _is_count(seeds) and seeds < len(s["seeds"]):
-            return                                     # seeds to add to a finished run
+        if _is_count(seeds) and seeds != len(s["seeds"]):
+            return            # seeds to add to a finished run, or fewer, which kept names
     _partial.check_resume(out, resume, "forgetting", "strategies")
 
 

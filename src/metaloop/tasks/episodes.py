@@ -267,7 +267,9 @@ class Episodes:
         check_generator("Episodes.sample_flat", generator)
         m = self._table.shape[1]
         real = torch.arange(m) < self._counts[:, None]                     # [K', M]
-        pick = torch.randint(int(real.sum()), (n,), generator=generator)   # [n]
+        at = generator.device if generator is not None else torch.device("cpu")
+        pick = torch.randint(int(real.sum()), (n,), generator=generator, device=at)
+        pick = pick.to(real.device)                                        # [n]
         flat, y = self._table[real], real.nonzero()[:, 0]                  # [E], [E]
         return self._gather(flat[pick]), y[pick]
 

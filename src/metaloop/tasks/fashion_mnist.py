@@ -123,7 +123,9 @@ class FashionMNIST:
         """
         check_positive_int("FashionMNIST.sample_flat", n=n)
         check_generator("FashionMNIST.sample_flat", generator)
-        pick = torch.randint(self._all.shape[0], (n,), generator=generator)       # [n]
+        at = generator.device if generator is not None else torch.device("cpu")
+        pick = torch.randint(self._all.shape[0], (n,), generator=generator, device=at)
+        pick = pick.to(self._all.device)                                          # [n]
         x = self._images.index_select(0, self._all[pick]).to(torch.float32).div_(255)  # [n,28,28]
         x = x.unsqueeze(1)                                                        # [n, 1, 28, 28]
         return x, self._all_y[pick]

@@ -66,13 +66,15 @@ def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, wa
         n: number of tasks.
         ways: classes per task, at most K.
         per_class: images per class (support + query), at most ``counts.min()``.
-        generator: random source, on ``table``'s device (None: that device's default); the
-            same seed gives the same tasks on a given device.
+        generator: random source (None: ``table``'s device's default); the same seed
+            gives the same tasks on a given device. The draws are made on its device and
+            moved to ``table``'s, so a CUDA generator also draws a CPU table's tasks.
         classes: int64 ``[n, ways]`` classes already chosen (e.g. by ``within_classes``);
             None draws ``ways`` distinct classes uniformly from all K.
 
-    Every draw is made on ``table``'s device and nothing is read back to the host, so the
-    device-resident sampler (``metaloop.tasks.device``) runs this very function on a GPU.
+    With a generator on ``table``'s device every draw is made there and nothing is read
+    back to the host, so the device-resident sampler (``metaloop.tasks.device``) runs this
+    very function on a GPU.
 
     Returns:
         classes: int64 ``[n, ways]``, row positions into ``table`` (distinct within a task).
@@ -80,9 +82,11 @@ def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, wa
     """
     k, m = table.shape
     dev = table.device
+    at = generator.device if generator is not None else dev    # the draws' device
     if classes is None:
-        classes = torch.rand(n, k, generator=generator, device=dev).topk(ways, dim=1).indices
-    keys = torch.rand(n, ways, m, generator=generator, device=dev)              # [n, ways, M]
+        classes = torch.rand(n, k, generator=generator, device=at).to(dev)      # [n, K]
+        classes = classes.topk(ways, dim=1).indices                              # [n, ways]
+    keys = torch.rand(n, ways, m, generator=generator, device=at).to(dev)       # [n, ways, M]
     if counts is not None:
         pad = torch.arange(m, device=dev) >= counts[classes].unsqueeze(-1)       # [n, ways, M]
         keys.masked_fill_(pad, -1.0)  # rand is in [0, 1): padding is never among the top
@@ -119,13 +123,15 @@ def within_classes(groups: torch.Tensor, sizes: torch.Tensor, n: int, ways: int,
 def _within_classes(groups: torch.Tensor, sizes: torch.Tensor, n: int, ways: int,
                     generator: torch.Generator | None) -> torch.Tensor:
     """``within_classes`` without its check (which reads ``sizes`` back to the host): every
-    draw on ``groups``' device, for callers that checked the sizes once beforehand."""
+    draw on the generator's device (``groups``' for None) and moved to ``groups``', for callers
+    that checked the sizes once beforehand."""
     dev = groups.device
-    g_keys = torch.rand(n, groups.shape[0], generator=generator, device=dev)  # [n, G]
+    at = generator.device if generator is not None else dev
+    g_keys = torch.rand(n, groups.shape[0], generator=generator, device=at).to(dev)  # [n, G]
     g_keys.masked_fill_(sizes < ways, -1.0)  # rand is in [0, 1): too-small groups never win
     g = g_keys.argmax(dim=1)                                                  # [n]
     m = groups.shape[1]
-    keys = torch.rand(n, m, generator=generator, device=dev)                  # [n, M]
+    keys = torch.rand(n, m, generator=generator, device=at).to(dev)           # [n, M]
     keys.masked_fill_(torch.arange(m, device=dev) >= sizes[g].unsqueeze(1), -1.0)  # padding
     pos = keys.topk(ways, dim=1).indices                                      # [n, ways]
     return groups[g.unsqueeze(1), pos]                                        # [n, ways]
@@ -146,30 +152,33 @@ def task_indices(table: torch.Tensor, groups: torch.Tensor, sizes: torch.Tensor,
         n, ways, per_class: tasks, classes per task, drawings per class.
         within_alphabet: the rate in [0, 1] of tasks whose classes share an alphabet.
         drawers: ``"any"`` or ``"shared"`` (image j of every class by the task's drawer j).
-        generator: random source on the tables' device.
+        generator: random source; its draws are moved to the tables' device.
 
-    Every draw is made on the tables' device and nothing is read back to the host, so the
-    same function draws the host family's tasks and the device sampler's: on the CPU with
-    the same generator they are the same tasks.
+    With a generator on the tables' device every draw is made there and nothing is read
+    back to the host, so the same function draws the host family's tasks and the device
+    sampler's: on the CPU with the same generator they are the same tasks.
 
     Returns:
         classes int64 ``[n, ways]`` and flat image ids int64 ``[n, ways, per_class]``.
     """
     dev, k = table.device, table.shape[0]
+    at = generator.device if generator is not None else dev    # the draws' device
     if within_alphabet == 0 and drawers == "any":   # the random-class stream, as it always was
         return episode_indices(table, None, n, ways, per_class, generator)
     if within_alphabet == 0:
-        classes = torch.rand(n, k, generator=generator, device=dev)                # [n, C]
+        classes = torch.rand(n, k, generator=generator, device=at).to(dev)         # [n, C]
         classes = classes.topk(ways, dim=1).indices                                # [n, ways]
     else:
         classes = _within_classes(groups, sizes, n, ways, generator)
     if 0 < within_alphabet < 1:   # each task is within-alphabet with probability rate
-        within = torch.rand(n, generator=generator, device=dev) < within_alphabet  # [n]
-        anywhere = torch.rand(n, k, generator=generator, device=dev)               # [n, C]
+        within = torch.rand(n, generator=generator, device=at).to(dev)             # [n]
+        within = within < within_alphabet
+        anywhere = torch.rand(n, k, generator=generator, device=at).to(dev)        # [n, C]
         anywhere = anywhere.topk(ways, dim=1).indices                              # [n, ways]
         classes = torch.where(within.unsqueeze(1), classes, anywhere)
     if drawers == "shared":   # image j of every class by the task's drawer j
-        drawer = torch.rand(n, table.shape[1], generator=generator, device=dev)    # [n, D]
+        drawer = torch.rand(n, table.shape[1], generator=generator, device=at)     # [n, D]
+        drawer = drawer.to(dev)
         drawer = drawer.topk(per_class, dim=1).indices                             # [n, S+Q]
         return classes, table[classes.unsqueeze(-1), drawer.unsqueeze(1)]
     return episode_indices(table, None, n, ways, per_class, generator, classes)
@@ -382,7 +391,9 @@ class Omniglot:
         """
         check_positive_int("Omniglot.sample_flat", n=n)
         check_generator("Omniglot.sample_flat", generator)
-        idx = torch.randint(self._images.shape[0], (n,), generator=generator)     # [n]
+        at = generator.device if generator is not None else torch.device("cpu")
+        idx = torch.randint(self._images.shape[0], (n,), generator=generator, device=at)
+        idx = idx.to(self._images.device)                                         # [n]
         x = self._images.index_select(0, idx).to(torch.float32).div_(255)         # [n, H, W]
         x = x.unsqueeze(1)                                                        # [n, 1, H, W]
         return x, idx // DRAWINGS

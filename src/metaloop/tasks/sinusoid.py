@@ -63,9 +63,12 @@ class Sinusoid:
 
     def _params(self, n: int, generator: torch.Generator | None):
         """``sample_params`` on checked arguments."""
-        a = torch.empty(n, dtype=torch.float64).uniform_(*self.amplitude, generator=generator)
-        p = torch.empty(n, dtype=torch.float64).uniform_(*self.phase, generator=generator)
-        return a, p
+        at = generator.device if generator is not None else torch.device("cpu")
+        a = torch.empty(n, dtype=torch.float64, device=at).uniform_(*self.amplitude,
+                                                                    generator=generator)
+        p = torch.empty(n, dtype=torch.float64, device=at).uniform_(*self.phase,
+                                                                    generator=generator)
+        return a.cpu(), p.cpu()                                         # [n], [n]
 
     def sample(self, n: int, generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float32) -> TaskBatch:
@@ -82,8 +85,9 @@ class Sinusoid:
         _check_n(n)
         check_generator("Sinusoid.sample", generator)
         a, p = self._params(n, generator)
-        x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64)
-        x.uniform_(*self.x_range, generator=generator)                 # [n, S+Q, 1]
+        at = generator.device if generator is not None else torch.device("cpu")
+        x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64, device=at)
+        x = x.uniform_(*self.x_range, generator=generator).cpu()       # [n, S+Q, 1]
         y = a[:, None, None] * torch.sin(x - p[:, None, None])          # [n, S+Q, 1]
         x, y = x.to(dtype), y.to(dtype)
         s = self.shots

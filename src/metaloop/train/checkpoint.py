@@ -105,23 +105,36 @@ def sha256_file(path: Path) -> str:
 
 
 # The entries of a checkpoint state that its digest leaves out besides its own: measurements of
-# how the run went (the process CPU seconds it took), not of what it computed, so that two
-# identical runs, or a resumed run and an uninterrupted one, store the same ``state_sha256``
-MEASURED = frozenset({"cpu_seconds"})
+# how the run went (the process CPU seconds it took: ``cpu_seconds`` of ``metaloop train``,
+# ``train_cpu_s`` of the IWAE protocol), not of what it computed, so that two identical runs,
+# or a resumed run and an uninterrupted one, store the same ``state_sha256``
+MEASURED = frozenset({"cpu_seconds", "train_cpu_s"})
+
+# The same within the items of a state's lists: the IWAE protocol's curve points (the CPU
+# seconds trained before each and taken to evaluate it) and sessions (when each started)
+MEASURED_IN_ITEMS = {"curve": frozenset({"train_cpu_s", "eval_cpu_s"}),
+                     "sessions": frozenset({"started"})}
 
 
 def state_digest(state: dict) -> str:
     """sha256 of a checkpoint state's canonical JSON (keys sorted, no spaces), leaving out its
-    own ``state_sha256`` entry and the ``MEASURED`` ones: what ``save_checkpoint`` stores and
-    ``load_checkpoint`` checks, so that a changed value in ``state.json`` (a flipped digit in
-    an RNG state, an iteration count edited by hand) is named instead of resumed from, while
-    identical runs have equal digests."""
-    return _digest({k: v for k, v in state.items() if k not in MEASURED})
+    own ``state_sha256`` entry, the ``MEASURED`` ones and the ``MEASURED_IN_ITEMS`` entries of
+    the items of those lists: what ``save_checkpoint`` stores and ``load_checkpoint`` checks,
+    so that a changed value in ``state.json`` (a flipped digit in an RNG state, an iteration
+    count edited by hand) is named instead of resumed from, while identical runs have equal
+    digests."""
+    body = {k: v for k, v in state.items() if k not in MEASURED}
+    for key, measured in MEASURED_IN_ITEMS.items():
+        if isinstance(body.get(key), list):
+            body[key] = [{k: v for k, v in item.items() if k not in measured}
+                         if isinstance(item, dict) else item for item in body[key]]
+    return _digest(body)
 
 
 def _digest(state: dict) -> str:
     """sha256 of ``state``'s canonical JSON without its ``state_sha256`` entry; of the whole
-    state, it is the digest metaloop stored before it left out the ``MEASURED`` entries."""
+    state, it is the digest metaloop stored before it left out the measured entries (and
+    still stores for a state that has none)."""
     body = {k: v for k, v in state.items() if k != "state_sha256"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
