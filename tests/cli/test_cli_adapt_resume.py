@@ -60,7 +60,18 @@ def _without_times(res: dict) -> dict:
     for row in res["approaches"].values():
         row.pop("adapt_seconds")
         row["per_task"].pop("adapt_seconds")
+        row["per_task"].pop("cpu_seconds")
     return res
+
+
+# what a record measures of the clock and the day, and the --out its command names
+CLOCK = ("seconds_per_task", "note", "budget", "date", "command")
+
+
+def _records(d: Path) -> dict:
+    from metaloop.evaluate.records import load_record
+    return {p.name: {k: v for k, v in load_record(p).items() if k not in CLOCK}
+            for p in sorted(d.glob("*.json"))}
 
 
 def _files(d: Path) -> dict:
@@ -308,6 +319,7 @@ def test_a_kept_state_of_more_tasks_than_the_run_is_refused(setup, tmp_path, mon
     for row in state["per"].values():
         row["accuracy"] *= 2
         row["adapt_seconds"] *= 2
+        row["cpu_seconds"] *= 2
     (out / recipe.PARTIAL).write_text(json.dumps(state))
     before = _files(out)
     assert main(_adapt(run, other, out, "--resume")) == 2
@@ -442,3 +454,55 @@ def test_a_run_folder_moved_elsewhere_resumes_there(setup, tmp_path, monkeypatch
     assert main(_adapt(run, other, moved, *meta, "--resume")) == 0, capsys.readouterr().err
     assert (moved / "results.json").is_file() and not (moved / recipe.PARTIAL).exists()
     assert not out.exists()
+
+
+def test_a_resumed_run_writes_the_records_of_a_run_never_stopped(setup, tmp_path,
+                                                                 monkeypatch, capsys):
+    """--record with --resume: the interrupted run writes none, the resumed one all of
+    them, as a run never stopped would (each task's accuracy, in task order)."""
+    run, other, whole = setup
+    out, rec = tmp_path / "out", tmp_path / "records"
+    with monkeypatch.context() as m:
+        _interrupt_at_task(m, 1)
+        assert main(_adapt(run, other, out, "--record", str(rec))) == 130
+    assert not rec.exists()
+    assert main(_adapt(run, other, out, "--resume", "--record", str(rec))) == 0
+    assert main(_adapt(run, other, tmp_path / "never", "--record", str(tmp_path / "ref"))) == 0
+    resumed, never = _records(rec), _records(tmp_path / "ref")
+    assert resumed == never
+    assert sorted(resumed) == [f"adaptation_folder_other_run_2w1s_{n.replace('-', '_')}.json"
+                               for n in sorted(ROWS.split(","))]
+    for name in ROWS.split(","):
+        r = resumed[f"adaptation_folder_other_run_2w1s_{name.replace('-', '_')}.json"]
+        assert r["row"] == f"folder other 2-way 1-shot, run: {name}"
+        assert r["per_task"] == pytest.approx(
+            [100 * a for a in whole["approaches"][name]["per_task"]["accuracy"]], abs=1e-4)
+    capsys.readouterr()
+
+
+def test_a_finished_run_resumed_with_record_writes_its_records(setup, tmp_path, capsys):
+    """A run stopped after its results.json, before removing partial.json: --resume
+    --record writes the records from its results.json."""
+    run, other, _ = setup
+    out, rec = tmp_path / "out", tmp_path / "records"
+    assert main(_adapt(run, other, out)) == 0
+    results = json.loads((out / "results.json").read_text())
+    per = {n: {"accuracy": r["per_task"]["accuracy"],
+               "adapt_seconds": r["per_task"]["adapt_seconds"],
+               "cpu_seconds": r["per_task"]["cpu_seconds"], "trainable": r["trainable"],
+               "info": r["info"]} for n, r in results["approaches"].items()}
+    from metaloop.recipes.adapt import identity, prepare
+    s = recipe.AdaptSettings(model=str(run), family="folder", data=str(other), ways=2,
+                             shots=1, queries=2, tasks=3, steps=2, approaches=ROWS)
+    (out / recipe.PARTIAL).write_text(json.dumps(
+        {"identity": identity(prepare(s), out), "tasks_done": 3, "per": per,
+         "eval_seconds": 1.0}))
+    capsys.readouterr()
+    assert main(_adapt(run, other, out, "--resume", "--record", str(rec))) == 0
+    printed = capsys.readouterr().out
+    assert "the run had finished" in printed and "wrote record" in printed
+    assert not (out / recipe.PARTIAL).exists()
+    for name, row in results["approaches"].items():
+        r = _records(rec)[f"adaptation_folder_other_run_2w1s_{name.replace('-', '_')}.json"]
+        assert r["per_task"] == pytest.approx([100 * a for a in row["per_task"]["accuracy"]],
+                                              abs=1e-4)

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
+from pathlib import Path
 
 from metaloop import runlock
 from metaloop.cli._args import path
+from metaloop.evaluate import records
 from metaloop.recipes import _partial, report
 from metaloop.recipes import adapt as recipe
 from metaloop.recipes.report import output_dir
@@ -54,7 +58,20 @@ contents changed, is refused by name, and so is a new run into a folder holding 
 results.json is written last, and partial.json removed after it; a run stopped in between
 has finished: --resume removes its partial.json and exits 0, and a new run goes ahead. A new
 run first removes an earlier run's partial.json, results.json and accuracy.png. --meta runs
-resume from --meta-dir either way."""
+resume from --meta-dir either way.
+
+--record DIR writes, after the run, one result record per approach for the docs' tables
+(metaloop.evaluate.records): DIR/adaptation_<setting>_<approach>.json, table adaptation,
+row "<setting>: <approach>". The setting is the family (your own data: the family and the
+file or folder's name), the model unless it is WordNet's MiniLM, the ways and the shots:
+adaptation_wordnet_5w1s_lora.json is "WordNet 5-way 1-shot, MiniLM: lora". Each record
+holds the accuracy (%) of every held-out task (per_task, in task order), their mean and
+Student-t 95% CI, the trainable parameters, the seconds per task, the CPU seconds of the
+approach's adaptation (and its --steps where it trains) as its budget, and this command
+(--out as runs/<its name> where it lies outside the working folder: where the results go
+changes no number). A record already there keeps its row, order and published. DIR is
+checked before the model loads; a resumed run writes the records of a run never stopped.
+--record does not cover --meta (refused by name)."""
 
 
 def register(sub) -> None:
@@ -129,6 +146,9 @@ def register(sub) -> None:
                         "(one with other settings, --threads, model weights or data is refused "
                         "by name; --no-progress, the order of --approaches and a default "
                         "given or left out may differ)")
+    p.add_argument("--record", type=path, default=None, metavar="DIR",
+                   help="write one result record per approach in DIR (e.g. docs/results), "
+                        "named adaptation_<setting>_<approach>.json")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -139,15 +159,21 @@ def run(args: argparse.Namespace) -> int:
              if (v := getattr(args, f.name)) is not None and v is not False}
     with runlock.hold(args.out, create=False):    # a run still at work there is named first
         recipe.check_resume(args.out, args.resume)     # before the model loads
+    if args.record is not None:
+        recipe.check_records(args.record, recipe.AdaptSettings(**given))
     prepared = recipe.prepare(recipe.AdaptSettings(**given), given=set(given))
     if prepared.description:
         print(prepared.description)
     with output_dir(args.out) as out:    # bad input found while running: no folder left
         if args.resume and recipe.finished(out):    # stopped after writing its results.json
             recipe.kept(out, recipe.identity(prepared, out))   # or refused, naming the change
+            recs = recipe.records(json.loads((out / "results.json").read_text(
+                encoding="utf-8")), args.record, prepared.settings, command=_command(args)) \
+                if args.record is not None else {}    # checked before partial.json goes
             (out / recipe.PARTIAL).unlink()
             print(f"{out}: the run had finished (its results.json is complete); removed the "
                   f"{recipe.PARTIAL} left beside it, nothing to resume")
+            _write_records(recs)
             return 0
         try:
             res = recipe.run(prepared, out, progress=not args.no_progress, resume=args.resume,
@@ -160,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
             if res["paired"]:
                 print("\npaired differences on the same tasks (accuracy, 95% CI):")
                 print(recipe.paired_lines(res["paired"]))
+            recs = recipe.records(res, args.record, prepared.settings,
+                                  command=_command(args)) \
+                if args.record is not None else {}     # a record refused: no results.json
             # results.json last: where it is, the chart is complete beside it
             recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
             report.write_json(out / "results.json", res)
@@ -169,4 +198,45 @@ def run(args: argparse.Namespace) -> int:
             raise
         (out / recipe.PARTIAL).unlink(missing_ok=True)      # the result is complete
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")
+    _write_records(recs)
     return 0
+
+
+# the options that name a path, written relative to the working folder where they lie in it
+PATHS = ("model", "data", "root", "meta_dir", "record")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command a record reruns: this one, every option with a value written out (as
+    ``metaloop.evaluate.records.command_line`` writes them), without --resume (a rerun
+    from scratch gives the same results) and --no-progress, after ``OMP_NUM_THREADS=N``
+    where that is set (it sets torch's threads unless --threads does). Paths under the
+    working folder are written relative to it; an --out outside it as ``runs/<its name>``:
+    where the results go changes no number, and a temporary folder would not be one to
+    rerun into."""
+    cwd = Path.cwd().resolve()
+
+    def rel(text: str) -> str | None:
+        p = Path(text).expanduser()
+        full = p if p.is_absolute() else cwd / p
+        try:
+            return str(full.resolve().relative_to(cwd))
+        except ValueError:
+            return None
+
+    opts = {**vars(args), "resume": False, "no_progress": False, "meta": args.meta or None}
+    for key in PATHS:
+        if opts.get(key) is not None and (key != "model" or Path(opts[key]).exists()):
+            opts[key] = rel(opts[key]) or opts[key]
+    opts["out"] = rel(args.out) or f"runs/{Path(args.out).resolve().name}"
+    line = records.command_line(argparse.Namespace(**opts))
+    omp = os.environ.get("OMP_NUM_THREADS")
+    return f"OMP_NUM_THREADS={omp} {line}" if omp and not getattr(args, "threads", 0) \
+        else line
+
+
+def _write_records(recs: dict) -> None:
+    for file, rec in recs.items():
+        existed = file.exists()
+        records.write_record(file, **rec)
+        print(f"{'replaced' if existed else 'wrote'} record {file}")

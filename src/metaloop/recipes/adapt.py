@@ -13,7 +13,8 @@ Approaches, each adapting on a task's support set alone:
 ``prepare(AdaptSettings(...))`` loads the model and the task families (everything that can fail
 on bad input), ``run(prepared, out)`` meta-trains (resumably), evaluates every approach on the
 same held-out tasks and returns the ``results.json`` body; ``table``, ``paired_lines`` and
-``bar_chart`` report it.
+``bar_chart`` report it, and ``records`` makes it one result record per approach (``metaloop
+adapt --record``; ``check_records`` checks their paths first).
 
 On the user's own images (``family="folder"``: an image folder; ``"tensors"``: an ``.npz`` /
 ``.pt`` file) the model is a metaloop image run, and the images are read as that run reads
@@ -33,6 +34,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -45,10 +47,11 @@ from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import _partial, report
 from metaloop.tasks.text_table import TextTable
 
-__all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "AdaptSettings", "Prepared",
-           "bar_chart", "check_given", "check_resume", "describe", "evaluate_strategies",
-           "finished", "identity", "kept", "paired", "paired_lines", "parse_fractions",
-           "prepare", "run", "table", "table_families", "table_summary", "title"]
+__all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "RECORD_TABLE", "AdaptSettings",
+           "Prepared", "bar_chart", "check_given", "check_records", "check_resume",
+           "describe", "evaluate_strategies", "finished", "identity", "kept", "paired",
+           "paired_lines", "parse_fractions", "prepare", "record_path", "records", "run",
+           "table", "table_families", "table_summary", "title"]
 
 FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist", "folder", "tensors")
 TEXT_FAMILIES = ("wordnet", "table")
@@ -552,6 +555,7 @@ def kept(out: Path, ident: dict) -> dict:
     if not (isinstance(old, dict) and isinstance(per, dict) and isinstance(done, int)
             and all(isinstance(r, dict) and all(len(r.get(k) or ()) == done for k in
                                                 ("accuracy", "adapt_seconds"))
+                    and len(r.get("cpu_seconds", r.get("adapt_seconds")) or ()) == done
                     for r in per.values())):
         raise ValueError(f"{path} is corrupt: not the state of a metaloop adapt run; remove "
                          f"it to start again")
@@ -1020,9 +1024,14 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
     them, by their callable's ``refill`` where it has one). ``on_task(per, done)`` is
     called after each task with the rows' values so far.
 
+    Each row's adaptation of each task is timed twice: ``adapt_seconds`` (wall clock) and
+    ``cpu_seconds`` (this process's CPU time, on all its threads). A kept row without
+    ``cpu_seconds`` (kept by an earlier metaloop) takes its kept tasks' wall seconds.
+
     Returns:
         name -> ``{"approach", "accuracy": {"mean", "ci95"}, "trainable", "adapt_seconds",
-        "per_task": {"accuracy": [...], "adapt_seconds": [...]}, "info"}``.
+        "per_task": {"accuracy": [...], "adapt_seconds": [...], "cpu_seconds": [...]},
+        "info"}``.
 
     Raises:
         ValueError: ``kept`` of more tasks than ``tasks``, or of other rows than ``rows``.
@@ -1034,9 +1043,11 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
     if kept and not (0 <= skip <= tasks and set(kept["per"]) == set(rows)):
         raise ValueError(f"the kept state ({skip} tasks of the rows {sorted(kept['per'])}) is "
                          f"not that of a run of {tasks} tasks of the rows {sorted(rows)}")
-    per = {n: {"accuracy": [], "adapt_seconds": [], "trainable": 0, "info": None} for n in rows}
+    per = {n: {"accuracy": [], "adapt_seconds": [], "cpu_seconds": [], "trainable": 0,
+               "info": None} for n in rows}
     for n, r in (kept["per"] if kept else {}).items():       # copies: ``kept`` is left as it is
-        per[n].update(r, accuracy=list(r["accuracy"]), adapt_seconds=list(r["adapt_seconds"]))
+        per[n].update(r, accuracy=list(r["accuracy"]), adapt_seconds=list(r["adapt_seconds"]),
+                      cpu_seconds=list(r.get("cpu_seconds", r["adapt_seconds"])))
     bar = tqdm(total=tasks, initial=skip, desc="held-out tasks", disable=not progress,
                leave=False)
     done = 0
@@ -1054,9 +1065,10 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
             feats: dict[int, torch.Tensor] = {}
             for name, (_, fn) in rows.items():
                 torch.manual_seed(seed * 100_003 + done)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 adapted = fn(sx, sy, batch.classes[i])
                 per[name]["adapt_seconds"].append(time.perf_counter() - t0)
+                per[name]["cpu_seconds"].append(time.process_time() - c0)
                 with torch.no_grad():
                     if adapted.info.get("frozen_body"):
                         key = id(adapted.model)
@@ -1081,7 +1093,8 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
                          "trainable": r["trainable"],
                          "adapt_seconds": sum(r["adapt_seconds"]) / len(r["adapt_seconds"]),
                          "per_task": {"accuracy": r["accuracy"],
-                                      "adapt_seconds": r["adapt_seconds"]},
+                                      "adapt_seconds": r["adapt_seconds"],
+                                      "cpu_seconds": r["cpu_seconds"]},
                          "info": r["info"]}
     return results
 
@@ -1161,6 +1174,149 @@ def bar_chart(results: dict, path: Path, title: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- records
+
+RECORD_TABLE = "adaptation"
+"""The docs' table (docs/results.md) that ``records`` writes rows of."""
+
+FAMILY_LABELS = {"wordnet": "WordNet", "omniglot": "Omniglot", "fashion_mnist": "Fashion-MNIST"}
+
+
+def _slug(text: str) -> str:
+    """``text`` as a part of a file name: lower case, each run of other characters than
+    letters and digits one ``_`` (``"meta-lora-fomaml inner"`` -> ``meta_lora_fomaml_inner``)."""
+    return "_".join(re.findall(r"[a-z0-9]+", text.lower())) or "x"
+
+
+def _record_setting(s: AdaptSettings) -> tuple[str, str]:
+    """A run's part of its records' file names and row labels: the family (the user's data:
+    the family and the file or folder's name), the model where it is not WordNet's default
+    MiniLM (a folder or a Hugging Face name: its last part), the ways and the shots.
+    ``("wordnet_5w1s", "WordNet 5-way 1-shot, MiniLM")``; ``--family table --data
+    sentences.csv --model runs/bert``: ``("table_sentences_bert_5w1s", "table sentences.csv
+    5-way 1-shot, bert")``."""
+    if s.family in USER_FAMILIES:
+        name = Path(str(s.data)).name
+        stem, label = f"{s.family}_{_slug(Path(name).stem)}", f"{s.family} {name}"
+    else:
+        stem, label = s.family, FAMILY_LABELS.get(s.family, s.family)
+    if s.family in TEXT_FAMILIES and s.model == "minilm":
+        model = "MiniLM"
+    else:
+        model = Path(str(s.model)).name or str(s.model)
+        stem += f"_{_slug(model)}"
+    return (f"{stem}_{s.ways}w{s.shots}s",
+            f"{label} {s.ways}-way {s.shots}-shot, {model}")
+
+
+def record_path(folder, s: AdaptSettings, approach: str) -> Path:
+    """Where ``records`` puts an approach's record in ``folder``:
+    ``adaptation_<setting>_<approach>.json`` (``adaptation_wordnet_5w1s_lora.json``,
+    ``adaptation_wordnet_5w5s_prompt_zero_shot.json``; see ``_record_setting``)."""
+    stem, _ = _record_setting(s)
+    return Path(folder) / f"adaptation_{stem}_{_slug(approach)}.json"
+
+
+def check_records(folder, s: AdaptSettings) -> list[Path]:
+    """Before any work: the record of each approach ``s`` runs can be written in ``folder``
+    (``metaloop.evaluate.records.check_record_path``: a folder that can be made and written,
+    and no file there that is not a record). Returns the paths, in approach order.
+
+    Raises:
+        ValueError: naming the path and the problem; ``--meta`` (its rows are not recorded:
+            they depend on a meta-training run that a record's budget and command would have
+            to name too).
+    """
+    from metaloop.evaluate.records import check_record_path
+
+    if s.family not in FAMILIES:
+        raise ValueError(f"unknown family {s.family!r}; choose one of {list(FAMILIES)}")
+    if _meta_methods(s.meta):
+        raise ValueError(f"--record writes the rows of approaches 0-3, not those of --meta "
+                         f"{s.meta}: run --meta without --record, or --record without --meta")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--record {folder} is a file: it names a folder for the records")
+    kind = "text" if s.family in TEXT_FAMILIES else "image"
+    return [check_record_path(record_path(folder, s, name))
+            for name in _approach_names(s.approaches, kind)]
+
+
+def records(results: dict, folder, s: AdaptSettings, *, command: str) -> dict[Path, dict]:
+    """One result record per approach of a finished run (``run``'s results, or its
+    results.json read back), keyed by its path in ``folder`` (``record_path``).
+
+    Each record is a row of table ``RECORD_TABLE``, labelled ``"<setting>: <approach>"``
+    (``"WordNet 5-way 1-shot, MiniLM: lora"``): query accuracy in %, its mean and ``ci95``
+    (Student's ``t_975(n - 1) * sd / sqrt(n)``, null for one task) over the ``n`` held-out
+    tasks, each task's accuracy in ``per_task`` (in task order: records of runs with the
+    same ``seed``, family, ways, shots and queries pair task by task), ``seed``, the
+    trainable parameters, the mean wall seconds of adaptation per task and a note with them
+    and the mean CPU seconds (``"75,653 trainable, 3.038 s/task (2.013 CPU-s)"``: on a
+    machine shared with other work, the wall seconds grow and the CPU seconds do not).
+    The budget is the CPU seconds of the approach's adaptation over all tasks, and the
+    optimiser steps of the approaches that take ``--steps``. Device, torch and date (UTC)
+    are as ``metaloop eval --record`` gives them. An earlier record at the path keeps its
+    ``row``, ``order`` and ``published``; a new record is ordered after the records already
+    in ``folder``, in approach order.
+
+    Args:
+        results: the run's results (``approaches`` with their ``per_task`` values).
+        folder: where the records go. s: the run's settings. command: the command line.
+
+    Raises:
+        metaloop.evaluate.records.RecordError: a record that would not be valid.
+    """
+    import datetime
+
+    from metaloop.evaluate.records import cpu_device, validate_record
+    from metaloop.evaluate.stats import ci95
+
+    _, setting = _record_setting(s)
+    common = {
+        "table": RECORD_TABLE, "metric": "accuracy (%)", "unit": "%", "config": None,
+        "published": None, "command": command, "device": cpu_device(),
+        "torch": torch.__version__.split("+")[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "seed": s.seed}
+    last = max((r["order"] for r in map(_old_record, Path(folder).glob("*.json"))
+                if r.get("table") == RECORD_TABLE and isinstance(r.get("order"), (int, float))
+                and not isinstance(r.get("order"), bool)), default=0)
+    out = {}
+    for name, r in results["approaches"].items():
+        path = record_path(folder, s, name)
+        acc = [round(100 * a, 4) for a in r["per_task"]["accuracy"]]
+        ci = ci95(acc)
+        cpu = r["per_task"].get("cpu_seconds", r["per_task"]["adapt_seconds"])
+        seconds = round(r["adapt_seconds"], 3)
+        budget = {"cpu_seconds": round(math.fsum(cpu), 1)}
+        if name in STEPPED:
+            budget["iterations"] = s.steps
+        rec = {**common, "row": f"{setting}: {name}", "approach": name,
+               "mean": round(math.fsum(acc) / len(acc), 4),
+               "ci95": None if ci is None else round(ci, 4), "n": len(acc), "per_task": acc,
+               "budget": budget, "trainable": r["trainable"], "seconds_per_task": seconds,
+               "note": f"{r['trainable']:,} trainable, {seconds:.3f} s/task "
+                       f"({math.fsum(cpu) / len(cpu):.3f} CPU-s)"}
+        old = _old_record(path)
+        if "order" not in old:
+            last += 1
+        rec.update({"order": last, **{k: old[k] for k in ("row", "order", "published")
+                                      if k in old}})
+        out[path] = validate_record(rec, where=str(path))
+    return out
+
+
+def _old_record(path: Path) -> dict:
+    """The record already at ``path`` (``{}``: none, or a file that is not a JSON object)."""
+    import json
+    try:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
 
 
 def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: int,

@@ -1,0 +1,145 @@
+"""``metaloop adapt --record DIR``: one result record per approach, each with every held-out
+task's accuracy, whose mean and Student-t CI are the record's; named after the setting;
+DIR checked before any work; --meta refused by name."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from metaloop.cli.main import main
+from metaloop.evaluate import mean_ci
+from metaloop.evaluate.records import load_record, render_table
+from metaloop.recipes import adapt as recipe
+
+pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
+
+needs_wordnet = pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
+                                   reason="WordNet not installed (apt-get install wordnet-base)")
+
+WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a an the of or in to and that is for with by as on "
+         "from kind type part person plant animal act used small large genus family").split()
+ROWS = ("prompt-zero-shot", "probe-ridge", "lora")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(save_tiny_bert) -> str:
+    return str(save_tiny_bert(WORDS))
+
+
+def _argv(model: str, out: Path, *extra: str, rows=ROWS) -> list[str]:
+    return ["adapt", "--model", model, "--family", "wordnet", "--ways", "3", "--shots", "1",
+            "--queries", "2", "--tasks", "3", "--approaches", ",".join(rows),
+            *(("--steps", "2") if "lora" in rows else ()), "--out", str(out), "--no-progress",
+            *extra]
+
+
+@needs_wordnet
+def test_one_record_per_approach_with_each_tasks_accuracy(tiny_bert, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    rec_dir = tmp_path / "records"
+    assert main(["--threads", "1", *_argv(tiny_bert, tmp_path / "out", "--record",
+                                           str(rec_dir))]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads((tmp_path / "out" / "results.json").read_text())["approaches"]
+    names = sorted(p.name for p in rec_dir.iterdir())
+    assert names == sorted(f"adaptation_wordnet_model_3w1s_{n.replace('-', '_')}.json"
+                           for n in ROWS)
+    recs = {n: load_record(rec_dir / f"adaptation_wordnet_model_3w1s_{n.replace('-', '_')}"
+                                     f".json") for n in ROWS}         # each one validates
+    for name, rec in recs.items():
+        assert f"wrote record {rec_dir / names[0]}" in printed or name != ROWS[0]
+        row = res[name]
+        assert rec["table"] == "adaptation" and rec["metric"] == "accuracy (%)"
+        assert rec["row"] == f"WordNet 3-way 1-shot, model: {name}"
+        assert rec["n"] == 3 and len(rec["per_task"]) == 3
+        assert rec["per_task"] == pytest.approx([100 * a for a in row["per_task"]["accuracy"]],
+                                                abs=1e-4)
+        m, c = mean_ci(rec["per_task"])                # the library's CI, on per_task
+        assert rec["mean"] == pytest.approx(m, abs=1e-4)
+        assert (rec["ci95"] is None) == (c is None)
+        if c is not None:
+            assert rec["ci95"] == pytest.approx(c, abs=1e-4)
+        assert rec["trainable"] == row["trainable"] and rec["seed"] == 0
+        assert rec["seconds_per_task"] == round(row["adapt_seconds"], 3)
+        assert rec["budget"]["cpu_seconds"] == pytest.approx(
+            math.fsum(row["per_task"]["cpu_seconds"]), abs=0.051)
+        assert rec["device"].startswith("CPU (") and rec["device"].endswith(", 1 thread")
+        assert rec["published"] is None and rec["config"] is None
+        assert rec["command"] == (f"metaloop --threads 1 adapt --approaches "
+                                  f"{','.join(ROWS)} --family wordnet --model {tiny_bert} "
+                                  f"--out runs/out --queries 2 --record {rec_dir} --seed 0 "
+                                  f"--shots 1 --steps 2 --tasks 3 --ways 3")
+    assert "iterations" not in recs["probe-ridge"]["budget"]
+    assert recs["lora"]["budget"]["iterations"] == 2            # --steps: the approach trains
+    assert [recs[n]["order"] for n in ROWS] == [1, 2, 3]        # the run's order
+    table = render_table([{**r, "_file": f"{n}.json"} for n, r in recs.items()])
+    assert "WordNet 3-way 1-shot, model: lora" in table
+
+
+@needs_wordnet
+def test_a_second_run_replaces_the_records_keeping_row_order_and_published(
+        tiny_bert, tmp_path, capsys):
+    rec_dir = tmp_path / "records"
+    assert main(_argv(tiny_bert, tmp_path / "a", "--record", str(rec_dir))) == 0
+    path = rec_dir / "adaptation_wordnet_model_3w1s_lora.json"
+    old = json.loads(path.read_text())
+    old.update(row="tiny BERT: lora", order=70, published={"value": "1", "source": "x"})
+    path.write_text(json.dumps(old))
+    capsys.readouterr()
+    assert main(_argv(tiny_bert, tmp_path / "b", "--record", str(rec_dir))) == 0
+    assert f"replaced record {path}" in capsys.readouterr().out
+    new = load_record(path)
+    assert (new["row"], new["order"], new["published"]) == ("tiny BERT: lora", 70,
+                                                            {"value": "1", "source": "x"})
+    assert new["per_task"] == old["per_task"]        # the same tasks, scored alike
+    assert "--out runs/b" in new["command"]
+
+
+@needs_wordnet
+def test_omp_threads_prefix_the_command_without_threads(tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rec_dir = tmp_path / "records"
+    assert main(_argv(tiny_bert, tmp_path / "out", "--record", str(rec_dir),
+                      rows=("probe-ridge",))) == 0
+    rec = load_record(rec_dir / "adaptation_wordnet_model_3w1s_probe_ridge.json")
+    assert rec["command"].startswith("OMP_NUM_THREADS=1 metaloop adapt --approaches "
+                                     "probe-ridge ")
+    assert "--resume" not in rec["command"] and "--no-progress" not in rec["command"]
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: d.write_text("not a folder"), ("is a file", "names a folder")),
+    (lambda d: (d.mkdir(), (d / "adaptation_wordnet_model_3w1s_lora.json").write_text("{}")),
+     ("adaptation_wordnet_model_3w1s_lora.json", "not a result record")),
+])
+def test_a_bad_record_dir_is_refused_before_the_model_loads(tiny_bert, tmp_path, capsys,
+                                                            monkeypatch, make, words):
+    def no_model(*a, **kw):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(recipe, "load_model", no_model)
+    rec_dir = tmp_path / "records"
+    make(rec_dir)
+    before = sorted(os.listdir(rec_dir)) if rec_dir.is_dir() else rec_dir.read_text()
+    out = tmp_path / "out"
+    assert main(_argv(tiny_bert, out, "--record", str(rec_dir))) == 2
+    printed, err = capsys.readouterr()
+    for w in words:
+        assert w in err, (w, err)
+    assert not out.exists() and "adapt" in err
+    assert (sorted(os.listdir(rec_dir)) if rec_dir.is_dir() else rec_dir.read_text()) == before
+
+
+def test_record_with_meta_is_refused_by_name(tiny_bert, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_argv(tiny_bert, out, "--meta", "fomaml", "--record",
+                      str(tmp_path / "records"))) == 2
+    err = capsys.readouterr().err
+    assert "--record" in err and "--meta fomaml" in err
+    assert not out.exists() and not (tmp_path / "records").exists()

@@ -1,0 +1,183 @@
+"""The records of ``metaloop adapt --record``: file names and row labels by setting (those of
+the committed WordNet records for their settings), one record per approach whose
+``per_task`` values give its mean and CI, the paths checked before any work, and each
+task's CPU seconds kept across a resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from metaloop.evaluate import mean_ci
+from metaloop.evaluate.records import paired_difference, validate_record
+from metaloop.recipes import adapt as recipe
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_wordnet_minilm_records_are_named_and_labelled_as_the_committed_ones(shots):
+    s = recipe.AdaptSettings(shots=shots)
+    names = list(recipe.APPROACHES)
+    for name in names:
+        path = recipe.record_path(RESULTS, s, name)
+        assert path.name == f"adaptation_wordnet_5w{shots}s_{name.replace('-', '_')}.json"
+        assert path.is_file(), path
+        row = json.loads(path.read_text())["row"]
+        assert row == f"{recipe._record_setting(s)[1]}: {name}"
+    committed = sorted(RESULTS.glob(f"adaptation_wordnet_5w{shots}s_*.json"))
+    assert committed == sorted(recipe.record_path(RESULTS, s, n) for n in names)
+
+
+@pytest.mark.parametrize("settings, stem, label", [
+    (dict(family="omniglot", model="runs/pretrain_5w1s", ways=20),
+     "omniglot_pretrain_5w1s_20w1s", "Omniglot 20-way 1-shot, pretrain_5w1s"),
+    (dict(family="fashion_mnist", model="runs/p/"), "fashion_mnist_p_5w1s",
+     "Fashion-MNIST 5-way 1-shot, p"),
+    (dict(family="table", data="data/My Sentences.csv", shots=5),
+     "table_my_sentences_5w5s", "table My Sentences.csv 5-way 5-shot, MiniLM"),
+    (dict(family="table", data="s.tsv", model="models/bert-base-uncased", ways=3),
+     "table_s_bert_base_uncased_3w1s", "table s.tsv 3-way 1-shot, bert-base-uncased"),
+    (dict(family="folder", data="photos/", model="runs/mine"), "folder_photos_mine_5w1s",
+     "folder photos 5-way 1-shot, mine"),
+    (dict(family="tensors", data="x.npz", model="runs/mine"), "tensors_x_mine_5w1s",
+     "tensors x.npz 5-way 1-shot, mine"),
+    (dict(model="sentence-transformers/all-mpnet-base-v2", ways=10),
+     "wordnet_all_mpnet_base_v2_10w1s", "WordNet 10-way 1-shot, all-mpnet-base-v2"),
+])
+def test_other_settings_get_names_that_say_what_they_are(settings, stem, label, tmp_path):
+    s = recipe.AdaptSettings(**settings)
+    assert recipe._record_setting(s) == (stem, label)
+    assert recipe.record_path(tmp_path, s, "meta-lora-fomaml inner").name == \
+        f"adaptation_{stem}_meta_lora_fomaml_inner.json"
+
+
+def _results(accs: dict, cpu: bool = True) -> dict:
+    rows = {}
+    for name, acc in accs.items():
+        m, c = mean_ci(acc)
+        per = {"accuracy": acc, "adapt_seconds": [0.25] * len(acc)}
+        if cpu:
+            per["cpu_seconds"] = [0.125] * len(acc)
+        rows[name] = {"approach": recipe.APPROACHES[name], "accuracy": {"mean": m, "ci95": c},
+                      "trainable": 1925, "adapt_seconds": 0.25, "per_task": per, "info": {}}
+    return {"approaches": rows}
+
+
+def test_records_hold_each_tasks_accuracy_behind_their_mean_and_ci(tmp_path):
+    accs = {"probe-ridge": [0.8, 1.0, 0.96, 0.72], "lora": [0.84, 0.92, 0.96, 1.0]}
+    s = recipe.AdaptSettings(ways=5, shots=1, tasks=4, steps=7)
+    recs = recipe.records(_results(accs), tmp_path, s, command="metaloop adapt")
+    assert [p.name for p in recs] == ["adaptation_wordnet_5w1s_probe_ridge.json",
+                                      "adaptation_wordnet_5w1s_lora.json"]
+    for (path, rec), (name, acc) in zip(recs.items(), accs.items()):
+        assert validate_record(rec, where=str(path)) == rec
+        assert rec["per_task"] == [round(100 * a, 4) for a in acc] and rec["n"] == 4
+        m, c = mean_ci(rec["per_task"])              # the library's CI on per_task
+        assert rec["mean"] == pytest.approx(m, abs=1e-4)
+        assert rec["ci95"] == pytest.approx(c, abs=1e-4)
+        assert rec["row"] == f"WordNet 5-way 1-shot, MiniLM: {name}"
+        assert rec["budget"]["cpu_seconds"] == 0.5            # 4 tasks x 0.125 CPU seconds
+        assert rec["note"] == "1,925 trainable, 0.250 s/task (0.125 CPU-s)"
+        assert rec["seconds_per_task"] == 0.25 and rec["seed"] == 0
+        assert (rec["table"], rec["metric"], rec["unit"]) == ("adaptation", "accuracy (%)",
+                                                              "%")
+    ridge, lora = recs.values()
+    assert "iterations" not in ridge["budget"] and lora["budget"]["iterations"] == 7
+    assert (ridge["order"], lora["order"]) == (1, 2)
+    d = paired_difference(lora, ridge)               # records on the same tasks pair
+    assert d["mean"] == pytest.approx(100 * math.fsum(
+        a - b for a, b in zip(accs["lora"], accs["probe-ridge"])) / 4, abs=1e-3)
+
+
+def test_a_record_already_there_keeps_its_row_order_and_published(tmp_path):
+    s = recipe.AdaptSettings(tasks=2)
+    (tmp_path / "adaptation_wordnet_5w1s_lora.json").write_text(json.dumps(
+        {"table": "adaptation", "metric": "accuracy (%)", "mean": 1.0, "row": "LoRA row",
+         "order": 74, "published": {"value": "90%", "source": "a paper"}, "note": "old"}))
+    (tmp_path / "adaptation_other.json").write_text(json.dumps(
+        {"table": "adaptation", "metric": "accuracy (%)", "mean": 1.0, "order": 99}))
+    recs = recipe.records(_results({"probe-ridge": [0.6, 0.8], "lora": [0.8, 1.0]}, cpu=False),
+                          tmp_path, s, command="metaloop adapt")
+    ridge, lora = recs.values()
+    assert (lora["row"], lora["order"], lora["published"]) == (
+        "LoRA row", 74, {"value": "90%", "source": "a paper"})
+    assert lora["note"] == "1,925 trainable, 0.250 s/task (0.250 CPU-s)"    # not kept
+    assert ridge["order"] == 100                  # after every record of the table there
+    assert ridge["budget"]["cpu_seconds"] == 0.5   # results without CPU seconds: wall's
+
+
+def test_check_records_refuses_before_any_work(tmp_path):
+    s = recipe.AdaptSettings(approaches="probe-ridge,lora")
+    assert recipe.check_records(tmp_path / "new", s) == [
+        tmp_path / "new" / "adaptation_wordnet_5w1s_probe_ridge.json",
+        tmp_path / "new" / "adaptation_wordnet_5w1s_lora.json"]
+    assert not (tmp_path / "new").exists()                       # nothing made
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file: it names a folder"):
+        recipe.check_records(tmp_path / "file", s)
+    (tmp_path / "adaptation_wordnet_5w1s_lora.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="adaptation_wordnet_5w1s_lora.json.*not a result"):
+        recipe.check_records(tmp_path, s)
+    with pytest.raises(ValueError, match="--record .* not those of --meta fomaml"):
+        recipe.check_records(tmp_path / "new", recipe.AdaptSettings(meta="fomaml"))
+    with pytest.raises(ValueError, match="unknown family 'nope'"):
+        recipe.check_records(tmp_path / "new", recipe.AdaptSettings(family="nope"))
+    images = recipe.AdaptSettings(family="omniglot", model="runs/p")    # no text-only rows
+    assert len(recipe.check_records(tmp_path / "new", images)) == 7
+
+
+def _family(tmp_path):
+    import numpy as np
+
+    from metaloop.tasks import Episodes
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(24, 3)).astype("float32"),
+             y=np.repeat(np.arange(4), 6))
+    return Episodes.from_tensors(tmp_path / "d.npz", ways=2, shots=1, queries=2)
+
+
+def _rows():
+    import torch
+
+    from metaloop.adapt._fit import Adapted
+
+    def fn(sx, sy, classes):
+        model = torch.nn.Linear(3, 2)
+        return Adapted(model, dict(model.named_parameters()), 8)
+    return {"probe-ridge": (1, fn)}
+
+
+def test_each_tasks_cpu_seconds_are_measured_and_kept_across_a_resume(tmp_path):
+    family, saved = _family(tmp_path), []
+    whole = recipe.evaluate_strategies(
+        _rows(), family, 3, seed=1,
+        on_task=lambda per, done: saved.append(json.loads(json.dumps({"tasks_done": done,
+                                                                      "per": per}))))
+    cpu = whole["probe-ridge"]["per_task"]["cpu_seconds"]
+    assert len(cpu) == 3 and all(c >= 0 for c in cpu)
+    assert saved[1]["per"]["probe-ridge"]["cpu_seconds"] == cpu[:2]
+    resumed = recipe.evaluate_strategies(_rows(), family, 3, seed=1, kept=saved[1])
+    assert resumed["probe-ridge"]["per_task"]["cpu_seconds"][:2] == cpu[:2]
+    older = json.loads(json.dumps(saved[1]))          # kept by a metaloop without them
+    del older["per"]["probe-ridge"]["cpu_seconds"]
+    resumed = recipe.evaluate_strategies(_rows(), family, 3, seed=1, kept=older)
+    assert resumed["probe-ridge"]["per_task"]["cpu_seconds"][:2] == \
+        older["per"]["probe-ridge"]["adapt_seconds"]
+
+
+def test_a_kept_state_with_cpu_seconds_of_other_tasks_is_corrupt(tmp_path):
+    """Each kept row's ``cpu_seconds`` (where it has them) are one per task scored, as its
+    accuracies are; a row without them (kept by an earlier metaloop) is read."""
+    ident = {"tasks": 3}
+    row = {"accuracy": [1.0, 0.5], "adapt_seconds": [0.1, 0.2], "cpu_seconds": [0.1]}
+    state = {"identity": ident, "tasks_done": 2, "per": {"lora": row}, "eval_seconds": 0.5}
+    (tmp_path / recipe.PARTIAL).write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="is corrupt: not the state of a metaloop adapt run"):
+        recipe.kept(tmp_path, ident)
+    del row["cpu_seconds"]
+    (tmp_path / recipe.PARTIAL).write_text(json.dumps(state))
+    assert recipe.kept(tmp_path, ident)["tasks_done"] == 2
