@@ -14,7 +14,8 @@ text run needs its encoder (``family.encoder``), not its table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,6 +45,10 @@ class Run:
         iteration: the meta-training iteration the checkpoint was written at.
         data: what a run on the user's data read (``metaloop.build.data_fingerprint``:
             class digests and ``example_shape``), or None (a built-in family, an older run).
+        heldout_config: None, or (an ensemble's, set by
+            ``metaloop.recipes.evaluation.load_ensemble``) a function returning the config
+            whose ``[eval]`` section draws the held-out tasks (raising ``ValueError`` where
+            the members would draw other tasks).
     """
 
     path: Path
@@ -51,6 +56,7 @@ class Run:
     learner: object
     iteration: int
     data: dict | None = None
+    heldout_config: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
 
     @property
     def network(self) -> torch.nn.Module:
@@ -91,9 +97,9 @@ class Run:
         validation gives them.
 
         An ensemble (``metaloop.recipes.evaluation.load_ensemble``) draws the tasks
-        ``metaloop eval`` evaluates it on: those of its members' common ``[eval]`` keys
-        that draw tasks (``TASK_KEYS``, as ``eval_config`` takes them), not the first
-        member's alone.
+        ``metaloop eval`` evaluates it on (its ``heldout_config``): those of its members'
+        common ``[eval]`` keys that draw tasks (``TASK_KEYS``, as ``eval_config`` takes
+        them), not the first member's alone.
 
         Raises:
             ValueError: ensemble members that would draw other held-out tasks (another
@@ -102,14 +108,7 @@ class Run:
         """
         from metaloop.train.loop import on_model
 
-        cfg = self.config
-        if len(getattr(self, "members", None) or ()) > 1:
-            from metaloop.recipes.evaluation import eval_config
-
-            # the keys that only say how the tasks are scored are the first run's: members
-            # may differ in them (metaloop eval refuses that unless a flag sets the key)
-            scored = {k: v for k, v in cfg["eval"].items() if k not in TASK_KEYS}
-            cfg = eval_config(self, **scored)
+        cfg = self.config if self.heldout_config is None else self.heldout_config()
         return on_model(build.eval_family(cfg, None), self.learner.model)
 
 

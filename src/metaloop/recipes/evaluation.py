@@ -34,7 +34,7 @@ from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.recipes.predict import score_lake_runs, takes_steps
-from metaloop.runs import Run, load_run
+from metaloop.runs import TASK_KEYS, Run, load_run
 from metaloop.train.loop import on_model
 
 __all__ = ["check_distinct", "error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run",
@@ -360,7 +360,21 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
     ens = Run(path=runs[0].path, config=runs[0].config, learner=learner,
               iteration=runs[0].iteration)
     ens.members = runs
+    ens.heldout_config = lambda: _heldout_config(ens)
     return ens
+
+
+def _heldout_config(ens: Run) -> dict:
+    """The config whose ``[eval]`` draws an ensemble's held-out tasks (``Run.heldout``):
+    the members' common task keys (``runs.TASK_KEYS``, as ``eval_config`` takes them); the
+    keys that only say how the tasks are scored are the first run's (members may differ in
+    them: ``metaloop eval`` refuses that unless a flag sets the key).
+
+    Raises:
+        ValueError: members that would draw other tasks, named as ``eval_config`` names them.
+    """
+    scored = {k: v for k, v in ens.config["eval"].items() if k not in TASK_KEYS}
+    return eval_config(ens, **scored)
 
 
 def _checkpoint_dir(run: Run) -> Path:
