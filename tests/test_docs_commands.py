@@ -2,10 +2,11 @@
 none is refused (exit 2) for a flag that would change nothing, an unknown flag or a bad value.
 
 The commands come from README.md and docs/*.md (code blocks and inline code), the comments of
-configs/*.toml, the commands' own ``--help`` texts and the ``command`` fields of the records
-in docs/results. Each runs through ``metaloop.cli.main.main`` in a fresh folder with the work
-itself stubbed: whatever trains, evaluates, adapts or loads a model raises ``Reached`` once
-every check has passed. ``eval`` and ``predict`` check their flags against the run they load,
+configs/*.toml and of the configs shipped in the package (src/metaloop/configs/*.toml), the
+commands' own ``--help`` texts and the ``command`` fields of the records in docs/results.
+Each runs through ``metaloop.cli.main.main`` in a fresh folder with the work itself stubbed:
+whatever trains, evaluates, adapts or loads a model raises ``Reached`` once every check has
+passed. ``eval`` and ``predict`` check their flags against the run they load,
 so each run a command names is a one-iteration run of the config that trained it (found in
 the commands that train it, else guessed from its name).
 
@@ -96,12 +97,13 @@ def sources() -> list[tuple[str, str, bool]]:
         lines, inline = _markdown(page.read_text())
         where = str(page.relative_to(REPO))
         out += [(where, ln, True) for ln in lines] + [(where, s, False) for s in inline]
-    for cfg in sorted((REPO / "configs").glob("*.toml")):
+    shipped = sorted((REPO / "src" / "metaloop" / "configs").glob("*.toml"))
+    for cfg in sorted((REPO / "configs").glob("*.toml")) + shipped:
         for ln in cfg.read_text().splitlines():
             if ln.lstrip().startswith("#"):
                 text = re.sub(r"^\s*#\s*(Run:)?", "", ln)
                 text = re.sub(r"\s+\([^()]*\)\s*$", "", text)    # "(validation)", "(S = 0, 1)"
-                out.append((f"configs/{cfg.name}", text, True))
+                out.append((cfg.relative_to(REPO).as_posix(), text, True))
     for where, text in _help_texts():
         for ln in text.splitlines():
             out.append((where, re.sub(r"\s{2,}(\(.*\)|#.*)$", "", ln), True))
@@ -185,8 +187,9 @@ def _subcommand(argv) -> tuple[str, int]:
     return argv[i], i
 
 
-USER_COPIES = {"my_folder.toml": "configs/folder_example.toml"}
-"""The docs' copies of a repository config, by the name they give them."""
+USER_COPIES = {"my_folder.toml": "src/metaloop/configs/folder_example.toml"}
+"""The docs' copies of a config of the repository or the package (``metaloop train
+--example-config > my_folder.toml``), by the name they give them."""
 
 
 def trained_runs(commands) -> dict[str, str]:
@@ -374,6 +377,12 @@ def test_the_commands_are_found():
     # the help texts' examples and the configs' Run: lines are among them
     assert ("eval", "--checkpoint", "runs/mine", "--out", "runs/mine/eval") in commands
     assert any(w.startswith("configs/") for w, _ in commands.values())
+    # and the header of the example config the package ships, and the command printing it
+    shipped = [text for where, text, _ in sources()
+               if where == "src/metaloop/configs/folder_example.toml"]
+    assert ["train", "--config", "my_folder.toml", "--out", "runs/my_folder"] in [
+        argv for text in shipped for argv in commands_in(text)]
+    assert ("train", "--example-config") in commands
 
 
 def test_every_written_command_passes_the_checks(small_runs, tmp_path, monkeypatch, capsys):

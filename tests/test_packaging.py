@@ -3,11 +3,15 @@
 The sdist is the whole project: the package and what its tests, the docs build and the
 benchmarks read (``MANIFEST.in``). The wheel is the package alone: every file under
 ``src/metaloop`` (the modules and the configs the commands read through
-``importlib.resources``), and the ``metaloop`` command.
+``importlib.resources``: ``metaloop compare --print-config``'s and ``metaloop train
+--example-config``'s), and the ``metaloop`` command. Installed, the package runs without the
+checkout: the example config it prints is accepted for a folder of images, and the Omniglot
+search path names no folder of a checkout.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from metaloop import config as _config
+
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import write_image_folder  # noqa: E402
+
 # the project's own files; the other top-level entries of a checkout are outputs or caches
 PROJECT = ["pyproject.toml", "README.md", "MANIFEST.in", "CHANGELOG.md", "mkdocs.yml", "src",
            "tests", "docs", "configs", "benchmarks", ".ci"]
@@ -72,7 +81,8 @@ def test_the_sdist_holds_what_the_tests_docs_and_benchmarks_read(dists):
     want = set(SDIST_FILES) | _files(project, "src/metaloop")
     for folder in SDIST_FOLDERS:
         want |= _files(project, folder)
-    assert "tests/conftest.py" in want and "configs/folder_example.toml" in want
+    assert {"tests/conftest.py", "configs/omniglot_maml_5w1s_cpu.toml",
+            "src/metaloop/configs/folder_example.toml"} <= want
     have = {p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*") if p.is_file()}
     assert sorted(want - have) == []
     assert not [f for f in have if f.endswith((".pyc", ".pyo")) or ".metaloop-cache" in f]
@@ -86,7 +96,66 @@ def test_the_wheel_is_the_package_with_its_configs_and_the_command(dists):
         entry_points = zf.read(info).decode()
     package = {n for n in names if ".dist-info/" not in n}
     want = {f.removeprefix("src/") for f in _files(project, "src/metaloop")}
-    assert {"metaloop/configs/compare_sinusoid.toml",
-            "metaloop/configs/compare_omniglot.toml"} <= want
+    assert {"metaloop/configs/compare_sinusoid.toml", "metaloop/configs/compare_omniglot.toml",
+            "metaloop/configs/folder_example.toml"} <= want
     assert sorted(want - package) == [] and sorted(package - want) == []
     assert "metaloop = metaloop.cli.main:main" in entry_points
+
+
+@pytest.fixture(scope="module")
+def installed(dists, tmp_path_factory):
+    """``run(*args)``: ``python *args`` in an empty folder, importing metaloop from the wheel
+    unpacked into a ``site-packages`` folder of its own (first on the path), as pip
+    installs it."""
+    _, _, wheel = dists
+    tmp = tmp_path_factory.mktemp("installed")
+    site = tmp / "venv" / "lib" / "site-packages"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    work = tmp / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1",
+           "OMP_NUM_THREADS": "1"}
+
+    def run(*args: str, **more_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=work, env={**env, **more_env},
+                              capture_output=True, text=True, timeout=300)
+    where = run("-c", "import metaloop; print(metaloop.__file__)")
+    assert where.stdout.strip() == str(site / "metaloop" / "__init__.py"), where
+    return run, work
+
+
+def test_the_installed_example_config_runs_on_a_folder(installed):
+    """``metaloop train --example-config`` prints the shipped file, which ``--print-config``
+    accepts once its family.root names a folder of images."""
+    run, work = installed
+    printed = run("-m", "metaloop", "train", "--example-config")
+    assert printed.returncode == 0 and printed.stderr == "", printed.stderr
+    shipped = (REPO / "src" / "metaloop" / "configs" / "folder_example.toml").read_text()
+    assert printed.stdout == shipped
+    images = write_image_folder(work / "images", classes=10, per_class=3, mixed=False)
+    mine = work / "my_folder.toml"
+    mine.write_text(printed.stdout.replace('root = "data/my_images"', f'root = "{images}"'))
+    resolved = run("-m", "metaloop", "train", "--print-config", "--config", str(mine))
+    assert resolved.returncode == 0 and resolved.stderr == "", resolved.stderr
+    cfg = _config.tomllib.loads(resolved.stdout)
+    assert (cfg["family"]["name"], cfg["family"]["root"]) == ("folder", str(images))
+    assert cfg["method"]["name"] == "r2d2" and cfg["eval"]["split"] == "test"
+
+
+def test_the_installed_omniglot_search_path_names_no_checkout_folder(installed):
+    """From a checkout, the shared data beside it is searched last; an installed copy has no
+    such folder (its path would be computed from site-packages)."""
+    run, work = installed
+    nowhere = {"METALOOP_DATA": str(work / "data"), "HOME": str(work / "home")}
+    code = ("from metaloop.data import omniglot as og; print(og.SHARED_DIR); "
+            "print(*og.search_dirs(), sep='|')")
+    found = run("-c", code, **nowhere)
+    assert found.returncode == 0, found.stderr
+    cache = work / "home" / ".cache" / "metaloop" / "omniglot"
+    assert found.stdout.splitlines() == ["None", f"{work / 'data' / 'omniglot'}|{cache}"]
+    missing = run("-c", "from metaloop.data.omniglot import load_omniglot_images as load; "
+                        "load(split='evaluation')", **nowhere)
+    (last,) = missing.stderr.splitlines()[-1:]
+    assert last.startswith("FileNotFoundError: Omniglot 'evaluation' images not found"), last
+    assert str(Path("shared", "data", "omniglot")) not in last and str(work / "data") in last

@@ -81,9 +81,9 @@ def test_print_config_with_a_bad_config_is_named(tmp_path, capsys, text, message
 
 
 def test_sgd_methods_without_an_adapting_eval_step_are_refused(tmp_path, capsys):
-    """A file whose eval.steps is [0] (a closed-form head's config, as
-    configs/folder_example.toml) would score every SGD learner unadapted, at chance: named,
-    exit 2, nothing written; the closed-form heads alone still run."""
+    """A file whose eval.steps is [0] (a closed-form head's config, as the example that
+    metaloop train --example-config prints) would score every SGD learner unadapted, at
+    chance: named, exit 2, nothing written; the closed-form heads alone still run."""
     np.savez(tmp_path / "feats.npz", x=np.random.default_rng(0).normal(size=(120, 6)),
              y=np.arange(12).repeat(10))
     (tmp_path / "mine.toml").write_text(

@@ -24,7 +24,7 @@ from conftest import (  # noqa: E402
     write_tensor_file,
 )
 
-EXAMPLE = REPO / "configs" / "folder_example.toml"
+EXAMPLE = REPO / "src" / "metaloop" / "configs" / "folder_example.toml"
 
 
 def _config_file(tmp_path, root, **family) -> Path:
@@ -49,6 +49,38 @@ def test_example_config_is_valid():
     cfg = _config.load(EXAMPLE)
     assert cfg["family"]["name"] == "folder"
     _config.check_combinations(cfg)
+    assert _config.unread_keys(cfg, _config.written_keys(EXAMPLE)) == []
+
+
+def test_example_config_is_printed_and_runs_on_a_folder(tmp_path, capsys):
+    """``metaloop train --example-config`` prints the shipped file (from the package, so an
+    installed copy has it too); with its family.root set, ``--print-config`` accepts it."""
+    capsys.readouterr()
+    assert main(["train", "--example-config"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out == EXAMPLE.read_text() and printed.err == ""
+    assert "metaloop train --example-config > my_folder.toml" in printed.out
+    root = write_image_folder(tmp_path / "images", classes=10, per_class=3, mixed=False)
+    mine = tmp_path / "my_folder.toml"
+    mine.write_text(printed.out.replace('root = "data/my_images"', f'root = "{root}"'))
+    assert main(["train", "--print-config", "--config", str(mine)]) == 0
+    cfg = _config.tomllib.loads(capsys.readouterr().out)
+    assert (cfg["family"]["name"], cfg["family"]["root"]) == ("folder", str(root))
+
+
+@pytest.mark.parametrize("flags", [["--config", "c.toml"], ["--out", "run"], ["--seed", "3"],
+                                   ["--print-config"], ["--resume", "run"],
+                                   ["--out", "run", "--no-progress"]])
+def test_example_config_refuses_the_flags_it_would_ignore(flags, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["train", "--example-config", *flags]) == 2
+    captured = capsys.readouterr()
+    named = [f for f in flags if f.startswith("--")]
+    assert captured.out == "" and list(tmp_path.iterdir()) == []
+    assert captured.err.startswith("metaloop train: error: --example-config prints the shipped "
+                                   f"example config and exits without training, so "
+                                   f"{', '.join(named)} would change nothing"), captured.err
 
 
 @pytest.fixture(scope="module")

@@ -240,6 +240,49 @@ def test_explicit_root_is_the_only_place_searched(tmp_path):
     assert str(og.SHARED_DIR) not in str(err.value) and str(tmp_path) in str(err.value)
 
 
+def _module_at(path: Path) -> Path:
+    """An empty file at ``path``: where omniglot.py would be."""
+    path.parent.mkdir(parents=True)
+    path.touch()
+    return path
+
+
+def test_the_folder_beside_a_checkout_is_searched_from_a_checkout_only(tmp_path):
+    """<repo>/../shared/data/omniglot is a place to look when the module is
+    <repo>/src/metaloop/data/omniglot.py beside <repo>/pyproject.toml, and only then."""
+    base = tmp_path.resolve()
+    repo = base / "work" / "repo"
+    checkout = _module_at(repo / "src" / "metaloop" / "data" / "omniglot.py")
+    assert og._checkout_data_dir(checkout) is None            # no pyproject.toml
+    (repo / "pyproject.toml").touch()
+    assert og._checkout_data_dir(checkout) == base / "work" / "shared" / "data" / "omniglot"
+    # an installed copy: <venv>/lib/python3.X/site-packages/metaloop/data/omniglot.py, even
+    # with a pyproject.toml where a checkout has one
+    lib = base / "venv" / "lib" / "python3.11"
+    installed = _module_at(lib / "site-packages" / "metaloop" / "data" / "omniglot.py")
+    (lib / "pyproject.toml").touch()
+    assert og._checkout_data_dir(installed) is None
+    # this test runs from a checkout: its shared folder is the one searched last
+    assert og.SHARED_DIR == og._checkout_data_dir(og.__file__) is not None
+    assert og.search_dirs()[-1] == og.SHARED_DIR
+
+
+def test_an_installed_copy_names_no_checkout_folder(tmp_path, monkeypatch):
+    """Installed, the search path is $METALOOP_DATA/omniglot and ~/.cache/metaloop/omniglot
+    alone, and the error lists only them."""
+    lib = tmp_path / "venv" / "lib" / "python3.11"
+    installed = _module_at(lib / "site-packages" / "metaloop" / "data" / "omniglot.py")
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(og, "SHARED_DIR", og._checkout_data_dir(installed))
+    assert og.search_dirs() == [tmp_path / "data" / "omniglot",
+                                tmp_path / "home" / ".cache" / "metaloop" / "omniglot"]
+    with pytest.raises(FileNotFoundError) as err:
+        load_omniglot_images(split="evaluation")
+    assert str(Path("shared", "data", "omniglot")) not in str(err.value)
+    assert str(tmp_path / "data") in str(err.value)
+
+
 def test_packed_checksum_mismatch(tmp_path):
     root = tmp_path / "r"
     root.mkdir()

@@ -11,6 +11,7 @@ import sys
 import warnings
 
 from metaloop.cli._signals import sigterm_interrupts
+from metaloop.models.text import TextExtraMissing
 from metaloop.train import distributed
 from metaloop.train.malloc import MODES, keep_heap
 
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  metaloop --threads 1 compare              # every method on sinusoid "
                "regression, ~2.5 CPU-min\n"
-               "  metaloop train --config configs/folder_example.toml --out runs/mine\n"
+               "  metaloop train --example-config > my_folder.toml   # set its family.root\n"
+               "  metaloop train --config my_folder.toml --out runs/mine\n"
                "  metaloop eval --checkpoint runs/mine      # held-out classes, 95% CI\n"
                "  metaloop predict --checkpoint runs/mine --support support/ --query query/\n"
                "  metaloop adapt --family table --data sentences.csv\n"
@@ -148,7 +150,7 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
     try:
         started.append(args.command)
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError, FileNotFoundError, TextExtraMissing) as e:
         text = distributed.message(e)      # None: another rank of a torchrun prints it
         if text is not None:
             print(f"metaloop {args.command}: error: {text}", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+from importlib import resources
 from pathlib import Path
 
 from metaloop import config as _config
@@ -19,10 +20,12 @@ from metaloop.train.loop import CUDA_LOG_EVERY, NonFiniteLossError
 
 DESCRIPTION = """\
 Meta-train one method (MAML, first-order MAML, Reptile, ANIL, R2D2, MetaOptNet, ProtoNet, or
-the pretrain / scratch baselines) on one task family, as a TOML config describes it (see
-configs/ and 'metaloop compare --print-config'). The run directory gets checkpoints written
-atomically every train.checkpoint_every iterations and metrics.jsonl; --resume continues
-from the newest checkpoint exactly (same numbers as an uninterrupted run).
+the pretrain / scratch baselines) on one task family, as a TOML config describes it. For
+your own image folder, start from the one 'metaloop train --example-config' prints; the
+repository's configs/ holds the Omniglot and sinusoid ones. The run directory gets
+checkpoints written atomically every train.checkpoint_every iterations and metrics.jsonl;
+--resume continues from the newest checkpoint exactly (same numbers as an uninterrupted
+run).
 
 Under torchrun (torchrun --nproc_per_node N -m metaloop train ...) every process meta-learns
 its shard of each meta-batch and the meta-gradients are averaged; rank 0 alone writes, and
@@ -43,9 +46,12 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="meta-train one method from a TOML config",
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  metaloop train --config configs/folder_example.toml "
-                              "--out runs/mine\n  metaloop train --resume runs/mine")
-    p.add_argument("--config", type=path, help="TOML config (see configs/)")
+                       epilog="examples:\n  metaloop train --example-config > my_folder.toml"
+                              "   # then set its family.root to your images\n"
+                              "  metaloop train --config my_folder.toml --out runs/mine\n"
+                              "  metaloop train --resume runs/mine")
+    p.add_argument("--config", type=path,
+                   help="TOML config (--example-config prints one to start from)")
     p.add_argument("--out", type=path, help="run directory (checkpoints, metrics.jsonl)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="replace the config's train.seed (model init and task stream), e.g. "
@@ -71,16 +77,27 @@ def register(sub) -> None:
                         "--seed applied, every default filled) as TOML, and exit; a config "
                         "train would refuse before reading the data is refused here too, and "
                         "so are the flags only a run reads (--out, --resume, ...)")
+    p.add_argument("--example-config", action="store_true",
+                   help="print the shipped example config for your own image folder (TOML, "
+                        "commented: R2D2 on Conv4, a held-out test split of classes) and exit; "
+                        "set its family.root and pass it back with --config")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.example_config:
+            _refuse_run_flags(args, "--example-config", "prints the shipped example config",
+                              also=(("--config", "config", None), ("--seed", "seed", None),
+                                    ("--print-config", "print_config", False)))
+            if distributed.local_leader():         # once per node under torchrun
+                print(example_config_text(), end="")
+            return 0
         if args.print_config:
             if not args.config:
                 raise ValueError("--print-config prints the --config file: give --config FILE")
-            _refuse_run_flags(args)
+            _refuse_run_flags(args, "--print-config", "prints the config")
             _checks.seed_flag(args.seed)
             cfg = _config.load(args.config)
             if args.seed is not None:              # as the run would take it
@@ -130,12 +147,26 @@ _RUN_FLAGS = (("--out", "out", None), ("--resume", "resume", False), ("--tf32", 
               ("--dist-timeout", "dist_timeout", None), ("--no-progress", "no_progress", False))
 
 
-def _refuse_run_flags(args: argparse.Namespace) -> None:
-    """ValueError naming the flags that set up or report a run, given with ``--print-config``
-    (which prints the config and exits, so they would change nothing)."""
-    given = [flag for flag, key, unset in _RUN_FLAGS if getattr(args, key) != unset]
+EXAMPLE_CONFIG = "folder_example.toml"
+"""The example config for a user's own image folder, shipped in ``metaloop/configs/``."""
+
+
+def example_config_text() -> str:
+    """The shipped example config for a user's own image folder, as TOML text with its
+    comments (``metaloop train --example-config > my_folder.toml``); its ``family.root`` is a
+    placeholder to set."""
+    return (resources.files("metaloop") / "configs" / EXAMPLE_CONFIG).read_text(
+        encoding="utf-8")
+
+
+def _refuse_run_flags(args: argparse.Namespace, option: str, does: str,
+                      also: tuple = ()) -> None:
+    """ValueError naming the flags that set up or report a run (and the flags ``also``
+    names), given with ``option`` (``--print-config``, ``--example-config``), which ``does``
+    its printing and exits, so they would change nothing."""
+    given = [flag for flag, key, unset in (*also, *_RUN_FLAGS) if getattr(args, key) != unset]
     if given:
-        raise ValueError(f"--print-config prints the config and exits without training, so "
+        raise ValueError(f"{option} {does} and exits without training, so "
                          f"{', '.join(given)} would change nothing: leave "
                          f"{'it' if len(given) == 1 else 'them'} out")
 

