@@ -216,6 +216,7 @@ def test_bench_maml_gradient_check_fails_a_non_finite_gradient():
     ("folder_vs_packed.py", ["--iterations", "1", "--record"]),
     ("bench_malloc.py", ["--configs", "omniglot_challenge_cpu", "--iterations", "1", "--reps",
                          "1", "--records"]),
+    ("bench_omniglot_cache.py", ["--reps", "1", "--record"]),
 ])
 def test_benchmarks_refuse_a_record_path_they_cannot_write_before_any_work(
         script, flags, tmp_path):
@@ -286,6 +287,7 @@ def test_bench_folder_makes_a_folder_per_class_count(tmp_path):
     ("bench_compile.py", ["--iters", "0"], "--iters must be a positive int, got 0"),
     ("bench_flops.py", ["--reps", "0"], "--reps must be a positive int, got 0"),
     ("bench_heads.py", ["--reps", "0"], "--reps must be a positive int, got 0"),
+    ("bench_omniglot_cache.py", ["--reps", "0"], "--reps must be a positive int, got 0"),
     ("bench_layout.py", ["--tasks", "0"], "--tasks must be a positive int, got 0"),
     ("bench_sampling.py", ["--rounds", "0"], "--rounds must be a positive int, got 0"),
     ("gpu_graph.py", ["--device", "cpu", "--iters", "0"], "--iters must be a positive int"),
@@ -615,3 +617,20 @@ def test_bench_overhead_times_the_cli_beside_the_bare_loop_and_refuses_bad_setti
     assert "allocator" in lines[0] and "sinusoid, meta-batch" in lines[0], lines[0]
     assert any(ln.startswith("median wall: cli") and "ratio" in ln for ln in lines), r.stdout
     assert any(ln.startswith("median cpu: cli") and "ratio" in ln for ln in lines), r.stdout
+
+
+def test_bench_omniglot_cache_checks_the_cached_images_and_writes_its_record(tmp_path,
+                                                                            omniglot_root):
+    """One repeat on the background set: the cache-off, first and cached loads give the same
+    images (the script exits otherwise), and the record validates."""
+    from metaloop.evaluate.records import load_records
+
+    out = tmp_path / "recs"
+    out.mkdir()
+    r = _run([sys.executable, "benchmarks/bench_omniglot_cache.py", "--splits", "background",
+              "--reps", "1", "--record", str(out / "benchmarks_omniglot_cache.json")])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "background cache off" in r.stdout and "off / cached" in r.stdout
+    (rec,) = load_records(out)
+    assert rec["table"] == "benchmarks-data" and rec["unit"] == "x" and rec["mean"] > 0
+    assert "from the cache" in rec["note"]
