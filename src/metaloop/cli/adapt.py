@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
 from metaloop import runlock
 from metaloop.cli._args import path
-from metaloop.evaluate import records
+from metaloop.cli._records import rerun_command, write_records
 from metaloop.recipes import _partial, report
 from metaloop.recipes import adapt as recipe
 from metaloop.recipes.report import output_dir
@@ -173,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             (out / recipe.PARTIAL).unlink()
             print(f"{out}: the run had finished (its results.json is complete); removed the "
                   f"{recipe.PARTIAL} left beside it, nothing to resume")
-            _write_records(recs)
+            write_records(recs)
             return 0
         try:
             res = recipe.run(prepared, out, progress=not args.no_progress, resume=args.resume,
@@ -198,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         (out / recipe.PARTIAL).unlink(missing_ok=True)      # the result is complete
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")
-    _write_records(recs)
+    write_records(recs)
     return 0
 
 
@@ -224,19 +223,10 @@ def _command(args: argparse.Namespace) -> str:
         except ValueError:
             return None
 
-    opts = {**vars(args), "resume": False, "no_progress": False, "meta": args.meta or None}
+    opts = {"resume": False, "no_progress": False, "meta": args.meta or None}
     for key in PATHS:
-        if opts.get(key) is not None and (key != "model" or Path(opts[key]).exists()):
-            opts[key] = rel(opts[key]) or opts[key]
+        value = getattr(args, key, None)
+        if value is not None and (key != "model" or Path(value).exists()):
+            opts[key] = rel(value) or value
     opts["out"] = rel(args.out) or f"runs/{Path(args.out).resolve().name}"
-    line = records.command_line(argparse.Namespace(**opts))
-    omp = os.environ.get("OMP_NUM_THREADS")
-    return f"OMP_NUM_THREADS={omp} {line}" if omp and not getattr(args, "threads", 0) \
-        else line
-
-
-def _write_records(recs: dict) -> None:
-    for file, rec in recs.items():
-        existed = file.exists()
-        records.write_record(file, **rec)
-        print(f"{'replaced' if existed else 'wrote'} record {file}")
+    return rerun_command(args, **opts)

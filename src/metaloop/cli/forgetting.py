@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 
 from metaloop import runlock
 from metaloop.cli._args import int_list, path
+from metaloop.cli._records import rerun_command, write_records
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES
-from metaloop.evaluate import records
 from metaloop.recipes import _partial
 from metaloop.recipes import forgetting as recipe
 from metaloop.recipes.report import output_dir
@@ -204,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{out}: the run had finished (its results.json is complete); moved the "
                   f"{recipe.PARTIAL} left beside it to {recipe.RUNS}, nothing to resume")
             if args.record is not None:
-                _write_records(recs)
+                write_records(recs)
             return 0
         try:
             with tqdm(total=recipe.total_steps(s, exps), desc="steps",
@@ -235,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
     print(recipe.table(results["strategies"]))
     print(f"\nwrote {out / 'results.json'}, metrics.jsonl and plots in {out} "
           f"({results['wall_s']:.0f} s)")
-    _write_records(recs)
+    write_records(recs)
     return 0
 
 
@@ -243,15 +243,4 @@ def _command(args: argparse.Namespace) -> str:
     """The command a record reruns: this one, every option written out, without --resume
     (a rerun from scratch gives the same results) and --no-progress, after
     ``OMP_NUM_THREADS=N`` where that is set (it sets torch's threads unless --threads does)."""
-    line = records.command_line(argparse.Namespace(
-        **{**vars(args), "resume": False, "no_progress": False}))
-    omp = os.environ.get("OMP_NUM_THREADS")
-    return f"OMP_NUM_THREADS={omp} {line}" if omp and not getattr(args, "threads", 0) \
-        else line
-
-
-def _write_records(recs: dict) -> None:
-    for file, rec in recs.items():
-        existed = file.exists()
-        records.write_record(file, **rec)
-        print(f"{'replaced' if existed else 'wrote'} record {file}")
+    return rerun_command(args, resume=False, no_progress=False)
