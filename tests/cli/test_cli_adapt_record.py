@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from pathlib import Path
 
 import pytest
 
-from metaloop.cli.main import main
+from metaloop.cli.main import build_parser, main
 from metaloop.evaluate import mean_ci
 from metaloop.evaluate.records import load_record, render_table
 from metaloop.recipes import adapt as recipe
@@ -25,6 +26,7 @@ needs_wordnet = pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_f
 WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a an the of or in to and that is for with by as on "
          "from kind type part person plant animal act used small large genus family").split()
 ROWS = ("prompt-zero-shot", "probe-ridge", "lora")
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +145,43 @@ def test_record_with_meta_is_refused_by_name(tiny_bert, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--record" in err and "--meta fomaml" in err
     assert not out.exists() and not (tmp_path / "records").exists()
+
+
+@needs_wordnet
+def test_a_run_of_another_setting_is_refused_and_writes_nothing(tiny_bert, tmp_path, capsys,
+                                                                monkeypatch):
+    """A record's file name says the family, model, ways and shots; a run that differs in
+    --queries, --seed or --steps would replace it under that name, and is refused before
+    the model loads, naming each difference; the records and --out are left as they were."""
+    rec_dir = tmp_path / "records"
+    assert main(_argv(tiny_bert, tmp_path / "a", "--record", str(rec_dir))) == 0
+    before = {p.name: p.read_text() for p in rec_dir.iterdir()}
+    capsys.readouterr()
+
+    def no_model(*a, **kw):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(recipe, "load_model", no_model)
+    out = tmp_path / "b"
+    argv = _argv(tiny_bert, out, "--record", str(rec_dir), "--seed", "1")
+    argv[argv.index("--queries") + 1] = "3"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "adaptation_wordnet_model_3w1s_prompt_zero_shot.json holds the record of another " \
+           "setting of prompt-zero-shot" in err
+    assert "--queries (2 != 3), --seed (0 != 1) (its value first)" in err
+    assert not out.exists()
+    assert {p.name: p.read_text() for p in rec_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize("file", sorted(RESULTS.glob("adaptation_wordnet_*.json")),
+                         ids=lambda p: p.stem)
+def test_committed_wordnet_records_are_accepted_by_their_own_commands(file):
+    """Each committed WordNet record's command, read by metaloop's parser, names that record
+    (``record_path``) and may replace it (``check_records``: the same setting)."""
+    rec = json.loads(file.read_text())
+    words = shlex.split(rec["command"])
+    args = build_parser().parse_args(words[words.index("metaloop") + 1:])
+    s = recipe.AdaptSettings(**{k: v for k in recipe.AdaptSettings.__dataclass_fields__
+                                if (v := getattr(args, k)) is not None and v is not False})
+    assert recipe.record_path(RESULTS, s, rec["approach"]) == file
+    assert file in recipe.check_records(RESULTS, s)

@@ -5,6 +5,7 @@ task's CPU seconds kept across a resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -97,7 +98,8 @@ def test_a_record_already_there_keeps_its_row_order_and_published(tmp_path):
     s = recipe.AdaptSettings(tasks=2)
     (tmp_path / "adaptation_wordnet_5w1s_lora.json").write_text(json.dumps(
         {"table": "adaptation", "metric": "accuracy (%)", "mean": 1.0, "row": "LoRA row",
-         "order": 74, "published": {"value": "90%", "source": "a paper"}, "note": "old"}))
+         "order": 74, "published": {"value": "90%", "source": "a paper"}, "note": "old",
+         "command": "metaloop adapt --tasks 2"}))         # of the same setting
     (tmp_path / "adaptation_other.json").write_text(json.dumps(
         {"table": "adaptation", "metric": "accuracy (%)", "mean": 1.0, "order": 99}))
     recs = recipe.records(_results({"probe-ridge": [0.6, 0.8], "lora": [0.8, 1.0]}, cpu=False),
@@ -128,6 +130,81 @@ def test_check_records_refuses_before_any_work(tmp_path):
         recipe.check_records(tmp_path / "new", recipe.AdaptSettings(family="nope"))
     images = recipe.AdaptSettings(family="omniglot", model="runs/p")    # no text-only rows
     assert len(recipe.check_records(tmp_path / "new", images)) == 7
+
+
+def _committed(tmp_path, name: str) -> dict:
+    """A committed WordNet record, copied into ``tmp_path``."""
+    rec = json.loads((RESULTS / name).read_text())
+    (tmp_path / name).write_text(json.dumps(rec))
+    return rec
+
+
+def test_a_record_of_another_setting_is_refused_naming_each_difference(tmp_path):
+    """The committed 5-way 1-shot records (30 tasks, 5 queries, seed 0, 20 steps), whose
+    setting is read from their command: a run of other queries, seed, tasks or steps would
+    replace them under the same name, and is refused, the record's value first."""
+    _committed(tmp_path, "adaptation_wordnet_5w1s_lora.json")
+    _committed(tmp_path, "adaptation_wordnet_5w1s_probe_ridge.json")
+    same = recipe.AdaptSettings(tasks=30, approaches="probe-ridge,lora")
+    assert len(recipe.check_records(tmp_path, same)) == 2
+    other = recipe.AdaptSettings(tasks=30, queries=3, seed=1, steps=5, approaches="lora")
+    with pytest.raises(ValueError, match=r"adaptation_wordnet_5w1s_lora.json holds the record "
+                                         r"of another setting of lora.*it differs in --queries "
+                                         r"\(5 != 3\), --seed \(0 != 1\), --steps \(20 != 5\) "
+                                         r"\(its value first\)"):
+        recipe.check_records(tmp_path, other)
+    with pytest.raises(ValueError, match=r"--tasks \(30 != 100\)"):
+        recipe.check_records(tmp_path, recipe.AdaptSettings(approaches="probe-ridge"))
+    with pytest.raises(ValueError, match=r"--lora-r \(8 != 4\), --lora-targets \(None != "
+                                         r"\['query', 'value'\]\)"):
+        recipe.check_records(tmp_path, recipe.AdaptSettings(
+            tasks=30, approaches="lora", lora_r=4, lora_targets="value, query"))
+    # --steps is not read by a probe: its record is of the same setting
+    assert len(recipe.check_records(tmp_path, recipe.AdaptSettings(
+        tasks=30, steps=5, approaches="probe-ridge"))) == 1
+
+
+def test_records_store_their_setting_and_records_refuses_another(tmp_path):
+    """``records`` writes ``setting`` (``measured_setting``), which a later check reads,
+    and refuses to replace a record of another setting at write time too (a resumed run)."""
+    s = recipe.AdaptSettings(tasks=2, steps=7)
+    recs = recipe.records(_results({"probe-ridge": [0.6, 0.8], "lora": [0.8, 1.0]}),
+                          tmp_path, s, command="python my_script.py")
+    for path, rec in recs.items():
+        assert rec["setting"] == recipe.measured_setting(s, rec["approach"])
+        path.write_text(json.dumps(rec))
+    lora = recs[tmp_path / "adaptation_wordnet_5w1s_lora.json"]["setting"]
+    assert (lora["steps"], lora["tasks"], lora["queries"], lora["seed"]) == (7, 2, 5, 0)
+    assert "steps" not in recs[tmp_path / "adaptation_wordnet_5w1s_probe_ridge.json"]["setting"]
+    # read from "setting", not from the command (which is not metaloop's)
+    assert len(recipe.check_records(tmp_path, dataclasses.replace(s, approaches="lora"))) == 1
+    with pytest.raises(ValueError, match=r"--steps \(7 != 8\)"):
+        recipe.records(_results({"lora": [0.8, 1.0]}), tmp_path,
+                       dataclasses.replace(s, steps=8), command="metaloop adapt")
+
+
+@pytest.mark.parametrize("command, words", [
+    ("python my_script.py", "not one metaloop adapt command"),
+    ("metaloop adapt --bogus 1", "unrecognized arguments: --bogus 1"),
+    ("metaloop forgetting --seeds 2", "not a metaloop adapt command"),
+])
+def test_a_record_whose_setting_cannot_be_told_is_refused(tmp_path, command, words):
+    rec = _committed(tmp_path, "adaptation_wordnet_5w1s_lora.json")
+    (tmp_path / "adaptation_wordnet_5w1s_lora.json").write_text(
+        json.dumps({**rec, "command": command}))
+    with pytest.raises(ValueError, match=f"settings cannot be told .*{words}"):
+        recipe.check_records(tmp_path, recipe.AdaptSettings(tasks=30, approaches="lora"))
+
+
+def test_the_adapt_command_after_another_is_the_records(tmp_path):
+    """A command that trains the model first (``metaloop train ... && metaloop adapt ...``):
+    the record's setting is that of its adapt command."""
+    rec = _committed(tmp_path, "adaptation_wordnet_5w1s_lora.json")
+    (tmp_path / "adaptation_wordnet_5w1s_lora.json").write_text(json.dumps(
+        {**rec, "command": "OMP_NUM_THREADS=1 metaloop train --config c.toml && "
+                           "metaloop adapt --tasks 30 --queries 4"}))
+    with pytest.raises(ValueError, match=r"it differs in --queries \(4 != 5\) \(its"):
+        recipe.check_records(tmp_path, recipe.AdaptSettings(tasks=30, approaches="lora"))
 
 
 def _family(tmp_path):

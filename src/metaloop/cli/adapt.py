@@ -68,8 +68,14 @@ holds the accuracy (%) of every held-out task (per_task, in task order), their m
 Student-t 95% CI, the trainable parameters, the seconds per task, the CPU seconds of the
 approach's adaptation (and its --steps where it trains) as its budget, and this command
 (--out as runs/<its name> where it lies outside the working folder: where the results go
-changes no number). A record already there keeps its row, order and published. DIR is
-checked before the model loads; a resumed run writes the records of a run never stopped.
+changes no number), and its setting: the model, family, ways, shots, --queries, --tasks,
+--seed (it picks the tasks) and the options the approach reads (--steps, --lora-r,
+--lora-targets as given, --prompt-tokens, --max-length, --data and the table's options;
+not --root, --threads, --out or --approaches). A record already there is replaced only by a
+run of the same setting (an older record's setting is read from its command), and keeps its
+row, order and published; one of another setting is refused, naming each difference (its
+value first), and nothing is written. DIR is checked before the model loads; a resumed run
+writes the records of a run never stopped.
 --record does not cover --meta (refused by name)."""
 
 

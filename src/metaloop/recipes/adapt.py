@@ -45,13 +45,15 @@ from tqdm.auto import tqdm
 
 from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import _partial, report
+from metaloop.recipes._record_setting import check_same_setting, old_record
 from metaloop.tasks.text_table import TextTable
 
 __all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "RECORD_TABLE", "AdaptSettings",
            "Prepared", "bar_chart", "check_given", "check_records", "check_resume",
-           "describe", "evaluate_strategies", "finished", "identity", "kept", "paired",
-           "paired_lines", "parse_fractions", "prepare", "record_path", "records", "run",
-           "table", "table_families", "table_summary", "title"]
+           "describe", "evaluate_strategies", "finished", "identity", "kept",
+           "measured_setting", "paired", "paired_lines", "parse_fractions", "prepare",
+           "record_path", "records", "run", "table", "table_families", "table_summary",
+           "title"]
 
 FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist", "folder", "tensors")
 TEXT_FAMILIES = ("wordnet", "table")
@@ -1222,12 +1224,15 @@ def record_path(folder, s: AdaptSettings, approach: str) -> Path:
 def check_records(folder, s: AdaptSettings) -> list[Path]:
     """Before any work: the record of each approach ``s`` runs can be written in ``folder``
     (``metaloop.evaluate.records.check_record_path``: a folder that can be made and written,
-    and no file there that is not a record). Returns the paths, in approach order.
+    and no file there that is not a record), and replaces no record of another setting
+    there (``measured_setting``; an older record's is read from its ``command``). Returns
+    the paths, in approach order.
 
     Raises:
-        ValueError: naming the path and the problem; ``--meta`` (its rows are not recorded:
-            they depend on a meta-training run that a record's budget and command would have
-            to name too).
+        ValueError: naming the path and the problem, or each setting in which the record
+            there differs (its value first); ``--meta`` (its rows are not recorded: they
+            depend on a meta-training run that a record's budget and command would have to
+            name too).
     """
     from metaloop.evaluate.records import check_record_path
 
@@ -1240,8 +1245,90 @@ def check_records(folder, s: AdaptSettings) -> list[Path]:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--record {folder} is a file: it names a folder for the records")
     kind = "text" if s.family in TEXT_FAMILIES else "image"
-    return [check_record_path(record_path(folder, s, name))
-            for name in _approach_names(s.approaches, kind)]
+    names = _approach_names(s.approaches, kind)
+    paths = [check_record_path(record_path(folder, s, name)) for name in names]
+    for path, name in zip(paths, names):
+        _check_same_setting(path, s, name)
+    return paths
+
+
+def measured_setting(s: AdaptSettings, approach: str) -> dict:
+    """What an approach's record measured (its ``setting``): the model (a local folder as
+    its absolute path), family, ways, shots, queries, held-out tasks and their seed (which
+    picks the tasks: records of one seed pair task by task), and the options the approach
+    reads: ``--steps`` (approaches 2-3), ``--lora-r`` and ``--lora-targets`` (lora; the
+    targets as given, a sorted list, or None for the model's default), ``--prompt-tokens``
+    (soft-prompt), ``--max-length`` (text models), and the user's data (``--data`` as an
+    absolute path, ``--drop-small``, and the table's columns and delimiter). ``--root``
+    (where a family's data lies), ``--threads``, ``--out`` and ``--approaches`` are not
+    part of it: they change no accuracy of the approach."""
+    out = {"model": _model_identity(s.model), "family": s.family, "ways": s.ways,
+           "shots": s.shots, "queries": s.queries, "tasks": s.tasks, "seed": s.seed}
+    if approach in STEPPED:
+        out["steps"] = s.steps
+    if approach == "lora":
+        out["lora_r"] = s.lora_r
+        out["lora_targets"] = (None if s.lora_targets is None
+                               else sorted({n.strip() for n in s.lora_targets.split(",")}))
+    if approach == "soft-prompt":
+        out["prompt_tokens"] = s.prompt_tokens
+    if s.family in TEXT_FAMILIES:
+        out["max_length"] = s.max_length
+    if s.family in USER_FAMILIES:
+        out["data"] = str(Path(str(s.data)).expanduser().resolve())
+        out["drop_small"] = s.drop_small
+    if s.family == "table":
+        out.update(text_column=s.text_column, label_column=s.label_column,
+                   delimiter=s.delimiter)
+    return out
+
+
+def _command_settings(command: str) -> AdaptSettings:
+    """The settings of the ``metaloop adapt`` command line that measured a record written
+    without ``setting``, read by ``metaloop``'s own parser (paths relative to the working
+    folder; ``OMP_NUM_THREADS=N`` before it and commands before ``&&`` ignored).
+
+    Raises:
+        ValueError: not a ``metaloop adapt`` command, or one the parser refuses.
+    """
+    import contextlib
+    import io
+    import shlex
+
+    from metaloop.cli import adapt as adapt_command
+    from metaloop.cli.main import build_parser
+
+    words = shlex.split(command)
+    while "&&" in words:                       # e.g. "metaloop train ... && metaloop adapt"
+        words = words[words.index("&&") + 1:]
+    if "metaloop" not in words or any(w in words for w in (";", "|", "||")):
+        raise ValueError("not one metaloop adapt command")
+    argv = words[words.index("metaloop") + 1:]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        lines = err.getvalue().strip().splitlines()
+        raise ValueError(f"metaloop refuses it: {lines[-1] if lines else e}") from None
+    if getattr(args, "func", None) is not adapt_command.run:
+        raise ValueError("not a metaloop adapt command")
+    return AdaptSettings(**{f.name: v for f in dataclasses.fields(AdaptSettings)
+                            if (v := getattr(args, f.name, None)) is not None
+                            and v is not False})
+
+
+def _check_same_setting(path: Path, s: AdaptSettings, approach: str) -> None:
+    """ValueError naming each setting (``measured_setting``) in which the record already at
+    ``path`` (its ``setting``, else read from its ``command``) was measured otherwise: this
+    approach's record would replace it. No record there, or one of the same setting, passes
+    (``_record_setting.check_same_setting``)."""
+    def theirs(old: dict) -> dict:
+        if isinstance(old.get("setting"), dict):
+            return old["setting"]
+        return measured_setting(_command_settings(old["command"]), approach)
+
+    check_same_setting(path, measured_setting(s, approach), theirs, approach)
 
 
 def records(results: dict, folder, s: AdaptSettings, *, command: str) -> dict[Path, dict]:
@@ -1258,9 +1345,10 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str) -> dict[Pa
     machine shared with other work, the wall seconds grow and the CPU seconds do not).
     The budget is the CPU seconds of the approach's adaptation over all tasks, and the
     optimiser steps of the approaches that take ``--steps``. Device, torch and date (UTC)
-    are as ``metaloop eval --record`` gives them. An earlier record at the path keeps its
-    ``row``, ``order`` and ``published``; a new record is ordered after the records already
-    in ``folder``, in approach order.
+    are as ``metaloop eval --record`` gives them; ``setting`` is ``measured_setting``. An
+    earlier record at the path keeps its ``row``, ``order`` and ``published``, and one of
+    another setting is refused (``check_records``); a new record is ordered after the
+    records already in ``folder``, in approach order.
 
     Args:
         results: the run's results (``approaches`` with their ``per_task`` values).
@@ -1268,6 +1356,7 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str) -> dict[Pa
 
     Raises:
         metaloop.evaluate.records.RecordError: a record that would not be valid.
+        ValueError: a record of another setting at a path, naming the differences.
     """
     import datetime
 
@@ -1281,12 +1370,13 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str) -> dict[Pa
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "seed": s.seed}
-    last = max((r["order"] for r in map(_old_record, Path(folder).glob("*.json"))
+    last = max((r["order"] for r in map(old_record, Path(folder).glob("*.json"))
                 if r.get("table") == RECORD_TABLE and isinstance(r.get("order"), (int, float))
                 and not isinstance(r.get("order"), bool)), default=0)
     out = {}
     for name, r in results["approaches"].items():
         path = record_path(folder, s, name)
+        _check_same_setting(path, s, name)
         acc = [round(100 * a, 4) for a in r["per_task"]["accuracy"]]
         ci = ci95(acc)
         cpu = r["per_task"].get("cpu_seconds", r["per_task"]["adapt_seconds"])
@@ -1295,28 +1385,19 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str) -> dict[Pa
         if name in STEPPED:
             budget["iterations"] = s.steps
         rec = {**common, "row": f"{setting}: {name}", "approach": name,
+               "setting": measured_setting(s, name),
                "mean": round(math.fsum(acc) / len(acc), 4),
                "ci95": None if ci is None else round(ci, 4), "n": len(acc), "per_task": acc,
                "budget": budget, "trainable": r["trainable"], "seconds_per_task": seconds,
                "note": f"{r['trainable']:,} trainable, {seconds:.3f} s/task "
                        f"({math.fsum(cpu) / len(cpu):.3f} CPU-s)"}
-        old = _old_record(path)
+        old = old_record(path)
         if "order" not in old:
             last += 1
         rec.update({"order": last, **{k: old[k] for k in ("row", "order", "published")
                                       if k in old}})
         out[path] = validate_record(rec, where=str(path))
     return out
-
-
-def _old_record(path: Path) -> dict:
-    """The record already at ``path`` (``{}``: none, or a file that is not a JSON object)."""
-    import json
-    try:
-        old = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return old if isinstance(old, dict) else {}
 
 
 def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: int,

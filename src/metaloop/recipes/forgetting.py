@@ -43,6 +43,7 @@ from metaloop.continual.sequence import STRATEGIES, run_sequence
 from metaloop.evaluate.heldout import format_mean_ci, mean_ci
 from metaloop.models import MLP
 from metaloop.recipes import _partial, report
+from metaloop.recipes._record_setting import check_same_setting, old_record
 from metaloop.train.checkpoint import WriteError, atomic_write_text
 
 __all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "METRICS",
@@ -854,29 +855,17 @@ def _command_setting(command: str, strategy: str) -> tuple[str, dict]:
 
 def _check_same_setting(path: Path, s: dict, data: dict | None, strategy: str) -> None:
     """ValueError naming each setting in which the record already at ``path`` (its
-    ``setting``, else read from its ``command``) was measured otherwise: this strategy's
-    record would replace it. No record there, or one of the same setting, passes."""
-    old = _old_record(path)
-    if not old:
-        return
-    mine = _record_setting(s, data, strategy)
-    try:
+    ``scenario`` and ``setting``, else read from its ``command``) was measured otherwise:
+    this strategy's record would replace it. No record there, or one of the same setting,
+    passes (``_record_setting.check_same_setting``)."""
+    def theirs(old: dict) -> dict:
         if isinstance(old.get("setting"), dict):
-            scenario, theirs = old.get("scenario"), old["setting"]
-        else:
-            scenario, theirs = _command_setting(old["command"], strategy)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"--record: {path} holds a record whose settings cannot be told "
-                         f"({type(e).__name__}: {e}), which the record of {strategy} would "
-                         f"replace: give another --record folder, or remove {path}") from e
-    diff = ([f"--scenario ({scenario!r} != {s['scenario']!r})"]
-            if scenario != s["scenario"] else [])
-    diff += _partial.differences(theirs, mine, {})
-    if diff:
-        raise ValueError(f"--record: {path} holds the record of another setting of "
-                         f"{strategy}, which this run's would replace; it differs in "
-                         f"{', '.join(diff)} (its value first): give another --record "
-                         f"folder, or remove {path} to replace it")
+            return {**old["setting"], "scenario": old.get("scenario")}
+        scenario, setting = _command_setting(old["command"], strategy)
+        return {**setting, "scenario": scenario}
+
+    check_same_setting(path, {**_record_setting(s, data, strategy), "scenario": s["scenario"]},
+                       theirs, strategy, first=("scenario",))
 
 
 def check_records(folder, s: dict, data: dict | None = None) -> list[Path]:
@@ -986,16 +975,7 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
         undefined = [seed for seed in seeds if seed not in head["seeds"]]
         if undefined:
             rec["undefined_seeds"] = undefined
-        old = _old_record(path)
+        old = old_record(path)
         rec.update({k: old[k] for k in ("row", "order", "published", "note") if k in old})
         out[path] = validate_record(rec, where=str(path))
     return out
-
-
-def _old_record(path: Path) -> dict:
-    """The record already at ``path`` (``{}``: none, or a file that is not a JSON object)."""
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return old if isinstance(old, dict) else {}
