@@ -120,3 +120,21 @@ def test_a_folder_cache_that_cannot_be_written_gives_advice_a_config_can_follow(
                                          r".*\.metaloop-cache: .*; make it writable") as e:
         build.build_family(cfg["family"], split="train")
     assert "cache_dir" not in str(e.value)
+
+
+def test_the_decoding_bar_shows_every_image_read(tmp_path, capsys):
+    """A folder decoded faster than tqdm's 0.1 s redraw left the bar at "0img" in a log; it
+    is redrawn with the count reached before it closes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(6):
+        (tmp_path / f"c{c}").mkdir()
+        for i in range(4):
+            Image.fromarray((rng.random((20, 20)) * 255).astype("uint8")).save(
+                tmp_path / f"c{c}" / f"{i}.png")
+    fam = config.validate({"family": {"name": "folder", "root": str(tmp_path), "ways": 2,
+                                      "shots": 1, "queries": 1}})["family"]
+    build.build_family_verbose(fam, "train")
+    err = capsys.readouterr().err
+    assert "decoding images (once, into the cache): 24img" in err, err

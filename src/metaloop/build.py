@@ -73,6 +73,7 @@ def build_family_verbose(fcfg: dict, split: str | None = None, shots: int = 0,
         family = build_family(fcfg, split, shots, queries, progress=tick)
     finally:
         if bar is not None:
+            bar.refresh()              # the count reached: tqdm redraws at most every 0.1 s
             bar.close()
     if show and fcfg["name"] in _config.USER_FAMILIES:
         print(f"{fcfg['name']} {fcfg['root']} ({split or fcfg['split']}): {family.describe()}",

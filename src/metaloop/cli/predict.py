@@ -191,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
                                         invert=args.invert, support_shift=args.support_shift,
                                         query_shift=args.query_shift, progress=bar.update)
                 key, items = "file", pred.files
+            bar.refresh()              # the count reached: tqdm redraws at most every 0.1 s
             evaluation = getattr(loaded.learner, "evaluation", "transductive")
         rows = [{key: f, "class": label,
                  "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}

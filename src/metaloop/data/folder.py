@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -203,6 +204,10 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict,
 
 IGNORED_SHOWN = 3
 """How many of a folder's ignored files ``FolderScan.ignored_files`` names."""
+PROGRESS_SECONDS = 0.1
+"""How often at most ``load_folder`` tells its ``progress`` the images decoded so far
+(tqdm's refresh interval): the count advances while a folder decodes, one call per batch
+of images rather than per image."""
 
 
 def _ignore(counts: dict, rel: str) -> None:
@@ -383,7 +388,9 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
             ``skipped``) instead of raising.
         cache_dir: where to keep the cache (default ``default_cache_dir(root)``).
         workers: decoding threads (default: ``os.cpu_count()``).
-        progress: called with the number of images decoded so far, while decoding.
+        progress: called with the number of images decoded so far while decoding: 0 as
+            it starts, at most every ``PROGRESS_SECONDS`` after, and the number decoded
+            when it is done (not called where the cache holds every image).
 
     Returns:
         FolderData.
@@ -480,13 +487,17 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
     todo = [f for f in rels if f not in reuse]
     decoded: dict[str, np.ndarray | str] = {}
     n_workers = max(1, workers or os.cpu_count() or 1)
+    if progress is not None and todo:
+        progress(0)                     # as decoding starts: a bar opens before, not after
+    told = time.monotonic()
     with ThreadPoolExecutor(n_workers) as pool:
         for i, (f, x) in enumerate(zip(todo, pool.map(
                 lambda r: _decode(scan.root, r, settings), todo, chunksize=1 if
                 len(todo) < 64 else 32))):
             decoded[f] = x
-            if progress is not None and (i + 1) % 256 == 0:
+            if progress is not None and time.monotonic() - told >= PROGRESS_SECONDS:
                 progress(i + 1)
+                told = time.monotonic()
     if progress is not None and todo:
         progress(len(todo))
     bad = [(f, decoded[f]) for f in todo if isinstance(decoded[f], str)]
