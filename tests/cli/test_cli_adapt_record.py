@@ -4,6 +4,7 @@ DIR checked before any work; --meta refused by name."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -12,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from metaloop.cli.adapt import command_settings
 from metaloop.cli.main import build_parser, main
 from metaloop.evaluate import mean_ci
 from metaloop.evaluate.records import load_record, render_table
 from metaloop.recipes import adapt as recipe
+
+# records without a setting are told by their command, which the command line reads
+_check_records = functools.partial(recipe.check_records, read_command=command_settings)
+_records = functools.partial(recipe.records, read_command=command_settings)
 
 pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
@@ -184,4 +190,4 @@ def test_committed_wordnet_records_are_accepted_by_their_own_commands(file):
     s = recipe.AdaptSettings(**{k: v for k in recipe.AdaptSettings.__dataclass_fields__
                                 if (v := getattr(args, k)) is not None and v is not False})
     assert recipe.record_path(RESULTS, s, rec["approach"]) == file
-    assert file in recipe.check_records(RESULTS, s)
+    assert file in _check_records(RESULTS, s)

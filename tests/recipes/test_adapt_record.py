@@ -6,15 +6,21 @@ task's CPU seconds kept across a resume."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from metaloop.cli.adapt import command_settings
 from metaloop.evaluate import mean_ci
 from metaloop.evaluate.records import paired_difference, validate_record
 from metaloop.recipes import adapt as recipe
+
+# records without a setting are told by their command, which the command line reads
+_check_records = functools.partial(recipe.check_records, read_command=command_settings)
+_records = functools.partial(recipe.records, read_command=command_settings)
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
@@ -71,7 +77,7 @@ def _results(accs: dict, cpu: bool = True) -> dict:
 def test_records_hold_each_tasks_accuracy_behind_their_mean_and_ci(tmp_path):
     accs = {"probe-ridge": [0.8, 1.0, 0.96, 0.72], "lora": [0.84, 0.92, 0.96, 1.0]}
     s = recipe.AdaptSettings(ways=5, shots=1, tasks=4, steps=7)
-    recs = recipe.records(_results(accs), tmp_path, s, command="metaloop adapt")
+    recs = _records(_results(accs), tmp_path, s, command="metaloop adapt")
     assert [p.name for p in recs] == ["adaptation_wordnet_5w1s_probe_ridge.json",
                                       "adaptation_wordnet_5w1s_lora.json"]
     for (path, rec), (name, acc) in zip(recs.items(), accs.items()):
@@ -102,7 +108,7 @@ def test_a_record_already_there_keeps_its_row_order_and_published(tmp_path):
          "command": "metaloop adapt --tasks 2"}))         # of the same setting
     (tmp_path / "adaptation_other.json").write_text(json.dumps(
         {"table": "adaptation", "metric": "accuracy (%)", "mean": 1.0, "order": 99}))
-    recs = recipe.records(_results({"probe-ridge": [0.6, 0.8], "lora": [0.8, 1.0]}, cpu=False),
+    recs = _records(_results({"probe-ridge": [0.6, 0.8], "lora": [0.8, 1.0]}, cpu=False),
                           tmp_path, s, command="metaloop adapt")
     ridge, lora = recs.values()
     assert (lora["row"], lora["order"], lora["published"]) == (
@@ -114,22 +120,22 @@ def test_a_record_already_there_keeps_its_row_order_and_published(tmp_path):
 
 def test_check_records_refuses_before_any_work(tmp_path):
     s = recipe.AdaptSettings(approaches="probe-ridge,lora")
-    assert recipe.check_records(tmp_path / "new", s) == [
+    assert _check_records(tmp_path / "new", s) == [
         tmp_path / "new" / "adaptation_wordnet_5w1s_probe_ridge.json",
         tmp_path / "new" / "adaptation_wordnet_5w1s_lora.json"]
     assert not (tmp_path / "new").exists()                       # nothing made
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file: it names a folder"):
-        recipe.check_records(tmp_path / "file", s)
+        _check_records(tmp_path / "file", s)
     (tmp_path / "adaptation_wordnet_5w1s_lora.json").write_text('{"a": 1}')
     with pytest.raises(ValueError, match="adaptation_wordnet_5w1s_lora.json.*not a result"):
-        recipe.check_records(tmp_path, s)
+        _check_records(tmp_path, s)
     with pytest.raises(ValueError, match="--record .* not those of --meta fomaml"):
-        recipe.check_records(tmp_path / "new", recipe.AdaptSettings(meta="fomaml"))
+        _check_records(tmp_path / "new", recipe.AdaptSettings(meta="fomaml"))
     with pytest.raises(ValueError, match="unknown family 'nope'"):
-        recipe.check_records(tmp_path / "new", recipe.AdaptSettings(family="nope"))
+        _check_records(tmp_path / "new", recipe.AdaptSettings(family="nope"))
     images = recipe.AdaptSettings(family="omniglot", model="runs/p")    # no text-only rows
-    assert len(recipe.check_records(tmp_path / "new", images)) == 7
+    assert len(_check_records(tmp_path / "new", images)) == 7
 
 
 def _committed(tmp_path, name: str) -> dict:
@@ -146,21 +152,21 @@ def test_a_record_of_another_setting_is_refused_naming_each_difference(tmp_path)
     _committed(tmp_path, "adaptation_wordnet_5w1s_lora.json")
     _committed(tmp_path, "adaptation_wordnet_5w1s_probe_ridge.json")
     same = recipe.AdaptSettings(tasks=30, approaches="probe-ridge,lora")
-    assert len(recipe.check_records(tmp_path, same)) == 2
+    assert len(_check_records(tmp_path, same)) == 2
     other = recipe.AdaptSettings(tasks=30, queries=3, seed=1, steps=5, approaches="lora")
     with pytest.raises(ValueError, match=r"adaptation_wordnet_5w1s_lora.json holds the record "
                                          r"of another setting of lora.*it differs in --queries "
                                          r"\(5 != 3\), --seed \(0 != 1\), --steps \(20 != 5\) "
                                          r"\(its value first\)"):
-        recipe.check_records(tmp_path, other)
+        _check_records(tmp_path, other)
     with pytest.raises(ValueError, match=r"--tasks \(30 != 100\)"):
-        recipe.check_records(tmp_path, recipe.AdaptSettings(approaches="probe-ridge"))
+        _check_records(tmp_path, recipe.AdaptSettings(approaches="probe-ridge"))
     with pytest.raises(ValueError, match=r"--lora-r \(8 != 4\), --lora-targets \(None != "
                                          r"\['query', 'value'\]\)"):
-        recipe.check_records(tmp_path, recipe.AdaptSettings(
+        _check_records(tmp_path, recipe.AdaptSettings(
             tasks=30, approaches="lora", lora_r=4, lora_targets="value, query"))
     # --steps is not read by a probe: its record is of the same setting
-    assert len(recipe.check_records(tmp_path, recipe.AdaptSettings(
+    assert len(_check_records(tmp_path, recipe.AdaptSettings(
         tasks=30, steps=5, approaches="probe-ridge"))) == 1
 
 
@@ -168,7 +174,7 @@ def test_records_store_their_setting_and_records_refuses_another(tmp_path):
     """``records`` writes ``setting`` (``measured_setting``), which a later check reads,
     and refuses to replace a record of another setting at write time too (a resumed run)."""
     s = recipe.AdaptSettings(tasks=2, steps=7)
-    recs = recipe.records(_results({"probe-ridge": [0.6, 0.8], "lora": [0.8, 1.0]}),
+    recs = _records(_results({"probe-ridge": [0.6, 0.8], "lora": [0.8, 1.0]}),
                           tmp_path, s, command="python my_script.py")
     for path, rec in recs.items():
         assert rec["setting"] == recipe.measured_setting(s, rec["approach"])
@@ -177,9 +183,9 @@ def test_records_store_their_setting_and_records_refuses_another(tmp_path):
     assert (lora["steps"], lora["tasks"], lora["queries"], lora["seed"]) == (7, 2, 5, 0)
     assert "steps" not in recs[tmp_path / "adaptation_wordnet_5w1s_probe_ridge.json"]["setting"]
     # read from "setting", not from the command (which is not metaloop's)
-    assert len(recipe.check_records(tmp_path, dataclasses.replace(s, approaches="lora"))) == 1
+    assert len(_check_records(tmp_path, dataclasses.replace(s, approaches="lora"))) == 1
     with pytest.raises(ValueError, match=r"--steps \(7 != 8\)"):
-        recipe.records(_results({"lora": [0.8, 1.0]}), tmp_path,
+        _records(_results({"lora": [0.8, 1.0]}), tmp_path,
                        dataclasses.replace(s, steps=8), command="metaloop adapt")
 
 
@@ -193,7 +199,7 @@ def test_a_record_whose_setting_cannot_be_told_is_refused(tmp_path, command, wor
     (tmp_path / "adaptation_wordnet_5w1s_lora.json").write_text(
         json.dumps({**rec, "command": command}))
     with pytest.raises(ValueError, match=f"settings cannot be told .*{words}"):
-        recipe.check_records(tmp_path, recipe.AdaptSettings(tasks=30, approaches="lora"))
+        _check_records(tmp_path, recipe.AdaptSettings(tasks=30, approaches="lora"))
 
 
 def test_the_adapt_command_after_another_is_the_records(tmp_path):
@@ -204,7 +210,7 @@ def test_the_adapt_command_after_another_is_the_records(tmp_path):
         {**rec, "command": "OMP_NUM_THREADS=1 metaloop train --config c.toml && "
                            "metaloop adapt --tasks 30 --queries 4"}))
     with pytest.raises(ValueError, match=r"it differs in --queries \(4 != 5\) \(its"):
-        recipe.check_records(tmp_path, recipe.AdaptSettings(tasks=30, approaches="lora"))
+        _check_records(tmp_path, recipe.AdaptSettings(tasks=30, approaches="lora"))
 
 
 def _family(tmp_path):
@@ -258,3 +264,11 @@ def test_a_kept_state_with_cpu_seconds_of_other_tasks_is_corrupt(tmp_path):
     del row["cpu_seconds"]
     (tmp_path / recipe.PARTIAL).write_text(json.dumps(state))
     assert recipe.kept(tmp_path, ident)["tasks_done"] == 2
+
+
+def test_without_a_reader_of_commands_a_record_without_setting_is_refused(tmp_path):
+    """The recipe reads no command line itself (the command line gives it the reader): a
+    library caller's check names a record it cannot tell instead of guessing."""
+    _committed(tmp_path, "adaptation_wordnet_5w1s_lora.json")
+    with pytest.raises(ValueError, match="no reader of its command was given"):
+        recipe.check_records(tmp_path, recipe.AdaptSettings(tasks=30, approaches="lora"))

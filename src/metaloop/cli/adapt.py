@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     with runlock.hold(args.out, create=False):    # a run still at work there is named first
         recipe.check_resume(args.out, args.resume)     # before the model loads
     if args.record is not None:
-        recipe.check_records(args.record, recipe.AdaptSettings(**given))
+        recipe.check_records(args.record, recipe.AdaptSettings(**given),
+                             read_command=command_settings)
     prepared = recipe.prepare(recipe.AdaptSettings(**given), given=set(given))
     if prepared.description:
         print(prepared.description)
@@ -173,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         if args.resume and recipe.finished(out):    # stopped after writing its results.json
             recipe.kept(out, recipe.identity(prepared, out))   # or refused, naming the change
             recs = recipe.records(json.loads((out / "results.json").read_text(
-                encoding="utf-8")), args.record, prepared.settings, command=_command(args)) \
+                encoding="utf-8")), args.record, prepared.settings, command=_command(args),
+                read_command=command_settings) \
                 if args.record is not None else {}    # checked before partial.json goes
             (out / recipe.PARTIAL).unlink()
             print(f"{out}: the run had finished (its results.json is complete); removed the "
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
                 print("\npaired differences on the same tasks (accuracy, 95% CI):")
                 print(recipe.paired_lines(res["paired"]))
             recs = recipe.records(res, args.record, prepared.settings,
-                                  command=_command(args)) \
+                                  command=_command(args), read_command=command_settings) \
                 if args.record is not None else {}     # a record refused: no results.json
             # results.json last: where it is, the chart is complete beside it
             recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
@@ -236,3 +238,37 @@ def _command(args: argparse.Namespace) -> str:
             opts[key] = rel(value) or value
     opts["out"] = rel(args.out) or f"runs/{Path(args.out).resolve().name}"
     return rerun_command(args, **opts)
+
+
+def command_settings(command: str) -> recipe.AdaptSettings:
+    """The settings of the ``metaloop adapt`` command line that measured a record written
+    without ``setting``, read by ``metaloop``'s own parser (paths relative to the working
+    folder; ``OMP_NUM_THREADS=N`` before it and commands before ``&&`` ignored).
+
+    Raises:
+        ValueError: not a ``metaloop adapt`` command, or one the parser refuses.
+    """
+    import contextlib
+    import io
+    import shlex
+
+    from metaloop.cli.main import build_parser
+
+    words = shlex.split(command)
+    while "&&" in words:                       # e.g. "metaloop train ... && metaloop adapt"
+        words = words[words.index("&&") + 1:]
+    if "metaloop" not in words or any(w in words for w in (";", "|", "||")):
+        raise ValueError("not one metaloop adapt command")
+    argv = words[words.index("metaloop") + 1:]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        lines = err.getvalue().strip().splitlines()
+        raise ValueError(f"metaloop refuses it: {lines[-1] if lines else e}") from None
+    if getattr(args, "func", None) is not run:
+        raise ValueError("not a metaloop adapt command")
+    return recipe.AdaptSettings(**{f.name: v for f in dataclasses.fields(recipe.AdaptSettings)
+                            if (v := getattr(args, f.name, None)) is not None
+                            and v is not False})

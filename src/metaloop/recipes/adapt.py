@@ -1221,12 +1221,15 @@ def record_path(folder, s: AdaptSettings, approach: str) -> Path:
     return Path(folder) / f"adaptation_{stem}_{_slug(approach)}.json"
 
 
-def check_records(folder, s: AdaptSettings) -> list[Path]:
+def check_records(folder, s: AdaptSettings,
+                  read_command: Callable[[str], AdaptSettings] | None = None) -> list[Path]:
     """Before any work: the record of each approach ``s`` runs can be written in ``folder``
     (``metaloop.evaluate.records.check_record_path``: a folder that can be made and written,
     and no file there that is not a record), and replaces no record of another setting
-    there (``measured_setting``; an older record's is read from its ``command``). Returns
-    the paths, in approach order.
+    there (``measured_setting``; a record without ``setting`` is told by
+    ``read_command(its command)``, the settings of that command line, which the command
+    line gives: ``metaloop.cli.adapt.command_settings``). Returns the paths, in approach
+    order.
 
     Raises:
         ValueError: naming the path and the problem, or each setting in which the record
@@ -1248,7 +1251,7 @@ def check_records(folder, s: AdaptSettings) -> list[Path]:
     names = _approach_names(s.approaches, kind)
     paths = [check_record_path(record_path(folder, s, name)) for name in names]
     for path, name in zip(paths, names):
-        _check_same_setting(path, s, name)
+        _check_same_setting(path, s, name, read_command)
     return paths
 
 
@@ -1283,42 +1286,8 @@ def measured_setting(s: AdaptSettings, approach: str) -> dict:
     return out
 
 
-def _command_settings(command: str) -> AdaptSettings:
-    """The settings of the ``metaloop adapt`` command line that measured a record written
-    without ``setting``, read by ``metaloop``'s own parser (paths relative to the working
-    folder; ``OMP_NUM_THREADS=N`` before it and commands before ``&&`` ignored).
-
-    Raises:
-        ValueError: not a ``metaloop adapt`` command, or one the parser refuses.
-    """
-    import contextlib
-    import io
-    import shlex
-
-    from metaloop.cli import adapt as adapt_command
-    from metaloop.cli.main import build_parser
-
-    words = shlex.split(command)
-    while "&&" in words:                       # e.g. "metaloop train ... && metaloop adapt"
-        words = words[words.index("&&") + 1:]
-    if "metaloop" not in words or any(w in words for w in (";", "|", "||")):
-        raise ValueError("not one metaloop adapt command")
-    argv = words[words.index("metaloop") + 1:]
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
-    except SystemExit as e:
-        lines = err.getvalue().strip().splitlines()
-        raise ValueError(f"metaloop refuses it: {lines[-1] if lines else e}") from None
-    if getattr(args, "func", None) is not adapt_command.run:
-        raise ValueError("not a metaloop adapt command")
-    return AdaptSettings(**{f.name: v for f in dataclasses.fields(AdaptSettings)
-                            if (v := getattr(args, f.name, None)) is not None
-                            and v is not False})
-
-
-def _check_same_setting(path: Path, s: AdaptSettings, approach: str) -> None:
+def _check_same_setting(path: Path, s: AdaptSettings, approach: str,
+                        read_command: Callable[[str], AdaptSettings] | None) -> None:
     """ValueError naming each setting (``measured_setting``) in which the record already at
     ``path`` (its ``setting``, else read from its ``command``) was measured otherwise: this
     approach's record would replace it. No record there, or one of the same setting, passes
@@ -1326,12 +1295,15 @@ def _check_same_setting(path: Path, s: AdaptSettings, approach: str) -> None:
     def theirs(old: dict) -> dict:
         if isinstance(old.get("setting"), dict):
             return old["setting"]
-        return measured_setting(_command_settings(old["command"]), approach)
+        if read_command is None:
+            raise ValueError("it has no setting, and no reader of its command was given")
+        return measured_setting(read_command(old["command"]), approach)
 
     check_same_setting(path, measured_setting(s, approach), theirs, approach)
 
 
-def records(results: dict, folder, s: AdaptSettings, *, command: str) -> dict[Path, dict]:
+def records(results: dict, folder, s: AdaptSettings, *, command: str,
+            read_command: Callable[[str], AdaptSettings] | None = None) -> dict[Path, dict]:
     """One result record per approach of a finished run (``run``'s results, or its
     results.json read back), keyed by its path in ``folder`` (``record_path``).
 
@@ -1376,7 +1348,7 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str) -> dict[Pa
     out = {}
     for name, r in results["approaches"].items():
         path = record_path(folder, s, name)
-        _check_same_setting(path, s, name)
+        _check_same_setting(path, s, name, read_command)
         acc = [round(100 * a, 4) for a in r["per_task"]["accuracy"]]
         ci = ci95(acc)
         cpu = r["per_task"].get("cpu_seconds", r["per_task"]["adapt_seconds"])
