@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop._random import draw_device
 from metaloop.adapt._checks import check_lam
 from metaloop.adapt._fit import check_lr, check_support, fit_path
 from metaloop.adapt.newton_head import newton_head
@@ -102,7 +103,7 @@ def init_head(params: Mapping[str, torch.Tensor], head: tuple[str, str], n_class
         bias = ref.new_zeros(n_classes)                                         # [C]
     else:
         bound = 1.0 / math.sqrt(d)
-        at = generator.device if generator is not None else torch.device("cpu")
+        at = draw_device(generator)
         weight = torch.rand(n_classes, d, generator=generator, device=at).cpu()  # [C, D]
         bias = torch.rand(n_classes, generator=generator, device=at).cpu()       # [C]
         weight, bias = (weight * 2 - 1) * bound, (bias * 2 - 1) * bound

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop._random import draw_device
 from metaloop.func.params import (
     Params,
     forward,
@@ -58,7 +59,7 @@ def init_heads(sizes: Mapping[str, int], feature_dim: int,
         if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
             raise ValueError(f"head {name!r} needs a positive int number of outputs, got {c!r}")
     bound = 1.0 / math.sqrt(feature_dim)
-    at = generator.device if generator is not None else torch.device("cpu")
+    at = draw_device(generator)
     out: Params = {}
     for name, c in sizes.items():
         w, b = head_param_names(name)

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import torch
 
+from metaloop._random import draw_device
+
 
 class ReplayBuffer(NamedTuple):
     """Earlier examples kept for replay.
@@ -43,13 +45,6 @@ class Batch(NamedTuple):
     x: torch.Tensor
     y: torch.Tensor
     source: torch.Tensor
-
-
-def _draw_device(generator: torch.Generator | None) -> torch.device:
-    """Where a draw with ``generator`` is made: its own device (a CUDA generator cannot draw
-    on the CPU), the CPU for torch's default one; the draws are then moved to the data they
-    index."""
-    return generator.device if generator is not None else torch.device("cpu")
 
 
 def check_replay_ratio(replay_ratio: float) -> float:
@@ -183,7 +178,7 @@ def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, sou
     keep_s = torch.cat([buffer.source, torch.full((fill,), source, dtype=torch.int64)])
     position = torch.arange(seen + fill, seen + n, dtype=torch.float64)  # stream index n
     u = torch.rand(position.numel(), generator=generator, dtype=torch.float64,
-                   device=_draw_device(generator)).cpu()                  # [n - fill]
+                   device=draw_device(generator)).cpu()                  # [n - fill]
     draw = (u * (position + 1)).floor().long()                            # uniform in 0..n
     slot_of = {}
     for i, j in zip((draw < size).nonzero().squeeze(1).tolist(), draw[draw < size].tolist()):
@@ -231,7 +226,7 @@ class IndexStream:
         while m > 0:
             if self._pos == self._perm.numel():
                 perm = torch.randperm(self.n, generator=self.generator,
-                                      device=_draw_device(self.generator))
+                                      device=draw_device(self.generator))
                 self._perm, self._pos = perm.cpu(), 0
             part = self._perm[self._pos:self._pos + m]
             self._pos += part.numel()
@@ -280,7 +275,7 @@ def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer
             yield Batch(new_x[idx], new_y[idx], torch.full((idx.numel(),), -1))
         else:
             old = torch.randint(buffer.y.numel(), (k,), generator=generator,
-                                device=_draw_device(generator)).to(buffer.y.device)
+                                device=draw_device(generator)).to(buffer.y.device)
             yield Batch(torch.cat([new_x[idx], buffer.x[old]]),
                         torch.cat([new_y[idx], buffer.y[old]]),
                         torch.cat([torch.full((idx.numel(),), -1), buffer.source[old]]))

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from metaloop._callable import check_progress
+from metaloop._random import draw_device
 from metaloop.adapt.lora import add_lora, is_lora, merge_lora
 from metaloop.continual.finetune import evaluate_experiences, finetune_experience
 from metaloop.continual.heads import PREFIX, own_head_names
@@ -232,7 +233,7 @@ def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 
         w = params[f"{n}.weight"]
         d_out, d_in = w.shape
         bound = 1.0 / math.sqrt(d_in)
-        at = generator.device if generator is not None else torch.device("cpu")
+        at = draw_device(generator)
         a = torch.rand(rank, d_in, generator=generator, dtype=torch.float32, device=at)
         a = (a.cpu() * 2 - 1) * bound                                           # [r, in]
         start[f"{n}.lora_A.default.weight"] = a.to(dtype=w.dtype, device=w.device)

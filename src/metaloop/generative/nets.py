@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop._random import draw_device  # noqa: F401  (the generative draws')
 from metaloop.meta._common import check_inputs
 
 ARCHS = ("mlp", "conv")
@@ -52,24 +53,6 @@ def check_generator(what: str, generator: object) -> None:
         raise ValueError(f"{what}: generator must be a torch.Generator or None, got "
                          f"{type(generator).__name__} {generator!r}; for a seeded one pass "
                          f"torch.Generator().manual_seed({seed})")
-
-
-def draw_device(generator: torch.Generator | None, device: torch.device | str
-                ) -> torch.device:
-    """Where a random draw with ``generator`` is made: on the generator's own device (a CPU
-    generator cannot draw on CUDA, nor a CUDA one on the CPU), or on ``device`` for torch's
-    default generator (``generator`` None). Draw there, then move the result to where it is
-    used: on the CPU nothing moves, and a seeded CPU generator gives the same numbers
-    whichever device the model is on.
-
-    Args:
-        generator: the generator of the draw, or None.
-        device: where the default generator draws.
-
-    Returns:
-        The device of the draw.
-    """
-    return torch.device(device) if generator is None else generator.device
 
 
 def check_seed(what: str, seed: object, added: int = 0) -> int:

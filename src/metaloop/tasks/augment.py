@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from metaloop._random import draw_device
 from metaloop.tasks.batch import TaskBatch
 
 
@@ -61,7 +62,7 @@ def shift_images(x: torch.Tensor, max_shift: int,
     flat = x.reshape(-1, c, h, w)                                       # [N, C, H, W]
     n, s = flat.shape[0], max_shift
     # drawn where the generator lives (the CPU's stream for a CPU generator), then moved
-    at = generator.device if generator is not None else torch.device("cpu")
+    at = draw_device(generator)
     d = torch.randint(0, 2 * s + 1, (2, n), generator=generator, device=at).to(x.device)
     # every (2s+1)^2 window of the padded images as a view: windows[i, :, a, b] is image i
     # moved down by s - a and right by s - b pixels; one gather picks each image's own
@@ -167,7 +168,7 @@ def _uniform(n: int, generator: torch.Generator | None, x: torch.Tensor,
              *shape: int) -> torch.Tensor:
     """``[n, *shape]`` uniform draws in [-1, 1), float64, drawn on the generator's device
     (``x``'s without one) and moved to ``x``'s device."""
-    at = generator.device if generator is not None else x.device
+    at = draw_device(generator, x.device)
     u = torch.rand(n, *shape, generator=generator, dtype=torch.float64, device=at)
     return (2 * u - 1).to(x.device)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metaloop._random import draw_device
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.omniglot import (
     check_generator,
@@ -267,7 +268,7 @@ class Episodes:
         check_generator("Episodes.sample_flat", generator)
         m = self._table.shape[1]
         real = torch.arange(m) < self._counts[:, None]                     # [K', M]
-        at = generator.device if generator is not None else torch.device("cpu")
+        at = draw_device(generator)
         pick = torch.randint(int(real.sum()), (n,), generator=generator, device=at)
         pick = pick.to(real.device)                                        # [n]
         flat, y = self._table[real], real.nonzero()[:, 0]                  # [E], [E]

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
+from metaloop._random import draw_device
 from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.omniglot import (
@@ -123,7 +124,7 @@ class FashionMNIST:
         """
         check_positive_int("FashionMNIST.sample_flat", n=n)
         check_generator("FashionMNIST.sample_flat", generator)
-        at = generator.device if generator is not None else torch.device("cpu")
+        at = draw_device(generator)
         pick = torch.randint(self._all.shape[0], (n,), generator=generator, device=at)
         pick = pick.to(self._all.device)                                          # [n]
         x = self._images.index_select(0, self._all[pick]).to(torch.float32).div_(255)  # [n,28,28]

@@ -20,6 +20,7 @@ import numbers
 
 import torch
 
+from metaloop._random import draw_device
 from metaloop.data.omniglot import (
     DRAWINGS,
     VINYALS_SPLITS,
@@ -82,7 +83,7 @@ def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, wa
     """
     k, m = table.shape
     dev = table.device
-    at = generator.device if generator is not None else dev    # the draws' device
+    at = draw_device(generator, dev)    # the draws' device
     if classes is None:
         classes = torch.rand(n, k, generator=generator, device=at).to(dev)      # [n, K]
         classes = classes.topk(ways, dim=1).indices                              # [n, ways]
@@ -126,7 +127,7 @@ def _within_classes(groups: torch.Tensor, sizes: torch.Tensor, n: int, ways: int
     draw on the generator's device (``groups``' for None) and moved to ``groups``', for callers
     that checked the sizes once beforehand."""
     dev = groups.device
-    at = generator.device if generator is not None else dev
+    at = draw_device(generator, dev)
     g_keys = torch.rand(n, groups.shape[0], generator=generator, device=at).to(dev)  # [n, G]
     g_keys.masked_fill_(sizes < ways, -1.0)  # rand is in [0, 1): too-small groups never win
     g = g_keys.argmax(dim=1)                                                  # [n]
@@ -162,7 +163,7 @@ def task_indices(table: torch.Tensor, groups: torch.Tensor, sizes: torch.Tensor,
         classes int64 ``[n, ways]`` and flat image ids int64 ``[n, ways, per_class]``.
     """
     dev, k = table.device, table.shape[0]
-    at = generator.device if generator is not None else dev    # the draws' device
+    at = draw_device(generator, dev)    # the draws' device
     if within_alphabet == 0 and drawers == "any":   # the random-class stream, as it always was
         return episode_indices(table, None, n, ways, per_class, generator)
     if within_alphabet == 0:
@@ -391,7 +392,7 @@ class Omniglot:
         """
         check_positive_int("Omniglot.sample_flat", n=n)
         check_generator("Omniglot.sample_flat", generator)
-        at = generator.device if generator is not None else torch.device("cpu")
+        at = draw_device(generator)
         idx = torch.randint(self._images.shape[0], (n,), generator=generator, device=at)
         idx = idx.to(self._images.device)                                         # [n]
         x = self._images.index_select(0, idx).to(torch.float32).div_(255)         # [n, H, W]

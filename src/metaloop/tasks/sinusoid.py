@@ -7,6 +7,7 @@ import numbers
 
 import torch
 
+from metaloop._random import draw_device
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.omniglot import check_generator
 
@@ -63,7 +64,7 @@ class Sinusoid:
 
     def _params(self, n: int, generator: torch.Generator | None):
         """``sample_params`` on checked arguments."""
-        at = generator.device if generator is not None else torch.device("cpu")
+        at = draw_device(generator)
         a = torch.empty(n, dtype=torch.float64, device=at).uniform_(*self.amplitude,
                                                                     generator=generator)
         p = torch.empty(n, dtype=torch.float64, device=at).uniform_(*self.phase,
@@ -85,7 +86,7 @@ class Sinusoid:
         _check_n(n)
         check_generator("Sinusoid.sample", generator)
         a, p = self._params(n, generator)
-        at = generator.device if generator is not None else torch.device("cpu")
+        at = draw_device(generator)
         x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64, device=at)
         x = x.uniform_(*self.x_range, generator=generator).cpu()       # [n, S+Q, 1]
         y = a[:, None, None] * torch.sin(x - p[:, None, None])          # [n, S+Q, 1]
