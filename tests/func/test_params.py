@@ -155,3 +155,32 @@ def test_forward_reraises_a_failure_that_is_not_the_params():
     model = nn.Sequential(nn.Linear(3, 2))
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         forward(model, params_of(model), torch.randn(6, 5))
+
+
+def test_forward_under_torch_compile_guards_no_global_name_cache(monkeypatch):
+    """Traced by torch.compile, the name check read the module-level weak cache of models'
+    names, and dynamo guarded on an index into its keys: a model collected between the trace
+    and the guard (the cache shrinking) failed compilation with an IndexError. Traced, the
+    names are read off the model itself, and a misspelt one is still named."""
+    import weakref
+
+    from metaloop.func import params as params_mod
+
+    class Untouchable(weakref.WeakKeyDictionary):
+        def get(self, *args):
+            raise AssertionError("the cache was read while compiling")
+
+        def __getitem__(self, key):
+            raise AssertionError("the cache was read while compiling")
+
+        def __setitem__(self, key, value):
+            raise AssertionError("the cache was written while compiling")
+
+    monkeypatch.setattr(params_mod, "_TENSOR_NAMES", Untouchable())
+    model = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    params = dict(model.named_parameters())
+    compiled = torch.compile(lambda p, x: params_mod.forward(model, p, x), backend="eager",
+                             fullgraph=True)
+    assert torch.equal(compiled(params, x), model(x))
+    torch._dynamo.reset()

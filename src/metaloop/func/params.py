@@ -107,7 +107,11 @@ def unknown_names(model: nn.Module, names) -> list[str]:
     """The ``names`` (a set-like of str) that are none of ``model``'s parameters or buffers,
     sorted. The model's names are cached per model (weakly), so the usual answer, none, is a
     set comparison; they are read again before any name is reported, so modules added to the
-    model since (``add_lora``) are seen."""
+    model since (``add_lora``) are seen. Traced by ``torch.compile``, the names are read off
+    the model itself: a guard on the cache would index its keys, which change as models are
+    collected, and fail the compilation."""
+    if torch.compiler.is_compiling():
+        return sorted(set(names) - tensor_names(model))
     known = _TENSOR_NAMES.get(model)
     if known is not None and names <= known:
         return []
