@@ -1,18 +1,24 @@
 """``metaloop vae --device``: ``cpu`` (the default) writes what a run without the option
 writes, byte for byte; ``cuda`` where torch sees no CUDA device is a named error (exit 2,
-nothing written); ``cuda`` runs one model or the protocol run on the GPU and refuses the
-runs that stay on the CPU."""
+nothing written); ``cuda`` runs one model, the latent sweep, both inversion studies and the
+protocol run on the GPU, and a GPU run's ``--record`` names the GPU, counts GPU seconds and
+writes ``--device cuda`` into its command (checked on the stand-in device of
+``tests/generative/fake_device.py`` where there is no GPU)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from metaloop.cli.main import main
-from metaloop.generative import devices, experiment, protocol
+from metaloop.generative import devices, experiment, inversion, protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generative"))
+from fake_device import DEVICE, OnTheDevice  # noqa: E402
 
 PLAIN = ["--model", "vae", "--latent", "2", "--hidden", "16", "--epochs", "2", "--k", "3",
          "--test-examples", "20"]
@@ -80,24 +86,14 @@ def _fake_cuda(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["--sweep-latent", "2"], "--sweep-latent"),
-    (["--compare-inversion"], "--compare-inversion"),
-    (["--inversion-transfer"], "--inversion-transfer"),
-    (["--protocol", "iwae", "--evaluate", "--record", "rec.json"], "--record"),
-])
-def test_device_cuda_refuses_the_runs_that_stay_on_the_cpu(tiny_fashion_small, tmp_path,
-                                                           monkeypatch, capsys, argv, named):
-    _fake_cuda(monkeypatch)
-    assert _vae(tiny_fashion_small, tmp_path / "out", *argv, "--device", "cuda") == 2
-    err = capsys.readouterr().err
-    assert f"{named} run(s) on the CPU only" in err and "drop --device cuda" in err
-    assert list(tmp_path.iterdir()) == []
-
-
 @pytest.mark.parametrize("argv, module, name", [
     (PLAIN, experiment, "run"), (PROTOCOL, protocol, "run"),
     (["--protocol", "iwae", "--evaluate"], protocol, "evaluate_run"),
+    (["--sweep-latent", "2"], experiment, "sweep"),
+    (["--compare-inversion"], inversion, "compare"),
+    (["--inversion-transfer"], inversion, "transfer_study"),
+    (["--sweep-latent", "2", "--record", "rec.json"], experiment, "sweep"),
+    (["--protocol", "iwae", "--evaluate", "--record", "rec.json"], protocol, "evaluate_run"),
 ])
 def test_device_cuda_runs_the_experiment_on_cuda(tiny_fashion_small, tmp_path, monkeypatch,
                                                  argv, module, name):
@@ -113,3 +109,68 @@ def test_device_cuda_runs_the_experiment_on_cuda(tiny_fashion_small, tmp_path, m
     monkeypatch.setattr(module, name, recorded)
     assert _vae(tiny_fashion_small, tmp_path / "out", *argv, "--device", "cuda") == 130
     assert seen == [torch.device("cuda", 0)]
+
+
+GPU_NAME = "NVIDIA H100 80GB HBM3"
+
+
+@pytest.fixture()
+def stand_in_gpu(monkeypatch):
+    """torch "sees" one CUDA device, named ``GPU_NAME``; the generative runs put what they
+    move to it on the stand-in device (run them inside ``OnTheDevice()``)."""
+    _fake_cuda(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: GPU_NAME)
+    # torch.random.fork_rng (the classifiers' initialisation) keeps the CUDA generators too
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.empty(0))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": None)
+    real = devices.device_or_cpu
+    monkeypatch.setattr(devices, "device_or_cpu",
+                        lambda d: DEVICE if d is not None and torch.device(d).type == "cuda"
+                        else real(d))
+
+
+STUDY_RECORDS = {
+    "sweep": ["--sweep-latent", "2", "--latent", "50", "--hidden", "16", "--epochs", "1",
+              "--classifier-epochs", "1", "--quality-samples", "10"],
+    "compare": ["--compare-inversion", "--latent", "2", "--hidden", "16", "--epochs", "1",
+                "--classifier-epochs", "1", "--quality-samples", "20", "--invert-steps", "3"],
+    "transfer": ["--inversion-transfer", "--classifier-epochs", "1", "--quality-samples", "20",
+                 "--invert-steps", "3", "--invert-lrs", "0.05"],
+}
+
+
+@pytest.mark.parametrize("study", list(STUDY_RECORDS))
+def test_a_gpu_studys_record_names_the_gpu(study, tiny_fashion_small, tmp_path, stand_in_gpu):
+    argv = STUDY_RECORDS[study]
+    with OnTheDevice() as mode:
+        assert _vae(tiny_fashion_small, tmp_path / "gpu", *argv, "--device", "cuda",
+                    "--record", str(tmp_path / "gpu.json")) == 0
+    assert mode.ops > 100
+    assert _vae(tiny_fashion_small, tmp_path / "cpu", *argv,
+                "--record", str(tmp_path / "cpu.json")) == 0
+    gpu, cpu = (json.loads((tmp_path / f"{d}.json").read_text()) for d in ("gpu", "cpu"))
+    assert gpu["device"] == GPU_NAME and set(gpu["budget"]) == {"gpu_seconds"}
+    assert cpu["device"].startswith("CPU") and set(cpu["budget"]) == {"cpu_seconds"}
+    assert "--device cuda" in gpu["command"] and "--device" not in cpu["command"]
+    assert gpu["command"].replace(" --device cuda", "").replace(
+        str(tmp_path / "gpu"), str(tmp_path / "cpu")) == cpu["command"]
+    assert gpu["mean"] == pytest.approx(cpu["mean"], rel=1e-6)
+    assert json.loads((tmp_path / "gpu" / "results.json").read_text())["device"] == "meta"
+
+
+def test_a_protocol_record_measured_on_a_gpu_names_it(tiny_fashion_small, tmp_path,
+                                                       stand_in_gpu):
+    """Trained on the CPU, measured on the GPU: the record names the GPU, its curve records
+    (measured while training) the CPU."""
+    out = tmp_path / "run"
+    assert _vae(tiny_fashion_small, out, *PROTOCOL) == 0
+    rec = tmp_path / "rec.json"
+    with OnTheDevice() as mode:
+        assert _vae(tiny_fashion_small, out, *PROTOCOL, "--k", "4", "--evaluate",  # measured
+                    "--record", str(rec), "--device", "cuda") == 0                 # anew
+    assert mode.ops > 10
+    main_rec = json.loads(rec.read_text())
+    assert main_rec["device"] == GPU_NAME and "--device cuda" in main_rec["command"]
+    curve = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rec_curve_*.json"))]
+    assert curve and all(c["device"].startswith("CPU") and "--device" not in c["command"]
+                         for c in curve)

@@ -210,9 +210,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quality-samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=DEVICES, default="cpu",
-                   help="train and measure the model on the CPU (default) or the first CUDA "
-                        "device: one model (--model) or the --protocol iwae run; the noise is "
-                        "drawn by CPU generators on either, the pictures drawn on the CPU")
+                   help="train and measure on the CPU (default) or the current CUDA "
+                        "device: one model (--model), the latent sweep, both inversion "
+                        "studies and the --protocol iwae run, their classifiers included; "
+                        "the noise is drawn by CPU generators on either (the binarisation's "
+                        "coins of a GPU's training by a CUDA one), the pictures on the CPU; "
+                        "a GPU's --record names the GPU and counts GPU (wall-clock) seconds")
     # The global option (metaloop --threads N vae ...) is the one that counts. This copy only
     # keeps old command lines (metaloop vae ... --threads N) working: SUPPRESS leaves the
     # global value alone when it is not given (a default here would overwrite it).

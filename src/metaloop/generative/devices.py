@@ -1,9 +1,12 @@
 """The devices the generative runs take.
 
-``experiment.run`` and the protocol's ``train_protocol``, ``run`` and ``evaluate_run`` take
-a ``device`` (None: the CPU), checked by ``resolve_device``; ``metaloop vae --device`` passes
-it down. Random draws stay on their generators' devices (``nets.draw_device``), so a seeded
-run draws the same noise on every device.
+``experiment.run`` and ``sweep``, ``inversion.compare`` and ``transfer_study``, and the
+protocol's ``train_protocol``, ``run`` and ``evaluate_run`` take a ``device`` (None: the
+CPU), checked by ``resolve_device``; ``metaloop vae --device`` passes it down, and names a
+GPU run's records by ``device_name``. Random draws stay on their generators' devices
+(``nets.draw_device``), so a seeded run draws the same noise on every device; only
+``fit.fit_generative`` tosses the binarisation's coins on a CUDA device with a CUDA
+generator of its own (``fit.coin_generator``).
 """
 
 from __future__ import annotations
@@ -51,3 +54,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def device_or_cpu(device: str | torch.device | None) -> torch.device:
     """``resolve_device(device)``, or the CPU for None."""
     return torch.device("cpu") if device is None else resolve_device(device)
+
+
+def device_name(device: str | torch.device) -> str | None:
+    """What a record says measured it, for a run on ``device``: the GPU's name for CUDA
+    (``torch.cuda.get_device_name``, e.g. ``"NVIDIA H100 80GB HBM3"``); None for the CPU,
+    whose records name its model and threads themselves (``experiment.cpu_device``).
+
+    Raises:
+        ValueError: as ``resolve_device``.
+    """
+    dev = resolve_device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else None

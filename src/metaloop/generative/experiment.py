@@ -459,17 +459,21 @@ SWEEP_COLUMNS = ("AE, z ~ N(0, I)", "AE, z ~ Gaussian fitted to codes", "VAE, z 
 
 def _sweep_samples(kind: str, model: AE | VAE, tr: gdata.ImageData, n: int, seed: int,
                    binarize: str) -> dict[str, torch.Tensor]:
+    """The sweep's ``n`` samples of each column of ``kind``, on the model's device (drawn by
+    CPU generators; the AE's code pixels binarised on the CPU from ``tr``'s images)."""
     g = torch.Generator().manual_seed(seed)
     model.eval()
     if kind == "vae":
         return {SWEEP_COLUMNS[2]: model.sample(n, generator=g)}
-    fitted = fit_code_gaussian(model, code_pixels(tr.images, binarize, seed))
+    pixels = code_pixels(tr.images.cpu(), binarize, seed).to(model.decoder.bias.device)
+    fitted = fit_code_gaussian(model, pixels)
     return {SWEEP_COLUMNS[0]: model.sample(n, generator=g),
             SWEEP_COLUMNS[1]: model.sample(n, generator=g, code_gaussian=fitted)}
 
 
 @runlock.locked("out")
-def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
+def sweep(s: Settings, latents: list[int], out: str | os.PathLike, *,
+          device: str | torch.device | None = None) -> dict:
     """Train the AE and the VAE at each latent size; score and draw their samples.
 
     The quality classifier is trained on the real training images; ``quality_samples``
@@ -481,13 +485,17 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
         s: settings (``s.model`` and ``s.latent`` are ignored).
         latents: the latent sizes, each > 0.
         out: output folder: ``results.json``, ``metrics.jsonl``, ``sweep.png``.
+        device: where the classifier and the models train and everything is scored (None:
+            the CPU); the noise is drawn by CPU generators (as ``run``'s) and the picture
+            on the CPU.
 
     Returns:
-        The ``results.json`` content.
+        The ``results.json`` content (with ``"device"`` when that was not the CPU).
 
     Raises:
-        ValueError: for a latent size <= 0 or any bad setting, or Omniglot's Lake split
-            (``"omniglot"``), whose test alphabets are not the classifier's.
+        ValueError: for a latent size <= 0 or any bad setting, Omniglot's Lake split
+            (``"omniglot"``), whose test alphabets are not the classifier's, or a device this
+            process cannot use (``devices.resolve_device``).
     """
     if not latents:
         raise ValueError("--sweep-latent needs at least one latent size")
@@ -499,6 +507,7 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
                          "measured on the test images, but Omniglot's background and "
                          "evaluation alphabets are disjoint (its test accuracy would compare "
                          "unrelated labels); use --data omniglot-mixed")
+    device = devices.device_or_cpu(device)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     tr, te = load_data(s)
     gdata.require_classes(tr, s.data, "the sweep's scoring classifier (--sweep-latent)")
@@ -509,13 +518,17 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
         raise ValueError(f"the sweep scores at least 2 samples against as many real test "
                          f"images: need --quality-samples >= 2 and at least 4 test images, "
                          f"got {s.quality_samples} and {len(real)}")
+    # everything the classifier and the models see, on the device (on the CPU: the same
+    # tensors); the CPU's images stay for the pictures and the AE's code pixels
+    on = tr._replace(images=tr.images.to(device), labels=tr.labels.to(device))
+    x_te, y_te, real = x_te.to(device), te.labels.to(device), real.to(device)
     out = Path(out)
     _start_out(out)
     log = _jsonl(out / "metrics.jsonl")
-    clf = quality.train_classifier(tr.images, tr.labels, tr.n_classes,
+    clf = quality.train_classifier(on.images, on.labels, tr.n_classes,
                                    epochs=s.classifier_epochs, seed=s.seed, progress=s.progress)
     results = {"settings": asdict(s), **data_identity(s), "latents": list(latents),
-               "classifier_test_accuracy": quality.accuracy(clf, real, te.labels),
+               "classifier_test_accuracy": quality.accuracy(clf, real, y_te),
                "real": quality.sample_quality(clf, real[:n], real[n:]), "n_scored": n,
                "runs": {}}
     panels, scores = {}, {}
@@ -524,12 +537,12 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
         panels[latent], scores[latent], results["runs"][latent] = {}, {}, {}
         for kind in ("ae", "vae"):
             sl.model = kind
-            model = build_model(kind, sl, tr.images, tr.n_classes)
+            model = build_model(kind, sl, tr.images, tr.n_classes).to(device)
             cpu0 = time.process_time()
-            hist = _train_model(model, sl, tr, x_te, te.labels,
+            hist = _train_model(model, sl, on, x_te, y_te,
                                 lambda r, k=kind, lat=latent: log({"model": k, "latent": lat,
                                                                    **r}))
-            test = heldout_metrics(model, x_te, te.labels, k=s.k if kind == "vae" else 0,
+            test = heldout_metrics(model, x_te, y_te, k=s.k if kind == "vae" else 0,
                                    batch=s.eval_batch, seed=s.seed, progress=False)
             entry = {"test": test, "epochs_done": hist[-1]["epoch"],
                      "train_cpu_s": time.process_time() - cpu0, "quality": {}}
@@ -537,13 +550,15 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike) -> dict:
                                                s.binarize).items():
                 scores[latent][col] = entry["quality"][col] = quality.sample_quality(
                     clf, samples, real[n:])
-                panels[latent][col] = samples[:32]
+                panels[latent][col] = samples[:32].cpu()                # drawn on the CPU
             results["runs"][latent][kind] = entry
     plots.save_sweep(panels, scores, out / "sweep.png")
     results["pictures"] = ["sweep.png"]
     results["cpu_s"] = time.process_time() - cpu_start
     results["wall_s"] = time.perf_counter() - wall_start
     results["threads"] = torch.get_num_threads()
+    if device.type != "cpu":
+        results["device"] = str(device)
     _write_results(out, results)
     return results
 
@@ -608,6 +623,14 @@ def sweep_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def run_budget(results: dict, cpu_s: float) -> dict:
+    """A study's record ``budget``: ``cpu_s`` CPU seconds, or for a run on a GPU (its
+    ``results["device"]``) its wall-clock seconds as GPU seconds."""
+    if "device" in results:
+        return {"gpu_seconds": round(results["wall_s"])}
+    return {"cpu_seconds": round(cpu_s)}
+
+
 def sweep_record(results: dict, command: str, device: str | None = None) -> dict:
     """The docs record (``metaloop.evaluate.records``) of one latent sweep.
 
@@ -617,7 +640,9 @@ def sweep_record(results: dict, command: str, device: str | None = None) -> dict
 
     Args:
         results: ``sweep``'s result. command: the exact command line.
-        device: what ran it (default: the CPU model, cores and torch threads).
+        device: what ran it (default: the CPU model, cores and torch threads; give a GPU
+            run's GPU, as ``devices.device_name`` names it). A GPU run's budget is its
+            wall-clock GPU seconds (``run_budget``).
     """
     import datetime
 
@@ -632,7 +657,7 @@ def sweep_record(results: dict, command: str, device: str | None = None) -> dict
         "metric": f"FD of the VAE's samples at latent size {latent} (z ~ N(0, I))",
         "mean": run["vae"]["quality"][SWEEP_COLUMNS[2]]["frechet"], "ci95": None,   # as shown
         "n": results["n_scored"], "digits": 1,
-        "budget": {"cpu_seconds": round(results["cpu_s"])},
+        "budget": run_budget(results, results["cpu_s"]),
         "device": device or cpu_device(results.get("threads")),
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),

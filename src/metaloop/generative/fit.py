@@ -46,6 +46,22 @@ def lr_at(progress: float, lr: float, lr_end: float) -> float:
     return lr * (lr_end / lr) ** min(max(progress, 0.0), 1.0)
 
 
+def coin_generator(device: torch.device, generator: torch.Generator, seed: int
+                   ) -> torch.Generator:
+    """The generator of the dynamic binarisation's coins for images on ``device``: the
+    run's own CPU ``generator`` on the CPU (its draws as ever), a new one on a CUDA
+    ``device`` seeded with ``seed`` (the coins are tossed where the images are).
+
+    Args:
+        device: where the training images are.
+        generator: the run's CPU generator (shuffling, noise).
+        seed: the run's seed.
+    """
+    if device.type != "cuda":
+        return generator
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def _training_pixels(images: torch.Tensor, binarize: str, likelihood: str, seed: int
                      ) -> torch.Tensor | None:
     """Pixels fixed for the whole run (``static``, ``none``), or None for ``dynamic``."""
@@ -74,7 +90,12 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
             sample) or ``"none"`` (grey values; the Bernoulli decoder then refuses non-binary
             data).
         cpu_budget_s: stop once the process has used this much CPU time (seconds).
-        seed: seed of the shuffling, binarisation and reparameterisation noise.
+        seed: seed of the shuffling, binarisation and reparameterisation noise, all drawn
+            by one CPU generator; except that for images on a CUDA device the dynamic
+            binarisation's coins are tossed there, by a CUDA generator seeded with ``seed``
+            (no copy of each batch to the host and back). So a run on the CPU draws what it
+            always drew, and a CUDA run shuffles and draws the noise as the CPU's does but
+            tosses other coins.
         on_epoch: called with each epoch's record (e.g. to log or evaluate).
         progress: show a tqdm progress bar.
 
@@ -128,6 +149,7 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
     y_all = labels if model.conditional else None
     fixed = _training_pixels(images, binarize, model.likelihood, seed + 1)
     g = torch.Generator().manual_seed(seed)
+    coins = coin_generator(images.device, g, seed) if fixed is None else None
     opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-4)
     lr_end = lr if lr_end is None else lr_end
     n = len(images)
@@ -135,7 +157,7 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
     cpu0, wall0, step, history = time.process_time(), time.perf_counter(), 0, []
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
-        perm = torch.randperm(n, generator=g)
+        perm = torch.randperm(n, generator=g).to(images.device)     # [N], once an epoch
         sums, batches, out_of_time = {}, 0, False
         for s in range(0, n, batch_size):
             idx = perm[s:s + batch_size]
@@ -145,7 +167,7 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
                 frac = max(frac, cpu / cpu_budget_s)
             for group in opt.param_groups:
                 group["lr"] = lr_at(frac, lr, lr_end)
-            x = binarize_dynamic(images[idx], g) if fixed is None else fixed[idx]
+            x = binarize_dynamic(images[idx], coins) if fixed is None else fixed[idx]
             loss, metrics = model.loss(x, None if y_all is None else y_all[idx], generator=g)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -46,7 +46,7 @@ from matplotlib.figure import Figure
 
 from metaloop import runlock
 from metaloop.generative import data as gdata
-from metaloop.generative import plots, quality
+from metaloop.generative import devices, plots, quality
 from metaloop.generative.cvae import sample_classes
 from metaloop.generative.experiment import (
     DATA_LABELS,
@@ -63,6 +63,7 @@ from metaloop.generative.experiment import (
     data_identity,
     heldout_metrics,
     load_data,
+    run_budget,
 )
 from metaloop.generative.invert import confidence_report, invert_classifier
 from metaloop.generative.nets import check_positive
@@ -225,15 +226,18 @@ def check_class_scoring(s: Settings, te: gdata.ImageData, scored: int | None,
                                  f"least 2 per class"))
 
 
-def _classifiers(s: Settings, tr, k: int):
-    """Classifier A (seed ``s.seed``), inverted, and the independent B (``s.seed + 1``)."""
-    return tuple(quality.train_classifier(tr.images, tr.labels, k, epochs=s.classifier_epochs,
+def _classifiers(s: Settings, tr, k: int, device: torch.device):
+    """Classifier A (seed ``s.seed``), inverted, and the independent B (``s.seed + 1``),
+    trained on ``device``."""
+    images, labels = tr.images.to(device), tr.labels.to(device)
+    return tuple(quality.train_classifier(images, labels, k, epochs=s.classifier_epochs,
                                           seed=seed, progress=s.progress)
                  for seed in (s.seed, s.seed + 1))
 
 
 @runlock.locked("out")
-def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict:
+def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
+            device: str | torch.device | None = None) -> dict:
     """Train classifiers A and B, an AE, a VAE and a CVAE; invert A; score and draw it all.
 
     Args:
@@ -244,17 +248,22 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
         inv: the inversion settings.
         out: output folder (created): ``results.json``, ``metrics.jsonl``,
             ``inversion_compare.png``.
+        device: where the classifiers and generators train, the inversions run and
+            everything is scored (None: the CPU); the noise and the starting images are
+            drawn by CPU generators and the figure on the CPU.
 
     Returns:
         The ``results.json`` content: ``scores`` per method (``METHODS``) and for ``real``
-        test images, the classifiers' test accuracies, timings and settings.
+        test images, the classifiers' test accuracies, timings and settings (and
+        ``"device"`` when that was not the CPU).
 
     Raises:
-        ValueError: for bad settings.
+        ValueError: for bad settings, or a device this process cannot use.
         FileNotFoundError: if the data set is missing.
     """
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     s, tr, te, k, per_class, real = _setup(s, inv)
+    device = devices.device_or_cpu(device)
     n = per_class * k
     m = min(n, len(real) // 2)
     if m < 2:
@@ -262,31 +271,35 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     check_class_scoring(s, te, m, per_class)
     # the generators' data must suit their likelihood: fail now, not after the classifiers
     x_te = checked_pixels(s, tr, te)
+    # what the models see and are scored against, on the device (on the CPU: the same
+    # tensors); the CPU's images stay for the draws made from them
+    on = tr._replace(images=tr.images.to(device), labels=tr.labels.to(device))
+    x_te, y_te, real = x_te.to(device), te.labels.to(device), real.to(device)
     out = Path(out)
     _start_out(out)
     log = _jsonl(out / "metrics.jsonl")
     cpu = {}
 
     t0 = time.process_time()
-    A, B = _classifiers(s, tr, k)
+    A, B = _classifiers(s, tr, k, device)
     cpu["classifiers"] = time.process_time() - t0
-    f_real, ref_labels = quality.predict(B, real[m:])[1], te.labels[m:]  # [M, 128], [M]
+    f_real, ref_labels = quality.predict(B, real[m:])[1], y_te[m:]      # [M, 128], [M]
     settings = {name: v for name, v in asdict(s).items() if name != "model"}
     results = {"settings": settings, **data_identity(s), "inversion": asdict(inv),
                "data": s.data,
                "n_classes": k, "class_names": tr.class_names, "per_class": per_class,
                "n_scored": n, "n_train": len(tr.images), "n_test": len(te.images),
-               "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, te.labels),
-                                            "independent": quality.accuracy(B, real,
-                                                                            te.labels)},
+               "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, y_te),
+                                            "independent": quality.accuracy(B, real, y_te)},
                "chance": 1 / k, "methods": method_labels(inv.until), "scores": {}, "generators": {}}
-    results["scores"]["real"] = _scores(real[:m], te.labels[:m], A, B, f_real,
-                                        ref_labels)
+    results["scores"]["real"] = _scores(real[:m], y_te[:m], A, B, f_real, ref_labels)
 
     targets = torch.arange(k).repeat_interleave(per_class)               # [n]
     samples: dict[str, torch.Tensor] = {}
     common = dict(steps=inv.steps, lr=inv.lr)
-    init_real, init_labels = _other_class_images(tr, targets, s.seed + 2)
+    init_real, init_labels = _other_class_images(tr, targets, s.seed + 2)   # drawn on the CPU
+    targets, init_real = targets.to(device), init_real.to(device)
+    init_labels = init_labels.to(device)
     variants = {
         "inversion": dict(until=inv.until),
         "inversion_regularised": dict(l2=inv.l2, tv=inv.tv, jitter=inv.jitter),
@@ -303,11 +316,11 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
 
     for kind in ("ae", "vae", "cvae"):
         t0 = time.process_time()
-        model = build_model(kind, s, tr.images, k)
-        hist = _train_model(model, s, tr, x_te, te.labels,
+        model = build_model(kind, s, tr.images, k).to(device)
+        hist = _train_model(model, s, on, x_te, y_te,
                             lambda r, kind=kind: log({"model": kind, **r}))
         cpu[kind] = time.process_time() - t0
-        test = heldout_metrics(model, x_te, te.labels, k=0, batch=s.eval_batch, seed=s.seed,
+        test = heldout_metrics(model, x_te, y_te, k=0, batch=s.eval_batch, seed=s.seed,
                                progress=False)
         results["generators"][kind] = {"test": test, "epochs_done": hist[-1]["epoch"],
                                        "train_cpu_s": cpu[kind]}
@@ -322,11 +335,13 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike) -> dict
     for name in METHODS:
         results["scores"][name] = _scores(samples[name], targets if name in CONDITIONAL
                                           else None, A, B, f_real, ref_labels)
-    save_figure(samples, results, inv, out / FIGURE)
+    save_figure({name: x.cpu() for name, x in samples.items()}, results, inv, out / FIGURE)
     results["pictures"] = [FIGURE]
     results["cpu_s"] = {**cpu, "total": time.process_time() - cpu_start}
     results["wall_s"] = time.perf_counter() - wall_start
     results["threads"] = torch.get_num_threads()
+    if device.type != "cpu":
+        results["device"] = str(device)
     _write_results(out, results)
     return results
 
@@ -342,7 +357,9 @@ def record(results: dict, command: str, device: str | None = None) -> dict:
     Args:
         results: ``compare``'s result.
         command: the exact command line.
-        device: what ran it (default: the CPU model, cores and torch threads).
+        device: what ran it (default: the CPU model, cores and torch threads; give a GPU
+            run's GPU, as ``devices.device_name`` names it). A GPU run's budget is its
+            wall-clock GPU seconds (``experiment.run_budget``).
     """
     import datetime
 
@@ -358,7 +375,7 @@ def record(results: dict, command: str, device: str | None = None) -> dict:
         "metric": "classifier B's accuracy on images inverted from classifier A (%)",
         "mean": round(100 * p, 2), "ci95": round(100 * 1.96 * math.sqrt(p * (1 - p) / n), 2),
         "n": n, "unit": "%", "digits": 1,
-        "budget": {"cpu_seconds": round(results["cpu_s"]["total"])},
+        "budget": run_budget(results, results["cpu_s"]["total"]),
         "device": device or cpu_device(),
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
@@ -372,7 +389,8 @@ TRANSFER_STARTS = ("noise", "real")
 
 @runlock.locked("out")
 def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
-                   out: str | os.PathLike) -> dict:
+                   out: str | os.PathLike, *, device: str | torch.device | None = None
+                   ) -> dict:
     """Does an inversion that fools A fool B? The answer as a function of the step size.
 
     Trains A and B as ``compare`` does (same seeds, so the same classifiers), then inverts
@@ -390,16 +408,19 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
         out: output folder (created): ``results.json``, written at the end, when an
             earlier run's model, metrics and pictures there (``experiment.PICTURES``) are
             removed; a study stopped before leaves the folder as it was.
+        device: where the classifiers train, the inversions run and everything is scored
+            (None: the CPU); the noise and the starting images are drawn by CPU generators.
 
     Returns:
         ``rows``: one dict per (start, lr): ``start``, ``lr``, ``max_steps`` and the scores
         (``accuracy_independent``, ``mean_confidence_inverted``,
         ``fraction_confident_inverted``, ``frechet``, ``mean_abs_change``: the mean absolute
         pixel change from the starting image, and for real starts
-        ``independent_says_source``); the classifiers' accuracies, chance, timings, settings.
+        ``independent_says_source``); the classifiers' accuracies, chance, timings, settings
+        (and ``"device"`` when that was not the CPU).
 
     Raises:
-        ValueError: for bad settings or learning rates.
+        ValueError: for bad settings or learning rates, or a device this process cannot use.
     """
     if not lrs:
         raise ValueError("--invert-lrs needs at least one learning rate")
@@ -408,16 +429,22 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
             raise ValueError(f"inversion learning rates must be > 0, got {lr}")
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     s, tr, te, k, per_class, real = _setup(s, inv)
+    device = devices.device_or_cpu(device)
     check_class_scoring(s, te, None, per_class)
-    A, B = _classifiers(s, tr, k)
+    A, B = _classifiers(s, tr, k, device)
     targets = torch.arange(k).repeat_interleave(per_class)               # [n]
     init_real, init_labels = _other_class_images(tr, targets, s.seed + 2)
     shape = tuple(tr.images.shape[1:])
     starts = {"noise": torch.sigmoid(torch.randn(len(targets), *shape, generator=torch.Generator()
                                                  .manual_seed(s.seed + 3))),
               "real": init_real.clamp(0.01, 0.99)}                       # [n, 1, H, W] each
+    # drawn on the CPU (as they always were), used on the device
+    targets, init_real, init_labels = (targets.to(device), init_real.to(device),
+                                       init_labels.to(device))
+    starts = {name: x.to(device) for name, x in starts.items()}
+    real, y_te = real.to(device), te.labels.to(device)
     f_real = quality.predict(B, real[len(real) // 2:])[1]                # [M, 128]
-    ref_labels = te.labels[len(real) // 2:]                              # [M]
+    ref_labels = y_te[len(real) // 2:]                                   # [M]
     rows = []
     for start in TRANSFER_STARTS:
         for lr in lrs:
@@ -439,13 +466,13 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
                 print(f"{start} lr {lr}: B accuracy {row['accuracy_independent']:.3f}")
     results = {"data": s.data, **data_identity(s), "n_classes": k, "per_class": per_class,
                "n_scored": len(targets), "chance": 1 / k,
-               "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, te.labels),
-                                            "independent": quality.accuracy(B, real,
-                                                                            te.labels)},
+               "classifier_test_accuracy": {"inverted": quality.accuracy(A, real, y_te),
+                                            "independent": quality.accuracy(B, real, y_te)},
                "settings": {name: v for name, v in asdict(s).items() if name != "model"},
                "inversion": {**asdict(inv), "lrs": list(lrs)}, "rows": rows,
                "cpu_s": time.process_time() - cpu_start,
-               "wall_s": time.perf_counter() - wall_start, "threads": torch.get_num_threads()}
+               "wall_s": time.perf_counter() - wall_start, "threads": torch.get_num_threads(),
+               **({"device": str(device)} if device.type != "cpu" else {})}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "metrics.jsonl", *PICTURES):     # an earlier run's,
@@ -475,7 +502,8 @@ def transfer_table(results: dict) -> str:
 def transfer_record(results: dict, command: str, device: str | None = None) -> dict:
     """The docs record of a ``transfer_study``: B's accuracy on the images inverted from
     noise with the smallest step (the least change that makes A sure), a normal-approximation
-    95% interval; every row rides along under ``rows``."""
+    95% interval; every row rides along under ``rows``. ``device`` and the budget as
+    ``record``'s."""
     import datetime
 
     noise = [r for r in results["rows"] if r["start"] == "noise"]
@@ -493,7 +521,7 @@ def transfer_record(results: dict, command: str, device: str | None = None) -> d
         "mean": round(100 * p, 2), "ci95": round(100 * 1.96 * math.sqrt(p * (1 - p) / n), 2),
         "n": n, "unit": "%", "digits": 1,
         "order": 1 if results["data"] == "fashion-mnist" else 2,
-        "budget": {"cpu_seconds": round(results["cpu_s"])},
+        "budget": run_budget(results, results["cpu_s"]),
         "device": device or cpu_device(),
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),

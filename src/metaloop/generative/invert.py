@@ -400,7 +400,7 @@ def confidence_report(images: torch.Tensor, target, inverted, independent, *,
         if bad.numel():
             raise ValueError(f"target class(es) {sorted(set(bad.tolist()))} out of range for "
                              f"the {name} classifier's {p.shape[1]} classes")
-        conf = p[torch.arange(n), t.to(p.device)]                      # [n]
+        conf = p[torch.arange(n, device=p.device), t.to(p.device)]     # [n]
         pred = p.argmax(-1)                                            # [n]
         out[f"confidence_{name}"] = conf
         out[f"predicted_{name}"] = pred

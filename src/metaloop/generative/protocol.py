@@ -599,7 +599,7 @@ def record(result: dict, *, command: str, device: str) -> dict:
         note += (f"; {ent:.2f} nats of it at least are the binarisation's own entropy, "
                  "the floor under any model's NLL on these images")
     gpus = sorted({r["device"] for r in result["sessions"] if "device" in r})
-    if gpus:                      # the record's device and budget are the CPU's
+    if gpus:                      # the budget is the CPU seconds of every session
         note += (f"; some passes trained on {', '.join(gpus)} (its sessions say which), "
                  f"counted in the budget by their CPU seconds")
     if result.get("read_from"):

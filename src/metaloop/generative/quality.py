@@ -84,8 +84,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
     """Train a ``Classifier`` on real images.
 
     Args:
-        images: uint8 ``[N, C, H, W]`` (the classifier is built for that C, H and W).
-        labels: int64 ``[N]`` in ``[0, n_classes)``.
+        images: uint8 ``[N, C, H, W]`` (the classifier is built for that C, H and W, and
+            trained on their device: the CPU or a GPU).
+        labels: int64 ``[N]`` in ``[0, n_classes)``, on the images' device.
         n_classes: number of classes.
         epochs: passes over the data.
         batch_size: examples per step.
@@ -94,13 +95,16 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
         progress: show a progress bar.
 
     Returns:
-        The trained classifier, in eval mode.
+        The trained classifier, in eval mode, on the images' device. Its initial weights
+        and the shuffling are drawn on the CPU, so the same seed starts it the same on
+        every device.
 
     Raises:
         ValueError: no images, images that are not uint8 ``[N, C, H, W]``, an ``n_classes``
             that is not an int >= 2, labels that are not int64 ``[N]`` in
-            ``[0, n_classes)``, bad epochs, batch size or rate, a ``seed`` that is not an
-            int torch takes, or a ``progress`` that is not True or False.
+            ``[0, n_classes)`` on the images' device, bad epochs, batch size or rate, a
+            ``seed`` that is not an int torch takes, or a ``progress`` that is not True or
+            False.
     """
     check_positive("classifier epochs", epochs)
     seed = check_seed("train_classifier", seed)
@@ -124,6 +128,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
         raise ValueError(f"images {list(images.shape)} and labels {got} disagree on N")
     if labels.dtype != torch.int64:
         raise ValueError(f"labels must be int64 class indices, got {labels.dtype}")
+    if labels.device != images.device:
+        raise ValueError(f"labels are on {labels.device} but the images on {images.device}; "
+                         f"move one of them")
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= n_classes:
         raise ValueError(f"labels must lie in [0, n_classes={n_classes}), got range "
@@ -132,9 +139,10 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         clf = Classifier(n_classes, images.shape[1], tuple(images.shape[-2:]))
+    clf.to(images.device)                 # initialised on the CPU: the same on every device
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
     for _ in tqdm(range(epochs), desc="classifier", unit="epoch", disable=not progress):
-        perm = torch.randperm(len(images), generator=g)
+        perm = torch.randperm(len(images), generator=g).to(images.device)       # [N]
         for s in range(0, len(images), batch_size):
             idx = perm[s:s + batch_size]
             loss = F.cross_entropy(clf(to_unit(images[idx])), labels[idx])
@@ -148,8 +156,10 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
 def predict(clf: Classifier, x: torch.Tensor, batch_size: int = 1000
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities ``[N, K]`` and features ``[N, 128]`` of float images ``[N, C, H, W]``,
-    cast to the classifier's dtype (the samples of a float64 model score as float32 ones)."""
-    x = x.to(clf.head.weight.dtype) if x.is_floating_point() else x
+    moved to the classifier's device and cast to its dtype (the samples of a float64 model
+    score as float32 ones); both on the classifier's device."""
+    w = clf.head.weight
+    x = x.to(w.device, w.dtype) if x.is_floating_point() else x.to(w.device)
     probs, feats = [], []
     for s in range(0, len(x), batch_size):
         f = clf.features(x[s:s + batch_size])
@@ -193,6 +203,7 @@ def class_frechet_distance(a: torch.Tensor, labels_a: torch.Tensor, b: torch.Ten
         raise ValueError(f"class_frechet_distance needs one label per row, got "
                          f"{tuple(labels_a.shape)} for {len(a)} rows and "
                          f"{tuple(labels_b.shape)} for {len(b)}")
+    labels_a, labels_b = labels_a.to(a.device), labels_b.to(b.device)   # masks of their rows
     ds = [frechet_distance(a[labels_a == c], b[labels_b == c])
           for c in torch.unique(labels_a).tolist()
           if int((labels_a == c).sum()) >= 2 and int((labels_b == c).sum()) >= 2]
@@ -252,7 +263,8 @@ def _check_pixels(name: str, x: object) -> None:
 
 @torch.no_grad()
 def accuracy(clf: Classifier, x: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of float images ``[N, 1, H, W]`` classified as ``labels [N]``.
+    """Fraction of float images ``[N, 1, H, W]`` classified as ``labels [N]`` (on any device:
+    both are moved to the classifier's).
 
     Raises:
         ValueError: labels that are not one per image, ``[N]``.
@@ -261,4 +273,4 @@ def accuracy(clf: Classifier, x: torch.Tensor, labels: torch.Tensor) -> float:
         got = list(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"accuracy needs one label per image, [{len(x)}], got {got}")
     p, _ = predict(clf, x)
-    return float((p.argmax(-1) == labels).float().mean())
+    return float((p.argmax(-1) == labels.to(p.device)).float().mean())

@@ -106,7 +106,8 @@ def _protocol_command(args: argparse.Namespace, evaluate: bool) -> str:
     keep["batch_size"] = 20 if args.batch_size is None else args.batch_size
     if evaluate:
         keep.update(evaluate=True, k=5000 if args.k is None else args.k,
-                    test_examples=args.test_examples, record=args.record)
+                    test_examples=args.test_examples, record=args.record,
+                    **({"device": args.device} if hasattr(args, "device") else {}))
     else:
         keep.update(resume=True, no_progress=True)
     return _record_command(argparse.Namespace(**keep))
@@ -114,7 +115,7 @@ def _protocol_command(args: argparse.Namespace, evaluate: bool) -> str:
 
 _TRANSFER_OPTIONS = ("threads", "command", "inversion_transfer", "data", "root",
                      "classifier_epochs", "quality_samples", "invert_steps", "invert_lr",
-                     "invert_until", "invert_lrs", "seed", "out", "record")
+                     "invert_until", "invert_lrs", "seed", "device", "out", "record")
 
 
 def _transfer_command(args: argparse.Namespace) -> str:
@@ -387,8 +388,7 @@ def _device(args: argparse.Namespace) -> str:
     """``args.device`` (``--device``; default the CPU), checked before anything is read.
 
     Raises:
-        ValueError: CUDA where torch sees none, or a run that stays on the CPU (the
-            latent sweep, both inversion studies and records) asked of a GPU.
+        ValueError: CUDA where torch sees none.
     """
     from metaloop.generative.devices import resolve_device
 
@@ -399,15 +399,27 @@ def _device(args: argparse.Namespace) -> str:
         resolve_device(device)
     except ValueError as e:
         raise ValueError(f"--device {device}: {e}") from None
-    runs = [flag for flag, on in (("--sweep-latent", args.sweep_latent is not None),
-                                  ("--compare-inversion", args.compare_inversion),
-                                  ("--inversion-transfer", args.inversion_transfer),
-                                  ("--record", args.record is not None)) if on]
-    if runs:
-        raise ValueError(f"--device {device} trains one model (--model) or the --protocol "
-                         f"iwae run; {', '.join(runs)} run(s) on the CPU only (their "
-                         f"classifiers and records are the CPU's): drop --device {device}")
     return device
+
+
+def _record_device(device: str, threads: int | None = None) -> str:
+    """A record's ``device`` for a run on ``device``: the GPU's name, or the CPU's model,
+    cores and ``threads`` (default torch's)."""
+    from metaloop.generative.devices import device_name
+    from metaloop.generative.experiment import cpu_device
+
+    return device_name(device) or cpu_device(threads)
+
+
+def _curve_device(result: dict, device: str) -> str:
+    """The ``device`` of a protocol run's curve records: the curve is measured where the
+    passes trained, the CPU's unless a session trained on a GPU (named as this process
+    sees it when the evaluation runs there too, else by the sessions' devices)."""
+    gpus = sorted({r["device"] for r in result["sessions"] if "device" in r})
+    if not gpus:
+        threads = sorted({r["threads"] for r in result["sessions"]})
+        return _record_device("cpu", threads[-1])
+    return _record_device(device) if device != "cpu" else ", ".join(gpus)
 
 
 def _protocol(args: argparse.Namespace, log: Callable = print, device: str = "cpu") -> int:
@@ -451,18 +463,17 @@ def _protocol(args: argparse.Namespace, log: Callable = print, device: str = "cp
               f"ELBO {t['elbo']:.2f}")
         if args.record:
             from metaloop.evaluate import records
-            from metaloop.generative.experiment import cpu_device
 
             threads = sorted({r["threads"] for r in result["sessions"]})
             rec = protocol.record(result, command=_protocol_command(args, evaluate=True),
-                                  device=cpu_device(threads[-1]))
+                                  device=_record_device(device, threads[-1]))
             # the curve, one record per point, beside it (its command is the training one),
             # then the main record: a stop between them leaves no new main record beside an
             # earlier evaluation's curve
             train_cmd = _protocol_command(args, evaluate=False)
             stem = args.record[:-len(".json")]
             for c in protocol.curve_records(result, command=train_cmd,
-                                            device=rec["device"]):
+                                            device=_curve_device(result, device)):
                 records.write_record(f"{stem}_curve_{c['passes']:04d}.json", **c)
             log(f"wrote {len(result['curve'])} curve records {stem}_curve_*.json")
             records.write_record(args.record, **rec)
@@ -497,11 +508,13 @@ def run(args, log: Callable[[str], None] = print) -> int:
     """
     from metaloop.generative import experiment
     from metaloop.generative.data import default_binarize
+    from metaloop.generative.devices import device_name
 
     device = _device(args)
-    # without the device in the options, the commands written into records are those of a
-    # run without --device (records are the CPU's: _device refuses --record on a GPU)
-    args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "device"})
+    # the commands written into records name --device only for a GPU's (a CPU run's are
+    # those of a run without the option)
+    args = argparse.Namespace(**{k: v for k, v in vars(args).items()
+                                 if k != "device" or device != "cpu"})
     if args.protocol is not None:
         return _protocol(args, log, device=device)
     if args.classes is not None and (args.model != "cvae" or args.compare_inversion
@@ -539,7 +552,8 @@ def run(args, log: Callable[[str], None] = print) -> int:
         inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
                                           until=args.invert_until)
         with _output(args.out):
-            results = inversion.transfer_study(s, inv, args.invert_lrs, args.out)
+            results = inversion.transfer_study(s, inv, args.invert_lrs, args.out,
+                                               device=device)
         log(f"{results['data']}: classifier test accuracy "
               f"{results['classifier_test_accuracy']['inverted']:.3f} (A) / "
               f"{results['classifier_test_accuracy']['independent']:.3f} (B); chance "
@@ -548,7 +562,7 @@ def run(args, log: Callable[[str], None] = print) -> int:
             from metaloop.evaluate import records
 
             records.write_record(args.record, **inversion.transfer_record(
-                results, command=_transfer_command(args)))
+                results, command=_transfer_command(args), device=device_name(device)))
             log(f"wrote {args.record}")
         log(f"wrote {args.out}/results.json")
         return 0
@@ -559,21 +573,21 @@ def run(args, log: Callable[[str], None] = print) -> int:
                                           until=args.invert_until, l2=args.invert_l2,
                                           tv=args.invert_tv, jitter=args.invert_jitter)
         with _output(args.out):
-            results = inversion.compare(s, inv, args.out)
+            results = inversion.compare(s, inv, args.out, device=device)
         if args.record:
             from metaloop.evaluate import records
 
             records.write_record(args.record, **inversion.record(
-                results, command=_record_command(args)))
+                results, command=_record_command(args), device=device_name(device)))
             log(f"wrote {args.record}")
     elif args.sweep_latent is not None:
         with _output(args.out):
-            results = experiment.sweep(s, args.sweep_latent, args.out)
+            results = experiment.sweep(s, args.sweep_latent, args.out, device=device)
         if args.record:
             from metaloop.evaluate import records
 
             records.write_record(args.record, **experiment.sweep_record(
-                results, command=_record_command(args)))
+                results, command=_record_command(args), device=device_name(device)))
             log(f"wrote {args.record}")
     else:
         with _output(args.out):
