@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from metaloop.cli.forgetting import SETTINGS
-from metaloop.cli.main import build_parser, main
+from metaloop.cli.forgetting import SETTINGS, command_settings
+from metaloop.cli.main import main
 from metaloop.evaluate import records as records_
 from metaloop.evaluate.records import load_records, validate_record
 from metaloop.recipes import forgetting as recipe
@@ -217,16 +217,19 @@ def _committed_records():
 
 @pytest.mark.parametrize("file", _committed_records(), ids=lambda f: f.stem)
 def test_each_committed_record_is_named_and_replaced_by_its_own_command(file):
-    """The records in docs/results carry no ``setting``: their commands tell it. Each one's
-    command, read by the command line's parser, gives the record's own file name, and may
+    """Each record in docs/results that ``metaloop forgetting`` wrote reads back from its
+    command (``command_settings``, the command line's own parser) to its scenario, to its
+    ``setting`` where it stores one, and to its own file name; a run of that command may
     replace it."""
     rec = json.loads(file.read_text())
-    words = shlex.split(rec["command"])
-    args = build_parser().parse_args(words[words.index("metaloop") + 1:])
-    s = recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
-    data = {k: getattr(args, k) for k in recipe.DATA_OPTIONS}
+    options = command_settings(rec["command"])
+    scenario, setting = recipe._command_setting(options, rec["strategy"])
+    assert scenario == rec["scenario"]
+    assert setting == rec.get("setting", setting)
+    s = recipe.settings(scenario, **{k: options[k] for k in SETTINGS})
+    data = {k: options[k] for k in recipe.DATA_OPTIONS}
     assert recipe.record_path(RESULTS, s, rec["strategy"]) == file
-    assert file in recipe.check_records(RESULTS, s, data)
+    assert file in recipe.check_records(RESULTS, s, data, read_command=command_settings)
 
 
 def test_a_committed_record_of_another_buffer_or_an_unknown_command_is_refused(tmp_path):
@@ -238,10 +241,15 @@ def test_a_committed_record_of_another_buffer_or_an_unknown_command_is_refused(t
                         buffer_size=500)
     with pytest.raises(ValueError, match=r"it differs in --buffer-size \(1000 != 500\) \(its "
                                          r"value first\)"):
+        recipe.check_records(tmp_path, s, read_command=command_settings)
+    # without a reader of its command, a record without setting cannot be told
+    with pytest.raises(ValueError, match=r"settings cannot be told \(ValueError: it has no "
+                                         r"setting, and no reader of its command was given\)"):
         recipe.check_records(tmp_path, s)
     path.write_text(json.dumps({**rec, "command": "python my_script.py"}))
-    with pytest.raises(ValueError, match=r"holds a record whose settings cannot be told"):
-        recipe.check_records(tmp_path, s)
+    with pytest.raises(ValueError, match=r"holds a record whose settings cannot be told "
+                                         r"\(ValueError: not one metaloop forgetting command\)"):
+        recipe.check_records(tmp_path, s, read_command=command_settings)
 
 
 def test_a_new_record_quotes_split_mnist_as_split_mnist(tmp_path):
@@ -308,8 +316,9 @@ def test_a_headline_undefined_in_every_seed_gives_no_record(tmp_path):
     (rec,) = recipe.records(results, tmp_path, command="metaloop forgetting").values()
     assert rec["mean"] == 50.0 and rec["ci95"] is None and rec["n"] == 1
     assert rec["per_seed"] == [50.0] and rec["undefined_seeds"] == [1]
-    # the budget: one seed's steps, and the whole run's CPU seconds (else its wall-clock)
+    # the budget: one seed's steps, and the whole run's CPU seconds (a results.json without
+    # them, of an earlier metaloop: its wall-clock seconds)
     assert rec["budget"] == {"iterations": 1000, "cpu_seconds": 9.0}
-    (rec,) = recipe.records(results, tmp_path, command="metaloop forgetting",
-                            cpu_seconds=7.25).values()
+    (rec,) = recipe.records({**results, "cpu_seconds": 7.25}, tmp_path,
+                            command="metaloop forgetting").values()
     assert rec["budget"]["cpu_seconds"] == 7.2

@@ -46,7 +46,7 @@ def _files(d: Path) -> dict:
 
 
 def _without_times(res: dict) -> dict:
-    res.pop("wall_s")
+    res.pop("wall_s"), res.pop("cpu_seconds")
     for r in res["strategies"].values():
         r.pop("wall_s")
     return res

@@ -88,7 +88,7 @@ def _run(s, exps, out, **kw):
 
 def _without_times(res: dict) -> dict:
     res = json.loads(json.dumps(res))
-    res.pop("wall_s")
+    res.pop("wall_s"), res.pop("cpu_seconds")
     for r in res["strategies"].values():
         r.pop("wall_s")
     return res

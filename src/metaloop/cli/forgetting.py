@@ -7,13 +7,12 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from tqdm.auto import tqdm
 
 from metaloop import runlock
 from metaloop.cli._args import int_list, path
-from metaloop.cli._records import rerun_command, write_records
+from metaloop.cli._records import parse_command, rerun_command, write_records
 from metaloop.continual.scenarios import SCENARIOS
 from metaloop.continual.sequence import STRATEGIES
 from metaloop.recipes import _partial
@@ -186,11 +185,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    s = recipe.settings(args.scenario, **{k: getattr(args, k) for k in SETTINGS})
+    options = _options(args)
+    s = recipe.settings(args.scenario, **{k: options[k] for k in SETTINGS})
     recipe.check_resume(args.out, args.resume, s)       # before any data is read
-    data = {k: getattr(args, k) for k in recipe.DATA_OPTIONS}
+    data = {k: options[k] for k in recipe.DATA_OPTIONS}
     if args.record is not None:
-        recipe.check_records(args.record, s, data)
+        recipe.check_records(args.record, s, data, read_command=command_settings)
     exps = recipe.experiences(args.scenario, root=args.root, **data)
     with output_dir(args.out) as out:
         # stopped after writing its results.json, and resumed with no seeds added
@@ -199,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.record is not None:     # checked before partial.json is moved
                 recs = recipe.records(
                     json.loads((out / "results.json").read_text(encoding="utf-8")),
-                    args.record, command=_command(args))
+                    args.record, command=_command(args), read_command=command_settings)
             os.replace(out / recipe.PARTIAL, out / recipe.RUNS)
             print(f"{out}: the run had finished (its results.json is complete); moved the "
                   f"{recipe.PARTIAL} left beside it to {recipe.RUNS}, nothing to resume")
@@ -215,14 +215,10 @@ def _run(args: argparse.Namespace) -> int:
                     tqdm.write(f"resuming {out}: {len(done)} of "
                                f"{len(s['seeds']) * len(s['strategies'])} runs (seed, "
                                f"strategy) done, kept in {recipe.PARTIAL}")
-                wall, cpu = time.perf_counter(), time.process_time()
                 runs, results = recipe.run(s, exps, bar.update, data=data, out=out,
                                            resume=args.resume, on_resume=on_resume)
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            # the CPU time of the whole run: a resumed run's kept part counts its wall-clock
-            cpu += max(0.0, results["wall_s"] - wall)
             recs = recipe.records(results, args.record, command=_command(args),
-                                  cpu_seconds=cpu) \
+                                  read_command=command_settings) \
                 if args.record is not None else {}     # a record refused: no results.json
             recipe.write(out, s, exps, runs, results)
         except KeyboardInterrupt:
@@ -244,3 +240,23 @@ def _command(args: argparse.Namespace) -> str:
     (a rerun from scratch gives the same results) and --no-progress, after
     ``OMP_NUM_THREADS=N`` where that is set (it sets torch's threads unless --threads does)."""
     return rerun_command(args, resume=False, no_progress=False)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """What the command line gives the recipe: ``scenario``, the keywords of
+    ``recipe.settings`` (``SETTINGS``) and the data options of ``recipe.experiences``
+    (``recipe.DATA_OPTIONS``)."""
+    return {"scenario": args.scenario, **{k: getattr(args, k) for k in SETTINGS},
+            **{k: getattr(args, k) for k in recipe.DATA_OPTIONS}}
+
+
+def command_settings(command: str) -> dict:
+    """The options (``_options``) of the ``metaloop forgetting`` command line that measured a
+    record written without ``setting``, read by ``metaloop``'s own parser, as a run of that
+    command reads them (``metaloop.cli._records.parse_command``): the ``read_command`` of
+    ``recipe.check_records`` and ``recipe.records``.
+
+    Raises:
+        ValueError: not a ``metaloop forgetting`` command, or one the parser refuses.
+    """
+    return _options(parse_command(command, "forgetting"))

@@ -341,7 +341,8 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
         resume: continue from ``out/partial.json`` (``kept``): the kept runs are not run
             again, to the same results as a run never stopped (each (seed, strategy) run is
             seeded on its own; a seed with a strategy left learns experience 0 again, as it
-            did; only the times of the runs done after the resume are measured anew). ``s``
+            did; only the times of the runs done after the resume are measured anew, and
+            added to the kept ones' in ``wall_s`` and ``cpu_seconds``). ``s``
             may have more seeds than the kept run (``adds_seeds``): only the new seeds' runs
             are done, to the results of a run started with all of them; the files of a
             kept run that had finished are removed first (its ``runs.json`` is the kept
@@ -351,7 +352,9 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
 
     Returns:
         ``(runs, results)``: per strategy the list of per-seed runs (matrix, curve,
-        boundaries), and the summary written to results.json.
+        boundaries), and the summary written to results.json, with the run's ``wall_s``
+        and ``cpu_seconds`` (this process's CPU time, on all its threads), each the sum over
+        the segments of a resumed run.
 
     Raises:
         ValueError: ``resume`` without ``out``, or of a run with other settings or data
@@ -389,7 +392,10 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
             if adds_seeds(state, s):    # a finished run's files are not those of more seeds
                 for old in FILES:
                     (out / old).unlink(missing_ok=True)
+    # the kept segments' seconds (a partial.json of an earlier metaloop kept no CPU time:
+    # its wall-clock seconds stand in for it)
     t_start = time.perf_counter() - (state["wall_s"] if state else 0.0)
+    c_start = time.process_time() - (_kept_cpu_seconds(state) if state else 0.0)
 
     def keep(seed: int, name: str, r: dict) -> None:
         units[(seed, name)] = r
@@ -398,7 +404,8 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
             report.write_json(out / PARTIAL, {
                 "command": "forgetting", "identity": ident,
                 "units": [{"strategy": n, **_jsonable_unit(u)} for (_, n), u in units.items()],
-                "wall_s": time.perf_counter() - t_start})
+                "wall_s": time.perf_counter() - t_start,
+                "cpu_seconds": time.process_time() - c_start})
 
     for seed in s["seeds"]:
         left = [name for name in s["strategies"] if (seed, name) not in units]
@@ -408,6 +415,7 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
             ).items())
     runs = {name: [units[(seed, name)] for seed in s["seeds"]] for name in s["strategies"]}
     results = _results(s, exps, runs, time.perf_counter() - t_start)
+    results["cpu_seconds"] = time.process_time() - c_start
     if data is not None:
         given = {k: data[k] for k in DATA_OPTIONS if data.get(k) is not None}
         if "data" in given:
@@ -472,7 +480,7 @@ def _one_seed(s, exps, seed, update, strategies=None, on_unit=None) -> dict:
 PARTIAL = _partial.PARTIAL
 """The (seed, strategy) runs an unfinished run has done, in its ``out``: ``"command":
 "forgetting"``, ``identity`` (what the results depend on), ``units`` (each run's seed,
-strategy, accuracy matrix, curve, boundaries and seconds) and ``wall_s``."""
+strategy, accuracy matrix, curve, boundaries and seconds), ``wall_s`` and ``cpu_seconds``."""
 RUNS = "runs.json"
 """A finished run's (seed, strategy) runs, in its ``out``: its ``PARTIAL``, moved there after
 results.json, from which a resume with more seeds goes on (``kept``)."""
@@ -567,6 +575,7 @@ def kept(out, ident: dict) -> dict:
     try:
         old, units = state["identity"], state["units"]
         float(state["wall_s"])
+        _kept_cpu_seconds(state)
         if not (isinstance(old, dict) and isinstance(units, list)):
             raise TypeError("identity must be an object and units a list")
         for u in units:
@@ -591,6 +600,12 @@ def kept(out, ident: dict) -> dict:
                          f"seeds {list(seeds)} and strategies {ident['strategies']}; remove "
                          f"it to start again")
     return state
+
+
+def _kept_cpu_seconds(state: dict) -> float:
+    """The CPU seconds a kept run (``kept``) took before it stopped: its ``cpu_seconds``, or
+    the wall-clock ``wall_s`` where a ``partial.json`` of an earlier metaloop has none."""
+    return float(state.get("cpu_seconds", state["wall_s"]))
 
 
 def _jsonable_unit(r: dict) -> dict:
@@ -807,68 +822,47 @@ def _record_setting(s: dict, data: dict | None, strategy: str) -> dict:
     return json.loads(json.dumps(setting))
 
 
-# How the options of a ``metaloop forgetting`` command line are read back (``_command_setting``)
-_INT_FLAGS = ("seeds", "seed", "steps", "pretrain_steps", "batch_size", "eval_every",
-              "early_stop", "buffer_size", "lora_rank", "train_per_class", "val_per_class",
-              "test_per_class", "alphabets", "classes_per_experience", "image_size",
-              "channels")
-
-
-def _command_setting(command: str, strategy: str) -> tuple[str, dict]:
-    """``(scenario, _record_setting)`` of the ``metaloop forgetting`` command line that
-    measured a record written without ``setting`` (every option written out with its value,
-    as ``metaloop.evaluate.records.command_line`` does).
+def _command_setting(options: dict, strategy: str) -> tuple[str, dict]:
+    """``(scenario, _record_setting)`` of the command that measured a record written without
+    ``setting``, from its options as the command line read them (``read_command``:
+    ``scenario``, the keywords of ``settings`` and the ``DATA_OPTIONS``).
 
     Raises:
-        ValueError: not such a command, or one whose settings are refused.
+        ValueError, KeyError, TypeError: options that are not such a command's, or settings
+            that are refused.
     """
-    import shlex
-
-    words = shlex.split(command)
-    if "forgetting" not in words or "&&" in words or ";" in words or "|" in words:
-        raise ValueError("not one metaloop forgetting command")
-    opts = [w for w in words[words.index("forgetting") + 1:]
-            if w not in ("--resume", "--no-progress")]         # the flags without a value
-    if len(opts) % 2 or not all(w.startswith("--") for w in opts[::2]):
-        raise ValueError(f"cannot read its options {shlex.join(opts)!r}")
-    given = {flag[2:].replace("-", "_"): value for flag, value in zip(opts[::2], opts[1::2])}
-    for key in _INT_FLAGS:
-        if key in given:
-            given[key] = int(given[key])
-    for key in ("lr", "head_weight", "temperature"):
-        if key in given:
-            given[key] = float(given[key])
-    if given.get("replay_ratio", "balanced") != "balanced":
-        given["replay_ratio"] = float(given["replay_ratio"])
-    if "hidden" in given:
-        given["hidden"] = tuple(int(h) for h in given["hidden"].split(","))
-    scenario = given.pop("scenario", "two-task")
+    given = dict(options)
+    scenario = given.pop("scenario")
     keys = ("strategies", "seeds", "seed", "steps", "pretrain_steps", "batch_size", "lr",
             "eval_every", "early_stop", "replay_ratio", "buffer_size", "head_weight",
             "temperature", "lora_rank", "hidden")
-    if "strategies" in given:        # lora's check for peft is not this record's
+    if given.get("strategies") is not None:     # lora's check for peft is not this record's
         given["strategies"] = ",".join(n for n in given["strategies"].split(",")
-                                       if n != "lora" or strategy == "lora")
-    s = settings(scenario, **{k: given[k] for k in keys if k in given})
+                                       if n.strip() != "lora" or strategy == "lora")
+    s = settings(scenario, **{k: given[k] for k in keys if given.get(k) is not None})
     return scenario, _record_setting(s, {k: given.get(k) for k in DATA_OPTIONS}, strategy)
 
 
-def _check_same_setting(path: Path, s: dict, data: dict | None, strategy: str) -> None:
+def _check_same_setting(path: Path, s: dict, data: dict | None, strategy: str,
+                        read_command: Callable[[str], dict] | None) -> None:
     """ValueError naming each setting in which the record already at ``path`` (its
-    ``scenario`` and ``setting``, else read from its ``command``) was measured otherwise:
-    this strategy's record would replace it. No record there, or one of the same setting,
-    passes (``_record_setting.check_same_setting``)."""
+    ``scenario`` and ``setting``, else read from its ``command`` by ``read_command``) was
+    measured otherwise: this strategy's record would replace it. No record there, or one of
+    the same setting, passes (``_record_setting.check_same_setting``)."""
     def theirs(old: dict) -> dict:
         if isinstance(old.get("setting"), dict):
             return {**old["setting"], "scenario": old.get("scenario")}
-        scenario, setting = _command_setting(old["command"], strategy)
+        if read_command is None:
+            raise ValueError("it has no setting, and no reader of its command was given")
+        scenario, setting = _command_setting(read_command(old["command"]), strategy)
         return {**setting, "scenario": scenario}
 
     check_same_setting(path, {**_record_setting(s, data, strategy), "scenario": s["scenario"]},
                        theirs, strategy, first=("scenario",))
 
 
-def check_records(folder, s: dict, data: dict | None = None) -> list[Path]:
+def check_records(folder, s: dict, data: dict | None = None, *,
+                  read_command: Callable[[str], dict] | None = None) -> list[Path]:
     """Before any work: the record of each strategy of ``s`` can be written in ``folder``
     (``metaloop.evaluate.records.check_record_path``: a folder that can be made and written,
     and no file there that is not a record), and replaces no record of another setting
@@ -879,6 +873,11 @@ def check_records(folder, s: dict, data: dict | None = None) -> list[Path]:
     (``data``: the ``DATA_OPTIONS`` given to ``experiences``), whatever its seeds. A setting
     that ``record_path`` tells apart by name never meets another's file; the others (a
     buffer with a replay ratio other than the default, the steps, the data ...) are refused.
+    A record without ``setting`` (written by an earlier metaloop) is told by
+    ``read_command(its command)``: the options of that command line as the command line
+    reads them (``scenario``, the keywords of ``settings`` and the ``DATA_OPTIONS``), which
+    the command line gives (``metaloop.cli.forgetting.command_settings``); without
+    ``read_command`` such a record is refused, its setting untold.
 
     Raises:
         ValueError: naming the path and the problem, or each setting in which the record
@@ -891,12 +890,12 @@ def check_records(folder, s: dict, data: dict | None = None) -> list[Path]:
         raise ValueError(f"--record {folder} is a file: it names a folder for the records")
     paths = [check_record_path(record_path(folder, s, name)) for name in s["strategies"]]
     for path, name in zip(paths, s["strategies"]):
-        _check_same_setting(path, s, data, name)
+        _check_same_setting(path, s, data, name, read_command)
     return paths
 
 
-def records(results: dict, folder, *, command: str, cpu_seconds: float | None = None
-            ) -> dict[Path, dict]:
+def records(results: dict, folder, *, command: str,
+            read_command: Callable[[str], dict] | None = None) -> dict[Path, dict]:
     """One result record per strategy of a finished run (``run``'s results, or its
     results.json read back), keyed by its path in ``folder`` (``record_path``).
 
@@ -907,13 +906,15 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
     ``seeds`` names them, ``undefined_seeds`` the others); ``other_metrics`` has every
     metric's mean, CI and per-seed values. The budget is the optimiser steps of a strategy
     on one seed (experience 0 and the fine-tuning) and the CPU seconds of the whole run
-    (``cpu_seconds``; None: the run's wall-clock seconds, ``results["wall_s"]``); device,
-    torch and date (UTC) are as ``metaloop eval --record`` gives them. ``setting`` holds what
+    (every strategy and seed, every segment of a resumed run), which ``run`` measured
+    (``results["cpu_seconds"]``; a results.json of an earlier metaloop without it: its
+    wall-clock seconds, ``results["wall_s"]``); device, torch and date (UTC) are as
+    ``metaloop eval --record`` gives them. ``setting`` holds what
     the record measured (``_record_setting``: the settings but the seeds, the strategy's
     options and the data options given), and ``published`` the paper's number it is
     compared with (``PUBLISHED``, else null). An earlier record at the path keeps its
     ``row``, ``order``, ``published`` and ``note``; one of another setting is refused
-    (``check_records``).
+    (``check_records``, with ``read_command``).
 
     A strategy whose headline metric is defined in no seed has no mean, so no record: it is
     left out.
@@ -921,7 +922,7 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
     Args:
         results: the run's results (``scenario``, ``settings``, ``experiences``,
             ``strategies``). folder: where the records go. command: the exact command line.
-        cpu_seconds: the process CPU seconds of the whole run (every strategy and seed).
+        read_command: reads the options of an older record's command (``check_records``).
 
     Raises:
         metaloop.evaluate.records.RecordError: a record that would not be valid.
@@ -961,7 +962,7 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
         if head["mean"] is None:
             continue
         path = record_path(folder, s, name)
-        _check_same_setting(path, s, results.get("data_options"), name)
+        _check_same_setting(path, s, results.get("data_options"), name, read_command)
         stem, label = _strategy_stem(name, s)
         rec = {**common, "row": f"{scenario}: {label}", "strategy": name,
                "published": PUBLISHED.get((scenario, stem)),
@@ -969,7 +970,7 @@ def records(results: dict, folder, *, command: str, cpu_seconds: float | None = 
                "mean": head["mean"], "ci95": head["ci95"], "n": len(head["per_seed"]),
                "per_seed": head["per_seed"], "seeds": head["seeds"],
                "budget": {"iterations": steps, "cpu_seconds": round(
-                   results["wall_s"] if cpu_seconds is None else cpu_seconds, 1)},
+                   results.get("cpu_seconds", results["wall_s"]), 1)},
                "other_metrics": {labels[k]: {f: m[f] for f in ("mean", "ci95", "per_seed")}
                                  for k, m in metrics_.items()}}
         undefined = [seed for seed in seeds if seed not in head["seeds"]]
