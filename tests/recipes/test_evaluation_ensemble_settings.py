@@ -131,3 +131,14 @@ def test_members_trained_on_other_ways_draw_the_same_tasks_or_are_refused(runs):
     for members in ([runs["proto_3way_2"], b], [b, runs["proto_3way_2"]]):
         cfg = eval_config(load_ensemble(members))
         assert (cfg["eval"]["ways"] or cfg["family"]["ways"]) == 3
+
+
+def test_a_switch_is_offered_both_ways():
+    """Members that disagree on a switch are aligned by turning it on or off for all."""
+    from metaloop.recipes.evaluation import _fix
+
+    for key in ("within_alphabet", "refine_jointly"):
+        flag = key.replace("_", "-")
+        assert _fix(key).startswith(f"give --{flag} or --no-{flag} (metaloop eval) to set it "
+                                    "for every member, or every member's config the same ")
+    assert _fix("steps").startswith("give --steps (metaloop eval) to set")

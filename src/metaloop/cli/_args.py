@@ -49,3 +49,28 @@ def path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
     return text
+
+
+class Switch(argparse.BooleanOptionalAction):
+    """A setting the command line turns on (``--key``) or off (``--no-key``); absent, it is
+    ``None``: the config's (or checkpoint's) own value stands. Both in one command line are a
+    usage error naming them, not the last one winning silently (``--key`` twice is the
+    same as once).
+
+    Example: ``p.add_argument("--within-alphabet", action=Switch, help=...)``.
+    """
+
+    def __init__(self, option_strings, dest, default=None, **kwargs):
+        if default is not None:
+            raise ValueError(f"{'/'.join(option_strings)}: a Switch's default is None (the "
+                             f"config's value), got {default!r}")
+        super().__init__(option_strings, dest, default=None, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = not option_string.startswith("--no-")
+        before = getattr(namespace, self.dest, None)
+        if before is not None and before != value:
+            on, off = self.option_strings
+            raise argparse.ArgumentError(self, f"{on} and {off} both given: they contradict "
+                                               f"each other; give one")
+        setattr(namespace, self.dest, value)

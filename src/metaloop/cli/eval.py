@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from metaloop import runlock
 from metaloop.cli import _checks
-from metaloop.cli._args import int_list, path
+from metaloop.cli._args import Switch, int_list, path
 from metaloop.evaluate import records
 from metaloop.recipes import report
 from metaloop.recipes.compare import REGRESSION_FAMILIES
@@ -33,7 +33,8 @@ number of adaptation steps, as mean and 95% confidence interval over the tasks.
 
 The original Omniglot one-shot challenge (Lake et al. 2015): --within-alphabet --split
 evaluation --ways 20 --shots 1 draws every task's 20 characters from one evaluation alphabet
-and reports the error rate over the trials (tasks x ways x queries) with its 95% CI.
+and reports the error rate over the trials (tasks x ways x queries) with its 95% CI (and for
+a run whose config does so, --no-within-alphabet draws tasks of random classes instead).
 --lake-runs DIR scores the challenge's official runs instead (Lake's all_runs folder: 20 runs
 of 20 trials), with the same test-time settings, and says whether they are Lake's, unaltered;
 --record then writes a challenge record whose mean and CI are over the runs.
@@ -42,9 +43,10 @@ An ensemble: --checkpoint RUN RUN ... adapts every run to each task, each with i
 method settings, and averages their class probabilities (the mean output for regression);
 --record sums the members' training budgets (checkpoints of one run count its training
 once; a run given twice is refused). The [eval] settings are the members' common ones: a
-flag sets its key for every member, and members whose configs differ in a key no flag sets
-are refused, naming the key and the runs (eval.steps is compared between the members that
-take steps; ways, shots and queries as the tasks they draw). The table and the record name it
+flag sets its key for every member (a switch either way, as --within-alphabet and
+--no-within-alphabet do), and members whose configs differ in a key no flag sets are
+refused, naming the key and the runs (eval.steps is compared between the members that take
+steps; ways, shots and queries as the tasks they draw). The table and the record name it
 by its members' methods ("ensemble of 3 runs (maml, r2d2, protonet)"; one method: "protonet,
 ensemble of 2 runs"), and results.json and the record list its members.
 
@@ -73,10 +75,11 @@ def register(sub) -> None:
                    "config's; another number only for r2d2, metaoptnet, protonet, and "
                    "pretrain or any method.head_init = 'zero')")
     p.add_argument("--split", help="held-out split (default: the config's eval.split)")
-    p.add_argument("--within-alphabet", action="store_true", default=None,
+    p.add_argument("--within-alphabet", action=Switch,
                    help="omniglot: draw each task's classes from one alphabet, as the original "
-                        "one-shot challenge, and report the error rate (default: the config's "
-                        "eval.within_alphabet)")
+                        "one-shot challenge, and report the error rate; --no-within-alphabet: "
+                        "random classes, also for a run whose config draws within one "
+                        "(default: the config's eval.within_alphabet)")
     p.add_argument("--drawers", choices=("any", "shared"),
                    help="omniglot: who drew a held-out task's images: any (each drawing's "
                         "drawer at random) or shared (the support set by one drawer and the "
@@ -108,11 +111,13 @@ def register(sub) -> None:
     p.add_argument("--refine-weight", type=float, metavar="W",
                    help="with --refine: the query set weighs W times the support set "
                         "(default: the config's eval.refine_weight, 2)")
-    p.add_argument("--refine-jointly", action="store_const", const=True,
-                   help="with --refine and several checkpoints: the members share one "
+    p.add_argument("--refine-jointly", action=Switch,
+                   help="with a refinement and several checkpoints: the members share one "
                         "assignment of the queries (their averaged class probabilities) "
-                        "instead of each using its own (default: the config's "
-                        "eval.refine_jointly, off)")
+                        "instead of each using its own; --no-refine-jointly: each its own, "
+                        "also for members whose configs share it (default: the config's "
+                        "eval.refine_jointly, off; --refine 0 turns it off with the "
+                        "refinement)")
     p.add_argument("--lake-runs", type=path, metavar="DIR",
                    help="score the official runs of the Omniglot one-shot challenge instead "
                         "of generated tasks: Lake's all_runs folder unpacked (run01 ... "
@@ -120,7 +125,7 @@ def register(sub) -> None:
                         "folder, or all_runs.zip itself (unpacked once into the data cache); "
                         "the test-time settings above apply, and the flags that choose "
                         "generated tasks (--tasks, --shots, --ways, --split, "
-                        "--within-alphabet, --drawers) are refused")
+                        "--within-alphabet either way, --drawers) are refused")
     p.add_argument("--out", type=path, help="write results.json and a plot here")
     p.add_argument("--record", type=path, metavar="PATH",
                    help="also write the result (last step; with --lake-runs, the official "
@@ -144,6 +149,10 @@ EVAL_FLAGS = ("tasks", "shots", "ways", "split", "steps", "within_alphabet", "dr
               "refine_weight", "refine_jointly")
 """The flags that set a key of the ``[eval]`` section of the same name."""
 
+SWITCHES = ("within_alphabet", "refine_jointly")
+"""The flags among them that switch a key on or off (``--key`` / ``--no-key``); absent:
+the config's."""
+
 
 def run(args: argparse.Namespace) -> int:
     # a process still writing --out is named before anything is read
@@ -158,8 +167,11 @@ def _run(args: argparse.Namespace) -> int:
     _note_unfinished(loaded)
     _check_flags_family(args, loaded)
     changes = {k: getattr(args, k) for k in EVAL_FLAGS}
+    settings = dict(changes)
+    if args.refine == 0 and args.refine_jointly is None:
+        settings["refine_jointly"] = False        # nothing refined: no assignment to share
     try:
-        cfg = eval_config(loaded, **changes)      # bad flags: named before any output
+        cfg = eval_config(loaded, **settings)     # bad flags: named before any output
     except ValueError as e:
         raise ValueError(_named_by_flags(str(e), changes)) from e
     _check_flags_apply(args, loaded, cfg)
@@ -191,10 +203,16 @@ def _note_unfinished(loaded) -> None:
                   f"train --resume finishes it); scored as it is", file=sys.stderr)
 
 
+def _switch(key: str, value) -> str:
+    """The flag that gave ``value`` to ``key``: ``--key``, or ``--no-key`` for a switch
+    turned off (``False``)."""
+    return f"--{'no-' if value is False else ''}{key.replace('_', '-')}"
+
+
 def _flag(key: str, value) -> str:
-    """``--key VALUE`` as it was given (a switch: ``--key``)."""
-    flag = f"--{key.replace('_', '-')}"
-    if value is True:
+    """``--key VALUE`` as it was given (a switch: ``--key`` or ``--no-key``)."""
+    flag = _switch(key, value)
+    if isinstance(value, bool):
         return flag
     if isinstance(value, (list, tuple)):
         return f"{flag} {','.join(str(v) for v in value)}"
@@ -212,7 +230,7 @@ def _named_by_flags(message: str, changes: dict) -> str:
 def _check_flags(args: argparse.Namespace) -> None:
     """ValueError naming the flag where a value is impossible, or a flag would change
     nothing whatever the runs are (before any run is loaded)."""
-    given = [f"--{k.replace('_', '-')}" for k in GENERATED_ONLY if getattr(args, k) is not None]
+    given = [_switch(k, getattr(args, k)) for k in GENERATED_ONLY if getattr(args, k) is not None]
     if args.lake_runs and given:
         raise ValueError(f"--lake-runs scores the official runs as they are (their own "
                          f"classes, drawings and trials), so {', '.join(given)} would change "
@@ -236,6 +254,11 @@ def _check_flags(args: argparse.Namespace) -> None:
                          f"metaoptnet or protonet, whose head is solved, not stepped)")
     _checks.refuse_tf32_off_cuda(args.tf32, args.device)
     _checks.refuse_joint_with_one(args.refine_jointly, args.checkpoint)
+    if args.refine_jointly is False and len(args.checkpoint) < 2:
+        raise ValueError("--no-refine-jointly keeps the members of an ensemble from sharing "
+                         "the refinement's assignment, but one --checkpoint is given, which "
+                         "refines with its own whatever its eval.refine_jointly, so it would "
+                         "change nothing: drop --no-refine-jointly")
 
 
 def _check_flags_family(args: argparse.Namespace, loaded) -> None:
@@ -311,7 +334,7 @@ def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
         _checks.check_refinable(refine, loaded, scored_as_trained=ec["scoring"] == "as-trained",
                                 each_on_its_own_fix="give --scoring transductive or drop "
                                                     "--refine")
-    for key in ("refine_temperature", "refine_weight"):
+    for key in ("refine_temperature", "refine_weight", "refine_jointly"):
         value = getattr(args, key)
         if value is not None and args.refine is None and not ec["refine"]:
             flag = _flag(key, value)
@@ -362,7 +385,7 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     rec = None
     if args.record:            # checked before results.json: a record it refuses leaves none
         rec = records.eval_record(
-            cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
+            cfg, r, metric, checkpoint=args.checkpoint, command=_command(args),
             device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
             error_rate=error)
@@ -379,6 +402,17 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if rec is not None:
         _write_record(args.record, rec)
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line of ``args`` for a record (``records.command_line``), a switch turned
+    off written as its ``--no-key`` (which that leaves out, as it does a flag not given)."""
+    given = argparse.Namespace(**vars(args))
+    for key in SWITCHES:
+        if getattr(args, key) is False:
+            setattr(given, key, None)
+            setattr(given, f"no_{key}", True)
+    return records.command_line(given)
 
 
 def _write_record(path, fields: dict) -> None:
@@ -413,7 +447,7 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     rec = None
     if args.record:            # checked before results.json: a record it refuses leaves none
         rec = records.lake_runs_record(
-            cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
+            cfg, res, checkpoint=args.checkpoint, command=_command(args),
             device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"])
         records.validate_record(rec, where=args.record)

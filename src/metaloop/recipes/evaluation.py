@@ -282,6 +282,8 @@ def _said(run: Run, key: str) -> str:
 def _fix(key: str) -> str:
     """How a user gives every member of an ensemble one ``eval.key``."""
     flag = f"--{key.replace('_', '-')}" if key in FLAGGED else None
+    if key in ("within_alphabet", "refine_jointly"):      # switches: on or off
+        flag = f"{flag} or --no-{flag[2:]}"
     return (f"give {flag} (metaloop eval) to set it for every member, or " if flag
             else "give ") + f"every member's config the same eval.{key}"
 
