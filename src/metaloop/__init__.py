@@ -34,9 +34,9 @@ def _started_as_the_command_line() -> bool:
 
 try:
     if _started_as_the_command_line():    # SIGTERM while torch is imported: as Ctrl-C
-        from metaloop.cli._signals import interrupt_on_sigterm
+        from metaloop.cli._signals import as_the_command
 
-        interrupt_on_sigterm()
+        as_the_command()
     from metaloop import (
         adapt,
         build,

@@ -35,6 +35,7 @@ def _bad_input(tmp_path) -> dict[str, list[str]]:
                        "--no-progress"],
         "vae": ["--root", missing, "--epochs", "1", "--out", str(tmp_path / "v"),
                 "--no-progress"],
+        "data": ["omniglot", "--root", missing],
     }
 
 

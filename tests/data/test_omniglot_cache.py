@@ -146,7 +146,7 @@ def _write_zip(folder: Path, set_name: str, seed: int = 0) -> Path:
 @pytest.mark.parametrize("kind", ["npz", "folder", "zip"])
 def test_changed_source_misses(tmp_path, cache_home, kind):
     """New drawings in the same place, under the same names, are resized again, never served
-    from the old file."""
+    from the old file, which the new one replaces."""
     src = tmp_path / "changing"
     write = {"npz": _write_npz, "folder": _write_pngs, "zip": _write_zip}[kind]
     write(src, "background", 0)
@@ -158,7 +158,10 @@ def test_changed_source_misses(tmp_path, cache_home, kind):
     fresh = _fresh(src, "background")
     assert not torch.equal(new, old)
     assert torch.equal(new, fresh[0]) and names == fresh[1]
-    assert len(_files(cache_home)) == 2
+    (name,) = _files(cache_home)                           # the old source's file is gone
+    og.clear_cache()
+    assert torch.equal(load_omniglot_images(src, "background", 28)[0], new)
+    assert _files(cache_home) == [name]
 
 
 def test_one_changed_png_in_a_folder_misses(tmp_path, cache_home):
@@ -173,7 +176,9 @@ def test_one_changed_png_in_a_folder_misses(tmp_path, cache_home):
 
 @pytest.mark.parametrize("change", ["format", "torch", "cpu"])
 def test_format_and_torch_build_are_in_the_key(root, cache_home, monkeypatch, change):
+    """Another format or torch build resizes again, and its file replaces the old one."""
     load_omniglot_images(root, "background", 28)
+    (old,) = _files(cache_home)
     og.clear_cache()
     if change == "format":
         monkeypatch.setattr(og, "CACHE_VERSION", og.CACHE_VERSION + 1)
@@ -182,7 +187,8 @@ def test_format_and_torch_build_are_in_the_key(root, cache_home, monkeypatch, ch
     else:
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "ELSEWHERE")
     load_omniglot_images(root, "background", 28)
-    assert len(_files(cache_home)) == 2
+    (new,) = _files(cache_home)
+    assert new != old and new.startswith("background-28px-bilinear-")
 
 
 def test_checksums_are_still_checked_on_a_hit(root, cache_home):
@@ -305,3 +311,117 @@ def test_cache_lives_in_the_data_cache(monkeypatch, tmp_path):
         "resized"
     monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "d"))
     assert og.resized_cache_dir() == tmp_path / "d" / "omniglot" / "resized"
+
+
+# ----------------------------------------------------------------------------- replaced files
+
+
+def _old_build_file(root, cache_home, version: str) -> str:
+    """The name of the cache file a torch build called ``version`` writes for ``root``."""
+    before = set(_files(cache_home))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "__version__", version)
+        og.clear_cache()
+        load_omniglot_images(root, "background", 28)
+    og.clear_cache()
+    (name,) = set(_files(cache_home)) - before
+    return name
+
+
+def test_other_sources_and_settings_keep_their_files(tmp_path, cache_home, monkeypatch):
+    """A new file replaces only its own source's file of the same set, size and kernel: a
+    second copy of Omniglot in use, the other kernel and the other set keep theirs."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write_npz(a, "background")
+    _write_zip(b, "background", seed=1)
+    _write_npz(a, "evaluation")
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    for src, split, resample in ((a, "background", "bilinear"), (b, "background", "bilinear"),
+                                 (a, "background", "bicubic"), (a, "evaluation", "bilinear")):
+        load_omniglot_images(src, split, 28, resample=resample)
+    before = _files(cache_home)
+    assert len(before) == 4
+    monkeypatch.undo()
+    monkeypatch.setenv("METALOOP_DATA", str(cache_home.parent.parent))
+    og.clear_cache()
+    load_omniglot_images(a, "background", 28)
+    after = _files(cache_home)
+    gone, new = set(before) - set(after), set(after) - set(before)
+    assert len(gone) == 1 and len(new) == 1 and len(after) == 4
+    (gone,), (new,) = gone, new
+    assert gone.startswith("background-28px-bilinear-") and new.startswith(gone[:-21])
+    fresh = _fresh(b)[0]
+    og.clear_cache()                     # b's file is still read: b is not resized again
+    _no_resizing(monkeypatch)
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert torch.equal(load_omniglot_images(b, "background", 28)[0], fresh)
+
+
+def test_only_whole_cache_files_of_ours_are_removed(root, tmp_path, cache_home):
+    """Files in the cache folder that are not whole cache files of ours are never removed:
+    a temporary file being written, a damaged file, a file whose key is not its name's, a
+    file that is no cache file, a link, the user's own files."""
+    linked = _old_build_file(root, cache_home, "0.0.2")
+    elsewhere = tmp_path / "elsewhere.npz"
+    (cache_home / linked).replace(elsewhere)
+    (cache_home / linked).symlink_to(elsewhere)
+    old = _old_build_file(root, cache_home, "0.0.1")
+    kept = {f".{old}.x1y2z3.tmp": (cache_home / old).read_bytes(),                # being written
+            "background-28px-bilinear-0123456789abcdef.npz": b"PK\x03\x04damaged",
+            "background-28px-bilinear-fedcba9876543210.npz": (cache_home / old).read_bytes(),
+            "background-28px-bilinear.npz": (cache_home / old).read_bytes(),
+            "notes.txt": b"mine\n"}
+    for name, data in kept.items():
+        (cache_home / name).write_bytes(data)
+    key_only = cache_home / f"background-28px-bilinear-{'ab' * 8}.npz"
+    with open(key_only, "wb") as f:
+        np.savez(f, key=np.array("ab" * 32))
+    og.clear_cache()
+    load_omniglot_images(root, "background", 28)                         # this build's file
+    (new,) = set(_files(cache_home)) - set(kept) - {linked, key_only.name, old}
+    assert set(_files(cache_home)) == set(kept) | {linked, key_only.name, new}
+    assert (cache_home / linked).is_symlink() and elsewhere.is_file()
+    for name, data in kept.items():
+        assert (cache_home / name).read_bytes() == data, name
+
+
+def test_a_file_of_format_1_is_removed(root, cache_home):
+    """Files of the first format recorded no source: a new file of the same set, size and
+    kernel replaces them; those of another size stay."""
+    images = og._resize_packed(np.zeros((1, 20, og._PACKED_BYTES), np.uint8), 28)
+    cache_home.mkdir(parents=True)
+    for size in (28, 14):
+        key = hashlib.sha256(f"format 1, {size}".encode()).hexdigest()
+        with open(cache_home / f"background-{size}px-bilinear-{key[:16]}.npz", "wb") as f:
+            np.savez(f, key=np.array(key), images=images.numpy(),
+                     class_names=np.array(["Alpha/character01"]))
+    old = _files(cache_home)
+    load_omniglot_images(root, "background", 28)
+    after = _files(cache_home)
+    assert [n for n in old if n.startswith("background-14px-")] == \
+        [n for n in after if n.startswith("background-14px-")]
+    assert len(after) == 2 and not set(after) & {n for n in old if "-28px-" in n}
+
+
+def test_a_file_that_cannot_be_removed_is_no_error(root, cache_home, monkeypatch):
+    old = _old_build_file(root, cache_home, "0.0.1")
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(og.os, "unlink", refuse)
+    images, _ = load_omniglot_images(root, "background", 28)
+    assert torch.equal(images, _fresh(root)[0])
+    assert old in _files(cache_home) and len(_files(cache_home)) == 2
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_cache_files_follow_the_umask(root, cache_home, umask, mode):
+    """A cache file gets the mode any file the user writes gets (it was always 0600)."""
+    before = os.umask(umask)
+    try:
+        load_omniglot_images(root, "background", 28)
+    finally:
+        os.umask(before)
+    (name,) = _files(cache_home)
+    assert (cache_home / name).stat().st_mode & 0o777 == mode

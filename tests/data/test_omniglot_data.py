@@ -223,6 +223,7 @@ def test_missing_data_lists_every_place_looked(nowhere):
         for name in ("omniglot_evaluation.npz", "images_evaluation/", "images_evaluation.zip"):
             assert str(folder / name).rstrip("/") in msg
     assert og.ZIP_SHA256["evaluation"] in msg and "download=True" in msg
+    assert msg.endswith("in a shell with: metaloop data omniglot --download")
     assert "\n" not in msg                  # the CLI prints it as its one-line error
 
 
@@ -232,6 +233,18 @@ def test_missing_split_file_lists_every_place_looked(nowhere):
     for folder in nowhere:
         assert str(folder / "splits" / "vinyals" / "val.txt") in str(err.value)
     assert og.SPLIT_SHA256["val"] in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).endswith("in a shell with: metaloop data omniglot --download")
+    assert "download=True" in str(err.value)
+
+
+@pytest.mark.parametrize("split", ["evaluation", "val"])
+def test_missing_data_in_a_root_names_the_command_for_that_root(tmp_path, split):
+    """The command fetches into the folder the loader was given (quoted for the shell)."""
+    root = tmp_path / "my data"
+    root.mkdir()
+    with pytest.raises(FileNotFoundError) as err:
+        load_omniglot_images(root, split)
+    assert str(err.value).endswith(f"metaloop data omniglot --download --root '{root}'")
 
 
 def test_explicit_root_is_the_only_place_searched(tmp_path):

@@ -1,22 +1,87 @@
-"""SIGTERM as Ctrl-C for the command line's commands."""
+"""SIGTERM as Ctrl-C for the command line's commands; a command's clean-up after an interrupt,
+and its exit once it has its status, are not cut short by a further signal.
+
+While ``main`` runs (``catch_signals`` to ``release_signals``) SIGINT and SIGTERM go through
+``_interrupt``, which knows where the command is:
+
+- running: the signal raises KeyboardInterrupt (exit status 130, one line);
+- cleaning up after an interrupt (a KeyboardInterrupt is being handled, or one of these
+  signals has raised one): the next signal is ignored, so that what the clean-up removes is
+  removed entirely (torchrun forwards one Ctrl-C as a second signal, SIGTERM); the one after
+  it stops the command at once: the ``metaloop`` command's process exits with status 130 and
+  one line, leaving what the clean-up had not yet removed; a caller of ``main`` in its own
+  program gets KeyboardInterrupt, as from Python's own handler;
+- done (``main`` has the command's exit status): ignored. In the ``metaloop`` command's
+  process both signals are then ignored until it exits (``signal.SIG_IGN``, which the
+  interpreter keeps through its shutdown), so a signal while torch's modules are torn down
+  cannot turn a finished command's status into 143 or print a traceback.
+
+The training loop sets its own handlers meanwhile (``metaloop.train.signals``: a stop at the
+next checkpoint) and sets these again when it ends.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
-from contextlib import contextmanager
+
+RUN, CLEAN_UP, DONE = "run", "clean-up", "done"
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_DEFAULT = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+_command = False      # this process is the metaloop command (as_the_command)
+_phase = None         # where main is: RUN, CLEAN_UP, DONE; None: outside main
+_ignored = 0          # signals ignored during the clean-up
+_saved: dict = {}     # the handlers before catch_signals, by signal
 
 
 def _interrupt(signum, frame):
+    global _phase, _ignored
+    handled = sys.exc_info()[1]            # (the interrupted code's, as in its except block)
+    if _phase == DONE or isinstance(handled, SystemExit):
+        return                             # the exit status is decided
+    if _phase == CLEAN_UP or (_phase == RUN and isinstance(handled, KeyboardInterrupt)):
+        _phase = CLEAN_UP
+        _ignored += 1
+        if _ignored == 1:
+            return
+        if _command:
+            _stop_now(signum)
+    elif _phase == RUN:
+        _phase = CLEAN_UP
+    if signum == signal.SIGINT:           # as Python's own handler: no text
+        raise KeyboardInterrupt
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
-def _ours_to_set() -> bool:
-    """Whether SIGTERM's handler is for metaloop to set: in the main thread (the only one a
-    handler can be set from), where it is the default or already ``_interrupt``; a handler of
-    the user's, or SIGTERM ignored, is left as it is."""
-    return (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _interrupt))
+def _stop_now(signum) -> None:
+    """The ``metaloop`` command's process ends at once, with status 130 and one line."""
+    for stream in (sys.stdout, sys.stderr):
+        try:                  # (the signal may have come in the middle of a write to it)
+            stream.flush()
+        except Exception:     # (what cannot be flushed now is lost anyway)
+            pass
+    try:
+        os.write(2, f"metaloop: stopped at once by another {signal.Signals(signum).name} "
+                    f"during the clean-up after an interrupt; what it had not yet removed "
+                    f"is left\n".encode())
+    except OSError:
+        pass
+    os._exit(130)
+
+
+def _main_thread() -> bool:
+    """Whether this is the main thread, the only one that can set a signal's handler."""
+    return threading.current_thread() is threading.main_thread()
+
+
+def _ours_to_set(sig) -> bool:
+    """Whether ``sig``'s handler is for metaloop to set: in the main thread, where it is
+    Python's default or already ``_interrupt``; a handler of the user's, or the signal
+    ignored (a background job's SIGINT, ``nohup``'s), is left as it is."""
+    return _main_thread() and signal.getsignal(sig) in (_DEFAULT[sig], _interrupt)
 
 
 def interrupt_on_sigterm() -> None:
@@ -24,23 +89,55 @@ def interrupt_on_sigterm() -> None:
     the ``metaloop`` command's process as it starts, so that a SIGTERM while torch is
     imported ends as Ctrl-C there does (one line, exit status 130) instead of killing the
     process with no message (143). A handler already set (not the default) is left."""
-    if _ours_to_set():
+    if _ours_to_set(signal.SIGTERM):
         signal.signal(signal.SIGTERM, _interrupt)
 
 
-@contextmanager
-def sigterm_interrupts():
-    """SIGTERM (torchrun stopping its workers, a scheduler, ``kill``) raises
-    KeyboardInterrupt, as SIGINT does, so every command stopped that way cleans up as after
-    Ctrl-C: what it created before its first checkpoint or output is removed, and it exits
-    130 with one line (the training loop turns both into a request to stop after the current
-    iteration). A SIGTERM handler already set (not the default, nor this one's from
-    ``interrupt_on_sigterm``) is left as it is; the one before is set again at the end."""
-    if not _ours_to_set():
-        yield
+def as_the_command() -> None:
+    """This process is the ``metaloop`` command, starting (``metaloop/__init__.py``):
+    ``interrupt_on_sigterm``, and once ``main`` has the command's exit status, SIGINT and
+    SIGTERM are ignored until the process exits (``release_signals``)."""
+    global _command
+    _command = True
+    interrupt_on_sigterm()
+
+
+def catch_signals() -> None:
+    """SIGINT and SIGTERM through ``_interrupt`` until ``release_signals``: for ``main``,
+    which calls it first thing in its ``try``. A handler of the user's is left as it is; in
+    another thread than the main one (which alone runs the handlers) nothing changes."""
+    global _phase, _ignored
+    if not _main_thread():
         return
-    old = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    _phase, _ignored = RUN, 0                     # (before a handler is set)
+    for sig in SIGNALS:
+        if sig not in _saved and _ours_to_set(sig):
+            _saved[sig] = signal.getsignal(sig)
+            signal.signal(sig, _interrupt)
+
+
+def cleaning_up() -> None:
+    """The command has caught an interrupt and is cleaning up after it (a command that
+    returns 130 rather than letting the KeyboardInterrupt rise): a signal from here on is
+    treated as during any clean-up after an interrupt, so the ``finally`` blocks that run
+    after the ``except`` (a run folder's lock released) are not interrupted by it."""
+    global _phase
+    if _phase == RUN:
+        _phase = CLEAN_UP
+
+
+def release_signals() -> None:
+    """``main`` has the command's exit status: signals from now on change nothing. In the
+    ``metaloop`` command's process SIGINT and SIGTERM are ignored until it exits; in another
+    program the handlers before ``catch_signals`` are set again. Safe to call again, and
+    without ``catch_signals`` before it."""
+    global _phase
+    if not _main_thread():
+        return
+    _phase = DONE                                 # (first: a signal from here on is ignored)
+    for sig in SIGNALS:
+        if sig in _saved:
+            signal.signal(sig, signal.SIG_IGN if _command else _saved[sig])
+            del _saved[sig]
+    if not _command:
+        _phase = None

@@ -10,14 +10,14 @@ import os
 import sys
 import warnings
 
-from metaloop.cli._signals import sigterm_interrupts
+from metaloop.cli._signals import catch_signals, release_signals
 from metaloop.models.text import TextExtraMissing
 from metaloop.train import distributed
 from metaloop.train.malloc import MODES, keep_heap
 
 # Each name is a module metaloop.cli.<name> with ``register(subparsers)``; the parser it adds
 # sets ``func`` to a callable taking the parsed args and returning an exit code.
-COMMANDS = ("compare", "train", "eval", "predict", "adapt", "forgetting", "vae")
+COMMANDS = ("compare", "train", "eval", "predict", "adapt", "forgetting", "vae", "data")
 
 
 class UserError(Exception):
@@ -109,15 +109,27 @@ def main(argv: list[str] | None = None) -> int:
     SIGTERM raises KeyboardInterrupt throughout, as Ctrl-C does, so that either one at any
     moment ends the command with one line and status 130: before the command runs (building
     the parser, parsing, setting threads), ``STARTING``; while it runs, after its own clean-up,
-    ``metaloop COMMAND: interrupted`` (``metaloop train`` says more).
+    ``metaloop COMMAND: interrupted`` (``metaloop train`` says more). One more signal during
+    the clean-up after an interrupt is ignored, so that the clean-up finishes (what the
+    command created is removed entirely); the one after it stops at once. Once the command
+    has its exit status, signals change nothing: in the ``metaloop`` command's process they
+    are ignored until it exits, so the interpreter's shutdown (torch's teardown) cannot turn
+    a finished command's status into 143 (``metaloop.cli._signals``).
     """
     started: list[str] = []           # the command, once it runs
+    code = 130                        # (the status if an interrupt leaves it no other)
     try:
-        with sigterm_interrupts():
-            return _main(argv, started)
-    except KeyboardInterrupt:          # as while the package imports (metaloop/__init__.py)
-        print(f"metaloop {started[0]}: interrupted" if started else STARTING, file=sys.stderr)
-        return 130
+        try:
+            catch_signals()
+            code = _main(argv, started)
+        except KeyboardInterrupt:      # as while the package imports (metaloop/__init__.py)
+            print(f"metaloop {started[0]}: interrupted" if started else STARTING,
+                  file=sys.stderr)
+        finally:
+            release_signals()
+    except KeyboardInterrupt:          # a signal as release_signals was entered: the status
+        release_signals()              # is decided
+    return code
 
 
 def _main(argv: list[str] | None, started: list[str]) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from metaloop import config as _config
 from metaloop import runlock
-from metaloop.cli import _checks
+from metaloop.cli import _checks, _signals
 from metaloop.cli._args import path
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace, held: list) -> int:
         return recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
                               seed=args.seed)
 
-    try:        # SIGTERM raises KeyboardInterrupt here too (main's sigterm_interrupts)
+    try:        # SIGTERM raises KeyboardInterrupt here too (main's catch_signals)
         cfg, out, created = distributed.from_rank0(prepare, "the checked config")
         created = created or (rank == 0 and not existed)     # (made by the lock)
         distributed.begin_startup(resume=bool(args.resume))
@@ -239,6 +239,7 @@ def _run(args: argparse.Namespace, held: list) -> int:
         if mine:
             _discard(out)
         if isinstance(e, KeyboardInterrupt):
+            _signals.cleaning_up()                 # (the lock's release after this too)
             res = getattr(e, "result", None)       # in the last iteration: its final
             if res is None:                        # checkpoint is written, the run is complete
                 text = str(e)

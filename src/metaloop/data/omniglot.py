@@ -16,7 +16,8 @@ gives bit-identical results:
 ``download=True`` fetches the official zips (and the Vinyals split files) into the download
 folder when no source is found. The zips are verified against both their sha256 (from
 TensorFlow Datasets' ``url_checksums/omniglot.txt``) and their md5 (torchvision's
-``Omniglot.zips_md5``) before they are used.
+``Omniglot.zips_md5``) before they are used. ``data_files``, ``check_data_file`` and
+``download_data`` find, verify and fetch every file at once (``metaloop data omniglot``).
 
 Splits: ``background`` (964 classes) and ``evaluation`` (659 classes) are Lake et al.'s
 original 30/20-alphabet split without rotations. ``background_train`` (775 classes, 25
@@ -32,9 +33,12 @@ Resizing a set (105x105 to 28x28 takes about a second) is done once per machine:
 kept in ``resized_cache_dir()`` (``$METALOOP_DATA/omniglot/resized`` or
 ``~/.cache/metaloop/omniglot/resized``), one ``.npz`` per set, size and kernel, named by a key
 over the source's content, the set, the size, the kernel, the cache format and the torch
-build. A file is written atomically; one that is damaged, truncated or another key's is
-decoded again and replaced; a folder that cannot be written leaves the images in memory only.
-``METALOOP_OMNIGLOT_CACHE=0`` turns the cache off.
+build. A file is written atomically, with the mode the umask gives; one that is damaged,
+truncated or another key's is decoded again and replaced; a folder that cannot be written
+leaves the images in memory only. Writing a file removes the files it replaces: those of the
+same set, size and kernel resized from the same source (the path each file records) under
+another key, after a torch upgrade or a change to the source. ``METALOOP_OMNIGLOT_CACHE=0``
+turns the cache off.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import io
 import json
 import os
 import re
+import shlex
 import tempfile
 import zipfile
 import zlib
@@ -73,9 +78,12 @@ _PACKED_BYTES = (SIDE * SIDE + 7) // 8  # 1379
 RESAMPLE = ("bilinear", "bicubic")  # antialiased 105 -> image_size kernels
 _RESIZE_CHUNK = 2048  # images per interpolate call: bounds the float32 working set to ~90 MB
 # The disk cache of resized sets (see ``resized_cache_dir``). Raise CACHE_VERSION whenever the
-# file layout or what ``_resize_packed`` computes changes: older files then no longer match.
+# file layout or what ``_resize_packed`` computes changes: older files then no longer match
+# (and are removed when their set is written again). 2: each file records its source's path.
 CACHE_ENV = "METALOOP_OMNIGLOT_CACHE"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# a cache file's name: <set>-<size>px-<kernel>-<the key's first 16 hex digits>.npz
+_CACHE_NAME = re.compile(r"^([a-z]+-\d+px-[a-z]+)-([0-9a-f]{16})\.npz$")
 _CACHE_OFF = ("0", "off", "false", "no")
 _CACHE_ON = ("", "1", "on", "true", "yes")
 
@@ -173,34 +181,53 @@ def _candidates(folder: Path, set_name: str) -> list[_Source]:
             _Source("zip", folder / f"images_{set_name}.zip")]
 
 
-def _locate_set(set_name: str, root, download: bool) -> _Source:
-    """The first existing source of one set, downloading the official zip if allowed.
-
-    Raises:
-        FileNotFoundError: listing every path looked at and the expected zip checksum.
-    """
+def _find_set(set_name: str, root) -> tuple[_Source | None, list[str]]:
+    """The first existing source of one set in ``search_dirs(root)`` (None: none), and every
+    path looked at before it."""
     looked = []
     for folder in search_dirs(root):
         for src in _candidates(folder, set_name):
             exists = src.path.is_dir() if src.kind == "folder" else src.path.is_file()
             if exists:
-                return _Source(src.kind, src.path.resolve())
+                return _Source(src.kind, src.path.resolve()), looked
             looked.append(str(src.path) + ("/" if src.kind == "folder" else ""))
+    return None, looked
+
+
+def fetch_command(root: str | os.PathLike | None = None) -> str:
+    """The shell command that fetches every missing file into ``download_dir(root)``:
+    ``metaloop data omniglot --download``, with ``--root DIR`` when ``root`` is given."""
+    return "metaloop data omniglot --download" + (
+        "" if root is None else f" --root {shlex.quote(str(Path(root).expanduser()))}")
+
+
+def _locate_set(set_name: str, root, download: bool, progress: bool = True) -> _Source:
+    """The first existing source of one set, downloading the official zip if allowed (with
+    a progress bar on stderr if ``progress``).
+
+    Raises:
+        FileNotFoundError: listing every path looked at, the expected zip checksum, and the
+            command and the Python argument that fetch it.
+    """
+    found, looked = _find_set(set_name, root)
+    if found is not None:
+        return found
     dest = download_dir(root) / f"images_{set_name}.zip"
     put = (f"Put the official images_{set_name}.zip or the packed omniglot_{set_name}.npz into "
            f"{dest.parent} (or point $METALOOP_DATA at a folder holding omniglot/)")
     if download:
         try:
             fetch(ZIP_URLS[set_name], dest, sha256=ZIP_SHA256[set_name],
-                  md5=ZIP_MD5[set_name], progress=True)
+                  md5=ZIP_MD5[set_name], progress=progress)
         except OSError as e:    # no network, HTTP error, unwritable folder
             raise _download_failed(f"Omniglot '{set_name}' images", looked, ZIP_URLS[set_name],
                                    dest, ZIP_SHA256[set_name], e, put) from e
         return _Source("zip", dest.resolve())
     raise FileNotFoundError(
         f"Omniglot '{set_name}' images not found (looked for " + ", ".join(looked)
-        + f"). {put}, or, in Python, pass download=True (metaloop.tasks.Omniglot(..., "
-        f"download=True)) to fetch {ZIP_URLS[set_name]} (sha256 {ZIP_SHA256[set_name]}) there.")
+        + f"). {put}, or fetch {ZIP_URLS[set_name]} (sha256 {ZIP_SHA256[set_name]}) there: in "
+        f"Python with download=True (metaloop.tasks.Omniglot(..., download=True)), in a shell "
+        f"with: {fetch_command(root)}")
 
 
 def _download_failed(what: str, looked: list[str], url: str, dest: Path, sha256: str,
@@ -215,12 +242,16 @@ def _download_failed(what: str, looked: list[str], url: str, dest: Path, sha256:
 
 
 def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None,
-                     got: str | None = None) -> None:
+                     got: str | None = None) -> str | None:
     """Verify ``path`` against ``SHA256SUMS`` in its data folder if that lists ``rel``, else
     against ``fallback_sha256`` if given.
 
     Args:
         got: the file's sha256 when the caller has it already (else it is computed).
+
+    Returns:
+        what the file matched: the ``SHA256SUMS`` file's path, or ``"published"``; None when
+        there was nothing to check it against.
 
     Raises:
         ValueError: naming the file, the expected and the actual sha256.
@@ -230,11 +261,12 @@ def _check_sums_file(path: Path, rel: str, fallback_sha256: str | None = None,
     sums = read_sha256sums(sums_file) if sums_file.is_file() else {}
     want, source = (sums[rel], str(sums_file)) if rel in sums else (fallback_sha256, "published")
     if want is None:
-        return
+        return None
     got = got or file_digest(path, "sha256")
     if got != want:
         raise ValueError(f"{path} is corrupt: sha256 {got}, expected {want} ({source} "
                          f"checksum). Delete it and fetch it again.")
+    return source
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -424,8 +456,8 @@ def _load_set(set_name: str, src: _Source, size: int, resample: str = "bilinear"
             return cached
     packed, names = decode()
     images = _resize_packed(packed, size, resample)                      # [C, 20, size, size]
-    if cache_dir is not None:
-        _write_cached(path, key, images, names)
+    if cache_dir is not None and _write_cached(path, key, images, names, str(src.path)):
+        _prune_cached(path, key, str(src.path))
     return images, tuple(names)
 
 
@@ -484,25 +516,119 @@ def _read_cached(path: Path, key: str, size: int) -> tuple[torch.Tensor, tuple[s
     return torch.from_numpy(images), tuple(str(n) for n in names)
 
 
-def _write_cached(path: Path, key: str, images: torch.Tensor, names: list[str]) -> None:
+def _write_cached(path: Path, key: str, images: torch.Tensor, names: list[str],
+                  source: str) -> bool:
     """Write a cache file atomically (a temporary file beside it, renamed onto it): a reader
     sees a whole file or none. A folder that cannot be written, or a full disk, is no error:
-    the images then live in this process only."""
+    the images then live in this process only.
+
+    The file's mode follows the umask, as any file the user writes (``0644`` under the usual
+    ``022``; ``0600`` under ``077``): resized public images, which a group sharing
+    ``$METALOOP_DATA`` can share too.
+
+    Args:
+        path: the cache file.
+        key: ``_cache_key`` of its images.
+        images: uint8 ``[C, 20, size, size]``.
+        names: the C class names.
+        source: the path of the set's source, recorded for ``_prune_cached``.
+
+    Returns:
+        Whether the file was written.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError:
-        return
+        return False
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.array(key), images=images.numpy(), class_names=np.array(names))
+            np.savez(f, key=np.array(key), source=np.array(source), images=images.numpy(),
+                     class_names=np.array(names))
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())         # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if not isinstance(e, OSError):
             raise
+        return False
+    return True
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _cached_identity(path: Path) -> tuple[str, str | None] | None:
+    """(key, source path) of a whole cache file of ours; the source is None for a file of
+    format 1, which did not record it. None for anything else (not an ``.npz``, damaged,
+    without the members a cache file has): such a file is never removed."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
+            if not {"key", "images", "class_names"} <= set(d.files):
+                return None
+            key = d["key"]
+            source = d["source"] if "source" in d.files else None
+    except (OSError, EOFError, KeyError, TypeError, ValueError, AttributeError, MemoryError,
+            zipfile.BadZipFile, zlib.error):
+        return None
+    if key.shape != () or key.dtype.kind != "U" or not re.fullmatch(r"[0-9a-f]{64}", str(key)):
+        return None
+    if source is not None and (source.shape != () or source.dtype.kind != "U"):
+        return None
+    return str(key), None if source is None else str(source)
+
+
+def _prune_cached(path: Path, key: str, source: str) -> list[Path]:
+    """Remove the cache files that the one just written replaces: those of the same set,
+    size and kernel, resized from the same source (the path each file records) under another
+    key (another torch build, a changed source, an older cache format), and those of the
+    same set, size and kernel of format 1 (which recorded no source).
+
+    Only whole cache files of ours are removed: a name of the form ``_CACHE_NAME`` (a
+    temporary file being written is hidden, ``.<name>.XXXX.tmp``, so it never matches), a
+    plain file (not a link) holding a key whose first 16 digits are those of its name. A file
+    that cannot be read or removed (a reader holding it open on Windows) is left alone: the
+    cache is no error.
+
+    Args:
+        path: the cache file just written.
+        key: its key.
+        source: the path of its source.
+
+    Returns:
+        The files removed.
+    """
+    setting = _CACHE_NAME.match(path.name)[1]
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _CACHE_NAME.match(entry.name)
+        if m is None or m[1] != setting or entry.name == path.name:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        found = _cached_identity(Path(entry.path))
+        if found is None or found[0] == key or found[0][:16] != m[2]:
+            continue
+        if found[1] is not None and found[1] != source:
+            continue                                    # another source's: still in use
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 # ----------------------------------------------------------------------------- Vinyals splits
@@ -523,15 +649,24 @@ def rotate_ccw(images: torch.Tensor, degrees: int) -> torch.Tensor:
     return torch.rot90(images, (degrees // 90) % 4, dims=(-2, -1))
 
 
-def _locate_split_file(split: str, root, download: bool) -> Path:
-    rel = f"splits/vinyals/{split}.txt"
+def _find_split_file(split: str, root) -> tuple[Path | None, list[str]]:
+    """The first ``splits/vinyals/<split>.txt`` in ``search_dirs(root)`` (None: none), and
+    every path looked at before it."""
     looked = []
     for folder in search_dirs(root):
-        path = folder / rel
+        path = folder / f"splits/vinyals/{split}.txt"
         if path.is_file():
-            _check_sums_file(path, rel)
-            return path.resolve()
+            return path, looked
         looked.append(str(path))
+    return None, looked
+
+
+def _locate_split_file(split: str, root, download: bool) -> Path:
+    rel = f"splits/vinyals/{split}.txt"
+    found, looked = _find_split_file(split, root)
+    if found is not None:
+        _check_sums_file(found, rel)
+        return found.resolve()
     dest = download_dir(root) / rel
     if download:
         try:
@@ -542,9 +677,9 @@ def _locate_split_file(split: str, root, download: bool) -> Path:
                                    f"Put it into {dest.parent}") from e
     raise FileNotFoundError(
         f"Omniglot Vinyals split file '{rel}' not found (looked for " + ", ".join(looked)
-        + f"). Put it into {dest.parent}, or, in Python, pass download=True "
-        f"(metaloop.tasks.Omniglot(..., download=True)) to fetch {SPLIT_URLS[split]} (sha256 "
-        f"{SPLIT_SHA256[split]}) there.")
+        + f"). Put it into {dest.parent}, or fetch {SPLIT_URLS[split]} (sha256 "
+        f"{SPLIT_SHA256[split]}) there: in Python with download=True (metaloop.tasks.Omniglot("
+        f"..., download=True)), in a shell with: {fetch_command(root)}")
 
 
 def _parse_split_file(path: Path, index: dict[str, int]) -> tuple[list[str], list[int], list[int]]:
@@ -691,3 +826,106 @@ def clear_cache() -> None:
     resized sets from ``resized_cache_dir()``; delete that folder to resize them again)."""
     _load_set.cache_clear()
     _load_vinyals.cache_clear()
+
+
+# ----------------------------------------------------------------------------- the files
+
+
+class DataFile(NamedTuple):
+    """One of the files the Omniglot loaders read: a set's images or a Vinyals split file.
+
+    Attributes:
+        name: ``"background"``, ``"evaluation"`` or ``"splits/vinyals/<split>.txt"``.
+        path: the copy the loaders read (the first found in ``search_dirs(root)``), or None
+            when there is none.
+        kind: ``"npz"``, ``"folder"``, ``"zip"`` or ``"txt"``; None when missing.
+        url: the official file that ``download=True`` fetches.
+        sha256: that file's published sha256.
+        dest: where ``download=True`` puts it (in ``download_dir(root)``).
+        looked: every path looked at before ``path`` (all of them when missing).
+    """
+    name: str
+    path: Path | None
+    kind: str | None
+    url: str
+    sha256: str
+    dest: Path
+    looked: tuple[str, ...]
+
+
+def data_files(root: str | os.PathLike | None = None) -> list[DataFile]:
+    """Where the loaders find each file that every Omniglot split needs: both sets and the
+    four Vinyals split files, in that order. Nothing is read but the folders' listings.
+
+    Args:
+        root: as for ``load_omniglot_images``: the only folder searched when given.
+    """
+    out = []
+    for s in SETS:
+        src, looked = _find_set(s, root)
+        out.append(DataFile(s, None if src is None else src.path,
+                            None if src is None else src.kind, ZIP_URLS[s], ZIP_SHA256[s],
+                            download_dir(root) / f"images_{s}.zip", tuple(looked)))
+    for split in VINYALS_SPLITS:
+        rel = f"splits/vinyals/{split}.txt"
+        path, looked = _find_split_file(split, root)
+        out.append(DataFile(rel, path, None if path is None else "txt", SPLIT_URLS[split],
+                            SPLIT_SHA256[split], download_dir(root) / rel, tuple(looked)))
+    return out
+
+
+def check_data_file(file: DataFile) -> str | None:
+    """Verify a found file as the loaders do before they read it: a packed ``.npz`` or a
+    split file against the ``SHA256SUMS`` of its data folder when that lists it, an official
+    zip against that or else its published sha256. A folder of PNGs has no checksum (its
+    images are checked as they are decoded).
+
+    Returns:
+        what it matched: a ``SHA256SUMS`` file's path, or ``"published"``; None when there
+        is nothing to check it against.
+
+    Raises:
+        ValueError: a missing file, or a checksum mismatch (naming the file, the expected
+            and the actual sha256).
+    """
+    if file.path is None:
+        raise ValueError(f"Omniglot {file.name}: missing, nothing to check")
+    if file.kind == "folder":
+        return None
+    if file.kind == "txt":
+        return _check_sums_file(file.path, file.name)
+    name = file.path.name
+    return _check_sums_file(file.path, name,
+                            fallback_sha256=ZIP_SHA256[file.name] if file.kind == "zip" else None)
+
+
+def download_data(root: str | os.PathLike | None = None, progress: bool = True
+                  ) -> list[DataFile]:
+    """Fetch each missing file into ``download_dir(root)``, as ``download=True`` does: the
+    official zips, verified by sha256 and md5, and the Vinyals split files, by sha256. Each
+    is written to a temporary file, verified and only then renamed into place, so a failed
+    or refused download leaves nothing; files fetched before it stay (each is whole).
+
+    Args:
+        root: as for ``load_omniglot_images``.
+        progress: show a progress bar per download on stderr.
+
+    Returns:
+        The files fetched (``path`` is where each now is); none when nothing was missing.
+
+    Raises:
+        FileNotFoundError: a download that failed (no network, an HTTP error, a folder that
+            cannot be written), naming the url, the folder and the sha256.
+        ValueError: a download whose checksum does not match (it was deleted).
+    """
+    fetched = []
+    for f in data_files(root):
+        if f.path is not None:
+            continue
+        if f.name in SETS:
+            fetched.append(f._replace(path=_locate_set(f.name, root, True, progress).path,
+                                      kind="zip"))
+        else:
+            split = PurePosixPath(f.name).stem
+            fetched.append(f._replace(path=_locate_split_file(split, root, True), kind="txt"))
+    return fetched
