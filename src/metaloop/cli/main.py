@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  metaloop eval --checkpoint runs/mine      # held-out classes, 95% CI\n"
                "  metaloop predict --checkpoint runs/mine --support support/ --query query/\n"
                "  metaloop adapt --family table --data sentences.csv\n"
+               "  metaloop data omniglot --download         # fetch Omniglot, checksummed\n"
                "\n'metaloop COMMAND --help' describes each command.")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's choice; 1 is fastest for the "
