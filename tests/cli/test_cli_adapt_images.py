@@ -255,3 +255,16 @@ def test_an_image_cache_that_cannot_be_written_gives_advice_the_command_can_foll
     err = capsys.readouterr().err
     assert "cannot write the decoded image cache" in err and "make it writable" in err
     assert "cache_dir" not in err and not out.exists()
+
+
+def test_the_default_lora_targets_of_an_image_run_are_read_from_its_checkpoint(folder_run):
+    """--record compares the layers LoRA adapts before the model loads: an image run's
+    default (its convolutions) is read from the names and shapes in its checkpoint, and is
+    what the loaded network gives."""
+    run, photos = folder_run
+    s = recipe.AdaptSettings(model=str(run), family="folder", data=str(photos))
+    network = recipe._body(load_run(run))
+    assert recipe.default_lora_targets(s) == sorted(recipe._lora_targets(s, "image", network))
+    assert recipe.default_lora_targets(s) == ["conv"]
+    assert recipe.default_lora_targets(recipe.AdaptSettings(
+        model=str(run / "nothing"), family="folder", data=str(photos))) is None

@@ -1,6 +1,6 @@
 """``metaloop adapt --record DIR``: one result record per approach, each with every held-out
 task's accuracy, whose mean and Student-t CI are the record's; named after the setting;
-DIR checked before any work; --meta refused by name."""
+DIR checked before any work; a --meta run's rows recorded under names of their own."""
 
 from __future__ import annotations
 
@@ -144,13 +144,103 @@ def test_a_bad_record_dir_is_refused_before_the_model_loads(tiny_bert, tmp_path,
     assert (sorted(os.listdir(rec_dir)) if rec_dir.is_dir() else rec_dir.read_text()) == before
 
 
-def test_record_with_meta_is_refused_by_name(tiny_bert, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert main(_argv(tiny_bert, out, "--meta", "fomaml", "--record",
-                      str(tmp_path / "records"))) == 2
+META_ROWS = ("lora", "meta-lora-fomaml", "meta-lora-fomaml inner", "lora inner-fomaml")
+PAIRS = (("meta-lora-fomaml", "lora"), ("meta-lora-fomaml inner", "lora inner-fomaml"))
+
+
+def _no_model(*a, **kw):
+    raise AssertionError("the model was loaded")
+
+
+@needs_wordnet
+def test_a_meta_run_records_every_row_with_each_tasks_accuracy(tiny_bert, tmp_path, capsys,
+                                                               monkeypatch):
+    """--record with --meta: one record per row of the run, each task's accuracy behind its
+    mean and CI (the tasks and order of the run's other rows, so they pair), the meta
+    options in its setting; a rerun with another meta setting into the same folder is
+    refused before the model loads, naming the difference, and writes nothing."""
+    rec_dir = tmp_path / "records"
+    meta = ("--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1")
+    assert main(_argv(tiny_bert, tmp_path / "a", *meta, "--record", str(rec_dir),
+                      rows=("lora",))) == 0
+    printed = capsys.readouterr().out
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    stem = rec_dir / "adaptation_meta_lora_wordnet_model_3w1s_"
+    files = {n: Path(f"{stem}{n.replace('-', '_').replace(' ', '_')}.json") for n in META_ROWS}
+    pairs = {(a, b): Path(f"{stem}{a.replace('-', '_').replace(' ', '_')}_minus_"
+                          f"{b.replace('-', '_').replace(' ', '_')}_paired.json")
+             for a, b in PAIRS}
+    assert sorted(rec_dir.iterdir()) == sorted([*files.values(), *pairs.values()])
+    for name, file in files.items():
+        rec, row = load_record(file), res["approaches"][name]       # each one validates
+        assert f"wrote record {file}" in printed
+        assert rec["table"] == "adaptation-meta-lora"
+        assert rec["row"] == f"WordNet 3-way 1-shot, model: {name}"
+        assert rec["per_task"] == pytest.approx(
+            [100 * a for a in row["per_task"]["accuracy"]], abs=1e-4) and rec["n"] == 3
+        m, c = mean_ci(rec["per_task"])
+        assert rec["mean"] == pytest.approx(m, abs=1e-4)
+        assert rec["mean"] == pytest.approx(100 * row["accuracy"]["mean"], abs=1e-4)
+        assert (rec["ci95"] is None) == (c is None)
+        if c is not None:
+            assert rec["ci95"] == pytest.approx(c, abs=1e-4)
+        assert {k: rec["setting"][k] for k in ("meta", "meta_iterations", "meta_batch",
+                                               "meta_shots", "lora_targets")} == {
+            "meta": ["fomaml"], "meta_iterations": 2, "meta_batch": 1,
+            "meta_shots": {"fomaml": 1}, "lora_targets": ["query", "value"]}
+        assert "--meta fomaml --meta-batch 1 --meta-iterations 2" in rec["command"]
+    for (a, b), file in pairs.items():      # the run's paired differences, task by task
+        rec, d = load_record(file), res["paired"][f"{a} - {b}"]
+        assert rec["row"] == f"WordNet 3-way 1-shot, model: {a} minus {b}, paired"
+        assert rec["per_task"] == pytest.approx(
+            [x - y for x, y in zip(load_record(files[a])["per_task"],
+                                   load_record(files[b])["per_task"])], abs=1e-3)
+        assert rec["mean"] == pytest.approx(100 * d["mean"], abs=1e-4)
+        assert (rec["ci95"] is None) == (d["ci95"] is None)
+        if d["ci95"] is not None:
+            assert rec["ci95"] == pytest.approx(100 * d["ci95"], abs=1e-4)
+    meta_cpu = res["meta"]["fomaml"]["cpu_seconds"]
+    assert load_record(files["meta-lora-fomaml"])["budget"]["cpu_seconds"] == pytest.approx(
+        meta_cpu + math.fsum(res["approaches"]["meta-lora-fomaml"]["per_task"]["cpu_seconds"]),
+        abs=0.051)
+    assert load_record(files["meta-lora-fomaml inner"])["budget"]["iterations"] == 2
+    before = {p.name: p.read_text() for p in rec_dir.iterdir()}
+    monkeypatch.setattr(recipe, "load_model", _no_model)
+    out = tmp_path / "b"
+    assert main(_argv(tiny_bert, out, *meta[:3], "3", *meta[4:], "--record", str(rec_dir),
+                      rows=("lora",))) == 2
     err = capsys.readouterr().err
-    assert "--record" in err and "--meta fomaml" in err
-    assert not out.exists() and not (tmp_path / "records").exists()
+    assert "adaptation_meta_lora_wordnet_model_3w1s_lora.json holds the record of another " \
+           "setting of lora" in err and "--meta-iterations (2 != 3) (its value first)" in err
+    assert not out.exists()
+    assert {p.name: p.read_text() for p in rec_dir.iterdir()} == before
+
+
+@needs_wordnet
+def test_lora_targets_naming_the_default_is_the_setting_of_a_run_without_them(
+        tiny_bert, tmp_path, capsys, monkeypatch):
+    """The setting holds the layers LoRA adapts, the model's default told from its config
+    before the model loads: a rerun naming that default replaces the record, one naming
+    other layers is refused before the model loads."""
+    assert recipe.default_lora_targets(recipe.AdaptSettings(model=tiny_bert)) == sorted(
+        recipe._lora_targets(recipe.AdaptSettings(model=tiny_bert), "text",
+                             recipe.load_model(tiny_bert, "wordnet")[0]))
+    rec_dir = tmp_path / "records"
+    path = rec_dir / "adaptation_wordnet_model_3w1s_lora.json"
+    assert main(_argv(tiny_bert, tmp_path / "a", "--record", str(rec_dir),
+                      rows=("lora",))) == 0
+    assert load_record(path)["setting"]["lora_targets"] == ["query", "value"]
+    capsys.readouterr()
+    assert main(_argv(tiny_bert, tmp_path / "b", "--record", str(rec_dir), "--lora-targets",
+                      "value,query", rows=("lora",))) == 0
+    assert f"replaced record {path}" in capsys.readouterr().out
+    before = path.read_text()
+    monkeypatch.setattr(recipe, "load_model", _no_model)
+    assert main(_argv(tiny_bert, tmp_path / "c", "--record", str(rec_dir), "--lora-targets",
+                      "query,key", rows=("lora",))) == 2
+    assert "--lora-targets (['query', 'value'] != ['key', 'query']) (its value first)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and path.read_text() == before
 
 
 @needs_wordnet

@@ -130,8 +130,20 @@ def test_check_records_refuses_before_any_work(tmp_path):
     (tmp_path / "adaptation_wordnet_5w1s_lora.json").write_text('{"a": 1}')
     with pytest.raises(ValueError, match="adaptation_wordnet_5w1s_lora.json.*not a result"):
         _check_records(tmp_path, s)
-    with pytest.raises(ValueError, match="--record .* not those of --meta fomaml"):
-        _check_records(tmp_path / "new", recipe.AdaptSettings(meta="fomaml"))
+    meta = recipe.AdaptSettings(approaches="lora", meta="fomaml,reptile,maml")
+    assert [p.name for p in _check_records(tmp_path / "new", meta)] == [
+        f"adaptation_meta_lora_wordnet_5w1s_{n}.json" for n in (
+            "lora", "meta_lora_fomaml", "meta_lora_fomaml_inner", "lora_inner_fomaml",
+            "meta_lora_reptile", "meta_lora_reptile_inner", "lora_inner_reptile",
+            "meta_lora_maml", "meta_lora_maml_inner",      # maml adapts as fomaml does
+            *(f"meta_lora_{m}_minus_lora_paired" for m in ("fomaml", "reptile", "maml")),
+            "meta_lora_fomaml_inner_minus_lora_inner_fomaml_paired",
+            "meta_lora_reptile_inner_minus_lora_inner_reptile_paired",
+            "meta_lora_maml_inner_minus_lora_inner_fomaml_paired")]
+    no_lora = recipe.AdaptSettings(approaches="probe-ridge", meta="fomaml")  # no pair of it
+    assert recipe.record_rows(no_lora) == [
+        "probe-ridge", "meta-lora-fomaml", "meta-lora-fomaml inner", "lora inner-fomaml",
+        "meta-lora-fomaml inner minus lora inner-fomaml, paired"]
     with pytest.raises(ValueError, match="unknown family 'nope'"):
         _check_records(tmp_path / "new", recipe.AdaptSettings(family="nope"))
     images = recipe.AdaptSettings(family="omniglot", model="runs/p")    # no text-only rows
@@ -161,10 +173,13 @@ def test_a_record_of_another_setting_is_refused_naming_each_difference(tmp_path)
         _check_records(tmp_path, other)
     with pytest.raises(ValueError, match=r"--tasks \(30 != 100\)"):
         _check_records(tmp_path, recipe.AdaptSettings(approaches="probe-ridge"))
-    with pytest.raises(ValueError, match=r"--lora-r \(8 != 4\), --lora-targets \(None != "
-                                         r"\['query', 'value'\]\)"):
+    # the targets compared are those adapted: MiniLM's default is query and value
+    with pytest.raises(ValueError, match=r"--lora-r \(8 != 4\), --lora-targets \("
+                                         r"\['query', 'value'\] != \['key', 'query'\]\)"):
         _check_records(tmp_path, recipe.AdaptSettings(
-            tasks=30, approaches="lora", lora_r=4, lora_targets="value, query"))
+            tasks=30, approaches="lora", lora_r=4, lora_targets="query,key"))
+    assert len(_check_records(tmp_path, recipe.AdaptSettings(
+        tasks=30, approaches="lora", lora_targets="value, query"))) == 1
     # --steps is not read by a probe: its record is of the same setting
     assert len(_check_records(tmp_path, recipe.AdaptSettings(
         tasks=30, steps=5, approaches="probe-ridge"))) == 1
@@ -272,3 +287,130 @@ def test_without_a_reader_of_commands_a_record_without_setting_is_refused(tmp_pa
     _committed(tmp_path, "adaptation_wordnet_5w1s_lora.json")
     with pytest.raises(ValueError, match="no reader of its command was given"):
         recipe.check_records(tmp_path, recipe.AdaptSettings(tasks=30, approaches="lora"))
+
+
+def _meta_results(accs: dict, meta_cpu: float = 40.0) -> dict:
+    res = _results({n: a for n, a in accs.items() if n in recipe.APPROACHES})
+    for name, acc in accs.items():
+        if name not in recipe.APPROACHES:
+            m, c = mean_ci(acc)
+            res["approaches"][name] = {
+                "approach": 3, "accuracy": {"mean": m, "ci95": c}, "trainable": 1925,
+                "adapt_seconds": 0.25, "info": {},
+                "per_task": {"accuracy": acc, "adapt_seconds": [0.25] * len(acc),
+                             "cpu_seconds": [0.125] * len(acc)}}
+    res["meta"] = {"fomaml": {"cpu_seconds": meta_cpu, "wall_seconds": 50.0}}
+    res["paired"] = recipe.paired(res["approaches"], [
+        ("meta-lora-fomaml", "lora"), ("meta-lora-fomaml inner", "lora inner-fomaml")])
+    return res
+
+
+META_ACCS = {"lora": [0.8, 1.0, 0.6, 0.9], "meta-lora-fomaml": [1.0, 1.0, 0.8, 0.9],
+             "meta-lora-fomaml inner": [0.9, 1.0, 0.7, 1.0],
+             "lora inner-fomaml": [0.6, 0.8, 0.6, 0.7]}
+
+
+def test_a_meta_runs_records_hold_each_tasks_accuracy_and_the_meta_training(tmp_path):
+    """Every row of a --meta run is recorded, in table adaptation-meta-lora under names of
+    their own: each task's accuracy behind the mean and CI (so the rows pair task by task),
+    the meta options in the setting, and the meta-training's CPU seconds in the budget of
+    the rows that adapt a meta-learned start."""
+    s = recipe.AdaptSettings(tasks=4, steps=7, approaches="lora", meta="fomaml",
+                             meta_iterations=30, meta_batch=2)
+    recs = _records(_meta_results(META_ACCS), tmp_path, s, command="metaloop adapt")
+    assert [p.name for p in recs] == [p.name for p in _check_records(tmp_path, s)] == [
+        "adaptation_meta_lora_wordnet_5w1s_lora.json",
+        "adaptation_meta_lora_wordnet_5w1s_meta_lora_fomaml.json",
+        "adaptation_meta_lora_wordnet_5w1s_meta_lora_fomaml_inner.json",
+        "adaptation_meta_lora_wordnet_5w1s_lora_inner_fomaml.json",
+        "adaptation_meta_lora_wordnet_5w1s_meta_lora_fomaml_minus_lora_paired.json",
+        "adaptation_meta_lora_wordnet_5w1s_meta_lora_fomaml_inner_minus_lora_inner_fomaml_"
+        "paired.json"]
+    for (path, rec), (name, acc) in zip(recs.items(), META_ACCS.items()):
+        assert validate_record(rec, where=str(path)) == rec
+        assert rec["table"] == "adaptation-meta-lora" and rec["approach"] == name
+        assert rec["row"] == f"WordNet 5-way 1-shot, MiniLM: {name}"
+        assert rec["per_task"] == [round(100 * a, 4) for a in acc] and rec["n"] == 4
+        m, c = mean_ci(rec["per_task"])
+        assert rec["mean"] == pytest.approx(m, abs=1e-4)
+        assert rec["ci95"] == pytest.approx(c, abs=1e-4)
+        setting = rec["setting"]
+        assert setting == recipe.measured_setting(s, name)
+        assert (setting["meta"], setting["meta_iterations"], setting["meta_batch"],
+                setting["meta_shots"]) == (["fomaml"], 30, 2, {"fomaml": 1})
+        assert (setting["lora_r"], setting["lora_targets"]) == (8, ["query", "value"])
+        assert ("steps" in setting) == (name in ("lora", "meta-lora-fomaml"))
+    lora, meta, inner, base, pair, inner_pair = recs.values()
+    assert lora["budget"] == {"cpu_seconds": 0.5, "iterations": 7}
+    assert meta["budget"] == inner["budget"] == {"cpu_seconds": 40.5, "iterations": 30}
+    assert base["budget"] == {"cpu_seconds": 0.5, "iterations": 3}     # its inner steps
+    assert meta["note"].endswith("; meta-trained by fomaml: 30 outer steps of 2 tasks, "
+                                 "40.0 CPU-s")
+    assert [r["order"] for r in recs.values()] == [1, 2, 3, 4, 5, 6]
+    # the paired differences: each task's difference in points behind the mean and CI
+    for rec, (a, b) in ((pair, (meta, lora)), (inner_pair, (inner, base))):
+        assert validate_record(rec) == rec and rec["n"] == 4
+        assert rec["table"] == "adaptation-meta-lora" and "unit" not in rec
+        assert rec["metric"] == "accuracy difference (points)"
+        assert rec["per_task"] == pytest.approx([x - y for x, y in zip(a["per_task"],
+                                                                        b["per_task"])])
+        d = paired_difference(a, b)                  # what the records' per_task give
+        assert (rec["mean"], rec["ci95"]) == (pytest.approx(d["mean"], abs=1e-4),
+                                              pytest.approx(d["ci95"], abs=1e-4))
+        assert rec["budget"] == {"cpu_seconds": 41.0, "iterations": 30}
+        assert rec["setting"] == a["setting"]
+    assert pair["row"] == "WordNet 5-way 1-shot, MiniLM: meta-lora-fomaml minus lora, paired"
+    assert pair["mean"] == pytest.approx(100 * math.fsum(
+        a - b for a, b in zip(META_ACCS["meta-lora-fomaml"], META_ACCS["lora"])) / 4, abs=1e-3)
+    assert pair["note"].endswith("tasks won / tied / lost: 2 / 2 / 0")
+
+
+def test_a_meta_record_is_replaced_only_by_a_run_of_the_same_meta_setting(tmp_path):
+    s = recipe.AdaptSettings(tasks=4, approaches="lora", meta="fomaml", meta_iterations=30)
+    for path, rec in _records(_meta_results(META_ACCS), tmp_path, s,
+                              command="metaloop adapt").items():
+        path.write_text(json.dumps(rec))
+    assert len(_check_records(tmp_path, dataclasses.replace(s, meta_shots=1))) == 6  # default
+    for change, words in [
+            (dict(meta_iterations=60), r"--meta-iterations \(30 != 60\)"),
+            (dict(meta_batch=2, meta_shots=5), r"--meta-batch \(4 != 2\), --meta-shots "
+                                                r"\(\{'fomaml': 1\} != \{'fomaml': 5\}\)"),
+            (dict(meta="fomaml,reptile"), r"--meta \(\['fomaml'\] != \['fomaml', 'reptile'\]\)")]:
+        with pytest.raises(ValueError, match=r"adaptation_meta_lora_wordnet_5w1s_lora.json "
+                                             r"holds the record of another setting of lora.*"
+                                             + words):
+            _check_records(tmp_path, dataclasses.replace(s, **change))
+    # a run without --meta writes other files, and a record of one is not a meta run's
+    plain = dataclasses.replace(s, meta="", meta_iterations=300)
+    assert _check_records(tmp_path, plain) == [tmp_path / "adaptation_wordnet_5w1s_lora.json"]
+    meta_path = tmp_path / "adaptation_meta_lora_wordnet_5w1s_lora.json"
+    plain_rec = _records(_results({"lora": META_ACCS["lora"]}), tmp_path / "p", plain,
+                         command="metaloop adapt")
+    meta_path.write_text(json.dumps(next(iter(plain_rec.values()))))
+    with pytest.raises(ValueError, match=r"differs in --meta \(not recorded in the kept run"):
+        _check_records(tmp_path, s)
+
+
+def test_the_setting_compares_the_lora_targets_adapted_not_as_given(tmp_path):
+    """A record written without --lora-targets holds the model's default (told from its
+    config, before it loads), so a run naming that default is of the same setting, and
+    one naming other layers is refused; a record that stored None (the default, as given)
+    is read as the default of its model."""
+    s = recipe.AdaptSettings(tasks=2, approaches="lora")
+    assert recipe.default_lora_targets(s) == ["query", "value"]
+    assert recipe.measured_setting(s, "lora")["lora_targets"] == ["query", "value"]
+    (path, rec), = _records(_results({"lora": [0.8, 1.0]}), tmp_path, s,
+                            command="metaloop adapt").items()
+    path.write_text(json.dumps(rec))
+    explicit = dataclasses.replace(s, lora_targets="value,query")
+    assert _check_records(tmp_path, explicit) == [path]
+    assert list(_records(_results({"lora": [0.8, 1.0]}), tmp_path, explicit,
+                         command="metaloop adapt")) == [path]
+    with pytest.raises(ValueError, match=r"--lora-targets \(\['query', 'value'\] != "
+                                         r"\['query'\]\)"):
+        _check_records(tmp_path, dataclasses.replace(s, lora_targets="query"))
+    path.write_text(json.dumps({**rec, "setting": {**rec["setting"], "lora_targets": None}}))
+    assert _check_records(tmp_path, explicit) == [path]
+    with pytest.raises(ValueError, match=r"--lora-targets \(\['query', 'value'\] != "
+                                         r"\['key'\]\)"):
+        _check_records(tmp_path, dataclasses.replace(s, lora_targets="key"))

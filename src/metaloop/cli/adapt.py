@@ -70,13 +70,21 @@ approach's adaptation (and its --steps where it trains) as its budget, and this 
 (--out as runs/<its name> where it lies outside the working folder: where the results go
 changes no number), and its setting: the model, family, ways, shots, --queries, --tasks,
 --seed (it picks the tasks) and the options the approach reads (--steps, --lora-r,
---lora-targets as given, --prompt-tokens, --max-length, --data and the table's options;
-not --root, --threads, --out or --approaches). A record already there is replaced only by a
-run of the same setting (an older record's setting is read from its command), and keeps its
-row, order and published; one of another setting is refused, naming each difference (its
-value first), and nothing is written. DIR is checked before the model loads; a resumed run
-writes the records of a run never stopped.
---record does not cover --meta (refused by name)."""
+--lora-targets: the layers adapted, the model's default when it is left out, read from the
+model's config or checkpoint header, so naming the default is no difference; --prompt-tokens,
+--max-length, --data and the table's options; not --root, --threads, --out or
+--approaches). A record already there is replaced only by a run of the same setting (an
+older record's setting is read from its command), and keeps its row, order and published;
+one of another setting is refused, naming each difference (its value first), and nothing
+is written. DIR is checked before the model loads; a resumed run writes the records of a
+run never stopped.
+With --meta, every row of the run is recorded (table adaptation-meta-lora,
+DIR/adaptation_meta_lora_<setting>_<row>.json: never the path of a run without --meta),
+each row's setting adds --meta, --meta-iterations, --meta-batch and --meta-shots, and the
+budget of meta-lora-M and meta-lora-M inner adds the meta-training's CPU seconds (its
+outer steps as iterations); each paired difference of the run is a record too
+("<setting>: meta-lora-M minus lora, paired": every task's difference in points, the
+paired CI)."""
 
 
 def register(sub) -> None:

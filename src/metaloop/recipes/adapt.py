@@ -48,12 +48,12 @@ from metaloop.recipes import _partial, report
 from metaloop.recipes._record_setting import check_same_setting, old_record
 from metaloop.tasks.text_table import TextTable
 
-__all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "RECORD_TABLE", "AdaptSettings",
-           "Prepared", "bar_chart", "check_given", "check_records", "check_resume",
-           "describe", "evaluate_strategies", "finished", "identity", "kept",
-           "measured_setting", "paired", "paired_lines", "parse_fractions", "prepare",
-           "record_path", "records", "run", "table", "table_families", "table_summary",
-           "title"]
+__all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "RECORD_TABLE", "RECORD_TABLE_META",
+           "AdaptSettings", "Prepared", "bar_chart", "check_given", "check_records",
+           "check_resume", "default_lora_targets", "describe", "evaluate_strategies",
+           "finished", "identity", "kept", "measured_setting", "paired", "paired_lines",
+           "parse_fractions", "prepare", "record_path", "record_rows", "records", "run",
+           "table", "table_families", "table_summary", "title"]
 
 FAMILIES = ("wordnet", "table", "omniglot", "fashion_mnist", "folder", "tensors")
 TEXT_FAMILIES = ("wordnet", "table")
@@ -458,10 +458,7 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
 
     results = evaluate_strategies(rows, p.heldout, s.tasks, s.seed, progress=progress,
                                   kept=state, on_task=save)
-    methods = meta_info.keys()
-    diffs = paired(results, [(f"meta-lora-{m}", "lora") for m in methods]
-                   + [(f"meta-lora-{m} inner", _inner_baseline(list(methods), m))
-                      for m in methods])
+    diffs = paired(results, _meta_pairs(list(meta_info)))
     return {"model": s.model, "family": s.family, "ways": s.ways, "shots": s.shots,
             "queries": s.queries, "tasks": s.tasks, "seed": s.seed, "steps": s.steps,
             "eval_seconds": time.perf_counter() - t0, "meta": meta_info,
@@ -809,18 +806,83 @@ def _text_lora_targets(s, model) -> list[str]:
         ValueError: an encoder with none of those names, listing its layers' names for
             ``--lora-targets``.
     """
+    return _query_value(s, model.encoder)
+
+
+def _query_value(s, encoder) -> list[str]:
+    """``_text_lora_targets`` of the Hugging Face ``encoder`` (weights or none)."""
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as by_type
 
     from metaloop.adapt.lora import adaptable_layers
 
-    leaves = {n.rpartition(".")[2] for n in adaptable_layers(model.encoder)}
-    model_type = getattr(getattr(model.encoder, "config", None), "model_type", None)
+    leaves = {n.rpartition(".")[2] for n in adaptable_layers(encoder)}
+    model_type = getattr(getattr(encoder, "config", None), "model_type", None)
     for names in (by_type.get(model_type), *QUERY_VALUE):
         if names and set(names) <= leaves:
             return list(names)
     raise ValueError(f"model {s.model} ({model_type}) has no attention query / value layers "
                      f"under a known name, the default LoRA targets; choose them with "
                      f"--lora-targets from {sorted(leaves)}")
+
+
+def default_lora_targets(s: AdaptSettings) -> list[str] | None:
+    """The LoRA targets of ``s.model`` without ``--lora-targets`` (``_lora_targets``'
+    default), sorted, told without loading the model's weights. A text encoder's default
+    is read from its ``config.json`` alone: the encoder is built from it on torch's
+    ``meta`` device (no memory, no weights), and its layer names give the attention's query
+    and value layers as ``_text_lora_targets`` finds them in the loaded model. A metaloop
+    image run's default (its convolutions) is read from the names and shapes in its
+    checkpoint's safetensors header (a weight of 3 to 5 dimensions is a convolution's), not
+    from the tensors.
+
+    This is what ``--record`` compares before the model loads (``measured_setting``), so
+    that ``--lora-targets`` naming the default is the setting of a run without it.
+
+    Returns:
+        The sorted names, or None where they cannot be told so (a model that does not load:
+        ``prepare`` names what is wrong with it).
+    """
+    try:
+        if s.family in TEXT_FAMILIES:
+            return sorted(set(_config_text_targets(s)))
+        return _checkpoint_conv_targets(Path(s.model).expanduser())
+    except (ValueError, OSError, ImportError, KeyError, TypeError, RuntimeError):
+        return None
+
+
+def _config_text_targets(s: AdaptSettings) -> list[str]:
+    """The default LoRA targets of the Hugging Face encoder ``s.model``, read from its
+    config (offline, as ``load_hf`` reads the model)."""
+    from metaloop.models.text import _resolve, hub_offline, require_text_extra
+
+    transformers, _ = require_text_extra()
+    source = _resolve(s.model)
+    with hub_offline(True):
+        config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
+    with torch.device("meta"):                    # the layers' names, no weights
+        encoder = transformers.AutoModel.from_config(config)
+    return _query_value(s, encoder)
+
+
+def _checkpoint_conv_targets(path: Path) -> list[str] | None:
+    """The last name components of the convolutions of the metaloop run at ``path``, as
+    ``_lora_targets`` names an image model's (``["conv"]`` where there is none), read from
+    its newest checkpoint's tensor names and shapes; None where it has no such file."""
+    from safetensors import safe_open
+
+    from metaloop.train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(path) if (path / "LATEST").is_file() else path
+    file = ckpt / "tensors.safetensors"
+    if not file.is_file():
+        return None
+    convs = set()
+    with safe_open(str(file), framework="pt") as f:
+        for key in f.keys():
+            if key.startswith("model.") and key.endswith(".weight") \
+                    and 3 <= len(f.get_slice(key).get_shape()) <= 5:
+                convs.add(key[:-len(".weight")].rpartition(".")[2])
+    return sorted(convs) or ["conv"]
 
 
 def _ignore_classes(fn):
@@ -903,6 +965,14 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
             baselines[key] = lora_learner(model, method, **hp)
             rows[_inner_baseline(methods, method)] = (3, _inner(baselines[key]))
     return rows, info
+
+
+def _meta_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """The rows ``run`` compares task by task (``paired``): each meta-learned start against
+    the pretrained one adapted alike, ``meta-lora-M`` against ``lora`` and
+    ``meta-lora-M inner`` against its ``lora inner-M``."""
+    return ([(f"meta-lora-{m}", "lora") for m in methods]
+            + [(f"meta-lora-{m} inner", _inner_baseline(methods, m)) for m in methods])
 
 
 def _inner_baseline(methods: Sequence[str], method: str) -> str:
@@ -1183,6 +1253,10 @@ def bar_chart(results: dict, path: Path, title: str) -> None:
 RECORD_TABLE = "adaptation"
 """The docs' table (docs/results.md) that ``records`` writes rows of."""
 
+RECORD_TABLE_META = "adaptation-meta-lora"
+"""The docs' table of the records of a ``--meta`` run: meta-learned LoRA beside the rows it
+is compared with, all of one run, on the same held-out tasks."""
+
 FAMILY_LABELS = {"wordnet": "WordNet", "omniglot": "Omniglot", "fashion_mnist": "Fashion-MNIST"}
 
 
@@ -1216,9 +1290,56 @@ def _record_setting(s: AdaptSettings) -> tuple[str, str]:
 def record_path(folder, s: AdaptSettings, approach: str) -> Path:
     """Where ``records`` puts an approach's record in ``folder``:
     ``adaptation_<setting>_<approach>.json`` (``adaptation_wordnet_5w1s_lora.json``,
-    ``adaptation_wordnet_5w5s_prompt_zero_shot.json``; see ``_record_setting``)."""
+    ``adaptation_wordnet_5w5s_prompt_zero_shot.json``; see ``_record_setting``); a ``meta``
+    run's records: ``adaptation_meta_lora_<setting>_<approach>.json``
+    (``adaptation_meta_lora_wordnet_5w1s_meta_lora_fomaml_inner.json``), so that the
+    records of a run with ``--meta`` and of one without never share a path."""
     stem, _ = _record_setting(s)
-    return Path(folder) / f"adaptation_{stem}_{_slug(approach)}.json"
+    prefix = "adaptation_meta_lora" if _meta_methods(s.meta) else "adaptation"
+    return Path(folder) / f"{prefix}_{stem}_{_slug(approach)}.json"
+
+
+def record_rows(s: AdaptSettings) -> list[str]:
+    """The rows a run of ``s`` scores and ``records`` records, in the order of its results:
+    the approaches (those of its family's kind), then each ``--meta`` learner's
+    ``meta-lora-M``, ``meta-lora-M inner`` and ``lora inner-M`` (one for the learners whose
+    inner loops are the same, see ``meta_strategies``), then the paired differences of a
+    ``--meta`` run (``"meta-lora-M minus lora, paired"``: ``paired_row``), those whose two
+    rows it scores."""
+    kind = "text" if s.family in TEXT_FAMILIES else "image"
+    names = _approach_names(s.approaches, kind)
+    methods = _meta_methods(s.meta)
+    for m in methods:
+        names += [f"meta-lora-{m}", f"meta-lora-{m} inner"]
+        if _inner_baseline(methods, m) not in names:
+            names.append(_inner_baseline(methods, m))
+    return names + [paired_row(a, b) for a, b in _meta_pairs(methods)
+                    if a in names and b in names]
+
+
+def paired_row(a: str, b: str) -> str:
+    """The record name of the paired difference of rows ``a`` and ``b`` (``paired``'s
+    ``"a - b"``): ``"a minus b, paired"``."""
+    return f"{a} minus {b}, paired"
+
+
+def _pair_of(name: str) -> tuple[str, str] | None:
+    """``(a, b)`` of a ``paired_row`` name; None for a row's."""
+    if not name.endswith(", paired") or " minus " not in name:
+        return None
+    a, _, b = name[:-len(", paired")].partition(" minus ")
+    return a, b
+
+
+def _row_method(name: str) -> tuple[str | None, bool]:
+    """The ``--meta`` learner a row belongs to (None: an approach's row), and whether the
+    row adapts a meta-learned start (``meta-lora-M``, ``meta-lora-M inner``) rather than the
+    pretrained one (``lora inner-M``)."""
+    if name.startswith("meta-lora-"):
+        return name[len("meta-lora-"):].removesuffix(" inner"), True
+    if name.startswith("lora inner-"):
+        return name[len("lora inner-"):], False
+    return None, False
 
 
 def check_records(folder, s: AdaptSettings,
@@ -1231,48 +1352,79 @@ def check_records(folder, s: AdaptSettings,
     line gives: ``metaloop.cli.adapt.command_settings``). Returns the paths, in approach
     order.
 
+    A ``--meta`` run's rows (``record_rows``) are checked alike, under their own names
+    (``record_path``). The model's default LoRA targets are told from its config
+    (``default_lora_targets``), once, and only where a record is already there.
+
     Raises:
         ValueError: naming the path and the problem, or each setting in which the record
-            there differs (its value first); ``--meta`` (its rows are not recorded: they
-            depend on a meta-training run that a record's budget and command would have to
-            name too).
+            there differs (its value first).
     """
     from metaloop.evaluate.records import check_record_path
 
     if s.family not in FAMILIES:
         raise ValueError(f"unknown family {s.family!r}; choose one of {list(FAMILIES)}")
-    if _meta_methods(s.meta):
-        raise ValueError(f"--record writes the rows of approaches 0-3, not those of --meta "
-                         f"{s.meta}: run --meta without --record, or --record without --meta")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--record {folder} is a file: it names a folder for the records")
-    kind = "text" if s.family in TEXT_FAMILIES else "image"
-    names = _approach_names(s.approaches, kind)
+    names = record_rows(s)
     paths = [check_record_path(record_path(folder, s, name)) for name in names]
+    targets = _Targets(s)
     for path, name in zip(paths, names):
-        _check_same_setting(path, s, name, read_command)
+        _check_same_setting(path, s, name, read_command, targets)
     return paths
 
 
-def measured_setting(s: AdaptSettings, approach: str) -> dict:
+class _Targets:
+    """``default_lora_targets(s)``, told on first use and kept (a model's config is read
+    once per check)."""
+
+    def __init__(self, s: AdaptSettings):
+        self.s, self.value, self.told = s, None, False
+
+    def __call__(self) -> list[str] | None:
+        if not self.told:
+            self.value, self.told = default_lora_targets(self.s), True
+        return self.value
+
+
+def measured_setting(s: AdaptSettings, approach: str, *,
+                     lora_targets: Callable[[], list[str] | None] | None = None) -> dict:
     """What an approach's record measured (its ``setting``): the model (a local folder as
     its absolute path), family, ways, shots, queries, held-out tasks and their seed (which
     picks the tasks: records of one seed pair task by task), and the options the approach
-    reads: ``--steps`` (approaches 2-3), ``--lora-r`` and ``--lora-targets`` (lora; the
-    targets as given, a sorted list, or None for the model's default), ``--prompt-tokens``
-    (soft-prompt), ``--max-length`` (text models), and the user's data (``--data`` as an
-    absolute path, ``--drop-small``, and the table's columns and delimiter). ``--root``
-    (where a family's data lies), ``--threads``, ``--out`` and ``--approaches`` are not
-    part of it: they change no accuracy of the approach."""
+    reads: ``--steps`` (approaches 2-3 and ``meta-lora-M``), ``--lora-r`` and
+    ``--lora-targets`` (lora and the ``--meta`` rows; the targets the run adapts, a sorted
+    list, whether given or the model's default: ``default_lora_targets(s)``, which
+    ``lora_targets()`` gives where the caller has it, None where it cannot be told),
+    ``--prompt-tokens`` (soft-prompt), ``--max-length`` (text models), and the user's data
+    (``--data`` as an absolute path, ``--drop-small``, and the table's columns and
+    delimiter). Every record of a ``--meta`` run (``record_rows``) also holds the
+    meta-training: ``--meta`` (the learners, sorted), ``--meta-iterations``,
+    ``--meta-batch`` and ``--meta-shots`` (each learner's, its default filled in), and a
+    record of a run without ``--meta`` none of them, so that neither replaces the other.
+    ``--root`` (where a family's data lies), ``--meta-dir``, ``--threads``, ``--out`` and
+    ``--approaches`` are not part of it: they change no accuracy of the approach. A
+    ``paired_row`` holds what either of its two rows reads."""
+    pair = _pair_of(approach)
+    if pair is not None:         # a paired difference: what both of its rows read
+        return {**measured_setting(s, pair[1], lora_targets=lora_targets),
+                **measured_setting(s, pair[0], lora_targets=lora_targets)}
     out = {"model": _model_identity(s.model), "family": s.family, "ways": s.ways,
            "shots": s.shots, "queries": s.queries, "tasks": s.tasks, "seed": s.seed}
-    if approach in STEPPED:
+    method, learned = _row_method(approach)
+    if approach in STEPPED or (learned and not approach.endswith(" inner")):
         out["steps"] = s.steps
-    if approach == "lora":
+    if approach == "lora" or method is not None:
         out["lora_r"] = s.lora_r
-        out["lora_targets"] = (None if s.lora_targets is None
-                               else sorted({n.strip() for n in s.lora_targets.split(",")}))
+        out["lora_targets"] = (sorted(set(_lora_targets(s, "text")))
+                               if s.lora_targets is not None
+                               else (lora_targets or _Targets(s))())
+    methods = _meta_methods(s.meta)
+    if methods:
+        out.update(meta=sorted(methods), meta_iterations=s.meta_iterations,
+                   meta_batch=s.meta_batch,
+                   meta_shots={m: s.meta_shots or META_SHOTS[m] for m in sorted(methods)})
     if approach == "soft-prompt":
         out["prompt_tokens"] = s.prompt_tokens
     if s.family in TEXT_FAMILIES:
@@ -1287,19 +1439,35 @@ def measured_setting(s: AdaptSettings, approach: str) -> dict:
 
 
 def _check_same_setting(path: Path, s: AdaptSettings, approach: str,
-                        read_command: Callable[[str], AdaptSettings] | None) -> None:
+                        read_command: Callable[[str], AdaptSettings] | None,
+                        targets: _Targets | None = None) -> None:
     """ValueError naming each setting (``measured_setting``) in which the record already at
     ``path`` (its ``setting``, else read from its ``command``) was measured otherwise: this
     approach's record would replace it. No record there, or one of the same setting, passes
-    (``_record_setting.check_same_setting``)."""
+    (``_record_setting.check_same_setting``). A record's ``lora_targets`` of None (the
+    model's default, as records stored it before they stored the targets themselves) is
+    the default of this run's model where the record's model is this run's."""
+    if not old_record(path):
+        return
+    targets = targets or _Targets(s)
+    mine = measured_setting(s, approach, lora_targets=targets)
+
     def theirs(old: dict) -> dict:
         if isinstance(old.get("setting"), dict):
-            return old["setting"]
-        if read_command is None:
+            setting = dict(old["setting"])
+        elif read_command is None:
             raise ValueError("it has no setting, and no reader of its command was given")
-        return measured_setting(read_command(old["command"]), approach)
+        else:
+            other = read_command(old["command"])
+            same = _model_identity(other.model) == mine["model"] and \
+                other.family == s.family
+            setting = measured_setting(other, approach,
+                                       lora_targets=targets if same else None)
+        if setting.get("lora_targets", 0) is None and setting.get("model") == mine["model"]:
+            setting["lora_targets"] = targets()
+        return setting
 
-    check_same_setting(path, measured_setting(s, approach), theirs, approach)
+    check_same_setting(path, mine, theirs, approach)
 
 
 def records(results: dict, folder, s: AdaptSettings, *, command: str,
@@ -1320,7 +1488,19 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
     are as ``metaloop eval --record`` gives them; ``setting`` is ``measured_setting``. An
     earlier record at the path keeps its ``row``, ``order`` and ``published``, and one of
     another setting is refused (``check_records``); a new record is ordered after the
-    records already in ``folder``, in approach order.
+    records of its table already in ``folder``, in approach order.
+
+    A ``meta`` run's records (every row of ``record_rows``, at ``record_path``'s
+    ``adaptation_meta_lora_...`` names) are rows of table ``RECORD_TABLE_META``, with the
+    same fields. The budget of a row that adapts a meta-learned start (``meta-lora-M``,
+    ``meta-lora-M inner``) adds the meta-training's CPU seconds (``results["meta"][M]``,
+    all of that run's, resumes included) to its adaptation's, and its iterations are the
+    meta-training's outer steps (``--meta-iterations``); ``lora inner-M``'s iterations
+    are its inner loop's steps. Their note names the meta-training. Each of the run's
+    ``paired`` differences is a record too (``paired_row``: ``"meta-lora-M minus lora,
+    paired"``, metric ``"accuracy difference (points)"``): ``per_task`` holds each task's
+    difference in points, the CI is the paired one, and the budget is the meta-training's
+    and both rows' adaptation.
 
     Args:
         results: the run's results (``approaches`` with their ``per_task`` values).
@@ -1336,39 +1516,80 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
     from metaloop.evaluate.stats import ci95
 
     _, setting = _record_setting(s)
+    table_name = RECORD_TABLE_META if _meta_methods(s.meta) else RECORD_TABLE
+    targets = _Targets(s)
     common = {
-        "table": RECORD_TABLE, "metric": "accuracy (%)", "unit": "%", "config": None,
+        "table": table_name, "metric": "accuracy (%)", "unit": "%", "config": None,
         "published": None, "command": command, "device": cpu_device(),
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "seed": s.seed}
     last = max((r["order"] for r in map(old_record, Path(folder).glob("*.json"))
-                if r.get("table") == RECORD_TABLE and isinstance(r.get("order"), (int, float))
+                if r.get("table") == table_name and isinstance(r.get("order"), (int, float))
                 and not isinstance(r.get("order"), bool)), default=0)
     out = {}
-    for name, r in results["approaches"].items():
-        path = record_path(folder, s, name)
-        _check_same_setting(path, s, name, read_command)
-        acc = [round(100 * a, 4) for a in r["per_task"]["accuracy"]]
-        ci = ci95(acc)
-        cpu = r["per_task"].get("cpu_seconds", r["per_task"]["adapt_seconds"])
-        seconds = round(r["adapt_seconds"], 3)
-        budget = {"cpu_seconds": round(math.fsum(cpu), 1)}
-        if name in STEPPED:
-            budget["iterations"] = s.steps
-        rec = {**common, "row": f"{setting}: {name}", "approach": name,
-               "setting": measured_setting(s, name),
-               "mean": round(math.fsum(acc) / len(acc), 4),
-               "ci95": None if ci is None else round(ci, 4), "n": len(acc), "per_task": acc,
-               "budget": budget, "trainable": r["trainable"], "seconds_per_task": seconds,
-               "note": f"{r['trainable']:,} trainable, {seconds:.3f} s/task "
-                       f"({math.fsum(cpu) / len(cpu):.3f} CPU-s)"}
+
+    def place(path: Path, rec: dict) -> None:        # keeps an earlier record's place
+        nonlocal last
         old = old_record(path)
         if "order" not in old:
             last += 1
         rec.update({"order": last, **{k: old[k] for k in ("row", "order", "published")
                                       if k in old}})
         out[path] = validate_record(rec, where=str(path))
+
+    for name, r in results["approaches"].items():
+        path = record_path(folder, s, name)
+        _check_same_setting(path, s, name, read_command, targets)
+        acc = [round(100 * a, 4) for a in r["per_task"]["accuracy"]]
+        ci = ci95(acc)
+        cpu = r["per_task"].get("cpu_seconds", r["per_task"]["adapt_seconds"])
+        seconds = round(r["adapt_seconds"], 3)
+        method, learned = _row_method(name)
+        meta_cpu = float(results["meta"][method]["cpu_seconds"]) if learned else 0.0
+        budget = {"cpu_seconds": round(meta_cpu + math.fsum(cpu), 1)}
+        if learned:
+            budget["iterations"] = s.meta_iterations
+        elif method is not None:
+            budget["iterations"] = META_INNER[method]["inner_steps"]
+        elif name in STEPPED:
+            budget["iterations"] = s.steps
+        note = (f"{r['trainable']:,} trainable, {seconds:.3f} s/task "
+                f"({math.fsum(cpu) / len(cpu):.3f} CPU-s)")
+        if learned:
+            note += (f"; meta-trained by {method}: {s.meta_iterations} outer steps of "
+                     f"{s.meta_batch} tasks, {meta_cpu:.1f} CPU-s")
+        rec = {**common, "row": f"{setting}: {name}", "approach": name,
+               "setting": measured_setting(s, name, lora_targets=targets),
+               "mean": round(math.fsum(acc) / len(acc), 4),
+               "ci95": None if ci is None else round(ci, 4), "n": len(acc), "per_task": acc,
+               "budget": budget, "trainable": r["trainable"], "seconds_per_task": seconds,
+               "note": note}
+        place(path, rec)
+    for key, d in results.get("paired", {}).items():
+        a, b = key.split(" - ")
+        name = paired_row(a, b)
+        path = record_path(folder, s, name)
+        _check_same_setting(path, s, name, read_command, targets)
+        rows = results["approaches"][a]["per_task"], results["approaches"][b]["per_task"]
+        diff = [round(100 * (x - y), 4) for x, y in zip(rows[0]["accuracy"],
+                                                         rows[1]["accuracy"])]
+        ci = ci95(diff)
+        cpu = math.fsum(math.fsum(r.get("cpu_seconds", r["adapt_seconds"])) for r in rows)
+        method = _row_method(a)[0]
+        rec = {**common, "metric": "accuracy difference (points)",
+               "row": f"{setting}: {name}", "approach": name,
+               "setting": measured_setting(s, name, lora_targets=targets),
+               "mean": round(math.fsum(diff) / len(diff), 4), "digits": 2,
+               "ci95": None if ci is None else round(ci, 4), "n": len(diff),
+               "per_task": diff,
+               "budget": {"cpu_seconds": round(float(results["meta"][method]["cpu_seconds"])
+                                               + cpu, 1),
+                          "iterations": s.meta_iterations},
+               "note": f"{a} minus {b} on the same tasks (points); tasks won / tied / lost: "
+                       f"{d['wins']} / {d['ties']} / {d['losses']}"}
+        del rec["unit"]
+        place(path, rec)
     return out
 
 
