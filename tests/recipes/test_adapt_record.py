@@ -387,7 +387,8 @@ def test_a_meta_record_is_replaced_only_by_a_run_of_the_same_meta_setting(tmp_pa
     plain_rec = _records(_results({"lora": META_ACCS["lora"]}), tmp_path / "p", plain,
                          command="metaloop adapt")
     meta_path.write_text(json.dumps(next(iter(plain_rec.values()))))
-    with pytest.raises(ValueError, match=r"differs in --meta \(not recorded in the kept run"):
+    with pytest.raises(ValueError, match=r"differs in --meta \(not recorded in the record; "
+                                         r"this run's: \["):
         _check_records(tmp_path, s)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from metaloop import runlock
 from metaloop.cli._args import path
-from metaloop.cli._records import rerun_command, write_records
+from metaloop.cli._records import parse_command, rerun_command, write_records
 from metaloop.recipes import _partial, report
 from metaloop.recipes import adapt as recipe
 from metaloop.recipes.report import output_dir
@@ -256,27 +256,7 @@ def command_settings(command: str) -> recipe.AdaptSettings:
     Raises:
         ValueError: not a ``metaloop adapt`` command, or one the parser refuses.
     """
-    import contextlib
-    import io
-    import shlex
-
-    from metaloop.cli.main import build_parser
-
-    words = shlex.split(command)
-    while "&&" in words:                       # e.g. "metaloop train ... && metaloop adapt"
-        words = words[words.index("&&") + 1:]
-    if "metaloop" not in words or any(w in words for w in (";", "|", "||")):
-        raise ValueError("not one metaloop adapt command")
-    argv = words[words.index("metaloop") + 1:]
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
-    except SystemExit as e:
-        lines = err.getvalue().strip().splitlines()
-        raise ValueError(f"metaloop refuses it: {lines[-1] if lines else e}") from None
-    if getattr(args, "func", None) is not run:
-        raise ValueError("not a metaloop adapt command")
+    args = parse_command(command, "adapt")
     return recipe.AdaptSettings(**{f.name: v for f in dataclasses.fields(recipe.AdaptSettings)
                             if (v := getattr(args, f.name, None)) is not None
                             and v is not False})

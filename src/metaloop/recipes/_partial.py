@@ -36,15 +36,17 @@ def _owner_of(out: Path) -> str | None:
         return None
 
 
-def difference(key: str, old: dict, new: dict, what: dict) -> str:
+def difference(key: str, old: dict, new: dict, what: dict, *,
+               kept: str = "the kept run", mine: str = "this command") -> str:
     """How a refused resume names a difference of ``key`` (``what[key]``, else its flag):
     kept value first, or that one side has none (a key an older run did not record, or one
-    this command has no value for)."""
+    this command has no value for). ``kept`` and ``mine`` name the two sides (a refused
+    record: "the record" and "this run")."""
     name = what.get(key, "--" + key.replace("_", "-"))
     if key not in old:
-        return f"{name} (not recorded in the kept run; this command's: {new[key]!r})"
+        return f"{name} (not recorded in {kept}; {mine}'s: {new[key]!r})"
     if key not in new:
-        return f"{name} (the kept run's: {old[key]!r}; none in this command)"
+        return f"{name} ({kept}'s: {old[key]!r}; none in {mine})"
     return f"{name} ({old[key]!r} != {new[key]!r})"
 
 
@@ -60,11 +62,13 @@ def stopped(out, command: str, kept: str, before: str) -> str:
             f"command (without --resume)")
 
 
-def differences(old: dict, new: dict, what: dict, *, same=()) -> list[str]:
+def differences(old: dict, new: dict, what: dict, *, same=(), kept: str = "the kept run",
+                mine: str = "this command") -> list[str]:
     """Each key whose value (or presence) differs between the kept identity ``old`` and this
-    command's ``new``, as ``difference`` names it, in key order; the keys in ``same`` are
-    not compared."""
-    return [difference(k, old, new, what) for k in sorted(set(old) | set(new))
+    command's ``new``, as ``difference`` names it (``kept``, ``mine``: the sides' names), in
+    key order; the keys in ``same`` are not compared."""
+    return [difference(k, old, new, what, kept=kept, mine=mine)
+            for k in sorted(set(old) | set(new))
             if k not in same and (k in old, old.get(k)) != (k in new, new.get(k))]
 
 

@@ -55,9 +55,10 @@ def check_same_setting(path, mine: dict, theirs: Callable[[dict], dict], name: s
                          f"({type(e).__name__}: {e}), which the record of {name} would "
                          f"replace: give another --record folder, or remove {path}") from e
     mine = json.loads(json.dumps(mine))
-    diff = [_partial.difference(k, other, mine, {}) for k in first
+    sides = {"kept": "the record", "mine": "this run"}
+    diff = [_partial.difference(k, other, mine, {}, **sides) for k in first
             if (k in other, other.get(k)) != (k in mine, mine.get(k))]
-    diff += _partial.differences(other, mine, {}, same=first)
+    diff += _partial.differences(other, mine, {}, same=first, **sides)
     if diff:
         raise ValueError(f"--record: {path} holds the record of another setting of {name}, "
                          f"which this run's would replace; it differs in {', '.join(diff)} "
