@@ -1003,6 +1003,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             distributed.broadcast_params(learner.model)
             if buffers:
                 distributed.broadcast_buffers(buffers, "the start", start=True)
+            distributed.broadcast_rng("the start")     # (per-task draws, dropout: rank 0's)
     cpu_start = time.process_time()
     if not getattr(learner, "meta_trains", True):
         iterations = start
