@@ -204,6 +204,34 @@ def test_a_signal_in_the_shutdown_after_the_command_keeps_its_status(tmp_path, e
     assert (tmp_path / "late").read_text() == "after"     # the shutdown went on to the end
 
 
+# The command returns, leaving a thread that Python's shutdown waits for: the thread sends
+# the process SIGTERM, then waits HANG seconds (a teardown that hangs).
+HANG = 30
+HANGING = ("import os, signal, sys, threading\n"
+           "sys.argv[0] = '/usr/local/bin/metaloop'\n"
+           "from metaloop.cli.main import main\n"
+           "code = main(sys.argv[1:])\n"
+           "def hang():\n"
+           "    os.kill(os.getpid(), signal.SIGTERM)\n"
+           f"    threading.Event().wait({HANG})\n"
+           "threading.Thread(target=hang).start()\n"
+           "sys.exit(code)\n")
+
+
+def test_a_signal_to_a_finished_command_whose_shutdown_hangs_ends_it_with_its_status(
+        tmp_path):
+    """A shutdown that hangs (here, joining a thread) after the command has its status is
+    stopped by a signal, with the command's status: the signals were ignored until the
+    process exited, so only SIGKILL could end it."""
+    import time
+
+    start = time.monotonic()
+    r = _python(tmp_path, "-c", HANGING, "train", "--example-config")
+    assert time.monotonic() - start < HANG / 2
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == cli_train.example_config_text()
+
+
 SINUSOID = """
 [family]
 name = "sinusoid"

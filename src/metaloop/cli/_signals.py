@@ -11,10 +11,14 @@ While ``main`` runs (``catch_signals`` to ``release_signals``) SIGINT and SIGTER
   it stops the command at once: the ``metaloop`` command's process exits with status 130 and
   one line, leaving what the clean-up had not yet removed; a caller of ``main`` in its own
   program gets KeyboardInterrupt, as from Python's own handler;
-- done (``main`` has the command's exit status): ignored. In the ``metaloop`` command's
-  process both signals are then ignored until it exits (``signal.SIG_IGN``, which the
-  interpreter keeps through its shutdown), so a signal while torch's modules are torn down
-  cannot turn a finished command's status into 143 or print a traceback.
+- done (``main`` has the command's exit status): the status stands. In the ``metaloop``
+  command's process a signal then ends the process at once with that status (``_finished``:
+  a shutdown that hangs, joining a thread or in a library's exit function, can still be
+  stopped), and from metaloop's own exit function on, which runs after the exit functions
+  of what it imported, both signals are ignored (``signal.SIG_IGN``, which the interpreter
+  keeps through the rest of its shutdown, where it sets Python-level handlers back to the
+  default): a signal while modules are torn down cannot turn a finished command's status
+  into 143 or print a traceback.
 
 The training loop sets its own handlers meanwhile (``metaloop.train.signals``: a stop at the
 next checkpoint) and sets these again when it ends.
@@ -22,6 +26,7 @@ next checkpoint) and sets these again when it ends.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -35,6 +40,7 @@ _command = False      # this process is the metaloop command (as_the_command)
 _phase = None         # where main is: RUN, CLEAN_UP, DONE; None: outside main
 _ignored = 0          # signals ignored during the clean-up
 _saved: dict = {}     # the handlers before catch_signals, by signal
+_code = 0             # the command's exit status, once main has it (release_signals)
 
 
 def _interrupt(signum, frame):
@@ -72,6 +78,27 @@ def _stop_now(signum) -> None:
     os._exit(130)
 
 
+def _finished(signum, frame):
+    """The ``metaloop`` command's process after ``main`` has its exit status: a signal ends
+    it at once with that status (its output flushed), whatever the shutdown was doing."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:     # (a closed or broken stream: nothing more reaches it)
+            pass
+    os._exit(_code)
+
+
+def _ignore_from_now() -> None:
+    """metaloop's exit function (registered as the package starts, so it runs after the
+    exit functions of what metaloop imports): from here to the end of the shutdown, a signal
+    to a finished command is ignored."""
+    if _phase == DONE and _main_thread():
+        for sig in SIGNALS:
+            if signal.getsignal(sig) is _finished:
+                signal.signal(sig, signal.SIG_IGN)
+
+
 def _main_thread() -> bool:
     """Whether this is the main thread, the only one that can set a signal's handler."""
     return threading.current_thread() is threading.main_thread()
@@ -96,8 +123,11 @@ def interrupt_on_sigterm() -> None:
 def as_the_command() -> None:
     """This process is the ``metaloop`` command, starting (``metaloop/__init__.py``):
     ``interrupt_on_sigterm``, and once ``main`` has the command's exit status, SIGINT and
-    SIGTERM are ignored until the process exits (``release_signals``)."""
+    SIGTERM end the process with that status, then, from metaloop's exit function on, are
+    ignored until it exits (``release_signals``)."""
     global _command
+    if not _command:
+        atexit.register(_ignore_from_now)
     _command = True
     interrupt_on_sigterm()
 
@@ -126,18 +156,20 @@ def cleaning_up() -> None:
         _phase = CLEAN_UP
 
 
-def release_signals() -> None:
-    """``main`` has the command's exit status: signals from now on change nothing. In the
-    ``metaloop`` command's process SIGINT and SIGTERM are ignored until it exits; in another
+def release_signals(code: int = 0) -> None:
+    """``main`` has the command's exit status ``code``: signals from now on do not change it.
+    In the ``metaloop`` command's process SIGINT and SIGTERM end the process at once with
+    ``code`` (``_finished``), and are ignored from metaloop's exit function on; in another
     program the handlers before ``catch_signals`` are set again. Safe to call again, and
     without ``catch_signals`` before it."""
-    global _phase
+    global _phase, _code
     if not _main_thread():
         return
+    _code = code
     _phase = DONE                                 # (first: a signal from here on is ignored)
     for sig in SIGNALS:
         if sig in _saved:
-            signal.signal(sig, signal.SIG_IGN if _command else _saved[sig])
+            signal.signal(sig, _finished if _command else _saved[sig])
             del _saved[sig]
     if not _command:
         _phase = None

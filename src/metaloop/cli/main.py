@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     ``metaloop COMMAND: interrupted`` (``metaloop train`` says more). One more signal during
     the clean-up after an interrupt is ignored, so that the clean-up finishes (what the
     command created is removed entirely); the one after it stops at once. Once the command
-    has its exit status, signals change nothing: in the ``metaloop`` command's process they
-    are ignored until it exits, so the interpreter's shutdown (torch's teardown) cannot turn
-    a finished command's status into 143 (``metaloop.cli._signals``).
+    has its exit status, signals do not change it: in the ``metaloop`` command's process a
+    signal ends the process at once with that status, and from metaloop's exit function on
+    they are ignored, so the interpreter's shutdown (torch's teardown) cannot turn a finished
+    command's status into 143 (``metaloop.cli._signals``).
     """
     started: list[str] = []           # the command, once it runs
     code = 130                        # (the status if an interrupt leaves it no other)
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"metaloop {started[0]}: interrupted" if started else STARTING,
                   file=sys.stderr)
         finally:
-            release_signals()
+            release_signals(code)
     except KeyboardInterrupt:          # a signal as release_signals was entered: the status
-        release_signals()              # is decided
+        release_signals(code)          # is decided
     return code
 
 
