@@ -415,3 +415,18 @@ def test_the_setting_compares_the_lora_targets_adapted_not_as_given(tmp_path):
     with pytest.raises(ValueError, match=r"--lora-targets \(\['query', 'value'\] != "
                                          r"\['key'\]\)"):
         _check_records(tmp_path, dataclasses.replace(s, lora_targets="key"))
+
+
+def test_a_meta_record_on_the_users_data_holds_its_class_split():
+    """With --meta on the user's data, --split-fractions and --split-seed pick every row's
+    held-out classes: records of two splits are two settings (one replaced the other)."""
+    a = recipe.AdaptSettings(family="table", data="t.csv", meta="fomaml", approaches="lora")
+    b = dataclasses.replace(a, split_seed=7)
+    c = dataclasses.replace(a, split_fractions="0.5,0.1,0.4")
+    for row in ("lora", "meta-lora-fomaml", "meta-lora-fomaml minus lora, paired"):
+        sa = recipe.measured_setting(a, row)
+        assert (sa["split_fractions"], sa["split_seed"]) == ([0.7, 0.1, 0.2], 0)
+        assert sa != recipe.measured_setting(b, row)
+        assert sa != recipe.measured_setting(c, row)
+    plain = dataclasses.replace(a, meta="")      # without --meta every class is held out
+    assert "split_seed" not in recipe.measured_setting(plain, "lora")

@@ -161,7 +161,8 @@ def register(sub) -> None:
                         "given or left out may differ)")
     p.add_argument("--record", type=path, default=None, metavar="DIR",
                    help="write one result record per approach in DIR (e.g. docs/results), "
-                        "named adaptation_<setting>_<approach>.json")
+                        "named adaptation_<setting>_<approach>.json; with --meta one per row "
+                        "and paired difference, named adaptation_meta_lora_<setting>_<row>.json")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 

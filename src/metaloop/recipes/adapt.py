@@ -1401,7 +1401,8 @@ def measured_setting(s: AdaptSettings, approach: str, *,
     (``--data`` as an absolute path, ``--drop-small``, and the table's columns and
     delimiter). Every record of a ``--meta`` run (``record_rows``) also holds the
     meta-training: ``--meta`` (the learners, sorted), ``--meta-iterations``,
-    ``--meta-batch`` and ``--meta-shots`` (each learner's, its default filled in), and a
+    ``--meta-batch`` and ``--meta-shots`` (each learner's, its default filled in), with the
+    user's data the class split (``--split-fractions``, ``--split-seed``), and a
     record of a run without ``--meta`` none of them, so that neither replaces the other.
     ``--root`` (where a family's data lies), ``--meta-dir``, ``--threads``, ``--out`` and
     ``--approaches`` are not part of it: they change no accuracy of the approach. A
@@ -1425,6 +1426,9 @@ def measured_setting(s: AdaptSettings, approach: str, *,
         out.update(meta=sorted(methods), meta_iterations=s.meta_iterations,
                    meta_batch=s.meta_batch,
                    meta_shots={m: s.meta_shots or META_SHOTS[m] for m in sorted(methods)})
+        if s.family in USER_FAMILIES:    # the class split picks every row's held-out classes
+            out.update(split_fractions=list(parse_fractions(s.split_fractions)),
+                       split_seed=s.split_seed)
     if approach == "soft-prompt":
         out["prompt_tokens"] = s.prompt_tokens
     if s.family in TEXT_FAMILIES:
