@@ -15,7 +15,7 @@ import pytest
 
 from metaloop.cli.adapt import command_settings
 from metaloop.evaluate import mean_ci
-from metaloop.evaluate.records import paired_difference, validate_record
+from metaloop.evaluate.records import paired_difference, validate_record, write_record
 from metaloop.recipes import adapt as recipe
 
 # records without a setting are told by their command, which the command line reads
@@ -430,3 +430,30 @@ def test_a_meta_record_on_the_users_data_holds_its_class_split():
         assert sa != recipe.measured_setting(c, row)
     plain = dataclasses.replace(a, meta="")      # without --meta every class is held out
     assert "split_seed" not in recipe.measured_setting(plain, "lora")
+
+
+def test_a_records_model_and_data_inside_the_working_folder_are_stored_relative(
+        tmp_path, monkeypatch):
+    """A record named its local model folder and data file by their absolute paths, so a
+    record committed with a project named the measuring machine's folders; inside the
+    working folder they are stored relative to it, and read back as the same setting."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "t.csv").write_text("text,label\n")
+    s = recipe.AdaptSettings(family="table", data="t.csv", model="runs/mine",
+                             approaches="probe-ridge", tasks=2)
+    recs = _records(_results({"probe-ridge": [0.5, 1.0]}), tmp_path / "rec", s,
+                    command="metaloop adapt")
+    (path, rec), = recs.items()
+    assert (rec["setting"]["model"], rec["setting"]["data"]) == ("runs/mine", "t.csv")
+    write_record(path, **rec)
+    # the same run from the same folder replaces it; data elsewhere is another setting
+    assert _check_records(tmp_path / "rec", s) == [path]
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    (elsewhere / "t.csv").write_text("text,label\n")
+    with pytest.raises(ValueError, match=r"--data \('/.*/t.csv' != '/.*/other/t.csv'\)"):
+        _check_records(tmp_path / "rec", dataclasses.replace(s, data=str(elsewhere / "t.csv")))
+    # outside the working folder: as they are
+    outside = recipe._portable({"model": "/opt/m", "data": str(elsewhere / "t.csv")})
+    assert outside["model"] == "/opt/m" and outside["data"] == "other/t.csv"

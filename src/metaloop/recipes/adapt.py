@@ -1442,6 +1442,37 @@ def measured_setting(s: AdaptSettings, approach: str, *,
     return out
 
 
+_PATHS = ("model", "data")       # the settings that name a local file or folder
+
+
+def _portable(setting: dict) -> dict:
+    """A record's ``setting`` as written: a model folder or data file inside the working
+    folder as its path relative to it (a record committed with a project names no folder of
+    the machine that measured it); ``_resolved`` reads it back."""
+    out, here = dict(setting), Path.cwd().resolve()
+    for key in _PATHS:
+        value = out.get(key)
+        if isinstance(value, str) and Path(value).is_absolute():
+            try:
+                out[key] = Path(value).relative_to(here).as_posix()
+            except ValueError:                      # (outside the working folder: as it is)
+                pass
+    return out
+
+
+def _resolved(setting: dict) -> dict:
+    """A record's stored ``setting`` as ``measured_setting`` gives it here: a relative model
+    folder or data file (``_portable``) that exists from the working folder as its absolute
+    path."""
+    out = dict(setting)
+    for key in _PATHS:
+        value = out.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() \
+                and Path(value).expanduser().exists():
+            out[key] = str(Path(value).expanduser().resolve())
+    return out
+
+
 def _check_same_setting(path: Path, s: AdaptSettings, approach: str,
                         read_command: Callable[[str], AdaptSettings] | None,
                         targets: _Targets | None = None) -> None:
@@ -1458,7 +1489,7 @@ def _check_same_setting(path: Path, s: AdaptSettings, approach: str,
 
     def theirs(old: dict) -> dict:
         if isinstance(old.get("setting"), dict):
-            setting = dict(old["setting"])
+            setting = _resolved(old["setting"])
         elif read_command is None:
             raise ValueError("it has no setting, and no reader of its command was given")
         else:
@@ -1564,7 +1595,7 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
             note += (f"; meta-trained by {method}: {s.meta_iterations} outer steps of "
                      f"{s.meta_batch} tasks, {meta_cpu:.1f} CPU-s")
         rec = {**common, "row": f"{setting}: {name}", "approach": name,
-               "setting": measured_setting(s, name, lora_targets=targets),
+               "setting": _portable(measured_setting(s, name, lora_targets=targets)),
                "mean": round(math.fsum(acc) / len(acc), 4),
                "ci95": None if ci is None else round(ci, 4), "n": len(acc), "per_task": acc,
                "budget": budget, "trainable": r["trainable"], "seconds_per_task": seconds,
@@ -1583,7 +1614,7 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
         method = _row_method(a)[0]
         rec = {**common, "metric": "accuracy difference (points)",
                "row": f"{setting}: {name}", "approach": name,
-               "setting": measured_setting(s, name, lora_targets=targets),
+               "setting": _portable(measured_setting(s, name, lora_targets=targets)),
                "mean": round(math.fsum(diff) / len(diff), 4), "digits": 2,
                "ci95": None if ci is None else round(ci, 4), "n": len(diff),
                "per_task": diff,
