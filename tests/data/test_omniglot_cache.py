@@ -176,19 +176,31 @@ def test_one_changed_png_in_a_folder_misses(tmp_path, cache_home):
 
 @pytest.mark.parametrize("change", ["format", "torch", "cpu"])
 def test_format_and_torch_build_are_in_the_key(root, cache_home, monkeypatch, change):
-    """Another format or torch build resizes again, and its file replaces the old one."""
+    """Another format or torch build resizes again. A newer format's file replaces the old
+    one; another torch build's (another environment sharing the folder: another venv, a
+    node with other CPU kernels) keeps it, so the two do not remove each other's files."""
     load_omniglot_images(root, "background", 28)
     (old,) = _files(cache_home)
     og.clear_cache()
+    with monkeypatch.context() as m:
+        if change == "format":
+            m.setattr(og, "CACHE_VERSION", og.CACHE_VERSION + 1)
+        elif change == "torch":
+            m.setattr(torch, "__version__", "0.0.1")
+        else:
+            m.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "ELSEWHERE")
+        load_omniglot_images(root, "background", 28)
+        (new,) = set(_files(cache_home)) - {old}
+        assert new.startswith("background-28px-bilinear-")
     if change == "format":
-        monkeypatch.setattr(og, "CACHE_VERSION", og.CACHE_VERSION + 1)
-    elif change == "torch":
-        monkeypatch.setattr(torch, "__version__", "0.0.1")
-    else:
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "ELSEWHERE")
+        assert _files(cache_home) == [new]
+        return
+    assert sorted(_files(cache_home)) == sorted([old, new])
+    og.clear_cache()                    # back in the first environment: its file is a hit,
+    mtime = (cache_home / old).stat().st_mtime_ns       # and the other's stays
     load_omniglot_images(root, "background", 28)
-    (new,) = _files(cache_home)
-    assert new != old and new.startswith("background-28px-bilinear-")
+    assert sorted(_files(cache_home)) == sorted([old, new])
+    assert (cache_home / old).stat().st_mtime_ns == mtime
 
 
 def test_checksums_are_still_checked_on_a_hit(root, cache_home):
@@ -316,11 +328,12 @@ def test_cache_lives_in_the_data_cache(monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------- replaced files
 
 
-def _old_build_file(root, cache_home, version: str) -> str:
-    """The name of the cache file a torch build called ``version`` writes for ``root``."""
+def _old_build_file(root, cache_home, version: int) -> str:
+    """The name of the cache file that cache format ``version`` (an older one) writes for
+    ``root`` in this environment."""
     before = set(_files(cache_home))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch, "__version__", version)
+        mp.setattr(og, "CACHE_VERSION", version)
         og.clear_cache()
         load_omniglot_images(root, "background", 28)
     og.clear_cache()
@@ -335,7 +348,7 @@ def test_other_sources_and_settings_keep_their_files(tmp_path, cache_home, monke
     _write_npz(a, "background")
     _write_zip(b, "background", seed=1)
     _write_npz(a, "evaluation")
-    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    monkeypatch.setattr(og, "CACHE_VERSION", -1)                # an older cache format
     for src, split, resample in ((a, "background", "bilinear"), (b, "background", "bilinear"),
                                  (a, "background", "bicubic"), (a, "evaluation", "bilinear")):
         load_omniglot_images(src, split, 28, resample=resample)
@@ -353,7 +366,7 @@ def test_other_sources_and_settings_keep_their_files(tmp_path, cache_home, monke
     fresh = _fresh(b)[0]
     og.clear_cache()                     # b's file is still read: b is not resized again
     _no_resizing(monkeypatch)
-    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    monkeypatch.setattr(og, "CACHE_VERSION", -1)
     assert torch.equal(load_omniglot_images(b, "background", 28)[0], fresh)
 
 
@@ -361,11 +374,11 @@ def test_only_whole_cache_files_of_ours_are_removed(root, tmp_path, cache_home):
     """Files in the cache folder that are not whole cache files of ours are never removed:
     a temporary file being written, a damaged file, a file whose key is not its name's, a
     file that is no cache file, a link, the user's own files."""
-    linked = _old_build_file(root, cache_home, "0.0.2")
+    linked = _old_build_file(root, cache_home, -2)
     elsewhere = tmp_path / "elsewhere.npz"
     (cache_home / linked).replace(elsewhere)
     (cache_home / linked).symlink_to(elsewhere)
-    old = _old_build_file(root, cache_home, "0.0.1")
+    old = _old_build_file(root, cache_home, -1)
     kept = {f".{old}.x1y2z3.tmp": (cache_home / old).read_bytes(),                # being written
             "background-28px-bilinear-0123456789abcdef.npz": b"PK\x03\x04damaged",
             "background-28px-bilinear-fedcba9876543210.npz": (cache_home / old).read_bytes(),
@@ -404,7 +417,7 @@ def test_a_file_of_format_1_is_removed(root, cache_home):
 
 
 def test_a_file_that_cannot_be_removed_is_no_error(root, cache_home, monkeypatch):
-    old = _old_build_file(root, cache_home, "0.0.1")
+    old = _old_build_file(root, cache_home, -1)
 
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
@@ -425,3 +438,21 @@ def test_cache_files_follow_the_umask(root, cache_home, umask, mode):
         os.umask(before)
     (name,) = _files(cache_home)
     assert (cache_home / name).stat().st_mode & 0o777 == mode
+
+
+def test_writing_a_cache_file_leaves_the_process_umask_alone(root, cache_home, monkeypatch):
+    """Reading the umask means setting it (to 0, then back): meanwhile every other thread's
+    new files were created world-writable. The kernel applies the umask as the file is
+    created instead."""
+    def no_umask(mask):
+        raise AssertionError("os.umask called")
+
+    before = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", no_umask)
+        load_omniglot_images(root, "background", 28)
+    finally:
+        monkeypatch.undo()
+        os.umask(before)
+    (name,) = _files(cache_home)
+    assert (cache_home / name).stat().st_mode & 0o777 == 0o640

@@ -49,11 +49,11 @@ import io
 import json
 import os
 import re
+import secrets
 import shlex
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
@@ -184,7 +184,7 @@ def _candidates(folder: Path, set_name: str) -> list[_Source]:
 def _find_set(set_name: str, root) -> tuple[_Source | None, list[str]]:
     """The first existing source of one set in ``search_dirs(root)`` (None: none), and every
     path looked at before it."""
-    looked = []
+    looked: list[str] = []
     for folder in search_dirs(root):
         for src in _candidates(folder, set_name):
             exists = src.path.is_dir() if src.kind == "folder" else src.path.is_file()
@@ -485,13 +485,18 @@ def resized_cache_dir() -> Path | None:
     return download_dir() / "resized"
 
 
+def _environment() -> str:
+    """The torch build that resizes, as a cache key holds it and a cache file records it:
+    its version and the CPU kernels it picked."""
+    return f"torch {torch.__version__}, cpu {torch.backends.cpu.get_cpu_capability()}"
+
+
 def _cache_key(set_name: str, kind: str, digest: str, size: int, resample: str) -> str:
     """sha256 of everything a resized set depends on: the source's content, the set, the
     size, the kernel, the cache format and the torch build that resizes (its version and the
     CPU kernels it picked, whose float rounding may differ)."""
     fields = {"format": CACHE_VERSION, "set": set_name, "source": kind, "digest": digest,
-              "size": size, "resample": resample, "torch": torch.__version__,
-              "cpu": torch.backends.cpu.get_cpu_capability()}
+              "size": size, "resample": resample, "environment": _environment()}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -538,16 +543,16 @@ def _write_cached(path: Path, key: str, images: torch.Tensor, names: list[str],
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
     except OSError:
         return False
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.array(key), source=np.array(source), images=images.numpy(),
+            np.savez(f, key=np.array(key), source=np.array(source),
+                     environment=np.array(_environment()), images=images.numpy(),
                      class_names=np.array(names))
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())         # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
@@ -557,15 +562,24 @@ def _write_cached(path: Path, key: str, images: torch.Tensor, names: list[str],
     return True
 
 
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file of a random name in ``folder``, open for writing: ``(fd, path)``. Unlike
+    ``tempfile.mkstemp`` (always 0600), its mode follows the umask, which the kernel applies
+    as it creates the file (reading the umask would mean setting it, for every thread)."""
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                           | getattr(os, "O_BINARY", 0), 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
 
 
-def _cached_identity(path: Path) -> tuple[str, str | None] | None:
-    """(key, source path) of a whole cache file of ours; the source is None for a file of
-    format 1, which did not record it. None for anything else (not an ``.npz``, damaged,
+def _cached_identity(path: Path) -> tuple[str, str | None, str | None] | None:
+    """(key, source path, environment) of a whole cache file of ours; the source is None for
+    a file of format 1, which did not record it, the environment (``_environment``) None for
+    a file that did not record it. None for anything else (not an ``.npz``, damaged,
     without the members a cache file has): such a file is never removed."""
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
@@ -573,21 +587,26 @@ def _cached_identity(path: Path) -> tuple[str, str | None] | None:
                 return None
             key = d["key"]
             source = d["source"] if "source" in d.files else None
+            env = d["environment"] if "environment" in d.files else None
     except (OSError, EOFError, KeyError, TypeError, ValueError, AttributeError, MemoryError,
             zipfile.BadZipFile, zlib.error):
         return None
     if key.shape != () or key.dtype.kind != "U" or not re.fullmatch(r"[0-9a-f]{64}", str(key)):
         return None
-    if source is not None and (source.shape != () or source.dtype.kind != "U"):
-        return None
-    return str(key), None if source is None else str(source)
+    for member in (source, env):
+        if member is not None and (member.shape != () or member.dtype.kind != "U"):
+            return None
+    return (str(key), None if source is None else str(source),
+            None if env is None else str(env))
 
 
 def _prune_cached(path: Path, key: str, source: str) -> list[Path]:
     """Remove the cache files that the one just written replaces: those of the same set,
-    size and kernel, resized from the same source (the path each file records) under another
-    key (another torch build, a changed source, an older cache format), and those of the
-    same set, size and kernel of format 1 (which recorded no source).
+    size and kernel, resized from the same source (the path each file records) by the same
+    torch build (the environment each file records: another environment sharing the folder
+    keeps its files) under another key (a changed source, an older cache format), and those
+    of the same set, size and kernel that recorded no source or no environment (older
+    formats).
 
     Only whole cache files of ours are removed: a name of the form ``_CACHE_NAME`` (a
     temporary file being written is hidden, ``.<name>.XXXX.tmp``, so it never matches), a
@@ -603,8 +622,8 @@ def _prune_cached(path: Path, key: str, source: str) -> list[Path]:
     Returns:
         The files removed.
     """
-    setting = _CACHE_NAME.match(path.name)[1]
-    removed = []
+    setting = _CACHE_NAME.match(path.name)[1]  # type: ignore[index]  # a cache file's name
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
@@ -623,6 +642,8 @@ def _prune_cached(path: Path, key: str, source: str) -> list[Path]:
             continue
         if found[1] is not None and found[1] != source:
             continue                                    # another source's: still in use
+        if found[2] is not None and found[2] != _environment():
+            continue        # another torch build's (another environment sharing the folder)
         try:
             os.unlink(entry.path)
         except OSError:
@@ -652,7 +673,7 @@ def rotate_ccw(images: torch.Tensor, degrees: int) -> torch.Tensor:
 def _find_split_file(split: str, root) -> tuple[Path | None, list[str]]:
     """The first ``splits/vinyals/<split>.txt`` in ``search_dirs(root)`` (None: none), and
     every path looked at before it."""
-    looked = []
+    looked: list[str] = []
     for folder in search_dirs(root):
         path = folder / f"splits/vinyals/{split}.txt"
         if path.is_file():
@@ -776,6 +797,7 @@ def load_omniglot_images(root: str | os.PathLike | None = None, split: str = "ba
         raise ValueError(f"unknown resample kernel {resample!r}; expected one of {RESAMPLE}")
     resized_cache_dir()                                    # a bad $METALOOP_OMNIGLOT_CACHE
     decoded = _decodes()
+    names: Sequence[str]
     if split in HOLDOUT_SPLITS:
         images, names = _load_set("background", _locate_set("background", root, download),
                                   image_size, resample)
