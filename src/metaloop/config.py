@@ -515,7 +515,8 @@ def check_combinations(cfg: dict) -> None:
     if ev["refine_jointly"] and not ev["refine"]:
         raise ValueError("config eval.refine_jointly = true shares the refinement's assignment "
                          "between an ensemble's members, but eval.refine = 0 refines nothing; "
-                         "set eval.refine > 0")
+                         "set eval.refine > 0 (metaloop eval --refine K), or turn "
+                         "refine_jointly off (--no-refine-jointly)")
     if f["name"] in ("omniglot", "folder") and f["image_size"] < 16 and (
             m["name"] == "resnet12" or (m["name"] == "conv4" and m["pool"] == "max")):
         what = "model.pool = 'max'" if m["name"] == "conv4" else "model.name = 'resnet12'"

@@ -144,3 +144,11 @@ def test_switch_is_none_when_absent_and_set_either_way():
         p.add_argument("--other", action=Switch, default=True)
     help_text = " ".join(p.format_help().split())
     assert "[--on | --no-on]" in help_text and "default:" not in help_text
+
+
+def test_a_switch_with_a_short_alias_names_its_long_forms():
+    p = argparse.ArgumentParser(prog="p", exit_on_error=False)
+    p.add_argument("-w", "--within", action=Switch)
+    assert p.parse_args(["-w"]).within is True
+    with pytest.raises(argparse.ArgumentError, match="--within and --no-within both given"):
+        p.parse_args(["-w", "--no-within"])

@@ -176,12 +176,23 @@ def test_check_verifies_each_file_as_the_loaders_do(tmp_path, capsys):
     (root / "SHA256SUMS").write_text("\n".join([f"{'ab' * 32}  omniglot_evaluation.npz"]
                                                + sums[:1] + sums[2:]) + "\n")
     rc, out, err = _run(capsys, "--root", str(root), "--check")
-    assert rc == 2 and _lines(out)["evaluation"].endswith("CORRUPT")
+    assert rc == 2 and _lines(out)["evaluation"].endswith("FAILS the check (below)")
     assert str(root / "omniglot_evaluation.npz") in err and "ab" * 32 in err
     with pytest.raises(ValueError, match="ab" * 32):           # as the loader refuses it
         load_omniglot_images(root, "evaluation", 28)
     rc, _, _ = _run(capsys, "--root", str(root))               # without --check: found
     assert rc == 0
+
+
+def test_an_unreadable_sha256sums_is_named_once(tmp_path, capsys):
+    """A SHA256SUMS that cannot be read fails every file it would check (as the loaders
+    refuse them), and its error is said once, not once per file."""
+    root = _npz_root(tmp_path / "om")
+    (root / "SHA256SUMS").write_text("garbage line\n")
+    rc, out, err = _run(capsys, "--root", str(root), "--check")
+    assert rc == 2
+    assert all(ln.endswith("FAILS the check (below)") for ln in _lines(out).values())
+    assert err.count("SHA256SUMS:1") == 1, err
 
 
 def test_check_compares_a_zip_with_its_published_sha256(tmp_path, capsys, monkeypatch):

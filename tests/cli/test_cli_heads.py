@@ -428,5 +428,7 @@ def test_eval_refine_jointly_is_recorded_and_bad_input_named(tmp_path, omniglot_
     assert main(["eval", "--checkpoint", *map(str, runs), "--refine-jointly", "--tasks", "2",
                  "--out", str(out_dir), "--no-progress"]) == 2
     assert "eval.refine_jointly = true shares the refinement's assignment between an " \
-           "ensemble's members, but eval.refine = 0 refines nothing" in capsys.readouterr().err
+           "ensemble's members, but eval.refine = 0 refines nothing; set eval.refine > 0 " \
+           "(metaloop eval --refine K), or turn refine_jointly off (--no-refine-jointly)" \
+           in capsys.readouterr().err
     assert not out_dir.exists()

@@ -70,7 +70,9 @@ class Switch(argparse.BooleanOptionalAction):
         value = not option_string.startswith("--no-")
         before = getattr(namespace, self.dest, None)
         if before is not None and before != value:
-            on, off = self.option_strings
+            on = next(o for o in self.option_strings
+                      if o.startswith("--") and not o.startswith("--no-"))
+            off = f"--no-{on[2:]}"
             raise argparse.ArgumentError(self, f"{on} and {off} both given: they contradict "
                                                f"each other; give one")
         setattr(namespace, self.dest, value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import cast
 
 from metaloop.cli._args import path
 from metaloop.data import omniglot
@@ -71,7 +72,7 @@ def _line(f: omniglot.DataFile, checked: str | None = None) -> str:
     """One file of the report: its name, then where it is and what it is, or missing."""
     if f.path is None:
         return f"  {f.name:<28} missing"
-    text = f"  {f.name:<28} {f.path} ({_KINDS[f.kind]})"
+    text = f"  {f.name:<28} {f.path} ({_KINDS[cast(str, f.kind)]})"      # found: has a kind
     return text if checked is None else f"{text}, {checked}"
 
 
@@ -107,8 +108,8 @@ def run_omniglot(args) -> int:
         if args.check and f.path is not None:
             try:
                 checked = _checked(f)
-            except ValueError as e:
-                checked = "CORRUPT"
+            except ValueError as e:       # a mismatch, or a SHA256SUMS that cannot be read
+                checked = "FAILS the check (below)"
                 bad.append(str(e))
         print(_line(f, checked))
     if fetched:
@@ -123,8 +124,8 @@ def run_omniglot(args) -> int:
                                          for f in missing)
             + f"), or fetch them there, verified by checksum, with: "
             f"{omniglot.fetch_command(args.root)}")
-    if bad:
-        raise ValueError(" ".join(bad))
+    if bad:                               # (one unreadable SHA256SUMS fails several files)
+        raise ValueError("; ".join(dict.fromkeys(bad)))
     print("every file is found" + (" and matches its checksum where one is listed"
                                    if args.check else ""))
     return 0
