@@ -215,7 +215,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "studies and the --protocol iwae run, their classifiers included; "
                         "the noise is drawn by CPU generators on either (the binarisation's "
                         "coins of a GPU's training by a CUDA one), the pictures on the CPU; "
-                        "a GPU's --record names the GPU and counts GPU (wall-clock) seconds")
+                        "a GPU's --record names the GPU and counts GPU (wall-clock) seconds, "
+                        "but --protocol iwae --evaluate's record the training sessions' CPU "
+                        "seconds, as its checkpoints hold them")
     # The global option (metaloop --threads N vae ...) is the one that counts. This copy only
     # keeps old command lines (metaloop vae ... --threads N) working: SUPPRESS leaves the
     # global value alone when it is not given (a default here would overwrite it).
