@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 
-from metaloop.cli._signals import catch_signals, release_signals
+from metaloop.cli._signals import catch_signals, cleaning_up, release_signals
 from metaloop.models.text import TextExtraMissing
 from metaloop.train import distributed
 from metaloop.train.malloc import MODES, keep_heap
@@ -170,6 +170,7 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
             print(f"metaloop {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        cleaning_up()                      # (through the finally below too)
         print(f"metaloop {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:    # the reader went away (| head): stop quietly, as a shell tool
