@@ -97,7 +97,7 @@ def test_the_wheel_is_the_package_with_its_configs_and_the_command(dists):
     package = {n for n in names if ".dist-info/" not in n}
     want = {f.removeprefix("src/") for f in _files(project, "src/metaloop")}
     assert {"metaloop/configs/compare_sinusoid.toml", "metaloop/configs/compare_omniglot.toml",
-            "metaloop/configs/folder_example.toml"} <= want
+            "metaloop/configs/folder_example.toml", "metaloop/py.typed"} <= want
     assert sorted(want - package) == [] and sorted(package - want) == []
     assert "metaloop = metaloop.cli.main:main" in entry_points
 

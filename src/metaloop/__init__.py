@@ -11,6 +11,10 @@ propagates and SIGTERM's handler is left alone.
 
 import os as _os
 import sys as _sys
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from types import FrameType
 
 
 def _started_as_the_command_line() -> bool:
@@ -23,7 +27,7 @@ def _started_as_the_command_line() -> bool:
     if argv0 != "-m":
         name = _os.path.basename(argv0).lower()
         return name.removesuffix(".exe").removesuffix("-script.py") == "metaloop"
-    frame = _sys._getframe()
+    frame: FrameType | None = _sys._getframe()
     while frame is not None:            # runpy._run_module_as_main(mod_name, alter_argv)
         if frame.f_code.co_name == "_run_module_as_main" \
                 and frame.f_globals.get("__name__") == "runpy":
@@ -37,22 +41,46 @@ try:
         from metaloop.cli._signals import as_the_command
 
         as_the_command()
-    from metaloop import (
-        adapt,
-        build,
-        config,
-        continual,
-        data,
-        evaluate,
-        func,
-        generative,
-        meta,
-        models,
-        recipes,
-        runs,
-        tasks,
-        train,
-    )
+    if _typing.TYPE_CHECKING:
+        # ml.train(...) and ml.evaluate(...) call these functions (metaloop._callable), which
+        # a module's type cannot express: type checkers check the calls against them
+        from metaloop import (
+            _callable,
+            adapt,
+            build,
+            config,
+            continual,
+            data,
+            func,
+            generative,
+            meta,
+            models,
+            recipes,
+            runs,
+            tasks,
+        )
+        from metaloop.evaluate.heldout import evaluate as _evaluate
+        from metaloop.train.loop import train as _train
+
+        evaluate = _callable.as_callable_module(_evaluate)
+        train = _callable.as_callable_module(_train)
+    else:
+        from metaloop import (
+            adapt,
+            build,
+            config,
+            continual,
+            data,
+            evaluate,
+            func,
+            generative,
+            meta,
+            models,
+            recipes,
+            runs,
+            tasks,
+            train,
+        )
     from metaloop.evaluate import mean_ci
     from metaloop.runlock import RunInUseError
     from metaloop.runs import Run, load_run

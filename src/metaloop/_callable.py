@@ -6,6 +6,24 @@ from __future__ import annotations
 import inspect
 import sys
 import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Generic, ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
+    class CallableModule(Generic[P, R]):
+        """What type checkers see of a module that ``make_callable`` made callable: its calls
+        are ``func``'s (checked against its signature); its attributes (functions,
+        submodules) are not known precisely (``from metaloop.train import ...`` is)."""
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+    def as_callable_module(func: Callable[P, R]) -> CallableModule[P, R]: ...
 
 
 def make_callable(module_name: str, func) -> None:
@@ -18,7 +36,7 @@ def make_callable(module_name: str, func) -> None:
     CallableModule.__call__.__doc__ = func.__doc__
     module = sys.modules[module_name]
     module.__class__ = CallableModule
-    module.__signature__ = inspect.signature(func)
+    module.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]  # read by inspect
 
 
 def check_progress(where: str, progress) -> None:

@@ -47,11 +47,11 @@ from pathlib import Path
 try:
     import fcntl
 except ImportError:             # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # checked before use
 try:
     import msvcrt
 except ImportError:             # POSIX
-    msvcrt = None
+    msvcrt = None  # type: ignore[assignment]  # checked before use
 
 __all__ = ["LOCK_FILE", "RunInUseError", "RunLockWarning", "acquire", "hold", "holder",
            "locked", "release"]
@@ -196,7 +196,7 @@ def _make(path: Path, made: list[Path]) -> list[Path]:
             path.mkdir(parents=True, exist_ok=True)
             return made
         except (FileNotFoundError, FileExistsError) as e:    # removed meanwhile: again
-            error = e
+            error: OSError = e
         except OSError as e:
             error = e
             break

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 
@@ -53,7 +54,7 @@ class Run:
 
     path: Path
     config: dict
-    learner: object
+    learner: Any
     iteration: int
     data: dict | None = None
     heldout_config: Callable[[], dict] | None = field(default=None, repr=False, compare=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,8 +54,9 @@ class InnerLRs(nn.Module):
             raise ValueError(f"InnerLRs: init (the initial inner_lr) must be a finite number "
                              f"> 0, got {init!r}")
         first = next((p for p in net.parameters() if p.is_floating_point()), None)
-        kw = {"dtype": first.dtype, "device": first.device} if first is not None else {}
-        self.net = net
+        kw: dict[str, Any] = ({"dtype": first.dtype, "device": first.device}
+                              if first is not None else {})
+        self.net: nn.Module = net
         self.inner_lr = nn.Parameter(torch.full((steps, adapted), float(init), **kw))
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

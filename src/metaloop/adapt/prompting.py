@@ -70,10 +70,10 @@ def _is_template(template: object) -> bool:
 def _embed(model: nn.Module, texts: list[str], cache: dict | None) -> torch.Tensor:
     """Normalised embeddings ``[N, D]``, reusing and filling ``cache`` (text -> [D])."""
     if cache is None:
-        return model.embed(texts)
+        return model.embed(texts)  # type: ignore[operator]  # TextClassifier.embed
     todo = sorted({t for t in texts if t not in cache})
     if todo:
-        cache.update(zip(todo, model.embed(todo)))
+        cache.update(zip(todo, model.embed(todo)))  # type: ignore[operator]  # likewise
     return torch.stack([cache[t] for t in texts])
 
 
@@ -217,6 +217,7 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
         score = _loo_scores(feats, support_y, emb[i, j], float(mix), scale)
         if best is None or score > best:                  # ties: the first candidate wins
             best, choice = score, (i, j, float(mix))
+    assert best is not None and choice is not None      # templates, keys, mixes: not empty
     i, j, mix = choice
     onehot = F.one_hot(support_y, n_classes).to(feats.dtype)               # [S, C]
     protos = onehot.T @ feats / onehot.sum(0)[:, None]                     # [C, D]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -178,8 +179,8 @@ def refine_prototypes_jointly(protos: Sequence[torch.Tensor], queries: Sequence[
     a = float(weight) * protos[0].shape[1] / queries[0].shape[1]    # weight * C / M
     refined = protos
     for _ in range(steps):
-        w = sum(torch.softmax(t * s * proto_logits(Q, P), -1)         # [B, M, C] per member
-                for P, Q, s in zip(refined, queries, scales)) * (a / len(protos))
+        w = cast(torch.Tensor, sum(torch.softmax(t * s * proto_logits(Q, P), -1)   # [B, M, C]
+                 for P, Q, s in zip(refined, queries, scales)) * (a / len(protos)))  # per member
         refined = [(P0 + w.mT @ Q) / (1 + w.sum(1).unsqueeze(-1))      # [B, C, D_i]
                    for P0, Q in zip(protos, queries)]
     return list(refined)

@@ -92,7 +92,7 @@ class _RecomputedStep(torch.autograd.Function):
         with torch.no_grad():
             for t, was in zip(ctx.keep, kept):
                 t.copy_(was)
-        grads = [None] * len(inputs)
+        grads: list[torch.Tensor | None] = [None] * len(inputs)
         for i, gi in zip(need, g):
             grads[i] = gi
         return (None, None, None, *grads)
@@ -372,6 +372,7 @@ class SGDAdapter:
         if self.head_init == "learned":
             return dict(params)
         out = support_y.shape[-1] if support_y.is_floating_point() else int(support_y.max()) + 1
+        assert self.head is not None                                 # set by __post_init__
         ref = params[self.head[0]]
         zero = {n: ref.new_zeros((out, *params[n].shape[1:])).requires_grad_()
                 for n in self.head}                                  # weight [out, D], bias [out]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -69,7 +70,7 @@ def register(sub) -> None:
 
 def _overrides(args) -> dict:
     """The config keys the flags set."""
-    over = {"train": {}, "family": {}, "eval": {}}
+    over: dict[str, dict[str, Any]] = {"train": {}, "family": {}, "eval": {}}
     for flag, section, key in (("iterations", "train", "iterations"),
                                ("meta_batch", "train", "meta_batch"),
                                ("seed", "train", "seed"), ("ways", "family", "ways"),

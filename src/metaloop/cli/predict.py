@@ -6,7 +6,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -168,6 +170,8 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_ensemble(args.checkpoint, head_init=args.head_init, same=READ_ALIKE)
     _check_read_alike(loaded)
     kind = _check_flags_apply(args, loaded)             # "texts", "tensors" or "images"
+    pred: Any                       # TextPredictions, TensorPredictions or Predictions
+    items: Sequence[object]
     with report.output_dir(args.out or None) as out:
         with scoring(loaded.learner, args.scoring or "as-trained"), \
                 refining(loaded.learner, args.refine, args.refine_temperature,
@@ -193,9 +197,10 @@ def _run(args: argparse.Namespace) -> int:
                 key, items = "file", pred.files
             bar.refresh()              # the count reached: tqdm redraws at most every 0.1 s
             evaluation = getattr(loaded.learner, "evaluation", "transductive")
-        rows = [{key: f, "class": label,
-                 "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}
-                for f, label, row in zip(items, pred.labels, pred.probs)]
+        rows: list[dict[str, Any]] = [
+            {key: f, "class": label,
+             "scores": {c: round(float(p), 6) for c, p in zip(pred.classes, row)}}
+            for f, label, row in zip(items, pred.labels, pred.probs)]
         printed = (json.dumps(rows, indent=1) + "\n" if args.json else
                    _encoded("".join(tsv_line([str(r[key]), r["class"]]) for r in rows)))
         if out is not None:
@@ -211,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
                 settings.update(support_shift=args.support_shift, query_shift=args.query_shift,
                                 scoring=args.scoring or "as-trained")
             if kind == "images":
-                settings["invert"] = args.invert or loaded.transform["invert"]
+                settings["invert"] = args.invert or loaded.transform["invert"]  # type: ignore[index]  # an image run's
             if kind != "texts" or args.refine:  # a text encoder has no BatchNorm: one way
                 settings["evaluation"] = evaluation     # how the queries were scored
             report.write_json(out / "results.json", {
@@ -302,8 +307,9 @@ def _check_flags_apply(args: argparse.Namespace, loaded) -> str:
     heads: every member), or cannot apply to it."""
     if loaded.config["model"]["name"] == "text":
         kind, what = "texts", f"{loaded.path} classifies texts (model 'text')"
-        others = (("--invert", args.invert is not None), ("--support-shift", args.support_shift),
-                  ("--query-shift", args.query_shift), ("--scoring", args.scoring is not None))
+        others: tuple[tuple[str, object], ...] = (
+            ("--invert", args.invert is not None), ("--support-shift", args.support_shift),
+            ("--query-shift", args.query_shift), ("--scoring", args.scoring is not None))
         reads = "a run that classifies images (it shifts, inverts or normalises them with " \
                 "BatchNorm)"
     elif Path(args.support).suffix.lower() in TENSOR_SUFFIXES:

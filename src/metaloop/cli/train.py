@@ -8,6 +8,7 @@ import shutil
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from metaloop import config as _config
 from metaloop import runlock
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     except distributed.DistributedError as e:
         print(f"metaloop train: error: {e}", file=sys.stderr)
         return 1
-    held = []       # the run directory's lock, rank 0's: released when the run ends
+    held: list[str | None] = []  # the run directory's lock, rank 0's: released when the run ends
     try:
         return _run(args, held)
     except distributed.StartupError as e:         # the group still works: leave as usual
@@ -216,9 +217,9 @@ def _run(args: argparse.Namespace, held: list) -> int:
         cfg, out, created = distributed.from_rank0(prepare, "the checked config")
         created = created or (rank == 0 and not existed)     # (made by the lock)
         distributed.begin_startup(resume=bool(args.resume))
-        res = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
-                                  precision=args.precision, tf32=args.tf32,
-                                  progress=not args.no_progress, created=created)
+        res: Any = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
+                                       precision=args.precision, tf32=args.tf32,
+                                       progress=not args.no_progress, created=created)
         distributed.agree_startup()         # (a run with no collective: every rank)
     except BaseException as e:
         if distributed.startup_open():

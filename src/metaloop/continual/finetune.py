@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -231,6 +231,7 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
         loss = loss + F.cross_entropy(logits, batch.y[rows]) * share
     new = batch.source == -1
     if kept and bool(new.any()):
+        teacher = cast(Mapping[str, torch.Tensor], teacher)     # given with kept heads
         with torch.no_grad(), eval_mode(model):   # the teacher as scored: no dropout noise
             t_feats = features(model, teacher, batch.x)[new]            # [n, D]
         for h, (w, outputs) in kept.items():
@@ -316,7 +317,8 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
     opt = torch.optim.Adam([work[k] for k in work if k in names], lr=lr)
     teacher = detach(params) if kept else None
     buffer = replay_buffer(earlier, buffer_size, generator) if replay_ratio > 0 else None
-    batches = mixed_batches(*new.train, buffer, batch_size, replay_ratio, generator)
+    batches = mixed_batches(*new.train, buffer,  # type: ignore[call-arg]  # train: (x, y)
+                            batch_size, replay_ratio, generator)
     heads = [new.head, *(e.head for e in earlier)]
     watch = list(evaluate_on) if evaluate_on is not None else [*earlier, new]
     if len({e.name for e in watch}) != len(watch):

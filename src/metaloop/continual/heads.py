@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +149,7 @@ def init_params(model: nn.Module, experiences: Sequence,
     with torch.no_grad():
         dim = features(model, body, experiences[0].train[0][:2]).shape[1]
     ref = next((v for v in body.values() if v.is_floating_point()), None)
-    where = {} if ref is None else {"dtype": ref.dtype, "device": ref.device}
+    where: dict[str, Any] = {} if ref is None else {"dtype": ref.dtype, "device": ref.device}
     return {**body, **init_heads(sizes, dim, generator, **where)}
 
 

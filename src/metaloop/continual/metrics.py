@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 
@@ -60,7 +61,7 @@ def accuracy_matrix(rows: Sequence[Mapping[str, float] | Sequence[float]],
                    if not isinstance(r, Mapping) or n not in r]
         if missing:
             raise ValueError(f"accuracy rows lack (row, experience) {missing[:5]}")
-        rows = [[r[n] for n in names] for r in rows]
+        rows = [[cast(Mapping[str, float], r)[n] for n in names] for r in rows]  # all mappings
     elif any(isinstance(r, Mapping) for r in rows):
         raise ValueError("accuracy_matrix needs names= to order mapping rows")
     lengths = {len(r) for r in rows}

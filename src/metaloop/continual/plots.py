@@ -116,5 +116,6 @@ def matrix_heatmaps(strategies: Mapping[str, dict], names: Sequence[str], path: 
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(f"{title}: accuracy matrix R[i, j] (%)", fontsize=10)
+    assert image is not None                    # strategies is not empty (cols above)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
     fig.savefig(path, dpi=100)

@@ -265,6 +265,7 @@ def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer
     if replay_ratio > 0 and (buffer is None or buffer.y.numel() == 0):
         raise ValueError(f"replay_ratio={replay_ratio} but there is no earlier data to replay")
     if replay_ratio > 0:
+        assert buffer is not None                               # refused above
         _check_like_buffer("the new experience's training data", buffer, new_x, new_y)
     stream = IndexStream(new_y.numel(), generator)
     step = 0
@@ -274,6 +275,7 @@ def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer
         if k == 0:
             yield Batch(new_x[idx], new_y[idx], torch.full((idx.numel(),), -1))
         else:
+            assert buffer is not None                   # k > 0: replay_ratio > 0, checked
             old = torch.randint(buffer.y.numel(), (k,), generator=generator,
                                 device=draw_device(generator)).to(buffer.y.device)
             yield Batch(torch.cat([new_x[idx], buffer.x[old]]),

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 
@@ -172,7 +172,7 @@ def fashion_mnist_experiences(groups: Sequence[Sequence[int]], *, setting: str =
             name=f"classes {grp[0]}-{grp[-1]}" if len(grp) > 1 else f"class {grp[0]}",
             head="all" if shared else heads[i],
             num_outputs=len(CLASS_NAMES) if shared else len(grp),
-            classes=grp if shared else tuple(range(len(grp))),
+            classes=cast(tuple[int, ...], grp) if shared else tuple(range(len(grp))),  # tuples
             train=split(tr_x, tr_y, tr), val=split(tr_x, tr_y, va), test=split(te_x, te_y, te)))
     return out
 
@@ -325,8 +325,8 @@ def _user_groups(groups, classes_per_experience: int | None, names: list[str]
         for c in grp:
             if isinstance(c, str) and c in index:
                 labels.append(index[c])
-            elif _label(c) is not None and 0 <= _label(c) < k:
-                labels.append(_label(c))
+            elif _label(c) is not None and 0 <= cast(int, _label(c)) < k:
+                labels.append(cast(int, _label(c)))
             else:
                 raise ValueError(f"groups names unknown class {c!r}; the data has the "
                                  f"{k} classes {names[:10]}{' ...' if k > 10 else ''} (names "
@@ -528,7 +528,7 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
     return _read_tensor_file(p)
 
 
-def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``x`` (as stored), int64 ``y`` and the class names of a ``.npz``/``.pt`` file, read by
     ``metaloop.tasks.episodes.read_tensor_file`` (no pickles; integer labels with gaps become
     classes named by their value), checked as ``split_classes_of`` checks them, so that an
@@ -536,6 +536,7 @@ def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]
     from metaloop.tasks.episodes import read_tensor_file
 
     x, y, names = read_tensor_file(path)
+    assert y is not None                                  # labels=True: read
     if names is None and y.dim() == 1 and len(y) and not y.is_floating_point() \
             and y.dtype != torch.bool and int(y.min()) >= 0:
         names = [str(i) for i in range(int(y.max()) + 1)]
@@ -567,7 +568,7 @@ def user_experiences(path: str | os.PathLike, *, setting: str = "task",
     return split_classes_of(x, y, names, setting=setting, **kwargs)
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, Callable[..., list[Experience]]] = {
     "two-task": two_task,
     "split-fmnist-task": partial(split_fashion_mnist, setting="task"),
     "split-fmnist-class": partial(split_fashion_mnist, setting="class"),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
@@ -179,7 +179,7 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
                       for i, s in enumerate(result.curve["step"])]
             offset += result.steps
     matrix = accuracy_matrix(rows, names=[e.name for e in experiences])
-    return SequenceResult(matrix, curve, boundaries, params)
+    return SequenceResult(matrix, curve, boundaries, cast(Params, params))   # the final ones
 
 
 def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 8,

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -253,7 +254,7 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
     if not root.is_dir():
         raise ValueError(f"image folder {root} is not a folder")
     root = root.resolve()
-    counts = {"ignored": 0, "hidden": 0, "ignored_files": []}
+    counts: dict[str, Any] = {"ignored": 0, "hidden": 0, "ignored_files": []}
     loose: list[str] = []                        # images where a class folder belongs
     stats: dict[str, tuple[int, int]] = {}
     class_dirs: list[tuple[str, Path]] = []
@@ -500,7 +501,7 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
                 told = time.monotonic()
     if progress is not None and todo:
         progress(len(todo))
-    bad = [(f, decoded[f]) for f in todo if isinstance(decoded[f], str)]
+    bad = [(f, cast(str, decoded[f])) for f in todo if isinstance(decoded[f], str)]
     if bad and not settings["skip_corrupt"]:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise UnreadableImagesError(f"{bad[0][1]}{more}", bad)
@@ -511,7 +512,7 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
                          f"read, e.g. {bad[0][1]}")
     images = np.empty((len(keep), c, s, s), dtype=np.uint8)                   # [N, C, S, S]
     for i, (f, _) in enumerate(keep):
-        images[i] = old_images[reuse[f]] if f in reuse else decoded[f]
+        images[i] = old_images[reuse[f]] if f in reuse else decoded[f]  # type: ignore[index]
     labels = np.asarray([y for _, y in keep], dtype=np.int64)                # [N]
     cdir.mkdir(parents=True, exist_ok=True)       # only now: a failed decode leaves nothing
     names = {"images": f"{key}-{digest[:16]}.images.npy",

@@ -29,6 +29,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -202,7 +203,7 @@ def _read(im: Image.Image, channels: int, image_size: int, scale: float,
     factor = max(im.size) // (_KEEP * image_size)
     if factor < 2 and draft == 1:
         return _finish(im, channels, scale), None
-    w, h = full if draft > 1 else stored
+    w, h = cast(tuple[int, int], full) if draft > 1 else stored
     xs = np.minimum(np.arange(stored[0] + 1) * draft, w)           # [stored w + 1]
     ys = np.minimum(np.arange(stored[1] + 1) * draft, h)           # [stored h + 1]
     swap, flip_x, flip_y = _ORIENTATIONS.get(orientation, (False, False, False))

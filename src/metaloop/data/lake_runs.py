@@ -141,9 +141,9 @@ def _read_run(folder: Path) -> LakeRun:
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")             # a BOM: no path
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
+        at = raw[:e.start].count(b"\n") + 1
         raise ValueError(f"{labels_file} is not UTF-8 text: byte 0x{raw[e.start]:02x} at "
-                         f"offset {e.start} (line {line})") from e
+                         f"offset {e.start} (line {at})") from e
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue

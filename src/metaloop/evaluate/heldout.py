@@ -8,6 +8,7 @@ import numbers
 import operator
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,7 +138,8 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     steps = _check_steps(steps)
     check_progress("evaluate", progress)
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
-    per_task = {"loss": [[] for _ in steps], "accuracy": [[] for _ in steps]}
+    per_task: dict[str, list[list[float]]] = {"loss": [[] for _ in steps],
+                                              "accuracy": [[] for _ in steps]}
     for name, v in (("support_shift", support_shift), ("query_shift", query_shift)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
@@ -145,7 +147,7 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     with _seeded_rng(seed, learner, device):   # dropout in the user's model: seeded
         classification = _score(learner, loss_fn, family, tasks, seed, steps, per_task,
                                 device, progress, support_shift, query_shift)
-    result = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {},
+    result: dict[str, Any] = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {},
               **({"support_shift": support_shift} if support_shift else {}),
               **({"query_shift": query_shift} if query_shift else {})}
     for key in ("loss", "accuracy") if classification else ("loss",):

@@ -183,7 +183,7 @@ def mismatched(model: nn.Module, params: Mapping[str, torch.Tensor], shapes: boo
     from the model's tensor of that name, described ("params['w'] is [3, 4] torch.float64 on
     cpu but the model's tensor of that name is ..."); None if all agree. Names the model
     lacks, and values that are not tensors, are left to the callers' own checks."""
-    own = dict(model.named_parameters())
+    own: dict[str, torch.Tensor] = dict(model.named_parameters())
     own.update(model.named_buffers())
     for name, t in params.items():
         ref = own.get(name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -215,7 +215,7 @@ def _iwae_bound(model: LatentModel, x: torch.Tensor, k: int, y: torch.Tensor | N
         lw = log_weights(model, x, min(chunk, k - start), y, generator)   # [c, B]
         part = torch.logsumexp(lw, dim=0)                                 # [B]
         total = part if total is None else torch.logaddexp(total, part)
-    return total - math.log(k)
+    return cast(torch.Tensor, total) - math.log(k)                          # k >= 1
 
 
 @torch.no_grad()

@@ -293,6 +293,7 @@ def _read_tensors(path: Path, image_size: int, invert: str, channels: int) -> Im
     from metaloop.tasks.episodes import read_tensor_file
 
     x, y, names = read_tensor_file(path)      # checked: keys, dtypes, finite, dense labels
+    assert y is not None                                  # labels=True: read
     if x.dim() == 3:
         x = x.unsqueeze(1)                                                   # [N, 1, H, W]
     if x.dim() != 4 or x.shape[1] not in (1, 3) or len(x) == 0:

@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from safetensors.torch import save_file
@@ -202,8 +203,8 @@ def build_model(kind: str, s: Settings, train_images: torch.Tensor, n_classes: i
                 ) -> AE | VAE:
     """An untrained ``kind`` model whose output bias is the logit of the training mean."""
     bias = logit_of_mean(gdata.to_unit(train_images), likelihoods.n_params(s.likelihood))
-    common = dict(image_shape=tuple(train_images.shape[1:]), arch=s.arch, hidden=s.hidden,
-                  likelihood=s.likelihood, output_bias=bias)
+    common: dict[str, Any] = dict(image_shape=tuple(train_images.shape[1:]), arch=s.arch,
+                                  hidden=s.hidden, likelihood=s.likelihood, output_bias=bias)
     torch.manual_seed(s.seed)
     if kind == "ae":
         return AE(s.latent, **common)
@@ -345,6 +346,7 @@ def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.
     shown = gdata.to_unit(te.images)      # what is shown; the model saw x_te (binarised)
     # rows of 8: test images, their reconstructions (twice with 16 or more test images)
     w = min(8, len(rec))
+    rows: list[torch.Tensor] | torch.Tensor             # then the classes' samples [K, 10, ...]
     rows = ([shown[:w], rec[:w]] if len(rec) < 16 else
             [shown[:8], rec[:8], shown[8:16], rec[8:16]])
     files["reconstructions.png"] = torch.stack(rows)                  # [R, w, C, H, W]
@@ -360,9 +362,9 @@ def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.
         plots.save_grid(images, out / name, title=_title(name, s), ncol=8)
     names = list(files)
     if cond:
-        classes = check_classes(model, s.classes if s.classes is not None
+        classes = check_classes(cast(VAE, model), s.classes if s.classes is not None
                                 else range(model.n_classes))
-        rows = sample_classes(model, classes, 10, generator=g)         # [K, 10, C, H, W]
+        rows = sample_classes(cast(VAE, model), classes, 10, generator=g)    # [K, 10, C, H, W]
         labels = [tr.class_names[int(c)] for c in classes]
         plots.save_grid(rows, out / "classes.png", title=_title("classes.png", s),
                         row_labels=labels)
@@ -466,9 +468,9 @@ def _sweep_samples(kind: str, model: AE | VAE, tr: gdata.ImageData, n: int, seed
     if kind == "vae":
         return {SWEEP_COLUMNS[2]: model.sample(n, generator=g)}
     pixels = code_pixels(tr.images.cpu(), binarize, seed).to(model.decoder.bias.device)
-    fitted = fit_code_gaussian(model, pixels)
+    fitted = fit_code_gaussian(cast(AE, model), pixels)                   # "ae": an AE
     return {SWEEP_COLUMNS[0]: model.sample(n, generator=g),
-            SWEEP_COLUMNS[1]: model.sample(n, generator=g, code_gaussian=fitted)}
+            SWEEP_COLUMNS[1]: cast(AE, model).sample(n, generator=g, code_gaussian=fitted)}
 
 
 @runlock.locked("out")
@@ -531,7 +533,8 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike, *,
                "classifier_test_accuracy": quality.accuracy(clf, real, y_te),
                "real": quality.sample_quality(clf, real[:n], real[n:]), "n_scored": n,
                "runs": {}}
-    panels, scores = {}, {}
+    panels: dict[int, dict[str, torch.Tensor]] = {}
+    scores: dict[int, dict[str, Any]] = {}
     for latent in latents:
         sl = Settings(**{**asdict(s), "latent": latent})
         panels[latent], scores[latent], results["runs"][latent] = {}, {}, {}

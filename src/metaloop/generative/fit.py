@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from metaloop.generative import likelihoods
@@ -126,8 +127,9 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
     check_flag("fit_generative", "progress", progress)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 \
             or images.dim() != 4:
-        got = (f"{images.dtype} {list(images.shape)}" if isinstance(images, torch.Tensor)
-               else type(images).__name__)
+        got: list[int] | str = (f"{images.dtype} {list(images.shape)}"
+                                if isinstance(images, torch.Tensor)
+                                else type(images).__name__)
         raise ValueError(f"images must be uint8 [N, C, H, W], got {got}")
     if len(images) == 0:
         raise ValueError("fit_generative needs at least one training image, got none")
@@ -137,8 +139,8 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
                               or labels.shape != images.shape[:1]):
         got = list(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"labels must be one per image, [{len(images)}], got {got}")
-    check_inputs("fit_generative", model, images=images,
-                 **({"labels": labels} if model.conditional else {}))
+    check_inputs("fit_generative", cast(nn.Module, model), images=images,        # AE, VAE
+                 **({"labels": cast(torch.Tensor, labels)} if model.conditional else {}))
     pixels = torch.get_default_dtype()      # what to_unit and the binarisations give
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if dtypes and dtypes != {pixels}:
@@ -158,7 +160,8 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         perm = torch.randperm(n, generator=g).to(images.device)     # [N], once an epoch
-        sums, batches, out_of_time = {}, 0, False
+        sums: dict[str, float] = {}
+        batches, out_of_time = 0, False
         for s in range(0, n, batch_size):
             idx = perm[s:s + batch_size]
             cpu = time.process_time() - cpu0

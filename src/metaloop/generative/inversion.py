@@ -40,6 +40,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from matplotlib.figure import Figure
@@ -67,6 +68,7 @@ from metaloop.generative.experiment import (
 )
 from metaloop.generative.invert import confidence_report, invert_classifier
 from metaloop.generative.nets import check_positive
+from metaloop.generative.vae import VAE
 
 FIGURE = "inversion_compare.png"
 # name -> (how it is made, in the figure?)
@@ -296,11 +298,11 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
 
     targets = torch.arange(k).repeat_interleave(per_class)               # [n]
     samples: dict[str, torch.Tensor] = {}
-    common = dict(steps=inv.steps, lr=inv.lr)
+    common: dict[str, Any] = dict(steps=inv.steps, lr=inv.lr)
     init_real, init_labels = _other_class_images(tr, targets, s.seed + 2)   # drawn on the CPU
     targets, init_real = targets.to(device), init_real.to(device)
     init_labels = init_labels.to(device)
-    variants = {
+    variants: dict[str, dict[str, Any]] = {
         "inversion": dict(until=inv.until),
         "inversion_regularised": dict(l2=inv.l2, tv=inv.tv, jitter=inv.jitter),
         "inversion_from_real": dict(until=inv.until, init=init_real),
@@ -327,7 +329,8 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
         g = torch.Generator().manual_seed(s.seed + 4)
         model.eval()
         if kind == "cvae":
-            samples[kind] = sample_classes(model, range(k), per_class, generator=g).reshape(
+            samples[kind] = sample_classes(cast(VAE, model), range(k), per_class,   # a CVAE
+                                           generator=g).reshape(
                 n, *tr.images.shape[1:])
         else:
             samples[kind] = model.sample(n, generator=g)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -102,7 +103,7 @@ def _check_image_shape(image_shape) -> tuple[int, int, int]:
     if shape is None or len(shape) != 3 or any(not _is_int(v) or v <= 0 for v in shape):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got "
                          f"{image_shape!r}")
-    return tuple(int(v) for v in shape)
+    return cast(tuple[int, int, int], tuple(int(v) for v in shape))        # three, checked
 
 
 def _as_target(target) -> torch.Tensor:
@@ -130,7 +131,7 @@ def _as_target(target) -> torch.Tensor:
     return t.to(torch.int64)
 
 
-def _init_logits(init, n: int, shape: tuple[int, int, int], generator, dtype, device
+def _init_logits(init, n: int, shape: tuple[int, ...], generator, dtype, device
                  ) -> torch.Tensor:
     """Free logits u ``[n, C, H, W]`` whose sigmoid is the starting image."""
     if isinstance(init, str):
@@ -392,7 +393,7 @@ def confidence_report(images: torch.Tensor, target, inverted, independent, *,
     t = _as_target(target).expand(n) if _as_target(target).dim() == 0 else _as_target(target)
     if len(t) != n:
         raise ValueError(f"target has {len(t)} classes for {n} images")
-    out = {}
+    out: dict[str, torch.Tensor | float] = {}
     for name, clf in (("inverted", inverted), ("independent", independent)):
         p = class_probabilities(clf, images)                           # [n, K]
         _check_logits(p, n)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ def check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-def check_number(name: str, value: object, low: float = 0.0, strict: bool = True) -> float:
+def check_number(name: str, value: Any, low: float = 0.0, strict: bool = True) -> float:
     """``value`` as a float, if it is a finite real number > ``low`` (>= with ``strict``
     False); not a bool or a string.
 
@@ -63,7 +64,7 @@ def check_seed(what: str, seed: object, added: int = 0) -> int:
         ValueError: naming ``what`` and the seed.
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
-            or not -2 ** 63 <= seed <= 2 ** 64 - 1 - added:
+            or not -2 ** 63 <= seed <= 2 ** 64 - 1 - added:  # type: ignore[operator]  # Integral
         raise ValueError(f"{what}: seed must be an int in [-2**63, 2**64 - {1 + added}] "
                          f"(torch's seeds), got {seed!r}")
     return int(seed)
@@ -140,6 +141,7 @@ class Encoder(nn.Module):
             check_positive("hidden width", h)
         self.n_classes, self.image_shape = n_classes, image_shape
         c, h, w = image_shape
+        self.body: nn.Module
         if arch == "mlp":
             self.body = nn.Flatten()
             self.head = _mlp((c * h * w + n_classes, *hidden, out_dim), nn.Tanh)
@@ -202,7 +204,7 @@ class Decoder(nn.Module):
         self.out_shape = (out_channels, h, w)
         if arch == "mlp":
             self.head = _mlp((latent + n_classes, *hidden, out_channels * h * w), nn.Tanh)
-            self.body = nn.Identity()
+            self.body: nn.Module = nn.Identity()
         else:
             self.head = nn.Sequential(_mlp((latent + n_classes, 256, 64 * (h // 4) * (w // 4)),
                                            nn.ReLU), nn.ReLU())

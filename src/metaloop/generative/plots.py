@@ -62,7 +62,7 @@ def figure_text(texts: Sequence[str]) -> tuple[list[str], list[str]]:
     texts = [str(t) for t in texts]
     default = _font_chars(font_manager.findfont(font_manager.FontProperties()))
     missing = {c for t in texts for c in t if ord(c) not in default and not c.isspace()}
-    families, found = list(rcParams["font.family"]), set()
+    families, found = list(rcParams["font.family"]), set[str]()
     for name, path in _installed_fonts() if missing else ():
         have = {c for c in missing - found if ord(c) in _font_chars(path)}
         if have:

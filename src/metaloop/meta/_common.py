@@ -98,6 +98,8 @@ class AdaptsBySGD:
     ``Scratch``): ``inner`` is only their test-time fine-tuning rule.
     """
 
+    _method: str        # set by a builder that names the learner otherwise ("ANIL")
+
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
                  loss="mse", adapt=None, head_init: str = "learned", batching: str = "auto"):
         self.model = model

@@ -55,6 +55,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +88,7 @@ from metaloop.tasks.batch import TaskBatch, values_trusted
 HEAD_KEYS = ("W", "b")   # the solved head in an adapted params dict: W [D, C], b [C] (optional)
 
 
-def check_positive(owner: str, name: str, value: object) -> float:
+def check_positive(owner: str, name: str, value: Any) -> float:
     """value as a float; ValueError unless it is a finite real > 0."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not ok or not (math.isfinite(float(value)) and float(value) > 0.0):
@@ -121,7 +122,8 @@ class HeadNet(nn.Module):
         scale = check_positive("HeadNet", "scale", scale)
         lam = check_positive("HeadNet", "lam", lam)
         first = next((p for p in backbone.parameters() if p.is_floating_point()), None)
-        kw = {"dtype": first.dtype, "device": first.device} if first is not None else {}
+        kw: dict[str, Any] = ({"dtype": first.dtype, "device": first.device}
+                              if first is not None else {})
         self.backbone = backbone
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale), **kw))
         self.learn_lam = bool(learn_lam)
@@ -263,18 +265,18 @@ class HeadLearner(ScoresEitherWay):
 
     @transductive.setter
     def transductive(self, value: bool) -> None:
-        if value is False and getattr(self, "_refine", 0):
+        if value is False and getattr(self, "_refine", 0):  # type: ignore[arg-type]  # typeshed
             raise ValueError(f"transductive = False scores each query on its own, but refine "
                              f"= {self._refine} refines the prototypes with all of a task's "
                              f"queries; set refine = 0 first")
-        ScoresEitherWay.transductive.fset(self, value)
+        ScoresEitherWay.transductive.fset(self, value)  # type: ignore[attr-defined]  # property
 
     @property
     def evaluation(self) -> str:
         """How queries are scored: "transductive" or "non-transductive", and with
         ``refine``, how the prototypes were refined with them."""
         if not self.refine:
-            return ScoresEitherWay.evaluation.fget(self)
+            return ScoresEitherWay.evaluation.fget(self)  # type: ignore[attr-defined]  # property
         return (f"transductive, prototypes refined with the queries ({self.refine} soft "
                 f"k-means steps, temperature {self.refine_temperature:g}, query weight "
                 f"{self.refine_weight:g})")
@@ -383,8 +385,8 @@ class HeadLearner(ScoresEitherWay):
         feats, W, b, scale = self._query_parts(params, head, x)
         with _full_precision(feats):
             if self.refine:                                            # with these N queries
-                W, b = self.inner.refine(W, b, feats, scale, self.refine,
-                                         self.refine_temperature, self.refine_weight)
+                W, b = self.inner.refine(  # type: ignore[attr-defined]  # checked by the setter
+                    W, b, feats, scale, self.refine, self.refine_temperature, self.refine_weight)
             return scale * head_logits(feats, W, b)
 
     def _query_parts(self, params: Params, head: Params, x: torch.Tensor) -> tuple:

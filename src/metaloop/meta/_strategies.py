@@ -106,7 +106,7 @@ def on_threads(run: Callable[[SGDAdapter, Sequence[int]], TaskGradients], num_ta
     """
     workers = len(adapters)
     tasks = range(num_tasks)
-    parts = run_threads([lambda a=a, k=k: run(a, tasks[k::workers])
+    parts = run_threads([lambda a=a, k=k: run(a, tasks[k::workers])  # type: ignore[misc]
                          for k, a in enumerate(adapters)])
     total = parts[0][0]
     for part, _ in parts[1:]:

@@ -76,10 +76,10 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
     head = last_linear_names(model) if head is None else head
     learner = MAML.__new__(MAML)
     learner._method = "ANIL"        # its errors name ANIL, not MAML, from construction on
-    learner.__init__(model, inner_lr, inner_steps, first_order, loss, adapt=head,
-                     head_init=head_init, batching=batching,
-                     recompute_inner_loop=recompute_inner_loop, compile=compile,
-                     learn_lr=learn_lr, checkpoint=checkpoint)
+    learner.__init__(  # type: ignore[misc]  # MAML's own __init__, on the instance __new__ made
+        model, inner_lr, inner_steps, first_order, loss, adapt=head, head_init=head_init,
+        batching=batching, recompute_inner_loop=recompute_inner_loop, compile=compile,
+        learn_lr=learn_lr, checkpoint=checkpoint)
     if features_once(model, learner.inner.names):
         learner.inner.path_fn = head_only_path
     return learner

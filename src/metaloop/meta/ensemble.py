@@ -159,7 +159,7 @@ class Ensemble:
                 return
             if any(v is None for v in last):       # a member yielded nothing at all
                 raise ValueError("Ensemble: a member's adapt_path yielded no params")
-            yield {"members": tuple(last)}
+            yield {"members": tuple(last)}  # type: ignore[dict-item]  # members' params
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
               steps: int | None = None) -> Params:
@@ -183,7 +183,8 @@ class Ensemble:
         batched params, a shorter member's path padded with its last entry."""
         paths = [m.adapt_path_batched(support_x, support_y, steps) for m in self.members]
         n = max(len(p) for p in paths)
-        return [{"members": tuple(p[min(t, len(p) - 1)] for p in paths)} for t in range(n)]
+        return [{"members": tuple(p[min(t, len(p) - 1)] for p in paths)}  # type: ignore[dict-item]
+                for t in range(n)]
 
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """``predict`` for batched params and x ``[B, N, ...]`` -> ``[B, N, out]``."""
@@ -195,7 +196,9 @@ class Ensemble:
     def _joint_logits(self, members: Sequence[Params], x: torch.Tensor) -> list[torch.Tensor]:
         """Each member's logits ``[B, N, C]`` for x ``[B, N, ...]`` after refining all their
         prototypes with one shared assignment of the queries (batched params per member)."""
-        steps, temperature, weight = self._joint()
+        joint = self._joint()
+        assert joint is not None                        # the callers checked it
+        steps, temperature, weight = joint
         parts = [m.query_parts(p, x) for m, p in zip(self.members, members)]   # feats, W, b, s
         heads = self.members[0].inner.refine_jointly(
             [(W, b) for _, W, b, _ in parts], [f for f, *_ in parts],

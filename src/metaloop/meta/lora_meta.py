@@ -14,6 +14,7 @@ import copy
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +99,7 @@ def lora_learner(model: nn.Module, method: str = "fomaml", r: int = 8, alpha: fl
     head = head_names(model)
     lora = trainable_only(add_lora(model, r, alpha, target_modules, head=head),
                           lambda n: is_lora(n) or n in head)
-    hf = getattr(lora, "encoder", None)
+    hf: Any = getattr(lora, "encoder", None)
     if method == "maml" and hasattr(hf, "set_attn_implementation"):
         # second order needs double backward, which the CPU flash-attention kernel of
         # scaled_dot_product_attention lacks; plain matmul attention has it

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import cast
 
 import torch
 from torch import nn
@@ -99,7 +100,7 @@ def maml_meta_gradient(adapter: SGDAdapter, params: Params, batch: TaskBatch, *,
                                 allow_unused=True)                   # (None: unused, -> zeros)
         total = accumulate(total, grads_to_dict(names, g, params), 1.0 / batch.num_tasks)
         metrics.append((i, task_metrics(out, qy, loss)))
-    return total, metrics
+    return cast(Params, total), metrics                      # a batch has at least one task
 
 
 # torch's fused normalisation kernels whose double backward is wrong under vmap
@@ -141,7 +142,7 @@ def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
         it names the learner as ``owner`` ("MAML", or "ANIL" for one built by ``ANIL``).
     """
     layers = vmap_wrong_norms(model)
-    beyond_head = [n for n in adapter.names if n not in adapter.head]
+    beyond_head = [n for n in adapter.names if n not in cast(list[str], adapter.head)]
     if not (layers and beyond_head):
         return None
     return (f"{owner}(batching='vmap', first_order=False) would give a wrong meta-gradient: "

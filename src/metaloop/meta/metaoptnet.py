@@ -63,8 +63,9 @@ class NewtonSolver:
         Raises:
             ValueError: a class of ``[0, ways)`` with no support example in some task.
         """
-        return newton_head(features, labels, ways, lam=lam, steps=self.steps, loss=self.head,
-                           grad=self.grad), None
+        return newton_head(features, labels, ways, lam=lam, steps=self.steps,
+                           loss=self.head,  # type: ignore[arg-type]  # checked on construction
+                           grad=self.grad), None  # type: ignore[arg-type]  # likewise
 
 
 def MetaOptNet(model: nn.Module, head: str = "svm", lam: float = 1.0, steps: int = 10,

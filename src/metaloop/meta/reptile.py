@@ -15,6 +15,7 @@ theta_0 += epsilon * mean(theta_final - theta_0).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import cast
 
 import torch
 from torch import nn
@@ -194,7 +195,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         self._bn = batchnorm_layers(model)
         # A zero head restarts at 0 on every task, so theta_0's head gets no Reptile direction.
         self._moved = [n for n in self.inner.names
-                       if head_init == "learned" or n not in self.inner.head]
+                       if head_init == "learned" or n not in cast(list[str], self.inner.head)]
 
     @property
     def batching(self) -> str:

@@ -18,6 +18,7 @@ import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -206,8 +207,9 @@ class TextEncoder(nn.Module):
         if not isinstance(out_dim, int) or out_dim <= 0:
             raise ValueError(f"TextEncoder out_dim must be a positive int, got {out_dim!r}")
         if isinstance(getattr(encoder, "pooler", None), nn.Module):
-            encoder.pooler = None   # BERT's [CLS] pooler: unused by mean pooling
-        self.encoder = encoder
+            # BERT's [CLS] pooler: unused by mean pooling (nn.Module types a module here)
+            encoder.pooler = None  # type: ignore[assignment]
+        self.encoder: Any = encoder     # a transformers model: its attributes vary by family
         self.tokenizer = tokenizer
         if pad_id is None:
             pad_id = getattr(tokenizer, "pad_token_id", None)
@@ -233,7 +235,7 @@ class TextEncoder(nn.Module):
         offset = getattr(getattr(self.encoder, "embeddings", None), "padding_idx", None)
         if isinstance(n, int) and isinstance(offset, int):
             n -= offset + 1
-        limits = [n, getattr(self.tokenizer, "model_max_length", None)]
+        limits: list[Any] = [n, getattr(self.tokenizer, "model_max_length", None)]
         limits = [v for v in limits if isinstance(v, int) and 0 < v < 1_000_000]   # unset: 1e30
         return min(limits) if limits else None
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from metaloop import build as _build
 from metaloop import config as _config
@@ -108,7 +109,7 @@ def _check_compare(table, where: str) -> dict:
 # What every method of a comparison shares, so no method may set it alone: the tasks it
 # trains on ([family], whose data is built once for all), the training seed, and its
 # held-out tasks and how they are scored ([eval]).
-_SHARED = {"family": None, "eval": None, "train": ("seed",)}
+_SHARED: dict[str, tuple[str, ...] | None] = {"family": None, "eval": None, "train": ("seed",)}
 
 
 def _check_shared(body: dict, where: str) -> None:
@@ -116,7 +117,7 @@ def _check_shared(body: dict, where: str) -> None:
     every method shares (a per-method family key was ignored, an eval key scored that method
     on other tasks than the rest)."""
     bad = [f"{section}.{k}" for section, keys in body.items() if section in _SHARED
-           for k in keys if _SHARED[section] is None or k in _SHARED[section]]
+           for k in keys if _SHARED[section] is None or k in _SHARED[section]]  # type: ignore[operator]  # not None here
     if bad:
         sections = sorted({f"[{b.split('.')[0]}]" for b in bad})
         raise ValueError(f"{where} sets {', '.join(bad)}, but every method of a comparison "
@@ -179,7 +180,8 @@ def load_config(family: str | None = None, path=None, overrides: dict | None = N
         ValueError: an unknown family, section, key, method or type, or a file that is not
             TOML (naming it); FileNotFoundError: ``path`` does not exist.
     """
-    user, user_cmp = {}, {}
+    user: dict[str, Any] = {}
+    user_cmp: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         user, user_cmp = _split(_config.read(path), str(path))   # its extends chain applied
@@ -268,7 +270,8 @@ def method_config(cfg: dict, name: str) -> dict:
             scored unadapted, at chance.
     """
     sections = {k: v for k, v in cfg.items() if k != "compare"}
-    off = {} if name in _config.MAML_FAMILY else {k: False for k in _config.MAML_ONLY}
+    off: dict[str, bool | str] = ({} if name in _config.MAML_FAMILY
+                                  else {k: False for k in _config.MAML_ONLY})
     if name not in _config.MAML_FAMILY and cfg["method"].get("batching") == "threads":
         off["batching"] = "auto"
     mcfg = _config.merge(sections, {"method": {"name": name, **off}})

@@ -283,6 +283,7 @@ def _fix(key: str) -> str:
     """How a user gives every member of an ensemble one ``eval.key``."""
     flag = f"--{key.replace('_', '-')}" if key in FLAGGED else None
     if key in ("within_alphabet", "refine_jointly"):      # switches: on or off
+        assert flag is not None                           # both are FLAGGED
         flag = f"{flag} or --no-{flag[2:]}"
     return (f"give {flag} (metaloop eval) to set it for every member, or " if flag
             else "give ") + f"every member's config the same eval.{key}"
@@ -361,7 +362,7 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
     learner = Ensemble([r.learner for r in runs])
     ens = Run(path=runs[0].path, config=runs[0].config, learner=learner,
               iteration=runs[0].iteration)
-    ens.members = runs
+    ens.members = runs  # type: ignore[attr-defined]  # an ensemble's Run: read by getattr
     ens.heldout_config = lambda: _heldout_config(ens)
     return ens
 
@@ -416,7 +417,7 @@ def _data_key(family: dict, key: str):
         return str(Path(value).expanduser().resolve()) if value else value
     from metaloop.data import fashion_mnist, omniglot
 
-    data = {"omniglot": omniglot, "fashion_mnist": fashion_mnist}.get(family.get("name"))
+    data = {"omniglot": omniglot, "fashion_mnist": fashion_mnist}.get(family.get("name"))  # type: ignore[arg-type]  # None: no such family
     for folder in data.search_dirs(value or None) if data is not None else ():
         if folder.is_dir() and any(folder.iterdir()):   # the first that holds files
             return str(folder.resolve())

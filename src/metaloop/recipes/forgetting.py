@@ -31,6 +31,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -164,7 +165,7 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
         if not (ok and math.isfinite(value)):
             raise ValueError(f"--{flag} must be a finite number {low}, got {value}")
     if replay_ratio != "balanced":
-        check_replay_ratio(replay_ratio)
+        check_replay_ratio(replay_ratio)  # type: ignore[arg-type]  # any other value: refused
     if "lora" in names:                      # named now, not after the other strategies ran
         _check_lora_available(names)
     return s
@@ -370,7 +371,7 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
         _partial.check_own(out, "forgetting")      # another command's kept work: not removed
     update = progress or (lambda n: None)
     ident = identity(s, exps, data) if out is not None else None
-    state = kept(out, ident) if resume else None
+    state = kept(out, cast(dict, ident)) if resume else None        # resume: out given
     names = [e.name for e in exps]
     try:                              # before any work: not after the runs left
         units = {(u["seed"], u["strategy"]): _unit(u, names) for u in state["units"]} \
@@ -389,7 +390,7 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
         else:
             if not (out / PARTIAL).is_file():    # a finished run's runs: kept, as they were
                 os.replace(out / RUNS, out / PARTIAL)
-            if adds_seeds(state, s):    # a finished run's files are not those of more seeds
+            if adds_seeds(cast(dict, state), s):  # a finished run's files are not more seeds'
                 for old in FILES:
                     (out / old).unlink(missing_ok=True)
     # the kept segments' seconds (a partial.json of an earlier metaloop kept no CPU time:
@@ -612,7 +613,7 @@ def _jsonable_unit(r: dict) -> dict:
     return {**r, "matrix": r["matrix"].tolist()}
 
 
-def _unit(u: dict, names: list[str] = ()) -> dict:
+def _unit(u: dict, names: list[str] | tuple[()] = ()) -> dict:
     """A kept run as ``_one_seed`` returned it: its matrix a float64 tensor again, and each
     point of its curve with its keys in their order (partial.json's are sorted), the
     accuracies in the order of the experiences ``names``. With ``names``, a run of another
@@ -947,7 +948,7 @@ def records(results: dict, folder, *, command: str,
     out = {}
     for name, r in results["strategies"].items():
         seeds = s["seeds"]
-        metrics_ = {}
+        metrics_: dict[str, dict[str, Any]] = {}
         for k in labels:
             values = r["summary"][k]["per_seed"]
             ok = [(seed, 100 * v) for seed, v in zip(seeds, values)
@@ -955,7 +956,7 @@ def records(results: dict, folder, *, command: str,
             vals = [v for _, v in ok]
             metrics_[k] = {
                 "mean": round(math.fsum(vals) / len(vals), 4) if vals else None,
-                "ci95": None if len(vals) < 2 else round(ci95(vals), 4),
+                "ci95": None if len(vals) < 2 else round(cast(float, ci95(vals)), 4),
                 "per_seed": [round(v, 4) for v in vals],
                 "seeds": [seed for seed, _ in ok]}
         head = metrics_[key]

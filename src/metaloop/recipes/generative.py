@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["run"]
 
@@ -137,7 +138,7 @@ _NOT_PROTOCOL = (("arch", ("mlp",)), ("likelihood", ("bernoulli",)), ("beta", (1
 # it does not read unless it has its default value: the records' commands spell out every
 # option, defaults included (see ``_record_command``), so a default given explicitly is
 # accepted wherever it goes.
-OPTION_DEFAULTS = {
+OPTION_DEFAULTS: dict[str, Any] = {
     "model": "vae", "latent": 50, "arch": "mlp", "hidden": [200, 200],
     "likelihood": "bernoulli", "binarize": None, "beta": 1.0, "epochs": 20,
     "batch_size": None, "lr": 1e-3, "lr_end": 1e-4, "cpu_budget": None, "k": None,
@@ -175,6 +176,7 @@ def _unread(args) -> tuple[str, list[tuple[tuple[str, ...], str]]]:
     protocol = ("--protocol iwae trains the paper's VAE on its own schedule, checkpoints and "
                 "curve (the options of the other runs' training, scoring classifiers and "
                 "inversions are not its)")
+    groups: list[tuple[tuple[str, ...], str]]
     if args.protocol is not None:
         groups = [(("eval_batch", "eval_every", "train_eval_examples", *_SCORING,
                     *_INVERSION, "inversion_transfer"), protocol)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -395,11 +396,12 @@ def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | N
     size, invert = tf["image_size"], invert or tf["invert"]
     p = next(run.learner.model.parameters())           # where the model is, in its dtype
     device = p.device
-    rows, runs = [], read_lake_runs(root)
+    rows: list[dict[str, Any]] = []
+    runs = read_lake_runs(root)
     for lake in runs:
         sx, qx = ([load_image(f, size, invert, tf["read_channels"]) for f in files]
                   for files in (lake.support, lake.query))
-        sx, qx = (_as_trained(tf, torch.stack(x)).to(device, p.dtype) for x in (sx, qx))
+        sx, qx = (_as_trained(tf, torch.stack(x)).to(device, p.dtype) for x in (sx, qx))  # type: ignore[assignment]  # lists -> stacked
         for member in getattr(run, "members", [run]):
             _check_head(member, lake.support[0].parent, len(sx))
         probs = predict_folders(run.learner, sx, torch.arange(len(sx), device=device), qx,

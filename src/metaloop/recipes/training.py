@@ -105,7 +105,7 @@ def _stored(out: Path, section: str, key: str | None = None):
     """``[section]`` (or its ``key``) of the config the newest checkpoint in ``out`` stores,
     or None where it cannot be read (``load_checkpoint`` names a damaged checkpoint later)."""
     try:
-        stored = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))
+        stored = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))  # type: ignore[operator]  # None: caught
         part = stored["config"][section]
         return part if key is None else part[key]
     except (OSError, ValueError, KeyError, TypeError):

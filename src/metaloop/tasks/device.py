@@ -17,6 +17,7 @@ from the CPU's, but the same seed gives the same tasks on a given device and tor
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 
@@ -168,7 +169,8 @@ class DeviceTasks:
                              f"on {generator.device}")
         ways, shots, per_class = self.ways, self.shots, self.shots + self.queries
         if self._groups is not None:        # Omniglot: its stream, on this device
-            classes, idx = task_indices(self._table, self._groups, self._sizes, n, ways,
+            classes, idx = task_indices(self._table, self._groups,
+                                        cast(torch.Tensor, self._sizes), n, ways,
                                         per_class, self.within_alphabet, self.drawers,
                                         generator)
         else:

@@ -11,6 +11,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,8 +49,7 @@ def class_table(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, t
     real = pos < counts[:, None]                                               # [K, M]
     flat = np.minimum(starts[:, None] + pos, max(len(order) - 1, 0))           # [K, M]
     table = np.where(real, order[flat], 0) if len(order) else np.zeros_like(flat)
-    table, counts = torch.from_numpy(table).long(), torch.from_numpy(counts).long()
-    return table, counts
+    return torch.from_numpy(table).long(), torch.from_numpy(counts).long()
 
 
 class Episodes:
@@ -93,6 +93,7 @@ class Episodes:
     """
 
     kind = "classification"
+    report: dict[str, Any]      # set by from_folder only: what the folder held and left out
 
     def __init__(self, x, y, ways: int = 5, shots: int = 1, queries: int = 15,
                  class_names: Sequence[str] | None = None, *,
@@ -386,6 +387,7 @@ class Episodes:
         split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
         x, y, names = read_tensor_file(path)
         if split.get("split") is not None and kw.get("classes") is None:
+            assert y is not None                                  # labels=True: read
             k = len(names) if names is not None else int(y.max()) + 1
             all_names = names or [str(i) for i in range(k)]
             fractions = split.get("fractions", (0.7, 0.1, 0.2))
@@ -433,7 +435,8 @@ class Episodes:
         if hf and names is None:
             feat = dataset.features.get(label_column)
             names = list(getattr(feat, "names", None) or []) or None
-        xs, ys = [], []
+        xs: list[torch.Tensor] = []
+        ys: list[int] = []
         for i in range(n):
             item = dataset[i]
             if hf:
@@ -735,7 +738,7 @@ def _as_array(x, image_size: int | None, channels: int | None, i: int) -> torch.
     return t
 
 
-def _check_split_ways(use: list[str] | None, split: str | None, total: int, ways: int,
+def _check_split_ways(use: Sequence[str] | None, split: str | None, total: int, ways: int,
                       fractions: Sequence[float], split_files) -> None:
     """A split with fewer classes than ``ways``, named with how it was made and the fix."""
     if use is None or split is None or len(use) >= ways:

@@ -44,6 +44,7 @@ import os
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -136,7 +137,7 @@ def _read_csv(path: Path, delimiter: str, encoding: str):
     name the header gives more than once -> a description of where (a row dict holds only
     the last such column's value). A field may be of any length (the csv module's default
     limit, 131,072 characters, is lifted while reading)."""
-    rows, columns, long, header, ends = [], [], [], 1, {}
+    rows, columns, long, header, ends = [], list[str](), [], 1, {}
     kind = "TSV" if delimiter == "\t" else "CSV"
     with path.open(newline="", encoding=encoding) as f:
         reader = csv.reader(f, delimiter=delimiter)
@@ -205,7 +206,9 @@ def _read_jsonl(path: Path, encoding: str):
     """(columns in first-seen order, [(line, object)], repeated) of a JSON-lines file.
     ``repeated``: each key that an object names more than once -> a description of the
     lines where (``json`` keeps only the last value of such a key)."""
-    rows, columns, repeated = [], {}, {}
+    rows: list[tuple[int, dict]] = []
+    columns: dict[str, None] = {}
+    repeated: dict[str, list[int]] = {}
 
     def pairs(items):
         for key in _repeated([k for k, _ in items]):
@@ -368,7 +371,7 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
     if not rows:
         raise ValueError(f"text table {path} has a header but no rows")
     if ends:
-        _swallowed(path, rows, ends, columns, delimiter, wanted)
+        _swallowed(path, rows, ends, columns, cast(str, delimiter), wanted)  # CSV or TSV
     for which, name in wanted.items():
         nested = [(line, "list" if isinstance(row[name], list) else "object")
                   for line, row in rows if isinstance(row.get(name), (list, dict))]

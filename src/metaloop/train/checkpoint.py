@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import SafetensorError
@@ -266,7 +267,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         return _load(path)
     via, ckpt = path / "LATEST", None
     try:
-        ckpt = latest_checkpoint(path)
+        ckpt = cast(Path, latest_checkpoint(path))          # LATEST exists (checked above)
         sfile, tfile = ckpt / "state.json", ckpt / "tensors.safetensors"
         if not (sfile.is_file() and tfile.is_file()):
             lacks = " and ".join(f.name for f in (sfile, tfile) if not f.is_file())

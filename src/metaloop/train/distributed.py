@@ -321,7 +321,8 @@ def from_rank0(fn: Callable[[], object], what: str):
     rank, world = rank_world()
     if world == 1:
         return fn()
-    result, mine = None, None
+    result: tuple[object, Exception | None] | None = None
+    mine = None
     if rank == 0:
         try:
             result = (fn(), None)

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from metaloop.tasks.batch import _unchecked_batch
+from metaloop.tasks.batch import TaskBatch, _unchecked_batch
 
 WARMUP = 3                  # eager steps on a side stream before the one that is recorded
 FIELDS = ("support_x", "support_y", "query_x", "query_y")
@@ -79,7 +79,7 @@ class GraphStep:
         first = next(iter(self.params.values()))
         self.record = first.device.type == "cuda" if record is None else record
         self.inputs: dict[str, torch.Tensor] | None = None
-        self.batch = None
+        self.batch: TaskBatch | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.out = None
         self.calls = 0
@@ -87,7 +87,8 @@ class GraphStep:
     def _load(self, batch) -> None:
         if self.inputs is None:
             self.inputs = {f: getattr(batch, f).clone() for f in FIELDS}
-            self.batch = _unchecked_batch(*(self.inputs[f] for f in FIELDS), None)
+            self.batch = _unchecked_batch(  # type: ignore[call-arg]  # FIELDS: four tensors
+                *(self.inputs[f] for f in FIELDS), None)
             return
         for f in FIELDS:
             src = getattr(batch, f)

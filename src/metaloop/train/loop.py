@@ -10,9 +10,10 @@ import os
 import random
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -35,6 +36,14 @@ from metaloop.train.checkpoint import (
     save_checkpoint,
 )
 from metaloop.train.signals import StopSignals as _StopSignals
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
 
 
 class NonFiniteLossError(RuntimeError):
@@ -139,7 +148,8 @@ def _rng_state(generator: torch.Generator, tasks_state: torch.Tensor | None = No
                ) -> tuple[dict, dict]:
     tasks_state = generator.get_state() if tasks_state is None else tasks_state
     tensors = {"rng.tasks": tasks_state, "rng.torch": torch.get_rng_state()}
-    npk, npstate, nppos, npg, npc = np.random.get_state()
+    npk, npstate, nppos, npg, npc = cast(tuple[str, np.ndarray, int, int, float],
+                                         np.random.get_state())              # legacy=True
     state = {"rng": {"python": random.getstate(),
                      "numpy": [npk, npstate.tolist(), nppos, npg, npc]}}
     return tensors, state
@@ -539,7 +549,8 @@ class _Sampler:
         self.family, self.n, self.generator, self._left = family, n, generator, remaining
         self._pool = (ThreadPoolExecutor(1, thread_name_prefix="metaloop-prefetch")
                       if prefetch and remaining > 1 else None)
-        self._pending = None            # (generator state before the draw, its future)
+        # (generator state before the draw, its future)
+        self._pending: tuple[torch.Tensor, Future] | None = None
 
     def _draw(self):
         return self.family.sample(self.n, generator=self.generator)
@@ -640,7 +651,8 @@ class _FiniteGuard:
     """
 
     def __init__(self, where: str):
-        self.where, self._flags = where, []   # [(iteration, flag tensor, loss)]
+        self.where = where
+        self._flags: list[tuple] = []   # [(iteration, flag tensor, loss)]
 
     def add(self, iteration: int, loss, grads: dict) -> None:
         if not torch.is_tensor(loss) and not math.isfinite(loss):
@@ -765,7 +777,7 @@ def _clip(grads: dict, max_norm: float, norm: float | None = None) -> dict:
     return {n: g * scale for n, g in grads.items()} if scale < 1.0 else grads
 
 
-def _holds_run_folder(fn):
+def _holds_run_folder(fn: Callable[P, R]) -> Callable[P, R]:
     """``train`` holding the lock of its ``out_dir`` (``metaloop.runlock``) for the whole
     run, before anything there is read; under torchrun rank 0 alone takes it (it alone
     writes) and every rank gets its verdict, so a held folder stops every rank alike
@@ -789,7 +801,7 @@ def _holds_run_folder(fn):
             raise
         runlock.release(token)
         return result
-    return train
+    return cast("Callable[P, R]", train)                  # fn's signature (functools.wraps)
 
 
 @_holds_run_folder
@@ -971,7 +983,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     opt = torch.optim.SGD(learner.model.parameters(), lr=lr, weight_decay=weight_decay) \
         if optimizer == "sgd" else torch.optim.Adam(
             learner.model.parameters(),
-            lr=torch.tensor(float(lr), device=model_p.device) if capturable else lr,
+            lr=torch.tensor(float(lr), device=model_p.device) if capturable else lr,  # type: ignore[union-attr]  # capturable: on CUDA
             weight_decay=weight_decay, decoupled_weight_decay=weight_decay > 0,
             capturable=capturable)
     named = list(learner.model.named_parameters())     # the optimizer's, fixed for the run
@@ -1038,7 +1050,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
 
     def save(iteration: int) -> None:
         guard.check()                                          # never save non-finite params
-        extra = {"log_window": window.state(), "precision": precision, "train_args": args}
+        extra: dict[str, Any] = {"log_window": window.state(), "precision": precision,
+                                 "train_args": args}
         if data is not None:
             extra["data"] = data
         if cpu_before is not None:
@@ -1099,7 +1112,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                     try:
                         log.write(it + 1, last, val if is_val else None)
                     except OSError as e:                   # a full disk: named
-                        raise WriteError(f"cannot write {log_dir / 'metrics.jsonl'}: "
+                        raise WriteError(f"cannot write {log_dir / 'metrics.jsonl'}: "  # type: ignore[operator]  # written: a log_dir
                                          f"{e.strerror or e}{kept(saved)}") from e
                     bar.set_postfix({k: f"{v:.3g}" for k, v in {**last, **(val or {})}.items()},
                                     refresh=False)
@@ -1113,11 +1126,12 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                 if stopping:
                     _finish(shard, "the interrupt checkpoint")
                     where = f"; checkpoint in {out}" if out else ""
-                    e = KeyboardInterrupt(f"stopped by {stop.name or 'another rank'} after "
-                                          f"iteration {it + 1}{where}")
+                    stopped: Any = KeyboardInterrupt(
+                        f"stopped by {stop.name or 'another rank'} after iteration "
+                        f"{it + 1}{where}")
                     if out is not None and it + 1 == iterations:   # the final checkpoint
-                        e.result = {"iteration": iterations, "last": last, "val": val}
-                    raise e
+                        stopped.result = {"iteration": iterations, "last": last, "val": val}
+                    raise stopped
             # still under the signal handlers: Ctrl-C / SIGTERM during the final checkpoint
             # asks for the stop that is under way (the run then completes), instead of
             # raising KeyboardInterrupt in the middle of it
@@ -1127,11 +1141,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             _finish(shard, "the final checkpoint")
             if stop.name is not None:      # then raised as in the last iteration: not lost
                 where = f"; checkpoint in {out}" if out else ""
-                e = KeyboardInterrupt(f"stopped by {stop.name} after iteration "
-                                      f"{iterations}{where}")
+                stopped = KeyboardInterrupt(f"stopped by {stop.name} after iteration "
+                                            f"{iterations}{where}")
                 if out is not None:
-                    e.result = {"iteration": iterations, "last": last, "val": val}
-                raise e
+                    stopped.result = {"iteration": iterations, "last": last, "val": val}
+                raise stopped
     finally:
         bar.close()
         sampler.close()
