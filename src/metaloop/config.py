@@ -219,7 +219,7 @@ def validate(cfg: dict) -> dict:
     if not isinstance(cfg, dict):
         raise ValueError(f"config must be a table, got {type(cfg).__name__}")
     cfg = {section: _renamed(section, body) for section, body in cfg.items()}
-    out = {}
+    out: dict[str, dict] = {}
     for section, body in cfg.items():
         homes = [s for s in SCHEMA if section in SCHEMA[s]]
         if section not in SCHEMA and not isinstance(body, dict) and homes:
@@ -813,7 +813,7 @@ def warn_unread_by_all(cfgs: list[dict], path, also: dict | None = None) -> list
     unread = [{(s, k): why for s, k, why in unread_keys(c, where)} for c in cfgs]
     common = [sk for sk in unread[0] if all(sk in u for u in unread[1:])] if unread else []
     extra = {sk: why for sk, why in (also or {}).items() if sk in where}
-    common = sorted({*common, *extra}, key=_SCHEMA_ORDER.get)
+    common = sorted({*common, *extra}, key=lambda sk: _SCHEMA_ORDER.get(sk, len(_SCHEMA_ORDER)))
     raw = read(path) if extra else {}
     cfg = cfgs[0] if cfgs else {}
     messages = []
@@ -906,7 +906,8 @@ def load(path) -> dict:
             the chain that sets it (``config file child.toml: unknown key train.itertions
             ...``).
     """
-    path, where = Path(path), {}
+    path = Path(path)
+    where: dict[tuple[str, str], Path] = {}
     raw = _read_chain(path, (), where)
     try:
         return validate(raw)
@@ -942,8 +943,8 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
     gets the file that sets each key (see :func:`written_keys`), and under ``(section, "")``
     the last file that names each top-level section or key."""
     if path.is_dir():
-        where = f"config file {chain[-1]} extends {path}, which" if chain else f"{path}"
-        raise ValueError(f"{where} is a folder, not a config file (a config is a TOML file, "
+        what = f"config file {chain[-1]} extends {path}, which" if chain else f"{path}"
+        raise ValueError(f"{what} is a folder, not a config file (a config is a TOML file, "
                          f"e.g. one of configs/)")
     if not path.is_file():
         if chain:

@@ -686,13 +686,13 @@ def _provenance(checkpoint, device: str) -> dict:
     else:                             # an ensemble: its members' training, summed
         runs: dict = {}               # checkpoints of one run folder: its training once,
         for i, (run_dir, b) in enumerate(parts):     # the newest's (which holds the others')
-            key = Path(run_dir).resolve() if (Path(run_dir) / "LATEST").is_file() else i
+            key: Path | int = Path(run_dir).resolve() if (Path(run_dir) / "LATEST").is_file() else i
             if key not in runs or b.get("iterations", 0) > runs[key].get("iterations", 0):
                 runs[key] = b
         budget = {"members": len(parts)}
-        for key in ("iterations", "cpu_seconds", "gpu_seconds"):
-            if all(key in b for b in runs.values()):
-                budget[key] = round(sum(b[key] for b in runs.values()), 2)
+        for field in ("iterations", "cpu_seconds", "gpu_seconds"):
+            if all(field in b for b in runs.values()):
+                budget[field] = round(sum(b[field] for b in runs.values()), 2)
     if device == "cuda" and torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
     else:
@@ -941,7 +941,7 @@ def render_grid(records: list[Mapping]) -> str:
                              f"fill grid {r['grid']!r} cell {key}")
         cells[key] = r
     cols = sorted({c for _, c in cells}, key=_column_key)
-    first = {}
+    first: dict[str, float] = {}
     for r in records:
         first[r["grid_row"]] = min(first.get(r["grid_row"], math.inf), r.get("order", math.inf))
     rows = sorted(first, key=lambda name: (first[name], name))
@@ -950,15 +950,15 @@ def render_grid(records: list[Mapping]) -> str:
     for name in rows:
         out = []
         for col in cols:
-            r = cells.get((name, col))
-            if r is None:
+            cell = cells.get((name, col))
+            if cell is None:
                 out.append("not measured")
                 continue
-            s = f"**{format_value(r)}**"
-            pub = _published_number(r)
+            s = f"**{format_value(cell)}**"
+            pub = _published_number(cell)
             if pub is not None:
-                s += f"<br>paper {pub:g} ({r['mean'] - pub:+.2f})"
-            s += f"<br>{format_budget(r['budget'])}"
+                s += f"<br>paper {pub:g} ({cell['mean'] - pub:+.2f})"
+            s += f"<br>{format_budget(cell['budget'])}"
             out.append(s)
         lines.append("| " + " | ".join(_cell(c) for c in [name, *out]) + " |")
     lines.append("")
@@ -1031,7 +1031,8 @@ def generate(docs_dir, records_dir, check: bool = False) -> list[str]:
     by_table: dict[str, list[dict]] = {}
     for r in records:
         by_table.setdefault(r["table"], []).append(r)
-    problems, used = [], {"table": set(), "grid": set(), "short": set(), "detail": set()}
+    problems: list[str] = []
+    used: dict[str, set[str]] = {"table": set(), "grid": set(), "short": set(), "detail": set()}
     by_stem = {Path(r["_file"]).stem: r for r in records}
     rewritten = []                    # written only once every document has rendered
     for doc in sorted(docs_dir.glob("*.md")):
