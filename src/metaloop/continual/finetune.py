@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +222,9 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
     Returns:
         Scalar loss.
     """
+    if kept and teacher is None:
+        raise ValueError(f"batch_loss: kept heads {sorted(kept)} are distilled from the "
+                         f"parameters before fine-tuning: give teacher=")
     feats = features(model, params, batch.x)                          # [B, D]
     loss = feats.new_zeros(())
     for s in batch.source.unique().tolist():
@@ -231,7 +234,7 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
         loss = loss + F.cross_entropy(logits, batch.y[rows]) * share
     new = batch.source == -1
     if kept and bool(new.any()):
-        teacher = cast(Mapping[str, torch.Tensor], teacher)     # given with kept heads
+        assert teacher is not None                     # (refused above otherwise)
         with torch.no_grad(), eval_mode(model):   # the teacher as scored: no dropout noise
             t_feats = features(model, teacher, batch.x)[new]            # [n, D]
         for h, (w, outputs) in kept.items():

@@ -24,7 +24,6 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import cast
 
 import torch
 from safetensors import SafetensorError
@@ -267,7 +266,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         return _load(path)
     via, ckpt = path / "LATEST", None
     try:
-        ckpt = cast(Path, latest_checkpoint(path))          # LATEST exists (checked above)
+        found = latest_checkpoint(path)
+        if found is None:                   # LATEST removed since the check above
+            raise FileNotFoundError(f"no checkpoint in {path}: its {via.name} was removed "
+                                    f"while it was read")
+        ckpt = found
         sfile, tfile = ckpt / "state.json", ckpt / "tensors.safetensors"
         if not (sfile.is_file() and tfile.is_file()):
             lacks = " and ".join(f.name for f in (sfile, tfile) if not f.is_file())
