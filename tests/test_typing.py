@@ -2,9 +2,6 @@
 mypy with the project's configuration (``[tool.mypy]`` in pyproject.toml), and code that
 calls its public API is checked against the API's signatures (``ml.train(...)`` and
 ``ml.evaluate(...)`` included, which call functions through a module).
-
-Three modules are not yet clean (``STILL_FAILING``): their error counts may fall, not rise.
-Every other module must have none.
 """
 
 from __future__ import annotations
@@ -23,9 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "metaloop"
 ERROR = re.compile(r"^(?P<path>[^:\n]+):(?P<line>\d+): error: (?P<text>.*?)"
                    r"(?:  \[(?P<code>[a-z-]+)\])?$", re.MULTILINE)
-# file -> at most this many errors (the count when the rest of the package was made clean)
-STILL_FAILING = {"src/metaloop/recipes/adapt.py": 50, "src/metaloop/evaluate/records.py": 4,
-                 "src/metaloop/config.py": 4}
 
 
 def _mypy(*args: str, cwd: Path) -> tuple[int, str, list[dict]]:
@@ -43,17 +37,9 @@ def test_the_package_ships_its_type_information():
 
 @pytest.mark.slow          # a cold mypy run over the package: about 40 s on 2 CPU cores
 def test_the_package_type_checks_with_the_project_configuration(tmp_path):
-    """No mypy error outside ``STILL_FAILING``; in those three files at most the count they
-    had when this test was written (a ceiling, not a pass: they hold real errors still)."""
+    """No mypy error, note or warning anywhere in the package."""
     code, out, errors = _mypy("--cache-dir", str(tmp_path / "cache"), cwd=REPO)
-    other = [ln for ln in out.splitlines()          # a warning about the configuration, a crash
-             if not re.match(r"src/metaloop/\S+:\d+: (error|note): ", ln)]
-    assert not other, out[-3000:]
-    elsewhere = [e for e in errors if e["path"] not in STILL_FAILING]
-    assert not elsewhere, out[-6000:]
-    counts = {f: sum(e["path"] == f for e in errors) for f in STILL_FAILING}
-    assert all(counts[f] <= n for f, n in STILL_FAILING.items()), counts
-    assert code == (1 if errors else 0), out[-3000:]
+    assert (code, errors, out.strip()) == (0, [], ""), out[-6000:]
 
 
 USER_CODE = '''

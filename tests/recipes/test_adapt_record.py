@@ -457,3 +457,9 @@ def test_a_records_model_and_data_inside_the_working_folder_are_stored_relative(
     # outside the working folder: as they are
     outside = recipe._portable({"model": "/opt/m", "data": str(elsewhere / "t.csv")})
     assert outside["model"] == "/opt/m" and outside["data"] == "other/t.csv"
+
+
+def test_the_title_of_unprepared_settings_without_data():
+    """``title`` of settings not yet checked by ``prepare`` (a user family, no --data)."""
+    assert recipe.title(recipe.AdaptSettings(family="table")) == \
+        "table 5-way 1-shot, minilm: 100 held-out tasks"

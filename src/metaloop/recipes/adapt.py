@@ -38,6 +38,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any, TypedDict, cast
 
 import torch
 import torch.nn.functional as F
@@ -253,6 +254,7 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
     ``--data``, read as the run reads images."""
     from metaloop.runs import load_run
 
+    assert s.data is not None              # prepare refuses an image family without --data
     path = Path(s.model).expanduser()
     if not _is_checkpoint(path):
         load_model(s.model, s.family, s.max_length)   # names what --model is instead
@@ -271,6 +273,8 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
                          f"class split is used (family.train_classes and test_classes), and "
                          f"--split-fractions / --split-seed would change nothing: drop them")
     meta = bool(meta_shots)
+    held: list[str] | None
+    train: list[str] | None
     if own:
         held, train = list(fam["test_classes"]), list(fam["train_classes"])
         where = f"the test classes of {s.model}"
@@ -281,13 +285,15 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
         held, train, where = None, None, "every class (no meta-training)"
 
     def family(split: str | None, classes, shots: int):
-        kw = dict(ways=s.ways, shots=shots, queries=s.queries, drop_small=s.drop_small)
+        kw: dict[str, Any] = dict(ways=s.ways, shots=shots, queries=s.queries,
+                                  drop_small=s.drop_small)
         if classes is not None:
             kw["classes"] = classes
         elif split is not None:
             kw.update(split=split, fractions=parse_fractions(s.split_fractions),
                       seed=s.split_seed)
         from metaloop.tasks import Episodes
+        assert s.data is not None          # as above: mypy narrows no attribute in a closure
         try:
             if s.family == "tensors":
                 out = Episodes.from_tensors(s.data, **kw)
@@ -305,7 +311,7 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
         return out
 
     heldout = family("test" if meta and not own else None, held, s.shots)
-    train_families = {}
+    train_families: dict[str, Any] = {}
     for m, k in meta_shots.items():
         train_families[m] = (next(iter(train_families.values())).with_shots(k, s.queries)
                              if train_families else
@@ -404,7 +410,7 @@ def check_given(s: AdaptSettings, given: Collection[str]) -> None:
 
 def title(s: AdaptSettings) -> str:
     """The experiment in one line: family, data file, ways, shots, model and tasks."""
-    data = f" {Path(s.data).name}" if s.family in USER_FAMILIES else ""
+    data = f" {Path(s.data).name}" if s.family in USER_FAMILIES and s.data else ""
     return (f"{s.family}{data} {s.ways}-way {s.shots}-shot, {s.model}: {s.tasks} held-out "
             f"tasks")
 
@@ -505,7 +511,7 @@ def identity(p: Prepared, out_dir=None) -> dict:
         import hashlib
 
         from metaloop.train.checkpoint import latest_checkpoint
-        ckpt = latest_checkpoint(Path(s.model).expanduser())
+        ckpt = cast(Path, latest_checkpoint(Path(s.model).expanduser()))   # LATEST is a file
         digest = hashlib.sha256((ckpt / "tensors.safetensors").read_bytes()).hexdigest()
         out["model_checkpoint"] = f"{ckpt.name} sha256 {digest[:16]}"
     if s.family == "table":
@@ -736,7 +742,7 @@ def strategies(s, model, kind: str, family) -> dict:
         if name == "prompt-zero-shot":
             from metaloop.adapt.prompting import zero_shot
             cache: dict = {}
-            fn = functools.partial(_zero_shot, zero_shot, model, family, cache)
+            fn: Any = functools.partial(_zero_shot, zero_shot, model, family, cache)
         elif name == "prompt-optimized":
             from metaloop.adapt.prompting import fill_cache, optimize_prompt
             cache = {}
@@ -744,7 +750,7 @@ def strategies(s, model, kind: str, family) -> dict:
             fn.refill = functools.partial(_prompt_fill, fill_cache, model, family, cache)
         elif name.startswith("probe-"):
             solver = name.split("-")[1]
-            kw = {"lam": 0.1} if solver != "sgd" else {"lr": 0.1, "steps": 100}
+            kw: dict[str, Any] = {"lam": 0.1} if solver != "sgd" else {"lr": 0.1, "steps": 100}
             fn = _ignore_classes(functools.partial(linear_probe, model, solver=solver, **kw))
         elif name in ("finetune-zero", "finetune-random"):
             fn = _ignore_classes(functools.partial(
@@ -816,7 +822,7 @@ def _query_value(s, encoder) -> list[str]:
     from metaloop.adapt.lora import adaptable_layers
 
     leaves = {n.rpartition(".")[2] for n in adaptable_layers(encoder)}
-    model_type = getattr(getattr(encoder, "config", None), "model_type", None)
+    model_type: Any = getattr(getattr(encoder, "config", None), "model_type", None)
     for names in (by_type.get(model_type), *QUERY_VALUE):
         if names and set(names) <= leaves:
             return list(names)
@@ -872,7 +878,7 @@ def _checkpoint_conv_targets(path: Path) -> list[str] | None:
 
     from metaloop.train.checkpoint import latest_checkpoint
 
-    ckpt = latest_checkpoint(path) if (path / "LATEST").is_file() else path
+    ckpt = cast(Path, latest_checkpoint(path)) if (path / "LATEST").is_file() else path
     file = ckpt / "tensors.safetensors"
     if not file.is_file():
         return None
@@ -1018,7 +1024,8 @@ def _same_inputs_elsewhere(run_dir: Path, config: dict) -> None:
     if not (run_dir / "LATEST").is_file():
         return
     try:
-        state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text(encoding="utf-8"))
+        state = json.loads((cast(Path, latest_checkpoint(run_dir))    # LATEST: a file
+                            / "state.json").read_text(encoding="utf-8"))
         stored = state["config"]
     except (OSError, ValueError, TypeError, KeyError):
         return
@@ -1046,6 +1053,7 @@ def _data_identity(s: AdaptSettings, family) -> dict:
         [r[:int(n)] for r, n in zip(table, pad)])
     used = x.index_select(0, rows.sort().values).contiguous()
     digest = hashlib.sha256(used.numpy().tobytes()).hexdigest()
+    assert s.data is not None          # prepare refuses an image family without --data
     return {"data": str(Path(s.data).expanduser().resolve()), "sha256": digest,
             "classes": family.class_names}
 
@@ -1115,8 +1123,9 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
     if kept and not (0 <= skip <= tasks and set(kept["per"]) == set(rows)):
         raise ValueError(f"the kept state ({skip} tasks of the rows {sorted(kept['per'])}) is "
                          f"not that of a run of {tasks} tasks of the rows {sorted(rows)}")
-    per = {n: {"accuracy": [], "adapt_seconds": [], "cpu_seconds": [], "trainable": 0,
-               "info": None} for n in rows}
+    per: dict[str, dict[str, Any]] = {
+        n: {"accuracy": [], "adapt_seconds": [], "cpu_seconds": [], "trainable": 0,
+            "info": None} for n in rows}
     for n, r in (kept["per"] if kept else {}).items():       # copies: ``kept`` is left as it is
         per[n].update(r, accuracy=list(r["accuracy"]), adapt_seconds=list(r["adapt_seconds"]),
                       cpu_seconds=list(r.get("cpu_seconds", r["adapt_seconds"])))
@@ -1379,6 +1388,8 @@ class _Targets:
     """``default_lora_targets(s)``, told on first use and kept (a model's config is read
     once per check)."""
 
+    value: list[str] | None
+
     def __init__(self, s: AdaptSettings):
         self.s, self.value, self.told = s, None, False
 
@@ -1628,6 +1639,19 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
     return out
 
 
+class _TableOptions(TypedDict):
+    """How ``table_families`` reads the table: the keyword arguments of ``TextTable`` other
+    than the task sizes and the split."""
+
+    text_column: str
+    label_column: str
+    delimiter: str | None
+    fractions: Sequence[float]
+    split_seed: int
+    drop_small: bool
+    tokenizer: Callable | None
+
+
 def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: int,
                    meta_shots: Sequence[int] = (), tokenizer: Callable | None = None,
                    text_column: str = "text", label_column: str = "label",
@@ -1655,13 +1679,13 @@ def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: i
         ValueError: naming the file: any error of ``TextTable`` (an unreadable table, missing
             columns, empty labels or texts, too few classes in a split, small classes).
     """
-    kw = dict(text_column=text_column, label_column=label_column, delimiter=delimiter,
-              fractions=fractions, split_seed=split_seed, drop_small=drop_small,
-              tokenizer=tokenizer)
+    kw: _TableOptions = dict(text_column=text_column, label_column=label_column,
+                             delimiter=delimiter, fractions=fractions, split_seed=split_seed,
+                             drop_small=drop_small, tokenizer=tokenizer)
     meta = sorted(set(meta_shots))
     heldout = TextTable(path, ways=ways, shots=shots, queries=queries,
                         split="test" if meta else "all", **kw)
-    train = {}
+    train: dict[int, TextTable] = {}
     for s in meta:
         if not train:
             train[s] = TextTable(path, ways=ways, shots=s, queries=queries, split="train", **kw)
