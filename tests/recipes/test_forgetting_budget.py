@@ -77,15 +77,21 @@ def _cut_after(monkeypatch, n: int) -> None:
     monkeypatch.setattr(forgetting, "_one_seed", cut)
 
 
-def test_a_resumed_runs_cpu_seconds_are_the_sum_of_its_segments(timed, exps, tmp_path,
-                                                                monkeypatch):
+def _stopped(exps, out, monkeypatch, n: int) -> tuple[dict, dict]:
+    """The settings of a 2-seed run stopped after ``n`` kept runs in ``out``, and what it
+    kept (its partial.json)."""
     s = forgetting.settings("split-data-class", strategies="naive,replay", seeds=2)
-    out = tmp_path / "out"
     with monkeypatch.context() as m:
-        _cut_after(m, 3)
+        _cut_after(m, n)
         with pytest.raises(KeyboardInterrupt):
             forgetting.run(s, exps, out=out)
-    kept = json.loads((out / forgetting.PARTIAL).read_text())
+    return s, json.loads((out / forgetting.PARTIAL).read_text())
+
+
+def test_a_resumed_runs_cpu_seconds_are_the_sum_of_its_segments(timed, exps, tmp_path,
+                                                                monkeypatch):
+    out = tmp_path / "out"
+    s, kept = _stopped(exps, out, monkeypatch, 3)
     assert kept["cpu_seconds"] >= 3 * BURN
     t0 = time.process_time()
     runs, results = forgetting.run(s, exps, out=out, resume=True)
@@ -104,13 +110,8 @@ def test_a_kept_run_without_cpu_seconds_counts_its_wall_clock(timed, exps, tmp_p
                                                               monkeypatch):
     """A partial.json of an earlier metaloop kept only its wall-clock seconds: they stand in
     for its CPU seconds, as they did in the budget before."""
-    s = forgetting.settings("split-data-class", strategies="naive,replay", seeds=2)
     out = tmp_path / "out"
-    with monkeypatch.context() as m:
-        _cut_after(m, 3)
-        with pytest.raises(KeyboardInterrupt):
-            forgetting.run(s, exps, out=out)
-    kept = json.loads((out / forgetting.PARTIAL).read_text())
+    s, kept = _stopped(exps, out, monkeypatch, 3)
     del kept["cpu_seconds"]
     kept["wall_s"] = 100.0
     (out / forgetting.PARTIAL).write_text(json.dumps(kept))
@@ -121,13 +122,8 @@ def test_a_kept_run_without_cpu_seconds_counts_its_wall_clock(timed, exps, tmp_p
 
 @pytest.mark.parametrize("bad", ["many", None, [1.0]])
 def test_a_kept_run_with_bad_cpu_seconds_is_corrupt(timed, exps, tmp_path, monkeypatch, bad):
-    s = forgetting.settings("split-data-class", strategies="naive,replay", seeds=2)
     out = tmp_path / "out"
-    with monkeypatch.context() as m:
-        _cut_after(m, 1)
-        with pytest.raises(KeyboardInterrupt):
-            forgetting.run(s, exps, out=out)
-    kept = json.loads((out / forgetting.PARTIAL).read_text())
+    s, kept = _stopped(exps, out, monkeypatch, 1)
     (out / forgetting.PARTIAL).write_text(json.dumps({**kept, "cpu_seconds": bad}))
     before = (out / forgetting.PARTIAL).read_bytes()
     with pytest.raises(ValueError, match=rf"{forgetting.PARTIAL} is corrupt"):
