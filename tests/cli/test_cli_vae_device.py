@@ -18,28 +18,17 @@ from metaloop.cli.main import main
 from metaloop.generative import devices, experiment, inversion, protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generative"))
-from fake_device import DEVICE, OnTheDevice  # noqa: E402
+from fake_device import DEVICE, OnTheDevice, untimed  # noqa: E402
 
 PLAIN = ["--model", "vae", "--latent", "2", "--hidden", "16", "--epochs", "2", "--k", "3",
          "--test-examples", "20"]
 PROTOCOL = ["--protocol", "iwae", "--latent", "2", "--hidden", "16", "--stages", "2",
             "--curve-k", "2", "--curve-examples", "5", "--k", "3"]
-TIMES = ("cpu_s", "wall_s", "train_cpu_s", "train_wall_s", "eval_cpu_s", "eval_wall_s",
-         "started", "state_sha256")       # (a checkpoint's hash of its state, times and all)
 
 
 def _vae(root: Path, out: Path, *argv: str) -> int:
     return main(["--threads", "1", "vae", "--data", "fashion-mnist", "--root", str(root),
                  "--out", str(out), "--no-progress", *argv])
-
-
-def _untimed(value):
-    """``value`` without its clock readings (which differ between any two runs)."""
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if k not in TIMES}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -52,9 +41,9 @@ def _same_run(a: Path, b: Path) -> None:
     assert sorted(fa) == sorted(fb)
     for name in fa:
         if name.endswith(".json"):
-            assert _untimed(json.loads(fa[name])) == _untimed(json.loads(fb[name])), name
+            assert untimed(json.loads(fa[name])) == untimed(json.loads(fb[name])), name
         elif name.endswith(".jsonl"):
-            rows = [[_untimed(json.loads(r)) for r in f[name].splitlines()] for f in (fa, fb)]
+            rows = [[untimed(json.loads(r)) for r in f[name].splitlines()] for f in (fa, fb)]
             assert rows[0] == rows[1], name
         else:                         # model and checkpoint tensors, pictures
             assert fa[name] == fb[name], name

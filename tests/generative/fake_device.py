@@ -100,3 +100,18 @@ class OnTheDevice(TorchDispatchMode):
             return out
         self.ops += 1
         return tree_map(lambda x: OnDevice(x) if isinstance(x, torch.Tensor) else x, out)
+
+
+# What differs between any two runs, on whatever device: clock readings, and a checkpoint's
+# hash of its state (times and all)
+TIMES = ("cpu_s", "wall_s", "train_cpu_s", "train_wall_s", "eval_cpu_s", "eval_wall_s",
+         "started", "state_sha256")
+
+
+def untimed(value):
+    """``value`` (results read from JSON) without its ``TIMES`` keys, at any depth."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMES}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value

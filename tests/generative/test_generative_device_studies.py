@@ -25,10 +25,7 @@ from metaloop.generative.quality import train_classifier
 from metaloop.generative.vae import VAE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_device import DEVICE, OnDevice, OnTheDevice  # noqa: E402
-
-TIMES = ("cpu_s", "wall_s", "train_cpu_s", "train_wall_s", "eval_cpu_s", "eval_wall_s")
-
+from fake_device import DEVICE, OnDevice, OnTheDevice, untimed  # noqa: E402
 
 # --- the stand-in device bites where CUDA does -------------------------------------------
 
@@ -85,13 +82,6 @@ def test_the_classifier_trains_where_its_images_are():
 
 # --- the studies on the device -----------------------------------------------------------
 
-def _untimed(value):
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if k not in TIMES}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
-
 
 def _close(a, b, where: str = "") -> None:
     """Equal, floats to 1e-6 (the Frechet distances, differences of sums of eigenvalues,
@@ -142,7 +132,7 @@ def test_a_study_on_the_device_is_the_cpus_study(study, tiny_fashion_small, tmp_
         gpu = fn(s, tmp_path / "gpu", device="gpu")
     assert mode.ops > 200                          # the training and scoring ran there
     assert gpu.pop("device") == "meta" and "device" not in cpu
-    _close(_untimed(gpu), _untimed(cpu))
+    _close(untimed(gpu), untimed(cpu))
     if picture:
         assert (tmp_path / "gpu" / picture).read_bytes() == \
             (tmp_path / "cpu" / picture).read_bytes()
