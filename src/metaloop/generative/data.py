@@ -103,6 +103,11 @@ class ImageData(NamedTuple):
     n_classes: int
     class_names: list[str]
 
+    def to(self, device: torch.device | str) -> ImageData:
+        """The split with its images and labels on ``device`` (the same tensors where they
+        already are)."""
+        return self._replace(images=self.images.to(device), labels=self.labels.to(device))
+
 
 def load(name: str, split: str, root: str | os.PathLike | None = None,
          resample: str = "bilinear", *, image_size: int = IMAGE_SIZE, invert: str = INVERT,

@@ -422,7 +422,7 @@ def run(s: Settings, out: str | os.PathLike, *, device: str | torch.device | Non
     x_te = checked_pixels(s, tr, te)
     model = build_model(s.model, s, tr.images, tr.n_classes)      # bad widths: before output
     model.to(device)                      # on the CPU, the tensors below are the same ones
-    on = tr._replace(images=tr.images.to(device), labels=tr.labels.to(device))
+    on = tr.to(device)
     x_on, y_on = x_te.to(device), te.labels.to(device)
     out = Path(out)
     _start_out(out)
@@ -522,7 +522,7 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike, *,
                          f"got {s.quality_samples} and {len(real)}")
     # everything the classifier and the models see, on the device (on the CPU: the same
     # tensors); the CPU's images stay for the pictures and the AE's code pixels
-    on = tr._replace(images=tr.images.to(device), labels=tr.labels.to(device))
+    on = tr.to(device)
     x_te, y_te, real = x_te.to(device), te.labels.to(device), real.to(device)
     out = Path(out)
     _start_out(out)

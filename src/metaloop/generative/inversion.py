@@ -275,7 +275,7 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
     x_te = checked_pixels(s, tr, te)
     # what the models see and are scored against, on the device (on the CPU: the same
     # tensors); the CPU's images stay for the draws made from them
-    on = tr._replace(images=tr.images.to(device), labels=tr.labels.to(device))
+    on = tr.to(device)
     x_te, y_te, real = x_te.to(device), te.labels.to(device), real.to(device)
     out = Path(out)
     _start_out(out)
