@@ -41,31 +41,46 @@ try:
         from metaloop.cli._signals import as_the_command
 
         as_the_command()
-    from metaloop import (
-        adapt,
-        build,
-        config,
-        continual,
-        data,
-        evaluate,
-        func,
-        generative,
-        meta,
-        models,
-        recipes,
-        runs,
-        tasks,
-        train,
-    )
     if _typing.TYPE_CHECKING:
         # ml.train(...) and ml.evaluate(...) call these functions (metaloop._callable), which
         # a module's type cannot express: type checkers check the calls against them
-        from metaloop import _callable
+        from metaloop import (
+            _callable,
+            adapt,
+            build,
+            config,
+            continual,
+            data,
+            func,
+            generative,
+            meta,
+            models,
+            recipes,
+            runs,
+            tasks,
+        )
         from metaloop.evaluate.heldout import evaluate as _evaluate
         from metaloop.train.loop import train as _train
 
-        evaluate = _callable.as_callable_module(_evaluate)  # type: ignore[assignment]
-        train = _callable.as_callable_module(_train)  # type: ignore[assignment]
+        evaluate = _callable.as_callable_module(_evaluate)
+        train = _callable.as_callable_module(_train)
+    else:
+        from metaloop import (
+            adapt,
+            build,
+            config,
+            continual,
+            data,
+            evaluate,
+            func,
+            generative,
+            meta,
+            models,
+            recipes,
+            runs,
+            tasks,
+            train,
+        )
     from metaloop.evaluate import mean_ci
     from metaloop.runlock import RunInUseError
     from metaloop.runs import Run, load_run
