@@ -73,6 +73,20 @@ def save_tiny_bert(tmp_path_factory):
     return save
 
 
+# metaloop adapt --family wordnet reads WordNet 3.0 (Debian wordnet-base)
+needs_wordnet = pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
+                                   reason="WordNet not installed (apt-get install wordnet-base)")
+WORDNET_WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a an the of or in to and that is for with by "
+                 "as on from kind type part person plant animal act used small large genus "
+                 "family").split()
+
+
+@pytest.fixture(scope="session")
+def wordnet_bert(save_tiny_bert) -> str:
+    """``save_tiny_bert`` over ``WORDNET_WORDS``: the common words of WordNet's glosses."""
+    return str(save_tiny_bert(WORDNET_WORDS))
+
+
 # Tests use tiny tensors: one thread avoids OpenMP start-up and oversubscription costs
 # that dominate at this size (measured 2-4x faster on the 2-core CI machines).
 torch.set_num_threads(1)

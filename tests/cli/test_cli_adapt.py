@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,25 +16,18 @@ from metaloop.cli.main import main
 from metaloop.recipes.adapt import STEPPED
 from metaloop.runs import load_run
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import WORDNET_WORDS, needs_wordnet  # noqa: E402
+
 pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
 
-needs_wordnet = pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
-                                   reason="WordNet not installed (apt-get install wordnet-base)")
-
-WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a an the of or in to and that is for with by as on "
-         "from kind type part person plant animal act used small large genus family").split()
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(save_tiny_bert) -> str:
-    return str(save_tiny_bert(WORDS))
 
 
 @needs_wordnet
-def test_wordnet_results_json_and_chart(tiny_bert, tmp_path, capsys):
+def test_wordnet_results_json_and_chart(wordnet_bert, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["adapt", "--model", tiny_bert, "--family", "wordnet", "--ways", "3", "--shots",
+    argv = ["adapt", "--model", wordnet_bert, "--family", "wordnet", "--ways", "3", "--shots",
             "1", "--queries", "2", "--tasks", "2", "--steps", "2", "--meta", "fomaml,reptile",
             "--meta-iterations", "2", "--meta-batch", "1", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
@@ -123,8 +117,8 @@ def test_a_solved_head_run_adapts_its_meta_learned_body(omniglot_root, tmp_path,
     (["--family", "mnist"], "unknown family 'mnist'"),
     (["--meta", "anil"], "unknown --meta method(s) ['anil']"),
 ])
-def test_bad_input_exits_2_with_a_named_error(tiny_bert, tmp_path, capsys, extra, message):
-    argv = ["adapt", "--model", tiny_bert, "--tasks", "1", "--approaches", "probe-ridge",
+def test_bad_input_exits_2_with_a_named_error(wordnet_bert, tmp_path, capsys, extra, message):
+    argv = ["adapt", "--model", wordnet_bert, "--tasks", "1", "--approaches", "probe-ridge",
             "--out", str(tmp_path / "o"), "--no-progress", *extra]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
@@ -135,13 +129,13 @@ def test_bad_input_exits_2_with_a_named_error(tiny_bert, tmp_path, capsys, extra
     ("no-weights", "no file named model.safetensors"),
     ("empty-config", "cannot load model folder"),
 ])
-def test_a_broken_model_folder_is_named_on_one_line(tiny_bert, tmp_path, capsys, damage,
+def test_a_broken_model_folder_is_named_on_one_line(wordnet_bert, tmp_path, capsys, damage,
                                                     message):
     """A truncated model.safetensors crashed with a SafetensorError traceback; a folder
     without weights was called 'not a local folder'; an empty config.json gave transformers'
     five-line message without the folder's name."""
     model = tmp_path / "model"
-    shutil.copytree(tiny_bert, model)
+    shutil.copytree(wordnet_bert, model)
     weights = model / "model.safetensors"
     if damage == "truncated-weights":
         weights.write_bytes(weights.read_bytes()[:1000])
@@ -162,10 +156,10 @@ def test_a_broken_model_folder_is_named_on_one_line(tiny_bert, tmp_path, capsys,
 
 @pytest.mark.parametrize("damage, message", [
     ("no-tokenizer", "its tokenizer has no vocabulary, only its 5 special tokens"),
-    ("another-tokenizer", f"its tokenizer has {len(WORDS) + 12} tokens, but the encoder has "
-                          f"{len(WORDS)} token embeddings"),
+    ("another-tokenizer", f"its tokenizer has {len(WORDNET_WORDS) + 12} tokens, but the "
+                          f"encoder has {len(WORDNET_WORDS)} token embeddings"),
 ])
-def test_a_model_folder_whose_tokenizer_does_not_fit_it_is_named(tiny_bert, tmp_path, capsys,
+def test_a_model_folder_whose_tokenizer_does_not_fit_it_is_named(wordnet_bert, tmp_path, capsys,
                                                                 damage, message):
     """Without its tokenizer files transformers built an empty vocabulary: every word was
     [UNK] and every row scored noise, exit 0; another model's larger tokenizer stopped
@@ -173,11 +167,12 @@ def test_a_model_folder_whose_tokenizer_does_not_fit_it_is_named(tiny_bert, tmp_
     import transformers
 
     model = tmp_path / "model"
-    shutil.copytree(tiny_bert, model)
+    shutil.copytree(wordnet_bert, model)
     for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (model / f).unlink(missing_ok=True)
     if damage == "another-tokenizer":
-        other = [*WORDS[:5], *(f"w{i}" for i in range(12)), *WORDS[5:]]   # ids shifted up
+        # ids shifted up
+        other = [*WORDNET_WORDS[:5], *(f"w{i}" for i in range(12)), *WORDNET_WORDS[5:]]
         (tmp_path / "vocab.txt").write_text("\n".join(other) + "\n")
         transformers.BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(model)
     data = write_sentences(tmp_path / "s.csv")
@@ -232,12 +227,12 @@ def _table_argv(model: str, data: Path, out: Path, *extra) -> list[str]:
             "--no-progress", *extra]
 
 
-def test_table_every_approach_and_meta_lora_on_held_out_classes(tiny_bert, tmp_path, capsys):
+def test_table_every_approach_and_meta_lora_on_held_out_classes(wordnet_bert, tmp_path, capsys):
     from metaloop.tasks.splits import split_classes
 
     data = write_sentences(tmp_path / "sentences.csv")
     out = tmp_path / "out"
-    assert main(_table_argv(tiny_bert, data, out, "--meta", "fomaml,reptile",
+    assert main(_table_argv(wordnet_bert, data, out, "--meta", "fomaml,reptile",
                             "--meta-iterations", "2", "--meta-batch", "1")) == 0
     text = capsys.readouterr().out
     train, _, test = split_classes(KEYWORDS, (0.7, 0.1, 0.2), seed=0)
@@ -266,10 +261,10 @@ def test_table_every_approach_and_meta_lora_on_held_out_classes(tiny_bert, tmp_p
 
 
 @pytest.mark.parametrize("suffix", [".tsv", ".jsonl"])
-def test_table_without_meta_holds_out_every_class(tiny_bert, tmp_path, capsys, suffix):
+def test_table_without_meta_holds_out_every_class(wordnet_bert, tmp_path, capsys, suffix):
     data = write_sentences(tmp_path / f"s{suffix}")
     out = tmp_path / "out"
-    assert main(_table_argv(tiny_bert, data, out, "--ways", "3", "--approaches",
+    assert main(_table_argv(wordnet_bert, data, out, "--ways", "3", "--approaches",
                             "prompt-optimized,probe-ridge")) == 0
     assert "held-out classes, every class (no meta-training): 12" in capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
@@ -279,18 +274,18 @@ def test_table_without_meta_holds_out_every_class(tiny_bert, tmp_path, capsys, s
     assert res["approaches"]["probe-ridge"]["trainable"] == 3 * 32 + 3
 
 
-def test_table_drop_small_says_how_many(tiny_bert, tmp_path, capsys):
+def test_table_drop_small_says_how_many(wordnet_bert, tmp_path, capsys):
     data = write_sentences(tmp_path / "s.csv", per_class=3)
     with data.open("a") as f:
         f.write("the act of a person,big\nthe plant of a genus,big\n")  # a class of 2 texts
     out = tmp_path / "out"
-    assert main(_table_argv(tiny_bert, data, out, "--drop-small", "--approaches",
+    assert main(_table_argv(wordnet_bert, data, out, "--drop-small", "--approaches",
                             "probe-ridge")) == 0
     assert "dropped 1 class(es) with too few texts: big" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["table"]["dropped_classes"] == ["big"]
 
 
-def test_table_says_how_many_rows_repeat_and_how_many_texts_are_cut(tiny_bert, tmp_path,
+def test_table_says_how_many_rows_repeat_and_how_many_texts_are_cut(wordnet_bert, tmp_path,
                                                                       capsys):
     """Repeated rows were read once and texts longer than --max-length cut without a word:
     a table of long documents was classified on their first tokens alone, unannounced."""
@@ -299,7 +294,7 @@ def test_table_says_how_many_rows_repeat_and_how_many_texts_are_cut(tiny_bert, t
     with data.open("a") as f:
         f.write(f"{first}\n{first}\na person,person\nthe plant,plant\n")   # + 2 of 4 tokens
     out = tmp_path / "out"
-    assert main(_table_argv(tiny_bert, data, out, "--max-length", "7", "--approaches",
+    assert main(_table_argv(wordnet_bert, data, out, "--max-length", "7", "--approaches",
                             "probe-ridge")) == 0
     text = capsys.readouterr().out
     assert ("2 row(s) repeat an earlier row's text (up to case and spacing) and label: each "
@@ -308,7 +303,7 @@ def test_table_says_how_many_rows_repeat_and_how_many_texts_are_cut(tiny_bert, t
             "special ones) and are cut to their first 7; --max-length up to 64 reads more of "
             "them") in text
     assert json.loads((out / "results.json").read_text())["table"]["texts"] == 38
-    assert main(_table_argv(tiny_bert, data, tmp_path / "fits", "--max-length", "8",
+    assert main(_table_argv(wordnet_bert, data, tmp_path / "fits", "--max-length", "8",
                             "--approaches", "probe-ridge")) == 0
     assert "are cut" not in capsys.readouterr().out
 
@@ -349,7 +344,7 @@ def test_table_says_how_many_rows_repeat_and_how_many_texts_are_cut(tiny_bert, t
      "of model"),
     (None, ["--max-length", "2"], "adds 2 special token(s) to every text; give --max-length 3"),
 ])
-def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, change, extra,
+def test_bad_table_exits_2_and_writes_nothing(wordnet_bert, tmp_path, capsys, change, extra,
                                               message):
     data = write_sentences(tmp_path / "s.csv", skip=(0, 3) if change == "empty-labels" else ())
     if change == "missing":
@@ -368,7 +363,7 @@ def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, chang
         data = tmp_path / "s.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    argv = _table_argv(tiny_bert, data, out, *extra)
+    argv = _table_argv(wordnet_bert, data, out, *extra)
     if change == "no-data":
         argv.remove("--data")
         argv.remove(str(data))
@@ -382,7 +377,7 @@ def test_bad_table_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, chang
     assert not out.exists()
 
 
-def test_meta_dir_is_reused_on_the_same_table_under_another_path(tiny_bert, tmp_path, capsys,
+def test_meta_dir_is_reused_on_the_same_table_under_another_path(wordnet_bert, tmp_path, capsys,
                                                                  monkeypatch):
     """A --meta-dir run is reused whatever path names its table (relative, absolute, from
     another working folder, a copy), and a run that stored a relative path (metaloop before
@@ -394,7 +389,7 @@ def test_meta_dir_is_reused_on_the_same_table_under_another_path(tiny_bert, tmp_
     meta = ["--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1",
             "--approaches", "probe-ridge"]
     monkeypatch.chdir(work)
-    assert main(_table_argv(tiny_bert, Path("s.csv"), tmp_path / "o1", *meta)) == 0
+    assert main(_table_argv(wordnet_bert, Path("s.csv"), tmp_path / "o1", *meta)) == 0
     run = tmp_path / "o1" / "meta" / "fomaml"
     latest = (run / "LATEST").read_text()
     monkeypatch.chdir(tmp_path)
@@ -402,7 +397,7 @@ def test_meta_dir_is_reused_on_the_same_table_under_another_path(tiny_bert, tmp_
     copy.write_bytes((work / "s.csv").read_bytes())
     again = [*meta, "--meta-dir", str(run.parent)]
     for data in (work / "s.csv", Path("work/s.csv"), copy):
-        assert main(_table_argv(tiny_bert, data, tmp_path / "o2", *again)) == 0, data
+        assert main(_table_argv(wordnet_bert, data, tmp_path / "o2", *again)) == 0, data
         assert (run / "LATEST").read_text() == latest            # reused, not retrained
         res = json.loads((tmp_path / "o2" / "results.json").read_text())
         assert res["meta"]["fomaml"]["config"]["table"]["data"] == str(work / "s.csv")
@@ -413,11 +408,11 @@ def test_meta_dir_is_reused_on_the_same_table_under_another_path(tiny_bert, tmp_
     state["config"]["table"]["data"] = "s.csv"
     state.pop("state_sha256", None)
     state_file.write_text(json.dumps(state))
-    assert main(_table_argv(tiny_bert, work / "s.csv", tmp_path / "o2", *again)) == 0
+    assert main(_table_argv(wordnet_bert, work / "s.csv", tmp_path / "o2", *again)) == 0
     shutil.rmtree(tmp_path / "o2")
     copy.write_text(copy.read_text().replace("person", "people"))
     capsys.readouterr()
-    assert main(_table_argv(tiny_bert, copy, tmp_path / "o2", *again)) == 2
+    assert main(_table_argv(wordnet_bert, copy, tmp_path / "o2", *again)) == 2
     err = capsys.readouterr().err
     assert f"refusing to resume {run}: the config differs in " in err
     assert "table.sha256" in err and not (tmp_path / "o2").exists()
@@ -429,7 +424,7 @@ def test_meta_dir_is_reused_on_the_same_table_under_another_path(tiny_bert, tmp_
     (["--max-length", "57", "--approaches", "probe-ridge,soft-prompt"],
      "--max-length 57 + --prompt-tokens 8 = 65 exceeds the 64 token positions of model"),
 ])
-def test_inputs_longer_than_the_model_exit_2_and_write_nothing(tiny_bert, tmp_path, capsys,
+def test_inputs_longer_than_the_model_exit_2_and_write_nothing(wordnet_bert, tmp_path, capsys,
                                                                extra, message):
     """The tiny BERT has 64 positions; the table's texts have 120+ tokens, which the model
     cannot read at full length (a RuntimeError deep in transformers otherwise)."""
@@ -437,20 +432,20 @@ def test_inputs_longer_than_the_model_exit_2_and_write_nothing(tiny_bert, tmp_pa
     data.write_text("text,label\n" + "".join(f"{' '.join(['the', c] * (60 + i))},{c}\n"
                                               for c in ("person", "plant") for i in range(3)))
     out = tmp_path / "out"
-    assert main(_table_argv(tiny_bert, data, out, *extra)) == 2
+    assert main(_table_argv(wordnet_bert, data, out, *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("metaloop adapt: error:")
     assert not out.exists()
     # exactly the model's positions: 56 text tokens + 8 prompt tokens = 64 runs
-    assert main(_table_argv(tiny_bert, data, out, "--max-length", "56", "--approaches",
+    assert main(_table_argv(wordnet_bert, data, out, "--max-length", "56", "--approaches",
                             "soft-prompt")) == 0
     assert json.loads((out / "results.json").read_text())["approaches"]["soft-prompt"]
 
 
-def test_lora_targets_may_have_spaces_after_the_commas(tiny_bert, tmp_path):
+def test_lora_targets_may_have_spaces_after_the_commas(wordnet_bert, tmp_path):
     data = write_sentences(tmp_path / "s.csv")
     out = tmp_path / "out"
-    assert main(_table_argv(tiny_bert, data, out, "--approaches", "lora", "--lora-targets",
+    assert main(_table_argv(wordnet_bert, data, out, "--approaches", "lora", "--lora-targets",
                             "query, value")) == 0
     row = json.loads((out / "results.json").read_text())["approaches"]["lora"]
     # rank 8 on query and value of 2 layers, 32 wide: 2 * 2 * (8 * 32 + 32 * 8); head 2 * 32 + 2
@@ -468,10 +463,10 @@ def _table_config(path: Path, data: Path, encoder: str, model: str = "text",
     return path
 
 
-def test_table_config_trains_and_evaluates_on_held_out_classes(tiny_bert, tmp_path, capsys):
+def test_table_config_trains_and_evaluates_on_held_out_classes(wordnet_bert, tmp_path, capsys):
     from metaloop.tasks.splits import split_classes
 
-    cfg = _table_config(tmp_path / "t.toml", write_sentences(tmp_path / "s.csv"), tiny_bert)
+    cfg = _table_config(tmp_path / "t.toml", write_sentences(tmp_path / "s.csv"), wordnet_bert)
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 0
     assert "(train): 72 texts in 9 classes" in capsys.readouterr().err
@@ -490,14 +485,14 @@ def test_table_config_trains_and_evaluates_on_held_out_classes(tiny_bert, tmp_pa
     ("missing", "text table"),
     ("labels", "1 row(s) have empty labels (column 'label') at line 3"),
 ])
-def test_bad_table_config_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys, change,
+def test_bad_table_config_exits_2_and_writes_nothing(wordnet_bert, tmp_path, capsys, change,
                                                       message):
     data = tmp_path / "s.csv"
     if change == "labels":
         data.write_text("text,label\nthe act,act\nthe plant,\n")
     elif change == "model":
         write_sentences(data)
-    cfg = _table_config(tmp_path / "t.toml", data, tiny_bert,
+    cfg = _table_config(tmp_path / "t.toml", data, wordnet_bert,
                         model="conv4" if change == "model" else "text")
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 2
@@ -506,7 +501,7 @@ def test_bad_table_config_exits_2_and_writes_nothing(tiny_bert, tmp_path, capsys
     assert not out.exists()
 
 
-def test_ctrl_c_while_the_chart_is_written_leaves_no_partial_output(tiny_bert, tmp_path,
+def test_ctrl_c_while_the_chart_is_written_leaves_no_partial_output(wordnet_bert, tmp_path,
                                                                     capsys, monkeypatch):
     """results.json was written first and the chart straight to accuracy.png: an interrupt
     while matplotlib wrote it left results.json beside half a PNG (and the folder, since it
@@ -520,7 +515,7 @@ def test_ctrl_c_while_the_chart_is_written_leaves_no_partial_output(tiny_bert, t
 
     monkeypatch.setattr(Figure, "savefig", interrupted)
     out = tmp_path / "out"
-    argv = _table_argv(tiny_bert, write_sentences(tmp_path / "s.csv"), out, "--approaches",
+    argv = _table_argv(wordnet_bert, write_sentences(tmp_path / "s.csv"), out, "--approaches",
                        "probe-ridge")
     assert main(argv) == 130
     err = capsys.readouterr().err
@@ -532,11 +527,11 @@ def test_ctrl_c_while_the_chart_is_written_leaves_no_partial_output(tiny_bert, t
 
 
 def test_maml_shares_first_order_maml_s_inner_loop_baseline_and_is_paired_with_it(
-        tiny_bert, tmp_path, capsys):
+        wordnet_bert, tmp_path, capsys):
     """fomaml and maml adapt by the same inner loop, so one 'lora inner-fomaml' row serves
     both; maml's inner row was then compared with nothing (its pair was silently dropped)."""
     out = tmp_path / "out"
-    argv = _table_argv(tiny_bert, write_sentences(tmp_path / "s.csv"), out, "--approaches",
+    argv = _table_argv(wordnet_bert, write_sentences(tmp_path / "s.csv"), out, "--approaches",
                        "lora", "--meta", "fomaml,maml", "--meta-iterations", "1",
                        "--meta-batch", "1", "--split-fractions", "0.5,0.2,0.3")
     assert main(argv) == 0

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,21 +24,14 @@ from metaloop.recipes import adapt as recipe
 _check_records = functools.partial(recipe.check_records, read_command=command_settings)
 _records = functools.partial(recipe.records, read_command=command_settings)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import needs_wordnet  # noqa: E402
+
 pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
 pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
 
-needs_wordnet = pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
-                                   reason="WordNet not installed (apt-get install wordnet-base)")
-
-WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a an the of or in to and that is for with by as on "
-         "from kind type part person plant animal act used small large genus family").split()
 ROWS = ("prompt-zero-shot", "probe-ridge", "lora")
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(save_tiny_bert) -> str:
-    return str(save_tiny_bert(WORDS))
 
 
 def _argv(model: str, out: Path, *extra: str, rows=ROWS) -> list[str]:
@@ -48,11 +42,11 @@ def _argv(model: str, out: Path, *extra: str, rows=ROWS) -> list[str]:
 
 
 @needs_wordnet
-def test_one_record_per_approach_with_each_tasks_accuracy(tiny_bert, tmp_path, capsys,
+def test_one_record_per_approach_with_each_tasks_accuracy(wordnet_bert, tmp_path, capsys,
                                                           monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     rec_dir = tmp_path / "records"
-    assert main(["--threads", "1", *_argv(tiny_bert, tmp_path / "out", "--record",
+    assert main(["--threads", "1", *_argv(wordnet_bert, tmp_path / "out", "--record",
                                            str(rec_dir))]) == 0
     printed = capsys.readouterr().out
     res = json.loads((tmp_path / "out" / "results.json").read_text())["approaches"]
@@ -81,7 +75,7 @@ def test_one_record_per_approach_with_each_tasks_accuracy(tiny_bert, tmp_path, c
         assert rec["device"].startswith("CPU (") and rec["device"].endswith(", 1 thread")
         assert rec["published"] is None and rec["config"] is None
         assert rec["command"] == (f"metaloop --threads 1 adapt --approaches "
-                                  f"{','.join(ROWS)} --family wordnet --model {tiny_bert} "
+                                  f"{','.join(ROWS)} --family wordnet --model {wordnet_bert} "
                                   f"--out runs/out --queries 2 --record {rec_dir} --seed 0 "
                                   f"--shots 1 --steps 2 --tasks 3 --ways 3")
     assert "iterations" not in recs["probe-ridge"]["budget"]
@@ -93,15 +87,15 @@ def test_one_record_per_approach_with_each_tasks_accuracy(tiny_bert, tmp_path, c
 
 @needs_wordnet
 def test_a_second_run_replaces_the_records_keeping_row_order_and_published(
-        tiny_bert, tmp_path, capsys):
+        wordnet_bert, tmp_path, capsys):
     rec_dir = tmp_path / "records"
-    assert main(_argv(tiny_bert, tmp_path / "a", "--record", str(rec_dir))) == 0
+    assert main(_argv(wordnet_bert, tmp_path / "a", "--record", str(rec_dir))) == 0
     path = rec_dir / "adaptation_wordnet_model_3w1s_lora.json"
     old = json.loads(path.read_text())
     old.update(row="tiny BERT: lora", order=70, published={"value": "1", "source": "x"})
     path.write_text(json.dumps(old))
     capsys.readouterr()
-    assert main(_argv(tiny_bert, tmp_path / "b", "--record", str(rec_dir))) == 0
+    assert main(_argv(wordnet_bert, tmp_path / "b", "--record", str(rec_dir))) == 0
     assert f"replaced record {path}" in capsys.readouterr().out
     new = load_record(path)
     assert (new["row"], new["order"], new["published"]) == ("tiny BERT: lora", 70,
@@ -111,10 +105,10 @@ def test_a_second_run_replaces_the_records_keeping_row_order_and_published(
 
 
 @needs_wordnet
-def test_omp_threads_prefix_the_command_without_threads(tiny_bert, tmp_path, monkeypatch):
+def test_omp_threads_prefix_the_command_without_threads(wordnet_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     rec_dir = tmp_path / "records"
-    assert main(_argv(tiny_bert, tmp_path / "out", "--record", str(rec_dir),
+    assert main(_argv(wordnet_bert, tmp_path / "out", "--record", str(rec_dir),
                       rows=("probe-ridge",))) == 0
     rec = load_record(rec_dir / "adaptation_wordnet_model_3w1s_probe_ridge.json")
     assert rec["command"].startswith("OMP_NUM_THREADS=1 metaloop adapt --approaches "
@@ -127,7 +121,7 @@ def test_omp_threads_prefix_the_command_without_threads(tiny_bert, tmp_path, mon
     (lambda d: (d.mkdir(), (d / "adaptation_wordnet_model_3w1s_lora.json").write_text("{}")),
      ("adaptation_wordnet_model_3w1s_lora.json", "not a result record")),
 ])
-def test_a_bad_record_dir_is_refused_before_the_model_loads(tiny_bert, tmp_path, capsys,
+def test_a_bad_record_dir_is_refused_before_the_model_loads(wordnet_bert, tmp_path, capsys,
                                                             monkeypatch, make, words):
     def no_model(*a, **kw):
         raise AssertionError("the model was loaded")
@@ -136,7 +130,7 @@ def test_a_bad_record_dir_is_refused_before_the_model_loads(tiny_bert, tmp_path,
     make(rec_dir)
     before = sorted(os.listdir(rec_dir)) if rec_dir.is_dir() else rec_dir.read_text()
     out = tmp_path / "out"
-    assert main(_argv(tiny_bert, out, "--record", str(rec_dir))) == 2
+    assert main(_argv(wordnet_bert, out, "--record", str(rec_dir))) == 2
     printed, err = capsys.readouterr()
     for w in words:
         assert w in err, (w, err)
@@ -153,7 +147,7 @@ def _no_model(*a, **kw):
 
 
 @needs_wordnet
-def test_a_meta_run_records_every_row_with_each_tasks_accuracy(tiny_bert, tmp_path, capsys,
+def test_a_meta_run_records_every_row_with_each_tasks_accuracy(wordnet_bert, tmp_path, capsys,
                                                                monkeypatch):
     """--record with --meta: one record per row of the run, each task's accuracy behind its
     mean and CI (the tasks and order of the run's other rows, so they pair), the meta
@@ -161,7 +155,7 @@ def test_a_meta_run_records_every_row_with_each_tasks_accuracy(tiny_bert, tmp_pa
     refused before the model loads, naming the difference, and writes nothing."""
     rec_dir = tmp_path / "records"
     meta = ("--meta", "fomaml", "--meta-iterations", "2", "--meta-batch", "1")
-    assert main(_argv(tiny_bert, tmp_path / "a", *meta, "--record", str(rec_dir),
+    assert main(_argv(wordnet_bert, tmp_path / "a", *meta, "--record", str(rec_dir),
                       rows=("lora",))) == 0
     printed = capsys.readouterr().out
     res = json.loads((tmp_path / "a" / "results.json").read_text())
@@ -207,7 +201,7 @@ def test_a_meta_run_records_every_row_with_each_tasks_accuracy(tiny_bert, tmp_pa
     before = {p.name: p.read_text() for p in rec_dir.iterdir()}
     monkeypatch.setattr(recipe, "load_model", _no_model)
     out = tmp_path / "b"
-    assert main(_argv(tiny_bert, out, *meta[:3], "3", *meta[4:], "--record", str(rec_dir),
+    assert main(_argv(wordnet_bert, out, *meta[:3], "3", *meta[4:], "--record", str(rec_dir),
                       rows=("lora",))) == 2
     err = capsys.readouterr().err
     assert "adaptation_meta_lora_wordnet_model_3w1s_lora.json holds the record of another " \
@@ -218,25 +212,25 @@ def test_a_meta_run_records_every_row_with_each_tasks_accuracy(tiny_bert, tmp_pa
 
 @needs_wordnet
 def test_lora_targets_naming_the_default_is_the_setting_of_a_run_without_them(
-        tiny_bert, tmp_path, capsys, monkeypatch):
+        wordnet_bert, tmp_path, capsys, monkeypatch):
     """The setting holds the layers LoRA adapts, the model's default told from its config
     before the model loads: a rerun naming that default replaces the record, one naming
     other layers is refused before the model loads."""
-    assert recipe.default_lora_targets(recipe.AdaptSettings(model=tiny_bert)) == sorted(
-        recipe._lora_targets(recipe.AdaptSettings(model=tiny_bert), "text",
-                             recipe.load_model(tiny_bert, "wordnet")[0]))
+    assert recipe.default_lora_targets(recipe.AdaptSettings(model=wordnet_bert)) == sorted(
+        recipe._lora_targets(recipe.AdaptSettings(model=wordnet_bert), "text",
+                             recipe.load_model(wordnet_bert, "wordnet")[0]))
     rec_dir = tmp_path / "records"
     path = rec_dir / "adaptation_wordnet_model_3w1s_lora.json"
-    assert main(_argv(tiny_bert, tmp_path / "a", "--record", str(rec_dir),
+    assert main(_argv(wordnet_bert, tmp_path / "a", "--record", str(rec_dir),
                       rows=("lora",))) == 0
     assert load_record(path)["setting"]["lora_targets"] == ["query", "value"]
     capsys.readouterr()
-    assert main(_argv(tiny_bert, tmp_path / "b", "--record", str(rec_dir), "--lora-targets",
+    assert main(_argv(wordnet_bert, tmp_path / "b", "--record", str(rec_dir), "--lora-targets",
                       "value,query", rows=("lora",))) == 0
     assert f"replaced record {path}" in capsys.readouterr().out
     before = path.read_text()
     monkeypatch.setattr(recipe, "load_model", _no_model)
-    assert main(_argv(tiny_bert, tmp_path / "c", "--record", str(rec_dir), "--lora-targets",
+    assert main(_argv(wordnet_bert, tmp_path / "c", "--record", str(rec_dir), "--lora-targets",
                       "query,key", rows=("lora",))) == 2
     assert "--lora-targets (['query', 'value'] != ['key', 'query']) (its value first)" in \
         capsys.readouterr().err
@@ -244,13 +238,13 @@ def test_lora_targets_naming_the_default_is_the_setting_of_a_run_without_them(
 
 
 @needs_wordnet
-def test_a_run_of_another_setting_is_refused_and_writes_nothing(tiny_bert, tmp_path, capsys,
+def test_a_run_of_another_setting_is_refused_and_writes_nothing(wordnet_bert, tmp_path, capsys,
                                                                 monkeypatch):
     """A record's file name says the family, model, ways and shots; a run that differs in
     --queries, --seed or --steps would replace it under that name, and is refused before
     the model loads, naming each difference; the records and --out are left as they were."""
     rec_dir = tmp_path / "records"
-    assert main(_argv(tiny_bert, tmp_path / "a", "--record", str(rec_dir))) == 0
+    assert main(_argv(wordnet_bert, tmp_path / "a", "--record", str(rec_dir))) == 0
     before = {p.name: p.read_text() for p in rec_dir.iterdir()}
     capsys.readouterr()
 
@@ -258,7 +252,7 @@ def test_a_run_of_another_setting_is_refused_and_writes_nothing(tiny_bert, tmp_p
         raise AssertionError("the model was loaded")
     monkeypatch.setattr(recipe, "load_model", no_model)
     out = tmp_path / "b"
-    argv = _argv(tiny_bert, out, "--record", str(rec_dir), "--seed", "1")
+    argv = _argv(wordnet_bert, out, "--record", str(rec_dir), "--seed", "1")
     argv[argv.index("--queries") + 1] = "3"
     assert main(argv) == 2
     err = capsys.readouterr().err
