@@ -4,7 +4,8 @@ given image folders, a run of feature vectors; it writes nothing."""
 import pytest
 
 from metaloop.cli.main import main
-from tests.cli.test_cli_adapt import WORDS, _table_config, write_sentences
+from tests.cli.test_cli_adapt import _table_config, write_sentences
+from tests.conftest import WORDNET_WORDS
 
 
 def _image_folders(root):
@@ -20,7 +21,7 @@ def test_a_text_run_given_image_folders_says_what_it_reads(save_tiny_bert, tmp_p
     are named as the wrong input, not read as a table."""
     pytest.importorskip("transformers")
     cfg = _table_config(tmp_path / "t.toml", write_sentences(tmp_path / "s.csv"),
-                        str(save_tiny_bert(WORDS)))
+                        str(save_tiny_bert(WORDNET_WORDS)))
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
     capsys.readouterr()

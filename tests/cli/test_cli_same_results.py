@@ -131,10 +131,11 @@ def test_predict(tmp_path, capsys):
 
 def test_adapt(tmp_path, save_tiny_bert):
     pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
-    from test_cli_adapt import WORDS, write_sentences
+    from conftest import WORDNET_WORDS
+    from test_cli_adapt import write_sentences
 
     data = write_sentences(tmp_path / "sentences.csv")
-    out, model = tmp_path / "a", str(save_tiny_bert(WORDS))
+    out, model = tmp_path / "a", str(save_tiny_bert(WORDNET_WORDS))
     assert main(["--threads", "1", "adapt", "--model", model, "--family",
                  "table", "--data", str(data), "--ways", "2", "--shots", "1", "--queries", "2",
                  "--tasks", "2", "--steps", "2", "--approaches",
