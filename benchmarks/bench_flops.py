@@ -1,7 +1,7 @@
 """The FLOPs of one bench_maml iteration, and what this machine's convolutions and matmuls reach.
 
     python benchmarks/bench_flops.py [--threads 1] [--reps 20] [--maml-tasks N]
-        [--batching loop|threads]
+        [--batching loop|threads] [--records DIR]
 
 Counts the convolution and matmul FLOPs (2 per multiply-add) of one second-order MAML
 iteration of Conv4 (1 inner step; BatchNorm, ReLU, pooling and the loss not counted, they are
@@ -15,13 +15,30 @@ MAML meta-gradient on N tasks of the base configuration (random images, same cos
 Omniglot), interleaved with the operations above (one of each per round), and prints its
 GFLOP/s as a fraction of the conv throughputs measured in the same rounds (medians): on a
 loaded machine, that ratio is steadier than either number.
+
+``--records DIR`` writes the seven records of the ``benchmarks-limit`` table of
+docs/benchmarks.md, ``DIR/benchmarks_flops_63.json`` ... ``_69.json`` (the number is the
+record's ``order`` less 1000): the matmul's, the NCHW conv forward's and forward+backward's
+median GFLOP/s, the channels-last conv forward's best, the MAML meta-gradient's median
+GFLOP/s and its fraction of the NCHW conv forward's, and the lower bound on the seconds per
+base iteration. Their rows name the MAML setting, 4 tasks with ``batching='threads'``, so
+``--records`` needs ``--maml-tasks 4 --batching threads`` and refuses any other (it would
+replace those rows' records); ``--threads`` and ``--reps`` are free, the records' device
+names the threads and their ``n`` the repeats. The folder is checked before any timing.
+
+    python benchmarks/bench_flops.py --threads 2 --maml-tasks 4 --batching threads --reps 6 \\
+        --records docs/results
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import shlex
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +94,31 @@ def maml_step(tasks: int, batching: str = "loop"):
     return lambda: learner.meta_gradient(batch)
 
 
-def main(argv=None) -> None:
+RECORD_MAML = {"maml_tasks": 4, "batching": "threads"}
+"""The MAML setting the records' rows name: ``--records`` refuses any other."""
+
+CONV_FLOPS = 2 * 75 * 14 * 14 * 64 * 64 * 9
+"""FLOPs of the timed convolution: 64->64, 3x3, 14x14, 75 images."""
+
+RECORD_NUMBERS = tuple(range(63, 70))
+"""The records ``--records`` writes: ``benchmarks_flops_<number>.json``, ``order``
+``1000 + number``."""
+
+
+def maml_case(tasks: int, batching: str) -> str:
+    """The name of the MAML meta-gradient among the timed operations."""
+    return f"metaloop MAML, {tasks} tasks, {batching}"
+
+
+def record_path(records, number: int) -> Path:
+    """Where ``--records`` puts the record of ``order`` ``1000 + number`` (63 ... 69)."""
+    return Path(records) / f"benchmarks_flops_{number}.json"
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """The command line, checked: a count that times nothing, or a ``--records`` folder
+    that cannot take the records or a setting their rows do not describe, is a usage error
+    (exit status 2) before any timing."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=20)
@@ -85,10 +126,90 @@ def main(argv=None) -> None:
                     help="also time metaloop's MAML meta-gradient on this many tasks")
     ap.add_argument("--batching", choices=["loop", "threads"], default="loop",
                     help="the MAML learner's batching (threads: one task per thread)")
+    ap.add_argument("--records", default=None, metavar="DIR",
+                    help="write the benchmarks-limit table's seven records "
+                         "(DIR/benchmarks_flops_63.json ... _69.json); needs --maml-tasks 4 "
+                         "--batching threads, the setting their rows name, and refuses any "
+                         "other; --threads and --reps are free (the records' device and n)")
     args = ap.parse_args(argv)
     require_positive(ap, args, "threads", "reps")
     if args.maml_tasks < 0:
         ap.error(f"--maml-tasks must be an int >= 0 (0: not timed), got {args.maml_tasks}")
+    if args.records is not None:
+        changed = [f"--{k.replace('_', '-')} {getattr(args, k)}"
+                   for k, v in RECORD_MAML.items() if getattr(args, k) != v]
+        if changed:
+            ap.error(f"--records: the records' rows are of metaloop MAML on 4 tasks with "
+                     f"batching='threads' (--maml-tasks 4 --batching threads), not "
+                     f"{', '.join(changed)}: they would replace those rows' records; add "
+                     f"--maml-tasks 4 --batching threads or run without --records")
+        from metaloop.evaluate.records import check_record_path
+        try:
+            for number in RECORD_NUMBERS:
+                check_record_path(record_path(args.records, number))
+        except ValueError as e:
+            ap.error(f"--records: {e}")
+    return args
+
+
+def throughputs(times: dict[str, list[float]], flops: dict[str, int]) -> dict[str, tuple]:
+    """GFLOP/s of each timed operation: ``(best, median)`` of its ``times`` (seconds)."""
+    return {name: (flops[name] / min(t) / 1e9, flops[name] / statistics.median(t) / 1e9)
+            for name, t in times.items()}
+
+
+def best_conv_rate(rates: dict[str, tuple]) -> float:
+    """The best GFLOP/s of any convolution: what the lower bound on an iteration uses."""
+    return max(best for name, (best, _) in rates.items() if name.startswith("conv"))
+
+
+def write_records(times: dict[str, list[float]], flops: dict[str, int], args,
+                  argv: list[str]) -> list[Path]:
+    """The seven records of the ``benchmarks-limit`` table into ``args.records``.
+
+    Args:
+        times: the seconds of each round, by operation name (as ``main`` times them, the
+            MAML meta-gradient's under ``maml_case(4, "threads")``). flops: each one's FLOPs.
+        args: ``parse``'s (``--records`` set). argv: the command line after the script.
+
+    Returns:
+        The paths written. Every record is validated before the first is written.
+    """
+    from metaloop.evaluate.records import cpu_device, validate_record, write_record
+    rates = throughputs(times, flops)
+    maml = maml_case(args.maml_tasks, args.batching)
+    iteration = maml_iteration_flops()["iteration"]
+    median = {name: r[1] for name, r in rates.items()}
+    rows = {    # number: (row, metric, mean, digits)
+        63: ("matmul 2048^3", "GFLOP/s (median)", median["matmul 2048^3"], 1),
+        64: ("conv fwd NCHW (64->64, 75 images, 14x14)", "GFLOP/s (median)",
+             median["conv fwd NCHW"], 1),
+        65: ("conv fwd+bwd NCHW", "GFLOP/s (median)", median["conv fwd+bwd NCHW"], 1),
+        66: ("conv fwd channels-last", "GFLOP/s (best)", rates["conv fwd channels-last"][0], 1),
+        67: (f"metaloop MAML, {args.maml_tasks} tasks, batching={args.batching!r}",
+             "GFLOP/s (median)", median[maml], 1),
+        68: (f"metaloop MAML, {args.maml_tasks} tasks, batching={args.batching!r}",
+             "fraction of conv fwd NCHW", median[maml] / median["conv fwd NCHW"], 2),
+        69: (f"one base iteration ({iteration / 1e9:.1f} GFLOP) at the best conv rate",
+             "seconds (lower bound)", iteration / 1e9 / best_conv_rate(rates), 2),
+    }
+    common = {"table": "benchmarks-limit", "ci95": None, "n": args.reps,
+              "budget": {"iterations": args.reps}, "device": f"{cpu_device()}, shared",
+              "torch": torch.__version__.split("+")[0],
+              "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+              "config": None, "published": None,
+              "command": " ".join(["python", "benchmarks/bench_flops.py",
+                                   *map(shlex.quote, argv)])}
+    records = {record_path(args.records, number): {
+        **common, "row": row, "metric": metric, "mean": round(mean, digits), "digits": digits,
+        "order": 1000 + number} for number, (row, metric, mean, digits) in rows.items()}
+    for path, rec in records.items():            # all of them valid before the first is written
+        validate_record(rec, where=str(path))
+    return [write_record(path, **rec) for path, rec in records.items()]
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
     torch.set_num_threads(args.threads)
     fl = maml_iteration_flops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {allocator()}")
@@ -102,18 +223,17 @@ def main(argv=None) -> None:
     cases = {"matmul 2048^3": (lambda: a @ b, 2 * n ** 3)}
     x = torch.randn(75, 64, 14, 14)
     w = torch.randn(64, 64, 3, 3, requires_grad=True)
-    conv_flops = 2 * 75 * 14 * 14 * 64 * 64 * 9
     for layout, xi in (("NCHW", x), ("channels-last", x.contiguous(
             memory_format=torch.channels_last))):
         xg = xi.clone().requires_grad_()
         cases[f"conv fwd {layout}"] = (lambda xi=xi: F.conv2d(xi, w.detach(), padding=1),
-                                       conv_flops)
+                                       CONV_FLOPS)
 
         def fwd_bwd(xg=xg):
             y = F.conv2d(xg, w, padding=1)
             torch.autograd.grad(y, [xg, w], torch.ones_like(y))
-        cases[f"conv fwd+bwd {layout}"] = (fwd_bwd, 3 * conv_flops)
-    mname = f"metaloop MAML, {args.maml_tasks} tasks, {args.batching}"
+        cases[f"conv fwd+bwd {layout}"] = (fwd_bwd, 3 * CONV_FLOPS)
+    mname = maml_case(args.maml_tasks, args.batching)
     if args.maml_tasks:
         cases[mname] = (maml_step(args.maml_tasks, args.batching),
                         maml_iteration_flops(meta_batch=args.maml_tasks)["iteration"])
@@ -123,21 +243,21 @@ def main(argv=None) -> None:
     for _ in range(args.reps):                                      # interleaved rounds
         for name, (fn, _) in cases.items():
             times[name].append(_once(fn))
-    best, rate = 0.0, {}
+    flops = {name: f for name, (_, f) in cases.items()}
+    rates = throughputs(times, flops)
     print(f"{'operation':36s} {'GFLOP/s best':>13s} {'median':>8s}")
-    for name, (_, flops) in cases.items():
-        top = flops / min(times[name]) / 1e9
-        rate[name] = flops / statistics.median(times[name]) / 1e9
-        if name.startswith("conv"):
-            best = max(best, top)
-        print(f"{name:36s} {top:13.1f} {rate[name]:8.1f}")
+    for name, (top, med) in rates.items():
+        print(f"{name:36s} {top:13.1f} {med:8.1f}")
+    best = best_conv_rate(rates)
     if args.maml_tasks:
-        m = rate[mname]
+        m = rates[mname][1]
         print("metaloop MAML as a fraction of the same rounds' median throughput: " + ", ".join(
-            f"{m / rate[k]:.2f} of {k}" for k in cases if not k.startswith("metaloop")))
+            f"{m / rates[k][1]:.2f} of {k}" for k in cases if not k.startswith("metaloop")))
     print(f"limit for one base iteration at the best conv rate: "
           f"{fl['iteration'] / 1e9 / best:.2f} s ({fl['iteration'] / 1e9:.1f} GFLOP / "
           f"{best:.1f} GFLOP/s)")
+    if args.records is not None:
+        write_records(times, flops, args, sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Per-episode cost of the convex heads beside one SGD inner step on the same features.
 
     python benchmarks/bench_heads.py [--tasks 4] [--reps 11] [--threads 1] [--dtype float32]
+        [--records DIR]
 
 For each support size N (5-way: N = 5, 25, 100 is 1, 5 and 20 shots) and feature width D
 (64: Conv4, 640: ResNet-12) it times, interleaved, only the hot call:
@@ -16,15 +17,32 @@ Two passes: the forward solve only, then forward + backward of a query cross-ent
 (``--queries`` per class) into the support and query features. Times are medians over
 ``--reps`` interleaved rounds, divided by the number of tasks (per-episode), in microseconds;
 ``x`` is the ratio to ``sgd`` measured in the same run.
+
+``--records DIR`` writes the 24 records of the ``benchmarks-heads`` table of
+docs/benchmarks.md, one per convex head and size, ``DIR/benchmarks_heads_<head>_n<N>_d<D>.json``
+(``logreg-ift`` as ``logreg_ift``): the forward + backward time as a multiple of the SGD
+step's, with both times in microseconds. Every record path is checked before any timing, and
+the records are written only once every size has been timed. The rows are those of the
+table's setting (5-way, 15 queries per class, 5 Newton steps, B=4 tasks per call, float32):
+``--records`` with another ``--ways``, ``--queries``, ``--steps``, ``--tasks`` or ``--dtype``
+is refused, since its records would replace the setting's. ``--reps`` (the records' ``n``) and
+``--threads`` (their ``device``) are recorded. The table's records come from
+
+    python benchmarks/bench_heads.py --reps 15 --records docs/results
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +50,19 @@ from _timing import require_positive  # benchmarks/ is on sys.path
 
 from metaloop.adapt.newton_head import newton_head
 from metaloop.adapt.ridge_head import head_logits, ridge_head
+from metaloop.evaluate.records import (
+    RecordError,
+    check_record_path,
+    cpu_device,
+    validate_record,
+    write_record,
+)
 
 SIZES = [(n, d) for d in (64, 640) for n in (5, 25, 100)]
+RECORDED = ("ridge", "logreg", "logreg-ift", "svm")   # one record each per size; sgd: the base
+RECORD_SETTING = {"tasks": 4, "ways": 5, "queries": 15, "steps": 5, "dtype": "float32"}
+"""The setting the ``benchmarks-heads`` table's rows and text describe: ``--records`` with
+another value of any of these is refused."""
 
 
 def sgd_step(phi, labels, ways, lr=0.1):
@@ -100,12 +129,65 @@ def table(results, names, which: str, ways: int) -> list[str]:
         base = res["sgd", which]
         cells = [f"{res[n, which]:.0f}" + ("" if n == "sgd" else f" ({res[n, which] / base:.1f}x)")
                  for n in names]
-        space = f"representer NC={N * ways}" if N < D else f"primal DC={D * ways}"
-        lines.append(f"| {N} | {D} | {space} | {' | '.join(cells)} |")
+        lines.append(f"| {N} | {D} | {solve_space(N, D, ways)} | {' | '.join(cells)} |")
     return lines
 
 
-def main() -> None:
+def solve_space(N: int, D: int, ways: int) -> str:
+    """Where ridge solves for N support examples of width D: the N x N representer system
+    (N < D) or the D x D primal one; sized per class."""
+    return f"representer NC={N * ways}" if N < D else f"primal DC={D * ways}"
+
+
+def record_path(records, name: str, N: int, D: int) -> Path:
+    """Where ``--records`` puts the record of head ``name`` at support size N and width D."""
+    return Path(records) / f"benchmarks_heads_{name.replace('-', '_')}_n{N}_d{D}.json"
+
+
+def make_records(results, args, argv: list[str]) -> dict[Path, dict]:
+    """The ``benchmarks-heads`` records of a run, by path: the forward + backward time of each
+    head of ``RECORDED`` at each size of ``SIZES`` as a multiple of the SGD step's.
+
+    Args:
+        results: ``{(N, D): {(head, pass): microseconds per episode}}``, as ``run_size`` gives.
+        args: the parsed options (``records``, ``reps``, ``ways``). argv: the command's
+            arguments, as given.
+
+    Raises:
+        RecordError: (a ValueError) a time that is not finite, or a record that does not
+            validate; nothing is written then.
+    """
+    command = " ".join(["python", "benchmarks/bench_heads.py", *map(shlex.quote, argv)])
+    common = {"table": "benchmarks-heads", "metric": "fwd+bwd time / one SGD step",
+              "unit": "x", "digits": 1, "ci95": None, "n": args.reps,
+              "budget": {"iterations": args.reps}, "device": f"{cpu_device()}, shared",
+              "torch": torch.__version__.split("+")[0],
+              "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+              "config": None, "command": command, "published": None}
+    out = {}
+    for i, (N, D) in enumerate(SIZES):
+        res = results[N, D]
+        sgd = res["sgd", "fwd+bwd"]
+        for j, name in enumerate(RECORDED):
+            path = record_path(args.records, name, N, D)
+            t = res[name, "fwd+bwd"]
+            if not (math.isfinite(t) and math.isfinite(sgd)):
+                raise RecordError(f"{path}: the fwd+bwd times of {name} ({t}) and sgd ({sgd}) "
+                                  f"at N={N}, D={D} must be finite")
+            rec = {**common, "row": f"{name}, N={N}, D={D} ({solve_space(N, D, args.ways)})",
+                   "mean": round(t / sgd, 1), "microseconds": round(t),
+                   "sgd_microseconds": round(sgd), "order": 1007 + len(RECORDED) * i + j}
+            out[path] = validate_record(rec, where=str(path))
+    return out
+
+
+def write_records(results, args, argv: list[str]) -> list[Path]:
+    """Write ``make_records``'s records (all validated before the first is written)."""
+    return [write_record(path, **rec) for path, rec in make_records(results, args, argv).items()]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options; a usage error (exit status 2) for a bad one, ``--records`` included."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", type=int, default=4, help="B, tasks per batched call")
     ap.add_argument("--ways", type=int, default=5)
@@ -114,12 +196,35 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    args = ap.parse_args()
+    ap.add_argument("--records", default=None, metavar="DIR",
+                    help="write the 24 records of the benchmarks-heads table into this folder "
+                         "(the table's setting only: refused with another --tasks, --ways, "
+                         "--queries, --steps or --dtype; --reps and --threads are recorded)")
+    args = ap.parse_args(argv)
     require_positive(ap, args, "tasks", "ways", "queries", "steps", "reps", "threads")
     smallest = min(n for n, _ in SIZES)
     if not 2 <= args.ways <= smallest:   # the heads need 2 classes, each in every support set
         ap.error(f"--ways must be from 2 to {smallest} (the smallest support set, N={smallest}, "
                  f"holds one example of each class), got {args.ways}")
+    if args.records is not None:          # before any timing
+        changed = [f"--{k} {getattr(args, k)}" for k, v in RECORD_SETTING.items()
+                   if getattr(args, k) != v]
+        if changed:
+            ap.error(f"--records: the benchmarks-heads rows are of the setting "
+                     f"{', '.join(f'--{k} {v}' for k, v in RECORD_SETTING.items())}, not of "
+                     f"{', '.join(changed)}: the records would replace that setting's; run "
+                     f"without --records")
+        try:
+            for N, D in SIZES:
+                for name in RECORDED:
+                    check_record_path(record_path(args.records, name, N, D))
+        except ValueError as e:
+            ap.error(f"--records: {e}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)
@@ -133,6 +238,8 @@ def main() -> None:
     for which in ("fwd", "fwd+bwd"):
         print(f"\nper-episode {which} time, microseconds (ratio to one SGD step)")
         print("\n".join(table(results, names, which, args.ways)))
+    if args.records is not None:
+        write_records(results, args, sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":
