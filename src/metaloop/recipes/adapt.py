@@ -141,6 +141,9 @@ class Prepared:
     table: dict | None
     description: str
     data: dict | None = None
+    checkpoint: str | None = None
+    """The checkpoint a metaloop ``--model`` was loaded from, as ``identity`` records it
+    (``_load_run``); None for a Hugging Face encoder."""
 
 
 def _check_seeds(s: AdaptSettings) -> None:
@@ -216,7 +219,7 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
                             else "an .npz or .pt file with x and y"))
     if s.family in IMAGE_DATA:
         return _prepare_images(s, meta_shots, given)
-    model, kind = load_model(s.model, s.family, s.max_length)
+    model, kind, checkpoint = load_model(s.model, s.family, s.max_length, checkpoint=True)
     names = _approach_names(s.approaches, kind)          # text-only approaches on images
     if kind == "text":
         _check_length(s, model, "soft-prompt" in names)
@@ -245,20 +248,19 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
             train_families[m] = (next(iter(train_families.values())).with_shots(k, s.queries)
                                  if train_families
                                  else build_family(s, model, kind, "train", k, s.queries))
-    return Prepared(s, model, kind, heldout, train_families, table, description)
+    return Prepared(s, model, kind, heldout, train_families, table, description,
+                    checkpoint=checkpoint)
 
 
 def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str]
                     ) -> Prepared:
     """``prepare`` for the user's images: the image run of ``--model`` and the families of
     ``--data``, read as the run reads images."""
-    from metaloop.runs import load_run
-
     assert s.data is not None              # prepare refuses an image family without --data
     path = Path(s.model).expanduser()
     if not _is_checkpoint(path):
         load_model(s.model, s.family, s.max_length)   # names what --model is instead
-    run = load_run(path)
+    run, checkpoint = _load_run(path)
     tf = run.transform
     if tf is None:
         raise ValueError(f"--model {s.model} is a {run.config['model']['name']} run (family "
@@ -330,7 +332,8 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
     if data["dropped_classes"]:
         d = data["dropped_classes"]
         lines.append(f"dropped {len(d)} class(es) with too few images: {_listed(d)}")
-    return Prepared(s, model, "image", heldout, train_families, None, "\n".join(lines), data)
+    return Prepared(s, model, "image", heldout, train_families, None, "\n".join(lines), data,
+                    checkpoint=checkpoint)
 
 
 def _naming_data(error: ValueError, s: AdaptSettings) -> ValueError:
@@ -487,11 +490,13 @@ def identity(p: Prepared, out_dir=None) -> dict:
     """What an adapt run's results depend on: every setting (paths made absolute, the model
     as ``_model_identity``, the approaches and the LoRA targets as sorted lists of names:
     their order and an omitted default change no number), the threads torch computes on,
-    the checkpoint a metaloop ``--model`` run is at (its name and the sha256 of its
-    tensors), and the sha256 of the user's data (``--family table``, ``folder``,
-    ``tensors``). With ``out_dir`` (the run's ``--out``), ``--meta``'s default ``meta_dir``
-    is ``out_dir/meta``, whether given or not, and recorded as ``OUT_META``: a run folder
-    moved elsewhere (``mv runs/a runs/b``) resumes there."""
+    the checkpoint a metaloop ``--model`` was loaded from (``p.checkpoint``: its name and the
+    sha256 of its tensors, for a run folder and a ``ckpt-*`` folder alike; one a run
+    training into that folder has written since changes neither), and the sha256 of the
+    user's data (``--family table``, ``folder``, ``tensors``). With ``out_dir`` (the run's
+    ``--out``), ``--meta``'s default ``meta_dir`` is ``out_dir/meta``, whether given or not,
+    and recorded as ``OUT_META``: a run folder moved elsewhere (``mv runs/a runs/b``)
+    resumes there."""
     s = p.settings
     out = dataclasses.asdict(s)
     if s.meta and not s.meta_dir and out_dir is not None:   # the default is one folder
@@ -507,13 +512,8 @@ def identity(p: Prepared, out_dir=None) -> dict:
     if out["meta_dir"] is not None and out_dir is not None and \
             out["meta_dir"] == str(Path(out_dir).expanduser().resolve() / "meta"):
         out["meta_dir"] = OUT_META           # moves with --out: a moved run resumes there
-    if (Path(s.model).expanduser() / "LATEST").is_file():    # a metaloop run: its weights
-        import hashlib
-
-        from metaloop.train.checkpoint import latest_checkpoint
-        ckpt = cast(Path, latest_checkpoint(Path(s.model).expanduser()))   # LATEST is a file
-        digest = hashlib.sha256((ckpt / "tensors.safetensors").read_bytes()).hexdigest()
-        out["model_checkpoint"] = f"{ckpt.name} sha256 {digest[:16]}"
+    if p.checkpoint is not None:             # a metaloop run: the weights it loaded
+        out["model_checkpoint"] = p.checkpoint
     if s.family == "table":
         out["data_sha256"] = _table_identity(p.heldout)["sha256"]
     elif s.family in IMAGE_DATA:
@@ -617,9 +617,10 @@ def _is_checkpoint(path: Path) -> bool:
     return path.is_dir() and ((path / "LATEST").is_file() or (path / "state.json").is_file())
 
 
-def load_model(spec: str, family: str, max_length: int = 32):
+def load_model(spec: str, family: str, max_length: int = 32, *, checkpoint: bool = False):
     """(model, kind) for ``--model``: ``"text"`` for Hugging Face encoders, ``"image"`` for
-    metaloop checkpoints."""
+    metaloop checkpoints; with ``checkpoint``, (model, kind, the checkpoint loaded as
+    ``identity`` records it (``_load_run``), None for a Hugging Face encoder)."""
     path = Path(spec).expanduser()
     if _is_checkpoint(path):
         if family in TEXT_FAMILIES:
@@ -627,8 +628,8 @@ def load_model(spec: str, family: str, max_length: int = 32):
                              f"text encoder (--model minilm, or a model folder), whatever the "
                              f"run was trained on (metaloop eval and predict score a text "
                              f"run)")
-        from metaloop.runs import load_run
-        return _body(load_run(path)), "image"
+        run, loaded = _load_run(path)
+        return (_body(run), "image", loaded) if checkpoint else (_body(run), "image")
     if family not in TEXT_FAMILIES:
         if spec == "minilm" or (path / "config.json").is_file():
             raise ValueError(f"--model {spec} is a text encoder; family {family} needs an image "
@@ -642,7 +643,53 @@ def load_model(spec: str, family: str, max_length: int = 32):
         model = load_text_encoder(spec, max_length=max_length)
     except ModuleNotFoundError as e:
         raise ValueError(str(e)) from e
-    return model, "text"
+    return (model, "text", None) if checkpoint else (model, "text")
+
+
+_LOAD_TRIES = 3
+"""How often ``_load_run`` loads a run folder whose ``LATEST`` moves while it loads."""
+
+
+def _load_run(path: Path):
+    """``load_run`` of the metaloop run at ``path`` (a run folder or one ``ckpt-*`` folder),
+    and the checkpoint it loaded as ``identity`` records it: ``"<ckpt-* name> sha256 <the
+    first 16 hex digits of the sha256 of its tensors.safetensors>"``, the same for a run
+    folder and for its ``ckpt-*`` folder.
+
+    A run folder's ``LATEST`` is read before and after the load, and the checkpoint it named
+    is hashed in between: where a run training into the folder (``metaloop train --resume``)
+    moved ``LATEST`` meanwhile, the run is loaded again, so that the name and the hash are
+    those of the weights loaded. Once loaded, a newer checkpoint changes neither.
+
+    Raises:
+        ValueError: what ``load_run`` raises, or a ``LATEST`` that moved during each of
+            ``_LOAD_TRIES`` loads (naming it).
+    """
+    from metaloop.runs import load_run
+    from metaloop.train.checkpoint import latest_checkpoint, sha256_file
+
+    def named() -> Path | None:
+        """The ``ckpt-*`` folder ``path`` loads now: None where ``LATEST`` is damaged
+        (``load_run`` names it)."""
+        if not (path / "LATEST").is_file():
+            return path
+        try:
+            return latest_checkpoint(path)
+        except ValueError:
+            return None
+
+    for _ in range(_LOAD_TRIES):
+        before = named()
+        run = load_run(path)
+        try:
+            digest = sha256_file(before / "tensors.safetensors") if before else None
+        except OSError:            # removed: a run training on pruned it, LATEST moved
+            digest = None
+        if before is not None and digest is not None and named() == before:
+            return run, f"{before.name} sha256 {digest[:16]}"
+    raise ValueError(f"--model {path}: its LATEST moved to a newer checkpoint during each of "
+                     f"{_LOAD_TRIES} loads (a run is training into the folder); let that run "
+                     f"finish, or name one of its ckpt-* folders as --model")
 
 
 def build_family(s, model, kind: str, split: str, shots: int, queries: int):
