@@ -24,6 +24,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -135,8 +136,8 @@ def main(argv=None) -> int:
                          "sys_seconds": {m: t["sys"] for m, t in tot.items()},
                          "peak_rss_mib": rss, "heap_over_system": ratio})
     if args.records:
-        command = "python benchmarks/bench_malloc.py " + " ".join(
-            sys.argv[1:] if argv is None else argv)
+        command = shlex.join(["python", "benchmarks/bench_malloc.py",
+                              *(sys.argv[1:] if argv is None else argv)])
         for i, r in enumerate(rows):
             name = Path(r["config"]).stem
             rec = {"table": "benchmarks-malloc", "order": 1100 + i,
