@@ -37,8 +37,11 @@ build. A file is written atomically, with the mode the umask gives; one that is 
 truncated or another key's is decoded again and replaced; a folder that cannot be written
 leaves the images in memory only. Writing a file removes the files it replaces: those of the
 same set, size and kernel resized from the same source (the path each file records) under
-another key, after a torch upgrade or a change to the source. ``METALOOP_OMNIGLOT_CACHE=0``
-turns the cache off.
+another key, after a torch upgrade or a change to the source, and the temporary files that
+a writer killed mid-write left (see ``_remove_stale_temporaries``). The files of another torch
+build stay (two environments may share the folder): ``cache_files`` lists the folder and
+``prune_cache`` removes the files this environment does not use (``metaloop data omniglot
+--cache`` / ``--prune-cache``). ``METALOOP_OMNIGLOT_CACHE=0`` turns the cache off.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import os
 import re
 import secrets
 import shlex
+import socket
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -84,6 +88,11 @@ CACHE_ENV = "METALOOP_OMNIGLOT_CACHE"
 CACHE_VERSION = 2
 # a cache file's name: <set>-<size>px-<kernel>-<the key's first 16 hex digits>.npz
 _CACHE_NAME = re.compile(r"^([a-z]+-\d+px-[a-z]+)-([0-9a-f]{16})\.npz$")
+# a temporary file being written: .<cache name>.<writer's host (_writer_host)>-<pid>-<8 hex>.tmp;
+# one of an older writer has no host and pid (.<cache name>.<8 hex>.tmp)
+_TEMP_NAME = re.compile(r"^\.([a-z]+-\d+px-[a-z]+-[0-9a-f]{16}\.npz)\.(.+)\.tmp$")
+_SETTING = re.compile(r"^([a-z]+)-(\d+)px-([a-z]+)$")      # <set>-<size>px-<kernel>
+_TEMP_WRITER = re.compile(r"^([0-9a-f]{12})-(\d{1,10})-[0-9a-f]{8}$")
 _CACHE_OFF = ("0", "off", "false", "no")
 _CACHE_ON = ("", "1", "on", "true", "yes")
 
@@ -482,12 +491,20 @@ def resized_cache_dir() -> Path | None:
     if value not in _CACHE_ON:
         raise ValueError(f"${CACHE_ENV} is {os.environ[CACHE_ENV]!r}; expected 0/off/false/no "
                          f"to turn the cache of resized Omniglot images off, or 1/on/true/yes")
+    return cache_folder()
+
+
+def cache_folder() -> Path:
+    """The folder of the cache of resized sets, whether the cache is on or off (the files
+    written while it was on stay until removed): ``download_dir() / "resized"``."""
     return download_dir() / "resized"
 
 
-def _environment() -> str:
-    """The torch build that resizes, as a cache key holds it and a cache file records it:
-    its version and the CPU kernels it picked."""
+def cache_environment() -> str:
+    """The environment of this process as the cache of resized sets names it: the torch build
+    that resizes, its version and the CPU kernels it picked (``"torch 2.13.0+cpu, cpu
+    AVX512"``). A cache key holds it and a cache file records it; a file is read only in the
+    environment that wrote it."""
     return f"torch {torch.__version__}, cpu {torch.backends.cpu.get_cpu_capability()}"
 
 
@@ -496,7 +513,7 @@ def _cache_key(set_name: str, kind: str, digest: str, size: int, resample: str) 
     size, the kernel, the cache format and the torch build that resizes (its version and the
     CPU kernels it picked, whose float rounding may differ)."""
     fields = {"format": CACHE_VERSION, "set": set_name, "source": kind, "digest": digest,
-              "size": size, "resample": resample, "environment": _environment()}
+              "size": size, "resample": resample, "environment": cache_environment()}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -527,6 +544,10 @@ def _write_cached(path: Path, key: str, images: torch.Tensor, names: list[str],
     sees a whole file or none. A folder that cannot be written, or a full disk, is no error:
     the images then live in this process only.
 
+    The temporary file's name says who writes it (``.<name>.<host>-<pid>-<random>.tmp``, see
+    ``_writer_host``); the temporaries that writers killed mid-write left in the folder are
+    removed first (``_remove_stale_temporaries``), freeing their space for this one.
+
     The file's mode follows the umask, as any file the user writes (``0644`` under the usual
     ``022``; ``0600`` under ``077``): resized public images, which a group sharing
     ``$METALOOP_DATA`` can share too.
@@ -543,13 +564,14 @@ def _write_cached(path: Path, key: str, images: torch.Tensor, names: list[str],
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
+        _remove_stale_temporaries(path.parent)
+        fd, tmp = _new_file(path.parent, f".{path.name}.{_writer_host()}-{os.getpid()}-", ".tmp")
     except OSError:
         return False
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, key=np.array(key), source=np.array(source),
-                     environment=np.array(_environment()), images=images.numpy(),
+                     environment=np.array(cache_environment()), images=images.numpy(),
                      class_names=np.array(names))
             f.flush()
             os.fsync(f.fileno())
@@ -578,9 +600,9 @@ def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
 
 def _cached_identity(path: Path) -> tuple[str, str | None, str | None] | None:
     """(key, source path, environment) of a whole cache file of ours; the source is None for
-    a file of format 1, which did not record it, the environment (``_environment``) None for
-    a file that did not record it. None for anything else (not an ``.npz``, damaged,
-    without the members a cache file has): such a file is never removed."""
+    a file of format 1, which did not record it, the environment (``cache_environment``)
+    None for a file that did not record it. None for anything else (not an ``.npz``,
+    damaged, without the members a cache file has): such a file is never removed."""
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as d:
             if not {"key", "images", "class_names"} <= set(d.files):
@@ -642,13 +664,217 @@ def _prune_cached(path: Path, key: str, source: str) -> list[Path]:
             continue
         if found[1] is not None and found[1] != source:
             continue                                    # another source's: still in use
-        if found[2] is not None and found[2] != _environment():
+        if found[2] is not None and found[2] != cache_environment():
             continue        # another torch build's (another environment sharing the folder)
         try:
             os.unlink(entry.path)
         except OSError:
             continue
         removed.append(Path(entry.path))
+    return removed
+
+
+def _writer_host() -> str:
+    """Whose pids a temporary file's name holds: 12 hex digits of the sha256 of this host's
+    name and, where Linux tells them, its boot (``/proc/sys/kernel/random/boot_id``, random
+    at every boot) and its pid namespace (``/proc/self/ns/pid``). Two processes with the same
+    value see the same pids. Two machines of one hostname (cloned, or containers given the
+    same name), or two containers of one machine, get different values; so does this host
+    after a reboot (its temporaries from before cannot be told from another host's)."""
+    ids = [socket.gethostname()]
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            ids.append(read())
+        except OSError:                                 # no /proc (macOS, Windows)
+            ids.append("")
+    return hashlib.sha256("\0".join(ids).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still run: False only when it provably does
+    not (``kill(pid, 0)`` finds no such process). On Windows, where ``os.kill`` would end
+    the process, and for a pid no process can have, every pid may run."""
+    if os.name != "posix" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):    # PermissionError: another user's process, running
+        return True
+    return True
+
+
+def _temporary_writer(writer: str, host: str) -> tuple[str, bool]:
+    """Who writes a temporary cache file, from the part of its name between the cache
+    file's name and ``.tmp``, and whether that writer is provably gone: a process of this
+    host (``host``: ``_writer_host()``) that no longer runs. Any other writer may still be
+    writing it: one of another host, container or boot, or one whose name says nothing of it
+    (an older writer's ``.<name>.<8 hex>.tmp``)."""
+    m = _TEMP_WRITER.match(writer)
+    if m is None:
+        return "an unknown writer", False
+    if m[1] != host:
+        return "a process of another host, container or boot", False
+    pid = int(m[2])
+    if _pid_alive(pid):
+        return f"pid {pid} of this host, running", False
+    return f"pid {pid} of this host, gone", True
+
+
+def _remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files in a cache folder whose writer is provably gone (killed
+    mid-write, it could not remove its file; see ``_temporary_writer``). Temporaries that
+    may still be being written, links and anything that cannot be removed stay: the cache
+    is no error.
+
+    Returns:
+        The files removed.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    host, removed = _writer_host(), []
+    for entry in entries:
+        m = _TEMP_NAME.match(entry.name)
+        if m is None or not _temporary_writer(m[2], host)[1]:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+class CacheFile(NamedTuple):
+    """One file in the folder of resized sets, as ``cache_files`` finds it.
+
+    Attributes:
+        path: the file.
+        set_name: the set, ``"background"`` or ``"evaluation"`` (from the file's name).
+        size: the images' side H = W (from the name).
+        resample: the resizing kernel (from the name).
+        kind: ``"cache"``, a whole cache file; ``"temporary"``, a cache file being written,
+            or one whose writer may still run; ``"stale"``, a temporary file whose writer is
+            provably gone (a process of this host that no longer runs); ``"other"``, a file
+            named as a cache file that is no whole cache file of ours (damaged, truncated, a
+            link, or holding another key than its name's), which nothing removes.
+        environment: the torch build that resized it, as ``cache_environment()`` words it
+            (``"torch 2.13.0+cpu, cpu AVX512"``); None when the file recorded none (an older
+            cache format) or is no whole cache file.
+        bytes: its size in bytes (a link's own).
+        in_use: whether this environment reads it: a whole cache file that this torch build
+            resized (it is read when its source has not changed since).
+        writer: for a temporary file, who writes it (``"pid 4242 of this host, gone"``);
+            else None.
+    """
+    path: Path
+    set_name: str
+    size: int
+    resample: str
+    kind: str
+    environment: str | None
+    bytes: int
+    in_use: bool
+    writer: str | None
+
+    @property
+    def removable(self) -> bool:
+        """Whether ``prune_cache`` removes it: a whole cache file this environment does not
+        use, or a stale temporary file."""
+        return self.kind == "stale" or (self.kind == "cache" and not self.in_use)
+
+
+def cache_files(folder: str | os.PathLike | None = None) -> list[CacheFile]:
+    """The files of the cache of resized sets: whole cache files, temporary files and
+    files named as cache files, sorted by name; other files in the folder are not listed.
+    Only the files' names, sizes and recorded keys, sources and environments are read.
+
+    Args:
+        folder: the cache folder; None: ``cache_folder()``, the one ``resized_cache_dir()``
+            names, also while ``$METALOOP_OMNIGLOT_CACHE`` turns the cache off.
+
+    Returns:
+        One ``CacheFile`` per file; none when the folder does not exist.
+
+    Raises:
+        ValueError: the folder cannot be listed (naming it and why: not a folder, no
+            permission).
+    """
+    folder = cache_folder() if folder is None else Path(folder).expanduser()
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise ValueError(f"cannot list the Omniglot cache folder {folder}: "
+                         f"{e.strerror or e}") from e
+    here, host, out = cache_environment(), _writer_host(), []
+    for entry in entries:
+        cache, temp = _CACHE_NAME.match(entry.name), _TEMP_NAME.match(entry.name)
+        if temp is not None:
+            cache = _CACHE_NAME.match(temp[1])
+        if cache is None:
+            continue
+        set_name, size, resample = _SETTING.match(cache[1]).groups()  # type: ignore[union-attr]
+        try:
+            nbytes = entry.stat(follow_symlinks=False).st_size
+            plain = entry.is_file(follow_symlinks=False)
+        except OSError:                                  # removed meanwhile
+            continue
+        kind, env, writer = "other", None, None
+        if temp is not None:
+            writer, stale = _temporary_writer(temp[2], host)
+            kind = "stale" if stale else "temporary"
+        elif plain:
+            found = _cached_identity(Path(entry.path))
+            if found is not None and found[0][:16] == cache[2]:
+                kind, env = "cache", found[2]
+        out.append(CacheFile(Path(entry.path), set_name, int(size), resample, kind, env,
+                             nbytes, kind == "cache" and env == here, writer))
+    return out
+
+
+def prune_cache(folder: str | os.PathLike | None = None) -> list[CacheFile]:
+    """Remove the files of the cache of resized sets that this environment does not use:
+    whole cache files of another torch build (another virtual environment, another kind of
+    CPU, the build before an upgrade) or of an older cache format that recorded none, and
+    stale temporary files (their writer provably gone). This environment's files, temporary
+    files that may still be being written and files that are no whole cache file of ours
+    stay (see ``cache_files``). Another environment sharing the folder resizes its sets again
+    and writes them back at its next start.
+
+    Args:
+        folder: as for ``cache_files``.
+
+    Returns:
+        The files removed (a file removed meanwhile by another process is not counted).
+
+    Raises:
+        ValueError: the folder cannot be listed, or files that could not be removed (each
+            named with why, and what was removed besides them).
+    """
+    removed, failed = [], []
+    for f in cache_files(folder):
+        if not f.removable:
+            continue
+        try:
+            os.unlink(f.path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            failed.append(f"{f.path} ({e.strerror or e})")
+            continue
+        removed.append(f)
+    if failed:
+        raise ValueError("cannot remove " + ", ".join(failed) + f"; removed {len(removed)} "
+                         f"other file{'' if len(removed) == 1 else 's'} "
+                         f"({sum(r.bytes for r in removed)} bytes)")
     return removed
 
 
