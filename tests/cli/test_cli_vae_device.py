@@ -101,14 +101,18 @@ def test_device_cuda_runs_the_experiment_on_cuda(tiny_fashion_small, tmp_path, m
 
 
 GPU_NAME = "NVIDIA H100 80GB HBM3"
+GPU_RECORD = f"{GPU_NAME} (TF32 off)"
+"""A record's ``device`` on that GPU with TF32 off, as ``stand_in_gpu`` sets it."""
 
 
 @pytest.fixture()
 def stand_in_gpu(monkeypatch):
-    """torch "sees" one CUDA device, named ``GPU_NAME``; the generative runs put what they
-    move to it on the stand-in device (run them inside ``OnTheDevice()``)."""
+    """torch "sees" one CUDA device, named ``GPU_NAME``, with TF32 off; the generative runs
+    put what they move to it on the stand-in device (run them inside ``OnTheDevice()``)."""
     _fake_cuda(monkeypatch)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: GPU_NAME)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     # torch.random.fork_rng (the classifiers' initialisation) keeps the CUDA generators too
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.empty(0))
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": None)
@@ -138,7 +142,7 @@ def test_a_gpu_studys_record_names_the_gpu(study, tiny_fashion_small, tmp_path, 
     assert _vae(tiny_fashion_small, tmp_path / "cpu", *argv,
                 "--record", str(tmp_path / "cpu.json")) == 0
     gpu, cpu = (json.loads((tmp_path / f"{d}.json").read_text()) for d in ("gpu", "cpu"))
-    assert gpu["device"] == GPU_NAME and set(gpu["budget"]) == {"gpu_seconds"}
+    assert gpu["device"] == GPU_RECORD and set(gpu["budget"]) == {"gpu_seconds"}
     assert cpu["device"].startswith("CPU") and set(cpu["budget"]) == {"cpu_seconds"}
     assert "--device cuda" in gpu["command"] and "--device" not in cpu["command"]
     assert gpu["command"].replace(" --device cuda", "").replace(
@@ -159,7 +163,7 @@ def test_a_protocol_record_measured_on_a_gpu_names_it(tiny_fashion_small, tmp_pa
                     "--record", str(rec), "--device", "cuda") == 0                 # anew
     assert mode.ops > 10
     main_rec = json.loads(rec.read_text())
-    assert main_rec["device"] == GPU_NAME and "--device cuda" in main_rec["command"]
+    assert main_rec["device"] == GPU_RECORD and "--device cuda" in main_rec["command"]
     curve = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rec_curve_*.json"))]
     assert curve and all(c["device"].startswith("CPU") and "--device" not in c["command"]
                          for c in curve)

@@ -293,7 +293,7 @@ def test_command_line_rebuilds_the_exact_subcommand():
     cmd = records.command_line(ns)
     assert shlex.split(cmd) == ["metaloop", "--threads", "1", "eval", "--checkpoint",
                                 "runs/my run", "--device", "cpu", "--no-progress", "--tasks",
-                                "600"]
+                                "600", "--no-within-alphabet"]
     # the allocator is a global option: before the subcommand, and left out at its default
     assert records.command_line(argparse.Namespace(**{**vars(ns), "malloc": "heap"})) == cmd
     cmd = records.command_line(argparse.Namespace(**{**vars(ns), "malloc": "system"}))

@@ -209,7 +209,11 @@ def test_a_gpu_record_names_the_gpu(argv, tiny_fashion_small, tmp_path):
                  str(tiny_fashion_small), "--out", str(tmp_path / "out"), "--no-progress",
                  *argv, "--device", "cuda", "--record", str(rec)]) == 0
     r = json.loads(rec.read_text())
-    assert r["device"] == torch.cuda.get_device_name(0)
+    tf32 = {(False, False): "TF32 off", (True, True): "TF32 on",
+            (False, True): "TF32 on for convolutions, off for matmuls",
+            (True, False): "TF32 on for matmuls, off for convolutions"}[
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
+    assert r["device"] == f"{torch.cuda.get_device_name(0)} ({tf32})"
     assert set(r["budget"]) == {"gpu_seconds"} and "--device cuda" in r["command"]
 
 

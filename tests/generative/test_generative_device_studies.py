@@ -170,7 +170,9 @@ def test_device_name_names_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name",
                         lambda d=None: f"NVIDIA H100 80GB HBM3 #{torch.device(d).index}")
-    assert devices.device_name("cuda") == "NVIDIA H100 80GB HBM3 #0"
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert devices.device_name("cuda") == "NVIDIA H100 80GB HBM3 #0 (TF32 off)"
     assert devices.device_name("cpu") is None
 
 

@@ -149,10 +149,6 @@ EVAL_FLAGS = ("tasks", "shots", "ways", "split", "steps", "within_alphabet", "dr
               "refine_weight", "refine_jointly")
 """The flags that set a key of the ``[eval]`` section of the same name."""
 
-SWITCHES = ("within_alphabet", "refine_jointly")
-"""The flags among them that switch a key on or off (``--key`` / ``--no-key``); absent:
-the config's."""
-
 
 def run(args: argparse.Namespace) -> int:
     # a process still writing --out is named before anything is read
@@ -385,7 +381,7 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     rec = None
     if args.record:            # checked before results.json: a record it refuses leaves none
         rec = records.eval_record(
-            cfg, r, metric, checkpoint=args.checkpoint, command=_command(args),
+            cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
             error_rate=error)
@@ -402,17 +398,6 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if rec is not None:
         _write_record(args.record, rec)
     return 0
-
-
-def _command(args: argparse.Namespace) -> str:
-    """The command line of ``args`` for a record (``records.command_line``), a switch turned
-    off written as its ``--no-key`` (which that leaves out, as it does a flag not given)."""
-    given = argparse.Namespace(**vars(args))
-    for key in SWITCHES:
-        if getattr(args, key) is False:
-            setattr(given, key, None)
-            setattr(given, f"no_{key}", True)
-    return records.command_line(given)
 
 
 def _write_record(path, fields: dict) -> None:
@@ -447,7 +432,7 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     rec = None
     if args.record:            # checked before results.json: a record it refuses leaves none
         rec = records.lake_runs_record(
-            cfg, res, checkpoint=args.checkpoint, command=_command(args),
+            cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"])
         records.validate_record(rec, where=args.record)

@@ -77,6 +77,7 @@ paired 95% CI instead, to as many decimals as the records show (their ``digits``
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -85,10 +86,14 @@ import re
 import shlex
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metaloop.evaluate.stats import ci95 as _ci95
+
+if TYPE_CHECKING:
+    import torch
 
 REQUIRED = ("table", "row", "metric", "mean", "ci95", "n", "budget", "device", "torch",
             "date", "config", "command", "published")
@@ -395,21 +400,36 @@ def _holds_a_record(path: Path) -> bool:
 
 
 def command_line(args: argparse.Namespace, program: str = "metaloop",
-                 global_options: tuple[str, ...] = ("threads", "malloc")) -> str:
+                 global_options: tuple[str, ...] = ("threads", "malloc"),
+                 switches: Collection[str] | None = None) -> str:
     """The exact command a parsed ``metaloop`` subcommand stands for, rebuilt from ``args``.
 
     Every option with a value is written out (defaults included), so the line reproduces the
     run whatever the defaults become. ``global_options`` go before the subcommand; options
-    that are ``None``, ``False`` or ``0`` for a global option are left out, and so is
-    ``--malloc heap`` (the allocator changes CPU time, not results). A list of
-    numbers is written comma-separated (``--steps 0,1,5``), a list of strings as separate
-    words (``--checkpoint runs/a runs/b``).
+    that are ``None``, ``False`` (a flag not given) or ``0`` for a global option are left
+    out, and so is ``--malloc heap`` (the allocator changes CPU time, not results). A
+    two-way switch (``--key`` / ``--no-key``, an ``argparse.BooleanOptionalAction`` such as
+    ``metaloop.cli._args.Switch``) that is ``False`` is written ``--no-key`` instead: the
+    user turned it off, and leaving it out would leave the config's value. A list of numbers is
+    written comma-separated (``--steps 0,1,5``), a list of strings as separate words
+    (``--checkpoint runs/a runs/b``).
+
+    Args:
+        args: the parsed command line; ``args.command`` is the subcommand.
+        program: the first word of the line.
+        global_options: the options of ``args`` that go before the subcommand.
+        switches: the dests of ``args`` that are two-way switches; ``None``: those of
+            ``metaloop``'s own parser for ``args.command`` and its global options.
     """
     opts = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    two_way = _switch_dests(args.command) if switches is None else frozenset(switches)
 
     def flags(items) -> list[str]:
         out = []
         for k, v in items:
+            if v is False and k in two_way:
+                out.append("--no-" + k.replace("_", "-"))
+                continue
             if v is None or v is False:
                 continue
             out.append("--" + k.replace("_", "-"))
@@ -422,9 +442,24 @@ def command_line(args: argparse.Namespace, program: str = "metaloop",
         return out
 
     glob = [(k, opts.pop(k)) for k in global_options if k in opts]
-    glob = [(k, v) for k, v in glob if v and not (k == "malloc" and v == "heap")]
+    glob = [(k, v) for k, v in glob
+            if (v or (v is False and k in two_way)) and not (k == "malloc" and v == "heap")]
     parts = [program, *flags(glob), args.command, *flags(sorted(opts.items()))]
     return shlex.join(parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _switch_dests(command: str | None) -> frozenset[str]:
+    """The dests of the two-way switches (``argparse.BooleanOptionalAction``) of ``metaloop``'s
+    global options and of its subcommand ``command`` (none for a name it does not have)."""
+    from metaloop.cli.main import build_parser
+
+    parser = build_parser()
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            actions += action.choices[command]._actions
+    return frozenset(a.dest for a in actions if isinstance(a, argparse.BooleanOptionalAction))
 
 
 def training_curve(run_dir, points: int = 10, until: int | None = None
@@ -669,12 +704,36 @@ def cpu_device() -> str:
     return f"{cpu_name()}, {n} thread{'s' if n != 1 else ''}"
 
 
+def gpu_device(device: int | torch.device | None = None) -> str:
+    """A GPU record's ``device``: the CUDA device's name (``torch.cuda.get_device_name``)
+    and whether TF32 was allowed in its float32 matmuls (``torch.backends.cuda.matmul
+    .allow_tf32``) and cuDNN convolutions (``torch.backends.cudnn.allow_tf32``), which
+    changes both the numbers (~1e-3 relative) and the speed on Ampere and later GPUs:
+    ``"NVIDIA H100 80GB HBM3 (TF32 off)"``, ``"... (TF32 on)"``, or where the two differ
+    (PyTorch's defaults), ``"... (TF32 on for convolutions, off for matmuls)"``.
+
+    Args:
+        device: the CUDA device, as ``torch.cuda.get_device_name`` takes it: an index, a
+            ``torch.device`` or None (the current one).
+    """
+    import torch
+
+    matmul = bool(torch.backends.cuda.matmul.allow_tf32)
+    conv = bool(torch.backends.cudnn.allow_tf32)
+    if matmul == conv:
+        tf32 = f"TF32 {'on' if matmul else 'off'}"
+    else:
+        on, off = ("matmuls", "convolutions") if matmul else ("convolutions", "matmuls")
+        tf32 = f"TF32 on for {on}, off for {off}"
+    return f"{torch.cuda.get_device_name(device)} ({tf32})"
+
+
 def _provenance(checkpoint, device: str) -> dict:
     """What a record of an evaluation says of where it ran: ``parts`` (each checkpoint's run
     directory and budget), ``run_dir`` (the first), ``budget`` (one run's, or an ensemble's
     members' summed, with ``members``), and ``fields``: the record's ``budget``, ``device``
-    (the GPU's name, or the CPU's threads), ``torch``, ``date`` (UTC), and ``config`` and
-    ``published`` left null."""
+    (``gpu_device``: the GPU's name and TF32 setting, or ``cpu_device``), ``torch``,
+    ``date`` (UTC), and ``config`` and ``published`` left null."""
     import datetime
 
     import torch
@@ -694,7 +753,7 @@ def _provenance(checkpoint, device: str) -> dict:
             if all(field in b for b in runs.values()):
                 budget[field] = round(sum(b[field] for b in runs.values()), 2)
     if device == "cuda" and torch.cuda.is_available():
-        dev = torch.cuda.get_device_name(0)
+        dev = gpu_device(0)
     else:
         dev = cpu_device()
     return {"parts": parts, "run_dir": parts[0][0], "budget": budget,

@@ -57,12 +57,15 @@ def device_or_cpu(device: str | torch.device | None) -> torch.device:
 
 
 def device_name(device: str | torch.device) -> str | None:
-    """What a record says measured it, for a run on ``device``: the GPU's name for CUDA
-    (``torch.cuda.get_device_name``, e.g. ``"NVIDIA H100 80GB HBM3"``); None for the CPU,
-    whose records name its model and threads themselves (``experiment.cpu_device``).
+    """What a record says measured it, for a run on ``device``: for CUDA the GPU's name and
+    whether TF32 was allowed in matmuls and convolutions (``metaloop.evaluate.records
+    .gpu_device``, e.g. ``"NVIDIA H100 80GB HBM3 (TF32 off)"``); None for the CPU, whose
+    records name its model and threads themselves (``experiment.cpu_device``).
 
     Raises:
         ValueError: as ``resolve_device``.
     """
+    from metaloop.evaluate.records import gpu_device
+
     dev = resolve_device(device)
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    return gpu_device(dev) if dev.type == "cuda" else None
