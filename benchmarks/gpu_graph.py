@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from metaloop import build as _build  # noqa: E402
 from metaloop import config as _config  # noqa: E402
+from metaloop.evaluate.records import gpu_device  # noqa: E402
 from metaloop.tasks.batch import valid_by_construction  # noqa: E402
 from metaloop.tasks.device import DeviceTasks  # noqa: E402
 from metaloop.train.graphs import WARMUP, GraphStep  # noqa: E402
@@ -70,7 +71,7 @@ def probe(config: str, device: str = "cuda", iters: int = 30, meta_batch: int | 
         t = torch.tensor(lr, device=dev) if cuda else lr
         return torch.optim.Adam(model.parameters(), lr=t, capturable=cuda), t
 
-    out = {"config": config, "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
+    out = {"config": config, "device": gpu_device(dev) if cuda else "cpu",
            "torch": torch.__version__, "meta_batch": mb, "iters": iters}
     eager_opt, _ = adam(twin.model)
     _sync(dev)

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from metaloop import build as _build  # noqa: E402
 from metaloop import config as _config  # noqa: E402
+from metaloop.evaluate.records import gpu_device  # noqa: E402
 
 
 def _learner(cfg_path: Path, batching: str, device: str):
@@ -183,7 +184,7 @@ def main() -> int:
         ap.error("--device cuda: torch sees no CUDA device here; --device cpu only tries the "
                  "script")
     (work / "configs").mkdir(parents=True, exist_ok=True)
-    summary = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",
+    summary = {"device": gpu_device(0) if dev == "cuda" else "cpu",
                "torch": torch.__version__}
     t0 = time.perf_counter()
     if args.batching:

@@ -194,7 +194,8 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         if rank == 0 and heldout is not None else None
     dev = distributed.device_for(device)
     learner = build.build_learner(cfg, family, device=dev)
-    distributed.set_tf32(tf32)
+    if dev.type == "cuda":               # a CPU run leaves the process's CUDA flags alone
+        distributed.set_tf32(tf32)
     learner.model.to(device=dev, dtype=getattr(torch, tc["dtype"]))
     if tc["init"] and not resume:       # a resumed run has its own weights; copied into the
         try:                            # model at train.dtype: a float64 run's stay exact
