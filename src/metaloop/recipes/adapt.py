@@ -456,7 +456,7 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
             (out / old).unlink(missing_ok=True)
     rows = strategies(s, p.model, p.kind, p.heldout)
     meta_rows, meta_info = meta_strategies(s, p.model, p.kind, out, p.train_families,
-                                           progress=progress)
+                                           progress=progress, checkpoint=p.checkpoint)
     rows.update(meta_rows)
     t0 = time.perf_counter() - (state["eval_seconds"] if state else 0.0)
 
@@ -957,11 +957,17 @@ def _prompt_fill(fill_cache, model, family, cache, sx, sy, classes):
 # ----------------------------------------------------------------------------- meta-learning
 
 def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None = None,
-                    progress: bool = False) -> tuple[dict, dict]:
+                    progress: bool = False, *, checkpoint: str | None = None
+                    ) -> tuple[dict, dict]:
     """Train (or resume) each ``--meta`` learner over LoRA + head.
 
     ``train_families`` maps each method to its meta-training family (default: built here
-    from ``s``, an ``AdaptSettings``).
+    from ``s``, an ``AdaptSettings``). ``checkpoint``: the checkpoint a metaloop ``--model``
+    was loaded from (``Prepared.checkpoint``), which each meta-run's config then holds as
+    ``model_checkpoint`` beside the model's path, so that a run in ``--meta-dir`` learned on
+    other weights of that folder (retrained in place, or its ``LATEST`` moved) is refused
+    by the resume check, naming both checkpoints; None (a Hugging Face encoder): the model
+    is its name or path alone.
 
     Rows per method: ``meta-lora-M`` fine-tunes the meta-learned LoRA exactly like the plain
     ``lora`` row (Adam, ``--steps``); ``meta-lora-M inner`` adapts by the learner's own inner
@@ -991,8 +997,9 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
         torch.manual_seed(0)
         learner = lora_learner(model, method, **hp)
         run_dir = meta_dir / method
-        config = {"method": method, "model": _model_identity(s.model), "family": s.family,
-                  "ways": s.ways, "shots": shots, "queries": s.queries,
+        config = {"method": method, "model": _model_identity(s.model),
+                  **({"model_checkpoint": checkpoint} if checkpoint is not None else {}),
+                  "family": s.family, "ways": s.ways, "shots": shots, "queries": s.queries,
                   "max_length": s.max_length, "iterations": s.meta_iterations,
                   "meta_batch": s.meta_batch, "outer_lr": META_OUTER_LR, **hp}
         if s.family == "table":    # resume only on the same table and classes

@@ -35,6 +35,7 @@ from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.recipes.predict import score_lake_runs, takes_steps
 from metaloop.runs import TASK_KEYS, Run, load_run
+from metaloop.train.checkpoint import latest_checkpoint
 from metaloop.train.loop import on_model
 
 __all__ = ["check_distinct", "error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run",
@@ -331,19 +332,21 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
         A ``Run`` with the first run's path, config and iteration, and an ``Ensemble``
         learner; ``Run.members`` lists the loaded runs. ``eval_config`` evaluates it with
         the ``[eval]`` keys its members share (members that differ in one are refused there,
-        where a change can still set it for all).
+        where a change can still set it for all). Each loaded run (the one, or each member)
+        has ``checkpoint_dir``: the ``ckpt-*`` folder it was loaded from (``_load_member``).
 
     Raises:
-        ValueError: no paths, a path that is not a run (named), a run whose task family
-            differs from the first's in a key the held-out tasks depend on (``root``: the
-            folder the data are read from, however it is named), or whose
-            ``train.dtype`` differs from the first's (named).
+        ValueError: no paths, a path that is not a run (named), a run folder whose
+            ``LATEST`` moved during each of ``_LOAD_TRIES`` loads (``_load_member``), a run
+            whose task family differs from the first's in a key the held-out tasks depend
+            on (``root``: the folder the data are read from, however it is named), or
+            whose ``train.dtype`` differs from the first's (named).
     """
     paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") \
         else list(paths)
     if not paths:
         raise ValueError("load_ensemble needs at least one run directory")
-    runs = [load_run(p, device=device, head_init=head_init) for p in paths]
+    runs = [_load_member(Path(p), device=device, head_init=head_init) for p in paths]
     if len(runs) == 1:
         return runs[0]
     first = runs[0].config["family"]
@@ -380,8 +383,53 @@ def _heldout_config(ens: Run) -> dict:
     return eval_config(ens, **scored)
 
 
+_LOAD_TRIES = 3
+"""How often ``_load_member`` loads a run folder whose ``LATEST`` moves while it loads."""
+
+
+def _load_member(path: Path, *, device, head_init: str) -> Run:
+    """``load_run`` of ``path`` (a run folder or one ``ckpt-*`` folder), with the ``ckpt-*``
+    folder it loaded kept as the run's ``checkpoint_dir`` (resolved), which
+    ``check_distinct`` compares.
+
+    A run folder's ``LATEST`` is read before and after the load: where a run training into
+    the folder (``metaloop train --resume``) moved it meanwhile, the run is loaded again, so
+    that ``checkpoint_dir`` holds the weights loaded. A checkpoint written after the load
+    changes nothing.
+
+    Raises:
+        ValueError: what ``load_run`` raises, or a ``LATEST`` that moved during each of
+            ``_LOAD_TRIES`` loads (naming the folder).
+    """
+    def named() -> Path | None:
+        """The ``ckpt-*`` folder ``path`` loads now; None where ``LATEST`` cannot be read
+        (``load_run`` names it)."""
+        if not (path / "LATEST").is_file():
+            return path.resolve()
+        try:
+            found = latest_checkpoint(path)
+        except (OSError, ValueError):
+            return None
+        return found.resolve() if found is not None else None
+
+    for _ in range(_LOAD_TRIES):
+        before = named()
+        run = load_run(path, device=device, head_init=head_init)
+        if before is not None and named() == before:
+            run.checkpoint_dir = before  # type: ignore[attr-defined]  # read by getattr
+            return run
+    raise ValueError(f"{path}: its LATEST moved to a newer checkpoint during each of "
+                     f"{_LOAD_TRIES} loads (a run is training into the folder); let that run "
+                     f"finish, or name one of its ckpt-* folders")
+
+
 def _checkpoint_dir(run: Run) -> Path:
-    """The ``ckpt-*`` folder a run was loaded from: a run folder's newest (``LATEST``)."""
+    """The ``ckpt-*`` folder a run was loaded from (resolved): the one ``load_ensemble``
+    recorded as it loaded the run (``_load_member``); for a ``Run`` loaded otherwise, its
+    path, or a run folder's ``LATEST`` as it is now."""
+    loaded = getattr(run, "checkpoint_dir", None)
+    if loaded is not None:
+        return Path(loaded)
     path = Path(run.path)
     latest = path / "LATEST"
     if latest.is_file():
@@ -391,7 +439,8 @@ def _checkpoint_dir(run: Run) -> Path:
 
 def check_distinct(run: Run) -> None:
     """ValueError naming two members of an ensemble (``load_ensemble``) loaded from one
-    checkpoint (a run given twice, or a run folder and its newest ``ckpt-*`` folder):
+    checkpoint (a run given twice, or a run folder and the ``ckpt-*`` folder its ``LATEST``
+    named when it was loaded; one written since changes nothing):
     ``metaloop eval`` would report "an ensemble of 2 runs", and its record sum that run's
     budget twice, for what is that one run."""
     seen: dict[Path, Run] = {}
