@@ -130,7 +130,9 @@ def register(sub) -> None:
     p.add_argument("--record", type=path, metavar="PATH",
                    help="also write the result (last step; with --lake-runs, the official "
                         "runs' error rate) as a JSON record for the docs tables, e.g. "
-                        "docs/results/NAME.json (see metaloop.evaluate.records)")
+                        "docs/results/NAME.json (see metaloop.evaluate.records); its "
+                        "budget is that of the checkpoint loaded, whatever a run training into "
+                        "the folder writes meanwhile")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="adapt and score on the CPU (default) or the first CUDA device")
     p.add_argument("--tf32", action="store_true",
@@ -384,7 +386,7 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
             cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
-            error_rate=error)
+            error_rate=error, checkpoint_dirs=_loaded_dirs(loaded))
         records.validate_record(rec, where=args.record)
     if out is not None:
         extra = {"error_rate": error} if error is not None else {}
@@ -398,6 +400,15 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if rec is not None:
         _write_record(args.record, rec)
     return 0
+
+
+def _loaded_dirs(loaded) -> list:
+    """The ``ckpt-*`` folder each member (or the one run) was loaded from, in the order of
+    ``--checkpoint`` (``load_ensemble``'s ``checkpoint_dir``): the record's budget is that
+    checkpoint's, not that of one a run training into the folder wrote during the
+    evaluation."""
+    return [getattr(m, "checkpoint_dir", None) for m in getattr(loaded, "members", None)
+            or [loaded]]
 
 
 def _write_record(path, fields: dict) -> None:
@@ -434,7 +445,8 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         rec = records.lake_runs_record(
             cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device, methods=[m["method"] for m in members(loaded)],
-            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"])
+            evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
+            checkpoint_dirs=_loaded_dirs(loaded))
         records.validate_record(rec, where=args.record)
     if out is not None:
         extra = {"ensemble": {"members": members(loaded), "combine": loaded.learner.combine}} \

@@ -503,7 +503,8 @@ def training_curve(run_dir, points: int = 10, until: int | None = None
 
 def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, command: str,
                 device: str = "cpu", evaluation: str | None = None,
-                error_rate: Mapping | None = None, methods=None) -> dict:
+                error_rate: Mapping | None = None, methods=None,
+                checkpoint_dirs=None) -> dict:
     """The record of one ``metaloop eval``: the last evaluated step of ``result``.
 
     The table is the task family's name; the row names the method and, for classification,
@@ -531,6 +532,12 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
             one). An ensemble's record lists its ``members`` (checkpoint and method); its
             row names the method, or, when the members differ, starts ``"ensemble of 3 runs
             (maml, r2d2, protonet)"``.
+        checkpoint_dirs: the ``ckpt-*`` folder each checkpoint was loaded from, in order
+            (``metaloop.recipes.evaluation.load_ensemble`` keeps it as each loaded run's
+            ``checkpoint_dir``; one folder for one checkpoint; None in place of a folder, or
+            for all: a run folder's ``LATEST`` as it is when the record is written). The
+            budget and training curve are then those of the checkpoint evaluated, not of
+            one that ``metaloop train --resume`` wrote into the run folder since.
 
     With one task there is no confidence interval: ``ci95`` (and ``accuracy_ci95``) is
     ``null``.
@@ -539,7 +546,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     ``accuracy_ci95`` in %, ``tasks``) and the budget's ``iterations`` and CPU or GPU
     seconds at the top level, as the Omniglot table's cells list them.
     """
-    prov = _provenance(checkpoint, device)
+    prov = _provenance(checkpoint, device, checkpoint_dirs)
     parts, run_dir, budget = prov["parts"], prov["run_dir"], prov["budget"]
     curve = training_curve(run_dir, until=budget.get("iterations")) \
         if metric == "accuracy" and len(parts) == 1 else None
@@ -592,7 +599,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
 
 def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
                      device: str = "cpu", evaluation: str | None = None,
-                     methods=None) -> dict:
+                     methods=None, checkpoint_dirs=None) -> dict:
     """The record of ``metaloop eval --lake-runs``: the error rate on the official runs of
     the Omniglot one-shot challenge, in table ``"challenge-official"``.
 
@@ -606,10 +613,10 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
     Args:
         cfg: the validated run config whose ``[eval]`` test-time settings were used.
         res: ``metaloop.recipes.evaluation.evaluate_lake_runs``'s result (with
-            ``"runs_sha256"``). checkpoint, command, device, evaluation, methods: as
-            :func:`eval_record`.
+            ``"runs_sha256"``). checkpoint, command, device, evaluation, methods,
+            checkpoint_dirs: as :func:`eval_record`.
     """
-    prov = _provenance(checkpoint, device)
+    prov = _provenance(checkpoint, device, checkpoint_dirs)
     ec = cfg["eval"]
     row, members = _method_row(cfg, checkpoint, methods)
     row += ", official runs" + _test_time(
@@ -728,18 +735,33 @@ def gpu_device(device: int | torch.device | None = None) -> str:
     return f"{torch.cuda.get_device_name(device)} ({tf32})"
 
 
-def _provenance(checkpoint, device: str) -> dict:
+def _provenance(checkpoint, device: str, checkpoint_dirs=None) -> dict:
     """What a record of an evaluation says of where it ran: ``parts`` (each checkpoint's run
-    directory and budget), ``run_dir`` (the first), ``budget`` (one run's, or an ensemble's
-    members' summed, with ``members``), and ``fields``: the record's ``budget``, ``device``
+    directory and budget: that of its ``checkpoint_dirs`` folder, as :func:`eval_record`
+    takes them), ``run_dir`` (the first), ``budget`` (one run's, or an ensemble's members'
+    summed, with ``members``), and ``fields``: the record's ``budget``, ``device``
     (``gpu_device``: the GPU's name and TF32 setting, or ``cpu_device``), ``torch``,
-    ``date`` (UTC), and ``config`` and ``published`` left null."""
+    ``date`` (UTC), and ``config`` and ``published`` left null.
+
+    Raises:
+        ValueError: ``checkpoint_dirs`` that do not name one folder per checkpoint, or a
+            folder that is not the checkpoint's (``_run_budget``).
+    """
     import datetime
 
     import torch
 
     paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    parts = [_run_budget(Path(p), device) for p in paths]
+    if checkpoint_dirs is None:
+        loaded: list = [None] * len(paths)
+    else:
+        loaded = [checkpoint_dirs] if isinstance(checkpoint_dirs, (str, Path)) \
+            else list(checkpoint_dirs)
+        if len(loaded) != len(paths):
+            raise ValueError(f"checkpoint_dirs names {len(loaded)} loaded folder(s) for "
+                             f"{len(paths)} checkpoint(s); give one per checkpoint, in order")
+    parts = [_run_budget(Path(p), device, None if d is None else Path(d))
+             for p, d in zip(paths, loaded)]
     if len(parts) == 1:
         budget = parts[0][1]
     else:                             # an ensemble: its members' training, summed
@@ -763,18 +785,45 @@ def _provenance(checkpoint, device: str) -> dict:
                        "config": None, "published": None}}
 
 
-def _run_budget(ckpt: Path, device: str) -> tuple[Path, dict]:
+def _run_budget(ckpt: Path, device: str, loaded: Path | None = None) -> tuple[Path, dict]:
     """A run's (or ``ckpt-*`` folder's) run directory and training budget: iterations, and
     its stored CPU seconds (CPU) or its metrics.jsonl wall-clock up to the checkpoint's
-    iteration (CUDA, as GPU seconds)."""
-    run_dir = ckpt if (ckpt / "LATEST").exists() else ckpt.parent
+    iteration (CUDA, as GPU seconds).
+
+    Args:
+        ckpt: the run folder or ``ckpt-*`` folder given.
+        device: ``"cpu"`` or ``"cuda"``.
+        loaded: the ``ckpt-*`` folder of ``ckpt`` that was loaded, whose ``state.json`` is
+            read (a run folder's ``LATEST`` is then not read: it may have moved on since);
+            None: ``ckpt`` itself, or a run folder's ``LATEST`` as it is now.
+
+    Raises:
+        ValueError: ``loaded`` that is neither ``ckpt`` nor a folder in the run folder
+            ``ckpt`` (naming both), or whose ``state.json`` cannot be read (a run training
+            into the folder pruned it since the load).
+    """
     latest = ckpt / "LATEST"
-    state_dir = run_dir / latest.read_text(encoding="utf-8").strip() if latest.exists() \
-        else ckpt
+    run_dir = ckpt if latest.exists() else ckpt.parent
+    if loaded is not None:
+        within = run_dir == ckpt                 # a run folder: one of its ckpt-* folders
+        if (loaded.resolve().parent if within else loaded.resolve()) != ckpt.resolve():
+            what = "a ckpt-* folder in that run folder" if within else "that ckpt-* folder"
+            raise ValueError(f"the loaded folder {loaded} is not a checkpoint of {ckpt}: "
+                             f"give {what}, as it was loaded")
+        state_dir = loaded
+    else:
+        state_dir = run_dir / latest.read_text(encoding="utf-8").strip() if latest.exists() \
+            else ckpt
     budget: dict = {}
     try:
         state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
+        if loaded is not None:                   # the weights evaluated: their budget or none
+            raise ValueError(f"{loaded}, the checkpoint evaluated, has no readable "
+                             f"state.json now ({type(e).__name__}: {e}): a run training into "
+                             f"{run_dir} keeps only its newest checkpoints, so its budget "
+                             f"cannot be recorded; let that run finish, or evaluate a copy "
+                             f"of the run folder") from e
         state = {}
     if isinstance(state.get("iteration"), int):
         budget["iterations"] = state["iteration"]
