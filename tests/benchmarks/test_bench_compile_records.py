@@ -106,3 +106,26 @@ def test_a_bad_records_path_is_a_usage_error_before_any_timing(tmp_path, monkeyp
         assert e.value.code == 2
         out = capsys.readouterr()
         assert out.out == "" and "--records: " in out.err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("mode", [[], ["--iteration"]])
+def test_each_run_compiles_cold_in_a_fresh_inductor_cache_it_removes(monkeypatch, mode):
+    """The recorded compile time is a first run's: inductor's cache is an empty folder of the
+    run's own (inherited by --iteration's workers), removed afterwards, and the caller's
+    setting is restored."""
+    import os
+    seen = []
+
+    def timed(a):
+        folder = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+        seen.append((folder, folder.is_dir() and not any(folder.iterdir())))
+        (folder / "compiled.so").write_text("x")                  # what a compile leaves
+        return QUERY_PASS if not a.iteration else ITERATION
+
+    monkeypatch.setattr(bench_compile, "query_pass", timed)
+    monkeypatch.setattr(bench_compile, "iteration", timed)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/the/users/cache")
+    bench_compile.main([*mode, "--pool", "stride"])
+    [(folder, empty)] = seen
+    assert empty and folder != Path("/the/users/cache") and not folder.exists()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/the/users/cache"
