@@ -35,7 +35,14 @@ sub-folder per class, or an .npz / .pt file with x and y, given by --data and re
 --model run reads images). On your own data every class is held out unless --meta trains on
 some: then the classes are split by --split-fractions and every approach is scored on the
 test classes. The data a --model run was trained on keeps that run's split: its test classes
-are held out, and --meta trains on its train classes.
+are held out, and --meta trains on its train classes. That data is told by its images, not
+its path: every class the run read, with the same images (a copy, or the run's relative
+family.root seen from another folder, is the same data); it is read with the run's
+family.skip_corrupt. Of other data, a class holding exactly the images of a class the run
+meta-trained on (under any name) is left out and named, never held out. The first line
+printed says what a folder held that was not read (hidden and non-image files, empty class
+folders, loose and skipped images), as metaloop train says it; results.json keeps it as
+data.left_out.
 
 Models: minilm (all-MiniLM-L6-v2, offline), a Hugging Face model folder or cached name, or a
 metaloop run folder (an image model, e.g. the Omniglot pretrain baseline). Writes
@@ -45,7 +52,7 @@ run would not read is refused by name: an approach's option without that approac
 --meta, --prompt-tokens without soft-prompt), --max-length with an image model, the --meta-*
 options without --meta, the table's options without --family table (--split-fractions and
 --split-seed also need --meta, and are refused for a run's own data; --drop-small also
-applies to folder and tensors).
+applies to folder and tensors), --skip-corrupt without --family folder.
 
 The held-out tasks scored so far are kept in OUT/partial.json, rewritten after each task;
 stopped (Ctrl-C, a kill), the same command with --resume continues from them, to the
@@ -153,6 +160,10 @@ def register(sub) -> None:
     t.add_argument("--drop-small", action="store_true",
                    help="drop classes with fewer than shots + queries examples (default: "
                         "error)")
+    t.add_argument("--skip-corrupt", action="store_true",
+                   help="folder: leave out unreadable images, named in results.json "
+                        "(default: error; the data a --model run was trained on is read with "
+                        "the run's family.skip_corrupt)")
     p.add_argument("--out", type=path, default="runs/adapt", help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: the same command plus --resume "

@@ -18,8 +18,11 @@ adapt --record``; ``check_records`` checks their paths first).
 
 On the user's own images (``family="folder"``: an image folder; ``"tensors"``: an ``.npz`` /
 ``.pt`` file) the model is a metaloop image run, and the images are read as that run reads
-them (``Run.transform``). A run trained on that same data holds out its own test classes (and
-meta-learns LoRA on its train classes); other data is held out as a table is.
+them (``Run.transform``). Data that holds every class the run read, with the same images
+(told by the digests the run stores, wherever the data lies), is the run's own: it holds out
+the run's test classes (and meta-learns LoRA on its train classes), read with the run's
+``family.skip_corrupt``. Other data is held out as a table is, less any class that holds
+exactly the images of one of the run's training classes (left out and named).
 
 On the user's own text table, approaches 0-3 never see another class, so without
 meta-training every class of the table is held out. Meta-learned LoRA trains on other
@@ -95,7 +98,10 @@ class AdaptSettings:
     (an image model); ``family``: one of ``FAMILIES``; ``approaches``: a comma list of
     ``APPROACHES`` (None: all that apply); ``meta``: a comma list of ``META`` learners over
     LoRA + head; ``data``: the file or folder of ``family="table"``, ``"folder"`` or
-    ``"tensors"``, and the table options: how ``family="table"`` reads it.
+    ``"tensors"``, and the table options: how ``family="table"`` reads it; ``skip_corrupt``
+    (``family="folder"``): leave out unreadable images instead of stopping (the data a
+    ``--model`` run was trained on is read with that run's ``family.skip_corrupt`` either
+    way).
     """
 
     model: str = "minilm"
@@ -124,6 +130,7 @@ class AdaptSettings:
     split_fractions: str = "0.7,0.1,0.2"
     split_seed: int = 0
     drop_small: bool = False
+    skip_corrupt: bool = False
 
 
 @dataclasses.dataclass
@@ -255,7 +262,13 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
 def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str]
                     ) -> Prepared:
     """``prepare`` for the user's images: the image run of ``--model`` and the families of
-    ``--data``, read as the run reads images."""
+    ``--data``, read as the run reads images.
+
+    Whether ``--data`` is the data the run was trained on is told by what it holds, not by
+    its path (``_run_data``): that data keeps the run's class split and is read with the
+    run's ``family.skip_corrupt``. Of other data, every class that holds exactly the images
+    of one of the run's training classes, under any name, is left out and named: no row
+    scores a class the run meta-trained on as held out."""
     assert s.data is not None              # prepare refuses an image family without --data
     path = Path(s.model).expanduser()
     if not _is_checkpoint(path):
@@ -268,27 +281,15 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
                          f"model (conv4 or resnet12)")
     model = _body(run)
     fam = run.config["family"]
-    own = fam["name"] == s.family and \
-        Path(fam["root"]).expanduser().resolve() == Path(s.data).expanduser().resolve()
-    if own and {"split_fractions", "split_seed"} & given:
-        raise ValueError(f"--data {s.data} is the data {s.model} was trained on, so its own "
-                         f"class split is used (family.train_classes and test_classes), and "
-                         f"--split-fractions / --split-seed would change nothing: drop them")
-    meta = bool(meta_shots)
-    held: list[str] | None
-    train: list[str] | None
-    if own:
-        held, train = list(fam["test_classes"]), list(fam["train_classes"])
-        where = f"the test classes of {s.model}"
-    elif meta:
-        held = train = None
-        where = f"split 'test' by --split-fractions {s.split_fractions}"
-    else:
-        held, train, where = None, None, "every class (no meta-training)"
+    folder_run = fam["name"] == "folder" and s.family == "folder"
+    depth = _class_depth(s.data, fam["class_depth"]) if folder_run else 1
+    run_skips = folder_run and bool(fam.get("skip_corrupt"))
+    skip = s.skip_corrupt or run_skips       # the run's, for its own data (checked below)
 
-    def family(split: str | None, classes, shots: int):
-        kw: dict[str, Any] = dict(ways=s.ways, shots=shots, queries=s.queries,
-                                  drop_small=s.drop_small)
+    def read(shots: int, *, split: str | None = None, classes=None, ways: int = s.ways,
+             queries: int = s.queries, drop_small: bool = s.drop_small):
+        kw: dict[str, Any] = dict(ways=ways, shots=shots, queries=queries,
+                                  drop_small=drop_small)
         if classes is not None:
             kw["classes"] = classes
         elif split is not None:
@@ -302,7 +303,7 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
             else:
                 out = Episodes.from_folder(
                     s.data, image_size=tf["image_size"], channels=tf["read_channels"],
-                    invert=tf["invert"], class_depth=fam["class_depth"] if own else 1, **kw)
+                    invert=tf["invert"], class_depth=depth, skip_corrupt=skip, **kw)
         except ValueError as e:
             raise _naming_data(e, s) from e
         want = (tf["read_channels"], tf["image_size"], tf["image_size"])
@@ -312,20 +313,69 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
                              f"height, width)")
         return out
 
-    heldout = family("test" if meta and not own else None, held, s.shots)
+    whole = _every_class(read)
+    own, trained = _run_data(run, s, {} if whole is None else _class_digests(s, whole))
+    if own and {"split_fractions", "split_seed"} & given:
+        raise ValueError(f"--data {s.data} is the data {s.model} was trained on, so its own "
+                         f"class split is used (family.train_classes and test_classes), and "
+                         f"--split-fractions / --split-seed would change nothing: drop them")
+    skipped = whole.report["skipped"] if whole is not None and run_skips else []
+    if skipped and not own and not s.skip_corrupt:
+        raise ValueError(f"image folder {s.data}: {len(skipped)} unreadable image(s), e.g. "
+                         f"{skipped[0]}; {s.model} leaves unreadable images out of the data it "
+                         f"was trained on (family.skip_corrupt = true), but {s.data} is other "
+                         f"data: to leave them out of it too, give --skip-corrupt")
+    meta = bool(meta_shots)
+    held: list[str] | None
+    train: list[str] | None
+    if own:
+        held, train = list(fam["test_classes"]), list(fam["train_classes"])
+        where = f"the test classes of {s.model}"
+    elif trained:
+        assert whole is not None           # classes matched: --data was read
+        rest = [c for c in whole.all_class_names if c not in set(trained)]
+        if len(rest) < s.ways:
+            raise ValueError(f"--data {s.data}: {len(trained)} of its classes hold the same "
+                             f"images as classes {s.model} meta-trained on ({_listed(trained)}), "
+                             f"and are not held out; the {len(rest)} other class(es) are fewer "
+                             f"than --ways {s.ways}: bring classes the run has not seen")
+        if meta:
+            train, _, held = _split_rest(rest, s)
+            where = (f"split 'test' by --split-fractions {s.split_fractions} of the classes "
+                     f"{s.model} did not meta-train on")
+        else:
+            held, train = rest, None
+            where = f"every class {s.model} did not meta-train on (no meta-training)"
+    elif meta:
+        held = train = None
+        where = f"split 'test' by --split-fractions {s.split_fractions}"
+    else:
+        held, train, where = None, None, "every class (no meta-training)"
+
+    heldout = read(s.shots, split="test" if meta and held is None else None, classes=held)
     train_families: dict[str, Any] = {}
     for m, k in meta_shots.items():
         train_families[m] = (next(iter(train_families.values())).with_shots(k, s.queries)
                              if train_families else
-                             family("train" if not own else None, train, k))
+                             read(k, split="train" if train is None else None, classes=train))
     first = next(iter(train_families.values()), None)
+    report_ = getattr(heldout, "report", None)
+    if report_ and whole is not None:     # the cache as this command found it, first read
+        heldout.report = report_ = {**report_, "cache_status": whole.report["cache_status"]}
     data = {"data": str(s.data), "heldout": where, "heldout_classes": heldout.class_names,
             "train_classes": first.class_names if first is not None else [],
             "dropped_classes": sorted(set(heldout.dropped).union(
                 *(f.dropped for f in train_families.values()))),
+            "trained_classes_left_out": trained,
+            **({"left_out": {k: report_[k] for k in LEFT_OUT}} if report_ else {}),
             "transform": {k: tf[k] for k in ("image_size", "read_channels", "invert")}}
-    lines = [f"{s.data}: held-out classes, {where}: {heldout.num_classes} "
-             f"({_listed(heldout.class_names)})"]
+    # what was read and left out, the line metaloop train prints
+    lines = [f"{s.family} {s.data}: {heldout.describe()}"]
+    if trained:
+        lines.append(f"left out {len(trained)} class(es) holding the same images as classes "
+                     f"{s.model} meta-trained on: {_listed(trained)}")
+    lines.append(f"{s.data}: held-out classes, {where}: {heldout.num_classes} "
+                 f"({_listed(heldout.class_names)})")
     if first is not None:
         lines.append(f"meta-training classes: {first.num_classes} "
                      f"({_listed(first.class_names)})")
@@ -336,14 +386,90 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
                     checkpoint=checkpoint)
 
 
+LEFT_OUT = ("ignored", "ignored_files", "hidden", "loose", "empty", "skipped")
+"""What ``results.json``'s ``data.left_out`` keeps of an image folder's ``report``
+(``Episodes.from_folder``): the entries it read no image from."""
+
+
+def _class_depth(data: str, depth: int) -> int:
+    """The class depth a folder run of ``family.class_depth = depth`` reads ``--data`` at: its
+    own where the folder has that layout (``root/<group>/<class>/<image>``), else 1."""
+    if depth == 1:
+        return 1
+    from metaloop.data.folder import scan_folder
+    try:
+        scan_folder(data, depth)
+    except ValueError:       # not that layout: the read at depth 1 names what is wrong
+        return 1
+    return depth
+
+
+def _every_class(read):
+    """``read``'s family of every class of ``--data`` with the two examples a task needs at
+    least, to tell by their images which classes the run read; None where no class has two
+    (the held-out family's read names that). An unreadable image, or a cache that cannot be
+    written, is raised here: the reads after it would decode the folder again."""
+    from metaloop.data.folder import CacheWriteError, UnreadableImagesError
+    try:
+        return read(1, ways=1, queries=1, drop_small=True)
+    except ValueError as e:
+        if isinstance(e.__cause__, (UnreadableImagesError, CacheWriteError)):
+            raise
+        return None          # every problem left is raised again by the held-out read
+
+
+def _class_digests(s: AdaptSettings, family) -> dict[str, str]:
+    """The digest of each class of ``family``, by name, as a run stores those it read
+    (``metaloop.build.data_fingerprint``)."""
+    from metaloop.build import data_fingerprint
+    fingerprint = data_fingerprint({"name": s.family, "root": str(s.data)}, family)
+    return dict(fingerprint["classes"]) if fingerprint else {}
+
+
+def _run_data(run, s: AdaptSettings, digests: dict[str, str]) -> tuple[bool, list[str]]:
+    """Whether ``--data`` is the data ``run`` was trained on, and the classes of ``--data``
+    that hold exactly the images of one of the run's training classes.
+
+    A run stores a digest of the images of each class it read (``Run.data``): ``--data`` is
+    its data where each of those classes is in it under its name with the same images,
+    wherever it lies (a copy, another path, a relative ``family.root`` seen from another
+    working folder). Of a run that stores none (a built-in family, or trained before runs
+    stored them), ``--data`` is its data where it is the folder or file of ``family.root``.
+
+    Args:
+        digests: the digest of each class of ``--data`` (``_class_digests``).
+    """
+    fam = run.config["family"]
+    stored = (run.data or {}).get("classes")
+    if not stored:
+        own = fam["name"] == s.family and fam.get("root") is not None and \
+            Path(fam["root"]).expanduser().resolve() == Path(str(s.data)).expanduser().resolve()
+        return own, []
+    if all(digests.get(name) == d for name, d in stored.items()):
+        return True, []
+    seen = {stored[c] for c in fam.get("train_classes") or () if c in stored}
+    return False, [name for name, d in digests.items() if d in seen]
+
+
+def _split_rest(names: list[str], s: AdaptSettings) -> tuple[list[str], list[str], list[str]]:
+    """The train, val and test classes of ``names`` by ``--split-fractions`` and
+    ``--split-seed`` (``metaloop.tasks.split_classes``)."""
+    from metaloop.tasks import split_classes
+    return split_classes(names, parse_fractions(s.split_fractions), s.split_seed)
+
+
 def _naming_data(error: ValueError, s: AdaptSettings) -> ValueError:
     """``error`` of ``Episodes`` about the user's images, led by the file or folder of
     ``--data`` instead of the class's name ("Episodes y must be ..." -> "tensor file PATH: y
-    must be ..."); an error that names the data already is returned as it is."""
-    from metaloop.data.folder import CacheWriteError
+    must be ..."); unreadable images with the flag that leaves them out (``--skip-corrupt``);
+    an error that names the data already is returned as it is."""
+    from metaloop.data.folder import CacheWriteError, UnreadableImagesError
 
     if isinstance(error, CacheWriteError):          # --data takes no cache_dir
         return error.without_cache_dir()
+    if isinstance(error, UnreadableImagesError):    # the command's flag, not the API's
+        return ValueError(f"image folder {s.data}: {error.problem}; to leave unreadable "
+                          f"images out instead, give --skip-corrupt")
     text = str(error)
     if not text.startswith("Episodes"):
         return error
@@ -381,6 +507,7 @@ def _readers(s: AdaptSettings, names: list[str], meta: bool) -> dict:
                                          "meta_dir")},
         **{k: ("--family table", table) for k in TABLE_ONLY},
         "drop_small": ("--family table, folder or tensors", user),
+        "skip_corrupt": ("--family folder (image folders)", s.family == "folder"),
         **{k: ("--family table, folder or tensors with --meta (without it every class is "
                "held out)", user and meta) for k in ("split_fractions", "split_seed")},
     }
@@ -506,6 +633,8 @@ def identity(p: Prepared, out_dir=None) -> dict:
     if "lora" in out["approaches"] or s.meta:       # the rows that read --lora-targets
         out["lora_targets"] = sorted(set(_lora_targets(s, p.kind, p.model)))
     out["threads"] = torch.get_num_threads()
+    if not s.skip_corrupt:         # as a kept run that had no such setting recorded it
+        del out["skip_corrupt"]
     for key in ("data", "root", "meta_dir"):
         if out[key] is not None:
             out[key] = str(Path(out[key]).expanduser().resolve())
