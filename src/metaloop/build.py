@@ -16,6 +16,7 @@ from metaloop import config as _config
 from metaloop import meta, models, tasks
 from metaloop.config import FAMILIES, METHODS, MODELS
 from metaloop.data.folder import CacheWriteError, UnreadableImagesError
+from metaloop.tasks.episodes import SmallClassesError
 
 __all__ = ["batching_on", "build_family", "build_learner", "build_model", "check_eval_shifts",
            "data_fingerprint", "eval_family", "resolve_split", "training_family", "user_family"]
@@ -126,7 +127,12 @@ def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None,
                          f"family.skip_corrupt = true") from e
     except CacheWriteError as e:               # a config has no cache_dir to pass
         raise e.without_cache_dir() from e
-    except ValueError:
+    except SmallClassesError as e:             # the config's keys, not the API's arguments
+        raise SmallClassesError(e.problem, SMALL_ADVICE) from e
+    except ValueError as e:
+        moved = _relative_root_missing(fcfg["root"])
+        if moved:
+            raise ValueError(f"{e}: {moved}") from e
         if have is None:
             raise
         gone = _classes_gone(fcfg, have)
@@ -138,6 +144,28 @@ def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None,
             f"a run stores the class list it was trained with, so the data changed since: "
             f"restore those classes under {fcfg['root']}, or train a new run on the data as "
             f"it is now") from None
+
+
+SMALL_ADVICE = ("lower the shots or queries, or leave those classes out: "
+                "family.drop_small = true")
+"""``SmallClassesError.advice`` for a family built from a config."""
+
+
+def _relative_root_missing(root) -> str:
+    """Why a relative ``family.root`` that does not exist was not found, and what to do;
+    "" for an absolute path or one that exists."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.fspath(root)).expanduser()
+    if not str(root) or path.is_absolute() or path.exists():
+        return ""
+    name = str(root)
+    return (f"family.root = {name!r} is a relative path, read from the working folder "
+            f"{Path.cwd()}, which has no {name!r}; a run stores family.root as its config gave "
+            f"it, so run the command from the folder the run was trained in (the one that "
+            f"path is relative to), or make {name!r} here a link to the data (in a config "
+            f"of your own: give family.root as an absolute path)")
 
 
 def _classes_gone(fcfg: dict, have) -> list[str]:
@@ -394,13 +422,15 @@ def eval_family(cfg: dict, train_family):
                             split=ec["split"], shots=ec["shots"], queries=ec["queries"],
                             ways_key="eval.ways" if ec["ways"] else "family.ways")
     except ValueError as e:
-        if "shots + queries" not in str(e):
+        if not isinstance(e, SmallClassesError) and "shots + queries" not in str(e):
             raise
         # a class of the held-out split too small: say which keys set its shots and queries
         keys = [f"eval.{k} = {ec[k]}" if ec[k] else f"family.{k} = {f[k]} (eval.{k} = 0: "
                 f"the family's)" for k in ("shots", "queries")]
-        raise ValueError(f"the held-out tasks (eval.split = {ec['split']!r}; {', '.join(keys)}): "
-                         f"{e}") from e
+        lead = f"the held-out tasks (eval.split = {ec['split']!r}; {', '.join(keys)})"
+        if isinstance(e, SmallClassesError):          # its advice kept for a caller to fit
+            raise SmallClassesError(f"{lead}: {e.problem}", e.advice) from e
+        raise ValueError(f"{lead}: {e}") from e
 
 
 def check_eval_shifts(cfg: dict, family) -> None:

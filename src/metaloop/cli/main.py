@@ -103,14 +103,54 @@ def _shown_as_python_does() -> bool:
 
 STARTING = "metaloop: interrupted while starting; nothing was written"
 
+SMALL_CLASSES_ADVICE = {
+    "adapt": ("api", "give fewer --shots or --queries, or leave them out: --drop-small"),
+    "eval": ("config", "restore those classes' examples (or, for the held-out tasks, lower "
+                       "--shots): the queries per class and family.drop_small are the run's "
+                       "own, which metaloop eval keeps (it has no option for them)"),
+    "predict": ("config", "restore those classes' examples: metaloop predict reads the data "
+                          "of a run of feature vectors as the run's config says (its shots, "
+                          "queries and family.drop_small)"),
+}
+"""The advice of a ``SmallClassesError`` (classes smaller than shots + queries) in the words
+of the command's options, for an error whose advice is the API's (``adapt``: its --data
+read by ``Episodes`` or ``TextTable``) or a config's (``eval``, ``predict``: the run's data,
+read as its stored config says, ``metaloop.build``)."""
+
+
+def _fit_advice(command: str, error: BaseException, text: str) -> str:
+    """``text`` (what ``error`` prints) with the advice of the ``SmallClassesError`` it ends
+    with (``error`` or one it was raised from) replaced by the command's
+    (``SMALL_CLASSES_ADVICE``) where that error's advice is of the kind the command
+    replaces; unchanged otherwise."""
+    if command not in SMALL_CLASSES_ADVICE:
+        return text
+    from metaloop import build
+    from metaloop.tasks import episodes, text_table
+
+    kind, advice = SMALL_CLASSES_ADVICE[command]
+    replaced = ({episodes.SMALL_ADVICE, text_table.SMALL_ADVICE} if kind == "api"
+                else {build.SMALL_ADVICE})
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, episodes.SmallClassesError) and text.endswith(e.advice):
+            if e.advice not in replaced:
+                return text
+            return text[:len(text) - len(e.advice)] + advice
+        e = e.__cause__ or e.__context__
+    return text
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (None: ``sys.argv[1:]``); return its exit status.
 
     SIGTERM raises KeyboardInterrupt throughout, as Ctrl-C does, so that either one at any
-    moment ends the command with one line and status 130: before the command runs (building
-    the parser, parsing, setting threads), ``STARTING``; while it runs, after its own clean-up,
-    ``metaloop COMMAND: interrupted`` (``metaloop train`` says more). One more signal during
+    moment ends the command with status 130 and a line saying so: before the command runs
+    (building the parser, parsing, setting threads), ``STARTING``; while it runs, after its
+    own clean-up, ``metaloop COMMAND: interrupted`` (``train``, ``adapt``, ``forgetting`` and
+    ``compare`` say before it what they kept and how to continue). One more signal during
     the clean-up after an interrupt is ignored, so that the clean-up finishes (what the
     command created is removed entirely); the one after it stops at once. Once the command
     has its exit status, signals do not change it: in the ``metaloop`` command's process a
@@ -167,6 +207,7 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
     except (UserError, ValueError, FileNotFoundError, TextExtraMissing) as e:
         text = distributed.message(e)      # None: another rank of a torchrun prints it
         if text is not None:
+            text = _fit_advice(args.command, e, text)
             print(f"metaloop {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -52,6 +52,30 @@ def class_table(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, t
     return torch.from_numpy(table).long(), torch.from_numpy(counts).long()
 
 
+class SmallClassesError(ValueError):
+    """Classes with fewer examples than a task takes of each (``shots + queries``), raised
+    by ``Episodes`` and ``TextTable``. ``problem`` says what is too small and ``advice``
+    how to fix it; the message is ``"{problem}; {advice}"``. A caller whose user sets
+    shots, queries and ``drop_small`` by other names (a config's keys, a command's flags)
+    raises it again with its own ``advice``.
+
+    Attributes:
+        problem: the classes and their sizes, led by the data they are in.
+        advice: what to change.
+    """
+
+    def __init__(self, problem: str, advice: str):
+        super().__init__(f"{problem}; {advice}")
+        self.problem, self.advice = problem, advice
+
+    def __reduce__(self):                     # pickled (and copied) with both parts
+        return type(self), (self.problem, self.advice)
+
+
+SMALL_ADVICE = "give fewer shots/queries, or leave them out: drop_small=True"
+"""``SmallClassesError.advice`` of ``Episodes``: in the constructor's words."""
+
+
 class Episodes:
     """N-way K-shot classification tasks from labelled examples.
 
@@ -89,7 +113,8 @@ class Episodes:
         ValueError: naming the problem: shapes or dtypes, non-finite values in float ``x``,
             ``x`` or ``y`` on the meta device, labels out of range, one string instead of a
             list for ``classes`` or ``class_names``, unknown or repeated ``classes``, fewer
-            classes than ``ways``, or classes smaller than ``shots + queries`` (listed).
+            classes than ``ways``, or classes smaller than ``shots + queries`` (listed; a
+            ``SmallClassesError``).
     """
 
     kind = "classification"
@@ -131,11 +156,9 @@ class Episodes:
         if small and not self.drop_small:
             shown = ", ".join(f"{n!r} ({c})" for n, c in small[:8])
             more = f" and {len(small) - 8} more" if len(small) > 8 else ""
-            raise ValueError(f"Episodes: {len(small)} class(es) have fewer than shots + "
-                             f"queries = {self.shots} + {self.queries} = {need} examples: "
-                             f"{shown}{more}; give fewer shots/queries, or leave them out: "
-                             f"drop_small=True (--drop-small in metaloop adapt, "
-                             f"family.drop_small = true in a config)")
+            raise SmallClassesError(f"Episodes: {len(small)} class(es) have fewer than "
+                                    f"shots + queries = {self.shots} + {self.queries} = "
+                                    f"{need} examples: {shown}{more}", SMALL_ADVICE)
         small_names = {n for n, _ in small}
         keep = [c for c in self._use if self._all_names[c] not in small_names]
         self.dropped = [n for n, _ in small]
@@ -397,6 +420,9 @@ class Episodes:
                               split.get("split_files"))
         try:
             return cls(x, y, ways, shots, queries, names, **kw)
+        except SmallClassesError as e:            # the same, led by the file
+            problem = e.problem.removeprefix("Episodes").lstrip(": ")
+            raise SmallClassesError(f"tensor file {path}: {problem}", e.advice) from e
         except ValueError as e:                   # what is wrong, and in which file
             text = str(e).removeprefix("Episodes").lstrip(": ")
             raise ValueError(f"tensor file {path}: {text}") from e
@@ -411,18 +437,20 @@ class Episodes:
         (``image_column`` / ``label_column``; its ``ClassLabel`` names become the class
         names). The dataset is read once, in order, into memory.
 
-        ``x`` may be a tensor or array (``[C, H, W]``, ``[H, W]`` or ``[D]``) or a PIL image
-        (converted like ``load_image`` with ``image_size`` and ``channels``, default its
-        size and 1 channel). uint8 examples are pixels, scaled to [0, 1] when a task is
-        drawn; other integer and bool examples (counts, int16 images) become float32 numbers
-        as they are, unscaled: give uint8 for 0..255 pixels. Other keyword arguments go to
-        the constructor.
+        ``x`` may be a tensor or array (``[C, H, W]``, ``[H, W]`` or ``[D]``), read as it
+        is, or a PIL image (converted like ``load_image`` with ``image_size`` and
+        ``channels``, default its size and 1 channel; they apply to PIL images only, so a
+        dataset of tensors or arrays given either is refused). uint8 examples are pixels,
+        scaled to [0, 1] when a task is drawn; other integer and bool examples (counts,
+        int16 images) become float32 numbers as they are, unscaled: give uint8 for 0..255
+        pixels. Other keyword arguments go to the constructor.
 
         Raises:
             ValueError: an empty dataset, an item that is not an ``(x, label)`` pair (a
                 triple included), a label that is not an integer class index (a string, a
                 fractional number, a bool; naming the item and the label), examples of
-                different shapes (naming the first two indices).
+                different shapes (naming the first two indices), ``image_size`` or
+                ``channels`` with an example that is not a PIL image (naming the item).
         """
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise ValueError(f"from_dataset needs a map-style dataset (len and indexing), got "
@@ -437,6 +465,7 @@ class Episodes:
             names = list(getattr(feat, "names", None) or []) or None
         xs: list[torch.Tensor] = []
         ys: list[int] = []
+        first_pil = False                        # whether item 0's example is a PIL image
         for i in range(n):
             item = dataset[i]
             if hf:
@@ -452,7 +481,10 @@ class Episodes:
             x = _as_array(item[0], image_size, channels, i)
             if xs and x.shape != xs[0].shape:
                 raise ValueError(f"from_dataset: item 0 has shape {list(xs[0].shape)} but item "
-                                 f"{i} has {list(x.shape)}; resize them (image_size=...) first")
+                                 f"{i} has {list(x.shape)}; "
+                                 + _one_shape_hint(first_pil, _is_pil(item[0])))
+            if not xs:
+                first_pil = _is_pil(item[0])
             xs.append(x)
             ys.append(_label(item[1], i))
         y, names = _dense_labels(torch.tensor(ys), names)
@@ -723,15 +755,45 @@ def _label(value, i: int) -> int:
                      f"{type(value).__name__} {value!r}{hint}")
 
 
-def _as_array(x, image_size: int | None, channels: int | None, i: int) -> torch.Tensor:
-    """One dataset example as a tensor (PIL images converted as ``load_image`` does)."""
+def _is_pil(x) -> bool:
     from PIL import Image
+    return isinstance(x, Image.Image)
 
-    if isinstance(x, Image.Image):
+
+def _one_shape_hint(first_pil: bool, this_pil: bool) -> str:
+    """How to give ``from_dataset`` examples of one shape, for examples that are PIL images
+    or not (tensors, arrays) as item 0 and the item of another shape are."""
+    if first_pil and this_pil:
+        return "give image_size=... to resize every PIL image to one square size"
+    if first_pil or this_pil:
+        return ("they are a PIL image and a tensor or array: give every example as one "
+                "kind (image_size= and channels= convert PIL images only)")
+    return ("bring the tensors or arrays to one shape first (torch.nn.functional.interpolate "
+            "resizes images; image_size= and channels= convert PIL images only)")
+
+
+def _as_array(x, image_size: int | None, channels: int | None, i: int) -> torch.Tensor:
+    """One dataset example as a tensor (PIL images converted as ``load_image`` does).
+
+    Raises:
+        ValueError: ``image_size`` or ``channels`` given for an example that is not a PIL
+            image (they would be ignored), naming item ``i``.
+    """
+    if _is_pil(x):
         from metaloop.data.images import image_to_input
 
         t = image_to_input(x, image_size or max(x.size), "never", channels or 1)  # [C, S, S]
         return t.mul_(255).round_().to(torch.uint8)
+    given = [f"{k}={v}" for k, v in (("image_size", image_size), ("channels", channels))
+             if v is not None]
+    if given:
+        shape = list(getattr(x, "shape", ()))
+        names = " and ".join(g.split("=")[0] for g in given)
+        raise ValueError(f"from_dataset: {' and '.join(given)} appl"
+                         f"{'y' if len(given) > 1 else 'ies'} to PIL images only, but item "
+                         f"{i}'s example is not one ({type(x).__name__} of shape {shape}) and "
+                         f"is read as it is: leave {names} out (tensors of other sizes: "
+                         f"resize them first, e.g. with torch.nn.functional.interpolate)")
     t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
     if t.dtype == torch.bool or (not t.is_floating_point() and t.dtype != torch.uint8):
         t = t.to(torch.float32)

@@ -49,6 +49,7 @@ from typing import cast
 import torch
 
 from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.episodes import SmallClassesError
 from metaloop.tasks.omniglot import (
     check_generator,
     check_positive_int,
@@ -61,6 +62,8 @@ Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SPLITS = ("all", "train", "val", "test", "trainval")
+SMALL_ADVICE = "add texts, lower shots or queries, or drop them (drop_small=True, --drop-small)"
+"""``SmallClassesError.advice`` of ``TextTable``."""
 
 
 def _lines(numbers: Sequence[int], limit: int = 10) -> str:
@@ -130,13 +133,31 @@ def _repeated(names) -> dict[str, list[int]]:
     return {n: pos for n, pos in where.items() if len(pos) > 1}
 
 
-def _read_csv(path: Path, delimiter: str, encoding: str):
+def _other_delimiter(columns: Sequence[str], delimiter: str, wanted: Sequence[str]) -> str:
+    """The advice for a header read as ``columns`` with ``delimiter`` that splits into
+    columns naming every one of ``wanted`` on another common delimiter (``;``, tab, ``|``,
+    ``,``): give that one; "" when none does."""
+    header = delimiter.join(columns)
+    for sep in ";\t|,":
+        if sep == delimiter or sep not in header:
+            continue
+        names = [c.strip() for c in next(csv.reader([header], delimiter=sep), [])]
+        if len(names) > len(columns) and wanted and all(w in names for w in wanted):
+            flag = "$'\\t'" if sep == "\t" else repr(sep)
+            return (f"; the header splits into the columns {names[:6]} on {sep!r}, not on "
+                    f"{delimiter!r}: give delimiter={sep!r} (--delimiter {flag} in metaloop "
+                    f"adapt and predict, family.delimiter in a config)")
+    return ""
+
+
+def _read_csv(path: Path, delimiter: str, encoding: str, wanted: Sequence[str] = ()):
     """(columns, [(line, row dict)], repeated, ends) of a CSV/TSV file with a header row;
     blank lines are skipped, and a row's line is the file line it starts on (``ends``: the
     line each row that spans several ends on, by its start line). ``repeated``: each column
     name the header gives more than once -> a description of where (a row dict holds only
     the last such column's value). A field may be of any length (the csv module's default
-    limit, 131,072 characters, is lifted while reading)."""
+    limit, 131,072 characters, is lifted while reading). ``wanted``: the columns the caller
+    reads, which an error names another delimiter by (``_other_delimiter``)."""
     rows, columns, long, header, ends = [], list[str](), [], 1, {}
     kind = "TSV" if delimiter == "\t" else "CSV"
     with path.open(newline="", encoding=encoding) as f:
@@ -161,10 +182,11 @@ def _read_csv(path: Path, delimiter: str, encoding: str):
         finally:
             csv.field_size_limit(limit)
     if long:
+        fix = _other_delimiter(columns, delimiter, wanted) or (
+            f"; quote a text that holds the delimiter {delimiter!r} (as \"a, b\")")
         raise ValueError(f"text table {path}: {len(long)} row(s) have more fields than the "
                          f"header's {len(columns)} at line(s) {', '.join(map(str, long[:5]))}"
-                         f"; quote a text that holds the delimiter {delimiter!r} (as "
-                         f"\"a, b\")")
+                         f"{fix}")
     repeated = {n: f"the header (line {header}) names it in columns "
                    f"{', '.join(map(str, pos))}" for n, pos in _repeated(columns).items()}
     return columns, rows, repeated, ends
@@ -351,7 +373,8 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
             ends = {}
         else:
             delimiter = delimiter or ("," if fmt == "csv" else "\t")
-            columns, rows, repeated, ends = _read_csv(path, delimiter, encoding)
+            columns, rows, repeated, ends = _read_csv(path, delimiter, encoding,
+                                                      list(wanted.values()))
     except UnicodeDecodeError as e:
         raise _undecodable("text table", path, encoding) from e
     if fmt != "jsonl" and not columns:
@@ -543,16 +566,17 @@ class TextTable:
         if small and not self.drop_small:
             sizes = ", ".join(f"{c!r} ({len(self._by_class[c])})" for c in small[:10])
             more = f" and {len(small) - 10} more" if len(small) > 10 else ""
-            raise ValueError(f"text table {self.path}{where}: {len(small)} class(es) have fewer "
-                             f"than shots + queries = {self.shots} + {self.queries} = {need} "
-                             f"texts: {sizes}{more}; add texts, lower shots or queries, or "
-                             f"drop them (drop_small=True, --drop-small)")
+            raise SmallClassesError(
+                f"text table {self.path}{where}: {len(small)} class(es) have fewer than "
+                f"shots + queries = {self.shots} + {self.queries} = {need} texts: "
+                f"{sizes}{more}", SMALL_ADVICE)
         names = [c for c in self._by_class if c not in set(small)]
         if len(names) < self.ways:
             kept = f" ({len(small)} dropped as too small)" if small else ""
             raise ValueError(f"text table {self.path}{where} has {len(names)} class(es) with "
                              f"at least {need} texts{kept}, fewer than ways = {self.ways}: "
-                             f"{names[:10]}{' ...' if len(names) > 10 else ''}")
+                             f"{names[:10]}{' ...' if len(names) > 10 else ''}; "
+                             f"{self._fix_fewer_classes(len(small))}")
         self.dropped = small
         if names == getattr(self, "class_names", None):
             return                      # the same classes: share the texts and inputs
@@ -573,6 +597,22 @@ class TextTable:
             self._inputs = _tokenize(self.tokenizer, self.texts)             # [N, L]
         words = [c.replace("_", " ").replace("-", " ") for c in names]
         self._words = words if words != names else None
+
+    def _fix_fewer_classes(self, dropped: int) -> str:
+        """How to get ``ways`` classes: for a split by fractions, the split's share of the
+        table's classes and the option that sets it; ``dropped``: the classes left out as
+        too small."""
+        fixes = ["lower ways"]
+        if dropped:
+            fixes.append(f"add texts to the {dropped} class(es) dropped as too small")
+        if self.split in ("train", "val", "test", "trainval"):
+            fixes.append(f"give split {self.split!r} more classes (it has {len(self._by_class)} "
+                         f"of the table's {len(self.all_class_names)} by split fractions "
+                         f"{[float(f) for f in self.fractions]} (train, val, test) and "
+                         f"split_seed {self.split_seed}: fractions=, --split-fractions in "
+                         f"metaloop adapt, family.split_fractions in a config)")
+        fixes.append("bring more classes")
+        return f"{', '.join(fixes[:-1])}, or {fixes[-1]}"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
