@@ -198,8 +198,9 @@ def test_bad_data_is_named(folder, tmp_path, capsys):
     (broken / "dog" / "x.png").write_bytes(b"not a png")
     err = _refused(capsys, tmp_path, *run, "--data", str(broken))
     assert "x.png" in err
-    # forgetting has no family.skip_corrupt: the hint was the config's, now the library's
-    assert "family.skip_corrupt" not in err and "skip_corrupt=True (load_folder" in err
+    # the command line's hint, not the config's or the Python API's
+    assert "add --skip-corrupt" in err and "family.skip_corrupt" not in err
+    assert "skip_corrupt=True" not in err
     (tmp_path / "table.csv").write_text("x,y\n1,0\n")
     err = _refused(capsys, tmp_path, *run, "--data", str(tmp_path / "table.csv"))
     assert "is neither a folder nor a .npz/.pt file (got '.csv')" in err

@@ -33,7 +33,10 @@ time; -task gives each experience its own head, -class one shared head over all 
 Each class holds out 20% test and 10% validation images (at least one each;
 --test-per-class and --val-per-class set counts instead), chosen by a fixed seed. Folder
 images are decoded to --image-size pixels with --channels 1 or 3; the MLP's input size
-follows the data.
+follows the data. An unreadable image is refused by name unless --skip-corrupt leaves it
+out; one line on stderr says what was read of a folder and what was left out (non-images,
+hidden entries, class folders without images, images outside any class folder, unreadable
+images skipped).
 
 For each seed, experience 0 is learned once and every strategy then fine-tunes that same
 model through the rest of the stream. The table gives, as mean ± 95% CI over the seeds:
@@ -66,8 +69,9 @@ An option that would change nothing is refused by name: a strategy's option with
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
 --head-weight and --temperature: heads, replay+heads; --lora-rank: lora), --alphabets
 outside omniglot-alphabets, --test-per-class on it, --data, --classes-per-experience,
---image-size and --channels outside split-data-task/-class, --image-size and --channels
-with a tensor file, --root and --alphabets on split-data-task/-class.
+--image-size, --channels and --skip-corrupt outside split-data-task/-class, --image-size,
+--channels and --skip-corrupt with a tensor file, --root and --alphabets on
+split-data-task/-class.
 
 --record DIR writes, after the run, one result record per strategy for the docs' tables
 (metaloop.evaluate.records): DIR/continual_<scenario>_<strategy>.json (replay+heads:
@@ -162,6 +166,10 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=None, choices=(1, 3),
                    help="split-data-task/-class with a folder: 1 greyscale, 3 RGB "
                         "(default 1)")
+    p.add_argument("--skip-corrupt", action="store_true", default=None,
+                   help="split-data-task/-class with a folder: leave unreadable images (and "
+                        "links to nothing) out, listed on stderr, instead of refusing the "
+                        "folder; recorded with the data options")
     p.add_argument("--out", type=path, default="runs/forgetting", help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: the same command plus --resume "
@@ -191,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
     data = {k: options[k] for k in recipe.DATA_OPTIONS}
     if args.record is not None:
         recipe.check_records(args.record, s, data, read_command=command_settings)
-    exps = recipe.experiences(args.scenario, root=args.root, **data)
+    exps = recipe.experiences(args.scenario, root=args.root, **data,
+                              log=lambda line: print(line, file=sys.stderr))
     with output_dir(args.out) as out:
         # stopped after writing its results.json, and resumed with no seeds added
         if args.resume and recipe.finished(out) and not recipe.adds_seeds(

@@ -56,8 +56,8 @@ scoring classifiers' and inversions' options without the run that trains them, -
 options with --inversion-transfer, --beta and --k for the AE, --hidden with --arch conv, the
 protocol options without --protocol iwae and the other runs' options with it, --k with
 --protocol iwae when --until-pass stops it before its last pass, --image-size, --invert,
---test-fraction and --channels with a built-in data set, --root and --resample with your own
-data."""
+--test-fraction, --channels and --skip-corrupt with a built-in data set (--skip-corrupt with a
+tensor file too), --root and --resample with your own data."""
 
 EPILOG = """examples:
   metaloop --threads 1 vae --model vae --data omniglot-mixed --latent 50 --epochs 100
@@ -114,6 +114,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     own.add_argument("--test-fraction", type=float, default=0.1, metavar="F",
                      help="share of each class held out as the test set, at least one "
                           "image of each class of two or more (default 0.1; fixed seed)")
+    own.add_argument("--skip-corrupt", action="store_true",
+                     help="leave the folder's unreadable images (and links to nothing) out, "
+                          "listed on stderr when the run is done, instead of refusing it; "
+                          "recorded in the settings (a --protocol iwae run keeps it)")
     p.add_argument("--latent", type=int, default=50, help="size of z (default 50, IWAE)")
     p.add_argument("--sweep-latent", type=int_list, default=None, metavar="L1,L2,...",
                    help="train the AE and the VAE at each latent size; draw sweep.png")

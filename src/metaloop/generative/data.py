@@ -111,7 +111,8 @@ class ImageData(NamedTuple):
 
 def load(name: str, split: str, root: str | os.PathLike | None = None,
          resample: str = "bilinear", *, image_size: int = IMAGE_SIZE, invert: str = INVERT,
-         test_fraction: float = TEST_FRACTION, channels: int = 1) -> ImageData:
+         test_fraction: float = TEST_FRACTION, channels: int = 1,
+         skip_corrupt: bool = False) -> ImageData:
     """Load ``split`` (``"train"`` or ``"test"``) of data set ``name``, or of your own data.
 
     Args:
@@ -122,7 +123,7 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
         root: folder of the built-in data files; None uses the loader's default search.
         resample: Omniglot's 105 -> 28 kernel, one of ``RESAMPLE`` (Fashion-MNIST is 28x28
             already and takes only the default).
-        image_size, invert, test_fraction, channels: your own data's (see
+        image_size, invert, test_fraction, channels, skip_corrupt: your own data's (see
             ``load_user``); the built-in sets take only the defaults.
 
     Raises:
@@ -131,12 +132,14 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
         FileNotFoundError: from the loaders, listing where they looked.
     """
     check_data_options(name, resample=resample, image_size=image_size, invert=invert,
-                       test_fraction=test_fraction, root=root, channels=channels)
+                       test_fraction=test_fraction, root=root, channels=channels,
+                       skip_corrupt=skip_corrupt)
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
     if is_user_data(name):
         return load_user(name, split, image_size=image_size, invert=invert,
-                         test_fraction=test_fraction, channels=channels)
+                         test_fraction=test_fraction, channels=channels,
+                         skip_corrupt=skip_corrupt)
     if name == "fashion-mnist":
         from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
@@ -172,11 +175,13 @@ def check_resample(name: str, resample: str) -> None:
 
 def check_data_options(name: str, *, resample: str = "bilinear", image_size: int = IMAGE_SIZE,
                        invert: str = INVERT, test_fraction: float = TEST_FRACTION,
-                       root: str | os.PathLike | None = None, channels: int = 1) -> None:
+                       root: str | os.PathLike | None = None, channels: int = 1,
+                       skip_corrupt: bool = False) -> None:
     """Check the data options against the data: the built-in sets are grey 28x28 images
     with a test split of their own, so they take only the defaults of ``image_size``,
-    ``invert``, ``test_fraction`` and ``channels``; your own data takes no ``root`` (its path
-    is ``name``) and no Omniglot kernel.
+    ``invert``, ``test_fraction``, ``channels`` and ``skip_corrupt``; your own data takes
+    no ``root`` (its path is ``name``) and no Omniglot kernel, and a tensor file no
+    ``skip_corrupt`` (it has no image files to leave out).
 
     Raises:
         ValueError: naming the option and its value; for your own data, as
@@ -187,14 +192,18 @@ def check_data_options(name: str, *, resample: str = "bilinear", image_size: int
         given = [f"{k}={v!r}" for k, v, d in (("image_size", image_size, IMAGE_SIZE),
                                              ("invert", invert, INVERT),
                                              ("test_fraction", test_fraction, TEST_FRACTION),
-                                             ("channels", channels, 1))
+                                             ("channels", channels, 1),
+                                             ("skip_corrupt", skip_corrupt, False))
                  if v != d]
         if given:
             raise ValueError(f"{', '.join(given)} appl(ies) to your own images (an image "
                              f"folder or a tensor file); {name} is grey 28x28 images with a "
                              f"test split of its own")
         return
-    check_user_path(name)
+    path = check_user_path(name)
+    if skip_corrupt and path.is_file():
+        raise ValueError(f"skip_corrupt=True leaves an image folder's unreadable images out; "
+                         f"{name} is a tensor file, read as it is")
     if root is not None:
         raise ValueError(f"root={str(root)!r} is the built-in data sets' folder; your own "
                          f"data is read from its path, {name}")
@@ -241,7 +250,8 @@ def _check_kind(path: Path) -> None:
 
 
 def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
-              invert: str = INVERT, channels: int = 1) -> ImageData:
+              invert: str = INVERT, channels: int = 1,
+              skip_corrupt: bool = False) -> ImageData:
     """All of your own images, before the split.
 
     Args:
@@ -251,6 +261,8 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
         invert: ``"auto"`` (per grey image: a mean above half becomes ink = 255; colour
             images are kept), ``"always"`` or ``"never"``.
         channels: 1 (grey, Pillow's ``L`` weights) or 3 (RGB colour; grey images repeated).
+        skip_corrupt: a folder's unreadable images (and links to nothing) are left out
+            instead of refused (``metaloop.data.folder.load_folder``).
 
     Returns:
         ImageData: uint8 ``[N, channels, S, S]``, ink = 255; labels int64 ``[N]``; every
@@ -262,7 +274,8 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
             non-numeric or non-finite values, float pixels outside [0, 1], integer pixels
             outside 0..255, or shapes that are not images with labels.
     """
-    check_data_options(str(path), image_size=image_size, invert=invert, channels=channels)
+    check_data_options(str(path), image_size=image_size, invert=invert, channels=channels,
+                       skip_corrupt=skip_corrupt)
     path = Path(path).expanduser()
     _check_kind(path)
     invert = _applied_invert(invert, channels)
@@ -270,7 +283,8 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
         from metaloop.data.folder import CacheWriteError, load_folder
 
         try:
-            d = load_folder(path, image_size=image_size, channels=channels, invert=invert)
+            d = load_folder(path, image_size=image_size, channels=channels, invert=invert,
+                            skip_corrupt=skip_corrupt)
         except CacheWriteError as e:                        # --data takes no cache_dir
             raise e.without_cache_dir() from e
         images = d.images.clone()                            # off the memory-mapped cache
@@ -280,11 +294,12 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
 
 def decoding(settings) -> dict:
     """How your own images are decoded, read from a settings object with ``image_size``,
-    ``invert`` and ``channels`` (the experiments' or the protocol's): the keyword arguments
-    of ``read_user`` and ``user_data_hash``, which ``load`` and ``check_data_options`` take
-    too."""
+    ``invert``, ``channels`` and ``skip_corrupt`` (the experiments' or the protocol's; False
+    where it has none): the keyword arguments of ``read_user`` and ``user_data_hash``, which
+    ``load`` and ``check_data_options`` take too."""
     return {"image_size": settings.image_size, "invert": settings.invert,
-            "channels": settings.channels}
+            "channels": settings.channels,
+            "skip_corrupt": bool(getattr(settings, "skip_corrupt", False))}
 
 
 def _applied_invert(invert: str, channels: int) -> str:
@@ -417,7 +432,8 @@ def split_indices(labels: torch.Tensor, n_classes: int, test_fraction: float = T
 
 def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SIZE,
               invert: str = INVERT, test_fraction: float = TEST_FRACTION,
-              seed: int = SPLIT_SEED, channels: int = 1) -> ImageData:
+              seed: int = SPLIT_SEED, channels: int = 1,
+              skip_corrupt: bool = False) -> ImageData:
     """One split of your own images (``read_user``, then ``split_indices``).
 
     Args:
@@ -428,6 +444,7 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
         test_fraction: share of each class held out as the test split (default 0.1).
         seed: seed of the split (default ``SPLIT_SEED``).
         channels: 1 (grey, the default) or 3 (RGB colour).
+        skip_corrupt: leave a folder's unreadable images out (``read_user``).
 
     Returns:
         ImageData: uint8 ``[N, channels, S, S]``, ink = 255; both splits have every class in
@@ -440,9 +457,11 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
     check_data_options(str(path), image_size=image_size, invert=invert,
-                       test_fraction=test_fraction, channels=channels)
+                       test_fraction=test_fraction, channels=channels,
+                       skip_corrupt=skip_corrupt)
     check_seed("load_user", seed)                       # before the images are decoded
-    d = read_user(path, image_size=image_size, invert=invert, channels=channels)
+    d = read_user(path, image_size=image_size, invert=invert, channels=channels,
+                  skip_corrupt=skip_corrupt)
     tr, te = split_indices(d.labels, d.n_classes, test_fraction, seed)
     if len(tr) < 2 or len(te) < 2:
         counts = torch.bincount(d.labels, minlength=d.n_classes).tolist()
@@ -458,10 +477,11 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
 
 
 def user_data_hash(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
-                   invert: str = INVERT, channels: int = 1) -> str:
+                   invert: str = INVERT, channels: int = 1, skip_corrupt: bool = False) -> str:
     """SHA-256 of your own data as the models see it (the decoded images, labels and class
     names, before the split): equal for the same data, different after any change."""
-    d = read_user(path, image_size=image_size, invert=invert, channels=channels)
+    d = read_user(path, image_size=image_size, invert=invert, channels=channels,
+                  skip_corrupt=skip_corrupt)
     h = hashlib.sha256()
     h.update(repr((list(d.images.shape), d.class_names)).encode())
     h.update(d.images.contiguous().numpy().tobytes())

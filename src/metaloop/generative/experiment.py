@@ -82,6 +82,7 @@ class Settings:
         invert: your own images' inversion, ``"auto"``, ``"always"`` or ``"never"``.
         test_fraction: share of each class of your own data held out as the test split.
         channels: your own images' channels, 1 (grey) or 3 (RGB colour).
+        skip_corrupt: leave your own folder's unreadable images out instead of refusing it.
         progress: show progress bars.
     """
 
@@ -114,6 +115,7 @@ class Settings:
     invert: str = gdata.INVERT
     test_fraction: float = gdata.TEST_FRACTION
     channels: int = 1
+    skip_corrupt: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:

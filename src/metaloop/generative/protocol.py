@@ -108,7 +108,7 @@ class ProtocolSettings:
         train_examples: use only this many training images (None: all; for quick checks).
         root: data folder (None: the loader's default search).
         resample: Omniglot's 105 -> 28 kernel (``data.RESAMPLE``; "bilinear").
-        image_size, invert, test_fraction, channels: your own data's options
+        image_size, invert, test_fraction, channels, skip_corrupt: your own data's options
             (``data.load_user``).
         data_hash: your own data's ``data.user_data_hash`` (None for the built-in sets;
             ``run`` fills it in), so that a resumed run refuses changed data.
@@ -132,6 +132,7 @@ class ProtocolSettings:
     invert: str = gdata.INVERT
     test_fraction: float = gdata.TEST_FRACTION
     channels: int = 1
+    skip_corrupt: bool = False
     data_hash: str | None = None
 
     def __post_init__(self) -> None:
@@ -145,7 +146,7 @@ class ProtocolSettings:
 # Settings that change the trained parameters; a resumed run must keep them.
 _TRAINING_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
                   "train_examples", "resample", "image_size", "invert", "test_fraction",
-                  "channels", "data_hash")
+                  "channels", "skip_corrupt", "data_hash")
 
 
 def _saved_settings(state: dict) -> dict:

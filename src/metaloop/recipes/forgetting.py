@@ -50,7 +50,8 @@ from metaloop.train.checkpoint import WriteError, atomic_write_text
 __all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "METRICS",
            "PARTIAL", "PUBLISHED", "RECORD_TABLE", "RUNS", "STRATEGY_DEFAULTS",
            "STRATEGY_OPTIONS",
-           "adds_seeds", "check_records", "check_resume", "experiences", "finished",
+           "adds_seeds", "check_records", "check_resume", "describe_folder", "experiences",
+           "finished",
            "identity", "kept", "record_path", "records", "run", "settings", "table",
            "total_steps", "write"]
 
@@ -69,7 +70,9 @@ DATA_SCENARIOS = ("split-data-task", "split-data-class")
 # The options of ``experiences`` that choose the data, recorded in results.json to reproduce
 # a result (``root``, where the built-in data lies, changes nothing in it).
 DATA_OPTIONS = ("data", "train_per_class", "val_per_class", "test_per_class", "alphabets",
-                "classes_per_experience", "image_size", "channels")
+                "classes_per_experience", "image_size", "channels", "skip_corrupt")
+# The class setting of each scenario on your own data: a head per experience, or one shared.
+_DATA_SETTING = {"split-data-task": "task", "split-data-class": "class"}
 # The strategy options, their defaults and the strategies that read them; ``joint`` replays
 # all earlier data at its own ratio, so it reads neither replay option.
 STRATEGY_DEFAULTS = {"replay_ratio": 0.1, "head_weight": 1.0, "temperature": 2.0,
@@ -207,7 +210,8 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                 val_per_class: int | None = None, test_per_class: int | None = None,
                 alphabets: int | None = None, data=None,
                 classes_per_experience: int | None = None, image_size: int | None = None,
-                channels: int | None = None) -> list:
+                channels: int | None = None, skip_corrupt: bool | None = None,
+                log: Callable[[str], None] | None = None) -> list:
     """The experiences of ``scenario`` (None: the scenario's own sizes; Omniglot: 5
     alphabets; your own data: 2 classes per experience, 28x28 greyscale images, 20% test and
     10% validation images per class).
@@ -220,13 +224,20 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
             (``metaloop.continual.scenarios.user_experiences``).
         classes_per_experience, image_size, channels: those scenarios' grouping and, for a
             folder, decoding.
+        skip_corrupt: a folder's unreadable images (and symbolic links to nothing) are left
+            out instead of refused (``metaloop.data.folder.load_folder``).
+        log: told, for a folder, one line on what was read of it and what was left out
+            (ignored, hidden, empty class folders, loose images, unreadable images skipped),
+            worded as ``metaloop train`` words it (``describe_folder``).
 
     Raises:
         ValueError: an option the scenario does not read (it would change nothing):
             ``test_per_class`` on Omniglot, ``alphabets`` outside it, ``data`` and its
-            options on built-in data, ``root`` on your own data; a data scenario without
-            ``data``; fewer than two experiences; missing or bad data (naming it); a count
-            that is not positive (``val_per_class`` may be 0), before any data is read.
+            options on built-in data, ``root`` on your own data, ``skip_corrupt`` on a
+            tensor file; a data scenario without ``data``; fewer than two experiences;
+            missing or bad data (naming it; an unreadable image without ``skip_corrupt``
+            names ``--skip-corrupt``); a count that is not positive (``val_per_class`` may
+            be 0), before any data is read.
     """
     if scenario in DATA_SCENARIOS:
         from metaloop.data.folder import CacheWriteError
@@ -237,15 +248,18 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                                      val_per_class=val_per_class,
                                      test_per_class=test_per_class,
                                      classes_per_experience=classes_per_experience,
-                                     image_size=image_size, channels=channels)
+                                     image_size=image_size, channels=channels,
+                                     skip_corrupt=bool(skip_corrupt), log=log)
         except CacheWriteError as e:                        # this takes no cache_dir
             raise e.without_cache_dir() from e
     given = {"data": data, "classes_per_experience": classes_per_experience,
-             "image_size": image_size, "channels": channels}
+             "image_size": image_size, "channels": channels,
+             "skip_corrupt": skip_corrupt or None}
     for key, value in given.items():
         if value is not None:
             flag = f"--{key.replace('_', '-')}"
-            raise ValueError(f"{flag} {value} applies to the scenarios "
+            shown = "" if value is True else f" {value}"
+            raise ValueError(f"{flag}{shown} applies to the scenarios "
                              f"{', '.join(DATA_SCENARIOS)} (your own data); {scenario} reads "
                              f"its built-in data, so it would change nothing: drop {flag}")
     kw = {"root": root}
@@ -277,9 +291,11 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
 
 def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
                       val_per_class, test_per_class, classes_per_experience, image_size,
-                      channels) -> list:
+                      channels, skip_corrupt: bool = False,
+                      log: Callable[[str], None] | None = None) -> list:
     """``split-data-task`` / ``split-data-class``: the built-in options refused by name, then
-    ``SCENARIOS[scenario](data, ...)`` with the options given."""
+    the experiences of the options given: a folder's by ``_folder_experiences``, a tensor
+    file's by ``SCENARIOS[scenario](data, ...)``."""
     for flag, value, what in (("--root", root, "the folder the built-in scenarios search for "
                                "Fashion-MNIST or Omniglot"),
                               ("--alphabets", alphabets, "the length of the "
@@ -300,7 +316,61 @@ def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
                             ("classes_per_experience", classes_per_experience),
                             ("image_size", image_size), ("channels", channels))
           if v is not None}
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return _folder_experiences(scenario, path, skip_corrupt=skip_corrupt, log=log, **kw)
+    if skip_corrupt and path.exists():
+        raise ValueError(f"--skip-corrupt leaves a folder's unreadable images out; {path} is "
+                         f"a tensor file, read as it is, so it would change nothing: drop "
+                         f"--skip-corrupt")
     return SCENARIOS[scenario](data, **kw)
+
+
+def _folder_experiences(scenario: str, root: Path, *, skip_corrupt: bool,
+                        log: Callable[[str], None] | None, image_size: int = 28,
+                        channels: int = 1, **split) -> list:
+    """The experiences of the image folder ``root``, as ``SCENARIOS[scenario](root, ...)``
+    makes them (``load_labelled``'s decoding, then ``split_classes_of``), but decoded with
+    ``skip_corrupt`` and telling ``log`` what was read and left out.
+
+    Raises:
+        ValueError: as ``user_experiences``; an unreadable image without ``skip_corrupt``
+            names ``--skip-corrupt``.
+    """
+    from metaloop.continual.scenarios import split_classes_of
+    from metaloop.data.folder import UnreadableImagesError, load_folder
+
+    try:
+        d = load_folder(root, image_size=image_size, channels=channels, invert="never",
+                        skip_corrupt=skip_corrupt)
+    except UnreadableImagesError as e:        # the command line's way to skip them
+        raise ValueError(f"{e.problem}; to leave unreadable files out instead, add "
+                         f"--skip-corrupt") from e
+    exps = split_classes_of(d.images, d.labels, list(d.class_names),
+                            setting=_DATA_SETTING[scenario], **split)
+    if log is not None:
+        log(f"data {root}: {describe_folder(d)}")
+    return exps
+
+
+def describe_folder(data) -> str:
+    """One line on a decoded image folder (``metaloop.data.folder.FolderData``): the images
+    and classes read, the cache, and what was ignored (non-images, hidden entries), left out
+    (class folders without images, images outside any class folder) and skipped
+    (unreadable), in the words of ``Episodes.describe`` (what ``metaloop train`` prints)."""
+    from types import SimpleNamespace
+
+    from metaloop.tasks import Episodes
+
+    report = {"images": len(data.files), "classes": len(data.class_names),
+              "ignored": data.ignored, "hidden": data.hidden, "loose": list(data.loose),
+              "ignored_files": list(data.ignored_files), "empty": list(data.empty),
+              "skipped": [f for f, _ in data.skipped], "dropped": [],
+              "cache": str(data.cache_dir), "cache_status": data.cache_status}
+    in_use = int(torch.unique(data.labels).numel())   # a class all skipped has no images
+    # every class with images is used (nothing dropped): Episodes.describe of such a family
+    return Episodes.describe(cast(Any, SimpleNamespace(report=report, num_classes=in_use,
+                                                       dropped=[], shots=0, queries=0)))
 
 
 def _check_counts(**counts) -> None:

@@ -32,9 +32,53 @@ def _data(args: argparse.Namespace) -> str:
     return str(Path(args.data).expanduser().resolve())
 
 
+@contextmanager
+def _described(args: argparse.Namespace):
+    """For the body of a ``with``: for an image folder as ``--data``, one line on stderr,
+    once the body has run, on what was read of it and what was left out (non-images, hidden
+    entries, class folders without images, images outside any class folder, unreadable
+    images skipped with ``--skip-corrupt``), worded as
+    ``metaloop train`` words it (``metaloop.recipes.forgetting.describe_folder``). The folder
+    is decoded before the body as the run decodes it (``metaloop.generative.data.
+    read_user``), into the cache the run then opens.
+
+    Raises:
+        ValueError: the run's data options refused (``check_data_options``); an unreadable
+            image without ``--skip-corrupt``, named with it; ``--skip-corrupt`` with a tensor
+            file; before the body runs.
+    """
+    import sys
+
+    from metaloop.data.folder import CacheWriteError, UnreadableImagesError, load_folder
+    from metaloop.generative import data as gdata
+    from metaloop.recipes.forgetting import describe_folder
+
+    path = Path(args.data).expanduser()
+    opts = _data_options(args)
+    if opts["skip_corrupt"] and path.is_file():
+        raise ValueError(f"--skip-corrupt leaves an image folder's unreadable images out; "
+                         f"{path} is a tensor file, read as it is, so it would change "
+                         f"nothing: drop --skip-corrupt")
+    if not gdata.is_user_data(args.data) or not path.is_dir():
+        yield
+        return
+    gdata.check_data_options(str(path), **opts)
+    try:
+        d = load_folder(path, image_size=opts["image_size"], channels=opts["channels"],
+                        invert=gdata._applied_invert(opts["invert"], opts["channels"]),
+                        skip_corrupt=opts["skip_corrupt"])
+    except UnreadableImagesError as e:     # the Python API's advice is no command's
+        raise ValueError(f"{e.problem}; to leave unreadable files out instead, add "
+                         f"--skip-corrupt") from e
+    except CacheWriteError as e:           # --data takes no cache_dir
+        raise e.without_cache_dir() from e
+    yield
+    print(f"data {path}: {describe_folder(d)}", file=sys.stderr)
+
+
 def _data_options(args: argparse.Namespace) -> dict:
     """The options of your own data (``--image-size``, ``--invert``, ``--test-fraction``,
-    ``--channels``)."""
+    ``--channels``, ``--skip-corrupt``)."""
     return {k: getattr(args, k, OPTION_DEFAULTS[k]) for k in _USER_DATA}
 
 
@@ -148,8 +192,8 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "invert_lrs": [0.05, 0.01, 0.0025], "stages": 8, "curve_k": 500, "curve_examples": 1000,
     "curve_every": 200, "checkpoint_every": 50, "inversion_transfer": False,
     "root": None, "resample": "bilinear", "image_size": 28, "invert": "auto",
-    "test_fraction": 0.1, "channels": 1}
-_USER_DATA = ("image_size", "invert", "test_fraction", "channels")
+    "test_fraction": 0.1, "channels": 1, "skip_corrupt": False}
+_USER_DATA = ("image_size", "invert", "test_fraction", "channels", "skip_corrupt")
 _PROTOCOL_ONLY = ("stages", "curve_k", "curve_examples", "curve_every", "checkpoint_every")
 _SCORING = ("classifier_epochs", "quality_samples")
 _INVERSION = ("invert_steps", "invert_lr", "invert_until", "invert_l2", "invert_tv",
@@ -244,8 +288,8 @@ def _check_read(args) -> None:
     else:
         groups.append((_USER_DATA, f"--data {data} is a built-in data set, grey 28x28 images "
                        f"with a test split of its own; --image-size, --invert, "
-                       f"--test-fraction and --channels go with --data PATH (an image folder "
-                       f"or a .npz/.pt file)"))
+                       f"--test-fraction, --channels and --skip-corrupt go with --data PATH "
+                       f"(an image folder or a .npz/.pt file)"))
     if (getattr(args, "arch", "mlp") == "conv" and args.protocol is None
             and not args.inversion_transfer):        # both refuse --arch conv itself
         groups.append((("hidden",), "--arch conv has no hidden widths (they are the MLP's)"))
@@ -268,7 +312,8 @@ def _check_read(args) -> None:
 # nothing in the measurement but the record's training command is written from them.
 _EVALUATED_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
                    "train_examples", "curve_k", "curve_examples", "curve_every",
-                   "checkpoint_every", "image_size", "invert", "test_fraction", "channels")
+                   "checkpoint_every", "image_size", "invert", "test_fraction", "channels",
+                   "skip_corrupt")
 
 
 def _protocol_settings(args: argparse.Namespace):
@@ -482,7 +527,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print, device: str = "cp
             log(f"wrote {args.record}")
         return 0
     s = _protocol_settings(args)
-    with _output(args.out, checkpoints=True):
+    with _output(args.out, checkpoints=True), _described(args):
         if not args.resume:
             _remove_stale_of_no_run(Path(args.out))
         state = protocol.run(s, args.out, resume=args.resume, until_pass=args.until_pass,
@@ -553,7 +598,7 @@ def run(args, log: Callable[[str], None] = print) -> int:
 
         inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
                                           until=args.invert_until)
-        with _output(args.out):
+        with _output(args.out), _described(args):
             results = inversion.transfer_study(s, inv, args.invert_lrs, args.out,
                                                device=device)
         log(f"{results['data']}: classifier test accuracy "
@@ -574,7 +619,7 @@ def run(args, log: Callable[[str], None] = print) -> int:
         inv = inversion.InversionSettings(steps=args.invert_steps, lr=args.invert_lr,
                                           until=args.invert_until, l2=args.invert_l2,
                                           tv=args.invert_tv, jitter=args.invert_jitter)
-        with _output(args.out):
+        with _output(args.out), _described(args):
             results = inversion.compare(s, inv, args.out, device=device)
         if args.record:
             from metaloop.evaluate import records
@@ -583,7 +628,7 @@ def run(args, log: Callable[[str], None] = print) -> int:
                 results, command=_record_command(args), device=device_name(device)))
             log(f"wrote {args.record}")
     elif args.sweep_latent is not None:
-        with _output(args.out):
+        with _output(args.out), _described(args):
             results = experiment.sweep(s, args.sweep_latent, args.out, device=device)
         if args.record:
             from metaloop.evaluate import records
@@ -592,7 +637,7 @@ def run(args, log: Callable[[str], None] = print) -> int:
                 results, command=_record_command(args), device=device_name(device)))
             log(f"wrote {args.record}")
     else:
-        with _output(args.out):
+        with _output(args.out), _described(args):
             results = experiment.run(s, args.out, device=device)
     log(_summary(results))
     log(f"wrote {args.out}/results.json")
