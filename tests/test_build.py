@@ -107,10 +107,10 @@ def test_a_folder_cache_that_cannot_be_written_gives_advice_a_config_can_follow(
     """The message ended 'pass a writable cache_dir', which no config key nor flag takes."""
     from PIL import Image
 
-    for c in ("a", "b"):
+    for k, c in enumerate(("a", "b")):
         (tmp_path / "images" / c).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(
+            Image.fromarray(np.full((8, 8), 40 * i + 20 * k, np.uint8)).save(
                 tmp_path / "images" / c / f"{i}.png")
     (tmp_path / "images" / ".metaloop-cache").write_text("a file where the cache goes")
     cfg = config.validate({"family": {"name": "folder", "root": str(tmp_path / "images"),

@@ -47,7 +47,7 @@ def test_every_format_decodes_like_the_png(tmp_path):
 
 def test_rgb_and_class_depth_two(tmp_path):
     for g in ("g1", "g2"):
-        write_image_folder(tmp_path / "r" / g, classes=2, per_class=3, mixed=False, seed=len(g))
+        write_image_folder(tmp_path / "r" / g, classes=2, per_class=3, mixed=False, seed=int(g[1]))
     d = load_folder(tmp_path / "r", class_depth=2, channels=3, image_size=12)
     assert d.class_names == ["g1/class_00", "g1/class_01", "g2/class_00", "g2/class_01"]
     assert d.images.shape == (12, 3, 12, 12) and d.images.dtype == torch.uint8

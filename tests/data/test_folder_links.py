@@ -11,10 +11,10 @@ from metaloop.data.folder import UnreadableImagesError, load_folder, scan_folder
 
 
 def _folder(root):
-    for c in ("a", "b"):
+    for k, c in enumerate(("a", "b")):
         (root / c).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(root / c / f"{i}.png")
+            Image.fromarray(np.full((8, 8), 60 * i + 20 * k, np.uint8)).save(root / c / f"{i}.png")
     return root
 
 

@@ -135,10 +135,10 @@ def test_a_class_folder_of_files_read_by_no_suffix_is_named_not_dropped_silently
     from metaloop.tasks import Episodes
 
     root = tmp_path / "photos"
-    for c in ("cat", "dog"):
+    for k, c in enumerate(("cat", "dog")):
         (root / c).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(root / c / f"{i}.png")
+            Image.fromarray(np.full((8, 8), 60 * i + 20 * k, np.uint8)).save(root / c / f"{i}.png")
     (root / "owl").mkdir()
     for i in range(5):
         (root / "owl" / f"IMG_{i}.HEIC").write_bytes(b"not decoded here")

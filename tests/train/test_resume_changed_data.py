@@ -8,6 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from metaloop import build
 from metaloop.cli.main import main
 from metaloop.train.checkpoint import atomic_write_text, latest_checkpoint
@@ -50,9 +52,9 @@ def test_resume_on_unchanged_data_goes_on(tmp_path, capsys):
 def test_resume_on_changed_images_is_refused(tmp_path, capsys):
     run, root = _folder_run(tmp_path)
     cls = _state(run)["config"]["family"]["train_classes"][0]
-    other = _state(run)["config"]["family"]["train_classes"][1]
     victim = sorted((root / cls).iterdir())[0]
-    shutil.copyfile(sorted((root / other).iterdir())[0], victim)     # one image replaced
+    with Image.open(victim) as im:                                     # one image changed
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(victim)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -118,8 +120,9 @@ def test_resume_with_the_config_file_keeps_the_runs_split(tmp_path, capsys):
     assert "zz added later" not in json.dumps(_state(run)["config"]["family"])
     atomic_write_text(run / "LATEST", "ckpt-00000002\n")
     cls = _state(run)["config"]["family"]["test_classes"][0]
-    other = _state(run)["config"]["family"]["train_classes"][0]
-    shutil.copyfile(sorted((root / other).iterdir())[0], sorted((root / cls).iterdir())[0])
+    victim = sorted((root / cls).iterdir())[0]
+    with Image.open(victim) as im:
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(victim)
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -13,6 +13,20 @@ Opening the folder again rescans it (names, sizes and mtimes only) and compares 
 - different files or settings: the cache is rebuilt, re-decoding only the files that changed
   (``FolderData.cache_status`` says ``"rebuilt"`` and why). A stale cache is never used.
 
+Each setting (image size, channels, inversion, ...) has a cache of its own, kept beside the
+others (a manifest ``<key>.json`` and its ``<key>-*.npy`` arrays): changing a setting back
+opens the earlier one again. Nothing removes them but deleting the cache folder.
+
+Every decoded image is hashed (``_pixel_digest``: its pixels as read, before padding and
+resizing). An image that repeats another of its class exactly is left out once (listed in
+``duplicates``): a copy could land in a task's support set and its query set both. The same
+image in two classes is an error naming both files. Before decoding, the decoded set's size
+is compared with the memory available (``_check_memory``).
+
+Class names are the class folders' names in Unicode NFC: a folder written by macOS (NFD,
+``"cafe\\u0301"``) and the name typed in a split file or a config (``"caf\\xe9"``) are the
+same class; two folders whose names differ only in that form are an error.
+
 The cache lives in ``<root>/.metaloop-cache/`` when the folder (and that sub-folder, if it
 exists) is writable, otherwise under ``$METALOOP_CACHE/folders/`` or
 ``~/.cache/metaloop/folders/``. Writes are atomic: the arrays get new names and the
@@ -24,26 +38,37 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from metaloop._callable import check_progress
 from metaloop.data.images import (
     IMAGE_EXTENSIONS,
+    _depth_scale,
+    _draft,
+    _Grid,
+    _read,
+    _to_input,
     check_image_settings,
     load_image,
 )
 
 CACHE_DIRNAME = ".metaloop-cache"
-CACHE_VERSION = 8   # raised whenever decoding changes, so no cache disagrees with predict
+CACHE_VERSION = 9   # raised whenever decoding changes, so no cache disagrees with predict
+DIGEST_BYTES = 16
+"""Bytes of each image's ``_pixel_digest`` (blake2b), kept in the cache beside the file's size
+and mtime (the stats array: int64 ``[N, 2 + DIGEST_BYTES // 8]``)."""
 
 
 @dataclass
@@ -52,11 +77,12 @@ class FolderScan:
 
     Attributes:
         root: the folder, resolved.
-        classes: class names (``"group/class"`` when ``class_depth = 2``) in the order of a
-            walk that sorts each folder's entries by name: groups sorted, then the classes
-            of each group (not the joined strings' order: ``"a/x"`` before ``"a-b/y"``).
-        files: per class, the image files (paths relative to ``root``, posix), in the
-            same sorted walk order.
+        classes: class names (``"group/class"`` when ``class_depth = 2``) in Unicode NFC,
+            in the order of a walk that sorts each folder's entries by name: groups sorted,
+            then the classes of each group (not the joined strings' order: ``"a/x"``
+            before ``"a-b/y"``).
+        files: per class, the image files (paths relative to ``root``, posix, spelled as
+            the file system holds them), in the same sorted walk order.
         stats: ``{relative path: (size, mtime_ns)}`` of every image file (of the link itself
             for a symbolic link to nothing, which decoding then names).
         ignored: files that are not images (by extension), wherever they are, and any other
@@ -93,6 +119,8 @@ class FolderData:
         ignored, hidden, loose, ignored_files, empty: as in ``FolderScan``.
         skipped: ``(path, reason)`` of each unreadable image left out (``skip_corrupt=True``),
             a symbolic link to nothing included.
+        duplicates: ``(path, path of the image it repeats)`` of each image left out as an
+            exact copy of an earlier one of its class (the first in walk order is kept).
         cache_dir: where the cache is.
         cache_status: ``"hit"``, ``"built"`` or ``"rebuilt (...)"``.
     """
@@ -109,6 +137,7 @@ class FolderData:
     loose: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
 
 class UnreadableImagesError(ValueError):
@@ -237,12 +266,14 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
         class_depth: 1 or 2.
 
     Returns:
-        FolderScan; classes without any image file are left out.
+        FolderScan; classes without any image file are left out; class names in Unicode
+        NFC.
 
     Raises:
         ValueError: the root is missing or not a folder, a bad ``class_depth``, a symbolic
             link back to a folder above it, a symbolic link to nothing without an image's
-            suffix (a class folder's), a folder that cannot be listed (naming it), or
+            suffix (a class folder's), a folder that cannot be listed (naming it),
+            two class folders whose names are equal in NFC (naming both), or
             no class folder holds an image (the message shows the expected layout).
     """
     if class_depth not in (1, 2):
@@ -275,11 +306,21 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
         level = nxt
     class_dirs = level
     classes, files, empty = [], [], []
+    spelled: dict[str, str] = {}          # class name (NFC) -> its folder's own spelling
     for name, d in class_dirs:
         above = frozenset(os.path.realpath(p) for p in (root, d.parent))   # root (, group)
         found = _walk(d, name, stats, counts, above)
         if found:
-            classes.append(name)
+            nfc = unicodedata.normalize("NFC", name)
+            if nfc in spelled:
+                raise ValueError(f"image folder {root}: class folders {spelled[nfc]!r} and "
+                                 f"{name!r} have names that differ only in their Unicode "
+                                 f"form ({ascii(spelled[nfc])} and {ascii(name)}; macOS "
+                                 f"writes accented letters decomposed, NFD), so they would be "
+                                 f"two classes that look the same; move the images of one "
+                                 f"into the other and remove it")
+            spelled[nfc] = name
+            classes.append(nfc)
             files.append(found)
         else:
             empty.append(name)
@@ -356,19 +397,52 @@ def _atomic_npy(path: Path, array: np.ndarray) -> None:
     _atomic_write(path, lambda f: np.save(f, array))
 
 
-def _decode(root: Path, rel: str, settings: dict) -> np.ndarray | str:
-    """uint8 ``[C, S, S]``, or the error message of an unreadable file (a symbolic link to
-    nothing says so, as ``metaloop predict`` does)."""
+def _pixel_digest(pix: np.ndarray, grid: _Grid | None) -> bytes:
+    """``DIGEST_BYTES`` of blake2b over a decoded image before it is padded and resized:
+    its shape and float32 pixels ``[h, w, c]`` (upright, in the channels read; for an image
+    at least 16 times the output side, the whole-factor shrink's pixels and where they lie).
+    Equal digests: equal network inputs, whatever the files' formats and metadata."""
+    h = hashlib.blake2b(f"{pix.shape} {pix.dtype}".encode(), digest_size=DIGEST_BYTES)
+    h.update(np.ascontiguousarray(pix).tobytes())
+    if grid is not None:
+        for a in (grid.ys, grid.xs, grid.border):
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.digest()
+
+
+# what load_image turns into its "cannot read image" ValueError
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+                  struct.error, Image.DecompressionBombError)
+
+
+def _decode(root: Path, rel: str, settings: dict) -> tuple[np.ndarray, bytes] | str:
+    """uint8 ``[C, S, S]`` as ``load_image`` gives it and the image's ``_pixel_digest``, or
+    the error message of an unreadable file (a symbolic link to nothing says so, as
+    ``metaloop predict`` does; any other error in ``load_image``'s words)."""
     path = root / rel
     if path.is_symlink() and not path.exists():
         return (f"{path} is a link to {os.readlink(path)}, which does not exist; remove the "
                 f"link or restore its target")
+    s, c, invert = settings["image_size"], settings["channels"], settings["invert"]
     try:
-        x = load_image(path, settings["image_size"], settings["invert"],
-                       settings["channels"])                                # [C, S, S]
-    except ValueError as e:
-        return str(e)
-    return x.mul_(255).round_().to(torch.uint8).numpy()
+        if not path.is_file():          # opening a pipe would wait for ever: load_image says
+            raise ValueError(path)
+        with Image.open(path) as im:                 # load_image's steps, keeping the pixels
+            im.seek(0)
+            scale, full = _depth_scale(im), im.size
+            draft = _draft(im, s)
+            pix, grid = _read(im, c, s, scale, full, draft)                   # [h, w, c]
+        if pix.size == 0:
+            raise ValueError(path)
+        digest = _pixel_digest(pix, grid)         # first: the input may be a view of pix
+        x = _to_input(pix, s, invert, grid)                                   # [C, S, S]
+    except _DECODE_ERRORS:
+        try:                 # the same decoding again, raising the error in its own words
+            load_image(path, s, invert, c)
+        except ValueError as e:
+            return str(e)
+        raise                                     # load_image read it: this one is ours
+    return x.mul_(255).round_().to(torch.uint8).numpy(), digest
 
 
 def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int = 1,
@@ -394,13 +468,17 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
             when it is done (not called where the cache holds every image).
 
     Returns:
-        FolderData.
+        FolderData; an exact copy of an earlier image of its class is left out (listed in
+        ``duplicates``).
 
     Raises:
         ValueError: as ``scan_folder``; bad settings; an unreadable image or a link to
             nothing (``UnreadableImagesError``, naming the file) unless ``skip_corrupt``;
-            every image unreadable; a cache folder that cannot be written (``CacheWriteError``,
-            naming it); a ``progress`` that is not callable.
+            every image unreadable; the same image in two classes (naming both files and
+            classes); decoded images that would not fit in the memory available (the
+            estimate, the memory and the settings named; ``_check_memory``); a cache
+            folder that cannot be written (``CacheWriteError``, naming it); a ``progress``
+            that is not callable. Nothing is written before decoding has succeeded.
     """
     check_image_settings(image_size, invert, channels)
     check_progress("load_folder", progress)
@@ -463,30 +541,92 @@ def _open(cdir: Path, m: dict, scan: FolderScan) -> FolderData | None:
     return FolderData(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)),
                       m["classes"], m["files"].split("\0"), scan.ignored, scan.hidden,
                       [tuple(s) for s in m["skipped"]], cdir, loose=list(scan.loose),
-                      ignored_files=list(scan.ignored_files), empty=list(scan.empty))
+                      ignored_files=list(scan.ignored_files), empty=list(scan.empty),
+                      duplicates=[(a, b) for a, b in m["duplicates"]])
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory a new allocation can take: ``MemAvailable`` of ``/proc/meminfo``
+    (Linux: free memory and the page cache that can be reclaimed), else the free pages
+    ``os.sysconf`` counts (``SC_AVPHYS_PAGES`` x ``SC_PAGE_SIZE``); None where neither is
+    known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024                      # kB
+    except (OSError, ValueError, IndexError):
+        pass                                     # not Linux: sysconf, where it has them
+    try:
+        pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def _bytes(n: int) -> str:
+    """``n`` bytes in words: ``"1.2 GB"``, ``"340 MB"``, ``"12 kB"``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:.0f} {unit}"
+    return f"{n} bytes"
+
+
+def _check_memory(root: Path, n: int, settings: dict) -> None:
+    """Refuse, before anything is decoded, a folder whose decoded images (uint8
+    ``[n, C, S, S]``, held in memory until they are written) exceed the memory available
+    (``_available_memory``; no check where it is unknown).
+
+    Raises:
+        ValueError: naming the estimate, the memory available and the settings.
+    """
+    c, s = settings["channels"], settings["image_size"]
+    need = n * c * s * s
+    have = _available_memory()
+    if have is not None and need > have:
+        raise ValueError(f"image folder {root}: its {n} images decoded at image_size={s} "
+                         f"with channels={c} take about {_bytes(need)} ({n} x {c} x {s} x "
+                         f"{s} bytes), more than the {_bytes(have)} of memory available; "
+                         f"lower image_size (family.image_size in a config), use fewer "
+                         f"images, or free memory")
 
 
 def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
            old: dict | None, workers: int | None, progress) -> tuple[FolderData, dict]:
-    """Decode what the old cache does not already hold, write the new arrays."""
+    """Decode what the old cache does not already hold, leave out exact copies within a
+    class, write the new arrays.
+
+    Raises:
+        ValueError: as ``load_folder``, before anything is written.
+    """
     rels = [f for fs in scan.files for f in fs]
     lab = [k for k, fs in enumerate(scan.files) for _ in fs]
+    c, s = settings["channels"], settings["image_size"]
+    _check_memory(scan.root, len(rels), settings)
     reuse: dict[str, int] = {}
-    old_images = None
+    old_images = old_hashes = None
     if old is not None and old.get("settings") == settings:
         opened = _open(cdir, old, scan)
         try:
-            stats = np.load(cdir / old["stats"]).tolist()                        # [N, 2]
+            st = np.load(cdir / old["stats"])                                    # [N, 4]
         except (OSError, ValueError, KeyError):
             opened = None                                    # damaged: decode everything
-        if opened is not None:
+        if opened is not None and st.shape == (len(opened.files), 2 + DIGEST_BYTES // 8) \
+                and st.dtype == np.int64:
             old_images = opened.images.numpy()
-            for i, (f, st) in enumerate(zip(opened.files, stats)):
-                if tuple(scan.stats.get(f, ())) == tuple(st):
+            old_hashes = np.ascontiguousarray(st[:, 2:]).view(np.uint8)         # [N, 16]
+            for i, (f, size_mtime) in enumerate(zip(opened.files, st[:, :2].tolist())):
+                if tuple(scan.stats.get(f, ())) == tuple(size_mtime):
                     reuse[f] = i
-    c, s = settings["channels"], settings["image_size"]
+    # every image goes straight into its row: the decoded set is held once
+    images = np.empty((len(rels), c, s, s), dtype=np.uint8)                   # [N, C, S, S]
+    hashes = np.zeros((len(rels), DIGEST_BYTES), dtype=np.uint8)              # [N, 16]
+    row = {f: i for i, f in enumerate(rels)}
+    for f, j in reuse.items():
+        images[row[f]] = old_images[j]                          # type: ignore[index]
+        hashes[row[f]] = old_hashes[j]                          # type: ignore[index]
     todo = [f for f in rels if f not in reuse]
-    decoded: dict[str, np.ndarray | str] = {}
+    bad: list[tuple[str, str]] = []
     n_workers = max(1, workers or os.cpu_count() or 1)
     if progress is not None and todo:
         progress(0)                     # as decoding starts: a bar opens before, not after
@@ -495,41 +635,86 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
         for i, (f, x) in enumerate(zip(todo, pool.map(
                 lambda r: _decode(scan.root, r, settings), todo, chunksize=1 if
                 len(todo) < 64 else 32))):
-            decoded[f] = x
+            if isinstance(x, str):
+                bad.append((f, x))
+            else:
+                images[row[f]] = x[0]
+                hashes[row[f]] = np.frombuffer(x[1], dtype=np.uint8)
             if progress is not None and time.monotonic() - told >= PROGRESS_SECONDS:
                 progress(i + 1)
                 told = time.monotonic()
     if progress is not None and todo:
         progress(len(todo))
-    bad = [(f, cast(str, decoded[f])) for f in todo if isinstance(decoded[f], str)]
     if bad and not settings["skip_corrupt"]:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise UnreadableImagesError(f"{bad[0][1]}{more}", bad)
-    bad_set = {f for f, _ in bad}
-    keep = [(f, y) for f, y in zip(rels, lab) if f not in bad_set]
-    if not keep:
+    if len(bad) == len(rels):
         raise ValueError(f"image folder {scan.root}: none of its {len(rels)} images could be "
                          f"read, e.g. {bad[0][1]}")
-    images = np.empty((len(keep), c, s, s), dtype=np.uint8)                   # [N, C, S, S]
-    for i, (f, _) in enumerate(keep):
-        images[i] = old_images[reuse[f]] if f in reuse else decoded[f]  # type: ignore[index]
-    labels = np.asarray([y for _, y in keep], dtype=np.int64)                # [N]
+    keep, duplicates = _distinct(scan, rels, lab, hashes, {f for f, _ in bad})
+    for n, i in enumerate(keep):                  # in place: rows only ever move up
+        if n != i:
+            images[n] = images[i]
+    images = images[:len(keep)]                                               # [N', C, S, S]
+    labels = np.asarray([lab[i] for i in keep], dtype=np.int64)              # [N']
     cdir.mkdir(parents=True, exist_ok=True)       # only now: a failed decode leaves nothing
     names = {"images": f"{key}-{digest[:16]}.images.npy",
              "labels": f"{key}-{digest[:16]}.labels.npy",
              "stats": f"{key}-{digest[:16]}.stats.npy"}
     _atomic_npy(cdir / names["images"], images)
     _atomic_npy(cdir / names["labels"], labels)
-    files = [f for f, _ in keep]
-    _atomic_npy(cdir / names["stats"],                                       # [N, 2]
-                np.asarray([scan.stats[f] for f in files], dtype=np.int64).reshape(-1, 2))
+    files = [rels[i] for i in keep]
+    size_mtime = np.asarray([scan.stats[f] for f in files], dtype=np.int64).reshape(-1, 2)
+    _atomic_npy(cdir / names["stats"], np.concatenate(                      # [N', 4]
+        [size_mtime, hashes[keep].view(np.int64)], axis=1))
     manifest = {"version": CACHE_VERSION, "root": str(scan.root), "settings": settings,
                 # one string: a 50,000-file manifest then parses in milliseconds; joined by
                 # NUL, the one character no file name holds (a newline may be in one)
                 "hash": digest, "classes": scan.classes, "files": "\0".join(files),
-                "skipped": bad,
+                "skipped": bad, "duplicates": duplicates,
                 "shape": list(images.shape), **names}
     del images
     data = _open(cdir, manifest, scan)
     assert data is not None
     return data, manifest
+
+
+def _distinct(scan: FolderScan, rels: list[str], lab: list[int], hashes: np.ndarray,
+              bad: set[str]) -> tuple[list[int], list[tuple[str, str]]]:
+    """The rows to keep: each readable image but an exact copy (equal ``_pixel_digest``) of
+    an earlier one of its class.
+
+    Args:
+        rels: N files in walk order; lab: their class positions; hashes: uint8 ``[N, 16]``;
+        bad: the unreadable files (left out).
+
+    Returns:
+        (rows kept, in order; ``(file, the file it repeats)`` of each copy left out).
+
+    Raises:
+        ValueError: an image in two classes, naming both files and classes (and how many
+            more such pairs there are).
+    """
+    first: dict[bytes, int] = {}
+    keep: list[int] = []
+    duplicates: list[tuple[str, str]] = []
+    clashes: list[tuple[int, int]] = []
+    for i, f in enumerate(rels):
+        if f in bad:
+            continue
+        j = first.setdefault(hashes[i].tobytes(), i)
+        if j == i:
+            keep.append(i)
+        elif lab[j] == lab[i]:
+            duplicates.append((f, rels[j]))
+        else:
+            clashes.append((j, i))
+    if clashes:
+        j, i = clashes[0]
+        more = f" (and {len(clashes) - 1} more such pair(s))" if len(clashes) > 1 else ""
+        raise ValueError(f"image folder {scan.root}: {rels[j]} (class "
+                         f"{scan.classes[lab[j]]!r}) and {rels[i]} (class "
+                         f"{scan.classes[lab[i]]!r}) are the same image{more}; an image "
+                         f"belongs to one class: remove it from the class it does not belong "
+                         f"to")
+    return keep, duplicates

@@ -237,6 +237,9 @@ class Episodes:
         if r["skipped"]:
             parts.append(f"skipped {len(r['skipped'])} unreadable image(s), e.g. "
                          f"{r['skipped'][0]}")
+        if r.get("duplicates"):
+            parts.append(f"left out {len(r['duplicates'])} exact copy(ies) of an image of "
+                         f"the same class, e.g. {r['duplicates'][0]}")
         if self.dropped:
             parts.append(f"dropped {len(self.dropped)} class(es) with fewer than "
                          f"{self.shots + self.queries} images, e.g. {self.dropped[0]!r}")
@@ -389,6 +392,7 @@ class Episodes:
                       "ignored": data.ignored, "hidden": data.hidden, "loose": data.loose,
                       "ignored_files": data.ignored_files, "empty": data.empty,
                       "skipped": [f for f, _ in data.skipped], "dropped": fam.dropped,
+                      "duplicates": [f for f, _ in data.duplicates],
                       "cache": str(data.cache_dir), "cache_status": data.cache_status}
         return fam
 

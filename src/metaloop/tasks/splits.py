@@ -1,10 +1,15 @@
-"""Deterministic class splits (meta-train / validation / test classes) and split files."""
+"""Deterministic class splits (meta-train / validation / test classes) and split files.
+
+Class names are compared in Unicode NFC: ``"caf\\xe9"`` typed in a split file and
+``"cafe\\u0301"`` (the same letters decomposed, as macOS writes folder names) are one class.
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
 import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +27,21 @@ def check_name_list(what: str, names: object) -> None:
         raise ValueError(f"{what} must be a list of class names, not one string: got "
                          f"{names!r}, whose characters would each be a class; for a single "
                          f"name pass [{names!r}]")
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _same_in_nfc(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of different ``names`` that are equal in NFC (each pair once, in order)."""
+    seen: dict[str, str] = {}
+    pairs = []
+    for n in names:
+        first = seen.setdefault(_nfc(n), n)
+        if first != n:
+            pairs.append((first, n))
+    return pairs
 
 
 def _whole(x: float) -> int:
@@ -44,7 +64,7 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
     class; train gets the rest. Each list keeps sorted order.
 
     Args:
-        class_names: C distinct names.
+        class_names: C distinct names (distinct in Unicode NFC too).
         fractions: (train, val, test), each >= 0, summing to 1.
         seed: permutation seed.
 
@@ -52,7 +72,8 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
         (train names, val names, test names).
 
     Raises:
-        ValueError: one string instead of a list of names, duplicated or empty names,
+        ValueError: one string instead of a list of names, duplicated or empty names
+            (two names that differ only in their Unicode form included, naming both),
             fractions that are not three non-negative numbers summing to 1, too few
             classes for every non-zero fraction, or a seed that is not an int a
             ``torch.Generator`` takes.
@@ -65,6 +86,12 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
         else []
     if dup:
         raise ValueError(f"split_classes: duplicated class names {dup[:5]}")
+    forms = _same_in_nfc(names)
+    if forms:
+        a, b = forms[0]
+        raise ValueError(f"split_classes: class names {a!r} and {b!r} differ only in their "
+                         f"Unicode form ({ascii(a)} and {ascii(b)}), so they would be two "
+                         f"classes that look the same; give each class one spelling")
     fr = tuple(fractions)
     if len(fr) != 3 or any(not isinstance(f, numbers.Real) or isinstance(f, bool) or f < 0
                            or not math.isfinite(f) for f in fr):
@@ -103,16 +130,21 @@ def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None)
     """Class names from a split file: one per line (blank lines and ``#`` comments skipped),
     like Vinyals et al.'s Omniglot lists. UTF-8, with or without a byte-order mark.
 
+    Names are compared in Unicode NFC, so a name typed composed (``"caf\\xe9"``) matches a
+    class folder macOS wrote decomposed (``"cafe\\u0301"``) and the other way round.
+
     Args:
         path: the text file.
         known: the classes that exist; every listed name must be one of them.
 
     Returns:
-        The names in file order.
+        The names in file order, spelled as ``known`` spells them (in NFC without
+        ``known``).
 
     Raises:
         ValueError: a missing or empty file, one that is not UTF-8 text (naming the byte
-            offset), duplicated names, or names not in ``known`` (the first few are listed).
+            offset), duplicated names (equal in NFC), names not in ``known`` (the first few
+            are listed), or a name that matches two classes of ``known`` (equal in NFC).
     """
     path = Path(path)
     if not path.is_file():
@@ -123,21 +155,27 @@ def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None)
         line = e.object[:e.start].count(b"\n") + 1
         raise ValueError(f"split file {path} is not UTF-8 text: byte 0x{e.object[e.start]:02x} "
                          f"at offset {e.start} (line {line})") from e
-    names = [ln.strip() for ln in text.splitlines()
+    names = [_nfc(ln.strip()) for ln in text.splitlines()
              if ln.strip() and not ln.lstrip().startswith("#")]
     if not names:
         raise ValueError(f"split file {path} lists no classes")
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"split file {path} lists classes twice: {dup[:5]}")
-    if known is not None:
-        have = set(known)
-        unknown = [n for n in names if n not in have]
-        if unknown:
-            raise ValueError(f"split file {path} names {len(unknown)} unknown class(es): "
-                             f"{unknown[:5]}; the data has {len(have)} classes, e.g. "
-                             f"{sorted(have)[:3]}")
-    return names
+    if known is None:
+        return names
+    have = {_nfc(k): k for k in known}                     # NFC -> the data's spelling
+    unknown = [n for n in names if n not in have]
+    if unknown:
+        raise ValueError(f"split file {path} names {len(unknown)} unknown class(es): "
+                         f"{unknown[:5]}; the data has {len(set(known))} classes, e.g. "
+                         f"{sorted(set(known))[:3]}")
+    for a, b in _same_in_nfc(list(known)):
+        if _nfc(a) in names:
+            raise ValueError(f"split file {path} names {_nfc(a)!r}, which matches two classes "
+                             f"of the data that differ only in their Unicode form "
+                             f"({ascii(a)} and {ascii(b)}); give each class one spelling")
+    return [have[n] for n in names]
 
 
 def read_split_files(split_files: Mapping[str, str | os.PathLike],
