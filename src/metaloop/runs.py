@@ -8,8 +8,11 @@ with. ``metaloop eval``, ``predict``, ``adapt --model RUN`` and ``train --resume
 runs through it.
 
 Image models are rebuilt from the shapes of the stored tensors (input channels, head outputs),
-so loading an Omniglot or folder run needs neither the training images nor Fashion-MNIST; a
-text run needs its encoder (``family.encoder``), not its table.
+so loading an Omniglot or folder run needs neither the training images nor Fashion-MNIST; an
+MLP on a tensor file's feature vectors takes its input size from its first layer's weights,
+so its tensor file may have moved or changed; a text run needs its encoder
+(``family.encoder``), not its table. What does read the data (``Run.heldout``, ``metaloop
+eval``'s held-out tasks) reads and checks it then.
 """
 
 from __future__ import annotations
@@ -105,12 +108,50 @@ class Run:
         Raises:
             ValueError: ensemble members that would draw other held-out tasks (another
                 split, number of ways, shots or queries...), naming the key and both runs,
-                as ``metaloop eval`` names them.
+                as ``metaloop eval`` names them; the data's errors (``build.eval_family``:
+                a tensor file or folder moved, classes gone); a tensor file whose examples
+                are no longer of the shape the run was trained on (``check_inputs``).
         """
         from metaloop.train.loop import on_model
 
         cfg = self.config if self.heldout_config is None else self.heldout_config()
-        return on_model(build.eval_family(cfg, None), self.learner.model)
+        family = build.eval_family(cfg, None)
+        check_inputs(self, family)
+        return on_model(family, self.learner.model)
+
+
+def check_inputs(run: Run, family) -> None:
+    """Check that ``family`` (the held-out tasks of ``run``'s tensor file, read now) gives
+    examples of the shape ``run``'s network was trained on: ``[D]`` for an MLP (its first
+    layer's inputs), the stored ``data["example_shape"]`` for an image network. Loading a
+    run does not read its data, so a tensor file changed since is found here. Other
+    families, and a run that stored no shape, pass unchecked (their data's own checks name
+    what changed).
+
+    Args:
+        run: a loaded run, or an ensemble (each member is checked).
+        family: the task family read from the run's data (``build.eval_family``).
+
+    Raises:
+        ValueError: examples of another shape, naming the file, both shapes and the run.
+    """
+    got = getattr(family, "input_shape", None)
+    for m in getattr(run, "members", None) or [run]:
+        fam = m.config["family"]
+        if got is None or fam["name"] != "tensors":
+            continue
+        if m.transform is None:                             # an MLP: its first layer [h, D]
+            first = next((x for x in m.network.modules() if isinstance(x, torch.nn.Linear)),
+                         None)
+            want = [first.in_features] if first is not None else None
+        else:
+            want = (m.data or {}).get("example_shape")
+        if want and [int(v) for v in got] != [int(v) for v in want]:
+            raise ValueError(f"tensor file {fam['root']} now holds examples of shape "
+                             f"{[int(v) for v in got]}, but {m.path} was trained on examples "
+                             f"of shape {[int(v) for v in want]}: the data changed since the "
+                             f"run was trained; restore it, or train a new run on the data "
+                             f"as it is now")
 
 
 TASK_KEYS = ("split", "ways", "shots", "queries", "within_alphabet", "drawers")
@@ -145,6 +186,28 @@ def _text_stand_in(tensors: dict, fam: dict) -> SimpleNamespace:
     enc = build.text_encoder(fam["encoder"], fam["max_length"])
     return SimpleNamespace(kind="classification", ways=fam["ways"], num_classes=outputs,
                            tokenizer=enc.tokenize)
+
+
+def _vector_stand_in(tensors: dict, cfg: dict, path: Path, data: dict | None) -> SimpleNamespace:
+    """The family attributes an MLP on feature vectors (a tensor file's) is built from: the
+    input size read off the first layer's stored weight ``[hidden, D]`` (``head.weight``
+    with no hidden layer), or else the run's ``data["example_shape"]`` ``[D]``; the head's
+    outputs likewise. The tensor file itself is not read."""
+    fam = cfg["family"]
+    name = "body.fc0.weight" if cfg["model"]["hidden"] else "head.weight"
+    first = [k for k in tensors if k.startswith("model.") and k.endswith(name)]
+    heads = [k for k in tensors if k.startswith("model.") and k.endswith("head.weight")]
+    shape = (data or {}).get("example_shape")
+    if first:
+        dim = int(tensors[first[0]].shape[-1])                           # [hidden, D]
+    elif shape and len(shape) == 1:
+        dim = int(shape[0])                                              # [D]
+    else:
+        raise ValueError(f"{path}: no first-layer weights (model.*{name}) in the checkpoint, "
+                         f"and no stored example shape to size the MLP's input from")
+    outputs = int(tensors[heads[0]].shape[0]) if heads else fam["ways"]   # head [out, h]
+    return SimpleNamespace(kind="classification", ways=fam["ways"], num_classes=outputs,
+                           input_shape=(dim,))
 
 
 def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
@@ -202,7 +265,9 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
         family = _stand_in(tensors, cfg["family"], path, data)
     elif cfg["model"]["name"] == "text":
         family = _text_stand_in(tensors, cfg["family"])
-    else:                              # sinusoid (no data) or feature vectors
+    elif cfg["family"]["name"] == "tensors":        # an MLP on a tensor file's feature vectors
+        family = _vector_stand_in(tensors, cfg, path, data)
+    else:                              # sinusoid: drawn, no data to read
         family = build.build_family(cfg["family"])
     if device is not None and not isinstance(device, torch.device):
         try:

@@ -345,9 +345,22 @@ def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
 def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     """Generated held-out tasks: the table, and ``results.json`` and a plot in ``out``."""
     ec = cfg["eval"]
-    with tqdm(total=ec["tasks"], desc="held-out tasks", disable=args.no_progress,
-              leave=False) as bar:
-        res = evaluate_run(loaded, config=cfg, device=args.device, progress=bar.update)
+    bar = None
+
+    def tick(n: int) -> None:
+        """The bar is drawn at the first call (0: the held-out data is read and checked),
+        so a data error is all that is printed."""
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=ec["tasks"], desc="held-out tasks", disable=args.no_progress,
+                       leave=False)
+        bar.update(n)
+
+    try:
+        res = evaluate_run(loaded, config=cfg, device=args.device, progress=tick)
+    finally:
+        if bar is not None:
+            bar.close()
     metric, r, error, name = res["metric"], res["result"], res["error_rate"], \
         run_label(loaded)
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "

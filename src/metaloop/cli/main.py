@@ -108,14 +108,11 @@ SMALL_CLASSES_ADVICE = {
     "eval": ("config", "restore those classes' examples (or, for the held-out tasks, lower "
                        "--shots): the queries per class and family.drop_small are the run's "
                        "own, which metaloop eval keeps (it has no option for them)"),
-    "predict": ("config", "restore those classes' examples: metaloop predict reads the data "
-                          "of a run of feature vectors as the run's config says (its shots, "
-                          "queries and family.drop_small)"),
 }
 """The advice of a ``SmallClassesError`` (classes smaller than shots + queries) in the words
 of the command's options, for an error whose advice is the API's (``adapt``: its --data
-read by ``Episodes`` or ``TextTable``) or a config's (``eval``, ``predict``: the run's data,
-read as its stored config says, ``metaloop.build``)."""
+read by ``Episodes`` or ``TextTable``) or a config's (``eval``: the run's data, read as its
+stored config says, ``metaloop.build``)."""
 
 
 def _fit_advice(command: str, error: BaseException, text: str) -> str:

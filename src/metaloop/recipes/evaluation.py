@@ -34,7 +34,7 @@ from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.recipes.predict import score_lake_runs, takes_steps
-from metaloop.runs import TASK_KEYS, Run, load_run
+from metaloop.runs import TASK_KEYS, Run, check_inputs, load_run
 from metaloop.train.checkpoint import latest_checkpoint
 from metaloop.train.loop import on_model
 
@@ -494,7 +494,9 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
             (``eval_config``); None: the run's, with ``changes``.
         device: where to adapt and score (the run's model must be there:
             ``load_run(path, device=...)``).
-        progress: called with the number of tasks finished so far in each chunk.
+        progress: called with 0 once the held-out data is read and checked (a caller
+            can draw its progress bar then, after any data error), then with the number of
+            tasks finished in each chunk.
         **changes: ``[eval]`` keys to change (``EVAL_KEYS``): tasks, shots, ways, split,
             within_alphabet, drawers, steps, queries, seed, support_shift and query_shift
             (test-time shifts of the support and the query images, see
@@ -508,6 +510,11 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
         within-alphabet classification, else None, "dropped": the held-out classes that
         ``family.drop_small`` left out (user data; else empty)}``.
 
+    Raises:
+        ValueError: the held-out data's errors (``metaloop.build.eval_family``: the data
+            moved, classes gone, too few examples), or a tensor file whose examples are no
+            longer of the shape the run was trained on (``metaloop.runs.check_inputs``).
+
     Warns:
         metaloop.config.SharedSplitWarning: the held-out split shares classes with the split
             the run (a member) meta-trained on (``warn_shared_split``).
@@ -519,6 +526,9 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     ec = cfg["eval"]
     warn_shared_split(run, cfg)
     heldout = build.eval_family(cfg, None)
+    check_inputs(run, heldout)                      # a tensor file changed since training
+    if progress is not None:
+        progress(0)                                 # the tasks are read: none scored yet
     device = None if device is None or torch.device(device).type == "cpu" else \
         torch.device(device)
     with scoring(run.learner, ec["scoring"]), \
