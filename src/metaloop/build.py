@@ -171,10 +171,11 @@ def _relative_root_missing(root) -> str:
 def _classes_gone(fcfg: dict, have) -> list[str]:
     """The names of ``have`` that the data of ``fcfg`` lacks (empty when it cannot tell)."""
     try:
-        names = set(_class_names(fcfg))
+        names = _class_names(fcfg)
     except (ValueError, OSError):
         return []
-    return [c for c in have if c not in names]
+    from metaloop.tasks.episodes import class_positions
+    return class_positions(list(have), names)[1]        # matched in NFC, as classes are
 
 
 def data_fingerprint(fcfg: dict, *families) -> dict | None:
@@ -252,7 +253,8 @@ def _text_table(fcfg: dict, split: str, shots: int, queries: int):
     if "classes" in args:
         where = {"classes": args["classes"]}
     elif args["split_files"]:
-        where = {"classes": read_split_files(args["split_files"])[split]}   # none shared
+        # none shared; the names in NFC, which TextTable matches to the labels in NFC
+        where = {"classes": read_split_files(args["split_files"])[split]}
     else:
         where = {"split": split, "fractions": args["fractions"], "split_seed": args["seed"]}
     enc = text_encoder(fcfg["encoder"], fcfg["max_length"])

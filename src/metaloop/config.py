@@ -16,6 +16,7 @@ import json
 import math
 import re
 import sys
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -857,11 +858,13 @@ def _check_user_family(f: dict, ev: dict) -> None:
     if f["split_files"] and len(f["split_files"]) != 3:
         raise ValueError(f"config family.split_files must list 3 files [train, val, test], "
                          f"got {f['split_files']!r}")
-    lists = [f[f"{s}_classes"] for s in USER_SPLITS]
-    both = [(a, b) for a, b in ((0, 1), (0, 2), (1, 2)) if set(lists[a]) & set(lists[b])]
+    # in Unicode NFC, as class names are matched: "café" and "cafe\u0301" are one class
+    lists = [{unicodedata.normalize("NFC", str(c)) for c in f[f"{s}_classes"]}
+             for s in USER_SPLITS]
+    both = [(a, b) for a, b in ((0, 1), (0, 2), (1, 2)) if lists[a] & lists[b]]
     if both:
         a, b = both[0]
-        shared = sorted(set(lists[a]) & set(lists[b]))
+        shared = sorted(lists[a] & lists[b])
         raise ValueError(f"config family.{USER_SPLITS[a]}_classes and "
                          f"{USER_SPLITS[b]}_classes share classes {shared[:5]}")
 

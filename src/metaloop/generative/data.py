@@ -278,7 +278,7 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
                        skip_corrupt=skip_corrupt)
     path = Path(path).expanduser()
     _check_kind(path)
-    invert = _applied_invert(invert, channels)
+    invert = applied_invert(invert, channels)
     if path.is_dir():
         from metaloop.data.folder import CacheWriteError, load_folder
 
@@ -302,9 +302,10 @@ def decoding(settings) -> dict:
             "skip_corrupt": bool(getattr(settings, "skip_corrupt", False))}
 
 
-def _applied_invert(invert: str, channels: int) -> str:
-    """The inversion that is applied: ``invert``, but ``"auto"`` (which judges a grey page
-    by its mean) keeps colour images as they are."""
+def applied_invert(invert: str, channels: int) -> str:
+    """The inversion ``read_user`` applies, and so the ``invert`` that decodes a folder as
+    it does (``metaloop.data.folder.load_folder``): ``invert``, but ``"auto"`` (which judges
+    a grey page by its mean) keeps colour images (``channels = 3``) as they are."""
     return "never" if invert == "auto" and channels == 3 else invert
 
 

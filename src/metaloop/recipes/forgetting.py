@@ -227,7 +227,8 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
         skip_corrupt: a folder's unreadable images (and symbolic links to nothing) are left
             out instead of refused (``metaloop.data.folder.load_folder``).
         log: told, for a folder, one line on what was read of it and what was left out
-            (ignored, hidden, empty class folders, loose images, unreadable images skipped),
+            (ignored, hidden, empty class folders, loose images, unreadable images skipped, exact
+            copies of an image of the same class),
             worded as ``metaloop train`` words it (``describe_folder``).
 
     Raises:
@@ -356,21 +357,13 @@ def _folder_experiences(scenario: str, root: Path, *, skip_corrupt: bool,
 def describe_folder(data) -> str:
     """One line on a decoded image folder (``metaloop.data.folder.FolderData``): the images
     and classes read, the cache, and what was ignored (non-images, hidden entries), left out
-    (class folders without images, images outside any class folder) and skipped
-    (unreadable), in the words of ``Episodes.describe`` (what ``metaloop train`` prints)."""
-    from types import SimpleNamespace
+    (class folders without images, images outside any class folder, exact copies of an
+    image of the same class) and skipped (unreadable), in the words of ``metaloop train``
+    (``metaloop.tasks.episodes.describe_report``)."""
+    from metaloop.tasks.episodes import describe_report, folder_report
 
-    from metaloop.tasks import Episodes
-
-    report = {"images": len(data.files), "classes": len(data.class_names),
-              "ignored": data.ignored, "hidden": data.hidden, "loose": list(data.loose),
-              "ignored_files": list(data.ignored_files), "empty": list(data.empty),
-              "skipped": [f for f, _ in data.skipped], "dropped": [],
-              "cache": str(data.cache_dir), "cache_status": data.cache_status}
     in_use = int(torch.unique(data.labels).numel())   # a class all skipped has no images
-    # every class with images is used (nothing dropped): Episodes.describe of such a family
-    return Episodes.describe(cast(Any, SimpleNamespace(report=report, num_classes=in_use,
-                                                       dropped=[], shots=0, queries=0)))
+    return describe_report(folder_report(data), in_use)   # every class with images: used
 
 
 def _check_counts(**counts) -> None:

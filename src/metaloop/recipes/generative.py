@@ -37,10 +37,10 @@ def _described(args: argparse.Namespace):
     """For the body of a ``with``: for an image folder as ``--data``, one line on stderr,
     once the body has run, on what was read of it and what was left out (non-images, hidden
     entries, class folders without images, images outside any class folder, unreadable
-    images skipped with ``--skip-corrupt``), worded as
-    ``metaloop train`` words it (``metaloop.recipes.forgetting.describe_folder``). The folder
-    is decoded before the body as the run decodes it (``metaloop.generative.data.
-    read_user``), into the cache the run then opens.
+    images skipped with ``--skip-corrupt``, exact copies of an image of the same class),
+    worded as ``metaloop train`` words it (``metaloop.tasks.episodes.describe_report``).
+    The folder is decoded before the body as the run decodes it (``metaloop.generative.
+    data.read_user``), into the cache the run then opens.
 
     Raises:
         ValueError: the run's data options refused (``check_data_options``); an unreadable
@@ -49,9 +49,11 @@ def _described(args: argparse.Namespace):
     """
     import sys
 
+    import torch
+
     from metaloop.data.folder import CacheWriteError, UnreadableImagesError, load_folder
     from metaloop.generative import data as gdata
-    from metaloop.recipes.forgetting import describe_folder
+    from metaloop.tasks.episodes import describe_report, folder_report
 
     path = Path(args.data).expanduser()
     opts = _data_options(args)
@@ -65,7 +67,7 @@ def _described(args: argparse.Namespace):
     gdata.check_data_options(str(path), **opts)
     try:
         d = load_folder(path, image_size=opts["image_size"], channels=opts["channels"],
-                        invert=gdata._applied_invert(opts["invert"], opts["channels"]),
+                        invert=gdata.applied_invert(opts["invert"], opts["channels"]),
                         skip_corrupt=opts["skip_corrupt"])
     except UnreadableImagesError as e:     # the Python API's advice is no command's
         raise ValueError(f"{e.problem}; to leave unreadable files out instead, add "
@@ -73,7 +75,8 @@ def _described(args: argparse.Namespace):
     except CacheWriteError as e:           # --data takes no cache_dir
         raise e.without_cache_dir() from e
     yield
-    print(f"data {path}: {describe_folder(d)}", file=sys.stderr)
+    in_use = int(torch.unique(d.labels).numel())   # a class all skipped has no images
+    print(f"data {path}: {describe_report(folder_report(d), in_use)}", file=sys.stderr)
 
 
 def _data_options(args: argparse.Namespace) -> dict:

@@ -7,9 +7,10 @@ import copy
 import math
 import os
 import pickle
+import unicodedata
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,9 @@ class Episodes:
         queries: query examples per class.
         class_names: K names (default ``"0"``, ``"1"``, ...), indexed by label.
         classes: use only these class names (e.g. one split of ``split_classes``); each is
-            compared as ``str(c)``, as the names are stored (label 3's default name is "3").
+            compared as ``str(c)``, as the names are stored (label 3's default name is "3"),
+            in Unicode NFC (``class_positions``); ``class_names`` then spell them as the
+            data does.
         drop_small: leave out classes with fewer than ``shots + queries`` examples (their
             names are in ``dropped``) instead of raising.
 
@@ -112,7 +115,8 @@ class Episodes:
     Raises:
         ValueError: naming the problem: shapes or dtypes, non-finite values in float ``x``,
             ``x`` or ``y`` on the meta device, labels out of range, one string instead of a
-            list for ``classes`` or ``class_names``, unknown or repeated ``classes``, fewer
+            list for ``classes`` or ``class_names``, two ``class_names`` equal in NFC,
+            unknown or repeated ``classes`` (two spellings equal in NFC included), fewer
             classes than ``ways``, or classes smaller than ``shots + queries`` (listed; a
             ``SmallClassesError``).
     """
@@ -131,13 +135,11 @@ class Episodes:
         if classes is not None:
             check_name_list("Episodes classes", classes)
             classes = [str(c) for c in classes]           # as the names are: 0 is "0"
-            index = {n: i for i, n in enumerate(names)}
-            unknown = [c for c in classes if c not in index]
+            use, unknown = class_positions(classes, names)
             if unknown:
                 raise ValueError(f"Episodes classes names {len(unknown)} unknown class(es): "
                                  f"{list(unknown)[:5]}")
-            _check_distinct("Episodes classes", classes)
-            use = [index[c] for c in classes]
+            check_distinct_classes("Episodes classes", classes)
         self._x, self._y = x, y
         self._all_names, self._all_table, self._all_counts = names, table, counts
         self._use = use
@@ -181,19 +183,19 @@ class Episodes:
         """The same data restricted to ``classes`` (names), sharing the storage.
 
         Raises:
-            ValueError: one string instead of a list, unknown or repeated names, or too few
-                classes for ``ways``.
+            ValueError: one string instead of a list, unknown or repeated names (compared
+                in Unicode NFC, as the constructor's ``classes``), or too few classes for
+                ``ways``.
         """
         check_name_list("Episodes.subset classes", classes)
         classes = [str(c) for c in classes]               # as the names are: 0 is "0"
-        index = {n: i for i, n in enumerate(self._all_names)}
-        unknown = [c for c in classes if c not in index]
+        use, unknown = class_positions(classes, self._all_names)
         if unknown:
             raise ValueError(f"Episodes.subset: {len(unknown)} unknown class(es): "
                              f"{list(unknown)[:5]}")
-        _check_distinct("Episodes.subset classes", classes)
+        check_distinct_classes("Episodes.subset classes", classes)
         new = copy.copy(self)
-        new._use = [index[c] for c in classes]
+        new._use = use
         new._select()
         return new
 
@@ -215,35 +217,13 @@ class Episodes:
 
     def describe(self) -> str:
         """One line on what was read: images, classes, and what was ignored, skipped or
-        dropped (folder data), or examples and classes."""
+        dropped (folder data: ``describe_report``), or examples and classes."""
         r = getattr(self, "report", None)
         if r is None:
             return (f"{self.num_examples} examples in {self.num_classes} classes"
                     + (f"; dropped {len(self.dropped)} class(es) with fewer than "
                        f"{self.shots + self.queries} examples" if self.dropped else ""))
-        parts = [f"{r['images']} images in {r['classes']} classes (cache {r['cache_status']}: "
-                 f"{r['cache']}); {self.num_classes} classes in use"]
-        if r["ignored"] or r["hidden"]:
-            shown = r.get("ignored_files") or []
-            eg = f" (by suffix, e.g. {shown[0]})" if shown else ""
-            parts.append(f"ignored {r['ignored']} non-image{eg} and {r['hidden']} hidden "
-                         f"entries")
-        if r.get("empty"):
-            e = r["empty"]
-            parts.append(f"left out {len(e)} class folder(s) without images, e.g. {e[0]!r}")
-        if r.get("loose"):
-            parts.append(f"left out {len(r['loose'])} image(s) outside any class folder, e.g. "
-                         f"{r['loose'][0]} (a class's images go in a folder named after it)")
-        if r["skipped"]:
-            parts.append(f"skipped {len(r['skipped'])} unreadable image(s), e.g. "
-                         f"{r['skipped'][0]}")
-        if r.get("duplicates"):
-            parts.append(f"left out {len(r['duplicates'])} exact copy(ies) of an image of "
-                         f"the same class, e.g. {r['duplicates'][0]}")
-        if self.dropped:
-            parts.append(f"dropped {len(self.dropped)} class(es) with fewer than "
-                         f"{self.shots + self.queries} images, e.g. {self.dropped[0]!r}")
-        return "; ".join(parts)
+        return describe_report(r, self.num_classes, self.dropped, self.shots + self.queries)
 
     @property
     def num_examples(self) -> int:
@@ -361,16 +341,15 @@ class Episodes:
             progress: called with the images decoded so far while the cache is built.
 
         Returns:
-            Episodes with ``transform`` set and ``report`` =
-            ``{"images", "classes", "ignored", "hidden", "loose", "ignored_files", "empty",
-            "skipped", "dropped",
-            "cache", "cache_status"}``: counts of the images and classes read and of the
-            entries left out (``ignored``: not images, the first few named in
-            ``ignored_files``; ``hidden``), the class folders without images (``empty``),
-            the files left out (``loose``: images outside any class folder; ``skipped``:
-            unreadable, with
-            ``skip_corrupt``), the classes ``drop_small`` dropped, and the cache's folder
-            and status.
+            Episodes with ``transform`` set and ``report`` = ``folder_report(data,
+            dropped)``: ``{"images", "classes", "ignored", "hidden", "loose",
+            "ignored_files", "empty", "skipped", "dropped", "duplicates", "cache",
+            "cache_status"}``, counts of the images and classes read and of the entries left
+            out (``ignored``: not images, the first few named in ``ignored_files``;
+            ``hidden``), the class folders without images (``empty``), the files left out
+            (``loose``: images outside any class folder; ``skipped``: unreadable, with
+            ``skip_corrupt``; ``duplicates``: exact copies of an image of the same class),
+            the classes ``drop_small`` dropped, and the cache's folder and status.
 
         Raises:
             ValueError: naming the problem (see ``load_folder``, ``split_classes``,
@@ -388,12 +367,7 @@ class Episodes:
         fam = cls(data.images, data.labels, ways, shots, queries, data.class_names,
                   classes=use, drop_small=drop_small)
         fam.transform = {"image_size": image_size, "channels": channels, "invert": invert}
-        fam.report = {"images": len(data.files), "classes": len(data.class_names),
-                      "ignored": data.ignored, "hidden": data.hidden, "loose": data.loose,
-                      "ignored_files": data.ignored_files, "empty": data.empty,
-                      "skipped": [f for f, _ in data.skipped], "dropped": fam.dropped,
-                      "duplicates": [f for f, _ in data.duplicates],
-                      "cache": str(data.cache_dir), "cache_status": data.cache_status}
+        fam.report = folder_report(data, fam.dropped)
         return fam
 
     @classmethod
@@ -495,6 +469,131 @@ class Episodes:
         return cls(torch.stack(xs), y, ways, shots, queries, names, **kw)
 
 
+def folder_report(data, dropped: Sequence[str] = ()) -> dict[str, Any]:
+    """What a decoded image folder held and what of it was not read: the ``report`` of
+    ``Episodes.from_folder``, which ``describe_report`` words.
+
+    Args:
+        data: a ``metaloop.data.folder.FolderData`` (``load_folder``).
+        dropped: the classes left out as too small (``Episodes.dropped``).
+
+    Returns:
+        ``{"images", "classes", "ignored", "hidden", "loose", "ignored_files", "empty",
+        "skipped", "dropped", "duplicates", "cache", "cache_status"}``: the images and
+        classes read; the non-image entries (the first few named in ``ignored_files``) and
+        hidden entries left out; the class folders without images; the images outside any
+        class folder, the unreadable ones skipped and the exact copies of an image of the
+        same class left out (their files); ``dropped``; the cache's folder and status.
+    """
+    return {"images": len(data.files), "classes": len(data.class_names),
+            "ignored": data.ignored, "hidden": data.hidden, "loose": list(data.loose),
+            "ignored_files": list(data.ignored_files), "empty": list(data.empty),
+            "skipped": [f for f, _ in data.skipped], "dropped": list(dropped),
+            "duplicates": [f for f, _ in data.duplicates],
+            "cache": str(data.cache_dir), "cache_status": data.cache_status}
+
+
+def describe_report(report: Mapping[str, Any], num_classes: int,
+                    dropped: Sequence[str] = (), need: int = 0) -> str:
+    """One line on what an image folder held and what of it was not read, as ``metaloop
+    train``, ``metaloop forgetting`` and ``metaloop vae`` print it (``Episodes.describe``
+    of folder data): the images, classes and cache, then each kind of entry left out,
+    counted with an example.
+
+    Args:
+        report: the folder's report (``folder_report``; ``Episodes.report``).
+        num_classes: the classes in use.
+        dropped: the classes left out for having fewer than ``need`` images.
+        need: the images a class needs (``shots + queries``); read only with ``dropped``.
+
+    Returns:
+        ``"<images> images in <classes> classes (cache <status>: <folder>); <num_classes>
+        classes in use"``, then ``"; "`` and a clause for each of: ignored non-image and
+        hidden entries, class folders without images, images outside any class folder,
+        unreadable images skipped, exact copies left out, classes dropped.
+    """
+    r = report
+    parts = [f"{r['images']} images in {r['classes']} classes (cache {r['cache_status']}: "
+             f"{r['cache']}); {num_classes} classes in use"]
+    if r["ignored"] or r["hidden"]:
+        shown = r.get("ignored_files") or []
+        eg = f" (by suffix, e.g. {shown[0]})" if shown else ""
+        parts.append(f"ignored {r['ignored']} non-image{eg} and {r['hidden']} hidden "
+                     f"entries")
+    if r.get("empty"):
+        e = r["empty"]
+        parts.append(f"left out {len(e)} class folder(s) without images, e.g. {e[0]!r}")
+    if r.get("loose"):
+        parts.append(f"left out {len(r['loose'])} image(s) outside any class folder, e.g. "
+                     f"{r['loose'][0]} (a class's images go in a folder named after it)")
+    if r["skipped"]:
+        parts.append(f"skipped {len(r['skipped'])} unreadable image(s), e.g. "
+                     f"{r['skipped'][0]}")
+    if r.get("duplicates"):
+        parts.append(f"left out {len(r['duplicates'])} exact copy(ies) of an image of "
+                     f"the same class, e.g. {r['duplicates'][0]}")
+    if dropped:
+        parts.append(f"dropped {len(dropped)} class(es) with fewer than {need} images, e.g. "
+                     f"{dropped[0]!r}")
+    return "; ".join(parts)
+
+
+def class_positions(classes: Sequence[str], names: Sequence[str]
+                    ) -> tuple[list[int], list[str]]:
+    """Where the class names asked for are among the data's, compared in Unicode NFC: a
+    name typed composed (``"caf\\xe9"``) is the class a macOS folder, a tensor file or a
+    table spells decomposed (``"cafe\\u0301"``), and the other way round.
+
+    Args:
+        classes: the names asked for (strings; a config's or a split's list).
+        names: the data's class names, distinct in NFC (``check_examples`` refuses two
+            that are not).
+
+    Returns:
+        The positions in ``names`` of the names of ``classes`` found, in the order of
+        ``classes`` (so the data's spelling is ``names[i]``), and the names of
+        ``classes`` found nowhere, as given.
+    """
+    index = {_nfc(n): i for i, n in enumerate(names)}
+    at = [index.get(_nfc(c)) for c in classes]
+    return [i for i in at if i is not None], [c for c, i in zip(classes, at) if i is None]
+
+
+def check_distinct_classes(what: str, classes: Sequence[str]) -> None:
+    """Refuse a class listed twice, also as two spellings equal in Unicode NFC: it would be
+    two labels of one task, and the same example could then be in the support set under one
+    label and in the query set under the other.
+
+    Raises:
+        ValueError: naming ``what`` and the duplicated names (the first few), or the two
+            spellings of one name (with their code points).
+    """
+    names = list(classes)
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{what} lists {len(dup)} class(es) more than once: {dup[:5]}")
+    forms = _same_in_nfc(names)
+    if forms:
+        a, b = forms[0]
+        raise ValueError(f"{what} lists the class {_nfc(a)!r} twice, spelled in two Unicode "
+                         f"forms ({ascii(a)} and {ascii(b)}); list each class once")
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _same_in_nfc(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of different ``names`` that are equal in NFC (the first spelling, the other)."""
+    seen: dict[str, str] = {}
+    pairs = []
+    for n in names:
+        first = seen.setdefault(_nfc(n), n)
+        if first != n:
+            pairs.append((first, n))
+    return pairs
+
+
 def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "Episodes"
                    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Labelled examples as a tensor ``x`` (``[N, H, W]`` greyscale images given their
@@ -505,7 +604,8 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
         ValueError: led by ``what``: ``x`` of another shape or dtype (uint8 images or floats),
             labels that are not ints ``[N]`` (strings included) or lie outside ``[0, K)``,
             no examples, NaN or inf in float ``x`` (naming the rows and their classes),
-            ``class_names`` given as one string, repeated class names, square images given
+            ``class_names`` given as one string, repeated class names (two names that differ
+            only in their Unicode form included, naming both), square images given
             channels-last (``[N, H, H, 1 or 3]``), tensors on the meta device (no values).
     """
     if isinstance(x, np.ndarray):
@@ -565,6 +665,12 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     if len(set(names)) != len(names):
         raise ValueError(f"{what} class_names has duplicates: "
                          f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
+    forms = _same_in_nfc(names)
+    if forms:
+        one, other = forms[0]
+        raise ValueError(f"{what} class_names {one!r} and {other!r} differ only in their "
+                         f"Unicode form ({ascii(one)} and {ascii(other)}), so they would be "
+                         f"two classes that look the same; give each class one spelling")
     return x, y, names
 
 
@@ -630,19 +736,6 @@ def _dense_labels(y: torch.Tensor, names: list[str] | None
         values = torch.unique(y)                                              # sorted [K]
         return torch.searchsorted(values, y), [str(int(v)) for v in values]
     return y, names
-
-
-def _check_distinct(what: str, classes: Sequence[str]) -> None:
-    """Refuse a class listed twice: it would be two labels of one task, and the same example
-    could then be in the support set under one label and in the query set under the other.
-
-    Raises:
-        ValueError: naming ``what`` and the duplicated names (the first few).
-    """
-    names = list(classes)
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"{what} lists {len(dup)} class(es) more than once: {dup[:5]}")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -23,6 +23,9 @@ an earlier row's, under the same label, once (``repeated`` counts the others, an
 ``describe`` says so), so that no task holds the same text (as an uncased encoder such as
 all-MiniLM-L6-v2 tokenizes it: ``"Great movie"`` and ``"GREAT  MOVIE"`` give the same token
 ids) as a support example and a query; a text that the table labels two ways is an error.
+A list of classes to use (``classes``, a split file's names) is matched to the labels in
+Unicode NFC, as image folders' class names are (``metaloop.tasks.splits``), and the family
+spells them as the table does.
 
 Classes are split into disjoint meta-train / validation / test classes by
 ``split_classes(class_names, fractions, split_seed)`` over the whole table, before any class
@@ -49,7 +52,7 @@ from typing import cast
 import torch
 
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.episodes import SmallClassesError
+from metaloop.tasks.episodes import SmallClassesError, check_distinct_classes, class_positions
 from metaloop.tasks.omniglot import (
     check_generator,
     check_positive_int,
@@ -487,7 +490,9 @@ class TextTable:
         fractions: (train, val, test) fractions of the classes, summing to 1.
         split_seed: the seed of the class split.
         classes: explicit class names to use instead of ``split`` (e.g. from a split file,
-            ``read_split_file``); each must be a label of the table.
+            ``read_split_file``); each must be a label of the table, compared in Unicode NFC
+            (``"caf\\xe9"`` names the label ``"cafe\\u0301"`` and the other way round), and
+            is listed once; ``class_names`` spell them as the table does.
         tokenizer: optional ``texts -> [N, L]`` token ids (e.g. ``TextEncoder.tokenize``),
             applied once to every text of the chosen classes.
         drop_small: drop the classes with fewer than ``shots + queries`` texts instead of
@@ -507,7 +512,8 @@ class TextTable:
 
     Raises:
         ValueError: naming the file: every error of ``read_text_table``, an unknown split,
-            unknown class names, fewer classes than ``ways`` (in the split), and classes with
+            unknown or repeated class names in ``classes`` (two spellings equal in NFC
+            included), fewer classes than ``ways`` (in the split), and classes with
             fewer than ``shots + queries`` texts (named; unless ``drop_small``), a text
             labelled two ways (named with its labels; texts compared as ``folded``).
     """
@@ -530,13 +536,14 @@ class TextTable:
         self.all_class_names = sorted(set(labels))
         if classes is not None:
             check_name_list("TextTable classes", classes)
-            names = [str(c) for c in classes]
-            known = set(self.all_class_names)
-            unknown = [c for c in names if c not in known]
+            typed = [str(c) for c in classes]
+            found, unknown = class_positions(typed, self.all_class_names)   # in NFC
             if unknown:
                 raise ValueError(f"text table {self.path} has no class(es) {unknown[:10]}; its "
                                  f"labels are {self.all_class_names[:10]}"
-                                 f"{' ...' if len(known) > 10 else ''}")
+                                 f"{' ...' if len(self.all_class_names) > 10 else ''}")
+            check_distinct_classes(f"text table {self.path}: classes", typed)
+            names = [self.all_class_names[i] for i in found]     # as the table spells them
             split = "classes"
         elif split == "all":
             names = self.all_class_names
