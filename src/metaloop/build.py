@@ -164,7 +164,8 @@ def _relative_root_missing(root) -> str:
     return (f"family.root = {name!r} is a relative path, read from the working folder "
             f"{Path.cwd()}, which has no {name!r}; a run stores family.root as its config gave "
             f"it, so run the command from the folder the run was trained in (the one that "
-            f"path is relative to), or make {name!r} here a link to the data (in a config "
+            f"path is relative to), or give the data's path with --data-root (metaloop "
+            f"eval, train --resume), or make {name!r} here a link to the data (in a config "
             f"of your own: give family.root as an absolute path)")
 
 

@@ -13,10 +13,16 @@ MLP on a tensor file's feature vectors takes its input size from its first layer
 so its tensor file may have moved or changed; a text run needs its encoder
 (``family.encoder``), not its table. What does read the data (``Run.heldout``, ``metaloop
 eval``'s held-out tasks) reads and checks it then.
+
+Data that moved (another machine, a renamed folder, a relative ``family.root`` used from
+another working folder): ``load_run(path, data_root=PATH)`` (``metaloop eval --data-root``)
+reads the run's own data at ``PATH`` instead; what is read there is checked against the
+run's stored fingerprint of its data (``check_moved_data``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +39,7 @@ from metaloop.train.checkpoint import (
     saved_run,
 )
 
-__all__ = ["Run", "load_run", "saved_run"]
+__all__ = ["Run", "check_moved_data", "load_run", "moved_root", "saved_run"]
 
 
 @dataclass
@@ -49,6 +55,9 @@ class Run:
         iteration: the meta-training iteration the checkpoint was written at.
         data: what a run on the user's data read (``metaloop.build.data_fingerprint``:
             class digests and ``example_shape``), or None (a built-in family, an older run).
+        stored_root: None, or (a run loaded with ``data_root``) the ``family.root`` its
+            checkpoint stores, which ``config["family"]["root"]`` replaces with the
+            ``data_root`` read instead.
         heldout_config: None, or (an ensemble's, set by
             ``metaloop.recipes.evaluation.load_ensemble``) a function returning the config
             whose ``[eval]`` section draws the held-out tasks (raising ``ValueError`` where
@@ -60,6 +69,7 @@ class Run:
     learner: Any
     iteration: int
     data: dict | None = None
+    stored_root: str | None = None
     heldout_config: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -115,9 +125,23 @@ class Run:
         from metaloop.train.loop import on_model
 
         cfg = self.config if self.heldout_config is None else self.heldout_config()
-        family = build.eval_family(cfg, None)
+        family = read_heldout(self, cfg)
         check_inputs(self, family)
         return on_model(family, self.learner.model)
+
+
+def read_heldout(run: Run, cfg: dict):
+    """``build.eval_family(cfg, None)``: the held-out family of ``run``'s data, whose error
+    names ``--data-root`` where the run last read its data at another path
+    (``last_read_hint``)."""
+    try:
+        return build.eval_family(cfg, None)
+    except ValueError as e:
+        hint = "" if run.stored_root is not None else \
+            last_read_hint(run.data, run.config["family"].get("root"))
+        if not hint or type(e) is not ValueError:    # (a subclass: the data was read)
+            raise
+        raise ValueError(f"{e}{hint}") from e
 
 
 def check_inputs(run: Run, family) -> None:
@@ -132,8 +156,13 @@ def check_inputs(run: Run, family) -> None:
         run: a loaded run, or an ensemble (each member is checked).
         family: the task family read from the run's data (``build.eval_family``).
 
+    A run loaded with ``data_root`` (``stored_root`` set) is also checked to read its own
+    data there (``check_moved_data``).
+
     Raises:
-        ValueError: examples of another shape, naming the file, both shapes and the run.
+        ValueError: examples of another shape, naming the file, both shapes and the run;
+            data at a run's ``data_root`` that is not the data the run read (naming the
+            classes that differ).
     """
     got = getattr(family, "input_shape", None)
     for m in getattr(run, "members", None) or [run]:
@@ -152,6 +181,108 @@ def check_inputs(run: Run, family) -> None:
                              f"of shape {[int(v) for v in want]}: the data changed since the "
                              f"run was trained; restore it, or train a new run on the data "
                              f"as it is now")
+    check_moved_data(run, family)     # (after the shapes: another shape is named as such)
+
+
+def moved_root(path, data: dict | None, fam: dict, data_root) -> str:
+    """``data_root`` (the run's own data at another path: ``metaloop eval`` / ``train
+    --resume`` ``--data-root``) as an absolute path, checked to be a thing the run's
+    family reads: a folder for ``folder``, a file for ``tensors`` and ``table``.
+
+    Args:
+        path: the run (named by an error). data: the run's stored fingerprint
+            (``state["data"]``; None: none stored). fam: the run's ``[family]`` section.
+        data_root: where the data is now.
+
+    Raises:
+        ValueError: a run without a stored fingerprint (a built-in family, whose loader
+            finds its own data, or a run written before fingerprints were stored): data
+            elsewhere could not be checked to be its own; a path that does not exist or
+            is not what the family reads.
+    """
+    given = os.fspath(data_root)
+    flag = f"--data-root {given}"
+    if fam["name"] not in config.USER_FAMILIES:
+        raise ValueError(f"{flag}: {path} is family {fam['name']!r}, which reads no data of "
+                         f"yours (its loader finds its own, family.root = {fam['root']!r}), "
+                         f"and stores no fingerprint of its data to check another path "
+                         f"against; leave --data-root out")
+    if not isinstance(data, dict):
+        raise ValueError(f"{flag}: {path} stores no fingerprint of the data it read (it was "
+                         f"written before runs stored one), so the data at {given} could not "
+                         f"be checked to be the run's own; give family.root its data at the "
+                         f"stored path {fam['root']!r} (a link to {given} will do), or train "
+                         f"a new run there")
+    where = Path(os.path.abspath(Path(given).expanduser()))
+    want = "folder" if fam["name"] == "folder" else "file"
+    if not where.exists():
+        raise ValueError(f"{flag}: no such {want} (the run's family.root, {fam['root']!r}, "
+                         f"is replaced by it)")
+    if (want == "folder") != where.is_dir():
+        what = "an image folder, root/<class>/<image>" if want == "folder" else \
+            "a tensor file (.npz / .pt)" if fam["name"] == "tensors" else "a table file"
+        raise ValueError(f"{flag} is a {'file' if want == 'folder' else 'folder'}, but "
+                         f"{path} is family {fam['name']!r}, which reads {what}")
+    return str(where)
+
+
+def check_moved_data(run, family) -> None:
+    """For a run loaded with ``data_root`` (an ensemble: each such member): check that
+    ``family`` (read at that path) holds the run's own data: each class read has the
+    sha256 of its examples that the run's stored fingerprint gives it
+    (``metaloop.build.data_fingerprint``; a table: its file's sha256). Runs read at their
+    stored path pass unchecked.
+
+    Raises:
+        ValueError: classes whose examples differ, or that the run never read (a class
+            its fingerprint lacks cannot be checked), naming them, the path and the run.
+    """
+    moved = [m for m in getattr(run, "members", None) or [run]
+             if getattr(m, "stored_root", None) is not None]
+    if not moved:
+        return
+    fcfg = moved[0].config["family"]
+    read = build.data_fingerprint(fcfg, *([] if fcfg["name"] == "table" else [family]))
+    for m in moved:
+        check_same_data(m.data, read, f"{m.path}", m.stored_root)
+
+
+def check_same_data(stored: dict | None, read: dict | None, run, stored_root) -> None:
+    """ValueError unless the fingerprint ``read`` (of the data at the path that replaced a
+    run's ``family.root``) agrees with the run's ``stored`` one in every class it has (a
+    table: the file's sha256), naming the classes whose examples differ and those the run
+    never read."""
+    if not isinstance(stored, dict) or not isinstance(read, dict):
+        return
+    old, new = stored.get("classes"), read.get("classes")
+    if isinstance(old, dict) and isinstance(new, dict):
+        parts = [f"{label} {names[:5]}{' ...' if len(names) > 5 else ''}"
+                 for label, names in (
+                     ("examples differ in class(es)",
+                      [c for c in new if c in old and old[c] != new[c]]),
+                     ("class(es) the run never read", [c for c in new if c not in old]))
+                 if names]
+        if not parts:
+            return
+        change = "; ".join(parts)
+    elif stored.get("sha256") == read.get("sha256"):
+        return
+    else:
+        change = "its file's sha256 differs"
+    raise ValueError(f"--data-root {read['root']} is not the data {run} was trained on "
+                     f"(its stored family.root: {stored_root}): {change}; give the path of "
+                     f"the run's own data as it read it, or train a new run on this data")
+
+
+def last_read_hint(data: dict | None, root) -> str:
+    """Where a run last read its data, when its fingerprint ``data`` names another path than
+    its ``family.root`` ``root`` (a run resumed with ``--data-root`` keeps its config's path
+    and records the one it read in its fingerprint): the option that reads it there again;
+    "" otherwise."""
+    if not isinstance(data, dict) or not data.get("root") or data["root"] == str(root):
+        return ""
+    return (f"; the run last read its data at {data['root']} (a resume with --data-root): "
+            f"give --data-root {data['root']} to read it there")
 
 
 TASK_KEYS = ("split", "ways", "shots", "queries", "within_alphabet", "drawers")
@@ -210,7 +341,7 @@ def _vector_stand_in(tensors: dict, cfg: dict, path: Path, data: dict | None) ->
                            input_shape=(dim,))
 
 
-def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
+def load_run(path, *, device=None, head_init: str = "checkpoint", data_root=None) -> Run:
     """Load a saved run: its config, and its learner with the checkpoint's weights.
 
     Args:
@@ -221,6 +352,11 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
             (``metaloop.build.batching_on``).
         head_init: ``"checkpoint"`` (the config's rule) or ``"zero"`` (adapt from a zero
             head sized to each task's classes).
+        data_root: None, or where the run's own data is now (its image folder, tensor file
+            or table moved): the config's ``family.root`` becomes this path (absolute) and
+            the stored one is kept as ``Run.stored_root``; whatever reads the data then
+            (``Run.heldout``, ``metaloop.recipes.evaluation.evaluate_run``) checks it
+            against the run's stored fingerprint (``check_moved_data``).
 
     Returns:
         A ``Run``. A config key renamed since the run was written loads under its new name
@@ -231,7 +367,8 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
             iwae`` run (a VAE, named as one), a run whose stored config lacks
             the family, model or method (``ml.train`` without a full ``config=``), a config
             that no longer validates, or stored tensors that do not fit the config's model
-            (naming them).
+            (naming them); a ``data_root`` for a run that stores no fingerprint of its
+            data (a built-in family: named), or that is not there (``moved_root``).
     """
     path = Path(path)
     if not path.is_dir():
@@ -261,6 +398,10 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     if head_init == "zero":
         cfg["method"]["head_init"] = "zero"
     data = state.get("data") if isinstance(state.get("data"), dict) else None
+    stored_root = None
+    if data_root is not None:
+        stored_root = str(cfg["family"]["root"])
+        cfg["family"]["root"] = moved_root(path, data, cfg["family"], data_root)
     if cfg["model"]["name"] in config.IMAGE_MODELS:
         family = _stand_in(tensors, cfg["family"], path, data)
     elif cfg["model"]["name"] == "text":
@@ -304,4 +445,4 @@ def load_run(path, *, device=None, head_init: str = "checkpoint") -> Run:
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     return Run(path=path, config=cfg, learner=learner, iteration=int(state.get("iteration", 0)),
-               data=data)
+               data=data, stored_root=stored_root)

@@ -51,7 +51,13 @@ by its members' methods ("ensemble of 3 runs (maml, r2d2, protonet)"; one method
 ensemble of 2 runs"), and results.json and the record list its members.
 
 A run whose head is solved (protonet, r2d2, metaoptnet) is scored after step 0 alone. A run
-trained on the split it is evaluated on is warned about: its score is on training classes."""
+trained on the split it is evaluated on is warned about: its score is on training classes.
+
+Data that moved (a run on your own image folder, tensor file or table, evaluated on another
+machine or after a rename): --data-root PATH reads the run's data at PATH instead of its
+stored family.root. The classes read there must have the examples the run read (their
+sha256s, stored in its checkpoint): other data is refused, naming the classes that differ.
+results.json and the record name the path read (data_root) and the stored one it replaced."""
 
 
 def register(sub) -> None:
@@ -126,6 +132,11 @@ def register(sub) -> None:
                         "the test-time settings above apply, and the flags that choose "
                         "generated tasks (--tasks, --shots, --ways, --split, "
                         "--within-alphabet either way, --drawers) are refused")
+    p.add_argument("--data-root", type=path, metavar="PATH",
+                   help="the run's own data, moved: read its image folder, tensor file or "
+                        "table at PATH instead of its stored family.root (checked against "
+                        "the run's stored fingerprint of its data; not for the built-in "
+                        "families)")
     p.add_argument("--out", type=path, help="write results.json and a plot here")
     p.add_argument("--record", type=path, metavar="PATH",
                    help="also write the result (last step; with --lake-runs, the official "
@@ -160,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     _check_flags(args)
-    loaded = load_ensemble(args.checkpoint, device=args.device)
+    loaded = load_ensemble(args.checkpoint, device=args.device, data_root=args.data_root)
     check_distinct(loaded)
     _note_unfinished(loaded)
     _check_flags_family(args, loaded)
@@ -229,6 +240,10 @@ def _check_flags(args: argparse.Namespace) -> None:
     """ValueError naming the flag where a value is impossible, or a flag would change
     nothing whatever the runs are (before any run is loaded)."""
     given = [_switch(k, getattr(args, k)) for k in GENERATED_ONLY if getattr(args, k) is not None]
+    if args.lake_runs and args.data_root:
+        raise ValueError(f"--data-root {args.data_root} reads the run's own data for "
+                         f"generated held-out tasks, but --lake-runs scores the official runs "
+                         f"instead, so it would change nothing; leave it out")
     if args.lake_runs and given:
         raise ValueError(f"--lake-runs scores the official runs as they are (their own "
                          f"classes, drawings and trials), so {', '.join(given)} would change "
@@ -369,6 +384,11 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if ec["tasks"] == 1:
         print("note: one task has no confidence interval (its ± 0 is not one); give --tasks 2 "
               "or more", file=sys.stderr)
+    moved = data_root(loaded)
+    if moved is not None:
+        print(f"data read at {moved['read']} (--data-root), in place of the stored "
+              f"family.root {moved['replaced']}; its classes match the run's stored "
+              f"fingerprint", file=sys.stderr)
     if len(args.checkpoint) > 1:
         what = "class probabilities" if loaded.learner.combine == "probabilities" \
             else "predictions"
@@ -400,9 +420,13 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
             device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
             error_rate=error, checkpoint_dirs=_loaded_dirs(loaded))
+        if moved is not None:
+            rec["data_root"] = moved
         records.validate_record(rec, where=args.record)
     if out is not None:
         extra = {"error_rate": error} if error is not None else {}
+        if moved is not None:
+            extra["data_root"] = moved
         if len(args.checkpoint) > 1:
             extra["ensemble"] = {"members": members(loaded), "combine": loaded.learner.combine}
         # keyed by the method (an ensemble of one method too, as before); several: the label
@@ -413,6 +437,18 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if rec is not None:
         _write_record(args.record, rec)
     return 0
+
+
+def data_root(loaded) -> dict | None:
+    """``{"read": the path the data was read at, "replaced": the stored family.root (an
+    ensemble whose members store it differently: each one's)}`` for a run loaded with
+    ``--data-root``, as results.json and the record give it; None otherwise."""
+    runs = getattr(loaded, "members", None) or [loaded]
+    stored = list(dict.fromkeys(m.stored_root for m in runs if m.stored_root is not None))
+    if not stored:
+        return None
+    return {"read": loaded.config["family"]["root"],
+            "replaced": stored[0] if len(stored) == 1 else stored}
 
 
 def _loaded_dirs(loaded) -> list:

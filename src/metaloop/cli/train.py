@@ -36,6 +36,13 @@ it created (one that stopped on a non-finite loss keeps its metrics.jsonl). One 
 time writes a run directory: a second one on it (e.g. --resume started twice) stops at once
 with exit status 2, naming the process that writes there.
 
+A run on your own data whose folder, tensor file or table moved: --resume DIR --data-root
+PATH reads it at PATH. The classes read there must have the examples the run read (their
+sha256s, stored in its checkpoint), else the resume is refused, naming the classes that
+differ; the run then goes on exactly as if uninterrupted. Its config keeps the stored
+family.root and its later checkpoints record PATH as the path read: a later --resume without
+--data-root reads family.root, and where the data is not there names --data-root PATH.
+
 Exit status: 0 done (also when Ctrl-C / SIGTERM comes in the last iteration or during the
 final checkpoint, which is then finished); 2 bad input (named before any training); 1 the run
 stopped (non-finite loss, another rank failed); 130 interrupted (Ctrl-C / SIGTERM): after
@@ -60,6 +67,11 @@ def register(sub) -> None:
                         "with --resume, only the run's own seed")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR", type=path,
                    help="continue the run in DIR (or --out) from its newest checkpoint")
+    p.add_argument("--data-root", type=path, metavar="PATH",
+                   help="with --resume: the run's own data, moved: read its image folder, "
+                        "tensor file or table at PATH instead of its stored family.root "
+                        "(checked against the run's stored fingerprint of its data; not for "
+                        "the built-in families)")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 matmuls and convolutions on CUDA (faster, ~1e-3 precision)")
     p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
@@ -143,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 # (flag, the value it has when not given): what only a run reads, not --print-config
-_RUN_FLAGS = (("--out", "out", None), ("--resume", "resume", False), ("--tf32", "tf32", False),
+_RUN_FLAGS = (("--out", "out", None), ("--resume", "resume", False),
+              ("--data-root", "data_root", None), ("--tf32", "tf32", False),
               ("--precision", "precision", "float32"), ("--device", "device", "cpu"),
               ("--dist-timeout", "dist_timeout", None), ("--no-progress", "no_progress", False))
 
@@ -174,9 +187,13 @@ def _refuse_run_flags(args: argparse.Namespace, option: str, does: str,
 
 def _check_flags(args: argparse.Namespace) -> None:
     """ValueError naming a flag that would change nothing (``--tf32`` off CUDA,
-    ``--dist-timeout`` without torchrun) or has an impossible value; fills in the default
-    ``--dist-timeout``."""
+    ``--dist-timeout`` without torchrun, ``--data-root`` without ``--resume``) or has an
+    impossible value; fills in the default ``--dist-timeout``."""
     _checks.refuse_tf32_off_cuda(args.tf32, args.device)
+    if args.data_root is not None and not args.resume:
+        raise ValueError(f"--data-root {args.data_root} reads a resumed run's own data at "
+                         f"another path, but no --resume is given: a new run reads its "
+                         f"config's family.root (set that instead)")
     if args.dist_timeout is None:
         args.dist_timeout = distributed.DEFAULT_TIMEOUT_S
     elif os.environ.get("WORLD_SIZE", "").strip() in ("", "0", "1"):
@@ -211,7 +228,7 @@ def _run(args: argparse.Namespace, held: list) -> int:
     def prepare():          # rank 0: the run directory's lock first (metaloop.runlock), so
         held.append(runlock.acquire(out))        # a second process on it reads nothing
         return recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
-                              seed=args.seed)
+                              seed=args.seed, data_root=args.data_root)
 
     try:        # SIGTERM raises KeyboardInterrupt here too (main's catch_signals)
         cfg, out, created = distributed.from_rank0(prepare, "the checked config")
@@ -219,7 +236,8 @@ def _run(args: argparse.Namespace, held: list) -> int:
         distributed.begin_startup(resume=bool(args.resume))
         res: Any = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
                                        precision=args.precision, tf32=args.tf32,
-                                       progress=not args.no_progress, created=created)
+                                       progress=not args.no_progress, created=created,
+                                       data_root=args.data_root)
         distributed.agree_startup()         # (a run with no collective: every rank)
     except BaseException as e:
         if distributed.startup_open():

@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 
-from metaloop import build, config
+from metaloop import config
 from metaloop._callable import check_progress
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.recipes.predict import score_lake_runs, takes_steps
-from metaloop.runs import TASK_KEYS, Run, check_inputs, load_run
+from metaloop.runs import TASK_KEYS, Run, check_inputs, load_run, read_heldout
 from metaloop.train.checkpoint import latest_checkpoint
 from metaloop.train.loop import on_model
 
@@ -317,7 +317,7 @@ def _check_member_heads(run: Run, cfg: dict) -> None:
 
 
 def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
-                  same: tuple[str, ...] = SAME_FAMILY) -> Run:
+                  same: tuple[str, ...] = SAME_FAMILY, data_root=None) -> Run:
     """Load several runs as one ``Run`` whose learner averages them (``metaloop.meta.Ensemble``).
 
     Args:
@@ -327,6 +327,9 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
         same: the ``family`` keys every member must share with the first (default: what
             the held-out tasks depend on; ``metaloop predict``, which draws no tasks, asks
             only that the members read their inputs alike).
+        data_root: None, or where the runs' own data is now (``metaloop eval
+            --data-root``): every member reads it there (``metaloop.runs.load_run``), and
+            the held-out tasks read are checked against each member's stored fingerprint.
 
     Returns:
         A ``Run`` with the first run's path, config and iteration, and an ``Ensemble``
@@ -334,6 +337,7 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
         the ``[eval]`` keys its members share (members that differ in one are refused there,
         where a change can still set it for all). Each loaded run (the one, or each member)
         has ``checkpoint_dir``: the ``ckpt-*`` folder it was loaded from (``_load_member``).
+        With ``data_root``, an ensemble's ``stored_root`` is its first member's.
 
     Raises:
         ValueError: no paths, a path that is not a run (named), a run folder whose
@@ -346,7 +350,8 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
         else list(paths)
     if not paths:
         raise ValueError("load_ensemble needs at least one run directory")
-    runs = [_load_member(Path(p), device=device, head_init=head_init) for p in paths]
+    runs = [_load_member(Path(p), device=device, head_init=head_init, data_root=data_root)
+            for p in paths]
     if len(runs) == 1:
         return runs[0]
     first = runs[0].config["family"]
@@ -364,7 +369,7 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
                              f"in the same dtype")
     learner = Ensemble([r.learner for r in runs])
     ens = Run(path=runs[0].path, config=runs[0].config, learner=learner,
-              iteration=runs[0].iteration)
+              iteration=runs[0].iteration, stored_root=runs[0].stored_root)
     ens.members = runs  # type: ignore[attr-defined]  # an ensemble's Run: read by getattr
     ens.heldout_config = lambda: _heldout_config(ens)
     return ens
@@ -387,7 +392,7 @@ _LOAD_TRIES = 3
 """How often ``_load_member`` loads a run folder whose ``LATEST`` moves while it loads."""
 
 
-def _load_member(path: Path, *, device, head_init: str) -> Run:
+def _load_member(path: Path, *, device, head_init: str, data_root=None) -> Run:
     """``load_run`` of ``path`` (a run folder or one ``ckpt-*`` folder), with the ``ckpt-*``
     folder it loaded kept as the run's ``checkpoint_dir`` (resolved), which
     ``check_distinct`` compares.
@@ -414,7 +419,7 @@ def _load_member(path: Path, *, device, head_init: str) -> Run:
 
     for _ in range(_LOAD_TRIES):
         before = named()
-        run = load_run(path, device=device, head_init=head_init)
+        run = load_run(path, device=device, head_init=head_init, data_root=data_root)
         if before is not None and named() == before:
             run.checkpoint_dir = before  # type: ignore[attr-defined]  # read by getattr
             return run
@@ -512,8 +517,10 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
 
     Raises:
         ValueError: the held-out data's errors (``metaloop.build.eval_family``: the data
-            moved, classes gone, too few examples), or a tensor file whose examples are no
-            longer of the shape the run was trained on (``metaloop.runs.check_inputs``).
+            moved, classes gone, too few examples), a tensor file whose examples are no
+            longer of the shape the run was trained on, or, for a run loaded with
+            ``data_root``, data there that is not the run's own (``metaloop.runs
+            .check_inputs``).
 
     Warns:
         metaloop.config.SharedSplitWarning: the held-out split shares classes with the split
@@ -525,8 +532,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     cfg = config if config is not None else eval_config(run, **changes)
     ec = cfg["eval"]
     warn_shared_split(run, cfg)
-    heldout = build.eval_family(cfg, None)
-    check_inputs(run, heldout)                      # a tensor file changed since training
+    heldout = read_heldout(run, cfg)
+    check_inputs(run, heldout)       # a tensor file changed since training, moved data
     if progress is not None:
         progress(0)                                 # the tasks are read: none scored yet
     device = None if device is None or torch.device(device).type == "cpu" else \

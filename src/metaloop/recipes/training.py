@@ -5,18 +5,28 @@ data is read; ``train_config(cfg, out, ...)`` builds the families and the learne
 describes and trains it, checkpointing into ``out``. Under ``torchrun`` every process calls
 ``train_config`` on its shard of each meta-batch (``metaloop.train.distributed``).
 ``init_from(learner, run)`` starts a new run from a saved run's weights (``train.init``).
+
+A run whose data moved resumes with ``data_root`` (``metaloop train --resume DIR --data-root
+PATH``): its families are read at ``PATH``, checked against the fingerprint its checkpoint
+stores, and it goes on as if uninterrupted. Its config keeps the stored ``family.root`` (the
+resume checks it against the run's, as every key); the checkpoints written from then on
+store the path read in their fingerprint (``state["data"]["root"]``), so a later resume
+without the option reads the stored ``family.root`` again, and where nothing is there its
+error names ``--data-root`` with the path last read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import torch
 
 from metaloop import build, config
 from metaloop.recipes.report import prepare_out
-from metaloop.runs import load_run, saved_run
+from metaloop.runs import check_same_data, last_read_hint, load_run, moved_root, saved_run
 from metaloop.train import distributed, train
 from metaloop.train.checkpoint import latest_checkpoint
 from metaloop.train.loop import check_run_dir
@@ -25,7 +35,7 @@ __all__ = ["init_from", "prepare", "train_config"]
 
 
 def prepare(out, *, config_path=None, resume: bool = False,
-            seed: int | None = None) -> tuple[dict, Path, bool]:
+            seed: int | None = None, data_root=None) -> tuple[dict, Path, bool]:
     """The validated config of a run and its directory (created, writable).
 
     Args:
@@ -35,6 +45,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
             train an ensemble's members from one config; None keeps the config's. A resumed
             run takes only its own seed (so the command that started it, plus ``--resume``,
             continues it).
+        data_root: a resumed run's own data at another path (``train_config``'s
+            ``data_root``), checked here to be there; None: its ``family.root``.
 
     Returns:
         ``(config, out, created)``: a folder / tensors / table family's class split is written
@@ -55,7 +67,9 @@ def prepare(out, *, config_path=None, resume: bool = False,
             meta-training a new run needs (``config.check_training``: ``eval.steps`` above 0
             for a solved head, Reptile's ``inner_batch`` / ``test_batch`` above the support
             set); a seed that is not an int >= 0, or one given to a resumed run that was
-            trained with another.
+            trained with another; a ``data_root`` for a new run, for a run that stores no
+            fingerprint of its data (a built-in family), or that is not there
+            (``metaloop.runs.moved_root``).
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
@@ -63,8 +77,17 @@ def prepare(out, *, config_path=None, resume: bool = False,
         raise ValueError("give the run directory with --out DIR (or --resume DIR)")
     out = Path(out)
     check_run_dir(out)                 # one ckpt-* directory of a run, not a run directory
+    if data_root is not None and not resume:
+        raise ValueError(f"--data-root {data_root} reads a resumed run's own data at another "
+                         f"path; a new run reads its config's family.root: set that instead "
+                         f"(or give --resume DIR)")
     if resume and latest_checkpoint(out) is None:
         raise ValueError(f"--resume: no checkpoint in {out} (no LATEST file)")
+    if resume and data_root is not None:
+        state = _stored_state(out) or {}
+        fam = state.get("config", {}).get("family")
+        if isinstance(fam, dict) and "name" in fam:  # (else: load_checkpoint names it below)
+            moved_root(out, state.get("data"), {"root": "", **fam}, data_root)
     if resume and seed is not None:    # the command that started it, plus --resume
         kept = _stored(out, "train", "seed")
         if kept is not None and kept != seed:
@@ -101,12 +124,22 @@ def prepare(out, *, config_path=None, resume: bool = False,
     return cfg, out, created
 
 
+def _stored_state(out: Path) -> dict | None:
+    """The ``state.json`` of the newest checkpoint in ``out``, or None where it cannot be
+    read (``load_checkpoint`` names a damaged checkpoint later)."""
+    try:
+        state = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))  # type: ignore[operator]  # None: caught
+    except (OSError, ValueError, TypeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def _stored(out: Path, section: str, key: str | None = None):
     """``[section]`` (or its ``key``) of the config the newest checkpoint in ``out`` stores,
     or None where it cannot be read (``load_checkpoint`` names a damaged checkpoint later)."""
     try:
-        stored = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))  # type: ignore[operator]  # None: caught
-        part = stored["config"][section]
+        stored = _stored_state(out)
+        part = stored["config"][section]  # type: ignore[index]  # None: caught
         return part if key is None else part[key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -137,7 +170,7 @@ SPLIT_KEYS = ("name", "root", "split_fractions", "split_seed", "split_files", "c
 
 def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
                  precision: str = "float32", tf32: bool = False, progress: bool = True,
-                 created: bool = False) -> dict:
+                 created: bool = False, data_root=None) -> dict:
     """Train the learner ``cfg`` describes, checkpointing into ``out``.
 
     Args:
@@ -145,6 +178,12 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
             process's GPU). precision: "float32" or "bf16" (autocast). tf32: allow TF32 on
             CUDA. progress: progress bars (rank 0). created: ``out`` was made for this run,
             so bad data removes it again when it is still empty.
+        data_root: with ``resume``: where the run's own data is now (its folder, tensor
+            file or table moved; ``prepare`` checked it is there). The families are read
+            there, their fingerprint must match the one the checkpoint stores (else refused
+            before training, naming the classes that differ), and ``cfg`` (its stored
+            ``family.root``) is what the checkpoints keep; their fingerprint records the
+            path read. None: ``cfg``'s ``family.root``.
 
     Returns:
         ``metaloop.train.train``'s result.
@@ -154,7 +193,8 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
             than float32 (before any data is read); ``eval.support_shift`` /
             ``eval.query_shift`` on examples that are not images (``build.check_eval_shifts``,
             before training: the run could not be evaluated); on resume, data that changed since the
-            run's checkpoint (``metaloop.build.data_fingerprint``); NonFiniteLossError;
+            run's checkpoint (``metaloop.build.data_fingerprint``), data at ``data_root``
+            that is not the run's own (naming the classes); NonFiniteLossError;
             KeyboardInterrupt after the interrupt checkpoint.
     """
     out = Path(out)
@@ -169,29 +209,47 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         _undo()
         raise ValueError(f"--precision bf16 autocasts a float32 model, but train.dtype = "
                          f"{tc['dtype']!r}")
+    if data_root is not None and not resume:
+        raise ValueError(f"--data-root {data_root} reads a resumed run's own data at another "
+                         f"path; a new run reads its config's family.root")
+    # the config the data is read with: the stored family.root, or the run's data moved
+    read_cfg = cfg if data_root is None else \
+        {**cfg, "family": {**cfg["family"],
+                           "root": os.path.abspath(Path(os.fspath(data_root)).expanduser())}}
+    state = _stored_state(out) if resume and rank == 0 else None
     heldout = None
     try:
-        family = build.build_family_verbose(cfg["family"], show=rank == 0, progress=progress)
+        family = build.build_family_verbose(read_cfg["family"], show=rank == 0,
+                                            progress=progress)
         if cfg["family"]["name"] in config.USER_FAMILIES:
             # the held-out split of the user's data, read now: a class too small for its
             # shots + queries is named before training, not when the run is evaluated
-            heldout = build.eval_family(cfg, family)
+            heldout = build.eval_family(read_cfg, family)
         build.check_eval_shifts(cfg, family)  # image shifts of feature vectors: not evaluable
         # validation: the held-out tasks as [eval] sets them (ways, shots, queries), on the
         # split "val" when the evaluation's is "test" (config.check_combinations checks it)
         val = None
         if tc["val_every"]:
             held = cfg["eval"]["split"] == "test" and cfg["family"]["name"] != "sinusoid"
-            val = build.eval_family({**cfg, "eval": {**cfg["eval"], "split": "val"}}
-                                    if held else cfg, family)
-    except ValueError:
+            val = build.eval_family({**read_cfg, "eval": {**cfg["eval"], "split": "val"}}
+                                    if held else read_cfg, family)
+    except ValueError as e:
         _undo()
+        hint = last_read_hint((state or {}).get("data"), cfg["family"].get("root")) \
+            if data_root is None else ""
+        if hint and type(e) is ValueError:          # (a subclass: the data was read)
+            raise ValueError(f"{e}{hint}") from e
         raise
     # what the run reads of the user's data, stored in its checkpoints: a resume on changed
     # data is refused (rank 0 alone writes and checks checkpoints)
     read = [f for f in (family, heldout, val) if f is not None]
-    data = build.data_fingerprint(cfg["family"], *read) \
+    data = build.data_fingerprint(read_cfg["family"], *read) \
         if rank == 0 and heldout is not None else None
+    if data_root is not None and state is not None:      # rank 0: before anything is trained
+        check_same_data(state.get("data"), data, out, cfg["family"]["root"])
+        print(f"data read at {read_cfg['family']['root']} (--data-root), in place of the "
+              f"stored family.root {cfg['family']['root']}; its classes match the run's "
+              f"stored fingerprint", file=sys.stderr)
     dev = distributed.device_for(device)
     learner = build.build_learner(cfg, family, device=dev)
     if dev.type == "cuda":               # a CPU run leaves the process's CUDA flags alone
