@@ -191,10 +191,10 @@ class MAML(AdaptsBySGD):
             rounding difference of the fused kernels can change which input of a near-tied
             window wins, moving that input's share of the first convolution's weight
             gradient (float32: 3e-3 of the largest gradient entry on the max-pool Conv4,
-            against 2e-6 eager; float64: equal). It costs one compile (~30-40 s on the CPU,
-            and a C++ compiler) and pays on the stride-2 Conv4 (query pass 1.27x faster on the
-            CPU, ``benchmarks/bench_compile.py``), not on the max-pool one (1.04x). Loop
-            batching only (one thread); evaluation stays eager.
+            against 2e-6 eager; float64: equal). It costs one compile (~15-20 s on the CPU,
+            and a C++ compiler); the query pass gains more on the max-pool Conv4 than on the
+            stride-2 one, and a whole iteration little (``benchmarks/bench_compile.py``,
+            docs/benchmarks.md). Loop batching only (one thread); evaluation stays eager.
         learn_lr: meta-learn the inner step sizes, one per adapted tensor and inner step
             (MAML++'s LSLR; ``metaloop.adapt.learned_lr``), all starting at ``inner_lr``.
             ``self.model`` is then an ``InnerLRs`` wrapper: the network as ``net.*`` plus
