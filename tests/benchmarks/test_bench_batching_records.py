@@ -108,3 +108,24 @@ def test_a_short_run_writes_its_records(tmp_path):
     assert recs["benchmarks_batching_sinusoid_loop.json"]["mean"] == 1.0
     assert {r["n"] for r in recs.values()} == {1}
     assert {r["device"] for r in recs.values()} == {f"{cpu_name()}, 1 thread, shared"}
+
+
+def test_batchings_whose_gradients_differ_stop_the_run_before_any_timing(tmp_path,
+                                                                         monkeypatch, capsys):
+    """A faster wrong answer does not count: a batching whose meta-gradient differs from the
+    loop's by more than TOL of the largest entry stops the run, naming the case, before any
+    timing, and writes no record."""
+    class Wrong(bench_batching.MAML):
+        def meta_gradient(self, batch):
+            g = super().meta_gradient(batch)
+            if self.batching != "vmap":
+                return g
+            return {k: v + 1e-3 * v.abs().max() for k, v in g.items()}
+
+    monkeypatch.setattr(bench_batching, "MAML", Wrong)
+    monkeypatch.setattr(bench_batching, "interleaved_medians",
+                        lambda *a, **k: pytest.fail("timed"))
+    with pytest.raises(SystemExit) as e:
+        bench_batching.main(["--reps", "1", "--skip-conv", "--records", str(tmp_path / "r")])
+    assert "sinusoid MLP: the batchings' float32 meta-gradients differ" in str(e.value.code)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
