@@ -62,6 +62,11 @@ class Run:
             ``metaloop.recipes.evaluation.load_ensemble``) a function returning the config
             whose ``[eval]`` section draws the held-out tasks (raising ``ValueError`` where
             the members would draw other tasks).
+        state: None, or (a run loaded by ``metaloop.recipes.evaluation.load_ensemble``) its
+            checkpoint's ``state.json`` as read when it was loaded (iteration, CPU seconds,
+            ...), from which ``metaloop eval --record`` writes the budget: a run training into
+            the folder may prune that checkpoint (``save_checkpoint(keep=2)``) before the
+            record is written.
     """
 
     path: Path
@@ -71,6 +76,7 @@ class Run:
     data: dict | None = None
     stored_root: str | None = None
     heldout_config: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
+    state: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def network(self) -> torch.nn.Module:

@@ -1,7 +1,8 @@
 """An eval record's budget is that of the checkpoints evaluated: the ``ckpt-*`` folders
-``load_ensemble`` loaded (``checkpoint_dir``), not a run folder's ``LATEST`` read again when
-the record is written, after an evaluation during which a run training into the folder
-(``metaloop train --resume``) may have written newer checkpoints."""
+``load_ensemble`` loaded (``checkpoint_dir``), as their ``state.json`` read at the load
+(``Run.state``) gives it, not a run folder's ``LATEST`` read again when the record is written,
+after an evaluation during which a run training into the folder (``metaloop train
+--resume``) may have written newer checkpoints and pruned the one loaded."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import metaloop.cli.eval as cli_eval
 from metaloop.cli.main import main
 from metaloop.evaluate import records
+from metaloop.recipes import evaluation
 from metaloop.recipes.evaluation import load_ensemble
 from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -81,8 +83,10 @@ def test_a_checkpoint_written_after_the_load_is_not_the_records_budget(run):
     """The run loaded at iteration 2, then a checkpoint at iteration 7 written: the record
     (of generated tasks or of the official runs) gives iteration 2's budget, training curve
     and GPU seconds; given paths only, it reads LATEST as it is now, as before."""
-    loaded = load_ensemble([run]).checkpoint_dir
+    one = load_ensemble([run])
+    loaded = one.checkpoint_dir
     assert loaded == latest_checkpoint(run).resolve()
+    assert one.state == json.loads((loaded / "state.json").read_text())
     expected = _budget(loaded)
     assert expected["iterations"] == 2
     _write_checkpoint(run, 7, cpu_seconds=expected["cpu_seconds"] + 99.5)
@@ -144,20 +148,25 @@ def test_a_snapshot_ensemble_counts_the_loaded_checkpoints_training_once(run):
 
 
 def test_the_record_is_unchanged_when_no_checkpoint_is_written(run, tmp_path):
-    """With nothing written since the load, the loaded folders give the record that the
-    paths alone give, byte for byte (one run, an ensemble, the official runs)."""
+    """With nothing written since the load, the loaded folders and their states give the
+    record that the paths alone give, byte for byte (one run, an ensemble, the official
+    runs)."""
     other = Path(shutil.copytree(run, tmp_path / "other"))
     for paths in ([run], [run, other], [other, run / "ckpt-00000002"]):
         ens = load_ensemble(paths)
-        dirs = [m.checkpoint_dir for m in getattr(ens, "members", None) or [ens]]
+        loaded = getattr(ens, "members", None) or [ens]
+        dirs, states = [m.checkpoint_dir for m in loaded], [m.state for m in loaded]
         one = paths[0] if len(paths) == 1 else paths
         for make, res in ((records.eval_record, None), (records.lake_runs_record, LAKE)):
             args = (CFG, RESULT, "accuracy") if res is None else (CFG, res)
             old = make(*args, checkpoint=one, command="c")
             new = make(*args, checkpoint=one, command="c", checkpoint_dirs=dirs)
-            old.pop("date")
-            new.pop("date")
-            assert records.dumps_record(new) == records.dumps_record(old)
+            kept = make(*args, checkpoint=one, command="c", checkpoint_dirs=dirs,
+                        checkpoint_states=states)
+            for rec in (old, new, kept):
+                rec.pop("date")
+            assert records.dumps_record(new) == records.dumps_record(old) \
+                == records.dumps_record(kept)
 
 
 def test_loaded_folders_that_do_not_match_the_checkpoints_are_refused(run, tmp_path):
@@ -179,36 +188,116 @@ def test_loaded_folders_that_do_not_match_the_checkpoints_are_refused(run, tmp_p
             f"the loaded folder {loaded.parent} is not a checkpoint of "
             f"{run / 'ckpt-00000002'}")):
         records._run_budget(run / "ckpt-00000002", "cpu", loaded.parent)
+    state = json.loads((loaded / "state.json").read_text())
+    with pytest.raises(ValueError, match=re.escape(
+            "checkpoint_states gives 2 loaded state(s) for 1 checkpoint(s)")):
+        records.eval_record(CFG, RESULT, "accuracy", checkpoint=run, command="c",
+                            checkpoint_dirs=[loaded], checkpoint_states=[state, state])
+    with pytest.raises(ValueError, match=re.escape(
+            f"a loaded state of {run} needs the ckpt-* folder it was read from")):
+        records.eval_record(CFG, RESULT, "accuracy", checkpoint=run, command="c",
+                            checkpoint_states=[state])
+    with pytest.raises(ValueError, match=re.escape(
+            f"the loaded state of {loaded} must be its state.json's object, got list")):
+        records._run_budget(run, "cpu", loaded, [state])
     for i in (5, 6):
         _write_checkpoint(run, i, cpu_seconds=float(i))
     assert not loaded.exists()
+    # the folders alone (a caller that kept no state): named, rather than iteration 0
     with pytest.raises(ValueError, match=re.escape(
             f"{loaded}, the checkpoint evaluated, has no readable state.json now")):
         records.eval_record(CFG, RESULT, "accuracy", checkpoint=run, command="c",
                             checkpoint_dirs=[loaded])
 
 
-def test_eval_names_a_checkpoint_pruned_during_the_eval_and_writes_nothing(
-        run, tmp_path, monkeypatch, capsys):
+def test_a_checkpoint_pruned_after_the_load_is_recorded_from_its_loaded_state(run):
+    """The loaded checkpoint (iteration 2) pruned by two written since (``save_checkpoint``
+    keeps the newest 2): the state read at the load gives the record it gave before the
+    pruning, byte for byte (generated tasks and the official runs; CPU and CUDA budgets)."""
+    one = load_ensemble([run])
+    loaded, state = one.checkpoint_dir, one.state
+    expected = _budget(loaded)
+
+    def made(**kw) -> list[str]:
+        out = []
+        for make, args in ((records.eval_record, (CFG, RESULT, "accuracy")),
+                           (records.lake_runs_record, (CFG, LAKE))):
+            rec = make(*args, checkpoint=run, command="c", **kw)
+            rec.pop("date")
+            out.append(records.dumps_record(rec))
+        return out
+
+    before = made(checkpoint_dirs=[loaded])
+    cuda = records._run_budget(run, "cuda", loaded)
+    for i in (5, 6):
+        _write_checkpoint(run, i, cpu_seconds=float(i))
+    assert not loaded.exists() and latest_checkpoint(run).name == "ckpt-00000006"
+    assert made(checkpoint_dirs=[loaded], checkpoint_states=[state]) == before
+    assert made(checkpoint_dirs=loaded, checkpoint_states=state) == before
+    rec = json.loads(before[0])
+    assert rec["budget"] == expected and expected["iterations"] == 2
+    assert [i for i, _ in rec["training_curve"]] == [1, 2]
+    assert records._run_budget(run, "cuda", loaded, state) == cuda
+    assert cuda[1] == {"iterations": 2, "gpu_seconds": _gpu_seconds(run, 2)}
+
+
+def test_a_checkpoint_pruned_during_the_load_is_loaded_again_with_its_state(run, monkeypatch):
+    """Two checkpoints written while the run folder loads prune the one its LATEST named:
+    the run is loaded again, and its ``state`` is that of the checkpoint it then holds."""
+    real, written = evaluation.load_run, []
+
+    def load_run(path, **kw):
+        loaded = real(path, **kw)
+        if not written:                                # a run training on writes two
+            written.extend(_write_checkpoint(run, i, cpu_seconds=float(i)) for i in (5, 6))
+        return loaded
+
+    monkeypatch.setattr(evaluation, "load_run", load_run)
+    one = load_ensemble([run])
+    assert not (run / "ckpt-00000002").exists()
+    assert one.checkpoint_dir == written[1].resolve()
+    assert one.state == json.loads((written[1] / "state.json").read_text())
+    assert one.iteration == one.state["iteration"] == 6
+
+
+def test_eval_records_a_checkpoint_pruned_during_the_eval(run, tmp_path, monkeypatch):
     """Two checkpoints written while the held-out tasks are scored prune the one loaded:
-    ``metaloop eval --record --out`` exits 2 naming it, with no record and no results."""
+    ``metaloop eval --record --out`` still writes the record of the checkpoint evaluated
+    (its budget and training curve, from the state read at the load) and the results; an
+    ensemble whose second member is pruned likewise sums what was loaded."""
+    other = Path(shutil.copytree(run, tmp_path / "other"))
     loaded = latest_checkpoint(run).resolve()
+    expected = _budget(loaded)
+    pruned = [run]
     real = cli_eval.evaluate_run
 
     def evaluate_run(*args, **kw):
         res = real(*args, **kw)
         for i in (5, 6):
-            _write_checkpoint(run, i, cpu_seconds=float(i))
+            _write_checkpoint(pruned[0], i, cpu_seconds=float(i))
         return res
 
     monkeypatch.setattr(cli_eval, "evaluate_run", evaluate_run)
     record, out = tmp_path / "r.json", tmp_path / "ev"
-    capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run), "--record", str(record), "--out", str(out),
-                 "--no-progress"]) == 2
-    assert f"{loaded}, the checkpoint evaluated, has no readable state.json now" in \
-        capsys.readouterr().err
-    assert not record.exists() and not out.exists()
+                 "--no-progress"]) == 0
+    assert not loaded.exists() and latest_checkpoint(run).name == "ckpt-00000006"
+    rec = records.validate_record(json.loads(record.read_text()))
+    assert rec["budget"] == expected and expected["iterations"] == 2
+    assert (rec["iterations"], rec["cpu_seconds"]) == (2, expected["cpu_seconds"])
+    assert [i for i, _ in rec["training_curve"]] == [1, 2]
+    assert json.loads((out / "results.json").read_text())["metric"] == "accuracy"
+
+    first, ours = _budget(latest_checkpoint(run)), latest_checkpoint(other).resolve()
+    summed = {"members": 2, "iterations": 6 + 2,
+              "cpu_seconds": round(first["cpu_seconds"] + _budget(ours)["cpu_seconds"], 2)}
+    pruned[0] = other
+    both = tmp_path / "both.json"
+    assert main(["eval", "--checkpoint", str(run), str(other), "--record", str(both),
+                 "--no-progress"]) == 0
+    assert not ours.exists() and latest_checkpoint(other).name == "ckpt-00000006"
+    ens = records.validate_record(json.loads(both.read_text()))
+    assert ens["budget"] == summed and first["iterations"] == 6
 
 
 def _official_runs(root: Path) -> Path:
@@ -226,22 +315,25 @@ def _official_runs(root: Path) -> Path:
 
 
 def test_eval_lake_runs_records_the_checkpoint_it_scored(tmp_path, monkeypatch, capsys):
-    """``metaloop eval --lake-runs --record``: an image run checkpointed while the official
-    runs are scored; the record's budget is the checkpoint scored."""
+    """``metaloop eval --lake-runs --record``: an image run checkpointed twice while the
+    official runs are scored, which prunes the checkpoint scored; the record's budget is
+    that checkpoint's."""
     run = train_run(tmp_path / "img", folder_config(write_image_folder(tmp_path / "images")))
-    expected = _budget(latest_checkpoint(run))
+    scored = latest_checkpoint(run).resolve()
+    expected = _budget(scored)
     real = cli_eval.evaluate_lake_runs
 
     def evaluate_lake_runs(*args, **kw):
         res = real(*args, **kw)
         _write_checkpoint(run, 8, cpu_seconds=800.0)
+        _write_checkpoint(run, 9, cpu_seconds=900.0)
         return res
 
     monkeypatch.setattr(cli_eval, "evaluate_lake_runs", evaluate_lake_runs)
     record = tmp_path / "official.json"
     assert main(["eval", "--checkpoint", str(run), "--lake-runs",
                  str(_official_runs(tmp_path / "all_runs")), "--record", str(record)]) == 0
-    assert latest_checkpoint(run).name == "ckpt-00000008"
+    assert latest_checkpoint(run).name == "ckpt-00000009" and not scored.exists()
     rec = records.validate_record(json.loads(record.read_text()))
     assert rec["table"] == "challenge-official" and rec["n"] == 2
     assert rec["budget"] == expected and expected["iterations"] == 2

@@ -419,7 +419,8 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
             cfg, r, metric, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
-            error_rate=error, checkpoint_dirs=_loaded_dirs(loaded))
+            error_rate=error, checkpoint_dirs=_loaded_dirs(loaded),
+            checkpoint_states=_loaded_states(loaded))
         if moved is not None:
             rec["data_root"] = moved
         records.validate_record(rec, where=args.record)
@@ -460,6 +461,13 @@ def _loaded_dirs(loaded) -> list:
             or [loaded]]
 
 
+def _loaded_states(loaded) -> list:
+    """Each ``_loaded_dirs`` folder's ``state.json`` as read when it was loaded
+    (``Run.state``): the record's budget, also where a run training into the folder has
+    pruned that checkpoint during the evaluation."""
+    return [getattr(m, "state", None) for m in getattr(loaded, "members", None) or [loaded]]
+
+
 def _write_record(path, fields: dict) -> None:
     """Write the record and say where (and that it replaced one, as rerunning a record's
     command does: git diff shows what moved)."""
@@ -495,7 +503,7 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
             cfg, res, checkpoint=args.checkpoint, command=records.command_line(args),
             device=args.device, methods=[m["method"] for m in members(loaded)],
             evaluation=None if res["evaluation"] == "transductive" else res["evaluation"],
-            checkpoint_dirs=_loaded_dirs(loaded))
+            checkpoint_dirs=_loaded_dirs(loaded), checkpoint_states=_loaded_states(loaded))
         records.validate_record(rec, where=args.record)
     if out is not None:
         extra = {"ensemble": {"members": members(loaded), "combine": loaded.learner.combine}} \

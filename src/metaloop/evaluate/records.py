@@ -504,7 +504,7 @@ def training_curve(run_dir, points: int = 10, until: int | None = None
 def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, command: str,
                 device: str = "cpu", evaluation: str | None = None,
                 error_rate: Mapping | None = None, methods=None,
-                checkpoint_dirs=None) -> dict:
+                checkpoint_dirs=None, checkpoint_states=None) -> dict:
     """The record of one ``metaloop eval``: the last evaluated step of ``result``.
 
     The table is the task family's name; the row names the method and, for classification,
@@ -538,6 +538,12 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
             for all: a run folder's ``LATEST`` as it is when the record is written). The
             budget and training curve are then those of the checkpoint evaluated, not of
             one that ``metaloop train --resume`` wrote into the run folder since.
+        checkpoint_states: each ``checkpoint_dirs`` folder's ``state.json``, as read when it
+            was loaded (``Run.state``; one dict for one checkpoint; None in place of one, or
+            for all: the folder's file, read now). The budget is then read from it, so a
+            loaded folder that a run training into the folder pruned since
+            (``save_checkpoint`` keeps the newest 2) still gives its budget; the training
+            curve and GPU seconds are the run's ``metrics.jsonl`` up to its iteration.
 
     With one task there is no confidence interval: ``ci95`` (and ``accuracy_ci95``) is
     ``null``.
@@ -546,7 +552,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
     ``accuracy_ci95`` in %, ``tasks``) and the budget's ``iterations`` and CPU or GPU
     seconds at the top level, as the Omniglot table's cells list them.
     """
-    prov = _provenance(checkpoint, device, checkpoint_dirs)
+    prov = _provenance(checkpoint, device, checkpoint_dirs, checkpoint_states)
     parts, run_dir, budget = prov["parts"], prov["run_dir"], prov["budget"]
     curve = training_curve(run_dir, until=budget.get("iterations")) \
         if metric == "accuracy" and len(parts) == 1 else None
@@ -599,7 +605,7 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
 
 def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
                      device: str = "cpu", evaluation: str | None = None,
-                     methods=None, checkpoint_dirs=None) -> dict:
+                     methods=None, checkpoint_dirs=None, checkpoint_states=None) -> dict:
     """The record of ``metaloop eval --lake-runs``: the error rate on the official runs of
     the Omniglot one-shot challenge, in table ``"challenge-official"``.
 
@@ -614,9 +620,9 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
         cfg: the validated run config whose ``[eval]`` test-time settings were used.
         res: ``metaloop.recipes.evaluation.evaluate_lake_runs``'s result (with
             ``"runs_sha256"``). checkpoint, command, device, evaluation, methods,
-            checkpoint_dirs: as :func:`eval_record`.
+            checkpoint_dirs, checkpoint_states: as :func:`eval_record`.
     """
-    prov = _provenance(checkpoint, device, checkpoint_dirs)
+    prov = _provenance(checkpoint, device, checkpoint_dirs, checkpoint_states)
     ec = cfg["eval"]
     row, members = _method_row(cfg, checkpoint, methods)
     row += ", official runs" + _test_time(
@@ -735,17 +741,20 @@ def gpu_device(device: int | torch.device | None = None) -> str:
     return f"{torch.cuda.get_device_name(device)} ({tf32})"
 
 
-def _provenance(checkpoint, device: str, checkpoint_dirs=None) -> dict:
+def _provenance(checkpoint, device: str, checkpoint_dirs=None,
+                checkpoint_states=None) -> dict:
     """What a record of an evaluation says of where it ran: ``parts`` (each checkpoint's run
-    directory and budget: that of its ``checkpoint_dirs`` folder, as :func:`eval_record`
-    takes them), ``run_dir`` (the first), ``budget`` (one run's, or an ensemble's members'
-    summed, with ``members``), and ``fields``: the record's ``budget``, ``device``
+    directory and budget: that of its ``checkpoint_dirs`` folder, from its
+    ``checkpoint_states`` entry where given, as :func:`eval_record` takes them), ``run_dir``
+    (the first), ``budget`` (one run's, or an ensemble's members' summed, with ``members``),
+    and ``fields``: the record's ``budget``, ``device``
     (``gpu_device``: the GPU's name and TF32 setting, or ``cpu_device``), ``torch``,
     ``date`` (UTC), and ``config`` and ``published`` left null.
 
     Raises:
-        ValueError: ``checkpoint_dirs`` that do not name one folder per checkpoint, or a
-            folder that is not the checkpoint's (``_run_budget``).
+        ValueError: ``checkpoint_dirs`` or ``checkpoint_states`` that do not give one entry
+            per checkpoint, a folder that is not the checkpoint's, or a state without its
+            folder (``_run_budget``).
     """
     import datetime
 
@@ -760,8 +769,16 @@ def _provenance(checkpoint, device: str, checkpoint_dirs=None) -> dict:
         if len(loaded) != len(paths):
             raise ValueError(f"checkpoint_dirs names {len(loaded)} loaded folder(s) for "
                              f"{len(paths)} checkpoint(s); give one per checkpoint, in order")
-    parts = [_run_budget(Path(p), device, None if d is None else Path(d))
-             for p, d in zip(paths, loaded)]
+    if checkpoint_states is None:
+        states: list = [None] * len(paths)
+    else:
+        states = [checkpoint_states] if isinstance(checkpoint_states, Mapping) \
+            else list(checkpoint_states)
+        if len(states) != len(paths):
+            raise ValueError(f"checkpoint_states gives {len(states)} loaded state(s) for "
+                             f"{len(paths)} checkpoint(s); give one per checkpoint, in order")
+    parts = [_run_budget(Path(p), device, None if d is None else Path(d), st)
+             for p, d, st in zip(paths, loaded, states)]
     if len(parts) == 1:
         budget = parts[0][1]
     else:                             # an ensemble: its members' training, summed
@@ -785,7 +802,8 @@ def _provenance(checkpoint, device: str, checkpoint_dirs=None) -> dict:
                        "config": None, "published": None}}
 
 
-def _run_budget(ckpt: Path, device: str, loaded: Path | None = None) -> tuple[Path, dict]:
+def _run_budget(ckpt: Path, device: str, loaded: Path | None = None,
+                state: Mapping | None = None) -> tuple[Path, dict]:
     """A run's (or ``ckpt-*`` folder's) run directory and training budget: iterations, and
     its stored CPU seconds (CPU) or its metrics.jsonl wall-clock up to the checkpoint's
     iteration (CUDA, as GPU seconds).
@@ -796,11 +814,14 @@ def _run_budget(ckpt: Path, device: str, loaded: Path | None = None) -> tuple[Pa
         loaded: the ``ckpt-*`` folder of ``ckpt`` that was loaded, whose ``state.json`` is
             read (a run folder's ``LATEST`` is then not read: it may have moved on since);
             None: ``ckpt`` itself, or a run folder's ``LATEST`` as it is now.
+        state: None, or ``loaded``'s ``state.json`` as read when it was loaded
+            (``Run.state``), used instead of the file, which may be gone since.
 
     Raises:
         ValueError: ``loaded`` that is neither ``ckpt`` nor a folder in the run folder
-            ``ckpt`` (naming both), or whose ``state.json`` cannot be read (a run training
-            into the folder pruned it since the load).
+            ``ckpt`` (naming both), or, without ``state``, whose ``state.json`` cannot be
+            read (a run training into the folder pruned it since the load); a ``state``
+            without ``loaded``, or that is not a JSON object.
     """
     latest = ckpt / "LATEST"
     run_dir = ckpt if latest.exists() else ckpt.parent
@@ -811,20 +832,29 @@ def _run_budget(ckpt: Path, device: str, loaded: Path | None = None) -> tuple[Pa
             raise ValueError(f"the loaded folder {loaded} is not a checkpoint of {ckpt}: "
                              f"give {what}, as it was loaded")
         state_dir = loaded
+    elif state is not None:
+        raise ValueError(f"a loaded state of {ckpt} needs the ckpt-* folder it was read from: "
+                         f"give loaded with state")
     else:
         state_dir = run_dir / latest.read_text(encoding="utf-8").strip() if latest.exists() \
             else ckpt
     budget: dict = {}
-    try:
-        state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        if loaded is not None:                   # the weights evaluated: their budget or none
-            raise ValueError(f"{loaded}, the checkpoint evaluated, has no readable "
-                             f"state.json now ({type(e).__name__}: {e}): a run training into "
-                             f"{run_dir} keeps only its newest checkpoints, so its budget "
-                             f"cannot be recorded; let that run finish, or evaluate a copy "
-                             f"of the run folder") from e
-        state = {}
+    if state is not None:                        # as read at the load: the folder may be gone
+        if not isinstance(state, Mapping):
+            raise ValueError(f"the loaded state of {loaded} must be its state.json's object, "
+                             f"got {type(state).__name__}")
+    else:
+        try:
+            state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            if loaded is not None:               # the weights evaluated: their budget or none
+                raise ValueError(f"{loaded}, the checkpoint evaluated, has no readable "
+                                 f"state.json now ({type(e).__name__}: {e}): a run training "
+                                 f"into {run_dir} keeps only its newest checkpoints, so its "
+                                 f"budget cannot be recorded; give the state read when it was "
+                                 f"loaded (Run.state), let that run finish, or evaluate a "
+                                 f"copy of the run folder") from e
+            state = {}
     if isinstance(state.get("iteration"), int):
         budget["iterations"] = state["iteration"]
     if device != "cuda" and isinstance(state.get("cpu_seconds"), (int, float)):

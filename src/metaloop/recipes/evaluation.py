@@ -22,6 +22,7 @@ refines a ProtoNet's prototypes with each task's unlabelled queries before scori
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -336,7 +337,8 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
         learner; ``Run.members`` lists the loaded runs. ``eval_config`` evaluates it with
         the ``[eval]`` keys its members share (members that differ in one are refused there,
         where a change can still set it for all). Each loaded run (the one, or each member)
-        has ``checkpoint_dir``: the ``ckpt-*`` folder it was loaded from (``_load_member``).
+        has ``checkpoint_dir``: the ``ckpt-*`` folder it was loaded from, and ``state``: that
+        folder's ``state.json`` as read then (``_load_member``).
         With ``data_root``, an ensemble's ``stored_root`` is its first member's.
 
     Raises:
@@ -395,12 +397,13 @@ _LOAD_TRIES = 3
 def _load_member(path: Path, *, device, head_init: str, data_root=None) -> Run:
     """``load_run`` of ``path`` (a run folder or one ``ckpt-*`` folder), with the ``ckpt-*``
     folder it loaded kept as the run's ``checkpoint_dir`` (resolved), which
-    ``check_distinct`` compares.
+    ``check_distinct`` compares, and that folder's ``state.json`` as ``Run.state``, from
+    which ``metaloop eval --record`` writes the budget.
 
     A run folder's ``LATEST`` is read before and after the load: where a run training into
     the folder (``metaloop train --resume``) moved it meanwhile, the run is loaded again, so
-    that ``checkpoint_dir`` holds the weights loaded. A checkpoint written after the load
-    changes nothing.
+    that ``checkpoint_dir`` and ``state`` are those of the weights loaded. A checkpoint
+    written after the load changes nothing, nor does one that prunes the folder loaded.
 
     Raises:
         ValueError: what ``load_run`` raises, or a ``LATEST`` that moved during each of
@@ -417,11 +420,24 @@ def _load_member(path: Path, *, device, head_init: str, data_root=None) -> Run:
             return None
         return found.resolve() if found is not None else None
 
+    def state_of(ckpt: Path | None) -> dict | None:
+        """``ckpt/state.json``; None where it cannot be read (pruned since ``named``, or
+        damaged: ``load_run`` names that)."""
+        if ckpt is None:
+            return None
+        try:
+            state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
     for _ in range(_LOAD_TRIES):
         before = named()
+        state = state_of(before)
         run = load_run(path, device=device, head_init=head_init, data_root=data_root)
-        if before is not None and named() == before:
+        if state is not None and named() == before:
             run.checkpoint_dir = before  # type: ignore[attr-defined]  # read by getattr
+            run.state = state
             return run
     raise ValueError(f"{path}: its LATEST moved to a newer checkpoint during each of "
                      f"{_LOAD_TRIES} loads (a run is training into the folder); let that run "
