@@ -7,7 +7,6 @@ import copy
 import math
 import os
 import pickle
-import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +24,13 @@ from metaloop.tasks.omniglot import (
     episode_indices,
     split_episodes,
 )
-from metaloop.tasks.splits import check_name_list, read_split_files, split_classes
+from metaloop.tasks.splits import (
+    check_name_list,
+    nfc,
+    read_split_files,
+    same_in_nfc,
+    split_classes,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -554,8 +559,8 @@ def class_positions(classes: Sequence[str], names: Sequence[str]
         ``classes`` (so the data's spelling is ``names[i]``), and the names of
         ``classes`` found nowhere, as given.
     """
-    index = {_nfc(n): i for i, n in enumerate(names)}
-    at = [index.get(_nfc(c)) for c in classes]
+    index = {nfc(n): i for i, n in enumerate(names)}
+    at = [index.get(nfc(c)) for c in classes]
     return [i for i in at if i is not None], [c for c, i in zip(classes, at) if i is None]
 
 
@@ -572,26 +577,11 @@ def check_distinct_classes(what: str, classes: Sequence[str]) -> None:
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"{what} lists {len(dup)} class(es) more than once: {dup[:5]}")
-    forms = _same_in_nfc(names)
+    forms = same_in_nfc(names)
     if forms:
         a, b = forms[0]
-        raise ValueError(f"{what} lists the class {_nfc(a)!r} twice, spelled in two Unicode "
+        raise ValueError(f"{what} lists the class {nfc(a)!r} twice, spelled in two Unicode "
                          f"forms ({ascii(a)} and {ascii(b)}); list each class once")
-
-
-def _nfc(name: str) -> str:
-    return unicodedata.normalize("NFC", name)
-
-
-def _same_in_nfc(names: Sequence[str]) -> list[tuple[str, str]]:
-    """Pairs of different ``names`` that are equal in NFC (the first spelling, the other)."""
-    seen: dict[str, str] = {}
-    pairs = []
-    for n in names:
-        first = seen.setdefault(_nfc(n), n)
-        if first != n:
-            pairs.append((first, n))
-    return pairs
 
 
 def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "Episodes"
@@ -665,7 +655,7 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     if len(set(names)) != len(names):
         raise ValueError(f"{what} class_names has duplicates: "
                          f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
-    forms = _same_in_nfc(names)
+    forms = same_in_nfc(names)
     if forms:
         one, other = forms[0]
         raise ValueError(f"{what} class_names {one!r} and {other!r} differ only in their "

@@ -29,16 +29,18 @@ def check_name_list(what: str, names: object) -> None:
                          f"name pass [{names!r}]")
 
 
-def _nfc(name: str) -> str:
+def nfc(name: str) -> str:
+    """A class name in Unicode NFC, the form class names are compared in (macOS writes file
+    names decomposed, NFD: ``"cafe\u0301"`` is ``"caf\xe9"``)."""
     return unicodedata.normalize("NFC", name)
 
 
-def _same_in_nfc(names: Sequence[str]) -> list[tuple[str, str]]:
+def same_in_nfc(names: Sequence[str]) -> list[tuple[str, str]]:
     """Pairs of different ``names`` that are equal in NFC (each pair once, in order)."""
     seen: dict[str, str] = {}
     pairs = []
     for n in names:
-        first = seen.setdefault(_nfc(n), n)
+        first = seen.setdefault(nfc(n), n)
         if first != n:
             pairs.append((first, n))
     return pairs
@@ -86,7 +88,7 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
         else []
     if dup:
         raise ValueError(f"split_classes: duplicated class names {dup[:5]}")
-    forms = _same_in_nfc(names)
+    forms = same_in_nfc(names)
     if forms:
         a, b = forms[0]
         raise ValueError(f"split_classes: class names {a!r} and {b!r} differ only in their "
@@ -155,7 +157,7 @@ def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None)
         line = e.object[:e.start].count(b"\n") + 1
         raise ValueError(f"split file {path} is not UTF-8 text: byte 0x{e.object[e.start]:02x} "
                          f"at offset {e.start} (line {line})") from e
-    names = [_nfc(ln.strip()) for ln in text.splitlines()
+    names = [nfc(ln.strip()) for ln in text.splitlines()
              if ln.strip() and not ln.lstrip().startswith("#")]
     if not names:
         raise ValueError(f"split file {path} lists no classes")
@@ -164,15 +166,15 @@ def read_split_file(path: str | os.PathLike, known: Sequence[str] | None = None)
         raise ValueError(f"split file {path} lists classes twice: {dup[:5]}")
     if known is None:
         return names
-    have = {_nfc(k): k for k in known}                     # NFC -> the data's spelling
+    have = {nfc(k): k for k in known}                     # NFC -> the data's spelling
     unknown = [n for n in names if n not in have]
     if unknown:
         raise ValueError(f"split file {path} names {len(unknown)} unknown class(es): "
                          f"{unknown[:5]}; the data has {len(set(known))} classes, e.g. "
                          f"{sorted(set(known))[:3]}")
-    for a, b in _same_in_nfc(list(known)):
-        if _nfc(a) in names:
-            raise ValueError(f"split file {path} names {_nfc(a)!r}, which matches two classes "
+    for a, b in same_in_nfc(list(known)):
+        if nfc(a) in names:
+            raise ValueError(f"split file {path} names {nfc(a)!r}, which matches two classes "
                              f"of the data that differ only in their Unicode form "
                              f"({ascii(a)} and {ascii(b)}); give each class one spelling")
     return [have[n] for n in names]
