@@ -186,13 +186,14 @@ def _make(path: Path, made: list[Path]) -> list[Path]:
     missing or as a file in the way.
 
     Raises:
-        ValueError: the folder cannot be created (naming it and why).
+        ValueError: the folder cannot be created (naming it and why: a name too long
+            included); the empty folders made on the way are removed.
     """
     for _ in range(10):
-        missing = [Path(os.path.abspath(d)) for d in (path, *path.parents)
-                   if not d.exists() and not d.is_symlink()]
-        made = sorted({*made, *missing}, key=lambda d: len(d.parts), reverse=True)
-        try:
+        try:                    # exists() raises a name too long (ENAMETOOLONG): named too
+            missing = [Path(os.path.abspath(d)) for d in (path, *path.parents)
+                       if not d.exists() and not d.is_symlink()]
+            made = sorted({*made, *missing}, key=lambda d: len(d.parts), reverse=True)
             path.mkdir(parents=True, exist_ok=True)
             return made
         except (FileNotFoundError, FileExistsError) as e:    # removed meanwhile: again
@@ -200,6 +201,11 @@ def _make(path: Path, made: list[Path]) -> list[Path]:
         except OSError as e:
             error = e
             break
+    for d in made:              # deepest first: what mkdir made before it failed
+        try:
+            d.rmdir()
+        except OSError:
+            pass                # not empty, or not made here
     raise ValueError(f"cannot create output directory {path}: {error.strerror or error}") \
         from error
 
@@ -217,13 +223,18 @@ def acquire(path, *, create: bool = True) -> str | None:
     Raises:
         RunInUseError: another process, or another thread of this one, holds the folder
             (naming it and that process).
-        ValueError: the folder cannot be created (naming it and why).
+        ValueError: the folder cannot be created, or (``create=False``) looked up (a name
+            too long), naming it and why.
     """
     if path is None:
         return None
     path = Path(path)
-    if not create and not path.is_dir():
-        return None
+    if not create:
+        try:
+            if not path.is_dir():
+                return None
+        except OSError as e:    # a name too long (ENAMETOOLONG): no such folder
+            raise ValueError(f"cannot use output directory {path}: {e.strerror or e}") from e
     made = _make(path, [])
     key = os.path.realpath(path)
     with _GUARD:

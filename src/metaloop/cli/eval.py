@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import re
+import socket
 import sys
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:             # Windows
+    fcntl = None  # type: ignore[assignment]  # checked before use
 
 from tqdm.auto import tqdm
 
@@ -207,9 +215,40 @@ def _note_unfinished(loaded) -> None:
         total = m.config["train"]["iterations"]
         if not getattr(m.learner, "meta_trains", True):
             continue
-        if (Path(m.path) / "LATEST").is_file() and m.iteration < total:
+        if not ((Path(m.path) / "LATEST").is_file() and m.iteration < total):
+            continue
+        writer = _writer_of(m.path)
+        if writer is not None:          # still training: --resume would find it in use
+            host = writer.get("host")
+            on = f" on host {host}" if host and host != socket.gethostname() else ""
+            print(f"note: {m.path} is in progress (pid {writer.get('pid', '?')}{on}, "
+                  f"iteration {m.iteration} of {total} in its newest checkpoint); scored "
+                  f"as it is", file=sys.stderr)
+        else:
             print(f"note: {m.path} stopped at iteration {m.iteration} of {total} (metaloop "
                   f"train --resume finishes it); scored as it is", file=sys.stderr)
+
+
+def _writer_of(run) -> dict | None:
+    """The process that holds the lock of the run folder ``run`` now (``runlock.holder``'s
+    pid, host and command), or None: no other process holds it. A run killed mid-training
+    leaves its lock file, naming a process that is gone, but not its lock. The lock is tested
+    by a shared lock taken and let go at once on the file opened read-only, so nothing in
+    the folder is written (where there is no ``fcntl``, Windows: None)."""
+    info = runlock.holder(run)
+    if info is None or fcntl is None or info.get("pid") == os.getpid():
+        return None
+    try:
+        fd = os.open(Path(run) / runlock.LOCK_FILE, os.O_RDONLY)
+    except OSError:                     # gone meanwhile: its holder let go
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        return info if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+    finally:
+        os.close(fd)                    # (which lets go of the shared lock)
+    return None
 
 
 def _switch(key: str, value) -> str:
@@ -432,9 +471,13 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
             extra["ensemble"] = {"members": members(loaded), "combine": loaded.learner.combine}
         # keyed by the method (an ensemble of one method too, as before); several: the label
         key = name if len({m["method"] for m in members(loaded)}) > 1 else cfg["method"]["name"]
+        # an earlier eval's files go first and results.json comes last: a run stopped
+        # midway, or one of the other metric, leaves no new results beside an old plot
+        for old in ("results.json", "loss_vs_steps.png", "accuracy_vs_steps.png"):
+            (out / old).unlink(missing_ok=True)
+        report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
         report.write_json(out / "results.json", {"config": cfg, "metric": metric, **extra,
                                                  "methods": {key: report.strip_per_task(r)}})
-        report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
     if rec is not None:
         _write_record(args.record, rec)
     return 0

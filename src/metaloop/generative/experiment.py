@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from metaloop import runlock
+from metaloop import runlock, runs_folder
 from metaloop.generative import data as gdata
 from metaloop.generative import devices, likelihoods, plots, quality
 from metaloop.generative.ae import AE, fit_code_gaussian
@@ -242,7 +243,9 @@ def _start_out(out: Path) -> None:
     emptied, so that neither a run stopped before its end (``results.json`` is written last,
     by ``_write_results``) nor one that draws other pictures (a VAE after a CVAE) leaves
     files behind that describe another run; the temporary files a killed writer left are
-    removed (``checkpoint.remove_stale``)."""
+    removed (``checkpoint.remove_stale``). A folder that holds another command's run is
+    refused first (``runs_folder.check``)."""
+    runs_folder.check(out, "vae")               # another command's run: not emptied
     out.mkdir(parents=True, exist_ok=True)
     ckpt.remove_stale(out)
     for name in ("results.json", "model.safetensors", *PICTURES):  # an earlier run's
@@ -252,7 +255,12 @@ def _start_out(out: Path) -> None:
 
 def _save_model(model: torch.nn.Module, path: Path) -> None:
     """Save ``model``'s weights to ``path`` through a temporary file renamed over it: a
-    run stopped while saving leaves no truncated model."""
+    run stopped while saving leaves no truncated model.
+
+    Raises:
+        metaloop.train.checkpoint.WriteError: ``path`` could not be written (a full disk, a
+            folder made read-only), naming it and why; ``path`` is as it was.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         save_file(model.state_dict(), str(tmp))
@@ -260,8 +268,11 @@ def _save_model(model: torch.nn.Module, path: Path) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)          # safetensors makes 0600; a run is for sharing
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, SafetensorError)):  # safetensors' "File too large"
+            raise ckpt.WriteError(f"cannot write {path}: "
+                                  f"{getattr(e, 'strerror', None) or e}") from e
         raise
 
 

@@ -19,6 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from metaloop.train.checkpoint import WriteError
+
 # matplotlib's font of last resort, which draws every character as an empty box
 _BOXES = "Last Resort"
 
@@ -127,7 +129,12 @@ def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100, colour: bool = F
     """Render with Agg and write an 8-bit PNG: grey for grey pictures, about a quarter of
     the size of matplotlib's RGBA output, or RGB (``colour``). The PNG is written to a
     temporary file beside ``path`` and renamed over it: a write stopped halfway leaves
-    ``path`` as it was, never a truncated picture."""
+    ``path`` as it was, never a truncated picture.
+
+    Raises:
+        metaloop.train.checkpoint.WriteError: ``path`` could not be written (a full disk, a
+            folder made read-only), naming it and why; ``path`` is as it was.
+    """
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert(
@@ -137,8 +144,10 @@ def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100, colour: bool = F
     try:
         image.save(tmp, format="PNG", optimize=True)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
         raise
 
 

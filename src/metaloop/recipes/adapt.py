@@ -1416,7 +1416,12 @@ def table(results: dict) -> str:
 
 def bar_chart(results: dict, path: Path, title: str) -> None:
     """Horizontal bars of accuracy with 95% CI error bars, one per approach, written to
-    ``path`` whole or not at all (an interruption leaves any earlier file as it was)."""
+    ``path`` whole or not at all (an interruption leaves any earlier file as it was).
+
+    Raises:
+        metaloop.train.checkpoint.WriteError: ``path`` could not be written (a full disk, a
+            folder made read-only), naming it and why.
+    """
     names = list(results)
     means = [100 * results[n]["accuracy"]["mean"] for n in names]
     cis = [100 * (results[n]["accuracy"]["ci95"] or 0.0) for n in names]   # one task: no bar
@@ -1436,6 +1441,9 @@ def bar_chart(results: dict, path: Path, title: str) -> None:
     try:
         fig.savefig(tmp, dpi=110, format="png")
         os.replace(tmp, path)
+    except OSError as e:                    # a full disk: named, as results.json's would be
+        from metaloop.train.checkpoint import WriteError
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
         tmp.unlink(missing_ok=True)
 

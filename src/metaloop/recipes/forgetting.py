@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import torch
 
+from metaloop import runs_folder
 from metaloop.continual import metrics, plots
 from metaloop.continual.finetune import finetune_experience
 from metaloop.continual.heads import init_params
@@ -424,14 +425,15 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
         ValueError: ``resume`` without ``out``, or of a run with other settings or data
             (naming them, ``kept``) or a kept run that is not one of these experiences (a
             damaged partial.json); a new run into an ``out`` that holds another command's
-            kept state (``metaloop adapt``'s partial.json); before anything is written or
-            run.
+            kept state (``metaloop adapt``'s partial.json) or another command's run
+            (``runs_folder.check``); before anything is written or run.
     """
     _check_early_stop(s, exps)
     if resume and out is None:
         raise ValueError("resume=True continues the run kept in a folder: give out")
     if out is not None and not resume:
         _partial.check_own(out, "forgetting")      # another command's kept work: not removed
+        runs_folder.check(out, "forgetting")       # another command's run: not replaced
     update = progress or (lambda n: None)
     ident = identity(s, exps, data) if out is not None else None
     state = kept(out, cast(dict, ident)) if resume else None        # resume: out given

@@ -420,7 +420,10 @@ def _output(out, *, checkpoints: bool = False):
     from metaloop.recipes.report import prepare_out
 
     path = Path(out)
-    made = [d for d in (path, *path.parents) if not d.exists() and not d.is_symlink()]
+    try:
+        made = [d for d in (path, *path.parents) if not d.exists() and not d.is_symlink()]
+    except OSError:                     # a name too long: runlock.hold names it
+        made = []
     with runlock.hold(path):            # another process writing there: refused, first
         prepare_out(path)
         try:

@@ -18,10 +18,10 @@ from matplotlib.figure import Figure
 
 from metaloop import runlock
 from metaloop.evaluate.heldout import format_mean_ci
-from metaloop.train.checkpoint import atomic_write_text
+from metaloop.train.checkpoint import WriteError, atomic_write_text
 
-__all__ = ["output_dir", "plot_curves", "plot_fits", "prepare_out", "strip_per_task", "table",
-           "write_json"]
+__all__ = ["output_dir", "plot_curves", "plot_fits", "prepare_out", "save_figure",
+           "strip_per_task", "table", "write_json"]
 
 
 def prepare_out(path) -> Path:
@@ -31,6 +31,7 @@ def prepare_out(path) -> Path:
         ValueError: naming the directory and why it cannot be used.
     """
     out = Path(path)
+    _check_links(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -38,6 +39,22 @@ def prepare_out(path) -> Path:
     if not os.access(out, os.W_OK):
         raise ValueError(f"output directory {out} is not writable")
     return out
+
+
+def _check_links(out: Path) -> None:
+    """Refuse an output directory ``out`` that is, or lies in, a symbolic link to a file or a
+    dangling one (no folder can be made there), naming the link and its target.
+
+    Raises:
+        ValueError: naming the link, its target and what the target is.
+    """
+    for d in (out, *out.parents):
+        if d.is_symlink() and not d.is_dir():
+            target = os.readlink(d)
+            what = "a file, not a folder" if d.exists() else "missing (a dangling link)"
+            raise ValueError(f"cannot create output directory {out}: {d} is a symbolic "
+                             f"link to {target}, which is {what}; give a folder, or a link "
+                             f"to one")
 
 
 @contextmanager
@@ -52,6 +69,7 @@ def output_dir(path):
     if path is None:
         yield None
         return
+    _check_links(Path(path))             # named before the lock makes the folder
     with runlock.hold(path):            # (on failure: the folders it made, left empty)
         yield prepare_out(path)
 
@@ -104,8 +122,29 @@ def figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
+def save_figure(fig: Figure, path, dpi: int) -> None:
+    """Write ``fig`` to ``path`` as a PNG, whole or not at all: through a temporary file
+    beside it (``.<name>.<pid>``, which ``metaloop.train.checkpoint.remove_stale`` knows),
+    renamed over it.
+
+    Raises:
+        metaloop.train.checkpoint.WriteError: ``path`` could not be written (a full disk, a
+            folder made read-only), naming it and why; ``path`` is as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def plot_curves(results: dict[str, dict], metric: str, path: Path, title: str) -> None:
-    """``metric`` against adaptation steps per method, with 95% CI bands (MAML Fig. 2)."""
+    """``metric`` against adaptation steps per method, with 95% CI bands (MAML Fig. 2),
+    written by ``save_figure``."""
     ax = (fig := figure((6, 4))).subplots()
     for name, r in results.items():
         m = r[metric]["mean"]
@@ -120,11 +159,12 @@ def plot_curves(results: dict[str, dict], metric: str, path: Path, title: str) -
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, 110)
 
 
 def plot_fits(learners: dict, family, seed: int, path, steps=(0, 1, 10)) -> None:
-    """One panel per method: true curve, support points, predictions after ``steps``."""
+    """One panel per method: true curve, support points, predictions after ``steps``,
+    written by ``save_figure``."""
     batch, amp, phase = family.sample_with_params(1, torch.Generator().manual_seed(seed))
     sx, sy = batch.support_x[0], batch.support_y[0]
     xs = torch.linspace(-5, 5, 200).unsqueeze(1)                          # [200, 1]
@@ -141,4 +181,4 @@ def plot_fits(learners: dict, family, seed: int, path, steps=(0, 1, 10)) -> None
         ax.set_title(name)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, 100)

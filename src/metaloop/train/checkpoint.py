@@ -39,10 +39,10 @@ class WriteError(OSError, ValueError):
     temporary file is removed, and ``LATEST`` still names the checkpoint before."""
 
 
-def _cannot_write(path: Path, e: OSError) -> WriteError:
+def _cannot_write(path: Path, e: OSError | SafetensorError) -> WriteError:
     if isinstance(e, WriteError):
         return e
-    return WriteError(f"cannot write {path}: {e.strerror or e}")
+    return WriteError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}")
 
 
 # Windows cannot open a folder (PermissionError) and has no folder fsync; NTFS journals a
@@ -183,7 +183,7 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
         _fsync_dir(run_dir)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
+        if isinstance(e, (OSError, SafetensorError)):   # safetensors' "File too large"
             raise _cannot_write(run_dir / name, e) from e
         raise
     atomic_write_text(run_dir / "LATEST", name + "\n")
@@ -242,10 +242,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         name = ptr.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{ptr} is unreadable ({e}); it should hold the name of the newest "
-                         f"ckpt-* directory") from e
+                         f"ckpt-* directory{_keeps(Path(run_dir), None)}") from e
     if not name.startswith("ckpt-") or "/" in name or "\\" in name:
         raise ValueError(f"{ptr} is corrupt: it holds {name[:80]!r}, not the name of a ckpt-* "
-                         f"directory")
+                         f"directory{_keeps(Path(run_dir), None)}")
     return Path(run_dir) / name
 
 
@@ -265,8 +265,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not (path / "LATEST").exists():
         return _load(path)
     via, ckpt = path / "LATEST", None
+    found = latest_checkpoint(path)         # a damaged LATEST: names the kept ones itself
     try:
-        found = latest_checkpoint(path)
         if found is None:                   # LATEST removed since the check above
             raise FileNotFoundError(f"no checkpoint in {path}: its {via.name} was removed "
                                     f"while it was read")
@@ -279,11 +279,21 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
                                        else "it does not exist"))
         return _load(ckpt)
     except (FileNotFoundError, ValueError) as e:
-        older = _older_checkpoint(path, ckpt)
-        if older is None:
+        keeps = _keeps(path, ckpt)
+        if not keeps:
             raise
-        raise type(e)(f"{e}; the run also keeps {older.name}, an earlier checkpoint: write "
-                      f"its name into {via} to go on from it") from e
+        raise type(e)(f"{e}{keeps}") from e
+
+
+def _keeps(run_dir: Path, newest: Path | None) -> str:
+    """What a refusal of ``run_dir``'s ``LATEST`` or of the checkpoint it names (``newest``;
+    None: ``LATEST`` itself is damaged) adds: the kept checkpoint the run can go on from,
+    and how; empty if it keeps none."""
+    older = _older_checkpoint(run_dir, newest)
+    if older is None:
+        return ""
+    return (f"; the run also keeps {older.name}, an earlier checkpoint: write its name into "
+            f"{run_dir / 'LATEST'} to go on from it")
 
 
 def _older_checkpoint(run_dir: Path, newest: Path | None) -> Path | None:

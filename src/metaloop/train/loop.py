@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metaloop import runlock
+from metaloop import runlock, runs_folder
 from metaloop.evaluate.heldout import evaluate
 from metaloop.models.conv4 import BatchNorm
 from metaloop.tasks.batch import TaskBatch, _unchecked_batch, valid_by_construction
@@ -131,8 +132,10 @@ def check_run_dir(out) -> None:
 def _check_fresh(out: Path) -> None:
     """Refuse a new run (no ``resume``) into ``out`` when it already holds a run: its
     checkpoints would be mixed with the new run's (the newest two are kept by iteration) and
-    its metrics log emptied; or when it is one checkpoint of a run (``check_run_dir``)."""
+    its metrics log emptied; or when it is one checkpoint of a run (``check_run_dir``); or
+    when it holds another command's run (``runs_folder.check``)."""
     check_run_dir(out)
+    runs_folder.check(out, "train")
     ckpt = latest_checkpoint(out)               # a damaged LATEST: ValueError naming it
     if ckpt is None:
         return
@@ -413,9 +416,14 @@ def _load_for_resume(out_dir, config, learner, precision: str,
 
 def _truncate_log(out_dir: Path, iteration: int) -> None:
     """Drop metrics lines written after the checkpoint (they will be redone), and a last line
-    cut short by a crash."""
+    cut short by a crash. A log that is missing (deleted) while the checkpoint is past
+    iteration 0 gets a note on stderr: its lines up to there are lost, and the log starts
+    again after the checkpoint (the weights resume exactly)."""
     log = out_dir / "metrics.jsonl"
     if not log.exists():
+        if iteration > 0:
+            print(f"note: {log} is missing: its lines up to iteration {iteration} are lost; "
+                  f"the log restarts after iteration {iteration}", file=sys.stderr)
         return
     if log.is_dir():
         raise ValueError(f"{log} is corrupt: a folder, not the run's metrics log (a file)")

@@ -1,0 +1,106 @@
+"""Which metaloop command's run a folder holds, and a refusal to write another command's run
+there.
+
+A run folder holds one run. The writers that start over in their ``--out`` (``metaloop
+train``, ``vae``, ``forgetting``) would otherwise empty or replace another command's files
+there: ``vae`` empties ``metrics.jsonl`` (an interrupted ``train`` run could no longer be
+resumed), ``forgetting`` replaces it, ``train`` writes its log and checkpoints beside the
+``results.json`` of another command. ``check(out, command)`` refuses that before anything is
+written::
+
+    runs_folder.check("runs/x", "vae")    # ValueError if runs/x holds a train run
+
+What tells the command (``found``), first match:
+
+- a checkpoint (``LATEST`` or a ``ckpt-*`` folder): ``vae --protocol iwae`` where its
+  ``state.json`` says so, else ``train`` (a method run of ``compare`` is one too);
+- ``partial.json`` (kept state of an interrupted run): the command it records;
+- ``runs.json``: ``forgetting``;
+- ``results.json``: ``vae`` (its ``settings`` name a model), ``adapt`` (``approaches``),
+  ``forgetting`` (``strategies``), ``compare`` or ``eval`` (its ``config`` section);
+- ``model.safetensors``: ``vae``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["check", "found"]
+
+
+def _checkpoint_command(out: Path) -> str:
+    from metaloop.train import checkpoint as ckpt
+
+    try:
+        state = ckpt.load_checkpoint(out)[1]
+    except (ValueError, OSError, KeyError, TypeError):
+        return "train"                  # a damaged checkpoint: still a checkpoint's run
+    return "vae --protocol iwae" if ckpt.protocol_run(state) else "train"
+
+
+def _results_command(res) -> str | None:
+    if not isinstance(res, dict):
+        return None
+    settings = res.get("settings")
+    if isinstance(settings, dict) and "model" in settings:
+        return "vae"
+    if isinstance(res.get("approaches"), dict):
+        return "adapt"
+    if isinstance(res.get("strategies"), dict):
+        return "forgetting"
+    config = res.get("config")
+    if isinstance(config, dict):
+        for command in ("compare", "eval"):
+            if command in config:
+                return command
+    return None
+
+
+def found(out) -> str | None:
+    """The metaloop command whose run the folder ``out`` holds (``"train"``, ``"vae"``,
+    ``"vae --protocol iwae"``, ``"forgetting"``, ``"adapt"``, ``"compare"``, ``"eval"``), or
+    None (no folder, an empty one, or files no metaloop command wrote)."""
+    from metaloop.recipes import _partial
+
+    out = Path(out)
+    try:
+        if not out.is_dir():
+            return None
+        if (out / "LATEST").is_file() or any(
+                p.name.startswith("ckpt-") and p.is_dir() for p in out.iterdir()):
+            return _checkpoint_command(out)
+        if (out / _partial.PARTIAL).is_file():
+            other = _partial._owner_of(out)
+            if other is not None:
+                return other
+        if (out / "runs.json").is_file():
+            return "forgetting"
+        if (out / "results.json").is_file():
+            try:
+                res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                res = None
+            other = _results_command(res)
+            if other is not None:
+                return other
+        if (out / "model.safetensors").is_file():
+            return "vae"
+    except OSError:                     # unreadable: the writer names it where it writes
+        return None
+    return None
+
+
+def check(out, command: str) -> None:
+    """Before a run of ``command`` writes in ``out``: refuse a folder that holds another
+    command's run (``found``), which that run would empty or mix with its own files.
+
+    Raises:
+        ValueError: naming the folder, the command whose run it holds, and what to do;
+            nothing was written.
+    """
+    other = found(out)
+    if other is not None and other != command:
+        raise ValueError(f"{out} holds a metaloop {other} run, which a metaloop {command} "
+                         f"run there would overwrite: give another --out (nothing was "
+                         f"written)")
