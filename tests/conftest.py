@@ -41,6 +41,20 @@ def float64():
     torch.set_default_dtype(old)
 
 
+@pytest.fixture
+def omniglot_cache_home(tmp_path, monkeypatch) -> Path:
+    """The Omniglot resized-set cache in this test's folder, on, and nothing decoded in this
+    process yet (the files that test the cache make it autouse through their own
+    ``cache_home``)."""
+    from metaloop.data import omniglot as og
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(og.CACHE_ENV, raising=False)
+    og.clear_cache()
+    yield tmp_path / "data" / "omniglot" / "resized"
+    og.clear_cache()
+
+
 @pytest.fixture(scope="session")
 def omniglot_root() -> Path:
     """The packed Omniglot copy in ../shared/data/omniglot."""

@@ -48,14 +48,9 @@ def _write_pngs(folder: Path, set_name: str, seed: int = 0) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def cache_home(tmp_path, monkeypatch) -> Path:
+def cache_home(omniglot_cache_home) -> Path:
     """The data cache in this test's folder, on, and nothing decoded in this process yet."""
-    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv(og.CACHE_ENV, raising=False)
-    og.clear_cache()
-    yield tmp_path / "data" / "omniglot" / "resized"
-    og.clear_cache()
+    return omniglot_cache_home
 
 
 @pytest.fixture
