@@ -440,3 +440,22 @@ def tiny_meta_batch(kind: str, tasks: int, seed: int, hidden=(16, 16)):
     batch = ml.TaskBatch(torch.randn(tasks, 3, 1, 16, 16, generator=g), sy,
                          torch.randn(tasks, 6, 1, 16, 16, generator=g), qy)
     return Conv4(1, 4, 3, image_size=16).double(), "ce", batch
+
+
+def committed_records(pattern: str) -> dict[str, dict]:
+    """The committed records under docs/results/ whose file names match ``pattern``, by file
+    name (at least one): what a benchmark script's ``--records`` must reproduce."""
+    import json
+    folder = Path(__file__).resolve().parents[1] / "docs" / "results"
+    found = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob(pattern))}
+    assert found, f"no committed record matches docs/results/{pattern}"
+    return found
+
+
+def written_records(folder: Path) -> dict[str, dict]:
+    """The records a run wrote into ``folder``, each validated, by file name."""
+    import json
+
+    from metaloop.evaluate.records import validate_record
+    return {p.name: validate_record(json.loads(p.read_text()), where=p.name)
+            for p in sorted(Path(folder).glob("*.json"))}

@@ -16,8 +16,10 @@ from metaloop.evaluate.records import cpu_device, cpu_name, validate_record
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import bench_batching  # noqa: E402  (benchmarks/ is on the path)
+from conftest import committed_records  # noqa: E402
 
 SECONDS = {"sinusoid": {"loop": 0.05, "threads": 0.04, "vmap": 0.007},
            "omniglot": {"loop": 4.0, "threads": 3.0, "vmap": 16.0}}
@@ -30,9 +32,8 @@ def _results(keys, reps=12):
 
 
 def _committed() -> dict[str, dict]:
-    paths = sorted((ROOT / "docs" / "results").glob("benchmarks_batching_*.json"))
-    return {p.name: json.loads(p.read_text()) for p in paths}
-
+    found = committed_records("benchmarks_batching_*.json")
+    return found
 
 def test_the_records_are_the_committed_ones(tmp_path):
     argv = ["--reps", "12", "--threads", "2", "--records", str(tmp_path)]

@@ -15,8 +15,10 @@ from metaloop.evaluate.records import cpu_device, validate_record
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import bench_compile  # noqa: E402  (benchmarks/ is on the path)
+from conftest import committed_records  # noqa: E402
 
 QUERY_PASS = {"eager": 0.05, "compiled": 0.04, "compile_seconds": 27.23, "rounds": 5}
 ITERATION = {"metaloop": {"times": [1.0, 1.2, 1.1], "rss_mib": 445.2, "setup_mib": 300.0},
@@ -31,9 +33,8 @@ RUNS = {"benchmarks_compile_query_pass_stride.json": (["--pool", "stride"], QUER
 
 
 def _committed() -> dict[str, dict]:
-    paths = sorted((ROOT / "docs" / "results").glob("benchmarks_compile_*.json"))
-    return {p.name: json.loads(p.read_text()) for p in paths}
-
+    found = committed_records("benchmarks_compile_*.json")
+    return found
 
 @pytest.fixture(autouse=True)
 def _no_omniglot_load(monkeypatch):

@@ -19,8 +19,10 @@ from metaloop.evaluate.records import cpu_device, validate_record
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import bench_flops  # noqa: E402  (benchmarks/ is on the path)
+from conftest import committed_records  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 
@@ -30,11 +32,8 @@ SHAPE = ("table", "row", "metric", "digits", "order", "unit", "note", "config", 
 
 
 def _committed() -> dict[str, dict]:
-    """The committed records of the table, by file name."""
-    paths = sorted((ROOT / "docs" / "results").glob("benchmarks_flops_*.json"))
-    assert paths
-    return {p.name: json.loads(p.read_text()) for p in paths}
-
+    found = committed_records("benchmarks_flops_*.json")
+    return found
 
 def _committed_argv(rec: dict) -> list[str]:
     """The arguments of a committed record's command, without its ``--records``."""

@@ -17,18 +17,18 @@ from metaloop.evaluate.records import RecordError, cpu_device, validate_record
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import bench_layout  # noqa: E402  (benchmarks/ is on the path)
+from conftest import committed_records, written_records  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 
 
 def _committed() -> dict[str, dict]:
-    found = {p.name: json.loads(p.read_text())
-             for p in sorted((ROOT / "docs" / "results").glob("benchmarks_layout_*.json"))}
+    found = committed_records("benchmarks_layout_*.json")
     assert len(found) == 9
     return found
-
 
 def _made_up() -> dict:
     """Each learner's float32 errors and median seconds per layout: distinct and made up."""
@@ -48,8 +48,7 @@ def test_the_records_are_the_committed_ones_with_the_runs_numbers(tmp_path):
     args = bench_layout.parse(argv)
     results = _made_up()
     bench_layout.write_records(results, args, argv)
-    written = {p.name: validate_record(json.loads(p.read_text()), where=p.name)
-               for p in sorted((tmp_path / "results").glob("*.json"))}
+    written = written_records(tmp_path / "results")
     committed = _committed()
     assert sorted(written) == sorted(committed)
     for name, rec in written.items():
