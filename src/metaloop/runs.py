@@ -22,6 +22,7 @@ run's stored fingerprint of its data (``check_moved_data``).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,13 +34,14 @@ import torch
 
 from metaloop import build, config
 from metaloop.train.checkpoint import (
+    latest_checkpoint,
     load_checkpoint,
     load_extra_state,
     protocol_run,
     saved_run,
 )
 
-__all__ = ["Run", "check_moved_data", "load_run", "moved_root", "saved_run"]
+__all__ = ["Run", "check_moved_data", "load_pinned", "load_run", "moved_root", "saved_run"]
 
 
 @dataclass
@@ -62,11 +64,13 @@ class Run:
             ``metaloop.recipes.evaluation.load_ensemble``) a function returning the config
             whose ``[eval]`` section draws the held-out tasks (raising ``ValueError`` where
             the members would draw other tasks).
-        state: None, or (a run loaded by ``metaloop.recipes.evaluation.load_ensemble``) its
-            checkpoint's ``state.json`` as read when it was loaded (iteration, CPU seconds,
-            ...), from which ``metaloop eval --record`` writes the budget: a run training into
-            the folder may prune that checkpoint (``save_checkpoint(keep=2)``) before the
-            record is written.
+        state: None, or (a run loaded by ``load_pinned``) its checkpoint's ``state.json``
+            as read when it was loaded (iteration, CPU seconds, ``tensors_sha256``, ...),
+            from which ``metaloop eval --record`` writes the budget: a run training into the
+            folder may prune that checkpoint (``save_checkpoint(keep=2)``) before the record
+            is written.
+        checkpoint_dir: None, or (a run loaded by ``load_pinned``) the ``ckpt-*`` folder it
+            was loaded from (resolved).
     """
 
     path: Path
@@ -77,6 +81,7 @@ class Run:
     stored_root: str | None = None
     heldout_config: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
     state: dict | None = field(default=None, repr=False, compare=False)
+    checkpoint_dir: Path | None = field(default=None, repr=False, compare=False)
 
     @property
     def network(self) -> torch.nn.Module:
@@ -345,6 +350,68 @@ def _vector_stand_in(tensors: dict, cfg: dict, path: Path, data: dict | None) ->
     outputs = int(tensors[heads[0]].shape[0]) if heads else fam["ways"]   # head [out, h]
     return SimpleNamespace(kind="classification", ways=fam["ways"], num_classes=outputs,
                            input_shape=(dim,))
+
+
+LOAD_TRIES = 3
+"""How often ``load_pinned`` loads a run folder whose ``LATEST`` moves while it loads."""
+
+
+def load_pinned(path, *, what: str | None = None, option: str | None = None,
+                **kwargs) -> Run:
+    """``load_run(path, **kwargs)`` (a run folder or one ``ckpt-*`` folder), with the
+    ``ckpt-*`` folder it loaded as ``Run.checkpoint_dir`` (resolved) and that folder's
+    ``state.json`` as ``Run.state``.
+
+    A run folder's ``LATEST`` is read before and after the load, and the state in between:
+    where a run training into the folder (``metaloop train --resume``) moved ``LATEST``
+    meanwhile, the run is loaded again, so that ``checkpoint_dir`` and ``state`` are those
+    of the weights loaded (``state["tensors_sha256"]`` is their file's sha256, which the load
+    checks). A checkpoint written after the load changes neither, nor does one that prunes
+    the folder loaded.
+
+    Args:
+        what, option: how the refusal names ``path`` (default: the path) and the option
+            that could name one ``ckpt-*`` folder instead (default: none).
+
+    Raises:
+        ValueError: what ``load_run`` raises, or a ``LATEST`` that moved during each of
+            ``LOAD_TRIES`` loads (naming ``what``).
+    """
+    path = Path(path)
+
+    def named() -> Path | None:
+        """The ``ckpt-*`` folder ``path`` loads now; None where ``LATEST`` cannot be read
+        (``load_run`` names it)."""
+        if not (path / "LATEST").is_file():
+            return path.resolve()
+        try:
+            found = latest_checkpoint(path)
+        except (OSError, ValueError):
+            return None
+        return found.resolve() if found is not None else None
+
+    def state_of(ckpt: Path | None) -> dict | None:
+        """``ckpt/state.json``; None where it cannot be read (pruned since ``named``, or
+        damaged: ``load_run`` names that)."""
+        if ckpt is None:
+            return None
+        try:
+            state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    for _ in range(LOAD_TRIES):
+        before = named()
+        state = state_of(before)
+        run = load_run(path, **kwargs)
+        if state is not None and named() == before:
+            run.checkpoint_dir, run.state = before, state
+            return run
+    raise ValueError(f"{what or path}: its LATEST moved to a newer checkpoint during each of "
+                     f"{LOAD_TRIES} loads (a run is training into the folder); let that run "
+                     f"finish, or name one of its ckpt-* folders"
+                     + (f" as {option}" if option else ""))
 
 
 def load_run(path, *, device=None, head_init: str = "checkpoint", data_root=None) -> Run:

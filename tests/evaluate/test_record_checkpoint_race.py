@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import metaloop.cli.eval as cli_eval
+from metaloop import runs
 from metaloop.cli.main import main
 from metaloop.evaluate import records
-from metaloop.recipes import evaluation
 from metaloop.recipes.evaluation import load_ensemble
 from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -244,7 +244,7 @@ def test_a_checkpoint_pruned_after_the_load_is_recorded_from_its_loaded_state(ru
 def test_a_checkpoint_pruned_during_the_load_is_loaded_again_with_its_state(run, monkeypatch):
     """Two checkpoints written while the run folder loads prune the one its LATEST named:
     the run is loaded again, and its ``state`` is that of the checkpoint it then holds."""
-    real, written = evaluation.load_run, []
+    real, written = runs.load_run, []
 
     def load_run(path, **kw):
         loaded = real(path, **kw)
@@ -252,7 +252,7 @@ def test_a_checkpoint_pruned_during_the_load_is_loaded_again_with_its_state(run,
             written.extend(_write_checkpoint(run, i, cpu_seconds=float(i)) for i in (5, 6))
         return loaded
 
-    monkeypatch.setattr(evaluation, "load_run", load_run)
+    monkeypatch.setattr(runs, "load_run", load_run)
     one = load_ensemble([run])
     assert not (run / "ckpt-00000002").exists()
     assert one.checkpoint_dir == written[1].resolve()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metaloop.recipes import evaluation
+from metaloop import runs
 from metaloop.recipes.evaluation import check_distinct, load_ensemble
 from metaloop.train.checkpoint import (
     atomic_write_text,
@@ -93,7 +93,7 @@ def test_a_latest_moved_during_the_load_has_the_run_loaded_again(run, monkeypatc
     another)."""
     first = latest_checkpoint(run)
     assert first is not None
-    real, written = evaluation.load_run, []
+    real, written = runs.load_run, []
 
     def load_run(path, **kw):
         loaded = real(path, **kw)
@@ -101,7 +101,7 @@ def test_a_latest_moved_during_the_load_has_the_run_loaded_again(run, monkeypatc
             written.append(_write_checkpoint(run))
         return loaded
 
-    monkeypatch.setattr(evaluation, "load_run", load_run)
+    monkeypatch.setattr(runs, "load_run", load_run)
     ens = load_ensemble([run, first])
     check_distinct(ens)
     member = ens.members[0]
@@ -112,14 +112,14 @@ def test_a_latest_moved_during_the_load_has_the_run_loaded_again(run, monkeypatc
 def test_a_latest_moving_during_every_load_is_named(run, monkeypatch):
     """A LATEST that moves during each load: refused, naming the run folder, rather than
     compared at a checkpoint the member may not hold."""
-    real = evaluation.load_run
+    real = runs.load_run
 
     def load_run(path, **kw):
         loaded = real(path, **kw)
         _write_checkpoint(run)
         return loaded
 
-    monkeypatch.setattr(evaluation, "load_run", load_run)
+    monkeypatch.setattr(runs, "load_run", load_run)
     with pytest.raises(ValueError, match=re.escape(f"{run}: its LATEST moved to a newer "
                                                    f"checkpoint during each of 3 loads")):
         load_ensemble([run])

@@ -500,8 +500,7 @@ def _loaded_dirs(loaded) -> list:
     ``--checkpoint`` (``load_ensemble``'s ``checkpoint_dir``): the record's budget is that
     checkpoint's, not that of one a run training into the folder wrote during the
     evaluation."""
-    return [getattr(m, "checkpoint_dir", None) for m in getattr(loaded, "members", None)
-            or [loaded]]
+    return [m.checkpoint_dir for m in getattr(loaded, "members", None) or [loaded]]
 
 
 def _loaded_states(loaded) -> list:

@@ -775,50 +775,22 @@ def load_model(spec: str, family: str, max_length: int = 32, *, checkpoint: bool
     return (model, "text", None) if checkpoint else (model, "text")
 
 
-_LOAD_TRIES = 3
-"""How often ``_load_run`` loads a run folder whose ``LATEST`` moves while it loads."""
-
-
 def _load_run(path: Path):
-    """``load_run`` of the metaloop run at ``path`` (a run folder or one ``ckpt-*`` folder),
-    and the checkpoint it loaded as ``identity`` records it: ``"<ckpt-* name> sha256 <the
-    first 16 hex digits of the sha256 of its tensors.safetensors>"``, the same for a run
-    folder and for its ``ckpt-*`` folder.
-
-    A run folder's ``LATEST`` is read before and after the load, and the checkpoint it named
-    is hashed in between: where a run training into the folder (``metaloop train --resume``)
-    moved ``LATEST`` meanwhile, the run is loaded again, so that the name and the hash are
-    those of the weights loaded. Once loaded, a newer checkpoint changes neither.
+    """The metaloop run at ``path`` (a run folder or one ``ckpt-*`` folder), pinned to the
+    checkpoint it loaded (``metaloop.runs.load_pinned``: a ``LATEST`` moved during the load
+    is loaded again), and that checkpoint as ``identity`` records it: ``"<ckpt-* name> sha256
+    <the first 16 hex digits of the sha256 of its tensors.safetensors>"``, the same for a
+    run folder and for its ``ckpt-*`` folder. Once loaded, a newer checkpoint changes
+    neither.
 
     Raises:
         ValueError: what ``load_run`` raises, or a ``LATEST`` that moved during each of
-            ``_LOAD_TRIES`` loads (naming it).
+            ``metaloop.runs.LOAD_TRIES`` loads (naming ``--model``).
     """
-    from metaloop.runs import load_run
-    from metaloop.train.checkpoint import latest_checkpoint, sha256_file
-
-    def named() -> Path | None:
-        """The ``ckpt-*`` folder ``path`` loads now: None where ``LATEST`` is damaged
-        (``load_run`` names it)."""
-        if not (path / "LATEST").is_file():
-            return path
-        try:
-            return latest_checkpoint(path)
-        except ValueError:
-            return None
-
-    for _ in range(_LOAD_TRIES):
-        before = named()
-        run = load_run(path)
-        try:
-            digest = sha256_file(before / "tensors.safetensors") if before else None
-        except OSError:            # removed: a run training on pruned it, LATEST moved
-            digest = None
-        if before is not None and digest is not None and named() == before:
-            return run, f"{before.name} sha256 {digest[:16]}"
-    raise ValueError(f"--model {path}: its LATEST moved to a newer checkpoint during each of "
-                     f"{_LOAD_TRIES} loads (a run is training into the folder); let that run "
-                     f"finish, or name one of its ckpt-* folders as --model")
+    from metaloop.runs import load_pinned
+    run = load_pinned(path, what=f"--model {path}", option="--model")
+    assert run.checkpoint_dir is not None and run.state is not None
+    return run, f"{run.checkpoint_dir.name} sha256 {run.state['tensors_sha256'][:16]}"
 
 
 def build_family(s, model, kind: str, split: str, shots: int, queries: int):

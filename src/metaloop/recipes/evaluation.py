@@ -22,7 +22,6 @@ refines a ProtoNet's prototypes with each task's unlabelled queries before scori
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,8 +34,7 @@ from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.recipes.predict import score_lake_runs, takes_steps
-from metaloop.runs import TASK_KEYS, Run, check_inputs, load_run, read_heldout
-from metaloop.train.checkpoint import latest_checkpoint
+from metaloop.runs import TASK_KEYS, Run, check_inputs, load_pinned, read_heldout
 from metaloop.train.loop import on_model
 
 __all__ = ["check_distinct", "error_rate", "eval_config", "evaluate_lake_runs", "evaluate_run",
@@ -338,21 +336,21 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
         the ``[eval]`` keys its members share (members that differ in one are refused there,
         where a change can still set it for all). Each loaded run (the one, or each member)
         has ``checkpoint_dir``: the ``ckpt-*`` folder it was loaded from, and ``state``: that
-        folder's ``state.json`` as read then (``_load_member``).
+        folder's ``state.json`` as read then (``metaloop.runs.load_pinned``).
         With ``data_root``, an ensemble's ``stored_root`` is its first member's.
 
     Raises:
         ValueError: no paths, a path that is not a run (named), a run folder whose
-            ``LATEST`` moved during each of ``_LOAD_TRIES`` loads (``_load_member``), a run
-            whose task family differs from the first's in a key the held-out tasks depend
-            on (``root``: the folder the data are read from, however it is named), or
-            whose ``train.dtype`` differs from the first's (named).
+            ``LATEST`` moved during each of ``metaloop.runs.LOAD_TRIES`` loads, a run whose
+            task family differs from the first's in a key the held-out tasks depend on
+            (``root``: the folder the data are read from, however it is named), or whose
+            ``train.dtype`` differs from the first's (named).
     """
     paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") \
         else list(paths)
     if not paths:
         raise ValueError("load_ensemble needs at least one run directory")
-    runs = [_load_member(Path(p), device=device, head_init=head_init, data_root=data_root)
+    runs = [load_pinned(Path(p), device=device, head_init=head_init, data_root=data_root)
             for p in paths]
     if len(runs) == 1:
         return runs[0]
@@ -390,67 +388,12 @@ def _heldout_config(ens: Run) -> dict:
     return eval_config(ens, **scored)
 
 
-_LOAD_TRIES = 3
-"""How often ``_load_member`` loads a run folder whose ``LATEST`` moves while it loads."""
-
-
-def _load_member(path: Path, *, device, head_init: str, data_root=None) -> Run:
-    """``load_run`` of ``path`` (a run folder or one ``ckpt-*`` folder), with the ``ckpt-*``
-    folder it loaded kept as the run's ``checkpoint_dir`` (resolved), which
-    ``check_distinct`` compares, and that folder's ``state.json`` as ``Run.state``, from
-    which ``metaloop eval --record`` writes the budget.
-
-    A run folder's ``LATEST`` is read before and after the load: where a run training into
-    the folder (``metaloop train --resume``) moved it meanwhile, the run is loaded again, so
-    that ``checkpoint_dir`` and ``state`` are those of the weights loaded. A checkpoint
-    written after the load changes nothing, nor does one that prunes the folder loaded.
-
-    Raises:
-        ValueError: what ``load_run`` raises, or a ``LATEST`` that moved during each of
-            ``_LOAD_TRIES`` loads (naming the folder).
-    """
-    def named() -> Path | None:
-        """The ``ckpt-*`` folder ``path`` loads now; None where ``LATEST`` cannot be read
-        (``load_run`` names it)."""
-        if not (path / "LATEST").is_file():
-            return path.resolve()
-        try:
-            found = latest_checkpoint(path)
-        except (OSError, ValueError):
-            return None
-        return found.resolve() if found is not None else None
-
-    def state_of(ckpt: Path | None) -> dict | None:
-        """``ckpt/state.json``; None where it cannot be read (pruned since ``named``, or
-        damaged: ``load_run`` names that)."""
-        if ckpt is None:
-            return None
-        try:
-            state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return state if isinstance(state, dict) else None
-
-    for _ in range(_LOAD_TRIES):
-        before = named()
-        state = state_of(before)
-        run = load_run(path, device=device, head_init=head_init, data_root=data_root)
-        if state is not None and named() == before:
-            run.checkpoint_dir = before  # type: ignore[attr-defined]  # read by getattr
-            run.state = state
-            return run
-    raise ValueError(f"{path}: its LATEST moved to a newer checkpoint during each of "
-                     f"{_LOAD_TRIES} loads (a run is training into the folder); let that run "
-                     f"finish, or name one of its ckpt-* folders")
-
-
 def _checkpoint_dir(run: Run) -> Path:
     """The ``ckpt-*`` folder a run was loaded from (resolved): the one ``load_ensemble``
-    recorded as it loaded the run (``_load_member``); for a ``Run`` loaded otherwise, its
-    path, or a run folder's ``LATEST`` as it is now."""
-    loaded = getattr(run, "checkpoint_dir", None)
-    if loaded is not None:
-        return Path(loaded)
+    recorded as it loaded the run (``metaloop.runs.load_pinned``); for a ``Run`` loaded
+    otherwise, its path, or a run folder's ``LATEST`` as it is now."""
+    if run.checkpoint_dir is not None:
+        return run.checkpoint_dir
     path = Path(run.path)
     latest = path / "LATEST"
     if latest.is_file():
