@@ -54,7 +54,7 @@ except ImportError:             # POSIX
     msvcrt = None  # type: ignore[assignment]  # checked before use
 
 __all__ = ["LOCK_FILE", "RunInUseError", "RunLockWarning", "acquire", "hold", "holder",
-           "locked", "release"]
+           "locked", "release", "writer"]
 
 LOCK_FILE = ".metaloop-lock"
 # msvcrt.locking locks bytes, which other processes then cannot read: the byte locked lies
@@ -117,6 +117,28 @@ def holder(path) -> dict | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
+
+
+def writer(path) -> dict | None:
+    """The process that holds the lock of the run folder ``path`` now (``holder``'s pid,
+    host and command), or None: no other process holds it. A run killed mid-training leaves
+    its lock file, naming a process that is gone, but not its lock. The lock is tested by a
+    shared lock taken and let go at once on the file opened read-only, so nothing in the
+    folder is written (where there is no ``fcntl``, Windows: None)."""
+    info = holder(path)
+    if info is None or fcntl is None or info.get("pid") == os.getpid():
+        return None
+    try:
+        fd = os.open(Path(path) / LOCK_FILE, os.O_RDONLY)
+    except OSError:                     # gone meanwhile: its holder let go
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        return info if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+    finally:
+        os.close(fd)                    # (which lets go of the shared lock)
+    return None
 
 
 def _in_use(path: Path) -> RunInUseError:

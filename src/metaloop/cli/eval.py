@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import os
 import re
 import socket
 import sys
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:             # Windows
-    fcntl = None  # type: ignore[assignment]  # checked before use
 
 from tqdm.auto import tqdm
 
@@ -217,7 +210,7 @@ def _note_unfinished(loaded) -> None:
             continue
         if not ((Path(m.path) / "LATEST").is_file() and m.iteration < total):
             continue
-        writer = _writer_of(m.path)
+        writer = runlock.writer(m.path)
         if writer is not None:          # still training: --resume would find it in use
             host = writer.get("host")
             on = f" on host {host}" if host and host != socket.gethostname() else ""
@@ -227,28 +220,6 @@ def _note_unfinished(loaded) -> None:
         else:
             print(f"note: {m.path} stopped at iteration {m.iteration} of {total} (metaloop "
                   f"train --resume finishes it); scored as it is", file=sys.stderr)
-
-
-def _writer_of(run) -> dict | None:
-    """The process that holds the lock of the run folder ``run`` now (``runlock.holder``'s
-    pid, host and command), or None: no other process holds it. A run killed mid-training
-    leaves its lock file, naming a process that is gone, but not its lock. The lock is tested
-    by a shared lock taken and let go at once on the file opened read-only, so nothing in
-    the folder is written (where there is no ``fcntl``, Windows: None)."""
-    info = runlock.holder(run)
-    if info is None or fcntl is None or info.get("pid") == os.getpid():
-        return None
-    try:
-        fd = os.open(Path(run) / runlock.LOCK_FILE, os.O_RDONLY)
-    except OSError:                     # gone meanwhile: its holder let go
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as e:
-        return info if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
-    finally:
-        os.close(fd)                    # (which lets go of the shared lock)
-    return None
 
 
 def _switch(key: str, value) -> str:
