@@ -459,3 +459,20 @@ def written_records(folder: Path) -> dict[str, dict]:
     from metaloop.evaluate.records import validate_record
     return {p.name: validate_record(json.loads(p.read_text()), where=p.name)
             for p in sorted(Path(folder).glob("*.json"))}
+
+
+def write_next_checkpoint(run: Path, iteration: int | None = None, *, move: bool = True,
+                          keep: int = 2, **state) -> Path:
+    """Write a checkpoint into the run folder ``run`` and point its LATEST at it, as a run
+    training on would (``metaloop train --resume``): at ``iteration`` (default: the newest's
+    + 1), with other weights (the newest ones + 1; ``move=False``: the same) and the newest
+    state's entries, ``state`` replacing some, keeping the newest ``keep`` checkpoints."""
+    from metaloop.train.checkpoint import load_checkpoint, save_checkpoint
+    tensors, old = load_checkpoint(run)
+    rest = {k: v for k, v in old.items()
+            if k not in ("format_version", "iteration", "tensors_sha256", "state_sha256")}
+    if move:
+        tensors = {k: v + 1 if k.startswith("model.") and v.is_floating_point() else v
+                   for k, v in tensors.items()}
+    it = old["iteration"] + 1 if iteration is None else iteration
+    return save_checkpoint(run, it, tensors, {**rest, **state}, keep=keep)

@@ -19,7 +19,7 @@ from metaloop import runs
 from metaloop.cli.main import main
 from metaloop.evaluate import records
 from metaloop.recipes.evaluation import load_ensemble
-from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import (  # noqa: E402
@@ -28,6 +28,7 @@ from conftest import (  # noqa: E402
     tensor_config,
     train_run,
     write_image_folder,
+    write_next_checkpoint,
     write_tensor_file,
 )
 
@@ -56,15 +57,13 @@ def _write_checkpoint(run: Path, iteration: int, cpu_seconds: float, keep: int =
     """A checkpoint at ``iteration`` storing ``cpu_seconds``, with LATEST pointed at it and
     ``metaloop train``'s lines logged up to it, as a run training on writes them (keeping
     the newest ``keep`` checkpoints)."""
-    tensors, state = load_checkpoint(run)
-    rest = {k: v for k, v in state.items()
-            if k not in ("format_version", "iteration", "tensors_sha256", "state_sha256")}
-    rest["cpu_seconds"] = cpu_seconds
+    state = load_checkpoint(run)[1]
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
         for i in range(state["iteration"] + 1, iteration + 1):
             f.write(json.dumps({"iteration": i, "loss": 0.1, "accuracy": 1.0,
                                 "time": 1e9 + 100.0 * i}) + "\n")
-    return save_checkpoint(run, iteration, tensors, rest, keep=keep)
+    return write_next_checkpoint(run, iteration, move=False, keep=keep,
+                                 cpu_seconds=cpu_seconds)
 
 
 def _budget(ckpt: Path) -> dict:

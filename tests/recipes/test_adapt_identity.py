@@ -15,10 +15,15 @@ import torch
 
 from metaloop import runs
 from metaloop.recipes import adapt as recipe
-from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import folder_config, train_run, write_image_folder  # noqa: E402
+from conftest import (  # noqa: E402
+    folder_config,
+    train_run,
+    write_image_folder,
+    write_next_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +53,6 @@ def _named(ckpt: Path) -> str:
     return f"{ckpt.name} sha256 {digest[:16]}"
 
 
-def _write_checkpoint(run: Path, iteration: int | None = None) -> Path:
-    """Write a checkpoint of other weights (the newest ones + 1) into ``run`` and point its
-    LATEST at it, as a run training on would: iteration ``iteration`` (default: the
-    next)."""
-    tensors, state = load_checkpoint(run)
-    rest = {k: v for k, v in state.items()
-            if k not in ("format_version", "iteration", "tensors_sha256", "state_sha256")}
-    moved = {k: v + 1 if k.startswith("model.") and v.is_floating_point() else v
-             for k, v in tensors.items()}
-    it = state["iteration"] + 1 if iteration is None else iteration
-    return save_checkpoint(run, it, moved, rest)
-
-
 def _weights(model) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -78,7 +70,7 @@ def test_a_checkpoint_written_after_the_load_changes_no_identity(trained, run_di
     assert loaded is not None
     p = recipe.prepare(_settings(run_dir, trained[1]))
     before = recipe.identity(p, tmp_path / "out")
-    newer = _write_checkpoint(run_dir)
+    newer = write_next_checkpoint(run_dir)
     assert latest_checkpoint(run_dir) == newer != loaded
     after = recipe.identity(p, tmp_path / "out")
     assert after == before and after["model_checkpoint"] == _named(loaded)
@@ -96,7 +88,7 @@ def test_latest_moved_during_the_load_is_loaded_again(trained, run_dir, tmp_path
     def load_then_train_on(path, **kw):
         run = real(path, **kw)
         if not written:
-            written.append(_write_checkpoint(run_dir))
+            written.append(write_next_checkpoint(run_dir))
         return run
     monkeypatch.setattr(runs, "load_run", load_then_train_on)
     p = recipe.prepare(_settings(run_dir, trained[1]))
@@ -111,7 +103,7 @@ def test_latest_moving_during_every_load_is_refused(trained, run_dir, monkeypatc
 
     def load_then_train_on(path, **kw):
         run = real(path, **kw)
-        written.append(_write_checkpoint(run_dir))
+        written.append(write_next_checkpoint(run_dir))
         return run
     monkeypatch.setattr(runs, "load_run", load_then_train_on)
     with pytest.raises(ValueError, match=r"LATEST moved to a newer checkpoint during each of "
@@ -129,7 +121,7 @@ def test_a_ckpt_folder_is_identified_as_its_run_folder_is(trained, run_dir, tmp_
     by_ckpt = recipe.identity(recipe.prepare(_settings(ckpt, trained[1])), tmp_path / "o")
     assert by_ckpt["model_checkpoint"] == by_run["model_checkpoint"] == _named(ckpt)
     assert by_ckpt["model"] == str(ckpt.resolve()) and by_run["model"] == str(run_dir.resolve())
-    _write_checkpoint(run_dir)                  # a newer checkpoint beside it: not this one
+    write_next_checkpoint(run_dir)                  # a newer checkpoint beside it: not this one
     again = recipe.prepare(_settings(ckpt, trained[1]))
     assert recipe.identity(again, tmp_path / "o")["model_checkpoint"] == _named(ckpt)
 
@@ -151,7 +143,7 @@ def test_a_resume_with_other_weights_in_the_ckpt_folder_is_refused(trained, run_
     same = recipe.identity(recipe.prepare(_settings(ckpt, trained[1])), out)
     assert recipe.kept(out, same)["tasks_done"] == 0            # the same weights: resumed
     iteration = load_checkpoint(ckpt)[1]["iteration"]
-    assert _write_checkpoint(run_dir, iteration) == ckpt        # rewritten in place
+    assert write_next_checkpoint(run_dir, iteration) == ckpt        # rewritten in place
     other = recipe.identity(recipe.prepare(_settings(ckpt, trained[1])), out)
     with pytest.raises(ValueError, match="the checkpoint of --model") as e:
         recipe.kept(out, other)

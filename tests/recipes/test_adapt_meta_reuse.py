@@ -15,10 +15,15 @@ from pathlib import Path
 import pytest
 
 from metaloop.cli.main import main
-from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import folder_config, train_run, write_image_folder  # noqa: E402
+from conftest import (  # noqa: E402
+    folder_config,
+    train_run,
+    write_image_folder,
+    write_next_checkpoint,
+)
 
 META = ["--approaches", "probe-ridge", "--steps", "2", "--meta", "fomaml",
         "--meta-iterations", "2", "--meta-batch", "1", "--split-fractions", "0.5,0,0.5"]
@@ -48,17 +53,6 @@ def _named(ckpt: Path) -> str:
     return f"{ckpt.name} sha256 {digest[:16]}"
 
 
-def _write_checkpoint(run: Path) -> None:
-    """Write a checkpoint of other weights (the newest ones + 1) at the next iteration into
-    ``run`` and point its LATEST at it, as ``metaloop train --resume`` would."""
-    tensors, state = load_checkpoint(run)
-    rest = {k: v for k, v in state.items()
-            if k not in ("format_version", "iteration", "tensors_sha256", "state_sha256")}
-    moved = {k: v + 1 if k.startswith("model.") and v.is_floating_point() else v
-             for k, v in tensors.items()}
-    save_checkpoint(run, state["iteration"] + 1, moved, rest)
-
-
 def _replace(model: Path, run: Path) -> None:
     """Replace the model folder by another run (trained anew into the same folder)."""
     shutil.rmtree(model)
@@ -85,7 +79,7 @@ def test_a_meta_run_on_other_weights_of_the_model_folder_is_refused(trained, tmp
     assert again_config["config"] == config
     # other weights in the same folder: refused, naming both checkpoints
     if change == "latest-moved":
-        _write_checkpoint(model)
+        write_next_checkpoint(model)
     else:
         _replace(model, again)
     now = latest_checkpoint(model)

@@ -19,11 +19,15 @@ from metaloop.train.checkpoint import (
     atomic_write_text,
     latest_checkpoint,
     load_checkpoint,
-    save_checkpoint,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import tensor_config, train_run, write_tensor_file  # noqa: E402
+from conftest import (  # noqa: E402
+    tensor_config,
+    train_run,
+    write_next_checkpoint,
+    write_tensor_file,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +41,6 @@ def trained(tmp_path_factory) -> Path:
 def run(trained, tmp_path) -> Path:
     """A copy of the trained run, for a test to write checkpoints into."""
     return Path(shutil.copytree(trained, tmp_path / "run"))
-
-
-def _write_checkpoint(run: Path) -> Path:
-    """Write a checkpoint of other weights (the newest ones + 1) at the next iteration into
-    ``run`` and point its LATEST at it, as a run training on would."""
-    tensors, state = load_checkpoint(run)
-    rest = {k: v for k, v in state.items()
-            if k not in ("format_version", "iteration", "tensors_sha256", "state_sha256")}
-    moved = {k: v + 1 if k.startswith("model.") and v.is_floating_point() else v
-             for k, v in tensors.items()}
-    return save_checkpoint(run, state["iteration"] + 1, moved, rest)
 
 
 def _iteration(ckpt: Path) -> int:
@@ -67,7 +60,7 @@ def test_a_checkpoint_written_after_the_load_leaves_one_checkpoint_given_twice(r
     loaded = latest_checkpoint(run)
     assert loaded is not None
     ens = load_ensemble([run, loaded])
-    _write_checkpoint(run)
+    write_next_checkpoint(run)
     assert latest_checkpoint(run) != loaded
     with pytest.raises(ValueError, match=re.escape(f"ensemble: {run} and {loaded} are one "
                                                    f"checkpoint ({loaded})")):
@@ -79,7 +72,7 @@ def test_a_run_folder_and_a_newer_checkpoint_than_it_loaded_are_two(run):
     weights: LATEST moving to the newer one after the load does not make them one."""
     first = latest_checkpoint(run)
     assert first is not None
-    newer = _write_checkpoint(run)
+    newer = write_next_checkpoint(run)
     atomic_write_text(run / "LATEST", first.name + "\n")    # not yet pointed at, as mid-write
     ens = load_ensemble([run, newer])
     atomic_write_text(run / "LATEST", newer.name + "\n")    # ... and now it is
@@ -98,7 +91,7 @@ def test_a_latest_moved_during_the_load_has_the_run_loaded_again(run, monkeypatc
     def load_run(path, **kw):
         loaded = real(path, **kw)
         if Path(path) == run and not written:          # a run training on writes one
-            written.append(_write_checkpoint(run))
+            written.append(write_next_checkpoint(run))
         return loaded
 
     monkeypatch.setattr(runs, "load_run", load_run)
@@ -116,7 +109,7 @@ def test_a_latest_moving_during_every_load_is_named(run, monkeypatch):
 
     def load_run(path, **kw):
         loaded = real(path, **kw)
-        _write_checkpoint(run)
+        write_next_checkpoint(run)
         return loaded
 
     monkeypatch.setattr(runs, "load_run", load_run)
