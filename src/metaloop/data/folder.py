@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import tempfile
 import time
 import unicodedata
@@ -50,18 +49,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from metaloop._callable import check_progress
 from metaloop.data.images import (
     IMAGE_EXTENSIONS,
-    _depth_scale,
-    _draft,
     _Grid,
-    _read,
+    _read_file,
     _to_input,
     check_image_settings,
-    load_image,
 )
 
 CACHE_DIRNAME = ".metaloop-cache"
@@ -410,11 +405,6 @@ def _pixel_digest(pix: np.ndarray, grid: _Grid | None) -> bytes:
     return h.digest()
 
 
-# what load_image turns into its "cannot read image" ValueError
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-                  struct.error, Image.DecompressionBombError)
-
-
 def _decode(root: Path, rel: str, settings: dict) -> tuple[np.ndarray, bytes] | str:
     """uint8 ``[C, S, S]`` as ``load_image`` gives it and the image's ``_pixel_digest``, or
     the error message of an unreadable file (a symbolic link to nothing says so, as
@@ -425,23 +415,11 @@ def _decode(root: Path, rel: str, settings: dict) -> tuple[np.ndarray, bytes] | 
                 f"link or restore its target")
     s, c, invert = settings["image_size"], settings["channels"], settings["invert"]
     try:
-        if not path.is_file():          # opening a pipe would wait for ever: load_image says
-            raise ValueError(path)
-        with Image.open(path) as im:                 # load_image's steps, keeping the pixels
-            im.seek(0)
-            scale, full = _depth_scale(im), im.size
-            draft = _draft(im, s)
-            pix, grid = _read(im, c, s, scale, full, draft)                   # [h, w, c]
-        if pix.size == 0:
-            raise ValueError(path)
-        digest = _pixel_digest(pix, grid)         # first: the input may be a view of pix
-        x = _to_input(pix, s, invert, grid)                                   # [C, S, S]
-    except _DECODE_ERRORS:
-        try:                 # the same decoding again, raising the error in its own words
-            load_image(path, s, invert, c)
-        except ValueError as e:
-            return str(e)
-        raise                                     # load_image read it: this one is ours
+        pix, grid = _read_file(path, s, c)               # load_image's steps: [h, w, c]
+    except ValueError as e:
+        return str(e)
+    digest = _pixel_digest(pix, grid)             # first: the input may be a view of pix
+    x = _to_input(pix, s, invert, grid)                                       # [C, S, S]
     return x.mul_(255).round_().to(torch.uint8).numpy(), digest
 
 

@@ -241,7 +241,17 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
             bad ``image_size``, ``invert`` or ``channels``.
     """
     check_image_settings(image_size, invert, channels)
-    path = Path(path)
+    pix, grid = _read_file(Path(path), image_size, channels)                 # [h, w, c]
+    return _to_input(pix, image_size, invert, grid)
+
+
+def _read_file(path: Path, image_size: int, channels: int):
+    """The pixels of one image file as ``load_image`` reads them before ``_to_input``
+    (``_read``'s ``[h, w, c]`` array and grid).
+
+    Raises:
+        ValueError: the file cannot be read as an image or is no regular file (naming it).
+    """
     if path.exists() and not path.is_file():          # opening a pipe would wait for ever
         raise ValueError(f"cannot read image {path}: it is not a regular file (a folder, a "
                          f"pipe, a socket or a device)")
@@ -259,7 +269,7 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
         raise ValueError(f"cannot read image {path}: {e}") from e
     if pix.size == 0:
         raise ValueError(f"cannot read image {path}: it has no pixels")
-    return _to_input(pix, image_size, invert, grid)
+    return pix, grid
 
 
 def _upright(im: Image.Image) -> tuple[Image.Image, int]:
