@@ -46,6 +46,7 @@ from metaloop.evaluate.heldout import format_mean_ci, mean_ci
 from metaloop.models import MLP
 from metaloop.recipes import _partial, report
 from metaloop.recipes._record_setting import check_same_setting, old_record
+from metaloop.tasks.episodes import describe_folder
 from metaloop.train.checkpoint import WriteError, atomic_write_text
 
 __all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "METRICS",
@@ -353,18 +354,6 @@ def _folder_experiences(scenario: str, root: Path, *, skip_corrupt: bool,
     if log is not None:
         log(f"data {root}: {describe_folder(d)}")
     return exps
-
-
-def describe_folder(data) -> str:
-    """One line on a decoded image folder (``metaloop.data.folder.FolderData``): the images
-    and classes read, the cache, and what was ignored (non-images, hidden entries), left out
-    (class folders without images, images outside any class folder, exact copies of an
-    image of the same class) and skipped (unreadable), in the words of ``metaloop train``
-    (``metaloop.tasks.episodes.describe_report``)."""
-    from metaloop.tasks.episodes import describe_report, folder_report
-
-    in_use = int(torch.unique(data.labels).numel())   # a class all skipped has no images
-    return describe_report(folder_report(data), in_use)   # every class with images: used
 
 
 def _check_counts(**counts) -> None:

@@ -38,7 +38,7 @@ def _described(args: argparse.Namespace):
     once the body has run, on what was read of it and what was left out (non-images, hidden
     entries, class folders without images, images outside any class folder, unreadable
     images skipped with ``--skip-corrupt``, exact copies of an image of the same class),
-    worded as ``metaloop train`` words it (``metaloop.tasks.episodes.describe_report``).
+    worded as ``metaloop train`` words it (``metaloop.tasks.episodes.describe_folder``).
     The folder is decoded before the body as the run decodes it (``metaloop.generative.
     data.read_user``), into the cache the run then opens.
 
@@ -49,11 +49,9 @@ def _described(args: argparse.Namespace):
     """
     import sys
 
-    import torch
-
     from metaloop.data.folder import CacheWriteError, UnreadableImagesError, load_folder
     from metaloop.generative import data as gdata
-    from metaloop.tasks.episodes import describe_report, folder_report
+    from metaloop.tasks.episodes import describe_folder
 
     path = Path(args.data).expanduser()
     opts = _data_options(args)
@@ -75,8 +73,7 @@ def _described(args: argparse.Namespace):
     except CacheWriteError as e:           # --data takes no cache_dir
         raise e.without_cache_dir() from e
     yield
-    in_use = int(torch.unique(d.labels).numel())   # a class all skipped has no images
-    print(f"data {path}: {describe_report(folder_report(d), in_use)}", file=sys.stderr)
+    print(f"data {path}: {describe_folder(d)}", file=sys.stderr)
 
 
 def _data_options(args: argparse.Namespace) -> dict:

@@ -474,6 +474,16 @@ class Episodes:
         return cls(torch.stack(xs), y, ways, shots, queries, names, **kw)
 
 
+def describe_folder(data) -> str:
+    """One line on a decoded image folder (``metaloop.data.folder.FolderData``): the images
+    and classes read, the cache, and what was ignored (non-images, hidden entries), left out
+    (class folders without images, images outside any class folder, exact copies of an
+    image of the same class) and skipped (unreadable), in the words of ``metaloop train``
+    (``describe_report``); every class with images counts as used."""
+    in_use = int(torch.unique(data.labels).numel())   # a class all skipped has no images
+    return describe_report(folder_report(data), in_use)
+
+
 def folder_report(data, dropped: Sequence[str] = ()) -> dict[str, Any]:
     """What a decoded image folder held and what of it was not read: the ``report`` of
     ``Episodes.from_folder``, which ``describe_report`` words.
