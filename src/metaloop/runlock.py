@@ -53,8 +53,8 @@ try:
 except ImportError:             # POSIX
     msvcrt = None  # type: ignore[assignment]  # checked before use
 
-__all__ = ["LOCK_FILE", "RunInUseError", "RunLockWarning", "acquire", "hold", "holder",
-           "locked", "release", "writer"]
+__all__ = ["LOCK_FILE", "RunInUseError", "RunLockWarning", "acquire", "check_links", "hold",
+           "holder", "locked", "release", "writer"]
 
 LOCK_FILE = ".metaloop-lock"
 # msvcrt.locking locks bytes, which other processes then cannot read: the byte locked lies
@@ -201,6 +201,25 @@ def _open(file: Path) -> int | None:
         return None
 
 
+def check_links(out) -> None:
+    """Refuse an output folder ``out`` that is, or lies in, a symbolic link to a file or a
+    dangling one (no folder can be made there), naming the link and its target; every
+    writer of a run folder says it so (``acquire`` and ``metaloop.recipes.report``).
+
+    Raises:
+        ValueError: naming the link, its target and what the target is.
+        OSError: a name the file system cannot look up (too long: ENAMETOOLONG).
+    """
+    out = Path(out)
+    for d in (out, *out.parents):
+        if d.is_symlink() and not d.is_dir():
+            target = os.readlink(d)
+            what = "a file, not a folder" if d.exists() else "missing (a dangling link)"
+            raise ValueError(f"cannot create output directory {out}: {d} is a symbolic "
+                             f"link to {target}, which is {what}; give a folder, or a link "
+                             f"to one")
+
+
 def _make(path: Path, made: list[Path]) -> list[Path]:
     """Create the folder ``path`` and its missing parents; returns ``made`` and the folders
     missing here, deepest first. A folder that another start on the same new folder removes
@@ -209,10 +228,16 @@ def _make(path: Path, made: list[Path]) -> list[Path]:
 
     Raises:
         ValueError: the folder cannot be created (naming it and why: a name too long
-            included); the empty folders made on the way are removed.
+            included, and a symbolic link in the way by ``check_links``); the empty folders
+            made on the way are removed.
     """
     for _ in range(10):
         try:                    # exists() raises a name too long (ENAMETOOLONG): named too
+            try:
+                check_links(path)   # a link to no folder: named, not as "File exists"
+            except ValueError:
+                _discard(made)
+                raise
             missing = [Path(os.path.abspath(d)) for d in (path, *path.parents)
                        if not d.exists() and not d.is_symlink()]
             made = sorted({*made, *missing}, key=lambda d: len(d.parts), reverse=True)
@@ -223,13 +248,19 @@ def _make(path: Path, made: list[Path]) -> list[Path]:
         except OSError as e:
             error = e
             break
-    for d in made:              # deepest first: what mkdir made before it failed
+    _discard(made)
+    raise ValueError(f"cannot create output directory {path}: {error.strerror or error}") \
+        from error
+
+
+def _discard(made: list[Path]) -> None:
+    """Remove the folders ``made`` (deepest first: what mkdir made before a failure) where
+    they are empty."""
+    for d in made:
         try:
             d.rmdir()
         except OSError:
             pass                # not empty, or not made here
-    raise ValueError(f"cannot create output directory {path}: {error.strerror or error}") \
-        from error
 
 
 def acquire(path, *, create: bool = True) -> str | None:

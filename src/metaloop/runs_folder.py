@@ -1,12 +1,18 @@
 """Which metaloop command's run a folder holds, and a refusal to write another command's run
 there.
 
-A run folder holds one run. The writers that start over in their ``--out`` (``metaloop
-train``, ``vae``, ``forgetting``) would otherwise empty or replace another command's files
-there: ``vae`` empties ``metrics.jsonl`` (an interrupted ``train`` run could no longer be
-resumed), ``forgetting`` replaces it, ``train`` writes its log and checkpoints beside the
-``results.json`` of another command. ``check(out, command)`` refuses that before anything is
-written::
+A run folder holds one run. Every command that writes an ``--out`` folder would otherwise
+empty, replace or mix with another command's files there: ``vae`` empties ``metrics.jsonl``
+(an interrupted ``train`` run could no longer be resumed), ``forgetting`` replaces it,
+``train`` writes its log and checkpoints beside the ``results.json`` of another command, and
+``compare``, ``adapt``, ``eval --out`` and ``predict --out`` replace the ``results.json``
+(``eval`` and ``adapt`` remove the plots) of the run there. ``check(out, command)`` refuses
+that before anything is written; each command calls it (``metaloop.recipes.report.
+output_dir(path, command=...)`` for those that write through it), and a folder that holds
+the same command's run is left to that command (``train`` and ``compare`` resume it and
+refuse a new run over it; ``vae``, ``forgetting``, ``adapt``, ``eval`` and ``predict``
+replace their own finished results, and ``forgetting`` and ``adapt`` resume their own
+interrupted run)::
 
     runs_folder.check("runs/x", "vae")    # ValueError if runs/x holds a train run
 
@@ -16,8 +22,9 @@ What tells the command (``found``), first match:
   ``state.json`` says so, else ``train`` (a method run of ``compare`` is one too);
 - ``partial.json`` (kept state of an interrupted run): the command it records;
 - ``runs.json``: ``forgetting``;
-- ``results.json``: ``vae`` (its ``settings`` name a model), ``adapt`` (``approaches``),
-  ``forgetting`` (``strategies``), ``compare`` or ``eval`` (its ``config`` section);
+- ``results.json``: ``predict`` (its ``predictions``), ``vae`` (its ``settings`` name a
+  model), ``adapt`` (``approaches``), ``forgetting`` (``strategies``), ``compare`` or
+  ``eval`` (its ``config`` section);
 - ``model.safetensors``: ``vae``.
 """
 
@@ -42,6 +49,8 @@ def _checkpoint_command(out: Path) -> str:
 def _results_command(res) -> str | None:
     if not isinstance(res, dict):
         return None
+    if isinstance(res.get("predictions"), list) and "checkpoints" in res:
+        return "predict"
     settings = res.get("settings")
     if isinstance(settings, dict) and "model" in settings:
         return "vae"
@@ -59,8 +68,8 @@ def _results_command(res) -> str | None:
 
 def found(out) -> str | None:
     """The metaloop command whose run the folder ``out`` holds (``"train"``, ``"vae"``,
-    ``"vae --protocol iwae"``, ``"forgetting"``, ``"adapt"``, ``"compare"``, ``"eval"``), or
-    None (no folder, an empty one, or files no metaloop command wrote)."""
+    ``"vae --protocol iwae"``, ``"forgetting"``, ``"adapt"``, ``"compare"``, ``"eval"``,
+    ``"predict"``), or None (no folder, an empty one, or files no metaloop command wrote)."""
     from metaloop.recipes import _partial
 
     out = Path(out)

@@ -42,7 +42,7 @@ family.skip_corrupt. Of other data, a class holding exactly the images of a clas
 meta-trained on (under any name) is left out and named, never held out. The first line
 printed says what a folder held that was not read (hidden and non-image files, empty class
 folders, loose and skipped images), as metaloop train says it; results.json keeps it as
-data.left_out.
+data.left_out, and whether unreadable images were left out as data.skip_corrupt.
 
 Models: minilm (all-MiniLM-L6-v2, offline), a Hugging Face model folder or cached name, or a
 metaloop run folder (an image model, e.g. the Omniglot pretrain baseline). Writes
@@ -79,7 +79,7 @@ changes no number), and its setting: the model, family, ways, shots, --queries, 
 --seed (it picks the tasks) and the options the approach reads (--steps, --lora-r,
 --lora-targets: the layers adapted, the model's default when it is left out, read from the
 model's config or checkpoint header, so naming the default is no difference; --prompt-tokens,
---max-length, --data and the table's options; not --root, --threads, --out or
+--max-length, --data, --skip-corrupt and the table's options; not --root, --threads, --out or
 --approaches). A record already there is replaced only by a run of the same setting (an
 older record's setting is read from its command), and keeps its row, order and published;
 one of another setting is refused, naming each difference (its value first), and nothing
@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     prepared = recipe.prepare(recipe.AdaptSettings(**given), given=set(given))
     if prepared.description:
         print(prepared.description)
-    with output_dir(args.out) as out:    # bad input found while running: no folder left
+    # bad input found while running: no folder left; another command's run: refused
+    with output_dir(args.out, command="adapt") as out:
         if args.resume and recipe.finished(out):    # stopped after writing its results.json
             recipe.kept(out, recipe.identity(prepared, out))   # or refused, naming the change
             recs = recipe.records(json.loads((out / "results.json").read_text(

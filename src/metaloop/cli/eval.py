@@ -138,7 +138,9 @@ def register(sub) -> None:
                         "table at PATH instead of its stored family.root (checked against "
                         "the run's stored fingerprint of its data; not for the built-in "
                         "families)")
-    p.add_argument("--out", type=path, help="write results.json and a plot here")
+    p.add_argument("--out", type=path, help="write results.json and a plot here (an earlier "
+                   "eval's are replaced; a folder holding another command's run, e.g. the "
+                   "metaloop train run itself, is refused)")
     p.add_argument("--record", type=path, metavar="PATH",
                    help="also write the result (last step; with --lake-runs, the official "
                         "runs' error rate) as a JSON record for the docs tables, e.g. "
@@ -193,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.device == "cuda":
         from metaloop.train.distributed import set_tf32
         set_tf32(args.tf32)
-    with output_dir(args.out or None) as out:
+    with output_dir(args.out or None, command="eval") as out:  # not another's run
         if args.lake_runs:
             return _lake_runs(args, loaded, cfg, out)
         return _evaluate(args, loaded, cfg, out)

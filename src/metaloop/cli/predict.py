@@ -107,7 +107,8 @@ def register(sub) -> None:
                         "csv module's excel-tab dialect writes it)")
     p.add_argument("--out", type=path, metavar="DIR",
                    help="also write results.json here: the checkpoints, folders, classes, "
-                        "settings and the --json predictions")
+                        "settings and the --json predictions (an earlier predict's are "
+                        "replaced; a folder holding another command's run is refused)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar while the images are read")
     p.add_argument("--steps", type=int,
@@ -172,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
     kind = _check_flags_apply(args, loaded)             # "texts", "tensors" or "images"
     pred: Any                       # TextPredictions, TensorPredictions or Predictions
     items: Sequence[object]
-    with report.output_dir(args.out or None) as out:
+    with report.output_dir(args.out or None, command="predict") as out:
         with scoring(loaded.learner, args.scoring or "as-trained"), \
                 refining(loaded.learner, args.refine, args.refine_temperature,
                          args.refine_weight, args.refine_jointly), \

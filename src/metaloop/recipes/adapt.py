@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from metaloop import runs_folder
 from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import _partial, report
 from metaloop.recipes._record_setting import check_same_setting, old_record
@@ -138,7 +139,8 @@ class Prepared:
     """What ``prepare`` loaded: the model (and its kind, "text" or "image"), the held-out
     family, each meta-learner's training family, the table summary (``family="table"``) and
     the lines describing the data; ``data``: which of the user's images are held out and
-    which meta-train (``family="folder"`` or ``"tensors"``)."""
+    which meta-train (``family="folder"`` or ``"tensors"``; a folder's also whether it was
+    read with ``skip_corrupt``, the flag's or the ``--model`` run's)."""
 
     settings: AdaptSettings
     model: object
@@ -367,6 +369,10 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
             "dropped_classes": sorted(set(heldout.dropped).union(
                 *(f.dropped for f in train_families.values()))),
             "trained_classes_left_out": trained,
+            # unreadable images left out: by the flag, or the run's own data by its setting
+            # (other data is refused above where the run's setting would skip one)
+            **({"skip_corrupt": s.skip_corrupt or (own and run_skips)}
+               if s.family == "folder" else {}),
             **({"left_out": {k: report_[k] for k in LEFT_OUT}} if report_ else {}),
             "transform": {k: tf[k] for k in ("image_size", "read_channels", "invert")}}
     # what was read and left out, the line metaloop train prints
@@ -664,12 +670,14 @@ def check_resume(out, resume: bool) -> None:
     """Before anything is loaded: ``resume`` needs a kept ``partial.json`` in ``out``; a new
     run refuses to discard one, unless the run had ``finished`` (a run killed while it
     removed its ``partial.json``: a stale file, which ``run`` removes first). Whether the
-    kept state fits the command is ``kept``'s to say, once the model is loaded.
+    kept state fits the command is ``kept``'s to say, once the model is loaded. A folder
+    that holds another command's run (``metaloop.runs_folder.check``) is refused too.
 
     Raises:
         ValueError: naming the folder and what it holds.
     """
     _partial.check_resume(out, resume, "adapt", "approaches")
+    runs_folder.check(out, "adapt")      # another command's run: not replaced or mixed
 
 
 def kept(out: Path, ident: dict) -> dict:
@@ -1572,8 +1580,9 @@ def measured_setting(s: AdaptSettings, approach: str, *,
     list, whether given or the model's default: ``default_lora_targets(s)``, which
     ``lora_targets()`` gives where the caller has it, None where it cannot be told),
     ``--prompt-tokens`` (soft-prompt), ``--max-length`` (text models), and the user's data
-    (``--data`` as an absolute path, ``--drop-small``, and the table's columns and
-    delimiter). Every record of a ``--meta`` run (``record_rows``) also holds the
+    (``--data`` as an absolute path, ``--drop-small``, ``skip_corrupt: true`` where
+    ``--skip-corrupt`` left an image folder's unreadable images out, and the table's columns
+    and delimiter). Every record of a ``--meta`` run (``record_rows``) also holds the
     meta-training: ``--meta`` (the learners, sorted), ``--meta-iterations``,
     ``--meta-batch`` and ``--meta-shots`` (each learner's, its default filled in), with the
     user's data the class split (``--split-fractions``, ``--split-seed``), and a
@@ -1610,6 +1619,8 @@ def measured_setting(s: AdaptSettings, approach: str, *,
     if s.family in USER_FAMILIES:
         out["data"] = str(Path(str(s.data)).expanduser().resolve())
         out["drop_small"] = s.drop_small
+    if s.family == "folder" and s.skip_corrupt:    # (absent: a record of a run without it)
+        out["skip_corrupt"] = True
     if s.family == "table":
         out.update(text_column=s.text_column, label_column=s.label_column,
                    delimiter=s.delimiter)
@@ -1664,6 +1675,9 @@ def _check_same_setting(path: Path, s: AdaptSettings, approach: str,
     def theirs(old: dict) -> dict:
         if isinstance(old.get("setting"), dict):
             setting = _resolved(old["setting"])
+            if ("skip_corrupt" not in setting and setting.get("family") == "folder"
+                    and "--skip-corrupt" in str(old.get("command", "")).split()):
+                setting["skip_corrupt"] = True      # stored before the setting held it
         elif read_command is None:
             raise ValueError("it has no setting, and no reader of its command was given")
         else:

@@ -16,7 +16,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from metaloop import runlock
+from metaloop import runlock, runs_folder
 from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.train.checkpoint import WriteError, atomic_write_text
 
@@ -31,7 +31,7 @@ def prepare_out(path) -> Path:
         ValueError: naming the directory and why it cannot be used.
     """
     out = Path(path)
-    _check_links(out)
+    runlock.check_links(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -41,27 +41,19 @@ def prepare_out(path) -> Path:
     return out
 
 
-def _check_links(out: Path) -> None:
-    """Refuse an output directory ``out`` that is, or lies in, a symbolic link to a file or a
-    dangling one (no folder can be made there), naming the link and its target.
-
-    Raises:
-        ValueError: naming the link, its target and what the target is.
-    """
-    for d in (out, *out.parents):
-        if d.is_symlink() and not d.is_dir():
-            target = os.readlink(d)
-            what = "a file, not a folder" if d.exists() else "missing (a dangling link)"
-            raise ValueError(f"cannot create output directory {out}: {d} is a symbolic "
-                             f"link to {target}, which is {what}; give a folder, or a link "
-                             f"to one")
-
-
 @contextmanager
-def output_dir(path):
+def output_dir(path, *, command: str | None = None):
     """``prepare_out(path)`` for the body of a ``with`` (None: no folder, yields None),
     holding the folder's lock (``metaloop.runlock``) until the body ends: another process
     writing there is refused (``RunInUseError``) before anything is read or written.
+
+    Args:
+        path: the output folder (made with its parents if missing). A symbolic link to no
+            folder in it is named (``runlock.check_links``) before anything is made.
+        command: the metaloop command whose run goes there (``"compare"``, ``"eval"``...):
+            a folder that holds another command's run (``metaloop.runs_folder.check``) is
+            refused, under the lock, before anything is written. None: not checked (the
+            caller checks it).
 
     If the body fails, the folders this call created are removed again while still empty,
     so bad input found after the folder was made (data errors) leaves nothing behind; a
@@ -69,8 +61,9 @@ def output_dir(path):
     if path is None:
         yield None
         return
-    _check_links(Path(path))             # named before the lock makes the folder
     with runlock.hold(path):            # (on failure: the folders it made, left empty)
+        if command is not None:
+            runs_folder.check(path, command)
         yield prepare_out(path)
 
 
