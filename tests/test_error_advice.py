@@ -148,11 +148,11 @@ def test_adapt_names_its_own_flags_for_small_classes(tmp_path, trained_run, caps
     data = write_image_folder(tmp_path / "mine", classes=3, per_class=3, mixed=False)
     capsys.readouterr()
     assert main(["adapt", "--family", "folder", "--data", str(data), "--model", str(model),
-                 "--ways", "2", "--shots", "1", "--queries", "5", "--tasks", "2",
+                 "--ways", "2", "--shots", "2", "--queries", "5", "--tasks", "2",
                  "--approaches", "probe-ridge", "--out", str(tmp_path / "out"),
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "3 class(es) have fewer than shots + queries = 1 + 5 = 6 examples" in err, err
+    assert "3 class(es) have fewer than shots + queries = 2 + 5 = 7 examples" in err, err
     assert err.rstrip().endswith("give fewer --shots or --queries, or leave them out: "
                                  "--drop-small"), err
     assert "drop_small" not in err, err
@@ -238,5 +238,5 @@ def test_a_small_text_class_is_a_small_classes_error_with_the_api_advice(tmp_pat
     p = tmp_path / "t.csv"
     p.write_text("text,label\n" + "".join(f"text {i},c{i % 3}\n" for i in range(7)))
     with pytest.raises(SmallClassesError, match=r"'c1' \(2\), 'c2' \(2\); add texts, lower "
-                                                r"shots or queries, or drop them"):
+                                                r"queries, or drop them"):
         TextTable(p, ways=2, shots=1, queries=2)

@@ -128,7 +128,7 @@ def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None,
     except CacheWriteError as e:               # a config has no cache_dir to pass
         raise e.without_cache_dir() from e
     except SmallClassesError as e:             # the config's keys, not the API's arguments
-        raise SmallClassesError(e.problem, SMALL_ADVICE) from e
+        raise SmallClassesError(e.problem, SMALL_ADVICE, shots=e.shots) from e
     except ValueError as e:
         moved = _relative_root_missing(fcfg["root"])
         if moved:
@@ -146,9 +146,10 @@ def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None,
             f"it is now") from None
 
 
-SMALL_ADVICE = ("lower the shots or queries, or leave those classes out: "
+SMALL_ADVICE = ("lower the [shots or ]queries, or leave those classes out: "
                 "family.drop_small = true")
-"""``SmallClassesError.advice`` for a family built from a config."""
+"""``SmallClassesError.advice`` for a family built from a config, its part on the shots in
+brackets (``metaloop.tasks.episodes.advice_for_shots``)."""
 
 
 def _relative_root_missing(root) -> str:
@@ -215,6 +216,39 @@ def data_fingerprint(fcfg: dict, *families) -> dict | None:
                            .encode("utf-8", "surrogateescape"))
     shape = [int(v) for v in families[0].input_shape] if families else None
     return {**out, "sha256": whole.hexdigest(), "classes": classes, "example_shape": shape}
+
+
+def data_changes(stored: dict, read: dict, *, resume: bool = False) -> str:
+    """How the data fingerprint ``read`` now (``metaloop.build.data_fingerprint``) differs
+    from a run's ``stored`` one; "" where it does not. One wording for every check of a
+    run's data: ``metaloop.runs.check_same_data`` (``--data-root``) and
+    ``metaloop.train.loop.check_resume_data`` (``train --resume``, ``compare --resume``).
+
+    Per class (both fingerprints list their classes' sha256s): the classes whose examples
+    differ, and those the run never read. With ``resume`` the data is the run's own path
+    read again, where every class the run read must be there as it was: the examples of a
+    class "changed" (since the checkpoint), and the classes gone, or else a class order that
+    changed, are named too. Otherwise (a table, or a fingerprint without classes): the
+    file's sha256.
+
+    Args:
+        stored: the run's fingerprint (its checkpoint's ``state["data"]``).
+        read: the fingerprint of the data read now.
+        resume: compare every class and their order (a resume), not only those read now.
+    """
+    old, new = stored.get("classes"), read.get("classes")
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return "" if stored.get("sha256") == read.get("sha256") else \
+            "its file's sha256 differs"
+    verb = "changed" if resume else "differ"
+    named = {f"examples {verb} in class(es)": [c for c in new if c in old and old[c] != new[c]],
+             "class(es) the run never read": [c for c in new if c not in old],
+             "class(es) gone": [c for c in old if c not in new] if resume else []}
+    change = "; ".join(f"{label} {names[:5]}{' ...' if len(names) > 5 else ''}"
+                       for label, names in named.items() if names)
+    if not change and resume and stored.get("sha256") != read.get("sha256"):
+        return "the class order changed"
+    return change
 
 
 def resolve_split(cfg: dict) -> dict:
@@ -432,7 +466,7 @@ def eval_family(cfg: dict, train_family):
                 f"the family's)" for k in ("shots", "queries")]
         lead = f"the held-out tasks (eval.split = {ec['split']!r}; {', '.join(keys)})"
         if isinstance(e, SmallClassesError):          # its advice kept for a caller to fit
-            raise SmallClassesError(f"{lead}: {e.problem}", e.advice) from e
+            raise SmallClassesError(f"{lead}: {e.problem}", e.advice, shots=e.shots) from e
         raise ValueError(f"{lead}: {e}") from e
 
 

@@ -262,27 +262,15 @@ def check_same_data(stored: dict | None, read: dict | None, run, stored_root) ->
     """ValueError unless the fingerprint ``read`` (of the data at the path that replaced a
     run's ``family.root``) agrees with the run's ``stored`` one in every class it has (a
     table: the file's sha256), naming the classes whose examples differ and those the run
-    never read."""
+    never read (``metaloop.build.data_changes``)."""
     if not isinstance(stored, dict) or not isinstance(read, dict):
         return
-    old, new = stored.get("classes"), read.get("classes")
-    if isinstance(old, dict) and isinstance(new, dict):
-        parts = [f"{label} {names[:5]}{' ...' if len(names) > 5 else ''}"
-                 for label, names in (
-                     ("examples differ in class(es)",
-                      [c for c in new if c in old and old[c] != new[c]]),
-                     ("class(es) the run never read", [c for c in new if c not in old]))
-                 if names]
-        if not parts:
-            return
-        change = "; ".join(parts)
-    elif stored.get("sha256") == read.get("sha256"):
-        return
-    else:
-        change = "its file's sha256 differs"
-    raise ValueError(f"--data-root {read['root']} is not the data {run} was trained on "
-                     f"(its stored family.root: {stored_root}): {change}; give the path of "
-                     f"the run's own data as it read it, or train a new run on this data")
+    change = build.data_changes(stored, read)
+    if change:
+        raise ValueError(f"--data-root {read['root']} is not the data {run} was trained on "
+                         f"(its stored family.root: {stored_root}): {change}; give the path "
+                         f"of the run's own data as it read it, or train a new run on this "
+                         f"data")
 
 
 def last_read_hint(data: dict | None, root) -> str:
@@ -414,6 +402,14 @@ def load_pinned(path, *, what: str | None = None, option: str | None = None,
                      + (f" as {option}" if option else ""))
 
 
+def adapt_meta_run(stored_config: dict) -> bool:
+    """Whether a checkpoint's stored config is one of a LoRA meta-training run of
+    ``metaloop adapt --meta`` (``metaloop.recipes.adapt``: a flat table, ``method =
+    "fomaml"``, ``model = "minilm"``, the LoRA settings...), not the sectioned config of
+    ``metaloop train`` or ``compare`` (``[method]``, ``[model]``, ...)."""
+    return isinstance(stored_config.get("method"), str)
+
+
 def load_run(path, *, device=None, head_init: str = "checkpoint", data_root=None) -> Run:
     """Load a saved run: its config, and its learner with the checkpoint's weights.
 
@@ -436,8 +432,10 @@ def load_run(path, *, device=None, head_init: str = "checkpoint", data_root=None
         with a FutureWarning.
 
     Raises:
-        ValueError: no such directory, no checkpoint in it, a ``metaloop vae --protocol
-            iwae`` run (a VAE, named as one), a run whose stored config lacks
+        ValueError: no such directory, no checkpoint in it (or a ``LATEST`` that names
+            one that lacks its files, naming it), a ``metaloop vae --protocol iwae`` run (a
+            VAE, named as one), a LoRA meta-training run of ``metaloop adapt --meta``
+            (``adapt_meta_run``: named as one), a run whose stored config lacks
             the family, model or method (``ml.train`` without a full ``config=``), a config
             that no longer validates, or stored tensors that do not fit the config's model
             (naming them); a ``data_root`` for a run that stores no fingerprint of its
@@ -452,13 +450,25 @@ def load_run(path, *, device=None, head_init: str = "checkpoint", data_root=None
         raise ValueError(f"no checkpoint in {path} (no LATEST file or state.json)")
     if head_init not in ("checkpoint", "zero"):
         raise ValueError(f"head_init must be 'checkpoint' or 'zero', got {head_init!r}")
-    tensors, state = load_checkpoint(path)
+    try:
+        tensors, state = load_checkpoint(path)
+    except FileNotFoundError as e:      # LATEST names a checkpoint that lacks its files
+        raise ValueError(str(e)) from e
     if protocol_run(state):
         raise ValueError(f"{path} holds a VAE of metaloop vae --protocol iwae (at pass "
                          f"{state['passes']}), not a meta-learning run: measure it with "
                          f"metaloop vae --protocol iwae --evaluate --out {path}")
     if not isinstance(state.get("config"), dict):
         raise ValueError(f"{path}: the checkpoint is corrupt: its state.json holds no config")
+    if adapt_meta_run(state["config"]):
+        cfg = state["config"]
+        run_dir = path.parent if (path / "state.json").is_file() else path   # a ckpt-*
+        raise ValueError(f"{path} holds a LoRA meta-training run of metaloop adapt --meta "
+                         f"{cfg['method']} (on model {cfg.get('model')!r}), not a metaloop "
+                         f"train run: its config names no family, model and method sections "
+                         f"to rebuild a learner from; metaloop adapt --meta {cfg['method']} "
+                         f"--meta-dir {run_dir.parent} (with the adapt run's other options) "
+                         f"reuses it, and that adapt run's results.json holds its scores")
     lacking = [k for k in ("family", "model", "method") if k not in state["config"]]
     if lacking:     # ml.train(..., out_dir=...) stores only the config= it was given
         raise ValueError(f"{path} does not say what it was trained as: its stored config has "

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "models, fine-tune\nwithout forgetting, and generate - on your data or "
                     "the built-in task families.",
         epilog="examples:\n"
-               "  metaloop --threads 1 compare              # every method on sinusoid "
-               "regression, ~2.5 CPU-min\n"
+               "  metaloop --threads 1 compare              # MAML, FOMAML, Reptile, ANIL + "
+               "baselines on sinusoid, ~2.5 CPU-min\n"
                "  metaloop train --example-config > my_folder.toml   # set its family.root\n"
                "  metaloop train --config my_folder.toml --out runs/mine\n"
                "  metaloop eval --checkpoint runs/mine      # held-out classes, 95% CI\n"
@@ -104,40 +104,51 @@ def _shown_as_python_does() -> bool:
 STARTING = "metaloop: interrupted while starting; nothing was written"
 
 SMALL_CLASSES_ADVICE = {
-    "adapt": ("api", "give fewer --shots or --queries, or leave them out: --drop-small"),
-    "eval": ("config", "restore those classes' examples (or, for the held-out tasks, lower "
-                       "--shots): the queries per class and family.drop_small are the run's "
+    "adapt": ("api", "give fewer [--shots or ]--queries, or leave them out: --drop-small"),
+    "eval": ("config", "restore those classes' examples[ (or, for the held-out tasks, lower "
+                       "--shots)]: the queries per class and family.drop_small are the run's "
                        "own, which metaloop eval keeps (it has no option for them)"),
 }
 """The advice of a ``SmallClassesError`` (classes smaller than shots + queries) in the words
 of the command's options, for an error whose advice is the API's (``adapt``: its --data
 read by ``Episodes`` or ``TextTable``) or a config's (``eval``: the run's data, read as its
-stored config says, ``metaloop.build``)."""
+stored config says, ``metaloop.build``). Its part on the shots is in brackets: left out
+where the tasks have one shot already (``episodes.advice_for_shots``)."""
 
 
 def _fit_advice(command: str, error: BaseException, text: str) -> str:
     """``text`` (what ``error`` prints) with the advice of the ``SmallClassesError`` it ends
-    with (``error`` or one it was raised from) replaced by the command's
-    (``SMALL_CLASSES_ADVICE``) where that error's advice is of the kind the command
-    replaces; unchanged otherwise."""
-    if command not in SMALL_CLASSES_ADVICE:
+    with (``error`` or one it was raised from) fitted to the command: replaced by the
+    command's (``SMALL_CLASSES_ADVICE``) where that error's advice is of the kind the
+    command replaces, and in any case without the advice to lower the shots where the
+    tasks that did not fit have one shot (an error raised again with a config's advice
+    may not know them: the one it was raised from does). Unchanged otherwise."""
+    from metaloop.tasks import episodes
+
+    chain: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and all(e is not c for c in chain):
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    small = [c for c in chain if isinstance(c, episodes.SmallClassesError)]
+    ends = next((c for c in small if text.endswith(c.advice)), None)
+    if ends is None:
         return text
     from metaloop import build
-    from metaloop.tasks import episodes, text_table
+    from metaloop.tasks import text_table
 
-    kind, advice = SMALL_CLASSES_ADVICE[command]
-    replaced = ({episodes.SMALL_ADVICE, text_table.SMALL_ADVICE} if kind == "api"
-                else {build.SMALL_ADVICE})
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, episodes.SmallClassesError) and text.endswith(e.advice):
-            if e.advice not in replaced:
-                return text
-            return text[:len(text) - len(e.advice)] + advice
-        e = e.__cause__ or e.__context__
-    return text
+    shots = next((c.shots for c in small if c.shots is not None), None)
+    known = (("api", episodes.SMALL_ADVICE), ("api", text_table.SMALL_ADVICE),
+             ("config", build.SMALL_ADVICE))
+    found = next(((kind, advice) for kind, advice in known
+                  if ends.advice in {episodes.advice_for_shots(advice, n) for n in (None, 1)}),
+                 None)
+    if found is None:                   # another caller's own advice: left as it is
+        return text
+    kind, advice = found
+    if SMALL_CLASSES_ADVICE.get(command, ("", ""))[0] == kind:
+        advice = SMALL_CLASSES_ADVICE[command][1]
+    return text[:len(text) - len(ends.advice)] + episodes.advice_for_shots(advice, shots)
 
 
 def main(argv: list[str] | None = None) -> int:

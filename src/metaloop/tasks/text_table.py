@@ -65,8 +65,9 @@ Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SPLITS = ("all", "train", "val", "test", "trainval")
-SMALL_ADVICE = "add texts, lower shots or queries, or drop them (drop_small=True, --drop-small)"
-"""``SmallClassesError.advice`` of ``TextTable``."""
+SMALL_ADVICE = "add texts, lower [shots or ]queries, or drop them (drop_small=True, --drop-small)"
+"""``SmallClassesError.advice`` of ``TextTable``, its part on the shots in brackets
+(``metaloop.tasks.episodes.advice_for_shots``)."""
 
 
 def _lines(numbers: Sequence[int], limit: int = 10) -> str:
@@ -526,7 +527,8 @@ class TextTable:
                  fractions: Sequence[float] = (0.7, 0.1, 0.2), split_seed: int = 0,
                  classes: Sequence[str] | None = None, tokenizer: Tokenizer | None = None,
                  drop_small: bool = False, encoding: str = "utf-8-sig"):
-        check_positive_int("TextTable", ways=ways, shots=shots, queries=queries)
+        ways, shots, queries = check_positive_int("TextTable", ways=ways, shots=shots,
+                                                  queries=queries)
         self.path = Path(path).expanduser()
         if classes is None and split not in SPLITS:
             raise ValueError(f"TextTable split must be one of {list(SPLITS)}, got {split!r}")
@@ -576,7 +578,7 @@ class TextTable:
             raise SmallClassesError(
                 f"text table {self.path}{where}: {len(small)} class(es) have fewer than "
                 f"shots + queries = {self.shots} + {self.queries} = {need} texts: "
-                f"{sizes}{more}", SMALL_ADVICE)
+                f"{sizes}{more}", SMALL_ADVICE, shots=self.shots)
         names = [c for c in self._by_class if c not in set(small)]
         if len(names) < self.ways:
             kept = f" ({len(small)} dropped as too small)" if small else ""
@@ -678,7 +680,7 @@ class TextTable:
         """The same table, split and ways with other shot (and query) counts, sharing the
         texts (classes are checked, or dropped, again for the new ``shots + queries``)."""
         queries = self.queries if queries is None else queries
-        check_positive_int("TextTable", shots=shots, queries=queries)
+        shots, queries = check_positive_int("TextTable", shots=shots, queries=queries)
         new = copy.copy(self)
         new.shots, new.queries = shots, queries
         if shots + queries != self.shots + self.queries:
