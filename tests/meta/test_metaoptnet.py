@@ -223,7 +223,8 @@ def test_bad_labels(head):
     missing = torch.where(sy == 1, torch.zeros_like(sy), sy)         # class 1 has no example
     with pytest.raises(ValueError, match="every class needs at least one support example"):
         learner.adapt(sx, missing)
-    batch = ml.TaskBatch(sx[None], missing[None], qx[None], qy[None])
+    qmissing = torch.where(qy == 1, torch.zeros_like(qy), qy)     # no query of class 1 either
+    batch = ml.TaskBatch(sx[None], missing[None], qx[None], qmissing[None])
     with pytest.raises(ValueError, match=r"task 0 class 1"):
         learner.meta_loss(batch)
 

@@ -69,8 +69,11 @@ class TaskBatch:
             used by the multi-task ``pretrain`` baseline. ``None`` for regression.
 
     Raises:
-        ValueError: naming the field and shapes, when batch sizes, feature shapes, dtypes,
-            devices or label ranges are inconsistent.
+        ValueError: naming the field and shapes, when batch sizes, feature shapes, dtypes
+            or devices are inconsistent, a label is negative, or a task's ``query_y`` holds
+            a label that none of its ``support_y`` has (the check reads the labels back to
+            the host, as the other label checks do; ``metaloop.tasks.DeviceTasks`` builds
+            its batches without them).
     """
 
     support_x: torch.Tensor
@@ -155,12 +158,18 @@ class TaskBatch:
         if lo < 0:
             raise ValueError(f"TaskBatch labels must be >= 0, found {lo}")
         ways = int(sy.max()) + 1
-        smax, qmax = sy.max(1).values, qy.max(1).values                # [B], per task
-        bad = (qmax > smax).nonzero()
+        # each query label looked up among its task's sorted support labels
+        have = sy.sort(1).values                                         # [B, S]
+        at = torch.searchsorted(have, qy.contiguous())                   # [B, Q]
+        missing = have.gather(1, at.clamp_max_(sy.shape[1] - 1)) != qy   # [B, Q]
+        bad = missing.any(1).nonzero()
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"TaskBatch.query_y of task {i} has label {int(qmax[i])} that no "
-                             f"support example has (support labels are 0..{int(smax[i])})")
+            label = int(qy[i][missing[i]][0])
+            shown = sy[i].unique().tolist()
+            listed = ", ".join(str(v) for v in shown[:10]) + (", ..." if len(shown) > 10 else "")
+            raise ValueError(f"TaskBatch.query_y of task {i} has label {label} that no "
+                             f"support example has (its support labels are {{{listed}}})")
         if self.classes is not None:
             c = self.classes
             if c.dtype != torch.int64 or c.dim() != 2 or c.shape[0] != sy.shape[0]:
@@ -223,7 +232,30 @@ class TaskBatch:
                     self.query_x[start:stop], self.query_y[start:stop], c)
 
     def to(self, device=None, dtype=None) -> TaskBatch:
-        """Move to a device; ``dtype`` casts the floating-point fields only."""
+        """Move to a device and/or cast the floating-point fields (inputs, regression
+        targets) to ``dtype``; labels and ``classes`` stay int64.
+
+        Takes the forms ``Tensor.to`` takes for these: ``to(device)``, ``to(dtype)``,
+        ``to(device, dtype)``, and the same by keyword.
+
+        Raises:
+            TypeError: a ``dtype`` that is not a ``torch.dtype``, or a dtype given twice
+                (``to(torch.float64, dtype=...)``).
+            ValueError: a ``dtype`` that is not floating point.
+        """
+        if isinstance(device, torch.dtype):              # to(dtype), as Tensor.to(dtype)
+            if dtype is not None:
+                raise TypeError(f"TaskBatch.to got two dtypes, {device} and {dtype}; it takes "
+                                f"to(device), to(dtype), to(device, dtype)")
+            device, dtype = None, device
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"TaskBatch.to dtype must be a torch.dtype, got "
+                            f"{type(dtype).__name__} {dtype!r}; it takes to(device), "
+                            f"to(dtype), to(device, dtype)")
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"TaskBatch.to dtype casts the floating-point fields and must be "
+                             f"floating point, got {dtype}")
+
         def mv(t):
             if t is None:
                 return None

@@ -64,7 +64,8 @@ class FashionMNIST:
 
     def __init__(self, root=None, classes: Iterable[int] = range(10), ways: int = 5,
                  shots: int = 1, queries: int = 15, split: str = "train"):
-        check_positive_int("FashionMNIST", ways=ways, shots=shots, queries=queries)
+        ways, shots, queries = check_positive_int("FashionMNIST", ways=ways, shots=shots,
+                                                  queries=queries)
         self.labels = _subset(classes)
         self.class_names = [CLASS_NAMES[c] for c in self.labels]
         self.num_classes, self.split = len(self.labels), split
@@ -80,8 +81,8 @@ class FashionMNIST:
         self._validate()
 
     def _validate(self) -> None:
-        check_positive_int("FashionMNIST", ways=self.ways, shots=self.shots,
-                           queries=self.queries)
+        self.ways, self.shots, self.queries = check_positive_int(
+            "FashionMNIST", ways=self.ways, shots=self.shots, queries=self.queries)
         if self.ways > self.num_classes:
             raise ValueError(f"FashionMNIST ways={self.ways} exceeds the {self.num_classes} "
                              f"classes {list(self.labels)}")

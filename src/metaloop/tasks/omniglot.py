@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import operator
 
 import torch
 
@@ -33,11 +34,26 @@ from metaloop.tasks.batch import TaskBatch
 DRAWERS = ("any", "shared")
 
 
-def check_positive_int(owner: str, **values) -> None:
-    """Raise ValueError naming each argument that is not a positive int."""
+def check_positive_int(owner: str, **values) -> tuple[int, ...]:
+    """``values`` as Python ints, in the order given, each a positive integer.
+
+    An integer of any kind is taken (an int, a numpy integer, a one-element integer tensor:
+    whatever ``operator.index`` takes); a bool, a float or a string is not, even with an
+    integral value.
+
+    Raises:
+        ValueError: naming ``owner`` and the first argument that is not a positive integer.
+    """
+    out = []
     for name, v in values.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        try:
+            n = None if isinstance(v, bool) else operator.index(v)
+        except TypeError:
+            n = None
+        if n is None or n <= 0:
             raise ValueError(f"{owner} {name} must be a positive int, got {v!r}")
+        out.append(n)
+    return tuple(out)
 
 
 def check_generator(owner: str, generator: object) -> None:
@@ -295,7 +311,8 @@ class Omniglot:
                  queries: int = 15, image_size: int = 28, download: bool = False,
                  within_alphabet: float | bool = 0.0, rotations: bool = False,
                  drawers: str = "any", reflections: bool = False):
-        check_positive_int("Omniglot", ways=ways, shots=shots, queries=queries)
+        ways, shots, queries = check_positive_int("Omniglot", ways=ways, shots=shots,
+                                                  queries=queries)
         rate = _check_rate(within_alphabet)
         for name, flag in (("rotations", rotations), ("reflections", reflections)):
             if not isinstance(flag, bool):
@@ -333,7 +350,8 @@ class Omniglot:
         self._validate()
 
     def _validate(self) -> None:
-        check_positive_int("Omniglot", ways=self.ways, shots=self.shots, queries=self.queries)
+        self.ways, self.shots, self.queries = check_positive_int(
+            "Omniglot", ways=self.ways, shots=self.shots, queries=self.queries)
         if self.ways > self.num_classes:
             raise ValueError(f"Omniglot ways={self.ways} exceeds the {self.num_classes} classes "
                              f"of split {self.split!r}")
@@ -360,7 +378,7 @@ class Omniglot:
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Classes int64 ``[n, ways]`` and flat image ids ``[n, ways, shots+queries]``
         (image id = class * 20 + drawing)."""
-        check_positive_int("Omniglot.sample", n=n)
+        (n,) = check_positive_int("Omniglot.sample", n=n)
         check_generator("Omniglot.sample", generator)
         return task_indices(*self.index_tables(), n, self.ways, self.shots + self.queries,
                             self.within_alphabet, self.drawers, generator)
@@ -390,7 +408,7 @@ class Omniglot:
         Returns:
             x: float32 ``[n, 1, H, W]`` in [0, 1]; y: int64 ``[n]`` split-level class ids.
         """
-        check_positive_int("Omniglot.sample_flat", n=n)
+        (n,) = check_positive_int("Omniglot.sample_flat", n=n)
         check_generator("Omniglot.sample_flat", generator)
         at = draw_device(generator)
         idx = torch.randint(self._images.shape[0], (n,), generator=generator, device=at)

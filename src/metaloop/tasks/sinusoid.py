@@ -9,7 +9,7 @@ import torch
 
 from metaloop._random import draw_device
 from metaloop.tasks.batch import TaskBatch
-from metaloop.tasks.omniglot import check_generator
+from metaloop.tasks.omniglot import check_generator, check_positive_int
 
 
 class Sinusoid:
@@ -25,6 +25,11 @@ class Sinusoid:
         amplitude: (low, high) range of A.
         phase: (low, high) range of the phase.
         x_range: (low, high) range of the inputs.
+
+    Raises:
+        ValueError: ``shots`` or ``queries`` not a positive integer (an int or a numpy
+            integer; a bool or a float is refused), or ``amplitude``, ``phase`` or
+            ``x_range`` not a (low, high) pair of finite real numbers with low < high.
     """
 
     kind = "regression"
@@ -35,9 +40,7 @@ class Sinusoid:
 
     def __init__(self, shots: int = 10, queries: int = 10, amplitude=(0.1, 5.0),
                  phase=(0.0, math.pi), x_range=(-5.0, 5.0)):
-        for name, v in (("shots", shots), ("queries", queries)):
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"Sinusoid {name} must be a positive int, got {v!r}")
+        shots, queries = check_positive_int("Sinusoid", shots=shots, queries=queries)
         for name, r in (("amplitude", amplitude), ("phase", phase), ("x_range", x_range)):
             ok = isinstance(r, (tuple, list)) and len(r) == 2 and all(
                 isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
@@ -58,7 +61,7 @@ class Sinusoid:
             ValueError: ``n`` is not a positive int.
             TypeError: ``generator`` is not a torch.Generator or None.
         """
-        _check_n(n)
+        n = _check_n(n)
         check_generator("Sinusoid.sample_params", generator)
         return self._params(n, generator)
 
@@ -77,14 +80,21 @@ class Sinusoid:
 
         Returns:
             TaskBatch with support_x/support_y ``[n, shots, 1]``, query ``[n, queries, 1]``.
+
+        Raises:
+            ValueError: ``n`` is not a positive integer, or ``dtype`` is not floating point.
+            TypeError: ``generator`` is not a torch.Generator or None.
         """
         return self.sample_with_params(n, generator, dtype)[0]
 
     def sample_with_params(self, n: int, generator: torch.Generator | None = None,
                            dtype: torch.dtype = torch.float32):
         """``sample``, also returning each task's (amplitude ``[n]``, phase ``[n]``)."""
-        _check_n(n)
+        n = _check_n(n)
         check_generator("Sinusoid.sample", generator)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"Sinusoid.sample dtype must be a floating-point torch.dtype, "
+                             f"got {dtype!r}")
         a, p = self._params(n, generator)
         at = draw_device(generator)
         x = torch.empty(n, self.shots + self.queries, 1, dtype=torch.float64, device=at)
@@ -105,6 +115,7 @@ class Sinusoid:
         return amplitude * torch.sin(x - phase)
 
 
-def _check_n(n) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise ValueError(f"number of tasks must be a positive int, got {n!r}")
+def _check_n(n) -> int:
+    """The number of tasks ``n`` as an int; ValueError if it is not a positive integer."""
+    (count,) = check_positive_int("Sinusoid", **{"number of tasks": n})
+    return count

@@ -58,7 +58,8 @@ class WordNet:
 
     def __init__(self, root=None, split: str = "train", ways: int = 5, shots: int = 1,
                  queries: int = 15, tokenizer: Tokenizer | None = None, min_hyponyms: int = 20):
-        check_positive_int("WordNet", ways=ways, shots=shots, queries=queries)
+        ways, shots, queries = check_positive_int("WordNet", ways=ways, shots=shots,
+                                                  queries=queries)
         nouns = load_wordnet(root, min_hyponyms)
         self.split, self.categories = split, nouns.split(split)
         self.class_names = [c.name for c in self.categories]
@@ -82,7 +83,8 @@ class WordNet:
         self._validate()
 
     def _validate(self) -> None:
-        check_positive_int("WordNet", ways=self.ways, shots=self.shots, queries=self.queries)
+        self.ways, self.shots, self.queries = check_positive_int(
+            "WordNet", ways=self.ways, shots=self.shots, queries=self.queries)
         if self.ways > self.num_classes:
             raise ValueError(f"WordNet ways={self.ways} exceeds the {self.num_classes} "
                              f"categories of split {self.split!r}")
