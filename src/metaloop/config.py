@@ -217,6 +217,15 @@ def validate(cfg: dict) -> dict:
     Raises:
         ValueError: unknown section or key (with the nearest valid one), wrong type.
     """
+    try:
+        return _validate(cfg)
+    except _KeyProblem as e:            # a plain ValueError: load names the file instead
+        raise ValueError(str(e)) from None
+
+
+def _validate(cfg: dict) -> dict:
+    """``validate``, raising ``_KeyProblem`` for a bad section or key (``load`` names the
+    file of the chain that sets it)."""
     if not isinstance(cfg, dict):
         raise ValueError(f"config must be a table, got {type(cfg).__name__}")
     cfg = {section: _renamed(section, body) for section, body in cfg.items()}
@@ -252,7 +261,7 @@ def validate(cfg: dict) -> dict:
 
 
 class _KeyProblem(ValueError):
-    """A ``validate`` error about one section or key (``where``: ``(section, key)``, key ""
+    """A ``_validate`` error about one section or key (``where``: ``(section, key)``, key ""
     for the section itself), so that ``load`` can name the file that sets it."""
 
     def __init__(self, where: tuple[str, str], message: str):
@@ -913,7 +922,7 @@ def load(path) -> dict:
     where: dict[tuple[str, str], Path] = {}
     raw = _read_chain(path, (), where)
     try:
-        return validate(raw)
+        return _validate(raw)
     except _KeyProblem as e:
         src = where.get(e.where)
         if src is None:

@@ -65,21 +65,41 @@ class SmallClassesError(ValueError):
     shots, queries and ``drop_small`` by other names (a config's keys, a command's flags)
     raises it again with its own ``advice``.
 
+    The ``advice`` given may hold one part in square brackets, the one that says to lower
+    the shots (``SMALL_ADVICE``): it is kept, without its brackets, unless ``shots`` is 1,
+    the fewest a task takes, where it is left out (``advice_for_shots``).
+
     Attributes:
         problem: the classes and their sizes, led by the data they are in.
-        advice: what to change.
+        advice: what to change, fitted to ``shots``.
+        shots: the support examples per class of the tasks that did not fit; None where
+            not given (an error raised again from another: ``__cause__`` has them).
     """
 
-    def __init__(self, problem: str, advice: str):
+    def __init__(self, problem: str, advice: str, shots: int | None = None):
+        advice = advice_for_shots(advice, shots)
         super().__init__(f"{problem}; {advice}")
-        self.problem, self.advice = problem, advice
+        self.problem, self.advice, self.shots = problem, advice, shots
 
-    def __reduce__(self):                     # pickled (and copied) with both parts
-        return type(self), (self.problem, self.advice)
+    def __reduce__(self):                     # pickled (and copied) with every part
+        return type(self), (self.problem, self.advice, self.shots)
 
 
-SMALL_ADVICE = "give fewer shots/queries, or leave them out: drop_small=True"
-"""``SmallClassesError.advice`` of ``Episodes``: in the constructor's words."""
+def advice_for_shots(advice: str, shots: int | None) -> str:
+    """``advice`` (a ``SmallClassesError``'s, its part on lowering the shots in square
+    brackets) for tasks of ``shots`` support examples per class: that part without its
+    brackets, or left out where ``shots`` is 1, as a task takes one at least; kept where
+    ``shots`` is None (not known). Advice without brackets is returned as it is."""
+    head, bracket, rest = advice.partition("[")
+    part, closed, tail = rest.partition("]")
+    if not (bracket and closed):
+        return advice
+    return head + ("" if shots == 1 else part) + tail
+
+
+SMALL_ADVICE = "give fewer [shots/]queries, or leave them out: drop_small=True"
+"""``SmallClassesError.advice`` of ``Episodes``: in the constructor's words, its part on the
+shots in brackets (``advice_for_shots``)."""
 
 
 class Episodes:
@@ -122,8 +142,9 @@ class Episodes:
             ``x`` or ``y`` on the meta device, labels out of range, one string instead of a
             list for ``classes`` or ``class_names``, two ``class_names`` equal in NFC,
             unknown or repeated ``classes`` (two spellings equal in NFC included), fewer
-            classes than ``ways``, or classes smaller than ``shots + queries`` (listed; a
-            ``SmallClassesError``).
+            classes than ``ways``, classes smaller than ``shots + queries`` (listed; a
+            ``SmallClassesError``), or a ``drop_small`` that is not True or False (a string
+            such as ``"False"`` would read as True).
     """
 
     kind = "classification"
@@ -132,7 +153,11 @@ class Episodes:
     def __init__(self, x, y, ways: int = 5, shots: int = 1, queries: int = 15,
                  class_names: Sequence[str] | None = None, *,
                  classes: Sequence[str] | None = None, drop_small: bool = False):
-        check_positive_int("Episodes", ways=ways, shots=shots, queries=queries)
+        from metaloop.meta._common import check_flag  # (here: metaloop.meta imports tasks)
+
+        ways, shots, queries = check_positive_int("Episodes", ways=ways, shots=shots,
+                                                  queries=queries)
+        drop_small = check_flag("Episodes drop_small", drop_small)
         x, y, names = check_examples(x, y, class_names, "Episodes")
         k = len(names)
         table, counts = class_table(y, k)                              # [K, M], [K]
@@ -149,7 +174,7 @@ class Episodes:
         self._all_names, self._all_table, self._all_counts = names, table, counts
         self._use = use
         self.ways, self.shots, self.queries = ways, shots, queries
-        self.drop_small = bool(drop_small)
+        self.drop_small = drop_small
         self.transform: dict | None = None
         self._select()
 
@@ -165,7 +190,8 @@ class Episodes:
             more = f" and {len(small) - 8} more" if len(small) > 8 else ""
             raise SmallClassesError(f"Episodes: {len(small)} class(es) have fewer than "
                                     f"shots + queries = {self.shots} + {self.queries} = "
-                                    f"{need} examples: {shown}{more}", SMALL_ADVICE)
+                                    f"{need} examples: {shown}{more}", SMALL_ADVICE,
+                                    shots=self.shots)
         small_names = {n for n, _ in small}
         keep = [c for c in self._use if self._all_names[c] not in small_names]
         self.dropped = [n for n, _ in small]
@@ -290,15 +316,15 @@ class Episodes:
         """The same classes and ways with other shot (and query) counts, sharing the data."""
         new = copy.copy(self)
         new.shots, new.queries = shots, self.queries if queries is None else queries
-        check_positive_int("Episodes", shots=new.shots, queries=new.queries)
+        new.shots, new.queries = check_positive_int("Episodes", shots=new.shots,
+                                                    queries=new.queries)
         new._select()
         return new
 
     def with_ways(self, ways: int) -> Episodes:
         """The same classes with another number of ways."""
         new = copy.copy(self)
-        check_positive_int("Episodes", ways=ways)
-        new.ways = ways
+        (new.ways,) = check_positive_int("Episodes", ways=ways)
         new._select()
         return new
 
@@ -358,10 +384,15 @@ class Episodes:
 
         Raises:
             ValueError: naming the problem (see ``load_folder``, ``split_classes``,
-                ``read_split_file`` and the class).
+                ``read_split_file`` and the class); a ``drop_small`` or ``skip_corrupt``
+                that is not True or False, before the folder is read.
         """
         from metaloop.data.folder import load_folder
+        from metaloop.meta._common import check_flag
 
+        # before the folder is decoded: a string such as "False" would read as True
+        drop_small = check_flag("Episodes.from_folder drop_small", drop_small)
+        skip_corrupt = check_flag("Episodes.from_folder skip_corrupt", skip_corrupt)
         data = load_folder(root, image_size=image_size, channels=channels, invert=invert,
                            class_depth=class_depth, skip_corrupt=skip_corrupt,
                            cache_dir=cache_dir, progress=progress)
@@ -405,7 +436,8 @@ class Episodes:
             return cls(x, y, ways, shots, queries, names, **kw)
         except SmallClassesError as e:            # the same, led by the file
             problem = e.problem.removeprefix("Episodes").lstrip(": ")
-            raise SmallClassesError(f"tensor file {path}: {problem}", e.advice) from e
+            raise SmallClassesError(f"tensor file {path}: {problem}", e.advice,
+                                    shots=e.shots) from e
         except ValueError as e:                   # what is wrong, and in which file
             text = str(e).removeprefix("Episodes").lstrip(": ")
             raise ValueError(f"tensor file {path}: {text}") from e

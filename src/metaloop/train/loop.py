@@ -21,7 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop import runlock, runs_folder
+from metaloop.build import data_changes
 from metaloop.evaluate.heldout import evaluate
+from metaloop.meta._common import check_flag
 from metaloop.models.conv4 import BatchNorm
 from metaloop.tasks.batch import TaskBatch, _unchecked_batch, valid_by_construction
 from metaloop.train import distributed, graphs
@@ -102,13 +104,38 @@ def _check_json(name: str, value) -> None:
                          f"checkpoint's state.json): {e}") from e
 
 
-def _check_learner(learner) -> None:
+def check_learner_family(who: str, learner, family, needs: tuple[str, ...],
+                         family_name: str = "family") -> None:
+    """ValueError unless ``learner`` is a metaloop learner with the methods ``needs`` (and,
+    with ``"model"`` among them, a ``model`` that is an ``nn.Module``) and ``family`` a task
+    family with ``sample``: each named with its type, led by ``who`` (what refuses it), as
+    ``metaloop.evaluate`` words it. A bare ``nn.Module`` or None given for either otherwise
+    fails later, deep in torch's module code or at the first ``sample``."""
+    methods = [m for m in needs if m != "model"]
+    missing = [m for m in methods if not callable(getattr(learner, m, None))]
+    if "model" in needs and not isinstance(getattr(learner, "model", None), torch.nn.Module):
+        missing.append("model (an nn.Module)")
+    if missing:
+        raise ValueError(f"{who}: learner must be a metaloop learner (ml.meta.Learner), "
+                         f"but {type(learner).__name__} has no {' or '.join(missing)}")
+    if not callable(getattr(family, "sample", None)):
+        raise ValueError(f"{who}: {family_name} must be a task family with sample(n, "
+                         f"generator) (ml.tasks.TaskFamily), got {type(family).__name__}")
+
+
+def _check_learner(learner, family, val_family) -> None:
+    """``train``'s refusal of a learner it cannot meta-train (an ``Ensemble``, or what is no
+    learner) and of a ``family`` (or a ``val_family`` given) that is no task family."""
     from metaloop.meta.ensemble import Ensemble
     if isinstance(learner, Ensemble):
         raise ValueError(f"an Ensemble is not meta-trained itself: it is trained by training "
                          f"its members; train each of its {len(learner.members)} member(s) "
                          f"(ml.train(member, ...) for member in ensemble.members), then "
                          f"combine them")
+    check_learner_family("train", learner, family, ("meta_gradient", "model"))
+    if val_family is not None:
+        check_learner_family("train", learner, val_family, ("adapt_path", "predict"),
+                             "val_family")
 
 
 def check_run_dir(out) -> None:
@@ -301,17 +328,24 @@ def check_resume_args(out_dir, state: dict, args: dict) -> None:
     """Refuse to resume the run in ``out_dir`` (its checkpoint's ``state``) with ``train``
     arguments (``train_args``) that change the numbers of the iterations still to run: its
     ``meta_batch``, ``lr``, ``lr_schedule`` (and ``iterations``, which the run's schedule
-    reads unless it is "constant"), ``optimizer``, ``weight_decay`` or ``clip_grad_norm``, naming
-    them. A checkpoint written before they were stored is checked for its optimizer only
-    (Adam's groups hold ``betas``, SGD's do not)."""
+    reads unless it is "constant"), ``optimizer``, ``weight_decay``, ``clip_grad_norm``,
+    ``seed``, or another learner (``learner``: a MAML run resumed as Reptile) or other
+    settings of it (``learner.first_order``: a MAML run resumed as FOMAML, ``learner.inner.
+    lr``, ...; see ``learner_settings``), naming each with the run's value and the one given.
+    Only what the checkpoint stores is checked: one written before a setting was stored
+    is not checked for it, and one written before any was stored is checked for its
+    optimizer only (Adam's groups hold ``betas``, SGD's do not)."""
     stored = state.get("train_args")
     if not isinstance(stored, dict):
         groups = state.get("optimizer", {}).get("param_groups") or [{}]
         stored = {"optimizer": "adam" if "betas" in groups[0] else "sgd"}
-    keys = [k for k in args if k != "iterations"
+    given = json.loads(json.dumps(args))                  # as the checkpoint stores it
+    keys = [k for k in given if k != "iterations"
             or stored.get("lr_schedule", "constant") != "constant"]
-    diff = [f"{k} ({stored[k]!r} != {args[k]!r})" for k in keys
-            if k in stored and stored[k] != args[k]]
+    if "learner" in stored and stored["learner"] != given.get("learner"):
+        keys = [k for k in keys if not k.startswith("learner.")]   # another learner's own
+    diff = [f"{k} ({stored[k]!r} != {given[k]!r})" for k in keys
+            if k in stored and stored[k] != given[k]]
     if diff:
         raise ValueError(f"refusing to resume {out_dir}: it was trained with other "
                          f"arguments, which would not give an uninterrupted run's numbers: "
@@ -321,36 +355,67 @@ def check_resume_args(out_dir, state: dict, args: dict) -> None:
 
 
 def _train_args(iterations, meta_batch, lr, lr_schedule, optimizer, weight_decay,
-                clip_grad_norm) -> dict:
+                clip_grad_norm, seed, learner) -> dict:
     """The ``train`` arguments a checkpoint stores (``state.json``'s ``train_args``) and a
-    resume checks (``check_resume_args``)."""
+    resume checks (``check_resume_args``): those that set the numbers of the iterations, the
+    task stream's ``seed``, and the learner's settings (``learner_settings``)."""
     return {"iterations": iterations, "meta_batch": meta_batch, "lr": lr,
             "lr_schedule": lr_schedule, "optimizer": optimizer,
-            "weight_decay": weight_decay, "clip_grad_norm": clip_grad_norm}
+            "weight_decay": weight_decay, "clip_grad_norm": clip_grad_norm, "seed": seed,
+            **learner_settings(learner)}
+
+
+# A learner's (or its inner rule's) attributes that choose how the same numbers are computed
+# (as EXECUTION_KEYS), or that are derived from the model: a resume may differ in them.
+_EXECUTION_ATTRS = frozenset({"batching", "compile", "recompute_inner_loop", "checkpoint",
+                              "path_fn", "names"})
+
+
+def learner_settings(learner) -> dict:
+    """What a checkpoint stores of ``learner`` (under ``train_args``) for a resume to check:
+    ``"learner"``, its method (``MAML``, ``ANIL``, ``Reptile``, ``HeadLearner``, a class of
+    your own: its name), ``"learner.inner"``, the class of its adaptation rule
+    (``SGDAdapter``, ``RidgeSolver``: R2D2, ``NewtonSolver``: MetaOptNet, ...), and
+    ``"learner.<name>"`` / ``"learner.inner.<name>"`` for each public attribute of a
+    metaloop learner and its rule that holds a bool, number, string, None or list of them
+    (``first_order``, ``inner.lr``, ``inner.steps``, ``inner.loss``, ``adam_state``, ...),
+    except those that only choose how the numbers are computed (``batching``, ``compile``,
+    ``recompute_inner_loop``, ``checkpoint``). A learner of your own is stored by its name
+    alone: its attributes may be state that training changes."""
+    def scalar(v) -> bool:
+        return v is None or isinstance(v, bool | int | float | str)
+
+    name = getattr(learner, "_method", None)
+    out: dict[str, Any] = {"learner": name if isinstance(name, str)
+                           else type(learner).__name__}
+    inner = getattr(learner, "inner", None)
+    if inner is not None:
+        out["learner.inner"] = type(inner).__name__
+    if not type(learner).__module__.startswith("metaloop."):
+        return out
+    for prefix, obj in (("learner.", learner), ("learner.inner.", inner)):
+        for k, v in vars(obj).items() if obj is not None else ():
+            if k.startswith("_") or k in _EXECUTION_ATTRS:
+                continue
+            if isinstance(v, list | tuple) and all(scalar(x) for x in v):
+                out[prefix + k] = list(v)
+            elif scalar(v) and not (isinstance(v, float) and not math.isfinite(v)):
+                out[prefix + k] = v
+    return out
 
 
 def check_resume_data(out_dir, state: dict, data: dict | None) -> None:
     """Refuse to resume the run in ``out_dir`` on data whose fingerprint (``data``, see
     ``metaloop.build.data_fingerprint``) differs from the one its checkpoint ``state`` stores,
-    naming what changed (a checkpoint without one, or no ``data``, is not checked)."""
+    naming what changed in the words of ``metaloop.build.data_changes`` (a checkpoint without
+    one, or no ``data``, is not checked)."""
     stored = state.get("data")
     if data is None or not isinstance(stored, dict) or stored.get("sha256") == data["sha256"]:
         return
     what = f"{data['family']} {data['root']}"
     if stored.get("root") != data["root"]:
         what += f" (the run read {stored.get('root')})"
-    old, new = stored.get("classes"), data.get("classes")
-    if isinstance(old, dict) and isinstance(new, dict):
-        parts = [f"{label} {names[:5]}{' ...' if len(names) > 5 else ''}"
-                 for label, names in (
-                     ("examples changed in class(es)",
-                      [c for c in new if c in old and old[c] != new[c]]),
-                     ("class(es) gone", [c for c in old if c not in new]),
-                     ("class(es) new in use", [c for c in new if c not in old]))
-                 if names]
-        change = "; ".join(parts) or "the class order changed"
-    else:
-        change = "its file's sha256 differs"
+    change = data_changes(stored, data, resume=True)
     raise ValueError(f"refusing to resume {out_dir}: the data changed since its checkpoint "
                      f"({what}: {change}), so it would not give an uninterrupted run's "
                      f"numbers; restore the data as the run read it, or start a new run from "
@@ -845,15 +910,16 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     KeyboardInterrupt raised.
 
     Args:
-        learner: a metaloop learner; Scratch (``meta_trains = False``) is saved untrained;
-            an ``Ensemble`` is refused (it is trained by training its members).
+        learner: a metaloop learner (``metaloop.meta.Learner``: ``meta_gradient`` and a
+            ``model``, an ``nn.Module``); Scratch (``meta_trains = False``) is saved
+            untrained; an ``Ensemble`` is refused (it is trained by training its members).
         family: the meta-training task family (``metaloop.tasks.TaskFamily``); a
             ``metaloop.tasks.DeviceTasks`` samples on its device with a generator there.
         iterations: outer steps in total.
         meta_batch: tasks per outer step (at least the number of ranks). lr: Adam learning
             rate. seed: task-stream seed; a new run also seeds Python's and NumPy's global
             RNGs with it (checkpoints store them and a resume restores them), so identical
-            runs write identical checkpoints.
+            runs write identical checkpoints. A resume is refused with another seed.
         lr_schedule: ``"constant"``; ``"cosine"``: step t (1-based) of T uses
             ``lr * (1 + cos(pi * (t - 1) / T)) / 2``; ``"linear"``: ``lr * (1 - (t - 1) / T)``
             (both reach 0 just after the last step). The rate is a function of the iteration
@@ -868,7 +934,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             ``out_dir`` from its newest checkpoint; a run already at ``iterations`` returns
             at once, one past ``iterations`` is refused. The run holds the folder's lock
             (``metaloop.runlock``): a second process (or thread) on the same ``out_dir``
-            is refused.
+            is refused. A resume is checked against what the checkpoint stores of the
+            run (its ``state.json``'s ``train_args``, ``check_resume_args``): the
+            arguments that set the numbers, ``seed``, and the learner, its method and
+            settings (``learner_settings``).
         val_family / val_every / val_tasks / val_seed: held-out validation on ``val_tasks``
             tasks of ``val_family`` every ``val_every`` iterations (0: no validation; > 0
             needs a ``val_family``), drawn from ``torch.Generator(val_seed)`` (``metaloop
@@ -877,6 +946,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         checkpoint_every: with ``out_dir``, a checkpoint every k iterations (and at the end).
         config: JSON-serialisable dict stored in checkpoints (checked on resume and, for
             being JSON, before any iteration).
+        progress: show a progress bar (rank 0 only). desc: the bar's label.
         prefetch: draw the next meta-batch in a background thread while the current one
             trains (True / False), or ``"auto"``: on for a CUDA model fed by a host-side
             family, off on the CPU (see ``_resolve_prefetch``). Results are identical either
@@ -918,17 +988,25 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             val_family, a seed that is not an int >= 0, a config or data that is not a
             JSON-serialisable dict, an ``Ensemble`` learner (train its members), a negative
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
-            ranks; ``resume`` without an ``out_dir``; an empty ``out_dir`` (``""``: the
+            ranks; ``resume``, ``progress`` or ``cuda_graph`` other than True or False
+            (a string such as ``"False"`` would read as True); a ``learner`` that is no
+            metaloop learner (no ``meta_gradient`` or ``model``: a bare ``nn.Module``), a
+            ``family`` (or a ``val_family`` given) without ``sample`` (None: each named,
+            with its type); ``resume`` without an ``out_dir``; an empty ``out_dir`` (``""``: the
             current directory); an ``out_dir`` that is one
             checkpoint (a ``ckpt-*`` directory) of a run; without ``resume``, an
             ``out_dir`` that already holds a run; or on
             resume: a run already past ``iterations``, a config mismatch (naming the
             differing keys), other ``meta_batch``, ``lr``, ``lr_schedule`` (and, with a
             schedule, ``iterations``), ``optimizer``, ``weight_decay`` or
-            ``clip_grad_norm`` than the run's (``check_resume_args``, naming them),
+            ``clip_grad_norm``, another ``seed``, learner or learner setting than the
+            run's (``check_resume_args``, naming them with both values),
             another ``precision`` than the run's, another ``data``
             fingerprint, or a checkpoint that is corrupt (naming it). Nothing is written
             when any of these is raised.
+        FileNotFoundError: ``resume=True`` where ``out_dir`` holds no checkpoint (the
+            folder does not exist, has no ``LATEST``, or its ``LATEST`` names a checkpoint
+            that lacks its files), naming the path; nothing is written.
         metaloop.runlock.RunInUseError: another process (or another thread of this
             one) writes to ``out_dir`` (it holds the folder's lock, ``.metaloop-lock``),
             naming it; before anything is read or
@@ -938,7 +1016,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             the run is complete) it carries the result as its ``result``.
         metaloop.train.distributed.DistributedError: another rank died or timed out.
     """
-    _check_learner(learner)
+    resume = check_flag("resume", resume)
+    progress = check_flag("progress", progress)
+    cuda_graph = check_flag("cuda_graph", cuda_graph)
+    _check_learner(learner, family, val_family)
     _positive_int("iterations", iterations)
     _positive_int("meta_batch", meta_batch)
     _check_seed(seed)
@@ -1006,7 +1087,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     # resumed from a checkpoint that lacks them, or torchrun, where rank 0 sees its own only)
     cpu_before: float | None = None if shard else 0.0
     args = _train_args(iterations, meta_batch, lr, lr_schedule, optimizer, weight_decay,
-                       clip_grad_norm)
+                       clip_grad_norm, seed, learner)
     if resume and out is not None:
         start, state = _resume(out, learner, opt, generator, config, lead, precision, data,
                                iterations, args)
