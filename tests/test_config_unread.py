@@ -174,13 +174,15 @@ def test_compare_warns_for_a_key_no_compared_method_reads(tmp_path):
 
 
 @pytest.mark.parametrize("name, fix", [
-    ("r2d2", "add r2d2 to --methods to compare it"),
-    ("protonet", "protonet is not one compare runs (its methods: scratch, pretrain, maml, "
-                 "fomaml, reptile, anil, r2d2, metaoptnet): train it with metaloop train, or "
-                 "remove it")])
+    ("r2d2", "r2d2 needs a classification family, not 'sinusoid': remove it"),
+    ("protonet", "protonet needs a classification family, not 'sinusoid': remove it"),
+    ("ridge", "ridge is not one compare runs (its methods: scratch, pretrain, maml, fomaml, "
+              "reptile, anil, r2d2, metaoptnet, protonet): train it with metaloop train, or "
+              "remove it")])
 def test_compare_warns_when_method_name_is_not_compared(tmp_path, name, fix):
-    """metaloop compare --config with method.name = "r2d2" (or "protonet", which compare does
-    not run) ran other methods without a word."""
+    """metaloop compare --config with method.name = "r2d2" (a classification head, on a
+    regression family: adding it to --methods would be refused) or a name compare does not
+    run ran other methods without a word."""
     f = tmp_path / "cmp.toml"
     f.write_text(f'[family]\nname = "sinusoid"\n[method]\nname = "{name}"\n[train]\n'
                  f'iterations = 1\n')

@@ -146,7 +146,7 @@ def test_train_then_eval_roundtrip(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["compare", "mnist"], "unknown family 'mnist'"),
-    (["compare", "--methods", "maml,protonet"], "unknown method"),
+    (["compare", "--methods", "maml,ridge"], "unknown method"),
     (["compare", "--iterations", "0"], "--iterations must be positive"),
     (["compare", "--iterations", "-3"], "--iterations must be positive"),
     (["eval", "--checkpoint", "/nonexistent"], "no checkpoint"),

@@ -1,4 +1,4 @@
-"""``metaloop compare``: the main job, every method against both baselines."""
+"""``metaloop compare``: the main job, the meta-learners against both baselines."""
 
 from __future__ import annotations
 
@@ -17,25 +17,30 @@ from metaloop.recipes import report
 from metaloop.recipes.report import output_dir
 
 DESCRIPTION = """\
-Meta-train every method (MAML, first-order MAML, Reptile, ANIL, and on classification R2D2
-and MetaOptNet) and the two baselines it is measured against (scratch: the random
-initialisation the methods start from, fine-tuned on each task; pretrain: one model trained
-on all training tasks at once, then fine-tuned with the same SGD steps), all with the same
-training seed; then evaluate them on the same held-out tasks (eval.seed) after each number
-of adaptation steps in the config's eval.steps
-(sinusoid: 0 to 10; omniglot: 0, 1 and 3, or 0, 1 and 5 at 20 ways). Prints the table (mean
-and 95% CI) and writes results.json, timing.json and the plots. With no arguments: sinusoid
-regression, about 2.5 CPU-minutes at one thread.
+Meta-train every method that applies (MAML, first-order MAML, Reptile and ANIL; on
+classification, omniglot or your own data, R2D2, MetaOptNet and ProtoNet too; --methods
+chooses among them) and the two baselines they are measured against
+(scratch: the random initialisation the methods start from, fine-tuned on each task;
+pretrain: one model trained on all training tasks at once, then fine-tuned with the same SGD
+steps), all with the same training seed; then evaluate them on the same held-out tasks
+(eval.seed) after each number of adaptation steps in the config's eval.steps
+(sinusoid: 0 to 10; omniglot: 0, 1 and 3, or 0, 1 and 5 at 20 ways; the solved heads, R2D2,
+MetaOptNet and ProtoNet, take no steps and score the same at each). Prints the table (mean
+and 95% CI) and writes results.json, timing.json and the plots (results.json last: where it
+is, the plots beside it are complete). With no arguments: sinusoid regression, about 2.5
+CPU-minutes at one thread on the recorded machine (docs/results.md).
 
 The settings are the family's shipped config: --print-config shows it; copy it, edit it and
 pass it back with --config FILE (a file over your own data runs the comparison on it).
 
 One process at a time writes --out: a second one on it (e.g. --resume started twice) stops
-with exit status 2, naming the process that writes there, before it reads anything."""
+with exit status 2, naming the process that writes there, before it reads anything; an --out
+that holds another command's run (metaloop train, eval, adapt...) is refused by name before
+anything is written."""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compare", help="meta-train all methods and baselines; compare them",
+    p = sub.add_parser("compare", help="meta-train the methods and baselines; compare them",
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  metaloop --threads 1 compare\n  metaloop compare "
@@ -148,8 +153,8 @@ def _compare(args: argparse.Namespace) -> int:
     mcfgs = [recipe.method_config(cfg, name) for name in methods]
     if args.config:                            # keys of the user's file no method reads
         recipe.warn_unread(mcfgs, args.config)
-    # bad data (found by recipe.run): no folder left
-    with output_dir(args.out or "runs/compare") as out:
+    # bad data (found by recipe.run): no folder left; another command's run: refused
+    with output_dir(args.out or "runs/compare", command="compare") as out:
         bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress)
 
         def started(name: str) -> None:
@@ -184,10 +189,13 @@ def _report(res: dict, out) -> None:
         print("queries scored " + "; ".join(
             f"{e}: {', '.join(k for k, v in res['evaluation'].items() if v == e)}"
             for e in other) + "; the others transductively (batch statistics of the queries)")
-    report.write_json(out / "results.json", recipe.record(res))
+    # an earlier results.json goes first and the new one comes last: a plot that cannot be
+    # written (or a kill) leaves no results.json beside missing or older plots
+    (out / "results.json").unlink(missing_ok=True)
     report.write_json(out / "timing.json", {"methods": res["timing"], "wall_s": res["wall_s"]})
     title = f"{fam}: {'MSE' if metric == 'loss' else metric} after adaptation"
     report.plot_curves(res["methods"], metric, out / f"{metric}_vs_steps.png", title)
     if fam == "sinusoid":
         report.plot_fits(res["learners"], res["heldout"], cfg["eval"]["seed"], out / "fits.png")
+    report.write_json(out / "results.json", recipe.record(res))
     print(f"\nwrote {out / 'results.json'} and plots in {out}; {res['wall_s']:.0f} s")

@@ -1,5 +1,10 @@
-"""The main job: meta-train every method and both baselines on one family, evaluate them on
+"""The main job: meta-train the methods and both baselines on one family, evaluate them on
 the same held-out tasks.
+
+The methods (``ALL``): the baselines scratch and pretrain, MAML, first-order MAML, Reptile and
+ANIL, and on classification the solved heads R2D2, MetaOptNet and ProtoNet. The shipped
+configs run all but ProtoNet by default (sinusoid: the first six); ``methods`` (``--methods``)
+chooses others, ProtoNet included.
 
 The settings live in TOML files shipped with the package, ``metaloop/configs/
 compare_<family>.toml`` (``config_text(family)`` returns one to copy). Besides the sections of
@@ -34,9 +39,11 @@ from metaloop.evaluate import evaluate
 from metaloop.train import train
 from metaloop.train.loop import check_resume_data
 
-ALL = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet")
-# Methods whose head is a classifier solved per task: not run on regression families.
-CLASSIFICATION_ONLY = ("r2d2", "metaoptnet")
+ALL = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet",
+       "protonet")
+# Methods whose head is a classifier solved per task (no SGD steps: scored at every step of
+# eval.steps with the same head): not run on regression families.
+CLASSIFICATION_ONLY = ("r2d2", "metaoptnet", "protonet")
 REGRESSION_FAMILIES = ("sinusoid",)
 # Methods that are not meta-trained (train's iterations and meta-batch change nothing).
 NOT_META_TRAINED = ("scratch",)
@@ -292,8 +299,8 @@ def warn_unread(mcfgs: list[dict], path) -> list[str]:
     ``path`` that no compared method reads (``config.warn_unread_by_all`` over ``mcfgs``,
     each method's ``method_config``), and for a ``method.name`` that names none of the
     compared methods: a comparison runs the methods of ``--methods`` / ``compare.methods``,
-    each in place of the file's (a method compare does not run, such as protonet, is said
-    to be one), and for the ``eval`` keys compare does not apply (``scoring`` and the
+    each in place of the file's (a method ``ALL`` lacks is said to be one compare does not
+    run), and for the ``eval`` keys compare does not apply (``scoring`` and the
     refinement: every method is scored as it was trained). Returns the messages."""
     names = [c["method"]["name"] for c in mcfgs]
     raw = _config.read(path).get("method", {})
@@ -302,9 +309,14 @@ def warn_unread(mcfgs: list[dict], path) -> list[str]:
     if isinstance(named, str) and named not in names:
         why = f"metaloop compare, which runs the methods of --methods or compare.methods " \
               f"({', '.join(names)}), each in place of it"
-        fix = f"add {named} to --methods to compare it" if named in ALL else \
-            f"{named} is not one compare runs (its methods: {', '.join(ALL)}): train it " \
-            f"with metaloop train, or remove it"
+        family = mcfgs[0]["family"]["name"] if mcfgs else None
+        if named in CLASSIFICATION_ONLY and family in REGRESSION_FAMILIES:
+            fix = f"{named} needs a classification family, not {family!r}: remove it"
+        elif named in ALL:
+            fix = f"add {named} to --methods to compare it"
+        else:
+            fix = f"{named} is not one compare runs (its methods: {', '.join(ALL)}): train " \
+                  f"it with metaloop train, or remove it"
         also[("method", "name")] = (why, fix)
     for key in _UNREAD_EVAL:                   # each method is scored as it was trained
         also[("eval", key)] = ("metaloop compare, which scores every method as it was "
