@@ -389,4 +389,5 @@ def test_shared_state_refuses_to_be_split_over_ranks(monkeypatch):
     learner = Reptile(MLP(1, (4,), 1), 0.01, 2, loss="mse", inner_optimizer="adam",
                       adam_state="shared")
     with pytest.raises(ValueError, match="cannot be split over ranks"):
-        ml.train.train(learner, None, iterations=1, meta_batch=2, progress=False)
+        ml.train.train(learner, ml.tasks.Sinusoid(shots=2, queries=2), iterations=1,
+                       meta_batch=2, progress=False)

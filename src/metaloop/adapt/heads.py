@@ -198,8 +198,10 @@ def _lbfgs_logistic(phi: torch.Tensor, labels: torch.Tensor, n_classes: int,
     1e-9, or after 1,000 iterations. It computes gradients of its own under ``no_grad`` and
     ``inference_mode`` too; W is a constant (no gradient reaches phi or a tensor ``lam``)."""
     with torch.inference_mode(False), torch.enable_grad():
-        x, y = phi.detach().double(), labels.clone()                          # [N, D'], [N]
-        lam = lam.detach().double() if isinstance(lam, torch.Tensor) else lam
+        # copies: ``.double()`` of float64 features is the tensor itself, and an inference
+        # tensor (made under inference_mode) cannot be saved for the backward pass
+        x, y = phi.detach().double().clone(), labels.clone()                  # [N, D'], [N]
+        lam = lam.detach().double().clone() if isinstance(lam, torch.Tensor) else lam
         W = x.new_zeros(x.shape[1], n_classes, requires_grad=True)            # [D', C]
         opt = torch.optim.LBFGS([W], lr=1.0, max_iter=1000, history_size=20,
                                 tolerance_grad=1e-9, tolerance_change=0.0,

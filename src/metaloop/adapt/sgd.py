@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -264,6 +265,36 @@ def _sgd_path_func(fwd, loss_fn, params: Params, names: list[str], x, y, lr, ste
         yield params
 
 
+@contextmanager
+def gradients_on() -> Iterator[None]:
+    """Gradients recorded while it holds, whatever the caller's mode: inside
+    ``torch.no_grad()`` and ``torch.inference_mode()`` too. An inner loop differentiates
+    its support loss, so adapting needs them even where the caller only evaluates
+    (``metaloop.adapt.heads`` solves its L-BFGS head the same way)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def autograd_usable(t):
+    """``t``, or an ordinary copy of it where it is an inference tensor (one made under
+    ``torch.inference_mode()``, which autograd cannot save for a backward pass); anything
+    that is not a tensor passes through. Call it inside ``gradients_on()``."""
+    return t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
+
+
+def detached_steps(path: Iterator[Params]) -> Iterator[Params]:
+    """Each params dict of ``path`` detached, each step computed inside ``gradients_on()``:
+    the caller's grad mode holds between the yields (a ``with torch.enable_grad()`` around
+    the yields would leave gradients on in the caller's loop body)."""
+    while True:
+        with gradients_on():
+            p = next(path, None)
+            if p is None:
+                return
+            out = detach(p)
+        yield out
+
+
 def _positive(name: str, value, kind=float) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
         and math.isfinite(value)
@@ -420,9 +451,16 @@ class SGDAdapter:
         return last
 
     def test_path(self, params, x, y, steps: int | None = None, lr=None) -> Iterator[Params]:
-        """Like path, for evaluation: no graph to the start, detached outputs."""
+        """Like path, for evaluation: no graph to the start, detached outputs.
+
+        The steps take their gradients whatever the caller's grad mode (``torch.no_grad()``,
+        ``torch.inference_mode()``: ``gradients_on``), and only while each step runs: the
+        caller's mode holds between the yields. The yielded tensors are ordinary ones (not
+        inference tensors), usable in and out of inference mode.
+        """
         lr = lr.detach() if isinstance(lr, torch.Tensor) else lr
-        with torch.enable_grad():
+        with gradients_on():
             start = detach(params, requires_grad=True)
-            for p in self.path(start, x, y, steps, create_graph=False, lr=lr):
-                yield detach(p)
+            path = self.path(start, autograd_usable(x), autograd_usable(y), steps,
+                             create_graph=False, lr=lr)
+        yield from detached_steps(path)

@@ -16,6 +16,7 @@ import torch
 from metaloop._callable import check_progress
 from metaloop.evaluate.stats import ci95
 from metaloop.func.losses import accuracy, get_loss
+from metaloop.meta._common import check_batch
 from metaloop.tasks.augment import all_shifts, shifted_support
 from metaloop.tasks.batch import TaskBatch
 
@@ -64,11 +65,14 @@ def _generator(tasks: int, seed: int) -> torch.Generator:
 
 
 def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
-    """Yield the held-out TaskBatches: ``tasks`` tasks from ``torch.Generator(seed)``.
+    """Yield the held-out TaskBatches: ``tasks`` tasks from ``torch.Generator(seed)``, in
+    batches of up to ``chunk``.
 
     Raises:
         ValueError: ``tasks`` not a positive int, or ``seed`` not an int that a
-            ``torch.Generator`` takes (a bool, a float, None; naming it).
+            ``torch.Generator`` takes (a bool, a float, None; naming it); a family whose
+            ``sample(n)`` returns something other than a TaskBatch, or one of another
+            number of tasks than the n asked for (naming the family and both numbers).
     """
     g = _generator(tasks, seed)
     done = 0
@@ -79,8 +83,32 @@ def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
             raise ValueError(f"{type(family).__name__}.sample must return a metaloop.TaskBatch, "
                              f"got {type(batch).__name__} (ml.tasks.check_family checks a "
                              f"family of your own)")
+        if batch.num_tasks != n:
+            raise ValueError(f"{type(family).__name__}.sample({n}) returned a TaskBatch of "
+                             f"{batch.num_tasks} tasks, not {n}: the held-out scores would "
+                             f"not be over the tasks asked for (ml.tasks.check_family checks a "
+                             f"family of your own)")
         yield batch
         done += n
+
+
+def check_learner_family(who: str, learner, family, needs: tuple[str, ...],
+                         family_name: str = "family") -> None:
+    """ValueError unless ``learner`` is a metaloop learner with the methods ``needs`` (and,
+    with ``"model"`` among them, a ``model`` that is an ``nn.Module``) and ``family`` a task
+    family with ``sample``: each named with its type, led by ``who`` (what refuses it:
+    ``evaluate``, ``train``). A bare ``nn.Module`` or None given for either otherwise fails
+    later, deep in torch's module code or at the first ``sample``."""
+    methods = [m for m in needs if m != "model"]
+    missing = [m for m in methods if not callable(getattr(learner, m, None))]
+    if "model" in needs and not isinstance(getattr(learner, "model", None), torch.nn.Module):
+        missing.append("model (an nn.Module)")
+    if missing:
+        raise ValueError(f"{who}: learner must be a metaloop learner (ml.meta.Learner), "
+                         f"but {type(learner).__name__} has no {' or '.join(missing)}")
+    if not callable(getattr(family, "sample", None)):
+        raise ValueError(f"{who}: {family_name} must be a task family with sample(n, "
+                         f"generator) (ml.tasks.TaskFamily), got {type(family).__name__}")
 
 
 def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5, 10),
@@ -90,51 +118,65 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
 
     Every method evaluated with the same ``family``, ``tasks`` and ``seed`` sees the same tasks.
     Learners whose ``adapt_path`` ends before a requested step (closed-form heads) are scored
-    with their final parameters there.
+    with their final parameters there. Learners with ``batching == "vmap"`` adapt and score
+    each sampled batch of tasks at once (``adapt_path_batched``, ``predict_batched``); the
+    others one task at a time (``adapt_path``, ``predict``). Adaptation takes its gradients
+    whatever the caller's grad mode (``torch.no_grad()``, ``torch.inference_mode()``).
 
     Args:
-        learner: any metaloop learner (``adapt_path``, ``predict``).
-        family: the held-out task family (``sample(n, generator)``).
-        tasks: number of held-out tasks. steps: adaptation step counts to report, a
-            sequence of ints >= 0 (``(0, 1, 5)``; one count: ``(5,)``), in any order, repeats
-            counted once.
-        seed: seed of the held-out task stream (keep it apart from the training seed);
-            it also seeds torch's RNG while scoring (a model of your own with dropout in
-            training mode scores the same on every call), and the caller's is restored.
-        loss: query loss; default the learner's inner loss.
+        learner: any metaloop learner (``adapt_path``, ``predict``; ``ml.meta.Learner``).
+        family: the held-out task family: ``sample(n, generator)`` returns a TaskBatch of
+            exactly n tasks, support ``[n, S, ...]`` and query ``[n, Q, ...]`` inputs with
+            int64 labels ``[n, S]`` / ``[n, Q]`` or float targets ``[n, S, out]`` /
+            ``[n, Q, out]``; it is asked for at most 100 tasks at a time.
+        tasks: number of held-out tasks, an int > 0.
+        steps: adaptation step counts to report, a sequence of ints >= 0 (``(0, 1, 5)``;
+            one count: ``(5,)``), in any order, repeats counted once.
+        seed: seed of the held-out task stream, an int (keep it apart from the training
+            seed); it also seeds torch's RNG while scoring (a model of your own with dropout
+            in training mode scores the same on every call), and the caller's is restored.
+        loss: query loss: ``"mse"`` (float targets ``[Q, out]``), ``"ce"`` (int64 labels
+            ``[Q]``, logits ``[Q, C]``) or a callable ``(pred, y) -> scalar``; default the
+            learner's ``inner.loss_fn``.
+        device: where each sampled batch is moved before scoring (``TaskBatch.to``), e.g.
+            ``"cuda"``, a ``torch.device`` or None (the default: where the family made it);
+            the learner's model must already be there. Its CUDA generator is seeded with
+            ``seed`` too while scoring.
         progress: an optional callable ``progress(n)``, called as tasks are scored with how
             many were just scored (one at a time with the loop, a chunk with vmap).
-        support_shift: test-time augmentation of image tasks: each support set is grown by
-            every translation of its images up to this many pixels (``(2s+1)^2`` copies,
-            ``metaloop.tasks.augment.shifted_support``); the queries are left alone. 0: off.
-        query_shift: test-time augmentation of classification queries: each query is scored
-            by its class probabilities averaged over every translation of it up to this many
-            pixels (``(2s+1)^2`` copies, ``all_shifts``), predicted in one batch (with
-            transductive BatchNorm the copies share the batch statistics). 0: off.
+        support_shift: test-time augmentation of image tasks (inputs ``[C, H, W]``): each
+            support set is grown by every translation of its images up to this many pixels
+            (``(2s+1)^2`` copies, ``metaloop.tasks.augment.shifted_support``); the queries
+            are left alone. An int >= 0; 0: off.
+        query_shift: test-time augmentation of classification queries (inputs ``[C, H,
+            W]``): each query is scored by its class probabilities averaged over every
+            translation of it up to this many pixels (``(2s+1)^2`` copies, ``all_shifts``),
+            predicted in one batch (with transductive BatchNorm the copies share the batch
+            statistics). An int >= 0; 0: off.
 
     Returns:
         ``{"tasks", "seed", "steps", "loss": {"mean", "ci95"}, "accuracy": {...}}`` with one
-        entry per step (accuracy for classification only; ``ci95`` None for one task), and
-        ``per_task`` raw values.
+        entry per step (accuracy for classification only; ``ci95`` None for one task),
+        ``per_task`` raw values (``per_task[key][k]``: one value per task at ``steps[k]``),
+        and ``support_shift`` / ``query_shift`` when set.
 
     Raises:
         ValueError: ``steps`` not a non-empty sequence of ints >= 0 (a bare int, a float
             such as 1.5, a bool; naming the value), a bad ``tasks``, ``seed``,
             ``support_shift`` or ``query_shift`` (also one as large as the images' height or
-            width, whose copies moved that far hold no image), or a ``learner`` without
-            ``adapt_path`` and ``predict`` (or, with no ``loss``, ``inner.loss_fn``), or a
-            ``family`` without ``sample`` (each named, with its type).
+            width, whose copies moved that far hold no image, or a shift of inputs that are
+            not images), a ``learner`` without ``adapt_path`` and ``predict`` (or, with no
+            ``loss``, ``inner.loss_fn``), a ``family`` without ``sample`` (each named, with
+            its type), an unknown ``loss`` name or one that does not fit the tasks' targets
+            (``"ce"`` for float regression targets, ``"mse"`` for class labels), a family
+            whose ``sample`` returns other than a TaskBatch of the tasks asked for, and what
+            the learner raises for tasks it cannot adapt to (``device`` elsewhere than its
+            model, for one).
     """
-    missing = [m for m in ("adapt_path", "predict") if not callable(getattr(learner, m, None))]
-    if missing:
-        raise ValueError(f"evaluate: learner must be a metaloop learner (ml.meta.Learner), "
-                         f"but {type(learner).__name__} has no {' or '.join(missing)}")
+    check_learner_family("evaluate", learner, family, ("adapt_path", "predict"))
     if loss is None and not callable(getattr(getattr(learner, "inner", None), "loss_fn", None)):
         raise ValueError(f"evaluate: {type(learner).__name__} has no inner.loss_fn to score "
                          f"the queries with; pass loss= ('mse', 'ce' or a callable)")
-    if not callable(getattr(family, "sample", None)):
-        raise ValueError(f"evaluate: family must be a task family with sample(n, generator) "
-                         f"(ml.tasks.TaskFamily), got {type(family).__name__}")
     steps = _check_steps(steps)
     check_progress("evaluate", progress)
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
@@ -146,7 +188,8 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     _generator(tasks, seed)          # named before the RNG is seeded with it
     with _seeded_rng(seed, learner, device):   # dropout in the user's model: seeded
         classification = _score(learner, loss_fn, family, tasks, seed, steps, per_task,
-                                device, progress, support_shift, query_shift)
+                                device, progress, support_shift, query_shift,
+                                loss if isinstance(loss, str) else None)
     result: dict[str, Any] = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {},
               **({"support_shift": support_shift} if support_shift else {}),
               **({"query_shift": query_shift} if query_shift else {})}
@@ -177,13 +220,30 @@ def _seeded_rng(seed: int, learner, device) -> Iterator[None]:
         yield
 
 
+def check_loss_kind(loss, batch: TaskBatch, family) -> None:
+    """A built-in ``loss`` name must fit the targets of ``batch``: ``"ce"`` class labels,
+    ``"mse"`` regression targets (``metaloop.meta._common.check_batch``'s check). Cross
+    entropy over the one output of a regression model is 0 whatever it predicts.
+
+    Raises:
+        ValueError: naming the loss, the family and what its tasks hold.
+    """
+    try:
+        check_batch(batch, None, loss)
+    except ValueError as e:
+        raise ValueError(f"evaluate: the tasks of {type(family).__name__} do not fit the "
+                         f"loss: {e}") from e
+
+
 def _score(learner, loss_fn, family, tasks, seed, steps, per_task, device, progress,
-           support_shift, query_shift) -> bool | None:
+           support_shift, query_shift, loss_name=None) -> bool | None:
     """``evaluate``'s loop over the held-out tasks, appending each one's scores to
-    ``per_task``; returns whether they are classification tasks (None: no task)."""
+    ``per_task``; returns whether they are classification tasks (None: no task).
+    ``loss_name``: the loss given by name, checked against each batch's targets."""
     classification = None
     for batch in heldout_tasks(family, tasks, seed):
         batch = batch.to(device) if device is not None else batch
+        check_loss_kind(loss_name, batch, family)
         classification = batch.is_classification
         side = min(batch.query_x.shape[-2:]) if batch.query_x.dim() == 5 else 0   # H, W
         for name, v in (("support_shift", support_shift), ("query_shift", query_shift)):

@@ -53,8 +53,10 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     class probabilities ``[N, C]``).
 
     Raises:
-        ValueError: logits not a float tensor (a model returning a tuple or dict) or with
-            no examples (N = 0: the mean would be NaN); labels that are not int64 ``[N]``
+        ValueError: logits not a float tensor (a model returning a tuple or dict), with
+            no examples (N = 0: the mean would be NaN) or with one class (C = 1: the loss
+            would be 0 whatever the model predicts, e.g. for regression targets ``[N, 1]``
+            read as class probabilities); labels that are not int64 ``[N]``
             (nor float ``[N, C]``), or, for labels on the CPU outside a
             ``torch.func`` transform, labels outside ``[0, C)`` (checked there only:
             elsewhere reading them would cost a device synchronisation).
@@ -65,6 +67,10 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.dim() == 0 or logits.shape[0] == 0:
         raise ValueError(f"cross_entropy: no examples (logits {_shape(logits)}); the mean "
                          f"over nothing would be NaN")
+    if logits.dim() == 2 and logits.shape[1] == 1:
+        raise ValueError(f"cross_entropy: logits {_shape(logits)} have one class (C = 1): the "
+                         f"loss is 0 whatever the model predicts; classification needs C >= 2 "
+                         f"outputs (for regression targets use loss='mse')")
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"cross_entropy: labels must be an int64 tensor [N], "
                          f"got {type(labels).__name__}")

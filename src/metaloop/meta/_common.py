@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from metaloop.adapt.learned_lr import split_lrs
-from metaloop.adapt.sgd import SGDAdapter
+from metaloop.adapt.sgd import SGDAdapter, autograd_usable, gradients_on
 from metaloop.func.losses import accuracy, check_predictions, cross_entropy
 from metaloop.func.params import (
     Params,
@@ -22,7 +22,7 @@ from metaloop.func.params import (
     updates_running_stats,
 )
 from metaloop.meta._threads import check_threadable
-from metaloop.tasks.batch import TaskBatch, values_trusted
+from metaloop.tasks.batch import TaskBatch, _unchecked_batch, values_trusted
 
 
 class InnerRule(Protocol):
@@ -130,12 +130,19 @@ class AdaptsBySGD:
         """Predictions ``[N, out]`` of the network with ``params`` on x ``[N, ...]``.
 
         Raises:
-            ValueError: ``params`` with names the network does not have, or x on another
-                device or in another float dtype than the network.
+            ValueError: ``params`` with names the network does not have, or a tensor of
+                another shape (but a zero head's class dimension), float dtype or device
+                than the network's of that name (``check_params``); x on another device or
+                in another float dtype than the network.
         """
-        check_params(self._owner, self.inner.model, params)
+        check_params(self._owner, self.inner.model, params, self._resizable())
         check_inputs(self._owner, self.inner.model, x=x)
         return self.inner.fwd(params, x)
+
+    def _resizable(self) -> list[str]:
+        """The adapted names whose class dimension may differ from the model's: the head of
+        ``head_init="zero"``, sized to each task's ways."""
+        return list(self.inner.head or []) if self.inner.head_init == "zero" else []
 
     def adapt_path_batched(self, support_x, support_y, steps: int | None = None) -> list[Params]:
         """All tasks of a batch at once under ``vmap``: params after 0..steps steps, each
@@ -153,14 +160,16 @@ class AdaptsBySGD:
         refusal = vmap_refusal(self.inner.model)
         if refusal:
             raise ValueError(refusal)
-        net, lrs = split_lrs(self.model, detach(dict(self.model.named_parameters())))
-        start = self.inner.start(net, support_y)
         inner = labels_checked(self.inner, support_y)
+        with gradients_on():     # under no_grad / inference_mode too; ordinary tensors out
+            support_x, support_y = autograd_usable(support_x), autograd_usable(support_y)
+            net, lrs = split_lrs(self.model, detach(dict(self.model.named_parameters())))
+            start = self.inner.start(net, support_y)
 
-        def run(sx, sy):
-            return list(inner.path(start, sx, sy, steps, create_graph=False,
-                                   started=True, functional=True, lr=lrs))
-        return [detach(p) for p in vmap_tasks(run, support_x, support_y)]
+            def run(sx, sy):
+                return list(inner.path(start, sx, sy, steps, create_graph=False,
+                                       started=True, functional=True, lr=lrs))
+            return [detach(p) for p in vmap_tasks(run, support_x, support_y)]
 
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """``predict`` for ``[B, ...]``-batched params and x ``[B, N, ...]`` -> ``[B, N, out]``."""
@@ -367,6 +376,17 @@ def check_batch(batch, model: nn.Module | None = None, loss=None) -> TaskBatch:
     return batch
 
 
+def autograd_batch(batch: TaskBatch) -> TaskBatch:
+    """``batch`` with ordinary copies of the inference tensors it holds (tensors made under
+    ``torch.inference_mode()``, which autograd cannot save for a backward pass:
+    ``autograd_usable``); ``batch`` itself when it holds none. Call it inside
+    ``gradients_on()``."""
+    fields = (batch.support_x, batch.support_y, batch.query_x, batch.query_y, batch.classes)
+    if not any(isinstance(t, torch.Tensor) and t.is_inference() for t in fields):
+        return batch
+    return _unchecked_batch(*(autograd_usable(t) for t in fields))   # checked when made
+
+
 def check_flag(name: str, value: object) -> bool:
     """``value`` as a bool: True, False, or an int 0 / 1 (a string such as ``"False"``
     would otherwise read as True).
@@ -546,14 +566,25 @@ def labels_checked(adapter: SGDAdapter, *labels: torch.Tensor) -> SGDAdapter:
     return checked
 
 
-def check_params(owner: str, model: nn.Module, params) -> None:
+def check_params(owner: str, model: nn.Module, params, resizable: Sequence[str] = ()) -> None:
     """``params`` for ``predict``: a dict whose names are all ``model``'s parameters or
     buffers (the model's own tensors fill in the rest, so a misnamed entry, e.g. with a
-    wrapper's prefix, would be ignored without a word).
+    wrapper's prefix, would be ignored without a word), each of the shape, float dtype and
+    device of the model's tensor of that name (torch would broadcast a mis-shaped bias and
+    return wrong predictions without a word).
+
+    Args:
+        owner: the learner's name in the messages.
+        model: the network.
+        params: name -> tensor, as ``adapt`` returns them.
+        resizable: names whose first (output) dimension may differ from the model's: a zero
+            head (``head_init="zero"``) has one row per class of the task, not of the model.
+            They must agree with each other on it (weight ``[C, D]``, bias ``[C]``).
 
     Raises:
         ValueError: not a mapping, names the model does not have, or a tensor on another
-            device or in another float dtype than the model's tensor of that name.
+            device, in another float dtype or of another shape than the model's tensor of
+            that name (naming both).
     """
     if not isinstance(params, Mapping):
         raise ValueError(f"{owner}: params must be a dict name -> tensor (from adapt), got "
@@ -564,10 +595,28 @@ def check_params(owner: str, model: nn.Module, params) -> None:
         raise ValueError(f"{owner}: params has names the model does not have: {unknown[:5]}"
                          f"{' ...' if len(unknown) > 5 else ''}; pass the dict from adapt() "
                          f"(the model's names include {known[:3]})")
-    mismatch = mismatched(model, params, shapes=False)   # (a zero head has the task's ways)
+    mismatch = mismatched(model, params, shapes=False)
     if mismatch:
         raise ValueError(f"{owner}: {mismatch}; pass the dict from adapt() unchanged, or cast "
                          f"the model (model.to(...))")
+    own: dict[str, torch.Tensor] = dict(model.named_parameters())
+    own.update(model.named_buffers())
+    rows: dict[str, int] = {}                 # resizable name -> its first (class) dimension
+    for name, t in params.items():
+        ref = own.get(name)
+        if not isinstance(t, torch.Tensor) or ref is None:
+            continue
+        if name in resizable and t.dim() == ref.dim() >= 1 and t.shape[1:] == ref.shape[1:]:
+            rows[name] = t.shape[0]
+        elif t.shape != ref.shape:
+            free = " (but its first dimension, the task's classes)" if name in resizable else ""
+            raise ValueError(f"{owner}: params[{name!r}] is {_shape(t)} but the model's "
+                             f"tensor of that name is {_shape(ref)}, and must have its "
+                             f"shape{free}; pass the dict from adapt() unchanged")
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"{owner}: the head's tensors disagree on the number of classes: "
+                         f"{', '.join(f'{n} has {c} rows' for n, c in rows.items())}; pass "
+                         f"the dict from adapt() unchanged")
 
 
 def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor

@@ -63,11 +63,14 @@ from torch import nn
 
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.adapt.ridge_head import head_logits
+from metaloop.adapt.sgd import gradients_on
 from metaloop.func.params import Params, detach, forward
 from metaloop.meta._common import (
     ScoresEitherWay,
+    autograd_batch,
     check_batch,
     check_finite_tasks,
+    check_flag,
     check_inputs,
     check_params,
     check_steps,
@@ -111,6 +114,10 @@ class HeadNet(nn.Module):
 
     Parameters: ``backbone.*``, ``log_scale`` (0-dim) and, with ``learn_lam``, ``log_lam``
     (0-dim), in the dtype of the backbone's parameters.
+
+    Raises:
+        ValueError: a backbone that is not an ``nn.Module``, scale or lam not a finite
+            number > 0, or ``learn_lam`` not True or False (``check_flag``).
     """
 
     def __init__(self, backbone: nn.Module, scale: float = 1.0, lam: float = 1.0,
@@ -126,7 +133,7 @@ class HeadNet(nn.Module):
                               if first is not None else {})
         self.backbone = backbone
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale), **kw))
-        self.learn_lam = bool(learn_lam)
+        self.learn_lam = check_flag("learn_lam", learn_lam)
         if self.learn_lam:
             self.log_lam = nn.Parameter(torch.tensor(math.log(lam), **kw))
         else:
@@ -442,13 +449,15 @@ class HeadLearner(ScoresEitherWay):
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d params as name -> tensor over ``model.named_parameters()``
-        (zeros for parameters the features do not use); with metrics if asked."""
-        loss, metrics = self.meta_loss(batch)
-        params = self._params()
-        names = list(params)
-        grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-        total = {n: torch.zeros_like(params[n]) if g is None else g
-                 for n, g in zip(names, grads)}
+        (zeros for parameters the features do not use); with metrics if asked. The same
+        gradients under ``torch.no_grad()`` and ``torch.inference_mode()``."""
+        with gradients_on():
+            loss, metrics = self.meta_loss(autograd_batch(check_batch(batch)))
+            params = self._params()
+            names = list(params)
+            grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+            total = {n: torch.zeros_like(params[n]) if g is None else g
+                     for n, g in zip(names, grads)}
         return (total, metrics) if with_metrics else total
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,

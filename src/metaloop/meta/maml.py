@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from metaloop.adapt.learned_lr import InnerLRs, split_lrs
-from metaloop.adapt.sgd import SGDAdapter
+from metaloop.adapt.sgd import SGDAdapter, gradients_on
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
     accumulate,
+    autograd_batch,
     check_batch,
     check_flag,
     grads_to_dict,
@@ -274,29 +275,43 @@ class MAML(AdaptsBySGD):
         plain = not adapter.checkpoint and lrs is None and adapter.path_fn is None
         return None if plain else sgd_inner_loop(adapter, self.first_order, lrs)
 
-    def _vmapped(self, batch: TaskBatch, params: Params):
+    def _vmapped(self, batch: TaskBatch, params: Params, first_order: bool):
         # also when ``batching`` was set after construction (or the layers' mode changed)
         refusal = self._vmap_refusal or vmap_refusal(self.net)
         if refusal:
             raise ValueError(refusal)
         net, lrs = split_lrs(self.model, params)
-        losses, outs = vmapped_query_losses(self.inner, net, batch, self.first_order, lrs)
+        losses, outs = vmapped_query_losses(self.inner, net, batch, first_order, lrs)
         metrics = mean_metrics([task_metrics(o, y, l)
                                 for o, y, l in zip(outs, batch.query_y, losses)])
         return losses.mean(), metrics
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean query loss over tasks after adaptation; differentiable wrt the model params."""
+        """Mean query loss over tasks after adaptation; differentiable wrt the model params.
+
+        The inner loop takes its gradients whatever the caller's grad mode; under
+        ``torch.no_grad()`` or ``torch.inference_mode()`` the loss is the same value,
+        without a graph (with either batching).
+        """
         with second_order_attention(self.first_order):
             return self._meta_loss(batch)
 
     def _meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = check_batch(batch, self.net, self.inner.loss)
         params = params_of(self.model)
+        if torch.is_grad_enabled():
+            return self._loss(batch, params, self.first_order)
+        with gradients_on():    # the value alone: first order computes the same, then no graph
+            loss, metrics = self._loss(autograd_batch(batch), params, first_order=True)
+        return loss.detach(), metrics
+
+    def _loss(self, batch: TaskBatch, params: Params, first_order: bool
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``meta_loss`` of a checked batch, as ``batching`` says (``threads``: the loop)."""
         if self.batching == "vmap":
-            return self._vmapped(batch, params)
+            return self._vmapped(batch, params, first_order)
         net, lrs = split_lrs(self.model, params)
-        adapt = sgd_inner_loop(self.inner, self.first_order, lrs)
+        adapt = sgd_inner_loop(self.inner, first_order, lrs)
         query_fwd = self._query_fwd or self.inner.fwd
         losses, metrics = [], []
         for i in range(batch.num_tasks):
@@ -309,16 +324,17 @@ class MAML(AdaptsBySGD):
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d theta_0 as name -> tensor (``maml_meta_gradient``, executed as
-        ``batching`` says); with the mean query metrics if asked."""
-        with second_order_attention(self.first_order):
+        ``batching`` says); with the mean query metrics if asked. The same gradients under
+        ``torch.no_grad()`` and ``torch.inference_mode()`` (``gradients_on``)."""
+        with second_order_attention(self.first_order), gradients_on():
             return self._meta_gradient(batch, with_metrics)
 
     def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
-        batch = check_batch(batch, self.net, self.inner.loss)
+        batch = autograd_batch(check_batch(batch, self.net, self.inner.loss))
         params = params_of(self.model)
         if self.batching == "vmap":
             names = list(params)
-            loss, metrics = self._vmapped(batch, params)
+            loss, metrics = self._vmapped(batch, params, self.first_order)
             g = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             total = grads_to_dict(names, g, params)
             return (total, metrics) if with_metrics else total

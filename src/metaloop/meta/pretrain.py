@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from metaloop.adapt.sgd import gradients_on
 from metaloop.func.params import params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
+    autograd_batch,
     check_batch,
     grads_to_dict,
     task_metrics,
@@ -56,8 +58,11 @@ class Pretrain(AdaptsBySGD):
         return loss, task_metrics(out, y, loss)
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
-        loss, metrics = self.meta_loss(batch)
-        params = params_of(self.model)
-        g = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        grads = grads_to_dict(list(params), g, params)
+        """d meta_loss / d parameter as name -> tensor (zeros where unused), the same under
+        ``torch.no_grad()`` and ``torch.inference_mode()``; with the metrics if asked."""
+        with gradients_on():
+            loss, metrics = self.meta_loss(autograd_batch(check_batch(batch)))
+            params = params_of(self.model)
+            g = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            grads = grads_to_dict(list(params), g, params)
         return (grads, metrics) if with_metrics else grads

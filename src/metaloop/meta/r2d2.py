@@ -88,7 +88,9 @@ def R2D2(model: nn.Module, lam: float = 1.0, scale: float = 10.0, learn_lam: boo
         ``backbone.*``, ``log_scale``, ``log_lam``) and whose ``inner`` is a ``RidgeSolver``.
 
     Raises:
-        ValueError: lam or scale not a finite number > 0, or a bad ``ways`` / ``batching``.
+        ValueError: lam or scale not a finite number > 0, ``learn_lam``, ``intercept`` or
+            ``transductive`` not True or False (a string such as "False" would read as
+            True; ``learn_lam`` may also be 0 or 1), or a bad ``ways`` / ``batching``.
     """
     check_positive("R2D2", "lam", lam)
     check_positive("R2D2", "scale", scale)

@@ -20,12 +20,19 @@ from typing import cast
 import torch
 from torch import nn
 
-from metaloop.adapt.sgd import SGDAdapter, sgd_step
+from metaloop.adapt.sgd import (
+    SGDAdapter,
+    autograd_usable,
+    detached_steps,
+    gradients_on,
+    sgd_step,
+)
 from metaloop.func.params import Params, detach, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
     ScoresEitherWay,
     accumulate,
+    autograd_batch,
     check_batch,
     check_inputs,
     check_params,
@@ -271,10 +278,11 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         g = None
         if self.inner_batch:                # the task stream's RNG: seeded, checkpointed
             g = torch.Generator().manual_seed(_task_seed())
-        with torch.enable_grad():
-            *_, last = self._path(start, sx, sy, self.inner.steps, self.inner_batch, g,
+        with gradients_on():
+            *_, last = self._path(start, autograd_usable(sx), autograd_usable(sy),
+                                  self.inner.steps, self.inner_batch, g,
                                   self._state(params, copy=False))
-        return detach(last)
+            return detach(last)
 
     def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
         """Yield one task's detached params after 0..steps steps of the inner rule on
@@ -290,12 +298,15 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
             yield p if self.transductive else {**p, **self.support_stats(p, support_x)}
 
     def _test_path(self, sx, sy, steps):
+        """The inner rule's steps with gradients whatever the caller's grad mode, taken
+        while each step runs (the caller's mode holds between the yields)."""
         g = torch.Generator().manual_seed(0)
-        with torch.enable_grad():
+        with gradients_on():
             start = detach(params_of(self.model), requires_grad=True)
             state = self._state(start, copy=True)
-            for p in self._path(start, sx, sy, steps, self.test_batch, g, state):
-                yield detach(p)
+            path = self._path(start, autograd_usable(sx), autograd_usable(sy), steps,
+                              self.test_batch, g, state)
+        yield from detached_steps(path)
 
     def support_stats(self, params: Params, support_x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-channel mean and (biased) variance ``[C]`` of each BatchNorm layer's input
@@ -314,7 +325,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         if not isinstance(params, Mapping):
             check_params("Reptile", self.model, params)     # raises, naming the type
         net, stats = split_stats(params)
-        check_params("Reptile", self.model, net)
+        check_params("Reptile", self.model, net, self._resizable())
         check_inputs("Reptile", self.model, x=x)
         if not stats:
             return self.inner.fwd(params, x)
@@ -322,8 +333,13 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
             return self.inner.fwd(_net(params), x)
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
-        """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere)."""
-        batch = check_batch(batch, self.model, self.inner.loss)
+        """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere); the
+        same under ``torch.no_grad()`` and ``torch.inference_mode()``."""
+        with gradients_on():
+            return self._meta_gradient(batch, with_metrics)
+
+    def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
+        batch = autograd_batch(check_batch(batch, self.model, self.inner.loss))
         params = params_of(self.model)
         if self.batching == "vmap":
             return self._vmapped(batch, params, with_metrics)

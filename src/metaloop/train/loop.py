@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from metaloop import runlock, runs_folder
 from metaloop.build import data_changes
-from metaloop.evaluate.heldout import evaluate
+from metaloop.evaluate.heldout import check_learner_family, evaluate
 from metaloop.meta._common import check_flag
 from metaloop.models.conv4 import BatchNorm
 from metaloop.tasks.batch import TaskBatch, _unchecked_batch, valid_by_construction
@@ -102,25 +102,6 @@ def _check_json(name: str, value) -> None:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name} must be JSON-serialisable (it is stored in every "
                          f"checkpoint's state.json): {e}") from e
-
-
-def check_learner_family(who: str, learner, family, needs: tuple[str, ...],
-                         family_name: str = "family") -> None:
-    """ValueError unless ``learner`` is a metaloop learner with the methods ``needs`` (and,
-    with ``"model"`` among them, a ``model`` that is an ``nn.Module``) and ``family`` a task
-    family with ``sample``: each named with its type, led by ``who`` (what refuses it), as
-    ``metaloop.evaluate`` words it. A bare ``nn.Module`` or None given for either otherwise
-    fails later, deep in torch's module code or at the first ``sample``."""
-    methods = [m for m in needs if m != "model"]
-    missing = [m for m in methods if not callable(getattr(learner, m, None))]
-    if "model" in needs and not isinstance(getattr(learner, "model", None), torch.nn.Module):
-        missing.append("model (an nn.Module)")
-    if missing:
-        raise ValueError(f"{who}: learner must be a metaloop learner (ml.meta.Learner), "
-                         f"but {type(learner).__name__} has no {' or '.join(missing)}")
-    if not callable(getattr(family, "sample", None)):
-        raise ValueError(f"{who}: {family_name} must be a task family with sample(n, "
-                         f"generator) (ml.tasks.TaskFamily), got {type(family).__name__}")
 
 
 def _check_learner(learner, family, val_family) -> None:
