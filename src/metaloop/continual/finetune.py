@@ -84,7 +84,9 @@ def select_trainable(params: Mapping[str, torch.Tensor], trainable: Trainable) -
             names them, and the heads); a predicate on names; or a list of names.
 
     Raises:
-        ValueError: an unknown keyword, unknown names, or a selection that matches nothing.
+        ValueError: an unknown keyword, unknown names, a selection that matches nothing, or
+            ``"lora"`` for params without LoRA adapters (it would train the heads alone, as
+            ``metaloop.adapt.lora_finetune`` refuses to).
     """
     keywords = {"all": lambda n: True, "head": lambda n: n.startswith(PREFIX),
                 "lora": lambda n: is_lora(n) or n.startswith(PREFIX)}
@@ -92,6 +94,12 @@ def select_trainable(params: Mapping[str, torch.Tensor], trainable: Trainable) -
         if trainable not in keywords:
             raise ValueError(f"unknown trainable {trainable!r}; use one of {sorted(keywords)}, "
                              f"a predicate on parameter names, or a list of names")
+        if trainable == "lora" and not any(is_lora(n) for n in params):
+            raise ValueError("trainable='lora' but the params have no LoRA parameters (names "
+                             "with lora_A / lora_B), so only the heads would train; add "
+                             "adapters first (body, params = metaloop.continual.with_lora("
+                             "model, params)), or pass trainable='head' to train the heads "
+                             "alone")
         trainable = keywords[trainable]
     chosen, _ = partition(params, trainable)
     return list(chosen)
@@ -266,7 +274,8 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
         new: the new ``Experience`` (``train``, ``val``, ``head``, ...).
         earlier: the experiences learned before, in order: the replay data and the kept
             heads.
-        replay_ratio: fraction of each batch drawn from the earlier data, in ``[0, 1)``.
+        replay_ratio: fraction of each batch drawn from the earlier data, a number (Python's
+            or NumPy's, not a tensor) in ``[0, 1)``.
         buffer_size: None to replay all the earlier data; else the size of a reservoir
             sample of it.
         keep_heads: True keeps every earlier head's loss with weight 1; a mapping
@@ -285,12 +294,14 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
         ``FinetuneResult(params, curve, steps, best_step)``.
 
     Raises:
-        ValueError: a replay ratio outside [0, 1); replay or kept heads with no earlier data;
-            a missing head or one whose output size does not match its experience; labels
-            that are not int64; inputs on another device or in another dtype than
-            ``params``, or non-finite training inputs; early stopping without validation
-            data; bad counts, temperature, learning rate or ``keep_heads``; a body
-            ``check_body`` refuses; a ``progress`` that is not callable.
+        ValueError: a replay ratio that is not a number in [0, 1); replay or kept heads
+            with no earlier data; a missing head or one whose output size does not match its
+            experience; labels that are not int64, or outside their experience's ``classes``
+            (which decide the outputs a kept head distils); ``trainable="lora"`` without
+            LoRA adapters; inputs on another device or in another dtype than ``params``, or
+            non-finite training inputs; early stopping without validation data; bad counts,
+            temperature, learning rate or ``keep_heads``; a body ``check_body`` refuses; a
+            ``progress`` that is not callable.
     """
     check_body(model)
     check_progress("finetune_experience", progress)

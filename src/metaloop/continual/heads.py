@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -234,13 +235,16 @@ def check_data(params: Mapping[str, torch.Tensor], experiences: Sequence) -> Non
 
 def check_heads(params: Mapping[str, torch.Tensor], experiences: Sequence, feature_dim: int,
                 role: str = "head") -> None:
-    """Check that each experience's head exists with shape ``[num_outputs, feature_dim]``
-    and that its labels fit the head.
+    """Check that each experience's head exists with shape ``[num_outputs, feature_dim]``,
+    that its labels fit the head, and that they are among its ``classes`` (which decide the
+    outputs a kept head distils, so a label outside them would train an output that no
+    distillation protects).
 
     Raises:
         ValueError: naming the head, its shape and the experience, for a missing head, a
-            wrong output or input size, labels that are not int64 ``[N]``, or a label
-            outside the head's outputs.
+            wrong output or input size, labels that are not int64 ``[N]``, a label outside
+            the head's outputs, ``classes`` that are not int outputs of the head, or labels
+            outside ``classes`` (naming them).
     """
     heads = sorted({k[len(PREFIX):].rsplit(".", 1)[0] for k in params if k.startswith(PREFIX)})
     for e in experiences:
@@ -262,3 +266,33 @@ def check_heads(params: Mapping[str, torch.Tensor], experiences: Sequence, featu
                 raise ValueError(f"experience {e.name!r} has {split} labels in "
                                  f"{int(y.min())}..{int(y.max())}, outside the {e.num_outputs} "
                                  f"outputs of {role} {e.head!r}")
+        _check_classes(e, role)
+
+
+def _check_classes(e, role: str) -> None:
+    """``e.classes`` int outputs of its head, and every label of ``e`` among them (an
+    experience without ``classes`` is not checked)."""
+    classes = getattr(e, "classes", None)
+    if classes is None:
+        return
+    try:
+        values = None if isinstance(classes, str | bytes) else tuple(classes)
+    except TypeError:
+        values = None
+    bad = [c for c in values or () if isinstance(c, bool)
+           or not isinstance(c, numbers.Integral) or not 0 <= int(c) < e.num_outputs]
+    if values is None or bad:
+        raise ValueError(f"experience {e.name!r} has classes {classes!r}: they must be a "
+                         f"sequence of int outputs of {role} {e.head!r}, in "
+                         f"0..{e.num_outputs - 1}" + (f" ({bad[:5]} are not)" if bad else ""))
+    values = tuple(int(c) for c in values)
+    for split, (_, y) in (("train", e.train), ("val", e.val), ("test", e.test)):
+        allowed = torch.tensor(values, dtype=torch.int64, device=y.device)
+        outside = y[~torch.isin(y, allowed)]
+        if outside.numel():
+            labels = outside.unique().tolist()
+            raise ValueError(f"experience {e.name!r} has {split} labels {labels[:10]}"
+                             f"{' ...' if len(labels) > 10 else ''} outside its classes "
+                             f"{values}: the classes decide which outputs of head "
+                             f"{e.head!r} are distilled when it is kept; add those labels to "
+                             f"the classes or drop their examples")

@@ -21,6 +21,7 @@ training time, columns: the experience tested), for ``T`` experiences:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import cast
 
@@ -38,19 +39,33 @@ def accuracy_matrix(rows: Sequence[Mapping[str, float] | Sequence[float]],
 
     Raises:
         ValueError: rows that are not a list/tuple (or a ``[T, T]`` tensor or array, taken
-            row by row), ragged or non-square rows, missing or repeated names, or values
-            outside [0, 1].
+            row by row), ragged or non-square rows, missing or repeated names, a mapping row
+            with a name not in ``names``, a value that is not a real number (a string, a
+            bool, a complex number: what ``check_matrix`` refuses in a tensor; the message
+            names its row and column), or values outside [0, 1].
     """
     if torch.is_tensor(rows) or (hasattr(rows, "__array__") and hasattr(rows, "shape")):
-        t = torch.as_tensor(rows)
+        try:
+            t = torch.as_tensor(rows)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"accuracy_matrix cannot read an array of dtype "
+                             f"{getattr(rows, 'dtype', '?')} as accuracies: {e}") from e
         if t.dim() != 2:
             raise ValueError(f"accuracy_matrix rows given as a tensor or array must be 2-d "
                              f"[T, T], got shape {list(t.shape)}")
+        if t.dtype == torch.bool or t.is_complex():
+            check_matrix(t)                             # refuses the dtype, naming it
         rows = t.tolist()
     elif isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
         raise ValueError(f"accuracy_matrix needs rows as a list of T rows (each a sequence of "
                          f"T numbers or a mapping name -> accuracy), got "
                          f"{type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes)) or not (isinstance(row, (Sequence, Mapping))
+                                                 or torch.is_tensor(row)
+                                                 or hasattr(row, "__array__")):
+            raise ValueError(f"accuracy row {i} is {row!r} ({type(row).__name__}); each row is "
+                             f"a sequence of T numbers or a mapping name -> accuracy")
     if names is not None:
         names = list(names)
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -61,15 +76,42 @@ def accuracy_matrix(rows: Sequence[Mapping[str, float] | Sequence[float]],
                    if not isinstance(r, Mapping) or n not in r]
         if missing:
             raise ValueError(f"accuracy rows lack (row, experience) {missing[:5]}")
-        rows = [[cast(Mapping[str, float], r)[n] for n in names] for r in rows]  # all mappings
+        known = set(names)
+        extra = [(i, k) for i, r in enumerate(rows) for k in cast(Mapping, r) if k not in known]
+        if extra:
+            raise ValueError(f"accuracy rows have (row, experience) {extra[:5]}, not in names "
+                             f"{names}: name every experience of the matrix, once")
+        values = [[_accuracy(i, n, cast(Mapping[str, float], r)[n]) for n in names]
+                  for i, r in enumerate(rows)]                           # all mappings
     elif any(isinstance(r, Mapping) for r in rows):
         raise ValueError("accuracy_matrix needs names= to order mapping rows")
-    lengths = {len(r) for r in rows}
-    if not rows or lengths != {len(rows)}:
-        raise ValueError(f"accuracy_matrix needs T rows of T values, got {len(rows)} rows of "
+    else:
+        values = [[_accuracy(i, j, v) for j, v in enumerate(row)] for i, row in enumerate(rows)]
+    lengths = {len(r) for r in values}
+    if not values or lengths != {len(values)}:
+        raise ValueError(f"accuracy_matrix needs T rows of T values, got {len(values)} rows of "
                          f"lengths {sorted(lengths)}")
-    r = torch.tensor([list(map(float, row)) for row in rows], dtype=torch.float64)  # [T, T]
+    r = torch.tensor(values, dtype=torch.float64)                       # [T, T]
     return check_matrix(r)
+
+
+def _accuracy(row: int, column: int | str, value) -> float:
+    """One accuracy as a float: a real number (Python's or NumPy's, or a 0-d real tensor or
+    array), not a bool, a string or a complex number, which a tensor of accuracies cannot
+    hold either (``check_matrix``)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if (torch.is_tensor(value) or hasattr(value, "__array__")) and \
+            not isinstance(value, str) and getattr(value, "shape", None) == ():
+        try:
+            t = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):      # a 0-d array of strings
+            t = None
+        if t is not None and t.dtype != torch.bool and not t.is_complex():
+            return float(t)
+    raise ValueError(f"accuracy row {row}, column {column!r} is {value!r} "
+                     f"({type(value).__name__}): accuracies must be real numbers in [0, 1], "
+                     f"not strings, bools or complex numbers")
 
 
 def check_matrix(r: torch.Tensor) -> torch.Tensor:
@@ -90,9 +132,11 @@ def check_matrix(r: torch.Tensor) -> torch.Tensor:
                          f"got dtype {r.dtype}")
     if not r.is_floating_point():
         r = r.to(torch.float64)
-    if not bool(((r >= 0) & (r <= 1)).all()):
+    inside = (r >= 0) & (r <= 1)                                         # [T, T]
+    if not bool(inside.all()):
+        i, j = (int(v) for v in (~inside).nonzero()[0])
         raise ValueError(f"accuracies must be in [0, 1] (not percentages, not NaN), got "
-                         f"{r.tolist()}")
+                         f"{r.tolist()}: row {i}, column {j} is {float(r[i, j])}")
     return r
 
 

@@ -48,8 +48,13 @@ class Batch(NamedTuple):
 
 
 def check_replay_ratio(replay_ratio: float) -> float:
-    """Return ``replay_ratio`` as a float, or raise ValueError if it is not in ``[0, 1)``."""
-    if isinstance(replay_ratio, bool) or not isinstance(replay_ratio, int | float) or \
+    """Return ``replay_ratio`` as a float, or raise ValueError if it is not a number (a
+    Python or NumPy real, as the API's other numbers; not a bool, not a tensor) in ``[0, 1)``.
+    """
+    if torch.is_tensor(replay_ratio):
+        raise ValueError(f"replay_ratio must be a number (a Python or NumPy float) in "
+                         f"[0, 1), got a tensor {replay_ratio!r}; pass float(replay_ratio)")
+    if isinstance(replay_ratio, bool) or not isinstance(replay_ratio, numbers.Real) or \
             not 0.0 <= float(replay_ratio) < 1.0:
         raise ValueError(f"replay_ratio must be in [0, 1) (the fraction of each batch drawn "
                          f"from earlier data), got {replay_ratio!r}")
@@ -93,6 +98,14 @@ def _check_pair(what: str, x: torch.Tensor, y: torch.Tensor) -> None:
                          f"must be [N, *shape] and [N], one label per input")
 
 
+def _check_labels(what: str, y: torch.Tensor) -> None:
+    """int64 class indices: the buffer's labels are replayed to cross-entropy as they are,
+    and ``torch.cat`` would silently promote int32 to int64 or the whole buffer to float."""
+    if y.dtype != torch.int64:
+        raise ValueError(f"{what} has labels of dtype {y.dtype}; replay needs int64 class "
+                         f"indices [N] (y.long() for whole-number labels)")
+
+
 def _check_like_buffer(what: str, buffer: ReplayBuffer, x: torch.Tensor,
                        y: torch.Tensor) -> None:
     """Inputs ``x [N, *shape]`` and labels ``y [N]`` of the buffer's per-example shape and
@@ -121,12 +134,13 @@ def full_buffer(earlier: Sequence) -> ReplayBuffer:
 
     Raises:
         ValueError: if there are no earlier examples, an experience whose inputs and labels
-            differ in length, or experiences whose inputs differ in per-example shape or
-            dtype.
+            differ in length, labels that are not int64 (naming the experience), or
+            experiences whose inputs differ in per-example shape or dtype.
     """
     for i, e in enumerate(earlier):
         what = f"earlier experience {i} ({getattr(e, 'name', '?')!r})"
         _check_pair(what, *e.train)
+        _check_labels(what, e.train[1])
         x0 = earlier[0].train[0]
         if e.train[0].shape[1:] != x0.shape[1:] or e.train[0].dtype != x0.dtype:
             raise ValueError(f"{what} has training inputs {list(e.train[0].shape)} of dtype "
@@ -161,8 +175,8 @@ def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, sou
 
     Raises:
         ValueError: a ``size`` that is not a positive int or is smaller than the buffer,
-            ``x`` and ``y`` of different lengths, or of another per-example shape or dtype
-            than the buffer's.
+            ``x`` and ``y`` of different lengths, labels that are not int64, or inputs of
+            another per-example shape or dtype than the buffer's.
     """
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ValueError(f"buffer_size must be a positive int or None, got {size!r}")
@@ -171,6 +185,7 @@ def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, sou
                          f"size={size}; a reservoir keeps one size: pass the size it was "
                          f"filled with (a smaller one would keep every example it holds)")
     _check_pair("the stream offered to the reservoir", x, y)
+    _check_labels("the stream offered to the reservoir", y)
     _check_like_buffer("the stream offered to the reservoir", buffer, x, y)
     n, seen = y.numel(), buffer.seen
     fill = max(0, min(size - buffer.y.numel(), n))

@@ -280,12 +280,14 @@ class TextEncoder(nn.Module):
         """Mean-pooled (and normalised) features ``[N, feature_dim]`` of ids ``[N, L]``.
 
         Raises:
-            ValueError: ids that are not ``[N, L]``, or more tokens (with the soft prompt's)
-                than ``max_positions()``.
+            ValueError: ids that are not ``[N, L]``, an id that is not a whole number in
+                ``[0, vocab_size())`` (naming it, its position and the vocabulary size), or
+                more tokens (with the soft prompt's) than ``max_positions()``.
         """
         if x.dim() != 2:
             raise ValueError(f"TextEncoder expects token ids [N, L], got {list(x.shape)}")
         ids = x.long()
+        self._check_ids(x, ids)
         real = ids != self.pad_id                                        # [N, L]
         cols = real.any(0).nonzero()
         length = int(cols.max()) + 1 if cols.numel() else 1
@@ -302,6 +304,36 @@ class TextEncoder(nn.Module):
         m = real.unsqueeze(-1).to(h.dtype)                               # [N, L, 1]
         f = (h * m).sum(1) / m.sum(1).clamp_min(1.0)                     # [N, H]
         return F.normalize(f, dim=-1) if self.normalize else f
+
+    def vocab_size(self) -> int | None:
+        """How many token embeddings the encoder has (None: not known), so ids run from 0 to
+        ``vocab_size() - 1``."""
+        embeddings = getattr(self.encoder, "get_input_embeddings", None)
+        rows = getattr(embeddings() if callable(embeddings) else None, "num_embeddings", None)
+        return rows if isinstance(rows, int) else None
+
+    def _check_ids(self, x: torch.Tensor, ids: torch.Tensor) -> None:
+        """Refuse ids ``x [N, L]`` (``ids``: them as int64) that are not whole numbers in
+        ``[0, vocab_size())``: the embedding would raise an IndexError naming neither, and
+        ``long()`` would silently truncate 7.5 to 7. One reduction; the search for the
+        position runs only when an id is bad."""
+        vocab = self.vocab_size()
+        top = vocab - 1 if vocab is not None else None
+        ok = ids.clamp(0, top) == x              # [N, L]: whole (NaN too is bad) and in range
+        if bool(ok.all()):
+            return
+        where = (~ok).nonzero()
+        i, j = (int(v) for v in where[0])
+        value = float(x[i, j])
+        shown = int(value) if value.is_integer() else value
+        what = "is not a whole number" if not value.is_integer() else (
+            "is negative" if value < 0 else "is not in the vocabulary")
+        more = f" ({len(where) - 1} more bad ids)" if len(where) > 1 else ""
+        size = f"the encoder's {vocab:,} tokens, ids 0..{vocab - 1}" if vocab is not None \
+            else "the encoder's vocabulary"
+        raise ValueError(f"TextEncoder token id {shown} at position [{i}, {j}] {what}: token "
+                         f"ids must be whole numbers naming one of {size}{more}; give the ids "
+                         f"of this encoder's tokenizer (TextEncoder.tokenize)")
 
     def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
         """``[N, L] -> [N, out_dim]``, or the features ``[N, feature_dim]`` if not head."""
