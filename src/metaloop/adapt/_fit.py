@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from metaloop._random import draw_device
+from metaloop.adapt.sgd import autograd_usable, gradients_on
 from metaloop.func.losses import cross_entropy
-from metaloop.func.params import Params, Selector, detach, forward, partition
+from metaloop.func.params import Params, Selector, detach, eval_mode, forward, partition
+from metaloop.tasks.omniglot import check_generator
 
 
 @dataclass(frozen=True)
@@ -35,13 +39,17 @@ class Adapted:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N, C]`` for inputs ``[N, ...]``.
+        """Logits ``[N, C]`` for inputs ``[N, ...]``, computed in eval mode (``eval_mode``:
+        no dropout, torch BatchNorm normalising with its running statistics and leaving
+        them as they are), whatever the model's own mode, which is then restored: the
+        same ``x`` always gives the same logits.
 
         Raises:
             ValueError: ``x`` on another device, or in another float dtype, than the params.
         """
         check_model_inputs("Adapted", self.model, x=x)
-        return forward(self.model, self.params, x)
+        with eval_mode(self.model):
+            return forward(self.model, self.params, x)
 
 
 def numel(params: Mapping[str, torch.Tensor], names=None) -> int:
@@ -112,6 +120,52 @@ def check_lr(fn: str, **values) -> None:
             raise ValueError(f"{fn}: {name} must be a positive number (and finite), got {v!r}")
 
 
+def check_generator_arg(fn: str, generator: object) -> None:
+    """``generator`` must be a ``torch.Generator`` or None (``check_generator``).
+
+    Raises:
+        TypeError: naming ``fn`` and ``generator``, and what was given.
+    """
+    check_generator(f"{fn}:", generator)
+
+
+def adapter_dropouts(model: nn.Module) -> list[nn.Module]:
+    """The dropout layers of LoRA adapters (peft's ``lora_dropout``) that drop something
+    (p > 0): the only modules that ``fit`` runs in train mode."""
+    return [m for n, m in model.named_modules()
+            if ".lora_dropout." in f".{n}." and isinstance(m, nn.Dropout) and m.p > 0]
+
+
+@contextmanager
+def fitting_mode(model: nn.Module, generator: torch.Generator | None = None
+                 ) -> Iterator[None]:
+    """While active, ``model`` is in eval mode (``eval_mode``: no dropout, torch BatchNorm
+    normalising with its running statistics and never updating them) except its LoRA
+    adapters' dropout (``adapter_dropouts``), which then drops; afterwards every module is
+    back in its own mode. Where adapter dropout acts and ``generator`` is given, its masks
+    come from torch's generators of the CPU and of the model's CUDA device seeded by one
+    draw from ``generator`` (the caller's global random state is restored afterwards), so
+    the same seed gives the same result; with None they come from torch's global random
+    state."""
+    drops = adapter_dropouts(model)
+    with eval_mode(model):
+        for m in drops:
+            m.train()
+        if not drops or generator is None:
+            yield
+            return
+        seed = int(torch.randint(2 ** 62, (), generator=generator,
+                                 device=draw_device(generator)))
+        cuda = sorted({p.device.index if p.device.index is not None
+                       else torch.cuda.current_device()
+                       for p in model.parameters() if p.device.type == "cuda"})
+        with torch.random.fork_rng(devices=cuda):
+            torch.default_generator.manual_seed(seed)
+            for d in cuda:
+                torch.cuda.default_generators[d].manual_seed(seed)
+            yield
+
+
 def fit_path(fwd: Callable[[Params, torch.Tensor], torch.Tensor],
              params: Mapping[str, torch.Tensor], groups: Sequence[tuple[float, Sequence[str]]],
              x: torch.Tensor, y: torch.Tensor, steps: int, optimizer: str = "adam",
@@ -120,7 +174,10 @@ def fit_path(fwd: Callable[[Params, torch.Tensor], torch.Tensor],
 
     A pure function: the caller's tensors are neither mutated nor part of the graph. Only
     the names in ``groups`` change; the rest are detached and fixed. Each yielded dict holds
-    its own copies of the trained tensors, which later steps leave as they are.
+    its own copies of the trained tensors, which later steps leave as they are. The steps
+    take their gradients whatever the caller's grad mode (``torch.no_grad()``,
+    ``torch.inference_mode()``: ``gradients_on``), and the yielded tensors are ordinary
+    ones (not inference tensors).
 
     Args:
         fwd: ``fwd(params, x) -> logits``.
@@ -132,18 +189,23 @@ def fit_path(fwd: Callable[[Params, torch.Tensor], torch.Tensor],
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     groups = [(lr, list(ns)) for lr, ns in groups if len(ns)]
     names = [n for _, ns in groups for n in ns]
-    train = {n: params[n].detach().clone().requires_grad_() for n in names}
-    rest = detach({k: v for k, v in params.items() if k not in train})
-    opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
-    opt = opt_cls([{"params": [train[n] for n in ns], "lr": lr} for lr, ns in groups])
-    yield {**rest, **_snapshot(train)}
+    with gradients_on():
+        train = {n: params[n].detach().clone().requires_grad_() for n in names}
+        rest = {k: autograd_usable(v) for k, v in
+                detach({k: v for k, v in params.items() if k not in train}).items()}
+        x, y = autograd_usable(x), autograd_usable(y)
+        opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        opt = opt_cls([{"params": [train[n] for n in ns], "lr": lr} for lr, ns in groups])
+        first = {**rest, **_snapshot(train)}
+    yield first
     for _ in range(steps):
-        with torch.enable_grad():
+        with gradients_on():
             loss = loss_fn(fwd({**rest, **train}, x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-        opt.step()
-        yield {**rest, **_snapshot(train)}
+            opt.step()
+            out = {**rest, **_snapshot(train)}
+        yield out
 
 
 def _snapshot(train: Mapping[str, torch.Tensor]) -> Params:
@@ -153,9 +215,14 @@ def _snapshot(train: Mapping[str, torch.Tensor]) -> Params:
 
 def fit(model: nn.Module, params: Mapping[str, torch.Tensor],
         groups: Sequence[tuple[float, Sequence[str]]],
-        x: torch.Tensor, y: torch.Tensor, steps: int, **kw) -> Params:
-    """The last params of ``fit_path`` with ``fwd = forward(model, ...)``, detached."""
-    *_, last = fit_path(lambda p, v: forward(model, p, v), params, groups, x, y, steps, **kw)
+        x: torch.Tensor, y: torch.Tensor, steps: int,
+        generator: torch.Generator | None = None, **kw) -> Params:
+    """The last params of ``fit_path`` with ``fwd = forward(model, ...)``, detached, the
+    model in ``fitting_mode`` (eval mode but for LoRA dropout, whose masks ``generator``
+    seeds) while it runs."""
+    with fitting_mode(model, generator):
+        *_, last = fit_path(lambda p, v: forward(model, p, v), params, groups, x, y, steps,
+                            **kw)
     return last
 
 

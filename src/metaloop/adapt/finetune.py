@@ -10,8 +10,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from metaloop.adapt._fit import Adapted, check_lr, check_steps, check_support, fit, numel, select
-from metaloop.adapt.heads import init_head, new_head_names, warm_head
+from metaloop.adapt._fit import (
+    Adapted,
+    adapter_dropouts,
+    check_generator_arg,
+    check_lr,
+    check_steps,
+    check_support,
+    fit,
+    numel,
+    select,
+)
+from metaloop.adapt.heads import HEAD_INITS, init_head, new_head_names, warm_head
 from metaloop.func.params import Selector, detach, params_of
 
 
@@ -29,18 +39,26 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
     bit-identical in this phase); (2) ``steps`` optimiser steps on the head (rate
     ``head_lr``) and the ``adapt`` parameters (rate ``lr``) together. Nothing is mutated.
 
+    Both phases run the model in eval mode (no dropout, torch BatchNorm normalising with
+    its running statistics and never updating them), whatever its own mode, which is then
+    restored: the model's tensors and buffers never change, and a call is reproducible.
+    The one exception is the dropout of LoRA adapters (``add_lora(dropout=p)``), which
+    drops while phase 2 trains; its masks come from ``generator`` where one is given.
+
     Args:
         model: the pretrained network (``forward(x, head=False)`` for warm-up).
         support_x: ``[S, ...]``; support_y: int64 ``[S]``.
         steps: optimiser steps of phase 2. lr: rate of the adapted body parameters.
         head_lr: rate of the head (a new head needs a larger rate than the pretrained body).
-        head_init: ``"zero"`` or ``"random"`` (ignored with ``warmup``).
-        warmup: None, or the head solver of LP-FT's first phase; ``warmup_kw`` its options.
+        head_init: ``"zero"`` or ``"random"`` (with ``warmup``, leave it at ``"zero"``).
+        warmup: None, or the head solver of LP-FT's first phase; ``warmup_kw`` its options
+            (only with ``warmup``).
         adapt: predicate or names of the body parameters to train (default all: full
             fine-tuning); the head is always trained.
         optimizer: ``"adam"`` or ``"sgd"``. head: head names (default the ``head``
             ``nn.Linear``, else the last).
-        generator: random source of a random head.
+        generator: random source of a random head and of the masks of LoRA dropout; only
+            where one of them is drawn (refused otherwise).
 
     Returns:
         ``Adapted``; ``trainable`` counts the head and the adapted parameters.
@@ -48,11 +66,17 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
     Raises:
         ValueError: an empty support set, bad steps or rates (zero, negative, inf), inputs
             with NaN or inf, or on another device / in another dtype than ``model``,
-            ``adapt`` matching nothing, or a head tied to another layer (``new_head_names``).
+            ``adapt`` matching nothing, or a head tied to another layer (``new_head_names``);
+            an option that would change nothing: ``warmup_kw`` without ``warmup``,
+            ``head_init="random"`` with ``warmup``, a ``generator`` where nothing random is
+            drawn (a zero or warmed-up head, and no LoRA dropout).
+        TypeError: a ``generator`` that is not a ``torch.Generator`` or None.
     """
     n_classes = check_support("finetune", support_x, support_y, model)
     check_steps("finetune", steps=steps)
     check_lr("finetune", lr=lr, head_lr=head_lr)
+    check_generator_arg("finetune", generator)
+    _check_unused_options(model, head_init, warmup, warmup_kw, generator, steps)
     names = new_head_names(model, head)
     params = detach(params_of(model))
     if warmup is not None:
@@ -62,9 +86,30 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
         params = init_head(params, names, n_classes, head_init, generator)
     body = [n for n in select(params, adapt) if n not in names]
     params = fit(model, params, [(lr, body), (head_lr, list(names))], support_x, support_y,
-                 steps, optimizer=optimizer)
+                 steps, generator=generator, optimizer=optimizer)
     info = {"head_init": "warmup:" + warmup if warmup else head_init, "steps": steps}
     return Adapted(model, params, numel(params, [*body, *names]), (*body, *names), info)
+
+
+def _check_unused_options(model: nn.Module, head_init: object, warmup: object,
+                          warmup_kw: object, generator: object, steps: int) -> None:
+    """An option that changes nothing is an error (as ``fit_head``'s): the caller expects
+    it to change the result, and it would not."""
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"finetune: head init must be one of {HEAD_INITS}, got {head_init!r}")
+    if warmup is None and warmup_kw:
+        raise ValueError(f"finetune: warmup_kw={warmup_kw!r} is given without warmup, which "
+                         f"would ignore it; give warmup= (its solver) too, or leave warmup_kw "
+                         f"out")
+    if warmup is not None and head_init != "zero":
+        raise ValueError(f"finetune: head_init={head_init!r} is given with warmup={warmup!r}, "
+                         f"whose head is fitted on the features instead; leave head_init out")
+    if generator is not None and (warmup is not None or head_init == "zero") \
+            and not (steps > 0 and adapter_dropouts(model)):
+        head = f"warmup={warmup!r}" if warmup is not None else "head_init='zero'"
+        raise ValueError(f"finetune: generator is given, but nothing random is drawn ({head} "
+                         f"is not random, and the model has no LoRA dropout that trains); "
+                         f"leave generator out, or give head_init='random'")
 
 
 lpft = functools.partial(finetune, warmup="logistic")

@@ -16,10 +16,10 @@ from torch import nn
 
 from metaloop._random import draw_device
 from metaloop.adapt._checks import check_lam
-from metaloop.adapt._fit import check_lr, check_support, fit_path
+from metaloop.adapt._fit import check_generator_arg, check_lr, check_support, fit_path
 from metaloop.adapt.newton_head import newton_head
 from metaloop.adapt.ridge_head import ridge_head
-from metaloop.func.params import Params, forward, last_linear_names, tied_names
+from metaloop.func.params import Params, eval_mode, forward, last_linear_names, tied_names
 
 HEAD_INITS = ("zero", "random")
 SOLVERS = ("logistic", "ridge", "sgd")
@@ -30,8 +30,13 @@ def head_names(model: nn.Module, head: Sequence[str] | None = None) -> tuple[str
     else the last one).
 
     Raises:
-        ValueError: if the head is not one 2-D weight and one 1-D bias of the model.
+        ValueError: a single string for ``head`` (not a pair of names), or a head that is
+            not one 2-D weight and one 1-D bias of the model.
     """
+    if isinstance(head, str):
+        raise ValueError(f"head must be the (weight name, bias name) pair of the head, got "
+                         f"the single string {head!r} (write [{head + '.weight'!r}, "
+                         f"{head + '.bias'!r}])")
     names = list(head) if head is not None else last_linear_names(model)
     params = dict(model.named_parameters())
     if len(names) != 2 or any(n not in params for n in names):
@@ -82,7 +87,9 @@ def init_head(params: Mapping[str, torch.Tensor], head: tuple[str, str], n_class
     Raises:
         ValueError: an unknown ``init``; ``n_classes`` not an int >= 1; ``head`` not two
             names of ``params``, or its weight not 2-D.
+        TypeError: a ``generator`` that is not a ``torch.Generator`` or None.
     """
+    check_generator_arg("init_head", generator)
     if init not in HEAD_INITS:
         raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
     if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 1:
@@ -134,8 +141,11 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
     An option the chosen solver does not use must be left at its default (``lam=1.0``,
     ``steps=None``, ``lr=0.1``): any other value is refused rather than ignored.
 
+    Features of a 16-bit float dtype (float16, bfloat16) are solved in float32, and the
+    head returned in their dtype.
+
     Returns:
-        ``(weight [C, D], bias [C])``.
+        ``(weight [C, D], bias [C])``, in the dtype of ``features``.
 
     Raises:
         ValueError: an unknown solver; features that are not a finite float ``[N, D]``;
@@ -160,6 +170,9 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
                          f"got {steps!r}")
     _check_head_labels(features, labels, n_classes)
     features = features.detach()
+    if features.dtype not in (torch.float32, torch.float64):
+        weight, bias = fit_head(features.float(), labels, n_classes, solver, lam, steps, lr)
+        return weight.to(features.dtype), bias.to(features.dtype)
     if solver == "ridge":
         y = F.one_hot(labels, n_classes).to(features.dtype)                    # [N, C]
         W, b = ridge_head(features[None], y[None], lam, intercept=True)        # [1, D, C], [1, C]
@@ -268,7 +281,10 @@ def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: t
               support_y: torch.Tensor, head: Sequence[str] | None = None,
               solver: str = "logistic", **solver_kw) -> Params:
     """params with the head fitted on the frozen features of the support set (LP-FT's first
-    phase). Every other tensor is passed through as is: the body stays bit-identical.
+    phase). Every other tensor is passed through as is: the body stays bit-identical. The
+    features are computed without gradients in eval mode (``eval_mode``: no dropout, torch
+    BatchNorm normalising with its running statistics and never updating them), whatever
+    the model's own mode, which is then restored.
 
     Args:
         model: with ``forward(x, head=False)`` giving features ``[S, D]``.
@@ -282,7 +298,7 @@ def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: t
     """
     n_classes = check_support("warm_head", support_x, support_y, model)
     w, b = new_head_names(model, head)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         feats = forward(model, params, support_x, head=False)                  # [S, D]
     weight, bias = fit_head(feats, support_y, n_classes, solver, **solver_kw)
     return {**params, w: weight, b: bias}

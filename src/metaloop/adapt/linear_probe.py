@@ -17,9 +17,12 @@ def linear_probe(model: nn.Module, support_x: torch.Tensor, support_y: torch.Ten
                  **solver_kw) -> Adapted:
     """Fit a new linear head on frozen features; the backbone is untouched.
 
-    The support features are computed once, without gradients; the head is then solved in
+    The support features are computed once, without gradients, in eval mode (no dropout,
+    torch BatchNorm normalising with its running statistics and never updating them),
+    whatever the model's own mode, which is then restored; the head is then solved in
     closed form (``"ridge"``), by Newton steps (``"logistic"``) or by Adam (``"sgd"``), see
-    ``metaloop.adapt.heads.fit_head``.
+    ``metaloop.adapt.heads.fit_head``. A float16 / bfloat16 model's head is solved in
+    float32 and returned in the model's dtype.
 
     Args:
         model: a network with ``forward(x, head=False)`` (Conv4, MLP, TextEncoder).

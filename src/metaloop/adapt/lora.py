@@ -82,7 +82,11 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
         r: adapter rank. alpha: LoRA scale numerator (the update is ``alpha / r * B A``).
         target_modules: module names or name suffixes (``["query", "value"]``, ``["conv"]``);
             default: every Linear and Conv layer except the head.
-        dropout: LoRA dropout (0 keeps forward deterministic).
+        dropout: LoRA dropout: the probability of dropping each input of the adapters
+            while ``lora_finetune`` (``finetune``) trains them; those dropout layers are
+            then the only modules in train mode, and their masks come from ``finetune``'s
+            ``generator`` where one is given (else torch's global random state). Predicting
+            with the adapted model (``Adapted``, ``merge_lora``) never drops.
         head: head parameter names, never given adapters (default the ``head``
             ``nn.Linear``, else the last one).
 
@@ -135,7 +139,8 @@ def lora_finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Te
 
     Args:
         model: a model from ``add_lora`` (or one meta-learned over LoRA).
-        Others: as ``finetune`` (``head_init``, ``warmup``, ``optimizer``...).
+        Others: as ``finetune`` (``head_init``, ``warmup``, ``optimizer``, ``generator``:
+            also the source of LoRA dropout's masks...).
 
     Raises:
         ValueError: if the model has no LoRA parameters, or as ``finetune``.

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from metaloop.adapt.heads import fit_head
+from metaloop.func.params import eval_mode
 
 __all__ = ["Probe", "fit_probe"]
 
@@ -25,7 +26,8 @@ class Probe:
     """A fitted probe: ``probe(x) = feature_fn(x) @ weight.T + bias``, logits ``[N, C]``.
 
     Attributes:
-        feature_fn: the frozen feature extractor (called under ``no_grad``).
+        feature_fn: the frozen feature extractor (called under ``no_grad``; an
+            ``nn.Module`` in eval mode, as in ``fit_probe``).
         weight: ``[C, D]``. bias: ``[C]``.
     """
 
@@ -35,7 +37,8 @@ class Probe:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.feature_fn(x), self.weight, self.bias)     # [N, C]
+        with eval_mode(self.feature_fn):
+            return F.linear(self.feature_fn(x), self.weight, self.bias)  # [N, C]
 
 
 def fit_probe(feature_fn: Callable[[torch.Tensor], torch.Tensor], support_x: torch.Tensor,
@@ -44,8 +47,12 @@ def fit_probe(feature_fn: Callable[[torch.Tensor], torch.Tensor], support_x: tor
     """Fit a linear classifier on frozen features: ``fit_probe(f, x, y, C)(x_new)`` -> logits.
 
     Args:
-        feature_fn: ``[N, ...] -> [N, D]``; never differentiated, never modified. (A network
-            with batch-statistics BatchNorm, such as Conv4, normalises each call's batch.)
+        feature_fn: ``[N, ...] -> [N, D]``; never differentiated, never modified. An
+            ``nn.Module`` is called in eval mode (no dropout, torch BatchNorm normalising
+            with its running statistics and never updating them), its own mode restored
+            afterwards; a plain callable is called as it is (put a module it wraps in eval
+            mode yourself). (A network with batch-statistics BatchNorm, such as Conv4,
+            normalises each call's batch.)
         support_x: ``[S, ...]``. support_y: int64 ``[S]`` in ``[0, n_classes)``.
         n_classes: C.
         solver: ``"logistic"`` (Newton steps), ``"ridge"`` (closed form) or ``"sgd"``.
@@ -54,14 +61,15 @@ def fit_probe(feature_fn: Callable[[torch.Tensor], torch.Tensor], support_x: tor
             does not use is refused).
 
     Returns:
-        a :class:`Probe`.
+        a :class:`Probe` (float16 / bfloat16 features: the head is solved in float32 and
+        kept in their dtype).
 
     Raises:
         ValueError: from ``fit_head`` and the solvers: bad shapes, ``lam <= 0``, ``steps``
             < 1, an option the solver does not use, labels out of range, a class without a
             support example (logistic).
     """
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(feature_fn):
         features = feature_fn(support_x)                                 # [S, D]
     weight, bias = fit_head(features, support_y, n_classes, solver, lam, **solver_kw)
     return Probe(feature_fn, weight.detach(), bias.detach())

@@ -26,7 +26,7 @@ from torch import nn
 
 from metaloop.adapt._fit import Adapted, check_support
 from metaloop.adapt.heads import new_head_names
-from metaloop.func.params import detach, params_of
+from metaloop.func.params import detach, eval_mode, params_of
 
 TEMPLATES = (
     "{}",
@@ -68,12 +68,14 @@ def _is_template(template: object) -> bool:
 
 
 def _embed(model: nn.Module, texts: list[str], cache: dict | None) -> torch.Tensor:
-    """Normalised embeddings ``[N, D]``, reusing and filling ``cache`` (text -> [D])."""
-    if cache is None:
-        return model.embed(texts)  # type: ignore[operator]  # TextClassifier.embed
-    todo = sorted({t for t in texts if t not in cache})
-    if todo:
-        cache.update(zip(todo, model.embed(todo)))  # type: ignore[operator]  # likewise
+    """Normalised embeddings ``[N, D]``, reusing and filling ``cache`` (text -> [D]), computed
+    in eval mode (no dropout) whatever the model's own mode, which is then restored."""
+    with eval_mode(model):
+        if cache is None:
+            return model.embed(texts)  # type: ignore[operator]  # TextClassifier.embed
+        todo = sorted({t for t in texts if t not in cache})
+        if todo:
+            cache.update(zip(todo, model.embed(todo)))  # type: ignore[operator]  # likewise
     return torch.stack([cache[t] for t in texts])
 
 
@@ -170,7 +172,7 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
         support_x: ``[S, L]`` token ids; support_y: int64 ``[S]`` labels ``0..C-1``.
         wordings: for each class c (in label order), a dict of candidate wordings
             (``{"name": ..., "synonyms": ..., "gloss": ...}``, see ``WordNet.wordings``) or
-            a single string. Every class must offer the same keys.
+            a single string. Every class must offer the same keys (in any order).
         templates: candidate templates, each with one ``{}``.
         mixes: candidate weights of the support prototypes added to the prompt embeddings.
         cache: optional dict text -> embedding, shared between tasks.
@@ -180,20 +182,31 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
         mix and leave-one-out accuracy, and the number of candidates tried.
 
     Raises:
-        ValueError: an empty support set, a wording list whose length is not C, classes
-            with different wording keys, a template without exactly one ``{}`` (or with
-            another field or an unmatched brace), no ``mixes`` or a negative one, or a scale
-            that is not finite and > 0.
+        ValueError: an empty support set, one string in place of the list of wordings, a
+            wording list whose length is not C, classes with different wording keys (the
+            message names the keys a class lacks or adds), a template without exactly one
+            ``{}`` (or with another field or an unmatched brace), no ``mixes`` or a negative
+            one, or a scale that is not finite and > 0.
     """
     _check_model(model)
     n_classes = check_support("optimize_prompt", support_x, support_y, model)
+    if isinstance(wordings, str):
+        raise ValueError(f"optimize_prompt: wordings must be a sequence of wordings, one per "
+                         f"class, got the single string {wordings!r} (write [{wordings!r}])")
     if len(wordings) != n_classes:
         raise ValueError(f"optimize_prompt: {len(wordings)} label wordings for "
                          f"{n_classes} classes")
     words, keys = _words(wordings)
-    if not keys or any(list(w) != keys for w in words):
-        raise ValueError(f"optimize_prompt: every class needs the same wording keys, got "
-                         f"{[sorted(w) for w in words]}")
+    if not keys:
+        raise ValueError(f"optimize_prompt: every class needs at least one wording, got "
+                         f"{words[0]!r} for class 0")
+    for c, w in enumerate(words):
+        if set(w) != set(keys):
+            lacks, adds = sorted(set(keys) - set(w)), sorted(set(w) - set(keys))
+            raise ValueError(f"optimize_prompt: every class needs the same wording keys: "
+                             f"class 0 has {sorted(keys)}, but class {c} has {sorted(w)}"
+                             + (f" (it lacks {lacks})" if lacks else "")
+                             + (f" (it adds {adds})" if adds else ""))
     if isinstance(templates, str):
         raise ValueError(f"optimize_prompt: templates must be a sequence of templates, got "
                          f"the single string {templates!r} (write [{templates!r}])")
@@ -210,7 +223,7 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
     texts = _prompts(words, keys, templates)
     emb = F.normalize(_embed(model, texts, cache), dim=-1)                  # [T*K*C, D]
     emb = emb.view(len(templates), len(keys), n_classes, -1)               # [T, K, C, D]
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         feats = model(support_x, head=False)                               # [S, D]
     best, choice = None, None
     for i, j, mix in itertools.product(range(len(templates)), range(len(keys)), mixes):

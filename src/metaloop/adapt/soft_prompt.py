@@ -40,7 +40,10 @@ def add_soft_prompt(model: nn.Module, num_virtual_tokens: int = 8, init: str = "
             ``init_text``'s tokens, repeated or cut to P).
 
     Raises:
-        ValueError: a model that is not a transformer ``TextEncoder``, or bad options.
+        ValueError: a model that is not a transformer ``TextEncoder``, bad options, a model
+            that already has a soft prompt or other peft layers (LoRA adapters: add the soft
+            prompt first, then ``add_lora``), or a prompt that leaves no room for any text
+            in the encoder's token positions (``TextEncoder.max_positions()``).
     """
     from metaloop.models.text import TextEncoder, hub_offline, require_text_extra
 
@@ -55,6 +58,22 @@ def add_soft_prompt(model: nn.Module, num_virtual_tokens: int = 8, init: str = "
         raise ValueError(f"soft prompt init must be one of {INITS}, got {init!r}")
     if any(is_prompt(n) for n, _ in model.named_parameters()):
         raise ValueError("the model already has a soft prompt")
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    tuned = [n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+    if tuned:
+        raise ValueError(f"add_soft_prompt: the model already has peft layers ({tuned[0]}"
+                         f"{f' and {len(tuned) - 1} more' if len(tuned) > 1 else ''}: LoRA "
+                         f"adapters?), which peft's prompt tuning would wrap a second time; "
+                         f"add the soft prompt first, then the adapters "
+                         f"(add_lora(add_soft_prompt(model))), or merge them (merge_lora)")
+    limit, special = model.max_positions(), model.special_tokens()
+    if limit is not None and num_virtual_tokens + special + 1 > limit:
+        raise ValueError(f"add_soft_prompt: num_virtual_tokens={num_virtual_tokens} leaves no "
+                         f"room for text: the encoder reads at most {limit} token positions, "
+                         f"and every text takes at least {special + 1} ({special} special "
+                         f"token(s) and one of its own); give num_virtual_tokens <= "
+                         f"{limit - special - 1}")
     new = copy.deepcopy(model)
     kw = {}
     if init == "text":
