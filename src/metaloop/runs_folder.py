@@ -16,6 +16,13 @@ interrupted run)::
 
     runs_folder.check("runs/x", "vae")    # ValueError if runs/x holds a train run
 
+A run folder is not part of the data either: ``check_outside_data(out, data_root)`` refuses
+an ``--out`` inside the image folder a run reads (``vae``, ``adapt --family folder``,
+``forgetting --data``, ``compare`` and ``eval`` of a ``folder`` family), where the run's
+PNGs would become images of a class that every later run on that folder reads::
+
+    runs_folder.check_outside_data("shapes/circle", "shapes")   # ValueError
+
 What tells the command (``found``), first match:
 
 - a checkpoint (``LATEST`` or a ``ckpt-*`` folder): ``vae --protocol iwae`` where its
@@ -33,7 +40,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["check", "found"]
+__all__ = ["check", "check_outside_data", "found"]
 
 
 def _checkpoint_command(out: Path) -> str:
@@ -113,3 +120,33 @@ def check(out, command: str) -> None:
         raise ValueError(f"{out} holds a metaloop {other} run, which a metaloop {command} "
                          f"run there would overwrite: give another --out (nothing was "
                          f"written)")
+
+
+def check_outside_data(out, data_root, option: str = "--data", *,
+                       out_option: str = "--out") -> None:
+    """Before a run that reads the image folder ``data_root`` writes in ``out``: refuse an
+    ``out`` that is that folder or lies inside it, symbolic links resolved, where the
+    run's files (its PNGs above all) would be read as images of a class by every later run
+    on the folder. A ``data_root`` that is not a folder (a tensor file, a built-in data
+    set's name, a path that does not exist) holds no such images and is left alone, and so
+    is a data folder inside ``out``.
+
+    Args:
+        out: the folder the run writes.
+        data_root: the image folder the run reads (``root/<class>/<image>``).
+        option: how the command line names ``data_root`` (``"--data"``,
+            ``"family.root"``, ...).
+        out_option: how the command line names ``out``.
+
+    Raises:
+        ValueError: naming both paths; nothing was written.
+    """
+    data = Path(data_root).expanduser()
+    if not data.is_dir():
+        return
+    root, inside = data.resolve(), Path(out).expanduser().resolve()
+    if inside == root or root in inside.parents:
+        raise ValueError(f"{out_option} {out} is inside the image folder {option} {data_root} "
+                         f"({root}) that the run reads: its files would be read as images "
+                         f"of your data by every later run on that folder; give a folder "
+                         f"outside it as {out_option} (nothing was written)")

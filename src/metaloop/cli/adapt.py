@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaloop import runlock
+from metaloop import runlock, runs_folder
 from metaloop.cli._args import path
 from metaloop.cli._records import parse_command, rerun_command, write_records
 from metaloop.recipes import _partial, report
@@ -184,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
              if (v := getattr(args, f.name)) is not None and v is not False}
     with runlock.hold(args.out, create=False):    # a run still at work there is named first
         recipe.check_resume(args.out, args.resume)     # before the model loads
+    if args.family == "folder" and args.data is not None:   # no PNG of the run in the data
+        for flag, folder in (("--out", args.out), ("--meta-dir", args.meta_dir)):
+            if folder is not None:
+                runs_folder.check_outside_data(folder, args.data, out_option=flag)
     if args.record is not None:
         recipe.check_records(args.record, recipe.AdaptSettings(**given),
                              read_command=command_settings)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from metaloop import runlock
+from metaloop import runlock, runs_folder
 from metaloop.cli import _checks
 from metaloop.cli._args import Switch, int_list, path
 from metaloop.evaluate import records
@@ -188,10 +188,11 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(_named_by_flags(str(e), changes)) from e
     _check_flags_apply(args, loaded, cfg)
     if args.record:
-        records.check_record_path(args.record)
         if args.out and Path(args.record).resolve() == (Path(args.out) / "results.json").resolve():
             raise ValueError(f"--record {args.record} is the results.json that --out "
                              f"{args.out} gets: name another .json file for the record")
+        records.check_record_path(args.record, out=args.out or None)  # another file of --out
+    _check_out_outside_data(args, loaded)
     if args.device == "cuda":
         from metaloop.train.distributed import set_tf32
         set_tf32(args.tf32)
@@ -454,6 +455,21 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if rec is not None:
         _write_record(args.record, rec)
     return 0
+
+
+def _check_out_outside_data(args: argparse.Namespace, loaded) -> None:
+    """Before anything is written: an ``--out`` inside the image folder that a ``folder``
+    run's held-out data is read from (its ``family.root``, or ``--data-root``) is refused
+    (``metaloop.runs_folder.check_outside_data``)."""
+    if not args.out:
+        return
+    runs = getattr(loaded, "members", None) or [loaded]
+    for m in [loaded, *runs]:
+        family = m.config["family"]
+        if family["name"] == "folder" and family["root"]:
+            runs_folder.check_outside_data(
+                args.out, family["root"],
+                "--data-root" if args.data_root is not None else "family.root")
 
 
 def data_root(loaded) -> dict | None:

@@ -10,7 +10,7 @@ import sys
 
 from tqdm.auto import tqdm
 
-from metaloop import runlock
+from metaloop import runlock, runs_folder
 from metaloop.cli._args import int_list, path
 from metaloop.cli._records import parse_command, rerun_command, write_records
 from metaloop.continual.scenarios import SCENARIOS
@@ -196,6 +196,8 @@ def _run(args: argparse.Namespace) -> int:
     options = _options(args)
     s = recipe.settings(args.scenario, **{k: options[k] for k in SETTINGS})
     recipe.check_resume(args.out, args.resume, s)       # before any data is read
+    if args.data is not None:                           # no file of the run in the data
+        runs_folder.check_outside_data(args.out, args.data)
     data = {k: options[k] for k in recipe.DATA_OPTIONS}
     if args.record is not None:
         recipe.check_records(args.record, s, data, read_command=command_settings)

@@ -253,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
                                       and (value > 0 if low == "> 0" else value >= 0)):
             raise ValueError(f"{flag} must be a finite number {low}, got {value}")
     for flag, values in (("--sweep-latent", args.sweep_latent),
-                         ("--invert-lrs", args.invert_lrs)):
+                         ("--invert-lrs", args.invert_lrs),
+                         ("--classes", args.classes)):
         twice = sorted({v for v in values or () if values.count(v) > 1})
         if twice:                      # one row per value: a repeat redoes it (or overwrites)
             raise ValueError(f"{flag} {','.join(map(str, values))} names "

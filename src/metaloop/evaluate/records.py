@@ -356,7 +356,30 @@ def _tasks_of(rec: Mapping) -> dict:
     return out
 
 
-def check_record_path(path) -> Path:
+# The .json files a run writes in its --out folder (besides those in its checkpoints,
+# ``ckpt-*``): a record there would be overwritten by the run, or would overwrite what it
+# wrote.
+RUN_FILES = ("results.json", "partial.json", "runs.json", "curve.json", "timing.json")
+_RUN_FILE = re.compile(r"final-k\d+-n\d+\.json")          # --protocol iwae --evaluate's
+
+
+def _run_file(path: Path, out) -> str | None:
+    """The name of the file of the run folder ``out`` that ``path`` is (symbolic links
+    resolved), or None."""
+    try:
+        rel = path.expanduser().resolve().relative_to(Path(out).expanduser().resolve())
+    except (ValueError, OSError):
+        return None
+    parts = rel.parts
+    if not parts:
+        return None
+    if parts[0].startswith("ckpt-") or (
+            len(parts) == 1 and (parts[0] in RUN_FILES or _RUN_FILE.fullmatch(parts[0]))):
+        return rel.as_posix()
+    return None
+
+
+def check_record_path(path, out=None) -> Path:
     """Fail early, before any work, if a record cannot be written at ``path``.
 
     Nothing is created: the folders the record needs are made when it is written
@@ -364,14 +387,26 @@ def check_record_path(path) -> Path:
 
     A record there is replaced (rerunning a record's command); any other file is not.
 
+    Args:
+        path: where the record goes.
+        out: the run's output folder (``--out``), or None: a record path that is a file
+            the run writes there (``RUN_FILES``, a checkpoint's file) is refused, which
+            would otherwise be found only once the work is done.
+
     Raises:
-        ValueError: the path does not end in ``.json``, is a folder or a file that is not a
-            record (a checkpoint's ``state.json``, a ``results.json``), or its folder cannot
-            be created (a file on the way) or written.
+        ValueError: the path does not end in ``.json``, is a folder, a file the run writes
+            in ``out``, or a file that is not a record (a checkpoint's ``state.json``, a
+            ``results.json``), or its folder cannot be created (a file on the way) or
+            written.
     """
     path = Path(path)
     if path.suffix != ".json":
         raise ValueError(f"record path must end in .json, got {str(path)!r}")
+    mine = None if out is None else _run_file(path, out)
+    if mine is not None:
+        raise ValueError(f"record path {str(path)!r} is {mine}, a file that the run writes "
+                         f"in its --out folder {out}: name another .json file for the "
+                         f"record (nothing was written)")
     if path.is_dir():
         raise ValueError(f"record path {str(path)!r} is a folder")
     if path.exists() and not _holds_a_record(path):

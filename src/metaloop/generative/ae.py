@@ -46,12 +46,14 @@ class AE(nn.Module):
                  hidden: tuple[int, ...] = (200, 200), likelihood: str = "bernoulli",
                  output_bias: torch.Tensor | None = None):
         super().__init__()
-        check_positive("latent size", latent)
+        latent = check_positive("latent size", latent)
         likelihoods.check_kind(likelihood)
-        self.latent, self.likelihood, self.image_shape = latent, likelihood, tuple(image_shape)
-        out_ch = likelihoods.n_params(likelihood) * self.image_shape[0]
+        hidden = tuple(check_positive("hidden width", h) for h in hidden)
         self.encoder = Encoder(latent, image_shape=image_shape, arch=arch, hidden=hidden)
-        self.decoder = Decoder(latent, out_ch, image_shape=image_shape, arch=arch,
+        self.latent, self.likelihood = latent, likelihood
+        self.image_shape = self.encoder.image_shape
+        out_ch = likelihoods.n_params(likelihood) * self.image_shape[0]
+        self.decoder = Decoder(latent, out_ch, image_shape=self.image_shape, arch=arch,
                                hidden=tuple(reversed(hidden)), output_bias=output_bias)
 
     def codes(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,7 +109,7 @@ class AE(nn.Module):
                 mean ``[L]`` and a positive definite covariance ``[L, L]`` for this model's
                 L.
         """
-        check_positive("number of samples", n)
+        n = check_positive("number of samples", n)
         check_generator("sample", generator)
         if code_gaussian is not None:
             _check_code_gaussian(code_gaussian, self.latent)

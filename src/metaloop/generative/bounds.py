@@ -69,6 +69,16 @@ def _check_pixels(what: str, model, x) -> None:
                          f"{'NaN or inf' if x.is_floating_point() else 'integer'} values")
 
 
+def _check_gaussian(what: str, mu, logvar) -> None:
+    """A ValueError naming both shapes unless ``mu`` and ``logvar`` are tensors of one shape."""
+    if not (isinstance(mu, torch.Tensor) and isinstance(logvar, torch.Tensor)) \
+            or mu.shape != logvar.shape:
+        shapes = [list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                  for t in (mu, logvar)]
+        raise ValueError(f"{what} needs mu and logvar of one shape [..., L], got mu "
+                         f"{shapes[0]} and logvar {shapes[1]}")
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag(exp(logvar))) || N(0, I)) in closed form.
 
@@ -78,7 +88,11 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``[...]`` KL divergences in nats.
+
+    Raises:
+        ValueError: ``mu`` and ``logvar`` that are not tensors of one shape.
     """
+    _check_gaussian("gaussian_kl", mu, logvar)
     return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
 
 
@@ -98,9 +112,11 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None,
         ``[B, L]`` if ``n`` is None, else ``[n, B, L]``.
 
     Raises:
-        ValueError: an ``n`` that is not None or an int >= 1, or a ``generator`` that is not
-            a ``torch.Generator`` or None.
+        ValueError: ``mu`` and ``logvar`` that are not tensors of one shape, an ``n`` that
+            is not None or an int >= 1, or a ``generator`` that is not a
+            ``torch.Generator`` or None.
     """
+    _check_gaussian("reparameterize", mu, logvar)
     check_generator("reparameterize", generator)
     if n is not None:
         n = _count("reparameterize", "n", n)

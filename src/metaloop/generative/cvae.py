@@ -28,7 +28,7 @@ def CVAE(n_classes: int, latent: int = 50, **kwargs) -> VAE:
     Raises:
         ValueError: for ``n_classes`` < 1 or a bad ``VAE`` argument.
     """
-    check_positive("n_classes of a CVAE", n_classes)
+    n_classes = check_positive("n_classes of a CVAE", n_classes)
     return VAE(latent, n_classes=n_classes, **kwargs)
 
 
@@ -74,7 +74,7 @@ def sample_classes(model: VAE, classes: Sequence[int] | torch.Tensor, per_class:
             ``torch.Generator`` or None.
     """
     t = check_classes(model, classes)
-    check_positive("samples per class", per_class)
+    per_class = check_positive("samples per class", per_class)
     check_generator("sample_classes", generator)
     y = t.repeat_interleave(per_class).to(model.decoder.bias.device)   # [K * per_class]
     x = model.sample(len(y), y=y, generator=generator)         # [K * per_class, C, H, W]

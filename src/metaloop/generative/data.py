@@ -112,7 +112,7 @@ class ImageData(NamedTuple):
 def load(name: str, split: str, root: str | os.PathLike | None = None,
          resample: str = "bilinear", *, image_size: int = IMAGE_SIZE, invert: str = INVERT,
          test_fraction: float = TEST_FRACTION, channels: int = 1,
-         skip_corrupt: bool = False) -> ImageData:
+         skip_corrupt: bool = False, classes_for: str | None = None) -> ImageData:
     """Load ``split`` (``"train"`` or ``"test"``) of data set ``name``, or of your own data.
 
     Args:
@@ -125,10 +125,13 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
             already and takes only the default).
         image_size, invert, test_fraction, channels, skip_corrupt: your own data's (see
             ``load_user``); the built-in sets take only the defaults.
+        classes_for: what needs at least 2 classes of the data (``require_classes``), or
+            None; your own data's classes are counted before its split.
 
     Raises:
         ValueError: for an unknown data set, split or kernel, an option the data does not
-            take (``check_data_options``), or bad data of your own (``load_user``).
+            take (``check_data_options``), bad data of your own (``load_user``), or data of
+            one class where ``classes_for`` needs two.
         FileNotFoundError: from the loaders, listing where they looked.
     """
     check_data_options(name, resample=resample, image_size=image_size, invert=invert,
@@ -139,7 +142,7 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
     if is_user_data(name):
         return load_user(name, split, image_size=image_size, invert=invert,
                          test_fraction=test_fraction, channels=channels,
-                         skip_corrupt=skip_corrupt)
+                         skip_corrupt=skip_corrupt, classes_for=classes_for)
     if name == "fashion-mnist":
         from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
@@ -434,7 +437,7 @@ def split_indices(labels: torch.Tensor, n_classes: int, test_fraction: float = T
 def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SIZE,
               invert: str = INVERT, test_fraction: float = TEST_FRACTION,
               seed: int = SPLIT_SEED, channels: int = 1,
-              skip_corrupt: bool = False) -> ImageData:
+              skip_corrupt: bool = False, classes_for: str | None = None) -> ImageData:
     """One split of your own images (``read_user``, then ``split_indices``).
 
     Args:
@@ -446,14 +449,17 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
         seed: seed of the split (default ``SPLIT_SEED``).
         channels: 1 (grey, the default) or 3 (RGB colour).
         skip_corrupt: leave a folder's unreadable images out (``read_user``).
+        classes_for: what needs at least 2 classes (``require_classes``), checked before
+            the split; None: any number of classes.
 
     Returns:
         ImageData: uint8 ``[N, channels, S, S]``, ink = 255; both splits have every class in
         ``n_classes`` and ``class_names``.
 
     Raises:
-        ValueError: as ``read_user``; a bad option or ``seed``; fewer than 2 training or 2
-            test images after the split (naming the counts per class).
+        ValueError: as ``read_user``; a bad option or ``seed``; one class where
+            ``classes_for`` needs two; fewer than 2 training or 2 test images after the
+            split (naming the counts per class).
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
@@ -463,6 +469,8 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
     check_seed("load_user", seed)                       # before the images are decoded
     d = read_user(path, image_size=image_size, invert=invert, channels=channels,
                   skip_corrupt=skip_corrupt)
+    if classes_for is not None:                         # the first problem to name
+        require_classes(d, str(path), classes_for)
     tr, te = split_indices(d.labels, d.n_classes, test_fraction, seed)
     if len(tr) < 2 or len(te) < 2:
         counts = torch.bincount(d.labels, minlength=d.n_classes).tolist()

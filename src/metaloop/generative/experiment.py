@@ -137,17 +137,17 @@ def check_settings(s: Settings) -> None:
         raise ValueError(f"unknown model {s.model!r}; choose one of {', '.join(MODELS)}")
     gdata.check_data_options(s.data, resample=s.resample, test_fraction=s.test_fraction,
                              root=s.root, **gdata.decoding(s))
-    check_positive("latent size (--latent)", s.latent)
+    check_positive("latent size (--latent)", s.latent, exact=True)
     check_flag("settings", "progress", s.progress)      # read only once training starts
     likelihoods.check_kind(s.likelihood)
     gdata.check_binarize(s.binarize)
     for name in ("epochs", "batch_size", "eval_batch", "classifier_epochs", "quality_samples"):
-        check_positive(name, getattr(s, name))
+        check_positive(name, getattr(s, name), exact=True)
     if s.train_eval_examples < 0:
         raise ValueError(f"train_eval_examples must be >= 0, got {s.train_eval_examples}")
     for name in ("train_examples", "test_examples"):
         if getattr(s, name) is not None:
-            check_positive(name, getattr(s, name))
+            check_positive(name, getattr(s, name), exact=True)
     if s.k < 0 or s.eval_every < 0:
         raise ValueError(f"k and eval_every must be >= 0, got k={s.k}, "
                          f"eval_every={s.eval_every}")
@@ -172,21 +172,29 @@ def _subset(d: gdata.ImageData, n: int | None, seed: int) -> gdata.ImageData:
     return d._replace(images=d.images[idx], labels=d.labels[idx])
 
 
-def load_split(s: Settings, split: str) -> gdata.ImageData:
-    """The whole ``split`` of ``s.data`` (``data.load`` with the settings' data options)."""
+def load_split(s: Settings, split: str, classes_for: str | None = None) -> gdata.ImageData:
+    """The whole ``split`` of ``s.data`` (``data.load`` with the settings' data options;
+    ``classes_for``: what needs 2 classes or more, checked first)."""
     return gdata.load(s.data, split, s.root, s.resample, test_fraction=s.test_fraction,
-                      **gdata.decoding(s))
+                      classes_for=classes_for, **gdata.decoding(s))
 
 
-def load_data(s: Settings) -> tuple[gdata.ImageData, gdata.ImageData]:
+def load_data(s: Settings, classes_for: str | None = None
+              ) -> tuple[gdata.ImageData, gdata.ImageData]:
     """The (possibly subsampled) train and test splits of ``s.data``.
 
+    Args:
+        s: the settings.
+        classes_for: what needs at least 2 classes (``data.require_classes``), checked
+            before the split of your own data; None: any number.
+
     Raises:
-        ValueError: if either split has fewer than 2 images (a Gaussian fitted to codes,
-            an interpolation and a Frechet distance each need two).
+        ValueError: if the data has one class where ``classes_for`` needs two, or either
+            split has fewer than 2 images (a Gaussian fitted to codes, an interpolation and
+            a Frechet distance each need two).
     """
-    tr = _subset(load_split(s, "train"), s.train_examples, s.seed)
-    te = _subset(load_split(s, "test"), s.test_examples, s.seed + 1)
+    tr = _subset(load_split(s, "train", classes_for), s.train_examples, s.seed)
+    te = _subset(load_split(s, "test", classes_for), s.test_examples, s.seed + 1)
     for split, d, flag in (("training", tr, "--train-examples"), ("test", te, "--test-examples")):
         if len(d.images) < 2:
             raise ValueError(f"need at least 2 {split} images, got {len(d.images)} "
@@ -424,9 +432,10 @@ def run(s: Settings, out: str | os.PathLike, *, device: str | torch.device | Non
     device = devices.device_or_cpu(device)
     if s.classes is not None and s.model != "cvae":
         raise ValueError("--classes only applies to the CVAE (--model cvae)")
-    tr, te = load_data(s)
-    if s.model == "cvae":
-        gdata.require_classes(tr, s.data, "the conditional VAE (--model cvae)")
+    cvae = "the conditional VAE (--model cvae)" if s.model == "cvae" else None
+    tr, te = load_data(s, cvae)
+    if cvae:
+        gdata.require_classes(tr, s.data, cvae)
     if s.model == "cvae" and s.classes is not None:
         bad = [c for c in s.classes if not 0 <= c < tr.n_classes]
         if bad:
@@ -515,7 +524,7 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike, *,
     if not latents:
         raise ValueError("--sweep-latent needs at least one latent size")
     for latent in latents:
-        check_positive("latent size (--sweep-latent)", latent)
+        check_positive("latent size (--sweep-latent)", latent, exact=True)
     check_settings(Settings(**{**asdict(s), "model": "vae", "latent": latents[0]}))
     if s.data == "omniglot":
         raise ValueError("the sweep's scoring classifier is trained on the training classes and "
@@ -524,8 +533,9 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike, *,
                          "unrelated labels); use --data omniglot-mixed")
     device = devices.device_or_cpu(device)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
-    tr, te = load_data(s)
-    gdata.require_classes(tr, s.data, "the sweep's scoring classifier (--sweep-latent)")
+    scorer = "the sweep's scoring classifier (--sweep-latent)"
+    tr, te = load_data(s, scorer)
+    gdata.require_classes(tr, s.data, scorer)
     x_te = checked_pixels(s, tr, te)
     real = gdata.to_unit(te.images)
     n = min(s.quality_samples, len(real) // 2)    # samples scored; as many real test images

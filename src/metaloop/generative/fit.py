@@ -105,7 +105,8 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
         epoch means of the model's metrics (``loss``, ``recon`` and for a VAE ``elbo``, ``kl``).
 
     Raises:
-        ValueError: for bad sizes, no images, learning rates or a budget that are not finite
+        ValueError: for bad sizes, images whose ``[C, H, W]`` is not the model's
+            ``image_shape``, no images, learning rates or a budget that are not finite
             numbers > 0, an unknown binarisation, missing labels (or not one per image) for a
             conditional model, images or labels on another device than the model,
             non-binary data for the Bernoulli decoder with ``binarize="none"``, a ``seed``
@@ -133,6 +134,10 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
         raise ValueError(f"images must be uint8 [N, C, H, W], got {got}")
     if len(images) == 0:
         raise ValueError("fit_generative needs at least one training image, got none")
+    shape = tuple(getattr(model, "image_shape", images.shape[1:]))
+    if tuple(images.shape[1:]) != shape:
+        raise ValueError(f"images must be uint8 [N, {', '.join(map(str, shape))}] (the "
+                         f"model's image_shape), got uint8 {list(images.shape)}")
     if model.conditional and labels is None:
         raise ValueError("a conditional model needs labels")
     if model.conditional and (not isinstance(labels, torch.Tensor)

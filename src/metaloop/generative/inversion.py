@@ -128,7 +128,7 @@ def check_inversion_settings(inv: InversionSettings) -> None:
         ValueError: for any bad setting.
     """
     for name in ("steps", "figure_classes", "figure_per_class"):
-        check_positive(f"inversion {name}", getattr(inv, name))
+        check_positive(f"inversion {name}", getattr(inv, name), exact=True)
     if not (math.isfinite(inv.lr) and inv.lr > 0):
         raise ValueError(f"inversion lr must be > 0, got {inv.lr}")
     if not 0 < inv.until <= 1:
@@ -182,8 +182,9 @@ def _setup(s: Settings, inv: InversionSettings):
     s = replace(s, data=split_name(s.data))
     check_settings(replace(s, model="cvae"))
     check_inversion_settings(inv)
-    tr, te = load_data(s)
-    gdata.require_classes(tr, s.data, "the inversion study's classifiers")
+    classifiers = "each of the inversion study's classifiers"
+    tr, te = load_data(s, classifiers)
+    gdata.require_classes(tr, s.data, classifiers)
     k = tr.n_classes
     return s, tr, te, k, max(1, s.quality_samples // k), gdata.to_unit(te.images)
 

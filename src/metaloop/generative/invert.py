@@ -188,6 +188,13 @@ def _check_logits(logits, n: int) -> int:
     return logits.shape[1]
 
 
+def _check_finite(values: torch.Tensor, when: str) -> None:
+    """A ValueError unless the classifier's logits (or log-probabilities) are finite."""
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"the classifier returned NaN or infinite logits {when}: the "
+                         f"inversion would make NaN images")
+
+
 def _module_dtype_device(classifier) -> tuple[torch.dtype, torch.device]:
     if isinstance(classifier, nn.Module):
         for p in classifier.parameters():
@@ -238,7 +245,8 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
 
     Raises:
         ValueError: naming the problem, for a classifier that is not an ``nn.Module`` or
-            callable, fails on the images, or does not return float logits ``[n, K]``; a target
+            callable, fails on the images, does not return finite float logits ``[n, K]``
+            or returns logits that are not differentiable in the images; a target
             that is not integer or lies outside ``[0, K)``; a bad ``image_shape``, ``init`` or
             ``n``; a negative ``l2`` or ``tv``; a bad ``steps``, ``lr`` or ``jitter``; a
             ``generator`` that is not a ``torch.Generator`` or None.
@@ -275,7 +283,9 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
     u = _init_logits(init, n, shape, generator, dtype, device)         # [n, C, H, W]
     with eval_mode(classifier):
         with torch.no_grad():
-            k = _check_logits(_classify(classifier, torch.sigmoid(u)), n)
+            logits = _classify(classifier, torch.sigmoid(u))
+            k = _check_logits(logits, n)
+            _check_finite(logits, "on the starting images")
         bad = t[(t < 0) | (t >= k)]
         if bad.numel():
             raise ValueError(f"target class(es) {sorted(set(bad.tolist()))} out of range: the "
@@ -294,6 +304,12 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
                                            device=draw_device(generator, "cpu"))
                     seen = torch.roll(x, (int(dy), int(dx)), dims=(2, 3))
                 logp = torch.log_softmax(_classify(classifier, seen), dim=-1)[rows, t]  # [n]
+                if not logp.requires_grad:
+                    raise ValueError("the classifier's logits do not depend differentiably "
+                                     "on its input images (it detaches them or runs under "
+                                     "torch.no_grad): the inversion follows their gradient "
+                                     "with respect to the images")
+                _check_finite(logp, "during the inversion")
                 obj = -logp
                 if l2:
                     obj = obj + l2 * x.square().flatten(1).mean(1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from typing import Any
 
 import torch
@@ -24,10 +25,24 @@ from metaloop.meta._common import check_inputs
 ARCHS = ("mlp", "conv")
 
 
-def check_positive(name: str, value: int) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is a positive int."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+def check_positive(name: str, value: Any, *, exact: bool = False) -> int:
+    """``value`` as an int, if it is a positive integer: Python's or any other that
+    ``operator.index`` takes (NumPy's, a 0-dim integer tensor), not a bool; with ``exact``,
+    a Python int only (a setting that is written to JSON as it is).
+
+    Raises:
+        ValueError: naming ``name`` and the value.
+    """
+    if isinstance(value, bool) or (exact and not isinstance(value, int)):
+        index = None
+    else:
+        try:
+            index = operator.index(value)
+        except TypeError:
+            index = None
+    if index is None or index <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return index
 
 
 def check_number(name: str, value: Any, low: float = 0.0, strict: bool = True) -> float:
@@ -77,15 +92,17 @@ def check_flag(what: str, name: str, value: object) -> None:
         raise ValueError(f"{what}: {name} must be True or False, got {value!r}")
 
 
-def _check_arch(arch: str, image_shape: tuple[int, int, int]) -> None:
+def _check_arch(arch: str, image_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``image_shape`` as a tuple of three Python ints, after checking it and ``arch``."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if len(image_shape) != 3:
         raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
-    for name, v in zip(("channels", "height", "width"), image_shape):
-        check_positive(f"image {name}", v)
-    if arch == "conv" and (image_shape[1] % 4 or image_shape[2] % 4):
+    c, h, w = (check_positive(f"image {name}", v)
+               for name, v in zip(("channels", "height", "width"), image_shape))
+    if arch == "conv" and (h % 4 or w % 4):
         raise ValueError(f"the conv architecture needs H and W divisible by 4, got {image_shape}")
+    return c, h, w
 
 
 def _mlp(dims: tuple[int, ...], act: type[nn.Module]) -> nn.Sequential:
@@ -134,11 +151,9 @@ class Encoder(nn.Module):
     def __init__(self, out_dim: int, *, image_shape=(1, 28, 28), arch: str = "mlp",
                  hidden: tuple[int, ...] = (200, 200), n_classes: int = 0):
         super().__init__()
-        image_shape = tuple(image_shape)
-        _check_arch(arch, image_shape)
-        check_positive("encoder out_dim", out_dim)
-        for h in hidden:
-            check_positive("hidden width", h)
+        image_shape = _check_arch(arch, tuple(image_shape))
+        out_dim = check_positive("encoder out_dim", out_dim)
+        hidden = tuple(check_positive("hidden width", h) for h in hidden)
         self.n_classes, self.image_shape = n_classes, image_shape
         c, h, w = image_shape
         self.body: nn.Module
@@ -196,9 +211,8 @@ class Decoder(nn.Module):
                  arch: str = "mlp", hidden: tuple[int, ...] = (200, 200), n_classes: int = 0,
                  output_bias: torch.Tensor | None = None):
         super().__init__()
-        image_shape = tuple(image_shape)
-        _check_arch(arch, image_shape)
-        check_positive("latent size", latent)
+        image_shape = _check_arch(arch, tuple(image_shape))
+        latent = check_positive("latent size", latent)
         self.n_classes, self.arch, self.latent = n_classes, arch, latent
         _, h, w = image_shape
         self.out_shape = (out_channels, h, w)

@@ -160,7 +160,7 @@ def check_protocol_settings(s: ProtocolSettings) -> None:
     gdata.check_data_options(s.data, resample=s.resample, test_fraction=s.test_fraction,
                              root=s.root, **gdata.decoding(s))
     for name in ("latent", "batch_size", "stages", "curve_k", "checkpoint_every"):
-        check_positive(name, getattr(s, name))
+        check_positive(name, getattr(s, name), exact=True)
     if not s.hidden or any(h < 1 for h in s.hidden):
         raise ValueError(f"hidden widths must be >= 1, got {list(s.hidden)}")
     check_number("learning rate", s.lr)                  # finite: lr=inf trains to NaN
@@ -169,7 +169,7 @@ def check_protocol_settings(s: ProtocolSettings) -> None:
         raise ValueError(f"curve_every must be an int >= 0 (passes), got {s.curve_every!r}")
     for name in ("curve_examples", "train_examples"):
         if getattr(s, name) is not None:
-            check_positive(name, getattr(s, name))
+            check_positive(name, getattr(s, name), exact=True)
 
 
 def build_vae(s: ProtocolSettings, train_images: torch.Tensor) -> VAE:
@@ -468,9 +468,9 @@ def evaluate_run(out: str | os.PathLike, *, k: int = 5000, examples: int | None 
         ValueError: if ``k`` or ``examples`` is not positive, ``out`` has no checkpoint, or
             ``resample`` is not the run's.
     """
-    check_positive("k", k)
+    check_positive("k", k, exact=True)
     if examples is not None:
-        check_positive("examples", examples)
+        check_positive("examples", examples, exact=True)
     device = devices.device_or_cpu(device)
     out = Path(out)
     if ckpt.latest_checkpoint(out) is None:

@@ -20,6 +20,7 @@ The same numbers for real test images are the ceiling to compare against.
 from __future__ import annotations
 
 import numbers
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +49,11 @@ class Classifier(nn.Module):
     def __init__(self, n_classes: int, in_channels: int = 1,
                  image_size: int | tuple[int, int] = 28):
         super().__init__()
-        check_positive("n_classes", n_classes)
-        check_positive("classifier in_channels", in_channels)
-        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        for v in (h, w):
-            check_positive("classifier image size", v)
+        n_classes = check_positive("n_classes", n_classes)
+        in_channels = check_positive("classifier in_channels", in_channels)
+        sides = (image_size, image_size) if isinstance(image_size, numbers.Integral) \
+            else tuple(cast(tuple, image_size))
+        h, w = (check_positive("classifier image size", v) for v in sides)
         self.image_shape = (in_channels, h, w)
         mh, mw = (h + 3) // 4, (w + 3) // 4                    # the last map: ceil(side / 4)
         self.body = nn.Sequential(

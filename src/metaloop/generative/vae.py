@@ -13,6 +13,8 @@ The conditional VAE is this class with ``n_classes > 0`` (see ``metaloop.generat
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import nn
 
@@ -53,17 +55,23 @@ class VAE(nn.Module):
                  hidden: tuple[int, ...] = (200, 200), likelihood: str = "bernoulli",
                  beta: float = 1.0, n_classes: int = 0, output_bias: torch.Tensor | None = None):
         super().__init__()
-        check_positive("latent size", latent)
+        latent = check_positive("latent size", latent)
+        n_classes_given = n_classes
         likelihoods.check_kind(likelihood)
         check_number("beta", beta, 0.0, strict=False)
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 0:
-            raise ValueError(f"n_classes must be an int >= 0, got {n_classes!r}")
-        self.latent, self.likelihood, self.beta = latent, likelihood, float(beta)
-        self.n_classes, self.image_shape = n_classes, tuple(image_shape)
-        out_ch = likelihoods.n_params(likelihood) * self.image_shape[0]
+        try:
+            n_classes = -1 if isinstance(n_classes, bool) else operator.index(n_classes)
+        except TypeError:
+            n_classes = -1
+        if n_classes < 0:
+            raise ValueError(f"n_classes must be an int >= 0, got {n_classes_given!r}")
+        hidden = tuple(check_positive("hidden width", h) for h in hidden)
         self.encoder = Encoder(2 * latent, image_shape=image_shape, arch=arch, hidden=hidden,
                                n_classes=n_classes)
-        self.decoder = Decoder(latent, out_ch, image_shape=image_shape, arch=arch,
+        self.latent, self.likelihood, self.beta = latent, likelihood, float(beta)
+        self.n_classes, self.image_shape = n_classes, self.encoder.image_shape
+        out_ch = likelihoods.n_params(likelihood) * self.image_shape[0]
+        self.decoder = Decoder(latent, out_ch, image_shape=self.image_shape, arch=arch,
                                hidden=tuple(reversed(hidden)), n_classes=n_classes,
                                output_bias=output_bias)
 
@@ -121,7 +129,7 @@ class VAE(nn.Module):
             ValueError: ``n`` not a positive int, or a ``generator`` that is not a
                 ``torch.Generator`` or None.
         """
-        check_positive("number of samples", n)
+        n = check_positive("number of samples", n)
         check_generator("sample", generator)
         z = torch.randn(n, self.latent, generator=generator,
                         device=draw_device(generator, "cpu"))  # [n, L], the generator's device

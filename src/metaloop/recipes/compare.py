@@ -386,17 +386,13 @@ def _stored_state(run_dir: Path) -> dict | None:
 
 
 def _check_out_outside_data(family: dict, out_dir) -> None:
-    """ValueError when ``out_dir`` lies inside the image folder of a ``folder`` family: the
-    comparison's plots would become images of a class named after a folder of ``out_dir``,
-    which every later run on that folder would read (or stop at, as a class too small)."""
-    if out_dir is None or family["name"] != "folder" or not family["root"]:
-        return
-    root, out = Path(family["root"]).resolve(), Path(out_dir).resolve()
-    if out == root or root in out.parents:
-        raise ValueError(f"--out {out_dir} is inside the image folder family.root = "
-                         f"{family['root']!r}: the comparison's plots would be read as images "
-                         f"of a class of your data by every later run on it; give an --out "
-                         f"outside it")
+    """ValueError when ``out_dir`` lies inside the image folder of a ``folder`` family
+    (``metaloop.runs_folder.check_outside_data``): the comparison's plots would become
+    images of a class, which every later run on that folder would read."""
+    if out_dir is not None and family["name"] == "folder" and family["root"]:
+        from metaloop import runs_folder
+
+        runs_folder.check_outside_data(out_dir, family["root"], "family.root")
 
 
 def with_split(cfg: dict, out_dir=None, resume: bool = False) -> dict:

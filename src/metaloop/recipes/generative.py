@@ -434,6 +434,16 @@ def _output(out, *, checkpoints: bool = False):
             raise
 
 
+def _check_out_outside_data(args: argparse.Namespace) -> None:
+    """Before anything is written: an --out inside the image folder --data is refused
+    (``metaloop.runs_folder.check_outside_data``); its PNGs would join the data."""
+    from metaloop import runs_folder
+    from metaloop.generative.data import is_user_data
+
+    if is_user_data(args.data):
+        runs_folder.check_outside_data(args.out, args.data)
+
+
 def _device(args: argparse.Namespace) -> str:
     """``args.device`` (``--device``; default the CPU), checked before anything is read.
 
@@ -501,7 +511,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print, device: str = "cp
         if args.record:
             from metaloop.evaluate import records
 
-            records.check_record_path(args.record)
+            records.check_record_path(args.record, out=args.out)
         _check_evaluated_run(args)
         result = protocol.evaluate_run(args.out, k=5000 if args.k is None else args.k,
                                        examples=args.test_examples, root=args.root,
@@ -561,6 +571,7 @@ def run(args, log: Callable[[str], None] = print) -> int:
     from metaloop.generative.devices import device_name
 
     device = _device(args)
+    _check_out_outside_data(args)
     # the commands written into records name --device only for a GPU's (a CPU run's are
     # those of a run without the option)
     args = argparse.Namespace(**{k: v for k, v in vars(args).items()
@@ -594,7 +605,7 @@ def run(args, log: Callable[[str], None] = print) -> int:
     if args.record:
         from metaloop.evaluate import records
 
-        records.check_record_path(args.record)
+        records.check_record_path(args.record, out=args.out)
     s = _settings(args)
     if args.inversion_transfer:
         from metaloop.generative import inversion

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from metaloop import build, config
+from metaloop import build, config, runs_folder
 from metaloop.recipes.report import prepare_out
 from metaloop.runs import check_same_data, last_read_hint, load_run, moved_root, saved_run
 from metaloop.train import distributed, train
@@ -119,6 +119,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
     if not resume and latest_checkpoint(out) is not None:
         raise ValueError(f"{out} already holds a run; use --resume to continue it, or another "
                          f"--out")
+    if cfg["family"]["name"] == "folder" and cfg["family"]["root"]:
+        runs_folder.check_outside_data(out, cfg["family"]["root"], "family.root")
     created = not out.exists()
     prepare_out(out)
     return cfg, out, created
