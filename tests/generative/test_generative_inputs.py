@@ -172,3 +172,70 @@ def test_the_inversion_studys_message_is_grammatical(tmp_path, capsys):
     _refused(["--inversion-transfer", "--data", str(one), "--no-progress"],
              tmp_path / "out", capsys,
              "each of the inversion study's classifiers needs at least 2 classes")
+
+
+def test_invert_classifier_under_no_grad_and_inference_mode_is_the_same_inversion():
+    """Under ``torch.inference_mode()`` the inversion blamed the classifier ("it detaches
+    them or runs under torch.no_grad"): ``enable_grad`` does not leave inference mode."""
+    from metaloop.generative.invert import invert_classifier
+
+    torch.manual_seed(0)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))
+    start = torch.rand(2, 1, 28, 28)
+
+    def run():
+        return invert_classifier(clf, [1, 2], steps=4, init=start, l2=0.1, tv=0.1)
+
+    want = run()
+    with torch.no_grad():
+        assert torch.equal(run(), want)
+    with torch.inference_mode():
+        got = run()
+    assert torch.equal(got, want) and not got.is_inference()
+    assert torch.is_grad_enabled()
+
+
+def test_only_the_runs_own_files_are_refused_as_record_paths(tmp_path):
+    """A record path is refused where the run writes that file (vae: results.json,
+    curve.json, final-k*-n*.json, its checkpoint folders' files), not for any name that
+    merely starts with ``ckpt-`` or another command's file name."""
+    out = tmp_path / "out"
+    for name in ("results.json", "curve.json", "final-k5000-n100.json", "ckpt-3/state.json"):
+        with pytest.raises(ValueError, match="a file that the run writes in its --out"):
+            records.check_record_path(out / name, out=out)
+    for name in ("ckpt-notes.json", "timing.json", "runs.json", "record.json"):
+        assert records.check_record_path(out / name, out=out) == out / name
+
+
+def test_training_the_quality_classifier_on_the_cpu_leaves_cuda_alone(monkeypatch, recwarn):
+    """``train_classifier`` seeded its CPU-built classifier inside ``fork_rng()``, which
+    saves every CUDA device's generator: CUDA was initialised in a CPU run (and warned on a
+    machine with several GPUs). The classifier is the same as before: seeded on the CPU."""
+    from metaloop.generative import quality
+    from metaloop.generative.quality import Classifier, train_classifier
+
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("CUDA touched")
+
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(2).repeat(4)
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", no_cuda)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", no_cuda)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", no_cuda)
+    initial = []
+
+    def classifier(*args):                         # the classifier as initialised
+        clf = Classifier(*args)
+        initial.append({k: v.clone() for k, v in clf.state_dict().items()})
+        return clf
+
+    monkeypatch.setattr(quality, "Classifier", classifier)
+    train_classifier(images, labels, 2, epochs=1, seed=3, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)        # the caller's stream untouched
+    torch.default_generator.manual_seed(3)
+    want = Classifier(2, 1, (28, 28)).state_dict()           # seeded on the CPU, as before
+    assert all(torch.equal(initial[0][k], want[k]) for k in want)
+    assert not [w for w in recwarn if "available devices" in str(w.message)]

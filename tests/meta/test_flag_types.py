@@ -1,6 +1,7 @@
 """The learners' boolean constructor flags take True or False only: a string such as "False"
 would read as True (``bool("False")``), so it is refused, naming the flag."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,26 @@ def test_the_string_false_does_not_learn_lam():
         ml.meta.R2D2(mlp(), learn_lam="False")
     with pytest.raises(ValueError, match=r"intercept must be a bool, got 'False'"):
         ml.meta.R2D2(mlp(), intercept="False")
+
+
+@pytest.mark.parametrize("value, expected", [
+    (np.True_, True), (np.False_, False), (np.int64(1), True), (np.int32(0), False),
+    (torch.tensor(True), True), (torch.tensor([0]), False), (1, True), (False, False)])
+def test_numpy_and_tensor_booleans_are_flags(value, expected):
+    """A numpy bool, a numpy 0/1 and a one-element bool tensor are flags, as plain bool() read
+    them before flags were checked."""
+    from metaloop.meta._common import check_flag
+
+    assert check_flag("f", value) is expected
+    x, y = torch.randn(4, 2), torch.tensor([0, 0, 1, 1])
+    assert ml.tasks.Episodes(x, y, ways=2, shots=1, queries=1, drop_small=value).drop_small \
+        is expected
+
+
+@pytest.mark.parametrize("value", ["False", b"1", 2, 0.0, torch.tensor(0.0),
+                                   torch.tensor([True, False]), None])
+def test_what_is_no_flag_is_still_refused(value):
+    from metaloop.meta._common import check_flag
+
+    with pytest.raises(ValueError, match="f must be True or False"):
+        check_flag("f", value)

@@ -200,3 +200,21 @@ def test_the_large_logistic_head_solves_float64_features_under_inference_mode():
     for a, b in zip(got, want):
         assert a.dtype == torch.float64
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ml.meta.MAML(ml.models.Conv4(in_channels=1, hidden=4, out_dim=3), loss="ce"),
+    lambda: ml.meta.R2D2(ml.models.Conv4(in_channels=1, hidden=4, out_dim=3)),
+    lambda: ml.meta.ProtoNet(ml.models.Conv4(in_channels=1, hidden=4, out_dim=3))])
+def test_meta_loss_with_gradients_on_takes_a_batch_made_under_inference_mode(make):
+    """``meta_gradient`` took a batch sampled under ``inference_mode``; ``meta_loss`` with
+    gradients on failed on it ("Inference tensors cannot be saved for backward")."""
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 1, 28, 28), torch.arange(3).expand(2, 3).clone()
+    learner = make()
+    want = learner.meta_loss(ml.TaskBatch(x, y, x, y))[0]
+    with torch.inference_mode():
+        batch = ml.TaskBatch(x.clone(), y.clone(), x.clone(), y.clone())
+    got = learner.meta_loss(batch)[0]
+    assert got.requires_grad and torch.equal(got.detach(), want.detach())
+    got.backward()

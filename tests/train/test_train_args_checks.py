@@ -168,3 +168,13 @@ def test_every_argument_of_train_is_documented():
     missing = [p for p in inspect.signature(loop.train).parameters
                if not re.search(rf"(?:^|\s|/ ){p}(?: / \w+)*:", args, re.M)]
     assert missing == []
+
+
+def test_reptiles_test_time_batch_is_no_training_setting():
+    """``Reptile.test_batch`` sets test-time adaptation only: a resume may change it."""
+    from metaloop.train.loop import learner_settings
+
+    make = lambda tb: ml.meta.Reptile(ml.models.MLP(1, (4,), 1), 0.01, 2, loss="mse",  # noqa: E731
+                                      test_batch=tb)
+    assert learner_settings(make(2)) == learner_settings(make(5))
+    assert not any(k.endswith("test_batch") for k in learner_settings(make(2)))

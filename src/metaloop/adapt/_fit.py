@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from metaloop._random import draw_device
+from metaloop._random import check_generator, draw_device, seeded_rng
 from metaloop.adapt.sgd import autograd_usable, gradients_on
 from metaloop.func.losses import cross_entropy
 from metaloop.func.params import Params, Selector, detach, eval_mode, forward, partition
-from metaloop.tasks.omniglot import check_generator
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def check_lr(fn: str, **values) -> None:
 
 
 def check_generator_arg(fn: str, generator: object) -> None:
-    """``generator`` must be a ``torch.Generator`` or None (``check_generator``).
+    """``generator`` must be a ``torch.Generator`` or None (``metaloop._random.check_generator``).
 
     Raises:
         TypeError: naming ``fn`` and ``generator``, and what was given.
@@ -156,13 +155,7 @@ def fitting_mode(model: nn.Module, generator: torch.Generator | None = None
             return
         seed = int(torch.randint(2 ** 62, (), generator=generator,
                                  device=draw_device(generator)))
-        cuda = sorted({p.device.index if p.device.index is not None
-                       else torch.cuda.current_device()
-                       for p in model.parameters() if p.device.type == "cuda"})
-        with torch.random.fork_rng(devices=cuda):
-            torch.default_generator.manual_seed(seed)
-            for d in cuda:
-                torch.cuda.default_generators[d].manual_seed(seed)
+        with seeded_rng(seed, [p.device for p in model.parameters()]):
             yield
 
 

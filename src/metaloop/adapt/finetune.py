@@ -12,7 +12,6 @@ from torch import nn
 
 from metaloop.adapt._fit import (
     Adapted,
-    adapter_dropouts,
     check_generator_arg,
     check_lr,
     check_steps,
@@ -57,8 +56,9 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
             fine-tuning); the head is always trained.
         optimizer: ``"adam"`` or ``"sgd"``. head: head names (default the ``head``
             ``nn.Linear``, else the last).
-        generator: random source of a random head and of the masks of LoRA dropout; only
-            where one of them is drawn (refused otherwise).
+        generator: random source of a random head and of the masks of LoRA dropout, where
+            they are drawn (one generator may be given to every approach: where nothing
+            random is drawn, it is not used).
 
     Returns:
         ``Adapted``; ``trainable`` counts the head and the adapted parameters.
@@ -68,20 +68,19 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
             with NaN or inf, or on another device / in another dtype than ``model``,
             ``adapt`` matching nothing, or a head tied to another layer (``new_head_names``);
             an option that would change nothing: ``warmup_kw`` without ``warmup``,
-            ``head_init="random"`` with ``warmup``, a ``generator`` where nothing random is
-            drawn (a zero or warmed-up head, and no LoRA dropout).
+            ``head_init="random"`` with ``warmup``.
         TypeError: a ``generator`` that is not a ``torch.Generator`` or None.
     """
     n_classes = check_support("finetune", support_x, support_y, model)
     check_steps("finetune", steps=steps)
     check_lr("finetune", lr=lr, head_lr=head_lr)
     check_generator_arg("finetune", generator)
-    _check_unused_options(model, head_init, warmup, warmup_kw, generator, steps)
+    _check_unused_options(head_init, warmup, warmup_kw)
     names = new_head_names(model, head)
     params = detach(params_of(model))
     if warmup is not None:
         params = warm_head(model, params, support_x, support_y, names, warmup,
-                           **(warmup_kw or {}))
+                           who="finetune", **(warmup_kw or {}))
     else:
         params = init_head(params, names, n_classes, head_init, generator)
     body = [n for n in select(params, adapt) if n not in names]
@@ -91,8 +90,7 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
     return Adapted(model, params, numel(params, [*body, *names]), (*body, *names), info)
 
 
-def _check_unused_options(model: nn.Module, head_init: object, warmup: object,
-                          warmup_kw: object, generator: object, steps: int) -> None:
+def _check_unused_options(head_init: object, warmup: object, warmup_kw: object) -> None:
     """An option that changes nothing is an error (as ``fit_head``'s): the caller expects
     it to change the result, and it would not."""
     if head_init not in HEAD_INITS:
@@ -104,12 +102,6 @@ def _check_unused_options(model: nn.Module, head_init: object, warmup: object,
     if warmup is not None and head_init != "zero":
         raise ValueError(f"finetune: head_init={head_init!r} is given with warmup={warmup!r}, "
                          f"whose head is fitted on the features instead; leave head_init out")
-    if generator is not None and (warmup is not None or head_init == "zero") \
-            and not (steps > 0 and adapter_dropouts(model)):
-        head = f"warmup={warmup!r}" if warmup is not None else "head_init='zero'"
-        raise ValueError(f"finetune: generator is given, but nothing random is drawn ({head} "
-                         f"is not random, and the model has no LoRA dropout that trains); "
-                         f"leave generator out, or give head_init='random'")
 
 
 lpft = functools.partial(finetune, warmup="logistic")

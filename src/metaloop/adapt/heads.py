@@ -120,7 +120,7 @@ def init_head(params: Mapping[str, torch.Tensor], head: tuple[str, str], n_class
 
 def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
              solver: str = "logistic", lam: float = 1.0, steps: int | None = None,
-             lr: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+             lr: float = 0.1, *, who: str = "fit_head") -> tuple[torch.Tensor, torch.Tensor]:
     """Fit a linear classifier on fixed features.
 
     Args:
@@ -137,6 +137,8 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
         lam: ridge strength > 0 (``"logistic"``, ``"ridge"``).
         steps: None (the solver's default) or an int >= 1 (``"logistic"``, ``"sgd"``).
         lr: Adam's learning rate, finite and > 0 (``"sgd"``).
+        who: the public function the caller called, which leads every error message
+            (``linear_probe``, ``finetune``: those that fit a head through ``warm_head``).
 
     An option the chosen solver does not use must be left at its default (``lam=1.0``,
     ``steps=None``, ``lr=0.1``): any other value is refused rather than ignored.
@@ -150,28 +152,31 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
     Raises:
         ValueError: an unknown solver; features that are not a finite float ``[N, D]``;
             labels that are not int64 ``[N]`` in ``[0, n_classes)`` on the features' device;
-            ``n_classes < 2``; bad ``lam``, ``steps`` (0 included: an iterative solver
-            takes at least one step) or ``lr``; a non-default option the solver does not
-            use.
+            ``n_classes < 2`` (a support set of one class); bad ``lam``, ``steps`` (0
+            included: an iterative solver takes at least one step) or ``lr``; a non-default
+            option the solver does not use. Each message is led by ``who``.
     """
     if solver not in SOLVERS:
-        raise ValueError(f"head solver must be one of {SOLVERS}, got {solver!r}")
+        raise ValueError(f"{who}: head solver must be one of {SOLVERS}, got {solver!r}")
     if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise ValueError(f"fit_head: features and labels must be tensors, got "
+        raise ValueError(f"{who}: features and labels must be tensors, got "
                          f"{type(features).__name__} and {type(labels).__name__}")
     if features.dim() != 2 or labels.dim() != 1 or features.shape[0] != labels.shape[0]:
-        raise ValueError(f"fit_head: need features [N, D] and labels [N], got "
+        raise ValueError(f"{who}: need features [N, D] and labels [N], got "
                          f"{list(features.shape)} and {list(labels.shape)}")
-    _check_unused_options(solver, lam, steps, lr)
+    _check_unused_options(who, solver, lam, steps, lr)
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)
                               or steps < 1):
-        raise ValueError(f"fit_head: steps must be None (the default, "
+        raise ValueError(f"{who}: steps must be None (the default, "
                          f"{_DEFAULT_STEPS[solver]}) or an int >= 1 for solver={solver!r}, "
                          f"got {steps!r}")
-    _check_head_labels(features, labels, n_classes)
+    _check_head_labels(who, features, labels, n_classes)
+    if "lam" in _USES[solver]:
+        check_lam(who, lam, features)     # named here, not by the solver fit_head calls
     features = features.detach()
     if features.dtype not in (torch.float32, torch.float64):
-        weight, bias = fit_head(features.float(), labels, n_classes, solver, lam, steps, lr)
+        weight, bias = fit_head(features.float(), labels, n_classes, solver, lam, steps, lr,
+                                who=who)
         return weight.to(features.dtype), bias.to(features.dtype)
     if solver == "ridge":
         y = F.one_hot(labels, n_classes).to(features.dtype)                    # [N, C]
@@ -182,11 +187,11 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
         ones = features.new_ones(features.shape[0], 1)
         phi = torch.cat([features, ones], 1)                                   # [N, D+1]
         if min(phi.shape) * n_classes > NEWTON_MAX:
-            W = _lbfgs_logistic(phi, labels, n_classes, check_lam("fit_head", lam, phi))
+            W = _lbfgs_logistic(phi, labels, n_classes, check_lam(who, lam, phi))
         else:
             W = newton_head(phi[None], labels[None], n_classes, lam, steps)[0]  # [D+1, C]
         return W[:-1].mT.contiguous(), W[-1].contiguous()
-    check_lr("fit_head", lr=lr)
+    check_lr(who, lr=lr)
     start = {"weight": features.new_zeros(n_classes, features.shape[1]),
              "bias": features.new_zeros(n_classes)}
     *_, last = fit_path(lambda p, f: F.linear(f, p["weight"], p["bias"]), start,
@@ -235,6 +240,15 @@ _USES = {"logistic": ("lam", "steps"), "ridge": ("lam",), "sgd": ("steps", "lr")
 _DEFAULTS = {"lam": 1.0, "steps": None, "lr": 0.1}
 
 
+def check_solver_options(who: str, solver_kw: Mapping[str, object]) -> None:
+    """A ValueError, led by ``who`` (the function called), for a key of ``solver_kw`` that
+    is none of ``fit_head``'s solver options (Python's TypeError would name ``fit_head``)."""
+    unknown = sorted(set(solver_kw) - set(_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{who}: unknown head solver option(s) {unknown}; the options are "
+                         f"{', '.join(_DEFAULTS)} (see fit_head)")
+
+
 def _is_default(value: object, option: str) -> bool:
     default = _DEFAULTS[option]
     if default is None or value is None:
@@ -242,7 +256,8 @@ def _is_default(value: object, option: str) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == default
 
 
-def _check_unused_options(solver: str, lam: object, steps: object, lr: object) -> None:
+def _check_unused_options(who: str, solver: str, lam: object, steps: object,
+                          lr: object) -> None:
     """An option ``solver`` does not use, set to other than its default, is an error: the
     caller expects it to change the result, and it would not."""
     given = {"lam": lam, "steps": steps, "lr": lr}
@@ -250,36 +265,37 @@ def _check_unused_options(solver: str, lam: object, steps: object, lr: object) -
     if unused:
         what = {"ridge": "closed-form", "logistic": "solved by Newton steps",
                 "sgd": "unpenalised"}[solver]
-        raise ValueError(f"fit_head: solver={solver!r} ({what}) does not use "
+        raise ValueError(f"{who}: solver={solver!r} ({what}) does not use "
                          f"{', '.join(f'{k}={given[k]!r}' for k in unused)}; it takes "
                          f"{' and '.join(_USES[solver])} (leave the others at their defaults)")
 
 
-def _check_head_labels(features: torch.Tensor, labels: torch.Tensor, n_classes: object) -> None:
+def _check_head_labels(who: str, features: torch.Tensor, labels: torch.Tensor,
+                       n_classes: object) -> None:
     """What every solver of ``fit_head`` needs (``newton_head`` checks the rest itself)."""
     if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
-        raise ValueError(f"fit_head: n_classes must be an int >= 2, got {n_classes!r}")
+        raise ValueError(f"{who}: n_classes must be an int >= 2, got {n_classes!r}")
     if not features.is_floating_point():
-        raise ValueError(f"fit_head: features must be float [N, D], got {features.dtype}")
+        raise ValueError(f"{who}: features must be float [N, D], got {features.dtype}")
     if labels.dtype != torch.int64:
-        raise ValueError(f"fit_head: labels must be int64 class indices [N], got "
+        raise ValueError(f"{who}: labels must be int64 class indices [N], got "
                          f"{labels.dtype}")
     if labels.device != features.device:
-        raise ValueError(f"fit_head: labels on {labels.device} but features on "
+        raise ValueError(f"{who}: labels on {labels.device} but features on "
                          f"{features.device}")
     if labels.numel():
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= n_classes:
-            raise ValueError(f"fit_head: labels must lie in [0, n_classes={n_classes}), "
+            raise ValueError(f"{who}: labels must lie in [0, n_classes={n_classes}), "
                              f"found {lo if lo < 0 else hi}")
     if not bool(torch.isfinite(features).all()):
-        raise ValueError(f"fit_head: features {list(features.shape)} have non-finite values "
+        raise ValueError(f"{who}: features {list(features.shape)} have non-finite values "
                          f"(NaN or inf); the head would be NaN")
 
 
 def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: torch.Tensor,
               support_y: torch.Tensor, head: Sequence[str] | None = None,
-              solver: str = "logistic", **solver_kw) -> Params:
+              solver: str = "logistic", *, who: str = "warm_head", **solver_kw) -> Params:
     """params with the head fitted on the frozen features of the support set (LP-FT's first
     phase). Every other tensor is passed through as is: the body stays bit-identical. The
     features are computed without gradients in eval mode (``eval_mode``: no dropout, torch
@@ -290,15 +306,17 @@ def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: t
         model: with ``forward(x, head=False)`` giving features ``[S, D]``.
         params: the starting parameters. support_x ``[S, ...]``, support_y int64 ``[S]``.
         head: head parameter names (default the ``head`` ``nn.Linear``, else the last).
-        solver, solver_kw: as ``fit_head``.
+        solver, solver_kw: as ``fit_head`` (``lam``, ``steps``, ``lr``).
+        who: the public function the caller called, which leads every error message.
 
     Raises:
         ValueError: as ``check_support``, ``new_head_names`` (a head tied to another
-            layer) and ``fit_head``.
+            layer) and ``fit_head``; a ``solver_kw`` that is none of ``fit_head``'s options.
     """
-    n_classes = check_support("warm_head", support_x, support_y, model)
+    check_solver_options(who, solver_kw)
+    n_classes = check_support(who, support_x, support_y, model)
     w, b = new_head_names(model, head)
     with torch.no_grad(), eval_mode(model):
         feats = forward(model, params, support_x, head=False)                  # [S, D]
-    weight, bias = fit_head(feats, support_y, n_classes, solver, **solver_kw)
+    weight, bias = fit_head(feats, support_y, n_classes, solver, **solver_kw, who=who)
     return {**params, w: weight, b: bias}

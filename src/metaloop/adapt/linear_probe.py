@@ -37,13 +37,14 @@ def linear_probe(model: nn.Module, support_x: torch.Tensor, support_y: torch.Ten
         ``Adapted`` with a ``[C, D]`` head; ``trainable`` counts the head's numbers.
 
     Raises:
-        ValueError: an empty or inconsistent support set, inputs with NaN or inf or on
-            another device / in another dtype than ``model``, bad solver options, or a head
-            tied to another layer (``new_head_names``).
+        ValueError: an empty or inconsistent support set (one of a single class among
+            them), inputs with NaN or inf or on another device / in another dtype than
+            ``model``, an unknown solver or solver option or a bad value of one, or a head
+            tied to another layer (``new_head_names``); each message names ``linear_probe``.
     """
     check_support("linear_probe", support_x, support_y, model)
     names = new_head_names(model, head)
     params = warm_head(model, detach(params_of(model)), support_x, support_y, names, solver,
-                       **solver_kw)
+                       who="linear_probe", **solver_kw)
     return Adapted(model, params, sum(params[n].numel() for n in names), names,
                    {"frozen_body": True, "solver": solver})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from metaloop.adapt.heads import fit_head
+from metaloop.adapt.heads import check_solver_options, fit_head
 from metaloop.func.params import eval_mode
 
 __all__ = ["Probe", "fit_probe"]
@@ -69,7 +69,9 @@ def fit_probe(feature_fn: Callable[[torch.Tensor], torch.Tensor], support_x: tor
             < 1, an option the solver does not use, labels out of range, a class without a
             support example (logistic).
     """
+    check_solver_options("fit_probe", solver_kw)
     with torch.no_grad(), eval_mode(feature_fn):
         features = feature_fn(support_x)                                 # [S, D]
-    weight, bias = fit_head(features, support_y, n_classes, solver, lam, **solver_kw)
+    weight, bias = fit_head(features, support_y, n_classes, solver, lam, **solver_kw,
+                            who="fit_probe")
     return Probe(feature_fn, weight.detach(), bias.detach())

@@ -101,7 +101,8 @@ def zero_shot(model: nn.Module, labels: Sequence[str], template: str = "{}",
     Raises:
         ValueError: a model without normalised embeddings, a template without exactly one
             ``{}`` (or with another replacement field or an unmatched brace), no labels (or
-            one string in place of a list), or a scale that is not finite and > 0.
+            one string in place of a list), a label that is not a string (naming its class
+            and value), or a scale that is not finite and > 0.
     """
     _check_model(model)
     if not _is_template(template):
@@ -112,6 +113,10 @@ def zero_shot(model: nn.Module, labels: Sequence[str], template: str = "{}",
                          f"got the single string {labels!r} (write [{labels!r}])")
     if len(labels) == 0:
         raise ValueError("zero_shot needs at least one label")
+    for c, label in enumerate(labels):
+        if not isinstance(label, str):
+            raise ValueError(f"zero_shot: labels must be strings, one wording per class, but "
+                             f"class {c}'s is {type(label).__name__} {label!r}")
     scale = _check_scale("zero_shot", scale)
     e = _embed(model, [template.format(label) for label in labels], cache)      # [C, D]
     return Adapted(model, _with_head(model, F.normalize(e, dim=-1), scale), 0, (),
@@ -140,6 +145,28 @@ def _words(wordings: Sequence[Mapping[str, str] | str]) -> tuple[list[dict], lis
     """Each class's wordings as a dict (a string is ``{"label": ...}``), and the first's keys."""
     words = [{"label": w} if isinstance(w, str) else dict(w) for w in wordings]
     return words, (list(words[0]) if words else [])
+
+
+def _check_wordings(wordings: Sequence[object]) -> None:
+    """Each class's wordings must be a string or a mapping of strings to strings: anything
+    else would be formatted into a prompt (``None`` becoming the word "None").
+
+    Raises:
+        ValueError: naming the class, the key and the value.
+    """
+    for c, w in enumerate(wordings):
+        if isinstance(w, str):
+            continue
+        if not isinstance(w, Mapping):
+            raise ValueError(f"optimize_prompt: class {c}'s wordings must be a string or a "
+                             f"dict of strings, got {type(w).__name__} {w!r}")
+        for k, v in w.items():
+            if not isinstance(k, str):
+                raise ValueError(f"optimize_prompt: wording keys must be strings, but class "
+                                 f"{c} has the key {type(k).__name__} {k!r}")
+            if not isinstance(v, str):
+                raise ValueError(f"optimize_prompt: wordings must be strings, but class {c}'s "
+                                 f"{k!r} is {type(v).__name__} {v!r}")
 
 
 def _prompts(words: list[dict], keys: list[str], templates: Sequence[str]) -> list[str]:
@@ -183,7 +210,9 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
 
     Raises:
         ValueError: an empty support set, one string in place of the list of wordings, a
-            wording list whose length is not C, classes with different wording keys (the
+            wording list whose length is not C, a wording that is not a string (or a class's
+            wordings neither a string nor a dict; naming the class, the key and the value),
+            classes with different wording keys (the
             message names the keys a class lacks or adds), a template without exactly one
             ``{}`` (or with another field or an unmatched brace), no ``mixes`` or a negative
             one, or a scale that is not finite and > 0.
@@ -196,6 +225,7 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
     if len(wordings) != n_classes:
         raise ValueError(f"optimize_prompt: {len(wordings)} label wordings for "
                          f"{n_classes} classes")
+    _check_wordings(wordings)
     words, keys = _words(wordings)
     if not keys:
         raise ValueError(f"optimize_prompt: every class needs at least one wording, got "

@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.out and Path(args.record).resolve() == (Path(args.out) / "results.json").resolve():
             raise ValueError(f"--record {args.record} is the results.json that --out "
                              f"{args.out} gets: name another .json file for the record")
-        records.check_record_path(args.record, out=args.out or None)  # another file of --out
+        records.check_record_path(args.record)
     _check_out_outside_data(args, loaded)
     if args.device == "cuda":
         from metaloop.train.distributed import set_tf32

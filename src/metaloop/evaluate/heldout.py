@@ -6,14 +6,14 @@ import dataclasses
 import math
 import numbers
 import operator
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from metaloop._callable import check_progress
+from metaloop._random import seeded_rng
 from metaloop.evaluate.stats import ci95
 from metaloop.func.losses import accuracy, get_loss
 from metaloop.meta._common import check_batch
@@ -186,7 +186,10 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
     _generator(tasks, seed)          # named before the RNG is seeded with it
-    with _seeded_rng(seed, learner, device):   # dropout in the user's model: seeded
+    model = getattr(learner, "model", None)
+    places = [p.device for p in model.parameters()] if isinstance(model, torch.nn.Module) \
+        else []
+    with seeded_rng(seed, [*places, device]):   # dropout in the user's model: seeded
         classification = _score(learner, loss_fn, family, tasks, seed, steps, per_task,
                                 device, progress, support_shift, query_shift,
                                 loss if isinstance(loss, str) else None)
@@ -198,26 +201,6 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         result[key] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
         result["per_task"][key] = per_task[key]
     return result
-
-
-@contextmanager
-def _seeded_rng(seed: int, learner, device) -> Iterator[None]:
-    """While active, torch's global CPU generator and those of the CUDA devices the learner's
-    model (or ``device``) is on are seeded with ``seed``; afterwards each is back in the
-    caller's state. Other CUDA devices are left alone: ``fork_rng()``'s default saves every
-    device's state, which initialises CUDA in a run that does not use it (and warns on a
-    machine with several GPUs)."""
-    model = getattr(learner, "model", None)
-    places = [p.device for p in model.parameters()] if isinstance(model, torch.nn.Module) \
-        else []
-    places += [torch.device(device)] if device is not None else []
-    cuda = sorted({d.index if d.index is not None else torch.cuda.current_device()
-                   for d in places if d.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda):
-        torch.default_generator.manual_seed(seed)
-        for d in cuda:
-            torch.cuda.default_generators[d].manual_seed(seed)
-        yield
 
 
 def check_loss_kind(loss, batch: TaskBatch, family) -> None:

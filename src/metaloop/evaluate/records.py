@@ -359,27 +359,29 @@ def _tasks_of(rec: Mapping) -> dict:
 # The .json files a run writes in its --out folder (besides those in its checkpoints,
 # ``ckpt-*``): a record there would be overwritten by the run, or would overwrite what it
 # wrote.
-RUN_FILES = ("results.json", "partial.json", "runs.json", "curve.json", "timing.json")
-_RUN_FILE = re.compile(r"final-k\d+-n\d+\.json")          # --protocol iwae --evaluate's
+VAE_FILES = ("results.json", "curve.json", re.compile(r"final-k\d+-n\d+\.json"))
+"""The JSON files ``metaloop vae`` writes in its ``--out`` (``--protocol iwae --evaluate``:
+``final-k*-n*.json``); its checkpoints' files (in ``ckpt-*`` folders) are its own too."""
 
 
-def _run_file(path: Path, out) -> str | None:
+def _run_file(path: Path, out, files) -> str | None:
     """The name of the file of the run folder ``out`` that ``path`` is (symbolic links
-    resolved), or None."""
+    resolved): one of ``files`` (names, or compiled patterns a name matches in full) or a
+    file in one of its ``ckpt-*`` checkpoint folders; None otherwise."""
     try:
         rel = path.expanduser().resolve().relative_to(Path(out).expanduser().resolve())
     except (ValueError, OSError):
         return None
     parts = rel.parts
-    if not parts:
-        return None
-    if parts[0].startswith("ckpt-") or (
-            len(parts) == 1 and (parts[0] in RUN_FILES or _RUN_FILE.fullmatch(parts[0]))):
+    if len(parts) > 1 and parts[0].startswith("ckpt-"):
+        return rel.as_posix()
+    if len(parts) == 1 and any(parts[0] == f if isinstance(f, str) else f.fullmatch(parts[0])
+                               for f in files):
         return rel.as_posix()
     return None
 
 
-def check_record_path(path, out=None) -> Path:
+def check_record_path(path, out=None, files=VAE_FILES) -> Path:
     """Fail early, before any work, if a record cannot be written at ``path``.
 
     Nothing is created: the folders the record needs are made when it is written
@@ -390,8 +392,10 @@ def check_record_path(path, out=None) -> Path:
     Args:
         path: where the record goes.
         out: the run's output folder (``--out``), or None: a record path that is a file
-            the run writes there (``RUN_FILES``, a checkpoint's file) is refused, which
-            would otherwise be found only once the work is done.
+            the run writes there (one of ``files``, or a file of a checkpoint folder) is
+            refused, which would otherwise be found only once the work is done.
+        files: the names of the JSON files the run writes in ``out`` (strings, or compiled
+            patterns), by default ``metaloop vae``'s (``VAE_FILES``).
 
     Raises:
         ValueError: the path does not end in ``.json``, is a folder, a file the run writes
@@ -402,7 +406,7 @@ def check_record_path(path, out=None) -> Path:
     path = Path(path)
     if path.suffix != ".json":
         raise ValueError(f"record path must end in .json, got {str(path)!r}")
-    mine = None if out is None else _run_file(path, out)
+    mine = None if out is None else _run_file(path, out, files)
     if mine is not None:
         raise ValueError(f"record path {str(path)!r} is {mine}, a file that the run writes "
                          f"in its --out folder {out}: name another .json file for the "

@@ -39,6 +39,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from metaloop.adapt.sgd import autograd_usable, gradients_on
 from metaloop.func.params import eval_mode
 from metaloop.generative.nets import check_generator, draw_device
 
@@ -189,7 +190,8 @@ def _check_logits(logits, n: int) -> int:
 
 
 def _check_finite(values: torch.Tensor, when: str) -> None:
-    """A ValueError unless the classifier's logits (or log-probabilities) are finite."""
+    """A ValueError unless the classifier's logits (or the image logits they moved) are
+    finite."""
     if not bool(torch.isfinite(values).all()):
         raise ValueError(f"the classifier returned NaN or infinite logits {when}: the "
                          f"inversion would make NaN images")
@@ -280,6 +282,17 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
         raise ValueError(f"jitter must be smaller than the image's height and width "
                          f"{shape[1:]}, got {jitter}")
     dtype, device = _module_dtype_device(classifier)
+    with gradients_on():           # under no_grad or inference_mode too: u is optimised
+        return _invert(classifier, init, n, shape, t, generator, dtype, device, steps, lr,
+                       until, l2, tv, jitter)
+
+
+def _invert(classifier, init, n: int, shape, t: torch.Tensor, generator, dtype, device,
+            steps: int, lr: float, until: float | None, l2: float, tv: float,
+            jitter: int) -> torch.Tensor:
+    """``invert_classifier``'s optimisation, its arguments checked, inside
+    ``gradients_on()``: the images ``[n, C, H, W]``."""
+    t, init = autograd_usable(t), autograd_usable(init)    # made under inference_mode?
     u = _init_logits(init, n, shape, generator, dtype, device)         # [n, C, H, W]
     with eval_mode(classifier):
         with torch.no_grad():
@@ -295,44 +308,43 @@ def invert_classifier(classifier: nn.Module | Callable[[torch.Tensor], torch.Ten
         opt = torch.optim.Adam([u], lr=lr)
         rows = torch.arange(n, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)          # [n]
-        with torch.enable_grad():
-            for _ in range(steps):
-                x = torch.sigmoid(u)                                   # [n, C, H, W]
-                seen = x
-                if jitter:
-                    dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator,
-                                           device=draw_device(generator, "cpu"))
-                    seen = torch.roll(x, (int(dy), int(dx)), dims=(2, 3))
-                logp = torch.log_softmax(_classify(classifier, seen), dim=-1)[rows, t]  # [n]
-                if not logp.requires_grad:
-                    raise ValueError("the classifier's logits do not depend differentiably "
-                                     "on its input images (it detaches them or runs under "
-                                     "torch.no_grad): the inversion follows their gradient "
-                                     "with respect to the images")
-                _check_finite(logp, "during the inversion")
-                obj = -logp
-                if l2:
-                    obj = obj + l2 * x.square().flatten(1).mean(1)
-                if tv:
-                    obj = obj + tv * total_variation(x)
-                if until is not None:
-                    if jitter:                                 # judged on the image as it is
-                        with torch.no_grad():
-                            now = torch.log_softmax(classifier(x), dim=-1)[rows, t]
-                    else:
-                        now = logp.detach()
-                    done |= now >= math.log(until)
-                    if bool(done.all()):
-                        break
-                    obj = obj.masked_fill(done, 0.0)
-                (u.grad,) = torch.autograd.grad(obj.sum(), u)
-                if until is not None and bool(done.any()):
-                    kept = u.detach()[done].clone()
-                    opt.step()                                         # momentum moves all
+        for _ in range(steps):
+            x = torch.sigmoid(u)                                   # [n, C, H, W]
+            seen = x
+            if jitter:
+                dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator,
+                                       device=draw_device(generator, "cpu"))
+                seen = torch.roll(x, (int(dy), int(dx)), dims=(2, 3))
+            logp = torch.log_softmax(_classify(classifier, seen), dim=-1)[rows, t]  # [n]
+            if not logp.requires_grad:
+                raise ValueError("the classifier's logits do not depend differentiably "
+                                 "on its input images (it detaches them or runs under "
+                                 "torch.no_grad): the inversion follows their gradient "
+                                 "with respect to the images")
+            obj = -logp
+            if l2:
+                obj = obj + l2 * x.square().flatten(1).mean(1)
+            if tv:
+                obj = obj + tv * total_variation(x)
+            if until is not None:
+                if jitter:                                 # judged on the image as it is
                     with torch.no_grad():
-                        u[done] = kept
+                        now = torch.log_softmax(classifier(x), dim=-1)[rows, t]
                 else:
-                    opt.step()
+                    now = logp.detach()
+                done |= now >= math.log(until)
+                if bool(done.all()):
+                    break
+                obj = obj.masked_fill(done, 0.0)
+            (u.grad,) = torch.autograd.grad(obj.sum(), u)
+            if until is not None and bool(done.any()):
+                kept = u.detach()[done].clone()
+                opt.step()                                         # momentum moves all
+                with torch.no_grad():
+                    u[done] = kept
+            else:
+                opt.step()
+    _check_finite(u.detach(), "during the inversion")   # once: no read back per step
     return torch.sigmoid(u.detach())
 
 

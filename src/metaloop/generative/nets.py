@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop._random import check_generator as _check_generator
 from metaloop._random import draw_device  # noqa: F401  (the generative draws')
 from metaloop.meta._common import check_inputs
 
@@ -62,13 +63,9 @@ def check_number(name: str, value: Any, low: float = 0.0, strict: bool = True) -
 
 def check_generator(what: str, generator: object) -> None:
     """Raise ValueError naming ``what`` unless ``generator`` is a ``torch.Generator`` or
-    None (a seed given in its place failed deep inside torch, naming neither)."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        seed = (generator if isinstance(generator, numbers.Integral)
-                and not isinstance(generator, bool) else "seed")
-        raise ValueError(f"{what}: generator must be a torch.Generator or None, got "
-                         f"{type(generator).__name__} {generator!r}; for a seeded one pass "
-                         f"torch.Generator().manual_seed({seed})")
+    None (``metaloop._random.check_generator``; a seed given in its place failed deep inside
+    torch, naming neither)."""
+    _check_generator(f"{what}:", generator, kind=ValueError)
 
 
 def check_seed(what: str, seed: object, added: int = 0) -> int:

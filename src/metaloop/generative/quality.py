@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from metaloop._random import seeded_rng
 from metaloop.generative.data import to_unit
 from metaloop.generative.nets import check_flag, check_number, check_positive, check_seed
 
@@ -137,8 +138,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
         raise ValueError(f"labels must lie in [0, n_classes={n_classes}), got range "
                          f"[{lo}, {hi}]")
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded_rng(seed):                # the CPU's generator: CUDA is left alone
         clf = Classifier(n_classes, images.shape[1], tuple(images.shape[-2:]))
     clf.to(images.device)                 # initialised on the CPU: the same on every device
     opt = torch.optim.Adam(clf.parameters(), lr=lr)

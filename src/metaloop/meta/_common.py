@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -388,14 +390,25 @@ def autograd_batch(batch: TaskBatch) -> TaskBatch:
 
 
 def check_flag(name: str, value: object) -> bool:
-    """``value`` as a bool: True, False, or an int 0 / 1 (a string such as ``"False"``
+    """``value`` as a bool: True, False, a numpy bool, an integer 0 / 1 (numpy's too), or a
+    one-element bool or integer tensor holding one of those (a string such as ``"False"``
     would otherwise read as True).
 
     Raises:
         ValueError: naming ``name`` and the value.
     """
-    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not (
+            value.is_floating_point() or value.is_complex()):
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)):
         return bool(value)
+    if not isinstance(value, (str, bytes)):
+        try:
+            index = operator.index(value)  # type: ignore[arg-type]  # int, numpy ints
+        except TypeError:
+            index = None
+        if index in (0, 1):
+            return bool(index)
     raise ValueError(f"{name} must be True or False, got {value!r}")
 
 

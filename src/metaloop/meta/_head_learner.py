@@ -435,6 +435,8 @@ class HeadLearner(ScoresEitherWay):
             raise ValueError(f"{self.name} needs a classification TaskBatch (int64 labels), "
                              f"got float regression targets")
         check_batch(batch, self.model)
+        if torch.is_grad_enabled():     # a batch made under inference_mode: copied to use
+            batch = autograd_batch(batch)
         ways = self._ways(batch.support_y, batch.query_y, classes=batch.classes)
         params = self._params()
         head = self._solve(params, batch.support_x, batch.support_y, ways)

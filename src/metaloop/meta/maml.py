@@ -299,8 +299,8 @@ class MAML(AdaptsBySGD):
     def _meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = check_batch(batch, self.net, self.inner.loss)
         params = params_of(self.model)
-        if torch.is_grad_enabled():
-            return self._loss(batch, params, self.first_order)
+        if torch.is_grad_enabled():     # a batch made under inference_mode: copied to use
+            return self._loss(autograd_batch(batch), params, self.first_order)
         with gradients_on():    # the value alone: first order computes the same, then no graph
             loss, metrics = self._loss(autograd_batch(batch), params, first_order=True)
         return loss.detach(), metrics

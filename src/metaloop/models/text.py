@@ -287,10 +287,17 @@ class TextEncoder(nn.Module):
         if x.dim() != 2:
             raise ValueError(f"TextEncoder expects token ids [N, L], got {list(x.shape)}")
         ids = x.long()
-        self._check_ids(x, ids)
         real = ids != self.pad_id                                        # [N, L]
-        cols = real.any(0).nonzero()
-        length = int(cols.max()) + 1 if cols.numel() else 1
+        # one read from the device: the last column with a token, and whether every id is
+        # a whole number of the vocabulary (``_check_ids``)
+        last = (real.any(0) * torch.arange(1, x.shape[1] + 1, device=x.device)).max() \
+            if x.shape[1] else torch.zeros((), dtype=torch.long, device=x.device)
+        top = self.vocab_size()
+        ok = (ids.clamp(0, top - 1 if top is not None else None) == x).all()
+        length, fine = torch.stack([last, ok.long()]).tolist()
+        if not fine:
+            self._check_ids(x, ids)
+        length = max(int(length), 1)
         ids, real = ids[:, :length], real[:, :length]                    # drop all-pad columns
         prompt = sum(getattr(c, "num_virtual_tokens", None) or 0          # soft prompts
                      for c in getattr(self.encoder, "peft_config", {}).values())
@@ -315,8 +322,9 @@ class TextEncoder(nn.Module):
     def _check_ids(self, x: torch.Tensor, ids: torch.Tensor) -> None:
         """Refuse ids ``x [N, L]`` (``ids``: them as int64) that are not whole numbers in
         ``[0, vocab_size())``: the embedding would raise an IndexError naming neither, and
-        ``long()`` would silently truncate 7.5 to 7. One reduction; the search for the
-        position runs only when an id is bad."""
+        ``long()`` would silently truncate 7.5 to 7. ``features`` reads whether every id is
+        good with the length of its batch, and calls this for the position only when one is
+        not."""
         vocab = self.vocab_size()
         top = vocab - 1 if vocab is not None else None
         ok = ids.clamp(0, top) == x              # [N, L]: whole (NaN too is bad) and in range

@@ -3,8 +3,8 @@ the same held-out tasks.
 
 The methods (``ALL``): the baselines scratch and pretrain, MAML, first-order MAML, Reptile and
 ANIL, and on classification the solved heads R2D2, MetaOptNet and ProtoNet. The shipped
-configs run all but ProtoNet by default (sinusoid: the first six); ``methods`` (``--methods``)
-chooses others, ProtoNet included.
+configs run every method that applies (sinusoid: the first six); ``methods``
+(``--methods``) chooses among them.
 
 The settings live in TOML files shipped with the package, ``metaloop/configs/
 compare_<family>.toml`` (``config_text(family)`` returns one to copy). Besides the sections of

@@ -21,7 +21,7 @@ import operator
 
 import torch
 
-from metaloop._random import draw_device
+from metaloop._random import check_generator, draw_device
 from metaloop.data.omniglot import (
     DRAWINGS,
     VINYALS_SPLITS,
@@ -54,21 +54,6 @@ def check_positive_int(owner: str, **values) -> tuple[int, ...]:
             raise ValueError(f"{owner} {name} must be a positive int, got {v!r}")
         out.append(n)
     return tuple(out)
-
-
-def check_generator(owner: str, generator: object) -> None:
-    """A family's ``sample(n, generator)`` takes a ``torch.Generator`` or None (torch's
-    default one), not a seed.
-
-    Raises:
-        TypeError: naming ``owner`` and what was given, with how to make a seeded generator.
-    """
-    if generator is not None and not isinstance(generator, torch.Generator):
-        seed = generator if isinstance(generator, int) and not isinstance(generator, bool) \
-            else "seed"
-        raise TypeError(f"{owner} generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__} {generator!r}; for a seeded stream pass "
-                        f"torch.Generator().manual_seed({seed})")
 
 
 def episode_indices(table: torch.Tensor, counts: torch.Tensor | None, n: int, ways: int,

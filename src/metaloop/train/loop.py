@@ -347,9 +347,10 @@ def _train_args(iterations, meta_batch, lr, lr_schedule, optimizer, weight_decay
 
 
 # A learner's (or its inner rule's) attributes that choose how the same numbers are computed
-# (as EXECUTION_KEYS), or that are derived from the model: a resume may differ in them.
+# (as EXECUTION_KEYS), that are derived from the model, or that set test-time adaptation only
+# (Reptile's test_batch: no training number depends on it): a resume may differ in them.
 _EXECUTION_ATTRS = frozenset({"batching", "compile", "recompute_inner_loop", "checkpoint",
-                              "path_fn", "names"})
+                              "path_fn", "names", "test_batch"})
 
 
 def learner_settings(learner) -> dict:
