@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,12 @@ def wordnet_bert(save_tiny_bert) -> str:
 # Tests use tiny tensors: one thread avoids OpenMP start-up and oversubscription costs
 # that dominate at this size (measured 2-4x faster on the 2-core CI machines).
 torch.set_num_threads(1)
+
+# A suite started in the background of a shell (``pytest &``, ``nohup``) inherits SIGINT
+# ignored, which metaloop respects (a background job's Ctrl-C is not its own): the tests
+# that stop a run with SIGINT need Python's default handler, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
