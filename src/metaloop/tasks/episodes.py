@@ -26,6 +26,7 @@ from metaloop.tasks.omniglot import (
 )
 from metaloop.tasks.splits import (
     check_name_list,
+    check_one_spelling,
     nfc,
     read_split_files,
     same_in_nfc,
@@ -697,12 +698,7 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     if len(set(names)) != len(names):
         raise ValueError(f"{what} class_names has duplicates: "
                          f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
-    forms = same_in_nfc(names)
-    if forms:
-        one, other = forms[0]
-        raise ValueError(f"{what} class_names {one!r} and {other!r} differ only in their "
-                         f"Unicode form ({ascii(one)} and {ascii(other)}), so they would be "
-                         f"two classes that look the same; give each class one spelling")
+    check_one_spelling(f"{what} class_names", names)
     return x, y, names
 
 

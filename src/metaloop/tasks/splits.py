@@ -46,6 +46,18 @@ def same_in_nfc(names: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def check_one_spelling(what: str, names: Sequence[str]) -> None:
+    """A ValueError, led by ``what``, where two ``names`` differ only in their Unicode form
+    (``same_in_nfc``): two classes that look the same. Names the first pair, each also in
+    ``ascii`` so that the difference shows."""
+    forms = same_in_nfc(names)
+    if forms:
+        a, b = forms[0]
+        raise ValueError(f"{what} {a!r} and {b!r} differ only in their Unicode form "
+                         f"({ascii(a)} and {ascii(b)}), so they would be two classes that "
+                         f"look the same; give each class one spelling")
+
+
 def _whole(x: float) -> int:
     """``floor(x)``, but a product that float arithmetic left within 1e-6 of a whole number
     is that number: 0.29 * 100 = 28.999999999999996 counts 29 classes."""
@@ -88,12 +100,7 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
         else []
     if dup:
         raise ValueError(f"split_classes: duplicated class names {dup[:5]}")
-    forms = same_in_nfc(names)
-    if forms:
-        a, b = forms[0]
-        raise ValueError(f"split_classes: class names {a!r} and {b!r} differ only in their "
-                         f"Unicode form ({ascii(a)} and {ascii(b)}), so they would be two "
-                         f"classes that look the same; give each class one spelling")
+    check_one_spelling("split_classes: class names", names)
     fr = tuple(fractions)
     if len(fr) != 3 or any(not isinstance(f, numbers.Real) or isinstance(f, bool) or f < 0
                            or not math.isfinite(f) for f in fr):
