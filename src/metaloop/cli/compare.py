@@ -9,7 +9,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from metaloop import config as _config
-from metaloop import runlock, runs_folder
+from metaloop import runlock
 from metaloop.cli import _checks
 from metaloop.cli._args import path
 from metaloop.recipes import compare as recipe
@@ -153,9 +153,7 @@ def _compare(args: argparse.Namespace) -> int:
     mcfgs = [recipe.method_config(cfg, name) for name in methods]
     if args.config:                            # keys of the user's file no method reads
         recipe.warn_unread(mcfgs, args.config)
-    if cfg["family"]["name"] == "folder" and cfg["family"]["root"]:   # its plots: no class
-        runs_folder.check_outside_data(args.out or "runs/compare", cfg["family"]["root"],
-                                       "family.root")
+    recipe.check_out_outside_data(cfg["family"], args.out or "runs/compare")  # no class
     # bad data (found by recipe.run): no folder left; another command's run: refused
     with output_dir(args.out or "runs/compare", command="compare") as out:
         bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress)

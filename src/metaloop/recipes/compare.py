@@ -51,8 +51,9 @@ NOT_META_TRAINED = ("scratch",)
 FAMILIES = ("sinusoid", "omniglot")
 COMPARE_KEYS = ("methods", "per_method", "per_ways")
 
-__all__ = ["ALL", "FAMILIES", "config_path", "config_text", "load_config", "method_config",
-           "methods_for", "record", "run", "warn_unread", "with_split"]
+__all__ = ["ALL", "FAMILIES", "check_out_outside_data", "config_path", "config_text",
+           "load_config", "method_config", "methods_for", "record", "run", "warn_unread",
+           "with_split"]
 
 
 def config_path(family: str):
@@ -385,7 +386,7 @@ def _stored_state(run_dir: Path) -> dict | None:
     return state if isinstance(state, dict) else None
 
 
-def _check_out_outside_data(family: dict, out_dir) -> None:
+def check_out_outside_data(family: dict, out_dir) -> None:
     """ValueError when ``out_dir`` lies inside the image folder of a ``folder`` family
     (``metaloop.runs_folder.check_outside_data``): the comparison's plots would become
     images of a class, which every later run on that folder would read."""
@@ -490,7 +491,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
                          f"held-out tasks differ from its training tasks only by their seed, "
                          f"so every method would be trained on the tasks it is scored on; "
                          f"give them different seeds")
-    _check_out_outside_data(cfg["family"], out_dir)
+    check_out_outside_data(cfg["family"], out_dir)
     cfg = with_split(cfg, out_dir, resume)     # your own data: one class split, stored
     mcfgs = {name: method_config(cfg, name) for name in names}   # all checked before training
     _config.warn_shared_split(cfg)             # held out from the training classes?
