@@ -84,13 +84,16 @@ def test_target_modules_that_match_nothing_list_the_available_names():
 
 def test_lora_finetune_needs_adapters():
     model = Conv4(1, 8)
-    with pytest.raises(ValueError, match="has no LoRA parameters; call add_lora first"):
+    with pytest.raises(ValueError, match="^lora_finetune: Conv4 has no LoRA parameters; call "
+                                         "add_lora first"):
         lora_finetune(model, torch.rand(3, 1, 28, 28), torch.arange(3))
     with pytest.raises(ValueError, match="has no LoRA layers to merge"):
         merge_lora(model)
     lora = add_lora(model, r=2, target_modules=["conv"])
-    with pytest.raises(ValueError, match="the support set is empty"):
+    with pytest.raises(ValueError, match="^lora_finetune: the support set is empty"):
         lora_finetune(lora, torch.rand(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(ValueError, match="^lora_finetune: steps must be a non-negative int"):
+        lora_finetune(lora, torch.rand(3, 1, 28, 28), torch.arange(3), steps=-1)
     out = forward(lora, dict(lora.named_parameters()), torch.rand(2, 1, 28, 28))
     assert out.shape == (2, 5)
 

@@ -89,13 +89,31 @@ def test_an_unknown_solver_option_is_named_with_the_function_called(mlp):
 
 @pytest.mark.parametrize("call, who", [
     (lambda m, x, y: linear_probe(m, x, y), "linear_probe"),
-    (lambda m, x, y: lpft(m, x, y, steps=1), "finetune"),
+    (lambda m, x, y: lpft(m, x, y, steps=1), "lpft"),
     (lambda m, x, y: finetune(m, x, y, steps=1, warmup="ridge"), "finetune"),
+    (lambda m, x, y: finetune(m, x, y, steps=1), "finetune"),
 ])
 def test_a_support_set_of_one_class_is_named_with_the_function_called(mlp, call, who):
+    """The message speaks of the support set the caller gave, not of an ``n_classes``
+    parameter that they never passed."""
     x = _support()[0]
-    with pytest.raises(ValueError, match=rf"^{who}: n_classes must be an int >= 2, got 1$"):
+    with pytest.raises(ValueError, match=rf"^{who}: the support set has one class \(every "
+                                         rf"label is 0\); a classifier needs at least 2"):
         call(mlp, x, torch.zeros(6, dtype=torch.long))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, y: lpft(m, x, y, steps=-1), r"^lpft: steps must be a non-negative int"),
+    (lambda m, x, y: lpft(m, x, y, lr=0.0), r"^lpft: lr must be a positive number"),
+    (lambda m, x, y: lpft(m, x, y, head_init="random"),
+     r"^lpft: head_init='random' is given with warmup='logistic'"),
+    (lambda m, x, y: lpft(m, x, y, warmup="svm"), r"^lpft: head solver must be one of"),
+    (lambda m, x, y: lpft(m, x, y, warmup_kw={"lam": -1.0}),
+     r"^lpft: lam must be finite and > 0"),
+])
+def test_lpft_errors_name_lpft_not_finetune(mlp, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(mlp, *_support())
 
 
 @pytest.mark.parametrize("call, message", [

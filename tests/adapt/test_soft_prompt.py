@@ -62,7 +62,13 @@ def test_soft_prompt_errors():
     model = tiny_text()
     with pytest.raises(ValueError, match="num_virtual_tokens must be a positive int"):
         add_soft_prompt(model, 0)
-    with pytest.raises(ValueError, match="has no soft prompt; call add_soft_prompt"):
+    with pytest.raises(ValueError, match="^soft_prompt_finetune: TextEncoder has no soft "
+                                         "prompt; call add_soft_prompt"):
         soft_prompt_finetune(model, *_task())
+    with pytest.raises(ValueError, match="^soft_prompt_finetune: model must be a "
+                                         "torch.nn.Module, got str"):
+        soft_prompt_finetune("minilm", *_task())
+    with pytest.raises(ValueError, match="^soft_prompt_finetune: lr must be a positive"):
+        soft_prompt_finetune(add_soft_prompt(model, 2), *_task(), lr=0.0)
     with pytest.raises(ValueError, match="already has a soft prompt"):
         add_soft_prompt(add_soft_prompt(model, 2))

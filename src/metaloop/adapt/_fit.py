@@ -81,7 +81,8 @@ def check_support(fn: str, x: torch.Tensor, y: torch.Tensor,
 
     Raises:
         ValueError: an empty support set, x and y of different lengths, labels that are not
-            int64 ``[S]``, a class in ``0..C-1`` without examples, non-finite inputs, or
+            int64 ``[S]``, a class in ``0..C-1`` without examples, one class only (C = 1),
+            non-finite inputs, or
             tensors on another device or in another float dtype than ``model``.
     """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
@@ -103,6 +104,9 @@ def check_support(fn: str, x: torch.Tensor, y: torch.Tensor,
     missing = sorted(set(range(c)) - set(y.tolist()))
     if missing:
         raise ValueError(f"{fn}: classes {missing} have no support example (labels 0..{c - 1})")
+    if c < 2:
+        raise ValueError(f"{fn}: the support set has one class (every label is 0); a "
+                         f"classifier needs at least 2 classes to tell apart")
     return c
 
 

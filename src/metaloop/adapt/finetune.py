@@ -4,7 +4,6 @@ LoRA and soft prompts (approach 3) are this function with a parameter partition.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
@@ -71,16 +70,41 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
             ``head_init="random"`` with ``warmup``.
         TypeError: a ``generator`` that is not a ``torch.Generator`` or None.
     """
-    n_classes = check_support("finetune", support_x, support_y, model)
-    check_steps("finetune", steps=steps)
-    check_lr("finetune", lr=lr, head_lr=head_lr)
-    check_generator_arg("finetune", generator)
-    _check_unused_options(head_init, warmup, warmup_kw)
+    return _finetune("finetune", model, support_x, support_y, steps, lr, head_lr, head_init,
+                     warmup, warmup_kw, adapt, optimizer, head, generator)
+
+
+def lpft(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
+         steps: int = 20, lr: float = 1e-4, head_lr: float = 1e-2, head_init: str = "zero",
+         warmup: str | None = "logistic", warmup_kw: dict | None = None,
+         adapt: Selector | None = None, optimizer: str = "adam",
+         head: Sequence[str] | None = None,
+         generator: torch.Generator | None = None) -> Adapted:
+    """LP-FT (Kumar et al. 2022): ``finetune`` whose head is first fitted on frozen features
+    (``warmup="logistic"``: multinomial logistic regression), then everything is trained
+    together. Same arguments, errors (led by ``lpft:``) and return value as ``finetune``."""
+    return _finetune("lpft", model, support_x, support_y, steps, lr, head_lr, head_init,
+                     warmup, warmup_kw, adapt, optimizer, head, generator)
+
+
+def _finetune(who: str, model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
+              steps: int = 20, lr: float = 1e-4, head_lr: float = 1e-2,
+              head_init: str = "zero", warmup: str | None = None,
+              warmup_kw: dict | None = None, adapt: Selector | None = None,
+              optimizer: str = "adam", head: Sequence[str] | None = None,
+              generator: torch.Generator | None = None) -> Adapted:
+    """``finetune``, its errors led by ``who`` (the public function called: ``finetune``,
+    ``lpft``, ``lora_finetune``, ``soft_prompt_finetune``)."""
+    n_classes = check_support(who, support_x, support_y, model)
+    check_steps(who, steps=steps)
+    check_lr(who, lr=lr, head_lr=head_lr)
+    check_generator_arg(who, generator)
+    _check_unused_options(who, head_init, warmup, warmup_kw)
     names = new_head_names(model, head)
     params = detach(params_of(model))
     if warmup is not None:
         params = warm_head(model, params, support_x, support_y, names, warmup,
-                           who="finetune", **(warmup_kw or {}))
+                           who=who, **(warmup_kw or {}))
     else:
         params = init_head(params, names, n_classes, head_init, generator)
     body = [n for n in select(params, adapt) if n not in names]
@@ -90,23 +114,16 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
     return Adapted(model, params, numel(params, [*body, *names]), (*body, *names), info)
 
 
-def _check_unused_options(head_init: object, warmup: object, warmup_kw: object) -> None:
+def _check_unused_options(who: str, head_init: object, warmup: object,
+                          warmup_kw: object) -> None:
     """An option that changes nothing is an error (as ``fit_head``'s): the caller expects
     it to change the result, and it would not."""
     if head_init not in HEAD_INITS:
-        raise ValueError(f"finetune: head init must be one of {HEAD_INITS}, got {head_init!r}")
+        raise ValueError(f"{who}: head init must be one of {HEAD_INITS}, got {head_init!r}")
     if warmup is None and warmup_kw:
-        raise ValueError(f"finetune: warmup_kw={warmup_kw!r} is given without warmup, which "
+        raise ValueError(f"{who}: warmup_kw={warmup_kw!r} is given without warmup, which "
                          f"would ignore it; give warmup= (its solver) too, or leave warmup_kw "
                          f"out")
     if warmup is not None and head_init != "zero":
-        raise ValueError(f"finetune: head_init={head_init!r} is given with warmup={warmup!r}, "
+        raise ValueError(f"{who}: head_init={head_init!r} is given with warmup={warmup!r}, "
                          f"whose head is fitted on the features instead; leave head_init out")
-
-
-lpft = functools.partial(finetune, warmup="logistic")
-"""LP-FT: ``finetune`` whose head is first fitted on frozen features (multinomial logistic
-regression), then everything is trained together. Same arguments and return value."""
-lpft.__doc__ = """LP-FT: ``finetune`` whose head is first fitted on frozen features
-(multinomial logistic regression), then everything is trained together. Same arguments and
-return value."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metaloop.adapt._fit import Adapted
-from metaloop.adapt.finetune import finetune
+from metaloop.adapt.finetune import _finetune
 from metaloop.adapt.heads import head_names
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -149,8 +149,10 @@ def lora_finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Te
         raise ValueError(f"lora_finetune: model must be a torch.nn.Module, got "
                          f"{type(model).__name__}")
     if not any(is_lora(n) for n, _ in model.named_parameters()):
-        raise ValueError(f"{type(model).__name__} has no LoRA parameters; call add_lora first")
-    return finetune(model, support_x, support_y, steps, lr, head_lr, adapt=is_lora, **kw)
+        raise ValueError(f"lora_finetune: {type(model).__name__} has no LoRA parameters; call "
+                         f"add_lora first")
+    return _finetune("lora_finetune", model, support_x, support_y, steps, lr, head_lr,
+                     adapt=is_lora, **kw)
 
 
 def _assign(model: nn.Module, params: Mapping[str, torch.Tensor]) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metaloop.adapt._fit import Adapted
-from metaloop.adapt.finetune import finetune
+from metaloop.adapt.finetune import _finetune
 
 INITS = ("sample_vocab", "random", "text")
 
@@ -123,7 +123,11 @@ def soft_prompt_finetune(model: nn.Module, support_x: torch.Tensor, support_y: t
     Raises:
         ValueError: if the model has no soft prompt, or as ``finetune``.
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"soft_prompt_finetune: model must be a torch.nn.Module, got "
+                         f"{type(model).__name__}")
     if not any(is_prompt(n) for n, _ in model.named_parameters()):
-        raise ValueError(f"{type(model).__name__} has no soft prompt; call add_soft_prompt "
-                         f"first")
-    return finetune(model, support_x, support_y, steps, lr, head_lr, adapt=is_prompt, **kw)
+        raise ValueError(f"soft_prompt_finetune: {type(model).__name__} has no soft prompt; "
+                         f"call add_soft_prompt first")
+    return _finetune("soft_prompt_finetune", model, support_x, support_y, steps, lr, head_lr,
+                     adapt=is_prompt, **kw)
