@@ -93,3 +93,23 @@ def test_images_made_against_a_float64_classifier_score_on_a_float32_one():
     report = confidence_report(images, [0, 2], inverted, independent)
     want = torch.softmax(independent(images.float()), -1)[[0, 1], [0, 2]]
     torch.testing.assert_close(report["confidence_independent"], want.detach())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_class_probabilities_refuses_logits_that_make_nan_probabilities(bad):
+    """A NaN logit (or +inf, whose softmax is inf/inf) would give NaN probabilities, which
+    every confidence count then reads as "not confident" without a word."""
+    def classifier(x):
+        logits = x.flatten(1)[:, :3].clone()
+        logits[x.flatten(1)[:, 3] == 1, 0] = bad             # the marked image
+        return logits
+    images = torch.rand(3, *SHAPE, dtype=torch.float64) / 2
+    images[1, 0, 0, 3] = 1.0
+    with pytest.raises(ValueError, match=r"NaN or infinite logits for 1 of 3 images \(the "
+                                         r"first is image 1\)"):
+        class_probabilities(classifier, images, batch_size=2)
+    minus_inf = torch.tensor([0.0, -float("inf"), 0.0], dtype=torch.float64)
+    finite = class_probabilities(lambda x: x.flatten(1)[:, :3] + minus_inf, images)
+    # a logit of -inf is a probability of 0, not an error
+    assert torch.isfinite(finite).all()
+    assert torch.equal(finite[:, 1], torch.zeros(3, dtype=torch.float64))

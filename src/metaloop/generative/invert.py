@@ -357,8 +357,8 @@ def class_probabilities(classifier, images: torch.Tensor, batch_size: int = 1000
     against a float64 classifier score on a float32 one (``confidence_report``).
 
     Raises:
-        ValueError: a classifier that fails on the images or does not return float logits
-            ``[n, K]`` with ``K >= 2``.
+        ValueError: a classifier that fails on the images, does not return float logits
+            ``[n, K]`` with ``K >= 2``, or returns NaN or infinite logits for an image.
     """
     if isinstance(classifier, nn.Module) and images.is_floating_point():
         images = images.to(_module_dtype_device(classifier)[0])
@@ -369,7 +369,13 @@ def class_probabilities(classifier, images: torch.Tensor, batch_size: int = 1000
             logits = _classify(classifier, x)
             _check_logits(logits, len(x))
             p.append(torch.softmax(logits, dim=-1))
-    return torch.cat(p)
+    probs = torch.cat(p)                                                        # [N, K]
+    bad = (~torch.isfinite(probs).all(-1)).nonzero()
+    if len(bad):
+        raise ValueError(f"the classifier returned NaN or infinite logits for {len(bad)} of "
+                         f"{len(probs)} images (the first is image {int(bad[0])}): their "
+                         f"class probabilities would be NaN")
+    return probs
 
 
 def confidence_report(images: torch.Tensor, target, inverted, independent, *,
