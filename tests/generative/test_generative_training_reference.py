@@ -160,6 +160,29 @@ def test_the_learning_rate_decays_geometrically_over_the_run_or_the_budget():
     assert len(hist) == 1 and hist[0]["steps"] == 1 and hist[0]["lr"] == pytest.approx(1e-3)
 
 
+class MarkedAE(AE):
+    """An autoencoder whose ``marked`` metric is each batch's mean of "this image is the
+    marked one" (its first pixel fully inked), as a model reports a per-image mean."""
+
+    def loss(self, x, y=None, generator=None):
+        loss, metrics = super().loss(x, y, generator)
+        return loss, {**metrics, "marked": float((x[:, 0, 0, 0] == 1).double().mean())}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_epoch_metrics_are_means_over_the_images_not_over_the_batches(seed):
+    # 101 images in batches of 100: the last batch holds one image. One image is marked,
+    # so its epoch mean is 1/101 wherever the shuffle puts it (a mean of the two batch
+    # means would give 0.005, or 0.5 with the marked image alone in the last batch)
+    images = torch.zeros(101, 1, 4, 4, dtype=torch.uint8)
+    images[17, 0, 0, 0] = 255
+    torch.manual_seed(0)
+    hist = fit_generative(MarkedAE(2, hidden=(4,), image_shape=(1, 4, 4)), images,
+                          epochs=3, batch_size=100, binarize="none", progress=False,
+                          seed=seed)
+    assert [h["marked"] for h in hist] == pytest.approx([1 / 101] * 3, rel=1e-12)
+
+
 def test_the_code_gaussian_is_the_mean_and_full_covariance_of_the_codes():
     torch.manual_seed(0)
     model = AE(3, hidden=(6,), image_shape=(1, 4, 4)).double()

@@ -102,7 +102,9 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
 
     Returns:
         One record per epoch: ``epoch``, ``steps``, ``lr``, ``cpu_s``, ``wall_s`` and the
-        epoch means of the model's metrics (``loss``, ``recon`` and for a VAE ``elbo``, ``kl``).
+        model's metrics (``loss``, ``recon`` and for a VAE ``elbo``, ``kl``) averaged over
+        the epoch's images (each batch's mean weighted by its size, so that a short last
+        batch counts for its images only).
 
     Raises:
         ValueError: for bad sizes, images whose ``[C, H, W]`` is not the model's
@@ -165,8 +167,8 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         perm = torch.randperm(n, generator=g).to(images.device)     # [N], once an epoch
-        sums: dict[str, float] = {}
-        batches, out_of_time = 0, False
+        sums: dict[str, float] = {}          # each metric summed over the epoch's images
+        seen, out_of_time = 0, False
         for s in range(0, n, batch_size):
             idx = perm[s:s + batch_size]
             cpu = time.process_time() - cpu0
@@ -180,15 +182,15 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step, batches = step + 1, batches + 1
-            for name, v in metrics.items():
-                sums[name] = sums.get(name, 0.0) + v
+            step, seen = step + 1, seen + len(idx)
+            for name, v in metrics.items():   # v: the batch's mean, weighted by its size
+                sums[name] = sums.get(name, 0.0) + v * len(idx)
             if cpu_budget_s and time.process_time() - cpu0 >= cpu_budget_s:
                 out_of_time = True
                 break
         record = {"epoch": epoch, "steps": step, "lr": opt.param_groups[0]["lr"],
                   "cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0,
-                  **{name: v / batches for name, v in sums.items()}}
+                  **{name: v / seen for name, v in sums.items()}}
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.2f}", lr=f"{record['lr']:.1e}")
         if on_epoch is not None:
