@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -72,6 +73,17 @@ def test_a_bad_task_count_or_seed_is_named_before_any_task_is_drawn(tasks, seed,
         ml.evaluate(MAML(MLP(), 0.01, 1), Family(), tasks=tasks, seed=seed)
     with pytest.raises(ValueError, match=message):
         next(heldout_tasks(Family(), tasks, seed))
+
+
+@pytest.mark.parametrize("chunk", [0, -5, 1.5, True, None])
+def test_a_bad_chunk_is_named_before_any_task_is_drawn(chunk):
+    class Family:                     # chunk 0 would ask for 0 tasks forever
+        def sample(self, *a, **k):
+            raise AssertionError("a task was drawn")
+
+    with pytest.raises(ValueError, match=rf"^chunk must be a positive int \(tasks sampled at "
+                                         rf"once\), got {re.escape(repr(chunk))}$"):
+        next(heldout_tasks(Family(), 3, 0, chunk=chunk))
 
 
 def _protonet_on_images():

@@ -533,6 +533,18 @@ def test_records_of_other_tasks_or_without_per_task_values_are_not_paired():
         records.paired_difference(a, _fields())
 
 
+@pytest.mark.parametrize("values", [[], ["1.0", 2.0], [1.0, float("nan")], [True, 1.0], 3.0])
+def test_per_task_values_that_are_not_finite_numbers_are_named_before_pairing(values):
+    # records built in Python (not loaded through load_record) reach paired_difference
+    # unvalidated: an empty list divided by zero, a string raised a TypeError
+    bad = {**_per_task([1.0, 2.0]), "per_task": values}
+    with pytest.raises(RecordError, match=r"^the first record: per_task must be a non-empty "
+                                          r"list of finite numbers"):
+        records.paired_difference(bad, _per_task([1.0, 2.0]))
+    with pytest.raises(RecordError, match=r"^the second record: per_task must be a"):
+        records.paired_difference(_per_task([1.0, 2.0]), bad)
+
+
 def _run_config(ways=5, within_alphabet=False) -> dict:
     return {"family": {"name": "omniglot", "ways": 5, "shots": 1, "queries": 3},
             "eval": {"ways": ways, "shots": 1, "queries": 1,

@@ -72,9 +72,12 @@ def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
         ValueError: ``tasks`` not a positive int, or ``seed`` not an int that a
             ``torch.Generator`` takes (a bool, a float, None; naming it); a family whose
             ``sample(n)`` returns something other than a TaskBatch, or one of another
-            number of tasks than the n asked for (naming the family and both numbers).
+            number of tasks than the n asked for (naming the family and both numbers);
+            ``chunk`` not a positive int.
     """
     g = _generator(tasks, seed)
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk <= 0:
+        raise ValueError(f"chunk must be a positive int (tasks sampled at once), got {chunk!r}")
     done = 0
     while done < tasks:
         n = min(chunk, tasks - done)

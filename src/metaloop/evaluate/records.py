@@ -305,8 +305,9 @@ def paired_difference(a: Mapping, b: Mapping) -> dict:
         n - 1; ``None`` for one task, which has no CI), "n": n}``.
 
     Raises:
-        RecordError: (a ValueError) a record without ``per_task``, or records whose tasks
-            differ (naming what differs).
+        RecordError: (a ValueError) a record without ``per_task``, or with one that is not
+            a non-empty list of finite numbers, or records whose tasks differ (naming what
+            differs).
     """
     names = [r.get("_file", where) for r, where in ((a, "the first record"),
                                                      (b, "the second record"))]
@@ -314,6 +315,10 @@ def paired_difference(a: Mapping, b: Mapping) -> dict:
         if r.get("per_task") is None:
             raise RecordError(f"{name} has no per_task values, so it cannot be paired: "
                               f"re-measure it with metaloop eval --record")
+        values = r["per_task"]
+        if not (isinstance(values, list) and values and all(_number(v) for v in values)):
+            raise RecordError(f"{name}: per_task must be a non-empty list of finite numbers, "
+                              f"got {values!r:.60}")
     ta, tb = _tasks_of(a), _tasks_of(b)
     differ = [k for k in ta if k in tb and ta[k] != tb[k]]
     if len(a["per_task"]) != len(b["per_task"]) and "n" not in differ:
