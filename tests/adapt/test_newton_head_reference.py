@@ -118,24 +118,22 @@ def test_unrolled_gradient_matches_the_reference(case, loss):
 
 @pytest.mark.parametrize("loss", ["logistic", "svm"])
 def test_implicit_gradient_before_convergence_is_the_frozen_newton_matrix_formula(loss):
-    """grad="implicit" on the primal side, 2 steps: the Jacobian of the last step is
-    ``-J^{-1} dF/d(phi, lam)``, with F the objective's gradient at the detached first iterate
-    and J its Hessian there, held constant (the documented formula, exact IFT only at the
+    """grad="implicit" on the primal side, 2 steps: the value is the second iterate x and
+    the Jacobian ``-J^{-1} dF/d(phi, lam)``, with F the objective's gradient at that x and J
+    its Hessian there, held constant (the documented formula, exact IFT only at the
     solution)."""
     N, D, C, lam0, scale, _ = CASES["primal"]
     phi, y = _task(N, D, C, 6, scale)
     R = torch.randn(D, C, generator=torch.Generator().manual_seed(7), dtype=DT)
-    first = _reference(phi, y, C, lam0, 1, loss).detach().reshape(-1)               # [DC]
+    second = _reference(phi, y, C, lam0, 2, loss).detach().reshape(-1)              # [DC]
     p = phi.clone().requires_grad_(True)
     lam = torch.tensor(lam0, dtype=DT, requires_grad=True)
     f = _objective(p, y, C, lam, loss)
-    x = first.clone().requires_grad_(True)
+    x = second.clone().requires_grad_(True)
     F_ = torch.autograd.grad(f(x), x, create_graph=True)[0]                          # [DC]
-    J = torch.autograd.functional.hessian(f, first).detach()                         # [DC, DC]
+    J = torch.autograd.functional.hessian(f, second).detach()                        # [DC, DC]
     d = torch.linalg.solve(J, F_)
-    sizes = []
-    _reference(phi, y, C, lam0, 2, loss, sizes)
-    ref = (first - sizes[1] * d.detach() - (d - d.detach())).reshape(D, C)
+    ref = (second - (d - d.detach())).reshape(D, C)
     want = torch.autograd.grad((ref * R).sum(), (p, lam))
     p2 = phi.clone().requires_grad_(True)
     lam2 = torch.tensor(lam0, dtype=DT, requires_grad=True)
@@ -149,3 +147,24 @@ def test_implicit_gradient_before_convergence_is_the_frozen_newton_matrix_formul
     p3 = phi.clone().requires_grad_(True)
     U = newton_head(p3[None], y[None], C, lam=lam0, steps=2, loss=loss)[0]
     assert (torch.autograd.grad((U * R).sum(), p3)[0] - got[0]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("seed, steps", [(0, 2), (1, 3), (2, 3)])
+def test_implicit_svm_gradient_is_exact_once_the_value_is(seed, steps):
+    """The SVM's generalised Newton steps can land exactly on the solution while the iterate
+    before had another active set: the implicit gradient is then the IFT's at the solution
+    (the active set of the returned W), as the unrolled gradient is, not the gradient of a
+    Newton matrix taken at the earlier iterate."""
+    g = torch.Generator().manual_seed(seed)
+    phi = torch.randn(1, 6, 4, generator=g, dtype=DT)
+    y = torch.arange(3).repeat_interleave(2)[None]
+    v = torch.randn(4, 3, generator=g, dtype=DT)
+    exact = newton_head(phi, y, 3, lam=0.7, loss="svm", steps=50)
+    grads = {}
+    for mode in ("implicit", "unrolled"):
+        p = phi.clone().requires_grad_(True)
+        W = newton_head(p, y, 3, lam=0.7, loss="svm", steps=steps, grad=mode)
+        torch.testing.assert_close(W, exact, rtol=0, atol=1e-12)     # converged in value
+        grads[mode] = torch.autograd.grad((W * v).sum(), p)[0]
+    # the unrolled derivative of an exactly converged generalised-Newton path is the IFT's
+    torch.testing.assert_close(grads["implicit"], grads["unrolled"], rtol=1e-9, atol=1e-12)

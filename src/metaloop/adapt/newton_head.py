@@ -223,13 +223,11 @@ def _step_sizes(problem: _Primal | _Representer, x: torch.Tensor, d: torch.Tenso
     return t
 
 
-def _newton_step(problem: _Primal | _Representer, x: torch.Tensor, ift: bool) -> torch.Tensor:
-    """x - t d, with t chosen by line search; with ``ift`` the Jacobian is that of x - d."""
-    d, slope = problem.direction(x, frozen=ift)                     # [B, *, C], [B]
+def _newton_step(problem: _Primal | _Representer, x: torch.Tensor) -> torch.Tensor:
+    """x - t d, with t chosen by line search."""
+    d, slope = problem.direction(x, frozen=False)                   # [B, *, C], [B]
     t = _step_sizes(problem, x.detach(), d.detach(), slope)[:, None, None]
-    if not ift:
-        return x - t * d
-    return x - t * d.detach() - (d - d.detach())                    # value x - t d, Jacobian -dd
+    return x - t * d
 
 
 def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
@@ -249,19 +247,22 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
     * ``"unrolled"``: autograd through every step; memory grows with ``steps``. Exact
       derivative of the truncated solver (step sizes held constant).
-    * ``"implicit"``: the implicit function theorem. The first ``steps - 1`` steps run under
-      ``no_grad``. The last step starts from the detached iterate ``x``; its Newton matrix
-      ``J(x)`` is detached too, so its direction is ``d = J^{-1} F(x; phi, lam)`` with
-      ``F`` the optimality residual, and it returns ``x - t d.detach() - (d - d.detach())``.
-      The value is ``x - t d``, *identical* to ``"unrolled"``, and the Jacobian is that of
-      the full step, ``-J^{-1} dF/d(phi, lam)``: exactly the IFT Jacobian ``dx*/d(phi, lam)``
-      when ``x`` is the solution (there ``F = 0``, so the derivative of ``J`` would be
-      multiplied by zero anyway), and off by O(||F(x)||) otherwise, so give this mode
-      enough steps to converge. Backward costs one linear solve with ``J^T``; memory does
-      not depend on ``steps``. This is simpler than a custom ``autograd.Function`` and
-      supports double backward (treating ``J`` as a constant, so only approximately). For
-      the SVM, the IFT holds with the active set fixed: exact wherever no margin is exactly
-      at 1.
+    * ``"implicit"``: the implicit function theorem. All ``steps`` steps run under
+      ``no_grad``, to the iterate ``x``; then, at that ``x`` and with its Newton matrix
+      ``J(x)`` detached, the direction ``d = J^{-1} F(x; phi, lam)`` is computed with ``F``
+      the optimality residual, and ``x - (d - d.detach())`` is returned. The value is
+      ``x``, *identical* to ``"unrolled"``, and the Jacobian is ``-J^{-1} dF/d(phi, lam)``
+      at the returned point: exactly the IFT Jacobian ``dx*/d(phi, lam)`` when ``x`` is the
+      solution (there ``F = 0``, so the derivative of ``J`` would be multiplied by zero
+      anyway), and off by O(||F(x)||) otherwise, so give this mode enough steps to converge.
+      Taking ``J`` at the returned point, not at the iterate before it, matters for the
+      SVM: its generalised Newton steps can land exactly on the solution while the iterate
+      before had another active set, whose ``J`` would give a wrong gradient for an exact
+      value. Forward costs one linear solve more than ``"unrolled"``; backward one solve
+      with ``J^T``, and memory does not depend on ``steps``. This is simpler than a custom
+      ``autograd.Function`` and supports double backward (treating ``J`` as a constant, so
+      only approximately). For the SVM, the IFT holds with the active set fixed: exact
+      wherever no margin is exactly at 1.
 
     With ``N < D`` the steps run in the representer space (``W = Phi^T A``): an ``NC x NC``
     system per step instead of ``DC x DC``.
@@ -299,12 +300,13 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
     x = problem.init()                                              # [B, N or D, C]
     if grad == "implicit":
         with torch.no_grad():
-            for _ in range(steps - 1):
-                x = _newton_step(problem, x, ift=False)
-        x = _newton_step(problem, x, ift=True)
+            for _ in range(steps):
+                x = _newton_step(problem, x)
+        d, _ = problem.direction(x, frozen=True)   # J(x)^-1 F(x; phi, lam) at the result
+        x = x - (d - d.detach())                    # value x, Jacobian -J^-1 dF/d(phi, lam)
     else:
         for _ in range(steps):
-            x = _newton_step(problem, x, ift=False)
+            x = _newton_step(problem, x)
     return problem.weights(x)                                       # [B, D, C]
 
 
