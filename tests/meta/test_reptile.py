@@ -222,7 +222,14 @@ def test_linear_schedule_decays_from_lr_to_zero():
     (dict(inner_optimizer="rmsprop"), "inner_optimizer must be"),
     (dict(inner_batch=-1), "inner_batch must be an int >= 0"),
     (dict(test_batch=1.5), "test_batch must be an int >= 0"),
-    (dict(inner_optimizer="adam", batching="vmap"), "batching='vmap' needs plain SGD"),
+    (dict(inner_optimizer="adam", batching="vmap"),
+     r"^batching='vmap' needs plain SGD on whole support sets, not inner_optimizer='adam'; "
+     r"use 'loop' or 'auto'$"),
+    # only the settings that are not plain are named (not inner_optimizer='sgd')
+    (dict(inner_batch=2, batching="vmap"),
+     r"^batching='vmap' needs plain SGD on whole support sets, not inner_batch=2; use"),
+    (dict(inner_optimizer="adam", test_batch=3, batching="vmap"),
+     r"not inner_optimizer='adam', test_batch=3; use 'loop' or 'auto'$"),
 ])
 def test_bad_flags_are_named(kw, match):
     with pytest.raises(ValueError, match=match):

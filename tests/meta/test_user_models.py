@@ -295,6 +295,23 @@ def test_a_tied_weight_given_by_its_second_name_is_named_with_its_first(build):
     build(Tied(), ["inp.weight", "out.bias"])                # its first name: accepted
 
 
+@pytest.mark.parametrize("build", [
+    lambda m, pick: ml.meta.MAML(m, adapt=pick),
+    lambda m, pick: ml.meta.ANIL(m, head=pick),
+    lambda m, pick: ml.meta.Reptile(m, adapt=pick),
+])
+def test_a_predicate_that_tells_a_tied_weights_names_apart_is_refused(build):
+    """``adapt=lambda n: n.startswith("out")`` selected only out.bias: the tied output
+    weight goes by inp.weight, so the predicate's answer for out.weight was never asked and
+    the weight silently stayed fixed."""
+    with pytest.raises(ValueError, match=r"the selector chooses out\.weight but not "
+                                         r"inp\.weight, which is the same tensor \(tied "
+                                         r"weights, known as inp\.weight\): select both"):
+        build(Tied(), lambda n: n.startswith("out"))
+    both = build(Tied(), lambda n: n.startswith("out") or n == "inp.weight")
+    assert both.inner.names == ["inp.weight", "out.bias"]    # the tied tensor, once
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_first_order_maml_under_vmap_batches_torch_attention(dtype):
     """QA repro: first-order MAML under vmap ran torch attention on its fused kernel, which

@@ -318,14 +318,26 @@ def _check_untied_head(model: nn.Module, head: list[str]) -> None:
 
 def _check_first_names(model: nn.Module, select: Selector | None) -> None:
     """A tied tensor goes by its first name only (``named_parameters()``): name a list that
-    gives it by another of its names, rather than call that name unknown.
+    gives it by another of its names, rather than call that name unknown; and refuse a
+    predicate that selects one of its names but not another, rather than let its first
+    name alone decide.
 
     Raises:
-        ValueError: naming the given name and the name to use.
+        ValueError: naming the given name and the name to use, or the two names the
+            predicate tells apart.
     """
-    if select is None or callable(select) or isinstance(select, str):
+    if select is None or isinstance(select, str):
         return
     kept = dict(model.named_parameters())
+    if callable(select):
+        for n, others in tied_names(model, list(kept)).items():
+            for alias in others:
+                if bool(select(alias)) != bool(select(n)):
+                    yes, no = (alias, n) if select(alias) else (n, alias)
+                    raise ValueError(f"the selector chooses {yes} but not {no}, which is the "
+                                     f"same tensor (tied weights, known as {n}): select both "
+                                     f"names or neither")
+        return
     for n, others in tied_names(model, list(kept)).items():
         for alias in others:
             if alias in select and alias not in kept:

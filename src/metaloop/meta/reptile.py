@@ -194,9 +194,11 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         self._shared: dict[str, torch.Tensor] | None = None
         plain = inner_optimizer == "sgd" and not inner_batch and not test_batch
         if batching == "vmap" and not plain:
-            raise ValueError(f"batching='vmap' needs plain SGD on whole support sets, not "
-                             f"inner_optimizer={inner_optimizer!r}, inner_batch={inner_batch}, "
-                             f"test_batch={test_batch}; use 'loop' or 'auto'")
+            why = {"inner_optimizer": inner_optimizer if inner_optimizer != "sgd" else None,
+                   "inner_batch": inner_batch or None, "test_batch": test_batch or None}
+            raise ValueError("batching='vmap' needs plain SGD on whole support sets, not "
+                             + ", ".join(f"{k}={v!r}" for k, v in why.items() if v is not None)
+                             + "; use 'loop' or 'auto'")
         self._plain = plain
         self.batching = batching
         self._bn = batchnorm_layers(model)
