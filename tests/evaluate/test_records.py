@@ -345,6 +345,20 @@ def test_a_grid_pivots_its_records_into_method_by_setting_cells(tmp_path):
         generate(docs, recs)
 
 
+def test_a_cut_short_last_line_or_a_null_accuracy_keeps_the_rest_of_the_curve(tmp_path):
+    """One bad line threw the whole training curve away (the record then had none): a run
+    killed while writing its last line, or a line whose accuracy is null."""
+    lines = [json.dumps({"iteration": i, "accuracy": 0.5}) for i in range(1, 5)]
+    lines.insert(2, json.dumps({"iteration": 3, "accuracy": None}))
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"iteration": 5, "acc')
+    assert records.training_curve(tmp_path, points=4) == [[1, 50.0], [2, 50.0], [3, 50.0],
+                                                          [4, 50.0]]
+    # a line before the last that is not JSON is corruption, named rather than skipped
+    (tmp_path / "metrics.jsonl").write_text(lines[0] + "\n{oops\n" + lines[1] + "\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl, line 2: not JSON \('\{oops'\)"):
+        records.training_curve(tmp_path)
+
+
 def test_training_curve_averages_equal_windows_of_the_metrics(tmp_path):
     lines = [{"iteration": i, "loss": 1.0, "accuracy": 0.1 * ((i - 1) // 5), "time": i}
              for i in range(1, 21)]                    # 4 blocks of 5: 0.0, 0.1, 0.2, 0.3

@@ -517,24 +517,39 @@ def training_curve(run_dir, points: int = 10, until: int | None = None
     accuracy on the training tasks' queries after the inner loop, so it shows whether a run
     was still improving when it stopped; it is not a held-out number.
 
+    Lines without a numeric ``accuracy`` and ``iteration`` (``null`` included) are left out,
+    as is a last line cut short (a run killed while writing it).
+
     Returns:
-        The curve, or ``None`` when the folder has no metrics with an ``accuracy``.
+        The curve, or ``None`` when the folder has no readable metrics with an ``accuracy``.
 
     Raises:
-        ValueError: if ``points`` < 1.
+        ValueError: if ``points`` < 1, or a line before the last is not JSON (naming the
+            file and the line).
     """
     if points < 1:
         raise ValueError(f"training_curve needs points >= 1, got {points}")
-    rows = []
+    path = Path(run_dir) / "metrics.jsonl"
     try:
-        for line in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                if "accuracy" in rec and "iteration" in rec and (
-                        until is None or int(rec["iteration"]) <= until):
-                    rows.append((int(rec["iteration"]), float(rec["accuracy"])))
-    except (OSError, ValueError, TypeError):
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
         return None
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:          # cut short while being written: left out
+                continue
+            raise ValueError(f"{path}, line {i + 1}: not JSON ({line[:60]!r}); the training "
+                             f"curve cannot be read") from None
+        if not isinstance(rec, dict):
+            continue
+        it, acc = rec.get("iteration"), rec.get("accuracy")
+        if _number(it) and _number(acc) and (until is None or int(it) <= until):
+            rows.append((int(it), float(acc)))
     if not rows:
         return None
     points = min(points, len(rows))
