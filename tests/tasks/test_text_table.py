@@ -94,6 +94,30 @@ def test_sample_shapes_labels_and_class_membership(table):
                                                     for c in b.classes[0])]
 
 
+@pytest.mark.parametrize("classes, message", [
+    ([-1], r"class id -1 is outside \[0, 10\)"),         # was the last class, silently
+    ([10], r"class id 10 is outside \[0, 10\)"),         # was a bare IndexError
+    ([1.0], r"class ids must be ints, got 1\.0"),
+    (torch.tensor([0.0, 1.0]), r"classes must be integer class ids \[ways\], got "
+                               r"torch\.float32"),
+])
+def test_wordings_name_a_class_id_out_of_range(table, classes, message):
+    fam = TextTable(table, ways=3, shots=1, queries=2, split="all")
+    assert fam.num_classes == 10
+    with pytest.raises(ValueError, match=rf"^TextTable\.wordings: {message}"):
+        fam.wordings(classes)
+    assert fam.wordings(torch.tensor([9, 0]))[0]["name"] == fam.class_names[9]
+
+
+def test_more_texts_than_float32_ids_hold_are_refused_without_a_tokenizer(monkeypatch):
+    from metaloop.tasks import text_table
+    monkeypatch.setattr(text_table, "EXACT_IDS", 3)          # 2**24 texts, in small
+    assert text_table.text_inputs(None, ["a", "b", "c"], "T")[:, 0].tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"^T: 4 texts without a tokenizer: their ids must be "
+                                         r"below 2\*\*24 to be exact in float32"):
+        text_table.text_inputs(None, ["a", "b", "c", "d"], "T")
+
+
 def test_sampling_is_deterministic_in_the_seed(table):
     fam = TextTable(table, ways=3, shots=1, queries=2)
     a, b = (fam.sample(6, torch.Generator().manual_seed(7)) for _ in range(2))

@@ -547,9 +547,11 @@ def training_curve(run_dir, points: int = 10, until: int | None = None
                              f"curve cannot be read") from None
         if not isinstance(rec, dict):
             continue
-        it, acc = rec.get("iteration"), rec.get("accuracy")
-        if _number(it) and _number(acc) and (until is None or int(it) <= until):
-            rows.append((int(it), float(acc)))
+        if not (_number(rec.get("iteration")) and _number(rec.get("accuracy"))):
+            continue
+        it, acc = int(rec["iteration"]), float(rec["accuracy"])
+        if until is None or it <= until:
+            rows.append((it, acc))
     if not rows:
         return None
     points = min(points, len(rows))

@@ -43,6 +43,7 @@ import copy
 import csv
 import difflib
 import json
+import numbers
 import os
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -600,10 +601,7 @@ class TextTable:
         self._table = (starts[:, None] + pos).masked_fill(pos >= counts[:, None], 0)  # [K, M]
         self._counts = counts
         self._pad = None if bool((counts == m).all()) else counts
-        if self.tokenizer is None:
-            self._inputs = torch.arange(len(self.texts), dtype=torch.float32)[:, None]  # [N, 1]
-        else:
-            self._inputs = _tokenize(self.tokenizer, self.texts)             # [N, L]
+        self._inputs = text_inputs(self.tokenizer, self.texts, "TextTable")  # [N, L or 1]
         words = [c.replace("_", " ").replace("-", " ") for c in names]
         self._words = words if words != names else None
 
@@ -661,10 +659,13 @@ class TextTable:
 
     def wordings(self, classes: torch.Tensor | Sequence[int]) -> list[dict[str, str]]:
         """Candidate label wordings of each class id: ``name`` (the label), and ``words``
-        (underscores and hyphens as spaces) when some label of the family has them."""
+        (underscores and hyphens as spaces) when some label of the family has them.
+
+        Raises:
+            ValueError: a class id that is not an int in ``[0, num_classes)``.
+        """
         out = []
-        for c in classes:
-            c = int(c)
+        for c in class_ids("TextTable.wordings", classes, self.num_classes):
             w = {"name": self.class_names[c]}
             if self._words is not None:
                 w["words"] = self._words[c]
@@ -692,12 +693,51 @@ class TextTable:
                 f"shots={self.shots}, queries={self.queries}, num_classes={self.num_classes})")
 
 
-def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
+def class_ids(who: str, classes: torch.Tensor | Sequence[int], num_classes: int) -> list[int]:
+    """``classes`` (a TaskBatch's ``classes[i]``, or ints) as ints in ``[0, num_classes)``.
+
+    Raises:
+        ValueError: an id that is not an integer or lies outside the range (a negative id
+            would silently index from the end), led by ``who``.
+    """
+    if isinstance(classes, torch.Tensor):
+        if classes.is_floating_point() or classes.is_complex() or classes.dim() > 1:
+            raise ValueError(f"{who}: classes must be integer class ids [ways], got "
+                             f"{classes.dtype} {list(classes.shape)}")
+        classes = classes.reshape(-1).tolist()
+    ids = []
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+            raise ValueError(f"{who}: class ids must be ints, got {c!r}")
+        if not 0 <= int(c) < num_classes:
+            raise ValueError(f"{who}: class id {int(c)} is outside [0, {num_classes})")
+        ids.append(int(c))
+    return ids
+
+
+EXACT_IDS = 2 ** 24     # float32 holds every integer below this exactly
+
+
+def text_inputs(tokenizer: Tokenizer | None, texts: list[str], who: str) -> torch.Tensor:
+    """The family's float32 inputs: token ids ``[N, L]``, or without a tokenizer each text's
+    index ``[N, 1]`` (read back by ``texts_of``).
+
+    Raises:
+        ValueError: a tokenizer that does not return a ``[N, L]`` tensor, or an id (a token
+            id, or a text index: more than 2**24 texts) that float32 cannot hold exactly,
+            led by ``who``.
+    """
+    if tokenizer is None:
+        if len(texts) > EXACT_IDS:
+            raise ValueError(f"{who}: {len(texts)} texts without a tokenizer: their ids must "
+                             f"be below 2**24 to be exact in float32; give a tokenizer, or "
+                             f"split the table")
+        return torch.arange(len(texts), dtype=torch.float32)[:, None]          # [N, 1]
     ids = tokenizer(texts)
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != len(texts):
         got = list(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-        raise ValueError(f"TextTable tokenizer must return a [N={len(texts)}, L] tensor, "
+        raise ValueError(f"{who} tokenizer must return a [N={len(texts)}, L] tensor, "
                          f"got {got}")
-    if not ids.is_floating_point() and int(ids.max()) >= 2 ** 24:
-        raise ValueError("TextTable tokenizer ids must be below 2**24 to be exact in float32")
-    return ids.to(torch.float32)
+    if not ids.is_floating_point() and int(ids.max()) >= EXACT_IDS:
+        raise ValueError(f"{who} tokenizer ids must be below 2**24 to be exact in float32")
+    return ids.to(torch.float32)                                                # [N, L]

@@ -25,7 +25,7 @@ from metaloop.tasks.omniglot import (
     episode_indices,
     split_episodes,
 )
-from metaloop.tasks.text_table import texts_of
+from metaloop.tasks.text_table import class_ids, text_inputs, texts_of
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -75,10 +75,7 @@ class WordNet:
         self._counts = counts
         self._pad = None if bool((counts == m).all()) else counts
         self.tokenizer = tokenizer
-        if tokenizer is None:
-            self._inputs = torch.arange(len(self.texts), dtype=torch.float32)[:, None]  # [N, 1]
-        else:
-            self._inputs = _tokenize(tokenizer, self.texts)                  # [N, L]
+        self._inputs = text_inputs(tokenizer, self.texts, "WordNet")       # [N, L or 1]
         self.ways, self.shots, self.queries = ways, shots, queries
         self._validate()
 
@@ -120,8 +117,13 @@ class WordNet:
         return tuple(self._inputs.shape[1:])
 
     def wordings(self, classes: torch.Tensor | Sequence[int]) -> list[dict[str, str]]:
-        """Candidate label wordings (``name``, ``synonyms``, ``gloss``) of each class id."""
-        return [self.categories[int(c)].wordings() for c in classes]
+        """Candidate label wordings (``name``, ``synonyms``, ``gloss``) of each class id.
+
+        Raises:
+            ValueError: a class id that is not an int in ``[0, num_classes)``.
+        """
+        return [self.categories[c].wordings()
+                for c in class_ids("WordNet.wordings", classes, self.num_classes)]
 
     def text_of(self, x: torch.Tensor) -> list[str]:
         """The texts of one task's example-id inputs ``[N, 1]`` (families without a
@@ -138,13 +140,3 @@ class WordNet:
     def __repr__(self) -> str:
         return (f"WordNet(split={self.split!r}, ways={self.ways}, shots={self.shots}, "
                 f"queries={self.queries}, num_classes={self.num_classes})")
-
-
-def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
-    ids = tokenizer(texts)
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != len(texts):
-        got = list(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-        raise ValueError(f"WordNet tokenizer must return a [N={len(texts)}, L] tensor, got {got}")
-    if not ids.is_floating_point() and int(ids.max()) >= 2 ** 24:
-        raise ValueError("WordNet tokenizer ids must be below 2**24 to be exact in float32")
-    return ids.to(torch.float32)
