@@ -233,3 +233,17 @@ def test_a_progress_that_is_not_callable_is_named_before_any_step(progress):
     with pytest.raises(ValueError, match=rf"run_sequence: progress must be None or a "
                                          rf"callable .*got {progress}"):
         run_sequence(m, init_params(m, [a, b]), [a, b], "naive", steps=2, progress=progress)
+
+
+def test_a_stream_with_two_experiences_of_one_name_is_refused_before_any_training():
+    """The accuracy matrix is by name: a repeated name merged two columns, and the stream
+    was refused only when the repeat was reached, after the earlier experiences trained."""
+    from metaloop.continual import run_sequence
+    m = body()
+    stream = [experience(n, h, seed=i) for i, (n, h) in enumerate(zip("abca", "ABCD"))]
+    params = init_params(m, stream)
+    steps = []
+    with pytest.raises(ValueError, match=r"^the experiences of a stream need distinct names, "
+                                         r"got \['a', 'b', 'c', 'a'\] \('a' more than once\)$"):
+        run_sequence(m, params, stream, steps=5, progress=steps.append)
+    assert steps == []                                   # nothing trained

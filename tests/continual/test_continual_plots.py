@@ -67,7 +67,10 @@ def test_dotted_lines_mark_only_the_experience_starts_every_run_shares(tmp_path,
     from metaloop.continual import plots
 
     saved = []
-    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    def savefig(self, fname, **kw):            # keep the figure; write an empty file
+        saved.append(self)
+        open(fname, "wb").close()
+    monkeypatch.setattr(Figure, "savefig", savefig)
     curve = [_point(0, 1, 0.9), _point(10, 1, 0.8), _point(10, 2, 0.7), _point(30, 2, 0.6),
              _point(30, 3, 0.6), _point(40, 3, 0.5)]
     stopped = [_point(0, 1, 0.9), _point(5, 1, 0.8), _point(5, 2, 0.7), _point(30, 2, 0.6),
@@ -95,3 +98,32 @@ def test_the_drawn_band_stays_within_0_and_100_percent():
     assert hi[1] == pytest.approx(100 * (means[1] + ci[1]))
     assert (lo[2], hi[2]) == pytest.approx((100 * (0.55 - ci[2]), 100 * (0.55 + ci[2])))
     assert lo[3] == hi[3] == pytest.approx(40.0)                 # no CI: no width
+
+
+@pytest.mark.parametrize("plot", ["curves", "heatmaps"])
+def test_a_plot_that_cannot_be_written_leaves_the_earlier_picture_whole(tmp_path, monkeypatch,
+                                                                        plot):
+    """The forgetting plots were written in place by savefig: a full disk left the earlier
+    run's PNG truncated, and the recipe removes only files it made itself."""
+    from matplotlib.figure import Figure
+
+    from metaloop.continual import plots
+    from metaloop.train.checkpoint import WriteError
+    path = tmp_path / "p.png"
+    path.write_bytes(b"earlier")
+
+    def full(self, fname, **kw):
+        with open(fname, "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(WriteError, match="No space left on device"):
+        if plot == "curves":
+            runs = {"naive": [{"curve": [_point(0, 1, 0.9), _point(10, 1, 0.8)],
+                               "boundaries": [0, 10]}]}
+            plots.old_accuracy_curves(runs, "A", path, "t")
+        else:
+            plots.matrix_heatmaps({"naive": {"matrix": {"mean": [[0.9, 0.1], [0.5, 0.8]]}}},
+                                  ["a", "b"], path, "t")
+    assert path.read_bytes() == b"earlier"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]

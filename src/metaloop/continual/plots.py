@@ -9,6 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from metaloop.evaluate.heldout import mean_ci
+from metaloop.train.checkpoint import save_figure
 
 
 def mean_curve(curves: Sequence[Sequence[dict]], name: str) -> tuple[list, list, list]:
@@ -81,7 +82,7 @@ def old_accuracy_curves(runs: Mapping[str, Sequence[dict]], name: str, path: Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, 100)                 # whole or not at all
 
 
 def matrix_heatmaps(strategies: Mapping[str, dict], names: Sequence[str], path: Path,
@@ -118,4 +119,4 @@ def matrix_heatmaps(strategies: Mapping[str, dict], names: Sequence[str], path: 
     fig.suptitle(f"{title}: accuracy matrix R[i, j] (%)", fontsize=10)
     assert image is not None                    # strategies is not empty (cols above)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, 100)                 # whole or not at all

@@ -140,10 +140,11 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
         ``SequenceResult(matrix, curve, boundaries, params)``.
 
     Raises:
-        ValueError: an unknown strategy, fewer than two experiences, a ``pretrained`` that
-            is not a bool (the string ``"False"`` would read as True), an option the
-            strategy or the stream sets (``keep_heads``, ``trainable``, ``earlier``), a
-            ``progress`` that is not callable, or what ``finetune_experience`` refuses.
+        ValueError: an unknown strategy, fewer than two experiences or two of one name, a
+            ``pretrained`` that is not a bool (the string ``"False"`` would read as True),
+            an option the strategy or the stream sets (``keep_heads``, ``trainable``,
+            ``earlier``), a ``progress`` that is not callable, or what
+            ``finetune_experience`` refuses.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
@@ -154,6 +155,11 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
                          f"passed; call finetune_experience per experience to choose it")
     if len(experiences) < 2:
         raise ValueError(f"a stream needs at least two experiences, got {len(experiences)}")
+    names = [e.name for e in experiences]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:                        # before any training: the matrix rows are by name
+        raise ValueError(f"the experiences of a stream need distinct names, got {names} "
+                         f"({', '.join(map(repr, repeated))} more than once)")
     pretrained = check_flag("pretrained", pretrained)
     check_progress("run_sequence", progress)     # before experience 0 is learned
     rows, curve, boundaries, offset = [], [], [], 0

@@ -1417,15 +1417,7 @@ def bar_chart(results: dict, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.partial")   # a rename: never half a PNG
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    except OSError as e:                    # a full disk: named, as results.json's would be
-        from metaloop.train.checkpoint import WriteError
-        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+    report.save_figure(fig, path, 110)          # a rename: never half a PNG
 
 
 # ----------------------------------------------------------------------------- records

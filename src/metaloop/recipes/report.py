@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from metaloop import runlock, runs_folder
 from metaloop.evaluate.heldout import format_mean_ci
-from metaloop.train.checkpoint import WriteError, atomic_write_text
+from metaloop.train.checkpoint import atomic_write_text, save_figure
 
 __all__ = ["output_dir", "plot_curves", "plot_fits", "prepare_out", "save_figure",
            "strip_per_task", "table", "write_json"]
@@ -113,26 +113,6 @@ def figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_figure(fig: Figure, path, dpi: int) -> None:
-    """Write ``fig`` to ``path`` as a PNG, whole or not at all: through a temporary file
-    beside it (``.<name>.<pid>``, which ``metaloop.train.checkpoint.remove_stale`` knows),
-    renamed over it.
-
-    Raises:
-        metaloop.train.checkpoint.WriteError: ``path`` could not be written (a full disk, a
-            folder made read-only), naming it and why; ``path`` is as it was.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def plot_curves(results: dict[str, dict], metric: str, path: Path, title: str) -> None:

@@ -96,6 +96,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise _cannot_write(path, e) from e
 
 
+def save_figure(fig, path, dpi: int) -> None:
+    """Write the matplotlib figure ``fig`` to ``path`` as a PNG, whole or not at all:
+    through a temporary file beside it (``.<name>.<pid>``, which ``remove_stale`` knows),
+    renamed over it.
+
+    Raises:
+        WriteError: ``path`` could not be written (a full disk, a folder made read-only),
+            naming it and why; ``path`` is as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _cannot_write(path, e) from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
