@@ -51,6 +51,26 @@ def test_zero_shot_refuses_a_label_that_is_not_a_string(labels, shown):
     assert out.params["head.weight"].shape == (3, 4) and bag.embedded == ["cat", "dog", "cow"]
 
 
+@pytest.mark.parametrize("call, shown", [
+    (lambda bag: zero_shot(bag, ["cat", "", "cow"]),
+     r"^zero_shot: class 1's label is empty \(''\): its prompt would name no label$"),
+    (lambda bag: optimize_prompt(bag, *_support(), ["cat", "dog", "  "]),
+     r"^optimize_prompt: class 2's wording is empty \('  '\): its prompts would name no "
+     r"label$"),
+    (lambda bag: optimize_prompt(bag, *_support(), [{"name": "cat", "gloss": ""},
+                                                    {"name": "dog", "gloss": "a dog"},
+                                                    {"name": "cow", "gloss": "a cow"}]),
+     r"^optimize_prompt: class 0's 'gloss' wording is empty \(''\)"),
+])
+def test_an_empty_wording_is_refused_before_anything_is_embedded(call, shown):
+    """An empty wording made prompts such as "This is about ." that name no label, and the
+    prompt optimizer could pick them."""
+    bag = Bag()
+    with pytest.raises(ValueError, match=shown):
+        call(bag)
+    assert bag.embedded == []
+
+
 @pytest.mark.parametrize("wordings, shown", [
     ([{"name": None}] * 3, r"wordings must be strings, but class 0's 'name' is NoneType None"),
     ([{"name": "cat"}, {"name": "dog"}, {"name": 7}],

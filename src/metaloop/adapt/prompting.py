@@ -117,6 +117,9 @@ def zero_shot(model: nn.Module, labels: Sequence[str], template: str = "{}",
         if not isinstance(label, str):
             raise ValueError(f"zero_shot: labels must be strings, one wording per class, but "
                              f"class {c}'s is {type(label).__name__} {label!r}")
+        if not label.strip():
+            raise ValueError(f"zero_shot: class {c}'s label is empty ({label!r}): its prompt "
+                             f"would name no label")
     scale = _check_scale("zero_shot", scale)
     e = _embed(model, [template.format(label) for label in labels], cache)      # [C, D]
     return Adapted(model, _with_head(model, F.normalize(e, dim=-1), scale), 0, (),
@@ -148,14 +151,18 @@ def _words(wordings: Sequence[Mapping[str, str] | str]) -> tuple[list[dict], lis
 
 
 def _check_wordings(wordings: Sequence[object]) -> None:
-    """Each class's wordings must be a string or a mapping of strings to strings: anything
-    else would be formatted into a prompt (``None`` becoming the word "None").
+    """Each class's wordings must be a string or a mapping of strings to strings, none empty
+    or blank: anything else would be formatted into a prompt (``None`` becoming the word
+    "None", ``""`` a prompt that names no label).
 
     Raises:
         ValueError: naming the class, the key and the value.
     """
     for c, w in enumerate(wordings):
         if isinstance(w, str):
+            if not w.strip():
+                raise ValueError(f"optimize_prompt: class {c}'s wording is empty ({w!r}): its "
+                                 f"prompts would name no label")
             continue
         if not isinstance(w, Mapping):
             raise ValueError(f"optimize_prompt: class {c}'s wordings must be a string or a "
@@ -167,6 +174,9 @@ def _check_wordings(wordings: Sequence[object]) -> None:
             if not isinstance(v, str):
                 raise ValueError(f"optimize_prompt: wordings must be strings, but class {c}'s "
                                  f"{k!r} is {type(v).__name__} {v!r}")
+            if not v.strip():
+                raise ValueError(f"optimize_prompt: class {c}'s {k!r} wording is empty "
+                                 f"({v!r}): its prompts would name no label")
 
 
 def _prompts(words: list[dict], keys: list[str], templates: Sequence[str]) -> list[str]:
