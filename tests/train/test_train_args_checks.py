@@ -116,6 +116,37 @@ def test_the_learner_settings_stored_tell_the_methods_apart():
     assert not any(k.endswith(("batching", "compile", "checkpoint")) for k in maml)
 
 
+def test_settings_kept_in_private_attributes_are_stored_for_a_resume():
+    """ProtoNet(transductive=False) or refine=3 changes every number, but the settings live
+    in private attributes, which a resume did not compare."""
+    def net():
+        return ml.models.MLP(2, (8,), 3)
+    settings = loop.learner_settings
+    plain = settings(ml.meta.ProtoNet(net()))
+    assert plain["learner.transductive"] is True and plain["learner.refine"] == 0
+    assert settings(ml.meta.ProtoNet(net(), transductive=False))["learner.transductive"] \
+        is False
+    refined = settings(ml.meta.ProtoNet(net(), refine=3, refine_temperature=0.25))
+    assert (refined["learner.refine"], refined["learner.refine_temperature"]) == (3, 0.25)
+    assert settings(ml.meta.Reptile(_net(), transductive=False))["learner.transductive"] \
+        is False
+
+
+def test_a_resume_with_another_refinement_is_refused(tmp_path):
+    fam = ml.tasks.Episodes(torch.randn(40, 2, generator=torch.Generator().manual_seed(0)),
+                            torch.arange(40) % 4, ways=2, shots=1, queries=2)
+
+    def proto(**kw):
+        torch.manual_seed(0)
+        return ml.meta.ProtoNet(ml.models.MLP(2, (8,), 2), **kw)
+    run = tmp_path / "run"
+    ml.train(proto(), fam, iterations=2, meta_batch=2, out_dir=run, checkpoint_every=2,
+             progress=False)
+    with pytest.raises(ValueError, match=r"learner\.refine \(0 != 2\)"):
+        ml.train(proto(refine=2), fam, iterations=4, meta_batch=2, out_dir=run, resume=True,
+                 progress=False)
+
+
 @pytest.mark.parametrize("flag", ["resume", "progress", "cuda_graph"])
 def test_a_string_flag_is_refused_by_name_and_writes_nothing(tmp_path, flag):
     """"no" showed the bar; resume="False" and cuda_graph="False" read as True."""

@@ -351,6 +351,10 @@ def _train_args(iterations, meta_batch, lr, lr_schedule, optimizer, weight_decay
 # (Reptile's test_batch: no training number depends on it): a resume may differ in them.
 _EXECUTION_ATTRS = frozenset({"batching", "compile", "recompute_inner_loop", "checkpoint",
                               "path_fn", "names", "test_batch"})
+# Settings the head learners and Reptile keep in private attributes that change the numbers:
+# stored under their constructors' names (``ProtoNet(transductive=, refine=, ...)``).
+_RESULT_PRIVATE = frozenset({"_transductive", "_refine", "_refine_temperature",
+                             "_refine_weight"})
 
 
 def learner_settings(learner) -> dict:
@@ -362,8 +366,10 @@ def learner_settings(learner) -> dict:
     metaloop learner and its rule that holds a bool, number, string, None or list of them
     (``first_order``, ``inner.lr``, ``inner.steps``, ``inner.loss``, ``adam_state``, ...),
     except those that only choose how the numbers are computed (``batching``, ``compile``,
-    ``recompute_inner_loop``, ``checkpoint``). A learner of your own is stored by its name
-    alone: its attributes may be state that training changes."""
+    ``recompute_inner_loop``, ``checkpoint``), and the settings kept in private attributes
+    that change the numbers (``transductive``, ``refine``, ``refine_temperature``,
+    ``refine_weight``), under their constructors' names. A learner of your own is stored by
+    its name alone: its attributes may be state that training changes."""
     def scalar(v) -> bool:
         return v is None or isinstance(v, bool | int | float | str)
 
@@ -377,6 +383,8 @@ def learner_settings(learner) -> dict:
         return out
     for prefix, obj in (("learner.", learner), ("learner.inner.", inner)):
         for k, v in vars(obj).items() if obj is not None else ():
+            if k in _RESULT_PRIVATE and scalar(v):
+                out.setdefault(prefix + k[1:], v)          # under its constructor's name
             if k.startswith("_") or k in _EXECUTION_ATTRS:
                 continue
             if isinstance(v, list | tuple) and all(scalar(x) for x in v):
