@@ -242,3 +242,60 @@ def test_a_pages_ids_are_unique_and_each_row_links_to_its_entry_on_it(doc):
     # every entry of the generated tables is an id of the page that its row links to
     made = {e[0] for _, body in TABLE.findall(doc.read_text()) for e in ENTRY.findall(body)}
     assert made and made <= page.entries and made <= set(page.links), doc.name
+
+
+def _comments(path: Path) -> str:
+    """The comments of a config file as one line of text (``#`` and line breaks removed)."""
+    lines = path.read_text().splitlines()
+    return " ".join(" ".join(ln.split("#", 1)[1] for ln in lines if "#" in ln).split())
+
+
+def _agrees(quoted: str, value: float) -> bool:
+    """``quoted`` is ``value`` rounded to the digits it shows."""
+    digits = len(quoted.split(".")[1]) if "." in quoted else 0
+    return abs(float(quoted) - value) <= 0.5 * 10 ** -digits + 1e-9
+
+
+def _timed_grid_records() -> dict[str, dict]:
+    """The Omniglot grid records with a config, training iterations and CPU seconds."""
+    return {stem: r for stem, r in RECORDS.items()
+            if r.get("grid") == "omniglot" and r.get("config")
+            and (r.get("budget") or {}).get("iterations") and "cpu_seconds" in r["budget"]}
+
+
+def test_a_config_quotes_its_records_cpu_time_and_cpu_seconds_per_iteration():
+    # the header's "12000 iterations in 44.6 CPU-minutes" is the table's rounding of the
+    # record, and "0.223 CPU-s per iteration" its CPU seconds over its iterations
+    checked = 0
+    for stem, r in _timed_grid_records().items():
+        text = _comments(REPO / r["config"])
+        cpu, iterations = r["budget"]["cpu_seconds"], r["budget"]["iterations"]
+        for m in re.finditer(r"(?<![\d.-])(\d+\.\d) CPU-minutes", text):
+            assert m.group(1) == f"{cpu / 60:.1f}", (stem, r["config"], m.group(0))
+            checked += 1
+        for m in re.finditer(r"(?<![\d.-])(\d+\.\d+) CPU-s(?: per iteration|/it)", text):
+            assert _agrees(m.group(1), cpu / iterations), (stem, r["config"], m.group(0))
+            checked += 1
+    assert checked >= 40
+
+
+def test_the_omniglot_guides_cpu_seconds_per_iteration_are_its_records():
+    text = " ".join((REPO / "docs" / "omniglot.md").read_text().split())
+    found = re.findall(r"(first-order MAML|MAML|ANIL|Reptile) (\d\.\d+) s(?: \([^)]*\))? and "
+                       r"(\d\.\d+) s", text)
+    names = {"MAML": "maml", "first-order MAML": "fomaml", "ANIL": "anil", "Reptile": "reptile"}
+    assert sorted(m[0] for m in found) == sorted(names)
+    for method, five_way, twenty_way in found:
+        for ways, quoted in (("5w1s", five_way), ("20w1s", twenty_way)):
+            budget = RECORDS[f"omniglot_{names[method]}_{ways}"]["budget"]
+            assert _agrees(quoted, budget["cpu_seconds"] / budget["iterations"]), (method, ways,
+                                                                                   quoted)
+
+
+def test_a_records_command_is_a_command_to_run_not_a_remark():
+    # "... --out runs/x (train.iterations = 6500; /usr/bin/time -v)" cannot be pasted: what
+    # the command does not say belongs in a config it names, and the rest in the note
+    remarks = {stem: r["command"] for stem, r in RECORDS.items()
+               if isinstance(r.get("command"), str)
+               and re.search(r"\([^()]*\)\s*$", r["command"])}
+    assert not remarks, remarks
