@@ -27,18 +27,41 @@ def _snapshot(model):
 
 
 def test_zero_head_gives_logits_exactly_zero_at_the_start(model, task):
+    """A zero head's logits are exactly 0, so the first step sends no gradient to the body:
+    after one SGD step every body tensor is bit-identical."""
     x, y = task
-    a = finetune(model, x, y, steps=0)
-    assert torch.equal(a(x), torch.zeros(6, 3))
+    before = _snapshot(model)
+    a = finetune(model, x, y, steps=1, optimizer="sgd")
+    for n, t in a.params.items():
+        if not n.startswith("head."):
+            assert torch.equal(t, before[n]), n
+    assert not torch.equal(a.params["head.weight"], torch.zeros(3, model.feature_dim))
     assert a.trainable == sum(p.numel() for n, p in params_of(model).items()
                               if not n.startswith("head.")) + 3 * model.feature_dim + 3
 
 
 def test_random_head_starts_from_nonzero_logits(model, task):
+    """A random head's logits are not 0: the first step already moves the body."""
     x, y = task
-    a = finetune(model, x, y, steps=0, head_init="random",
+    before = _snapshot(model)
+    a = finetune(model, x, y, steps=1, optimizer="sgd", head_init="random",
                  generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(a.params["body.0.conv.weight"], before["body.0.conv.weight"])
     assert float(a(x).abs().min()) > 0
+
+
+@pytest.mark.parametrize("head_init", ["zero", "random"])
+def test_steps_0_without_warmup_is_refused(model, task, head_init):
+    """steps=0 without warmup returned the new head untrained (a zero head: uniform logits
+    for every input) as if it were an adapted model; with warmup it is the warm-up phase
+    alone (test_lpft_warmup_phase_leaves_the_backbone_bit_identical)."""
+    with pytest.raises(ValueError, match=r"^finetune: steps=0 without warmup trains nothing: "
+                                         rf"the new head stays as head_init='{head_init}' made "
+                                         r"it .*give steps >= 1, or warmup="):
+        finetune(model, *task, steps=0, head_init=head_init)
+    with pytest.raises(ValueError, match=r"^lpft: steps=0 without warmup"):
+        lpft(model, *task, steps=0, warmup=None, head_init=head_init)
+    assert finetune(model, *task, steps=0, warmup="ridge").info["steps"] == 0
 
 
 def test_lpft_warmup_phase_leaves_the_backbone_bit_identical(model, task):

@@ -97,6 +97,16 @@ def test_missing_data_names_the_folders_and_the_package(tmp_path):
         find_data_noun(tmp_path / "nowhere")
 
 
+def test_missing_data_names_both_the_argument_and_the_option(tmp_path):
+    """The advice was "pass root=", which means nothing to a user of
+    ``metaloop adapt --family wordnet --root``."""
+    with pytest.raises(FileNotFoundError, match=r"not found in \[.*nowhere'\]; install it "
+                                                r"with 'apt-get install wordnet-base', or give "
+                                                r"the folder that holds it: root= \(--root on "
+                                                r"the command line\)$"):
+        load_wordnet(tmp_path / "nowhere")
+
+
 def test_real_wordnet_category_counts():
     if not (WORDNET / "data.noun").is_file():
         pytest.skip("WordNet not installed (apt-get install wordnet-base)")

@@ -139,8 +139,9 @@ def test_sample_takes_a_generator_and_classes_a_list(tmp_path):
         fam.sample(2, 0)
     with pytest.raises(ValueError, match=r"TextTable classes must be a list of class names, "
                                          r"not one string: got 'ab'.*\['ab'\]"):
-        TextTable(path, ways=1, shots=1, queries=2, classes="ab")
-    assert TextTable(path, ways=1, shots=1, queries=2, classes=["ab"]).class_names == ["ab"]
+        TextTable(path, ways=2, shots=1, queries=2, classes="ab")
+    assert TextTable(path, ways=2, shots=1, queries=2,
+                     classes=["ab", "b"]).class_names == ["ab", "b"]
 
 def test_splits_are_disjoint_and_follow_split_classes(table):
     train, val, test = split_classes(CLASSES, (0.6, 0.2, 0.2), seed=4)
@@ -257,10 +258,11 @@ def test_empty_labels_and_texts_name_their_lines(tmp_path):
         TextTable(path)
     js = write_table(tmp_path / "e.jsonl", [{"text": "", "label": "a"}, {"text": "x"},
                                             {"text": None, "label": "b"}])
-    with pytest.raises(ValueError, match=r"e.jsonl: 1 row\(s\) have empty labels .* at line 2;"):
+    with pytest.raises(ValueError, match=r"e.jsonl: 1 row\(s\) have no field 'label' \(the "
+                                         r"label\) at line 2;"):
         TextTable(js)
     js.write_text('{"text": "", "label": "a"}\n{"text": "t", "label": "b"}\n'
-                  '{"label": "b"}\n')
+                  '{"text": null, "label": "b"}\n')
     with pytest.raises(ValueError, match=r"e.jsonl: 2 row\(s\) have empty texts \(column "
                        r"'text'\) at lines 1, 3"):
         TextTable(js)
@@ -311,7 +313,7 @@ def test_too_few_classes_bad_split_and_unknown_classes(table):
     with pytest.raises(ValueError, match="TextTable split must be one of"):
         TextTable(table, split="holdout")
     with pytest.raises(ValueError, match=r"has no class\(es\) \['sport'\]; its labels are"):
-        TextTable(table, ways=1, classes=["topic_01", "sport"])
+        TextTable(table, ways=2, classes=["topic_01", "sport"])
     with pytest.raises(ValueError, match="TextTable shots must be a positive int, got 0"):
         TextTable(table, shots=0)
 
@@ -512,8 +514,9 @@ def test_a_label_spelled_two_ways_is_named_not_read_as_two_classes(tmp_path, suf
         ["Sports", "sports", "weather  report", "weather report", "caf\u00e9", "cafe\u0301"])]
     path = write_table(tmp_path / f"t{suffix}", rows)
     with pytest.raises(ValueError, match=r"3 label\(s\) are spelled more than one way, "
-                                         r"differing only in case, white space or Unicode "
-                                         r"form: 'Sports' and 'sports'; 'weather  report' and "
+                                         r"differing only in case, white space, invisible "
+                                         r"format characters or Unicode form: 'Sports' and "
+                                         r"'sports'; 'weather  report' and "
                                          r"'weather report'; .*spell each class one way"):
         read_text_table(path)
     with pytest.raises(ValueError, match="spelled more than one way"):

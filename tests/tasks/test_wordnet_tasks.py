@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,7 @@ def test_tokenized_inputs_are_gathered_rows():
     ({"shots": 0}, "WordNet shots must be a positive int, got 0"),
     ({"shots": 15, "queries": 6}, "exceeds the 20 examples of the smallest category"),
     ({"split": "dev"}, "unknown WordNet split 'dev'"),
+    ({"ways": 1}, r"^WordNet ways must be >= 2: a 1-way task is always answered right, got 1$"),
 ])
 def test_bad_arguments_are_named(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -97,3 +99,7 @@ def test_with_shots_shares_data_and_validates(test_family):
     assert five._inputs is test_family._inputs
     with pytest.raises(ValueError, match="exceeds the 20 examples"):
         test_family.with_shots(10, 11)
+    one = copy.copy(test_family)
+    one.ways = 1
+    with pytest.raises(ValueError, match="WordNet ways must be >= 2"):
+        one.with_shots(2)

@@ -46,7 +46,8 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
     Args:
         model: the pretrained network (``forward(x, head=False)`` for warm-up).
         support_x: ``[S, ...]``; support_y: int64 ``[S]``.
-        steps: optimiser steps of phase 2. lr: rate of the adapted body parameters.
+        steps: optimiser steps of phase 2 (0 only with ``warmup``). lr: rate of the
+            adapted body parameters.
         head_lr: rate of the head (a new head needs a larger rate than the pretrained body).
         head_init: ``"zero"`` or ``"random"`` (with ``warmup``, leave it at ``"zero"``).
         warmup: None, or the head solver of LP-FT's first phase; ``warmup_kw`` its options
@@ -67,7 +68,8 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
             with NaN or inf, or on another device / in another dtype than ``model``,
             ``adapt`` matching nothing, or a head tied to another layer (``new_head_names``);
             an option that would change nothing: ``warmup_kw`` without ``warmup``,
-            ``head_init="random"`` with ``warmup``.
+            ``head_init="random"`` with ``warmup``; ``steps=0`` without ``warmup`` (the
+            head would stay untrained; with ``warmup`` it is the warm-up phase alone).
         TypeError: a ``generator`` that is not a ``torch.Generator`` or None.
     """
     return _finetune("finetune", model, support_x, support_y, steps, lr, head_lr, head_init,
@@ -99,7 +101,7 @@ def _finetune(who: str, model: nn.Module, support_x: torch.Tensor, support_y: to
     check_steps(who, steps=steps)
     check_lr(who, lr=lr, head_lr=head_lr)
     check_generator_arg(who, generator)
-    _check_unused_options(who, head_init, warmup, warmup_kw)
+    _check_unused_options(who, head_init, warmup, warmup_kw, steps)
     names = new_head_names(model, head)
     params = detach(params_of(model))
     if warmup is not None:
@@ -115,7 +117,7 @@ def _finetune(who: str, model: nn.Module, support_x: torch.Tensor, support_y: to
 
 
 def _check_unused_options(who: str, head_init: object, warmup: object,
-                          warmup_kw: object) -> None:
+                          warmup_kw: object, steps: int) -> None:
     """An option that changes nothing is an error (as ``fit_head``'s): the caller expects
     it to change the result, and it would not."""
     if head_init not in HEAD_INITS:
@@ -124,6 +126,11 @@ def _check_unused_options(who: str, head_init: object, warmup: object,
         raise ValueError(f"{who}: warmup_kw={warmup_kw!r} is given without warmup, which "
                          f"would ignore it; give warmup= (its solver) too, or leave warmup_kw "
                          f"out")
+    if warmup is None and steps == 0:
+        raise ValueError(f"{who}: steps=0 without warmup trains nothing: the new head stays "
+                         f"as head_init={head_init!r} made it (zero: uniform logits; random: "
+                         f"random ones); give steps >= 1, or warmup= (e.g. \"logistic\") for "
+                         f"a head fitted on the features alone")
     if warmup is not None and head_init != "zero":
         raise ValueError(f"{who}: head_init={head_init!r} is given with warmup={warmup!r}, "
                          f"whose head is fitted on the features instead; leave head_init out")

@@ -183,7 +183,8 @@ def find_data_noun(root: str | os.PathLike | None = None) -> Path:
         if (d / "data.noun").is_file():
             return d / "data.noun"
     raise FileNotFoundError(f"WordNet data.noun not found in {[str(d) for d in dirs]}; "
-                            f"install it with 'apt-get install wordnet-base' or pass root=")
+                            f"install it with 'apt-get install wordnet-base', or give the "
+                            f"folder that holds it: root= (--root on the command line)")
 
 
 def load_wordnet(root: str | os.PathLike | None = None, min_hyponyms: int = 20,

@@ -16,10 +16,13 @@ table reads the same in every format: a number keeps its spelling (``1`` -> ``"1
 an empty cell; a list or object is an error. Errors name the file and the line numbers (the
 header is line 1 of a CSV or TSV file).
 
-Texts and labels are compared as ``folded`` spells them: Unicode NFKC, case folded, each run
-of white space one space. Two labels that differ only so are an error (one class spelled two
-ways), not two classes. A text is one example: ``TextTable`` reads a row whose text folds to
-an earlier row's, under the same label, once (``repeated`` counts the others, and
+Texts and labels are compared as ``folded`` spells them: Unicode NFKC, case folded, format
+characters (Unicode category Cf: zero-width spaces, bidi controls) dropped, each run of white
+space one space. Two labels that differ only so are an error (one class spelled two ways), not
+two classes. A text or label with no visible character (only white space, control, format and
+combining characters, which a tokenizer reads as an empty text) is an error, as an empty one
+is. A text is one example: ``TextTable`` reads a row whose text folds to an earlier row's,
+under the same label, once (``repeated`` counts the others, and
 ``describe`` says so), so that no task holds the same text (as an uncased encoder such as
 all-MiniLM-L6-v2 tokenizes it: ``"Great movie"`` and ``"GREAT  MOVIE"`` give the same token
 ids) as a support example and a query; a text that the table labels two ways is an error.
@@ -77,15 +80,35 @@ def _lines(numbers: Sequence[int], limit: int = 10) -> str:
     return f"line{'s' if len(numbers) > 1 else ''} {shown}{more}"
 
 
-def _missing_column(path: Path, which: str, name: str, columns: Sequence[str]) -> ValueError:
+def _missing_column(path: Path, which: str, name: str, columns: Sequence[str],
+                    rows: Sequence[tuple[int, dict]] = ()) -> ValueError:
+    """The error for a table without the column ``name``; ``rows``: the rows of a CSV or TSV
+    file, whose first line is then asked about when its names look like data
+    (``_header_looks_like_data``)."""
     near = difflib.get_close_matches(name, list(columns), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     seps = [c for c in ";\t|," if len(columns) == 1 and c in columns[0]]
     if seps:                 # one column whose name holds a separator: another delimiter
         hint = (f" (the header looks separated by {seps[0]!r}: give delimiter={seps[0]!r}; "
                 f"--delimiter in metaloop adapt and predict, family.delimiter in a config)")
+    header = ""
+    if not seps and rows and _header_looks_like_data(columns, rows):
+        header = ("; its first line reads as data: does the file have a header row? Add a "
+                  "first line that names the columns")
     return ValueError(f"text table {path} has no {which} column {name!r}{hint}; its columns "
-                      f"are {list(columns)}")
+                      f"are {list(columns)}{header}")
+
+
+def _header_looks_like_data(columns: Sequence[str], rows: Sequence[tuple[int, dict]]) -> bool:
+    """Whether a CSV/TSV header row reads as a row of data: a column name of three or more
+    words or ending a sentence (``.``, ``!``, ``?``), or one that the column holds as a
+    value again (a label repeated below it)."""
+    for c in columns:
+        if len(c.split()) >= 3 or c.endswith((".", "!", "?")):
+            return True
+        if c and any(_cell(row.get(c)) == c for _, row in rows):
+            return True
+    return False
 
 
 def _undecodable(what: str, path: Path, encoding: str) -> ValueError:
@@ -123,11 +146,25 @@ def _cell(value) -> str:
 
 
 def folded(text: str) -> str:
-    """``text`` as texts and labels are compared: Unicode NFKC, case folded, each run of
-    white space one space: ``"Great  movie"`` and ``"GREAT MOVIE"`` fold alike, as do an
-    ``é`` written as one code point and as ``e`` with a combining accent."""
-    return " ".join(unicodedata.normalize(
-        "NFKC", unicodedata.normalize("NFKC", text).casefold()).split())
+    """``text`` as texts and labels are compared: Unicode NFKC, case folded, format
+    characters (category Cf: zero-width spaces and joiners, bidi controls, soft hyphens)
+    dropped, as BERT-style tokenizers drop them, each run of white space one space:
+    ``"Great  movie"`` and ``"GREAT MOVIE"`` fold alike, as do an ``é`` written as one code
+    point and as ``e`` with a combining accent, and ``"sports"`` and ``"sports\\u200b"``."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join("".join(ch for ch in text if unicodedata.category(ch) != "Cf").split())
+
+
+INVISIBLE = frozenset({"Cc", "Cf", "Mn", "Zs", "Zl", "Zp"})
+"""The Unicode categories of characters that show nothing of their own: control, format
+(zero-width, bidi), non-spacing combining marks, and separators."""
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` has a character that shows: one outside white space and the
+    categories ``INVISIBLE`` (``"\\u200b\\u200b"``, ``"\\u202e\\u202d"`` and a bare
+    combining accent have none, and tokenize as an empty text does)."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in INVISIBLE for ch in text)
 
 
 def _repeated(names) -> dict[str, list[int]]:
@@ -285,9 +322,11 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
         ValueError: naming the file: it does not exist, an unknown extension, a delimiter for
             JSONL, text that is not in ``encoding``, malformed CSV or JSON (with the line), a
             missing column (listing the columns it has), a column named twice (in the header
-            or a JSON object), no rows, empty labels or texts, or JSON lists or objects as
-            labels or texts (with their line numbers), or labels that differ only in case,
-            white space or Unicode form (``folded``: one class spelled two ways, named).
+            or a JSON object), no rows, empty labels or texts, labels or texts with no
+            visible character (``visible``), JSONL rows without the text or label field, or
+            JSON lists or objects as labels or texts (with their line numbers), or labels
+            that differ only in case, white space, format characters or Unicode form
+            (``folded``: one class spelled two ways, named).
     """
     for which, name in (("text", text_column), ("label", label_column)):
         if not isinstance(name, str) or not name:
@@ -305,8 +344,9 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
     if twice:
         shown = "; ".join(" and ".join(map(repr, names)) for names in twice[:3])
         raise ValueError(f"text table {Path(path).expanduser()}: {len(twice)} label(s) are "
-                         f"spelled more than one way, differing only in case, white space or "
-                         f"Unicode form: {shown}; spell each class one way")
+                         f"spelled more than one way, differing only in case, white space, "
+                         f"invisible format characters or Unicode form: {shown}; spell each "
+                         f"class one way")
     return texts, labels
 
 
@@ -327,7 +367,7 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
 
     Raises:
         ValueError: as :func:`read_text_table` (naming the file), and a ``.txt`` file with
-            no text or given a delimiter.
+            no text, a line with no visible character (``visible``), or given a delimiter.
     """
     p = Path(path).expanduser()
     if p.suffix.lower() != ".txt":
@@ -350,6 +390,12 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
     texts = [line.strip() for line in lines if line.strip()]
     if not texts:
         raise ValueError(f"text file {p} holds no text (one text per line)")
+    blank = [n for n, line in enumerate(lines, 1) if line.strip() and not visible(line)]
+    if blank:
+        raise ValueError(f"text file {p}: {len(blank)} line(s) have no visible character, "
+                         f"at {_lines(blank)}: only white space, control, format or combining "
+                         f"characters, which a tokenizer reads as an empty text; fill or "
+                         f"remove them")
     return texts
 
 
@@ -390,7 +436,8 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
         if name not in columns:
             if not rows:
                 raise ValueError(f"text table {path} has no rows")
-            raise _missing_column(path, which, name, columns)
+            raise _missing_column(path, which, name, columns,
+                                  rows if fmt != "jsonl" else ())
     for which, name in wanted.items():
         if name in repeated:
             raise ValueError(f"text table {path}: the {which} column {name!r} is named more "
@@ -412,23 +459,45 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
     values = [[_cell(row.get(name)) for _, row in rows] for name in wanted.values()]
     for (which, name), vals in sorted(zip(wanted.items(), values),
                                       key=lambda item: item[0][0] != "label"):
+        if fmt == "jsonl":
+            absent = [line for line, row in rows if name not in row]
+            if absent:
+                raise ValueError(f"text table {path}: {len(absent)} row(s) have no field "
+                                 f"{name!r} (the {which}) at {_lines(absent)}; add it or "
+                                 f"remove them")
         empty = [line for (line, _), v in zip(rows, vals) if not v]
         if empty:
             raise ValueError(f"text table {path}: {len(empty)} row(s) have empty {which}s "
                              f"(column {name!r}) at {_lines(empty)}; fill or remove them")
+        blank = [(line, v) for (line, _), v in zip(rows, vals) if not visible(v)]
+        if blank:
+            raise ValueError(f"text table {path}: {len(blank)} row(s) have {which}s with no "
+                             f"visible character (column {name!r}) at "
+                             f"{_lines([line for line, _ in blank])}: only white space, "
+                             f"control, format or combining characters (e.g. "
+                             f"{blank[0][1][:20]!r}), which a tokenizer reads as an empty "
+                             f"text; fill or remove them")
     return values
+
+
+def _some(names: Sequence[str], limit: int = 3) -> str:
+    """The first ``limit`` of ``names`` (each cut to 60 characters), and how many more."""
+    shown = ", ".join(repr(n[:60]) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def unique_rows(path: Path, texts: list[str], labels: list[str]
                  ) -> tuple[list[str], list[str], int]:
     """The table's rows with each text once, in first-seen order and spelling, and how many
     repeats were left out: texts are one text when they fold alike (``folded``: they differ
-    only in case, white space or Unicode form, and an uncased encoder gives them the same
-    token ids), so a repeated text could otherwise be a task's support example and its
-    query at once.
+    only in case, white space, format characters or Unicode form, and an uncased encoder
+    gives them the same token ids), so a repeated text could otherwise be a task's support
+    example and its query at once.
 
     Raises:
-        ValueError: a text that the table labels two ways (naming it and its labels).
+        ValueError: a text that the table labels two ways (naming it and the first three
+            of its labels; asking whether the columns are swapped when most rows have a
+            label of their own).
     """
     label_of: dict[str, str] = {}
     first: dict[str, str] = {}                       # folded text -> its first spelling
@@ -446,12 +515,18 @@ def unique_rows(path: Path, texts: list[str], labels: list[str]
             if lab not in other:
                 other.append(lab)
     if clash:
-        shown = "; ".join(f"{first[k][:60]!r} as {', '.join(map(repr, labs))}"
+        shown = "; ".join(f"{first[k][:60]!r} as {_some(labs)}"
                           for k, labs in list(clash.items())[:3])
+        distinct = len(set(labels))
+        swapped = (f"; {distinct} of the {len(labels)} rows have labels of their own, as texts "
+                   f"do: are the text and label columns swapped? (text_column= and "
+                   f"label_column=; --text-column and --label-column in metaloop adapt and "
+                   f"predict)"
+                   if distinct > len(labels) / 2 else "")
         raise ValueError(f"text table {path}: {len(clash)} text(s) carry more than one label, "
                          f"e.g. {shown}; a text must have one label (texts that differ only "
-                         f"in case, white space or Unicode form are one text): fix or remove "
-                         f"those rows")
+                         f"in case, white space, format characters or Unicode form are one "
+                         f"text): fix or remove those rows{swapped}")
     return kept_texts, kept_labels, len(texts) - len(kept_texts)
 
 
@@ -515,9 +590,10 @@ class TextTable:
     Raises:
         ValueError: naming the file: every error of ``read_text_table``, an unknown split,
             unknown or repeated class names in ``classes`` (two spellings equal in NFC
-            included), fewer classes than ``ways`` (in the split), and classes with
-            fewer than ``shots + queries`` texts (named; unless ``drop_small``), a text
-            labelled two ways (named with its labels; texts compared as ``folded``).
+            included), ``ways`` below 2, fewer classes than ``ways`` (in the split), and
+            classes with fewer than ``shots + queries`` texts (named; unless
+            ``drop_small``), a text labelled two ways (named with its labels; texts compared
+            as ``folded``).
     """
 
     kind = "classification"
@@ -530,6 +606,7 @@ class TextTable:
                  drop_small: bool = False, encoding: str = "utf-8-sig"):
         ways, shots, queries = check_positive_int("TextTable", ways=ways, shots=shots,
                                                   queries=queries)
+        check_ways("TextTable", ways)
         self.path = Path(path).expanduser()
         if classes is None and split not in SPLITS:
             raise ValueError(f"TextTable split must be one of {list(SPLITS)}, got {split!r}")
@@ -691,6 +768,13 @@ class TextTable:
     def __repr__(self) -> str:
         return (f"TextTable({str(self.path)!r}, split={self.split!r}, ways={self.ways}, "
                 f"shots={self.shots}, queries={self.queries}, num_classes={self.num_classes})")
+
+
+def check_ways(who: str, ways: int) -> None:
+    """Refuse ``ways`` below 2, led by ``who``: a 1-way task is always answered right."""
+    if ways < 2:
+        raise ValueError(f"{who} ways must be >= 2: a {ways}-way task is always answered "
+                         f"right, got {ways}")
 
 
 def class_ids(who: str, classes: torch.Tensor | Sequence[int], num_classes: int) -> list[int]:

@@ -25,7 +25,7 @@ from metaloop.tasks.omniglot import (
     episode_indices,
     split_episodes,
 )
-from metaloop.tasks.text_table import class_ids, text_inputs, texts_of
+from metaloop.tasks.text_table import check_ways, class_ids, text_inputs, texts_of
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -50,8 +50,8 @@ class WordNet:
         texts: every example text of the split; ``labels`` int64 ``[N]`` their class ids.
 
     Raises:
-        ValueError: an unknown split, non-positive counts, ``ways`` greater than the split's
-            categories, or ``shots + queries`` greater than the smallest category.
+        ValueError: an unknown split, non-positive counts, ``ways`` below 2 or greater than
+            the split's categories, or ``shots + queries`` greater than the smallest category.
     """
 
     kind = "classification"
@@ -60,6 +60,7 @@ class WordNet:
                  queries: int = 15, tokenizer: Tokenizer | None = None, min_hyponyms: int = 20):
         ways, shots, queries = check_positive_int("WordNet", ways=ways, shots=shots,
                                                   queries=queries)
+        check_ways("WordNet", ways)
         nouns = load_wordnet(root, min_hyponyms)
         self.split, self.categories = split, nouns.split(split)
         self.class_names = [c.name for c in self.categories]
@@ -82,6 +83,7 @@ class WordNet:
     def _validate(self) -> None:
         self.ways, self.shots, self.queries = check_positive_int(
             "WordNet", ways=self.ways, shots=self.shots, queries=self.queries)
+        check_ways("WordNet", self.ways)
         if self.ways > self.num_classes:
             raise ValueError(f"WordNet ways={self.ways} exceeds the {self.num_classes} "
                              f"categories of split {self.split!r}")
