@@ -273,3 +273,54 @@ def test_a_link_to_a_folder_is_an_out_folder_for_train(made, tmp_path):
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "link"),
                  "--no-progress"]) == 0
     assert (tmp_path / "real" / "LATEST").is_file()
+
+
+# ------------------------------------------------------------------- a file in --out's way
+
+OUT_ARGV = {
+    **ARGV,
+    "train": lambda i, out: ["train", "--config", str(i["config"]), "--no-progress", "--out",
+                             str(out)],
+    "vae": lambda i, out: ["vae", "--data", str(i["vec"]), "--epochs", "1", "--latent", "2",
+                           "--hidden", "8", "--no-progress", "--out", str(out)],
+}
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["file", "below a file"])
+@pytest.mark.parametrize("command", sorted(OUT_ARGV))
+def test_every_command_names_an_out_that_is_a_file(made, tmp_path, capsys, command, below):
+    """``--out`` an existing file (or a folder below one): the message names the file, not
+    only the system's "File exists" / "Not a directory", with exit status 2, nothing printed
+    on stdout and nothing written."""
+    inputs, _ = made
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "afile").write_text("mine\n")
+    (tmp_path / "c.toml").write_text(SINUSOID)
+    out = d / "afile" / "sub" if below else d / "afile"
+    why = "Not a directory" if below else "File exists"
+    capsys.readouterr()
+    assert main(OUT_ARGV[command]({**inputs, "config": tmp_path / "c.toml"}, out)) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"metaloop {command}: error: cannot create output directory "
+                            f"{out}: {why} ({d / 'afile'} is a file, not a folder); give a "
+                            f"folder\n")
+    assert captured.out == ""
+    assert _listing(d) == ["afile"] and (d / "afile").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_the_lock_names_a_file_in_the_way_created_or_not(tmp_path, create):
+    """``acquire`` refuses a file where the folder would be whether it makes the folder or
+    (``create=False``: the commands' first look, before they read their data) not."""
+    (tmp_path / "afile").write_text("mine\n")
+    for out, why in ((tmp_path / "afile", "File exists"),
+                     (tmp_path / "afile" / "a" / "b", "Not a directory")):
+        with pytest.raises(ValueError) as e:
+            runlock.acquire(out, create=create)
+        assert str(e.value) == (f"cannot create output directory {out}: {why} "
+                                f"({tmp_path / 'afile'} is a file, not a folder); give a "
+                                f"folder")
+    assert _listing(tmp_path) == ["afile"]
+    assert runlock.acquire(tmp_path / "free", create=False) is None      # nothing to lock
+    assert not (tmp_path / "free").exists()

@@ -202,12 +202,14 @@ def _open(file: Path) -> int | None:
 
 
 def check_links(out) -> None:
-    """Refuse an output folder ``out`` that is, or lies in, a symbolic link to a file or a
-    dangling one (no folder can be made there), naming the link and its target; every
-    writer of a run folder says it so (``acquire`` and ``metaloop.recipes.report``).
+    """Refuse an output folder ``out`` that is, or lies in, a file, or a symbolic link to a
+    file or a dangling one (no folder can be made there), naming the file, or the link and
+    its target; every writer of a run folder says it so (``acquire`` and
+    ``metaloop.recipes.report``): the system's "File exists" or "Not a directory" alone
+    does not say which path is the file.
 
     Raises:
-        ValueError: naming the link, its target and what the target is.
+        ValueError: naming the file, or the link, its target and what the target is.
         OSError: a name the file system cannot look up (too long: ENAMETOOLONG).
     """
     out = Path(out)
@@ -218,6 +220,11 @@ def check_links(out) -> None:
             raise ValueError(f"cannot create output directory {out}: {d} is a symbolic "
                              f"link to {target}, which is {what}; give a folder, or a link "
                              f"to one")
+        if d.exists() and not d.is_dir():       # a file (or a device, a pipe...) in the way
+            why = os.strerror(errno.EEXIST if d == out else errno.ENOTDIR)   # what mkdir says
+            what = "a file, not a folder" if d.is_file() else "not a folder"
+            raise ValueError(f"cannot create output directory {out}: {why} ({d} is {what}); "
+                             f"give a folder")
 
 
 def _make(path: Path, made: list[Path]) -> list[Path]:
@@ -277,13 +284,16 @@ def acquire(path, *, create: bool = True) -> str | None:
         RunInUseError: another process, or another thread of this one, holds the folder
             (naming it and that process).
         ValueError: the folder cannot be created, or (``create=False``) looked up (a name
-            too long), naming it and why.
+            too long), naming it and why; with ``create=False`` too, a file or a symbolic
+            link to no folder where the folder or one of its parents would be
+            (``check_links``), which every writer would refuse later.
     """
     if path is None:
         return None
     path = Path(path)
     if not create:
         try:
+            check_links(path)   # a file in the way: refused now, as a writer would later
             if not path.is_dir():
                 return None
         except OSError as e:    # a name too long (ENAMETOOLONG): no such folder
