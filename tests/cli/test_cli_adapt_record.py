@@ -75,9 +75,10 @@ def test_one_record_per_approach_with_each_tasks_accuracy(wordnet_bert, tmp_path
         assert rec["device"].startswith("CPU (") and rec["device"].endswith(", 1 thread")
         assert rec["published"] is None and rec["config"] is None
         assert rec["command"] == (f"metaloop --threads 1 adapt --approaches "
-                                  f"{','.join(ROWS)} --family wordnet --model {wordnet_bert} "
-                                  f"--out runs/out --queries 2 --record {rec_dir} --seed 0 "
-                                  f"--shots 1 --steps 2 --tasks 3 --ways 3")
+                                  f"{','.join(ROWS)} --family wordnet --lora-r 8 "
+                                  f"--lora-targets query,value --max-length 32 --model "
+                                  f"{wordnet_bert} --out runs/out --queries 2 --record "
+                                  f"{rec_dir} --seed 0 --shots 1 --steps 2 --tasks 3 --ways 3")
     assert "iterations" not in recs["probe-ridge"]["budget"]
     assert recs["lora"]["budget"]["iterations"] == 2            # --steps: the approach trains
     assert [recs[n]["order"] for n in ROWS] == [1, 2, 3]        # the run's order
@@ -102,6 +103,43 @@ def test_a_second_run_replaces_the_records_keeping_row_order_and_published(
                                                             {"value": "1", "source": "x"})
     assert new["per_task"] == old["per_task"]        # the same tasks, scored alike
     assert "--out runs/b" in new["command"]
+
+
+@needs_wordnet
+def test_the_command_writes_every_option_the_setting_depends_on(wordnet_bert, tmp_path,
+                                                                 monkeypatch, capsys):
+    """Options left at their defaults (--max-length, --lora-r, --lora-targets,
+    --prompt-tokens, --steps) are written where a row's setting reads them, and only there:
+    the command reruns the same setting whatever the defaults become, and is not refused."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    rows = ("probe-ridge", "lora", "soft-prompt")
+    argv = ["adapt", "--model", wordnet_bert, "--family", "wordnet", "--ways", "3", "--shots",
+            "1", "--queries", "2", "--tasks", "2", "--approaches", ",".join(rows), "--out",
+            "out", "--no-progress", "--record", "rec"]
+    assert main(argv) == 0
+    recs = {n: load_record(tmp_path / "rec" / f"adaptation_wordnet_model_3w1s_"
+                                              f"{n.replace('-', '_')}.json") for n in rows}
+    command = recs["lora"]["command"]
+    words = shlex.split(command)
+    for flag, value in (("--steps", "20"), ("--lora-r", "8"), ("--lora-targets", "query,value"),
+                        ("--prompt-tokens", "8"), ("--max-length", "32")):
+        assert words[words.index(flag) + 1] == value, (flag, command)
+    s = command_settings(command)
+    for name, rec in recs.items():                 # the command's setting is each record's
+        assert rec["command"] == command
+        assert json.loads(json.dumps(recipe.measured_setting(s, name))) == {
+            **rec["setting"], "model": str(Path(wordnet_bert).resolve())}
+    # a run that reads none of them but --max-length writes that one alone
+    assert main([*argv[:argv.index("--approaches") + 1], "probe-ridge", "--out", "out2",
+                 "--no-progress", "--record", "rec2"]) == 0
+    alone = load_record(tmp_path / "rec2" / "adaptation_wordnet_model_3w1s_probe_ridge.json")
+    assert "--max-length 32" in alone["command"]
+    assert not {"--steps", "--lora-r", "--lora-targets", "--prompt-tokens"} & set(
+        shlex.split(alone["command"]))
+    capsys.readouterr()
+    assert main([*shlex.split(alone["command"])[1:], "--no-progress"]) == 0     # not refused
+    assert "replaced record" in capsys.readouterr().out
 
 
 @needs_wordnet

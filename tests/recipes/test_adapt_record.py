@@ -463,3 +463,35 @@ def test_the_title_of_unprepared_settings_without_data():
     """``title`` of settings not yet checked by ``prepare`` (a user family, no --data)."""
     assert recipe.title(recipe.AdaptSettings(family="table")) == \
         "table 5-way 1-shot, minilm: 100 held-out tasks"
+
+
+def test_a_records_relative_data_is_read_from_the_folder_it_was_written_from(
+        tmp_path, monkeypatch):
+    """A record written from ``w`` names its data ``base.csv``; from ``w``'s parent the same
+    file, ``w/base.csv``, is the same setting (it was refused: the record's path was read
+    from the working folder), and a ``base.csv`` there is another one, named by both paths
+    resolved."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "base.csv").write_text("text,label\na,x\n")
+    monkeypatch.chdir(work)
+    s = recipe.AdaptSettings(family="table", data="base.csv", approaches="probe-ridge",
+                             tasks=2)
+    recs = _records(_results({"probe-ridge": [0.5, 1.0]}), Path("rec"), s,
+                    command="metaloop adapt --approaches probe-ridge --data base.csv "
+                            "--family table --record rec --tasks 2")
+    (path, rec), = recs.items()
+    assert rec["setting"]["data"] == "base.csv"
+    write_record(work / path, **rec)
+    monkeypatch.chdir(tmp_path)
+    assert _check_records(Path("w/rec"), dataclasses.replace(s, data="w/base.csv")) == \
+        [Path("w/rec") / path.name]
+    (tmp_path / "base.csv").write_text("text,label\na,x\n")       # another file of that name
+    with pytest.raises(ValueError, match=rf"--data \('{work / 'base.csv'}' != "
+                                         rf"'{tmp_path / 'base.csv'}'\)"):
+        _check_records(Path("w/rec"), s)
+    # a record without setting: the paths of its command, read from the same folder
+    write_record(work / path, **{k: v for k, v in rec.items() if k != "setting"})
+    assert _check_records(Path("w/rec"), dataclasses.replace(s, data="w/base.csv"))
+    with pytest.raises(ValueError, match=rf"--data \('{work / 'base.csv'}' != "):
+        _check_records(Path("w/rec"), s)

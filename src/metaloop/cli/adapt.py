@@ -74,8 +74,10 @@ adaptation_wordnet_5w1s_lora.json is "WordNet 5-way 1-shot, MiniLM: lora". Each 
 holds the accuracy (%) of every held-out task (per_task, in task order), their mean and
 Student-t 95% CI, the trainable parameters, the seconds per task, the CPU seconds of the
 approach's adaptation (and its --steps where it trains) as its budget, and this command
-(--out as runs/<its name> where it lies outside the working folder: where the results go
-changes no number), and its setting: the model, family, ways, shots, --queries, --tasks,
+(with every option a recorded row's setting reads written out, its default included, so
+that it reruns the same setting whatever the defaults become; --out as runs/<its name>
+where it lies outside the working folder: where the results go changes no number), and its
+setting: the model, family, ways, shots, --queries, --tasks,
 --seed (it picks the tasks) and the options the approach reads (--steps, --lora-r,
 --lora-targets: the layers adapted, the model's default when it is left out, read from the
 model's config or checkpoint header, so naming the default is no difference; --prompt-tokens,
@@ -198,9 +200,10 @@ def run(args: argparse.Namespace) -> int:
     with output_dir(args.out, command="adapt") as out:
         if args.resume and recipe.finished(out):    # stopped after writing its results.json
             recipe.kept(out, recipe.identity(prepared, out))   # or refused, naming the change
-            recs = recipe.records(json.loads((out / "results.json").read_text(
-                encoding="utf-8")), args.record, prepared.settings, command=_command(args),
-                read_command=command_settings) \
+            done = json.loads((out / "results.json").read_text(encoding="utf-8"))
+            recs = recipe.records(done, args.record, prepared.settings,
+                                  command=_command(args, prepared.settings, done["approaches"]),
+                                  read_command=command_settings) \
                 if args.record is not None else {}    # checked before partial.json goes
             (out / recipe.PARTIAL).unlink()
             print(f"{out}: the run had finished (its results.json is complete); removed the "
@@ -219,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
                 print("\npaired differences on the same tasks (accuracy, 95% CI):")
                 print(recipe.paired_lines(res["paired"]))
             recs = recipe.records(res, args.record, prepared.settings,
-                                  command=_command(args), read_command=command_settings) \
+                                  command=_command(args, prepared.settings, res["approaches"]),
+                                  read_command=command_settings) \
                 if args.record is not None else {}     # a record refused: no results.json
             # results.json last: where it is, the chart is complete beside it
             recipe.bar_chart(res["approaches"], out / "accuracy.png", title)
@@ -238,14 +242,31 @@ def run(args: argparse.Namespace) -> int:
 PATHS = ("model", "data", "root", "meta_dir", "record")
 
 
-def _command(args: argparse.Namespace) -> str:
+# the options a record's setting may depend on whose flag defaults to None (the settings'
+# default then): written out with the value the run used where its setting depends on them
+FILLED = ("steps", "lora_r", "lora_targets", "prompt_tokens", "max_length", "meta_iterations",
+          "meta_batch", "meta_shots", "split_fractions", "split_seed", "text_column",
+          "label_column")
+
+
+def _command(args: argparse.Namespace, s: recipe.AdaptSettings | None = None,
+             approaches=()) -> str:
     """The command a record reruns: this one, every option with a value written out (as
     ``metaloop.evaluate.records.command_line`` writes them), without --resume (a rerun
     from scratch gives the same results) and --no-progress, after ``OMP_NUM_THREADS=N``
     where that is set (it sets torch's threads unless --threads does). Paths under the
     working folder are written relative to it; an --out outside it as ``runs/<its name>``:
     where the results go changes no number, and a temporary folder would not be one to
-    rerun into."""
+    rerun into.
+
+    With ``s`` (the run's settings) and ``approaches`` (the names of the rows recorded),
+    every option of ``FILLED`` that a row's setting depends on
+    (``recipe.measured_setting``) is written with the value the run used, its default
+    included, so that the command measures the same whatever the defaults become:
+    ``--lora-targets`` as the targets adapted (the model's default where it was left out
+    and can be told), ``--meta-shots`` where every learner of ``--meta`` meta-trains with
+    one number of shots. An option no row depends on is left out where it was not given
+    (a rerun would refuse it as one that changes nothing)."""
     cwd = Path.cwd().resolve()
 
     def rel(text: str) -> str | None:
@@ -257,12 +278,35 @@ def _command(args: argparse.Namespace) -> str:
             return None
 
     opts = {"resume": False, "no_progress": False, "meta": args.meta or None}
+    if s is not None:
+        opts.update(_filled(args, s, approaches))
     for key in PATHS:
         value = getattr(args, key, None)
         if value is not None and (key != "model" or Path(value).exists()):
             opts[key] = rel(value) or value
     opts["out"] = rel(args.out) or f"runs/{Path(args.out).resolve().name}"
     return rerun_command(args, **opts)
+
+
+def _filled(args: argparse.Namespace, s: recipe.AdaptSettings, approaches) -> dict:
+    """The ``FILLED`` options left out of ``args`` that the setting of a row in
+    ``approaches`` depends on, with the values ``s`` ran them with (``_command``)."""
+    setting: dict = {}
+    for name in approaches:
+        setting.update(recipe.measured_setting(s, name))
+    out = {}
+    for key in FILLED:
+        if getattr(args, key, None) is not None or key not in setting:
+            continue
+        value = setting[key] if key in ("lora_targets", "meta_shots") else getattr(s, key)
+        if key == "lora_targets":
+            value = ",".join(value) if value else None        # None: it cannot be told
+        elif key == "meta_shots":
+            shots = set(value.values())
+            value = shots.pop() if len(shots) == 1 else None   # learners of other defaults
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def command_settings(command: str) -> recipe.AdaptSettings:
