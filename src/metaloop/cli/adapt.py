@@ -194,8 +194,15 @@ def run(args: argparse.Namespace) -> int:
         recipe.check_records(args.record, recipe.AdaptSettings(**given),
                              read_command=command_settings)
     prepared = recipe.prepare(recipe.AdaptSettings(**given), given=set(given))
-    if prepared.description:
-        print(prepared.description)
+
+    def describe(out=None, resumed: int | None = None) -> None:
+        """The data summary, printed once the run goes ahead (and, resuming in ``out``,
+        how much is kept): a resume refused by ``kept`` prints nothing but its error."""
+        if prepared.description:
+            print(prepared.description)
+        if resumed is not None:
+            print(f"resuming {out}: {resumed} of {args.tasks} held-out tasks scored, kept in "
+                  f"{recipe.PARTIAL}")
     # bad input found while running: no folder left; another command's run: refused
     with output_dir(args.out, command="adapt") as out:
         if args.resume and recipe.finished(out):    # stopped after writing its results.json
@@ -210,11 +217,11 @@ def run(args: argparse.Namespace) -> int:
                   f"{recipe.PARTIAL} left beside it, nothing to resume")
             write_records(recs)
             return 0
+        if not args.resume:
+            describe()
         try:
             res = recipe.run(prepared, out, progress=not args.no_progress, resume=args.resume,
-                             on_resume=lambda done: print(
-                                 f"resuming {out}: {done} of {args.tasks} held-out tasks "
-                                 f"scored, kept in {recipe.PARTIAL}"))
+                             on_resume=lambda done: describe(out, done))
             title = recipe.title(prepared.settings)
             print(f"\n{title} ({args.queries} queries per class)")
             print(recipe.table(res["approaches"]))

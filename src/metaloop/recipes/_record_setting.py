@@ -70,11 +70,12 @@ def check_same_setting(path, mine: dict, theirs: Callable[[dict], dict], name: s
                          f"({type(e).__name__}: {e}), which the record of {name} would "
                          f"replace: give another --record folder, or remove {path}") from e
     base = written_from(path, old)
-    for key in paths if base is not None else ():
+    for key in paths:
         raw = old["setting"].get(key) if isinstance(old.get("setting"), dict) else \
             _option(old.get("command"), key)
-        if key in other and isinstance(raw, str) and raw and not raw.startswith("~") \
-                and not Path(raw).is_absolute() and (base / raw).exists():
+        if base is not None and key in other and isinstance(raw, str) and raw \
+                and not raw.startswith("~") and not Path(raw).is_absolute() \
+                and (base / raw).exists():
             other[key] = str((base / raw).resolve())
     mine = json.loads(json.dumps(mine))
     sides = {"kept": "the record", "mine": "this run"}
