@@ -41,7 +41,8 @@ from metaloop.train.checkpoint import (
     saved_run,
 )
 
-__all__ = ["Run", "check_moved_data", "load_pinned", "load_run", "moved_root", "saved_run"]
+__all__ = ["Run", "check_moved_data", "check_own_data", "load_pinned", "load_run", "moved_root",
+           "saved_run"]
 
 
 @dataclass
@@ -168,7 +169,8 @@ def check_inputs(run: Run, family) -> None:
         family: the task family read from the run's data (``build.eval_family``).
 
     A run loaded with ``data_root`` (``stored_root`` set) is also checked to read its own
-    data there (``check_moved_data``).
+    data there (``check_moved_data``), and one read at its stored ``family.root`` to find
+    the examples it read there (``check_own_data``).
 
     Raises:
         ValueError: examples of another shape, naming the file, both shapes and the run;
@@ -193,6 +195,50 @@ def check_inputs(run: Run, family) -> None:
                              f"run was trained; restore it, or train a new run on the data "
                              f"as it is now")
     check_moved_data(run, family)     # (after the shapes: another shape is named as such)
+    check_own_data(run, family)       # at the stored root: its examples changed since
+
+
+def check_own_data(run, family) -> None:
+    """Check that ``family`` (the held-out tasks read now at the stored ``family.root`` of
+    ``run``, or of each ensemble member) holds the examples the run read there: each of its
+    classes that the run's stored fingerprint lists (``Run.data``, ``metaloop.build
+    .data_fingerprint``) has the same sha256 of its examples; a table, the same file
+    sha256. The same wording as ``--data-root``'s check (``check_moved_data``,
+    which checks runs loaded with ``data_root``; those are skipped here). Runs of a built-in
+    family, runs that stored no fingerprint, and held-out classes the fingerprint does not
+    list (nothing to compare them with) pass unchecked.
+
+    Raises:
+        ValueError: naming the path, the run and the classes whose examples differ (a table:
+            that its file's sha256 differs).
+    """
+    here = [m for m in getattr(run, "members", None) or [run]
+            if getattr(m, "stored_root", None) is None and isinstance(m.data, dict)
+            and m.config["family"]["name"] in config.USER_FAMILIES]
+    if not here:
+        return
+    fcfg = here[0].config["family"]
+    table = fcfg["name"] == "table"
+    read = build.data_fingerprint(fcfg, *([] if table else [family]))
+    if not isinstance(read, dict):
+        return
+    for m in here:
+        stored = m.data
+        if table:
+            if not stored.get("sha256"):
+                continue
+            now = read
+        elif isinstance(stored.get("classes"), dict) and isinstance(read.get("classes"), dict):
+            now = {**read, "classes": {c: d for c, d in read["classes"].items()
+                                       if c in stored["classes"]}}
+        else:                           # a fingerprint without classes: cannot be compared
+            continue
+        change = build.data_changes(stored, now)
+        if change:
+            raise ValueError(f"{fcfg['root']} (the family.root of {m.path}) changed since "
+                             f"the run read it: {change}; restore the run's data there (or "
+                             f"give --data-root the path of a copy of it), or train a new run "
+                             f"on the data as it is now")
 
 
 def moved_root(path, data: dict | None, fam: dict, data_root) -> str:

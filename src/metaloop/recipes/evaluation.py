@@ -21,8 +21,8 @@ refines a ProtoNet's prototypes with each task's unlabelled queries before scori
 
 The held-out data of a run on the user's data is checked against the run's stored
 fingerprint as it is read, at a ``--data-root`` (``metaloop.runs.check_moved_data``) and at
-the stored ``family.root`` alike (``check_own_data``): examples that changed since the run
-read them are refused by class, not scored.
+the stored ``family.root`` alike (``metaloop.runs.check_own_data``): examples that
+changed since the run read them are refused by class, not scored.
 """
 
 from __future__ import annotations
@@ -33,13 +33,20 @@ from pathlib import Path
 
 import torch
 
-from metaloop import build, config
+from metaloop import config
 from metaloop._callable import check_progress
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
 from metaloop.meta.ensemble import Ensemble
 from metaloop.recipes.predict import score_lake_runs, takes_steps
-from metaloop.runs import TASK_KEYS, Run, check_inputs, load_pinned, read_heldout
+from metaloop.runs import (
+    TASK_KEYS,
+    Run,
+    check_inputs,
+    check_own_data,
+    load_pinned,
+    read_heldout,
+)
 from metaloop.train.loop import on_model
 
 __all__ = ["check_distinct", "check_own_data", "error_rate", "eval_config",
@@ -499,8 +506,7 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     ec = cfg["eval"]
     warn_shared_split(run, cfg)
     heldout = read_heldout(run, cfg)
-    check_inputs(run, heldout)       # a tensor file changed since training, moved data
-    check_own_data(run, heldout)     # the run's own path, its examples changed since
+    check_inputs(run, heldout)       # a tensor file changed since training, changed data
     if progress is not None:
         progress(0)                                 # the tasks are read: none scored yet
     device = None if device is None or torch.device(device).type == "cpu" else \
@@ -520,49 +526,6 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
             "evaluation": evaluation,
             "error_rate": error_rate(cfg, r) if within else None,
             "dropped": list(getattr(heldout, "dropped", None) or [])}
-
-
-def check_own_data(run: Run, family) -> None:
-    """Check that ``family`` (the held-out tasks read now at the stored ``family.root`` of
-    ``run``, or of each ensemble member) holds the examples the run read there: each of its
-    classes that the run's stored fingerprint lists (``Run.data``, ``metaloop.build
-    .data_fingerprint``) has the same sha256 of its examples; a table, the same file
-    sha256. The same wording as ``--data-root``'s check (``metaloop.runs.check_moved_data``,
-    which checks runs loaded with ``data_root``; those are skipped here). Runs of a built-in
-    family, runs that stored no fingerprint, and held-out classes the fingerprint does not
-    list (nothing to compare them with) pass unchecked.
-
-    Raises:
-        ValueError: naming the path, the run and the classes whose examples differ (a table:
-            that its file's sha256 differs).
-    """
-    here = [m for m in getattr(run, "members", None) or [run]
-            if getattr(m, "stored_root", None) is None and isinstance(m.data, dict)
-            and m.config["family"]["name"] in config.USER_FAMILIES]
-    if not here:
-        return
-    fcfg = here[0].config["family"]
-    table = fcfg["name"] == "table"
-    read = build.data_fingerprint(fcfg, *([] if table else [family]))
-    if not isinstance(read, dict):
-        return
-    for m in here:
-        stored = m.data
-        if table:
-            if not stored.get("sha256"):
-                continue
-            now = read
-        elif isinstance(stored.get("classes"), dict) and isinstance(read.get("classes"), dict):
-            now = {**read, "classes": {c: d for c, d in read["classes"].items()
-                                       if c in stored["classes"]}}
-        else:                           # a fingerprint without classes: cannot be compared
-            continue
-        change = build.data_changes(stored, now)
-        if change:
-            raise ValueError(f"{fcfg['root']} (the family.root of {m.path}) changed since "
-                             f"the run read it: {change}; restore the run's data there (or "
-                             f"give --data-root the path of a copy of it), or train a new run "
-                             f"on the data as it is now")
 
 
 def evaluate_lake_runs(run: Run, root, config: dict) -> dict:
