@@ -50,9 +50,9 @@ def test_images_go_to_the_runs_device(tmp_path, monkeypatch):
     """``classify_folders`` moves the support and query images to the device of the run's
     model (``load_run(..., device=...)``), as ``score_lake_runs`` does; it fed CPU tensors
     to a model on another device (here torch's "meta" device stands for a GPU)."""
-    for name in ("s/a/0.png", "s/b/0.png", "q/0.png", "q/1.png", "q/2.png"):
+    for k, name in enumerate(("s/a/0.png", "s/b/0.png", "q/0.png", "q/1.png", "q/2.png")):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("L", (28, 28), 255).save(tmp_path / name)
+        Image.new("L", (28, 28), 255 - k).save(tmp_path / name)   # each class an image of its own
     seen = []
 
     def spy(learner, sx, sy, qx, *args):

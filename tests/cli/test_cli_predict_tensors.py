@@ -105,6 +105,30 @@ def test_an_image_run_classifies_arrays_of_images(method_runs, tmp_path, capsys)
     assert pred.labels == ["2", "1", "0"]
 
 
+@pytest.mark.parametrize("dtype, words", [
+    ("uint16", ["x must be uint8 images (0..255) or floating point, got torch.uint16"]),
+    ("bool", ["x must be uint8 images (0..255) or floating point, got torch.bool"]),
+    ("float32", ["float pixels x must lie in [0, 1], got range [0, 255]", "x / 255"]),
+])
+def test_a_query_file_of_pixels_training_does_not_read_is_refused_as_the_support_is(
+        dtype, words, method_runs, tmp_path, capsys):
+    """The query file's x was not checked: uint16 pixels went in unscaled (0..65535), bool as
+    0 and 1, and 0..255 floats 255 times brighter than a folder's images; the support file
+    with the same x is refused with the same words (float pixels of either file out of
+    [0, 1] too), exit 2."""
+    run = method_runs("protonet")
+    pixels = np.zeros((3, 28, 28), dtype)
+    pixels[:, 10:18, 10:18] = 255 if dtype != "bool" else True
+    np.savez(tmp_path / "s.npz", x=(pixels > 0).astype(np.uint8) * 255, y=np.arange(3))
+    np.savez(tmp_path / "q.npz", x=pixels)
+    np.savez(tmp_path / "bad_s.npz", x=pixels, y=np.arange(3))
+    for support, query, bad in (("s.npz", "q.npz", "q.npz"), ("bad_s.npz", "s.npz",
+                                                                 "bad_s.npz")):
+        refused(["predict", "--checkpoint", run, "--support", str(tmp_path / support),
+                 "--query", str(tmp_path / query)], capsys, tmp_path,
+                f"tensor file {tmp_path / bad}: ", *words)
+    with pytest.raises(ValueError, match=f"tensor file {tmp_path / 'q.npz'}: "):
+        classify_tensors(load_run(run), tmp_path / "s.npz", tmp_path / "q.npz")
 
 
 def test_a_query_of_images_stored_channels_last_is_named_so(method_runs, tmp_path, capsys):

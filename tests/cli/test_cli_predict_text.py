@@ -83,8 +83,9 @@ def runs(encoder, tmp_path_factory):
 
 
 def _queries(path: Path) -> list[str]:
+    """Six query texts, one per line, with blank lines after the last (ignored)."""
     texts = [_sentence(c, 20 + j) for j in range(2) for c in ("plant", "person", "animal")]
-    path.write_text("\n".join(texts[:3]) + "\n\n  \n" + "\n".join(texts[3:]) + "\n")
+    path.write_text("\n".join(texts) + "\n\n  \n")
     return texts
 
 
@@ -261,3 +262,21 @@ def test_a_text_ensemble_member_must_share_the_encoder(runs, tmp_path, encoder, 
     _queries(tmp_path / "q.txt")
     _refused(["predict", "--checkpoint", run, str(other), "--support", str(support),
               "--query", str(tmp_path / "q.txt")], capsys, tmp_path, "family.encoder")
+
+
+def test_a_blank_line_among_the_texts_of_a_txt_query_is_refused_by_its_number(
+        runs, tmp_path, capsys):
+    """Blank lines were skipped without a word, so the i-th prediction (--json) was no longer
+    line i's; a .txt query holds one text per line: a blank line before the last text is
+    refused by its line number (exit 2, nothing written), blank lines after it are not."""
+    run = runs("protonet")
+    support = _table(tmp_path / "support.csv", ("plant", "person"), 2)
+    texts = _queries(tmp_path / "q.txt")
+    query = tmp_path / "gaps.txt"
+    query.write_text(texts[0] + "\n\n" + texts[1] + "\r\n \t\n" + texts[2] + "\n\n")
+    argv = ["predict", "--checkpoint", run, "--support", str(support), "--query", str(query)]
+    _refused(argv, capsys, tmp_path, f"text file {query}: 2 blank line(s) among the texts, at "
+                                     f"line(s) 2, 4; a .txt query holds one text per line")
+    with pytest.raises(ValueError, match=r"at line\(s\) 2, 4;"):
+        classify_texts(load_run(run), support, query)
+    assert classify_texts(load_run(run), support, tmp_path / "q.txt").texts == texts

@@ -106,10 +106,10 @@ def test_pad_square_fills_with_each_images_border_colour(tmp_path):
 
 def test_support_and_query_folders(tmp_path):
     a = _glyph()
-    for cls, n in (("b_cls", 2), ("a_cls", 1)):
+    for k, (cls, n) in enumerate((("b_cls", 2), ("a_cls", 1))):
         (tmp_path / "s" / cls).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(a).save(tmp_path / "s" / cls / f"{i}.png")
+        for i in range(n):                        # an image belongs to one class: its own
+            Image.fromarray(np.roll(a, k, axis=0)).save(tmp_path / "s" / cls / f"{i}.png")
     (tmp_path / "s" / "a_cls" / ".DS_Store").write_bytes(b"junk")     # hidden: skipped
     x, y, classes, files = load_support(tmp_path / "s")
     assert classes == ["a_cls", "b_cls"] and y.tolist() == [0, 1, 1]

@@ -30,9 +30,9 @@ def test_linked_folders_are_searched(tmp_path):
     os.symlink(elsewhere, tmp_path / "q" / "linked")
     qx, names = load_query(tmp_path / "q")
     assert names == ["linked/far.png", "own.png"] and qx.shape == (2, 1, 28, 28)
-    for c in ("a", "b"):
+    for k, c in enumerate(("a", "b")):             # an image of each class's own
         (tmp_path / "s" / c).mkdir(parents=True)
-        Image.fromarray(_glyph()).save(tmp_path / "s" / c / "0.png")
+        Image.fromarray(np.roll(_glyph(), k + 1, axis=0)).save(tmp_path / "s" / c / "0.png")
     os.symlink(elsewhere, tmp_path / "s" / "b" / "more")
     x, y, classes, files = load_support(tmp_path / "s")
     assert classes == ["a", "b"] and y.tolist() == [0, 1, 1]
@@ -87,9 +87,9 @@ def test_a_broken_link_is_a_named_error(tmp_path):
 def test_a_class_folder_linked_to_nothing_is_a_named_error(tmp_path):
     """A support class folder that is a link to nothing (a drive not mounted) was left out
     as 'not an image by its suffix', and its class with it."""
-    for c in ("a", "b"):
+    for k, c in enumerate(("a", "b")):             # an image of each class's own
         (tmp_path / "s" / c).mkdir(parents=True)
-        Image.fromarray(_glyph()).save(tmp_path / "s" / c / "0.png")
+        Image.fromarray(np.roll(_glyph(), k + 1, axis=0)).save(tmp_path / "s" / c / "0.png")
     os.symlink(tmp_path / "unmounted" / "dogs", tmp_path / "s" / "dogs")
     with pytest.raises(ValueError, match=r"s/dogs is a link to .*unmounted/dogs, which does "
                                          r"not exist"):

@@ -201,7 +201,8 @@ def test_the_hash_follows_the_data(folder, npz, tmp_path):
      r"float pixels x must lie in \[0, 1\], got range \[1.0000001, 1.0000001\] \(96 "
      r"pixel\(s\) outside\); .* clip them"),
     (lambda p: (np.savez(p / "i.npz", x=np.full((6, 4, 4), 300), y=np.arange(6) % 2),
-                p / "i.npz")[1], r"integer pixels x must lie in 0..255, got 300..300"),
+                p / "i.npz")[1], r"x must be uint8 images \(0..255\) or floating point, got "
+                                 r"torch.int64"),
     (lambda p: (np.savez(p / "s.npz", x=np.zeros((6, 2, 4, 4)), y=np.arange(6) % 2),
                 p / "s.npz")[1], r"x must be images \[N, H, W\] or \[N, C, H, W\] with C = 1 "
                                  r"or 3"),
@@ -275,3 +276,30 @@ def test_an_image_cache_that_cannot_be_written_gives_advice_vae_can_follow(tmp_p
                                          r"writable") as e:
         gdata.read_user(root)
     assert "cache_dir" not in str(e.value)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32", "int64", "bool"])
+def test_a_tensor_file_of_another_dtype_than_uint8_or_float_is_refused_as_train_refuses_it(
+        dtype, tmp_path):
+    """uint16 and uint32 images crashed in torch's min() (exit 1), and int64 and bool images
+    were read, where train, adapt and forgetting refuse them: one check for all commands."""
+    from metaloop.tasks.episodes import Episodes
+
+    path = tmp_path / "x.npz"
+    np.savez(path, x=np.ones((8, 6, 6), dtype=dtype), y=np.arange(8) % 2)
+    with pytest.raises(ValueError) as vae:
+        gdata.load_user(path, "train")
+    with pytest.raises(ValueError) as train:
+        Episodes.from_tensors(path, ways=2, shots=1, queries=1)
+    assert str(vae.value) == str(train.value)
+    assert str(vae.value).startswith(f"tensor file {path}: x must be uint8 images (0..255) or "
+                                     f"floating point, got torch.{dtype}")
+
+
+def test_class_names_that_differ_only_in_unicode_form_are_refused_as_train_refuses_them(
+        tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, x=np.zeros((8, 6, 6), np.uint8), y=np.arange(8) % 2,
+             class_names=np.array(["caf\u00e9", "cafe\u0301"]))
+    with pytest.raises(ValueError, match=r"differ only in their Unicode form"):
+        gdata.load_user(path, "train")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import struct
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -487,7 +488,8 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     """A support set laid out as one sub-folder of images per class, or, for one-shot
     tasks, as one image per class.
 
-    Classes are the sub-folder names in sorted order; label k is the k-th name. Any number
+    Classes are the sub-folder names in sorted order, in Unicode NFC (as training names a
+    folder's classes); label k is the k-th name. Any number
     of classes (at least 2) and of images per class (at least 1, not necessarily equal). A
     folder that holds only image files and no sub-folder is the one-shot layout: each file
     is a class of one image, named by its file name without the suffix (the ``training``
@@ -502,15 +504,18 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     Raises:
         ValueError: naming the path: missing folder, a file beside class folders, an empty
             class folder, fewer than 2 classes, two files of one name (``a.png`` and
-            ``a.jpg``) in the one-shot layout, a symbolic link to nothing, or an unreadable
-            image.
+            ``a.jpg``) in the one-shot layout, two class names that differ only in their
+            Unicode form (NFC and NFD twins), the same image (equal decoded pixels) in two
+            classes (naming both files), a symbolic link to nothing, or an unreadable image.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"support folder {folder} does not exist" if not folder.exists()
                          else f"support {folder} is not a folder")
     try:
-        entries = sorted((p for p in folder.iterdir() if _visible(p)), key=lambda p: p.name)
+        # in the order of the names in NFC: the labels do not depend on the disk's form
+        entries = sorted((p for p in folder.iterdir() if _visible(p)),
+                         key=lambda p: (unicodedata.normalize("NFC", p.name), p.name))
     except OSError as e:
         raise ValueError(f"cannot list support folder {folder}: {e}") from e
     lost = next((p for p in entries if p.is_symlink() and not p.exists()), None)
@@ -531,7 +536,8 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     if len(classes) < 2:
         raise ValueError(f"support folder {folder} has {len(classes)} class folder(s); "
                          f"few-shot classification needs at least 2")
-    xs, ys, files = [], [], []
+    names = _class_names(folder, [c.name for c in classes], "class folders")
+    xs, ys, files, digests = [], [], [], []
     for label, cdir in enumerate(classes):
         skipped: list[Path] = []
         cfiles = image_files(cdir, recursive=True, ignored=skipped)
@@ -540,11 +546,69 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
         if not cfiles:
             raise ValueError(f"class folder {cdir} holds no images" + _named(skipped))
         for f in cfiles:
-            xs.append(_load_counted(f, image_size, invert, channels, progress))
+            x, digest = _load_hashed(f, image_size, invert, channels, progress)
+            xs.append(x)
             ys.append(label)
             files.append(f)
+            digests.append(digest)
+    _check_one_class_each(folder, files, ys, names, digests)
     return (torch.stack(xs), torch.tensor(ys, dtype=torch.int64),       # [S, c, H, W], [S]
-            [c.name for c in classes], files)
+            names, files)
+
+
+def _class_names(folder: Path, names: list[str], what: str) -> list[str]:
+    """The support classes' names in Unicode NFC, as training names a folder's classes (a
+    macOS folder ``cafe\\u0301`` is the class ``caf\\xe9``).
+
+    Raises:
+        ValueError: two ``names`` that differ only in their Unicode form (NFC and NFD
+            twins), which would be two classes printed alike.
+    """
+    from metaloop.tasks.splits import check_one_spelling, nfc
+
+    check_one_spelling(f"support folder {folder}: the {what}", names)
+    return [nfc(n) for n in names]
+
+
+def _load_hashed(path: Path, image_size: int, invert: str, channels: int,
+                 progress: Callable[[int], None] | None) -> tuple[torch.Tensor, bytes]:
+    """``load_image`` and the image's hash as decoded (the training folder's
+    ``_pixel_digest``: equal for equal pixels, whatever the files' names and formats), then
+    ``progress(1)``."""
+    from metaloop.data.folder import _pixel_digest  # (here: folder imports this module)
+
+    check_image_settings(image_size, invert, channels)
+    pix, grid = _read_file(path, image_size, channels)                       # [h, w, c]
+    digest = _pixel_digest(pix, grid)             # first: the input may be a view of pix
+    x = _to_input(pix, image_size, invert, grid)                              # [c, H, W]
+    if progress is not None:
+        progress(1)
+    return x, digest
+
+
+def _check_one_class_each(folder: Path, files: list[Path], labels: list[int],
+                          names: list[str], digests: list[bytes]) -> None:
+    """Refuse the same image (equal decoded pixels) in two support classes, as training
+    refuses it in two class folders: every query it resembles would go to the first.
+
+    Raises:
+        ValueError: naming both files (relative to ``folder``) and their classes, and how
+            many more such pairs there are.
+    """
+    first: dict[bytes, int] = {}
+    clashes = []
+    for i, d in enumerate(digests):
+        j = first.setdefault(d, i)
+        if labels[j] != labels[i]:
+            clashes.append((j, i))
+    if clashes:
+        j, i = clashes[0]
+        more = f" (and {len(clashes) - 1} more such pair(s))" if len(clashes) > 1 else ""
+        a, b = (files[k].relative_to(folder).as_posix() for k in (j, i))
+        raise ValueError(f"support folder {folder}: {a} (class {names[labels[j]]!r}) and {b} "
+                         f"(class {names[labels[i]]!r}) are the same image{more}; an image "
+                         f"belongs to one class: remove it from the class it does not belong "
+                         f"to")
 
 
 def _load_counted(path: Path, image_size: int, invert: str, channels: int,
@@ -569,9 +633,12 @@ def _one_image_per_class(folder: Path, files: list[Path], image_size: int, inver
         raise ValueError(f"support folder {folder} holds one image per class, but class "
                          f"{twice[0]!r} has several files ({same}); put a class's images in "
                          f"a sub-folder of its name")
-    xs = [_load_counted(f, image_size, invert, channels, progress) for f in files]
-    return (torch.stack(xs), torch.arange(len(files), dtype=torch.int64),   # [S, c, H, W]
-            names, list(files))
+    names = _class_names(folder, names, "images (one per class, named by their files)")
+    loaded = [_load_hashed(f, image_size, invert, channels, progress) for f in files]
+    _check_one_class_each(folder, list(files), list(range(len(files))), names,
+                          [d for _, d in loaded])
+    return (torch.stack([x for x, _ in loaded]),                             # [S, c, H, W]
+            torch.arange(len(files), dtype=torch.int64), names, list(files))
 
 
 def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",

@@ -34,8 +34,9 @@ Your own images (``load_user``; ``load`` takes a path where it takes a data set'
   antialiasing to ``image_size``, converted to grey (or kept in colour with
   ``channels = 3``), inverted per ``invert``); the class folders are the labels;
 - a tensor file ``.npz`` or ``.pt`` with ``x`` (``[N, H, W]`` or ``[N, C, H, W]``, C = 1 or
-  3; uint8 0..255, integers in 0..255, bool, or floats in [0, 1]) and ``y`` (``[N]`` integer
-  labels), optionally ``class_names``; converted as a folder's images are (RGB to grey with
+  3; uint8 0..255 or floats in [0, 1], as every command reads a tensor file's images:
+  ``metaloop.tasks.episodes.check_pixels``) and ``y`` (``[N]`` integer labels), optionally
+  ``class_names``; converted as a folder's images are (RGB to grey with
   Pillow's ``L`` weights, or grey to RGB by repeating it, ``invert``, padded to a square,
   resized to ``image_size``).
 
@@ -274,8 +275,10 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
     Raises:
         ValueError: a missing path, a file of another kind, a folder without images in the
             layout (or with an unreadable one), a tensor file without ``x`` and ``y``, with
-            non-numeric or non-finite values, float pixels outside [0, 1], integer pixels
-            outside 0..255, or shapes that are not images with labels.
+            non-numeric or non-finite values, an ``x`` that is neither uint8 nor float
+            (uint16, int64, bool: as ``metaloop train`` refuses it), float pixels outside
+            [0, 1], class names that repeat (also in another Unicode form), or shapes that
+            are not images with labels.
     """
     check_data_options(str(path), image_size=image_size, invert=invert, channels=channels,
                        skip_corrupt=skip_corrupt)
@@ -314,7 +317,7 @@ def applied_invert(invert: str, channels: int) -> str:
 
 def _read_tensors(path: Path, image_size: int, invert: str, channels: int) -> ImageData:
     """A ``.npz``/``.pt`` file's ``x`` and ``y`` as ``read_user`` returns them."""
-    from metaloop.tasks.episodes import read_tensor_file
+    from metaloop.tasks.episodes import check_examples, read_tensor_file
 
     x, y, names = read_tensor_file(path)      # checked: keys, dtypes, finite, dense labels
     assert y is not None                                  # labels=True: read
@@ -335,23 +338,10 @@ def _read_tensors(path: Path, image_size: int, invert: str, channels: int) -> Im
         raise ValueError(f"tensor file {path}: labels y must lie in [0, {k}) "
                          f"({'len(class_names)' if names is not None else 'max + 1'}), found "
                          f"{int(y.min())}..{int(y.max())}")
-    if x.is_floating_point():
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 1:                 # digits enough to show 1.0000001 above 1
-            out = int(((x < 0) | (x > 1)).sum())
-            raise ValueError(f"tensor file {path}: float pixels x must lie in [0, 1], got "
-                             f"range [{lo:.9g}, {hi:.9g}] ({out:,} pixel(s) outside); scale "
-                             f"them (e.g. x / 255), clip them (numpy.clip(x, 0, 1)) or store "
-                             f"uint8")
-        u = x.to(torch.float32)
-    elif x.dtype == torch.bool:
-        u = x.to(torch.float32)
-    else:
-        lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi > 255:
-            raise ValueError(f"tensor file {path}: integer pixels x must lie in 0..255, got "
-                             f"{lo}..{hi}")
-        u = x.to(torch.float32) / 255.0
+    # the x check of every command (train, forgetting, predict): uint8 or float pixels, float
+    # ones in [0, 1] (read_tensor_file, check_pixels), class names distinct in NFC
+    check_examples(x, y, names, what=f"tensor file {path}:")
+    u = x.to(torch.float32) if x.is_floating_point() else x.to(torch.float32) / 255.0
     return ImageData(_to_square(u, image_size, invert, channels), y, k,
                      names or [str(i) for i in range(k)])
 

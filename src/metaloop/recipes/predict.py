@@ -193,7 +193,10 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
         ``[N, H, W]`` to ``[N, 1, H, W]``.
 
     Raises:
-        ValueError: a regression or text run; unreadable files (named); support labels
+        ValueError: a regression or text run; unreadable files (named); an ``x`` in
+            either file that training does not read as it is (a dtype other than uint8 or
+            float, such as uint16 or bool; float images outside [0, 1]:
+            ``metaloop.tasks.episodes.check_pixels``, naming the file); support labels
             that are not ints ``[N]`` or lie outside ``[0, len(class_names))``, or repeated
             class names (as training refuses them, ``check_examples``); fewer than 2
             classes; examples whose shape the network does not read (naming both); shifts
@@ -260,7 +263,8 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
 
 def _as_input(x: torch.Tensor) -> torch.Tensor:
     """Examples as training turns them into inputs (``Episodes._gather``): float32, uint8
-    scaled to [0, 1], ``[N, H, W]`` greyscale images given their channel."""
+    scaled to [0, 1], ``[N, H, W]`` greyscale images given their channel. ``x`` is uint8 or
+    float (``read_tensor_file`` refuses other dtypes)."""
     x = x.unsqueeze(1) if x.dim() == 3 else x
     return x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)
 
@@ -296,7 +300,8 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
             (``metaloop.tasks.text_table.read_text_table``); its distinct labels, sorted,
             are the classes (at least 2; any number of texts each).
         query: a table with a text column (other columns are ignored), or a ``.txt`` file
-            with one text per line (``read_texts``).
+            with one text per line (``read_texts``), the i-th prediction line i's: a blank
+            line before the last text is refused (blank lines after it are ignored).
         steps: adaptation steps (default: the run's inner steps; >= 0); refused for a run
             that solves its head in closed form, as in :func:`classify_folders`.
         text_column, label_column: the columns to read (default: the run's
@@ -314,6 +319,7 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
 
     Raises:
         ValueError: not a text run; an unreadable table or file (named, with the line); a
+            blank line among the texts of a ``.txt`` query (named by its number); a
             support table with fewer than 2 labels; a learned head with another number of
             outputs (``head_init="zero"`` instead); a delimiter that applies to neither file;
             negative ``steps``, or ``steps`` for a run that takes none.
@@ -345,6 +351,7 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
     for member in getattr(run, "members", [run]):          # an ensemble: each of its runs
         _check_head(member, support, len(classes), "labels")
     queries = read_texts(query, text_column, delimiter if _separated(query) else None)
+    _check_no_blank_lines(query)
     members = getattr(run, "members", [run])
     tokenize = text_encoder(fam["encoder"], fam["max_length"]).tokenize   # as in training
     device = next(run.learner.model.parameters()).device
@@ -361,6 +368,31 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
                 progress(len(chunk))
     probs = torch.cat(logits)[:, :len(classes)].softmax(-1)                     # [Q, n]
     return TextPredictions(queries, classes, probs.float().cpu())
+
+
+def _check_no_blank_lines(path) -> None:
+    """Refuse a blank line before the last text of a ``.txt`` query file (one text per line,
+    the i-th prediction line i's; ``read_texts`` would skip it, and every later prediction
+    would then be one line off). Blank lines after the last text are ignored. Other files:
+    nothing to check (a table's rows are named by their text).
+
+    Raises:
+        ValueError: naming the file and the blank lines (the first few), and how many.
+    """
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".txt":
+        return
+    lines = p.read_text(encoding="utf-8-sig").split("\n")   # as read_texts splits them
+    filled = [i for i, line in enumerate(lines, 1) if line.strip()]
+    blank = [i for i in range(1, filled[-1]) if not lines[i - 1].strip()] if filled else []
+    if blank:
+        shown = ", ".join(map(str, blank[:5])) + (f" and {len(blank) - 5} more"
+                                                  if len(blank) > 5 else "")
+        raise ValueError(f"text file {p}: {len(blank)} blank line(s) among the texts, at "
+                         f"line(s) {shown}; a .txt query holds one text per line, and the "
+                         f"predictions follow its lines (the i-th is line i's), so remove "
+                         f"the blank lines or put a text on each (blank lines after the last "
+                         f"text are ignored)")
 
 
 def _separated(path) -> bool:

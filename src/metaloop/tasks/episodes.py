@@ -11,6 +11,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,9 @@ class Episodes:
 
     kind = "classification"
     report: dict[str, Any]      # set by from_folder only: what the folder held and left out
+    # from_folder: class name -> exact copies of its images left out, which the error on a
+    # class too small names (8 identical files are a class of 1 image)
+    _copies: Mapping[str, int] = MappingProxyType({})
 
     def __init__(self, x, y, ways: int = 5, shots: int = 1, queries: int = 15,
                  class_names: Sequence[str] | None = None, *,
@@ -187,7 +191,8 @@ class Episodes:
         counts = self._all_counts[self._use]                             # [K']
         small = [(self._all_names[c], int(n)) for c, n in zip(self._use, counts) if n < need]
         if small and not self.drop_small:
-            shown = ", ".join(f"{n!r} ({c})" for n, c in small[:8])
+            shown = ", ".join(f"{n!r} ({c}{_copies_note(self._copies.get(n, 0))})"
+                              for n, c in small[:8])
             more = f" and {len(small) - 8} more" if len(small) > 8 else ""
             raise SmallClassesError(f"Episodes: {len(small)} class(es) have fewer than "
                                     f"shots + queries = {self.shots} + {self.queries} = "
@@ -401,8 +406,10 @@ class Episodes:
             data.class_names, split, fractions, seed, split_files)
         if classes is None:
             _check_split_ways(use, split, len(data.class_names), ways, fractions, split_files)
-        fam = cls(data.images, data.labels, ways, shots, queries, data.class_names,
-                  classes=use, drop_small=drop_small)
+        fam = cls.__new__(cls)
+        fam._copies = copies_per_class(data)            # before the classes are selected
+        cls.__init__(fam, data.images, data.labels, ways, shots, queries, data.class_names,
+                     classes=use, drop_small=drop_small)
         fam.transform = {"image_size": image_size, "channels": channels, "invert": invert}
         fam.report = folder_report(data, fam.dropped)
         return fam
@@ -418,9 +425,10 @@ class Episodes:
 
         Raises:
             ValueError: a missing, empty or unreadable file, another extension, missing keys,
-                a non-numeric ``x`` or ``y``, or non-finite values in ``x`` (naming the rows'
-                classes); and the constructor's errors (float labels, channels-last images,
-                ...), each led by the file's path.
+                a non-numeric ``x`` or ``y``, non-finite values in ``x`` (naming the rows'
+                classes), an ``x`` of another dtype than uint8 or float, float images outside
+                [0, 1] (``check_pixels``); and the constructor's errors (float labels,
+                channels-last images, ...), each led by the file's path.
         """
         split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
         x, y, names = read_tensor_file(path)
@@ -505,6 +513,24 @@ class Episodes:
             ys.append(_label(item[1], i))
         y, names = _dense_labels(torch.tensor(ys), names)
         return cls(torch.stack(xs), y, ways, shots, queries, names, **kw)
+
+
+def copies_per_class(data) -> dict[str, int]:
+    """How many exact copies of an image of its class a decoded image folder
+    (``metaloop.data.folder.FolderData``) left out, by class name (classes without copies
+    are not listed)."""
+    label = dict(zip(data.files, data.labels.tolist()))
+    counts: dict[str, int] = {}
+    for _, first in data.duplicates:
+        if first in label:
+            name = data.class_names[label[first]]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _copies_note(k: int) -> str:
+    """What a class's size in an error adds about its exact copies left out."""
+    return f"; {k} exact cop{'y' if k == 1 else 'ies'} left out" if k else ""
 
 
 def describe_folder(data) -> str:
@@ -702,6 +728,33 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     return x, y, names
 
 
+def check_pixels(x: torch.Tensor, what: str) -> None:
+    """The check of a tensor file's ``x`` that every command applies as it reads it
+    (``read_tensor_file``): uint8 images (0..255) or floats, and float images (``[N, H, W]``
+    or ``[N, C, H, W]``) in [0, 1], as a folder's images are decoded and uint8 is scaled.
+    Feature vectors ``[N, D]`` may take any finite value.
+
+    Raises:
+        ValueError: led by ``what``: another dtype (uint16, int64, bool, ...: training reads
+            neither as pixels), or float images with a value outside [0, 1] (naming the range
+            and how many pixels lie outside: 0..255 floats would train a network on inputs 255
+            times those a folder's images give it).
+    """
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise ValueError(f"{what} x must be uint8 images (0..255) or floating point, got "
+                         f"{x.dtype}; convert it (e.g. x.astype('uint8') for 0..255 pixels)")
+    if x.dim() not in (3, 4) or not x.is_floating_point() or x.numel() == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:                     # digits enough to show 1.0000001 above 1
+        out = int(((x < 0) | (x > 1)).sum())
+        raise ValueError(f"{what} float pixels x must lie in [0, 1], got range "
+                         f"[{lo:.9g}, {hi:.9g}] ({out:,} pixel(s) outside); scale them (e.g. "
+                         f"x / 255), clip them (numpy.clip(x, 0, 1)) or store uint8 (images "
+                         f"[N, C, H, W] or [N, H, W] are pixels; feature vectors [N, D] may "
+                         f"take any value)")
+
+
 def read_tensor_file(path: str | os.PathLike, labels: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     """``(x, y, class_names)`` of a ``.npz`` or ``.pt`` file holding ``x`` and ``y`` (and
@@ -711,8 +764,9 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
 
     Raises:
         ValueError: a missing, empty or unreadable file, another extension, missing keys, a
-            non-numeric ``x`` or ``y``, no examples, or non-finite values in ``x`` (naming
-            the file, and the rows' classes).
+            non-numeric ``x`` or ``y``, no examples, non-finite values in ``x`` (naming
+            the file, and the rows' classes), or an ``x`` that ``check_pixels`` refuses (a
+            dtype other than uint8 or float, float images outside [0, 1]).
     """
     path = Path(path)
     if path.is_dir():
@@ -741,6 +795,7 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
                 rows = bad.nonzero().flatten().tolist()
                 raise ValueError(f"tensor file {path}: x has non-finite values (NaN or inf) "
                                  f"in {len(rows)} row(s) {rows[:5]}")
+        check_pixels(x, f"tensor file {path}:")
         return x, None, None
     names = got.get("class_names")
     names = [str(n) for n in names] if names is not None else None
@@ -752,6 +807,7 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
                          f"y {list(y.shape)})")
     y, names = _dense_labels(y, names)
     _check_finite(path, x, y, names)
+    check_pixels(x, f"tensor file {path}:")
     return x, y, names
 
 
