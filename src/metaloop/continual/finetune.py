@@ -174,7 +174,7 @@ def _normalised_by(model: nn.Module, params, reference: torch.Tensor | None
         yield
 
 
-def _kept_heads(keep_heads, new, earlier) -> dict[str, tuple[float, list[int]]]:
+def _kept_heads(keep_heads, earlier) -> dict[str, tuple[float, list[int]]]:
     """``{head: (weight, earlier outputs)}``: the earlier heads whose losses stay active."""
     if keep_heads is False or keep_heads is None:
         return {}
@@ -320,7 +320,7 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
     if replay_ratio > 0 and not earlier:
         raise ValueError(f"replay_ratio={replay_ratio} but there is no earlier data to replay; "
                          f"pass earlier=[...] or replay_ratio=0")
-    kept = _kept_heads(keep_heads, new, earlier)
+    kept = _kept_heads(keep_heads, earlier)
     check_data(params, [new, *earlier])
     with torch.no_grad():
         dim = features(model, params, new.train[0][:2]).shape[1]

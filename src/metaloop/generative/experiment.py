@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from metaloop import runlock, runs_folder
+from metaloop._random import seeded_rng
 from metaloop.generative import data as gdata
 from metaloop.generative import devices, likelihoods, plots, quality
 from metaloop.generative.ae import AE, fit_code_gaussian
@@ -216,12 +217,12 @@ def build_model(kind: str, s: Settings, train_images: torch.Tensor, n_classes: i
     bias = logit_of_mean(gdata.to_unit(train_images), likelihoods.n_params(s.likelihood))
     common: dict[str, Any] = dict(image_shape=tuple(train_images.shape[1:]), arch=s.arch,
                                   hidden=s.hidden, likelihood=s.likelihood, output_bias=bias)
-    torch.manual_seed(s.seed)
-    if kind == "ae":
-        return AE(s.latent, **common)
-    if kind == "vae":
-        return VAE(s.latent, beta=s.beta, **common)
-    return CVAE(n_classes, s.latent, beta=s.beta, **common)
+    with seeded_rng(s.seed):            # the initial weights; the caller's RNG is kept
+        if kind == "ae":
+            return AE(s.latent, **common)
+        if kind == "vae":
+            return VAE(s.latent, beta=s.beta, **common)
+        return CVAE(n_classes, s.latent, beta=s.beta, **common)
 
 
 def checked_pixels(s: Settings, tr: gdata.ImageData, te: gdata.ImageData) -> torch.Tensor:

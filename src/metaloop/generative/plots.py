@@ -125,7 +125,7 @@ def show(ax, arr: np.ndarray) -> None:
         ax.imshow(np.clip(arr, 0.0, 1.0), interpolation="nearest")
 
 
-def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100, colour: bool = False) -> None:
+def _save(fig: Figure, path: str | os.PathLike, colour: bool = False) -> None:
     """Render with Agg and write an 8-bit PNG: grey for grey pictures, about a quarter of
     the size of matplotlib's RGBA output, or RGB (``colour``). The PNG is written to a
     temporary file beside ``path`` and renamed over it: a write stopped halfway leaves

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop import runlock
+from metaloop._random import seeded_rng
 from metaloop.evaluate.heldout import mean_ci
 from metaloop.generative import data as gdata
 from metaloop.generative import devices, plots
@@ -176,9 +177,9 @@ def build_vae(s: ProtocolSettings, train_images: torch.Tensor) -> VAE:
     """The untrained MLP VAE (seeded by ``s.seed``), its output bias the logit of the
     training images' mean (as the IWAE code does). ``train_images``: uint8 ``[N, C, H, W]``."""
     bias = logit_of_mean(gdata.to_unit(train_images))
-    torch.manual_seed(s.seed)
-    return VAE(s.latent, image_shape=tuple(train_images.shape[1:]), arch="mlp",
-               hidden=tuple(s.hidden), likelihood="bernoulli", output_bias=bias)
+    with seeded_rng(s.seed):            # the initial weights; the caller's RNG is kept
+        return VAE(s.latent, image_shape=tuple(train_images.shape[1:]), arch="mlp",
+                   hidden=tuple(s.hidden), likelihood="bernoulli", output_bias=bias)
 
 
 def _adam(model: VAE, lr: float) -> torch.optim.Adam:

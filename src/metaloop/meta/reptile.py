@@ -117,9 +117,9 @@ def _adam_path(adapter: SGDAdapter, params, x, y, steps, batches=None, betas=(0.
         yield p
 
 
-def _sgd_path(adapter: SGDAdapter, params, x, y, steps, batches) -> Iterator[Params]:
-    """Yield params after 0..steps plain SGD steps at ``adapter.lr``, step k on the support
-    indices ``batches[k]``; first order (each step detached)."""
+def _sgd_path(adapter: SGDAdapter, params, x, y, batches) -> Iterator[Params]:
+    """Yield params after 0..len(batches) plain SGD steps at ``adapter.lr``, step k on the
+    support indices ``batches[k]``; first order (each step detached)."""
     p = adapter.start(params, y)
     yield p
     for idx in batches:
@@ -264,7 +264,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
             minibatches(x.shape[0], batch, steps, generator)
         if self.inner_optimizer == "adam":
             return _adam_path(self.inner, params, x, y, steps, batches, state=state)
-        return _sgd_path(self.inner, params, x, y, steps, batches)
+        return _sgd_path(self.inner, params, x, y, batches)
 
     def skip_tasks(self, tasks: int) -> None:
         """Advance the global torch RNG past the draws that ``tasks`` tasks' meta-gradient

@@ -48,9 +48,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from metaloop import runs_folder
+from metaloop._random import seeded_rng
 from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import _partial, report
 from metaloop.recipes._record_setting import check_same_setting, old_record
+from metaloop.tasks.episodes import SmallClassesError
 from metaloop.tasks.text_table import TextTable
 
 __all__ = ["APPROACHES", "FAMILIES", "META", "PARTIAL", "RECORD_TABLE", "RECORD_TABLE_META",
@@ -824,16 +826,37 @@ def build_family(s, model, kind: str, split: str, shots: int, queries: int):
 
 
 def _table_families(s, tokenizer, shots: int, queries: int, meta_shots):
-    """``table_families`` with the table options of ``s``."""
+    """``table_families`` with the table options of ``s``.
+
+    Raises:
+        SmallClassesError: classes of a meta-training family too small, its advice naming
+            ``--meta-shots`` (its default for the ``--meta`` learners), not ``--shots``.
+    """
     if not s.data:
         raise ValueError("--family table needs --data PATH: a .csv, .tsv or .jsonl file with "
                          f"a {s.text_column!r} and a {s.label_column!r} column")
-    return table_families(s.data, ways=s.ways, shots=shots, queries=queries,
-                          meta_shots=meta_shots, tokenizer=tokenizer,
-                          text_column=s.text_column, label_column=s.label_column,
-                          delimiter=s.delimiter,
-                          fractions=parse_fractions(s.split_fractions),
-                          split_seed=s.split_seed, drop_small=s.drop_small)
+    try:
+        return table_families(s.data, ways=s.ways, shots=shots, queries=queries,
+                              meta_shots=meta_shots, tokenizer=tokenizer,
+                              text_column=s.text_column, label_column=s.label_column,
+                              delimiter=s.delimiter,
+                              fractions=parse_fractions(s.split_fractions),
+                              split_seed=s.split_seed, drop_small=s.drop_small)
+    except _MetaSmallClassesError as e:
+        raise SmallClassesError(e.problem, _meta_small_advice(s, e.shots), e.shots) from e
+
+
+def _meta_small_advice(s, shots: int | None) -> str:
+    """The advice of a meta-training family's ``SmallClassesError`` (tasks of ``shots``
+    support examples per class): those shots are ``--meta-shots`` (or the default of the
+    ``--meta`` learners that take them), not ``--shots``."""
+    methods = [m for m in _meta_methods(s.meta) if (s.meta_shots or META_SHOTS[m]) == shots]
+    who = f"--meta {','.join(methods)}" if methods else "--meta"
+    given = (f"--meta-shots {s.meta_shots}" if s.meta_shots is not None else
+             f"--meta-shots, by default {shots} for {', '.join(methods) or 'them'}")
+    return (f"these are the meta-training tasks of {who}, whose support examples per class "
+            f"are {given} (not --shots): give [a smaller --meta-shots or ]fewer --queries, "
+            f"or leave the small classes out: --drop-small")
 
 
 def _meta_methods(text: str) -> list[str]:
@@ -893,6 +916,7 @@ def strategies(s, model, kind: str, family) -> dict:
     # Rates: a new head learns at 1e-2; the pretrained body at 1e-4 (full fine-tuning) or
     # 1e-3 (LoRA); soft prompts at 1e-2 (Lester et al. use large prompt rates).
     body_lr = 1e-4 if kind == "text" else 1e-3
+    places = [p.device for p in model.parameters()]     # the adapters' inits: seeded there
     out = {}
     for name in names:
         if name == "prompt-zero-shot":
@@ -917,15 +941,15 @@ def strategies(s, model, kind: str, family) -> dict:
                                                    head_lr=1e-2, warmup_kw={"lam": 0.1}))
         elif name == "lora":
             from metaloop.adapt.lora import add_lora, lora_finetune
-            torch.manual_seed(0)      # the same adapter init as the --meta learners start from
-            lora = add_lora(model, r=s.lora_r, alpha=2.0 * s.lora_r,
-                            target_modules=targets)
+            with seeded_rng(0, places):   # the adapter init the --meta learners start from
+                lora = add_lora(model, r=s.lora_r, alpha=2.0 * s.lora_r,
+                                target_modules=targets)
             fn = _ignore_classes(functools.partial(lora_finetune, lora, steps=steps, lr=1e-3,
                                                    head_lr=1e-2))
         else:  # soft-prompt
             from metaloop.adapt.soft_prompt import add_soft_prompt, soft_prompt_finetune
-            torch.manual_seed(s.seed)
-            sp = add_soft_prompt(model, s.prompt_tokens)
+            with seeded_rng(s.seed, places):
+                sp = add_soft_prompt(model, s.prompt_tokens)
             fn = _ignore_classes(functools.partial(soft_prompt_finetune, sp, steps=steps,
                                                    lr=1e-2, head_lr=1e-2))
         out[name] = (APPROACHES[name], fn)
@@ -1096,6 +1120,7 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
     _positive(meta_iterations=s.meta_iterations, meta_batch=s.meta_batch)
     targets = _lora_targets(s, kind, model)
     meta_dir = Path(s.meta_dir) if s.meta_dir else out / "meta"
+    places = [p.device for p in model.parameters()]
     rows, info, baselines = {}, {}, {}
     for method in methods:
         hp = {"r": s.lora_r, "alpha": 2.0 * s.lora_r, "target_modules": targets,
@@ -1103,8 +1128,6 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
         shots = s.meta_shots or META_SHOTS[method]
         train_family = (train_families[method] if train_families is not None
                         else build_family(s, model, kind, "train", shots, s.queries))
-        torch.manual_seed(0)
-        learner = lora_learner(model, method, **hp)
         run_dir = meta_dir / method
         config = {"method": method, "model": _model_identity(s.model),
                   **({"model_checkpoint": checkpoint} if checkpoint is not None else {}),
@@ -1116,11 +1139,15 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
         elif s.family in IMAGE_DATA:     # ... and on the same images and classes
             config["data"] = _data_identity(s, train_family)
         _same_inputs_elsewhere(run_dir, config)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        train(learner, train_family, iterations=s.meta_iterations,
-              meta_batch=s.meta_batch, lr=META_OUTER_LR, seed=0, out_dir=run_dir,
-              resume=(run_dir / "LATEST").is_file(), checkpoint_every=25, config=config,
-              progress=progress, desc=f"meta-train {method}")
+        # seeded: the adapters' init, and the meta-training's draws from torch's global RNG
+        # (those a checkpoint stores); the caller's RNG is left as it was
+        with seeded_rng(0, places):
+            learner = lora_learner(model, method, **hp)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            train(learner, train_family, iterations=s.meta_iterations,
+                  meta_batch=s.meta_batch, lr=META_OUTER_LR, seed=0, out_dir=run_dir,
+                  resume=(run_dir / "LATEST").is_file(), checkpoint_every=25, config=config,
+                  progress=progress, desc=f"meta-train {method}")
         info[method] = {"config": config, "run_dir": str(run_dir),
                         **_add_budget(run_dir, time.process_time() - cpu0,
                                       time.perf_counter() - wall0)}
@@ -1130,8 +1157,8 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
         rows[f"meta-lora-{method} inner"] = (3, _inner(learner))
         key = (META_INNER[method]["inner_lr"], META_INNER[method]["inner_steps"])
         if key not in baselines:      # fomaml and maml adapt alike: one row for both
-            torch.manual_seed(0)
-            baselines[key] = lora_learner(model, method, **hp)
+            with seeded_rng(0, places):
+                baselines[key] = lora_learner(model, method, **hp)
             rows[_inner_baseline(methods, method)] = (3, _inner(baselines[key]))
     return rows, info
 
@@ -1259,8 +1286,9 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
     Every strategy sees the same tasks (``heldout_tasks(family, tasks, seed)``) and is given
     only the support set and the task's class ids (for label wordings); query labels are
     used for scoring, after adaptation. Predictors with a frozen body share one computation
-    of the query features per task. Task ``i`` seeds ``seed * 100003 + i`` before each
-    strategy, so its numbers do not depend on the tasks before it.
+    of the query features per task, in eval mode as ``Adapted`` scores. While each strategy
+    adapts to task ``i`` and is scored, torch's global RNG is seeded ``seed * 100003 + i``,
+    so its numbers do not depend on the tasks before it; the caller's RNG is left as it was.
 
     ``kept`` (``{"tasks_done": n, "per": ...}`` as ``on_task`` was given them): the first
     ``n`` tasks are taken from it, not adapted again (only ``CACHED`` rows are replayed on
@@ -1280,7 +1308,7 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
         ValueError: ``kept`` of more tasks than ``tasks``, or of other rows than ``rows``.
     """
     from metaloop.evaluate import heldout_tasks, mean_ci
-    from metaloop.func.params import forward
+    from metaloop.func.params import eval_mode, forward
 
     skip = kept["tasks_done"] if kept else 0
     if kept and not (0 <= skip <= tasks and set(kept["per"]) == set(rows)):
@@ -1301,27 +1329,30 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
             if done < skip:               # scored before the resume: refill the caches
                 for name in CACHED:
                     if name in rows:
-                        torch.manual_seed(seed * 100_003 + done)
-                        fn = rows[name][1]
-                        getattr(fn, "refill", fn)(sx, sy, batch.classes[i])
+                        with seeded_rng(seed * 100_003 + done, [sx.device]):
+                            fn = rows[name][1]
+                            getattr(fn, "refill", fn)(sx, sy, batch.classes[i])
                 done += 1
                 continue
             feats: dict[int, torch.Tensor] = {}
             for name, (_, fn) in rows.items():
-                torch.manual_seed(seed * 100_003 + done)
-                t0, c0 = time.perf_counter(), time.process_time()
-                adapted = fn(sx, sy, batch.classes[i])
-                per[name]["adapt_seconds"].append(time.perf_counter() - t0)
-                per[name]["cpu_seconds"].append(time.process_time() - c0)
-                with torch.no_grad():
-                    if adapted.info.get("frozen_body"):
-                        key = id(adapted.model)
-                        if key not in feats:
-                            feats[key] = forward(adapted.model, adapted.params, qx, head=False)
-                        w, b = (adapted.params[n] for n in ("head.weight", "head.bias"))
-                        logits = F.linear(feats[key], w, b)                     # [Q, C]
-                    else:
-                        logits = adapted(qx)                                    # [Q, C]
+                # seeded for this row and task (adapting and scoring); the caller's RNG kept
+                with seeded_rng(seed * 100_003 + done, [sx.device]):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    adapted = fn(sx, sy, batch.classes[i])
+                    per[name]["adapt_seconds"].append(time.perf_counter() - t0)
+                    per[name]["cpu_seconds"].append(time.process_time() - c0)
+                    with torch.no_grad():
+                        if adapted.info.get("frozen_body"):
+                            key = id(adapted.model)
+                            if key not in feats:     # in eval mode, as ``Adapted`` scores
+                                with eval_mode(adapted.model):
+                                    feats[key] = forward(adapted.model, adapted.params, qx,
+                                                         head=False)            # [Q, D]
+                            w, b = (adapted.params[n] for n in ("head.weight", "head.bias"))
+                            logits = F.linear(feats[key], w, b)                 # [Q, C]
+                        else:
+                            logits = adapted(qx)                                # [Q, C]
                 per[name]["accuracy"].append(float((logits.argmax(-1) == qy).float().mean()))
                 per[name]["trainable"] = adapted.trainable
                 per[name]["info"] = per[name]["info"] or _jsonable(adapted.info)
@@ -1856,11 +1887,18 @@ def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: i
                         split="test" if meta else "all", **kw)
     train: dict[int, TextTable] = {}
     for s in meta:
-        if not train:
-            train[s] = TextTable(path, ways=ways, shots=s, queries=queries, split="train", **kw)
-        else:
-            train[s] = next(iter(train.values())).with_shots(s, queries)
+        try:
+            train[s] = (next(iter(train.values())).with_shots(s, queries) if train else
+                        TextTable(path, ways=ways, shots=s, queries=queries, split="train",
+                                  **kw))
+        except SmallClassesError as e:      # the same error, known as a meta-training one's
+            raise _MetaSmallClassesError(e.problem, e.advice, e.shots) from None
     return heldout, train
+
+
+class _MetaSmallClassesError(SmallClassesError):
+    """The ``SmallClassesError`` of a meta-training family of ``table_families``: its
+    message, advice and shots those of the ``TextTable`` error it stands for."""
 
 
 def table_summary(heldout: TextTable, train: dict[int, TextTable]) -> dict:

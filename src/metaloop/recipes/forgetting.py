@@ -36,6 +36,7 @@ from typing import Any, cast
 import torch
 
 from metaloop import runs_folder
+from metaloop._random import seeded_rng
 from metaloop.continual import metrics, plots
 from metaloop.continual.finetune import finetune_experience
 from metaloop.continual.heads import init_params
@@ -508,28 +509,30 @@ def _strategies(text: str) -> list[str]:
 def _one_seed(s, exps, seed, update, strategies=None, on_unit=None) -> dict:
     """Learn experience 0 once, then each of ``strategies`` (None: all) from there, calling
     ``on_unit(name, run)`` after each. Each strategy's fine-tuning has its own generator,
-    seeded ``FINETUNE_SEED + seed``, so its run does not depend on the strategies before it."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    model = MLP(exps[0].train[0].shape[1], tuple(s["hidden"]), 1)
-    ft = {k: s[k] for k in ("batch_size", "lr", "eval_every", "early_stop")}
-    first = finetune_experience(model, init_params(model, exps, g), exps[0], replay_ratio=0.0,
-                     steps=s["pretrain_steps"], generator=g, progress=update, **ft)
-    out = {}
-    for name in s["strategies"] if strategies is None else strategies:
-        t0 = time.perf_counter()
-        r = run_sequence(model, first.params, exps, name, pretrained=True,
-                         replay_ratio=s["replay_ratio"], head_weight=s["head_weight"],
-                         lora_rank=s["lora_rank"], buffer_size=s["buffer_size"],
-                         temperature=s["temperature"], steps=s["steps"],
-                         generator=torch.Generator().manual_seed(FINETUNE_SEED + seed),
-                         progress=update,
-                         **ft)
-        out[name] = {"seed": seed, "matrix": r.matrix, "curve": r.curve,
-                     "boundaries": r.boundaries, "wall_s": time.perf_counter() - t0}
-        if on_unit is not None:
-            on_unit(name, out[name])
-    return out
+    seeded ``FINETUNE_SEED + seed``, so its run does not depend on the strategies before it.
+    Torch's global RNG is seeded ``seed`` while the network is made (its initial weights) and
+    trained; the caller's RNG is left as it was."""
+    with seeded_rng(seed):
+        g = torch.Generator().manual_seed(seed)
+        model = MLP(exps[0].train[0].shape[1], tuple(s["hidden"]), 1)
+        ft = {k: s[k] for k in ("batch_size", "lr", "eval_every", "early_stop")}
+        first = finetune_experience(model, init_params(model, exps, g), exps[0],
+                                    replay_ratio=0.0, steps=s["pretrain_steps"], generator=g,
+                                    progress=update, **ft)
+        out = {}
+        for name in s["strategies"] if strategies is None else strategies:
+            t0 = time.perf_counter()
+            r = run_sequence(model, first.params, exps, name, pretrained=True,
+                             replay_ratio=s["replay_ratio"], head_weight=s["head_weight"],
+                             lora_rank=s["lora_rank"], buffer_size=s["buffer_size"],
+                             temperature=s["temperature"], steps=s["steps"],
+                             generator=torch.Generator().manual_seed(FINETUNE_SEED + seed),
+                             progress=update, **ft)
+            out[name] = {"seed": seed, "matrix": r.matrix, "curve": r.curve,
+                         "boundaries": r.boundaries, "wall_s": time.perf_counter() - t0}
+            if on_unit is not None:
+                on_unit(name, out[name])
+        return out
 
 
 PARTIAL = _partial.PARTIAL
