@@ -229,3 +229,80 @@ def test_the_iwae_protocols_vae_keeps_the_callers_rng_and_its_init():
     want = VAE(2, image_shape=(1, 8, 8), arch="mlp", hidden=(6,), likelihood="bernoulli",
                output_bias=logit_of_mean(gdata.to_unit(_images())))
     _same_params(got.state_dict(), want.state_dict())
+
+
+# build_learner seeds the global generator with train.seed, and that seed carries on into
+# training (Reptile's inner_batch draws each task's mini-batch seed from it); its callers
+# scope both, so the caller's stream is kept and the runs are those of the old seeding
+
+# mini-batches of 2 of the 5 support examples, one task after another (the draws of the loop)
+_REPTILE_BATCHES = ('[compare.per_method.reptile.method]\ninner_batch = 2\n'
+                    'batching = "loop"\n')
+
+
+def _same_learners(a, b) -> None:
+    _same_params(dict(a.model.state_dict()), dict(b.model.state_dict()))
+
+
+def test_compare_keeps_the_callers_rng_and_trains_as_before(tmp_path, monkeypatch):
+    from metaloop.recipes import compare
+
+    (tmp_path / "more.toml").write_text(_REPTILE_BATCHES)
+    cfg = compare.load_config("sinusoid", tmp_path / "more.toml", overrides={
+        "train": {"iterations": 2, "meta_batch": 2, "checkpoint_every": 100},
+        "eval": {"tasks": 3, "steps": [0, 1]}})
+    assert compare.method_config(cfg, "reptile")["method"]["inner_batch"] == 2
+    before = _caller_state()
+    got = compare.run(cfg, "maml,reptile")
+    assert torch.equal(torch.get_rng_state(), before)
+    monkeypatch.setattr(compare, "seeded_rng", _old_seeding)
+    torch.manual_seed(777)                    # the old runs did not depend on the caller's
+    old = compare.run(cfg, "maml,reptile")
+    assert got["methods"] == old["methods"]
+    for name in ("maml", "reptile"):
+        _same_learners(got["learners"][name], old["learners"][name])
+
+
+def _reptile_config():
+    from metaloop import config
+
+    return config.validate({
+        "family": {"name": "sinusoid"}, "model": {"name": "mlp", "hidden": [8]},
+        "method": {"name": "reptile", "inner_batch": 2, "batching": "loop"},
+        "train": {"iterations": 2, "meta_batch": 2, "checkpoint_every": 2, "seed": 3}})
+
+
+def _checkpoint(run: Path) -> dict:
+    from safetensors.torch import load_file
+    return load_file(next(run.glob("ckpt-*/tensors.safetensors")))
+
+
+def test_train_config_keeps_the_callers_rng_and_trains_as_before(tmp_path, monkeypatch):
+    from metaloop.recipes import training
+
+    cfg = _reptile_config()
+    before = _caller_state()
+    training.train_config(cfg, tmp_path / "new", progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    monkeypatch.setattr(training, "seeded_rng", _old_seeding)
+    torch.manual_seed(777)
+    training.train_config(cfg, tmp_path / "old", progress=False)
+    new, old = _checkpoint(tmp_path / "new"), _checkpoint(tmp_path / "old")
+    assert "rng.torch" in new
+    _same_params(new, old)                    # the weights and the stored RNG states
+
+
+def test_load_run_keeps_the_callers_rng_and_loads_the_same_learner(tmp_path, monkeypatch):
+    from metaloop import runs
+    from metaloop.recipes import training
+
+    training.train_config(_reptile_config(), tmp_path / "run", progress=False)
+    before = _caller_state()
+    got = runs.load_run(tmp_path / "run")
+    assert torch.equal(torch.get_rng_state(), before)
+    monkeypatch.setattr(runs, "seeded_rng", _old_seeding)
+    old = runs.load_run(tmp_path / "run")
+    _same_learners(got.learner, old.learner)
+    weights = _checkpoint(tmp_path / "run")
+    _same_params({k: v for k, v in got.learner.model.state_dict().items()},
+                 {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")})

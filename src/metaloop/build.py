@@ -385,7 +385,15 @@ def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:
 
 def build_learner(cfg: dict, family, model=None, device=None):
     """The learner of the [method] section around a (new, seeded) model; ``device`` (where it
-    will run) only chooses the batching, see ``batching_on``."""
+    will run) only chooses the batching, see ``batching_on``.
+
+    It seeds torch's global generators with ``train.seed`` (``torch.manual_seed``) and leaves
+    them so: that seed carries on into the training that follows (Reptile's per-task
+    mini-batch seeds, the ``rng.torch`` a checkpoint stores). A caller scopes it, building
+    and training inside one ``with metaloop._random.seeded_rng(seed, [device]):``, so that
+    its own generator is as it was afterwards (``metaloop.recipes.compare.run``,
+    ``metaloop.recipes.training.train_config``; ``metaloop.runs.load_run``, which trains
+    nothing, scopes the build alone)."""
     name = _choice("method", cfg["method"]["name"], METHODS)
     torch.manual_seed(cfg["train"]["seed"])
     model = model if model is not None else build_model(cfg["model"], family, name)

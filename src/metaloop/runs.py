@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from metaloop import build, config
+from metaloop._random import seeded_rng
 from metaloop.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -549,7 +550,8 @@ def load_run(path, *, device=None, head_init: str = "checkpoint", data_root=None
     if device is not None and device.type == "mps" and cfg["train"]["dtype"] == "float64":
         raise ValueError(f"{path} was trained in float64, which Apple's mps device does not "
                          f"have; load it on the CPU (device='cpu')")
-    learner = build.build_learner(cfg, family, device=device)
+    with seeded_rng(cfg["train"]["seed"]):     # the initial weights, replaced below: the
+        learner = build.build_learner(cfg, family, device=device)   # caller's RNG is kept
     learner.model.to(dtype=getattr(torch, cfg["train"]["dtype"]))   # a float64 run stays exact
     params = dict(learner.model.named_parameters())
     stored = {k[len("model."):] for k in tensors if k.startswith("model.")}

@@ -1,13 +1,19 @@
-"""A table too small for the meta-training tasks of ``--meta``: the advice names
-``--meta-shots`` (with the learner's default) that sets their shots, not ``--shots``."""
+"""A table or image folder too small for the meta-training tasks of ``--meta``: the advice
+names ``--meta-shots`` (with the learner's default) that sets their shots, not ``--shots``."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 
 from metaloop.cli.main import main
 from metaloop.recipes import adapt as recipe
 from metaloop.tasks.episodes import SmallClassesError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import folder_config, train_run, write_image_folder  # noqa: E402
 
 TOPICS = ("sports", "music", "cooking", "weather", "finance", "health", "travel", "science")
 
@@ -58,3 +64,47 @@ def test_a_small_held_out_family_keeps_the_shots_advice(tmp_path):
     with pytest.raises(SmallClassesError, match="split 'test'") as e:
         recipe.prepare(s)
     assert "--meta-shots" not in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """(a ProtoNet run trained on an image folder of 8 classes of 6 images, that folder)."""
+    d = tmp_path_factory.mktemp("folder_run")
+    photos = write_image_folder(d / "photos", classes=8, per_class=6, mixed=False)
+    return train_run(d, folder_config(photos)), photos
+
+
+def test_an_image_folder_too_small_for_meta_training_names_meta_shots(folder_run, tmp_path,
+                                                                      capsys):
+    """The run's own folder: its 4 training classes of 6 images meta-train --meta reptile on
+    5 + 2 images per class (its default --meta-shots); it said "give fewer --shots"."""
+    run, photos = folder_run
+    out = tmp_path / "out"
+    code = main(["--threads", "1", "adapt", "--model", str(run), "--family", "folder",
+                 "--data", str(photos), "--ways", "2", "--shots", "1", "--queries", "2",
+                 "--meta", "reptile", "--meta-iterations", "1", "--out", str(out),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"image folder {photos}: 4 class(es) have fewer than shots + queries = 5 + 2" in err
+    assert ("meta-training tasks of --meta reptile, whose support examples per class are "
+            "--meta-shots, by default 5 for reptile (not --shots): give a smaller --meta-shots "
+            "or fewer --queries, or leave the small classes out: --drop-small") in err
+    assert "--shots or" not in err
+
+
+def test_the_second_meta_learners_shots_are_named_with_the_folder(folder_run):
+    """--meta maml,reptile: maml's 1-shot family reads the folder, reptile's 5-shot one is
+    that family with more shots (``with_shots``), whose error named neither the folder
+    (it began "Episodes:") nor --meta-shots."""
+    run, photos = folder_run
+    s = recipe.AdaptSettings(family="folder", model=str(run), data=str(photos), ways=2,
+                             shots=1, queries=2, meta="maml,reptile")
+    with pytest.raises(SmallClassesError) as e:
+        recipe.prepare(s)
+    assert str(e.value).startswith(f"image folder {photos}: 4 class(es) have fewer than "
+                                   f"shots + queries = 5 + 2 = 7 examples")
+    assert e.value.advice == (
+        "these are the meta-training tasks of --meta reptile, whose support examples per "
+        "class are --meta-shots, by default 5 for reptile (not --shots): give a smaller "
+        "--meta-shots or fewer --queries, or leave the small classes out: --drop-small")

@@ -495,3 +495,49 @@ def test_a_records_relative_data_is_read_from_the_folder_it_was_written_from(
     assert _check_records(Path("w/rec"), dataclasses.replace(s, data="w/base.csv"))
     with pytest.raises(ValueError, match=rf"--data \('{work / 'base.csv'}' != "):
         _check_records(Path("w/rec"), s)
+
+
+def test_a_records_relative_path_is_not_read_from_the_working_folder_when_gone_from_its_own(
+        tmp_path, monkeypatch):
+    """A record written from ``w`` names its data ``base.csv``, since removed from ``w``; a
+    ``base.csv`` in the working folder is another file of that name, and the record's
+    setting is not read as that file (it was, so the record was replaced): its setting's
+    path stays as the record gives it, and so does its command's."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "base.csv").write_text("text,label\na,x\n")
+    monkeypatch.chdir(work)
+    s = recipe.AdaptSettings(family="table", data="base.csv", approaches="probe-ridge",
+                             tasks=2)
+    recs = _records(_results({"probe-ridge": [0.5, 1.0]}), Path("rec"), s,
+                    command="metaloop adapt --approaches probe-ridge --data base.csv "
+                            "--family table --record rec --tasks 2")
+    (path, rec), = recs.items()
+    assert rec["setting"]["data"] == "base.csv"
+    write_record(work / path, **rec)
+    (work / "base.csv").unlink()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.csv").write_text("text,label\na,x\n")       # another file of that name
+    with pytest.raises(ValueError, match=rf"--data \('base.csv' != '{tmp_path / 'base.csv'}'\)"):
+        _check_records(Path("w/rec"), s)
+    # a record without setting: its command's relative path, as the setting's
+    write_record(work / path, **{k: v for k, v in rec.items() if k != "setting"})
+    with pytest.raises(ValueError, match=rf"--data \('base.csv' != '{tmp_path / 'base.csv'}'\)"):
+        _check_records(Path("w/rec"), s)
+    # where the folder it was written from cannot be told (an absolute --record), the
+    # working folder's file is read, as before
+    write_record(work / path, **{**rec, "command": rec["command"].replace(
+        "--record rec", f"--record {work / 'rec'}")})
+    assert _check_records(Path("w/rec"), s) == [Path("w/rec") / path.name]
+
+
+def test_resolved_reads_a_relative_path_from_the_folder_the_record_was_written_from(tmp_path,
+                                                                                   monkeypatch):
+    (tmp_path / "w" / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine").mkdir(parents=True)          # the working folder's own
+    monkeypatch.chdir(tmp_path)
+    setting = {"model": "runs/mine", "data": "gone.csv", "family": "table"}
+    assert recipe._resolved(setting, tmp_path / "w") == {
+        "model": str(tmp_path / "w" / "runs" / "mine"), "data": "gone.csv", "family": "table"}
+    assert recipe._resolved(setting)["model"] == str(tmp_path / "runs" / "mine")
+    assert recipe._resolved({"model": "minilm"}, tmp_path / "w") == {"model": "minilm"}

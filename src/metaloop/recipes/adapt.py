@@ -51,7 +51,7 @@ from metaloop import runs_folder
 from metaloop._random import seeded_rng
 from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import _partial, report
-from metaloop.recipes._record_setting import check_same_setting, old_record
+from metaloop.recipes._record_setting import check_same_setting, old_record, written_from
 from metaloop.tasks.episodes import SmallClassesError
 from metaloop.tasks.text_table import TextTable
 
@@ -359,9 +359,19 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
     heldout = read(s.shots, split="test" if meta and held is None else None, classes=held)
     train_families: dict[str, Any] = {}
     for m, k in meta_shots.items():
-        train_families[m] = (next(iter(train_families.values())).with_shots(k, s.queries)
-                             if train_families else
-                             read(k, split="train" if train is None else None, classes=train))
+        try:
+            train_families[m] = (next(iter(train_families.values())).with_shots(k, s.queries)
+                                 if train_families else
+                                 read(k, split="train" if train is None else None,
+                                      classes=train))
+        except ValueError as e:   # too small for the meta-training tasks: their --meta-shots
+            small = next((c for c in (e, e.__cause__) if isinstance(c, SmallClassesError)),
+                         None)
+            if small is None:
+                raise
+            problem = str(_naming_data(ValueError(small.problem), s))
+            raise SmallClassesError(problem, _meta_small_advice(s, small.shots),
+                                    small.shots) from e
     first = next(iter(train_families.values()), None)
     report_ = getattr(heldout, "report", None)
     if report_ and whole is not None:     # the cache as this command found it, first read
@@ -1668,16 +1678,22 @@ def _portable(setting: dict) -> dict:
     return out
 
 
-def _resolved(setting: dict) -> dict:
+def _resolved(setting: dict, base: Path | None = None) -> dict:
     """A record's stored ``setting`` as ``measured_setting`` gives it here: a relative model
-    folder or data file (``_portable``) that exists from the working folder as its absolute
-    path."""
+    folder or data file (``_portable``) that exists from the folder the record was written
+    from (``base``, ``_record_setting.written_from``) as its absolute path. Where that folder
+    cannot be told (``base`` None), the path is read from the working folder; one that is not
+    there (a Hugging Face model's name, say) stays as it is, never read from another folder,
+    where a file of the same name may be another one."""
     out = dict(setting)
     for key in _PATHS:
         value = out.get(key)
-        if isinstance(value, str) and not Path(value).is_absolute() \
-                and Path(value).expanduser().exists():
-            out[key] = str(Path(value).expanduser().resolve())
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        there = Path(value).expanduser() if base is None or value.startswith("~") \
+            else base / value
+        if there.exists():
+            out[key] = str(there.resolve())
     return out
 
 
@@ -1696,8 +1712,9 @@ def _check_same_setting(path: Path, s: AdaptSettings, approach: str,
     mine = measured_setting(s, approach, lora_targets=targets)
 
     def theirs(old: dict) -> dict:
+        base = written_from(path, old)
         if isinstance(old.get("setting"), dict):
-            setting = _resolved(old["setting"])
+            setting = _resolved(old["setting"], base)
             if ("skip_corrupt" not in setting and setting.get("family") == "folder"
                     and "--skip-corrupt" in str(old.get("command", "")).split()):
                 setting["skip_corrupt"] = True      # stored before the setting held it
@@ -1705,10 +1722,16 @@ def _check_same_setting(path: Path, s: AdaptSettings, approach: str,
             raise ValueError("it has no setting, and no reader of its command was given")
         else:
             other = read_command(old["command"])
-            same = _model_identity(other.model) == mine["model"] and \
+            # its relative paths read as a setting's are: from the folder it was written from
+            given = {k: v for k in _PATHS if isinstance(v := getattr(other, k), str) and v
+                     and not v.startswith("~") and not Path(v).is_absolute()} \
+                if base is not None else {}
+            given = _resolved(given, base)
+            same = given.get("model", _model_identity(other.model)) == mine["model"] and \
                 other.family == s.family
             setting = measured_setting(other, approach,
                                        lora_targets=targets if same else None)
+            setting.update({k: v for k, v in given.items() if k in setting})
         if setting.get("lora_targets", 0) is None and setting.get("model") == mine["model"]:
             setting["lora_targets"] = targets()
         return setting

@@ -35,6 +35,7 @@ from typing import Any
 
 from metaloop import build as _build
 from metaloop import config as _config
+from metaloop._random import seeded_rng
 from metaloop.evaluate import evaluate
 from metaloop.train import train
 from metaloop.train.loop import check_resume_data
@@ -512,17 +513,19 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
     for name, mcfg in mcfgs.items():
         if on_method is not None:
             on_method(name)
-        learner = _build.build_learner(mcfg, family)
         tc, ec = mcfg["train"], mcfg["eval"]
-        t0 = time.perf_counter()
-        train(learner, _build.training_family(mcfg, family), iterations=tc["iterations"],
-              meta_batch=tc["meta_batch"], lr=tc["lr"], lr_schedule=tc["lr_schedule"],
-              clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"],
-              out_dir=None if out_dir is None else Path(out_dir) / "runs" / name,
-              checkpoint_every=tc["checkpoint_every"], config=mcfg, progress=progress,
-              desc=name, optimizer=tc["optimizer"],
-              weight_decay=tc["weight_decay"], resume=resumes[name], data=data)
-        t1 = time.perf_counter()
+        # build_learner's seed carries on into training, and no further: the caller's RNG
+        with seeded_rng(tc["seed"]):               # is as it was (the model is on the CPU)
+            learner = _build.build_learner(mcfg, family)
+            t0 = time.perf_counter()
+            train(learner, _build.training_family(mcfg, family), iterations=tc["iterations"],
+                  meta_batch=tc["meta_batch"], lr=tc["lr"], lr_schedule=tc["lr_schedule"],
+                  clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"],
+                  out_dir=None if out_dir is None else Path(out_dir) / "runs" / name,
+                  checkpoint_every=tc["checkpoint_every"], config=mcfg, progress=progress,
+                  desc=name, optimizer=tc["optimizer"],
+                  weight_decay=tc["weight_decay"], resume=resumes[name], data=data)
+            t1 = time.perf_counter()
         results[name] = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
                                  seed=ec["seed"], support_shift=ec["support_shift"],
                                  query_shift=ec["query_shift"])

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from metaloop import build, config, runs_folder
+from metaloop._random import seeded_rng
 from metaloop.recipes.report import prepare_out
 from metaloop.runs import check_same_data, last_read_hint, load_run, moved_root, saved_run
 from metaloop.train import distributed, train
@@ -253,40 +254,44 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
               f"stored family.root {cfg['family']['root']}; its classes match the run's "
               f"stored fingerprint", file=sys.stderr)
     dev = distributed.device_for(device)
-    learner = build.build_learner(cfg, family, device=dev)
-    if dev.type == "cuda":               # a CPU run leaves the process's CUDA flags alone
-        distributed.set_tf32(tf32)
-    learner.model.to(device=dev, dtype=getattr(torch, tc["dtype"]))
-    if tc["init"] and not resume:       # a resumed run has its own weights; copied into the
-        try:                            # model at train.dtype: a float64 run's stay exact
-            got = init_from(learner, tc["init"])
+    # build_learner seeds torch's global generator with train.seed, which carries on into
+    # training (Reptile's per-task seeds, the checkpoints' rng.torch) and no further: the
+    # caller's generator is as it was afterwards
+    with seeded_rng(tc["seed"], [dev]):
+        learner = build.build_learner(cfg, family, device=dev)
+        if dev.type == "cuda":               # a CPU run leaves the process's CUDA flags alone
+            distributed.set_tf32(tf32)
+        learner.model.to(device=dev, dtype=getattr(torch, tc["dtype"]))
+        if tc["init"] and not resume:       # a resumed run has its own weights; copied into the
+            try:                            # model at train.dtype: a float64 run's stay exact
+                got = init_from(learner, tc["init"])
+            except ValueError:
+                _undo()
+                raise
+            if rank == 0:
+                left = f"; left at their initial values: {', '.join(got['left'])}" \
+                    if got["left"] else ""
+                print(f"init: {len(got['loaded'])} tensors from {got['run']} (iteration "
+                      f"{got['iteration']}){left}")
+        train_family = build.training_family(cfg, family)
+        if tc["device_tasks"]:              # the images on the training device, sampled there
+            from metaloop.tasks.device import DeviceTasks
+            train_family = DeviceTasks(train_family, dev or "cpu", getattr(torch, tc["dtype"]))
+        try:               # a ValueError before the first metrics line leaves no empty run dir
+            return train(learner, train_family, iterations=tc["iterations"],
+                         meta_batch=tc["meta_batch"], lr=tc["lr"], lr_schedule=tc["lr_schedule"],
+                         optimizer=tc["optimizer"], weight_decay=tc["weight_decay"],
+                         clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
+                         resume=resume, val_family=val, val_every=tc["val_every"],
+                         val_tasks=tc["val_tasks"], val_seed=cfg["eval"]["seed"],
+                         checkpoint_every=tc["checkpoint_every"],
+                         config=cfg, progress=progress, desc=cfg["method"]["name"],
+                         prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
+                         log_every=tc["log_every"] or None, precision=precision,
+                         cuda_graph=tc["cuda_graph"], data=data)
         except ValueError:
             _undo()
             raise
-        if rank == 0:
-            left = f"; left at their initial values: {', '.join(got['left'])}" \
-                if got["left"] else ""
-            print(f"init: {len(got['loaded'])} tensors from {got['run']} (iteration "
-                  f"{got['iteration']}){left}")
-    train_family = build.training_family(cfg, family)
-    if tc["device_tasks"]:              # the images on the training device, sampled there
-        from metaloop.tasks.device import DeviceTasks
-        train_family = DeviceTasks(train_family, dev or "cpu", getattr(torch, tc["dtype"]))
-    try:               # a ValueError before the first metrics line leaves no empty run dir
-        return train(learner, train_family, iterations=tc["iterations"],
-                     meta_batch=tc["meta_batch"], lr=tc["lr"], lr_schedule=tc["lr_schedule"],
-                     optimizer=tc["optimizer"], weight_decay=tc["weight_decay"],
-                     clip_grad_norm=tc["clip_grad_norm"], seed=tc["seed"], out_dir=out,
-                     resume=resume, val_family=val, val_every=tc["val_every"],
-                     val_tasks=tc["val_tasks"], val_seed=cfg["eval"]["seed"],
-                     checkpoint_every=tc["checkpoint_every"],
-                     config=cfg, progress=progress, desc=cfg["method"]["name"],
-                     prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
-                     log_every=tc["log_every"] or None, precision=precision,
-                     cuda_graph=tc["cuda_graph"], data=data)
-    except ValueError:
-        _undo()
-        raise
 
 
 def _network_tensors(model) -> tuple[dict[str, tuple[str, torch.Tensor]], set[str]]:
