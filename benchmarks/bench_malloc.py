@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import difflib
 import os
 import platform
 import re
@@ -40,6 +41,26 @@ from _timing import maxrss_mib  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ("omniglot_pretrain_5w1s_cpu,omniglot_maml_20w1s_cpu,omniglot_anil_20w1s_cpu,"
            "omniglot_reptile_5w1s_cpu,omniglot_challenge_cpu")
+
+
+def config_name(given: str) -> str:
+    """The name of a config in ``configs/`` as ``--configs`` takes it: ``name``,
+    ``name.toml``, ``configs/name`` and ``configs/name.toml`` are all ``name``.
+
+    Raises:
+        ValueError: a name that leaves ``configs/`` (naming it), or no such config (naming
+            the file looked for, and the nearest names there).
+    """
+    name = given.strip().removeprefix("./").removeprefix("configs/").removesuffix(".toml")
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"{given!r} is not the name of a config in configs/ (give e.g. "
+                         f"omniglot_challenge_cpu or configs/omniglot_challenge_cpu.toml)")
+    if not (ROOT / "configs" / f"{name}.toml").is_file():
+        near = difflib.get_close_matches(name, sorted(p.stem for p in
+                                                      (ROOT / "configs").glob("*.toml")), 3)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise ValueError(f"no config {name!r}: configs/{name}.toml does not exist{hint}")
+    return name
 
 
 def short_text(name: str, iterations: int) -> str:
@@ -83,16 +104,27 @@ def run_once(config: Path, mode: str, out: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--configs", default=DEFAULT, help="comma-separated names in configs/")
+    ap.add_argument("--configs", default=DEFAULT,
+                    help="comma-separated names in configs/ (with or without configs/ and "
+                         ".toml)")
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--reps", type=int, default=2, help="alternating runs of each mode")
     ap.add_argument("--records", help="write one JSON record per workload into this folder")
     args = ap.parse_args(argv)
     if args.iterations <= 0 or args.reps <= 0:
         ap.error("--iterations and --reps must be positive")
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    if not names:
+    given = [n.strip() for n in args.configs.split(",") if n.strip()]
+    if not given:
         ap.error(f"--configs {args.configs!r} names no config")
+    names = []
+    for n in given:
+        try:
+            names.append(config_name(n))
+        except ValueError as e:
+            ap.error(f"--configs: {e}")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:                   # one record per config: the second would replace it
+        ap.error(f"--configs names {twice!r} twice; name each config once")
     for name in names:                      # every one before the first run: none fails late
         try:
             short_text(name, args.iterations)

@@ -233,6 +233,37 @@ def test_benchmarks_refuse_a_record_path_they_cannot_write_before_any_work(
     assert r.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+@pytest.mark.parametrize("given", ["omniglot_challenge_cpu", "omniglot_challenge_cpu.toml",
+                                   "configs/omniglot_challenge_cpu",
+                                   "configs/omniglot_challenge_cpu.toml"])
+def test_bench_malloc_takes_a_config_with_or_without_its_folder_and_suffix(given):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_malloc",
+                                                  ROOT / "benchmarks" / "bench_malloc.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.config_name(given) == "omniglot_challenge_cpu"
+
+
+@pytest.mark.parametrize("given,said", [
+    ("nowhere.toml", "no config 'nowhere': configs/nowhere.toml does not exist"),
+    ("configs/nowhere", "no config 'nowhere': configs/nowhere.toml does not exist"),
+    ("omniglot_challenge_cpux", "(did you mean omniglot_challenge_cpu"),
+    ("../nowhere.toml", "'../nowhere.toml' is not the name of a config in configs/"),
+    ("omniglot_challenge_cpu,configs/omniglot_challenge_cpu.toml",
+     "--configs names 'omniglot_challenge_cpu' twice"),
+])
+def test_bench_malloc_names_a_config_it_cannot_find(given, said, tmp_path):
+    """--configs nowhere.toml looked for configs/nowhere.toml.toml and said so in an OSError's
+    words; a missing config is now named as given, before any run (exit 2)."""
+    r = _run([sys.executable, "benchmarks/bench_malloc.py", "--configs", given,
+              "--iterations", "1", "--reps", "1", "--records", str(tmp_path / "recs")])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+    assert said in r.stderr.splitlines()[-1] and ".toml.toml" not in r.stderr, r.stderr
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow                     # about 20 s: two one-iteration training runs
 def test_bench_malloc_writes_valid_records_into_a_folder_it_makes(tmp_path, omniglot_root):
     """``--records DIR`` with DIR not made yet ended in a FileNotFoundError traceback after
@@ -414,7 +445,7 @@ def test_bench_malloc_checks_every_config_before_the_first_run():
     """An unknown name, or a config without its own 'iterations =' line (one that extends
     another), ended in a traceback when its turn came, after the workloads before it had
     run for minutes."""
-    for configs, said in (("omniglot_challenge_cpu,nosuch", "--configs: nosuch:"),
+    for configs, said in (("omniglot_challenge_cpu,nosuch", "--configs: no config 'nosuch'"),
                           ("omniglot_challenge_pilot28_6k_rot_cpu",
                            "expected one 'iterations =' line, found 0")):
         r = _run([sys.executable, "benchmarks/bench_malloc.py", "--configs", configs,

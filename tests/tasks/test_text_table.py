@@ -327,8 +327,25 @@ def test_read_texts_reads_a_text_column_or_the_lines_of_a_txt_file(tmp_path):
     assert read_texts(tmp_path / "q.jsonl", "sentence") == ["x", "3"]
     (tmp_path / "q.tsv").write_text("text\tlabel\nfirst\t\n")    # an empty label: ignored
     assert read_texts(tmp_path / "q.tsv") == ["first"]
-    (tmp_path / "q.txt").write_text("  one  \n\n\t\ntwo, three\r\n")
-    assert read_texts(tmp_path / "q.txt") == ["one", "two, three"]
+    (tmp_path / "q.txt").write_text("  one  \ntwo, three\r\n\n\t\n")
+    assert read_texts(tmp_path / "q.txt") == ["one", "two, three"]    # trailing blanks: ignored
+
+
+@pytest.mark.parametrize("content,lines", [
+    ("  one  \n\n\t\ntwo, three\r\n", "2 blank line(s) among the texts, at line(s) 2, 3;"),
+    ("\none\ntwo\n\n", "1 blank line(s) among the texts, at line(s) 1;"),
+    ("a\n" + "\n" * 7 + "b\n", "7 blank line(s) among the texts, at line(s) 2, 3, 4, 5, 6 "
+                               "and 2 more;"),
+])
+def test_read_texts_refuses_a_blank_line_before_the_last_text_by_its_number(
+        tmp_path, content, lines):
+    """Blank lines among the texts of a .txt file were skipped, so text i was no longer line
+    i and a caller could not map the texts back to their lines; they are now refused by
+    number, and blank lines after the last text are still ignored."""
+    path = tmp_path / "q.txt"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(f"text file {path}: {lines}")):
+        read_texts(path)
 
 
 @pytest.mark.parametrize("name,content,kw,message", [

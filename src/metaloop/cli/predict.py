@@ -69,7 +69,9 @@ challenge record's settings by
 
 A text run (model "text", trained on a table family) classifies texts instead: SUPPORT is a
 CSV, TSV or JSONL table of labelled texts (its distinct labels are the classes) and QUERY a
-table with a text column or a .txt file with one text per line; each query is printed as
+table with a text column or a .txt file with one text per line (the i-th query is line i;
+a blank line between two texts, or a line with no visible character, is refused by its
+number; blank lines after the last text are ignored); each query is printed as
 TEXT<TAB>CLASS, in the file's order, or with --json as {"text", "class", "scores"}. The
 columns are the run's (family.text_column, family.label_column) unless --text-column and
 --label-column name others. Only the checkpoint and its encoder are read, not the training
@@ -100,7 +102,8 @@ def register(sub) -> None:
     p.add_argument("--query", type=path, required=True,
                    help="folder of images to classify; with a .npz / .pt support, such a "
                         "file of examples (x); for a text run, a table with a text column or "
-                        "a .txt file, one text per line")
+                        "a .txt file, one text per line (a blank line between texts is "
+                        "refused by its number)")
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of file<TAB>class lines (in which a name "
                         "holding a tab, line break or double quote is double-quoted, as the "
@@ -223,11 +226,13 @@ def _run(args: argparse.Namespace) -> int:
             report.write_json(out / "results.json", {
                 "checkpoints": [str(c) for c in args.checkpoint], "support": str(args.support),
                 "query": str(args.query), "classes": pred.classes, "settings": settings,
-                **({"ignored": pred.ignored} if kind == "images" else {}),
+                **({"ignored": pred.ignored, "hidden": pred.hidden} if kind == "images"
+                   else {}),
                 "predictions": rows})
-    if kind == "images" and pred.ignored:
-        print(f"metaloop predict: left out {len(pred.ignored)} file(s) that are not images by "
-              f"their suffix, e.g. {pred.ignored[0]!r}", file=sys.stderr)
+    if kind == "images" and (pred.ignored or pred.hidden):   # as train's folder summary
+        eg = f" (by suffix, e.g. {pred.ignored[0]})" if pred.ignored else ""
+        print(f"metaloop predict: ignored {len(pred.ignored)} non-image{eg} and "
+              f"{pred.hidden} hidden entries", file=sys.stderr)
     if isinstance(printed, bytes):
         sys.stdout.flush()
         sys.stdout.buffer.write(printed)

@@ -49,6 +49,14 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
+def _hidden_entries(entries: list[Path]) -> list[Path]:
+    """The hidden entries (``.names``) among ``entries``, sorted, as the training folder's
+    scan counts them: metaloop's own cache folder is not one."""
+    from metaloop.data.folder import CACHE_DIRNAME  # (here: folder imports this module)
+
+    return sorted(p for p in entries if not _visible(p) and p.name != CACHE_DIRNAME)
+
+
 CHANNELS = (1, 3)
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit greyscale
 # A large image is first shrunk by a whole factor (a box filter; a JPEG while it decodes) to no
@@ -434,10 +442,13 @@ def is_image_name(path: Path) -> bool:
 
 
 def image_files(folder: str | os.PathLike, recursive: bool = False,
-                ignored: list[Path] | None = None) -> list[Path]:
-    """The visible image files of a folder, sorted (hidden ``.names`` are skipped, and so
-    are files whose suffix is not an image format's: they are appended to ``ignored``
-    if it is given).
+                ignored: list[Path] | None = None,
+                hidden: list[Path] | None = None) -> list[Path]:
+    """The visible image files of a folder, sorted. Files whose suffix is not an image
+    format's are skipped and appended to ``ignored`` if it is given; hidden entries
+    (``.names``: ``.DS_Store``, ``.hidden.png``, a ``.git`` folder, which is not searched)
+    are skipped and appended to ``hidden`` if it is given, as the training folder's scan
+    counts them.
 
     With ``recursive``, sub-folders are searched too, symbolic links to folders included
     (as the training folder's scan follows them).
@@ -450,7 +461,7 @@ def image_files(folder: str | os.PathLike, recursive: bool = False,
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder" if folder.exists()
                          else f"folder {folder} does not exist")
-    files = _walk_files(folder, recursive, frozenset())
+    files = _walk_files(folder, recursive, frozenset(), hidden)
     if ignored is not None:
         ignored += sorted((f for f in files if not is_image_name(f)),
                           key=lambda p: p.relative_to(folder).as_posix())
@@ -458,21 +469,25 @@ def image_files(folder: str | os.PathLike, recursive: bool = False,
                   key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _walk_files(folder: Path, recursive: bool, above: frozenset[str]) -> list[Path]:
-    """``image_files``' walk; ``above``: the real paths of the folders ``folder`` is in."""
+def _walk_files(folder: Path, recursive: bool, above: frozenset[str],
+                hidden: list[Path] | None = None) -> list[Path]:
+    """``image_files``' walk; ``above``: the real paths of the folders ``folder`` is in;
+    the hidden entries met are appended to ``hidden`` if it is given."""
     here = os.path.realpath(folder)
     if here in above:
         raise ValueError(f"{folder} links back to {here}, a folder above it; remove the link "
                          f"or point it elsewhere")
     try:
-        entries = [p for p in folder.iterdir() if _visible(p)]
+        listed = list(folder.iterdir())
     except OSError as e:
         raise ValueError(f"cannot list folder {folder}: {e}") from e
+    if hidden is not None:
+        hidden += _hidden_entries(listed)
     files = []
-    for p in entries:
+    for p in (p for p in listed if _visible(p)):
         if p.is_dir():
             if recursive:
-                files += _walk_files(p, recursive, above | {here})
+                files += _walk_files(p, recursive, above | {here}, hidden)
         elif p.exists():              # a pipe or a device too: decoding names it
             files.append(p)
         elif p.is_symlink():                             # would be left out without a word
@@ -483,7 +498,7 @@ def _walk_files(folder: Path, recursive: bool, above: frozenset[str]) -> list[Pa
 
 def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
                  channels: int = 1, progress: Callable[[int], None] | None = None,
-                 ignored: list[Path] | None = None,
+                 ignored: list[Path] | None = None, hidden: list[Path] | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Path]]:
     """A support set laid out as one sub-folder of images per class, or, for one-shot
     tasks, as one image per class.
@@ -495,7 +510,9 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     is a class of one image, named by its file name without the suffix (the ``training``
     folder of one of Lake's Omniglot one-shot runs, ``class01.png`` ... ``class20.png``).
     ``progress``, if given, is called with 1 after each image is decoded. Files whose suffix
-    is not an image format's are left out, and appended to ``ignored`` if it is given.
+    is not an image format's are left out, and appended to ``ignored`` if it is given;
+    hidden entries (``.names``) are left out, and appended to ``hidden`` if it is given
+    (``image_files``).
 
     Returns:
         x: float32 ``[S, channels, H, W]``; y: int64 ``[S]`` labels; class names; the files
@@ -514,10 +531,13 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
                          else f"support {folder} is not a folder")
     try:
         # in the order of the names in NFC: the labels do not depend on the disk's form
-        entries = sorted((p for p in folder.iterdir() if _visible(p)),
-                         key=lambda p: (unicodedata.normalize("NFC", p.name), p.name))
+        listed = list(folder.iterdir())
     except OSError as e:
         raise ValueError(f"cannot list support folder {folder}: {e}") from e
+    entries = sorted((p for p in listed if _visible(p)),
+                     key=lambda p: (unicodedata.normalize("NFC", p.name), p.name))
+    if hidden is not None:
+        hidden += _hidden_entries(listed)
     lost = next((p for p in entries if p.is_symlink() and not p.exists()), None)
     if lost is not None:                # a class folder's link: not a file to leave out
         raise ValueError(f"{lost} is a link to {os.readlink(lost)}, which does not exist; "
@@ -540,7 +560,7 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
     xs, ys, files, digests = [], [], [], []
     for label, cdir in enumerate(classes):
         skipped: list[Path] = []
-        cfiles = image_files(cdir, recursive=True, ignored=skipped)
+        cfiles = image_files(cdir, recursive=True, ignored=skipped, hidden=hidden)
         if ignored is not None:
             ignored += skipped
         if not cfiles:
@@ -643,10 +663,13 @@ def _one_image_per_class(folder: Path, files: list[Path], image_size: int, inver
 
 def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "auto",
                channels: int = 1, progress: Callable[[int], None] | None = None,
-               ignored: list[Path] | None = None) -> tuple[torch.Tensor, list[str]]:
+               ignored: list[Path] | None = None, hidden: list[Path] | None = None,
+               ) -> tuple[torch.Tensor, list[str]]:
     """Every image under ``folder`` (sub-folders included), in sorted path order;
     ``progress``, if given, is called with 1 after each image is decoded. Files whose suffix
-    is not an image format's are left out, and appended to ``ignored`` if it is given.
+    is not an image format's are left out, and appended to ``ignored`` if it is given;
+    hidden entries (``.names``) are left out, and appended to ``hidden`` if it is given
+    (``image_files``).
 
     Returns:
         x: float32 ``[Q, channels, H, W]``; names: each file's path relative to ``folder`` (posix).
@@ -659,7 +682,7 @@ def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "a
         raise ValueError(f"query folder {folder} does not exist" if not folder.exists()
                          else f"query {folder} is not a folder")
     skipped: list[Path] = []
-    files = image_files(folder, recursive=True, ignored=skipped)
+    files = image_files(folder, recursive=True, ignored=skipped, hidden=hidden)
     if ignored is not None:
         ignored += skipped
     if not files:

@@ -44,12 +44,15 @@ TENSOR_SUFFIXES = (".npz", ".pt")   # files of examples as arrays (``read_tensor
 class Predictions:
     """The scores of ``classify_folders``: ``files[i]`` (relative to the query folder) has
     softmax probabilities ``probs[i]`` (float32 ``[Q, n]``) over ``classes`` (n names);
-    ``ignored`` lists the files of either folder left out as not images by their suffix."""
+    ``ignored`` lists the files of either folder left out as not images by their suffix, and
+    ``hidden`` counts the hidden entries (``.names``) left out of either, as training's
+    folder scan counts them."""
 
     files: list[str]
     classes: list[str]
     probs: torch.Tensor
     ignored: list[str] = field(default_factory=list)
+    hidden: int = 0
 
     @property
     def labels(self) -> list[str]:
@@ -156,18 +159,21 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
     _check_steps(run, steps)
     size, invert = tf["image_size"], invert or tf["invert"]
     ignored: list = []                                   # README.txt, Thumbs.db, ...
+    hidden: list = []                                    # .DS_Store, .hidden.png, ...
     sx, sy, classes, _ = load_support(support, size, invert, tf["read_channels"], progress,
-                                      ignored)
+                                      ignored, hidden)
     # SGD learners with a learned head need as many classes as its outputs; a zero head
     # (pretrain, head_init "zero") and the solved heads of R2D2 / MetaOptNet take any number
     for member in getattr(run, "members", [run]):           # an ensemble: each of its runs
         _check_head(member, support, len(classes))
-    qx, names = load_query(query, size, invert, tf["read_channels"], progress, ignored)
+    qx, names = load_query(query, size, invert, tf["read_channels"], progress, ignored,
+                           hidden)
     p = next(run.learner.model.parameters())           # where the model is, in its dtype
     sx, qx = (_as_trained(tf, x).to(p.device, p.dtype) for x in (sx, qx))
     probs = predict_folders(run.learner, sx, sy.to(p.device), qx, steps, support_shift,
                             query_shift)                                  # [Q, n]
-    return Predictions(names, classes, probs.float().cpu(), [str(f) for f in ignored])
+    return Predictions(names, classes, probs.float().cpu(), [str(f) for f in ignored],
+                       len(hidden))
 
 
 def classify_tensors(run: Run, support, query, *, steps: int | None = None,
@@ -351,7 +357,6 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
     for member in getattr(run, "members", [run]):          # an ensemble: each of its runs
         _check_head(member, support, len(classes), "labels")
     queries = read_texts(query, text_column, delimiter if _separated(query) else None)
-    _check_no_blank_lines(query)
     members = getattr(run, "members", [run])
     tokenize = text_encoder(fam["encoder"], fam["max_length"]).tokenize   # as in training
     device = next(run.learner.model.parameters()).device
@@ -368,31 +373,6 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
                 progress(len(chunk))
     probs = torch.cat(logits)[:, :len(classes)].softmax(-1)                     # [Q, n]
     return TextPredictions(queries, classes, probs.float().cpu())
-
-
-def _check_no_blank_lines(path) -> None:
-    """Refuse a blank line before the last text of a ``.txt`` query file (one text per line,
-    the i-th prediction line i's; ``read_texts`` would skip it, and every later prediction
-    would then be one line off). Blank lines after the last text are ignored. Other files:
-    nothing to check (a table's rows are named by their text).
-
-    Raises:
-        ValueError: naming the file and the blank lines (the first few), and how many.
-    """
-    p = Path(path).expanduser()
-    if p.suffix.lower() != ".txt":
-        return
-    lines = p.read_text(encoding="utf-8-sig").split("\n")   # as read_texts splits them
-    filled = [i for i, line in enumerate(lines, 1) if line.strip()]
-    blank = [i for i in range(1, filled[-1]) if not lines[i - 1].strip()] if filled else []
-    if blank:
-        shown = ", ".join(map(str, blank[:5])) + (f" and {len(blank) - 5} more"
-                                                  if len(blank) > 5 else "")
-        raise ValueError(f"text file {p}: {len(blank)} blank line(s) among the texts, at "
-                         f"line(s) {shown}; a .txt query holds one text per line, and the "
-                         f"predictions follow its lines (the i-th is line i's), so remove "
-                         f"the blank lines or put a text on each (blank lines after the last "
-                         f"text are ignored)")
 
 
 def _separated(path) -> bool:

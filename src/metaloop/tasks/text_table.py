@@ -362,12 +362,15 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
         encoding: as :func:`read_text_table`.
 
     Returns:
-        N strings, in the file's order, stripped of surrounding white space; blank lines of a
-        ``.txt`` file are skipped (a line ends at a line feed, CR LF or CR only).
+        N strings, in the file's order, stripped of surrounding white space; text i of a
+        ``.txt`` file is its line i (a line ends at a line feed, CR LF or CR only), and
+        blank lines after the last text are ignored.
 
     Raises:
         ValueError: as :func:`read_text_table` (naming the file), and a ``.txt`` file with
-            no text, a line with no visible character (``visible``), or given a delimiter.
+            no text, a line with no visible character (``visible``), a blank line before
+            the last text (naming the lines, which would otherwise shift every later text
+            off its line number), or given a delimiter.
     """
     p = Path(path).expanduser()
     if p.suffix.lower() != ".txt":
@@ -396,6 +399,16 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
                          f"at {_lines(blank)}: only white space, control, format or combining "
                          f"characters, which a tokenizer reads as an empty text; fill or "
                          f"remove them")
+    last = max(n for n, line in enumerate(lines, 1) if line.strip())
+    gaps = [n for n, line in enumerate(lines[:last], 1) if not line.strip()]
+    if gaps:
+        shown = ", ".join(map(str, gaps[:5])) + (f" and {len(gaps) - 5} more"
+                                                 if len(gaps) > 5 else "")
+        raise ValueError(f"text file {p}: {len(gaps)} blank line(s) among the texts, at "
+                         f"line(s) {shown}; a .txt query holds one text per line, and the "
+                         f"texts follow its lines (the i-th is line i's), so remove the "
+                         f"blank lines or put a text on each (blank lines after the last "
+                         f"text are ignored)")
     return texts
 
 
