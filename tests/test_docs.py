@@ -144,3 +144,85 @@ def test_the_omniglot_guide_names_every_key_that_keeps_the_loop_on_a_gpu():
     loop = {k for k in config.MAML_ONLY if config.SCHEMA["method"][k][0] is bool
             and batching_on({**base["method"], k: True}, "cuda") != "vmap"}
     assert named == loop, f"docs/omniglot.md names {sorted(named)}; the loop needs {sorted(loop)}"
+
+
+def _quoted_pieces(quote: str) -> list[str]:
+    """A quoted message's parts: what its ``(...)`` and ``...`` leave out is not quoted."""
+    return [p for p in re.split(r"\s*\(\.\.\.\)|\.\.\.", quote) if p]
+
+
+def _quotes_agree(quote: str, message: str) -> bool:
+    """``quote`` is ``message`` as far as it quotes it: its parts in order, from the start,
+    and to the end unless the quote ends in what it leaves out."""
+    pieces, at = _quoted_pieces(quote), 0
+    if not message.startswith(pieces[0]):
+        return False
+    if not quote.endswith("...)") and not quote.endswith("...") and \
+            not message.endswith(pieces[-1]):
+        return False
+    for piece in pieces:
+        found = message.find(piece, at)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
+
+
+def test_the_reliability_page_quotes_the_tensor_file_and_out_errors_as_raised(tmp_path,
+                                                                             monkeypatch):
+    import numpy as np
+    import torch
+
+    from metaloop import runlock
+    from metaloop.tasks.episodes import read_tensor_file
+
+    monkeypatch.chdir(tmp_path)
+    np.savez("d.npz", x=np.zeros((4, 1, 8, 8), np.uint16), y=np.arange(4) % 2)
+    np.savez("f.npz", x=np.linspace(0, 255, 4 * 64, dtype=np.float32).reshape(4, 1, 8, 8),
+             y=np.arange(4) % 2)
+    Path("f").write_text("mine\n")
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.out = torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3)
+            self.out.weight = self.inp.weight
+
+        def forward(self, x):
+            return self.out(self.inp(x))
+
+    raisers = {
+        "tensor file d.npz: x must be uint8": lambda: read_tensor_file("d.npz"),
+        "tensor file f.npz: float pixels": lambda: read_tensor_file("f.npz"),
+        "cannot create output directory f/run:": lambda: runlock.check_links("f/run"),
+        "cannot create output directory f:": lambda: runlock.check_links("f"),
+        "the selector chooses": lambda: metaloop.meta.MAML(
+            Tied(), adapt=lambda n: n.startswith("out")),
+    }
+    quotes = [a or b for a, b in re.findall(r"``(.+?)``|`([^`]+)`",
+                                            (REPO / "docs" / "reliability.md").read_text())]
+    for start, call in raisers.items():
+        shown = [q for q in quotes if q.startswith(start)]
+        assert len(shown) == 1, (start, shown)
+        with pytest.raises(ValueError) as got:
+            call()
+        assert _quotes_agree(shown[0], str(got.value)), (shown[0], str(got.value))
+
+
+def test_the_vae_guide_names_the_tensor_dtypes_every_command_refuses(tmp_path):
+    import numpy as np
+
+    from metaloop.tasks.episodes import read_tensor_file
+
+    text = " ".join((REPO / "docs" / "generative.md").read_text().split())
+    said = re.search(r"a tensor file `\.npz` or `\.pt` with `x` \((.*?)\) and `y`", text)
+    assert said, "docs/generative.md no longer describes the tensor file's x"
+    assert "uint8 pixels 0..255 or floats in [0, 1]" in said.group(1)
+    refused = re.search(r"([\w, ]+) arrays are refused", said.group(1))
+    assert refused, said.group(1)
+    names = [n.strip() for n in re.split(r",| and ", refused.group(1)) if n.strip()]
+    assert names == ["uint16", "int64", "bool"]
+    for name in names:
+        np.savez(tmp_path / f"{name}.npz", x=np.zeros((4, 1, 8, 8), name), y=np.arange(4) % 2)
+        with pytest.raises(ValueError, match=r"x must be uint8 images \(0\.\.255\) or floating"):
+            read_tensor_file(tmp_path / f"{name}.npz")

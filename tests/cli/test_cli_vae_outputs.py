@@ -78,7 +78,8 @@ def test_an_out_path_that_is_a_file_is_a_named_error_with_nothing_written(
     assert _vae(tiny_fashion_small, out, *RUNS[run]) == 2
     err = capsys.readouterr().err
     why = "Not a directory" if below else "File exists"
-    assert f"metaloop vae: error: cannot create output directory {out}: {why}" in err, err
+    assert (f"metaloop vae: error: cannot create output directory {out}: {why} "
+            f"({tmp_path / 'new.txt'} is a file, not a folder); give a folder") in err, err
     assert "Traceback" not in err
     assert _listing(tmp_path) == ["new.txt"]
     assert (tmp_path / "new.txt").read_text() == "mine\n"
