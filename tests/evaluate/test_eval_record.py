@@ -95,6 +95,28 @@ def test_a_classification_record_has_the_cell_fields_and_the_evaluation_label(tm
                                      for x in lines]
 
 
+def test_a_corrupt_line_of_the_training_log_costs_the_curve_point_not_the_evaluation(
+        tmp_path, capsys):
+    """A line of metrics.jsonl that is not JSON made eval --record exit 2 after scoring every
+    task, removing its --out folder; the record is written with the readable lines."""
+    root = write_image_folder(tmp_path / "images", classes=8, per_class=5, mixed=False)
+    run = train_run(tmp_path, f'[family]\nname = "folder"\nroot = "{root}"\nways = 2\n'
+                    'shots = 1\nqueries = 2\nsplit_fractions = [0.5, 0.25, 0.25]\n[model]\n'
+                    'name = "conv4"\nchannels = 4\n[method]\nname = "protonet"\n'
+                    '[train]\niterations = 3\nmeta_batch = 1\n[eval]\ntasks = 3\n')
+    log = run / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], lines[1][: len(lines[1]) // 2], *lines[2:]]) + "\n")
+    rec_path, out = tmp_path / "results" / "r.json", tmp_path / "ev"
+    assert main(["eval", "--checkpoint", str(run), "--record", str(rec_path), "--out",
+                 str(out), "--no-progress"]) == 0
+    assert (out / "results.json").is_file()
+    (rec,) = load_records(rec_path.parent)
+    kept = [json.loads(x) for x in (lines[0], *lines[2:])]
+    assert rec["training_curve"] == [[x["iteration"], round(100 * x["accuracy"], 2)]
+                                     for x in kept]
+
+
 def test_an_ensemble_record_names_its_members_methods(run, tmp_path):
     """An ensemble of maml, r2d2 and protonet runs was recorded as 'maml, 3-way 1-shot,
     ensemble of 3 runs', and the record did not say what its members were."""
