@@ -171,6 +171,35 @@ def test_implicit_forward_equals_unrolled_forward_for_any_steps(loss):
 
 
 @pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("N,D", [(4, 5), (6, 2)])
+def test_implicit_solves_no_extra_system_under_no_grad(loss, N, D, monkeypatch):
+    """Evaluation runs under no_grad: the implicit mode's extra solve at the result, which
+    only gives a Jacobian, is skipped there (the same number of solves as unrolled), and
+    the head is the same."""
+    nh = importlib.import_module("metaloop.adapt.newton_head")
+    phi, labels = _data(2, N, D, 3, scale=3.0)
+    calls = []
+    for space in (nh._Primal, nh._Representer):
+        real = space.direction
+
+        def counted(self, *a, _real=real, **k):
+            calls.append(1)
+            return _real(self, *a, **k)
+        monkeypatch.setattr(space, "direction", counted)
+    heads = {}
+    for mode in ("unrolled", "implicit"):
+        calls.clear()
+        with torch.no_grad():
+            heads[mode] = newton_head(phi, labels, 3, lam=0.05, steps=3, loss=loss, grad=mode)
+        assert len(calls) == 3, mode
+    assert torch.equal(heads["implicit"], heads["unrolled"])
+    calls.clear()
+    newton_head(phi.requires_grad_(), labels, 3, lam=0.05, steps=3, loss=loss,
+                grad="implicit")
+    assert len(calls) == 4                  # with gradients: the solve at the result
+
+
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("mode", ["unrolled", "implicit"])
 @pytest.mark.parametrize("N,D", [(4, 5), (6, 2)])
 def test_gradcheck_features_and_lam(loss, mode, N, D):

@@ -258,8 +258,9 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
       Taking ``J`` at the returned point, not at the iterate before it, matters for the
       SVM: its generalised Newton steps can land exactly on the solution while the iterate
       before had another active set, whose ``J`` would give a wrong gradient for an exact
-      value. Forward costs one linear solve more than ``"unrolled"``; backward one solve
-      with ``J^T``, and memory does not depend on ``steps``. This is simpler than a custom
+      value. Forward costs one linear solve more than ``"unrolled"`` (none under
+      ``torch.no_grad()``, where no Jacobian is wanted); backward one solve with ``J^T``, and
+      memory does not depend on ``steps``. This is simpler than a custom
       ``autograd.Function`` and supports double backward (treating ``J`` as a constant, so
       only approximately). For the SVM, the IFT holds with the active set fixed: exact
       wherever no margin is exactly at 1.
@@ -302,8 +303,9 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
         with torch.no_grad():
             for _ in range(steps):
                 x = _newton_step(problem, x)
-        d, _ = problem.direction(x, frozen=True)   # J(x)^-1 F(x; phi, lam) at the result
-        x = x - (d - d.detach())                    # value x, Jacobian -J^-1 dF/d(phi, lam)
+        if torch.is_grad_enabled():     # (evaluation under no_grad: no Jacobian to give)
+            d, _ = problem.direction(x, frozen=True)   # J(x)^-1 F(x; phi, lam) at the result
+            x = x - (d - d.detach())                    # value x, Jacobian -J^-1 dF/d(phi, lam)
     else:
         for _ in range(steps):
             x = _newton_step(problem, x)
