@@ -73,6 +73,16 @@ def _training_pixels(images: torch.Tensor, binarize: str, likelihood: str, seed:
     return x
 
 
+def _epoch_means(sums: dict[str, float], weighted: dict[str, float],
+                 sizes: list[int]) -> dict[str, float]:
+    """Each metric's mean over the epoch's images: the mean of its batch means where every
+    batch has one size (the same number, to the last bit, as before short batches were
+    weighted), else each batch's mean weighted by its size."""
+    if len(set(sizes)) == 1:
+        return {name: v / len(sizes) for name, v in sums.items()}
+    return {name: v / sum(sizes) for name, v in weighted.items()}
+
+
 def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor | None = None, *,
           epochs: int = 10, batch_size: int = 100, lr: float = 1e-3, lr_end: float | None = None,
           binarize: str = "dynamic", cpu_budget_s: float | None = None, seed: int = 0,
@@ -167,8 +177,9 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         perm = torch.randperm(n, generator=g).to(images.device)     # [N], once an epoch
-        sums: dict[str, float] = {}          # each metric summed over the epoch's images
-        seen, out_of_time = 0, False
+        sums: dict[str, float] = {}          # each metric's batch means, summed
+        weighted: dict[str, float] = {}      # ... each times its batch's size
+        sizes, out_of_time = [], False
         for s in range(0, n, batch_size):
             idx = perm[s:s + batch_size]
             cpu = time.process_time() - cpu0
@@ -182,15 +193,17 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step, seen = step + 1, seen + len(idx)
-            for name, v in metrics.items():   # v: the batch's mean, weighted by its size
-                sums[name] = sums.get(name, 0.0) + v * len(idx)
+            step = step + 1
+            sizes.append(len(idx))
+            for name, v in metrics.items():   # v: the batch's mean
+                sums[name] = sums.get(name, 0.0) + v
+                weighted[name] = weighted.get(name, 0.0) + v * len(idx)
             if cpu_budget_s and time.process_time() - cpu0 >= cpu_budget_s:
                 out_of_time = True
                 break
         record = {"epoch": epoch, "steps": step, "lr": opt.param_groups[0]["lr"],
                   "cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0,
-                  **{name: v / seen for name, v in sums.items()}}
+                  **_epoch_means(sums, weighted, sizes)}
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.2f}", lr=f"{record['lr']:.1e}")
         if on_epoch is not None:
