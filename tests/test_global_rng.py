@@ -306,3 +306,28 @@ def test_load_run_keeps_the_callers_rng_and_loads_the_same_learner(tmp_path, mon
     weights = _checkpoint(tmp_path / "run")
     _same_params({k: v for k, v in got.learner.model.state_dict().items()},
                  {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")})
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_train_gives_the_caller_back_pythons_and_numpys_random_state(tmp_path, resume):
+    """A run seeds Python's and NumPy's global generators (or restores its checkpoint's) for
+    its checkpoints: the caller's next draws came from the run's seed."""
+    import random
+
+    import metaloop as ml
+    run = tmp_path / "run"
+
+    def go(iterations, **kw):
+        torch.manual_seed(0)
+        ml.train(ml.meta.MAML(ml.models.MLP(1, (8,), 1)), ml.tasks.Sinusoid(5, 5),
+                 iterations=iterations, meta_batch=2, out_dir=run, checkpoint_every=2,
+                 progress=False, **kw)
+    if resume:
+        go(2)
+    random.seed(12345)
+    np.random.seed(54321)
+    py, npy = random.getstate(), np.random.get_state()
+    go(4, resume=resume)
+    assert random.getstate() == py
+    after = np.random.get_state()
+    assert after[0] == npy[0] and np.array_equal(after[1], npy[1]) and after[2:] == npy[2:]

@@ -867,6 +867,22 @@ def _holds_run_folder(fn: Callable[P, R]) -> Callable[P, R]:
     return cast("Callable[P, R]", train)                  # fn's signature (functools.wraps)
 
 
+def _keeps_host_rngs(fn: Callable[P, R]) -> Callable[P, R]:
+    """``train`` giving the caller back Python's and NumPy's global random states: a run
+    seeds them (``_seed_global_rngs``) or restores its checkpoint's, for its own draws and
+    checkpoints, and that must not change what the caller draws next."""
+    @functools.wraps(fn)
+    def train(*args, **kwargs):
+        py, npy = random.getstate(), np.random.get_state()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+    return cast("Callable[P, R]", train)                  # fn's signature (functools.wraps)
+
+
+@_keeps_host_rngs
 @_holds_run_folder
 def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3,
           seed: int = 0, out_dir=None, resume: bool = False, val_family=None,
