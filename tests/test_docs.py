@@ -211,18 +211,30 @@ def test_the_reliability_page_quotes_the_tensor_file_and_out_errors_as_raised(tm
 
 def test_the_vae_guide_names_the_tensor_dtypes_every_command_refuses(tmp_path):
     import numpy as np
+    import torch
 
+    from metaloop.generative.data import load_user
     from metaloop.tasks.episodes import read_tensor_file
 
     text = " ".join((REPO / "docs" / "generative.md").read_text().split())
     said = re.search(r"a tensor file `\.npz` or `\.pt` with `x` \((.*?)\) and `y`", text)
     assert said, "docs/generative.md no longer describes the tensor file's x"
-    assert "uint8 pixels 0..255 or floats in [0, 1]" in said.group(1)
-    refused = re.search(r"([\w, ]+) arrays are refused", said.group(1))
+    assert "uint8 pixels 0..255 or floats in [0, 1], or bool read as 0/1" in said.group(1)
+    refused = re.search(r"([\w, ]+) arrays and 0\.\.255 floats are refused", said.group(1))
     assert refused, said.group(1)
     names = [n.strip() for n in re.split(r",| and ", refused.group(1)) if n.strip()]
-    assert names == ["uint16", "int64", "bool"]
+    assert names == ["uint16", "int64"]
     for name in names:
         np.savez(tmp_path / f"{name}.npz", x=np.zeros((4, 1, 8, 8), name), y=np.arange(4) % 2)
         with pytest.raises(ValueError, match=r"x must be uint8 images \(0\.\.255\) or floating"):
             read_tensor_file(tmp_path / f"{name}.npz")
+    np.savez(tmp_path / "f.npz", x=np.full((4, 1, 8, 8), 255.0), y=np.arange(4) % 2)
+    with pytest.raises(ValueError, match=r"float pixels x must lie in \[0, 1\], got range"):
+        read_tensor_file(tmp_path / "f.npz")
+    np.savez(tmp_path / "b.npz", x=np.ones((4, 1, 8, 8), bool), y=np.arange(4) % 2)
+    assert torch.equal(read_tensor_file(tmp_path / "b.npz")[0], torch.ones(4, 1, 8, 8))
+    assert "standardised floats, with negative values, by the vae alone" in said.group(1)
+    np.savez(tmp_path / "z.npz", x=np.full((4, 1, 8, 8), -0.5), y=np.arange(4) % 2)
+    assert read_tensor_file(tmp_path / "z.npz")[0].min() == -0.5
+    with pytest.raises(ValueError, match=r"float pixels x must lie in \[0, 1\] for the vae"):
+        load_user(tmp_path / "z.npz", "train")

@@ -106,19 +106,18 @@ def test_an_image_run_classifies_arrays_of_images(method_runs, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("dtype, words", [
-    ("uint16", ["x must be uint8 images (0..255) or floating point, got torch.uint16"]),
-    ("bool", ["x must be uint8 images (0..255) or floating point, got torch.bool"]),
+    ("uint16", ["x must be uint8 images (0..255) or floating point, got torch.uint16",
+                "x / 65535"]),
     ("float32", ["float pixels x must lie in [0, 1], got range [0, 255]", "x / 255"]),
 ])
 def test_a_query_file_of_pixels_training_does_not_read_is_refused_as_the_support_is(
         dtype, words, method_runs, tmp_path, capsys):
-    """The query file's x was not checked: uint16 pixels went in unscaled (0..65535), bool as
-    0 and 1, and 0..255 floats 255 times brighter than a folder's images; the support file
-    with the same x is refused with the same words (float pixels of either file out of
-    [0, 1] too), exit 2."""
+    """The query file's x was not checked: uint16 pixels went in unscaled (0..65535) and
+    0..255 floats 255 times brighter than a folder's images; the support file with the same
+    x is refused with the same words, exit 2."""
     run = method_runs("protonet")
     pixels = np.zeros((3, 28, 28), dtype)
-    pixels[:, 10:18, 10:18] = 255 if dtype != "bool" else True
+    pixels[:, 10:18, 10:18] = 255
     np.savez(tmp_path / "s.npz", x=(pixels > 0).astype(np.uint8) * 255, y=np.arange(3))
     np.savez(tmp_path / "q.npz", x=pixels)
     np.savez(tmp_path / "bad_s.npz", x=pixels, y=np.arange(3))
@@ -264,3 +263,44 @@ def test_an_image_run_trained_on_a_tensor_file_knows_the_size_it_read(
     assert pred.labels == ["2", "1", "0"]
     assert [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()] == \
         ["0", "1", "2"]
+
+
+
+def _glyphs(n_per_class: int, classes: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``classes`` fixed random 28 x 28 glyphs, each ``n_per_class`` times with noise, as
+    float32 images ``[N, 1, 28, 28]`` in [0, 1] and int labels ``[N]``."""
+    rng = np.random.default_rng(seed)
+    glyph = (rng.random((classes, 1, 28, 28)) > 0.7).astype(np.float32)
+    y = np.repeat(np.arange(classes), n_per_class)
+    x = np.clip(glyph[y] + rng.normal(0, 0.1, (len(y), 1, 28, 28)), 0, 1).astype(np.float32)
+    return x, y
+
+
+def test_standardised_images_train_evaluate_and_predict_as_they_are(trained_run, tmp_path,
+                                                                    capsys):
+    """Float images standardised to mean 0 and sd 1 (negative values) were refused by train,
+    eval and predict as 'float pixels outside [0, 1]', while ``Episodes(x, y)`` took them;
+    now they are read as they are, and the queries (support images with noise) are told
+    apart."""
+    x, y = _glyphs(10)
+    mean, sd = x.mean(), x.std()
+    z = ((x - mean) / sd).astype(np.float32)                            # [60, 1, 28, 28]
+    assert z.min() < 0 and z.max() > 1
+    np.savez(tmp_path / "z.npz", x=z, y=y)
+    config = tensor_config(tmp_path / "z.npz", 'name = "protonet"\n').replace(
+        'name = "mlp"\nhidden = [16]', 'name = "conv4"\npool = "stride"\nchannels = 4')
+    run = trained_run(config)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "ev"),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "ev" / "results.json").is_file()
+    xs, ys = _glyphs(1, seed=0)
+    xq = np.clip(xs + np.random.default_rng(5).normal(0, 0.05, xs.shape), 0, 1)
+    np.savez(tmp_path / "s.npz", x=((xs - mean) / sd).astype(np.float32), y=ys)
+    np.savez(tmp_path / "q.npz", x=((xq - mean) / sd).astype(np.float32))
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(run), "--support", str(tmp_path / "s.npz"),
+                 "--query", str(tmp_path / "q.npz"), "--json", "--no-progress"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["index"] for r in rows] == list(range(6))
+    assert sum(r["class"] == str(k) for k, r in enumerate(rows)) >= 5, rows

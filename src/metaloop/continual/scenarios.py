@@ -529,10 +529,11 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
 
 
 def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """``x`` (as stored), int64 ``y`` and the class names of a ``.npz``/``.pt`` file, read by
-    ``metaloop.tasks.episodes.read_tensor_file`` (no pickles; integer labels with gaps become
-    classes named by their value), checked as ``split_classes_of`` checks them, so that an
-    error names the file (not the function that found it)."""
+    """``x`` (as stored; bool images as float32 0/1), int64 ``y`` and the class names of a
+    ``.npz``/``.pt`` file, read by ``metaloop.tasks.episodes.read_tensor_file`` (no
+    pickles; integer labels with gaps become classes named by their value), checked as
+    ``split_classes_of`` checks them, so that an error names the file (not the function that
+    found it)."""
     from metaloop.tasks.episodes import read_tensor_file
 
     x, y, names = read_tensor_file(path)

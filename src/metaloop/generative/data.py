@@ -34,8 +34,9 @@ Your own images (``load_user``; ``load`` takes a path where it takes a data set'
   antialiasing to ``image_size``, converted to grey (or kept in colour with
   ``channels = 3``), inverted per ``invert``); the class folders are the labels;
 - a tensor file ``.npz`` or ``.pt`` with ``x`` (``[N, H, W]`` or ``[N, C, H, W]``, C = 1 or
-  3; uint8 0..255 or floats in [0, 1], as every command reads a tensor file's images:
-  ``metaloop.tasks.episodes.check_pixels``) and ``y`` (``[N]`` integer labels), optionally
+  3; uint8 0..255, bool (0/1, read as 0/255) or floats in [0, 1]: every command refuses
+  other dtypes and 0..255 floats, ``metaloop.tasks.episodes.check_pixels``, and the vae
+  standardised floats with negative values too) and ``y`` (``[N]`` integer labels), optionally
   ``class_names``; converted as a folder's images are (RGB to grey with
   Pillow's ``L`` weights, or grey to RGB by repeating it, ``invert``, padded to a square,
   resized to ``image_size``).
@@ -275,10 +276,11 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
     Raises:
         ValueError: a missing path, a file of another kind, a folder without images in the
             layout (or with an unreadable one), a tensor file without ``x`` and ``y``, with
-            non-numeric or non-finite values, an ``x`` that is neither uint8 nor float
-            (uint16, int64, bool: as ``metaloop train`` refuses it), float pixels outside
-            [0, 1], class names that repeat (also in another Unicode form), or shapes that
-            are not images with labels.
+            non-numeric or non-finite values, an ``x`` that is neither uint8, float nor bool
+            (uint16, int64: as ``metaloop train`` refuses it), float pixels outside [0, 1]
+            (0..255 floats as every command, negative ones for the vae alone), class names
+            that repeat (also in another Unicode form), or shapes that are not images with
+            labels.
     """
     check_data_options(str(path), image_size=image_size, invert=invert, channels=channels,
                        skip_corrupt=skip_corrupt)
@@ -338,9 +340,16 @@ def _read_tensors(path: Path, image_size: int, invert: str, channels: int) -> Im
         raise ValueError(f"tensor file {path}: labels y must lie in [0, {k}) "
                          f"({'len(class_names)' if names is not None else 'max + 1'}), found "
                          f"{int(y.min())}..{int(y.max())}")
-    # the x check of every command (train, forgetting, predict): uint8 or float pixels, float
-    # ones in [0, 1] (read_tensor_file, check_pixels), class names distinct in NFC
+    # the x check of every command (train, forgetting, predict): uint8 or float pixels (bool
+    # as float 0/1), no 0..255 floats (read_tensor_file, check_pixels), names distinct in NFC
     check_examples(x, y, names, what=f"tensor file {path}:")
+    if x.is_floating_point() and float(x.min()) < 0:       # each pixel a probability of ink
+        lo, hi = float(x.min()), float(x.max())
+        raise ValueError(f"tensor file {path}: float pixels x must lie in [0, 1] for the vae "
+                         f"(each pixel is a probability of ink), got range [{lo:.9g}, "
+                         f"{hi:.9g}] ({int((x < 0).sum()):,} pixel(s) below 0): standardised "
+                         f"images are not pixels; store the images themselves (uint8 0..255 "
+                         f"or floats in [0, 1])")
     u = x.to(torch.float32) if x.is_floating_point() else x.to(torch.float32) / 255.0
     return ImageData(_to_square(u, image_size, invert, channels), y, k,
                      names or [str(i) for i in range(k)])

@@ -200,8 +200,8 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
 
     Raises:
         ValueError: a regression or text run; unreadable files (named); an ``x`` in
-            either file that training does not read as it is (a dtype other than uint8 or
-            float, such as uint16 or bool; float images outside [0, 1]:
+            either file that training does not read (a dtype other than uint8, float or
+            bool, such as uint16; float images that look like 0..255 pixels:
             ``metaloop.tasks.episodes.check_pixels``, naming the file); support labels
             that are not ints ``[N]`` or lie outside ``[0, len(class_names))``, or repeated
             class names (as training refuses them, ``check_examples``); fewer than 2

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -113,10 +113,10 @@ class Episodes:
     touch it.
 
     Args:
-        x: ``[N, C, H, W]`` images (uint8 in 0..255, or float), ``[N, H, W]`` greyscale
-            images (a channel axis is added), or ``[N, D]`` feature vectors. A numpy array
-            or a tensor; it is not copied (except a read-only array or one in the other byte
-            order).
+        x: ``[N, C, H, W]`` images (uint8 in 0..255, float taken as it is, or bool read as
+            float 0/1), ``[N, H, W]`` greyscale images (a channel axis is added), or
+            ``[N, D]`` feature vectors. A numpy array or a tensor; it is not copied (except a
+            read-only array, one in the other byte order, or bool).
         y: int ``[N]`` labels in ``[0, K)``.
         ways: classes per task.
         shots: support examples per class.
@@ -426,8 +426,9 @@ class Episodes:
         Raises:
             ValueError: a missing, empty or unreadable file, another extension, missing keys,
                 a non-numeric ``x`` or ``y``, non-finite values in ``x`` (naming the rows'
-                classes), an ``x`` of another dtype than uint8 or float, float images outside
-                [0, 1] (``check_pixels``); and the constructor's errors (float labels,
+                classes), an ``x`` of another dtype than uint8, float or bool, float images
+                that look like 0..255 pixels (none negative, some above 1: ``check_pixels``);
+                and the constructor's errors (float labels,
                 channels-last images, ...), each led by the file's path.
         """
         split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
@@ -657,21 +658,20 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
                    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Labelled examples as a tensor ``x`` (``[N, H, W]`` greyscale images given their
     channel: ``[N, 1, H, W]``; a read-only numpy array, or one in the other byte order,
-    copied), int64 labels ``y`` ``[N]`` and the K class names (default ``"0"``, ``"1"``, ...).
+    copied; bool images as float32 0/1), int64 labels ``y`` ``[N]`` and the K class names
+    (default ``"0"``, ``"1"``, ...).
 
     Raises:
-        ValueError: led by ``what``: ``x`` of another shape or dtype (uint8 images or floats),
-            labels that are not ints ``[N]`` (strings included) or lie outside ``[0, K)``,
+        ValueError: led by ``what``: ``x`` of another shape or dtype (uint8 images, floats or
+            bool: ``check_image_dtype``), labels that are not ints ``[N]`` (strings
+            included) or lie outside ``[0, K)``,
             no examples, NaN or inf in float ``x`` (naming the rows and their classes),
             ``class_names`` given as one string, repeated class names (two names that differ
             only in their Unicode form included, naming both), square images given
             channels-last (``[N, H, H, 1 or 3]``), tensors on the meta device (no values).
     """
     if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "biuf":
-            raise ValueError(f"{what} x must be uint8 images (0..255) or floating point, got "
-                             f"numpy {x.dtype}")
-        x = _from_numpy(x)
+        x = _from_numpy(check_image_dtype(x, what))
     if not isinstance(y, torch.Tensor):
         a = np.asarray(y)
         if a.dtype.kind not in "biuf":
@@ -696,9 +696,7 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
         raise ValueError(f"{what} x of shape {list(x.shape)} looks channels-last [N, H, W, C]; "
                          f"give [N, C, H, W] (x.permute(0, 3, 1, 2), or x.transpose(0, 3, 1, "
                          f"2) for numpy)")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise ValueError(f"{what} x must be uint8 images (0..255) or floating point, got "
-                         f"{x.dtype}; convert it (e.g. x.astype('uint8') for 0..255 pixels)")
+    x = check_image_dtype(x, what)
     if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(f"{what} y must be int labels [N] with N = {len(x)} (as x), got "
                          f"{y.dtype} {list(y.shape)}")
@@ -728,31 +726,76 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     return x, y, names
 
 
-def check_pixels(x: torch.Tensor, what: str) -> None:
-    """The check of a tensor file's ``x`` that every command applies as it reads it
-    (``read_tensor_file``): uint8 images (0..255) or floats, and float images (``[N, H, W]``
-    or ``[N, C, H, W]``) in [0, 1], as a folder's images are decoded and uint8 is scaled.
-    Feature vectors ``[N, D]`` may take any finite value.
+@overload
+def check_image_dtype(x: np.ndarray, what: str) -> np.ndarray: ...
+@overload
+def check_image_dtype(x: torch.Tensor, what: str) -> torch.Tensor: ...
+def check_image_dtype(x, what: str):
+    """The dtype check of ``x`` that ``Episodes`` and every command reading a tensor file
+    (``check_pixels``) share: uint8 images (0..255) or floating point; bool images are read
+    as float 0/1 pixels (as a uint8 0/255 image is read).
+
+    Args:
+        x: a tensor, or a numpy array (checked, not converted: non-numeric dtypes refused).
+        what: the words that lead a refusal (e.g. ``"tensor file d.npz:"``).
+
+    Returns:
+        ``x`` as it is, or float32 ``x`` of the same shape where it was a bool tensor.
 
     Raises:
-        ValueError: led by ``what``: another dtype (uint16, int64, bool, ...: training reads
-            neither as pixels), or float images with a value outside [0, 1] (naming the range
-            and how many pixels lie outside: 0..255 floats would train a network on inputs 255
-            times those a folder's images give it).
+        ValueError: led by ``what``: a non-numeric numpy array (strings, dates, objects), or
+            a tensor of another dtype, with how to convert it: uint16 scaled (``x / 65535``)
+            or its high byte kept, never ``astype('uint8')``, which wraps modulo 256.
     """
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{what} x must be uint8 images (0..255) or floating point, got "
+                             f"numpy {x.dtype}")
+        return x
+    if x.dtype == torch.bool:
+        return x.to(torch.float32)                           # 0/1 pixels, as 0/255 uint8
     if x.dtype != torch.uint8 and not x.is_floating_point():
+        if x.dtype == torch.uint16:
+            how = ("scale 16-bit pixels to floats in [0, 1] (x / 65535) or keep their high "
+                   "byte ((x >> 8).astype('uint8')); astype('uint8') alone wraps them modulo "
+                   "256")
+        else:
+            how = ("store 0..255 pixels as uint8 (x.astype('uint8'), which wraps values "
+                   "outside 0..255 modulo 256) or other values as floats (x.astype('float32'))")
         raise ValueError(f"{what} x must be uint8 images (0..255) or floating point, got "
-                         f"{x.dtype}; convert it (e.g. x.astype('uint8') for 0..255 pixels)")
+                         f"{x.dtype}; {how}")
+    return x
+
+
+def check_pixels(x: torch.Tensor, what: str) -> torch.Tensor:
+    """The check of a tensor file's ``x`` that every command applies as it reads it
+    (``read_tensor_file``): the dtype (``check_image_dtype``: uint8 images, floats, or bool
+    images read as float 0/1), and float images (``[N, H, W]`` or ``[N, C, H, W]``) that look
+    like 0..255 pixels: no negative value and one above 1. Float images with a negative value
+    (standardised images, log-mel spectrograms) are taken as they are, as ``Episodes`` takes
+    them; feature vectors ``[N, D]`` may take any finite value.
+
+    Returns:
+        ``x``, float32 where it was bool.
+
+    Raises:
+        ValueError: led by ``what``: another dtype (uint16, int64, ...: training reads neither
+            as pixels), or float images in [0, m] with m > 1 (naming the range and how many
+            pixels lie above 1: 0..255 floats would train a network on inputs 255 times
+            those a folder's images give it).
+    """
+    x = check_image_dtype(x, what)
     if x.dim() not in (3, 4) or not x.is_floating_point() or x.numel() == 0:
-        return
+        return x
     lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:                     # digits enough to show 1.0000001 above 1
-        out = int(((x < 0) | (x > 1)).sum())
+    if lo >= 0 and hi > 1:                   # digits enough to show 1.0000001 above 1
+        out = int((x > 1).sum())
         raise ValueError(f"{what} float pixels x must lie in [0, 1], got range "
-                         f"[{lo:.9g}, {hi:.9g}] ({out:,} pixel(s) outside); scale them (e.g. "
-                         f"x / 255), clip them (numpy.clip(x, 0, 1)) or store uint8 (images "
-                         f"[N, C, H, W] or [N, H, W] are pixels; feature vectors [N, D] may "
-                         f"take any value)")
+                         f"[{lo:.9g}, {hi:.9g}] ({out:,} pixel(s) above 1): 0..255 pixels? "
+                         f"scale them (e.g. x / 255) or store uint8 (standardised images, "
+                         f"with negative values, are taken as they are; feature vectors "
+                         f"[N, D] may take any value)")
+    return x
 
 
 def read_tensor_file(path: str | os.PathLike, labels: bool = True
@@ -766,7 +809,8 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
         ValueError: a missing, empty or unreadable file, another extension, missing keys, a
             non-numeric ``x`` or ``y``, no examples, non-finite values in ``x`` (naming
             the file, and the rows' classes), or an ``x`` that ``check_pixels`` refuses (a
-            dtype other than uint8 or float, float images outside [0, 1]).
+            dtype other than uint8, float or bool; float images in [0, m] with m > 1, as
+            0..255 pixels are). Bool images come back as float32 0/1.
     """
     path = Path(path)
     if path.is_dir():
@@ -795,7 +839,7 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
                 rows = bad.nonzero().flatten().tolist()
                 raise ValueError(f"tensor file {path}: x has non-finite values (NaN or inf) "
                                  f"in {len(rows)} row(s) {rows[:5]}")
-        check_pixels(x, f"tensor file {path}:")
+        x = check_pixels(x, f"tensor file {path}:")
         return x, None, None
     names = got.get("class_names")
     names = [str(n) for n in names] if names is not None else None
@@ -807,7 +851,7 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
                          f"y {list(y.shape)})")
     y, names = _dense_labels(y, names)
     _check_finite(path, x, y, names)
-    check_pixels(x, f"tensor file {path}:")
+    x = check_pixels(x, f"tensor file {path}:")
     return x, y, names
 
 

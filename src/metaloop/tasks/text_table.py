@@ -17,15 +17,16 @@ an empty cell; a list or object is an error. Errors name the file and the line n
 header is line 1 of a CSV or TSV file).
 
 Texts and labels are compared as ``folded`` spells them: Unicode NFKC, case folded, format
-characters (Unicode category Cf: zero-width spaces, bidi controls) dropped, each run of white
-space one space. Two labels that differ only so are an error (one class spelled two ways), not
-two classes. A text or label with no visible character (only white space, control, format and
-combining characters, which a tokenizer reads as an empty text) is an error, as an empty one
-is. A text is one example: ``TextTable`` reads a row whose text folds to an earlier row's,
-under the same label, once (``repeated`` counts the others, and
-``describe`` says so), so that no task holds the same text (as an uncased encoder such as
-all-MiniLM-L6-v2 tokenizes it: ``"Great movie"`` and ``"GREAT  MOVIE"`` give the same token
-ids) as a support example and a query; a text that the table labels two ways is an error.
+characters (Unicode category Cf: zero-width spaces, bidi controls) dropped but for the
+zero-width joiner and non-joiner (which change a word), each run of white space one space.
+Two labels that differ only so are an error (one class spelled two ways), not two classes. A
+text or label with no visible character (only white space, control, format and combining
+characters, which a tokenizer reads as an empty text) is an error, as an empty one is. A
+text is one example: ``TextTable`` reads a row whose text folds to an earlier row's, under
+the same label, once (``repeated`` counts the others, and ``describe`` says so), so that no
+task holds the same text (as an uncased encoder such as all-MiniLM-L6-v2 tokenizes it:
+``"Great movie"`` and ``"GREAT  MOVIE"`` give the same token ids) as a support example and a
+query; a text that the table labels two ways is an error.
 A list of classes to use (``classes``, a split file's names) is matched to the labels in
 Unicode NFC, as image folders' class names are (``metaloop.tasks.splits``), and the family
 spells them as the table does.
@@ -145,25 +146,45 @@ def _cell(value) -> str:
     return value.strip() if isinstance(value, str) else str(value).strip()
 
 
+JOINERS = frozenset("\u200c\u200d")
+"""The zero-width non-joiner and joiner: format characters that ``folded`` keeps, as BPE and
+SentencePiece tokenizers keep them, for they change the text: Persian
+``"\\u0645\\u06cc\\u200c\\u0634\\u0648\\u062f"`` and ``"\\u0645\\u06cc\\u0634\\u0648\\u062f"`` are
+two words, and an emoji ZWJ sequence is one picture where its parts without the joiners are
+several."""
+
+
 def folded(text: str) -> str:
     """``text`` as texts and labels are compared: Unicode NFKC, case folded, format
-    characters (category Cf: zero-width spaces and joiners, bidi controls, soft hyphens)
-    dropped, as BERT-style tokenizers drop them, each run of white space one space:
-    ``"Great  movie"`` and ``"GREAT MOVIE"`` fold alike, as do an ``é`` written as one code
-    point and as ``e`` with a combining accent, and ``"sports"`` and ``"sports\\u200b"``."""
+    characters (category Cf: zero-width spaces, bidi controls, byte-order marks, soft
+    hyphens) but ``JOINERS`` dropped, as BERT-style tokenizers drop them, each run of white
+    space one space: ``"Great  movie"`` and ``"GREAT MOVIE"`` fold alike, as do an ``é``
+    written as one code point and as ``e`` with a combining accent, and ``"sports"`` and
+    ``"sports\\u200b"``; a text that differs by a zero-width joiner or non-joiner does not.
+    ASCII text, which NFKC leaves alone and holds no format character, takes a shorter
+    path to the same result."""
+    if text.isascii():
+        return " ".join(text.lower().split())        # casefold() is lower() on ASCII
     text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    return " ".join("".join(ch for ch in text if unicodedata.category(ch) != "Cf").split())
+    return " ".join("".join(ch for ch in text
+                            if ch in JOINERS or unicodedata.category(ch) != "Cf").split())
 
 
 INVISIBLE = frozenset({"Cc", "Cf", "Mn", "Zs", "Zl", "Zp"})
 """The Unicode categories of characters that show nothing of their own: control, format
-(zero-width, bidi), non-spacing combining marks, and separators."""
+(zero-width spaces and joiners, bidi), non-spacing combining marks, and separators."""
+
+_ASCII_BLANK = "".join(map(chr, range(0x21))) + "\x7f"
+"""The ASCII characters that show nothing: the controls (category Cc) and the space."""
 
 
 def visible(text: str) -> bool:
     """Whether ``text`` has a character that shows: one outside white space and the
-    categories ``INVISIBLE`` (``"\\u200b\\u200b"``, ``"\\u202e\\u202d"`` and a bare
-    combining accent have none, and tokenize as an empty text does)."""
+    categories ``INVISIBLE`` (``"\\u200b\\u200b"``, ``"\\u202e\\u202d"``, ``"\\u200d\\u200c"``
+    and a bare combining accent have none, and tokenize as an empty text does). ASCII text
+    shows a character when it has one other than the controls and the space."""
+    if text.isascii():
+        return bool(text.strip(_ASCII_BLANK))
     return any(not ch.isspace() and unicodedata.category(ch) not in INVISIBLE for ch in text)
 
 
@@ -325,8 +346,8 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
             or a JSON object), no rows, empty labels or texts, labels or texts with no
             visible character (``visible``), JSONL rows without the text or label field, or
             JSON lists or objects as labels or texts (with their line numbers), or labels
-            that differ only in case, white space, format characters or Unicode form
-            (``folded``: one class spelled two ways, named).
+            that differ only in case, white space, Unicode form or format characters other
+            than ``JOINERS`` (``folded``: one class spelled two ways, named).
     """
     for which, name in (("text", text_column), ("label", label_column)):
         if not isinstance(name, str) or not name:
@@ -503,9 +524,9 @@ def unique_rows(path: Path, texts: list[str], labels: list[str]
                  ) -> tuple[list[str], list[str], int]:
     """The table's rows with each text once, in first-seen order and spelling, and how many
     repeats were left out: texts are one text when they fold alike (``folded``: they differ
-    only in case, white space, format characters or Unicode form, and an uncased encoder
-    gives them the same token ids), so a repeated text could otherwise be a task's support
-    example and its query at once.
+    only in case, white space, Unicode form or format characters other than ``JOINERS``,
+    and an uncased encoder gives them the same token ids), so a repeated text could
+    otherwise be a task's support example and its query at once.
 
     Raises:
         ValueError: a text that the table labels two ways (naming it and the first three
@@ -538,8 +559,8 @@ def unique_rows(path: Path, texts: list[str], labels: list[str]
                    if distinct > len(labels) / 2 else "")
         raise ValueError(f"text table {path}: {len(clash)} text(s) carry more than one label, "
                          f"e.g. {shown}; a text must have one label (texts that differ only "
-                         f"in case, white space, format characters or Unicode form are one "
-                         f"text): fix or remove those rows{swapped}")
+                         f"in case, white space, Unicode form or format characters other "
+                         f"than ZWJ and ZWNJ are one text): fix or remove those rows{swapped}")
     return kept_texts, kept_labels, len(texts) - len(kept_texts)
 
 
@@ -596,8 +617,9 @@ class TextTable:
         all_class_names: every label of the table (sorted).
         texts: every text of the classes used; ``labels`` int64 ``[N]`` their class ids.
         dropped: the classes dropped for having too few texts (``drop_small``).
-        repeated: how many rows repeated an earlier row's text (up to case, white space
-            and Unicode form: ``folded``) and label, read once.
+        repeated: how many rows repeated an earlier row's text (up to case, white space,
+            Unicode form and format characters other than ``JOINERS``: ``folded``) and
+            label, read once.
         input_shape: ``(L,)`` with a tokenizer, ``(1,)`` without.
 
     Raises:
