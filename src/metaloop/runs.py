@@ -216,30 +216,13 @@ def check_own_data(run, family) -> None:
     here = [m for m in getattr(run, "members", None) or [run]
             if getattr(m, "stored_root", None) is None and isinstance(m.data, dict)
             and m.config["family"]["name"] in config.USER_FAMILIES]
-    if not here:
-        return
-    fcfg = here[0].config["family"]
-    table = fcfg["name"] == "table"
-    read = build.data_fingerprint(fcfg, *([] if table else [family]))
-    if not isinstance(read, dict):
-        return
-    for m in here:
-        stored = m.data
-        if table:
-            if not stored.get("sha256"):
-                continue
-            now = read
-        elif isinstance(stored.get("classes"), dict) and isinstance(read.get("classes"), dict):
-            now = {**read, "classes": {c: d for c, d in read["classes"].items()
-                                       if c in stored["classes"]}}
-        else:                           # a fingerprint without classes: cannot be compared
-            continue
-        change = build.data_changes(stored, now)
-        if change:
-            raise ValueError(f"{fcfg['root']} (the family.root of {m.path}) changed since "
-                             f"the run read it: {change}; restore the run's data there (or "
-                             f"give --data-root the path of a copy of it), or train a new run "
-                             f"on the data as it is now")
+    found = _first_change(here, family, stored_classes_only=True)
+    if found:
+        m, change, _ = found
+        raise ValueError(f"{here[0].config['family']['root']} (the family.root of {m.path}) "
+                         f"changed since the run read it: {change}; restore the run's data "
+                         f"there (or give --data-root the path of a copy of it), or train a "
+                         f"new run on the data as it is now")
 
 
 def moved_root(path, data: dict | None, fam: dict, data_root) -> str:
@@ -297,12 +280,10 @@ def check_moved_data(run, family) -> None:
     """
     moved = [m for m in getattr(run, "members", None) or [run]
              if getattr(m, "stored_root", None) is not None]
-    if not moved:
-        return
-    fcfg = moved[0].config["family"]
-    read = build.data_fingerprint(fcfg, *([] if fcfg["name"] == "table" else [family]))
-    for m in moved:
-        check_same_data(m.data, read, f"{m.path}", m.stored_root)
+    found = _first_change(moved, family, stored_classes_only=False)
+    if found:
+        m, change, read = found
+        raise _not_own_data(read, m.path, m.stored_root, change)
 
 
 def check_same_data(stored: dict | None, read: dict | None, run, stored_root) -> None:
@@ -314,10 +295,61 @@ def check_same_data(stored: dict | None, read: dict | None, run, stored_root) ->
         return
     change = build.data_changes(stored, read)
     if change:
-        raise ValueError(f"--data-root {read['root']} is not the data {run} was trained on "
-                         f"(its stored family.root: {stored_root}): {change}; give the path "
-                         f"of the run's own data as it read it, or train a new run on this "
-                         f"data")
+        raise _not_own_data(read, run, stored_root, change)
+
+
+def _not_own_data(read: dict, run, stored_root, change: str) -> ValueError:
+    """The refusal of data at a ``--data-root`` (fingerprint ``read``) that is not the
+    data ``run`` read at its stored ``family.root`` ``stored_root``; ``change`` says how
+    (``metaloop.build.data_changes``)."""
+    return ValueError(f"--data-root {read['root']} is not the data {run} was trained on "
+                      f"(its stored family.root: {stored_root}): {change}; give the path "
+                      f"of the run's own data as it read it, or train a new run on this "
+                      f"data")
+
+
+def _first_change(members: list, family, *, stored_classes_only: bool
+                  ) -> tuple[Any, str, dict] | None:
+    """The first of ``members`` (runs, or ensemble members, of one family) whose stored
+    fingerprint (``Run.data``) the examples of ``family`` do not match, with how they differ
+    (``metaloop.build.data_changes``) and the fingerprint read (``metaloop.build
+    .data_fingerprint``, of the first member's ``[family]``; a table: its file's sha256,
+    read once for all members); None where every member's matches, or none can be
+    compared.
+
+    Args:
+        members: the runs to check; a member that stored no fingerprint passes.
+        family: the held-out tasks read now (``build.eval_family``).
+        stored_classes_only: compare only the classes the stored fingerprint lists (the
+            run's own ``family.root``, whose held-out classes it may never have read), and
+            pass a fingerprint that cannot be compared so (a table's without a sha256,
+            another without classes). Otherwise every class read is compared, and one the
+            run never read differs (a ``--data-root``, which must be the run's own data).
+    """
+    if not members:
+        return None
+    fcfg = members[0].config["family"]
+    table = fcfg["name"] == "table"
+    read = build.data_fingerprint(fcfg, *([] if table else [family]))
+    if not isinstance(read, dict):
+        return None
+    for m in members:
+        stored, now = m.data, read
+        if not isinstance(stored, dict):
+            continue
+        if stored_classes_only and table:
+            if not stored.get("sha256"):
+                continue
+        elif stored_classes_only:
+            if not (isinstance(stored.get("classes"), dict)
+                    and isinstance(read.get("classes"), dict)):
+                continue                # a fingerprint without classes: cannot be compared
+            now = {**read, "classes": {c: d for c, d in read["classes"].items()
+                                       if c in stored["classes"]}}
+        change = build.data_changes(stored, now)
+        if change:
+            return m, change, read
+    return None
 
 
 def last_read_hint(data: dict | None, root) -> str:
