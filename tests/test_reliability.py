@@ -31,12 +31,12 @@ def _train(tmp_path, body, *extra, out="run"):
 # ---------------------------------------------------------------- config: before training
 
 @pytest.mark.parametrize("body,message", [
-    ('[method]\nname = "mamll"\n', "config method.name = 'mamll' is not one of"),
+    ('[method]\nname = "mamll"\n', "c.toml: method.name = 'mamll' is not one of"),
     ('[method]\nname = "mamll"\n', "did you mean 'maml'"),
-    ('[train]\ndtype = "float16"\n', "config train.dtype = 'float16' is not one of"),
-    ('[train]\nlr = nan\n', "config train.lr must be a positive number, got nan"),
-    ('[train]\ncheckpoint_every = 0\n', "config train.checkpoint_every must be a positive int"),
-    ('[train]\nval_every = -1\n', "config train.val_every must be >= 0"),
+    ('[train]\ndtype = "float16"\n', "c.toml: train.dtype = 'float16' is not one of"),
+    ('[train]\nlr = nan\n', "c.toml: train.lr must be a positive number, got nan"),
+    ('[train]\ncheckpoint_every = 0\n', "c.toml: train.checkpoint_every must be a positive int"),
+    ('[train]\nval_every = -1\n', "c.toml: train.val_every must be >= 0"),
     ('[family]\nname = "fashion_mnist"\nways = 6\n[model]\nname = "conv4"\n',
      "impossible config: family.ways = 6 but fashion_mnist family.split = 'train' has only 5 "
      "classes"),
@@ -57,7 +57,7 @@ def _train(tmp_path, body, *extra, out="run"):
     ('[method]\nname = "reptile"\nadam_state = "shared"\n',
      "method.adam_state = 'shared' applies to reptile with method.inner_optimizer = \"adam\""),
     ('[method]\nname = "reptile"\ninner_optimizer = "adam"\nadam_state = "global"\n',
-     "config method.adam_state = 'global' is not one of"),
+     "c.toml: method.adam_state = 'global' is not one of"),
     ('[family]\nname = "omniglot"\n', "config model.name = 'mlp' reads vectors"),
     ('[model]\nname = "conv4"\n', "config model.name = 'conv4' needs an image family"),
 ])

@@ -170,8 +170,15 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
 
 
 def _suggest(key: str, options) -> str:
-    near = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean {near[0]!r}?)" if near else ""
+    """`` (did you mean 'x'?)`` for the option nearest ``key``: one that differs only in case
+    first (``"MAML"``: ``'maml'``), else the closest by difflib, case ignored; "" if none."""
+    by_case: dict[str, str] = {}
+    for option in options:
+        by_case.setdefault(str(option).lower(), str(option))
+    near = difflib.get_close_matches(key.lower(), list(by_case), n=1)
+    if key.lower() in by_case:
+        near = [key.lower()]
+    return f" (did you mean {by_case[near[0]]!r}?)" if near else ""
 
 
 def _check_type(where: str, value, typ) -> None:
@@ -243,6 +250,10 @@ def _validate(cfg: dict) -> dict:
             raise _KeyProblem((section, ""), f"config [{section}] must be a table, got "
                               f"{body!r}")
         for key in body:
+            if key == "extends":
+                raise _KeyProblem((section, key), f"config key extends is under [{section}] "
+                                  f"({section}.extends), where it names nothing: extends goes "
+                                  f"at the top of the file, before any [section]")
             if key not in SCHEMA[section]:
                 raise _KeyProblem((section, key), f"unknown key {section}.{key}"
                                   f"{_suggest(key, SCHEMA[section])}; valid: "
@@ -306,8 +317,9 @@ DTYPES = ("float32", "float64")
 
 def _one_of(where: str, value, options) -> None:
     if value not in options:
-        raise ValueError(f"config {where} = {value!r} is not one of {list(options)}"
-                         f"{_suggest(str(value), [str(o) for o in options])}")
+        section, _, key = where.partition(".")
+        raise _KeyProblem((section, key), f"config {where} = {value!r} is not one of "
+                          f"{list(options)}{_suggest(str(value), options)}")
 
 
 def _num_classes(family: str, split: str) -> int | None:
@@ -316,6 +328,76 @@ def _num_classes(family: str, split: str) -> int | None:
     if family == "fashion_mnist":
         return 5
     return None
+
+
+def _check_values(cfg: dict) -> None:
+    """The checks of ``check_combinations`` that concern one key's value alone (a name from a
+    fixed list, a count, a rate, a seed), whatever the other keys: ``_KeyProblem`` naming the
+    key, so that ``load`` names the file that sets it."""
+    f, m, me, t, ev = (cfg[k] for k in ("family", "model", "method", "train", "eval"))
+    for where, value, options in (
+            ("family.name", f["name"], FAMILIES), ("model.name", m["name"], MODELS),
+            ("method.name", me["name"], METHODS), ("train.dtype", t["dtype"], DTYPES),
+            ("train.lr_schedule", t["lr_schedule"], ("constant", "cosine", "linear")),
+            ("train.optimizer", t["optimizer"], ("adam", "sgd")),
+            ("model.pool", m["pool"], ("max", "stride")),
+            ("model.readout", m["readout"], ("", "mean", "flatten")),
+            ("method.head_init", me["head_init"], ("auto", "learned", "zero")),
+            ("method.batching", me["batching"], ("auto", "loop", "vmap", "threads")),
+            ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam")),
+            ("method.adam_state", me["adam_state"], ("task", "shared")),
+            ("method.head", me["head"], ("svm", "logistic")),
+            ("method.grad", me["grad"], ("implicit", "unrolled")),
+            ("train.prefetch", t["prefetch"], ("auto", "on", "off"))):
+        _one_of(where, value, options)
+
+    def bad(sec: str, key: str, must: str) -> _KeyProblem:
+        return _KeyProblem((sec, key), f"config {sec}.{key} must be {must}, got "
+                                       f"{cfg[sec][key]!r}")
+
+    positive = [("family", k) for k in ("shots", "queries", "ways", "image_size")] + \
+        [("model", "channels"), ("method", "inner_steps"), ("eval", "tasks")] + \
+        [("train", k) for k in ("iterations", "meta_batch", "checkpoint_every", "val_tasks")]
+    for sec, key in positive:
+        if cfg[sec][key] <= 0:
+            raise bad(sec, key, "a positive int")
+    for sec, key in (("train", "lr"), ("method", "inner_lr")):
+        v = cfg[sec][key]
+        if not (v > 0 and v != float("inf")):
+            raise bad(sec, key, "a positive number")
+    for sec, key in (("train", "weight_decay"), ("train", "clip_grad_norm"),
+                     ("method", "scale")):
+        if not (cfg[sec][key] >= 0 and math.isfinite(cfg[sec][key])):
+            off = "the method's default" if key == "scale" else "off"
+            raise bad(sec, key, f"a finite number >= 0 (0: {off})")
+    if not (me["lam"] > 0 and math.isfinite(me["lam"])):
+        raise bad("method", "lam", "a finite number > 0")
+    for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
+                     ("train", "log_every"), ("family", "split_seed"),
+                     ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),
+                     ("eval", "support_shift"), ("eval", "query_shift"), ("eval", "refine"),
+                     ("method", "refine")):
+        if cfg[sec][key] < 0:
+            raise bad(sec, key, ">= 0")
+    for sec, key in (("train", "seed"), ("eval", "seed"), ("family", "split_seed")):
+        if cfg[sec][key] >= 2 ** 64:
+            raise bad(sec, key, "below 2**64 (it seeds a torch.Generator)")
+    if not ev["steps"] or any(s < 0 for s in ev["steps"]):
+        raise bad("eval", "steps", "a non-empty list of non-negative ints")
+    if any(h <= 0 for h in m["hidden"]):
+        raise bad("model", "hidden", "positive ints")
+    if not 0 <= t["augment_rotate"] <= 180:
+        raise bad("train", "augment_rotate", "in [0, 180] degrees")
+    if not 0 <= t["augment_stroke"] <= 1:
+        raise bad("train", "augment_stroke", "in [0, 1] pixels")
+    if not (math.isfinite(t["augment_elastic"]) and t["augment_elastic"] >= 0):
+        raise bad("train", "augment_elastic", "a finite number >= 0 pixels")
+    if ev["scoring"] not in SCORING:
+        raise bad("eval", "scoring", f"one of {list(SCORING)}")
+    for sec, key in ((s, k) for s in ("eval", "method")
+                     for k in ("refine_temperature", "refine_weight")):
+        if not (math.isfinite(cfg[sec][key]) and cfg[sec][key] > 0):
+            raise bad(sec, key, "a finite number > 0")
 
 
 def check_combinations(cfg: dict) -> None:
@@ -333,21 +415,7 @@ def check_combinations(cfg: dict) -> None:
             seed.
     """
     f, m, me, t, ev = (cfg[k] for k in ("family", "model", "method", "train", "eval"))
-    for where, value, options in (
-            ("family.name", f["name"], FAMILIES), ("model.name", m["name"], MODELS),
-            ("method.name", me["name"], METHODS), ("train.dtype", t["dtype"], DTYPES),
-            ("train.lr_schedule", t["lr_schedule"], ("constant", "cosine", "linear")),
-            ("train.optimizer", t["optimizer"], ("adam", "sgd")),
-            ("model.pool", m["pool"], ("max", "stride")),
-            ("model.readout", m["readout"], ("", "mean", "flatten")),
-            ("method.head_init", me["head_init"], ("auto", "learned", "zero")),
-            ("method.batching", me["batching"], ("auto", "loop", "vmap", "threads")),
-            ("method.inner_optimizer", me["inner_optimizer"], ("sgd", "adam")),
-            ("method.adam_state", me["adam_state"], ("task", "shared")),
-            ("method.head", me["head"], ("svm", "logistic")),
-            ("method.grad", me["grad"], ("implicit", "unrolled")),
-            ("train.prefetch", t["prefetch"], ("auto", "on", "off"))):
-        _one_of(where, value, options)
+    _check_values(cfg)
     if f["name"] == "omniglot":
         _one_of("family.split", f["split"], OMNIGLOT_CLASSES)
         _one_of("eval.split", ev["split"], OMNIGLOT_CLASSES)
@@ -363,24 +431,6 @@ def check_combinations(cfg: dict) -> None:
     if f["name"] == "fashion_mnist":        # labels 0-4 for "train", 5-9 for the others
         _one_of("family.split", f["split"], FASHION_MNIST_SPLITS)
         _one_of("eval.split", ev["split"], FASHION_MNIST_SPLITS)
-    positive = [("family", k) for k in ("shots", "queries", "ways", "image_size")] + \
-        [("model", "channels"), ("method", "inner_steps"), ("eval", "tasks")] + \
-        [("train", k) for k in ("iterations", "meta_batch", "checkpoint_every", "val_tasks")]
-    for sec, key in positive:
-        if cfg[sec][key] <= 0:
-            raise ValueError(f"config {sec}.{key} must be a positive int, got {cfg[sec][key]!r}")
-    for sec, key in (("train", "lr"), ("method", "inner_lr")):
-        v = cfg[sec][key]
-        if not (v > 0 and v != float("inf")):
-            raise ValueError(f"config {sec}.{key} must be a positive number, got {v!r}")
-    for sec, key in (("train", "weight_decay"), ("train", "clip_grad_norm"),
-                     ("method", "scale")):
-        if not (cfg[sec][key] >= 0 and math.isfinite(cfg[sec][key])):
-            off = "the method's default" if key == "scale" else "off"
-            raise ValueError(f"config {sec}.{key} must be a finite number >= 0 (0: {off}), "
-                             f"got {cfg[sec][key]!r}")
-    if not (me["lam"] > 0 and math.isfinite(me["lam"])):
-        raise ValueError(f"config method.lam must be a finite number > 0, got {me['lam']!r}")
     if t["device_tasks"] and f["name"] != "omniglot":
         raise ValueError(f"config train.device_tasks = true applies to omniglot, not "
                          f"family.name = {f['name']!r}")
@@ -393,22 +443,6 @@ def check_combinations(cfg: dict) -> None:
         if needs:
             raise ValueError(f"config train.cuda_graph = true replays one recorded step on the "
                              f"GPU; it needs {', '.join(needs)}")
-    for sec, key in (("train", "val_every"), ("train", "seed"), ("train", "augment_shift"),
-                     ("train", "log_every"), ("family", "split_seed"),
-                     ("eval", "shots"), ("eval", "queries"), ("eval", "seed"), ("eval", "ways"),
-                     ("eval", "support_shift"), ("eval", "query_shift"), ("eval", "refine"),
-                     ("method", "refine")):
-        if cfg[sec][key] < 0:
-            raise ValueError(f"config {sec}.{key} must be >= 0, got {cfg[sec][key]!r}")
-    for sec, key in (("train", "seed"), ("eval", "seed"), ("family", "split_seed")):
-        if cfg[sec][key] >= 2 ** 64:
-            raise ValueError(f"config {sec}.{key} must be below 2**64 (it seeds a "
-                             f"torch.Generator), got {cfg[sec][key]!r}")
-    if not ev["steps"] or any(s < 0 for s in ev["steps"]):
-        raise ValueError(f"config eval.steps must be a non-empty list of non-negative ints, "
-                         f"got {ev['steps']!r}")
-    if any(h <= 0 for h in m["hidden"]):
-        raise ValueError(f"config model.hidden must be positive ints, got {m['hidden']!r}")
 
     name = me["name"]
     if me["first_order"] and name not in MAML_FAMILY:
@@ -484,26 +518,9 @@ def check_combinations(cfg: dict) -> None:
             if t[key]:
                 raise ValueError(f"config train.{key} = {t[key]} transforms images, but "
                                  f"family.name = 'table' gives texts")
-    if not 0 <= t["augment_rotate"] <= 180:
-        raise ValueError(f"config train.augment_rotate must be in [0, 180] degrees, got "
-                         f"{t['augment_rotate']!r}")
-    if not 0 <= t["augment_stroke"] <= 1:
-        raise ValueError(f"config train.augment_stroke must be in [0, 1] pixels, got "
-                         f"{t['augment_stroke']!r}")
-    if not (math.isfinite(t["augment_elastic"]) and t["augment_elastic"] >= 0):
-        raise ValueError(f"config train.augment_elastic must be a finite number >= 0 pixels, "
-                         f"got {t['augment_elastic']!r}")
-    if ev["scoring"] not in SCORING:
-        raise ValueError(f"config eval.scoring must be one of {list(SCORING)}, got "
-                         f"{ev['scoring']!r}")
     if ev["scoring"] != "as-trained" and me["name"] not in NON_TRANSDUCTIVE:
         raise ValueError(f"config eval.scoring = {ev['scoring']!r} applies to "
                          f"{', '.join(sorted(NON_TRANSDUCTIVE))}, not {me['name']!r}")
-    for sec, key in ((s, k) for s in ("eval", "method")
-                     for k in ("refine_temperature", "refine_weight")):
-        if not (math.isfinite(cfg[sec][key]) and cfg[sec][key] > 0):
-            raise ValueError(f"config {sec}.{key} must be a finite number > 0, got "
-                             f"{cfg[sec][key]!r}")
     if me["refine"] and me["name"] != "protonet":
         raise ValueError(f"config method.refine = {me['refine']} trains with prototypes refined "
                          f"by the queries, which only method.name = 'protonet' has, not "
@@ -910,33 +927,69 @@ def load(path) -> dict:
     values. A base may extend another in turn. The result is validated as one config, so a
     run stores the whole resolved config, not the chain of files.
 
+    A leading UTF-8 byte-order mark is ignored. Besides keys and types, the values that no
+    run can take whatever the other keys are (a count below 1, a non-finite rate, a name not
+    in its list: the one-key checks of :func:`check_combinations`) are refused here, naming
+    the file; the combinations are left to :func:`check_combinations`.
+
     Raises:
         FileNotFoundError: the file, or a config it extends, does not exist (both named).
         ValueError: a folder in place of the file or of a config it extends, invalid TOML,
-            an ``extends`` that is not a path string, a chain of ``extends`` that returns to
-            a file already in it, or a bad section, key or type, prefixed with the file of
-            the chain that sets it (``config file child.toml: unknown key train.itertions
-            ...``).
+            an ``extends`` that is not a path string (or that sits inside a section), a
+            chain of ``extends`` that returns to a file already in it, a chain that sets no
+            key at all (an empty file is usually a failed write), or a bad section, key,
+            type or value, prefixed with the file of the chain that sets it (``config file
+            child.toml: unknown key train.itertions ...``, ``config file base.toml (which
+            child.toml extends): train.iterations must be a positive int, got -1``).
     """
     path = Path(path)
     where: dict[tuple[str, str], Path] = {}
     raw = _read_chain(path, (), where)
     try:
-        return _validate(raw)
+        cfg = _validate(raw)
+        if not any(key for _, key in where):
+            raise ValueError(f"config file {path} sets no key; an empty file is usually "
+                             f"a failed write: give at least [family] name and [method] name, "
+                             f"or use --example-config")
+        _check_values(cfg)
     except _KeyProblem as e:
-        src = where.get(e.where)
-        if src is None:
-            raise
-        origin = f"{src}" if src == path else f"{src} (which {path} extends)"
-        raise ValueError(f"config file {origin}: {str(e).removeprefix('config ')}") from None
+        raise _in_file(e, path, where) from None
+    return cfg
 
 
-def read(path) -> dict:
-    """The TOML of a config file with its ``extends`` chain applied (see :func:`load`), but
-    neither validated nor filled with defaults: for callers that merge a partial config
-    into another, as ``metaloop compare --config`` does. Raises as :func:`load` does for
-    the files and the chain."""
-    return _read_chain(Path(path), ())
+def _in_file(problem: _KeyProblem, path: Path, where: dict) -> ValueError:
+    """``problem`` as a ValueError prefixed with the file of ``path``'s chain that sets its
+    key (``config file base.toml (which child.toml extends): train.iterations ...``); without
+    a file when none sets it (a default)."""
+    src = where.get(problem.where)
+    if src is None:
+        return ValueError(str(problem))
+    origin = f"{src}" if src == path else f"{src} (which {path} extends)"
+    return ValueError(f"config file {origin}: {str(problem).removeprefix('config ')}")
+
+
+def read(path, *, check_except: tuple[str, ...] | None = None) -> dict:
+    """The TOML of a config file with its ``extends`` chain applied (see :func:`load`), not
+    filled with defaults: for callers that merge a partial config into another, as
+    ``metaloop compare --config`` does. Raises as :func:`load` does for the files and the
+    chain.
+
+    Args:
+        path: the config file.
+        check_except: None: not validated. Else the top-level tables the caller checks
+            itself (compare's ``("compare",)``); the rest is validated as :func:`load` does
+            its sections, keys and types (not its values), a bad one named with the file of
+            the chain that sets it.
+    """
+    path = Path(path)
+    where: dict[tuple[str, str], Path] = {}
+    raw = _read_chain(path, (), where)
+    if check_except is not None:
+        try:
+            _validate({k: v for k, v in raw.items() if k not in check_except})
+        except _KeyProblem as e:
+            raise _in_file(e, path, where) from None
+    return raw
 
 
 def written_keys(path) -> dict[tuple[str, str], Path]:
@@ -964,7 +1017,9 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
                                     f"exist")
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a leading byte-order mark (PowerShell's Out-File -Encoding utf8) is
+        # dropped, as TOML readers that take it do; anywhere else it stays invalid TOML
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as e:
         raise ValueError(f"config file {path} is not UTF-8 text (TOML is): byte "
                          f"0x{e.object[e.start]:02x} at offset {e.start}") from e

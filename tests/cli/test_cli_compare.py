@@ -66,7 +66,7 @@ def test_print_config_with_a_config_prints_its_familys_shipped_file(tmp_path, ca
 
 
 @pytest.mark.parametrize("text, message", [
-    ("family = 3\n", "config [family] must be a table, got 3"),
+    ("family = 3\n", "bad.toml: [family] must be a table, got 3"),
     ('[family]\nname = "omniglot"\n', "sets family.name = 'omniglot' but the family asked "
      "for is 'sinusoid'"),
 ])
@@ -306,9 +306,10 @@ def test_a_config_without_compare_methods_keeps_the_default(tmp_path):
                                         "answered right, got 1"),
     (["--seed", str(2**64)], None, f"--seed must be below 2**64 (it seeds a torch.Generator), "
                                    f"got {2**64}"),
-    # ... and a config file's value by its key (it was named as the flag --iterations)
-    ([], '[train]\niterations = 0\n', "config train.iterations must be a positive int, got 0"),
-    ([], '[train]\nmeta_batch = 0\n', "config train.meta_batch must be a positive int, got 0"),
+    # ... and a config file's value by its file and key (it was named as the flag
+    # --iterations)
+    ([], '[train]\niterations = 0\n', "c.toml: train.iterations must be a positive int, got 0"),
+    ([], '[train]\nmeta_batch = 0\n', "c.toml: train.meta_batch must be a positive int, got 0"),
 ])
 def test_bad_values_are_named_where_they_were_given(tmp_path, capsys, flags, text, message):
     argv = ["compare", "--methods", "maml", "--no-progress", "--out", str(tmp_path / "o"),

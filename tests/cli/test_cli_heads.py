@@ -183,9 +183,9 @@ def test_a_zero_head_learner_is_tested_at_other_ways(tmp_path, omniglot_root):
      "'r2d2'], pretrain and methods with method.head_init = 'zero'"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 1\n', "eval.ways must be 0 (the family's) or >= 2"),
     ('[method]\nname = "protonet"\n[eval]\nsupport_shift = -1\n',
-     "config eval.support_shift must be >= 0, got -1"),
+     "bad.toml: eval.support_shift must be >= 0, got -1"),
     ('[method]\nname = "protonet"\n[eval]\nquery_shift = -2\n',
-     "config eval.query_shift must be >= 0, got -2"),
+     "bad.toml: eval.query_shift must be >= 0, got -2"),
     ('[method]\nname = "r2d2"\n[eval]\nways = 2000\n',
      "impossible config: eval.ways = 2000 but omniglot eval.split = 'test' has only 1692"),
 ])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -147,8 +148,8 @@ def _compare(args: argparse.Namespace) -> int:
                          f"{' and '.join(fixed)}")
     for key in ("iterations", "meta_batch"):        # a flag's value is checked above
         if cfg["train"][key] <= 0:
-            raise ValueError(f"config train.{key} must be a positive int, got "
-                             f"{cfg['train'][key]}")
+            raise ValueError(f"{_origin(args.config, 'train', key)}train.{key} must be a "
+                             f"positive int, got {cfg['train'][key]}")
     # impossible per-method configs: before any output
     mcfgs = [recipe.method_config(cfg, name) for name in methods]
     if args.config:                            # keys of the user's file no method reads
@@ -179,6 +180,17 @@ def _compare(args: argparse.Namespace) -> int:
         bar.close()
         _report(res, out)
     return 0
+
+
+def _origin(path, section: str, key: str) -> str:
+    """The start of a message about ``section.key``: ``config file base.toml (which
+    mine.toml extends): `` for the file of ``path``'s extends chain that sets it, as
+    ``metaloop.config.load`` names it; ``config `` when no file sets it."""
+    src = _config.written_keys(path).get((section, key)) if path else None
+    if src is None:
+        return "config "
+    return f"config file {src}: " if src == Path(path) else \
+        f"config file {src} (which {path} extends): "
 
 
 def _report(res: dict, out) -> None:

@@ -87,8 +87,9 @@ def _check_compare(table, where: str) -> dict:
         raise ValueError(f"{where}: [compare] must be a table, got {table!r}")
     bad = sorted(set(table) - set(COMPARE_KEYS))
     if bad:
-        raise ValueError(f"{where}: unknown key(s) compare.{', compare.'.join(bad)}; valid: "
-                         f"{list(COMPARE_KEYS)}")
+        hints = "".join(_config._suggest(key, COMPARE_KEYS) for key in bad)
+        raise ValueError(f"{where}: unknown key(s) compare.{', compare.'.join(bad)}{hints}; "
+                         f"valid: {list(COMPARE_KEYS)}")
     methods = table.get("methods", [])
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise ValueError(f"{where}: compare.methods must be a list of method names, got "
@@ -99,7 +100,8 @@ def _check_compare(table, where: str) -> dict:
                      "family's default")
     wrong = [m for m in [*methods, *table.get("per_method", {})] if m not in ALL]
     if wrong:
-        raise ValueError(f"{where}: unknown method(s) {wrong} in [compare]; choose from "
+        raise ValueError(f"{where}: unknown method(s) {wrong} in [compare]"
+                         f"{_config._suggest(wrong[0], ALL)}; choose from "
                          f"{list(ALL)}")
     for kind in ("per_method", "per_ways"):
         for key, body in table.get(kind, {}).items():
@@ -109,7 +111,10 @@ def _check_compare(table, where: str) -> dict:
             if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
                 raise ValueError(f"{where}: compare.{kind}.{key} must hold tables of config "
                                  f"sections, got {body!r}")
-            _config.validate(body)           # its sections and keys exist, with their types
+            try:                             # its sections and keys exist, with their types
+                _config.validate(body)
+            except ValueError as e:
+                raise ValueError(f"{where}: compare.{kind}.{key}: {e}") from None
             if kind == "per_method":
                 _check_shared(body, f"{where}: compare.per_method.{key}")
     return table
@@ -193,7 +198,9 @@ def load_config(family: str | None = None, path=None, overrides: dict | None = N
     user_cmp: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        user, user_cmp = _split(_config.read(path), str(path))   # its extends chain applied
+        # its extends chain applied; a bad section, key or type named with its file
+        user, user_cmp = _split(_config.read(path, check_except=("compare",)),
+                                f"config file {path}")
     family = family or user.get("family", {}).get("name") or "sinusoid"
     # your own data ("folder", "tensors"): the Omniglot config's methods and settings, with
     # the [family] section of your file alone
