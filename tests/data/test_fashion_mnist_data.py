@@ -96,6 +96,18 @@ def test_env_override_and_missing_message(tmp_path, monkeypatch):
     assert np.array_equal(load_fashion_mnist()[0].numpy(), images)
 
 
+@pytest.mark.parametrize("value", ["a_file", ""])
+def test_data_folder_that_cannot_be_one_is_refused_by_name(tmp_path, monkeypatch, value):
+    """$METALOOP_DATA set to a file or to nothing is named, not skipped for the Debian copy."""
+    monkeypatch.setattr(fm, "DEFAULT_ROOT", tmp_path / "debian")
+    _fake_split(tmp_path / "debian")
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / value) if value else "")
+    with pytest.raises(ValueError, match=r"^\$METALOOP_DATA is (set but empty|.*a file)"):
+        load_fashion_mnist()
+    assert load_fashion_mnist(tmp_path / "debian")[0].shape[0] > 0     # a root: not read
+
+
 def test_labels_come_from_the_images_folder(tmp_path, monkeypatch):
     """Images in $METALOOP_DATA without their labels are not paired with another copy's."""
     monkeypatch.setattr(fm, "DEFAULT_ROOT", tmp_path / "debian")

@@ -250,13 +250,36 @@ def test_damaged_file_is_resized_again_and_replaced(root, cache_home, monkeypatc
 
 
 def test_unwritable_cache_folder_is_no_error(root, tmp_path, monkeypatch):
-    """$METALOOP_DATA under a file: no folder can be made there; the images are resized in
-    memory as before."""
-    (tmp_path / "a_file").write_text("")
-    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "a_file" / "data"))
+    """A file where the cache folder $METALOOP_DATA/omniglot would be: no folder can be made
+    there; the images are resized in memory as before."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "omniglot").write_text("")
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "data"))
     images, names = load_omniglot_images(root, "background", 28)
     fresh = _fresh(root)
     assert names == fresh[1] and torch.equal(images, fresh[0])
+    assert (tmp_path / "data" / "omniglot").read_text() == ""
+
+
+@pytest.mark.parametrize("value", ["a_file", "a_file/data", ""])
+def test_data_folder_that_cannot_be_one_is_refused_by_name(root, tmp_path, monkeypatch,
+                                                           value):
+    """$METALOOP_DATA set to a file, a path below a file or nothing names no folder: refused
+    by name before anything is read or written, not skipped for another place."""
+    (tmp_path / "a_file").write_text("")
+    setting = str(tmp_path / value) if value else ""
+    monkeypatch.setenv("METALOOP_DATA", setting)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    before = sorted(tmp_path.rglob("*"))
+    what = {"a_file": "a file", "a_file/data": f"below the file {tmp_path / 'a_file'}",
+            "": "set but empty"}[value]
+    for call in (og.search_dirs, og.download_dir, og.resized_cache_dir,
+                 lambda: load_omniglot_images(root, "background", 28)):
+        with pytest.raises(ValueError, match=r"^\$METALOOP_DATA is ") as err:
+            call()
+        assert what in str(err.value) and (not value or repr(setting) in str(err.value))
+    assert og.search_dirs(root) == [root]          # a root given: the variable is not read
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt])

@@ -7,6 +7,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import warnings
 
@@ -151,6 +152,59 @@ def _fit_advice(command: str, error: BaseException, text: str) -> str:
     return text[:len(text) - len(ends.advice)] + episodes.advice_for_shots(advice, shots)
 
 
+SIZE_FLAGS = ("meta_batch", "batch_size", "eval_batch", "ways", "shots", "queries",
+              "meta_shots", "hidden", "latent", "image_size", "max_length")
+"""The flags whose values size the tensors a command allocates, in the order the advice of
+an allocation failure names those the command has."""
+
+CONFIG_SIZES = "train.meta_batch, model.hidden, family.shots, family.queries, family.ways"
+"""The config keys that size a run's tensors, named by the advice of ``train`` and of a
+``compare --config``."""
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is a failed allocation: ``MemoryError`` (Python's, NumPy's), torch's
+    ``OutOfMemoryError`` (CUDA and the other accelerators) or the ``RuntimeError`` of
+    torch's CPU allocator (``DefaultCPUAllocator: can't allocate memory``)."""
+    torch = sys.modules.get("torch")             # (None: torch raised nothing)
+    oom = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                            getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None))
+                if isinstance(t, type))
+    return (isinstance(e, MemoryError) or (bool(oom) and isinstance(e, oom))
+            or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)))
+
+
+def _bytes_text(n: int) -> str:
+    """``n`` bytes in words: ``"8000000000000 bytes (8.0 TB)"``."""
+    for unit, scale in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6),
+                        ("kB", 1e3)):
+        if n >= scale:
+            return f"{n} bytes ({n / scale:.1f} {unit})"
+    return f"{n} bytes"
+
+
+def _memory_text(e: BaseException, args: argparse.Namespace) -> str:
+    """One line for the failed allocation ``e`` (``_out_of_memory``): what could not be
+    allocated, as torch, NumPy or Python said it, and the sizes to make smaller (the
+    command's flags of ``SIZE_FLAGS``, and the config's sizes where it reads a config)."""
+    said = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    cpu = re.search(r"can't allocate memory: you tried to allocate (\d+) bytes", said)
+    if cpu:                                      # torch's CPU allocator
+        what = f"could not allocate {_bytes_text(int(cpu.group(1)))} on the CPU"
+    elif said:                                   # torch's OutOfMemoryError, NumPy's, ...
+        short = re.match(r"(.*?out of memory\.(?: Tried to allocate [\d.]+ \w+\.)?)", said)
+        what = short.group(1) if short else said
+        what = what if len(what) <= 200 else what[:197] + "..."
+    else:                                        # a bare MemoryError
+        what = "Python could not allocate memory"
+    flags = [f"--{k.replace('_', '-')}" for k in SIZE_FLAGS if hasattr(args, k)]
+    if args.command == "train" or getattr(args, "config", None):
+        flags.append(f"the config's sizes ({CONFIG_SIZES})")
+    sizes = f": {', '.join(flags)}" if flags else ""
+    return (f"out of memory: {what}; the sizes asked for need more memory than there is, "
+            f"give smaller ones{sizes}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (None: ``sys.argv[1:]``); return its exit status.
 
@@ -184,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, started: list[str]) -> int:
     """``main`` under its signal handling; ``started`` gets the command's name just before
-    it runs."""
+    it runs. Bad input (``ValueError``...) and a failed allocation (``_out_of_memory``: sizes
+    too large for the machine) end the command with status 2 and one line, after the
+    command's own clean-up."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -217,6 +273,14 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
         if text is not None:
             text = _fit_advice(args.command, e, text)
             print(f"metaloop {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        text = distributed.message(e)      # None: another rank of a torchrun prints it
+        if text is not None:               # ("rank r of W: " where only some ranks met it)
+            print(f"metaloop {args.command}: error: {text[:len(text) - len(str(e))]}"
+                  f"{_memory_text(e, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         cleaning_up()                      # (through the finally below too)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metaloop.data.omniglot import data_env_dir
+
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 SPLITS = ("train", "test")
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -69,13 +71,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
-    """``[root]`` if given, else ``[$METALOOP_DATA/fashion-mnist (if set), DEFAULT_ROOT]``."""
+    """``[root]`` if given, else ``[$METALOOP_DATA/fashion-mnist (if set), DEFAULT_ROOT]``.
+    ValueError: ``$METALOOP_DATA`` is set but names no folder (an empty value, a file:
+    ``metaloop.data.omniglot.data_env_dir``)."""
     if root is not None:
         return [Path(root).expanduser()]
-    dirs = []
-    if os.environ.get("METALOOP_DATA"):
-        dirs.append(Path(os.environ["METALOOP_DATA"]).expanduser() / "fashion-mnist")
-    return dirs + [DEFAULT_ROOT]
+    data = data_env_dir()
+    return ([] if data is None else [data / "fashion-mnist"]) + [DEFAULT_ROOT]
 
 
 def _find(name: str, dirs: list[Path]) -> Path:

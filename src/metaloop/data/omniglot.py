@@ -151,6 +151,39 @@ class _Source(NamedTuple):
 # ----------------------------------------------------------------------------- where to look
 
 
+DATA_ENV = "METALOOP_DATA"
+"""The environment variable naming the folder that holds the data sets (``omniglot/``,
+``fashion-mnist/``...), searched first and written to by downloads and the cache."""
+
+
+def data_env_dir() -> Path | None:
+    """The folder ``$METALOOP_DATA`` names, or None where it is unset. A folder that does not
+    exist yet is returned as it is: searching it finds nothing, and a download or the cache
+    of resized sets makes it.
+
+    Raises:
+        ValueError: ``$METALOOP_DATA`` is set but empty, or names a file (or a path below
+            a file): no folder can be there, and reading or writing anywhere else instead
+            would hide the mistake.
+    """
+    raw = os.environ.get(DATA_ENV)
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise ValueError(f"${DATA_ENV} is set but empty; set it to the folder that holds "
+                         f"(or is to hold) the data sets, or unset it")
+    path = Path(raw).expanduser()
+    for p in (path, *path.parents):        # the nearest part of it that exists
+        if p.exists():
+            if not p.is_dir():
+                where = "a file" if p == path else f"below the file {p}"
+                raise ValueError(f"${DATA_ENV} is {raw!r}, {where}, not a folder; set it "
+                                 f"to the folder that holds (or is to hold) the data sets, "
+                                 f"or unset it")
+            break
+    return path
+
+
 def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
     """The folders searched for Omniglot files, in order.
 
@@ -162,12 +195,15 @@ def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
         ``[root]``, or ``[$METALOOP_DATA/omniglot (if set), ~/.cache/metaloop/omniglot,
         <repo>/../shared/data/omniglot (only when metaloop runs from a checkout of the
         repository, see ``_checkout_data_dir``)]``.
+
+    Raises:
+        ValueError: ``$METALOOP_DATA`` is set but names no folder (``data_env_dir``).
     """
     if root is not None:
         return [Path(root).expanduser()]
     dirs = []
-    if os.environ.get("METALOOP_DATA"):
-        dirs.append(Path(os.environ["METALOOP_DATA"]).expanduser() / "omniglot")
+    if (data := data_env_dir()) is not None:
+        dirs.append(data / "omniglot")
     dirs.append(Path.home() / ".cache" / "metaloop" / "omniglot")
     if SHARED_DIR is not None:
         dirs.append(SHARED_DIR)
@@ -176,11 +212,12 @@ def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
 
 def download_dir(root: str | os.PathLike | None = None) -> Path:
     """Where ``download=True`` puts files: ``root``, else ``$METALOOP_DATA/omniglot``, else
-    ``~/.cache/metaloop/omniglot``."""
+    ``~/.cache/metaloop/omniglot``. ValueError: ``$METALOOP_DATA`` is set but names no
+    folder (``data_env_dir``)."""
     if root is not None:
         return Path(root).expanduser()
-    if os.environ.get("METALOOP_DATA"):
-        return Path(os.environ["METALOOP_DATA"]).expanduser() / "omniglot"
+    if (data := data_env_dir()) is not None:
+        return data / "omniglot"
     return Path.home() / ".cache" / "metaloop" / "omniglot"
 
 
