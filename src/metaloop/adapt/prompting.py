@@ -117,9 +117,7 @@ def zero_shot(model: nn.Module, labels: Sequence[str], template: str = "{}",
         if not isinstance(label, str):
             raise ValueError(f"zero_shot: labels must be strings, one wording per class, but "
                              f"class {c}'s is {type(label).__name__} {label!r}")
-        if not label.strip():
-            raise ValueError(f"zero_shot: class {c}'s label is empty ({label!r}): its prompt "
-                             f"would name no label")
+        _check_not_blank("zero_shot", f"class {c}'s label", label, "prompt")
     scale = _check_scale("zero_shot", scale)
     e = _embed(model, [template.format(label) for label in labels], cache)      # [C, D]
     return Adapted(model, _with_head(model, F.normalize(e, dim=-1), scale), 0, (),
@@ -160,9 +158,7 @@ def _check_wordings(wordings: Sequence[object]) -> None:
     """
     for c, w in enumerate(wordings):
         if isinstance(w, str):
-            if not w.strip():
-                raise ValueError(f"optimize_prompt: class {c}'s wording is empty ({w!r}): its "
-                                 f"prompts would name no label")
+            _check_not_blank("optimize_prompt", f"class {c}'s wording", w)
             continue
         if not isinstance(w, Mapping):
             raise ValueError(f"optimize_prompt: class {c}'s wordings must be a string or a "
@@ -174,9 +170,15 @@ def _check_wordings(wordings: Sequence[object]) -> None:
             if not isinstance(v, str):
                 raise ValueError(f"optimize_prompt: wordings must be strings, but class {c}'s "
                                  f"{k!r} is {type(v).__name__} {v!r}")
-            if not v.strip():
-                raise ValueError(f"optimize_prompt: class {c}'s {k!r} wording is empty "
-                                 f"({v!r}): its prompts would name no label")
+            _check_not_blank("optimize_prompt", f"class {c}'s {k!r} wording", v)
+
+
+def _check_not_blank(who: str, what: str, text: str, prompts: str = "prompts") -> None:
+    """A ValueError led by ``who`` where ``text`` (``what``: a class's label or wording) is
+    empty or white space: the ``prompts`` made of it would name no label."""
+    if not text.strip():
+        raise ValueError(f"{who}: {what} is empty ({text!r}): its {prompts} would name no "
+                         f"label")
 
 
 def _prompts(words: list[dict], keys: list[str], templates: Sequence[str]) -> list[str]:
