@@ -52,18 +52,16 @@ import torch
 
 from metaloop._callable import check_progress
 from metaloop.data.images import (
+    CACHE_DIRNAME,
+    DIGEST_BYTES,
     IMAGE_EXTENSIONS,
-    _Grid,
+    _pixel_digest,
     _read_file,
     _to_input,
     check_image_settings,
 )
 
-CACHE_DIRNAME = ".metaloop-cache"
 CACHE_VERSION = 9   # raised whenever decoding changes, so no cache disagrees with predict
-DIGEST_BYTES = 16
-"""Bytes of each image's ``_pixel_digest`` (blake2b), kept in the cache beside the file's size
-and mtime (the stats array: int64 ``[N, 2 + DIGEST_BYTES // 8]``)."""
 
 
 @dataclass
@@ -390,19 +388,6 @@ def _atomic_json(path: Path, obj: dict) -> None:
 
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
     _atomic_write(path, lambda f: np.save(f, array))
-
-
-def _pixel_digest(pix: np.ndarray, grid: _Grid | None) -> bytes:
-    """``DIGEST_BYTES`` of blake2b over a decoded image before it is padded and resized:
-    its shape and float32 pixels ``[h, w, c]`` (upright, in the channels read; for an image
-    at least 16 times the output side, the whole-factor shrink's pixels and where they lie).
-    Equal digests: equal network inputs, whatever the files' formats and metadata."""
-    h = hashlib.blake2b(f"{pix.shape} {pix.dtype}".encode(), digest_size=DIGEST_BYTES)
-    h.update(np.ascontiguousarray(pix).tobytes())
-    if grid is not None:
-        for a in (grid.ys, grid.xs, grid.border):
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.digest()
 
 
 def _decode(root: Path, rel: str, settings: dict) -> tuple[np.ndarray, bytes] | str:

@@ -24,6 +24,7 @@ Every function raises ``ValueError`` naming the offending path.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import unicodedata
@@ -52,10 +53,14 @@ def _visible(path: Path) -> bool:
 def _hidden_entries(entries: list[Path]) -> list[Path]:
     """The hidden entries (``.names``) among ``entries``, sorted, as the training folder's
     scan counts them: metaloop's own cache folder is not one."""
-    from metaloop.data.folder import CACHE_DIRNAME  # (here: folder imports this module)
-
     return sorted(p for p in entries if not _visible(p) and p.name != CACHE_DIRNAME)
 
+
+CACHE_DIRNAME = ".metaloop-cache"
+"""The folder cache's name (``metaloop.data.folder``), inside the image folder: no class."""
+DIGEST_BYTES = 16
+"""Bytes of each image's ``_pixel_digest`` (blake2b), kept in the folder cache beside the
+file's size and mtime (the stats array: int64 ``[N, 2 + DIGEST_BYTES // 8]``)."""
 
 CHANNELS = (1, 3)
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit greyscale
@@ -590,13 +595,24 @@ def _class_names(folder: Path, names: list[str], what: str) -> list[str]:
     return [nfc(n) for n in names]
 
 
+def _pixel_digest(pix: np.ndarray, grid: _Grid | None) -> bytes:
+    """``DIGEST_BYTES`` of blake2b over a decoded image before it is padded and resized:
+    its shape and float32 pixels ``[h, w, c]`` (upright, in the channels read; for an image
+    at least 16 times the output side, the whole-factor shrink's pixels and where they lie).
+    Equal digests: equal network inputs, whatever the files' formats and metadata."""
+    h = hashlib.blake2b(f"{pix.shape} {pix.dtype}".encode(), digest_size=DIGEST_BYTES)
+    h.update(np.ascontiguousarray(pix).tobytes())
+    if grid is not None:
+        for a in (grid.ys, grid.xs, grid.border):
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.digest()
+
+
 def _load_hashed(path: Path, image_size: int, invert: str, channels: int,
                  progress: Callable[[int], None] | None) -> tuple[torch.Tensor, bytes]:
     """``load_image`` and the image's hash as decoded (the training folder's
     ``_pixel_digest``: equal for equal pixels, whatever the files' names and formats), then
     ``progress(1)``."""
-    from metaloop.data.folder import _pixel_digest  # (here: folder imports this module)
-
     check_image_settings(image_size, invert, channels)
     pix, grid = _read_file(path, image_size, channels)                       # [h, w, c]
     digest = _pixel_digest(pix, grid)             # first: the input may be a view of pix
