@@ -465,12 +465,9 @@ def test_the_title_of_unprepared_settings_without_data():
         "table 5-way 1-shot, minilm: 100 held-out tasks"
 
 
-def test_a_records_relative_data_is_read_from_the_folder_it_was_written_from(
-        tmp_path, monkeypatch):
-    """A record written from ``w`` names its data ``base.csv``; from ``w``'s parent the same
-    file, ``w/base.csv``, is the same setting (it was refused: the record's path was read
-    from the working folder), and a ``base.csv`` there is another one, named by both paths
-    resolved."""
+def _record_written_from_w(tmp_path: Path, monkeypatch):
+    """A probe record of ``w/base.csv`` written from ``w`` (``--data base.csv --record
+    rec``): ``(w, its settings, its path relative to w, the record)``."""
     work = tmp_path / "w"
     work.mkdir()
     (work / "base.csv").write_text("text,label\na,x\n")
@@ -483,6 +480,16 @@ def test_a_records_relative_data_is_read_from_the_folder_it_was_written_from(
     (path, rec), = recs.items()
     assert rec["setting"]["data"] == "base.csv"
     write_record(work / path, **rec)
+    return work, s, path, rec
+
+
+def test_a_records_relative_data_is_read_from_the_folder_it_was_written_from(
+        tmp_path, monkeypatch):
+    """A record written from ``w`` names its data ``base.csv``; from ``w``'s parent the same
+    file, ``w/base.csv``, is the same setting (it was refused: the record's path was read
+    from the working folder), and a ``base.csv`` there is another one, named by both paths
+    resolved."""
+    work, s, path, rec = _record_written_from_w(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert _check_records(Path("w/rec"), dataclasses.replace(s, data="w/base.csv")) == \
         [Path("w/rec") / path.name]
@@ -503,18 +510,7 @@ def test_a_records_relative_path_is_not_read_from_the_working_folder_when_gone_f
     ``base.csv`` in the working folder is another file of that name, and the record's
     setting is not read as that file (it was, so the record was replaced): its setting's
     path stays as the record gives it, and so does its command's."""
-    work = tmp_path / "w"
-    work.mkdir()
-    (work / "base.csv").write_text("text,label\na,x\n")
-    monkeypatch.chdir(work)
-    s = recipe.AdaptSettings(family="table", data="base.csv", approaches="probe-ridge",
-                             tasks=2)
-    recs = _records(_results({"probe-ridge": [0.5, 1.0]}), Path("rec"), s,
-                    command="metaloop adapt --approaches probe-ridge --data base.csv "
-                            "--family table --record rec --tasks 2")
-    (path, rec), = recs.items()
-    assert rec["setting"]["data"] == "base.csv"
-    write_record(work / path, **rec)
+    work, s, path, rec = _record_written_from_w(tmp_path, monkeypatch)
     (work / "base.csv").unlink()
     monkeypatch.chdir(tmp_path)
     (tmp_path / "base.csv").write_text("text,label\na,x\n")       # another file of that name
