@@ -1336,10 +1336,11 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
     for batch in heldout_tasks(family, tasks, seed):
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
+            task_seed = seed * 100_003 + done     # each row's, adapting and scoring task i
             if done < skip:               # scored before the resume: refill the caches
                 for name in CACHED:
                     if name in rows:
-                        with seeded_rng(seed * 100_003 + done, [sx.device]):
+                        with seeded_rng(task_seed, [sx.device]):
                             fn = rows[name][1]
                             getattr(fn, "refill", fn)(sx, sy, batch.classes[i])
                 done += 1
@@ -1347,7 +1348,7 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
             feats: dict[int, torch.Tensor] = {}
             for name, (_, fn) in rows.items():
                 # seeded for this row and task (adapting and scoring); the caller's RNG kept
-                with seeded_rng(seed * 100_003 + done, [sx.device]):
+                with seeded_rng(task_seed, [sx.device]):
                     t0, c0 = time.perf_counter(), time.process_time()
                     adapted = fn(sx, sy, batch.classes[i])
                     per[name]["adapt_seconds"].append(time.perf_counter() - t0)
