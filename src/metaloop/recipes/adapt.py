@@ -789,7 +789,10 @@ def load_model(spec: str, family: str, max_length: int = 32, *, checkpoint: bool
         raise ValueError(f"{spec} is not a metaloop checkpoint folder (no LATEST file)")
     from metaloop.models.text import load_text_encoder
     try:
-        model = load_text_encoder(spec, max_length=max_length)
+        # seeded: the new head's init, which every approach replaces but a --meta run's
+        # checkpoint stores, is the same in every run; the caller's RNG is left as it was
+        with seeded_rng(0):
+            model = load_text_encoder(spec, max_length=max_length)
     except ModuleNotFoundError as e:
         raise ValueError(str(e)) from e
     return (model, "text", None) if checkpoint else (model, "text")
