@@ -89,7 +89,10 @@ try:
 except KeyboardInterrupt:
     if not _started_as_the_command_line():
         raise
-    print("metaloop: interrupted while starting; nothing was written", file=_sys.stderr)
+    if _os.environ.get("LOCAL_RANK", "0").strip() in ("", "0"):
+        # (under torchrun, once per node: the other ranks of a node stopped alike, often
+        # by torchrun itself as a rank before them exited with its own error)
+        print("metaloop: interrupted while starting; nothing was written", file=_sys.stderr)
     # at once, as __main__.py leaves a torchrun rank: the interpreter's teardown after an
     # interrupted torch import can end the process by SIGINT instead of with this status
     _sys.stdout.flush()

@@ -126,3 +126,30 @@ def test_a_library_import_leaves_sigterm_alone(tmp_path):
     r = _run(tmp_path, "-c", "import signal, sys\nsys.meta_path.pop(0)\nimport metaloop\n"
                              "sys.exit(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)")
     assert (r.returncode, r.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("local_rank,line", [("1", ""), ("0", LINE)])
+def test_under_torchrun_only_a_nodes_first_rank_says_it_was_interrupted_while_starting(
+        tmp_path, monkeypatch, local_rank, line):
+    """torchrun stops a node's other ranks (SIGTERM) as soon as one exits with its own error,
+    often while they still import torch: each printed this line after that rank's error, as
+    if the run had been interrupted."""
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    r = _run(tmp_path, "-m", "metaloop", "eval", "--checkpoint", "nowhere")
+    assert (r.returncode, r.stderr, r.stdout) == (130, line, "")
+
+
+@pytest.mark.parametrize("local_rank,line", [("1", ""), ("", LINE)])
+def test_under_torchrun_mains_start_speaks_once_per_node(monkeypatch, capsys, tmp_path,
+                                                        local_rank, line):
+    from metaloop.cli import main as cli_main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main.main(["train", "--config", "c.toml", "--out", "runs/x"]) == 130
+    assert capsys.readouterr() == ("", line)

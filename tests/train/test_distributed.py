@@ -98,9 +98,10 @@ def test_torchrun_two_ranks_match_single_process(tmp_path):
     assert got == pytest.approx(ref, abs=1e-9)
 
 
-def test_a_dead_rank_stops_the_other_with_a_named_error(tmp_path):
-    """Two ranks started by hand (as on two nodes); SIGKILL rank 1 mid-run."""
-    cfg = _cli_config(tmp_path, iterations=100000, checkpoint_every=3)
+def _kill_rank_1_when(tmp_path, checkpoint_every, ready):
+    """Two ranks started by hand (as on two nodes); SIGKILL rank 1 once ``ready(run)``:
+    (rank 0's exit status, its stderr, the run folder)."""
+    cfg = _cli_config(tmp_path, iterations=100000, checkpoint_every=checkpoint_every)
     run = tmp_path / "run"
     port = str(_free_port())
     procs = []
@@ -113,7 +114,7 @@ def test_a_dead_rank_stops_the_other_with_a_named_error(tmp_path):
                                       stderr=subprocess.PIPE, text=True))
     try:
         deadline = time.monotonic() + 120
-        while latest_checkpoint(run) is None:
+        while not ready(run):
             assert time.monotonic() < deadline and procs[0].poll() is None, \
                 procs[0].communicate()
             time.sleep(0.05)
@@ -131,11 +132,37 @@ def test_a_dead_rank_stops_the_other_with_a_named_error(tmp_path):
             if p.poll() is None:
                 p.kill()
             p.communicate()
-    assert procs[0].returncode == 1, err[-3000:]
-    assert "rank 0 of 2" in err and "another rank has most likely died" in err, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
     assert took < 30
+    return procs[0].returncode, err, run
+
+
+def test_a_dead_rank_stops_the_other_with_a_named_error(tmp_path):
+    """SIGKILL rank 1 mid-run: rank 0 names the failure, keeps the checkpoints, says to
+    resume, and lets go of the run's lock (its os._exit skipped the release)."""
+    code, err, run = _kill_rank_1_when(tmp_path, 3, lambda run: latest_checkpoint(run)
+                                       is not None)
+    assert code == 1, err[-3000:]
+    assert "rank 0 of 2" in err and "another rank has most likely died" in err, err[-3000:]
+    assert "restart every rank with --resume" in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
     assert load_checkpoint(run)[1]["iteration"] >= 2        # the last checkpoint still loads
+    assert not (run / ".metaloop-lock").exists()
+
+
+def test_a_rank_dead_before_the_first_checkpoint_is_not_advised_to_resume(tmp_path):
+    """Nothing to resume: the advice was --resume, and the run folder was already gone."""
+    def training(run):
+        try:
+            return (run / "metrics.jsonl").stat().st_size > 0
+        except OSError:
+            return False
+    code, err, run = _kill_rank_1_when(tmp_path, 100000, training)
+    assert code == 1, err[-3000:]
+    assert "another rank has most likely died" in err, err[-3000:]
+    assert "No checkpoint was written yet: start every rank again with the same command" \
+        in err, err[-3000:]
+    assert "--resume" not in err and "Traceback" not in err, err[-3000:]
+    assert not run.exists()                  # a new run's folder: removed with nothing in it
 
 
 def test_meta_batch_smaller_than_world_is_refused(monkeypatch):

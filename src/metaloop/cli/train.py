@@ -144,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         # The group is broken (a peer died or timed out): tearing it down, even in the
         # interpreter's own shutdown, can abort the process from gloo's or nccl's threads.
         # Checkpoints and metrics are already on disk, so leave now with the documented status.
+        # (its lock file first: os._exit skips the finally below)
+        runlock.release(held[0] if held else None, discard=True)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
@@ -257,6 +259,8 @@ def _run(args: argparse.Namespace, held: list) -> int:
             return 1
         if mine:
             _discard(out)
+        if isinstance(e, distributed.DistributedError) and not _holds_checkpoint(out):
+            distributed.no_checkpoint_yet(e)     # no "--resume": there is nothing to resume
         if isinstance(e, KeyboardInterrupt):
             _signals.cleaning_up()                 # (the lock's release after this too)
             res = getattr(e, "result", None)       # in the last iteration: its final

@@ -241,6 +241,15 @@ def _first_line(e: BaseException) -> str:
 
 
 _KEPT = "The last checkpoint is kept: restart every rank with --resume"
+_NONE_YET = "No checkpoint was written yet: start every rank again with the same command"
+
+
+def no_checkpoint_yet(e: DistributedError) -> None:
+    """Where ``e``'s advice is ``--resume`` (``_KEPT``) but the run wrote no checkpoint
+    before the failure: ``e`` says instead to start every rank again (in place)."""
+    text = str(e)
+    if text.endswith(_KEPT):
+        e.args = (text[:-len(_KEPT)] + _NONE_YET,)
 
 
 def _collective(what: str, fn: Callable[[], object], then: str = _KEPT):
@@ -344,8 +353,7 @@ def broadcast_params(model: torch.nn.Module) -> None:
         with torch.no_grad():
             for p in model.parameters():
                 dist.broadcast(p.data, src=0)
-    _collective("broadcast of the initial parameters", run,
-                "No checkpoint was written yet: start every rank again with the same command")
+    _collective("broadcast of the initial parameters", run, _NONE_YET)
 
 
 def broadcast_buffers(buffers: list[torch.Tensor], what: str, start: bool = False) -> None:
@@ -359,8 +367,7 @@ def broadcast_buffers(buffers: list[torch.Tensor], what: str, start: bool = Fals
             for b in buffers:
                 dist.broadcast(b, src=0)
     _collective(f"broadcast of the model's buffers at {what}", run,
-                "No checkpoint was written yet: start every rank again with the same command"
-                if start else _KEPT)
+                _NONE_YET if start else _KEPT)
 
 
 def broadcast_rng(what: str) -> None:
