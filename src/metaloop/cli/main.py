@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  metaloop data omniglot --download         # fetch Omniglot, checksummed\n"
                "\n'metaloop COMMAND --help' describes each command.")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (default: torch's choice; 1 is fastest for the "
+                        help="torch CPU threads (default 0: torch's choice; 1 is fastest for the "
                              "small sinusoid MLP)")
     parser.add_argument("--malloc", choices=MODES, default="heap",
                         help="heap (default): glibc serves large tensors from its heap and "
