@@ -316,3 +316,24 @@ def test_the_generative_guides_protocol_times_are_its_records():
     assert m.group(2) == f"{cpu / 3600:.1f}"
     assert m.group(3) == f"{statistics.median(c['eval_cpu_s'] for c in r['curve']):.0f}"
     assert m.group(4) == f"{r['eval_cpu_s'] / 60:.1f}"
+
+
+def _configs_named(command: str) -> list[str]:
+    """The configs a record's command trains with (``--config PATH`` or ``--config=PATH``)."""
+    import shlex
+    words = shlex.split(command)
+    named = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--config"]
+    return named + [w.split("=", 1)[1] for w in words if w.startswith("--config=")]
+
+
+def test_a_records_config_is_the_config_its_command_names():
+    # the R2D2 5-way rows evaluate the 20-way model at --ways 5: their config is the 20-way one
+    assert _configs_named("metaloop train --config a.toml --out r && metaloop train "
+                          "--config=b.toml") == ["a.toml", "b.toml"]
+    wrong = {}
+    for stem, r in RECORDS.items():
+        named = _configs_named(r["command"])
+        if named and r["config"] is not None and r["config"] not in named:
+            wrong[stem] = (r["config"], named)
+    assert not wrong, wrong
+    assert RECORDS["omniglot_heads_r2d2_5w1s"]["config"] == "configs/omniglot_r2d2_20w1s_cpu.toml"

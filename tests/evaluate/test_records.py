@@ -18,6 +18,7 @@ from metaloop.evaluate.records import (
     generate,
     load_records,
     main,
+    render_grid,
     render_table,
     write_record,
 )
@@ -327,10 +328,10 @@ def test_a_grid_pivots_its_records_into_method_by_setting_cells(tmp_path):
     assert head in text                                      # settings by ways, then shots
     maml = next(line for line in text.splitlines() if line.startswith("| MAML |"))
     cells = [c.strip() for c in maml.strip("|").split("|")][1:]
-    assert cells[0].startswith("**97.40 ± 0.27**<br>paper 98.7 (-1.30)")
+    assert cells[0].startswith("**97.40 ± 0.27**<br>Finn et al. 2017: 98.7 (-1.30)")
     assert cells[1] == "not measured" and "(-6.41)" in cells[2]
     r2d2 = next(line for line in text.splitlines() if line.startswith("| R2D2 |"))
-    assert "paper" not in r2d2 and text.index("| MAML |") < text.index("| R2D2 |")
+    assert "<br>" in r2d2 and ": " not in r2d2 and text.index("| MAML |") < text.index("| R2D2 |")
     # what the grid's footer says: each cell's source, device and command are with its row
     grid = text.split("<!-- grid:omni -->\n")[1]
     assert "*Generated from 3 record(s) in `docs/results/`; each cell is a row of the " \
@@ -375,6 +376,24 @@ def test_training_curve_averages_equal_windows_of_the_metrics(tmp_path):
     assert records.training_curve(tmp_path / "m2") is None              # a regression run
     with pytest.raises(ValueError, match="points >= 1"):
         records.training_curve(tmp_path, points=0)
+
+
+@pytest.mark.parametrize("value, source, shown", [
+    ("96.0%", "Snell et al. 2017, Prototypical Networks (60-way training), Table 1",
+     "Snell et al. 2017: 96.0 (-1.95)"),
+    ("98.90 ± 0.10%", "Nichol et al. 2018, Table 1 (Reptile, non-transductive)",
+     "Nichol et al. 2018: 98.90 (-4.85)"),
+    ("98.0 ± 0.3%", "Raghu et al. 2020 (ANIL)", "Raghu et al. 2020: 98.0 (-3.95)"),
+    ("95", "the paper", "the paper: 95 (-0.95)"),
+])
+def test_a_grid_cell_quotes_the_published_digits_and_whose_number_it_is(value, source,
+                                                                           shown):
+    """A grid cell names the source's authors and year (a method's cell may quote another
+    method's paper) and keeps the published digits as written: 96.0 stays 96.0."""
+    rec = _fields(grid="omni", grid_row="R2D2", grid_column="20w1s", mean=94.05,
+                  published={"value": value, "source": source})
+    (r2d2,) = [line for line in render_grid([rec]).splitlines() if line.startswith("| R2D2")]
+    assert f"**94.05 ± 0.27**<br>{shown}<br>60,000 it, 54.7 CPU-min" in r2d2
 
 
 def test_the_short_block_lists_only_cells_below_the_paper_with_curve_and_price(tmp_path):
@@ -510,7 +529,8 @@ def test_a_record_ci_must_be_that_of_its_per_task_values(tmp_path):
     vals = [92.5, 100.0, 85.0, 95.0, 90.0]
     student_t = pytest.importorskip("scipy.stats").t
     want = student_t.ppf(0.975, 4) * np.std(vals, ddof=1) / np.sqrt(len(vals))
-    for ci in (round(want, 2), want + 0.004, None):          # within the digits shown, or none
+    # rounded to the digits shown, within them, kept unrounded, or none
+    for ci in (round(want, 2), round(want, 2) + 0.004, want * (1 + 1e-5), None):
         write_record(tmp_path / "r.json", **_per_task(vals, ci95=ci))
     with pytest.raises(RecordError, match=f"= {want:.4f}, not the record's ci95"):
         write_record(tmp_path / "r.json", **_per_task(vals, ci95=want + 0.006))
@@ -519,6 +539,24 @@ def test_a_record_ci_must_be_that_of_its_per_task_values(tmp_path):
                   1.96 * np.std(vals, ddof=1) / np.sqrt(5)):
         with pytest.raises(RecordError, match="not the record's ci95"):
             write_record(tmp_path / "r.json", **_per_task(vals, ci95=wrong))
+
+
+def test_an_unrounded_ci_must_be_the_t_interval_not_the_normal_one(tmp_path):
+    """A ci95 stored unrounded is held to the t interval relatively: over 1,000 tasks the
+    normal's 1.96 is 0.12% short of t_975(999) = 1.9623, less than the 0.005 that the two
+    decimals shown allow, so only the relative check catches it."""
+    vals = [float(x % 7) for x in range(1000)]                # 0..6: an sd of about 2
+    from metaloop.evaluate.stats import ci95, t_975
+    good = _per_task(vals, ci95=ci95(vals))
+    normal = 1.96 * good["ci95"] / t_975(999)
+    assert abs(normal - good["ci95"]) < 0.005                  # within the digits shown
+    with pytest.raises(RecordError, match=re.escape(f"= {good['ci95']:.4f}, not the record's "
+                                                    f"ci95 {normal!r}")):
+        write_record(tmp_path / "r.json", **{**good, "ci95": normal})
+    assert not (tmp_path / "r.json").exists()
+    # the same CI rounded to the digits shown, or to 5 places, or unrounded, is accepted
+    for ci in (round(good["ci95"], 2), round(good["ci95"], 5), good["ci95"]):
+        assert write_record(tmp_path / "r.json", **{**good, "ci95": ci}).exists()
 
 
 def test_paired_difference_is_the_mean_and_ci_of_the_task_by_task_differences():

@@ -42,8 +42,9 @@ tables would give two entries the same id (a table marked twice) is an error.
 
 A record with ``grid``, ``grid_row`` and ``grid_column`` (e.g. ``"omniglot"``, ``"MAML"``,
 ``"5w1s"``) is also a cell of a method x setting grid, marked ``<!-- grid:omniglot -->`` ...
-``<!-- /grid -->``: each cell shows the measurement, the gap to the published number and the
-budget, and a cell without a record says "not measured".
+``<!-- /grid -->``: each cell shows the measurement, the published number with its source's
+authors and year and the gap to it, and the budget, and a cell without a record says "not
+measured".
 
 A grid record may also carry ``training_curve`` (``[[iteration, accuracy %], ...]``: the
 training tasks' query accuracy after adaptation, averaged over equal windows of the run, as
@@ -62,7 +63,8 @@ A record may carry ``per_task``: the metric of each of its ``n`` tasks, in the r
 and in task order (``metaloop eval --record`` writes it), so that two records measured on
 the same tasks (same split and task seed) can be compared task by task (its mean and
 ``ci95``, Student's ``t_975(n - 1) * sd / sqrt(n)``, must then be theirs, to the record's
-``digits``): ``paired_difference(a, b)`` gives the mean difference with its paired 95% CI, which is
+``digits``, or a ``ci95`` kept with more decimals to ``CI_RTOL`` of it):
+``paired_difference(a, b)`` gives the mean difference with its paired 95% CI, which is
 usually far narrower than the two records' own CIs suggest. A record measured over seeds
 (``metaloop forgetting --record`` writes them) carries ``per_seed`` the same way: one value
 per seed, whose mean and Student's t CI must be the record's.
@@ -124,12 +126,31 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+CI_RTOL = 5e-4
+"""How far (relative) a ``ci95`` stored with more decimals than its record shows may be from
+the t interval of its ``per_task`` or ``per_seed`` values. A normal interval (1.96) falls
+short of Student's t by more than this for up to 2,000 values (by 0.06% at 2,000, 0.12% at
+1,000), so one stored unrounded is caught."""
+
+
+def _ci_tolerance(stored: float, digits: int) -> float:
+    """How far a stored ``ci95`` may be from the t interval its values give: half a unit of
+    the record's ``digits`` when it is rounded to them; when it keeps more decimals, ``CI_RTOL``
+    of it, or half a unit of its last decimal if that is more (a value rounded to 5 places)."""
+    if round(stored, digits) == stored:
+        return 0.5 * 10 ** -digits + 1e-9
+    shown = repr(float(stored)).split("e")[0].partition(".")[2]
+    return max(CI_RTOL * stored, 0.5 * 10 ** -len(shown)) + 1e-12
+
+
 def validate_record(rec: Mapping, where: str = "record") -> dict:
     """Check a record's fields and types; return it as a plain dict.
 
     A record with ``per_task`` (each task's value) or ``per_seed`` (each seed's, as
     ``metaloop forgetting --record`` writes) must hold ``n`` finite values whose mean and
-    Student-t 95% CI are the record's ``mean`` and ``ci95``, to its ``digits``.
+    Student-t 95% CI are the record's ``mean`` and ``ci95``, to its ``digits``; a ``ci95``
+    stored with more decimals than that must be the t interval to ``CI_RTOL`` (relative),
+    so that one computed with 1.96 instead is caught.
 
     Args:
         rec: the record's fields. where: how the error names the record (e.g. its file).
@@ -224,7 +245,7 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
                            f"{rec['mean']!r}")
             ci = _ci95(values)
             if ci is not None and _number(rec["ci95"]) \
-                    and abs(ci - rec["ci95"]) > 0.5 * 10 ** -digits + 1e-9:
+                    and abs(ci - rec["ci95"]) > _ci_tolerance(rec["ci95"], digits):
                 bad.append(f"{key} gives the 95% CI t_975(n - 1) * sd / sqrt(n) = "
                            f"{ci:.{digits + 2}f}, not the record's ci95 {rec['ci95']!r}")
     if "notation" in rec and rec["notation"] not in ("f", "e"):
@@ -1101,13 +1122,28 @@ def render_table(records: list[Mapping]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _published_number(rec: Mapping) -> float | None:
-    """The leading number of the record's published value (``"98.7 ± 0.4%"`` -> 98.7)."""
+def _published_digits(rec: Mapping) -> str | None:
+    """The leading number of the record's published value as the source writes it
+    (``"96.0%"`` -> ``"96.0"``, ``"98.90 ± 0.10%"`` -> ``"98.90"``); ``None`` without one."""
     pub = rec["published"]
     if pub is None:
         return None
     m = re.match(r"\s*([0-9]+(?:\.[0-9]+)?)", str(pub["value"]))
-    return float(m.group(1)) if m else None
+    return m.group(1) if m else None
+
+
+def _published_number(rec: Mapping) -> float | None:
+    """The leading number of the record's published value (``"98.7 ± 0.4%"`` -> 98.7)."""
+    digits = _published_digits(rec)
+    return None if digits is None else float(digits)
+
+
+def _source_short(source: str) -> str:
+    """A published source's authors and year (``"Snell et al. 2017, Prototypical Networks
+    (60-way training), Table 1"`` -> ``"Snell et al. 2017"``); without a year, the source up
+    to its first comma."""
+    m = re.match(r"[^,;(]*?\b(?:19|20)\d\d\b", source)
+    return m.group(0).strip() if m else source.split(",")[0].strip()
 
 
 def _column_key(col: str):
@@ -1122,8 +1158,10 @@ def _column_label(col: str) -> str:
 
 def render_grid(records: list[Mapping]) -> str:
     """A method x setting grid of the records that name it (``grid``, ``grid_row``,
-    ``grid_column``): each cell the measured mean ± 95% CI, the published number with the
-    gap to it, and the budget; "not measured" where a cell has no record.
+    ``grid_column``): each cell the measured mean ± 95% CI, the published number (its digits
+    as the source writes them, after the source's authors and year, since a method's cell
+    may quote another paper's number) with the gap to it, and the budget; "not measured"
+    where a cell has no record.
 
     Columns named like ``5w1s`` (ways, shots) sort by ways, then shots; rows by the
     smallest ``order`` of their records.
@@ -1152,9 +1190,10 @@ def render_grid(records: list[Mapping]) -> str:
                 out.append("not measured")
                 continue
             s = f"**{format_value(cell)}**"
-            pub = _published_number(cell)
+            pub = _published_digits(cell)
             if pub is not None:
-                s += f"<br>paper {pub:g} ({cell['mean'] - pub:+.2f})"
+                s += (f"<br>{_source_short(cell['published']['source'])}: {pub} "
+                      f"({cell['mean'] - float(pub):+.2f})")
             s += f"<br>{format_budget(cell['budget'])}"
             out.append(s)
         lines.append("| " + " | ".join(_cell(c) for c in [name, *out]) + " |")
