@@ -32,6 +32,8 @@ def _assert_same_checkpoints(a, b) -> None:
     def measured(curve):                      # the curve without its timings
         return [{k: v for k, v in c.items() if "cpu" not in k} for c in curve]
     assert measured(sa["curve"]) == measured(sb["curve"])
+    # the run and its resume store one digest: their sessions (when and how each ran) differ
+    assert sa["state_sha256"] == sb["state_sha256"]
 
 
 def test_the_paper_schedule():
@@ -181,6 +183,19 @@ def test_bad_runs_raise_clear_errors(images, x_test, tmp_path):
         P.settings_from(epochs=3)
     with pytest.raises(ValueError, match="no checkpoint in .* to evaluate"):
         P.evaluate_run(tmp_path / "empty", k=5, x_test=x_test, s=TINY)
+
+
+@pytest.mark.parametrize("change", [{"curve_every": 3}, {"curve_k": 9},
+                                    {"curve_examples": 10}])
+def test_a_resume_keeps_what_a_curve_point_measures_and_when(images, x_test, tmp_path, change):
+    """A changed --curve-every, --curve-k or --curve-examples was resumed: one curve.json
+    then held points of two cadences, or of two estimators."""
+    _train(images, x_test, tmp_path / "run", until_pass=1)
+    other = P.ProtocolSettings(**{**TINY.__dict__, **change})
+    (name, now), = change.items()
+    with pytest.raises(ValueError, match=rf"other settings: {name}=\d+ \(now {now}\)"):
+        P.train_protocol(images, tmp_path / "run", other, resume=True,
+                         curve_fn=P.curve_evaluator(x_test, other))
 
 
 def test_the_downsampling_kernel_is_a_training_setting(images, x_test, tmp_path):

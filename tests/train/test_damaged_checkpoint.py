@@ -295,3 +295,32 @@ def test_a_damaged_newest_checkpoint_names_the_earlier_one_to_go_on_from(trained
     with pytest.raises(FileNotFoundError) as e:
         load_checkpoint(run)
     assert "also keeps" not in str(e.value)
+
+
+def test_a_protocol_checkpoint_digested_with_its_sessions_still_loads_and_is_checked(tmp_path):
+    """The IWAE protocol's sessions (when and how each start or resume ran) are out of the
+    digest now, so a run and its resume store one; a checkpoint of an earlier version, whose
+    digest held them but for their start times, still loads, and an edit of it is named."""
+    import hashlib
+
+    from metaloop.train.checkpoint import save_checkpoint, state_digest
+
+    sessions = [{"from_passes": 0, "threads": 1, "started": "2026-01-01T00:00:00Z"}]
+    ck = save_checkpoint(tmp_path / "run", 3, {"w": torch.ones(2)},
+                         {"passes": 3, "sessions": sessions, "train_cpu_s": 2.0})
+    stored = json.loads((ck / "state.json").read_text())
+    resumed = {**stored, "sessions": [*sessions, {"from_passes": 2, "threads": 2,
+                                                  "started": "2026-01-02T00:00:00Z"}]}
+    assert state_digest(resumed) == stored["state_sha256"]
+
+    body = {k: v for k, v in stored.items() if k not in ("state_sha256", "train_cpu_s")}
+    body["sessions"] = [{k: v for k, v in s.items() if k != "started"} for s in sessions]
+    earlier = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                             .encode()).hexdigest()
+    assert earlier != stored["state_sha256"]
+    (ck / "state.json").write_text(json.dumps({**stored, "state_sha256": earlier}))
+    assert load_checkpoint(tmp_path / "run")[1]["passes"] == 3
+    (ck / "state.json").write_text(json.dumps({**stored, "state_sha256": earlier,
+                                               "passes": 4}))
+    with pytest.raises(ValueError, match="state.json is corrupt or was edited"):
+        load_checkpoint(tmp_path / "run")

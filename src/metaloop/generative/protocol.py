@@ -144,10 +144,12 @@ class ProtocolSettings:
                 setattr(self, name, os.fspath(getattr(self, name)))
 
 
-# Settings that change the trained parameters; a resumed run must keep them.
+# Settings that change the trained parameters, or what a curve point measures and when
+# (one curve of one estimator at one cadence); a resumed run must keep them.
 _TRAINING_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
                   "train_examples", "resample", "image_size", "invert", "test_fraction",
-                  "channels", "skip_corrupt", "data_hash")
+                  "channels", "skip_corrupt", "data_hash", "curve_every", "curve_k",
+                  "curve_examples")
 
 
 def _saved_settings(state: dict) -> dict:

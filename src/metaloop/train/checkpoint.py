@@ -126,25 +126,33 @@ def sha256_file(path: Path) -> str:
 
 # The entries of a checkpoint state that its digest leaves out besides its own: measurements of
 # how the run went (the process CPU seconds it took: ``cpu_seconds`` of ``metaloop train``,
-# ``train_cpu_s`` of the IWAE protocol), not of what it computed, so that two identical runs,
+# ``train_cpu_s`` of the IWAE protocol; the IWAE protocol's ``sessions``, when each start or
+# resume began and on how many threads), not of what it computed, so that two identical runs,
 # or a resumed run and an uninterrupted one, store the same ``state_sha256``
-MEASURED = frozenset({"cpu_seconds", "train_cpu_s"})
+MEASURED = frozenset({"cpu_seconds", "train_cpu_s", "sessions"})
 
 # The same within the items of a state's lists: the IWAE protocol's curve points (the CPU
-# seconds trained before each and taken to evaluate it) and sessions (when each started)
-MEASURED_IN_ITEMS = {"curve": frozenset({"train_cpu_s", "eval_cpu_s"}),
-                     "sessions": frozenset({"started"})}
+# seconds trained before each and taken to evaluate it)
+MEASURED_IN_ITEMS = {"curve": frozenset({"train_cpu_s", "eval_cpu_s"})}
+
+# What earlier versions left out of the digest instead, as their checkpoints store it: the
+# IWAE protocol's sessions were in it, but for their start times (so a resume changed it)
+_MEASURED_01 = frozenset({"cpu_seconds", "train_cpu_s"})
+_MEASURED_IN_ITEMS_01 = {**MEASURED_IN_ITEMS, "sessions": frozenset({"started"})}
 
 
-def state_digest(state: dict) -> str:
+def state_digest(state: dict, measured_keys: frozenset = MEASURED,
+                 measured_in_items: dict | None = None) -> str:
     """sha256 of a checkpoint state's canonical JSON (keys sorted, no spaces), leaving out its
     own ``state_sha256`` entry, the ``MEASURED`` ones and the ``MEASURED_IN_ITEMS`` entries of
     the items of those lists: what ``save_checkpoint`` stores and ``load_checkpoint`` checks,
     so that a changed value in ``state.json`` (a flipped digit in an RNG state, an iteration
     count edited by hand) is named instead of resumed from, while identical runs have equal
-    digests."""
-    body = {k: v for k, v in state.items() if k not in MEASURED}
-    for key, measured in MEASURED_IN_ITEMS.items():
+    digests. ``measured_keys`` and ``measured_in_items`` (None: ``MEASURED_IN_ITEMS``) are
+    what is left out: an earlier version's choice checks its checkpoints."""
+    body = {k: v for k, v in state.items() if k not in measured_keys}
+    in_items = MEASURED_IN_ITEMS if measured_in_items is None else measured_in_items
+    for key, measured in in_items.items():
         if isinstance(body.get(key), list):
             body[key] = [{k: v for k, v in item.items() if k not in measured}
                          if isinstance(item, dict) else item for item in body[key]]
@@ -346,7 +354,8 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"checkpoint {path} has format version {state.get('format_version')}"
                          f", this metaloop reads {FORMAT_VERSION}")
     digest = state_digest(state) if "state_sha256" in state else None
-    if digest is not None and state["state_sha256"] not in (digest, _digest(state)):
+    if digest is not None and state["state_sha256"] not in (
+            digest, _digest(state), state_digest(state, _MEASURED_01, _MEASURED_IN_ITEMS_01)):
         raise ValueError(f"checkpoint {sfile} is corrupt or was edited: its contents' sha256 "
                          f"is {digest}, its state_sha256 says "
                          f"{state['state_sha256']} (restore the file; if it was changed on "
