@@ -299,10 +299,25 @@ def test_a_shift_as_large_as_the_images_is_named():
 
 
 def test_a_progress_that_is_not_callable_is_named_before_any_task():
-    """progress=True (as ml.train takes it) failed with "'bool' object is not callable"
-    after the first task was scored."""
+    """A progress that is neither a bool, None nor a callable failed with "'int' object is
+    not callable" after the first task was scored."""
     fam = ml.tasks.Sinusoid(shots=2, queries=2)
     learner = ml.meta.MAML(ml.models.MLP(1, (4,), 1), 0.01, loss="mse")
-    with pytest.raises(ValueError, match=r"evaluate: progress must be None or a callable "
-                                         r"progress\(n\).*got True"):
-        ml.evaluate(learner, fam, tasks=2, progress=True)
+    with pytest.raises(ValueError, match=r"evaluate: progress must be True \(a progress "
+                                         r"bar\), False or None \(none\), or a callable "
+                                         r"progress\(n\).*got 1$"):
+        ml.evaluate(learner, fam, tasks=2, progress=1)
+
+
+def test_progress_takes_bools_as_train_does(capsys):
+    """ml.train takes progress=True/False; evaluate refused both. False is None (no bar),
+    True draws a bar over the tasks, and neither changes the scores."""
+    fam = ml.tasks.Sinusoid(shots=2, queries=2)
+    learner = ml.meta.MAML(ml.models.MLP(1, (4,), 1), 0.01, loss="mse")
+    none = ml.evaluate(learner, fam, tasks=3, steps=(0, 1))
+    capsys.readouterr()
+    assert ml.evaluate(learner, fam, tasks=3, steps=(0, 1), progress=False) == none
+    assert capsys.readouterr().err == ""
+    assert ml.evaluate(learner, fam, tasks=3, steps=(0, 1), progress=True) == none
+    err = capsys.readouterr().err
+    assert "evaluate" in err and "3/3" in err

@@ -105,3 +105,22 @@ def test_every_argument_of_evaluate_is_documented():
     documented = set(re.findall(r"^    (\w+):", args, flags=re.M))
     assert documented == set(inspect.signature(evaluate).parameters)
     assert "Raises:" in doc and "device" in doc.split("Raises:")[1]
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_a_float64_model_scores_a_float32_family_as_train_trains_on_it(batching):
+    """ml.train casts each batch to the model's dtype; evaluate refused the same pair
+    ("support_x is torch.float32 but the model's parameters are torch.float64"). It now
+    casts too: the scores are those of the family's batches cast by hand."""
+    torch.manual_seed(0)
+    learner = ml.meta.MAML(MLP(in_dim=1, hidden=(8,), out_dim=1).double(), 0.05, loss="mse",
+                           batching=batching)
+    fam = ml.tasks.Sinusoid(shots=5, queries=5)
+    ml.train(learner, fam, iterations=2, meta_batch=2, progress=False)     # as train takes it
+
+    class Cast:                                         # the same family, cast by hand
+        def sample(self, n, generator=None):
+            return fam.sample(n, generator=generator).to(dtype=torch.float64)
+    got = evaluate(learner, fam, tasks=3, steps=(0, 1))
+    assert got == evaluate(learner, Cast(), tasks=3, steps=(0, 1))
+    assert fam.sample(1, torch.Generator()).support_x.dtype == torch.float32

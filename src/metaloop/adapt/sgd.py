@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
 from metaloop.adapt.learned_lr import step_lr
-from metaloop.func.losses import get_loss
+from metaloop.func.losses import checked_loss, get_loss
 from metaloop.func.params import (
     Params,
     Selector,
@@ -180,7 +181,8 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
 
     Args:
         fwd: ``fwd(params, x) -> predictions``.
-        loss_fn: mean loss ``(pred, y) -> scalar``.
+        loss_fn: mean loss ``(pred, y) -> scalar``; a callable other than the built-in
+            losses is checked on every call (``metaloop.func.losses.CheckedLoss``).
         params: name -> tensor; the adapted ones must require grad (unless ``checkpoint``).
         adapt_names: a list (any non-string iterable) of distinct names of ``params`` to
             update.
@@ -207,9 +209,11 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
             not in ``params``; ``steps`` not an int >= 0; ``lr`` not a finite number > 0
             nor a float ``[rows, len(adapt_names)]`` table; an adapted tensor that does not
             require grad (when steps are taken without ``checkpoint``); ``checkpoint`` with
-            a table ``lr`` that requires grad.
+            a table ``lr`` that requires grad; ``loss_fn`` not callable, or (at a step) not
+            returning a 0-dim floating tensor.
     """
     names = check_path_args("sgd_path", params, adapt_names, lr, steps)
+    loss_fn = checked_loss(loss_fn)
     recompute = checkpoint and create_graph
     if recompute and isinstance(lr, torch.Tensor) and lr.requires_grad:
         raise ValueError("sgd_path: checkpoint=True does not support learned inner step "
@@ -247,6 +251,7 @@ def sgd_path_func(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], ada
         ValueError: as ``sgd_path``.
     """
     names = check_path_args("sgd_path_func", params, adapt_names, lr, steps)
+    loss_fn = checked_loss(loss_fn)
     return _sgd_path_func(fwd, loss_fn, dict(params), names, x, y, lr, steps, create_graph)
 
 
@@ -300,6 +305,49 @@ def _positive(name: str, value, kind=float) -> None:
         and math.isfinite(value)
     if not ok or (kind is int and not isinstance(value, int)):
         raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+def default_head(model: nn.Module) -> list[str] | None:
+    """The names of ``model``'s default head (``last_linear_names``: its ``head``
+    ``nn.Linear``, else its last one), or None for a model without an ``nn.Linear`` (a 1x1
+    convolution or a bare ``nn.Parameter`` as its output layer). Only ``head_init="zero"``
+    and ANIL's default head need one, and say which argument to give where it is missing;
+    second-order MAML's vmap check takes it as the head where there is one."""
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        return None
+    return last_linear_names(model)
+
+
+def check_one_task_output(owner: str, loss, x: torch.Tensor, out) -> None:
+    """``predict``'s counterpart of ``adapt``'s one-task check: with a built-in ``loss``
+    ("ce"/"mse"), the predictions of ONE task's ``x [N, ...]`` are ``[N, out]``. A batch of
+    tasks ``[B, N, ...]`` given to an MLP would otherwise come back ``[B, N, out]`` without a
+    word. Only shapes are read (under ``vmap``, the per-task ones).
+
+    Raises:
+        ValueError: naming ``owner`` and both shapes.
+    """
+    if isinstance(loss, str) and isinstance(out, torch.Tensor) and out.dim() != 2:
+        raise ValueError(f"{owner}.predict takes ONE task's inputs x [N, ...] and gives "
+                         f"predictions [N, out], but x {list(x.shape)} gave "
+                         f"{list(out.shape)}; for a batch of tasks use predict_batched "
+                         f"(x [B, N, ...]) or predict each task's x")
+
+
+def zero_head(owner: str, head, head_init: str):
+    """``head`` as given to ``MAML``'s or ``Reptile``'s ``head=`` (a predicate or names, or
+    None), which only ``head_init="zero"`` reads. ANIL's ``head`` (``owner`` "ANIL") is
+    what adapts, and passes with any ``head_init``.
+
+    Raises:
+        ValueError: ``head`` given with another ``head_init``, where it would change
+            nothing.
+    """
+    if head is not None and head_init != "zero" and owner != "ANIL":
+        raise ValueError(f"{owner}(head=...) names the head that head_init='zero' starts at "
+                         f"zero; with head_init={head_init!r} it would change nothing: "
+                         f"leave it out (adapt= chooses what adapts)")
+    return head
 
 
 def _check_untied_head(model: nn.Module, head: list[str]) -> None:
@@ -359,7 +407,10 @@ class SGDAdapter:
         adapt: which parameters adapt (predicate or names); None adapts all.
         head_init: "learned" (the head is part of the meta-learned start) or "zero" (a new
             zero head of the task's output size: use it when tasks differ in output size).
-        head: head parameter names; default the ``head`` nn.Linear, else the last one.
+        head: predicate or names of the head's parameters, the head that
+            ``head_init="zero"`` starts at zero (kept as a list of names). Default
+            ``default_head``: the ``head`` nn.Linear, else the last one, or None for a model
+            without an nn.Linear (then ``head_init="zero"`` needs it given).
         checkpoint: recompute each differentiable inner step in the backward pass instead
             of keeping its activations (see ``sgd_path``); not with ``functional``/vmap.
         path_fn: another inner loop over the same settings, called as ``path_fn(adapter,
@@ -375,7 +426,7 @@ class SGDAdapter:
     steps: int = 1
     adapt: Selector | None = None
     head_init: str = "learned"
-    head: list[str] | None = None
+    head: list[str] | None = None          # a predicate too, made names in __post_init__
     checkpoint: bool = False
     path_fn: Callable | None = None
     names: list[str] = field(init=False)
@@ -389,16 +440,23 @@ class SGDAdapter:
             raise ValueError(f"head_init must be 'learned' or 'zero', got {self.head_init!r}")
         self.loss_fn = get_loss(self.loss)
         params = dict(self.model.named_parameters())
-        self.head = list(self.head) if self.head is not None else last_linear_names(self.model)
-        for given in (self.head, self.adapt):
+        select: Selector | None = cast(Any, self.head)    # names or a predicate, as adapt
+        for given in (select, self.adapt):
             _check_first_names(self.model, given)
-        partition(params, self.head)  # validates the names
+        head = default_head(self.model) if select is None else \
+            list(partition(params, select)[0])          # validates the names
+        self.head = head
         self.names = list(params) if self.adapt is None else list(partition(params, self.adapt)[0])
-        if self.head_init == "zero" and not set(self.head) <= set(self.names):
-            raise ValueError(f"head_init='zero' needs the head {self.head} among the adapted "
-                             f"parameters {self.names}")
         if self.head_init == "zero":
-            _check_untied_head(self.model, self.head)
+            if head is None:
+                raise ValueError(f"head_init='zero' starts the head at zero, but "
+                                 f"{type(self.model).__name__} has no nn.Linear to take as "
+                                 f"its head: name the head's parameters with head=[...] (e.g. "
+                                 f"{self.names[-2:]})")
+            if not set(head) <= set(self.names):
+                raise ValueError(f"head_init='zero' needs the head {head} among the adapted "
+                                 f"parameters {self.names}")
+            _check_untied_head(self.model, head)
 
     def fwd(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The network with ``params`` on ``x`` (image batches stay NCHW: on the CPU the

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from metaloop._callable import check_progress
 from metaloop._random import seeded_rng
 from metaloop.evaluate.stats import ci95
 from metaloop.func.losses import accuracy, get_loss
@@ -144,9 +144,12 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         device: where each sampled batch is moved before scoring (``TaskBatch.to``), e.g.
             ``"cuda"``, a ``torch.device`` or None (the default: where the family made it);
             the learner's model must already be there. Its CUDA generator is seeded with
-            ``seed`` too while scoring.
-        progress: an optional callable ``progress(n)``, called as tasks are scored with how
-            many were just scored (one at a time with the loop, a chunk with vmap).
+            ``seed`` too while scoring. The batches' float inputs and targets are cast to
+            the dtype of the model's parameters (a float64 model scores a float32 family),
+            as ``ml.train`` casts them (``model_dtype``).
+        progress: None or False (the default: none), True (a progress bar over the tasks),
+            or a callable ``progress(n)``, called as tasks are scored with how many were
+            just scored (one at a time with the loop, a chunk with vmap).
         support_shift: test-time augmentation of image tasks (inputs ``[C, H, W]``): each
             support set is grown by every translation of its images up to this many pixels
             (``(2s+1)^2`` copies, ``metaloop.tasks.augment.shifted_support``); the queries
@@ -168,8 +171,9 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
             such as 1.5, a bool; naming the value), a bad ``tasks``, ``seed``,
             ``support_shift`` or ``query_shift`` (also one as large as the images' height or
             width, whose copies moved that far hold no image, or a shift of inputs that are
-            not images), a ``learner`` without ``adapt_path`` and ``predict`` (or, with no
-            ``loss``, ``inner.loss_fn``), a ``family`` without ``sample`` (each named, with
+            not images), ``progress`` neither a bool, None nor a callable, a ``learner``
+            without ``adapt_path`` and ``predict`` (or, with no ``loss``,
+            ``inner.loss_fn``), a ``family`` without ``sample`` (each named, with
             its type), an unknown ``loss`` name or one that does not fit the tasks' targets
             (``"ce"`` for float regression targets, ``"mse"`` for class labels), a family
             whose ``sample`` returns other than a TaskBatch of the tasks asked for, and what
@@ -181,7 +185,10 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         raise ValueError(f"evaluate: {type(learner).__name__} has no inner.loss_fn to score "
                          f"the queries with; pass loss= ('mse', 'ce' or a callable)")
     steps = _check_steps(steps)
-    check_progress("evaluate", progress)
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ValueError(f"evaluate: progress must be True (a progress bar), False or None "
+                         f"(none), or a callable progress(n) called with the tasks just "
+                         f"scored (e.g. a tqdm bar's update), got {progress!r}")
     loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
     per_task: dict[str, list[list[float]]] = {"loss": [[] for _ in steps],
                                               "accuracy": [[] for _ in steps]}
@@ -192,10 +199,17 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     model = getattr(learner, "model", None)
     places = [p.device for p in model.parameters()] if isinstance(model, torch.nn.Module) \
         else []
-    with seeded_rng(seed, [*places, device]):   # dropout in the user's model: seeded
-        classification = _score(learner, loss_fn, family, tasks, seed, steps, per_task,
-                                device, progress, support_shift, query_shift,
-                                loss if isinstance(loss, str) else None)
+    dtype = model_dtype(model)
+    bar = tqdm(total=tasks, desc="evaluate") if progress is True else None
+    try:
+        with seeded_rng(seed, [*places, device]):   # dropout in the user's model: seeded
+            classification = _score(learner, loss_fn, family, tasks, seed, steps, per_task,
+                                    device, bar.update if bar is not None else progress or None,
+                                    support_shift, query_shift,
+                                    loss if isinstance(loss, str) else None, dtype)
+    finally:
+        if bar is not None:
+            bar.close()
     result: dict[str, Any] = {"tasks": tasks, "seed": seed, "steps": steps, "per_task": {},
               **({"support_shift": support_shift} if support_shift else {}),
               **({"query_shift": query_shift} if query_shift else {})}
@@ -221,14 +235,28 @@ def check_loss_kind(loss, batch: TaskBatch, family) -> None:
                          f"loss: {e}") from e
 
 
+def model_dtype(model) -> torch.dtype | None:
+    """The float dtype of ``model``'s parameters, which ``ml.train`` casts each batch's float
+    fields to (``metaloop.train.loop.on_model``), and so ``evaluate`` too; None for no
+    ``nn.Module``, no float parameter, or several float dtypes (nothing to cast to)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
 def _score(learner, loss_fn, family, tasks, seed, steps, per_task, device, progress,
-           support_shift, query_shift, loss_name=None) -> bool | None:
+           support_shift, query_shift, loss_name=None, dtype=None) -> bool | None:
     """``evaluate``'s loop over the held-out tasks, appending each one's scores to
     ``per_task``; returns whether they are classification tasks (None: no task).
-    ``loss_name``: the loss given by name, checked against each batch's targets."""
+    ``loss_name``: the loss given by name, checked against each batch's targets. ``dtype``:
+    the model's (``model_dtype``), which float inputs and targets are cast to."""
     classification = None
     for batch in heldout_tasks(family, tasks, seed):
         batch = batch.to(device) if device is not None else batch
+        if dtype is not None and batch.support_x.is_floating_point() \
+                and batch.support_x.dtype != dtype:
+            batch = batch.to(dtype=dtype)          # as ml.train casts each batch
         check_loss_kind(loss_name, batch, family)
         classification = batch.is_classification
         side = min(batch.query_x.shape[-2:]) if batch.query_x.dim() == 5 else 0   # H, W

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -98,14 +99,69 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, Loss] = {"mse": mse, "ce": cross_entropy, "cross_entropy": cross_entropy}
 
 
-def get_loss(loss: str | Loss) -> Loss:
-    """Resolve a loss name ("mse", "ce") or pass a callable through.
+class CheckedLoss:
+    """A loss of the user's own, ``loss(pred, y)``, whose result is checked on every call:
+    it must be one 0-dim floating tensor, the mean that the inner loop differentiates (a
+    per-example vector or a Python float would fail deep inside autograd or torch.func).
+
+    Only the result's type, shape and dtype are read, never its value: the check costs a
+    few attribute reads, and works under ``torch.func.vmap`` and ``torch.func.grad``, where
+    the shape is the per-task one.
 
     Raises:
-        ValueError: an unknown loss name (listing the known ones).
+        ValueError: when called, a result that is not a 0-dim floating tensor, naming the
+            loss and what it returned.
+    """
+
+    def __init__(self, loss: Loss):
+        self.loss = loss
+        functools.update_wrapper(self, loss, updated=())    # its __name__, __qualname__, __doc__
+
+    def __call__(self, pred, y) -> torch.Tensor:
+        out = self.loss(pred, y)
+        if not isinstance(out, torch.Tensor) or out.dim() != 0 or not out.is_floating_point():
+            got = (f"a {out.dtype} tensor of shape {_shape(out)}"
+                   if isinstance(out, torch.Tensor) else f"a {type(out).__name__}")
+            raise ValueError(f"loss {_loss_name(self.loss)} must return the mean loss as a "
+                             f"0-dim floating tensor, but returned {got} (for predictions "
+                             f"{_shape(pred) if isinstance(pred, torch.Tensor) else '?'}); "
+                             f"reduce it with .mean() and compute it with torch operations")
+        return out
+
+    def __repr__(self) -> str:
+        return f"CheckedLoss({self.loss!r})"
+
+
+def _loss_name(loss) -> str:
+    name = getattr(loss, "__qualname__", None) or getattr(loss, "__name__", None)
+    return name if isinstance(name, str) else repr(loss)
+
+
+def checked_loss(loss) -> Loss:
+    """A built-in loss (``mse``, ``cross_entropy``) as it is; any other callable wrapped in
+    ``CheckedLoss``, once.
+
+    Raises:
+        ValueError: ``loss`` not callable.
+    """
+    if not callable(loss):
+        raise ValueError(f"loss must be a callable (pred, y) -> scalar, got "
+                         f"{type(loss).__name__}")
+    if any(loss is f for f in LOSSES.values()) or isinstance(loss, CheckedLoss):
+        return loss
+    return CheckedLoss(loss)
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """Resolve a loss name ("mse", "ce"), or a callable ``(pred, y) -> scalar``, which is
+    returned wrapped in ``CheckedLoss`` (its result checked on every call).
+
+    Raises:
+        ValueError: an unknown loss name (listing the known ones); (when the returned loss
+            is called) a callable that returns anything but a 0-dim floating tensor.
     """
     if callable(loss):
-        return loss
+        return checked_loss(loss)
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} or a callable")
     return LOSSES[loss]

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaloop.adapt.sgd import SGDAdapter
-from metaloop.func.params import Params, forward, last_linear_names, partition
+from metaloop.adapt.sgd import SGDAdapter, default_head
+from metaloop.func.params import Params, forward, partition
 from metaloop.meta.maml import MAML
 
 HEAD = ("head.weight", "head.bias")
@@ -69,17 +69,31 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
     the whole network.
 
     Args:
-        head: predicate or names of the adapted parameters; default the model's
-            ``head`` ``nn.Linear``, else its last one (``last_linear_names``).
+        head: predicate or names of the head's parameters: what adapts, and, with
+            ``head_init="zero"``, what starts each task at zero. Default the model's
+            ``head`` ``nn.Linear``, else its last one (``last_linear_names``); a model
+            whose output layer is no ``nn.Linear`` (a 1x1 convolution, a bare
+            ``nn.Parameter``) names it here.
         Others: as ``MAML`` (``checkpoint``: the older name of ``recompute_inner_loop``).
+
+    Raises:
+        ValueError: as ``MAML``; no ``head`` for a model without an ``nn.Linear``.
     """
-    head = last_linear_names(model) if head is None else head
+    if head is None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        head = default_head(model)
+        if head is None:
+            raise ValueError(f"ANIL adapts the head, but {type(model).__name__} has no "
+                             f"nn.Linear to take as its head: name the head's parameters "
+                             f"with head=[...] (e.g. "
+                             f"{[n for n, _ in model.named_parameters()][-2:]})")
     learner = MAML.__new__(MAML)
     learner._method = "ANIL"        # its errors name ANIL, not MAML, from construction on
     learner.__init__(  # type: ignore[misc]  # MAML's own __init__, on the instance __new__ made
         model, inner_lr, inner_steps, first_order, loss, adapt=head, head_init=head_init,
         batching=batching, recompute_inner_loop=recompute_inner_loop, compile=compile,
-        learn_lr=learn_lr, checkpoint=checkpoint)
+        learn_lr=learn_lr, checkpoint=checkpoint, head=head)
     if features_once(model, learner.inner.names):
         learner.inner.path_fn = head_only_path
     return learner

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metaloop.adapt.learned_lr import InnerLRs, split_lrs
-from metaloop.adapt.sgd import SGDAdapter, gradients_on
+from metaloop.adapt.sgd import SGDAdapter, check_one_task_output, gradients_on, zero_head
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
@@ -129,6 +129,21 @@ def vmap_wrong_norms(model: nn.Module) -> list[str]:
     return named_layers(model, lambda m: isinstance(m, VMAP_WRONG_SECOND_ORDER))
 
 
+def registered_after_norms(model: nn.Module) -> set[str]:
+    """The parameters (first names) of ``model``'s modules registered after its last torch
+    BatchNorm/InstanceNorm/LayerNorm layer (``VMAP_WRONG_SECOND_ORDER``), in
+    ``named_modules()`` order, and used by no module at or before it: a head there (the
+    output layer of a network that normalises before it) is taken to run after those
+    layers. Every parameter where the model has none of them."""
+    first = {id(p): n for n, p in model.named_parameters()}     # one name per tensor
+    mods = list(model.named_modules())
+    last = max((i for i, (_, m) in enumerate(mods) if isinstance(m, VMAP_WRONG_SECOND_ORDER)),
+               default=-1)
+    before = {id(p) for _, m in mods[:last + 1] for p in m.parameters(recurse=False)}
+    return {first[id(p)] for _, m in mods[last + 1:] for p in m.parameters(recurse=False)
+            if id(p) not in before}
+
+
 def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
                               owner: str = "MAML") -> str | None:
     """Why second-order MAML under ``vmap`` would give a wrong meta-gradient, or None.
@@ -136,15 +151,21 @@ def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
     Under ``torch.func.vmap`` the double backward of torch's built-in BatchNorm, InstanceNorm
     and LayerNorm is silently wrong (float64 relative errors of 6e-5 to 0.67 against the
     per-task loop, growing with the inner steps). The inner gradient of a parameter at or
-    before such a layer goes through that double backward; the head's (ANIL) does not.
+    before such a layer goes through that double backward; the head's (ANIL) does not. The
+    head is ``adapter.head`` (the one given, else the default ``nn.Linear``), and only its
+    parameters registered after the last such layer (``registered_after_norms``) count: a
+    head named to take in more (``head=lambda n: True``) is refused as MAML on all is.
 
     Returns:
         The message naming the layers and the adapted parameters beyond the head, or None;
         it names the learner as ``owner`` ("MAML", or "ANIL" for one built by ``ANIL``).
     """
     layers = vmap_wrong_norms(model)
-    beyond_head = [n for n in adapter.names if n not in cast(list[str], adapter.head)]
-    if not (layers and beyond_head):
+    if not layers:
+        return None
+    head = set(adapter.head or []) & registered_after_norms(model)
+    beyond_head = [n for n in adapter.names if n not in head]
+    if not beyond_head:
         return None
     return (f"{owner}(batching='vmap', first_order=False) would give a wrong meta-gradient: "
             f"torch's double backward of {', '.join(layers)} is wrong under vmap "
@@ -168,6 +189,10 @@ class MAML(AdaptsBySGD):
         loss: "mse" or "ce" (or a callable).
         adapt: predicate or names of the parameters adapted in the inner loop (default all).
         head_init: "learned" or "zero" (see ``SGDAdapter``).
+        head: keyword only; with ``head_init="zero"``, the predicate or names of the head's
+            parameters, which start each task at zero (they must adapt). Default the
+            model's ``head`` ``nn.Linear``, else its last one; a model whose output layer is
+            no ``nn.Linear`` (a 1x1 convolution, a bare ``nn.Parameter``) names it here.
         batching: how the tasks of a meta-batch run: "loop" (one task's graph at a time:
             least memory, fastest for conv nets on the CPU), "vmap" (all tasks at once with
             ``torch.func.vmap``: much faster for small MLPs), "threads" (the loop, its tasks
@@ -215,7 +240,9 @@ class MAML(AdaptsBySGD):
             ``batching="threads"`` for a model with buffers or (also when the meta-gradient
             is taken) with dropout layers in training mode; ``learn_lr=True`` with
             ``recompute_inner_loop=True``; ``checkpoint`` and ``recompute_inner_loop`` both
-            given, with different values.
+            given, with different values; ``head`` with ``head_init="learned"`` (it only
+            says what ``"zero"`` zeroes), or ``head_init="zero"`` without ``head`` for a
+            model without an ``nn.Linear``.
     """
 
     meta_trains = True
@@ -223,7 +250,8 @@ class MAML(AdaptsBySGD):
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
                  first_order: bool = False, loss="mse", adapt=None, head_init="learned",
                  batching: str = "auto", recompute_inner_loop: bool | None = None,
-                 compile: bool = False, learn_lr: bool = False, checkpoint: bool | None = None):
+                 compile: bool = False, learn_lr: bool = False, checkpoint: bool | None = None,
+                 *, head=None):
         first_order = check_flag("first_order", first_order)
         given = recompute_inner_loop is not None        # None: not given (False)
         recompute_inner_loop = check_flag("recompute_inner_loop", recompute_inner_loop) \
@@ -243,6 +271,7 @@ class MAML(AdaptsBySGD):
         self.net = self.model = model
         self.first_order = bool(first_order)
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
+                                head=zero_head(owner, head, head_init),
                                 checkpoint=recompute)
         if learn_lr and recompute:
             raise ValueError(f"{owner}(learn_lr=True, {flag}=True) is not supported: the "
@@ -268,6 +297,18 @@ class MAML(AdaptsBySGD):
         self.compile = bool(compile)
         self._query_fwd = compiled(self.inner.fwd) if compile else None
         self._replicas: list[SGDAdapter] = []     # one per extra thread (batching="threads")
+
+    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Predictions ``[N, out]`` of the network with ``params`` on ONE task's x
+        ``[N, ...]``.
+
+        Raises:
+            ValueError: as ``AdaptsBySGD.predict``; with a built-in loss, predictions that
+                are not ``[N, out]`` (x a batch of tasks, ``check_one_task_output``).
+        """
+        out = super().predict(params, x)
+        check_one_task_output(self._owner, self.inner.loss, x, out)
+        return out
 
     def _inner_loop(self, adapter: SGDAdapter, lrs) -> InnerLoop | None:
         """None (the written-out SGD of ``maml_meta_gradient``) unless a flag or ANIL's

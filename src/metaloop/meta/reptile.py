@@ -23,9 +23,11 @@ from torch import nn
 from metaloop.adapt.sgd import (
     SGDAdapter,
     autograd_usable,
+    check_one_task_output,
     detached_steps,
     gradients_on,
     sgd_step,
+    zero_head,
 )
 from metaloop.func.params import Params, detach, params_of
 from metaloop.meta._common import (
@@ -140,7 +142,8 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     Args:
         model: the network. inner_lr: inner step size (SGD's rate, or Adam's).
         inner_steps: inner steps in meta-training.
-        loss, adapt, head_init: as ``MAML``.
+        loss, adapt, head_init: as ``MAML``; head (keyword only): as ``MAML``, the head
+            that ``head_init="zero"`` starts at zero.
         inner_optimizer: "sgd" (default) or "adam" (beta1 = 0, beta2 = 0.999), in
             meta-training and at test time.
         adam_state: with Adam, "task" (default: fresh moments for each task) or "shared"
@@ -163,7 +166,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
             without Adam; a negative ``inner_batch``/``test_batch``; ``batching="vmap"`` with
             Adam or mini-batches; ``transductive=False`` for a model with torch BatchNorm
             layers that normalise with their batch's statistics (only metaloop's
-            ``BatchNorm`` takes the support set's).
+            ``BatchNorm`` takes the support set's); ``head`` as ``MAML`` refuses it.
     """
 
     meta_trains = True
@@ -171,7 +174,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 5,
                  loss="mse", adapt=None, head_init="learned", inner_optimizer: str = "sgd",
                  batching: str = "auto", inner_batch: int = 0, test_batch: int = 0,
-                 transductive: bool = True, adam_state: str = "task"):
+                 transductive: bool = True, adam_state: str = "task", *, head=None):
         if inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
         if adam_state not in ("task", "shared"):
@@ -189,7 +192,8 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         self.inner_batch, self.test_batch = inner_batch, test_batch
         self.transductive = transductive
         self.adam_state = adam_state
-        self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
+        self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
+                                head=zero_head("Reptile", head, head_init))
         # the shared inner-Adam state (adam_state="shared"), made at the first task
         self._shared: dict[str, torch.Tensor] | None = None
         plain = inner_optimizer == "sgd" and not inner_batch and not test_batch
@@ -321,18 +325,25 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         return stats
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Predictions ``[N, out]`` on x ``[N, ...]``; with ``STATS`` entries in ``params``
-        (non-transductive adaptation) BatchNorm normalises with those statistics, so each
-        row depends on its own input alone."""
+        """Predictions ``[N, out]`` on ONE task's x ``[N, ...]``; with ``STATS`` entries in
+        ``params`` (non-transductive adaptation) BatchNorm normalises with those statistics,
+        so each row depends on its own input alone.
+
+        Raises:
+            ValueError: as ``MAML.predict`` (a batch of tasks ``[B, N, ...]`` among them).
+        """
         if not isinstance(params, Mapping):
             check_params("Reptile", self.model, params)     # raises, naming the type
         net, stats = split_stats(params)
         check_params("Reptile", self.model, net, self._resizable())
         check_inputs("Reptile", self.model, x=x)
         if not stats:
-            return self.inner.fwd(params, x)
-        with fixed_stats(self._bn, stats):
-            return self.inner.fwd(_net(params), x)
+            out = self.inner.fwd(params, x)
+        else:
+            with fixed_stats(self._bn, stats):
+                out = self.inner.fwd(_net(params), x)
+        check_one_task_output("Reptile", self.inner.loss, x, out)
+        return out
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere); the

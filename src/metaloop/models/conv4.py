@@ -16,15 +16,19 @@ class BatchNorm(nn.Module):
     ``F.batch_norm(training=True)``. Learnable ``weight [C]`` and ``bias [C]`` (the MAML
     code's TensorFlow layer, with its defaults, learns the bias alone, with eps 1e-3).
 
+    Inputs ``[N, C, H, W]`` (as ``nn.BatchNorm2d``), ``[N, C]`` or ``[N, C, L]`` (as
+    ``nn.BatchNorm1d``): a replacement for torch's layers in a model of your own.
+
     ``fixed``: None, or a ``(mean [C], var [C])`` pair to normalise with instead of the
     batch's, set only for the duration of ``metaloop.models.bn_stats.fixed_stats``
     (non-transductive scoring).
 
     Raises:
-        ValueError: batch statistics of one value per channel (one image whose map has
-            shrunk to 1x1), which would normalise every value to 0 and so replace the
-            input by ``bias``; ``fixed`` statistics that are not ``[C]`` for the input's C
-            channels (recorded on another network).
+        ValueError: an input that is not ``[N, C]``, ``[N, C, L]`` or ``[N, C, H, W]`` with
+            the layer's C channels; batch statistics of one value per channel (one
+            example, or one image whose map has shrunk to 1x1), which would normalise every
+            value to 0 and so replace the input by ``bias``; ``fixed`` statistics that are
+            not ``[C]`` for the input's C channels (recorded on another network).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -35,11 +39,16 @@ class BatchNorm(nn.Module):
         self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fixed is None and x.shape[0] * x.shape[2] * x.shape[3] == 1:   # a shape
+        if x.dim() not in (2, 3, 4) or x.shape[1] != self.weight.shape[0]:   # shapes only
+            raise ValueError(f"BatchNorm({self.weight.shape[0]}) takes [N, C], [N, C, L] or "
+                             f"[N, C, H, W] with C={self.weight.shape[0]} channels (as "
+                             f"BatchNorm1d and BatchNorm2d), got {list(x.shape)}")
+        if self.fixed is None and x.numel() == x.shape[1]:         # one value per channel
             raise ValueError(f"BatchNorm on batch statistics needs more than one value per "
-                             f"channel, but its input {list(x.shape)} has one (a single image "
-                             f"whose feature map has shrunk to 1x1): give more images at once, "
-                             f"larger images, or fixed statistics (metaloop.models.bn_stats)")
+                             f"channel, but its input {list(x.shape)} has one (a single "
+                             f"example, or a single image whose feature map has shrunk to "
+                             f"1x1): give more examples at once, larger images, or fixed "
+                             f"statistics (metaloop.models.bn_stats)")
         if self.fixed is not None and any(t.shape != x.shape[1:2] for t in self.fixed):
             raise ValueError(f"BatchNorm fixed statistics must be [C] for input "
                              f"{list(x.shape)} of C={x.shape[1]} channels, got mean "
@@ -50,15 +59,18 @@ class BatchNorm(nn.Module):
         # Given statistics, or under torch.func transforms (vmap), where the fused kernel's
         # double backward is wrong (pytorch/functorch#534): plain arithmetic, exact there.
         mean, var = self.fixed if self.fixed is not None else batch_stats(x)   # [C], [C]
-        x = (x - mean[:, None, None]) * torch.rsqrt(var[:, None, None] + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
+        c = (-1,) + (1,) * (x.dim() - 2)                          # [C] -> [C, 1, ...] for x
+        x = (x - mean.view(c)) * torch.rsqrt(var.view(c) + self.eps)
+        return x * self.weight.view(c) + self.bias.view(c)
 
 
 def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-channel mean and biased variance ``[C]`` of ``x [N, C, H, W]``: the statistics
-    ``BatchNorm`` normalises a batch with."""
-    mean = x.mean((0, 2, 3))                                          # [C]
-    return mean, (x - mean[:, None, None]).square().mean((0, 2, 3))
+    """The per-channel mean and biased variance ``[C]`` of ``x`` ``[N, C, H, W]`` (or
+    ``[N, C]``, ``[N, C, L]``): the statistics ``BatchNorm`` normalises a batch with."""
+    dims = (0, *range(2, x.dim()))                                    # all but C
+    mean = x.mean(dims)                                               # [C]
+    c = (-1,) + (1,) * (x.dim() - 2)
+    return mean, (x - mean.view(c)).square().mean(dims)
 
 
 class ConvBlock(nn.Module):
