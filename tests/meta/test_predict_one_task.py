@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import metaloop as ml
-from metaloop.meta import ANIL, MAML, Reptile
+from metaloop.meta import ANIL, MAML, Pretrain, Reptile, Scratch
 
 
 def sinusoid():
@@ -25,6 +25,8 @@ LEARNERS = {
     "ANIL": lambda m, loss: ANIL(m, loss=loss),
     "Reptile": lambda m, loss: Reptile(m, loss=loss),
     "Reptile-non-transductive": lambda m, loss: Reptile(m, loss=loss, transductive=False),
+    "Pretrain": lambda m, loss: Pretrain(m, loss=loss),
+    "Scratch": lambda m, loss: Scratch(m, loss=loss),
 }
 
 

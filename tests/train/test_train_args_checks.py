@@ -162,6 +162,12 @@ def test_progress_zero_or_one_is_a_flag(tmp_path, capsys):
     assert "meta-train" not in capsys.readouterr().err
 
 
+def test_progress_none_shows_no_bar_as_evaluate_takes_it(capsys):
+    """``ml.evaluate(progress=None)`` is the default there; the same value was refused here."""
+    ml.train(ml.meta.MAML(_net()), FAM, iterations=1, meta_batch=2, progress=None)
+    assert "meta-train" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("learner, family, val, words", [
     (lambda: ml.meta.MAML(_net()), None, None,
      "train: family must be a task family with sample(n, generator) "

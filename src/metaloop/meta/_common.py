@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from metaloop.adapt.learned_lr import split_lrs
-from metaloop.adapt.sgd import SGDAdapter, autograd_usable, gradients_on
+from metaloop.adapt.sgd import SGDAdapter, autograd_usable, check_one_task_output, gradients_on
 from metaloop.func.losses import accuracy, check_predictions, cross_entropy
 from metaloop.func.params import (
     Params,
@@ -129,17 +129,21 @@ class AdaptsBySGD:
         return self.inner.test_path(net, support_x, support_y, steps, lr=lrs)
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Predictions ``[N, out]`` of the network with ``params`` on x ``[N, ...]``.
+        """Predictions ``[N, out]`` of the network with ``params`` on ONE task's x
+        ``[N, ...]``.
 
         Raises:
             ValueError: ``params`` with names the network does not have, or a tensor of
                 another shape (but a zero head's class dimension), float dtype or device
                 than the network's of that name (``check_params``); x on another device or
-                in another float dtype than the network.
+                in another float dtype than the network; with a built-in loss, predictions
+                that are not ``[N, out]`` (x a batch of tasks: ``check_one_task_output``).
         """
         check_params(self._owner, self.inner.model, params, self._resizable())
         check_inputs(self._owner, self.inner.model, x=x)
-        return self.inner.fwd(params, x)
+        out = self.inner.fwd(params, x)
+        check_one_task_output(self._owner, self.inner.loss, x, out)
+        return out
 
     def _resizable(self) -> list[str]:
         """The adapted names whose class dimension may differ from the model's: the head of

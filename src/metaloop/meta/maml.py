@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metaloop.adapt.learned_lr import InnerLRs, split_lrs
-from metaloop.adapt.sgd import SGDAdapter, check_one_task_output, gradients_on, zero_head
+from metaloop.adapt.sgd import SGDAdapter, gradients_on, zero_head
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
@@ -297,18 +297,6 @@ class MAML(AdaptsBySGD):
         self.compile = bool(compile)
         self._query_fwd = compiled(self.inner.fwd) if compile else None
         self._replicas: list[SGDAdapter] = []     # one per extra thread (batching="threads")
-
-    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Predictions ``[N, out]`` of the network with ``params`` on ONE task's x
-        ``[N, ...]``.
-
-        Raises:
-            ValueError: as ``AdaptsBySGD.predict``; with a built-in loss, predictions that
-                are not ``[N, out]`` (x a batch of tasks, ``check_one_task_output``).
-        """
-        out = super().predict(params, x)
-        check_one_task_output(self._owner, self.inner.loss, x, out)
-        return out
 
     def _inner_loop(self, adapter: SGDAdapter, lrs) -> InnerLoop | None:
         """None (the written-out SGD of ``maml_meta_gradient``) unless a flag or ANIL's

@@ -952,7 +952,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         checkpoint_every: with ``out_dir``, a checkpoint every k iterations (and at the end).
         config: JSON-serialisable dict stored in checkpoints (checked on resume and, for
             being JSON, before any iteration).
-        progress: show a progress bar (rank 0 only). desc: the bar's label.
+        progress: show a progress bar (rank 0 only; None: none, as ``evaluate`` takes it).
+            desc: the bar's label.
         prefetch: draw the next meta-batch in a background thread while the current one
             trains (True / False), or ``"auto"``: on for a CUDA model fed by a host-side
             family, off on the CPU (see ``_resolve_prefetch``). Results are identical either
@@ -994,7 +995,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             val_family, a seed that is not an int >= 0, a config or data that is not a
             JSON-serialisable dict, an ``Ensemble`` learner (train its members), a negative
             weight_decay, an unknown lr_schedule, prefetch or precision, fewer tasks than
-            ranks; ``resume``, ``progress`` or ``cuda_graph`` other than True or False
+            ranks; ``resume`` or ``cuda_graph`` other than True or False, ``progress``
+            other than True, False or None
             (a string such as ``"False"`` would read as True); a ``learner`` that is no
             metaloop learner (no ``meta_gradient`` or ``model``: a bare ``nn.Module``), a
             ``family`` (or a ``val_family`` given) without ``sample`` (None: each named,
@@ -1023,7 +1025,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         metaloop.train.distributed.DistributedError: another rank died or timed out.
     """
     resume = check_flag("resume", resume)
-    progress = check_flag("progress", progress)
+    progress = False if progress is None else check_flag("progress", progress)
     cuda_graph = check_flag("cuda_graph", cuda_graph)
     _check_learner(learner, family, val_family)
     _positive_int("iterations", iterations)
