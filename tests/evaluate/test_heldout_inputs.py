@@ -124,3 +124,16 @@ def test_a_float64_model_scores_a_float32_family_as_train_trains_on_it(batching)
     got = evaluate(learner, fam, tasks=3, steps=(0, 1))
     assert got == evaluate(learner, Cast(), tasks=3, steps=(0, 1))
     assert fam.sample(1, torch.Generator()).support_x.dtype == torch.float32
+
+
+def test_a_scoring_loss_of_your_own_may_return_a_number():
+    """evaluate only reads the query loss's value; a metric returning a Python float scored
+    before the training losses' check (a 0-dim tensor) refused it here too."""
+    torch.manual_seed(0)
+    learner = ml.meta.MAML(MLP(in_dim=1, hidden=(8,), out_dim=1), loss="mse")
+    fam = ml.tasks.Sinusoid(shots=5, queries=5)
+    got = evaluate(learner, fam, tasks=3, steps=(1,), seed=1,
+                   loss=lambda p, y: float(((p - y) ** 2).mean()))
+    ref = evaluate(learner, fam, tasks=3, steps=(1,), seed=1, loss="mse")
+    assert got["per_task"] == pytest.approx(ref["per_task"], rel=1e-6)
+

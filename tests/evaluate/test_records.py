@@ -724,3 +724,13 @@ def test_the_paired_command_shows_as_many_decimals_as_the_records(tmp_path, caps
     ci = student_t.ppf(0.975, 5) * statistics.stdev(d) / 6 ** 0.5
     assert f"{ci:.3f}" == "0.002"
     assert capsys.readouterr().out.strip() == f"{pa} - {pb}: +0.003 ± 0.002 (paired, 6 tasks)"
+
+
+def test_the_ci_tolerance_reads_the_last_decimal_of_an_exponent_form():
+    """``repr(5e-05)`` has no ".", so the tolerance came out as 0.5, a hundred thousand
+    times the value itself."""
+    from metaloop.evaluate.records import _ci_tolerance
+
+    assert _ci_tolerance(5e-05, 2) == pytest.approx(5e-06, rel=1e-4)
+    assert _ci_tolerance(1.5e-05, 2) == pytest.approx(5e-07, rel=1e-4)
+    assert _ci_tolerance(0.25, 2) == pytest.approx(0.005, rel=1e-4)   # rounded to the digits

@@ -117,3 +117,25 @@ def test_sgd_path_checks_the_loss_it_is_given(path):
     *_, last = path(fwd, mean_ce, params, ["head.bias"], x, y, 0.1, 1)
     *_, ref = path(fwd, cross_entropy, params, ["head.bias"], x, y, 0.1, 1)
     assert torch.equal(last["head.bias"], ref["head.bias"])
+
+
+def test_a_one_element_result_is_taken_as_the_mean_as_autograd_takes_it():
+    """``((p - y) ** 2).mean(0)`` of one output is ``[1]``: autograd.grad takes it, and the
+    check refused it."""
+    pred, y = torch.randn(5, 1, requires_grad=True), torch.randn(5, 1)
+    loss = get_loss(lambda p, t: ((p - t) ** 2).mean(0))
+    out = loss(pred, y)
+    assert out.shape == () and torch.equal(out, ((pred - y) ** 2).mean())
+    torch.autograd.grad(out, pred)
+    net = ml.models.MLP(in_dim=1, hidden=(4,), out_dim=1)
+    b = ml.tasks.Sinusoid(shots=5, queries=5).sample(2, torch.Generator().manual_seed(0))
+    ref = ml.meta.MAML(net, loss="mse", batching="loop").meta_gradient(b)
+    got = ml.meta.MAML(net, loss=lambda p, t: ((p - t) ** 2).mean(0), batching="loop") \
+        .meta_gradient(b)
+    assert all(torch.allclose(got[n], ref[n], rtol=0, atol=1e-6) for n in ref)
+
+
+def test_a_wrapped_loss_equals_the_loss_it_wraps():
+    assert get_loss(mean_ce) == get_loss(mean_ce) == mean_ce
+    assert hash(get_loss(mean_ce)) == hash(mean_ce)
+    assert get_loss(mean_ce) != get_loss(per_example)

@@ -236,3 +236,45 @@ def test_anil_vmap_guard_takes_the_named_head():
                                          r"adapts \['body.weight', 'body.bias', "
                                          r"'norm.weight'\] ... beyond the head"):
         ANIL(net, loss="ce", head=lambda n: True, batching="vmap")
+
+
+class HeadFirst(nn.Module):
+    """The head registered before the body that normalises: it still runs after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(6, 3)
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6))
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(x)))
+
+
+def test_anil_vmap_guard_keeps_a_head_registered_before_the_norm_layers():
+    """Judged by registration order alone, the guard refused ANIL(batching='vmap') on a model
+    whose ``head`` is registered first, though its meta-gradient is the loop's."""
+    torch.manual_seed(0)
+    net = HeadFirst().double()
+    b = tasks("cosine")
+    got = ANIL(net, 0.3, 2, loss="ce", batching="vmap").meta_gradient(b)
+    ref = ANIL(net, 0.3, 2, loss="ce", batching="loop").meta_gradient(b)
+    assert rel_err(got, ref) < 1e-12
+
+
+def test_anil_zeroes_the_output_layer_of_a_head_of_several_layers():
+    """ANIL(head=[two layers], head_init='zero') zeroed both layers as [ways, ...] tensors
+    and the first adapt failed; the output layer (the default head) is the zero head."""
+    torch.manual_seed(0)
+    mlp = ml.models.MLP(in_dim=4, hidden=(8, 8), out_dim=3).double()
+    head = ["body.fc1.weight", "body.fc1.bias", "head.weight", "head.bias"]
+    L = ANIL(mlp, loss="ce", head=head, head_init="zero")
+    assert L.inner.names == head and L.inner.head == ["head.weight", "head.bias"]
+    sx, sy, qx, _ = tasks("cosine").task(0)
+    p = L.adapt(sx, sy)
+    assert p["head.weight"].shape == (3, 8) and L.predict(p, qx).shape == (len(qx), 3)
+
+
+def test_a_zero_head_of_tensors_with_other_first_dimensions_is_refused():
+    with pytest.raises(ValueError, match=r"must share their first dimension \(the outputs\).*"
+                                         r"got proj \[4, 6\], w \[3, 6\]"):
+        MAML(Cosine(), loss="ce", head_init="zero", head=["w", "proj"])

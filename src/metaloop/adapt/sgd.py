@@ -318,6 +318,23 @@ def default_head(model: nn.Module) -> list[str] | None:
     return last_linear_names(model)
 
 
+def _check_one_output_layer(head: list[str], params: Mapping[str, torch.Tensor]) -> None:
+    """A zero head is rebuilt per task as ``[ways, ...]`` tensors (``SGDAdapter.start``), so
+    its tensors must all have the outputs as their first dimension: one output layer (a
+    weight ``[out, D]`` and a bias ``[out]``, or a 1x1 convolution's ``[out, D, 1, 1]``).
+
+    Raises:
+        ValueError: a 0-dim tensor, or tensors whose first dimensions differ (two layers).
+    """
+    shapes = {n: tuple(params[n].shape) for n in head}
+    if any(not s for s in shapes.values()) or len({s[0] for s in shapes.values()}) > 1:
+        raise ValueError(f"head_init='zero' starts the head at zero with one row per class, "
+                         f"so its tensors must share their first dimension (the outputs), "
+                         f"as one output layer's weight [out, D] and bias [out] do; got "
+                         f"{', '.join(f'{n} {list(s)}' for n, s in shapes.items())}: name "
+                         f"only the output layer's parameters as the head")
+
+
 def check_one_task_output(owner: str, loss, x: torch.Tensor, out) -> None:
     """``predict``'s counterpart of ``adapt``'s one-task check: with a built-in ``loss``
     ("ce"/"mse"), the predictions of ONE task's ``x [N, ...]`` are ``[N, out]``. A batch of
@@ -457,6 +474,7 @@ class SGDAdapter:
                 raise ValueError(f"head_init='zero' needs the head {head} among the adapted "
                                  f"parameters {self.names}")
             _check_untied_head(self.model, head)
+            _check_one_output_layer(head, params)
 
     def fwd(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The network with ``params`` on ``x`` (image batches stay NCHW: on the CPU the

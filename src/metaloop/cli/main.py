@@ -104,13 +104,6 @@ def _shown_as_python_does() -> bool:
 
 STARTING = "metaloop: interrupted while starting; nothing was written"
 
-
-def _local_leader() -> bool:
-    """Whether this process is the first of its node (``LOCAL_RANK`` unset or 0): under
-    torchrun, a node's other ranks stopped while starting stopped alike (often by torchrun,
-    as a rank exited with its own error), so only the first says so."""
-    return os.environ.get("LOCAL_RANK", "0").strip() in ("", "0")
-
 SMALL_CLASSES_ADVICE = {
     "adapt": ("api", "give fewer [--shots or ]--queries, or leave them out: --drop-small"),
     "eval": ("config", "restore those classes' examples[ (or, for the held-out tasks, lower "
@@ -234,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             catch_signals()
             code = _main(argv, started)
         except KeyboardInterrupt:      # as while the package imports (metaloop/__init__.py)
-            if started or _local_leader():     # STARTING: once per node under torchrun
+            # STARTING once per node under torchrun: a node's other ranks stopped while
+            # starting stopped alike (often by torchrun, as a rank exited with its own error)
+            if started or distributed.local_leader():
                 print(f"metaloop {started[0]}: interrupted" if started else STARTING,
                       file=sys.stderr)
         finally:

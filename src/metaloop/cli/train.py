@@ -259,7 +259,8 @@ def _run(args: argparse.Namespace, held: list) -> int:
             return 1
         if mine:
             _discard(out)
-        if isinstance(e, distributed.DistributedError) and not _holds_checkpoint(out):
+        if isinstance(e, distributed.DistributedError) and rank == 0 \
+                and not _holds_checkpoint(out):  # (rank 0's disk: the run's own)
             distributed.no_checkpoint_yet(e)     # no "--resume": there is nothing to resume
         if isinstance(e, KeyboardInterrupt):
             _signals.cleaning_up()                 # (the lock's release after this too)

@@ -189,7 +189,11 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
         raise ValueError(f"evaluate: progress must be True (a progress bar), False or None "
                          f"(none), or a callable progress(n) called with the tasks just "
                          f"scored (e.g. a tqdm bar's update), got {progress!r}")
-    loss_fn = get_loss(loss) if loss is not None else learner.inner.loss_fn
+    # (a callable of the user's own as it is: evaluate only reads its value as a number,
+    # so a metric that returns a Python float scores as before; get_loss would check it is
+    # a differentiable 0-dim tensor)
+    loss_fn = (loss if callable(loss) else get_loss(loss)) if loss is not None \
+        else learner.inner.loss_fn
     per_task: dict[str, list[list[float]]] = {"loss": [[] for _ in steps],
                                               "accuracy": [[] for _ in steps]}
     for name, v in (("support_shift", support_shift), ("query_shift", query_shift)):
@@ -253,10 +257,11 @@ def _score(learner, loss_fn, family, tasks, seed, steps, per_task, device, progr
     the model's (``model_dtype``), which float inputs and targets are cast to."""
     classification = None
     for batch in heldout_tasks(family, tasks, seed):
-        batch = batch.to(device) if device is not None else batch
-        if dtype is not None and batch.support_x.is_floating_point() \
-                and batch.support_x.dtype != dtype:
-            batch = batch.to(dtype=dtype)          # as ml.train casts each batch
+        cast = dtype is not None and any(            # as ml.train casts each batch
+            t.is_floating_point() and t.dtype != dtype
+            for t in (batch.support_x, batch.support_y, batch.query_x, batch.query_y))
+        if device is not None or cast:
+            batch = batch.to(device, dtype if cast else None)     # one copy for both
         check_loss_kind(loss_name, batch, family)
         classification = batch.is_classification
         side = min(batch.query_x.shape[-2:]) if batch.query_x.dim() == 5 else 0   # H, W

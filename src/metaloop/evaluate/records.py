@@ -79,6 +79,7 @@ paired 95% CI instead, to as many decimals as the records show (their ``digits``
 from __future__ import annotations
 
 import argparse
+import decimal
 import functools
 import hashlib
 import json
@@ -139,8 +140,9 @@ def _ci_tolerance(stored: float, digits: int) -> float:
     of it, or half a unit of its last decimal if that is more (a value rounded to 5 places)."""
     if round(stored, digits) == stored:
         return 0.5 * 10 ** -digits + 1e-9
-    shown = repr(float(stored)).split("e")[0].partition(".")[2]
-    return max(CI_RTOL * stored, 0.5 * 10 ** -len(shown)) + 1e-12
+    last = decimal.Decimal(repr(float(stored))).as_tuple().exponent   # 5e-05: -5, 0.25: -2
+    assert isinstance(last, int)                        # (a finite float: never 'n' or 'F')
+    return max(CI_RTOL * stored, 0.5 * 10.0 ** last) + 1e-12
 
 
 def validate_record(rec: Mapping, where: str = "record") -> dict:

@@ -101,8 +101,9 @@ LOSSES: dict[str, Loss] = {"mse": mse, "ce": cross_entropy, "cross_entropy": cro
 
 class CheckedLoss:
     """A loss of the user's own, ``loss(pred, y)``, whose result is checked on every call:
-    it must be one 0-dim floating tensor, the mean that the inner loop differentiates (a
-    per-example vector or a Python float would fail deep inside autograd or torch.func).
+    it must be one floating tensor of one element, the mean that the inner loop
+    differentiates (a per-example vector or a Python float would fail deep inside autograd
+    or torch.func); a one-element ``[1]`` result is returned as 0-dim, as autograd reads it.
 
     Only the result's type, shape and dtype are read, never its value: the check costs a
     few attribute reads, and works under ``torch.func.vmap`` and ``torch.func.grad``, where
@@ -119,6 +120,8 @@ class CheckedLoss:
 
     def __call__(self, pred, y) -> torch.Tensor:
         out = self.loss(pred, y)
+        if isinstance(out, torch.Tensor) and out.dim() and out.numel() == 1:
+            out = out.reshape(())                # [1], [1, 1]: one number, as autograd takes it
         if not isinstance(out, torch.Tensor) or out.dim() != 0 or not out.is_floating_point():
             got = (f"a {out.dtype} tensor of shape {_shape(out)}"
                    if isinstance(out, torch.Tensor) else f"a {type(out).__name__}")
@@ -130,6 +133,12 @@ class CheckedLoss:
 
     def __repr__(self) -> str:
         return f"CheckedLoss({self.loss!r})"
+
+    def __eq__(self, other) -> bool:        # the same loss, wrapped or not
+        return self.loss == (other.loss if isinstance(other, CheckedLoss) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.loss)
 
 
 def _loss_name(loss) -> str:

@@ -57,6 +57,20 @@ def features_once(model: nn.Module, adapted) -> bool:
             and type(model).forward in ours)
 
 
+def _zeroed(model: nn.Module, head):
+    """What ``head_init="zero"`` zeroes of ANIL's ``head``: the model's default head
+    (``default_head``) where the head takes it in (a head of several layers ends in it),
+    else the head itself (its output layer named alone). Names are checked by MAML."""
+    default = default_head(model) if isinstance(model, nn.Module) else None
+    if default is None:
+        return head
+    try:
+        names = set(partition(dict(model.named_parameters()), head)[0])
+    except (ValueError, TypeError):
+        return head                             # MAML names what is wrong with it
+    return default if set(default) <= names else head
+
+
 def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
          first_order: bool = False, loss="mse", head=None, head_init: str = "learned",
          batching: str = "auto", recompute_inner_loop: bool | None = None, compile: bool = False,
@@ -93,7 +107,7 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
     learner.__init__(  # type: ignore[misc]  # MAML's own __init__, on the instance __new__ made
         model, inner_lr, inner_steps, first_order, loss, adapt=head, head_init=head_init,
         batching=batching, recompute_inner_loop=recompute_inner_loop, compile=compile,
-        learn_lr=learn_lr, checkpoint=checkpoint, head=head)
+        learn_lr=learn_lr, checkpoint=checkpoint, head=_zeroed(model, head))
     if features_once(model, learner.inner.names):
         learner.inner.path_fn = head_only_path
     return learner

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metaloop.adapt.learned_lr import InnerLRs, split_lrs
-from metaloop.adapt.sgd import SGDAdapter, gradients_on, zero_head
+from metaloop.adapt.sgd import SGDAdapter, default_head, gradients_on, zero_head
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
@@ -144,6 +144,22 @@ def registered_after_norms(model: nn.Module) -> set[str]:
             if id(p) not in before}
 
 
+def _head_after_norms(model: nn.Module, adapter: SGDAdapter) -> set[str]:
+    """The head whose inner gradient skips the norm layers' double backward: the model's
+    default head (``default_head``: its ``head`` ``nn.Linear``, else its last one), and the
+    head the learner was given as far as it is registered after those layers
+    (``registered_after_norms``: a named output layer, or one of a model without an
+    ``nn.Linear``); less any tensor that is also a parameter outside it (a tied input
+    embedding runs before them)."""
+    head = set(default_head(model) or []) | (set(adapter.head or [])
+                                             & registered_after_norms(model))
+    names: dict[int, set[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), set()).add(n)
+    first = dict(model.named_parameters())
+    return {n for n in head if n in first and not names[id(first[n])] - head}
+
+
 def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
                               owner: str = "MAML") -> str | None:
     """Why second-order MAML under ``vmap`` would give a wrong meta-gradient, or None.
@@ -152,9 +168,8 @@ def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
     and LayerNorm is silently wrong (float64 relative errors of 6e-5 to 0.67 against the
     per-task loop, growing with the inner steps). The inner gradient of a parameter at or
     before such a layer goes through that double backward; the head's (ANIL) does not. The
-    head is ``adapter.head`` (the one given, else the default ``nn.Linear``), and only its
-    parameters registered after the last such layer (``registered_after_norms``) count: a
-    head named to take in more (``head=lambda n: True``) is refused as MAML on all is.
+    head is ``_head_after_norms``: a head named to take in more (``head=lambda n: True``)
+    is refused as MAML on all is.
 
     Returns:
         The message naming the layers and the adapted parameters beyond the head, or None;
@@ -163,7 +178,7 @@ def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
     layers = vmap_wrong_norms(model)
     if not layers:
         return None
-    head = set(adapter.head or []) & registered_after_norms(model)
+    head = _head_after_norms(model, adapter)
     beyond_head = [n for n in adapter.names if n not in head]
     if not beyond_head:
         return None
