@@ -62,3 +62,13 @@ def test_a_loss_of_your_own_leaves_the_shape_to_you():
                    loss=lambda p, y: ((p - y) ** 2).mean())
     p = learner.adapt(*b.task(0)[:2])
     assert learner.predict(p, b.query_x).shape == (2, 4, 1)
+
+
+@pytest.mark.parametrize("loss", [ml.func.losses.mse])
+def test_the_builtin_loss_given_as_a_function_is_checked_as_by_name(loss):
+    torch.manual_seed(0)
+    b = sinusoid()
+    learner = MAML(ml.models.MLP(in_dim=1, hidden=(8,), out_dim=1), loss=loss)
+    p = learner.adapt(*b.task(0)[:2])
+    with pytest.raises(ValueError, match=r"^MAML.predict takes ONE task's inputs"):
+        learner.predict(p, b.query_x)

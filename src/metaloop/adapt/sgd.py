@@ -15,7 +15,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from metaloop.adapt.learned_lr import step_lr
-from metaloop.func.losses import checked_loss, get_loss
+from metaloop.func.losses import LOSSES, checked_loss, get_loss
 from metaloop.func.params import (
     Params,
     Selector,
@@ -337,14 +337,16 @@ def _check_one_output_layer(head: list[str], params: Mapping[str, torch.Tensor])
 
 def check_one_task_output(owner: str, loss, x: torch.Tensor, out) -> None:
     """``predict``'s counterpart of ``adapt``'s one-task check: with a built-in ``loss``
-    ("ce"/"mse"), the predictions of ONE task's ``x [N, ...]`` are ``[N, out]``. A batch of
+    (``"ce"``/``"mse"``, by name or as the function), the predictions of ONE task's
+    ``x [N, ...]`` are ``[N, out]``. A batch of
     tasks ``[B, N, ...]`` given to an MLP would otherwise come back ``[B, N, out]`` without a
     word. Only shapes are read (under ``vmap``, the per-task ones).
 
     Raises:
         ValueError: naming ``owner`` and both shapes.
     """
-    if isinstance(loss, str) and isinstance(out, torch.Tensor) and out.dim() != 2:
+    builtin = isinstance(loss, str) or any(loss is f for f in LOSSES.values())
+    if builtin and isinstance(out, torch.Tensor) and out.dim() != 2:
         raise ValueError(f"{owner}.predict takes ONE task's inputs x [N, ...] and gives "
                          f"predictions [N, out], but x {list(x.shape)} gave "
                          f"{list(out.shape)}; for a batch of tasks use predict_batched "
