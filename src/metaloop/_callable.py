@@ -39,14 +39,18 @@ def make_callable(module_name: str, func) -> None:
     module.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]  # read by inspect
 
 
-def check_progress(where: str, progress) -> None:
-    """Refuse a ``progress`` that is neither None nor a callable ``progress(n)``.
+def check_progress(where: str, progress):
+    """``progress`` as the function calls it: a callable ``progress(n)``, or None (given as
+    None or False: no progress).
 
     Raises:
-        ValueError: naming ``where`` and the value (a bool, as ``ml.train``'s
-            ``progress=True`` turns its own bar on, is the usual slip).
+        ValueError: naming ``where`` and the value: True (these functions draw no bar of
+            their own: give a tqdm bar's ``update``) or anything else that is not callable.
     """
-    if progress is not None and not callable(progress):
-        raise ValueError(f"{where}: progress must be None or a callable progress(n) called "
-                         f"with the work just done (e.g. a tqdm bar's update), got "
-                         f"{progress!r}")
+    if progress is None or progress is False:
+        return None
+    if not callable(progress):
+        raise ValueError(f"{where}: progress must be None or False (none), or a callable "
+                         f"progress(n) called with the work just done (e.g. a tqdm bar's "
+                         f"update), got {progress!r}")
+    return progress

@@ -220,19 +220,29 @@ def test_logits_of_head_names_a_missing_head_or_features_that_do_not_fit():
             logits_of_head(params, "digits", feats)
 
 
-@pytest.mark.parametrize("progress", [True, False, 1])
+@pytest.mark.parametrize("progress", [True, 1])
 def test_a_progress_that_is_not_callable_is_named_before_any_step(progress):
     """``ml.train`` turns its own bar on with progress=True; these call progress(n), and a
     bool failed deep inside with "'bool' object is not callable" after the first step."""
     from metaloop.continual import run_sequence
 
     m, a, b = body(), experience("a", "A"), experience("b", "B", seed=1)
-    with pytest.raises(ValueError, match=rf"finetune_experience: progress must be None or a "
-                                         rf"callable progress\(n\).*got {progress}"):
+    with pytest.raises(ValueError, match=rf"finetune_experience: progress must be None or "
+                                         rf"False \(none\), or a callable progress\(n\).*"
+                                         rf"got {progress}"):
         finetune_experience(m, init_params(m, [a]), a, steps=2, progress=progress)
-    with pytest.raises(ValueError, match=rf"run_sequence: progress must be None or a "
-                                         rf"callable .*got {progress}"):
+    with pytest.raises(ValueError, match=rf"run_sequence: progress must be None or False "
+                                         rf"\(none\), or a callable .*got {progress}"):
         run_sequence(m, init_params(m, [a, b]), [a, b], "naive", steps=2, progress=progress)
+
+
+def test_progress_false_is_none_as_ml_evaluate_takes_it():
+    """False (ml.train's and ml.evaluate's "no bar") was refused here as not callable."""
+    from metaloop.continual import run_sequence
+
+    m, a, b = body(), experience("a", "A"), experience("b", "B", seed=1)
+    finetune_experience(m, init_params(m, [a]), a, steps=2, replay_ratio=0, progress=False)
+    run_sequence(m, init_params(m, [a, b]), [a, b], "naive", steps=2, progress=False)
 
 
 def test_a_stream_with_two_experiences_of_one_name_is_refused_before_any_training():

@@ -166,7 +166,7 @@ def test_a_progress_that_is_not_callable_is_named(tmp_path):
         (root / c).mkdir(parents=True)
         for i in range(2):
             Image.fromarray(np.full((8, 8), 90 * i, np.uint8)).save(root / c / f"{i}.png")
-    with pytest.raises(ValueError, match=r"load_folder: progress must be None or a callable "
-                                         r"progress\(n\).*got True"):
+    with pytest.raises(ValueError, match=r"load_folder: progress must be None or False "
+                                         r"\(none\), or a callable progress\(n\).*got True"):
         Episodes.from_folder(root, ways=2, shots=1, queries=1, image_size=8, progress=True)
     assert not (root / CACHE_DIRNAME).exists()

@@ -304,7 +304,7 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
             ``progress`` that is not callable.
     """
     check_body(model)
-    check_progress("finetune_experience", progress)
+    progress = check_progress("finetune_experience", progress)
     replay_ratio = check_replay_ratio(replay_ratio)
     _check_positive(steps=steps, batch_size=batch_size, eval_every=eval_every,
                     early_stop=early_stop, buffer_size=buffer_size)

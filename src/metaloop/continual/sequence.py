@@ -161,7 +161,7 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
         raise ValueError(f"the experiences of a stream need distinct names, got {names} "
                          f"({', '.join(map(repr, repeated))} more than once)")
     pretrained = check_flag("pretrained", pretrained)
-    check_progress("run_sequence", progress)     # before experience 0 is learned
+    progress = check_progress("run_sequence", progress)     # before experience 0 is learned
     rows, curve, boundaries, offset = [], [], [], 0
     if pretrained:                      # BatchNorm statistics of the data about to be learned
         rows.append(evaluate_experiences(model, params, experiences,

@@ -444,7 +444,7 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
             that is not callable. Nothing is written before decoding has succeeded.
     """
     check_image_settings(image_size, invert, channels)
-    check_progress("load_folder", progress)
+    progress = check_progress("load_folder", progress)
     scan = scan_folder(root, class_depth)
     settings = _settings(image_size, channels, invert, bool(skip_corrupt), class_depth)
     digest = _listing_hash(scan, settings)

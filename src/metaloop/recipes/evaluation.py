@@ -501,7 +501,7 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     """
     if config is not None and changes:
         raise ValueError("give the eval changes or a config from eval_config, not both")
-    check_progress("evaluate_run", progress)        # before the held-out data is read
+    progress = check_progress("evaluate_run", progress)        # before the held-out data is read
     cfg = config if config is not None else eval_config(run, **changes)
     ec = cfg["eval"]
     warn_shared_split(run, cfg)
