@@ -215,3 +215,29 @@ def test_reptiles_test_time_batch_is_no_training_setting():
                                       test_batch=tb)
     assert learner_settings(make(2)) == learner_settings(make(5))
     assert not any(k.endswith("test_batch") for k in learner_settings(make(2)))
+
+
+def test_a_new_run_into_a_folder_of_other_files_is_refused_and_writes_nothing(tmp_path):
+    """``--out /etc`` (through a link) or a folder of the user's own: the run wrote its
+    checkpoints beside their files and emptied their metrics.jsonl."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.jsonl").write_text("precious\n")
+    (mine / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"holds files that no metaloop run wrote "
+                                         r"\('metrics.jsonl', 'notes.txt'\)"):
+        ml.train(ml.meta.MAML(_net()), FAM, iterations=1, meta_batch=2, out_dir=mine,
+                 progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["metrics.jsonl", "notes.txt"]
+    assert (mine / "metrics.jsonl").read_text() == "precious\n"
+
+
+def test_a_new_run_goes_on_over_what_a_run_stopped_before_its_first_checkpoint_left(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"iteration": 1, "loss": 1.0}\n')
+    (out / ".metaloop-lock").write_text("")
+    (out / ".ckpt-00000001.tmp").mkdir()
+    ml.train(ml.meta.MAML(_net()), FAM, iterations=1, meta_batch=2, out_dir=out,
+             progress=False)
+    assert (out / "LATEST").is_file()

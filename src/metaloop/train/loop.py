@@ -146,6 +146,14 @@ def _check_fresh(out: Path) -> None:
     runs_folder.check(out, "train")
     ckpt = latest_checkpoint(out)               # a damaged LATEST: ValueError naming it
     if ckpt is None:
+        foreign = _foreign_entries(out)
+        if foreign:
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise ValueError(f"{out} holds files that no metaloop run wrote "
+                             f"({', '.join(map(repr, foreign[:5]))}{more}): a new run "
+                             f"there would write its checkpoints beside them and empty a "
+                             f"metrics.jsonl; choose an empty or new out_dir (nothing was "
+                             f"written)")
         return
     try:
         at = f" at iteration {int(json.loads((ckpt / 'state.json').read_text())['iteration'])}"
@@ -153,6 +161,43 @@ def _check_fresh(out: Path) -> None:
         at = f" (LATEST names {ckpt.name})"
     raise ValueError(f"{out} already holds a run{at}; pass resume=True to continue it, or "
                      f"choose another out_dir (nothing was written)")
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """The entries of the folder ``out`` that a run of ``ml.train`` stopped before its first
+    checkpoint cannot have left there, sorted: all but its lock file (``runlock``), the
+    temporary files of a checkpoint write (``.ckpt-*``, ``.LATEST.*``), ``ckpt-*`` folders
+    and a ``metrics.jsonl`` of metaloop's (empty, or its first line a JSON object with an
+    ``iteration``); none for a folder that does not exist."""
+    try:
+        entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except OSError:
+        return []                       # unreadable: the writer names it where it writes
+    theirs = []
+    for name in entries:
+        if name in ("LATEST", runlock.LOCK_FILE) or name.startswith(("ckpt-", ".ckpt-",
+                                                                      ".LATEST.")):
+            continue
+        if name == "metrics.jsonl" and _metaloop_log(out / name):
+            continue
+        theirs.append(name)
+    return theirs
+
+
+def _metaloop_log(path: Path) -> bool:
+    """Whether ``path`` is empty or starts with a metaloop metrics line (``{"iteration": ...``)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16).strip()
+    except OSError:
+        return False
+    if not first:
+        return True
+    try:
+        line = json.loads(first)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(line, dict) and isinstance(line.get("iteration"), int)
 
 
 def _rng_state(generator: torch.Generator, tasks_state: torch.Tensor | None = None
