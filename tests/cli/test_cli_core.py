@@ -303,3 +303,17 @@ def test_a_seed_above_what_torch_takes_is_named_as_the_flag(extra, tmp_path, cap
     assert f"train: error: --seed must be below 2**64 (it seeds a torch.Generator), got " \
            f"{2**64}" in err and out_text == ""
     assert not (tmp_path / "run").exists()
+
+
+def test_train_into_a_folder_of_other_files_exits_2_naming_them(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\n[train]\niterations = 1\nmeta_batch = 2\n')
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.jsonl").write_text("precious\n")
+    assert main(["train", "--config", str(cfg), "--out", str(mine), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{mine} holds files that no metaloop run wrote ('metrics.jsonl')" in err
+    assert "give an empty or new --out (nothing was written)" in err
+    assert [p.name for p in mine.iterdir()] == ["metrics.jsonl"]
+    assert (mine / "metrics.jsonl").read_text() == "precious\n"

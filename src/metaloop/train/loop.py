@@ -146,7 +146,7 @@ def _check_fresh(out: Path) -> None:
     runs_folder.check(out, "train")
     ckpt = latest_checkpoint(out)               # a damaged LATEST: ValueError naming it
     if ckpt is None:
-        foreign = _foreign_entries(out)
+        foreign = foreign_entries(out)
         if foreign:
             more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
             raise ValueError(f"{out} holds files that no metaloop run wrote "
@@ -163,7 +163,7 @@ def _check_fresh(out: Path) -> None:
                      f"choose another out_dir (nothing was written)")
 
 
-def _foreign_entries(out: Path) -> list[str]:
+def foreign_entries(out: Path) -> list[str]:
     """The entries of the folder ``out`` that a run of ``ml.train`` stopped before its first
     checkpoint cannot have left there, sorted: all but its lock file (``runlock``), the
     temporary files of a checkpoint write (``.ckpt-*``, ``.LATEST.*``), ``ckpt-*`` folders
