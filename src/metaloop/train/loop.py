@@ -967,10 +967,11 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         family: the meta-training task family (``metaloop.tasks.TaskFamily``); a
             ``metaloop.tasks.DeviceTasks`` samples on its device with a generator there.
         iterations: outer steps in total.
-        meta_batch: tasks per outer step (at least the number of ranks). lr: Adam learning
-            rate. seed: task-stream seed; a new run also seeds Python's and NumPy's global
-            RNGs with it (checkpoints store them and a resume restores them), so identical
-            runs write identical checkpoints. A resume is refused with another seed.
+        meta_batch: tasks per outer step (at least the number of ranks).
+        lr: the outer optimizer's learning rate (Adam's by default).
+        seed: task-stream seed; a new run also seeds Python's and NumPy's global RNGs with
+            it (checkpoints store them and a resume restores them), so identical runs write
+            identical checkpoints. A resume is refused with another seed.
         lr_schedule: ``"constant"``; ``"cosine"``: step t (1-based) of T uses
             ``lr * (1 + cos(pi * (t - 1) / T)) / 2``; ``"linear"``: ``lr * (1 - (t - 1) / T)``
             (both reach 0 just after the last step). The rate is a function of the iteration
@@ -981,24 +982,27 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             1e20 that fills Adam's second moment and stalls training for thousands of steps.
             Reading the norm synchronises with the device once per step.
         out_dir: the run directory (None: nothing is written). A new run (no ``resume``)
-            is refused where ``out_dir`` already holds one. resume: continue the run in
-            ``out_dir`` from its newest checkpoint; a run already at ``iterations`` returns
-            at once, one past ``iterations`` is refused. The run holds the folder's lock
+            is refused where ``out_dir`` already holds one, or holds files no metaloop run
+            wrote (``foreign_entries``). The run holds the folder's lock
             (``metaloop.runlock``): a second process (or thread) on the same ``out_dir``
-            is refused. A resume is checked against what the checkpoint stores of the
-            run (its ``state.json``'s ``train_args``, ``check_resume_args``): the
-            arguments that set the numbers, ``seed``, and the learner, its method and
-            settings (``learner_settings``).
-        val_family / val_every / val_tasks / val_seed: held-out validation on ``val_tasks``
-            tasks of ``val_family`` every ``val_every`` iterations (0: no validation; > 0
-            needs a ``val_family``), drawn from ``torch.Generator(val_seed)`` (``metaloop
-            train`` passes ``eval.seed``, so ``metaloop eval --split val`` scores the same
-            tasks).
+            is refused.
+        resume: continue the run in ``out_dir`` from its newest checkpoint; a run already
+            at ``iterations`` returns at once, one past ``iterations`` is refused. A resume
+            is checked against what the checkpoint stores of the run (its ``state.json``'s
+            ``train_args``, ``check_resume_args``): the arguments that set the numbers,
+            ``seed``, and the learner, its method and settings (``learner_settings``).
+        val_family: the held-out validation family (None: none; needed for
+            ``val_every > 0``).
+        val_every: validate every k iterations (0: no validation).
+        val_tasks: how many tasks of ``val_family`` each validation scores.
+        val_seed: the validation tasks are drawn from ``torch.Generator(val_seed)``
+            (``metaloop train`` passes ``eval.seed``, so ``metaloop eval --split val`` scores
+            the same tasks).
         checkpoint_every: with ``out_dir``, a checkpoint every k iterations (and at the end).
         config: JSON-serialisable dict stored in checkpoints (checked on resume and, for
             being JSON, before any iteration).
         progress: show a progress bar (rank 0 only; None: none, as ``evaluate`` takes it).
-            desc: the bar's label.
+        desc: the bar's label.
         prefetch: draw the next meta-batch in a background thread while the current one
             trains (True / False), or ``"auto"``: on for a CUDA model fed by a host-side
             family, off on the CPU (see ``_resolve_prefetch``). Results are identical either
