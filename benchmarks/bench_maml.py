@@ -42,14 +42,22 @@ Implementations (``--only`` picks some):
     learn2learn ``MAML.clone()`` / ``adapt``, higher ``innerloop_ctx``, TorchOpt
     ``MetaSGD`` (first order: its functional ``torchopt.sgd``, since ``MetaSGD`` always
     differentiates through its step; higher: ``track_higher_grads=False``); higher and
-    TorchOpt run full MAML only, not ANIL.
+    TorchOpt run full MAML only, not ANIL;
+  - ``torchopt-vmap`` (sinusoid only, timed there by default): TorchOpt's own batched path,
+    as its ``examples/FuncTorch/maml_omniglot_vmap.py`` writes it: ``torchopt.sgd`` on a
+    params dict inside ``torch.func.grad``, ``torch.func.vmap`` over the tasks.
 
 First, every implementation's meta-gradient is compared with metaloop's, in float64 on a
 small batch (``--check-tasks``) from the same seed: one that differs by more than 1e-5
-(relative to the largest gradient entry) is reported as wrong and not timed. Then each
-measurement runs in its own subprocess (so its peak RSS is its own), interleaved A B C A B C
-for ``--reps`` rounds of ``--iters`` timed iterations after ``--warmup``. It prints the median
-seconds per iteration (milliseconds for the sinusoid), the peak RSS and the ratios to metaloop.
+(relative to the largest gradient entry) is reported as wrong and not timed. Then all are
+timed in this one process: ``--warmup`` iterations each, then ``--reps`` x ``--iters``
+rounds of one iteration of each implementation in turn (each round starting one further on),
+so that a slow phase of a shared machine falls on all of them alike (``baseline``, another
+source tree, is timed in ``--reps`` processes of its own). The memory is measured apart: each
+implementation in a process of its own (so its peak RSS is its own) over ``--warmup`` and up
+to 3 iterations. It prints the median seconds per iteration (milliseconds for the sinusoid),
+the ratios to metaloop, the peak RSS, the RSS after the set-up and their difference, the
+iterations' own memory (peaks less than 5 MiB apart are level).
 
     python benchmarks/bench_maml.py                         # base configuration
     python benchmarks/bench_maml.py --first-order
@@ -118,19 +126,22 @@ from metaloop.meta import ANIL, MAML
 from metaloop.models import MLP, Conv4
 
 IMPLS = ("metaloop", "metaloop-loop", "metaloop-threads", "baseline", "metaloop-ckpt",
-         "metaloop-compile", "plain", "plain-cl", "learn2learn", "higher", "torchopt")
+         "metaloop-compile", "plain", "plain-cl", "learn2learn", "higher", "torchopt",
+         "torchopt-vmap")
 DEFAULT = {"conv4": [n for n in IMPLS if n not in ("metaloop-loop", "plain-cl",
                                                    "metaloop-compile")],
            "sinusoid": ["metaloop", "metaloop-loop", "plain", "learn2learn", "higher",
-                        "torchopt"]}
+                        "torchopt", "torchopt-vmap"]}
 MODEL_DEFAULTS = {        # the options whose default depends on --model (None: refused there)
     "conv4": {"ways": 5, "shots": 1, "queries": 15, "meta_batch": 32, "inner_lr": 0.4,
               "hidden": 64, "pool": "max"},
     "sinusoid": {"ways": None, "shots": 10, "queries": 10, "meta_batch": 25, "inner_lr": 0.01,
                  "hidden": 40, "pool": None},
 }
-PEERS = ("learn2learn", "higher", "torchopt")
+PEERS = ("learn2learn", "higher", "torchopt", "torchopt-vmap")
 TOL = 1e-5
+TIE_MIB = 5               # peak-memory differences under this are within its noise
+RSS_ITERS = 3             # timed iterations (after --warmup) of a peak-memory process
 _TORCHVISION_LIB = []   # keeps the torch.library definitions alive
 
 
@@ -341,6 +352,37 @@ def _torchopt_functional(model, args):
     return _backward_grads(model, per_task)
 
 
+def build_torchopt_vmap(model, args):
+    """TorchOpt's own batched path, as its ``examples/FuncTorch/maml_omniglot_vmap.py``
+    writes it: each task's inner loop is ``torchopt.sgd`` on a params dict inside
+    ``torch.func.grad``, and ``torch.func.vmap`` runs the meta-batch's tasks at once; the
+    meta-gradient is ``autograd.grad`` of the mean query loss (first order: the inner
+    gradients detached)."""
+    import torchopt
+    from torch.func import grad, vmap
+    loss_of, inner_opt = loss_fn(args), torchopt.sgd(lr=args.inner_lr)
+    params = dict(model.named_parameters())
+
+    def task_loss(p, sx, sy, qx, qy):
+        state = inner_opt.init(p)
+
+        def support_loss(q):
+            return loss_of(functional_call(model, q, (sx,)), sy)
+        for _ in range(args.steps):
+            g = grad(support_loss)(p)
+            if args.first_order:
+                g = {n: v.detach() for n, v in g.items()}
+            updates, state = inner_opt.update(g, state, inplace=False)
+            p = torchopt.apply_updates(p, updates, inplace=False)
+        return loss_of(functional_call(model, p, (qx,)), qy)
+
+    def grads(batch):
+        losses = vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(
+            params, batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        return dict(zip(params, torch.autograd.grad(losses.mean(), list(params.values()))))
+    return grads
+
+
 def build(name, model, args):
     if name in ("metaloop", "metaloop-loop", "metaloop-threads", "metaloop-ckpt",
                 "metaloop-compile"):
@@ -352,7 +394,7 @@ def build(name, model, args):
         from metaloop.func.params import channels_last  # not in a --baseline tree
         return build_plain(model, args, layout=channels_last)
     return {"plain": build_plain, "learn2learn": build_learn2learn, "higher": build_higher,
-            "torchopt": build_torchopt}[name](model, args)
+            "torchopt": build_torchopt, "torchopt-vmap": build_torchopt_vmap}[name](model, args)
 
 
 # ---------------------------------------------------------------------------- peer imports
@@ -385,8 +427,10 @@ def unavailable(name, args) -> str | None:
         return "add --checkpoint to time it"
     if name == "baseline" and not args.baseline:
         return "add --baseline DIR to time it"
-    if name in ("higher", "torchopt") and args.anil:
+    if name in ("higher", "torchopt", "torchopt-vmap") and args.anil:
         return "only full MAML is written for it here"
+    if name == "torchopt-vmap" and args.model != "sinusoid":
+        return "written here for the sinusoid MLP only"
     if name in ("metaloop-threads", "plain-cl") and args.device != "cpu":
         return "a CPU layout (threads / channels-last), not timed on a GPU"
     if name == "plain-cl" and args.model != "conv4":
@@ -396,7 +440,7 @@ def unavailable(name, args) -> str | None:
     if name == "learn2learn":
         _define_torchvision_ops()
     try:
-        __import__(name)
+        __import__(name.split("-")[0])
     except Exception as e:   # any import failure means: not usable here; say which
         return f"not importable ({type(e).__name__}: {str(e).splitlines()[0][:100]})"
     return None
@@ -466,25 +510,17 @@ def _reset_peak() -> bool:
         return False
 
 
-def worker(name, args) -> None:
-    """Time ``args.iters`` iterations of ``name`` (after warm-up); print one JSON line.
-
-    The peak RSS is that of the iterations (warm-up included) where /proc allows resetting
-    it after the set-up (loading the data set has a transient peak of its own); else the
-    whole process's.
-    """
+def setup(name, args):
+    """``name``'s model, meta-gradient, Adam and batch stream (from ``args.seed + 1``, the
+    same batches for every implementation): ``step() -> seconds``, one iteration, its batch
+    drawn before the clock starts."""
     model = make_model(args)
     grads = build(name, model, args)
     opt = torch.optim.Adam(model.parameters(), lr=args.outer_lr)
     sample, g = batch_source(args), torch.Generator().manual_seed(args.seed + 1)
     cuda = args.device != "cpu"
-    setup_mib, reset = _status_mib("VmRSS"), _reset_peak()
-    if cuda:
-        torch.cuda.synchronize()
-        setup_mib = torch.cuda.memory_allocated() / 2**20
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(args.warmup + args.iters):
+
+    def step() -> float:
         batch = sample(args.meta_batch, g)
         if cuda:
             torch.cuda.synchronize()               # the batch is in place before the clock
@@ -494,8 +530,46 @@ def worker(name, args) -> None:
         opt.step()
         if cuda:
             torch.cuda.synchronize()               # the step is done, not only queued
+        return time.perf_counter() - t
+    return step
+
+
+def interleaved(names, args) -> dict[str, list[float]]:
+    """Seconds per iteration of each of ``names``, all in this process: ``--warmup``
+    iterations each, then ``--reps`` x ``--iters`` rounds of one iteration per implementation,
+    each round starting one implementation further on, so that a slow phase of a shared
+    machine falls on every implementation alike and none always follows the same one."""
+    steps = {n: setup(n, args) for n in names}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.reps * args.iters):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            times[n].append(steps[n]())
+    return times
+
+
+def worker(name, args) -> None:
+    """Run ``--warmup`` + ``--iters`` iterations of ``name``; print one JSON line: their
+    times, the peak and the memory after the set-up.
+
+    The peak RSS is that of the iterations (warm-up included) where /proc allows resetting
+    it after the set-up (loading the data set has a transient peak of its own); else the
+    whole process's.
+    """
+    cuda = args.device != "cpu"
+    step = setup(name, args)
+    setup_mib, reset = _status_mib("VmRSS"), _reset_peak()
+    if cuda:
+        torch.cuda.synchronize()
+        setup_mib = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(args.warmup + args.iters):
+        t = step()
         if i >= args.warmup:
-            times.append(time.perf_counter() - t)
+            times.append(t)
     if cuda:
         rss = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -559,7 +633,8 @@ def parse(argv=None):
              f"sinusoid: {','.join(DEFAULT['sinusoid'])})")
     add("--iters", type=int, default=10, help="timed iterations per measurement")
     add("--warmup", type=int, default=1)
-    add("--reps", type=int, default=2, help="interleaved rounds (one process each)")
+    add("--reps", type=int, default=2,
+        help="rounds of --iters: reps x iters iterations of each, interleaved one by one")
     add("--check-tasks", type=int, default=2, help="tasks in the float64 gradient check")
     add("--threads", type=int, default=2)
     add("--device", choices=("cpu", "cuda"), default="cpu",
@@ -679,6 +754,12 @@ def record_table(args) -> str:
     return f"{table}-gpu" if args.device == "cuda" else table
 
 
+def record_order(name, args) -> int:
+    """The record's place in its table: by order, ANIL, then implementation (``IMPLS``)."""
+    variant = 2 * args.anil + args.first_order
+    return (1200 if args.model == "sinusoid" else 1040) + 20 * variant + IMPLS.index(name)
+
+
 def write_records(results, args, argv) -> None:
     """One record per implementation of ``results`` into ``args.records`` (``--records``)."""
     from metaloop.evaluate.records import cpu_device, write_record
@@ -693,7 +774,6 @@ def write_records(results, args, argv) -> None:
     command = " ".join([python, "benchmarks/bench_maml.py", *map(shlex.quote, argv)])
     peak = "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib"
     base_t = statistics.median(results["metaloop"]["times"])
-    variant = 2 * args.anil + args.first_order
     for name, r in results.items():
         t = statistics.median(r["times"])
         label = {"metaloop": "metaloop, batching='auto'" + (" (vmap)" if sine else ""),
@@ -708,11 +788,16 @@ def write_records(results, args, argv) -> None:
                      ci95=None, n=len(r["times"]), budget={"iterations": len(r["times"])},
                      device=device, torch=torch.__version__.split("+")[0],
                      date=datetime.date.today().isoformat(), config=None, command=command,
-                     published=None, order=(1200 if sine else 1040) + 20 * variant
-                     + IMPLS.index(name),
+                     published=None, order=record_order(name, args),
                      note=f"{t / base_t:.2f}x metaloop's time, peak "
-                          f"{'GPU' if args.device == 'cuda' else 'RSS'} {r['rss_mib']:.0f} MiB",
-                     **{peak: round(r["rss_mib"])})
+                          f"{'GPU' if args.device == 'cuda' else 'RSS'} {r['rss_mib']:.0f} MiB, "
+                          f"{own(r):.0f} MiB over its set-up",
+                     **{peak: round(r["rss_mib"]), f"{peak}_over_setup": round(own(r))})
+
+
+def own(r) -> float:
+    """The iterations' own memory: the peak less the memory after the set-up (MiB)."""
+    return max(r["rss_mib"] - r["setup_mib"], 0.0)
 
 
 def report(results, args) -> None:
@@ -721,17 +806,24 @@ def report(results, args) -> None:
     peak = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
     unit, scale = ("ms/it", 1e3) if args.model == "sinusoid" else ("s/it", 1)   # the MLP: ms
     print(f"{'implementation':15s} {unit:>9s} {'x metaloop':>11s} {peak:>13s} "
-          f"{'x metaloop':>11s} {'after set-up':>13s}")
+          f"{'x metaloop':>11s} {'after set-up':>13s} {'over set-up':>12s}")
     for name, r in results.items():
         t = statistics.median(r["times"])
         print(f"{name:15s} {t * scale:9.3f} {t / base_t:11.2f} {r['rss_mib']:13.0f} "
-              f"{r['rss_mib'] / base_m:11.2f} {r['setup_mib']:13.0f}")
+              f"{r['rss_mib'] / base_m:11.2f} {r['setup_mib']:13.0f} {own(r):12.0f}")
+    baseline = " (baseline: in processes of its own)" if "baseline" in results else ""
+    print(f"times: the {args.reps} x {args.iters} iterations interleaved one by one in this "
+          f"process{baseline}; memory: each in a process of its own, over --warmup + "
+          f"{min(args.iters, RSS_ITERS)} iterations (differences under {TIE_MIB} MiB are "
+          f"within its noise)")
     if args.device == "cuda":
         print("peak GPU: the memory allocated at its peak over the iterations; after set-up: "
-              "allocated before the first iteration")
+              "allocated before the first iteration; over set-up: the difference, the "
+              "iterations' own")
         return
     print("peak RSS: the process's peak over the iterations (data set and model resident); "
-          "after set-up: its RSS before the first iteration")
+          "after set-up: its RSS before the first iteration; over set-up: the difference, "
+          "the iterations' own")
 
 
 def main(argv=None) -> None:
@@ -779,10 +871,17 @@ def main(argv=None) -> None:
               f"{args.check_tasks} tasks){'' if ok else '  WRONG: not timed'}")
     names = [n for n in names if errors[n] <= TOL]
     results = {n: {"times": [], "rss_mib": 0.0, "setup_mib": 0.0} for n in names}
-    for _ in range(args.reps):
-        for name in names:
-            r = measure(name, argv)
-            results[name]["times"] += r["times"]
+    here = [n for n in names if n != "baseline"]   # baseline: another tree, its own processes
+    for name, times in interleaved(here, args).items():
+        results[name]["times"] = times
+    # the memory: each implementation in a process of its own, so that its peak is its own;
+    # a few iterations reach it (baseline: --reps processes of --iters, its times too)
+    short = [*argv, "--iters", str(min(args.iters, RSS_ITERS))]
+    for name in names:
+        for _ in range(args.reps if name == "baseline" else 1):
+            r = measure(name, argv if name == "baseline" else short)
+            if name == "baseline":
+                results[name]["times"] += r["times"]
             for k in ("rss_mib", "setup_mib"):
                 results[name][k] = max(results[name][k], r[k] or 0.0)
     report(results, args)

@@ -92,6 +92,9 @@ def test_null_ci_and_n_are_allowed_and_render_as_a_bare_value(tmp_path):
     table = render_table(load_records(tmp_path))
     row = table.splitlines()[2]
     assert row == "| [metaloop vs learn2learn](#speed) | 1.114x | — | 20 it | — |"
+    # no row has a CI: the header names the measurement, not "mean ± 95% CI"
+    assert table.splitlines()[0] == "| method and setting | time ratio | n | budget | " \
+                                    "published (source) |"
 
 
 def test_write_is_atomic_an_existing_record_survives_a_failed_write(tmp_path, monkeypatch):

@@ -1083,9 +1083,13 @@ def render_table(records: list[Mapping]) -> str:
             a = f"{base}-{k}"
         anchors.append(a)
 
+    # "mean ± 95% CI" where a row has a CI; a table of single measurements (medians of
+    # timings, one NLL) says only what it measured
+    spread = " ± 95% CI" if any(r.get("ci95") is not None for r in rows) else ""
     head = ["method and setting", *(["metric"] if len(metrics) > 1 else []),
-            f"{next(iter(metrics))}: mean ± 95% CI" if len(metrics) == 1
-            else "measured (mean ± 95% CI)",
+            f"{next(iter(metrics))}: mean{spread}" if len(metrics) == 1 and spread
+            else next(iter(metrics)) if len(metrics) == 1
+            else f"measured (mean{spread})" if spread else "measured",
             "n", "budget", *(["device"] if len(devices) > 1 else []),
             *(["published (source)"] if pub_col else [])]
     lines = ["| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
