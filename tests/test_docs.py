@@ -30,6 +30,29 @@ def _subpackages() -> list[str]:
     return out
 
 
+def _modules() -> list[str]:
+    """Public modules directly under metaloop (not packages) that declare ``__all__``: their
+    names are documented on docs/api/metaloop.md."""
+    out = []
+    for m in pkgutil.iter_modules(metaloop.__path__):
+        if not m.ispkg and not m.name.startswith("_") and m.name != "__main__":
+            if getattr(importlib.import_module(f"metaloop.{m.name}"), "__all__", None):
+                out.append(m.name)
+    return out
+
+
+def _listed_members(page: Path) -> dict[str, set[str] | None]:
+    """``::: target`` -> the names of its ``members: [...]`` option (which may span lines);
+    None where it has no ``members`` option (every member with a docstring is rendered), an
+    empty set for ``members: false``."""
+    out: dict[str, set[str] | None] = {}
+    for m in re.finditer(r"^::: (\S+)\s*\n((?:[ \t]+.*\n)*)", page.read_text(), re.MULTILINE):
+        listed = re.search(r"members:\s*\[([^\]]*)\]", m[2])
+        out[m[1]] = {n.strip() for n in listed[1].split(",")} if listed else \
+            (set() if re.search(r"members:\s*false", m[2]) else None)
+    return out
+
+
 def _qualified(obj) -> str:
     """Where an object is defined: a function named like its own submodule (``finetune`` in
     ``metaloop.adapt.finetune``) is documented at that path."""
@@ -56,6 +79,61 @@ def test_every_name_in_a_subpackage_all_has_a_reference_entry(sub):
                & have]
     assert not missing, (f"docs/api/{sub}.md lacks a ::: line for "
                          + ", ".join(f"metaloop.{sub}.{n}" for n in missing))
+
+
+def test_the_public_modules_with_all_are_the_ones_the_reference_expects():
+    assert {"runs", "build", "config", "runlock"} <= set(_modules())
+
+
+@pytest.mark.parametrize("mod_name", _modules())
+def test_every_name_in_a_module_all_has_a_reference_entry(mod_name):
+    """A name is covered by its own ``:::`` line (here or on a subpackage's page, also under
+    the path where it is defined), by the ``members: [...]`` list of its module's line, or,
+    for a function or class with a docstring, by a module line without a ``members`` option.
+    Such a line renders only the names with docstrings: not ``config.SCHEMA`` and the other
+    constants, which have none."""
+    page = API / "metaloop.md"
+    listed = _listed_members(page)
+    have = set().union(*(_directives(p) for p in API.glob("*.md")))
+    objs = {}
+    for target in have:
+        try:
+            parent, _, leaf = target.rpartition(".")
+            objs[id(getattr(importlib.import_module(parent), leaf))] = target
+        except (ImportError, AttributeError, ValueError):
+            pass
+    mod = importlib.import_module(f"metaloop.{mod_name}")
+    own = f"metaloop.{mod_name}"
+    members = listed.get(own, set())
+
+    def documented(obj) -> bool:
+        return (inspect.isfunction(obj) or inspect.isclass(obj)) and bool(obj.__doc__)
+    missing = [n for n in mod.__all__
+               if f"metaloop.{mod_name}.{n}" not in have
+               and _qualified(getattr(mod, n)) not in have
+               and not (n in members if members is not None else
+                        own in listed and documented(getattr(mod, n)))
+               and not (id(getattr(mod, n)) in objs and not isinstance(
+                   getattr(mod, n), (str, int, float, tuple, dict, frozenset)))]
+    assert not missing, ("docs/api/metaloop.md renders none of "
+                         + ", ".join(f"metaloop.{mod_name}.{n}" for n in missing)
+                         + f": add a ::: line or list them in metaloop.{mod_name}'s members")
+
+
+def test_the_design_page_calls_each_learner_with_arguments_it_takes():
+    """docs/design.md shows each meta-learner's own call: every keyword it writes is one of
+    that learner's parameters (Reptile has no ``first_order``; the convex-head learners have
+    no ``inner_lr``)."""
+    text = (REPO / "docs" / "design.md").read_text()
+    calls = re.findall(r"ml\.meta\.(\w+)\(model, ([^)]*)\)", text)
+    shown = {name for name, _ in calls}
+    assert {"MAML", "ANIL", "Reptile", "R2D2", "MetaOptNet", "ProtoNet"} <= shown, shown
+    for name, args in calls:
+        params = inspect.signature(getattr(metaloop.meta, name)).parameters
+        keywords = re.findall(r"(\w+)=", args)
+        unknown = [k for k in keywords if k not in params]
+        assert not unknown, f"docs/design.md calls ml.meta.{name} with {unknown}"
+    assert "likewise" not in text and "(not Reptile)" not in text
 
 
 def test_every_top_level_name_has_a_reference_entry():

@@ -45,17 +45,20 @@ def finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
 
     Args:
         model: the pretrained network (``forward(x, head=False)`` for warm-up).
-        support_x: ``[S, ...]``; support_y: int64 ``[S]``.
-        steps: optimiser steps of phase 2 (0 only with ``warmup``). lr: rate of the
-            adapted body parameters.
+        support_x: ``[S, ...]`` one task's support inputs.
+        support_y: int64 ``[S]`` labels.
+        steps: optimiser steps of phase 2 (0 only with ``warmup``).
+        lr: rate of the adapted body parameters.
         head_lr: rate of the head (a new head needs a larger rate than the pretrained body).
         head_init: ``"zero"`` or ``"random"`` (with ``warmup``, leave it at ``"zero"``).
-        warmup: None, or the head solver of LP-FT's first phase; ``warmup_kw`` its options
-            (only with ``warmup``).
+        warmup: None, or the head solver of LP-FT's first phase (``"logistic"``,
+            ``"ridge"`` or ``"sgd"``).
+        warmup_kw: the options of that solver (``lam``, ``steps``, ``lr``; only with
+            ``warmup``).
         adapt: predicate or names of the body parameters to train (default all: full
             fine-tuning); the head is always trained.
-        optimizer: ``"adam"`` or ``"sgd"``. head: head names (default the ``head``
-            ``nn.Linear``, else the last).
+        optimizer: ``"adam"`` or ``"sgd"``.
+        head: head names (default the ``head`` ``nn.Linear``, else the last).
         generator: random source of a random head and of the masks of LoRA dropout, where
             they are drawn (one generator may be given to every approach: where nothing
             random is drawn, it is not used).
@@ -84,7 +87,24 @@ def lpft(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
          generator: torch.Generator | None = None) -> Adapted:
     """LP-FT (Kumar et al. 2022): ``finetune`` whose head is first fitted on frozen features
     (``warmup="logistic"``: multinomial logistic regression), then everything is trained
-    together. Same arguments, errors (led by ``lpft:``) and return value as ``finetune``."""
+    together. Same errors (led by ``lpft:``) and return value as ``finetune``.
+
+    Args:
+        model: the pretrained network (``forward(x, head=False)`` for the warm-up).
+        support_x: ``[S, ...]`` one task's support inputs.
+        support_y: int64 ``[S]`` labels.
+        steps: optimiser steps of the second phase.
+        lr: rate of the adapted body parameters.
+        head_lr: rate of the head.
+        head_init: ``"zero"`` (leave it so with a warm-up) or ``"random"``.
+        warmup: the head solver of the first phase: ``"logistic"`` (default), ``"ridge"``
+            or ``"sgd"``.
+        warmup_kw: the options of that solver (``lam``, ``steps``, ``lr``).
+        adapt: predicate or names of the body parameters to train (default all).
+        optimizer: ``"adam"`` or ``"sgd"``.
+        head: head names (default the ``head`` ``nn.Linear``, else the last).
+        generator: random source of a random head and of LoRA dropout's masks.
+    """
     return _finetune("lpft", model, support_x, support_y, steps, lr, head_lr, head_init,
                      warmup, warmup_kw, adapt, optimizer, head, generator)
 

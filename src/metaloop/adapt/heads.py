@@ -77,9 +77,12 @@ def init_head(params: Mapping[str, torch.Tensor], head: tuple[str, str], n_class
     that distorts the pretrained features).
 
     Args:
-        params: name -> tensor, holding the old head. head: ``(weight name, bias name)``,
-            e.g. from ``head_names``; the weight ``[C_old, D]``. n_classes: C, an int >= 1.
-        init: ``"zero"`` or ``"random"``. generator: for ``"random"``.
+        params: name -> tensor, holding the old head.
+        head: ``(weight name, bias name)``, e.g. from ``head_names``; the weight
+            ``[C_old, D]``.
+        n_classes: C, an int >= 1.
+        init: ``"zero"`` or ``"random"``.
+        generator: the random source of ``"random"``.
 
     Returns:
         ``params`` with ``weight [C, D]`` and ``bias [C]`` replaced (the rest as they are).
@@ -124,7 +127,9 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
     """Fit a linear classifier on fixed features.
 
     Args:
-        features: ``[N, D]`` float32/float64. labels: int64 ``[N]`` in ``[0, n_classes)``.
+        features: ``[N, D]`` float32/float64.
+        labels: int64 ``[N]`` in ``[0, n_classes)``.
+        n_classes: C, the number of classes (columns of the head).
         solver: ``"logistic"``: multinomial logistic regression by ``steps`` Newton steps
             (``newton_head``, a constant feature for the bias, ridge ``lam``; default 10
             steps), or, where the Newton system would have more than ``NEWTON_MAX``
@@ -304,9 +309,13 @@ def warm_head(model: nn.Module, params: Mapping[str, torch.Tensor], support_x: t
 
     Args:
         model: with ``forward(x, head=False)`` giving features ``[S, D]``.
-        params: the starting parameters. support_x ``[S, ...]``, support_y int64 ``[S]``.
+        params: the starting parameters.
+        support_x: ``[S, ...]`` one task's support inputs.
+        support_y: int64 ``[S]`` labels.
         head: head parameter names (default the ``head`` ``nn.Linear``, else the last).
-        solver, solver_kw: as ``fit_head`` (``lam``, ``steps``, ``lr``).
+        solver: as ``fit_head``: ``"logistic"``, ``"ridge"`` or ``"sgd"``.
+        solver_kw: the solver's options, as ``fit_head`` takes them (``lam``, ``steps``,
+            ``lr``).
         who: the public function the caller called, which leads every error message.
 
     Raises:

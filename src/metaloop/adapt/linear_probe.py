@@ -26,7 +26,8 @@ def linear_probe(model: nn.Module, support_x: torch.Tensor, support_y: torch.Ten
 
     Args:
         model: a network with ``forward(x, head=False)`` (Conv4, MLP, TextEncoder).
-        support_x: ``[S, ...]`` one task's support inputs. support_y: int64 ``[S]`` labels.
+        support_x: ``[S, ...]`` one task's support inputs.
+        support_y: int64 ``[S]`` labels.
         solver: ``"logistic"``, ``"ridge"`` or ``"sgd"``.
         head: head parameter names (default ``last_linear_names``: the ``head`` nn.Linear, else
             the last one).

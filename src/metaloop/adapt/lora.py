@@ -79,7 +79,8 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
 
     Args:
         model: any network; it is not modified.
-        r: adapter rank. alpha: LoRA scale numerator (the update is ``alpha / r * B A``).
+        r: adapter rank.
+        alpha: LoRA scale numerator (the update is ``alpha / r * B A``).
         target_modules: module names or name suffixes (``["query", "value"]``, ``["conv"]``);
             default: every Linear and Conv layer except the head.
         dropout: LoRA dropout: the probability of dropping each input of the adapters
@@ -139,8 +140,14 @@ def lora_finetune(model: nn.Module, support_x: torch.Tensor, support_y: torch.Te
 
     Args:
         model: a model from ``add_lora`` (or one meta-learned over LoRA).
-        Others: as ``finetune`` (``head_init``, ``warmup``, ``optimizer``, ``generator``:
-            also the source of LoRA dropout's masks...).
+        support_x: ``[S, ...]`` one task's support inputs.
+        support_y: int64 ``[S]`` labels.
+        steps: optimiser steps (as ``finetune``).
+        lr: rate of the LoRA adapters.
+        head_lr: rate of the new head.
+        **kw: ``finetune``'s other keywords (``head_init``, ``warmup``, ``warmup_kw``,
+            ``optimizer``, ``head``, ``generator``: also the source of LoRA dropout's
+            masks); not ``adapt``, which is the LoRA parameters.
 
     Raises:
         ValueError: if the model has no LoRA parameters, or as ``finetune``.

@@ -28,7 +28,8 @@ class Probe:
     Attributes:
         feature_fn: the frozen feature extractor (called under ``no_grad``; an
             ``nn.Module`` in eval mode, as in ``fit_probe``).
-        weight: ``[C, D]``. bias: ``[C]``.
+        weight: ``[C, D]``.
+        bias: ``[C]``.
     """
 
     feature_fn: Callable[[torch.Tensor], torch.Tensor]
@@ -53,12 +54,14 @@ def fit_probe(feature_fn: Callable[[torch.Tensor], torch.Tensor], support_x: tor
             afterwards; a plain callable is called as it is (put a module it wraps in eval
             mode yourself). (A network with batch-statistics BatchNorm, such as Conv4,
             normalises each call's batch.)
-        support_x: ``[S, ...]``. support_y: int64 ``[S]`` in ``[0, n_classes)``.
+        support_x: ``[S, ...]``.
+        support_y: int64 ``[S]`` in ``[0, n_classes)``.
         n_classes: C.
         solver: ``"logistic"`` (Newton steps), ``"ridge"`` (closed form) or ``"sgd"``.
         lam: ridge strength > 0 (``"logistic"``, ``"ridge"``; leave it at 1.0 for
-            ``"sgd"``). solver_kw: ``steps``, ``lr`` (see ``fit_head``: an option the solver
-            does not use is refused).
+            ``"sgd"``).
+        solver_kw: ``steps``, ``lr`` (see ``fit_head``: an option the solver does not use
+            is refused).
 
     Returns:
         a :class:`Probe` (float16 / bfloat16 features: the head is solved in float32 and

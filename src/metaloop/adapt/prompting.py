@@ -93,6 +93,7 @@ def zero_shot(model: nn.Module, labels: Sequence[str], template: str = "{}",
         model: a ``TextEncoder`` with ``normalize=True``.
         labels: one wording per class, in label order.
         template: a string with one ``{}`` and no other replacement field.
+        scale: multiplies the cosine similarities to give the logits (> 0).
         cache: optional dict text -> embedding, shared between calls.
 
     Returns:
@@ -208,12 +209,14 @@ def optimize_prompt(model: nn.Module, support_x: torch.Tensor, support_y: torch.
 
     Args:
         model: a ``TextEncoder`` with ``normalize=True``; it is not trained.
-        support_x: ``[S, L]`` token ids; support_y: int64 ``[S]`` labels ``0..C-1``.
+        support_x: ``[S, L]`` token ids.
+        support_y: int64 ``[S]`` labels ``0..C-1``.
         wordings: for each class c (in label order), a dict of candidate wordings
             (``{"name": ..., "synonyms": ..., "gloss": ...}``, see ``WordNet.wordings``) or
             a single string. Every class must offer the same keys (in any order).
         templates: candidate templates, each with one ``{}``.
         mixes: candidate weights of the support prototypes added to the prompt embeddings.
+        scale: multiplies the cosine similarities to give the logits (> 0; default 20).
         cache: optional dict text -> embedding, shared between tasks.
 
     Returns:

@@ -147,6 +147,14 @@ def refine_prototypes_jointly(protos: Sequence[torch.Tensor], queries: Sequence[
     agree on which query belongs to which class, as their averaged prediction will; with one
     member this is exactly :func:`refine_prototypes`.
 
+    Args:
+        protos: the E members' prototypes, ``[B, C, D_i]`` each.
+        queries: the E members' query features, ``[B, M, D_i]`` each.
+        scales: the E members' logit scales (floats or 0-dim tensors).
+        steps: soft k-means rounds, an int >= 0.
+        temperature: multiplies the logits that assign queries to classes (> 0).
+        weight: the query set's weight against the support set's (> 0).
+
     Returns:
         the E refined prototypes, ``[B, C, D_i]`` each, differentiable in every input.
 

@@ -186,13 +186,16 @@ def sgd_path(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], adapt_na
         params: name -> tensor; the adapted ones must require grad (unless ``checkpoint``).
         adapt_names: a list (any non-string iterable) of distinct names of ``params`` to
             update.
-        x: ``[S, ...]`` support inputs; y: ``[S]`` labels or ``[S, out]`` targets.
+        x: ``[S, ...]`` support inputs.
+        y: ``[S]`` labels or ``[S, out]`` targets.
         lr: step size: a finite float > 0, or a float ``[rows, len(adapt_names)]`` tensor
             of per-step, per-tensor step sizes (``metaloop.adapt.learned_lr``;
             differentiable; steps past the last row reuse it). The table's values are not
             checked (that would read them back from the device): a meta-learned table may
             hold any sign.
         steps: number of steps, an int >= 0 (0 yields only ``params``).
+        create_graph: make the steps differentiable (second order); False treats each
+            step's gradient as a constant (first order).
         checkpoint: with ``create_graph``, keep only the params at each step for the
             backward pass and recompute one step's activations at a time there
             (``recomputed_step``): memory O(steps x params + one step's activations), about
@@ -244,8 +247,24 @@ def sgd_path_func(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], ada
                   create_graph: bool = True) -> Iterator[Params]:
     """``sgd_path`` written with ``torch.func.grad``, so that it runs under ``vmap``.
 
-    Same arguments, checks and results as ``sgd_path`` (the params need not require grad);
+    Same checks and results as ``sgd_path`` (the params need not require grad);
     ``create_graph=False`` detaches each step's gradient (first order).
+
+    Args:
+        fwd: ``fwd(params, x) -> predictions``.
+        loss_fn: mean loss ``(pred, y) -> scalar``.
+        params: name -> tensor.
+        adapt_names: a list (any non-string iterable) of distinct names of ``params`` to
+            update.
+        x: ``[S, ...]`` support inputs.
+        y: ``[S]`` labels or ``[S, out]`` targets.
+        lr: step size: a finite float > 0, or a ``[rows, len(adapt_names)]`` table (as
+            ``sgd_path``).
+        steps: number of steps, an int >= 0.
+        create_graph: keep each step's gradient differentiable (second order).
+
+    Yields:
+        name -> tensor after 0, 1, ..., ``steps`` steps.
 
     Raises:
         ValueError: as ``sgd_path``.
@@ -422,7 +441,8 @@ class SGDAdapter:
             update those buffers on every call in training mode, as in plain training;
             metaloop's BatchNorm keeps none).
         loss: "mse", "ce" or a callable ``(pred, y) -> scalar``.
-        lr: inner step size. steps: default number of inner steps.
+        lr: inner step size.
+        steps: default number of inner steps.
         adapt: which parameters adapt (predicate or names); None adapts all.
         head_init: "learned" (the head is part of the meta-learned start) or "zero" (a new
             zero head of the task's output size: use it when tasks differ in output size).

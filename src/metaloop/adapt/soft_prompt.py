@@ -38,6 +38,8 @@ def add_soft_prompt(model: nn.Module, num_virtual_tokens: int = 8, init: str = "
         init: ``"sample_vocab"`` (embeddings of P random vocabulary tokens, drawn from the
             global torch RNG), ``"random"`` (``N(0, 1)``) or ``"text"`` (the embeddings of
             ``init_text``'s tokens, repeated or cut to P).
+        init_text: the text whose token embeddings start the prompt (``init="text"``
+            only).
 
     Raises:
         ValueError: a model that is not a transformer ``TextEncoder``, bad options, a model
@@ -118,7 +120,14 @@ def soft_prompt_finetune(model: nn.Module, support_x: torch.Tensor, support_y: t
     ``adapt=is_prompt``); every other tensor is passed through unchanged.
 
     Args:
-        model: from ``add_soft_prompt``. Others: as ``finetune``.
+        model: from ``add_soft_prompt``.
+        support_x: ``[S, L]`` token ids of one task's support texts.
+        support_y: int64 ``[S]`` labels.
+        steps: optimiser steps (as ``finetune``).
+        lr: rate of the soft prompt.
+        head_lr: rate of the new head.
+        **kw: ``finetune``'s other keywords (``head_init``, ``warmup``, ``warmup_kw``,
+            ``optimizer``, ``head``, ``generator``); not ``adapt``, which is the prompt.
 
     Raises:
         ValueError: if the model has no soft prompt, or as ``finetune``.

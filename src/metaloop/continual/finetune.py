@@ -117,6 +117,11 @@ def evaluate_experiences(model: nn.Module, params: Mapping[str, torch.Tensor],
     outputs), ``{experience name: accuracy}``; NaN for an empty split.
 
     Args:
+        model: the body, ``forward(x, head=False) -> [N, D]``.
+        params: body and ``heads.*`` parameters.
+        experiences: the experiences to score, each with its head and data.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        batch_size: examples per forward pass, a positive int.
         reference: for a body with metaloop ``BatchNorm`` layers (Conv4), inputs
             ``[M, *shape]`` whose statistics normalise every example scored: the training
             data the model last learned from (``run_sequence`` and ``finetune_experience``
@@ -222,9 +227,9 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
         params: current parameters.
         batch: ``x [B, *shape]``, ``y [B]``, ``source [B]`` (-1 = new).
         heads: head of the new experience, then of each earlier experience.
-        kept: ``{head: (weight, outputs)}`` kept heads; teacher: the parameters before
-            fine-tuning (needed with ``kept``), run in eval mode (no dropout), as the model
-            is scored; the student runs in the model's own mode.
+        kept: ``{head: (weight, outputs)}`` kept heads.
+        teacher: the parameters before fine-tuning (needed with ``kept``), run in eval mode
+            (no dropout), as the model is scored; the student runs in the model's own mode.
         temperature: T of the distillation.
 
     Returns:
@@ -284,7 +289,9 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
         trainable: what trains; see ``select_trainable``.
         early_stop: patience in evaluations: stop when the new experience's validation
             accuracy has not improved for this many, and return the best parameters.
-        steps: maximum optimiser steps. batch_size: B. lr: Adam learning rate.
+        steps: maximum optimiser steps.
+        batch_size: B, examples per batch.
+        lr: Adam learning rate.
         eval_every: steps between evaluations.
         evaluate_on: experiences to evaluate during training (default: earlier + new).
         generator: random source of batches and reservoir draws.

@@ -32,7 +32,11 @@ PREFIX = "heads."
 
 
 def head_param_names(name: str) -> tuple[str, str]:
-    """The parameter names ``("heads.<name>.weight", "heads.<name>.bias")`` of head ``name``."""
+    """The parameter names ``("heads.<name>.weight", "heads.<name>.bias")`` of head ``name``.
+
+    Args:
+        name: the head's name (``"A"``, ``"task0"``, ``"all"``).
+    """
     return f"{PREFIX}{name}.weight", f"{PREFIX}{name}.bias"
 
 
@@ -45,9 +49,10 @@ def init_heads(sizes: Mapping[str, int], feature_dim: int,
         sizes: head name -> number of outputs C.
         feature_dim: D, the body's feature size.
         generator: random source.
-        dtype, device: of the heads (default float32 on the CPU). The draws are made in
-            float32 on the generator's device (the CPU for None), so a seeded CPU generator
-            gives the same heads whatever these are.
+        dtype: of the heads (default float32). The draws are made in float32 on the
+            generator's device (the CPU for None), so a seeded CPU generator gives the same
+            heads whatever ``dtype`` and ``device`` are.
+        device: of the heads (default the CPU).
 
     Returns:
         ``{"heads.<h>.weight": [C, D], "heads.<h>.bias": [C]}`` for each head.
@@ -161,7 +166,13 @@ def body_params(params: Mapping[str, torch.Tensor]) -> Params:
 
 def features(model: nn.Module, params: Mapping[str, torch.Tensor],
              x: torch.Tensor) -> torch.Tensor:
-    """Body features ``[N, D]`` of inputs ``x [N, *shape]`` under ``params``."""
+    """Body features ``[N, D]`` of inputs ``x [N, *shape]`` under ``params``.
+
+    Args:
+        model: the body, ``forward(x, head=False) -> [N, D]``.
+        params: body (and head) parameters, name -> tensor.
+        x: inputs ``[N, *shape]``.
+    """
     return forward(model, body_params(params), x, head=False)
 
 
@@ -169,6 +180,11 @@ def logits_of_head(params: Mapping[str, torch.Tensor], head: str,
                    feats: torch.Tensor) -> torch.Tensor:
     """Logits ``[N, C]`` of the head named ``head`` (``heads.<head>.*`` in ``params``) on
     features ``[N, D]``.
+
+    Args:
+        params: parameters holding ``heads.<head>.weight`` ``[C, D]`` and ``.bias`` ``[C]``.
+        head: the head's name.
+        feats: features ``[N, D]``.
 
     Raises:
         ValueError: no such head in ``params`` (naming the heads there), or features whose

@@ -148,12 +148,25 @@ def _need_two(r: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def average_accuracy(r: torch.Tensor) -> float:
-    """``mean_j R[T-1, j]``: accuracy over all experiences after the last one."""
+    """``mean_j R[T-1, j]``: accuracy over all experiences after the last one.
+
+    Args:
+        r: the accuracy matrix ``[T, T]``: ``R[i, j]`` is the accuracy on experience ``j``
+            after learning experience ``i`` (values in [0, 1]).
+    """
     return float(check_matrix(r)[-1].mean())
 
 
 def experience_forgetting(r: torch.Tensor) -> torch.Tensor:
-    """``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]`` for ``j < T-1``, ``[T-1]``."""
+    """``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]`` for ``j < T-1``, ``[T-1]``.
+
+    Args:
+        r: the accuracy matrix ``[T, T]``: ``R[i, j]`` is the accuracy on experience ``j``
+            after learning experience ``i`` (values in [0, 1]), T >= 2.
+
+    Returns:
+        ``[T-1]``: how much of each earlier experience's best accuracy is lost at the end.
+    """
     r = _need_two(r, "forgetting")
     t = r.shape[0]
     best = torch.stack([r[j:t - 1, j].max() for j in range(t - 1)])   # [T-1]
@@ -161,18 +174,35 @@ def experience_forgetting(r: torch.Tensor) -> torch.Tensor:
 
 
 def stream_forgetting(r: torch.Tensor) -> float:
-    """Mean experience forgetting over the experiences before the last."""
+    """Mean experience forgetting over the experiences before the last.
+
+    Args:
+        r: the accuracy matrix ``[T, T]``: ``R[i, j]`` is the accuracy on experience ``j``
+            after learning experience ``i`` (values in [0, 1]), T >= 2.
+
+    Returns:
+        ``mean_{j < T-1} f_j`` (``experience_forgetting``), a float.
+    """
     return float(experience_forgetting(r).mean())
 
 
 def backward_transfer(r: torch.Tensor) -> float:
-    """``mean_{j < T-1} (R[T-1, j] - R[j, j])``."""
+    """``mean_{j < T-1} (R[T-1, j] - R[j, j])``.
+
+    Args:
+        r: the accuracy matrix ``[T, T]``: ``R[i, j]`` is the accuracy on experience ``j``
+            after learning experience ``i`` (values in [0, 1]), T >= 2.
+    """
     r = _need_two(r, "backward transfer")
     return float((r[-1, :-1] - r.diagonal()[:-1]).mean())
 
 
 def summarize(r: torch.Tensor) -> dict[str, float]:
     """The table's numbers from one accuracy matrix.
+
+    Args:
+        r: the accuracy matrix ``[T, T]``: ``R[i, j]`` is the accuracy on experience ``j``
+            after learning experience ``i`` (values in [0, 1]), T >= 2.
 
     Returns:
         ``new_accuracy`` ``R[T-1, T-1]``; ``old_accuracy`` ``mean_{j<T-1} R[T-1, j]``;

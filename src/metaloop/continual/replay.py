@@ -40,7 +40,13 @@ class ReplayBuffer(NamedTuple):
 
 class Batch(NamedTuple):
     """One training batch: ``x [B, *shape]``, ``y [B]``, and ``source [B]`` int64 (-1 for the
-    new experience, else the index of the earlier experience in the buffer)."""
+    new experience, else the index of the earlier experience in the buffer).
+
+    Attributes:
+        x: inputs ``[B, *shape]``.
+        y: int64 labels ``[B]``.
+        source: int64 ``[B]``: -1 for the new experience, else the earlier experience's index.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -63,6 +69,11 @@ def check_replay_ratio(replay_ratio: float) -> float:
 
 def replay_count(step: int, batch_size: int, replay_ratio: float) -> int:
     """Number of earlier examples in batch ``step``: ``floor((t+1) r B) - floor(t r B)``.
+
+    Args:
+        step: t, the batch's index, an int >= 0.
+        batch_size: B, a positive int.
+        replay_ratio: r, in ``[0, 1)``.
 
     Raises:
         ValueError: a ``step`` that is not an int >= 0, a ``batch_size`` that is not a
@@ -168,7 +179,8 @@ def reservoir_update(buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, sou
 
     Args:
         buffer: the current reservoir.
-        x: inputs ``[N, *shape]``; y: labels ``[N]``.
+        x: inputs ``[N, *shape]``.
+        y: int64 labels ``[N]``.
         source: the experience index to record for these examples.
         size: capacity of the reservoir.
         generator: random source.
@@ -260,7 +272,8 @@ def mixed_batches(new_x: torch.Tensor, new_y: torch.Tensor, buffer: ReplayBuffer
     touched and no random numbers are drawn for it.
 
     Args:
-        new_x: ``[N, *shape]``; new_y: ``[N]``.
+        new_x: the new experience's inputs ``[N, *shape]``.
+        new_y: its int64 labels ``[N]``.
         buffer: the earlier examples (required when ``replay_ratio > 0``).
         batch_size: B.
         replay_ratio: the fraction of each batch drawn from the buffer, in ``[0, 1)``.

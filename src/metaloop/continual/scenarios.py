@@ -180,7 +180,10 @@ def fashion_mnist_experiences(groups: Sequence[Sequence[int]], *, setting: str =
 def two_task(root=None, **kwargs) -> list[Experience]:
     """Pretrain on Fashion-MNIST classes 0-4 (head ``"A"``), fine-tune on 5-9 (head ``"B"``).
 
-    Keyword arguments go to ``fashion_mnist_experiences``.
+    Args:
+        root: the Fashion-MNIST folder, or None for the default (as
+            ``fashion_mnist_experiences``).
+        **kwargs: passed to ``fashion_mnist_experiences``.
     """
     return fashion_mnist_experiences([range(5), range(5, 10)], setting="task",
                                      heads=["A", "B"], root=root, **kwargs)
@@ -375,10 +378,12 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
         setting: ``"task"`` (a head per experience, ``"task0"``, ``"task1"``, ..., labels
             ``0..C-1`` in the group's order) or ``"class"`` (one shared K-way head
             ``"all"``, the original labels), as ``fashion_mnist_experiences``.
-        test_per_class, val_per_class: test and validation images per class (a fixed
-            count; the test count must be positive, validation may be 0).
-        test_fraction, val_fraction: otherwise these fractions of each class, rounded and at
-            least one image each (defaults 0.2 and 0.1; ``val_fraction=0``: no validation).
+        test_per_class: test images per class (a fixed count, positive).
+        val_per_class: validation images per class (a fixed count, may be 0).
+        test_fraction: otherwise this fraction of each class is test images, rounded and at
+            least one image (default 0.2).
+        val_fraction: and this fraction validation images, rounded and at least one image
+            (default 0.1; ``val_fraction=0``: no validation).
         train_per_class: keep at most this many training images per class (None: all the
             rest).
         flatten: inputs ``[N, C*H*W]`` (for an MLP) instead of ``[N, C, H, W]``; feature
@@ -556,6 +561,15 @@ def user_experiences(path: str | os.PathLike, *, setting: str = "task",
     ``split_classes_of`` (with ``setting`` and ``**kwargs``: ``classes_per_experience``,
     ``groups``, ``test_per_class``, ``val_per_class``, ``test_fraction``,
     ``val_fraction``, ``train_per_class``, ``flatten``, ``seed``) makes the experiences.
+
+    Args:
+        path: an image folder ``root/<class>/<image>`` or a ``.npz``/``.pt`` file.
+        setting: ``"task"`` (a head per experience) or ``"class"`` (one shared head).
+        image_size: folders only: side H = W of the decoded images (default 28).
+        channels: folders only: 1 (greyscale, the default) or 3 (RGB).
+        invert: folders only: ``"never"``, ``"always"`` or ``"auto"``.
+        cache_dir: folders only: where the decoded cache lives.
+        **kwargs: passed to ``split_classes_of``.
 
     Example:
         ``user_experiences("photos", classes_per_experience=2, setting="class")``: one

@@ -123,8 +123,10 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
         strategy: one of ``STRATEGIES``.
         pretrained: ``params`` have already learned experience 0 (so several strategies can
             share that work); otherwise experience 0 is learned first, with plain training.
-        replay_ratio, head_weight: see ``strategy_options``. lora_rank: rank of the ``lora``
-            strategy's adapters.
+        replay_ratio: the replay strategies' ratio, or ``"balanced"`` (see
+            ``strategy_options``).
+        head_weight: weight of each kept head (see ``strategy_options``).
+        lora_rank: rank of the ``lora`` strategy's adapters.
         generator: random source.
         progress: called with the number of optimiser steps just done.
         **finetune_kwargs: passed to every ``finetune_experience`` call (``steps``,

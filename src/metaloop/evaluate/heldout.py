@@ -30,6 +30,18 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float | None]:
     One value has no spread to measure and so no CI: its half-width is None (JSON ``null``;
     ``format_mean_ci`` prints it as ``± n/a``), never a 0.0 that would read as certainty.
 
+    Non-finite values are not refused: they pass through as IEEE arithmetic gives them
+    (``mean_ci([1.0, nan])`` is ``(nan, nan)``, ``mean_ci([1.0, inf])`` is ``(inf, nan)``).
+    ``evaluate`` relies on this: a learner that diverges on some tasks is reported with a
+    NaN or infinite mean (written as JSON ``null``) rather than failing the whole
+    evaluation. Check ``math.isfinite`` on the values first where that is not wanted.
+
+    Args:
+        values: the numbers to average (a list, tuple or other sequence of floats or ints).
+
+    Returns:
+        ``(mean, half-width)``; the half-width is None for one value.
+
     Raises:
         ValueError: no values, or a string (whose characters would be read as digits).
     """
@@ -47,6 +59,16 @@ def format_mean_ci(mean: float, ci: float | None, spec: str = ".2f", scale: floa
     ``"{mean} ± n/a"`` where there is no CI (``ci`` None: one value).
 
         format_mean_ci(0.8333, None, scale=100)   # '83.33 ± n/a'
+
+    Args:
+        mean: the mean, as ``mean_ci`` returns it.
+        ci: the 95% half-width, or None where there is none.
+        spec: the format spec of both numbers (``".2f"``, ``".3g"``).
+        scale: factor applied to both before formatting (100 for percent).
+        unit: text written after each number (``"%"``).
+
+    Returns:
+        The text ``"{mean} ± {ci}"``.
     """
     half = "n/a" if ci is None else f"{scale * ci:{spec}}{unit}"
     return f"{scale * mean:{spec}}{unit} ± {half}"
@@ -67,6 +89,15 @@ def _generator(tasks: int, seed: int) -> torch.Generator:
 def heldout_tasks(family, tasks: int, seed: int, chunk: int = 100):
     """Yield the held-out TaskBatches: ``tasks`` tasks from ``torch.Generator(seed)``, in
     batches of up to ``chunk``.
+
+    Args:
+        family: the task family; its ``sample(n, generator=...)`` draws the tasks.
+        tasks: how many tasks in all, a positive int.
+        seed: the seed of the ``torch.Generator`` the tasks are drawn with.
+        chunk: the most tasks sampled at once (the last batch may hold fewer).
+
+    Yields:
+        ``TaskBatch`` objects of ``min(chunk, tasks left)`` tasks each.
 
     Raises:
         ValueError: ``tasks`` not a positive int, or ``seed`` not an int that a

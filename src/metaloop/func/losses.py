@@ -165,6 +165,12 @@ def get_loss(loss: str | Loss) -> Loss:
     """Resolve a loss name ("mse", "ce"), or a callable ``(pred, y) -> scalar``, which is
     returned wrapped in ``CheckedLoss`` (its result checked on every call).
 
+    Args:
+        loss: ``"mse"``, ``"ce"``, or a callable ``(pred, y) -> scalar``.
+
+    Returns:
+        The loss function ``(pred, y) -> 0-dim tensor``.
+
     Raises:
         ValueError: an unknown loss name (listing the known ones); (when the returned loss
             is called) a callable that returns anything but a 0-dim floating tensor.
@@ -179,6 +185,10 @@ def get_loss(loss: str | Loss) -> Loss:
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Fraction of argmax predictions equal to labels: logits ``[N, C]``, labels ``[N]``
     (or ``[..., N, C]`` and ``[..., N]``: the mean over all of them).
+
+    Args:
+        logits: ``[N, C]`` (or ``[..., N, C]``).
+        labels: int64 ``[N]`` (or ``[..., N]``).
 
     Returns:
         a 0-dim tensor in the dtype of ``logits``, at least float32 (bf16 or float16 logits

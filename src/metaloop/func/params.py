@@ -16,7 +16,15 @@ Selector = Callable[[str], bool] | Iterable[str]
 
 
 def params_of(model: nn.Module) -> Params:
-    """The model's parameters as a name -> tensor dict (the live Parameters, not copies)."""
+    """The model's parameters as a name -> tensor dict (the live Parameters, not copies).
+
+    Args:
+        model: the network; each of its parameters appears once, under the name
+            ``named_parameters()`` gives it.
+
+    Returns:
+        name -> ``nn.Parameter``, in registration order.
+    """
     return dict(model.named_parameters())
 
 
@@ -30,16 +38,32 @@ def _predicate(select: Selector) -> Callable[[str], bool]:
 def partition(params: Mapping[str, torch.Tensor], select: Selector) -> tuple[Params, Params]:
     """Split params into (selected, rest) by a name predicate or a collection of names.
 
+    Args:
+        params: name -> tensor, e.g. ``params_of(model)``.
+        select: a predicate ``name -> bool``, or a collection of parameter names (a list,
+            tuple, set or other iterable of str).
+
+    Returns:
+        ``(selected, rest)``: two dicts name -> tensor that together hold ``params``.
+
     Raises:
         ValueError: if a collection of names names a parameter that does not exist, if
-            nothing is selected, or if ``select`` is a single string (a string is a
-            collection of characters, not of names: pass ``[name]``).
+            nothing is selected, if ``select`` is a single string (a string is a
+            collection of characters, not of names: pass ``[name]``), or if it is neither
+            callable nor an iterable of strings (``3``, ``False``, ``[0]``).
     """
     if isinstance(select, str):
         raise ValueError(f"select must be a predicate or a collection of parameter names, got "
                          f"the string {select!r}; pass [{select!r}] for that one name")
     if not callable(select):
+        if not isinstance(select, Iterable):
+            raise ValueError(f"select must be a predicate or a collection of parameter names, "
+                             f"got {type(select).__name__} {select!r}")
         select = list(select)
+        odd = [n for n in select if not isinstance(n, str)]
+        if odd:
+            raise ValueError(f"select must be a predicate or a collection of parameter names, "
+                             f"got a collection holding {type(odd[0]).__name__} {odd[0]!r}")
         missing = sorted(set(select) - set(params))
         if missing:
             raise ValueError(f"unknown parameter names {missing}; available: {sorted(params)}")
@@ -76,6 +100,12 @@ def last_linear_names(model: nn.Module) -> list[str]:
     weight tied to an earlier module's (the same Parameter under two names, e.g. an output
     layer sharing the input embedding's) goes by its first name, the one
     ``named_parameters()`` keeps.
+
+    Args:
+        model: the network.
+
+    Returns:
+        The head's parameter names (weight, then bias if it has one).
 
     Raises:
         ValueError: ``model`` has no ``nn.Linear``.
@@ -217,7 +247,15 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def detach(params: Mapping[str, torch.Tensor], requires_grad: bool = False) -> Params:
-    """Detached copies of params (sharing storage), optionally as new autograd leaves."""
+    """Detached copies of params (sharing storage), optionally as new autograd leaves.
+
+    Args:
+        params: name -> tensor.
+        requires_grad: whether each copy is a new autograd leaf that requires grad.
+
+    Returns:
+        name -> detached tensor, each sharing storage with the one it copies.
+    """
     return {k: v.detach().requires_grad_(requires_grad) for k, v in params.items()}
 
 

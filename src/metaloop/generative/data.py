@@ -125,8 +125,16 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
         root: folder of the built-in data files; None uses the loader's default search.
         resample: Omniglot's 105 -> 28 kernel, one of ``RESAMPLE`` (Fashion-MNIST is 28x28
             already and takes only the default).
-        image_size, invert, test_fraction, channels, skip_corrupt: your own data's (see
-            ``load_user``); the built-in sets take only the defaults.
+        image_size: your own data's image side (see ``load_user``); the built-in sets
+            take only the default.
+        invert: your own data's grey-level inversion (see ``load_user``); the built-in sets
+            take only the default.
+        test_fraction: the fraction of your own data held out as ``"test"`` (see
+            ``load_user``); the built-in sets take only the default.
+        channels: your own data's channels (see ``load_user``); the built-in sets take only
+            the default.
+        skip_corrupt: leave an image folder's unreadable images out (see ``load_user``); the
+            built-in sets take only the default.
         classes_for: what needs at least 2 classes of the data (``require_classes``), or
             None; your own data's classes are counted before its split.
 
@@ -579,6 +587,13 @@ def binarization_entropy(images: torch.Tensor) -> torch.Tensor:
 
 def binarize_static(images: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> torch.Tensor:
     """The fixed binarisation with ``seed``: the same 0/1 images on every call.
+
+    Args:
+        images: uint8 ``[N, ...]``, on any device.
+        seed: the seed of the coins (an int); the default is the test set's.
+
+    Returns:
+        floats ``[N, ...]`` (the default dtype) of 0s and 1s, on the images' device.
 
     Raises:
         ValueError: images that are not uint8, or a ``seed`` that is not an int torch takes.

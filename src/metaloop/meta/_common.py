@@ -114,6 +114,20 @@ class AdaptsBySGD:
         the builder's that made it ("ANIL")."""
         return getattr(self, "_method", None) or type(self).__name__
 
+    def __repr__(self) -> str:
+        """The method's name and its key settings, e.g. ``ANIL(inner_lr=0.01,
+        inner_steps=1, first_order=False, head_init='learned', batching='loop')``."""
+        shown: dict[str, object] = {"inner_lr": self.inner.lr, "inner_steps": self.inner.steps}
+        if hasattr(self, "first_order"):
+            shown["first_order"] = self.first_order
+        if hasattr(self, "inner_optimizer"):
+            shown["inner_optimizer"] = self.inner_optimizer
+        if isinstance(self.inner.loss, str):
+            shown["loss"] = self.inner.loss
+        shown["head_init"] = self.inner.head_init
+        shown["batching"] = self.batching
+        return f"{self._owner}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
               steps: int | None = None) -> Params:
         """Adapted parameters for ONE task (support_x ``[S, ...]``), detached."""

@@ -174,6 +174,10 @@ class HeadNet(nn.Module):
 Solver = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
+# the builder that makes a HeadLearner with each solver: the name its repr shows
+_METHODS = {"RidgeSolver": "R2D2", "NewtonSolver": "MetaOptNet", "PrototypeSolver": "ProtoNet"}
+
+
 class HeadLearner(ScoresEitherWay):
     """A meta-learner whose inner loop is a convex head solved on the support features.
 
@@ -228,6 +232,21 @@ class HeadLearner(ScoresEitherWay):
         self.transductive = transductive
         self.refine_temperature, self.refine_weight = refine_temperature, refine_weight
         self.refine = refine
+
+    def __repr__(self) -> str:
+        """The method (named by its builder, from the solver) and its key settings, e.g.
+        ``R2D2(scale=10, lam=1, ways=None, batching='loop', transductive=True)``."""
+        name = _METHODS.get(type(self.inner).__name__, type(self).__name__)
+        shown: dict[str, object] = {}
+        if name == "MetaOptNet":
+            shown["head"] = getattr(self.inner, "head", None)
+        shown["scale"] = float(f"{float(self.model.scale):.4g}")
+        if name != "ProtoNet":
+            shown["lam"] = float(f"{float(self.model.lam):.4g}")
+        shown.update(ways=self.ways, batching=self.batching, transductive=self.transductive)
+        if self.refine:
+            shown["refine"] = self.refine
+        return f"{name}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @property
     def refine_temperature(self) -> float:

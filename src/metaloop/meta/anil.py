@@ -83,12 +83,27 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
     the whole network.
 
     Args:
+        model: the network (its parameters are theta_0; all of them are meta-learned).
+        inner_lr: inner SGD step size of the head (as ``MAML``).
+        inner_steps: inner steps at training (as ``MAML``).
+        first_order: drop second derivatives (as ``MAML``).
+        loss: "mse" or "ce" (or a callable).
         head: predicate or names of the head's parameters: what adapts, and, with
             ``head_init="zero"``, what starts each task at zero. Default the model's
             ``head`` ``nn.Linear``, else its last one (``last_linear_names``); a model
             whose output layer is no ``nn.Linear`` (a 1x1 convolution, a bare
             ``nn.Parameter``) names it here.
-        Others: as ``MAML`` (``checkpoint``: the older name of ``recompute_inner_loop``).
+        head_init: "learned" or "zero" (as ``MAML``).
+        batching: "auto", "loop", "vmap" or "threads" (as ``MAML``).
+        recompute_inner_loop: recompute each inner step's activations in the backward
+            pass (as ``MAML``).
+        compile: run each task's query pass through ``torch.compile`` (as ``MAML``).
+        learn_lr: meta-learn the inner step sizes (as ``MAML``).
+        checkpoint: the older name of ``recompute_inner_loop`` (as ``MAML``).
+
+    Returns:
+        A ``MAML`` whose inner loop adapts ``head`` only; its errors and its ``repr`` name
+        it ANIL.
 
     Raises:
         ValueError: as ``MAML``; no ``head`` for a model without an ``nn.Linear``.

@@ -93,6 +93,14 @@ class Ensemble:
         self.model = nn.ModuleList([m.model for m in learners])
         self.refine_jointly = refine_jointly
 
+    def __repr__(self) -> str:
+        """The members' methods and how they are combined, e.g. ``Ensemble(members=[MAML,
+        MAML, ANIL], combine='mean', refine_jointly=False)``."""
+        names = ", ".join(repr(m).split("(")[0] if type(m).__repr__ is not object.__repr__
+                          else type(m).__name__ for m in self.members)
+        return (f"Ensemble(members=[{names}], combine={self.combine!r}, "
+                f"refine_jointly={self.refine_jointly!r})")
+
     @property
     def refine_jointly(self) -> bool:
         """Whether refining members share one assignment of the queries (see the class)."""

@@ -71,8 +71,11 @@ def lora_learner(model: nn.Module, method: str = "fomaml", r: int = 8, alpha: fl
         method: ``"maml"`` (second order; a Hugging Face encoder is switched to "eager"
             attention, whose double backward exists), ``"fomaml"`` (first order) or
             ``"reptile"``.
-        r, alpha, target_modules: as ``add_lora``.
-        inner_lr, inner_steps: the inner SGD loop on the LoRA adapters and the head.
+        r: adapter rank (as ``add_lora``).
+        alpha: LoRA scale numerator (as ``add_lora``).
+        target_modules: the modules given adapters (as ``add_lora``).
+        inner_lr: step size of the inner loop on the LoRA adapters and the head.
+        inner_steps: steps of that inner loop.
         head_init: ``"zero"`` (a new zero head per task; LoRA alone is meta-learned) or
             ``"learned"`` (the head's start is meta-learned too).
         logit_scale: s, the inner and outer losses are the cross-entropy of s x logits (a

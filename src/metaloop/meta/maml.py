@@ -199,7 +199,8 @@ class MAML(AdaptsBySGD):
 
     Args:
         model: the network (its parameters are theta_0).
-        inner_lr: inner SGD step size (alpha). inner_steps: inner steps at training.
+        inner_lr: inner SGD step size (alpha).
+        inner_steps: inner steps at training.
         first_order: drop second derivatives (first-order MAML).
         loss: "mse" or "ce" (or a callable).
         adapt: predicate or names of the parameters adapted in the inner loop (default all).

@@ -26,8 +26,13 @@ class Pretrain(AdaptsBySGD):
 
     Args:
         model: the network (for classification its head has ``num_classes`` outputs).
-        inner_lr, inner_steps, loss, adapt: the test-time fine-tuning rule (as ``MAML``).
+        inner_lr: test-time SGD step size (as ``MAML``).
+        inner_steps: test-time SGD steps.
+        loss: "mse" or "ce" (or a callable), in training and at test time.
+        adapt: predicate or names of the parameters fine-tuned at test time (default all).
         head_init: test-time head: "learned" (keep the pretrained head) or "zero".
+        batching: how test-time adaptation runs over a batch of tasks: "auto", "loop" or
+            "vmap" (as ``MAML``); training is one batch of every task's examples.
 
     Raises:
         ValueError: the learner's arguments as ``MAML`` checks them, a head_init other than

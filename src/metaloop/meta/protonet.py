@@ -87,13 +87,14 @@ def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
         transductive: False: each query normalised with its support set's BatchNorm
             statistics, in training and testing (see ``HeadLearner``).
-        refine, refine_temperature, refine_weight: soft k-means rounds that refine the
-            prototypes with a task's unlabelled queries before scoring them, the temperature
-            of the assignment and the query set's weight against the support set's
-            (``metaloop.adapt.refine_prototypes``); 0 rounds: off. Set here, it applies in
-            meta-training (``meta_loss``, the gradient flowing through the rounds) as in
-            testing: a config's ``method.refine``. ``metaloop eval`` sets it for testing
-            from ``eval.refine``.
+        refine: soft k-means rounds that refine the prototypes with a task's unlabelled
+            queries before scoring them (``metaloop.adapt.refine_prototypes``); 0: off. Set
+            here, it applies in meta-training (``meta_loss``, the gradient flowing through
+            the rounds) as in testing: a config's ``method.refine``. ``metaloop eval`` sets
+            it for testing from ``eval.refine``.
+        refine_temperature: the temperature of the rounds' assignment of queries (> 0).
+        refine_weight: the query set's weight against the support set's in the rounds
+            (> 0).
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters

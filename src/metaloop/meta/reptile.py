@@ -140,10 +140,12 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     mini-batches of ``test_batch`` support examples.
 
     Args:
-        model: the network. inner_lr: inner step size (SGD's rate, or Adam's).
+        model: the network.
+        inner_lr: inner step size (SGD's rate, or Adam's).
         inner_steps: inner steps in meta-training.
-        loss, adapt, head_init: as ``MAML``; head (keyword only): as ``MAML``, the head
-            that ``head_init="zero"`` starts at zero.
+        loss: as ``MAML``: "mse" or "ce" (or a callable).
+        adapt: as ``MAML``: predicate or names of the parameters adapted (default all).
+        head_init: as ``MAML``: "learned" or "zero".
         inner_optimizer: "sgd" (default) or "adam" (beta1 = 0, beta2 = 0.999), in
             meta-training and at test time.
         adam_state: with Adam, "task" (default: fresh moments for each task) or "shared"
@@ -160,6 +162,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
             False: each query on its own, BatchNorm with the statistics of the support set
             under the adapted params (the params of ``adapt``/``adapt_path`` then carry them
             under ``STATS`` keys; ``predict`` uses them). ``evaluation`` names the mode.
+        head: keyword only; as ``MAML``, the head that ``head_init="zero"`` starts at zero.
 
     Raises:
         ValueError: an unknown ``inner_optimizer`` or ``adam_state``; ``adam_state="shared"``

@@ -19,6 +19,19 @@ class Scratch(AdaptsBySGD):
 
     ``meta_gradient`` is all zeros (there is nothing to learn); ``ml.train`` saves the initial
     model without iterating.
+
+    Args:
+        model: the network, at its random initialisation.
+        inner_lr: test-time SGD step size (as ``MAML``).
+        inner_steps: test-time SGD steps.
+        loss: "mse" or "ce" (or a callable).
+        adapt: predicate or names of the parameters fine-tuned at test time (default all).
+        head_init: test-time head: "learned" (the initial head) or "zero".
+        batching: how test-time adaptation runs over a batch of tasks: "auto", "loop" or
+            "vmap" (as ``MAML``).
+
+    Raises:
+        ValueError: the arguments as ``MAML`` checks them.
     """
 
     meta_trains = False

@@ -82,6 +82,15 @@ class TaskBatch:
     query_y: torch.Tensor
     classes: torch.Tensor | None = None
 
+    def __repr__(self) -> str:
+        """Each field's shape and dtype, and the device, not the values: e.g.
+        ``TaskBatch(support_x=[64, 10, 1] float32, ..., classes=None, device=cpu)``."""
+        def field(t):
+            return "None" if t is None else f"{_shape(t)} {str(t.dtype).removeprefix('torch.')}"
+        names = ("support_x", "support_y", "query_x", "query_y", "classes")
+        return ("TaskBatch(" + ", ".join(f"{n}={field(getattr(self, n))}" for n in names)
+                + f", device={self.support_x.device})")
+
     def __post_init__(self) -> None:
         names = ("support_x", "support_y", "query_x", "query_y")
         for name in names:

@@ -75,8 +75,17 @@ class DeviceTasks:
         dtype: the floating dtype of the sampled images (the model's).
 
     Attributes:
-        kind, ways, shots, queries, num_classes, class_names, image_shape, input_shape: as
-            the family's. device, dtype, generator_device: see above.
+        kind: ``"classification"``.
+        ways: classes per task, as the family's.
+        shots: support examples per class, as the family's.
+        queries: query examples per class, as the family's.
+        num_classes: the family's number of classes.
+        class_names: the family's class names.
+        image_shape: ``(C, H, W)`` of one image, as the family's.
+        input_shape: the model's input shape, as the family's.
+        device: where the store lives and the tasks are drawn.
+        dtype: the floating dtype of the sampled images.
+        generator_device: the device of the ``torch.Generator`` that ``sample`` needs.
 
     An Omniglot family's ``within_alphabet`` rate and ``drawers`` carry over: its alphabet
     table goes to the device with the images, and its tasks are drawn by the same

@@ -58,6 +58,9 @@ class FashionMNIST:
     Raises:
         ValueError: bad or duplicated classes, non-positive counts, ``ways > K``, or more
             ``shots + queries`` than the smallest class has images.
+        FileNotFoundError: the IDX files of ``split`` are not under ``root`` (or the
+            default data folder); the message names the paths looked at and where to get
+            them.
     """
 
     kind = "classification"

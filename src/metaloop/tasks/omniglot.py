@@ -148,10 +148,13 @@ def task_indices(table: torch.Tensor, groups: torch.Tensor, sizes: torch.Tensor,
     Args:
         table: int64 ``[C, D]``, the flat image ids of each class's D drawings (column j:
             drawer number j).
-        groups, sizes: int64 ``[A, M]`` and ``[A]``, each alphabet's class ids (rows padded
-            past ``sizes``), as ``within_classes`` takes them; some alphabet must have at
-            least ``ways`` classes when ``within_alphabet > 0`` (checked by the caller).
-        n, ways, per_class: tasks, classes per task, drawings per class.
+        groups: int64 ``[A, M]``, each alphabet's class ids (rows padded past ``sizes``),
+            as ``within_classes`` takes them; some alphabet must have at least ``ways``
+            classes when ``within_alphabet > 0`` (checked by the caller).
+        sizes: int64 ``[A]``, the number of classes of each alphabet.
+        n: tasks.
+        ways: classes per task.
+        per_class: drawings per class.
         within_alphabet: the rate in [0, 1] of tasks whose classes share an alphabet.
         drawers: ``"any"`` or ``"shared"`` (image j of every class by the task's drawer j).
         generator: random source; its draws are moved to the tables' device.
@@ -288,6 +291,10 @@ class Omniglot:
             ``within_alphabet`` outside [0, 1] or (when > 0) no alphabet with ``ways``
             characters, ``rotations`` on a Vinyals split, ``rotations`` or ``reflections``
             not a bool, an unknown ``drawers``.
+        FileNotFoundError: the images (``omniglot_<part>.npz``, ``images_<part>/`` or
+            ``images_<part>.zip`` under ``root``) or, for a Vinyals split, its split file
+            ``splits/vinyals/<split>.txt`` are not found and ``download`` is False; the
+            message names the paths looked at and where to get the files.
     """
 
     kind = "classification"

@@ -54,6 +54,12 @@ class Sinusoid:
         self.shots, self.queries = shots, queries
         self.amplitude, self.phase, self.x_range = tuple(amplitude), tuple(phase), tuple(x_range)
 
+    def __repr__(self) -> str:
+        """Its settings, e.g. ``Sinusoid(shots=10, queries=10, amplitude=(0.1, 5.0),
+        phase=(0.0, 3.141592653589793), x_range=(-5.0, 5.0))``."""
+        return (f"Sinusoid(shots={self.shots}, queries={self.queries}, "
+                f"amplitude={self.amplitude}, phase={self.phase}, x_range={self.x_range})")
+
     def sample_params(self, n: int, generator: torch.Generator | None = None):
         """Draw n tasks' (amplitude [n], phase [n]).
 

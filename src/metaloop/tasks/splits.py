@@ -78,7 +78,7 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
     class; train gets the rest. Each list keeps sorted order.
 
     Args:
-        class_names: C distinct names (distinct in Unicode NFC too).
+        class_names: C distinct non-empty strings (distinct in Unicode NFC too).
         fractions: (train, val, test), each >= 0, summing to 1.
         seed: permutation seed.
 
@@ -86,16 +86,21 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
         (train names, val names, test names).
 
     Raises:
-        ValueError: one string instead of a list of names, duplicated or empty names
-            (two names that differ only in their Unicode form included, naming both),
+        ValueError: one string instead of a list of names, a name that is empty or not a
+            string (``None``, ``3``; named with its index), duplicated names (two names
+            that differ only in their Unicode form included, naming both),
             fractions that are not three non-negative numbers summing to 1, too few
             classes for every non-zero fraction, or a seed that is not an int a
             ``torch.Generator`` takes.
     """
     check_name_list("split_classes class_names", class_names)
-    names = [str(n) for n in class_names]
+    names = list(class_names)
     if not names:
         raise ValueError("split_classes needs at least one class name")
+    odd = next((i for i, n in enumerate(names) if not isinstance(n, str) or not n), None)
+    if odd is not None:
+        raise ValueError(f"split_classes: class names must be non-empty strings, got "
+                         f"{names[odd]!r} at index {odd}")
     dup = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) \
         else []
     if dup:

@@ -36,8 +36,9 @@ class WordNet:
     Args:
         root: folder with WordNet's ``data.noun``, or None (see ``load_wordnet``).
         split: ``"train"``, ``"val"``, ``"test"`` or ``"trainval"`` (disjoint categories).
-        ways: classes per task. shots: support examples per class. queries: query examples
-            per class.
+        ways: classes per task.
+        shots: support examples per class.
+        queries: query examples per class.
         tokenizer: optional ``texts -> [N, L]`` token ids (e.g. ``TextEncoder.tokenize``);
             applied once to every example of the split.
         min_hyponyms: fewest examples a category needs (20 by default).
@@ -46,7 +47,8 @@ class WordNet:
         kind: ``"classification"``.
         categories: the split's categories (``metaloop.data.wordnet.Category``), indexed by
             the ids in ``TaskBatch.classes``.
-        class_names: their names. num_classes: their number.
+        class_names: their names.
+        num_classes: their number.
         texts: every example text of the split; ``labels`` int64 ``[N]`` their class ids.
 
     Raises:
