@@ -15,6 +15,8 @@ import difflib
 import json
 import math
 import re
+import reprlib
+import stat
 import sys
 import unicodedata
 import warnings
@@ -29,6 +31,24 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+# A config file is a few KB: one over MAX_CONFIG_BYTES, or with keys or arrays nested deeper
+# than MAX_CONFIG_DEPTH (``a.a.a...``, ``[[[...]]]``), is refused before it is parsed (the TOML
+# reader takes memory quadratic in a dotted key's depth, and recurses once per level).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 64
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxdict = 8
+_SHORT.maxlevel = 3
+
+
+def _short(value) -> str:
+    """``repr(value)`` cut to a readable length (a long string ends in ``...``), for messages
+    that echo a value read from a file."""
+    return _SHORT.repr(value)
+
 
 # Every key a config may have, with its default and type. None = required / no default.
 SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
@@ -171,7 +191,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
 
 def _suggest(key: str, options) -> str:
     """`` (did you mean 'x'?)`` for the option nearest ``key``: one that differs only in case
-    first (``"MAML"``: ``'maml'``), else the closest by difflib, case ignored; "" if none."""
+    first (``"MAML"``: ``'maml'``), else the closest by difflib, case ignored; "" if none
+    (also for a key far longer than any option)."""
+    if len(key) > 200:
+        return ""
     by_case: dict[str, str] = {}
     for option in options:
         by_case.setdefault(str(option).lower(), str(option))
@@ -186,12 +209,13 @@ def _check_type(where: str, value, typ) -> None:
         if not isinstance(value, list) or not all(
                 isinstance(v, typ[1]) and not isinstance(v, bool) for v in value):
             what = getattr(typ[1], "__name__", "number")
-            raise ValueError(f"config {where} must be a list of {what}, got {value!r}")
+            raise ValueError(f"config {where} must be a list of {what}, got {_short(value)}")
         return
     ok = isinstance(value, typ) and (typ is bool or not isinstance(value, bool))
     if not ok:
         want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-        raise ValueError(f"config {where} must be {want}, got {type(value).__name__} {value!r}")
+        raise ValueError(f"config {where} must be {want}, got {type(value).__name__} "
+                         f"{_short(value)}")
 
 
 # Keys renamed since they were introduced: {section: {old name: new name}}. The old name still
@@ -248,7 +272,7 @@ def _validate(cfg: dict) -> dict:
                               f"{_suggest(section, SCHEMA)}; valid: {sorted(SCHEMA)}")
         if not isinstance(body, dict):
             raise _KeyProblem((section, ""), f"config [{section}] must be a table, got "
-                              f"{body!r}")
+                              f"{_short(body)}")
         for key in body:
             if key == "extends":
                 raise _KeyProblem((section, key), f"config key extends is under [{section}] "
@@ -318,7 +342,7 @@ DTYPES = ("float32", "float64")
 def _one_of(where: str, value, options) -> None:
     if value not in options:
         section, _, key = where.partition(".")
-        raise _KeyProblem((section, key), f"config {where} = {value!r} is not one of "
+        raise _KeyProblem((section, key), f"config {where} = {_short(value)} is not one of "
                           f"{list(options)}{_suggest(str(value), options)}")
 
 
@@ -353,7 +377,7 @@ def _check_values(cfg: dict) -> None:
 
     def bad(sec: str, key: str, must: str) -> _KeyProblem:
         return _KeyProblem((sec, key), f"config {sec}.{key} must be {must}, got "
-                                       f"{cfg[sec][key]!r}")
+                                       f"{_short(cfg[sec][key])}")
 
     positive = [("family", k) for k in ("shots", "queries", "ways", "image_size")] + \
         [("model", "channels"), ("method", "inner_steps"), ("eval", "tasks")] + \
@@ -702,7 +726,7 @@ def check_training(cfg: dict, written=()) -> None:
     if init:
         from metaloop.train.checkpoint import saved_run
         if not saved_run(init):
-            raise ValueError(f"train.init = {init!r}: no saved run there (a run directory "
+            raise ValueError(f"train.init = {_short(init)}: no saved run there (a run directory "
                              f"with a LATEST file, or a ckpt-* directory)")
     if name != "reptile":
         return
@@ -880,10 +904,10 @@ def _check_user_family(f: dict, ev: dict) -> None:
     fr = f["split_fractions"]
     if len(fr) != 3 or not all(v >= 0 for v in fr) or not abs(sum(fr) - 1) <= 1e-6:
         raise ValueError(f"config family.split_fractions must be [train, val, test] >= 0 "
-                         f"summing to 1, got {fr!r}")
+                         f"summing to 1, got {_short(fr)}")
     if f["split_files"] and len(f["split_files"]) != 3:
         raise ValueError(f"config family.split_files must list 3 files [train, val, test], "
-                         f"got {f['split_files']!r}")
+                         f"got {_short(f['split_files'])}")
     # in Unicode NFC, as class names are matched: "café" and "cafe\u0301" are one class
     lists = [{unicodedata.normalize("NFC", str(c)) for c in f[f"{s}_classes"]}
              for s in USER_SPLITS]
@@ -934,7 +958,9 @@ def load(path) -> dict:
 
     Raises:
         FileNotFoundError: the file, or a config it extends, does not exist (both named).
-        ValueError: a folder in place of the file or of a config it extends, invalid TOML,
+        ValueError: a folder, device or pipe in place of the file or of a config it
+            extends, a file over ``MAX_CONFIG_BYTES`` (1 MB) or nested deeper than
+            ``MAX_CONFIG_DEPTH`` (64), invalid TOML,
             an ``extends`` that is not a path string (or that sits inside a section), a
             chain of ``extends`` that returns to a file already in it, a chain that sets no
             key at all (an empty file is usually a failed write), or a bad section, key,
@@ -1011,20 +1037,25 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
         what = f"config file {chain[-1]} extends {path}, which" if chain else f"{path}"
         raise ValueError(f"{what} is a folder, not a config file (a config is a TOML file, "
                          f"e.g. one of configs/)")
+    what = f"config file {chain[-1]} extends {path}, which" if chain else f"config file {path}"
     if not path.is_file():
-        if chain:
-            raise FileNotFoundError(f"config file {chain[-1]} extends {path}, which does not "
-                                    f"exist")
-        raise FileNotFoundError(f"config file {path} does not exist")
+        kind = _not_a_file(path)
+        if kind is None:
+            raise FileNotFoundError(f"{what} does not exist")
+        raise ValueError(f"{what} is {kind}, not a config file (a config is a TOML file, "
+                         f"e.g. one of configs/)")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{what} is {size} bytes, more than a config file can be "
+                         f"({MAX_CONFIG_BYTES} bytes); a config is a few KB of TOML")
     try:
         # utf-8-sig: a leading byte-order mark (PowerShell's Out-File -Encoding utf8) is
         # dropped, as TOML readers that take it do; anywhere else it stays invalid TOML
-        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"config file {path} is not UTF-8 text (TOML is): byte "
                          f"0x{e.object[e.start]:02x} at offset {e.start}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"config file {path} is not valid TOML: {e}") from e
+    raw = _parse_toml(text, f"config file {path}")
     # deprecated keys under their new names, file by file, so either name overrides the other
     try:
         raw = {section: _renamed(section, body) for section, body in raw.items()}
@@ -1036,7 +1067,7 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
     base = raw.pop("extends")
     if not isinstance(base, str) or not base.strip():
         raise ValueError(f"config file {path}: extends must name another config file (a "
-                         f"path string, relative to this file), got {base!r}")
+                         f"path string, relative to this file), got {_short(base)}")
     base_path = path.parent / base
     seen = [p.resolve() for p in (*chain, path)]
     if base_path.resolve() in seen:
@@ -1045,6 +1076,66 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
     merged = merge(_read_chain(base_path, (*chain, path), where), raw)
     _note(raw, path, where)                 # after the base's: this file's keys win
     return merged
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it is there but neither a regular file nor a folder ("a
+    character device", "a named pipe (FIFO)", "a socket", "a block device"); None when
+    nothing is there (a dangling link included)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+# What the depth scan reads: strings and comments (skipped whole, so their brackets and dots
+# count for nothing) and the characters that open, close or separate a level.
+_TOML_TOKENS = re.compile(r'"""(?:[^\\]|\\[\s\S])*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"'
+                          r"|'[^'\n]*'|#[^\n]*|[\[\]{}.=,\n]")
+
+
+def _toml_depth(text: str) -> int:
+    """An upper bound, cheap to compute, of how deep the TOML ``text`` nests: open brackets
+    and braces plus the dots of the dotted key (or number) being read, strings and comments
+    skipped."""
+    depth = dots = deepest = 0
+    for m in _TOML_TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        elif c == ".":
+            dots += 1
+        elif c in "=,\n":
+            dots = 0
+            continue
+        else:
+            continue
+        deepest = max(deepest, depth + dots)
+    return deepest
+
+
+def _parse_toml(text: str, where: str) -> dict:
+    """``tomllib.loads(text)``, refusing first a text nested deeper than
+    ``MAX_CONFIG_DEPTH``; any failure to parse is a ValueError that names ``where`` (e.g.
+    ``"config file a.toml"``)."""
+    depth = _toml_depth(text)
+    if depth > MAX_CONFIG_DEPTH:
+        raise ValueError(f"{where} nests keys or arrays {depth} levels deep, more than a "
+                         f"config can ({MAX_CONFIG_DEPTH}); a config is [section] key = value")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{where} is not valid TOML: {e}") from e
+    except (RecursionError, MemoryError) as e:
+        raise ValueError(f"{where} could not be read: it nests too deep or is too large for "
+                         f"the TOML reader ({type(e).__name__})") from None
 
 
 def _note(raw: dict, path: Path, where: dict | None) -> None:
@@ -1086,7 +1177,7 @@ def to_toml(cfg: dict) -> str:
             try:        # scalars, strings and lists: JSON's quoting is valid TOML for them
                 out.append(f"{k} = {_toml_escapes(json.dumps(v, allow_nan=False))}")
             except ValueError:
-                raise ValueError(f"config {section}.{k} = {v!r}: no config key takes a "
+                raise ValueError(f"config {section}.{k} = {_short(v)}: no config key takes a "
                                  f"non-finite number") from None
         out.append("")
     return "\n".join(out)

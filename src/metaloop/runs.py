@@ -22,7 +22,6 @@ run's stored fingerprint of its data (``check_moved_data``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from metaloop.train.checkpoint import (
     load_checkpoint,
     load_extra_state,
     protocol_run,
+    read_state,
     saved_run,
 )
 
@@ -463,8 +463,8 @@ def load_pinned(path, *, what: str | None = None, option: str | None = None,
         if ckpt is None:
             return None
         try:
-            state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            state = read_state(ckpt / "state.json")
+        except (OSError, ValueError):       # a state.json too big or too deep included
             return None
         return state if isinstance(state, dict) else None
 

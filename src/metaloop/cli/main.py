@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import warnings
+from pathlib import Path
 
 from metaloop.cli._signals import catch_signals, cleaning_up, release_signals
 from metaloop.models.text import TextExtraMissing
@@ -201,8 +202,41 @@ def _memory_text(e: BaseException, args: argparse.Namespace) -> str:
     if args.command == "train" or getattr(args, "config", None):
         flags.append(f"the config's sizes ({CONFIG_SIZES})")
     sizes = f": {', '.join(flags)}" if flags else ""
+    files = _data_files(args)
+    if files:
+        return (f"out of memory: {what}; the data read or the sizes asked for need more "
+                f"memory than there is: a data file read whole may be too large "
+                f"({', '.join(files)}), or give smaller sizes{sizes}")
     return (f"out of memory: {what}; the sizes asked for need more memory than there is, "
             f"give smaller ones{sizes}")
+
+
+def _data_files(args: argparse.Namespace) -> list[str]:
+    """The data files (not folders) a command reads whole: its ``--support``, ``--query``
+    and ``--data`` files, and the ``family.root`` of its config for a tensor file or a text
+    table (``family.name = "tensors"`` or ``"table"``); control characters escaped."""
+    paths = [getattr(args, k, None) for k in ("support", "query", "data")]
+    cfg = getattr(args, "config", None)
+    if isinstance(cfg, (str, os.PathLike)):
+        try:
+            from metaloop import config as _config
+            family = _config.read(cfg).get("family", {})
+            if family.get("name") in ("tensors", "table") and family.get("root"):
+                paths.append(family["root"])            # read from the working folder
+        except (OSError, ValueError):
+            pass
+    return [str(p) for p in paths if isinstance(p, (str, os.PathLike)) and Path(p).is_file()]
+
+
+# Control characters but tab and line feed (C0, DEL, C1: ESC starts a terminal's escape
+# sequences), as a file or class name may hold them.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with each control character but tab and line feed written as ``\\xNN``, so
+    that a name in a message cannot drive the terminal it is printed to."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,15 +309,16 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
         text = distributed.message(e)      # None: another rank of a torchrun prints it
         if text is not None:
             text = _fit_advice(args.command, e, text)
-            print(f"metaloop {args.command}: error: {text}", file=sys.stderr)
+            print(f"metaloop {args.command}: error: {_printable(text)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):
             raise
         text = distributed.message(e)      # None: another rank of a torchrun prints it
         if text is not None:               # ("rank r of W: " where only some ranks met it)
-            print(f"metaloop {args.command}: error: {text[:len(text) - len(str(e))]}"
-                  f"{_memory_text(e, args)}", file=sys.stderr)
+            print(_printable(f"metaloop {args.command}: error: "
+                             f"{text[:len(text) - len(str(e))]}{_memory_text(e, args)}"),
+                  file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         cleaning_up()                      # (through the finally below too)

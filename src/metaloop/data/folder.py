@@ -455,6 +455,10 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
     previous = _read_json(manifest_path)              # any version: its arrays go once replaced
     old = previous if previous is not None and previous.get("version") == CACHE_VERSION \
         else None
+    foreign = old is not None and not all(_own_file(old.get(k), key)
+                                          for k in ("images", "labels", "stats"))
+    if foreign:                 # a manifest naming files outside the cache: rebuilt, none read
+        old = None
     if old is not None and old.get("hash") == digest:
         data = _open(cdir, old, scan)
         if data is not None:
@@ -470,17 +474,25 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
         for k in ("images", "labels", "stats"):
             name = previous.get(k)
             # a plain file name of ours (a damaged manifest names nothing else to delete)
-            if (isinstance(name, str) and name != manifest[k] and name.startswith(f"{key}-")
-                    and Path(name).name == name):
+            if _own_file(name, key) and name != manifest[k]:
                 (cdir / name).unlink(missing_ok=True)
     data.cache_dir = cdir
     if previous is None:
         data.cache_status = "built"
     else:
-        why = ("made by another metaloop version" if old is None else
+        why = ("its manifest names files outside the cache" if foreign else
+               "made by another metaloop version" if old is None else
                "settings" if old.get("settings") != settings else "files changed")
         data.cache_status = f"rebuilt ({why})"
     return data
+
+
+def _own_file(name, key: str) -> bool:
+    """Whether a manifest's file ``name`` is one of the cache's own for ``key``: a plain
+    file name (no folder, no ``..``) starting ``<key>-``. A manifest naming anything else
+    (``/tmp/x.npy``, ``../x.npy``) is neither read nor deleted from."""
+    return (isinstance(name, str) and name.startswith(f"{key}-") and "/" not in name
+            and "\\" not in name and ".." not in name and Path(name).name == name)
 
 
 def _read_json(path: Path) -> dict | None:

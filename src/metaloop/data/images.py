@@ -27,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
 import unicodedata
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +261,20 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
     return _to_input(pix, image_size, invert, grid)
 
 
+# Pillow warns (DecompressionBombWarning) of an image over PIL.Image.MAX_IMAGE_PIXELS and
+# raises past twice that; the warning is raised here too, so that every image over the limit
+# is refused by name (the filter is process-wide: one thread sets it at a time).
+_OPENING = threading.Lock()
+
+
+def _open_image(path: Path) -> Image.Image:
+    """``Image.open(path)`` (the header only), raising Pillow's DecompressionBombWarning for
+    an image over ``PIL.Image.MAX_IMAGE_PIXELS`` instead of warning."""
+    with _OPENING, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def _read_file(path: Path, image_size: int, channels: int):
     """The pixels of one image file as ``load_image`` reads them before ``_to_input``
     (``_read``'s ``[h, w, c]`` array and grid).
@@ -270,12 +286,13 @@ def _read_file(path: Path, image_size: int, channels: int):
         raise ValueError(f"cannot read image {path}: it is not a regular file (a folder, a "
                          f"pipe, a socket or a device)")
     try:
-        with Image.open(path) as im:
+        with _open_image(path) as im:
             im.seek(0)
             scale, full = _depth_scale(im), im.size
             draft = _draft(im, image_size)
             pix, grid = _read(im, channels, image_size, scale, full, draft)   # [h, w, c]
-    except Image.DecompressionBombError as e:           # not an OSError: would escape
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # not OSErrors: they would escape
         raise ValueError(f"cannot read image {path}: {e} Shrink it first (or raise "
                          f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,

@@ -75,10 +75,7 @@ def config_text(family: str) -> str:
 
 
 def _read(text: str, where: str) -> dict:
-    try:
-        return _config.tomllib.loads(text)
-    except _config.tomllib.TOMLDecodeError as e:
-        raise ValueError(f"config file {where} is not valid TOML: {e}") from e
+    return _config._parse_toml(text, f"config file {where}")
 
 
 def _check_compare(table, where: str) -> dict:

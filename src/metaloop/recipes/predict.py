@@ -14,6 +14,7 @@ support table of labelled texts and a query table or ``.txt`` file of texts to c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,14 +438,27 @@ def takes_steps(run: Run) -> bool:
                for m in getattr(run, "members", [run]))
 
 
+# Control characters but tab and line breaks (quoted, as the csv module reads them back):
+# the rest of C0, DEL and C1. ESC starts a terminal's escape sequences, so a file or class
+# name holding one could rewrite what the terminal shows.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def tsv_line(fields: list[str]) -> str:
     """One line of tab-separated values, ending in ``"\\n"``: a field holding a tab, a line
     break (``\\n`` or ``\\r``) or a double quote is written in double quotes with each quote
     doubled, as the csv module's ``excel-tab`` dialect reads it back
-    (``csv.reader(f, dialect="excel-tab")``); any other field is written as it is."""
-    quoted = ['"' + f.replace('"', '""') + '"' if any(c in f for c in '\t\n\r"') else f
-              for f in fields]
-    return "\t".join(quoted) + "\n"
+    (``csv.reader(f, dialect="excel-tab")``); a field holding any other control character
+    (ESC, the rest of C0, DEL, C1) has each written as ``\\xNN`` and is quoted too, so that
+    no name printed can drive the terminal (``results.json`` keeps the names as they are);
+    any other field is written as it is."""
+    out = []
+    for f in fields:
+        escaped = _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", f)
+        if escaped != f or any(c in f for c in '\t\n\r"'):
+            escaped = '"' + escaped.replace('"', '""') + '"'
+        out.append(escaped)
+    return "\t".join(out) + "\n"
 
 
 def check_image_run(run: Run) -> dict:

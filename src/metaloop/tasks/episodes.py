@@ -7,6 +7,7 @@ import copy
 import math
 import os
 import pickle
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -869,14 +870,21 @@ def _dense_labels(y: torch.Tensor, names: list[str] | None
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file (no pickles).
 
+    Each member's ``.npy`` header (shape and dtype) is read first: an array larger than the
+    memory available (a few compressed KB can declare any size) is refused before it is
+    decoded.
+
     Raises:
-        ValueError: a file that is not a zip archive, or a corrupt one (naming the file).
+        ValueError: a file that is not a zip archive, or a corrupt one, or an array larger
+            than the memory available (naming the file, the key and the shape).
     """
     with open(path, "rb") as f:            # np.load(path) leaks the file if the zip is bad
         head = f.read(4)
         if head not in (b"PK\x03\x04", b"PK\x05\x06"):
             raise ValueError(f"tensor file {path} is not an .npz archive (np.savez writes a "
                              f"zip file; this one starts with {head!r})")
+        f.seek(0)
+        _check_npz_sizes(path, f)
         f.seek(0)
         try:
             with np.load(f, allow_pickle=False) as d:
@@ -885,18 +893,92 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             raise ValueError(f"tensor file {path} is a corrupt .npz archive: {e}") from e
 
 
+def _check_npz_sizes(path: Path, f) -> None:
+    """Refuse an ``.npz`` (open as ``f``) whose arrays, as their ``.npy`` headers declare
+    them, exceed the memory available (``metaloop.data.folder._available_memory``; no check
+    where it is unknown), one array or all together, before any is decoded."""
+    from metaloop.data import folder
+
+    have = folder._available_memory()
+    if have is None:
+        return
+    total = 0
+    for key, shape, dtype in _npz_headers(path, f):
+        need = math.prod(shape) * dtype.itemsize
+        total += need
+        if need > have or total > have:
+            what = (f"its array {key!r} of shape {tuple(shape)} ({dtype}) takes "
+                    f"{folder._bytes(need)}" if need > have else
+                    f"its arrays up to {key!r} (shape {tuple(shape)}, {dtype}) take "
+                    f"{folder._bytes(total)}")
+            raise ValueError(f"tensor file {path}: {what}, more than the "
+                             f"{folder._bytes(have)} of memory available; it is refused "
+                             f"unread (free memory, or save a smaller array)")
+
+
+def _npz_headers(path: Path, f) -> list[tuple[str, tuple, np.dtype]]:
+    """(key, shape, dtype) of each ``.npy`` member of the ``.npz`` open as ``f``, from the
+    headers alone (a member of an unknown format version is left to ``np.load``).
+
+    Raises:
+        ValueError: a corrupt archive or header (naming the file).
+    """
+    out = []
+    try:
+        with zipfile.ZipFile(f) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        continue
+                out.append((info.filename.removesuffix(".npy"), shape, dtype))
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"tensor file {path} is a corrupt .npz archive: {e}") from e
+    return out
+
+
 def _load_pt(path: Path) -> dict:
     """The dict of a ``torch.save`` file, loaded with ``weights_only=True``.
+
+    A file whose pickle names code to run (a ``__reduce__`` payload: any global that is not
+    a tensor type) is refused with torch's reason, none of it run.
 
     Raises:
         ValueError: a file ``torch.load`` cannot read or refuses, or that holds no dict
             (naming the file).
     """
     try:
-        got = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a plain pickle (not torch's zip format) draws this warning before the refusal
+            warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                    category=UserWarning)
+            got = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError,
             OSError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        if lines and lines[0].startswith("Weights only load failed"):
+            # torch's advice (load with weights_only=False) is what would run the code
+            # (and to allow-list the global): dropped, torch's reason kept
+            why = next((ln.removeprefix("WeightsUnpickler error:").strip() for ln in lines
+                        if ln.startswith("WeightsUnpickler error")), None) or next(
+                (ln for ln in lines[1:] if not ln.startswith("Check the documentation")
+                 and "weights_only" not in ln), "it names a global that is not a tensor type")
+            why = why.split(" Please use ")[0]
+            if "GLOBAL" in why:
+                raise ValueError(f"tensor file {path} is not a torch save of tensors alone "
+                                 f"and is refused: loading it would run code its pickle names "
+                                 f"({why}); a tensor file holds a dict of torch tensors only "
+                                 f"(torch.save({{'x': x, 'y': y}}, path))") from None
+            raise ValueError(f"tensor file {path} is not a torch save of tensors (torch.load "
+                             f"with weights_only=True refused it: {why}); a tensor file holds "
+                             f"a dict of tensors only (torch.save({{'x': x, 'y': y}}, path))"
+                             ) from None
         why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")),
                    lines[0] if lines else "")
         raise ValueError(f"tensor file {path} is not a torch save of tensors (torch.load with "

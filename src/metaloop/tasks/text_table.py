@@ -311,6 +311,9 @@ def _read_jsonl(path: Path, encoding: str):
             except json.JSONDecodeError as e:
                 raise ValueError(f"text table {path}: line {line_no} is not valid JSON: "
                                  f"{e.msg}") from e
+            except RecursionError:
+                raise ValueError(f"text table {path}: line {line_no} nests JSON deeper than "
+                                 f"it can be read (a row is an object of text fields)") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"text table {path}: line {line_no} is a JSON "
                                  f"{type(obj).__name__}, not an object with named fields")
@@ -591,9 +594,11 @@ class TextTable:
 
     Args:
         path: the table (see ``read_text_table``).
-        text_column, label_column: the column names (``"text"``, ``"label"``).
-        ways: classes per task. shots: support texts per class. queries: query texts per
-            class.
+        text_column: the name of the text column (``"text"``).
+        label_column: the name of the label column (``"label"``).
+        ways: classes per task.
+        shots: support texts per class.
+        queries: query texts per class.
         delimiter: the CSV/TSV field separator (default by extension).
         split: ``"all"`` (every class, the default), or ``"train"``, ``"val"``, ``"test"``,
             ``"trainval"``: the classes ``split_classes(class names, fractions, split_seed)``
@@ -611,9 +616,11 @@ class TextTable:
         encoding: the file's text encoding.
 
     Attributes:
-        kind: ``"classification"``. path: the file.
+        kind: ``"classification"``.
+        path: the file.
         class_names: the classes used (sorted labels), indexed by the ids in
-            ``TaskBatch.classes``; num_classes: their number.
+            ``TaskBatch.classes``.
+        num_classes: the number of classes used.
         all_class_names: every label of the table (sorted).
         texts: every text of the classes used; ``labels`` int64 ``[N]`` their class ids.
         dropped: the classes dropped for having too few texts (``drop_small``).

@@ -337,16 +337,40 @@ def _older_checkpoint(run_dir: Path, newest: Path | None) -> Path | None:
     return found[0] if found else None
 
 
+# A state.json holds a run's counters and curves: a few MB at most. A larger one is refused
+# unread, as is JSON nested deeper than the reader can recurse.
+MAX_STATE_BYTES = 64 << 20
+
+
+def read_state(sfile: Path):
+    """The JSON value of a checkpoint's ``state.json`` (any type: callers check it is an
+    object).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: the file is over ``MAX_STATE_BYTES`` (64 MB, named with its size), or is
+            not UTF-8 JSON, or nests deeper than the JSON reader can go.
+    """
+    size = sfile.stat().st_size
+    if size > MAX_STATE_BYTES:
+        raise ValueError(f"checkpoint {sfile} is corrupt: it is {size} bytes, more than a "
+                         f"state.json can be ({MAX_STATE_BYTES} bytes)")
+    try:
+        return json.loads(sfile.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"checkpoint {sfile} is corrupt: {e}") from e
+    except RecursionError:
+        raise ValueError(f"checkpoint {sfile} is corrupt: its JSON nests deeper than it "
+                         f"can be read") from None
+
+
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """``load_checkpoint`` of one ``ckpt-*`` directory."""
     sfile, tfile = path / "state.json", path / "tensors.safetensors"
     if not sfile.is_file() or not tfile.is_file():
         raise FileNotFoundError(f"no checkpoint at {path} (expected LATEST, or state.json and "
                                 f"tensors.safetensors)")
-    try:
-        state = json.loads(sfile.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"checkpoint {sfile} is corrupt: {e}") from e
+    state = read_state(sfile)
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {sfile} is corrupt: it holds a JSON "
                          f"{type(state).__name__}, not an object")

@@ -1,0 +1,87 @@
+"""Data files from strangers: deeply nested JSON lines, ``.npz`` arrays larger than memory,
+and ``.pt`` pickles that name code are refused by name, before anything is decoded or run."""
+
+import json
+import os
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import metaloop as ml
+from metaloop.data import folder
+from metaloop.tasks.text_table import read_text_table
+
+
+def test_deeply_nested_jsonl_line_is_named_with_its_line(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps({"text": "a", "label": "x"}) + "\n"
+                 + "[" * 200_000 + "]" * 200_000 + "\n")
+    with pytest.raises(ValueError, match=r"text table .*t\.jsonl: line 2 nests JSON deeper "
+                                         r"than it can be read"):
+        read_text_table(p)
+
+
+def _npz(tmp_path, n=2000):
+    p = tmp_path / "d.npz"
+    np.savez_compressed(p, x=np.zeros((n, 4), np.float32), y=np.arange(n) % 4)
+    return p
+
+
+def test_npz_array_larger_than_memory_is_refused_unread(tmp_path, monkeypatch):
+    p = _npz(tmp_path)                                  # x: 32000 bytes, a few KB on disk
+    monkeypatch.setattr(folder, "_available_memory", lambda: 20_000)
+    loads = []
+    monkeypatch.setattr(np, "load", lambda *a, **k: loads.append(a))
+    with pytest.raises(ValueError, match=r"tensor file .*d\.npz: its array 'x' of shape "
+                                         r"\(2000, 4\) \(float32\) takes 32 kB, more than "
+                                         r"the 20 kB of memory available"):
+        ml.tasks.Episodes.from_tensors(p, ways=2, shots=1, queries=1)
+    assert loads == []                                  # refused before np.load
+
+
+def test_npz_arrays_together_larger_than_memory_are_refused(tmp_path, monkeypatch):
+    p = _npz(tmp_path)                                  # x 32000 + y 16000 bytes
+    monkeypatch.setattr(folder, "_available_memory", lambda: 40_000)
+    with pytest.raises(ValueError, match=r"d\.npz: its arrays up to 'y' .* take 48 kB"):
+        ml.tasks.Episodes.from_tensors(p, ways=2, shots=1, queries=1)
+
+
+def test_npz_that_fits_still_loads(tmp_path):
+    p = tmp_path / "ok.npz"
+    rng = np.random.default_rng(0)
+    np.savez(p, x=rng.normal(size=(40, 4)).astype(np.float32), y=np.arange(40) % 4)
+    assert ml.tasks.Episodes.from_tensors(p, ways=2, shots=1, queries=1).num_classes == 4
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("PAYLOAD-RAN",))
+
+
+def test_pt_with_a_code_payload_is_refused_without_running_it(tmp_path, capsys):
+    p = tmp_path / "evil.pt"
+    torch.save({"x": torch.zeros(8, 4), "y": torch.arange(8) % 2, "z": _Payload()}, p)
+    with pytest.raises(ValueError) as info:
+        ml.tasks.Episodes.from_tensors(p, ways=2, shots=1, queries=1)
+    msg = str(info.value)
+    assert str(p) in msg and "is refused: loading it would run code" in msg
+    assert "Unsupported global: GLOBAL print" in msg       # torch's own reason, kept
+    assert "weights_only" not in msg and "arbitrary code" not in msg
+    assert "add_safe_globals" not in msg
+    assert "PAYLOAD-RAN" not in capsys.readouterr().out
+
+
+def test_plain_pickle_pt_is_refused_by_name_without_a_warning(tmp_path, capsys):
+    p = tmp_path / "raw.pt"
+    with open(p, "wb") as f:
+        pickle.dump({"x": _Payload()}, f, protocol=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"tensor file .*raw\.pt is not a torch save of "
+                                             r"tensors"):
+            ml.tasks.Episodes.from_tensors(p, ways=2, shots=1, queries=1)
+    assert "PAYLOAD-RAN" not in capsys.readouterr().out
+    assert os.path.exists(p)
