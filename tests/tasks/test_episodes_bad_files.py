@@ -182,3 +182,13 @@ def test_channels_last_images_are_named(tmp_path, channels):
 def _saved(tmp_path, x):
     np.savez(tmp_path / "chw.npz", x=np.ascontiguousarray(x), y=np.repeat(np.arange(8), 6))
     return tmp_path / "chw.npz"
+
+
+def test_an_npz_of_python_objects_says_so_not_that_it_is_corrupt(tmp_path):
+    """np.load's "Object arrays cannot be loaded when allow_pickle=False" was reported as a
+    corrupt archive."""
+    np.savez(tmp_path / "obj.npz", x=np.zeros((4, 2), np.float32),
+             y=np.array(["a", None, "b", "c"], dtype=object))
+    with pytest.raises(ValueError, match=r"obj\.npz: its array 'y' holds Python objects "
+                                         r"\(dtype object\), which loading would unpickle"):
+        Episodes.from_tensors(tmp_path / "obj.npz", ways=2, shots=1, queries=1)

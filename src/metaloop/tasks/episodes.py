@@ -894,16 +894,23 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check_npz_sizes(path: Path, f) -> None:
-    """Refuse an ``.npz`` (open as ``f``) whose arrays, as their ``.npy`` headers declare
-    them, exceed the memory available (``metaloop.data.folder._available_memory``; no check
+    """Refuse an ``.npz`` (open as ``f``) with an array of Python objects, or whose arrays,
+    as their ``.npy`` headers declare them, exceed the memory available (``metaloop.data.folder._available_memory``; no check
     where it is unknown), one array or all together, before any is decoded."""
     from metaloop.data import folder
 
+    headers = _npz_headers(path, f)
+    for key, shape, dtype in headers:
+        if dtype.hasobject:       # np.load would say "Object arrays cannot be loaded ..."
+            raise ValueError(f"tensor file {path}: its array {key!r} holds Python objects "
+                             f"(dtype {dtype}), which loading would unpickle; it is refused: "
+                             f"save numeric arrays (x: images or features, y: integer "
+                             f"labels or class-name strings)")
     have = folder._available_memory()
     if have is None:
         return
     total = 0
-    for key, shape, dtype in _npz_headers(path, f):
+    for key, shape, dtype in headers:
         need = math.prod(shape) * dtype.itemsize
         total += need
         if need > have or total > have:
