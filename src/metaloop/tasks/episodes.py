@@ -895,12 +895,13 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _check_npz_sizes(path: Path, f) -> None:
     """Refuse an ``.npz`` (open as ``f``) with an array of Python objects, or whose arrays,
-    as their ``.npy`` headers declare them, exceed the memory available (``metaloop.data.folder._available_memory``; no check
-    where it is unknown), one array or all together, before any is decoded."""
+    as their ``.npy`` headers declare them, exceed the memory available
+    (``metaloop.data.folder._available_memory``; no check where it is unknown), one array or
+    all together, before any is decoded."""
     from metaloop.data import folder
 
     headers = _npz_headers(path, f)
-    for key, shape, dtype in headers:
+    for key, _, dtype in headers:
         if dtype.hasobject:       # np.load would say "Object arrays cannot be loaded ..."
             raise ValueError(f"tensor file {path}: its array {key!r} holds Python objects "
                              f"(dtype {dtype}), which loading would unpickle; it is refused: "
