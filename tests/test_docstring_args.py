@@ -26,27 +26,11 @@ KNOWN = {
     "metaloop.train.checkpoint.load_checkpoint",
     "metaloop.train.checkpoint.save_checkpoint",
     "metaloop.train.checkpoint.saved_run",
-    # src/metaloop/models/text.py
-    "metaloop.models.text.TextEncoder",
     # src/metaloop/runs.py
     "metaloop.runs.check_moved_data",
     "metaloop.runs.check_own_data",
     "metaloop.runs.load_pinned",
     "metaloop.runs.moved_root",
-    # src/metaloop/runs_folder.py
-    "metaloop.runs_folder.check",
-    "metaloop.runs_folder.found",
-    # src/metaloop/build.py
-    "metaloop.build.batching_on",
-    "metaloop.build.build_family",
-    "metaloop.build.build_learner",
-    "metaloop.build.build_model",
-    "metaloop.build.check_eval_shifts",
-    "metaloop.build.data_fingerprint",
-    "metaloop.build.eval_family",
-    "metaloop.build.resolve_split",
-    "metaloop.build.training_family",
-    "metaloop.build.user_family",
     # src/metaloop/config.py
     "metaloop.config.check_combinations",
     "metaloop.config.check_training",
@@ -59,14 +43,6 @@ KNOWN = {
     "metaloop.config.warn_shared_split",
     "metaloop.config.warn_unread",
     "metaloop.config.written_keys",
-    # src/metaloop/runlock.py
-    "metaloop.runlock.acquire",
-    "metaloop.runlock.check_links",
-    "metaloop.runlock.hold",
-    "metaloop.runlock.holder",
-    "metaloop.runlock.locked",
-    "metaloop.runlock.release",
-    "metaloop.runlock.writer",
 }
 
 

@@ -30,9 +30,21 @@ def _choice(kind: str, value: str, options) -> str:
 
 def build_family(fcfg: dict, split: str | None = None, shots: int = 0, queries: int = 0,
                  progress=None, ways_key: str = "family.ways"):
-    """A task family from the [family] section (split/shots/queries override it);
-    ``progress(n)`` is told how many images a folder family has decoded, while it decodes;
-    ``ways_key``: the config key an error names for the ways (see ``user_family``)."""
+    """A task family from the [family] section (split/shots/queries override it).
+
+    Args:
+        fcfg: the validated config's ``[family]`` section (``name``, ``ways``, ``shots``,
+            ``queries``, ``split``, ``root`` and the keys of that family).
+        split: the class split to sample from: ``"train"``, ``"val"`` or ``"test"`` (Omniglot
+            also ``"trainval"``, ``"background"``, ``"evaluation"``; Fashion-MNIST: classes
+            0-4 for ``"train"``, 5-9 for any other); None: ``fcfg["split"]``.
+        shots: support examples per class; 0: ``fcfg["shots"]``.
+        queries: query examples per class; 0: ``fcfg["queries"]``.
+        progress: called as ``progress(n)`` with how many images a folder family has
+            decoded so far, while it decodes; None: not told.
+        ways_key: the config key that set ``fcfg["ways"]``, which an error names (see
+            ``user_family``).
+    """
     name = _choice("family", fcfg["name"], FAMILIES)
     shots, queries = shots or fcfg["shots"], queries or fcfg["queries"]
     split = split or fcfg["split"]
@@ -96,8 +108,27 @@ def _split_args(fcfg: dict, split: str) -> dict:
 def user_family(fcfg: dict, split: str, shots: int, queries: int, progress=None,
                 ways_key: str = "family.ways"):
     """An ``Episodes`` family over the user's folder or tensor file, or a ``TextTable``
-    (one class split). ``ways_key``: the config key that set ``fcfg["ways"]``, which an error
-    names (``"eval.ways"`` for held-out tasks of another number of ways)."""
+    (one class split).
+
+    Args:
+        fcfg: the ``[family]`` section of a ``folder``, ``tensors`` or ``table`` family
+            (``root``, ``ways``, the class split: ``{train,val,test}_classes`` lists, else
+            ``split_fractions`` and ``split_seed``, or ``split_files``).
+        split: the class split: ``"train"``, ``"val"`` or ``"test"``.
+        shots: support examples per class.
+        queries: query examples per class.
+        progress: called as ``progress(n)`` with how many images a folder has decoded so
+            far, while it decodes into its cache; None: not told.
+        ways_key: the config key that set ``fcfg["ways"]``, which an error names
+            (``"eval.ways"`` for held-out tasks of another number of ways).
+
+    Raises:
+        ValueError: more ways than the split has classes, unreadable images (naming
+            ``family.skip_corrupt``), a cache that cannot be written, classes too small
+            (``SmallClassesError``, naming ``family.drop_small``), a relative
+            ``family.root`` not found, classes the config lists that the data no longer
+            has, or any other error of ``Episodes`` / ``TextTable``.
+    """
     split_args = _split_args(fcfg, split)
     have = split_args.get("classes")
     if have is not None and len(have) < fcfg["ways"]:
@@ -186,6 +217,11 @@ def data_fingerprint(fcfg: dict, *families) -> dict | None:
     order over ``families`` (training, then held-out), with one digest over them all. None
     for a built-in family.
 
+    Args:
+        fcfg: the ``[family]`` section (``name`` and ``root``).
+        *families: the ``Episodes`` families built from it (training, then held-out); a
+            class in several is read once. Not read for a table, whose file is hashed.
+
     Returns:
         ``{"family", "root", "sha256"}``, plus ``"classes": {name: digest}`` and
         ``"example_shape"`` (what the network reads of one example: ``[C, H, W]`` or ``[D]``)
@@ -257,6 +293,10 @@ def resolve_split(cfg: dict) -> dict:
     run stores exactly which classes it trained on and held out. Other families, and configs
     that list their classes already, are returned as they are.
 
+    Args:
+        cfg: a validated config; only its ``[family]`` section is read (a new dict is
+            returned, ``cfg`` is not changed).
+
     Raises:
         ValueError: as ``split_classes`` / ``read_split_files``, naming the problem.
     """
@@ -314,7 +354,24 @@ def _class_names(f: dict) -> list[str]:
 
 
 def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:
-    """The network for this family; pretrain on classification gets one output per class."""
+    """The network for this family; pretrain on classification gets one output per class.
+
+    Args:
+        mcfg: the validated config's ``[model]`` section (``name``: ``"mlp"``, ``"conv4"``,
+            ``"resnet12"`` or ``"text"``; ``hidden``, ``channels``, ``pool``, ``readout``).
+        family: the task family the network reads: its ``kind`` (``"regression"`` or
+            ``"classification"``), ``ways`` and ``num_classes``, and its input shape
+            (``in_dim`` / ``out_dim`` for regression, ``input_shape`` ``[D]`` or
+            ``image_shape`` ``[C, H, W]``; a ``table`` family's ``tokenizer``, whose
+            encoder ``"text"`` copies).
+        method: the ``[method]`` name; ``"pretrain"`` sizes the head by ``num_classes``,
+            any other by ``ways``.
+
+    Raises:
+        ValueError: an unknown model name, or a model that cannot read the family's
+            inputs (``mlp`` on images, an image model on vectors or non-square images,
+            ``text`` without a table family), naming the shapes and what to use.
+    """
     name = _choice("model", mcfg["name"], MODELS)
     if family.kind == "regression":
         out = family.out_dim
@@ -373,7 +430,19 @@ def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:
     the inner loop is recomputed or the query pass compiled (both need the loop), or second-order
     MAML adapts a ``model`` with torch's BatchNorm, InstanceNorm or LayerNorm (a text encoder,
     say), whose double backward is wrong under vmap (``metaloop.meta.maml.
-    vmap_wrong_norms``); elsewhere the learner's own "auto" rule decides."""
+    vmap_wrong_norms``); elsewhere the learner's own "auto" rule decides.
+
+    Args:
+        mc: the validated config's ``[method]`` section (``name``, ``batching``,
+            ``first_order``, ``recompute_inner_loop``, ``compile``).
+        device: where the learner will run: a ``torch.device``, a string such as
+            ``"cuda"``, or None (taken as not CUDA).
+        model: the network the learner adapts, checked for torch's norm layers; None: not
+            checked.
+
+    Returns:
+        ``mc["batching"]``, or ``"vmap"`` for ``"auto"`` where the rule above picks it.
+    """
     from metaloop.meta.maml import vmap_wrong_norms
 
     cuda = device is not None and torch.device(device).type == "cuda"
@@ -393,7 +462,21 @@ def build_learner(cfg: dict, family, model=None, device=None):
     and training inside one ``with metaloop._random.seeded_rng(seed, [device]):``, so that
     its own generator is as it was afterwards (``metaloop.recipes.compare.run``,
     ``metaloop.recipes.training.train_config``; ``metaloop.runs.load_run``, which trains
-    nothing, scopes the build alone)."""
+    nothing, scopes the build alone).
+
+    Args:
+        cfg: a validated config; its ``[method]``, ``[model]`` and ``train.seed`` are read.
+        family: the training task family (its ``kind`` chooses the loss: ``"mse"`` for
+            regression, else ``"ce"``; ``build_model`` reads the rest).
+        model: the network to wrap; None: a new one from ``cfg["model"]``
+            (``build_model``), built after the seed is set.
+        device: where the learner will run (a ``torch.device``, a string, or None: not
+            CUDA); it only chooses the batching (``batching_on``), nothing is moved there.
+
+    Raises:
+        ValueError: an unknown method, or ``[method]`` settings that do not apply to it
+            or to the family (naming them).
+    """
     name = _choice("method", cfg["method"]["name"], METHODS)
     torch.manual_seed(cfg["train"]["seed"])
     model = model if model is not None else build_model(cfg["model"], family, name)
@@ -456,7 +539,17 @@ def _build_head_learner(name: str, mc: dict, family, model):
 def eval_family(cfg: dict, train_family):
     """The held-out family: [eval] split, ways, shots and queries (0 = same as training);
     Omniglot tasks within one alphabet if ``eval.within_alphabet``, drawn by
-    ``eval.drawers``, never rotated or mirrored."""
+    ``eval.drawers``, never rotated or mirrored.
+
+    Args:
+        cfg: a validated config; its ``[family]`` and ``[eval]`` sections are read.
+        train_family: not read: the held-out family is built from ``cfg`` alone (callers
+            pass the training family or None).
+
+    Raises:
+        ValueError: as ``build_family``; a held-out class too small names the ``eval``
+            (or ``family``) keys that set its shots and queries.
+    """
     ec, f = cfg["eval"], cfg["family"]
     within = 1.0 if ec.get("within_alphabet", False) else 0.0
     try:
@@ -481,7 +574,16 @@ def eval_family(cfg: dict, train_family):
 def check_eval_shifts(cfg: dict, family) -> None:
     """ValueError naming ``eval.support_shift`` / ``eval.query_shift`` when they are set but
     ``family``'s examples are not images (feature vectors of a tensor file): a run trained
-    with them could not be evaluated (``metaloop train`` checks this before training)."""
+    with them could not be evaluated (``metaloop train`` checks this before training).
+
+    Args:
+        cfg: a validated config; its ``[eval]`` section is read.
+        family: the family the run reads; its examples are images when it has an
+            ``image_shape`` (``[C, H, W]``).
+
+    Raises:
+        ValueError: naming the shift keys set, the family and its example shape.
+    """
     on = [f"eval.{k} = {cfg['eval'][k]}" for k in ("support_shift", "query_shift")
           if cfg["eval"][k]]
     if on and getattr(family, "image_shape", None) is None:
@@ -498,7 +600,16 @@ def training_family(cfg: dict, family):
     """The family meta-training samples from: ``family``, or with ``train.augment_shift`` /
     ``augment_rotate`` / ``augment_stroke`` / ``augment_elastic`` random translations /
     rotations / stroke widths / elastic bends of its images (``metaloop.tasks.Shifted``);
-    evaluation keeps ``family``."""
+    evaluation keeps ``family``.
+
+    Args:
+        cfg: a validated config; its ``[train]`` augment keys are read (missing: 0, off).
+        family: the meta-training family, returned as it is when no augment is on.
+
+    Raises:
+        ValueError: an augment set on a family whose examples are not images (no
+            ``image_shape``), naming the keys to set to 0.
+    """
     t = cfg["train"]
     s, r, w, e = (t.get(k, 0) for k in ("augment_shift", "augment_rotate", "augment_stroke",
                                         "augment_elastic"))

@@ -110,7 +110,11 @@ def _command() -> str:
 
 def holder(path) -> dict | None:
     """What the lock file of the run folder ``path`` says of the process that last took it
-    (``{"pid", "host", "command"}``), or None (no lock file, or one being written)."""
+    (``{"pid", "host", "command"}``), or None (no lock file, or one being written).
+
+    Args:
+        path: the run folder (a ``str`` or ``os.PathLike``); its ``.metaloop-lock`` is read.
+    """
     try:
         text = (Path(path) / LOCK_FILE).read_text(encoding="utf-8")
         info = json.loads(text)
@@ -124,7 +128,12 @@ def writer(path) -> dict | None:
     host and command), or None: no other process holds it. A run killed mid-training leaves
     its lock file, naming a process that is gone, but not its lock. The lock is tested by a
     shared lock taken and let go at once on the file opened read-only, so nothing in the
-    folder is written (where there is no ``fcntl``, Windows: None)."""
+    folder is written (where there is no ``fcntl``, Windows: None).
+
+    Args:
+        path: the run folder (a ``str`` or ``os.PathLike``). A lock file naming this
+            process gives None: this process is not another writer.
+    """
     info = holder(path)
     if info is None or fcntl is None or info.get("pid") == os.getpid():
         return None
@@ -208,6 +217,10 @@ def check_links(out) -> None:
     ``metaloop.recipes.report``): the system's "File exists" or "Not a directory" alone
     does not say which path is the file.
 
+    Args:
+        out: the output folder (a ``str`` or ``os.PathLike``), which need not exist yet;
+            it and each of its parents are checked.
+
     Raises:
         ValueError: naming the file, or the link, its target and what the target is.
         OSError: a name the file system cannot look up (too long: ENAMETOOLONG).
@@ -274,8 +287,9 @@ def acquire(path, *, create: bool = True) -> str | None:
     """Take the lock of the run folder ``path`` (None: nothing; returns None).
 
     Args:
-        path: the run folder, created with its parents if missing (``create``), else
-            left unlocked when it does not exist (nothing there to protect).
+        path: the run folder (a ``str`` or ``os.PathLike``); None: nothing is locked.
+        create: create the folder and its missing parents if it does not exist; False:
+            a folder that does not exist is left unlocked (nothing there to protect).
 
     Returns:
         A token for ``release`` (None where nothing was locked).
@@ -356,6 +370,8 @@ def release(token: str | None, *, discard: bool = False) -> None:
     removes the lock file: a finished run's folder holds only what the run wrote).
 
     Args:
+        token: what ``acquire`` returned; None, or a token this process no longer holds:
+            nothing is done.
         discard: also remove the folders the first ``acquire`` created if they are empty
             (a run that failed before writing anything leaves nothing).
     """
@@ -397,6 +413,11 @@ def hold(path, *, create: bool = True):
     folder as a ``Path`` (or None). If the body fails, the folders this call created are
     removed again while they are empty.
 
+    Args:
+        path: the run folder, as ``acquire`` takes it; None: no lock.
+        create: as ``acquire``: create the folder if missing; False: a missing folder is
+            not locked.
+
     Raises:
         RunInUseError, ValueError: as ``acquire``, before the body runs.
     """
@@ -412,6 +433,13 @@ def hold(path, *, create: bool = True):
 def locked(param: str, *, create: bool = True):
     """Decorator: the function holds the lock of the run folder given as its argument
     ``param`` (None: no lock) for the whole call, before it reads anything.
+
+    Args:
+        param: the name of the decorated function's parameter that gives the run folder
+            (passed by position or keyword; its default when the call omits it is not
+            read: no lock).
+        create: as ``acquire``: create the folder if missing; False: a missing folder is
+            not locked.
 
     Raises:
         RunInUseError, ValueError: as ``acquire``, before the function runs.

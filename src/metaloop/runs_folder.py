@@ -76,7 +76,12 @@ def _results_command(res) -> str | None:
 def found(out) -> str | None:
     """The metaloop command whose run the folder ``out`` holds (``"train"``, ``"vae"``,
     ``"vae --protocol iwae"``, ``"forgetting"``, ``"adapt"``, ``"compare"``, ``"eval"``,
-    ``"predict"``), or None (no folder, an empty one, or files no metaloop command wrote)."""
+    ``"predict"``), or None (no folder, an empty one, or files no metaloop command wrote).
+
+    Args:
+        out: the folder (a ``str`` or ``os.PathLike``); a path that is not a folder, or
+            one that cannot be read, gives None.
+    """
     from metaloop.recipes import _partial
 
     out = Path(out)
@@ -110,6 +115,14 @@ def found(out) -> str | None:
 def check(out, command: str) -> None:
     """Before a run of ``command`` writes in ``out``: refuse a folder that holds another
     command's run (``found``), which that run would empty or mix with its own files.
+
+    Args:
+        out: the ``--out`` folder (a ``str`` or ``os.PathLike``); a missing or empty one
+            passes.
+        command: the command about to write there, as ``found`` names it (``"train"``,
+            ``"vae"``, ``"vae --protocol iwae"``, ``"forgetting"``, ``"adapt"``,
+            ``"compare"``, ``"eval"``, ``"predict"``); a folder holding that command's own
+            run passes.
 
     Raises:
         ValueError: naming the folder, the command whose run it holds, and what to do;

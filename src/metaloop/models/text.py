@@ -185,6 +185,9 @@ class TextEncoder(nn.Module):
         normalize: L2-normalise the pooled features (as sentence-transformers does for
             all-MiniLM-L6-v2), so that dot products are cosine similarities.
         max_length: longest tokenised text; longer ones are truncated.
+        pad_id: the token id that pads ``x``, masked out of the attention and the mean
+            pooling; None: the tokenizer's ``pad_token_id``, else the encoder config's,
+            else 0.
 
     Shapes:
         x float token ids ``[N, L]`` (padded with ``pad_id``) -> ``[N, out_dim]``, or the
