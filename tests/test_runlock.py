@@ -472,3 +472,16 @@ def test_a_start_whose_new_folder_another_failed_start_removes_meanwhile_makes_i
             raise RuntimeError("bad data")
     assert calls
     assert not (tmp_path / "new").exists()  # the folders it made are removed as ever
+
+
+def test_locked_takes_the_folder_parameters_default_where_a_call_leaves_it_out(tmp_path):
+    """The default of the decorated function's folder parameter was not read: a call that
+    left it out ran with no lock at all."""
+    default = tmp_path / "run"
+
+    @runlock.locked("out")
+    def write(x, out=default):
+        return runlock.holder(out)
+
+    assert write(1) is not None                  # held while the function ran
+    assert runlock.holder(default) is None       # and let go after

@@ -436,8 +436,7 @@ def locked(param: str, *, create: bool = True):
 
     Args:
         param: the name of the decorated function's parameter that gives the run folder
-            (passed by position or keyword; its default when the call omits it is not
-            read: no lock).
+            (passed by position or keyword, or its default where the call omits it).
         create: as ``acquire``: create the folder if missing; False: a missing folder is
             not locked.
 
@@ -449,7 +448,9 @@ def locked(param: str, *, create: bool = True):
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
-            path = sig.bind(*args, **kwargs).arguments.get(param)
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()          # a folder parameter left to its default is locked too
+            path = bound.arguments.get(param)
             with hold(path, create=create):
                 return fn(*args, **kwargs)
         return call
