@@ -50,7 +50,6 @@ def _short(value) -> str:
     return _SHORT.repr(value)
 
 
-# Every key a config may have, with its default and type. None = required / no default.
 SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
     "family": {"name": (str, "sinusoid"), "shots": (int, 10), "queries": (int, 10),
                "ways": (int, 5), "root": (str, ""), "image_size": (int, 28),
@@ -187,6 +186,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
              "refine": (int, 0), "refine_temperature": ((int, float), 0.5),
              "refine_weight": ((int, float), 2.0), "refine_jointly": (bool, False)},
 }
+"""Every key a config may set: ``{section: {key: (type, default)}}`` for the sections
+``family``, ``model``, ``method``, ``train`` and ``eval``. A type is a class, a tuple of
+classes (``(int, float)``: either), or ``(list, item type)`` for a list; ``validate`` fills
+each key a config leaves out with its default."""
 
 
 def _suggest(key: str, options) -> str:
@@ -218,9 +221,10 @@ def _check_type(where: str, value, typ) -> None:
                          f"{_short(value)}")
 
 
-# Keys renamed since they were introduced: {section: {old name: new name}}. The old name still
-# loads, with a FutureWarning (shown to command-line users, unlike a DeprecationWarning).
 RENAMED = {"method": {"checkpoint": "recompute_inner_loop"}}
+"""Keys renamed since they were introduced: ``{section: {old name: new name}}``. The old name
+still loads, under the new one, with a FutureWarning (shown to command-line users, unlike a
+DeprecationWarning); a section that gives both names is refused."""
 
 
 def _renamed(section: str, body):
@@ -244,6 +248,13 @@ def validate(cfg: dict) -> dict:
     """Fill defaults and check keys and types; returns a new dict.
 
     A deprecated key (``RENAMED``) is read under its new name, with a FutureWarning.
+
+    Args:
+        cfg: a config as ``{section: {key: value}}`` (e.g. parsed TOML), any of whose
+            sections and keys may be left out; it is not changed.
+
+    Returns:
+        Every section and key of ``SCHEMA``: ``cfg``'s values, the defaults for the rest.
 
     Raises:
         ValueError: unknown section or key (with the nearest valid one), wrong type.
@@ -326,12 +337,19 @@ INVERT = ("never", "always", "auto")
 HEAD_BASED = ("r2d2", "metaoptnet", "protonet")
 NON_TRANSDUCTIVE = ("reptile", *HEAD_BASED)   # learners that can score each query on its own
 SCORING = ("as-trained", "transductive", "non-transductive")
-# The names a config may give: family.name, method.name, model.name.
 METHODS = ("scratch", "pretrain", "maml", "fomaml", "reptile", "anil", "r2d2", "metaoptnet",
            "protonet")
+"""The ``method.name`` values a config may give: the meta-learners and the two baselines
+(``scratch``: the random initialisation, not meta-trained; ``pretrain``: ordinary supervised
+training on every example of the meta-training tasks)."""
 FAMILIES = ("sinusoid", "omniglot", "fashion_mnist", *USER_FAMILIES)
+"""The ``family.name`` values a config may give: the built-in task families and your own
+data (``folder``: an image folder; ``tensors``: an ``.npz`` / ``.pt`` file with ``x`` and
+``y``; ``table``: a CSV / TSV / JSONL file of texts and labels)."""
 IMAGE_MODELS = ("conv4", "resnet12")
 MODELS = ("mlp", *IMAGE_MODELS, "text")
+"""The ``model.name`` values a config may give: ``mlp`` (vectors), ``conv4`` and
+``resnet12`` (images), ``text`` (the family's Hugging Face encoder with a new head)."""
 # The SGD meta-learners with an inner loop to differentiate through, and the method keys
 # that apply to them only.
 MAML_FAMILY = ("maml", "fomaml", "anil")
@@ -427,6 +445,10 @@ def _check_values(cfg: dict) -> None:
 def check_combinations(cfg: dict) -> None:
     """Check values and combinations of a validated config that are impossible whatever the
     data; ``metaloop train`` calls it before any data is loaded or training starts.
+
+    Args:
+        cfg: a validated config (what ``validate`` or ``load`` returns: every section and
+            key present).
 
     Raises:
         ValueError: naming the keys: an unknown name, a non-positive count, ``ways`` above the
@@ -653,7 +675,13 @@ def shared_split(family: dict, split: str) -> bool:
     the other (Omniglot's ``trainval`` and ``background``), a split of Omniglot's other
     scheme with characters in common (Lake's alphabets and Vinyals' characters: all but
     background with Vinyals' test and evaluation with Vinyals' val), or Fashion-MNIST's
-    held-out labels 5-9, which every split but ``train`` uses. Never for the sinusoid."""
+    held-out labels 5-9, which every split but ``train`` uses. Never for the sinusoid.
+
+    Args:
+        family: the ``[family]`` section of a validated config (its ``name`` and ``split``
+            are read).
+        split: the held-out split (``eval.split``).
+    """
     name, train = family["name"], family["split"]
     if name == "sinusoid":
         return False
@@ -667,8 +695,14 @@ def shared_split(family: dict, split: str) -> bool:
 def warn_shared_split(cfg: dict, *, family: dict | None = None, where: str = "") -> str | None:
     """Warn (``SharedSplitWarning``) when the held-out tasks of ``cfg`` (``eval.split``) come
     from the classes a run meta-trains on (``family``: that run's ``[family]`` section;
-    default ``cfg``'s); ``where`` names the run (an ensemble's member). Returns the message,
-    or None when the splits share no class."""
+    default ``cfg``'s). Returns the message, or None when the splits share no class.
+
+    Args:
+        cfg: a validated config; its ``eval.split`` is the held-out split.
+        family: the ``[family]`` section of the run meta-trained; None: ``cfg["family"]``.
+        where: the text the message starts with, naming the run (an ensemble member's
+            ``"<run path>: "``); "" names none.
+    """
     family = cfg["family"] if family is None else family
     split = cfg["eval"]["split"]
     if not shared_split(family, split):
@@ -688,9 +722,10 @@ def check_training(cfg: dict, written=()) -> None:
     evaluated.
 
     Args:
-        cfg: a validated config. written: the ``(section, key)`` pairs its file sets
-            (``written_keys``): ``eval.steps`` is refused for a solved head only when the file
-            sets it (the default is evaluated after step 0 alone, see
+        cfg: a validated config.
+        written: the ``(section, key)`` pairs its file sets (``written_keys``; empty: none):
+            ``eval.steps`` is refused for a solved head only when the file sets it (the
+            default is evaluated after step 0 alone, see
             ``metaloop.recipes.evaluation.eval_config``).
 
     Raises:
@@ -826,7 +861,13 @@ def unread_keys(cfg: dict, written) -> list[tuple[str, str, str]]:
     validated ``cfg`` never reads, as ``(section, key, why)`` in schema order: e.g.
     ``method.inner_lr`` for protonet, ``model.hidden`` for conv4, ``family.drawers`` for a
     family other than omniglot, ``train.augment_*`` for the sinusoid. Keys not written (the
-    defaults ``validate`` fills in) are never listed."""
+    defaults ``validate`` fills in) are never listed.
+
+    Args:
+        cfg: a validated config: the run whose reads are asked about.
+        written: the ``(section, key)`` pairs a config file sets (any iterable of them, e.g.
+            the keys of ``written_keys(path)``).
+    """
     written = set(written)
     out = []
     for section, keys, reads, by, why in _READERS:
@@ -847,7 +888,16 @@ def warn_unread(cfg: dict, path) -> list[str]:
     never reads, naming the file that sets it. A warning, not an error: a config that
     extends a base written for another method inherits keys it cannot remove. A resolved
     config that sets every key (``to_toml``, ``metaloop train --print-config``) is not
-    warned about: it spells out every default by design. Returns the messages."""
+    warned about: it spells out every default by design. Returns the messages.
+
+    Args:
+        cfg: the validated config of the run (``load(path)``, possibly changed since).
+        path: the config file (its ``extends`` chain is read again, as ``written_keys``).
+
+    Raises:
+        FileNotFoundError: as :func:`written_keys` (which it calls on ``path``).
+        ValueError: as :func:`written_keys`.
+    """
     return warn_unread_by_all([cfg], path)
 
 
@@ -951,6 +1001,12 @@ def load(path) -> dict:
     values. A base may extend another in turn. The result is validated as one config, so a
     run stores the whole resolved config, not the chain of files.
 
+    Args:
+        path: the TOML file (a ``str`` or ``os.PathLike``).
+
+    Returns:
+        The validated config (as :func:`validate` returns it).
+
     A leading UTF-8 byte-order mark is ignored. Besides keys and types, the values that no
     run can take whatever the other keys are (a count below 1, a non-finite rate, a name not
     in its list: the one-key checks of :func:`check_combinations`) are refused here, naming
@@ -1022,7 +1078,12 @@ def written_keys(path) -> dict[tuple[str, str], Path]:
     """Which file of a config's ``extends`` chain sets each key it sets: ``{(section, key):
     the file}`` (the last file in the chain that names it, i.e. the one whose value is
     used); keys no file names, which ``validate`` fills with defaults, are absent. A
-    deprecated key (``RENAMED``) is listed under its new name. Raises as :func:`read`."""
+    deprecated key (``RENAMED``) is listed under its new name. Raises as :func:`read`.
+
+    Args:
+        path: the config file (a ``str`` or ``os.PathLike``); the files it ``extends`` are
+            read too.
+    """
     where: dict[tuple[str, str], Path] = {}
     _read_chain(Path(path), (), where)
     return {sk: p for sk, p in where.items() if sk[1]}
@@ -1167,6 +1228,10 @@ def to_toml(cfg: dict) -> str:
     """A config as TOML text, one table per section, that :func:`load` reads back to the same
     config (e.g. a resolved ``extends`` chain written whole for another process).
 
+    Args:
+        cfg: a config as ``{section: {key: value}}`` (a validated one, to be read back by
+            :func:`load`); values are booleans, numbers, strings or lists of them.
+
     Raises:
         ValueError: a non-finite number (TOML has them, but no config key takes one).
     """
@@ -1185,7 +1250,12 @@ def to_toml(cfg: dict) -> str:
 
 def merge(base: dict, override: dict) -> dict:
     """Deep-merge override into a copy of base (section by section). A section that is not a
-    table on either side (raw TOML before ``validate``, which names it) is replaced whole."""
+    table on either side (raw TOML before ``validate``, which names it) is replaced whole.
+
+    Args:
+        base: a config as ``{section: {key: value}}`` (validated or raw TOML); not changed.
+        override: the sections and keys that replace ``base``'s, key by key; not changed.
+    """
     out = copy.deepcopy(base)
     for section, body in override.items():
         if isinstance(body, dict) and isinstance(out.get(section, {}), dict):

@@ -209,6 +209,11 @@ def check_own_data(run, family) -> None:
     family, runs that stored no fingerprint, and held-out classes the fingerprint does not
     list (nothing to compare them with) pass unchecked.
 
+    Args:
+        run: a loaded ``Run``, or an ensemble (each of its ``members`` is checked).
+        family: the held-out task family read now from the run's data
+            (``build.eval_family``).
+
     Raises:
         ValueError: naming the path, the run and the classes whose examples differ (a table:
             that its file's sha256 differs).
@@ -231,9 +236,11 @@ def moved_root(path, data: dict | None, fam: dict, data_root) -> str:
     family reads: a folder for ``folder``, a file for ``tensors`` and ``table``.
 
     Args:
-        path: the run (named by an error). data: the run's stored fingerprint
-            (``state["data"]``; None: none stored). fam: the run's ``[family]`` section.
-        data_root: where the data is now.
+        path: the run (named by an error).
+        data: the run's stored fingerprint (``state["data"]``); None: none stored.
+        fam: the run's ``[family]`` section (its ``name`` and ``root`` are read).
+        data_root: where the data is now (a ``str`` or ``os.PathLike``; ``~`` is expanded,
+            a relative path is taken from the working folder).
 
     Raises:
         ValueError: a run without a stored fingerprint (a built-in family, whose loader
@@ -273,6 +280,11 @@ def check_moved_data(run, family) -> None:
     sha256 of its examples that the run's stored fingerprint gives it
     (``metaloop.build.data_fingerprint``; a table: its file's sha256). Runs read at their
     stored path pass unchecked.
+
+    Args:
+        run: a loaded ``Run``, or an ensemble (each of its ``members`` is checked).
+        family: the held-out task family read now at the run's ``data_root``
+            (``build.eval_family``).
 
     Raises:
         ValueError: classes whose examples differ, or that the run never read (a class
@@ -437,8 +449,11 @@ def load_pinned(path, *, what: str | None = None, option: str | None = None,
     the folder loaded.
 
     Args:
-        what, option: how the refusal names ``path`` (default: the path) and the option
-            that could name one ``ckpt-*`` folder instead (default: none).
+        path: a run folder (its ``LATEST`` names the checkpoint) or one ``ckpt-*`` folder.
+        what: how the refusal names ``path``; None: the path itself.
+        option: the option that could name one ``ckpt-*`` folder instead (e.g.
+            ``"--model"``), which the refusal suggests; None: no option named.
+        **kwargs: passed to ``load_run`` (``device``, ``head_init``, ``data_root``).
 
     Raises:
         ValueError: what ``load_run`` raises, or a ``LATEST`` that moved during each of

@@ -324,3 +324,14 @@ def test_a_protocol_checkpoint_digested_with_its_sessions_still_loads_and_is_che
                                                "passes": 4}))
     with pytest.raises(ValueError, match="state.json is corrupt or was edited"):
         load_checkpoint(tmp_path / "run")
+
+
+@pytest.mark.parametrize("keep", [0, -1, 1.5, True])
+def test_save_checkpoint_refuses_a_keep_that_is_no_count_before_writing(tmp_path, keep):
+    """keep=0 kept this checkpoint only, deleting every earlier one without a word."""
+    from metaloop.train.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "run", 1, {"w": torch.ones(2)}, {})
+    with pytest.raises(ValueError, match=r"keep must be an int >= 1"):
+        save_checkpoint(tmp_path / "run", 2, {"w": torch.ones(2)}, {}, keep=keep)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["LATEST", "ckpt-00000001"]

@@ -178,11 +178,19 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
         iteration: completed outer iterations.
         tensors: name -> tensor (model, optimizer moments, generator states).
         state: JSON-serialisable rest (config, optimizer hyper-parameters, RNG states...).
+        keep: how many checkpoints ``run_dir`` keeps, an int >= 1: this one and the newest
+            ``keep - 1`` of earlier iterations; checkpoints of later iterations are left
+            alone.
 
     Raises:
+        ValueError: ``keep`` that is not an int >= 1 (0 would delete every earlier
+            checkpoint), before anything is written.
         WriteError: the checkpoint could not be written (a full disk...), naming it; its
             temporary files are removed and ``LATEST`` still names the checkpoint before.
     """
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise ValueError(f"save_checkpoint: keep must be an int >= 1 (this checkpoint and the "
+                         f"newest keep - 1 before it), got {keep!r}")
     run_dir = Path(run_dir)
     name = f"ckpt-{iteration:08d}"
     try:
@@ -279,6 +287,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Load (tensors, state) from a run directory (via LATEST) or a ckpt-* directory.
+
+    Args:
+        path: a run directory (the checkpoint its ``LATEST`` names is loaded) or one
+            ``ckpt-*`` directory (a ``str`` or ``os.PathLike``).
+
+    Returns:
+        ``(tensors, state)``: name -> tensor as saved (on the CPU), and ``state.json``'s
+        object: the ``state`` given to ``save_checkpoint`` with ``format_version``,
+        ``iteration``, ``tensors_sha256`` and (from checkpoints that store it)
+        ``state_sha256``.
 
     Raises:
         FileNotFoundError: no checkpoint there, or LATEST names a directory that is not a
@@ -398,7 +416,16 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def saved_run(path) -> bool:
     """Whether ``path`` holds a saved run: a run directory with a ``LATEST`` file, or one
-    ``ckpt-*`` directory (its ``state.json``)."""
+    ``ckpt-*`` directory (its ``state.json``). The files are not read beyond ``LATEST``:
+    :func:`load_checkpoint` checks them.
+
+    Args:
+        path: the folder to look in (a ``str`` or ``os.PathLike``); a missing one is no run.
+
+    Raises:
+        ValueError: a ``LATEST`` that cannot be read or names no ``ckpt-*`` directory (as
+            :func:`latest_checkpoint`).
+    """
     path = Path(path)
     return (path / "state.json").is_file() or latest_checkpoint(path) is not None
 
