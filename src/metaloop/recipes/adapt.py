@@ -1889,13 +1889,18 @@ def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: i
 
     Args:
         path: a CSV, TSV or JSONL table (see ``metaloop.tasks.text_table``).
-        ways, shots, queries: the held-out tasks.
+        ways: classes per held-out task.
+        shots: examples per class in a held-out task's support set.
+        queries: examples per class in a held-out task's query set.
         meta_shots: the support sizes the meta-learners train with (one family each, on the
             train classes, with ``queries`` queries); empty: no meta-training, and every
             class is held out.
         tokenizer: ``texts -> [N, L]`` token ids (``TextEncoder.tokenize``), or None.
-        text_column, label_column, delimiter: how to read the table.
-        fractions, split_seed: the class split ``(train, val, test)`` used with meta-training.
+        text_column: the table's text column.
+        label_column: the table's label column.
+        delimiter: the field separator (None: by extension).
+        fractions: the class split ``(train, val, test)`` used with meta-training.
+        split_seed: the seed of that split.
         drop_small: drop classes with fewer texts than a family's ``shots + queries``
             (``family.dropped`` names them) instead of raising.
 

@@ -335,7 +335,8 @@ def load_ensemble(paths, *, device=None, head_init: str = "checkpoint",
     Args:
         paths: two or more run (or ``ckpt-*``) directories, e.g. one config trained with
             different seeds (``metaloop train --seed``); one path loads that run alone.
-        device, head_init: as ``metaloop.runs.load_run``, for every member.
+        device: as ``metaloop.runs.load_run``, for every member.
+        head_init: as ``metaloop.runs.load_run``, for every member.
         same: the ``family`` keys every member must share with the first (default: what
             the held-out tasks depend on; ``metaloop predict``, which draws no tasks, asks
             only that the members read their inputs alike).

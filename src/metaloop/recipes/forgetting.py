@@ -123,7 +123,8 @@ def settings(scenario: str = "two-task", *, strategies: str = ",".join(STRATEGIE
         scenario: one of ``metaloop.continual.scenarios.SCENARIOS``.
         strategies: a comma list of distinct ``STRATEGIES``. seeds, seed: seeds
             ``seed .. seed + seeds - 1``.
-        steps, pretrain_steps: fine-tuning steps per experience, and on experience 0.
+        steps: fine-tuning steps per experience after the first.
+        pretrain_steps: fine-tuning steps on experience 0.
         replay_ratio: the replayed fraction of each batch, or "balanced" (t/(t+1) on
             experience t). The other keys: see ``metaloop.continual.sequence.run_sequence``.
             A strategy option (``STRATEGY_OPTIONS``) given when none of ``strategies``
@@ -225,8 +226,9 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
         data: ``split-data-task`` / ``split-data-class``: an image folder
             ``root/<class>/<image>`` or a ``.npz``/``.pt`` file with ``x`` and ``y``
             (``metaloop.continual.scenarios.user_experiences``).
-        classes_per_experience, image_size, channels: those scenarios' grouping and, for a
-            folder, decoding.
+        classes_per_experience: how many classes each experience of those scenarios holds.
+        image_size: a folder's images' side after decoding.
+        channels: a folder's images' channels after decoding (1 or 3).
         skip_corrupt: a folder's unreadable images (and symbolic links to nothing) are left
             out instead of refused (``metaloop.data.folder.load_folder``).
         log: told, for a folder, one line on what was read of it and what was left out

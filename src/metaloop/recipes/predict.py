@@ -139,7 +139,10 @@ def classify_folders(run: Run, support, query, *, steps: int | None = None,
             (or an ensemble all of whose members) solve their head in closed form
             (``takes_steps`` is False), where it would change nothing.
         invert: polarity ("auto", "always", "never"; default: the run's transform).
-        support_shift, query_shift: test-time shifts in pixels, as ``predict_folders``.
+        support_shift: test-time shifts of the support images in pixels, as
+            ``predict_folders``.
+        query_shift: test-time shifts of the query images in pixels, as
+            ``predict_folders``.
         progress: called with 1 after each support or query image is decoded.
 
     Returns:
@@ -191,7 +194,9 @@ def classify_tensors(run: Run, support, query, *, steps: int | None = None,
             (``metaloop.tasks.episodes.read_tensor_file``); at least 2 classes.
         query: an ``.npz`` or ``.pt`` file with ``x`` (a ``y`` in it is ignored).
         steps: as :func:`classify_folders`.
-        support_shift, query_shift: test-time shifts in pixels (images only), as
+        support_shift: test-time shifts of the support in pixels (images only), as
+            :func:`predict_folders`.
+        query_shift: test-time shifts of the queries in pixels (images only), as
             :func:`predict_folders`.
 
     Returns:
@@ -311,8 +316,9 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
             line before the last text is refused (blank lines after it are ignored).
         steps: adaptation steps (default: the run's inner steps; >= 0); refused for a run
             that solves its head in closed form, as in :func:`classify_folders`.
-        text_column, label_column: the columns to read (default: the run's
-            ``family.text_column`` and ``family.label_column``).
+        text_column: the text column to read (default: the run's ``family.text_column``).
+        label_column: the label column to read (default: the run's
+            ``family.label_column``).
         delimiter: the field separator of the CSV / TSV files among ``support`` and
             ``query`` (default: by extension, ``","`` or tab).
         progress: called with the number of query texts scored after each chunk.
@@ -394,7 +400,10 @@ def score_lake_runs(run: Run, root, *, steps: int | None = None, invert: str | N
         run: a loaded image-classification run or ensemble, as for :func:`classify_folders`;
             its refinement and scoring settings apply as set (``refining``, ``scoring``).
         root: Lake's ``all_runs`` folder unpacked, or one run folder.
-        steps, invert, support_shift, query_shift: as :func:`classify_folders`.
+        steps: as :func:`classify_folders`.
+        invert: as :func:`classify_folders`.
+        support_shift: as :func:`classify_folders`.
+        query_shift: as :func:`classify_folders`.
 
     Returns:
         ``{"runs": [{"name", "trials", "errors", "error_rate"}, ...], "error_rate", "ci95"

@@ -360,7 +360,9 @@ class Episodes:
 
         Args:
             root: the folder.
-            ways, shots, queries: the task shape.
+            ways: classes per task.
+            shots: support examples per class.
+            queries: query examples per class.
             image_size: side H = W after padding to a square and an antialiased resize.
             channels: 1 (greyscale) or 3 (RGB).
             invert: ``"never"``, ``"always"`` or ``"auto"`` (see ``load_image``).
@@ -368,7 +370,8 @@ class Episodes:
             split: None (every class), or ``"train"``, ``"val"``, ``"test"``: the classes of
                 ``split_files[split]`` if given, else of ``split_classes(names, fractions,
                 seed)``.
-            fractions, seed: the class split.
+            fractions: the class split ``(train, val, test)``.
+            seed: the seed of the class split.
             split_files: ``{"train": path, "val": path, "test": path}``, one class per
                 line.
             classes: use exactly these classes (overrides ``split``).
