@@ -223,3 +223,27 @@ def test_only_the_default_settings_take_the_written_out_loop():
     assert recomputed._inner_loop(recomputed.inner, None) is not None
     learned = MAML(model, 0.1, 2, learn_lr=True)
     assert learned._inner_loop(learned.inner, learned.model.inner_lr) is not None
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_vmap_metrics_are_the_loops_task_means(loss):
+    """The vmap path's metrics come from the whole batch at once (``batch_metrics``), not
+    a Python loop over its tasks; they are the loop path's per-task means."""
+    import metaloop as ml
+
+    torch.manual_seed(0)
+    if loss == "mse":
+        batch = ml.tasks.Sinusoid(shots=5, queries=4).sample(6, torch.Generator().manual_seed(0))
+        net = ml.models.MLP(in_dim=1, hidden=(8,), out_dim=1).double()
+    else:
+        g = torch.Generator().manual_seed(0)
+        fam = ml.tasks.Episodes(torch.randn(60, 4, generator=g), torch.arange(60) % 6,
+                                ways=3, shots=2, queries=3)
+        batch = fam.sample(6, torch.Generator().manual_seed(0))
+        net = ml.models.MLP(in_dim=4, hidden=(8,), out_dim=3).double()
+    batch = batch.to(torch.float64)
+    _, vm = MAML(net, 0.1, 2, loss=loss, batching="vmap").meta_gradient(batch, with_metrics=True)
+    _, lm = MAML(net, 0.1, 2, loss=loss, batching="loop").meta_gradient(batch, with_metrics=True)
+    assert set(vm) == set(lm) == ({"loss"} if loss == "mse" else {"loss", "accuracy"})
+    for k in vm:
+        assert vm[k].shape == () and float(vm[k]) == pytest.approx(float(lm[k]), rel=1e-12)

@@ -661,6 +661,19 @@ def task_metrics(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor
     return m
 
 
+def batch_metrics(out: torch.Tensor, y: torch.Tensor, losses: torch.Tensor
+                  ) -> dict[str, torch.Tensor]:
+    """``mean_metrics`` of every task's ``task_metrics`` at once, for tasks run together
+    (``vmap``): out ``[B, Q, C]`` (or ``[B, Q, out]``), y ``[B, Q]`` (or ``[B, Q, out]``),
+    losses ``[B]``. Each task has Q queries, so the accuracy over all B * Q is the mean of
+    the tasks' accuracies; no per-task tensors are made (a Python loop over B tasks cost
+    more than a small network's whole step)."""
+    m = {"loss": losses.detach().mean()}
+    if not y.is_floating_point():
+        m["accuracy"] = accuracy(out.detach(), y)
+    return m
+
+
 def mean_metrics(per_task: list[dict]) -> dict:
     """The mean of each metric over tasks (tensors stay tensors, on their device)."""
     return {k: sum(m[k] for m in per_task) / len(per_task) for k in per_task[0]}

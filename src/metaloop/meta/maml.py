@@ -23,6 +23,7 @@ from metaloop.meta._common import (
     AdaptsBySGD,
     accumulate,
     autograd_batch,
+    batch_metrics,
     check_batch,
     check_flag,
     grads_to_dict,
@@ -327,8 +328,7 @@ class MAML(AdaptsBySGD):
             raise ValueError(refusal)
         net, lrs = split_lrs(self.model, params)
         losses, outs = vmapped_query_losses(self.inner, net, batch, first_order, lrs)
-        metrics = mean_metrics([task_metrics(o, y, l)
-                                for o, y, l in zip(outs, batch.query_y, losses)])
+        metrics = batch_metrics(outs, batch.query_y, losses)
         return losses.mean(), metrics
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
