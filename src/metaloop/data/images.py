@@ -29,7 +29,6 @@ import os
 import struct
 import threading
 import unicodedata
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,18 +260,33 @@ def load_image(path: str | os.PathLike, image_size: int = 28, invert: str = "aut
     return _to_input(pix, image_size, invert, grid)
 
 
-# Pillow warns (DecompressionBombWarning) of an image over PIL.Image.MAX_IMAGE_PIXELS and
-# raises past twice that; the warning is raised here too, so that every image over the limit
-# is refused by name (the filter is process-wide: one thread sets it at a time).
+# Pillow warns (DecompressionBombWarning, naming no file) of an image over
+# PIL.Image.MAX_IMAGE_PIXELS and raises past twice that. The size check is made here instead,
+# as Pillow makes it by default: an image up to twice the limit is read without a warning
+# (a large photo: its JPEG is drafted down as it decodes), one past it is refused by name,
+# whatever the warning filters. Pillow reads the limit while it opens a file, so the opening
+# holds it at None under this lock (the header only: the decoding runs outside).
 _OPENING = threading.Lock()
 
 
 def _open_image(path: Path) -> Image.Image:
-    """``Image.open(path)`` (the header only), raising Pillow's DecompressionBombWarning for
-    an image over ``PIL.Image.MAX_IMAGE_PIXELS`` instead of warning."""
-    with _OPENING, warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return Image.open(path)
+    """``Image.open(path)`` (the header only), with Pillow's pixel check made here: an image
+    of more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` raises ``DecompressionBombError``,
+    naming its size, as Pillow's own check does; a smaller one opens without a warning."""
+    with _OPENING:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    pixels = im.size[0] * im.size[1]
+    if limit is not None and pixels > 2 * limit:
+        im.close()
+        raise Image.DecompressionBombError(
+            f"Image size ({pixels} pixels) exceeds limit of {2 * limit} pixels (twice "
+            f"PIL.Image.MAX_IMAGE_PIXELS), as a decompression bomb would.")
+    return im
 
 
 def _read_file(path: Path, image_size: int, channels: int):
@@ -293,8 +307,8 @@ def _read_file(path: Path, image_size: int, channels: int):
             pix, grid = _read(im, channels, image_size, scale, full, draft)   # [h, w, c]
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # not OSErrors: they would escape
-        raise ValueError(f"cannot read image {path}: {e} Shrink it first (or raise "
-                         f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
+        raise ValueError(f"cannot read image {path}: {e} Shrink it first (or, in Python, "
+                         f"raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
             struct.error) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
