@@ -339,3 +339,18 @@ def test_a_checkpoint_of_a_run_as_out_is_refused(tmp_path, capsys):
     assert "give another --out" in err
     assert sorted(p.name for p in ckpt.iterdir()) == before
 
+
+
+def test_a_methods_folder_of_other_files_is_refused_before_any_method_trains(tmp_path,
+                                                                            capsys):
+    """The check came from the method's own ml.train: maml trained and wrote its
+    checkpoints first, and the message then said "nothing was written" and "out_dir"."""
+    out = tmp_path / "cmp"
+    (out / "runs" / "reptile").mkdir(parents=True)
+    (out / "runs" / "reptile" / "notes.txt").write_text("mine")
+    assert main(["--threads", "1", "compare", "--methods", "maml,reptile", "--iterations", "2",
+                 "--meta-batch", "2", "--tasks", "2", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the folder of the reptile run, holds files that no metaloop run wrote " \
+           "('notes.txt')" in err and "give another --out (nothing was written)" in err
+    assert not (out / "runs" / "maml").exists()

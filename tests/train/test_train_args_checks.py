@@ -241,3 +241,25 @@ def test_a_new_run_goes_on_over_what_a_run_stopped_before_its_first_checkpoint_l
     ml.train(ml.meta.MAML(_net()), FAM, iterations=1, meta_batch=2, out_dir=out,
              progress=False)
     assert (out / "LATEST").is_file()
+
+
+@pytest.mark.parametrize("leftover", ["cut", "nul", "tmp", "system"])
+def test_a_new_run_goes_on_over_a_cut_log_temporary_files_and_a_file_managers_files(
+        tmp_path, leftover):
+    """A power loss can cut a log's first line short or leave it NUL bytes; a killed
+    rewrite leaves ``.metrics.jsonl.*``; a file manager adds ``.DS_Store``: each was taken
+    for a file no metaloop run wrote."""
+    out = tmp_path / "run"
+    out.mkdir()
+    if leftover == "cut":
+        (out / "metrics.jsonl").write_text('{"iteration": 1, "lo')
+    elif leftover == "nul":
+        (out / "metrics.jsonl").write_bytes(b"\0" * 64)
+    elif leftover == "tmp":
+        (out / ".metrics.jsonl.x1y2z3").write_text("")
+    else:
+        for name in (".DS_Store", "Thumbs.db", "desktop.ini", "._ckpt"):
+            (out / name).write_text("")
+    ml.train(ml.meta.MAML(_net()), FAM, iterations=1, meta_batch=2, out_dir=out,
+             progress=False)
+    assert (out / "LATEST").is_file()

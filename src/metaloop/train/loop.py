@@ -166,17 +166,18 @@ def _check_fresh(out: Path) -> None:
 def foreign_entries(out: Path) -> list[str]:
     """The entries of the folder ``out`` that a run of ``ml.train`` stopped before its first
     checkpoint cannot have left there, sorted: all but its lock file (``runlock``), the
-    temporary files of a checkpoint write (``.ckpt-*``, ``.LATEST.*``), ``ckpt-*`` folders
-    and a ``metrics.jsonl`` of metaloop's (empty, or its first line a JSON object with an
-    ``iteration``); none for a folder that does not exist."""
+    temporary files of a checkpoint or log write (``.ckpt-*``, ``.LATEST.*``,
+    ``.metrics.jsonl.*``), ``ckpt-*`` folders, a ``metrics.jsonl`` of metaloop's
+    (``_metaloop_log``) and the files a file manager leaves (``.DS_Store``, ``Thumbs.db``,
+    ``desktop.ini``, ``._*``); none for a folder that does not exist."""
     try:
         entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     except OSError:
         return []                       # unreadable: the writer names it where it writes
     theirs = []
     for name in entries:
-        if name in ("LATEST", runlock.LOCK_FILE) or name.startswith(("ckpt-", ".ckpt-",
-                                                                      ".LATEST.")):
+        if name in ("LATEST", runlock.LOCK_FILE, *_SYSTEM_FILES) or name.startswith(
+                ("ckpt-", ".ckpt-", ".LATEST.", ".metrics.jsonl.", "._")):
             continue
         if name == "metrics.jsonl" and _metaloop_log(out / name):
             continue
@@ -184,20 +185,19 @@ def foreign_entries(out: Path) -> list[str]:
     return theirs
 
 
+# What file managers leave in any folder they show (macOS, Windows); ``._*`` too
+_SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
+
+
 def _metaloop_log(path: Path) -> bool:
-    """Whether ``path`` is empty or starts with a metaloop metrics line (``{"iteration": ...``)."""
+    """Whether ``path`` is empty (NUL bytes only, as a power loss can leave a file) or starts
+    as a metaloop metrics line does (``{"iteration": ``; a line cut short counts)."""
     try:
         with open(path, "rb") as f:
-            first = f.readline(1 << 16).strip()
+            first = f.readline(1 << 16).strip().strip(b"\0")
     except OSError:
         return False
-    if not first:
-        return True
-    try:
-        line = json.loads(first)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(line, dict) and isinstance(line.get("iteration"), int)
+    return not first or first.startswith(b'{"iteration": ')
 
 
 def _rng_state(generator: torch.Generator, tasks_state: torch.Tensor | None = None
