@@ -85,3 +85,38 @@ def test_plain_pickle_pt_is_refused_by_name_without_a_warning(tmp_path, capsys):
             ml.tasks.Episodes.from_tensors(p, ways=2, shots=1, queries=1)
     assert "PAYLOAD-RAN" not in capsys.readouterr().out
     assert os.path.exists(p)
+
+
+def test_an_npz_header_of_format_3_is_size_checked_too(tmp_path, monkeypatch):
+    """A version-3.0 header (UTF-8 field names) skipped the size check and failed with
+    numpy's MemoryError ("Unable to allocate 72.8 TiB")."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from metaloop.data import folder
+    from metaloop.tasks.episodes import Episodes
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_2_0(buf, {"descr": "<f8", "fortran_order": False,
+                                               "shape": (10 ** 7, 10 ** 6)})
+    header = bytearray(buf.getvalue())
+    header[6:8] = b"\x03\x00"                                    # the magic's version: 3.0
+    with zipfile.ZipFile(tmp_path / "v3.npz", "w") as z:
+        z.writestr("x.npy", bytes(header))
+        z.writestr("y.npy", _npy(np.zeros(4, np.int64)))
+    monkeypatch.setattr(folder, "_available_memory", lambda: 10 ** 9)
+    with pytest.raises(ValueError, match=r"v3\.npz: its array 'x' of shape "
+                                         r"\(10000000, 1000000\) \(float64\) takes"):
+        Episodes.from_tensors(tmp_path / "v3.npz", ways=2, shots=1, queries=1)
+
+
+def _npy(a) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()

@@ -42,3 +42,23 @@ def test_oversized_state_json_is_refused_with_its_size(ck, tmp_path, monkeypatch
 
 def test_state_cap_is_64_megabytes():
     assert checkpoint.MAX_STATE_BYTES == 64 << 20
+
+
+def test_train_resume_and_compare_name_a_state_json_nested_too_deep(tmp_path, capsys):
+    """``metaloop train --resume`` (and ``compare``, ``adapt``, ``eval --record``) read the
+    newest state.json by a reader of their own, without the checkpoint's limits: a
+    RecursionError traceback, exit 1."""
+    from metaloop.cli.main import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\n[train]\niterations = 2\nmeta_batch = 2\n'
+                   'checkpoint_every = 1\n')
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    state = run / (run / "LATEST").read_text().strip() / "state.json"
+    state.write_text("[" * 200_000 + "]" * 200_000)
+    capsys.readouterr()
+    code = main(["train", "--config", str(cfg), "--resume", str(run), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "nests deeper than it can be read" in err and "Traceback" not in err

@@ -927,7 +927,8 @@ def _run_budget(ckpt: Path, device: str, loaded: Path | None = None,
                              f"got {type(state).__name__}")
     else:
         try:
-            state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+            from metaloop.train.checkpoint import read_state  # torch only when it is read
+            state = read_state(state_dir / "state.json")
         except (OSError, ValueError) as e:
             if loaded is not None:               # the weights evaluated: their budget or none
                 raise ValueError(f"{loaded}, the checkpoint evaluated, has no readable "

@@ -1220,15 +1220,14 @@ def _same_inputs_elsewhere(run_dir: Path, config: dict) -> None:
     the resume check, naming the path and the sha256. A model stored as a relative path (by
     metaloop before it stored absolute ones) that names the same folder from here is taken
     as the same too. A checkpoint that cannot be read is left for that check to name."""
-    import json
 
-    from metaloop.train.checkpoint import latest_checkpoint
+    from metaloop.train.checkpoint import latest_checkpoint, read_state
 
     if not (run_dir / "LATEST").is_file():
         return
     try:
-        state = json.loads((cast(Path, latest_checkpoint(run_dir))    # LATEST: a file
-                            / "state.json").read_text(encoding="utf-8"))
+        state = read_state(cast(Path, latest_checkpoint(run_dir))     # LATEST: a file
+                           / "state.json")
         stored = state["config"]
     except (OSError, ValueError, TypeError, KeyError):
         return

@@ -389,11 +389,11 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
 def _stored_state(run_dir: Path) -> dict | None:
     """The ``state.json`` of the newest checkpoint of ``run_dir`` (None: none, or one that
     cannot be read; ``resumable`` and the resume name those)."""
-    from metaloop.train.checkpoint import latest_checkpoint
+    from metaloop.train.checkpoint import latest_checkpoint, read_state
 
     try:
         ckpt = latest_checkpoint(run_dir)
-        state = None if ckpt is None else json.loads((ckpt / "state.json").read_text())
+        state = None if ckpt is None else read_state(ckpt / "state.json")
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) else None

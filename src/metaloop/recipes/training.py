@@ -17,7 +17,6 @@ error names ``--data-root`` with the path last read.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from metaloop._random import seeded_rng
 from metaloop.recipes.report import prepare_out
 from metaloop.runs import check_same_data, last_read_hint, load_run, moved_root, saved_run
 from metaloop.train import distributed, train
-from metaloop.train.checkpoint import latest_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint, read_state
 from metaloop.train.loop import check_run_dir, foreign_entries
 
 __all__ = ["init_from", "prepare", "train_config"]
@@ -138,7 +137,7 @@ def _stored_state(out: Path) -> dict | None:
     """The ``state.json`` of the newest checkpoint in ``out``, or None where it cannot be
     read (``load_checkpoint`` names a damaged checkpoint later)."""
     try:
-        state = json.loads((latest_checkpoint(out) / "state.json").read_text(encoding="utf-8"))  # type: ignore[operator]  # None: caught
+        state = read_state(latest_checkpoint(out) / "state.json")  # type: ignore[operator]  # None: caught
     except (OSError, ValueError, TypeError):
         return None
     return state if isinstance(state, dict) else None

@@ -929,7 +929,7 @@ def _check_npz_sizes(path: Path, f) -> None:
 
 def _npz_headers(path: Path, f) -> list[tuple[str, tuple, np.dtype]]:
     """(key, shape, dtype) of each ``.npy`` member of the ``.npz`` open as ``f``, from the
-    headers alone (a member of an unknown format version is left to ``np.load``).
+    headers alone (format versions 1.0 to 3.0; another is refused).
 
     Raises:
         ValueError: a corrupt archive or header (naming the file).
@@ -944,10 +944,12 @@ def _npz_headers(path: Path, f) -> list[tuple[str, tuple, np.dtype]]:
                     version = np.lib.format.read_magic(member)
                     if version == (1, 0):
                         shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-                    elif version == (2, 0):
+                    elif version in ((2, 0), (3, 0)):     # 3.0: 2.0's layout, UTF-8 text
                         shape, _, dtype = np.lib.format.read_array_header_2_0(member)
                     else:
-                        continue
+                        raise ValueError(f"member {info.filename} has .npy format version "
+                                         f"{version[0]}.{version[1]}, which this reader "
+                                         f"does not know")
                 out.append((info.filename.removesuffix(".npy"), shape, dtype))
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
         raise ValueError(f"tensor file {path} is a corrupt .npz archive: {e}") from e

@@ -35,6 +35,7 @@ from metaloop.train.checkpoint import (
     load_checkpoint,
     load_extra_state,
     protocol_run,
+    read_state,
     remove_stale,
     save_checkpoint,
 )
@@ -156,7 +157,7 @@ def _check_fresh(out: Path) -> None:
                              f"written)")
         return
     try:
-        at = f" at iteration {int(json.loads((ckpt / 'state.json').read_text())['iteration'])}"
+        at = f" at iteration {int(read_state(ckpt / 'state.json')['iteration'])}"
     except (OSError, ValueError, KeyError, TypeError):
         at = f" (LATEST names {ckpt.name})"
     raise ValueError(f"{out} already holds a run{at}; pass resume=True to continue it, or "
