@@ -42,3 +42,12 @@ def test_names_and_predicates_still_select():
     assert list(partition(params, names)[0]) == names
     assert list(partition(params, (n for n in names))[0]) == names
     assert list(partition(params, lambda n: n.startswith("head"))[0]) == names
+
+
+def test_bytes_are_named_as_bytes_not_as_a_collection_of_ints():
+    import torch
+
+    params = {"a": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"got the bytes b'a'; pass \[b'a'\] for that one "
+                                         r"name \(as a str\)"):
+        partition(params, b"a")

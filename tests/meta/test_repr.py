@@ -74,3 +74,16 @@ def test_a_task_batch_shows_shapes_and_dtypes_not_values():
     y = torch.tensor([[0, 1, 2], [0, 1, 2]])
     cls = ml.TaskBatch(x, y, x, y, classes=torch.tensor([[4, 5, 6], [1, 2, 3]]))
     assert "support_y=[2, 3] int64" in repr(cls) and "classes=[2, 3] int64" in repr(cls)
+
+
+def test_a_half_built_object_prints_as_python_prints_it():
+    """The settings reprs read attributes __init__ sets: a __new__-only object (or one whose
+    __init__ raised, as a traceback or debugger shows it) raised AttributeError."""
+    import metaloop as ml
+    from metaloop.meta._head_learner import HeadLearner
+    from metaloop.meta.ensemble import Ensemble
+
+    for cls in (ml.meta.MAML, ml.meta.Reptile, HeadLearner, Ensemble, ml.TaskBatch,
+                ml.tasks.Sinusoid):
+        obj = object.__new__(cls)
+        assert repr(obj).startswith(f"<{cls.__module__}.{cls.__qualname__} object at 0x")

@@ -19,3 +19,10 @@ def test_an_empty_or_non_string_name_is_refused(names, bad, index):
 
 def test_string_names_split_as_before():
     assert sum(map(len, split_classes(["a", "b", "c", "d"], (0.5, 0.25, 0.25)))) == 4
+
+
+def test_names_from_a_numpy_array_come_back_as_plain_strings():
+    import numpy as np
+
+    parts = split_classes(np.array(["a", "b", "c", "d", "e"]), (0.6, 0.2, 0.2), seed=0)
+    assert all(type(n) is str for part in parts for n in part)

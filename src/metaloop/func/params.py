@@ -52,9 +52,11 @@ def partition(params: Mapping[str, torch.Tensor], select: Selector) -> tuple[Par
             collection of characters, not of names: pass ``[name]``), or if it is neither
             callable nor an iterable of strings (``3``, ``False``, ``[0]``).
     """
-    if isinstance(select, str):
+    if isinstance(select, (str, bytes)):
+        kind = "string" if isinstance(select, str) else "bytes"
         raise ValueError(f"select must be a predicate or a collection of parameter names, got "
-                         f"the string {select!r}; pass [{select!r}] for that one name")
+                         f"the {kind} {select!r}; pass [{select!r}] for that one name"
+                         + ("" if isinstance(select, str) else " (as a str)"))
     if not callable(select):
         if not isinstance(select, Iterable):
             raise ValueError(f"select must be a predicate or a collection of parameter names, "

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metaloop._repr import safe_repr
 from metaloop.adapt.learned_lr import split_lrs
 from metaloop.adapt.sgd import SGDAdapter, autograd_usable, check_one_task_output, gradients_on
 from metaloop.func.losses import accuracy, check_predictions, cross_entropy
@@ -114,6 +115,7 @@ class AdaptsBySGD:
         the builder's that made it ("ANIL")."""
         return getattr(self, "_method", None) or type(self).__name__
 
+    @safe_repr
     def __repr__(self) -> str:
         """The method's name and its key settings, e.g. ``ANIL(inner_lr=0.01,
         inner_steps=1, first_order=False, head_init='learned', batching='loop')``."""

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaloop._repr import safe_repr
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.adapt.ridge_head import head_logits
 from metaloop.adapt.sgd import gradients_on
@@ -233,6 +234,7 @@ class HeadLearner(ScoresEitherWay):
         self.refine_temperature, self.refine_weight = refine_temperature, refine_weight
         self.refine = refine
 
+    @safe_repr
     def __repr__(self) -> str:
         """The method (named by its builder, from the solver) and its key settings, e.g.
         ``R2D2(scale=10, lam=1, ways=None, batching='loop', transductive=True)``."""

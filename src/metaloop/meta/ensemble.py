@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from metaloop._repr import safe_repr
 from metaloop.adapt.ridge_head import head_logits
 from metaloop.func.losses import cross_entropy
 from metaloop.func.params import Params
@@ -93,6 +94,7 @@ class Ensemble:
         self.model = nn.ModuleList([m.model for m in learners])
         self.refine_jointly = refine_jointly
 
+    @safe_repr
     def __repr__(self) -> str:
         """The members' methods and how they are combined, e.g. ``Ensemble(members=[MAML,
         MAML, ANIL], combine='mean', refine_jointly=False)``."""

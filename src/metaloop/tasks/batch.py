@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from metaloop._repr import safe_repr
+
 _TRUSTED = contextvars.ContextVar("metaloop_values_trusted", default=False)
 
 
@@ -82,6 +84,7 @@ class TaskBatch:
     query_y: torch.Tensor
     classes: torch.Tensor | None = None
 
+    @safe_repr
     def __repr__(self) -> str:
         """Each field's shape and dtype, and the device, not the values: e.g.
         ``TaskBatch(support_x=[64, 10, 1] float32, ..., classes=None, device=cpu)``."""

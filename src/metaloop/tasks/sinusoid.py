@@ -8,6 +8,7 @@ import numbers
 import torch
 
 from metaloop._random import draw_device
+from metaloop._repr import safe_repr
 from metaloop.tasks.batch import TaskBatch
 from metaloop.tasks.omniglot import check_generator, check_positive_int
 
@@ -54,6 +55,7 @@ class Sinusoid:
         self.shots, self.queries = shots, queries
         self.amplitude, self.phase, self.x_range = tuple(amplitude), tuple(phase), tuple(x_range)
 
+    @safe_repr
     def __repr__(self) -> str:
         """Its settings, e.g. ``Sinusoid(shots=10, queries=10, amplitude=(0.1, 5.0),
         phase=(0.0, 3.141592653589793), x_range=(-5.0, 5.0))``."""

@@ -101,6 +101,7 @@ def split_classes(class_names: Sequence[str], fractions: Sequence[float] = (0.7,
     if odd is not None:
         raise ValueError(f"split_classes: class names must be non-empty strings, got "
                          f"{names[odd]!r} at index {odd}")
+    names = [str(n) for n in names]            # numpy's str_ (an array of names): plain str
     dup = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) \
         else []
     if dup:
