@@ -120,3 +120,20 @@ def _npy(a) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a)
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dataset"])
+def test_a_pt_of_numpy_arrays_or_a_dataset_is_told_how_to_save_tensors(tmp_path, kind):
+    """Refused as "loading it would run code": true of any pickle, but the file was a user's
+    numpy arrays or TensorDataset, and the fix is to save tensors."""
+    import numpy as np
+    import torch
+
+    from metaloop.tasks.episodes import Episodes
+
+    obj = ({"x": np.zeros((4, 2), np.float32), "y": np.arange(4)} if kind == "numpy" else
+           torch.utils.data.TensorDataset(torch.zeros(4, 2), torch.arange(4)))
+    torch.save(obj, tmp_path / "mine.pt")
+    with pytest.raises(ValueError, match=r"mine\.pt holds numpy arrays or torch objects other "
+                                         r"than tensors .*torch\.from_numpy\(x\).*np\.savez"):
+        Episodes.from_tensors(tmp_path / "mine.pt", ways=2, shots=1, queries=1)

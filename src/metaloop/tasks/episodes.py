@@ -7,6 +7,7 @@ import copy
 import math
 import os
 import pickle
+import re
 import warnings
 import zipfile
 import zlib
@@ -983,6 +984,13 @@ def _load_pt(path: Path) -> dict:
                 (ln for ln in lines[1:] if not ln.startswith("Check the documentation")
                  and "weights_only" not in ln), "it names a global that is not a tensor type")
             why = why.split(" Please use ")[0]
+            if re.search(r"GLOBAL (numpy|torch)\.", why):  # a numpy array, a TensorDataset
+                raise ValueError(f"tensor file {path} holds numpy arrays or torch objects "
+                                 f"other than tensors ({why}), which torch.load reads only by "
+                                 f"unpickling; it is refused: save a dict of torch tensors "
+                                 f"(torch.save({{'x': torch.from_numpy(x), 'y': "
+                                 f"torch.from_numpy(y)}}, path)) or an .npz "
+                                 f"(np.savez(path, x=x, y=y))") from None
             if "GLOBAL" in why:
                 raise ValueError(f"tensor file {path} is not a torch save of tensors alone "
                                  f"and is refused: loading it would run code its pickle names "
