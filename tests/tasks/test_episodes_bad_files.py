@@ -44,7 +44,7 @@ def test_truncated_tensor_files_are_named(tmp_path):
 def test_numpy_arrays_in_a_pt_file_are_refused_not_unpickled(tmp_path):
     x, y = _xy()
     torch.save({"x": x, "y": y}, tmp_path / "d.pt")
-    with pytest.raises(ValueError, match=r"d\.pt is not a torch save.*Unsupported global"):
+    with pytest.raises(ValueError, match=r"d\.pt holds numpy arrays .*Unsupported global"):
         Episodes.from_tensors(tmp_path / "d.pt", ways=2, shots=1, queries=2)
 
 
