@@ -39,7 +39,8 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_DEPTH = 64
 
 _SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxstring = 4200       # a path whole (PATH_MAX is 4096), a 10 MB string cut
+_SHORT.maxother = 80
 _SHORT.maxlist = _SHORT.maxdict = 8
 _SHORT.maxlevel = 3
 
