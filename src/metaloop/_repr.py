@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def safe_repr(fn: Callable[[object], str]) -> Callable[[object], str]:
+def safe_repr(fn: Callable[[T], str]) -> Callable[[T], str]:
     """Decorate a ``__repr__`` that reads attributes ``__init__`` sets: where one is missing,
     ``<ClassName object at 0x...>`` instead of an AttributeError."""
     @functools.wraps(fn)
-    def __repr__(self) -> str:
+    def __repr__(self: T) -> str:
         try:
             return fn(self)
         except AttributeError:

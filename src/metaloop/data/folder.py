@@ -45,7 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -487,7 +487,7 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
     return data
 
 
-def _own_file(name, key: str) -> bool:
+def _own_file(name, key: str) -> TypeGuard[str]:
     """Whether a manifest's file ``name`` is one of the cache's own for ``key``: a plain
     file name (no folder, no ``..``) starting ``<key>-``. A manifest naming anything else
     (``/tmp/x.npy``, ``../x.npy``) is neither read nor deleted from."""
