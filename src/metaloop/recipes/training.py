@@ -119,6 +119,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
     if not resume and latest_checkpoint(out) is not None:
         raise ValueError(f"{out} already holds a run; use --resume to continue it, or another "
                          f"--out")
+    if not resume:                     # another command's run: named as such first
+        runs_folder.check(out, "train")
     foreign = [] if resume else foreign_entries(out)
     if foreign:
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
