@@ -353,7 +353,7 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
             training.
     """
     from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
-    from metaloop.train.loop import check_resume_config, foreign_entries
+    from metaloop.train.loop import check_resume_config, refuse_foreign
 
     if out_dir is None:
         if resume:
@@ -375,14 +375,9 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
     for name, run in runs.items():             # train's own check of the differing keys;
         if have[name]:                         # it checks the rest when the run resumes
             check_resume_config(run, load_checkpoint(run)[1], mcfgs[name])
-        elif foreign_entries(run):             # train's own refusal, before any method trains
-            theirs = foreign_entries(run)
-            more = f" and {len(theirs) - 5} more" if len(theirs) > 5 else ""
-            raise ValueError(f"{run}, the folder of the {name} run, holds files that no "
-                             f"metaloop run wrote ({', '.join(map(repr, theirs[:5]))}{more}): "
-                             f"the run would write its checkpoints beside them and empty a "
-                             f"metrics.jsonl; move them, or give another --out (nothing was "
-                             f"written)")
+        else:                                  # train's own refusal, before any method trains
+            refuse_foreign(run, f"{run}, the folder of the {name} run,",
+                           "move them, or give another --out")
     return have
 
 

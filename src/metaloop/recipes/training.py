@@ -29,7 +29,7 @@ from metaloop.recipes.report import prepare_out
 from metaloop.runs import check_same_data, last_read_hint, load_run, moved_root, saved_run
 from metaloop.train import distributed, train
 from metaloop.train.checkpoint import latest_checkpoint, read_state
-from metaloop.train.loop import check_run_dir, foreign_entries
+from metaloop.train.loop import check_run_dir, refuse_foreign
 
 __all__ = ["init_from", "prepare", "train_config"]
 
@@ -121,13 +121,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
                          f"--out")
     if not resume:                     # another command's run: named as such first
         runs_folder.check(out, "train")
-    foreign = [] if resume else foreign_entries(out)
-    if foreign:
-        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-        raise ValueError(f"{out} holds files that no metaloop run wrote "
-                         f"({', '.join(map(repr, foreign[:5]))}{more}): a new run there would "
-                         f"write its checkpoints beside them and empty a metrics.jsonl; give "
-                         f"an empty or new --out (nothing was written)")
+    if not resume:
+        refuse_foreign(out, str(out), "give an empty or new --out")
     if cfg["family"]["name"] == "folder" and cfg["family"]["root"]:
         runs_folder.check_outside_data(out, cfg["family"]["root"], "family.root")
     created = not out.exists()

@@ -147,14 +147,7 @@ def _check_fresh(out: Path) -> None:
     runs_folder.check(out, "train")
     ckpt = latest_checkpoint(out)               # a damaged LATEST: ValueError naming it
     if ckpt is None:
-        foreign = foreign_entries(out)
-        if foreign:
-            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-            raise ValueError(f"{out} holds files that no metaloop run wrote "
-                             f"({', '.join(map(repr, foreign[:5]))}{more}): a new run "
-                             f"there would write its checkpoints beside them and empty a "
-                             f"metrics.jsonl; choose an empty or new out_dir (nothing was "
-                             f"written)")
+        refuse_foreign(out, str(out), "choose an empty or new out_dir")
         return
     try:
         at = f" at iteration {int(read_state(ckpt / 'state.json')['iteration'])}"
@@ -162,6 +155,28 @@ def _check_fresh(out: Path) -> None:
         at = f" (LATEST names {ckpt.name})"
     raise ValueError(f"{out} already holds a run{at}; pass resume=True to continue it, or "
                      f"choose another out_dir (nothing was written)")
+
+
+def refuse_foreign(out: Path, what: str, advice: str) -> None:
+    """Refuse a new run into ``out`` where it holds files no metaloop run wrote
+    (``foreign_entries``).
+
+    Args:
+        out: the run folder.
+        what: how the message names it (``"runs/x"``, ``"runs/x, the folder of the maml
+            run,"``).
+        advice: what to do, in the caller's words (``"give an empty or new --out"``).
+
+    Raises:
+        ValueError: naming up to five of those files; nothing was written.
+    """
+    theirs = foreign_entries(out)
+    if theirs:
+        more = f" and {len(theirs) - 5} more" if len(theirs) > 5 else ""
+        raise ValueError(f"{what} holds files that no metaloop run wrote "
+                         f"({', '.join(map(repr, theirs[:5]))}{more}): a new run there would "
+                         f"write its checkpoints beside them and empty a metrics.jsonl; "
+                         f"{advice} (nothing was written)")
 
 
 def foreign_entries(out: Path) -> list[str]:
