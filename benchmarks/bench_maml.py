@@ -17,16 +17,16 @@ Implementations (``--only`` picks some):
   - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL`` with its default ``batching="auto"``:
     for Conv4 the loop, one task after another, each on ``--threads`` intra-op threads; for
     the sinusoid MLP ``vmap`` over the tasks; on CUDA ``vmap``, as ``metaloop train --device
-    cuda`` runs it (the loop with ``recompute_inner_loop`` or ``compile``). The reference of
-    the ratios;
+    cuda`` runs it (the loop with ``recompute_inner_loop``). The reference of the ratios;
   - ``metaloop-loop``: the same with ``batching="loop"`` named (timed by default for the
     sinusoid, where it shows what ``vmap`` gains; on the CPU's Conv4 it is ``metaloop``);
   - ``metaloop-threads``: the same with ``batching="threads"``: the tasks spread over
     ``--threads`` threads of one intra-op thread each;
   - ``metaloop-ckpt``: ``metaloop`` with ``recompute_inner_loop=True`` (with ``--checkpoint``);
   - ``metaloop-compile`` (only when named in ``--only``): ``metaloop`` with
-    ``compile=True``, its query pass through ``torch.compile`` (compiled in the warm-up
-    iteration, not timed);
+    ``compile=True``: for the sinusoid MLP (vmap) the whole vmapped meta-loss and its
+    backward as one ``torch.compile``'d function, for Conv4 (the loop) each task's query
+    pass; compiled in the warm-up iterations, not timed (give ``--warmup`` 2 or more);
   - ``plain``: a per-task ``torch.autograd.grad`` loop written here (the reference);
   - ``plain-cl`` (only when named in ``--only``): the same loop with its image batches in
     the channels-last layout (``metaloop.func.params.channels_last``) that metaloop used on
@@ -45,7 +45,11 @@ Implementations (``--only`` picks some):
     TorchOpt run full MAML only, not ANIL;
   - ``torchopt-vmap`` (sinusoid only, timed there by default): TorchOpt's own batched path,
     as its ``examples/FuncTorch/maml_omniglot_vmap.py`` writes it: ``torchopt.sgd`` on a
-    params dict inside ``torch.func.grad``, ``torch.func.vmap`` over the tasks.
+    params dict inside ``torch.func.grad``, ``torch.func.vmap`` over the tasks;
+  - ``torchopt-vmap-compile`` (sinusoid only, when named in ``--only``): that function,
+    the vmapped meta-loss, through ``torch.compile`` as a user would wrap it (compiled in
+    the warm-up, like ``metaloop-compile``), so that metaloop's compiled path is set beside
+    the peer's compiled the same way.
 
 First, every implementation's meta-gradient is compared with metaloop's, in float64 on a
 small batch (``--check-tasks``) from the same seed: one that differs by more than 1e-5
@@ -127,7 +131,7 @@ from metaloop.models import MLP, Conv4
 
 IMPLS = ("metaloop", "metaloop-loop", "metaloop-threads", "baseline", "metaloop-ckpt",
          "metaloop-compile", "plain", "plain-cl", "learn2learn", "higher", "torchopt",
-         "torchopt-vmap")
+         "torchopt-vmap", "torchopt-vmap-compile")
 DEFAULT = {"conv4": [n for n in IMPLS if n not in ("metaloop-loop", "plain-cl",
                                                    "metaloop-compile")],
            "sinusoid": ["metaloop", "metaloop-loop", "plain", "learn2learn", "higher",
@@ -138,7 +142,7 @@ MODEL_DEFAULTS = {        # the options whose default depends on --model (None: 
     "sinusoid": {"ways": None, "shots": 10, "queries": 10, "meta_batch": 25, "inner_lr": 0.01,
                  "hidden": 40, "pool": None},
 }
-PEERS = ("learn2learn", "higher", "torchopt", "torchopt-vmap")
+PEERS = ("learn2learn", "higher", "torchopt", "torchopt-vmap", "torchopt-vmap-compile")
 TOL = 1e-5
 TIE_MIB = 5               # peak-memory differences under this are within its noise
 RSS_ITERS = 3             # timed iterations (after --warmup) of a peak-memory process
@@ -196,7 +200,7 @@ def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
 def build_metaloop(model, args, checkpoint=False, compile=False, batching="auto"):
     make = ANIL if args.anil else MAML
     extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flags
-    if batching == "auto" and args.device == "cuda" and not (checkpoint or compile):
+    if batching == "auto" and args.device == "cuda" and not checkpoint:
         batching = "vmap"        # as metaloop train/eval --device cuda run it (build.batching_on)
     if batching != "auto":                          # (the default)
         extra["batching"] = batching
@@ -352,12 +356,13 @@ def _torchopt_functional(model, args):
     return _backward_grads(model, per_task)
 
 
-def build_torchopt_vmap(model, args):
+def build_torchopt_vmap(model, args, compile=False):
     """TorchOpt's own batched path, as its ``examples/FuncTorch/maml_omniglot_vmap.py``
     writes it: each task's inner loop is ``torchopt.sgd`` on a params dict inside
     ``torch.func.grad``, and ``torch.func.vmap`` runs the meta-batch's tasks at once; the
     meta-gradient is ``autograd.grad`` of the mean query loss (first order: the inner
-    gradients detached)."""
+    gradients detached). ``compile``: the vmapped mean query loss through ``torch.compile``
+    (``dynamic=False``, as metaloop's ``compile=True``)."""
     import torchopt
     from torch.func import grad, vmap
     loss_of, inner_opt = loss_fn(args), torchopt.sgd(lr=args.inner_lr)
@@ -376,10 +381,14 @@ def build_torchopt_vmap(model, args):
             p = torchopt.apply_updates(p, updates, inplace=False)
         return loss_of(functional_call(model, p, (qx,)), qy)
 
+    def meta_loss(p, sx, sy, qx, qy):
+        return vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(p, sx, sy, qx, qy).mean()
+    if compile:
+        meta_loss = torch.compile(meta_loss, dynamic=False)
+
     def grads(batch):
-        losses = vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(
-            params, batch.support_x, batch.support_y, batch.query_x, batch.query_y)
-        return dict(zip(params, torch.autograd.grad(losses.mean(), list(params.values()))))
+        loss = meta_loss(params, batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
     return grads
 
 
@@ -394,7 +403,9 @@ def build(name, model, args):
         from metaloop.func.params import channels_last  # not in a --baseline tree
         return build_plain(model, args, layout=channels_last)
     return {"plain": build_plain, "learn2learn": build_learn2learn, "higher": build_higher,
-            "torchopt": build_torchopt, "torchopt-vmap": build_torchopt_vmap}[name](model, args)
+            "torchopt": build_torchopt, "torchopt-vmap": build_torchopt_vmap,
+            "torchopt-vmap-compile": lambda m, a: build_torchopt_vmap(m, a, compile=True),
+            }[name](model, args)
 
 
 # ---------------------------------------------------------------------------- peer imports
@@ -427,9 +438,9 @@ def unavailable(name, args) -> str | None:
         return "add --checkpoint to time it"
     if name == "baseline" and not args.baseline:
         return "add --baseline DIR to time it"
-    if name in ("higher", "torchopt", "torchopt-vmap") and args.anil:
+    if name in ("higher", "torchopt", "torchopt-vmap", "torchopt-vmap-compile") and args.anil:
         return "only full MAML is written for it here"
-    if name == "torchopt-vmap" and args.model != "sinusoid":
+    if name in ("torchopt-vmap", "torchopt-vmap-compile") and args.model != "sinusoid":
         return "written here for the sinusoid MLP only"
     if name in ("metaloop-threads", "plain-cl") and args.device != "cpu":
         return "a CPU layout (threads / channels-last), not timed on a GPU"

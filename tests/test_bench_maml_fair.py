@@ -50,6 +50,28 @@ def test_torchopt_vmap_gives_metaloops_meta_gradient_in_float64(order):
     assert bench_maml.relative_error(got, ref) < 1e-12
 
 
+def test_metaloop_compile_on_the_sinusoid_is_the_compiled_vmap_path():
+    """``metaloop-compile`` for the sinusoid MLP: the learner compiles its vmapped tasks
+    (``batching`` vmap, not the loop it took before; their exactness:
+    tests/meta/test_fast_paths.py)."""
+    args = bench_maml.parse(["--model", "sinusoid", "--only", "metaloop,metaloop-compile"])
+    learner = bench_maml.build_metaloop(bench_maml.make_model(args), args,
+                                        compile=True).__self__
+    assert learner.compile and learner.batching == "vmap"
+
+
+def test_torchopt_vmap_compile_is_the_peer_compiled_the_same_way():
+    conv = bench_maml.parse(["--only", "metaloop,torchopt-vmap-compile"])
+    assert "torchopt-vmap-compile" in bench_maml.PEERS
+    assert bench_maml.unavailable("torchopt-vmap-compile", conv) == \
+        "written here for the sinusoid MLP only"
+    pytest.importorskip("torchopt")
+    args = bench_maml.parse(["--model", "sinusoid", "--check-tasks", "3",
+                             "--only", "metaloop,torchopt-vmap-compile"])
+    assert bench_maml.relative_error(bench_maml.check_grads("torchopt-vmap-compile", args),
+                                     bench_maml.check_grads("metaloop", args)) < 1e-12
+
+
 def test_the_times_interleave_every_implementation_one_iteration_at_a_time(monkeypatch):
     """All of them in this process: the warm-ups first, then ``reps x iters`` rounds of one
     iteration each, each round starting one implementation further on."""

@@ -94,8 +94,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # MAML / ANIL: recompute each inner step in the backward pass (memory flat in
                # inner_steps, ~1.09x the time; docs/benchmarks.md); formerly "checkpoint"
                "recompute_inner_loop": (bool, False),
-               # MAML / ANIL: torch.compile each task's query pass in meta-training (pays on
-               # the stride-2 Conv4 on the CPU; docs/benchmarks.md)
+               # MAML / ANIL: torch.compile meta-training: the vmapped tasks as one function
+               # (2-2.7x for the sinusoid MLP on the CPU), or each looped task's query pass
+               # (the max-pool Conv4); docs/benchmarks.md
                "compile": (bool, False),
                # MAML / ANIL: meta-learn one inner step size per adapted tensor and inner
                # step (MAML++'s LSLR), starting at inner_lr
@@ -498,16 +499,17 @@ def check_combinations(cfg: dict) -> None:
         raise ValueError(f"config method.first_order = true: first_order applies to maml and "
                          f"anil, not {name!r}{why}")
     for key, what in (("recompute_inner_loop", "recomputing the inner loop"),
-                      ("compile", "compiling the query pass")):
+                      ("compile", "compiling meta-training")):
         if me[key] and name not in MAML_FAMILY:
             raise ValueError(f"config method.{key} = true: {what} applies to maml, fomaml "
                              f"and anil, not {name!r}")
-        if me[key] and me["batching"] == "vmap":
-            raise ValueError(f"config method.{key} = true needs batching = \"loop\" or "
-                             "\"auto\", not \"vmap\"")
+    if me["recompute_inner_loop"] and me["batching"] == "vmap":
+        raise ValueError('config method.recompute_inner_loop = true needs batching = "loop" '
+                         'or "auto", not "vmap"')
     if me["compile"] and me["batching"] == "threads":
-        raise ValueError('config method.compile = true needs batching = "loop" or "auto", '
-                         'not "threads" (the compiled query pass runs on one thread)')
+        raise ValueError('config method.compile = true needs batching = "loop", "vmap" or '
+                         '"auto", not "threads" (it compiles the looped query pass on one '
+                         'thread, or the vmapped tasks)')
     if me["batching"] == "threads" and name not in MAML_FAMILY:
         raise ValueError(f'config method.batching = "threads" applies to maml, fomaml and '
                          f'anil, not {name!r} (use "loop" or "auto")')

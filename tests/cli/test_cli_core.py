@@ -68,16 +68,19 @@ def test_learned_inner_lr_trains_resumes_and_evaluates_with_the_learned_table(tm
     assert res["methods"]["maml"]["steps"] == [0, 3]
 
 
-def test_compile_from_a_config_reaches_the_learner_and_keeps_the_loop_on_cuda():
+def test_compile_from_a_config_reaches_the_learner_with_either_batching():
     from metaloop import build as _build
     from metaloop import config as _config
     cfg = _config.validate({"family": {"name": "omniglot"}, "model": {"name": "conv4"},
                             "method": {"name": "anil", "compile": True}})
-    assert _build.batching_on(cfg["method"], "cuda") == "auto"      # not vmap: compile loops
+    assert _build.batching_on(cfg["method"], "cuda") == "vmap"      # compiles the vmapped tasks
     cfg["method"]["name"] = "fomaml"
     model = _build.build_model(cfg["model"], _FakeFamily(), "fomaml")
     learner = _build.build_learner(cfg, _FakeFamily(), model)
-    assert learner.compile and learner.first_order and learner.batching == "loop"
+    assert learner.compile and learner.first_order and learner.batching == "loop"   # Conv4, CPU
+    cfg["method"]["batching"] = "vmap"
+    learner = _build.build_learner(cfg, _FakeFamily(), model)
+    assert learner.compile and learner.batching == "vmap"
 
 
 def test_auto_batching_on_cuda_keeps_the_loop_for_second_order_maml_over_torch_norm_layers():
@@ -171,8 +174,7 @@ def test_bad_input_exits_2_with_message(argv, message, tmp_path, capsys):
     ('[method]\nname = "reptile"\nrecompute_inner_loop = true\n',
      "applies to maml, fomaml and anil"),
     ('[method]\nrecompute_inner_loop = true\nbatching = "vmap"\n', "needs batching"),
-    ('[method]\nname = "r2d2"\ncompile = true\n', "compiling the query pass applies to maml"),
-    ('[method]\ncompile = true\nbatching = "vmap"\n', "method.compile = true needs batching"),
+    ('[method]\nname = "r2d2"\ncompile = true\n', "compiling meta-training applies to maml"),
     ('[method]\ncompile = true\nbatching = "threads"\n', 'not "threads"'),
     ('[method]\nname = "reptile"\nbatching = "threads"\n', '"threads" applies to maml'),
     ('[method]\nname = "reptile"\nlearn_inner_lr = true\n', "learned inner step sizes apply"),

@@ -133,7 +133,6 @@ class _NormNet(nn.Module):
 
 
 @pytest.mark.parametrize("model, kwargs", [
-    (MLP(1, (8,), 1), dict(batching="vmap", compile=True)),
     (MLP(1, (8,), 1), dict(batching="threads", compile=True)),
     (MLP(1, (8,), 1), dict(batching="vmap", recompute_inner_loop=True)),
     (MLP(1, (8,), 1), dict(batching="vmap", checkpoint=True)),

@@ -281,10 +281,15 @@ def vmap_refusal(model: nn.Module) -> str | None:
     The first two are read from the layers' current ``training`` flags (in eval mode neither
     applies).
     """
+    def dropout_on(m: nn.Module) -> bool:
+        return isinstance(m, nn.modules.dropout._DropoutNd) and m.training
+
+    if not any(isinstance(m, NO_VMAP_RULE) or updates_running_stats(m) or dropout_on(m)
+               for m in model.modules()):            # one pass, every meta-batch: the rule
+        return None
     rnn = named_layers(model, lambda m: isinstance(m, NO_VMAP_RULE))
     stats = named_layers(model, updates_running_stats)
-    drop = named_layers(model, lambda m: isinstance(m, nn.modules.dropout._DropoutNd)
-                        and m.training)
+    drop = named_layers(model, dropout_on)
     if rnn:
         return (f"batching='vmap' cannot run {', '.join(rnn[:3])}"
                 f"{' ...' if len(rnn) > 3 else ''}: torch.func.vmap has no batching rule for "

@@ -7,7 +7,8 @@ plain inner SGD written out. Each strategy here changes *how* that is computed, 
   inner-loop recomputation (``recompute_inner_loop``), learned step sizes (``learn_lr``) and
   ANIL's head-only path;
 - ``compiled``: the query pass through ``torch.compile`` (``compile``);
-- ``vmapped_query_losses``: all tasks at once under ``torch.func.vmap`` (``batching="vmap"``);
+- ``vmapped_query_losses``: all tasks at once under ``torch.func.vmap`` (``batching="vmap"``),
+  compiled as one function with ``compile`` (``compiled_vmapped_losses``);
 - ``on_threads`` with ``replicas``: the tasks spread over CPU threads
   (``batching="threads"``).
 
@@ -65,26 +66,60 @@ def compiled(fn):
 
 
 def vmapped_query_losses(adapter: SGDAdapter, net: Params, batch: TaskBatch, first_order: bool,
-                         lrs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         lrs: torch.Tensor | None = None, compiled_losses=None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every task's query loss ``[B]`` and outputs ``[B, Q, out]`` in one ``vmap`` call.
 
     The start (a zero head for ``head_init="zero"``) is made once outside ``vmap``; inside,
     the inner loop is the ``torch.func`` one (``sgd_path_func``). Differentiable in ``net``
     (and ``lrs``).
 
+    Args:
+        compiled_losses: ``compiled_vmapped_losses(adapter, first_order)``, to run the
+            vmapped tasks compiled (its outputs come detached); None (the default): eager.
+
     Raises:
         ValueError: class labels outside the model's outputs (``labels_checked``: checked as
-            on the loop path, not failing inside torch).
+            on the loop path, not failing inside torch; on the compiled path, checked when
+            the compiled kernels fail).
     """
     start = adapter.start(net, batch.support_y)
-    adapter = labels_checked(adapter, batch.support_y, batch.query_y)
+    tensors = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+    if compiled_losses is not None:
+        try:
+            return compiled_losses(start, *tensors, lrs)
+        except RuntimeError:        # e.g. inductor's "index out of bounds" for a bad label:
+            vmapped_query_losses(adapter, net, batch, first_order, lrs)   # names the input's
+            raise                                                       # problem, if it can
+    return _vmapped_tasks(labels_checked(adapter, batch.support_y, batch.query_y), first_order,
+                          start, *tensors, lrs)
 
+
+def _vmapped_tasks(adapter: SGDAdapter, first_order: bool, start: Params, sx: torch.Tensor,
+                   sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor,
+                   lrs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The B tasks of ``sx [B, S, ...]``, ``sy``, ``qx [B, Q, ...]``, ``qy`` adapted from
+    ``start`` under one ``vmap``: query losses ``[B]``, outputs ``[B, Q, out]``."""
     def task(sx, sy, qx, qy):
         fast = adapter.run(start, sx, sy, create_graph=not first_order, started=True,
                            functional=True, lr=lrs)
         out = adapter.fwd(fast, qx)                                    # [Q, out]
         return adapter.loss_fn(out, qy), out
-    return vmap_tasks(task, batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+    return vmap_tasks(task, sx, sy, qx, qy)
+
+
+def compiled_vmapped_losses(adapter: SGDAdapter, first_order: bool):
+    """``vmapped_query_losses``'s vmapped tasks as one ``torch.compile``'d function
+    ``(start, sx, sy, qx, qy, lrs) -> (losses [B], outputs [B, Q, out], detached)``: every
+    task's inner loop and query pass, and (through AOT autograd) their backward, second
+    order included, run as fused kernels without Python between the operations. Exact to
+    float rounding (float64: the eager meta-gradient to 1e-15). Each new shape of the inputs
+    compiles again (``dynamic=False``), so it pays where the meta-batch keeps its shape, as
+    in training."""
+    def losses(start, sx, sy, qx, qy, lrs):
+        losses, outs = _vmapped_tasks(adapter, first_order, start, sx, sy, qx, qy, lrs)
+        return losses, outs.detach()          # the outputs only score: no backward through
+    return compiled(losses)
 
 
 def replicas(adapter: SGDAdapter, n: int, cache: list[SGDAdapter]) -> list[SGDAdapter]:

@@ -97,7 +97,8 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
         batching: "auto", "loop", "vmap" or "threads" (as ``MAML``).
         recompute_inner_loop: recompute each inner step's activations in the backward
             pass (as ``MAML``).
-        compile: run each task's query pass through ``torch.compile`` (as ``MAML``).
+        compile: run meta-training through ``torch.compile``: the vmapped tasks as one
+            function, or each looped task's query pass (as ``MAML``).
         learn_lr: meta-learn the inner step sizes (as ``MAML``).
         checkpoint: the older name of ``recompute_inner_loop`` (as ``MAML``).
 

@@ -37,6 +37,7 @@ from metaloop.meta._strategies import (
     InnerLoop,
     TaskGradients,
     compiled,
+    compiled_vmapped_losses,
     on_threads,
     replicas,
     sgd_inner_loop,
@@ -227,17 +228,25 @@ class MAML(AdaptsBySGD):
             more forward and gradient pass per step. Needs the loop batching: "auto" picks
             it. None (the default): not given, which is False unless ``checkpoint`` says
             otherwise.
-        compile: run each task's query forward pass (and so its backward) through
-            ``torch.compile`` in meta-training. The query loss is differentiated once (to
-            theta'; the eager support graph carries the second order), so the compiled
-            function is exact to float rounding, with one exception: under max pooling, a
-            rounding difference of the fused kernels can change which input of a near-tied
-            window wins, moving that input's share of the first convolution's weight
-            gradient (float32: 3e-3 of the largest gradient entry on the max-pool Conv4,
-            against 2e-6 eager; float64: equal). It costs one compile (~15-20 s on the CPU,
-            and a C++ compiler); the query pass gains more on the max-pool Conv4 than on the
-            stride-2 one, and a whole iteration little (``benchmarks/bench_compile.py``,
-            docs/benchmarks.md). Loop batching only (one thread); evaluation stays eager.
+        compile: run meta-training's tasks through ``torch.compile`` (a C++ compiler
+            needed on the CPU). With ``batching="vmap"`` (and "auto" where it picks vmap:
+            small MLPs) the whole vmapped meta-loss is one compiled function: every task's
+            inner loop and query pass, and their backward, second order included
+            (``_strategies.compiled_vmapped_losses``): 2-2.7x faster than eager vmap for the
+            sinusoid MLP on the CPU, exact to float rounding (float64: 1e-15), for one
+            compile (5-25 s, more with more inner steps) and one more for each new
+            meta-batch shape. With the loop, each task's query forward pass (and so its
+            backward): the query loss is differentiated once (to theta'; the eager support
+            graph carries the second order), so it is exact to float rounding, with one
+            exception: under max pooling, a rounding difference of the fused kernels can
+            change which input of a near-tied window wins, moving that input's share of the
+            first convolution's weight gradient (float32: 3e-3 of the largest gradient entry
+            on the max-pool Conv4, against 2e-6 eager; float64: equal). There it costs one
+            compile (~15-20 s) and gains more on the max-pool Conv4 than on the stride-2
+            one, and a whole iteration little. ``benchmarks/bench_maml.py`` and
+            ``bench_compile.py`` measure both (docs/benchmarks.md). Not with
+            ``batching="threads"``; adaptation at test time (``adapt``, ``predict``) stays
+            eager.
         learn_lr: meta-learn the inner step sizes, one per adapted tensor and inner step
             (MAML++'s LSLR; ``metaloop.adapt.learned_lr``), all starting at ``inner_lr``.
             ``self.model`` is then an ``InnerLRs`` wrapper: the network as ``net.*`` plus
@@ -247,15 +256,14 @@ class MAML(AdaptsBySGD):
             with different values is refused).
 
     Raises:
-        ValueError: ``recompute_inner_loop=True`` or ``compile=True`` with
-            ``batching="vmap"``; second order with ``batching="vmap"`` for a model with
-            torch's BatchNorm, InstanceNorm or LayerNorm layers when more than the head
-            adapts (``vmap_second_order_refusal``); ``batching="vmap"`` for a model with
-            torch BatchNorm layers that update running statistics or with dropout layers,
-            in training mode (``_common.vmap_refusal``); ``compile=True`` with
-            ``batching="threads"``;
-            ``batching="threads"`` for a model with buffers or (also when the meta-gradient
-            is taken) with dropout layers in training mode; ``learn_lr=True`` with
+        ValueError: ``recompute_inner_loop=True`` with ``batching="vmap"``; second order
+            with ``batching="vmap"`` for a model with torch's BatchNorm, InstanceNorm or
+            LayerNorm layers when more than the head adapts (``vmap_second_order_refusal``);
+            ``batching="vmap"`` for a model with torch BatchNorm layers that update running
+            statistics or with dropout layers, in training mode (``_common.vmap_refusal``);
+            ``compile=True`` with ``batching="threads"``; ``batching="threads"`` for a model
+            with buffers or (also when the meta-gradient is taken) with dropout layers in
+            training mode; ``learn_lr=True`` with
             ``recompute_inner_loop=True``; ``checkpoint`` and ``recompute_inner_loop`` both
             given, with different values; ``head`` with ``head_init="learned"`` (it only
             says what ``"zero"`` zeroes), or ``head_init="zero"`` without ``head`` for a
@@ -305,14 +313,16 @@ class MAML(AdaptsBySGD):
             raise ValueError(f"{owner}({flag}=True, batching='vmap') is not supported: the "
                              f"recomputed inner step has no vmap rule; use batching='loop' "
                              f"or 'auto'")
-        if compile and batching in ("vmap", "threads"):
+        if compile and batching == "threads":
             raise ValueError(f"{owner}(compile=True) compiles the looped query pass on one "
-                             f"thread; use batching='loop' or 'auto', not {batching!r}")
-        if (recompute or compile) and batching == "auto":
+                             f"thread, or the vmapped tasks; use batching='loop', 'vmap' or "
+                             f"'auto', not 'threads'")
+        if recompute and batching == "auto":
             self.batching = "loop"
         self.recompute_inner_loop = recompute
         self.compile = bool(compile)
         self._query_fwd = compiled(self.inner.fwd) if compile else None
+        self._compiled_vmap: dict[bool, object] = {}    # first_order -> compiled vmapped tasks
         self._replicas: list[SGDAdapter] = []     # one per extra thread (batching="threads")
 
     def _inner_loop(self, adapter: SGDAdapter, lrs) -> InnerLoop | None:
@@ -327,7 +337,13 @@ class MAML(AdaptsBySGD):
         if refusal:
             raise ValueError(refusal)
         net, lrs = split_lrs(self.model, params)
-        losses, outs = vmapped_query_losses(self.inner, net, batch, first_order, lrs)
+        fused = None
+        if self.compile:
+            if first_order not in self._compiled_vmap:
+                self._compiled_vmap[first_order] = compiled_vmapped_losses(self.inner,
+                                                                           first_order)
+            fused = self._compiled_vmap[first_order]
+        losses, outs = vmapped_query_losses(self.inner, net, batch, first_order, lrs, fused)
         metrics = batch_metrics(outs, batch.query_y, losses)
         return losses.mean(), metrics
 
