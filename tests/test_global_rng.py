@@ -41,7 +41,7 @@ def _conv_task():
 
 
 def test_the_lora_row_keeps_the_callers_rng_and_its_adapter_init():
-    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
+    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install -e '.[text]'")
     from metaloop.adapt.lora import add_lora, lora_finetune
     from metaloop.models import Conv4
 
@@ -63,7 +63,7 @@ def test_the_lora_row_keeps_the_callers_rng_and_its_adapter_init():
 
 def test_the_soft_prompt_row_keeps_the_callers_rng_and_its_prompt_init():
     pytest.importorskip("peft", reason="soft prompts need the text extra")
-    pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("transformers", reason="pip install -e '.[text]'")
     sys.path.insert(0, str(Path(__file__).parent / "adapt"))
     from _text_models import tiny_text
 
@@ -136,7 +136,7 @@ def test_evaluate_strategies_keeps_the_callers_rng_and_each_tasks_seed(tmp_path,
 
 
 def test_meta_strategies_keep_the_callers_rng_and_train_as_before(tmp_path, monkeypatch):
-    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
+    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install -e '.[text]'")
     from metaloop.models import Conv4
     from metaloop.tasks import Episodes
 

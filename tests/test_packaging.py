@@ -4,7 +4,9 @@ The sdist is the whole project: the package and what its tests, the docs build a
 benchmarks read (``MANIFEST.in``). The wheel is the package alone: every file under
 ``src/metaloop`` (the modules and the configs the commands read through
 ``importlib.resources``: ``metaloop compare --print-config``'s and ``metaloop train
---example-config``'s), and the ``metaloop`` command. Installed, the package runs without the
+--example-config``'s), the repository's ``configs/`` as ``metaloop/shipped_configs/`` (what
+``--config configs/NAME.toml`` falls back to where no such file is), and the ``metaloop``
+command. Installed, the package runs without the
 checkout: the example config it prints is accepted for a folder of images, and the Omniglot
 search path names no folder of a checkout.
 """
@@ -96,10 +98,32 @@ def test_the_wheel_is_the_package_with_its_configs_and_the_command(dists):
         entry_points = zf.read(info).decode()
     package = {n for n in names if ".dist-info/" not in n}
     want = {f.removeprefix("src/") for f in _files(project, "src/metaloop")}
+    shipped = {f"metaloop/shipped_configs/{p.name}" for p in (project / "configs").glob("*.toml")}
+    assert len(shipped) > 100 and "metaloop/shipped_configs/omniglot_maml_5w1s_cpu.toml" in shipped
+    want |= shipped
     assert {"metaloop/configs/compare_sinusoid.toml", "metaloop/configs/compare_omniglot.toml",
             "metaloop/configs/folder_example.toml", "metaloop/py.typed"} <= want
     assert sorted(want - package) == [] and sorted(package - want) == []
     assert "metaloop = metaloop.cli.main:main" in entry_points
+
+
+def test_the_wheel_has_the_package_version(dists):
+    _, _, wheel = dists
+    import metaloop
+    assert wheel.name.startswith(f"metaloop-{metaloop.__version__}-")
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA")))
+    assert f"\nVersion: {metaloop.__version__}\n" in meta.decode()
+
+
+def test_the_package_list_names_every_package():
+    """pyproject.toml lists the packages (packages.find cannot map metaloop.shipped_configs
+    to configs/): a new subpackage missing from it would be missing from the wheel."""
+    setuptools = pytest.importorskip("setuptools")
+    tool = _config.tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = setuptools.find_packages(str(REPO / "src"))
+    assert sorted(tool["packages"]) == sorted([*found, "metaloop.shipped_configs"])
+    assert tool["package-dir"] == {"": "src", "metaloop.shipped_configs": "configs"}
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +183,22 @@ def test_the_installed_omniglot_search_path_names_no_checkout_folder(installed):
     (last,) = missing.stderr.splitlines()[-1:]
     assert last.startswith("FileNotFoundError: Omniglot 'evaluation' images not found"), last
     assert str(Path("shared", "data", "omniglot")) not in last and str(work / "data") in last
+
+
+def test_the_installed_package_reads_the_configs_the_docs_name(installed):
+    """``--config configs/NAME.toml`` (as the docs write it), ``NAME.toml`` or ``NAME`` with no
+    such file in the working folder: the shipped copy, said on stderr; its ``extends`` reads
+    the shipped neighbour. A name in neither place says where the named configs are."""
+    run, work = installed
+    site = Path(run("-c", "import metaloop; print(metaloop.__file__)").stdout.strip()).parent
+    for given in ("configs/omniglot_maml_5w1s_cpu.toml", "omniglot_challenge_pilot28_6k_rot40_cpu"):
+        r = run("-m", "metaloop", "train", "--print-config", "--config", given)
+        assert r.returncode == 0, r.stderr
+        (line,) = r.stderr.splitlines()
+        name = Path(given).name.removesuffix(".toml") + ".toml"
+        assert str(site / "shipped_configs" / name) in line, line
+        want = _config.load(REPO / "configs" / name)
+        assert _config.validate(_config.tomllib.loads(r.stdout)) == want
+    r = run("-m", "metaloop", "train", "--print-config", "--config", "configs/omniglot_maml.toml")
+    assert r.returncode == 2 and "shipped with metaloop" in r.stderr, r.stderr
+    assert "did you mean" in r.stderr and str(site / "shipped_configs") in r.stderr

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.util
 import json
 import math
+import os
 import re
 import reprlib
 import stat
@@ -1027,7 +1029,7 @@ def load(path) -> dict:
             child.toml: unknown key train.itertions ...``, ``config file base.toml (which
             child.toml extends): train.iterations must be a positive int, got -1``).
     """
-    path = Path(path)
+    path = _or_shipped(Path(path), str(path))   # a named config's shipped copy, if not here
     where: dict[tuple[str, str], Path] = {}
     raw = _read_chain(path, (), where)
     try:
@@ -1066,7 +1068,7 @@ def read(path, *, check_except: tuple[str, ...] | None = None) -> dict:
             its sections, keys and types (not its values), a bad one named with the file of
             the chain that sets it.
     """
-    path = Path(path)
+    path = _or_shipped(Path(path), str(path))   # a named config's shipped copy, if not here
     where: dict[tuple[str, str], Path] = {}
     raw = _read_chain(path, (), where)
     if check_except is not None:
@@ -1093,10 +1095,15 @@ def written_keys(path) -> dict[tuple[str, str], Path]:
 
 
 def _read_chain(path: Path, chain: tuple[Path, ...],
-                where: dict[tuple[str, str], Path] | None = None) -> dict:
+                where: dict[tuple[str, str], Path] | None = None,
+                text: str | None = None) -> dict:
     """The raw TOML of ``path`` on top of the config it ``extends`` (recursively); ``where``
     gets the file that sets each key (see :func:`written_keys`), and under ``(section, "")``
-    the last file that names each top-level section or key."""
+    the last file that names each top-level section or key. ``text``: the path as written
+    (``--config``'s, an ``extends``'s), whose form decides the fallback to a shipped config
+    (:func:`shipped_config`) when nothing is at ``path``."""
+    text = str(path) if text is None else text
+    path = _or_shipped(path, text)
     if path.is_dir():
         what = f"config file {chain[-1]} extends {path}, which" if chain else f"{path}"
         raise ValueError(f"{what} is a folder, not a config file (a config is a TOML file, "
@@ -1105,7 +1112,7 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
     if not path.is_file():
         kind = _not_a_file(path)
         if kind is None:
-            raise FileNotFoundError(f"{what} does not exist")
+            raise FileNotFoundError(f"{what} does not exist{_not_shipped(text)}")
         raise ValueError(f"{what} is {kind}, not a config file (a config is a TOML file, "
                          f"e.g. one of configs/)")
     size = path.stat().st_size
@@ -1132,14 +1139,97 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
     if not isinstance(base, str) or not base.strip():
         raise ValueError(f"config file {path}: extends must name another config file (a "
                          f"path string, relative to this file), got {_short(base)}")
-    base_path = path.parent / base
+    base_path = _or_shipped(path.parent / base, base)
     seen = [p.resolve() for p in (*chain, path)]
     if base_path.resolve() in seen:
         names = " -> ".join(str(p) for p in (*chain, path, base_path))
         raise ValueError(f"config file {path}: extends {base!r} makes a cycle: {names}")
-    merged = merge(_read_chain(base_path, (*chain, path), where), raw)
+    merged = merge(_read_chain(base_path, (*chain, path), where, base), raw)
     _note(raw, path, where)                 # after the base's: this file's keys win
     return merged
+
+
+# The named configs: the repository's configs/ folder (the docs' ``--config
+# configs/NAME.toml``), shipped in the wheel as the package metaloop.shipped_configs
+# (pyproject.toml maps it to configs/ with no copy in git).
+SHIPPED_WHAT = "the repository's configs/ folder, shipped with metaloop"
+_SHIPPED_NOTED: set[tuple[str, str]] = set()
+
+
+def shipped_configs() -> Path | None:
+    """The folder of the named configs: the installed package ``metaloop.shipped_configs``,
+    else (a checkout on ``PYTHONPATH``, an editable install made before it was mapped) the
+    checkout's ``configs/``; None when neither is there."""
+    try:
+        spec = importlib.util.find_spec("metaloop.shipped_configs")
+    except (ImportError, ValueError):
+        spec = None
+    for where in (spec.submodule_search_locations or []) if spec is not None else []:
+        if Path(where).is_dir():
+            return Path(where)
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    if (checkout.is_dir() and (checkout.parent / "pyproject.toml").is_file()
+            and (checkout.parent / "src" / "metaloop").is_dir()):
+        return checkout
+    return None
+
+
+def _shipped_name(text: str) -> str | None:
+    """``NAME.toml`` when ``text`` (a path as given) has the form ``configs/NAME.toml``,
+    ``NAME.toml`` or ``NAME``; else None."""
+    parts = Path(text).parts
+    if len(parts) == 2 and parts[0] == "configs" and parts[1].endswith(".toml"):
+        return parts[1]
+    if len(parts) != 1 or parts[0] in (".", ".."):
+        return None
+    name = parts[0]
+    if name.endswith(".toml"):
+        return name
+    return None if "." in name else f"{name}.toml"
+
+
+def shipped_config(text) -> Path | None:
+    """The shipped copy of a named config (``configs/NAME.toml``, ``NAME.toml`` or ``NAME``,
+    see :func:`shipped_configs`), or None when ``text`` has another form or no shipped
+    config has that name."""
+    name = _shipped_name(os.fspath(text))
+    folder = shipped_configs()
+    if name is None or folder is None or not (folder / name).is_file():
+        return None
+    return folder / name
+
+
+def _or_shipped(path: Path, text: str) -> Path:
+    """``path`` when anything is there (a path that exists always wins), else the shipped
+    config ``text`` names, said once on stderr, else ``path`` (refused by the caller)."""
+    if os.path.lexists(path):
+        return path
+    shipped = shipped_config(text)
+    if shipped is None:
+        return path
+    if (str(path), str(shipped)) not in _SHIPPED_NOTED:
+        _SHIPPED_NOTED.add((str(path), str(shipped)))
+        print(f"metaloop: no config file {path} here; using the shipped config {shipped} "
+              f"({SHIPPED_WHAT})", file=sys.stderr)
+    return shipped
+
+
+def _not_shipped(text: str) -> str:
+    """What an error for a missing config adds when ``text`` (the path as written) has the
+    form of a named config (``configs/NAME.toml``, ``NAME.toml``, ``NAME``): where the named
+    configs are, and the close names among them; "" for another form."""
+    name = _shipped_name(text)
+    folder = shipped_configs()
+    if name is None or folder is None:
+        return ""
+    names = sorted(p.name for p in folder.glob("*.toml"))
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+    hint = ""
+    if near:
+        listed = ", ".join(repr(n) for n in near[:-1])
+        hint = f"; did you mean {f'{listed} or ' if listed else ''}{near[-1]!r}?"
+    return (f", nor is {name!r} one of the named configs ({SHIPPED_WHAT}, "
+            f"{len(names)} files: {folder}){hint}")
 
 
 def _not_a_file(path: Path) -> str | None:

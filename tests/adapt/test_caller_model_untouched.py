@@ -113,7 +113,7 @@ def test_fit_probe_calls_a_module_in_eval_mode_and_restores_it():
 
 
 def test_a_text_encoder_in_train_mode_gives_the_same_probe_twice():
-    pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("transformers", reason="pip install -e '.[text]'")
     enc = tiny_text().train()                                   # BERT's dropout 0.1 on
     x = torch.randint(1, 60, (6, 7), generator=torch.Generator().manual_seed(0)).float()
     y = torch.arange(3).repeat(2)
@@ -135,7 +135,7 @@ def _lora_task():
 
 @pytest.fixture(scope="module")
 def lora_models():
-    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
+    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install -e '.[text]'")
     from metaloop.adapt.lora import add_lora
     enc = tiny_text()
     out = {}

@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-pytest.importorskip("peft", reason="text models need: pip install 'metaloop[text]'")
+pytest.importorskip("peft", reason="text models need: pip install -e '.[text]'")
 
 from metaloop.adapt.lora import add_lora, lora_finetune, merge_lora  # noqa: E402
 from metaloop.adapt.soft_prompt import add_soft_prompt, is_prompt, soft_prompt_finetune  # noqa: E402

@@ -12,8 +12,8 @@ from metaloop.adapt.lora import adaptable_layers, add_lora, is_lora, lora_finetu
 from metaloop.func.params import forward
 from metaloop.models import Conv4
 
-pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
-transformers = pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+pytest.importorskip("peft", reason="LoRA needs the text extra: pip install -e '.[text]'")
+transformers = pytest.importorskip("transformers", reason="pip install -e '.[text]'")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _checks import TiedHead  # noqa: E402

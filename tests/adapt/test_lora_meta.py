@@ -14,8 +14,8 @@ from metaloop.meta.lora_meta import lora_learner, trainable_only
 from metaloop.models import Conv4
 from metaloop.tasks.batch import TaskBatch
 
-pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
-transformers = pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+pytest.importorskip("peft", reason="LoRA needs the text extra: pip install -e '.[text]'")
+transformers = pytest.importorskip("transformers", reason="pip install -e '.[text]'")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _text_models import tiny_text  # noqa: E402

@@ -10,7 +10,7 @@ from torch import nn
 
 from metaloop.adapt.lora import add_lora, lora_finetune, merge_lora
 
-pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
+pytest.importorskip("peft", reason="LoRA needs the text extra: pip install -e '.[text]'")
 
 DT = torch.float64
 L = "body.0."

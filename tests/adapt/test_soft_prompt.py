@@ -11,8 +11,8 @@ import torch
 from metaloop.adapt.soft_prompt import add_soft_prompt, is_prompt, soft_prompt_finetune
 from metaloop.models import Conv4
 
-pytest.importorskip("peft", reason="soft prompts need the text extra: pip install 'metaloop[text]'")
-transformers = pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+pytest.importorskip("peft", reason="soft prompts need the text extra: pip install -e '.[text]'")
+transformers = pytest.importorskip("transformers", reason="pip install -e '.[text]'")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _text_models import tiny_text  # noqa: E402

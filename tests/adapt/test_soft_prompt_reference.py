@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from metaloop.adapt.soft_prompt import add_soft_prompt, soft_prompt_finetune
 
-pytest.importorskip("peft", reason="soft prompts need the text extra: pip install 'metaloop[text]'")
-pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+pytest.importorskip("peft", reason="soft prompts need the text extra: pip install -e '.[text]'")
+pytest.importorskip("transformers", reason="pip install -e '.[text]'")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _text_models import tiny_text  # noqa: E402

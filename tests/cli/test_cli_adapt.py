@@ -19,8 +19,8 @@ from metaloop.runs import load_run
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import WORDNET_WORDS, needs_wordnet  # noqa: E402
 
-pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
-pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
+pytest.importorskip("transformers", reason="pip install -e '.[text]'")
+pytest.importorskip("peft", reason="pip install -e '.[text]'")
 
 
 

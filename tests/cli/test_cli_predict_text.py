@@ -23,7 +23,7 @@ from metaloop.runs import load_run
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import edit_state, refused  # noqa: E402
 
-pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+pytest.importorskip("transformers", reason="pip install -e '.[text]'")
 
 WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a the of or in to and that is for with by on "
          "person plant animal act genus family kind part").split()

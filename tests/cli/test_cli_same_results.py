@@ -130,7 +130,7 @@ def test_predict(tmp_path, capsys):
 
 
 def test_adapt(tmp_path, save_tiny_bert):
-    pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("peft", reason="pip install -e '.[text]'")
     from conftest import WORDNET_WORDS
     from test_cli_adapt import write_sentences
 

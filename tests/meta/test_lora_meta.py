@@ -19,7 +19,7 @@ import metaloop as ml
 from metaloop.meta.lora_meta import lora_learner
 from metaloop.models import MLP
 
-pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
+pytest.importorskip("peft", reason="LoRA needs the text extra: pip install -e '.[text]'")
 
 R, ALPHA, LR, STEPS, SCALE = 2, 3.0, 0.1, 2, 3.0
 WAYS, D_IN, WIDTH = 3, 3, 4

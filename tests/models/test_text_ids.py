@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-pytest.importorskip("transformers", reason="text models need: pip install 'metaloop[text]'")
-pytest.importorskip("peft", reason="text models need: pip install 'metaloop[text]'")
+pytest.importorskip("transformers", reason="text models need: pip install -e '.[text]'")
+pytest.importorskip("peft", reason="text models need: pip install -e '.[text]'")
 
 import metaloop as ml  # noqa: E402
 from metaloop.adapt.lora import add_lora  # noqa: E402

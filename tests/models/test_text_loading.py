@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-pytest.importorskip("transformers", reason="text models need: pip install 'metaloop[text]'")
+pytest.importorskip("transformers", reason="text models need: pip install -e '.[text]'")
 
 from metaloop.models.text import load_hf, load_text_encoder  # noqa: E402
 

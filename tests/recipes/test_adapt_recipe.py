@@ -29,7 +29,7 @@ def test_the_default_lora_targets_of_an_image_model_are_its_convolutions():
     """The default was ``conv``, which names only Conv4's layers: a ResNet-12 run stopped
     every ``metaloop adapt`` without --approaches (or with lora, or --meta) with 'LoRA target
     modules ['conv'] match no Linear or Conv layer of ResNet12'."""
-    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install 'metaloop[text]'")
+    pytest.importorskip("peft", reason="LoRA needs the text extra: pip install -e '.[text]'")
     from metaloop.adapt.lora import is_lora
     from metaloop.models import Conv4, ResNet12
 

@@ -94,7 +94,7 @@ def test_text_runs_that_tokenize_differently_are_not_one_ensemble(request, tmp_p
     """The held-out texts are tokenized by the first run's family (its ``max_length``,
     columns): a member trained with another ``max_length`` was fed token ids of the first's
     length without a word, where ``metaloop predict`` refused the same pair."""
-    pytest.importorskip("transformers", reason="pip install 'metaloop[text]'")
+    pytest.importorskip("transformers", reason="pip install -e '.[text]'")
     save_tiny_bert = request.getfixturevalue("save_tiny_bert")
     words = ("[PAD] [UNK] [CLS] [SEP] [MASK] a the of plant person animal act".split())
     rows = [f"{c} {w} the,{c}" for c in words[8:] for w in ("a", "of", "the", "a of", "of a")]

@@ -100,7 +100,7 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
             ``dropout`` outside [0, 1), a model that already has LoRA adapters, or target
             modules that match no Linear / Conv layer (the message lists the available
             names).
-        ModuleNotFoundError: peft is not installed (``pip install 'metaloop[text]'``).
+        ModuleNotFoundError: peft is not installed (``pip install -e '.[text]'``).
     """
     from metaloop.models.text import require_text_extra
 

@@ -22,8 +22,8 @@ from metaloop.recipes.report import output_dir
 DESCRIPTION = """\
 Fine-tune a model on a stream of tasks ("experiences") and measure what it forgets, with
 and without the remedies: replaying about 10% old data (replay), keeping the old heads
-training (heads), both, LoRA on the new task (lora: needs peft, pip install
-'metaloop[text]'), and joint training as the upper bound.
+training (heads), both, LoRA on the new task (lora: needs peft, metaloop's text extra:
+pip install -e '.[text]' in a checkout), and joint training as the upper bound.
 
 Scenarios: two-task and split-fmnist-task/-class (Fashion-MNIST), omniglot-alphabets, and
 split-data-task/-class on your own labelled data: --data is an image folder

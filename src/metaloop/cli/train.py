@@ -59,7 +59,9 @@ def register(sub) -> None:
                               "  metaloop train --config my_folder.toml --out runs/mine\n"
                               "  metaloop train --resume runs/mine")
     p.add_argument("--config", type=path,
-                   help="TOML config (--example-config prints one to start from)")
+                   help="TOML config (--example-config prints one to start from); where no "
+                        "such file is, configs/NAME.toml, NAME.toml or NAME reads the shipped "
+                        "copy of the repository's configs/NAME.toml")
     p.add_argument("--out", type=path, help="run directory (checkpoints, metrics.jsonl)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="replace the config's train.seed (model init and task stream), e.g. "

@@ -216,7 +216,7 @@ def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 
     Raises:
         ValueError: a bad rank, params that already hold adapters, or no ``nn.Linear`` in the
             body.
-        ModuleNotFoundError: peft is not installed (``pip install 'metaloop[text]'``).
+        ModuleNotFoundError: peft is not installed (``pip install -e '.[text]'``).
     """
     if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
         raise ValueError(f"LoRA rank must be a positive int, got {rank!r}")

@@ -260,7 +260,7 @@ def _locate_set(set_name: str, root, download: bool, progress: bool = True) -> _
         return found
     dest = download_dir(root) / f"images_{set_name}.zip"
     put = (f"Put the official images_{set_name}.zip or the packed omniglot_{set_name}.npz into "
-           f"{dest.parent} (or point $METALOOP_DATA at a folder holding omniglot/)")
+           f"{dest.parent}{_elsewhere(root)}")
     if download:
         try:
             fetch(ZIP_URLS[set_name], dest, sha256=ZIP_SHA256[set_name],
@@ -274,6 +274,14 @@ def _locate_set(set_name: str, root, download: bool, progress: bool = True) -> _
         + f"). {put}, or fetch {ZIP_URLS[set_name]} (sha256 {ZIP_SHA256[set_name]}) there: in "
         f"Python with download=True (metaloop.tasks.Omniglot(..., download=True)), in a shell "
         f"with: {fetch_command(root)}")
+
+
+def _elsewhere(root) -> str:
+    """How to name data kept elsewhere, for a "not found" message: ``$METALOOP_DATA`` when
+    the search used it (no ``root``), else another ``root``."""
+    if root is None:
+        return f" (or point ${DATA_ENV} at a folder holding omniglot/)"
+    return " (or give as root the folder that holds the Omniglot files)"
 
 
 def _download_failed(what: str, looked: list[str], url: str, dest: Path, sha256: str,
@@ -958,12 +966,12 @@ def _locate_split_file(split: str, root, download: bool) -> Path:
         except OSError as e:
             raise _download_failed(f"Omniglot Vinyals split file '{rel}'", looked,
                                    SPLIT_URLS[split], dest, SPLIT_SHA256[split], e,
-                                   f"Put it into {dest.parent}") from e
+                                   f"Put it into {dest.parent}{_elsewhere(root)}") from e
     raise FileNotFoundError(
         f"Omniglot Vinyals split file '{rel}' not found (looked for " + ", ".join(looked)
-        + f"). Put it into {dest.parent}, or fetch {SPLIT_URLS[split]} (sha256 "
-        f"{SPLIT_SHA256[split]}) there: in Python with download=True (metaloop.tasks.Omniglot("
-        f"..., download=True)), in a shell with: {fetch_command(root)}")
+        + f"). Put it into {dest.parent}{_elsewhere(root)}, or fetch {SPLIT_URLS[split]} "
+        f"(sha256 {SPLIT_SHA256[split]}) there: in Python with download=True "
+        f"(metaloop.tasks.Omniglot(..., download=True)), in a shell with: {fetch_command(root)}")
 
 
 def _parse_split_file(path: Path, index: dict[str, int]) -> tuple[list[str], list[int], list[int]]:

