@@ -1150,18 +1150,18 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
 
 
 # The named configs: the repository's configs/ folder (the docs' ``--config
-# configs/NAME.toml``), shipped in the wheel as the package metaloop.shipped_configs
+# configs/NAME.toml``), shipped in the wheel as metaloop's package folder shipped_configs
 # (pyproject.toml maps it to configs/ with no copy in git).
 SHIPPED_WHAT = "the repository's configs/ folder, shipped with metaloop"
 _SHIPPED_NOTED: set[tuple[str, str]] = set()
 
 
 def shipped_configs() -> Path | None:
-    """The folder of the named configs: the installed package ``metaloop.shipped_configs``,
-    else (a checkout on ``PYTHONPATH``, an editable install made before it was mapped) the
-    checkout's ``configs/``; None when neither is there."""
+    """The folder of the named configs: the installed package folder ``shipped_configs``
+    of metaloop, else (a checkout on ``PYTHONPATH``, an editable install made before it
+    was mapped) the checkout's ``configs/``; None when neither is there."""
     try:
-        spec = importlib.util.find_spec("metaloop.shipped_configs")
+        spec = importlib.util.find_spec(f"{__package__}.shipped_configs")
     except (ImportError, ValueError):
         spec = None
     for where in (spec.submodule_search_locations or []) if spec is not None else []:

@@ -51,7 +51,8 @@ def test_rgb_and_class_depth_two(tmp_path):
     d = load_folder(tmp_path / "r", class_depth=2, channels=3, image_size=12)
     assert d.class_names == ["g1/class_00", "g1/class_01", "g2/class_00", "g2/class_01"]
     assert d.images.shape == (12, 3, 12, 12) and d.images.dtype == torch.uint8
-    flat = load_folder(tmp_path / "r", class_depth=1)       # sub-folders belong to a class
+    with pytest.warns(folder_mod.NestedClassFoldersWarning, match="class_depth = 2"):
+        flat = load_folder(tmp_path / "r", class_depth=1)   # sub-folders belong to a class
     assert flat.class_names == ["g1", "g2"] and flat.labels.tolist() == [0] * 6 + [1] * 6
 
 

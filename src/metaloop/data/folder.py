@@ -2,12 +2,14 @@
 
 A folder is scanned, every image is decoded with ``metaloop.data.images.load_image`` (any
 format and mode Pillow reads, padded to a square, resized with antialiasing, optionally
-inverted) and quantised to uint8, and the result is written as a ``.npy`` array that later
-opens memory-mapped: the images are read from disk as tasks touch them, never all held in
-RAM. A JSON manifest beside it lists every image file with its size and modification time,
-the settings, and a hash of both.
+inverted) and quantised to uint8, and the result is written, image by image as it is
+decoded, into a ``.npy`` array that later opens memory-mapped: the images are read from
+disk as tasks touch them, never all held in RAM, while building or after. A JSON manifest
+beside it lists every image file with its size, modification time, change time and inode
+(``_file_stat``: a file rewritten with its size and mtime kept, as ``cp -p`` or ``rsync -a``
+leave it, still differs), the settings, and a hash of both.
 
-Opening the folder again rescans it (names, sizes and mtimes only) and compares the hash:
+Opening the folder again rescans it (names and ``stat`` only) and compares the hash:
 - the same: the cache is used as it is (a second open of 50,000 images takes under a
   second, ``benchmarks/bench_folder.py``);
 - different files or settings: the cache is rebuilt, re-decoding only the files that changed
@@ -21,7 +23,8 @@ Every decoded image is hashed (``_pixel_digest``: its pixels as read, before pad
 resizing). An image that repeats another of its class exactly is left out once (listed in
 ``duplicates``): a copy could land in a task's support set and its query set both. The same
 image in two classes is an error naming both files. Before decoding, the decoded set's size
-is compared with the memory available (``_check_memory``).
+is compared with the free space of the cache's disk (``_check_disk``), and the images
+decoded at once with the memory available (``_check_memory``).
 
 Class names are the class folders' names in Unicode NFC: a folder written by macOS (NFD,
 ``"cafe\\u0301"``) and the name typed in a split file or a config (``"caf\\xe9"``) are the
@@ -29,8 +32,9 @@ same class; two folders whose names differ only in that form are an error.
 
 The cache lives in ``<root>/.metaloop-cache/`` when the folder (and that sub-folder, if it
 exists) is writable, otherwise under ``$METALOOP_CACHE/folders/`` or
-``~/.cache/metaloop/folders/``. Writes are atomic: the arrays get new names and the
-manifest, which names them, is replaced last.
+``~/.cache/metaloop/folders/``. Writes are atomic: the arrays get new names (the images
+written to a temporary file, renamed once whole) and the manifest, which names them, is
+replaced last.
 """
 
 from __future__ import annotations
@@ -38,17 +42,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import struct
 import tempfile
 import time
 import unicodedata
+import warnings
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:                                   # Windows: no flock; tidying by age
+    fcntl = None  # type: ignore[assignment]
 
 from metaloop._callable import check_progress
 from metaloop.data.images import (
@@ -61,7 +75,8 @@ from metaloop.data.images import (
     check_image_settings,
 )
 
-CACHE_VERSION = 9   # raised whenever decoding changes, so no cache disagrees with predict
+CACHE_VERSION = 10  # raised whenever decoding or the cache's layout changes: old caches rebuild
+STAT_FIELDS = 4     # per file: size, mtime_ns, ctime_ns, inode (``_file_stat``)
 
 
 @dataclass
@@ -76,8 +91,9 @@ class FolderScan:
             before ``"a-b/y"``).
         files: per class, the image files (paths relative to ``root``, posix, spelled as
             the file system holds them), in the same sorted walk order.
-        stats: ``{relative path: (size, mtime_ns)}`` of every image file (of the link itself
-            for a symbolic link to nothing, which decoding then names).
+        stats: ``{relative path: (size, mtime_ns, ctime_ns, inode)}`` of every image file
+            (``_file_stat``; of the link itself for a symbolic link to nothing, which
+            decoding then names).
         ignored: files that are not images (by extension), wherever they are, and any other
             entry beside the class folders.
         hidden: hidden files and folders (names starting with ``.``) skipped.
@@ -87,17 +103,22 @@ class FolderScan:
             ``root`` (e.g. phone photos in a format read by no suffix here, ``.heic``).
         empty: class folders left out because they hold no image file (all their files
             ignored, or none), relative to ``root``.
+        nested: with ``class_depth = 1``, where most images sit in sub-folders of the class
+            folders (a ``<group>/<class>`` tree read one level short, each group merged into
+            one class): what was seen and the advice, ``family.class_depth = 2``; else "".
+            It changes nothing read (``_nested_hint``).
     """
 
     root: Path
     classes: list[str]
     files: list[list[str]]
-    stats: dict[str, tuple[int, int]]
+    stats: dict[str, tuple[int, ...]]
     ignored: int = 0
     hidden: int = 0
     loose: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
+    nested: str = ""
 
 
 @dataclass
@@ -109,7 +130,7 @@ class FolderData:
         labels: int64 ``[N]``, positions into ``class_names``.
         class_names: K names (a class whose images were all skipped as corrupt has none).
         files: N paths relative to the root, in image order.
-        ignored, hidden, loose, ignored_files, empty: as in ``FolderScan``.
+        ignored, hidden, loose, ignored_files, empty, nested: as in ``FolderScan``.
         skipped: ``(path, reason)`` of each unreadable image left out (``skip_corrupt=True``),
             a symbolic link to nothing included.
         duplicates: ``(path, path of the image it repeats)`` of each image left out as an
@@ -131,6 +152,13 @@ class FolderData:
     ignored_files: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
+    nested: str = ""
+
+
+class NestedClassFoldersWarning(UserWarning):
+    """An image folder read with ``class_depth = 1`` whose images sit mostly in sub-folders
+    of the class folders (``FolderScan.nested``): likely a ``<group>/<class>`` tree whose
+    groups were each read as one class."""
 
 
 class UnreadableImagesError(ValueError):
@@ -217,7 +245,7 @@ def _walk(folder: Path, rel: str, stats: dict, counts: dict,
                 if not e.is_symlink():
                     raise
                 st = e.stat(follow_symlinks=False)   # a link to nothing: _decode names it
-            stats[r] = (st.st_size, st.st_mtime_ns)
+            stats[r] = _file_stat(st)
             out.append(r)
         else:
             _refuse_dangling(e)                  # a sub-folder's link, not a file to ignore
@@ -231,6 +259,16 @@ PROGRESS_SECONDS = 0.1
 """How often at most ``load_folder`` tells its ``progress`` the images decoded so far
 (tqdm's refresh interval): the count advances while a folder decodes, one call per batch
 of images rather than per image."""
+
+
+def _file_stat(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What a file's cache entry is compared by: size, ``st_mtime_ns``, ``st_ctime_ns``
+    and ``st_ino``. A copy that keeps the size and mtime (``cp -p``, ``rsync -a``, ``tar
+    x``, ``touch -r``) still changes the ctime (any write or rename-over sets it) and
+    mostly the inode. A field a platform lacks or leaves 0 is 0 here, the same at every
+    scan: it then decides nothing."""
+    return (int(st.st_size), int(st.st_mtime_ns), int(getattr(st, "st_ctime_ns", 0) or 0),
+            int(getattr(st, "st_ino", 0) or 0))
 
 
 def _ignore(counts: dict, rel: str) -> None:
@@ -280,7 +318,7 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
     root = root.resolve()
     counts: dict[str, Any] = {"ignored": 0, "hidden": 0, "ignored_files": []}
     loose: list[str] = []                        # images where a class folder belongs
-    stats: dict[str, tuple[int, int]] = {}
+    stats: dict[str, tuple[int, ...]] = {}
     class_dirs: list[tuple[str, Path]] = []
     level = [("", root)]
     for _ in range(class_depth):
@@ -331,7 +369,38 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
                          f"(class_depth={class_depth}; {counts['ignored'] + len(loose)} other "
                          f"and {counts['hidden']} hidden entries ignored{where})")
     return FolderScan(root, classes, files, stats, counts["ignored"], counts["hidden"], loose,
-                      counts["ignored_files"], empty)
+                      counts["ignored_files"], empty,
+                      _nested_hint(classes, files) if class_depth == 1 else "")
+
+
+NESTED_SHARE = 0.75
+"""The share of a ``class_depth = 1`` folder's images in sub-folders of its class folders
+at which ``_nested_hint`` suggests ``class_depth = 2``."""
+
+
+def _nested_hint(classes: list[str], files: list[list[str]]) -> str:
+    """What to say of a ``class_depth = 1`` folder whose class folders hold their images
+    mostly (``NESTED_SHARE``, or all) in sub-folders, and more such sub-folders than class
+    folders: e.g. ``root/<alphabet>/<character>/`` read as one class per alphabet; "" for
+    any other folder (a class's images in one sub-folder each are no sign of it)."""
+    total = nested = 0
+    subs: set[tuple[int, str]] = set()
+    example = ""
+    for k, fs in enumerate(files):
+        for f in fs:
+            total += 1
+            inner = f.split("/")[1:]                     # below the class folder
+            if len(inner) > 1:
+                nested += 1
+                subs.add((k, inner[0]))
+                example = example or f
+    if not total or nested < NESTED_SHARE * total or len(subs) <= len(classes):
+        return ""
+    return (f"{nested} of its {total} images sit in {len(subs)} sub-folders of its "
+            f"{len(classes)} class folders (e.g. {example}), not in the class folders "
+            f"themselves: with class_depth=1 each class folder is one class, its sub-folders' "
+            f"images merged; if the sub-folders are the classes (root/<group>/<class>/"
+            f"<image>), set family.class_depth = 2 (class_depth=2 in Python)")
 
 
 def _settings(image_size: int, channels: int, invert: str, skip_corrupt: bool,
@@ -352,8 +421,7 @@ def _listing_hash(scan: FolderScan, settings: dict) -> str:
                        .encode())
     for name, fs in zip(scan.classes, scan.files):
         for f in fs:
-            size, mtime = scan.stats[f]
-            h.update(_fs_bytes(f"{name}\0{f}\0{size}\0{mtime}\n"))
+            h.update(_fs_bytes(f"{name}\0{f}\0{chr(0).join(map(str, scan.stats[f]))}\n"))
     return h.hexdigest()
 
 
@@ -373,6 +441,7 @@ def _atomic_write(path: Path, write: Callable, mode: str = "wb") -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
+            _hold(f)
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -438,14 +507,23 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
         ValueError: as ``scan_folder``; bad settings; an unreadable image or a link to
             nothing (``UnreadableImagesError``, naming the file) unless ``skip_corrupt``;
             every image unreadable; the same image in two classes (naming both files and
-            classes); decoded images that would not fit in the memory available (the
-            estimate, the memory and the settings named; ``_check_memory``); a cache
-            folder that cannot be written (``CacheWriteError``, naming it); a ``progress``
-            that is not callable. Nothing is written before decoding has succeeded.
+            classes); decoded images that would not fit on the cache's disk
+            (``_check_disk``), or a decoding window that would not fit in the memory
+            available (``_check_memory``; the estimate, the space or memory and the
+            settings named); a cache folder that cannot be written (``CacheWriteError``,
+            naming it); a ``progress`` that is not callable. Nothing is put in place unless
+            decoding succeeds (the temporary file is removed).
+
+    Warns:
+        NestedClassFoldersWarning: ``class_depth = 1`` and the images sit mostly in
+            sub-folders of the class folders (``FolderScan.nested``).
     """
     check_image_settings(image_size, invert, channels)
     progress = check_progress("load_folder", progress)
     scan = scan_folder(root, class_depth)
+    if scan.nested:
+        warnings.warn(f"image folder {scan.root}: {scan.nested}", NestedClassFoldersWarning,
+                      stacklevel=2)
     settings = _settings(image_size, channels, invert, bool(skip_corrupt), class_depth)
     digest = _listing_hash(scan, settings)
     cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(scan.root)
@@ -517,7 +595,7 @@ def _open(cdir: Path, m: dict, scan: FolderScan) -> FolderData | None:
                       m["classes"], m["files"].split("\0"), scan.ignored, scan.hidden,
                       [tuple(s) for s in m["skipped"]], cdir, loose=list(scan.loose),
                       ignored_files=list(scan.ignored_files), empty=list(scan.empty),
-                      duplicates=[(a, b) for a, b in m["duplicates"]])
+                      duplicates=[(a, b) for a, b in m["duplicates"]], nested=scan.nested)
 
 
 def _available_memory() -> int | None:
@@ -547,23 +625,167 @@ def _bytes(n: int) -> str:
     return f"{n} bytes"
 
 
-def _check_memory(root: Path, n: int, settings: dict) -> None:
-    """Refuse, before anything is decoded, a folder whose decoded images (uint8
-    ``[n, C, S, S]``, held in memory until they are written) exceed the memory available
-    (``_available_memory``; no check where it is unknown).
+CHUNK_BYTES = 64 * 2 ** 20
+"""About how many bytes of decoded images a build holds at once (``_build``): it writes
+each image to the cache file as it comes, in walk order, a window of images ahead."""
+CHUNK_IMAGES = 256
+"""The most images a build decodes ahead of what it has written."""
+
+
+def _window(settings: dict, workers: int) -> int:
+    """How many images ``_build`` decodes ahead of writing: ``CHUNK_BYTES`` of them
+    (at most ``CHUNK_IMAGES``), and at least two per decoding thread."""
+    row = settings["channels"] * settings["image_size"] ** 2
+    return max(2 * workers, min(CHUNK_IMAGES, CHUNK_BYTES // row))
+
+
+def _check_memory(root: Path, n: int, settings: dict, workers: int) -> None:
+    """Refuse, before anything is decoded, a setting whose decoding window (``_window``:
+    the uint8 ``[C, S, S]`` images decoded ahead of writing, and each thread's float32
+    copies while it resizes) exceeds the memory available (``_available_memory``; no check
+    where it is unknown). The decoded set itself goes to disk as it comes
+    (``_check_disk``), so a folder larger than the memory is no reason to refuse.
 
     Raises:
         ValueError: naming the estimate, the memory available and the settings.
     """
     c, s = settings["channels"], settings["image_size"]
-    need = n * c * s * s
+    k = min(n, _window(settings, workers))
+    need = k * c * s * s + workers * 8 * c * s * s             # uint8 window + float32 x 2
     have = _available_memory()
+    if have is not None and need > have:
+        raise ValueError(f"image folder {root}: decoding its images at image_size={s} with "
+                         f"channels={c} takes about {_bytes(need)} of memory at once ({k} "
+                         f"decoded images of {c} x {s} x {s} bytes, and {workers} decoding "
+                         f"thread(s) at {8 * c * s * s} bytes each), more than the "
+                         f"{_bytes(have)} of memory available; lower image_size "
+                         f"(family.image_size in a config), or free memory")
+
+
+def _free_disk(folder: Path) -> int | None:
+    """Bytes free on the disk of ``folder`` (or of its nearest existing parent, where it
+    does not exist yet); None where that is not known."""
+    p = folder
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def _check_disk(root: Path, cdir: Path, n: int, settings: dict) -> None:
+    """Refuse, before anything is decoded, a folder whose decoded images (uint8
+    ``[n, C, S, S]``, the cache file) exceed the free space of the cache's disk
+    (``_free_disk``; no check where it is unknown).
+
+    Raises:
+        ValueError: naming the estimate, the space free, the cache folder and the settings.
+    """
+    c, s = settings["channels"], settings["image_size"]
+    need = n * c * s * s
+    have = _free_disk(cdir)
     if have is not None and need > have:
         raise ValueError(f"image folder {root}: its {n} images decoded at image_size={s} "
                          f"with channels={c} take about {_bytes(need)} ({n} x {c} x {s} x "
-                         f"{s} bytes), more than the {_bytes(have)} of memory available; "
-                         f"lower image_size (family.image_size in a config), use fewer "
-                         f"images, or free memory")
+                         f"{s} bytes), more than the {_bytes(have)} free on the disk of its "
+                         f"cache {cdir}; lower image_size (family.image_size in a config), "
+                         f"use fewer images, or free space on that disk")
+
+
+def _npy_header(shape: tuple[int, ...], length: int = 0) -> bytes:
+    """A ``.npy`` (format 1.0) header of a C-ordered uint8 array of ``shape``, padded with
+    spaces to ``length`` bytes (at least its own, rounded up to 64): ``_build`` writes one
+    for the rows it may write, then overwrites it in place, as long, for those it wrote."""
+    d = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
+    length = max(length, -(-(len(d) + 11) // 64) * 64)
+    body = d.ljust(length - 11) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
+
+
+def _reusable(cdir: Path, old: dict, scan: FolderScan, row: int
+              ) -> tuple[dict[str, int], Path | None, int, np.ndarray | None]:
+    """What of an old cache (of the same settings) can be copied rather than decoded: its
+    row of each file whose ``_file_stat`` is unchanged, the images file and where its rows
+    start, and its digests (uint8 ``[N, 16]``). Nothing where it is damaged or of another
+    layout. Its rows are read from the file, not memory-mapped: a rebuild does not page
+    the old set in."""
+    try:
+        files = old["files"].split("\0")
+        st = np.load(cdir / old["stats"])                         # [N, STAT_FIELDS + 2]
+        path = cdir / old["images"]
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, None, 0, None
+    n = len(files)
+    if (fortran or dtype != np.uint8 or len(shape) != 4 or shape[0] != n
+            or int(np.prod(shape[1:])) != row or size != offset + n * row
+            or st.dtype != np.int64 or st.shape != (n, STAT_FIELDS + DIGEST_BYTES // 8)):
+        return {}, None, 0, None
+    reuse = {f: i for i, (f, stat) in enumerate(zip(files, st[:, :STAT_FIELDS].tolist()))
+             if tuple(scan.stats.get(f, ())) == tuple(stat)}
+    return reuse, path, offset, np.ascontiguousarray(st[:, STAT_FIELDS:]).view(np.uint8)
+
+
+STALE_TMP_SECONDS = 60.0
+"""How long a temporary file of a cache build must have gone unchanged before another
+build of that cache removes it as the remains of a build that was killed (``_tidy``),
+where the file system has no ``flock``."""
+LOCKED_TMP_SECONDS = 2.0
+"""Where it has: how old an unlocked temporary file must be (its writer locks it as soon
+as it has made it)."""
+
+
+def _hold(f) -> None:
+    """Lock the temporary images file ``f`` while this build writes it (``flock``; where
+    there is none, or the file system has no locks, nothing): ``_tidy`` leaves it alone."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
+
+
+def _tidy(cdir: Path, key: str) -> None:
+    """Remove the temporary files ``<key>-*.tmp`` a killed build of this cache left (a
+    build writes its images file for as long as it decodes, so a ``kill -9`` or a power
+    cut leaves one as large as the set): those not locked by a build still running
+    (``_hold``), or, where there are no locks, unchanged for ``STALE_TMP_SECONDS``.
+    Errors are ignored."""
+    for p in cdir.glob(f"{key}-*.tmp"):
+        try:
+            with open(p, "rb") as f:
+                age = time.time() - os.fstat(f.fileno()).st_mtime
+                if age < LOCKED_TMP_SECONDS:
+                    continue                  # perhaps just made, not yet locked
+                locked = False
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        locked = True
+                    except BlockingIOError:
+                        continue                          # a build still writing it
+                    except OSError:
+                        pass                              # no locks here: by age alone
+                if locked or age >= STALE_TMP_SECONDS:
+                    p.unlink()
+        except OSError:
+            continue
+
+
+def _make_dir(cdir: Path) -> bool:
+    """Make the cache folder (and its parents); whether this call made it."""
+    try:
+        cdir.mkdir(parents=True)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
@@ -571,125 +793,185 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
     """Decode what the old cache does not already hold, leave out exact copies within a
     class, write the new arrays.
 
+    The images are written to a temporary file as they come, in walk order (an old row
+    copied, a new one decoded a window ahead, ``_window``), so the build holds a window of
+    images, never the set; the file is renamed onto its name once whole.
+
     Raises:
-        ValueError: as ``load_folder``, before anything is written.
+        ValueError: as ``load_folder``, before any file is put in place (the temporary
+            file removed, and the cache folder where this call made it and it is empty).
     """
     rels = [f for fs in scan.files for f in fs]
     lab = [k for k, fs in enumerate(scan.files) for _ in fs]
     c, s = settings["channels"], settings["image_size"]
-    _check_memory(scan.root, len(rels), settings)
-    reuse: dict[str, int] = {}
-    old_images = old_hashes = None
-    if old is not None and old.get("settings") == settings:
-        opened = _open(cdir, old, scan)
-        try:
-            st = np.load(cdir / old["stats"])                                    # [N, 4]
-        except (OSError, ValueError, KeyError):
-            opened = None                                    # damaged: decode everything
-        if opened is not None and st.shape == (len(opened.files), 2 + DIGEST_BYTES // 8) \
-                and st.dtype == np.int64:
-            old_images = opened.images.numpy()
-            old_hashes = np.ascontiguousarray(st[:, 2:]).view(np.uint8)         # [N, 16]
-            for i, (f, size_mtime) in enumerate(zip(opened.files, st[:, :2].tolist())):
-                if tuple(scan.stats.get(f, ())) == tuple(size_mtime):
-                    reuse[f] = i
-    # every image goes straight into its row: the decoded set is held once
-    images = np.empty((len(rels), c, s, s), dtype=np.uint8)                   # [N, C, S, S]
-    hashes = np.zeros((len(rels), DIGEST_BYTES), dtype=np.uint8)              # [N, 16]
-    row = {f: i for i, f in enumerate(rels)}
-    for f, j in reuse.items():
-        images[row[f]] = old_images[j]                          # type: ignore[index]
-        hashes[row[f]] = old_hashes[j]                          # type: ignore[index]
-    todo = [f for f in rels if f not in reuse]
-    bad: list[tuple[str, str]] = []
+    row = c * s * s
     n_workers = max(1, workers or os.cpu_count() or 1)
-    if progress is not None and todo:
-        progress(0)                     # as decoding starts: a bar opens before, not after
-    told = time.monotonic()
-    with ThreadPoolExecutor(n_workers) as pool:
-        for i, (f, x) in enumerate(zip(todo, pool.map(
-                lambda r: _decode(scan.root, r, settings), todo, chunksize=1 if
-                len(todo) < 64 else 32))):
-            if isinstance(x, str):
-                bad.append((f, x))
-            else:
-                images[row[f]] = x[0]
-                hashes[row[f]] = np.frombuffer(x[1], dtype=np.uint8)
-            if progress is not None and time.monotonic() - told >= PROGRESS_SECONDS:
-                progress(i + 1)
-                told = time.monotonic()
-    if progress is not None and todo:
-        progress(len(todo))
-    if bad and not settings["skip_corrupt"]:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise UnreadableImagesError(f"{bad[0][1]}{more}", bad)
-    if len(bad) == len(rels):
-        raise ValueError(f"image folder {scan.root}: none of its {len(rels)} images could be "
-                         f"read, e.g. {bad[0][1]}")
-    keep, duplicates = _distinct(scan, rels, lab, hashes, {f for f, _ in bad})
-    for n, i in enumerate(keep):                  # in place: rows only ever move up
-        if n != i:
-            images[n] = images[i]
-    images = images[:len(keep)]                                               # [N', C, S, S]
-    labels = np.asarray([lab[i] for i in keep], dtype=np.int64)              # [N']
-    cdir.mkdir(parents=True, exist_ok=True)       # only now: a failed decode leaves nothing
+    _check_memory(scan.root, len(rels), settings, n_workers)
+    _check_disk(scan.root, cdir, len(rels), settings)
+    reuse: dict[str, int] = {}
+    old_path, old_offset, old_hashes = None, 0, None
+    if old is not None and old.get("settings") == settings:
+        reuse, old_path, old_offset, old_hashes = _reusable(cdir, old, scan, row)
+    todo = [f for f in rels if f not in reuse]
     names = {"images": f"{key}-{digest[:16]}.images.npy",
              "labels": f"{key}-{digest[:16]}.labels.npy",
              "stats": f"{key}-{digest[:16]}.stats.npy"}
-    _atomic_npy(cdir / names["images"], images)
+    made = False
+    for attempt in range(3):    # a builder beside this one may remove the folder it made
+        made = _make_dir(cdir) or made
+        try:
+            fd, tmp = tempfile.mkstemp(dir=cdir, prefix=names["images"], suffix=".tmp")
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _hold(out)
+            header = _npy_header((len(rels), c, s, s))
+            out.write(header)
+            keep, duplicates, clashes, bad, hashes = _write_rows(
+                out, scan, settings, rels, lab, reuse, old_path, old_offset, old_hashes,
+                todo, n_workers, progress)
+            if bad and not settings["skip_corrupt"]:
+                raise UnreadableImagesError(_unreadable_problem(bad), bad)
+            if len(bad) == len(rels):
+                raise ValueError(f"image folder {scan.root}: none of its {len(rels)} images "
+                                 f"could be read, e.g. {bad[0][1]}")
+            if clashes:
+                raise _clash_error(scan, rels, lab, clashes)
+            out.seek(0)
+            out.write(_npy_header((len(keep), c, s, s), len(header)))
+            out.seek(0, os.SEEK_END)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, cdir / names["images"])
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        if made:
+            try:
+                cdir.rmdir()                        # only where empty: another's stays
+            except OSError:
+                pass
+        raise
+    _tidy(cdir, key)
+    labels = np.asarray([lab[i] for i in keep], dtype=np.int64)              # [N']
     _atomic_npy(cdir / names["labels"], labels)
     files = [rels[i] for i in keep]
-    size_mtime = np.asarray([scan.stats[f] for f in files], dtype=np.int64).reshape(-1, 2)
-    _atomic_npy(cdir / names["stats"], np.concatenate(                      # [N', 4]
-        [size_mtime, hashes[keep].view(np.int64)], axis=1))
+    stat = np.asarray([scan.stats[f] for f in files], dtype=np.int64).reshape(-1, STAT_FIELDS)
+    _atomic_npy(cdir / names["stats"], np.concatenate(          # [N', STAT_FIELDS + 2]
+        [stat, hashes[keep].view(np.int64)], axis=1))
     manifest = {"version": CACHE_VERSION, "root": str(scan.root), "settings": settings,
                 # one string: a 50,000-file manifest then parses in milliseconds; joined by
                 # NUL, the one character no file name holds (a newline may be in one)
                 "hash": digest, "classes": scan.classes, "files": "\0".join(files),
                 "skipped": bad, "duplicates": duplicates,
-                "shape": list(images.shape), **names}
-    del images
+                "shape": [len(keep), c, s, s], **names}
     data = _open(cdir, manifest, scan)
-    assert data is not None
+    if data is None:
+        raise OSError(f"the cache just written to {cdir} cannot be read back")
     return data, manifest
 
 
-def _distinct(scan: FolderScan, rels: list[str], lab: list[int], hashes: np.ndarray,
-              bad: set[str]) -> tuple[list[int], list[tuple[str, str]]]:
-    """The rows to keep: each readable image but an exact copy (equal ``_pixel_digest``) of
-    an earlier one of its class.
-
-    Args:
-        rels: N files in walk order; lab: their class positions; hashes: uint8 ``[N, 16]``;
-        bad: the unreadable files (left out).
+def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: list[int],
+                reuse: dict[str, int], old_path: Path | None, old_offset: int,
+                old_hashes: np.ndarray | None, todo: list[str], workers: int, progress
+                ) -> tuple[list[int], list[tuple[str, str]], list[tuple[int, int]],
+                           list[tuple[str, str]], np.ndarray]:
+    """Write to ``out`` the row of each image kept, in walk order: copied from the old
+    cache's file, or decoded (``workers`` threads, ``_window`` images ahead). An exact copy
+    of an earlier image of its class (the first in walk order kept) is left out.
 
     Returns:
-        (rows kept, in order; ``(file, the file it repeats)`` of each copy left out).
-
-    Raises:
-        ValueError: an image in two classes, naming both files and classes (and how many
-            more such pairs there are).
+        (rows kept, copies left out ``(file, the file it repeats)``, clashes ``(earlier
+        row, row)`` of the same image in two classes, unreadable ``(file, reason)``, the
+        digests uint8 ``[N, 16]``). Once a clash or (without ``skip_corrupt``) an unreadable
+        image is found, nothing more is written: the build fails.
     """
+    row = settings["channels"] * settings["image_size"] ** 2
+    hashes = np.zeros((len(rels), DIGEST_BYTES), dtype=np.uint8)              # [N, 16]
     first: dict[bytes, int] = {}
     keep: list[int] = []
     duplicates: list[tuple[str, str]] = []
     clashes: list[tuple[int, int]] = []
-    for i, f in enumerate(rels):
-        if f in bad:
-            continue
-        j = first.setdefault(hashes[i].tobytes(), i)
-        if j == i:
-            keep.append(i)
-        elif lab[j] == lab[i]:
-            duplicates.append((f, rels[j]))
-        else:
-            clashes.append((j, i))
-    if clashes:
-        j, i = clashes[0]
-        more = f" (and {len(clashes) - 1} more such pair(s))" if len(clashes) > 1 else ""
-        raise ValueError(f"image folder {scan.root}: {rels[j]} (class "
-                         f"{scan.classes[lab[j]]!r}) and {rels[i]} (class "
-                         f"{scan.classes[lab[i]]!r}) are the same image{more}; an image "
-                         f"belongs to one class: remove it from the class it does not belong "
-                         f"to")
-    return keep, duplicates
+    bad: list[tuple[str, str]] = []
+    window = _window(settings, workers)
+    ahead: deque = deque()
+    queue = iter(todo)
+    decoded = 0
+    if progress is not None and todo:
+        progress(0)                     # as decoding starts: a bar opens before, not after
+    told = time.monotonic()
+    with ThreadPoolExecutor(workers) as pool, \
+            (open(old_path, "rb") if old_path is not None else nullcontext()) as src:
+
+        def top_up() -> None:
+            while len(ahead) < window:
+                f = next(queue, None)
+                if f is None:
+                    return
+                ahead.append(pool.submit(_decode, scan.root, f, settings))
+
+        try:
+            top_up()
+            for i, f in enumerate(rels):
+                if f in reuse:
+                    j = reuse[f]
+                    src.seek(old_offset + j * row)                # type: ignore[union-attr]
+                    x = src.read(row)                             # type: ignore[union-attr]
+                    if len(x) != row:
+                        raise OSError(f"the old cache {old_path} ends early")
+                    hashes[i] = old_hashes[j]                     # type: ignore[index]
+                else:
+                    r = ahead.popleft().result()
+                    top_up()
+                    decoded += 1
+                    if progress is not None and time.monotonic() - told >= PROGRESS_SECONDS:
+                        progress(decoded)
+                        told = time.monotonic()
+                    if isinstance(r, str):
+                        bad.append((f, r))
+                        continue
+                    x = r[0].tobytes()
+                    hashes[i] = np.frombuffer(r[1], dtype=np.uint8)
+                j = first.setdefault(hashes[i].tobytes(), i)
+                if j != i:
+                    if lab[j] == lab[i]:
+                        duplicates.append((f, rels[j]))
+                    else:
+                        clashes.append((j, i))
+                    continue
+                keep.append(i)
+                if not clashes and not (bad and not settings["skip_corrupt"]):
+                    out.write(x)
+        finally:
+            for fut in ahead:
+                fut.cancel()
+    if progress is not None and todo:
+        progress(len(todo))
+    return keep, duplicates, clashes, bad, hashes
+
+
+UNREADABLE_SHOWN = 10
+"""How many unreadable images ``UnreadableImagesError`` names, each with its reason."""
+
+
+def _unreadable_problem(bad: list[tuple[str, str]]) -> str:
+    """The first ``UNREADABLE_SHOWN`` unreadable images' errors, one a line, then
+    ``"(and N more)"``."""
+    shown = "\n".join(reason for _, reason in bad[:UNREADABLE_SHOWN])
+    more = f"\n(and {len(bad) - UNREADABLE_SHOWN} more)" if len(bad) > UNREADABLE_SHOWN else ""
+    head = f"{len(bad)} images cannot be read:\n" if len(bad) > 1 else ""
+    return f"{head}{shown}{more}"
+
+
+def _clash_error(scan: FolderScan, rels: list[str], lab: list[int],
+                 clashes: list[tuple[int, int]]) -> ValueError:
+    """The error for the same image in two classes: the first pair, and how many more."""
+    j, i = clashes[0]
+    more = f" (and {len(clashes) - 1} more such pair(s))" if len(clashes) > 1 else ""
+    return ValueError(f"image folder {scan.root}: {rels[j]} (class "
+                      f"{scan.classes[lab[j]]!r}) and {rels[i]} (class "
+                      f"{scan.classes[lab[i]]!r}) are the same image{more}; an image "
+                      f"belongs to one class: remove it from the class it does not belong "
+                      f"to")

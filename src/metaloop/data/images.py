@@ -61,7 +61,7 @@ CACHE_DIRNAME = ".metaloop-cache"
 """The folder cache's name (``metaloop.data.folder``), inside the image folder: no class."""
 DIGEST_BYTES = 16
 """Bytes of each image's ``_pixel_digest`` (blake2b), kept in the folder cache beside the
-file's size and mtime (the stats array: int64 ``[N, 2 + DIGEST_BYTES // 8]``)."""
+file's size, mtime, ctime and inode (the stats array: int64 ``[N, 4 + DIGEST_BYTES // 8]``)."""
 
 CHANNELS = (1, 3)
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit greyscale
@@ -722,7 +722,8 @@ def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "a
         x: float32 ``[Q, channels, H, W]``; names: each file's path relative to ``folder`` (posix).
 
     Raises:
-        ValueError: naming the path: missing folder, no images, or an unreadable image.
+        ValueError: naming the path: missing folder, no images, or unreadable images (every
+            one read first; up to 10 named, then how many more).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -734,9 +735,26 @@ def load_query(folder: str | os.PathLike, image_size: int = 28, invert: str = "a
         ignored += skipped
     if not files:
         raise ValueError(f"query folder {folder} holds no images" + _named(skipped))
-    x = torch.stack([_load_counted(f, image_size, invert, channels, progress)
-                     for f in files])                                      # [Q, c, H, W]
-    return x, [f.relative_to(folder).as_posix() for f in files]
+    check_image_settings(image_size, invert, channels)      # once, not once per file
+    loaded, bad = [], []
+    for f in files:              # every file read: the unreadable ones named together
+        try:
+            loaded.append(_load_counted(f, image_size, invert, channels, progress))
+        except ValueError as e:
+            bad.append(str(e))
+    if bad:
+        raise ValueError(_unreadable_queries(folder, bad, len(files)))
+    return torch.stack(loaded), [f.relative_to(folder).as_posix() for f in files]  # [Q, c, H, W]
+
+
+def _unreadable_queries(folder, errors: list[str], total: int, shown: int = 10) -> str:
+    """The message naming the query images of ``folder`` that cannot be read (``errors``:
+    one ``load_image`` message each, of ``total`` images): the first ``shown``, then how
+    many more."""
+    more = f"\n  ... and {len(errors) - shown} more" if len(errors) > shown else ""
+    return (f"{len(errors)} of the {total} query images in {folder} cannot be read (fix or "
+            f"remove them; nothing was classified):\n  "
+            + "\n  ".join(errors[:shown]) + more)
 
 
 def _named(skipped: list[Path]) -> str:
