@@ -47,14 +47,16 @@ that scores one way only, --refine for a learner without prototypes, a refine se
 
 Images are read as in training: a run on your own folder uses that folder's channels,
 polarity, padding and size; other runs read greyscale with light ink on a dark background
-(dark-on-light images are inverted). Queries are classified together in one batch, as in
-training (BatchNorm uses the batch's statistics), so give a few at once, or score each on its
-own with --scoring non-transductive (BatchNorm with the support images' statistics, as Lake's
-protocol scores one drawing at a time): then a query's class does not depend on the other
-query images (reptile, r2d2, metaoptnet and protonet runs). A learned head
-(MAML, ANIL, Reptile, scratch) has one output per training way: another number of support
-classes needs --head-init zero. A ProtoNet run can also refine its prototypes with the query
-images (--refine K, as metaloop eval --refine): transductive, like the batch statistics.
+(dark-on-light images are inverted). Queries are classified together, as in training
+(BatchNorm uses the batch's statistics): up to 1024 in one batch, more in equal batches
+(within one) of at most 1024 (1500 queries: two of 750), each normalised by its own
+statistics. So give a few at once, or score each on its own with --scoring non-transductive
+(BatchNorm with the support images' statistics, as Lake's protocol scores one drawing at a
+time): then a query's class does not depend on the other query images (reptile, r2d2,
+metaoptnet and protonet runs). A learned head (MAML, ANIL, Reptile, scratch) has one output
+per training way: another number of support classes needs --head-init zero. A ProtoNet run
+can also refine its prototypes with the query images (--refine K, as metaloop eval
+--refine): transductive, like the batch statistics.
 
 The test-time settings of metaloop eval apply here too: several checkpoints are an ensemble
 (their class probabilities averaged; --refine-jointly shares the refinement's assignment

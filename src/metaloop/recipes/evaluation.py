@@ -27,6 +27,7 @@ changed since the run read them are refused by class, not scored.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,6 +188,26 @@ def warn_shared_split(run: Run, cfg: dict) -> list[str]:
         where = f"{m.path}: " if len(runs) > 1 else ""
         text = config.warn_shared_split(cfg, family=m.config["family"], where=where)
         if text is not None:
+            out.append(text)
+    return out
+
+
+def warn_init_split(run: Run, cfg: dict) -> list[str]:
+    """Warn (``metaloop.recipes.training.InitSplitWarning``) for each run, or ensemble
+    member, started from another run's weights (``train.init``) that meta-trained on classes
+    of the held-out split of ``cfg`` (``eval.split``): its score is partly on classes its
+    weights have seen. Returns the messages."""
+    from metaloop.recipes.training import InitSplitWarning, init_split_leak
+
+    runs = getattr(run, "members", None) or [run]
+    split = cfg["eval"]["split"]
+    out = []
+    for m in runs:
+        own = {**cfg, "family": m.config["family"], "train": m.config["train"]}
+        text = init_split_leak(own, [split]) if split in config.USER_SPLITS else None
+        if text is not None:
+            text = f"{m.path}: {text}" if len(runs) > 1 else text
+            warnings.warn(text, InitSplitWarning, stacklevel=2)
             out.append(text)
     return out
 
@@ -499,6 +520,8 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     Warns:
         metaloop.config.SharedSplitWarning: the held-out split shares classes with the split
             the run (a member) meta-trained on (``warn_shared_split``).
+        metaloop.recipes.training.InitSplitWarning: the run (a member) started from the
+            weights of a run that meta-trained on held-out classes (``warn_init_split``).
     """
     if config is not None and changes:
         raise ValueError("give the eval changes or a config from eval_config, not both")
@@ -506,6 +529,7 @@ def evaluate_run(run: Run, *, config: dict | None = None, device=None,
     cfg = config if config is not None else eval_config(run, **changes)
     ec = cfg["eval"]
     warn_shared_split(run, cfg)
+    warn_init_split(run, cfg)
     heldout = read_heldout(run, cfg)
     check_inputs(run, heldout)       # a tensor file changed since training, changed data
     if progress is not None:

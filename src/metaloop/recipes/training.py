@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -125,6 +126,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
         refuse_foreign(out, str(out), "give an empty or new --out")
     if cfg["family"]["name"] == "folder" and cfg["family"]["root"]:
         runs_folder.check_outside_data(out, cfg["family"]["root"], "family.root")
+    if init and not resume:            # its training classes held out here? once, rank 0
+        warn_init_split(cfg)
     created = not out.exists()
     prepare_out(out)
     return cfg, out, created
@@ -167,6 +170,71 @@ def _stored_split(cfg: dict, out: Path) -> dict:
     if not any(lists.values()) or any(fam.get(k) != f[k] for k in SPLIT_KEYS):
         return cfg
     return {**cfg, "family": {**f, **lists}}
+
+
+class InitSplitWarning(UserWarning):
+    """A run started from another run's weights (``train.init``) holds out classes that
+    run meta-trained on: its held-out score is partly on classes its weights have seen."""
+
+
+def _init_family(init) -> tuple[dict, Path] | None:
+    """The ``[family]`` section stored by the run (or ``ckpt-*`` directory) ``init``, and the
+    ``state.json`` that holds it, or None where there is none to read (no run there any
+    more, a damaged or foreign checkpoint)."""
+    try:
+        path = Path(os.fspath(init)).expanduser()
+        ckpt = path if (path / "state.json").is_file() else latest_checkpoint(path)
+        state = read_state(ckpt / "state.json")  # type: ignore[operator]  # None: caught
+        fam = state["config"]["family"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (fam, ckpt / "state.json") if isinstance(fam, dict) else None  # type: ignore[operator]
+
+
+def init_split_leak(cfg: dict, splits=None, init=None) -> str | None:
+    """The warning for a run started from ``init`` (default: ``cfg``'s ``train.init``) whose
+    held-out classes (``splits``, default: every split of ``cfg`` but ``family.split``) were
+    among the classes that run meta-trained on, or None when none were (or when either
+    run's family lists no classes: the built-in families' splits are fixed).
+
+    Both runs draw their class split from the data as it was when each started (sorted,
+    then shuffled with ``family.split_seed``), so one class added or removed since gives
+    every split other classes."""
+    f = cfg["family"]
+    init = cfg["train"].get("init") if init is None else init
+    if not init or f["name"] not in config.USER_FAMILIES:
+        return None
+    stored = _init_family(init)
+    if stored is None or stored[0].get("name") not in config.USER_FAMILIES:
+        return None
+    theirs, where = stored
+    seen = set(theirs.get(f"{theirs.get('split', 'train')}_classes") or ())
+    if not seen:
+        return None
+    splits = [s for s in config.USER_SPLITS if s != f["split"]] if splits is None else splits
+    shared = {s: [c for c in f[f"{s}_classes"] or () if c in seen] for s in splits}
+    shared = {s: v for s, v in shared.items() if v}
+    if not shared:
+        return None
+    n = len({c for v in shared.values() for c in v})
+    parts = "; ".join(f"{s}: {len(v)} of {len(f[f'{s}_classes'])}, "
+                      f"{', '.join(map(repr, v[:4]))}{', ...' if len(v) > 4 else ''}"
+                      for s, v in shared.items())
+    return (f"train.init = {str(init)!r} meta-trained on {n} of the classes this run holds "
+            f"out ({parts}): their held-out scores are on classes its weights have seen, "
+            f"not new ones. The class split is drawn again from the data as it is now, and a "
+            f"class added or removed since gives every split other classes. To keep that "
+            f"run's split, train with its family.train_classes, val_classes and test_classes "
+            f"(in {where}, under config.family) copied into the config, leaving out classes "
+            f"the data no longer has and adding new ones to one list")
+
+
+def warn_init_split(cfg: dict, splits=None, init=None) -> str | None:
+    """Warn (``InitSplitWarning``) with ``init_split_leak``'s message, if any; returns it."""
+    text = init_split_leak(cfg, splits, init)
+    if text is not None:
+        warnings.warn(text, InitSplitWarning, stacklevel=2)
+    return text
 
 
 # the family keys that decide a user data set's class split

@@ -827,7 +827,8 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
     if not path.exists():
         raise ValueError(f"tensor file {path} does not exist")
     if path.suffix not in (".npz", ".pt"):
-        raise ValueError(f"tensor file {path} must be .npz or .pt, got {path.suffix!r}")
+        raise ValueError(f"tensor file {path} must be .npz or .pt, got {path.suffix!r}"
+                         + _npz_advice(path, labels))
     if path.stat().st_size == 0:
         raise ValueError(f"tensor file {path} is empty (0 bytes)")
     got = _load_npz(path) if path.suffix == ".npz" else _load_pt(path)
@@ -858,6 +859,32 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
     _check_finite(path, x, y, names)
     x = check_pixels(x, f"tensor file {path}:")
     return x, y, names
+
+
+def _npz_advice(path: Path, labels: bool) -> str:
+    """How to write a numeric table as the ``.npz`` ``read_tensor_file`` reads (the tail of
+    its message for another suffix); for a CSV, TSV or JSONL file also that those are read
+    as text tables."""
+    x = ("x = the examples, float32 [N, D] feature vectors (one row per example; images "
+         "[N, H, W] or [N, C, H, W])")
+    if labels:
+        how = (f"np.savez('{path.stem}.npz', x=features, y=labels), with {x} and y = their "
+               f"integer class labels [N] (add class_names=[K names], indexed by label, to "
+               f"name the classes)")
+        csv = (f"np.savez('{path.stem}.npz', x=d[:, :-1].astype('float32'), "
+               f"y=d[:, -1].astype('int64'))")
+    else:
+        how = f"np.savez('{path.stem}.npz', x=features), with {x}"
+        csv = f"np.savez('{path.stem}.npz', x=d.astype('float32'))"
+    text = f"; to make one from a numeric table, in Python: {how}"
+    if path.suffix.lower() in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".txt"):
+        delim = "'\\t'" if path.suffix.lower() in (".tsv", ".tab") else "','"
+        text += (f" (a table of numbers{', the label in its last column' if labels else ''}"
+                 f", no header line: d = np.loadtxt('{path.name}', delimiter={delim}); "
+                 f"{csv}; skiprows=1 skips a header). CSV, TSV and "
+                 f"JSONL files are read as tables of texts, not numbers (family.name = "
+                 f"\"table\", a text column and a label column)")
+    return text
 
 
 def _dense_labels(y: torch.Tensor, names: list[str] | None
