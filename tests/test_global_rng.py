@@ -18,9 +18,17 @@ from metaloop.recipes import adapt as recipe
 
 @contextmanager
 def _old_seeding(seed, devices=()):
-    """What the functions did before: seed the global RNG, and never restore it."""
+    """What the functions did before: seed the global RNG, and never restore it. Like
+    ``seeded_rng``, it marks the block as one whose seed decides torch's stream, which
+    ``metaloop.train`` then leaves as it is."""
+    from metaloop import _random
+
     torch.manual_seed(seed)
-    yield
+    token = _random._SEEDED.set(True)
+    try:
+        yield
+    finally:
+        _random._SEEDED.reset(token)
 
 
 def _caller_state() -> torch.Tensor:

@@ -7,8 +7,17 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
+
+_SEEDED: ContextVar[bool] = ContextVar("metaloop_seeded_rng", default=False)
+
+
+def in_seeded_rng() -> bool:
+    """Whether a ``seeded_rng`` block is active here (in this thread or task): its seed
+    decides torch's global CPU stream, so ``metaloop.train`` leaves that stream as it is."""
+    return _SEEDED.get()
 
 
 def draw_device(generator: torch.Generator | None, device: torch.device | str = "cpu"
@@ -75,4 +84,8 @@ def seeded_rng(seed: int, devices: Iterable[torch.device | str | None] = ()
         torch.default_generator.manual_seed(seed)
         for d in cuda:
             torch.cuda.default_generators[d].manual_seed(seed)
-        yield
+        token = _SEEDED.set(True)
+        try:
+            yield
+        finally:
+            _SEEDED.reset(token)

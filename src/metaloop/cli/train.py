@@ -26,7 +26,8 @@ your own image folder, start from the one 'metaloop train --example-config' prin
 repository's configs/ holds the Omniglot and sinusoid ones. The run directory gets
 checkpoints written atomically every train.checkpoint_every iterations and metrics.jsonl;
 --resume continues from the newest checkpoint exactly (same numbers as an uninterrupted
-run).
+run, given the same --threads: a convolution model's numbers depend on the thread count,
+and a resume with another one warns).
 
 Under torchrun (torchrun --nproc_per_node N -m metaloop train ...) every process meta-learns
 its shard of each meta-batch and the meta-gradients are averaged; rank 0 alone writes, and

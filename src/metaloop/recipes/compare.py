@@ -470,8 +470,11 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
     Returns:
         ``{"family", "metric" ("loss" or "accuracy"), "config", "methods": {name: the
         ``evaluate`` result, per-task values included}, "evaluation": {name: how its
-        queries were scored}, "timing": {name: {"train_s", "eval_s", "resumed" (only for a
-        run continued from a checkpoint: its train_s is the time it took to finish)}},
+        queries were scored}, "timing": {name: {"train_s", "eval_s", "threads" (torch's
+        intra-op threads, ``torch.get_num_threads()``: a convolution model's numbers depend
+        on it; each checkpoint stores it too, and a resume with another count warns),
+        "resumed" (only for a run continued from a checkpoint: its train_s is the time it
+        took to finish)}},
         "wall_s" (this call's), "learners": {name: learner}, "heldout": the held-out
         family}``.
 
@@ -521,8 +524,8 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         if on_method is not None:
             on_method(name)
         tc, ec = mcfg["train"], mcfg["eval"]
-        # build_learner's seed carries on into training, and no further: the caller's RNG
-        with seeded_rng(tc["seed"]):               # is as it was (the model is on the CPU)
+        # the initial weights from train.seed (train seeds its own draws from it); the
+        with seeded_rng(tc["seed"]):               # caller's RNG is as it was (on the CPU)
             learner = _build.build_learner(mcfg, family)
             t0 = time.perf_counter()
             train(learner, _build.training_family(mcfg, family), iterations=tc["iterations"],
@@ -537,6 +540,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
                                  seed=ec["seed"], support_shift=ec["support_shift"],
                                  query_shift=ec["query_shift"])
         timing[name] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
+                        "threads": torch.get_num_threads(),     # (torch: imported above)
                         **({"resumed": True} if resumes[name] else {})}
         evaluation[name] = getattr(learner, "evaluation", "transductive")
         learners[name] = learner

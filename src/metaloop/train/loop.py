@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop import runlock, runs_folder
+from metaloop._random import in_seeded_rng
 from metaloop.build import data_changes
 from metaloop.evaluate.heldout import check_learner_family, evaluate
 from metaloop.meta._common import check_flag
@@ -228,12 +229,45 @@ def _rng_state(generator: torch.Generator, tasks_state: torch.Tensor | None = No
 
 
 def _seed_global_rngs(seed: int) -> None:
-    """Seed Python's and NumPy's global RNGs from a new run's ``seed`` (a resume restores
-    them from the checkpoint instead). metaloop draws from neither, but a checkpoint stores
-    both, for a family or model of the user's that does: seeded, two identical runs store the
-    same states, and so the same ``state_sha256``."""
+    """Seed Python's, NumPy's and torch's global CPU RNGs from a new run's ``seed`` (a resume
+    restores them from the checkpoint instead). metaloop draws from torch's (Reptile's
+    per-task mini-batch seeds with ``inner_batch``, dropout in a user's model), from neither
+    of the others, but a checkpoint stores all three, for a family or model of the user's
+    that does: seeded, two identical runs store the same states, and so the same
+    ``state_sha256``, whatever the caller drew before. torch's is seeded with ``seed``
+    mixed (``torch_seed``), not ``seed`` itself: the task stream's ``torch.Generator(seed)``
+    would give the same numbers. Inside a ``metaloop._random.seeded_rng`` block (the
+    command line's, which builds the model and trains in one) torch's stream is that
+    block's, already decided by its seed, and is left as it is."""
     random.seed(seed)
     np.random.seed([seed & 0xFFFFFFFF, seed >> 32])        # its seeds are 32-bit words
+    if not in_seeded_rng():
+        torch.manual_seed(torch_seed(seed))
+
+
+def torch_seed(seed: int) -> int:
+    """The seed of torch's global CPU generator in a new run of ``train`` with ``seed``: a
+    fixed odd-multiplier mix of it (modulo 2**64), so that the global stream is not the task
+    stream's (``torch.Generator(seed)``)."""
+    return (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2 ** 64
+
+
+def thread_note(out_dir, stored, threads: int) -> str | None:
+    """The warning for resuming the run in ``out_dir`` whose checkpoint was written with
+    ``stored`` intra-op threads (``torch.get_num_threads()``, its ``state.json``'s
+    ``threads``) on ``threads`` now; None when they agree or the checkpoint does not store
+    them (written before it did). A resume is not refused for it (a run may be moved to
+    another machine on purpose), but reductions split over another number of threads sum in
+    another order: a convolution model's (Conv4's) numbers then differ from an
+    uninterrupted run's in the last bits, and more as training goes on."""
+    if not isinstance(stored, int) or isinstance(stored, bool) or stored == threads:
+        return None
+    return (f"warning: resuming {out_dir} with {threads} torch thread(s) (--threads, "
+            f"OMP_NUM_THREADS), but its checkpoint was written with {stored}: the numbers "
+            f"will differ from an uninterrupted run's wherever they depend on the thread "
+            f"count (Conv4 and other convolution models do); resume with {stored} thread(s) "
+            f"(metaloop --threads {stored}, torch.set_num_threads({stored})) for a bit-exact "
+            f"continuation")
 
 
 def _set_rng_state(generator, tensors, state) -> None:
@@ -585,6 +619,9 @@ def _resume(out_dir: Path, learner, opt, generator, config, lead: bool,
     if lead:
         remove_stale(out_dir)
         _truncate_log(out_dir, it)
+        note = thread_note(out_dir, state.get("threads"), torch.get_num_threads())
+        if note is not None:
+            print(note, file=sys.stderr)
     return it, state
 
 
@@ -929,17 +966,18 @@ def _holds_run_folder(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _keeps_host_rngs(fn: Callable[P, R]) -> Callable[P, R]:
-    """``train`` giving the caller back Python's and NumPy's global random states: a run
-    seeds them (``_seed_global_rngs``) or restores its checkpoint's, for its own draws and
-    checkpoints, and that must not change what the caller draws next."""
+    """``train`` giving the caller back Python's, NumPy's and torch's global CPU random
+    states: a run seeds them (``_seed_global_rngs``) or restores its checkpoint's, for its
+    own draws and checkpoints, and that must not change what the caller draws next."""
     @functools.wraps(fn)
     def train(*args, **kwargs):
-        py, npy = random.getstate(), np.random.get_state()
+        py, npy, tch = random.getstate(), np.random.get_state(), torch.get_rng_state()
         try:
             return fn(*args, **kwargs)
         finally:
             random.setstate(py)
             np.random.set_state(npy)
+            torch.set_rng_state(tch)
     return cast("Callable[P, R]", train)                  # fn's signature (functools.wraps)
 
 
@@ -963,7 +1001,10 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     them as the family gives them (a float64 family is refused by name at the first step).
     With ``out_dir``: ``metrics.jsonl`` gets a line every ``log_every``
     iterations, and checkpoints are written every ``checkpoint_every`` iterations and at the
-    end; ``resume=True`` continues from the newest checkpoint exactly (bit for bit). Each
+    end; ``resume=True`` continues from the newest checkpoint exactly (bit for bit) with the
+    same number of torch intra-op threads (``torch.get_num_threads()``, stored in each
+    checkpoint's ``state.json`` as ``threads``: with another, a convolution model's numbers
+    differ in the last bits, and a resume prints a warning on stderr naming both). Each
     checkpoint's ``state.json`` holds ``cpu_seconds``, the process CPU time the run has taken
     so far, summed over resumed segments (absent in a torchrun run, and after resuming a
     checkpoint that lacks it): the budget that ``metaloop eval --record`` reports.
@@ -985,9 +1026,16 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         iterations: outer steps in total.
         meta_batch: tasks per outer step (at least the number of ranks).
         lr: the outer optimizer's learning rate (Adam's by default).
-        seed: task-stream seed; a new run also seeds Python's and NumPy's global RNGs with
-            it (checkpoints store them and a resume restores them), so identical runs write
-            identical checkpoints. A resume is refused with another seed.
+        seed: decides every random draw of the training given the learner as it comes
+            (its initial weights are the caller's): the task stream, ``torch.Generator
+            (seed)``, and, in a new run, Python's, NumPy's and torch's global CPU RNGs,
+            seeded from it (torch's with ``torch_seed(seed)``) for the run's duration:
+            Reptile's per-task mini-batches (``inner_batch > 0``) and a CPU model's dropout
+            draw from torch's. Checkpoints store these states and a resume restores them, so
+            identical runs write identical checkpoints whatever the caller drew before, and
+            the caller's global states are as they were after the call. A CUDA device's
+            generator (dropout on a GPU) is not seeded. A resume is refused with another
+            seed.
         lr_schedule: ``"constant"``; ``"cosine"``: step t (1-based) of T uses
             ``lr * (1 + cos(pi * (t - 1) / T)) / 2``; ``"linear"``: ``lr * (1 - (t - 1) / T)``
             (both reach 0 just after the last step). The rate is a function of the iteration
@@ -1213,7 +1261,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     def save(iteration: int) -> None:
         guard.check()                                          # never save non-finite params
         extra: dict[str, Any] = {"log_window": window.state(), "precision": precision,
-                                 "train_args": args}
+                                 "train_args": args,
+                                 # some numbers depend on it (a resume warns: thread_note)
+                                 "threads": torch.get_num_threads()}
         if data is not None:
             extra["data"] = data
         if cpu_before is not None:
