@@ -23,7 +23,8 @@ Implementations (``--only`` picks some):
   - ``metaloop-threads``: the same with ``batching="threads"``: the tasks spread over
     ``--threads`` threads of one intra-op thread each;
   - ``metaloop-ckpt``: ``metaloop`` with ``recompute_inner_loop=True`` (with ``--checkpoint``);
-  - ``metaloop-compile`` (only when named in ``--only``): ``metaloop`` with
+  - ``metaloop-compile`` (timed by default for the sinusoid; for Conv4 only when named in
+    ``--only``): ``metaloop`` with
     ``compile=True``: for the sinusoid MLP (vmap) the whole vmapped meta-loss and its
     backward as one ``torch.compile``'d function, for Conv4 (the loop) each task's query
     pass; compiled in the warm-up iterations, not timed (give ``--warmup`` 2 or more);
@@ -46,7 +47,7 @@ Implementations (``--only`` picks some):
   - ``torchopt-vmap`` (sinusoid only, timed there by default): TorchOpt's own batched path,
     as its ``examples/FuncTorch/maml_omniglot_vmap.py`` writes it: ``torchopt.sgd`` on a
     params dict inside ``torch.func.grad``, ``torch.func.vmap`` over the tasks;
-  - ``torchopt-vmap-compile`` (sinusoid only, when named in ``--only``): that function,
+  - ``torchopt-vmap-compile`` (sinusoid only, timed there by default): that function,
     the vmapped meta-loss, through ``torch.compile`` as a user would wrap it (compiled in
     the warm-up, like ``metaloop-compile``), so that metaloop's compiled path is set beside
     the peer's compiled the same way.
@@ -134,8 +135,8 @@ IMPLS = ("metaloop", "metaloop-loop", "metaloop-threads", "baseline", "metaloop-
          "torchopt-vmap", "torchopt-vmap-compile")
 DEFAULT = {"conv4": [n for n in IMPLS if n not in ("metaloop-loop", "plain-cl",
                                                    "metaloop-compile")],
-           "sinusoid": ["metaloop", "metaloop-loop", "plain", "learn2learn", "higher",
-                        "torchopt", "torchopt-vmap"]}
+           "sinusoid": ["metaloop", "metaloop-loop", "metaloop-compile", "plain", "learn2learn",
+                        "higher", "torchopt", "torchopt-vmap", "torchopt-vmap-compile"]}
 MODEL_DEFAULTS = {        # the options whose default depends on --model (None: refused there)
     "conv4": {"ways": 5, "shots": 1, "queries": 15, "meta_batch": 32, "inner_lr": 0.4,
               "hidden": 64, "pool": "max"},
@@ -788,7 +789,10 @@ def write_records(results, args, argv) -> None:
     for name, r in results.items():
         t = statistics.median(r["times"])
         label = {"metaloop": "metaloop, batching='auto'" + (" (vmap)" if sine else ""),
-                 "metaloop-loop": "metaloop, batching='loop'"}.get(name, name) if sine else name
+                 "metaloop-loop": "metaloop, batching='loop'",
+                 "metaloop-compile": "metaloop, compile=True (the vmapped tasks compiled)",
+                 "torchopt-vmap-compile": "torchopt-vmap through torch.compile",
+                 }.get(name, name) if sine else name
         row = (f"{kind}-order {what}, meta-batch {args.meta_batch}: {label}" if sine
                else f"{kind}-order {what}: {name}")
         write_record(record_path(args.records, name, args),
@@ -816,11 +820,11 @@ def report(results, args) -> None:
     base_t, base_m = statistics.median(base["times"]), base["rss_mib"]
     peak = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
     unit, scale = ("ms/it", 1e3) if args.model == "sinusoid" else ("s/it", 1)   # the MLP: ms
-    print(f"{'implementation':15s} {unit:>9s} {'x metaloop':>11s} {peak:>13s} "
+    print(f"{'implementation':21s} {unit:>9s} {'x metaloop':>11s} {peak:>13s} "
           f"{'x metaloop':>11s} {'after set-up':>13s} {'over set-up':>12s}")
     for name, r in results.items():
         t = statistics.median(r["times"])
-        print(f"{name:15s} {t * scale:9.3f} {t / base_t:11.2f} {r['rss_mib']:13.0f} "
+        print(f"{name:21s} {t * scale:9.3f} {t / base_t:11.2f} {r['rss_mib']:13.0f} "
               f"{r['rss_mib'] / base_m:11.2f} {r['setup_mib']:13.0f} {own(r):12.0f}")
     baseline = " (baseline: in processes of its own)" if "baseline" in results else ""
     print(f"times: the {args.reps} x {args.iters} iterations interleaved one by one in this "

@@ -344,8 +344,8 @@ class MAML(AdaptsBySGD):
                                                                            first_order)
             fused = self._compiled_vmap[first_order]
         losses, outs = vmapped_query_losses(self.inner, net, batch, first_order, lrs, fused)
-        metrics = batch_metrics(outs, batch.query_y, losses)
-        return losses.mean(), metrics
+        loss = losses.mean()
+        return loss, batch_metrics(outs, batch.query_y, losses, loss)
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss over tasks after adaptation; differentiable wrt the model params.
