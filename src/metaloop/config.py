@@ -97,8 +97,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # inner_steps, ~1.09x the time; docs/benchmarks.md); formerly "checkpoint"
                "recompute_inner_loop": (bool, False),
                # MAML / ANIL: torch.compile meta-training: the vmapped tasks as one function
-               # (2-2.7x for the sinusoid MLP on the CPU), or each looped task's query pass
-               # (the max-pool Conv4); docs/benchmarks.md
+               # (0.60-0.66x the eager time for the sinusoid MLP on the CPU), or each looped
+               # task's query pass (the max-pool Conv4); docs/benchmarks.md
                "compile": (bool, False),
                # MAML / ANIL: meta-learn one inner step size per adapted tensor and inner
                # step (MAML++'s LSLR), starting at inner_lr

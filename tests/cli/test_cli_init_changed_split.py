@@ -75,3 +75,19 @@ def test_unchanged_data_warns_nothing(tmp_path, capsys):
     capsys.readouterr()
     train_run(tmp_path / "new", _init_config(root, old))
     assert "warning" not in capsys.readouterr().err
+
+
+def test_init_from_a_run_on_other_data_with_the_same_class_names_warns_nothing(tmp_path):
+    """Another data set whose classes carry the same names (0 .. 11) is not the old run's
+    data: its held-out classes are new to the weights, whatever their names."""
+    import warnings
+
+    old, root = _old_run(tmp_path)
+    (tmp_path / "other").mkdir()
+    arrays = dict(np.load(root))
+    keep = arrays["y"] != 11                       # a split drawn again, on another file
+    other = tmp_path / "other" / "feats.npz"
+    np.savez(other, x=arrays["x"][keep] + 1.0, y=arrays["y"][keep])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train_run(tmp_path / "new", _init_config(other, old))

@@ -61,7 +61,7 @@ def test_a_file_rewritten_with_its_size_and_mtime_kept_is_decoded_again(tmp_path
 
 def test_a_file_renamed_over_with_its_size_and_mtime_kept_is_decoded_again(tmp_path):
     """``tar x`` / ``rsync`` write a new file beside and rename it over the old: a new
-    inode (and ctime), the same size and mtime."""
+    ctime, the same size and mtime."""
     root = _folder(tmp_path / "images")
     load_folder(root)
     target = root / "dog" / "2.bmp"

@@ -133,3 +133,26 @@ def test_a_resumed_reptile_run_continues_exactly_whatever_the_caller_drew(tmp_pa
     for n in a:
         assert torch.equal(a[n], b[n]), n
     assert _state(tmp_path / "whole")["state_sha256"] == _state(tmp_path / "part")["state_sha256"]
+
+
+def test_the_thread_count_is_left_out_of_the_state_digest(tmp_path, threads):
+    """A measurement of the machine, not of what the run computed: the sinusoid MLP's
+    tensors are the same on 1 and 2 threads, and so is ``state_sha256``."""
+    digests = []
+    for n in (1, 2):
+        threads(n)
+        _train(_maml(), tmp_path / f"t{n}", iterations=2)
+        state = _state(tmp_path / f"t{n}")
+        assert state["threads"] == n
+        digests.append(state["state_sha256"])
+    assert digests[0] == digests[1]
+
+
+def test_train_seeds_only_the_cpus_generator(monkeypatch):
+    """``ml.train``'s seed decides torch's global CPU stream; the CUDA generators (a GPU's
+    dropout) are not seeded, as its docstring says."""
+    learner, calls = _reptile(), []                  # (its own torch.manual_seed before)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: calls.append(s))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda s: calls.append(s))
+    _train(learner, iterations=2)
+    assert calls == []

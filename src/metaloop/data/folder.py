@@ -5,7 +5,7 @@ format and mode Pillow reads, padded to a square, resized with antialiasing, opt
 inverted) and quantised to uint8, and the result is written, image by image as it is
 decoded, into a ``.npy`` array that later opens memory-mapped: the images are read from
 disk as tasks touch them, never all held in RAM, while building or after. A JSON manifest
-beside it lists every image file with its size, modification time, change time and inode
+beside it lists every image file with its size, modification time and change time
 (``_file_stat``: a file rewritten with its size and mtime kept, as ``cp -p`` or ``rsync -a``
 leave it, still differs), the settings, and a hash of both.
 
@@ -76,7 +76,7 @@ from metaloop.data.images import (
 )
 
 CACHE_VERSION = 10  # raised whenever decoding or the cache's layout changes: old caches rebuild
-STAT_FIELDS = 4     # per file: size, mtime_ns, ctime_ns, inode (``_file_stat``)
+STAT_FIELDS = 4     # per file: size, mtime_ns, ctime_ns, 0 (``_file_stat``)
 
 
 @dataclass
@@ -91,7 +91,7 @@ class FolderScan:
             before ``"a-b/y"``).
         files: per class, the image files (paths relative to ``root``, posix, spelled as
             the file system holds them), in the same sorted walk order.
-        stats: ``{relative path: (size, mtime_ns, ctime_ns, inode)}`` of every image file
+        stats: ``{relative path: (size, mtime_ns, ctime_ns, 0)}`` of every image file
             (``_file_stat``; of the link itself for a symbolic link to nothing, which
             decoding then names).
         ignored: files that are not images (by extension), wherever they are, and any other
@@ -262,13 +262,14 @@ of images rather than per image."""
 
 
 def _file_stat(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What a file's cache entry is compared by: size, ``st_mtime_ns``, ``st_ctime_ns``
-    and ``st_ino``. A copy that keeps the size and mtime (``cp -p``, ``rsync -a``, ``tar
-    x``, ``touch -r``) still changes the ctime (any write or rename-over sets it) and
-    mostly the inode. A field a platform lacks or leaves 0 is 0 here, the same at every
-    scan: it then decides nothing."""
-    return (int(st.st_size), int(st.st_mtime_ns), int(getattr(st, "st_ctime_ns", 0) or 0),
-            int(getattr(st, "st_ino", 0) or 0))
+    """What a file's cache entry is compared by: size, ``st_mtime_ns`` and ``st_ctime_ns``
+    (the fourth field is 0: inode numbers are not compared, since network and FUSE mounts
+    renumber them at each mount). A copy that keeps the size and mtime
+    (``cp -p``, ``rsync -a``, ``tar x``, ``touch -r``) still changes the ctime (any write or
+    rename-over sets it); so do ``chmod``, ``chown`` and a new hard link, which re-read
+    that file once. A field a platform lacks or leaves 0 is 0 here, the same at every scan:
+    it then decides nothing."""
+    return (int(st.st_size), int(st.st_mtime_ns), int(getattr(st, "st_ctime_ns", 0) or 0), 0)
 
 
 def _ignore(counts: dict, rel: str) -> None:

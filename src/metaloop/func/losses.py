@@ -59,8 +59,9 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             would be 0 whatever the model predicts, e.g. for regression targets ``[N, 1]``
             read as class probabilities); labels that are not int64 ``[N]``
             (nor float ``[N, C]``), or, for labels on the CPU outside a
-            ``torch.func`` transform, labels outside ``[0, C)`` (checked there only:
-            elsewhere reading them would cost a device synchronisation).
+            ``torch.func`` transform and outside ``torch.compile``, labels outside
+            ``[0, C)`` (checked there only: elsewhere reading them would cost a device
+            synchronisation, or stop the compiled graph; the compiled kernels refuse them).
     """
     check_predictions("cross_entropy", logits)
     if not logits.is_floating_point():
@@ -87,7 +88,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     elif logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"cross_entropy: logits must be [N, C] and labels [N], got logits "
                          f"{_shape(logits)} and labels {_shape(labels)}")
-    elif (labels.numel() and labels.device.type == "cpu"
+    elif (labels.numel() and labels.device.type == "cpu" and not torch.compiler.is_compiling()
           and torch._C._functorch.maybe_current_level() is None):
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= logits.shape[1]:

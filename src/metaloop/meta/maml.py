@@ -230,23 +230,25 @@ class MAML(AdaptsBySGD):
             otherwise.
         compile: run meta-training's tasks through ``torch.compile`` (a C++ compiler
             needed on the CPU). With ``batching="vmap"`` (and "auto" where it picks vmap:
-            small MLPs) the whole vmapped meta-loss is one compiled function: every task's
-            inner loop and query pass, and their backward, second order included
-            (``_strategies.compiled_vmapped_losses``): 2-2.7x faster than eager vmap for the
-            sinusoid MLP on the CPU, exact to float rounding (float64: 1e-15), for one
-            compile (5-25 s, more with more inner steps) and one more for each new
-            meta-batch shape. With the loop, each task's query forward pass (and so its
-            backward): the query loss is differentiated once (to theta'; the eager support
-            graph carries the second order), so it is exact to float rounding, with one
-            exception: under max pooling, a rounding difference of the fused kernels can
-            change which input of a near-tied window wins, moving that input's share of the
-            first convolution's weight gradient (float32: 3e-3 of the largest gradient entry
-            on the max-pool Conv4, against 2e-6 eager; float64: equal). There it costs one
-            compile (~15-20 s) and gains more on the max-pool Conv4 than on the stride-2
-            one, and a whole iteration little. ``benchmarks/bench_maml.py`` and
-            ``bench_compile.py`` measure both (docs/benchmarks.md). Not with
-            ``batching="threads"``; adaptation at test time (``adapt``, ``predict``) stays
-            eager.
+            small MLPs on the CPU) the whole vmapped meta-loss is one compiled function:
+            every task's inner loop and query pass, and their backward, second order
+            included (``_strategies.compiled_vmapped_losses``): 0.60-0.66x the eager time
+            per sinusoid iteration on the CPU, exact to float rounding (float64: 1e-15), for
+            one compile (5-25 s, more with more inner steps) and one more for each new
+            meta-batch shape (torch compiles one function at most 8 times in a process,
+            then runs it eager with a warning: ``torch._dynamo.config.recompile_limit``
+            raises that for a sweep over many settings in one process). With the loop, each
+            task's query forward pass (and so its backward): the query loss is
+            differentiated once (to theta'; the eager support graph carries the second
+            order), so it is exact to float rounding, with one exception: under max
+            pooling, a rounding difference of the fused kernels can change which input of a
+            near-tied window wins, moving that input's share of the first convolution's
+            weight gradient (float32: 3e-3 of the largest gradient entry on the max-pool
+            Conv4, against 2e-6 eager; float64: equal). There it costs one compile (~15-20
+            s) and gains more on the max-pool Conv4 than on the stride-2 one, and a whole
+            iteration little. ``benchmarks/bench_maml.py`` and ``bench_compile.py`` measure
+            both (docs/benchmarks.md). Not with ``batching="threads"``; adaptation at test
+            time (``adapt``, ``predict``) stays eager.
         learn_lr: meta-learn the inner step sizes, one per adapted tensor and inner step
             (MAML++'s LSLR; ``metaloop.adapt.learned_lr``), all starting at ``inner_lr``.
             ``self.model`` is then an ``InnerLRs`` wrapper: the network as ``net.*`` plus

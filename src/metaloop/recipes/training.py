@@ -208,6 +208,8 @@ def init_split_leak(cfg: dict, splits=None, init=None) -> str | None:
     if stored is None or stored[0].get("name") not in config.USER_FAMILIES:
         return None
     theirs, where = stored
+    if theirs.get("name") != f["name"] or not _same_data(theirs.get("root"), f.get("root")):
+        return None                    # another data set: the same names are other classes
     seen = set(theirs.get(f"{theirs.get('split', 'train')}_classes") or ())
     if not seen:
         return None
@@ -227,6 +229,17 @@ def init_split_leak(cfg: dict, splits=None, init=None) -> str | None:
             f"run's split, train with its family.train_classes, val_classes and test_classes "
             f"(in {where}, under config.family) copied into the config, leaving out classes "
             f"the data no longer has and adding new ones to one list")
+
+
+def _same_data(theirs, ours) -> bool:
+    """Whether two runs' ``family.root`` name the same data (paths resolved from here; a
+    run that names none is taken as the same)."""
+    if not theirs or not ours:
+        return True
+    try:
+        return Path(str(theirs)).expanduser().resolve() == Path(str(ours)).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return str(theirs) == str(ours)
 
 
 def warn_init_split(cfg: dict, splits=None, init=None) -> str | None:

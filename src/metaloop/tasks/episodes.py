@@ -877,7 +877,10 @@ def _npz_advice(path: Path, labels: bool) -> str:
         how = f"np.savez('{path.stem}.npz', x=features), with {x}"
         csv = f"np.savez('{path.stem}.npz', x=d.astype('float32'))"
     text = f"; to make one from a numeric table, in Python: {how}"
-    if path.suffix.lower() in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".txt"):
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        text += (". JSONL files are read as tables of texts, not numbers (family.name = "
+                 "\"table\", a text column and a label column)")
+    elif path.suffix.lower() in (".csv", ".tsv", ".tab", ".txt"):
         delim = "'\\t'" if path.suffix.lower() in (".tsv", ".tab") else "','"
         text += (f" (a table of numbers{', the label in its last column' if labels else ''}"
                  f", no header line: d = np.loadtxt('{path.name}', delimiter={delim}); "

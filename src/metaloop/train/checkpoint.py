@@ -127,9 +127,10 @@ def sha256_file(path: Path) -> str:
 # The entries of a checkpoint state that its digest leaves out besides its own: measurements of
 # how the run went (the process CPU seconds it took: ``cpu_seconds`` of ``metaloop train``,
 # ``train_cpu_s`` of the IWAE protocol; the IWAE protocol's ``sessions``, when each start or
-# resume began and on how many threads), not of what it computed, so that two identical runs,
-# or a resumed run and an uninterrupted one, store the same ``state_sha256``
-MEASURED = frozenset({"cpu_seconds", "train_cpu_s", "sessions"})
+# resume began and on how many threads; ``threads``, torch's thread count when it was
+# written), not of what it computed, so that two identical runs, or a resumed run and an
+# uninterrupted one, store the same ``state_sha256``
+MEASURED = frozenset({"cpu_seconds", "train_cpu_s", "sessions", "threads"})
 
 # The same within the items of a state's lists: the IWAE protocol's curve points (the CPU
 # seconds trained before each and taken to evaluate it)

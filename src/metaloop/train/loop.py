@@ -242,7 +242,7 @@ def _seed_global_rngs(seed: int) -> None:
     random.seed(seed)
     np.random.seed([seed & 0xFFFFFFFF, seed >> 32])        # its seeds are 32-bit words
     if not in_seeded_rng():
-        torch.manual_seed(torch_seed(seed))
+        torch.default_generator.manual_seed(torch_seed(seed))     # the CPU's: CUDA's untouched
 
 
 def torch_seed(seed: int) -> int:
