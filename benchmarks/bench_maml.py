@@ -17,8 +17,7 @@ Implementations (``--only`` picks some):
   - ``metaloop``: ``metaloop.meta.MAML`` / ``ANIL`` with its default ``batching="auto"``:
     for Conv4 the loop, one task after another, each on ``--threads`` intra-op threads; for
     the sinusoid MLP ``vmap`` over the tasks; on CUDA ``vmap``, as ``metaloop train --device
-    cuda`` runs it (the loop with ``recompute_inner_loop`` or ``compile``). The reference of
-    the ratios;
+    cuda`` runs it (the loop with ``recompute_inner_loop``). The reference of the ratios;
   - ``metaloop-loop``: the same with ``batching="loop"`` named (timed by default for the
     sinusoid, where it shows what ``vmap`` gains; on the CPU's Conv4 it is ``metaloop``);
   - ``metaloop-threads``: the same with ``batching="threads"``: the tasks spread over
@@ -202,7 +201,7 @@ def to_double(batch: ml.TaskBatch) -> ml.TaskBatch:
 def build_metaloop(model, args, checkpoint=False, compile=False, batching="auto"):
     make = ANIL if args.anil else MAML
     extra = {"compile": True} if compile else {}    # a --baseline tree may predate the flags
-    if batching == "auto" and args.device == "cuda" and not (checkpoint or compile):
+    if batching == "auto" and args.device == "cuda" and not checkpoint:
         batching = "vmap"        # as metaloop train/eval --device cuda run it (build.batching_on)
     if batching != "auto":                          # (the default)
         extra["batching"] = batching

@@ -427,16 +427,15 @@ def _channels_last(shape, then: str) -> str:
 def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:
     """The [method] batching to use on ``device``: ``"auto"`` becomes ``"vmap"`` on CUDA
     (5.7x faster than the loop for Omniglot Conv4 MAML on an H100, docs/benchmarks.md) unless
-    the inner loop is recomputed (which needs the loop) or compiled (the compiled vmapped
-    tasks are measured on the CPU only: on CUDA it stays the loop with a compiled query
-    pass, as it was measured), or second-order
+    the inner loop is recomputed (which needs the loop), or second-order
     MAML adapts a ``model`` with torch's BatchNorm, InstanceNorm or LayerNorm (a text encoder,
     say), whose double backward is wrong under vmap (``metaloop.meta.maml.
     vmap_wrong_norms``); elsewhere the learner's own "auto" rule decides.
 
     Args:
         mc: the validated config's ``[method]`` section (``name``, ``batching``,
-            ``first_order``, ``recompute_inner_loop``, ``compile``).
+            ``first_order``, ``recompute_inner_loop``; with ``compile`` the vmapped tasks
+            are compiled, not yet timed on a GPU).
         device: where the learner will run: a ``torch.device``, a string such as
             ``"cuda"``, or None (taken as not CUDA).
         model: the network the learner adapts, checked for torch's norm layers; None: not
@@ -450,7 +449,7 @@ def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:
     cuda = device is not None and torch.device(device).type == "cuda"
     second_order_maml = mc["name"] == "maml" and not mc["first_order"]
     torch_norms = model is not None and bool(vmap_wrong_norms(model))
-    loop_only = mc["recompute_inner_loop"] or mc["compile"] or (second_order_maml and torch_norms)
+    loop_only = mc["recompute_inner_loop"] or (second_order_maml and torch_norms)
     return "vmap" if mc["batching"] == "auto" and cuda and not loop_only else mc["batching"]
 
 

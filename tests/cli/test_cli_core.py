@@ -73,7 +73,7 @@ def test_compile_from_a_config_reaches_the_learner_with_either_batching():
     from metaloop import config as _config
     cfg = _config.validate({"family": {"name": "omniglot"}, "model": {"name": "conv4"},
                             "method": {"name": "anil", "compile": True}})
-    assert _build.batching_on(cfg["method"], "cuda") == "auto"     # the loop, as measured
+    assert _build.batching_on(cfg["method"], "cuda") == "vmap"      # compiles the vmapped tasks
     cfg["method"]["name"] = "fomaml"
     model = _build.build_model(cfg["model"], _FakeFamily(), "fomaml")
     learner = _build.build_learner(cfg, _FakeFamily(), model)

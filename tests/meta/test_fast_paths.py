@@ -202,3 +202,4 @@ def test_channels_last_keeps_values_and_only_touches_cpu_image_batches():
     # inside torch.func transforms the input is left alone (vmap batching)
     out = torch.func.vmap(lambda t: channels_last(t).sum())(torch.randn(2, 4, 1, 5, 5))
     assert out.shape == (2,)
+

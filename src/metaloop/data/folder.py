@@ -75,7 +75,7 @@ from metaloop.data.images import (
     check_image_settings,
 )
 
-CACHE_VERSION = 10  # raised whenever decoding or the cache's layout changes: old caches rebuild
+CACHE_VERSION = 11  # raised whenever decoding or the cache's layout changes: old caches rebuild
 STAT_FIELDS = 4     # per file: size, mtime_ns, ctime_ns, 0 (``_file_stat``)
 
 

@@ -61,7 +61,7 @@ CACHE_DIRNAME = ".metaloop-cache"
 """The folder cache's name (``metaloop.data.folder``), inside the image folder: no class."""
 DIGEST_BYTES = 16
 """Bytes of each image's ``_pixel_digest`` (blake2b), kept in the folder cache beside the
-file's size, mtime, ctime and inode (the stats array: int64 ``[N, 4 + DIGEST_BYTES // 8]``)."""
+file's size, mtime and ctime, and a 0 (the stats array: int64 ``[N, 4 + DIGEST_BYTES // 8]``)."""
 
 CHANNELS = (1, 3)
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit greyscale

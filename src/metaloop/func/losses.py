@@ -49,6 +49,13 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred, target)
 
 
+# [True] while metaloop's compiled vmapped tasks run (``meta._strategies``): their labels
+# are checked around the compiled function (a TaskBatch holds no negative label, and one
+# past the outputs fails the compiled kernels, then named by the eager path), so
+# ``cross_entropy`` leaves out its own check, which torch.compile cannot trace
+LABELS_CHECKED_AROUND = [False]
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy: logits ``[N, C]``, labels int64 ``[N]`` in ``[0, C)`` (or float
     class probabilities ``[N, C]``).
@@ -59,9 +66,11 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             would be 0 whatever the model predicts, e.g. for regression targets ``[N, 1]``
             read as class probabilities); labels that are not int64 ``[N]``
             (nor float ``[N, C]``), or, for labels on the CPU outside a
-            ``torch.func`` transform and outside ``torch.compile``, labels outside
-            ``[0, C)`` (checked there only: elsewhere reading them would cost a device
-            synchronisation, or stop the compiled graph; the compiled kernels refuse them).
+            ``torch.func`` transform, labels outside ``[0, C)`` (checked there only:
+            elsewhere reading them would cost a device synchronisation; under
+            ``torch.compile`` the check stops the graph and runs eager, except in
+            metaloop's compiled vmapped tasks, whose caller checks them:
+            ``LABELS_CHECKED_AROUND``).
     """
     check_predictions("cross_entropy", logits)
     if not logits.is_floating_point():
@@ -88,7 +97,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     elif logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"cross_entropy: logits must be [N, C] and labels [N], got logits "
                          f"{_shape(logits)} and labels {_shape(labels)}")
-    elif (labels.numel() and labels.device.type == "cpu" and not torch.compiler.is_compiling()
+    elif (labels.numel() and labels.device.type == "cpu" and not LABELS_CHECKED_AROUND[0]
           and torch._C._functorch.maybe_current_level() is None):
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= logits.shape[1]:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from metaloop.adapt.sgd import SGDAdapter
+from metaloop.func.losses import LABELS_CHECKED_AROUND
 from metaloop.func.params import Params
 from metaloop.meta._common import accumulate, labels_checked, vmap_tasks
 from metaloop.meta._threads import replicate, run_threads
@@ -87,7 +88,11 @@ def vmapped_query_losses(adapter: SGDAdapter, net: Params, batch: TaskBatch, fir
     tensors = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
     if compiled_losses is not None:
         try:
-            return compiled_losses(start, *tensors, lrs)
+            LABELS_CHECKED_AROUND[0] = True          # (a constant to torch.compile: guarded)
+            try:
+                return compiled_losses(start, *tensors, lrs)
+            finally:
+                LABELS_CHECKED_AROUND[0] = False
         except RuntimeError:        # e.g. inductor's "index out of bounds" for a bad label:
             vmapped_query_losses(adapter, net, batch, first_order, lrs)   # names the input's
             raise                                                       # problem, if it can

@@ -230,10 +230,11 @@ class MAML(AdaptsBySGD):
             otherwise.
         compile: run meta-training's tasks through ``torch.compile`` (a C++ compiler
             needed on the CPU). With ``batching="vmap"`` (and "auto" where it picks vmap:
-            small MLPs on the CPU) the whole vmapped meta-loss is one compiled function:
-            every task's inner loop and query pass, and their backward, second order
-            included (``_strategies.compiled_vmapped_losses``): 0.60-0.66x the eager time
-            per sinusoid iteration on the CPU, exact to float rounding (float64: 1e-15), for
+            small MLPs; ``metaloop train --device cuda`` picks it for any model) the whole
+            vmapped meta-loss is one compiled function: every task's inner loop and query
+            pass, and their backward, second order included
+            (``_strategies.compiled_vmapped_losses``): 0.60-0.66x the eager time per
+            sinusoid iteration on the CPU, exact to float rounding (float64: 1e-15), for
             one compile (5-25 s, more with more inner steps) and one more for each new
             meta-batch shape (torch compiles one function at most 8 times in a process,
             then runs it eager with a warning: ``torch._dynamo.config.recompile_limit``

@@ -204,7 +204,8 @@ def warn_init_split(run: Run, cfg: dict) -> list[str]:
     out = []
     for m in runs:
         own = {**cfg, "family": m.config["family"], "train": m.config["train"]}
-        text = init_split_leak(own, [split]) if split in config.USER_SPLITS else None
+        text = init_split_leak(own, [split], digests=(m.data or {}).get("classes")) \
+            if split in config.USER_SPLITS else None
         if text is not None:
             text = f"{m.path}: {text}" if len(runs) > 1 else text
             warnings.warn(text, InitSplitWarning, stacklevel=2)

@@ -126,8 +126,6 @@ def prepare(out, *, config_path=None, resume: bool = False,
         refuse_foreign(out, str(out), "give an empty or new --out")
     if cfg["family"]["name"] == "folder" and cfg["family"]["root"]:
         runs_folder.check_outside_data(out, cfg["family"]["root"], "family.root")
-    if init and not resume:            # its training classes held out here? once, rank 0
-        warn_init_split(cfg)
     created = not out.exists()
     prepare_out(out)
     return cfg, out, created
@@ -177,25 +175,33 @@ class InitSplitWarning(UserWarning):
     run meta-trained on: its held-out score is partly on classes its weights have seen."""
 
 
-def _init_family(init) -> tuple[dict, Path] | None:
-    """The ``[family]`` section stored by the run (or ``ckpt-*`` directory) ``init``, and the
-    ``state.json`` that holds it, or None where there is none to read (no run there any
+def _init_family(init) -> tuple[dict, Path, dict | None] | None:
+    """The ``[family]`` section stored by the run (or ``ckpt-*`` directory) ``init``, the
+    ``state.json`` that holds it and the data fingerprint it stores
+    (``build.data_fingerprint``), or None where there is none to read (no run there any
     more, a damaged or foreign checkpoint)."""
     try:
         path = Path(os.fspath(init)).expanduser()
         ckpt = path if (path / "state.json").is_file() else latest_checkpoint(path)
         state = read_state(ckpt / "state.json")  # type: ignore[operator]  # None: caught
         fam = state["config"]["family"]
+        where = ckpt / "state.json"  # type: ignore[operator]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return (fam, ckpt / "state.json") if isinstance(fam, dict) else None  # type: ignore[operator]
+    data = state.get("data") if isinstance(state.get("data"), dict) else None
+    return (fam, where, data) if isinstance(fam, dict) else None
 
 
-def init_split_leak(cfg: dict, splits=None, init=None) -> str | None:
+def init_split_leak(cfg: dict, splits=None, init=None, digests=None) -> str | None:
     """The warning for a run started from ``init`` (default: ``cfg``'s ``train.init``) whose
     held-out classes (``splits``, default: every split of ``cfg`` but ``family.split``) were
     among the classes that run meta-trained on, or None when none were (or when either
     run's family lists no classes: the built-in families' splits are fixed).
+
+    A class counts when it has the same name and the same data: with ``digests`` (this
+    run's ``{class: sha256}`` of its decoded examples, ``build.data_fingerprint``) and the
+    digests the ``init`` run stored, by content; else (a text table, a run stored without
+    them) when both runs name the same ``family.root``, resolved from here.
 
     Both runs draw their class split from the data as it was when each started (sorted,
     then shuffled with ``family.split_seed``), so one class added or removed since gives
@@ -207,10 +213,17 @@ def init_split_leak(cfg: dict, splits=None, init=None) -> str | None:
     stored = _init_family(init)
     if stored is None or stored[0].get("name") not in config.USER_FAMILIES:
         return None
-    theirs, where = stored
-    if theirs.get("name") != f["name"] or not _same_data(theirs.get("root"), f.get("root")):
+    theirs, where, their_data = stored
+    if theirs.get("name") != f["name"]:
+        return None
+    old = (their_data or {}).get("classes")
+    by_content = isinstance(old, dict) and isinstance(digests, dict)
+    if not by_content and not _same_data(theirs.get("root"), f.get("root")):
         return None                    # another data set: the same names are other classes
     seen = set(theirs.get(f"{theirs.get('split', 'train')}_classes") or ())
+    if by_content:                     # the same name and the same examples
+        assert isinstance(old, dict) and isinstance(digests, dict)
+        seen = {c for c in seen if c in digests and old.get(c) == digests[c]}
     if not seen:
         return None
     splits = [s for s in config.USER_SPLITS if s != f["split"]] if splits is None else splits
@@ -242,9 +255,9 @@ def _same_data(theirs, ours) -> bool:
         return str(theirs) == str(ours)
 
 
-def warn_init_split(cfg: dict, splits=None, init=None) -> str | None:
+def warn_init_split(cfg: dict, splits=None, init=None, digests=None) -> str | None:
     """Warn (``InitSplitWarning``) with ``init_split_leak``'s message, if any; returns it."""
-    text = init_split_leak(cfg, splits, init)
+    text = init_split_leak(cfg, splits, init, digests)
     if text is not None:
         warnings.warn(text, InitSplitWarning, stacklevel=2)
     return text
@@ -332,6 +345,8 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
     read = [f for f in (family, heldout, val) if f is not None]
     data = build.data_fingerprint(read_cfg["family"], *read) \
         if rank == 0 and heldout is not None else None
+    if rank == 0 and cfg["train"].get("init") and not resume:   # its training classes, held
+        warn_init_split(cfg, digests=(data or {}).get("classes"))  # out here? (same data)
     if data_root is not None and state is not None:      # rank 0: before anything is trained
         check_same_data(state.get("data"), data, out, cfg["family"]["root"])
         print(f"data read at {read_cfg['family']['root']} (--data-root), in place of the "
