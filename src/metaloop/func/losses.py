@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from metaloop.tasks.batch import values_trusted
+
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -49,13 +51,6 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred, target)
 
 
-# [True] while metaloop's compiled vmapped tasks run (``meta._strategies``): their labels
-# are checked around the compiled function (a TaskBatch holds no negative label, and one
-# past the outputs fails the compiled kernels, then named by the eager path), so
-# ``cross_entropy`` leaves out its own check, which torch.compile cannot trace
-LABELS_CHECKED_AROUND = [False]
-
-
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy: logits ``[N, C]``, labels int64 ``[N]`` in ``[0, C)`` (or float
     class probabilities ``[N, C]``).
@@ -68,9 +63,9 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             (nor float ``[N, C]``), or, for labels on the CPU outside a
             ``torch.func`` transform, labels outside ``[0, C)`` (checked there only:
             elsewhere reading them would cost a device synchronisation; under
-            ``torch.compile`` the check stops the graph and runs eager, except in
-            metaloop's compiled vmapped tasks, whose caller checks them:
-            ``LABELS_CHECKED_AROUND``).
+            ``torch.compile`` the check stops the graph and runs eager; inside
+            ``metaloop.tasks.batch.valid_by_construction()``, as metaloop's compiled vmapped
+            tasks run, it reads nothing, as every other check there).
     """
     check_predictions("cross_entropy", logits)
     if not logits.is_floating_point():
@@ -97,7 +92,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     elif logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"cross_entropy: logits must be [N, C] and labels [N], got logits "
                          f"{_shape(logits)} and labels {_shape(labels)}")
-    elif (labels.numel() and labels.device.type == "cpu" and not LABELS_CHECKED_AROUND[0]
+    elif (labels.numel() and labels.device.type == "cpu" and not values_trusted()
           and torch._C._functorch.maybe_current_level() is None):
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= logits.shape[1]:

@@ -26,11 +26,10 @@ from collections.abc import Callable, Sequence
 import torch
 
 from metaloop.adapt.sgd import SGDAdapter
-from metaloop.func.losses import LABELS_CHECKED_AROUND
 from metaloop.func.params import Params
 from metaloop.meta._common import accumulate, labels_checked, vmap_tasks
 from metaloop.meta._threads import replicate, run_threads
-from metaloop.tasks.batch import TaskBatch
+from metaloop.tasks.batch import TaskBatch, valid_by_construction
 
 InnerLoop = Callable[[Params, torch.Tensor, torch.Tensor], Params]
 TaskGradients = tuple[dict[str, torch.Tensor], list[tuple[int, dict[str, torch.Tensor]]]]
@@ -87,12 +86,9 @@ def vmapped_query_losses(adapter: SGDAdapter, net: Params, batch: TaskBatch, fir
     start = adapter.start(net, batch.support_y)
     tensors = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
     if compiled_losses is not None:
-        try:
-            LABELS_CHECKED_AROUND[0] = True          # (a constant to torch.compile: guarded)
-            try:
+        try:   # labels checked around it: a TaskBatch holds none below 0, and one past the
+            with valid_by_construction():      # outputs fails the compiled kernels (below)
                 return compiled_losses(start, *tensors, lrs)
-            finally:
-                LABELS_CHECKED_AROUND[0] = False
         except RuntimeError:        # e.g. inductor's "index out of bounds" for a bad label:
             vmapped_query_losses(adapter, net, batch, first_order, lrs)   # names the input's
             raise                                                       # problem, if it can
