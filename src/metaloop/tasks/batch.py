@@ -13,6 +13,10 @@ import torch
 from metaloop._repr import safe_repr
 
 _TRUSTED = contextvars.ContextVar("metaloop_values_trusted", default=False)
+# The same, as the plain value that torch.compile reads while it traces (it cannot trace a
+# ContextVar's get, and would break the graph there): a constant to the traced code, guarded.
+# Tracing in two threads at once is not a case: compile with threads batching is refused.
+_TRUSTED_WHILE_TRACING = [False]
 
 
 @contextmanager
@@ -27,15 +31,19 @@ def valid_by_construction() -> Iterator[None]:
     ``arange(ways)`` repeated in every task). A step without host reads can be recorded as
     a CUDA graph. Outside it, every check runs.
     """
-    token = _TRUSTED.set(True)
+    token, before = _TRUSTED.set(True), _TRUSTED_WHILE_TRACING[0]
+    _TRUSTED_WHILE_TRACING[0] = True
     try:
         yield
     finally:
         _TRUSTED.reset(token)
+        _TRUSTED_WHILE_TRACING[0] = before
 
 
 def values_trusted() -> bool:
     """Whether the current code runs inside ``valid_by_construction()``."""
+    if torch.compiler.is_compiling():
+        return _TRUSTED_WHILE_TRACING[0]
     return _TRUSTED.get()
 
 
