@@ -49,7 +49,9 @@ def _reference(optimizer="adam", schedule="constant", weight_decay=0.0, clip=0.0
 def _trained(monkeypatch=None, **kw):
     learner, lrs = _learner(), []
     if monkeypatch is not None:                     # the rate each optimizer step used
-        for cls in (torch.optim.Adam, torch.optim.SGD):
+        for cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
+            if "step" not in vars(cls):             # AdamW inherits Adam's (torch >= 2.7)
+                continue
             step = cls.step
             monkeypatch.setattr(cls, "step", lambda self, *a, _s=step, **k: (
                 lrs.append(self.param_groups[0]["lr"]), _s(self, *a, **k))[1])

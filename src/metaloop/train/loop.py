@@ -1190,12 +1190,13 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     lead, shard = rank == 0, ((rank, world) if world > 1 else None)
     on_cuda = model_p is not None and model_p.device.type == "cuda"
     capturable = cuda_graph and on_cuda            # the rate a device tensor the graph reads
+    # Adam, or AdamW (Adam with decoupled weight decay) where there is weight decay: AdamW,
+    # not Adam(decoupled_weight_decay=True), which torch before 2.7 does not have
     opt = torch.optim.SGD(learner.model.parameters(), lr=lr, weight_decay=weight_decay) \
-        if optimizer == "sgd" else torch.optim.Adam(
+        if optimizer == "sgd" else (torch.optim.AdamW if weight_decay > 0 else torch.optim.Adam)(
             learner.model.parameters(),
             lr=torch.tensor(float(lr), device=model_p.device) if capturable else lr,  # type: ignore[union-attr]  # capturable: on CUDA
-            weight_decay=weight_decay, decoupled_weight_decay=weight_decay > 0,
-            capturable=capturable)
+            weight_decay=weight_decay, capturable=capturable)
     named = list(learner.model.named_parameters())     # the optimizer's, fixed for the run
     # a user's model's buffers (torch BatchNorm's running statistics): rank 0's on every rank
     buffers = list(model_buffers(learner.model).values()) if shard else []
