@@ -98,7 +98,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                "recompute_inner_loop": (bool, False),
                # MAML / ANIL: torch.compile meta-training: the vmapped tasks as one function
                # (0.60-0.66x the eager time for the sinusoid MLP on the CPU), or each looped
-               # task's query pass (the max-pool Conv4); docs/benchmarks.md
+               # task's query pass (the max-pool Conv4); needs a C++ compiler on the CPU;
+               # at most torch._dynamo.config.recompile_limit (8) compiles per learner,
+               # then eager (ml.meta.MAML's compile); docs/benchmarks.md
                "compile": (bool, False),
                # MAML / ANIL: meta-learn one inner step size per adapted tensor and inner
                # step (MAML++'s LSLR), starting at inner_lr
@@ -861,6 +863,27 @@ _READERS: tuple = (
 )
 
 
+def check_compiler(cfg: dict, device) -> None:
+    """A compiled run on the CPU needs a working C++ compiler (torch.compile's inductor
+    builds its kernels with one): checked before any data is read (``metaloop train``), so
+    a run without one is refused by name, not stopped by inductor's traceback at its first
+    iteration. Cheap, and asked only when ``method.compile`` is true and ``device`` is the
+    CPU (``metaloop.meta._strategies.cpu_compiler_problem``).
+
+    Raises:
+        ValueError: naming ``method.compile``, what was tried, and the way on.
+    """
+    me = cfg.get("method", {})
+    if not me.get("compile") or me.get("name") not in MAML_FAMILY \
+            or not str(device or "cpu").startswith("cpu"):
+        return
+    from metaloop.meta._strategies import compiler_advice, cpu_compiler_problem
+    problem = cpu_compiler_problem()
+    if problem:
+        raise ValueError(f"method.compile = true "
+                         f"{compiler_advice(problem, 'method.compile = false')}")
+
+
 def unread_keys(cfg: dict, written) -> list[tuple[str, str, str]]:
     """The keys of ``written`` (``(section, key)`` pairs a file sets) that a run of the
     validated ``cfg`` never reads, as ``(section, key, why)`` in schema order: e.g.
@@ -1188,15 +1211,43 @@ def _shipped_name(text: str) -> str | None:
     return None if "." in name else f"{name}.toml"
 
 
-def shipped_config(text) -> Path | None:
-    """The shipped copy of a named config (``configs/NAME.toml``, ``NAME.toml`` or ``NAME``,
-    see :func:`shipped_configs`), or None when ``text`` has another form or no shipped
-    config has that name."""
+PACKAGE_WHAT = "metaloop's own configs/ folder: the compare settings and the folder example"
+
+
+def package_configs() -> Path | None:
+    """metaloop's own ``configs/`` package folder (``compare_sinusoid.toml``,
+    ``compare_omniglot.toml``, ``folder_example.toml``: what ``metaloop compare
+    --print-config`` and ``metaloop train --example-config`` print), or None."""
+    folder = Path(__file__).resolve().parent / "configs"
+    return folder if folder.is_dir() else None
+
+
+def _named_folders() -> list[tuple[Path, str]]:
+    """The folders of named configs, searched in this order, with how messages name them:
+    the repository's configs/ (:func:`shipped_configs`), then metaloop's own
+    (:func:`package_configs`)."""
+    found = [(shipped_configs(), SHIPPED_WHAT), (package_configs(), PACKAGE_WHAT)]
+    return [(f, what) for f, what in found if f is not None]
+
+
+def _named(text) -> tuple[Path, str] | None:
+    """The named config ``text`` names and how its folder is named, or None."""
     name = _shipped_name(os.fspath(text))
-    folder = shipped_configs()
-    if name is None or folder is None or not (folder / name).is_file():
+    if name is None:
         return None
-    return folder / name
+    for folder, what in _named_folders():
+        if (folder / name).is_file():
+            return folder / name, what
+    return None
+
+
+def shipped_config(text) -> Path | None:
+    """The shipped copy of a named config (``configs/NAME.toml``, ``NAME.toml`` or ``NAME``):
+    the repository's configs/ first (:func:`shipped_configs`), then metaloop's own
+    (:func:`package_configs`); None when ``text`` has another form or no named config has
+    that name."""
+    found = _named(text)
+    return None if found is None else found[0]
 
 
 def _or_shipped(path: Path, text: str) -> Path:
@@ -1204,13 +1255,14 @@ def _or_shipped(path: Path, text: str) -> Path:
     config ``text`` names, said once on stderr, else ``path`` (refused by the caller)."""
     if os.path.lexists(path):
         return path
-    shipped = shipped_config(text)
-    if shipped is None:
+    found = _named(text)
+    if found is None:
         return path
+    shipped, what = found
     if (str(path), str(shipped)) not in _SHIPPED_NOTED:
         _SHIPPED_NOTED.add((str(path), str(shipped)))
         print(f"metaloop: no config file {path} here; using the shipped config {shipped} "
-              f"({SHIPPED_WHAT})", file=sys.stderr)
+              f"({what})", file=sys.stderr)
     return shipped
 
 
@@ -1219,17 +1271,20 @@ def _not_shipped(text: str) -> str:
     form of a named config (``configs/NAME.toml``, ``NAME.toml``, ``NAME``): where the named
     configs are, and the close names among them; "" for another form."""
     name = _shipped_name(text)
-    folder = shipped_configs()
-    if name is None or folder is None:
+    folders = _named_folders()
+    if name is None or not folders:
         return ""
-    names = sorted(p.name for p in folder.glob("*.toml"))
+    names = sorted({p.name for folder, _ in folders for p in folder.glob("*.toml")})
     near = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
     hint = ""
     if near:
         listed = ", ".join(repr(n) for n in near[:-1])
         hint = f"; did you mean {f'{listed} or ' if listed else ''}{near[-1]!r}?"
-    return (f", nor is {name!r} one of the named configs ({SHIPPED_WHAT}, "
-            f"{len(names)} files: {folder}){hint}")
+    where = "; ".join(f"{what}, {len(list(folder.glob('*.toml')))} files: {folder}"
+                      for folder, what in folders)
+    return (f", nor is {name!r} one of the named configs ({where}); `metaloop train "
+            f"--example-config` prints the example config for an image folder of your own, "
+            f"`metaloop compare --print-config` the comparison's{hint}")
 
 
 def _not_a_file(path: Path) -> str | None:

@@ -233,7 +233,8 @@ def _run(args: argparse.Namespace, held: list) -> int:
     def prepare():          # rank 0: the run directory's lock first (metaloop.runlock), so
         held.append(runlock.acquire(out))        # a second process on it reads nothing
         return recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
-                              seed=args.seed, data_root=args.data_root)
+                              seed=args.seed, data_root=args.data_root,
+                              device=args.device)
 
     try:        # SIGTERM raises KeyboardInterrupt here too (main's catch_signals)
         cfg, out, created = distributed.from_rank0(prepare, "the checked config")

@@ -20,6 +20,10 @@ and ``test_checkpoint.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import logging
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -48,20 +52,112 @@ def sgd_inner_loop(adapter: SGDAdapter, first_order: bool,
     return inner_loop
 
 
-def compiled(fn):
-    """``torch.compile(fn)`` for fixed shapes. Torch's own warnings while it compiles say
-    nothing to our users (importing inductor: its deprecated ``torch.jit.script_method``;
-    dynamo tracing: reading ``.grad`` of theta', which is not a leaf), so they are hidden."""
+def cpu_compiler_problem() -> str | None:
+    """None when ``torch.compile`` finds a working C++ compiler for the CPU, else what was
+    tried (torch's ``torch._inductor.config.cpp.cxx``: ``CXX`` when torch was imported, then
+    ``g++``), e.g. ``"none works: tried /tmp/x/g++"``. Inductor needs one for every compiled
+    function on the CPU and otherwise fails at the first call with a long traceback
+    (``InvalidCxxCompiler``). Cheap: each search (each ``cpp.cxx`` setting) runs the
+    compilers' ``--version`` once per process; None where this torch has no such search."""
+    try:
+        from torch._inductor import config as inductor_config
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:                 # another torch: inductor says what it needs itself
+        return None
+    cxx = getattr(getattr(inductor_config, "cpp", None), "cxx", None)
+    search = tuple(cxx) if isinstance(cxx, (list, tuple)) else (cxx,)
+    return _compiler_search(search, get_cpp_compiler)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiler_search(search: tuple, get_cpp_compiler) -> str | None:
+    try:
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001  # InvalidCxxCompiler, or whatever this torch raises
+        tried = ", ".join(str(c) for c in search if c) or "no compiler configured"
+        return f"none works: tried {tried}"
+    return None
+
+
+def compiler_advice(problem: str, setting: str) -> str:
+    """The one message for a compiled run on the CPU without a working C++ compiler
+    (``problem``: ``cpu_compiler_problem()``); ``setting`` is how the user turns compiling
+    off (``"method.compile = false"``, ``"compile=False"``)."""
+    return (f"needs a C++ compiler for torch.compile on the CPU ({problem}); install g++ or "
+            f"set {setting}")
+
+
+class RecompileLimitWarning(UserWarning):
+    """A compiled function of a ``compile=True`` learner reached torch's recompile limit
+    (``torch._dynamo.config.recompile_limit``) and now runs eager: the same numbers, slower."""
+
+
+_in_call = threading.local()       # set while a compiled function of ``compiled`` runs
+
+
+class _LimitHits(logging.Filter):
+    """Notes dynamo's "hit config.recompile_limit" log record while a function of
+    ``compiled`` runs on this thread (dynamo says so only in its log); passes every
+    record on. Where a torch words it otherwise, nothing is noted and nothing warned."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_in_call, "active", False) and "hit config." in str(record.msg) \
+                and "recompile_limit" in record.getMessage():
+            _in_call.hit = True
+        return True
+
+
+_LIMIT_FILTER = _LimitHits()
+
+
+def _compile(fn):
+    """``torch.compile(fn, dynamic=False)``, its recompilations counted on their own
+    (``isolate_recompiles``, where this torch has it): torch's limit is otherwise shared by
+    every compiled function of one code object, i.e. by every learner of the process."""
+    kw: dict = {"dynamic": False}
+    try:
+        if "isolate_recompiles" in inspect.signature(torch.compile).parameters:
+            kw["isolate_recompiles"] = True
+    except (TypeError, ValueError):                 # no signature to read: torch's default
+        pass
+    return torch.compile(fn, **kw)
+
+
+def compiled(fn, owner: str = "MAML"):
+    """``torch.compile(fn)`` for fixed shapes (``_compile``). Torch's own warnings while it
+    compiles say nothing to our users (importing inductor: its deprecated
+    ``torch.jit.script_method``; dynamo tracing: reading ``.grad`` of theta', which is not a
+    leaf), so they are hidden; when it reaches torch's recompile limit and falls back to
+    eager (a ninth meta-batch shape), a ``RecompileLimitWarning`` says so, once per
+    function (``owner`` names the learner in it)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated",
                                 DeprecationWarning)
-        compiled_fn = torch.compile(fn, dynamic=False)
+        compiled_fn = _compile(fn)
+    logger = logging.getLogger("torch._dynamo.convert_frame")
+    if _LIMIT_FILTER not in logger.filters:
+        logger.addFilter(_LIMIT_FILTER)
+    warned: list[bool] = []
 
     def call(*args):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a "
-                                    "leaf", UserWarning)
-            return compiled_fn(*args)
+        _in_call.active, _in_call.hit = True, False
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is "
+                                        "not a leaf", UserWarning)
+                out = compiled_fn(*args)
+        finally:
+            _in_call.active, hit = False, _in_call.hit
+        if hit and not warned:
+            warned.append(True)
+            limit = getattr(torch._dynamo.config, "recompile_limit", None)
+            warnings.warn(f"{owner}(compile=True): torch.compile reached its recompile limit "
+                          f"(torch._dynamo.config.recompile_limit = {limit}) for this "
+                          f"learner, so the new shapes or settings run eager from now on "
+                          f"(the same numbers, slower): keep the meta-batch shape fixed, or "
+                          f"raise torch._dynamo.config.recompile_limit",
+                          RecompileLimitWarning, stacklevel=2)
+        return out
     return call
 
 
@@ -109,7 +205,7 @@ def _vmapped_tasks(adapter: SGDAdapter, first_order: bool, start: Params, sx: to
     return vmap_tasks(task, sx, sy, qx, qy)
 
 
-def compiled_vmapped_losses(adapter: SGDAdapter, first_order: bool):
+def compiled_vmapped_losses(adapter: SGDAdapter, first_order: bool, owner: str = "MAML"):
     """``vmapped_query_losses``'s vmapped tasks as one ``torch.compile``'d function
     ``(start, sx, sy, qx, qy, lrs) -> (losses [B], outputs [B, Q, out], detached)``: every
     task's inner loop and query pass, and (through AOT autograd) their backward, second
@@ -120,7 +216,7 @@ def compiled_vmapped_losses(adapter: SGDAdapter, first_order: bool):
     def losses(start, sx, sy, qx, qy, lrs):
         losses, outs = _vmapped_tasks(adapter, first_order, start, sx, sy, qx, qy, lrs)
         return losses, outs.detach()          # the outputs only score: no backward through
-    return compiled(losses)
+    return compiled(losses, owner)
 
 
 def replicas(adapter: SGDAdapter, n: int, cache: list[SGDAdapter]) -> list[SGDAdapter]:

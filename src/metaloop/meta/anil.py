@@ -98,7 +98,13 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
         recompute_inner_loop: recompute each inner step's activations in the backward
             pass (as ``MAML``).
         compile: run meta-training through ``torch.compile``: the vmapped tasks as one
-            function, or each looped task's query pass (as ``MAML``).
+            function, or each looped task's query pass (as ``MAML``, which says more: a
+            C++ compiler is needed on the CPU; torch compiles a function at most
+            ``torch._dynamo.config.recompile_limit`` (8) times, counted per learner where
+            ``torch.compile`` takes ``isolate_recompiles`` (torch 2.13), else per process
+            across every learner and setting, then runs it eager with one
+            ``RecompileLimitWarning``; raise that limit or call ``torch._dynamo.reset()``
+            between the settings of a sweep).
         learn_lr: meta-learn the inner step sizes (as ``MAML``).
         checkpoint: the older name of ``recompute_inner_loop`` (as ``MAML``).
 

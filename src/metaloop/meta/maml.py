@@ -38,6 +38,8 @@ from metaloop.meta._strategies import (
     TaskGradients,
     compiled,
     compiled_vmapped_losses,
+    compiler_advice,
+    cpu_compiler_problem,
     on_threads,
     replicas,
     sgd_inner_loop,
@@ -229,24 +231,40 @@ class MAML(AdaptsBySGD):
             it. None (the default): not given, which is False unless ``checkpoint`` says
             otherwise.
         compile: run meta-training's tasks through ``torch.compile`` (a C++ compiler
-            needed on the CPU). With ``batching="vmap"`` (and "auto" where it picks vmap:
-            small MLPs; ``metaloop train --device cuda`` picks it for any model) the whole
+            needed on the CPU: without a working one the first compiled call raises
+            RuntimeError saying so). With ``batching="vmap"`` (and "auto" where it picks
+            vmap: small MLPs; ``metaloop train --device cuda`` picks it for the other
+            models too, except second-order MAML on a model with torch's BatchNorm,
+            InstanceNorm or LayerNorm layers and ``recompute_inner_loop``, which keep the
+            loop: ``metaloop.build.batching_on``) the whole
             vmapped meta-loss is one compiled function: every task's inner loop and query
             pass, and their backward, second order included
             (``_strategies.compiled_vmapped_losses``): 0.60-0.66x the eager time per
             sinusoid iteration on the CPU, exact to float rounding (float64: 1e-15), for
-            one compile (5-25 s, more with more inner steps) and one more for each new
-            meta-batch shape (torch compiles one function at most 8 times in a process,
-            then runs it eager with a warning: ``torch._dynamo.config.recompile_limit``
-            raises that for a sweep over many settings in one process). With the loop, each
+            one compile (not timed for the sinusoid; more with more inner steps) and one
+            more for each new meta-batch shape. Torch compiles one function at most
+            ``torch._dynamo.config.recompile_limit`` times (8), then runs it eager (the
+            same numbers, slower). Where torch's ``torch.compile`` takes
+            ``isolate_recompiles`` (2.13 does), each learner counts its own compiles (a new
+            learner of a sweep over inner_lr, inner_steps, loss or order compiles afresh),
+            with ``torch._dynamo.config.accumulated_recompile_limit`` (256) over the whole
+            process; with an older torch the count is per process, shared by every
+            learner and setting, so the ninth learner of a sweep runs eager. A learner
+            that falls back warns once (``_strategies.RecompileLimitWarning``). For a
+            sweep in one process, raise ``torch._dynamo.config.recompile_limit`` (and
+            ``accumulated_recompile_limit``), or start afresh between settings with
+            ``torch._dynamo.reset()``. The compiled functions are built on first use
+            and are not part of a pickled, saved or copied learner, which compiles its
+            own. With the loop, each
             task's query forward pass (and so its backward): the query loss is
             differentiated once (to theta'; the eager support graph carries the second
             order), so it is exact to float rounding, with one exception: under max
             pooling, a rounding difference of the fused kernels can change which input of a
             near-tied window wins, moving that input's share of the first convolution's
             weight gradient (float32: 3e-3 of the largest gradient entry on the max-pool
-            Conv4, against 2e-6 eager; float64: equal). There it costs one compile (~15-20
-            s) and gains more on the max-pool Conv4 than on the stride-2 one, and a whole
+            Conv4, against 2e-6 eager; float64: equal). There it costs one compile (15.6 s
+            for the stride Conv4, 18.7 s for the max-pool one, ``bench_compile.py`` on one
+            CPU thread) and gains more on the max-pool Conv4 than on the stride-2 one, and a whole
             iteration little. ``benchmarks/bench_maml.py`` and ``bench_compile.py`` measure
             both (docs/benchmarks.md). Not with ``batching="threads"``; adaptation at test
             time (``adapt``, ``predict``) stays eager.
@@ -324,9 +342,39 @@ class MAML(AdaptsBySGD):
             self.batching = "loop"
         self.recompute_inner_loop = recompute
         self.compile = bool(compile)
-        self._query_fwd = compiled(self.inner.fwd) if compile else None
+        # the compiled functions, built from self on first use (``_compiled_query``,
+        # ``_vmapped``) and left out of pickles and copies (``__getstate__``)
+        self._query_fwd = None                      # the compiled query pass (the loop)
         self._compiled_vmap: dict[bool, object] = {}    # first_order -> compiled vmapped tasks
         self._replicas: list[SGDAdapter] = []     # one per extra thread (batching="threads")
+
+    def __getstate__(self) -> dict:
+        """The learner without its compiled functions: torch's are tied to this learner's
+        own network (a copy would run the original's) and cannot be pickled; a copy or an
+        unpickled learner compiles its own on first use."""
+        state = self.__dict__.copy()
+        state["_query_fwd"] = None
+        state["_compiled_vmap"] = {}
+        return state
+
+    def _check_compiler(self, x: torch.Tensor) -> None:
+        """RuntimeError with the advice, instead of inductor's traceback at the first
+        compiled call, when ``x`` is on the CPU and no C++ compiler works there."""
+        if x.device.type == "cpu":
+            problem = cpu_compiler_problem()
+            if problem:
+                raise RuntimeError(f"{self._owner}(compile=True) "
+                                   f"{compiler_advice(problem, 'compile=False')}")
+
+    def _compiled_query(self, x: torch.Tensor):
+        """The compiled query pass of the loop (built on first use), or None without
+        ``compile``; ``x``: the query inputs, to check the compiler on the CPU."""
+        if not self.compile:
+            return None
+        self._check_compiler(x)
+        if self._query_fwd is None:
+            self._query_fwd = compiled(self.inner.fwd, self._owner)
+        return self._query_fwd
 
     def _inner_loop(self, adapter: SGDAdapter, lrs) -> InnerLoop | None:
         """None (the written-out SGD of ``maml_meta_gradient``) unless a flag or ANIL's
@@ -342,9 +390,10 @@ class MAML(AdaptsBySGD):
         net, lrs = split_lrs(self.model, params)
         fused = None
         if self.compile:
+            self._check_compiler(batch.query_x)
             if first_order not in self._compiled_vmap:
-                self._compiled_vmap[first_order] = compiled_vmapped_losses(self.inner,
-                                                                           first_order)
+                self._compiled_vmap[first_order] = compiled_vmapped_losses(
+                    self.inner, first_order, self._owner)
             fused = self._compiled_vmap[first_order]
         losses, outs = vmapped_query_losses(self.inner, net, batch, first_order, lrs, fused)
         loss = losses.mean()
@@ -376,7 +425,7 @@ class MAML(AdaptsBySGD):
             return self._vmapped(batch, params, first_order)
         net, lrs = split_lrs(self.model, params)
         adapt = sgd_inner_loop(self.inner, first_order, lrs)
-        query_fwd = self._query_fwd or self.inner.fwd
+        query_fwd = self._compiled_query(batch.query_x) or self.inner.fwd
         losses, metrics = [], []
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
@@ -403,12 +452,13 @@ class MAML(AdaptsBySGD):
             total = grads_to_dict(names, g, params)
             return (total, metrics) if with_metrics else total
         net, lrs = split_lrs(self.model, params)
+        query_fwd = self._compiled_query(batch.query_x)
 
         def run(adapter: SGDAdapter, tasks: Sequence[int]) -> TaskGradients:
             return maml_meta_gradient(
                 adapter, params, batch, first_order=self.first_order, tasks=tasks, net=net,
                 inner_loop=self._inner_loop(adapter, lrs),
-                query_fwd=self._query_fwd if adapter is self.inner else None)
+                query_fwd=query_fwd if adapter is self.inner else None)
 
         if self.batching == "threads":
             check_threadable(self.net)       # also for dropout switched on since construction

@@ -197,7 +197,7 @@ def warn_init_split(run: Run, cfg: dict) -> list[str]:
     member, started from another run's weights (``train.init``) that meta-trained on classes
     of the held-out split of ``cfg`` (``eval.split``): its score is partly on classes its
     weights have seen. Returns the messages."""
-    from metaloop.recipes.training import InitSplitWarning, init_split_leak
+    from metaloop.recipes.training import BUILTIN_SPLITS, InitSplitWarning, init_split_leak
 
     runs = getattr(run, "members", None) or [run]
     split = cfg["eval"]["split"]
@@ -205,7 +205,8 @@ def warn_init_split(run: Run, cfg: dict) -> list[str]:
     for m in runs:
         own = {**cfg, "family": m.config["family"], "train": m.config["train"]}
         text = init_split_leak(own, [split], digests=(m.data or {}).get("classes")) \
-            if split in config.USER_SPLITS else None
+            if split in config.USER_SPLITS or own["family"]["name"] in BUILTIN_SPLITS \
+            else None
         if text is not None:
             text = f"{m.path}: {text}" if len(runs) > 1 else text
             warnings.warn(text, InitSplitWarning, stacklevel=2)

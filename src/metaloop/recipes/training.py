@@ -36,7 +36,7 @@ __all__ = ["init_from", "prepare", "train_config"]
 
 
 def prepare(out, *, config_path=None, resume: bool = False,
-            seed: int | None = None, data_root=None) -> tuple[dict, Path, bool]:
+            seed: int | None = None, data_root=None, device=None) -> tuple[dict, Path, bool]:
     """The validated config of a run and its directory (created, writable).
 
     Args:
@@ -48,6 +48,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
             continues it).
         data_root: a resumed run's own data at another path (``train_config``'s
             ``data_root``), checked here to be there; None: its ``family.root``.
+        device: the device the run will train on ("cpu", "cuda"), for the checks that
+            depend on it (``config.check_compiler``); None: not checked.
 
     Returns:
         ``(config, out, created)``: a folder / tensors / table family's class split is written
@@ -70,7 +72,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
             set); a seed that is not an int >= 0, or one given to a resumed run that was
             trained with another; a ``data_root`` for a new run, for a run that stores no
             fingerprint of its data (a built-in family), or that is not there
-            (``metaloop.runs.moved_root``).
+            (``metaloop.runs.moved_root``); ``method.compile = true`` on the CPU without a
+            working C++ compiler (``config.check_compiler``).
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
@@ -108,6 +111,8 @@ def prepare(out, *, config_path=None, resume: bool = False,
         raise ValueError(f"train.init = {init!r}: no saved run there (a run directory with a "
                          f"LATEST file, or a ckpt-* directory)")
     config.check_combinations(cfg)
+    if device is not None:             # a compiled run on the CPU: a C++ compiler there
+        config.check_compiler(cfg, device)
     if config_path and not resume:     # what only a new run's meta-training needs
         config.check_training(cfg, config.written_keys(config_path))
     if config_path:                    # once, on rank 0: keys of the file no run reads
@@ -194,9 +199,16 @@ def _init_family(init) -> tuple[dict, Path, dict | None] | None:
 
 def init_split_leak(cfg: dict, splits=None, init=None, digests=None) -> str | None:
     """The warning for a run started from ``init`` (default: ``cfg``'s ``train.init``) whose
-    held-out classes (``splits``, default: every split of ``cfg`` but ``family.split``) were
-    among the classes that run meta-trained on, or None when none were (or when either
-    run's family lists no classes: the built-in families' splits are fixed).
+    held-out classes (``splits``, default: every split of ``cfg`` but ``family.split``; for
+    Omniglot and Fashion-MNIST, ``eval.split``) were among the classes that run
+    meta-trained on, or None when none were.
+
+    Omniglot and Fashion-MNIST have fixed, known splits: there the ``init`` run's
+    ``family.split`` and a held-out split share classes as ``config.shared_split`` says
+    (Vinyals' ``train`` / ``val`` / ``trainval`` / ``test`` and Lake's ``background`` /
+    ``evaluation`` characters; Fashion-MNIST's labels 5-9), for the same family; not
+    where this run's own ``family.split`` already shares them (``config.warn_shared_split``
+    says so). The sinusoid has no classes.
 
     A class counts when it has the same name and the same data: with ``digests`` (this
     run's ``{class: sha256}`` of its decoded examples, ``build.data_fingerprint``) and the
@@ -208,6 +220,8 @@ def init_split_leak(cfg: dict, splits=None, init=None, digests=None) -> str | No
     every split other classes."""
     f = cfg["family"]
     init = cfg["train"].get("init") if init is None else init
+    if init and f["name"] in BUILTIN_SPLITS:
+        return _builtin_split_leak(cfg, init, splits)
     if not init or f["name"] not in config.USER_FAMILIES:
         return None
     stored = _init_family(init)
@@ -242,6 +256,34 @@ def init_split_leak(cfg: dict, splits=None, init=None, digests=None) -> str | No
             f"run's split, train with its family.train_classes, val_classes and test_classes "
             f"(in {where}, under config.family) copied into the config, leaving out classes "
             f"the data no longer has and adding new ones to one list")
+
+
+# the built-in families whose splits are fixed sets of classes (``config.shared_split``)
+BUILTIN_SPLITS = ("omniglot", "fashion_mnist")
+
+
+def _builtin_split_leak(cfg: dict, init, splits=None) -> str | None:
+    """``init_split_leak`` for Omniglot and Fashion-MNIST: the ``init`` run's training
+    split against this run's held-out ``splits`` (default ``eval.split``), by their names."""
+    f = cfg["family"]
+    stored = _init_family(init)
+    if stored is None or stored[0].get("name") != f["name"]:
+        return None             # no run there to read, or another data set: other classes
+    theirs, where = stored[0], stored[1]
+    trained = theirs.get("split", "train")
+    if not isinstance(trained, str):
+        return None
+    splits = [cfg["eval"]["split"]] if splits is None else splits
+    shared = [s for s in splits if config.shared_split({"name": f["name"], "split": trained}, s)
+              and not config.shared_split(f, s)]   # (its own split: warn_shared_split says)
+    if not shared:
+        return None
+    held = ", ".join(repr(s) for s in shared)
+    same = "is" if shared == [trained] else "shares classes with"
+    return (f"train.init = {str(init)!r} meta-trained on {f['name']} family.split = "
+            f"{trained!r} (in {where}), which {same} the split this run holds out ({held}): "
+            f"its held-out scores are on classes its weights have seen, not new ones; start "
+            f"from a run meta-trained on a split that shares no classes with {held}")
 
 
 def _same_data(theirs, ours) -> bool:

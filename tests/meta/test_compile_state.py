@@ -1,0 +1,158 @@
+"""A ``compile=True`` learner: pickled, saved and copied as an independent learner (its
+compiled functions are built from itself on first use and left out of its state), and on
+the CPU without a working C++ compiler a one-line RuntimeError with the advice instead of
+inductor's traceback."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import metaloop as ml
+from metaloop.meta import ANIL, MAML
+from metaloop.meta._strategies import cpu_compiler_problem
+from metaloop.tasks.batch import TaskBatch
+
+
+def _batch(seed: int = 0, tasks: int = 3) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    return TaskBatch(torch.randn(tasks, 6, 4, generator=g), torch.arange(6).repeat(tasks, 1) % 3,
+                     torch.randn(tasks, 9, 4, generator=g), torch.arange(9).repeat(tasks, 1) % 3)
+
+
+def _learner(make, batching: str, model: nn.Module | None = None):
+    torch.manual_seed(0)
+    model = model if model is not None else ml.models.MLP(4, (8,), 3)
+    return make(model, 0.3, 1, loss="ce", batching=batching, compile=True)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+                                        for k in a)
+
+
+@pytest.mark.parametrize("make", [MAML, ANIL])
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_pickle_round_trip_before_and_after_the_first_call(make, batching):
+    learner = _learner(make, batching)
+    pickle.loads(pickle.dumps(learner))            # before any compiled call, too
+    batch = _batch()
+    want = learner.meta_gradient(batch)
+    back = pickle.loads(pickle.dumps(learner))
+    assert back.compile and back._owner == learner._owner
+    assert _same(back.meta_gradient(batch), want)
+
+
+def test_torch_save_and_load_round_trip():
+    learner = _learner(MAML, "vmap")
+    batch = _batch()
+    want = learner.meta_gradient(batch)
+    buf = io.BytesIO()
+    torch.save(learner, buf)
+    buf.seek(0)
+    back = torch.load(buf, weights_only=False)
+    assert _same(back.meta_gradient(batch), want)
+
+
+class _DropMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.drop(torch.relu(self.body(x))))
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_deepcopy_runs_its_own_network(batching):
+    """The copy in eval mode, the original switched to train (Dropout on): the copy's
+    compiled result is deterministic and equal to an eager copy's."""
+    torch.manual_seed(0)
+    model = _DropMLP().eval()
+    learner = MAML(model, 0.3, 1, loss="ce", batching=batching, compile=True)
+    batch = _batch()
+    learner.meta_gradient(batch)                    # compiled once, on the original
+    twin = copy.deepcopy(learner)
+    eager = copy.deepcopy(learner)
+    eager.compile = False
+    learner.model.train()                           # the original's dropout on
+    a, b = twin.meta_gradient(batch), twin.meta_gradient(batch)
+    assert _same(a, b)
+    assert _same(a, eager.meta_gradient(batch))
+    assert twin._compiled_vmap is not learner._compiled_vmap
+
+
+@pytest.fixture
+def no_compiler(tmp_path, monkeypatch):
+    """``torch._inductor.config.cpp.cxx`` naming a "compiler" that fails (``/bin/false``)."""
+    inductor_config = pytest.importorskip("torch._inductor.config")
+    fake = tmp_path / "g++"
+    fake.symlink_to("/bin/false")
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(fake)))
+    return str(fake)
+
+
+def test_cpu_compiler_problem_names_what_was_tried(no_compiler):
+    problem = cpu_compiler_problem()
+    assert problem is not None and no_compiler in problem
+
+
+@pytest.mark.parametrize("make", [MAML, ANIL])
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_no_cpu_compiler_is_one_runtime_error_with_the_advice(no_compiler, make, batching):
+    learner = _learner(make, batching)
+    with pytest.raises(RuntimeError) as e:
+        learner.meta_gradient(_batch())
+    text = str(e.value)
+    assert text.startswith(f"{learner._owner}(compile=True) needs a C++ compiler for "
+                           f"torch.compile on the CPU")
+    assert no_compiler in text and "install g++ or set compile=False" in text
+    assert "\n" not in text
+    with pytest.raises(RuntimeError, match="needs a C"):
+        learner.meta_loss(_batch())
+
+
+def test_a_working_compiler_is_no_problem():
+    if cpu_compiler_problem() is not None:
+        pytest.skip("no C++ compiler here")
+    assert cpu_compiler_problem() is None
+
+
+def test_the_recompile_limit_is_per_learner_and_its_fallback_warns_once(monkeypatch):
+    """Each learner's compiled function counts its own recompilations (a sweep's ninth
+    learner compiles too); one that reaches the limit runs eager with one
+    RecompileLimitWarning, the same numbers."""
+    import warnings
+
+    from metaloop.meta._strategies import RecompileLimitWarning
+    dynamo_config = pytest.importorskip("torch._dynamo.config")
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
+    if "isolate_recompiles" in __import__("inspect").signature(torch.compile).parameters:
+        for lr in (0.3, 0.2):         # two learners: each its own compile, no warning
+            torch.manual_seed(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RecompileLimitWarning)
+                MAML(ml.models.MLP(4, (8,), 3), lr, 1, loss="ce", compile=True
+                     ).meta_gradient(_batch(tasks=2))
+    learner = _learner(MAML, "vmap")
+    eager = copy.deepcopy(learner)
+    eager.compile = False
+    learner.meta_gradient(_batch(tasks=2))
+    messages = {}
+    for tasks in (3, 4):               # new shapes past the limit: eager, warned once
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            got = learner.meta_gradient(_batch(tasks=tasks))
+        messages[tasks] = [str(w.message) for w in seen
+                           if issubclass(w.category, RecompileLimitWarning)]
+        assert _same(got, eager.meta_gradient(_batch(tasks=tasks)))
+    assert len(messages[3]) == 1 and not messages[4], messages
+    assert messages[3][0].startswith("MAML(compile=True): torch.compile reached its "
+                                     "recompile limit")
