@@ -13,7 +13,9 @@ For a lent GPU machine with a fixed time budget (see ``benchmarks/gpu_quick.sh``
    iteration count is reported.
 4. **Evaluate** every run with ``metaloop eval --device cuda`` on its config's held-out tasks.
 
-Writes ``summary.json`` (probe, per-run iterations, train seconds, eval accuracies),
+Writes ``summary.json`` (probe, per-run iterations, train seconds, eval accuracies; rewritten
+atomically after the probe, the training and the evaluation, its ``"stage"`` saying which, so
+a kill keeps the last finished stage's numbers),
 ``logs.tar.gz`` (the logs and configs) and ``runs<i>.tar.gz`` (each run's metrics.jsonl,
 final checkpoint and eval results, six runs to a file) into ``--out``.
 
@@ -184,6 +186,7 @@ def main() -> int:
         ap.error("--device cuda: torch sees no CUDA device here; --device cpu only tries the "
                  "script")
     (work / "configs").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     summary = {"device": gpu_device(0) if dev == "cuda" else "cpu",
                "torch": torch.__version__}
     t0 = time.perf_counter()
@@ -192,6 +195,7 @@ def main() -> int:
     else:
         summary["probe"] = check_and_probe(ROOT / "configs" / f"{args.probe_config}.toml", dev)
     print(json.dumps(summary), f"{time.perf_counter() - t0:.0f} s", flush=True)
+    _save(out, summary, "probe")
     batching = summary["probe"]["batching"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
     procs = {}
@@ -221,6 +225,8 @@ def main() -> int:
         runs[name] = {"returncode": p.returncode, "iterations": _iterations(run),
                       "train_wall_s": round(time.perf_counter() - start, 1)}
         print(name, runs[name], flush=True)
+    summary["runs"] = runs
+    _save(out, summary, "training")
     evals = {}
     for name, (run, _, _) in procs.items():
         if runs[name]["iterations"] == 0 and "scratch" not in name:
@@ -247,12 +253,19 @@ def main() -> int:
             m = next(iter(r.values()))
             runs[name]["eval"] = {"steps": m["steps"], "accuracy": m["accuracy"]}
         print(name, runs[name].get("eval"), f"{time.perf_counter() - t0:.0f} s", flush=True)
-    summary["runs"] = runs
     summary["total_s"] = round(time.perf_counter() - t0, 1)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _save(out, summary, "evaluation")
     _pack(work, out, [procs[n][0] for n in args.names])
     return 0
+
+
+def _save(out: Path, summary: dict, stage: str) -> None:
+    """``out/summary.json`` as far as ``stage`` got, through a temporary file and
+    ``os.replace``: a kill leaves the last whole one."""
+    summary["stage"] = stage
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out / "summary.json")
 
 
 def _pack(work: Path, out: Path, runs: list[Path], per_file: int = 6) -> None:

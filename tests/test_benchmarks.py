@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,11 +46,24 @@ def test_gpu_runs_refuses_a_work_folder_that_holds_the_run(tmp_path):
     assert not (tmp_path / "work" / "configs").exists()
 
 
+PAPER_FILES = ["config.toml", "metrics.jsonl", "record.json", "results.json", "summary.json"]
+
+
 def test_gpu_paper_smoke_on_cpu_writes_the_summary(tmp_path, omniglot_root):
+    """What comes back from a lent GPU is at most 8 files under $OUT: the run and eval folders
+    (checkpoints) stay in --work, and --out/--name holds the five result files."""
     r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
-              "--out", str(tmp_path)], input="")
+              "--out", str(tmp_path / "out"), "--name", "pilot", "--work",
+              str(tmp_path / "work")], input="")
     assert r.returncode == 0, r.stderr[-2000:]
-    s = json.loads((tmp_path / "summary.json").read_text())
+    out = tmp_path / "out" / "pilot"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["pilot"]
+    assert sorted(p.name for p in out.iterdir()) == PAPER_FILES
+    assert (tmp_path / "work" / "run" / "LATEST").is_file()
+    assert "plan: budget 560 s" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["stage"] == "evaluation" and s["work"] == str(tmp_path / "work")
+    assert s["plan"]["train_seconds"] <= 470 and s["wall_seconds"] < 560
     assert s["train_exit"] == 0 and s["eval_exit"] == 0
     assert s["iterations"] == 20 and s["complete"] is True
     assert s["device"] == "cpu" and s["torch"] == __import__("torch").__version__
@@ -57,6 +71,50 @@ def test_gpu_paper_smoke_on_cpu_writes_the_summary(tmp_path, omniglot_root):
     assert 0.0 <= s["accuracy_mean"] <= 100.0 and s["accuracy_ci95"] > 0.0
     assert s["wall_seconds"] >= s["train_seconds"] + s["eval_seconds"]
     assert "error" not in s["checks"] and s["checks"]["bf16_meta_gradient_relative_error"] > 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4     # every 5 of 20
+    assert json.loads((out / "results.json").read_text())["config"]["eval"]["tasks"] == 20
+    # the same --out and --name again: refused, nothing touched
+    again = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
+                  "--out", str(tmp_path / "out"), "--name", "pilot", "--work",
+                  str(tmp_path / "w2")])
+    assert again.returncode == 2 and "summary.json" in again.stderr
+    assert not (tmp_path / "w2").exists()
+
+
+def test_gpu_paper_ends_inside_its_budget_and_a_second_name_shares_the_out(tmp_path,
+                                                                          omniglot_root):
+    """--budget: training gets what the checks leave less the evaluation's reserve and the
+    margin, so the script ends inside it even with far more iterations asked for; --name lets
+    a second call write beside a first in one --out."""
+    out = tmp_path / "out"
+    (out / "pilot").mkdir(parents=True)
+    (out / "pilot" / "summary.json").write_text("{}")        # a first call's
+    r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
+              "--iterations", "100000", "--budget", "75", "--eval-seconds", "15",
+              "--out", str(out), "--name", "full", "--work", str(tmp_path / "work")], input="")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "full" / "summary.json").read_text())
+    assert s["stage"] == "evaluation" and s["eval_exit"] == 0
+    assert s["plan"]["train_seconds"] <= 75 - 15 - s["plan"]["margin_seconds"]
+    assert 0 < s["iterations"] < 100000 and s["complete"] is False
+    assert s["wall_seconds"] < 75
+    assert (out / "pilot" / "summary.json").read_text() == "{}"
+
+
+def test_gpu_paper_stopped_by_sigterm_keeps_the_stage_it_finished(tmp_path, omniglot_root):
+    """`timeout` (gpu_session.sh) sends SIGTERM: the training checkpoints, and summary.json
+    says how far the script got; a SIGKILL keeps the summary of the last finished stage."""
+    r = subprocess.run(["timeout", "20", "bash", "benchmarks/gpu_paper.sh", "--smoke",
+                        "--device", "cpu", "--iterations", "100000", "--out",
+                        str(tmp_path / "out"), "--work", str(tmp_path / "work")],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 124, r.stderr[-2000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["stopped_by"] == "SIGTERM", s
+    if s["stage"] == "training":             # the checks took less than the 20 s
+        assert s["iterations"] > 0 and s["train_exit"] is not None
+        assert (tmp_path / "out" / "metrics.jsonl").is_file()
+    assert not list((tmp_path / "out").glob(".*.tmp"))
 
 
 @pytest.mark.slow                    # about 40 s: it trains and evaluates the challenge config
@@ -66,9 +124,11 @@ def test_gpu_paper_fits_the_challenge_config_to_its_budget_and_writes_the_record
     step time (after the start allowance), at most the config's; the record comes back."""
     r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
               "--config", "configs/omniglot_challenge_all_gpu.toml", "--iterations", "fit",
-              "--train-seconds", "31", "--out", str(tmp_path)], input="")
+              "--train-seconds", "31", "--out", str(tmp_path), "--work",
+              str(tmp_path / "work")], input="")
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["stage"] == "evaluation"
     fit = s["iterations_fit"]
     assert fit["fit"] == int((31 - fit["start_seconds"]) / fit["s_per_it"])
     assert s["iterations_target"] == max(1, min(20, fit["fit"]))     # smoke: 20 at most
@@ -77,6 +137,26 @@ def test_gpu_paper_fits_the_challenge_config_to_its_budget_and_writes_the_record
     rec = json.loads((tmp_path / "record.json").read_text())
     assert rec["table"] == "challenge" and rec["n"] == 20 and len(rec["per_task"]) == 20
     assert abs(rec["error_rate"] - (100 - s["accuracy_mean"])) < 1e-6
+    # the record as gpu_paper.sh's: its config, and a command with no machine-local path
+    assert rec["config"] == "configs/omniglot_challenge_all_gpu.toml"
+    assert rec["command"] == (
+        "METALOOP_DATA=runs/data bash benchmarks/gpu_paper.sh --smoke --config "
+        "configs/omniglot_challenge_all_gpu.toml --iterations fit --budget 560 "
+        "--train-seconds 31 --eval-seconds 110 --device cpu")
+    from metaloop.evaluate.records import main as gen_tables
+    from metaloop.evaluate.records import validate_record
+    validate_record(rec)
+    # dropped into a copy of docs/results, gen_tables takes it: the challenge table is
+    # regenerated with it, then --check passes
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for md in (ROOT / "docs").glob("*.md"):
+        (docs / md.name).write_text(md.read_text())
+    shutil.copytree(ROOT / "docs" / "results", docs / "results")
+    shutil.copy(tmp_path / "record.json", docs / "results" / "omniglot_challenge_gpu.json")
+    assert gen_tables(["--docs", str(docs)]) == 0
+    assert gen_tables(["--docs", str(docs), "--check"]) == 0
+    assert rec["command"] in (docs / "omniglot.md").read_text()
     bad = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
                 "--iterations", "0", "--out", str(tmp_path / "bad")])
     assert bad.returncode == 2 and "must be a positive int or 'fit'" in bad.stderr
@@ -433,7 +513,9 @@ def test_gpu_paper_refuses_a_missing_config_before_making_out(tmp_path):
     """A --config that does not exist ended in a FileNotFoundError traceback after --out was
     made; a budget of 0 seconds was taken."""
     for flags, said in ((["--config", str(tmp_path / "nope.toml")], "nope.toml does not exist"),
-                        (["--train-seconds", "0"], "--train-seconds must be a positive")):
+                        (["--train-seconds", "0"], "--train-seconds must be a positive"),
+                        (["--budget", "100"], "--budget 100 leaves no time to train"),
+                        (["--name", "a/b"], "--name must be a plain folder name")):
         r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu", *flags,
                   "--out", str(tmp_path / "out")])
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
@@ -665,3 +747,54 @@ def test_bench_omniglot_cache_checks_the_cached_images_and_writes_its_record(tmp
     (rec,) = load_records(out)
     assert rec["table"] == "benchmarks-data" and rec["unit"] == "x" and rec["mean"] > 0
     assert "from the cache" in rec["note"]
+
+
+def _session_copy(tmp_path: Path) -> Path:
+    """A checkout holding only benchmarks/gpu_session.sh, as a lent machine gets one: no
+    ../shared beside it unless a test makes one."""
+    repo = tmp_path / "machine" / "main"
+    (repo / "benchmarks").mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "gpu_session.sh", repo / "benchmarks")
+    return repo
+
+
+def test_gpu_session_refuses_bad_arguments_before_writing(tmp_path):
+    repo = _session_copy(tmp_path)
+    for argv, said in ((["--part", "full"], "--part must be challenge or paper"),
+                       (["--budget", "5m"], "--budget must be whole seconds"),
+                       (["--budget", "60"], "--budget 60 is too short"),
+                       (["--bogus"], "unknown argument --bogus")):
+        r = subprocess.run(["bash", "benchmarks/gpu_session.sh", *argv], cwd=repo,
+                           env={**ENV, "OUT": str(tmp_path / "out")}, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and said in r.stderr, (argv, r.stderr)
+        assert not (tmp_path / "out").exists()
+
+
+def test_gpu_session_says_the_data_must_be_carried_and_copies_it_from_shared(tmp_path):
+    """Without runs/data/omniglot, ../shared/data/omniglot or $METALOOP_DATA it says the data
+    must be carried and exits 3; with ../shared it copies the data to runs/data first. A part
+    that fails (here: no gpu_paper.sh, no bench_maml.py in the copy) does not stop the next,
+    and only session.log (and what the parts wrote) is left under $OUT."""
+    repo = _session_copy(tmp_path)
+    env = {k: v for k, v in ENV.items() if k != "METALOOP_DATA"}
+    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "--budget", "120"], cwd=repo,
+                       env={**env, "OUT": str(tmp_path / "o1")}, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 3, r.stdout[-2000:]
+    assert "NO OMNIGLOT DATA" in r.stdout and "carry runs/data" in r.stdout
+    assert sorted(p.name for p in (tmp_path / "o1").iterdir()) == ["session.log"]
+    shared = tmp_path / "machine" / "shared" / "data" / "omniglot"
+    shared.mkdir(parents=True)
+    (shared / "omniglot_background.npz").write_bytes(b"x")
+    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "--budget", "300"], cwd=repo,
+                       env={**env, "OUT": str(tmp_path / "o2")}, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert (repo / "runs" / "data" / "omniglot" / "omniglot_background.npz").is_file()
+    assert "challenge: exit 127" in r.stdout and "bench: exit 2" in r.stdout
+    assert "1 file(s) under" in r.stdout
+    again = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=repo,
+                           env={**env, "OUT": str(tmp_path / "o2")}, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 2 and "already holds a session" in again.stderr

@@ -41,13 +41,13 @@ def _fake_compiler(folder: Path) -> Path:
     return folder / "g++"
 
 
-def test_no_compiler_is_refused_before_training_in_process(tmp_path, capsys, monkeypatch):
+def test_no_compiler_is_refused_before_training_in_process(tmp_path, capsys):
     inductor_config = pytest.importorskip("torch._inductor.config")
     fake = _fake_compiler(tmp_path / "bin")
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(fake)))
     cfg, run = tmp_path / "c.toml", tmp_path / "run"
     cfg.write_text(COMPILED)
-    assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 2
+    with inductor_config.patch({"cpp.cxx": (None, str(fake))}):    # given back on every torch
+        assert main(["train", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"metaloop train: error: method.compile = true needs a C++ compiler for "
                    f"torch.compile on the CPU (none works: tried {fake}); {ADVICE}"), err

@@ -1,6 +1,7 @@
 """``metaloop eval --out`` over a folder that holds an earlier evaluation: the new results
 never stand beside an old plot. The earlier ``results.json`` and ``*_vs_steps.png`` go
-first, the plot is written through a temporary file, and ``results.json`` comes last."""
+first, then the new ``results.json`` is written, and the plot last, through a temporary file:
+an eval stopped while drawing keeps the numbers it computed."""
 
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ def test_an_eval_of_the_other_metric_removes_the_earlier_plot(runs, tmp_path):
     assert sorted(p.name for p in out.glob("*_vs_steps.png")) == ["loss_vs_steps.png"]
 
 
-def test_an_eval_stopped_at_its_plot_leaves_no_results_beside_an_old_plot(
+def test_an_eval_stopped_at_its_plot_keeps_its_results_and_no_old_plot(
         runs, tmp_path, monkeypatch):
     """Stopped while its plot was written (a kill: here KeyboardInterrupt from savefig), a
-    rerun over an older --out leaves neither the new results.json nor the old ones beside the
-    old plot, and no temporary file."""
+    rerun over an older --out keeps its new results.json, with neither the old plot beside it
+    nor a temporary file."""
     out = tmp_path / "ev"
     assert _eval(runs["loss"], out) == 0
     old_plot = (out / "loss_vs_steps.png").read_bytes()
@@ -61,11 +62,9 @@ def test_an_eval_stopped_at_its_plot_leaves_no_results_beside_an_old_plot(
         raise KeyboardInterrupt
     monkeypatch.setattr(report.Figure, "savefig", stopped)
     assert _eval(runs["loss"], out) == 130
-    assert not (out / "results.json").exists()
-    left = sorted(p.name for p in out.iterdir())
-    assert left in ([], ["loss_vs_steps.png"]), left
-    if left:                                                   # whole, never half a picture
-        assert (out / "loss_vs_steps.png").read_bytes() == old_plot
+    assert json.loads((out / "results.json").read_text())["metric"] == "loss"
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+    assert old_plot                                            # it was there, and went first
 
 
 def test_a_plot_that_cannot_be_written_is_named_and_exits_2(runs, tmp_path, monkeypatch,
@@ -82,7 +81,8 @@ def test_a_plot_that_cannot_be_written_is_named_and_exits_2(runs, tmp_path, monk
     assert f"metaloop eval: error: cannot write {out / 'accuracy_vs_steps.png'}: No space " \
         "left on device" in err, err
     assert "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == []        # nothing partial, no mixture
+    # the numbers kept, no half plot and no old one beside them
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
 
 
 def test_save_figure_keeps_the_earlier_file_when_the_write_fails(tmp_path, monkeypatch):

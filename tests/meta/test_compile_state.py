@@ -90,13 +90,15 @@ def test_deepcopy_runs_its_own_network(batching):
 
 
 @pytest.fixture
-def no_compiler(tmp_path, monkeypatch):
-    """``torch._inductor.config.cpp.cxx`` naming a "compiler" that fails (``/bin/false``)."""
+def no_compiler(tmp_path):
+    """``torch._inductor.config.cpp.cxx`` naming a "compiler" that fails (``/bin/false``),
+    through inductor's own ``config.patch`` (a monkeypatched setting is not given back on
+    every torch)."""
     inductor_config = pytest.importorskip("torch._inductor.config")
     fake = tmp_path / "g++"
     fake.symlink_to("/bin/false")
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(fake)))
-    return str(fake)
+    with inductor_config.patch({"cpp.cxx": (None, str(fake))}):
+        yield str(fake)
 
 
 def test_cpu_compiler_problem_names_what_was_tried(no_compiler):

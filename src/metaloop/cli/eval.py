@@ -445,15 +445,17 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
             extra["ensemble"] = {"members": members(loaded), "combine": loaded.learner.combine}
         # keyed by the method (an ensemble of one method too, as before); several: the label
         key = name if len({m["method"] for m in members(loaded)}) > 1 else cfg["method"]["name"]
-        # an earlier eval's files go first and results.json comes last: a run stopped
-        # midway, or one of the other metric, leaves no new results beside an old plot
+        # an earlier eval's files go first (one of the other metric, or a run stopped
+        # midway, leaves no old plot beside new results), then results.json and the record,
+        # and the plot last: a run killed while drawing keeps the numbers it computed
         for old in ("results.json", "loss_vs_steps.png", "accuracy_vs_steps.png"):
             (out / old).unlink(missing_ok=True)
-        report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
         report.write_json(out / "results.json", {"config": cfg, "metric": metric, **extra,
                                                  "methods": {key: report.strip_per_task(r)}})
     if rec is not None:
         _write_record(args.record, rec)
+    if out is not None:
+        report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
     return 0
 
 
