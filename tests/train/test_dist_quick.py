@@ -53,7 +53,7 @@ def test_reduce_step_sums_the_ranks_means_weighted_by_shard_size(ranks):
             got_m = _of(res, f"reduce.{call}.metric.")
             assert sorted(got_m) == sorted(metrics)
             for k, v in metrics.items():
-                assert float(got_m[k]) == pytest.approx(v, rel=0, abs=1e-14), (rank, k)
+                assert float(got_m[k]) == pytest.approx(float(v), rel=0, abs=1e-14), (rank, k)
         assert bool(res["reduce.inputs_kept"]), "reduce_step changed its input gradients"
 
 
@@ -82,7 +82,7 @@ def test_sharded_step_gives_the_whole_batch_gradient_and_metrics(ranks, name):
         got_m = _of(res, f"step.{name}.metric.")
         assert sorted(got_m) == sorted(metrics)
         for k, v in metrics.items():
-            assert float(got_m[k]) == pytest.approx(v, rel=0, abs=1e-10), (rank, name, k)
+            assert float(got_m[k]) == pytest.approx(float(v), rel=0, abs=1e-10), (rank, name, k)
         assert not bool(res[f"step.{name}.agreed"])
         assert torch.equal(res[f"step.{name}.rng"], rng), (rank, name)
 
@@ -120,7 +120,7 @@ def test_two_rank_training_matches_one_process(ranks, name):
         last = _of(res, f"train.{name}.last.")
         assert sorted(last) == sorted(result["last"])
         for k, v in result["last"].items():
-            assert float(last[k]) == pytest.approx(v, rel=0, abs=1e-9), (rank, name, k)
+            assert float(last[k]) == pytest.approx(float(v), rel=0, abs=1e-9), (rank, name, k)
 
 
 def test_batchnorm_buffers_after_a_step_are_rank0s_on_every_rank(ranks):
