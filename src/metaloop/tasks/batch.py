@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import operator
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,8 +16,12 @@ from metaloop._repr import safe_repr
 _TRUSTED = contextvars.ContextVar("metaloop_values_trusted", default=False)
 # The same, as the plain value that torch.compile reads while it traces (it cannot trace a
 # ContextVar's get, and would break the graph there): a constant to the traced code, guarded.
-# Tracing in two threads at once is not a case: compile with threads batching is refused.
+# True while any thread is inside (a count under a lock, so that threads leaving in any
+# order leave it False): tracing reads it only inside metaloop's own compiled tasks, and
+# compile with threads batching is refused.
 _TRUSTED_WHILE_TRACING = [False]
+_INSIDE = [0]
+_INSIDE_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -31,13 +36,17 @@ def valid_by_construction() -> Iterator[None]:
     ``arange(ways)`` repeated in every task). A step without host reads can be recorded as
     a CUDA graph. Outside it, every check runs.
     """
-    token, before = _TRUSTED.set(True), _TRUSTED_WHILE_TRACING[0]
-    _TRUSTED_WHILE_TRACING[0] = True
+    token = _TRUSTED.set(True)
+    with _INSIDE_LOCK:
+        _INSIDE[0] += 1
+        _TRUSTED_WHILE_TRACING[0] = True
     try:
         yield
     finally:
         _TRUSTED.reset(token)
-        _TRUSTED_WHILE_TRACING[0] = before
+        with _INSIDE_LOCK:
+            _INSIDE[0] -= 1
+            _TRUSTED_WHILE_TRACING[0] = _INSIDE[0] > 0
 
 
 def values_trusted() -> bool:
