@@ -483,3 +483,18 @@ def write_next_checkpoint(run: Path, iteration: int | None = None, *, move: bool
                    for k, v in tensors.items()}
     it = old["iteration"] + 1 if iteration is None else iteration
     return save_checkpoint(run, it, tensors, {**rest, **state}, keep=keep)
+
+
+@pytest.fixture
+def tf32_flags():
+    """``set(matmul, conv)`` sets torch's CUDA TF32 flags, given back after the test by hand:
+    monkeypatch cannot undo them on every pytest (torch reads and writes them through
+    ``__getattr__``/``__setattr__``; pytest 9.2 then fails at teardown and leaves the
+    test's other patches, e.g. a stand-in ``torch.cuda.is_available``, in place)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = matmul.allow_tf32, cudnn.allow_tf32
+
+    def set_flags(mm: bool, conv: bool) -> None:
+        matmul.allow_tf32, cudnn.allow_tf32 = mm, conv
+    yield set_flags
+    matmul.allow_tf32, cudnn.allow_tf32 = before

@@ -22,7 +22,7 @@ SETTINGS = {(False, False): f"{GPU} (TF32 off)",
 
 
 @pytest.fixture()
-def one_gpu(monkeypatch):
+def one_gpu(monkeypatch, tf32_flags):
     """torch "sees" one CUDA device, named ``GPU``; ``set(matmul, conv)`` sets the TF32
     flags (put back after the test). The names each asked for are in ``asked``."""
     asked = []
@@ -33,8 +33,7 @@ def one_gpu(monkeypatch):
                         lambda device=None: asked.append(device) or GPU)
 
     def set_tf32(matmul: bool, conv: bool) -> list:
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", matmul)
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", conv)
+        tf32_flags(matmul, conv)
         return asked
     return set_tf32
 

@@ -106,13 +106,12 @@ GPU_RECORD = f"{GPU_NAME} (TF32 off)"
 
 
 @pytest.fixture()
-def stand_in_gpu(monkeypatch):
+def stand_in_gpu(monkeypatch, tf32_flags):
     """torch "sees" one CUDA device, named ``GPU_NAME``, with TF32 off; the generative runs
     put what they move to it on the stand-in device (run them inside ``OnTheDevice()``)."""
     _fake_cuda(monkeypatch)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: GPU_NAME)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    tf32_flags(False, False)
     # torch.random.fork_rng (the classifiers' initialisation) keeps the CUDA generators too
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.empty(0))
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": None)

@@ -164,14 +164,13 @@ def test_the_coins_of_a_cuda_fit_are_tossed_by_a_generator_there(monkeypatch):
 
 # --- the records of a GPU run -------------------------------------------------------------
 
-def test_device_name_names_the_gpu(monkeypatch):
+def test_device_name_names_the_gpu(monkeypatch, tf32_flags):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name",
                         lambda d=None: f"NVIDIA H100 80GB HBM3 #{torch.device(d).index}")
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    tf32_flags(False, False)
     assert devices.device_name("cuda") == "NVIDIA H100 80GB HBM3 #0 (TF32 off)"
     assert devices.device_name("cpu") is None
 

@@ -182,11 +182,10 @@ def test_training_on_the_held_out_split_is_warned_about(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag", [True, False])
-def test_a_cpu_run_leaves_the_process_cuda_tf32_flags_as_they_were(tmp_path, monkeypatch, flag):
+def test_a_cpu_run_leaves_the_process_cuda_tf32_flags_as_they_were(tmp_path, tf32_flags, flag):
     """TF32 is a CUDA setting: a run on the CPU sets neither flag, whatever --tf32 says, so a
     Python program that trains on the CPU keeps the CUDA settings it chose."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", flag)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", flag)
+    tf32_flags(flag, flag)
     _train(tmp_path, _config(tmp_path, "protonet"), "run")
     assert torch.backends.cuda.matmul.allow_tf32 is flag
     assert torch.backends.cudnn.allow_tf32 is flag
