@@ -156,7 +156,7 @@ def _cells(line: str) -> list[str]:
 
 
 def test_every_record_is_a_row_of_its_tables_and_its_note_and_command_are_its_entry():
-    from metaloop.evaluate.records import format_budget, format_value
+    from metaloop.evaluate.records import NOT_MEASURED, format_budget, format_value
 
     seen = set()
     for doc in DOCS:
@@ -164,6 +164,9 @@ def test_every_record_is_a_row_of_its_tables_and_its_note_and_command_are_its_en
             where = f"{doc.name} table {name}"
             recs = sorted((r for r in RECORDS.values() if r["table"] == name),
                           key=lambda r: (r.get("order", float("inf")), r["_file"]))
+            if body == NOT_MEASURED:                  # a table still to be measured
+                assert not recs, where                # says so only while it has no record
+                continue
             lines = body.splitlines()
             head = _cells(lines[0])
             rows = [dict(zip(head, _cells(x))) for x in lines[2:lines.index("")]]
