@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from metaloop.evaluate.records import NOT_MEASURED, generate, main, write_record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +50,25 @@ def test_a_table_without_records_and_another_body_is_still_reported(tmp_path, ca
     assert main(["--docs", str(docs), "--check"]) == 1
     err = capsys.readouterr().err
     assert "table 'gpuu' has no records" in err and NOT_MEASURED.strip() in err
+
+
+@pytest.mark.parametrize("body", [
+    "| row | seconds |\n|---|---|\n| MAML | 0.05 |\n",       # a stale hand-written row
+    f"{NOT_MEASURED}| MAML | 0.05 |\n",                       # the marker and more
+    NOT_MEASURED.replace("yet", "yet!"),                      # a misspelt marker
+])
+def test_a_table_without_records_and_any_other_body_is_reported(tmp_path, capsys, body):
+    """Only a body of exactly ``NOT_MEASURED`` passes without records; any other, empty or
+    not, is reported and left as it is."""
+    docs, recs = tmp_path / "docs", tmp_path / "docs" / "results"
+    write_record(recs / "cpu.json", **_record(table="cpu"))
+    page = docs / "b.md"
+    page.write_text(f"<!-- table:cpu -->\n<!-- /table -->\n<!-- table:gpu -->\n{body}"
+                    f"<!-- /table -->\n")
+    assert generate(docs, recs) != []
+    assert f"<!-- table:gpu -->\n{body}<!-- /table -->" in page.read_text()
+    assert main(["--docs", str(docs), "--check"]) == 1
+    assert "table 'gpu' has no records" in capsys.readouterr().err
 
 
 def test_the_gpu_tables_of_benchmarks_md_take_a_gpu_record_dropped_in(tmp_path):

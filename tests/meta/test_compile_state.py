@@ -6,8 +6,13 @@ inductor's traceback."""
 from __future__ import annotations
 
 import copy
+import inspect
 import io
+import logging
 import pickle
+import shutil
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,34 +132,101 @@ def test_a_working_compiler_is_no_problem():
     assert cpu_compiler_problem() is None
 
 
-def test_the_recompile_limit_is_per_learner_and_its_fallback_warns_once(monkeypatch):
-    """Each learner's compiled function counts its own recompilations (a sweep's ninth
-    learner compiles too); one that reaches the limit runs eager with one
-    RecompileLimitWarning, the same numbers."""
-    import warnings
+def test_a_compiler_installed_after_a_failed_check_is_found(no_compiler):
+    """Only a success is remembered: the advice says to install g++, and once it is there
+    (the same path, now a working compiler) the check passes without a restart."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("no g++ here")
+    assert cpu_compiler_problem() is not None
+    fake = Path(no_compiler)
+    fake.unlink()
+    fake.symlink_to(gxx)                          # "installed" where it was looked for
+    assert cpu_compiler_problem() is None
+
+
+def _limit_hits() -> int:
+    from torch._dynamo.utils import counters
+    return sum(n for msg, n in counters["unimplemented"].items() if "recompile limit" in msg)
+
+
+@pytest.fixture
+def quiet_dynamo():
+    """Dynamo's logging quietened, as ``TORCH_LOGS="-dynamo"`` does."""
+    logger = logging.getLogger("torch._dynamo")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def test_the_recompile_limit_is_per_learner(quiet_dynamo):
+    """Each learner's compiled function counts its own recompilations
+    (``isolate_recompiles``): with a limit of 1, two learners kept alive (another inner lr,
+    so another graph) each compile and run compiled, twice, with no fallback."""
+    dynamo_config = pytest.importorskip("torch._dynamo.config")
+    from torch._dynamo.utils import counters
 
     from metaloop.meta._strategies import RecompileLimitWarning
-    dynamo_config = pytest.importorskip("torch._dynamo.config")
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
-    if "isolate_recompiles" in __import__("inspect").signature(torch.compile).parameters:
-        for lr in (0.3, 0.2):         # two learners: each its own compile, no warning
+    if "isolate_recompiles" not in inspect.signature(torch.compile).parameters:
+        pytest.skip("this torch counts recompilations per code object")
+    batch = _batch(tasks=2)
+    hits, graphs = _limit_hits(), counters["stats"]["unique_graphs"]
+    with dynamo_config.patch({"recompile_limit": 1}), warnings.catch_warnings():
+        warnings.simplefilter("error", RecompileLimitWarning)
+        learners = []
+        for lr in (0.3, 0.2):
             torch.manual_seed(0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", RecompileLimitWarning)
-                MAML(ml.models.MLP(4, (8,), 3), lr, 1, loss="ce", compile=True
-                     ).meta_gradient(_batch(tasks=2))
+            learners.append(MAML(ml.models.MLP(4, (8,), 3), lr, 1, loss="ce", compile=True))
+        for learner in learners * 2:
+            learner.meta_gradient(batch)
+    assert _limit_hits() == hits                             # no learner fell back to eager
+    assert counters["stats"]["unique_graphs"] - graphs == 2  # one graph each, kept
+    assert len(learners) == 2
+
+
+def test_the_recompile_limit_fallback_warns_once_with_quiet_logging(quiet_dynamo):
+    """A learner that reaches the limit runs eager with one RecompileLimitWarning naming the
+    limit, the same numbers; told by dynamo's counters, not its (here quiet) log."""
+    dynamo_config = pytest.importorskip("torch._dynamo.config")
+
+    from metaloop.meta._strategies import RecompileLimitWarning
     learner = _learner(MAML, "vmap")
     eager = copy.deepcopy(learner)
     eager.compile = False
-    learner.meta_gradient(_batch(tasks=2))
     messages = {}
-    for tasks in (3, 4):               # new shapes past the limit: eager, warned once
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            got = learner.meta_gradient(_batch(tasks=tasks))
-        messages[tasks] = [str(w.message) for w in seen
-                           if issubclass(w.category, RecompileLimitWarning)]
-        assert _same(got, eager.meta_gradient(_batch(tasks=tasks)))
+    with dynamo_config.patch({"recompile_limit": 1}):
+        learner.meta_gradient(_batch(tasks=2))
+        for tasks in (3, 4):               # new shapes past the limit: eager, warned once
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                got = learner.meta_gradient(_batch(tasks=tasks))
+            messages[tasks] = [str(w.message) for w in seen
+                               if issubclass(w.category, RecompileLimitWarning)]
+            assert _same(got, eager.meta_gradient(_batch(tasks=tasks)))
     assert len(messages[3]) == 1 and not messages[4], messages
     assert messages[3][0].startswith("MAML(compile=True): torch.compile reached its "
-                                     "recompile limit")
+                                     "recompile limit (torch._dynamo.config.recompile_limit "
+                                     "= 1)"), messages[3][0]
+
+
+def test_the_accumulated_recompile_limit_is_named(quiet_dynamo):
+    """torch's cap on the compilations of one code object over all learners (the process's
+    count so far: reached by the first call or the second shape), named as the limit hit."""
+    dynamo_config = pytest.importorskip("torch._dynamo.config")
+    if not hasattr(dynamo_config, "accumulated_recompile_limit"):
+        pytest.skip("this torch has no accumulated_recompile_limit")
+
+    from metaloop.meta._strategies import RecompileLimitWarning
+    learner = _learner(MAML, "vmap")
+    with dynamo_config.patch({"recompile_limit": 8, "accumulated_recompile_limit": 1}), \
+            warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for tasks in (2, 3, 4):
+            learner.meta_gradient(_batch(tasks=tasks))
+    messages = [str(w.message) for w in seen if issubclass(w.category, RecompileLimitWarning)]
+    assert len(messages) == 1, messages
+    assert "(torch._dynamo.config.accumulated_recompile_limit = 1)" in messages[0]
+    assert messages[0].endswith("raise torch._dynamo.config.accumulated_recompile_limit")

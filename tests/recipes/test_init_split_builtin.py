@@ -56,13 +56,20 @@ def test_another_family_or_its_own_shared_split_is_not_this_warning(tmp_path):
     assert init_split_leak(_cfg("omniglot", "train", "test", tmp_path / "nothing")) is None
 
 
-def test_evaluation_warns_for_a_builtin_split(tmp_path):
-    init = _init_run(tmp_path, "omniglot", "test")
-    trained = _cfg("omniglot", "train", "test", init)
+@pytest.mark.parametrize("theirs, ours, held_out, apart", [
+    # the challenge configs' case: train on background_train, validate on background_val,
+    # from a run meta-trained on all of background (a split that is no USER_SPLITS name)
+    ("background", "background_train", "background_val", "evaluation"),
+    ("test", "train", "test", "val"),
+])
+def test_evaluation_warns_for_a_builtin_split(tmp_path, theirs, ours, held_out, apart):
+    init = _init_run(tmp_path, "omniglot", theirs)
+    trained = _cfg("omniglot", ours, held_out, init)
     run = SimpleNamespace(config=trained, data=None, path=tmp_path / "run")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         out = evaluation.warn_init_split(run, trained)
-    assert len(out) == 1 and [w.category for w in seen] == [InitSplitWarning]
-    apart = {**trained, "eval": {**trained["eval"], "split": "val"}}
-    assert evaluation.warn_init_split(run, apart) == []
+    assert len(out) == 1 and [w.category for w in seen] == [InitSplitWarning], out
+    assert f"family.split = {theirs!r}" in out[0] and f"({held_out!r})" in out[0]
+    other = {**trained, "eval": {**trained["eval"], "split": apart}}
+    assert evaluation.warn_init_split(run, other) == []

@@ -20,10 +20,7 @@ and ``test_checkpoint.py``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
-import logging
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -57,8 +54,10 @@ def cpu_compiler_problem() -> str | None:
     tried (torch's ``torch._inductor.config.cpp.cxx``: ``CXX`` when torch was imported, then
     ``g++``), e.g. ``"none works: tried /tmp/x/g++"``. Inductor needs one for every compiled
     function on the CPU and otherwise fails at the first call with a long traceback
-    (``InvalidCxxCompiler``). Cheap: each search (each ``cpp.cxx`` setting) runs the
-    compilers' ``--version`` once per process; None where this torch has no such search."""
+    (``InvalidCxxCompiler``). Cheap: a search that finds one (each ``cpp.cxx`` setting)
+    runs the compilers' ``--version`` once per process; a failing one runs again at each
+    check, so a compiler installed meanwhile is found. None where this torch has no such
+    search."""
     try:
         from torch._inductor import config as inductor_config
         from torch._inductor.cpp_builder import get_cpp_compiler
@@ -69,13 +68,21 @@ def cpu_compiler_problem() -> str | None:
     return _compiler_search(search, get_cpp_compiler)
 
 
-@functools.lru_cache(maxsize=16)
+_COMPILERS_FOUND: set[tuple] = set()   # the searches that found a working compiler
+
+
 def _compiler_search(search: tuple, get_cpp_compiler) -> str | None:
+    """Inductor's search for ``search`` (its ``cpp.cxx``); only a success is remembered, so
+    a compiler installed after a failed check (as the advice says) is found without a
+    restart, as inductor itself finds it."""
+    if search in _COMPILERS_FOUND:
+        return None
     try:
         get_cpp_compiler()
     except Exception:  # noqa: BLE001  # InvalidCxxCompiler, or whatever this torch raises
         tried = ", ".join(str(c) for c in search if c) or "no compiler configured"
         return f"none works: tried {tried}"
+    _COMPILERS_FOUND.add(search)
     return None
 
 
@@ -88,26 +95,65 @@ def compiler_advice(problem: str, setting: str) -> str:
 
 
 class RecompileLimitWarning(UserWarning):
-    """A compiled function of a ``compile=True`` learner reached torch's recompile limit
-    (``torch._dynamo.config.recompile_limit``) and now runs eager: the same numbers, slower."""
+    """A compiled function of a ``compile=True`` learner reached one of torch's recompile
+    limits (``torch._dynamo.config.recompile_limit`` or ``accumulated_recompile_limit``) and
+    now runs eager: the same numbers, slower."""
 
 
-_in_call = threading.local()       # set while a compiled function of ``compiled`` runs
+_LIMIT_HIT = "recompile limit"      # in the message dynamo counts when it reaches a limit
 
 
-class _LimitHits(logging.Filter):
-    """Notes dynamo's "hit config.recompile_limit" log record while a function of
-    ``compiled`` runs on this thread (dynamo says so only in its log); passes every
-    record on. Where a torch words it otherwise, nothing is noted and nothing warned."""
+class _LimitHits:
+    """Dynamo's count of "recompile limit exceeded" graph breaks
+    (``torch._dynamo.utils.counters["unimplemented"]``, keyed by their message, which names
+    the ``Limit type``), read before and after a compiled call: unlike dynamo's log record,
+    it does not depend on logging (``TORCH_LOGS="-dynamo"``). Cheap: the counts' sum (a C
+    loop) says whether any graph break was counted; only then are the messages read. Where
+    this torch has no such counters, nothing is noted and nothing warned."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(_in_call, "active", False) and "hit config." in str(record.msg) \
-                and "recompile_limit" in record.getMessage():
-            _in_call.hit = True
-        return True
+    _counters: dict | None = None     # dynamo's, read on first use (dynamo's import is slow)
+    _total = 0                         # the graph breaks counted when last read ...
+    _hits: dict[str, int] = {}         # ... and the limit hits among them, by message
+
+    def _found(self):
+        if self._counters is None:
+            found: object = None
+            try:
+                from torch._dynamo.utils import counters
+                found = counters
+            except ImportError:
+                pass
+            self._counters = found if isinstance(found, dict) else {}
+        return self._counters.get("unimplemented")
+
+    def _read(self) -> tuple[int, dict[str, int]]:
+        """(the graph breaks counted so far, the limit hits among them); the hits read
+        again only where the count changed since the last read."""
+        found = self._found()
+        try:
+            total = sum(found.values()) if found else 0
+            if total != self._total:
+                self._hits = {k: v for k, v in found.items() if _LIMIT_HIT in k}
+                self._total = total
+        except (RuntimeError, TypeError, AttributeError):  # changed meanwhile, or another form
+            return self._total, self._hits
+        return total, self._hits
+
+    def snapshot(self) -> dict[str, int]:
+        """The limit hits counted so far, by message (usually none: an empty dict)."""
+        return self._read()[1]
+
+    def new_limit(self, before: dict[str, int]) -> str | None:
+        """The limit hit since ``before`` (``"recompile_limit"``, ...), else None."""
+        for msg, n in self.snapshot().items():
+            if isinstance(n, int) and n > before.get(msg, 0):
+                limit = msg.split("Limit type:", 1)[1].split()[0] if "Limit type:" in msg \
+                    else ""
+                return limit if limit.isidentifier() else "recompile_limit"
+        return None
 
 
-_LIMIT_FILTER = _LimitHits()
+_LIMITS = _LimitHits()
 
 
 def _compile(fn):
@@ -134,28 +180,23 @@ def compiled(fn, owner: str = "MAML"):
         warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated",
                                 DeprecationWarning)
         compiled_fn = _compile(fn)
-    logger = logging.getLogger("torch._dynamo.convert_frame")
-    if _LIMIT_FILTER not in logger.filters:
-        logger.addFilter(_LIMIT_FILTER)
     warned: list[bool] = []
 
     def call(*args):
-        _in_call.active, _in_call.hit = True, False
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is "
-                                        "not a leaf", UserWarning)
-                out = compiled_fn(*args)
-        finally:
-            _in_call.active, hit = False, _in_call.hit
-        if hit and not warned:
+        before = _LIMITS.snapshot()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is "
+                                    "not a leaf", UserWarning)
+            out = compiled_fn(*args)
+        limit = None if warned else _LIMITS.new_limit(before)
+        if limit is not None:
             warned.append(True)
-            limit = getattr(torch._dynamo.config, "recompile_limit", None)
+            value = getattr(torch._dynamo.config, limit, None)
             warnings.warn(f"{owner}(compile=True): torch.compile reached its recompile limit "
-                          f"(torch._dynamo.config.recompile_limit = {limit}) for this "
-                          f"learner, so the new shapes or settings run eager from now on "
-                          f"(the same numbers, slower): keep the meta-batch shape fixed, or "
-                          f"raise torch._dynamo.config.recompile_limit",
+                          f"(torch._dynamo.config.{limit} = {value}) for this learner, so "
+                          f"the new shapes or settings run eager from now on (the same "
+                          f"numbers, slower): keep the meta-batch shape fixed, or raise "
+                          f"torch._dynamo.config.{limit}",
                           RecompileLimitWarning, stacklevel=2)
         return out
     return call
