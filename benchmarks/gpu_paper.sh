@@ -4,13 +4,20 @@
 # and its 600-task evaluation in one command, ending inside a wall-clock budget, on one GPU.
 #
 #   METALOOP_DATA=<folder holding omniglot/> OUT=<dir> bash benchmarks/gpu_paper.sh [options]
-#   bash benchmarks/gpu_paper.sh --smoke --device cpu   # CPU, tiny overrides, ~1 minute
-#   bash benchmarks/gpu_paper.sh --iterations 2000     # the pilot: iterations/s, projection
+#   OUT=/tmp/gpu_paper_smoke bash benchmarks/gpu_paper.sh --smoke --device cpu  # ~1 minute
+#   OUT=<dir> bash benchmarks/gpu_paper.sh --iterations 2000  # the pilot: iterations/s, projection
 #
-# On a lent GPU run benchmarks/gpu_session.sh, which calls this script in its time limits.
+# The Omniglot data is read from $METALOOP_DATA/omniglot (without METALOOP_DATA, from
+# metaloop's default data folder). For a GPU available for a short time (a limit per command,
+# a limit on the files that come back), benchmarks/gpu_session.sh runs this script beside its
+# other parts inside one command's time.
 #
 # Stages, each ending with $OUT/summary.json rewritten (atomically) with "stage" set to it, so
-# that a kill at any point leaves the last finished stage's numbers:
+# that a kill at any point leaves the last finished stage's numbers. A stage is claimed only
+# when it finished: a training that wrote no checkpoint or exited other than 0 or by the
+# planned stop, or an evaluation that failed or timed out, sets "error" (what happened), keeps
+# the stage before, skips what follows and makes the script exit 1 (2: a usage error; 143:
+# stopped by SIGTERM, the summary written first):
 #   "checks" (~40 s on a GPU): the device sampler under torch.cuda.set_sync_debug_mode (it
 #     must not synchronise), the host synchronisations left in a training step, seconds per
 #     iteration with host sampling (prefetch off / on) and device sampling, the whole step
@@ -24,11 +31,12 @@
 #   "evaluation": `metaloop eval` of the checkpoint on the config's test tasks (600 for the
 #     paper's, at its 3 test-time steps), with accuracy_mean and accuracy_ci95 (percent).
 #
-# What comes back in $OUT (or $OUT/NAME with --name NAME), at most 5 files: summary.json,
-# config.toml (the config as trained), metrics.jsonl, results.json (the evaluation's) and
-# record.json (metaloop eval --record's, for docs/results/, with its config, budget and a
-# reproducible command of this script). The run and eval folders (checkpoints) stay in the
-# work folder (--work), named in summary.json.
+# What is written in $OUT (or $OUT/NAME with --name NAME), at most 5 files: summary.json,
+# config.toml (the config as trained), metrics.jsonl, results.json (the evaluation's) and,
+# for a complete run only (all its target iterations trained), record.json (metaloop eval
+# --record's, for docs/results/, with its config, budget and a reproducible command of this
+# script; otherwise summary.json's "record" says why there is none). The run and eval folders
+# (checkpoints) stay in the work folder (--work), named in summary.json.
 #
 # GPU settings applied to the config: method.batching = "vmap" (tasks batched; the loop on the
 # CPU), train.device_tasks = true (images on the GPU, tasks drawn there), train.log_every =
@@ -37,10 +45,13 @@
 #   --iterations N|fit   train N iterations (default: the config's, 60,000 for the paper's);
 #                        fit: as many as the training time holds at the step time the checks
 #                        measured (less 30 s for the start), at most the config's, so that
-#                        the learning-rate schedule ends when the run does
+#                        the learning-rate schedule ends when the run does (with --cuda-graph
+#                        on and no graph step time from the probe: at the eager step time,
+#                        with a note in summary.json)
 #   --budget S           wall seconds for the whole script (default 560): training gets what
-#                        is left after the checks, less --eval-seconds and a 20 s margin
-#   --train-seconds S    at most S s of training (default 470)
+#                        is left after the checks, less --eval-seconds and a 25 s margin; it
+#                        must exceed --eval-seconds + 55 s (the margin, a training's start)
+#   --train-seconds S    at most S s of training (default 470; at least 1)
 #   --eval-seconds S     the time kept for the evaluation (default 110); it may use what
 #                        training leaves of the budget
 #   --precision bf16     bf16 autocast; --tf32: TF32 matmuls/convolutions (both opt-in)
@@ -118,9 +129,12 @@ for flag in ("budget", "train_seconds", "eval_seconds"):
     if not getattr(args, flag) > 0:
         p.error(f"--{flag.replace('_', '-')} must be a positive number of seconds, got "
                 f"{getattr(args, flag)}")
-if args.budget <= args.eval_seconds + MARGIN + FINISH:
+if args.train_seconds < 1.0:
+    p.error(f"--train-seconds {args.train_seconds:g} leaves no time to train (at least 1 s)")
+if args.budget <= args.eval_seconds + MARGIN + FINISH + START_SECONDS:
     p.error(f"--budget {args.budget:g} leaves no time to train: it must exceed --eval-seconds "
-            f"({args.eval_seconds:g}) + {MARGIN + FINISH:g} s, and the checks' time")
+            f"({args.eval_seconds:g}) + {MARGIN + FINISH:g} s margin + {START_SECONDS:g} s "
+            f"for a training's start, and the checks' time (~40 s on a GPU) on top")
 if args.name is not None and (not args.name or args.name in (".", "..")
                               or "/" in args.name or "\\" in args.name):
     p.error(f"--name must be a plain folder name (no '/'), got {args.name!r}")
@@ -301,6 +315,22 @@ def checks() -> dict:
     return res
 
 
+def fit_rate(c: dict, use_graph: bool):
+    """The seconds per iteration to fit ``--iterations fit`` to, and a note where it is not the
+    step that will be trained: with the graph on (``--cuda-graph on``) but no graph step time
+    from the probe (it failed), the eager device step's, which is slower, so the fitted
+    iterations still end inside the training time."""
+    if not use_graph:
+        return c.get("s_per_it_device"), None
+    graph = c.get("cuda_graph") or {}
+    if graph.get("graph_s_per_it"):
+        return graph["graph_s_per_it"], None
+    why = graph.get("error") or graph.get("captured") or "no result"
+    return c.get("s_per_it_device"), (
+        f"--iterations fit: the CUDA graph probe gave no graph step time ({str(why)[:200]}); "
+        f"fitted at the eager step time instead, so the run may end before its training time")
+
+
 def plan() -> None:
     """The training time the budget leaves after the checks, the graph setting, and with
     --iterations fit the iterations that time holds."""
@@ -312,13 +342,18 @@ def plan() -> None:
     print(f"plan: budget {args.budget:.0f} s; checks took {summary['checks_seconds']:.0f} s; "
           f"training {train_for:.0f} s (at most --train-seconds {args.train_seconds:g}); "
           f"evaluation {args.eval_seconds:.0f} s; margin {MARGIN + FINISH:.0f} s", flush=True)
+    # the option that sets the training time (--train-seconds >= 1 s is checked up front)
+    limit = "--train-seconds" if train_for == args.train_seconds else "--budget"
+    summary["plan"]["limited_by"] = limit
     if train_for < START_SECONDS:        # a train process takes about that to start
         print(f"gpu_paper.sh: warning: {train_for:.0f} s of training is less than a start "
               f"({START_SECONDS:.0f} s): it may stop before its first checkpoint; give a "
-              f"larger --budget", file=sys.stderr, flush=True)
+              f"larger {limit}", file=sys.stderr, flush=True)
     if train_for < 1.0:
-        summary["error"] = (f"the budget ({args.budget:g} s) leaves {train_for:.0f} s to train "
-                            f"after the checks and the evaluation's reserve")
+        summary["error"] = (f"--budget {args.budget:g} leaves {train_for:.0f} s to train after "
+                            f"the checks ({summary['checks_seconds']:.0f} s), --eval-seconds "
+                            f"({args.eval_seconds:g}) and the {MARGIN + FINISH:g} s margin; "
+                            f"give a larger --budget")
         return
     # the training step as one CUDA graph (train.cuda_graph): "auto" uses it where the probe
     # above recorded it and its replays gave the eager step's parameters (relative 1e-4)
@@ -331,7 +366,10 @@ def plan() -> None:
     summary["overrides"]["train.cuda_graph"] = use_graph
     if args.iterations == "fit":             # the schedule must end when the budget does
         c = summary["checks"]
-        rate = (c["cuda_graph"]["graph_s_per_it"] if use_graph else c.get("s_per_it_device"))
+        rate, note = fit_rate(c, use_graph)
+        if note:
+            summary["iterations_fit_note"] = note
+            print(f"gpu_paper.sh: warning: {note}", file=sys.stderr, flush=True)
         if not rate:
             summary["error"] = (f"--iterations fit needs the checks' step time, which failed: "
                                 f"{json.dumps(c)[:400]}")
@@ -355,11 +393,13 @@ def train() -> None:
     t = time.perf_counter()
     proc = subprocess.Popen(cmd)
     deadline, copied = t + summary["plan"]["train_seconds"], t
+    planned = False                          # stopped by this script at its time
     try:
         while proc.poll() is None:
             now = time.perf_counter()
             if now >= deadline:              # stop after the current iteration, checkpointed
                 proc.send_signal(signal.SIGINT)
+                planned = True
                 break
             if now - copied >= 30:           # progress that survives a kill
                 copy_back(run_dir / "metrics.jsonl", "metrics.jsonl")
@@ -370,6 +410,8 @@ def train() -> None:
         except subprocess.TimeoutExpired:    # its last checkpoint stands
             proc.kill()
             rc = proc.wait()
+            summary["train_note"] = (f"killed: it did not stop within {MARGIN - 5:g} s of "
+                                     f"SIGINT; its last checkpoint stands")
     except Stopped:                          # SIGTERM: let it checkpoint, then go on to report
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -377,14 +419,19 @@ def train() -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                summary["train_note"] = ("killed: it did not stop within 10 s of SIGINT; its "
+                                         "last checkpoint stands")
         summary["train_seconds"] = time.perf_counter() - t
-        collect_training(proc.wait())
+        collect_training(proc.wait(), True)
         raise
     summary["train_seconds"] = time.perf_counter() - t
-    collect_training(rc)
+    collect_training(rc, planned)
 
 
-def collect_training(rc) -> None:
+def collect_training(rc, planned: bool) -> None:
+    """The training's numbers; ``summary["error"]`` where it did not finish as planned: no
+    checkpoint, or an exit other than 0 or the planned stop's (SIGINT: 130, or the kill after
+    it)."""
     summary["train_exit"] = rc
     copy_back(run_dir / "metrics.jsonl", "metrics.jsonl")
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -399,6 +446,15 @@ def collect_training(rc) -> None:
         summary["projected_full_train_seconds"] = full_iterations / \
             summary["iterations_per_second"]             # the config's own iteration count
         summary["last_logged"] = lines[-1]
+    stop_ok = planned and (rc == 130 or "train_note" in summary)
+    if not its:
+        summary["error"] = (f"the training wrote no checkpoint in "
+                            f"{summary['train_seconds']:.1f} s (metaloop train exit {rc}); "
+                            f"a training needs up to {START_SECONDS:g} s to start: give a "
+                            f"larger {summary['plan']['limited_by']}")
+    elif rc != 0 and not stop_ok:
+        summary["error"] = (f"metaloop train exited with {rc}, not the planned stop, at "
+                            f"iteration {its}")
 
 
 def evaluate() -> None:
@@ -424,7 +480,15 @@ def evaluate() -> None:
 def collect_eval(steps) -> None:
     res = eval_dir / "results.json"
     summary["accuracy_mean"] = summary["accuracy_ci95"] = None
-    if not res.exists():
+    rc = summary.get("eval_exit")
+    if rc != 0 or not res.exists():
+        summary["error"] = (
+            f"the evaluation timed out after {summary['eval_limit_seconds']:.0f} s (what "
+            f"training left of --budget)" if rc == "timeout" else
+            "the evaluation was stopped" if rc is None else
+            f"metaloop eval exited with {rc}" if rc != 0 else
+            "metaloop eval wrote no results.json")
+        summary["record"] = f"not written: {summary['error']}"
         return
     copy_back(res, "results.json")
     r = json.loads(res.read_text())
@@ -434,7 +498,12 @@ def collect_eval(steps) -> None:
     summary["eval_tasks"] = r["config"]["eval"]["tasks"]
     summary["eval_steps"] = 3 if steps else 0
     rec_path = work / "record.json"
-    if rec_path.exists():                    # the record as this script's, not the eval's
+    if not summary.get("complete"):          # its command would not reproduce a cut-short run
+        summary["record"] = (f"not written: the training reached {summary.get('iterations')} "
+                             f"of its {cfg['train']['iterations']} iterations")
+    elif not rec_path.exists():
+        summary["record"] = "not written: metaloop eval --record wrote none"
+    else:                                    # the record as this script's, not the eval's
         try:
             rec = json.loads(rec_path.read_text())
             config = Path(args.config)
@@ -447,8 +516,10 @@ def collect_eval(steps) -> None:
             if device == "cuda" and "train_seconds" in summary:
                 rec["budget"]["gpu_seconds"] = round(summary["train_seconds"], 1)
             _records.write_record(dest / "record.json", **_records.validate_record(rec))
+            summary["record"] = "record.json"
         except (ValueError, KeyError, TypeError) as e:
             summary["record_error"] = f"{type(e).__name__}: {e}"
+            summary["record"] = f"not written: {summary['record_error']}"
 
 
 summary = {"config": args.config, "overrides": {"method.batching": cfg["method"]["batching"],
@@ -470,30 +541,29 @@ try:
     stage = "checks"
     save(stage)
     plan()
-    stage = "plan"
-    save(stage)
-    if "error" in summary:
-        print(f"gpu_paper.sh: error: {summary['error']}", file=sys.stderr)
-        sys.exit(1)
-    train()
-    stage = "training"
-    save(stage)
-    if summary["iterations"]:
-        evaluate()
-        stage = "evaluation"
+    if "error" not in summary:
+        stage = "plan"
+        save(stage)
+    for part in (train, evaluate):           # a stage is claimed only when it finished
+        if "error" not in summary:
+            part()
+        if "error" in summary:               # the stage before stands; the rest is skipped
+            save(stage)
+            print(f"gpu_paper.sh: error: {summary['error']} (the last finished stage: {stage}; "
+                  f"summary: {dest / 'summary.json'})", file=sys.stderr)
+            sys.exit(1)
+        stage = "training" if part is train else "evaluation"
         save(stage)
 except Stopped as e:                         # a kill's warning: keep what is finished
     summary["stopped_by"] = str(e)
-    if summary.get("accuracy_mean") is not None:     # stopped after its results were written
-        stage = "evaluation"
-    elif "train_exit" in summary:                    # stopped in training, checkpointed
-        stage = "training"
+    if stage == "plan" and "train_exit" in summary and "error" not in summary:
+        stage = "training"                   # stopped in training, checkpointed
     save(stage)
     print(f"gpu_paper.sh: stopped by {e} after the {stage} stage; summary: "
           f"{dest / 'summary.json'}", file=sys.stderr)
     sys.exit(143)
 print(json.dumps({k: summary.get(k) for k in ("stage", "iterations", "train_seconds",
                   "eval_seconds", "wall_seconds", "accuracy_mean", "accuracy_ci95",
-                  "device")}))
+                  "device", "record")}))
 print(f"summary: {dest / 'summary.json'}; the run and its checkpoints: {run_dir}")
 PY

@@ -1,35 +1,44 @@
 #!/usr/bin/env bash
-# One device command on a lent GPU (15 minutes of device time in all, start-up included; at
-# most 600 s a command): the prepared parts in priority order, each under its own `timeout`
-# so that one part's failure or overrun cannot take the others, all inside a total budget.
+# usage: OUT=<dir> bash benchmarks/gpu_session.sh [--part challenge|paper] [--budget S] [--smoke]
 #
-#   OUT=<dir> bash benchmarks/gpu_session.sh [--part challenge|paper] [--budget S] [--smoke]
+# The GPU work of this repository as one command for a GPU that is available for a short time,
+# with a limit on each command's wall time and on the files that come back: the parts run in
+# priority order, each under its own `timeout` so that one part's failure or overrun cannot
+# take the others, all inside --budget; each part writes what it has finished before the next
+# starts. The exit status is 0 when every part finished with exit 0, 1 when one failed, timed
+# out or was skipped for lack of time, 3 without the Omniglot data, 2 for a usage error; the
+# last line of the output (and of $OUT/session.log) lists each part's exit.
 #
-# --part challenge (the default; the first call):
+# --part challenge (the default):
 #   (a) benchmarks/gpu_paper.sh --config configs/omniglot_challenge_all_gpu.toml
 #       --iterations fit --name challenge: checks, the challenge config trained for the time
 #       left and evaluated -> $OUT/challenge/{summary,record,results}.json, config.toml,
-#       metrics.jsonl (record.json is the challenge table's record);
+#       metrics.jsonl (record.json, the challenge table's record, only for a complete run);
 #   (b) benchmarks/bench_maml.py --device cuda --only metaloop,plain --iters 20 --reps 3
 #       (~30-60 s) -> $OUT/bench/benchmarks_maml_gpu_*.json, the benchmarks-maml-gpu records.
-# --part paper (the second call):
+# --part paper:
 #   (a) gpu_paper.sh --iterations 2000 --name pilot: the MAML paper's 5-way 1-shot pilot
 #       (iterations/s, the projected full run) -> $OUT/pilot/ (the same five files);
 #   (b) the CUDA tests (tests/generative/test_generative_cuda.py,
 #       tests/cli/test_cli_vae_device.py, tests/meta/test_compile_cuda.py and the CUDA tests
 #       of tests/train/test_device_tasks.py) -> $OUT/tests.log.
-# Both: everything printed -> $OUT/session.log. At most 8 files come back, none deeper than
-# $OUT/a/file; more are packed into $OUT/logs.tar.gz.
+# Both: everything printed -> $OUT/session.log. At most 8 files are left under $OUT, none
+# deeper than $OUT/a/file; more are packed into $OUT/logs.tar.gz.
 #
-# --budget S   total wall seconds (default 570: a 600 s command less its start and copies)
+# --budget S   total wall seconds (default 570, for a 600 s limit per command); a gpu_paper.sh
+#              part is given what is left less the time kept for the parts after it, and is
+#              skipped, with a line saying so, when that is not more than its --eval-seconds
+#              (110; 30 with --smoke) + 115 s (margin, a training's start and the checks)
 # --smoke      a dry run on the CPU (also GPU_SESSION_SMOKE=1): forwards --smoke --device cpu
-#              --eval-seconds 30 to gpu_paper.sh and --device cpu --iters 2 --reps 1 to
-#              bench_maml.py; e.g. OUT=/tmp/s bash benchmarks/gpu_session.sh --smoke --budget 200
+#              --eval-seconds 30 to gpu_paper.sh and runs bench_maml.py with tiny random-data
+#              settings and no records; on a 2-core CPU it takes about 2 minutes:
+#              OUT=/tmp/gpu_session_smoke bash benchmarks/gpu_session.sh --smoke --budget 330
 #
-# The Omniglot data: runs/data/omniglot (carry runs/data: `mkdir -p runs/data && cp -r
-# ../shared/data/omniglot runs/data/`, 5.5 MB), else copied from ../shared/data/omniglot
-# when that exists, else $METALOOP_DATA/omniglot; without any, the parts that need it are
-# skipped and the log says so. The package runs from this checkout (PYTHONPATH=src).
+# The Omniglot data is read from runs/data/omniglot, else from ../shared/data/omniglot when
+# that exists (copied to runs/data/omniglot first), else from $METALOOP_DATA/omniglot; without
+# any, the parts that need it are skipped and the log says so. To take the data along with a
+# copy of the checkout: `mkdir -p runs/data && cp -r <data>/omniglot runs/data/` (5.5 MB).
+# The package runs from this checkout (PYTHONPATH=src).
 set -uo pipefail
 case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0;; esac
 PART=challenge
@@ -64,10 +73,28 @@ left() { echo $((BUDGET - (SECONDS - T0))); }
 say() { echo "== gpu_session [$(( SECONDS - T0 )) s of $BUDGET]: $*"; }
 
 if [ "$SMOKE" = 1 ]; then
-  PAPER_DEV=(--smoke --device cpu --eval-seconds 30); BENCH_DEV=(--device cpu --iters 2 --reps 1)
+  EVAL_S=30
+  BENCH_DEV=(--device cpu --iters 1 --reps 1 --random-data --meta-batch 2 --queries 2 --hidden 8
+             --check-tasks 1)
+  BENCH_RECORDS=()           # (bench_maml.py writes records of its base settings only)
 else
-  PAPER_DEV=(); BENCH_DEV=(--device cuda --iters 20 --reps 3)
+  EVAL_S=110
+  BENCH_DEV=(--device cuda --iters 20 --reps 3)
+  BENCH_RECORDS=(--records "$OUT/bench")
 fi
+PAPER_DEV=(--eval-seconds "$EVAL_S")
+[ "$SMOKE" = 1 ] && PAPER_DEV+=(--smoke --device cpu)
+# a gpu_paper.sh part needs more than its --eval-seconds + 25 s margin + 30 s for a training's
+# start (what gpu_paper.sh itself requires of its --budget) + 60 s for its checks
+PAPER_NEED=$(( EVAL_S + 25 + 30 + 60 ))
+EXITS=()                     # "part exit" of each part, for the last line
+FAILED=0
+part_exit() {                # part_exit NAME RC: note a part's exit (124/137: timed out)
+  local why=""
+  case "$2" in 124|137) why=" (timed out)";; esac
+  EXITS+=("$1 $2$why")
+  if [ "$2" != 0 ]; then FAILED=1; fi
+}
 session() {
 say "part $PART, OUT $OUT, smoke $SMOKE"
 if command -v nvidia-smi > /dev/null; then
@@ -90,9 +117,10 @@ if [ -n "$DATA" ]; then
   export METALOOP_DATA=$DATA
   say "Omniglot data: $DATA/omniglot"
 else
-  say "NO OMNIGLOT DATA: runs/data/omniglot is missing and there is no ../shared/data/omniglot" \
-      "or \$METALOOP_DATA/omniglot; the data must be carried: run 'mkdir -p runs/data &&" \
-      "cp -r ../shared/data/omniglot runs/data/' in the checkout and carry runs/data." \
+  say "NO OMNIGLOT DATA: none of runs/data/omniglot, ../shared/data/omniglot and" \
+      "\$METALOOP_DATA/omniglot exists; set METALOOP_DATA to the folder holding omniglot/," \
+      "or copy it into the checkout ('mkdir -p runs/data && cp -r <data>/omniglot" \
+      "runs/data/') before the checkout is copied to the GPU machine." \
       "The parts that need the data are skipped."
   RC=3
 fi
@@ -102,11 +130,17 @@ fi
 paper() {            # paper RESERVE NAME ARGS...: leave RESERVE s for the parts after it
   local reserve=$1 name=$2; shift 2
   local t=$(( $(left) - reserve - 10 ))
-  if [ "$t" -lt 60 ]; then say "skipped $name: ${t} s left for it"; return 0; fi
+  if [ $(( t - 5 )) -le "$PAPER_NEED" ]; then
+    say "skipped $name: $((t - 5)) s left for it, it needs more than $PAPER_NEED s" \
+        "(--eval-seconds $EVAL_S + 25 s margin + 30 s a training's start + 60 s checks)"
+    part_exit "$name" skipped; return 0
+  fi
   say "$name: gpu_paper.sh with --budget $((t - 5)), timeout $t s"
   timeout -k 10 "$t" bash benchmarks/gpu_paper.sh --out "$OUT" --name "$name" \
       --budget $((t - 5)) "${PAPER_DEV[@]}" "$@"
-  say "$name: exit $?"
+  local rc=$?
+  say "$name: exit $rc"
+  part_exit "$name" "$rc"
 }
 
 case "$PART" in
@@ -117,10 +151,13 @@ challenge)
     if [ "$t" -ge 20 ]; then
       say "bench: bench_maml.py ${BENCH_DEV[*]}, timeout $t s"
       timeout -k 10 "$t" python benchmarks/bench_maml.py "${BENCH_DEV[@]}" \
-          --only metaloop,plain --records "$OUT/bench"
-      say "bench: exit $?"
+          --only metaloop,plain ${BENCH_RECORDS[@]+"${BENCH_RECORDS[@]}"}
+      rc=$?
+      say "bench: exit $rc"
+      part_exit bench "$rc"
     else
       say "skipped bench: ${t} s left"
+      part_exit bench skipped
     fi
   fi
   ;;
@@ -139,19 +176,25 @@ paper)
       HOME=$ROOT/runs/gpu_session_home timeout -k 5 "$t" python -m pytest -q -p no:cacheprovider \
           tests/generative/test_generative_cuda.py tests/cli/test_cli_vae_device.py \
           tests/meta/test_compile_cuda.py
-      echo "exit $?"
+      rc=$?
+      echo "exit $rc"
+      part_exit tests "$rc"
       t2=$(( $(left) - 10 ))
       if [ "$t2" -ge 10 ]; then
         HOME=$ROOT/runs/gpu_session_home timeout -k 5 "$t2" python -m pytest -q \
             -p no:cacheprovider tests/train/test_device_tasks.py -k cuda
-        echo "exit $?"
+        rc=$?
+        echo "exit $rc"
+        part_exit device_tasks_tests "$rc"
       else
         echo "skipped tests/train/test_device_tasks.py: ${t2} s left"
+        part_exit device_tasks_tests skipped
       fi
     } > "$OUT/tests.log" 2>&1
     tail -n 15 "$OUT/tests.log"
   else
     say "skipped the tests: ${t} s left"
+    part_exit tests skipped
   fi
   ;;
 esac
@@ -183,7 +226,9 @@ print(f"gpu_session: {len(files)} file(s) under {out}:")
 for p in files:
     print(f"  {p.relative_to(out)}  {p.stat().st_size} bytes")
 PY
-say "done"
+if [ "$RC" = 0 ] && [ "$FAILED" = 1 ]; then RC=1; fi
+LIST=$(IFS=,; echo "${EXITS[*]:-none run}")
+say "done, exit $RC; parts: ${LIST//,/, }"
 return $RC
 }
 session 2>&1 | tee "$OUT/session.log"

@@ -1,7 +1,7 @@
 """The prepared GPU commands (``benchmarks/gpu_paper.sh``, ``benchmarks/gpu_runs.py``) on the CPU.
 
-A lent GPU comes with 15 minutes in all, so these scripts must work the first time there:
-their CPU smoke path runs the same steps (checks, train, stop, eval, summary), and an output
+The GPU scripts are for a GPU available for a short time, so they must work the first time
+there: their CPU smoke path runs the same steps (checks, train, stop, eval, summary), and an output
 folder that already holds a run is refused before any work (its stale run would otherwise be
 read as the new one's). The CPU timing scripts say which allocator settings they ran under.
 """
@@ -50,8 +50,8 @@ PAPER_FILES = ["config.toml", "metrics.jsonl", "record.json", "results.json", "s
 
 
 def test_gpu_paper_smoke_on_cpu_writes_the_summary(tmp_path, omniglot_root):
-    """What comes back from a lent GPU is at most 8 files under $OUT: the run and eval folders
-    (checkpoints) stay in --work, and --out/--name holds the five result files."""
+    """What comes back from a GPU machine is at most 8 files under $OUT: the run and eval
+    folders (checkpoints) stay in --work, and --out/--name holds the five result files."""
     r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
               "--out", str(tmp_path / "out"), "--name", "pilot", "--work",
               str(tmp_path / "work")], input="")
@@ -71,6 +71,7 @@ def test_gpu_paper_smoke_on_cpu_writes_the_summary(tmp_path, omniglot_root):
     assert 0.0 <= s["accuracy_mean"] <= 100.0 and s["accuracy_ci95"] > 0.0
     assert s["wall_seconds"] >= s["train_seconds"] + s["eval_seconds"]
     assert "error" not in s["checks"] and s["checks"]["bf16_meta_gradient_relative_error"] > 0
+    assert "error" not in s and s["record"] == "record.json"
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4     # every 5 of 20
     assert json.loads((out / "results.json").read_text())["config"]["eval"]["tasks"] == 20
     # the same --out and --name again: refused, nothing touched
@@ -85,7 +86,8 @@ def test_gpu_paper_ends_inside_its_budget_and_a_second_name_shares_the_out(tmp_p
                                                                           omniglot_root):
     """--budget: training gets what the checks leave less the evaluation's reserve and the
     margin, so the script ends inside it even with far more iterations asked for; --name lets
-    a second call write beside a first in one --out."""
+    a second call write beside a first in one --out. A run cut short has no record (its
+    command would not reproduce it), and the summary says why."""
     out = tmp_path / "out"
     (out / "pilot").mkdir(parents=True)
     (out / "pilot" / "summary.json").write_text("{}")        # a first call's
@@ -99,6 +101,64 @@ def test_gpu_paper_ends_inside_its_budget_and_a_second_name_shares_the_out(tmp_p
     assert 0 < s["iterations"] < 100000 and s["complete"] is False
     assert s["wall_seconds"] < 75
     assert (out / "pilot" / "summary.json").read_text() == "{}"
+    assert s["record"] == f"not written: the training reached {s['iterations']} of its 100000 " \
+        "iterations" and "error" not in s
+    assert sorted(p.name for p in (out / "full").iterdir()) == \
+        ["config.toml", "metrics.jsonl", "results.json", "summary.json"]
+
+
+def test_gpu_paper_claims_no_stage_it_did_not_finish(tmp_path, omniglot_root):
+    """A training stopped before its first checkpoint (exit 130 with nothing written) was
+    reported as the "training" stage with exit 0; now the summary keeps the stage before,
+    says what happened, the evaluation is skipped and the script exits 1. A --train-seconds
+    or --budget that leaves no time to train is refused by its own name."""
+    r = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu",
+              "--train-seconds", "1.5", "--out", str(tmp_path / "out"), "--work",
+              str(tmp_path / "work")], input="")
+    assert r.returncode == 1, r.stderr[-2000:]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["stage"] == "plan" and s["iterations"] == 0 and s["train_exit"] == 130
+    assert s["error"].startswith("the training wrote no checkpoint")
+    assert "give a larger --train-seconds" in s["error"]
+    assert "eval_exit" not in s and "accuracy_mean" not in s
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.toml",
+                                                                   "summary.json"]
+    assert "gpu_paper.sh: error: the training wrote no checkpoint" in r.stderr
+    for flags, said in ((["--train-seconds", "0.5"], "--train-seconds 0.5 leaves no time"),
+                        (["--budget", "165"], "--budget 165 leaves no time to train")):
+        bad = _run(["bash", "benchmarks/gpu_paper.sh", "--smoke", "--device", "cpu", *flags,
+                    "--out", str(tmp_path / "bad")])
+        assert bad.returncode == 2 and said in bad.stderr, (flags, bad.stderr[-500:])
+        assert not (tmp_path / "bad").exists()
+
+
+def _paper_function(name: str):
+    """A function of gpu_paper.sh's embedded Python, defined alone (the script parses)."""
+    import ast
+
+    text = (ROOT / "benchmarks" / "gpu_paper.sh").read_text()
+    source = text.split("<<'PY'\n", 1)[1].rsplit("\nPY", 1)[0]
+    node = next(n for n in ast.parse(source).body
+                if isinstance(n, ast.FunctionDef) and n.name == name)
+    space: dict = {}
+    exec(compile(ast.Module([node], []), "gpu_paper.sh", "exec"), space)
+    return space[name]
+
+
+def test_gpu_paper_fits_at_the_eager_rate_when_the_graph_probe_failed():
+    """``--cuda-graph on --iterations fit`` with a probe that did not record the graph ended
+    in ``KeyError: 'graph_s_per_it'``; it now fits at the eager device step time (slower, so
+    the iterations still end in time) with a note saying so."""
+    fit_rate = _paper_function("fit_rate")
+    checks = {"s_per_it_device": 0.05, "cuda_graph": {"captured": "RuntimeError: no"}}
+    assert fit_rate(checks, False) == (0.05, None)
+    rate, note = fit_rate(checks, True)
+    assert rate == 0.05 and "RuntimeError: no" in note and "eager step time" in note
+    rate, note = fit_rate({**checks, "cuda_graph": {"error": "ImportError: x"}}, True)
+    assert rate == 0.05 and "ImportError: x" in note
+    assert fit_rate({"cuda_graph": {"graph_s_per_it": 0.02}, "s_per_it_device": 0.05},
+                    True) == (0.02, None)
+    assert fit_rate({"error": "checks failed"}, True)[0] is None       # then a named error
 
 
 def test_gpu_paper_stopped_by_sigterm_keeps_the_stage_it_finished(tmp_path, omniglot_root):
@@ -133,7 +193,7 @@ def test_gpu_paper_fits_the_challenge_config_to_its_budget_and_writes_the_record
     assert fit["fit"] == int((31 - fit["start_seconds"]) / fit["s_per_it"])
     assert s["iterations_target"] == max(1, min(20, fit["fit"]))     # smoke: 20 at most
     assert s["iterations"] == s["iterations_target"] and s["complete"] is True
-    assert s["eval_exit"] == 0
+    assert s["eval_exit"] == 0 and s["record"] == "record.json"
     rec = json.loads((tmp_path / "record.json").read_text())
     assert rec["table"] == "challenge" and rec["n"] == 20 and len(rec["per_task"]) == 20
     assert abs(rec["error_rate"] - (100 - s["accuracy_mean"])) < 1e-6
@@ -750,8 +810,8 @@ def test_bench_omniglot_cache_checks_the_cached_images_and_writes_its_record(tmp
 
 
 def _session_copy(tmp_path: Path) -> Path:
-    """A checkout holding only benchmarks/gpu_session.sh, as a lent machine gets one: no
-    ../shared beside it unless a test makes one."""
+    """A checkout holding only benchmarks/gpu_session.sh: no ../shared beside it unless a test
+    makes one."""
     repo = tmp_path / "machine" / "main"
     (repo / "benchmarks").mkdir(parents=True)
     shutil.copy(ROOT / "benchmarks" / "gpu_session.sh", repo / "benchmarks")
@@ -771,29 +831,40 @@ def test_gpu_session_refuses_bad_arguments_before_writing(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-def test_gpu_session_says_the_data_must_be_carried_and_copies_it_from_shared(tmp_path):
-    """Without runs/data/omniglot, ../shared/data/omniglot or $METALOOP_DATA it says the data
-    must be carried and exits 3; with ../shared it copies the data to runs/data first. A part
+def test_gpu_session_says_where_the_data_is_read_and_copies_it_from_shared(tmp_path):
+    """Without runs/data/omniglot, ../shared/data/omniglot or $METALOOP_DATA it says where the
+    data is looked for and exits 3; with ../shared it copies the data to runs/data first. A part
     that fails (here: no gpu_paper.sh, no bench_maml.py in the copy) does not stop the next,
-    and only session.log (and what the parts wrote) is left under $OUT."""
+    the session exits 1 and its log's last line lists each part's exit, and only session.log
+    (and what the parts wrote) is left under $OUT. A part the budget cannot give what
+    gpu_paper.sh needs is skipped with a line saying so (and counts as failed)."""
     repo = _session_copy(tmp_path)
     env = {k: v for k, v in ENV.items() if k != "METALOOP_DATA"}
     r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "--budget", "120"], cwd=repo,
                        env={**env, "OUT": str(tmp_path / "o1")}, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 3, r.stdout[-2000:]
-    assert "NO OMNIGLOT DATA" in r.stdout and "carry runs/data" in r.stdout
+    assert "NO OMNIGLOT DATA" in r.stdout and "set METALOOP_DATA" in r.stdout
+    assert r.stdout.splitlines()[-1].endswith("done, exit 3; parts: none run")
     assert sorted(p.name for p in (tmp_path / "o1").iterdir()) == ["session.log"]
     shared = tmp_path / "machine" / "shared" / "data" / "omniglot"
     shared.mkdir(parents=True)
     (shared / "omniglot_background.npz").write_bytes(b"x")
-    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "--budget", "300"], cwd=repo,
+    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "--budget", "340"], cwd=repo,
                        env={**env, "OUT": str(tmp_path / "o2")}, capture_output=True,
                        text=True, timeout=120)
-    assert r.returncode == 0, r.stdout[-2000:]
+    assert r.returncode == 1, r.stdout[-2000:]
     assert (repo / "runs" / "data" / "omniglot" / "omniglot_background.npz").is_file()
     assert "challenge: exit 127" in r.stdout and "bench: exit 2" in r.stdout
     assert "1 file(s) under" in r.stdout
+    last = (tmp_path / "o2" / "session.log").read_text().splitlines()[-1]
+    assert last.endswith("done, exit 1; parts: challenge 127, bench 2"), last
+    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "--budget", "300"], cwd=repo,
+                       env={**env, "OUT": str(tmp_path / "o3")}, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1 and "skipped challenge: " in r.stdout, r.stdout[-2000:]
+    assert "it needs more than 225 s" in r.stdout and "gpu_paper.sh with" not in r.stdout
+    assert r.stdout.splitlines()[-1].endswith("parts: challenge skipped, bench 2")
     again = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=repo,
                            env={**env, "OUT": str(tmp_path / "o2")}, capture_output=True,
                            text=True, timeout=60)
