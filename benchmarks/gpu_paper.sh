@@ -77,7 +77,6 @@ START = time.perf_counter()                  # the budget counts torch's import 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -150,6 +149,7 @@ if stale:                                    # a stale run or result would be re
     sys.exit(2)
 from metaloop import config as _config  # noqa: E402
 from metaloop.evaluate import records as _records  # noqa: E402
+from metaloop.train.checkpoint import atomic_write_text  # noqa: E402
 
 try:                                      # the config, its extends chain resolved
     cfg = _config.load(args.config)       # (before --out is made: nothing half-written)
@@ -186,17 +186,13 @@ signal.signal(signal.SIGTERM, _stopped)
 
 
 def copy_back(src: Path, name: str) -> None:
-    """``src`` to ``dest/name`` through a temporary file: never half a file there."""
+    """``src`` (a text file) to ``dest/name``, atomically: never half a file there."""
     if src.exists():
-        tmp = dest / f".{name}.tmp"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest / name)
+        write_back(name, src.read_text(encoding="utf-8"))
 
 
 def write_back(name: str, text: str) -> None:
-    tmp = dest / f".{name}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, dest / name)
+    atomic_write_text(dest / name, text)
 
 
 def write_config() -> None:

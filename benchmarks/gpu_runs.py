@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from metaloop import build as _build  # noqa: E402
 from metaloop import config as _config  # noqa: E402
 from metaloop.evaluate.records import gpu_device  # noqa: E402
+from metaloop.train.checkpoint import atomic_write_text  # noqa: E402
 
 
 def _learner(cfg_path: Path, batching: str, device: str):
@@ -260,12 +261,10 @@ def main() -> int:
 
 
 def _save(out: Path, summary: dict, stage: str) -> None:
-    """``out/summary.json`` as far as ``stage`` got, through a temporary file and
-    ``os.replace``: a kill leaves the last whole one."""
+    """``out/summary.json`` as far as ``stage`` got, written atomically
+    (``atomic_write_text``): a kill leaves the last whole one."""
     summary["stage"] = stage
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "summary.json")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
 
 
 def _pack(work: Path, out: Path, runs: list[Path], per_file: int = 6) -> None:
