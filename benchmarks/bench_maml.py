@@ -95,10 +95,11 @@ configuration is the MAML paper's Omniglot net:
     python benchmarks/bench_maml.py --device cuda --pool stride --only \
         metaloop,plain,learn2learn,higher,torchopt --iters 20 --reps 3
 
-A lent GPU machine has no network: install the peers here into a folder that travels with
-the working tree (``pip install --no-deps --target runs/peers higher torchopt`` and
-learn2learn as ``setup_peers.sh`` builds it, into the same folder), carry it, and run with
-``PYTHONPATH=runs/peers``; a peer that does not import there is skipped with the reason.
+A GPU machine with no network gets the peers as files in the checkout:
+``bash benchmarks/peers_wheelhouse.sh`` writes ``runs/peers`` here (wheels for its Python,
+learn2learn's source), and ``benchmarks/gpu_session.sh --part peers`` installs them there and
+runs the line above with ``PYTHONPATH`` pointing at them; a peer that does not import is
+skipped with the reason (and that part fails).
 
 Compare ratios from one run only: absolute times vary ~20% between runs on these machines,
 and the allocator settings (printed) change them by 25% or more (docs/benchmarks.md).

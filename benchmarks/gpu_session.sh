@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# usage: OUT=<dir> bash benchmarks/gpu_session.sh [--part challenge|paper] [--budget S] [--smoke]
+# usage: OUT=<dir> bash benchmarks/gpu_session.sh [--part challenge|paper|peers] [--budget S]
+#                                                [--peers DIR] [--smoke]
 #
 # The GPU work of this repository as one command for a GPU that is available for a short time,
 # with a limit on each command's wall time and on the files that come back: the parts run in
@@ -22,6 +23,15 @@
 #   (b) the CUDA tests (tests/generative/test_generative_cuda.py,
 #       tests/cli/test_cli_vae_device.py, tests/meta/test_compile_cuda.py and the CUDA tests
 #       of tests/train/test_device_tasks.py) -> $OUT/tests.log.
+# --part peers (about 3 minutes on an H100; give it --budget 200 or more):
+#   (a) learn2learn, higher and TorchOpt installed from the folder that
+#       benchmarks/peers_wheelhouse.sh prepares (--peers DIR, default runs/peers) into
+#       runs/gpu_session_peers_site, learn2learn built there (~20 s);
+#   (b) benchmarks/bench_maml.py --device cuda --only metaloop,plain,learn2learn,higher,
+#       torchopt --iters 10 --reps 3: each peer's meta-gradient checked against metaloop's
+#       in float64 on the GPU, then all timed in one process -> $OUT/bench/ (the same
+#       records as the challenge part's bench, and one per peer). Without the folder the
+#       part is skipped, saying how to make it.
 # Both: everything printed -> $OUT/session.log. At most 8 files are left under $OUT, none
 # deeper than $OUT/a/file; more are packed into $OUT/logs.tar.gz.
 #
@@ -43,22 +53,27 @@ set -uo pipefail
 case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0;; esac
 PART=challenge
 BUDGET=570
+PEERS=runs/peers
 SMOKE=${GPU_SESSION_SMOKE:-0}
 while [ $# -gt 0 ]; do
   case "$1" in
     --part) PART=${2:-}; shift 2 || { echo "gpu_session.sh: error: --part needs a value" >&2; exit 2; };;
     --budget) BUDGET=${2:-}; shift 2 || { echo "gpu_session.sh: error: --budget needs a value" >&2; exit 2; };;
     --smoke) SMOKE=1; shift;;
+    --peers) PEERS=${2:-}; shift 2 || { echo "gpu_session.sh: error: --peers needs a folder" >&2; exit 2; };;
     *) echo "gpu_session.sh: error: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
-case "$PART" in challenge|paper) ;; *) echo "gpu_session.sh: error: --part must be challenge or paper, got '$PART'" >&2; exit 2;; esac
+case "$PART" in challenge|paper|peers) ;; *) echo "gpu_session.sh: error: --part must be challenge, paper or peers, got '$PART'" >&2; exit 2;; esac
 case "$BUDGET" in ''|*[!0-9]*) echo "gpu_session.sh: error: --budget must be whole seconds, got '$BUDGET'" >&2; exit 2;; esac
 if [ "$BUDGET" -lt 120 ]; then
   echo "gpu_session.sh: error: --budget $BUDGET is too short (at least 120 s)" >&2; exit 2
 fi
+PEERS_ABS=$(cd "$(dirname "$PEERS")" 2>/dev/null && echo "$PWD/$(basename "$PEERS")")
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# a relative --peers is the caller's; the default, runs/peers, is the checkout's
+case "$PEERS" in runs/peers) PEERS=$ROOT/runs/peers;; *) PEERS=${PEERS_ABS:-$PEERS};; esac
 OUT=${OUT:-runs/gpu_session}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -195,6 +210,46 @@ paper)
   else
     say "skipped the tests: ${t} s left"
     part_exit tests skipped
+  fi
+  ;;
+peers)
+  if [ -z "$DATA" ] && [ "$SMOKE" != 1 ]; then
+    part_exit peers skipped
+  elif [ ! -d "$PEERS/learn2learn-0.2.0" ]; then
+    say "NO PEERS: $PEERS does not hold what benchmarks/peers_wheelhouse.sh makes; run" \
+        "'bash benchmarks/peers_wheelhouse.sh' (or --python-version for another Python than" \
+        "3.12) before the checkout is copied to the GPU machine"
+    part_exit peers skipped
+  else
+    SITE=$ROOT/runs/gpu_session_peers_site
+    rm -rf "$SITE"
+    t=$(( $(left) - 60 ))
+    say "peers: installing $PEERS into $SITE, timeout $t s"
+    timeout -k 5 "$t" bash benchmarks/peers_wheelhouse.sh --install "$PEERS" "$SITE" 2>&1 \
+        | grep -v "as the 'root' user"
+    rc=${PIPESTATUS[0]}
+    say "peers: install exit $rc"
+    part_exit install "$rc"
+    if [ "$rc" = 0 ]; then
+      PY_PEERS=(env "PYTHONPATH=$PYTHONPATH:$SITE" python)
+      "${PY_PEERS[@]}" -c "import importlib.metadata as m; print('peers:', ', '.join(f'{n} {m.version(n)}' for n in ('learn2learn', 'higher', 'torchopt')))" || true
+      t=$(( $(left) - 10 ))
+      PEER_BENCH=("${BENCH_DEV[@]}")
+      [ "$SMOKE" = 1 ] || PEER_BENCH=(--device cuda --iters 10 --reps 3)
+      say "bench: bench_maml.py ${PEER_BENCH[*]} with the peers, timeout $t s"
+      timeout -k 10 "$t" "${PY_PEERS[@]}" benchmarks/bench_maml.py "${PEER_BENCH[@]}" \
+          --only metaloop,plain,learn2learn,higher,torchopt \
+          ${BENCH_RECORDS[@]+"${BENCH_RECORDS[@]}"} 2>&1 | tee "$ROOT/runs/gpu_session_peers_bench.log"
+      rc=${PIPESTATUS[0]}
+      say "bench: exit $rc"
+      part_exit bench "$rc"
+      # a peer that did not import or whose meta-gradient differs was not timed: the part
+      # did not do what it is for
+      if grep -E "^  skip (learn2learn|higher|torchopt):|WRONG" "$ROOT/runs/gpu_session_peers_bench.log"; then
+        say "peers: not every peer was timed (above)"
+        part_exit peers_timed 1
+      fi
+    fi
   fi
   ;;
 esac

@@ -820,7 +820,8 @@ def _session_copy(tmp_path: Path) -> Path:
 
 def test_gpu_session_refuses_bad_arguments_before_writing(tmp_path):
     repo = _session_copy(tmp_path)
-    for argv, said in ((["--part", "full"], "--part must be challenge or paper"),
+    for argv, said in ((["--part", "full"], "--part must be challenge, paper or peers"),
+                       (["--peers"], "--peers needs a folder"),
                        (["--budget", "5m"], "--budget must be whole seconds"),
                        (["--budget", "60"], "--budget 60 is too short"),
                        (["--bogus"], "unknown argument --bogus")):
@@ -829,6 +830,46 @@ def test_gpu_session_refuses_bad_arguments_before_writing(tmp_path):
                            text=True, timeout=60)
         assert r.returncode == 2 and said in r.stderr, (argv, r.stderr)
         assert not (tmp_path / "out").exists()
+
+
+def test_gpu_session_peers_part_says_how_to_make_the_peers_folder(tmp_path):
+    """``--part peers`` without the folder that peers_wheelhouse.sh makes is skipped, naming
+    the folder and the command that makes it, and the session exits 1 (a part skipped); a
+    folder given with --peers is the caller's, relative to where it was called."""
+    repo = _session_copy(tmp_path)
+    data = tmp_path / "data" / "omniglot"
+    data.mkdir(parents=True)
+    env = {**ENV, "METALOOP_DATA": str(tmp_path / "data")}
+    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "--part", "peers", "--budget",
+                        "200"], cwd=repo, env={**env, "OUT": str(tmp_path / "o1")},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert f"NO PEERS: {repo}/runs/peers does not hold" in r.stdout
+    assert "bash benchmarks/peers_wheelhouse.sh" in r.stdout
+    assert r.stdout.splitlines()[-1].endswith("done, exit 1; parts: peers skipped")
+    (tmp_path / "mine").mkdir()
+    r = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_session.sh"), "--part", "peers",
+                        "--budget", "200", "--peers", "mine"], cwd=tmp_path,
+                       env={**env, "OUT": str(tmp_path / "o2")}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and f"NO PEERS: {tmp_path}/mine does not hold" in r.stdout, \
+        r.stdout[-2000:]
+
+
+def test_peers_wheelhouse_refuses_a_folder_in_use_and_an_install_of_nothing(tmp_path):
+    """peers_wheelhouse.sh fetches nothing into a folder that holds files, and its --install
+    names a folder it did not make, both before any download or install."""
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.whl").write_bytes(b"")
+    for argv, said in (([str(tmp_path / "full")], "is not empty"),
+                       (["--python-version", "twelve"], "--python-version must be like 3.12"),
+                       (["--install", str(tmp_path / "full"), str(tmp_path / "site")],
+                        "holds no learn2learn-0.2.0/")):
+        r = subprocess.run(["bash", "benchmarks/peers_wheelhouse.sh", *argv], cwd=ROOT,
+                           env=ENV, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and said in r.stderr, (argv, r.stderr)
+    assert not (tmp_path / "site").exists()
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["x.whl"]
 
 
 def test_gpu_session_says_where_the_data_is_read_and_copies_it_from_shared(tmp_path):
