@@ -44,13 +44,15 @@ Implementations (``--only`` picks some):
     ``MetaSGD`` (first order: its functional ``torchopt.sgd``, since ``MetaSGD`` always
     differentiates through its step; higher: ``track_higher_grads=False``); higher and
     TorchOpt run full MAML only, not ANIL;
-  - ``torchopt-vmap`` (sinusoid only, timed there by default): TorchOpt's own batched path,
-    as its ``examples/FuncTorch/maml_omniglot_vmap.py`` writes it: ``torchopt.sgd`` on a
-    params dict inside ``torch.func.grad``, ``torch.func.vmap`` over the tasks;
-  - ``torchopt-vmap-compile`` (sinusoid only, timed there by default): that function,
-    the vmapped meta-loss, through ``torch.compile`` as a user would wrap it (compiled in
-    the warm-up, like ``metaloop-compile``), so that metaloop's compiled path is set beside
-    the peer's compiled the same way.
+  - ``torchopt-vmap`` (full MAML, timed by default): TorchOpt's own batched path, as its
+    ``examples/FuncTorch/maml_omniglot_vmap.py`` writes it: ``torchopt.sgd`` on a params
+    dict inside ``torch.func.grad``, ``torch.func.vmap`` over the tasks (Conv4's BatchNorm
+    on each task's batch statistics, as metaloop's);
+  - ``torchopt-vmap-compile`` (full MAML; timed by default for the sinusoid, for Conv4 only
+    when named in ``--only``): that function, the vmapped meta-loss, through
+    ``torch.compile`` as a user would wrap it (compiled in the warm-up, like
+    ``metaloop-compile``), so that metaloop's compiled path is set beside the peer's
+    compiled the same way.
 
 First, every implementation's meta-gradient is compared with metaloop's, in float64 on a
 small batch (``--check-tasks``) from the same seed: one that differs by more than 1e-5
@@ -135,7 +137,7 @@ IMPLS = ("metaloop", "metaloop-loop", "metaloop-threads", "baseline", "metaloop-
          "metaloop-compile", "plain", "plain-cl", "learn2learn", "higher", "torchopt",
          "torchopt-vmap", "torchopt-vmap-compile")
 DEFAULT = {"conv4": [n for n in IMPLS if n not in ("metaloop-loop", "plain-cl",
-                                                   "metaloop-compile")],
+                                                   "metaloop-compile", "torchopt-vmap-compile")],
            "sinusoid": ["metaloop", "metaloop-loop", "metaloop-compile", "plain", "learn2learn",
                         "higher", "torchopt", "torchopt-vmap", "torchopt-vmap-compile"]}
 MODEL_DEFAULTS = {        # the options whose default depends on --model (None: refused there)
@@ -442,8 +444,6 @@ def unavailable(name, args) -> str | None:
         return "add --baseline DIR to time it"
     if name in ("higher", "torchopt", "torchopt-vmap", "torchopt-vmap-compile") and args.anil:
         return "only full MAML is written for it here"
-    if name in ("torchopt-vmap", "torchopt-vmap-compile") and args.model != "sinusoid":
-        return "written here for the sinusoid MLP only"
     if name in ("metaloop-threads", "plain-cl") and args.device != "cpu":
         return "a CPU layout (threads / channels-last), not timed on a GPU"
     if name == "plain-cl" and args.model != "conv4":

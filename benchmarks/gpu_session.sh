@@ -28,7 +28,8 @@
 #       benchmarks/peers_wheelhouse.sh prepares (--peers DIR, default runs/peers) into
 #       runs/gpu_session_peers_site, learn2learn built there (~20 s);
 #   (b) benchmarks/bench_maml.py --device cuda --only metaloop,plain,learn2learn,higher,
-#       torchopt --iters 10 --reps 3: each peer's meta-gradient checked against metaloop's
+#       torchopt,torchopt-vmap --iters 10 --reps 3: each peer's meta-gradient checked
+#       against metaloop's
 #       in float64 on the GPU, then all timed in one process -> $OUT/bench/ (the same
 #       records as the challenge part's bench, and one per peer). Without the folder the
 #       part is skipped, saying how to make it.
@@ -238,14 +239,14 @@ peers)
       [ "$SMOKE" = 1 ] || PEER_BENCH=(--device cuda --iters 10 --reps 3)
       say "bench: bench_maml.py ${PEER_BENCH[*]} with the peers, timeout $t s"
       timeout -k 10 "$t" "${PY_PEERS[@]}" benchmarks/bench_maml.py "${PEER_BENCH[@]}" \
-          --only metaloop,plain,learn2learn,higher,torchopt \
+          --only metaloop,plain,learn2learn,higher,torchopt,torchopt-vmap \
           ${BENCH_RECORDS[@]+"${BENCH_RECORDS[@]}"} 2>&1 | tee "$ROOT/runs/gpu_session_peers_bench.log"
       rc=${PIPESTATUS[0]}
       say "bench: exit $rc"
       part_exit bench "$rc"
       # a peer that did not import or whose meta-gradient differs was not timed: the part
       # did not do what it is for
-      if grep -E "^  skip (learn2learn|higher|torchopt):|WRONG" "$ROOT/runs/gpu_session_peers_bench.log"; then
+      if grep -E "^  skip (learn2learn|higher|torchopt|torchopt-vmap):|WRONG" "$ROOT/runs/gpu_session_peers_bench.log"; then
         say "peers: not every peer was timed (above)"
         part_exit peers_timed 1
       fi
