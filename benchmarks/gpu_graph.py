@@ -1,6 +1,6 @@
 """The training step as one CUDA graph (``metaloop.train.graphs``) against the eager step.
 
-The probe for a lent GPU, run by ``benchmarks/gpu_paper.sh`` among its checks. It answers:
+The probe for a GPU, run by ``benchmarks/gpu_paper.sh`` among its checks. It answers:
 does the step record (a host synchronisation or a data-dependent shape inside it makes
 capture fail, and the error is reported), how much faster is a replay than the eager step,
 and is a replay the same step (the parameters after the same batches, replayed against

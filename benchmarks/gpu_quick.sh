@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# For a lent GPU machine with a few minutes: exactness and speed of the GPU path, and an
+# For a GPU machine available for a few minutes: exactness and speed of the GPU path, and an
 # Omniglot MAML run of 300 s with its evaluation, in under 8 minutes on one H100.
 #
 #   METALOOP_DATA=<folder holding omniglot/> bash benchmarks/gpu_quick.sh [OUT]

@@ -1,6 +1,6 @@
 """Run many Omniglot configs side by side on one CUDA GPU, under a deadline, then evaluate.
 
-For a lent GPU machine with a fixed time budget (see ``benchmarks/gpu_quick.sh``). Steps:
+For a GPU machine available for a fixed time (see ``benchmarks/gpu_quick.sh``). Steps:
 
 1. **Check**: the second-order MAML meta-gradient of the 5-way 1-shot cpu profile on CUDA
    equals the CPU one (float32, relative 1e-4: ``EXACT``), and ``batching="vmap"`` equals
@@ -176,7 +176,7 @@ def main() -> int:
     if args.eval_tasks < 0:
         ap.error(f"--eval-tasks must be an int >= 0 (0: the config's), got {args.eval_tasks}")
     # every config before any work: a bad name found after the probe (or after the runs
-    # before it started) would waste the lent GPU's time and leave those runs going
+    # before it started) would waste the GPU's time and leave those runs going
     for name in args.names + ([] if args.batching else [args.probe_config]):
         try:
             load_named(name)
