@@ -87,3 +87,21 @@ def test_peft_wrapped_encoders_check_against_the_base_vocabulary(enc, ids, wrap)
     with pytest.raises(ValueError, match=rf"token id {VOCAB} at position \[1, 2\].*{VOCAB} "
                                          rf"tokens"):
         wrapped(with_id(ids, VOCAB))
+
+
+def test_ids_that_tokenize_never_gives_are_refused_not_pooled_to_zero(enc, ids, save_tiny_bert):
+    """A TextTable without ``tokenizer=`` gives its texts' row numbers ``[N, 1]``: as token ids
+    they are a width no tokenized text has ([CLS] and [SEP] are added to every text), and a
+    row of padding alone pooled to the zero vector; both are refused, naming the cause."""
+    rows = torch.tensor([[10.0], [8.0], [0.0]])                          # [3, 1]
+    with pytest.raises(ValueError, match=r"L >= 2 \(the tokenizer adds 2 special.*"
+                                         r"TextTable without tokenizer="):
+        enc.features(rows)
+    with pytest.raises(ValueError, match=r"L >= 2"):
+        ml.adapt.linear_probe(enc, rows, torch.tensor([0, 1, 2]))
+    padded = ids.clone()
+    padded[2] = enc.pad_id
+    with pytest.raises(ValueError, match=r"row 2 holds padding alone .*TextTable without"):
+        enc.features(padded)
+    empty = enc.tokenize(["", "a dog"])                                  # [CLS] [SEP]: fine
+    assert torch.isfinite(enc.features(empty)).all()

@@ -293,22 +293,36 @@ class TextEncoder(nn.Module):
 
         Raises:
             ValueError: ids that are not ``[N, L]``, an id that is not a whole number in
-                ``[0, vocab_size())`` (naming it, its position and the vocabulary size), or
-                more tokens (with the soft prompt's) than ``max_positions()``.
+                ``[0, vocab_size())`` (naming it, its position and the vocabulary size), ids
+                narrower than the special tokens ``tokenize`` adds to every text or a row of
+                padding alone (not ids that ``tokenize`` gives: a ``TextTable`` without
+                ``tokenizer=`` gives its texts' row numbers), or more tokens (with the soft
+                prompt's) than ``max_positions()``.
         """
         if x.dim() != 2:
             raise ValueError(f"TextEncoder expects token ids [N, L], got {list(x.shape)}")
+        special = self.special_tokens()
+        not_ids = ("these are not ids that TextEncoder.tokenize gives (a TextTable without "
+                   "tokenizer=encoder.tokenize gives its texts' row numbers): give "
+                   "encoder.tokenize(texts)")
+        if x.shape[1] < max(special, 1):
+            raise ValueError(f"TextEncoder expects token ids [N, L] with L >= {max(special, 1)} "
+                             f"(the tokenizer adds {special} special token(s) to every text), "
+                             f"got {list(x.shape)}: {not_ids}")
         ids = x.long()
         real = ids != self.pad_id                                        # [N, L]
-        # one read from the device: the last column with a token, and whether every id is
-        # a whole number of the vocabulary (``_check_ids``)
-        last = (real.any(0) * torch.arange(1, x.shape[1] + 1, device=x.device)).max() \
-            if x.shape[1] else torch.zeros((), dtype=torch.long, device=x.device)
+        # one read from the device: the last column with a token, whether every id is a
+        # whole number of the vocabulary (``_check_ids``) and whether every row has a token
+        last = (real.any(0) * torch.arange(1, x.shape[1] + 1, device=x.device)).max()
         top = self.vocab_size()
         ok = (ids.clamp(0, top - 1 if top is not None else None) == x).all()
-        length, fine = torch.stack([last, ok.long()]).tolist()
+        length, fine, rows = torch.stack([last, ok.long(), real.any(1).all().long()]).tolist()
         if not fine:
             self._check_ids(x, ids)
+        if not rows:
+            row = int((~real.any(1)).nonzero()[0, 0])
+            raise ValueError(f"TextEncoder token ids: row {row} holds padding alone (id "
+                             f"{self.pad_id}), which has no features; {not_ids}")
         length = max(int(length), 1)
         ids, real = ids[:, :length], real[:, :length]                    # drop all-pad columns
         prompt = sum(getattr(c, "num_virtual_tokens", None) or 0          # soft prompts
