@@ -170,7 +170,7 @@ def test_the_curve_scores_validation_and_test_data_as_written_out():
     r = finetune_experience(model, params, new, earlier=[old], replay_ratio=0.0, steps=6,
                             batch_size=8, eval_every=3, lr=0.05, early_stop=5,
                             generator=torch.Generator().manual_seed(0))
-    assert r.curve["step"] == [0, 3, 6] and r.best_step in (0, 3, 6)
+    assert r.curve["step"] == [0, 3, 6] and r.best_step in (3, 6)
     test = _accuracy_by_hand(model, r.params, "B", x[33:], y[33:])
     val = _accuracy_by_hand(model, r.params, "B", x[33:], 1 - y[33:])
     i = r.curve["step"].index(r.best_step)
@@ -180,7 +180,7 @@ def test_the_curve_scores_validation_and_test_data_as_written_out():
     assert r.curve["accuracy"]["a"][i] == pytest.approx(
         _accuracy_by_hand(model, r.params, "A", *old.test), abs=1e-12)
     assert r.curve["val_accuracy"][r.curve["step"].index(r.best_step)] == max(
-        r.curve["val_accuracy"])                  # the best on validation is what is returned
+        r.curve["val_accuracy"][1:])   # the best on validation after a step is what is returned
 
 
 def test_the_stream_curve_counts_steps_across_experiences():

@@ -33,18 +33,29 @@ time; -task gives each experience its own head, -class one shared head over all 
 Each class holds out 20% test and 10% validation images (at least one each;
 --test-per-class and --val-per-class set counts instead), chosen by a fixed seed. Folder
 images are decoded to --image-size pixels with --channels 1 or 3; the MLP's input size
-follows the data. An unreadable image is refused by name unless --skip-corrupt leaves it
-out; one line on stderr says what was read of a folder and what was left out (non-images,
-hidden entries, class folders without images, images outside any class folder, unreadable
-images skipped).
+follows the data. A folder of groups of classes, root/<group>/<class>/<image>, is read with
+--class-depth 2 (classes named group/class). An unreadable image is refused by name unless
+--skip-corrupt leaves it out; one line on stderr says what was read of a folder and what
+was left out (non-images, hidden entries, class folders without images, images outside any
+class folder, unreadable images skipped).
 
 For each seed, experience 0 is learned once and every strategy then fine-tunes that same
 model through the rest of the stream. The table gives, as mean ± 95% CI over the seeds:
 new-task accuracy (the last experience), old-task accuracy (the earlier ones, at the end),
 the fraction of each earlier experience's accuracy retained, forgetting, backward transfer
-(BWT) and the average accuracy. --out gets results.json, metrics.jsonl (every evaluation
+(BWT) and the average accuracy; a second table gives the forgetting of each earlier
+experience, mean over the seeds. --out gets results.json, metrics.jsonl (every evaluation
 during fine-tuning), old_accuracy_vs_steps.png, accuracy_matrix.png and runs.json (every
-run, to add seeds to).
+run, to add seeds to); their accuracies are fractions in [0, 1] (results.json's units says
+so, metrics.jsonl's lines have "unit": "fraction"), the printed tables in %.
+
+--early-stop PATIENCE stops an experience's fine-tuning once its validation accuracy has not
+risen above its best so far (its value before fine-tuning included) for PATIENCE
+evaluations, and keeps the parameters of the evaluation after a step with the highest
+validation accuracy, the later one on a tie: never those from before the fine-tuning. The
+step kept of each experience and seed is in results.json and runs.json (chosen), and a note
+under the tables names each fine-tuning whose validation accuracy never rose above its
+value before it (a step kept before any improvement: too few validation images?).
 
 Each finished run of a strategy on a seed is kept in OUT/partial.json (rewritten
 atomically); stopped (Ctrl-C or SIGTERM: exit 130, a kill), the same command with --resume
@@ -69,13 +80,14 @@ An option that would change nothing is refused by name: a strategy's option with
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
 --head-weight and --temperature: heads, replay+heads; --lora-rank: lora), --alphabets
 outside omniglot-alphabets, --test-per-class on it, --data, --classes-per-experience,
---image-size, --channels and --skip-corrupt outside split-data-task/-class, --image-size,
---channels and --skip-corrupt with a tensor file, --root and --alphabets on
-split-data-task/-class.
+--image-size, --channels, --skip-corrupt and --class-depth outside split-data-task/-class,
+--image-size, --channels, --skip-corrupt and --class-depth with a tensor file, --root and
+--alphabets on split-data-task/-class.
 
 --record DIR writes, after the run, one result record per strategy for the docs' tables
-(metaloop.evaluate.records): DIR/continual_<scenario>_<strategy>.json (replay+heads:
-replay_heads; a replay ratio other than 0.1 gives replay-balanced or replay-0.2, a buffer
+(metaloop.evaluate.records): DIR/continual_<scenario>_<strategy>.json, the scenario's
+hyphens and the strategy's + written as _ (continual_split_fmnist_class_replay_heads.json;
+a replay ratio other than 0.1 gives replay-balanced or replay-0.2, a buffer
 with the default ratio replay-buffer1000; a head weight, temperature or LoRA rank other than
 the default gives heads-weight0.5, heads-temperature4 or lora-rank4), table continual, the
 metric retained (%) on two-task and avg acc (%) elsewhere, its mean and Student-t 95% CI
@@ -125,7 +137,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, help="steps between evaluations")
     p.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE",
                    help="stop on the new task's validation accuracy after this many "
-                        "evaluations without improvement")
+                        "evaluations without improvement, keeping its best evaluation "
+                        "after a step (ties: the later; never the parameters from before)")
     p.add_argument("--replay-ratio", type=_ratio, default=None,
                    help="replay, replay+heads: fraction of each batch replayed from earlier "
                         "data (default 0.1), or 'balanced': t/(t+1) on experience t, so the "
@@ -166,6 +179,10 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=None, choices=(1, 3),
                    help="split-data-task/-class with a folder: 1 greyscale, 3 RGB "
                         "(default 1)")
+    p.add_argument("--class-depth", type=int, default=None, choices=(1, 2),
+                   help="split-data-task/-class with a folder: 1 root/<class>/<image> "
+                        "(default), 2 root/<group>/<class>/<image> (classes named "
+                        "group/class); recorded with the data options")
     p.add_argument("--skip-corrupt", action="store_true", default=None,
                    help="split-data-task/-class with a folder: leave unreadable images (and "
                         "links to nothing) out, listed on stderr, instead of refusing the "
@@ -179,8 +196,9 @@ def register(sub) -> argparse.ArgumentParser:
                         "also to a finished run's)")
     p.add_argument("--record", type=path, default=None, metavar="DIR",
                    help="write one result record per strategy in DIR (e.g. docs/results), "
-                        "named continual_<scenario>_<strategy>.json; one there of another "
-                        "setting is refused by name")
+                        "named continual_<scenario>_<strategy>.json with _ for the "
+                        "scenario's - and the strategy's + (continual_two_task_"
+                        "replay_heads.json); one there of another setting is refused by name")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -240,6 +258,13 @@ def _run(args: argparse.Namespace) -> int:
     over = f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed, so no 95% CI: ± n/a"
     print(f"\n{s['scenario']}: {len(exps)} experiences; {over} (accuracies in %)")
     print(recipe.table(results["strategies"]))
+    print(f"\nforgetting of each earlier experience (%, mean over {n} seed"
+          f"{'s' if n > 1 else ''}: its best accuracy before the last experience minus its "
+          f"final one)")
+    print(recipe.forgetting_table(results))
+    note = recipe.early_stop_note(results)
+    if note:
+        print(f"\n{note}")
     print(f"\nwrote {out / 'results.json'}, metrics.jsonl and plots in {out} "
           f"({results['wall_s']:.0f} s)")
     write_records(recs)

@@ -20,7 +20,8 @@
 
 Evaluation runs every ``eval_every`` steps on the test data of the given experiences, so
 the forgetting curve can be drawn; ``early_stop`` stops on the new experience's validation
-accuracy and returns the best parameters seen. A body with metaloop's ``BatchNorm`` (Conv4)
+accuracy and returns the best parameters seen after a step (never the starting ones; ties go
+to the later evaluation). A body with metaloop's ``BatchNorm`` (Conv4)
 is evaluated with the statistics of the training data it is learning from (as a trained
 network in eval mode uses its running statistics), not of each test set: normalising every
 experience's test set by its own statistics would undo the input shift between experiences
@@ -60,12 +61,14 @@ class FinetuneResult(NamedTuple):
     """What ``finetune_experience`` returns.
 
     Attributes:
-        params: the fine-tuned parameters, detached (the best on validation with
-            ``early_stop``).
+        params: the fine-tuned parameters, detached: those after the last step, or with
+            ``early_stop`` the best on validation among the evaluations after a step (the
+            starting parameters are never returned; see ``finetune_experience``).
         curve: ``{"step": [S], "accuracy": {experience name: [S]}, "val_accuracy": [S]}``,
-            measured before the first step and every ``eval_every`` steps.
+            measured before the first step (step 0) and every ``eval_every`` steps.
         steps: optimiser steps taken.
-        best_step: the step whose parameters were returned.
+        best_step: the step whose parameters were returned, >= 1 (``steps`` without
+            ``early_stop``).
     """
 
     params: Params
@@ -288,7 +291,12 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
         temperature: T of the kept heads' distillation loss.
         trainable: what trains; see ``select_trainable``.
         early_stop: patience in evaluations: stop when the new experience's validation
-            accuracy has not improved for this many, and return the best parameters.
+            accuracy has not risen above its best so far (its value before fine-tuning
+            included) for this many evaluations, and return the parameters of the evaluation
+            after a step with the highest validation accuracy, the later one on a tie. The
+            starting parameters are never returned: with a validation accuracy that never
+            rises (a small validation set), the last evaluated step is returned, and
+            ``curve["val_accuracy"][0]`` (before fine-tuning) tells whether it improved.
         steps: maximum optimiser steps.
         batch_size: B, examples per batch.
         lr: Adam learning rate.
@@ -346,7 +354,12 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
         raise ValueError(f"experiences to evaluate need distinct names, got "
                          f"{[e.name for e in watch]}")
     curve = {"step": [], "accuracy": {e.name: [] for e in watch}, "val_accuracy": []}
-    best = (_record(curve, model, work, watch, new, 0), 0, _snapshot(work))
+    # patience runs from the best validation accuracy so far, the start's included; the
+    # parameters returned are those of an evaluation after a step: the starting parameters
+    # are no candidate (returning them would undo the fine-tuning), and a tie goes to the
+    # later evaluation (no worse on validation, and trained longer on the new experience)
+    top = _record(curve, model, work, watch, new, 0)
+    best: tuple[float, int, Params] | None = None
     stale, step = 0, 0
     while step < steps:
         loss = batch_loss(model, work, next(batches), heads, kept, teacher, temperature)
@@ -359,12 +372,16 @@ def finetune_experience(model: nn.Module, params: Mapping[str, torch.Tensor], ne
         if step % eval_every and step != steps:
             continue
         val = _record(curve, model, work, watch, new, step)
-        if early_stop is None or val > best[0]:
-            best, stale = (val, step, _snapshot(work)), 0
-        else:
-            stale += 1
-            if stale >= early_stop:
-                break
+        if early_stop is None or best is None or val >= best[0]:
+            best = (val, step, _snapshot(work))
+        if early_stop is not None:
+            if val > top:
+                top, stale = val, 0
+            else:
+                stale += 1
+                if stale >= early_stop:
+                    break
+    assert best is not None                   # steps >= 1: the last step is evaluated
     return FinetuneResult(best[2], curve, step, best[1])
 
 

@@ -481,7 +481,7 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
 
 def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
                   channels: int | None = None, invert: str = "never",
-                  cache_dir: str | os.PathLike | None = None
+                  cache_dir: str | os.PathLike | None = None, class_depth: int | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Labelled data from an image folder or a tensor file.
 
@@ -494,6 +494,8 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
         channels: folders only: 1 (greyscale, the default) or 3 (RGB).
         invert: folders only: ``"never"``, ``"always"`` or ``"auto"``.
         cache_dir: folders only: where the decoded cache lives.
+        class_depth: folders only: 1 (the default), ``root/<class>/<image>``; 2,
+            ``root/<group>/<class>/<image>``, each class named ``"group/class"``.
 
     Returns:
         x (uint8 ``[N, C, H, W]`` for a folder; as stored for a file), y int64 ``[N]`` in
@@ -504,8 +506,14 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
             images in that layout or with an unreadable image, an unreadable tensor file
             (all named), a tensor file whose ``x`` or ``y`` is not as ``split_classes_of``
             takes them (named by the file: labels that are not ints ``[N]``, N unlike x's,
-            NaN in x ...), or ``image_size``/``channels``/``invert`` given for a tensor file,
+            NaN in x ...), a ``class_depth`` other than 1 or 2, or
+            ``image_size``/``channels``/``invert``/``class_depth`` given for a tensor file,
             where they would change nothing.
+
+    Warns:
+        metaloop.data.folder.NestedClassFoldersWarning: a folder read with class depth 1
+            whose images sit mostly in sub-folders of its class folders (``class_depth=2``
+            reads those sub-folders as the classes).
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -516,6 +524,7 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
 
         data = load_folder(p, image_size=28 if image_size is None else image_size,
                            channels=1 if channels is None else channels, invert=invert,
+                           class_depth=1 if class_depth is None else class_depth,
                            cache_dir=cache_dir)
         return data.images, data.labels, list(data.class_names)
     if p.suffix not in TENSOR_SUFFIXES:
@@ -523,7 +532,8 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
                          f"{p.suffix or 'no extension'!r}): give an image folder "
                          f"root/<class>/<image> or a tensor file with x and y")
     given = [(n, v) for n, v in (("image_size", image_size), ("channels", channels),
-                                 ("invert", invert)) if v is not None and v != "never"]
+                                 ("invert", invert), ("class_depth", class_depth))
+             if v is not None and v != "never"]
     if given:
         flags = " and ".join(f"--{n.replace('_', '-')}" for n, _ in given)
         raise ValueError(f"{', '.join(f'{n}={v!r}' for n, v in given)} ({flags}) only "
@@ -553,11 +563,12 @@ def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]
 def user_experiences(path: str | os.PathLike, *, setting: str = "task",
                      image_size: int | None = None, channels: int | None = None,
                      invert: str = "never", cache_dir: str | os.PathLike | None = None,
-                     **kwargs) -> list[Experience]:
+                     class_depth: int | None = None, **kwargs) -> list[Experience]:
     """Experiences from your own labelled data: an image folder ``root/<class>/<image>`` or a
     ``.npz``/``.pt`` file with ``x`` and ``y``.
 
-    ``load_labelled(path, image_size=, channels=, invert=, cache_dir=)`` reads the data;
+    ``load_labelled(path, image_size=, channels=, invert=, cache_dir=, class_depth=)`` reads
+    the data;
     ``split_classes_of`` (with ``setting`` and ``**kwargs``: ``classes_per_experience``,
     ``groups``, ``test_per_class``, ``val_per_class``, ``test_fraction``,
     ``val_fraction``, ``train_per_class``, ``flatten``, ``seed``) makes the experiences.
@@ -569,6 +580,8 @@ def user_experiences(path: str | os.PathLike, *, setting: str = "task",
         channels: folders only: 1 (greyscale, the default) or 3 (RGB).
         invert: folders only: ``"never"``, ``"always"`` or ``"auto"``.
         cache_dir: folders only: where the decoded cache lives.
+        class_depth: folders only: 1 (the default), ``root/<class>/<image>``; 2,
+            ``root/<group>/<class>/<image>``, each class named ``"group/class"``.
         **kwargs: passed to ``split_classes_of``.
 
     Example:
@@ -579,7 +592,7 @@ def user_experiences(path: str | os.PathLike, *, setting: str = "task",
         ValueError: as ``load_labelled`` and ``split_classes_of``.
     """
     x, y, names = load_labelled(path, image_size=image_size, channels=channels,
-                                invert=invert, cache_dir=cache_dir)
+                                invert=invert, cache_dir=cache_dir, class_depth=class_depth)
     return split_classes_of(x, y, names, setting=setting, **kwargs)
 
 

@@ -35,7 +35,7 @@ from metaloop._callable import check_progress
 from metaloop._random import draw_device
 from metaloop.adapt.lora import add_lora, is_lora, merge_lora
 from metaloop.continual.finetune import evaluate_experiences, finetune_experience
-from metaloop.continual.heads import PREFIX, own_head_names
+from metaloop.continual.heads import PREFIX, check_data, own_head_names
 from metaloop.continual.metrics import accuracy_matrix
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import check_flag
@@ -53,12 +53,18 @@ class SequenceResult(NamedTuple):
             over the experiences seen so far.
         boundaries: the global step at which each experience 1..T-1 started.
         params: the final parameters.
+        chosen: one dict per experience learned here (from 1 with ``pretrained``, else
+            from 0), whose parameters ``finetune_experience`` kept: ``{"experience": t,
+            "best_step": step kept, "steps": steps taken, "val_start": validation accuracy
+            before its fine-tuning, "val_best": at best_step}`` (accuracies as fractions,
+            None without validation data). Without ``early_stop`` best_step is the last step.
     """
 
     matrix: torch.Tensor
     curve: list[dict]
     boundaries: list[int]
     params: Params
+    chosen: list[dict]
 
 
 def strategy_options(strategy: str, t: int, experiences: Sequence, *,
@@ -139,13 +145,15 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
             experiences and overridden on others.
 
     Returns:
-        ``SequenceResult(matrix, curve, boundaries, params)``.
+        ``SequenceResult(matrix, curve, boundaries, params, chosen)``.
 
     Raises:
         ValueError: an unknown strategy, fewer than two experiences or two of one name, a
             ``pretrained`` that is not a bool (the string ``"False"`` would read as True),
             an option the strategy or the stream sets (``keep_heads``, ``trainable``,
-            ``earlier``), a ``progress`` that is not callable, or what
+            ``earlier``), a ``progress`` that is not callable, experiences whose inputs
+            differ in shape (naming two of them) or are not on the params' device and in
+            their dtype (``heads.check_data``), before any is learned; or what
             ``finetune_experience`` refuses.
     """
     if strategy not in STRATEGIES:
@@ -164,7 +172,10 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
                          f"({', '.join(map(repr, repeated))} more than once)")
     pretrained = check_flag("pretrained", pretrained)
     progress = check_progress("run_sequence", progress)     # before experience 0 is learned
-    rows, curve, boundaries, offset = [], [], [], 0
+    # every experience's inputs against the first's shape (naming both), and the params'
+    # device and dtype, before any is learned or scored
+    check_data(params, experiences)
+    rows, curve, boundaries, offset, chosen = [], [], [], 0, []
     if pretrained:                      # BatchNorm statistics of the data about to be learned
         rows.append(evaluate_experiences(model, params, experiences,
                                          reference=experiences[0].train[0]))
@@ -178,6 +189,7 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
         result = finetune_experience(body, start, experiences[t], earlier=experiences[:t],
                                      generator=generator, progress=progress, **opts)
         params = merge_lora_params(body, result.params) if use_lora else result.params
+        chosen.append(chosen_step(t, result))
         rows.append(evaluate_experiences(model, params, experiences,
                                          reference=experiences[t].train[0]))
         if t > 0:
@@ -187,7 +199,22 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
                       for i, s in enumerate(result.curve["step"])]
             offset += result.steps
     matrix = accuracy_matrix(rows, names=[e.name for e in experiences])
-    return SequenceResult(matrix, curve, boundaries, cast(Params, params))   # the final ones
+    return SequenceResult(matrix, curve, boundaries, cast(Params, params),   # the final ones
+                          chosen)
+
+
+def chosen_step(t: int, result) -> dict:
+    """``SequenceResult.chosen``'s entry of experience ``t`` from its ``FinetuneResult``:
+    the step kept, the steps taken and the validation accuracy before fine-tuning and at
+    the step kept (fractions; None where there is no validation data)."""
+    vals, steps = result.curve["val_accuracy"], result.curve["step"]
+    at = steps.index(result.best_step)
+
+    def frac(v: float) -> float | None:
+        return None if math.isnan(v) else float(v)
+
+    return {"experience": t, "best_step": result.best_step, "steps": result.steps,
+            "val_start": frac(vals[0]), "val_best": frac(vals[at])}
 
 
 def with_lora(model: nn.Module, params: Mapping[str, torch.Tensor], rank: int = 8,

@@ -29,6 +29,7 @@ import math
 import os
 import textwrap
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -42,7 +43,7 @@ from metaloop.continual.finetune import finetune_experience
 from metaloop.continual.heads import init_params
 from metaloop.continual.replay import check_replay_ratio
 from metaloop.continual.scenarios import SCENARIOS
-from metaloop.continual.sequence import STRATEGIES, run_sequence
+from metaloop.continual.sequence import STRATEGIES, chosen_step, run_sequence
 from metaloop.evaluate.heldout import format_mean_ci, mean_ci
 from metaloop.models import MLP
 from metaloop.recipes import _partial, report
@@ -53,8 +54,8 @@ from metaloop.train.checkpoint import WriteError, atomic_write_text
 __all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "METRICS",
            "PARTIAL", "PUBLISHED", "RECORD_TABLE", "RUNS", "STRATEGY_DEFAULTS",
            "STRATEGY_OPTIONS",
-           "adds_seeds", "check_records", "check_resume", "describe_folder", "experiences",
-           "finished",
+           "UNITS", "adds_seeds", "check_records", "check_resume", "describe_folder",
+           "early_stop_note", "experiences", "finished", "forgetting_table",
            "identity", "kept", "record_path", "records", "run", "settings", "table",
            "total_steps", "write"]
 
@@ -73,7 +74,8 @@ DATA_SCENARIOS = ("split-data-task", "split-data-class")
 # The options of ``experiences`` that choose the data, recorded in results.json to reproduce
 # a result (``root``, where the built-in data lies, changes nothing in it).
 DATA_OPTIONS = ("data", "train_per_class", "val_per_class", "test_per_class", "alphabets",
-                "classes_per_experience", "image_size", "channels", "skip_corrupt")
+                "classes_per_experience", "image_size", "channels", "skip_corrupt",
+                "class_depth")
 # The class setting of each scenario on your own data: a head per experience, or one shared.
 _DATA_SETTING = {"split-data-task": "task", "split-data-class": "class"}
 # The strategy options, their defaults and the strategies that read them; ``joint`` replays
@@ -215,6 +217,7 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                 alphabets: int | None = None, data=None,
                 classes_per_experience: int | None = None, image_size: int | None = None,
                 channels: int | None = None, skip_corrupt: bool | None = None,
+                class_depth: int | None = None,
                 log: Callable[[str], None] | None = None) -> list:
     """The experiences of ``scenario`` (None: the scenario's own sizes; Omniglot: 5
     alphabets; your own data: 2 classes per experience, 28x28 greyscale images, 20% test and
@@ -231,6 +234,8 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
         channels: a folder's images' channels after decoding (1 or 3).
         skip_corrupt: a folder's unreadable images (and symbolic links to nothing) are left
             out instead of refused (``metaloop.data.folder.load_folder``).
+        class_depth: a folder's layout: 1 (the default) ``root/<class>/<image>``, 2
+            ``root/<group>/<class>/<image>`` (classes named ``"group/class"``).
         log: told, for a folder, one line on what was read of it and what was left out
             (ignored, hidden, empty class folders, loose images, unreadable images skipped, exact
             copies of an image of the same class),
@@ -239,10 +244,11 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
     Raises:
         ValueError: an option the scenario does not read (it would change nothing):
             ``test_per_class`` on Omniglot, ``alphabets`` outside it, ``data`` and its
-            options on built-in data, ``root`` on your own data, ``skip_corrupt`` on a
-            tensor file; a data scenario without ``data``; fewer than two experiences;
-            missing or bad data (naming it; an unreadable image without ``skip_corrupt``
-            names ``--skip-corrupt``); a count that is not positive (``val_per_class`` may
+            options on built-in data, ``root`` on your own data, ``skip_corrupt``,
+            ``image_size``, ``channels`` or ``class_depth`` on a tensor file; a data
+            scenario without ``data``; fewer than two experiences; missing or bad data
+            (naming it; an unreadable image without ``skip_corrupt`` names
+            ``--skip-corrupt``); a count that is not positive (``val_per_class`` may
             be 0), before any data is read.
     """
     if scenario in DATA_SCENARIOS:
@@ -255,12 +261,13 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                                      test_per_class=test_per_class,
                                      classes_per_experience=classes_per_experience,
                                      image_size=image_size, channels=channels,
-                                     skip_corrupt=bool(skip_corrupt), log=log)
+                                     skip_corrupt=bool(skip_corrupt),
+                                     class_depth=class_depth, log=log)
         except CacheWriteError as e:                        # this takes no cache_dir
             raise e.without_cache_dir() from e
     given = {"data": data, "classes_per_experience": classes_per_experience,
              "image_size": image_size, "channels": channels,
-             "skip_corrupt": skip_corrupt or None}
+             "skip_corrupt": skip_corrupt or None, "class_depth": class_depth}
     for key, value in given.items():
         if value is not None:
             flag = f"--{key.replace('_', '-')}"
@@ -297,7 +304,7 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
 
 def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
                       val_per_class, test_per_class, classes_per_experience, image_size,
-                      channels, skip_corrupt: bool = False,
+                      channels, skip_corrupt: bool = False, class_depth: int | None = None,
                       log: Callable[[str], None] | None = None) -> list:
     """``split-data-task`` / ``split-data-class``: the built-in options refused by name, then
     the experiences of the options given: a folder's by ``_folder_experiences``, a tensor
@@ -320,7 +327,8 @@ def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
                             ("val_per_class", val_per_class),
                             ("test_per_class", test_per_class),
                             ("classes_per_experience", classes_per_experience),
-                            ("image_size", image_size), ("channels", channels))
+                            ("image_size", image_size), ("channels", channels),
+                            ("class_depth", class_depth))
           if v is not None}
     path = Path(data).expanduser()
     if path.is_dir():
@@ -334,7 +342,7 @@ def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
 
 def _folder_experiences(scenario: str, root: Path, *, skip_corrupt: bool,
                         log: Callable[[str], None] | None, image_size: int = 28,
-                        channels: int = 1, **split) -> list:
+                        channels: int = 1, class_depth: int = 1, **split) -> list:
     """The experiences of the image folder ``root``, as ``SCENARIOS[scenario](root, ...)``
     makes them (``load_labelled``'s decoding, then ``split_classes_of``), but decoded with
     ``skip_corrupt`` and telling ``log`` what was read and left out.
@@ -342,16 +350,33 @@ def _folder_experiences(scenario: str, root: Path, *, skip_corrupt: bool,
     Raises:
         ValueError: as ``user_experiences``; an unreadable image without ``skip_corrupt``
             names ``--skip-corrupt``.
+
+    Warns:
+        metaloop.data.folder.NestedClassFoldersWarning: as ``load_folder``, its advice
+            naming ``--class-depth 2``.
     """
     from metaloop.continual.scenarios import split_classes_of
-    from metaloop.data.folder import UnreadableImagesError, load_folder
+    from metaloop.data.folder import (
+        NestedClassFoldersWarning,
+        UnreadableImagesError,
+        load_folder,
+    )
 
     try:
-        d = load_folder(root, image_size=image_size, channels=channels, invert="never",
-                        skip_corrupt=skip_corrupt)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", NestedClassFoldersWarning)
+            d = load_folder(root, image_size=image_size, channels=channels, invert="never",
+                            skip_corrupt=skip_corrupt, class_depth=class_depth)
     except UnreadableImagesError as e:        # the command line's way to skip them
         raise ValueError(f"{e.problem}; to leave unreadable files out instead, add "
                          f"--skip-corrupt") from e
+    finally:
+        for w in seen:                        # the command line's way to read the classes
+            if issubclass(w.category, NestedClassFoldersWarning):
+                warnings.warn(f"{w.message}; here: add --class-depth 2",
+                              NestedClassFoldersWarning, stacklevel=3)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     exps = split_classes_of(d.images, d.labels, list(d.class_names),
                             setting=_DATA_SETTING[scenario], **split)
     if log is not None:
@@ -416,9 +441,12 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
     Raises:
         ValueError: ``resume`` without ``out``, or of a run with other settings or data
             (naming them, ``kept``) or a kept run that is not one of these experiences (a
-            damaged partial.json); a new run into an ``out`` that holds another command's
-            kept state (``metaloop adapt``'s partial.json) or another command's run
-            (``runs_folder.check``); before anything is written or run.
+            damaged partial.json), or with ``early_stop`` of kept runs that record no step
+            kept (``chosen``: an earlier metaloop's, whose early stopping could keep the
+            parameters from before an experience's fine-tuning); a new run into an ``out``
+            that holds another command's kept state (``metaloop adapt``'s partial.json) or
+            another command's run (``runs_folder.check``); before anything is written or
+            run.
     """
     _check_early_stop(s, exps)
     if resume and out is None:
@@ -435,6 +463,14 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
             if state else {}
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise _partial.corrupt(Path(out) / PARTIAL, e) from e
+    unchosen = sorted(k for k, u in units.items() if u["chosen"] is None)
+    if unchosen and s["early_stop"] is not None:
+        raise ValueError(f"{Path(out)}: the kept runs {unchosen[:4]}"
+                         f"{' ...' if len(unchosen) > 4 else ''} were made by an earlier "
+                         f"metaloop, whose --early-stop could keep the parameters from before "
+                         f"an experience's fine-tuning, and recorded no step kept: continuing "
+                         f"them would mix two rules; remove its {PARTIAL} and {RUNS} to "
+                         f"start again, or give another --out")
     if state is not None and on_resume is not None:
         on_resume(list(units))
     if out is not None:
@@ -531,7 +567,9 @@ def _one_seed(s, exps, seed, update, strategies=None, on_unit=None) -> dict:
                              generator=torch.Generator().manual_seed(FINETUNE_SEED + seed),
                              progress=update, **ft)
             out[name] = {"seed": seed, "matrix": r.matrix, "curve": r.curve,
-                         "boundaries": r.boundaries, "wall_s": time.perf_counter() - t0}
+                         "boundaries": r.boundaries,
+                         "chosen": [chosen_step(0, first), *r.chosen],
+                         "wall_s": time.perf_counter() - t0}
             if on_unit is not None:
                 on_unit(name, out[name])
         return out
@@ -540,7 +578,8 @@ def _one_seed(s, exps, seed, update, strategies=None, on_unit=None) -> dict:
 PARTIAL = _partial.PARTIAL
 """The (seed, strategy) runs an unfinished run has done, in its ``out``: ``"command":
 "forgetting"``, ``identity`` (what the results depend on), ``units`` (each run's seed,
-strategy, accuracy matrix, curve, boundaries and seconds), ``wall_s`` and ``cpu_seconds``."""
+strategy, accuracy matrix, curve, boundaries, ``chosen``: the step kept of each experience,
+as ``SequenceResult.chosen``, and seconds), ``wall_s`` and ``cpu_seconds``."""
 RUNS = "runs.json"
 """A finished run's (seed, strategy) runs, in its ``out``: its ``PARTIAL``, moved there after
 results.json, from which a resume with more seeds goes on (``kept``)."""
@@ -701,8 +740,13 @@ def _unit(u: dict, names: list[str] | tuple[()] = ()) -> dict:
         raise ValueError(f"a kept run of a stream of {len(names)} experiences needs a "
                          f"{len(names)}x{len(names)} matrix, {len(names) - 1} boundaries and "
                          f"a curve over them")
+    chosen = u.get("chosen")              # None: kept by a metaloop that recorded none
+    if chosen is not None and (not isinstance(chosen, list) or (names and len(chosen) != len(
+            names)) or not all(isinstance(c, dict) and isinstance(c.get("best_step"), int)
+                               for c in chosen)):
+        raise ValueError("a kept run's chosen steps must be one object per experience")
     return {"seed": u["seed"], "matrix": metrics.check_matrix(m), "curve": curve,
-            "boundaries": u["boundaries"], "wall_s": float(u["wall_s"])}
+            "boundaries": u["boundaries"], "chosen": chosen, "wall_s": float(u["wall_s"])}
 
 
 def _results(s, exps, runs, wall_s) -> dict:
@@ -712,18 +756,30 @@ def _results(s, exps, runs, wall_s) -> dict:
         summary = {key: _summary([p[key] for p in per_seed], [r["seed"] for r in rs])
                    for key, _ in METRICS}
         stack = torch.stack([r["matrix"] for r in rs])                  # [S, T, T]
-        strategies[name] = {
+        forgot = torch.stack([metrics.experience_forgetting(r["matrix"]) for r in rs])
+        strategies[name] = {                                            # forgot: [S, T-1]
             "summary": summary,
             "matrix": {"mean": stack.mean(0).tolist(), "per_seed": stack.tolist()},
-            "experience_forgetting": [metrics.experience_forgetting(r["matrix"]).tolist()
-                                      for r in rs],
+            "experience_forgetting": forgot.tolist(),
+            "experience_forgetting_mean": forgot.mean(0).tolist(),
+            "chosen": {key: [[c[key] for c in r["chosen"]] if r.get("chosen") else None
+                             for r in rs]
+                       for key in ("best_step", "steps", "val_start", "val_best")},
             "wall_s": [r["wall_s"] for r in rs]}
-    return {"scenario": s["scenario"], "settings": s, "wall_s": wall_s,
+    return {"scenario": s["scenario"], "settings": s, "wall_s": wall_s, "units": UNITS,
             "experiences": [{"name": e.name, "head": e.head, "outputs": e.num_outputs,
                              "classes": list(e.classes), "train": e.train[1].numel(),
                              "val": e.val[1].numel(), "test": e.test[1].numel()} for e in exps],
             "rows": "R[i][j]: test accuracy on experience j after training on experience i",
             "strategies": strategies}
+
+
+UNITS = {"accuracy": "fraction in [0, 1], printed in %: summary, matrix, "
+                        "experience_forgetting(_mean), chosen val_start and val_best, and "
+                        "metrics.jsonl's accuracy",
+         "step": "optimiser steps: chosen best_step and steps, metrics.jsonl's step",
+         "time": "seconds: wall_s, cpu_seconds"}
+"""results.json's ``units``: what its numbers measure."""
 
 
 def _summary(values: list[float], seeds: list[int]) -> dict:
@@ -775,6 +831,64 @@ def table(strategies: dict) -> str:
     return "\n".join(lines)
 
 
+def forgetting_table(results: dict) -> str:
+    """Forgetting of each earlier experience (``metrics.experience_forgetting``: its best
+    accuracy before the last experience minus its final one), in %, mean over the seeds:
+    strategies x the experiences before the last."""
+    names = [e["name"] for e in results["experiences"]][:-1]
+    rows = [["strategy"] + names]
+    for name, r in results["strategies"].items():
+        rows.append([name] + [f"{100 * v:.1f}" for v in r["experience_forgetting_mean"]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def early_stop_note(results: dict) -> str:
+    """With ``early_stop``: how many fine-tunings stopped early, and every one whose
+    validation accuracy at the step kept was no higher than before it (the last evaluated
+    step is then kept, never the starting parameters); experience 0, learned once per seed
+    for every strategy, is counted once. "" without early stopping."""
+    patience = results["settings"].get("early_stop")
+    if patience is None:
+        return ""
+    names = [e["name"] for e in results["experiences"]]
+    seeds = results["settings"]["seeds"]
+    flat, stopped = [], []
+    for k, (strategy, r) in enumerate(results["strategies"].items()):
+        chosen = r.get("chosen") or {}
+        for i, seed in enumerate(seeds):
+            steps = (chosen.get("best_step") or [None] * len(seeds))[i]
+            for t, best in enumerate(steps or []):
+                if t == 0 and k > 0:             # experience 0: the same run for each
+                    continue
+                start, val = chosen["val_start"][i][t], chosen["val_best"][i][t]
+                taken = chosen["steps"][i][t]
+                planned = results["settings"]["pretrain_steps" if t == 0 else "steps"]
+                stopped.append(taken < planned)
+                if start is not None and val is not None and val <= start:
+                    who = "every strategy" if t == 0 else strategy
+                    flat.append(f"{who}, seed {seed}, {names[t]!r}: step {best} of {taken} "
+                                f"(validation {100 * val:.1f}%, {100 * start:.1f}% before)")
+    lines = textwrap.wrap(
+        f"--early-stop {patience}: each experience keeps the parameters of its evaluation "
+        f"with the highest validation accuracy after a step (ties: the later one; never "
+        f"those from before its fine-tuning); {sum(stopped)} of {len(stopped)} "
+        f"fine-tunings stopped early. The steps kept are in results.json (chosen).", 95,
+        break_on_hyphens=False)
+    if flat:
+        lines += textwrap.wrap(
+            f"Early stopping kept a step before any improvement on validation in "
+            f"{len(flat)} fine-tuning(s): the validation accuracy never rose above its value "
+            f"before fine-tuning (too few validation images? --val-per-class):", 95,
+            break_on_hyphens=False)
+        lines += [f"  {f}" for f in flat[:10]]
+        if len(flat) > 10:
+            lines.append(f"  ... and {len(flat) - 10} more (results.json, chosen)")
+    return "\n".join(lines)
+
+
 def write(out, s, exps, runs, results) -> None:
     """metrics.jsonl, the two plots and, last, results.json, in ``out``.
 
@@ -790,7 +904,8 @@ def write(out, s, exps, runs, results) -> None:
         metaloop.train.checkpoint.WriteError: a file could not be written, naming it.
     """
     out = Path(out)
-    lines = [json.dumps({"strategy": name, "seed": r["seed"], **point})
+    lines = [json.dumps({"strategy": name, "seed": r["seed"], **point,
+                         "unit": "fraction"})
              for name, rs in runs.items() for r in rs for point in r["curve"]]
     writes = [
         (out / "metrics.jsonl",
@@ -858,7 +973,8 @@ def _strategy_stem(name: str, s: dict) -> tuple[str, str]:
 
 def record_path(folder, s: dict, strategy: str) -> Path:
     """Where ``records`` puts a strategy's record in ``folder``:
-    ``continual_<scenario>_<strategy>.json`` (``continual_split_fmnist_class_replay_heads``;
+    ``continual_<scenario>_<strategy>.json``, the scenario's hyphens and the strategy's ``+``
+    written as ``_`` (``continual_split_fmnist_class_replay_heads``;
     see ``_strategy_stem`` for the strategy options' suffixes)."""
     stem, _ = _strategy_stem(strategy, s)
     return Path(folder) / f"continual_{s['scenario'].replace('-', '_')}_{stem}.json"
