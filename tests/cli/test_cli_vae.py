@@ -260,7 +260,8 @@ def test_protocol_run_stops_resumes_and_writes_a_record(tiny_fashion, tmp_path, 
     assert (tmp_path / "docs" / "generative_iwae_curve_0004.json").exists()
     assert rec["n"] == 30 and rec["budget"]["iterations"] == 4
     assert rec["metric"] == "test NLL (nats), k = 10, a fixed random 30 of the 100 test images"
-    assert rec["published"]["value"] == "108.11" and rec["device"].endswith("1 thread")
+    # Fashion-MNIST at 4 passes is not what the paper measured: no published number
+    assert rec["published"] is None and rec["device"].endswith("1 thread")
     assert rec["command"].startswith("metaloop --threads 1 vae ")
     assert "--protocol iwae" in rec["command"] and "--evaluate" in rec["command"]
 

@@ -51,9 +51,10 @@ def test_a_test_set_smaller_than_the_picture_grids_still_gives_every_picture(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--test-examples", "1"], "need at least 2 test images, got 1 (--test-examples"),
+    (["--test-examples", "1"],
+     "need at least 2 test images, got 1: raise --test-examples (now 1)"),
     (["--model", "ae", "--train-examples", "1"],
-     "need at least 2 training images, got 1 (--train-examples"),
+     "need at least 2 training images, got 1: raise --train-examples (now 1)"),
     (["--sweep-latent", "2", "--test-examples", "3", "--classifier-epochs", "1"],
      "need --quality-samples >= 2 and at least 4 test images, got 2000 and 3"),
     (["--sweep-latent", "2", "--quality-samples", "1", "--classifier-epochs", "1"],

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from metaloop.cli._args import float_list, int_list, path
+from metaloop.cli._args import _items, float_list, int_list, path
 from metaloop.recipes import generative as recipe
 
 # The seeds torch takes, less the 4 that the runs add to --seed (inversion.compare seeds
@@ -39,7 +39,9 @@ under --out. With --sweep-latent, train the AE and the VAE at each latent size a
 sweep.png, scored by a classifier trained on the real data. With --compare-inversion, train
 two classifiers (seeds s, s+1), invert the first into a generator, train an AE, a VAE and a
 CVAE, and draw and score them all on one figure (inversion_compare.png), the Frechet distance
-and accuracies measured by the second classifier. With --inversion-transfer, train only
+and accuracies measured by the second classifier, every row (the real test images' too) on
+the same number of images; scores that small data leave unreliable are labelled with
+warnings (printed and in results.json). With --inversion-transfer, train only
 the two classifiers and measure, for several step sizes, how often the second agrees with
 images inverted from the first. With --protocol iwae, train the IWAE
 paper's VAE the paper's way (batch 20, 3,280 passes in 8 stages of falling learning rate) as
@@ -72,6 +74,12 @@ EPILOG = """examples:
   metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
       --out runs/generative_iwae_omniglot --evaluate --k 5000 \\
       --record docs/results/generative_iwae_omniglot.json"""
+
+
+def class_list(text: str) -> list[str]:
+    """``--classes``: ``"3,shirt"`` -> ``["3", "shirt"]``, indices or class names, resolved
+    against the data's classes by the run (``experiment.resolve_classes``)."""
+    return _items(text, "class indices or names")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -151,8 +159,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--test-examples", type=int, default=None)
     p.add_argument("--train-eval-examples", type=int, default=0, metavar="N",
                    help="also report ELBO and NLL on N training images (default 0: skip)")
-    p.add_argument("--classes", type=int_list, default=None, metavar="C1,C2,...",
-                   help="CVAE: classes to draw in classes.png (default: all)")
+    p.add_argument("--classes", type=class_list, default=None, metavar="C1,C2,...",
+                   help="CVAE: classes to draw in classes.png (default: all), by index or "
+                        "by name as classes.png labels them (your image folder's class "
+                        "folder names)")
     p.add_argument("--compare-inversion", action="store_true",
                    help="classifier inversion vs AE vs VAE vs CVAE on one figure and table "
                         "(Omniglot: the omniglot-mixed split)")

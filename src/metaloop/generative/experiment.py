@@ -24,7 +24,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -74,7 +74,9 @@ class Settings:
         test_examples: use only this many test images (None: all).
         train_eval_examples: also report the bounds on this many random (statically
             binarised) training images, to tell overfitting from a train/test shift.
-        classes: classes drawn in the CVAE's ``classes.png`` (None: all).
+        classes: classes drawn in the CVAE's ``classes.png`` (None: all): integer indices,
+            or class names as ``classes.png`` labels them (``resolve_classes``); the run
+            stores their indices.
         classifier_epochs: epochs of the sweep's quality classifier.
         quality_samples: samples scored per generator in the sweep.
         seed: seed of everything random.
@@ -107,7 +109,7 @@ class Settings:
     train_examples: int | None = None
     test_examples: int | None = None
     train_eval_examples: int = 0
-    classes: list[int] | None = None
+    classes: list[int | str] | None = None
     classifier_epochs: int = 2
     quality_samples: int = 2000
     seed: int = 0
@@ -196,11 +198,83 @@ def load_data(s: Settings, classes_for: str | None = None
     """
     tr = _subset(load_split(s, "train", classes_for), s.train_examples, s.seed)
     te = _subset(load_split(s, "test", classes_for), s.test_examples, s.seed + 1)
-    for split, d, flag in (("training", tr, "--train-examples"), ("test", te, "--test-examples")):
+    for split, d, n in (("training", tr, s.train_examples), ("test", te, s.test_examples)):
         if len(d.images) < 2:
-            raise ValueError(f"need at least 2 {split} images, got {len(d.images)} "
-                             f"({flag} or the data in --root)")
+            flag = f"--{'train' if split == 'training' else 'test'}-examples"
+            fix = [f"raise {flag} (now {n})"] if n is not None and n < 2 else []
+            if not fix and gdata.is_user_data(s.data):
+                fix = ["add images to --data" + (
+                    f", or raise --test-fraction (now {s.test_fraction:g})"
+                    if split == "test" else "")]
+            elif not fix:
+                fix = ["use the whole data set in --root" if s.root else
+                       "use the whole data set"]
+            raise ValueError(f"need at least 2 {split} images, got {len(d.images)}: "
+                             f"{fix[0]}")
     return tr, te
+
+
+def _class_list(names: list[str], most: int = 20) -> str:
+    """``0 'a', 1 'b', ...``: the classes by index and name (the first ``most``)."""
+    shown = ", ".join(f"{i} {n!r}" for i, n in enumerate(names[:most]))
+    return shown + (f", ... ({len(names)} classes)" if len(names) > most else "")
+
+
+def resolve_classes(classes, names: list[str], data: str = "the data") -> list[int]:
+    """``Settings.classes`` as class indices.
+
+    An item may be a class index (an int, or its digits) or a class name as ``classes.png``
+    labels it (an image folder's sub-folder name, a tensor file's ``class_names``). A text
+    that is both a class's name and another class's index is refused as ambiguous.
+
+    Args:
+        classes: the items.
+        names: the data's class names, in label order.
+        data: how the messages name the data.
+
+    Returns:
+        The indices, in the order given.
+
+    Raises:
+        ValueError: an unknown name, an index outside ``[0, len(names))`` or a class given
+            twice, listing the classes by index and name.
+    """
+    k = len(names)
+    index = {str(n): i for i, n in enumerate(names)}
+    out, bad = [], []
+    for c in classes:
+        if isinstance(c, bool):
+            bad.append(c)
+            continue
+        if isinstance(c, int):
+            (out if 0 <= c < k else bad).append(c)
+            continue
+        text = str(c)
+        try:
+            number = int(text)
+        except ValueError:
+            number = None
+        if text in index:
+            if number is not None and number != index[text] and 0 <= number < k:
+                raise ValueError(
+                    f"--classes {text} is ambiguous: class {index[text]} is named {text!r}, "
+                    f"and class {number} is {names[number]!r}; give class {text!r} as "
+                    f"{index[text]} (classes of {data}: {_class_list(names)})")
+            out.append(index[text])
+        elif number is not None and 0 <= number < k:
+            out.append(number)
+        else:
+            bad.append(text)
+    if bad:
+        shown = ", ".join(map(str, bad))
+        raise ValueError(f"unknown class(es) [{shown}] for CVAE sampling: {data} has classes "
+                         f"0..{k - 1} ({_class_list(names)}); give indices or names")
+    twice = sorted({i for i in out if out.count(i) > 1})
+    if twice:
+        raise ValueError(f"--classes {','.join(map(str, classes))} names "
+                         f"{', '.join(f'class {i} ({names[i]!r})' for i in twice)} more than "
+                         f"once")
+    return out
 
 
 def data_identity(s: Settings) -> dict:
@@ -438,10 +512,7 @@ def run(s: Settings, out: str | os.PathLike, *, device: str | torch.device | Non
     if cvae:
         gdata.require_classes(tr, s.data, cvae)
     if s.model == "cvae" and s.classes is not None:
-        bad = [c for c in s.classes if not 0 <= c < tr.n_classes]
-        if bad:
-            raise ValueError(f"unknown class(es) {bad} for CVAE sampling: {s.data} has "
-                             f"classes 0..{tr.n_classes - 1}")
+        s = replace(s, classes=resolve_classes(s.classes, tr.class_names, s.data))
     x_te = checked_pixels(s, tr, te)
     model = build_model(s.model, s, tr.images, tr.n_classes)      # bad widths: before output
     model.to(device)                      # on the CPU, the tensors below are the same ones

@@ -25,7 +25,11 @@ Everything is scored by classifier B, trained like A on the same data but from a
   probability of the intended class (``invert.confidence_report``);
 - for every generator: A's and B's mean top-class probability.
 
-Real test images give the ceiling. Omniglot runs on the ``omniglot-mixed`` split (labels are
+Real test images give the ceiling. Every row is scored on the same number of images: the
+real row's come from the first half of the test set, the FD's reference is the rest, so a
+test set too small to give ``quality_samples`` real images lowers every row's count to what
+it holds (``fit_scored``). ``reliability`` names, in ``results["warnings"]``, the scores that
+such small counts leave unreliable. Omniglot runs on the ``omniglot-mixed`` split (labels are
 the 50 alphabets, present in both train and test): Lake's split has disjoint train and test
 alphabets, so neither a classifier's accuracy nor the CVAE's classes would carry over.
 
@@ -88,6 +92,18 @@ def method_labels(until: float) -> dict[str, str]:
     return {**METHODS, "inversion": f"inverted classifier, from noise until A is "
                                     f"{100 * until:g}% sure"}
 
+
+# B's penultimate features (``quality.Classifier.features``) have 128 dimensions: a Gaussian
+# fitted to fewer images than that has a singular covariance, and the FD's bias, which falls
+# like 1/n, is most of what it measures (two sets of real images of one class score far above
+# 0). Below this many images on either side an FD is flagged as unreliable.
+FD_MIN_IMAGES = 128
+# The lesson's "A is fooled, B is not" was measured with classifiers trained to convergence on
+# 487 (Omniglot, mixed split) to 6,000 (Fashion-MNIST) training images per class on average
+# (docs/generative.md). Trained on 4 to 250 Fashion-MNIST images per class, B gave the
+# intended class to 22-31% of A's inversions from noise (chance 10%), on 500 per class 14%:
+# with fewer training images per class on average than this, the claim is flagged.
+LESSON_MIN_TRAIN_PER_CLASS = 400
 
 CONDITIONAL = ("inversion", "inversion_regularised", "inversion_from_real",
                "inversion_all_steps", "cvae")
@@ -189,6 +205,95 @@ def _setup(s: Settings, inv: InversionSettings):
     return s, tr, te, k, max(1, s.quality_samples // k), gdata.to_unit(te.images)
 
 
+def _more_test_images(s: Settings) -> str:
+    """What gives the run more test images: the option that limits them, or more data."""
+    if s.test_examples is not None:
+        return f"raise --test-examples (now {s.test_examples})"
+    if gdata.is_user_data(s.data):
+        return f"raise --test-fraction (now {s.test_fraction:g}) or add images"
+    return "use more test images"
+
+
+def fit_scored(s: Settings, n_test: int, k: int, per_class: int) -> tuple[int, str | None]:
+    """How many images per class every row of ``compare`` is scored on, and a note when
+    that is fewer than ``per_class`` (``quality_samples // k``).
+
+    The real row is scored on the first ``per_class * k`` test images and every FD is
+    measured against the rest, which must be at least as many: a test set of ``n_test``
+    images gives each row at most ``n_test // 2 // k`` per class, and every row is scored
+    on the same number (an FD fitted to fewer images is larger, so rows scored on different
+    counts do not compare).
+
+    Raises:
+        ValueError: the test set's first half holds fewer than 2 images per class (the
+            class-wise FD needs 2), naming the counts and what gives more test images.
+    """
+    fit = n_test // 2 // k
+    if fit >= per_class or per_class < 2:    # one per class: check_class_scoring names it
+        return per_class, None
+    if fit < 2:
+        raise ValueError(
+            f"every row is scored on the same number of images, the real row on the first "
+            f"half of the test set, and the class-wise Frechet distance needs at least 2 per "
+            f"class: {k} classes need {4 * k} test images, but there are {n_test}: "
+            f"{_more_test_images(s)}")
+    return fit, (f"--quality-samples {s.quality_samples} asks for {per_class} images per "
+                 f"class, but the first half of the {n_test} test images, on which the real "
+                 f"row is scored, holds {n_test // 2}: every row is scored on {fit * k} "
+                 f"images ({fit} per class)")
+
+
+def reliability(*, n: int, ref: int, per_class: int, ref_per_class: torch.Tensor,
+                train_per_class: torch.Tensor, chance: float,
+                independent_accuracy: float | None, scored_note: str | None = None,
+                real_frechet: float | None = None) -> list[dict[str, str]]:
+    """The warnings of an inversion study run on small data, each ``{"kind", "message"}``.
+
+    Kinds: ``"scored"`` (``scored_note``: fewer images scored than asked), ``"frechet"``
+    (a row's ``n`` images or the ``ref`` real test images of the FD's reference fewer than
+    ``FD_MIN_IMAGES``), ``"frechet_class"`` (``per_class`` images made per class, or a
+    class's real reference images ``ref_per_class [K]``, fewer than ``FD_MIN_IMAGES``) and
+    ``"lesson"`` (fewer than ``LESSON_MIN_TRAIN_PER_CLASS`` training images per class on
+    average, of ``train_per_class [K]``; ``independent_accuracy`` is B's accuracy on the
+    images inverted from noise, against ``chance``). ``real_frechet`` is the real row's FD, the
+    floor of the FD at this size.
+    """
+    out = []
+    if scored_note:
+        out.append({"kind": "scored", "message": scored_note})
+    lo = FD_MIN_IMAGES
+    if n < lo or ref < lo:
+        floor = ("" if real_frechet is None else
+                 f"; real test images themselves score {real_frechet:.1f}, the floor at this "
+                 f"size")
+        out.append({"kind": "frechet", "message": (
+            f"the FD column is unreliable: each row's {n} images are compared with {ref} real "
+            f"test images in B's 128 features, and below {lo} images on either side a "
+            f"fitted covariance is singular and the FD mostly measures how few images there "
+            f"are{floor}; compare the rows with one another only (all scored on {n} "
+            f"images), not with runs on more data")})
+    used = ref_per_class[ref_per_class >= 2]
+    if len(used) and (per_class < lo or int(used.min()) < lo):
+        out.append({"kind": "frechet_class", "message": (
+            f"the FD-to-class-c column is unreliable: {per_class} images per class are "
+            f"compared with {int(used.min())} to {int(used.max())} real test images of their "
+            f"class, below the {lo} that a Gaussian in B's 128 features needs")})
+    few = float(train_per_class.double().mean())
+    if few < LESSON_MIN_TRAIN_PER_CLASS:
+        seen = ("" if independent_accuracy is None else
+                f"; here B gives the intended class to {100 * independent_accuracy:.1f}% of "
+                f"the images inverted from noise (chance {100 * chance:.1f}%)")
+        out.append({"kind": "lesson", "message": (
+            f"the lesson's claim (an image inverted until A is sure fools A, not the "
+            f"independent B: B at chance) is untested at this size: the classifiers learn "
+            f"from {few:.0f} training images per class, and the claim was measured with "
+            f"classifiers trained to convergence on 487 or more per class; on fewer than "
+            f"{LESSON_MIN_TRAIN_PER_CLASS}, two classifiers trained on the same images share "
+            f"more of what an inversion changes, and B agrees with A's inversions above "
+            f"chance (docs/generative.md){seen}")})
+    return out
+
+
 def check_class_scoring(s: Settings, te: gdata.ImageData, scored: int | None,
                         per_class: int) -> None:
     """Fail before any training when ``frechet_class`` cannot be measured.
@@ -210,12 +315,7 @@ def check_class_scoring(s: Settings, te: gdata.ImageData, scored: int | None,
     if scored is not None:
         sides.append(("the scored real test images",
                       torch.bincount(te.labels[:split], minlength=te.n_classes)))
-    if s.test_examples is not None:
-        fix = f"raise --test-examples (now {s.test_examples})"
-    elif gdata.is_user_data(s.data):
-        fix = f"raise --test-fraction (now {s.test_fraction:g}) or add images"
-    else:
-        fix = "use more test images"
+    fix = _more_test_images(s)
     for what, made in sides:
         if not bool(((made >= 2) & (ref >= 2)).any()):
             more = ", ..." if te.n_classes > 8 else ""
@@ -246,7 +346,9 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
     Args:
         s: the generators' settings (``model`` is ignored: all three are trained;
             ``quality_samples`` samples of each generator are scored, split evenly over the
-            classes for the class-conditional ones; ``classifier_epochs`` trains A and B;
+            classes for the class-conditional ones, and as many real test images: fewer,
+            the same for every row, where the test set's first half holds fewer
+            (``fit_scored``); ``classifier_epochs`` trains A and B;
             A has seed ``seed``, B ``seed + 1``).
         inv: the inversion settings.
         out: output folder (created): ``results.json``, ``metrics.jsonl``,
@@ -257,8 +359,9 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
 
     Returns:
         The ``results.json`` content: ``scores`` per method (``METHODS``) and for ``real``
-        test images, the classifiers' test accuracies, timings and settings (and
-        ``"device"`` when that was not the CPU).
+        test images, each on ``n_scored`` images, the classifiers' test accuracies,
+        ``warnings`` (``reliability``: the scores small counts leave unreliable), timings
+        and settings (and ``"device"`` when that was not the CPU).
 
     Raises:
         ValueError: for bad settings, or a device this process cannot use.
@@ -267,10 +370,11 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     s, tr, te, k, per_class, real = _setup(s, inv)
     device = devices.device_or_cpu(device)
-    n = per_class * k
-    m = min(n, len(real) // 2)
-    if m < 2:
+    if min(per_class * k, len(real) // 2) < 2:
         raise ValueError(f"need at least 4 test images, got {len(real)}")
+    check_class_scoring(s, te, min(per_class * k, len(real) // 2), per_class)
+    per_class, scored_note = fit_scored(s, len(real), k, per_class)
+    n = m = per_class * k                 # every row, the real one too, on n images
     check_class_scoring(s, te, m, per_class)
     # the generators' data must suit their likelihood: fail now, not after the classifiers
     x_te = checked_pixels(s, tr, te)
@@ -339,6 +443,12 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
     for name in METHODS:
         results["scores"][name] = _scores(samples[name], targets if name in CONDITIONAL
                                           else None, A, B, f_real, ref_labels)
+    results["warnings"] = reliability(
+        n=n, ref=len(real) - m, per_class=per_class,
+        ref_per_class=torch.bincount(te.labels[m:], minlength=k),
+        train_per_class=torch.bincount(tr.labels, minlength=k), chance=1 / k,
+        independent_accuracy=results["scores"]["inversion"]["accuracy_independent"],
+        scored_note=scored_note, real_frechet=results["scores"]["real"]["frechet"])
     save_figure({name: x.cpu() for name, x in samples.items()}, results, inv, out / FIGURE)
     results["pictures"] = [FIGURE]
     results["cpu_s"] = {**cpu, "total": time.process_time() - cpu_start}
@@ -372,7 +482,7 @@ def record(results: dict, command: str, device: str | None = None) -> dict:
     keep = ("data", "n_classes", "per_class", "n_scored", "n_train", "n_test",
             "classifier_test_accuracy", "chance", "from_real_independent_says_source",
             "settings", "inversion", "methods", "scores", "generators", "cpu_s", "wall_s",
-            "threads")
+            "threads", "warnings")
     return {
         "table": "generative_inversion",
         "row": DATA_LABELS.get(results["data"], results["data"]),
@@ -420,8 +530,8 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
         (``accuracy_independent``, ``mean_confidence_inverted``,
         ``fraction_confident_inverted``, ``frechet``, ``mean_abs_change``: the mean absolute
         pixel change from the starting image, and for real starts
-        ``independent_says_source``); the classifiers' accuracies, chance, timings, settings
-        (and ``"device"`` when that was not the CPU).
+        ``independent_says_source``); the classifiers' accuracies, chance, ``warnings``
+        (``reliability``), timings, settings (and ``"device"`` when that was not the CPU).
 
     Raises:
         ValueError: for bad settings or learning rates, or a device this process cannot use.
@@ -474,6 +584,12 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
                                             "independent": quality.accuracy(B, real, y_te)},
                "settings": {name: v for name, v in asdict(s).items() if name != "model"},
                "inversion": {**asdict(inv), "lrs": list(lrs)}, "rows": rows,
+               "warnings": reliability(
+                   n=len(targets), ref=len(real) - len(real) // 2, per_class=per_class,
+                   ref_per_class=torch.bincount(te.labels[len(real) // 2:], minlength=k),
+                   train_per_class=torch.bincount(tr.labels, minlength=k), chance=1 / k,
+                   independent_accuracy=min((r for r in rows if r["start"] == "noise"),
+                                            key=lambda r: r["lr"])["accuracy_independent"]),
                "cpu_s": time.process_time() - cpu_start,
                "wall_s": time.perf_counter() - wall_start, "threads": torch.get_num_threads(),
                **({"device": str(device)} if device.type != "cpu" else {})}
@@ -500,7 +616,13 @@ def transfer_table(results: dict) -> str:
                      f"{100 * r['accuracy_independent']:.1f}% | {src} | "
                      f"{r['mean_abs_change']:.3f} | {r['frechet']:.1f} | "
                      f"{r['frechet_class']:.1f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + warning_lines(results)
+
+
+def warning_lines(results: dict) -> str:
+    """The study's warnings (``reliability``) as paragraphs after its table, each starting
+    ``warning:``; nothing without any."""
+    return "".join(f"\n\nwarning: {w['message']}" for w in results.get("warnings", ()))
 
 
 def transfer_record(results: dict, command: str, device: str | None = None) -> dict:
@@ -534,6 +656,7 @@ def transfer_record(results: dict, command: str, device: str | None = None) -> d
         **{k: results[k] for k in ("data", "n_classes", "per_class", "n_scored", "chance",
                                    "classifier_test_accuracy", "settings", "inversion",
                                    "rows", "cpu_s", "wall_s", "threads")},
+        **({"warnings": results["warnings"]} if "warnings" in results else {}),
     }
 
 
@@ -568,6 +691,10 @@ def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionS
     acc = results["classifier_test_accuracy"]
     texts, family = plots.figure_text([*(str(nm)[:14] for nm in names),
                                        gdata.data_label(results["data"])])
+    kinds = {w["kind"] for w in results.get("warnings", ())}
+    unreliable = [what for kind, what in (("frechet", "FD"), ("frechet_class", "FD to class c"),
+                                          ("lesson", "B accuracy as a test of the lesson"))
+                  if kind in kinds]
     panels = {name: _panel(samples[name], name, k, per_class, inv)
               for row in PANELS for name in row}
     r, c = panels["inversion"].shape[:2]
@@ -591,7 +718,10 @@ def save_figure(samples: dict[str, torch.Tensor], results: dict, inv: InversionS
     fig.suptitle(f"{texts[-1]}: A (inverted) and B (independent) classifiers, test "
                  f"accuracy {100 * acc['inverted']:.1f}% / {100 * acc['independent']:.1f}%; "
                  f"FD in B's features (real images: "
-                 f"{results['scores']['real']['frechet']:.1f})", fontsize=10,
+                 f"{results['scores']['real']['frechet']:.1f})\n{results['n_scored']:,} "
+                 f"images per row" + ("" if not unreliable else
+                                      f"; {', '.join(unreliable)} unreliable at this size "
+                                      f"(warnings in results.json)"), fontsize=10,
                  fontfamily=family)
     fig.tight_layout()
     plots._save(fig, path, colour=panels["inversion"].shape[-3] == 3)
@@ -614,6 +744,6 @@ def table(results: dict) -> str:
         rows.append(f"| {what} | {sc['frechet']:.1f} | {fdc} | {pct('accuracy_independent')} | "
                     f"{pct('mean_confidence_inverted')} | {pct('fraction_confident_inverted')} | "
                     f"{pct('top_confidence_inverted')} | {pct('top_confidence_independent')} |")
-    return "\n".join(rows)
+    return "\n".join(rows) + warning_lines(results)
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from metaloop import runlock
+from metaloop import runlock, runs_folder
 from metaloop._random import seeded_rng
 from metaloop.evaluate.heldout import mean_ci
 from metaloop.generative import data as gdata
@@ -223,6 +223,36 @@ def check_stops(until_pass: int | None, max_minutes: float | None) -> None:
         raise ValueError(f"max_minutes must be a finite number > 0, got {max_minutes!r}")
 
 
+# What the other ``metaloop vae`` runs (one model, the latent sweep, the inversion studies)
+# write in their folder, which a protocol run never writes (its ``samples.png`` comes with a
+# checkpoint): a new protocol run beside them would mix two runs' files in one folder.
+_OTHER_RUN_FILES = ("results.json", "model.safetensors", "metrics.jsonl",
+                    "samples_fitted.png", "reconstructions.png", "interpolations.png",
+                    "classes.png", "sweep.png", "inversion_compare.png")
+
+
+def check_new_run_folder(out: str | os.PathLike) -> None:
+    """Before a new protocol run (no ``resume``) writes in ``out``: refuse a folder that holds
+    another command's run (``runs_folder.check``) or another ``metaloop vae`` run's files
+    (an AE, VAE or CVAE run, a latent sweep, an inversion study), as a plain run refuses a
+    folder holding a protocol run. A missing or empty folder, or one holding a protocol run
+    (refused by ``train_protocol`` without ``resume``), passes.
+
+    Raises:
+        ValueError: naming the folder, the run it holds and its files; nothing was written.
+    """
+    out = Path(out)
+    runs_folder.check(out, "vae --protocol iwae")
+    try:
+        there = [name for name in _OTHER_RUN_FILES if (out / name).is_file()]
+    except OSError:                       # unreadable: named where the run writes
+        return
+    if there:
+        raise ValueError(f"{out} holds a metaloop vae run ({', '.join(there)}), not a "
+                         f"--protocol iwae run, which would mix its files with that run's: "
+                         f"give another --out (nothing was written)")
+
+
 def _write_curve(out: Path, passes: int, total: int, cpu_s: float, s: ProtocolSettings,
                  curve: list[dict]) -> None:
     """Write ``curve.json``, the curve of the checkpoint at ``passes``, atomically."""
@@ -242,7 +272,8 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
 
     Args:
         images: uint8 ``[N, C, H, W]`` training images, 255 = ink.
-        out: the run folder; without ``resume`` it must not hold a checkpoint yet.
+        out: the run folder; without ``resume`` it must not hold a checkpoint yet, nor
+            another run's files (``check_new_run_folder``).
         s: the settings (with ``resume``, the training ones must equal the checkpoint's).
         resume: continue from the latest checkpoint in ``out``.
         until_pass: stop once this many passes are done (None: the whole schedule).
@@ -263,9 +294,9 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
         what ``curve_fn`` returned), ``settings``, ``sessions``.
 
     Raises:
-        ValueError: for bad settings or images, a checkpoint in ``out`` without ``resume``,
-            no checkpoint with ``resume``, settings that differ from the checkpoint's, or a
-            device this process cannot use.
+        ValueError: for bad settings or images, a checkpoint in ``out`` without ``resume``
+            (or another run's files), no checkpoint with ``resume``, settings that differ
+            from the checkpoint's, or a device this process cannot use.
     """
     check_protocol_settings(s)
     device = devices.device_or_cpu(device)
@@ -307,6 +338,7 @@ def train_protocol(images: torch.Tensor, out: str | os.PathLike, s: ProtocolSett
         if found is not None:
             raise ValueError(f"{out} already holds a run (checkpoint {found.name}); add "
                              f"--resume to continue it, or choose another --out")
+        check_new_run_folder(out)
         out.mkdir(parents=True, exist_ok=True)
         passes, cpu_s, curve, train_log, sessions = 0, 0.0, [], [], []
     stop_at = total if until_pass is None else min(until_pass, total)
@@ -569,6 +601,21 @@ PUBLISHED = {"value": "108.11",
                        "estimated with k = 5000"}
 
 
+# The data and model of the paper's number: the built-in Omniglot split of its sizes
+# (omniglot-mixed: 24,345 / 8,070 images, 28x28), all of its training images, and the
+# paper's VAE and schedule. Either Omniglot kernel (the row names a bicubic one).
+PAPER_SETTINGS = {"data": "omniglot-mixed", "latent": 50, "hidden": [200, 200],
+                  "batch_size": 20, "lr": 1e-3, "stages": 8, "train_examples": None}
+
+
+def published_for(s: dict) -> dict | None:
+    """``PUBLISHED`` for a run of saved settings ``s`` that measure what the paper measured
+    (``PAPER_SETTINGS``), else None: the paper's NLL is no reference for other data, another
+    model or another schedule."""
+    same = all(json.dumps(s.get(k)) == json.dumps(v) for k, v in PAPER_SETTINGS.items())
+    return PUBLISHED if same else None
+
+
 def _default_kernel(s: dict) -> bool:
     return s.get("resample", "bilinear") == "bilinear"
 
@@ -586,7 +633,9 @@ def _layers(s: dict) -> str:
 
 def record(result: dict, *, command: str, device: str) -> dict:
     """The docs record (``metaloop.evaluate.records.write_record`` fields) of an
-    ``evaluate_run`` result: the test NLL with its passes, CPU time, curve and projection."""
+    ``evaluate_run`` result: the test NLL with its passes, CPU time, curve and projection;
+    ``published`` is the paper's number for a run at the paper's data and settings
+    (``published_for``), else None."""
     s, test = result["settings"], result["test"]
     total, passes = result["total_passes"], result["passes"]
     subset = result["test_examples"]
@@ -620,7 +669,7 @@ def record(result: dict, *, command: str, device: str) -> dict:
         "budget": {"iterations": passes, "cpu_seconds": round(result["train_cpu_s"])},
         "device": device, "torch": torch.__version__.split("+")[0],
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "config": None, "command": command, "published": PUBLISHED,
+        "config": None, "command": command, "published": published_for(s),
         "passes": passes, "total_passes": total, "k": test["k"],
         "test_elbo": round(test["elbo"], 3),
         "test_binarization_entropy": None if ent is None else round(ent, 2),

@@ -372,6 +372,21 @@ def _check_protocol_run(out: Path) -> None:
                          f"the --out of a --protocol iwae run, or another --out for a new one")
 
 
+def _check_new_protocol_run(out: Path) -> None:
+    """ValueError if the folder of a new protocol run holds another run
+    (``protocol.check_new_run_folder``); a folder with a checkpoint is left to the run's own
+    refusal, which names it and ``--resume``."""
+    from metaloop.generative import protocol
+    from metaloop.train import checkpoint as ckpt
+
+    try:
+        if out.is_dir() and ckpt.latest_checkpoint(out) is not None:
+            return
+    except (ValueError, OSError):       # a damaged LATEST: named where the run reads it
+        return
+    protocol.check_new_run_folder(out)
+
+
 def _has_checkpoint(out: Path) -> bool:
     """Whether the run folder ``out`` holds a checkpoint (or a damaged one: kept too)."""
     from metaloop.train import checkpoint as ckpt
@@ -540,6 +555,8 @@ def _protocol(args: argparse.Namespace, log: Callable = print, device: str = "cp
             log(f"wrote {args.record}")
         return 0
     s = _protocol_settings(args)
+    if not args.resume:                 # another run's folder: refused before anything is made
+        _check_new_protocol_run(Path(args.out))
     with _output(args.out, checkpoints=True), _described(args):
         if not args.resume:
             _remove_stale_of_no_run(Path(args.out))
