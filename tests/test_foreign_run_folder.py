@@ -112,7 +112,9 @@ def test_found_tells_each_folder_and_none_for_others(tmp_path):
     for results, command in [({"approaches": {}}, "adapt"), ({"strategies": {}}, "forgetting"),
                              ({"config": {"compare": {}}}, "compare"),
                              ({"config": {"eval": {}}}, "eval"),
-                             ({"settings": {"model": "vae"}}, "vae")]:
+                             ({"settings": {"model": "vae"}}, "vae"),
+                             # --compare-inversion / --inversion-transfer: no one model
+                             ({"settings": {"latent": 8}, "inversion": {}}, "vae")]:
         (tmp_path / "results.json").write_text(json.dumps(results))
         assert runs_folder.found(tmp_path) == command
     (tmp_path / "partial.json").write_text(json.dumps({"tasks_done": 3}))

@@ -30,7 +30,7 @@ What tells the command (``found``), first match:
 - ``partial.json`` (kept state of an interrupted run): the command it records;
 - ``runs.json``: ``forgetting``;
 - ``results.json``: ``predict`` (its ``predictions``), ``vae`` (its ``settings`` name a
-  model), ``adapt`` (``approaches``), ``forgetting`` (``strategies``), ``compare`` or
+  model, or it holds an ``inversion`` study), ``adapt`` (``approaches``), ``forgetting`` (``strategies``), ``compare`` or
   ``eval`` (its ``config`` section);
 - ``model.safetensors``: ``vae``.
 """
@@ -59,8 +59,9 @@ def _results_command(res) -> str | None:
     if isinstance(res.get("predictions"), list) and "checkpoints" in res:
         return "predict"
     settings = res.get("settings")
-    if isinstance(settings, dict) and "model" in settings:
-        return "vae"
+    if isinstance(settings, dict) and ("model" in settings or "inversion" in res):
+        return "vae"                    # a model's run, or --compare-inversion's and
+                                        # --inversion-transfer's (no one model)
     if isinstance(res.get("approaches"), dict):
         return "adapt"
     if isinstance(res.get("strategies"), dict):
