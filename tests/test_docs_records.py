@@ -54,7 +54,8 @@ def test_every_per_seed_record_has_the_mean_and_students_t_ci_of_its_seeds():
 
 
 def test_every_config_a_record_names_is_a_file_of_the_repository():
-    # a record's config is the TOML it ran (or null, the command holds every setting)
+    # a record's config is the TOML it ran (or null where its command holds every setting:
+    # one whose command trains with --config names it, as the next test checks)
     for stem, r in RECORDS.items():
         for key in ("config", "full_config"):
             if r.get(key) is not None:
@@ -109,6 +110,58 @@ def test_the_published_omniglot_numbers_are_the_papers_quoted_exactly():
     # no grid cell against a paper is left out of this list
     cells = {s for s, r in RECORDS.items() if "grid" in r and r["published"] is not None}
     assert cells <= set(PAPERS), sorted(cells - set(PAPERS))
+
+
+def _grid_cells(grid: str) -> dict[tuple[str, str], str]:
+    """``{(row, column label): cell text}`` of a rendered grid."""
+    lines = [line.strip("|").split(" | ") for line in grid.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in lines[0]]
+    return {(row[0].strip(), head[i]): cell.strip() for row in lines[2:]
+            for i, cell in enumerate(row) if i}
+
+
+def test_a_grid_cell_quoting_another_methods_number_names_that_method():
+    # R2D2's and MetaOptNet's cells quote Prototypical Networks' numbers (Snell et al. 2017):
+    # "Snell et al. 2017: 96.0 (-1.95)" read as a gap to their own paper
+    from metaloop.evaluate.records import render_grid
+    grids: dict[str, list] = {}
+    for r in RECORDS.values():
+        if "grid" in r:
+            grids.setdefault(r["grid"], []).append(r)
+    methods = {r["grid_row"] for r in RECORDS.values() if "grid" in r} | {
+        "Prototypical Networks", "MAML", "Reptile", "ANIL", "R2D2", "MetaOptNet"}
+    checked = 0
+    for members in grids.values():
+        cells = _grid_cells(render_grid(members))
+        for r in members:
+            if r["published"] is None:
+                continue
+            others = [m for m in methods if m in r["published"]["source"]
+                      and m not in r["grid_row"] and r["grid_row"] not in m]
+            ways, shots = re.fullmatch(r"(\d+)w(\d+)s", r["grid_column"]).groups()
+            cell = cells[(r["grid_row"], f"{ways}-way {shots}-shot")]
+            for m in others:
+                assert f"<br>{m}" in cell, (r["_file"], m, cell)
+                checked += 1
+    assert checked >= 8          # the four R2D2 and four MetaOptNet-SVM cells
+
+
+def test_a_split_mnist_number_is_said_to_be_split_mnist_wherever_the_docs_show_it():
+    # van de Ven et al.'s class-incremental numbers are on Split MNIST, not Fashion-MNIST
+    quoted = {stem: r["published"]["value"] for stem, r in RECORDS.items()
+              if stem.startswith("continual_split_fmnist_class") and r["published"]}
+    assert len(quoted) == 3
+    for stem in quoted:
+        assert RECORDS[stem]["published"]["source"].startswith("Split MNIST digits, not "
+                                                               "Fashion-MNIST")
+    shown = 0
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        for line in doc.read_text().splitlines():
+            for stem, value in quoted.items():
+                if f"(#{stem})" in line and value in line.split("|")[-2]:
+                    assert "Split MNIST" in line, (doc.name, line)
+                    shown += 1
+    assert shown >= 3
 
 
 # (record, the record it is paired with, the change its note quotes): the paired test-error
@@ -329,14 +382,27 @@ def _configs_named(command: str) -> list[str]:
     return named + [w.split("=", 1)[1] for w in words if w.startswith("--config=")]
 
 
+def _trains_with_a_config(command: str) -> bool:
+    """Whether one of a command line's commands is ``metaloop train --config PATH``."""
+    import shlex
+    parts = " ".join(shlex.split(command)).split("&&")
+    return any("train" in p.split() and _configs_named(p) for p in parts)
+
+
 def test_a_records_config_is_the_config_its_command_names():
     # the R2D2 5-way rows evaluate the 20-way model at --ways 5: their config is the 20-way one
     assert _configs_named("metaloop train --config a.toml --out r && metaloop train "
                           "--config=b.toml") == ["a.toml", "b.toml"]
+    assert _trains_with_a_config("metaloop --threads 1 train --config=a.toml && metaloop adapt")
+    assert not _trains_with_a_config("metaloop adapt --model runs/x --family omniglot")
     wrong = {}
     for stem, r in RECORDS.items():
         named = _configs_named(r["command"])
         if named and r["config"] is not None and r["config"] not in named:
             wrong[stem] = (r["config"], named)
+        # null says the command holds every setting: not so where it trains with a config
+        # (the Omniglot adaptation rows pretrain their body with one before metaloop adapt)
+        if r["config"] is None and _trains_with_a_config(r["command"]):
+            wrong[stem] = (None, named)
     assert not wrong, wrong
     assert RECORDS["omniglot_heads_r2d2_5w1s"]["config"] == "configs/omniglot_r2d2_20w1s_cpu.toml"

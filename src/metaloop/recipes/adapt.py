@@ -1742,6 +1742,143 @@ def _check_same_setting(path: Path, s: AdaptSettings, approach: str,
     check_same_setting(path, mine, theirs, approach)
 
 
+def _train_commands(command: str) -> list[dict]:
+    """The ``metaloop train`` commands of a command line (those before ``&&``): each one's
+    ``--config``, ``--out`` and ``--seed`` as written (absent ones left out)."""
+    import shlex
+    try:
+        words = shlex.split(command)
+    except ValueError:                   # (unbalanced quotes: no command to read)
+        return []
+    out, part = [], []
+    for word in [*words, "&&"]:
+        if word != "&&":
+            part.append(word)
+            continue
+        if "train" in part and any(w == "metaloop" or w.endswith("metaloop") for w in part):
+            flags: dict[str, str] = {}
+            for i, w in enumerate(part):
+                for flag in ("--config", "--out", "--seed"):
+                    if w == flag and i + 1 < len(part):
+                        flags[flag[2:]] = part[i + 1]
+                    elif w.startswith(flag + "="):
+                        flags[flag[2:]] = w.split("=", 1)[1]
+            out.append(flags)
+        part = []
+    return out
+
+
+def _same_folder(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _trained_with(config_path: str, stored: dict) -> bool:
+    """Whether the config file ``config_path`` (a file here) is the config a run whose
+    ``state.json`` holds ``stored`` was trained with: the same whole config once loaded,
+    but for ``train.seed`` (``metaloop train --seed``) and ``family.root`` (where the data
+    was read: ``--data-root``)."""
+    import copy
+    import warnings
+
+    from metaloop import config as _config
+    path = Path(config_path).expanduser()
+    if not path.is_file():
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg = _config.load(path)
+    except (ValueError, OSError):
+        return False
+    cfg, stored = copy.deepcopy(cfg), copy.deepcopy(stored)
+    for section, key in (("train", "seed"), ("family", "root")):
+        if isinstance(cfg.get(section), dict) and isinstance(stored.get(section), dict):
+            cfg[section].pop(key, None)
+            stored[section].pop(key, None)
+    return cfg == stored
+
+
+def _trained_run(s: AdaptSettings, command: str, older: Sequence[str] = ()) -> dict | None:
+    """The ``metaloop train`` run ``--model`` names, as its records report it; None where
+    ``--model`` is no metaloop run (a Hugging Face encoder). ``cpu_seconds`` and
+    ``iterations`` are those its checkpoint's ``state.json`` holds (every session of the
+    run; ``cpu_seconds`` None for a run trained before metaloop measured it); ``config`` the
+    config file it was trained with, as a path relative to the working folder where it is
+    inside it, or None where none can be told; ``train`` the ``metaloop train`` command that
+    trains it, to write before the adapt command (None for a ``ckpt-*`` folder or without
+    ``config``).
+
+    A run folder stores a copy of its config, not the file's path, so ``config`` is the
+    ``--config`` of a ``metaloop train ... --out <the model>`` in ``command`` or in
+    ``older`` (the commands of the records it replaces), or else a ``configs/*.toml``
+    of the working folder (the one named as the run folder first): in each case a file that
+    exists and whose config is the copy the run stores (``_trained_with``).
+    """
+    import json
+
+    from metaloop.runs import adapt_meta_run
+    from metaloop.train.checkpoint import latest_checkpoint
+
+    model = Path(s.model).expanduser()
+    if not _is_checkpoint(model):
+        return None
+    run_dir = (model / "LATEST").is_file()
+    try:
+        ckpt = cast(Path, latest_checkpoint(model)) if run_dir else model
+        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
+    stored = state.get("config")
+    if not isinstance(stored, dict) or adapt_meta_run(stored):
+        return None
+    cpu = state.get("cpu_seconds")
+    info: dict[str, Any] = {
+        "cpu_seconds": float(cpu) if isinstance(cpu, (int, float)) else None,
+        "iterations": state.get("iteration"), "config": None, "train": None}
+    here = Path.cwd().resolve()
+
+    def rel(path: Path) -> str:
+        full = path.expanduser().resolve()
+        try:
+            return full.relative_to(here).as_posix()
+        except ValueError:
+            return str(full)
+
+    named = [c for text in (command, *older) for c in _train_commands(text)]
+    candidates = [c["config"] for c in named
+                  if "config" in c and "out" in c and _same_folder(c["out"], model)]
+    configs = here / "configs"
+    if configs.is_dir():
+        found = sorted(configs.glob("*.toml"), key=lambda p: (p.stem != model.name, p.name))
+        candidates += [str(p) for p in found]
+    for cand in dict.fromkeys(candidates):
+        if _trained_with(cand, stored):
+            info["config"] = rel(Path(cand))
+            break
+    if info["config"] is not None and run_dir:     # (a ckpt-* folder: no command ends there)
+        import shlex
+        import warnings
+
+        from metaloop import config as _config
+        threads = state.get("threads")
+        words = ["metaloop"] + (["--threads", str(threads)]
+                                if isinstance(threads, int) and threads > 0 else [])
+        words += ["train", "--config", info["config"], "--out", rel(model)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            written = _config.load(info["config"]).get("train", {}).get("seed")
+        seed = (stored.get("train") or {}).get("seed")
+        if seed is not None and seed != written:               # metaloop train --seed
+            words += ["--seed", str(seed)]
+        if state.get("precision") not in (None, "float32"):
+            words += ["--precision", str(state["precision"])]
+        info["train"] = " ".join(shlex.quote(w) for w in words)
+    return info
+
+
 def records(results: dict, folder, s: AdaptSettings, *, command: str,
             read_command: Callable[[str], AdaptSettings] | None = None) -> dict[Path, dict]:
     """One result record per approach of a finished run (``run``'s results, or its
@@ -1774,6 +1911,14 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
     difference in points, the CI is the paired one, and the budget is the meta-training's
     and both rows' adaptation.
 
+    Where ``--model`` is a ``metaloop train`` run (``_trained_run``), its records name the
+    config it was trained with (``config``; null where none can be told), their command
+    trains it first (``metaloop train --config C --out <the model> && metaloop adapt ...``,
+    as the record's command reruns everything it measured), and every row's budget adds
+    the training's CPU seconds (from its checkpoint's ``state.json``) to the adaptation's;
+    its iterations are the training's (a ``meta-lora-M`` row's stay the meta-training's).
+    Their note says so, and gives the adaptation's steps per task.
+
     Args:
         results: the run's results (``approaches`` with their ``per_task`` values).
         folder: where the records go. s: the run's settings. command: the command line.
@@ -1790,8 +1935,25 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
     _, setting = _record_setting(s)
     table_name = RECORD_TABLE_META if _meta_methods(s.meta) else RECORD_TABLE
     targets = _Targets(s)
+    older = [c for name in [*results["approaches"], *(paired_row(*k.split(" - "))
+                                                      for k in results.get("paired", {}))]
+             if isinstance(c := old_record(record_path(folder, s, name)).get("command"), str)]
+    trained = _trained_run(s, command, older)
+    train_cpu, trained_note = 0.0, ""
+    if trained is not None:
+        train_cpu = trained["cpu_seconds"] or 0.0
+        if trained["train"] is not None and not any(
+                _same_folder(c.get("out", ""), s.model) for c in _train_commands(command)):
+            command = f"{trained['train']} && {command}"
+        trained_note = (f"; body trained by metaloop train"
+                        f"{' --config ' + trained['config'] if trained['config'] else ''}: "
+                        f"{trained['iterations']} iterations, "
+                        + (f"{train_cpu:.1f} CPU-s in the budget"
+                           if trained["cpu_seconds"] is not None
+                           else "CPU seconds not recorded (not in the budget)"))
     common = {
-        "table": table_name, "metric": "accuracy (%)", "unit": "%", "config": None,
+        "table": table_name, "metric": "accuracy (%)", "unit": "%",
+        "config": trained["config"] if trained is not None else None,
         "published": None, "command": command, "device": cpu_device(),
         "torch": torch.__version__.split("+")[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
@@ -1819,9 +1981,11 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
         seconds = round(r["adapt_seconds"], 3)
         method, learned = _row_method(name)
         meta_cpu = float(results["meta"][method]["cpu_seconds"]) if learned else 0.0
-        budget = {"cpu_seconds": round(meta_cpu + math.fsum(cpu), 1)}
+        budget = {"cpu_seconds": round(train_cpu + meta_cpu + math.fsum(cpu), 1)}
         if learned:
             budget["iterations"] = s.meta_iterations
+        elif trained is not None and isinstance(trained["iterations"], int):
+            budget["iterations"] = trained["iterations"]
         elif method is not None:
             budget["iterations"] = META_INNER[method]["inner_steps"]
         elif name in STEPPED:
@@ -1831,6 +1995,12 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
         if learned:
             note += (f"; meta-trained by {method}: {s.meta_iterations} outer steps of "
                      f"{s.meta_batch} tasks, {meta_cpu:.1f} CPU-s")
+        if trained is not None:
+            note += trained_note
+            if name in STEPPED or (learned and not name.endswith(" inner")):
+                note += f"; {s.steps} adaptation steps per task"
+            elif method is not None:
+                note += f"; {META_INNER[method]['inner_steps']} adaptation steps per task"
         rec = {**common, "row": f"{setting}: {name}", "approach": name,
                "setting": _portable(measured_setting(s, name, lora_targets=targets)),
                "mean": round(math.fsum(acc) / len(acc), 4),
@@ -1855,11 +2025,12 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
                "mean": round(math.fsum(diff) / len(diff), 4), "digits": 2,
                "ci95": None if ci is None else round(ci, 4), "n": len(diff),
                "per_task": diff,
-               "budget": {"cpu_seconds": round(float(results["meta"][method]["cpu_seconds"])
+               "budget": {"cpu_seconds": round(train_cpu
+                                               + float(results["meta"][method]["cpu_seconds"])
                                                + cpu, 1),
                           "iterations": s.meta_iterations},
                "note": f"{a} minus {b} on the same tasks (points); tasks won / tied / lost: "
-                       f"{d['wins']} / {d['ties']} / {d['losses']}"}
+                       f"{d['wins']} / {d['ties']} / {d['losses']}{trained_note}"}
         del rec["unit"]
         place(path, rec)
     return out
