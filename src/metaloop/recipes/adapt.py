@@ -576,14 +576,16 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
     results as a run never stopped (each task's seed is its own; only the times of the tasks
     scored after the resume are measured anew); ``on_resume(tasks_done)`` is called once the
     kept state is accepted, before anything else is done. Without ``resume`` an earlier run's
-    ``partial.json``, ``results.json`` and ``accuracy.png`` are removed first. The caller
+    ``partial.json`` is removed first, and its ``results.json`` and ``accuracy.png`` once
+    every approach and meta-run is built (a run refused there leaves them). The caller
     writes ``results.json`` and then removes ``partial.json`` (a kill in between leaves a
     ``finished`` run).
 
     Raises:
         ValueError: ``resume`` of a run with other settings, model or data (naming them); a
             new run into an ``out`` that holds another command's kept state (``metaloop
-            forgetting``'s partial.json); before anything is written.
+            forgetting``'s partial.json) or a ``results.json`` that no metaloop run wrote;
+            before anything is written.
     """
     s = p.settings
     out = Path(out)
@@ -596,13 +598,20 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
     for tmp in (*out.glob(f".{PARTIAL}.*"), *out.glob(".results.json.*"),
                 out / ".accuracy.png.partial"):       # what a kill mid-write left
         tmp.unlink(missing_ok=True)
-    if not resume:     # partial.json first: a kill here leaves no old one to pass for kept work
-        for old in (PARTIAL, "results.json", "accuracy.png"):
-            (out / old).unlink(missing_ok=True)
+    if not resume:
+        if (out / "results.json").is_file() and runs_folder.found(out) is None:
+            raise ValueError(f"{out} holds a results.json that no metaloop run wrote, which "
+                             f"this run would replace: give another --out (nothing was "
+                             f"written)")
+        # partial.json first: a kill here leaves no old one to pass for kept work
+        (out / PARTIAL).unlink(missing_ok=True)
     rows = strategies(s, p.model, p.kind, p.heldout)
     meta_rows, meta_info = meta_strategies(s, p.model, p.kind, out, p.train_families,
                                            progress=progress, checkpoint=p.checkpoint)
     rows.update(meta_rows)
+    if not resume:     # only now: a refused approach or meta-run leaves the last results
+        for old in ("results.json", "accuracy.png"):
+            (out / old).unlink(missing_ok=True)
     t0 = time.perf_counter() - (state["eval_seconds"] if state else 0.0)
 
     def save(per: dict, done: int) -> None:
@@ -1157,10 +1166,23 @@ def meta_strategies(s, model, kind: str, out: Path, train_families: dict | None 
         with seeded_rng(0, places):
             learner = lora_learner(model, method, **hp)
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            train(learner, train_family, iterations=s.meta_iterations,
-                  meta_batch=s.meta_batch, lr=META_OUTER_LR, seed=0, out_dir=run_dir,
-                  resume=(run_dir / "LATEST").is_file(), checkpoint_every=25, config=config,
-                  progress=progress, desc=f"meta-train {method}")
+            try:
+                train(learner, train_family, iterations=s.meta_iterations,
+                      meta_batch=s.meta_batch, lr=META_OUTER_LR, seed=0, out_dir=run_dir,
+                      resume=(run_dir / "LATEST").is_file(), checkpoint_every=25,
+                      config=config, progress=progress, desc=f"meta-train {method}")
+            except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the seconds spent count too
+                if run_dir.is_dir():
+                    _add_budget(run_dir, time.process_time() - cpu0,
+                                time.perf_counter() - wall0)
+                raise
+            except ValueError as e:     # a kept meta-run of other settings or data
+                if str(e).startswith("refusing to resume"):
+                    raise ValueError(f"{e}; the meta-learned runs are kept in --meta-dir "
+                                     f"({run_dir.parent}) to be resumed: give another "
+                                     f"--meta-dir, or remove {run_dir} to train it "
+                                     f"again") from None
+                raise
         info[method] = {"config": config, "run_dir": str(run_dir),
                         **_add_budget(run_dir, time.process_time() - cpu0,
                                       time.perf_counter() - wall0)}
