@@ -54,7 +54,7 @@ set -uo pipefail
 case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0;; esac
 PART=challenge
 BUDGET=570
-PEERS=runs/peers
+PEERS=""                     # --peers DIR (the caller's); default: the checkout's runs/peers
 SMOKE=${GPU_SESSION_SMOKE:-0}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,11 +70,14 @@ case "$BUDGET" in ''|*[!0-9]*) echo "gpu_session.sh: error: --budget must be who
 if [ "$BUDGET" -lt 120 ]; then
   echo "gpu_session.sh: error: --budget $BUDGET is too short (at least 120 s)" >&2; exit 2
 fi
-PEERS_ABS=$(cd "$(dirname "$PEERS")" 2>/dev/null && echo "$PWD/$(basename "$PEERS")")
+case "$PEERS" in
+  "") ;;
+  /*) ;;
+  *) PEERS=$PWD/$PEERS;;     # relative to where the script is called
+esac
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-# a relative --peers is the caller's; the default, runs/peers, is the checkout's
-case "$PEERS" in runs/peers) PEERS=$ROOT/runs/peers;; *) PEERS=${PEERS_ABS:-$PEERS};; esac
+PEERS=${PEERS:-$ROOT/runs/peers}
 OUT=${OUT:-runs/gpu_session}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -226,7 +229,8 @@ peers)
     rm -rf "$SITE"
     t=$(( $(left) - 60 ))
     say "peers: installing $PEERS into $SITE, timeout $t s"
-    timeout -k 5 "$t" bash benchmarks/peers_wheelhouse.sh --install "$PEERS" "$SITE" 2>&1 \
+    # installed for the python that runs the bench below
+    PYTHON=python timeout -k 5 "$t" bash benchmarks/peers_wheelhouse.sh --install "$PEERS" "$SITE" 2>&1 \
         | grep -v "as the 'root' user"
     rc=${PIPESTATUS[0]}
     say "peers: install exit $rc"

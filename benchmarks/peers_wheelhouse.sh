@@ -3,8 +3,8 @@
 #
 # Prepares the peers that benchmarks/bench_maml.py compares metaloop with (learn2learn,
 # higher, TorchOpt, pinned in benchmarks/requirements.txt) for a GPU machine that has no
-# network, as files that travel with the checkout: DIR (default runs/peers, ignored by git)
-# gets
+# network, as files that travel with the checkout: DIR (default: the checkout's runs/peers,
+# ignored by git; a DIR given is relative to where the script is called) gets
 #   - wheels of higher, TorchOpt and optree (its compiled dependency, for CPython X.Y,
 #     default 3.12, the GPU machines' Python), graphviz (TorchOpt imports it), gym and
 #     gym_notices (learn2learn imports gym), qpth; the pure-Python ones are built here from their sdists;
@@ -40,8 +40,9 @@ install_peers() {            # install_peers DIR SITE: the wheels, then learn2le
   [ -d "$dir/learn2learn-0.2.0" ] || { echo "peers_wheelhouse.sh: error: $dir holds no learn2learn-0.2.0/ (make it with this script)" >&2; return 2; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$site" "$dir"/*.whl
-  # --no-build-isolation: setuptools and Cython are the machine's own; the build writes
-  # into the source folder, so it is built from a copy
+  # --no-build-isolation: the machine's own setuptools builds the regenerated .c files
+  # (no Cython needed there); the build writes into the source folder, so it is built from
+  # a copy
   local src
   src=$(mktemp -d)
   cp -r "$dir/learn2learn-0.2.0" "$src/"
@@ -56,7 +57,7 @@ if [ "${1:-}" = "--install" ]; then
   exit $?
 fi
 
-DIR=runs/peers
+DIR="$(cd "$HERE/.." && pwd)/runs/peers"       # the checkout's; a DIR given is the caller's
 PYV=3.12
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -847,12 +847,12 @@ def test_gpu_session_peers_part_says_how_to_make_the_peers_folder(tmp_path):
     assert f"NO PEERS: {repo}/runs/peers does not hold" in r.stdout
     assert "bash benchmarks/peers_wheelhouse.sh" in r.stdout
     assert r.stdout.splitlines()[-1].endswith("done, exit 1; parts: peers skipped")
-    (tmp_path / "mine").mkdir()
+    (tmp_path / "runs" / "peers").mkdir(parents=True)
     r = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_session.sh"), "--part", "peers",
-                        "--budget", "200", "--peers", "mine"], cwd=tmp_path,
+                        "--budget", "200", "--peers", "runs/peers"], cwd=tmp_path,
                        env={**env, "OUT": str(tmp_path / "o2")}, capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode == 1 and f"NO PEERS: {tmp_path}/mine does not hold" in r.stdout, \
+    assert r.returncode == 1 and f"NO PEERS: {tmp_path}/runs/peers does not hold" in r.stdout, \
         r.stdout[-2000:]
 
 

@@ -30,8 +30,8 @@ What tells the command (``found``), first match:
 - ``partial.json`` (kept state of an interrupted run): the command it records;
 - ``runs.json``: ``forgetting``;
 - ``results.json``: ``predict`` (its ``predictions``), ``vae`` (its ``settings`` name a
-  model, or it holds an ``inversion`` study), ``adapt`` (``approaches``), ``forgetting`` (``strategies``), ``compare`` or
-  ``eval`` (its ``config`` section);
+  model, or it holds an ``inversion`` study), ``adapt`` (``approaches``), ``forgetting``
+  (``strategies``), ``compare`` or ``eval`` (its ``config`` section);
 - ``model.safetensors``: ``vae``.
 """
 

@@ -87,6 +87,12 @@ def test_run_sequence_reports_the_step_kept_of_each_experience():
     assert flat == {"experience": 1, "best_step": 10, "steps": 10, "val_start": 0.5,
                     "val_best": 0.5}
     assert 1 <= r.chosen[0]["best_step"] <= r.chosen[0]["steps"] <= 20
+    matrix, curve, boundaries, final = r            # still the four fields it unpacks into
+    assert matrix is r.matrix and final is r.params and len(r) == 4
+    import copy
+    import pickle
+    for again in (pickle.loads(pickle.dumps(r)), copy.deepcopy(r), r._replace(curve=[])):
+        assert again.chosen == r.chosen
 
 
 def test_run_sequence_names_two_experiences_of_other_input_shapes_before_learning_any():

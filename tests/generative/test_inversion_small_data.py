@@ -63,12 +63,11 @@ def test_resolve_classes_takes_indices_and_names():
                                          r"the data has classes 0..2 \(0 'circle', 1 'cross', "
                                          r"2 'square'\)"):
         experiment.resolve_classes([3, "star"], names)
-    # folders named by digits: the name is the class, unless it is another class's index
+    # folders named by digits: digits in range are an index, as they always were, so a
+    # command written before names were taken means what it meant; out of range, a name
     digits = ["1", "2", "3"]
+    assert experiment.resolve_classes(["2", "1"], digits) == [2, 1]
     assert experiment.resolve_classes(["3"], digits) == [2]
-    with pytest.raises(ValueError, match="--classes 1 is ambiguous: class 0 is named '1', "
-                                         "and class 1 is '2'"):
-        experiment.resolve_classes(["1"], digits)
     assert experiment.resolve_classes(["0", "2"], ["0", "1", "2"]) == [0, 2]
     with pytest.raises(ValueError, match="more than once"):
         experiment.resolve_classes(["cross", 1], names)

@@ -245,6 +245,10 @@ def test_evaluation_and_its_record(images, x_test, tmp_path):
     assert rec["published"] is None          # a tiny model of 3 stages: not the paper's
     paper = {**result, "settings": {**result["settings"], "latent": 50, "hidden": [200, 200],
                                     "stages": 8}}
+    # the paper's settings, but its NLL estimated with k = 50 on 30 images: not the paper's
+    assert P.record(paper, command="metaloop vae --protocol iwae --evaluate",
+                    device="CPU")["published"] is None
+    paper = {**paper, "test": {**paper["test"], "k": 5000}, "test_examples": "all"}
     assert P.record(paper, command="metaloop vae --protocol iwae --evaluate",
                     device="CPU")["published"]["value"] == "108.11"
     assert rec["projection_nll_at_end"] is not None

@@ -105,3 +105,27 @@ def test_ids_that_tokenize_never_gives_are_refused_not_pooled_to_zero(enc, ids, 
         enc.features(padded)
     empty = enc.tokenize(["", "a dog"])                                  # [CLS] [SEP]: fine
     assert torch.isfinite(enc.features(empty)).all()
+
+
+def test_a_tokenizer_adding_no_special_token_may_pad_an_empty_text_alone():
+    """With no [CLS]/[SEP] (GPT-style tokenizers with a pad token), ``tokenize("")`` is a row of
+    padding alone: accepted, as before, only a row narrower than nothing is refused."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    from metaloop.models.text import TextEncoder
+
+    words = ["<pad>", "<unk>", "a", "dog", "cat", "the"]
+    tk = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)},
+                                                          unk_token="<unk>"))
+    tk.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>",
+                                               unk_token="<unk>")
+    cfg = transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=37,
+                                  max_position_embeddings=64)
+    torch.manual_seed(0)
+    enc = TextEncoder(transformers.BertModel(cfg), tok)
+    assert enc.special_tokens() == 0
+    ids = enc.tokenize(["a dog", "", "the cat"])
+    assert bool((ids[1] == enc.pad_id).all())
+    assert enc.features(ids).shape[0] == 3

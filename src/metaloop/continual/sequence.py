@@ -43,8 +43,16 @@ from metaloop.meta._common import check_flag
 STRATEGIES = ("naive", "replay", "heads", "replay+heads", "lora", "joint")
 
 
-class SequenceResult(NamedTuple):
-    """What ``run_sequence`` returns.
+class _Sequence(NamedTuple):
+    matrix: torch.Tensor
+    curve: list[dict]
+    boundaries: list[int]
+    params: Params
+
+
+class SequenceResult(_Sequence):
+    """What ``run_sequence`` returns: a named tuple ``(matrix, curve, boundaries, params)``
+    (it unpacks into four) with the attribute ``chosen`` besides.
 
     Attributes:
         matrix: the accuracy matrix ``R`` ``[T, T]`` on the test data.
@@ -60,11 +68,20 @@ class SequenceResult(NamedTuple):
             None without validation data). Without ``early_stop`` best_step is the last step.
     """
 
-    matrix: torch.Tensor
-    curve: list[dict]
-    boundaries: list[int]
-    params: Params
     chosen: list[dict]
+
+    def __new__(cls, matrix: torch.Tensor, curve: list[dict], boundaries: list[int],
+                params: Params, chosen: list[dict] | None = None) -> SequenceResult:
+        self = super().__new__(cls, matrix, curve, boundaries, params)
+        self.chosen = list(chosen or [])
+        return self
+
+    def __getnewargs__(self):                # a copy or pickle keeps ``chosen``
+        return (*self, self.chosen)
+
+    def _replace(self, **fields) -> SequenceResult:
+        chosen = fields.pop("chosen", self.chosen)
+        return SequenceResult(*_Sequence(*self)._replace(**fields), chosen)
 
 
 def strategy_options(strategy: str, t: int, experiences: Sequence, *,
@@ -145,7 +162,7 @@ def run_sequence(model: nn.Module, params: Mapping[str, torch.Tensor], experienc
             experiences and overridden on others.
 
     Returns:
-        ``SequenceResult(matrix, curve, boundaries, params, chosen)``.
+        ``SequenceResult(matrix, curve, boundaries, params)`` with ``.chosen``.
 
     Raises:
         ValueError: an unknown strategy, fewer than two experiences or two of one name, a

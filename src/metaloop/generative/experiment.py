@@ -224,8 +224,9 @@ def resolve_classes(classes, names: list[str], data: str = "the data") -> list[i
     """``Settings.classes`` as class indices.
 
     An item may be a class index (an int, or its digits) or a class name as ``classes.png``
-    labels it (an image folder's sub-folder name, a tensor file's ``class_names``). A text
-    that is both a class's name and another class's index is refused as ambiguous.
+    labels it (an image folder's sub-folder name, a tensor file's ``class_names``). Digits
+    within ``[0, len(names))`` are an index, whatever the names: a class whose folder is
+    named with digits is given by its index (the error for an unknown class lists both).
 
     Args:
         classes: the items.
@@ -254,15 +255,10 @@ def resolve_classes(classes, names: list[str], data: str = "the data") -> list[i
             number = int(text)
         except ValueError:
             number = None
-        if text in index:
-            if number is not None and number != index[text] and 0 <= number < k:
-                raise ValueError(
-                    f"--classes {text} is ambiguous: class {index[text]} is named {text!r}, "
-                    f"and class {number} is {names[number]!r}; give class {text!r} as "
-                    f"{index[text]} (classes of {data}: {_class_list(names)})")
-            out.append(index[text])
-        elif number is not None and 0 <= number < k:
+        if number is not None and 0 <= number < k:     # digits are an index, as always
             out.append(number)
+        elif text in index:
+            out.append(index[text])
         else:
             bad.append(text)
     if bad:

@@ -294,10 +294,10 @@ class TextEncoder(nn.Module):
         Raises:
             ValueError: ids that are not ``[N, L]``, an id that is not a whole number in
                 ``[0, vocab_size())`` (naming it, its position and the vocabulary size), ids
-                narrower than the special tokens ``tokenize`` adds to every text or a row of
-                padding alone (not ids that ``tokenize`` gives: a ``TextTable`` without
-                ``tokenizer=`` gives its texts' row numbers), or more tokens (with the soft
-                prompt's) than ``max_positions()``.
+                narrower than the special tokens ``tokenize`` adds to every text, or a row of
+                padding alone where it adds some (not ids that ``tokenize`` gives: a
+                ``TextTable`` without ``tokenizer=`` gives its texts' row numbers), or more
+                tokens (with the soft prompt's) than ``max_positions()``.
         """
         if x.dim() != 2:
             raise ValueError(f"TextEncoder expects token ids [N, L], got {list(x.shape)}")
@@ -319,7 +319,7 @@ class TextEncoder(nn.Module):
         length, fine, rows = torch.stack([last, ok.long(), real.any(1).all().long()]).tolist()
         if not fine:
             self._check_ids(x, ids)
-        if not rows:
+        if not rows and special:      # a tokenizer adding no special token pads "" alone
             row = int((~real.any(1)).nonzero()[0, 0])
             raise ValueError(f"TextEncoder token ids: row {row} holds padding alone (id "
                              f"{self.pad_id}), which has no features; {not_ids}")
