@@ -242,7 +242,8 @@ def resolve_classes(classes, names: list[str], data: str = "the data") -> list[i
     """
     k = len(names)
     index = {str(n): i for i, n in enumerate(names)}
-    out, bad = [], []
+    out: list[int] = []
+    bad: list[object] = []
     for c in classes:
         if isinstance(c, bool):
             bad.append(c)
@@ -454,8 +455,8 @@ def write_pictures(model: AE | VAE, s: Settings, tr: gdata.ImageData, te: gdata.
         plots.save_grid(images, out / name, title=_title(name, s), ncol=8)
     names = list(files)
     if cond:
-        classes = check_classes(cast(VAE, model), s.classes if s.classes is not None
-                                else range(model.n_classes))
+        classes = check_classes(cast(VAE, model), [int(c) for c in s.classes]
+                                if s.classes is not None else range(model.n_classes))
         rows = sample_classes(cast(VAE, model), classes, 10, generator=g)    # [K, 10, C, H, W]
         labels = [tr.class_names[int(c)] for c in classes]
         plots.save_grid(rows, out / "classes.png", title=_title("classes.png", s),
@@ -508,7 +509,8 @@ def run(s: Settings, out: str | os.PathLike, *, device: str | torch.device | Non
     if cvae:
         gdata.require_classes(tr, s.data, cvae)
     if s.model == "cvae" and s.classes is not None:
-        s = replace(s, classes=resolve_classes(s.classes, tr.class_names, s.data))
+        s = replace(s, classes=list[int | str](resolve_classes(s.classes, tr.class_names,
+                                                                s.data)))
     x_te = checked_pixels(s, tr, te)
     model = build_model(s.model, s, tr.images, tr.n_classes)      # bad widths: before output
     model.to(device)                      # on the CPU, the tensors below are the same ones
