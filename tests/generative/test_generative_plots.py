@@ -81,7 +81,7 @@ def test_the_inversion_figure_writes_own_class_names_and_path_as_they_are(tmp_pa
         scores[name].update(frechet_class=2.0, accuracy_independent=0.5,
                             mean_confidence_inverted=0.5)
     results = {"n_classes": k, "per_class": per, "class_names": ["a $x^$", "日本"],
-               "data": "/data/$x^$/写真", "chance": 0.5, "scores": scores,
+               "data": "/data/$x^$/写真", "chance": 0.5, "scores": scores, "n_scored": k * per,
                "classifier_test_accuracy": {"inverted": 0.9, "independent": 0.9}}
     samples = {name: torch.rand(k * per, 1, 8, 8) for name in inversion.METHODS}
     inversion.save_figure(samples, results, inversion.InversionSettings(), tmp_path / "f.png")

@@ -68,6 +68,7 @@ class SequenceResult(_Sequence):
             None without validation data). Without ``early_stop`` best_step is the last step.
     """
 
+    _fields = _Sequence._fields              # the tuple's four (named, as a named tuple's)
     chosen: list[dict]
 
     def __new__(cls, matrix: torch.Tensor, curve: list[dict], boundaries: list[int],
