@@ -114,7 +114,7 @@ part_exit() {                # part_exit NAME RC: note a part's exit (124/137: t
   EXITS+=("$1 $2$why")
   if [ "$2" != 0 ]; then FAILED=1; fi
 }
-session() {
+run_parts() {
 say "part $PART, OUT $OUT, smoke $SMOKE"
 if command -v nvidia-smi > /dev/null; then
   nvidia-smi --query-gpu=name,memory.total --format=csv || true
@@ -291,4 +291,4 @@ LIST=$(IFS=,; echo "${EXITS[*]:-none run}")
 say "done, exit $RC; parts: ${LIST//,/, }"
 return $RC
 }
-session 2>&1 | tee "$OUT/session.log"
+run_parts 2>&1 | tee "$OUT/session.log"
