@@ -21,7 +21,7 @@ from pathlib import Path
 
 from metaloop.recipes import _partial
 
-__all__ = ["PATHS", "check_same_setting", "old_record", "written_from"]
+__all__ = ["PATHS", "check_same_setting", "flag_value", "old_record", "written_from"]
 
 # the setting keys that may name a local file or folder (a model, the user's data)
 PATHS = ("model", "data")
@@ -118,6 +118,12 @@ def _option(command, key: str) -> str | None:
         return None
     while "&&" in words:
         words = words[words.index("&&") + 1:]
+    return flag_value(words, key)
+
+
+def flag_value(words: Sequence[str], key: str) -> str | None:
+    """The value of ``--key`` (``-`` for ``_``; ``--key V`` or ``--key=V``) among the words
+    of one command, its last occurrence; None where it is not given."""
     flag, value = "--" + key.replace("_", "-"), None
     for i, word in enumerate(words):
         if word == flag and i + 1 < len(words):

@@ -51,7 +51,12 @@ from metaloop import runs_folder
 from metaloop._random import seeded_rng
 from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import _partial, report
-from metaloop.recipes._record_setting import check_same_setting, old_record, written_from
+from metaloop.recipes._record_setting import (
+    check_same_setting,
+    flag_value,
+    old_record,
+    written_from,
+)
 from metaloop.tasks.episodes import SmallClassesError
 from metaloop.tasks.text_table import TextTable
 
@@ -1778,14 +1783,8 @@ def _train_commands(command: str) -> list[dict]:
             part.append(word)
             continue
         if "train" in part and any(w == "metaloop" or w.endswith("metaloop") for w in part):
-            flags: dict[str, str] = {}
-            for i, w in enumerate(part):
-                for flag in ("--config", "--out", "--seed"):
-                    if w == flag and i + 1 < len(part):
-                        flags[flag[2:]] = part[i + 1]
-                    elif w.startswith(flag + "="):
-                        flags[flag[2:]] = w.split("=", 1)[1]
-            out.append(flags)
+            out.append({key: value for key in ("config", "out", "seed")
+                        if (value := flag_value(part, key)) is not None})
         part = []
     return out
 
@@ -1797,30 +1796,30 @@ def _same_folder(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def _trained_with(config_path: str, stored: dict) -> bool:
-    """Whether the config file ``config_path`` (a file here) is the config a run whose
-    ``state.json`` holds ``stored`` was trained with: the same whole config once loaded,
-    but for ``train.seed`` (``metaloop train --seed``) and ``family.root`` (where the data
-    was read: ``--data-root``)."""
+def _trained_with(config_path: str, stored: dict) -> dict | None:
+    """The config of the file ``config_path`` (a file here), loaded, where it is the config
+    a run whose ``state.json`` holds ``stored`` was trained with: the same whole config but
+    for ``train.seed`` (``metaloop train --seed``) and ``family.root`` (where the data was
+    read: ``--data-root``); else None."""
     import copy
     import warnings
 
     from metaloop import config as _config
     path = Path(config_path).expanduser()
     if not path.is_file():
-        return False
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cfg = _config.load(path)
+            loaded = _config.load(path)
     except (ValueError, OSError):
-        return False
-    cfg, stored = copy.deepcopy(cfg), copy.deepcopy(stored)
+        return None
+    cfg, stored = copy.deepcopy(loaded), copy.deepcopy(stored)
     for section, key in (("train", "seed"), ("family", "root")):
         if isinstance(cfg.get(section), dict) and isinstance(stored.get(section), dict):
             cfg[section].pop(key, None)
             stored[section].pop(key, None)
-    return cfg == stored
+    return loaded if cfg == stored else None
 
 
 def _trained_run(s: AdaptSettings, command: str, older: Sequence[str] = ()) -> dict | None:
@@ -1839,10 +1838,8 @@ def _trained_run(s: AdaptSettings, command: str, older: Sequence[str] = ()) -> d
     of the working folder (the one named as the run folder first): in each case a file that
     exists and whose config is the copy the run stores (``_trained_with``).
     """
-    import json
-
     from metaloop.runs import adapt_meta_run
-    from metaloop.train.checkpoint import latest_checkpoint
+    from metaloop.train.checkpoint import latest_checkpoint, read_state
 
     model = Path(s.model).expanduser()
     if not _is_checkpoint(model):
@@ -1850,8 +1847,10 @@ def _trained_run(s: AdaptSettings, command: str, older: Sequence[str] = ()) -> d
     run_dir = (model / "LATEST").is_file()
     try:
         ckpt = cast(Path, latest_checkpoint(model)) if run_dir else model
-        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        state = read_state(ckpt / "state.json")
     except (OSError, ValueError, TypeError):
+        return None
+    if not isinstance(state, dict):
         return None
     stored = state.get("config")
     if not isinstance(stored, dict) or adapt_meta_run(stored):
@@ -1876,22 +1875,19 @@ def _trained_run(s: AdaptSettings, command: str, older: Sequence[str] = ()) -> d
     if configs.is_dir():
         found = sorted(configs.glob("*.toml"), key=lambda p: (p.stem != model.name, p.name))
         candidates += [str(p) for p in found]
+    loaded = None
     for cand in dict.fromkeys(candidates):
-        if _trained_with(cand, stored):
+        loaded = _trained_with(cand, stored)
+        if loaded is not None:
             info["config"] = rel(Path(cand))
             break
-    if info["config"] is not None and run_dir:     # (a ckpt-* folder: no command ends there)
+    if loaded is not None and run_dir:     # (a ckpt-* folder: no command ends there)
         import shlex
-        import warnings
-
-        from metaloop import config as _config
         threads = state.get("threads")
         words = ["metaloop"] + (["--threads", str(threads)]
                                 if isinstance(threads, int) and threads > 0 else [])
         words += ["train", "--config", info["config"], "--out", rel(model)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            written = _config.load(info["config"]).get("train", {}).get("seed")
+        written = loaded.get("train", {}).get("seed")
         seed = (stored.get("train") or {}).get("seed")
         if seed is not None and seed != written:               # metaloop train --seed
             words += ["--seed", str(seed)]
