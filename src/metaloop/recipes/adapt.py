@@ -1458,11 +1458,7 @@ def table(results: dict) -> str:
         a = r["accuracy"]
         rows.append([name, str(r["approach"]), format_mean_ci(a["mean"], a["ci95"], ".2f", 100),
                      f"{r['trainable']:,}", f"{r['adapt_seconds']:.3f}"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 1) else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return report.aligned(rows, right=(2, 3, 4))
 
 
 def bar_chart(results: dict, path: Path, title: str) -> None:

@@ -813,9 +813,7 @@ def table(strategies: dict) -> str:
     rows = [["strategy"] + [label for _, label in METRICS]]
     for name, r in strategies.items():
         rows.append([name] + [_cell(r["summary"][k]) for k, _ in METRICS])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [report.aligned(rows)]
     undefined = {name: r["summary"]["retained"]["undefined_seeds"]
                  for name, r in strategies.items()
                  if r["summary"]["retained"].get("undefined_seeds")}
@@ -839,10 +837,7 @@ def forgetting_table(results: dict) -> str:
     rows = [["strategy"] + names]
     for name, r in results["strategies"].items():
         rows.append([name] + [f"{100 * v:.1f}" for v in r["experience_forgetting_mean"]])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return report.aligned(rows)
 
 
 def early_stop_note(results: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Collection
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from metaloop import runlock, runs_folder
 from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.train.checkpoint import atomic_write_text, save_figure
 
-__all__ = ["output_dir", "plot_curves", "plot_fits", "prepare_out", "save_figure",
+__all__ = ["aligned", "output_dir", "plot_curves", "plot_fits", "prepare_out", "save_figure",
            "strip_per_task", "table", "write_json"]
 
 
@@ -102,8 +103,16 @@ def table(results: dict[str, dict], metric: str) -> str:
         for m, c in zip(r[metric]["mean"], r[metric]["ci95"]):
             cells.append(format_mean_ci(m, c, ".2f", 100) if pct else format_mean_ci(m, c, ".3f"))
         rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return aligned(rows)
+
+
+def aligned(rows: list[list[str]], right: Collection[int] = ()) -> str:
+    """Rows of cells (the first the header) as text columns two spaces apart, each as wide
+    as its widest cell, with a rule of dashes under the header; the columns ``right`` are
+    right-aligned, the others left-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
