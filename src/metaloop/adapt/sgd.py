@@ -34,18 +34,23 @@ def sgd_step(fwd: Forward, loss_fn, params: Mapping[str, torch.Tensor], names: l
     """One SGD step: ``params`` with each of ``names`` moved by ``-lr * grad`` (shapes kept).
 
     Args as ``sgd_path``; ``names`` is a list of the adapted names; ``lr`` a float or a
-    ``[len(names)]`` tensor of per-tensor step sizes (differentiable).
+    ``[len(names)]`` tensor of per-tensor step sizes (differentiable). An adapted tensor
+    that the loss does not use has a zero gradient: it stays as it is (as under
+    ``torch.func.grad``, ``sgd_path_func``), instead of failing in autograd.
     """
     loss = loss_fn(fwd(params, x), y)
-    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph,
+                                allow_unused=True)
     return {**params, **_update(params, names, grads, lr)}
 
 
 def _update(params, names, grads, lr) -> Params:
-    """{name: param - lr * grad} with a shared float lr or the per-name entries of a tensor."""
+    """{name: param - lr * grad} with a shared float lr or the per-name entries of a tensor;
+    a None gradient (a tensor the loss does not use) leaves the tensor as it is."""
     if isinstance(lr, torch.Tensor):
-        return {n: params[n] - lr[i] * g for i, (n, g) in enumerate(zip(names, grads))}
-    return {n: params[n] - lr * g for n, g in zip(names, grads)}
+        return {n: params[n] if g is None else params[n] - lr[i] * g
+                for i, (n, g) in enumerate(zip(names, grads))}
+    return {n: params[n] if g is None else params[n] - lr * g for n, g in zip(names, grads)}
 
 
 def _leaves(tensors, grad_at) -> list[torch.Tensor]:

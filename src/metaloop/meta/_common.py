@@ -532,6 +532,32 @@ def check_finite_tasks(owner: str, **tensors: torch.Tensor) -> None:
                              f"batch; the adapted parameters would be NaN")
 
 
+def check_finite_batch(owner: str, batch: TaskBatch) -> None:
+    """A meta-batch's float tensors (inputs, regression targets) with finite values, for
+    ``meta_loss`` / ``meta_gradient``: one NaN in one task's support set would make the
+    whole meta-gradient NaN without a word. Read where it costs no host synchronisation:
+    tensors on the CPU only (on a GPU the training step reads nothing back, and this check
+    would; there the values are not checked), not inside ``valid_by_construction()``.
+
+    Raises:
+        ValueError: naming the tensor, its shape and the tasks (index in the batch) with
+            NaN or inf.
+    """
+    if values_trusted():
+        return
+    for name in ("support_x", "support_y", "query_x", "query_y"):
+        t = getattr(batch, name)
+        if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.is_floating_point() \
+                and t.dim() >= 1 and not bool(torch.isfinite(t.sum()))  \
+                and not bool(torch.isfinite(t).all()):  # a finite sum: all finite (one pass)
+            bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).nonzero().flatten()
+            tasks = ", ".join(map(str, bad[:5].tolist())) + (", ..." if len(bad) > 5 else "")
+            raise ValueError(f"{owner}: the TaskBatch's {name} {_shape(t)} has non-finite "
+                             f"values (NaN or inf) in task{'s' if len(bad) > 1 else ''} "
+                             f"{tasks}; the meta-loss and every meta-gradient entry would "
+                             f"be NaN")
+
+
 def check_task(owner: str, model: nn.Module, support_x, support_y, loss=None) -> None:
     """ONE task's support set for ``adapt``: tensors ``[S, ...]`` with the same S >= 1, on
     the model's device and in its dtype, finite; with a built-in ``loss`` ("ce"/"mse"), labels

@@ -70,6 +70,7 @@ from metaloop.meta._common import (
     ScoresEitherWay,
     autograd_batch,
     check_batch,
+    check_finite_batch,
     check_finite_tasks,
     check_flag,
     check_inputs,
@@ -456,6 +457,7 @@ class HeadLearner(ScoresEitherWay):
             raise ValueError(f"{self.name} needs a classification TaskBatch (int64 labels), "
                              f"got float regression targets")
         check_batch(batch, self.model)
+        check_finite_batch(self.name, batch)    # on the CPU: no host synchronisation
         if torch.is_grad_enabled():     # a batch made under inference_mode: copied to use
             batch = autograd_batch(batch)
         ways = self._ways(batch.support_y, batch.query_y, classes=batch.classes)

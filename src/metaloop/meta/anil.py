@@ -113,7 +113,10 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
         it ANIL.
 
     Raises:
-        ValueError: as ``MAML``; no ``head`` for a model without an ``nn.Linear``.
+        ValueError: as ``MAML``; no ``head`` for a model without an ``nn.Linear``; at first
+            use (``meta_gradient``, ``meta_loss``, ``adapt``, ``adapt_path_batched``), a
+            head the forward pass never uses (it would get no inner gradient: the default,
+            the last ``nn.Linear``, may be an unused one), naming it.
     """
     if head is None:
         if not isinstance(model, nn.Module):

@@ -9,15 +9,23 @@ of which changes the meta-gradient.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch import nn
 
 from metaloop.adapt.learned_lr import InnerLRs, split_lrs
-from metaloop.adapt.sgd import SGDAdapter, default_head, gradients_on, zero_head
+from metaloop.adapt.sgd import (
+    SGDAdapter,
+    autograd_usable,
+    default_head,
+    gradients_on,
+    zero_head,
+)
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
@@ -25,13 +33,18 @@ from metaloop.meta._common import (
     autograd_batch,
     batch_metrics,
     check_batch,
+    check_batched_support,
+    check_finite_batch,
+    check_finite_tasks,
     check_flag,
+    check_inputs,
     grads_to_dict,
     mean_metrics,
     named_layers,
     resolve_batching,
     task_metrics,
     vmap_refusal,
+    vmap_tasks,
 )
 from metaloop.meta._strategies import (
     InnerLoop,
@@ -96,9 +109,10 @@ def maml_meta_gradient(adapter: SGDAdapter, params: Params, batch: TaskBatch, *,
                 pred = adapter.fwd(theta, sx)                              # [S, out]
                 support_loss = adapter.loss_fn(pred, sy)                   # L_i(theta_k), scalar
                 g = torch.autograd.grad(support_loss, [theta[n] for n in adapter.names],
-                                        create_graph=create_graph)   # dL_i/dtheta_k, per name
+                                        create_graph=create_graph,   # dL_i/dtheta_k, per name
+                                        allow_unused=True)           # (None: unused, stays)
                 theta = {**theta, **{n: theta[n] - alpha * gn         # theta_{k+1}, same shapes
-                                     for n, gn in zip(adapter.names, g)}}
+                                     for n, gn in zip(adapter.names, g) if gn is not None}}
         out = query_fwd(theta, qx)                                   # [Q, out]
         loss = adapter.loss_fn(out, qy)                              # L~_i(theta_i'), scalar
         g = torch.autograd.grad(loss, [params[n] for n in names],    # dL~_i/dtheta_0, per name
@@ -164,6 +178,89 @@ def _head_after_norms(model: nn.Module, adapter: SGDAdapter) -> set[str]:
     return {n for n in head if n in first and not names[id(first[n])] - head}
 
 
+# the autograd nodes of torch's fused normalisation kernels (``VMAP_WRONG_SECOND_ORDER``'s,
+# and ``F.layer_norm`` / ``F.batch_norm`` / ``F.instance_norm`` called in a forward):
+# NativeLayerNormBackward0, NativeBatchNormBackward0, CudnnBatchNormBackward0, ...
+_WRONG_NODE = re.compile(r"(Batch|Layer)Norm")
+
+
+@dataclass(frozen=True)
+class InnerGraph:
+    """What one task's support loss at theta_0 differentiates through
+    (``probe_inner_graph``).
+
+    Attributes:
+        norms: torch's normalisation operation (``"layer_norm"``, ``"batch_norm"``, the
+            kernel of ``instance_norm`` too) -> the adapted names whose inner gradient runs
+            through its backward, so that second order takes its double backward.
+        unused: the adapted names the support loss does not use (zero inner gradient).
+    """
+
+    norms: dict[str, list[str]]
+    unused: list[str]
+
+
+def _op_name(node: str) -> str:
+    return "layer_norm" if "LayerNorm" in node else "batch_norm"
+
+
+def probe_inner_graph(adapter: SGDAdapter, net: Params, sx: torch.Tensor,
+                      sy: torch.Tensor, vmapped: bool = False) -> InnerGraph:
+    """One forward pass of one task's support set from ``adapter.start``, with only the
+    adapted tensors requiring grad, and a walk of its autograd graph (no backward pass).
+    ``vmapped``: the forward pass runs under ``vmap`` (over this one task), as the vmapped
+    meta-gradient runs it: a model may take other kernels there (metaloop's ``BatchNorm``
+    takes plain arithmetic, whose double backward is exact).
+
+    The graph holds exactly the operations between the support loss and the adapted
+    tensors, i.e. those whose backward the inner gradient runs: a torch normalisation
+    kernel there is one whose double backward second order takes (whether a module of the
+    model or ``F.layer_norm`` called inline), one before a head that alone adapts is not.
+    The random state and the model's buffers are left as they were (dropout draws, a
+    BatchNorm's running statistics). Raises what the forward pass raises.
+    """
+    names = set(adapter.names)
+    devices = sorted({t.device.index or 0 for t in net.values() if t.device.type == "cuda"})
+    buffers = [(b, b.clone()) for b in adapter.model.buffers()]
+    try:
+        with gradients_on(), torch.random.fork_rng(devices=devices):
+            start = adapter.start({n: t.detach() for n, t in net.items()}, sy)
+            probe = {n: t.detach().requires_grad_(n in names) for n, t in start.items()}
+
+            def support_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return adapter.loss_fn(adapter.fwd(probe, x), y)
+            loss = vmap_tasks(support_loss, sx[None], sy[None]).sum() if vmapped \
+                else support_loss(sx, sy)
+    finally:
+        with torch.no_grad():
+            for b, was in buffers:
+                b.copy_(was)
+    leaf = {id(t): n for n, t in probe.items() if n in names}
+    root = loss.grad_fn
+    reach: dict = {}                     # node -> the adapted names below it
+    stack = [(root, False)] if root is not None else []
+    while stack:                         # post-order, iterative (deep nets)
+        node, done = stack.pop()
+        if node in reach:
+            continue
+        children = [c for c, _ in node.next_functions if c is not None]
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if c not in reach)
+            continue
+        found = {leaf[id(v)]} if id(v := getattr(node, "variable", None)) in leaf else set()
+        for c in children:
+            found |= reach[c]
+        reach[node] = found
+    norms: dict[str, list[str]] = {}
+    for node, below in reach.items():
+        if below and _WRONG_NODE.search(type(node).__name__):
+            op = norms.setdefault(_op_name(type(node).__name__), [])
+            op.extend(n for n in adapter.names if n in below and n not in op)
+    used = reach.get(root, set())
+    return InnerGraph(norms, [n for n in adapter.names if n not in used])
+
+
 def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
                               owner: str = "MAML") -> str | None:
     """Why second-order MAML under ``vmap`` would give a wrong meta-gradient, or None.
@@ -222,7 +319,11 @@ class MAML(AdaptsBySGD):
             without buffers, and without dropout in training mode, only; ``meta_gradient``
             only, ``meta_loss`` loops), or "auto"
             (vmap for models without convolutions, normalisation layers, dropout in
-            training mode or recurrent layers, else loop). See docs/benchmarks.md.
+            training mode or recurrent layers, else loop; second order: the loop from the
+            first meta-batch on where that batch finds torch's layer_norm, batch_norm or
+            instance_norm kernel in the inner gradient, called in ``forward`` or by a module
+            of the user's own, whose double backward is wrong under vmap,
+            ``probe_inner_graph``). See docs/benchmarks.md.
         recompute_inner_loop: recompute each inner step's activations in the backward pass
             instead of keeping them: only theta at each step is stored, so memory grows with
             the steps by one parameter set each, not by one step's activations (second
@@ -279,7 +380,12 @@ class MAML(AdaptsBySGD):
     Raises:
         ValueError: ``recompute_inner_loop=True`` with ``batching="vmap"``; second order
             with ``batching="vmap"`` for a model with torch's BatchNorm, InstanceNorm or
-            LayerNorm layers when more than the head adapts (``vmap_second_order_refusal``);
+            LayerNorm layers when more than the head adapts (``vmap_second_order_refusal``),
+            and, at the first ``meta_gradient`` / ``meta_loss``, for a model whose inner
+            gradient runs through torch's layer_norm / batch_norm / instance_norm kernels
+            called otherwise (``F.layer_norm`` in ``forward``, a module wrapping it);
+            with ``head_init="zero"``, at first use, a head whose zeroing breaks the forward
+            pass (a hidden layer taken as the head);
             ``batching="vmap"`` for a model with torch BatchNorm layers that update running
             statistics or with dropout layers, in training mode (``_common.vmap_refusal``);
             ``compile=True`` with ``batching="threads"``; ``batching="threads"`` for a model
@@ -347,6 +453,103 @@ class MAML(AdaptsBySGD):
         self._query_fwd = None                      # the compiled query pass (the loop)
         self._compiled_vmap: dict[bool, object] = {}    # first_order -> compiled vmapped tasks
         self._replicas: list[SGDAdapter] = []     # one per extra thread (batching="threads")
+        # "auto" that chose vmap: falls back to the loop where the first second-order call
+        # finds a normalisation kernel in the inner gradient (``_first_use``)
+        self._auto_vmap = batching == "auto" and self.batching == "vmap"
+        # ``probe_inner_graph``'s findings, made on first use, by whether vmap runs the model
+        self._inner_graph: dict[bool, InnerGraph] = {}
+
+    def _first_use(self, sx: torch.Tensor, sy: torch.Tensor, second_order_vmap: bool) -> None:
+        """The checks that need a task, made on one task's support set (``sx [S, ...]``,
+        ``sy``) once per learner (``probe_inner_graph``: one forward pass, no backward),
+        where they apply: ANIL, a zero head, a second-order vmapped meta-gradient.
+
+        * ANIL: a head the forward pass does not use is refused (it would get no inner
+          gradient: meta-training without adaptation).
+        * ``head_init="zero"``: a forward pass that fails with the zeroed head only says
+          which layer was taken as the head and how to name the output layer.
+        * second order under vmap: torch's layer_norm / batch_norm / instance_norm kernels
+          (modules or ``F.*`` calls in ``forward``) in the inner gradient's graph have a
+          double backward that is wrong under vmap: "auto" falls back to the loop, for
+          this call and after (``batching`` becomes "loop"); "vmap" is refused, naming
+          them. A head that alone adapts after them (ANIL) runs none of their backward.
+
+        Raises:
+            ValueError: as above.
+        """
+        anil, zero = self._owner == "ANIL", self.inner.head_init == "zero"
+        if not (anil or zero or second_order_vmap):
+            return
+        vmapped = self.batching == "vmap"        # the kernels the model takes there
+        graphs = self.__dict__.setdefault("_inner_graph", {})
+        graph = graphs.get(vmapped)
+        if graph is None:
+            if vmapped and (self._vmap_refusal or vmap_refusal(self.net)):
+                return                                  # vmap cannot run it: _vmapped says
+            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                return      # a CUDA graph records the step: its warm-up steps have probed
+            net, _ = split_lrs(self.model, dict(self.model.named_parameters()))
+            try:
+                graph = probe_inner_graph(self.inner, net, sx, sy, vmapped)
+            except (ValueError, RuntimeError) as e:
+                if zero:
+                    self._zero_head_failure(net, sx, sy, e)
+                # not probed: the call itself fails on this input, with its own checks'
+                # message (labels beyond the outputs under vmap, a wrong input shape)
+                return
+            graphs[vmapped] = graph
+        if anil and graph.unused:
+            raise ValueError(self._unused_head(graph.unused))
+        if second_order_vmap and graph.norms:
+            if getattr(self, "_auto_vmap", False):
+                self.batching = "loop"
+                return
+            ops = ", ".join(graph.norms)
+            adapted = list(dict.fromkeys(n for v in graph.norms.values() for n in v))
+            raise ValueError(
+                f"{self._owner}(batching='vmap', first_order=False) would give a wrong "
+                f"meta-gradient: the model's forward runs torch's {ops} (F.layer_norm, "
+                f"F.batch_norm or F.instance_norm, in forward or a module of its own), whose "
+                f"double backward is wrong under vmap (pytorch/functorch#534), and the inner "
+                f"gradient of {adapted[:3]}{' ...' if len(adapted) > 3 else ''} runs "
+                f"through it; use batching='loop' or 'auto' (the loop for such a model), "
+                f"first_order=True, or metaloop.models.conv4.BatchNorm")
+
+    def _unused_head(self, unused: list[str]) -> str:
+        """ANIL's message for a head (``unused`` of it) that the forward pass never uses."""
+        head = list(self.inner.names)
+        others = [n for n, m in self.net.named_modules() if isinstance(m, nn.Linear)
+                  and not any(f"{n}.{k}" in unused for k, _ in m.named_parameters())]
+        hint = ""
+        if others:
+            layer = self.net.get_submodule(others[-1])
+            hint = f" (e.g. head={[f'{others[-1]}.{k}' for k, _ in layer.named_parameters()]})"
+        default = " (the model's last nn.Linear, taken by default)" \
+            if head == default_head(self.net) else ""
+        return (f"ANIL adapts the head {head}{default}, but the model's forward never uses "
+                f"{unused[:3]}{' ...' if len(unused) > 3 else ''}: it would get no inner "
+                f"gradient, and ANIL would meta-train without adapting; name the output "
+                f"layer's parameters with head=[...]{hint}")
+
+    def _zero_head_failure(self, net: Params, sx: torch.Tensor, sy: torch.Tensor,
+                           error: Exception) -> None:
+        """ValueError from ``error`` where the forward pass fails with the zero head of
+        ``head_init="zero"`` but runs with the model's own: the head taken is no output
+        layer (a hidden ``nn.Linear`` registered last, say). Returns otherwise."""
+        try:
+            with gradients_on():
+                self.inner.fwd({n: t.detach() for n, t in net.items()}, sx)
+        except (ValueError, RuntimeError):
+            return                                      # not the head's doing
+        head = list(self.inner.head or [])
+        ways = self.inner.start({n: t.detach() for n, t in net.items()}, sy)[head[0]].shape[0]
+        default = " (the model's last nn.Linear, taken by default)" \
+            if head == default_head(self.net) else ""
+        raise ValueError(f"{self._owner}(head_init='zero') took {head}{default} as the head "
+                         f"and started it at zero with {ways} rows (one per class of the "
+                         f"task), but the forward pass fails with it, so it is no output "
+                         f"layer: name the output layer's parameters with head=[...] "
+                         f"({error})") from error
 
     def __getstate__(self) -> dict:
         """The learner without its compiled functions: torch's are tied to this learner's
@@ -399,6 +602,28 @@ class MAML(AdaptsBySGD):
         loss = losses.mean()
         return loss, batch_metrics(outs, batch.query_y, losses, loss)
 
+    def adapt_path(self, support_x, support_y, steps: int | None = None):
+        """As ``AdaptsBySGD.adapt_path``; ANIL and a zero head first check the model on the
+        task once per learner (``_first_use``)."""
+        path = super().adapt_path(support_x, support_y, steps)
+        with gradients_on():
+            self._first_use(autograd_usable(support_x), autograd_usable(support_y), False)
+        return path
+
+    def adapt_path_batched(self, support_x, support_y, steps: int | None = None):
+        """As ``AdaptsBySGD.adapt_path_batched``, with ``adapt_path``'s first-use check on
+        the first task."""
+        if (self._owner == "ANIL" or self.inner.head_init == "zero") and \
+                not getattr(self, "_inner_graph", None):       # checked as there, once
+            check_inputs(self._owner, self.inner.model, support_x=support_x,
+                         support_y=support_y)
+            check_batched_support(self._owner, support_x, support_y)
+            check_finite_tasks(self._owner, support_x=support_x, support_y=support_y)
+            with gradients_on():
+                self._first_use(autograd_usable(support_x[0]), autograd_usable(support_y[0]),
+                                False)
+        return super().adapt_path_batched(support_x, support_y, steps)
+
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean query loss over tasks after adaptation; differentiable wrt the model params.
 
@@ -411,12 +636,22 @@ class MAML(AdaptsBySGD):
 
     def _meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = check_batch(batch, self.net, self.inner.loss)
+        check_finite_batch(self._owner, batch)
         params = params_of(self.model)
         if torch.is_grad_enabled():     # a batch made under inference_mode: copied to use
-            return self._loss(autograd_batch(batch), params, self.first_order)
+            batch = autograd_batch(batch)
+            self._first_use_on(batch, self.first_order)
+            return self._loss(batch, params, self.first_order)
         with gradients_on():    # the value alone: first order computes the same, then no graph
-            loss, metrics = self._loss(autograd_batch(batch), params, first_order=True)
+            batch = autograd_batch(batch)
+            self._first_use_on(batch, True)
+            loss, metrics = self._loss(batch, params, first_order=True)
         return loss.detach(), metrics
+
+    def _first_use_on(self, batch: TaskBatch, first_order: bool) -> None:
+        """``_first_use`` on the batch's first task, for a meta-loss of this order."""
+        self._first_use(batch.support_x[0], batch.support_y[0],
+                        self.batching == "vmap" and not first_order)
 
     def _loss(self, batch: TaskBatch, params: Params, first_order: bool
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -444,6 +679,8 @@ class MAML(AdaptsBySGD):
 
     def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
         batch = autograd_batch(check_batch(batch, self.net, self.inner.loss))
+        check_finite_batch(self._owner, batch)
+        self._first_use_on(batch, self.first_order)
         params = params_of(self.model)
         if self.batching == "vmap":
             names = list(params)

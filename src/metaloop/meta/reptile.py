@@ -106,11 +106,13 @@ def _adam_path(adapter: SGDAdapter, params, x, y, steps, batches=None, betas=(0.
     for k in range(steps):
         xb, yb = (x, y) if batches is None else (x[batches[k]], y[batches[k]])
         loss = adapter.loss_fn(adapter.fwd(p, xb), yb)
-        grads = torch.autograd.grad(loss, [p[n] for n in adapter.names])
+        grads = torch.autograd.grad(loss, [p[n] for n in adapter.names], allow_unused=True)
         state["t"] = state["t"] + 1
         t = int(state["t"])
         new = {}
         for n, g in zip(adapter.names, grads):
+            if g is None:                   # a tensor the loss does not use: zero gradient
+                g = torch.zeros_like(p[n])
             m = state[f"m.{n}"] = betas[0] * state[f"m.{n}"] + (1 - betas[0]) * g.detach()
             v = state[f"v.{n}"] = betas[1] * state[f"v.{n}"] + (1 - betas[1]) * g.detach() ** 2
             mh, vh = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
