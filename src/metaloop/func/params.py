@@ -182,7 +182,13 @@ def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tenso
     """``model(x, **kwargs)`` with ``params`` in place of its tensors (missing: the model's).
 
     Args:
-        model: the network; called functionally, never mutated.
+        model: the network; called functionally and left exactly as it was (every parameter
+            and buffer the same object afterwards), a submodule registered under two names
+            (``self.b = self.a``) and weights tied across modules (``out.weight =
+            inp.weight``) included: a tensor given under one of its names is used wherever
+            the model uses it. What ``model``'s own forward does in place is not undone: a
+            torch BatchNorm in training mode with ``track_running_stats`` updates its
+            running statistics, as any training-mode call does.
         params: name -> tensor, a subset of the model's parameter and buffer names (from
             ``params_of``, ``partition``, an inner loop); each tensor the shape of the one it
             replaces (with a leading task dim only under ``vmap``).
@@ -194,19 +200,160 @@ def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tenso
     Raises:
         TypeError: ``params`` is not a mapping.
         ValueError: ``params`` names a tensor the model does not have (a misspelt name
-            would otherwise be ignored and the model's own tensor used), or, when the call
+            would otherwise be ignored and the model's own tensor used), gives one tensor
+            (tied, or a module under two names) two different values, or, when the call
             fails, a tensor whose shape, dtype or device differs from the model's (named;
             checked only then, so valid input costs nothing).
+        RuntimeError: the model's own failure on ``x``, the same exception, with the
+            input's shape, the failing layer, its input's shape and what it takes appended to
+            torch's message (``describe_input``; read only then).
     """
     check_names("forward", model, params)
     try:
-        return functional_call(model, dict(params), (x,), kwargs or None, strict=False)
+        return functional_call(model, untied(model, params), (x,), kwargs or None,
+                               strict=False, tie_weights=False)
     except RuntimeError as e:
         mismatch = mismatched(model, params)
         if mismatch:
             raise ValueError(f"forward: {mismatch}; pass params of this model (params_of(model), "
                              f"or an inner loop's)") from e
+        if type(e) is RuntimeError and len(e.args) == 1 and isinstance(e.args[0], str):
+            e.args = (f"{e.args[0]}\n{describe_input(model, x, e)}",)   # the same exception
         raise
+
+
+# Bumped whenever any module registers a parameter, buffer or submodule (torch's global
+# registration hooks, installed at the first functional call): the alias plans cached below
+# are read again after any such change (``out.weight = inp.weight`` after a first call).
+_GENERATION = [0]
+_HOOKED = [False]
+
+
+def _bump(*_args) -> None:
+    _GENERATION[0] += 1
+
+
+def _install_hooks() -> None:
+    from torch.nn.modules import module as torch_module
+    torch_module.register_module_parameter_registration_hook(_bump)
+    torch_module.register_module_buffer_registration_hook(_bump)
+    torch_module.register_module_module_registration_hook(_bump)
+    _HOOKED[0] = True
+
+
+# An alias plan: (name -> the first name of the same module attribute, for the later names
+# of a submodule registered twice; name -> the first names of the other module attributes
+# holding the same tensor, for tied weights). Both empty for most models.
+_Plan = tuple[dict[str, str], dict[str, tuple[str, ...]]]
+_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[int, _Plan]] = weakref.WeakKeyDictionary()
+
+
+def alias_plan(model: nn.Module) -> _Plan:
+    """How ``model``'s tensors are shared, read off its modules (see ``_Plan``)."""
+    slots: dict[int, dict[tuple[int, str], str]] = {}      # tensor -> (module, attr) -> name
+    same: dict[str, str] = {}
+    for prefix, mod in model.named_modules(remove_duplicate=False):
+        for store in (mod._parameters, mod._buffers):
+            for attr, t in store.items():
+                if t is None:
+                    continue
+                name = f"{prefix}.{attr}" if prefix else attr
+                first = slots.setdefault(id(t), {}).setdefault((id(mod), attr), name)
+                if first != name:
+                    same[name] = first
+    others: dict[str, tuple[str, ...]] = {}
+    for by_slot in slots.values():
+        if len(by_slot) > 1:
+            firsts = tuple(by_slot.values())
+            for n in firsts:
+                others[n] = tuple(m for m in firsts if m != n)
+    return same, others
+
+
+def _cached_plan(model: nn.Module) -> _Plan:
+    if torch.compiler.is_compiling():         # no guard on a global cache (unknown_names)
+        return alias_plan(model)
+    if not _HOOKED[0]:
+        _install_hooks()
+    hit = _PLANS.get(model)
+    if hit is not None and hit[0] == _GENERATION[0]:
+        return hit[1]
+    plan = alias_plan(model)
+    _PLANS[model] = (_GENERATION[0], plan)
+    return plan
+
+
+def untied(model: nn.Module, params: Mapping[str, torch.Tensor]) -> Params:
+    """``params`` as ``functional_call(..., tie_weights=False)`` needs them to leave ``model``
+    as it was: each module attribute given once (torch's ``tie_weights=True`` swapped a
+    submodule registered under two names twice and restored the swapped-in tensor), and a
+    tensor tied across modules given for each of them. The plan is cached per model (a dict
+    copy per call for a model that shares nothing).
+
+    Raises:
+        ValueError: two names of one tensor given two different values.
+    """
+    same, others = _cached_plan(model)
+    if not same and not others:
+        return dict(params)
+    out: Params = {}
+    given: dict[str, str] = {}                  # attribute's first name -> the name given
+    for name, t in params.items():
+        first = same.get(name, name)
+        if first in out and out[first] is not t:
+            _two_values(given[first], name)
+        out[first], given[first] = t, name
+    for first in list(given):
+        for n in others.get(first, ()):
+            if n in given and out[n] is not out[first]:
+                _two_values(given[first], given[n])
+            out[n] = out[first]
+    return out
+
+
+def _two_values(a: str, b: str) -> None:
+    raise ValueError(f"forward: params gives {a!r} and {b!r} different values, but the model "
+                     f"holds one tensor under both names (tied weights, or a module registered "
+                     f"twice); give it under one name")
+
+
+def describe_input(model: nn.Module, x, error: BaseException | None = None) -> str:
+    """``x``'s shape and dtype, for an error raised by ``model(x)`` (torch's message from deep
+    inside a layer names neither the input nor the layer), with the layer of ``model`` that
+    raised it, read off ``error``'s traceback (the innermost frame whose ``self`` is one of
+    ``model``'s modules), its input's shape and, for a convolution or a linear layer, the
+    input size it takes. Costs nothing unless called, on the failure path."""
+    try:
+        what = f"forward: the input x is {list(x.shape)} {x.dtype}"
+    except Exception:                               # noqa: BLE001 - not a tensor
+        what = f"forward: the input x is a {type(x).__name__}"
+    try:
+        names = {id(m): n for n, m in model.named_modules()}
+        layer = arg = None
+        tb = error.__traceback__ if error is not None else None
+        while tb is not None:
+            loc = tb.tb_frame.f_locals
+            me = loc.get("self")
+            if isinstance(me, nn.Module) and id(me) in names:
+                code = tb.tb_frame.f_code
+                first = code.co_varnames[1] if code.co_argcount > 1 else None
+                layer, arg = me, loc.get(first) if first else None
+            tb = tb.tb_next
+        if layer is None or layer is model:
+            return what
+        name = names[id(layer)]
+        what += f"; the failing layer is {name} ({type(layer).__name__})"
+        if isinstance(arg, torch.Tensor):
+            what += f", whose input was {list(arg.shape)}"
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            dims = len(layer.kernel_size)
+            what += (f"; it takes [N, C, {', '.join('*' * dims)}] with C = "
+                     f"{layer.in_channels} input channels")
+        elif isinstance(layer, nn.Linear):
+            what += f"; it takes [..., {layer.in_features}] ({layer.in_features} input features)"
+    except Exception:                               # noqa: BLE001 - a hint only
+        pass
+    return what
 
 
 def mismatched(model: nn.Module, params: Mapping[str, torch.Tensor], shapes: bool = True

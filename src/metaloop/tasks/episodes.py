@@ -115,15 +115,22 @@ class Episodes:
     touch it.
 
     Args:
-        x: ``[N, C, H, W]`` images (uint8 in 0..255, float taken as it is, or bool read as
-            float 0/1), ``[N, H, W]`` greyscale images (a channel axis is added), or
-            ``[N, D]`` feature vectors. A numpy array or a tensor; it is not copied (except a
-            read-only array, one in the other byte order, or bool).
-        y: int ``[N]`` labels in ``[0, K)``.
+        x: ``[N, C, H, W]`` images (uint8 in 0..255, scaled to [0, 1]; float values taken
+            unscaled; or bool read as float 0/1), ``[N, H, W]`` greyscale images (a channel
+            axis is added), or ``[N, D]`` feature vectors. A numpy array or a tensor; it is
+            not copied (except a read-only array, one in the other byte order, or bool).
+            Tasks are float32 whatever ``x``'s dtype: a float64 ``x`` is rounded to float32
+            as each task is drawn (so that numpy's default float64 arrays meet a float32
+            model), and a float64 model's ``ml.train`` casts those batches back to float64,
+            float32's values in float64's dtype.
+        y: int ``[N]`` labels: in ``[0, K)`` with ``class_names``; without, the classes are
+            the distinct labels present, named by their values (0..K-1 give ``"0"`` ...
+            ``"K-1"``; labels with gaps, such as 3, 7, 100, give the three classes ``"3"``,
+            ``"7"``, ``"100"``, as ``from_dataset`` and ``from_tensors`` read them).
         ways: classes per task.
         shots: support examples per class.
         queries: query examples per class.
-        class_names: K names (default ``"0"``, ``"1"``, ...), indexed by label.
+        class_names: K names, indexed by label (default: the labels' values, as above).
         classes: use only these class names (e.g. one split of ``split_classes``); each is
             compared as ``str(c)``, as the names are stored (label 3's default name is "3"),
             in Unicode NFC (``class_positions``); ``class_names`` then spell them as the
@@ -165,6 +172,8 @@ class Episodes:
         ways, shots, queries = check_positive_int("Episodes", ways=ways, shots=shots,
                                                   queries=queries)
         drop_small = check_flag("Episodes drop_small", drop_small)
+        if class_names is None:     # labels with gaps (3, 7, 100): classes named by value
+            y, class_names = _dense_given_labels(y)
         x, y, names = check_examples(x, y, class_names, "Episodes")
         k = len(names)
         table, counts = class_table(y, k)                              # [K, M], [K]
@@ -888,6 +897,30 @@ def _npz_advice(path: Path, labels: bool) -> str:
                  f"JSONL files are read as tables of texts, not numbers (family.name = "
                  f"\"table\", a text column and a label column)")
     return text
+
+
+def _dense_given_labels(y) -> tuple[Any, list[str] | None]:
+    """``Episodes(x, y)``'s labels without class names, as ``from_dataset`` and
+    ``from_tensors`` read theirs (``_dense_labels``): labels with gaps (3, 7, 100) are that
+    many classes named by their values and labelled 0..K-1, with their names; anything else
+    (labels 0..K-1, or what ``check_examples`` refuses: floats, bools, wrong shapes, the meta
+    device) is returned as it is, with no names."""
+    t = y
+    if not isinstance(y, torch.Tensor):
+        try:
+            a = np.asarray(y)
+        except Exception:                               # noqa: BLE001 - check_examples says
+            return y, None
+        if a.dtype.kind not in "iu" or a.dtype == np.uint64 or a.ndim != 1 or a.size == 0:
+            return y, None
+        t = torch.from_numpy(a.astype(np.int64))
+    if t.is_meta or t.dim() != 1 or t.numel() == 0 or t.is_floating_point() \
+            or t.is_complex() or t.dtype == torch.bool:
+        return y, None
+    if t.dtype in (torch.uint16, torch.uint32, torch.uint64):   # torch has no min() for them
+        t = t.to(torch.int64)
+    dense, names = _dense_labels(t, None)
+    return (dense, names) if names is not None else (y, None)
 
 
 def _dense_labels(y: torch.Tensor, names: list[str] | None
