@@ -51,3 +51,21 @@ def test_a_config_with_the_old_key_still_trains_and_evaluates(tmp_path, capsys):
     _run = load_run(tmp_path / "r")
     learner, saved = _run.learner, _run.config
     assert learner.recompute_inner_loop and saved["method"]["recompute_inner_loop"] is True
+
+
+def test_the_command_line_prints_the_deprecation_as_its_own_warning(tmp_path):
+    """Shown as ``metaloop train: warning: ...``, as metaloop's own warnings are, not as
+    Python's ``.../config.py:NNN: FutureWarning:`` with a line of library source."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[family]\nname = "sinusoid"\n[model]\nhidden = [4]\n[method]\n'
+                   'name = "maml"\ncheckpoint = true\n[train]\niterations = 1\nmeta_batch = 1\n')
+    done = subprocess.run([sys.executable, "-m", "metaloop", "train", "--config", str(cfg),
+                           "--out", str(tmp_path / "r"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ("metaloop train: warning: config key method.checkpoint is deprecated; it is now "
+            "method.recompute_inner_loop") in done.stderr, done.stderr
+    assert "FutureWarning" not in done.stderr and "config.py:" not in done.stderr

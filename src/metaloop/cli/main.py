@@ -86,8 +86,11 @@ def _show_warning(command: str, show, message, category, filename, lineno, file=
                   line=None) -> None:
     """Print metaloop's own warnings (``metaloop.config.UnreadKeyWarning``...) as
     ``metaloop COMMAND: warning: ...``, as errors are printed, without the source line of
-    the library that raised them; other warnings as Python shows them."""
-    if getattr(category, "__module__", "").startswith("metaloop."):
+    the library that raised them, and so Python's own categories (a ``FutureWarning`` of a
+    deprecated config key) raised from metaloop's code; other warnings as Python shows them."""
+    ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))    # .../metaloop
+    if (getattr(category, "__module__", "").startswith("metaloop.")
+            or os.path.abspath(str(filename)).startswith(ours + os.sep)):
         print(f"metaloop {command}: warning: {message}", file=file or sys.stderr)
     else:
         show(message, category, filename, lineno, file, line)
