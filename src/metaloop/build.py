@@ -304,10 +304,21 @@ def resolve_split(cfg: dict) -> dict:
     if f["name"] not in _config.USER_FAMILIES or \
             any(f[f"{s}_classes"] for s in _config.USER_SPLITS):
         return cfg
-    names = _class_names(f)
-    lists = {s: tasks.episodes.select_split(names, s, tuple(f["split_fractions"]),
-                                             f["split_seed"], _split_args(f, s)["split_files"])
-             for s in _config.USER_SPLITS}
+    names, nested = _data_classes(f)
+    need = sum(1 for x in f["split_fractions"] if x > 0)
+    if not f["split_files"] and len(names) < need:
+        raise ValueError(_too_few_classes(f, names, need, nested))
+    try:
+        lists = {s: tasks.episodes.select_split(names, s, tuple(f["split_fractions"]),
+                                                 f["split_seed"],
+                                                 _split_args(f, s)["split_files"])
+                 for s in _config.USER_SPLITS}
+    except ValueError as e:
+        head = "split_classes: class names"
+        if f["name"] != "tensors" or not str(e).startswith(head):
+            raise
+        raise ValueError(f"tensor file {f['root']}: its class_names (the key 'class_names')"
+                         f"{str(e)[len(head):]}") from e
     return {**cfg, "family": {**f, **{f"{s}_classes": v for s, v in lists.items()}}}
 
 
@@ -341,16 +352,53 @@ def _text_table(fcfg: dict, split: str, shots: int, queries: int):
 
 def _class_names(f: dict) -> list[str]:
     """The class names of a folder (a scan: nothing decoded), a tensor file or a table."""
+    return _data_classes(f)[0]
+
+
+def _data_classes(f: dict) -> tuple[list[str], str]:
+    """(class names, nesting hint) of a folder (a scan: nothing decoded), a tensor file or a
+    table; the hint is a folder's ``FolderScan.nested`` (its images one level deeper than
+    ``family.class_depth`` reads them), "" for the others."""
     if f["name"] == "table":
         from metaloop.tasks.text_table import read_text_table
         labels = read_text_table(f["root"], f["text_column"], f["label_column"],
                                  f["delimiter"] or None)[1]
-        return sorted(set(labels))
+        return sorted(set(labels)), ""
     if f["name"] == "folder":
         from metaloop.data.folder import scan_folder
-        return scan_folder(f["root"], f["class_depth"]).classes
+        scan = scan_folder(f["root"], f["class_depth"])
+        return scan.classes, scan.nested
     fam = tasks.Episodes.from_tensors(f["root"], ways=1, shots=1, queries=1, drop_small=True)
-    return fam.all_class_names
+    return fam.all_class_names, ""
+
+
+def _too_few_classes(f: dict, names: list[str], need: int, nested: str) -> str:
+    """The error for data of ``f`` whose classes ``names`` are fewer than the ``need``
+    non-empty splits of ``family.split_fractions``: naming the data, its classes, and,
+    for a folder whose images sit a level deeper (``nested``), ``family.class_depth = 2``."""
+    from pathlib import Path
+
+    shown = ", ".join(map(repr, names[:5])) + (" ..." if len(names) > 5 else "")
+    splits = (f"too few for the {need} non-empty class splits of family.split_fractions = "
+              f"{list(f['split_fractions'])} (train, val, test: each split has classes of "
+              f"its own)")
+    root = Path(f["root"]).expanduser()
+    if f["name"] == "folder":
+        held = f"image folder {root} holds {len(names)} class folder(s) with images ({shown})"
+        if f["class_depth"] == 2:
+            held = (f"image folder {root} holds {len(names)} class(es) in its group folders "
+                    f"(family.class_depth = 2: root/<group>/<class>/<image>; {shown})")
+        if nested:
+            return (f"{held}, {splits}: its images sit one level deeper, in sub-folders of "
+                    f"the class folders: {nested}"
+                    + (f" (or give family.root = {str(root / names[0])!r}, the folder that "
+                       f"holds the class folders)" if len(names) == 1 else ""))
+        fix = ("; family.root must be the folder whose sub-folders are the classes "
+               "(root/<class>/<image>, one folder per class)" if f["class_depth"] == 1 else "")
+        return f"{held}, {splits}: give it more classes{fix}"
+    what = "text table" if f["name"] == "table" else "tensor file"
+    kind = "label(s)" if f["name"] == "table" else "class(es)"
+    return f"{what} {root} holds {len(names)} {kind} ({shown}), {splits}: give it more classes"
 
 
 def build_model(mcfg: dict, family, method: str) -> torch.nn.Module:

@@ -52,7 +52,10 @@ run would not read is refused by name: an approach's option without that approac
 --meta, --prompt-tokens without soft-prompt), --max-length with an image model, the --meta-*
 options without --meta, the table's options without --family table (--split-fractions and
 --split-seed also need --meta, and are refused for a run's own data; --drop-small also
-applies to folder and tensors), --skip-corrupt without --family folder.
+applies to folder and tensors), --skip-corrupt and --class-depth without --family folder.
+A folder's classes are its sub-folders (root/<class>/<image>), or with --class-depth 2 the
+sub-folders of its group folders (root/<group>/<class>/<image>); left out, the --model
+run's family.class_depth is used where --data has that layout, else 1.
 
 The held-out tasks scored so far are kept in OUT/partial.json, rewritten after each task;
 stopped (Ctrl-C, a kill), the same command with --resume continues from them, to the
@@ -81,9 +84,10 @@ setting: the model, family, ways, shots, --queries, --tasks,
 --seed (it picks the tasks) and the options the approach reads (--steps, --lora-r,
 --lora-targets: the layers adapted, the model's default when it is left out, read from the
 model's config or checkpoint header, so naming the default is no difference; --prompt-tokens,
---max-length, --data, --skip-corrupt and the table's options; not --root, --threads, --out or
---approaches). A record already there is replaced only by a run of the same setting (an
-older record's setting is read from its command), and keeps its row, order and published;
+--max-length, --data, --skip-corrupt, --class-depth and the table's options; not --root,
+--threads, --out or --approaches). A record already there is replaced only by a run of the
+same setting (an older record's setting is read from its command), and keeps its row, order
+and published;
 one of another setting is refused, naming each difference (its value first), and nothing
 is written. DIR is checked before the model loads; a resumed run writes the records of a
 run never stopped.
@@ -166,6 +170,11 @@ def register(sub) -> None:
                    help="folder: leave out unreadable images, named in results.json "
                         "(default: error; the data a --model run was trained on is read with "
                         "the run's family.skip_corrupt)")
+    t.add_argument("--class-depth", type=int, choices=(1, 2), default=None,
+                   help="folder: 1 root/<class>/<image>, 2 root/<group>/<class>/<image> "
+                        "(classes named group/class; e.g. Omniglot's alphabets/characters); "
+                        "given, it overrides the --model run's (default: the run's "
+                        "family.class_depth where --data has that layout, else 1)")
     p.add_argument("--out", type=path, default="runs/adapt", help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: the same command plus --resume "

@@ -99,7 +99,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", type=path, default="fashion-mnist", metavar="NAME|PATH",
                    help=f"a built-in data set ({', '.join(DATASETS)}; default "
                         f"fashion-mnist), or your own: an image folder root/<class>/<image> "
-                        f"(any format Pillow reads; decoded once into a cache in "
+                        f"(one level: the sub-folders of root are the classes, and a "
+                        f"root/<group>/<class>/<image> tree reads each group as one class; "
+                        f"any format Pillow reads; decoded once into a cache in "
                         f"root/.metaloop-cache) or a .npz/.pt file with x (uint8 or floats "
                         f"in [0, 1], [N, H, W] or [N, C, H, W]) and y (labels [N])")
     p.add_argument("--root", type=path, default=None,

@@ -49,9 +49,9 @@ import time
 import unicodedata
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -401,7 +401,35 @@ def _nested_hint(classes: list[str], files: list[list[str]]) -> str:
             f"{len(classes)} class folders (e.g. {example}), not in the class folders "
             f"themselves: with class_depth=1 each class folder is one class, its sub-folders' "
             f"images merged; if the sub-folders are the classes (root/<group>/<class>/"
-            f"<image>), set family.class_depth = 2 (class_depth=2 in Python)")
+            f"<image>), {NESTED_ADVICE}")
+
+
+NESTED_ADVICE = "set family.class_depth = 2 (class_depth=2 in Python)"
+"""How ``FolderScan.nested`` ends: the advice of a config and of the Python API, which a
+command with a flag of its own swaps for that flag (``nested_warnings_once``)."""
+
+
+@contextmanager
+def nested_warnings_once(advice: str) -> Iterator[None]:
+    """Within it, each ``NestedClassFoldersWarning`` is shown as it comes, its advice
+    ``advice`` (a command's flag, e.g. ``"add --class-depth 2"``) in place of
+    ``NESTED_ADVICE``, and once: the same hint again (the same folder read again, from
+    another line) is not shown. Other warnings are shown as they would be."""
+    shown: set[str] = set()
+    before = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(category, type) and issubclass(category, NestedClassFoldersWarning):
+            text = str(message).replace(NESTED_ADVICE, advice)
+            if text in shown:
+                return
+            shown.add(text)
+            message = NestedClassFoldersWarning(text)
+        before(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():              # puts showwarning back on leaving
+        warnings.showwarning = show
+        yield
 
 
 def _settings(image_size: int, channels: int, invert: str, skip_corrupt: bool,

@@ -109,7 +109,9 @@ class AdaptSettings:
     ``"tensors"``, and the table options: how ``family="table"`` reads it; ``skip_corrupt``
     (``family="folder"``): leave out unreadable images instead of stopping (the data a
     ``--model`` run was trained on is read with that run's ``family.skip_corrupt`` either
-    way).
+    way); ``class_depth`` (``family="folder"``): 1 reads ``root/<class>/<image>``, 2
+    ``root/<group>/<class>/<image>`` (classes named ``group/class``); None: a folder
+    ``--model`` run's ``family.class_depth`` where ``--data`` has that layout, else 1.
     """
 
     model: str = "minilm"
@@ -139,6 +141,7 @@ class AdaptSettings:
     split_seed: int = 0
     drop_small: bool = False
     skip_corrupt: bool = False
+    class_depth: int | None = None
 
 
 @dataclasses.dataclass
@@ -233,8 +236,14 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
         raise ValueError(f"--family {s.family} needs --data PATH: "
                          + ("an image folder (one sub-folder per class)" if s.family == "folder"
                             else "an .npz or .pt file with x and y"))
+    if s.class_depth is not None and (s.class_depth not in (1, 2)
+                                      or isinstance(s.class_depth, bool)):
+        raise ValueError(f"--class-depth must be 1 (root/<class>/<image>) or 2 "
+                         f"(root/<group>/<class>/<image>), got {s.class_depth!r}")
     if s.family in IMAGE_DATA:
-        return _prepare_images(s, meta_shots, given)
+        from metaloop.data.folder import nested_warnings_once
+        with nested_warnings_once("add --class-depth 2"):    # once, naming this flag
+            return _prepare_images(s, meta_shots, given)
     model, kind, checkpoint = load_model(s.model, s.family, s.max_length, checkpoint=True)
     names = _approach_names(s.approaches, kind)          # text-only approaches on images
     if kind == "text":
@@ -291,7 +300,8 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
     model = _body(run)
     fam = run.config["family"]
     folder_run = fam["name"] == "folder" and s.family == "folder"
-    depth = _class_depth(s.data, fam["class_depth"]) if folder_run else 1
+    depth = (s.class_depth if s.class_depth is not None        # given: it, not the run's
+             else _class_depth(s.data, fam["class_depth"]) if folder_run else 1)
     run_skips = folder_run and bool(fam.get("skip_corrupt"))
     skip = s.skip_corrupt or run_skips       # the run's, for its own data (checked below)
 
@@ -388,7 +398,7 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
             "trained_classes_left_out": trained,
             # unreadable images left out: by the flag, or the run's own data by its setting
             # (other data is refused above where the run's setting would skip one)
-            **({"skip_corrupt": s.skip_corrupt or (own and run_skips)}
+            **({"skip_corrupt": s.skip_corrupt or (own and run_skips), "class_depth": depth}
                if s.family == "folder" else {}),
             **({"left_out": {k: report_[k] for k in LEFT_OUT}} if report_ else {}),
             "transform": {k: tf[k] for k in ("image_size", "read_channels", "invert")}}
@@ -531,6 +541,7 @@ def _readers(s: AdaptSettings, names: list[str], meta: bool) -> dict:
         **{k: ("--family table", table) for k in TABLE_ONLY},
         "drop_small": ("--family table, folder or tensors", user),
         "skip_corrupt": ("--family folder (image folders)", s.family == "folder"),
+        "class_depth": ("--family folder (image folders)", s.family == "folder"),
         **{k: ("--family table, folder or tensors with --meta (without it every class is "
                "held out)", user and meta) for k in ("split_fractions", "split_seed")},
     }
@@ -667,6 +678,8 @@ def identity(p: Prepared, out_dir=None) -> dict:
     out["threads"] = torch.get_num_threads()
     if not s.skip_corrupt:         # as a kept run that had no such setting recorded it
         del out["skip_corrupt"]
+    if s.class_depth is None:      # as a kept run that had no such setting recorded it
+        del out["class_depth"]
     for key in ("data", "root", "meta_dir"):
         if out[key] is not None:
             out[key] = str(Path(out[key]).expanduser().resolve())
@@ -1680,6 +1693,8 @@ def measured_setting(s: AdaptSettings, approach: str, *,
         out["drop_small"] = s.drop_small
     if s.family == "folder" and s.skip_corrupt:    # (absent: a record of a run without it)
         out["skip_corrupt"] = True
+    if s.family == "folder" and s.class_depth is not None:   # (absent: the flag left out)
+        out["class_depth"] = s.class_depth
     if s.family == "table":
         out.update(text_column=s.text_column, label_column=s.label_column,
                    delimiter=s.delimiter)

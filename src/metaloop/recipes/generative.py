@@ -577,12 +577,28 @@ def _protocol(args: argparse.Namespace, log: Callable = print, device: str = "cp
     return 0
 
 
+NESTED_ADVICE = ("give --data the folder whose sub-folders are the classes (metaloop vae "
+                 "reads root/<class>/<image>, one level: it has no --class-depth)")
+"""What ``metaloop vae`` advises for an image folder whose images sit a level deeper than
+its class folders (``metaloop.data.folder.NestedClassFoldersWarning``), in place of the
+config key that ``metaloop train`` reads."""
+
+
 def run(args, log: Callable[[str], None] = print) -> int:
-    """Run the experiment the options ask for; returns 0.
+    """Run the experiment the options ask for; returns 0. An image folder whose images sit
+    a level below its class folders is warned of once, with ``NESTED_ADVICE``.
 
     Raises:
         ValueError: options that do not go together, or bad input (naming it).
     """
+    from metaloop.data.folder import nested_warnings_once
+
+    with nested_warnings_once(NESTED_ADVICE):
+        return _run(args, log)
+
+
+def _run(args, log: Callable[[str], None] = print) -> int:
+    """``run``'s body."""
     from metaloop.generative import experiment
     from metaloop.generative.data import default_binarize
     from metaloop.generative.devices import device_name

@@ -213,18 +213,21 @@ def _other_delimiter(columns: Sequence[str], delimiter: str, wanted: Sequence[st
     return ""
 
 
-def _read_csv(path: Path, delimiter: str, encoding: str, wanted: Sequence[str] = ()):
-    """(columns, [(line, row dict)], repeated, ends) of a CSV/TSV file with a header row;
-    blank lines are skipped, and a row's line is the file line it starts on (``ends``: the
-    line each row that spans several ends on, by its start line). ``repeated``: each column
-    name the header gives more than once -> a description of where (a row dict holds only
-    the last such column's value). A field may be of any length (the csv module's default
-    limit, 131,072 characters, is lifted while reading). ``wanted``: the columns the caller
-    reads, which an error names another delimiter by (``_other_delimiter``)."""
+def _parse_csv(path: Path, delimiter: str, encoding: str, strict: bool):
+    """(columns, [(line, row dict)], header line, ends, long rows' lines) of a CSV/TSV file,
+    as ``_read_csv`` describes; a ``csv.Error`` (raised with ``strict``, as by a quote
+    closed in mid-text or left open) is raised as ``_CsvError`` with the lines it was seen
+    at."""
     rows, columns, long, header, ends = [], list[str](), [], 1, {}
-    kind = "TSV" if delimiter == "\t" else "CSV"
+    last = [""]
+
+    def lines(f):                                    # the last physical line, for errors
+        for line in f:
+            last[0] = line
+            yield line
+
     with path.open(newline="", encoding=encoding) as f:
-        reader = csv.reader(f, delimiter=delimiter)
+        reader = csv.reader(lines(f), delimiter=delimiter, strict=strict)
         start = 1
         limit = csv.field_size_limit(2 ** 31 - 1)          # fits a C long on every platform
         try:
@@ -240,12 +243,55 @@ def _read_csv(path: Path, delimiter: str, encoding: str, wanted: Sequence[str] =
                             ends[start] = reader.line_num
                 start = reader.line_num + 1
         except csv.Error as e:
-            raise ValueError(f"text table {path} is not valid {kind} at line {start}: {e}"
-                             ) from e
+            raise _CsvError(str(e), start, reader.line_num, last[0]) from e
         finally:
             csv.field_size_limit(limit)
+    return columns, rows, header, ends, long
+
+
+class _CsvError(ValueError):
+    """A ``csv.Error`` of ``_parse_csv``: its message, the line the row it was reading
+    starts on, the line it was seen at, and that line's text."""
+
+    def __init__(self, message: str, start: int, line: int, text: str):
+        super().__init__(message)
+        self.message, self.start, self.line, self.text = message, start, line, text
+
+
+def _read_csv(path: Path, delimiter: str, encoding: str, wanted: dict[str, str] | None = None):
+    """(columns, [(line, row dict)], repeated, ends) of a CSV/TSV file with a header row;
+    blank lines are skipped, and a row's line is the file line it starts on (``ends``: the
+    line each row that spans several ends on, by its start line). ``repeated``: each column
+    name the header gives more than once -> a description of where (a row dict holds only
+    the last such column's value). A field may be of any length (the csv module's default
+    limit, 131,072 characters, is lifted while reading). ``wanted``: the columns the caller
+    reads (``{which: column name}``), which an error names another delimiter by
+    (``_other_delimiter``) and ``_swallowed`` reads.
+
+    The file is read strictly: a quoted text must end at its closing quote (a delimiter or
+    the line's end follows it) and a quote must close before the file ends. Python's csv
+    module otherwise reads on past a quote left open, making the rows up to the next quote
+    part of one text, filed under the label of the row the next quote stands in. Such an
+    error names the lines and, where the rows swallowed read as rows of their own, says so
+    (``_swallowed``, from a second, lenient reading, made only then)."""
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    wanted = wanted or {}
+    try:
+        columns, rows, header, ends, long = _parse_csv(path, delimiter, encoding, strict=True)
+    except _CsvError as e:
+        try:
+            lenient = _parse_csv(path, delimiter, encoding, strict=False)
+        except _CsvError:
+            lenient = None
+        if not (lenient and lenient[0] and any(w not in lenient[0] for w in wanted.values())):
+            _quote_error(path, delimiter, wanted, e, lenient)
+            raise ValueError(f"text table {path} is not valid {kind} at line {e.start}: "
+                             f"{e.message}") from e
+        # a header without the columns read: the error that names them (and another
+        # delimiter, as ';' for a file whose quoted texts are followed by ';') tells more
+        columns, rows, header, ends, long = lenient
     if long:
-        fix = _other_delimiter(columns, delimiter, wanted) or (
+        fix = _other_delimiter(columns, delimiter, list(wanted.values())) or (
             f"; quote a text that holds the delimiter {delimiter!r} (as \"a, b\")")
         raise ValueError(f"text table {path}: {len(long)} row(s) have more fields than the "
                          f"header's {len(columns)} at line(s) {', '.join(map(str, long[:5]))}"
@@ -253,6 +299,39 @@ def _read_csv(path: Path, delimiter: str, encoding: str, wanted: Sequence[str] =
     repeated = {n: f"the header (line {header}) names it in columns "
                    f"{', '.join(map(str, pos))}" for n, pos in _repeated(columns).items()}
     return columns, rows, repeated, ends
+
+
+def _quote_error(path: Path, delimiter: str, wanted: dict[str, str], e: _CsvError,
+                 lenient) -> None:
+    """Raise the error for a strict reading's ``e`` when a quote caused it: a quoted text
+    with more after its closing quote, or a quote still open at the end of the file
+    (``_swallowed``'s error first, where the ``lenient`` reading, ``_parse_csv``'s result or
+    None, finds rows swallowed)."""
+    closed = "expected after" in e.message
+    if not closed and e.message != "unexpected end of data":
+        return
+    if lenient is not None:
+        columns, rows, _, ends, _ = lenient
+        if columns and rows and ends:
+            _swallowed(path, rows, ends, columns, delimiter, wanted)
+    sep = "tab" if delimiter == "\t" else repr(delimiter)
+    span = (f"the row that starts at line {e.start}" if e.line == e.start else
+            f"the row that starts at line {e.start} and runs to line {e.line}")
+    if closed:
+        shown = e.text.rstrip("\r\n")
+        shown = repr(shown[:80]) + ("..." if len(shown) > 80 else "")
+        cause = (f"a quote left open at line {e.start} made the lines after it part of its "
+                 f"text, up to the quote at line {e.line}: close it; " if e.line > e.start
+                 else "")
+        raise ValueError(
+            f"text table {path}: a quoted text of {span} closes at line {e.line} with more "
+            f"after its closing quote than a {sep} or the line's end (line {e.line} reads "
+            f"{shown}); {cause}double each quote inside a quoted text (\"\") or quote the "
+            f"whole text") from e
+    raise ValueError(
+        f"text table {path}: a quote opens in {span} and never closes, so the lines after "
+        f"it up to the end of the file would be one text: close it, and double each quote "
+        f"inside a quoted text (\"\") or quote the whole text") from e
 
 
 def _swallowed(path: Path, rows, ends: dict[int, int], columns: list[str], delimiter: str,
@@ -461,8 +540,7 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
             ends = {}
         else:
             delimiter = delimiter or ("," if fmt == "csv" else "\t")
-            columns, rows, repeated, ends = _read_csv(path, delimiter, encoding,
-                                                      list(wanted.values()))
+            columns, rows, repeated, ends = _read_csv(path, delimiter, encoding, wanted)
     except UnicodeDecodeError as e:
         raise _undecodable("text table", path, encoding) from e
     if fmt != "jsonl" and not columns:
