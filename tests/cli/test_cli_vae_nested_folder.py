@@ -1,7 +1,7 @@
 """``metaloop vae`` on an image folder whose images sit one level below its class folders:
 the hint is given once (it came three times, once per read of the folder) and its advice is
-one ``metaloop vae`` can follow (it named ``family.class_depth``, a key vae has no way to
-set)."""
+one ``metaloop vae`` can follow (it named ``family.class_depth``, a config key, where vae
+takes ``--class-depth``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_vae_warns_once_with_advice_it_can_follow(tmp_path, capsys):
     hints = [str(w.message) for w in seen if w.category is NestedClassFoldersWarning]
     assert len(hints) == 1, hints
     assert "family.class_depth" not in hints[0]
-    assert "give --data the folder whose sub-folders are the classes" in hints[0]
+    assert "add --class-depth 2" in hints[0]
 
 
 def test_nested_warnings_once_shows_each_hint_once_and_other_warnings_as_they_come(tmp_path):

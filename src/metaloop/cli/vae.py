@@ -58,8 +58,9 @@ scoring classifiers' and inversions' options without the run that trains them, -
 options with --inversion-transfer, --beta and --k for the AE, --hidden with --arch conv, the
 protocol options without --protocol iwae and the other runs' options with it, --k with
 --protocol iwae when --until-pass stops it before its last pass, --image-size, --invert,
---test-fraction, --channels and --skip-corrupt with a built-in data set (--skip-corrupt with a
-tensor file too), --root and --resample with your own data."""
+--test-fraction, --channels, --skip-corrupt and --class-depth with a built-in data set
+(--skip-corrupt and --class-depth with a tensor file too), --root and --resample with your
+own data."""
 
 EPILOG = """examples:
   metaloop --threads 1 vae --model vae --data omniglot-mixed --latent 50 --epochs 100
@@ -99,8 +100,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", type=path, default="fashion-mnist", metavar="NAME|PATH",
                    help=f"a built-in data set ({', '.join(DATASETS)}; default "
                         f"fashion-mnist), or your own: an image folder root/<class>/<image> "
-                        f"(one level: the sub-folders of root are the classes, and a "
-                        f"root/<group>/<class>/<image> tree reads each group as one class; "
+                        f"(root/<group>/<class>/<image> with --class-depth 2; "
                         f"any format Pillow reads; decoded once into a cache in "
                         f"root/.metaloop-cache) or a .npz/.pt file with x (uint8 or floats "
                         f"in [0, 1], [N, H, W] or [N, C, H, W]) and y (labels [N])")
@@ -128,6 +128,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                      help="leave the folder's unreadable images (and links to nothing) out, "
                           "listed on stderr when the run is done, instead of refusing it; "
                           "recorded in the settings (a --protocol iwae run keeps it)")
+    own.add_argument("--class-depth", type=int, choices=(1, 2), default=1,
+                     help="an image folder's layout: 1 (default) root/<class>/<image>, 2 "
+                          "root/<group>/<class>/<image> (classes named group/class, e.g. "
+                          "Omniglot's alphabets/characters); recorded in the settings")
     p.add_argument("--latent", type=int, default=50, help="size of z (default 50, IWAE)")
     p.add_argument("--sweep-latent", type=int_list, default=None, metavar="L1,L2,...",
                    help="train the AE and the VAE at each latent size; draw sweep.png")

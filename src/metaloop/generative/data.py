@@ -114,7 +114,8 @@ class ImageData(NamedTuple):
 def load(name: str, split: str, root: str | os.PathLike | None = None,
          resample: str = "bilinear", *, image_size: int = IMAGE_SIZE, invert: str = INVERT,
          test_fraction: float = TEST_FRACTION, channels: int = 1,
-         skip_corrupt: bool = False, classes_for: str | None = None) -> ImageData:
+         skip_corrupt: bool = False, classes_for: str | None = None,
+         class_depth: int = 1) -> ImageData:
     """Load ``split`` (``"train"`` or ``"test"``) of data set ``name``, or of your own data.
 
     Args:
@@ -137,6 +138,8 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
             built-in sets take only the default.
         classes_for: what needs at least 2 classes of the data (``require_classes``), or
             None; your own data's classes are counted before its split.
+        class_depth: your own image folder's layout (see ``read_user``); the built-in sets
+            take only the default.
 
     Raises:
         ValueError: for an unknown data set, split or kernel, an option the data does not
@@ -146,13 +149,14 @@ def load(name: str, split: str, root: str | os.PathLike | None = None,
     """
     check_data_options(name, resample=resample, image_size=image_size, invert=invert,
                        test_fraction=test_fraction, root=root, channels=channels,
-                       skip_corrupt=skip_corrupt)
+                       skip_corrupt=skip_corrupt, class_depth=class_depth)
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
     if is_user_data(name):
         return load_user(name, split, image_size=image_size, invert=invert,
                          test_fraction=test_fraction, channels=channels,
-                         skip_corrupt=skip_corrupt, classes_for=classes_for)
+                         skip_corrupt=skip_corrupt, classes_for=classes_for,
+                         class_depth=class_depth)
     if name == "fashion-mnist":
         from metaloop.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
@@ -189,7 +193,7 @@ def check_resample(name: str, resample: str) -> None:
 def check_data_options(name: str, *, resample: str = "bilinear", image_size: int = IMAGE_SIZE,
                        invert: str = INVERT, test_fraction: float = TEST_FRACTION,
                        root: str | os.PathLike | None = None, channels: int = 1,
-                       skip_corrupt: bool = False) -> None:
+                       skip_corrupt: bool = False, class_depth: int = 1) -> None:
     """Check the data options against the data: the built-in sets are grey 28x28 images
     with a test split of their own, so they take only the defaults of ``image_size``,
     ``invert``, ``test_fraction``, ``channels`` and ``skip_corrupt``; your own data takes
@@ -206,7 +210,8 @@ def check_data_options(name: str, *, resample: str = "bilinear", image_size: int
                                              ("invert", invert, INVERT),
                                              ("test_fraction", test_fraction, TEST_FRACTION),
                                              ("channels", channels, 1),
-                                             ("skip_corrupt", skip_corrupt, False))
+                                             ("skip_corrupt", skip_corrupt, False),
+                                             ("class_depth", class_depth, 1))
                  if v != d]
         if given:
             raise ValueError(f"{', '.join(given)} appl(ies) to your own images (an image "
@@ -217,6 +222,12 @@ def check_data_options(name: str, *, resample: str = "bilinear", image_size: int
     if skip_corrupt and path.is_file():
         raise ValueError(f"skip_corrupt=True leaves an image folder's unreadable images out; "
                          f"{name} is a tensor file, read as it is")
+    if isinstance(class_depth, bool) or class_depth not in (1, 2):
+        raise ValueError(f"class_depth must be 1 (root/<class>/<image>) or 2 "
+                         f"(root/<group>/<class>/<image>), got {class_depth!r}")
+    if class_depth != 1 and path.is_file():
+        raise ValueError(f"class_depth={class_depth} is an image folder's layout; {name} is a "
+                         f"tensor file, whose classes are its y")
     if root is not None:
         raise ValueError(f"root={str(root)!r} is the built-in data sets' folder; your own "
                          f"data is read from its path, {name}")
@@ -264,7 +275,7 @@ def _check_kind(path: Path) -> None:
 
 def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
               invert: str = INVERT, channels: int = 1,
-              skip_corrupt: bool = False) -> ImageData:
+              skip_corrupt: bool = False, class_depth: int = 1) -> ImageData:
     """All of your own images, before the split.
 
     Args:
@@ -276,6 +287,8 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
         channels: 1 (grey, Pillow's ``L`` weights) or 3 (RGB colour; grey images repeated).
         skip_corrupt: a folder's unreadable images (and links to nothing) are left out
             instead of refused (``metaloop.data.folder.load_folder``).
+        class_depth: a folder's layout: 1 ``root/<class>/<image>``, 2
+            ``root/<group>/<class>/<image>`` (classes named ``group/class``).
 
     Returns:
         ImageData: uint8 ``[N, channels, S, S]``, ink = 255; labels int64 ``[N]``; every
@@ -291,7 +304,7 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
             labels.
     """
     check_data_options(str(path), image_size=image_size, invert=invert, channels=channels,
-                       skip_corrupt=skip_corrupt)
+                       skip_corrupt=skip_corrupt, class_depth=class_depth)
     path = Path(path).expanduser()
     _check_kind(path)
     invert = applied_invert(invert, channels)
@@ -300,7 +313,7 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
 
         try:
             d = load_folder(path, image_size=image_size, channels=channels, invert=invert,
-                            skip_corrupt=skip_corrupt)
+                            skip_corrupt=skip_corrupt, class_depth=class_depth)
         except CacheWriteError as e:                        # --data takes no cache_dir
             raise e.without_cache_dir() from e
         images = d.images.clone()                            # off the memory-mapped cache
@@ -310,12 +323,13 @@ def read_user(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
 
 def decoding(settings) -> dict:
     """How your own images are decoded, read from a settings object with ``image_size``,
-    ``invert``, ``channels`` and ``skip_corrupt`` (the experiments' or the protocol's; False
-    where it has none): the keyword arguments of ``read_user`` and ``user_data_hash``, which
-    ``load`` and ``check_data_options`` take too."""
+    ``invert``, ``channels``, ``skip_corrupt`` and ``class_depth`` (the experiments' or the
+    protocol's; False and 1 where it has none): the keyword arguments of ``read_user`` and
+    ``user_data_hash``, which ``load`` and ``check_data_options`` take too."""
     return {"image_size": settings.image_size, "invert": settings.invert,
             "channels": settings.channels,
-            "skip_corrupt": bool(getattr(settings, "skip_corrupt", False))}
+            "skip_corrupt": bool(getattr(settings, "skip_corrupt", False)),
+            "class_depth": getattr(settings, "class_depth", 1)}
 
 
 def applied_invert(invert: str, channels: int) -> str:
@@ -444,7 +458,8 @@ def split_indices(labels: torch.Tensor, n_classes: int, test_fraction: float = T
 def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SIZE,
               invert: str = INVERT, test_fraction: float = TEST_FRACTION,
               seed: int = SPLIT_SEED, channels: int = 1,
-              skip_corrupt: bool = False, classes_for: str | None = None) -> ImageData:
+              skip_corrupt: bool = False, classes_for: str | None = None,
+              class_depth: int = 1) -> ImageData:
     """One split of your own images (``read_user``, then ``split_indices``).
 
     Args:
@@ -456,6 +471,7 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
         seed: seed of the split (default ``SPLIT_SEED``).
         channels: 1 (grey, the default) or 3 (RGB colour).
         skip_corrupt: leave a folder's unreadable images out (``read_user``).
+        class_depth: a folder's layout (``read_user``).
         classes_for: what needs at least 2 classes (``require_classes``), checked before
             the split; None: any number of classes.
 
@@ -472,10 +488,10 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
     check_data_options(str(path), image_size=image_size, invert=invert,
                        test_fraction=test_fraction, channels=channels,
-                       skip_corrupt=skip_corrupt)
+                       skip_corrupt=skip_corrupt, class_depth=class_depth)
     check_seed("load_user", seed)                       # before the images are decoded
     d = read_user(path, image_size=image_size, invert=invert, channels=channels,
-                  skip_corrupt=skip_corrupt)
+                  skip_corrupt=skip_corrupt, class_depth=class_depth)
     if classes_for is not None:                         # the first problem to name
         require_classes(d, str(path), classes_for)
     tr, te = split_indices(d.labels, d.n_classes, test_fraction, seed)
@@ -493,11 +509,12 @@ def load_user(path: str | os.PathLike, split: str, *, image_size: int = IMAGE_SI
 
 
 def user_data_hash(path: str | os.PathLike, *, image_size: int = IMAGE_SIZE,
-                   invert: str = INVERT, channels: int = 1, skip_corrupt: bool = False) -> str:
+                   invert: str = INVERT, channels: int = 1, skip_corrupt: bool = False,
+                   class_depth: int = 1) -> str:
     """SHA-256 of your own data as the models see it (the decoded images, labels and class
     names, before the split): equal for the same data, different after any change."""
     d = read_user(path, image_size=image_size, invert=invert, channels=channels,
-                  skip_corrupt=skip_corrupt)
+                  skip_corrupt=skip_corrupt, class_depth=class_depth)
     h = hashlib.sha256()
     h.update(repr((list(d.images.shape), d.class_names)).encode())
     h.update(d.images.contiguous().numpy().tobytes())

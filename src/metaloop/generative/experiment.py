@@ -87,6 +87,8 @@ class Settings:
         test_fraction: share of each class of your own data held out as the test split.
         channels: your own images' channels, 1 (grey) or 3 (RGB colour).
         skip_corrupt: leave your own folder's unreadable images out instead of refusing it.
+        class_depth: your own folder's layout, 1 ``root/<class>/<image>`` or 2
+            ``root/<group>/<class>/<image>``.
         progress: show progress bars.
     """
 
@@ -120,6 +122,7 @@ class Settings:
     test_fraction: float = gdata.TEST_FRACTION
     channels: int = 1
     skip_corrupt: bool = False
+    class_depth: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:

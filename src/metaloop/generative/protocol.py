@@ -109,8 +109,8 @@ class ProtocolSettings:
         train_examples: use only this many training images (None: all; for quick checks).
         root: data folder (None: the loader's default search).
         resample: Omniglot's 105 -> 28 kernel (``data.RESAMPLE``; "bilinear").
-        image_size, invert, test_fraction, channels, skip_corrupt: your own data's options
-            (``data.load_user``).
+        image_size, invert, test_fraction, channels, skip_corrupt, class_depth: your own
+            data's options (``data.load_user``).
         data_hash: your own data's ``data.user_data_hash`` (None for the built-in sets;
             ``run`` fills it in), so that a resumed run refuses changed data.
     """
@@ -134,6 +134,7 @@ class ProtocolSettings:
     test_fraction: float = gdata.TEST_FRACTION
     channels: int = 1
     skip_corrupt: bool = False
+    class_depth: int = 1
     data_hash: str | None = None
 
     def __post_init__(self) -> None:
@@ -148,8 +149,8 @@ class ProtocolSettings:
 # (one curve of one estimator at one cadence); a resumed run must keep them.
 _TRAINING_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
                   "train_examples", "resample", "image_size", "invert", "test_fraction",
-                  "channels", "skip_corrupt", "data_hash", "curve_every", "curve_k",
-                  "curve_examples")
+                  "channels", "skip_corrupt", "class_depth", "data_hash", "curve_every",
+                  "curve_k", "curve_examples")
 
 
 def _saved_settings(state: dict) -> dict:

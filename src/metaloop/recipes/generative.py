@@ -59,6 +59,10 @@ def _described(args: argparse.Namespace):
         raise ValueError(f"--skip-corrupt leaves an image folder's unreadable images out; "
                          f"{path} is a tensor file, read as it is, so it would change "
                          f"nothing: drop --skip-corrupt")
+    if opts["class_depth"] != 1 and path.is_file():
+        raise ValueError(f"--class-depth {opts['class_depth']} is an image folder's layout; "
+                         f"{path} is a tensor file, whose classes are its y, so it would "
+                         f"change nothing: drop --class-depth")
     if not gdata.is_user_data(args.data) or not path.is_dir():
         yield
         return
@@ -66,7 +70,7 @@ def _described(args: argparse.Namespace):
     try:
         d = load_folder(path, image_size=opts["image_size"], channels=opts["channels"],
                         invert=gdata.applied_invert(opts["invert"], opts["channels"]),
-                        skip_corrupt=opts["skip_corrupt"])
+                        skip_corrupt=opts["skip_corrupt"], class_depth=opts["class_depth"])
     except UnreadableImagesError as e:     # the Python API's advice is no command's
         raise ValueError(f"{e.problem}; to leave unreadable files out instead, add "
                          f"--skip-corrupt") from e
@@ -78,7 +82,7 @@ def _described(args: argparse.Namespace):
 
 def _data_options(args: argparse.Namespace) -> dict:
     """The options of your own data (``--image-size``, ``--invert``, ``--test-fraction``,
-    ``--channels``, ``--skip-corrupt``)."""
+    ``--channels``, ``--skip-corrupt``, ``--class-depth``)."""
     return {k: getattr(args, k, OPTION_DEFAULTS[k]) for k in _USER_DATA}
 
 
@@ -192,8 +196,9 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "invert_lrs": [0.05, 0.01, 0.0025], "stages": 8, "curve_k": 500, "curve_examples": 1000,
     "curve_every": 200, "checkpoint_every": 50, "inversion_transfer": False,
     "root": None, "resample": "bilinear", "image_size": 28, "invert": "auto",
-    "test_fraction": 0.1, "channels": 1, "skip_corrupt": False}
-_USER_DATA = ("image_size", "invert", "test_fraction", "channels", "skip_corrupt")
+    "test_fraction": 0.1, "channels": 1, "skip_corrupt": False, "class_depth": 1}
+_USER_DATA = ("image_size", "invert", "test_fraction", "channels", "skip_corrupt",
+              "class_depth")
 _PROTOCOL_ONLY = ("stages", "curve_k", "curve_examples", "curve_every", "checkpoint_every")
 _SCORING = ("classifier_epochs", "quality_samples")
 _INVERSION = ("invert_steps", "invert_lr", "invert_until", "invert_l2", "invert_tv",
@@ -288,7 +293,8 @@ def _check_read(args) -> None:
     else:
         groups.append((_USER_DATA, f"--data {data} is a built-in data set, grey 28x28 images "
                        f"with a test split of its own; --image-size, --invert, "
-                       f"--test-fraction, --channels and --skip-corrupt go with --data PATH "
+                       f"--test-fraction, --channels, --skip-corrupt and --class-depth go "
+                       f"with --data PATH "
                        f"(an image folder or a .npz/.pt file)"))
     if (getattr(args, "arch", "mlp") == "conv" and args.protocol is None
             and not args.inversion_transfer):        # both refuse --arch conv itself
@@ -313,7 +319,7 @@ def _check_read(args) -> None:
 _EVALUATED_KEYS = ("data", "latent", "hidden", "batch_size", "lr", "stages", "seed",
                    "train_examples", "curve_k", "curve_examples", "curve_every",
                    "checkpoint_every", "image_size", "invert", "test_fraction", "channels",
-                   "skip_corrupt")
+                   "skip_corrupt", "class_depth")
 
 
 def _protocol_settings(args: argparse.Namespace):
@@ -577,8 +583,7 @@ def _protocol(args: argparse.Namespace, log: Callable = print, device: str = "cp
     return 0
 
 
-NESTED_ADVICE = ("give --data the folder whose sub-folders are the classes (metaloop vae "
-                 "reads root/<class>/<image>, one level: it has no --class-depth)")
+NESTED_ADVICE = "add --class-depth 2"
 """What ``metaloop vae`` advises for an image folder whose images sit a level deeper than
 its class folders (``metaloop.data.folder.NestedClassFoldersWarning``), in place of the
 config key that ``metaloop train`` reads."""
