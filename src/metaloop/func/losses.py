@@ -104,6 +104,11 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, Loss] = {"mse": mse, "ce": cross_entropy, "cross_entropy": cross_entropy}
 
 
+# The start of torch's error for reading a value under vmap (.item(), float(), a Python
+# branch on a tensor).
+_VMAP_READS_VALUE = "vmap: It looks like you're either (1) calling .item() on a Tensor"
+
+
 class CheckedLoss:
     """A loss of the user's own, ``loss(pred, y)``, whose result is checked on every call:
     it must be one floating tensor of one element, the mean that the inner loop
@@ -112,11 +117,15 @@ class CheckedLoss:
 
     Only the result's type, shape and dtype are read, never its value: the check costs a
     few attribute reads, and works under ``torch.func.vmap`` and ``torch.func.grad``, where
-    the shape is the per-task one.
+    the shape is the per-task one. Under vmap a loss that reads a value itself
+    (``float(t)``, ``t.item()``, a Python ``if`` on a tensor) fails inside the loss, before
+    its result exists; torch's error there is re-raised as a ValueError naming the loss.
 
     Raises:
         ValueError: when called, a result that is not a 0-dim floating tensor, naming the
-            loss and what it returned.
+            loss and what it returned; under ``torch.func.vmap``, a loss that reads a
+            tensor's value (torch's RuntimeError kept as the cause; the tasks run one by
+            one with ``batching="loop"`` take a loss that branches on values).
     """
 
     def __init__(self, loss: Loss):
@@ -124,7 +133,23 @@ class CheckedLoss:
         functools.update_wrapper(self, loss, updated=())    # its __name__, __qualname__, __doc__
 
     def __call__(self, pred, y) -> torch.Tensor:
-        out = self.loss(pred, y)
+        try:
+            out = self.loss(pred, y)
+        except RuntimeError as e:
+            # Under vmap a loss that reads a value (``float(t)``, ``t.item()``, ``if t > 0``)
+            # fails inside the user's function, before its result can be checked: name it.
+            if (torch._C._functorch.maybe_current_level() is None
+                    or not str(e).startswith(_VMAP_READS_VALUE)):
+                raise
+            raise ValueError(
+                f"loss {_loss_name(self.loss)} must return the mean loss as a 0-dim "
+                f"floating tensor computed with torch operations, but it read a tensor's "
+                f"value (float(), .item(), or a Python if/while on a tensor), which "
+                f"torch.func.vmap cannot run (for predictions "
+                f"{_shape(pred) if isinstance(pred, torch.Tensor) else '?'} of one task); "
+                f"reduce it with .mean() and compute it with torch operations, or, for a loss "
+                f"that must branch on values, run the tasks one by one (batching='loop')"
+            ) from e
         if isinstance(out, torch.Tensor) and out.dim() and out.numel() == 1:
             out = out.reshape(())                # [1], [1, 1]: one number, as autograd takes it
         if not isinstance(out, torch.Tensor) or out.dim() != 0 or not out.is_floating_point():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -132,13 +134,48 @@ class AdaptsBySGD:
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
               steps: int | None = None) -> Params:
-        """Adapted parameters for ONE task (support_x ``[S, ...]``), detached."""
+        """Adapted parameters for ONE task, detached: the last of ``adapt_path``.
+
+        Args:
+            support_x: one task's support inputs ``[S, ...]``.
+            support_y: its int64 class labels ``[S]`` or float targets ``[S, out]``.
+            steps: inner steps; None: the learner's ``inner_steps``.
+
+        Returns:
+            name -> tensor for every parameter of the network (the adapted ones after
+            ``steps`` steps, the others as they are), detached.
+
+        Raises:
+            ValueError: as ``adapt_path``.
+        """
         *_, last = self.adapt_path(support_x, support_y, steps)
         return last
 
     def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
         """Yield one task's detached params after 0..steps inner SGD steps (with a learned
-        step-size table, ``metaloop.adapt.learned_lr``, steps past its rows reuse its last)."""
+        step-size table, ``metaloop.adapt.learned_lr``, steps past its rows reuse its last).
+
+        Args:
+            support_x: one task's support inputs ``[S, ...]``.
+            support_y: its int64 class labels ``[S]`` or float targets ``[S, out]``.
+            steps: inner steps; None: the learner's ``inner_steps``.
+
+        Returns:
+            an iterator over ``steps + 1`` params dicts (name -> tensor, as ``adapt``).
+
+        Raises:
+            ValueError: when called (not when the first value is drawn; ``check_task``):
+                support_x or support_y not a tensor, or not ``[S, ...]`` with the same
+                S >= 1 (an empty support set is named); a batch of tasks ``[B, S, ...]``
+                with a built-in loss ("MAML adapts to ONE task"), as are class labels with
+                ``loss="mse"`` and float targets with ``loss="ce"``; inputs in another
+                float dtype (a float64 task for a float32 model) or on another device than
+                the model; NaN or inf in either; ``steps`` not None or an int >= 0. When
+                a step runs: with ``loss="ce"``, labels outside ``[0, C)`` (C: the model's
+                outputs; ``cross_entropy``); a loss of the user's own that returns anything
+                but a 0-dim floating tensor (``CheckedLoss``).
+        """
+        check_steps(steps)
         check_task(self._owner, self.inner.model, support_x, support_y,
                    self.inner.loss)
         net, lrs = split_lrs(self.model, dict(self.model.named_parameters()))
@@ -532,18 +569,35 @@ def check_finite_tasks(owner: str, **tensors: torch.Tensor) -> None:
                              f"batch; the adapted parameters would be NaN")
 
 
+_FINITE_GUARDED: ContextVar[bool] = ContextVar("metaloop_finite_guarded", default=False)
+
+
+@contextmanager
+def finite_guarded() -> Iterator[None]:
+    """Within it, ``check_finite_batch`` reads nothing: ``metaloop.train`` enters it for its
+    steps, whose own non-finite guard stops a run on a NaN or inf meta-loss or meta-gradient
+    (from the data or from a divergence alike), naming the iteration and keeping the last
+    good checkpoint (``NonFiniteLossError``)."""
+    token = _FINITE_GUARDED.set(True)
+    try:
+        yield
+    finally:
+        _FINITE_GUARDED.reset(token)
+
+
 def check_finite_batch(owner: str, batch: TaskBatch) -> None:
     """A meta-batch's float tensors (inputs, regression targets) with finite values, for
-    ``meta_loss`` / ``meta_gradient``: one NaN in one task's support set would make the
-    whole meta-gradient NaN without a word. Read where it costs no host synchronisation:
-    tensors on the CPU only (on a GPU the training step reads nothing back, and this check
-    would; there the values are not checked), not inside ``valid_by_construction()``.
+    ``meta_loss`` / ``meta_gradient`` (MAML's family, Reptile): one NaN in one task's
+    support set would make the whole meta-gradient NaN without a word. Read where it costs
+    no host synchronisation: tensors on the CPU only (on a GPU the training step reads
+    nothing back, and this check would; there the values are not checked), not inside
+    ``valid_by_construction()`` or ``finite_guarded()``.
 
     Raises:
         ValueError: naming the tensor, its shape and the tasks (index in the batch) with
             NaN or inf.
     """
-    if values_trusted():
+    if values_trusted() or _FINITE_GUARDED.get():
         return
     for name in ("support_x", "support_y", "query_x", "query_y"):
         t = getattr(batch, name)
@@ -554,8 +608,8 @@ def check_finite_batch(owner: str, batch: TaskBatch) -> None:
             tasks = ", ".join(map(str, bad[:5].tolist())) + (", ..." if len(bad) > 5 else "")
             raise ValueError(f"{owner}: the TaskBatch's {name} {_shape(t)} has non-finite "
                              f"values (NaN or inf) in task{'s' if len(bad) > 1 else ''} "
-                             f"{tasks}; the meta-loss and every meta-gradient entry would "
-                             f"be NaN")
+                             f"{tasks}; the meta-loss would be NaN (and, from a support set "
+                             f"or MAML's queries, every meta-gradient entry)")
 
 
 def check_task(owner: str, model: nn.Module, support_x, support_y, loss=None) -> None:

@@ -495,10 +495,12 @@ class HeadLearner(ScoresEitherWay):
             but checked as the SGD learners check it.
 
         Raises:
-            ValueError: as the MAML family's ``adapt`` (``check_task``): support tensors
-                that are not ``[S, ...]`` and int64 ``[S]`` with the same S >= 1, on another
-                device or in another float dtype than the model, or with non-finite values;
-                labels outside ``[0, ways)``; ``steps`` not None or an int >= 0.
+            ValueError: support_x or support_y not a tensor; not ``[S, ...]`` and ``[S]``
+                with the same S (a batch of tasks ``[B, S, ...]`` is named as such); an
+                empty support set (S = 0); labels that are not int64 (float targets);
+                inputs on another device or in another float dtype than the model (a
+                float64 task for a float32 model); NaN or inf in support_x; labels outside
+                ``[0, ways)``; ``steps`` not None or an int >= 0.
         """
         *_, last = self.adapt_path(support_x, support_y, steps)
         return last
@@ -511,6 +513,10 @@ class HeadLearner(ScoresEitherWay):
             ValueError: as ``adapt``, when called (not when the first value is drawn).
         """
         check_steps(steps)
+        for name, t in (("support_x", support_x), ("support_y", support_y)):
+            if not isinstance(t, torch.Tensor):        # before t[None] (a list's TypeError)
+                raise ValueError(f"{self.name}: {name} must be a torch.Tensor, got "
+                                 f"{type(t).__name__}")
         self._check_support(support_x[None], support_y[None])  # shapes, named as for a batch
         check_task(self.name, self.model, support_x, support_y, "ce")    # and finite values
         batched = self._adapt_checked(support_x[None], support_y[None])

@@ -378,7 +378,15 @@ class MAML(AdaptsBySGD):
             with different values is refused).
 
     Raises:
-        ValueError: ``recompute_inner_loop=True`` with ``batching="vmap"``; second order
+        ValueError: ``model`` not an ``nn.Module``; ``inner_lr`` not a number > 0;
+            ``inner_steps`` not an int >= 1; an unknown ``loss`` name or a loss that is not
+            callable; an unknown ``batching`` or ``head_init``; ``adapt`` naming parameters
+            the model does not have; ``first_order``, ``recompute_inner_loop``,
+            ``compile`` or ``learn_lr`` not True or False; a model parameter with
+            ``requires_grad=False`` or a lazy module's uninitialised one
+            (``check_meta_parameters``); ``head_init="zero"`` on a head tied to another
+            layer (it would zero that layer too);
+            ``recompute_inner_loop=True`` with ``batching="vmap"``; second order
             with ``batching="vmap"`` for a model with torch's BatchNorm, InstanceNorm or
             LayerNorm layers when more than the head adapts (``vmap_second_order_refusal``),
             and, at the first ``meta_gradient`` / ``meta_loss``, for a model whose inner
@@ -603,8 +611,30 @@ class MAML(AdaptsBySGD):
         return loss, batch_metrics(outs, batch.query_y, losses, loss)
 
     def adapt_path(self, support_x, support_y, steps: int | None = None):
-        """As ``AdaptsBySGD.adapt_path``; ANIL and a zero head first check the model on the
-        task once per learner (``_first_use``)."""
+        """Yield one task's detached params after 0..steps inner SGD steps, as
+        ``AdaptsBySGD.adapt_path``; ANIL and a zero head first check the model on the task
+        once per learner (``_first_use``).
+
+        Args:
+            support_x: one task's support inputs ``[S, ...]``.
+            support_y: its int64 class labels ``[S]`` or float targets ``[S, out]``.
+            steps: inner steps; None: ``inner_steps``.
+
+        Returns:
+            an iterator over ``steps + 1`` detached params dicts (name -> tensor for every
+            parameter of the network; with ``learn_lr``, of ``self.net``).
+
+        Raises:
+            ValueError: when called, as ``AdaptsBySGD.adapt_path``: a support set that is
+                not one task's (``[B, S, ...]`` with a built-in loss: "MAML adapts to ONE
+                task"), empty, of another length than its labels, in another float dtype
+                or on another device than the model, or with NaN or inf; class labels with
+                ``loss="mse"`` (float targets with ``"ce"``); ``steps`` not None or an
+                int >= 0; and, once per learner, ANIL's head unused by the forward pass, or
+                a ``head_init="zero"`` head whose zeroing breaks the forward pass. When a
+                step runs: labels outside ``[0, C)`` (C: the model's outputs); a loss of
+                the user's own that returns anything but a 0-dim floating tensor.
+        """
         path = super().adapt_path(support_x, support_y, steps)
         with gradients_on():
             self._first_use(autograd_usable(support_x), autograd_usable(support_y), False)
@@ -630,6 +660,30 @@ class MAML(AdaptsBySGD):
         The inner loop takes its gradients whatever the caller's grad mode; under
         ``torch.no_grad()`` or ``torch.inference_mode()`` the loss is the same value,
         without a graph (with either batching).
+
+        Args:
+            batch: a ``TaskBatch`` of B tasks (support ``[B, S, ...]``, query
+                ``[B, Q, ...]``).
+
+        Returns:
+            ``(loss, metrics)``: the 0-dim meta-loss, and ``{"loss"}`` plus, for class
+            labels, ``{"accuracy"}`` (the fraction of queries whose argmax is their label):
+            detached 0-dim tensors on the model's device, means over the B tasks.
+
+        Raises:
+            ValueError: not a TaskBatch; its tensors on another device or in another float
+                dtype than the model (a float64 batch for a float32 model); class labels
+                with ``loss="mse"`` or float targets with ``loss="ce"``; NaN or inf in any
+                of its float tensors (on the CPU, outside
+                ``finite_guarded()``: ``check_finite_batch``); with
+                ``loss="ce"``, labels outside ``[0, C)`` (C: the model's outputs); a loss of
+                the user's own that returns anything but a 0-dim floating tensor, or that
+                reads a tensor's value under vmap (``CheckedLoss``). At the first call
+                (``_first_use``): ANIL's head unused by the forward pass; a
+                ``head_init="zero"`` head whose zeroing breaks the forward pass; second
+                order with ``batching="vmap"`` for a model whose inner gradient runs through
+                torch's layer_norm / batch_norm / instance_norm kernels (``"auto"`` switches
+                to the loop instead).
         """
         with second_order_attention(self.first_order):
             return self._meta_loss(batch)
@@ -673,7 +727,21 @@ class MAML(AdaptsBySGD):
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """d meta_loss / d theta_0 as name -> tensor (``maml_meta_gradient``, executed as
         ``batching`` says); with the mean query metrics if asked. The same gradients under
-        ``torch.no_grad()`` and ``torch.inference_mode()`` (``gradients_on``)."""
+        ``torch.no_grad()`` and ``torch.inference_mode()`` (``gradients_on``).
+
+        Args:
+            batch: a ``TaskBatch`` of B tasks.
+            with_metrics: also return the metrics.
+
+        Returns:
+            name -> gradient, each of its parameter's shape, over every parameter of
+            ``self.model`` (zeros where unused); with ``with_metrics``,
+            ``(grads, metrics)``, metrics as ``meta_loss``'s.
+
+        Raises:
+            ValueError: as ``meta_loss``; with ``batching="threads"``, a model with dropout
+                layers in training mode.
+        """
         with second_order_attention(self.first_order), gradients_on():
             return self._meta_gradient(batch, with_metrics)
 

@@ -36,8 +36,10 @@ from metaloop.meta._common import (
     accumulate,
     autograd_batch,
     check_batch,
+    check_finite_batch,
     check_inputs,
     check_params,
+    check_steps,
     check_task,
     mean_metrics,
     resolve_batching,
@@ -167,7 +169,13 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         head: keyword only; as ``MAML``, the head that ``head_init="zero"`` starts at zero.
 
     Raises:
-        ValueError: an unknown ``inner_optimizer`` or ``adam_state``; ``adam_state="shared"``
+        ValueError: ``model`` not an ``nn.Module``; ``inner_lr`` not a number > 0;
+            ``inner_steps`` not an int >= 1; an unknown ``loss`` name or a loss that is not
+            callable; an unknown ``batching`` (``"threads"`` included) or ``head_init``;
+            ``adapt`` naming parameters the model does not have; a model parameter with
+            ``requires_grad=False`` or a lazy module's uninitialised one;
+            ``head_init="zero"`` on a head tied to another layer;
+            an unknown ``inner_optimizer`` or ``adam_state``; ``adam_state="shared"``
             without Adam; a negative ``inner_batch``/``test_batch``; ``batching="vmap"`` with
             Adam or mini-batches; ``transductive=False`` for a model with torch BatchNorm
             layers that normalise with their batch's statistics (only metaloop's
@@ -298,15 +306,37 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     def adapt_path(self, support_x, support_y, steps: int | None = None) -> Iterator[Params]:
         """Yield one task's detached params after 0..steps steps of the inner rule on
         mini-batches of ``test_batch`` (from a fixed seed); non-transductive: with the
-        support set's BatchNorm statistics under ``STATS`` keys."""
+        support set's BatchNorm statistics under ``STATS`` keys.
+
+        Args:
+            support_x: one task's support inputs ``[S, ...]``.
+            support_y: its int64 class labels ``[S]`` or float targets ``[S, out]``.
+            steps: inner steps; None: ``inner_steps``.
+
+        Returns:
+            an iterator over ``steps + 1`` detached params dicts (name -> tensor for every
+            parameter of the network, plus ``STATS`` entries when non-transductive).
+
+        Raises:
+            ValueError: when called (not when the first value is drawn), as
+                ``MAML.adapt_path``: a support set that is not one task's (``[B, S, ...]``
+                with a built-in loss: "Reptile adapts to ONE task"), empty, of another
+                length than its labels, in another float dtype or on another device than
+                the model, or with NaN or inf; class labels with ``loss="mse"`` (float
+                targets with ``"ce"``); ``steps`` not None or an int >= 0. When a step
+                runs: labels outside ``[0, C)`` (C: the model's outputs); a loss of the
+                user's own that returns anything but a 0-dim floating tensor.
+        """
+        check_steps(steps)
         steps = self.inner.steps if steps is None else steps
         check_task("Reptile", self.model, support_x, support_y, self.inner.loss)
         if self.inner_optimizer == "sgd" and not self.test_batch:
             path = super().adapt_path(support_x, support_y, steps)
         else:
             path = self._test_path(support_x, support_y, steps)
-        for p in path:
-            yield p if self.transductive else {**p, **self.support_stats(p, support_x)}
+        if self.transductive:
+            return path
+        return ({**p, **self.support_stats(p, support_x)} for p in path)
 
     def _test_path(self, sx, sy, steps):
         """The inner rule's steps with gradients whatever the caller's grad mode, taken
@@ -352,12 +382,35 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
 
     def meta_gradient(self, batch: TaskBatch, with_metrics: bool = False):
         """mean_i (theta_0 - theta_final_i) over the adapted names (zeros elsewhere); the
-        same under ``torch.no_grad()`` and ``torch.inference_mode()``."""
+        same under ``torch.no_grad()`` and ``torch.inference_mode()``.
+
+        Args:
+            batch: a ``TaskBatch`` of B tasks (support ``[B, S, ...]``, query
+                ``[B, Q, ...]``; the queries are used for the metrics only).
+            with_metrics: also return the metrics.
+
+        Returns:
+            name -> tensor, each of its parameter's shape, over every parameter of
+            ``model``; with ``with_metrics``, ``(grads, metrics)``: ``{"loss"}`` plus, for
+            class labels, ``{"accuracy"}``, the query loss and accuracy after adaptation as
+            detached 0-dim tensors on the model's device, means over the B tasks.
+
+        Raises:
+            ValueError: not a TaskBatch; its tensors on another device or in another float
+                dtype than the model (a float64 batch for a float32 model); class labels
+                with ``loss="mse"`` or float targets with ``loss="ce"``; NaN or inf in any
+                of its float tensors (on the CPU, outside
+                ``finite_guarded()``: ``check_finite_batch``); with
+                ``loss="ce"``, labels outside ``[0, C)`` (C: the model's outputs); a loss of
+                the user's own that returns anything but a 0-dim floating tensor, or that
+                reads a tensor's value under vmap (``CheckedLoss``).
+        """
         with gradients_on():
             return self._meta_gradient(batch, with_metrics)
 
     def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
         batch = autograd_batch(check_batch(batch, self.model, self.inner.loss))
+        check_finite_batch("Reptile", batch)
         params = params_of(self.model)
         if self.batching == "vmap":
             return self._vmapped(batch, params, with_metrics)
@@ -392,6 +445,16 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """A surrogate: its value is the mean query loss after adaptation, and its gradient
         wrt the model params is ``meta_gradient`` (so ``.backward()`` gives the Reptile step).
+
+        Args:
+            batch: a ``TaskBatch`` of B tasks.
+
+        Returns:
+            ``(loss, metrics)``: the 0-dim surrogate, and ``meta_gradient``'s metrics
+            (``{"loss"}``, plus ``{"accuracy"}`` for class labels).
+
+        Raises:
+            ValueError: as ``meta_gradient``.
         """
         grads, metrics = self.meta_gradient(batch, with_metrics=True)
         params = params_of(self.model)
