@@ -40,6 +40,7 @@ from metaloop.train.checkpoint import (
     protocol_run,
     read_state,
     saved_run,
+    unlinked_advice,
 )
 
 __all__ = ["Run", "check_moved_data", "check_own_data", "load_pinned", "load_run", "moved_root",
@@ -541,7 +542,9 @@ def load_run(path, *, device=None, head_init: str = "checkpoint", data_root=None
                                                           if path.exists()
                                                           else "the folder does not exist"))
     if not saved_run(path):
-        raise ValueError(f"no checkpoint in {path} (no LATEST file or state.json)")
+        advice = unlinked_advice(path, "then give the run folder again")
+        raise ValueError(f"no checkpoint in {path} (no LATEST file or state.json)"
+                         + (f": {advice}" if advice else ""))
     if head_init not in ("checkpoint", "zero"):
         raise ValueError(f"head_init must be 'checkpoint' or 'zero', got {head_init!r}")
     try:

@@ -263,7 +263,7 @@ def test_resume_refuses_a_changed_config_and_an_empty_folder(tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv[:4], "3", *argv[5:], "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "refusing to resume" in err and "train.iterations (2 != 3)" in err, err
+    assert "refusing to resume" in err and "train.iterations (--iterations) (2 != 3)" in err, err
 
 
 @pytest.mark.parametrize("flags, text, message", [

@@ -227,10 +227,12 @@ def test_latest_never_names_a_pruned_checkpoint(tmp_path):
     """A checkpoint of a later iteration that is no part of this run's history (left by a
     run killed before it wrote LATEST) does not get the new checkpoint pruned."""
     run = tmp_path / "run"
-    save_checkpoint(run, 6, {"x": torch.zeros(1)}, {})
-    (run / "LATEST").unlink()                       # killed before LATEST was written
+    ml.train(_learner(), FAM, iterations=1, meta_batch=2, out_dir=run, checkpoint_every=1,
+             progress=False)
+    save_checkpoint(tmp_path / "other", 6, {"x": torch.zeros(1)}, {})
+    (tmp_path / "other" / "ckpt-00000006").rename(run / "ckpt-00000006")   # LATEST unwritten
     r = ml.train(_learner(), FAM, iterations=3, meta_batch=2, out_dir=run,
-                 checkpoint_every=1, progress=False)
+                 checkpoint_every=1, progress=False, resume=True)
     assert r["iteration"] == 3
     assert sorted(p.name for p in run.glob("ckpt-*")) == \
         ["ckpt-00000002", "ckpt-00000003", "ckpt-00000006"]

@@ -69,22 +69,34 @@ def register(sub) -> None:
     p.add_argument("--out", type=path, help="output directory (default: runs/compare)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted comparison in --out: each method's run from "
-                        "its newest checkpoint (the same command and config), exactly")
+                        "its newest checkpoint (the same command and config), exactly; "
+                        "--methods that leave out a method whose run is there, and a run "
+                        "whose LATEST is gone, are refused by name")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+
+
+# (flag's dest, config section, key): the config keys the flags set
+_FLAG_KEYS = (("iterations", "train", "iterations"), ("meta_batch", "train", "meta_batch"),
+              ("seed", "train", "seed"), ("ways", "family", "ways"),
+              ("shots", "family", "shots"), ("shots", "eval", "shots"),
+              ("tasks", "eval", "tasks"))
 
 
 def _overrides(args) -> dict:
     """The config keys the flags set."""
     over: dict[str, dict[str, Any]] = {"train": {}, "family": {}, "eval": {}}
-    for flag, section, key in (("iterations", "train", "iterations"),
-                               ("meta_batch", "train", "meta_batch"),
-                               ("seed", "train", "seed"), ("ways", "family", "ways"),
-                               ("shots", "family", "shots"), ("shots", "eval", "shots"),
-                               ("tasks", "eval", "tasks")):
+    for flag, section, key in _FLAG_KEYS:
         if getattr(args, flag) is not None:
             over[section][key] = getattr(args, flag)
     return over
+
+
+def _flags(args) -> dict[str, str]:
+    """Config key -> the flag given that set it (``"eval.tasks"`` -> ``"--tasks"``): named
+    beside the key where a resumed run's config differs."""
+    return {f"{section}.{key}": f"--{flag.replace('_', '-')}"
+            for flag, section, key in _FLAG_KEYS if getattr(args, flag) is not None}
 
 
 def _config_for(args) -> dict:
@@ -165,7 +177,7 @@ def _compare(args: argparse.Namespace) -> int:
 
         try:
             res = recipe.run(cfg, methods, out_dir=out, progress=not args.no_progress,
-                             on_method=started, resume=args.resume)
+                             on_method=started, resume=args.resume, flags=_flags(args))
         except KeyboardInterrupt:
             bar.close()
             if any((out / "runs").glob("*/LATEST")):

@@ -16,7 +16,7 @@ from metaloop.cli import _checks, _signals
 from metaloop.cli._args import path
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
-from metaloop.train.checkpoint import latest_checkpoint
+from metaloop.train.checkpoint import latest_checkpoint, unlinked_advice
 from metaloop.train.loop import CUDA_LOG_EVERY, NonFiniteLossError
 
 DESCRIPTION = """\
@@ -217,6 +217,22 @@ def _error(e: BaseException) -> None:
         print(f"metaloop train: error: {text}", file=sys.stderr)
 
 
+def _check_unlinked(out, resume: bool) -> None:
+    """Refuse a run folder whose ``ckpt-*`` folders are there but not its ``LATEST``
+    (``checkpoint.unlinked_advice``): a new run would replace them and empty the metrics
+    log, a resume would find no checkpoint; both name the newest intact one and the line
+    that names it again."""
+    if out is None:
+        return
+    advice = unlinked_advice(out, f"metaloop train --resume {out}")
+    if advice is None:
+        return
+    if resume:
+        raise ValueError(f"--resume: no checkpoint in {out} through LATEST: {advice}")
+    raise ValueError(f"refusing a new run in {out}: {advice}; or give another --out "
+                     f"(nothing was written)")
+
+
 def _run(args: argparse.Namespace, held: list) -> int:
     # Rank 0 reads the config and checks the run directory; every rank gets its verdict.
     out = args.resume if isinstance(args.resume, str) else args.out
@@ -232,6 +248,7 @@ def _run(args: argparse.Namespace, held: list) -> int:
 
     def prepare():          # rank 0: the run directory's lock first (metaloop.runlock), so
         held.append(runlock.acquire(out))        # a second process on it reads nothing
+        _check_unlinked(out, bool(args.resume))
         return recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
                               seed=args.seed, data_root=args.data_root,
                               device=args.device)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -336,7 +337,8 @@ def warn_unread(mcfgs: list[dict], path) -> list[str]:
 _UNREAD_EVAL = ("scoring", "refine", "refine_temperature", "refine_weight", "refine_jointly")
 
 
-def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
+def resumable(mcfgs: dict[str, dict], out_dir, resume: bool,
+              flags: dict[str, str] | None = None) -> dict[str, bool]:
     """Which methods continue from a checkpoint in ``out_dir/runs/<method>``.
 
     Args:
@@ -348,11 +350,15 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
 
     Raises:
         ValueError: ``out_dir`` is one checkpoint (``ckpt-*``) of a run, runs there without
-            ``resume`` (they would be overwritten), ``resume`` with no run there, or a run
-            whose config differs from its method's (naming the keys), all before any
-            training.
+            ``resume`` (they would be overwritten; those of methods not in ``mcfgs`` too),
+            ``resume`` with no run there, or with runs there of methods not in ``mcfgs``
+            (the results would be rewritten without them), a run whose ``ckpt-*`` folders
+            are there but not its ``LATEST`` (it would be trained again from iteration 0),
+            or a run whose config differs from its method's (naming the keys, and the flag
+            that set each where ``flags`` names it: ``"eval.tasks"`` -> ``"--tasks"``),
+            all before any training.
     """
-    from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
+    from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint, unlinked_advice
     from metaloop.train.loop import check_resume_config, refuse_foreign
 
     if out_dir is None:
@@ -366,19 +372,47 @@ def resumable(mcfgs: dict[str, dict], out_dir, resume: bool) -> dict[str, bool]:
                          f"another --out (nothing was written)")
     runs = {name: Path(out_dir) / "runs" / name for name in mcfgs}
     have = {name: latest_checkpoint(run) is not None for name, run in runs.items()}
-    if not resume and any(have.values()):
+    others = _other_runs(Path(out_dir) / "runs", mcfgs)
+    if not resume and (any(have.values()) or others):
         raise ValueError(f"{out_dir} already holds runs of "
-                         f"{', '.join(n for n, h in have.items() if h)}; use --resume to "
-                         f"continue them (an interrupted comparison), or another --out")
+                         f"{', '.join([n for n, h in have.items() if h] + others)}; use "
+                         f"--resume to continue them (an interrupted comparison), or another "
+                         f"--out")
+    if resume and others:       # the results would be rewritten without them
+        every = ",".join([*mcfgs, *others])
+        raise ValueError(f"refusing to resume {out_dir}: it holds the run(s) of "
+                         f"{', '.join(others)} (in {Path(out_dir) / 'runs'}), which this "
+                         f"comparison's methods ({', '.join(mcfgs)}) leave out: its "
+                         f"results.json and plots would be rewritten without them; resume "
+                         f"with the comparison's own methods (--methods {every}), or compare "
+                         f"{', '.join(mcfgs)} in another --out (nothing was trained)")
+    for name, run in runs.items():             # a run that lost its LATEST: not retrained
+        if not have[name]:
+            advice = unlinked_advice(run, "then the same command with --resume")
+            if advice is not None:
+                raise ValueError(f"refusing to {'resume' if resume else 'compare in'} "
+                                 f"{out_dir}: the {name} run would be trained again from "
+                                 f"iteration 0: {advice} (nothing was trained)")
     if resume and not any(have.values()):
         raise ValueError(f"--resume: no run to continue in {Path(out_dir) / 'runs'}")
     for name, run in runs.items():             # train's own check of the differing keys;
         if have[name]:                         # it checks the rest when the run resumes
-            check_resume_config(run, load_checkpoint(run)[1], mcfgs[name])
+            check_resume_config(run, load_checkpoint(run)[1], mcfgs[name], flags)
         else:                                  # train's own refusal, before any method trains
             refuse_foreign(run, f"{run}, the folder of the {name} run,",
                            "move them, or give another --out")
     return have
+
+
+def _other_runs(runs: Path, mcfgs: dict[str, dict]) -> list[str]:
+    """The methods not in ``mcfgs`` whose runs ``runs`` (a comparison's ``runs`` folder)
+    holds: a folder with a ``LATEST`` or a ``ckpt-*`` folder, sorted."""
+    try:
+        found = sorted(d.name for d in runs.iterdir() if d.is_dir() and d.name not in mcfgs
+                       and (os.path.lexists(d / "LATEST") or any(d.glob("ckpt-*"))))
+    except OSError:                            # none yet, or unreadable: train names it
+        return []
+    return found
 
 
 def _stored_state(run_dir: Path) -> dict | None:
@@ -450,7 +484,7 @@ def with_split(cfg: dict, out_dir=None, resume: bool = False) -> dict:
 
 def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         progress: bool = False, on_method: Callable[[str], None] | None = None,
-        resume: bool = False) -> dict:
+        resume: bool = False, flags: dict[str, str] | None = None) -> dict:
     """Meta-train each method, then evaluate it on the config's held-out tasks.
 
     Every method gets the same training seed and the same held-out tasks (``eval.seed``).
@@ -465,7 +499,10 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
             newest checkpoint, exactly; a finished one is only evaluated again). The result
             is the uninterrupted comparison's. On your own data every run stores the class
             split (``with_split``) and a fingerprint of the data (``metaloop.build.
-            data_fingerprint``); a resume on changed data is refused.
+            data_fingerprint``); a resume on changed data is refused, as is one with
+            fewer methods than the runs in ``out_dir`` (the results would lose them).
+        flags: config key -> the command-line flag that set it (``"eval.tasks"`` ->
+            ``"--tasks"``), named beside the key where a resumed run's config differs.
 
     Returns:
         ``{"family", "metric" ("loss" or "accuracy"), "config", "methods": {name: the
@@ -506,7 +543,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
     cfg = with_split(cfg, out_dir, resume)     # your own data: one class split, stored
     mcfgs = {name: method_config(cfg, name) for name in names}   # all checked before training
     _config.warn_shared_split(cfg)             # held out from the training classes?
-    resumes = resumable(mcfgs, out_dir, resume)
+    resumes = resumable(mcfgs, out_dir, resume, flags)
     t_start = time.perf_counter()
     family = _build.build_family(cfg["family"])
     heldout = _build.eval_family(cfg, family)

@@ -29,7 +29,7 @@ from metaloop._random import seeded_rng
 from metaloop.recipes.report import prepare_out
 from metaloop.runs import check_same_data, last_read_hint, load_run, moved_root, saved_run
 from metaloop.train import distributed, train
-from metaloop.train.checkpoint import latest_checkpoint, read_state
+from metaloop.train.checkpoint import latest_checkpoint, read_state, unlinked_advice
 from metaloop.train.loop import check_run_dir, refuse_foreign
 
 __all__ = ["init_from", "prepare", "train_config"]
@@ -86,7 +86,9 @@ def prepare(out, *, config_path=None, resume: bool = False,
                          f"path; a new run reads its config's family.root: set that instead "
                          f"(or give --resume DIR)")
     if resume and latest_checkpoint(out) is None:
-        raise ValueError(f"--resume: no checkpoint in {out} (no LATEST file)")
+        advice = unlinked_advice(out, f"metaloop train --resume {out}")
+        raise ValueError(f"--resume: no checkpoint in {out} (no LATEST file)"
+                         + (f": {advice}" if advice else ""))
     if resume and data_root is not None:
         state = _stored_state(out) or {}
         fam = state.get("config", {}).get("family")

@@ -286,6 +286,54 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return Path(run_dir) / name
 
 
+def unlinked_checkpoints(run_dir) -> tuple[list[Path], Path | None]:
+    """The ``ckpt-<iteration>`` folders of ``run_dir`` when it has no ``LATEST`` file (it was
+    deleted, or lost with a copy), and the newest intact one of them (its ``state.json`` an
+    object with an integer iteration, its tensors file of the sha256 it names), or None;
+    ``([], None)`` where ``LATEST`` is there or no such folder is. Such a folder holds a run
+    that ``LATEST`` no longer names: a new run there would replace it, and a resume finds
+    no checkpoint through ``LATEST``. (The ``.ckpt-*`` folders of a write cut short are no
+    checkpoints: ``remove_stale`` removes them.)"""
+    run_dir = Path(run_dir)
+    if os.path.lexists(run_dir / "LATEST") or not run_dir.is_dir():
+        return [], None
+    try:
+        found = sorted((d for d in run_dir.iterdir()
+                        if re.fullmatch(r"ckpt-\d+", d.name) and d.is_dir()),
+                       key=lambda d: int(d.name[5:]), reverse=True)
+    except OSError:
+        return [], None
+    for d in found:
+        try:
+            state = read_state(d / "state.json")
+            if (isinstance(state, dict) and isinstance(state.get("iteration"), int)
+                    and state.get("tensors_sha256") == sha256_file(d / "tensors.safetensors")):
+                return found, d
+        except (OSError, ValueError):
+            continue
+    return found, None
+
+
+def unlinked_advice(run_dir, resume: str) -> str | None:
+    """What a new run into ``run_dir``, or a resume of it, says where its ``ckpt-*`` folders
+    are there and its ``LATEST`` is not (``unlinked_checkpoints``): the newest intact one and
+    the line that names it again; None where ``LATEST`` is there or no ``ckpt-*`` folder is.
+    ``resume`` is how the caller's user resumes (``"metaloop train --resume DIR"``)."""
+    found, intact = unlinked_checkpoints(run_dir)
+    if not found:
+        return None
+    ptr = Path(run_dir) / "LATEST"
+    names = ", ".join(d.name for d in found[:3]) + (f" and {len(found) - 3} more"
+                                                    if len(found) > 3 else "")
+    if intact is None:
+        return (f"{run_dir} holds the checkpoint folder(s) {names} of a run but no LATEST "
+                f"file, and none of them is intact (its state.json and tensors.safetensors "
+                f"matching); move them away, or choose another folder")
+    return (f"{run_dir} holds checkpoints of a run ({names}) but no LATEST file, which names "
+            f"the newest; {intact.name} is intact: echo {intact.name} > {ptr} to go on from "
+            f"it ({resume})")
+
+
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Load (tensors, state) from a run directory (via LATEST) or a ckpt-* directory.
 
@@ -310,6 +358,10 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """
     path = Path(path)
     if not (path / "LATEST").exists():
+        if not (path / "state.json").exists():
+            advice = unlinked_advice(path, "then resume it")
+            if advice is not None:
+                raise FileNotFoundError(f"no checkpoint in {path} through LATEST: {advice}")
         return _load(path)
     via, ckpt = path / "LATEST", None
     found = latest_checkpoint(path)         # a damaged LATEST: names the kept ones itself
@@ -407,12 +459,30 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"checkpoint {sfile} is corrupt: no integer 'iteration'")
     actual = sha256_file(tfile)
     if actual != state.get("tensors_sha256"):
-        raise ValueError(f"checkpoint {tfile} is corrupt or truncated: sha256 {actual}, "
-                         f"expected {state.get('tensors_sha256')}")
+        raise ValueError(_mismatch(path, state, actual))
     try:
         return load_file(str(tfile)), state
     except SafetensorError as e:
         raise ValueError(f"checkpoint {tfile} is corrupt: not a safetensors file ({e})") from e
+
+
+def _mismatch(path: Path, state: dict, actual: str) -> str:
+    """The refusal of the checkpoint ``path`` whose tensors file is not of the sha256 its
+    ``state.json`` (``state``) names: either file may be the damaged one (a tensors file
+    cut short, or a ``state.json`` copied from another checkpoint), so both are named, and
+    the state's iteration where it is not the folder's."""
+    named = f"ckpt-{state['iteration']:08d}"
+    if named != path.name:
+        which = (f"its state.json says iteration {state['iteration']} ({named}), not "
+                 f"{path.name}'s: that state.json is likely another checkpoint's")
+    else:
+        which = (f"the state.json and the folder are both of iteration "
+                 f"{state['iteration']}")
+    return (f"checkpoint {path}: its tensors.safetensors and state.json do not match, and "
+            f"either may be the damaged one: tensors.safetensors is corrupt or truncated: "
+            f"sha256 {actual}, expected {state.get('tensors_sha256')} (by state.json), or "
+            f"state.json is not this checkpoint's; {which} (keep both files until it is "
+            f"clear which)")
 
 
 def saved_run(path) -> bool:

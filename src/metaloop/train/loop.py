@@ -24,7 +24,7 @@ from metaloop import runlock, runs_folder
 from metaloop._random import in_seeded_rng
 from metaloop.build import data_changes
 from metaloop.evaluate.heldout import check_learner_family, evaluate
-from metaloop.meta._common import check_flag
+from metaloop.meta._common import check_flag, finite_guarded
 from metaloop.models.conv4 import BatchNorm
 from metaloop.tasks.batch import TaskBatch, _unchecked_batch, valid_by_construction
 from metaloop.train import distributed, graphs
@@ -39,6 +39,7 @@ from metaloop.train.checkpoint import (
     read_state,
     remove_stale,
     save_checkpoint,
+    unlinked_advice,
 )
 from metaloop.train.signals import StopSignals as _StopSignals
 
@@ -148,6 +149,11 @@ def _check_fresh(out: Path) -> None:
     runs_folder.check(out, "train")
     ckpt = latest_checkpoint(out)               # a damaged LATEST: ValueError naming it
     if ckpt is None:
+        # a run whose LATEST was deleted: its checkpoints would be replaced, its log emptied
+        advice = unlinked_advice(out, "then pass resume=True")
+        if advice is not None:
+            raise ValueError(f"refusing a new run in {out}: {advice}; or choose another "
+                             f"out_dir (nothing was written)")
         refuse_foreign(out, str(out), "choose an empty or new out_dir")
         return
     try:
@@ -386,12 +392,17 @@ def save_run(out_dir, iteration, learner, opt, generator, config, *,
                             **rstate, **(extra or {})})
 
 
-def check_resume_config(out_dir, state: dict, config: dict | None) -> None:
+def check_resume_config(out_dir, state: dict, config: dict | None,
+                        flags: dict[str, str] | None = None) -> None:
     """Refuse to resume the run in ``out_dir`` (its checkpoint's ``state``) with a ``config``
     that differs from the one it was trained with, naming the keys (execution-only keys may
-    differ). ``config`` is compared as the checkpoint stores it, as JSON: a tuple as a list,
-    a key as a string."""
+    differ), and beside each the command-line flag that set it where ``flags`` (config key
+    ``"eval.tasks"`` -> ``"--tasks"``) names one. ``config`` is compared as the checkpoint
+    stores it, as JSON: a tuple as a list, a key as a string."""
     diff = _config_diff(state.get("config", {}), json.loads(json.dumps(config or {})))
+    flags = flags or {}
+    diff = [d.replace(" ", f" ({flags[d.split(' ', 1)[0]]}) ", 1)
+            if d.split(" ", 1)[0] in flags else d for d in diff]
     if diff:
         more = ("; to train a finished run further, start a new run from its weights "
                 "(config train.init = the run's directory, --out another directory)"
@@ -564,11 +575,14 @@ def _load_for_resume(out_dir, config, learner, precision: str,
     return tensors, state
 
 
-def _truncate_log(out_dir: Path, iteration: int) -> None:
+def _truncate_log(out_dir: Path, iteration: int, log_every: int = 1) -> None:
     """Drop metrics lines written after the checkpoint (they will be redone), and a last line
     cut short by a crash. A log that is missing (deleted) while the checkpoint is past
     iteration 0 gets a note on stderr: its lines up to there are lost, and the log starts
-    again after the checkpoint (the weights resume exactly)."""
+    again after the checkpoint (the weights resume exactly); so does a log that ends
+    ``log_every`` (the run's line interval, the larger of this session's and the stored
+    config's) or more iterations before the checkpoint (cut short by hand, or restored from
+    an older copy): its lines after its last are lost."""
     log = out_dir / "metrics.jsonl"
     if not log.exists():
         if iteration > 0:
@@ -578,7 +592,7 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
     if log.is_dir():
         raise ValueError(f"{log} is corrupt: a folder, not the run's metrics log (a file)")
     try:
-        lines, keep = log.read_text().splitlines(), []
+        lines, keep, last = log.read_text().splitlines(), [], 0
     except UnicodeDecodeError as e:
         raise ValueError(f"{log} is corrupt: not UTF-8 text ({e})") from e
     for i, ln in enumerate(lines):
@@ -593,12 +607,27 @@ def _truncate_log(out_dir: Path, iteration: int) -> None:
                              f"integer 'iteration'")
         if rec["iteration"] <= iteration:
             keep.append(ln)
+            last = max(last, rec["iteration"])
     atomic_write_text(log, "".join(ln + "\n" for ln in keep))
+    if iteration - last >= log_every:
+        print(f"note: {log} ends at iteration {last}, {iteration - last} before the "
+              f"checkpoint's {iteration}: its lines of iterations {last + 1} to {iteration} "
+              f"are lost; the log goes on after iteration {iteration}", file=sys.stderr)
+
+
+def _stored_log_every(state: dict) -> int:
+    """The ``train.log_every`` of a checkpoint's stored config (its earlier sessions' line
+    interval); 1 where it stores none."""
+    cfg = state.get("config")
+    train = cfg.get("train") if isinstance(cfg, dict) else None
+    n = train.get("log_every") if isinstance(train, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
 def _resume(out_dir: Path, learner, opt, generator, config, lead: bool,
             precision: str, data: dict | None = None,
-            iterations: int | None = None, args: dict | None = None) -> tuple[int, dict]:
+            iterations: int | None = None, args: dict | None = None,
+            log_every: int = 1) -> tuple[int, dict]:
     """Restore everything from the newest checkpoint; returns its iteration and its state.
 
     Rank 0 reads the checkpoint and sends it (or its error) to the other ranks, so that only
@@ -618,7 +647,7 @@ def _resume(out_dir: Path, learner, opt, generator, config, lead: bool,
     it = state["iteration"]
     if lead:
         remove_stale(out_dir)
-        _truncate_log(out_dir, it)
+        _truncate_log(out_dir, it, max(log_every, _stored_log_every(state)))
         note = thread_note(out_dir, state.get("threads"), torch.get_num_threads())
         if note is not None:
             print(note, file=sys.stderr)
@@ -852,11 +881,13 @@ def _step_gradient(learner, batch, shard, stop: _StopSignals, iteration: int):
     None in a single process.
     """
     if shard is None:
-        grads, metrics = learner.meta_gradient(batch, with_metrics=True)
+        with finite_guarded():          # the loop's _FiniteGuard reads the results instead
+            grads, metrics = learner.meta_gradient(batch, with_metrics=True)
         return grads, metrics, None
     lo, hi = distributed.shard_bounds(batch.num_tasks, *shard)
     before = torch.get_rng_state()
-    grads, metrics = shard_gradient(learner, batch, lo, hi)
+    with finite_guarded():
+        grads, metrics = shard_gradient(learner, batch, lo, hi)
     # dropout in a model of your own: the ranks drew for different tasks (a learner with
     # skip_tasks leaves every rank in one state itself)
     drew = getattr(learner, "skip_tasks", None) is None \
@@ -1212,7 +1243,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                        clip_grad_norm, seed, learner)
     if resume and out is not None:
         start, state = _resume(out, learner, opt, generator, config, lead, precision, data,
-                               iterations, args)
+                               iterations, args, log_every)
         window.load(state.get("log_window"))
         cpu_before = None if shard else state.get("cpu_seconds")
     else:
