@@ -10,9 +10,9 @@ empty, replace or mix with another command's files there: ``vae`` empties ``metr
 that before anything is written; each command calls it (``metaloop.recipes.report.
 output_dir(path, command=...)`` for those that write through it), and a folder that holds
 the same command's run is left to that command (``train`` and ``compare`` resume it and
-refuse a new run over it; ``vae``, ``forgetting``, ``adapt``, ``eval`` and ``predict``
-replace their own finished results, and ``forgetting`` and ``adapt`` resume their own
-interrupted run)::
+refuse a new run over it; ``vae``, ``forgetting`` and ``adapt`` refuse a new run over their
+own finished run too (``check_finished``), and ``forgetting`` and ``adapt`` resume their own
+interrupted or finished run; ``eval`` and ``predict`` replace their own finished results)::
 
     runs_folder.check("runs/x", "vae")    # ValueError if runs/x holds a train run
 
@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["check", "check_outside_data", "found"]
+__all__ = ["check", "check_finished", "check_outside_data", "found", "results_of"]
 
 
 def _checkpoint_command(out: Path) -> str:
@@ -134,6 +134,53 @@ def check(out, command: str) -> None:
         raise ValueError(f"{out} holds a metaloop {other} run, which a metaloop {command} "
                          f"run there would overwrite: give another --out (nothing was "
                          f"written)")
+
+
+def check_finished(out, command: str, what: str, fixes: str = "",
+                   files: tuple[str, ...] = ("results.json",)) -> None:
+    """Before a new run (no ``--resume``) of ``command`` writes in ``out``: refuse a folder
+    that holds a finished run of that same command (its ``results.json``, as ``found`` names
+    it), which the new run would replace without a word.
+
+    Args:
+        out: the ``--out`` folder.
+        command: ``"vae"``, ``"forgetting"`` or ``"adapt"`` (as ``found`` names it).
+        what: the finished run's key settings, read from its results.json by the caller
+            (e.g. ``"--model vae, --epochs 3"``), or ``""``.
+        fixes: what else than another ``--out`` or removing the folder would do (e.g. the
+            same command with ``--resume``), or ``""``.
+        files: the files any one of which makes the run a finished one (``forgetting``:
+            its ``runs.json`` too).
+
+    Raises:
+        ValueError: naming the folder, the command and settings of the run it holds, its
+            files and the fixes; nothing was written or removed.
+    """
+    path = Path(out)
+    if not any((path / name).is_file() for name in files) or found(path) != command:
+        return
+    try:
+        names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+    except OSError:
+        names = ["results.json"]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    raise ValueError(f"{out} holds a finished metaloop {command} run"
+                     f"{f' ({what})' if what else ''}: {shown}; a new run there would "
+                     f"replace it. Give another --out, or remove {out} to run again"
+                     f"{f', or {fixes}' if fixes else ''} (nothing was written or removed)")
+
+
+def results_of(out) -> dict:
+    """``out/results.json`` read as a JSON object, or ``{}`` where it cannot be.
+
+    Args:
+        out: the run folder (a ``str`` or ``os.PathLike``).
+    """
+    try:
+        res = json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return res if isinstance(res, dict) else {}
 
 
 def check_outside_data(out, data_root, option: str = "--data", *,

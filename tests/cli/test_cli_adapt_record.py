@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -138,6 +139,7 @@ def test_the_command_writes_every_option_the_setting_depends_on(wordnet_bert, tm
     assert not {"--steps", "--lora-r", "--lora-targets", "--prompt-tokens"} & set(
         shlex.split(alone["command"]))
     capsys.readouterr()
+    shutil.rmtree(tmp_path / "out2")    # a finished run is not replaced: rerun in a new folder
     assert main([*shlex.split(alone["command"])[1:], "--no-progress"]) == 0     # not refused
     assert "replaced record" in capsys.readouterr().out
 

@@ -35,8 +35,13 @@ def test_a_refused_run_leaves_the_last_results_and_a_foreign_results_json(
     capsys.readouterr()
     assert main(_table_argv(wordnet_bert, data, out, "--approaches", "lora",
                             "--lora-targets", "foo")) == 2
-    assert "match no Linear" in capsys.readouterr().err
+    assert f"{out} holds a finished metaloop adapt run" in capsys.readouterr().err
     assert _files(out) == before                      # the last results, as they were
+    # the same refusal of an approach in a new folder: named, and the folder left empty
+    assert main(_table_argv(wordnet_bert, data, tmp_path / "new", "--approaches", "lora",
+                            "--lora-targets", "foo")) == 2
+    assert "match no Linear" in capsys.readouterr().err
+    assert not (tmp_path / "new" / "results.json").exists()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "results.json").write_text('{"my": "precious results"}\n')
@@ -57,6 +62,11 @@ def test_a_kept_meta_run_of_other_settings_is_refused_with_what_to_do(
     before = _files(out)
     capsys.readouterr()
     assert main(_table_argv(wordnet_bert, data, out, *meta, "--meta-iterations", "2")) == 2
+    assert f"{out} holds a finished metaloop adapt run" in capsys.readouterr().err
+    assert _files(out) == before
+    # a new --out that meta-learns in the finished run's --meta-dir: its kept meta-run named
+    assert main(_table_argv(wordnet_bert, data, tmp_path / "new", *meta, "--meta-iterations",
+                            "2", "--meta-dir", str(out / "meta"))) == 2
     err = capsys.readouterr().err
     assert "refusing to resume" in err and "give another --meta-dir, or remove" in err, err
     assert _files(out) == before

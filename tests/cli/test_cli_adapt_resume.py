@@ -191,16 +191,21 @@ def test_a_corrupt_partial_file_is_named(setup, tmp_path, capsys):
     assert f"{out / recipe.PARTIAL} is corrupt" in err and "remove it" in err
 
 
-def test_a_new_run_removes_an_earlier_runs_results_first(setup, tmp_path, monkeypatch,
-                                                         capsys):
-    """An earlier results.json is not left beside a new run's kept work, where it would
-    pass for this run's result."""
+def test_a_new_run_over_a_finished_run_is_refused(setup, tmp_path, capsys):
+    """A finished run's results.json is not replaced (nor left beside a new run's kept work,
+    where it would pass for this run's result): a new run there is refused by name, exit 2,
+    nothing written or removed."""
     run, other, whole = setup
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.json").write_text(json.dumps(whole))
     (out / "accuracy.png").write_bytes(b"old")
-    _interrupted(setup, out, monkeypatch, capsys)
+    before = _files(out)
+    capsys.readouterr()
+    assert main(_adapt(run, other, out)) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds a finished metaloop adapt run" in err and "another --out" in err
+    assert _files(out) == before
 
 
 def test_meta_learned_rows_resume_exactly_too(setup, tmp_path, monkeypatch, capsys):
@@ -383,13 +388,15 @@ def _stopped_before_partial_removed(setup, out, monkeypatch) -> None:
 def test_a_run_stopped_after_its_results_json_has_finished(setup, tmp_path, monkeypatch,
                                                           capsys):
     """results.json is written atomically and last: beside it, partial.json is stale. A new
-    run removes it and goes ahead; --resume removes it and exits 0 saying so, results.json
-    untouched; --resume with other arguments is refused by name, as any resume is."""
+    run is refused (the run had finished), nothing removed; --resume removes it and exits 0
+    saying so, results.json untouched; --resume with other arguments is refused by name, as
+    any resume is."""
     run, other, whole = setup
     out = tmp_path / "out"
     _stopped_before_partial_removed(setup, out, monkeypatch)
     capsys.readouterr()
     before = _files(out)
+    stale = (out / recipe.PARTIAL).read_bytes()
     assert main(_adapt(run, other, out, "--resume", "--seed", "1")) == 2
     assert "--seed (0 != 1)" in capsys.readouterr().err and _files(out) == before
     assert main(_adapt(run, other, out, "--resume")) == 0
@@ -397,12 +404,14 @@ def test_a_run_stopped_after_its_results_json_has_finished(setup, tmp_path, monk
     assert "the run had finished" in printed and "resuming" not in printed
     del before[Path(recipe.PARTIAL)]
     assert _files(out) == before
-    _stopped_before_partial_removed(setup, out, monkeypatch)
+    (out / recipe.PARTIAL).write_bytes(stale)
     capsys.readouterr()
-    assert main(_adapt(run, other, out)) == 0, capsys.readouterr().err
+    before = _files(out)
+    assert main(_adapt(run, other, out)) == 2
+    assert f"{out} holds a finished metaloop adapt run" in capsys.readouterr().err
+    assert _files(out) == before
     assert _without_times(json.loads((out / "results.json").read_text())) == \
         _without_times(whole)
-    assert not (out / recipe.PARTIAL).exists()
 
 
 def test_the_prompt_rows_resume_to_the_uninterrupted_results_without_rerunning(

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,7 @@ def test_the_record_command_reruns_to_the_same_values(tmp_path, capsys, monkeypa
     words = shlex.split(first["command"])
     assert words[:2] == ["OMP_NUM_THREADS=1", "metaloop"]
     capsys.readouterr()
+    shutil.rmtree(out)          # a finished run is not replaced: the rerun's folder is new
     assert main(words[2:]) == 0
     assert f"replaced record {path}" in capsys.readouterr().out
     again = json.loads(path.read_text())

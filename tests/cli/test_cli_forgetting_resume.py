@@ -239,7 +239,7 @@ def test_nothing_to_resume_is_named(setup, tmp_path, capsys):
 
 def test_a_run_stopped_after_its_results_had_finished(setup, tmp_path, monkeypatch, capsys):
     """Stopped between results.json and removing partial.json: --resume says so and exits 0;
-    a new run goes ahead, removing the stale partial.json first."""
+    a new run is refused (the run had finished), nothing written or removed."""
     data, _ = setup
     out = tmp_path / "out"
     _interrupted(setup, out, monkeypatch, capsys)
@@ -259,9 +259,11 @@ def test_a_run_stopped_after_its_results_had_finished(setup, tmp_path, monkeypat
     assert json.loads((out / "results.json").read_text())["settings"]["seeds"] == [0, 1, 2]
     assert not (out / recipe.PARTIAL).exists()
     (out / recipe.PARTIAL).write_bytes(stale)
-    assert main(_cmd(data, out, "--steps", "2")) == 0                    # a new run
-    assert json.loads((out / "results.json").read_text())["settings"]["steps"] == 2
-    assert not (out / recipe.PARTIAL).exists()
+    before = _files(out)
+    capsys.readouterr()
+    assert main(_cmd(data, out, "--steps", "2")) == 2                    # a new run
+    assert f"{out} holds a finished metaloop forgetting run" in capsys.readouterr().err
+    assert _files(out) == before
 
 
 @pytest.mark.parametrize("text,match", [

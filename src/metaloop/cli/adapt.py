@@ -65,9 +65,11 @@ anything but --no-progress (--threads included; not the order of names in --appr
 --lora-targets, nor a default given explicitly), or whose --model checkpoint or --data
 contents changed, is refused by name, and so is a new run into a folder holding one.
 results.json is written last, and partial.json removed after it; a run stopped in between
-has finished: --resume removes its partial.json and exits 0, and a new run goes ahead. A new
-run first removes an earlier run's partial.json, results.json and accuracy.png. --meta runs
-resume from --meta-dir either way.
+has finished: --resume removes its partial.json and exits 0. A new run (without --resume)
+into an --out that holds a finished run (its results.json, also one stopped in between) is
+refused (exit 2), naming the folder and the run's settings, before the model loads and
+before anything is written or removed: give another --out, or remove the folder to run
+again. --meta runs resume from --meta-dir either way.
 
 --record DIR writes, after the run, one result record per approach for the docs' tables
 (metaloop.evaluate.records): DIR/adaptation_<setting>_<approach>.json, table adaptation,

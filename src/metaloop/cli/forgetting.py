@@ -73,8 +73,10 @@ fewer --seeds are one), or whose data changed, is refused by name, and so is a d
 another command's partial.json, and a new run into a folder holding one.
 results.json is written last, and partial.json moved to runs.json after it; a run stopped
 in between has finished: --resume moves its partial.json and exits 0 (with more --seeds, it
-adds them), and a new run goes ahead. A new run first removes an earlier run's results.json,
-metrics.jsonl, plots and runs.json.
+adds them). A new run (without --resume) into an --out that holds a finished run (its
+results.json or runs.json, also one stopped in between) is refused (exit 2), naming the
+folder and the run's settings, before anything is read or written: give another --out,
+remove the folder to run again, or add seeds to it with --resume and more --seeds.
 
 An option that would change nothing is refused by name: a strategy's option without that
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
@@ -189,7 +191,8 @@ def register(sub) -> argparse.ArgumentParser:
                         "folder; recorded with the data options")
     p.add_argument("--out", type=path, default="runs/forgetting", help="output directory")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out: the same command plus --resume "
+                   help="continue an interrupted run in --out (a new run into a folder "
+                        "holding a run is refused): the same command plus --resume "
                         "(one with other settings, --threads or data is refused by name; "
                         "--no-progress, the order of --strategies and a default given or "
                         "left out may differ; more --seeds add seeds to the kept runs, "

@@ -49,7 +49,11 @@ a run that checkpoints in --out and can be stopped (--until-pass, --max-minutes;
 which exits 130) and continued exactly (--resume); the call that reaches its last pass
 measures the test set with --k samples, and --evaluate its latest checkpoint. A run without
 checkpoints that is interrupted or fails removes the --out folder it created (a protocol
-run keeps it once it holds a checkpoint); a folder that existed before is never removed.
+run keeps it once it holds a checkpoint); a folder that existed before is never removed. A
+new run into an --out that holds a finished metaloop vae run (its results.json: a model,
+a sweep or an inversion study) is refused (exit 2), naming the folder and the run's
+settings, before anything is read or written: give another --out, or remove the folder to
+run again (a --protocol iwae run's folder: --resume continues it).
 
 An option that the chosen run does not read is refused by name when it is given another
 value than its default (a default given explicitly changes nothing and is accepted): the

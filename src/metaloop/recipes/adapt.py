@@ -707,16 +707,31 @@ def finished(out) -> bool:
 
 def check_resume(out, resume: bool) -> None:
     """Before anything is loaded: ``resume`` needs a kept ``partial.json`` in ``out``; a new
-    run refuses to discard one, unless the run had ``finished`` (a run killed while it
-    removed its ``partial.json``: a stale file, which ``run`` removes first). Whether the
-    kept state fits the command is ``kept``'s to say, once the model is loaded. A folder
-    that holds another command's run (``metaloop.runs_folder.check``) is refused too.
+    run refuses to discard one of an interrupted run, and to replace a finished run (its
+    results.json, also one killed while it removed its ``partial.json``: ``finished``),
+    naming its settings (``metaloop.runs_folder.check_finished``). Whether the kept state
+    fits the command is ``kept``'s to say, once the model is loaded. A folder that holds
+    another command's run (``metaloop.runs_folder.check``) is refused too.
 
     Raises:
         ValueError: naming the folder and what it holds.
     """
     _partial.check_resume(out, resume, "adapt", "approaches")
     runs_folder.check(out, "adapt")      # another command's run: not replaced or mixed
+    if not resume:                       # nor this command's finished one
+        runs_folder.check_finished(out, "adapt", _finished_settings(out))
+
+
+def _finished_settings(out) -> str:
+    """The key settings of the finished run in ``out`` (its results.json), as a refusal of a
+    new run there names them; ``""`` where it cannot be read."""
+    res = runs_folder.results_of(out)
+    approaches = res.get("approaches")
+    parts = [f"--{k} {res[k]}" for k in ("family", "model", "ways", "shots", "tasks")
+             if isinstance(res.get(k), (str, int)) and not isinstance(res.get(k), bool)]
+    if isinstance(approaches, dict):
+        parts.append(f"--approaches {','.join(map(str, approaches))}")
+    return ", ".join(parts)
 
 
 def kept(out: Path, ident: dict) -> dict:

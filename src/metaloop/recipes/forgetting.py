@@ -633,15 +633,25 @@ def check_resume(out, resume: bool, s: dict | None = None) -> None:
     """Before any data is read: ``resume`` needs a kept ``partial.json`` in ``out``, or the
     ``runs.json`` (``RUNS``) of a finished run with another number of seeds than ``s``
     (settings) has (more add seeds; fewer are refused by ``kept``, by name, as for a stopped
-    run); a new run refuses to discard a ``partial.json``, unless the run had ``finished`` (a
-    stale file, which ``run`` removes first). Whether the kept runs fit the command is
+    run); a new run refuses to discard a ``partial.json`` of an interrupted run, and to
+    replace a finished run (its results.json or ``runs.json``, also one stopped before its
+    ``partial.json`` was moved: ``finished``), naming its settings and ``--resume`` to add
+    seeds (``runs_folder.check_finished``). Whether the kept runs fit the command is
     ``kept``'s to say.
 
     Raises:
         ValueError: naming the folder and what it holds.
     """
     out = Path(out)
-    if resume and s is not None and not (out / PARTIAL).is_file() and (out / RUNS).is_file():
+    if not resume:
+        _partial.check_resume(out, resume, "forgetting", "strategies")   # an interrupted run
+        kept_runs = (out / RUNS).is_file() or (out / PARTIAL).is_file()   # seeds to add to
+        runs_folder.check_finished(out, "forgetting", _finished_settings(out),
+                                   "the same command with --resume and more --seeds to add "
+                                   "seeds to it" if kept_runs else "",
+                                   files=("results.json", RUNS))
+        return
+    if s is not None and not (out / PARTIAL).is_file() and (out / RUNS).is_file():
         try:
             seeds = json.loads((out / RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -649,6 +659,31 @@ def check_resume(out, resume: bool, s: dict | None = None) -> None:
         if _is_count(seeds) and seeds != len(s["seeds"]):
             return            # seeds to add to a finished run, or fewer, which kept names
     _partial.check_resume(out, resume, "forgetting", "strategies")
+
+
+def _finished_settings(out: Path) -> str:
+    """The key settings of the finished run in ``out``, as a refusal names them: from its
+    results.json, else its ``runs.json`` (``RUNS``); ``""`` where neither can be read."""
+    res = runs_folder.results_of(out)
+    settings = res.get("settings")
+    if isinstance(settings, dict):
+        seeds = settings.get("seeds")
+        strategies = settings.get("strategies")
+        n = len(seeds) if isinstance(seeds, list) else None
+    else:
+        try:
+            settings = json.loads((out / RUNS).read_text(encoding="utf-8"))["identity"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+        if not isinstance(settings, dict):
+            return ""
+        n, strategies = settings.get("seeds"), settings.get("strategies")
+    parts = [f"--scenario {settings['scenario']}" if "scenario" in settings else "",
+             f"--strategies {','.join(map(str, strategies))}"
+             if isinstance(strategies, list) else "",
+             f"--seeds {n}" if n is not None else "",
+             f"--steps {settings['steps']}" if "steps" in settings else ""]
+    return ", ".join(x for x in parts if x)
 
 
 def _is_count(n) -> bool:

@@ -455,6 +455,30 @@ def _output(out, *, checkpoints: bool = False):
             raise
 
 
+def _check_no_finished_run(out: Path) -> None:
+    """Before a new run (a model, --sweep-latent, --compare-inversion, --inversion-transfer)
+    writes in ``out``: refuse a folder that holds a finished ``metaloop vae`` run (its
+    results.json), which the new run would replace, naming its settings
+    (``metaloop.runs_folder.check_finished``); nothing is written or removed."""
+    from metaloop import runs_folder
+
+    res = runs_folder.results_of(out)
+    settings = res.get("settings")
+    if not isinstance(settings, dict):
+        settings = {}
+    if isinstance(res.get("latents"), list):
+        kind = f"--sweep-latent {','.join(map(str, res['latents']))}"
+    elif "inversion" in res:
+        kind = "an inversion study (--compare-inversion or --inversion-transfer)"
+    elif "model" in settings:
+        kind = f"--model {settings['model']}"
+    else:
+        kind = ""
+    parts = [kind, *(f"--{k.replace('_', '-')} {settings[k]}" for k in ("data", "epochs")
+                     if isinstance(settings.get(k), (str, int)))]
+    runs_folder.check_finished(out, "vae", ", ".join(x for x in parts if x))
+
+
 def _check_out_outside_data(args: argparse.Namespace) -> None:
     """Before anything is written: an --out inside the image folder --data is refused
     (``metaloop.runs_folder.check_outside_data``); its PNGs would join the data."""
@@ -645,6 +669,7 @@ def _run(args, log: Callable[[str], None] = print) -> int:
 
         records.check_record_path(args.record, out=args.out)
     s = _settings(args)
+    _check_no_finished_run(Path(args.out))     # before the folder is made or emptied
     if args.inversion_transfer:
         from metaloop.generative import inversion
 
