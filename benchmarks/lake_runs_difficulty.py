@@ -137,14 +137,20 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks-per-run", type=int, default=25)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--records", default="", help="write one record per set here")
-    ap.add_argument("--config", default="", help="the run's config file, named in the records")
+    ap.add_argument("--config", default="",
+                    help="the config the run was trained with (metaloop --threads 1 train), "
+                         "named in the records with the training command")
     args = ap.parse_args(argv)
     run = load_run(args.checkpoint)
     size = run.config["family"]["image_size"]
     fam = ml.tasks.Omniglot(args.data_root or None, split="evaluation", ways=20, shots=1,
                             queries=1, image_size=size)
     runs = match_drawings(fam, run, args.lake_runs)
-    command = "python benchmarks/lake_runs_difficulty.py " + shlex.join(sys.argv[1:])
+    command = "python benchmarks/lake_runs_difficulty.py " + shlex.join(
+        argv if argv is not None else sys.argv[1:])
+    if args.config:                            # the run's training, as the record's budget
+        command = (f"metaloop --threads 1 train --config {shlex.quote(args.config)} --out "
+                   f"{shlex.quote(args.checkpoint)} && {command}")
     for order, (name, (c, s, q)) in enumerate(task_sets(fam, runs, args.tasks_per_run,
                                                          args.seed).items()):
         per_task = errors(run.learner, fam, c, s, q)
