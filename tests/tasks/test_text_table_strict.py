@@ -43,13 +43,16 @@ def test_a_quote_left_open_in_an_all_quoted_table_is_named_not_read(tmp_path):
         read_texts(path)
 
 
-def test_text_after_a_closing_quote_is_named_with_its_line(tmp_path):
+def test_text_after_the_closing_quote_of_a_one_line_text_reads_as_before(tmp_path):
+    """A text that starts with a quoted phrase (`"Best film" - a review`) swallows no row: it
+    reads as the csv module always read it, quotes dropped, in CSV and TSV alike."""
     path = tmp_path / "t.csv"
     path.write_text('text,label\n"Great" movie,pos\nbad film,neg\n')
-    with pytest.raises(ValueError, match=r"starts at line 2 closes at line 2 with more after "
-                                         r"its closing quote than a ',' .*'\"Great\" movie,"
-                                         r"pos'"):
-        read_text_table(path)
+    assert read_text_table(path) == (["Great movie", "bad film"], ["pos", "neg"])
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text('text\tlabel\n"Best film of the year" - NYT review\tpos\nplain\tneg\n')
+    assert read_text_table(tsv) == (["Best film of the year - NYT review", "plain"],
+                                    ["pos", "neg"])
 
 
 def test_a_quote_never_closed_is_named(tmp_path):

@@ -278,8 +278,9 @@ def _cached_plan(model: nn.Module) -> _Plan:
     hit = _PLANS.get(model)
     if hit is not None and hit[0] == _GENERATION[0]:
         return hit[1]
+    generation = _GENERATION[0]     # read first: a registration while it is planned re-plans
     plan = alias_plan(model)
-    _PLANS[model] = (_GENERATION[0], plan)
+    _PLANS[model] = (generation, plan)
     return plan
 
 

@@ -258,6 +258,11 @@ class _CsvError(ValueError):
         self.message, self.start, self.line, self.text = message, start, line, text
 
 
+class _ReadLeniently(Exception):
+    """``_quote_error``'s word that the strict reading's error swallowed no row: the lenient
+    reading stands."""
+
+
 def _read_csv(path: Path, delimiter: str, encoding: str, wanted: dict[str, str] | None = None):
     """(columns, [(line, row dict)], repeated, ends) of a CSV/TSV file with a header row;
     blank lines are skipped, and a row's line is the file line it starts on (``ends``: the
@@ -268,8 +273,10 @@ def _read_csv(path: Path, delimiter: str, encoding: str, wanted: dict[str, str] 
     reads (``{which: column name}``), which an error names another delimiter by
     (``_other_delimiter``) and ``_swallowed`` reads.
 
-    The file is read strictly: a quoted text must end at its closing quote (a delimiter or
-    the line's end follows it) and a quote must close before the file ends. Python's csv
+    The file is read strictly first: a quoted text that runs over several lines must end at
+    its closing quote (a delimiter or the line's end follows it) and a quote must close
+    before the file ends; text after the closing quote of a one-line text (`"Best film" -
+    a review`) swallows no row and is read as it always was (the quotes dropped). Python's csv
     module otherwise reads on past a quote left open, making the rows up to the next quote
     part of one text, filed under the label of the row the next quote stands in. Such an
     error names the lines and, where the rows swallowed read as rows of their own, says so
@@ -284,12 +291,18 @@ def _read_csv(path: Path, delimiter: str, encoding: str, wanted: dict[str, str] 
         except _CsvError:
             lenient = None
         if not (lenient and lenient[0] and any(w not in lenient[0] for w in wanted.values())):
-            _quote_error(path, delimiter, wanted, e, lenient)
-            raise ValueError(f"text table {path} is not valid {kind} at line {e.start}: "
-                             f"{e.message}") from e
-        # a header without the columns read: the error that names them (and another
-        # delimiter, as ';' for a file whose quoted texts are followed by ';') tells more
-        columns, rows, header, ends, long = lenient
+            try:
+                _quote_error(path, delimiter, wanted, e, lenient)
+            except _ReadLeniently:
+                assert lenient is not None
+                columns, rows, header, ends, long = lenient
+            else:
+                raise ValueError(f"text table {path} is not valid {kind} at line {e.start}: "
+                                 f"{e.message}") from e
+        else:
+            # a header without the columns read: the error that names them (and another
+            # delimiter, as ';' for a file whose quoted texts are followed by ';') tells more
+            columns, rows, header, ends, long = lenient
     if long:
         fix = _other_delimiter(columns, delimiter, list(wanted.values())) or (
             f"; quote a text that holds the delimiter {delimiter!r} (as \"a, b\")")
@@ -310,6 +323,14 @@ def _quote_error(path: Path, delimiter: str, wanted: dict[str, str], e: _CsvErro
     closed = "expected after" in e.message
     if not closed and e.message != "unexpected end of data":
         return
+    if closed and e.line == e.start and lenient is not None:
+        # text after the closing quote of a one-line text (`"Best film" - a review`): no row
+        # swallowed, read as the csv module always read it (the quotes dropped), with the
+        # lenient reading's own check for rows swallowed further on
+        columns, rows, _, ends, _ = lenient
+        if columns and rows and ends:
+            _swallowed(path, rows, ends, columns, delimiter, wanted)
+        raise _ReadLeniently
     if lenient is not None:
         columns, rows, _, ends, _ = lenient
         if columns and rows and ends:
