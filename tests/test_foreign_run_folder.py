@@ -91,15 +91,20 @@ def test_vae_leaves_an_interrupted_train_run_resumable(tmp_path, capsys, data):
 
 
 @pytest.mark.parametrize("command", ["train", "vae", "forgetting"])
-def test_a_writer_runs_again_in_its_own_folder_as_before(tmp_path, capsys, data, command):
+def test_a_writer_refuses_a_new_run_over_its_own_finished_run(tmp_path, capsys, data, command):
+    """Its own folder is not another command's (no "holds a metaloop X run, which ..."), and
+    a new run over its finished run is refused as train's is, leaving the folder as it was."""
     out = tmp_path / "run"
     assert main(WRITERS[command](data, out)) == 0
     capsys.readouterr()
-    again = 2 if command == "train" else 0        # train refuses a new run over its own
-    assert main(WRITERS[command](data, out)) == again
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(WRITERS[command](data, out)) == 2
     err = capsys.readouterr().err
-    assert "holds a metaloop" not in err
-    assert command != "train" or "already holds a run; use --resume" in err, err
+    assert "which a metaloop" not in err
+    said = ("already holds a run; use --resume" if command == "train" else
+            f"holds a finished metaloop {command} run")
+    assert said in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_found_tells_each_folder_and_none_for_others(tmp_path):

@@ -157,14 +157,20 @@ def test_compare_resumes_its_own_finished_folder(made, tmp_path, capsys):
     assert json.loads((out / "results.json").read_text()) == want
 
 
-def test_adapt_runs_again_in_its_own_folder(made, tmp_path, capsys):
+def test_adapt_refuses_a_new_run_over_its_own_finished_run(made, tmp_path, capsys):
+    """Its own folder is not another command's; a new run over its finished run is refused
+    (as train's is), and the same command into a fresh folder gives the same accuracies."""
     inputs, folders = made
     out = shutil.copytree(folders["adapt"], tmp_path / "run")
     want = json.loads((out / "results.json").read_text())["approaches"]["probe-ridge"]
-    assert main(ARGV["adapt"](inputs, out)) == 0
-    got = json.loads((out / "results.json").read_text())["approaches"]["probe-ridge"]
+    assert main(ARGV["adapt"](inputs, out)) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished metaloop adapt run" in err and "which a metaloop" not in err
+    assert json.loads((out / "results.json").read_text())["approaches"]["probe-ridge"] == want
+    fresh = tmp_path / "fresh"
+    assert main(ARGV["adapt"](inputs, fresh)) == 0
+    got = json.loads((fresh / "results.json").read_text())["approaches"]["probe-ridge"]
     assert got["per_task"]["accuracy"] == want["per_task"]["accuracy"]
-    assert "holds a metaloop" not in capsys.readouterr().err
 
 
 def test_found_tells_each_commands_folder(made):

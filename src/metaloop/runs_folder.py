@@ -157,8 +157,11 @@ def check_finished(out, command: str, what: str, fixes: str = "",
             files and the fixes; nothing was written or removed.
     """
     path = Path(out)
-    if not any((path / name).is_file() for name in files) or found(path) != command:
-        return
+    try:
+        if not any((path / name).is_file() for name in files) or found(path) != command:
+            return
+    except OSError:         # a path the system refuses (a name too long): the output
+        return              # folder's own check names it
     try:
         names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
     except OSError:

@@ -56,7 +56,8 @@ def test_skip_corrupt_is_in_the_records_setting_and_results_data(skipping_run, t
     # setting: the run replaces it, and the new one holds the flag
     del rec["setting"]["skip_corrupt"]
     path.write_text(json.dumps(rec))
-    assert main(argv) == 0
+    again = _adapt(run, other, tmp_path / "out2", tmp_path / "rec", "--skip-corrupt")
+    assert main(again) == 0                 # (a new --out: the first run's is finished)
     assert _record(tmp_path / "rec")[1]["setting"]["skip_corrupt"] is True
 
 

@@ -494,7 +494,7 @@ class MAML(AdaptsBySGD):
         if graph is None:
             if vmapped and (self._vmap_refusal or vmap_refusal(self.net)):
                 return                                  # vmap cannot run it: _vmapped says
-            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            if sx.is_cuda and torch.cuda.is_current_stream_capturing():
                 return      # a CUDA graph records the step: its warm-up steps have probed
             net, _ = split_lrs(self.model, dict(self.model.named_parameters()))
             try:
