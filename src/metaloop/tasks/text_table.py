@@ -323,18 +323,14 @@ def _quote_error(path: Path, delimiter: str, wanted: dict[str, str], e: _CsvErro
     closed = "expected after" in e.message
     if not closed and e.message != "unexpected end of data":
         return
-    if closed and e.line == e.start and lenient is not None:
-        # text after the closing quote of a one-line text (`"Best film" - a review`): no row
-        # swallowed, read as the csv module always read it (the quotes dropped), with the
-        # lenient reading's own check for rows swallowed further on
-        columns, rows, _, ends, _ = lenient
-        if columns and rows and ends:
-            _swallowed(path, rows, ends, columns, delimiter, wanted)
-        raise _ReadLeniently
     if lenient is not None:
         columns, rows, _, ends, _ = lenient
         if columns and rows and ends:
             _swallowed(path, rows, ends, columns, delimiter, wanted)
+        if closed and e.line == e.start:
+            # text after the closing quote of a one-line text (`"Best film" - a review`): no
+            # row swallowed (checked just above), read as the csv module always read it
+            raise _ReadLeniently
     sep = "tab" if delimiter == "\t" else repr(delimiter)
     span = (f"the row that starts at line {e.start}" if e.line == e.start else
             f"the row that starts at line {e.start} and runs to line {e.line}")
