@@ -99,11 +99,7 @@ def found(out) -> str | None:
         if (out / "runs.json").is_file():
             return "forgetting"
         if (out / "results.json").is_file():
-            try:
-                res = json.loads((out / "results.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                res = None
-            other = _results_command(res)
+            other = _results_command(results_of(out))
             if other is not None:
                 return other
         if (out / "model.safetensors").is_file():
