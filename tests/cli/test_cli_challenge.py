@@ -16,6 +16,7 @@ from metaloop import config as _config
 from metaloop.cli.main import main
 from metaloop.data.lake_runs import OFFICIAL_RUNS_SHA256, read_lake_runs, runs_digest
 from metaloop.data.omniglot import load_omniglot_images
+from metaloop.evaluate import records
 from metaloop.evaluate.heldout import heldout_tasks
 from metaloop.evaluate.records import validate_record
 from metaloop.runs import load_run
@@ -385,9 +386,14 @@ def test_eval_scores_the_official_runs(run, omniglot_root, tmp_path, capsys):
     assert res["trials"] == 11 and res["error_rate"] == pytest.approx(np.mean(errors))
     t1 = pytest.importorskip("scipy.stats").t.ppf(0.975, 1)         # Student's t, 2 runs
     assert res["ci95"] == pytest.approx(t1 * np.std(errors, ddof=1) / np.sqrt(2))
-    assert (f"official one-shot runs ({tmp_path / 'all_runs'}): error rate "
-            f"{100 * res['error_rate']:.2f}% ± {100 * res['ci95']:.2f}% (95% CI over 2 runs, "
-            f"11 trials)") in out
+    head = (f"official one-shot runs ({tmp_path / 'all_runs'}): error rate "
+            f"{100 * res['error_rate']:.2f}% ")
+    ends = records.ci95_fields([100 * e for e in errors], trials=11)
+    if ends:          # the t interval leaves [0, 100]%: the bounded one the record carries
+        assert (f"{head}(95% CI {ends['ci95_low']:.2f} to {ends['ci95_high']:.2f}%, bounded, "
+                f"over 2 runs, 11 trials)") in out
+    else:
+        assert (f"{head}± {100 * res['ci95']:.2f}% (95% CI over 2 runs, 11 trials)") in out
     # with the record's test-time settings: as predict decides on the run folder
     assert main(["eval", "--checkpoint", str(run), "--lake-runs", str(tmp_path / "all_runs"
                                                                        / "run02"),

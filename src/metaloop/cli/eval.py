@@ -422,7 +422,8 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         print(f"queries scored by their class probabilities averaged over {k} shifts up to "
               f"{ec['query_shift']} px (test-time augmentation)")
     if error is not None:
-        ci = f"± {100 * error['ci95']:.2f}% (95% CI over {ec['tasks']} tasks, " \
+        errors = [100 * (1 - a) for a in res["result"]["per_task"]["accuracy"][-1]]
+        ci = _interval(error["ci95"], errors, error["trials"], f"{ec['tasks']} tasks") \
             if ec["tasks"] > 1 else "(one task: no 95% CI; "
         print(f"within-alphabet {error['ways']}-way {error['shots']}-shot error rate: "
               f"{100 * error['mean']:.2f}% {ci}{error['trials']} trials)")
@@ -523,8 +524,9 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     for key, what in (("support_shift", "support images also"), ("query_shift", "queries")):
         if ec[key]:
             print(f"{what} at every shift up to {ec[key]} px (test-time augmentation)")
-    ci = f"± {100 * res['ci95']:.2f}% (95% CI over {len(res['runs'])} runs, " \
-        if len(res["runs"]) > 1 else "(one run: no 95% CI; "
+    ci = _interval(res["ci95"], [100 * r["error_rate"] for r in res["runs"]], res["trials"],
+                   f"{len(res['runs'])} runs") if len(res["runs"]) > 1 \
+        else "(one run: no 95% CI; "
     print(f"official one-shot runs ({args.lake_runs}): error rate {100 * res['error_rate']:.2f}% "
           f"{ci}{res['trials']} trials)")
     print("the runs are Lake's official 20, unaltered (sha256 of their files matches)"
@@ -545,3 +547,14 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if rec is not None:
         _write_record(args.record, rec)
     return 0
+
+
+def _interval(ci95: float, errors: list, trials: int, over: str) -> str:
+    """The printed 95% CI of an error rate (``ci95`` a fraction; ``errors`` the per-task or
+    per-run error rates in %): ``± h%`` where the t interval stays inside [0, 100]%, else the
+    bounded interval the record carries (``records.ci95_fields``), ending in ``"over, "``."""
+    ends = records.ci95_fields(errors, trials=trials)
+    if not ends:
+        return f"± {100 * ci95:.2f}% (95% CI over {over}, "
+    return (f"(95% CI {ends['ci95_low']:.2f} to {ends['ci95_high']:.2f}%, bounded, over "
+            f"{over}, ")

@@ -69,6 +69,16 @@ usually far narrower than the two records' own CIs suggest. A record measured ov
 (``metaloop forgetting --record`` writes them) carries ``per_seed`` the same way: one value
 per seed, whose mean and Student's t CI must be the record's.
 
+A mean of values bounded in a range (an error rate or accuracy in %, 0 to 100) whose
+``mean ± ci95`` would leave it (0.50 ± 1.05% over Lake's 20 runs, 19 of them without an
+error) also carries ``ci95_low`` and ``ci95_high``, the ends of the interval that stays in
+the range (``metaloop.evaluate.stats.bounded_ci95``, Korn and Graubard's; ``trials`` counts
+the pooled trials where the record has it), and ``ci95_range`` (``[0, 100]``): the three
+come together, ``ci95`` stays the t half-width, and the tables show the mean with
+"(95% CI low to high)" instead of "± ci95". With ``per_task`` or ``per_seed``, the ends
+must be those the values give, to the record's ``digits``. ``ci95_fields`` gives the three
+fields where the t interval leaves the range, as ``metaloop eval --record`` writes them.
+
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
 marked table, grid, short-cell list and detail in ``docs/*.md`` from ``docs/results/*.json``; with
 ``--check`` it writes nothing and exits 1, naming each stale table, when a document differs
@@ -93,6 +103,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from metaloop.evaluate.stats import bounded_ci95
 from metaloop.evaluate.stats import ci95 as _ci95
 
 if TYPE_CHECKING:
@@ -256,9 +267,73 @@ def validate_record(rec: Mapping, where: str = "record") -> dict:
                            f"{ci:.{digits + 2}f}, not the record's ci95 {rec['ci95']!r}")
     if "notation" in rec and rec["notation"] not in ("f", "e"):
         bad.append(f"notation must be 'f' (fixed) or 'e' (scientific), got {rec['notation']!r}")
+    bad += _bounded_problems(rec)
     if bad:
         raise RecordError(f"{where}: " + "; ".join(bad))
     return dict(rec)
+
+
+_BOUNDED = ("ci95_low", "ci95_high", "ci95_range")
+
+
+def _bounded_problems(rec: Mapping) -> list[str]:
+    """What is wrong with a record's ``ci95_low``, ``ci95_high`` and ``ci95_range``."""
+    have = [k for k in _BOUNDED if k in rec]
+    if not have:
+        return []
+    if len(have) < 3:
+        return [f"ci95_low, ci95_high and ci95_range come together; the record has "
+                f"{' and '.join(have)} without "
+                f"{' and '.join(k for k in _BOUNDED if k not in rec)}"]
+    rng, lo, hi = rec["ci95_range"], rec["ci95_low"], rec["ci95_high"]
+    if not (isinstance(rng, list) and len(rng) == 2 and all(_number(v) for v in rng)
+            and rng[0] < rng[1]):
+        return [f"ci95_range must be [low, high] with low < high, got {rng!r}"]
+    if not (_number(lo) and _number(hi)):
+        return [f"ci95_low and ci95_high must be finite numbers, got {lo!r} and {hi!r}"]
+    digits = rec.get("digits", 2) if isinstance(rec.get("digits", 2), int) else 2
+    tol = 0.5 * 10 ** -digits + 1e-9
+    mean = rec["mean"]
+    if not (rng[0] - 1e-9 <= lo <= hi <= rng[1] + 1e-9) or (
+            _number(mean) and not lo - tol <= mean <= hi + tol):
+        return [f"ci95_low {lo!r} and ci95_high {hi!r} must hold the mean {mean!r} inside "
+                f"ci95_range {rng!r}"]
+    trials = rec.get("trials")
+    trials = trials if isinstance(trials, int) and not isinstance(trials, bool) \
+        and trials >= 1 else None
+    for key in ("per_task", "per_seed"):
+        values = rec.get(key)
+        if not (isinstance(values, list) and len(values) >= 2
+                and all(_number(v) for v in values)):
+            continue
+        try:
+            ends = bounded_ci95(values, rng[0], rng[1], trials=trials)
+        except ValueError as e:
+            return [f"{key} cannot give the bounded 95% CI: {e}"]
+        if ends is not None and (abs(ends[0] - lo) > tol or abs(ends[1] - hi) > tol):
+            return [f"{key} gives the bounded 95% CI {ends[0]:.{digits + 2}f} to "
+                    f"{ends[1]:.{digits + 2}f}, not the record's ci95_low {lo!r} and "
+                    f"ci95_high {hi!r}"]
+    return []
+
+
+def ci95_fields(values, low: float = 0, high: float = 100, *,
+                trials: int | None = None) -> dict:
+    """``{"ci95_low", "ci95_high", "ci95_range"}`` for a record whose mean of ``values``
+    ± the t half-width ``ci95(values)`` would leave ``[low, high]``: the ends of
+    ``metaloop.evaluate.stats.bounded_ci95``, rounded to 6 decimals; ``{}`` where the t
+    interval stays inside (or there is none: fewer than 2 values)."""
+    values = [float(v) for v in values]
+    ci = _ci95(values)
+    if ci is None:
+        return {}
+    mean = math.fsum(values) / len(values)
+    if low <= mean - ci and mean + ci <= high:
+        return {}
+    ends = bounded_ci95(values, low, high, trials=trials)
+    assert ends is not None
+    return {"ci95_low": round(ends[0], 6), "ci95_high": round(ends[1], 6),
+            "ci95_range": [low, high]}
 
 
 def write_record(path, **fields) -> Path:
@@ -307,9 +382,10 @@ def write_record(path, **fields) -> Path:
 
 def dumps_record(rec: Mapping) -> str:
     """A record as its file's text: sorted keys, two-space indents, ``per_task`` and
-    ``per_seed`` on one line each (one number per task or seed), and a final newline."""
+    ``per_seed`` (one number per task or seed) and ``ci95_range`` on one line each, and a
+    final newline."""
     text = json.dumps(rec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    return re.sub(r'("per_(?:task|seed)": )\[\n(.*?)\n\s*\]',
+    return re.sub(r'("(?:per_task|per_seed|ci95_range)": )\[\n(.*?)\n\s*\]',
                   lambda m: m.group(1) + "[" + ", ".join(v.strip().rstrip(",") for v in
                                                       m.group(2).splitlines()) + "]",
                   text, flags=re.S)
@@ -686,6 +762,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
                    error_rate=100 * e["mean"],
                    trials=e["trials"], digits=2, unit="%",
                    per_task=[round(100 - 100 * v, 6) for v in result["per_task"][metric][-1]])
+    if scale == 100.0:
+        rec.update(ci95_fields(rec["per_task"], trials=rec.get("trials")))
     return rec
 
 
@@ -734,6 +812,7 @@ def lake_runs_record(cfg: Mapping, res: Mapping, *, checkpoint, command: str,
         **({"evaluation": evaluation} if evaluation else {}),
         **({"members": members} if members else {}),
         "per_task": per_run,
+        **ci95_fields(per_run, trials=int(res["trials"])),
     }
 
 
@@ -1021,10 +1100,15 @@ def format_budget(budget: Mapping) -> str:
 
 
 def format_value(rec: Mapping) -> str:
-    """The measured cell: ``mean ± ci95`` with the record's ``digits`` and ``unit``."""
+    """The measured cell: ``mean ± ci95`` with the record's ``digits`` and ``unit``; for a
+    record with ``ci95_low`` and ``ci95_high`` (a t interval that would leave the metric's
+    range), ``mean (95% CI low to high)``, e.g. ``0.50% (95% CI 0.01 to 3.01)``."""
     d, notation = rec.get("digits", 2), rec.get("notation", "f")
     unit = rec.get("unit", "")
     s = _fmt(rec["mean"], d, notation)
+    if rec.get("ci95_low") is not None and rec.get("ci95_high") is not None:
+        return (f"{s}{unit} (95% CI {_fmt(rec['ci95_low'], d, notation)} to "
+                f"{_fmt(rec['ci95_high'], d, notation)})")
     if rec["ci95"] is not None:
         s += f" ± {_fmt(rec['ci95'], d, notation)}"
     return s + unit
