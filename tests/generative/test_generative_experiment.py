@@ -105,6 +105,9 @@ def test_a_new_run_leaves_no_file_of_the_earlier_run_in_its_folder(tmp_path):
     s, out = _shapes_npz(tmp_path / "d.npz"), tmp_path / "run"
     E.run(s, out)
     assert (out / "classes.png").exists() and (out / "model.safetensors").exists()
+    # a new run over a finished one is refused (test_finished_run_kept_in_python): the
+    # CVAE run is one stopped before its results, its model and pictures left
+    (out / "results.json").unlink()
     E.run(replace(s, model="vae"), out)
     # the CVAE's classes.png stayed beside the VAE's results, which did not list it
     assert not (out / "classes.png").exists()
@@ -112,6 +115,7 @@ def test_a_new_run_leaves_no_file_of_the_earlier_run_in_its_folder(tmp_path):
         __import__("json").loads((out / "results.json").read_text())["pictures"])
     # the transfer study left the VAE's model, metrics and pictures beside its own
     # results.json, which does not describe them
+    (out / "results.json").unlink()   # a finished run is refused now: a run stopped before it
     inversion.transfer_study(s, inversion.InversionSettings(steps=1), [0.05], out)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "results.json"]

@@ -56,6 +56,9 @@ def test_a_vae_run_stopped_before_its_end_leaves_no_results_json(stop_in, settin
     first = E.run(settings, out)                          # a finished earlier run
     assert json.loads((out / "results.json").read_text())["epochs_done"] == first[
         "epochs_done"] == 1
+    # a new run over a finished one is refused (test_finished_run_kept_in_python): the
+    # earlier run is one stopped before its results, whose model, log and pictures remain
+    (out / "results.json").unlink()
     if stop_in == "training":     # Ctrl-C during the new run's epochs
         monkeypatch.setattr(E, "_train_model", _stop)
     elif stop_in == "model":      # killed while the weights are written
@@ -69,8 +72,8 @@ def test_a_vae_run_stopped_before_its_end_leaves_no_results_json(stop_in, settin
     with pytest.raises(KeyboardInterrupt):
         E.run(E.Settings(**{**settings.__dict__, "epochs": 3}), out)
     monkeypatch.undo()
-    # the earlier run's results.json does not stand beside the new run's log and files, nor
-    # its model, nor a truncated new one (killed in results.json: the new model is whole)
+    # no results.json stands beside the new run's log and files, nor the earlier model, nor
+    # a truncated new one (killed in results.json: the new model is whole)
     assert not (out / "results.json").exists()
     assert (out / "model.safetensors").exists() == (stop_in == "results")
     assert _leftovers(out) == []

@@ -320,6 +320,37 @@ PICTURES = ("samples.png", "samples_fitted.png", "reconstructions.png", "interpo
             "classes.png", "sweep.png", "inversion_compare.png")
 
 
+def check_no_finished_run(out: str | os.PathLike) -> None:
+    """Before a new run (a model, a sweep, an inversion study) writes in ``out``: refuse a
+    folder that holds a finished ``metaloop vae`` run (its results.json), which the new run
+    would replace, naming its model (or study), data and epochs
+    (``metaloop.runs_folder.check_finished``); ``run``, ``sweep`` and ``metaloop vae`` call
+    it before anything is read or written.
+
+    Args:
+        out: the output folder; a missing one, or one with no finished run, passes.
+
+    Raises:
+        ValueError: naming the folder, the run's settings and files; nothing was written or
+            removed.
+    """
+    res = runs_folder.results_of(out)
+    settings = res.get("settings")
+    if not isinstance(settings, dict):
+        settings = {}
+    if isinstance(res.get("latents"), list):
+        kind = f"--sweep-latent {','.join(map(str, res['latents']))}"
+    elif "inversion" in res:
+        kind = "an inversion study (--compare-inversion or --inversion-transfer)"
+    elif "model" in settings:
+        kind = f"--model {settings['model']}"
+    else:
+        kind = ""
+    parts = [kind, *(f"--{k.replace('_', '-')} {settings[k]}" for k in ("data", "epochs")
+                     if isinstance(settings.get(k), (str, int)))]
+    runs_folder.check_finished(out, "vae", ", ".join(x for x in parts if x))
+
+
 def _start_out(out: Path) -> None:
     """Make the folder ``out`` for a new run: an earlier run's ``results.json``,
     ``model.safetensors`` and pictures (``PICTURES``) are removed and ``metrics.jsonl``
@@ -327,8 +358,10 @@ def _start_out(out: Path) -> None:
     by ``_write_results``) nor one that draws other pictures (a VAE after a CVAE) leaves
     files behind that describe another run; the temporary files a killed writer left are
     removed (``checkpoint.remove_stale``). A folder that holds another command's run is
-    refused first (``runs_folder.check``)."""
+    refused first (``runs_folder.check``), and so is one that holds a finished run of
+    ``metaloop vae`` (``check_no_finished_run``; ``inversion.compare`` too)."""
     runs_folder.check(out, "vae")               # another command's run: not emptied
+    check_no_finished_run(out)                  # nor a finished one of this command
     out.mkdir(parents=True, exist_ok=True)
     ckpt.remove_stale(out)
     for name in ("results.json", "model.safetensors", *PICTURES):  # an earlier run's
@@ -499,10 +532,13 @@ def run(s: Settings, out: str | os.PathLike, *, device: str | torch.device | Non
         was not the CPU).
 
     Raises:
-        ValueError: for bad settings or data unsuited to the likelihood, or a device this
-            process cannot use (``devices.resolve_device``).
+        ValueError: for bad settings or data unsuited to the likelihood, a device this
+            process cannot use (``devices.resolve_device``), or an ``out`` that holds a
+            finished ``metaloop vae`` run (``check_no_finished_run``: the error the command
+            turns into exit status 2; nothing is read or written).
         FileNotFoundError: if the data set is missing.
     """
+    check_no_finished_run(out)            # before anything is read or written
     check_settings(s)
     device = devices.device_or_cpu(device)
     if s.classes is not None and s.model != "cvae":
@@ -591,9 +627,12 @@ def sweep(s: Settings, latents: list[int], out: str | os.PathLike, *,
 
     Raises:
         ValueError: for a latent size <= 0 or any bad setting, Omniglot's Lake split
-            (``"omniglot"``), whose test alphabets are not the classifier's, or a device this
-            process cannot use (``devices.resolve_device``).
+            (``"omniglot"``), whose test alphabets are not the classifier's, a device this
+            process cannot use (``devices.resolve_device``), or an ``out`` that holds a
+            finished ``metaloop vae`` run (``check_no_finished_run``; nothing is read or
+            written).
     """
+    check_no_finished_run(out)            # before anything is read or written
     if not latents:
         raise ValueError("--sweep-latent needs at least one latent size")
     for latent in latents:

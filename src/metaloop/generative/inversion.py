@@ -62,6 +62,7 @@ from metaloop.generative.experiment import (
     _train_model,
     _write_results,
     build_model,
+    check_no_finished_run,
     check_settings,
     checked_pixels,
     cpu_device,
@@ -364,7 +365,10 @@ def compare(s: Settings, inv: InversionSettings, out: str | os.PathLike, *,
         and settings (and ``"device"`` when that was not the CPU).
 
     Raises:
-        ValueError: for bad settings, or a device this process cannot use.
+        ValueError: for bad settings, a device this process cannot use, or an ``out`` that
+            holds a finished ``metaloop vae`` run (``experiment.check_no_finished_run``, the
+            error the command turns into exit status 2; the data is read first, but nothing
+            is written or removed).
         FileNotFoundError: if the data set is missing.
     """
     cpu_start, wall_start = time.process_time(), time.perf_counter()
@@ -534,8 +538,12 @@ def transfer_study(s: Settings, inv: InversionSettings, lrs: list[float],
         (``reliability``), timings, settings (and ``"device"`` when that was not the CPU).
 
     Raises:
-        ValueError: for bad settings or learning rates, or a device this process cannot use.
+        ValueError: for bad settings or learning rates, a device this process cannot use, or
+            an ``out`` that holds a finished ``metaloop vae`` run
+            (``experiment.check_no_finished_run``: the error the command turns into exit
+            status 2; nothing is read or written).
     """
+    check_no_finished_run(out)            # before anything is read or written
     if not lrs:
         raise ValueError("--invert-lrs needs at least one learning rate")
     for lr in lrs:

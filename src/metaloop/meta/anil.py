@@ -118,6 +118,7 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
             head the forward pass never uses (it would get no inner gradient: the default,
             the last ``nn.Linear``, may be an unused one), naming it.
     """
+    named = head is not None
     if head is None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -135,4 +136,7 @@ def ANIL(model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
         learn_lr=learn_lr, checkpoint=checkpoint, head=_zeroed(model, head))
     if features_once(model, learner.inner.names):
         learner.inner.path_fn = head_only_path
+    # the head as named with head= (None: the default), which MAML's messages about the
+    # head read (``MAML._head_origin``)
+    vars(learner)["_head_named"] = list(learner.inner.names) if named else None
     return learner

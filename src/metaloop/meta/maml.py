@@ -433,6 +433,9 @@ class MAML(AdaptsBySGD):
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
                                 head=zero_head(owner, head, head_init),
                                 checkpoint=recompute)
+        # the head as named with head= (None: the default), which the messages about the
+        # head read (``_head_origin``); ANIL records its own named head over it
+        self._head_named = None if head is None else list(self.inner.head or [])
         if learn_lr and recompute:
             raise ValueError(f"{owner}(learn_lr=True, {flag}=True) is not supported: the "
                              f"recomputed inner step takes a fixed step size (checkpoint)")
@@ -523,6 +526,25 @@ class MAML(AdaptsBySGD):
                 f"through it; use batching='loop' or 'auto' (the loop for such a model), "
                 f"first_order=True, or metaloop.models.conv4.BatchNorm")
 
+    def _head_origin(self, head: list[str]) -> str:
+        """Where the head ``head`` (names) that a message names came from, in parentheses:
+        the names given with ``head=`` (ANIL records them as ``_head_named``), the model's
+        output layer within them (what ``head_init="zero"`` zeroes of a larger head named),
+        or the model's default head (``default_head``); ``""`` where it is none of these."""
+        named = getattr(self, "_head_named", None)
+        default = default_head(self.net) if isinstance(self.net, nn.Module) else None
+        if named is not None and head == named:
+            return " (named with head=)"
+        if head != default:
+            return ""
+        linears = [n for n, m in self.net.named_modules() if isinstance(m, nn.Linear)]
+        layer = ("the model's nn.Linear named head" if linears and linears[-1] != "head"
+                 and isinstance(getattr(self.net, "head", None), nn.Linear)
+                 else "the model's last nn.Linear")
+        if named is not None:
+            return f" ({layer}, the output layer of the head named with head=)"
+        return f" ({layer}, taken by default)"
+
     def _unused_head(self, unused: list[str]) -> str:
         """ANIL's message for a head (``unused`` of it) that the forward pass never uses."""
         head = list(self.inner.names)
@@ -532,12 +554,10 @@ class MAML(AdaptsBySGD):
         if others:
             layer = self.net.get_submodule(others[-1])
             hint = f" (e.g. head={[f'{others[-1]}.{k}' for k, _ in layer.named_parameters()]})"
-        default = " (the model's last nn.Linear, taken by default)" \
-            if head == default_head(self.net) else ""
-        return (f"ANIL adapts the head {head}{default}, but the model's forward never uses "
-                f"{unused[:3]}{' ...' if len(unused) > 3 else ''}: it would get no inner "
-                f"gradient, and ANIL would meta-train without adapting; name the output "
-                f"layer's parameters with head=[...]{hint}")
+        return (f"ANIL adapts the head {head}{self._head_origin(head)}, but the model's "
+                f"forward never uses {unused[:3]}{' ...' if len(unused) > 3 else ''}: it "
+                f"would get no inner gradient, and ANIL would meta-train without adapting; "
+                f"name the output layer's parameters with head=[...]{hint}")
 
     def _zero_head_failure(self, net: Params, sx: torch.Tensor, sy: torch.Tensor,
                            error: Exception) -> None:
@@ -551,9 +571,8 @@ class MAML(AdaptsBySGD):
             return                                      # not the head's doing
         head = list(self.inner.head or [])
         ways = self.inner.start({n: t.detach() for n, t in net.items()}, sy)[head[0]].shape[0]
-        default = " (the model's last nn.Linear, taken by default)" \
-            if head == default_head(self.net) else ""
-        raise ValueError(f"{self._owner}(head_init='zero') took {head}{default} as the head "
+        raise ValueError(f"{self._owner}(head_init='zero') took {head}"
+                         f"{self._head_origin(head)} as the head "
                          f"and started it at zero with {ways} rows (one per class of the "
                          f"task), but the forward pass fails with it, so it is no output "
                          f"layer: name the output layer's parameters with head=[...] "

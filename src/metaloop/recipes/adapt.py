@@ -592,21 +592,29 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
     results as a run never stopped (each task's seed is its own; only the times of the tasks
     scored after the resume are measured anew); ``on_resume(tasks_done)`` is called once the
     kept state is accepted, before anything else is done. Without ``resume`` an earlier run's
-    ``partial.json`` is removed first, and its ``results.json`` and ``accuracy.png`` once
-    every approach and meta-run is built (a run refused there leaves them). The caller
-    writes ``results.json`` and then removes ``partial.json`` (a kill in between leaves a
-    ``finished`` run).
+    ``results.json`` and ``accuracy.png`` are removed once every approach and meta-run is
+    built (a run refused there leaves them); an interrupted run's ``partial.json`` and a
+    finished run's files are never removed: those are refused first, as ``metaloop adapt``
+    refuses them (below). The caller writes ``results.json`` and then removes
+    ``partial.json`` (a kill in between leaves a ``finished`` run).
 
     Raises:
         ValueError: ``resume`` of a run with other settings, model or data (naming them); a
             new run into an ``out`` that holds another command's kept state (``metaloop
-            forgetting``'s partial.json) or a ``results.json`` that no metaloop run wrote;
+            forgetting``'s partial.json) or run (``metaloop.runs_folder.check``), the
+            ``partial.json`` of an interrupted run of this command (``resume=True`` continues
+            it; the command's own error, ``check_resume``), a
+            ``results.json`` that no metaloop run wrote, or a finished run of this command
+            (its results.json: the error ``metaloop adapt`` turns into exit status 2);
             before anything is written.
     """
-    s = p.settings
     out = Path(out)
     if not resume:
         _partial.check_own(out, "adapt")           # another command's kept work: not removed
+        _partial.check_resume(out, False, "adapt", "approaches")   # nor an interrupted run
+        runs_folder.check(out, "adapt")            # another command's run: not replaced
+        _check_finished(out)                       # nor this command's finished run
+    s = p.settings
     ident = identity(p, out)
     state = kept(out, ident) if resume else None
     if state is not None and on_resume is not None:
@@ -719,7 +727,20 @@ def check_resume(out, resume: bool) -> None:
     _partial.check_resume(out, resume, "adapt", "approaches")
     runs_folder.check(out, "adapt")      # another command's run: not replaced or mixed
     if not resume:                       # nor this command's finished one
-        runs_folder.check_finished(out, "adapt", _finished_settings(out))
+        _check_finished(out)
+
+
+def _check_finished(out) -> None:
+    """Before a new run (no ``resume``) writes in ``out``: refuse a folder that holds a
+    finished ``metaloop adapt`` run (its results.json, also one beside a stale
+    ``partial.json``), naming its settings (``metaloop.runs_folder.check_finished``).
+    ``run`` and ``check_resume`` (the command, before the model loads) both call it.
+
+    Raises:
+        ValueError: naming the folder, the run's settings and files; nothing was written or
+            removed.
+    """
+    runs_folder.check_finished(out, "adapt", _finished_settings(out))
 
 
 def _finished_settings(out) -> str:
@@ -1931,7 +1952,9 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
     Each record is a row of table ``RECORD_TABLE``, labelled ``"<setting>: <approach>"``
     (``"WordNet 5-way 1-shot, MiniLM: lora"``): query accuracy in %, its mean and ``ci95``
     (Student's ``t_975(n - 1) * sd / sqrt(n)``, null for one task) over the ``n`` held-out
-    tasks, each task's accuracy in ``per_task`` (in task order: records of runs with the
+    tasks (with ``ci95_low``, ``ci95_high`` and ``ci95_range`` where ``mean ± ci95`` would
+    leave [0, 100]%: ``metaloop.evaluate.records.ci95_fields``), each task's accuracy in
+    ``per_task`` (in task order: records of runs with the
     same ``seed``, family, ways, shots and queries pair task by task), ``seed``, the
     trainable parameters, the mean wall seconds of adaptation per task and a note with them
     and the mean CPU seconds (``"75,653 trainable, 3.038 s/task (2.013 CPU-s)"``: on a
@@ -1973,7 +1996,7 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
     """
     import datetime
 
-    from metaloop.evaluate.records import cpu_device, validate_record
+    from metaloop.evaluate.records import ci95_fields, cpu_device, validate_record
     from metaloop.evaluate.stats import ci95
 
     _, setting = _record_setting(s)
@@ -2050,7 +2073,7 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
                "mean": round(math.fsum(acc) / len(acc), 4),
                "ci95": None if ci is None else round(ci, 4), "n": len(acc), "per_task": acc,
                "budget": budget, "trainable": r["trainable"], "seconds_per_task": seconds,
-               "note": note}
+               "note": note, **ci95_fields(acc)}      # where mean ± ci95 leaves [0, 100]
         place(path, rec)
     for key, d in results.get("paired", {}).items():
         a, b = key.split(" - ")

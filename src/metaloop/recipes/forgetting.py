@@ -98,6 +98,11 @@ METRICS = (("new_accuracy", "new acc"), ("old_accuracy", "old acc"), ("retained"
 # retains of the first, a longer one by its average accuracy.
 RECORD_TABLE = "continual"
 HEADLINE = {"two-task": "retained"}
+# The metrics that are accuracies in % (``retained`` may pass 100, forgetting and BWT are
+# differences): a record of one carries the 95% CI kept in [0, 100] where mean ± ci95 leaves
+# it (``records``: ``ci95_low``, ``ci95_high``, ``ci95_range``).
+_ACCURACIES = ("new_accuracy", "old_accuracy", "average_accuracy")
+_BOUNDED = ("ci95_low", "ci95_high", "ci95_range")
 # The published number a new record quotes (``records``), by scenario and file-name stem:
 # van de Ven et al. measured Split MNIST, the handwritten digits, not the Fashion-MNIST of
 # split-fmnist-class, so their source says so first.
@@ -419,7 +424,9 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
             path, so that a result can be reproduced from its file.
         out: the run's folder, or None. Each finished (seed, strategy) run is kept in
             ``out/partial.json`` (``PARTIAL``), rewritten atomically; without ``resume`` an
-            earlier run's ``partial.json`` and files (``FILES``) are removed first.
+            earlier run's files (``FILES``) are removed first, but an interrupted run (its
+            ``partial.json``) or a finished one is refused (below), as ``metaloop
+            forgetting`` refuses it.
         resume: continue from ``out/partial.json`` (``kept``): the kept runs are not run
             again, to the same results as a run never stopped (each (seed, strategy) run is
             seeded on its own; a seed with a strategy left learns experience 0 again, as it
@@ -444,16 +451,22 @@ def run(s: dict, exps: list, progress: Callable[[int], None] | None = None, *,
             damaged partial.json), or with ``early_stop`` of kept runs that record no step
             kept (``chosen``: an earlier metaloop's, whose early stopping could keep the
             parameters from before an experience's fine-tuning); a new run into an ``out``
-            that holds another command's kept state (``metaloop adapt``'s partial.json) or
-            another command's run (``runs_folder.check``); before anything is written or
-            run.
+            that holds another command's kept state (``metaloop adapt``'s partial.json), the
+            ``partial.json`` of an interrupted run of this command (``resume=True``
+            continues it; the command's own error, ``check_resume``), another command's
+            run (``runs_folder.check``), or a finished run of this
+            command (its results.json or runs.json: the error ``metaloop forgetting`` turns
+            into exit status 2; ``resume=True`` with more seeds adds seeds to it); before
+            anything is written or run.
     """
     _check_early_stop(s, exps)
     if resume and out is None:
         raise ValueError("resume=True continues the run kept in a folder: give out")
     if out is not None and not resume:
         _partial.check_own(out, "forgetting")      # another command's kept work: not removed
+        _partial.check_resume(out, False, "forgetting", "strategies")  # nor an interrupted run
         runs_folder.check(out, "forgetting")       # another command's run: not replaced
+        _check_finished(out)                       # nor this command's finished one
     update = progress or (lambda n: None)
     ident = identity(s, exps, data) if out is not None else None
     state = kept(out, cast(dict, ident)) if resume else None        # resume: out given
@@ -645,11 +658,7 @@ def check_resume(out, resume: bool, s: dict | None = None) -> None:
     out = Path(out)
     if not resume:
         _partial.check_resume(out, resume, "forgetting", "strategies")   # an interrupted run
-        kept_runs = (out / RUNS).is_file() or (out / PARTIAL).is_file()   # seeds to add to
-        runs_folder.check_finished(out, "forgetting", _finished_settings(out),
-                                   "the same command with --resume and more --seeds to add "
-                                   "seeds to it" if kept_runs else "",
-                                   files=("results.json", RUNS))
+        _check_finished(out)
         return
     if s is not None and not (out / PARTIAL).is_file() and (out / RUNS).is_file():
         try:
@@ -659,6 +668,25 @@ def check_resume(out, resume: bool, s: dict | None = None) -> None:
         if _is_count(seeds) and seeds != len(s["seeds"]):
             return            # seeds to add to a finished run, or fewer, which kept names
     _partial.check_resume(out, resume, "forgetting", "strategies")
+
+
+def _check_finished(out) -> None:
+    """Before a new run (no ``resume``) writes in ``out``: refuse a folder that holds a
+    finished ``metaloop forgetting`` run (its results.json or ``runs.json``, ``RUNS``), which
+    the new run would replace, naming its settings and, where its runs are kept, ``--resume``
+    with more ``--seeds`` to add seeds to it (``runs_folder.check_finished``). ``run`` and
+    ``check_resume`` (the command, before any data is read) both call it.
+
+    Raises:
+        ValueError: naming the folder, the run's settings and files; nothing was written or
+            removed.
+    """
+    out = Path(out)
+    kept_runs = (out / RUNS).is_file() or (out / PARTIAL).is_file()   # seeds to add to
+    runs_folder.check_finished(out, "forgetting", _finished_settings(out),
+                               "the same command with --resume and more --seeds to add "
+                               "seeds to it" if kept_runs else "",
+                               files=("results.json", RUNS))
 
 
 def _finished_settings(out: Path) -> str:
@@ -1110,7 +1138,10 @@ def records(results: dict, folder, *, command: str,
     ``ci95`` (Student's ``t_975(n - 1) * sd / sqrt(n)``, null for one seed) and ``n`` over the
     seeds where it is defined, and those seeds' values in ``per_seed`` (in %, in seed order;
     ``seeds`` names them, ``undefined_seeds`` the others); ``other_metrics`` has every
-    metric's mean, CI and per-seed values. The budget is the optimiser steps of a strategy
+    metric's mean, CI and per-seed values. An accuracy in % (``_ACCURACIES``, the record's
+    or one in ``other_metrics``) whose ``mean ± ci95`` would leave [0, 100] also carries
+    ``ci95_low``, ``ci95_high`` and ``ci95_range`` (``metaloop.evaluate.records
+    .ci95_fields``). The budget is the optimiser steps of a strategy
     on one seed (experience 0 and the fine-tuning) and the CPU seconds of the whole run
     (every strategy and seed, every segment of a resumed run), which ``run`` measured
     (``results["cpu_seconds"]``; a results.json of an earlier metaloop without it: its
@@ -1136,7 +1167,7 @@ def records(results: dict, folder, *, command: str,
     """
     import datetime
 
-    from metaloop.evaluate.records import cpu_device, validate_record
+    from metaloop.evaluate.records import ci95_fields, cpu_device, validate_record
     from metaloop.evaluate.stats import ci95
 
     s, scenario = results["settings"], results["scenario"]
@@ -1159,11 +1190,14 @@ def records(results: dict, folder, *, command: str,
             ok = [(seed, 100 * v) for seed, v in zip(seeds, values)
                   if v is not None and math.isfinite(v)]
             vals = [v for _, v in ok]
+            per_seed = [round(v, 4) for v in vals]
             metrics_[k] = {
                 "mean": round(math.fsum(vals) / len(vals), 4) if vals else None,
                 "ci95": None if len(vals) < 2 else round(cast(float, ci95(vals)), 4),
-                "per_seed": [round(v, 4) for v in vals],
-                "seeds": [seed for seed, _ in ok]}
+                "per_seed": per_seed,
+                "seeds": [seed for seed, _ in ok],
+                # an accuracy in %, where mean ± ci95 would leave [0, 100]
+                **(ci95_fields(per_seed) if k in _ACCURACIES else {})}
         head = metrics_[key]
         if head["mean"] is None:
             continue
@@ -1177,8 +1211,10 @@ def records(results: dict, folder, *, command: str,
                "per_seed": head["per_seed"], "seeds": head["seeds"],
                "budget": {"iterations": steps, "cpu_seconds": round(
                    results.get("cpu_seconds", results["wall_s"]), 1)},
-               "other_metrics": {labels[k]: {f: m[f] for f in ("mean", "ci95", "per_seed")}
-                                 for k, m in metrics_.items()}}
+               "other_metrics": {labels[k]: {f: m[f] for f in ("mean", "ci95", "per_seed",
+                                                             *_BOUNDED) if f in m}
+                                 for k, m in metrics_.items()},
+               **{f: head[f] for f in _BOUNDED if f in head}}
         undefined = [seed for seed in seeds if seed not in head["seeds"]]
         if undefined:
             rec["undefined_seeds"] = undefined

@@ -459,24 +459,11 @@ def _check_no_finished_run(out: Path) -> None:
     """Before a new run (a model, --sweep-latent, --compare-inversion, --inversion-transfer)
     writes in ``out``: refuse a folder that holds a finished ``metaloop vae`` run (its
     results.json), which the new run would replace, naming its settings
-    (``metaloop.runs_folder.check_finished``); nothing is written or removed."""
-    from metaloop import runs_folder
+    (``metaloop.generative.experiment.check_no_finished_run``); nothing is written or
+    removed."""
+    from metaloop.generative import experiment
 
-    res = runs_folder.results_of(out)
-    settings = res.get("settings")
-    if not isinstance(settings, dict):
-        settings = {}
-    if isinstance(res.get("latents"), list):
-        kind = f"--sweep-latent {','.join(map(str, res['latents']))}"
-    elif "inversion" in res:
-        kind = "an inversion study (--compare-inversion or --inversion-transfer)"
-    elif "model" in settings:
-        kind = f"--model {settings['model']}"
-    else:
-        kind = ""
-    parts = [kind, *(f"--{k.replace('_', '-')} {settings[k]}" for k in ("data", "epochs")
-                     if isinstance(settings.get(k), (str, int)))]
-    runs_folder.check_finished(out, "vae", ", ".join(x for x in parts if x))
+    experiment.check_no_finished_run(out)
 
 
 def _check_out_outside_data(args: argparse.Namespace) -> None:

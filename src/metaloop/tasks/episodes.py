@@ -384,7 +384,9 @@ class Episodes:
             seed: the seed of the class split.
             split_files: ``{"train": path, "val": path, "test": path}``, one class per
                 line.
-            classes: use exactly these classes (overrides ``split``).
+            classes: use exactly these classes, in place of a split: given with a
+                ``split``, ``fractions``, ``seed`` or ``split_files`` of its own, a
+                ValueError.
             drop_small: leave out classes with fewer than shots + queries images.
             skip_corrupt: leave out unreadable images instead of raising.
             cache_dir: where the decoded cache lives (default: beside the data, or
@@ -405,7 +407,8 @@ class Episodes:
         Raises:
             ValueError: naming the problem (see ``load_folder``, ``split_classes``,
                 ``read_split_file`` and the class); a ``drop_small`` or ``skip_corrupt``
-                that is not True or False, before the folder is read.
+                that is not True or False, or ``classes`` given with a split of its own,
+                before the folder is read.
         """
         from metaloop.data.folder import load_folder
         from metaloop.meta._common import check_flag
@@ -413,6 +416,8 @@ class Episodes:
         # before the folder is decoded: a string such as "False" would read as True
         drop_small = check_flag("Episodes.from_folder drop_small", drop_small)
         skip_corrupt = check_flag("Episodes.from_folder skip_corrupt", skip_corrupt)
+        if classes is not None:
+            _check_classes_alone("Episodes.from_folder", split, fractions, seed, split_files)
         data = load_folder(root, image_size=image_size, channels=channels, invert=invert,
                            class_depth=class_depth, skip_corrupt=skip_corrupt,
                            cache_dir=cache_dir, progress=progress)
@@ -446,6 +451,10 @@ class Episodes:
                 channels-last images, ...), each led by the file's path.
         """
         split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
+        if kw.get("classes") is not None:
+            _check_classes_alone("Episodes.from_tensors", split.get("split"),
+                                 split.get("fractions", _FRACTIONS), split.get("seed", 0),
+                                 split.get("split_files"))
         x, y, names = read_tensor_file(path)
         if split.get("split") is not None and kw.get("classes") is None:
             assert y is not None                                  # labels=True: read
@@ -1224,3 +1233,22 @@ def select_split(class_names: Sequence[str], split: str | None,
             raise ValueError(f"split_files has no {split!r} entry (it has {sorted(split_files)})")
         return read_split_files(split_files, known=class_names)[split]
     return split_classes(class_names, fractions, seed)[SPLITS.index(split)]
+
+
+_FRACTIONS = (0.7, 0.1, 0.2)
+
+
+def _check_classes_alone(owner: str, split, fractions, seed, split_files) -> None:
+    """``classes=`` replaces the class split: refuse a ``split``, ``fractions``, ``seed`` or
+    ``split_files`` other than the default beside it, which it would silently override."""
+    try:
+        same_fractions = tuple(float(f) for f in fractions) == _FRACTIONS
+    except (TypeError, ValueError):
+        same_fractions = False
+    given = [f"{name}={value!r}" for name, value, same in (
+        ("split", split, split is None), ("fractions", fractions, same_fractions),
+        ("seed", seed, seed == 0), ("split_files", split_files, split_files is None))
+        if not same]
+    if given:
+        raise ValueError(f"{owner} got classes= and {', '.join(given)}: give a split or "
+                         f"classes, not both (classes replaces the split)")

@@ -684,6 +684,24 @@ def texts_of(texts: Sequence[str], tokenizer, x: torch.Tensor, kind: str) -> lis
     return [texts[i] for i in ids]
 
 
+_FRACTIONS = (0.7, 0.1, 0.2)         # TextTable's default class split (train, val, test)
+
+
+def _check_classes_alone(split, fractions, split_seed) -> None:
+    """``TextTable(classes=...)``: refuse a ``split``, ``fractions`` or ``split_seed`` other
+    than the default beside it, which ``classes`` would silently replace."""
+    try:
+        same_fractions = tuple(fractions) == _FRACTIONS
+    except TypeError:
+        same_fractions = False
+    given = [f"{name}={value!r}" for name, value, default in (
+        ("split", split, "all"), ("fractions", fractions, None), ("split_seed", split_seed, 0))
+        if (not same_fractions if name == "fractions" else value != default)]
+    if given:
+        raise ValueError(f"TextTable got classes= and {', '.join(given)}: give split or "
+                         f"classes, not both (classes replaces split)")
+
+
 class TextTable:
     """N-way K-shot tasks over the labelled texts of a CSV, TSV or JSONL file.
 
@@ -703,7 +721,9 @@ class TextTable:
         classes: explicit class names to use instead of ``split`` (e.g. from a split file,
             ``read_split_file``); each must be a label of the table, compared in Unicode NFC
             (``"caf\\xe9"`` names the label ``"cafe\\u0301"`` and the other way round), and
-            is listed once; ``class_names`` spell them as the table does.
+            is listed once; ``class_names`` spell them as the table does. Give ``split``
+            (with ``fractions``, ``split_seed``) or ``classes``, not both: ``classes`` with
+            a ``split``, ``fractions`` or ``split_seed`` other than the default is refused.
         tokenizer: optional ``texts -> [N, L]`` token ids (e.g. ``TextEncoder.tokenize``),
             applied once to every text of the chosen classes.
         drop_small: drop the classes with fewer than ``shots + queries`` texts instead of
@@ -725,7 +745,9 @@ class TextTable:
         input_shape: ``(L,)`` with a tokenizer, ``(1,)`` without.
 
     Raises:
-        ValueError: naming the file: every error of ``read_text_table``, an unknown split,
+        ValueError: ``classes`` with a ``split``, ``fractions`` or ``split_seed`` other than
+            the default (naming them, before the file is read); naming the file: every
+            error of ``read_text_table``, an unknown split,
             unknown or repeated class names in ``classes`` (two spellings equal in NFC
             included), ``ways`` below 2, fewer classes than ``ways`` (in the split), and
             classes with fewer than ``shots + queries`` texts (named; unless
@@ -738,13 +760,15 @@ class TextTable:
     def __init__(self, path: str | os.PathLike, text_column: str = "text",
                  label_column: str = "label", ways: int = 5, shots: int = 1, queries: int = 5,
                  delimiter: str | None = None, split: str = "all",
-                 fractions: Sequence[float] = (0.7, 0.1, 0.2), split_seed: int = 0,
+                 fractions: Sequence[float] = _FRACTIONS, split_seed: int = 0,
                  classes: Sequence[str] | None = None, tokenizer: Tokenizer | None = None,
                  drop_small: bool = False, encoding: str = "utf-8-sig"):
         ways, shots, queries = check_positive_int("TextTable", ways=ways, shots=shots,
                                                   queries=queries)
         check_ways("TextTable", ways)
         self.path = Path(path).expanduser()
+        if classes is not None:
+            _check_classes_alone(split, fractions, split_seed)
         if classes is None and split not in SPLITS:
             raise ValueError(f"TextTable split must be one of {list(SPLITS)}, got {split!r}")
         texts, labels = read_text_table(self.path, text_column, label_column, delimiter,

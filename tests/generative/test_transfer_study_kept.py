@@ -1,0 +1,67 @@
+"""``metaloop.generative.inversion.transfer_study`` keeps a finished ``metaloop vae`` run as
+the command (``--inversion-transfer``) does: it removed the run's model, metrics and pictures
+and replaced its results.json, without a word; it now raises the ValueError that
+``metaloop vae`` turns into exit status 2 (the same text), before anything is read, and
+changes no file there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metaloop.generative import experiment as E
+from metaloop.generative import inversion
+from metaloop.recipes import generative as recipe
+
+
+@pytest.fixture
+def settings(tmp_path) -> E.Settings:
+    x = (np.random.default_rng(0).random((120, 8, 8)) < 0.3).astype(np.uint8) * 255
+    np.savez(tmp_path / "bits.npz", x=x, y=np.arange(120) % 2)
+    return E.Settings(model="vae", data=str(tmp_path / "bits.npz"), image_size=8,
+                      test_fraction=0.5, invert="never", binarize="none", latent=2,
+                      hidden=(8,), epochs=1, k=0, classifier_epochs=1, quality_samples=20,
+                      progress=False)
+
+
+def _state(d: Path) -> dict:
+    """Each file's bytes and modification time (ns), and no other file."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(d.iterdir())}
+
+
+def _command_says(out: Path) -> str:
+    with pytest.raises(ValueError) as e:
+        recipe._check_no_finished_run(out)
+    return str(e.value)
+
+
+def _study(settings, out):
+    return inversion.transfer_study(settings, inversion.InversionSettings(steps=2), [0.1], out)
+
+
+def test_transfer_study_does_not_replace_a_finished_vae_run(settings, tmp_path, monkeypatch):
+    out = tmp_path / "v"
+    E.run(settings, out)
+    before = _state(out)
+    assert {"results.json", "model.safetensors", "metrics.jsonl"} <= set(before)
+    said = _command_says(out)
+    assert said.startswith(f"{out} holds a finished metaloop vae run (--model vae, --data ")
+    monkeypatch.setattr(inversion, "_setup", lambda *a, **k: pytest.fail("read the data"))
+    with pytest.raises(ValueError) as e:
+        _study(settings, out)
+    assert str(e.value) == said
+    assert _state(out) == before
+
+
+def test_transfer_study_does_not_replace_a_finished_study(settings, tmp_path):
+    out = tmp_path / "t"
+    _study(settings, out)
+    before = _state(out)
+    said = _command_says(out)
+    assert "an inversion study" in said
+    with pytest.raises(ValueError) as e:
+        _study(settings, out)
+    assert str(e.value) == said
+    assert _state(out) == before
