@@ -1,7 +1,8 @@
 """Memory layout of the learners' image batches on the CPU: NCHW or channels-last.
 
-For second-order MAML, R2D2 and MetaOptNet-SVM on a real Omniglot 20-way 1-shot batch
-(stride Conv4 with 64 filters, 1 support and 5 queries per class, ``batching="loop"``):
+For second-order MAML, R2D2 and MetaOptNet (metaloop's squared-hinge SVM head) on a real
+Omniglot 20-way 1-shot batch (stride Conv4 with 64 filters, 1 support and 5 queries per class,
+``batching="loop"``):
 
 1. **Exactness in float32.** The float32 meta-gradient with NCHW batches (what the learners
    use) and with channels-last ones (``metaloop.func.params.channels_last``), each against
@@ -54,7 +55,8 @@ from metaloop.meta import MAML, R2D2, MetaOptNet
 from metaloop.models import Conv4
 from metaloop.tasks import Omniglot
 
-LEARNERS = {"MAML (2 steps)": "maml", "R2D2": "r2d2", "MetaOptNet-SVM": "metaoptnet_svm"}
+LEARNERS = {"MAML (2 steps)": "maml", "R2D2": "r2d2",
+            "MetaOptNet (squared-hinge SVM)": "metaoptnet_svm"}
 """The learners measured, in order, and the stem of each one's record files."""
 RECORD_KINDS = ("nchw_error", "channels_last_error", "speedup")
 """Each learner's records, in the table's order."""

@@ -83,10 +83,11 @@ def test_every_grid_row_names_the_setting_its_cell_is_tested_at():
         assert named and named[-1] == (ways, shots), (stem, r["row"], r["grid_column"])
 
 
-# The papers' tables, quoted exactly. Finn et al. 2017 Table 1 (MAML and first-order MAML,
-# Omniglot); Nichol et al. 2018 (Reptile, non-transductive, Omniglot); Raghu et al. 2020 (ANIL,
-# Omniglot 20-way); Snell et al. 2017 Table 1 (Prototypical Networks, Omniglot, no CIs);
-# Lake et al. 2015 (people, BPL) with Koch et al. 2015's Siamese convnet.
+# The papers' tables, quoted exactly. Finn et al. 2017 Table 1 (MAML, Omniglot); Nichol et al.
+# 2018 Table 2 (Reptile, non-transductive, and 1st-order MAML + Transduction, Omniglot); Raghu
+# et al. 2020 Table 2 (ANIL, Omniglot 20-way); Snell et al. 2017 Table 1 (Prototypical
+# Networks, Omniglot, no CIs); Lake et al. 2015 (people, BPL) with Koch et al. 2015's
+# Siamese convnet.
 PAPERS = {
     "omniglot_maml_5w1s": "98.7 ± 0.4%", "omniglot_maml_5w5s": "99.9 ± 0.1%",
     "omniglot_maml_20w1s": "95.8 ± 0.3%", "omniglot_maml_20w5s": "98.9 ± 0.2%",
@@ -143,7 +144,7 @@ def test_a_grid_cell_quoting_another_methods_number_names_that_method():
             for m in others:
                 assert f"<br>{m}" in cell, (r["_file"], m, cell)
                 checked += 1
-    assert checked >= 8          # the four R2D2 and four MetaOptNet-SVM cells
+    assert checked >= 8          # the four R2D2 and four MetaOptNet cells
 
 
 def test_a_split_mnist_number_is_said_to_be_split_mnist_wherever_the_docs_show_it():

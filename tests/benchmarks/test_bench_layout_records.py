@@ -73,7 +73,8 @@ def test_the_records_are_the_committed_ones_with_the_runs_numbers(tmp_path):
 def test_nothing_is_written_when_a_record_does_not_validate(tmp_path):
     argv = ["--records", str(tmp_path / "results")]
     results = _made_up()
-    results["MetaOptNet-SVM"]["errors"]["cl"] = math.nan   # among the last records made
+    # among the last records made
+    results["MetaOptNet (squared-hinge SVM)"]["errors"]["cl"] = math.nan
     with pytest.raises(RecordError, match="mean must be a finite number"):
         bench_layout.write_records(results, bench_layout.parse(argv), argv)
     assert not (tmp_path / "results").exists()

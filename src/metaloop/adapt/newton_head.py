@@ -14,7 +14,10 @@ curvature matrix ``S_i [C, C]`` (the Hessian, or a generalised Hessian):
   differentiable except where a margin is exactly 1. Its generalised Hessian is
   ``S = 2 sum_{c active} (e_c - e_y)(e_c - e_y)^T`` over the active wrong classes
   (``1 + z_c - z_y > 0``), and Newton steps with it are the "generalised Newton" method of
-  Mangasarian (2002) / Keerthi & DeCoste (2005).
+  Mangasarian (2002) / Keerthi & DeCoste (2005). This is not Lee et al.'s MetaOptNet-SVM,
+  which is the Crammer-Singer multi-class hinge SVM (the plain hinge on the largest wrong
+  class) solved as a dual QP with C = 0.1; with the same scaling ``C = 1 / lam``, that is
+  about ``lam = 10`` here.
 
 Where the problem is solved: with ``N >= D`` the Newton system is the primal ``DC x DC``
 Hessian ``H = sum_i S_i (x) phi_i phi_i^T + lam I`` (symmetric positive definite, Cholesky).
@@ -238,10 +241,11 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
     Minimises ``sum_i loss(W^T phi_i, y_i) + (lam / 2) ||W||^2`` (a sum over the N support
     examples, not a mean), where ``loss`` is multinomial cross-entropy or the Weston-Watkins
-    squared hinge (see the module docstring). Steps are damped Newton steps with a
-    backtracking line search. With unit-scale features and ``lam`` about 0.1 or more, 5-10
-    steps reach machine precision; large features or a small ``lam`` need more, and the SVM
-    with ``N >= D`` and many margin violations can need tens of steps.
+    squared hinge (see the module docstring; not the Crammer-Singer hinge of Lee et al.).
+    Steps are damped Newton steps with a backtracking line search. With unit-scale features
+    and ``lam`` about 0.1 or more, 5-10 steps reach machine precision; large features or a
+    small ``lam`` need more, and the SVM with ``N >= D`` and many margin violations can need
+    tens of steps.
 
     Gradient modes, for gradients into ``features`` and ``lam``:
 
@@ -314,6 +318,8 @@ def newton_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
 svm_head = functools.partial(newton_head, loss="svm")
 """``newton_head`` with ``loss="svm"``: the Weston-Watkins multi-class squared-hinge SVM
-solved by generalised Newton steps. Same arguments and return value."""
+solved by generalised Newton steps (not Lee et al.'s Crammer-Singer hinge SVM,
+a dual QP). Same arguments and return value."""
 svm_head.__doc__ = """``newton_head`` with ``loss="svm"``: the Weston-Watkins multi-class
-squared-hinge SVM solved by generalised Newton steps. Same arguments and return value."""
+squared-hinge SVM solved by generalised Newton steps (not Lee et al.'s Crammer-Singer
+hinge SVM, a dual QP). Same arguments and return value."""

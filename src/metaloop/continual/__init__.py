@@ -2,8 +2,9 @@
 
 ``finetune_experience`` is the training function (``finetune``, its older name, still works);
 ``run_sequence`` learns a stream of experiences with one of the named ``STRATEGIES``; the
-metrics follow the papers' definitions (Chaudhry et al.'s forgetting, Lopez-Paz & Ranzato's
-average accuracy and backward transfer). ``user_experiences`` makes a stream from your own
+metrics follow the papers' definitions (Lopez-Paz & Ranzato's average accuracy and backward
+transfer; Chaudhry et al.'s forgetting with its max restricted to the evaluations from when
+the experience was learned: ``metrics``). ``user_experiences`` makes a stream from your own
 image folder or tensor file.
 """
 

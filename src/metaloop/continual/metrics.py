@@ -9,9 +9,11 @@ training time, columns: the experience tested), for ``T`` experiences:
   instead, so it differs when the test sets differ in size);
 - **experience forgetting**, for ``j < T-1``: the best accuracy on ``j`` at an earlier
   time, from when it was learned, minus the final one,
-  ``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]`` (Chaudhry et al. 2018; Avalanche's
-  ``ExperienceForgetting`` takes ``R[j, j]`` instead of the max, so it is ``-BWT`` per
-  experience);
+  ``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]``: Chaudhry et al. (2018)'s forgetting with
+  the max restricted to ``l >= j`` (theirs runs over every ``l < T-1``). The two differ only
+  under forward transfer, when ``j`` scored higher before it was trained on than at any time
+  since; Avalanche's ``ExperienceForgetting`` takes ``R[j, j]`` instead of the max, so it is
+  ``-BWT`` per experience;
 - **stream forgetting**: ``mean_{j < T-1} f_j``;
 - **backward transfer** (Lopez-Paz & Ranzato 2017; Avalanche's ``StreamBWT``):
   ``BWT = mean_{j < T-1} (R[T-1, j] - R[j, j])``, negative when learning later experiences
@@ -159,6 +161,10 @@ def average_accuracy(r: torch.Tensor) -> float:
 
 def experience_forgetting(r: torch.Tensor) -> torch.Tensor:
     """``f_j = max_{j <= l < T-1} R[l, j] - R[T-1, j]`` for ``j < T-1``, ``[T-1]``.
+
+    Chaudhry et al. (2018)'s forgetting with the max taken from when ``j`` was learned
+    (``l >= j``); theirs takes it over every ``l < T-1``, which differs only when ``j``
+    scored higher before it was trained on (forward transfer) than at any time since.
 
     Args:
         r: the accuracy matrix ``[T, T]``: ``R[i, j]`` is the accuracy on experience ``j``

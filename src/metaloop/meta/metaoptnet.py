@@ -7,10 +7,13 @@ steps; the query logits are ``scale * Phi_q W``. The meta-gradient reaches the b
 through the query features and, by unrolling the Newton steps (``grad="unrolled"``) or by
 the implicit function theorem at the solution (``grad="implicit"``), through the support
 features. The backbone and the output scale (as ``exp(log_scale)``) are meta-learned; lam is
-a fixed hyper-parameter, as in the paper.
+a fixed hyper-parameter, as the paper's C is, but its default 1 is metaloop's own value (the
+paper's C = 0.1 corresponds to about lam = 10, since C = 1 / lam).
 
-Lee et al. solve the hinge-loss SVM dual with a QP solver; the squared hinge keeps the
-problem twice differentiable almost everywhere, so plain Newton steps solve it (see
+``head="svm"`` is not Lee et al.'s SVM head: theirs is the Crammer-Singer multi-class hinge
+SVM, solved as a dual QP; here it is the Weston-Watkins multi-class *squared* hinge, solved
+in the primal (or its representer form) by Newton steps. The squared hinge keeps the problem
+twice differentiable almost everywhere, so plain Newton steps solve it (see
 ``metaloop.adapt.newton_head``).
 """
 
@@ -33,7 +36,7 @@ __all__ = ["MetaOptNet", "NewtonSolver"]
 @dataclass(frozen=True)
 class NewtonSolver:
     """Logistic-regression or squared-hinge SVM head by Newton steps: MetaOptNet's inner
-    problem.
+    problem, with metaloop's losses (the SVM is not the paper's Crammer-Singer hinge).
 
     Args:
         head: ``"logistic"`` or ``"svm"``.
@@ -76,8 +79,10 @@ def MetaOptNet(model: nn.Module, head: str = "svm", lam: float = 1.0, steps: int
     Args:
         model: the backbone, e.g. ``Conv4`` or ``ResNet12`` (called as
             ``model(x, head=False)``); any module mapping ``[N, ...]`` to features ``[N, D]``.
-        head: ``"svm"`` (squared-hinge multi-class SVM) or ``"logistic"``.
-        lam: ridge strength of the head (> 0), fixed.
+        head: ``"svm"`` (Weston-Watkins squared-hinge multi-class SVM, not the paper's
+            Crammer-Singer hinge SVM) or ``"logistic"``.
+        lam: ridge strength of the head (> 0), fixed; the default 1 is metaloop's, not the
+            paper's (its C = 0.1 is about lam = 10).
         steps: Newton steps per solve; ``grad="implicit"`` needs enough to converge.
         grad: ``"implicit"`` or ``"unrolled"`` gradients through the solve.
         scale: initial output scale (> 0), meta-learned as ``exp(log_scale)``. Adam moves

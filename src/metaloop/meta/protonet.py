@@ -4,8 +4,10 @@ Per task, each class's prototype is the mean of its support features and the que
 are ``-scale * ||Phi_q - c_k||^2``, computed as the linear head ``proto_head`` gives (``W =
 2 C^T``, ``b = -||c||^2``; the ``||Phi_q||^2`` it drops is the same for every class and
 cancels in the softmax). It is R2D2's learner with the ridge solve replaced by a mean: the
-backbone and the output scale (``exp(log_scale)``, 1 at the start = the paper's plain
-distances) are meta-learned, and there is no ridge strength.
+backbone and the output scale (``exp(log_scale)``) are meta-learned, and there is no ridge
+strength. Snell et al. have no output scale: with ``scale=1`` the logits are the paper's
+plain ``-||q - c_k||^2`` at initialisation only, since ``log_scale`` is always meta-learned
+and moves from there.
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
     Args:
         model: the backbone, e.g. ``Conv4`` or ``ResNet12`` (called as
             ``model(x, head=False)``); any module mapping ``[N, ...]`` to features ``[N, D]``.
-        scale: initial output scale (> 0), meta-learned as ``exp(log_scale)``; 1 gives the
-            paper's logits ``-||q - c_k||^2``.
+        scale: initial output scale (> 0), always meta-learned as ``exp(log_scale)``; 1
+            gives the paper's logits ``-||q - c_k||^2`` at the start only (Snell et al. have
+            no scale).
         ways: classes per task; None infers ``max(support_y) + 1``. Every class needs a
             support example.
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.

@@ -7,6 +7,9 @@ al.'s code does; ``"task"``: fresh moments for each task), ``inner_batch``
 (each inner step on a mini-batch of the support set, drawn without replacement, epoch after
 epoch), ``test_batch`` (the same at test time), ``transductive=False`` (each query scored on its
 own: BatchNorm normalises it with the support set's statistics, never the other queries').
+That last is not quite Nichol et al.'s non-transductive scoring: their code
+(``_test_predictions`` in supervised-reptile) runs BatchNorm on the support set plus the one
+query being scored, so the query enters its own statistics; here the support set's alone do.
 The outer SGD step with a linearly decaying size is the training loop's (``train(...,
 optimizer="sgd", lr_schedule="linear")``): SGD with rate epsilon on ``meta_gradient`` is
 theta_0 += epsilon * mean(theta_final - theta_0).
@@ -165,7 +168,8 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         transductive: True: queries are scored together, BatchNorm on their batch statistics.
             False: each query on its own, BatchNorm with the statistics of the support set
             under the adapted params (the params of ``adapt``/``adapt_path`` then carry them
-            under ``STATS`` keys; ``predict`` uses them). ``evaluation`` names the mode.
+            under ``STATS`` keys; ``predict`` uses them); Nichol et al.'s code takes the
+            support set plus the query instead. ``evaluation`` names the mode.
         head: keyword only; as ``MAML``, the head that ``head_init="zero"`` starts at zero.
 
     Raises:
@@ -352,7 +356,9 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     def support_stats(self, params: Params, support_x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-channel mean and (biased) variance ``[C]`` of each BatchNorm layer's input
         when the network with ``params`` runs on ``support_x`` ``[S, ...]``, keyed
-        ``STATS + "<layer>.mean"`` / ``".var"``; empty for a network without BatchNorm."""
+        ``STATS + "<layer>.mean"`` / ``".var"``; empty for a network without BatchNorm.
+        Support-only statistics: Nichol et al.'s code normalises each query with those of
+        the support set plus that query."""
         if not self._bn:
             return {}
         with torch.no_grad(), recorded_stats(self._bn, {}) as stats:

@@ -6,7 +6,8 @@ statistics: transductive, each query's score depends on the others. Here each la
 per-channel mean and (biased) variance of its input are recorded while the network runs on
 a task's support set, and the queries are then normalised with those, so every query's score
 depends on its own input and the support set alone (Nichol et al. 2018's non-transductive
-setting, with the support statistics alone).
+setting, except that their code normalises each query with the support set and that query
+together, where these statistics are the support set's alone).
 
 The statistics travel in an adapted params dict under ``STATS`` keys
 (``"bn_stats:body.0.bn.mean"`` ``[C]``, ``... .var`` ``[C]``), named by the layer's path in
