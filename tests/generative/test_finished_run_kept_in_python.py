@@ -1,7 +1,13 @@
 """``metaloop.generative.experiment.run`` and ``sweep`` (and ``inversion.compare``) keep a
 finished ``metaloop vae`` run as the command does: a new run into an ``out`` that holds one
 raises the ValueError that ``metaloop vae`` turns into exit status 2 (the same text), before
-anything is read, and changes no file there."""
+anything is read, and changes no file there.
+
+``metaloop.generative.inversion.transfer_study`` keeps a finished ``metaloop vae`` run as
+the command (``--inversion-transfer``) does: it removed the run's model, metrics and pictures
+and replaced its results.json, without a word; it now raises the ValueError that
+``metaloop vae`` turns into exit status 2 (the same text), before anything is read, and
+changes no file there."""
 
 from __future__ import annotations
 
@@ -84,3 +90,33 @@ def test_the_commands_check_and_the_librarys_are_one(settings, tmp_path):
     with pytest.raises(ValueError) as e:
         E.check_no_finished_run(out)
     assert str(e.value) == said
+
+
+def _study(settings, out):
+    return inversion.transfer_study(settings, inversion.InversionSettings(steps=2), [0.1], out)
+
+
+def test_transfer_study_does_not_replace_a_finished_vae_run(settings, tmp_path, monkeypatch):
+    out = tmp_path / "v"
+    E.run(settings, out)
+    before = _state(out)
+    assert {"results.json", "model.safetensors", "metrics.jsonl"} <= set(before)
+    said = _command_says(out)
+    assert said.startswith(f"{out} holds a finished metaloop vae run (--model vae, --data ")
+    monkeypatch.setattr(inversion, "_setup", lambda *a, **k: pytest.fail("read the data"))
+    with pytest.raises(ValueError) as e:
+        _study(settings, out)
+    assert str(e.value) == said
+    assert _state(out) == before
+
+
+def test_transfer_study_does_not_replace_a_finished_study(settings, tmp_path):
+    out = tmp_path / "t"
+    _study(settings, out)
+    before = _state(out)
+    said = _command_says(out)
+    assert "an inversion study" in said
+    with pytest.raises(ValueError) as e:
+        _study(settings, out)
+    assert str(e.value) == said
+    assert _state(out) == before
