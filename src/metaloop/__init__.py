@@ -5,8 +5,10 @@
 
 Ctrl-C or SIGTERM while this package is imported as the start of the ``metaloop`` command
 (its console script, or ``python -m metaloop``: torch's import takes a second or two) prints
-one line and exits with status 130; imported as a library, the ``KeyboardInterrupt``
-propagates and SIGTERM's handler is left alone.
+one line and exits with status 130 at once, from the signal's handler
+(``metaloop.cli._signals``: no KeyboardInterrupt is raised inside torch's, numpy's or
+matplotlib's import code, which does not survive one and can swallow it); imported as a
+library, the ``KeyboardInterrupt`` propagates and the handlers are left alone.
 """
 
 import os as _os
@@ -37,7 +39,7 @@ def _started_as_the_command_line() -> bool:
 
 
 try:
-    if _started_as_the_command_line():    # SIGTERM while torch is imported: as Ctrl-C
+    if _started_as_the_command_line():    # SIGINT, SIGTERM while torch is imported: exit
         from metaloop.cli._signals import as_the_command
 
         as_the_command()

@@ -147,12 +147,17 @@ class Run:
 def read_heldout(run: Run, cfg: dict):
     """``build.eval_family(cfg, None)``: the held-out family of ``run``'s data, whose error
     names ``--data-root`` where the run last read its data at another path
-    (``last_read_hint``)."""
+    (``last_read_hint``), or where its data of the user's own is no longer at its
+    ``family.root``."""
     try:
         return build.eval_family(cfg, None)
     except ValueError as e:
-        hint = "" if run.stored_root is not None else \
-            last_read_hint(run.data, run.config["family"].get("root"))
+        root = run.config["family"].get("root")
+        hint = "" if run.stored_root is not None else last_read_hint(run.data, root)
+        if not hint and run.stored_root is None and root \
+                and run.config["family"]["name"] in config.USER_FAMILIES \
+                and not os.path.exists(os.path.expanduser(str(root))):
+            hint = "; if the run's data moved, --data-root PATH reads it at PATH"
         if not hint or type(e) is not ValueError:    # (a subclass: the data was read)
             raise
         raise ValueError(f"{e}{hint}") from e

@@ -57,7 +57,7 @@ def test_eval_of_moved_data_gives_the_numbers_of_before(tmp_path, capsys, kind):
                  "--no-progress"]) == 0
     moved = _moved(tmp_path, root)
     refused(["eval", "--checkpoint", str(run), "--no-progress"], capsys, tmp_path,
-            str(root))                                         # gone from family.root
+            str(root), "--data-root PATH")                     # gone from family.root
     capsys.readouterr()
     out, rec = tmp_path / "after", tmp_path / "rec.json"
     assert main(["eval", "--checkpoint", str(run), "--data-root", str(moved), "--out",
@@ -171,3 +171,18 @@ def test_a_moved_table_is_read_and_a_changed_one_refused(request, tmp_path, caps
     refused(["eval", "--checkpoint", str(run), "--data-root", str(moved), "--no-progress"],
             capsys, tmp_path, f"--data-root {moved} is not the data {run} was trained on",
             "its file's sha256 differs")
+
+
+@pytest.mark.parametrize("kind", ["folder", "tensors"])
+def test_a_resume_whose_data_moved_names_data_root(tmp_path, capsys, kind):
+    """``metaloop train --resume RUN`` of a run whose folder or tensor file moved: the error
+    names the missing path and ``--data-root PATH`` (it named the path alone); the run's
+    checkpoints are left as they were."""
+    run, root = _run(tmp_path, kind)
+    before = sorted(p.name for p in run.iterdir())
+    _moved(tmp_path, root)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(root) in err and f"--resume {run} --data-root PATH" in err, err
+    assert sorted(p.name for p in run.iterdir()) == before

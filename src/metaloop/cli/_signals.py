@@ -22,15 +22,31 @@ While ``main`` runs (``catch_signals`` to ``release_signals``) SIGINT and SIGTER
 
 The training loop sets its own handlers meanwhile (``metaloop.train.signals``: a stop at the
 next checkpoint) and sets these again when it ends.
+
+A KeyboardInterrupt is never raised in the ``metaloop`` command's process while a module is
+being imported: import code (torch's, numpy's, matplotlib's, a C extension's initialisation)
+does not survive an exception raised at an arbitrary point (half-initialised modules, then an
+``AttributeError`` or an abort), and some of it turns it into an ImportError that it catches,
+so the signal was lost and the command ran on. Before ``main`` runs (the package and torch
+imported, ``_phase`` None) such a signal ends the process at once: ``STARTING`` and status 130
+(``starting_interrupted``; nothing is written then). While ``main`` runs (a command's lazy
+imports: torch's compiler stack, plotting) it is held (``_hold``) and sent again as soon as the
+import has finished (``_watch``, ``_retry``; at the latest at the next import statement,
+``_gate``), to whatever handler is then set.
 """
 
 from __future__ import annotations
 
+import _thread
 import atexit
+import builtins
 import os
 import signal
 import sys
 import threading
+import time
+from types import FrameType
+from typing import NoReturn
 
 RUN, CLEAN_UP, DONE = "run", "clean-up", "done"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -41,10 +57,28 @@ _phase = None         # where main is: RUN, CLEAN_UP, DONE; None: outside main
 _ignored = 0          # signals ignored during the clean-up
 _saved: dict = {}     # the handlers before catch_signals, by signal
 _code = 0             # the command's exit status, once main has it (release_signals)
+_held: int | None = None   # a signal held back until the import under way has finished
+_more = 0                  # signals that came while one was held
+_kick_saved: object = None  # _KICK's handler before _hold set _retry
+_real_import = builtins.__import__   # (the one before _hold set _gate)
+
+STARTING = "metaloop: interrupted while starting; nothing was written"
+# The signal by which _watch has the main thread look again at a held signal: SIGURG, which
+# is ignored where no handler is set (a late one is harmless). None (Windows): nothing is held.
+_KICK = getattr(signal, "SIGURG", None) if hasattr(signal, "pthread_kill") else None
+_IMPORTING = ("importlib._bootstrap", "importlib._bootstrap_external")
 
 
 def _interrupt(signum, frame):
-    global _phase, _ignored
+    global _phase, _ignored, _more
+    if _held is not None:                  # one waits for an import to finish: as one signal
+        _more += 1                         # (torchrun forwards a Ctrl-C as a second signal)
+        if _more >= 2 and _command:
+            _stop_now(signum, "while an earlier one waited for an import to finish; what "
+                              "the command had written is left")
+        return
+    if _command and _phase is None and _importing(frame):
+        starting_interrupted()             # (the package, torch being imported: nothing written)
     handled = sys.exc_info()[1]            # (the interrupted code's, as in its except block)
     if _phase == DONE or isinstance(handled, SystemExit):
         return                             # the exit status is decided
@@ -56,36 +90,131 @@ def _interrupt(signum, frame):
         if _command:
             _stop_now(signum)
     elif _phase == RUN:
+        if _command and _importing(frame) and _hold(signum):
+            return                         # raised once the import has finished (_retry)
         _phase = CLEAN_UP
     if signum == signal.SIGINT:           # as Python's own handler: no text
         raise KeyboardInterrupt
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
-def _stop_now(signum) -> None:
-    """The ``metaloop`` command's process ends at once, with status 130 and one line."""
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:                  # (the signal may have come in the middle of a write to it)
             stream.flush()
         except Exception:     # (what cannot be flushed now is lost anyway)
             pass
+
+
+def _stop_now(signum, when: str = "during the clean-up after an interrupt; what it had not "
+                                  "yet removed is left") -> NoReturn:
+    """The ``metaloop`` command's process ends at once, with status 130 and one line."""
+    _flush()
     try:
         os.write(2, f"metaloop: stopped at once by another {signal.Signals(signum).name} "
-                    f"during the clean-up after an interrupt; what it had not yet removed "
-                    f"is left\n".encode())
+                    f"{when}\n".encode())
     except OSError:
         pass
     os._exit(130)
 
 
+def starting_interrupted() -> NoReturn:
+    """The ``metaloop`` command interrupted while it starts: ``STARTING`` (under torchrun
+    once per node: a node's other ranks are stopped alike, often by torchrun itself as a rank
+    before them exited with its own error) and status 130, at once: the interpreter's
+    teardown after an interrupted torch import can end the process by a signal instead."""
+    _flush()
+    if os.environ.get("LOCAL_RANK", "0").strip() in ("", "0"):
+        try:
+            os.write(2, f"{STARTING}\n".encode())
+        except OSError:
+            pass
+    os._exit(130)
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside an import (the import system's frames below it)."""
+    while frame is not None:
+        if frame.f_globals.get("__name__") in _IMPORTING:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _hold(signum) -> bool:
+    """Hold ``signum`` back until the main thread's import has finished (``_watch``), then
+    send it again (``_retry``); False where it cannot be held (no ``_KICK``, or a handler of
+    someone else's on it)."""
+    global _held, _more, _kick_saved, _real_import
+    if _KICK is None or not _main_thread():
+        return False
+    before = signal.getsignal(_KICK)
+    if before is not _retry:
+        if before not in (signal.SIG_DFL, signal.SIG_IGN):
+            return False
+        _kick_saved = before
+        signal.signal(_KICK, _retry)
+    _held, _more = signum, 0
+    if builtins.__import__ is not _gate:
+        _real_import = builtins.__import__
+        builtins.__import__ = _gate
+    _thread.start_new_thread(_watch, (threading.get_ident(),))   # (takes no Python lock)
+    return True
+
+
+def _gate(*args, **kwargs):
+    """``__import__`` while a signal is held: an import statement outside any import (the
+    one under way has finished; code that imports module after module leaves the helper
+    thread no moment to see it) sends the held signal first, as if it came just before."""
+    if _held is not None and _main_thread() and not _importing(sys._getframe(1)):
+        _send_held()
+    return _real_import(*args, **kwargs)
+
+
+def _watch(main: int) -> None:
+    """A helper thread while a signal is held: once the main thread is no longer importing,
+    ``_KICK`` to it (again every 5 ms until ``_retry`` has sent the held signal on)."""
+    while _held is not None:
+        time.sleep(0.005)
+        frame = sys._current_frames().get(main)
+        if _held is not None and not _importing(frame):
+            try:
+                signal.pthread_kill(main, _KICK)      # type: ignore[arg-type]
+            except (OSError, ValueError):             # (the main thread has ended)
+                return
+        del frame
+
+
+def _retry(signum, frame):
+    """``_KICK``'s handler while a signal is held: out of the import, the held signal is sent
+    again, to the handler then set (``_interrupt``, the training loop's stop request...)."""
+    if _held is not None and not _importing(frame):
+        _send_held()
+
+
+def _send_held() -> None:
+    """The held signal to the handler now set for it (its exception, if any, raised here)."""
+    held = _held
+    _unhold()
+    if held is not None:
+        signal.raise_signal(held)
+
+
+def _unhold() -> None:
+    """No signal held from now on (``_KICK``'s handler and ``__import__`` as before
+    ``_hold``)."""
+    global _held
+    _held = None
+    if builtins.__import__ is _gate:
+        builtins.__import__ = _real_import
+    if _KICK is not None and _main_thread() and signal.getsignal(_KICK) is _retry:
+        signal.signal(_KICK, _kick_saved)    # type: ignore[arg-type]
+
+
 def _finished(signum, frame):
     """The ``metaloop`` command's process after ``main`` has its exit status: a signal ends
     it at once with that status (its output flushed), whatever the shutdown was doing."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:     # (a closed or broken stream: nothing more reaches it)
-            pass
+    _flush()
     os._exit(_code)
 
 
@@ -122,14 +251,19 @@ def interrupt_on_sigterm() -> None:
 
 def as_the_command() -> None:
     """This process is the ``metaloop`` command, starting (``metaloop/__init__.py``):
-    ``interrupt_on_sigterm``, and once ``main`` has the command's exit status, SIGINT and
-    SIGTERM end the process with that status, then, from metaloop's exit function on, are
-    ignored until it exits (``release_signals``)."""
+    ``interrupt_on_sigterm``, and SIGINT through the same handler (where it is Python's
+    default), so that either one during an import before ``main`` runs ends the process at
+    once with ``STARTING`` and status 130, and one during a later import is held until the
+    import has finished; once ``main`` has the command's exit status, SIGINT and SIGTERM end
+    the process with that status, then, from metaloop's exit function on, are ignored until
+    it exits (``release_signals``)."""
     global _command
     if not _command:
         atexit.register(_ignore_from_now)
     _command = True
     interrupt_on_sigterm()
+    if _ours_to_set(signal.SIGINT):
+        signal.signal(signal.SIGINT, _interrupt)
 
 
 def catch_signals() -> None:
@@ -139,6 +273,7 @@ def catch_signals() -> None:
     global _phase, _ignored
     if not _main_thread():
         return
+    _unhold()
     _phase, _ignored = RUN, 0                     # (before a handler is set)
     for sig in SIGNALS:
         if sig not in _saved and _ours_to_set(sig):
@@ -167,6 +302,7 @@ def release_signals(code: int = 0) -> None:
         return
     _code = code
     _phase = DONE                                 # (first: a signal from here on is ignored)
+    _unhold()                                     # (one held: the status is decided too)
     for sig in SIGNALS:
         if sig in _saved:
             signal.signal(sig, _finished if _command else _saved[sig])

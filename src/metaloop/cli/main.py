@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             catch_signals()
+            distributed.left_to_another(False)
             code = _main(argv, started)
         except KeyboardInterrupt:      # as while the package imports (metaloop/__init__.py)
             # STARTING once per node under torchrun: a node's other ranks stopped while
@@ -271,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
         finally:
             release_signals(code)
+        # under torchrun, a rank that left its error to another to print exits after it
+        # (torchrun's SIGTERM then ends the wait, with this status): the message is printed
+        distributed.let_another_print(code)
     except KeyboardInterrupt:          # a signal as release_signals was entered: the status
         release_signals(code)          # is decided
     return code
@@ -291,6 +295,7 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
     world = os.environ.get("WORLD_SIZE", "1")
     if args.command != "train" and world.strip() not in ("", "1", "0"):
         if not distributed.local_leader():     # the same refusal in every process: once
+            distributed.left_to_another()      # (its node's first process prints it)
             return 2
         print(f"metaloop {args.command}: error: started by torchrun (WORLD_SIZE={world}), "
               f"but only metaloop train is distributed: every process would run the whole "

@@ -70,6 +70,11 @@ def register(sub) -> None:
                         "with --resume, only the run's own seed")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR", type=path,
                    help="continue the run in DIR (or --out) from its newest checkpoint")
+    p.add_argument("--resume-if-any", action="store_true",
+                   help="with --config and --out: resume the run in --out where it holds a "
+                        "checkpoint, else start it; for torchrun --max-restarts, whose restart "
+                        "reruns the same command (without it, a new run into a folder that "
+                        "holds one is refused, in case --out is a typo)")
     p.add_argument("--data-root", type=path, metavar="PATH",
                    help="with --resume: the run's own data, moved: read its image folder, "
                         "tensor file or table at PATH instead of its stored family.root "
@@ -141,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         _error(e)
         return 1
     except distributed.DistributedError as e:
+        # torchrun stops the other workers (SIGTERM) as one exits: the one signal that
+        # arrives while this rank says why it stopped leaves its status 1, not 130
+        _signals.cleaning_up()
         _error(e)
         if not owner:
             return 1
@@ -161,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
 # (flag, the value it has when not given): what only a run reads, not --print-config
 _RUN_FLAGS = (("--out", "out", None), ("--resume", "resume", False),
+              ("--resume-if-any", "resume_if_any", False),
               ("--data-root", "data_root", None), ("--tf32", "tf32", False),
               ("--precision", "precision", "float32"), ("--device", "device", "cpu"),
               ("--dist-timeout", "dist_timeout", None), ("--no-progress", "no_progress", False))
@@ -195,6 +204,11 @@ def _check_flags(args: argparse.Namespace) -> None:
     ``--dist-timeout`` without torchrun, ``--data-root`` without ``--resume``) or has an
     impossible value; fills in the default ``--dist-timeout``."""
     _checks.refuse_tf32_off_cuda(args.tf32, args.device)
+    if getattr(args, "resume_if_any", False) and (args.resume or not args.config
+                                                  or not args.out):
+        raise ValueError("--resume-if-any starts the run of --config in --out, or resumes it "
+                         "where --out holds its checkpoint: give --config FILE and --out DIR "
+                         "(and no --resume, which resumes only)")
     if args.data_root is not None and not args.resume:
         raise ValueError(f"--data-root {args.data_root} reads a resumed run's own data at "
                          f"another path, but no --resume is given: a new run reads its "
@@ -248,16 +262,20 @@ def _run(args: argparse.Namespace, held: list) -> int:
 
     def prepare():          # rank 0: the run directory's lock first (metaloop.runlock), so
         held.append(runlock.acquire(out))        # a second process on it reads nothing
-        _check_unlinked(out, bool(args.resume))
-        return recipe.prepare(out, config_path=args.config, resume=bool(args.resume),
-                              seed=args.seed, data_root=args.data_root,
-                              device=args.device)
+        # --resume-if-any: resumed where rank 0's --out holds a checkpoint (a damaged
+        # LATEST counts, and is named), decided here for every rank
+        again = bool(args.resume) or (getattr(args, "resume_if_any", False)
+                                      and _holds_checkpoint(out))
+        _check_unlinked(out, again)
+        return (*recipe.prepare(out, config_path=args.config, resume=again, seed=args.seed,
+                                data_root=args.data_root, device=args.device), again)
 
+    resume = bool(args.resume)
     try:        # SIGTERM raises KeyboardInterrupt here too (main's catch_signals)
-        cfg, out, created = distributed.from_rank0(prepare, "the checked config")
+        cfg, out, created, resume = distributed.from_rank0(prepare, "the checked config")
         created = created or (rank == 0 and not existed)     # (made by the lock)
-        distributed.begin_startup(resume=bool(args.resume))
-        res: Any = recipe.train_config(cfg, out, resume=bool(args.resume), device=args.device,
+        distributed.begin_startup(resume=resume)
+        res: Any = recipe.train_config(cfg, out, resume=resume, device=args.device,
                                        precision=args.precision, tf32=args.tf32,
                                        progress=not args.no_progress, created=created,
                                        data_root=args.data_root)

@@ -342,7 +342,7 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
             KeyboardInterrupt after the interrupt checkpoint.
     """
     out = Path(out)
-    rank, _ = distributed.rank_world()
+    rank, world = distributed.rank_world()
 
     def _undo() -> None:                 # bad data or init: leave no empty run directory
         if rank == 0 and created and out.is_dir() and not any(out.iterdir()):
@@ -379,16 +379,32 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
                                     if held else read_cfg, family)
     except ValueError as e:
         _undo()
-        hint = last_read_hint((state or {}).get("data"), cfg["family"].get("root")) \
-            if data_root is None else ""
-        if hint and type(e) is ValueError:          # (a subclass: the data was read)
+        hint = ""
+        if data_root is None and type(e) is ValueError:   # (a subclass: the data was read)
+            root = cfg["family"].get("root")
+            hint = last_read_hint((state or {}).get("data"), root)
+            # a resumed run on data of the user's own that is no longer where it was read
+            # (every rank words it alike: ``state`` is rank 0's alone)
+            if not hint and resume and cfg["family"]["name"] in config.USER_FAMILIES \
+                    and root and not os.path.exists(os.path.expanduser(str(root))):
+                hint = (f"; if the run's data moved, --resume {out} --data-root PATH reads "
+                        f"it at PATH")
+        if hint:
             raise ValueError(f"{e}{hint}") from e
         raise
     # what the run reads of the user's data, stored in its checkpoints: a resume on changed
     # data is refused (rank 0 alone writes and checks checkpoints)
     read = [f for f in (family, heldout, val) if f is not None]
-    data = build.data_fingerprint(read_cfg["family"], *read) \
-        if rank == 0 and heldout is not None else None
+    data = build.data_fingerprint(read_cfg["family"], *read) if heldout is not None else None
+    if world > 1:       # every rank read its own copy: the same data, or refused (every rank)
+        try:
+            distributed.same_data(data["sha256"] if data else _content_digest(read),
+                                   _where_read(read_cfg["family"]),
+                                   (data or {}).get("classes"), resume)
+        except ValueError:
+            _undo()
+            raise
+    data = data if rank == 0 else None
     if rank == 0 and cfg["train"].get("init") and not resume:   # its training classes, held
         warn_init_split(cfg, digests=(data or {}).get("classes"))  # out here? (same data)
     if data_root is not None and state is not None:      # rank 0: before anything is trained
@@ -435,6 +451,39 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         except ValueError:
             _undo()
             raise
+
+
+def _content_digest(families) -> str | None:
+    """A sha256 over what a built-in family read (Omniglot's, Fashion-MNIST's images and
+    class names), for ``distributed.same_data``: ranks whose copies differ differ here.
+    None for a family with no stored examples (the sinusoid draws its tasks)."""
+    import hashlib
+
+    h, any_read = hashlib.sha256(), False
+    for fam in families:
+        images = getattr(fam, "_images", None)
+        if not isinstance(images, torch.Tensor):
+            continue
+        any_read = True
+        names = getattr(fam, "class_names", None) or getattr(fam, "labels", None)
+        h.update(f"{type(fam).__name__} {list(images.shape)} {images.dtype} "
+                 f"{list(names) if names is not None else ''}\n".encode("utf-8",
+                                                                      "surrogateescape"))
+        h.update(images.contiguous().numpy().tobytes())
+    return h.hexdigest() if any_read else None
+
+
+def _where_read(fcfg: dict) -> str:
+    """Where this process read its family's data, for the message of a run whose ranks read
+    different data: the resolved ``family.root``, or the built-in data folder."""
+    if fcfg["name"] in config.USER_FAMILIES and fcfg.get("root"):
+        return f"{fcfg['name']} {os.path.abspath(os.path.expanduser(str(fcfg['root'])))}"
+    if fcfg["name"] == "sinusoid":
+        return "sinusoid tasks"
+    if fcfg.get("root"):
+        return f"{fcfg['name']} at {os.path.abspath(os.path.expanduser(str(fcfg['root'])))}"
+    env = os.environ.get("METALOOP_DATA")
+    return f"{fcfg['name']} in {f'$METALOOP_DATA={env}' if env else 'the default data folder'}"
 
 
 def _network_tensors(model) -> tuple[dict[str, tuple[str, torch.Tensor]], set[str]]:

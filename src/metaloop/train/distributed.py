@@ -38,6 +38,7 @@ import datetime
 import math
 import os
 import pickle
+import time
 import warnings
 from collections.abc import Callable
 
@@ -77,12 +78,50 @@ def show_as(e: BaseException, how: str, rank: int = 0, world: int = 1) -> BaseEx
 
 
 def message(e: BaseException) -> str | None:
-    """The text this rank prints for ``e``: None where another rank prints the same error,
-    ``"rank r of W: ..."`` where only some ranks met it, else ``str(e)``."""
+    """The text this rank prints for ``e``: None where another rank prints the same error
+    (``left_to_another`` is then set: see ``let_another_print``), ``"rank r of W: ..."``
+    where only some ranks met it, else ``str(e)``."""
     how, rank, world = getattr(e, _SHOWN, ("plain", 0, 1))
     if how == "quiet":
+        left_to_another()
         return None
     return f"rank {rank} of {world}: {e}" if how == "named" else str(e)
+
+
+# This process stays quiet on an error that another rank prints (``message``).
+_left_to_another = False
+
+# How long, at most, a rank that stays quiet on its error waits before it exits, under
+# torchrun (``let_another_print``).
+QUIET_EXIT_WAIT_S = 10.0
+
+
+def left_to_another(left: bool = True) -> None:
+    """Record that this process ends on an error it does not print, as another rank (rank 0,
+    or its node's first process) prints the same one (``left=False``: forget it, as a
+    command starts)."""
+    global _left_to_another
+    _left_to_another = left
+
+
+def let_another_print(code: int, seconds: float = QUIET_EXIT_WAIT_S) -> None:
+    """Before a process that left its error to another rank to print exits with ``code`` 1
+    or 2 under torchrun: wait up to ``seconds``, so that the rank that prints it does so.
+
+    torchrun's agent stops every worker (SIGTERM) as soon as one exits with an error; a
+    quiet rank that exited first would stop the printing rank before it printed, and the user
+    would read only "interrupted". Waiting here, the printing rank exits first, having
+    printed, and torchrun's SIGTERM ends this wait (the ``metaloop`` command's process then
+    exits at once with ``code``: ``metaloop.cli._signals.release_signals``); the bound
+    holds where that rank does not fail alike. Only under torchrun's agent
+    (``TORCHELASTIC_RUN_ID`` set): ranks started by hand are not stopped by one another.
+    """
+    if not _left_to_another or code not in (1, 2) or not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:       # (a program of the user's, calling main: its handler)
+        pass
 
 
 def local_leader() -> bool:
@@ -209,16 +248,30 @@ def init(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
+    start = time.monotonic()
     try:
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=timeout_s))
     except RuntimeError as e:       # includes DistNetworkError and DistStoreError
-        raise DistributedError(
-            f"rank {rank} of {world}: could not join the {backend} process group at "
-            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout_s:g} s "
-            f"(is every rank started, and the address reachable from this node?): "
-            f"{_first_line(e)}") from e
+        raise DistributedError(_join_failure(e, backend, rank, world, timeout_s,
+                                             time.monotonic() - start)) from e
     return True
+
+
+def _join_failure(e: BaseException, backend: str, rank: int, world: int, timeout_s: float,
+                  waited_s: float) -> str:
+    """What ``init`` says when joining the process group failed after ``waited_s``: a
+    timeout only where the wait reached ``timeout_s`` (every rank not there in time); else
+    the failure itself (the port taken, the address unknown or refused, ...), at once."""
+    where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    if waited_s >= 0.95 * timeout_s:
+        return (f"rank {rank} of {world}: could not join the {backend} process group at "
+                f"{where} within {timeout_s:g} s (is every rank started, and the address "
+                f"reachable from this node?): {_first_line(e)}")
+    return (f"rank {rank} of {world}: could not join the {backend} process group at {where}: "
+            f"it failed after {waited_s:.1f} s, before the {timeout_s:g} s timeout "
+            f"(is MASTER_ADDR:MASTER_PORT this run's own, free on rank 0's node and "
+            f"reachable from this one?): {_first_line(e)}")
 
 
 def destroy() -> None:
@@ -377,6 +430,72 @@ def broadcast_rng(what: str) -> None:
     torch.set_rng_state(broadcast_object(torch.get_rng_state(), f"the random state at {what}"))
 
 
+def same_data(digest, where: str, classes: dict | None = None,
+              resume: bool = False) -> None:
+    """Refuse a run whose ranks read different data: every rank reads its own copy (its
+    ``family.root``, on its node), and each trains its shard of every meta-batch on it, so
+    different copies would train one run on a mix of data sets, silently.
+
+    Within an open start-up (``begin_startup``) the ranks compare their data with the rest of
+    their start (``agree_startup``, at the first collective of training); else at once.
+
+    Args:
+        digest: a digest of everything this rank read (the same on every rank when the data
+            is; None where there is nothing to compare, as for the sinusoid).
+        where: where this rank read it (its path), for the message.
+        classes: ``{class: digest}`` where the data has classes, to name those that differ.
+        resume: the run continues from a checkpoint, which the refusal leaves as it was.
+
+    Raises:
+        ValueError: on every rank, printed by rank 0 alone: the ranks whose data differs from
+            rank 0's, where each read it, and the classes that differ.
+        DistributedError: the exchange failed.
+    """
+    rank, world = rank_world()
+    if world == 1:
+        return
+    if _startup is not None:
+        _startup.data = (digest, where, classes)
+        return
+    box: list = [None] * world
+    kept = ("The run's checkpoints are kept as they were" if resume
+            else "No checkpoint was written yet")
+    _collective("comparison of the data every rank read", lambda: dist.all_gather_object(
+        box, (digest, where, classes)), f"{kept}: start every rank again with the same command")
+    _refuse_mixed_data(box, rank, world, kept)
+
+
+def _refuse_mixed_data(box: list, rank: int, world: int, kept: str) -> None:
+    """Raise the refusal of ``same_data`` where ``box`` (every rank's ``(digest, where,
+    classes)``) holds another digest than rank 0's."""
+    ref, ref_where, ref_classes = box[0]
+    differ = [r for r in range(1, world) if box[r][0] != ref]
+    if not differ:
+        return
+    parts = []
+    for r in differ:
+        theirs = box[r][2]
+        what = ""
+        if isinstance(ref_classes, dict) and isinstance(theirs, dict):
+            other = [c for c in ref_classes if c in theirs and theirs[c] != ref_classes[c]]
+            only0 = [c for c in ref_classes if c not in theirs]
+            only_r = [c for c in theirs if c not in ref_classes]
+            bits = [f"{label}: {len(v)} ({', '.join(map(repr, v[:4]))}"
+                    f"{', ...' if len(v) > 4 else ''})"
+                    for label, v in (("classes with other examples", other),
+                                     ("classes rank 0 alone read", only0),
+                                     (f"classes rank {r} alone read", only_r)) if v]
+            what = f"; {'; '.join(bits)}" if bits else "; the same classes, in another order"
+        parts.append(f"rank {r} read {box[r][1]}{what}")
+    raise show_as(ValueError(
+        f"the ranks read different data, so each would train its shard of every meta-batch "
+        f"on its own copy, a mix of data sets: rank{'s' * (len(differ) > 1)} "
+        f"{', '.join(map(str, differ))} of {world} read other data than rank 0, which read "
+        f"{ref_where} ({'; '.join(parts)}). Give every rank the same data (one shared "
+        f"folder, or identical copies on every node) and start again. {kept}"),
+        "quiet" if rank else "plain", rank, world)
+
+
 def barrier(what: str) -> None:
     """Wait for every rank (e.g. until rank 0 has written its checkpoint)."""
     _collective(f"barrier ({what})", dist.barrier)
@@ -390,6 +509,7 @@ class _Startup:
         self.rank, self.world = rank_world()
         self.resume = resume
         self.held: list[tuple] = []
+        self.data: tuple | None = None      # (digest, where, classes): same_data's
         self.show = warnings.showwarning
 
         def hook(message, category, filename, lineno, file=None, line=None):
@@ -445,6 +565,8 @@ def agree_startup(error: BaseException | None = None) -> None:
     Raises:
         StartupError: this rank started (``error`` is None), but another did not; rank 0
             prints it (with the failed ranks' errors), the others stay quiet.
+        ValueError: every rank started, but they read different data (``same_data``);
+            rank 0 prints it, the others stay quiet.
         DistributedError: the exchange failed (``error`` is None; else ``error`` is marked
             as this rank's own).
     """
@@ -454,7 +576,8 @@ def agree_startup(error: BaseException | None = None) -> None:
         return
     state.close()
     rank, world = state.rank, state.world
-    mine = (None if error is None else _describe(error), [w[0] for w in state.held])
+    mine = (None if error is None else _describe(error), [w[0] for w in state.held],
+            state.data)
     box: list = [None] * world
     # a resume's checkpoint is kept as it was; a new run has none yet
     kept = ("The run's checkpoints are kept as they were" if state.resume
@@ -480,3 +603,6 @@ def agree_startup(error: BaseException | None = None) -> None:
         raise show_as(StartupError(f"stopped before training, as {len(failed)} of the "
                                    f"{world} ranks failed to start ({who}). {kept}"),
                       "quiet" if rank else "plain", rank, world)
+    if any(b[2] is not None for b in box):          # every rank started: on the same data?
+        _refuse_mixed_data([b[2] or (None, "no data", None) for b in box], rank, world,
+                           kept)
