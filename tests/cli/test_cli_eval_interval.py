@@ -22,3 +22,32 @@ def test_an_interval_that_would_go_below_zero_is_printed_bounded():
     assert text == (f"(95% CI {ends['ci95_low']:.2f} to {ends['ci95_high']:.2f}%, bounded, "
                     f"over 20 runs, ")
     assert "±" not in text
+
+
+def test_no_error_in_any_task_is_printed_bounded_not_plus_minus_zero():
+    """Every task without an error: ``± 0.00`` is no interval; with the trials known the
+    bounded one is printed (and recorded)."""
+    errors = [0.0] * 20
+    text = _interval(0.0, errors, 400, "20 tasks")
+    ends = records.ci95_fields(errors, trials=400)
+    assert ends["ci95_low"] == 0 and 0 < ends["ci95_high"] < 2
+    assert text.startswith(f"(95% CI 0.00 to {ends['ci95_high']:.2f}%, bounded")
+    assert records.ci95_fields(errors) == {}        # no trials: nothing better to say
+
+
+def test_the_accuracy_table_shows_the_bounded_interval_where_plus_minus_leaves_the_range():
+    from metaloop.recipes import report
+
+    near = [1.0, 1.0, 0.9, 1.0, 0.95]               # 97% ± 5.2 would pass 100%
+    mid = [0.6, 0.7, 0.5, 0.65, 0.55]
+    result = {"steps": [0, 1], "accuracy": {"mean": [sum(near) / 5, sum(mid) / 5],
+                                            "ci95": [mean_ci(near)[1], mean_ci(mid)[1]]},
+              "per_task": {"accuracy": [near, mid]}}
+    text = report.table({"protonet": result}, "accuracy", trials=20)
+    ends = records.ci95_fields([100 * v for v in near], trials=100)
+    assert f"97.00 ({ends['ci95_low']:.2f} to {ends['ci95_high']:.2f})" in text
+    assert ends["ci95_high"] <= 100
+    assert f"60.00 ± {100 * mean_ci(mid)[1]:.2f}" in text       # inside: as before
+    plain = report.table({"protonet": {k: v for k, v in result.items() if k != "per_task"}},
+                         "accuracy")
+    assert "97.00 ± " in plain                      # without per-task values: as before

@@ -73,7 +73,8 @@ def test_a_deleted_tensor_file_prints_the_error_and_no_bar(run, capfd):
     assert main(["eval", "--checkpoint", str(folder)]) == 2
     captured = capfd.readouterr()
     assert captured.out == ""
-    assert captured.err == f"metaloop eval: error: tensor file {path} does not exist\n"
+    assert captured.err == (f"metaloop eval: error: tensor file {path} does not exist; if "
+                            f"the run's data moved, --data-root PATH reads it at PATH\n")
 
 
 def test_evaluate_run_reports_0_once_the_data_is_read(run):

@@ -48,7 +48,12 @@ def test_one_task_prints_and_records_no_ci(run, tmp_path, capsys):
     t1 = pytest.importorskip("scipy.stats").t.ppf(0.975, 1)                 # 12.706
     want = t1 * np.std(rec["per_task"], ddof=1) / np.sqrt(2)
     assert rec["ci95"] == pytest.approx(want, abs=1e-4)
-    assert f"± {rec['ci95']:.2f}% (95% CI over 2 tasks, 10 trials)" in out
+    ends = records.ci95_fields(rec["per_task"], trials=10)     # each task's error in %
+    if ends:          # the t interval of two tasks leaves [0, 100]%: the bounded one
+        assert (f"(95% CI {ends['ci95_low']:.2f} to {ends['ci95_high']:.2f}%, bounded, over 2 "
+                f"tasks, 10 trials)") in out
+    else:
+        assert f"± {rec['ci95']:.2f}% (95% CI over 2 tasks, 10 trials)" in out
 
 
 def _lake_run(root, ways=3):

@@ -78,7 +78,8 @@ def test_resume_reads_the_moved_data_and_goes_on_as_uninterrupted(tmp_path, caps
     shutil.move(root, moved)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2    # as before: gone
-    assert "--data-root" not in capsys.readouterr().err        # nothing read elsewhere yet
+    err = capsys.readouterr().err             # nothing read elsewhere yet: the option named
+    assert f"--resume {run} --data-root PATH" in err and "last read" not in err
     assert main(["train", "--resume", str(run), "--data-root", str(moved),
                  "--no-progress"]) == 0
     err = capsys.readouterr().err

@@ -393,7 +393,10 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         run_label(loaded)
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "
           f"over {ec['tasks']} task{'s' if ec['tasks'] != 1 else ''}")
-    print(report.table({name: r}, metric))
+    fam = cfg["family"]
+    per_task_trials = (ec["ways"] or fam.get("ways") or 0) * (ec["queries"] or fam.get("queries")
+                                                             or 0) or None
+    print(report.table({name: r}, metric, trials=per_task_trials))
     if ec["tasks"] == 1:
         print("note: one task has no confidence interval (its ± 0 is not one); give --tasks 2 "
               "or more", file=sys.stderr)

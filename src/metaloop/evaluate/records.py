@@ -320,7 +320,8 @@ def _bounded_problems(rec: Mapping) -> list[str]:
 def ci95_fields(values, low: float = 0, high: float = 100, *,
                 trials: int | None = None) -> dict:
     """``{"ci95_low", "ci95_high", "ci95_range"}`` for a record whose mean of ``values``
-    ± the t half-width ``ci95(values)`` would leave ``[low, high]``: the ends of
+    ± the t half-width ``ci95(values)`` would leave ``[low, high]``, or where every value is
+    at one end and ``trials`` is known (a ``± 0`` that is no interval): the ends of
     ``metaloop.evaluate.stats.bounded_ci95``, rounded to 6 decimals; ``{}`` where the t
     interval stays inside (or there is none: fewer than 2 values)."""
     values = [float(v) for v in values]
@@ -328,7 +329,8 @@ def ci95_fields(values, low: float = 0, high: float = 100, *,
     if ci is None:
         return {}
     mean = math.fsum(values) / len(values)
-    if low <= mean - ci and mean + ci <= high:
+    at_an_end = ci == 0 and mean in (low, high) and trials is not None   # all 0 or all 100
+    if low <= mean - ci and mean + ci <= high and not at_an_end:
         return {}
     ends = bounded_ci95(values, low, high, trials=trials)
     assert ends is not None

@@ -146,8 +146,8 @@ def bounded_ci95(values, low: float = 0.0, high: float = 100.0, *,
     trials would ignore; where the tasks' values spread no more than independent trials'
     would, it is that interval. Away from the range's ends it is close to the t interval.
     With every value at an end (all 0 or all 100), the spread says nothing: the effective
-    size is ``trials`` (e.g. 0 to 0.92% for no error in 400 trials), or, without ``trials``,
-    the interval is the mean alone.
+    size is ``trials`` scaled for the degrees of freedom (e.g. 0 to 1.04% for no error in
+    20 tasks of 20 trials), or, without ``trials``, the interval is the mean alone.
 
     Returns:
         ``(lower, upper)`` in the values' unit, or None for fewer than 2 values (no spread).

@@ -92,16 +92,32 @@ def strip_per_task(result: dict) -> dict:
     return {k: v for k, v in result.items() if k != "per_task"}
 
 
-def table(results: dict[str, dict], metric: str) -> str:
-    """Methods x steps table of ``mean ± ci95`` for ``metric`` ("loss" or "accuracy")."""
+def table(results: dict[str, dict], metric: str, trials: int | None = None) -> str:
+    """Methods x steps table of ``mean ± ci95`` for ``metric`` ("loss" or "accuracy").
+
+    An accuracy whose ``mean ± ci95`` would leave [0, 100]% (or, with ``trials`` — each
+    task's queries — every task at 0 or 100%) is shown with the interval its record would
+    carry, ``"99.00 (96.05 to 99.91)"`` (``metaloop.evaluate.records.ci95_fields``), where
+    the result keeps its per-task values."""
+    from metaloop.evaluate.records import ci95_fields
+
     steps = next(iter(results.values()))["steps"]
     pct = metric == "accuracy"
     head = ["method"] + [f"{s} step{'s' if s != 1 else ''}" for s in steps]
     rows = [head]
     for name, r in results.items():
         cells = [name]
-        for m, c in zip(r[metric]["mean"], r[metric]["ci95"]):
-            cells.append(format_mean_ci(m, c, ".2f", 100) if pct else format_mean_ci(m, c, ".3f"))
+        per_task = r.get("per_task", {}).get(metric) if pct else None
+        for k, (m, c) in enumerate(zip(r[metric]["mean"], r[metric]["ci95"])):
+            ends = ci95_fields([100 * v for v in per_task[k]],
+                               trials=None if trials is None else trials * len(per_task[k])) \
+                if per_task else {}
+            if ends:
+                cells.append(f"{100 * m:.2f} ({ends['ci95_low']:.2f} to "
+                             f"{ends['ci95_high']:.2f})")
+            else:
+                cells.append(format_mean_ci(m, c, ".2f", 100) if pct else
+                             format_mean_ci(m, c, ".3f"))
         rows.append(cells)
     return aligned(rows)
 
