@@ -3,8 +3,6 @@ that a single rank meets is printed by that rank, named; a run that fails before
 checkpoint leaves no run directory behind (one that existed, or holds a checkpoint, stays)."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +19,7 @@ from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _cli import write_config  # noqa: E402
+from _ranks import run_ranks  # noqa: E402
 
 # Runs ``metaloop train ARGS`` in one rank. MODE: "plain"; "rank1" (rank 1 alone cannot build
 # its learner, as when its node lacks the data); "warn" (every rank warns alike, rank 1 also
@@ -49,35 +48,9 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_ranks(mode: str, *args: str, worker: str = WORKER) -> list[subprocess.CompletedProcess]:
     """Both ranks started by hand (as on two nodes), so each one's output is its own."""
-    port, procs = str(_free_port()), []
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    for rank in (0, 1):
-        env = {**base, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default", "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, "-c", worker, mode, *args], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    done = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return done
+    return run_ranks([["-c", worker, mode, *args]] * 2, env={"PYTHONWARNINGS": "default"})
 
 
 def _config(tmp_path, meta_batch=4):

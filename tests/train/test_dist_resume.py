@@ -5,7 +5,6 @@ differs at the rounding level only (docs/distributed.md)."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +18,7 @@ from metaloop.train.checkpoint import latest_checkpoint, load_checkpoint
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _cli import write_config  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _ranks import free_port  # noqa: E402
 
 
 def _env() -> dict:
@@ -38,7 +32,7 @@ pytestmark = pytest.mark.slow         # four torchrun launches: about a minute o
 
 def _torchrun(*args: str, nproc: int = 2) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "-m", "metaloop", "train", "--no-progress", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

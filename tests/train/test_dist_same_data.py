@@ -4,8 +4,6 @@ training (exit 2, printed once by rank 0, naming the rank, its folder and the cl
 no run directory. And a process group that cannot be joined says a timeout only where one
 happened."""
 
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +14,9 @@ import torch
 
 from metaloop.recipes import training
 from metaloop.train import distributed
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _ranks import run_ranks  # noqa: E402
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -63,34 +64,8 @@ def _images(root: Path, classes: int = 12, per_class: int = 3) -> None:
             PIL.fromarray(pixels.numpy(), mode="L").save(d / f"img_{i}.png")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_ranks(dirs: list[Path], *args: str) -> list[subprocess.CompletedProcess]:
-    port, procs = str(_free_port()), []
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                         "TORCHELASTIC_RUN_ID")}
-    for rank in (0, 1):
-        env = {**base, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(dirs[rank]), *args],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    done = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=180)
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return done
+    return run_ranks([["-c", WORKER, str(d), *args] for d in dirs], timeout=180)
 
 
 def test_ranks_reading_different_data_are_refused_and_the_same_data_trains(tmp_path):

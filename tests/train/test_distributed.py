@@ -4,7 +4,6 @@ rank 0 alone writes; a rank that dies makes the other stop with a named error, n
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,12 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _cli import write_config  # noqa: E402
 from _dist_common import KINDS, META_BATCH, SEED, batch, family, learner  # noqa: E402
+from _ranks import free_port  # noqa: E402
 
 
 def _cli_config(tmp_path, iterations=5, checkpoint_every=2):
     return write_config(tmp_path / "c.toml", iterations=iterations, meta_batch=5,
                         checkpoint_every=checkpoint_every, seed=4, dtype="float64")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra) -> dict:
@@ -54,7 +48,7 @@ def test_shard_bounds_cover_the_batch_once():
 def test_torchrun_two_ranks_match_single_process(tmp_path):
     cfg = _cli_config(tmp_path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            str(HERE / "_dist_worker.py"), str(tmp_path), str(cfg)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -103,7 +97,7 @@ def _kill_rank_1_when(tmp_path, checkpoint_every, ready):
     (rank 0's exit status, its stderr, the run folder)."""
     cfg = _cli_config(tmp_path, iterations=100000, checkpoint_every=checkpoint_every)
     run = tmp_path / "run"
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for rank in (0, 1):
         env = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
@@ -190,7 +184,7 @@ def test_bad_torchrun_environment_is_named(monkeypatch, env, match):
 
 def test_a_missing_peer_at_start_up_is_named_after_the_timeout(monkeypatch):
     for k, v in {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(_free_port())}.items():
+                 "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(distributed.DistributedError, match="rank 1 of 2: could not join the "
                                                            "gloo process group at 127.0.0.1"):
@@ -203,7 +197,7 @@ def test_a_timeout_that_would_overflow_is_refused_by_name(monkeypatch, timeout):
     """inf used to end in datetime's OverflowError (a traceback), and 1e10 s overflowed inside
     PyTorch into an instant "could not join ... within 1e+10 s"."""
     for k, v in {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(_free_port())}.items():
+                 "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(ValueError, match="positive, finite number of seconds up to 1e"):
         distributed.init("cpu", timeout_s=timeout)
@@ -212,7 +206,7 @@ def test_a_timeout_that_would_overflow_is_refused_by_name(monkeypatch, timeout):
 
 def test_cli_dist_timeout_inf_exits_2_with_the_message(monkeypatch, tmp_path, capsys):
     for k, v in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0",
-                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(k, v)
     cfg = _cli_config(tmp_path)
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
