@@ -1,7 +1,10 @@
 """Fixtures of the generative-model tests."""
 
+import numpy as np
 import pytest
 import torch
+
+from metaloop.generative import experiment as E
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,3 +29,14 @@ def x_test() -> torch.Tensor:
     """30 binary 8x8 test images."""
     g = torch.Generator().manual_seed(1)
     return torch.bernoulli(torch.rand(30, 1, 8, 8, generator=g), generator=g)  # [30, 1, 8, 8]
+
+
+@pytest.fixture
+def settings(tmp_path) -> E.Settings:
+    """A VAE experiment of one epoch on 120 random binary 8x8 images of 2 classes."""
+    x = (np.random.default_rng(0).random((120, 8, 8)) < 0.3).astype(np.uint8) * 255
+    np.savez(tmp_path / "bits.npz", x=x, y=np.arange(120) % 2)
+    return E.Settings(model="vae", data=str(tmp_path / "bits.npz"), image_size=8,
+                      test_fraction=0.5, invert="never", binarize="none", latent=2,
+                      hidden=(8,), epochs=1, k=0, classifier_epochs=1, quality_samples=20,
+                      progress=False)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from metaloop.generative import experiment as E
@@ -22,19 +21,19 @@ from metaloop.generative import inversion
 from metaloop.recipes import generative as recipe
 
 
-@pytest.fixture
-def settings(tmp_path) -> E.Settings:
-    x = (np.random.default_rng(0).random((120, 8, 8)) < 0.3).astype(np.uint8) * 255
-    np.savez(tmp_path / "bits.npz", x=x, y=np.arange(120) % 2)
-    return E.Settings(model="vae", data=str(tmp_path / "bits.npz"), image_size=8,
-                      test_fraction=0.5, invert="never", binarize="none", latent=2,
-                      hidden=(8,), epochs=1, k=0, classifier_epochs=1, quality_samples=20,
-                      progress=False)
-
-
 def _state(d: Path) -> dict:
     """Each file's bytes and modification time (ns), and no other file."""
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(d.iterdir())}
+
+
+def _finished(settings, out: Path) -> tuple[dict, str]:
+    """A finished VAE run in ``out``: its files (``_state``) and what the command says of it."""
+    E.run(settings, out)
+    before = _state(out)
+    assert {"results.json", "model.safetensors", "metrics.jsonl"} <= set(before)
+    said = _command_says(out)
+    assert said.startswith(f"{out} holds a finished metaloop vae run (--model vae, --data ")
+    return before, said
 
 
 def _command_says(out: Path) -> str:
@@ -50,11 +49,7 @@ def test_a_finished_vae_run_is_not_replaced_by_a_python_call(later, settings, tm
     """QA repro: the second ``E.run`` removed the first run's results.json, model and
     pictures, emptied its metrics.jsonl and wrote its own, without a word."""
     out = tmp_path / "v"
-    E.run(settings, out)
-    before = _state(out)
-    assert {"results.json", "model.safetensors", "metrics.jsonl"} <= set(before)
-    said = _command_says(out)
-    assert said.startswith(f"{out} holds a finished metaloop vae run (--model vae, --data ")
+    before, said = _finished(settings, out)
     assert "--epochs 1" in said and "nothing was written or removed" in said
     if later != "compare":                 # run and sweep refuse before reading the data
         monkeypatch.setattr(E, "load_data", lambda *a, **k: pytest.fail("read the data"))
@@ -98,11 +93,7 @@ def _study(settings, out):
 
 def test_transfer_study_does_not_replace_a_finished_vae_run(settings, tmp_path, monkeypatch):
     out = tmp_path / "v"
-    E.run(settings, out)
-    before = _state(out)
-    assert {"results.json", "model.safetensors", "metrics.jsonl"} <= set(before)
-    said = _command_says(out)
-    assert said.startswith(f"{out} holds a finished metaloop vae run (--model vae, --data ")
+    before, said = _finished(settings, out)
     monkeypatch.setattr(inversion, "_setup", lambda *a, **k: pytest.fail("read the data"))
     with pytest.raises(ValueError) as e:
         _study(settings, out)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -20,16 +19,6 @@ from metaloop.train import checkpoint as ckpt
 # 3 stages = 1 + 3 + 9 = 13 passes over 64 tiny 8x8 images
 TINY = P.ProtocolSettings(latent=3, hidden=(16, 16), stages=3, curve_k=7, curve_examples=20,
                           curve_every=2, checkpoint_every=5)
-
-
-@pytest.fixture
-def settings(tmp_path) -> E.Settings:
-    x = (np.random.default_rng(0).random((120, 8, 8)) < 0.3).astype(np.uint8) * 255
-    np.savez(tmp_path / "bits.npz", x=x, y=np.arange(120) % 2)
-    return E.Settings(model="vae", data=str(tmp_path / "bits.npz"), image_size=8,
-                      test_fraction=0.5, invert="never", binarize="none", latent=2,
-                      hidden=(8,), epochs=1, k=0, classifier_epochs=1, quality_samples=20,
-                      progress=False)
 
 
 def _stop(*args, **kwargs):

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from metaloop.cli.adapt import command_settings
-from metaloop.evaluate import mean_ci
 from metaloop.evaluate.records import ci95_fields, validate_record, write_record
 from metaloop.evaluate.stats import bounded_ci95
 from metaloop.recipes import adapt, forgetting
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_adapt_record_config import _results  # noqa: E402  (an adapt run's results, made up)
 
 BOUNDED = ("ci95_low", "ci95_high", "ci95_range")
 
@@ -71,17 +75,6 @@ def test_a_forgetting_record_inside_the_range_carries_none(monkeypatch, tmp_path
     (rec,) = forgetting.records(results, tmp_path / "rec", command="x").values()
     assert not set(BOUNDED) & set(rec)
     assert not any(set(BOUNDED) & set(m) for m in rec["other_metrics"].values())
-
-
-def _results(accs: dict) -> dict:
-    rows = {}
-    for name, acc in accs.items():
-        m, c = mean_ci(acc)
-        per = {"accuracy": acc, "adapt_seconds": [0.25] * len(acc),
-               "cpu_seconds": [0.125] * len(acc)}
-        rows[name] = {"approach": adapt.APPROACHES[name], "accuracy": {"mean": m, "ci95": c},
-                      "trainable": 1925, "adapt_seconds": 0.25, "per_task": per, "info": {}}
-    return {"approaches": rows}
 
 
 def test_an_adapt_record_hugging_100_carries_the_bounded_ci(tmp_path):
