@@ -154,9 +154,7 @@ def read_heldout(run: Run, cfg: dict):
     except ValueError as e:
         root = run.config["family"].get("root")
         hint = "" if run.stored_root is not None else last_read_hint(run.data, root)
-        if not hint and run.stored_root is None and root \
-                and run.config["family"]["name"] in config.USER_FAMILIES \
-                and not os.path.exists(os.path.expanduser(str(root))):
+        if not hint and run.stored_root is None and data_moved(run.config["family"]):
             hint = "; if the run's data moved, --data-root PATH reads it at PATH"
         if not hint or type(e) is not ValueError:    # (a subclass: the data was read)
             raise
@@ -368,6 +366,14 @@ def _first_change(members: list, family, *, stored_classes_only: bool
         if change:
             return m, change, read
     return None
+
+
+def data_moved(family: dict) -> bool:
+    """Whether ``family`` (a config's ``[family]``) reads data of the user's own at a
+    ``root`` that is no longer there: the case ``--data-root PATH`` is for."""
+    root = family.get("root")
+    return bool(family["name"] in config.USER_FAMILIES and root
+                and not os.path.exists(os.path.expanduser(str(root))))
 
 
 def last_read_hint(data: dict | None, root) -> str:

@@ -27,7 +27,14 @@ import torch
 from metaloop import build, config, runs_folder
 from metaloop._random import seeded_rng
 from metaloop.recipes.report import prepare_out
-from metaloop.runs import check_same_data, last_read_hint, load_run, moved_root, saved_run
+from metaloop.runs import (
+    check_same_data,
+    data_moved,
+    last_read_hint,
+    load_run,
+    moved_root,
+    saved_run,
+)
 from metaloop.train import distributed, train
 from metaloop.train.checkpoint import latest_checkpoint, read_state, unlinked_advice
 from metaloop.train.loop import check_run_dir, refuse_foreign
@@ -381,12 +388,10 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
         _undo()
         hint = ""
         if data_root is None and type(e) is ValueError:   # (a subclass: the data was read)
-            root = cfg["family"].get("root")
-            hint = last_read_hint((state or {}).get("data"), root)
+            hint = last_read_hint((state or {}).get("data"), cfg["family"].get("root"))
             # a resumed run on data of the user's own that is no longer where it was read
             # (every rank words it alike: ``state`` is rank 0's alone)
-            if not hint and resume and cfg["family"]["name"] in config.USER_FAMILIES \
-                    and root and not os.path.exists(os.path.expanduser(str(root))):
+            if not hint and resume and data_moved(cfg["family"]):
                 hint = (f"; if the run's data moved, --resume {out} --data-root PATH reads "
                         f"it at PATH")
         if hint:
