@@ -573,7 +573,8 @@ def _build_head_learner(name: str, mc: dict, family, model):
     from metaloop.meta.r2d2 import R2D2
 
     kw = {"lam": mc["lam"], "batching": mc["batching"],
-          "transductive": mc.get("transductive", True)}
+          "transductive": mc.get("transductive", True),
+          "learn_scale": mc.get("learn_scale", True)}
     if mc["scale"]:                                  # 0: the method's default initial scale
         kw["scale"] = mc["scale"]
     if name == "r2d2":

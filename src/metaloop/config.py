@@ -111,6 +111,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # inner_steps.
                "lam": ((int, float), 1.0), "head": (str, "svm"), "grad": (str, "implicit"),
                "scale": ((int, float), 0),
+               # R2D2 / MetaOptNet / ProtoNet: false keeps the output scale fixed at
+               # method.scale (protonet with scale = 1: Snell et al.'s plain distances)
+               "learn_scale": (bool, True),
                # Reptile (Nichol et al.'s protocol): support examples per inner step in
                # meta-training / at test time, drawn without replacement (0: the whole support
                # set); Reptile and the solved heads (r2d2, metaoptnet, protonet):
@@ -844,7 +847,7 @@ _READERS: tuple = (
      "the ridge strength of r2d2 and metaoptnet"),
     ("method", ("head", "grad"), lambda c: c["method"]["name"] == "metaoptnet", "method",
      "a MetaOptNet key"),
-    ("method", ("scale",), lambda c: c["method"]["name"] in HEAD_BASED, "method",
+    ("method", ("scale", "learn_scale"), lambda c: c["method"]["name"] in HEAD_BASED, "method",
      "the output scale of r2d2, metaoptnet and protonet"),
     ("train", AUGMENTS, lambda c: c["family"]["name"] in _IMAGE_FAMILIES, "family",
      "it augments images"),

@@ -113,17 +113,21 @@ class HeadNet(nn.Module):
         scale: initial output scale s > 0; logits are ``s * (features @ W + b)``.
         lam: initial (``learn_lam``) or fixed ridge strength lam > 0.
         learn_lam: meta-learn lam as ``exp(log_lam)``; otherwise lam is a constant.
+        learn_scale: meta-learn the scale as ``exp(log_scale)`` (default); otherwise
+            ``log_scale`` is a buffer, kept in the state dict and checkpoints, that no
+            optimiser moves (Snell et al.'s plain distances with ``scale=1``).
 
-    Parameters: ``backbone.*``, ``log_scale`` (0-dim) and, with ``learn_lam``, ``log_lam``
-    (0-dim), in the dtype of the backbone's parameters.
+    Parameters: ``backbone.*``, ``log_scale`` (0-dim; a buffer without ``learn_scale``) and,
+    with ``learn_lam``, ``log_lam`` (0-dim), in the dtype of the backbone's parameters.
 
     Raises:
         ValueError: a backbone that is not an ``nn.Module``, scale or lam not a finite
-            number > 0, or ``learn_lam`` not True or False (``check_flag``).
+            number > 0, or ``learn_lam`` or ``learn_scale`` not True or False
+            (``check_flag``).
     """
 
     def __init__(self, backbone: nn.Module, scale: float = 1.0, lam: float = 1.0,
-                 learn_lam: bool = False):
+                 learn_lam: bool = False, learn_scale: bool = True):
         super().__init__()
         if not isinstance(backbone, nn.Module):
             raise ValueError(f"HeadNet: backbone must be an nn.Module, "
@@ -134,7 +138,12 @@ class HeadNet(nn.Module):
         kw: dict[str, Any] = ({"dtype": first.dtype, "device": first.device}
                               if first is not None else {})
         self.backbone = backbone
-        self.log_scale = nn.Parameter(torch.tensor(math.log(scale), **kw))
+        self.learn_scale = check_flag("learn_scale", learn_scale)
+        log_scale = torch.tensor(math.log(scale), **kw)
+        if self.learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
         self.learn_lam = check_flag("learn_lam", learn_lam)
         if self.learn_lam:
             self.log_lam = nn.Parameter(torch.tensor(math.log(lam), **kw))
@@ -161,6 +170,11 @@ class HeadNet(nn.Module):
     def lam_from(self, params: Params) -> float | torch.Tensor:
         """lam from a params dict: ``exp(log_lam)`` (a tensor) or the fixed float."""
         return params["log_lam"].exp() if self.learn_lam else self.fixed_lam
+
+    def scale_from(self, params: Params) -> torch.Tensor:
+        """The output scale ``exp(log_scale)`` (0-dim) from a params dict, or from the
+        module's buffer when the scale is not learned."""
+        return (params["log_scale"] if self.learn_scale else self.log_scale).exp()
 
     @property
     def scale(self) -> torch.Tensor:
@@ -403,7 +417,7 @@ class HeadLearner(ScoresEitherWay):
         with the support statistics (``STATS`` keys, ``[B, C]``) when not transductive."""
         feats, stats = self._support_features(params, support_x)    # [B, S, D]
         with _full_precision(feats):
-            feats = _upcast(feats, params)
+            feats = _upcast(feats, self.model.log_scale.dtype)
             W, b = self.inner(feats, support_y, ways, self.model.lam_from(params))
         head = {"W": W} if b is None else {"W": W, "b": b}
         return {**head, **stats}
@@ -422,8 +436,9 @@ class HeadLearner(ScoresEitherWay):
         """The query features ``[B, N, D]``, the solved head ``W [B, D, C]``, ``b [B, C]`` (or
         None) and the output scale, before any refinement."""
         _, stats = split_stats(head)
-        feats = _upcast(self._query_features(params, x, stats), params)   # [B, N, D]
-        return feats, head["W"], head.get("b"), params["log_scale"].exp()
+        feats = _upcast(self._query_features(params, x, stats),         # [B, N, D]
+                        self.model.log_scale.dtype)
+        return feats, head["W"], head.get("b"), self.model.scale_from(params)
 
     def query_parts(self, params: Params, x: torch.Tensor) -> tuple:
         """What :meth:`predict_batched` scores, unrefined: ``(features [B, N, D], W [B, D,
@@ -592,11 +607,11 @@ class HeadLearner(ScoresEitherWay):
         return self._logits(*_body_and_head(params), x)
 
 
-def _upcast(features: torch.Tensor, params: Params) -> torch.Tensor:
+def _upcast(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Features computed in reduced precision (bf16 / fp16 autocast of the backbone) in the
-    model's own dtype: the head solves need float32 or float64."""
+    model's own ``dtype``: the head solves need float32 or float64."""
     if features.dtype in (torch.bfloat16, torch.float16):
-        return features.to(params["log_scale"].dtype)
+        return features.to(dtype)
     return features
 
 
@@ -612,7 +627,7 @@ def _full_precision(features: torch.Tensor):
 
 def _body_and_head(params: Params) -> tuple[Params, Params]:
     """Batched adapted params split into (the model's params, the per-task head)."""
-    missing = [k for k in ("W", "log_scale") if k not in params]
+    missing = [k for k in ("W",) if k not in params]
     if missing:
         raise ValueError(f"predict: params lack {missing}; pass the dict from adapt()")
     return split_stats(params)[0], {k: v for k, v in params.items() if _per_task(k)}

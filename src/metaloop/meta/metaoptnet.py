@@ -73,7 +73,8 @@ class NewtonSolver:
 
 def MetaOptNet(model: nn.Module, head: str = "svm", lam: float = 1.0, steps: int = 10,
                grad: str = "implicit", scale: float = 8.0, ways: int | None = None,
-               batching: str = "auto", transductive: bool = True) -> HeadLearner:
+               batching: str = "auto", transductive: bool = True,
+               learn_scale: bool = True) -> HeadLearner:
     """MetaOptNet: meta-learn a feature extractor for a per-task convex classifier.
 
     Args:
@@ -94,17 +95,21 @@ def MetaOptNet(model: nn.Module, head: str = "svm", lam: float = 1.0, steps: int
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
         transductive: False: each query normalised with its support set's BatchNorm
             statistics, in training and testing (see ``HeadLearner``).
+        learn_scale: meta-learn the output scale (default); False keeps ``scale`` fixed
+            (``log_scale`` a buffer).
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
-        ``backbone.*`` and ``log_scale``) and whose ``inner`` is a ``NewtonSolver``.
+        ``backbone.*`` and, unless fixed, ``log_scale``) and whose ``inner`` is a
+        ``NewtonSolver``.
 
     Raises:
         ValueError: lam or scale not a finite number > 0, an unknown ``head`` or ``grad``,
-            ``steps < 1``, or a bad ``ways`` / ``batching``.
+            ``steps < 1``, ``learn_scale`` not True or False, or a bad ``ways`` /
+            ``batching``.
     """
     check_positive("MetaOptNet", "lam", lam)
     solver = NewtonSolver(head=head, steps=steps, grad=grad)
-    net = HeadNet(model, scale=scale, lam=lam, learn_lam=False)
+    net = HeadNet(model, scale=scale, lam=lam, learn_lam=False, learn_scale=learn_scale)
     return HeadLearner(net, solver, ways=ways, batching=batching,
                        transductive=transductive)

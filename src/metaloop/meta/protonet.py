@@ -5,9 +5,9 @@ are ``-scale * ||Phi_q - c_k||^2``, computed as the linear head ``proto_head`` g
 2 C^T``, ``b = -||c||^2``; the ``||Phi_q||^2`` it drops is the same for every class and
 cancels in the softmax). It is R2D2's learner with the ridge solve replaced by a mean: the
 backbone and the output scale (``exp(log_scale)``) are meta-learned, and there is no ridge
-strength. Snell et al. have no output scale: with ``scale=1`` the logits are the paper's
-plain ``-||q - c_k||^2`` at initialisation only, since ``log_scale`` is always meta-learned
-and moves from there.
+strength. Snell et al. have no output scale: ``scale=1, learn_scale=False`` gives the
+paper's plain ``-||q - c_k||^2``; with ``learn_scale`` (the default) ``scale=1`` is only
+where the meta-learned ``log_scale`` starts.
 """
 
 from __future__ import annotations
@@ -76,15 +76,15 @@ class PrototypeSolver:
 def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
              batching: str = "auto", transductive: bool = True, refine: int = 0,
              refine_temperature: float = REFINE_TEMPERATURE,
-             refine_weight: float = REFINE_WEIGHT) -> HeadLearner:
+             refine_weight: float = REFINE_WEIGHT, learn_scale: bool = True) -> HeadLearner:
     """Prototypical Networks: meta-learn a feature extractor for a nearest-class-mean head.
 
     Args:
         model: the backbone, e.g. ``Conv4`` or ``ResNet12`` (called as
             ``model(x, head=False)``); any module mapping ``[N, ...]`` to features ``[N, D]``.
-        scale: initial output scale (> 0), always meta-learned as ``exp(log_scale)``; 1
-            gives the paper's logits ``-||q - c_k||^2`` at the start only (Snell et al. have
-            no scale).
+        scale: output scale (> 0): its initial value, meta-learned as ``exp(log_scale)``,
+            or, with ``learn_scale=False``, its fixed value (Snell et al. have no scale:
+            ``scale=1, learn_scale=False`` gives their logits ``-||q - c_k||^2``).
         ways: classes per task; None infers ``max(support_y) + 1``. Every class needs a
             support example.
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
@@ -98,16 +98,20 @@ def ProtoNet(model: nn.Module, scale: float = 1.0, ways: int | None = None,
         refine_temperature: the temperature of the rounds' assignment of queries (> 0).
         refine_weight: the query set's weight against the support set's in the rounds
             (> 0).
+        learn_scale: meta-learn the output scale (default); False keeps ``scale`` fixed
+            (``log_scale`` a buffer, in the state dict but not a parameter).
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
-        ``backbone.*`` and ``log_scale``) and whose ``inner`` is a ``PrototypeSolver``.
+        ``backbone.*`` and, unless fixed, ``log_scale``) and whose ``inner`` is a
+        ``PrototypeSolver``.
 
     Raises:
-        ValueError: scale not a finite number > 0, or a bad ``ways`` / ``batching``.
+        ValueError: scale not a finite number > 0, ``learn_scale`` not True or False, or a
+            bad ``ways`` / ``batching``.
     """
     check_positive("ProtoNet", "scale", scale)
-    net = HeadNet(model, scale=scale, lam=1.0, learn_lam=False)
+    net = HeadNet(model, scale=scale, lam=1.0, learn_lam=False, learn_scale=learn_scale)
     return HeadLearner(net, PrototypeSolver(), ways=ways, batching=batching,
                        transductive=transductive, refine=refine,
                        refine_temperature=refine_temperature, refine_weight=refine_weight)

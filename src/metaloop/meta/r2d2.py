@@ -66,7 +66,7 @@ class RidgeSolver:
 
 def R2D2(model: nn.Module, lam: float = 1.0, scale: float = 10.0, learn_lam: bool = True,
          intercept: bool = True, ways: int | None = None, batching: str = "auto",
-         transductive: bool = True) -> HeadLearner:
+         transductive: bool = True, learn_scale: bool = True) -> HeadLearner:
     """R2D2: meta-learn a feature extractor for a per-task closed-form ridge head.
 
     Args:
@@ -82,20 +82,24 @@ def R2D2(model: nn.Module, lam: float = 1.0, scale: float = 10.0, learn_lam: boo
         batching: ``"loop"``, ``"vmap"`` or ``"auto"``, see ``HeadLearner``.
         transductive: False: each query normalised with its support set's BatchNorm
             statistics, in training and testing (see ``HeadLearner``).
+        learn_scale: meta-learn the output scale (the paper's alpha, default); False keeps
+            ``scale`` fixed (``log_scale`` a buffer).
 
     Returns:
         a ``HeadLearner`` whose ``model`` is a ``HeadNet`` around ``model`` (parameters
-        ``backbone.*``, ``log_scale``, ``log_lam``) and whose ``inner`` is a ``RidgeSolver``.
+        ``backbone.*``, ``log_scale`` unless fixed, ``log_lam``) and whose ``inner`` is a
+        ``RidgeSolver``.
 
     Raises:
-        ValueError: lam or scale not a finite number > 0, ``learn_lam``, ``intercept`` or
-            ``transductive`` not True or False (a string such as "False" would read as
-            True; ``learn_lam`` may also be 0 or 1), or a bad ``ways`` / ``batching``.
+        ValueError: lam or scale not a finite number > 0, ``learn_lam``, ``learn_scale``,
+            ``intercept`` or ``transductive`` not True or False (a string such as "False"
+            would read as True; ``learn_lam`` may also be 0 or 1), or a bad ``ways`` /
+            ``batching``.
     """
     check_positive("R2D2", "lam", lam)
     check_positive("R2D2", "scale", scale)
     if not isinstance(intercept, bool):
         raise ValueError(f"R2D2: intercept must be a bool, got {intercept!r}")
-    net = HeadNet(model, scale=scale, lam=lam, learn_lam=learn_lam)
+    net = HeadNet(model, scale=scale, lam=lam, learn_lam=learn_lam, learn_scale=learn_scale)
     return HeadLearner(net, RidgeSolver(intercept=intercept), ways=ways, batching=batching,
                        transductive=transductive)
