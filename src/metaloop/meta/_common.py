@@ -46,6 +46,29 @@ class Learner(Protocol):
     which only evaluates: it has no ``meta_loss`` or ``meta_gradient``), and so can a class
     of your own: nothing needs to inherit from it.
 
+    ``isinstance(obj, Learner)`` checks for all of the members below (names only, not
+    signatures), but no single use needs all of them, and ``train`` and ``evaluate`` check
+    only what they use, so a class of your own can work with them and still not be an
+    instance. What each use reads:
+
+    - ``ml.train``: ``model`` and ``meta_gradient``; ``meta_trains`` if present (default
+      True); with ``val_family``, also ``adapt_path``, ``predict`` and ``inner.steps``.
+    - ``ml.evaluate``: ``adapt_path`` and ``predict``; ``inner.loss_fn`` unless ``loss=`` is
+      given; ``model`` (if present: its device and dtype) and ``batching`` (if present,
+      default ``"loop"``).
+    - batched evaluation (``batching == "vmap"`` only): ``adapt_path_batched`` and
+      ``predict_batched`` instead of ``adapt_path`` and ``predict``. A learner of your own
+      that sets ``batching = "loop"`` needs neither; give them (for instance as methods
+      raising ``NotImplementedError``) only for ``isinstance`` to hold.
+    - ``meta_loss`` and ``adapt`` are the documented API (the design's), which neither
+      ``train`` nor ``evaluate`` calls.
+
+    ``inner`` (the type ``InnerRule`` of ``metaloop.meta._common``, not exported) is any
+    object with ``steps``, an int: the adaptation steps validation scores at, and
+    ``loss_fn``, a callable ``(pred, y) -> 0-dim tensor``: the query loss ``evaluate``
+    reports (a ``types.SimpleNamespace(steps=1, loss_fn=metaloop.func.get_loss("ce"))``
+    will do).
+
     Attributes:
         model: the module whose ``named_parameters()`` are the meta-parameters: the training
             loop's optimiser steps them, checkpoints store them, data-parallel ranks average
@@ -55,8 +78,8 @@ class Learner(Protocol):
         batching: ``"loop"``, ``"vmap"`` or ``"threads"``; with ``"vmap"``, ``evaluate``
             scores a whole batch of tasks at once through ``adapt_path_batched`` and
             ``predict_batched``.
-        inner: the adaptation rule: ``inner.steps`` is the step count validation scores at,
-            ``inner.loss_fn(pred, y)`` the query loss ``evaluate`` reports.
+        inner: the adaptation rule, with ``inner.steps`` (int) the step count validation
+            scores at and ``inner.loss_fn(pred, y)`` the query loss ``evaluate`` reports.
     """
 
     model: nn.Module

@@ -123,10 +123,14 @@ class Episodes:
             as each task is drawn (so that numpy's default float64 arrays meet a float32
             model), and a float64 model's ``ml.train`` casts those batches back to float64,
             float32's values in float64's dtype.
-        y: int ``[N]`` labels: in ``[0, K)`` with ``class_names``; without, the classes are
-            the distinct labels present, named by their values (0..K-1 give ``"0"`` ...
-            ``"K-1"``; labels with gaps, such as 3, 7, 100, give the three classes ``"3"``,
-            ``"7"``, ``"100"``, as ``from_dataset`` and ``from_tensors`` read them).
+        y: non-negative int ``[N]`` labels: in ``[0, K)`` with ``class_names``; without,
+            the classes are the distinct labels present, named by their values (0..K-1 give
+            ``"0"`` ... ``"K-1"``; labels with gaps, such as 3, 7, 100, give the three
+            classes ``"3"``, ``"7"``, ``"100"``, as ``from_dataset`` and ``from_tensors``
+            read them). A negative label is refused, as no class (-1 often marks an
+            unlabelled example); to keep negative values as classes, remap them first:
+            ``values, y = torch.unique(y, return_inverse=True)`` with
+            ``class_names=[str(v) for v in values.tolist()]``.
         ways: classes per task.
         shots: support examples per class.
         queries: query examples per class.
@@ -150,7 +154,8 @@ class Episodes:
 
     Raises:
         ValueError: naming the problem: shapes or dtypes, non-finite values in float ``x``,
-            ``x`` or ``y`` on the meta device, labels out of range, one string instead of a
+            ``x`` or ``y`` on the meta device, labels out of range (negative ones included,
+            with the remapping above), one string instead of a
             list for ``classes`` or ``class_names``, two ``class_names`` equal in NFC,
             unknown or repeated ``classes`` (two spellings equal in NFC included), fewer
             classes than ``ways``, classes smaller than ``shots + queries`` (listed; a
@@ -448,8 +453,12 @@ class Episodes:
                 classes), an ``x`` of another dtype than uint8, float or bool, float images
                 that look like 0..255 pixels (none negative, some above 1: ``check_pixels``);
                 and the constructor's errors (float labels,
-                channels-last images, ...), each led by the file's path.
+                channels-last images, ...), each led by the file's path; a ``path`` that is
+                no path (a tensor or array: ``Episodes(x, y, ...)`` takes those in memory).
         """
+        check_tensor_path("Episodes.from_tensors", path,
+                          "; for tensors or arrays in memory use ml.tasks.Episodes(x, y, "
+                          "ways=..., shots=..., queries=...)")
         split = {k: kw.pop(k) for k in ("split", "fractions", "seed", "split_files") if k in kw}
         if kw.get("classes") is not None:
             _check_classes_alone("Episodes.from_tensors", split.get("split"),
@@ -728,9 +737,17 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     y = y.to(torch.int64)
     check_name_list(f"{what} class_names", class_names)
     k = len(class_names) if class_names is not None else int(y.max()) + 1
-    if int(y.min()) < 0 or int(y.max()) >= k:
-        raise ValueError(f"{what} labels must be in [0, {k}) "
-                         f"({'len(class_names)' if class_names is not None else 'max + 1'}), "
+    source = 'len(class_names)' if class_names is not None else 'max + 1'
+    if int(y.min()) < 0:                # no class: -1 often marks an unlabelled example
+        bounds = f"in [0, {k}) ({source}): non-negative ints" if k > 0 else "non-negative ints"
+        remap = "" if class_names is not None else (
+            "; to use the values as classes, remap them: values, y = torch.unique(y, "
+            "return_inverse=True), with class_names=[str(v) for v in values.tolist()]")
+        raise ValueError(f"{what} labels must be {bounds}, found {int(y.min())}..{int(y.max())}"
+                         f"; a negative label is no class (-1 often marks an unlabelled "
+                         f"example: leave those rows out){remap}")
+    if int(y.max()) >= k:
+        raise ValueError(f"{what} labels must be in [0, {k}) ({source}), "
                          f"found {int(y.min())}..{int(y.max())}")
     names = [str(n) for n in class_names] if class_names is not None \
         else [str(i) for i in range(k)]
@@ -821,6 +838,19 @@ def check_pixels(x: torch.Tensor, what: str) -> torch.Tensor:
     return x
 
 
+def check_tensor_path(who: str, path, advice: str = "") -> None:
+    """ValueError, led by ``who``, unless ``path`` is a ``str`` or ``os.PathLike``: a tensor
+    or an array given for the file (``Episodes.from_tensors(x, y)``) would otherwise fail
+    inside ``pathlib`` with a TypeError that names neither the argument nor the way on
+    (``advice``, appended)."""
+    if isinstance(path, (str, os.PathLike)):
+        return
+    got = (f"a {type(path).__name__} {list(path.shape)}"
+           if isinstance(path, (torch.Tensor, np.ndarray)) else repr(path)[:80])
+    raise ValueError(f"{who} reads a .npz or .pt file holding x and y: its path must be a "
+                     f"str or os.PathLike, got {got}{advice}")
+
+
 def read_tensor_file(path: str | os.PathLike, labels: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     """``(x, y, class_names)`` of a ``.npz`` or ``.pt`` file holding ``x`` and ``y`` (and
@@ -833,8 +863,10 @@ def read_tensor_file(path: str | os.PathLike, labels: bool = True
             non-numeric ``x`` or ``y``, no examples, non-finite values in ``x`` (naming
             the file, and the rows' classes), or an ``x`` that ``check_pixels`` refuses (a
             dtype other than uint8, float or bool; float images in [0, m] with m > 1, as
-            0..255 pixels are). Bool images come back as float32 0/1.
+            0..255 pixels are). Bool images come back as float32 0/1; a ``path`` that is
+            no ``str`` or ``os.PathLike`` (``check_tensor_path``).
     """
+    check_tensor_path("read_tensor_file", path)
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"tensor file {path} is a folder; a tensor file is a .npz or .pt "
