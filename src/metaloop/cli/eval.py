@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import sys
@@ -452,15 +453,50 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         # an earlier eval's files go first (one of the other metric, or a run stopped
         # midway, leaves no old plot beside new results), then results.json and the record,
         # and the plot last: a run killed while drawing keeps the numbers it computed
-        for old in ("results.json", "loss_vs_steps.png", "accuracy_vs_steps.png"):
+        removed = [old for old in ("results.json", "loss_vs_steps.png",
+                                   "accuracy_vs_steps.png") if os.path.lexists(out / old)]
+        for old in removed:
             (out / old).unlink(missing_ok=True)
-        report.write_json(out / "results.json", {"config": cfg, "metric": metric, **extra,
-                                                 "methods": {key: report.strip_per_task(r)}})
+        plot = out / f"{metric}_vs_steps.png"
+        results = out / "results.json"
+        gone = [old for old in removed if old != "results.json"]   # once results.json is new
+        try:
+            report.write_json(results, {"config": cfg, "metric": metric, **extra,
+                                        "methods": {key: report.strip_per_task(r)}})
+        except ValueError as e:             # (a WriteError) a full disk...: what is there now
+            raise _said(e, [], [f"the plot {plot}"] + ([f"the record {args.record}"]
+                                                       if rec is not None else []),
+                        removed, out) from e
     if rec is not None:
-        _write_record(args.record, rec)
+        try:
+            _write_record(args.record, rec)
+        except ValueError as e:
+            if out is None:
+                raise
+            raise _said(e, [f"{results} (new)"], [f"the plot {plot}"], gone, out) from e
     if out is not None:
-        report.plot_curves({name: r}, metric, out / f"{metric}_vs_steps.png", name)
+        try:
+            report.plot_curves({name: r}, metric, plot, name)
+        except ValueError as e:
+            raise _said(e, [f"{results} (new)"] + ([f"the record {args.record}"]
+                                                   if rec is not None else []),
+                        [f"the plot {plot}"], gone, out) from e
     return 0
+
+
+def _said(e: Exception, done: list, missing: list, gone: list, out) -> ValueError:
+    """``e`` (a write into ``out`` that failed) as a ValueError that also says what the eval
+    left: the files of this evaluation it wrote (``done``) and those it did not
+    (``missing``), and the earlier files it had removed from ``out`` (``gone``, their
+    names) and not replaced, so that no one takes the folder for unchanged."""
+    said = [str(e)]
+    if done:
+        said.append(f"written by this eval: {' and '.join(done)}")
+    if missing:
+        said.append(f"not written: {' and '.join(missing)}")
+    if gone:
+        said.append(f"removed from {out} before writing: the earlier {', '.join(gone)}")
+    return ValueError("; ".join(said))
 
 
 def _check_out_outside_data(args: argparse.Namespace, loaded) -> None:
@@ -546,9 +582,19 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if out is not None:
         extra = {"ensemble": {"members": members(loaded), "combine": loaded.learner.combine}} \
             if len(args.checkpoint) > 1 else {}
-        report.write_json(out / "results.json", {"config": cfg, **extra, "lake_runs": res})
+        try:
+            report.write_json(out / "results.json", {"config": cfg, **extra, "lake_runs": res})
+        except ValueError as e:             # (a WriteError) results.json there is as it was
+            if rec is None:
+                raise
+            raise _said(e, [], [f"the record {args.record}"], [], out) from e
     if rec is not None:
-        _write_record(args.record, rec)
+        try:
+            _write_record(args.record, rec)
+        except ValueError as e:
+            if out is None:
+                raise
+            raise _said(e, [f"{out / 'results.json'} (new)"], [], [], out) from e
     return 0
 
 

@@ -44,7 +44,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 import time
 import unicodedata
 import warnings
@@ -74,6 +73,7 @@ from metaloop.data.images import (
     _to_input,
     check_image_settings,
 )
+from metaloop.data.omniglot import _new_file
 
 CACHE_VERSION = 11  # raised whenever decoding or the cache's layout changes: old caches rebuild
 STAT_FIELDS = 4     # per file: size, mtime_ns, ctime_ns, 0 (``_file_stat``)
@@ -466,8 +466,10 @@ def default_cache_dir(root: Path) -> Path:
 
 def _atomic_write(path: Path, write: Callable, mode: str = "wb") -> None:
     """``write(file)`` into a temporary file beside ``path``, fsync it, then rename it onto
-    ``path``: a reader sees the old file or the new one, never part of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    ``path``: a reader sees the old file or the new one, never part of one. Its mode
+    follows the umask (``_new_file``; ``tempfile.mkstemp``'s 0600 would keep the other users
+    of a shared image folder from reading the cache, so each would rebuild it)."""
+    fd, tmp = _new_file(path.parent, path.name, ".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             _hold(f)
@@ -849,7 +851,7 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
     for attempt in range(3):    # a builder beside this one may remove the folder it made
         made = _make_dir(cdir) or made
         try:
-            fd, tmp = tempfile.mkstemp(dir=cdir, prefix=names["images"], suffix=".tmp")
+            fd, tmp = _new_file(cdir, names["images"], ".tmp")     # mode: as _atomic_write
             break
         except FileNotFoundError:
             if attempt == 2:

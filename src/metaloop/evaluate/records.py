@@ -355,6 +355,10 @@ def write_record(path, **fields) -> Path:
         RecordError: (a ValueError) naming the missing or malformed fields; nothing is
             written.
         ValueError: a path that does not end in ``.json`` or a folder that cannot be written.
+        RecordWriteError: (an OSError and a ValueError) the record could not be written (a
+            full disk, an immutable file, another user's record in a sticky folder), naming
+            the file, the system's reason and whether a record there before is unchanged
+            (it always is: no temporary file is left).
     """
     path = Path(path)
     if path.suffix != ".json":
@@ -366,7 +370,11 @@ def write_record(path, **fields) -> Path:
     except OSError as e:
         raise ValueError(f"cannot create the record's folder {path.parent}: {e.strerror}") from e
     text = dumps_record(rec)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    before = path.is_file()             # a record there before: kept whole where this fails
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _cannot_write_record(path, e, before) from e
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -376,10 +384,28 @@ def write_record(path, **fields) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _cannot_write_record(path, e, before) from e
         raise
     return path
+
+
+class RecordWriteError(OSError, ValueError):
+    """A record that could not be written (a full disk, a read-only or immutable file,
+    another user's file in a sticky folder), naming the file, the system's reason and what
+    is there now. An ``OSError``, and a ``ValueError`` so that the command line says it in
+    one line with exit status 2."""
+
+
+def _cannot_write_record(path: Path, e: OSError, before: bool) -> RecordWriteError:
+    """``write_record``'s error for ``path`` after ``e``: the temporary file is gone and
+    ``os.replace`` did not happen, so a record there before (``before``) is as it was."""
+    reason = e.strerror or str(e) or type(e).__name__
+    now = "the record there before is unchanged" if before and path.is_file() \
+        else "no record was written"
+    return RecordWriteError(f"cannot write the record {path}: {reason}; {now}")
 
 
 def dumps_record(rec: Mapping) -> str:

@@ -1280,13 +1280,20 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
     last, val = {}, None
     saved = start if resume and out is not None else None   # iteration of the newest checkpoint
 
-    def kept(saved: int | None) -> str:
-        """What a non-finite stop leaves: the newest checkpoint, or none yet."""
+    def kept(saved: int | None, write: bool = False) -> str:
+        """What a non-finite stop, or a file that could not be written (``write``), leaves:
+        the newest checkpoint, or none yet; after a failed write, also how to continue
+        (a non-finite stop would only repeat itself: ``metaloop train`` says so)."""
         if out is None:
             return ""
         if saved is None:
             return f"; no checkpoint was written to {out} yet"
-        return f"; the last good checkpoint in {out} (iteration {saved}) is kept"
+        said = f"; the last good checkpoint in {out} (iteration {saved}) is kept"
+        if write:           # train and compare both resume with --resume, bit for bit
+            said += (f"; once the file can be written, metaloop train --resume {out} "
+                     f"continues from it (a run of metaloop compare: the same compare "
+                     f"command with --resume)")
+        return said
 
     guard = _FiniteGuard(kept(saved))
 
@@ -1305,7 +1312,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
             save_run(log_dir, iteration, learner, opt, generator, config,
                      tasks_state=sampler.tasks_state(), extra=extra)
         except WriteError as e:                                # a full disk: named
-            raise WriteError(f"{e}{kept(saved)}") from e
+            raise WriteError(f"{e}{kept(saved, write=True)}") from e
 
     bar = tqdm(range(start, iterations), desc=desc, disable=not (progress and lead),
                initial=start, total=iterations, dynamic_ncols=True, leave=False,
@@ -1357,7 +1364,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
                         log.write(it + 1, last, val if is_val else None)
                     except OSError as e:                   # a full disk: named
                         raise WriteError(f"cannot write {log_dir / 'metrics.jsonl'}: "  # type: ignore[operator]  # written: a log_dir
-                                         f"{e.strerror or e}{kept(saved)}") from e
+                                         f"{e.strerror or e}{kept(saved, write=True)}") from e
                     bar.set_postfix({k: f"{v:.3g}" for k, v in {**last, **(val or {})}.items()},
                                     refresh=False)
                 stopping = agreed if shard else stop.name is not None
