@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -327,6 +328,24 @@ def batch_statistics_layers(model: nn.Module | None) -> list[str]:
 NO_VMAP_RULE = (nn.RNNBase, nn.LSTMCell)
 
 
+# the layers that ``vmap_refusal`` may refuse, by their kind alone (the rest never)
+_VMAP_SUSPECTS = (*NO_VMAP_RULE, nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
+
+
+def _submodules(model: nn.Module) -> list[nn.Module]:
+    """``list(model.modules())`` by a plain walk of the ``_modules`` registries (each
+    module once), breadth first: about 2x cheaper than torch's recursive generators, for the
+    checks that run at every meta-batch."""
+    found = [model]
+    seen = {id(model)}
+    for m in found:                         # grows while it is read: breadth first
+        for child in m._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+    return found
+
+
 def vmap_refusal(model: nn.Module) -> str | None:
     """Why ``model`` cannot run under ``torch.func.vmap`` over tasks now, or None, naming the
     layers (torch's own error would name neither them nor what to do):
@@ -339,14 +358,17 @@ def vmap_refusal(model: nn.Module) -> str | None:
       ``NO_VMAP_RULE``) have no vmap batching rule at all.
 
     The first two are read from the layers' current ``training`` flags (in eval mode neither
-    applies).
+    applies). Nothing is cached: every call walks the model's registered submodules (its
+    ``_modules``, as ``model.modules()`` does), so a layer added or switched to training
+    since the last call is found; the walk is a plain loop and only the layers of those
+    kinds (``_VMAP_SUSPECTS``) are looked at further.
     """
     def dropout_on(m: nn.Module) -> bool:
         return isinstance(m, nn.modules.dropout._DropoutNd) and m.training
 
     if not any(isinstance(m, NO_VMAP_RULE) or updates_running_stats(m) or dropout_on(m)
-               for m in model.modules()):            # one pass, every meta-batch: the rule
-        return None
+               for m in _submodules(model) if isinstance(m, _VMAP_SUSPECTS)):
+        return None                                    # every meta-batch: the rule
     rnn = named_layers(model, lambda m: isinstance(m, NO_VMAP_RULE))
     stats = named_layers(model, updates_running_stats)
     drop = named_layers(model, dropout_on)
@@ -436,12 +458,16 @@ def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> 
     return "vmap" if plain and vmap_refusal(model) is None else "loop"
 
 
-def check_batch(batch, model: nn.Module | None = None, loss=None) -> TaskBatch:
+def check_batch(batch, model: nn.Module | None = None, loss=None,
+                params: Mapping[str, torch.Tensor] | None = None) -> TaskBatch:
     """``batch`` if it is a TaskBatch whose tensors suit ``model`` (``check_inputs``) and,
     for a built-in ``loss`` name, whose labels are that loss's kind: int64 class labels for
     "ce", float regression targets for "mse" (cross-entropy would read float targets ``[B,
     S, out]`` as class probabilities: with one output its value is 0 and every gradient
     zero, and meta-training would run without learning anything).
+
+    ``params``: ``model``'s parameters as ``params_of(model)`` gives them, where the caller
+    has them: a batch that plainly suits them (``_suits``) is then not checked again.
 
     Raises:
         ValueError: not a TaskBatch, one on another device or in another float dtype than
@@ -449,7 +475,7 @@ def check_batch(batch, model: nn.Module | None = None, loss=None) -> TaskBatch:
     """
     if not isinstance(batch, TaskBatch):
         raise ValueError(f"expected a metaloop.TaskBatch, got {type(batch).__name__}")
-    if model is not None:
+    if model is not None and not (params is not None and _suits(batch, params)):
         check_inputs("TaskBatch", model, support_x=batch.support_x, support_y=batch.support_y,
                      query_x=batch.query_x, query_y=batch.query_y)
     kind = {"ce": True, "cross_entropy": True, "mse": False}.get(loss) \
@@ -461,6 +487,31 @@ def check_batch(batch, model: nn.Module | None = None, loss=None) -> TaskBatch:
         raise ValueError(f"loss={loss!r} needs {needs}, but this TaskBatch holds {held}; "
                          f"use loss={'mse' if kind else 'ce'!r}")
     return batch
+
+
+def _suits(batch: TaskBatch, params: Mapping[str, torch.Tensor]) -> bool:
+    """True only where ``check_inputs`` passes ``batch`` for the model of ``params`` (its
+    ``named_parameters()``): every tensor on the first parameter's device, the model in
+    one float dtype and the inputs in it. False otherwise (``check_inputs`` then decides
+    and names the problem), also where it would pass in another way (no parameters, int
+    inputs to an embedding). The same reads as ``check_inputs`` without its walk of the
+    model and its keyword arguments."""
+    dtype = device = None
+    for p in params.values():
+        if device is None:
+            device = p.device
+        if p.is_floating_point():
+            if dtype is None:
+                dtype = p.dtype
+            elif p.dtype != dtype:
+                return False
+    if dtype is None:
+        return False
+    for t in (batch.support_x, batch.query_x):
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.device != device:
+            return False
+    return all(isinstance(t, torch.Tensor) and t.device == device
+               for t in (batch.support_y, batch.query_y))
 
 
 def autograd_batch(batch: TaskBatch) -> TaskBatch:
@@ -624,8 +675,8 @@ def check_finite_batch(owner: str, batch: TaskBatch) -> None:
         return
     for name in ("support_x", "support_y", "query_x", "query_y"):
         t = getattr(batch, name)
-        if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.is_floating_point() \
-                and t.dim() >= 1 and not bool(torch.isfinite(t.sum()))  \
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type == "cpu" \
+                and t.dim() >= 1 and not math.isfinite(t.sum().item()) \
                 and not bool(torch.isfinite(t).all()):  # a finite sum: all finite (one pass)
             bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).nonzero().flatten()
             tasks = ", ".join(map(str, bad[:5].tolist())) + (", ..." if len(bad) > 5 else "")

@@ -7,8 +7,9 @@ plain inner SGD written out. Each strategy here changes *how* that is computed, 
   inner-loop recomputation (``recompute_inner_loop``), learned step sizes (``learn_lr``) and
   ANIL's head-only path;
 - ``compiled``: the query pass through ``torch.compile`` (``compile``);
-- ``vmapped_query_losses``: all tasks at once under ``torch.func.vmap`` (``batching="vmap"``),
-  compiled as one function with ``compile`` (``compiled_vmapped_losses``);
+- ``vmapped_query_losses`` / ``vmapped_meta_loss``: all tasks at once under ``torch.func.vmap``
+  (``batching="vmap"``), compiled as one function with ``compile``
+  (``compiled_vmapped_losses``);
 - ``on_threads`` with ``replicas``: the tasks spread over CPU threads
   (``batching="threads"``).
 
@@ -23,12 +24,14 @@ import dataclasses
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from metaloop.adapt.sgd import SGDAdapter
+from metaloop.adapt.sgd import SGDAdapter, gradients_on
+from metaloop.func.losses import accuracy
 from metaloop.func.params import Params
-from metaloop.meta._common import accumulate, labels_checked, vmap_tasks
+from metaloop.meta._common import accumulate, batch_metrics, labels_checked, vmap_tasks
 from metaloop.meta._threads import replicate, run_threads
 from metaloop.tasks.batch import TaskBatch, valid_by_construction
 
@@ -49,6 +52,32 @@ def sgd_inner_loop(adapter: SGDAdapter, first_order: bool,
     return inner_loop
 
 
+_NO_CONTEXT = nullcontext()
+
+
+def math_attention(first_order: bool) -> AbstractContextManager:
+    """Second order: torch's scaled-dot-product attention (``nn.MultiheadAttention``,
+    ``nn.TransformerEncoderLayer`` in a model of your own) on its math kernel, the one whose
+    backward is differentiable again; the fused kernels have no double backward
+    ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
+    implemented"). First order: nothing (as torch chooses). Models without attention are
+    unaffected. The kernel choice is process-wide while it holds: two learners meta-training
+    at once in threads of your own would restore it under each other."""
+    if first_order:
+        return _NO_CONTEXT
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+def grads_on() -> AbstractContextManager:
+    """``gradients_on()`` (gradients recorded whatever the caller's mode), or nothing where
+    they already are (grad mode on, outside ``inference_mode``): the usual training step
+    skips its two context managers."""
+    if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+        return _NO_CONTEXT
+    return gradients_on()
+
+
 def cpu_compiler_problem() -> str | None:
     """None when ``torch.compile`` finds a working C++ compiler for the CPU, else what was
     tried (torch's ``torch._inductor.config.cpp.cxx``: ``CXX`` when torch was imported, then
@@ -56,16 +85,36 @@ def cpu_compiler_problem() -> str | None:
     function on the CPU and otherwise fails at the first call with a long traceback
     (``InvalidCxxCompiler``). Cheap: a search that finds one (each ``cpp.cxx`` setting)
     runs the compilers' ``--version`` once per process; a failing one runs again at each
-    check, so a compiler installed meanwhile is found. None where this torch has no such
-    search."""
-    try:
-        from torch._inductor import config as inductor_config
-        from torch._inductor.cpp_builder import get_cpp_compiler
-    except ImportError:                 # another torch: inductor says what it needs itself
+    check, so a compiler installed meanwhile is found; the setting itself is read at every
+    check (a compiled learner checks at every step), inductor's modules imported once.
+    None where this torch has no such search."""
+    found = _inductor()
+    if found is None:                   # another torch: inductor says what it needs itself
         return None
+    inductor_config, cpp_builder = found
     cxx = getattr(getattr(inductor_config, "cpp", None), "cxx", None)
     search = tuple(cxx) if isinstance(cxx, (list, tuple)) else (cxx,)
-    return _compiler_search(search, get_cpp_compiler)
+    return _compiler_search(search, cpp_builder.get_cpp_compiler)
+
+
+_INDUCTOR: list = []     # [(inductor's config module, its cpp_builder module) or None], once
+
+
+def _inductor():
+    """(``torch._inductor.config``, ``torch._inductor.cpp_builder``), imported on first use
+    (inductor's import is slow), or None where this torch has no such search (no
+    ``cpp_builder.get_cpp_compiler``)."""
+    if not _INDUCTOR:
+        found = None
+        try:
+            from torch._inductor import config as inductor_config
+            from torch._inductor import cpp_builder
+            if hasattr(cpp_builder, "get_cpp_compiler"):
+                found = (inductor_config, cpp_builder)
+        except ImportError:
+            pass
+        _INDUCTOR.append(found)
+    return _INDUCTOR[0]
 
 
 _COMPILERS_FOUND: set[tuple] = set()   # the searches that found a working compiler
@@ -203,34 +252,54 @@ def compiled(fn, owner: str = "MAML"):
 
 
 def vmapped_query_losses(adapter: SGDAdapter, net: Params, batch: TaskBatch, first_order: bool,
-                         lrs: torch.Tensor | None = None, compiled_losses=None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+                         lrs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Every task's query loss ``[B]`` and outputs ``[B, Q, out]`` in one ``vmap`` call.
 
     The start (a zero head for ``head_init="zero"``) is made once outside ``vmap``; inside,
     the inner loop is the ``torch.func`` one (``sgd_path_func``). Differentiable in ``net``
     (and ``lrs``).
 
-    Args:
-        compiled_losses: ``compiled_vmapped_losses(adapter, first_order)``, to run the
-            vmapped tasks compiled (its outputs come detached); None (the default): eager.
-
     Raises:
         ValueError: class labels outside the model's outputs (``labels_checked``: checked as
-            on the loop path, not failing inside torch; on the compiled path, checked when
-            the compiled kernels fail).
+            on the loop path, not failing inside torch).
     """
     start = adapter.start(net, batch.support_y)
-    tensors = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
-    if compiled_losses is not None:
-        try:   # labels checked around it: a TaskBatch holds none below 0, and one past the
-            with valid_by_construction():      # outputs fails the compiled kernels (below)
-                return compiled_losses(start, *tensors, lrs)
-        except RuntimeError:        # e.g. inductor's "index out of bounds" for a bad label:
-            vmapped_query_losses(adapter, net, batch, first_order, lrs)   # names the input's
-            raise                                                       # problem, if it can
     return _vmapped_tasks(labels_checked(adapter, batch.support_y, batch.query_y), first_order,
-                          start, *tensors, lrs)
+                          start, batch.support_x, batch.support_y, batch.query_x,
+                          batch.query_y, lrs)
+
+
+def vmapped_meta_loss(adapter: SGDAdapter, net: Params, batch: TaskBatch, first_order: bool,
+                      lrs: torch.Tensor | None = None, compiled_loss=None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The meta-loss (the mean of ``vmapped_query_losses``) and its metrics, as
+    ``batch_metrics`` makes them: ``{"loss"}``, and ``{"accuracy"}`` for class labels.
+
+    Args:
+        compiled_loss: ``compiled_vmapped_losses(adapter, first_order)``, to run the
+            vmapped tasks compiled, the mean and the accuracy included; None (the default):
+            eager.
+
+    Raises:
+        ValueError: class labels outside the model's outputs (``labels_checked``); on the
+            compiled path, checked when the compiled kernels fail.
+    """
+    if compiled_loss is None:
+        losses, outs = vmapped_query_losses(adapter, net, batch, first_order, lrs)
+        loss = losses.mean()
+        return loss, batch_metrics(outs, batch.query_y, losses, loss)
+    start = adapter.start(net, batch.support_y)
+    try:   # labels checked around it: a TaskBatch holds none below 0, and one past the
+        with valid_by_construction():      # outputs fails the compiled kernels (below)
+            out = compiled_loss(start, batch.support_x, batch.support_y, batch.query_x,
+                                batch.query_y, lrs)
+    except RuntimeError:        # e.g. inductor's "index out of bounds" for a bad label:
+        vmapped_query_losses(adapter, net, batch, first_order, lrs)   # names the input's
+        raise                                                       # problem, if it can
+    metrics = {"loss": out[0].detach()}
+    if len(out) > 1:
+        metrics["accuracy"] = out[1]
+    return out[0], metrics
 
 
 def _vmapped_tasks(adapter: SGDAdapter, first_order: bool, start: Params, sx: torch.Tensor,
@@ -247,17 +316,22 @@ def _vmapped_tasks(adapter: SGDAdapter, first_order: bool, start: Params, sx: to
 
 
 def compiled_vmapped_losses(adapter: SGDAdapter, first_order: bool, owner: str = "MAML"):
-    """``vmapped_query_losses``'s vmapped tasks as one ``torch.compile``'d function
-    ``(start, sx, sy, qx, qy, lrs) -> (losses [B], outputs [B, Q, out], detached)``: every
-    task's inner loop and query pass, and (through AOT autograd) their backward, second
-    order included, run as fused kernels without Python between the operations. Exact to
-    float rounding (float64: the eager meta-gradient to 1e-15). Each new shape of the inputs
-    compiles again (``dynamic=False``), so it pays where the meta-batch keeps its shape, as
-    in training."""
-    def losses(start, sx, sy, qx, qy, lrs):
+    """``vmapped_meta_loss``'s vmapped tasks as one ``torch.compile``'d function
+    ``(start, sx, sy, qx, qy, lrs) -> (meta-loss,)``, or ``(meta-loss, accuracy)`` for class
+    labels (the accuracy detached): every task's inner loop and query pass, the mean over
+    tasks and (through AOT autograd) their backward, second order included, run as fused
+    kernels without Python between the operations; the metrics come out of the same
+    kernels (no query outputs to hand back and score eagerly). Exact to float rounding
+    (float64: the eager meta-gradient to 1e-15). Each new shape of the inputs compiles
+    again (``dynamic=False``), so it pays where the meta-batch keeps its shape, as in
+    training."""
+    def meta_loss(start, sx, sy, qx, qy, lrs):
         losses, outs = _vmapped_tasks(adapter, first_order, start, sx, sy, qx, qy, lrs)
-        return losses, outs.detach()          # the outputs only score: no backward through
-    return compiled(losses, owner)
+        loss = losses.mean()
+        if qy.is_floating_point():                 # regression: the loss is the metric
+            return (loss,)
+        return loss, accuracy(outs.detach(), qy)   # scored only: no backward through it
+    return compiled(meta_loss, owner)
 
 
 def replicas(adapter: SGDAdapter, n: int, cache: list[SGDAdapter]) -> list[SGDAdapter]:

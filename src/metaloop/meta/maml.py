@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import cast
 
@@ -31,7 +30,6 @@ from metaloop.meta._common import (
     AdaptsBySGD,
     accumulate,
     autograd_batch,
-    batch_metrics,
     check_batch,
     check_batched_support,
     check_finite_batch,
@@ -53,10 +51,12 @@ from metaloop.meta._strategies import (
     compiled_vmapped_losses,
     compiler_advice,
     cpu_compiler_problem,
+    grads_on,
+    math_attention,
     on_threads,
     replicas,
     sgd_inner_loop,
-    vmapped_query_losses,
+    vmapped_meta_loss,
 )
 from metaloop.meta._threads import check_threadable, workers_for
 from metaloop.tasks.batch import TaskBatch
@@ -126,20 +126,6 @@ def maml_meta_gradient(adapter: SGDAdapter, params: Params, batch: TaskBatch, *,
 # (pytorch/functorch#534): BatchNorm*/InstanceNorm* (``_NormBase``) and LayerNorm. GroupNorm,
 # RMSNorm and metaloop's own ``BatchNorm`` (plain arithmetic under vmap) are exact.
 VMAP_WRONG_SECOND_ORDER = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
-
-
-def second_order_attention(first_order: bool):
-    """Second order: torch's scaled-dot-product attention (``nn.MultiheadAttention``,
-    ``nn.TransformerEncoderLayer`` in a model of your own) on its math kernel, the one whose
-    backward is differentiable again; the fused kernels have no double backward
-    ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
-    implemented"). First order: as torch chooses. Models without attention are unaffected.
-    The kernel choice is process-wide while it holds: two learners meta-training at once in
-    threads of your own would restore it under each other."""
-    if first_order:
-        return nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    return sdpa_kernel([SDPBackend.MATH])
 
 
 def vmap_wrong_norms(model: nn.Module) -> list[str]:
@@ -621,13 +607,11 @@ class MAML(AdaptsBySGD):
         fused = None
         if self.compile:
             self._check_compiler(batch.query_x)
-            if first_order not in self._compiled_vmap:
-                self._compiled_vmap[first_order] = compiled_vmapped_losses(
+            fused = self._compiled_vmap.get(first_order)
+            if fused is None:
+                fused = self._compiled_vmap[first_order] = compiled_vmapped_losses(
                     self.inner, first_order, self._owner)
-            fused = self._compiled_vmap[first_order]
-        losses, outs = vmapped_query_losses(self.inner, net, batch, first_order, lrs, fused)
-        loss = losses.mean()
-        return loss, batch_metrics(outs, batch.query_y, losses, loss)
+        return vmapped_meta_loss(self.inner, net, batch, first_order, lrs, fused)
 
     def adapt_path(self, support_x, support_y, steps: int | None = None):
         """Yield one task's detached params after 0..steps inner SGD steps, as
@@ -704,13 +688,14 @@ class MAML(AdaptsBySGD):
                 torch's layer_norm / batch_norm / instance_norm kernels (``"auto"`` switches
                 to the loop instead).
         """
-        with second_order_attention(self.first_order):
+        with math_attention(self.first_order):
             return self._meta_loss(batch)
 
     def _meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch = check_batch(batch, self.net, self.inner.loss)
-        check_finite_batch(self._owner, batch)
         params = params_of(self.model)
+        batch = check_batch(batch, self.net, self.inner.loss,
+                            params if self.net is self.model else None)
+        check_finite_batch(self._owner, batch)
         if torch.is_grad_enabled():     # a batch made under inference_mode: copied to use
             batch = autograd_batch(batch)
             self._first_use_on(batch, self.first_order)
@@ -761,19 +746,21 @@ class MAML(AdaptsBySGD):
             ValueError: as ``meta_loss``; with ``batching="threads"``, a model with dropout
                 layers in training mode.
         """
-        with second_order_attention(self.first_order), gradients_on():
+        # gradients_on only where they are off (nothing to do in a training step)
+        with math_attention(self.first_order), grads_on():
             return self._meta_gradient(batch, with_metrics)
 
     def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
-        batch = autograd_batch(check_batch(batch, self.net, self.inner.loss))
+        params = params_of(self.model)
+        batch = autograd_batch(check_batch(batch, self.net, self.inner.loss,
+                                           params if self.net is self.model else None))
         check_finite_batch(self._owner, batch)
         self._first_use_on(batch, self.first_order)
-        params = params_of(self.model)
         if self.batching == "vmap":
-            names = list(params)
             loss, metrics = self._vmapped(batch, params, self.first_order)
-            g = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-            total = grads_to_dict(names, g, params)
+            tensors = list(params.values())
+            g = torch.autograd.grad(loss, tensors, allow_unused=True)
+            total = grads_to_dict(params, g, params)
             return (total, metrics) if with_metrics else total
         net, lrs = split_lrs(self.model, params)
         query_fwd = self._compiled_query(batch.query_x)
