@@ -22,6 +22,9 @@ def batch():
     return fam.sample(3, torch.Generator().manual_seed(0))
 
 
+# the MetaOptNet rows take 3 Newton steps, short of convergence on purpose: both precisions
+# compute the same truncated solve, which is what is compared
+@pytest.mark.filterwarnings("ignore::metaloop.adapt.newton_head.NewtonConvergenceWarning")
 @pytest.mark.parametrize("name", LEARNERS)
 def test_bf16_autocast_meta_gradient_is_close_to_float32(batch, name):
     grads = {}

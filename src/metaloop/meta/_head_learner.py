@@ -229,6 +229,11 @@ class HeadLearner(ScoresEitherWay):
         refine_temperature: multiplies the logits that assign queries to classes while
             refining (> 0).
         refine_weight: the query set's weight against the support set's while refining (> 0).
+
+    Raises:
+        ValueError: a model in float16 or bfloat16 (named with the learner: call
+            ``model.float()``, and use ``precision="bf16"`` autocast for half-precision
+            speed), besides the bad arguments named above.
     """
 
     meta_trains = True
@@ -242,6 +247,10 @@ class HeadLearner(ScoresEitherWay):
         if ways is not None and (not isinstance(ways, int) or isinstance(ways, bool)
                                  or ways < 2):
             raise ValueError(f"ways must be None or an int >= 2, got {ways!r}")
+        method = _METHODS.get(type(inner).__name__, "HeadLearner")
+        dtype = model.log_scale.dtype
+        if dtype in _HALF:
+            raise ValueError(_half_refusal(method, dtype))
         self.model, self.inner, self.ways = model, inner, ways
         self._batching = resolve_batching(batching, model.backbone)
         self._bn = batchnorm_layers(model)
@@ -607,10 +616,27 @@ class HeadLearner(ScoresEitherWay):
         return self._logits(*_body_and_head(params), x)
 
 
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _half_refusal(method: str, dtype: torch.dtype) -> str:
+    """The error for a model whose parameters are in half precision."""
+    return (f"{method}: the model's parameters are {dtype}, but the per-task head is computed "
+            f"in the model's dtype, which must be float32 or float64; call "
+            f"model.float() first. For half-precision speed keep the model float32 and "
+            f"train with precision=\"bf16\" (metaloop train --precision bf16): the backbone "
+            f"then runs under bf16 autocast and the head in float32")
+
+
 def _upcast(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Features computed in reduced precision (bf16 / fp16 autocast of the backbone) in the
-    model's own ``dtype``: the head solves need float32 or float64."""
-    if features.dtype in (torch.bfloat16, torch.float16):
+    model's own ``dtype``: the head solves need float32 or float64.
+
+    Raises:
+        ValueError: a model cast to half precision after the learner was built."""
+    if dtype in _HALF:
+        raise ValueError(_half_refusal("HeadLearner", dtype))
+    if features.dtype in _HALF:
         return features.to(dtype)
     return features
 
