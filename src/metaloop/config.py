@@ -97,7 +97,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # inner_steps, ~1.09x the time; docs/benchmarks.md); formerly "checkpoint"
                "recompute_inner_loop": (bool, False),
                # MAML / ANIL: torch.compile meta-training: the vmapped tasks as one function
-               # (0.60-0.66x the eager time for the sinusoid MLP on the CPU), or each looped
+               # (0.62-0.69x the eager time for the sinusoid MLP on the CPU), or each looped
                # task's query pass (the max-pool Conv4); needs a C++ compiler on the CPU;
                # at most torch._dynamo.config.recompile_limit (8) compiles per learner,
                # then eager (ml.meta.MAML's compile); docs/benchmarks.md
