@@ -208,17 +208,23 @@ def three_way_batch():
 
 @pytest.mark.parametrize("make", [ml.meta.ProtoNet, ml.meta.R2D2, ml.meta.MetaOptNet])
 def test_solved_heads_name_dropout_switched_on_after_vmap_was_chosen(make):
-    """QA repro: built in eval mode ("auto" chose vmap), then model.train(): the solved heads
+    """QA repro: built in eval mode with batching="vmap", then model.train(): the solved heads
     failed inside torch ("vmap: called random operation while in randomness error mode");
-    MAML and Reptile named the layer."""
+    now they name the layer, as MAML and Reptile do. With "auto" (which chose vmap in eval
+    mode) the learner goes on with the loop instead."""
     model = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.3), nn.Linear(8, 3)).eval()
-    learner = make(model)
-    assert learner.batching == "vmap"
+    learner = make(model, batching="vmap")
     model.train()
     b = three_way_batch()
     with pytest.raises(ValueError, match=r"batching='vmap' cannot run backbone\.1 \(Dropout\): "
                                          r"in training mode dropout"):
         learner.meta_gradient(b)
+    model.eval()
+    auto = make(model)
+    assert auto.batching == "vmap"
+    model.train()
+    grads = auto.meta_gradient(b)
+    assert auto.batching == "loop" and all(torch.isfinite(g).all() for g in grads.values())
 
 
 class TwoOutputs(nn.Module):

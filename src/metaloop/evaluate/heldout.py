@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from metaloop._random import seeded_rng
 from metaloop.evaluate.stats import ci95
 from metaloop.func.losses import accuracy, get_loss
-from metaloop.meta._common import check_batch
+from metaloop.meta._common import VmapUnsupported, check_batch
 from metaloop.tasks.augment import all_shifts, shifted_support
 from metaloop.tasks.batch import TaskBatch
 
@@ -314,10 +314,22 @@ def _score(learner, loss_fn, family, tasks, seed, steps, per_task, device, progr
                              f"{list(batch.query_x.shape[2:])} with "
                              f"{'class labels' if batch.is_classification else 'real targets'}")
         if getattr(learner, "batching", "loop") == "vmap":
-            _score_batch(learner, loss_fn, batch, steps, per_task, query_shift)
-            if progress is not None:
-                progress(batch.num_tasks)
-            continue
+            scores: dict[str, list[list[float]]] = {k: [[] for _ in v] for k, v in
+                                                    per_task.items()}
+            try:
+                _score_batch(learner, loss_fn, batch, steps, scores, query_shift)
+            except VmapUnsupported:
+                # vmap cannot run the model: raised on for batching="vmap"; "auto" has
+                # switched the learner to the loop, which scores this batch below
+                if getattr(learner, "batching", "loop") == "vmap":
+                    raise
+            else:
+                for key, per_step in scores.items():
+                    for k, values in enumerate(per_step):
+                        per_task[key][k].extend(values)
+                if progress is not None:
+                    progress(batch.num_tasks)
+                continue
         for i in range(batch.num_tasks):
             sx, sy, qx, qy = batch.task(i)
             _score_task(learner, loss_fn, sx, sy, qx, qy, steps, per_task, query_shift)

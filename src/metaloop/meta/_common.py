@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import operator
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -134,6 +135,8 @@ class AdaptsBySGD:
         self.model = model
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init)
         self.batching = resolve_batching(batching, model)   # for test-time adaptation
+        # "auto" that chose vmap: the loop from the first call vmap cannot run (vmap_guard)
+        self._auto_vmap = batching == "auto" and self.batching == "vmap"
 
     @property
     def _owner(self) -> str:
@@ -234,29 +237,41 @@ class AdaptsBySGD:
         Raises:
             ValueError: inputs on another device or in another dtype than the network, with
                 non-finite values (naming the tasks, ``check_finite_tasks``), or a network
-                that vmap cannot run (``vmap_refusal``).
+                that vmap cannot run (``VmapUnsupported``: ``vmap_refusal``, or a forward
+                pass that draws random numbers or changes a buffer in place); with
+                ``batching="auto"`` the learner has then switched to the loop
+                (``vmap_guard``): adapt the tasks one at a time (``ml.evaluate`` does).
         """
         check_inputs(self._owner, self.inner.model, support_x=support_x,
                      support_y=support_y)
         check_batched_support(self._owner, support_x, support_y)
         check_finite_tasks(self._owner, support_x=support_x, support_y=support_y)
-        refusal = vmap_refusal(self.inner.model)
-        if refusal:
-            raise ValueError(refusal)
         inner = labels_checked(self.inner, support_y)
-        with gradients_on():     # under no_grad / inference_mode too; ordinary tensors out
-            support_x, support_y = autograd_usable(support_x), autograd_usable(support_y)
-            net, lrs = split_lrs(self.model, detach(dict(self.model.named_parameters())))
-            start = self.inner.start(net, support_y)
+        with vmap_guard(self, self.inner.model):
+            refusal = vmap_refusal(self.inner.model)
+            if refusal:
+                raise VmapUnsupported(refusal)
+            with gradients_on():     # under no_grad / inference_mode too; ordinary tensors
+                support_x, support_y = autograd_usable(support_x), autograd_usable(support_y)
+                net, lrs = split_lrs(self.model, detach(dict(self.model.named_parameters())))
+                start = self.inner.start(net, support_y)
 
-            def run(sx, sy):
-                return list(inner.path(start, sx, sy, steps, create_graph=False,
-                                       started=True, functional=True, lr=lrs))
-            return [detach(p) for p in vmap_tasks(run, support_x, support_y)]
+                def run(sx, sy):
+                    return list(inner.path(start, sx, sy, steps, create_graph=False,
+                                           started=True, functional=True, lr=lrs))
+                return [detach(p) for p in vmap_tasks(run, support_x, support_y)]
 
     def predict_batched(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """``predict`` for ``[B, ...]``-batched params and x ``[B, N, ...]`` -> ``[B, N, out]``."""
-        return vmap_tasks(self.predict, params, x)
+        """``predict`` for ``[B, ...]``-batched params and x ``[B, N, ...]`` -> ``[B, N, out]``.
+
+        Raises:
+            VmapUnsupported: (a ValueError) a forward pass that vmap cannot run
+                (``vmap_tasks``); with ``batching="auto"`` the learner has then switched to
+                the loop (``vmap_guard``): score the tasks one at a time (``ml.evaluate``
+                does).
+        """
+        with vmap_guard(self, self.inner.model):
+            return vmap_tasks(self.predict, params, x)
 
 
 class ScoresEitherWay:
@@ -297,19 +312,159 @@ class ScoresEitherWay:
         return "transductive" if self.transductive else "non-transductive"
 
 
+class VmapUnsupported(ValueError):
+    """``torch.func.vmap`` over tasks cannot run the model now: a layer it has no rule for or
+    that it refuses in its current mode (``vmap_refusal``), or a forward pass that draws
+    random numbers or changes a tensor it does not take as input in place
+    (``vmap_tasks``, in place of torch's RuntimeError). The message names the problem and
+    ``batching='loop'``. A learner whose batching is ``"auto"`` catches it, switches to the
+    loop for this call and after (``vmap_guard``) and runs the call again there."""
+
+
+def _vmap_size(args) -> int | None:
+    """The size of the vmapped dimension: the first dimension of ``args``' first tensor."""
+    for leaf in torch.utils._pytree.tree_leaves(args):
+        if isinstance(leaf, torch.Tensor) and leaf.dim():
+            return int(leaf.shape[0])
+    return None
+
+
+_BROADCAST = re.compile(r"output with shape \[([0-9, ]*)\] doesn't match the broadcast shape "
+                        r"\[([0-9, ]*)\]")
+
+
+def vmap_failure(error: RuntimeError, args=()) -> str | None:
+    """The message of ``VmapUnsupported`` for torch's ``error`` raised under ``vmap_tasks``
+    where it says that vmap cannot run the forward pass at all (the loop can), else None:
+
+    * a random operation (``F.dropout`` called in ``forward``, ``torch.randn_like``, a
+      dropout layer of the user's own): vmap's "randomness error mode";
+    * an in-place change of a tensor the function does not take as input (a buffer such as
+      a running average, ``self.ema.mul_(0.9)``): "would mutate a captured Tensor" under a
+      grad transform, "inplace arithmetic" or "output with shape [D] doesn't match the
+      broadcast shape [B, D]" (B the tasks) under vmap alone.
+    """
+    text = str(error)
+    first = text.splitlines()[0] if text else type(error).__name__
+    where = next((line for line in text.splitlines()[1:] if line.startswith("forward:")), "")
+    said = f" (torch: {first}{'; ' + where if where else ''})"
+    if "randomness error mode" in text or "called random operation" in text:
+        return ("batching='vmap' cannot run the model's forward: it draws random numbers (a "
+                "random operation such as F.dropout or torch.randn_like called in forward, "
+                "not an nn.Dropout layer), which torch.func.vmap over tasks does not allow; "
+                "use batching='loop' or 'auto' (the loop for such a model), or run the random "
+                "operation only in training mode and put the model in eval mode" + said)
+    inplace = ("mutate a captured Tensor" in text or "inplace arithmetic" in text)
+    if not inplace:
+        m = _BROADCAST.search(first)
+        size = _vmap_size(args)
+        if m and size is not None:
+            out = [int(v) for v in m.group(1).replace(" ", "").split(",") if v]
+            wide = [int(v) for v in m.group(2).replace(" ", "").split(",") if v]
+            inplace = wide == [size, *out]          # a per-task value into one tensor
+    if inplace:
+        op = re.search(r"\((aten::[A-Za-z0-9_.]+)\)", first)
+        return ("batching='vmap' cannot run the model's forward: it changes a tensor in place "
+                "that it does not take as input (a buffer, e.g. a running average updated "
+                f"with mul_/add_{': ' + op.group(1) if op else ''}), one tensor for a whole "
+                "batch of tasks, which torch.func.vmap over tasks does not allow; use "
+                "batching='loop' or 'auto' (the loop for such a model)" + said)
+    return None
+
+
 def vmap_tasks(fn, *args):
     """``torch.func.vmap(fn)(*args)``, with torch's scaled-dot-product attention (in a model
     of your own) on its math kernel, which vmap batches: the fused kernels have no batching
     rule, so torch would loop over the tasks and warn of "a performance drop". Models
     without attention are unaffected. The kernel choice is process-wide while the call
     runs. A torch without ``torch.nn.attention`` (before 2.3) runs the plain vmap: the
-    same result, looped over the tasks for attention."""
+    same result, looped over the tasks for attention.
+
+    Raises:
+        VmapUnsupported: (a ValueError) in place of torch's RuntimeError where vmap cannot
+            run the forward pass at all (``vmap_failure``: a random operation, an in-place
+            change of a buffer), naming it and ``batching='loop'``.
+    """
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
+        math_kernel = sdpa_kernel([SDPBackend.MATH])
     except ImportError:                                    # an older torch
-        return torch.func.vmap(fn)(*args)
-    with sdpa_kernel([SDPBackend.MATH]):
-        return torch.func.vmap(fn)(*args)
+        math_kernel = None
+    try:
+        if math_kernel is None:
+            return torch.func.vmap(fn)(*args)
+        with math_kernel:
+            return torch.func.vmap(fn)(*args)
+    except RuntimeError as e:
+        why = vmap_failure(e, args)
+        if why is None:
+            raise
+        raise VmapUnsupported(why) from e
+
+
+@contextmanager
+def vmap_guard(learner, model: nn.Module) -> Iterator[None]:
+    """Around a call of ``learner``'s that runs ``model`` under vmap. Where the learner's
+    ``batching`` came from ``"auto"`` (its ``_auto_vmap``), a ``VmapUnsupported`` inside
+    (``vmap_tasks``, or a ``vmap_refusal`` raised as one) first puts back the model's
+    buffers that the failed attempt changed in place (a forward that updates a running
+    average before vmap stops it), then switches the learner to the loop for good
+    (``learner.batching = "loop"``), and is raised on: the caller, seeing ``batching`` is no
+    longer ``"vmap"``, runs the call again on the loop (``rerun_on_loop``). A failed vmap
+    call draws no random numbers (vmap refuses the first random operation before it draws)
+    and changes no parameter, so the rerun gives the loop's numbers. A vmap call that
+    succeeds but changed a buffer in place (an unbatched value added to it: vmap runs that
+    once for the whole batch, the loop once per task) is undone and run again on the loop
+    the same way. With an explicit ``"vmap"`` nothing is copied or checked and an error
+    goes on as it is."""
+    if not getattr(learner, "_auto_vmap", False):
+        yield
+        return
+    saved = [(b, v, b.clone()) for m in _submodules(model) for b in m._buffers.values()
+             if b is not None and (v := _version(b)) is not None]   # not inference tensors
+
+    def back_to_loop() -> None:
+        with torch.no_grad():
+            for b, version, was in saved:
+                if _version(b) != version:
+                    b.copy_(was)
+        learner.batching = "loop"
+        learner._auto_vmap = False
+    try:
+        yield
+    except VmapUnsupported:
+        back_to_loop()
+        raise
+    moved = {id(b) for b, version, _ in saved if _version(b) != version}
+    if moved:
+        changed = [n for n, b in model.named_buffers() if id(b) in moved]
+        # an in-place change that vmap ran once for the whole batch (an unbatched value
+        # added to a buffer): the loop makes it once per task
+        back_to_loop()
+        raise VmapUnsupported(f"batching='vmap' runs the in-place change of {changed[:3]} "
+                              f"once for the whole batch of tasks, the loop once per task; "
+                              f"use batching='loop' or 'auto'")
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s version counter (bumped by every in-place change), None where it has none
+    (an inference tensor)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+def rerun_on_loop(learner, call, *args):
+    """``call(*args)``, and once more where it raised ``VmapUnsupported`` after ``learner``'s
+    "auto" batching switched to the loop (``vmap_guard``); raised on otherwise (an explicit
+    ``batching="vmap"``)."""
+    try:
+        return call(*args)
+    except VmapUnsupported:
+        if getattr(learner, "batching", "loop") == "vmap":
+            raise
+    return call(*args)
 
 
 def batch_statistics_layers(model: nn.Module | None) -> list[str]:
@@ -435,6 +590,11 @@ def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> 
     recurrent layers).
     Every learner resolves its batching when it is built, so this is also where a model
     whose parameters cannot be meta-parameters is refused (``check_meta_parameters``).
+    What is known only when the model runs is decided there: a learner whose "auto" chose
+    vmap switches to the loop at the first call that vmap cannot run exactly
+    (``vmap_guard``: a forward that draws random numbers or changes a buffer in place, a
+    dropout layer switched to training mode since), where "vmap" raises
+    ``VmapUnsupported``.
 
     Raises:
         ValueError: an unknown ``batching``, one the model cannot run, or a parameter that

@@ -68,6 +68,7 @@ from metaloop.adapt.sgd import gradients_on
 from metaloop.func.params import Params, detach, forward
 from metaloop.meta._common import (
     ScoresEitherWay,
+    VmapUnsupported,
     autograd_batch,
     check_batch,
     check_finite_batch,
@@ -77,7 +78,9 @@ from metaloop.meta._common import (
     check_params,
     check_steps,
     check_task,
+    rerun_on_loop,
     resolve_batching,
+    vmap_guard,
     vmap_refusal,
     vmap_tasks,
 )
@@ -252,7 +255,7 @@ class HeadLearner(ScoresEitherWay):
         if dtype in _HALF:
             raise ValueError(_half_refusal(method, dtype))
         self.model, self.inner, self.ways = model, inner, ways
-        self._batching = resolve_batching(batching, model.backbone)
+        self.batching = batching
         self._bn = batchnorm_layers(model)
         self.transductive = transductive
         self.refine_temperature, self.refine_weight = refine_temperature, refine_weight
@@ -342,23 +345,29 @@ class HeadLearner(ScoresEitherWay):
     @batching.setter
     def batching(self, value: str) -> None:
         self._batching = resolve_batching(value, self.model.backbone)
+        # "auto" that chose vmap: the loop from the first call vmap cannot run (vmap_guard)
+        self._auto_vmap = value == "auto" and self._batching == "vmap"
 
     # -- shared pieces -------------------------------------------------------------------
     def _features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Per-task features ``[B, N, D]`` of ``x [B, N, ...]``, each task's BN on its own N.
 
         Raises:
-            ValueError: ``batching="vmap"`` for layers that vmap cannot run now
-                (``vmap_refusal``: e.g. dropout switched to training mode since the learner
-                was built), naming them.
+            VmapUnsupported: (a ValueError) ``batching="vmap"`` for layers that vmap cannot
+                run now (``vmap_refusal``: e.g. dropout switched to training mode since the
+                learner was built), naming them, or a forward pass that draws random
+                numbers or changes a buffer in place (``vmap_tasks``); with "auto" the
+                learner has then switched to the loop (``vmap_guard``) and its callers run
+                again there (``rerun_on_loop``).
         """
         net = self._network(_body(params))
         if self.batching == "loop":
             return torch.stack([net(xi) for xi in x])
-        refusal = vmap_refusal(self.model)
-        if refusal:
-            raise ValueError(refusal)
-        return vmap_tasks(net, x)                                          # [B, N, D]
+        with vmap_guard(self, self.model):
+            refusal = vmap_refusal(self.model)
+            if refusal:
+                raise VmapUnsupported(refusal)
+            return vmap_tasks(net, x)                                      # [B, N, D]
 
     def _network(self, body: Params) -> Callable[[torch.Tensor], torch.Tensor]:
         """The network with the tensors ``body`` (``[N, ...] -> [N, D]``): the model itself
@@ -476,6 +485,9 @@ class HeadLearner(ScoresEitherWay):
         Returns:
             the scalar loss and ``{"loss", "accuracy"}`` (means over tasks).
         """
+        return rerun_on_loop(self, self._meta_loss, batch)
+
+    def _meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = check_batch(batch)
         if not batch.is_classification:
             raise ValueError(f"{self.name} needs a classification TaskBatch (int64 labels), "
@@ -543,7 +555,7 @@ class HeadLearner(ScoresEitherWay):
                                  f"{type(t).__name__}")
         self._check_support(support_x[None], support_y[None])  # shapes, named as for a batch
         check_task(self.name, self.model, support_x, support_y, "ce")    # and finite values
-        batched = self._adapt_checked(support_x[None], support_y[None])
+        batched = rerun_on_loop(self, self._adapt_checked, support_x[None], support_y[None])
         return iter([{k: v[0] if _per_task(k) else v for k, v in batched.items()}])
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -555,7 +567,8 @@ class HeadLearner(ScoresEitherWay):
                 the model (naming both).
         """
         self._check_predict(params, x)
-        return self._logits(*_body_and_head(self.batched(params)), x[None])[0]
+        return rerun_on_loop(self, self._logits, *_body_and_head(self.batched(params)),
+                             x[None])[0]
 
     def _check_predict(self, params, x) -> None:
         """``predict``'s checks, as ``check_params`` and ``check_inputs`` for MAML's: only

@@ -28,6 +28,7 @@ from metaloop.adapt.sgd import (
 from metaloop.func.params import Params, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
+    VmapUnsupported,
     accumulate,
     autograd_batch,
     check_batch,
@@ -39,8 +40,10 @@ from metaloop.meta._common import (
     grads_to_dict,
     mean_metrics,
     named_layers,
+    rerun_on_loop,
     resolve_batching,
     task_metrics,
+    vmap_guard,
     vmap_refusal,
     vmap_tasks,
 )
@@ -276,6 +279,28 @@ def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
             f"or 'auto', first_order=True, or metaloop.models.conv4.BatchNorm")
 
 
+def used_head_hint(net: nn.Module, unused: list[str]) -> str:
+    """``" (e.g. head=[...])"`` naming the parameters of ``net``'s last ``nn.Linear`` that the
+    forward pass uses (none of its tensors in ``unused``), or ``""`` where there is none."""
+    others = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)
+              and not any(f"{n}.{k}" in unused for k, _ in m.named_parameters())]
+    if not others:
+        return ""
+    layer = net.get_submodule(others[-1])
+    return f" (e.g. head={[f'{others[-1]}.{k}' for k, _ in layer.named_parameters()]})"
+
+
+def unused_zero_head(owner: str, head: list[str], origin: str, net: nn.Module,
+                     unused: list[str]) -> str:
+    """The message for ``head_init="zero"`` on a head (``head``, taken as ``origin`` says)
+    that the forward pass never uses: zeroing it would change nothing, and the real output
+    layer would keep its learned start without a word."""
+    return (f"{owner}(head_init='zero') starts the head {head}{origin} at zero on every "
+            f"task, but the model's forward never uses it: zeroing it would change nothing "
+            f"and the output layer would keep its learned start; name the output layer's "
+            f"parameters with head=[...]{used_head_hint(net, unused)}")
+
+
 class MAML(AdaptsBySGD):
     """Model-agnostic meta-learning over any parameter subset.
 
@@ -309,7 +334,11 @@ class MAML(AdaptsBySGD):
             first meta-batch on where that batch finds torch's layer_norm, batch_norm or
             instance_norm kernel in the inner gradient, called in ``forward`` or by a module
             of the user's own, whose double backward is wrong under vmap,
-            ``probe_inner_graph``). See docs/benchmarks.md.
+            ``probe_inner_graph``; and the loop from the first call that vmap cannot run
+            exactly: a forward that draws random numbers or changes a buffer in place, a
+            dropout layer switched to training mode since construction,
+            ``_common.vmap_guard``, the call itself then run on the loop). See
+            docs/benchmarks.md.
         recompute_inner_loop: recompute each inner step's activations in the backward pass
             instead of keeping them: only theta at each step is stored, so memory grows with
             the steps by one parameter set each, not by one step's activations (second
@@ -326,7 +355,7 @@ class MAML(AdaptsBySGD):
             loop: ``metaloop.build.batching_on``) the whole
             vmapped meta-loss is one compiled function: every task's inner loop and query
             pass, and their backward, second order included
-            (``_strategies.compiled_vmapped_losses``): 0.60-0.66x the eager time per
+            (``_strategies.compiled_vmapped_losses``): 0.62-0.69x the eager time per
             sinusoid iteration on the CPU, exact to float rounding (float64: 1e-15), for
             one compile (not timed for the sinusoid; more with more inner steps) and one
             more for each new meta-batch shape. Torch compiles one function at most
@@ -488,6 +517,10 @@ class MAML(AdaptsBySGD):
             net, _ = split_lrs(self.model, dict(self.model.named_parameters()))
             try:
                 graph = probe_inner_graph(self.inner, net, sx, sy, vmapped)
+            except VmapUnsupported:
+                # vmap cannot run the forward at all: the call says so ("vmap"), or "auto"
+                # switches to the loop and probes there when it runs the call again
+                return
             except (ValueError, RuntimeError) as e:
                 if zero:
                     self._zero_head_failure(net, sx, sy, e)
@@ -497,6 +530,11 @@ class MAML(AdaptsBySGD):
             graphs[vmapped] = graph
         if anil and graph.unused:
             raise ValueError(self._unused_head(graph.unused))
+        if zero and not anil:
+            head = list(self.inner.head or [])
+            if head and all(n in graph.unused for n in head):
+                raise ValueError(unused_zero_head(self._owner, head, self._head_origin(head),
+                                                  self.net, graph.unused))
         if second_order_vmap and graph.norms:
             if getattr(self, "_auto_vmap", False):
                 self.batching = "loop"
@@ -534,12 +572,7 @@ class MAML(AdaptsBySGD):
     def _unused_head(self, unused: list[str]) -> str:
         """ANIL's message for a head (``unused`` of it) that the forward pass never uses."""
         head = list(self.inner.names)
-        others = [n for n, m in self.net.named_modules() if isinstance(m, nn.Linear)
-                  and not any(f"{n}.{k}" in unused for k, _ in m.named_parameters())]
-        hint = ""
-        if others:
-            layer = self.net.get_submodule(others[-1])
-            hint = f" (e.g. head={[f'{others[-1]}.{k}' for k, _ in layer.named_parameters()]})"
+        hint = used_head_hint(self.net, unused)
         return (f"ANIL adapts the head {head}{self._head_origin(head)}, but the model's "
                 f"forward never uses {unused[:3]}{' ...' if len(unused) > 3 else ''}: it "
                 f"would get no inner gradient, and ANIL would meta-train without adapting; "
@@ -599,19 +632,25 @@ class MAML(AdaptsBySGD):
         return None if plain else sgd_inner_loop(adapter, self.first_order, lrs)
 
     def _vmapped(self, batch: TaskBatch, params: Params, first_order: bool):
-        # also when ``batching`` was set after construction (or the layers' mode changed)
-        refusal = self._vmap_refusal or vmap_refusal(self.net)
-        if refusal:
-            raise ValueError(refusal)
-        net, lrs = split_lrs(self.model, params)
-        fused = None
-        if self.compile:
-            self._check_compiler(batch.query_x)
-            fused = self._compiled_vmap.get(first_order)
-            if fused is None:
-                fused = self._compiled_vmap[first_order] = compiled_vmapped_losses(
-                    self.inner, first_order, self._owner)
-        return vmapped_meta_loss(self.inner, net, batch, first_order, lrs, fused)
+        """The vmapped meta-loss and metrics. Raises ``VmapUnsupported`` where vmap cannot
+        run the model now: with "auto" batching the learner has then switched to the loop
+        (``vmap_guard``), and ``meta_loss`` / ``meta_gradient`` run again there."""
+        if self._vmap_refusal:              # fixed with the model: the message as it was
+            raise ValueError(self._vmap_refusal)
+        with vmap_guard(self, self.net):
+            # also when ``batching`` was set after construction (or the layers' mode changed)
+            refusal = vmap_refusal(self.net)
+            if refusal:
+                raise VmapUnsupported(refusal)
+            net, lrs = split_lrs(self.model, params)
+            fused = None
+            if self.compile:
+                self._check_compiler(batch.query_x)
+                fused = self._compiled_vmap.get(first_order)
+                if fused is None:
+                    fused = self._compiled_vmap[first_order] = compiled_vmapped_losses(
+                        self.inner, first_order, self._owner)
+            return vmapped_meta_loss(self.inner, net, batch, first_order, lrs, fused)
 
     def adapt_path(self, support_x, support_y, steps: int | None = None):
         """Yield one task's detached params after 0..steps inner SGD steps, as
@@ -689,7 +728,7 @@ class MAML(AdaptsBySGD):
                 to the loop instead).
         """
         with math_attention(self.first_order):
-            return self._meta_loss(batch)
+            return rerun_on_loop(self, self._meta_loss, batch)
 
     def _meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         params = params_of(self.model)
@@ -748,7 +787,7 @@ class MAML(AdaptsBySGD):
         """
         # gradients_on only where they are off (nothing to do in a training step)
         with math_attention(self.first_order), grads_on():
-            return self._meta_gradient(batch, with_metrics)
+            return rerun_on_loop(self, self._meta_gradient, batch, with_metrics)
 
     def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
         params = params_of(self.model)

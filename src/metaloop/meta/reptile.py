@@ -45,9 +45,11 @@ from metaloop.meta._common import (
     check_steps,
     check_task,
     mean_metrics,
+    rerun_on_loop,
     resolve_batching,
     task_metrics,
 )
+from metaloop.meta.maml import probe_inner_graph, unused_zero_head
 from metaloop.models.bn_stats import (  # noqa: F401 (STATS: the key prefix, re-exported)
     STATS,
     batchnorm_layers,
@@ -211,6 +213,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         self.adam_state = adam_state
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
                                 head=zero_head("Reptile", head, head_init))
+        self._head_named = head is not None
         # the shared inner-Adam state (adam_state="shared"), made at the first task
         self._shared: dict[str, torch.Tensor] | None = None
         plain = inner_optimizer == "sgd" and not inner_batch and not test_batch
@@ -239,6 +242,35 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
     @batching.setter
     def batching(self, value: str) -> None:
         self._batching = resolve_batching(value, self.model)
+        # "auto" that chose vmap: the loop from the first call vmap cannot run (vmap_guard)
+        self._auto_vmap = value == "auto" and self._batching == "vmap"
+
+    def _check_head(self, sx: torch.Tensor, sy: torch.Tensor) -> None:
+        """Once per learner, on one task's support set (``sx [S, ...]``, ``sy``): with
+        ``head_init="zero"``, a head that the forward pass never uses is refused (zeroing
+        it would change nothing; the output layer would keep its learned start). One
+        forward pass, no backward (``probe_inner_graph``); a forward pass that fails is left
+        to the call itself.
+
+        Raises:
+            ValueError: naming the head and the output layer to name with ``head=``.
+        """
+        if self.inner.head_init != "zero" or getattr(self, "_head_checked", False):
+            return
+        try:
+            with gradients_on():
+                graph = probe_inner_graph(self.inner, dict(self.model.named_parameters()),
+                                          autograd_usable(sx), autograd_usable(sy))
+        except (ValueError, RuntimeError):
+            return                                      # the call says what fails
+        self._head_checked = True
+        head = list(self.inner.head or [])
+        if head and all(n in graph.unused for n in head):
+            self._head_checked = False                  # refused again at the next call
+            named = " (named with head=)" if self._head_named else \
+                " (the model's last nn.Linear, or the one named head, taken by default)"
+            raise ValueError(unused_zero_head("Reptile", head, named, self.model,
+                                              graph.unused))
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """The state beyond the model's parameters that a checkpoint must hold: the shared
@@ -334,6 +366,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         check_steps(steps)
         steps = self.inner.steps if steps is None else steps
         check_task("Reptile", self.model, support_x, support_y, self.inner.loss)
+        self._check_head(support_x, support_y)
         if self.inner_optimizer == "sgd" and not self.test_batch:
             path = super().adapt_path(support_x, support_y, steps)
         else:
@@ -352,6 +385,15 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
             path = self._path(start, autograd_usable(sx), autograd_usable(sy), steps,
                               self.test_batch, g, state)
         yield from detached_steps(path)
+
+    def adapt_path_batched(self, support_x, support_y, steps: int | None = None):
+        """As ``AdaptsBySGD.adapt_path_batched``, with ``adapt_path``'s check of a zero head
+        on the first task (once per learner)."""
+        if isinstance(support_x, torch.Tensor) and isinstance(support_y, torch.Tensor) \
+                and support_x.dim() >= 2 and support_y.dim() >= 1 and len(support_x) \
+                and len(support_y):
+            self._check_head(support_x[0], support_y[0])
+        return super().adapt_path_batched(support_x, support_y, steps)
 
     def support_stats(self, params: Params, support_x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-channel mean and (biased) variance ``[C]`` of each BatchNorm layer's input
@@ -412,11 +454,12 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
                 reads a tensor's value under vmap (``CheckedLoss``).
         """
         with gradients_on():
-            return self._meta_gradient(batch, with_metrics)
+            return rerun_on_loop(self, self._meta_gradient, batch, with_metrics)
 
     def _meta_gradient(self, batch: TaskBatch, with_metrics: bool):
         batch = autograd_batch(check_batch(batch, self.model, self.inner.loss))
         check_finite_batch("Reptile", batch)
+        self._check_head(batch.support_x[0], batch.support_y[0])
         params = params_of(self.model)
         if self.batching == "vmap":
             return self._vmapped(batch, params, with_metrics)
