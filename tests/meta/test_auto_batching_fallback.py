@@ -301,3 +301,65 @@ def _models_pair(model_cls):
     torch.manual_seed(0)
     model = model_cls()
     return [(model, "auto"), (copy.deepcopy(model), "loop")]
+
+
+class EMAAssigned(EMA):
+    """The running average assigned anew by forward (``self.ema = ...``), not in place."""
+
+    def forward(self, x, head=True):
+        f = torch.relu(self.l1(x))
+        self.ema = 0.9 * self.ema + 0.1 * f.detach().mean(0)
+        return self.head(f) if head else f
+
+
+@pytest.mark.parametrize("make", [
+    lambda m, b: ml.meta.MAML(m, inner_lr=0.1, inner_steps=1, loss="ce", batching=b),
+    lambda m, b: ml.meta.ProtoNet(m, batching=b)])
+def test_a_buffer_assigned_anew_in_forward_falls_back_to_the_loop(make):
+    """A buffer attribute assigned under vmap holds a tensor that escaped it: "auto" put
+    the slot back and goes on with the loop, with the loop's numbers and buffer at every
+    step (it failed with torch's "tensor may have escaped" at the next step)."""
+    got, want = [], []
+    for batching, out in (("auto", got), ("loop", want)):
+        torch.manual_seed(0)
+        model = EMAAssigned()
+        learner = make(model, batching)
+        for seed in range(2):
+            b = _batch()
+            loss, _ = learner.meta_loss(b) if seed else (learner.meta_gradient(b), None)
+            out.append((loss if seed else {k: v.clone() for k, v in loss.items()},
+                        model.ema.clone()))
+        assert learner.batching == "loop"
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_auto_copies_the_buffers_only_until_a_call_changes_none():
+    """A model whose forward leaves its buffers alone is copied once (the first vmapped
+    call), not at every step: a frozen buffer costs nothing after that."""
+    class Frozen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.head = nn.Linear(8, 16), nn.Linear(16, 5)
+            self.register_buffer("scale", torch.full((16,), 2.0))
+
+        def forward(self, x):
+            return self.head(torch.relu(self.l1(x)) * self.scale)
+
+    model = Frozen()
+    learner = ml.meta.MAML(model, inner_lr=0.1, inner_steps=1, loss="ce")
+    assert learner.batching == "vmap"
+    clones = []
+    real = torch.Tensor.clone
+
+    def counting(t, *a, **k):
+        if t is model.scale:
+            clones.append(1)
+        return real(t, *a, **k)
+    try:
+        torch.Tensor.clone = counting
+        for _ in range(4):
+            learner.meta_gradient(_batch())
+    finally:
+        torch.Tensor.clone = real
+    assert learner.batching == "vmap" and getattr(learner, "_vmap_clean", False)
+    assert len(clones) <= 2            # the first call's guard (and its first-use probe)

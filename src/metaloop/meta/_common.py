@@ -407,43 +407,53 @@ def vmap_guard(learner, model: nn.Module) -> Iterator[None]:
     """Around a call of ``learner``'s that runs ``model`` under vmap. Where the learner's
     ``batching`` came from ``"auto"`` (its ``_auto_vmap``), a ``VmapUnsupported`` inside
     (``vmap_tasks``, or a ``vmap_refusal`` raised as one) first puts back the model's
-    buffers that the failed attempt changed in place (a forward that updates a running
-    average before vmap stops it), then switches the learner to the loop for good
-    (``learner.batching = "loop"``), and is raised on: the caller, seeing ``batching`` is no
-    longer ``"vmap"``, runs the call again on the loop (``rerun_on_loop``). A failed vmap
-    call draws no random numbers (vmap refuses the first random operation before it draws)
-    and changes no parameter, so the rerun gives the loop's numbers. A vmap call that
-    succeeds but changed a buffer in place (an unbatched value added to it: vmap runs that
-    once for the whole batch, the loop once per task) is undone and run again on the loop
-    the same way. With an explicit ``"vmap"`` nothing is copied or checked and an error
-    goes on as it is."""
+    buffers that the failed attempt changed (in place, or a buffer attribute assigned
+    anew: a forward that updates a running average before vmap stops it), then switches
+    the learner to the loop for good (``learner.batching = "loop"``), and is raised on: the
+    caller, seeing ``batching`` is no longer ``"vmap"``, runs the call again on the loop
+    (``rerun_on_loop``). A failed vmap call draws no random numbers (vmap refuses the first
+    random operation before it draws) and changes no parameter, so the rerun gives the
+    loop's numbers. A vmap call that succeeds but changed a buffer (vmap runs the change
+    once for the whole batch, the loop once per task, and a buffer assigned under vmap holds
+    a tensor that escaped it) is undone and run again on the loop the same way.
+
+    Cost: each buffer's slot and version counter are read at every call; their values are
+    copied (to undo an in-place change) only until a call has run without changing any
+    buffer (``learner._vmap_clean``), since a forward that changes buffers does so from its
+    first call. With an explicit ``"vmap"`` nothing is read or checked and an error goes on
+    as it is."""
     if not getattr(learner, "_auto_vmap", False):
         yield
         return
-    saved = [(b, v, b.clone()) for m in _submodules(model) for b in m._buffers.values()
-             if b is not None and (v := _version(b)) is not None]   # not inference tensors
+    copy_values = not getattr(learner, "_vmap_clean", False)
+    slots = [(m._buffers, name, b, _version(b), b.clone() if copy_values else None)
+             for m in _submodules(model) for name, b in m._buffers.items()
+             if b is not None and _version(b) is not None]           # not inference tensors
 
-    def back_to_loop() -> None:
+    def changed() -> list[tuple]:
+        return [s for s in slots if s[0].get(s[1]) is not s[2] or _version(s[2]) != s[3]]
+
+    def back_to_loop(moved: list[tuple]) -> None:
         with torch.no_grad():
-            for b, version, was in saved:
-                if _version(b) != version:
-                    b.copy_(was)
+            for where, name, b, version, was in moved:
+                where[name] = b                              # a buffer assigned anew
+                if _version(b) != version and was is not None:
+                    b.copy_(was)                             # changed in place
         learner.batching = "loop"
         learner._auto_vmap = False
     try:
         yield
     except VmapUnsupported:
-        back_to_loop()
+        back_to_loop(changed())
         raise
-    moved = {id(b) for b, version, _ in saved if _version(b) != version}
+    moved = changed()
     if moved:
-        changed = [n for n, b in model.named_buffers() if id(b) in moved]
-        # an in-place change that vmap ran once for the whole batch (an unbatched value
-        # added to a buffer): the loop makes it once per task
-        back_to_loop()
-        raise VmapUnsupported(f"batching='vmap' runs the in-place change of {changed[:3]} "
-                              f"once for the whole batch of tasks, the loop once per task; "
-                              f"use batching='loop' or 'auto'")
+        back_to_loop(moved)
+        raise VmapUnsupported(f"batching='vmap' runs the change of the buffers "
+                              f"{[name for _, name, *_ in moved][:3]} once for the whole "
+                              f"batch of tasks, the loop once per task; use batching='loop' "
+                              f"or 'auto'")
+    learner._vmap_clean = True
 
 
 def _version(t: torch.Tensor) -> int | None:

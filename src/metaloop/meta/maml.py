@@ -211,6 +211,8 @@ def probe_inner_graph(adapter: SGDAdapter, net: Params, sx: torch.Tensor,
     names = set(adapter.names)
     devices = sorted({t.device.index or 0 for t in net.values() if t.device.type == "cuda"})
     buffers = [(b, b.clone()) for b in adapter.model.buffers()]
+    slots = [(m._buffers, name, b) for m in adapter.model.modules()
+             for name, b in m._buffers.items()]     # a buffer assigned anew: put back too
     try:
         with gradients_on(), torch.random.fork_rng(devices=devices):
             start = adapter.start({n: t.detach() for n, t in net.items()}, sy)
@@ -222,6 +224,8 @@ def probe_inner_graph(adapter: SGDAdapter, net: Params, sx: torch.Tensor,
                 else support_loss(sx, sy)
     finally:
         with torch.no_grad():
+            for where, name, b in slots:
+                where[name] = b
             for b, was in buffers:
                 b.copy_(was)
     leaf = {id(t): n for n, t in probe.items() if n in names}
