@@ -22,20 +22,13 @@ from metaloop.recipes import report
 from metaloop.train.checkpoint import latest_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import tensor_config, train_run, write_tensor_file  # noqa: E402
+from conftest import record_fields, tensor_config, train_run, write_tensor_file  # noqa: E402
 
 FULL = "No space left on device"
 
 
 def _fields(**over) -> dict:
-    rec = dict(table="omniglot", row="MAML, 5-way 1-shot", metric="accuracy (%)", mean=97.4,
-               ci95=0.27, n=600, budget={"iterations": 60000, "cpu_seconds": 3282},
-               device="2-core CPU", torch="2.13.0", date="2026-11-30",
-               config="configs/omniglot_maml_5w1s_cpu.toml",
-               command="metaloop train --config configs/omniglot_maml_5w1s_cpu.toml",
-               published=None)
-    rec.update(over)
-    return rec
+    return record_fields(**{"published": None, **over})
 
 
 def _replace_fails_onto(monkeypatch, target: Path, error: OSError) -> None:

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 from metaloop.evaluate import records
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import record_fields  # noqa: E402
+
 from metaloop.evaluate.records import (
     RecordError,
     generate,
@@ -26,15 +30,7 @@ from metaloop.evaluate.records import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _fields(**over) -> dict:
-    rec = dict(table="omniglot", row="MAML, 5-way 1-shot", metric="accuracy (%)", mean=97.4,
-               ci95=0.27, n=600, budget={"iterations": 60000, "cpu_seconds": 3282},
-               device="2-core CPU", torch="2.13.0", date="2026-11-30",
-               config="configs/omniglot_maml_5w1s_cpu.toml",
-               command="metaloop train --config configs/omniglot_maml_5w1s_cpu.toml",
-               published={"value": "98.7 ± 0.4%", "source": "Finn et al. 2017, Table 1"})
-    rec.update(over)
-    return rec
+_fields = record_fields
 
 
 def test_write_then_load_roundtrips_every_field_and_extras(tmp_path):
