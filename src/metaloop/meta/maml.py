@@ -294,15 +294,38 @@ def used_head_hint(net: nn.Module, unused: list[str]) -> str:
     return f" (e.g. head={[f'{others[-1]}.{k}' for k, _ in layer.named_parameters()]})"
 
 
-def unused_zero_head(owner: str, head: list[str], origin: str, net: nn.Module,
-                     unused: list[str]) -> str:
-    """The message for ``head_init="zero"`` on a head (``head``, taken as ``origin`` says)
-    that the forward pass never uses: zeroing it would change nothing, and the real output
-    layer would keep its learned start without a word."""
-    return (f"{owner}(head_init='zero') starts the head {head}{origin} at zero on every "
-            f"task, but the model's forward never uses it: zeroing it would change nothing "
-            f"and the output layer would keep its learned start; name the output layer's "
-            f"parameters with head=[...]{used_head_hint(net, unused)}")
+def head_origin(net: nn.Module, head: list[str], named: list[str] | None) -> str:
+    """Where the head ``head`` (names) that a message names came from, in parentheses:
+    the names given with ``head=`` (``named``, None where none were), the model's output
+    layer within them (what ``head_init="zero"`` zeroes of a larger head named), or the
+    model's default head (``default_head``); ``""`` where it is none of these."""
+    default = default_head(net) if isinstance(net, nn.Module) else None
+    if named is not None and head == named:
+        return " (named with head=)"
+    if head != default:
+        return ""
+    linears = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    layer = ("the model's nn.Linear named head" if linears and linears[-1] != "head"
+             and isinstance(getattr(net, "head", None), nn.Linear)
+             else "the model's last nn.Linear")
+    if named is not None:
+        return f" ({layer}, the output layer of the head named with head=)"
+    return f" ({layer}, taken by default)"
+
+
+def unused_zero_head(owner: str, head: list[str], named: list[str] | None, net: nn.Module,
+                     unused: list[str]) -> str | None:
+    """The refusal of ``head_init="zero"`` on a head (``head``; ``named``: the names given
+    with ``head=``, or None) that the forward pass never uses (every tensor of it in
+    ``unused``): zeroing it would change nothing, and the real output layer would keep its
+    learned start without a word. None where the forward uses some of it (MAML, Reptile)."""
+    if not head or not all(n in unused for n in head):
+        return None
+    return (f"{owner}(head_init='zero') starts the head {head}"
+            f"{head_origin(net, head, named)} at zero on every task, but the model's forward "
+            f"never uses it: zeroing it would change nothing and the output layer would keep "
+            f"its learned start; name the output layer's parameters with head=[...]"
+            f"{used_head_hint(net, unused)}")
 
 
 class MAML(AdaptsBySGD):
@@ -534,11 +557,11 @@ class MAML(AdaptsBySGD):
             graphs[vmapped] = graph
         if anil and graph.unused:
             raise ValueError(self._unused_head(graph.unused))
-        if zero and not anil:
-            head = list(self.inner.head or [])
-            if head and all(n in graph.unused for n in head):
-                raise ValueError(unused_zero_head(self._owner, head, self._head_origin(head),
-                                                  self.net, graph.unused))
+        refusal = unused_zero_head(self._owner, list(self.inner.head or []),
+                                   getattr(self, "_head_named", None), self.net,
+                                   graph.unused) if zero and not anil else None
+        if refusal:
+            raise ValueError(refusal)
         if second_order_vmap and graph.norms:
             if getattr(self, "_auto_vmap", False):
                 self.batching = "loop"
@@ -555,23 +578,9 @@ class MAML(AdaptsBySGD):
                 f"first_order=True, or metaloop.models.conv4.BatchNorm")
 
     def _head_origin(self, head: list[str]) -> str:
-        """Where the head ``head`` (names) that a message names came from, in parentheses:
-        the names given with ``head=`` (ANIL records them as ``_head_named``), the model's
-        output layer within them (what ``head_init="zero"`` zeroes of a larger head named),
-        or the model's default head (``default_head``); ``""`` where it is none of these."""
-        named = getattr(self, "_head_named", None)
-        default = default_head(self.net) if isinstance(self.net, nn.Module) else None
-        if named is not None and head == named:
-            return " (named with head=)"
-        if head != default:
-            return ""
-        linears = [n for n, m in self.net.named_modules() if isinstance(m, nn.Linear)]
-        layer = ("the model's nn.Linear named head" if linears and linears[-1] != "head"
-                 and isinstance(getattr(self.net, "head", None), nn.Linear)
-                 else "the model's last nn.Linear")
-        if named is not None:
-            return f" ({layer}, the output layer of the head named with head=)"
-        return f" ({layer}, taken by default)"
+        """``head_origin`` for this learner's network and the names given with ``head=``
+        (ANIL records them as ``_head_named``)."""
+        return head_origin(self.net, head, getattr(self, "_head_named", None))
 
     def _unused_head(self, unused: list[str]) -> str:
         """ANIL's message for a head (``unused`` of it) that the forward pass never uses."""

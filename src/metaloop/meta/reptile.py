@@ -213,7 +213,7 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         self.adam_state = adam_state
         self.inner = SGDAdapter(model, loss, inner_lr, inner_steps, adapt, head_init,
                                 head=zero_head("Reptile", head, head_init))
-        self._head_named = head is not None
+        self._head_named = None if head is None else list(self.inner.head or [])
         # the shared inner-Adam state (adam_state="shared"), made at the first task
         self._shared: dict[str, torch.Tensor] | None = None
         plain = inner_optimizer == "sgd" and not inner_batch and not test_batch
@@ -263,14 +263,11 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
                                           autograd_usable(sx), autograd_usable(sy))
         except (ValueError, RuntimeError):
             return                                      # the call says what fails
+        refusal = unused_zero_head("Reptile", list(self.inner.head or []), self._head_named,
+                                   self.model, graph.unused)
+        if refusal:
+            raise ValueError(refusal)                   # (refused again at the next call)
         self._head_checked = True
-        head = list(self.inner.head or [])
-        if head and all(n in graph.unused for n in head):
-            self._head_checked = False                  # refused again at the next call
-            named = " (named with head=)" if self._head_named else \
-                " (the model's last nn.Linear, or the one named head, taken by default)"
-            raise ValueError(unused_zero_head("Reptile", head, named, self.model,
-                                              graph.unused))
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """The state beyond the model's parameters that a checkpoint must hold: the shared
