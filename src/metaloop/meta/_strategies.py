@@ -29,7 +29,6 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from metaloop.adapt.sgd import SGDAdapter, gradients_on
-from metaloop.func.losses import accuracy
 from metaloop.func.params import Params
 from metaloop.meta._common import accumulate, batch_metrics, labels_checked, vmap_tasks
 from metaloop.meta._threads import replicate, run_threads
@@ -284,22 +283,27 @@ def vmapped_meta_loss(adapter: SGDAdapter, net: Params, batch: TaskBatch, first_
         ValueError: class labels outside the model's outputs (``labels_checked``); on the
             compiled path, checked when the compiled kernels fail.
     """
-    if compiled_loss is None:
-        losses, outs = vmapped_query_losses(adapter, net, batch, first_order, lrs)
-        loss = losses.mean()
-        return loss, batch_metrics(outs, batch.query_y, losses, loss)
     start = adapter.start(net, batch.support_y)
+    tensors = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+    if compiled_loss is None:
+        return _mean_and_metrics(labels_checked(adapter, batch.support_y, batch.query_y),
+                                 first_order, start, *tensors, lrs)
     try:   # labels checked around it: a TaskBatch holds none below 0, and one past the
         with valid_by_construction():      # outputs fails the compiled kernels (below)
-            out = compiled_loss(start, batch.support_x, batch.support_y, batch.query_x,
-                                batch.query_y, lrs)
+            return compiled_loss(start, *tensors, lrs)
     except RuntimeError:        # e.g. inductor's "index out of bounds" for a bad label:
         vmapped_query_losses(adapter, net, batch, first_order, lrs)   # names the input's
         raise                                                       # problem, if it can
-    metrics = {"loss": out[0].detach()}
-    if len(out) > 1:
-        metrics["accuracy"] = out[1]
-    return out[0], metrics
+
+
+def _mean_and_metrics(adapter: SGDAdapter, first_order: bool, start: Params,
+                      sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor,
+                      lrs: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``_vmapped_tasks``' mean query loss and its ``batch_metrics``: what
+    ``vmapped_meta_loss`` returns, eager or compiled as one function."""
+    losses, outs = _vmapped_tasks(adapter, first_order, start, sx, sy, qx, qy, lrs)
+    loss = losses.mean()
+    return loss, batch_metrics(outs, qy, losses, loss)
 
 
 def _vmapped_tasks(adapter: SGDAdapter, first_order: bool, start: Params, sx: torch.Tensor,
@@ -317,8 +321,9 @@ def _vmapped_tasks(adapter: SGDAdapter, first_order: bool, start: Params, sx: to
 
 def compiled_vmapped_losses(adapter: SGDAdapter, first_order: bool, owner: str = "MAML"):
     """``vmapped_meta_loss``'s vmapped tasks as one ``torch.compile``'d function
-    ``(start, sx, sy, qx, qy, lrs) -> (meta-loss,)``, or ``(meta-loss, accuracy)`` for class
-    labels (the accuracy detached): every task's inner loop and query pass, the mean over
+    ``(start, sx, sy, qx, qy, lrs) -> (meta-loss, metrics)`` (``_mean_and_metrics``: the
+    metrics detached, the accuracy for class labels): every task's inner loop and query
+    pass, the mean over
     tasks and (through AOT autograd) their backward, second order included, run as fused
     kernels without Python between the operations; the metrics come out of the same
     kernels (no query outputs to hand back and score eagerly). Exact to float rounding
@@ -326,11 +331,7 @@ def compiled_vmapped_losses(adapter: SGDAdapter, first_order: bool, owner: str =
     again (``dynamic=False``), so it pays where the meta-batch keeps its shape, as in
     training."""
     def meta_loss(start, sx, sy, qx, qy, lrs):
-        losses, outs = _vmapped_tasks(adapter, first_order, start, sx, sy, qx, qy, lrs)
-        loss = losses.mean()
-        if qy.is_floating_point():                 # regression: the loss is the metric
-            return (loss,)
-        return loss, accuracy(outs.detach(), qy)   # scored only: no backward through it
+        return _mean_and_metrics(adapter, first_order, start, sx, sy, qx, qy, lrs)
     return compiled(meta_loss, owner)
 
 
