@@ -310,7 +310,7 @@ class ConvergenceCheck:
         return not values_trusted() and (self.calls - 1) % CUDA_CHECK_EVERY == 0
 
     def report(self, residual: torch.Tensor, dtype: torch.dtype, steps: int, loss: str,
-               grad: str, lam: Lam, steps_name: str) -> None:
+               lam: Lam, steps_name: str) -> None:
         tol = CONVERGENCE_TOL[dtype]
         worst = float(residual.max())
         if not worst > tol:              # (NaN features are refused before this)
@@ -431,8 +431,7 @@ def _solve(features: torch.Tensor, labels: torch.Tensor, n_classes: int, lam: La
             for _ in range(steps):
                 x = _newton_step(problem, x)
         if check is not None and check.wanted(features):
-            check.report(problem.residual(x), features.dtype, steps, loss, grad, lam,
-                         steps_name)
+            check.report(problem.residual(x), features.dtype, steps, loss, lam, steps_name)
         if torch.is_grad_enabled():     # (evaluation under no_grad: no Jacobian to give)
             d, _ = problem.direction(x, frozen=True)   # J(x)^-1 F(x; phi, lam) at the result
             x = x - (d - d.detach())                    # value x, Jacobian -J^-1 dF/d(phi, lam)
