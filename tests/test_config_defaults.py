@@ -88,3 +88,16 @@ def test_the_defaults_the_docs_state_are_the_configs():
     adapt = AdaptSettings()
     assert list(parse_fractions(adapt.split_fractions)) == _schema("family.split_fractions")
     assert adapt.split_seed == _schema("family.split_seed")
+
+
+def test_a_metaoptnet_config_without_inner_steps_gets_metaoptnets_newton_steps(tmp_path):
+    # method.inner_steps is MAML's one inner step by default; for metaoptnet it is the
+    # Newton steps, whose library default (10) solves the head: one step would not
+    want = _default(ml.meta.MetaOptNet, "steps")
+    assert config.validate({"method": {"name": "metaoptnet"}})["method"]["inner_steps"] == want
+    assert config.validate({"method": {"name": "metaoptnet", "inner_steps": 3}}
+                           )["method"]["inner_steps"] == 3
+    assert config.validate({"method": {"name": "maml"}})["method"]["inner_steps"] == 1
+    path = tmp_path / "m.toml"
+    path.write_text('[family]\nname = "omniglot"\n[method]\nname = "metaoptnet"\n')
+    assert config.load(path)["method"]["inner_steps"] == want

@@ -475,10 +475,15 @@ def _channels_last(shape, then: str) -> str:
 def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:
     """The [method] batching to use on ``device``: ``"auto"`` becomes ``"vmap"`` on CUDA
     (5.7x faster than the loop for Omniglot Conv4 MAML on an H100, docs/benchmarks.md) unless
-    the inner loop is recomputed (which needs the loop), or second-order
+    the inner loop is recomputed (which needs the loop), vmap cannot run ``model`` now
+    (``metaloop.meta._common.vmap_refusal``: torch's recurrent layers, dropout in training mode,
+    BatchNorm updating running statistics), or second-order
     MAML adapts a ``model`` with torch's BatchNorm, InstanceNorm or LayerNorm (a text encoder,
     say), whose double backward is wrong under vmap (``metaloop.meta.maml.
-    vmap_wrong_norms``); elsewhere the learner's own "auto" rule decides.
+    vmap_wrong_norms``); elsewhere the learner's own "auto" rule decides. ``build_learner``
+    builds a learner whose "auto" became "vmap" here with "auto" and then switches it to
+    vmap (``metaloop.meta._common.prefer_vmap``), so it keeps "auto"'s switch to the loop at the
+    first call vmap cannot run (a forward that draws random numbers or changes a buffer).
 
     Args:
         mc: the validated config's ``[method]`` section (``name``, ``batching``,
@@ -492,12 +497,14 @@ def batching_on(mc: dict, device, model: torch.nn.Module | None = None) -> str:
     Returns:
         ``mc["batching"]``, or ``"vmap"`` for ``"auto"`` where the rule above picks it.
     """
+    from metaloop.meta._common import vmap_refusal
     from metaloop.meta.maml import vmap_wrong_norms
 
     cuda = device is not None and torch.device(device).type == "cuda"
     second_order_maml = mc["name"] == "maml" and not mc["first_order"]
     torch_norms = model is not None and bool(vmap_wrong_norms(model))
-    loop_only = mc["recompute_inner_loop"] or (second_order_maml and torch_norms)
+    no_vmap = model is not None and vmap_refusal(model) is not None
+    loop_only = mc["recompute_inner_loop"] or no_vmap or (second_order_maml and torch_norms)
     return "vmap" if mc["batching"] == "auto" and cuda and not loop_only else mc["batching"]
 
 
@@ -529,7 +536,19 @@ def build_learner(cfg: dict, family, model=None, device=None):
     name = _choice("method", cfg["method"]["name"], METHODS)
     torch.manual_seed(cfg["train"]["seed"])
     model = model if model is not None else build_model(cfg["model"], family, name)
-    mc = {**cfg["method"], "batching": batching_on(cfg["method"], device, model)}
+    # "auto" that becomes vmap on the device is built as "auto" and switched after, so that
+    # it keeps "auto"'s switch to the loop (an explicit "vmap" raises there instead)
+    vmap_for_auto = (cfg["method"]["batching"] == "auto"
+                     and batching_on(cfg["method"], device, model) == "vmap")
+    learner = _build_learner(name, cfg["method"], family, model)
+    if vmap_for_auto:
+        from metaloop.meta._common import prefer_vmap
+        prefer_vmap(learner, model)
+    return learner
+
+
+def _build_learner(name: str, mc: dict, family, model):
+    """``build_learner``'s learner of ``name`` around ``model``, with ``mc``'s batching."""
     loss = "mse" if family.kind == "regression" else "ce"
     head_init = mc["head_init"]
     if head_init == "auto":

@@ -108,7 +108,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # R2D2 / MetaOptNet: ridge strength (R2D2: its initial value), MetaOptNet's
                # head ("svm" | "logistic") and gradient ("implicit" | "unrolled"), initial
                # output scale (0: the method's default); MetaOptNet's Newton steps are
-               # inner_steps.
+               # inner_steps (10 where a metaoptnet config leaves it out).
                "lam": ((int, float), 1.0), "head": (str, "svm"), "grad": (str, "implicit"),
                "scale": ((int, float), 0),
                # R2D2 / MetaOptNet / ProtoNet: false keeps the output scale fixed at
@@ -312,7 +312,16 @@ def _validate(cfg: dict) -> dict:
             except ValueError as e:
                 raise _KeyProblem((section, key), str(e)) from None
             out[section][key] = value
+    method = cfg.get("method", {})
+    if method.get("name") == "metaoptnet" and "inner_steps" not in method:
+        # Newton steps, not MAML's one inner step: MetaOptNet's own default (one step leaves
+        # the head unsolved and its implicit gradient off)
+        out["method"]["inner_steps"] = METAOPTNET_STEPS
     return out
+
+
+# method.inner_steps where a metaoptnet config leaves it out: ml.meta.MetaOptNet's default
+METAOPTNET_STEPS = 10
 
 
 class _KeyProblem(ValueError):

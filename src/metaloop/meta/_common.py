@@ -628,6 +628,24 @@ def resolve_batching(batching: str, model: nn.Module, threads: bool = False) -> 
     return "vmap" if plain and vmap_refusal(model) is None else "loop"
 
 
+def prefer_vmap(learner, model: nn.Module) -> None:
+    """Switch ``learner``, built with ``batching="auto"`` around ``model``, to batch its tasks
+    with vmap, keeping what "auto" does where vmap cannot run a call: the switch to the loop
+    for good (``vmap_guard``; second-order MAML's ``_first_use`` for a normalisation kernel in
+    the inner gradient). ``metaloop.build.build_learner`` does this on CUDA, where vmap is the
+    faster for convolutions too, which the learners' own "auto" gives the loop (the CPU's
+    faster choice). An explicit ``batching="vmap"`` raises in those cases instead.
+
+    Nothing changes where vmap cannot run ``model`` now (``vmap_refusal``), where the learner
+    refuses vmap for good (second-order MAML's ``_vmap_refusal``), or where its inner loop is
+    recomputed (``recompute_inner_loop``, which has no vmap rule)."""
+    if (vmap_refusal(model) is not None or getattr(learner, "_vmap_refusal", None)
+            or getattr(learner, "recompute_inner_loop", False)):
+        return
+    learner.batching = "vmap"
+    learner._auto_vmap = True           # after the setter, which sets it for "auto" only
+
+
 def check_batch(batch, model: nn.Module | None = None, loss=None,
                 params: Mapping[str, torch.Tensor] | None = None) -> TaskBatch:
     """``batch`` if it is a TaskBatch whose tensors suit ``model`` (``check_inputs``) and,
