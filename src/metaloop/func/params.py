@@ -95,6 +95,17 @@ def tied_names(model: nn.Module, names: Sequence[str]) -> dict[str, list[str]]:
             if n in names and len(every[id(p)]) > 1}
 
 
+def last_linear_module(model: nn.Module) -> str | None:
+    """The name of the default head's module (``last_linear_names``): ``model.head`` when
+    it is an ``nn.Linear`` (``"head"``), else the last ``nn.Linear`` registered; None where
+    there is none."""
+    last, head = None, getattr(model, "head", None)
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear) and (mod is head or not isinstance(head, nn.Linear)):
+            last = name
+    return last
+
+
 def last_linear_names(model: nn.Module) -> list[str]:
     """Parameter names of the default head, as ``params_of`` names them: the model's
     ``head`` when it is an ``nn.Linear`` (metaloop's networks, and a model of your own that
@@ -112,10 +123,7 @@ def last_linear_names(model: nn.Module) -> list[str]:
     Raises:
         ValueError: ``model`` has no ``nn.Linear``.
     """
-    last, head = None, getattr(model, "head", None)
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear) and (mod is head or not isinstance(head, nn.Linear)):
-            last = name
+    last = last_linear_module(model)
     if last is None:
         raise ValueError(f"{type(model).__name__} has no nn.Linear to use as the head")
     first = {id(p): n for n, p in model.named_parameters()}     # one name per tensor

@@ -49,7 +49,7 @@ from metaloop.meta._common import (
     resolve_batching,
     task_metrics,
 )
-from metaloop.meta.maml import probe_inner_graph, unused_zero_head
+from metaloop.meta.maml import late_default_head, probe_inner_graph, unused_zero_head
 from metaloop.models.bn_stats import (  # noqa: F401 (STATS: the key prefix, re-exported)
     STATS,
     batchnorm_layers,
@@ -264,7 +264,9 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         except (ValueError, RuntimeError):
             return                                      # the call says what fails
         refusal = unused_zero_head("Reptile", list(self.inner.head or []), self._head_named,
-                                   self.model, graph.unused)
+                                   self.model, graph.unused) or \
+            late_default_head("Reptile", self.model, list(self.inner.head or []),
+                              self._head_named, graph)
         if refusal:
             raise ValueError(refusal)                   # (refused again at the next call)
         self._head_checked = True
