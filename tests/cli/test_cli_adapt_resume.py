@@ -515,3 +515,40 @@ def test_a_finished_run_resumed_with_record_writes_its_records(setup, tmp_path, 
         r = _records(rec)[f"adaptation_folder_other_run_2w1s_{name.replace('-', '_')}.json"]
         assert r["per_task"] == pytest.approx([100 * a for a in row["per_task"]["accuracy"]],
                                               abs=1e-4)
+
+
+def test_partial_json_is_not_rewritten_after_every_task_but_an_interrupt_keeps_each_task(
+        setup, tmp_path, monkeypatch, capsys):
+    """partial.json holds every task scored so far: a write after every task costs time
+    growing with the square of the tasks. With writes 20 times slower than a task, only the
+    first task's state is written before the interruption, and the interruption writes the
+    last finished task's (each list cut to it), from which --resume gives the whole run."""
+    run, other, whole = setup
+    from metaloop.recipes import report
+    real, writes = report.write_json, []
+
+    def slow(path, obj):
+        if Path(path).name == recipe.PARTIAL:
+            writes.append(obj["tasks_done"])
+            import time
+            time.sleep(2.0)              # 20 x 2 s: no second write within these tasks
+        return real(path, obj)
+    with monkeypatch.context() as m:
+        m.setattr(report, "write_json", slow)
+        assert main(_adapt(run, other, tmp_path / "fast")) == 0
+    assert writes == [1]                       # the first task's only, not [1, 2, 3]
+    writes.clear()
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(report, "write_json", slow)
+        _interrupt_at_task(m, 2)
+        assert main(_adapt(run, other, out)) == 130
+    assert writes == [1, 2]                    # task 1 (the first), then task 2 at the stop
+    state = json.loads((out / recipe.PARTIAL).read_text())
+    assert state["tasks_done"] == 2
+    assert all(len(v) == 2 for row in state["per"].values() for v in row.values()
+               if isinstance(v, list))
+    capsys.readouterr()
+    assert main(_adapt(run, other, out, "--resume")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert _without_times(res) == _without_times(whole)
