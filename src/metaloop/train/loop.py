@@ -838,7 +838,12 @@ class _FiniteGuard:
     ``NonFiniteLossError`` naming the first bad iteration. The loop checks before the Adam
     step of each logged iteration and before every checkpoint, so a checkpoint never holds
     parameters that a non-finite step touched, and the run stops with the last good one.
+    It also checks once ``WINDOW`` flags are waiting (one transfer per ``WINDOW`` steps), so
+    that a run logging rarely does not hold a flag and a loss per step until its next log
+    line (about 1.2 kB a step, 130 MB per 100,000 steps).
     """
+
+    WINDOW = 1024
 
     def __init__(self, where: str):
         self.where = where
@@ -852,10 +857,16 @@ class _FiniteGuard:
             flags.append(torch.isfinite(loss.detach()).all())
         if flags:
             self._flags.append((iteration, torch.stack(flags).all(), loss))
+            self._bounded()
 
     def add_flag(self, iteration: int, flag: torch.Tensor, loss) -> None:
         """A step's finite flag computed elsewhere (a replayed CUDA graph's)."""
         self._flags.append((iteration, flag, loss))
+        self._bounded()
+
+    def _bounded(self) -> None:
+        if len(self._flags) >= self.WINDOW:
+            self.check()
 
     def check(self) -> None:
         if not self._flags:
