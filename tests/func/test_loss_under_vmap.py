@@ -1,7 +1,8 @@
 """A loss of the user's own that reads a value (``float(t)``, ``t.item()``, a Python ``if``
 on a tensor) fails inside the user's function under vmap, before its result can be checked:
-it was torch's "vmap: It looks like you're either (1) calling .item() ..." RuntimeError on
-the default ``batching="auto"``; it is a ValueError naming the loss, on every path."""
+with ``batching="vmap"`` it is a ValueError naming the loss (torch's RuntimeError kept as
+the cause); with the default ``"auto"`` the learner switches to the loop, which runs a loss
+that branches on values and names a float or a detached result as the loop does."""
 
 import warnings
 
@@ -34,15 +35,42 @@ def batch():
 @pytest.mark.parametrize("loss", [as_float, item_back, branches])
 def test_a_loss_reading_a_value_under_vmap_is_named(learner, method, loss):
     torch.manual_seed(0)
-    L = getattr(ml.meta, learner)(ml.models.MLP(), loss=loss)
-    assert L.batching == "vmap"                              # "auto" picks vmap for an MLP
+    L = getattr(ml.meta, learner)(ml.models.MLP(), loss=loss, batching="vmap")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                     # float() on a tensor needing grad
         with pytest.raises(ValueError, match=rf"loss {loss.__name__} must return the mean "
                                              r"loss as a 0-dim floating tensor.*read a "
                                              r"tensor's value.*batching='loop'") as info:
             getattr(L, method)(batch())
-    assert isinstance(info.value.__cause__, RuntimeError)    # torch's error, kept as cause
+    cause = info.value.__cause__                             # the loss's error, then torch's
+    assert isinstance(cause, ValueError) and isinstance(cause.__cause__, RuntimeError)
+
+
+@pytest.mark.parametrize("learner", ["MAML", "Reptile"])
+@pytest.mark.parametrize("method", ["meta_loss", "meta_gradient"])
+@pytest.mark.parametrize("loss, words", [(as_float, "but returned a float"),
+                                         (item_back, "cut off from the predictions' graph")])
+def test_auto_falls_back_to_the_loop_which_names_a_float_or_a_detached_loss(learner, method,
+                                                                            loss, words):
+    L = getattr(ml.meta, learner)(ml.models.MLP(), loss=loss)
+    assert L.batching == "vmap"                              # "auto" picks vmap for an MLP
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=rf"loss {loss.__name__} .*{words}"):
+            getattr(L, method)(batch())
+    assert L.batching == "loop"
+
+
+@pytest.mark.parametrize("learner", ["MAML", "Reptile"])
+def test_auto_runs_a_branching_loss_on_the_loop_with_the_loops_numbers(learner):
+    torch.manual_seed(0)
+    auto = getattr(ml.meta, learner)(ml.models.MLP(), loss=branches)
+    torch.manual_seed(0)
+    loop = getattr(ml.meta, learner)(ml.models.MLP(), loss=branches, batching="loop")
+    got, want = auto.meta_gradient(batch()), loop.meta_gradient(batch())
+    assert auto.batching == "loop"
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
 
 
 def test_the_loop_path_still_names_a_float():

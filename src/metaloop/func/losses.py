@@ -109,6 +109,12 @@ LOSSES: dict[str, Loss] = {"mse": mse, "ce": cross_entropy, "cross_entropy": cro
 _VMAP_READS_VALUE = "vmap: It looks like you're either (1) calling .item() on a Tensor"
 
 
+class LossReadsValue(ValueError):
+    """A loss of the user's own read a tensor's value under ``torch.func.vmap`` (``CheckedLoss``):
+    the tasks one by one can run it. A learner whose batching is ``"auto"`` switches to the
+    loop on it (``metaloop.meta._common.vmap_tasks`` raises it on as ``VmapUnsupported``)."""
+
+
 class CheckedLoss:
     """A loss of the user's own, ``loss(pred, y)``, whose result is checked on every call:
     it must be one floating tensor of one element, the mean that the inner loop
@@ -141,14 +147,15 @@ class CheckedLoss:
             if (torch._C._functorch.maybe_current_level() is None
                     or not str(e).startswith(_VMAP_READS_VALUE)):
                 raise
-            raise ValueError(
+            raise LossReadsValue(
                 f"loss {_loss_name(self.loss)} must return the mean loss as a 0-dim "
                 f"floating tensor computed with torch operations, but it read a tensor's "
                 f"value (float(), .item(), or a Python if/while on a tensor), which "
                 f"torch.func.vmap cannot run (for predictions "
                 f"{_shape(pred) if isinstance(pred, torch.Tensor) else '?'} of one task); "
                 f"reduce it with .mean() and compute it with torch operations, or, for a loss "
-                f"that must branch on values, run the tasks one by one (batching='loop')"
+                f"that must branch on values, run the tasks one by one (batching='loop' or "
+                f"'auto')"
             ) from e
         if isinstance(out, torch.Tensor) and out.dim() and out.numel() == 1:
             out = out.reshape(())                # [1], [1, 1]: one number, as autograd takes it
@@ -159,6 +166,15 @@ class CheckedLoss:
                              f"0-dim floating tensor, but returned {got} (for predictions "
                              f"{_shape(pred) if isinstance(pred, torch.Tensor) else '?'}); "
                              f"reduce it with .mean() and compute it with torch operations")
+        if (isinstance(pred, torch.Tensor) and pred.requires_grad and not out.requires_grad
+                and torch.is_grad_enabled()
+                and torch._C._functorch.maybe_current_level() is None):
+            raise ValueError(f"loss {_loss_name(self.loss)} returned a tensor cut off from "
+                             f"the predictions' graph (predictions {_shape(pred)} need a "
+                             f"gradient, the loss has none): a value read with .item() or "
+                             f"float() and made a tensor again, or a loss computed under "
+                             f"torch.no_grad() or on .detach()ed predictions; compute it with "
+                             f"torch operations on the predictions")
         return out
 
     def __repr__(self) -> str:

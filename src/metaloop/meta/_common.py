@@ -354,6 +354,12 @@ def vmap_failure(error: RuntimeError, args=()) -> str | None:
                 "not an nn.Dropout layer), which torch.func.vmap over tasks does not allow; "
                 "use batching='loop' or 'auto' (the loop for such a model), or run the random "
                 "operation only in training mode and put the model in eval mode" + said)
+    if first.startswith("vmap: It looks like you're") and (
+            "calling .item()" in first or "data-dependent control flow" in first):
+        return ("batching='vmap' cannot run the model's forward: it reads a tensor's value "
+                "(.item(), float(t), or a Python if/while on a tensor), which torch.func.vmap "
+                "over tasks does not allow; use batching='loop' or 'auto' (the loop for such a "
+                "model), or compute it with torch operations (torch.where)" + said)
     inplace = ("mutate a captured Tensor" in text or "inplace arithmetic" in text)
     if not inplace:
         m = _BROADCAST.search(first)
@@ -383,8 +389,11 @@ def vmap_tasks(fn, *args):
     Raises:
         VmapUnsupported: (a ValueError) in place of torch's RuntimeError where vmap cannot
             run the forward pass at all (``vmap_failure``: a random operation, an in-place
-            change of a buffer), naming it and ``batching='loop'``.
+            change of a buffer, a value read), naming it and ``batching='loop'``; and in
+            place of a loss of the user's own that read a value (``LossReadsValue``), with
+            its message.
     """
+    from metaloop.func.losses import LossReadsValue
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
         math_kernel = sdpa_kernel([SDPBackend.MATH])
@@ -395,6 +404,8 @@ def vmap_tasks(fn, *args):
             return torch.func.vmap(fn)(*args)
         with math_kernel:
             return torch.func.vmap(fn)(*args)
+    except LossReadsValue as e:
+        raise VmapUnsupported(str(e)) from e
     except RuntimeError as e:
         why = vmap_failure(e, args)
         if why is None:
