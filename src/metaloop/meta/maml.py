@@ -84,7 +84,10 @@ def maml_meta_gradient(adapter: SGDAdapter, params: Params, batch: TaskBatch, *,
             alpha (``lr``), ``steps``, the adapted ``names`` and the head ``start``.
         params: theta_0, every meta-parameter (name -> tensor); the gradient is theirs.
         batch: B tasks.
-        first_order: drop the second derivatives (first-order MAML).
+        first_order: drop the second derivatives (first-order MAML) of the written-out SGD
+            steps; an ``inner_loop`` decides its own (it is not read there: build it with
+            its first-order setting, e.g. its inner gradients taken with
+            ``create_graph=False``, as ``_strategies.sgd_inner_loop`` does).
         tasks: the tasks of ``batch`` to take (default all); the sum is still divided by B
             (the threads strategy deals a batch out this way).
         net: the network's parameters within ``params`` (default ``params`` itself; with

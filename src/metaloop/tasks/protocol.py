@@ -14,8 +14,9 @@ KINDS = ("classification", "regression")
 @runtime_checkable
 class TaskFamily(Protocol):
     """A source of few-shot tasks. Every built-in family and wrapper satisfies it, and so can
-    any user class with these members (``isinstance(fam, ml.tasks.TaskFamily)`` checks that
-    they exist).
+    any user class with these members (``isinstance(fam, ml.tasks.TaskFamily)`` and
+    ``ml.tasks.check_family(fam)`` check that they exist): the attributes below, ``sample``
+    and ``with_shots`` (which evaluation at other shot counts calls).
 
     Attributes:
         kind: ``"classification"`` or ``"regression"``.
