@@ -34,7 +34,9 @@ The cache lives in ``<root>/.metaloop-cache/`` when the folder (and that sub-fol
 exists) is writable, otherwise under ``$METALOOP_CACHE/folders/`` or
 ``~/.cache/metaloop/folders/``. Writes are atomic: the arrays get new names (the images
 written to a temporary file, renamed once whole) and the manifest, which names them, is
-replaced last.
+replaced last. Builds of one cache take turns (``_build_lock``: a lock file, ``flock``), and
+each removes the arrays of its cache that the manifest it wrote does not name
+(``_remove_unnamed``); opening a cache as it is takes no lock.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, BinaryIO, TypeGuard
 
 import numpy as np
 import torch
@@ -561,30 +563,23 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
     key = hashlib.sha256(_fs_bytes(f"{scan.root}\0{json.dumps(settings, sort_keys=True)}")
                          ).hexdigest()[:16]
     manifest_path = cdir / f"{key}.json"
-    previous = _read_json(manifest_path)              # any version: its arrays go once replaced
-    old = previous if previous is not None and previous.get("version") == CACHE_VERSION \
-        else None
-    foreign = old is not None and not all(_own_file(old.get(k), key)
-                                          for k in ("images", "labels", "stats"))
-    if foreign:                 # a manifest naming files outside the cache: rebuilt, none read
-        old = None
-    if old is not None and old.get("hash") == digest:
-        data = _open(cdir, old, scan)
-        if data is not None:
-            data.cache_status = "hit"
-            return data
+    previous, old, foreign = _manifest(manifest_path, key)
+    data = _hit(cdir, old, digest, scan)
+    if data is not None:
+        return data
     try:
-        data, manifest = _build(scan, settings, digest, cdir, key, old, workers, progress)
-        _atomic_json(manifest_path, manifest)
+        with _build_lock(cdir, key) as locked:
+            if locked:          # a build that held the lock before this one may have made it
+                previous, old, foreign = _manifest(manifest_path, key)
+                data = _hit(cdir, old, digest, scan)
+                if data is not None:
+                    return data
+            data, manifest = _build(scan, settings, digest, cdir, key, old, workers, progress)
+            _atomic_json(manifest_path, manifest)
+            _remove_unnamed(cdir, key, manifest, previous, locked)
     except OSError as e:       # decoding raises ValueError; this is the cache's own writing
         raise CacheWriteError(f"cannot write the decoded image cache of {scan.root} to "
                               f"{cdir}: {e}") from e
-    if previous is not None:
-        for k in ("images", "labels", "stats"):
-            name = previous.get(k)
-            # a plain file name of ours (a damaged manifest names nothing else to delete)
-            if _own_file(name, key) and name != manifest[k]:
-                (cdir / name).unlink(missing_ok=True)
     data.cache_dir = cdir
     if previous is None:
         data.cache_status = "built"
@@ -593,6 +588,31 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
                "made by another metaloop version" if old is None else
                "settings" if old.get("settings") != settings else "files changed")
         data.cache_status = f"rebuilt ({why})"
+    return data
+
+
+def _manifest(path: Path, key: str) -> tuple[dict | None, dict | None, bool]:
+    """The manifest at ``path`` (any version: its arrays go once it is replaced), the same
+    where it is of this version and names only the cache's own files (else None: the cache
+    is rebuilt), and whether it names files outside the cache."""
+    previous = _read_json(path)
+    old = previous if previous is not None and previous.get("version") == CACHE_VERSION \
+        else None
+    foreign = old is not None and not all(_own_file(old.get(k), key)
+                                          for k in ("images", "labels", "stats"))
+    if foreign:                 # a manifest naming files outside the cache: rebuilt, none read
+        old = None
+    return previous, old, foreign
+
+
+def _hit(cdir: Path, old: dict | None, digest: str, scan: FolderScan) -> FolderData | None:
+    """The cache ``old`` names, where it is of the folder as scanned (``digest``) and its
+    arrays open (``_open``); else None."""
+    if old is None or old.get("hash") != digest:
+        return None
+    data = _open(cdir, old, scan)
+    if data is not None:
+        data.cache_status = "hit"
     return data
 
 
@@ -735,33 +755,40 @@ def _npy_header(shape: tuple[int, ...], length: int = 0) -> bytes:
 
 
 def _reusable(cdir: Path, old: dict, scan: FolderScan, row: int
-              ) -> tuple[dict[str, int], Path | None, int, np.ndarray | None]:
+              ) -> tuple[dict[str, int], BinaryIO | None, int, np.ndarray | None]:
     """What of an old cache (of the same settings) can be copied rather than decoded: its
-    row of each file whose ``_file_stat`` is unchanged, the images file and where its rows
-    start, and its digests (uint8 ``[N, 16]``). Nothing where it is damaged or of another
-    layout. Its rows are read from the file, not memory-mapped: a rebuild does not page
-    the old set in."""
+    row of each file whose ``_file_stat`` is unchanged, the images file, open, and where
+    its rows start, and its digests (uint8 ``[N, 16]``). Nothing where it is missing (a
+    build beside this one may have removed it), damaged or of another layout. Its rows are
+    read from the file, not memory-mapped: a rebuild does not page the old set in.
+
+    The file stays open for the caller to read the rows from and close: the rows are read
+    from the file whose header was checked here, even where another build removes or
+    replaces it meanwhile (an open file outlives its name)."""
+    f = None
     try:
         files = old["files"].split("\0")
         st = np.load(cdir / old["stats"])                         # [N, STAT_FIELDS + 2]
-        path = cdir / old["images"]
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read(f)
-            offset = f.tell()
-            size = os.fstat(f.fileno()).st_size
+        f = open(cdir / old["images"], "rb")
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+        size = os.fstat(f.fileno()).st_size
+        n = len(files)
+        if (fortran or dtype != np.uint8 or len(shape) != 4 or shape[0] != n
+                or int(np.prod(shape[1:])) != row or size != offset + n * row
+                or st.dtype != np.int64 or st.shape != (n, STAT_FIELDS + DIGEST_BYTES // 8)):
+            f.close()
+            return {}, None, 0, None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}, None, 0, None
-    n = len(files)
-    if (fortran or dtype != np.uint8 or len(shape) != 4 or shape[0] != n
-            or int(np.prod(shape[1:])) != row or size != offset + n * row
-            or st.dtype != np.int64 or st.shape != (n, STAT_FIELDS + DIGEST_BYTES // 8)):
+        if f is not None:
+            f.close()
         return {}, None, 0, None
     reuse = {f: i for i, (f, stat) in enumerate(zip(files, st[:, :STAT_FIELDS].tolist()))
              if tuple(scan.stats.get(f, ())) == tuple(stat)}
-    return reuse, path, offset, np.ascontiguousarray(st[:, STAT_FIELDS:]).view(np.uint8)
+    return reuse, f, offset, np.ascontiguousarray(st[:, STAT_FIELDS:]).view(np.uint8)
 
 
 STALE_TMP_SECONDS = 60.0
@@ -819,6 +846,97 @@ def _make_dir(cdir: Path) -> bool:
     return True
 
 
+STALE_ARRAY_SECONDS = 60.0
+"""Where there are no locks (``_build_lock``): how long an array of a cache that its manifest
+does not name must have gone unchanged before a rebuild of that cache removes it
+(``_remove_unnamed``)."""
+
+
+@contextmanager
+def _build_lock(cdir: Path, key: str) -> Iterator[bool]:
+    """Make the cache folder and hold the lock of the cache ``key`` in it (``<key>.lock``,
+    ``flock``, exclusive, waiting for it) while a build writes its arrays, replaces the
+    manifest and removes the arrays the manifest does not name; yields whether it holds it
+    (False where there is no ``flock`` or the file system has no locks).
+
+    Why a lock: a build puts its arrays in place (renamed, whole) and only then names them
+    in the manifest; builds of one cache in several processes at once (loaders started
+    together while the folder changes) each replaced the manifest and left the arrays of
+    the others named by none, a copy of the set each, and removing those by name alone
+    could remove arrays another build had put in place and not yet named. Holding the lock
+    from before the manifest is read again to after the clean-up, builds take turns: no
+    array outside the manifest belongs to a build still running, so the clean-up removes
+    them all, and a build that waited opens the cache the one before it made where it is
+    of the same files. A grace period by age alone (no lock) would keep each such copy
+    for that long and still guess wrong about a build paused longer; it is the fallback
+    where there are no locks. Readers of a whole cache take no lock (an open array
+    outlives its name). The lock file is removed as the lock is released (a build waiting
+    on it finds the name gone or on another file, and locks again); where this call made
+    the cache folder and the build fails, the folder is removed again, only where empty."""
+    made, fd, failed = False, None, False
+    path = cdir / f"{key}.lock"
+    try:
+        for _ in range(100):                # a build beside this one may remove the folder
+            made = _make_dir(cdir) or made
+            if fcntl is None:
+                break
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:                              # no locks here: by age alone
+                os.close(fd)
+                fd = None
+                path.unlink(missing_ok=True)
+                break
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    break                                # the lock file the name is
+            except FileNotFoundError:
+                pass
+            os.close(fd)                    # removed (or replaced) by the build before
+            fd = None
+        yield fd is not None
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if fd is not None:
+            path.unlink(missing_ok=True)                # still held: nobody else's file
+            os.close(fd)
+        if failed and made:
+            try:
+                cdir.rmdir()                        # only where empty: another's stays
+            except OSError:
+                pass
+
+
+def _remove_unnamed(cdir: Path, key: str, manifest: dict, previous: dict | None,
+                    locked: bool) -> None:
+    """Remove the arrays of the cache ``key`` that its manifest, just replaced, does not
+    name: those of the manifest it replaced, and any others (left by builds of that cache
+    that ran at once, before ``_build_lock``, or killed between their arrays and their
+    manifest). Holding the lock, all of them; where there are no locks, the replaced
+    manifest's at once and the others once unchanged for ``STALE_ARRAY_SECONDS`` (a build
+    beside this one may have just put them in place and not yet named them). Errors are
+    ignored (an array another process has open, on Windows, stays)."""
+    keep = {manifest[k] for k in ("images", "labels", "stats")}
+    named = [previous.get(k) for k in ("images", "labels", "stats")] if previous else []
+    # a plain file name of ours (a damaged manifest names nothing else to delete)
+    gone = {n for n in named if _own_file(n, key) and n not in keep}
+    for p in [cdir / n for n in sorted(gone)] + sorted(cdir.glob(f"{key}-*.npy")):
+        if p.name in keep:
+            continue
+        try:
+            if (locked or p.name in gone
+                    or time.time() - p.stat().st_mtime >= STALE_ARRAY_SECONDS):
+                p.unlink(missing_ok=True)
+        except OSError:
+            continue
+
+
 def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
            old: dict | None, workers: int | None, progress) -> tuple[FolderData, dict]:
     """Decode what the old cache does not already hold, leave out exact copies within a
@@ -840,9 +958,21 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
     _check_memory(scan.root, len(rels), settings, n_workers)
     _check_disk(scan.root, cdir, len(rels), settings)
     reuse: dict[str, int] = {}
-    old_path, old_offset, old_hashes = None, 0, None
+    src, old_offset, old_hashes = None, 0, None
     if old is not None and old.get("settings") == settings:
-        reuse, old_path, old_offset, old_hashes = _reusable(cdir, old, scan, row)
+        reuse, src, old_offset, old_hashes = _reusable(cdir, old, scan, row)
+    with src if src is not None else nullcontext():
+        return _build_from(scan, settings, digest, cdir, key, rels, lab, reuse, src,
+                           old_offset, old_hashes, n_workers, progress)
+
+
+def _build_from(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
+                rels: list[str], lab: list[int], reuse: dict[str, int], src: BinaryIO | None,
+                old_offset: int, old_hashes: np.ndarray | None, n_workers: int, progress
+                ) -> tuple[FolderData, dict]:
+    """``_build`` once it knows what to reuse (``_reusable``; ``src`` the old images file,
+    open)."""
+    c, s = settings["channels"], settings["image_size"]
     todo = [f for f in rels if f not in reuse]
     names = {"images": f"{key}-{digest[:16]}.images.npy",
              "labels": f"{key}-{digest[:16]}.labels.npy",
@@ -862,7 +992,7 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
             header = _npy_header((len(rels), c, s, s))
             out.write(header)
             keep, duplicates, clashes, bad, hashes = _write_rows(
-                out, scan, settings, rels, lab, reuse, old_path, old_offset, old_hashes,
+                out, scan, settings, rels, lab, reuse, src, old_offset, old_hashes,
                 todo, n_workers, progress)
             if bad and not settings["skip_corrupt"]:
                 raise UnreadableImagesError(_unreadable_problem(bad), bad)
@@ -905,13 +1035,14 @@ def _build(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: str,
 
 
 def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: list[int],
-                reuse: dict[str, int], old_path: Path | None, old_offset: int,
+                reuse: dict[str, int], src: BinaryIO | None, old_offset: int,
                 old_hashes: np.ndarray | None, todo: list[str], workers: int, progress
                 ) -> tuple[list[int], list[tuple[str, str]], list[tuple[int, int]],
                            list[tuple[str, str]], np.ndarray]:
     """Write to ``out`` the row of each image kept, in walk order: copied from the old
-    cache's file, or decoded (``workers`` threads, ``_window`` images ahead). An exact copy
-    of an earlier image of its class (the first in walk order kept) is left out.
+    cache's file (``src``, open: ``_reusable``), or decoded (``workers`` threads,
+    ``_window`` images ahead). An exact copy of an earlier image of its class (the first in
+    walk order kept) is left out.
 
     Returns:
         (rows kept, copies left out ``(file, the file it repeats)``, clashes ``(earlier
@@ -933,8 +1064,7 @@ def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: lis
     if progress is not None and todo:
         progress(0)                     # as decoding starts: a bar opens before, not after
     told = time.monotonic()
-    with ThreadPoolExecutor(workers) as pool, \
-            (open(old_path, "rb") if old_path is not None else nullcontext()) as src:
+    with ThreadPoolExecutor(workers) as pool:
 
         def top_up() -> None:
             while len(ahead) < window:
@@ -951,7 +1081,7 @@ def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: lis
                     src.seek(old_offset + j * row)                # type: ignore[union-attr]
                     x = src.read(row)                             # type: ignore[union-attr]
                     if len(x) != row:
-                        raise OSError(f"the old cache {old_path} ends early")
+                        raise OSError(f"the old cache {src.name} ends early")  # type: ignore[union-attr]
                     hashes[i] = old_hashes[j]                     # type: ignore[index]
                 else:
                     r = ahead.popleft().result()
