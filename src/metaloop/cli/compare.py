@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ pass it back with --config FILE (a file over your own data runs the comparison o
 One process at a time writes --out: a second one on it (e.g. --resume started twice) stops
 with exit status 2, naming the process that writes there, before it reads anything; an --out
 that holds another command's run (metaloop train, eval, adapt...) is refused by name before
-anything is written."""
+anything is written. --resume-if-any resumes where --out holds a method's checkpoint, else
+starts the comparison: one fixed command for a job scheduler to rerun after a kill."""
 
 
 def register(sub) -> None:
@@ -72,6 +74,12 @@ def register(sub) -> None:
                         "its newest checkpoint (the same command and config), exactly; "
                         "--methods that leave out a method whose run is there, and a run "
                         "whose LATEST is gone, are refused by name")
+    p.add_argument("--resume-if-any", action="store_true",
+                   help="resume the comparison in --out where it holds a method's checkpoint "
+                        "(as --resume), else start it (as without): one command for a job "
+                        "scheduler to rerun after a kill; what --resume and a new comparison "
+                        "refuse is refused alike (without it, a new comparison into a folder "
+                        "that holds runs is refused, in case --out is a typo)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -116,7 +124,7 @@ def _check_flags(args) -> None:
 
 
 RUN_FLAGS = ("methods", "iterations", "meta_batch", "ways", "shots", "tasks", "seed", "out",
-             "resume", "no_progress")
+             "resume", "resume_if_any", "no_progress")
 """The flags that set up or report a comparison, which --print-config does not run."""
 
 
@@ -137,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    if args.resume_if_any and args.resume:
+        raise ValueError("--resume-if-any starts the comparison in --out, or resumes it where "
+                         "--out holds its runs: give it without --resume, which resumes only")
     _check_flags(args)
     cfg = _config_for(args)
     family = cfg["family"]["name"]
@@ -175,23 +186,40 @@ def _compare(args: argparse.Namespace) -> int:
             bar.n = methods.index(name)
             bar.set_postfix_str(name)
 
+        # --resume-if-any: resumed where --out holds a run (decided under its lock)
+        resume = args.resume or (args.resume_if_any and _holds_runs(out))
         try:
             res = recipe.run(cfg, methods, out_dir=out, progress=not args.no_progress,
-                             on_method=started, resume=args.resume, flags=_flags(args))
+                             on_method=started, resume=resume, flags=_flags(args))
         except KeyboardInterrupt:
             bar.close()
             if any((out / "runs").glob("*/LATEST")):
                 print(f"metaloop compare: the runs so far are checkpointed in {out / 'runs'}; "
-                      f"the same command with --resume continues them", file=sys.stderr)
+                      f"the same command{'' if args.resume_if_any else ' with --resume'} "
+                      f"continues them", file=sys.stderr)
             else:
                 print("metaloop compare: stopped before any run was checkpointed; start it "
-                      "again with the same command (without --resume)", file=sys.stderr)
+                      "again with the same command"
+                      f"{'' if args.resume_if_any else ' (without --resume)'}",
+                      file=sys.stderr)
             raise
         bar.n = len(methods)
         bar.refresh()
         bar.close()
         _report(res, out)
     return 0
+
+
+def _holds_runs(out: Path) -> bool:
+    """Whether the comparison's folder ``out`` holds a method's run to resume: a folder in
+    ``out/runs`` with a ``LATEST`` or a ``ckpt-*`` folder (one that lost its ``LATEST`` is
+    named by the resume). A folder left by a kill before the first checkpoint (an empty
+    ``runs``, a run folder holding only its lock file) holds none: it starts afresh."""
+    try:
+        return any(d.is_dir() and (os.path.lexists(d / "LATEST") or any(d.glob("ckpt-*")))
+                   for d in (out / "runs").iterdir())
+    except OSError:                            # no runs yet (or unreadable: the run names it)
+        return False
 
 
 def _origin(path, section: str, key: str) -> str:

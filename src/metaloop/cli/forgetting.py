@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -77,6 +78,9 @@ adds them). A new run (without --resume) into an --out that holds a finished run
 results.json or runs.json, also one stopped in between) is refused (exit 2), naming the
 folder and the run's settings, before anything is read or written: give another --out,
 remove the folder to run again, or add seeds to it with --resume and more --seeds.
+--resume-if-any resumes where --out holds the kept runs (partial.json, or a finished run's
+runs.json with other --seeds), else starts the run: one fixed command for a job scheduler
+to rerun after a kill.
 
 An option that would change nothing is refused by name: a strategy's option without that
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
@@ -197,6 +201,12 @@ def register(sub) -> argparse.ArgumentParser:
                         "--no-progress, the order of --strategies and a default given or "
                         "left out may differ; more --seeds add seeds to the kept runs, "
                         "also to a finished run's)")
+    p.add_argument("--resume-if-any", action="store_true",
+                   help="resume the run in --out where it holds this command's kept runs "
+                        "(partial.json, or a finished run's runs.json with other --seeds), "
+                        "as --resume, else start it: one command for a job scheduler to "
+                        "rerun after a kill; what --resume and a new run refuse is refused "
+                        "alike")
     p.add_argument("--record", type=path, default=None, metavar="DIR",
                    help="write one result record per strategy in DIR (e.g. docs/results), "
                         "named continual_<scenario>_<strategy>.json with _ for the "
@@ -214,8 +224,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.resume_if_any and args.resume:
+        raise ValueError("--resume-if-any starts the run in --out, or resumes it where --out "
+                         "holds its kept runs: give it without --resume, which resumes only")
     options = _options(args)
     s = recipe.settings(args.scenario, **{k: options[k] for k in SETTINGS})
+    if args.resume_if_any:            # decided under --out's lock: resume what is kept there
+        args = argparse.Namespace(**{**vars(args), "resume": _resumable(args.out, s)})
     recipe.check_resume(args.out, args.resume, s)       # before any data is read
     if args.data is not None:                           # no file of the run in the data
         runs_folder.check_outside_data(args.out, args.data)
@@ -254,8 +269,11 @@ def _run(args: argparse.Namespace) -> int:
                 if args.record is not None else {}     # a record refused: no results.json
             recipe.write(out, s, exps, runs, results)
         except KeyboardInterrupt:
-            print(_partial.stopped(out, "forgetting", "the runs (seed, strategy) finished",
-                                   "any run (seed, strategy) finished"), file=sys.stderr)
+            said = _partial.stopped(out, "forgetting", "the runs (seed, strategy) finished",
+                                    "any run (seed, strategy) finished")
+            if args.resume_if_any:            # the same command, as it is, continues
+                said = said.replace(" with --resume", "").replace(" (without --resume)", "")
+            print(said, file=sys.stderr)
             raise
     n = len(s["seeds"])
     over = f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed, so no 95% CI: ± n/a"
@@ -274,11 +292,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resumable(out, s: dict) -> bool:
+    """Whether ``--resume-if-any`` resumes in ``out``: it holds a ``partial.json`` (this
+    command's or another's, which the resume names), or the ``runs.json`` of a finished run
+    with another number of seeds than ``s`` has (seeds to add; fewer are refused by name).
+    Else the run starts afresh: in a missing folder, one a kill left before the first kept
+    run (its lock file alone), or one whose finished run a new run refuses by name."""
+    out = Path(out)
+    if (out / recipe.PARTIAL).is_file():
+        return True
+    try:
+        seeds = json.loads((out / recipe.RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(seeds, int) and seeds != len(s["seeds"])
+
+
 def _command(args: argparse.Namespace) -> str:
     """The command a record reruns: this one, every option written out, without --resume
     (a rerun from scratch gives the same results) and --no-progress, after
     ``OMP_NUM_THREADS=N`` where that is set (it sets torch's threads unless --threads does)."""
-    return rerun_command(args, resume=False, no_progress=False)
+    return rerun_command(args, resume=False, resume_if_any=False, no_progress=False)
 
 
 def _options(args: argparse.Namespace) -> dict:

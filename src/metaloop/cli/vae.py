@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from metaloop.cli._args import _items, float_list, int_list, path
 from metaloop.recipes import generative as recipe
@@ -46,8 +47,10 @@ the two classifiers and measure, for several step sizes, how often the second ag
 images inverted from the first. With --protocol iwae, train the IWAE
 paper's VAE the paper's way (batch 20, 3,280 passes in 8 stages of falling learning rate) as
 a run that checkpoints in --out and can be stopped (--until-pass, --max-minutes; Ctrl-C,
-which exits 130) and continued exactly (--resume); the call that reaches its last pass
-measures the test set with --k samples, and --evaluate its latest checkpoint. A run without
+which exits 130) and continued exactly (--resume; --resume-if-any: where --out holds a
+checkpoint, else a new run, one fixed command for a job scheduler to rerun after a kill);
+the call that reaches its last pass measures the test set with --k samples, and --evaluate
+its latest checkpoint. A run without
 checkpoints that is interrupted or fails removes the --out folder it created (a protocol
 run keeps it once it holds a checkpoint); a folder that existed before is never removed. A
 new run into an --out that holds a finished metaloop vae run (its results.json: a model,
@@ -206,6 +209,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                           "checkpointed in --out, resumable")
     pro.add_argument("--resume", action="store_true",
                      help="continue the run in --out from its latest checkpoint")
+    pro.add_argument("--resume-if-any", action="store_true",
+                     help="continue the run in --out where it holds a checkpoint (as "
+                          "--resume), else start it: one command for a job scheduler to "
+                          "rerun after a kill; what --resume and a new run refuse is "
+                          "refused alike")
     pro.add_argument("--until-pass", type=int, default=None, metavar="N",
                      help="stop (checkpointed) once N passes are done")
     pro.add_argument("--max-minutes", type=float, default=None, metavar="MIN",
@@ -279,4 +287,34 @@ def run(args: argparse.Namespace) -> int:
         if twice:                      # one row per value: a repeat redoes it (or overwrites)
             raise ValueError(f"{flag} {','.join(map(str, values))} names "
                              f"{', '.join(map(str, twice))} more than once")
+    if args.resume_if_any:
+        args = _resume_if_any(args)
     return recipe.run(args, log=print)
+
+
+def _resume_if_any(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``--resume-if-any`` decided: ``resume`` where ``--out`` holds a
+    checkpoint (a damaged ``LATEST`` counts: the resume names it), else a new run; refused
+    where ``--resume`` is (with ``--resume`` itself, without ``--protocol iwae``, with
+    ``--evaluate``)."""
+    if args.resume:
+        raise ValueError("--resume-if-any starts the --protocol iwae run in --out, or resumes "
+                         "it where --out holds its checkpoint: give it without --resume, "
+                         "which resumes only")
+    if args.protocol is None:          # the other runs have no checkpoints to resume
+        given = ["--resume-if-any", *[f for f, v in (
+            ("--until-pass", args.until_pass is not None),
+            ("--max-minutes", args.max_minutes is not None),
+            ("--evaluate", args.evaluate)) if v]]
+        raise ValueError(f"{', '.join(given)} go{'' if len(given) > 1 else 'es'} with "
+                         f"--protocol iwae")
+    if args.evaluate:
+        raise ValueError("--evaluate measures the checkpoint; it does not train: drop "
+                         "--resume-if-any")
+    from metaloop.train.checkpoint import latest_checkpoint
+
+    try:
+        found = latest_checkpoint(Path(args.out)) is not None
+    except ValueError:                  # a damaged LATEST: named where the resume reads it
+        found = True
+    return argparse.Namespace(**{**vars(args), "resume": found})
