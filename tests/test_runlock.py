@@ -103,7 +103,7 @@ def test_a_second_train_on_a_held_folder_exits_2_and_changes_no_file(tmp_path):
             assert r.stderr == (
                 f"metaloop train: error: run folder {run} is in use by another metaloop "
                 f"process (pid {holder.pid} on host {socket.gethostname()}, `python -c {run}`); "
-                f"wait for it to end or stop it\n")
+                f"wait for it to end or stop it (its lock file: {run / runlock.LOCK_FILE})\n")
             assert r.stdout == ""
             assert _snapshot(run) == before
 

@@ -104,8 +104,49 @@ def _command() -> str:
         name = f"python -m {Path(argv[0]).parent.name}"
     elif argv[0] == "-c":                       # python -c '...'
         name = "python -c"
-    text = " ".join([name, *map(shlex.quote, argv[1:])])
-    return text if len(text) <= 200 else text[:197] + "..."
+    return _shortened([name, *map(shlex.quote, argv[1:])])
+
+
+COMMAND_CHARS = 200
+"""About how much of the holder's command its lock file keeps (``_shortened``)."""
+
+
+def _shortened(words: list[str], limit: int = COMMAND_CHARS) -> str:
+    """``words`` joined by spaces, cut to about ``limit`` characters in the middle (``...``
+    for each run of words left out), keeping the program, the words at both ends, and every
+    ``--out VALUE`` (or ``--out=VALUE``) whatever its length: the message of a folder in use
+    names the command that holds it, and its ``--out`` says which run that is."""
+    text = " ".join(words)
+    if len(text) <= limit:
+        return text
+    keep = {0}
+    for i, w in enumerate(words):
+        if w == "--out" and i + 1 < len(words):
+            keep |= {i, i + 1}
+        elif w.startswith("--out="):
+            keep.add(i)
+    room = limit - sum(len(words[i]) + 1 for i in keep) - 8     # (two "..." at most)
+    head, tail = 1, len(words) - 1
+    from_head = True
+    while head <= tail:                   # the nearest words to either end, alternately
+        i = head if from_head else tail
+        if i not in keep:
+            if len(words[i]) + 1 > room:
+                break
+            room -= len(words[i]) + 1
+            keep.add(i)
+        if from_head:
+            head += 1
+        else:
+            tail -= 1
+        from_head = not from_head
+    out: list[str] = []
+    for i, w in enumerate(words):
+        if i in keep:
+            out.append(w)
+        elif not out or out[-1] != "...":
+            out.append("...")
+    return " ".join(out)
 
 
 def holder(path) -> dict | None:
@@ -155,7 +196,8 @@ def _in_use(path: Path) -> RunInUseError:
     who = (f"pid {h.get('pid', '?')} on host {h.get('host', '?')}, `{h.get('command', '?')}`"
            if h else "its pid is not known yet")
     return RunInUseError(f"run folder {path} is in use by another metaloop process ({who}); "
-                         f"wait for it to end or stop it")
+                         f"wait for it to end or stop it (its lock file: "
+                         f"{Path(path) / LOCK_FILE})")
 
 
 def _lock(fd: int) -> bool:

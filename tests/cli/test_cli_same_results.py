@@ -26,7 +26,7 @@ from conftest import write_image_folder  # noqa: E402
 GOLDEN = Path(__file__).parent / "golden"
 # Keys whose values depend on the machine, the clock or the temporary folder.
 VOLATILE = {"wall_s", "adapt_seconds", "eval_seconds", "threads", "time", "run_dir", "data",
-            "cpu_seconds", "wall_seconds", "root", "timing", "seconds"}
+            "identity", "cpu_seconds", "wall_seconds", "root", "timing", "seconds"}
 
 
 def _clean(obj):

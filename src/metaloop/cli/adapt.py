@@ -71,6 +71,14 @@ refused (exit 2), naming the folder and the run's settings, before the model loa
 before anything is written or removed: give another --out, or remove the folder to run
 again. --meta runs resume from --meta-dir either way.
 
+A --model run folder that metaloop train is still writing is read at its newest complete
+checkpoint, noted on stderr: a --resume needs that same checkpoint, which training prunes
+once it has newer ones, so wait for the run to finish or copy the ckpt-* folder and give it
+as --model. A resume refused because --model now loads another checkpoint says whether the
+kept one still exists (then --model naming it, or a copy, resumes: the checkpoint is the
+same by its name and the sha256 of its weights, whatever its path) or not (the kept tasks
+cannot be resumed: start without --resume in a new --out).
+
 --record DIR writes, after the run, one result record per approach for the docs' tables
 (metaloop.evaluate.records): DIR/adaptation_<setting>_<approach>.json, table adaptation,
 row "<setting>: <approach>". The setting is the family (your own data: the family and the
@@ -205,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         recipe.check_records(args.record, recipe.AdaptSettings(**given),
                              read_command=command_settings)
     prepared = recipe.prepare(recipe.AdaptSettings(**given), given=set(given))
+    for note in prepared.notes:        # a --model run still training: its checkpoint named
+        print(note, file=sys.stderr)
 
     def describe(out=None, resumed: int | None = None) -> None:
         """The data summary, printed once the run goes ahead (and, resuming in ``out``,

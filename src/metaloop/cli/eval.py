@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 
@@ -22,7 +21,9 @@ from metaloop.recipes.evaluation import (
     eval_config,
     evaluate_lake_runs,
     evaluate_run,
+    in_progress_note,
     load_ensemble,
+    loaded_checkpoints,
     members,
     run_label,
 )
@@ -59,7 +60,12 @@ Data that moved (a run on your own image folder, tensor file or table, evaluated
 machine or after a rename): --data-root PATH reads the run's data at PATH instead of its
 stored family.root. The classes read there must have the examples the run read (their
 sha256s, stored in its checkpoint): other data is refused, naming the classes that differ.
-results.json and the record name the path read (data_root) and the stored one it replaced."""
+results.json and the record name the path read (data_root) and the stored one it replaced.
+
+A run still training (metaloop train into the folder meanwhile) is scored at its newest
+complete checkpoint, noted on stderr; results.json records which checkpoint of each run was
+scored ("loaded": its folder name, iteration, identity and whether the run was in
+progress)."""
 
 
 def register(sub) -> None:
@@ -177,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = load_ensemble(args.checkpoint, device=args.device, data_root=args.data_root)
     check_distinct(loaded)
-    _note_unfinished(loaded)
+    args._loaded_checkpoints = _note_unfinished(loaded)    # results.json records them
     _check_flags_family(args, loaded)
     changes = {k: getattr(args, k) for k in EVAL_FLAGS}
     settings = dict(changes)
@@ -203,27 +209,30 @@ def _run(args: argparse.Namespace) -> int:
         return _evaluate(args, loaded, cfg, out)
 
 
-def _note_unfinished(loaded) -> None:
+def _note_unfinished(loaded) -> list[dict]:
     """A note for each run folder whose latest checkpoint is short of its config's iterations
-    (a run stopped early): it is scored as it is. A ``ckpt-*`` folder given on purpose is not
-    noted, nor a run with nothing to meta-train (``scratch``: its one checkpoint is at
-    iteration 0, and it is finished)."""
+    (a run stopped early, or one still training: its newest complete checkpoint): it is
+    scored as it is. A ``ckpt-*`` folder given on purpose is not noted, nor a run with
+    nothing to meta-train (``scratch``: its one checkpoint is at iteration 0, and it is
+    finished). Returns which checkpoint of each run was loaded (``loaded_checkpoints``, as
+    results.json records it), whether it was in progress as said here."""
+    loaded_ckpts = []
     for m in getattr(loaded, "members", None) or [loaded]:
         total = m.config["train"]["iterations"]
+        entry = loaded_checkpoints(m)[0]
+        loaded_ckpts.append(entry)
         if not getattr(m.learner, "meta_trains", True):
             continue
         if not ((Path(m.path) / "LATEST").is_file() and m.iteration < total):
             continue
         writer = runlock.writer(m.path)
+        entry["in_progress"] = writer is not None
         if writer is not None:          # still training: --resume would find it in use
-            host = writer.get("host")
-            on = f" on host {host}" if host and host != socket.gethostname() else ""
-            print(f"note: {m.path} is in progress (pid {writer.get('pid', '?')}{on}, "
-                  f"iteration {m.iteration} of {total} in its newest checkpoint); scored "
-                  f"as it is", file=sys.stderr)
+            print(in_progress_note(m, writer, "scored as it is"), file=sys.stderr)
         else:
             print(f"note: {m.path} stopped at iteration {m.iteration} of {total} (metaloop "
                   f"train --resume finishes it); scored as it is", file=sys.stderr)
+    return loaded_ckpts
 
 
 def _switch(key: str, value) -> str:
@@ -444,6 +453,8 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         records.validate_record(rec, where=args.record)
     if out is not None:
         extra = {"error_rate": error} if error is not None else {}
+        extra["loaded"] = getattr(args, "_loaded_checkpoints", None) \
+            or loaded_checkpoints(loaded)             # which checkpoint of each run scored
         if moved is not None:
             extra["data_root"] = moved
         if len(args.checkpoint) > 1:
@@ -582,6 +593,8 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
     if out is not None:
         extra = {"ensemble": {"members": members(loaded), "combine": loaded.learner.combine}} \
             if len(args.checkpoint) > 1 else {}
+        extra["loaded"] = getattr(args, "_loaded_checkpoints", None) \
+            or loaded_checkpoints(loaded)             # which checkpoint of each run scored
         try:
             report.write_json(out / "results.json", {"config": cfg, **extra, "lake_runs": res})
         except ValueError as e:             # (a WriteError) results.json there is as it was

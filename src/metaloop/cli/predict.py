@@ -18,7 +18,14 @@ from metaloop.cli import _checks
 from metaloop.cli._args import path
 from metaloop.data.images import INVERT_MODES
 from metaloop.recipes import report
-from metaloop.recipes.evaluation import load_ensemble, refining, scoring
+from metaloop.recipes.evaluation import (
+    in_progress,
+    in_progress_note,
+    load_ensemble,
+    loaded_checkpoints,
+    refining,
+    scoring,
+)
 from metaloop.recipes.predict import (
     TENSOR_SUFFIXES,
     check_image_run,
@@ -40,10 +47,12 @@ learning rate and steps) and each query file is printed as FILE<TAB>CLASS, or wi
 tab, a line break or a double quote is printed in double quotes, a quote inside doubled (the
 tab dialect of Python's csv module, read back by csv.reader(f, dialect="excel-tab")); other
 names are printed as they are. --out DIR also writes them, with the classes and settings, to
-DIR/results.json (atomically; nothing is written on an error). A flag that would change nothing
-for the run's learner (--steps for a solved head, --head-init for one, --scoring for a learner
-that scores one way only, --refine for a learner without prototypes, a refine setting without
---refine) is refused by name.
+DIR/results.json (atomically; nothing is written on an error), and which checkpoint of each
+run answered ("loaded": its folder name, iteration and identity). A run still training
+answers with its newest complete checkpoint, noted on stderr with its iteration. A flag
+that would change nothing for the run's learner (--steps for a solved head, --head-init for
+one, --scoring for a learner that scores one way only, --refine for a learner without
+prototypes, a refine setting without --refine) is refused by name.
 
 Images are read as in training: a run on your own folder uses that folder's channels,
 polarity, padding and size; other runs read greyscale with light ink on a dark background
@@ -176,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_ensemble(args.checkpoint, head_init=args.head_init, same=READ_ALIKE)
     _check_read_alike(loaded)
     kind = _check_flags_apply(args, loaded)             # "texts", "tensors" or "images"
+    loaded_ckpts = _note_in_progress(loaded)      # (stderr: --json's stdout stays JSON)
     pred: Any                       # TextPredictions, TensorPredictions or Predictions
     items: Sequence[object]
     with report.output_dir(args.out or None, command="predict") as out:
@@ -226,7 +236,8 @@ def _run(args: argparse.Namespace) -> int:
             if kind != "texts" or args.refine:  # a text encoder has no BatchNorm: one way
                 settings["evaluation"] = evaluation     # how the queries were scored
             report.write_json(out / "results.json", {
-                "checkpoints": [str(c) for c in args.checkpoint], "support": str(args.support),
+                "checkpoints": [str(c) for c in args.checkpoint], "loaded": loaded_ckpts,
+                "support": str(args.support),
                 "query": str(args.query), "classes": pred.classes, "settings": settings,
                 **({"ignored": pred.ignored, "hidden": pred.hidden} if kind == "images"
                    else {}),
@@ -241,6 +252,23 @@ def _run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(printed)
     return 0
+
+
+def _note_in_progress(loaded) -> list[dict]:
+    """A note on stderr for each run a process is still training (``metaloop eval``'s): the
+    answers are its newest complete checkpoint's, which the note names (iteration and
+    identity), and another call may answer with a newer one. Returns which checkpoint of
+    each run was loaded (``loaded_checkpoints``, as results.json records it)."""
+    loaded_ckpts = []
+    for m in getattr(loaded, "members", None) or [loaded]:
+        entry = loaded_checkpoints(m)[0]
+        writer = in_progress(m)
+        entry["in_progress"] = writer is not None
+        loaded_ckpts.append(entry)
+        if writer is not None:
+            print(in_progress_note(m, writer, "its answers are that checkpoint's (a later "
+                                              "call may load a newer one)"), file=sys.stderr)
+    return loaded_ckpts
 
 
 # what the members of an ensemble must share to read the same inputs: predict draws no tasks,

@@ -163,6 +163,9 @@ class Prepared:
     checkpoint: str | None = None
     """The checkpoint a metaloop ``--model`` was loaded from, as ``identity`` records it
     (``_load_run``); None for a Hugging Face encoder."""
+    notes: list = dataclasses.field(default_factory=list)
+    """What the command says on stderr of the model loaded: a metaloop ``--model`` run still
+    training (``_load_run``), whose checkpoint a ``--resume`` of this run needs."""
 
 
 def _check_seeds(s: AdaptSettings) -> None:
@@ -244,7 +247,9 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
         from metaloop.data.folder import nested_warnings_once
         with nested_warnings_once("add --class-depth 2"):    # once, naming this flag
             return _prepare_images(s, meta_shots, given)
-    model, kind, checkpoint = load_model(s.model, s.family, s.max_length, checkpoint=True)
+    notes: list[str] = []
+    model, kind, checkpoint = load_model(s.model, s.family, s.max_length, checkpoint=True,
+                                         notes=notes)
     names = _approach_names(s.approaches, kind)          # text-only approaches on images
     if kind == "text":
         _check_length(s, model, "soft-prompt" in names)
@@ -274,7 +279,7 @@ def prepare(s: AdaptSettings, given: Collection[str] | None = None) -> Prepared:
                                  if train_families
                                  else build_family(s, model, kind, "train", k, s.queries))
     return Prepared(s, model, kind, heldout, train_families, table, description,
-                    checkpoint=checkpoint)
+                    checkpoint=checkpoint, notes=notes)
 
 
 def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str]
@@ -291,7 +296,8 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
     path = Path(s.model).expanduser()
     if not _is_checkpoint(path):
         load_model(s.model, s.family, s.max_length)   # names what --model is instead
-    run, checkpoint = _load_run(path)
+    notes: list[str] = []
+    run, checkpoint = _load_run(path, notes)
     tf = run.transform
     if tf is None:
         raise ValueError(f"--model {s.model} is a {run.config['model']['name']} run (family "
@@ -416,7 +422,7 @@ def _prepare_images(s: AdaptSettings, meta_shots: dict[str, int], given: set[str
         d = data["dropped_classes"]
         lines.append(f"dropped {len(d)} class(es) with too few images: {_listed(d)}")
     return Prepared(s, model, "image", heldout, train_families, None, "\n".join(lines), data,
-                    checkpoint=checkpoint)
+                    checkpoint=checkpoint, notes=notes)
 
 
 LEFT_OUT = ("ignored", "ignored_files", "hidden", "loose", "empty", "skipped")
@@ -781,10 +787,16 @@ def _finished_settings(out) -> str:
 def kept(out: Path, ident: dict) -> dict:
     """The kept state of ``out / PARTIAL`` for a resume with ``ident`` (``identity``).
 
+    A metaloop ``--model`` is the same where its checkpoint is (``model_checkpoint``: the
+    ``ckpt-*`` name and the sha256 of its weights), by whatever path it is given now (the run
+    folder then, its ``ckpt-*`` folder or a copy of it now).
+
     Raises:
         ValueError: the file is missing or corrupt, or was written by a run with other
-            settings, model or data (naming each difference, kept value first), or by
-            another command (naming it).
+            settings, model or data (naming each difference, kept value first; another
+            checkpoint of ``--model``: whether the kept one still exists, to resume with, or
+            not, and then that the kept tasks cannot be resumed), or by another command
+            (naming it).
     """
     path, state = _partial.read(out, "adapt")
     try:
@@ -799,13 +811,45 @@ def kept(out: Path, ident: dict) -> dict:
                     for r in per.values())):
         raise ValueError(f"{path} is corrupt: not the state of a metaloop adapt run; remove "
                          f"it to start again")
-    diff = _partial.differences(old, ident, _WHAT)
+    # the same checkpoint (its name and the sha256 of its weights) by another path: the
+    # run folder given then and its ckpt-* folder (or a copy of it) given now, as a
+    # refused resume advises once training into the folder has moved on
+    same = ("model",) if isinstance(old.get("model_checkpoint"), str) \
+        and old.get("model_checkpoint") == ident.get("model_checkpoint") else ()
+    diff = _partial.differences(old, ident, _WHAT, same=same)
     if diff:
+        if old.get("model_checkpoint") != ident.get("model_checkpoint") \
+                and isinstance(old.get("model_checkpoint"), str):
+            raise ValueError(f"refusing to resume {out}: this command differs from the kept "
+                             f"run's in {', '.join(diff)}; {_kept_checkpoint(old)}")
         raise _partial.refuse(out, diff)
     if not 0 <= done <= ident["tasks"]:
         raise ValueError(f"{path} is corrupt: {done} tasks scored of a run of "
                          f"{ident['tasks']}; remove it to start again")
     return state
+
+
+def _kept_checkpoint(old: dict) -> str:
+    """Whether the checkpoint a kept run's ``--model`` loaded (its identity's ``model`` and
+    ``model_checkpoint``: ``"<ckpt-* name> sha256 <16 hex digits>"``) is still there, for a
+    refused resume: a run that was training moves ``LATEST`` on and prunes its older
+    checkpoints, so ``--model RUN`` loads another one."""
+    from metaloop.train.checkpoint import read_state
+    name, _, digest = str(old["model_checkpoint"]).partition(" sha256 ")
+    model = Path(str(old.get("model", ""))).expanduser()
+    ckpt = model if model.name == name else model / name
+    try:
+        state = read_state(ckpt / "state.json")
+        same = str(state["tensors_sha256"]).startswith(digest)
+    except (OSError, ValueError, TypeError, KeyError):
+        same = False
+    if same:
+        return (f"the kept run's checkpoint still exists: resume with the kept run's "
+                f"arguments and --model {ckpt} (or a copy of that folder, made now: training "
+                f"into {model} prunes it once it has newer checkpoints)")
+    return (f"the kept run's checkpoint {name} of {model} no longer exists (training keeps "
+            f"only its newest checkpoints), so the kept tasks cannot be resumed: start "
+            f"without --resume in a new --out")
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -852,10 +896,12 @@ def _is_checkpoint(path: Path) -> bool:
     return path.is_dir() and ((path / "LATEST").is_file() or (path / "state.json").is_file())
 
 
-def load_model(spec: str, family: str, max_length: int = 32, *, checkpoint: bool = False):
+def load_model(spec: str, family: str, max_length: int = 32, *, checkpoint: bool = False,
+               notes: list | None = None):
     """(model, kind) for ``--model``: ``"text"`` for Hugging Face encoders, ``"image"`` for
     metaloop checkpoints; with ``checkpoint``, (model, kind, the checkpoint loaded as
-    ``identity`` records it (``_load_run``), None for a Hugging Face encoder)."""
+    ``identity`` records it (``_load_run``), None for a Hugging Face encoder). ``notes``: a
+    list the note on a metaloop run still training is appended to (``_load_run``)."""
     path = Path(spec).expanduser()
     if _is_checkpoint(path):
         if family in TEXT_FAMILIES:
@@ -863,7 +909,7 @@ def load_model(spec: str, family: str, max_length: int = 32, *, checkpoint: bool
                              f"text encoder (--model minilm, or a model folder), whatever the "
                              f"run was trained on (metaloop eval and predict score a text "
                              f"run)")
-        run, loaded = _load_run(path)
+        run, loaded = _load_run(path, notes)
         return (_body(run), "image", loaded) if checkpoint else (_body(run), "image")
     if family not in TEXT_FAMILIES:
         if spec == "minilm" or (path / "config.json").is_file():
@@ -884,22 +930,33 @@ def load_model(spec: str, family: str, max_length: int = 32, *, checkpoint: bool
     return (model, "text", None) if checkpoint else (model, "text")
 
 
-def _load_run(path: Path):
+def _load_run(path: Path, notes: list | None = None):
     """The metaloop run at ``path`` (a run folder or one ``ckpt-*`` folder), pinned to the
     checkpoint it loaded (``metaloop.runs.load_pinned``: a ``LATEST`` moved during the load
     is loaded again), and that checkpoint as ``identity`` records it: ``"<ckpt-* name> sha256
-    <the first 16 hex digits of the sha256 of its tensors.safetensors>"``, the same for a
-    run folder and for its ``ckpt-*`` folder. Once loaded, a newer checkpoint changes
-    neither.
+    <the first 16 hex digits of the sha256 of its tensors.safetensors>"``
+    (``metaloop.recipes.evaluation.checkpoint_identity``, which ``metaloop eval`` and
+    ``predict`` record too), the same for a run folder and for its ``ckpt-*`` folder. Once
+    loaded, a newer checkpoint changes neither. A run folder a process is still training
+    (``metaloop.recipes.evaluation.in_progress``) appends a note to ``notes``: a ``--resume``
+    needs that checkpoint, which training prunes once it has newer ones.
 
     Raises:
         ValueError: what ``load_run`` raises, or a ``LATEST`` that moved during each of
             ``metaloop.runs.LOAD_TRIES`` loads (naming ``--model``).
     """
+    from metaloop.recipes.evaluation import checkpoint_identity, in_progress, in_progress_note
     from metaloop.runs import load_pinned
     run = load_pinned(path, what=f"--model {path}", option="--model")
     assert run.checkpoint_dir is not None and run.state is not None
-    return run, f"{run.checkpoint_dir.name} sha256 {run.state['tensors_sha256'][:16]}"
+    writer = in_progress(run) if notes is not None else None
+    if writer is not None:
+        notes.append(in_progress_note(
+            run, writer, f"adapted from as it is; a --resume of this run will need that same "
+                         f"checkpoint, and training keeps only its newest ones: wait for the "
+                         f"run to finish, or copy {run.checkpoint_dir} elsewhere and pass that "
+                         f"folder as --model"))
+    return run, checkpoint_identity(run)
 
 
 def build_family(s, model, kind: str, split: str, shots: int, queries: int):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from metaloop import config
+from metaloop import config, runlock
 from metaloop._callable import check_progress
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.evaluate import evaluate
@@ -50,8 +50,9 @@ from metaloop.runs import (
 )
 from metaloop.train.loop import on_model
 
-__all__ = ["check_distinct", "check_own_data", "error_rate", "eval_config",
-           "evaluate_lake_runs", "evaluate_run", "load_ensemble", "members", "refining",
+__all__ = ["check_distinct", "check_own_data", "checkpoint_identity", "error_rate",
+           "eval_config", "evaluate_lake_runs", "evaluate_run", "in_progress",
+           "in_progress_note", "load_ensemble", "loaded_checkpoints", "members", "refining",
            "run_label", "scoring", "warn_shared_split"]
 
 # what every member of an ensemble must share with the first: the data and inputs it reads,
@@ -453,6 +454,55 @@ def check_distinct(run: Run) -> None:
             raise ValueError(f"ensemble: {what} ({ckpt}): an ensemble of it is that one run, "
                              f"counted twice; give each run once")
         seen[ckpt] = r
+
+
+def checkpoint_identity(run: Run) -> str:
+    """The checkpoint ``run`` was loaded from, as ``metaloop adapt``'s identity records its
+    ``--model``: ``"<ckpt-* name> sha256 <the first 16 hex digits of the sha256 of its
+    tensors.safetensors>"``, the same for a run folder and for its ``ckpt-*`` folder (a run
+    loaded by ``metaloop.runs.load_pinned``, as ``load_ensemble`` loads each member; another:
+    its ``ckpt-*`` folder's name alone). A checkpoint written since changes nothing."""
+    ckpt = _checkpoint_dir(run)
+    digest = (run.state or {}).get("tensors_sha256")
+    return f"{ckpt.name} sha256 {digest[:16]}" if isinstance(digest, str) else ckpt.name
+
+
+def in_progress(run: Run) -> dict | None:
+    """The process training into the run folder ``run`` was loaded from, now (its lock
+    held: ``metaloop.runlock.writer``'s pid, host and command), where the checkpoint loaded
+    is short of the config's ``train.iterations``; None otherwise: a finished run, one that
+    stopped (its lock free), a ``ckpt-*`` folder given on purpose, or a run with nothing to
+    meta-train (``scratch``)."""
+    if not getattr(run.learner, "meta_trains", True):
+        return None
+    if not ((Path(run.path) / "LATEST").is_file()
+            and run.iteration < run.config["train"]["iterations"]):
+        return None
+    return runlock.writer(run.path)
+
+
+def in_progress_note(run: Run, writer: dict, then: str) -> str:
+    """The note printed (on stderr) for a ``run`` that ``writer`` (``in_progress``) still
+    trains: its folder, the process, the iteration and identity of the checkpoint loaded
+    (its newest complete one), and ``then`` (what the command does with it)."""
+    import socket
+    host = writer.get("host")
+    on = f" on host {host}" if host and host != socket.gethostname() else ""
+    return (f"note: {run.path} is in progress (pid {writer.get('pid', '?')}{on}, iteration "
+            f"{run.iteration} of {run.config['train']['iterations']} in its newest "
+            f"checkpoint, {checkpoint_identity(run)}); {then}")
+
+
+def loaded_checkpoints(run: Run) -> list[dict]:
+    """Which checkpoint of each run was loaded (the one run, or each member of an ensemble,
+    in the order given), as ``metaloop eval`` and ``predict`` write it into results.json:
+    ``{"run_dir": the folder given, "checkpoint": the ckpt-* folder's name, "iteration",
+    "identity": checkpoint_identity, "in_progress": whether a process was still training
+    into the folder (in_progress)}``."""
+    return [{"run_dir": str(m.path), "checkpoint": _checkpoint_dir(m).name,
+             "iteration": m.iteration, "identity": checkpoint_identity(m),
+             "in_progress": in_progress(m) is not None}
+            for m in getattr(run, "members", None) or [run]]
 
 
 def _data_key(family: dict, key: str):
