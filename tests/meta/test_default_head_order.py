@@ -1,5 +1,6 @@
 """The default head (no layer called ``head``: the last ``nn.Linear`` *registered*) is refused
-where the forward pass runs another ``nn.Linear`` after it: a model that registers its output
+where another ``nn.Linear`` takes its output in (one forward pass in which only the head's
+output carries a gradient): a model that registers its output
 layer first (``self.fc`` before ``self.body``, common in user code) made ANIL adapt a hidden
 layer, and ``head_init="zero"`` zero one, silently (ANIL's meta-gradient then differed from
 learn2learn's by 0.53 relative). A head named with ``head=`` is never refused."""
@@ -68,7 +69,8 @@ LEARNERS = {
 def test_a_default_head_that_is_a_hidden_layer_is_refused_naming_the_output_layer(method,
                                                                                    batching):
     learner = LEARNERS[method](FcFirst(), batching=batching)
-    with pytest.raises(ValueError, match=r"took 'body\.2' as the head") as e:
+    with pytest.raises(ValueError, match=r"took 'body\.2' as the head.*\['fc'\] take its "
+                                         r"output in") as e:
         learner.meta_gradient(_batch())
     assert "head=['fc.weight', 'fc.bias']" in str(e.value)
 
@@ -96,3 +98,44 @@ def test_a_named_head_is_the_users_choice_and_anil_on_it_is_maml_on_it():
         torch.testing.assert_close(got[n], want[n], rtol=1e-12, atol=1e-14)
     hidden = ["body.2.weight", "body.2.bias"]           # named, so taken as asked
     assert ml.meta.ANIL(model, inner_lr=0.3, loss="ce", head=hidden).meta_gradient(b)
+
+
+class Skip(nn.Module):
+    """A linear skip path beside the output layer, registered and called after it: it does
+    not take the head's output in, so the default head stays ``out``."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+        self.out, self.skip = nn.Linear(8, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.out(self.body(x)) + self.skip(x)
+
+
+class SkipLast(Skip):
+    """The skip registered last: the default head is then ``skip``, which nothing follows."""
+
+    def __init__(self):
+        nn.Module.__init__(self)
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+        self.out, self.skip = nn.Linear(8, 3), nn.Linear(4, 3)
+
+
+def test_a_linear_skip_path_after_the_head_is_not_taken_for_the_output_layer():
+    for cls in (Skip, SkipLast):
+        learner = ml.meta.ANIL(cls(), inner_lr=0.3, inner_steps=2, loss="ce")
+        grads = learner.meta_gradient(_batch())
+        assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+@pytest.mark.parametrize("name", ["Pretrain", "Scratch"])
+def test_the_baselines_zero_head_at_test_time_is_checked_too(name):
+    learner = getattr(ml.meta, name)(FcFirst(), inner_lr=0.3, loss="ce", head_init="zero")
+    b = _batch()
+    with pytest.raises(ValueError, match=rf"{name} took 'body\.2' as the head"):
+        learner.adapt(b.support_x[0], b.support_y[0])
+    with pytest.raises(ValueError, match=rf"{name} took 'body\.2' as the head"):
+        learner.adapt_path_batched(b.support_x, b.support_y)
+    fine = getattr(ml.meta, name)(FcLast(), inner_lr=0.3, loss="ce", head_init="zero")
+    assert set(fine.adapt(b.support_x[0], b.support_y[0])) >= {"fc.weight", "fc.bias"}

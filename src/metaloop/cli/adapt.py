@@ -57,8 +57,11 @@ A folder's classes are its sub-folders (root/<class>/<image>), or with --class-d
 sub-folders of its group folders (root/<group>/<class>/<image>); left out, the --model
 run's family.class_depth is used where --data has that layout, else 1.
 
-The held-out tasks scored so far are kept in OUT/partial.json, rewritten after each task;
-stopped (Ctrl-C, a kill), the same command with --resume continues from them, to the
+The held-out tasks scored so far are kept in OUT/partial.json, rewritten atomically once
+the time since its last write is 20 times that write's (at most a few percent of the run),
+and at Ctrl-C or a termination signal with every finished task; stopped (Ctrl-C, a kill:
+a kill -9 loses the tasks since the last write), the same command with --resume continues
+from them, to the
 results.json of a run never stopped (the same accuracies, CIs and per-task numbers; a kept
 task keeps the seconds measured when it ran). A command that differs from the kept run's in
 anything but --no-progress (--threads included; not the order of names in --approaches or

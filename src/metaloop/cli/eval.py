@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -591,7 +592,8 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
             checkpoint_dirs=_loaded_dirs(loaded), checkpoint_states=_loaded_states(loaded))
         records.validate_record(rec, where=args.record)
     if out is not None:
-        extra = {"ensemble": {"members": members(loaded), "combine": loaded.learner.combine}} \
+        extra: dict[str, Any] = {"ensemble": {"members": members(loaded),
+                                              "combine": loaded.learner.combine}} \
             if len(args.checkpoint) > 1 else {}
         extra["loaded"] = getattr(args, "_loaded_checkpoints", None) \
             or loaded_checkpoints(loaded)             # which checkpoint of each run scored

@@ -22,6 +22,7 @@ from metaloop.func.losses import accuracy, check_predictions, cross_entropy
 from metaloop.func.params import (
     Params,
     detach,
+    last_linear_module,
     mismatched,
     named_layers,
     tensor_names,
@@ -206,7 +207,21 @@ class AdaptsBySGD:
         check_task(self._owner, self.inner.model, support_x, support_y,
                    self.inner.loss)
         net, lrs = split_lrs(self.model, dict(self.model.named_parameters()))
+        self._check_late_head(net, support_x)
         return self.inner.test_path(net, support_x, support_y, steps, lr=lrs)
+
+    def _check_late_head(self, net: Params, support_x: torch.Tensor) -> None:
+        """Where the head is the default and adapts alone (ANIL) or starts at zero: once per
+        learner, on one task's support set ``[S, ...]``, a head whose output another
+        ``nn.Linear`` takes in is refused (``late_default_head``), and again at every
+        later call."""
+        if not (self._owner == "ANIL" or self.inner.head_init == "zero"):
+            return
+        if "_late_head" not in self.__dict__:
+            self.__dict__["_late_head"] = late_default_head(
+                self._owner, self.inner, net, support_x, getattr(self, "_head_named", None))
+        if self.__dict__["_late_head"]:
+            raise ValueError(self.__dict__["_late_head"])
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Predictions ``[N, out]`` of the network with ``params`` on ONE task's x
@@ -247,6 +262,9 @@ class AdaptsBySGD:
         check_batched_support(self._owner, support_x, support_y)
         check_finite_tasks(self._owner, support_x=support_x, support_y=support_y)
         inner = labels_checked(self.inner, support_y)
+        if len(support_x):
+            self._check_late_head(split_lrs(self.model, detach(dict(
+                self.model.named_parameters())))[0], support_x[0])
         with vmap_guard(self, self.inner.model):
             refusal = vmap_refusal(self.inner.model)
             if refusal:
@@ -655,6 +673,67 @@ def prefer_vmap(learner, model: nn.Module) -> None:
         return
     learner.batching = "vmap"
     learner._auto_vmap = True           # after the setter, which sets it for "auto" only
+
+
+def late_default_head(owner: str, adapter: SGDAdapter, net: Params, sx: torch.Tensor,
+                      named: list[str] | None) -> str | None:
+    """Why ``adapter``'s default head is not its model's output layer, or None: with no
+    ``nn.Linear`` called ``head``, the default is the last ``nn.Linear`` *registered*
+    (``last_linear_names``), and a model that registers its output layer first (``self.fc``
+    before ``self.body``) would adapt (ANIL) or zero a hidden layer, silently. Read from one
+    forward pass of one task's support set ``sx [S, ...]`` at ``net`` (outside vmap; the
+    random state and the buffers left as they were), in which only the head's output
+    carries a gradient: an ``nn.Linear`` whose input depends on it takes the head's output
+    in, so the head is a hidden layer, and is named. A linear skip path beside the head
+    (``out(body(x)) + skip(x)``) does not take it in and is not refused. A head named with
+    ``head=`` (``named``) is the user's choice and never refused; a forward pass that fails
+    is left to the call."""
+    model = adapter.model
+    if named is not None or isinstance(getattr(model, "head", None), nn.Linear):
+        return None
+    layer = last_linear_module(model)
+    if layer is None:
+        return None
+    head, fed = model.get_submodule(layer), []
+
+    def mark(module, inputs, out):          # the head's output: the one tensor with a grad
+        return out.detach().requires_grad_(True) if isinstance(out, torch.Tensor) else out
+
+    def check(name):
+        def pre(module, inputs):
+            if any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
+                fed.append(name)
+        return pre
+
+    hooks = [head.register_forward_hook(mark)]
+    hooks += [m.register_forward_pre_hook(check(n)) for n, m in model.named_modules()
+              if isinstance(m, nn.Linear) and m is not head]
+    devices = sorted({t.device.index or 0 for t in net.values() if t.device.type == "cuda"})
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    slots = [(m._buffers, name, b) for m in model.modules() for name, b in m._buffers.items()]
+    try:
+        with torch.enable_grad(), torch.random.fork_rng(devices=devices):
+            adapter.fwd({n: t.detach() for n, t in net.items()}, autograd_usable(sx))
+    except (ValueError, RuntimeError):
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+        with torch.no_grad():
+            for where, name, b in slots:
+                where[name] = b
+            for b, was in buffers:
+                b.copy_(was)
+    if not fed:
+        return None
+    out = fed[-1]
+    names = [f"{out}.{k}" for k, _ in model.get_submodule(out).named_parameters()]
+    current = [f"{layer}.{k}" for k, _ in head.named_parameters()]
+    return (f"{owner} took {layer!r} as the head ({type(model).__name__} has no nn.Linear "
+            f"called head, so the default is the last nn.Linear registered), but "
+            f"{list(dict.fromkeys(fed))[:3]} take its output in: the head would be a hidden "
+            f"layer, not the output layer. Name the head: head={names} (or head={current} "
+            f"to keep {layer!r})")
 
 
 def check_batch(batch, model: nn.Module | None = None, loss=None,

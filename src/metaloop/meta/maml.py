@@ -9,7 +9,6 @@ of which changes the meta-gradient.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from metaloop.adapt.sgd import (
     gradients_on,
     zero_head,
 )
-from metaloop.func.params import Params, last_linear_module, params_of
+from metaloop.func.params import Params, params_of
 from metaloop.meta._common import (
     AdaptsBySGD,
     VmapUnsupported,
@@ -187,13 +186,10 @@ class InnerGraph:
             kernel of ``instance_norm`` too) -> the adapted names whose inner gradient runs
             through its backward, so that second order takes its double backward.
         unused: the adapted names the support loss does not use (zero inner gradient).
-        linears: the model's ``nn.Linear`` layers by name, in the order the forward pass
-            called them (a layer called twice, twice).
     """
 
     norms: dict[str, list[str]]
     unused: list[str]
-    linears: list[str] = dataclasses.field(default_factory=list)
 
 
 def _op_name(node: str) -> str:
@@ -220,9 +216,6 @@ def probe_inner_graph(adapter: SGDAdapter, net: Params, sx: torch.Tensor,
     buffers = [(b, b.clone()) for b in adapter.model.buffers()]
     slots = [(m._buffers, name, b) for m in adapter.model.modules()
              for name, b in m._buffers.items()]     # a buffer assigned anew: put back too
-    linears: list[str] = []
-    hooks = [m.register_forward_hook(lambda *_, name=name: linears.append(name))
-             for name, m in adapter.model.named_modules() if isinstance(m, nn.Linear)]
     try:
         with gradients_on(), torch.random.fork_rng(devices=devices):
             start = adapter.start({n: t.detach() for n, t in net.items()}, sy)
@@ -233,8 +226,6 @@ def probe_inner_graph(adapter: SGDAdapter, net: Params, sx: torch.Tensor,
             loss = vmap_tasks(support_loss, sx[None], sy[None]).sum() if vmapped \
                 else support_loss(sx, sy)
     finally:
-        for h in hooks:
-            h.remove()
         with torch.no_grad():
             for where, name, b in slots:
                 where[name] = b
@@ -263,33 +254,7 @@ def probe_inner_graph(adapter: SGDAdapter, net: Params, sx: torch.Tensor,
             op = norms.setdefault(_op_name(type(node).__name__), [])
             op.extend(n for n in adapter.names if n in below and n not in op)
     used = reach.get(root, set())
-    return InnerGraph(norms, [n for n in adapter.names if n not in used], linears)
-
-
-def late_default_head(owner: str, net: nn.Module, head: list[str],
-                      named: list[str] | None, graph: InnerGraph) -> str | None:
-    """Why the default head ``head`` (names) is not ``net``'s output layer, or None: with no
-    layer called ``head``, the default is the last ``nn.Linear`` *registered*
-    (``last_linear_names``), and a model that registers its output layer first (``self.fc``
-    before ``self.body``) would adapt (ANIL) or zero a hidden layer, silently. Read from
-    the forward pass's order of ``nn.Linear`` calls (``graph.linears``): an ``nn.Linear``
-    other than the head's that runs after the head's last call is refused, naming it.
-    A head named with ``head=`` (``named``) is the user's choice and never refused."""
-    if named is not None or isinstance(getattr(net, "head", None), nn.Linear) or not head:
-        return None
-    layer = last_linear_module(net)
-    if layer is None or layer not in graph.linears:
-        return None                            # unused: the unused-head checks say so
-    last = len(graph.linears) - 1 - graph.linears[::-1].index(layer)
-    later = [n for n in dict.fromkeys(graph.linears[last + 1:]) if n != layer]
-    if not later:
-        return None
-    out = later[-1]
-    names = [f"{out}.{k}" if out else k for k, _ in net.get_submodule(out).named_parameters()]
-    return (f"{owner} took {layer!r} as the head ({type(net).__name__} has no nn.Linear "
-            f"called head, so the default is the last nn.Linear registered), but the forward "
-            f"pass runs {later[:3]} after it: the head would be a hidden layer, not the "
-            f"output layer. Name the head: head={names} (or head={head} to keep {layer!r})")
+    return InnerGraph(norms, [n for n in adapter.names if n not in used])
 
 
 def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
@@ -595,11 +560,9 @@ class MAML(AdaptsBySGD):
             graphs[vmapped] = graph
         if anil and graph.unused:
             raise ValueError(self._unused_head(graph.unused))
-        late = late_default_head(self._owner, self.net, list(self.inner.head or []),
-                                 getattr(self, "_head_named", None), graph) \
-            if anil or zero else None
-        if late:
-            raise ValueError(late)
+        if anil or zero:               # one more forward pass, once per learner, outside vmap
+            self._check_late_head(split_lrs(self.model, dict(self.model.named_parameters()))[0],
+                                  sx)
         refusal = unused_zero_head(self._owner, list(self.inner.head or []),
                                    getattr(self, "_head_named", None), self.net,
                                    graph.unused) if zero and not anil else None

@@ -44,12 +44,13 @@ from metaloop.meta._common import (
     check_params,
     check_steps,
     check_task,
+    late_default_head,
     mean_metrics,
     rerun_on_loop,
     resolve_batching,
     task_metrics,
 )
-from metaloop.meta.maml import late_default_head, probe_inner_graph, unused_zero_head
+from metaloop.meta.maml import probe_inner_graph, unused_zero_head
 from metaloop.models.bn_stats import (  # noqa: F401 (STATS: the key prefix, re-exported)
     STATS,
     batchnorm_layers,
@@ -265,8 +266,8 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
             return                                      # the call says what fails
         refusal = unused_zero_head("Reptile", list(self.inner.head or []), self._head_named,
                                    self.model, graph.unused) or \
-            late_default_head("Reptile", self.model, list(self.inner.head or []),
-                              self._head_named, graph)
+            late_default_head("Reptile", self.inner, dict(self.model.named_parameters()),
+                              sx, self._head_named)
         if refusal:
             raise ValueError(refusal)                   # (refused again at the next call)
         self._head_checked = True

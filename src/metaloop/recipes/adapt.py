@@ -950,7 +950,7 @@ def _load_run(path: Path, notes: list | None = None):
     run = load_pinned(path, what=f"--model {path}", option="--model")
     assert run.checkpoint_dir is not None and run.state is not None
     writer = in_progress(run) if notes is not None else None
-    if writer is not None:
+    if writer is not None and notes is not None:
         notes.append(in_progress_note(
             run, writer, f"adapted from as it is; a --resume of this run will need that same "
                          f"checkpoint, and training keeps only its newest ones: wait for the "
