@@ -35,6 +35,11 @@ PROBE = textwrap.dedent("""
         ctypes.util.find_library = lambda name: None
     if sys.argv[1].startswith("heap"):
         assert keep_heap() is True
+    if sys.argv[1] == "after-main":       # a program that ran a metaloop command in-process
+        from metaloop.cli.main import main
+        import contextlib, io
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["compare", "--print-config"]) == 0
     before = libc.mallinfo2().hblkhd
     t = torch.empty(64 << 20, dtype=torch.uint8)
     t.fill_(1)
@@ -82,3 +87,21 @@ def test_the_help_says_what_malloc_does_without_glibc(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "Without glibc (macOS, Windows, musl) both leave the C allocator as it is" \
         in help_text
+
+
+@pytest.mark.skipif(not HAS_MALLINFO2, reason="needs glibc >= 2.33 (mallinfo2)")
+def test_a_program_that_ran_main_gets_glibcs_defaults_back():
+    # main() keeps the heap while its command runs, then sets glibc's defaults back
+    assert _mapped_growth("after-main") >= 64 << 20
+
+
+def test_main_sets_the_callers_thread_count_back():
+    import torch
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    torch.set_num_threads(want)
+    try:
+        assert cli_main.main(["--threads", "3", "compare", "--print-config"]) == 0
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)

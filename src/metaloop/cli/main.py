@@ -15,7 +15,7 @@ from pathlib import Path
 from metaloop.cli._signals import catch_signals, cleaning_up, release_signals
 from metaloop.models.text import TextExtraMissing
 from metaloop.train import distributed
-from metaloop.train.malloc import MODES, keep_heap
+from metaloop.train.malloc import MODES, keep_heap, system_heap
 
 # Each name is a module metaloop.cli.<name> with ``register(subparsers)``; the parser it adds
 # sets ``func`` to a callable taking the parsed args and returning an exit code.
@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     signal ends the process at once with that status, and from metaloop's exit function on
     they are ignored, so the interpreter's shutdown (torch's teardown) cannot turn a finished
     command's status into 143 (``metaloop.cli._signals``).
+
+    Called from a program of your own, it sets back what it changed for the command: the
+    signal handlers, ``warnings.showwarning``, torch's thread count (``--threads``) and the C
+    allocator's settings (``--malloc heap``, then glibc's defaults, ``malloc.system_heap``).
     """
     started: list[str] = []           # the command, once it runs
     code = 130                        # (the status if an interrupt leaves it no other)
@@ -302,10 +306,12 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
               f"{args.command} and write the same output; start it without torchrun",
               file=sys.stderr)
         return 2
-    if args.malloc == "heap":
-        keep_heap()
+    # both set back when the command ends: a program calling main() keeps its own
+    heap = args.malloc == "heap" and keep_heap()
+    threads = None
     if args.threads:
         import torch
+        threads = torch.get_num_threads()
         torch.set_num_threads(args.threads)
     shown = warnings.showwarning
     if _shown_as_python_does():        # not recorded (pytest.warns, catch_warnings(record))
@@ -338,6 +344,11 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
         return 128 + 13                                    # 141, as a process killed by SIGPIPE
     finally:
         warnings.showwarning = shown
+        if threads is not None:
+            import torch
+            torch.set_num_threads(threads)
+        if heap:
+            system_heap()
 
 
 if __name__ == "__main__":

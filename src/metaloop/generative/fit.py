@@ -211,4 +211,5 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
         if out_of_time:
             break
     bar.close()
+    opt.zero_grad(set_to_none=True)     # no last batch's gradient left in model's .grad
     return history

@@ -49,7 +49,8 @@ def require_text_extra():
     Raises:
         TextExtraMissing: naming the missing package and the extra to install.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # never reach the network from here
+    # nothing here reaches the network, and the environment is left as it is: loads run
+    # under ``hub_offline``, which switches huggingface_hub offline for their duration only
     try:
         import peft
         import transformers
@@ -62,9 +63,9 @@ def require_text_extra():
 @contextlib.contextmanager
 def hub_offline(offline: bool = True):
     """Keep the Hugging Face hub client offline inside the block (``offline=False``: as it
-    is). huggingface_hub reads ``HF_HUB_OFFLINE`` once, when it is imported, so the variable
-    set by ``require_text_extra`` is too late where it was imported before (and
-    ``HF_HUB_OFFLINE=0`` is kept): an online client asks the hub about a cached model's files,
+    is). huggingface_hub reads ``HF_HUB_OFFLINE`` once, when it is imported, so setting the
+    variable would be too late where it was imported before (and would stay set for the rest
+    of the process and its children): an online client asks the hub about a cached model's files,
     and for its own registry, even with ``local_files_only``."""
     from huggingface_hub import constants
 

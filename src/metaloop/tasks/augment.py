@@ -327,10 +327,11 @@ class Shifted:
                  max_stroke: float = 0.0, elastic: float = 0.0):
         z = torch.zeros(1, 1, 1)
         shape = getattr(family, "image_shape", None)      # a shift below the images' side
-        shift_images(z if shape is None else torch.zeros(1, *shape[-2:]), max_shift)  # checks
-        rotate_images(z, max_rotate)
-        stroke_images(z, max_stroke)
-        elastic_images(z, elastic)
+        g = torch.Generator().manual_seed(0)     # the checks draw: never torch's global RNG
+        shift_images(z if shape is None else torch.zeros(1, *shape[-2:]), max_shift, g)
+        rotate_images(z, max_rotate, g)
+        stroke_images(z, max_stroke, g)
+        elastic_images(z, elastic, generator=g)
         if not (max_shift or max_rotate or max_stroke or elastic):
             raise ValueError("Shifted needs max_shift, max_rotate, max_stroke or elastic on: "
                              "with all 0 it would change nothing")

@@ -1412,6 +1412,9 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         bar.close()
         sampler.close()
         log.close()
+        # no step's meta-gradient left in the parameters' .grad: a caller's own backward()
+        # would add to it (and it holds a copy of every parameter)
+        opt.zero_grad(set_to_none=True)
     return {"iteration": iterations, "last": last, "val": val}
 
 

@@ -18,7 +18,7 @@ import ctypes
 
 from metaloop._libc import libc_function
 
-__all__ = ["MODES", "keep_heap"]
+__all__ = ["MODES", "keep_heap", "system_heap"]
 
 MODES = ("heap", "system")
 
@@ -26,6 +26,9 @@ MODES = ("heap", "system")
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 TRIM_BYTES = 1 << 30
+# glibc's defaults, which ``system_heap`` sets back
+MMAP_MAX_DEFAULT = 65536
+TRIM_BYTES_DEFAULT = 128 * 1024
 
 
 def _mallopt():
@@ -46,3 +49,21 @@ def keep_heap() -> bool:
     if fn is None:
         return False
     return bool(fn(M_MMAP_MAX, 0)) and bool(fn(M_TRIM_THRESHOLD, TRIM_BYTES))
+
+
+def system_heap() -> bool:
+    """Set back what ``keep_heap`` changed to glibc's defaults (``M_MMAP_MAX`` 65536,
+    ``M_TRIM_THRESHOLD`` 128 KiB, no longer adjusted dynamically), and give the freed heap
+    memory back to the system (``malloc_trim``): what ``metaloop.cli.main.main`` does when
+    its command ends, so a program that calls it gets its allocator back. Returns False
+    where there is no glibc ``mallopt``."""
+    fn = _mallopt()
+    if fn is None:
+        return False
+    ok = bool(fn(M_MMAP_MAX, MMAP_MAX_DEFAULT)) and bool(fn(M_TRIM_THRESHOLD,
+                                                           TRIM_BYTES_DEFAULT))
+    trim = libc_function("malloc_trim")
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        trim(0)
+    return ok
