@@ -94,6 +94,9 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
     Returns:
         The new model. Its adapter parameters are named ``<layer>.lora_A.default.weight`` and
         ``<layer>.lora_B.default.weight``; the base weights become ``<layer>.base_layer.*``.
+        ``lora_A`` is initialised by peft from torch's global generator (``lora_B`` is zero,
+        so the copy computes what ``model`` does): call ``torch.manual_seed`` first for the
+        same adapters on every run.
 
     Raises:
         ValueError: non-positive ``r``, an ``alpha`` that is not a finite number > 0, a
