@@ -675,6 +675,26 @@ def prefer_vmap(learner, model: nn.Module) -> None:
     learner._auto_vmap = True           # after the setter, which sets it for "auto" only
 
 
+@contextmanager
+def state_kept(model: nn.Module, net: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Run a probing forward pass of ``model`` (at ``net``) that leaves no trace: torch's
+    random state (CPU, and the CUDA devices ``net`` is on) is forked, and every buffer is put
+    back as it was afterwards, one changed in place or assigned anew (dropout draws, a
+    BatchNorm's running statistics)."""
+    devices = sorted({t.device.index or 0 for t in net.values() if t.device.type == "cuda"})
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    slots = [(m._buffers, name, b) for m in model.modules() for name, b in m._buffers.items()]
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for where, name, b in slots:
+                where[name] = b
+            for b, was in buffers:
+                b.copy_(was)
+
+
 def late_default_head(owner: str, adapter: SGDAdapter, net: Params, sx: torch.Tensor,
                       named: list[str] | None) -> str | None:
     """Why ``adapter``'s default head is not its model's output layer, or None: with no
@@ -708,22 +728,14 @@ def late_default_head(owner: str, adapter: SGDAdapter, net: Params, sx: torch.Te
     hooks = [head.register_forward_hook(mark)]
     hooks += [m.register_forward_pre_hook(check(n)) for n, m in model.named_modules()
               if isinstance(m, nn.Linear) and m is not head]
-    devices = sorted({t.device.index or 0 for t in net.values() if t.device.type == "cuda"})
-    buffers = [(b, b.clone()) for b in model.buffers()]
-    slots = [(m._buffers, name, b) for m in model.modules() for name, b in m._buffers.items()]
     try:
-        with torch.enable_grad(), torch.random.fork_rng(devices=devices):
+        with torch.enable_grad(), state_kept(model, net):
             adapter.fwd({n: t.detach() for n, t in net.items()}, autograd_usable(sx))
     except (ValueError, RuntimeError):
         return None
     finally:
         for h in hooks:
             h.remove()
-        with torch.no_grad():
-            for where, name, b in slots:
-                where[name] = b
-            for b, was in buffers:
-                b.copy_(was)
     if not fed:
         return None
     out = fed[-1]

@@ -42,6 +42,7 @@ from metaloop.meta._common import (
     named_layers,
     rerun_on_loop,
     resolve_batching,
+    state_kept,
     task_metrics,
     vmap_guard,
     vmap_refusal,
@@ -212,25 +213,14 @@ def probe_inner_graph(adapter: SGDAdapter, net: Params, sx: torch.Tensor,
     BatchNorm's running statistics). Raises what the forward pass raises.
     """
     names = set(adapter.names)
-    devices = sorted({t.device.index or 0 for t in net.values() if t.device.type == "cuda"})
-    buffers = [(b, b.clone()) for b in adapter.model.buffers()]
-    slots = [(m._buffers, name, b) for m in adapter.model.modules()
-             for name, b in m._buffers.items()]     # a buffer assigned anew: put back too
-    try:
-        with gradients_on(), torch.random.fork_rng(devices=devices):
-            start = adapter.start({n: t.detach() for n, t in net.items()}, sy)
-            probe = {n: t.detach().requires_grad_(n in names) for n, t in start.items()}
+    with gradients_on(), state_kept(adapter.model, net):
+        start = adapter.start({n: t.detach() for n, t in net.items()}, sy)
+        probe = {n: t.detach().requires_grad_(n in names) for n, t in start.items()}
 
-            def support_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                return adapter.loss_fn(adapter.fwd(probe, x), y)
-            loss = vmap_tasks(support_loss, sx[None], sy[None]).sum() if vmapped \
-                else support_loss(sx, sy)
-    finally:
-        with torch.no_grad():
-            for where, name, b in slots:
-                where[name] = b
-            for b, was in buffers:
-                b.copy_(was)
+        def support_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return adapter.loss_fn(adapter.fwd(probe, x), y)
+        loss = vmap_tasks(support_loss, sx[None], sy[None]).sum() if vmapped \
+            else support_loss(sx, sy)
     leaf = {id(t): n for n, t in probe.items() if n in names}
     root = loss.grad_fn
     reach: dict = {}                     # node -> the adapted names below it
