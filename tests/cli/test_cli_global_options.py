@@ -52,11 +52,15 @@ def test_every_command_is_covered(tmp_path):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_bad_input_is_a_named_error_with_status_2(command, tmp_path, capsys):
+def test_bad_input_is_a_named_error_with_status_2(command, tmp_path, capsys, monkeypatch):
+    seen, real = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n) or real(n))
+    before = torch.get_num_threads()
     rc = main(["--threads", "1", command, *_bad_input(tmp_path)[command]])
     err = _named_error(capsys, command, rc)
     assert "missing" in err                              # the message names the path
-    assert torch.get_num_threads() == 1                  # the global option took effect
+    assert seen[0] == 1                                  # the global option took effect
+    assert torch.get_num_threads() == before             # and main set the caller's back
 
 
 @pytest.mark.parametrize("threads", ["-1", str(2**31)])
@@ -103,7 +107,10 @@ steps = [0, 1]
 """
 
 
-def test_train_then_eval_with_the_global_option(tmp_path, capsys):
+def test_train_then_eval_with_the_global_option(tmp_path, capsys, monkeypatch):
+    seen, real = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n) or real(n))
+    before = torch.get_num_threads()
     cfg, run = tmp_path / "c.toml", tmp_path / "run"
     cfg.write_text(SINUSOID)
     assert main(["--threads", "1", "train", "--config", str(cfg), "--out", str(run),
@@ -111,7 +118,7 @@ def test_train_then_eval_with_the_global_option(tmp_path, capsys):
     assert main(["--threads", "1", "eval", "--checkpoint", str(run), "--tasks", "4",
                  "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "ev" / "results.json").read_text())
-    assert torch.get_num_threads() == 1
+    assert seen[0] == 1 and torch.get_num_threads() == before
 
 
 def test_compare_with_the_global_option(tmp_path, capsys):

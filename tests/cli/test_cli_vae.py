@@ -126,11 +126,14 @@ def test_global_threads_option_reaches_vae(tiny_fashion, tmp_path, capsys):
     assert parser.parse_args(["vae", "--threads", "2"]).threads == 2          # old lines
     assert parser.parse_args(["--threads", "3", "vae", "--threads", "2"]).threads == 2
     bad = ["--root", str(tiny_fashion), "--out", str(tmp_path), "--latent", "0"]
-    torch.set_num_threads(2)
-    assert main(["--threads", "1", "vae", *bad]) == 2
-    assert torch.get_num_threads() == 1
-    assert main(["vae", "--threads", "2", *bad]) == 2
-    assert torch.get_num_threads() == 2
+    seen, real = [], torch.set_num_threads        # the command's count (main sets it back)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(torch, "set_num_threads", lambda n: seen.append(n) or real(n))
+        assert main(["--threads", "1", "vae", *bad]) == 2
+        assert seen[0] == 1
+        seen.clear()
+        assert main(["vae", "--threads", "2", *bad]) == 2
+        assert seen[0] == 2
     err = capsys.readouterr().err
     assert err.count("latent size (--latent) must be a positive int, got 0") == 2
     assert "TypeError" not in err
