@@ -22,11 +22,13 @@ from metaloop.recipes.evaluation import (
     eval_config,
     evaluate_lake_runs,
     evaluate_run,
+    in_progress,
     in_progress_note,
     load_ensemble,
-    loaded_checkpoints,
+    loaded_checkpoint,
     members,
     run_label,
+    unfinished,
 )
 from metaloop.recipes.report import output_dir
 
@@ -184,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = load_ensemble(args.checkpoint, device=args.device, data_root=args.data_root)
     check_distinct(loaded)
-    args._loaded_checkpoints = _note_unfinished(loaded)    # results.json records them
+    loaded_ckpts = _note_unfinished(loaded)        # which checkpoints: results.json says
     _check_flags_family(args, loaded)
     changes = {k: getattr(args, k) for k in EVAL_FLAGS}
     settings = dict(changes)
@@ -206,8 +208,8 @@ def _run(args: argparse.Namespace) -> int:
         set_tf32(args.tf32)
     with output_dir(args.out or None, command="eval") as out:  # not another's run
         if args.lake_runs:
-            return _lake_runs(args, loaded, cfg, out)
-        return _evaluate(args, loaded, cfg, out)
+            return _lake_runs(args, loaded, cfg, out, loaded_ckpts)
+        return _evaluate(args, loaded, cfg, out, loaded_ckpts)
 
 
 def _note_unfinished(loaded) -> list[dict]:
@@ -215,24 +217,18 @@ def _note_unfinished(loaded) -> list[dict]:
     (a run stopped early, or one still training: its newest complete checkpoint): it is
     scored as it is. A ``ckpt-*`` folder given on purpose is not noted, nor a run with
     nothing to meta-train (``scratch``: its one checkpoint is at iteration 0, and it is
-    finished). Returns which checkpoint of each run was loaded (``loaded_checkpoints``, as
+    finished). Returns which checkpoint of each run was loaded (``loaded_checkpoint``, as
     results.json records it), whether it was in progress as said here."""
     loaded_ckpts = []
     for m in getattr(loaded, "members", None) or [loaded]:
-        total = m.config["train"]["iterations"]
-        entry = loaded_checkpoints(m)[0]
-        loaded_ckpts.append(entry)
-        if not getattr(m.learner, "meta_trains", True):
-            continue
-        if not ((Path(m.path) / "LATEST").is_file() and m.iteration < total):
-            continue
-        writer = runlock.writer(m.path)
-        entry["in_progress"] = writer is not None
+        writer = in_progress(m)
+        loaded_ckpts.append(loaded_checkpoint(m, writer))
         if writer is not None:          # still training: --resume would find it in use
             print(in_progress_note(m, writer, "scored as it is"), file=sys.stderr)
-        else:
-            print(f"note: {m.path} stopped at iteration {m.iteration} of {total} (metaloop "
-                  f"train --resume finishes it); scored as it is", file=sys.stderr)
+        elif unfinished(m):
+            print(f"note: {m.path} stopped at iteration {m.iteration} of "
+                  f"{m.config['train']['iterations']} (metaloop train --resume finishes it); "
+                  f"scored as it is", file=sys.stderr)
     return loaded_ckpts
 
 
@@ -381,8 +377,10 @@ def _check_flags_apply(args: argparse.Namespace, loaded, cfg: dict) -> None:
                              f"{flag.split()[0]}")
 
 
-def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
-    """Generated held-out tasks: the table, and ``results.json`` and a plot in ``out``."""
+def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out, loaded_ckpts: list[dict]
+              ) -> int:
+    """Generated held-out tasks: the table, and ``results.json`` and a plot in ``out``
+    (``loaded_ckpts``: which checkpoint of each run was scored, ``_note_unfinished``)."""
     ec = cfg["eval"]
     bar = None
 
@@ -454,8 +452,7 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         records.validate_record(rec, where=args.record)
     if out is not None:
         extra = {"error_rate": error} if error is not None else {}
-        extra["loaded"] = getattr(args, "_loaded_checkpoints", None) \
-            or loaded_checkpoints(loaded)             # which checkpoint of each run scored
+        extra["loaded"] = loaded_ckpts                # which checkpoint of each run scored
         if moved is not None:
             extra["data_root"] = moved
         if len(args.checkpoint) > 1:
@@ -561,8 +558,10 @@ def _write_record(path, fields: dict) -> None:
     print(f"{'replaced' if existed else 'wrote'} record {path}")
 
 
-def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
-    """``--lake-runs``: the error rate on the challenge's official runs."""
+def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out, loaded_ckpts: list[dict]
+               ) -> int:
+    """``--lake-runs``: the error rate on the challenge's official runs (``loaded_ckpts``
+    as ``_evaluate``'s)."""
     res = evaluate_lake_runs(loaded, args.lake_runs, cfg)
     for r in res["runs"]:
         print(f"{r['name']}: {r['errors']} of {r['trials']} wrong "
@@ -595,8 +594,7 @@ def _lake_runs(args: argparse.Namespace, loaded, cfg: dict, out) -> int:
         extra: dict[str, Any] = {"ensemble": {"members": members(loaded),
                                               "combine": loaded.learner.combine}} \
             if len(args.checkpoint) > 1 else {}
-        extra["loaded"] = getattr(args, "_loaded_checkpoints", None) \
-            or loaded_checkpoints(loaded)             # which checkpoint of each run scored
+        extra["loaded"] = loaded_ckpts                # which checkpoint of each run scored
         try:
             report.write_json(out / "results.json", {"config": cfg, **extra, "lake_runs": res})
         except ValueError as e:             # (a WriteError) results.json there is as it was

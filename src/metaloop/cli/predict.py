@@ -22,7 +22,7 @@ from metaloop.recipes.evaluation import (
     in_progress,
     in_progress_note,
     load_ensemble,
-    loaded_checkpoints,
+    loaded_checkpoint,
     refining,
     scoring,
 )
@@ -258,13 +258,11 @@ def _note_in_progress(loaded) -> list[dict]:
     """A note on stderr for each run a process is still training (``metaloop eval``'s): the
     answers are its newest complete checkpoint's, which the note names (iteration and
     identity), and another call may answer with a newer one. Returns which checkpoint of
-    each run was loaded (``loaded_checkpoints``, as results.json records it)."""
+    each run was loaded (``loaded_checkpoint``, as results.json records it)."""
     loaded_ckpts = []
     for m in getattr(loaded, "members", None) or [loaded]:
-        entry = loaded_checkpoints(m)[0]
         writer = in_progress(m)
-        entry["in_progress"] = writer is not None
-        loaded_ckpts.append(entry)
+        loaded_ckpts.append(loaded_checkpoint(m, writer))
         if writer is not None:
             print(in_progress_note(m, writer, "its answers are that checkpoint's (a later "
                                               "call may load a newer one)"), file=sys.stderr)

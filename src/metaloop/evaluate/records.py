@@ -596,9 +596,7 @@ def command_line(args: argparse.Namespace, program: str = "metaloop",
         switches: the dests of ``args`` that are two-way switches; ``None``: those of
             ``metaloop``'s own parser for ``args.command`` and its global options.
     """
-    # a "_name" is the command's own note on args (what it loaded), not an option
-    opts = {k: v for k, v in vars(args).items()
-            if k not in ("func", "command") and not k.startswith("_")}
+    opts = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     two_way = _switch_dests(args.command) if switches is None else frozenset(switches)
 
     def flags(items) -> list[str]:

@@ -52,8 +52,8 @@ from metaloop.train.loop import on_model
 
 __all__ = ["check_distinct", "check_own_data", "checkpoint_identity", "error_rate",
            "eval_config", "evaluate_lake_runs", "evaluate_run", "in_progress",
-           "in_progress_note", "load_ensemble", "loaded_checkpoints", "members", "refining",
-           "run_label", "scoring", "warn_shared_split"]
+           "in_progress_note", "load_ensemble", "loaded_checkpoint", "members", "refining",
+           "run_label", "scoring", "unfinished", "warn_shared_split"]
 
 # what every member of an ensemble must share with the first: the data and inputs it reads,
 # and the classes it holds out (training ways and splits may differ)
@@ -467,18 +467,21 @@ def checkpoint_identity(run: Run) -> str:
     return f"{ckpt.name} sha256 {digest[:16]}" if isinstance(digest, str) else ckpt.name
 
 
+def unfinished(run: Run) -> bool:
+    """Whether ``run`` was loaded from a run folder whose checkpoint is short of its
+    config's ``train.iterations`` (a run stopped early, or one still training); not a
+    ``ckpt-*`` folder given on purpose, nor a run with nothing to meta-train (``scratch``:
+    its one checkpoint is at iteration 0, and it is finished)."""
+    return (getattr(run.learner, "meta_trains", True) and (Path(run.path) / "LATEST").is_file()
+            and run.iteration < run.config["train"]["iterations"])
+
+
 def in_progress(run: Run) -> dict | None:
     """The process training into the run folder ``run`` was loaded from, now (its lock
-    held: ``metaloop.runlock.writer``'s pid, host and command), where the checkpoint loaded
-    is short of the config's ``train.iterations``; None otherwise: a finished run, one that
-    stopped (its lock free), a ``ckpt-*`` folder given on purpose, or a run with nothing to
-    meta-train (``scratch``)."""
-    if not getattr(run.learner, "meta_trains", True):
-        return None
-    if not ((Path(run.path) / "LATEST").is_file()
-            and run.iteration < run.config["train"]["iterations"]):
-        return None
-    return runlock.writer(run.path)
+    held: ``metaloop.runlock.writer``'s pid, host and command), where ``run`` is
+    ``unfinished``; None otherwise: a finished run, one that stopped (its lock free), a
+    ``ckpt-*`` folder given on purpose, or a run with nothing to meta-train."""
+    return runlock.writer(run.path) if unfinished(run) else None
 
 
 def in_progress_note(run: Run, writer: dict, then: str) -> str:
@@ -493,16 +496,16 @@ def in_progress_note(run: Run, writer: dict, then: str) -> str:
             f"checkpoint, {checkpoint_identity(run)}); {then}")
 
 
-def loaded_checkpoints(run: Run) -> list[dict]:
-    """Which checkpoint of each run was loaded (the one run, or each member of an ensemble,
-    in the order given), as ``metaloop eval`` and ``predict`` write it into results.json:
-    ``{"run_dir": the folder given, "checkpoint": the ckpt-* folder's name, "iteration",
-    "identity": checkpoint_identity, "in_progress": whether a process was still training
-    into the folder (in_progress)}``."""
-    return [{"run_dir": str(m.path), "checkpoint": _checkpoint_dir(m).name,
-             "iteration": m.iteration, "identity": checkpoint_identity(m),
-             "in_progress": in_progress(m) is not None}
-            for m in getattr(run, "members", None) or [run]]
+def loaded_checkpoint(run: Run, writer: dict | None) -> dict:
+    """Which checkpoint the one run ``run`` was loaded from, as ``metaloop eval`` and
+    ``predict`` write it into results.json (a list of these, one per member of an ensemble,
+    in the order given): ``{"run_dir": the folder given, "checkpoint": the ckpt-* folder's
+    name, "iteration", "identity": checkpoint_identity, "in_progress": whether ``writer``
+    (``in_progress(run)``, read once by the caller, which notes it) was training into the
+    folder}``."""
+    return {"run_dir": str(run.path), "checkpoint": _checkpoint_dir(run).name,
+            "iteration": run.iteration, "identity": checkpoint_identity(run),
+            "in_progress": writer is not None}
 
 
 def _data_key(family: dict, key: str):
