@@ -16,7 +16,7 @@ from metaloop.cli import _checks, _signals
 from metaloop.cli._args import path
 from metaloop.recipes import training as recipe
 from metaloop.train import distributed
-from metaloop.train.checkpoint import latest_checkpoint, unlinked_advice
+from metaloop.train.checkpoint import holds_checkpoint, latest_checkpoint, unlinked_advice
 from metaloop.train.loop import CUDA_LOG_EVERY, NonFiniteLossError
 
 DESCRIPTION = """\
@@ -265,7 +265,7 @@ def _run(args: argparse.Namespace, held: list) -> int:
         # --resume-if-any: resumed where rank 0's --out holds a checkpoint (a damaged
         # LATEST counts, and is named), decided here for every rank
         again = bool(args.resume) or (getattr(args, "resume_if_any", False)
-                                      and _holds_checkpoint(out))
+                                      and holds_checkpoint(out))
         _check_unlinked(out, again)
         return (*recipe.prepare(out, config_path=args.config, resume=again, seed=args.seed,
                                 data_root=args.data_root, device=args.device), again)
@@ -289,7 +289,7 @@ def _run(args: argparse.Namespace, held: list) -> int:
         if isinstance(e, NonFiniteLossError):    # kept: its metrics.jsonl shows the way there
             if mine and not _logged(out):
                 _discard(out)                # (at the first iteration: nothing to show)
-            if _holds_checkpoint(out):       # what a --resume would do, and the way on
+            if holds_checkpoint(out):       # what a --resume would do, and the way on
                 e.args = (f"{e}; --resume would repeat the same steps to the same stop: "
                           f"change the config (a lower train.lr, a train.clip_grad_norm) in a "
                           f"new run with another --out, afresh or from this checkpoint's "
@@ -299,7 +299,7 @@ def _run(args: argparse.Namespace, held: list) -> int:
         if mine:
             _discard(out)
         if isinstance(e, distributed.DistributedError) and rank == 0 \
-                and not _holds_checkpoint(out):  # (rank 0's disk: the run's own)
+                and not holds_checkpoint(out):  # (rank 0's disk: the run's own)
             distributed.no_checkpoint_yet(e)     # no "--resume": there is nothing to resume
         if isinstance(e, KeyboardInterrupt):
             _signals.cleaning_up()                 # (the lock's release after this too)
@@ -308,7 +308,7 @@ def _run(args: argparse.Namespace, held: list) -> int:
                 text = str(e)
                 if "checkpoint" not in text:           # stopped outside the training loop
                     text = f"{text or 'stopped'}; " + (
-                        f"the checkpoint in {out} is kept" if _holds_checkpoint(out)
+                        f"the checkpoint in {out} is kept" if holds_checkpoint(out)
                         else "no checkpoint written")
                 line = distributed.message(e)      # "rank r of W: ...": this rank alone
                 if line is not None:
@@ -334,15 +334,6 @@ def _logged(out) -> bool:
         return (Path(out) / "metrics.jsonl").stat().st_size > 0
     except OSError:
         return False
-
-
-def _holds_checkpoint(out) -> bool:
-    """Whether the run directory ``out`` holds a checkpoint (a damaged ``LATEST`` counts:
-    it is kept too)."""
-    try:
-        return out is not None and latest_checkpoint(out) is not None
-    except (ValueError, OSError):
-        return True
 
 
 def _discard(out) -> bool:

@@ -311,10 +311,6 @@ def _resume_if_any(args: argparse.Namespace) -> argparse.Namespace:
     if args.evaluate:
         raise ValueError("--evaluate measures the checkpoint; it does not train: drop "
                          "--resume-if-any")
-    from metaloop.train.checkpoint import latest_checkpoint
+    from metaloop.train.checkpoint import holds_checkpoint
 
-    try:
-        found = latest_checkpoint(Path(args.out)) is not None
-    except ValueError:                  # a damaged LATEST: named where the resume reads it
-        found = True
-    return argparse.Namespace(**{**vars(args), "resume": found})
+    return argparse.Namespace(**{**vars(args), "resume": holds_checkpoint(Path(args.out))})

@@ -207,17 +207,19 @@ class AdaptsBySGD:
         check_task(self._owner, self.inner.model, support_x, support_y,
                    self.inner.loss)
         net, lrs = split_lrs(self.model, dict(self.model.named_parameters()))
-        self._check_late_head(net, support_x)
+        self._check_late_head(support_x, net)
         return self.inner.test_path(net, support_x, support_y, steps, lr=lrs)
 
-    def _check_late_head(self, net: Params, support_x: torch.Tensor) -> None:
+    def _check_late_head(self, support_x: torch.Tensor, net: Params | None = None) -> None:
         """Where the head is the default and adapts alone (ANIL) or starts at zero: once per
-        learner, on one task's support set ``[S, ...]``, a head whose output another
-        ``nn.Linear`` takes in is refused (``late_default_head``), and again at every
-        later call."""
+        learner, on one task's support set ``[S, ...]`` at ``net`` (None: the network's
+        parameters, read only then), a head whose output another ``nn.Linear`` takes in is
+        refused (``late_default_head``), and again at every later call."""
         if not (self._owner == "ANIL" or self.inner.head_init == "zero"):
             return
         if "_late_head" not in self.__dict__:
+            if net is None:
+                net = split_lrs(self.model, dict(self.model.named_parameters()))[0]
             self.__dict__["_late_head"] = late_default_head(
                 self._owner, self.inner, net, support_x, getattr(self, "_head_named", None))
         if self.__dict__["_late_head"]:
@@ -263,8 +265,7 @@ class AdaptsBySGD:
         check_finite_tasks(self._owner, support_x=support_x, support_y=support_y)
         inner = labels_checked(self.inner, support_y)
         if len(support_x):
-            self._check_late_head(split_lrs(self.model, detach(dict(
-                self.model.named_parameters())))[0], support_x[0])
+            self._check_late_head(support_x[0])
         with vmap_guard(self, self.inner.model):
             refusal = vmap_refusal(self.inner.model)
             if refusal:

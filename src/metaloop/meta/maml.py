@@ -551,8 +551,7 @@ class MAML(AdaptsBySGD):
         if anil and graph.unused:
             raise ValueError(self._unused_head(graph.unused))
         if anil or zero:               # one more forward pass, once per learner, outside vmap
-            self._check_late_head(split_lrs(self.model, dict(self.model.named_parameters()))[0],
-                                  sx)
+            self._check_late_head(sx)
         refusal = unused_zero_head(self._owner, list(self.inner.head or []),
                                    getattr(self, "_head_named", None), self.net,
                                    graph.unused) if zero and not anil else None

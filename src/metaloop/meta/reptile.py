@@ -44,7 +44,6 @@ from metaloop.meta._common import (
     check_params,
     check_steps,
     check_task,
-    late_default_head,
     mean_metrics,
     rerun_on_loop,
     resolve_batching,
@@ -265,11 +264,10 @@ class Reptile(AdaptsBySGD, ScoresEitherWay):
         except (ValueError, RuntimeError):
             return                                      # the call says what fails
         refusal = unused_zero_head("Reptile", list(self.inner.head or []), self._head_named,
-                                   self.model, graph.unused) or \
-            late_default_head("Reptile", self.inner, dict(self.model.named_parameters()),
-                              sx, self._head_named)
+                                   self.model, graph.unused)
         if refusal:
             raise ValueError(refusal)                   # (refused again at the next call)
+        self._check_late_head(sx)                       # (cached, and refused again too)
         self._head_checked = True
 
     def extra_state(self) -> dict[str, torch.Tensor]:

@@ -286,6 +286,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return Path(run_dir) / name
 
 
+def holds_checkpoint(run_dir) -> bool:
+    """Whether ``run_dir`` (None: no folder) holds a checkpoint to resume: its ``LATEST``
+    names one, or is damaged (kept too, and named by the resume), as ``--resume-if-any``
+    decides."""
+    try:
+        return run_dir is not None and latest_checkpoint(run_dir) is not None
+    except (ValueError, OSError):
+        return True
+
+
 def unlinked_checkpoints(run_dir) -> tuple[list[Path], Path | None]:
     """The ``ckpt-<iteration>`` folders of ``run_dir`` when it has no ``LATEST`` file (it was
     deleted, or lost with a copy), and the newest intact one of them (its ``state.json`` an
