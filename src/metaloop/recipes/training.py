@@ -327,8 +327,9 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
     Args:
         cfg: a config from ``prepare``. device: "cpu" or "cuda" (under torchrun: this
             process's GPU). precision: "float32" or "bf16" (autocast). tf32: allow TF32 on
-            CUDA. progress: progress bars (rank 0). created: ``out`` was made for this run,
-            so bad data removes it again when it is still empty.
+            CUDA while it trains (both flags are set back after). progress: progress bars
+            (rank 0). created: ``out`` was made for this run, so bad data removes it again
+            when it is still empty.
         data_root: with ``resume``: where the run's own data is now (its folder, tensor
             file or table moved; ``prepare`` checked it is there). The families are read
             there, their fingerprint must match the one the checkpoint stores (else refused
@@ -421,9 +422,10 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
     # build_learner seeds torch's global generator with train.seed, which carries on into
     # training (Reptile's per-task seeds, the checkpoints' rng.torch) and no further: the
     # caller's generator is as it was afterwards
-    with seeded_rng(tc["seed"], [dev]):
+    # TF32 as it was afterwards too (a CPU run leaves the process's CUDA flags alone)
+    with seeded_rng(tc["seed"], [dev]), distributed.tf32_kept():
         learner = build.build_learner(cfg, family, device=dev)
-        if dev.type == "cuda":               # a CPU run leaves the process's CUDA flags alone
+        if dev.type == "cuda":
             distributed.set_tf32(tf32)
         learner.model.to(device=dev, dtype=getattr(torch, tc["dtype"]))
         if tc["init"] and not resume:       # a resumed run has its own weights; copied into the

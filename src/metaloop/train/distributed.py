@@ -34,13 +34,14 @@ Backends: gloo on the CPU, nccl on CUDA (one GPU per process, ``cuda:LOCAL_RANK`
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
 import pickle
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -169,6 +170,17 @@ def set_tf32(enabled: bool) -> None:
     (docs/benchmarks.md). ``--tf32`` turns it on for speed on Ampere and later GPUs."""
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
+
+
+@contextlib.contextmanager
+def tf32_kept() -> Iterator[None]:
+    """Sets both TF32 flags (``set_tf32``'s) back as they were on leaving, so that a program
+    that trains or evaluates on a GPU through metaloop keeps its own TF32 settings after."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def device_for(device: str) -> torch.device:
