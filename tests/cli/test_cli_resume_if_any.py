@@ -143,8 +143,18 @@ def test_forgetting_starts_fresh_on_a_new_out_and_on_a_stale_lock(forgot, tmp_pa
     assert main(_fk(data, killed, "--resume-if-any")) == 0
     assert "resuming" not in capsys.readouterr().out
     assert _untimed(killed) == want
-    # a finished run with the same seeds: refused by name, as a new run is
-    assert main(_fk(data, killed, "--resume-if-any")) == 2
+    # a finished run with the same settings: nothing to do, exit 0 (as train and compare),
+    # --record written from its results; the run's files as they were
+    before = {f.name: f.read_bytes() for f in killed.iterdir() if f.is_file()}
+    assert main(_fk(data, killed, "--resume-if-any", "--record", str(tmp_path / "rec"))) == 0
+    assert "had finished with these settings" in capsys.readouterr().out
+    assert {f.name: f.read_bytes() for f in killed.iterdir() if f.is_file()} == before
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == \
+        ["continual_split_data_class_naive.json", "continual_split_data_class_replay.json"]
+    # one of other settings: refused by name; a new run over it, as before
+    assert main([*_fk(data, killed, "--resume-if-any"), "--steps", "6"]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert main(_fk(data, killed)) == 2
     assert "holds a finished metaloop forgetting run" in capsys.readouterr().err
 
 

@@ -79,8 +79,9 @@ results.json or runs.json, also one stopped in between) is refused (exit 2), nam
 folder and the run's settings, before anything is read or written: give another --out,
 remove the folder to run again, or add seeds to it with --resume and more --seeds.
 --resume-if-any resumes where --out holds the kept runs (partial.json, or a finished run's
-runs.json with other --seeds), else starts the run: one fixed command for a job scheduler
-to rerun after a kill.
+runs.json with other --seeds), exits 0 with nothing to do where the run there finished with
+the same settings, else starts the run: one fixed command for a job scheduler to rerun after
+a kill.
 
 An option that would change nothing is refused by name: a strategy's option without that
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
@@ -204,7 +205,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume-if-any", action="store_true",
                    help="resume the run in --out where it holds this command's kept runs "
                         "(partial.json, or a finished run's runs.json with other --seeds), "
-                        "as --resume, else start it: one command for a job scheduler to "
+                        "as --resume, do nothing where the run there finished with the same "
+                        "settings, else start it: one command for a job scheduler to "
                         "rerun after a kill; what --resume and a new run refuse is refused "
                         "alike")
     p.add_argument("--record", type=path, default=None, metavar="DIR",
@@ -229,9 +231,12 @@ def _run(args: argparse.Namespace) -> int:
                          "holds its kept runs: give it without --resume, which resumes only")
     options = _options(args)
     s = recipe.settings(args.scenario, **{k: options[k] for k in SETTINGS})
+    done = False                      # --resume-if-any on a run finished with these seeds
     if args.resume_if_any:            # decided under --out's lock: resume what is kept there
         args = argparse.Namespace(**{**vars(args), "resume": _resumable(args.out, s)})
-    recipe.check_resume(args.out, args.resume, s)       # before any data is read
+        done = not args.resume and _finished_alike(args.out, s)
+    if not done:                      # (its settings are compared once the data is read)
+        recipe.check_resume(args.out, args.resume, s)   # before any data is read
     if args.data is not None:                           # no file of the run in the data
         runs_folder.check_outside_data(args.out, args.data)
     data = {k: options[k] for k in recipe.DATA_OPTIONS}
@@ -240,16 +245,23 @@ def _run(args: argparse.Namespace) -> int:
     exps = recipe.experiences(args.scenario, root=args.root, **data,
                               log=lambda line: print(line, file=sys.stderr))
     with output_dir(args.out) as out:
-        # stopped after writing its results.json, and resumed with no seeds added
-        if args.resume and recipe.finished(out) and not recipe.adds_seeds(
+        # stopped after writing its results.json, and resumed with no seeds added; or
+        # finished, and given again with --resume-if-any (a scheduler's rerun)
+        stale = args.resume and recipe.finished(out)
+        if (stale or done) and not recipe.adds_seeds(
                 recipe.kept(out, recipe.identity(s, exps, data)), s):   # or refused by name
             if args.record is not None:     # checked before partial.json is moved
                 recs = recipe.records(
                     json.loads((out / "results.json").read_text(encoding="utf-8")),
                     args.record, command=_command(args), read_command=command_settings)
-            os.replace(out / recipe.PARTIAL, out / recipe.RUNS)
-            print(f"{out}: the run had finished (its results.json is complete); moved the "
-                  f"{recipe.PARTIAL} left beside it to {recipe.RUNS}, nothing to resume")
+            if stale:
+                os.replace(out / recipe.PARTIAL, out / recipe.RUNS)
+                print(f"{out}: the run had finished (its results.json is complete); moved "
+                      f"the {recipe.PARTIAL} left beside it to {recipe.RUNS}, nothing to "
+                      f"resume")
+            else:
+                print(f"{out}: the run had finished with these settings (its results.json "
+                      f"is complete); nothing to resume")
             if args.record is not None:
                 write_records(recs)
             return 0
@@ -306,6 +318,21 @@ def _resumable(out, s: dict) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return isinstance(seeds, int) and seeds != len(s["seeds"])
+
+
+def _finished_alike(out, s: dict) -> bool:
+    """Whether ``out`` holds a finished run (``runs.json`` and its results.json, no
+    ``partial.json``) of as many seeds as ``s``: ``--resume-if-any`` then has nothing to do
+    and exits 0, as ``train`` and ``compare`` do on a finished run, once ``recipe.kept``
+    has found the run's settings and data the command's (else refused by name)."""
+    out = Path(out)
+    if (out / recipe.PARTIAL).is_file() or not (out / "results.json").is_file():
+        return False
+    try:
+        seeds = json.loads((out / recipe.RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(seeds, int) and seeds == len(s["seeds"])
 
 
 def _command(args: argparse.Namespace) -> str:
