@@ -5,12 +5,31 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+try:       # raised by matplotlib before 3.11 under pyparsing 3.3 (parseString, oneOf)
+    from pyparsing.warnings import PyparsingDeprecationWarning
+except ImportError:                        # a pyparsing that raises none
+    PyparsingDeprecationWarning = None
+if PyparsingDeprecationWarning is not None:     # matplotlib's import parses its rc file:
+    with warnings.catch_warnings():             # before any conftest imports metaloop
+        warnings.simplefilter("ignore", PyparsingDeprecationWarning)
+        import matplotlib.backends.backend_agg  # noqa: F401
+
+
+def pytest_configure(config):
+    """Warnings are errors (pyproject.toml), except pyparsing's deprecations raised inside
+    matplotlib before 3.11 (its own code, which the range matplotlib>=3.7 allows)."""
+    if PyparsingDeprecationWarning is not None:
+        config.addinivalue_line("filterwarnings",
+                                "ignore::pyparsing.warnings.PyparsingDeprecationWarning")
 SHARED = REPO.parent / "shared"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

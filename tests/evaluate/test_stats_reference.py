@@ -36,6 +36,7 @@ def test_paired_ci_is_the_t_interval_of_the_differences_not_of_each_record():
                                   {**rec, "per_task": b.tolist()})
     assert d["n"] == 40
     assert d["mean"] == pytest.approx(float(np.mean(a - b)), rel=1e-12)
-    assert d["ci95"] == pytest.approx(_scipy_half_width(a - b), rel=1e-9)
+    # (scipy 1.10's t quantile differs from later versions' by ~4e-9 relative)
+    assert d["ci95"] == pytest.approx(_scipy_half_width(a - b), rel=1e-8)
     # the unpaired interval is many times wider here: the pairing is what the CI measures
     assert d["ci95"] < _scipy_half_width(a) / 5

@@ -361,7 +361,9 @@ def vmap_failure(error: RuntimeError, args=()) -> str | None:
     * an in-place change of a tensor the function does not take as input (a buffer such as
       a running average, ``self.ema.mul_(0.9)``): "would mutate a captured Tensor" under a
       grad transform, "inplace arithmetic" or "output with shape [D] doesn't match the
-      broadcast shape [B, D]" (B the tasks) under vmap alone.
+      broadcast shape [B, D]" (B the tasks) under vmap alone; an in-place or ``out=`` op
+      into a tensor the tasks share ("use out-of-place operators": ``nn.Embedding(max_norm=
+      ...)``; "out= or view ops": ``spectral_norm``'s power iteration in training mode).
     """
     text = str(error)
     first = text.splitlines()[0] if text else type(error).__name__
@@ -379,7 +381,12 @@ def vmap_failure(error: RuntimeError, args=()) -> str | None:
                 "(.item(), float(t), or a Python if/while on a tensor), which torch.func.vmap "
                 "over tasks does not allow; use batching='loop' or 'auto' (the loop for such a "
                 "model), or compute it with torch operations (torch.where)" + said)
-    inplace = ("mutate a captured Tensor" in text or "inplace arithmetic" in text)
+    inplace = ("mutate a captured Tensor" in text or "inplace arithmetic" in text
+               # an in-place op on a tensor shared by the tasks (nn.Embedding(max_norm=...)
+               # renormalises its weight), an out= op into one (spectral_norm's power
+               # iteration in training mode)
+               or "use out-of-place operators" in first
+               or "doesn't work on out= or view ops" in first)
     if not inplace:
         m = _BROADCAST.search(first)
         size = _vmap_size(args)
@@ -390,8 +397,10 @@ def vmap_failure(error: RuntimeError, args=()) -> str | None:
     if inplace:
         op = re.search(r"\((aten::[A-Za-z0-9_.]+)\)", first)
         return ("batching='vmap' cannot run the model's forward: it changes a tensor in place "
-                "that it does not take as input (a buffer, e.g. a running average updated "
-                f"with mul_/add_{': ' + op.group(1) if op else ''}), one tensor for a whole "
+                "that it does not take as input or that the tasks share (a buffer, e.g. a "
+                "running average updated with mul_/add_, or an nn.Embedding's weight "
+                f"renormalised by max_norm{': ' + op.group(1) if op else ''}), one tensor "
+                "for a whole "
                 "batch of tasks, which torch.func.vmap over tasks does not allow; use "
                 "batching='loop' or 'auto' (the loop for such a model)" + said)
     return None
@@ -400,7 +409,8 @@ def vmap_failure(error: RuntimeError, args=()) -> str | None:
 def vmap_tasks(fn, *args):
     """``torch.func.vmap(fn)(*args)``, with torch's scaled-dot-product attention (in a model
     of your own) on its math kernel, which vmap batches: the fused kernels have no batching
-    rule, so torch would loop over the tasks and warn of "a performance drop". Models
+    rule, so torch would loop over the tasks and warn of "a performance drop"; and with
+    ``nn.MultiheadAttention``'s fused eval-mode path off (``no_mha_fastpath``). Models
     without attention are unaffected. The kernel choice is process-wide while the call
     runs. A torch without ``torch.nn.attention`` (before 2.3) runs the plain vmap: the
     same result, looped over the tasks for attention.
@@ -419,10 +429,11 @@ def vmap_tasks(fn, *args):
     except ImportError:                                    # an older torch
         math_kernel = None
     try:
-        if math_kernel is None:
-            return torch.func.vmap(fn)(*args)
-        with math_kernel:
-            return torch.func.vmap(fn)(*args)
+        with no_mha_fastpath():
+            if math_kernel is None:
+                return torch.func.vmap(fn)(*args)
+            with math_kernel:
+                return torch.func.vmap(fn)(*args)
     except LossReadsValue as e:
         raise VmapUnsupported(str(e)) from e
     except RuntimeError as e:
@@ -430,6 +441,26 @@ def vmap_tasks(fn, *args):
         if why is None:
             raise
         raise VmapUnsupported(why) from e
+
+
+@contextmanager
+def no_mha_fastpath() -> Iterator[None]:
+    """While active, ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` in eval mode
+    run their composite path, not torch's fused "fast path" (``torch.backends.mha``; set back
+    after). Under vmap those layers cannot see that their weights require grad, take the
+    fused kernels, which have no derivative ("derivative for
+    aten::_native_multi_head_attention is not implemented" at the meta-gradient), and the
+    composite path gives the loop's results. A torch without the switch runs as it is."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ of which changes the meta-gradient.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,6 +139,45 @@ VMAP_WRONG_SECOND_ORDER = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
 def vmap_wrong_norms(model: nn.Module) -> list[str]:
     """The layers of ``model`` whose double backward is wrong under vmap, as ``"name (Type)"``."""
     return named_layers(model, lambda m: isinstance(m, VMAP_WRONG_SECOND_ORDER))
+
+
+@functools.cache
+def vmap_ignores_padding_idx() -> bool:
+    """Whether this torch's vmap rule for ``F.embedding(..., padding_idx=p)`` sends a gradient
+    to row ``p`` of a weight the tasks share (the loop sends none, as torch promises): the
+    meta-gradient of MAML over an adapted ``nn.Embedding(padding_idx=...)`` would then move the
+    padding vector. Measured once, on a 3 x 2 weight."""
+    w = torch.zeros(3, 2, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([[0, 1], [0, 2]])
+
+    def f(delta: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(i, w + delta, padding_idx=0).sum()
+
+    with torch.enable_grad():
+        g, = torch.autograd.grad(torch.func.vmap(f)(torch.zeros(2, 3, 2, dtype=w.dtype),
+                                                    ids).sum(), w)
+    return bool(g[0].abs().sum() > 0)
+
+
+def vmap_padding_refusal(model: nn.Module, adapter: SGDAdapter,
+                         owner: str = "MAML") -> str | None:
+    """Why MAML (first or second order) under ``vmap`` would give a wrong meta-gradient for
+    ``model``, or None: an ``nn.Embedding`` / ``nn.EmbeddingBag`` with a ``padding_idx`` whose
+    weight adapts, where this torch's vmap rule sends the padding row a gradient
+    (``vmap_ignores_padding_idx``). An embedding that does not adapt (ANIL's body, a solved
+    head's features) is exact under vmap."""
+    adapted = {id(p) for n, p in model.named_parameters() if n in set(adapter.names)}
+    layers = [f"{n} ({type(m).__name__})" for n, m in model.named_modules()
+              if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+              and m.padding_idx is not None and id(m.weight) in adapted]
+    if not layers or not vmap_ignores_padding_idx():
+        return None
+    return (f"{owner}(batching='vmap') would give a wrong meta-gradient: under "
+            f"torch.func.vmap, torch's embedding backward ignores padding_idx and sends the "
+            f"padding row of {', '.join(layers[:3])}{' ...' if len(layers) > 3 else ''} a "
+            f"gradient (the loop sends none), and its weight adapts; use batching='loop' or "
+            f"'auto' (the loop for such a model), or leave the embedding out of what adapts "
+            f"(adapt=..., or ANIL)")
 
 
 def registered_after_norms(model: nn.Module) -> set[str]:
@@ -273,7 +313,9 @@ def vmap_second_order_refusal(model: nn.Module, adapter: SGDAdapter,
             f"torch's double backward of {', '.join(layers)} is wrong under vmap "
             f"(pytorch/functorch#534), and the inner loop adapts {beyond_head[:3]}"
             f"{' ...' if len(beyond_head) > 3 else ''} beyond the head; use batching='loop' "
-            f"or 'auto', first_order=True, or metaloop.models.conv4.BatchNorm")
+            f"or 'auto', first_order=True, or layers whose double backward vmap gets right: "
+            f"metaloop.models.conv4.BatchNorm for a BatchNorm (batch statistics only), "
+            f"nn.GroupNorm or nn.RMSNorm for a LayerNorm or InstanceNorm")
 
 
 def used_head_hint(net: nn.Module, unused: list[str]) -> str:
@@ -477,11 +519,23 @@ class MAML(AdaptsBySGD):
         if learn_lr:
             self.model = InnerLRs(model, len(self.inner.names), inner_steps, inner_lr)
         # the model and what adapts are fixed: found once, raised whenever vmap would run
-        self._vmap_refusal = None if self.first_order else \
-            vmap_second_order_refusal(model, self.inner, owner)
+        self._vmap_refusal = vmap_padding_refusal(model, self.inner, owner) or (
+            None if self.first_order else vmap_second_order_refusal(model, self.inner, owner))
         if batching == "vmap" and self._vmap_refusal:
             raise ValueError(self._vmap_refusal)
         self.batching = resolve_batching(batching, model, threads=True)
+        if batching == "auto" and self._vmap_refusal:
+            self.batching = "loop"              # vmap would be wrong for good: the loop
+        compiled = [n or "the model" for n, m in model.named_modules()
+                    if type(m).__name__ == "OptimizedModule"]
+        if compiled and not self.first_order and self.batching != "vmap":
+            raise ValueError(
+                f"{owner}(first_order=False, batching={self.batching!r}) cannot differentiate "
+                f"through {', '.join(compiled[:3])}, a torch.compile'd module: torch.compile "
+                f"has no double backward, which the second-order meta-gradient takes on the "
+                f"per-task loop; pass the module uncompiled (and compile=True, which compiles "
+                f"what metaloop can), or first_order=True"
+                + ("" if self._vmap_refusal else ", or batching='vmap'"))
         if recompute and batching == "vmap":
             raise ValueError(f"{owner}({flag}=True, batching='vmap') is not supported: the "
                              f"recomputed inner step has no vmap rule; use batching='loop' "

@@ -138,8 +138,12 @@ class TaskBatch:
             raise ValueError(f"TaskBatch support_x {_shape(sx)} and query_x {_shape(qx)} "
                              f"have different feature shapes")
         if not (sx.is_floating_point() and qx.is_floating_point()):
+            ids = "" if sx.is_complex() or sx.dtype == torch.bool else (
+                "; integer inputs such as token ids go in as floats (x.float(), exact below "
+                "2**24) and the model's forward casts them back (x.long()) before its "
+                "nn.Embedding, as metaloop's text models do")
             raise ValueError(f"TaskBatch inputs must be floating point, got support_x "
-                             f"{sx.dtype}, query_x {qx.dtype}")
+                             f"{sx.dtype}, query_x {qx.dtype}{ids}")
         if sx.dtype != qx.dtype:
             raise ValueError(f"TaskBatch support_x ({sx.dtype}) and query_x ({qx.dtype}) must "
                              f"have the same dtype; TaskBatch.to(dtype=...) casts both")
