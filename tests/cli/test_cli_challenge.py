@@ -160,7 +160,7 @@ def test_bad_seed_and_mismatched_ensembles_exit_2(run, tmp_path, capsys):
 ])
 def test_bad_challenge_configs_exit_2_and_write_nothing(omniglot_root, tmp_path, capsys,
                                                         change, message):
-    from metaloop.config import tomllib       # tomli before Python 3.11
+    from metaloop.config import tomllib  # tomli before Python 3.11
     cfg = tomllib.loads(_config_text(omniglot_root))
     for section, body in change.items():
         cfg[section].update(body)

@@ -452,7 +452,9 @@ def no_mha_fastpath() -> Iterator[None]:
     aten::_native_multi_head_attention is not implemented" at the meta-gradient), and the
     composite path gives the loop's results. A torch without the switch runs as it is."""
     mha = getattr(torch.backends, "mha", None)
-    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+    # (not while torch.compile traces: the switch would break the graph at every call)
+    if (mha is None or not hasattr(mha, "set_fastpath_enabled")
+            or torch.compiler.is_compiling()):
         yield
         return
     was = mha.get_fastpath_enabled()
