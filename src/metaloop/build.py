@@ -346,6 +346,7 @@ def _text_table(fcfg: dict, split: str, shots: int, queries: int):
     enc = text_encoder(fcfg["encoder"], fcfg["max_length"])
     return TextTable(fcfg["root"], text_column=fcfg["text_column"],
                      label_column=fcfg["label_column"], delimiter=fcfg["delimiter"] or None,
+                     quoting=fcfg["quoting"],
                      ways=fcfg["ways"], shots=shots, queries=queries,
                      drop_small=fcfg["drop_small"], tokenizer=enc.tokenize, **where)
 
@@ -362,7 +363,7 @@ def _data_classes(f: dict) -> tuple[list[str], str]:
     if f["name"] == "table":
         from metaloop.tasks.text_table import read_text_table
         labels = read_text_table(f["root"], f["text_column"], f["label_column"],
-                                 f["delimiter"] or None)[1]
+                                 f["delimiter"] or None, quoting=f["quoting"])[1]
         return sorted(set(labels)), ""
     if f["name"] == "folder":
         from metaloop.data.folder import scan_folder

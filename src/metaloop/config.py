@@ -80,11 +80,14 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, object]]] = {
                # (both counted and reported) instead of stopping with an error naming them
                "drop_small": (bool, False), "skip_corrupt": (bool, False),
                # "table" (root = a .csv / .tsv / .jsonl file, one text and label per row):
-               # its columns, the CSV delimiter ("" = by extension), and the Hugging Face
-               # encoder ("minilm", a folder or a cached name) whose tokenizer encodes the texts
-               # to max_length tokens; model.name = "text" is that encoder with a new head
+               # its columns, the CSV delimiter ("" = by extension), its quoting ("csv": quotes
+               # read as CSV does; "none": every character as written, one row per line, as
+               # in a GLUE-style TSV), and the Hugging Face encoder ("minilm", a folder or a
+               # cached name) whose tokenizer encodes the texts to max_length tokens;
+               # model.name = "text" is that encoder with a new head
                "text_column": (str, "text"), "label_column": (str, "label"),
-               "delimiter": (str, ""), "encoder": (str, "minilm"), "max_length": (int, 32)},
+               "delimiter": (str, ""), "quoting": (str, "csv"), "encoder": (str, "minilm"),
+               "max_length": (int, 32)},
     "model": {"name": (str, "mlp"), "hidden": ((list, int), [40, 40]), "pool": (str, "max"),
               "channels": (int, 64),
               # conv4: "mean" (spatial mean) or "flatten" the last feature map; "" = the
@@ -830,7 +833,8 @@ _READERS: tuple = (
                 "val_classes", "test_classes", "drop_small"),
      lambda c: c["family"]["name"] in USER_FAMILIES, "family",
      "a key of your own data (folder, tensors, table)"),
-    ("family", ("text_column", "label_column", "delimiter", "encoder", "max_length"),
+    ("family", ("text_column", "label_column", "delimiter", "quoting", "encoder",
+                "max_length"),
      lambda c: c["family"]["name"] in TEXT_FAMILIES, "family", "a key of the table family"),
     ("model", ("hidden",), lambda c: c["model"]["name"] == "mlp", "model",
      "the mlp's hidden widths"),
@@ -991,6 +995,7 @@ def _check_user_family(f: dict, ev: dict) -> None:
     _one_of("family.class_depth", f["class_depth"], (1, 2))
     _one_of("family.channels", f["channels"], (1, 3))
     _one_of("family.invert", f["invert"], INVERT)
+    _one_of("family.quoting", f["quoting"], ("csv", "none"))
     fr = f["split_fractions"]
     if len(fr) != 3 or not all(v >= 0 for v in fr) or not abs(sum(fr) - 1) <= 1e-6:
         raise ValueError(f"config family.split_fractions must be [train, val, test] >= 0 "

@@ -24,7 +24,8 @@ WANT = {"scenario": "split-fmnist-class", "strategies": "replay", "seeds": 3, "s
         "buffer_size": 500, "head_weight": None, "temperature": None, "lora_rank": None,
         "hidden": [256, 256], "data": None, "train_per_class": None, "val_per_class": None,
         "test_per_class": None, "alphabets": None, "classes_per_experience": None,
-        "image_size": None, "channels": None, "skip_corrupt": None, "class_depth": None}
+        "image_size": None, "channels": None, "skip_corrupt": None, "class_depth": None,
+        "drop_small": None}
 
 
 @pytest.mark.parametrize("command", [

@@ -171,6 +171,10 @@ def register(sub) -> None:
     t.add_argument("--text-column", help="column of the texts (default text)")
     t.add_argument("--label-column", help="column of the labels (classes; default label)")
     t.add_argument("--delimiter", help="CSV/TSV field separator (default: by extension)")
+    t.add_argument("--quoting", choices=("csv", "none"),
+                   help="how a CSV/TSV table's quotes are read: csv (as CSV does; the default) "
+                        "or none (every character as written, one row per line: a GLUE-style "
+                        "TSV)")
     t.add_argument("--split-fractions",
                    help="train,val,test fractions of the classes, used with --meta (default "
                         "0.7,0.1,0.2)")

@@ -36,9 +36,11 @@ Each class holds out 20% test and 10% validation images (at least one each;
 images are decoded to --image-size pixels with --channels 1 or 3; the MLP's input size
 follows the data. A folder of groups of classes, root/<group>/<class>/<image>, is read with
 --class-depth 2 (classes named group/class). An unreadable image is refused by name unless
---skip-corrupt leaves it out; one line on stderr says what was read of a folder and what
-was left out (non-images, hidden entries, class folders without images, images outside any
-class folder, unreadable images skipped).
+--skip-corrupt leaves it out. A class too small to hold out a test and a validation image
+and keep one for training is refused by name unless --drop-small leaves it out (before the
+classes are grouped). One line on stderr says what was read of a folder and what was left
+out (non-images, hidden entries, class folders without images, images outside any class
+folder, unreadable images skipped, classes dropped).
 
 For each seed, experience 0 is learned once and every strategy then fine-tunes that same
 model through the rest of the stream. The table gives, as mean ± 95% CI over the seeds:
@@ -87,9 +89,9 @@ An option that would change nothing is refused by name: a strategy's option with
 strategy in --strategies (--replay-ratio and --buffer-size: replay, replay+heads;
 --head-weight and --temperature: heads, replay+heads; --lora-rank: lora), --alphabets
 outside omniglot-alphabets, --test-per-class on it, --data, --classes-per-experience,
---image-size, --channels, --skip-corrupt and --class-depth outside split-data-task/-class,
---image-size, --channels, --skip-corrupt and --class-depth with a tensor file, --root and
---alphabets on split-data-task/-class.
+--image-size, --channels, --skip-corrupt, --class-depth and --drop-small outside
+split-data-task/-class, --image-size, --channels, --skip-corrupt and --class-depth with a
+tensor file, --root and --alphabets on split-data-task/-class.
 
 --record DIR writes, after the run, one result record per strategy for the docs' tables
 (metaloop.evaluate.records): DIR/continual_<scenario>_<strategy>.json, the scenario's
@@ -194,6 +196,10 @@ def register(sub) -> argparse.ArgumentParser:
                    help="split-data-task/-class with a folder: leave unreadable images (and "
                         "links to nothing) out, listed on stderr, instead of refusing the "
                         "folder; recorded with the data options")
+    p.add_argument("--drop-small", action="store_true", default=None,
+                   help="split-data-task/-class: leave out the classes too small to hold out "
+                        "a test and a validation image and keep one for training, named on "
+                        "stderr (default: error); recorded with the data options")
     p.add_argument("--out", type=path, default="runs/forgetting", help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (a new run into a folder "

@@ -85,7 +85,9 @@ a blank line between two texts, or a line with no visible character, is refused 
 number; blank lines after the last text are ignored); each query is printed as
 TEXT<TAB>CLASS, in the file's order, or with --json as {"text", "class", "scores"}. The
 columns are the run's (family.text_column, family.label_column) unless --text-column and
---label-column name others. Only the checkpoint and its encoder are read, not the training
+--label-column name others, and CSV and TSV tables are read with the run's family.quoting
+unless --quoting says otherwise (none: every character as written, one row per line, as in
+a GLUE-style TSV). Only the checkpoint and its encoder are read, not the training
 table. The image flags (--invert, the shifts, --scoring) are refused for a text run, and the
 table flags for an image run.
 
@@ -164,6 +166,10 @@ def register(sub) -> None:
     p.add_argument("--delimiter", metavar="CHAR",
                    help="text run: the field separator of CSV and TSV tables (default: ',' "
                         "for .csv, tab for .tsv)")
+    p.add_argument("--quoting", choices=("csv", "none"),
+                   help="text run: how the quotes of CSV and TSV tables are read: csv (as CSV "
+                        "does) or none (every character as written, one row per line: a "
+                        "GLUE-style TSV); default: the run's family.quoting")
     p.add_argument("--support-shift", type=int, default=0, metavar="S",
                    help="adapt to every shift of the support images up to S pixels as well "
                         "((2S+1)^2 copies, as metaloop eval --support-shift; 0 = off)")
@@ -199,7 +205,8 @@ def _run(args: argparse.Namespace) -> int:
                 pred = classify_texts(loaded, args.support, args.query, steps=args.steps,
                                       text_column=args.text_column,
                                       label_column=args.label_column,
-                                      delimiter=args.delimiter, progress=bar.update)
+                                      delimiter=args.delimiter, quoting=args.quoting,
+                                      progress=bar.update)
                 key, items = "text", pred.texts
             elif kind == "tensors":
                 pred = classify_tensors(loaded, args.support, args.query, steps=args.steps,
@@ -227,7 +234,8 @@ def _run(args: argparse.Namespace) -> int:
                 fam = loaded.config["family"]
                 settings.update(text_column=args.text_column or fam["text_column"],
                                 label_column=args.label_column or fam["label_column"],
-                                delimiter=args.delimiter)
+                                delimiter=args.delimiter,
+                                quoting=args.quoting or fam["quoting"])
             else:
                 settings.update(support_shift=args.support_shift, query_shift=args.query_shift,
                                 scoring=args.scoring or "as-trained")
@@ -357,13 +365,13 @@ def _check_flags_apply(args: argparse.Namespace, loaded) -> str:
     if kind != "texts":
         others += tuple((flag, value is not None) for flag, value in (
             ("--text-column", args.text_column), ("--label-column", args.label_column),
-            ("--delimiter", args.delimiter)))
+            ("--delimiter", args.delimiter), ("--quoting", args.quoting)))
         reads = reads or "a table of texts"
         what = what or (f"{loaded.path} classifies images (model "
                         f"{loaded.config['model']['name']!r}) from folders")
     given = [flag for flag, on in others if on]
     if given:
-        text_flag = given[0] in ("--text-column", "--label-column", "--delimiter")
+        text_flag = given[0] in ("--text-column", "--label-column", "--delimiter", "--quoting")
         raise ValueError(f"{given[0]} applies to "
                          f"{'a table of texts' if text_flag else reads}, but {what}, so it "
                          f"would change nothing: drop {given[0]}")

@@ -357,7 +357,8 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
                      setting: str = "task", test_per_class: int | None = None,
                      val_per_class: int | None = None, test_fraction: float | None = None,
                      val_fraction: float | None = None, train_per_class: int | None = None,
-                     flatten: bool = True, seed: int = 0) -> list[Experience]:
+                     flatten: bool = True, seed: int = 0, drop_small: bool = False,
+                     dropped: list[str] | None = None) -> list[Experience]:
     """Experiences of a few classes each from labelled data that has no official test split.
 
     Each class's images are shuffled by ``seed`` and split into test, validation and
@@ -389,6 +390,11 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
         flatten: inputs ``[N, C*H*W]`` (for an MLP) instead of ``[N, C, H, W]``; feature
             vectors stay ``[N, D]``.
         seed: seed of the split and of the subsampling.
+        drop_small: leave out the classes too small to give a test, a validation (if asked
+            for) and a training image, before the classes are grouped (the others keep
+            their names; with ``groups``, they leave their groups, and a group left empty
+            is no experience), instead of raising.
+        dropped: a list the names of the classes ``drop_small`` left out are appended to.
 
     Returns:
         One ``Experience`` per group; ``train``, ``val`` and ``test`` hold float32 inputs.
@@ -397,9 +403,10 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
         ValueError: naming the problem: shapes or dtypes of ``x``/``y``, non-finite values,
             labels outside the class names, unknown setting, unknown or repeated classes in
             ``groups``, fewer than two experiences, a task-setting experience of one class
-            (its one-way head would learn nothing), bad counts or fractions, or classes too
-            small to give a test, a validation (if asked for) and a training image (listed
-            with their sizes).
+            (its one-way head would learn nothing), bad counts or fractions, or, without
+            ``drop_small``, classes too small to give a test, a validation (if asked for)
+            and a training image (listed with their sizes); a ``drop_small`` that is not
+            True or False.
     """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose one of {SETTINGS}")
@@ -419,13 +426,25 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
     if test_fraction + val_fraction >= 1:
         raise ValueError(f"test_fraction + val_fraction = {test_fraction + val_fraction} "
                          f"leaves no training images")
+    drop_small = check_flag("drop_small", drop_small)
     grouped = groups is None                          # consecutive classes_per_experience
+    gone: list[str] = []
+    if drop_small:
+        x, y, names, groups = _without_small(
+            x, y, names, groups, classes_per_experience, gone,
+            lambda n: _held_out(n, test_per_class, test_fraction, 1)
+            + _held_out(n, val_per_class, val_fraction, 1) + 1)
+        if dropped is not None:
+            dropped.extend(gone)
     groups = _user_groups(groups, classes_per_experience, names)
     if len(groups) < 2:
+        after = (f" left after dropping {len(gone)} class(es) too small to hold out test and "
+                 f"validation images and keep one for training ({gone[:5]})" if gone else "")
         raise ValueError(f"a stream needs at least two experiences, but the {len(names)} "
-                         f"classes {names[:10]} make {len(groups)} of "
-                         f"{len(groups[0])} class(es): give fewer classes per experience "
-                         f"(classes_per_experience, --classes-per-experience) or more classes")
+                         f"classes {names[:10]}{after} make {len(groups)} of "
+                         f"{len(groups[0]) if groups else 0} class(es): give fewer classes "
+                         f"per experience (classes_per_experience, --classes-per-experience) "
+                         f"or more classes")
     if setting == "task":
         single = [names[g[0]] for g in groups if len(g) == 1]
         if single:
@@ -458,9 +477,10 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
         more = f" and {len(small) - 8} more" if len(small) > 8 else ""
         raise ValueError(f"{len(small)} class(es) have too few images to hold out test and "
                          f"validation images and keep one for training: "
-                         f"{', '.join(small[:8])}{more}; add images, or hold out fewer "
+                         f"{', '.join(small[:8])}{more}; add images, hold out fewer "
                          f"(test_per_class / val_per_class, --test-per-class / "
-                         f"--val-per-class)")
+                         f"--val-per-class), or leave them out (drop_small=True, "
+                         f"--drop-small)")
     shared = setting == "class"
     out = []
     for i, grp in enumerate(groups):
@@ -477,6 +497,32 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
             classes=grp if shared else tuple(range(len(grp))),
             train=split(0), val=split(1), test=split(2)))
     return out
+
+
+def _without_small(x: torch.Tensor, y: torch.Tensor, names: list[str], groups,
+                   classes_per_experience: int | None, dropped: list[str] | None,
+                   need: Callable[[int], int]):
+    """``split_classes_of``'s data without the classes of fewer images than ``need(n)``
+    (their names appended to ``dropped``): the rows of the others, relabelled 0..K'-1 in
+    the same order, their names, and ``groups`` (None stays None) as the names of the
+    classes kept, a group left empty dropped."""
+    counts = torch.bincount(y, minlength=len(names))                            # [K]
+    small = [c for c in range(len(names)) if int(counts[c]) < need(int(counts[c]))]
+    if not small:
+        return x, y, names, groups
+    if dropped is not None:
+        dropped.extend(names[c] for c in small)
+    if groups is not None:                            # resolved on every class, by name
+        gone = set(small)
+        resolved = _user_groups(groups, classes_per_experience, names)
+        groups = [[names[c] for c in g if c not in gone] for g in resolved]
+        groups = [g for g in groups if g]
+    keep = torch.tensor([c for c in range(len(names)) if c not in set(small)],
+                        dtype=torch.int64)
+    renumber = torch.full((len(names),), -1, dtype=torch.int64)
+    renumber[keep] = torch.arange(len(keep))
+    rows = (renumber[y] >= 0).nonzero().flatten()
+    return x[rows], renumber[y[rows]], [names[c] for c in keep.tolist()], groups
 
 
 def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
@@ -546,13 +592,15 @@ def load_labelled(path: str | os.PathLike, *, image_size: int | None = None,
 def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``x`` (as stored; bool images as float32 0/1), int64 ``y`` and the class names of a
     ``.npz``/``.pt`` file, read by ``metaloop.tasks.episodes.read_tensor_file`` (no
-    pickles; integer labels with gaps become classes named by their value), checked as
+    pickles; integer labels with gaps become classes named by their value; a name in
+    ``class_names`` no row has is left out, with an ``EmptyClassesWarning``), checked as
     ``split_classes_of`` checks them, so that an error names the file (not the function that
     found it)."""
-    from metaloop.tasks.episodes import read_tensor_file
+    from metaloop.tasks.episodes import drop_empty_classes, read_tensor_file
 
     x, y, names = read_tensor_file(path)
     assert y is not None                                  # labels=True: read
+    y, names = drop_empty_classes(y, names, f"tensor file {path}: class_names")
     if names is None and y.dim() == 1 and len(y) and not y.is_floating_point() \
             and y.dtype != torch.bool and int(y.min()) >= 0:
         names = [str(i) for i in range(int(y.max()) + 1)]
@@ -571,7 +619,8 @@ def user_experiences(path: str | os.PathLike, *, setting: str = "task",
     the data;
     ``split_classes_of`` (with ``setting`` and ``**kwargs``: ``classes_per_experience``,
     ``groups``, ``test_per_class``, ``val_per_class``, ``test_fraction``,
-    ``val_fraction``, ``train_per_class``, ``flatten``, ``seed``) makes the experiences.
+    ``val_fraction``, ``train_per_class``, ``flatten``, ``seed``, ``drop_small``,
+    ``dropped``) makes the experiences.
 
     Args:
         path: an image folder ``root/<class>/<image>`` or a ``.npz``/``.pt`` file.

@@ -22,7 +22,11 @@ opens the earlier one again. Nothing removes them but deleting the cache folder.
 Every decoded image is hashed (``_pixel_digest``: its pixels as read, before padding and
 resizing). An image that repeats another of its class exactly is left out once (listed in
 ``duplicates``): a copy could land in a task's support set and its query set both. The same
-image in two classes is an error naming both files. Before decoding, the decoded set's size
+image in two classes is an error naming both files. An image with transparency that decodes
+to one value (white strokes on a transparent background, composited on white) is refused as
+unreadable before copies are looked for (``blank_problem``), and a top-level layout of
+splits of the same classes (``root/{train,val,test}/<class>/``) is warned of
+(``SplitFoldersWarning``). Before decoding, the decoded set's size
 is compared with the free space of the cache's disk (``_check_disk``), and the images
 decoded at once with the memory available (``_check_memory``).
 
@@ -44,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import time
@@ -67,17 +72,22 @@ except ImportError:                                   # Windows: no flock; tidyi
 
 from metaloop._callable import check_progress
 from metaloop.data.images import (
+    BLANK_ADVICE,
+    BLANK_WORDS,
     CACHE_DIRNAME,
     DIGEST_BYTES,
     IMAGE_EXTENSIONS,
+    _level,
     _pixel_digest,
     _read_file,
     _to_input,
+    _uniform,
+    blank_problem,
     check_image_settings,
 )
 from metaloop.data.omniglot import _new_file
 
-CACHE_VERSION = 11  # raised whenever decoding or the cache's layout changes: old caches rebuild
+CACHE_VERSION = 12  # raised whenever decoding or the cache's layout changes: old caches rebuild
 STAT_FIELDS = 4     # per file: size, mtime_ns, ctime_ns, 0 (``_file_stat``)
 
 
@@ -108,7 +118,12 @@ class FolderScan:
         nested: with ``class_depth = 1``, where most images sit in sub-folders of the class
             folders (a ``<group>/<class>`` tree read one level short, each group merged into
             one class): what was seen and the advice, ``family.class_depth = 2``; else "".
-            It changes nothing read (``_nested_hint``).
+            Where the top-level folders look like splits of the same classes (``splits``),
+            that message instead. It changes nothing read (``_nested_hint``).
+        splits: where the top-level folders look like splits of the same classes
+            (torchvision's ``train/ val/ test/``, each holding class folders of the same
+            names: ``_split_hint``), what was seen and the advice, one split's folder as
+            the root with ``class_depth = 1``, at either ``class_depth``; else "".
     """
 
     root: Path
@@ -121,6 +136,7 @@ class FolderScan:
     ignored_files: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
     nested: str = ""
+    splits: str = ""
 
 
 @dataclass
@@ -132,7 +148,7 @@ class FolderData:
         labels: int64 ``[N]``, positions into ``class_names``.
         class_names: K names (a class whose images were all skipped as corrupt has none).
         files: N paths relative to the root, in image order.
-        ignored, hidden, loose, ignored_files, empty, nested: as in ``FolderScan``.
+        ignored, hidden, loose, ignored_files, empty, nested, splits: as in ``FolderScan``.
         skipped: ``(path, reason)`` of each unreadable image left out (``skip_corrupt=True``),
             a symbolic link to nothing included.
         duplicates: ``(path, path of the image it repeats)`` of each image left out as an
@@ -155,12 +171,21 @@ class FolderData:
     empty: list[str] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     nested: str = ""
+    splits: str = ""
 
 
 class NestedClassFoldersWarning(UserWarning):
     """An image folder read with ``class_depth = 1`` whose images sit mostly in sub-folders
     of the class folders (``FolderScan.nested``): likely a ``<group>/<class>`` tree whose
     groups were each read as one class."""
+
+
+class SplitFoldersWarning(UserWarning):
+    """An image folder whose top-level folders look like splits of the same classes
+    (``root/{train,val,test}/<class>/``, ``FolderScan.splits``), read at either
+    ``class_depth``: at 1 each split is one class, at 2 ``train/c1`` and ``test/c1`` are two
+    classes (one class on both sides of the class split). Not a
+    ``NestedClassFoldersWarning``: its advice is another root, not ``class_depth = 2``."""
 
 
 class UnreadableImagesError(ValueError):
@@ -371,9 +396,12 @@ def scan_folder(root: str | os.PathLike, class_depth: int = 1) -> FolderScan:
         raise ValueError(f"image folder {root} holds no images in the layout {layout} "
                          f"(class_depth={class_depth}; {counts['ignored'] + len(loose)} other "
                          f"and {counts['hidden']} hidden entries ignored{where})")
+    splits, sure = _split_hint(root, classes, files, class_depth)
+    nested = _nested_hint(classes, files) if class_depth == 1 else ""
+    if nested and splits:                        # the split's advice, not class_depth = 2
+        nested = splits if sure else f"{nested}; but {splits}"
     return FolderScan(root, classes, files, stats, counts["ignored"], counts["hidden"], loose,
-                      counts["ignored_files"], empty,
-                      _nested_hint(classes, files) if class_depth == 1 else "")
+                      counts["ignored_files"], empty, nested, splits)
 
 
 NESTED_SHARE = 0.75
@@ -404,6 +432,102 @@ def _nested_hint(classes: list[str], files: list[list[str]]) -> str:
             f"themselves: with class_depth=1 each class folder is one class, its sub-folders' "
             f"images merged; if the sub-folders are the classes (root/<group>/<class>/"
             f"<image>), {NESTED_ADVICE}")
+
+
+SPLIT_WORDS = frozenset({"train", "training", "trainval", "trn", "val", "valid", "validation",
+                         "dev", "test", "testing", "tst", "eval", "evaluation", "holdout",
+                         "heldout"})
+"""The words (in a top-level folder's name, split at anything but a letter: ``train``,
+``val2017``, ``meta_test``) that mark a folder as one split of a data set."""
+_TRAIN_WORDS = frozenset({"train", "training", "trainval", "trn"})
+
+
+def _split_words(name: str) -> set[str]:
+    return set(re.split(r"[^a-z]+", name.lower())) & SPLIT_WORDS
+
+
+def _numbered(names: list[str]) -> bool:
+    """Whether ``names`` are one word and a number each, the same word (``character01``,
+    ``class_07``, ``3``): Omniglot's ``<alphabet>/characterNN`` numbers its characters
+    alike in every alphabet, so such names shared by groups are no sign of splits."""
+    stems = set()
+    for n in names:
+        m = re.fullmatch(r"(\D*?)[ _-]?\d+", n)
+        if m is None:
+            return False
+        stems.add(m.group(1).lower())
+    return len(stems) == 1
+
+
+SPLITS_SHOWN = 3
+"""How many shared class names ``_split_hint`` shows."""
+
+
+def _split_hint(root: Path, classes: list[str], files: list[list[str]],
+                class_depth: int) -> tuple[str, bool]:
+    """What to say of a folder whose top-level folders may be splits of the same classes,
+    torchvision's ``root/{train,val,test}/<class>/<image>``: the folders just below them
+    (the classes with ``class_depth = 2``, the class folders' sub-folders with 1) mostly
+    (more than half of the names) share their names between two or more of them, and those
+    names are not one word numbered (``_numbered``: Omniglot's ``characterNN`` under every
+    alphabet) unless two or more of the top-level folders are named as splits
+    (``SPLIT_WORDS``). Returns the message and whether it is sure: two or more top-level
+    folders named as splits (else the message says "if"); ("", False) for any other
+    folder."""
+    below: dict[str, set[str]] = {}
+    count: dict[str, int] = {}
+    for name, fs in zip(classes, files):
+        if class_depth == 2:
+            top, _, leaf = name.partition("/")
+            below.setdefault(top, set()).add(leaf)
+            count[top] = count.get(top, 0) + len(fs)
+            continue
+        for f in fs:
+            inner = f.split("/")[1:]                     # below the class folder
+            if len(inner) > 1:
+                below.setdefault(name, set()).add(unicodedata.normalize("NFC", inner[0]))
+                count[name] = count.get(name, 0) + 1
+    tops_of: dict[str, list[str]] = {}
+    for top in sorted(below):
+        for leaf in below[top]:
+            tops_of.setdefault(leaf, []).append(top)
+    shared = sorted(leaf for leaf, tops in tops_of.items() if len(tops) > 1)
+    if len(shared) < 2 or 2 * len(shared) <= len(tops_of):
+        return "", False
+    tops = sorted({t for leaf in shared for t in tops_of[leaf]})
+    sure = sum(1 for t in tops if _split_words(t)) >= 2
+    if not sure and _numbered(shared):
+        return "", False
+    train = next((t for t in tops if _split_words(t) & _TRAIN_WORDS),
+                 max(tops, key=lambda t: (count.get(t, 0), t)))
+    leaf = shared[0]
+    pair = " and ".join(repr(f"{t}/{leaf}") for t in tops_of[leaf][:2])
+    names = ", ".join(map(repr, tops[:6])) + (" ..." if len(tops) > 6 else "")
+    eg = ", ".join(map(repr, shared[:SPLITS_SHOWN])) + (", ..." if len(shared) > SPLITS_SHOWN
+                                                         else "")
+    shares = (f"{len(shared)} of the {len(tops_of)} folder names below "
+              f"{'them' if sure else f'its top-level folders {names}'} are under more than "
+              f"one of them ({eg})")
+    seen = (f"its top-level folders {names} look like splits of the same classes (as "
+            f"torchvision's train/ val/ test/ layout), not groups of classes: {shares}; "
+            if sure else f"{shares}: if those top-level folders are splits of the same "
+            f"classes (as torchvision's train/ val/ test/ layout), not groups of classes, ")
+    if class_depth == 2:
+        what = (f"with class_depth=2 classes of the same name under different top-level "
+                f"folders are counted as different classes ({pair} are two), so one class "
+                f"can land on both sides of the class split and a task can pair a class "
+                f"with itself (evaluation accuracy then reads high)")
+    else:
+        what = (f"with class_depth=1 each of them is read as one class, and class_depth=2 "
+                f"would count classes of the same name under different top-level folders "
+                f"as different classes ({pair} would be two), so one class could land on "
+                f"both sides of the class split and a task could pair a class with itself")
+    return (f"{seen}{what}. Read one split's folder as the image folder, with "
+            f"class_depth=1: family.root = {str(root / train)!r} (root= in Python, the "
+            f"--data folder of a command); the classes held out for testing are then "
+            f"classes of that folder (family.split_fractions). The other split folders hold "
+            f"more images of the same classes: merge each class's images into one folder "
+            f"to use them all, or classify them with metaloop predict", sure)
 
 
 NESTED_ADVICE = "set family.class_depth = 2 (class_depth=2 in Python)"
@@ -492,10 +616,12 @@ def _atomic_npy(path: Path, array: np.ndarray) -> None:
     _atomic_write(path, lambda f: np.save(f, array))
 
 
-def _decode(root: Path, rel: str, settings: dict) -> tuple[np.ndarray, bytes] | str:
-    """uint8 ``[C, S, S]`` as ``load_image`` gives it and the image's ``_pixel_digest``, or
-    the error message of an unreadable file (a symbolic link to nothing says so, as
-    ``metaloop predict`` does; any other error in ``load_image``'s words)."""
+def _decode(root: Path, rel: str, settings: dict) -> tuple[np.ndarray, bytes, str] | str:
+    """uint8 ``[C, S, S]`` as ``load_image`` gives it, the image's ``_pixel_digest`` and,
+    where every pixel is the same, its value in words (``_level``; else ""), or the error
+    message of an unreadable file (a symbolic link to nothing says so, as ``metaloop
+    predict`` does; any other error in ``load_image``'s words) or of one that decodes
+    blank through its transparency (``blank_problem``), which is refused as unreadable."""
     path = root / rel
     if path.is_symlink() and not path.exists():
         return (f"{path} is a link to {os.readlink(path)}, which does not exist; remove the "
@@ -505,9 +631,13 @@ def _decode(root: Path, rel: str, settings: dict) -> tuple[np.ndarray, bytes] | 
         pix, grid = _read_file(path, s, c)               # load_image's steps: [h, w, c]
     except ValueError as e:
         return str(e)
+    blank = blank_problem(path, pix)
+    if blank is not None:
+        return blank
+    level = _level(pix) if _uniform(pix) else ""
     digest = _pixel_digest(pix, grid)             # first: the input may be a view of pix
     x = _to_input(pix, s, invert, grid)                                       # [C, S, S]
-    return x.mul_(255).round_().to(torch.uint8).numpy(), digest
+    return x.mul_(255).round_().to(torch.uint8).numpy(), digest, level
 
 
 def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int = 1,
@@ -550,11 +680,16 @@ def load_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int 
     Warns:
         NestedClassFoldersWarning: ``class_depth = 1`` and the images sit mostly in
             sub-folders of the class folders (``FolderScan.nested``).
+        SplitFoldersWarning: the top-level folders look like splits of the same classes
+            (``FolderScan.splits``), at either ``class_depth``; in place of the former.
     """
     check_image_settings(image_size, invert, channels)
     progress = check_progress("load_folder", progress)
     scan = scan_folder(root, class_depth)
-    if scan.nested:
+    if scan.splits and (class_depth == 2 or scan.nested == scan.splits):
+        warnings.warn(f"image folder {scan.root}: {scan.splits}", SplitFoldersWarning,
+                      stacklevel=2)
+    elif scan.nested:
         warnings.warn(f"image folder {scan.root}: {scan.nested}", NestedClassFoldersWarning,
                       stacklevel=2)
     settings = _settings(image_size, channels, invert, bool(skip_corrupt), class_depth)
@@ -646,7 +781,8 @@ def _open(cdir: Path, m: dict, scan: FolderScan) -> FolderData | None:
                       m["classes"], m["files"].split("\0"), scan.ignored, scan.hidden,
                       [tuple(s) for s in m["skipped"]], cdir, loose=list(scan.loose),
                       ignored_files=list(scan.ignored_files), empty=list(scan.empty),
-                      duplicates=[(a, b) for a, b in m["duplicates"]], nested=scan.nested)
+                      duplicates=[(a, b) for a, b in m["duplicates"]], nested=scan.nested,
+                      splits=scan.splits)
 
 
 def _available_memory() -> int | None:
@@ -998,7 +1134,7 @@ def _build_from(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: 
                 raise UnreadableImagesError(_unreadable_problem(bad), bad)
             if len(bad) == len(rels):
                 raise ValueError(f"image folder {scan.root}: none of its {len(rels)} images "
-                                 f"could be read, e.g. {bad[0][1]}")
+                                 f"could be read, e.g. {_unreadable_problem(bad[:1])}")
             if clashes:
                 raise _clash_error(scan, rels, lab, clashes)
             out.seek(0)
@@ -1037,8 +1173,9 @@ def _build_from(scan: FolderScan, settings: dict, digest: str, cdir: Path, key: 
 def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: list[int],
                 reuse: dict[str, int], src: BinaryIO | None, old_offset: int,
                 old_hashes: np.ndarray | None, todo: list[str], workers: int, progress
-                ) -> tuple[list[int], list[tuple[str, str]], list[tuple[int, int]],
-                           list[tuple[str, str]], np.ndarray]:
+                ) -> tuple[list[int], list[tuple[str, str]],
+                           list[tuple[int, int, str | None]], list[tuple[str, str]],
+                           np.ndarray]:
     """Write to ``out`` the row of each image kept, in walk order: copied from the old
     cache's file (``src``, open: ``_reusable``), or decoded (``workers`` threads,
     ``_window`` images ahead). An exact copy of an earlier image of its class (the first in
@@ -1046,9 +1183,12 @@ def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: lis
 
     Returns:
         (rows kept, copies left out ``(file, the file it repeats)``, clashes ``(earlier
-        row, row)`` of the same image in two classes, unreadable ``(file, reason)``, the
-        digests uint8 ``[N, 16]``). Once a clash or (without ``skip_corrupt``) an unreadable
-        image is found, nothing more is written: the build fails.
+        row, row, its one value in words where the image is a single value, else None)`` of the same
+        image in two classes, unreadable ``(file, reason)``, the digests uint8 ``[N, 16]``).
+        An image that decodes blank through its transparency (``blank_problem``) is
+        unreadable, before any copy is looked for. Once a clash or (without
+        ``skip_corrupt``) an unreadable image is found, nothing more is written: the build
+        fails.
     """
     row = settings["channels"] * settings["image_size"] ** 2
     hashes = np.zeros((len(rels), DIGEST_BYTES), dtype=np.uint8)              # [N, 16]
@@ -1057,6 +1197,7 @@ def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: lis
     duplicates: list[tuple[str, str]] = []
     clashes: list[tuple[int, int]] = []
     bad: list[tuple[str, str]] = []
+    blank_pairs: dict[tuple[int, int], str] = {}
     window = _window(settings, workers)
     ahead: deque = deque()
     queue = iter(todo)
@@ -1083,6 +1224,7 @@ def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: lis
                     if len(x) != row:
                         raise OSError(f"the old cache {src.name} ends early")  # type: ignore[union-attr]
                     hashes[i] = old_hashes[j]                     # type: ignore[index]
+                    level = f"{x[0]} (as read)" if x.count(x[:1]) == len(x) else ""
                 else:
                     r = ahead.popleft().result()
                     top_up()
@@ -1093,7 +1235,7 @@ def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: lis
                     if isinstance(r, str):
                         bad.append((f, r))
                         continue
-                    x = r[0].tobytes()
+                    x, level = r[0].tobytes(), r[2]
                     hashes[i] = np.frombuffer(r[1], dtype=np.uint8)
                 j = first.setdefault(hashes[i].tobytes(), i)
                 if j != i:
@@ -1101,6 +1243,8 @@ def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: lis
                         duplicates.append((f, rels[j]))
                     else:
                         clashes.append((j, i))
+                        if level:                            # a plain picture of one value
+                            blank_pairs[(j, i)] = level
                     continue
                 keep.append(i)
                 if not clashes and not (bad and not settings["skip_corrupt"]):
@@ -1110,7 +1254,7 @@ def _write_rows(out, scan: FolderScan, settings: dict, rels: list[str], lab: lis
                 fut.cancel()
     if progress is not None and todo:
         progress(len(todo))
-    return keep, duplicates, clashes, bad, hashes
+    return keep, duplicates, [(j, i, blank_pairs.get((j, i))) for j, i in clashes], bad, hashes
 
 
 UNREADABLE_SHOWN = 10
@@ -1119,20 +1263,41 @@ UNREADABLE_SHOWN = 10
 
 def _unreadable_problem(bad: list[tuple[str, str]]) -> str:
     """The first ``UNREADABLE_SHOWN`` unreadable images' errors, one a line, then
-    ``"(and N more)"``."""
+    ``"(and N more)"``; images that decode blank (``blank_problem``) apart: one named with
+    its reason, several counted with a few named, and what to do about them once."""
+    blank = [(f, r) for f, r in bad if BLANK_WORDS in r]
+    bad = [(f, r) for f, r in bad if BLANK_WORDS not in r]
     shown = "\n".join(reason for _, reason in bad[:UNREADABLE_SHOWN])
     more = f"\n(and {len(bad) - UNREADABLE_SHOWN} more)" if len(bad) > UNREADABLE_SHOWN else ""
     head = f"{len(bad)} images cannot be read:\n" if len(bad) > 1 else ""
-    return f"{head}{shown}{more}"
+    text = f"{head}{shown}{more}"
+    if not blank:
+        return text
+    if len(blank) == 1:
+        said = blank[0][1]
+    else:
+        eg = ", ".join(f for f, _ in blank[:IGNORED_SHOWN])
+        said = (f"{len(blank)} images decode to a blank image, every pixel one value, and are "
+                f"refused as unreadable (e.g. {eg}): "
+                f"each is drawn in white or one light colour on a transparent background, "
+                f"and transparency is read composited on white, which leaves nothing of "
+                f"the drawing")
+    return (f"{text}\n" if text else "") + f"{said}; {BLANK_ADVICE}"
 
 
 def _clash_error(scan: FolderScan, rels: list[str], lab: list[int],
-                 clashes: list[tuple[int, int]]) -> ValueError:
-    """The error for the same image in two classes: the first pair, and how many more."""
-    j, i = clashes[0]
+                 clashes: list[tuple[int, int, str | None]]) -> ValueError:
+    """The error for the same image in two classes: the first pair, and how many more; a
+    pair of pictures of one value each (blank) is said to be such, and its fix."""
+    j, i, level = clashes[0]
     more = f" (and {len(clashes) - 1} more such pair(s))" if len(clashes) > 1 else ""
-    return ValueError(f"image folder {scan.root}: {rels[j]} (class "
-                      f"{scan.classes[lab[j]]!r}) and {rels[i]} (class "
-                      f"{scan.classes[lab[i]]!r}) are the same image{more}; an image "
-                      f"belongs to one class: remove it from the class it does not belong "
-                      f"to")
+    pair = (f"image folder {scan.root}: {rels[j]} (class {scan.classes[lab[j]]!r}) and "
+            f"{rels[i]} (class {scan.classes[lab[i]]!r})")
+    if level is not None:
+        return ValueError(f"{pair} both decode to a blank image (every pixel {level}: "
+                          f"a plain picture){more}, so they are the same image; a blank "
+                          f"image shows nothing of its class: remove them, or if they hold a "
+                          f"drawing on a background of that value, "
+                          f"{BLANK_ADVICE.replace('such images', 'them')}")
+    return ValueError(f"{pair} are the same image{more}; an image belongs to one class: "
+                      f"remove it from the class it does not belong to")

@@ -73,7 +73,11 @@ _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")   # 16-bit / 32-bit 
 # pixels: the geometry (odd sides, a partial last block, the padding, the EXIF turn) is the
 # full image's, and what is left is the variation inside a block: about 0.1 grey level in 255
 # from the full-size resize on average and under 1 at a sharp edge (drawings of 1801 x 1203
-# to 4032 x 3024 pixels, 28 and 84 pixels out; a JPEG decoded at a reduced scale as well).
+# to 4032 x 3024 pixels, 28 and 84 pixels out). A JPEG decoded at a reduced scale (``_draft``)
+# is padded with its decoded border's median instead (each edge pixel the mean of a few
+# full-size pixels inward): a non-square photo whose edge changes within those pixels is about
+# 0.4 grey level off on average and up to 5 (937 x 513 to 1196 x 604 pixels, 28 out); with
+# the full-size border it would be 0.03 and 1.5, but that needs the full-size decode.
 _KEEP = 8
 # EXIF orientation -> (swap the axes, reverse the new x, reverse the new y), as
 # ``ImageOps.exif_transpose`` turns the image
@@ -559,7 +563,8 @@ def load_support(folder: str | os.PathLike, image_size: int = 28, invert: str = 
             class folder, fewer than 2 classes, two files of one name (``a.png`` and
             ``a.jpg``) in the one-shot layout, two class names that differ only in their
             Unicode form (NFC and NFD twins), the same image (equal decoded pixels) in two
-            classes (naming both files), a symbolic link to nothing, or an unreadable image.
+            classes (naming both files), a symbolic link to nothing, an unreadable image, or
+            one that decodes blank (``blank_problem``).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -639,13 +644,74 @@ def _pixel_digest(pix: np.ndarray, grid: _Grid | None) -> bytes:
     return h.digest()
 
 
+BLANK_WORDS = "decodes to a blank image"
+"""What the message of an image refused by ``blank_problem`` says (``metaloop.data.folder``
+counts them by it)."""
+BLANK_ADVICE = ("flatten such images onto a dark background first (Pillow: "
+                "Image.alpha_composite(Image.new('RGBA', im.size, (0, 0, 0, 255)), "
+                "im.convert('RGBA')).convert('RGB'); ImageMagick: mogrify -background black "
+                "-flatten FILES), then read them with invert=\"never\"")
+"""What to do about images that ``blank_problem`` refuses: metaloop has no setting of the
+background that transparency is composited on (white)."""
+
+
+def _uniform(pix: np.ndarray) -> bool:
+    """Whether every pixel of ``[h, w, c]`` is the same (all its channels)."""
+    flat = pix.reshape(-1, pix.shape[-1])                                     # [h * w, c]
+    return bool((flat == flat[:1]).all())
+
+
+def _has_transparency(path: Path) -> bool:
+    """Whether the image file has a transparent colour, or an alpha channel that is not
+    opaque everywhere (False where it cannot be read again)."""
+    try:
+        with _open_image(path) as im:
+            if "transparency" in im.info:
+                return True
+            if "A" not in im.getbands():
+                return False
+            im.seek(0)
+            return im.getchannel("A").getextrema()[0] < 255
+    except Exception:                                     # it decoded once: say nothing more
+        return False
+
+
+def _level(pix: np.ndarray) -> str:
+    """The one value of a uniform ``[h, w, c]`` image in words: ``255 (white)``,
+    ``(12, 200, 7)``."""
+    v = [int(round(float(x) * 255)) for x in pix.reshape(-1, pix.shape[-1])[0]]
+    words = {0: " (black)", 255: " (white)"}
+    return (f"{v[0]}{words.get(v[0], '')}" if len(set(v)) == 1
+            else f"({', '.join(map(str, v))})")
+
+
+def blank_problem(path: Path, pix: np.ndarray) -> str | None:
+    """Why an image file that decodes to a single value (every pixel the same, ``pix``
+    ``[h, w, c]`` as ``_read_file`` gives it) and has transparency is refused, naming it;
+    None for any other image. Such a drawing (white, or one light colour, on a
+    transparent background, as icons are saved) is read composited on white and nothing of
+    it is left: two of them are the same image, in two classes or one. A plain picture of
+    one value without transparency is read as it is (a copy of another is one)."""
+    if not _uniform(pix) or not _has_transparency(path):
+        return None
+    return (f"{path} {BLANK_WORDS} (every pixel {_level(pix)}): it is drawn in white or one "
+            f"light colour on a transparent background, and transparency is read "
+            f"composited on white, which leaves nothing of the drawing")
+
+
 def _load_hashed(path: Path, image_size: int, invert: str, channels: int,
                  progress: Callable[[int], None] | None) -> tuple[torch.Tensor, bytes]:
     """``load_image`` and the image's hash as decoded (the training folder's
     ``_pixel_digest``: equal for equal pixels, whatever the files' names and formats), then
-    ``progress(1)``."""
+    ``progress(1)``.
+
+    Raises:
+        ValueError: as ``load_image``; an image that decodes blank (``blank_problem``)."""
     check_image_settings(image_size, invert, channels)
     pix, grid = _read_file(path, image_size, channels)                       # [h, w, c]
+    blank = blank_problem(path, pix)
+    if blank is not None:
+        raise ValueError(f"{blank}; {BLANK_ADVICE}")
     digest = _pixel_digest(pix, grid)             # first: the input may be a view of pix
     x = _to_input(pix, image_size, invert, grid)                              # [c, H, W]
     if progress is not None:

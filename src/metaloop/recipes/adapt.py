@@ -137,6 +137,7 @@ class AdaptSettings:
     text_column: str = "text"
     label_column: str = "label"
     delimiter: str | None = None
+    quoting: str = "csv"
     split_fractions: str = "0.7,0.1,0.2"
     split_seed: int = 0
     drop_small: bool = False
@@ -529,7 +530,7 @@ def _body(run):
 # approaches a run reads them through are those of --approaches that its model can run
 # (text-only ones dropped on an image family; their explicit naming is refused elsewhere).
 STEPPED = ("finetune-zero", "finetune-random", "lp-ft", "lora", "soft-prompt")
-TABLE_ONLY = ("text_column", "label_column")
+TABLE_ONLY = ("text_column", "label_column", "quoting")
 
 
 def _readers(s: AdaptSettings, names: list[str], meta: bool) -> dict:
@@ -717,6 +718,8 @@ def identity(p: Prepared, out_dir=None) -> dict:
         del out["skip_corrupt"]
     if s.class_depth is None:      # as a kept run that had no such setting recorded it
         del out["class_depth"]
+    if s.quoting == "csv":         # as a kept run that had no such setting recorded it
+        del out["quoting"]
     for key in ("data", "root", "meta_dir"):
         if out[key] is not None:
             out[key] = str(Path(out[key]).expanduser().resolve())
@@ -995,7 +998,7 @@ def _table_families(s, tokenizer, shots: int, queries: int, meta_shots):
         return table_families(s.data, ways=s.ways, shots=shots, queries=queries,
                               meta_shots=meta_shots, tokenizer=tokenizer,
                               text_column=s.text_column, label_column=s.label_column,
-                              delimiter=s.delimiter,
+                              delimiter=s.delimiter, quoting=s.quoting,
                               fractions=parse_fractions(s.split_fractions),
                               split_seed=s.split_seed, drop_small=s.drop_small)
     except _MetaSmallClassesError as e:
@@ -1350,11 +1353,12 @@ def _inner_baseline(methods: Sequence[str], method: str) -> str:
 
 def _table_identity(family) -> dict:
     """The file (absolute path and content hash), columns and classes a table family
-    reads."""
+    reads, and its quoting where it is not ``"csv"`` (absent: a table read as CSV)."""
     import hashlib
     digest = hashlib.sha256(family.path.read_bytes()).hexdigest()
     return {"data": str(family.path.resolve()), "sha256": digest,
             "text_column": family.text_column, "label_column": family.label_column,
+            **({"quoting": family.quoting} if family.quoting != "csv" else {}),
             "classes": family.class_names}
 
 
@@ -1770,9 +1774,10 @@ def measured_setting(s: AdaptSettings, approach: str, *,
     ``--prompt-tokens`` (soft-prompt), ``--max-length`` (text models), and the user's data
     (``--data`` as an absolute path, ``--drop-small``, ``skip_corrupt: true`` where
     ``--skip-corrupt`` left an image folder's unreadable images out, and the table's columns
-    and delimiter). Every record of a ``--meta`` run (``record_rows``) also holds the
-    meta-training: ``--meta`` (the learners, sorted), ``--meta-iterations``,
-    ``--meta-batch`` and ``--meta-shots`` (each learner's, its default filled in), with the
+    and delimiter, and ``quoting`` where it is not ``"csv"``). Every record of a ``--meta``
+    run (``record_rows``) also holds the meta-training: ``--meta`` (the learners, sorted),
+    ``--meta-iterations``, ``--meta-batch`` and ``--meta-shots`` (each learner's, its
+    default filled in), with the
     user's data the class split (``--split-fractions``, ``--split-seed``), and a
     record of a run without ``--meta`` none of them, so that neither replaces the other.
     ``--root`` (where a family's data lies), ``--meta-dir``, ``--threads``, ``--out`` and
@@ -1814,6 +1819,8 @@ def measured_setting(s: AdaptSettings, approach: str, *,
     if s.family == "table":
         out.update(text_column=s.text_column, label_column=s.label_column,
                    delimiter=s.delimiter)
+        if s.quoting != "csv":       # (absent: a record of a table read as CSV)
+            out["quoting"] = s.quoting
     return out
 
 
@@ -2190,6 +2197,7 @@ class _TableOptions(TypedDict):
     text_column: str
     label_column: str
     delimiter: str | None
+    quoting: str
     fractions: Sequence[float]
     split_seed: int
     drop_small: bool
@@ -2199,7 +2207,8 @@ class _TableOptions(TypedDict):
 def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: int,
                    meta_shots: Sequence[int] = (), tokenizer: Callable | None = None,
                    text_column: str = "text", label_column: str = "label",
-                   delimiter: str | None = None, fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                   delimiter: str | None = None, quoting: str = "csv",
+                   fractions: Sequence[float] = (0.7, 0.1, 0.2),
                    split_seed: int = 0, drop_small: bool = False
                    ) -> tuple[TextTable, dict[int, TextTable]]:
     """The held-out family and the meta-training families of a text table.
@@ -2216,6 +2225,8 @@ def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: i
         text_column: the table's text column.
         label_column: the table's label column.
         delimiter: the field separator (None: by extension).
+        quoting: how the table's quotes are read: ``"csv"`` or ``"none"`` (as written, one
+            row per line; ``TextTable``).
         fractions: the class split ``(train, val, test)`` used with meta-training.
         split_seed: the seed of that split.
         drop_small: drop classes with fewer texts than a family's ``shots + queries``
@@ -2229,7 +2240,8 @@ def table_families(path: str | os.PathLike, *, ways: int, shots: int, queries: i
             columns, empty labels or texts, too few classes in a split, small classes).
     """
     kw: _TableOptions = dict(text_column=text_column, label_column=label_column,
-                             delimiter=delimiter, fractions=fractions, split_seed=split_seed,
+                             delimiter=delimiter, quoting=quoting, fractions=fractions,
+                             split_seed=split_seed,
                              drop_small=drop_small, tokenizer=tokenizer)
     meta = sorted(set(meta_shots))
     heldout = TextTable(path, ways=ways, shots=shots, queries=queries,
@@ -2251,12 +2263,13 @@ class _MetaSmallClassesError(SmallClassesError):
 
 
 def table_summary(heldout: TextTable, train: dict[int, TextTable]) -> dict:
-    """What ``results.json`` records about the table: the file, its columns, the held-out and
-    meta-training classes, the classes dropped as too small, and the split."""
+    """What ``results.json`` records about the table: the file, its columns and quoting, the
+    held-out and meta-training classes, the classes dropped as too small, and the split."""
     first = next(iter(train.values()), None)
     dropped = sorted(set(heldout.dropped).union(*(f.dropped for f in train.values())))
     return {"data": str(heldout.path), "text_column": heldout.text_column,
-            "label_column": heldout.label_column, "heldout_split": heldout.split,
+            "label_column": heldout.label_column, "quoting": heldout.quoting,
+            "heldout_split": heldout.split,
             "heldout_classes": heldout.class_names,
             "train_classes": first.class_names if first is not None else [],
             "dropped_classes": dropped, "fractions": list(heldout.fractions),

@@ -59,7 +59,7 @@ __all__ = ["check_distinct", "check_own_data", "checkpoint_identity", "error_rat
 # and the classes it holds out (training ways and splits may differ)
 SAME_FAMILY = ("name", "root", "image_size", "channels", "invert", "class_depth",
                "val_classes", "test_classes", "encoder", "max_length", "text_column",
-               "label_column")
+               "label_column", "quoting")
 
 EVAL_KEYS = ("tasks", "shots", "ways", "split", "within_alphabet", "drawers", "steps",
              "queries", "seed", "support_shift", "query_shift", "scoring", "refine",

@@ -30,7 +30,7 @@ import os
 import textwrap
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,7 +48,7 @@ from metaloop.evaluate.heldout import format_mean_ci, mean_ci
 from metaloop.models import MLP
 from metaloop.recipes import _partial, report
 from metaloop.recipes._record_setting import check_same_setting, old_record
-from metaloop.tasks.episodes import describe_folder
+from metaloop.tasks.episodes import describe_folder, describe_report, folder_report
 from metaloop.train.checkpoint import WriteError, atomic_write_text
 
 __all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "METRICS",
@@ -75,7 +75,7 @@ DATA_SCENARIOS = ("split-data-task", "split-data-class")
 # a result (``root``, where the built-in data lies, changes nothing in it).
 DATA_OPTIONS = ("data", "train_per_class", "val_per_class", "test_per_class", "alphabets",
                 "classes_per_experience", "image_size", "channels", "skip_corrupt",
-                "class_depth")
+                "class_depth", "drop_small")
 # The class setting of each scenario on your own data: a head per experience, or one shared.
 _DATA_SETTING = {"split-data-task": "task", "split-data-class": "class"}
 # The strategy options, their defaults and the strategies that read them; ``joint`` replays
@@ -222,7 +222,7 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                 alphabets: int | None = None, data=None,
                 classes_per_experience: int | None = None, image_size: int | None = None,
                 channels: int | None = None, skip_corrupt: bool | None = None,
-                class_depth: int | None = None,
+                class_depth: int | None = None, drop_small: bool | None = None,
                 log: Callable[[str], None] | None = None) -> list:
     """The experiences of ``scenario`` (None: the scenario's own sizes; Omniglot: 5
     alphabets; your own data: 2 classes per experience, 28x28 greyscale images, 20% test and
@@ -241,10 +241,14 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
             out instead of refused (``metaloop.data.folder.load_folder``).
         class_depth: a folder's layout: 1 (the default) ``root/<class>/<image>``, 2
             ``root/<group>/<class>/<image>`` (classes named ``"group/class"``).
+        drop_small: your own data's classes too small to hold out a test and a validation
+            image and keep one for training are left out (``split_classes_of``) instead of
+            refused.
         log: told, for a folder, one line on what was read of it and what was left out
             (ignored, hidden, empty class folders, loose images, unreadable images skipped, exact
-            copies of an image of the same class),
-            worded as ``metaloop train`` words it (``describe_folder``).
+            copies of an image of the same class, classes dropped by ``drop_small``),
+            worded as ``metaloop train`` words it (``describe_folder``); for a tensor file,
+            a line on the classes ``drop_small`` dropped, if any.
 
     Raises:
         ValueError: an option the scenario does not read (it would change nothing):
@@ -253,7 +257,8 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
             ``image_size``, ``channels`` or ``class_depth`` on a tensor file; a data
             scenario without ``data``; fewer than two experiences; missing or bad data
             (naming it; an unreadable image without ``skip_corrupt`` names
-            ``--skip-corrupt``); a count that is not positive (``val_per_class`` may
+            ``--skip-corrupt``, classes too small without ``drop_small`` name
+            ``--drop-small``); a count that is not positive (``val_per_class`` may
             be 0), before any data is read.
     """
     if scenario in DATA_SCENARIOS:
@@ -267,12 +272,14 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
                                      classes_per_experience=classes_per_experience,
                                      image_size=image_size, channels=channels,
                                      skip_corrupt=bool(skip_corrupt),
-                                     class_depth=class_depth, log=log)
+                                     class_depth=class_depth,
+                                     drop_small=bool(drop_small), log=log)
         except CacheWriteError as e:                        # this takes no cache_dir
             raise e.without_cache_dir() from e
     given = {"data": data, "classes_per_experience": classes_per_experience,
              "image_size": image_size, "channels": channels,
-             "skip_corrupt": skip_corrupt or None, "class_depth": class_depth}
+             "skip_corrupt": skip_corrupt or None, "class_depth": class_depth,
+             "drop_small": drop_small or None}
     for key, value in given.items():
         if value is not None:
             flag = f"--{key.replace('_', '-')}"
@@ -310,6 +317,7 @@ def experiences(scenario: str, *, root=None, train_per_class: int | None = None,
 def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
                       val_per_class, test_per_class, classes_per_experience, image_size,
                       channels, skip_corrupt: bool = False, class_depth: int | None = None,
+                      drop_small: bool = False,
                       log: Callable[[str], None] | None = None) -> list:
     """``split-data-task`` / ``split-data-class``: the built-in options refused by name, then
     the experiences of the options given: a folder's by ``_folder_experiences``, a tensor
@@ -336,13 +344,26 @@ def _data_experiences(scenario: str, data, *, root, alphabets, train_per_class,
                             ("class_depth", class_depth))
           if v is not None}
     path = Path(data).expanduser()
+    if drop_small:
+        kw["drop_small"] = True
     if path.is_dir():
         return _folder_experiences(scenario, path, skip_corrupt=skip_corrupt, log=log, **kw)
     if skip_corrupt and path.exists():
         raise ValueError(f"--skip-corrupt leaves a folder's unreadable images out; {path} is "
                          f"a tensor file, read as it is, so it would change nothing: drop "
                          f"--skip-corrupt")
-    return SCENARIOS[scenario](data, **kw)
+    dropped: list[str] = []
+    exps = SCENARIOS[scenario](data, dropped=dropped, **kw)
+    if dropped and log is not None:
+        log(f"data {path}: {_dropped_clause(dropped)}")
+    return exps
+
+
+def _dropped_clause(dropped: Sequence[str]) -> str:
+    """What ``--drop-small`` left out, as ``metaloop train`` words the classes it drops
+    (``describe_report``)."""
+    return (f"dropped {len(dropped)} class(es) too small to hold out test and validation "
+            f"images and keep one for training, e.g. {dropped[0]!r}")
 
 
 def _folder_experiences(scenario: str, root: Path, *, skip_corrupt: bool,
@@ -382,10 +403,17 @@ def _folder_experiences(scenario: str, root: Path, *, skip_corrupt: bool,
                               NestedClassFoldersWarning, stacklevel=3)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    dropped: list[str] = []
     exps = split_classes_of(d.images, d.labels, list(d.class_names),
-                            setting=_DATA_SETTING[scenario], **split)
+                            setting=_DATA_SETTING[scenario], dropped=dropped, **split)
     if log is not None:
-        log(f"data {root}: {describe_folder(d)}")
+        if dropped:                           # the classes in use are those left
+            in_use = int(torch.unique(d.labels).numel()) - len(dropped)
+            line = (f"{describe_report(folder_report(d), in_use)}; "
+                    f"{_dropped_clause(dropped)}")
+        else:
+            line = describe_folder(d)
+        log(f"data {root}: {line}")
     return exps
 
 

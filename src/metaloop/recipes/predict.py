@@ -29,7 +29,13 @@ from metaloop.data.lake_runs import OFFICIAL_RUNS_SHA256, read_lake_runs, runs_d
 from metaloop.evaluate.heldout import mean_ci, shift_averaged
 from metaloop.runs import Run
 from metaloop.tasks.augment import shifted_support
-from metaloop.tasks.text_table import FORMATS, read_text_table, read_texts, unique_rows
+from metaloop.tasks.text_table import (
+    FORMATS,
+    check_quoting,
+    read_text_table,
+    read_texts,
+    unique_rows,
+)
 
 __all__ = ["QUERY_CHUNK", "TEXT_CHUNK", "TENSOR_SUFFIXES", "Predictions", "TensorPredictions",
            "TextPredictions", "check_image_run", "check_text_run", "classify_folders",
@@ -300,7 +306,7 @@ def _input_shape(run: Run) -> tuple[int, ...] | None:
 
 def classify_texts(run: Run, support, query, *, steps: int | None = None,
                    text_column: str | None = None, label_column: str | None = None,
-                   delimiter: str | None = None,
+                   delimiter: str | None = None, quoting: str | None = None,
                    progress: Callable[[int], None] | None = None) -> TextPredictions:
     """Adapt a text run's learner to the labelled texts of ``support`` and classify the texts
     of ``query``.
@@ -321,6 +327,10 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
             ``family.label_column``).
         delimiter: the field separator of the CSV / TSV files among ``support`` and
             ``query`` (default: by extension, ``","`` or tab).
+        quoting: how the quotes of the CSV / TSV files among ``support`` and ``query`` are
+            read: ``"csv"`` or ``"none"`` (as written, one row per line; see
+            ``read_text_table``); default: the run's ``family.quoting``, as it read its
+            table in training.
         progress: called with the number of query texts scored after each chunk.
 
     Returns:
@@ -334,7 +344,8 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
         ValueError: not a text run; an unreadable table or file (named, with the line); a
             blank line among the texts of a ``.txt`` query (named by its number); a
             support table with fewer than 2 labels; a learned head with another number of
-            outputs (``head_init="zero"`` instead); a delimiter that applies to neither file;
+            outputs (``head_init="zero"`` instead); a delimiter or ``quoting`` that applies
+            to neither file, an unknown ``quoting``;
             negative ``steps``, or ``steps`` for a run that takes none.
     """
     check_text_run(run)
@@ -352,8 +363,15 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
     if delimiter is not None and not separated:
         raise ValueError(f"delimiter {delimiter!r} separates the fields of CSV and TSV files, "
                          f"but {support} and {query} are neither")
+    if quoting is not None:
+        check_quoting("classify_texts", quoting)
+        if not separated:
+            raise ValueError(f"quoting {quoting!r} says how CSV and TSV files are read, but "
+                             f"{support} and {query} are neither")
+    quoting = quoting or fam.get("quoting", "csv")
     texts, labels = read_text_table(support, text_column, label_column,
-                                    delimiter if _separated(support) else None)
+                                    delimiter if _separated(support) else None,
+                                    quoting=quoting if _separated(support) else "csv")
     # each text once, as a task reads a table; one text under two labels is named
     texts, labels, _ = unique_rows(Path(support).expanduser(), texts, labels)
     classes = sorted(set(labels))
@@ -363,7 +381,8 @@ def classify_texts(run: Run, support, query, *, steps: int | None = None,
                          f"from")
     for member in getattr(run, "members", [run]):          # an ensemble: each of its runs
         _check_head(member, support, len(classes), "labels")
-    queries = read_texts(query, text_column, delimiter if _separated(query) else None)
+    queries = read_texts(query, text_column, delimiter if _separated(query) else None,
+                         quoting=quoting if _separated(query) else "csv")
     members = getattr(run, "members", [run])
     tokenize = text_encoder(fam["encoder"], fam["max_length"]).tokenize   # as in training
     device = next(run.learner.model.parameters()).device

@@ -179,7 +179,9 @@ def _stored_split(cfg: dict, out: Path) -> dict:
     if not isinstance(fam, dict):
         return cfg                      # load_checkpoint names a damaged checkpoint later
     lists = {f"{s}_classes": fam.get(f"{s}_classes") for s in config.USER_SPLITS}
-    if not any(lists.values()) or any(fam.get(k) != f[k] for k in SPLIT_KEYS):
+    # a key the run's config predates reads as its default (family.quoting: "csv")
+    if not any(lists.values()) or any(fam.get(k, config.SCHEMA["family"][k][1]) != f[k]
+                                      for k in SPLIT_KEYS):
         return cfg
     return {**cfg, "family": {**f, **lists}}
 
@@ -316,7 +318,7 @@ def warn_init_split(cfg: dict, splits=None, init=None, digests=None) -> str | No
 
 # the family keys that decide a user data set's class split
 SPLIT_KEYS = ("name", "root", "split_fractions", "split_seed", "split_files", "class_depth",
-              "text_column", "label_column", "delimiter")
+              "text_column", "label_column", "delimiter", "quoting")
 
 
 def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",

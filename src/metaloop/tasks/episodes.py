@@ -106,6 +106,52 @@ SMALL_ADVICE = "give fewer [shots/]queries, or leave them out: drop_small=True"
 shots in brackets (``advice_for_shots``)."""
 
 
+class EmptyClassesWarning(UserWarning):
+    """Class names that no example has (a tensor file's ``class_names``, a Hugging Face
+    ``ClassLabel``'s names after a ``filter``, the ``class_names`` given): no class, as a
+    class folder without images is none. They are left out, named once in this warning; the
+    other classes keep their names (``drop_empty_classes``)."""
+
+
+@overload
+def drop_empty_classes(y: torch.Tensor, names: list[str], what: str
+                       ) -> tuple[torch.Tensor, list[str]]: ...
+@overload
+def drop_empty_classes(y: torch.Tensor, names: list[str] | None, what: str
+                       ) -> tuple[torch.Tensor, list[str] | None]: ...
+def drop_empty_classes(y: torch.Tensor, names: list[str] | None, what: str
+                       ) -> tuple[torch.Tensor, list[str] | None]:
+    """Integer labels ``y [N]`` into ``names`` without the names no label has: those names
+    left out and the labels renumbered 0..K'-1 in the same order, with an
+    ``EmptyClassesWarning`` (led by ``what``) naming them. Labels that are not integers in
+    ``[0, len(names))`` are returned as they are, for ``check_examples`` to refuse.
+
+    Returns:
+        ``(y, names)``: int64 labels and the names that have examples, or both unchanged.
+    """
+    if names is None or not isinstance(y, torch.Tensor) or y.dim() != 1 or not y.numel() \
+            or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool \
+            or y.is_meta:
+        return y, names
+    y64 = y.to(torch.int64)
+    if int(y64.min()) < 0 or int(y64.max()) >= len(names):
+        return y, names
+    counts = torch.bincount(y64, minlength=len(names))                       # [K]
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if not empty:
+        return y, names
+    keep = (counts > 0).nonzero().flatten()                                 # [K']
+    renumber = torch.full((len(names),), -1, dtype=torch.int64)
+    renumber[keep] = torch.arange(len(keep))
+    gone = [names[i] for i in empty]
+    more = f" and {len(gone) - 8} more" if len(gone) > 8 else ""
+    warnings.warn(f"{what} has {len(gone)} name(s) that no example has, left out (a name "
+                  f"without examples is no class): {', '.join(map(repr, gone[:8]))}{more}; "
+                  f"the other {len(keep)} class(es) keep their names", EmptyClassesWarning,
+                  stacklevel=3)
+    return renumber[y64], [names[i] for i in keep.tolist()]
+
+
 class Episodes:
     """N-way K-shot classification tasks from labelled examples.
 
@@ -134,7 +180,9 @@ class Episodes:
         ways: classes per task.
         shots: support examples per class.
         queries: query examples per class.
-        class_names: K names, indexed by label (default: the labels' values, as above).
+        class_names: K names, indexed by label (default: the labels' values, as above). A
+            name that no label has is no class: it is left out, with an
+            ``EmptyClassesWarning`` naming it, and the other classes keep their names.
         classes: use only these class names (e.g. one split of ``split_classes``); each is
             compared as ``str(c)``, as the names are stored (label 3's default name is "3"),
             in Unicode NFC (``class_positions``); ``class_names`` then spell them as the
@@ -180,6 +228,7 @@ class Episodes:
         if class_names is None:     # labels with gaps (3, 7, 100): classes named by value
             y, class_names = _dense_given_labels(y)
         x, y, names = check_examples(x, y, class_names, "Episodes")
+        y, names = drop_empty_classes(y, names, "Episodes class_names")
         k = len(names)
         table, counts = class_table(y, k)                              # [K, M], [K]
         use = list(range(k))
@@ -445,7 +494,9 @@ class Episodes:
         ``class_names``); other keyword arguments as the constructor (and ``split``,
         ``fractions``, ``seed``, ``split_files`` as ``from_folder``). Without
         ``class_names``, integer labels with gaps (0, 10, 20, ...) are classes named by
-        their value ("0", "10", ...); labels 0..K-1 are classes "0".."K-1".
+        their value ("0", "10", ...); labels 0..K-1 are classes "0".."K-1". A name of
+        ``class_names`` that no row has is left out before any split is drawn, with an
+        ``EmptyClassesWarning`` naming it.
 
         Raises:
             ValueError: a missing, empty or unreadable file, another extension, missing keys,
@@ -465,8 +516,10 @@ class Episodes:
                                  split.get("fractions", _FRACTIONS), split.get("seed", 0),
                                  split.get("split_files"))
         x, y, names = read_tensor_file(path)
+        assert y is not None                                      # labels=True: read
+        # before a split is drawn: a name no row has is no class of it
+        y, names = drop_empty_classes(y, names, f"tensor file {path}: class_names")
         if split.get("split") is not None and kw.get("classes") is None:
-            assert y is not None                                  # labels=True: read
             k = len(names) if names is not None else int(y.max()) + 1
             all_names = names or [str(i) for i in range(k)]
             fractions = split.get("fractions", (0.7, 0.1, 0.2))
@@ -492,7 +545,9 @@ class Episodes:
         """Tasks from any map-style dataset of ``(x, label)`` pairs (``torch.utils.data.
         Dataset``: ``len`` and integer indexing), or a Hugging Face ``datasets.Dataset``
         (``image_column`` / ``label_column``; its ``ClassLabel`` names become the class
-        names). The dataset is read once, in order, into memory.
+        names; those no example has, as after a ``filter``, are left out with an
+        ``EmptyClassesWarning`` naming them). The dataset is read once, in order, into
+        memory.
 
         ``x`` may be a tensor or array (``[C, H, W]``, ``[H, W]`` or ``[D]``), read as it
         is, or a PIL image (converted like ``load_image`` with ``image_size`` and
@@ -507,7 +562,9 @@ class Episodes:
                 triple included), a label that is not an integer class index (a string, a
                 fractional number, a bool; naming the item and the label), examples of
                 different shapes (naming the first two indices), ``image_size`` or
-                ``channels`` with an example that is not a PIL image (naming the item).
+                ``channels`` with an example that is not a PIL image (naming the item), a
+                Hugging Face image column given as channels-last arrays (its numpy format;
+                ``ds.with_format("torch")`` gives ``[C, H, W]``).
         """
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise ValueError(f"from_dataset needs a map-style dataset (len and indexing), got "
@@ -517,7 +574,8 @@ class Episodes:
             raise ValueError("from_dataset: the dataset is empty")
         names = kw.pop("class_names", None)
         hf = hasattr(dataset, "column_names") and hasattr(dataset, "features")
-        if hf and names is None:
+        from_features = hf and names is None
+        if from_features:
             feat = dataset.features.get(label_column)
             names = list(getattr(feat, "names", None) or []) or None
         xs: list[torch.Tensor] = []
@@ -535,6 +593,8 @@ class Episodes:
                                  f"{type(item).__name__} of {len(item)} element(s); map the "
                                  f"dataset to pairs first (extra fields are not dropped "
                                  f"silently)")
+            if i == 0 and hf:
+                _check_hf_channels_last(dataset, image_column, item[0])
             x = _as_array(item[0], image_size, channels, i)
             if xs and x.shape != xs[0].shape:
                 raise ValueError(f"from_dataset: item 0 has shape {list(xs[0].shape)} but item "
@@ -545,6 +605,9 @@ class Episodes:
             xs.append(x)
             ys.append(_label(item[1], i))
         y, names = _dense_labels(torch.tensor(ys), names)
+        y, names = drop_empty_classes(
+            y, names, f"from_dataset: the ClassLabel of column {label_column!r}"
+            if from_features else "from_dataset: class_names")
         return cls(torch.stack(xs), y, ways, shots, queries, names, **kw)
 
 
@@ -731,7 +794,7 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
     x = check_image_dtype(x, what)
     if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(f"{what} y must be int labels [N] with N = {len(x)} (as x), got "
-                         f"{y.dtype} {list(y.shape)}")
+                         f"{y.dtype} {list(y.shape)}{_float_label_hint(y)}")
     if len(y) == 0:
         raise ValueError(f"{what} got no examples (N = 0)")
     y = y.to(torch.int64)
@@ -764,6 +827,19 @@ def check_examples(x, y, class_names: Sequence[str] | None = None, what: str = "
                          f"{sorted({n for n in names if names.count(n) > 1})[:5]}")
     check_one_spelling(f"{what} class_names", names)
     return x, y, names
+
+
+def _float_label_hint(y: torch.Tensor) -> str:
+    """How to give float labels ``y`` as ints: whole numbers (``0.0, 1.0``) converted
+    (``y.astype(int)``, ``y.long()``), others named as no class index."""
+    if not y.is_floating_point() or y.is_meta or not y.numel():
+        return ""
+    whole = bool(torch.isfinite(y).all()) and bool((y == y.round()).all())
+    if whole:
+        return ("; these float labels are whole numbers: convert them before saving or "
+                "passing them, y.astype(int) in numpy or y.long() in torch (float labels "
+                "are not taken as they are)")
+    return "; some of these float labels are not whole numbers, which are no class index"
 
 
 @overload
@@ -1011,10 +1087,14 @@ def _check_npz_sizes(path: Path, f) -> None:
     headers = _npz_headers(path, f)
     for key, _, dtype in headers:
         if dtype.hasobject:       # np.load would say "Object arrays cannot be loaded ..."
+            fix = ("save the names as a string array: class_names=np.array([str(n) for n "
+                   "in names]) (dtype <U..., not object)" if key == "class_names" else
+                   "save x as numeric arrays (uint8 images or floats) and y as int labels "
+                   "0..K-1, with the class names, if any, as a string array: "
+                   "class_names=np.array([str(n) for n in names])")
             raise ValueError(f"tensor file {path}: its array {key!r} holds Python objects "
                              f"(dtype {dtype}), which loading would unpickle; it is refused: "
-                             f"save numeric arrays (x: images or features, y: integer "
-                             f"labels or class-name strings)")
+                             f"{fix}")
     have = folder._available_memory()
     if have is None:
         return
@@ -1088,6 +1168,16 @@ def _load_pt(path: Path) -> dict:
                 (ln for ln in lines[1:] if not ln.startswith("Check the documentation")
                  and "weights_only" not in ln), "it names a global that is not a tensor type")
             why = why.split(" Please use ")[0]
+            held = _numpy_scalar_keys(path) if "GLOBAL numpy" in why else None
+            if held:                                   # class_names of numpy strings ...
+                key, kind = held[0]
+                fix = ("save the names as plain str: class_names=[str(n) for n in names]"
+                       if key == "class_names" else
+                       f"save {key!r} as a tensor or as plain Python values "
+                       f"(torch.as_tensor(...), or [str(v) for v in ...] for names)")
+                raise ValueError(f"tensor file {path}: its {key!r} holds numpy scalars "
+                                 f"({kind}), which torch.load reads only by unpickling; it "
+                                 f"is refused: {fix}, then torch.save again") from None
             if re.search(r"GLOBAL (numpy|torch)\.", why):  # a numpy array, a TensorDataset
                 raise ValueError(f"tensor file {path} holds numpy arrays or torch objects "
                                  f"other than tensors ({why}), which torch.load reads only by "
@@ -1112,6 +1202,37 @@ def _load_pt(path: Path) -> dict:
         raise ValueError(f"{path} must hold a dict with 'x' and 'y', got "
                          f"{type(got).__name__}")
     return got
+
+
+def _numpy_scalar_keys(path: Path) -> list[tuple[str, str]] | None:
+    """The keys of a ``torch.save`` dict that hold numpy scalars (``numpy.str_`` class
+    names, ``numpy.int64`` labels ...), alone or in a list or tuple, with their types, as
+    ``torch.load`` with ``weights_only=True`` reads them when it is allowed numpy's scalar
+    and plain dtypes alone (no arrays, no objects: nothing else is unpickled); None where
+    the file needs more than that or holds no dict."""
+    core = getattr(np, "_core", None) or np.core
+    kinds = [getattr(np.dtypes, n) for n in (
+        "StrDType", "BytesDType", "BoolDType", "Int8DType", "Int16DType", "Int32DType",
+        "Int64DType", "UInt8DType", "UInt16DType", "UInt32DType", "UInt64DType",
+        "Float16DType", "Float32DType", "Float64DType") if hasattr(np.dtypes, n)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.serialization.safe_globals([core.multiarray.scalar, np.dtype, *kinds]):
+                got = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:                           # noqa: BLE001 - the caller's message stands
+        return None
+    if not isinstance(got, dict):
+        return None
+    out = []
+    for key, v in got.items():
+        items = list(v) if isinstance(v, (list, tuple)) else [v]
+        kinds_held = sorted({f"numpy.{type(i).__name__}" for i in items
+                             if isinstance(i, np.generic)})
+        if kinds_held:
+            out.append((str(key), ", ".join(kinds_held)))
+    out.sort(key=lambda kv: kv[0] != "class_names")
+    return out or None
 
 
 def _numeric(path: Path, key: str, v) -> torch.Tensor:
@@ -1187,6 +1308,28 @@ def _label(value, i: int) -> int:
                      f"{type(value).__name__} {value!r}{hint}")
 
 
+def _check_hf_channels_last(dataset, column: str, x) -> None:
+    """Refuse a Hugging Face dataset whose image column (a ``datasets.Image`` feature) gives
+    channels-last arrays ``[H, W, C]``, as its numpy format does: read as they are they would
+    be images of H channels. ``ds.with_format("torch")`` gives them as ``[C, H, W]``
+    tensors.
+
+    Raises:
+        ValueError: naming the column, the shape and the format, with that fix.
+    """
+    feat = getattr(dataset, "features", {}).get(column)
+    if type(feat).__name__ != "Image" or not isinstance(x, np.ndarray) or x.ndim != 3 \
+            or x.shape[-1] not in (1, 3, 4):
+        return
+    fmt = (getattr(dataset, "format", None) or {}).get("type")
+    raise ValueError(f"from_dataset: column {column!r} gives its images as numpy arrays "
+                     f"[H, W, C] = {list(x.shape)} (channels last, the dataset's "
+                     f"{fmt or 'numpy'} format), which would be read as images of "
+                     f"{x.shape[0]} channels; read the dataset with ds.with_format(\"torch\"), "
+                     f"which gives [C, H, W] tensors, or with no format, which gives PIL "
+                     f"images (image_size= and channels= convert those)")
+
+
 def _is_pil(x) -> bool:
     from PIL import Image
     return isinstance(x, Image.Image)
@@ -1226,7 +1369,11 @@ def _as_array(x, image_size: int | None, channels: int | None, i: int) -> torch.
                          f"{i}'s example is not one ({type(x).__name__} of shape {shape}) and "
                          f"is read as it is: leave {names} out (tensors of other sizes: "
                          f"resize them first, e.g. with torch.nn.functional.interpolate)")
-    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if not isinstance(x, torch.Tensor):
+        a = np.asarray(x)
+        t = torch.as_tensor(a if a.flags.writeable else a.copy())
+    else:
+        t = x
     if t.dtype == torch.bool or (not t.is_floating_point() and t.dtype != torch.uint8):
         t = t.to(torch.float32)
     return t

@@ -8,7 +8,11 @@ other approach.
 
 The format follows the file's extension: ``.csv`` (comma, or ``delimiter``), ``.tsv`` /
 ``.tab`` (tab), ``.jsonl`` / ``.ndjson`` (one JSON object per line). CSV and TSV files need a
-header row; their text is read as UTF-8 (a byte-order mark is skipped). A column (JSON key)
+header row; their text is read as UTF-8 (a byte-order mark is skipped). ``quoting`` says how
+their quotes are read: ``"csv"`` (the default) reads them as CSV does (a quoted field may hold
+the delimiter, line breaks and doubled quotes ``""``), ``"none"`` reads every character as
+written, one row per line, the fields split at each delimiter, as GLUE / SST-style TSV files
+are written (``"Great" final`` stays ``"Great" final``). A column (JSON key)
 that is read must be named once: a header or JSON object that names it twice is an error,
 not read from one of the two. A JSON text or label is read as it is written, so that a
 table reads the same in every format: a number keeps its spelling (``1`` -> ``"1"``, ``1.0``
@@ -70,6 +74,14 @@ Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SPLITS = ("all", "train", "val", "test", "trainval")
+QUOTING = ("csv", "none")
+"""The ``quoting`` values of a CSV / TSV table: ``"csv"`` reads quotes as CSV does,
+``"none"`` reads every character as written (one row per line, fields split at each
+delimiter: a GLUE / SST-style TSV file)."""
+QUOTING_HINT = ('if the file is not quoted (a GLUE-style TSV, whose texts hold quotes as '
+                'written), read it with quoting="none" (--quoting none in metaloop adapt and '
+                'predict, family.quoting = "none" in a config)')
+"""The advice of an error caused by a quote in a table read with ``quoting="csv"``."""
 SMALL_ADVICE = "add texts, lower [shots or ]queries, or drop them (drop_small=True, --drop-small)"
 """``SmallClassesError.advice`` of ``TextTable``, its part on the shots in brackets
 (``metaloop.tasks.episodes.advice_for_shots``)."""
@@ -213,11 +225,12 @@ def _other_delimiter(columns: Sequence[str], delimiter: str, wanted: Sequence[st
     return ""
 
 
-def _parse_csv(path: Path, delimiter: str, encoding: str, strict: bool):
+def _parse_csv(path: Path, delimiter: str, encoding: str, strict: bool,
+               quoting: str = "csv"):
     """(columns, [(line, row dict)], header line, ends, long rows' lines) of a CSV/TSV file,
     as ``_read_csv`` describes; a ``csv.Error`` (raised with ``strict``, as by a quote
     closed in mid-text or left open) is raised as ``_CsvError`` with the lines it was seen
-    at."""
+    at. ``quoting="none"``: every character as written, one row per line."""
     rows, columns, long, header, ends = [], list[str](), [], 1, {}
     last = [""]
 
@@ -227,7 +240,8 @@ def _parse_csv(path: Path, delimiter: str, encoding: str, strict: bool):
             yield line
 
     with path.open(newline="", encoding=encoding) as f:
-        reader = csv.reader(lines(f), delimiter=delimiter, strict=strict)
+        reader = csv.reader(lines(f), delimiter=delimiter, strict=strict,
+                            quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL)
         start = 1
         limit = csv.field_size_limit(2 ** 31 - 1)          # fits a C long on every platform
         try:
@@ -263,7 +277,8 @@ class _ReadLeniently(Exception):
     reading stands."""
 
 
-def _read_csv(path: Path, delimiter: str, encoding: str, wanted: dict[str, str] | None = None):
+def _read_csv(path: Path, delimiter: str, encoding: str, wanted: dict[str, str] | None = None,
+              quoting: str = "csv"):
     """(columns, [(line, row dict)], repeated, ends) of a CSV/TSV file with a header row;
     blank lines are skipped, and a row's line is the file line it starts on (``ends``: the
     line each row that spans several ends on, by its start line). ``repeated``: each column
@@ -280,12 +295,18 @@ def _read_csv(path: Path, delimiter: str, encoding: str, wanted: dict[str, str] 
     module otherwise reads on past a quote left open, making the rows up to the next quote
     part of one text, filed under the label of the row the next quote stands in. Such an
     error names the lines and, where the rows swallowed read as rows of their own, says so
-    (``_swallowed``, from a second, lenient reading, made only then)."""
+    (``_swallowed``, from a second, lenient reading, made only then). Every such error names
+    ``quoting="none"`` (``QUOTING_HINT``), which reads the file's quotes as written, one row
+    per line: no quote opens or closes a text."""
     kind = "TSV" if delimiter == "\t" else "CSV"
     wanted = wanted or {}
     try:
-        columns, rows, header, ends, long = _parse_csv(path, delimiter, encoding, strict=True)
+        columns, rows, header, ends, long = _parse_csv(path, delimiter, encoding, strict=True,
+                                                       quoting=quoting)
     except _CsvError as e:
+        if quoting == "none":                   # no quote involved: a line the reader refused
+            raise ValueError(f"text table {path} is not valid {kind} at line {e.start}: "
+                             f"{e.message}") from e
         try:
             lenient = _parse_csv(path, delimiter, encoding, strict=False)
         except _CsvError:
@@ -297,14 +318,18 @@ def _read_csv(path: Path, delimiter: str, encoding: str, wanted: dict[str, str] 
                 assert lenient is not None
                 columns, rows, header, ends, long = lenient
             else:
+                hint = f"; {QUOTING_HINT}" if '"' in e.message else ""   # a quote's error
                 raise ValueError(f"text table {path} is not valid {kind} at line {e.start}: "
-                                 f"{e.message}") from e
+                                 f"{e.message}{hint}") from e
         else:
             # a header without the columns read: the error that names them (and another
             # delimiter, as ';' for a file whose quoted texts are followed by ';') tells more
             columns, rows, header, ends, long = lenient
     if long:
         fix = _other_delimiter(columns, delimiter, list(wanted.values())) or (
+            f"; with quoting=\"none\" each {delimiter!r} starts a field, so a text cannot hold "
+            f"one: remove it from the texts or read a quoted file with quoting=\"csv\""
+            if quoting == "none" else
             f"; quote a text that holds the delimiter {delimiter!r} (as \"a, b\")")
         raise ValueError(f"text table {path}: {len(long)} row(s) have more fields than the "
                          f"header's {len(columns)} at line(s) {', '.join(map(str, long[:5]))}"
@@ -344,11 +369,11 @@ def _quote_error(path: Path, delimiter: str, wanted: dict[str, str], e: _CsvErro
             f"text table {path}: a quoted text of {span} closes at line {e.line} with more "
             f"after its closing quote than a {sep} or the line's end (line {e.line} reads "
             f"{shown}); {cause}double each quote inside a quoted text (\"\") or quote the "
-            f"whole text") from e
+            f"whole text; {QUOTING_HINT}") from e
     raise ValueError(
         f"text table {path}: a quote opens in {span} and never closes, so the lines after "
         f"it up to the end of the file would be one text: close it, and double each quote "
-        f"inside a quoted text (\"\") or quote the whole text") from e
+        f"inside a quoted text (\"\") or quote the whole text; {QUOTING_HINT}") from e
 
 
 def _swallowed(path: Path, rows, ends: dict[int, int], columns: list[str], delimiter: str,
@@ -380,7 +405,7 @@ def _swallowed(path: Path, rows, ends: dict[int, int], columns: list[str], delim
                         f"its text holds lines that read as rows of their own (e.g. "
                         f"{piece[:60]!r}): a quote opens at line {start} and closes only at "
                         f"line {end} (or at the end of the file); double a quote inside a "
-                        f"text (\"\") or quote the whole text")
+                        f"text (\"\") or quote the whole text; {QUOTING_HINT}")
 
 
 def _read_jsonl(path: Path, encoding: str):
@@ -421,7 +446,8 @@ def _read_jsonl(path: Path, encoding: str):
 
 def read_text_table(path: str | os.PathLike, text_column: str = "text",
                     label_column: str = "label", delimiter: str | None = None,
-                    encoding: str = "utf-8-sig") -> tuple[list[str], list[str]]:
+                    encoding: str = "utf-8-sig", quoting: str = "csv"
+                    ) -> tuple[list[str], list[str]]:
     """The texts and labels of a CSV, TSV or JSONL table, one example per row.
 
     Texts and labels are stripped of surrounding white space; JSON numbers and booleans
@@ -434,13 +460,18 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
         delimiter: the field separator of a CSV/TSV file (default: ``","`` for ``.csv``,
             tab for ``.tsv``); not allowed for JSONL.
         encoding: the text encoding (``utf-8-sig`` reads UTF-8 with or without a BOM).
+        quoting: how a CSV/TSV file's quotes are read (``QUOTING``): ``"csv"`` as CSV
+            does, ``"none"`` as written, one row per line (a GLUE-style TSV file);
+            ``"none"`` is not allowed for JSONL.
 
     Returns:
         ``(texts, labels)``: two lists of N strings.
 
     Raises:
-        ValueError: naming the file: it does not exist, an unknown extension, a delimiter for
-            JSONL, text that is not in ``encoding``, malformed CSV or JSON (with the line), a
+        ValueError: naming the file: it does not exist, an unknown extension, a delimiter or
+            ``quoting="none"`` for JSONL, an unknown ``quoting``, text that is not in
+            ``encoding``, malformed CSV or JSON (with the line; a quote's error names
+            ``quoting="none"``), a
             missing column (listing the columns it has), a column named twice (in the header
             or a JSON object), no rows, empty labels or texts, labels or texts with no
             visible character (``visible``), JSONL rows without the text or label field, or
@@ -456,7 +487,7 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
         raise ValueError(f"text table {path}: the text and label columns are both "
                          f"{text_column!r}")
     texts, labels = _read_columns(path, {"text": text_column, "label": label_column},
-                                  delimiter, encoding)
+                                  delimiter, encoding, quoting)
     spellings: dict[str, list[str]] = {}
     for lab in dict.fromkeys(labels):
         spellings.setdefault(folded(lab), []).append(lab)
@@ -471,7 +502,8 @@ def read_text_table(path: str | os.PathLike, text_column: str = "text",
 
 
 def read_texts(path: str | os.PathLike, text_column: str = "text",
-               delimiter: str | None = None, encoding: str = "utf-8-sig") -> list[str]:
+               delimiter: str | None = None, encoding: str = "utf-8-sig",
+               quoting: str = "csv") -> list[str]:
     """The texts to classify: a table's text column (other columns, a label column
     included, are ignored), or a ``.txt`` file's lines, one text per line.
 
@@ -480,6 +512,7 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
         text_column: the column (JSON key) name of a table.
         delimiter: as :func:`read_text_table` (not for JSONL or ``.txt``).
         encoding: as :func:`read_text_table`.
+        quoting: as :func:`read_text_table` (``"none"`` not for JSONL or ``.txt``).
 
     Returns:
         N strings, in the file's order, stripped of surrounding white space; text i of a
@@ -490,17 +523,18 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
         ValueError: as :func:`read_text_table` (naming the file), and a ``.txt`` file with
             no text, a line with no visible character (``visible``), a blank line before
             the last text (naming the lines, which would otherwise shift every later text
-            off its line number), or given a delimiter.
+            off its line number), or given a delimiter or ``quoting="none"``.
     """
     p = Path(path).expanduser()
     if p.suffix.lower() != ".txt":
         if not isinstance(text_column, str) or not text_column:
             raise ValueError(f"text table {path}: the text column name must be a non-empty "
                              f"string, got {text_column!r}")
-        return _read_columns(path, {"text": text_column}, delimiter, encoding)[0]
-    if delimiter is not None:
-        raise ValueError(f"text file {p}: a delimiter applies to CSV and TSV files; a .txt "
-                         f"file holds one text per line")
+        return _read_columns(path, {"text": text_column}, delimiter, encoding, quoting)[0]
+    if delimiter is not None or quoting != "csv":
+        what = "a delimiter" if delimiter is not None else f"quoting={quoting!r}"
+        raise ValueError(f"text file {p}: {what} applies to CSV and TSV files; a .txt "
+                         f"file holds one text per line, read as written")
     if not p.is_file():
         raise ValueError(f"text file {p} " + ("is not a file" if p.exists()
                                                else "does not exist"))
@@ -532,8 +566,17 @@ def read_texts(path: str | os.PathLike, text_column: str = "text",
     return texts
 
 
+def check_quoting(who, quoting) -> str:
+    """``quoting`` if it is one of ``QUOTING``; else a ValueError naming ``who``."""
+    if not isinstance(quoting, str) or quoting not in QUOTING:
+        raise ValueError(f"{who}: quoting must be one of {list(QUOTING)} (\"csv\": quotes read "
+                         f"as CSV does; \"none\": every character as written, one row per "
+                         f"line), got {quoting!r}")
+    return quoting
+
+
 def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
-                  encoding: str) -> list[list[str]]:
+                  encoding: str, quoting: str = "csv") -> list[list[str]]:
     """The values of the columns ``wanted`` (``{which: column name}``) of a table, in the
     order given, after the checks :func:`read_text_table` names."""
     path = Path(path).expanduser()
@@ -545,9 +588,13 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
     if fmt is None:
         raise ValueError(f"text table {path}: unknown format {path.suffix or '(no extension)'!r}"
                          f"; use one of {sorted(FORMATS)}")
+    check_quoting(f"text table {path}", quoting)
     if delimiter is not None and fmt == "jsonl":
         raise ValueError(f"text table {path}: a delimiter applies to CSV and TSV files, not "
                          f"JSONL")
+    if quoting != "csv" and fmt == "jsonl":
+        raise ValueError(f"text table {path}: quoting={quoting!r} applies to CSV and TSV "
+                         f"files, not JSONL (a JSON string is read as JSON writes it)")
     if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
         raise ValueError(f"text table {path}: delimiter must be one character, got "
                          f"{delimiter!r}")
@@ -557,7 +604,8 @@ def _read_columns(path, wanted: dict[str, str], delimiter: str | None,
             ends = {}
         else:
             delimiter = delimiter or ("," if fmt == "csv" else "\t")
-            columns, rows, repeated, ends = _read_csv(path, delimiter, encoding, wanted)
+            columns, rows, repeated, ends = _read_csv(path, delimiter, encoding, wanted,
+                                                      quoting)
     except UnicodeDecodeError as e:
         raise _undecodable("text table", path, encoding) from e
     if fmt != "jsonl" and not columns:
@@ -713,6 +761,9 @@ class TextTable:
         shots: support texts per class.
         queries: query texts per class.
         delimiter: the CSV/TSV field separator (default by extension).
+        quoting: how a CSV/TSV file's quotes are read: ``"csv"`` (the default) or
+            ``"none"`` (as written, one row per line: a GLUE-style TSV file); see
+            ``read_text_table``.
         split: ``"all"`` (every class, the default), or ``"train"``, ``"val"``, ``"test"``,
             ``"trainval"``: the classes ``split_classes(class names, fractions, split_seed)``
             gives that split (disjoint; ``"trainval"`` is train + val).
@@ -733,6 +784,7 @@ class TextTable:
     Attributes:
         kind: ``"classification"``.
         path: the file.
+        text_column, label_column, quoting: as given.
         class_names: the classes used (sorted labels), indexed by the ids in
             ``TaskBatch.classes``.
         num_classes: the number of classes used.
@@ -762,7 +814,7 @@ class TextTable:
                  delimiter: str | None = None, split: str = "all",
                  fractions: Sequence[float] = _FRACTIONS, split_seed: int = 0,
                  classes: Sequence[str] | None = None, tokenizer: Tokenizer | None = None,
-                 drop_small: bool = False, encoding: str = "utf-8-sig"):
+                 drop_small: bool = False, encoding: str = "utf-8-sig", quoting: str = "csv"):
         ways, shots, queries = check_positive_int("TextTable", ways=ways, shots=shots,
                                                   queries=queries)
         check_ways("TextTable", ways)
@@ -772,7 +824,7 @@ class TextTable:
         if classes is None and split not in SPLITS:
             raise ValueError(f"TextTable split must be one of {list(SPLITS)}, got {split!r}")
         texts, labels = read_text_table(self.path, text_column, label_column, delimiter,
-                                        encoding)
+                                        encoding, quoting)
         texts, labels, self.repeated = unique_rows(self.path, texts, labels)
         self.all_class_names = sorted(set(labels))
         if classes is not None:
@@ -793,6 +845,7 @@ class TextTable:
             names = {"train": train, "val": val, "test": test, "trainval": train + val}[split]
         self.split, self.fractions, self.split_seed = split, tuple(fractions), split_seed
         self.text_column, self.label_column = text_column, label_column
+        self.quoting = quoting
         wanted = set(names)
         by_class: dict[str, list[str]] = {c: [] for c in sorted(wanted)}
         for t, lab in zip(texts, labels):
