@@ -101,3 +101,14 @@ def test_a_metaoptnet_config_without_inner_steps_gets_metaoptnets_newton_steps(t
     path = tmp_path / "m.toml"
     path.write_text('[family]\nname = "omniglot"\n[method]\nname = "metaoptnet"\n')
     assert config.load(path)["method"]["inner_steps"] == want
+
+
+def test_a_reptile_config_without_inner_steps_gets_reptiles_inner_steps(tmp_path):
+    # Reptile's direction is about 0 after one inner step: its library default (5) applies
+    want = _default(ml.meta.Reptile, "inner_steps")
+    assert config.validate({"method": {"name": "reptile"}})["method"]["inner_steps"] == want
+    assert config.validate({"method": {"name": "reptile", "inner_steps": 1}}
+                           )["method"]["inner_steps"] == 1
+    path = tmp_path / "r.toml"
+    path.write_text('[method]\nname = "reptile"\n')
+    assert config.load(path)["method"]["inner_steps"] == want

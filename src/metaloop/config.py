@@ -316,15 +316,20 @@ def _validate(cfg: dict) -> dict:
                 raise _KeyProblem((section, key), str(e)) from None
             out[section][key] = value
     method = cfg.get("method", {})
-    if method.get("name") == "metaoptnet" and "inner_steps" not in method:
-        # Newton steps, not MAML's one inner step: MetaOptNet's own default (one step leaves
-        # the head unsolved and its implicit gradient off)
-        out["method"]["inner_steps"] = METAOPTNET_STEPS
+    own = OWN_STEPS.get(method.get("name"))
+    if own is not None and "inner_steps" not in method:
+        # the learner's own default, not MAML's one inner step: MetaOptNet's Newton steps
+        # (one leaves the head unsolved and its implicit gradient off), Reptile's inner
+        # steps (its direction is about 0 after one)
+        out["method"]["inner_steps"] = own
     return out
 
 
-# method.inner_steps where a metaoptnet config leaves it out: ml.meta.MetaOptNet's default
+# method.inner_steps where a metaoptnet / reptile config leaves it out: the library's default
+# (ml.meta.MetaOptNet(steps=10), ml.meta.Reptile(inner_steps=5))
 METAOPTNET_STEPS = 10
+REPTILE_STEPS = 5
+OWN_STEPS = {"metaoptnet": METAOPTNET_STEPS, "reptile": REPTILE_STEPS}
 
 
 class _KeyProblem(ValueError):

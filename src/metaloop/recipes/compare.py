@@ -329,12 +329,19 @@ def warn_unread(mcfgs: list[dict], path) -> list[str]:
         also[("eval", key)] = ("metaloop compare, which scores every method as it was "
                                "trained", f"evaluate one run with metaloop eval "
                                f"--{key.replace('_', '-')} instead, or remove it")
+    for key in _UNREAD_TRAIN:                  # every method from its own initial weights
+        also[("train", key)] = ("metaloop compare, which trains every method on the CPU from "
+                                "its own initial weights, without validation",
+                                "train one run with metaloop train instead, or remove it")
     return _config.warn_unread_by_all(mcfgs, path, also=also)
 
 
 # eval keys of a config that compare does not apply: how queries are scored and refined is
 # per method (only some can change it), so compare scores each as it was trained
 _UNREAD_EVAL = ("scoring", "refine", "refine_temperature", "refine_weight", "refine_jointly")
+# train keys of a config that compare does not apply: metaloop train's initialisation from
+# another run, validation during training, and the GPU's device-resident tasks and CUDA graph
+_UNREAD_TRAIN = ("init", "val_every", "val_tasks", "device_tasks", "cuda_graph")
 
 
 def resumable(mcfgs: dict[str, dict], out_dir, resume: bool,
@@ -564,6 +571,7 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
         # the initial weights from train.seed (train seeds its own draws from it); the
         with seeded_rng(tc["seed"]):               # caller's RNG is as it was (on the CPU)
             learner = _build.build_learner(mcfg, family)
+            learner.model.to(dtype=getattr(torch, tc["dtype"]))   # as metaloop train does
             t0 = time.perf_counter()
             train(learner, _build.training_family(mcfg, family), iterations=tc["iterations"],
                   meta_batch=tc["meta_batch"], lr=tc["lr"], lr_schedule=tc["lr_schedule"],
@@ -571,7 +579,9 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
                   out_dir=None if out_dir is None else Path(out_dir) / "runs" / name,
                   checkpoint_every=tc["checkpoint_every"], config=mcfg, progress=progress,
                   desc=name, optimizer=tc["optimizer"],
-                  weight_decay=tc["weight_decay"], resume=resumes[name], data=data)
+                  weight_decay=tc["weight_decay"], resume=resumes[name], data=data,
+                  prefetch={"on": True, "off": False}.get(tc["prefetch"], "auto"),
+                  log_every=tc["log_every"] or None)
             t1 = time.perf_counter()
         results[name] = evaluate(learner, heldout, tasks=ec["tasks"], steps=ec["steps"],
                                  seed=ec["seed"], support_shift=ec["support_shift"],

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from metaloop import runlock, runs_folder
-from metaloop.evaluate.heldout import format_mean_ci
+from metaloop.evaluate.heldout import format_mean_ci, model_dtype
 from metaloop.train.checkpoint import atomic_write_text, save_figure
 
 __all__ = ["aligned", "output_dir", "plot_curves", "plot_fits", "prepare_out", "save_figure",
@@ -170,10 +170,11 @@ def plot_fits(learners: dict, family, seed: int, path, steps=(0, 1, 10)) -> None
     axes = fig.subplots(1, len(learners), sharey=True, squeeze=False)
     for ax, (name, learner) in zip(axes[0], learners.items()):
         ax.plot(xs, family.curve(float(amp[0]), float(phase[0]), xs), "k", lw=2, label="truth")
-        path_ = list(learner.adapt_path(sx, sy, max(steps)))
+        dtype = model_dtype(learner.model) or xs.dtype           # a float64 run's own dtype
+        path_ = list(learner.adapt_path(sx.to(dtype), sy.to(dtype), max(steps)))
         for s in steps:
             with torch.no_grad():
-                ys = learner.predict(path_[min(s, len(path_) - 1)], xs)
+                ys = learner.predict(path_[min(s, len(path_) - 1)], xs.to(dtype)).float()
             ax.plot(xs, ys, "--", label=f"{s} step{'s' if s != 1 else ''}")
         ax.scatter(sx, sy, c="red", zorder=3, label="support")
         ax.set_title(name)
