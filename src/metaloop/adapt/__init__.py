@@ -5,7 +5,7 @@ from metaloop.adapt.heads import fit_head, init_head, warm_head
 from metaloop.adapt.learned_lr import InnerLRs
 from metaloop.adapt.linear_probe import linear_probe
 from metaloop.adapt.lora import add_lora, lora_finetune, merge_lora
-from metaloop.adapt.newton_head import newton_head, svm_head
+from metaloop.adapt.newton_head import NewtonConvergenceWarning, newton_head, svm_head
 from metaloop.adapt.probe import Probe, fit_probe
 from metaloop.adapt.prompting import optimize_prompt, zero_shot
 from metaloop.adapt.proto_head import (
@@ -21,6 +21,7 @@ from metaloop.adapt.soft_prompt import add_soft_prompt, soft_prompt_finetune
 
 __all__ = [
     "InnerLRs",
+    "NewtonConvergenceWarning",
     "Probe",
     "SGDAdapter",
     "add_lora",

@@ -134,16 +134,31 @@ def register(sub) -> argparse.ArgumentParser:
                               "--scenario omniglot-alphabets --alphabets 5 --seeds 5\n"
                               "  metaloop forgetting --scenario split-data-class --data "
                               "my_images --classes-per-experience 2 --channels 3")
-    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="two-task")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="two-task",
+                   help="the stream of experiences (default two-task): two-task and "
+                        "split-fmnist-task/-class on Fashion-MNIST, omniglot-alphabets, "
+                        "split-data-task/-class on --data; -task gives each experience its "
+                        "own head, -class one shared head"),
     p.add_argument("--strategies", default=",".join(STRATEGIES),
                    help=f"comma list from {','.join(STRATEGIES)}")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (+ --seed)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--steps", type=int, help="fine-tuning steps per experience")
+    p.add_argument("--steps", type=int,
+                   help="fine-tuning steps per experience (default by --scenario: 500 "
+                        "two-task, 200 split-fmnist-* and split-data-*, 150 "
+                        "omniglot-alphabets)")
     p.add_argument("--pretrain-steps", type=int, help="steps on experience 0 (default --steps)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int,
+                   help="examples per fine-tuning step, replayed ones included (default by "
+                        "--scenario: 128 two-task and split-fmnist-*, 64 omniglot-alphabets "
+                        "and split-data-*)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations")
+    p.add_argument("--eval-every", type=int,
+                   help="fine-tuning steps between evaluations (also one before the first "
+                        "step and one after the last), which metrics.jsonl and the "
+                        "accuracy-vs-steps plot show and --early-stop counts (default by "
+                        "--scenario: 50 two-task and split-fmnist-*, 25 omniglot-alphabets "
+                        "and split-data-*)")
     p.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE",
                    help="stop on the new task's validation accuracy after this many "
                         "evaluations without improvement, keeping its best evaluation "
@@ -220,7 +235,7 @@ def register(sub) -> argparse.ArgumentParser:
                         "named continual_<scenario>_<strategy>.json with _ for the "
                         "scenario's - and the strategy's + (continual_two_task_"
                         "replay_heads.json); one there of another setting is refused by name")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
     return p
 

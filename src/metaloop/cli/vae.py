@@ -103,7 +103,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("vae", help="AE / VAE / CVAE: samples, reconstructions, NLL",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=MODELS, default="vae")
+    p.add_argument("--model", choices=MODELS, default="vae",
+                   help="the one model to train (default vae): ae an autoencoder, vae a "
+                        "VAE, cvae a VAE conditioned on the class; --sweep-latent trains "
+                        "the AE and the VAE, --compare-inversion all three")
     p.add_argument("--data", type=path, default="fashion-mnist", metavar="NAME|PATH",
                    help=f"a built-in data set ({', '.join(DATASETS)}; default "
                         f"fashion-mnist), or your own: an image folder root/<class>/<image> "
@@ -146,16 +149,25 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="mlp: IWAE 784-200-200-L tanh; conv: small conv net")
     p.add_argument("--hidden", type=int_list, default=[200, 200], metavar="H1,H2",
                    help="MLP hidden widths (default 200,200)")
-    p.add_argument("--likelihood", choices=KINDS, default="bernoulli")
+    p.add_argument("--likelihood", choices=KINDS, default="bernoulli",
+                   help="the decoder's pixel distribution (default bernoulli): bernoulli on "
+                        "binarised pixels, gaussian or cbernoulli (continuous Bernoulli) on "
+                        "the grey values; --protocol iwae takes only bernoulli")
     p.add_argument("--binarize", choices=BINARIZE, default=None,
                    help="training binarisation (default: dynamic for the Bernoulli decoder, "
                         "none for gaussian and cbernoulli, which model grey values; test "
                         "data: static unless 'none')")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight in the training loss")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20,
+                   help="passes over the training data (default 20; an upper limit with "
+                        "--cpu-budget); not read by --protocol iwae, whose --stages set its "
+                        "passes, nor by --inversion-transfer")
     p.add_argument("--batch-size", type=int, default=None,
                    help="examples per step (default 100; --protocol iwae: 20)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="initial Adam learning rate, decayed geometrically to --lr-end over "
+                        "the run (default 1e-3); --protocol iwae: the first stage's rate, "
+                        "each stage's 10^(-1/7) times the one before")
     p.add_argument("--lr-end", type=float, default=1e-4,
                    help="final learning rate of the geometric decay")
     p.add_argument("--cpu-budget", type=float, default=None, metavar="MIN",
@@ -164,12 +176,18 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="importance samples for the NLL (default 5000; sweep: 0 = skip; "
                         "--protocol iwae: of the measurement at its last pass or "
                         "--evaluate's)")
-    p.add_argument("--eval-batch", type=int, default=100)
+    p.add_argument("--eval-batch", type=int, default=100,
+                   help="test images per pass of the ELBO and NLL estimates (default 100); "
+                        "not read by --protocol iwae")
     p.add_argument("--eval-every", type=int, default=0,
                    help="epochs between test-ELBO checks on 1,000 random test images "
                         "(0: never)")
-    p.add_argument("--train-examples", type=int, default=None)
-    p.add_argument("--test-examples", type=int, default=None)
+    p.add_argument("--train-examples", type=int, default=None, metavar="N",
+                   help="use only N training images, a fixed random subset that --seed "
+                        "chooses (default: all)")
+    p.add_argument("--test-examples", type=int, default=None, metavar="N",
+                   help="use only N test images, a fixed random subset that --seed "
+                        "chooses (default: all); --protocol iwae: only with --evaluate")
     p.add_argument("--train-eval-examples", type=int, default=0, metavar="N",
                    help="also report ELBO and NLL on N training images (default 0: skip)")
     p.add_argument("--classes", type=class_list, default=None, metavar="C1,C2,...",
@@ -239,8 +257,17 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "--compare-inversion and --inversion-transfer need classifiers "
                         "trained to convergence for the lesson to hold: 10 on Fashion-MNIST, "
                         "25 on Omniglot (docs/generative.md)")
-    p.add_argument("--quality-samples", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quality-samples", type=int, default=2000, metavar="N",
+                   help="images the scoring classifier judges (default 2000): "
+                        "--sweep-latent and --compare-inversion score N samples of each "
+                        "generator (class-conditional ones split evenly over the classes) "
+                        "and as many real test images, fewer where the test set's first "
+                        "half holds fewer; --inversion-transfer inverts N images per "
+                        "learning rate; a run of one --model trains no classifier")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of everything random: weights, batches, binarisation, "
+                        "subsets and samples (default 0); the classifier studies also use "
+                        "--seed + 1 .. + 4")
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="train and measure on the CPU (default) or the current CUDA "
                         "device: one model (--model), the latent sweep, both inversion "
@@ -255,8 +282,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     # global value alone when it is not given (a default here would overwrite it).
     p.add_argument("--threads", type=int, default=argparse.SUPPRESS,
                    help="same as metaloop --threads (torch CPU threads)")
-    p.add_argument("--out", type=path, default="runs/vae")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", type=path, default="runs/vae",
+                   help="output folder for results.json, metrics.jsonl and the PNGs "
+                        "(default runs/vae); a new run into one holding a finished run is "
+                        "refused")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=run)
     return p
 

@@ -237,6 +237,11 @@ def batch_loss(model: nn.Module, params: Mapping[str, torch.Tensor], batch: Batc
 
     Returns:
         Scalar loss.
+
+    Raises:
+        ValueError: ``kept`` heads without a ``teacher`` (they are distilled from it); or,
+            from ``logits_of_head``, a head of ``heads`` or ``kept`` that ``params`` (or
+            ``teacher``) does not hold, or features that do not fit its weight.
     """
     if kept and teacher is None:
         raise ValueError(f"batch_loss: kept heads {sorted(kept)} are distilled from the "

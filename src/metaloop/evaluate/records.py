@@ -1288,6 +1288,11 @@ def render_grid(records: list[Mapping]) -> str:
 
     Columns named like ``5w1s`` (ways, shots) sort by ways, then shots; rows by the
     smallest ``order`` of their records.
+
+    Raises:
+        ValueError: no records, or two records that fill the same cell (the same
+            ``grid_row`` and ``grid_column``), naming both files.
+        KeyError: a record without ``grid_row`` or ``grid_column``.
     """
     if not records:
         raise ValueError("render_grid needs at least one record")

@@ -320,7 +320,13 @@ def _rising_root(cdf, p: float, pc: float) -> float:
 def beta_ppf(q: float, a: float, b: float) -> float:
     """The ``q`` quantile of Beta(a, b) (real ``a, b > 0``): bisection on :func:`betainc`,
     over x where the quantile is below 0.5 and over 1 - x where it is above, down to
-    adjacent floats (a relative 1e-16 or so: small quantiles keep their digits)."""
+    adjacent floats (a relative 1e-16 or so: small quantiles keep their digits).
+
+    Raises:
+        ValueError: ``q`` outside ``[0, 1]`` (or NaN), or not ``a, b > 0``.
+        ArithmeticError: :func:`betainc`'s continued fraction did not converge (a guard;
+            never seen).
+    """
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"beta_ppf needs 0 <= q <= 1, got {q!r}")
     if not (a > 0 and b > 0):

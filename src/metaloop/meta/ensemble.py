@@ -156,7 +156,13 @@ class Ensemble:
                    steps: int | None = None) -> Iterator[Params]:
         """Yield every member's detached params after 0, 1, ..., ``steps`` steps, as
         ``{"members": tuple}``. A member whose path has ended (a solved head yields once)
-        keeps its last params; the ensemble's path is as long as its longest member's."""
+        keeps its last params; the ensemble's path is as long as its longest member's.
+
+        Raises:
+            ValueError: a member's path yields no params at all while another's yields some
+                (raised at that step); and whatever a member's own ``adapt_path`` raises on
+                these inputs (e.g. a bad shape or ``steps``), once the path is iterated.
+        """
         paths = [m.adapt_path(support_x, support_y, steps) for m in self.members]
         last: list = [None] * len(paths)
         while True:

@@ -36,6 +36,12 @@ def trainable_only(model: nn.Module, keep: Selector) -> nn.Module:
     ``named_parameters`` then lists only the kept ones: what the outer optimiser updates and
     checkpoints store.
 
+    Args:
+        model: the network; it is deep-copied, not changed.
+        keep: which parameters stay parameters: a predicate on the full parameter name
+            as ``named_parameters`` gives it (``"...lora_A.default.weight"``) or a
+            collection of such names.
+
     Raises:
         ValueError: if ``keep`` matches no parameter.
     """

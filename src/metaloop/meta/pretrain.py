@@ -45,7 +45,15 @@ class Pretrain(AdaptsBySGD):
     pools_tasks = True
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean loss of the unadapted model on support and query of every task."""
+        """Mean loss of the unadapted model on support and query of every task.
+
+        Raises:
+            ValueError: a batch ``check_batch`` refuses (not a ``TaskBatch``, on another
+                device or in another float dtype than the model, labels of the wrong kind);
+                classification tasks without ``TaskBatch.classes`` (the global class ids of
+                each task's labels); or a global class id the model has no output for (its
+                head has fewer outputs than the largest id + 1).
+        """
         batch = check_batch(batch, self.model, self.inner.loss)
         x = torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)     # [B*(S+Q), ...]
         y = torch.cat([batch.support_y, batch.query_y], 1)                     # [B, S+Q, ...]

@@ -39,6 +39,18 @@ class BatchNorm(nn.Module):
         self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` normalised per channel with the batch's statistics (or ``fixed``), times
+        ``weight`` plus ``bias``; the same shape.
+
+        Args:
+            x: ``[N, C]``, ``[N, C, L]`` or ``[N, C, H, W]``.
+
+        Raises:
+            ValueError: ``x`` of another rank or with another number of channels than the
+                layer's C; no ``fixed`` statistics and one value per channel (a single
+                example, or a single image whose map has shrunk to 1x1); ``fixed``
+                statistics that are not ``[C]`` (recorded on another network).
+        """
         if x.dim() not in (2, 3, 4) or x.shape[1] != self.weight.shape[0]:   # shapes only
             raise ValueError(f"BatchNorm({self.weight.shape[0]}) takes [N, C], [N, C, L] or "
                              f"[N, C, H, W] with C={self.weight.shape[0]} channels (as "

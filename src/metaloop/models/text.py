@@ -202,6 +202,11 @@ class TextEncoder(nn.Module):
     Shapes:
         x float token ids ``[N, L]`` (padded with ``pad_id``) -> ``[N, out_dim]``, or the
         features ``[N, feature_dim]`` with ``head=False``.
+
+    Raises:
+        ValueError: an ``encoder`` without an int ``config.hidden_size``; an encoder-decoder
+            model (one whose ``forward`` takes ``decoder_input_ids``: T5, BART; give its
+            ``get_encoder()``); ``out_dim`` not a positive int.
     """
 
     def __init__(self, encoder: nn.Module, tokenizer=None, out_dim: int = 5,
@@ -394,6 +399,24 @@ class TextEncoder(nn.Module):
 def load_text_encoder(name_or_path: str | os.PathLike = MINILM, out_dim: int = 5,
                       normalize: bool = True, max_length: int = 128) -> TextEncoder:
     """``TextEncoder`` around ``load_hf(name_or_path)``: ``"minilm"``, a folder or a hub name
-    (offline). The head is new (PyTorch's default init; strategies choose their own)."""
+    (offline). The head is new (PyTorch's default init; strategies choose their own).
+
+    Args:
+        name_or_path: ``"minilm"`` (the bundled all-MiniLM-L6-v2), a model folder, or a hub
+            name in the local cache (``load_hf``).
+        out_dim: outputs of the new head (a positive int).
+        normalize: L2-normalise the pooled features (cosine similarities).
+        max_length: longest tokenised text; longer ones are truncated. The default 128 is
+            this function's: ``metaloop adapt --max-length`` and a config's
+            ``family.max_length`` default to 32, and pass theirs here.
+
+    Raises:
+        ValueError: what ``load_hf`` refuses (a path that does not exist, a folder without
+            ``config.json`` or with unreadable files, a hub name missing from the local
+            cache, a tokenizer that does not fit the model), or what ``TextEncoder``
+            refuses (an encoder without ``config.hidden_size``, an encoder-decoder model,
+            ``out_dim`` not a positive int).
+        TextExtraMissing: transformers (the ``text`` extra) is not installed.
+    """
     model, tok = load_hf(name_or_path)
     return TextEncoder(model, tok, out_dim, normalize, max_length)

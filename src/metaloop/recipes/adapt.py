@@ -2319,7 +2319,12 @@ def _listed(names: Sequence[str], limit: int = 12) -> str:
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:
-    """``"0.7,0.1,0.2"`` -> ``(0.7, 0.1, 0.2)``; ValueError naming the text otherwise."""
+    """``"0.7,0.1,0.2"`` -> ``(0.7, 0.1, 0.2)``: ``--split-fractions`` (train, val, test).
+
+    Raises:
+        ValueError: naming the text, where it is not three comma-separated numbers, one of
+            them is negative, infinite or NaN, or they do not sum to 1 (within 1e-6).
+    """
     try:
         parts = tuple(float(p) for p in text.split(","))
     except ValueError:

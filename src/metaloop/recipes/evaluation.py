@@ -444,7 +444,12 @@ def check_distinct(run: Run) -> None:
     checkpoint (a run given twice, or a run folder and the ``ckpt-*`` folder its ``LATEST``
     named when it was loaded; one written since changes nothing):
     ``metaloop eval`` would report "an ensemble of 2 runs", and its record sum that run's
-    budget twice, for what is that one run."""
+    budget twice, for what is that one run.
+
+    Raises:
+        ValueError: two of ``run.members`` (a single run is its own only member) come from
+            the same ``ckpt-*`` folder, naming them and the folder.
+    """
     seen: dict[Path, Run] = {}
     for r in getattr(run, "members", None) or [run]:
         ckpt = _checkpoint_dir(r)

@@ -99,12 +99,18 @@ def shifted_support(sx: torch.Tensor, sy: torch.Tensor, shift: int):
     repeated), so a prototype or head fitted to it averages over the shifts.
 
     Args:
-        sx: ``[..., S, C, H, W]`` support images. sy: ``[..., S]`` (or ``[..., S, out]``).
+        sx: ``[..., S, C, H, W]`` support images.
+        sy: ``[..., S]`` labels (or ``[..., S, out]`` targets).
         shift: s >= 0 (0 returns the inputs).
 
     Returns:
         ``([..., S * (2s+1)^2, C, H, W], [..., S * (2s+1)^2(, out)])``, the original images
         first.
+
+    Raises:
+        ValueError: for a ``shift`` other than 0, ``sx`` with fewer than 4 dims, a
+            ``shift`` that is not an int >= 0, or one as large as the images' height or
+            width (a copy moved that far holds no image).
     """
     if shift == 0:
         return sx, sy

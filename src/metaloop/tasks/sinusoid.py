@@ -97,7 +97,13 @@ class Sinusoid:
 
     def sample_with_params(self, n: int, generator: torch.Generator | None = None,
                            dtype: torch.dtype = torch.float32):
-        """``sample``, also returning each task's (amplitude ``[n]``, phase ``[n]``)."""
+        """``sample``, also returning each task's (amplitude ``[n]``, phase ``[n]``).
+
+        Raises:
+            ValueError: ``n`` is not a positive integer, or ``dtype`` is not a floating-point
+                ``torch.dtype``.
+            TypeError: ``generator`` is not a torch.Generator or None.
+        """
         n = _check_n(n)
         check_generator("Sinusoid.sample", generator)
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

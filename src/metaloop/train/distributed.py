@@ -167,7 +167,15 @@ def set_tf32(enabled: bool) -> None:
     """TF32 for CUDA matmuls and convolutions: off by default in metaloop. PyTorch allows
     TF32 in cuDNN convolutions by default, which rounds their inputs to 10 mantissa bits
     (~1e-3 relative); with it off, an H100's meta-gradients match the CPU's to ~1e-6
-    (docs/benchmarks.md). ``--tf32`` turns it on for speed on Ampere and later GPUs."""
+    (docs/benchmarks.md). ``--tf32`` turns it on for speed on Ampere and later GPUs.
+
+    Args:
+        enabled: True allows TF32 in both CUDA matmuls
+            (``torch.backends.cuda.matmul.allow_tf32``) and cuDNN convolutions
+            (``torch.backends.cudnn.allow_tf32``), False forbids it in both. The flags are
+            the whole process's and stay set (``tf32_kept`` restores them); the CPU ignores
+            them.
+    """
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
 
