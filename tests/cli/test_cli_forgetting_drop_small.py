@@ -93,3 +93,13 @@ def test_split_classes_of_drops_before_grouping():
     assert [e.name for e in exps] == ["a", "b, c"] and exps[0].num_outputs == 4
     with pytest.raises(ValueError, match="--drop-small"):
         split_classes_of(x, y, names)
+
+
+def test_a_one_class_experience_after_drop_small_names_the_dropped_class():
+    y = torch.cat([torch.full((n,), i) for i, n in enumerate([10, 10, 2, 10, 10, 10])])
+    x = torch.rand(len(y), 4)
+    names = [f"c{i}" for i in range(6)]
+    with pytest.raises(ValueError, match=r"single class\(es\) \['c5'\] \(the 5 classes left "
+                                         r"after dropping 1 .*\['c2'\]"):
+        split_classes_of(x, y, names, classes_per_experience=2, setting="task",
+                         drop_small=True)

@@ -208,7 +208,50 @@ def test_a_compiled_module_under_second_order_maml_on_the_loop_is_refused_by_nam
     ml.meta.MAML(model, inner_lr=LR, loss="ce", batching="vmap")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_compiled_body_before_an_adapted_head_keeps_second_order_on_the_loop():
+    """Only the head adapts: the compiled body is differentiated once, and the meta-gradient
+    is the uncompiled model's."""
+    torch.manual_seed(5)
+    plain = nn.Sequential(nn.Sequential(nn.Linear(6, 8), nn.Tanh()), nn.Linear(8, 3)).double()
+    compiled = nn.Sequential(torch.compile(plain[0]), plain[1])
+    b = batch()
+    head = ["1.weight", "1.bias"]
+    got = ml.meta.MAML(compiled, inner_lr=LR, loss="ce", adapt=head,
+                       batching="loop").meta_gradient(b)
+    want = ml.meta.MAML(plain, inner_lr=LR, loss="ce", adapt=head,
+                        batching="loop").meta_gradient(b)
+    assert [n.replace("_orig_mod.", "") for n in got] == list(want)
+    for (_, g), w in zip(got.items(), want.values()):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+
+
 def test_integer_inputs_are_named_with_the_float_convention():
     b = batch(shape=(7,), ints=11)
     with pytest.raises(ValueError, match=r"token ids go in as floats.*x\.long\(\)"):
         ml.TaskBatch(b.support_x.long(), b.support_y, b.query_x.long(), b.query_y)
+
+
+def test_overlapping_vmapped_calls_set_the_mha_fast_path_back():
+    """Two threads inside ``vmap_tasks`` at once: the setting the first found is back after
+    the last leaves (each thread saving and restoring its own left it off)."""
+    import threading
+    import time
+
+    from metaloop.meta._common import vmap_tasks
+
+    def slow(delay):
+        def fn(x):
+            time.sleep(delay)
+            return x * 2
+        return fn
+
+    assert torch.backends.mha.get_fastpath_enabled()
+    a = threading.Thread(target=lambda: vmap_tasks(slow(0.2), torch.ones(2, 3)))
+    b = threading.Thread(target=lambda: vmap_tasks(slow(0.4), torch.ones(2, 3)))
+    a.start()
+    time.sleep(0.05)
+    b.start()
+    a.join()
+    b.join()
+    assert torch.backends.mha.get_fastpath_enabled()

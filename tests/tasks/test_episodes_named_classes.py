@@ -171,3 +171,27 @@ def test_a_split_or_a_continual_stream_of_the_file_has_no_empty_class(tmp_path):
     with pytest.warns(EmptyClassesWarning, match="'b'"):
         exps = user_experiences(path, classes_per_experience=1, setting="class")
     assert [e.name for e in exps] == ["a", "c", "d"]
+
+
+def test_the_split_is_drawn_over_every_listed_name_and_a_stored_one_still_reads(tmp_path):
+    """The split of a file whose ``class_names`` lists a class without rows is the split
+    drawn over all the listed names, less that class: the split a run made before empty
+    names were left out stored, which its resume (``classes=`` that list) still reads."""
+    from metaloop.tasks.episodes import select_split
+
+    names = [f"c{i}" for i in range(20)]
+    y = np.repeat([i for i in range(20) if i != 5], 6)                 # "c5": no rows
+    x = np.random.default_rng(0).random((len(y), 1, 4, 4)).astype(np.float32)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=y, class_names=np.array(names))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyClassesWarning)
+        for split in ("train", "val", "test"):
+            fam = ml.tasks.Episodes.from_tensors(path, ways=2, shots=1, queries=1,
+                                                 split=split, fractions=(0.6, 0.2, 0.2))
+            want = [c for c in select_split(names, split, (0.6, 0.2, 0.2), 0) if c != "c5"]
+            assert sorted(fam.class_names) == sorted(want)
+        stored = select_split(names, "train", (0.6, 0.2, 0.2), 0)
+        assert "c5" in stored
+        fam = ml.tasks.Episodes.from_tensors(path, ways=2, shots=1, queries=1, classes=stored)
+        assert sorted(fam.class_names) == sorted(c for c in stored if c != "c5")

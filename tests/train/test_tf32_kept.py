@@ -83,3 +83,28 @@ def _a_run(tmp_path):
                            "train": {"iterations": 1, "meta_batch": 1, "checkpoint_every": 1}})
     training.train_config(cfg, tmp_path / "run", progress=False)
     return tmp_path / "run"
+
+
+@pytest.fixture
+def new_api():
+    """torch's fp32_precision API, as a program of its own may use it (set back after)."""
+    matmul = torch.get_float32_matmul_precision()
+    yield
+    # set back as a process that never used the API reads it (the legacy flags readable)
+    torch.backends.fp32_precision = "none"
+    torch.set_float32_matmul_precision(matmul)
+
+
+def test_a_cpu_run_leaves_torchs_fp32_precision_api_alone(new_api, tmp_path):
+    """A CPU run reads and writes neither TF32 flag: reading them raises in torch once its
+    fp32_precision API has been used (the two may not be mixed)."""
+    from metaloop.cli.main import main
+
+    torch.backends.fp32_precision = "tf32"
+    _a_run(tmp_path)                                        # train_config on the CPU
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--tasks", "2"]) == 0
+    assert torch.backends.fp32_precision == "tf32"
+    torch.backends.fp32_precision = "none"
+    torch.set_float32_matmul_precision("medium")
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--tasks", "2"]) == 0
+    assert torch.get_float32_matmul_precision() == "medium"

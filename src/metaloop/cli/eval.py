@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -203,10 +204,11 @@ def _run(args: argparse.Namespace) -> int:
                              f"{args.out} gets: name another .json file for the record")
         records.check_record_path(args.record)
     _check_out_outside_data(args, loaded)
-    if args.device == "cuda":
-        from metaloop.train.distributed import set_tf32
-        set_tf32(args.tf32)
-    with output_dir(args.out or None, command="eval") as out:  # not another's run
+    from metaloop.train.distributed import set_tf32, tf32_kept
+    with (tf32_kept() if args.device == "cuda" else contextlib.nullcontext()), \
+            output_dir(args.out or None, command="eval") as out:  # not another's run
+        if args.device == "cuda":           # TF32 as the caller had it, afterwards
+            set_tf32(args.tf32)
         if args.lake_runs:
             return _lake_runs(args, loaded, cfg, out, loaded_ckpts)
         return _evaluate(args, loaded, cfg, out, loaded_ckpts)

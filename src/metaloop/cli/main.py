@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Called from a program of your own, it sets back what it changed for the command: the
     signal handlers, ``warnings.showwarning``, torch's thread count (``--threads``), the TF32
-    flags (``--tf32``, ``train.distributed.tf32_kept``) and the C allocator's settings
-    (``--malloc heap``, then glibc's defaults, ``malloc.system_heap``).
+    flags of a command run on CUDA (``train.distributed.tf32_kept``) and the C allocator's
+    settings (``--malloc heap``, then glibc's defaults, ``malloc.system_heap``).
     """
     started: list[str] = []           # the command, once it runs
     code = 130                        # (the status if an interrupt leaves it no other)
@@ -319,8 +319,7 @@ def _main(argv: list[str] | None, started: list[str]) -> int:
         warnings.showwarning = functools.partial(_show_warning, args.command, shown)
     try:
         started.append(args.command)
-        with distributed.tf32_kept():      # eval --tf32, train --tf32: set back after
-            return int(args.func(args) or 0)
+        return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError, TextExtraMissing) as e:
         text = distributed.message(e)      # None: another rank of a torchrun prints it
         if text is not None:

@@ -451,11 +451,15 @@ def split_classes_of(x, y, class_names: Sequence[str] | None = None, *,
             k = len(names)
             fits = [n for n in range(2, k) if k % n != 1]
             hint = f"; e.g. {fits[0]} for {k} classes" if fits and grouped else ""
+            after = (f" (the {k} classes left after dropping {len(gone)} too small to hold "
+                     f"out test and validation images and keep one for training, {gone[:5]}, "
+                     f"grouped without them)" if gone else "")
             raise ValueError(f"in the task setting each experience has its own head, and the "
-                             f"experience(s) of the single class(es) {single} would get a "
-                             f"one-way head that learns nothing: group the classes so that "
-                             f"every experience has at least two (classes_per_experience, "
-                             f"--classes-per-experience{hint}), or use the class setting")
+                             f"experience(s) of the single class(es) {single}{after} would "
+                             f"get a one-way head that learns nothing: group the classes so "
+                             f"that every experience has at least two "
+                             f"(classes_per_experience, --classes-per-experience{hint}), or "
+                             f"use the class setting")
     counts = torch.bincount(y, minlength=len(names))                            # [K]
     g = torch.Generator().manual_seed(seed)
     perms = [torch.randperm(int(n), generator=g) for n in counts]   # every class, by label

@@ -6,6 +6,7 @@ import copy
 import math
 import operator
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -457,12 +458,22 @@ def no_mha_fastpath() -> Iterator[None]:
             or torch.compiler.is_compiling()):
         yield
         return
-    was = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(False)
+    with _MHA_LOCK:                 # the first of overlapping calls (threads) saves it,
+        if _MHA_OFF[0] == 0:        # the last sets it back
+            _MHA_OFF[1] = mha.get_fastpath_enabled()
+            mha.set_fastpath_enabled(False)
+        _MHA_OFF[0] += 1
     try:
         yield
     finally:
-        mha.set_fastpath_enabled(was)
+        with _MHA_LOCK:
+            _MHA_OFF[0] -= 1
+            if _MHA_OFF[0] == 0:
+                mha.set_fastpath_enabled(_MHA_OFF[1])
+
+
+_MHA_LOCK = threading.Lock()
+_MHA_OFF: list = [0, True]          # [calls inside no_mha_fastpath, the setting before them]
 
 
 @contextmanager

@@ -526,8 +526,12 @@ class MAML(AdaptsBySGD):
         self.batching = resolve_batching(batching, model, threads=True)
         if batching == "auto" and self._vmap_refusal:
             self.batching = "loop"              # vmap would be wrong for good: the loop
+        # a compiled module the inner loop adapts within (its double backward is taken); a
+        # compiled body before an adapted head (ANIL) is differentiated once, as usual
+        adapted = {id(p) for n, p in model.named_parameters() if n in set(self.inner.names)}
         compiled = [n or "the model" for n, m in model.named_modules()
-                    if type(m).__name__ == "OptimizedModule"]
+                    if type(m).__name__ == "OptimizedModule"
+                    and any(id(p) in adapted for p in m.parameters())]
         if compiled and not self.first_order and self.batching != "vmap":
             raise ValueError(
                 f"{owner}(first_order=False, batching={self.batching!r}) cannot differentiate "

@@ -17,6 +17,7 @@ error names ``--data-root`` with the path last read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -425,7 +426,8 @@ def train_config(cfg: dict, out, *, resume: bool = False, device: str = "cpu",
     # training (Reptile's per-task seeds, the checkpoints' rng.torch) and no further: the
     # caller's generator is as it was afterwards
     # TF32 as it was afterwards too (a CPU run leaves the process's CUDA flags alone)
-    with seeded_rng(tc["seed"], [dev]), distributed.tf32_kept():
+    with seeded_rng(tc["seed"], [dev]), (
+            distributed.tf32_kept() if dev.type == "cuda" else contextlib.nullcontext()):
         learner = build.build_learner(cfg, family, device=dev)
         if dev.type == "cuda":
             distributed.set_tf32(tf32)

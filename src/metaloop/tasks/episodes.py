@@ -228,6 +228,7 @@ class Episodes:
         if class_names is None:     # labels with gaps (3, 7, 100): classes named by value
             y, class_names = _dense_given_labels(y)
         x, y, names = check_examples(x, y, class_names, "Episodes")
+        given = list(names)
         y, names = drop_empty_classes(y, names, "Episodes class_names")
         k = len(names)
         table, counts = class_table(y, k)                              # [K, M], [K]
@@ -235,6 +236,10 @@ class Episodes:
         if classes is not None:
             check_name_list("Episodes classes", classes)
             classes = [str(c) for c in classes]           # as the names are: 0 is "0"
+            # a name left out for having no example (warned above) is no class of the split
+            # either: a split drawn over all the names (a stored one) keeps its other classes
+            empty = set(given) - set(names)
+            classes = [c for c in classes if c not in empty]
             use, unknown = class_positions(classes, names)
             if unknown:
                 raise ValueError(f"Episodes classes names {len(unknown)} unknown class(es): "
@@ -517,16 +522,21 @@ class Episodes:
                                  split.get("split_files"))
         x, y, names = read_tensor_file(path)
         assert y is not None                                      # labels=True: read
-        # before a split is drawn: a name no row has is no class of it
+        listed = names
         y, names = drop_empty_classes(y, names, f"tensor file {path}: class_names")
+        # the split is drawn over every name the file lists, empty ones included (as a run's
+        # stored split was drawn before they were left out), and they are left out of it
         if split.get("split") is not None and kw.get("classes") is None:
-            k = len(names) if names is not None else int(y.max()) + 1
-            all_names = names or [str(i) for i in range(k)]
+            k = len(listed) if listed is not None else int(y.max()) + 1
+            all_names = listed or [str(i) for i in range(k)]
             fractions = split.get("fractions", (0.7, 0.1, 0.2))
             kw["classes"] = select_split(all_names, split["split"], fractions,
                                          split.get("seed", 0), split.get("split_files"))
             _check_split_ways(kw["classes"], split["split"], len(all_names), ways, fractions,
                               split.get("split_files"))
+        if kw.get("classes") is not None and listed is not None and names != listed:
+            gone = set(listed) - set(names or [])
+            kw["classes"] = [c for c in kw["classes"] if str(c) not in gone]
         try:
             return cls(x, y, ways, shots, queries, names, **kw)
         except SmallClassesError as e:            # the same, led by the file

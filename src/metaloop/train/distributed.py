@@ -183,8 +183,14 @@ def set_tf32(enabled: bool) -> None:
 @contextlib.contextmanager
 def tf32_kept() -> Iterator[None]:
     """Sets both TF32 flags (``set_tf32``'s) back as they were on leaving, so that a program
-    that trains or evaluates on a GPU through metaloop keeps its own TF32 settings after."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    that trains or evaluates on a GPU through metaloop keeps its own TF32 settings after.
+    Only the CUDA paths that call ``set_tf32`` enter it: a CPU run reads and writes neither
+    flag (reading them raises in torch once its ``fp32_precision`` API has been used)."""
+    try:
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    except RuntimeError:     # set with torch's fp32_precision API, which these flags mirror
+        yield                # only as long as the two are not mixed: left as they are
+        return
     try:
         yield
     finally:
