@@ -334,10 +334,7 @@ def _resumable(out, s: dict) -> bool:
     out = Path(out)
     if (out / recipe.PARTIAL).is_file():
         return True
-    try:
-        seeds = json.loads((out / recipe.RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    seeds = recipe.finished_seeds(out)
     return isinstance(seeds, int) and seeds != len(s["seeds"])
 
 
@@ -349,10 +346,7 @@ def _finished_alike(out, s: dict) -> bool:
     out = Path(out)
     if (out / recipe.PARTIAL).is_file() or not (out / "results.json").is_file():
         return False
-    try:
-        seeds = json.loads((out / recipe.RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    seeds = recipe.finished_seeds(out)
     return isinstance(seeds, int) and seeds == len(s["seeds"])
 
 

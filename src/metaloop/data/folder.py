@@ -631,10 +631,12 @@ def _decode(root: Path, rel: str, settings: dict) -> tuple[np.ndarray, bytes, st
         pix, grid = _read_file(path, s, c)               # load_image's steps: [h, w, c]
     except ValueError as e:
         return str(e)
-    blank = blank_problem(path, pix)
-    if blank is not None:
-        return blank
-    level = _level(pix) if _uniform(pix) else ""
+    level = ""
+    if _uniform(pix):                   # one pass over the pixels for the common image
+        blank = blank_problem(path, pix)
+        if blank is not None:
+            return blank
+        level = _level(pix)
     digest = _pixel_digest(pix, grid)             # first: the input may be a view of pix
     x = _to_input(pix, s, invert, grid)                                       # [C, S, S]
     return x.mul_(255).round_().to(torch.uint8).numpy(), digest, level

@@ -159,6 +159,13 @@ def vmap_ignores_padding_idx() -> bool:
     return bool(g[0].abs().sum() > 0)
 
 
+def adapted_tensors(model: nn.Module, adapter: SGDAdapter) -> set[int]:
+    """The ids of ``model``'s parameters that ``adapter``'s inner loop adapts (a tensor
+    registered under several names counts under its first, as ``adapter.names`` holds it)."""
+    names = set(adapter.names)
+    return {id(p) for n, p in model.named_parameters() if n in names}
+
+
 def vmap_padding_refusal(model: nn.Module, adapter: SGDAdapter,
                          owner: str = "MAML") -> str | None:
     """Why MAML (first or second order) under ``vmap`` would give a wrong meta-gradient for
@@ -166,7 +173,7 @@ def vmap_padding_refusal(model: nn.Module, adapter: SGDAdapter,
     weight adapts, where this torch's vmap rule sends the padding row a gradient
     (``vmap_ignores_padding_idx``). An embedding that does not adapt (ANIL's body, a solved
     head's features) is exact under vmap."""
-    adapted = {id(p) for n, p in model.named_parameters() if n in set(adapter.names)}
+    adapted = adapted_tensors(model, adapter)
     layers = [f"{n} ({type(m).__name__})" for n, m in model.named_modules()
               if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
               and m.padding_idx is not None and id(m.weight) in adapted]
@@ -528,7 +535,7 @@ class MAML(AdaptsBySGD):
             self.batching = "loop"              # vmap would be wrong for good: the loop
         # a compiled module the inner loop adapts within (its double backward is taken); a
         # compiled body before an adapted head (ANIL) is differentiated once, as usual
-        adapted = {id(p) for n, p in model.named_parameters() if n in set(self.inner.names)}
+        adapted = adapted_tensors(model, self.inner)
         compiled = [n or "the model" for n, m in model.named_modules()
                     if type(m).__name__ == "OptimizedModule"
                     and any(id(p) in adapted for p in m.parameters())]

@@ -55,7 +55,7 @@ __all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "M
            "PARTIAL", "PUBLISHED", "RECORD_TABLE", "RUNS", "STRATEGY_DEFAULTS",
            "STRATEGY_OPTIONS",
            "UNITS", "adds_seeds", "check_records", "check_resume", "describe_folder",
-           "early_stop_note", "experiences", "finished", "forgetting_table",
+           "early_stop_note", "experiences", "finished", "finished_seeds", "forgetting_table",
            "identity", "kept", "record_path", "records", "run", "settings", "table",
            "total_steps", "write"]
 
@@ -689,10 +689,7 @@ def check_resume(out, resume: bool, s: dict | None = None) -> None:
         _check_finished(out)
         return
     if s is not None and not (out / PARTIAL).is_file() and (out / RUNS).is_file():
-        try:
-            seeds = json.loads((out / RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
-        except (OSError, ValueError, KeyError, TypeError):
-            seeds = None
+        seeds = finished_seeds(out)
         if _is_count(seeds) and seeds != len(s["seeds"]):
             return            # seeds to add to a finished run, or fewer, which kept names
     _partial.check_resume(out, resume, "forgetting", "strategies")
@@ -740,6 +737,16 @@ def _finished_settings(out: Path) -> str:
              f"--seeds {n}" if n is not None else "",
              f"--steps {settings['steps']}" if "steps" in settings else ""]
     return ", ".join(x for x in parts if x)
+
+
+def finished_seeds(out):
+    """The number of seeds a finished run in ``out`` kept (its ``runs.json``'s
+    ``identity.seeds``, as written: an int unless the file was edited), or None where there
+    is no such file or it cannot be read."""
+    try:
+        return json.loads((Path(out) / RUNS).read_text(encoding="utf-8"))["identity"]["seeds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _is_count(n) -> bool:
