@@ -169,3 +169,21 @@ def test_errors_name_the_problem():
     a = adapter.run(dict(model.named_parameters()), x, y, lr=0.3)      # a float: as lr=0.3
     b = SGDAdapter(model, "mse", 0.3, 1).run(dict(model.named_parameters()), x, y)
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_columns_follow_the_networks_order_not_adapts():
+    """Column j of the table is the j-th adapted tensor in ``named_parameters()`` order,
+    whatever order ``adapt`` names them in, and ``columns`` says so: a zero step size in
+    the column named "0.weight" leaves that tensor where it was and moves the other."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    learner = MAML(net, inner_lr=0.1, inner_steps=1, loss="ce", adapt=["2.bias", "0.weight"],
+                   learn_lr=True)
+    assert learner.model.columns == ("0.weight", "2.bias")
+    with torch.no_grad():
+        learner.model.inner_lr.copy_(torch.tensor([[0.0, 1.0]]))
+    x, y = torch.randn(6, 4), torch.arange(3).repeat(2)
+    adapted = learner.adapt(x, y)
+    assert torch.equal(adapted["0.weight"], net[0].weight)
+    assert not torch.equal(adapted["2.bias"], net[2].bias)
+    with pytest.raises(ValueError, match="columns must be 2 parameter names"):
+        InnerLRs(net, 2, 1, 0.1, columns=["0.weight"])

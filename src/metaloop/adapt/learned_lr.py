@@ -3,7 +3,9 @@
 Antoniou et al. 2019 ("How to train your MAML", "learning per-layer per-step learning
 rates") and Li et al. 2017 (Meta-SGD, per-parameter) learn the inner step size alpha in the
 outer loop; here it is one scalar per adapted tensor and step, ``alpha[k, j]`` for step k and
-the j-th adapted tensor. The outer gradient reaches alpha exactly: theta_{k+1} = theta_k -
+the j-th adapted tensor, the adapted tensors counted in the network's ``named_parameters()``
+order whatever order the names that choose them are given in (``InnerLRs.columns`` names
+them). The outer gradient reaches alpha exactly: theta_{k+1} = theta_k -
 alpha[k] * g_k is differentiable in alpha, and d theta_{k+1} / d alpha[k, j] = -g_{k, j}.
 
 The rates live in a wrapper module beside the network, so that the training loop's Adam
@@ -33,16 +35,20 @@ class InnerLRs(nn.Module):
         steps: inner steps in meta-training (the rows of the table).
         init: the initial step size of every entry (the configured ``inner_lr``), a finite
             number > 0.
+        columns: the adapted tensors' names, one per column in the order the inner loop
+            takes them (``named_parameters()`` order), kept as ``self.columns``; None
+            (the default) leaves them unnamed.
 
     Parameters: ``net.*`` (the network's own) and ``inner_lr`` ``[steps, adapted]``, in the
     dtype and device of the network's first floating-point parameter.
 
     Raises:
-        ValueError: a ``net`` that is not a module, ``adapted`` or ``steps`` < 1, or a bad
-            ``init``.
+        ValueError: a ``net`` that is not a module, ``adapted`` or ``steps`` < 1, a bad
+            ``init``, or ``columns`` that are not ``adapted`` names.
     """
 
-    def __init__(self, net: nn.Module, adapted: int, steps: int, init: float):
+    def __init__(self, net: nn.Module, adapted: int, steps: int, init: float,
+                 columns: list[str] | tuple[str, ...] | None = None):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ValueError(f"InnerLRs: net must be an nn.Module, got {type(net).__name__}")
@@ -56,6 +62,11 @@ class InnerLRs(nn.Module):
         first = next((p for p in net.parameters() if p.is_floating_point()), None)
         kw: dict[str, Any] = ({"dtype": first.dtype, "device": first.device}
                               if first is not None else {})
+        if columns is not None and (len(columns) != adapted
+                                    or not all(isinstance(c, str) for c in columns)):
+            raise ValueError(f"InnerLRs: columns must be {adapted} parameter names (one per "
+                             f"adapted tensor), got {columns!r}")
+        self.columns: tuple[str, ...] | None = None if columns is None else tuple(columns)
         self.net: nn.Module = net
         self.inner_lr = nn.Parameter(torch.full((steps, adapted), float(init), **kw))
 

@@ -456,7 +456,9 @@ class MAML(AdaptsBySGD):
         learn_lr: meta-learn the inner step sizes, one per adapted tensor and inner step
             (MAML++'s LSLR; ``metaloop.adapt.learned_lr``), all starting at ``inner_lr``.
             ``self.model`` is then an ``InnerLRs`` wrapper: the network as ``net.*`` plus
-            ``inner_lr`` ``[inner_steps, adapted tensors]``; ``self.net`` is the network.
+            ``inner_lr`` ``[inner_steps, adapted tensors]``, column j the j-th adapted tensor
+            in ``named_parameters()`` order (not the order ``adapt`` lists them in;
+            ``self.model.columns`` names the columns); ``self.net`` is the network.
             Test-time steps past ``inner_steps`` reuse the last step's sizes.
         checkpoint: the older name of ``recompute_inner_loop`` (still accepted; giving both
             with different values is refused).
@@ -524,7 +526,8 @@ class MAML(AdaptsBySGD):
             raise ValueError(f"{owner}(learn_lr=True, {flag}=True) is not supported: the "
                              f"recomputed inner step takes a fixed step size (checkpoint)")
         if learn_lr:
-            self.model = InnerLRs(model, len(self.inner.names), inner_steps, inner_lr)
+            self.model = InnerLRs(model, len(self.inner.names), inner_steps, inner_lr,
+                                  columns=self.inner.names)
         # the model and what adapts are fixed: found once, raised whenever vmap would run
         self._vmap_refusal = vmap_padding_refusal(model, self.inner, owner) or (
             None if self.first_order else vmap_second_order_refusal(model, self.inner, owner))
