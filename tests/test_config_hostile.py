@@ -106,3 +106,17 @@ def test_a_long_path_is_echoed_whole():
     from metaloop.config import _short
 
     assert _short(init) == repr(init)
+
+
+@pytest.mark.parametrize("digits", ["9" * 5000, "1_" + "0" * 4400],
+                         ids=["plain", "underscored"])
+def test_an_integer_past_pythons_digit_limit_names_the_file_and_line(tmp_path, digits):
+    """tomllib raises a bare ValueError (int()'s digit limit) for such an integer, whose
+    message named no file and advised sys.set_int_max_str_digits()."""
+    p = tmp_path / "big.toml"
+    p.write_text(f"[family]\nname = 'sinusoid'\nways = {digits}\n")
+    n = len(digits.replace("_", ""))
+    with pytest.raises(ValueError, match=rf"config file {p} is not valid TOML: an integer of "
+                                         rf"{n} digits on line 3") as e:
+        config.load(p)
+    assert "set_int_max_str_digits" not in str(e.value)

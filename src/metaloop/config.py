@@ -1352,6 +1352,22 @@ def _toml_depth(text: str) -> int:
     return deepest
 
 
+_LONG_DIGITS = re.compile(r"[0-9_]{1000,}")
+
+
+def _long_integer(text: str) -> str | None:
+    """Where ``text`` holds an integer too long for Python to convert (e.g. ``"an integer
+    of 5000 digits on line 2 ..."``), or None if it holds none."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)() or None
+    for m in _LONG_DIGITS.finditer(text):
+        digits = len(m.group().replace("_", ""))
+        if limit is not None and digits > limit:
+            line = text.count("\n", 0, m.start()) + 1
+            return (f"an integer of {digits} digits on line {line}, longer than a number "
+                    f"can be ({limit} digits); a config value is a few digits long")
+    return None
+
+
 def _parse_toml(text: str, where: str) -> dict:
     """``tomllib.loads(text)``, refusing first a text nested deeper than
     ``MAX_CONFIG_DEPTH``; any failure to parse is a ValueError that names ``where`` (e.g.
@@ -1364,6 +1380,10 @@ def _parse_toml(text: str, where: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{where} is not valid TOML: {e}") from e
+    except ValueError as e:
+        # int() past Python's digit limit (sys.get_int_max_str_digits(), 4300 by default)
+        # raises a plain ValueError from inside the reader, not a TOMLDecodeError
+        raise ValueError(f"{where} is not valid TOML: {_long_integer(text) or e}") from None
     except (RecursionError, MemoryError) as e:
         raise ValueError(f"{where} could not be read: it nests too deep or is too large for "
                          f"the TOML reader ({type(e).__name__})") from None

@@ -178,3 +178,33 @@ def test_labels_that_are_not_utf8_text_are_named_and_a_bom_is_read(tmp_path):
     (run / "class_labels.txt").write_bytes(b"\xef\xbb\xbf" + good)
     (r,) = read_lake_runs(run)
     assert r.labels == (1, 0)
+
+
+def test_a_zip_that_would_unpack_too_much_is_refused_before_unpacking(tmp_path, monkeypatch):
+    """A zip whose members declare more bytes than one-shot runs take (a zip bomb: 300 MiB of
+    zeros from a few hundred kB), or that holds more members than any runs zip, is refused
+    naming it, and nothing is unpacked into the cache."""
+    import zipfile
+
+    from metaloop.data import lake_runs
+
+    monkeypatch.setenv("METALOOP_DATA", str(tmp_path / "cache"))
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED,
+                         compresslevel=1) as z:
+        z.writestr("run01/class_labels.txt", "run01/test/item01.png run01/training/class01.png\n")
+        with z.open("run01/test/item01.png", "w", force_zip64=True) as f:
+            for _ in range(300):
+                f.write(bytes(1 << 20))
+    assert (tmp_path / "bomb.zip").stat().st_size < 2 << 20
+    with pytest.raises(ValueError, match=r"bomb\.zip: its members declare 314572849 bytes "
+                                         r"together \(the largest, 'run01/test/item01\.png', "
+                                         r"314572800\), more than a zip of one-shot runs"):
+        read_lake_runs(tmp_path / "bomb.zip")
+    with zipfile.ZipFile(tmp_path / "many.zip", "w") as z:
+        for i in range(lake_runs.MAX_RUNS_MEMBERS + 1):
+            z.writestr(f"run01/test/x{i}.txt", "")
+    with pytest.raises(ValueError, match=rf"many\.zip holds {lake_runs.MAX_RUNS_MEMBERS + 1} "
+                                         rf"members, more than a zip of one-shot runs can"):
+        read_lake_runs(tmp_path / "many.zip")
+    lake = tmp_path / "cache" / "omniglot" / "lake_runs"
+    assert not lake.exists() or not any(lake.iterdir())

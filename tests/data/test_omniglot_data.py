@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import socket
 import urllib.error
@@ -523,3 +524,78 @@ def test_real_lake_holdout_splits(omniglot_root, real):
     for images, names in parts.values():
         rows = [bg_names.index(n) for n in names]
         assert torch.equal(images, bg_images[rows])
+
+
+def _bomb_zip(path: Path, src: Path, big: str, padding: int) -> None:
+    """A zip of the PNGs under ``src`` whose member ``big`` is its PNG followed by
+    ``padding`` zero bytes (a valid image that inflates far past any drawing's size)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for png in sorted(src.rglob("*.png")):
+            name = png.relative_to(src).as_posix()
+            if name != big:
+                zf.write(png, name)
+                continue
+            with zf.open(name, "w", force_zip64=True) as f:
+                f.write(png.read_bytes())
+                for _ in range(padding >> 20):
+                    f.write(bytes(1 << 20))
+
+
+def test_zip_member_larger_than_a_drawing_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A zip that passes its SHA256SUMS but whose member declares more than a drawing can be
+    (a zip bomb: 2 MiB from a few kB here, 1 GB per member from 1 MB in the wild) is refused,
+    naming the zip and the member; nothing is decoded."""
+    _write_pngs(tmp_path / "src", "background")
+    big = "images_background/Alpha/character01/0001_01.png"
+    _bomb_zip(tmp_path / "images_background.zip", tmp_path / "src", big, 2 << 20)
+    assert (tmp_path / "images_background.zip").stat().st_size < 1 << 20
+    _write_sums(tmp_path, ["images_background.zip"])
+    decoded = []
+    monkeypatch.setattr(og, "_png_ink", lambda data, what: decoded.append(what))
+    with pytest.raises(ValueError, match=rf"images_background\.zip: member {big} declares "
+                                         rf"\d+ bytes, more than an Omniglot drawing can be"):
+        load_omniglot_images(tmp_path, "background", 28)
+    assert decoded == []
+
+
+def test_zip_members_larger_than_a_set_together_are_refused(tmp_path, monkeypatch):
+    _write_zip(tmp_path, "background")
+    _write_sums(tmp_path, ["images_background.zip"])
+    monkeypatch.setattr(og, "MAX_SET_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"images_background\.zip: its 60 PNG members declare "
+                                         r"\d+ bytes together, more than an Omniglot set"):
+        load_omniglot_images(tmp_path, "background", 28)
+
+
+def test_a_member_is_read_no_further_than_the_cap(tmp_path, monkeypatch):
+    """The read itself is bounded too (``zf.open(...).read(cap + 1)``), whatever the header
+    says: with the declared-size check passed, a member longer than the cap is refused."""
+    _write_pngs(tmp_path / "src", "background")
+    big = "images_background/Alpha/character01/0001_01.png"
+    _bomb_zip(tmp_path / "z.zip", tmp_path / "src", big, 1 << 20)
+    with zipfile.ZipFile(tmp_path / "z.zip") as zf:
+        read = og._zip_reader(zf, tmp_path / "z.zip", [])        # no declared sizes checked
+        assert read(big.replace("0001_01", "0001_02")).startswith(b"\x89PNG")
+        with pytest.raises(ValueError, match=rf"z\.zip: member {big} is 1048577 bytes or "
+                                             rf"more, more than an Omniglot drawing"):
+            read(big)
+
+
+def test_png_folder_with_a_file_larger_than_a_drawing_names_it(tmp_path):
+    _write_pngs(tmp_path, "background")
+    png = tmp_path / "images_background" / "Alpha" / "character02" / "0002_05.png"
+    png.write_bytes(png.read_bytes() + bytes(2 << 20))     # a valid PNG, then 2 MiB
+    with pytest.raises(ValueError, match=r"Alpha/character02/0002_05\.png is 1048577 bytes "
+                                         r"or more, more than an Omniglot drawing can be"):
+        load_omniglot_images(tmp_path, "background", 28)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_png_folder_with_a_named_pipe_for_a_drawing_names_it(tmp_path):
+    """A drawing that is a named pipe is named, not waited on for a writer."""
+    _write_pngs(tmp_path, "background")
+    png = tmp_path / "images_background" / "Alpha" / "character02" / "0002_05.png"
+    png.unlink()
+    os.mkfifo(png)
+    with pytest.raises(ValueError, match=r"0002_05\.png is not a regular file"):
+        load_omniglot_images(tmp_path, "background", 28)

@@ -2,6 +2,8 @@
 a run resumes at the precision it was trained with, or is refused by name."""
 
 import json
+import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -335,3 +337,30 @@ def test_save_checkpoint_refuses_a_keep_that_is_no_count_before_writing(tmp_path
     with pytest.raises(ValueError, match=r"keep must be an int >= 1"):
         save_checkpoint(tmp_path / "run", 2, {"w": torch.ones(2)}, {}, keep=keep)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["LATEST", "ckpt-00000001"]
+
+
+def test_model_weights_that_are_not_finite_are_refused_on_load(tmp_path):
+    """A ``model.*`` tensor holding NaN or inf (an edited file with its sha256 entries
+    rewritten) is refused by ``load_checkpoint``, naming the checkpoint and the tensor and
+    counting the values; other tensors (a user's buffer may hold -inf, a mask) load, as
+    does a VAE protocol run's checkpoint."""
+    from metaloop.train.checkpoint import save_checkpoint
+
+    w = torch.tensor([[1.0, float("nan")], [float("inf"), float("-inf")]])
+    ck = save_checkpoint(tmp_path / "run", 3, {"model.a": torch.ones(3), "model.w": w,
+                                               "buffer.mask": torch.full((2,), -math.inf)},
+                         {"config": {}})
+    with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(ck))}: tensor model\.w "
+                                         rf"holds 1 NaN and 2 inf of its 4 values"):
+        load_checkpoint(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"tensor model\.w holds 1 NaN"):
+        load_checkpoint(ck)                                       # the ckpt-* folder itself
+    save_checkpoint(tmp_path / "ok", 1, {"model.w": torch.ones(2, dtype=torch.float16),
+                                         "model.steps": torch.tensor([3]),
+                                         "buffer.mask": torch.full((2,), -math.inf)},
+                    {"config": {}})
+    tensors, _ = load_checkpoint(tmp_path / "ok")
+    assert torch.equal(tensors["buffer.mask"], torch.full((2,), -math.inf))
+    # a VAE of metaloop vae --protocol iwae: its training checks no step, its loader decides
+    save_checkpoint(tmp_path / "vae", 1, {"model.w": w}, {"settings": {}, "passes": 1})
+    assert load_checkpoint(tmp_path / "vae")[0]["model.w"].isnan().any()

@@ -205,13 +205,64 @@ def _memory_text(e: BaseException, args: argparse.Namespace) -> str:
     if args.command == "train" or getattr(args, "config", None):
         flags.append(f"the config's sizes ({CONFIG_SIZES})")
     sizes = f": {', '.join(flags)}" if flags else ""
+    stored = _stored_sizes(args)
+    model = (f", or the model that a loaded run's stored config builds ({stored}),"
+             if stored else "")
     files = _data_files(args)
     if files:
-        return (f"out of memory: {what}; the data read or the sizes asked for need more "
-                f"memory than there is: a data file read whole may be too large "
+        return (f"out of memory: {what}; the data read or the sizes asked for{model} need "
+                f"more memory than there is: a data file read whole may be too large "
                 f"({', '.join(files)}), or give smaller sizes{sizes}")
-    return (f"out of memory: {what}; the sizes asked for need more memory than there is, "
-            f"give smaller ones{sizes}")
+    return (f"out of memory: {what}; the sizes asked for{model} need more memory than there "
+            f"is, give smaller ones{sizes}")
+
+
+STORED_SIZES = {"mlp": ("model.hidden",),
+                "text": ("model.hidden", "family.max_length"),
+                "image": ("model.channels", "family.image_size", "family.channels")}
+"""The keys of a run's stored config that size the model it builds, by ``model.name``
+(``"image"``: the image models, ``conv4`` and ``resnet12``)."""
+
+
+def _loaded_runs(args: argparse.Namespace) -> list[Path]:
+    """The run folders (or ``ckpt-*`` folders) whose stored config builds the command's
+    model: ``predict``'s and ``eval``'s ``--checkpoint``, ``adapt``'s ``--model`` where it is
+    a folder, and the run that ``train --resume`` continues without a ``--config``."""
+    runs = getattr(args, "checkpoint", None)
+    runs = list(runs) if isinstance(runs, (list, tuple)) else [runs]
+    if args.command == "adapt":
+        runs.append(getattr(args, "model", None))
+    if args.command == "train" and not getattr(args, "config", None):
+        resume = getattr(args, "resume", None)
+        runs.append(resume if isinstance(resume, (str, os.PathLike)) else
+                    getattr(args, "out", None) if resume else None)
+    return [Path(r) for r in runs if isinstance(r, (str, os.PathLike)) and Path(r).is_dir()]
+
+
+def _stored_sizes(args: argparse.Namespace, most: int = 3) -> str:
+    """The sizes that the stored configs of the command's loaded runs (``_loaded_runs``)
+    give the model, e.g. ``"runs/a/ckpt-00000002: model.channels = 1000000000,
+    family.image_size = 28, family.channels = 1"``; ``"; "`` between runs, the first
+    ``most`` of them; empty where the command loads none or none can be read."""
+    from metaloop.train import checkpoint as ckpt
+
+    named = []
+    for run in _loaded_runs(args):
+        try:
+            found = run if (run / "state.json").is_file() else ckpt.latest_checkpoint(run)
+            cfg = ckpt.read_state(found / "state.json").get("config") if found else None
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+            continue
+        name = cfg["model"].get("name")
+        keys = STORED_SIZES.get("image" if name in ("conv4", "resnet12") else name, ())
+        values = [f"{k} = {cfg[s][v]!r}" for k in keys for s, v in [k.split(".")]
+                  if isinstance(cfg.get(s), dict) and v in cfg[s]]
+        if values:
+            named.append(f"{found}: {', '.join(values)}")
+    more = f"; and {len(named) - most} more" if len(named) > most else ""
+    return "; ".join(named[:most]) + more
 
 
 def _data_files(args: argparse.Namespace) -> list[str]:

@@ -30,6 +30,11 @@ LABELS_FILE = "class_labels.txt"
 # ``all_runs.zip`` as Lake's repository has it, and ``runs_digest`` of its 20 runs unpacked
 OFFICIAL_ZIP_SHA256 = "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325"
 OFFICIAL_RUNS_SHA256 = "394ba5a35a940e8e90c3817ac853c8057cbd48ad14fba9730fa67d368b62db08"
+# ``all_runs.zip`` holds under 1,000 entries of a few kB each: a zip of more members, or
+# whose members declare more bytes together, is refused before anything is unpacked (a zip
+# that inflates 1000-fold, a zip bomb, cannot fill the disk)
+MAX_RUNS_MEMBERS = 10_000
+MAX_RUNS_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,10 @@ def unpack_runs(zip_path: str | os.PathLike) -> Path:
     an interrupted unpack leaves nothing that a later call would take for the runs.
 
     Raises:
-        ValueError: not a zip file, a corrupt member (nothing is left behind), or a member
-            that would land outside the folder.
+        ValueError: not a zip file, a corrupt member (nothing is left behind), a member
+            that would land outside the folder, or more members than ``MAX_RUNS_MEMBERS``
+            or members that declare more than ``MAX_RUNS_BYTES`` together (nothing is
+            unpacked; ``zipfile`` writes no more of a member than it declares).
     """
     import io
     import shutil
@@ -72,6 +79,19 @@ def unpack_runs(zip_path: str | os.PathLike) -> Path:
     except zipfile.BadZipFile as e:
         raise ValueError(f"{zip_path} is not a zip file: {e}") from e
     with archive:
+        members = archive.infolist()
+        if len(members) > MAX_RUNS_MEMBERS:
+            raise ValueError(f"{zip_path} holds {len(members)} members, more than a zip of "
+                             f"one-shot runs can ({MAX_RUNS_MEMBERS}; Lake's all_runs.zip "
+                             f"holds under 1,000): not unpacked")
+        total = sum(m.file_size for m in members)
+        if total > MAX_RUNS_BYTES:
+            big = max(members, key=lambda m: m.file_size)
+            raise ValueError(f"{zip_path}: its members declare {total} bytes together "
+                             f"(the largest, {big.filename!r}, {big.file_size}), more than a "
+                             f"zip of one-shot runs can unpack to ({MAX_RUNS_BYTES} bytes; "
+                             f"Lake's all_runs.zip's members are a few kB each): a damaged "
+                             f"or hostile zip (a zip bomb?), not unpacked")
         for name in archive.namelist():
             if name.startswith(("/", "\\")) or ".." in Path(name).parts:
                 raise ValueError(f"{zip_path}: member {name!r} would unpack outside its folder")

@@ -55,6 +55,7 @@ import re
 import secrets
 import shlex
 import socket
+import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -79,6 +80,13 @@ HOLDOUT_SPLITS = ("background_train", "background_val")
 DRAWINGS = 20
 SIDE = 105
 _PACKED_BYTES = (SIDE * SIDE + 7) // 8  # 1379
+# One drawing's PNG: the official 105x105 mode-"1" files are under 10 kB (about 500 bytes);
+# even one saved uncompressed in 16-bit RGBA is about 90 kB. A zip member or file over
+# MAX_DRAWING_BYTES, or a set's members over MAX_SET_BYTES together (the official sets hold
+# about 10 MB), is refused before it is read: a zip that inflates 1000-fold (a zip bomb)
+# cannot fill memory.
+MAX_DRAWING_BYTES = 1 << 20
+MAX_SET_BYTES = 1 << 30
 RESAMPLE = ("bilinear", "bicubic")  # antialiased 105 -> image_size kernels
 _RESIZE_CHUNK = 2048  # images per interpolate call: bounds the float32 working set to ~90 MB
 # The disk cache of resized sets (see ``resized_cache_dir``). Raise CACHE_VERSION whenever the
@@ -418,19 +426,87 @@ def _png_files(path: Path) -> list[str]:
     return sorted(p.relative_to(path).as_posix() for p in path.glob("*/*/*.png"))
 
 
+def _too_large(what: str, size: int) -> str:
+    """The refusal of one drawing's PNG ``what`` of ``size`` bytes (or more)."""
+    return (f"{what} is {size} bytes or more, more than an Omniglot drawing can be "
+            f"({MAX_DRAWING_BYTES} bytes; the official 105x105 PNGs are under 10 kB)")
+
+
+def _read_drawing(path: Path) -> bytes:
+    """The bytes of one PNG file of an image folder, read only up to
+    ``MAX_DRAWING_BYTES`` + 1.
+
+    Raises:
+        ValueError: naming the file, for one that is not a regular file or is larger than
+            ``MAX_DRAWING_BYTES``.
+    """
+    # O_NONBLOCK: opening a named pipe does not wait for a writer (the check below names it)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{path} is not a regular file (an Omniglot drawing is a PNG)")
+        data = f.read(MAX_DRAWING_BYTES + 1)
+    if len(data) > MAX_DRAWING_BYTES:
+        raise ValueError(_too_large(str(path), len(data)))
+    return data
+
+
 def _packed_from_folder(path: Path, files: list[str]) -> tuple[np.ndarray, list[str]]:
-    return _packed_from_pngs(files, lambda p: (path / p).read_bytes(), str(path))
+    return _packed_from_pngs(files, lambda p: _read_drawing(path / p), str(path))
+
+
+def _zip_reader(zf: zipfile.ZipFile, path: Path, names: list[str]) -> Callable[[str], bytes]:
+    """A reader of the zip's members ``names`` that reads none of them unless every one
+    declares at most ``MAX_DRAWING_BYTES`` and all together at most ``MAX_SET_BYTES``, and
+    that reads each only up to ``MAX_DRAWING_BYTES`` + 1 bytes, whatever its header says
+    (one that holds more is refused as it is read).
+
+    Raises:
+        ValueError: naming the zip and the member (or the members' total), for sizes over
+            those caps.
+    """
+    total = 0
+    for name in names:
+        size = zf.getinfo(name).file_size
+        if size > MAX_DRAWING_BYTES:
+            raise ValueError(f"{path}: member {name} declares {size} bytes, more than an "
+                             f"Omniglot drawing can be ({MAX_DRAWING_BYTES} bytes; the "
+                             f"official 105x105 PNGs are under 10 kB): a damaged or "
+                             f"hostile zip (a zip bomb?)")
+        total += size
+    if total > MAX_SET_BYTES:
+        raise ValueError(f"{path}: its {len(names)} PNG members declare {total} bytes "
+                         f"together, more than an Omniglot set can be ({MAX_SET_BYTES} "
+                         f"bytes; the official sets are about 10 MB): a damaged or hostile "
+                         f"zip (a zip bomb?)")
+
+    def read(name: str) -> bytes:
+        with zf.open(name) as f:
+            data = f.read(MAX_DRAWING_BYTES + 1)
+        if len(data) > MAX_DRAWING_BYTES:
+            raise ValueError(_too_large(f"{path}: member {name}", len(data)))
+        return data
+    return read
 
 
 def _packed_from_zip(path: Path, set_name: str, data: bytes) -> tuple[np.ndarray, list[str]]:
     """Read members ``images_<set>/<Alphabet>/characterNN/IIII_DD.png`` (the official layout)
     or ``<Alphabet>/characterNN/IIII_DD.png`` from the zip's bytes ``data`` (checked by
-    ``_read_source``); others are ignored."""
+    ``_read_source``); others are ignored.
+
+    Raises:
+        ValueError: naming the zip, for one that is not a valid zip, or whose PNG members
+            declare or hold more bytes than Omniglot drawings can (``MAX_DRAWING_BYTES``
+            each, ``MAX_SET_BYTES`` together; ``_zip_reader``), or whose members are not
+            the layout's 105x105 images.
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = [n for n in zf.namelist()
                      if PurePosixPath(n).parts[:-3] in ((), (f"images_{set_name}",))]
-            return _packed_from_pngs(names, zf.read, str(path))
+            pngs = [p for drawings in _png_members(names, str(path)).values()
+                    for p in drawings.values()]                 # those decoded, only
+            return _packed_from_pngs(names, _zip_reader(zf, path, pngs), str(path))
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:       # also a corrupt member
         raise ValueError(f"{path} is not a valid zip file: {e}") from e
 

@@ -363,8 +363,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         ValueError: a corrupt LATEST, a truncated or corrupt file (a ``state.json`` that is
             not a JSON object with an integer iteration, or whose contents no longer match
             its ``state_sha256``; a tensors file that does not match its sha256 or is not
-            safetensors), or an unknown format. A ``state.json`` without ``state_sha256``
-            (written by metaloop before it stored one) is read unchecked.
+            safetensors), model weights (``model.*`` tensors) that hold NaN or inf
+            (naming the checkpoint and the tensor; not checked in a ``metaloop vae
+            --protocol iwae`` checkpoint), or an unknown format. A
+            ``state.json`` without ``state_sha256`` (written by metaloop before it stored
+            one) is read unchecked.
     """
     path = Path(path)
     if not (path / "LATEST").exists():
@@ -471,9 +474,37 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if actual != state.get("tensors_sha256"):
         raise ValueError(_mismatch(path, state, actual))
     try:
-        return load_file(str(tfile)), state
+        tensors = load_file(str(tfile))
     except SafetensorError as e:
         raise ValueError(f"checkpoint {tfile} is corrupt: not a safetensors file ({e})") from e
+    if not protocol_run(state):     # (a vae --protocol iwae run: its training checks no step)
+        _check_finite(path, tensors)
+    return tensors, state
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse a meta-learning run's checkpoint whose model weights (its ``model.*`` tensors
+    of a floating or complex dtype) hold NaN or inf: its training stops at a non-finite step
+    before it saves one, so such a tensor was written by something else (an edited or
+    damaged file whose sha256 entries were rewritten). Checked here, on load, not when a
+    checkpoint is saved; a ``metaloop vae --protocol iwae`` checkpoint (``protocol_run``) is
+    not checked.
+
+    Raises:
+        ValueError: naming ``path`` and the first such tensor, with how many of its values
+            are NaN and how many inf.
+    """
+    for name, t in tensors.items():
+        if not name.startswith("model.") or not (t.is_floating_point() or t.is_complex()):
+            continue
+        if bool(torch.isfinite(t).all()):
+            continue
+        nan = int(torch.isnan(t).sum())
+        inf = int(torch.isinf(t).sum())
+        what = " and ".join(f"{k} {v}" for k, v in ((nan, "NaN"), (inf, "inf")) if k)
+        raise ValueError(f"checkpoint {path}: tensor {name} holds {what} of its {t.numel()} "
+                         f"values; a trained model's weights are finite numbers (the file "
+                         f"was edited or damaged after it was written)")
 
 
 def _mismatch(path: Path, state: dict, actual: str) -> str:
