@@ -110,3 +110,21 @@ def test_the_measured_cpu_seconds_are_outside_the_digest_and_the_rest_inside(tmp
     sfile.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="is corrupt or was edited"):
         load_checkpoint(tmp_path / "run")
+
+
+def test_a_runs_checkpoints_say_which_build_wrote_them(tmp_path):
+    """``state.json`` stores metaloop's, torch's and Python's versions under ``software``,
+    as ``metaloop --version`` prints them, inside the digest that load checks."""
+    import platform
+
+    from metaloop.train.checkpoint import state_digest
+
+    cfg = write_config(tmp_path / "c.toml", iterations=2, meta_batch=2, checkpoint_every=2,
+                       seed=4)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    state = _state(tmp_path / "r")
+    assert state["software"] == {"metaloop": ml.__version__, "torch": torch.__version__,
+                                 "python": platform.python_version()}
+    assert state_digest({**state, "software": {}}) != state["state_sha256"]
+    load_checkpoint(tmp_path / "r")                       # the digest holds with it

@@ -142,6 +142,19 @@ _MEASURED_01 = frozenset({"cpu_seconds", "train_cpu_s"})
 _MEASURED_IN_ITEMS_01 = {**MEASURED_IN_ITEMS, "sessions": frozenset({"started"})}
 
 
+def software() -> dict[str, str]:
+    """The versions a run was written with, ``{"metaloop": ..., "torch": ..., "python":
+    ...}`` (what ``metaloop --version`` prints): a meta-learning run's checkpoints store them
+    in ``state.json`` under ``software``, so a run found later says which build wrote it.
+    They are part of ``state_sha256`` (identical runs in one environment store the same
+    digest; an earlier metaloop reads the key as any other)."""
+    import platform
+
+    import metaloop
+    return {"metaloop": metaloop.__version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
 def state_digest(state: dict, measured_keys: frozenset = MEASURED,
                  measured_in_items: dict | None = None) -> str:
     """sha256 of a checkpoint state's canonical JSON (keys sorted, no spaces), leaving out its

@@ -39,6 +39,7 @@ from metaloop.train.checkpoint import (
     read_state,
     remove_stale,
     save_checkpoint,
+    software,
     unlinked_advice,
 )
 from metaloop.train.signals import StopSignals as _StopSignals
@@ -1313,7 +1314,8 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
         extra: dict[str, Any] = {"log_window": window.state(), "precision": precision,
                                  "train_args": args,
                                  # some numbers depend on it (a resume warns: thread_note)
-                                 "threads": torch.get_num_threads()}
+                                 "threads": torch.get_num_threads(),
+                                 "software": software()}        # which build wrote it
         if data is not None:
             extra["data"] = data
         if cpu_before is not None:
