@@ -78,7 +78,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_files(setup, tmp_path, 
     _interrupted(setup, out, monkeypatch, capsys, after=3)
     kept = json.loads((out / recipe.PARTIAL).read_text())["units"]
     assert main(_cmd(data, out, "--resume")) == 0
-    assert f"resuming {out}: 3 of 4 runs (seed, strategy) done" in capsys.readouterr().out
+    assert f"resuming {out}: 3 of 4 runs (seed, strategy) done" in capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert res["strategies"]["naive"]["wall_s"][0] == kept[0]["wall_s"]   # its own time
     assert _without_times(res) == _without_times(json.loads((whole / "results.json")
@@ -103,7 +103,7 @@ def test_a_resume_with_more_seeds_adds_them_and_fewer_are_refused(setup, tmp_pat
         capsys.readouterr().err
     assert _files(out) == before
     assert main(_cmd(data, out, "--seeds", "3", "--resume")) == 0
-    assert f"resuming {out}: 3 of 6 runs (seed, strategy) done" in capsys.readouterr().out
+    assert f"resuming {out}: 3 of 6 runs (seed, strategy) done" in capsys.readouterr().err
     res, want = (_without_times(json.loads((d / "results.json").read_text()))
                  for d in (out, whole))
     assert res == want and res["settings"]["seeds"] == [0, 1, 2]
@@ -143,7 +143,7 @@ def test_a_finished_run_resumed_with_more_seeds_runs_only_the_new_ones(setup, tm
     monkeypatch.setattr(recipe, "_one_seed", lambda s, exps, seed, *a: seeds.append(seed)
                         or real(s, exps, seed, *a))
     assert main(_cmd(data, out, "--resume", "--seeds", "3")) == 0
-    assert f"resuming {out}: 4 of 6 runs (seed, strategy) done" in capsys.readouterr().out
+    assert f"resuming {out}: 4 of 6 runs (seed, strategy) done" in capsys.readouterr().err
     assert seeds == [2]
     res, want = (_without_times(json.loads((d / "results.json").read_text()))
                  for d in (out, whole))
@@ -326,7 +326,7 @@ def test_sigint_keeps_the_runs_done_and_resume_finishes_them(setup, tmp_path):
     done = subprocess.run([*cmd, "--out", str(out), "--resume"], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "resuming" in done.stdout and not (out / recipe.PARTIAL).exists()
+    assert "resuming" in done.stderr and not (out / recipe.PARTIAL).exists()
     whole = subprocess.run([*cmd, "--out", str(tmp_path / "whole")], env=env,
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr

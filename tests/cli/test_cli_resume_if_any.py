@@ -182,7 +182,7 @@ def test_forgetting_resumes_an_interrupted_run(forgot, tmp_path, monkeypatch, ca
     assert "refusing to resume" in capsys.readouterr().err
     assert (out / frecipe.PARTIAL).read_bytes() == before
     assert main(_fk(data, out, "--resume-if-any")) == 0
-    assert f"resuming {out}: 3 of 4 runs (seed, strategy) done" in capsys.readouterr().out
+    assert f"resuming {out}: 3 of 4 runs (seed, strategy) done" in capsys.readouterr().err
     assert _untimed(out) == want and not (out / frecipe.PARTIAL).exists()
 
 

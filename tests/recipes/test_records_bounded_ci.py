@@ -52,7 +52,11 @@ def test_a_forgetting_record_hugging_100_carries_the_bounded_ci(monkeypatch, tmp
     (path, rec), = forgetting.records(results, tmp_path / "rec", command="x").items()
     assert rec["per_seed"] == [100.0, 100.0, 94.0] and rec["mean"] == 98.0
     assert rec["mean"] + rec["ci95"] > 100                       # the t interval leaves it
-    lo, hi = bounded_ci95(rec["per_seed"], 0, 100)
+    # bounded by the test examples: the 3 experiences' tests, counted once (every seed
+    # scores the same ones)
+    tests = sum(e["test"] for e in results["experiences"])
+    assert rec["trials"] == tests
+    lo, hi = bounded_ci95(rec["per_seed"], 0, 100, trials=tests)
     assert rec["ci95_low"] == pytest.approx(lo, abs=1e-6) and rec["ci95_high"] == 100.0
     assert rec["ci95_range"] == [0, 100]
     assert validate_record(rec, where=str(path)) == rec
@@ -61,9 +65,15 @@ def test_a_forgetting_record_hugging_100_carries_the_bounded_ci(monkeypatch, tmp
     others = rec["other_metrics"]
     for label in ("avg acc", "old acc"):                         # accuracies: bounded too
         assert others[label]["ci95_high"] == 100.0, label
-        assert others[label] | ci95_fields(others[label]["per_seed"]) == others[label]
-    assert all(not set(BOUNDED) & set(others[label]) for label in ("new acc", "retained",
-                                                                    "forgetting", "BWT"))
+        assert others[label] | ci95_fields(others[label]["per_seed"],
+                                           trials=others[label]["trials"]) == others[label]
+    # every seed at 100% new-task accuracy: not "100.0 ± 0.0" but bounded by the trials
+    new = others["new acc"]
+    assert new["ci95"] == 0.0 and new["trials"] == results["experiences"][-1]["test"]
+    low = bounded_ci95(new["per_seed"], trials=new["trials"])[0]
+    assert new["ci95_low"] == pytest.approx(low, abs=1e-6) and low < 100.0
+    assert all(not set(BOUNDED) & set(others[label]) for label in ("retained", "forgetting",
+                                                                    "BWT"))
 
 
 def test_a_forgetting_record_inside_the_range_carries_none(monkeypatch, tmp_path):
@@ -85,7 +95,8 @@ def test_an_adapt_record_hugging_100_carries_the_bounded_ci(tmp_path):
     (p_ridge, ridge), (p_lora, lora) = recs.items()
     assert ridge["per_task"] == [100.0, 100.0, 96.0, 96.0, 100.0]
     assert ridge["mean"] + ridge["ci95"] > 100
-    lo, hi = bounded_ci95(ridge["per_task"], 0, 100)
+    assert ridge["trials"] == 5 * 5 * s.queries          # tasks x ways x queries
+    lo, hi = bounded_ci95(ridge["per_task"], 0, 100, trials=ridge["trials"])
     assert (ridge["ci95_low"], ridge["ci95_high"], ridge["ci95_range"]) == \
         (pytest.approx(lo, abs=1e-6), pytest.approx(hi, abs=1e-6), [0, 100])
     assert validate_record(ridge, where=str(p_ridge)) == ridge

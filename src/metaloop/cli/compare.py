@@ -235,8 +235,12 @@ def _origin(path, section: str, key: str) -> str:
 
 def _report(res: dict, out) -> None:
     metric, fam, cfg = res["metric"], res["family"], res["config"]
-    print(f"\n{fam}: held-out query {metric} (mean ± 95% CI over {cfg['eval']['tasks']} tasks)")
-    print(report.table(res["methods"], metric))
+    tasks = cfg["eval"]["tasks"]
+    print(f"\n{fam}: held-out query {metric} (mean ± 95% CI over {tasks} "
+          f"task{'s' if tasks != 1 else ''})")
+    # each task's queries bound an accuracy's interval, as metaloop eval's (same tasks, same CI)
+    print(report.table(res["methods"], metric, trials=recipe.queries_per_task(cfg)
+                       if metric == "accuracy" else None))
     other = sorted({e for e in res["evaluation"].values() if e != "transductive"})
     if other:
         print("queries scored " + "; ".join(
@@ -251,4 +255,6 @@ def _report(res: dict, out) -> None:
     if fam == "sinusoid":
         report.plot_fits(res["learners"], res["heldout"], cfg["eval"]["seed"], out / "fits.png")
     report.write_json(out / "results.json", recipe.record(res))
-    print(f"\nwrote {out / 'results.json'} and plots in {out}; {res['wall_s']:.0f} s")
+    # what was written, and the time taken: status, not results (stderr, as the progress)
+    print(f"wrote {out / 'results.json'} and plots in {out}; {res['wall_s']:.0f} s",
+          file=sys.stderr)

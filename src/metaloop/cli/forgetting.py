@@ -294,7 +294,7 @@ def _run(args: argparse.Namespace) -> int:
                     bar.refresh()
                     tqdm.write(f"resuming {out}: {len(done)} of "
                                f"{len(s['seeds']) * len(s['strategies'])} runs (seed, "
-                               f"strategy) done, kept in {recipe.PARTIAL}")
+                               f"strategy) done, kept in {recipe.PARTIAL}", file=sys.stderr)
                 runs, results = recipe.run(s, exps, bar.update, data=data, out=out,
                                            resume=args.resume, on_resume=on_resume)
             recs = recipe.records(results, args.record, command=_command(args),
@@ -311,7 +311,7 @@ def _run(args: argparse.Namespace) -> int:
     n = len(s["seeds"])
     over = f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed, so no 95% CI: ± n/a"
     print(f"\n{s['scenario']}: {len(exps)} experiences; {over} (accuracies in %)")
-    print(recipe.table(results["strategies"]))
+    print(recipe.table(results["strategies"], trials=recipe.accuracy_trials(results)))
     print(f"\nforgetting of each earlier experience (%, mean over {n} seed"
           f"{'s' if n > 1 else ''}: its best accuracy before the last experience minus its "
           f"final one)")
@@ -319,8 +319,8 @@ def _run(args: argparse.Namespace) -> int:
     note = recipe.early_stop_note(results)
     if note:
         print(f"\n{note}")
-    print(f"\nwrote {out / 'results.json'}, metrics.jsonl and plots in {out} "
-          f"({results['wall_s']:.0f} s)")
+    print(f"wrote {out / 'results.json'}, metrics.jsonl and plots in {out} "
+          f"({results['wall_s']:.0f} s)", file=sys.stderr)     # status, not results
     write_records(recs)
     return 0
 

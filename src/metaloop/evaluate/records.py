@@ -77,7 +77,9 @@ the pooled trials where the record has it), and ``ci95_range`` (``[0, 100]``): t
 come together, ``ci95`` stays the t half-width, and the tables show the mean with
 "(95% CI low to high)" instead of "± ci95". With ``per_task`` or ``per_seed``, the ends
 must be those the values give, to the record's ``digits``. ``ci95_fields`` gives the three
-fields where the t interval leaves the range, as ``metaloop eval --record`` writes them.
+fields where the t interval leaves the range, or where every value sits at 0 or 100 and the
+record keeps its ``trials`` (its ``± 0`` is no interval; such a record without them is
+refused), as ``metaloop eval --record`` writes them.
 
 ``python -m metaloop.evaluate.records`` (or ``python docs/gen_tables.py``) rewrites every
 marked table, grid, short-cell list and detail in ``docs/*.md`` from ``docs/results/*.json``; with
@@ -280,7 +282,7 @@ def _bounded_problems(rec: Mapping) -> list[str]:
     """What is wrong with a record's ``ci95_low``, ``ci95_high`` and ``ci95_range``."""
     have = [k for k in _BOUNDED if k in rec]
     if not have:
-        return []
+        return _unbounded_end(rec)
     if len(have) < 3:
         return [f"ci95_low, ci95_high and ci95_range come together; the record has "
                 f"{' and '.join(have)} without "
@@ -317,13 +319,38 @@ def _bounded_problems(rec: Mapping) -> list[str]:
     return []
 
 
+def _unbounded_end(rec: Mapping) -> list[str]:
+    """A record that keeps its ``trials`` (a proportion in %) and whose ``per_task`` or
+    ``per_seed`` values all sit at 0 or 100 must carry the bounded interval they give: its
+    ``ci95`` of 0 alone would read "± 0", which is no interval."""
+    trials = rec.get("trials")
+    if not (isinstance(trials, int) and not isinstance(trials, bool) and trials >= 1):
+        return []
+    for key in ("per_task", "per_seed"):
+        values = rec.get(key)
+        if isinstance(values, list) and all(_number(v) for v in values) \
+                and at_an_end(values):
+            return [f"every {key} value is {values[0]!r} and the record has trials "
+                    f"({trials}): a 95% CI of 0 wide is no interval; add the bounded one, "
+                    f"ci95_low, ci95_high and ci95_range (ci95_fields(..., trials={trials}))"]
+    return []
+
+
 def ci95_fields(values, low: float = 0, high: float = 100, *,
                 trials: int | None = None) -> dict:
     """``{"ci95_low", "ci95_high", "ci95_range"}`` for a record whose mean of ``values``
     ± the t half-width ``ci95(values)`` would leave ``[low, high]``, or where every value is
     at one end and ``trials`` is known (a ``± 0`` that is no interval): the ends of
     ``metaloop.evaluate.stats.bounded_ci95``, rounded to 6 decimals; ``{}`` where the t
-    interval stays inside (or there is none: fewer than 2 values)."""
+    interval stays inside (or there is none: fewer than 2 values).
+
+    ``trials`` is the pooled number of trials behind ``values`` (tasks x each task's
+    queries; the test examples of a continual run, counted once for seeds that share
+    them), as the record keeps it in ``trials``. Without it, every
+    value at one end gives ``{}`` too: the spread is 0 and the trials that would bound the
+    interval are unknown, so there is no interval to give, and a caller shows none (``±
+    n/a``, ``at_an_end``), never the t interval's ``± 0``. Every metaloop command that
+    writes a bounded record passes ``trials``."""
     values = [float(v) for v in values]
     ci = _ci95(values)
     if ci is None:
@@ -336,6 +363,29 @@ def ci95_fields(values, low: float = 0, high: float = 100, *,
     assert ends is not None
     return {"ci95_low": round(ends[0], 6), "ci95_high": round(ends[1], 6),
             "ci95_range": [low, high]}
+
+
+def at_an_end(values, low: float = 0, high: float = 100) -> bool:
+    """Whether two or more ``values`` all sit at ``low`` or all at ``high`` (every task at 0
+    or 100%): their t interval is ``± 0``, which is no interval, and without the trials
+    (``ci95_fields``) no bounded one can be given either, so it is shown as ``± n/a``."""
+    values = [float(v) for v in values]
+    return len(values) >= 2 and (all(v == low for v in values)
+                                 or all(v == high for v in values))
+
+
+def queries_per_task(cfg: Mapping) -> int | None:
+    """The queries each held-out task of a classification config scores: ``ways x
+    queries`` of its ``[eval]`` section, each 0 meaning the ``[family]``'s (as
+    ``metaloop.build.eval_family`` builds the tasks); None where either is unknown (a
+    regression family has no ways). Times the tasks, it is a record's ``trials``: the
+    pooled trials that bound the 95% CI of an accuracy at 0 or 100% (``ci95_fields``)."""
+    fam, ec = cfg.get("family", {}), cfg.get("eval", {})
+    ways = ec.get("ways") or fam.get("ways")
+    queries = ec.get("queries") or fam.get("queries")
+    if not (isinstance(ways, int) and isinstance(queries, int) and ways > 0 and queries > 0):
+        return None
+    return ways * queries
 
 
 def write_record(path, **fields) -> Path:
@@ -740,7 +790,10 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
 
     A classification record also has the accuracy under its own names (``accuracy_mean``,
     ``accuracy_ci95`` in %, ``tasks``) and the budget's ``iterations`` and CPU or GPU
-    seconds at the top level, as the Omniglot table's cells list them.
+    seconds at the top level, as the Omniglot table's cells list them, and ``trials``, the
+    queries scored (tasks x ways x queries, ``queries_per_task``): its 95% CI is then the
+    one ``metaloop eval`` prints, bounded to 0-100% (``ci95_low``, ``ci95_high``) where the
+    t interval would leave that range or every task scored 0 or 100% (``ci95_fields``).
     """
     prov = _provenance(checkpoint, device, checkpoint_dirs, checkpoint_states)
     parts, run_dir, budget = prov["parts"], prov["run_dir"], prov["budget"]
@@ -790,6 +843,8 @@ def eval_record(cfg: Mapping, result: Mapping, metric: str, *, checkpoint, comma
                    error_rate=100 * e["mean"],
                    trials=e["trials"], digits=2, unit="%",
                    per_task=[round(100 - 100 * v, 6) for v in result["per_task"][metric][-1]])
+    elif metric == "accuracy" and (per := queries_per_task(cfg)) is not None:
+        rec["trials"] = int(result["tasks"]) * per      # the queries scored, all tasks
     if scale == 100.0:
         rec.update(ci95_fields(rec["per_task"], trials=rec.get("trials")))
     return rec

@@ -2160,7 +2160,10 @@ def records(results: dict, folder, s: AdaptSettings, *, command: str,
                "mean": round(math.fsum(acc) / len(acc), 4),
                "ci95": None if ci is None else round(ci, 4), "n": len(acc), "per_task": acc,
                "budget": budget, "trainable": r["trainable"], "seconds_per_task": seconds,
-               "note": note, **ci95_fields(acc)}      # where mean ± ci95 leaves [0, 100]
+               # where mean ± ci95 leaves [0, 100] or every task scored 0 or 100%: bounded
+               # by the queries scored (each task's ways x queries)
+               "note": note, "trials": len(acc) * s.ways * s.queries,
+               **ci95_fields(acc, trials=len(acc) * s.ways * s.queries)}
         place(path, rec)
     for key, d in results.get("paired", {}).items():
         a, b = key.split(" - ")

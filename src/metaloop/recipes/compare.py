@@ -54,8 +54,8 @@ FAMILIES = ("sinusoid", "omniglot")
 COMPARE_KEYS = ("methods", "per_method", "per_ways")
 
 __all__ = ["ALL", "FAMILIES", "check_out_outside_data", "config_path", "config_text",
-           "load_config", "method_config", "methods_for", "record", "run", "warn_unread",
-           "with_split"]
+           "load_config", "method_config", "methods_for", "queries_per_task", "record",
+           "run", "warn_unread", "with_split"]
 
 
 def config_path(family: str):
@@ -597,11 +597,26 @@ def run(cfg: dict, methods: Sequence[str] | str | None = None, *, out_dir=None,
             "wall_s": time.perf_counter() - t_start, "learners": learners, "heldout": heldout}
 
 
+def queries_per_task(cfg: dict) -> int | None:
+    """The queries each held-out task of ``cfg`` scores (``ways x queries``; None for a
+    regression family): the trials per task that bound an accuracy's 95% CI at 0 or 100%,
+    as ``metaloop eval`` passes them (``metaloop.evaluate.records.queries_per_task``)."""
+    from metaloop.evaluate.records import queries_per_task
+
+    return None if cfg["family"]["name"] in REGRESSION_FAMILIES else queries_per_task(cfg)
+
+
 def record(result: dict) -> dict:
     """The JSON record of a ``run`` (what ``metaloop compare`` writes to results.json): the
-    config, the metric, and each method's means and 95% CIs per step (no per-task values, no
-    timings: the same config and seed give the same record)."""
-    methods = {k: {kk: vv for kk, vv in v.items() if kk != "per_task"}
+    config, the metric, and each method's means and 95% CIs per step with the per-task
+    values they come from (``per_task``, as ``evaluate`` gives them) and, for
+    classification, ``trials``: the queries scored over all its tasks (tasks x ways x
+    queries, as a ``metaloop eval --record`` record keeps them), so that every printed
+    interval can be recomputed (``metaloop.evaluate.records.ci95_fields``) and two runs on
+    the same tasks compared task by task. No timings: the same config and seed give the
+    same record."""
+    per = queries_per_task(result["config"]) if result["metric"] == "accuracy" else None
+    methods = {k: {**v, **({"trials": int(v["tasks"]) * per} if per is not None else {})}
                for k, v in result["methods"].items()}
     return {"family": result["family"], "config": result["config"], "metric": result["metric"],
             "evaluation": result["evaluation"], "methods": methods}

@@ -54,8 +54,9 @@ from metaloop.train.checkpoint import WriteError, atomic_write_text
 __all__ = ["DATA_OPTIONS", "DATA_SCENARIOS", "DEFAULTS", "FILES", "HEADLINE", "METRICS",
            "PARTIAL", "PUBLISHED", "RECORD_TABLE", "RUNS", "STRATEGY_DEFAULTS",
            "STRATEGY_OPTIONS",
-           "UNITS", "adds_seeds", "check_records", "check_resume", "describe_folder",
-           "early_stop_note", "experiences", "finished", "finished_seeds", "forgetting_table",
+           "UNITS", "accuracy_trials", "adds_seeds", "check_records", "check_resume",
+           "describe_folder", "early_stop_note", "experiences", "finished", "finished_seeds",
+           "forgetting_table",
            "identity", "kept", "record_path", "records", "run", "settings", "table",
            "total_steps", "write"]
 
@@ -895,22 +896,59 @@ def _summary(values: list[float], seeds: list[int]) -> dict:
             "per_seed": values}
 
 
-def _cell(summary: dict) -> str:
+def _cell(summary: dict, trials: int | None = None, accuracy: bool = False) -> str:
     """``mean ± ci95`` in % (``± n/a``: one seed), with ``(k of n seeds)`` where the metric
-    is undefined in some seeds, and ``undefined`` where it is in all."""
+    is undefined in some seeds, and ``undefined`` where it is in all. An ``accuracy``
+    (``_ACCURACIES``; ``trials``: each seed's test examples) whose ``mean ± ci95`` would
+    leave [0, 100]%, or whose seeds all scored 0 or 100%, shows the interval its record
+    carries, ``"42.0 (0.0 to 99.9)"`` (``metaloop.evaluate.records.ci95_fields``, with
+    ``trials`` counted once for all seeds, which share the test examples); all at 0
+    or 100% without ``trials``: ``± n/a``, never ``± 0.0``."""
+    from metaloop.evaluate.records import at_an_end, ci95_fields
+
     total = len(summary["per_seed"])
     if summary["mean"] is None:
         return "undefined" if total == 1 else f"undefined (0 of {total} seeds)"
     cell = format_mean_ci(summary["mean"], summary["ci95"], ".1f", 100)
+    if accuracy:                                      # in [0, 1], printed in %
+        vals = [100 * v for v in summary["per_seed"] if v is not None and math.isfinite(v)]
+        ends = ci95_fields(vals, trials=trials) if trials and vals else {}
+        if ends:
+            cell = (f"{100 * summary['mean']:.1f} ({ends['ci95_low']:.1f} to "
+                    f"{ends['ci95_high']:.1f})")
+        elif at_an_end(vals):
+            cell = format_mean_ci(summary["mean"], None, ".1f", 100)   # ± 0 is no interval
     return cell if summary["n"] == total else f"{cell} ({summary['n']} of {total} seeds)"
 
 
-def table(strategies: dict) -> str:
+def accuracy_trials(results: dict) -> dict[str, int]:
+    """The test examples behind one seed's value of each accuracy (``_ACCURACIES``), from
+    results' ``experiences``: the last experience's for new-task accuracy, the earlier ones'
+    for old-task accuracy, all of them for the average accuracy. They are the trials that
+    bound the accuracy's 95% CI (``ci95_fields``, a record's ``trials``), counted once:
+    every seed scores the same test examples, so more seeds add no trials;
+    ``{}`` for results without the experiences' test counts."""
+    try:
+        test = [int(e["test"]) for e in results["experiences"]]
+    except (KeyError, TypeError, ValueError):
+        return {}
+    if len(test) < 2 or min(test) < 1:
+        return {}
+    return {"new_accuracy": test[-1], "old_accuracy": sum(test[:-1]),
+            "average_accuracy": sum(test)}
+
+
+def table(strategies: dict, trials: dict[str, int] | None = None) -> str:
     """Strategies x metrics, each ``mean ± ci95`` in % over the seeds (``± n/a``: one seed,
-    no CI), then a note on any metric undefined in some seed."""
+    no CI), then a note on any metric undefined in some seed. With ``trials``
+    (``accuracy_trials``), the accuracies whose ``mean ± ci95`` would leave [0, 100]%, or
+    whose seeds all scored 0 or 100%, show the bounded interval their records carry
+    (``_cell``), as ``records`` writes them."""
+    trials = trials or {}
     rows = [["strategy"] + [label for _, label in METRICS]]
     for name, r in strategies.items():
-        rows.append([name] + [_cell(r["summary"][k]) for k, _ in METRICS])
+        rows.append([name] + [_cell(r["summary"][k], trials.get(k), k in _ACCURACIES)
+                              for k, _ in METRICS])
     lines = [report.aligned(rows)]
     undefined = {name: r["summary"]["retained"]["undefined_seeds"]
                  for name, r in strategies.items()
@@ -1174,11 +1212,13 @@ def records(results: dict, folder, *, command: str,
     seeds where it is defined, and those seeds' values in ``per_seed`` (in %, in seed order;
     ``seeds`` names them, ``undefined_seeds`` the others); ``other_metrics`` has every
     metric's mean, CI and per-seed values. An accuracy in % (``_ACCURACIES``, the record's
-    or one in ``other_metrics``) whose ``mean ± ci95`` would leave [0, 100] also carries
-    ``ci95_low``, ``ci95_high`` and ``ci95_range`` (``metaloop.evaluate.records
-    .ci95_fields``). The budget is the optimiser steps of a strategy
-    on one seed (experience 0 and the fine-tuning) and the CPU seconds of the whole run
-    (every strategy and seed, every segment of a resumed run), which ``run`` measured
+    or one in ``other_metrics``) keeps ``trials``, the test examples each seed scored
+    (``accuracy_trials``: the seeds share them), and where its ``mean ± ci95`` would leave
+    [0, 100] or every seed scored 0 or 100% also carries ``ci95_low``, ``ci95_high`` and
+    ``ci95_range`` (``metaloop.evaluate.records.ci95_fields``), as the table prints them.
+    The budget is the optimiser steps of a strategy on one seed (experience 0 and the
+    fine-tuning) and the CPU seconds of the whole run (every strategy and seed, every segment of
+    a resumed run), which ``run`` measured
     (``results["cpu_seconds"]``; a results.json of an earlier metaloop without it: its
     wall-clock seconds, ``results["wall_s"]``); device, torch and date (UTC) are as
     ``metaloop eval --record`` gives them. ``setting`` holds what
@@ -1216,6 +1256,7 @@ def records(results: dict, folder, *, command: str,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "scenario": scenario}
     steps = s["pretrain_steps"] + s["steps"] * (len(results["experiences"]) - 1)
+    trials = accuracy_trials(results)
     out = {}
     for name, r in results["strategies"].items():
         seeds = s["seeds"]
@@ -1231,8 +1272,12 @@ def records(results: dict, folder, *, command: str,
                 "ci95": None if len(vals) < 2 else round(cast(float, ci95(vals)), 4),
                 "per_seed": per_seed,
                 "seeds": [seed for seed, _ in ok],
-                # an accuracy in %, where mean ± ci95 would leave [0, 100]
-                **(ci95_fields(per_seed) if k in _ACCURACIES else {})}
+                # an accuracy in %, where mean ± ci95 would leave [0, 100] or every seed
+                # scored 0 or 100%: bounded by the test examples (the same for every seed)
+                **({"trials": trials[k]}
+                   if k in _ACCURACIES and k in trials and per_seed else {}),
+                **(ci95_fields(per_seed, trials=trials.get(k))
+                   if k in _ACCURACIES else {})}
         head = metrics_[key]
         if head["mean"] is None:
             continue
@@ -1247,9 +1292,9 @@ def records(results: dict, folder, *, command: str,
                "budget": {"iterations": steps, "cpu_seconds": round(
                    results.get("cpu_seconds", results["wall_s"]), 1)},
                "other_metrics": {labels[k]: {f: m[f] for f in ("mean", "ci95", "per_seed",
-                                                             *_BOUNDED) if f in m}
+                                                             *_BOUNDED, "trials") if f in m}
                                  for k, m in metrics_.items()},
-               **{f: head[f] for f in _BOUNDED if f in head}}
+               **{f: head[f] for f in (*_BOUNDED, "trials") if f in head}}
         undefined = [seed for seed in seeds if seed not in head["seeds"]]
         if undefined:
             rec["undefined_seeds"] = undefined

@@ -96,10 +96,12 @@ def table(results: dict[str, dict], metric: str, trials: int | None = None) -> s
     """Methods x steps table of ``mean ± ci95`` for ``metric`` ("loss" or "accuracy").
 
     An accuracy whose ``mean ± ci95`` would leave [0, 100]% (or, with ``trials`` — each
-    task's queries — every task at 0 or 100%) is shown with the interval its record would
-    carry, ``"99.00 (96.05 to 99.91)"`` (``metaloop.evaluate.records.ci95_fields``), where
-    the result keeps its per-task values."""
-    from metaloop.evaluate.records import ci95_fields
+    task's queries, ``metaloop.evaluate.records.queries_per_task`` — every task at 0 or
+    100%) is shown with the interval its record would carry, ``"99.00 (96.05 to 99.91)"``
+    (``metaloop.evaluate.records.ci95_fields``), where the result keeps its per-task values.
+    Every task at 0 or 100% without ``trials`` (or without per-task values) has no interval
+    to show: ``"100.00 ± n/a"``, never the t interval's ``± 0.00``."""
+    from metaloop.evaluate.records import at_an_end, ci95_fields
 
     steps = next(iter(results.values()))["steps"]
     pct = metric == "accuracy"
@@ -109,12 +111,14 @@ def table(results: dict[str, dict], metric: str, trials: int | None = None) -> s
         cells = [name]
         per_task = r.get("per_task", {}).get(metric) if pct else None
         for k, (m, c) in enumerate(zip(r[metric]["mean"], r[metric]["ci95"])):
-            ends = ci95_fields([100 * v for v in per_task[k]],
-                               trials=None if trials is None else trials * len(per_task[k])) \
-                if per_task else {}
+            values = [100 * v for v in per_task[k]] if per_task else None
+            ends = ci95_fields(values, trials=None if trials is None else
+                               trials * len(values)) if values else {}
             if ends:
                 cells.append(f"{100 * m:.2f} ({ends['ci95_low']:.2f} to "
                              f"{ends['ci95_high']:.2f})")
+            elif pct and c == 0 and (at_an_end(values) if values else 100 * m in (0, 100)):
+                cells.append(format_mean_ci(m, None, ".2f", 100))   # ± 0 is no interval
             else:
                 cells.append(format_mean_ci(m, c, ".2f", 100) if pct else
                              format_mean_ci(m, c, ".3f"))
