@@ -113,7 +113,8 @@ def test_found_tells_each_folder_and_none_for_others(tmp_path):
     (tmp_path / "notes.txt").write_text("mine\n")
     (tmp_path / "results.json").write_text("[1, 2]\n")      # not a metaloop results file
     assert runs_folder.found(tmp_path) is None
-    runs_folder.check(tmp_path, "vae")                      # nothing to refuse
+    with pytest.raises(ValueError, match="is not a metaloop vae result"):
+        runs_folder.check(tmp_path, "vae")              # a results.json that is not ours
     for results, command in [({"approaches": {}}, "adapt"), ({"strategies": {}}, "forgetting"),
                              ({"config": {"compare": {}}}, "compare"),
                              ({"config": {"eval": {}}}, "eval"),

@@ -12,7 +12,9 @@ output_dir(path, command=...)`` for those that write through it), and a folder t
 the same command's run is left to that command (``train`` and ``compare`` resume it and
 refuse a new run over it; ``vae``, ``forgetting`` and ``adapt`` refuse a new run over their
 own finished run too (``check_finished``), and ``forgetting`` and ``adapt`` resume their own
-interrupted or finished run; ``eval`` and ``predict`` replace their own finished results)::
+interrupted or finished run; ``eval`` and ``predict`` replace their own finished results).
+A ``results.json`` (for ``eval`` a plot too) that no metaloop command wrote is refused the
+same way: a command replaces only its own earlier result::
 
     runs_folder.check("runs/x", "vae")    # ValueError if runs/x holds a train run
 
@@ -38,6 +40,7 @@ What tells the command (``found``), first match:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 __all__ = ["check", "check_finished", "check_outside_data", "found", "results_of"]
@@ -109,9 +112,12 @@ def found(out) -> str | None:
     return None
 
 
-def check(out, command: str) -> None:
+def check(out, command: str, files: tuple[str, ...] = ("results.json",)) -> None:
     """Before a run of ``command`` writes in ``out``: refuse a folder that holds another
-    command's run (``found``), which that run would empty or mix with its own files.
+    command's run (``found``), which that run would empty or mix with its own files, and
+    one that holds no metaloop run but one of the ``files`` the run writes there (a
+    ``results.json`` no metaloop command wrote, or that is not JSON), which the run would
+    replace or remove. The folder is read through a symbolic link.
 
     Args:
         out: the ``--out`` folder (a ``str`` or ``os.PathLike``); a missing or empty one
@@ -120,16 +126,32 @@ def check(out, command: str) -> None:
             ``"vae"``, ``"vae --protocol iwae"``, ``"forgetting"``, ``"adapt"``,
             ``"compare"``, ``"eval"``, ``"predict"``); a folder holding that command's own
             run passes.
+        files: the names the run writes or removes in ``out`` (``eval``: its plots too);
+            one of them there, where ``found`` names no run, is refused.
 
     Raises:
-        ValueError: naming the folder, the command whose run it holds, and what to do;
-            nothing was written.
+        ValueError: naming the folder (or the file), the command whose run it holds, and
+            what to do; nothing was written.
     """
     other = found(out)
     if other is not None and other != command:
         raise ValueError(f"{out} holds a metaloop {other} run, which a metaloop {command} "
                          f"run there would overwrite: give another --out (nothing was "
                          f"written)")
+    if other is not None:
+        return
+    path = Path(out)
+    try:
+        there = [name for name in files if os.path.lexists(path / name)]
+    except OSError:                     # unreadable: the writer names it where it writes
+        return
+    if there:
+        shown = ", ".join(str(path / name) for name in there)
+        raise ValueError(f"{shown} {'is' if len(there) == 1 else 'are'} not a metaloop "
+                         f"{command} result (no metaloop command wrote "
+                         f"{'it' if len(there) == 1 else 'them'}), which a metaloop "
+                         f"{command} run there would replace: give another --out (nothing "
+                         f"was written)")
 
 
 def check_finished(out, command: str, what: str, fixes: str = "",

@@ -49,7 +49,8 @@ def test_a_refused_run_leaves_the_last_results_and_a_foreign_results_json(
     before = _files(mine)
     assert main(_table_argv(wordnet_bert, data, mine, "--approaches", "probe-ridge")) == 2
     err = capsys.readouterr().err
-    assert "holds a results.json that no metaloop run wrote" in err, err
+    assert f"{mine / 'results.json'} is not a metaloop adapt result (no metaloop command " \
+        "wrote it)" in err, err
     assert _files(mine) == before
 
 

@@ -92,7 +92,7 @@ def test_a_new_protocol_run_refuses_a_folder_holding_another_vae_run(other, npz,
     else:                     # an inversion study's files (its settings name no model)
         out.mkdir()
         (out / "results.json").write_text(json.dumps({"settings": {"latent": 2},
-                                                      "scores": {}}))
+                                                      "inversion": {}, "scores": {}}))
         (out / "metrics.jsonl").write_text("")
         (out / "inversion_compare.png").write_bytes(b"\x89PNG")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

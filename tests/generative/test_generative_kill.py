@@ -72,12 +72,14 @@ def test_a_vae_run_stopped_before_its_end_leaves_no_results_json(stop_in, settin
 
 
 @pytest.mark.parametrize("study", ["sweep", "compare"])
-def test_a_stopped_sweep_or_comparison_removes_the_earlier_results_json(study, settings,
+def test_a_stopped_sweep_or_comparison_leaves_no_earlier_files(study, settings,
                                                                         tmp_path, monkeypatch):
     out = tmp_path / study
     out.mkdir()
-    (out / "results.json").write_text('{"epochs": 2}\n')              # an earlier run's
+    # an earlier run stopped before its results.json (a finished run's, or a results.json
+    # no metaloop command wrote, is refused before anything is removed: test_foreign_results)
     (out / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    (out / "samples.png").write_bytes(b"\x89PNG")
     if study == "sweep":
         monkeypatch.setattr(quality, "train_classifier", _stop)
         call = lambda: E.sweep(settings, [2], out)                      # noqa: E731
@@ -86,7 +88,7 @@ def test_a_stopped_sweep_or_comparison_removes_the_earlier_results_json(study, s
         call = lambda: inversion.compare(settings, inversion.InversionSettings(), out)  # noqa
     with pytest.raises(KeyboardInterrupt):
         call()
-    assert not (out / "results.json").exists()
+    assert not (out / "results.json").exists() and not (out / "samples.png").exists()
     assert (out / "metrics.jsonl").read_text() == ""
 
 
