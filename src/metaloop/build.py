@@ -73,13 +73,15 @@ def build_family_verbose(fcfg: dict, split: str | None = None, shots: int = 0,
 
     from tqdm.auto import tqdm
 
+    from metaloop._progress import tqdm_defaults
+
     bar = None
 
     def tick(n: int) -> None:
         nonlocal bar
         if bar is None:
             bar = tqdm(desc="decoding images (once, into the cache)", unit="img",
-                       disable=not (show and progress), leave=False)
+                       disable=not (show and progress), leave=False, **tqdm_defaults())
         bar.update(n - bar.n)
 
     try:

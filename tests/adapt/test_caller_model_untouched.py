@@ -81,7 +81,9 @@ def test_a_model_in_train_mode_keeps_its_buffers_and_flags(fn):
     assert _same(a.params, b.params)                        # no dropout noise in the fit
     q = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a(q), a(q))                          # nor in prediction
-    assert torch.equal(a(q), a(torch.cat([q, x]))[:5])     # running stats, not the batch's
+    # running stats, not the batch's (which would move the outputs by far more); close, not
+    # equal: a batch of 10 may take another matmul kernel than one of 5 on some CPUs
+    torch.testing.assert_close(a(q), a(torch.cat([q, x]))[:5], rtol=1e-5, atol=1e-6)
     assert _same(model.state_dict(), state) and _flags(model) == flags
 
 

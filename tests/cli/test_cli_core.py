@@ -232,7 +232,7 @@ def test_the_closing_line_names_a_log_window_as_one(tmp_path, capsys):
     train_run(tmp_path, '[family]\nname = "sinusoid"\n[method]\nname = "maml"\n'
               '[train]\niterations = 4\nmeta_batch = 2\nlog_every = 2\n')
     out = capsys.readouterr().out
-    assert "mean over the last log window (log_every = 2) {'loss'" in out
+    assert 'mean over the last log window (log_every = 2) {"loss"' in out
     assert "last meta-batch" not in out
 
 
@@ -253,7 +253,7 @@ def test_python_dash_m_entry_point():
 def test_resuming_a_finished_run_says_so_without_an_empty_meta_batch(tmp_path, capsys):
     run = train_run(tmp_path, '[family]\nname = "sinusoid"\n[method]\nname = "maml"\n'
                     '[train]\niterations = 2\nmeta_batch = 2\n')
-    assert "last meta-batch {'loss'" in capsys.readouterr().out
+    assert 'last meta-batch {"loss"' in capsys.readouterr().out
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "trained maml for 2 iterations; checkpoint in" in out and "{}" not in out

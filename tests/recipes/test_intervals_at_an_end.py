@@ -62,3 +62,19 @@ def test_the_forgetting_table_prints_the_bounded_interval_its_records_carry():
     text = forgetting.table({"naive": {"summary": summary}})
     assert "100.0 ± n/a" in text and "± 0.0" not in text
     assert forgetting.accuracy_trials({"experiences": [{"name": "a"}]}) == {}
+
+
+def test_the_adapt_table_prints_the_bounded_interval_its_records_carry():
+    """An approach that answered every query of 16 tasks printed "100.00 ± 0.00"; with
+    each task's queries it shows the interval its record carries, and without them "± n/a"."""
+    from metaloop.recipes import adapt
+
+    def approach(per_task):
+        return {"approach": 1, "trainable": 5, "adapt_seconds": 0.1,
+                "accuracy": {"mean": sum(per_task) / len(per_task), "ci95": 0.0},
+                "per_task": {"accuracy": per_task}}
+    results = {"perfect": approach([1.0] * 16)}
+    lo, hi = stats.bounded_ci95([100.0] * 16, trials=16 * 20)
+    text = adapt.table(results, trials=20)
+    assert f"100.00 ({lo:.2f} to {hi:.2f})" in text and "± 0.00" not in text
+    assert "100.00 ± n/a" in adapt.table(results)

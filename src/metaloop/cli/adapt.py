@@ -72,7 +72,9 @@ has finished: --resume removes its partial.json and exits 0. A new run (without 
 into an --out that holds a finished run (its results.json, also one stopped in between) is
 refused (exit 2), naming the folder and the run's settings, before the model loads and
 before anything is written or removed: give another --out, or remove the folder to run
-again. --meta runs resume from --meta-dir either way.
+again. --resume-if-any resumes where --out holds a partial.json and otherwise starts the
+run (a finished run there is refused as without it): one command for a job scheduler to
+rerun after a kill. --meta runs resume from --meta-dir either way.
 
 A --model run folder that metaloop train is still writing is read at its newest complete
 checkpoint, noted on stderr: a --resume needs that same checkpoint, which training prunes
@@ -122,7 +124,9 @@ def register(sub) -> None:
                               "  metaloop adapt --family table --data sentences.csv --meta "
                               "fomaml\n  metaloop adapt --model runs/pretrain --family omniglot\n"
                               "  metaloop adapt --model runs/my_folder --family folder --data "
-                              "photos/")
+                              "photos/\n\n"
+                              "machine-readable output: OUT/results.json (--out), and the "
+                              "JSON records in --record DIR")
     p.add_argument("--model", type=path, default="minilm",
                    help="minilm, a Hugging Face model folder or cached name, or a metaloop "
                         "checkpoint folder (image models)")
@@ -198,6 +202,11 @@ def register(sub) -> None:
                         "(one with other settings, --threads, model weights or data is refused "
                         "by name; --no-progress, the order of --approaches and a default "
                         "given or left out may differ)")
+    p.add_argument("--resume-if-any", action="store_true",
+                   help="resume where --out holds this command's kept tasks (partial.json), "
+                        "else start the run (a missing or empty --out); a finished run there "
+                        "is refused as without it: one command for a job scheduler to rerun "
+                        "after a kill")
     p.add_argument("--record", type=path, default=None, metavar="DIR",
                    help="write one result record per approach in DIR (e.g. docs/results), "
                         "named adaptation_<setting>_<approach>.json; with --meta one per row "
@@ -210,7 +219,12 @@ def run(args: argparse.Namespace) -> int:
     # a flag left out is None (or False): the settings' default, and not "given"
     given = {f.name: v for f in dataclasses.fields(recipe.AdaptSettings)
              if (v := getattr(args, f.name)) is not None and v is not False}
+    if args.resume_if_any and args.resume:
+        raise ValueError("--resume-if-any starts the run in --out, or resumes it where --out "
+                         "holds its kept tasks: give it without --resume, which resumes only")
     with runlock.hold(args.out, create=False):    # a run still at work there is named first
+        if args.resume_if_any:                    # decided under --out's lock
+            args = argparse.Namespace(**{**vars(args), "resume": _resumable(args.out)})
         recipe.check_resume(args.out, args.resume)     # before the model loads
     if args.family == "folder" and args.data is not None:   # no PNG of the run in the data
         for flag, folder in (("--out", args.out), ("--meta-dir", args.meta_dir)):
@@ -252,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
                              on_resume=lambda done: describe(out, done))
             title = recipe.title(prepared.settings)
             print(f"\n{title} ({args.queries} queries per class)")
-            print(recipe.table(res["approaches"]))
+            print(recipe.table(res["approaches"], trials=prepared.settings.ways
+                               * prepared.settings.queries))
             if res["paired"]:
                 print("\npaired differences on the same tasks (accuracy, 95% CI):")
                 print(recipe.paired_lines(res["paired"]))
@@ -271,6 +286,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {out / 'results.json'} and {out / 'accuracy.png'}")
     write_records(recs)
     return 0
+
+
+def _resumable(out) -> bool:
+    """Whether ``--resume-if-any`` resumes in ``out``: it holds a ``partial.json`` (this
+    command's kept tasks, also one left beside a finished run's results.json; another
+    command's, which the resume refuses by name). Else the run starts afresh: in a missing
+    or empty folder, or one a kill left before the first kept task (its lock file alone);
+    a finished run there is refused by name, as a new run refuses it."""
+    try:
+        return (Path(out) / recipe.PARTIAL).is_file()
+    except OSError:                 # a path the system refuses: the output folder names it
+        return False
 
 
 # the options that name a path, written relative to the working folder where they lie in it
@@ -312,7 +339,8 @@ def _command(args: argparse.Namespace, s: recipe.AdaptSettings | None = None,
         except ValueError:
             return None
 
-    opts = {"resume": False, "no_progress": False, "meta": args.meta or None}
+    opts = {"resume": False, "resume_if_any": False, "no_progress": False,
+            "meta": args.meta or None}
     if s is not None:
         opts.update(_filled(args, s, approaches))
     for key in PATHS:

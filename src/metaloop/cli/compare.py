@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from metaloop import config as _config
 from metaloop import runlock
+from metaloop._progress import tqdm_defaults
 from metaloop.cli import _checks
 from metaloop.cli._args import path
 from metaloop.recipes import compare as recipe
@@ -180,7 +181,8 @@ def _compare(args: argparse.Namespace) -> int:
     recipe.check_out_outside_data(cfg["family"], args.out or "runs/compare")  # no class
     # bad data (found by recipe.run): no folder left; another command's run: refused
     with output_dir(args.out or "runs/compare", command="compare") as out:
-        bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress)
+        bar = tqdm(total=len(methods), desc="methods", disable=args.no_progress,
+                   **tqdm_defaults())
 
         def started(name: str) -> None:
             bar.n = methods.index(name)

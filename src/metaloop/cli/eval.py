@@ -13,6 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from metaloop import runlock, runs_folder
+from metaloop._progress import tqdm_defaults
 from metaloop.cli import _checks
 from metaloop.cli._args import Switch, int_list, path
 from metaloop.evaluate import records
@@ -32,6 +33,9 @@ from metaloop.recipes.evaluation import (
     unfinished,
 )
 from metaloop.recipes.report import output_dir
+
+# What ``eval --out`` writes (and replaces, where the folder holds an earlier eval's result)
+_EVAL_FILES = ("results.json", "loss_vs_steps.png", "accuracy_vs_steps.png")
 
 DESCRIPTION = """\
 Evaluate a trained run on held-out tasks: the classes (or functions) it never saw, the same
@@ -79,7 +83,9 @@ def register(sub) -> None:
                        epilog="examples:\n  metaloop eval --checkpoint runs/mine --out "
                               "runs/mine/eval\n  metaloop eval --checkpoint runs/a runs/b runs/c   "
                               "(an ensemble)\n  metaloop eval --checkpoint runs/challenge "
-                              "--within-alphabet --split evaluation --ways 20 --shots 1")
+                              "--within-alphabet --split evaluation --ways 20 --shots 1\n\n"
+                              "machine-readable output: OUT/results.json (--out), and the "
+                              "--record JSON file")
     p.add_argument("--checkpoint", type=path, required=True, nargs="+", metavar="RUN",
                    help="run directory or ckpt-* directory; several: evaluate their ensemble "
                         "(averaged probabilities; each run once; their configs' [eval] "
@@ -207,6 +213,8 @@ def _run(args: argparse.Namespace) -> int:
     from metaloop.train.distributed import set_tf32, tf32_kept
     with (tf32_kept() if args.device == "cuda" else contextlib.nullcontext()), \
             output_dir(args.out or None, command="eval") as out:  # not another's run
+        if out is not None:                 # nor files of the user's that eval would replace
+            runs_folder.check(out, "eval", _EVAL_FILES)
         if args.device == "cuda":           # TF32 as the caller had it, afterwards
             set_tf32(args.tf32)
         if args.lake_runs:
@@ -392,7 +400,7 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out, loaded_ckpts: li
         nonlocal bar
         if bar is None:
             bar = tqdm(total=ec["tasks"], desc="held-out tasks", disable=args.no_progress,
-                       leave=False)
+                       leave=False, **tqdm_defaults())
         bar.update(n)
 
     try:
@@ -409,7 +417,7 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out, loaded_ckpts: li
                                                              or 0) or None
     print(report.table({name: r}, metric, trials=per_task_trials))
     if ec["tasks"] == 1:
-        print("note: one task has no confidence interval (its ± 0 is not one); give --tasks 2 "
+        print("note: one task has no confidence interval (± n/a); give --tasks 2 "
               "or more", file=sys.stderr)
     moved = data_root(loaded)
     if moved is not None:
@@ -464,8 +472,8 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out, loaded_ckpts: li
         # an earlier eval's files go first (one of the other metric, or a run stopped
         # midway, leaves no old plot beside new results), then results.json and the record,
         # and the plot last: a run killed while drawing keeps the numbers it computed
-        removed = [old for old in ("results.json", "loss_vs_steps.png",
-                                   "accuracy_vs_steps.png") if os.path.lexists(out / old)]
+        # (an earlier eval's: files of no metaloop run were refused before the evaluation)
+        removed = [old for old in _EVAL_FILES if os.path.lexists(out / old)]
         for old in removed:
             (out / old).unlink(missing_ok=True)
         plot = out / f"{metric}_vs_steps.png"

@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from metaloop import runlock, runs_folder
+from metaloop._progress import tqdm_defaults
 from metaloop.cli._args import int_list, path
 from metaloop.cli._records import parse_command, rerun_command, write_records
 from metaloop.continual.scenarios import SCENARIOS
@@ -288,7 +289,7 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         try:
             with tqdm(total=recipe.total_steps(s, exps), desc="steps",
-                      disable=args.no_progress) as bar:
+                      disable=args.no_progress, **tqdm_defaults()) as bar:
                 def on_resume(done):
                     bar.total = recipe.total_steps(s, exps, done)
                     bar.refresh()

@@ -336,13 +336,26 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _innermost(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` chose (``metaloop data omniglot``'s for
+    ``metaloop data omniglot ...``), whose usage and ``prog`` an error of it names."""
+    while True:
+        chosen = next((a.choices.get(getattr(args, a.dest, None) or "") for a in
+                       parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if chosen is None:
+            return parser
+        parser = chosen
+
+
 def _main(argv: list[str] | None, started: list[str]) -> int:
     """``main`` under its signal handling; ``started`` gets the command's name just before
     it runs. Bad input (``ValueError``...) and a failed allocation (``_out_of_memory``: sizes
     too large for the machine) end the command with status 2 and one line, after the
     command's own clean-up."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:                 # the subcommand's own error and usage, not the top level's
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -13,6 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from metaloop import runlock
+from metaloop._progress import tqdm_defaults
 from metaloop.adapt.proto_head import REFINE_TEMPERATURE, REFINE_WEIGHT
 from metaloop.cli import _checks
 from metaloop.cli._args import path
@@ -104,7 +105,9 @@ def register(sub) -> None:
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  metaloop predict --checkpoint runs/mine --support "
-                              "support/ --query query/ --json")
+                              "support/ --query query/ --json\n\n"
+                              "machine-readable output: --json (a JSON list on stdout), and "
+                              "OUT/results.json (--out)")
     p.add_argument("--checkpoint", type=path, required=True, nargs="+", metavar="RUN",
                    help="run directory or ckpt-* directory; several: their ensemble "
                         "(averaged probabilities)")
@@ -200,7 +203,8 @@ def _run(args: argparse.Namespace) -> int:
                          args.refine_weight, args.refine_jointly), \
                 tqdm(desc="scoring texts" if kind == "texts" else "reading images",
                      unit="text" if kind == "texts" else "image",
-                     disable=args.no_progress or kind == "tensors", leave=False) as bar:
+                     disable=args.no_progress or kind == "tensors", leave=False,
+                     **tqdm_defaults()) as bar:
             if kind == "texts":
                 pred = classify_texts(loaded, args.support, args.query, steps=args.steps,
                                       text_column=args.text_column,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -58,7 +59,10 @@ def register(sub) -> None:
                        epilog="examples:\n  metaloop train --example-config > my_folder.toml"
                               "   # then set its family.root to your images\n"
                               "  metaloop train --config my_folder.toml --out runs/mine\n"
-                              "  metaloop train --resume runs/mine")
+                              "  metaloop train --resume runs/mine\n\n"
+                              "machine-readable output: OUT/metrics.jsonl (one JSON object "
+                              "per logged iteration),\nand each checkpoint's state.json; the "
+                              "result line prints the metrics as JSON")
     p.add_argument("--config", type=path,
                    help="TOML config (--example-config prints one to start from); where no "
                         "such file is, configs/NAME.toml, NAME.toml or NAME reads the shipped "
@@ -322,7 +326,8 @@ def _run(args: argparse.Namespace, held: list) -> int:
         k = cfg["train"]["log_every"] or (            # metrics read every k iterations
             CUDA_LOG_EVERY if str(args.device or "cpu").startswith("cuda") else 1)
         what = "last meta-batch" if k == 1 else f"mean over the last log window (log_every = {k})"
-        last = f"{what} {res['last']}; " if res["last"] else ""   # none: resumed done
+        last = f"{what} {json.dumps(res['last'], sort_keys=True)}; " \
+            if res["last"] else ""                                  # none: resumed done
         print(f"trained {cfg['method']['name']} for {res['iteration']} iterations{where}; "
               f"{last}checkpoint in {out}")
     return 0

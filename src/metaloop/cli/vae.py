@@ -81,7 +81,10 @@ EPILOG = """examples:
       --out runs/generative_iwae_omniglot --resume --max-minutes 60   # the next ones
   metaloop --threads 1 vae --protocol iwae --data omniglot-mixed \\
       --out runs/generative_iwae_omniglot --evaluate --k 5000 \\
-      --record docs/results/generative_iwae_omniglot.json"""
+      --record docs/results/generative_iwae_omniglot.json
+
+machine-readable output: OUT/results.json and OUT/metrics.jsonl (one JSON object per
+epoch); --protocol iwae: its checkpoints' state.json; the --record JSON file"""
 
 
 def class_list(text: str) -> list[str]:

@@ -153,10 +153,12 @@ def _stream(url: str, out, timeout: float, progress: bool) -> None:
     """Copy the body of ``url`` into the open binary file ``out``."""
     from tqdm import tqdm
 
+    from metaloop._progress import tqdm_defaults
+
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         total = resp.headers.get("Content-Length")
         with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                  desc=Path(url).name, disable=not progress) as bar:
+                  desc=Path(url).name, disable=not progress, **tqdm_defaults()) as bar:
             for chunk in iter(lambda: resp.read(_CHUNK), b""):
                 out.write(chunk)
                 bar.update(len(chunk))

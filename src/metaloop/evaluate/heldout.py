@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metaloop._progress import tqdm_defaults
 from metaloop._random import seeded_rng
 from metaloop.evaluate.stats import ci95
 from metaloop.func.losses import accuracy, get_loss
@@ -235,7 +236,7 @@ def evaluate(learner, family, tasks: int = 600, steps: Sequence[int] = (0, 1, 5,
     places = [p.device for p in model.parameters()] if isinstance(model, torch.nn.Module) \
         else []
     dtype = model_dtype(model)
-    bar = tqdm(total=tasks, desc="evaluate") if progress is True else None
+    bar = tqdm(total=tasks, desc="evaluate", **tqdm_defaults()) if progress is True else None
     try:
         with seeded_rng(seed, [*places, device]):   # dropout in the user's model: seeded
             classification = _score(learner, loss_fn, family, tasks, seed, steps, per_task,

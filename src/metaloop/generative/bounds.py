@@ -18,6 +18,7 @@ from typing import Protocol, cast
 import torch
 from tqdm.auto import tqdm
 
+from metaloop._progress import tqdm_defaults
 from metaloop.generative import likelihoods
 from metaloop.generative.nets import (
     check_flag,
@@ -284,7 +285,8 @@ def evaluate_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None 
     g = torch.Generator().manual_seed(seed)
     sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0, "nll": 0.0}
     starts = range(0, len(x), batch_size)
-    for s in tqdm(starts, desc=f"eval (k={k})", disable=not progress, leave=False):
+    for s in tqdm(starts, desc=f"eval (k={k})", disable=not progress, leave=False,
+                  **tqdm_defaults()):
         xb = x[s:s + batch_size]
         yb = None if y is None else y[s:s + batch_size]
         for name, v in _elbo(model, xb, yb, generator=g).items():

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from metaloop._progress import tqdm_defaults
 from metaloop.generative import likelihoods
 from metaloop.generative.data import binarize_dynamic, binarize_static, check_binarize, to_unit
 from metaloop.generative.nets import (
@@ -174,7 +175,8 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
     n = len(images)
     total_steps = epochs * -(-n // batch_size)
     cpu0, wall0, step, history = time.process_time(), time.perf_counter(), 0, []
-    bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
+    bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress,
+               **tqdm_defaults())
     for epoch in bar:
         perm = torch.randperm(n, generator=g).to(images.device)     # [N], once an epoch
         sums: dict[str, float] = {}          # each metric's batch means, summed
@@ -205,7 +207,8 @@ def fit_generative(model: Trainable, images: torch.Tensor, labels: torch.Tensor 
                   "cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0,
                   **_epoch_means(sums, weighted, sizes)}
         history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.2f}", lr=f"{record['lr']:.1e}")
+        bar.set_postfix(loss=f"{record['loss']:.2f}", lr=f"{record['lr']:.1e}",
+                        refresh=False)      # drawn with the next epoch's update
         if on_epoch is not None:
             on_epoch(record)
         if out_of_time:

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop import runlock, runs_folder
+from metaloop._progress import tqdm_defaults
 from metaloop._random import seeded_rng
 from metaloop.evaluate.heldout import mean_ci
 from metaloop.generative import data as gdata
@@ -585,7 +586,7 @@ def _per_example(model: VAE, x: torch.Tensor, *, k: int, seed: int, progress: bo
     g = torch.Generator().manual_seed(seed)
     nll, elbos = [], []
     for start in tqdm(range(0, len(x), batch_size), desc=f"eval (k={k})", disable=not progress,
-                      leave=False):
+                      leave=False, **tqdm_defaults()):
         xb = x[start:start + batch_size]
         elbos.append(elbo(model, xb, generator=g)["elbo"])                      # [b]
         nll.append(-iwae_bound(model, xb, k, chunk=500, generator=g))           # [b]

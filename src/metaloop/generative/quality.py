@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from metaloop._progress import tqdm_defaults
 from metaloop._random import seeded_rng
 from metaloop.generative.data import to_unit
 from metaloop.generative.nets import check_flag, check_number, check_positive, check_seed
@@ -142,7 +143,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
         clf = Classifier(n_classes, images.shape[1], tuple(images.shape[-2:]))
     clf.to(images.device)                 # initialised on the CPU: the same on every device
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
-    for _ in tqdm(range(epochs), desc="classifier", unit="epoch", disable=not progress):
+    for _ in tqdm(range(epochs), desc="classifier", unit="epoch", disable=not progress,
+                  **tqdm_defaults()):
         perm = torch.randperm(len(images), generator=g).to(images.device)       # [N]
         for s in range(0, len(images), batch_size):
             idx = perm[s:s + batch_size]

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from metaloop import runs_folder
+from metaloop._progress import tqdm_defaults
 from metaloop._random import seeded_rng
 from metaloop.evaluate.heldout import format_mean_ci
 from metaloop.recipes import _partial, report
@@ -1493,7 +1494,7 @@ def evaluate_strategies(rows: dict, family, tasks: int, seed: int, progress: boo
         per[n].update(r, accuracy=list(r["accuracy"]), adapt_seconds=list(r["adapt_seconds"]),
                       cpu_seconds=list(r.get("cpu_seconds", r["adapt_seconds"])))
     bar = tqdm(total=tasks, initial=skip, desc="held-out tasks", disable=not progress,
-               leave=False)
+               leave=False, **tqdm_defaults())
     done = 0
     for batch in heldout_tasks(family, tasks, seed):
         for i in range(batch.num_tasks):
@@ -1583,14 +1584,31 @@ def _jsonable(info: dict) -> dict:
     return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
 
 
-def table(results: dict) -> str:
-    """approach | # | accuracy (%) mean ± 95% CI | trainable parameters | s / task."""
+def table(results: dict, trials: int | None = None) -> str:
+    """approach | # | accuracy (%) mean ± 95% CI | trainable parameters | s / task.
+
+    With ``trials`` (each task's queries, ways x queries), an accuracy whose ``mean ± ci95``
+    would leave [0, 100]%, or whose tasks all scored 0 or 100%, shows the bounded interval
+    its record carries, ``"100.00 (93.03 to 100.00)"`` (``metaloop.evaluate.records
+    .ci95_fields``, as ``metaloop eval`` prints it); every task at 0 or 100% without
+    ``trials``: ``± n/a``, never the t interval's ``± 0.00``."""
+    from metaloop.evaluate.records import at_an_end, ci95_fields
+
     head = ["approach", "#", "accuracy %", "trainable", "s/task"]
     rows = [head]
     for name, r in results.items():
         a = r["accuracy"]
-        rows.append([name, str(r["approach"]), format_mean_ci(a["mean"], a["ci95"], ".2f", 100),
-                     f"{r['trainable']:,}", f"{r['adapt_seconds']:.3f}"])
+        per_task = [100 * v for v in r.get("per_task", {}).get("accuracy", [])]
+        ends = ci95_fields(per_task, trials=trials * len(per_task) if trials else None) \
+            if per_task else {}
+        if ends:
+            cell = f"{100 * a['mean']:.2f} ({ends['ci95_low']:.2f} to {ends['ci95_high']:.2f})"
+        elif per_task and at_an_end(per_task):
+            cell = format_mean_ci(a["mean"], None, ".2f", 100)      # ± 0 is no interval
+        else:
+            cell = format_mean_ci(a["mean"], a["ci95"], ".2f", 100)
+        rows.append([name, str(r["approach"]), cell, f"{r['trainable']:,}",
+                     f"{r['adapt_seconds']:.3f}"])
     return report.aligned(rows, right=(2, 3, 4))
 
 

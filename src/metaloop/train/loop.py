@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaloop import runlock, runs_folder
+from metaloop._progress import tqdm_defaults
 from metaloop._random import in_seeded_rng
 from metaloop.build import data_changes
 from metaloop.evaluate.heldout import check_learner_family, evaluate
@@ -1329,7 +1330,7 @@ def train(learner, family, *, iterations: int, meta_batch: int, lr: float = 1e-3
 
     bar = tqdm(range(start, iterations), desc=desc, disable=not (progress and lead),
                initial=start, total=iterations, dynamic_ncols=True, leave=False,
-               miniters=log_every)
+               miniters=log_every, **tqdm_defaults())
     try:
         with _StopSignals() as stop:
             for it in bar:
