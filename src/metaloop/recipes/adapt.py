@@ -630,11 +630,7 @@ def run(p: Prepared, out, *, progress: bool = False, resume: bool = False,
     for tmp in (*out.glob(f".{PARTIAL}.*"), *out.glob(".results.json.*"),
                 out / ".accuracy.png.partial"):       # what a kill mid-write left
         tmp.unlink(missing_ok=True)
-    if not resume:
-        if (out / "results.json").is_file() and runs_folder.found(out) is None:
-            raise ValueError(f"{out} holds a results.json that no metaloop run wrote, which "
-                             f"this run would replace: give another --out (nothing was "
-                             f"written)")
+    if not resume:      # (a results.json no metaloop run wrote: runs_folder.check refused it)
         # partial.json first: a kill here leaves no old one to pass for kept work
         (out / PARTIAL).unlink(missing_ok=True)
     rows = strategies(s, p.model, p.kind, p.heldout)
