@@ -412,10 +412,7 @@ def _evaluate(args: argparse.Namespace, loaded, cfg: dict, out, loaded_ckpts: li
         run_label(loaded)
     print(f"{cfg['family']['name']} ({ec['split']}): held-out query {metric}, mean ± 95% CI "
           f"over {ec['tasks']} task{'s' if ec['tasks'] != 1 else ''}")
-    fam = cfg["family"]
-    per_task_trials = (ec["ways"] or fam.get("ways") or 0) * (ec["queries"] or fam.get("queries")
-                                                             or 0) or None
-    print(report.table({name: r}, metric, trials=per_task_trials))
+    print(report.table({name: r}, metric, trials=records.queries_per_task(cfg)))
     if ec["tasks"] == 1:
         print("note: one task has no confidence interval (± n/a); give --tasks 2 "
               "or more", file=sys.stderr)
